@@ -1,0 +1,56 @@
+package blocklist
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// seedFiles adds every file of testdata/ matching pattern to the corpus.
+func seedFiles(f *testing.F, pattern string) {
+	paths, err := filepath.Glob(filepath.Join("testdata", pattern))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+}
+
+// FuzzParse checks that no input crashes the parser and that every stored
+// entry is a valid normalised name that matches itself and its subdomains.
+func FuzzParse(f *testing.F) {
+	seedFiles(f, "*.list")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, _ := Parse("fuzz.txt", data)
+		for e := range l.All() {
+			n, err := NormalizeName(e.Name)
+			if err != nil || n != e.Name {
+				t.Fatalf("stored entry %q is not normalised (%q, %v)", e.Name, n, err)
+			}
+			m, ok := l.Match("x." + strings.ToUpper(e.Name) + ".")
+			if !ok || !strings.HasSuffix(e.Name, m.Name) {
+				t.Fatalf("entry %q does not match its subdomain (got %q)", e.Name, m.Name)
+			}
+		}
+	})
+}
+
+// FuzzParseRanges checks that no input crashes the range parser and that
+// every range is canonical.
+func FuzzParseRanges(f *testing.F) {
+	seedFiles(f, "*.ranges")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rf, _ := ParseRanges("fuzz.txt", data)
+		for _, r := range rf.Ranges {
+			if r.Prefix.Masked() != r.Prefix || r.Prefix.Addr().Is4In6() {
+				t.Fatalf("range %s is not canonical", r.Prefix)
+			}
+		}
+	})
+}

@@ -1,0 +1,243 @@
+package blocklist
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseForms(t *testing.T) {
+	tests := []struct {
+		name string
+		line string
+		want []string
+	}{
+		{name: "plain", line: "tiktok.com", want: []string{"tiktok.com"}},
+		{name: "trailing dot", line: "tiktok.com.", want: []string{"tiktok.com"}},
+		{name: "upper case", line: "TikTok.COM", want: []string{"tiktok.com"}},
+		{name: "leading wildcard", line: "*.tiktok.com", want: []string{"tiktok.com"}},
+		{name: "leading dot", line: ".tiktok.com", want: []string{"tiktok.com"}},
+		{name: "adblock", line: "||tiktok.com^", want: []string{"tiktok.com"}},
+		{name: "hosts one name", line: "0.0.0.0 tiktok.com", want: []string{"tiktok.com"}},
+		{name: "hosts many names", line: "127.0.0.1\ttiktok.com  www.tiktokv.com", want: []string{"tiktok.com", "www.tiktokv.com"}},
+		{name: "hosts ipv6", line: ":: tiktok.com", want: []string{"tiktok.com"}},
+		{name: "hosts localhost skipped", line: "127.0.0.1 localhost", want: nil},
+		{name: "trailing comment", line: "tiktok.com # A: AGS", want: []string{"tiktok.com"}},
+		{name: "comment line", line: "# tiktok.com", want: nil},
+		{name: "adblock comment", line: "! Title: x", want: nil},
+		{name: "adblock header", line: "[Adblock Plus 2.0]", want: nil},
+		{name: "unicode to punycode", line: "bücher.example", want: []string{"xn--bcher-kva.example"}},
+		{name: "underscore", line: "_dmarc.tiktok.com", want: []string{"_dmarc.tiktok.com"}},
+		{name: "blank", line: "   ", want: nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := Parse("test.txt", []byte(tc.line+"\n"))
+			require.NoError(t, err)
+			var got []string
+			for e := range l.All() {
+				got = append(got, e.Name)
+				assert.Equal(t, 1, e.Line)
+			}
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func TestParseBadLines(t *testing.T) {
+	tests := []struct {
+		name    string
+		line    string
+		wantErr error
+		wantMsg string
+	}{
+		{name: "single label", line: "com", wantErr: ErrSingleLabel,
+			wantMsg: `lists/x.txt:2: a single label would block a whole top-level domain: "com"`},
+		{name: "empty label", line: "tiktok..com", wantErr: ErrEmptyLabel,
+			wantMsg: `lists/x.txt:2: empty label: "tiktok..com"`},
+		{name: "bad char", line: "tik$tok.com", wantErr: ErrBadChar},
+		{name: "inner wildcard", line: "v*.tiktokcdn-eu.com", wantErr: ErrWildcard},
+		{name: "adblock options", line: "||tiktok.com^$important", wantErr: ErrAdblockOptions},
+		{name: "adblock without caret", line: "||tiktok.com", wantErr: ErrAdblockForm},
+		{name: "exception", line: "@@||tiktok.com^", wantErr: ErrException},
+		{name: "address alone", line: "10.0.0.1", wantErr: ErrAddrOnly},
+		{name: "bad address", line: "300.1.1.1 tiktok.com", wantErr: ErrBadAddr},
+		{name: "trailing text", line: "tiktok.com extra", wantErr: ErrTrailing,
+			wantMsg: `lists/x.txt:2: unexpected text after the entry: "extra"`},
+		{name: "cosmetic filter", line: "example.com##.ad", wantErr: ErrBadChar},
+		{name: "long label", line: strings.Repeat("a", 64) + ".com", wantErr: ErrLongLabel},
+		{name: "long name", line: strings.Repeat("abcdefghi.", 26) + "com", wantErr: ErrLongName},
+		{name: "hosts bad name", line: "0.0.0.0 ok.example bad..example", wantErr: ErrEmptyLabel},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			data := "good.example\n" + tc.line + "\nafter.example\n"
+			l, err := Parse("lists/x.txt", []byte(data))
+			require.Error(t, err)
+			assert.ErrorIs(t, err, tc.wantErr)
+			var pe *ParseError
+			require.ErrorAs(t, err, &pe)
+			assert.Equal(t, "lists/x.txt", pe.File)
+			assert.Equal(t, 2, pe.Line)
+			if tc.wantMsg != "" {
+				assert.Equal(t, tc.wantMsg, err.Error())
+			}
+			// The bad line is skipped, never the rest of the file.
+			assert.True(t, l.Contains("good.example"))
+			assert.True(t, l.Contains("after.example"))
+		})
+	}
+}
+
+func TestParseReportsEveryBadLineBounded(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < maxReported+10; i++ {
+		b.WriteString("bad..name\n")
+	}
+	b.WriteString("ok.example\n")
+	l, err := Parse("junk.txt", []byte(b.String()))
+	require.Error(t, err)
+	assert.Equal(t, maxReported+1, strings.Count(err.Error(), "\n")+1)
+	assert.Contains(t, err.Error(), "junk.txt: 10 more bad lines not shown")
+	assert.Equal(t, 1, l.Len())
+}
+
+func TestDuplicates(t *testing.T) {
+	l, err := Parse("d.txt", []byte("a.example\n*.A.example\nb.example\n"))
+	require.NoError(t, err)
+	assert.Equal(t, 2, l.Len())
+	assert.Equal(t, []Duplicate{{Name: "a.example", Line: 2, FirstLine: 1}}, l.Duplicates())
+}
+
+func TestMatch(t *testing.T) {
+	l, err := Parse("lists/tiktok.txt", []byte(strings.Join([]string{
+		"# TikTok",
+		"tiktok.com",
+		"tiktokv.com.edgekey.net",
+		"www.deep.example",
+		"deep.example",
+		"xn--bcher-kva.example",
+	}, "\n")))
+	require.NoError(t, err)
+
+	tests := []struct {
+		name      string
+		query     string
+		wantEntry string
+		wantLine  int
+	}{
+		{name: "exact", query: "tiktok.com", wantEntry: "tiktok.com", wantLine: 2},
+		{name: "trailing dot", query: "tiktok.com.", wantEntry: "tiktok.com", wantLine: 2},
+		{name: "subdomain", query: "www.tiktok.com.", wantEntry: "tiktok.com", wantLine: 2},
+		{name: "deep subdomain", query: "a.b.c.d.e.tiktok.com", wantEntry: "tiktok.com", wantLine: 2},
+		{name: "mixed case", query: "WwW.TikTok.CoM.", wantEntry: "tiktok.com", wantLine: 2},
+		{name: "label scoped in shared zone", query: "x.tiktokv.com.edgekey.net.", wantEntry: "tiktokv.com.edgekey.net", wantLine: 3},
+		{name: "most specific entry wins", query: "a.www.deep.example", wantEntry: "www.deep.example", wantLine: 4},
+		{name: "idn", query: "www.xn--bcher-kva.example.", wantEntry: "xn--bcher-kva.example", wantLine: 6},
+		{name: "look-alike prefix", query: "nottiktok.com."},
+		{name: "look-alike suffix", query: "tiktok.com.example.org."},
+		{name: "other tld", query: "tiktok.co."},
+		{name: "shared parent", query: "edgekey.net."},
+		{name: "sibling in shared zone", query: "other.edgekey.net."},
+		{name: "parent of entry", query: "com."},
+		{name: "root", query: "."},
+		{name: "empty", query: ""},
+		{name: "escaped dot is not a boundary", query: `x\.tiktok.com.`},
+		{name: "escaped dot in entry label", query: `tiktok\.com.`},
+		{name: "escaped backslash then dot", query: `x\\.tiktok.com.`, wantEntry: "tiktok.com", wantLine: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, ok := l.Match(tc.query)
+			if tc.wantEntry == "" {
+				assert.False(t, ok, "matched %q", e.Name)
+				return
+			}
+			require.True(t, ok)
+			assert.Equal(t, tc.wantEntry, e.Name)
+			assert.Equal(t, tc.wantLine, e.Line)
+			assert.Equal(t, "lists/tiktok.txt", e.List.File())
+		})
+	}
+}
+
+func TestMatchDoesNotAllocate(t *testing.T) {
+	l, err := Parse("t.txt", []byte("tiktok.com\n"))
+	require.NoError(t, err)
+	allocs := testing.AllocsPerRun(100, func() {
+		l.Match("A.B.WWW.TikTok.com.")
+		l.Match("www.example.org.")
+	})
+	assert.Zero(t, allocs)
+}
+
+func TestLargeListGrowsAndMatches(t *testing.T) {
+	// Parse sizes the table from the line count; build one larger than that
+	// estimate by putting many names on hosts lines, forcing growth.
+	var b strings.Builder
+	for i := 0; i < 2000; i++ {
+		fmt.Fprintf(&b, "0.0.0.0 a%d.example b%d.example c%d.example\n", i, i, i)
+	}
+	l, err := Parse("big.txt", []byte(b.String()))
+	require.NoError(t, err)
+	assert.Equal(t, 6000, l.Len())
+	for i := 0; i < 2000; i++ {
+		e, ok := l.Match(fmt.Sprintf("x.c%d.example.", i))
+		require.True(t, ok)
+		assert.Equal(t, i+1, e.Line)
+	}
+	_, ok := l.Match("d1.example")
+	assert.False(t, ok)
+}
+
+func TestNormalizeName(t *testing.T) {
+	n, err := NormalizeName("WWW.Bücher.Example.")
+	require.NoError(t, err)
+	assert.Equal(t, "www.xn--bcher-kva.example", n)
+	_, err = NormalizeName("a..b")
+	assert.ErrorIs(t, err, ErrEmptyLabel)
+}
+
+func TestParseRanges(t *testing.T) {
+	data := strings.Join([]string{
+		"# government ranges",
+		"10.0.0.0/8",
+		"192.0.2.7        # a single host",
+		"2001:db8::/32",
+		"::ffff:198.51.100.0/120",
+		"10.1.2.3/8",
+		"not-an-ip",
+		"10.0.0.0/33",
+		"fe80::1%eth0",
+		"10.0.0.0/8 extra",
+	}, "\n")
+	rf, err := ParseRanges("networks/gov.txt", []byte(data))
+	require.Error(t, err)
+	var got []string
+	for _, r := range rf.Ranges {
+		got = append(got, fmt.Sprintf("%s@%d", r.Prefix, r.Line))
+	}
+	assert.Equal(t, []string{"10.0.0.0/8@2", "192.0.2.7/32@3", "2001:db8::/32@4", "198.51.100.0/24@5"}, got)
+	assert.Equal(t, strings.Join([]string{
+		`networks/gov.txt:6: prefix has host bits set, did you mean 10.0.0.0/8: "10.1.2.3/8"`,
+		`networks/gov.txt:7: not an IP address or CIDR prefix: "not-an-ip"`,
+		`networks/gov.txt:8: not an IP address or CIDR prefix: "10.0.0.0/33"`,
+		`networks/gov.txt:9: not an IP address or CIDR prefix: "fe80::1%eth0"`,
+		`networks/gov.txt:10: unexpected text after the entry: "extra"`,
+	}, "\n"), err.Error())
+	assert.True(t, errors.Is(err, ErrHostBits))
+}
+
+func TestParsePrefix(t *testing.T) {
+	p, err := ParsePrefix("::ffff:10.0.0.1")
+	require.NoError(t, err)
+	assert.Equal(t, netip.MustParsePrefix("10.0.0.1/32"), p)
+	p, err = ParsePrefix("::1")
+	require.NoError(t, err)
+	assert.Equal(t, netip.MustParsePrefix("::1/128"), p)
+}

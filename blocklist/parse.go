@@ -1,0 +1,281 @@
+package blocklist
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"golang.org/x/net/idna"
+)
+
+// maxReported bounds how many bad lines of one file are reported one by one;
+// a file of binary junk must not turn into a million log lines.
+const maxReported = 100
+
+// ParseError is one bad line of a list or range file. The line is skipped;
+// the rest of the file still loads.
+type ParseError struct {
+	File string
+	Line int
+	Text string // the offending token
+	Err  error  // what is wrong with it
+}
+
+func (e *ParseError) Error() string {
+	return fmt.Sprintf("%s:%d: %v: %q", e.File, e.Line, e.Err, e.Text)
+}
+
+func (e *ParseError) Unwrap() error { return e.Err }
+
+// Reasons a line is rejected. Tests and callers match them with errors.Is.
+var (
+	ErrEmptyLabel     = errors.New("empty label")
+	ErrLongLabel      = errors.New("label longer than 63 octets")
+	ErrLongName       = errors.New("name longer than 253 octets")
+	ErrBadChar        = errors.New("invalid character in name")
+	ErrSingleLabel    = errors.New("a single label would block a whole top-level domain")
+	ErrWildcard       = errors.New("wildcards are only allowed as a leading \"*.\"")
+	ErrAdblockOptions = errors.New("adblock options ($...) are not supported")
+	ErrAdblockForm    = errors.New("adblock rules must have the form ||name^")
+	ErrException      = errors.New("exception rules (@@) are not supported, put the name in an allow list")
+	ErrAddrOnly       = errors.New("an address alone is not a domain name")
+	ErrBadAddr        = errors.New("invalid IP address")
+	ErrTrailing       = errors.New("unexpected text after the entry")
+	ErrIDNA           = errors.New("invalid internationalised name")
+	ErrBadRange       = errors.New("not an IP address or CIDR prefix")
+	ErrHostBits       = errors.New("prefix has host bits set")
+)
+
+// hostsNames are the standard entries of a hosts file; a hosts-format list
+// copied from /etc/hosts carries them and they are skipped silently.
+var hostsNames = map[string]bool{
+	"localhost": true, "localhost.localdomain": true, "local": true,
+	"broadcasthost": true, "ip6-localhost": true, "ip6-loopback": true,
+	"ip6-localnet": true, "ip6-mcastprefix": true, "ip6-allnodes": true,
+	"ip6-allrouters": true, "ip6-allhosts": true, "0.0.0.0": true,
+}
+
+// LoadFile reads and parses a list file. A read error is returned alone with
+// a nil list; bad lines are returned as joined *ParseError next to the list
+// built from the good ones.
+func LoadFile(path, name string) (*List, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading list: %w", err)
+	}
+	return Parse(name, data)
+}
+
+// Parse builds a List from file content. name is how errors and matches
+// refer to the file. Every accepted form means "this domain and every name
+// below it": `example.com`, `*.example.com`, `.example.com`, hosts lines
+// (`0.0.0.0 a.example b.example`) and Adblock rules (`||example.com^`).
+func Parse(name string, data []byte) (*List, error) {
+	b := newBuilder(name, bytes.Count(data, []byte{'\n'})+1)
+	var errs errorList
+	var buf [maxName + 2]byte
+	forEachLine(string(data), func(line int, text string) {
+		first, rest := nextField(text)
+		if _, err := netip.ParseAddr(first); err == nil || looksLikeAddr(first) {
+			if err != nil {
+				errs.add(name, line, first, ErrBadAddr)
+				return
+			}
+			if rest == "" {
+				errs.add(name, line, first, ErrAddrOnly)
+				return
+			}
+			// hosts line: every further field is a name.
+			for rest != "" {
+				var host string
+				host, rest = nextField(rest)
+				if hostsNames[strings.ToLower(host)] {
+					continue
+				}
+				if n, err := normalizeEntry(host, buf[:0]); err != nil {
+					errs.add(name, line, host, err)
+				} else {
+					b.add(n, line)
+				}
+			}
+			return
+		}
+		if rest != "" {
+			errs.add(name, line, rest, ErrTrailing)
+			return
+		}
+		entry, err := stripForm(first)
+		if err == nil {
+			var n []byte
+			if n, err = normalizeEntry(entry, buf[:0]); err == nil {
+				b.add(n, line)
+				return
+			}
+		}
+		errs.add(name, line, first, err)
+	})
+	return b.finish(sha256.Sum256(data)), errs.err()
+}
+
+// stripForm removes the decoration of the accepted entry forms.
+func stripForm(s string) (string, error) {
+	switch {
+	case strings.HasPrefix(s, "@@"):
+		return "", ErrException
+	case strings.HasPrefix(s, "||"):
+		s = s[2:]
+		if i := strings.IndexByte(s, '$'); i >= 0 {
+			return "", ErrAdblockOptions
+		}
+		if !strings.HasSuffix(s, "^") || strings.Count(s, "^") != 1 {
+			return "", ErrAdblockForm
+		}
+		s = s[:len(s)-1]
+	case strings.HasPrefix(s, "*."):
+		s = s[2:]
+	case strings.HasPrefix(s, "."):
+		s = s[1:]
+	}
+	if strings.Contains(s, "*") {
+		return "", ErrWildcard
+	}
+	return s, nil
+}
+
+// NormalizeName turns a name as a user or a list writes it (any case,
+// Unicode, optional trailing dot) into the form lists store: lowercase ASCII
+// (punycode), no trailing dot.
+func NormalizeName(s string) (string, error) {
+	var buf [maxName + 2]byte
+	n, err := normalizeEntry(s, buf[:0])
+	if err != nil {
+		return "", err
+	}
+	return string(n), nil
+}
+
+// normalizeEntry validates a domain name and writes its stored form to dst.
+func normalizeEntry(s string, dst []byte) ([]byte, error) {
+	s = strings.TrimSuffix(s, ".")
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			a, err := idna.Lookup.ToASCII(s)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrIDNA, err)
+			}
+			s = a
+			break
+		}
+	}
+	if len(s) > maxName {
+		return nil, ErrLongName
+	}
+	labels, labelLen := 1, 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '.':
+			if labelLen == 0 {
+				return nil, ErrEmptyLabel
+			}
+			labels++
+			labelLen = 0
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+			labelLen++
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+			labelLen++
+		default:
+			return nil, ErrBadChar
+		}
+		if labelLen > 63 {
+			return nil, ErrLongLabel
+		}
+		dst = append(dst, c)
+	}
+	if labelLen == 0 {
+		return nil, ErrEmptyLabel
+	}
+	if labels < 2 {
+		return nil, ErrSingleLabel
+	}
+	return dst, nil
+}
+
+// forEachLine calls fn with the 1-based number and the content of every line
+// that is not blank or a comment, with comments removed. `#` starts a comment
+// at the start of a line or after white space (so `example.com##.ad`, an
+// Adblock cosmetic rule, is rejected rather than read as example.com). Lines
+// starting with `!` or `[` are Adblock comments and headers.
+func forEachLine(data string, fn func(line int, text string)) {
+	for line := 1; len(data) > 0; line++ {
+		var text string
+		if i := strings.IndexByte(data, '\n'); i >= 0 {
+			text, data = data[:i], data[i+1:]
+		} else {
+			text, data = data, ""
+		}
+		text = strings.TrimSpace(text)
+		if text == "" || text[0] == '#' || text[0] == '!' || text[0] == '[' {
+			continue
+		}
+		for i := 1; i < len(text); i++ {
+			if text[i] == '#' && (text[i-1] == ' ' || text[i-1] == '\t') {
+				text = strings.TrimSpace(text[:i])
+				break
+			}
+		}
+		fn(line, text)
+	}
+}
+
+// nextField splits off the first white-space separated field.
+func nextField(s string) (field, rest string) {
+	s = strings.TrimLeft(s, " \t")
+	i := strings.IndexAny(s, " \t")
+	if i < 0 {
+		return s, ""
+	}
+	return s[:i], strings.TrimLeft(s[i:], " \t")
+}
+
+// looksLikeAddr reports text that was meant as an address (all digits and
+// dots, or containing a colon) but did not parse as one.
+func looksLikeAddr(s string) bool {
+	if strings.Contains(s, ":") && !strings.HasPrefix(s, "||") {
+		return true
+	}
+	for i := 0; i < len(s); i++ {
+		if (s[i] < '0' || s[i] > '9') && s[i] != '.' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// errorList collects the bad lines of one file, bounded by maxReported.
+type errorList struct {
+	errs    []error
+	dropped int
+	file    string
+}
+
+func (e *errorList) add(file string, line int, text string, err error) {
+	e.file = file
+	if len(e.errs) >= maxReported {
+		e.dropped++
+		return
+	}
+	e.errs = append(e.errs, &ParseError{File: file, Line: line, Text: text, Err: err})
+}
+
+func (e *errorList) err() error {
+	if e.dropped > 0 {
+		e.errs = append(e.errs, fmt.Errorf("%s: %d more bad lines not shown", e.file, e.dropped))
+	}
+	return errors.Join(e.errs...)
+}
