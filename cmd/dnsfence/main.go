@@ -1,0 +1,188 @@
+// Command dnsfence is a forwarding DNS resolver that answers NXDOMAIN for
+// TikTok and ByteDance names asked from government-device address ranges
+// and forwards everything else upstream untouched.
+//
+// Usage:
+//
+//	dnsfence [-config FILE]                      serve
+//	dnsfence check -config FILE                  validate and summarise
+//	dnsfence explain -config FILE CLIENT NAME    why a name is blocked or not
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/dnsfence/dnsfence/configs"
+	"github.com/dnsfence/dnsfence/resolver"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the exit, for tests.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "check":
+			return runCheck(args[1:], stdout, stderr)
+		case "explain":
+			return runExplain(args[1:], stdout, stderr)
+		}
+	}
+	return runServe(args, stderr)
+}
+
+// loadConfig reads the configuration file, or the embedded default when
+// path is empty.
+func loadConfig(path string) (*resolver.Config, error) {
+	if path != "" {
+		return resolver.LoadConfig(path)
+	}
+	data, err := configs.FS.ReadFile(configs.DefaultName)
+	if err != nil {
+		return nil, err
+	}
+	return resolver.ParseEmbeddedConfig("embedded:"+configs.DefaultName, data, configs.FS.ReadFile)
+}
+
+func runServe(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("dnsfence", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "configuration file (default: the embedded default)")
+	version := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *version {
+		fmt.Fprintln(stderr, versionString())
+		return 0
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	log, err := newLogger(cfg.Log)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer func() { _ = log.Sync() }()
+
+	snap, err := resolver.BuildSnapshot(cfg, nil)
+	if err != nil {
+		log.Error("loading lists and ranges", zap.Error(err))
+		return 1
+	}
+	logSnapshot(log, snap)
+
+	handler := resolver.NewHandler(log.Named("query"), snap)
+	server := resolver.NewServer(log.Named("server"), handler)
+	if err := server.Start(cfg.Listen); err != nil {
+		log.Error("starting", zap.Error(err))
+		return 1
+	}
+	log.Info("dnsfence started", zap.String("version", versionString()), zap.String("config", cfg.File),
+		zap.Strings("upstreams", snap.Forwarder.Upstreams()))
+
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	for sig := range signals {
+		if sig == syscall.SIGHUP {
+			reload(log, handler, *configPath)
+			continue
+		}
+		log.Info("stopping", zap.String("signal", sig.String()))
+		break
+	}
+	// In-flight queries get the whole upstream budget to finish.
+	budget := time.Duration(len(snap.Forwarder.Upstreams())+1) * cfg.UpstreamTimeout
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	defer cancel()
+	if err := server.Shutdown(ctx); err != nil {
+		log.Warn("shutdown", zap.Error(err))
+	}
+	log.Info("stopped")
+	return 0
+}
+
+// reload rebuilds the snapshot from the configuration; anything wrong keeps
+// the running one.
+func reload(log *zap.Logger, h *resolver.Handler, path string) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		log.Error("reload failed, keeping the last good state", zap.Error(err))
+		return
+	}
+	snap, err := resolver.BuildSnapshot(cfg, h.Snapshot())
+	if err != nil {
+		log.Error("reload failed, keeping the last good state", zap.Error(err))
+		return
+	}
+	h.Store(snap)
+	log.Info("reloaded")
+	logSnapshot(log, snap)
+}
+
+// logSnapshot logs the policies and list sizes, and every skipped line.
+func logSnapshot(log *zap.Logger, snap *resolver.Snapshot) {
+	for _, w := range snap.Warnings {
+		log.Warn("skipped bad lines", zap.Error(w))
+	}
+	for path, l := range snap.Lists {
+		log.Info("list loaded", zap.String("list", path), zap.Int("entries", l.Len()), zap.String("list_sha256", l.Hash()))
+	}
+	for _, p := range snap.Config.Policies {
+		log.Info("policy", zap.String("policy", p.Name), zap.Strings("clients", p.Clients),
+			zap.Strings("client_files", p.ClientFiles), zap.Strings("block", p.Block), zap.Strings("allow", p.Allow),
+			zap.String("action", string(p.Action)))
+	}
+	if len(snap.Config.Policies) == 0 {
+		log.Warn("no policies: every query is forwarded")
+	}
+}
+
+// newLogger builds the zap logger the configuration asks for.
+func newLogger(c resolver.LogConfig) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	zc := zap.NewProductionConfig()
+	if c.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+	}
+	zc.Level = zap.NewAtomicLevelAt(level)
+	zc.Sampling = nil // the audit trail must not be sampled away
+	zc.EncoderConfig.TimeKey = "time"
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	zc.DisableStacktrace = true
+	return zc.Build()
+}
+
+// versionString is the module version and VCS revision of the build.
+func versionString() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dnsfence (unknown version)"
+	}
+	v := "dnsfence " + bi.Main.Version
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision", "vcs.time", "vcs.modified":
+			v += " " + s.Key + "=" + s.Value
+		}
+	}
+	return v + " " + bi.GoVersion
+}

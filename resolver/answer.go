@@ -1,0 +1,149 @@
+package resolver
+
+import (
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// ednsSize is the EDNS buffer size dnsfence advertises and uses upstream:
+// the DNS Flag Day 2020 value that avoids IP fragmentation.
+const ednsSize = 1232
+
+// SOA fields of blocked answers other than the TTLs, which are blocked_ttl.
+const (
+	soaMname   = "blocked.dnsfence.invalid."
+	soaRname   = "hostmaster.dnsfence.invalid."
+	soaRefresh = 3600
+	soaRetry   = 600
+	soaExpire  = 86400
+)
+
+// newReply starts an answer to req: ID, opcode, question and RD echoed, RA
+// set, and an OPT record only when the query carried one (RFC 6891 §7).
+func newReply(req *dns.Msg, rcode int) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetRcode(req, rcode)
+	m.RecursionAvailable = true
+	m.Authoritative = false
+	if opt := req.IsEdns0(); opt != nil {
+		m.SetEdns0(ednsSize, opt.Do())
+	}
+	return m
+}
+
+// addEDE attaches an Extended DNS Error (RFC 8914) when the reply has EDNS.
+func addEDE(m *dns.Msg, code uint16, text string) {
+	if opt := m.IsEdns0(); opt != nil {
+		opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: code, ExtraText: text})
+	}
+}
+
+// refusedReply answers a client outside allowed_clients.
+func refusedReply(req *dns.Msg) *dns.Msg {
+	m := newReply(req, dns.RcodeRefused)
+	addEDE(m, dns.ExtendedErrorCodeProhibited, "client not allowed")
+	return m
+}
+
+// servfailReply answers when no upstream gave a usable answer.
+func servfailReply(req *dns.Msg, ede uint16, text string) *dns.Msg {
+	m := newReply(req, dns.RcodeServerFailure)
+	addEDE(m, ede, text)
+	return m
+}
+
+// blockedText names the policy and the list for EDE 15 and logs.
+func blockedText(p *Policy, d Decision) string {
+	return fmt.Sprintf("blocked by policy %q, list %s", p.Name, d.Entry.List.File())
+}
+
+// blockedReply is the answer for a blocked name under the policy's action.
+// owner is the name the SOA is owned by: the matched entry when it is the
+// question name or a parent of it, else the question name itself (a CNAME
+// chain block), so that the SOA always sits at or above the question as RFC
+// 2308 negative caching expects.
+func blockedReply(req *dns.Msg, p *Policy, d Decision, ttl uint32, serial uint32) *dns.Msg {
+	q := req.Question[0]
+	owner := dns.Fqdn(d.Entry.Name)
+	if !dns.IsSubDomain(owner, strings.ToLower(q.Name)) {
+		owner = strings.ToLower(dns.Fqdn(q.Name))
+	}
+	soa := &dns.SOA{
+		Hdr:     dns.RR_Header{Name: owner, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: ttl},
+		Ns:      soaMname,
+		Mbox:    soaRname,
+		Serial:  serial,
+		Refresh: soaRefresh,
+		Retry:   soaRetry,
+		Expire:  soaExpire,
+		Minttl:  ttl,
+	}
+	var m *dns.Msg
+	switch p.Action {
+	case ActionRefused:
+		m = newReply(req, dns.RcodeRefused)
+	case ActionNull:
+		m = newReply(req, dns.RcodeSuccess)
+		hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: q.Qclass, Ttl: ttl}
+		switch q.Qtype {
+		case dns.TypeA:
+			m.Answer = []dns.RR{&dns.A{Hdr: hdr, A: net.IPv4zero.To4()}}
+		case dns.TypeAAAA:
+			m.Answer = []dns.RR{&dns.AAAA{Hdr: hdr, AAAA: net.IPv6zero}}
+		default:
+			m.Ns = []dns.RR{soa} // NODATA
+		}
+	default:
+		m = newReply(req, dns.RcodeNameError)
+		m.Ns = []dns.RR{soa}
+	}
+	addEDE(m, dns.ExtendedErrorCodeBlocked, blockedText(p, d))
+	return m
+}
+
+// clientSize is the largest UDP answer the client accepts: its EDNS buffer
+// size, at least 512 (RFC 6891 §6.2.5) and at most what we advertise.
+func clientSize(req *dns.Msg) int {
+	size := dns.MinMsgSize
+	if opt := req.IsEdns0(); opt != nil {
+		size = max(int(opt.UDPSize()), dns.MinMsgSize)
+	}
+	return min(size, ednsSize)
+}
+
+// upstreamReply turns an upstream answer into the client's: the client's ID
+// and question restored, RA set, and EDNS rebuilt for this hop: our buffer
+// size and the client's DO bit, keeping the upstream's Extended DNS Errors,
+// and no OPT at all when the client sent none.
+func upstreamReply(req, resp *dns.Msg) *dns.Msg {
+	m := resp.Copy()
+	m.Id = req.Id
+	m.Question = req.Question
+	m.RecursionDesired = req.RecursionDesired
+	m.RecursionAvailable = true
+	var edes []dns.EDNS0
+	extra := m.Extra[:0]
+	for _, rr := range m.Extra {
+		if opt, ok := rr.(*dns.OPT); ok {
+			for _, o := range opt.Option {
+				if e, ok := o.(*dns.EDNS0_EDE); ok {
+					edes = append(edes, e)
+				}
+			}
+			continue
+		}
+		extra = append(extra, rr)
+	}
+	m.Extra = extra
+	if opt := req.IsEdns0(); opt != nil {
+		m.SetEdns0(ednsSize, opt.Do())
+		m.IsEdns0().Option = edes
+	} else if m.Rcode > 0xF {
+		// An extended RCODE cannot be expressed without OPT.
+		m.Rcode = dns.RcodeServerFailure
+	}
+	return m
+}

@@ -1,0 +1,495 @@
+package resolver
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults for every key a deployment may leave out.
+const (
+	DefaultListen          = "127.0.0.1:5353"
+	DefaultHTTP            = "127.0.0.1:9153"
+	DefaultBlockedTTL      = 60
+	DefaultUpstreamTimeout = 2 * time.Second
+	DefaultDebounce        = 200 * time.Millisecond
+	DefaultMaxShrink       = 0.5
+	DefaultCacheSize       = 20000
+	DefaultCacheMaxTTL     = 86400
+)
+
+// DefaultAllowedClients are loopback and the private ranges: dnsfence is
+// never an open resolver unless told to be.
+var DefaultAllowedClients = []string{
+	"127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7",
+}
+
+// Action is what a policy answers for a blocked name.
+type Action string
+
+// The actions a policy can take.
+const (
+	ActionNXDomain Action = "nxdomain"
+	ActionRefused  Action = "refused"
+	ActionNull     Action = "null"
+)
+
+// Config is the YAML configuration file, after defaults are applied.
+type Config struct {
+	Listen          []string       `yaml:"listen"`
+	Upstreams       []string       `yaml:"upstreams"`
+	UpstreamTimeout time.Duration  `yaml:"upstream_timeout"`
+	AllowedClients  []string       `yaml:"allowed_clients"`
+	TrustedProxies  []string       `yaml:"trusted_proxies"`
+	BlockedTTL      uint32         `yaml:"blocked_ttl"`
+	Policies        []PolicyConfig `yaml:"policies"`
+	Cache           CacheConfig    `yaml:"cache"`
+	Log             LogConfig      `yaml:"log"`
+	HTTP            *string        `yaml:"http"`
+	Reload          ReloadConfig   `yaml:"reload"`
+
+	// File is the configuration file's path; relative paths in it resolve
+	// against its folder.
+	File string `yaml:"-"`
+	// ReadFile reads the list and range files the configuration names;
+	// os.ReadFile unless the configuration is the embedded default.
+	ReadFile func(path string) ([]byte, error) `yaml:"-"`
+	// Embedded marks the built-in default, whose files are compiled in.
+	Embedded bool `yaml:"-"`
+
+	// allowed, trusted and the policies' clients, parsed by validate.
+	allowed []netip.Prefix
+	trusted []netip.Prefix
+}
+
+// PolicyConfig is one entry of `policies`.
+type PolicyConfig struct {
+	Name        string   `yaml:"name"`
+	Clients     []string `yaml:"clients"`
+	ClientFiles []string `yaml:"client_files"`
+	Block       []string `yaml:"block"`
+	Allow       []string `yaml:"allow"`
+	Action      Action   `yaml:"action"`
+
+	clients []blocklist.Range
+}
+
+// CacheConfig bounds the answer cache.
+type CacheConfig struct {
+	Size   int    `yaml:"size"`
+	MinTTL uint32 `yaml:"min_ttl"`
+	MaxTTL uint32 `yaml:"max_ttl"`
+}
+
+// LogConfig selects the log level, encoding and per-query lines.
+type LogConfig struct {
+	Level   string `yaml:"level"`   // debug | info | warn | error
+	Format  string `yaml:"format"`  // json | console
+	Queries string `yaml:"queries"` // blocked | all | none
+}
+
+// ReloadConfig tunes hot reload.
+type ReloadConfig struct {
+	Debounce  time.Duration `yaml:"debounce"`
+	MaxShrink *float64      `yaml:"max_shrink"`
+}
+
+// HTTPAddr is the metrics and health address, "" when disabled.
+func (c *Config) HTTPAddr() string {
+	if c.HTTP == nil {
+		return DefaultHTTP
+	}
+	return *c.HTTP
+}
+
+// Path resolves a path written in the configuration against its folder.
+func (c *Config) Path(p string) string {
+	if c.Embedded || filepath.IsAbs(p) || c.File == "" {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.File), p)
+}
+
+// LoadConfig reads, decodes and validates a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return ParseConfig(path, data, os.ReadFile)
+}
+
+// ParseConfig decodes and validates configuration content. file names it in
+// errors and anchors its relative paths; readFile reads the files it names.
+// Every problem found is reported, each as `file:line: key: what is wrong`.
+func ParseConfig(file string, data []byte, readFile func(string) ([]byte, error)) (*Config, error) {
+	return parseConfig(file, data, readFile, false)
+}
+
+// ParseEmbeddedConfig parses the built-in default configuration, whose
+// files are compiled in and read with readFile, and whose upstreams may come
+// from a resolv.conf that names none.
+func ParseEmbeddedConfig(file string, data []byte, readFile func(string) ([]byte, error)) (*Config, error) {
+	return parseConfig(file, data, readFile, true)
+}
+
+func parseConfig(file string, data []byte, readFile func(string) ([]byte, error), embedded bool) (*Config, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return nil, yamlError(file, err)
+	}
+	cfg := &Config{File: file, ReadFile: readFile, Embedded: embedded}
+	strict := yaml.NewDecoder(bytes.NewReader(data))
+	strict.KnownFields(true) // unknown keys are errors, each one reported
+	if err := strict.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, yamlError(file, err)
+	}
+	// `action: null` is YAML's null literal, which decodes as no value at
+	// all; take the plain word as written.
+	for i := range cfg.Policies {
+		if n := nodeAt(&root, []any{"policies", i, "action"}); n != nil && n.Tag == "!!null" && n.Value == "null" {
+			cfg.Policies[i].Action = ActionNull
+		}
+	}
+	cfg.applyDefaults()
+	if err := cfg.validate(&root); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+var yamlUnknown = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+
+// yamlError rewrites the decoder's "line N: ..." messages as "file:N: ...".
+func yamlError(file string, err error) error {
+	var te *yaml.TypeError
+	var msgs []string
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	} else {
+		msgs = []string{strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	var errs []error
+	for _, m := range msgs {
+		m = strings.TrimPrefix(m, "yaml: ")
+		if g := yamlLine.FindStringSubmatch(m); g != nil {
+			what := g[2]
+			if u := yamlUnknown.FindStringSubmatch(what); u != nil {
+				what = fmt.Sprintf("unknown key %q", u[1])
+			}
+			errs = append(errs, fmt.Errorf("%s:%s: %s", file, g[1], what))
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", file, m))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) applyDefaults() {
+	if len(c.Listen) == 0 {
+		c.Listen = []string{DefaultListen}
+	}
+	if c.UpstreamTimeout == 0 {
+		c.UpstreamTimeout = DefaultUpstreamTimeout
+	}
+	if c.AllowedClients == nil {
+		c.AllowedClients = DefaultAllowedClients
+	}
+	if c.BlockedTTL == 0 {
+		c.BlockedTTL = DefaultBlockedTTL
+	}
+	for i := range c.Policies {
+		if c.Policies[i].Action == "" {
+			c.Policies[i].Action = ActionNXDomain
+		}
+	}
+	if c.Cache.Size == 0 {
+		c.Cache.Size = DefaultCacheSize
+	}
+	if c.Cache.MaxTTL == 0 {
+		c.Cache.MaxTTL = DefaultCacheMaxTTL
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+	if c.Log.Queries == "" {
+		c.Log.Queries = "blocked"
+	}
+	if c.Reload.Debounce == 0 {
+		c.Reload.Debounce = DefaultDebounce
+	}
+	if c.Reload.MaxShrink == nil {
+		v := DefaultMaxShrink
+		c.Reload.MaxShrink = &v
+	}
+}
+
+// configErrors collects validation problems with the line of the key.
+type configErrors struct {
+	file string
+	root *yaml.Node
+	errs []error
+}
+
+// add records a problem at path (keys and sequence indexes).
+func (e *configErrors) add(path []any, format string, args ...any) {
+	line := lineOf(e.root, path)
+	msg := fmt.Sprintf(format, args...)
+	if line > 0 {
+		e.errs = append(e.errs, fmt.Errorf("%s:%d: %s: %s", e.file, line, keyName(path), msg))
+	} else {
+		e.errs = append(e.errs, fmt.Errorf("%s: %s: %s", e.file, keyName(path), msg))
+	}
+}
+
+func keyName(path []any) string {
+	var b strings.Builder
+	for _, p := range path {
+		switch v := p.(type) {
+		case string:
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(v)
+		case int:
+			fmt.Fprintf(&b, "[%d]", v)
+		}
+	}
+	return b.String()
+}
+
+// lineOf finds the line of the node at path, or of its deepest ancestor
+// present in the file (a default value has no line of its own).
+func lineOf(root *yaml.Node, path []any) int {
+	line, _ := walk(root, path)
+	return line
+}
+
+// nodeAt returns the node at path, or nil when the file does not have it.
+func nodeAt(root *yaml.Node, path []any) *yaml.Node {
+	_, n := walk(root, path)
+	return n
+}
+
+// walk follows path (mapping keys and sequence indexes) from the document
+// root. It returns the line of the deepest node reached, and the node at
+// path if the whole path exists.
+func walk(root *yaml.Node, path []any) (int, *yaml.Node) {
+	if root == nil || len(root.Content) == 0 {
+		return 0, nil
+	}
+	n := root.Content[0]
+	line := n.Line
+	for _, p := range path {
+		var next *yaml.Node
+		switch v := p.(type) {
+		case string:
+			if n.Kind == yaml.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if n.Content[i].Value == v {
+						line = n.Content[i].Line
+						next = n.Content[i+1]
+						break
+					}
+				}
+			}
+		case int:
+			if n.Kind == yaml.SequenceNode && v < len(n.Content) {
+				next = n.Content[v]
+			}
+		}
+		if next == nil {
+			return line, nil
+		}
+		n = next
+		line = n.Line
+	}
+	return line, n
+}
+
+// validate checks every value and parses the address ranges; it reports all
+// problems at once.
+func (c *Config) validate(root *yaml.Node) error {
+	errs := &configErrors{file: c.File, root: root}
+	for i, l := range c.Listen {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			errs.add([]any{"listen", i}, "want host:port, got %q", l)
+		} else if _, err := netip.ParseAddrPort(l); err != nil {
+			errs.add([]any{"listen", i}, "want an IP address and port, got %q", l)
+		}
+	}
+	if len(c.Upstreams) == 0 && !c.Embedded {
+		errs.add([]any{"upstreams"}, "at least one upstream is required")
+	}
+	for i, u := range c.Upstreams {
+		if isResolvConf(u) {
+			continue
+		}
+		if _, err := netip.ParseAddrPort(u); err != nil {
+			errs.add([]any{"upstreams", i}, "want IP:port (e.g. 9.9.9.9:53 or [2620:fe::fe]:53) or a resolv.conf path, got %q", u)
+		}
+	}
+	if c.UpstreamTimeout < 0 {
+		errs.add([]any{"upstream_timeout"}, "must be positive, got %s", c.UpstreamTimeout)
+	}
+	c.allowed = parsePrefixes(errs, "allowed_clients", c.AllowedClients)
+	c.trusted = parsePrefixes(errs, "trusted_proxies", c.TrustedProxies)
+	if c.HTTP != nil && *c.HTTP != "" {
+		if _, _, err := net.SplitHostPort(*c.HTTP); err != nil {
+			errs.add([]any{"http"}, "want host:port or empty to disable, got %q", *c.HTTP)
+		}
+	}
+
+	names := map[string]int{}
+	owner := map[netip.Prefix]string{}
+	for i := range c.Policies {
+		p := &c.Policies[i]
+		at := func(rest ...any) []any { return append([]any{"policies", i}, rest...) }
+		switch {
+		case p.Name == "":
+			errs.add(at("name"), "every policy needs a name")
+		case names[p.Name] > 0:
+			errs.add(at("name"), "duplicate policy name %q (also policies[%d])", p.Name, names[p.Name]-1)
+		default:
+			names[p.Name] = i + 1
+		}
+		switch p.Action {
+		case ActionNXDomain, ActionRefused, ActionNull:
+		default:
+			errs.add(at("action"), "want nxdomain, refused or null, got %q", p.Action)
+		}
+		for j, s := range p.Clients {
+			pfx, err := blocklist.ParsePrefix(s)
+			if err != nil {
+				errs.add(at("clients", j), "%v: %q", err, s)
+				continue
+			}
+			if other, dup := owner[pfx]; dup {
+				errs.add(at("clients", j), "%s is already a range of policy %q; the same range in two policies is ambiguous", pfx, other)
+				continue
+			}
+			owner[pfx] = p.Name
+			p.clients = append(p.clients, blocklist.Range{Prefix: pfx, File: c.File, Line: lineOf(root, at("clients", j))})
+		}
+		if len(p.Clients) == 0 && len(p.ClientFiles) == 0 {
+			errs.add(at("clients"), "policy %q has no clients or client_files", p.Name)
+		}
+		for _, files := range []struct {
+			key   string
+			paths []string
+		}{{"client_files", p.ClientFiles}, {"block", p.Block}, {"allow", p.Allow}} {
+			key := files.key
+			for j, f := range files.paths {
+				if f == "" {
+					errs.add(at(key, j), "empty path")
+				} else if c.ReadFile != nil && !c.Embedded {
+					if _, err := os.Stat(c.Path(f)); err != nil {
+						errs.add(at(key, j), "%v", err)
+					}
+				}
+			}
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs.add([]any{"log", "level"}, "want debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		errs.add([]any{"log", "format"}, "want json or console, got %q", c.Log.Format)
+	}
+	switch c.Log.Queries {
+	case "blocked", "all", "none":
+	default:
+		errs.add([]any{"log", "queries"}, "want blocked, all or none, got %q", c.Log.Queries)
+	}
+	if c.Cache.Size < 0 {
+		errs.add([]any{"cache", "size"}, "must not be negative, got %d", c.Cache.Size)
+	}
+	if c.Cache.MinTTL > c.Cache.MaxTTL {
+		errs.add([]any{"cache", "min_ttl"}, "min_ttl %d is above max_ttl %d", c.Cache.MinTTL, c.Cache.MaxTTL)
+	}
+	if s := *c.Reload.MaxShrink; s < 0 || s > 1 {
+		errs.add([]any{"reload", "max_shrink"}, "want a fraction from 0 to 1, got %s", strconv.FormatFloat(s, 'g', -1, 64))
+	}
+	if c.Reload.Debounce < 0 {
+		errs.add([]any{"reload", "debounce"}, "must be positive, got %s", c.Reload.Debounce)
+	}
+	return errors.Join(errs.errs...)
+}
+
+func parsePrefixes(errs *configErrors, key string, list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for i, s := range list {
+		p, err := blocklist.ParsePrefix(s)
+		if err != nil {
+			errs.add([]any{key, i}, "%v: %q", err, s)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// isResolvConf reports an upstream written as a path to a resolv.conf file,
+// as CoreDNS's `forward . /etc/resolv.conf` does.
+func isResolvConf(u string) bool {
+	return strings.HasPrefix(u, "/") || strings.HasPrefix(u, "./")
+}
+
+// ResolveUpstreams expands resolv.conf paths into their nameservers (port
+// 53), leaving out any that is one of our own listen addresses.
+func (c *Config) ResolveUpstreams() ([]string, error) {
+	self := map[netip.AddrPort]bool{}
+	for _, l := range c.Listen {
+		if ap, err := netip.ParseAddrPort(l); err == nil {
+			self[ap] = true
+		}
+	}
+	var out []string
+	for _, u := range c.Upstreams {
+		if !isResolvConf(u) {
+			out = append(out, u)
+			continue
+		}
+		data, err := os.ReadFile(u)
+		if err != nil {
+			return nil, fmt.Errorf("reading upstreams: %w", err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[0] != "nameserver" {
+				continue
+			}
+			a, err := netip.ParseAddr(f[1])
+			if err != nil || a.Zone() != "" {
+				continue
+			}
+			ap := netip.AddrPortFrom(a.Unmap(), 53)
+			if self[ap] {
+				continue
+			}
+			out = append(out, ap.String())
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,271 @@
+package resolver
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+// Log field keys, in one place so the audit trail stays stable.
+const (
+	logClient    = "client"
+	logQName     = "qname"
+	logQType     = "qtype"
+	logPolicy    = "policy"
+	logRange     = "range"
+	logList      = "list"
+	logListLine  = "line"
+	logEntry     = "entry"
+	logListHash  = "list_sha256"
+	logVia       = "via"
+	logResult    = "result"
+	logRcode     = "rcode"
+	logUpstream  = "upstream"
+	logDuration  = "duration"
+	logTransport = "transport"
+)
+
+// Results of one query, as logged and counted.
+const (
+	ResultBlocked   = "blocked"
+	ResultForwarded = "forwarded"
+	ResultRefused   = "refused"
+	ResultServfail  = "servfail"
+	ResultFormerr   = "formerr"
+	ResultNotimp    = "notimp"
+)
+
+// Handler runs the pipeline of one query (DESIGN.md §1) top to bottom.
+type Handler struct {
+	// state is the snapshot every query is decided with. Only the reload
+	// goroutine stores; a query loads it once and uses that value throughout.
+	state atomic.Pointer[Snapshot]
+	log   *zap.Logger
+	// inflight counts queries being answered, so shutdown can wait for them.
+	inflight sync.WaitGroup
+}
+
+var _ dns.Handler = (*Handler)(nil)
+
+// NewHandler returns a Handler serving snap.
+func NewHandler(log *zap.Logger, snap *Snapshot) *Handler {
+	h := &Handler{log: log}
+	h.state.Store(snap)
+	return h
+}
+
+// Snapshot is the state queries are currently decided with.
+func (h *Handler) Snapshot() *Snapshot { return h.state.Load() }
+
+// Store publishes a new snapshot; queries already running finish with the
+// one they loaded.
+func (h *Handler) Store(s *Snapshot) { h.state.Store(s) }
+
+// query is one request being answered and what was learnt about it.
+type query struct {
+	req       *dns.Msg
+	client    netip.Addr
+	tcp       bool
+	start     time.Time
+	result    string
+	policy    ClientRange
+	hasPolicy bool
+	decision  Decision
+	upstream  string
+	via       string // the name in the answer that was blocked, for chains
+}
+
+// ServeDNS answers one query. A panic anywhere below becomes SERVFAIL: every
+// query gets exactly one answer and the process stays up.
+func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	h.inflight.Add(1)
+	defer h.inflight.Done()
+	q := &query{req: req, start: time.Now()}
+	q.client, q.tcp = remoteAddr(w)
+	defer func() {
+		if r := recover(); r != nil {
+			h.log.Error("panic answering query", zap.Any("panic", r), zap.String(logClient, q.client.String()),
+				zap.ByteString("stack", debug.Stack()))
+			if len(req.Question) > 0 {
+				_ = w.WriteMsg(servfailReply(req, dns.ExtendedErrorCodeOther, "internal error"))
+			}
+		}
+	}()
+	snap := h.state.Load()
+	resp := h.answer(context.Background(), snap, q)
+	resp.Compress = true
+	if !q.tcp {
+		resp.Truncate(clientSize(req))
+	}
+	if err := w.WriteMsg(resp); err != nil {
+		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
+	}
+	h.logQuery(snap, q, resp)
+}
+
+// answer runs the pipeline and returns the reply to send.
+func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg {
+	req := q.req
+	// 1. Receive: the server's accept function has already dropped
+	// responses and answered wrong opcodes and question counts; this guards
+	// the handler when it is called directly.
+	if req.Opcode != dns.OpcodeQuery {
+		q.result = ResultNotimp
+		return newReply(req, dns.RcodeNotImplemented)
+	}
+	if len(req.Question) != 1 || !validQuestion(req.Question[0]) {
+		q.result = ResultFormerr
+		return newReply(req, dns.RcodeFormatError)
+	}
+	question := req.Question[0]
+	if question.Qtype == dns.TypeAXFR || question.Qtype == dns.TypeIXFR {
+		q.result = ResultRefused
+		m := newReply(req, dns.RcodeRefused)
+		addEDE(m, dns.ExtendedErrorCodeNotSupported, "zone transfers are not forwarded")
+		return m
+	}
+
+	// 3. May they ask at all.
+	if !snap.Allowed(q.client) {
+		q.result = ResultRefused
+		return refusedReply(req)
+	}
+
+	// 4. Which policy; 5. is the name blocked.
+	q.policy, q.hasPolicy = snap.PolicyFor(q.client)
+	pol := q.policy.Policy
+	if q.hasPolicy && pol.Blocks() {
+		q.decision = pol.Decide(question.Name)
+		if q.decision.Blocked {
+			return h.blocked(snap, q)
+		}
+	}
+
+	// 7. Forward.
+	resp, upstream, err := snap.Forwarder.Forward(ctx, req, q.tcp)
+	q.upstream = upstream
+	if err != nil {
+		q.result = ResultServfail
+		h.log.Warn("upstreams failed", zap.Error(err), zap.String(logQName, question.Name))
+		if ue, ok := err.(*UpstreamError); ok && ue.Timeout {
+			return servfailReply(req, dns.ExtendedErrorCodeNoReachableAuthority, "no upstream answered in time")
+		}
+		return servfailReply(req, dns.ExtendedErrorCodeNetworkError, "no upstream gave a usable answer")
+	}
+
+	// 8. Inspect the answer: a CNAME or DNAME chain into a blocked name is
+	// blocked as the name itself would be, unless the question name is
+	// explicitly allowed.
+	if q.hasPolicy && pol.Blocks() && !q.decision.Allowed {
+		if d, via, ok := chainDecision(pol, resp); ok {
+			q.decision, q.via = d, via
+			return h.blocked(snap, q)
+		}
+	}
+	q.result = ResultForwarded
+	return upstreamReply(req, resp)
+}
+
+func (h *Handler) blocked(snap *Snapshot, q *query) *dns.Msg {
+	q.result = ResultBlocked
+	return blockedReply(q.req, q.policy.Policy, q.decision, snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()))
+}
+
+// chainDecision looks at every name an answer leads through, the owners of
+// its records and the targets of its CNAME and DNAME records, and returns the
+// first that the policy blocks. Each name follows the same rule as a
+// question: an allow entry for that name beats a block entry.
+func chainDecision(p *Policy, resp *dns.Msg) (Decision, string, bool) {
+	check := func(name string) (Decision, bool) {
+		d := p.Decide(name)
+		return d, d.Blocked
+	}
+	for _, rr := range resp.Answer {
+		if d, ok := check(rr.Header().Name); ok {
+			return d, rr.Header().Name, true
+		}
+		var target string
+		switch v := rr.(type) {
+		case *dns.CNAME:
+			target = v.Target
+		case *dns.DNAME:
+			target = v.Target
+		default:
+			continue
+		}
+		if d, ok := check(target); ok {
+			return d, target, true
+		}
+	}
+	return Decision{}, "", false
+}
+
+// validQuestion rejects meta types that never appear in a question.
+func validQuestion(q dns.Question) bool {
+	switch q.Qtype {
+	case dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY, dns.TypeNone:
+		return false
+	}
+	return q.Name != ""
+}
+
+// remoteAddr is the transport source, IPv4-mapped addresses unmapped so
+// that they match IPv4 ranges, and whether it came over TCP.
+func remoteAddr(w dns.ResponseWriter) (netip.Addr, bool) {
+	switch a := w.RemoteAddr().(type) {
+	case *net.UDPAddr:
+		return a.AddrPort().Addr().Unmap().WithZone(""), false
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap().WithZone(""), true
+	}
+	return netip.Addr{}, false
+}
+
+// logQuery writes the audit line of a blocked query (log.queries: blocked)
+// or of every query (all).
+func (h *Handler) logQuery(snap *Snapshot, q *query, resp *dns.Msg) {
+	mode := snap.Config.Log.Queries
+	if mode == "none" || (mode == "blocked" && q.result != ResultBlocked) {
+		return
+	}
+	question := q.req.Question
+	fields := make([]zap.Field, 0, 14)
+	fields = append(fields, zap.String(logClient, q.client.String()), zap.String(logResult, q.result))
+	if len(question) == 1 {
+		fields = append(fields,
+			zap.String(logQName, strings.ToLower(question[0].Name)),
+			zap.String(logQType, dns.Type(question[0].Qtype).String()))
+	}
+	fields = append(fields, zap.String(logTransport, transportName(q.tcp)))
+	if q.hasPolicy {
+		fields = append(fields, zap.String(logPolicy, q.policy.Policy.Name), zap.String(logRange, q.policy.Range.Prefix.String()))
+	}
+	if e := q.decision.Entry; e.List != nil {
+		fields = append(fields,
+			zap.String(logList, e.List.File()), zap.Int(logListLine, e.Line), zap.String(logEntry, e.Name),
+			zap.String(logListHash, e.List.Hash()))
+	}
+	if q.via != "" {
+		fields = append(fields, zap.String(logVia, q.via))
+	}
+	if q.upstream != "" {
+		fields = append(fields, zap.String(logUpstream, q.upstream))
+	}
+	fields = append(fields, zap.String(logRcode, dns.RcodeToString[resp.Rcode]), zap.Duration(logDuration, time.Since(q.start)))
+	h.log.Info("query", fields...)
+}
+
+func transportName(tcp bool) string {
+	if tcp {
+		return "tcp"
+	}
+	return "udp"
+}

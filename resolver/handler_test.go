@@ -1,0 +1,607 @@
+package resolver
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// testConfig: 127.0.0.1-3 and ::1 are government devices (with 127.0.0.5
+// from a range file), 127.0.0.3 is the exempt press office, 127.0.0.6 and
+// .7 are refused/null policies, 127.0.0.8 is allowed but in no policy,
+// 127.0.0.20 is not allowed at all.
+const testConfig = `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+upstream_timeout: 300ms
+allowed_clients: ["127.0.0.0/28", "::1/128"]
+blocked_ttl: 60
+log: {queries: all}
+policies:
+  - name: government-devices
+    clients: ["127.0.0.0/30", "::1/128"]
+    client_files: ["networks.txt"]
+    block: ["tiktok.txt", "bytedance.txt"]
+    allow: ["allow.txt"]
+  - name: press-office
+    clients: ["127.0.0.3/32"]
+  - name: refusing
+    clients: ["127.0.0.6/32"]
+    block: ["tiktok.txt"]
+    action: refused
+  - name: nulling
+    clients: ["127.0.0.7/32"]
+    block: ["tiktok.txt"]
+    action: null
+`
+
+var testFiles = map[string]string{
+	"networks.txt":  "# more government devices\n127.0.0.5\n",
+	"tiktok.txt":    "# TikTok\ntiktok.com\ntiktokcdn.com\ntiktokv.com.edgekey.net\n",
+	"bytedance.txt": "||capcut.com^\n",
+	"allow.txt":     "ads.tiktok.com\nallowed-chain.tiktokcdn.com\n",
+}
+
+func TestBlockedAnswer(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+
+	t.Run("nxdomain without edns", func(t *testing.T) {
+		req := question("www.TikTok.com.", dns.TypeA, false)
+		req.Id = 4711
+		r := ask(t, f.addr, "", "udp", req)
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+		assert.Equal(t, uint16(4711), r.Id)
+		assert.True(t, r.Response)
+		assert.True(t, r.RecursionDesired, "RD copied")
+		assert.True(t, r.RecursionAvailable, "RA set")
+		assert.False(t, r.Authoritative)
+		assert.Equal(t, req.Question, r.Question, "question echoed as asked")
+		assert.Empty(t, r.Answer)
+		require.Len(t, r.Ns, 1)
+		soa, ok := r.Ns[0].(*dns.SOA)
+		require.True(t, ok)
+		assert.Equal(t, "tiktok.com.", soa.Hdr.Name, "SOA owned by the matched entry")
+		assert.Equal(t, uint32(60), soa.Hdr.Ttl)
+		assert.Equal(t, uint32(60), soa.Minttl)
+		assert.Nil(t, r.IsEdns0(), "no OPT when the query had none")
+	})
+
+	t.Run("rd clear is copied", func(t *testing.T) {
+		req := question("tiktok.com.", dns.TypeA, false)
+		req.RecursionDesired = false
+		r := ask(t, f.addr, "", "udp", req)
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+		assert.False(t, r.RecursionDesired)
+		assert.True(t, r.RecursionAvailable)
+	})
+
+	t.Run("edns gets EDE 15 naming policy and list", func(t *testing.T) {
+		r := ask(t, f.addr, "", "udp", question("a.b.tiktokcdn.com.", dns.TypeAAAA, true))
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+		require.NotNil(t, r.IsEdns0())
+		e := ede(r)
+		require.NotNil(t, e)
+		assert.Equal(t, dns.ExtendedErrorCodeBlocked, e.InfoCode)
+		assert.Contains(t, e.ExtraText, `"government-devices"`)
+		assert.Contains(t, e.ExtraText, "tiktok.txt")
+		assert.Equal(t, "tiktokcdn.com.", r.Ns[0].Header().Name)
+	})
+
+	t.Run("every query type", func(t *testing.T) {
+		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeHTTPS, dns.TypeSVCB, dns.TypeMX,
+			dns.TypeTXT, dns.TypeANY, dns.TypeCNAME, dns.TypeNS, dns.TypeSOA, dns.TypeSRV, dns.TypePTR, dns.TypeCAA} {
+			r := ask(t, f.addr, "", "udp", question("api.capcut.com.", qt, true))
+			assert.Equal(t, dns.RcodeNameError, r.Rcode, dns.TypeToString[qt])
+		}
+	})
+
+	t.Run("tcp", func(t *testing.T) {
+		r := ask(t, f.addr, "", "tcp", question("tiktok.com.", dns.TypeA, true))
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	})
+
+	t.Run("ipv6 client", func(t *testing.T) {
+		f6 := startFenceOn(t, "[::1]:0", up.addr)
+		r := ask(t, f6.addr, "::1", "udp", question("tiktok.com.", dns.TypeA, false))
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	})
+
+	t.Run("client from range file", func(t *testing.T) {
+		r := ask(t, f.addr, "127.0.0.5", "udp", question("tiktok.com.", dns.TypeA, false))
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	})
+
+	assert.Zero(t, up.count.Load(), "a blocked query is never sent upstream")
+}
+
+// startFenceOn serves testConfig on a given listen address.
+func startFenceOn(t *testing.T, listen string, upstreams ...string) *fence {
+	t.Helper()
+	f := startFence(t, testConfig, testFiles, upstreams...)
+	srv := NewServer(f.handler.log, f.handler)
+	require.NoError(t, srv.Start([]string{listen}))
+	t.Cleanup(func() { _ = srv.Shutdown(t.Context()) })
+	return &fence{addr: srv.Addrs()[0], handler: f.handler, server: srv}
+}
+
+func TestIPv4MappedClientMatchesIPv4Ranges(t *testing.T) {
+	up := startUpstream(t, nil)
+	// A dual-stack wildcard socket sees IPv4 clients as ::ffff:a.b.c.d.
+	f := startFenceOn(t, "[::]:0", up.addr)
+	_, port, err := net.SplitHostPort(f.addr)
+	require.NoError(t, err)
+	r := ask(t, net.JoinHostPort("127.0.0.1", port), "127.0.0.1", "udp", question("tiktok.com.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	r = ask(t, net.JoinHostPort("127.0.0.1", port), "127.0.0.20", "udp", question("example.org.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeRefused, r.Rcode)
+}
+
+func TestPolicySelection(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	tests := []struct {
+		name      string
+		from      string
+		qname     string
+		wantRcode int
+		wantEDE   uint16
+		wantUp    bool // the query reached the upstream
+	}{
+		{name: "government device, blocked name", from: "127.0.0.2", qname: "tiktok.com.", wantRcode: dns.RcodeNameError, wantEDE: dns.ExtendedErrorCodeBlocked},
+		{name: "government device, look-alike", from: "127.0.0.1", qname: "nottiktok.com.", wantRcode: dns.RcodeSuccess, wantUp: true},
+		{name: "government device, suffix look-alike", from: "127.0.0.1", qname: "tiktok.com.example.org.", wantRcode: dns.RcodeSuccess, wantUp: true},
+		{name: "government device, other tld", from: "127.0.0.1", qname: "tiktok.co.", wantRcode: dns.RcodeSuccess, wantUp: true},
+		{name: "government device, allowed name beats block", from: "127.0.0.1", qname: "x.ads.tiktok.com.", wantRcode: dns.RcodeSuccess, wantUp: true},
+		{name: "press office exemption is narrower", from: "127.0.0.3", qname: "www.tiktok.com.", wantRcode: dns.RcodeSuccess, wantUp: true},
+		{name: "no policy, forwarded untouched", from: "127.0.0.8", qname: "www.tiktok.com.", wantRcode: dns.RcodeSuccess, wantUp: true},
+		{name: "not allowed", from: "127.0.0.20", qname: "example.org.", wantRcode: dns.RcodeRefused, wantEDE: dns.ExtendedErrorCodeProhibited},
+		{name: "not allowed, blocked name", from: "127.0.0.20", qname: "tiktok.com.", wantRcode: dns.RcodeRefused, wantEDE: dns.ExtendedErrorCodeProhibited},
+		{name: "refused action", from: "127.0.0.6", qname: "tiktok.com.", wantRcode: dns.RcodeRefused, wantEDE: dns.ExtendedErrorCodeBlocked},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := up.count.Load()
+			r := ask(t, f.addr, tc.from, "udp", question(tc.qname, dns.TypeA, true))
+			assert.Equal(t, tc.wantRcode, r.Rcode, dns.RcodeToString[r.Rcode])
+			if tc.wantEDE != 0 {
+				e := ede(r)
+				require.NotNil(t, e)
+				assert.Equal(t, tc.wantEDE, e.InfoCode)
+			}
+			if tc.wantUp {
+				assert.Equal(t, before+1, up.count.Load())
+				require.Len(t, r.Answer, 1)
+				assert.Equal(t, "192.0.2.1", r.Answer[0].(*dns.A).A.String())
+			} else {
+				assert.Equal(t, before, up.count.Load(), "must not reach the upstream")
+			}
+		})
+	}
+	t.Run("refused without edns has no OPT", func(t *testing.T) {
+		r := ask(t, f.addr, "127.0.0.20", "udp", question("example.org.", dns.TypeA, false))
+		assert.Equal(t, dns.RcodeRefused, r.Rcode)
+		assert.Nil(t, r.IsEdns0())
+		assert.True(t, r.RecursionAvailable)
+	})
+}
+
+func TestNullAction(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	tests := []struct {
+		qtype    uint16
+		wantData string
+	}{
+		{qtype: dns.TypeA, wantData: "0.0.0.0"},
+		{qtype: dns.TypeAAAA, wantData: "::"},
+		{qtype: dns.TypeMX},
+		{qtype: dns.TypeHTTPS},
+	}
+	for _, tc := range tests {
+		t.Run(dns.TypeToString[tc.qtype], func(t *testing.T) {
+			r := ask(t, f.addr, "127.0.0.7", "udp", question("www.tiktok.com.", tc.qtype, true))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+			require.NotNil(t, ede(r))
+			if tc.wantData == "" {
+				assert.Empty(t, r.Answer, "NODATA")
+				require.Len(t, r.Ns, 1)
+				assert.Equal(t, dns.TypeSOA, r.Ns[0].Header().Rrtype)
+				return
+			}
+			require.Len(t, r.Answer, 1)
+			assert.Equal(t, uint32(60), r.Answer[0].Header().Ttl)
+			assert.Equal(t, "www.tiktok.com.", r.Answer[0].Header().Name)
+			switch rr := r.Answer[0].(type) {
+			case *dns.A:
+				assert.Equal(t, tc.wantData, rr.A.String())
+			case *dns.AAAA:
+				assert.Equal(t, tc.wantData, rr.AAAA.String())
+			}
+		})
+	}
+	assert.Zero(t, up.count.Load())
+}
+
+func TestCNAMECloaking(t *testing.T) {
+	chain := map[string][]string{
+		"cloaked.example.":    {"cloaked.example. 300 IN CNAME edge.tiktokv.com.edgekey.net.", "edge.tiktokv.com.edgekey.net. 20 IN A 192.0.2.7"},
+		"deep.example.":       {"deep.example. 300 IN CNAME hop.example.", "hop.example. 300 IN CNAME p16.tiktokcdn.com.", "p16.tiktokcdn.com. 60 IN A 192.0.2.8"},
+		"dname.example.":      {"example. 300 IN DNAME tiktok.com.", "dname.example. 300 IN CNAME dname.tiktok.com.", "dname.tiktok.com. 60 IN A 192.0.2.9"},
+		"allowedhop.example.": {"allowedhop.example. 300 IN CNAME allowed-chain.tiktokcdn.com.", "allowed-chain.tiktokcdn.com. 60 IN A 192.0.2.10"},
+		"clean.example.":      {"clean.example. 300 IN CNAME cdn.example.net.", "cdn.example.net. 60 IN A 192.0.2.11"},
+		"ads.tiktok.com.":     {"ads.tiktok.com. 300 IN CNAME ads.tiktokcdn.com.", "ads.tiktokcdn.com. 60 IN A 192.0.2.12"},
+	}
+	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		for _, s := range chain[strings.ToLower(r.Question[0].Name)] {
+			m.Answer = append(m.Answer, mustRR("%s", s))
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	tests := []struct {
+		name      string
+		from      string
+		qname     string
+		wantBlock bool
+	}{
+		{name: "cname into a label-scoped shared-zone name", qname: "cloaked.example.", wantBlock: true},
+		{name: "blocked name deep in the chain", qname: "deep.example.", wantBlock: true},
+		{name: "dname into a blocked zone", qname: "dname.example.", wantBlock: true},
+		{name: "allowed name in the chain is not blocked", qname: "allowedhop.example."},
+		{name: "clean chain", qname: "clean.example."},
+		{name: "allowed question name exempts its chain", qname: "ads.tiktok.com."},
+		{name: "exempt client gets the chain", from: "127.0.0.3", qname: "cloaked.example."},
+		{name: "client in no policy gets the chain", from: "127.0.0.8", qname: "deep.example."},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := ask(t, f.addr, tc.from, "udp", question(tc.qname, dns.TypeA, true))
+			if !tc.wantBlock {
+				assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+				assert.Len(t, r.Answer, len(chain[tc.qname]))
+				return
+			}
+			assert.Equal(t, dns.RcodeNameError, r.Rcode)
+			assert.Empty(t, r.Answer, "no part of the cloaked answer leaks")
+			require.Len(t, r.Ns, 1)
+			assert.Equal(t, tc.qname, r.Ns[0].Header().Name, "SOA at the question name, inside its bailiwick")
+			e := ede(r)
+			require.NotNil(t, e)
+			assert.Equal(t, dns.ExtendedErrorCodeBlocked, e.InfoCode)
+		})
+	}
+}
+
+func TestForwarding(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+
+	t.Run("fresh id upstream, client id restored, question and bits kept", func(t *testing.T) {
+		ids := map[uint16]bool{}
+		for i := 0; i < 3; i++ {
+			req := question("Example.ORG.", dns.TypeA, false)
+			req.Id = 1234
+			req.CheckingDisabled = true
+			r := ask(t, f.addr, "", "udp", req)
+			assert.Equal(t, uint16(1234), r.Id)
+			assert.Equal(t, req.Question, r.Question)
+			assert.True(t, r.RecursionAvailable)
+			assert.Nil(t, r.IsEdns0(), "no OPT to a client that sent none")
+			seen := up.queries()
+			last := seen[len(seen)-1].msg
+			ids[last.Id] = true
+			assert.True(t, last.CheckingDisabled)
+			assert.True(t, last.RecursionDesired)
+			opt := last.IsEdns0()
+			require.NotNil(t, opt, "upstream query carries EDNS")
+			assert.Equal(t, uint16(1232), opt.UDPSize())
+		}
+		assert.False(t, len(ids) == 1 && ids[1234], "upstream IDs are fresh")
+	})
+
+	t.Run("client options stay on the client's hop", func(t *testing.T) {
+		req := question("example.org.", dns.TypeA, true)
+		opt := req.IsEdns0()
+		opt.SetDo()
+		opt.Option = append(opt.Option,
+			&dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: net.ParseIP("198.51.100.0").To4()},
+			&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"})
+		r := ask(t, f.addr, "", "udp", req)
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+		require.NotNil(t, r.IsEdns0())
+		assert.True(t, r.IsEdns0().Do())
+		seen := up.queries()
+		last := seen[len(seen)-1].msg.IsEdns0()
+		require.NotNil(t, last)
+		assert.True(t, last.Do(), "DO bit forwarded")
+		assert.Empty(t, last.Option, "no ECS or cookie upstream")
+	})
+
+	t.Run("tcp query goes upstream over tcp", func(t *testing.T) {
+		r := ask(t, f.addr, "", "tcp", question("tcp.example.org.", dns.TypeA, false))
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+		seen := up.queries()
+		assert.True(t, seen[len(seen)-1].tcp)
+	})
+}
+
+func TestTruncatedUpstreamRetriedOverTCP(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+			m.Answer = nil
+			m.Truncated = true
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	r := ask(t, f.addr, "", "udp", question("big.example.org.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	assert.False(t, r.Truncated)
+	require.Len(t, r.Answer, 1)
+	seen := up.queries()
+	require.Len(t, seen, 2)
+	assert.False(t, seen[0].tcp)
+	assert.True(t, seen[1].tcp)
+}
+
+func TestTruncationToClientSize(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		for i := 0; i < 60; i++ {
+			m.Answer = append(m.Answer, mustRR("%s 300 IN A 192.0.2.%d", r.Question[0].Name, i))
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	tests := []struct {
+		name      string
+		edns      uint16 // 0: no EDNS
+		network   string
+		wantTC    bool
+		wantMax   int
+		wantCount int
+	}{
+		{name: "no edns is 512", network: "udp", wantTC: true, wantMax: 512},
+		{name: "edns 1232", edns: 1232, network: "udp", wantTC: false, wantMax: 1232, wantCount: 60},
+		{name: "edns below 512 means 512", edns: 100, network: "udp", wantTC: true, wantMax: 512},
+		{name: "tcp is never truncated", network: "tcp", wantTC: false, wantMax: 65535, wantCount: 60},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := question("many.example.org.", dns.TypeA, false)
+			if tc.edns > 0 {
+				req.SetEdns0(tc.edns, false)
+			}
+			r := ask(t, f.addr, "", tc.network, req)
+			assert.Equal(t, tc.wantTC, r.Truncated)
+			r.Compress = true // as it came over the wire
+			packed, err := r.Pack()
+			require.NoError(t, err)
+			assert.LessOrEqual(t, len(packed), tc.wantMax)
+			if tc.wantCount > 0 {
+				assert.Len(t, r.Answer, tc.wantCount)
+			}
+		})
+	}
+}
+
+func TestUpstreamFailover(t *testing.T) {
+	up := startUpstream(t, nil)
+
+	t.Run("dead first upstream", func(t *testing.T) {
+		f := startFence(t, testConfig, testFiles, silentUpstream(t), up.addr)
+		r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, true))
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+		require.Len(t, r.Answer, 1)
+	})
+
+	t.Run("refusing port first", func(t *testing.T) {
+		f := startFence(t, testConfig, testFiles, closedPort(t), up.addr)
+		r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, true))
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	})
+
+	t.Run("all silent is SERVFAIL with EDE 22", func(t *testing.T) {
+		f := startFence(t, testConfig, testFiles, silentUpstream(t), silentUpstream(t))
+		start := time.Now()
+		r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, true))
+		assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
+		assert.True(t, r.RecursionAvailable)
+		e := ede(r)
+		require.NotNil(t, e)
+		assert.Equal(t, dns.ExtendedErrorCodeNoReachableAuthority, e.InfoCode)
+		// Two tries of 300 ms; generous bound for a busy machine.
+		assert.Less(t, time.Since(start), 3*time.Second)
+	})
+
+	t.Run("all refusing is SERVFAIL with EDE 23", func(t *testing.T) {
+		f := startFence(t, testConfig, testFiles, closedPort(t))
+		r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, true))
+		assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
+		e := ede(r)
+		require.NotNil(t, e)
+		assert.Equal(t, dns.ExtendedErrorCodeNetworkError, e.InfoCode)
+	})
+
+	t.Run("servfail without edns has no OPT", func(t *testing.T) {
+		f := startFence(t, testConfig, testFiles, closedPort(t))
+		r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, false))
+		assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
+		assert.Nil(t, r.IsEdns0())
+	})
+
+	t.Run("answer for another question is discarded", func(t *testing.T) {
+		liar := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+			m := defaultAnswer(w, r)
+			m.Question[0].Name = "other.example."
+			return m
+		})
+		f := startFence(t, testConfig, testFiles, liar.addr, up.addr)
+		r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, false))
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+		require.Len(t, r.Answer, 1)
+		assert.Equal(t, "example.org.", r.Answer[0].Header().Name)
+	})
+}
+
+func TestMalformedRequests(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+
+	send := func(t *testing.T, pkt []byte) []byte {
+		c, err := net.Dial("udp", f.addr)
+		require.NoError(t, err)
+		defer c.Close()
+		_, err = c.Write(pkt)
+		require.NoError(t, err)
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(500*time.Millisecond)))
+		buf := make([]byte, 1500)
+		n, err := c.Read(buf)
+		if err != nil {
+			return nil
+		}
+		return buf[:n]
+	}
+	pack := func(m *dns.Msg) []byte {
+		b, err := m.Pack()
+		require.NoError(t, err)
+		return b
+	}
+
+	t.Run("qdcount 0 is FORMERR", func(t *testing.T) {
+		m := new(dns.Msg)
+		m.Id = 7
+		resp := send(t, pack(m))
+		require.NotNil(t, resp)
+		r := new(dns.Msg)
+		require.NoError(t, r.Unpack(resp))
+		assert.Equal(t, dns.RcodeFormatError, r.Rcode)
+		assert.Equal(t, uint16(7), r.Id)
+	})
+	t.Run("qdcount 2 is FORMERR", func(t *testing.T) {
+		m := question("a.example.", dns.TypeA, false)
+		m.Question = append(m.Question, dns.Question{Name: "b.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+		r := new(dns.Msg)
+		resp := send(t, pack(m))
+		require.NotNil(t, resp)
+		require.NoError(t, r.Unpack(resp))
+		assert.Equal(t, dns.RcodeFormatError, r.Rcode)
+	})
+	t.Run("notify is NOTIMP", func(t *testing.T) {
+		m := question("example.org.", dns.TypeSOA, false)
+		m.Opcode = dns.OpcodeNotify
+		r := new(dns.Msg)
+		resp := send(t, pack(m))
+		require.NotNil(t, resp)
+		require.NoError(t, r.Unpack(resp))
+		assert.Equal(t, dns.RcodeNotImplemented, r.Rcode)
+		assert.Equal(t, dns.OpcodeNotify, r.Opcode)
+	})
+	t.Run("update is NOTIMP", func(t *testing.T) {
+		m := question("example.org.", dns.TypeSOA, false)
+		m.Opcode = dns.OpcodeUpdate
+		r := new(dns.Msg)
+		resp := send(t, pack(m))
+		require.NotNil(t, resp)
+		require.NoError(t, r.Unpack(resp))
+		assert.Equal(t, dns.RcodeNotImplemented, r.Rcode)
+	})
+	t.Run("unparseable header is dropped", func(t *testing.T) {
+		assert.Nil(t, send(t, []byte{1, 2, 3, 4, 5}))
+	})
+	t.Run("a response is dropped", func(t *testing.T) {
+		m := question("example.org.", dns.TypeA, false)
+		m.Response = true
+		assert.Nil(t, send(t, pack(m)))
+	})
+	t.Run("truncated question is FORMERR", func(t *testing.T) {
+		b := pack(question("example.org.", dns.TypeA, false))
+		resp := send(t, b[:len(b)-3])
+		require.NotNil(t, resp)
+		r := new(dns.Msg)
+		require.NoError(t, r.Unpack(resp))
+		assert.Equal(t, dns.RcodeFormatError, r.Rcode)
+	})
+	t.Run("opt as qtype is FORMERR", func(t *testing.T) {
+		r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeOPT, false))
+		assert.Equal(t, dns.RcodeFormatError, r.Rcode)
+	})
+	t.Run("zone transfer is refused", func(t *testing.T) {
+		r := ask(t, f.addr, "", "tcp", question("example.org.", dns.TypeAXFR, false))
+		assert.Equal(t, dns.RcodeRefused, r.Rcode)
+	})
+	assert.Zero(t, up.count.Load())
+
+	t.Run("still serving", func(t *testing.T) {
+		r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, false))
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	})
+}
+
+// panicList is a List whose Match panics, standing in for any bug below
+// the handler.
+type panicList struct{}
+
+func (panicList) Match(string) (blocklist.Entry, bool) { panic("boom") }
+func (panicList) File() string                         { return "panic.txt" }
+
+func TestPanicBecomesServfail(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	snap, err := BuildSnapshot(f.handler.Snapshot().Config, nil)
+	require.NoError(t, err)
+	p := snap.Policies[0]
+	p.Block = append([]List{panicList{}}, p.Block...)
+	f.handler.Store(snap)
+
+	r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
+	r = ask(t, f.addr, "", "tcp", question("example.org.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
+	// The process serves on: a client outside the policy is answered.
+	r = ask(t, f.addr, "127.0.0.8", "udp", question("example.org.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+}
+
+func TestShutdownFinishesInFlightQueries(t *testing.T) {
+	release := make(chan struct{})
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		<-release
+		return defaultAnswer(w, r)
+	})
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 5s", 1)
+	f := startFence(t, cfg, testFiles, up.addr)
+
+	type result struct {
+		r   *dns.Msg
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := exchange(f.addr, "", "udp", question("slow.example.org.", dns.TypeA, false))
+		done <- result{r, err}
+	}()
+	require.Eventually(t, func() bool { return up.count.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- f.server.Shutdown(t.Context()) }()
+	close(release)
+	res := <-done
+	require.NoError(t, res.err)
+	assert.Equal(t, dns.RcodeSuccess, res.r.Rcode)
+	require.NoError(t, <-stopped)
+
+	_, err := exchange(f.addr, "", "tcp", question("after.example.org.", dns.TypeA, false))
+	assert.Error(t, err, "no longer listening")
+}

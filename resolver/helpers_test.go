@@ -1,0 +1,239 @@
+package resolver
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+)
+
+// upstream is a test upstream resolver on loopback, UDP and TCP on one port.
+type upstream struct {
+	addr  string
+	count atomic.Int64 // queries received, both transports
+	mu    sync.Mutex
+	seen  []seenQuery
+	// answer builds the reply; the default answers A 192.0.2.1 for any name.
+	answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg
+}
+
+type seenQuery struct {
+	msg *dns.Msg
+	tcp bool
+}
+
+// defaultAnswer is what a test upstream says unless told otherwise.
+func defaultAnswer(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.RecursionAvailable = true
+	q := r.Question[0]
+	switch q.Qtype {
+	case dns.TypeA:
+		m.Answer = append(m.Answer, mustRR("%s 300 IN A 192.0.2.1", q.Name))
+	case dns.TypeAAAA:
+		m.Answer = append(m.Answer, mustRR("%s 300 IN AAAA 2001:db8::1", q.Name))
+	case dns.TypeTXT:
+		m.Answer = append(m.Answer, mustRR(`%s 300 IN TXT "upstream"`, q.Name))
+	}
+	if opt := r.IsEdns0(); opt != nil {
+		m.SetEdns0(4096, opt.Do())
+	}
+	return m
+}
+
+func mustRR(format string, args ...any) dns.RR {
+	rr, err := dns.NewRR(fmt.Sprintf(format, args...))
+	if err != nil {
+		panic(err)
+	}
+	return rr
+}
+
+func (u *upstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	u.count.Add(1)
+	_, tcp := w.RemoteAddr().(*net.TCPAddr)
+	u.mu.Lock()
+	u.seen = append(u.seen, seenQuery{msg: r.Copy(), tcp: tcp})
+	u.mu.Unlock()
+	answer := u.answer
+	if answer == nil {
+		answer = defaultAnswer
+	}
+	if m := answer(w, r); m != nil {
+		// Behave as a real server: compress, and fit UDP answers to the
+		// size the query advertised.
+		m.Compress = true
+		if !tcp && !m.Truncated {
+			size := dns.MinMsgSize
+			if opt := r.IsEdns0(); opt != nil {
+				size = int(opt.UDPSize())
+			}
+			m.Truncate(size)
+		}
+		_ = w.WriteMsg(m)
+	}
+}
+
+// queries returns what the upstream has received so far.
+func (u *upstream) queries() []seenQuery {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]seenQuery(nil), u.seen...)
+}
+
+// startUpstream runs a test upstream on 127.0.0.1 until the test ends.
+func startUpstream(t *testing.T, answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg) *upstream {
+	t.Helper()
+	u := &upstream{answer: answer}
+	pc, ln, err := listenBoth("127.0.0.1:0")
+	require.NoError(t, err)
+	u.addr = pc.LocalAddr().String()
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: u}, {Listener: ln, Handler: u}} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go func() { _ = srv.ActivateAndServe() }()
+		<-started
+		t.Cleanup(func() { _ = srv.Shutdown() })
+	}
+	return u
+}
+
+// silentUpstream is a UDP and TCP address that accepts queries and never
+// answers: a dead upstream that makes every try time out.
+func silentUpstream(t *testing.T) string {
+	t.Helper()
+	pc, ln, err := listenBoth("127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { pc.Close(); ln.Close() })
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+// closedPort is a loopback UDP/TCP port with nothing listening: queries to
+// it fail at once with "connection refused".
+func closedPort(t *testing.T) string {
+	t.Helper()
+	pc, ln, err := listenBoth("127.0.0.1:0")
+	require.NoError(t, err)
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	ln.Close()
+	return addr
+}
+
+// fence is a running dnsfence under test.
+type fence struct {
+	addr    string
+	handler *Handler
+	server  *Server
+	dir     string
+}
+
+// startFence writes files into a temporary folder, writes config (with
+// {{upstream}} replaced by the given upstream addresses) and serves it on a
+// free loopback port until the test ends.
+func startFence(t *testing.T, config string, files map[string]string, upstreams ...string) *fence {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+	}
+	quoted := make([]string, len(upstreams))
+	for i, u := range upstreams {
+		quoted[i] = `"` + u + `"`
+	}
+	config = strings.ReplaceAll(config, "{{upstreams}}", "["+strings.Join(quoted, ", ")+"]")
+	path := filepath.Join(dir, "dnsfence.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(config), 0o644))
+	cfg, err := LoadConfig(path)
+	require.NoError(t, err)
+	snap, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	require.Empty(t, snap.Warnings)
+	log := zaptest.NewLogger(t)
+	h := NewHandler(log, snap)
+	srv := NewServer(log, h)
+	require.NoError(t, srv.Start([]string{"127.0.0.1:0"}))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return &fence{addr: srv.Addrs()[0], handler: h, server: srv, dir: dir}
+}
+
+// ask sends m from the given loopback source address ("" for 127.0.0.1)
+// over net ("udp" or "tcp") and returns the answer.
+func ask(t *testing.T, server, from, network string, m *dns.Msg) *dns.Msg {
+	t.Helper()
+	r, err := exchange(server, from, network, m)
+	require.NoError(t, err)
+	return r
+}
+
+func exchange(server, from, network string, m *dns.Msg) (*dns.Msg, error) {
+	c := &dns.Client{Net: network, Timeout: 5 * time.Second, UDPSize: 65535}
+	if from != "" {
+		ip := net.ParseIP(from)
+		if network == "tcp" {
+			c.Dialer = &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}
+		} else {
+			c.Dialer = &net.Dialer{LocalAddr: &net.UDPAddr{IP: ip}}
+		}
+	}
+	r, _, err := c.Exchange(m, server)
+	return r, err
+}
+
+// question builds a query with RD set, optionally with EDNS.
+func question(name string, qtype uint16, edns bool) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	if edns {
+		m.SetEdns0(1232, false)
+	}
+	return m
+}
+
+// ede returns the Extended DNS Error of m, if any.
+func ede(m *dns.Msg) *dns.EDNS0_EDE {
+	opt := m.IsEdns0()
+	if opt == nil {
+		return nil
+	}
+	for _, o := range opt.Option {
+		if e, ok := o.(*dns.EDNS0_EDE); ok {
+			return e
+		}
+	}
+	return nil
+}

@@ -1,0 +1,231 @@
+package resolver
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/gaissmai/bart"
+)
+
+// List is what a policy needs of a domain list: a match with the entry that
+// made it, and a name for logs and answers.
+type List interface {
+	Match(name string) (blocklist.Entry, bool)
+	File() string
+}
+
+// Policy is one compiled entry of `policies`: what to do for names asked by
+// the clients in its ranges.
+type Policy struct {
+	Name   string
+	Action Action
+	Block  []List
+	Allow  []List
+}
+
+// Blocks reports whether the policy can block anything at all; an exemption
+// policy has no block lists.
+func (p *Policy) Blocks() bool { return p != nil && len(p.Block) > 0 }
+
+// Decision is the verdict on one name under one policy.
+type Decision struct {
+	Blocked bool
+	Allowed bool            // an allow entry matched; it beats every block entry
+	Entry   blocklist.Entry // the entry behind the verdict; Entry.List is nil when nothing matched
+}
+
+// Decide applies the policy's lists to a name: allow lists first, because an
+// allow entry beats every block entry.
+func (p *Policy) Decide(name string) Decision {
+	for _, l := range p.Allow {
+		if e, ok := l.Match(name); ok {
+			return Decision{Allowed: true, Entry: e}
+		}
+	}
+	for _, l := range p.Block {
+		if e, ok := l.Match(name); ok {
+			return Decision{Blocked: true, Entry: e}
+		}
+	}
+	return Decision{}
+}
+
+// ClientRange is a policy range and where it was written.
+type ClientRange struct {
+	Policy *Policy
+	Range  blocklist.Range
+}
+
+// Snapshot is the complete, immutable state one query is decided with: the
+// configuration, the policies with their lists, and the range tables.
+// A reload builds a new Snapshot and publishes it with one atomic store; a
+// published Snapshot is never modified.
+type Snapshot struct {
+	Config   *Config
+	Policies []*Policy
+	Lists    map[string]*blocklist.List      // by resolved path
+	Ranges   map[string]*blocklist.RangeFile // by resolved path
+	Loaded   time.Time
+	// Forwarder asks the upstreams; it is kept across reloads that do not
+	// change the upstreams.
+	Forwarder *Forwarder
+	// Warnings are bad lines that were skipped while loading.
+	Warnings []error
+
+	byClient *bart.Table[ClientRange]
+	allowed  *bart.Table[struct{}]
+	trusted  *bart.Table[struct{}]
+}
+
+// FallbackUpstreams serve the embedded default when /etc/resolv.conf names
+// no usable resolver: Quad9, which does not log client addresses.
+var FallbackUpstreams = []string{"9.9.9.9:53", "149.112.112.112:53"}
+
+// PolicyFor returns the policy of the most specific range holding addr.
+func (s *Snapshot) PolicyFor(addr netip.Addr) (ClientRange, bool) {
+	return s.byClient.Lookup(addr)
+}
+
+// Allowed reports whether addr may use the resolver at all.
+func (s *Snapshot) Allowed(addr netip.Addr) bool {
+	_, ok := s.allowed.Lookup(addr)
+	return ok
+}
+
+// Trusted reports whether addr is a trusted proxy whose client identity
+// options are believed.
+func (s *Snapshot) Trusted(addr netip.Addr) bool {
+	_, ok := s.trusted.Lookup(addr)
+	return ok
+}
+
+// PolicyTable exposes every range for `check` and `explain`.
+func (s *Snapshot) PolicyTable() *bart.Table[ClientRange] { return s.byClient }
+
+// BuildSnapshot loads every list and range file the configuration names and
+// compiles the policies. Files whose content is unchanged since prev are
+// reused without parsing. Bad lines are skipped and returned in Warnings; a
+// file that cannot be read, or a range claimed by two policies, fails the
+// build so that the caller keeps its last good snapshot.
+func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
+	s := &Snapshot{
+		Config:   cfg,
+		Lists:    map[string]*blocklist.List{},
+		Ranges:   map[string]*blocklist.RangeFile{},
+		Loaded:   time.Now(),
+		byClient: new(bart.Table[ClientRange]),
+		allowed:  new(bart.Table[struct{}]),
+		trusted:  new(bart.Table[struct{}]),
+	}
+	upstreams, err := cfg.ResolveUpstreams()
+	if err != nil {
+		return nil, err
+	}
+	if len(upstreams) == 0 && cfg.Embedded {
+		upstreams = FallbackUpstreams
+	}
+	if len(upstreams) == 0 {
+		return nil, fmt.Errorf("%s: upstreams: no usable upstream", cfg.File)
+	}
+	if prev != nil && prev.Forwarder.sameAs(upstreams, cfg.UpstreamTimeout) {
+		s.Forwarder = prev.Forwarder
+	} else {
+		s.Forwarder = NewForwarder(upstreams, cfg.UpstreamTimeout)
+	}
+	for _, p := range cfg.allowed {
+		s.allowed.Insert(p, struct{}{})
+	}
+	for _, p := range cfg.trusted {
+		s.trusted.Insert(p, struct{}{})
+	}
+	var fatal []error
+	loadList := func(path string) List {
+		path = cfg.Path(path)
+		if l, ok := s.Lists[path]; ok {
+			return l
+		}
+		data, err := cfg.ReadFile(path)
+		if err != nil {
+			fatal = append(fatal, fmt.Errorf("reading list: %w", err))
+			return nil
+		}
+		l := reuseList(prev, path, data)
+		if l == nil {
+			var warn error
+			l, warn = blocklist.Parse(path, data)
+			if warn != nil {
+				s.Warnings = append(s.Warnings, warn)
+			}
+		}
+		s.Lists[path] = l
+		return l
+	}
+	for i := range cfg.Policies {
+		pc := &cfg.Policies[i]
+		p := &Policy{Name: pc.Name, Action: pc.Action}
+		for _, f := range pc.Block {
+			if l := loadList(f); l != nil {
+				p.Block = append(p.Block, l)
+			}
+		}
+		for _, f := range pc.Allow {
+			if l := loadList(f); l != nil {
+				p.Allow = append(p.Allow, l)
+			}
+		}
+		ranges := append([]blocklist.Range(nil), pc.clients...)
+		for _, f := range pc.ClientFiles {
+			path := cfg.Path(f)
+			rf, ok := s.Ranges[path]
+			if !ok {
+				data, err := cfg.ReadFile(path)
+				if err != nil {
+					fatal = append(fatal, fmt.Errorf("reading client ranges: %w", err))
+					continue
+				}
+				var warn error
+				rf, warn = blocklist.ParseRanges(path, data)
+				if warn != nil {
+					s.Warnings = append(s.Warnings, warn)
+				}
+				s.Ranges[path] = rf
+			}
+			ranges = append(ranges, rf.Ranges...)
+		}
+		for _, r := range ranges {
+			if prior, dup := s.byClient.Get(r.Prefix); dup {
+				if prior.Policy == p {
+					continue // the same range twice in one policy is harmless
+				}
+				fatal = append(fatal, fmt.Errorf("%s:%d: range %s of policy %q is already a range of policy %q (%s:%d); the same range in two policies is ambiguous",
+					r.File, r.Line, r.Prefix, p.Name, prior.Policy.Name, prior.Range.File, prior.Range.Line))
+				continue
+			}
+			s.byClient.Insert(r.Prefix, ClientRange{Policy: p, Range: r})
+		}
+		s.Policies = append(s.Policies, p)
+	}
+	if len(fatal) > 0 {
+		return nil, errors.Join(fatal...)
+	}
+	return s, nil
+}
+
+// reuseList returns prev's list for path when its content is unchanged.
+func reuseList(prev *Snapshot, path string, data []byte) *blocklist.List {
+	if prev == nil {
+		return nil
+	}
+	old, ok := prev.Lists[path]
+	if !ok {
+		return nil
+	}
+	if old.Sum() != sha256.Sum256(data) {
+		return nil
+	}
+	return old
+}

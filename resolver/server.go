@@ -1,0 +1,133 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+// Server serves a Handler on UDP and TCP at every listen address.
+type Server struct {
+	handler *Handler
+	log     *zap.Logger
+	servers []*dns.Server
+	addrs   []string
+	wg      sync.WaitGroup
+}
+
+// NewServer returns a Server for h; Start opens its sockets.
+func NewServer(log *zap.Logger, h *Handler) *Server {
+	return &Server{handler: h, log: log}
+}
+
+// acceptQuery is the first look at a packet, before it is parsed: answers
+// (QR set) are dropped, because replying to them could loop or reflect;
+// opcodes other than QUERY get NOTIMP and a question count other than one
+// gets FORMERR.
+func acceptQuery(dh dns.Header) dns.MsgAcceptAction {
+	const qr = 1 << 15
+	if dh.Bits&qr != 0 {
+		return dns.MsgIgnore
+	}
+	if opcode := int(dh.Bits>>11) & 0xF; opcode != dns.OpcodeQuery {
+		return dns.MsgRejectNotImplemented
+	}
+	if dh.Qdcount != 1 {
+		return dns.MsgReject
+	}
+	return dns.MsgAccept
+}
+
+// Start listens on UDP and TCP at every address. Port 0 picks one free port
+// used for both transports. On error every socket opened so far is closed.
+func (s *Server) Start(listen []string) error {
+	for _, addr := range listen {
+		pc, ln, err := listenBoth(addr)
+		if err != nil {
+			s.closeAll()
+			return fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		s.addrs = append(s.addrs, pc.LocalAddr().String())
+		udp := &dns.Server{PacketConn: pc, Handler: s.handler, MsgAcceptFunc: acceptQuery, UDPSize: dns.MaxMsgSize}
+		tcp := &dns.Server{Listener: ln, Handler: s.handler, MsgAcceptFunc: acceptQuery}
+		for _, srv := range []*dns.Server{udp, tcp} {
+			started := make(chan struct{})
+			srv.NotifyStartedFunc = func() { close(started) }
+			s.servers = append(s.servers, srv)
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				if err := srv.ActivateAndServe(); err != nil {
+					s.log.Error("serving stopped", zap.Error(err))
+				}
+			}()
+			<-started
+		}
+		s.log.Info("listening", zap.String("address", pc.LocalAddr().String()), zap.Strings("transports", []string{"udp", "tcp"}))
+	}
+	return nil
+}
+
+// listenBoth opens UDP and TCP on the same address and port.
+func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		actual := net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
+		ln, err := net.Listen("tcp", actual)
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		// With port 0 the kernel's UDP pick may be taken on TCP: try again.
+		if port != "0" || try >= 10 {
+			return nil, nil, err
+		}
+	}
+}
+
+// Addrs are the addresses actually listened on (with the real port when
+// port 0 was asked for).
+func (s *Server) Addrs() []string { return s.addrs }
+
+func (s *Server) closeAll() {
+	for _, srv := range s.servers {
+		_ = srv.Shutdown()
+	}
+	s.wg.Wait()
+}
+
+// Shutdown stops accepting queries, waits for the ones in flight to be
+// answered, and closes the sockets; ctx bounds the wait.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, srv := range s.servers {
+		if err := srv.ShutdownContext(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		s.handler.inflight.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, ctx.Err())
+	}
+	return errors.Join(errs...)
+}
