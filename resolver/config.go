@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -149,13 +150,20 @@ func parseConfig(file string, data []byte, readFile func(string) ([]byte, error)
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
-		return nil, yamlError(file, err)
+		return nil, yamlError(file, nil, err)
 	}
 	cfg := &Config{File: file, ReadFile: readFile, Embedded: embedded}
 	strict := yaml.NewDecoder(bytes.NewReader(data))
 	strict.KnownFields(true) // unknown keys are errors, each one reported
+	var typeErrs error
 	if err := strict.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, yamlError(file, err)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, yamlError(file, &root, err)
+		}
+		// Type errors leave the rest decoded: validate it too, so that
+		// every problem is reported at once.
+		typeErrs = yamlError(file, &root, err)
 	}
 	// `action: null` is YAML's null literal, which decodes as no value at
 	// all; take the plain word as written.
@@ -165,7 +173,7 @@ func parseConfig(file string, data []byte, readFile func(string) ([]byte, error)
 		}
 	}
 	cfg.applyDefaults()
-	if err := cfg.validate(&root); err != nil {
+	if err := errors.Join(typeErrs, cfg.validate(&root)); err != nil {
 		return nil, err
 	}
 	return cfg, nil
@@ -174,8 +182,9 @@ func parseConfig(file string, data []byte, readFile func(string) ([]byte, error)
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 var yamlUnknown = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
 
-// yamlError rewrites the decoder's "line N: ..." messages as "file:N: ...".
-func yamlError(file string, err error) error {
+// yamlError rewrites the decoder's "line N: ..." messages as
+// "file:N: key: ...".
+func yamlError(file string, root *yaml.Node, err error) error {
 	var te *yaml.TypeError
 	var msgs []string
 	if errors.As(err, &te) {
@@ -190,6 +199,10 @@ func yamlError(file string, err error) error {
 			what := g[2]
 			if u := yamlUnknown.FindStringSubmatch(what); u != nil {
 				what = fmt.Sprintf("unknown key %q", u[1])
+			} else if line, _ := strconv.Atoi(g[1]); root != nil {
+				if key := keyAtLine(root, line); key != "" {
+					what = key + ": " + what
+				}
 			}
 			errs = append(errs, fmt.Errorf("%s:%s: %s", file, g[1], what))
 			continue
@@ -280,6 +293,34 @@ func keyName(path []any) string {
 func lineOf(root *yaml.Node, path []any) int {
 	line, _ := walk(root, path)
 	return line
+}
+
+// keyAtLine names the deepest key written on line, e.g. "policies[0].name".
+func keyAtLine(root *yaml.Node, line int) string {
+	var found string
+	var visit func(n *yaml.Node, path []any)
+	visit = func(n *yaml.Node, path []any) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				visit(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := append(append([]any(nil), path...), n.Content[i].Value)
+				if n.Content[i].Line == line {
+					found = keyName(k)
+				}
+				visit(n.Content[i+1], k)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				visit(c, append(append([]any(nil), path...), i))
+			}
+		}
+	}
+	visit(root, nil)
+	return found
 }
 
 // nodeAt returns the node at path, or nil when the file does not have it.
@@ -400,7 +441,9 @@ func (c *Config) validate(root *yaml.Node) error {
 				if f == "" {
 					errs.add(at(key, j), "empty path")
 				} else if c.ReadFile != nil && !c.Embedded {
-					if _, err := os.Stat(c.Path(f)); err != nil {
+					if _, err := os.Stat(c.Path(f)); errors.Is(err, fs.ErrNotExist) {
+						errs.add(at(key, j), "file does not exist: %s", c.Path(f))
+					} else if err != nil {
 						errs.add(at(key, j), "%v", err)
 					}
 				}

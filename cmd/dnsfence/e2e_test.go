@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The end-to-end tests build the real binary and drive it with dig, the way
+// a user does.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds dnsfence once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "dnsfence-e2e")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "dnsfence")
+		out, err := exec.Command("go", "build", "-race", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	require.NoError(t, buildErr)
+	return binPath
+}
+
+// needDig skips without dig, except under CI where a missing dig fails.
+func needDig(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("dig"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("dig is required under CI=true: apt-get install bind9-dnsutils")
+		}
+		t.Skip("dig not found; install it with: apt-get install bind9-dnsutils")
+	}
+}
+
+// testUpstream answers A 192.0.2.1 for every name, on UDP and TCP.
+func testUpstream(t *testing.T) (string, *atomic.Int64) {
+	t.Helper()
+	count := new(atomic.Int64)
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		count.Add(1)
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		if r.Question[0].Qtype == dns.TypeA {
+			rr, _ := dns.NewRR(r.Question[0].Name + " 300 IN A 192.0.2.1")
+			m.Answer = append(m.Answer, rr)
+		}
+		_ = w.WriteMsg(m)
+	})
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &dns.Server{PacketConn: pc, Handler: h}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go func() { _ = srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return pc.LocalAddr().String(), count
+}
+
+// process is a running dnsfence binary.
+type process struct {
+	cmd   *exec.Cmd
+	addr  string // the UDP/TCP address it listens on
+	lines chan map[string]any
+	done  chan error
+}
+
+// startBinary runs the binary with args and waits until it listens.
+func startBinary(t *testing.T, args ...string) *process {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	p := &process{cmd: cmd, lines: make(chan map[string]any, 1000), done: make(chan error, 1)}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				select {
+				case p.lines <- m:
+				default:
+				}
+			}
+		}
+		p.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+	deadline := time.After(30 * time.Second)
+	for p.addr == "" {
+		select {
+		case m := <-p.lines:
+			if m["msg"] == "listening" {
+				p.addr, _ = m["address"].(string)
+			}
+		case err := <-p.done:
+			t.Fatalf("dnsfence exited before listening: %v", err)
+		case <-deadline:
+			t.Fatal("dnsfence did not start listening")
+		}
+	}
+	return p
+}
+
+// waitLine waits for a log line with the given message.
+func (p *process) waitLine(t *testing.T, msg string) map[string]any {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case m := <-p.lines:
+			if m["msg"] == msg {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no %q log line", msg)
+		}
+	}
+}
+
+// dig runs dig against the process and returns its output.
+func (p *process) dig(t *testing.T, args ...string) string {
+	t.Helper()
+	host, port, err := net.SplitHostPort(p.addr)
+	require.NoError(t, err)
+	all := append([]string{"@" + host, "-p", port, "+time=3", "+tries=1"}, args...)
+	out, err := exec.Command("dig", all...).CombinedOutput()
+	require.NoError(t, err, "dig %v: %s", all, out)
+	return string(out)
+}
+
+func writeFiles(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+	}
+	return dir
+}
+
+func TestEndToEndWithDig(t *testing.T) {
+	needDig(t)
+	upstream, count := testUpstream(t)
+	dir := writeFiles(t, map[string]string{
+		"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+http: ""
+policies:
+  - name: government-devices
+    clients: ["127.0.0.0/30"]
+    block: ["lists/tiktok.txt"]
+`, upstream),
+		"lists/tiktok.txt": "tiktok.com\n",
+	})
+	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
+
+	out := p.dig(t, "www.tiktok.com")
+	assert.Contains(t, out, "status: NXDOMAIN")
+	assert.Contains(t, out, "flags: qr rd ra;")
+	assert.Regexp(t, `tiktok\.com\.\s+60\s+IN\s+SOA\s+blocked\.dnsfence\.invalid\. hostmaster\.dnsfence\.invalid\. \d+ 3600 600 86400 60`, out)
+	assert.Contains(t, out, "EDE: 15 (Blocked)")
+	assert.Contains(t, out, `government-devices`)
+	assert.Zero(t, count.Load(), "blocked query never reaches the upstream")
+
+	audit := p.waitLine(t, "query")
+	assert.Equal(t, "blocked", audit["result"])
+	assert.Equal(t, "127.0.0.1", audit["client"])
+	assert.Equal(t, "www.tiktok.com.", audit["qname"])
+	assert.Equal(t, "A", audit["qtype"])
+	assert.Equal(t, "government-devices", audit["policy"])
+	assert.Equal(t, "tiktok.com", audit["entry"])
+	assert.EqualValues(t, 1, audit["line"])
+
+	out = p.dig(t, "+tcp", "www.tiktok.com", "HTTPS")
+	assert.Contains(t, out, "status: NXDOMAIN")
+
+	// A source outside the government range passes.
+	out = p.dig(t, "-b", "127.0.1.1", "www.tiktok.com")
+	assert.Contains(t, out, "status: NOERROR")
+	assert.Regexp(t, `www\.tiktok\.com\.\s+300\s+IN\s+A\s+192\.0\.2\.1`, out)
+	assert.EqualValues(t, 1, count.Load())
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-p.done:
+		assert.NoError(t, err, "SIGTERM exits 0")
+	case <-time.After(15 * time.Second):
+		t.Fatal("dnsfence did not stop on SIGTERM")
+	}
+}
+
+// TestEmbeddedDefault runs `dnsfence` with no flags, exactly as README's
+// first command, and checks that dig shows a block at once. Only blocked
+// names are asked: anything else would be forwarded to the machine's real
+// resolvers, which tests never contact.
+func TestEmbeddedDefault(t *testing.T) {
+	needDig(t)
+	if c, err := net.ListenPacket("udp", "127.0.0.1:5353"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("127.0.0.1:5353 is taken: %v", err)
+		}
+		t.Skipf("127.0.0.1:5353 is taken: %v", err)
+	} else {
+		c.Close()
+	}
+	p := startBinary(t)
+	assert.Equal(t, "127.0.0.1:5353", p.addr)
+	out := p.dig(t, "www.tiktok.com")
+	assert.Contains(t, out, "status: NXDOMAIN")
+	assert.Contains(t, out, "EDE: 15 (Blocked)")
+	out = p.dig(t, "www.capcut.com")
+	assert.Contains(t, out, "status: NXDOMAIN", "the ByteDance list is built in too")
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGINT))
+	select {
+	case err := <-p.done:
+		assert.NoError(t, err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("dnsfence did not stop on SIGINT")
+	}
+}
+
+func TestCheckAndExplainCommands(t *testing.T) {
+	bin := binary(t)
+	dir := writeFiles(t, map[string]string{
+		"good.yaml": `
+upstreams: ["127.0.0.1:53"]
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    block: ["tiktok.txt"]
+  - name: press
+    clients: ["10.20.30.0/24"]
+`,
+		"tiktok.txt": "# tiktok\ntiktok.com\n",
+		"bad.yaml": `
+upstreams: ["127.0.0.1:53"]
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    block: ["bad.txt"]
+`,
+		"bad.txt": "ok.example\nbad..example\n",
+	})
+	run := func(args ...string) (string, int) {
+		cmd := exec.Command(bin, args...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	out, code := run("check", "-config", filepath.Join(dir, "good.yaml"))
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, "tiktok.txt: 1 entries")
+	assert.True(t, strings.HasSuffix(out, "ok\n"))
+
+	out, code = run("check", "-config", filepath.Join(dir, "bad.yaml"))
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "bad.txt:2: empty label: \"bad..example\"")
+
+	out, code = run("explain", "-config", filepath.Join(dir, "good.yaml"), "10.1.1.1", "WWW.TikTok.com")
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, "tiktok.txt:2: tiktok.com")
+	assert.Contains(t, out, "verdict: blocked")
+
+	out, code = run("explain", "-config", filepath.Join(dir, "good.yaml"), "10.20.30.4", "www.tiktok.com")
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, `beats wider range 10.0.0.0/8 of policy "gov"`)
+	assert.Contains(t, out, "verdict: forwarded")
+}

@@ -1,0 +1,107 @@
+package resolver
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// writeTree writes files under a new temporary folder and returns it.
+func writeTree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+	}
+	return dir
+}
+
+func TestConfigDefaults(t *testing.T) {
+	dir := writeTree(t, map[string]string{"l.txt": "tiktok.com\n"})
+	path := filepath.Join(dir, "c.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`
+upstreams: ["127.0.0.1:53"]
+policies:
+  - name: p
+    clients: ["10.0.0.0/8"]
+    block: ["l.txt"]
+`), 0o644))
+	cfg, err := LoadConfig(path)
+	require.NoError(t, err)
+	assert.Equal(t, []string{DefaultListen}, cfg.Listen)
+	assert.Equal(t, DefaultAllowedClients, cfg.AllowedClients)
+	assert.Equal(t, uint32(60), cfg.BlockedTTL)
+	assert.Equal(t, 2*time.Second, cfg.UpstreamTimeout)
+	assert.Equal(t, ActionNXDomain, cfg.Policies[0].Action)
+	assert.Equal(t, "json", cfg.Log.Format)
+	assert.Equal(t, "blocked", cfg.Log.Queries)
+	assert.Equal(t, "info", cfg.Log.Level)
+	assert.Equal(t, DefaultHTTP, cfg.HTTPAddr())
+	assert.Equal(t, 200*time.Millisecond, cfg.Reload.Debounce)
+	assert.Equal(t, 0.5, *cfg.Reload.MaxShrink)
+	assert.Equal(t, 20000, cfg.Cache.Size)
+	assert.Equal(t, filepath.Join(dir, "l.txt"), cfg.Path("l.txt"), "relative to the config's folder")
+	assert.Equal(t, "/abs/l.txt", cfg.Path("/abs/l.txt"))
+}
+
+func TestConfigActions(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"nxdomain", "nxdomain"}, {"refused", "refused"}, {"null", "null"}, {"NXDOMAIN", "NXDOMAIN"}, {"~", "nxdomain"},
+	} {
+		cfg, err := ParseConfig("c.yaml", []byte(`upstreams: ["127.0.0.1:53"]
+policies: [{name: p, clients: ["10.0.0.0/8"], action: `+tc.yaml+`}]`), nil)
+		if tc.want == "NXDOMAIN" {
+			require.Error(t, err, "actions are lowercase words")
+			continue
+		}
+		require.NoError(t, err, tc.yaml)
+		assert.Equal(t, Action(tc.want), cfg.Policies[0].Action, tc.yaml)
+	}
+}
+
+func TestShippedExampleConfigLoads(t *testing.T) {
+	cfg, err := LoadConfig("../configs/dnsfence.yaml")
+	require.NoError(t, err)
+	snap, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	assert.Empty(t, snap.Warnings)
+	require.Len(t, snap.Policies, 2)
+	assert.True(t, snap.Policies[0].Blocks())
+	assert.False(t, snap.Policies[1].Blocks())
+	assert.Equal(t, "127.0.0.1:9153", cfg.HTTPAddr())
+}
+
+// TestConfigErrors checks every error message against golden files: each
+// names the file, the line and the key, and all of them come at once.
+func TestConfigErrors(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/config/*.yaml")
+	require.NoError(t, err)
+	require.NotEmpty(t, inputs)
+	for _, in := range inputs {
+		t.Run(filepath.Base(in), func(t *testing.T) {
+			data, err := os.ReadFile(in)
+			require.NoError(t, err)
+			name := "testdata/config/" + filepath.Base(in)
+			_, err = ParseConfig(name, data, os.ReadFile)
+			require.Error(t, err)
+			golden := strings.TrimSuffix(in, ".yaml") + ".golden"
+			got := err.Error() + "\n"
+			if *update {
+				require.NoError(t, os.WriteFile(golden, []byte(got), 0o644))
+			}
+			want, err := os.ReadFile(golden)
+			require.NoError(t, err)
+			assert.Equal(t, string(want), got)
+		})
+	}
+}

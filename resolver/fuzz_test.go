@@ -1,0 +1,141 @@
+package resolver
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+// recorder is a dns.ResponseWriter that keeps what the handler writes.
+type recorder struct {
+	remote  net.Addr
+	written []*dns.Msg
+}
+
+func (r *recorder) LocalAddr() net.Addr       { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
+func (r *recorder) RemoteAddr() net.Addr      { return r.remote }
+func (r *recorder) WriteMsg(m *dns.Msg) error { r.written = append(r.written, m); return nil }
+func (r *recorder) Write([]byte) (int, error) { panic("handler writes messages, not bytes") }
+func (r *recorder) Close() error              { return nil }
+func (r *recorder) TsigStatus() error         { return nil }
+func (r *recorder) TsigTimersOnly(bool)       {}
+func (r *recorder) Hijack()                   {}
+
+// FuzzHandler feeds raw packets through the server's accept step and the
+// handler, the way a socket does, and checks that every accepted query gets
+// exactly one answer that packs, carries the query's ID and fits the
+// client's UDP size. Forwarding goes to a closed loopback port, so the
+// pipeline runs to the end without waiting.
+func FuzzHandler(f *testing.F) {
+	paths, err := filepath.Glob("testdata/packets/*.bin")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	for _, m := range []*dns.Msg{
+		question("www.tiktok.com.", dns.TypeA, true),
+		question("example.org.", dns.TypeHTTPS, false),
+		question(`x\.tiktok.com.`, dns.TypeTXT, true),
+	} {
+		b, err := m.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+
+	dir := f.TempDir()
+	for name, content := range testFiles {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			f.Fatal(err)
+		}
+	}
+	cfgPath := filepath.Join(dir, "c.yaml")
+	config := `upstreams: ["127.0.0.1:9"]
+upstream_timeout: 100ms
+log: {queries: none}
+policies:
+  - name: gov
+    clients: ["127.0.0.0/8"]
+    block: ["tiktok.txt"]
+    allow: ["allow.txt"]
+`
+	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
+		f.Fatal(err)
+	}
+	cfg, err := LoadConfig(cfgPath)
+	if err != nil {
+		f.Fatal(err)
+	}
+	snap, err := BuildSnapshot(cfg, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := NewHandler(zap.NewNop(), snap)
+
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		var hdr dns.Msg
+		if err := hdr.Unpack(pkt); err != nil {
+			return // the server drops or FORMERRs these before the handler
+		}
+		dh := dns.Header{Id: hdr.Id, Qdcount: uint16(len(hdr.Question))}
+		if hdr.Response {
+			dh.Bits |= 1 << 15
+		}
+		dh.Bits |= uint16(hdr.Opcode&0xF) << 11
+		if acceptQuery(dh) != dns.MsgAccept {
+			return
+		}
+		w := &recorder{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
+		h.ServeDNS(w, &hdr)
+		if len(w.written) != 1 {
+			t.Fatalf("%d answers written, want 1", len(w.written))
+		}
+		resp := w.written[0]
+		b, err := resp.Pack()
+		if err != nil {
+			t.Fatalf("answer does not pack: %v\n%s", err, resp)
+		}
+		if resp.Id != hdr.Id || !resp.Response || !resp.RecursionAvailable {
+			t.Fatalf("bad header: %s", resp)
+		}
+		if len(b) > clientSize(&hdr) && !resp.Truncated {
+			t.Fatalf("answer of %d bytes over the client's %d without TC", len(b), clientSize(&hdr))
+		}
+		if resp.IsEdns0() != nil && hdr.IsEdns0() == nil {
+			t.Fatal("OPT in the answer to a query without EDNS")
+		}
+	})
+}
+
+// FuzzConfig checks that no configuration text crashes the loader.
+func FuzzConfig(f *testing.F) {
+	paths, err := filepath.Glob("testdata/config/*.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	paths = append(paths, "../configs/dnsfence.yaml", "../configs/default.yaml")
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseConfig("fuzz.yaml", data, func(string) ([]byte, error) { return nil, os.ErrNotExist })
+		if err == nil && len(cfg.Upstreams) == 0 {
+			t.Fatal("a config without upstreams was accepted")
+		}
+	})
+}
