@@ -500,12 +500,15 @@ func isResolvConf(u string) bool {
 }
 
 // ResolveUpstreams expands resolv.conf paths into their nameservers (port
-// 53), leaving out any that is one of our own listen addresses.
+// 53), leaving out any that is dnsfence itself: one of its listen addresses,
+// or any loopback address when it listens on a wildcard address on port 53.
 func (c *Config) ResolveUpstreams() ([]string, error) {
 	self := map[netip.AddrPort]bool{}
+	wildcard53 := false
 	for _, l := range c.Listen {
 		if ap, err := netip.ParseAddrPort(l); err == nil {
-			self[ap] = true
+			self[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = true
+			wildcard53 = wildcard53 || (ap.Addr().IsUnspecified() && ap.Port() == 53)
 		}
 	}
 	var out []string
@@ -528,7 +531,7 @@ func (c *Config) ResolveUpstreams() ([]string, error) {
 				continue
 			}
 			ap := netip.AddrPortFrom(a.Unmap(), 53)
-			if self[ap] {
+			if self[ap] || (wildcard53 && ap.Addr().IsLoopback()) {
 				continue
 			}
 			out = append(out, ap.String())

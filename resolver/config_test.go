@@ -105,3 +105,32 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestResolveUpstreams(t *testing.T) {
+	dir := writeTree(t, map[string]string{"resolv.conf": `# generated
+nameserver 127.0.0.53
+nameserver 127.0.0.1
+nameserver ::1
+nameserver fe80::1%eth0
+options edns0
+search example.org
+`})
+	rc := filepath.Join(dir, "resolv.conf")
+	tests := []struct {
+		name   string
+		listen []string
+		want   []string
+	}{
+		{name: "all nameservers on port 53", listen: []string{"127.0.0.1:5353"}, want: []string{"127.0.0.53:53", "127.0.0.1:53", "[::1]:53"}},
+		{name: "skips itself", listen: []string{"127.0.0.1:53"}, want: []string{"127.0.0.53:53", "[::1]:53"}},
+		{name: "wildcard listen on 53 skips loopback", listen: []string{"0.0.0.0:53", "[::]:53"}, want: nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &Config{Listen: tc.listen, Upstreams: []string{rc, "127.0.0.9:5300"}}
+			got, err := cfg.ResolveUpstreams()
+			require.NoError(t, err)
+			assert.Equal(t, append(tc.want, "127.0.0.9:5300"), got)
+		})
+	}
+}

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // testConfig: 127.0.0.1-3 and ::1 are government devices (with 127.0.0.5
@@ -604,4 +607,44 @@ func TestShutdownFinishesInFlightQueries(t *testing.T) {
 
 	_, err := exchange(f.addr, "", "tcp", question("after.example.org.", dns.TypeA, false))
 	assert.Error(t, err, "no longer listening")
+}
+
+func TestQueryLogModes(t *testing.T) {
+	up := startUpstream(t, nil)
+	tests := []struct {
+		mode        string
+		wantResults []string
+	}{
+		{mode: "blocked", wantResults: []string{ResultBlocked}},
+		{mode: "all", wantResults: []string{ResultBlocked, ResultForwarded, ResultRefused}},
+		{mode: "none"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.mode, func(t *testing.T) {
+			core, logs := observer.New(zap.InfoLevel)
+			cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: "+tc.mode+"}", 1)
+			f := startFenceLog(t, zap.New(core), cfg, testFiles, up.addr)
+			ask(t, f.addr, "", "udp", question("www.tiktok.com.", dns.TypeHTTPS, false))
+			ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, false))
+			ask(t, f.addr, "127.0.0.20", "udp", question("example.org.", dns.TypeA, false))
+			var results []string
+			for _, e := range logs.FilterMessage("query").All() {
+				results = append(results, e.ContextMap()[logResult].(string))
+			}
+			assert.Equal(t, tc.wantResults, results)
+			if tc.mode == "none" {
+				return
+			}
+			audit := logs.FilterMessage("query").All()[0].ContextMap()
+			assert.Equal(t, "127.0.0.1", audit[logClient])
+			assert.Equal(t, "www.tiktok.com.", audit[logQName])
+			assert.Equal(t, "HTTPS", audit[logQType])
+			assert.Equal(t, "government-devices", audit[logPolicy])
+			assert.Equal(t, "127.0.0.0/30", audit[logRange])
+			assert.Equal(t, filepath.Join(f.dir, "tiktok.txt"), audit[logList])
+			assert.EqualValues(t, 2, audit[logListLine])
+			assert.Equal(t, "tiktok.com", audit[logEntry])
+			assert.Len(t, audit[logListHash], 64)
+		})
+	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -161,6 +162,12 @@ type fence struct {
 // free loopback port until the test ends.
 func startFence(t *testing.T, config string, files map[string]string, upstreams ...string) *fence {
 	t.Helper()
+	return startFenceLog(t, zaptest.NewLogger(t), config, files, upstreams...)
+}
+
+// startFenceLog is startFence with a given logger.
+func startFenceLog(t *testing.T, log *zap.Logger, config string, files map[string]string, upstreams ...string) *fence {
+	t.Helper()
 	dir := t.TempDir()
 	for name, content := range files {
 		p := filepath.Join(dir, name)
@@ -179,7 +186,6 @@ func startFence(t *testing.T, config string, files map[string]string, upstreams 
 	snap, err := BuildSnapshot(cfg, nil)
 	require.NoError(t, err)
 	require.Empty(t, snap.Warnings)
-	log := zaptest.NewLogger(t)
 	h := NewHandler(log, snap)
 	srv := NewServer(log, h)
 	require.NoError(t, srv.Start([]string{"127.0.0.1:0"}))
