@@ -81,7 +81,11 @@ func (l *List) All() iter.Seq[Entry] {
 
 // Contains reports whether name, already normalised, is itself an entry.
 func (l *List) Contains(name string) bool {
-	_, ok := l.find([]byte(name))
+	var buf [maxName + 2]byte
+	if len(name) > len(buf) {
+		return false
+	}
+	_, ok := l.find(append(buf[:0], name...))
 	return ok
 }
 

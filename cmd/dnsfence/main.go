@@ -96,16 +96,29 @@ func runServe(args []string, stderr io.Writer) int {
 	log.Info("dnsfence started", zap.String("version", versionString()), zap.String("config", cfg.File),
 		zap.Strings("upstreams", snap.Forwarder.Upstreams()))
 
+	reloader := resolver.NewReloader(log.Named("reload"), handler, func() (*resolver.Config, error) {
+		return loadConfig(*configPath)
+	})
+	ctx, stopWatching := context.WithCancel(context.Background())
+	defer stopWatching()
+	go func() {
+		if err := reloader.Watch(ctx); err != nil {
+			log.Error("file watching stopped; SIGHUP still reloads", zap.Error(err))
+		}
+	}()
+
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for sig := range signals {
 		if sig == syscall.SIGHUP {
-			reload(log, handler, *configPath)
+			log.Info("SIGHUP: reloading everything")
+			_ = reloader.Reload(true) // logged by the reloader
 			continue
 		}
 		log.Info("stopping", zap.String("signal", sig.String()))
 		break
 	}
+	stopWatching()
 	// In-flight queries get the whole upstream budget to finish.
 	budget := time.Duration(len(snap.Forwarder.Upstreams())+1) * cfg.UpstreamTimeout
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
@@ -115,24 +128,6 @@ func runServe(args []string, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
-}
-
-// reload rebuilds the snapshot from the configuration; anything wrong keeps
-// the running one.
-func reload(log *zap.Logger, h *resolver.Handler, path string) {
-	cfg, err := loadConfig(path)
-	if err != nil {
-		log.Error("reload failed, keeping the last good state", zap.Error(err))
-		return
-	}
-	snap, err := resolver.BuildSnapshot(cfg, h.Snapshot())
-	if err != nil {
-		log.Error("reload failed, keeping the last good state", zap.Error(err))
-		return
-	}
-	h.Store(snap)
-	log.Info("reloaded")
-	logSnapshot(log, snap)
 }
 
 // logSnapshot logs the policies and list sizes, and every skipped line.

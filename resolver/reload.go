@@ -1,0 +1,227 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"go.uber.org/zap"
+)
+
+// ErrShrink marks a reload held because a list lost too many entries at
+// once, which is almost always a broken write.
+var ErrShrink = errors.New("list shrank more than reload.max_shrink allows")
+
+// ReloadStatus is the outcome of the last reload, for metrics and health.
+type ReloadStatus struct {
+	Time        time.Time
+	OK          bool
+	Err         error
+	LastSuccess time.Time
+	Successes   uint64
+	Failures    uint64
+}
+
+// Reloader rebuilds the snapshot when the configuration or any file it names
+// changes, and publishes it only when everything loaded: anything wrong keeps
+// the last good state. It watches through a blocklist.Watcher; SIGHUP calls
+// Reload directly.
+type Reloader struct {
+	handler *Handler
+	load    func() (*Config, error) // reads the configuration anew
+	log     *zap.Logger
+
+	mu      sync.Mutex // serialises reloads from the watcher and SIGHUP
+	watcher *blocklist.Watcher
+
+	status atomic.Pointer[ReloadStatus]
+}
+
+// NewReloader returns a Reloader for the handler's state. load reads the
+// configuration (the same way startup did).
+func NewReloader(log *zap.Logger, h *Handler, load func() (*Config, error)) *Reloader {
+	r := &Reloader{handler: h, load: load, log: log}
+	r.status.Store(&ReloadStatus{Time: time.Now(), OK: true, LastSuccess: time.Now()})
+	return r
+}
+
+// Status is the outcome of the last reload.
+func (r *Reloader) Status() ReloadStatus { return *r.status.Load() }
+
+// watchedFiles are the configuration file and every file it names.
+func watchedFiles(s *Snapshot) []string {
+	if s.Config.Embedded {
+		return nil
+	}
+	files := []string{s.Config.File}
+	for p := range s.Lists {
+		files = append(files, p)
+	}
+	for p := range s.Ranges {
+		files = append(files, p)
+	}
+	for _, pc := range s.Config.Policies {
+		for _, f := range slices.Concat(pc.ClientFiles, pc.Block, pc.Allow) {
+			files = append(files, s.Config.Path(f))
+		}
+	}
+	slices.Sort(files)
+	return slices.Compact(files)
+}
+
+// Watch reloads on every settled change of the watched files until ctx
+// ends. With the embedded default there is nothing to watch.
+func (r *Reloader) Watch(ctx context.Context) error {
+	snap := r.handler.Snapshot()
+	if snap.Config.Embedded {
+		return nil
+	}
+	w, err := blocklist.NewWatcher(snap.Config.Reload.Debounce)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	r.mu.Lock()
+	r.watcher = w
+	err = w.Watch(watchedFiles(snap))
+	r.mu.Unlock()
+	if err != nil {
+		r.log.Error("watching files", zap.Error(err))
+	}
+	w.Run(ctx, func() {
+		if err := r.Reload(false); err != nil {
+			return // logged and counted by Reload
+		}
+	})
+	return nil
+}
+
+// Reload builds a new snapshot from the configuration and the files it
+// names and publishes it. force accepts a shrink that the max_shrink guard
+// would hold (SIGHUP). On any error the running snapshot stays.
+func (r *Reloader) Reload(force bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	start := time.Now()
+	prev := r.handler.Snapshot()
+	next, err := r.build(prev, force)
+	status := *r.status.Load()
+	status.Time = time.Now()
+	if err != nil {
+		status.OK, status.Err = false, err
+		status.Failures++
+		r.status.Store(&status)
+		r.log.Error("reload failed, keeping the last good state", zap.Error(err))
+		return err
+	}
+	r.handler.Store(next)
+	status.OK, status.Err, status.LastSuccess = true, nil, status.Time
+	status.Successes++
+	r.status.Store(&status)
+	r.logChanges(prev, next, time.Since(start))
+	if r.watcher != nil {
+		// New files in the configuration, or a swapped symlink, change what
+		// is watched.
+		if err := r.watcher.Watch(watchedFiles(next)); err != nil {
+			r.log.Error("watching files", zap.Error(err))
+		}
+	}
+	return nil
+}
+
+func (r *Reloader) build(prev *Snapshot, force bool) (*Snapshot, error) {
+	cfg, err := r.load()
+	if err != nil {
+		return nil, err
+	}
+	next, err := BuildSnapshot(cfg, prev)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range next.Warnings {
+		r.log.Warn("skipped bad lines", zap.Error(w))
+	}
+	if maxShrink := *cfg.Reload.MaxShrink; maxShrink > 0 && !force {
+		var errs []error
+		for path, l := range next.Lists {
+			old, ok := prev.Lists[path]
+			if !ok || old == l {
+				continue
+			}
+			if float64(l.Len()) < float64(old.Len())*(1-maxShrink) {
+				errs = append(errs, fmt.Errorf("%s: %w: %d to %d entries (max_shrink %g); SIGHUP accepts it",
+					path, ErrShrink, old.Len(), l.Len(), maxShrink))
+			}
+		}
+		if len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
+	}
+	r.warnRestartNeeded(prev.Config, cfg)
+	return next, nil
+}
+
+// warnRestartNeeded logs settings that only a restart applies: sockets are
+// opened once.
+func (r *Reloader) warnRestartNeeded(old, cfg *Config) {
+	if !slices.Equal(old.Listen, cfg.Listen) {
+		r.log.Warn("listen changed: restart to apply, still serving the old addresses",
+			zap.Strings("running", old.Listen), zap.Strings("configured", cfg.Listen))
+	}
+	if old.HTTPAddr() != cfg.HTTPAddr() {
+		r.log.Warn("http changed: restart to apply, still serving the old address",
+			zap.String("running", old.HTTPAddr()), zap.String("configured", cfg.HTTPAddr()))
+	}
+}
+
+// logChanges logs, per list, the entries added and removed and the new hash.
+func (r *Reloader) logChanges(prev, next *Snapshot, took time.Duration) {
+	paths := make([]string, 0, len(next.Lists))
+	for p := range next.Lists {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	changed := 0
+	for _, p := range paths {
+		l, old := next.Lists[p], prev.Lists[p]
+		if l == old {
+			continue
+		}
+		changed++
+		added, removed := diffLists(old, l)
+		r.log.Info("list reloaded", zap.String(logList, p), zap.Int("entries", l.Len()),
+			zap.Int("added", added), zap.Int("removed", removed), zap.String(logListHash, l.Hash()))
+	}
+	for p, old := range prev.Lists {
+		if _, ok := next.Lists[p]; !ok {
+			changed++
+			r.log.Info("list no longer used", zap.String(logList, p), zap.Int("entries", old.Len()))
+		}
+	}
+	r.log.Info("reloaded", zap.Int("lists_changed", changed), zap.Int("policies", len(next.Policies)),
+		zap.Duration("took", took))
+}
+
+// diffLists counts entries in l but not in old, and in old but not in l.
+func diffLists(old, l *blocklist.List) (added, removed int) {
+	if old == nil {
+		return l.Len(), 0
+	}
+	for e := range l.All() {
+		if !old.Contains(e.Name) {
+			added++
+		}
+	}
+	for e := range old.All() {
+		if !l.Contains(e.Name) {
+			removed++
+		}
+	}
+	return added, removed
+}

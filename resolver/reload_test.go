@@ -1,0 +1,316 @@
+package resolver
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// reloadConfig reloads fast so the tests stay short.
+var reloadConfig = strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nreload: {debounce: 20ms}", 1)
+
+// watching starts a Reloader watching f's files until the test ends.
+func watching(t *testing.T, f *fence, log *zap.Logger) *Reloader {
+	t.Helper()
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(log, f.handler, func() (*Config, error) { return LoadConfig(path) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		assert.NoError(t, r.Watch(ctx))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	// Watch registers the folders before it returns to Run; wait for that.
+	require.Eventually(t, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.watcher != nil
+	}, 5*time.Second, 5*time.Millisecond)
+	return r
+}
+
+// writeAtomic writes content to path by write-temp-and-rename.
+func writeAtomic(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	require.NoError(t, os.WriteFile(tmp, []byte(content), 0o644))
+	require.NoError(t, os.Rename(tmp, path))
+}
+
+func rcodeOf(t *testing.T, addr, from, name string) int {
+	t.Helper()
+	return ask(t, addr, from, "udp", question(name, dns.TypeA, false)).Rcode
+}
+
+func TestReloadOnListEdit(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, reloadConfig, testFiles, up.addr)
+	core, logs := observer.New(zap.InfoLevel)
+	r := watching(t, f, zap.New(core))
+
+	assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "", "new.example."))
+	list := filepath.Join(f.dir, "tiktok.txt")
+	writeAtomic(t, list, testFiles["tiktok.txt"]+"new.example\n")
+	require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "www.new.example.") == dns.RcodeNameError },
+		10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "tiktok.com."), "old entries stay")
+
+	st := r.Status()
+	assert.True(t, st.OK)
+	assert.EqualValues(t, 1, st.Successes)
+	entries := logs.FilterMessage("list reloaded").All()
+	require.Len(t, entries, 1)
+	ctx := entries[0].ContextMap()
+	assert.Equal(t, list, ctx[logList])
+	assert.EqualValues(t, 1, ctx["added"])
+	assert.EqualValues(t, 0, ctx["removed"])
+	assert.EqualValues(t, 4, ctx["entries"])
+	assert.Len(t, ctx[logListHash], 64)
+}
+
+func TestReloadUnchangedListsAreNotReparsed(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, reloadConfig, testFiles, up.addr)
+	r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*Config, error) {
+		return LoadConfig(f.handler.Snapshot().Config.File)
+	})
+	before := f.handler.Snapshot()
+	writeAtomic(t, filepath.Join(f.dir, "allow.txt"), "ads.tiktok.com\n")
+	require.NoError(t, r.Reload(false))
+	after := f.handler.Snapshot()
+	assert.NotSame(t, before, after)
+	tiktok := filepath.Join(f.dir, "tiktok.txt")
+	assert.Same(t, before.Lists[tiktok], after.Lists[tiktok], "unchanged list reused")
+	allow := filepath.Join(f.dir, "allow.txt")
+	assert.NotSame(t, before.Lists[allow], after.Lists[allow])
+}
+
+func TestReloadKeepsLastGoodState(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, reloadConfig, testFiles, up.addr)
+	core, logs := observer.New(zap.InfoLevel)
+	r := watching(t, f, zap.New(core))
+	list := filepath.Join(f.dir, "tiktok.txt")
+	config := filepath.Join(f.dir, "dnsfence.yaml")
+
+	failures := func() uint64 { return r.Status().Failures }
+
+	t.Run("deleted list is held, its return picked up", func(t *testing.T) {
+		before := failures()
+		require.NoError(t, os.Remove(list))
+		require.Eventually(t, func() bool { return failures() > before }, 10*time.Second, 10*time.Millisecond)
+		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "tiktok.com."), "still blocked")
+		assert.Contains(t, r.Status().Err.Error(), "tiktok.txt")
+		assert.Contains(t, r.Status().Err.Error(), "does not exist")
+		writeAtomic(t, list, "tiktok.com\nreturned.example\n")
+		require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "returned.example.") == dns.RcodeNameError },
+			10*time.Second, 10*time.Millisecond)
+	})
+
+	t.Run("bad lines are skipped, the rest loads", func(t *testing.T) {
+		writeAtomic(t, list, "tiktok.com\nbad..line\nreturned.example\ngood.example\n")
+		require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "good.example.") == dns.RcodeNameError },
+			10*time.Second, 10*time.Millisecond)
+		warn := logs.FilterMessage("skipped bad lines").All()
+		require.NotEmpty(t, warn)
+		assert.Contains(t, fmt.Sprint(warn[len(warn)-1].ContextMap()["error"]), list+`:2: empty label: "bad..line"`)
+	})
+
+	t.Run("broken config is held, its fix applied", func(t *testing.T) {
+		good, err := os.ReadFile(config)
+		require.NoError(t, err)
+		before := failures()
+		broken := strings.Replace(string(good), "blocked_ttl: 60", "blocked_ttl: 60\nbogus_key: 1", 1)
+		writeAtomic(t, config, broken)
+		require.Eventually(t, func() bool { return failures() > before }, 10*time.Second, 10*time.Millisecond)
+		assert.Contains(t, r.Status().Err.Error(), `dnsfence.yaml:7: unknown key "bogus_key"`)
+		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "tiktok.com."))
+
+		fixed := strings.Replace(string(good), "blocked_ttl: 60", "blocked_ttl: 30", 1)
+		writeAtomic(t, config, fixed)
+		require.Eventually(t, func() bool { return f.handler.Snapshot().Config.BlockedTTL == 30 },
+			10*time.Second, 10*time.Millisecond)
+		r := ask(t, f.addr, "", "udp", question("tiktok.com.", dns.TypeA, false))
+		assert.Equal(t, uint32(30), r.Ns[0].Header().Ttl)
+	})
+
+	t.Run("client range edit moves a client into a policy", func(t *testing.T) {
+		assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "127.0.0.9", "tiktok.com."))
+		writeAtomic(t, filepath.Join(f.dir, "networks.txt"), "127.0.0.5\n127.0.0.9\n")
+		require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "127.0.0.9", "tiktok.com.") == dns.RcodeNameError },
+			10*time.Second, 10*time.Millisecond)
+	})
+
+	t.Run("config adds a list, which is then watched", func(t *testing.T) {
+		extra := filepath.Join(f.dir, "extra.txt")
+		require.NoError(t, os.WriteFile(extra, []byte("extra.example\n"), 0o644))
+		good, err := os.ReadFile(config)
+		require.NoError(t, err)
+		writeAtomic(t, config, strings.Replace(string(good), `block: ["tiktok.txt", "bytedance.txt"]`,
+			`block: ["tiktok.txt", "bytedance.txt", "extra.txt"]`, 1))
+		require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "extra.example.") == dns.RcodeNameError },
+			10*time.Second, 10*time.Millisecond)
+		writeAtomic(t, extra, "extra.example\nmore.example\n")
+		require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "more.example.") == dns.RcodeNameError },
+			10*time.Second, 10*time.Millisecond)
+	})
+}
+
+func TestReloadShrinkGuard(t *testing.T) {
+	up := startUpstream(t, nil)
+	var big strings.Builder
+	big.WriteString("tiktok.com\n")
+	for i := 0; i < 9999; i++ {
+		fmt.Fprintf(&big, "host%d.example\n", i)
+	}
+	files := map[string]string{}
+	for k, v := range testFiles {
+		files[k] = v
+	}
+	files["tiktok.txt"] = big.String()
+	f := startFence(t, reloadConfig, files, up.addr)
+	r := watching(t, f, zaptest.NewLogger(t))
+	list := filepath.Join(f.dir, "tiktok.txt")
+	require.Equal(t, 10000, f.handler.Snapshot().Lists[list].Len())
+
+	var small strings.Builder
+	small.WriteString("tiktok.com\n")
+	for i := 0; i < 9; i++ {
+		fmt.Fprintf(&small, "host%d.example\n", i)
+	}
+	writeAtomic(t, list, small.String())
+	require.Eventually(t, func() bool { return r.Status().Failures == 1 }, 10*time.Second, 10*time.Millisecond)
+	assert.ErrorIs(t, r.Status().Err, ErrShrink)
+	assert.Contains(t, r.Status().Err.Error(), "10000 to 10 entries")
+	assert.Equal(t, 10000, f.handler.Snapshot().Lists[list].Len(), "held")
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "host500.example."))
+
+	// SIGHUP forces the reload and accepts the shrink.
+	require.NoError(t, r.Reload(true))
+	assert.Equal(t, 10, f.handler.Snapshot().Lists[list].Len())
+	assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "", "host500.example."))
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "host5.example."))
+}
+
+// TestReloadUnderLoad hammers the resolver over real sockets while the
+// lists are rewritten and reloaded 200 times: every answer for a blocked
+// name from a policy client must be NXDOMAIN, every other answer the
+// upstream's, and no query may be lost.
+func TestReloadUnderLoad(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, reloadConfig, testFiles, up.addr)
+	r := watching(t, f, zap.NewNop())
+	list := filepath.Join(f.dir, "tiktok.txt")
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var asked, wrong atomic.Int64
+	var mu sync.Mutex
+	var failures []string
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100000; i++ { // bounded; stops when the rewrites end
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				name, want := "www.tiktok.com.", dns.RcodeNameError
+				if i%2 == 1 {
+					name, want = "example.org.", dns.RcodeSuccess
+				}
+				resp, err := exchange(f.addr, "", "udp", question(name, dns.TypeA, false))
+				asked.Add(1)
+				if err != nil || resp.Rcode != want || (want == dns.RcodeSuccess && len(resp.Answer) != 1) {
+					wrong.Add(1)
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("%s: %v %v", name, err, resp))
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := 0; i < 200; i++ {
+		writeAtomic(t, list, fmt.Sprintf("# version %d\ntiktok.com\nv%d.example\n", i, i))
+		require.NoError(t, r.Reload(false))
+	}
+	close(stop)
+	wg.Wait()
+	assert.Zero(t, wrong.Load(), "wrong or lost answers: %v", failures)
+	assert.Greater(t, asked.Load(), int64(200))
+	assert.GreaterOrEqual(t, r.Status().Successes, uint64(200))
+	t.Logf("%d queries answered during 200 reloads, %d reloads in all", asked.Load(), r.Status().Successes)
+}
+
+// TestReloadMemoryIsFlat reloads a 100,000-entry list 100 times and checks
+// that the heap in use after GC does not grow: old snapshots are released.
+func TestReloadMemoryIsFlat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: 100 reloads of 100k entries")
+	}
+	dir := t.TempDir()
+	list := filepath.Join(dir, "big.txt")
+	content := func(v int) string {
+		var b strings.Builder
+		for i := 0; i < 100000; i++ {
+			fmt.Fprintf(&b, "h%d-v%d.example.com\n", i, v%2)
+		}
+		return b.String()
+	}
+	versions := []string{content(0), content(1)}
+	require.NoError(t, os.WriteFile(list, []byte(versions[0]), 0o644))
+	config := filepath.Join(dir, "c.yaml")
+	require.NoError(t, os.WriteFile(config, []byte(`upstreams: ["127.0.0.1:9"]
+policies: [{name: p, clients: ["10.0.0.0/8"], block: ["big.txt"]}]
+reload: {max_shrink: 0}
+`), 0o644))
+	cfg, err := LoadConfig(config)
+	require.NoError(t, err)
+	snap, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	h := NewHandler(zap.NewNop(), snap)
+	r := NewReloader(zap.NewNop(), h, func() (*Config, error) { return LoadConfig(config) })
+
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	// One reload first, so both the steady state and any lazily allocated
+	// runtime structures are in place before measuring.
+	require.NoError(t, os.WriteFile(list, []byte(versions[1]), 0o644))
+	require.NoError(t, r.Reload(false))
+	before := heap()
+	for i := 0; i < 100; i++ {
+		require.NoError(t, os.WriteFile(list, []byte(versions[i%2]), 0o644))
+		require.NoError(t, r.Reload(false))
+	}
+	after := heap()
+	require.Equal(t, 100000, h.Snapshot().Lists[list].Len())
+	runtime.KeepAlive(versions)
+	growth := int64(after) - int64(before)
+	t.Logf("heap in use after GC: %.1f MB before, %.1f MB after 100 reloads of a 100k list (growth %+.2f MB)",
+		float64(before)/1e6, float64(after)/1e6, float64(growth)/1e6)
+	// One list of 100k entries takes about 4 MB; growth must stay below one
+	// list, i.e. no snapshot is retained.
+	assert.Less(t, growth, int64(4<<20))
+}
