@@ -227,6 +227,9 @@ func (b *builder) grow() {
 func (b *builder) finish(sum [32]byte) *List {
 	l := b.list
 	l.names = b.names.String()
+	if b.names.Cap()-b.names.Len() > b.names.Len()/4 {
+		l.names = strings.Clone(l.names) // drop the slack of the estimate
+	}
 	l.sum = sum
 	// Release the slack of over-estimated capacity (comment-heavy files).
 	if cap(l.recs)-len(l.recs) > len(l.recs)/4 {

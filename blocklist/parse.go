@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/net/idna"
 )
@@ -76,9 +77,12 @@ func LoadFile(path, name string) (*List, error) {
 // (`0.0.0.0 a.example b.example`) and Adblock rules (`||example.com^`).
 func Parse(name string, data []byte) (*List, error) {
 	b := newBuilder(name, bytes.Count(data, []byte{'\n'})+1)
+	b.names.Grow(len(data))
 	var errs errorList
 	var buf [maxName + 2]byte
-	forEachLine(string(data), func(line int, text string) {
+	// Lines are read in place, without a copy of the file: every entry is
+	// copied into the list and every error text is cloned.
+	forEachLine(unsafe.String(unsafe.SliceData(data), len(data)), func(line int, text string) {
 		first, rest := nextField(text)
 		if _, err := netip.ParseAddr(first); err == nil || looksLikeAddr(first) {
 			if err != nil {
@@ -270,7 +274,7 @@ func (e *errorList) add(file string, line int, text string, err error) {
 		e.dropped++
 		return
 	}
-	e.errs = append(e.errs, &ParseError{File: file, Line: line, Text: text, Err: err})
+	e.errs = append(e.errs, &ParseError{File: file, Line: line, Text: strings.Clone(text), Err: err})
 }
 
 func (e *errorList) err() error {

@@ -307,3 +307,72 @@ policies:
 	assert.Contains(t, out, `beats wider range 10.0.0.0/8 of policy "gov"`)
 	assert.Contains(t, out, "verdict: forwarded")
 }
+
+// TestEndToEndReload edits the lists of a running binary the ways operators
+// do and checks with dig that each change is served, that a collapse is held
+// until SIGHUP, and that a broken config is held until fixed.
+func TestEndToEndReload(t *testing.T) {
+	needDig(t)
+	upstream, _ := testUpstream(t)
+	var big strings.Builder
+	big.WriteString("tiktok.com\n")
+	for i := 0; i < 99; i++ {
+		fmt.Fprintf(&big, "h%d.example\n", i)
+	}
+	config := fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+http: ""
+reload: {debounce: 50ms}
+policies:
+  - name: government-devices
+    clients: ["127.0.0.0/30"]
+    block: ["lists/tiktok.txt"]
+`, upstream)
+	dir := writeFiles(t, map[string]string{"dnsfence.yaml": config, "lists/tiktok.txt": big.String()})
+	list := filepath.Join(dir, "lists", "tiktok.txt")
+	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
+	status := func(name string) string {
+		out := p.dig(t, name)
+		i := strings.Index(out, "status: ")
+		require.GreaterOrEqual(t, i, 0, out)
+		return strings.TrimSuffix(strings.Fields(out[i+len("status: "):])[0], ",")
+	}
+	waitStatus := func(name, want string) {
+		t.Helper()
+		require.Eventually(t, func() bool { return status(name) == want }, 15*time.Second, 20*time.Millisecond,
+			"%s never became %s", name, want)
+	}
+	assert.Equal(t, "NXDOMAIN", status("h5.example"))
+	assert.Equal(t, "NOERROR", status("added.example"))
+
+	// An editor's atomic save.
+	tmp := list + ".swp"
+	require.NoError(t, os.WriteFile(tmp, []byte(big.String()+"added.example\n"), 0o644))
+	require.NoError(t, os.Rename(tmp, list))
+	waitStatus("added.example", "NXDOMAIN")
+	reloaded := p.waitLine(t, "list reloaded")
+	assert.EqualValues(t, 1, reloaded["added"])
+
+	// A collapse to two entries is held...
+	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nadded.example\n"), 0o644))
+	failed := p.waitLine(t, "reload failed, keeping the last good state")
+	assert.Contains(t, failed["error"], "101 to 2 entries")
+	assert.Equal(t, "NXDOMAIN", status("h5.example"))
+	// ...until SIGHUP accepts it.
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+	waitStatus("h5.example", "NOERROR")
+	assert.Equal(t, "NXDOMAIN", status("added.example"))
+
+	// A broken config is held; its fix is applied.
+	cfgPath := filepath.Join(dir, "dnsfence.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(config+"bogus: 1\n"), 0o644))
+	failed = p.waitLine(t, "reload failed, keeping the last good state")
+	assert.Contains(t, failed["error"], `unknown key "bogus"`)
+	assert.Equal(t, "NXDOMAIN", status("added.example"))
+	require.NoError(t, os.WriteFile(cfgPath, []byte(strings.Replace(config, `block: ["lists/tiktok.txt"]`, `block: []`, 1)), 0o644))
+	waitStatus("added.example", "NOERROR")
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	assert.NoError(t, <-p.done)
+}

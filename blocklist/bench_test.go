@@ -1,0 +1,62 @@
+package blocklist
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// bigList is the content of an n-entry list of realistic names.
+func bigList(n int) []byte {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "host-%d.tracker%d.example.com\n", i, i%1000)
+	}
+	return []byte(b.String())
+}
+
+func BenchmarkMatch(b *testing.B) {
+	l, err := Parse("bench.txt", bigList(100000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct{ name, qname string }{
+		{"hit-exact", "host-500.tracker500.example.com."},
+		{"hit-subdomain", "a.b.c.host-500.tracker500.example.com."},
+		{"miss", "www.example.org."},
+		{"miss-upper-deep", "A.B.C.D.E.F.WWW.EXAMPLE.ORG."},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				l.Match(bc.qname)
+			}
+		})
+	}
+}
+
+// BenchmarkParse1M loads a 1,000,000-entry list and reports the heap the
+// loaded list keeps (list-MB) besides the time to parse it.
+func BenchmarkParse1M(b *testing.B) {
+	data := bigList(1000000)
+	b.SetBytes(int64(len(data)))
+	var l *List
+	for b.Loop() {
+		var err error
+		if l, err = Parse("big.txt", data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	var before, after runtime.MemStats
+	l = nil
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	l, _ = Parse("big.txt", data)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/1e6, "list-MB")
+	b.ReportMetric(float64(l.Len()), "entries")
+	runtime.KeepAlive(l)
+}
