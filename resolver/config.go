@@ -45,6 +45,9 @@ const (
 	ActionNXDomain Action = "nxdomain"
 	ActionRefused  Action = "refused"
 	ActionNull     Action = "null"
+	// ActionLog is shadow mode: decide and record as a block would, but
+	// forward the query. Teams roll a policy out in shadow mode first.
+	ActionLog Action = "log"
 )
 
 // Config is the YAML configuration file, after defaults are applied.
@@ -99,6 +102,10 @@ type LogConfig struct {
 	Level   string `yaml:"level"`   // debug | info | warn | error
 	Format  string `yaml:"format"`  // json | console
 	Queries string `yaml:"queries"` // blocked | all | none
+	// AuditLimit caps the audit lines (blocked queries) per client per
+	// minute, so a looping device cannot flood the log; 0 is no cap.
+	// Counters stay exact.
+	AuditLimit int `yaml:"audit_limit"`
 }
 
 // ReloadConfig tunes hot reload.
@@ -412,9 +419,9 @@ func (c *Config) validate(root *yaml.Node) error {
 			names[p.Name] = i + 1
 		}
 		switch p.Action {
-		case ActionNXDomain, ActionRefused, ActionNull:
+		case ActionNXDomain, ActionRefused, ActionNull, ActionLog:
 		default:
-			errs.add(at("action"), "want nxdomain, refused or null, got %q", p.Action)
+			errs.add(at("action"), "want nxdomain, refused, null or log, got %q", p.Action)
 		}
 		for j, s := range p.Clients {
 			pfx, err := blocklist.ParsePrefix(s)
@@ -464,6 +471,9 @@ func (c *Config) validate(root *yaml.Node) error {
 	case "blocked", "all", "none":
 	default:
 		errs.add([]any{"log", "queries"}, "want blocked, all or none, got %q", c.Log.Queries)
+	}
+	if c.Log.AuditLimit < 0 {
+		errs.add([]any{"log", "audit_limit"}, "must not be negative, got %d", c.Log.AuditLimit)
 	}
 	if c.Cache.Size < 0 {
 		errs.add([]any{"cache", "size"}, "must not be negative, got %d", c.Cache.Size)

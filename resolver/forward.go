@@ -7,35 +7,150 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
 )
 
 // Forwarder sends queries to the upstream resolvers in order, moving to the
-// next one on a timeout, a network error or a malformed answer.
+// next one on a timeout, a network error or a malformed answer. An upstream
+// that fails is marked down and skipped while others are up; a background
+// probe brings it back as soon as it answers again.
 type Forwarder struct {
-	upstreams []string // IP:port, in order of preference
+	addrs     []string // IP:port, in order of preference
+	upstreams []*upstreamState
 	timeout   time.Duration
 	udp, tcp  *dns.Client
+	// probeEvery is the pause between probes of a down upstream.
+	probeEvery time.Duration
+	closed     atomic.Bool
+	// lastOK is when any upstream last answered (unix nanoseconds).
+	lastOK atomic.Int64
+}
+
+// upstreamState is the health of one upstream.
+type upstreamState struct {
+	addr    string
+	down    atomic.Bool // failed its last exchange; skipped while others are up
+	probing atomic.Bool // a probe goroutine is running for it
 }
 
 // NewForwarder returns a Forwarder over upstreams with a per-try timeout.
 func NewForwarder(upstreams []string, timeout time.Duration) *Forwarder {
-	return &Forwarder{
-		upstreams: upstreams,
-		timeout:   timeout,
-		udp:       &dns.Client{Net: "udp", Timeout: timeout, UDPSize: ednsSize},
-		tcp:       &dns.Client{Net: "tcp", Timeout: timeout},
+	f := &Forwarder{
+		addrs:      slices.Clone(upstreams),
+		timeout:    timeout,
+		udp:        &dns.Client{Net: "udp", Timeout: timeout, UDPSize: ednsSize},
+		tcp:        &dns.Client{Net: "tcp", Timeout: timeout},
+		probeEvery: time.Second,
 	}
+	for _, u := range upstreams {
+		f.upstreams = append(f.upstreams, &upstreamState{addr: u})
+	}
+	return f
 }
 
 // Upstreams lists the upstream addresses in order.
-func (f *Forwarder) Upstreams() []string { return slices.Clone(f.upstreams) }
+func (f *Forwarder) Upstreams() []string { return slices.Clone(f.addrs) }
+
+// Close stops the background probes.
+func (f *Forwarder) Close() { f.closed.Store(true) }
+
+// LastAnswer is when an upstream last answered; zero if none has.
+func (f *Forwarder) LastAnswer() time.Time {
+	if ns := f.lastOK.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// Down lists the upstreams currently marked down.
+func (f *Forwarder) Down() []string {
+	var down []string
+	for _, u := range f.upstreams {
+		if u.down.Load() {
+			down = append(down, u.addr)
+		}
+	}
+	return down
+}
+
+// order is the upstreams to try: those up, in configured order, then those
+// down (tried only when every upstream is down, so that a recovery is seen
+// at once).
+func (f *Forwarder) order() []*upstreamState {
+	up := make([]*upstreamState, 0, len(f.upstreams))
+	var down []*upstreamState
+	for _, u := range f.upstreams {
+		if u.down.Load() {
+			down = append(down, u)
+		} else {
+			up = append(up, u)
+		}
+	}
+	if len(up) == 0 {
+		return down
+	}
+	return up
+}
+
+// markDown records a failed exchange and starts probing the upstream.
+func (f *Forwarder) markDown(u *upstreamState) {
+	u.down.Store(true)
+	if f.closed.Load() || !u.probing.CompareAndSwap(false, true) {
+		return
+	}
+	go f.probe(u)
+}
+
+func (f *Forwarder) markUp(u *upstreamState) {
+	u.down.Store(false)
+	f.lastOK.Store(time.Now().UnixNano())
+}
+
+// probe asks a down upstream for the root NS set until it answers (with
+// any rcode: it is reachable) or the Forwarder is closed.
+func (f *Forwarder) probe(u *upstreamState) {
+	defer u.probing.Store(false)
+	q := new(dns.Msg)
+	q.SetQuestion(".", dns.TypeNS)
+	q.SetEdns0(ednsSize, false)
+	timer := time.NewTimer(f.probeEvery)
+	defer timer.Stop()
+	for !f.closed.Load() && u.down.Load() {
+		<-timer.C
+		q.Id = dns.Id()
+		if _, err := f.exchange(context.Background(), q, u.addr, false); err == nil {
+			f.markUp(u)
+			return
+		}
+		timer.Reset(f.probeEvery)
+	}
+}
+
+// Probe asks every upstream once and reports whether any answered; it backs
+// the readiness check when no query has gone upstream lately.
+func (f *Forwarder) Probe(ctx context.Context) error {
+	q := new(dns.Msg)
+	q.SetQuestion(".", dns.TypeNS)
+	q.SetEdns0(ednsSize, false)
+	var errs []error
+	for _, u := range f.upstreams {
+		q.Id = dns.Id()
+		if _, err := f.exchange(ctx, q, u.addr, false); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", u.addr, err))
+			continue
+		}
+		f.markUp(u)
+		return nil
+	}
+	return errors.Join(errs...)
+}
 
 // sameAs reports whether f already forwards to upstreams with timeout.
 func (f *Forwarder) sameAs(upstreams []string, timeout time.Duration) bool {
-	return f != nil && f.timeout == timeout && slices.Equal(f.upstreams, upstreams)
+	return f != nil && f.timeout == timeout && slices.Equal(f.addrs, upstreams)
 }
 
 // ErrAllUpstreamsFailed is returned when no upstream gave a usable answer.
@@ -83,15 +198,19 @@ func upstreamQuery(req *dns.Msg) *dns.Msg {
 // Forward asks the upstreams for req. overTCP sends over TCP from the
 // start, as for a query that came in on TCP. It returns the raw upstream
 // answer (with the upstream's ID) and which upstream gave it.
-func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool) (*dns.Msg, string, error) {
+func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *Metrics) (*dns.Msg, string, error) {
 	q := upstreamQuery(req)
 	uerr := &UpstreamError{Timeout: true}
-	for _, up := range f.upstreams {
-		resp, err := f.exchange(ctx, q, up, overTCP)
+	for _, up := range f.order() {
+		start := time.Now()
+		resp, err := f.exchange(ctx, q, up.addr, overTCP)
+		m.upstreamDone(up.addr, time.Since(start), err)
 		if err == nil {
-			return resp, up, nil
+			f.markUp(up)
+			return resp, up.addr, nil
 		}
-		uerr.Errs = append(uerr.Errs, fmt.Errorf("%s: %w", up, err))
+		f.markDown(up)
+		uerr.Errs = append(uerr.Errs, fmt.Errorf("%s: %w", up.addr, err))
 		if !isTimeout(err) {
 			uerr.Timeout = false
 		}

@@ -81,7 +81,7 @@ policies:
 	if err != nil {
 		f.Fatal(err)
 	}
-	h := NewHandler(zap.NewNop(), snap)
+	h := NewHandler(zap.NewNop(), snap, nil)
 
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		var hdr dns.Msg

@@ -16,21 +16,23 @@ import (
 
 // Log field keys, in one place so the audit trail stays stable.
 const (
-	logClient    = "client"
-	logQName     = "qname"
-	logQType     = "qtype"
-	logPolicy    = "policy"
-	logRange     = "range"
-	logList      = "list"
-	logListLine  = "line"
-	logEntry     = "entry"
-	logListHash  = "list_sha256"
-	logVia       = "via"
-	logResult    = "result"
-	logRcode     = "rcode"
-	logUpstream  = "upstream"
-	logDuration  = "duration"
-	logTransport = "transport"
+	logClient     = "client"
+	logQName      = "qname"
+	logQType      = "qtype"
+	logPolicy     = "policy"
+	logRange      = "range"
+	logList       = "list"
+	logListLine   = "line"
+	logEntry      = "entry"
+	logListHash   = "list_sha256"
+	logVia        = "via"
+	logResult     = "result"
+	logRcode      = "rcode"
+	logUpstream   = "upstream"
+	logDuration   = "duration"
+	logTransport  = "transport"
+	logShadow     = "shadow"
+	logSuppressed = "suppressed"
 )
 
 // Results of one query, as logged and counted.
@@ -41,24 +43,27 @@ const (
 	ResultServfail  = "servfail"
 	ResultFormerr   = "formerr"
 	ResultNotimp    = "notimp"
+	ResultDropped   = "dropped"
 )
 
 // Handler runs the pipeline of one query (DESIGN.md §1) top to bottom.
 type Handler struct {
 	// state is the snapshot every query is decided with. Only the reload
 	// goroutine stores; a query loads it once and uses that value throughout.
-	state atomic.Pointer[Snapshot]
-	log   *zap.Logger
+	state   atomic.Pointer[Snapshot]
+	log     *zap.Logger
+	metrics *Metrics // nil: not counted
+	audit   auditLimiter
 	// inflight counts queries being answered, so shutdown can wait for them.
 	inflight sync.WaitGroup
 }
 
 var _ dns.Handler = (*Handler)(nil)
 
-// NewHandler returns a Handler serving snap.
-func NewHandler(log *zap.Logger, snap *Snapshot) *Handler {
-	h := &Handler{log: log}
-	h.state.Store(snap)
+// NewHandler returns a Handler serving snap, counting into m (may be nil).
+func NewHandler(log *zap.Logger, snap *Snapshot, m *Metrics) *Handler {
+	h := &Handler{log: log, metrics: m}
+	h.Store(snap)
 	return h
 }
 
@@ -67,7 +72,12 @@ func (h *Handler) Snapshot() *Snapshot { return h.state.Load() }
 
 // Store publishes a new snapshot; queries already running finish with the
 // one they loaded.
-func (h *Handler) Store(s *Snapshot) { h.state.Store(s) }
+func (h *Handler) Store(s *Snapshot) {
+	h.state.Store(s)
+	if s != nil {
+		h.metrics.snapshotLoaded(s)
+	}
+}
 
 // query is one request being answered and what was learnt about it.
 type query struct {
@@ -81,6 +91,7 @@ type query struct {
 	decision  Decision
 	upstream  string
 	via       string // the name in the answer that was blocked, for chains
+	shadow    bool   // a shadow-mode policy (action: log) would have blocked
 }
 
 // ServeDNS answers one query. A panic anywhere below becomes SERVFAIL: every
@@ -88,6 +99,10 @@ type query struct {
 func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	h.inflight.Add(1)
 	defer h.inflight.Done()
+	if h.metrics != nil {
+		h.metrics.inflight.Inc()
+		defer h.metrics.inflight.Dec()
+	}
 	q := &query{req: req, start: time.Now()}
 	q.client, q.tcp = remoteAddr(w)
 	defer func() {
@@ -107,6 +122,10 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	if err := w.WriteMsg(resp); err != nil {
 		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
+	}
+	h.metrics.query(transportName(q.tcp), q.result)
+	if e := q.decision.Entry; (q.result == ResultBlocked || q.shadow) && e.List != nil {
+		h.metrics.blockedBy(q.policy.Policy.Name, e.List.File(), q.shadow)
 	}
 	h.logQuery(snap, q, resp)
 }
@@ -145,12 +164,15 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 	if q.hasPolicy && pol.Blocks() {
 		q.decision = pol.Decide(question.Name)
 		if q.decision.Blocked {
-			return h.blocked(snap, q)
+			if pol.Action != ActionLog {
+				return h.blocked(snap, q)
+			}
+			q.shadow = true // decided and recorded as a block, but forwarded
 		}
 	}
 
 	// 7. Forward.
-	resp, upstream, err := snap.Forwarder.Forward(ctx, req, q.tcp)
+	resp, upstream, err := snap.Forwarder.Forward(ctx, req, q.tcp, h.metrics)
 	q.upstream = upstream
 	if err != nil {
 		q.result = ResultServfail
@@ -164,10 +186,13 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 	// 8. Inspect the answer: a CNAME or DNAME chain into a blocked name is
 	// blocked as the name itself would be, unless the question name is
 	// explicitly allowed.
-	if q.hasPolicy && pol.Blocks() && !q.decision.Allowed {
+	if q.hasPolicy && pol.Blocks() && !q.decision.Allowed && !q.shadow {
 		if d, via, ok := chainDecision(pol, resp); ok {
 			q.decision, q.via = d, via
-			return h.blocked(snap, q)
+			if pol.Action != ActionLog {
+				return h.blocked(snap, q)
+			}
+			q.shadow = true
 		}
 	}
 	q.result = ResultForwarded
@@ -233,8 +258,17 @@ func remoteAddr(w dns.ResponseWriter) (netip.Addr, bool) {
 // or of every query (all).
 func (h *Handler) logQuery(snap *Snapshot, q *query, resp *dns.Msg) {
 	mode := snap.Config.Log.Queries
-	if mode == "none" || (mode == "blocked" && q.result != ResultBlocked) {
+	audit := q.result == ResultBlocked || q.shadow
+	if mode == "none" || (mode == "blocked" && !audit) {
 		return
+	}
+	var suppressed int
+	if audit {
+		ok, n := h.audit.allow(q.client, snap.Config.Log.AuditLimit, q.start)
+		if !ok {
+			return // counted in the metrics all the same
+		}
+		suppressed = n
 	}
 	question := q.req.Question
 	fields := make([]zap.Field, 0, 14)
@@ -255,6 +289,12 @@ func (h *Handler) logQuery(snap *Snapshot, q *query, resp *dns.Msg) {
 	}
 	if q.via != "" {
 		fields = append(fields, zap.String(logVia, q.via))
+	}
+	if q.shadow {
+		fields = append(fields, zap.Bool(logShadow, true))
+	}
+	if suppressed > 0 {
+		fields = append(fields, zap.Int(logSuppressed, suppressed))
 	}
 	if q.upstream != "" {
 		fields = append(fields, zap.String(logUpstream, q.upstream))

@@ -131,7 +131,7 @@ func startFenceOn(t *testing.T, listen string, upstreams ...string) *fence {
 	srv := NewServer(f.handler.log, f.handler)
 	require.NoError(t, srv.Start([]string{listen}))
 	t.Cleanup(func() { _ = srv.Shutdown(t.Context()) })
-	return &fence{addr: srv.Addrs()[0], handler: f.handler, server: srv}
+	return &fence{addr: srv.Addrs()[0], handler: f.handler, server: srv, registry: f.registry}
 }
 
 func TestIPv4MappedClientMatchesIPv4Ranges(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -151,10 +152,11 @@ func closedPort(t *testing.T) string {
 
 // fence is a running dnsfence under test.
 type fence struct {
-	addr    string
-	handler *Handler
-	server  *Server
-	dir     string
+	addr     string
+	handler  *Handler
+	server   *Server
+	dir      string
+	registry *prometheus.Registry
 }
 
 // startFence writes files into a temporary folder, writes config (with
@@ -186,7 +188,8 @@ func startFenceLog(t *testing.T, log *zap.Logger, config string, files map[strin
 	snap, err := BuildSnapshot(cfg, nil)
 	require.NoError(t, err)
 	require.Empty(t, snap.Warnings)
-	h := NewHandler(log, snap)
+	reg := prometheus.NewRegistry()
+	h := NewHandler(log, snap, NewMetrics(reg))
 	srv := NewServer(log, h)
 	require.NoError(t, srv.Start([]string{"127.0.0.1:0"}))
 	t.Cleanup(func() {
@@ -194,7 +197,7 @@ func startFenceLog(t *testing.T, log *zap.Logger, config string, files map[strin
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	})
-	return &fence{addr: srv.Addrs()[0], handler: h, server: srv, dir: dir}
+	return &fence{addr: srv.Addrs()[0], handler: h, server: srv, dir: dir, registry: reg}
 }
 
 // ask sends m from the given loopback source address ("" for 127.0.0.1)

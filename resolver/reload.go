@@ -117,10 +117,15 @@ func (r *Reloader) Reload(force bool) error {
 		status.OK, status.Err = false, err
 		status.Failures++
 		r.status.Store(&status)
+		r.handler.metrics.reloaded(false)
 		r.log.Error("reload failed, keeping the last good state", zap.Error(err))
 		return err
 	}
 	r.handler.Store(next)
+	r.handler.metrics.reloaded(true)
+	if prev.Forwarder != next.Forwarder {
+		prev.Forwarder.Close() // stop its probes; queries in flight finish
+	}
 	status.OK, status.Err, status.LastSuccess = true, nil, status.Time
 	status.Successes++
 	r.status.Store(&status)

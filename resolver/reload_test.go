@@ -285,7 +285,7 @@ reload: {max_shrink: 0}
 	require.NoError(t, err)
 	snap, err := BuildSnapshot(cfg, nil)
 	require.NoError(t, err)
-	h := NewHandler(zap.NewNop(), snap)
+	h := NewHandler(zap.NewNop(), snap, nil)
 	r := NewReloader(zap.NewNop(), h, func() (*Config, error) { return LoadConfig(config) })
 
 	heap := func() uint64 {

@@ -11,9 +11,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -22,6 +25,8 @@ import (
 
 	"github.com/dnsfence/dnsfence/configs"
 	"github.com/dnsfence/dnsfence/resolver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -80,14 +85,30 @@ func runServe(args []string, stderr io.Writer) int {
 	}
 	defer func() { _ = log.Sync() }()
 
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := resolver.NewMetrics(registry)
+	// The handler starts without state so that /readyz says "loading"
+	// until every list and range file has loaded.
+	handler := resolver.NewHandler(log.Named("query"), nil, metrics)
+	if addr := cfg.HTTPAddr(); addr != "" {
+		stopHTTP, err := serveHTTP(log.Named("http"), addr, resolver.HTTPHandler(handler, registry, resolver.DefaultReadyWindow))
+		if err != nil {
+			log.Error("starting the HTTP endpoint", zap.Error(err))
+			return 1
+		}
+		defer stopHTTP()
+	}
+
 	snap, err := resolver.BuildSnapshot(cfg, nil)
 	if err != nil {
 		log.Error("loading lists and ranges", zap.Error(err))
 		return 1
 	}
 	logSnapshot(log, snap)
+	handler.Store(snap)
+	debug.FreeOSMemory() // return the parse's transient memory now
 
-	handler := resolver.NewHandler(log.Named("query"), snap)
 	server := resolver.NewServer(log.Named("server"), handler)
 	if err := server.Start(cfg.Listen); err != nil {
 		log.Error("starting", zap.Error(err))
@@ -99,10 +120,10 @@ func runServe(args []string, stderr io.Writer) int {
 	reloader := resolver.NewReloader(log.Named("reload"), handler, func() (*resolver.Config, error) {
 		return loadConfig(*configPath)
 	})
-	ctx, stopWatching := context.WithCancel(context.Background())
+	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
 	go func() {
-		if err := reloader.Watch(ctx); err != nil {
+		if err := reloader.Watch(watchCtx); err != nil {
 			log.Error("file watching stopped; SIGHUP still reloads", zap.Error(err))
 		}
 	}()
@@ -121,13 +142,34 @@ func runServe(args []string, stderr io.Writer) int {
 	stopWatching()
 	// In-flight queries get the whole upstream budget to finish.
 	budget := time.Duration(len(snap.Forwarder.Upstreams())+1) * cfg.UpstreamTimeout
-	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
-	if err := server.Shutdown(ctx); err != nil {
+	if err := server.Shutdown(shutdownCtx); err != nil {
 		log.Warn("shutdown", zap.Error(err))
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// serveHTTP serves /metrics, /healthz and /readyz on addr; the returned
+// function stops it.
+func serveHTTP(log *zap.Logger, addr string, h http.Handler) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http endpoint stopped", zap.Error(err))
+		}
+	}()
+	log.Info("http endpoint listening", zap.String("address", ln.Addr().String()))
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
 }
 
 // logSnapshot logs the policies and list sizes, and every skipped line.

@@ -1,0 +1,383 @@
+package configs
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
+)
+
+// manifest is the part of a Kubernetes object the deployment tests read.
+// Spec holds the fields of every kind used (Deployment, Service, ...); the
+// ones a kind lacks stay zero.
+type manifest struct {
+	APIVersion string `yaml:"apiVersion"`
+	Kind       string `yaml:"kind"`
+	Metadata   struct {
+		Name string `yaml:"name"`
+	} `yaml:"metadata"`
+	Data map[string]string `yaml:"data"`
+	Spec struct {
+		Template struct {
+			Spec podSpec `yaml:"spec"`
+		} `yaml:"template"`
+		Type                  string        `yaml:"type"`
+		ExternalTrafficPolicy string        `yaml:"externalTrafficPolicy"`
+		Ports                 []servicePort `yaml:"ports"`
+	} `yaml:"spec"`
+
+	file string // base name of the file it came from
+}
+
+type podSpec struct {
+	DNSPolicy string `yaml:"dnsPolicy"`
+	DNSConfig struct {
+		Nameservers []string `yaml:"nameservers"`
+	} `yaml:"dnsConfig"`
+	SecurityContext struct {
+		RunAsNonRoot *bool `yaml:"runAsNonRoot"`
+		Sysctls      []struct {
+			Name  string `yaml:"name"`
+			Value string `yaml:"value"`
+		} `yaml:"sysctls"`
+	} `yaml:"securityContext"`
+	InitContainers []container `yaml:"initContainers"`
+	Containers     []container `yaml:"containers"`
+	Volumes        []struct {
+		Name      string `yaml:"name"`
+		ConfigMap *struct {
+			Name string `yaml:"name"`
+		} `yaml:"configMap"`
+	} `yaml:"volumes"`
+}
+
+type container struct {
+	Name  string `yaml:"name"`
+	Image string `yaml:"image"`
+	Ports []struct {
+		Name          string `yaml:"name"`
+		ContainerPort int    `yaml:"containerPort"`
+		Protocol      string `yaml:"protocol"`
+	} `yaml:"ports"`
+	LivenessProbe   *probe `yaml:"livenessProbe"`
+	ReadinessProbe  *probe `yaml:"readinessProbe"`
+	SecurityContext struct {
+		AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
+		ReadOnlyRootFilesystem   *bool `yaml:"readOnlyRootFilesystem"`
+		Capabilities             struct {
+			Drop []string `yaml:"drop"`
+		} `yaml:"capabilities"`
+	} `yaml:"securityContext"`
+	VolumeMounts []struct {
+		Name      string `yaml:"name"`
+		MountPath string `yaml:"mountPath"`
+		SubPath   string `yaml:"subPath"`
+		SubPathEx string `yaml:"subPathExpr"`
+	} `yaml:"volumeMounts"`
+}
+
+type probe struct {
+	HTTPGet *struct {
+		Path string    `yaml:"path"`
+		Port yaml.Node `yaml:"port"` // a number or a port name
+	} `yaml:"httpGet"`
+}
+
+type servicePort struct {
+	Name       string    `yaml:"name"`
+	Port       int       `yaml:"port"`
+	TargetPort yaml.Node `yaml:"targetPort"`
+	Protocol   string    `yaml:"protocol"`
+}
+
+// dnsfenceConfig is the part of a dnsfence configuration the deployment
+// tests read; whether it is a valid configuration is for `dnsfence check`.
+type dnsfenceConfig struct {
+	Listen    []string `yaml:"listen"`
+	Upstreams []string `yaml:"upstreams"`
+	HTTP      *string  `yaml:"http"`
+	Policies  []struct {
+		Name        string   `yaml:"name"`
+		Clients     []string `yaml:"clients"`
+		ClientFiles []string `yaml:"client_files"`
+		Block       []string `yaml:"block"`
+		Allow       []string `yaml:"allow"`
+	} `yaml:"policies"`
+}
+
+const kubernetesDir = "deploy/kubernetes"
+
+// loadManifests decodes every document of every YAML file under
+// deploy/kubernetes, also checking each parses as generic YAML.
+func loadManifests(t *testing.T) []manifest {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(kubernetesDir, "*.yaml"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	var all []manifest
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		require.NoError(t, err)
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		n := 0
+		for {
+			var node yaml.Node
+			err := dec.Decode(&node)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			require.NoError(t, err, "%s: document %d", file, n+1)
+			n++
+			if len(node.Content) == 0 || node.Content[0].Kind == 0 {
+				continue // a document of comments only
+			}
+			var m manifest
+			require.NoError(t, node.Decode(&m), "%s: document %d", file, n)
+			m.file = filepath.Base(file)
+			assert.NotEmpty(t, m.APIVersion, "%s: document %d has no apiVersion", file, n)
+			assert.NotEmpty(t, m.Kind, "%s: document %d has no kind", file, n)
+			assert.NotEmpty(t, m.Metadata.Name, "%s: document %d has no metadata.name", file, n)
+			all = append(all, m)
+		}
+		assert.Positive(t, n, "%s has no documents", file)
+	}
+	return all
+}
+
+func find(t *testing.T, all []manifest, file, kind, name string) manifest {
+	t.Helper()
+	for _, m := range all {
+		if m.file == file && m.Kind == kind && m.Metadata.Name == name {
+			return m
+		}
+	}
+	require.Failf(t, "manifest missing", "%s: no %s %q", file, kind, name)
+	return manifest{}
+}
+
+// dnsfenceContainer is the container named dnsfence, a regular container or
+// a native sidecar (an init container).
+func dnsfenceContainer(t *testing.T, m manifest) container {
+	t.Helper()
+	spec := m.Spec.Template.Spec
+	for _, c := range append(spec.InitContainers, spec.Containers...) {
+		if c.Name == "dnsfence" {
+			return c
+		}
+	}
+	require.Failf(t, "no dnsfence container", "%s: %s %s", m.file, m.Kind, m.Metadata.Name)
+	return container{}
+}
+
+// containerPort resolves a probe's or a Service's port, a number or the name
+// of a container port.
+func containerPort(t *testing.T, c container, port yaml.Node) int {
+	t.Helper()
+	if n, err := strconv.Atoi(port.Value); err == nil {
+		return n
+	}
+	for _, p := range c.Ports {
+		if p.Name == port.Value {
+			return p.ContainerPort
+		}
+	}
+	require.Failf(t, "unknown port", "container %s has no port %q", c.Name, port.Value)
+	return 0
+}
+
+func assertProbe(t *testing.T, c container, p *probe, what, wantPath string) {
+	t.Helper()
+	if !assert.NotNil(t, p, "%s probe missing", what) || !assert.NotNil(t, p.HTTPGet, "%s probe is not httpGet", what) {
+		return
+	}
+	assert.Equal(t, wantPath, p.HTTPGet.Path, "%s probe path", what)
+	assert.Equal(t, 9153, containerPort(t, c, p.HTTPGet.Port), "%s probe port", what)
+}
+
+// assertNoSubPath checks every ConfigMap of the pod is mounted as a
+// directory: subPath mounts never receive ConfigMap updates.
+func assertNoSubPath(t *testing.T, m manifest) map[string]string {
+	t.Helper()
+	spec := m.Spec.Template.Spec
+	configMaps := map[string]string{} // volume name -> ConfigMap name
+	for _, v := range spec.Volumes {
+		if v.ConfigMap != nil {
+			configMaps[v.Name] = v.ConfigMap.Name
+		}
+	}
+	mounts := map[string]string{} // mount path -> ConfigMap name
+	for _, c := range append(spec.InitContainers, spec.Containers...) {
+		for _, vm := range c.VolumeMounts {
+			cm, ok := configMaps[vm.Name]
+			if !ok {
+				continue
+			}
+			assert.Empty(t, vm.SubPath, "%s: %s mounts ConfigMap %s with subPath; it would never be updated", m.file, c.Name, cm)
+			assert.Empty(t, vm.SubPathEx, "%s: %s mounts ConfigMap %s with subPathExpr; it would never be updated", m.file, c.Name, cm)
+			mounts[vm.MountPath] = cm
+		}
+	}
+	return mounts
+}
+
+func assertHardened(t *testing.T, m manifest, c container) {
+	t.Helper()
+	sc := m.Spec.Template.Spec.SecurityContext
+	require.NotNil(t, sc.RunAsNonRoot, "%s: runAsNonRoot", m.file)
+	assert.True(t, *sc.RunAsNonRoot, "%s: runAsNonRoot", m.file)
+	require.NotNil(t, c.SecurityContext.AllowPrivilegeEscalation, "%s: allowPrivilegeEscalation", m.file)
+	assert.False(t, *c.SecurityContext.AllowPrivilegeEscalation, "%s: allowPrivilegeEscalation", m.file)
+	require.NotNil(t, c.SecurityContext.ReadOnlyRootFilesystem, "%s: readOnlyRootFilesystem", m.file)
+	assert.True(t, *c.SecurityContext.ReadOnlyRootFilesystem, "%s: readOnlyRootFilesystem", m.file)
+	assert.Equal(t, []string{"ALL"}, c.SecurityContext.Capabilities.Drop, "%s: capabilities.drop", m.file)
+}
+
+// parseConfig decodes a dnsfence configuration and checks the keys every
+// deployment sets.
+func parseConfig(t *testing.T, where string, data []byte) dnsfenceConfig {
+	t.Helper()
+	var keys map[string]any
+	require.NoError(t, yaml.Unmarshal(data, &keys), where)
+	for _, k := range []string{"listen", "upstreams", "policies", "http"} {
+		assert.Contains(t, keys, k, "%s: key %s", where, k)
+	}
+	var cfg dnsfenceConfig
+	require.NoError(t, yaml.Unmarshal(data, &cfg), where)
+	require.NotEmpty(t, cfg.Listen, where)
+	require.NotEmpty(t, cfg.Upstreams, where)
+	require.NotEmpty(t, cfg.Policies, where)
+	require.NotNil(t, cfg.HTTP, where)
+	for _, u := range cfg.Upstreams {
+		// In a pod, resolv.conf names the cluster DNS or dnsfence itself.
+		assert.NotContains(t, u, "resolv.conf", "%s: upstreams must be real resolvers in a container", where)
+	}
+	blocking := false
+	for _, p := range cfg.Policies {
+		assert.NotEmpty(t, p.Name, where)
+		assert.True(t, len(p.Clients) > 0 || len(p.ClientFiles) > 0, "%s: policy %s has no clients", where, p.Name)
+		blocking = blocking || len(p.Block) > 0
+	}
+	assert.True(t, blocking, "%s: no policy blocks anything", where)
+	return cfg
+}
+
+// files is every file a configuration names, relative to its folder.
+func (c dnsfenceConfig) files() []string {
+	var all []string
+	for _, p := range c.Policies {
+		all = append(all, p.ClientFiles...)
+		all = append(all, p.Block...)
+		all = append(all, p.Allow...)
+	}
+	return all
+}
+
+func listenPort(t *testing.T, where, addr string) int {
+	t.Helper()
+	i := strings.LastIndex(addr, ":")
+	require.Positive(t, i, "%s: listen %q has no port", where, addr)
+	port, err := strconv.Atoi(addr[i+1:])
+	require.NoError(t, err, "%s: listen %q", where, addr)
+	return port
+}
+
+func TestKubernetesDeployment(t *testing.T) {
+	all := loadManifests(t)
+	dep := find(t, all, "deployment.yaml", "Deployment", "dnsfence")
+	c := dnsfenceContainer(t, dep)
+	assertProbe(t, c, c.LivenessProbe, "liveness", "/healthz")
+	assertProbe(t, c, c.ReadinessProbe, "readiness", "/readyz")
+	assertHardened(t, dep, c)
+
+	mounts := assertNoSubPath(t, dep)
+	assert.Equal(t, "dnsfence-config", mounts["/etc/dnsfence"])
+	assert.Equal(t, "dnsfence-lists", mounts["/etc/dnsfence/lists"])
+
+	// The configuration in the ConfigMap, and every file it names present in
+	// the ConfigMap mounted at that file's folder.
+	cm := find(t, all, "configmap.yaml", "ConfigMap", "dnsfence-config")
+	require.Contains(t, cm.Data, "dnsfence.yaml")
+	cfg := parseConfig(t, "ConfigMap dnsfence-config", []byte(cm.Data["dnsfence.yaml"]))
+	assert.NotContains(t, *cfg.HTTP, "127.0.0.1", "the kubelet's probes must reach the HTTP endpoint")
+	for _, f := range cfg.files() {
+		dir, name := path.Split(path.Join("/etc/dnsfence", f))
+		owner, ok := mounts[strings.TrimSuffix(dir, "/")]
+		if !assert.True(t, ok, "%s: no ConfigMap mounted at %s", f, dir) {
+			continue
+		}
+		data := find(t, all, "configmap.yaml", "ConfigMap", owner).Data
+		assert.Contains(t, data, name, "ConfigMap %s has no %s, which the config names", owner, name)
+	}
+
+	// The Service maps 53 to the port dnsfence listens on and keeps client
+	// addresses.
+	svc := find(t, all, "service.yaml", "Service", "dnsfence")
+	assert.Equal(t, "Local", svc.Spec.ExternalTrafficPolicy, "the policy needs client source addresses")
+	protocols := map[string]bool{}
+	for _, p := range svc.Spec.Ports {
+		assert.Equal(t, 53, p.Port)
+		for _, l := range cfg.Listen {
+			assert.Equal(t, listenPort(t, "dnsfence-config", l), containerPort(t, c, p.TargetPort), "Service port %s", p.Name)
+		}
+		protocols[p.Protocol] = true
+	}
+	assert.Equal(t, map[string]bool{"UDP": true, "TCP": true}, protocols)
+	metrics := find(t, all, "service.yaml", "Service", "dnsfence-metrics")
+	require.Len(t, metrics.Spec.Ports, 1)
+	assert.Equal(t, 9153, containerPort(t, c, metrics.Spec.Ports[0].TargetPort))
+}
+
+func TestKubernetesSidecar(t *testing.T) {
+	all := loadManifests(t)
+	var dep manifest
+	for _, m := range all {
+		if m.file == "sidecar.yaml" && m.Kind == "Deployment" {
+			dep = m
+		}
+	}
+	require.Equal(t, "Deployment", dep.Kind, "sidecar.yaml has a Deployment")
+	spec := dep.Spec.Template.Spec
+	assert.Equal(t, "None", spec.DNSPolicy)
+	assert.Equal(t, []string{"127.0.0.1"}, spec.DNSConfig.Nameservers)
+	c := dnsfenceContainer(t, dep)
+	assertProbe(t, c, c.LivenessProbe, "liveness", "/healthz")
+	assertHardened(t, dep, c)
+	mounts := assertNoSubPath(t, dep)
+	assert.Equal(t, "dnsfence-lists", mounts["/etc/dnsfence/lists"])
+
+	cm := find(t, all, "sidecar.yaml", "ConfigMap", mounts["/etc/dnsfence"])
+	cfg := parseConfig(t, "sidecar config", []byte(cm.Data["dnsfence.yaml"]))
+	assert.Equal(t, []string{"127.0.0.1:53"}, cfg.Listen, "dnsConfig cannot name a port")
+	assert.Contains(t, cfg.Policies[0].Clients, "127.0.0.0/8", "the pod's loopback is the government range")
+	// Port 53 as non-root: the pod lowers the unprivileged port start.
+	unprivileged := ""
+	for _, s := range spec.SecurityContext.Sysctls {
+		if s.Name == "net.ipv4.ip_unprivileged_port_start" {
+			unprivileged = s.Value
+		}
+	}
+	assert.Equal(t, "53", unprivileged)
+}
+
+func TestContainerConfig(t *testing.T) {
+	data, err := os.ReadFile("deploy/dnsfence-container.yaml")
+	require.NoError(t, err)
+	cfg := parseConfig(t, "deploy/dnsfence-container.yaml", data)
+	for _, l := range cfg.Listen {
+		assert.Equal(t, 5353, listenPort(t, "deploy/dnsfence-container.yaml", l), "non-root listens on 5353")
+	}
+	assert.NotContains(t, *cfg.HTTP, "127.0.0.1", "health checks must reach the HTTP endpoint")
+	// The Dockerfile copies configs/lists and configs/networks next to it.
+	for _, f := range cfg.files() {
+		assert.FileExists(t, f, "the container configuration names %s", f)
+	}
+}

@@ -1,0 +1,55 @@
+package resolver
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// DefaultReadyWindow is how recently an upstream must have answered for
+// /readyz to say ready without probing.
+const DefaultReadyWindow = 30 * time.Second
+
+// HTTPHandler serves /metrics, /healthz and /readyz.
+//
+// /healthz: the process serves (200 as long as it can answer HTTP).
+// /readyz: 200 once every configured list and range file has loaded and an
+// upstream answered within the ready window (a quiet resolver probes its
+// upstreams on demand); 503 with the reason otherwise.
+func HTTPHandler(h *Handler, gatherer prometheus.Gatherer, readyWindow time.Duration) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ready, reason := h.ready(r.Context(), readyWindow)
+		if !ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, reason)
+	})
+	return mux
+}
+
+// ready reports readiness and why.
+func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string) {
+	snap := h.Snapshot()
+	if snap == nil {
+		return false, "not ready: lists and client ranges are still loading"
+	}
+	fwd := snap.Forwarder
+	if last := fwd.LastAnswer(); last.IsZero() || time.Since(last) > window {
+		pctx, cancel := context.WithTimeout(ctx, fwd.timeout)
+		defer cancel()
+		if err := fwd.Probe(pctx); err != nil {
+			return false, fmt.Sprintf("not ready: no upstream answered in the last %s: %v", window, err)
+		}
+	}
+	return true, fmt.Sprintf("ready: %d lists, %d policies, upstreams down: %d of %d",
+		len(snap.Lists), len(snap.Policies), len(fwd.Down()), len(fwd.Upstreams()))
+}
