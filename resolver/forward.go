@@ -129,23 +129,33 @@ func (f *Forwarder) probe(u *upstreamState) {
 	}
 }
 
-// Probe asks every upstream once and reports whether any answered; it backs
-// the readiness check when no query has gone upstream lately.
+// Probe asks every upstream at once and reports whether any answered; it
+// backs the readiness check when no query has gone upstream lately. A hung
+// upstream does not hide a working one.
 func (f *Forwarder) Probe(ctx context.Context) error {
-	q := new(dns.Msg)
-	q.SetQuestion(".", dns.TypeNS)
-	q.SetEdns0(ednsSize, false)
-	var errs []error
+	errs := make(chan error, len(f.upstreams))
 	for _, u := range f.upstreams {
-		q.Id = dns.Id()
-		if _, err := f.exchange(ctx, q, u.addr, false); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", u.addr, err))
-			continue
-		}
-		f.markUp(u)
-		return nil
+		go func() {
+			q := new(dns.Msg)
+			q.SetQuestion(".", dns.TypeNS)
+			q.SetEdns0(ednsSize, false)
+			if _, err := f.exchange(ctx, q, u.addr, false); err != nil {
+				errs <- fmt.Errorf("%s: %w", u.addr, err)
+				return
+			}
+			f.markUp(u)
+			errs <- nil
+		}()
 	}
-	return errors.Join(errs...)
+	var all []error
+	for range f.upstreams {
+		if err := <-errs; err == nil {
+			return nil
+		} else {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
 }
 
 // sameAs reports whether f already forwards to upstreams with timeout.

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"net"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -549,6 +550,21 @@ func TestMalformedRequests(t *testing.T) {
 	t.Run("still serving", func(t *testing.T) {
 		r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, false))
 		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	})
+
+	t.Run("rejects are counted", func(t *testing.T) {
+		srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+		defer srv.Close()
+		_, body := get(t, srv.URL+"/metrics")
+		for _, want := range []string{
+			`dnsfence_queries_total{result="formerr",transport="udp"} 4`, // qdcount 0 and 2, truncated question, OPT qtype
+			`dnsfence_queries_total{result="notimp",transport="udp"} 2`,
+			`dnsfence_queries_total{result="dropped",transport="udp"} 2`, // short header, a response
+			`dnsfence_queries_total{result="refused",transport="tcp"} 1`,
+			`dnsfence_queries_total{result="forwarded",transport="udp"} 1`,
+		} {
+			assert.Contains(t, body, want+"\n")
+		}
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,10 +22,11 @@ import (
 
 // upstream is a test upstream resolver on loopback, UDP and TCP on one port.
 type upstream struct {
-	addr  string
-	count atomic.Int64 // queries received, both transports
-	mu    sync.Mutex
-	seen  []seenQuery
+	addr    string
+	servers []*dns.Server
+	count   atomic.Int64 // queries received, both transports
+	mu      sync.Mutex
+	seen    []seenQuery
 	// answer builds the reply; the default answers A 192.0.2.1 for any name.
 	answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg
 }
@@ -106,9 +108,17 @@ func startUpstream(t *testing.T, answer func(w dns.ResponseWriter, r *dns.Msg) *
 		srv.NotifyStartedFunc = func() { close(started) }
 		go func() { _ = srv.ActivateAndServe() }()
 		<-started
+		u.servers = append(u.servers, srv)
 		t.Cleanup(func() { _ = srv.Shutdown() })
 	}
 	return u
+}
+
+// stop shuts the upstream down: it no longer answers.
+func (u *upstream) stop() {
+	for _, srv := range u.servers {
+		_ = srv.Shutdown()
+	}
 }
 
 // silentUpstream is a UDP and TCP address that accepts queries and never
@@ -246,3 +256,7 @@ func ede(m *dns.Msg) *dns.EDNS0_EDE {
 	}
 	return nil
 }
+
+func readFileOS(p string) ([]byte, error) { return os.ReadFile(p) }
+
+func netipMustParse(s string) netip.Addr { return netip.MustParseAddr(s) }

@@ -44,6 +44,37 @@ func acceptQuery(dh dns.Header) dns.MsgAcceptAction {
 	return dns.MsgAccept
 }
 
+// counted wraps acceptQuery to count what it rejects or drops, since those
+// packets never reach the handler.
+func (s *Server) counted(transport string) dns.MsgAcceptFunc {
+	return func(dh dns.Header) dns.MsgAcceptAction {
+		action := acceptQuery(dh)
+		switch action {
+		case dns.MsgIgnore:
+			s.handler.metrics.query(transport, ResultDropped)
+		case dns.MsgReject:
+			s.handler.metrics.query(transport, ResultFormerr)
+		case dns.MsgRejectNotImplemented:
+			s.handler.metrics.query(transport, ResultNotimp)
+		}
+		return action
+	}
+}
+
+// invalid counts packets that did not parse: without a full header they are
+// dropped (any answer could be used to amplify); with one, the server
+// answered FORMERR.
+func (s *Server) invalid(transport string) dns.MsgInvalidFunc {
+	const headerSize = 12
+	return func(m []byte, _ error) {
+		if len(m) < headerSize {
+			s.handler.metrics.query(transport, ResultDropped)
+		} else {
+			s.handler.metrics.query(transport, ResultFormerr)
+		}
+	}
+}
+
 // Start listens on UDP and TCP at every address. Port 0 picks one free port
 // used for both transports. On error every socket opened so far is closed.
 func (s *Server) Start(listen []string) error {
@@ -54,8 +85,10 @@ func (s *Server) Start(listen []string) error {
 			return fmt.Errorf("listening on %s: %w", addr, err)
 		}
 		s.addrs = append(s.addrs, pc.LocalAddr().String())
-		udp := &dns.Server{PacketConn: pc, Handler: s.handler, MsgAcceptFunc: acceptQuery, UDPSize: dns.MaxMsgSize}
-		tcp := &dns.Server{Listener: ln, Handler: s.handler, MsgAcceptFunc: acceptQuery}
+		udp := &dns.Server{PacketConn: pc, Handler: s.handler, UDPSize: dns.MaxMsgSize,
+			MsgAcceptFunc: s.counted("udp"), MsgInvalidFunc: s.invalid("udp")}
+		tcp := &dns.Server{Listener: ln, Handler: s.handler,
+			MsgAcceptFunc: s.counted("tcp"), MsgInvalidFunc: s.invalid("tcp")}
 		for _, srv := range []*dns.Server{udp, tcp} {
 			started := make(chan struct{})
 			srv.NotifyStartedFunc = func() { close(started) }

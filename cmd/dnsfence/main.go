@@ -45,7 +45,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return runExplain(args[1:], stdout, stderr)
 		}
 	}
-	return runServe(args, stderr)
+	return runServe(args, stdout, stderr)
 }
 
 // loadConfig reads the configuration file, or the embedded default when
@@ -61,7 +61,7 @@ func loadConfig(path string) (*resolver.Config, error) {
 	return resolver.ParseEmbeddedConfig("embedded:"+configs.DefaultName, data, configs.FS.ReadFile)
 }
 
-func runServe(args []string, stderr io.Writer) int {
+func runServe(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dnsfence", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "configuration file (default: the embedded default)")
@@ -70,7 +70,7 @@ func runServe(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if *version {
-		fmt.Fprintln(stderr, versionString())
+		fmt.Fprintln(stdout, versionString())
 		return 0
 	}
 	cfg, err := loadConfig(*configPath)

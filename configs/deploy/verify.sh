@@ -16,7 +16,8 @@
 #      lays it out, with `dnsfence check`.
 #
 # Needs no running systemd (works as root in a container). Installs the
-# Debian package `systemd` when systemd-analyze is missing.
+# Debian packages `systemd` (systemd-analyze) and `procps` (/bin/kill)
+# when they are missing.
 #
 #   bash configs/deploy/verify.sh
 set -euo pipefail
@@ -26,9 +27,14 @@ export PATH="$PATH:/usr/local/go/bin"
 fail=0
 problem() { echo "verify: $*" >&2; fail=1; }
 
-if ! command -v systemd-analyze >/dev/null; then
+# systemd-analyze, and /bin/kill for the unit's ExecReload= (procps).
+need=()
+command -v systemd-analyze >/dev/null || need+=(systemd)
+[ -x /bin/kill ] || need+=(procps)
+if [ ${#need[@]} -gt 0 ]; then
+	echo "verify: apt-get install ${need[*]}"
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 tmp=$(mktemp -d)

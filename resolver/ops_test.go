@@ -1,0 +1,194 @@
+package resolver
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// get fetches url and returns the status code and body.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(body)
+}
+
+// metricLines returns the lines of the exposition that start with prefix.
+func metricLines(body, prefix string) []string {
+	var out []string
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func TestMetricsAfterRealQueries(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+	t.Cleanup(srv.Close)
+
+	ask(t, f.addr, "", "udp", question("www.tiktok.com.", dns.TypeA, false))      // blocked by tiktok.txt
+	ask(t, f.addr, "", "tcp", question("tiktok.com.", dns.TypeAAAA, false))       // blocked, tcp
+	ask(t, f.addr, "", "udp", question("api.capcut.com.", dns.TypeA, false))      // blocked by bytedance.txt
+	ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, false))         // forwarded
+	ask(t, f.addr, "127.0.0.20", "udp", question("a.example.", dns.TypeA, false)) // refused
+	ask(t, f.addr, "", "udp", question("example.org.", dns.TypeOPT, false))       // formerr
+
+	code, body := get(t, srv.URL+"/metrics")
+	require.Equal(t, http.StatusOK, code)
+	dir := f.dir
+	for _, want := range []string{
+		`dnsfence_queries_total{result="blocked",transport="udp"} 2`,
+		`dnsfence_queries_total{result="blocked",transport="tcp"} 1`,
+		`dnsfence_queries_total{result="forwarded",transport="udp"} 1`,
+		`dnsfence_queries_total{result="refused",transport="udp"} 1`,
+		`dnsfence_queries_total{result="formerr",transport="udp"} 1`,
+		`dnsfence_blocked_total{list="` + dir + `/tiktok.txt",policy="government-devices",shadow="false"} 2`,
+		`dnsfence_blocked_total{list="` + dir + `/bytedance.txt",policy="government-devices",shadow="false"} 1`,
+		`dnsfence_list_entries{list="` + dir + `/tiktok.txt"} 3`,
+		`dnsfence_list_entries{list="` + dir + `/allow.txt"} 2`,
+		`dnsfence_upstream_request_duration_seconds_count{upstream="` + up.addr + `"} 1`,
+		`dnsfence_inflight_queries 0`,
+	} {
+		assert.Contains(t, body, want+"\n")
+	}
+	assert.Len(t, metricLines(body, "dnsfence_reload_last_success_timestamp_seconds "), 1)
+}
+
+func TestUpstreamErrorsAreCounted(t *testing.T) {
+	up := startUpstream(t, nil)
+	dead := closedPort(t)
+	f := startFence(t, testConfig, testFiles, dead, up.addr)
+	srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+	t.Cleanup(srv.Close)
+	r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	_, body := get(t, srv.URL+"/metrics")
+	assert.Contains(t, body, `dnsfence_upstream_errors_total{kind="network",upstream="`+dead+`"} 1`+"\n")
+	assert.Equal(t, []string{dead}, f.handler.Snapshot().Forwarder.Down())
+}
+
+func TestReadiness(t *testing.T) {
+	up := startUpstream(t, nil)
+	reg := prometheus.NewRegistry()
+	h := NewHandler(zap.NewNop(), nil, NewMetrics(reg))
+	srv := httptest.NewServer(HTTPHandler(h, reg, 200*time.Millisecond))
+	t.Cleanup(srv.Close)
+
+	code, body := get(t, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Contains(t, body, "still loading")
+	code, _ = get(t, srv.URL+"/healthz")
+	assert.Equal(t, http.StatusOK, code, "alive while loading")
+
+	dir := writeTree(t, testFiles)
+	cfg, err := ParseConfig(dir+"/c.yaml", []byte(strings.ReplaceAll(testConfig, "{{upstreams}}", `["`+up.addr+`"]`)), readFileOS)
+	require.NoError(t, err)
+	snap, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	h.Store(snap)
+	code, body = get(t, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusOK, code, body)
+	assert.Contains(t, body, "ready: 3 lists, 4 policies")
+	assert.Positive(t, up.count.Load(), "a quiet resolver probes its upstream")
+
+	up.stop()
+	require.Eventually(t, func() bool {
+		code, _ := get(t, srv.URL+"/readyz")
+		return code == http.StatusServiceUnavailable
+	}, 10*time.Second, 20*time.Millisecond)
+	_, body = get(t, srv.URL+"/readyz")
+	assert.Contains(t, body, "no upstream answered in the last 200ms")
+}
+
+func TestShadowMode(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		if strings.HasPrefix(r.Question[0].Name, "cloaked.") {
+			m.Answer = []dns.RR{mustRR("%s 300 IN CNAME x.tiktokcdn.com.", r.Question[0].Name), mustRR("x.tiktokcdn.com. 60 IN A 192.0.2.99")}
+		}
+		return m
+	})
+	cfg := strings.Replace(testConfig, "action: null", "action: log", 1)
+	core, logs := observer.New(zap.InfoLevel)
+	f := startFenceLog(t, zap.New(core), strings.Replace(cfg, "log: {queries: all}", "log: {queries: blocked}", 1), testFiles, up.addr)
+	srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+	t.Cleanup(srv.Close)
+
+	// 127.0.0.7 is in the shadow policy: a blocked name is forwarded...
+	r := ask(t, f.addr, "127.0.0.7", "udp", question("www.tiktok.com.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	require.Len(t, r.Answer, 1)
+	assert.Nil(t, ede(r))
+	r = ask(t, f.addr, "127.0.0.7", "udp", question("cloaked.example.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	assert.Len(t, r.Answer, 2)
+	assert.EqualValues(t, 2, up.count.Load())
+
+	// ...but recorded exactly as a block would be.
+	_, body := get(t, srv.URL+"/metrics")
+	assert.Contains(t, body, `dnsfence_blocked_total{list="`+f.dir+`/tiktok.txt",policy="nulling",shadow="true"} 2`+"\n")
+	assert.Contains(t, body, `dnsfence_queries_total{result="forwarded",transport="udp"} 2`+"\n")
+	lines := logs.FilterMessage("query").All()
+	require.Len(t, lines, 2)
+	for _, l := range lines {
+		m := l.ContextMap()
+		assert.Equal(t, true, m[logShadow])
+		assert.Equal(t, "nulling", m[logPolicy])
+		assert.Equal(t, "tiktok.com", lines[0].ContextMap()[logEntry])
+	}
+	assert.Equal(t, "x.tiktokcdn.com.", lines[1].ContextMap()[logVia])
+}
+
+func TestAuditLimit(t *testing.T) {
+	up := startUpstream(t, nil)
+	core, logs := observer.New(zap.InfoLevel)
+	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: blocked, audit_limit: 3}", 1)
+	f := startFenceLog(t, zap.New(core), cfg, testFiles, up.addr)
+	srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+	t.Cleanup(srv.Close)
+	for i := 0; i < 10; i++ {
+		ask(t, f.addr, "", "udp", question("tiktok.com.", dns.TypeA, false))
+	}
+	ask(t, f.addr, "127.0.0.2", "udp", question("tiktok.com.", dns.TypeA, false))
+	lines := logs.FilterMessage("query").All()
+	require.Len(t, lines, 4, "3 for the looping client, 1 for the other")
+	assert.Equal(t, "127.0.0.2", lines[3].ContextMap()[logClient])
+	_, body := get(t, srv.URL+"/metrics")
+	assert.Contains(t, body, `dnsfence_queries_total{result="blocked",transport="udp"} 11`+"\n", "counters stay exact")
+}
+
+func TestAuditLimiterReportsSuppressed(t *testing.T) {
+	var a auditLimiter
+	c := netipMustParse("10.0.0.1")
+	now := time.Unix(1000, 0)
+	for i := 0; i < 2; i++ {
+		ok, n := a.allow(c, 2, now)
+		assert.True(t, ok)
+		assert.Zero(t, n)
+	}
+	for i := 0; i < 5; i++ {
+		ok, _ := a.allow(c, 2, now)
+		assert.False(t, ok)
+	}
+	ok, n := a.allow(c, 2, now.Add(time.Minute))
+	assert.True(t, ok)
+	assert.Equal(t, 5, n, "the next line says how many were suppressed")
+}
