@@ -37,6 +37,9 @@ var DefaultAllowedClients = []string{
 	"127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7",
 }
 
+// DefaultExplainClients may ask the CHAOS explain query: loopback only.
+var DefaultExplainClients = []string{"127.0.0.0/8", "::1/128"}
+
 // Action is what a policy answers for a blocked name.
 type Action string
 
@@ -57,6 +60,7 @@ type Config struct {
 	UpstreamTimeout time.Duration  `yaml:"upstream_timeout"`
 	AllowedClients  []string       `yaml:"allowed_clients"`
 	TrustedProxies  []string       `yaml:"trusted_proxies"`
+	ExplainClients  []string       `yaml:"explain_clients"`
 	BlockedTTL      uint32         `yaml:"blocked_ttl"`
 	Policies        []PolicyConfig `yaml:"policies"`
 	Cache           CacheConfig    `yaml:"cache"`
@@ -76,6 +80,7 @@ type Config struct {
 	// allowed, trusted and the policies' clients, parsed by validate.
 	allowed []netip.Prefix
 	trusted []netip.Prefix
+	explain []netip.Prefix
 }
 
 // PolicyConfig is one entry of `policies`.
@@ -228,6 +233,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.AllowedClients == nil {
 		c.AllowedClients = DefaultAllowedClients
+	}
+	if c.ExplainClients == nil {
+		c.ExplainClients = DefaultExplainClients
 	}
 	if c.BlockedTTL == 0 {
 		c.BlockedTTL = DefaultBlockedTTL
@@ -399,6 +407,7 @@ func (c *Config) validate(root *yaml.Node) error {
 	}
 	c.allowed = parsePrefixes(errs, "allowed_clients", c.AllowedClients)
 	c.trusted = parsePrefixes(errs, "trusted_proxies", c.TrustedProxies)
+	c.explain = parsePrefixes(errs, "explain_clients", c.ExplainClients)
 	if c.HTTP != nil && *c.HTTP != "" {
 		if _, _, err := net.SplitHostPort(*c.HTTP); err != nil {
 			errs.add([]any{"http"}, "want host:port or empty to disable, got %q", *c.HTTP)

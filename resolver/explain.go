@@ -1,32 +1,55 @@
 package resolver
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/miekg/dns"
 )
 
-// Explanation is the decision for one client and name, with its reasons.
+// Verdicts of an explanation.
+const (
+	VerdictRefused   = "refused"
+	VerdictBlocked   = "blocked"
+	VerdictAllowed   = "allowed"
+	VerdictForwarded = "forwarded"
+	VerdictShadow    = "shadow" // a shadow-mode policy would block; forwarded
+)
+
+// Explanation is the decision for one client and name, with every reason.
 type Explanation struct {
 	Client    netip.Addr
 	Name      string
+	Type      string
 	Allowed   bool          // the client is inside allowed_clients
+	AllowedBy netip.Prefix  // the allowed_clients range holding it
 	HasPolicy bool          // a policy range holds the client
 	Range     ClientRange   // the most specific range, when HasPolicy
 	Beaten    []ClientRange // wider ranges holding the client that lost to Range
 	Decision  Decision
-	Verdict   string // refused | blocked | allowed | forwarded
+	Hops      []Hop // the names of the upstream answer, with -resolve
+	Rcode     string
+	Verdict   string
+}
+
+// Hop is one name of an upstream answer's chain and its decision.
+type Hop struct {
+	Record   string // the record as text
+	Name     string // the name decided: the owner, or a CNAME/DNAME target
+	Decision Decision
 }
 
 // Explain decides name for client exactly as a query would, and says why.
-// It does not look at upstream answers (CNAME chains).
-func (s *Snapshot) Explain(client netip.Addr, name string) Explanation {
+// It does not look at upstream answers; ExplainAnswer adds that.
+func (s *Snapshot) Explain(client netip.Addr, name string, qtype uint16) Explanation {
 	client = client.Unmap()
-	e := Explanation{Client: client, Name: name}
-	if e.Allowed = s.Allowed(client); !e.Allowed {
-		e.Verdict = "refused"
+	e := Explanation{Client: client, Name: dns.Fqdn(name), Type: dns.Type(qtype).String()}
+	e.AllowedBy, _, e.Allowed = s.allowed.LookupPrefixLPM(netip.PrefixFrom(client, client.BitLen()))
+	if !e.Allowed {
+		e.Verdict, e.Rcode = VerdictRefused, "REFUSED"
 		return e
 	}
 	e.Range, e.HasPolicy = s.PolicyFor(client)
@@ -37,17 +60,64 @@ func (s *Snapshot) Explain(client netip.Addr, name string) Explanation {
 			}
 		}
 	}
-	e.Verdict = "forwarded"
+	e.Verdict, e.Rcode = VerdictForwarded, "from upstream"
 	if e.HasPolicy && e.Range.Policy.Blocks() {
-		e.Decision = e.Range.Policy.Decide(name)
+		e.Decision = e.Range.Policy.Decide(e.Name)
 		switch {
 		case e.Decision.Blocked:
-			e.Verdict = "blocked"
+			e.block()
 		case e.Decision.Allowed:
-			e.Verdict = "allowed"
+			e.Verdict = VerdictAllowed
 		}
 	}
 	return e
+}
+
+// block sets the verdict of a blocking decision under the policy's action.
+func (e *Explanation) block() {
+	e.Verdict = VerdictBlocked
+	switch e.Range.Policy.Action {
+	case ActionRefused:
+		e.Rcode = "REFUSED"
+	case ActionNull:
+		e.Rcode = "NOERROR (0.0.0.0 / :: / NODATA)"
+	case ActionLog:
+		e.Verdict, e.Rcode = VerdictShadow, "from upstream (shadow mode records a block)"
+	default:
+		e.Rcode = "NXDOMAIN"
+	}
+}
+
+// ExplainAnswer adds an upstream answer to an explanation that was
+// forwarded: each record of the answer with the decision on the name it
+// leads to (a CNAME or DNAME target, else its owner), and the verdict the
+// CNAME-cloaking inspection reaches, using the same check as a query.
+func (s *Snapshot) ExplainAnswer(e *Explanation, resp *dns.Msg) {
+	if e.Verdict != VerdictForwarded && e.Verdict != VerdictAllowed {
+		return
+	}
+	inspect := e.HasPolicy && e.Range.Policy.Blocks() && !e.Decision.Allowed
+	for _, rr := range resp.Answer {
+		h := Hop{Record: strings.ReplaceAll(rr.String(), "\t", " "), Name: rr.Header().Name}
+		switch v := rr.(type) {
+		case *dns.CNAME:
+			h.Name = v.Target
+		case *dns.DNAME:
+			h.Name = v.Target
+		}
+		if inspect {
+			h.Decision = e.Range.Policy.Decide(h.Name)
+		}
+		e.Hops = append(e.Hops, h)
+	}
+	if inspect {
+		if d, _, ok := chainDecision(e.Range.Policy, resp); ok {
+			e.Decision = d
+			e.block()
+			return
+		}
+	}
+	e.Rcode = dns.RcodeToString[resp.Rcode] + " from upstream"
 }
 
 // String is the explanation as `dnsfence explain` prints it.
@@ -56,13 +126,15 @@ func (e Explanation) String() string {
 	fmt.Fprintf(&b, "client %s\n", e.Client)
 	if !e.Allowed {
 		b.WriteString("  not in allowed_clients: every query is REFUSED\n")
-		fmt.Fprintf(&b, "verdict: refused\n")
+		fmt.Fprintf(&b, "verdict: refused (REFUSED)\n")
 		return b.String()
 	}
+	fmt.Fprintf(&b, "  allowed by allowed_clients range %s\n", e.AllowedBy)
 	if !e.HasPolicy {
-		b.WriteString("  no policy range holds this client: every query is forwarded untouched\n")
+		b.WriteString("  in no policy range: queries are forwarded untouched\n")
 	} else {
-		fmt.Fprintf(&b, "  policy %q from range %s (%s)\n", e.Range.Policy.Name, e.Range.Range.Prefix, where(e.Range.Range))
+		fmt.Fprintf(&b, "  policy %q (action %s) from range %s (%s)\n", e.Range.Policy.Name, e.Range.Policy.Action,
+			e.Range.Range.Prefix, where(e.Range.Range))
 		for _, cr := range e.Beaten {
 			fmt.Fprintf(&b, "  beats wider range %s of policy %q (%s)\n", cr.Range.Prefix, cr.Policy.Name, where(cr.Range))
 		}
@@ -70,18 +142,41 @@ func (e Explanation) String() string {
 			b.WriteString("  the policy has no block lists: an exemption\n")
 		}
 	}
-	fmt.Fprintf(&b, "name %s\n", e.Name)
-	switch d := e.Decision; {
-	case d.Blocked:
-		fmt.Fprintf(&b, "  blocked by %s:%d: %s\n", d.Entry.List.File(), d.Entry.Line, d.Entry.Name)
-		fmt.Fprintf(&b, "  action %s\n", e.Range.Policy.Action)
-	case d.Allowed:
-		fmt.Fprintf(&b, "  allowed by %s:%d: %s (allow beats block)\n", d.Entry.List.File(), d.Entry.Line, d.Entry.Name)
-	case e.HasPolicy && e.Range.Policy.Blocks():
-		b.WriteString("  on no list of the policy\n")
+	fmt.Fprintf(&b, "name %s type %s\n", e.Name, e.Type)
+	if e.HasPolicy && e.Range.Policy.Blocks() {
+		fmt.Fprintf(&b, "  %s\n", describe(e.Name, decisionOfName(e)))
 	}
-	fmt.Fprintf(&b, "verdict: %s\n", e.Verdict)
+	inspected := e.HasPolicy && e.Range.Policy.Blocks() && !decisionOfName(e).Allowed
+	for i, h := range e.Hops {
+		fmt.Fprintf(&b, "  answer %d: %s\n", i+1, h.Record)
+		if inspected {
+			fmt.Fprintf(&b, "    %s\n", describe(h.Name, h.Decision))
+		}
+	}
+	if len(e.Hops) > 0 && !inspected {
+		b.WriteString("  the answer is not inspected: no blocking policy applies, or the question name is allowed\n")
+	}
+	fmt.Fprintf(&b, "verdict: %s (%s)\n", e.Verdict, e.Rcode)
 	return b.String()
+}
+
+// decisionOfName is the decision on the question name itself, which a
+// chain block replaces in e.Decision.
+func decisionOfName(e Explanation) Decision {
+	if len(e.Hops) > 0 && e.Decision.Blocked {
+		return e.Range.Policy.Decide(e.Name)
+	}
+	return e.Decision
+}
+
+func describe(name string, d Decision) string {
+	switch {
+	case d.Blocked:
+		return fmt.Sprintf("%s blocked by %s:%d: %s", name, d.Entry.List.File(), d.Entry.Line, d.Entry.Name)
+	case d.Allowed:
+		return fmt.Sprintf("%s allowed by %s:%d: %s (allow beats block)", name, d.Entry.List.File(), d.Entry.Line, d.Entry.Name)
+	}
+	return fmt.Sprintf("%s is on no list of the policy", name)
 }
 
 func where(r blocklist.Range) string {
@@ -89,4 +184,82 @@ func where(r blocklist.Range) string {
 		return fmt.Sprintf("%s:%d", r.File, r.Line)
 	}
 	return r.File
+}
+
+// jsonEntry is a list entry in JSON output.
+type jsonEntry struct {
+	List  string `json:"list"`
+	Line  int    `json:"line"`
+	Entry string `json:"entry"`
+}
+
+type jsonDecision struct {
+	Name    string     `json:"name"`
+	Blocked bool       `json:"blocked"`
+	Allowed bool       `json:"allowed"`
+	Entry   *jsonEntry `json:"entry,omitempty"`
+}
+
+type jsonRange struct {
+	Policy string `json:"policy"`
+	Range  string `json:"range"`
+	File   string `json:"file"`
+	Line   int    `json:"line,omitempty"`
+}
+
+type jsonHop struct {
+	Record   string       `json:"record"`
+	Decision jsonDecision `json:"decision"`
+}
+
+type jsonExplanation struct {
+	Client    string        `json:"client"`
+	Allowed   bool          `json:"allowed"`
+	AllowedBy string        `json:"allowed_by,omitempty"`
+	Policy    *jsonRange    `json:"policy,omitempty"`
+	Action    string        `json:"action,omitempty"`
+	Exemption bool          `json:"exemption,omitempty"`
+	Beaten    []jsonRange   `json:"beats,omitempty"`
+	Name      string        `json:"name"`
+	Type      string        `json:"type"`
+	Decision  *jsonDecision `json:"decision,omitempty"`
+	Answer    []jsonHop     `json:"answer,omitempty"`
+	Verdict   string        `json:"verdict"`
+	Rcode     string        `json:"rcode"`
+}
+
+func toJSONDecision(name string, d Decision) jsonDecision {
+	j := jsonDecision{Name: name, Blocked: d.Blocked, Allowed: d.Allowed}
+	if d.Entry.List != nil {
+		j.Entry = &jsonEntry{List: d.Entry.List.File(), Line: d.Entry.Line, Entry: d.Entry.Name}
+	}
+	return j
+}
+
+func toJSONRange(cr ClientRange) jsonRange {
+	return jsonRange{Policy: cr.Policy.Name, Range: cr.Range.Prefix.String(), File: cr.Range.File, Line: cr.Range.Line}
+}
+
+// MarshalJSON gives the same content as String, as JSON.
+func (e Explanation) MarshalJSON() ([]byte, error) {
+	j := jsonExplanation{Client: e.Client.String(), Allowed: e.Allowed, Name: e.Name, Type: e.Type,
+		Verdict: e.Verdict, Rcode: e.Rcode}
+	if e.Allowed {
+		j.AllowedBy = e.AllowedBy.String()
+	}
+	if e.HasPolicy {
+		r := toJSONRange(e.Range)
+		j.Policy, j.Action, j.Exemption = &r, string(e.Range.Policy.Action), !e.Range.Policy.Blocks()
+		for _, cr := range e.Beaten {
+			j.Beaten = append(j.Beaten, toJSONRange(cr))
+		}
+		if e.Range.Policy.Blocks() {
+			d := toJSONDecision(e.Name, decisionOfName(e))
+			j.Decision = &d
+		}
+	}
+	for _, h := range e.Hops {
+		j.Answer = append(j.Answer, jsonHop{Record: h.Record, Decision: toJSONDecision(h.Name, h.Decision)})
+	}
+	return json.Marshal(j)
 }

@@ -44,6 +44,7 @@ const (
 	ResultFormerr   = "formerr"
 	ResultNotimp    = "notimp"
 	ResultDropped   = "dropped"
+	ResultExplained = "explained"
 )
 
 // Handler runs the pipeline of one query (DESIGN.md §1) top to bottom.
@@ -152,6 +153,10 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 		return m
 	}
 
+	if isExplainQuery(question) {
+		return h.explain(snap, q)
+	}
+
 	// 3. May they ask at all.
 	if !snap.Allowed(q.client) {
 		q.result = ResultRefused
@@ -202,6 +207,43 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 func (h *Handler) blocked(snap *Snapshot, q *query) *dns.Msg {
 	q.result = ResultBlocked
 	return blockedReply(q.req, q.policy.Policy, q.decision, snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()))
+}
+
+// explainSuffix ends the CHAOS TXT question that asks for an explanation:
+// `dig CH TXT www.tiktok.com.explain.dnsfence.` explains www.tiktok.com for
+// the asking client.
+const explainSuffix = ".explain.dnsfence."
+
+func isExplainQuery(q dns.Question) bool {
+	return q.Qclass == dns.ClassCHAOS && q.Qtype == dns.TypeTXT &&
+		len(q.Name) > len(explainSuffix) && strings.EqualFold(q.Name[len(q.Name)-len(explainSuffix):], explainSuffix)
+}
+
+// explain answers the CHAOS explain query with the reason text, one TXT
+// string a line, to clients in explain_clients only.
+func (h *Handler) explain(snap *Snapshot, q *query) *dns.Msg {
+	req := q.req
+	if !snap.ExplainAllowed(q.client) {
+		q.result = ResultRefused
+		m := newReply(req, dns.RcodeRefused)
+		addEDE(m, dns.ExtendedErrorCodeProhibited, "client not in explain_clients")
+		return m
+	}
+	q.result = ResultExplained
+	name := req.Question[0].Name
+	name = name[:len(name)-len(explainSuffix)+1]
+	text := snap.Explain(q.client, name, dns.TypeA).String()
+	txt := &dns.TXT{Hdr: dns.RR_Header{Name: req.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassCHAOS}}
+	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		for len(line) > 255 {
+			txt.Txt = append(txt.Txt, line[:255])
+			line = line[255:]
+		}
+		txt.Txt = append(txt.Txt, line)
+	}
+	m := newReply(req, dns.RcodeSuccess)
+	m.Answer = []dns.RR{txt}
+	return m
 }
 
 // chainDecision looks at every name an answer leads through, the owners of

@@ -192,3 +192,41 @@ func TestAuditLimiterReportsSuppressed(t *testing.T) {
 	assert.True(t, ok)
 	assert.Equal(t, 5, n, "the next line says how many were suppressed")
 }
+
+func TestChaosExplain(t *testing.T) {
+	up := startUpstream(t, nil)
+	cfg := strings.Replace(testConfig, "blocked_ttl: 60", "blocked_ttl: 60\nexplain_clients: [\"127.0.0.1/32\", \"127.0.0.3/32\"]", 1)
+	f := startFence(t, cfg, testFiles, up.addr)
+	chaos := func(from, name string) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeTXT)
+		m.Question[0].Qclass = dns.ClassCHAOS
+		return ask(t, f.addr, from, "udp", m)
+	}
+
+	r := chaos("", "www.TikTok.com.explain.dnsfence.")
+	require.Equal(t, dns.RcodeSuccess, r.Rcode)
+	require.Len(t, r.Answer, 1)
+	txt := r.Answer[0].(*dns.TXT)
+	assert.Equal(t, uint16(dns.ClassCHAOS), txt.Hdr.Class)
+	// miekg/dns keeps TXT strings in presentation form, quotes escaped.
+	unescape := strings.NewReplacer(`\"`, `"`).Replace
+	text := unescape(strings.Join(txt.Txt, "\n"))
+	assert.Contains(t, text, "client 127.0.0.1")
+	assert.Contains(t, text, `policy "government-devices" (action nxdomain) from range 127.0.0.0/30`)
+	assert.Contains(t, text, "www.TikTok.com. blocked by "+f.dir+"/tiktok.txt:2: tiktok.com")
+	assert.Contains(t, text, "verdict: blocked (NXDOMAIN)")
+
+	// The reason is for the asking client: the press office is exempt.
+	r = chaos("127.0.0.3", "www.tiktok.com.explain.dnsfence.")
+	require.Equal(t, dns.RcodeSuccess, r.Rcode)
+	text = unescape(strings.Join(r.Answer[0].(*dns.TXT).Txt, "\n"))
+	assert.Contains(t, text, `policy "press-office"`)
+	assert.Contains(t, text, "verdict: forwarded")
+
+	// A client outside explain_clients is refused.
+	r = chaos("127.0.0.2", "www.tiktok.com.explain.dnsfence.")
+	assert.Equal(t, dns.RcodeRefused, r.Rcode)
+	assert.Empty(t, r.Answer)
+	assert.Zero(t, up.count.Load(), "explain queries never go upstream")
+}

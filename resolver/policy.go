@@ -79,6 +79,7 @@ type Snapshot struct {
 	byClient *bart.Table[ClientRange]
 	allowed  *bart.Table[struct{}]
 	trusted  *bart.Table[struct{}]
+	explain  *bart.Table[struct{}]
 }
 
 // FallbackUpstreams serve the embedded default when /etc/resolv.conf names
@@ -103,6 +104,12 @@ func (s *Snapshot) Trusted(addr netip.Addr) bool {
 	return ok
 }
 
+// ExplainAllowed reports whether addr may ask the CHAOS explain query.
+func (s *Snapshot) ExplainAllowed(addr netip.Addr) bool {
+	_, ok := s.explain.Lookup(addr)
+	return ok
+}
+
 // PolicyTable exposes every range for `check` and `explain`.
 func (s *Snapshot) PolicyTable() *bart.Table[ClientRange] { return s.byClient }
 
@@ -120,6 +127,7 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 		byClient: new(bart.Table[ClientRange]),
 		allowed:  new(bart.Table[struct{}]),
 		trusted:  new(bart.Table[struct{}]),
+		explain:  new(bart.Table[struct{}]),
 	}
 	upstreams, err := cfg.ResolveUpstreams()
 	if err != nil {
@@ -141,6 +149,9 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 	}
 	for _, p := range cfg.trusted {
 		s.trusted.Insert(p, struct{}{})
+	}
+	for _, p := range cfg.explain {
+		s.explain.Insert(p, struct{}{})
 	}
 	var fatal []error
 	loadList := func(path string) List {

@@ -210,6 +210,12 @@ policies:
 	out = p.dig(t, "+tcp", "www.tiktok.com", "HTTPS")
 	assert.Contains(t, out, "status: NXDOMAIN")
 
+	// Explain from the affected machine.
+	out = p.dig(t, "CH", "TXT", "www.tiktok.com.explain.dnsfence.")
+	assert.Contains(t, out, "status: NOERROR")
+	assert.Contains(t, out, "verdict: blocked (NXDOMAIN)")
+	assert.Contains(t, out, "tiktok.txt:1: tiktok.com")
+
 	// A source outside the government range passes.
 	out = p.dig(t, "-b", "127.0.1.1", "www.tiktok.com")
 	assert.Contains(t, out, "status: NOERROR")
@@ -375,4 +381,31 @@ policies:
 
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	assert.NoError(t, <-p.done)
+}
+
+// chainUpstream answers from a table of names to records (UDP).
+func chainUpstream(t *testing.T, answers map[string][]string) string {
+	t.Helper()
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		for _, s := range answers[strings.ToLower(r.Question[0].Name)] {
+			rr, err := dns.NewRR(s)
+			if err != nil {
+				panic(err)
+			}
+			m.Answer = append(m.Answer, rr)
+		}
+		_ = w.WriteMsg(m)
+	})
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &dns.Server{PacketConn: pc, Handler: h}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go func() { _ = srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return pc.LocalAddr().String()
 }

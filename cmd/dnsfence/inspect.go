@@ -1,17 +1,21 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net/netip"
-	"sort"
+	"strings"
 
 	"github.com/dnsfence/dnsfence/resolver"
+	"github.com/miekg/dns"
 )
 
-// runCheck loads everything as serve would, prints a summary and exits
-// non-zero on any error, bad list lines included.
+// runCheck loads everything as serve would, prints the policies, ranges and
+// list sizes and every likely mistake, and exits 1 on any error (bad list
+// lines included), each as file:line: reason.
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dnsfence check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -30,59 +34,78 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "config %s\n", cfg.File)
-	fmt.Fprintf(stdout, "listen %v, upstreams %v\n", cfg.Listen, snap.Forwarder.Upstreams())
+	fmt.Fprintf(stdout, "listen %s\n", strings.Join(cfg.Listen, " "))
+	fmt.Fprintf(stdout, "upstreams %s\n", strings.Join(snap.Forwarder.Upstreams(), " "))
+	fmt.Fprintf(stdout, "allowed_clients %s\n", strings.Join(cfg.AllowedClients, " "))
 	for _, p := range cfg.Policies {
 		fmt.Fprintf(stdout, "policy %q action %s\n", p.Name, p.Action)
-		for _, c := range p.Clients {
-			fmt.Fprintf(stdout, "  client range %s\n", c)
-		}
-		for _, f := range p.ClientFiles {
-			rf := snap.Ranges[cfg.Path(f)]
-			fmt.Fprintf(stdout, "  client file %s: %d ranges\n", cfg.Path(f), len(rf.Ranges))
+		for _, cr := range snap.PolicyTable().AllSorted() {
+			if cr.Policy.Name == p.Name {
+				fmt.Fprintf(stdout, "  range %s (%s:%d)\n", cr.Range.Prefix, cr.Range.File, cr.Range.Line)
+			}
 		}
 		for _, f := range p.Block {
-			fmt.Fprintf(stdout, "  block %s: %d entries\n", cfg.Path(f), snap.Lists[cfg.Path(f)].Len())
+			l := snap.Lists[cfg.Path(f)]
+			fmt.Fprintf(stdout, "  block %s: %d entries, sha256 %s\n", l.File(), l.Len(), l.Hash()[:16])
 		}
 		for _, f := range p.Allow {
-			fmt.Fprintf(stdout, "  allow %s: %d entries\n", cfg.Path(f), snap.Lists[cfg.Path(f)].Len())
+			l := snap.Lists[cfg.Path(f)]
+			fmt.Fprintf(stdout, "  allow %s: %d entries, sha256 %s\n", l.File(), l.Len(), l.Hash()[:16])
+		}
+		if len(p.Block) == 0 {
+			fmt.Fprintln(stdout, "  no block lists: an exemption")
 		}
 	}
-	paths := make([]string, 0, len(snap.Lists))
-	for p := range snap.Lists {
-		paths = append(paths, p)
+	warnings := snap.Lint()
+	for _, w := range warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
-	sort.Strings(paths)
-	for _, p := range paths {
-		for _, d := range snap.Lists[p].Duplicates() {
-			fmt.Fprintf(stdout, "warning: %s:%d: duplicate entry %q (first on line %d)\n", p, d.Line, d.Name, d.FirstLine)
-		}
+	for _, w := range snap.Warnings {
+		fmt.Fprintln(stderr, w)
 	}
-	if len(snap.Warnings) > 0 {
-		for _, w := range snap.Warnings {
-			fmt.Fprintln(stderr, w)
-		}
+	errors := 0
+	for _, w := range snap.Warnings {
+		errors += strings.Count(w.Error(), "\n") + 1
+	}
+	fmt.Fprintf(stdout, "%d warnings, %d errors\n", len(warnings), errors)
+	if errors > 0 {
 		return 1
 	}
 	fmt.Fprintln(stdout, "ok")
 	return 0
 }
 
-// runExplain prints the decision for one client and name and its reasons.
+// runExplain prints the decision for one client and name and every reason.
 func runExplain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dnsfence explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "configuration file (default: the embedded default)")
+	resolve := fs.Bool("resolve", false, "also ask the upstreams and explain the answer's CNAME/DNAME chain hop by hop")
+	asJSON := fs.Bool("json", false, "print the explanation as JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: dnsfence explain [-config FILE] [-resolve] [-json] CLIENT_IP NAME [TYPE]")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if fs.NArg() != 2 {
-		fmt.Fprintln(stderr, "usage: dnsfence explain -config FILE CLIENT_IP NAME")
+	if fs.NArg() < 2 || fs.NArg() > 3 {
+		fs.Usage()
 		return 2
 	}
 	client, err := netip.ParseAddr(fs.Arg(0))
 	if err != nil {
 		fmt.Fprintf(stderr, "client: %v\n", err)
 		return 2
+	}
+	qtype := dns.TypeA
+	if fs.NArg() == 3 {
+		t, ok := dns.StringToType[strings.ToUpper(fs.Arg(2))]
+		if !ok {
+			fmt.Fprintf(stderr, "type: unknown query type %q\n", fs.Arg(2))
+			return 2
+		}
+		qtype = t
 	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
@@ -94,6 +117,26 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	fmt.Fprint(stdout, snap.Explain(client, fs.Arg(1)).String())
+	e := snap.Explain(client, fs.Arg(1), qtype)
+	if *resolve && (e.Verdict == resolver.VerdictForwarded || e.Verdict == resolver.VerdictAllowed) {
+		req := new(dns.Msg)
+		req.SetQuestion(dns.Fqdn(fs.Arg(1)), qtype)
+		resp, _, err := snap.Forwarder.Forward(context.Background(), req, false, nil)
+		if err != nil {
+			fmt.Fprintf(stderr, "resolve: %v\n", err)
+			return 1
+		}
+		snap.ExplainAnswer(&e, resp)
+	}
+	if *asJSON {
+		out, err := json.MarshalIndent(e, "", "  ")
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		fmt.Fprintln(stdout, string(out))
+		return 0
+	}
+	fmt.Fprint(stdout, e.String())
 	return 0
 }

@@ -1,0 +1,150 @@
+package resolver
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"golang.org/x/net/publicsuffix"
+)
+
+// Warning is a likely mistake in a configuration that loads: it works, but
+// probably not as meant.
+type Warning struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (w Warning) String() string {
+	if w.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", w.File, w.Line, w.Msg)
+	}
+	return fmt.Sprintf("%s: %s", w.File, w.Msg)
+}
+
+// Lint looks for likely mistakes: ranges no client can reach, exemptions
+// that exempt nothing, blocking policies nested in each other, names both
+// blocked and allowed by one policy, list entries that are public suffixes,
+// and duplicate entries. Warnings come sorted by file and line.
+func (s *Snapshot) Lint() []Warning {
+	var ws []Warning
+	ranges := s.allRanges()
+	for _, cr := range ranges {
+		r := cr.Range
+		var narrower []netip.Prefix
+		var wider []ClientRange
+		for p := range s.byClient.Subnets(r.Prefix) {
+			if p != r.Prefix {
+				narrower = append(narrower, p)
+			}
+		}
+		for p, other := range s.byClient.Supernets(r.Prefix) {
+			if p != r.Prefix {
+				wider = append(wider, other)
+			}
+		}
+		if covered(r.Prefix, narrower) {
+			ws = append(ws, Warning{r.File, r.Line, fmt.Sprintf(
+				"range %s of policy %q is shadowed entirely by narrower ranges: it selects no client", r.Prefix, cr.Policy.Name)})
+		}
+		if !cr.Policy.Blocks() && !slices.ContainsFunc(wider, func(w ClientRange) bool { return w.Policy.Blocks() }) {
+			ws = append(ws, Warning{r.File, r.Line, fmt.Sprintf(
+				"exemption %s of policy %q sits inside no blocking range: it exempts nothing", r.Prefix, cr.Policy.Name)})
+		}
+		if cr.Policy.Blocks() {
+			for _, w := range wider {
+				if w.Policy.Blocks() && w.Policy != cr.Policy {
+					ws = append(ws, Warning{r.File, r.Line, fmt.Sprintf(
+						"range %s of blocking policy %q overlaps range %s of blocking policy %q (%s): its clients get %q only",
+						r.Prefix, cr.Policy.Name, w.Range.Prefix, w.Policy.Name, where(w.Range), cr.Policy.Name)})
+				}
+			}
+		}
+	}
+	for _, p := range s.Policies {
+		for _, al := range p.Allow {
+			allow, ok := al.(*blocklist.List)
+			if !ok {
+				continue
+			}
+			for e := range allow.All() {
+				for _, bl := range p.Block {
+					if block, ok := bl.(*blocklist.List); ok && block.Contains(e.Name) {
+						m, _ := block.Match(e.Name)
+						ws = append(ws, Warning{allow.File(), e.Line, fmt.Sprintf(
+							"%s is both allowed and blocked (%s:%d) in policy %q; allow wins", e.Name, block.File(), m.Line, p.Name)})
+					}
+				}
+			}
+		}
+	}
+	for _, path := range sortedKeys(s.Lists) {
+		l := s.Lists[path]
+		for e := range l.All() {
+			if suffix, _ := publicsuffix.PublicSuffix(e.Name); suffix == e.Name {
+				ws = append(ws, Warning{path, e.Line, fmt.Sprintf(
+					"%s is a public suffix: it blocks every domain registered under it", e.Name)})
+			}
+		}
+		for _, d := range l.Duplicates() {
+			ws = append(ws, Warning{path, d.Line, fmt.Sprintf("duplicate entry %s (first on line %d)", d.Name, d.FirstLine)})
+		}
+	}
+	sort.SliceStable(ws, func(i, j int) bool {
+		if ws[i].File != ws[j].File {
+			return ws[i].File < ws[j].File
+		}
+		return ws[i].Line < ws[j].Line
+	})
+	return ws
+}
+
+// allRanges lists every policy range in table order.
+func (s *Snapshot) allRanges() []ClientRange {
+	var out []ClientRange
+	for _, cr := range s.byClient.AllSorted() {
+		out = append(out, cr)
+	}
+	return out
+}
+
+// covered reports whether the prefixes in subs, each inside p, together
+// cover every address of p.
+func covered(p netip.Prefix, subs []netip.Prefix) bool {
+	var inside []netip.Prefix
+	for _, q := range subs {
+		if q.Overlaps(p) {
+			if q.Bits() <= p.Bits() {
+				return true // q holds all of p
+			}
+			inside = append(inside, q)
+		}
+	}
+	if len(inside) == 0 || p.Bits() == p.Addr().BitLen() {
+		return false
+	}
+	lo := netip.PrefixFrom(p.Addr(), p.Bits()+1)
+	hi := netip.PrefixFrom(upperHalf(p), p.Bits()+1)
+	return covered(lo, inside) && covered(hi, inside)
+}
+
+// upperHalf is the first address of the upper half of p.
+func upperHalf(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	bit := p.Bits()
+	b[bit/8] |= 0x80 >> (bit % 8)
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
