@@ -29,6 +29,11 @@ const (
 	DefaultMaxShrink       = 0.5
 	DefaultCacheSize       = 20000
 	DefaultCacheMaxTTL     = 86400
+	DefaultRate            = 200
+	DefaultTCPConnections  = 1000
+	DefaultTCPReadTimeout  = 2 * time.Second
+	DefaultTCPIdleTimeout  = 10 * time.Second
+	DefaultTCPPipeline     = 64
 )
 
 // DefaultAllowedClients are loopback and the private ranges: dnsfence is
@@ -55,18 +60,20 @@ const (
 
 // Config is the YAML configuration file, after defaults are applied.
 type Config struct {
-	Listen          []string       `yaml:"listen"`
-	Upstreams       []string       `yaml:"upstreams"`
-	UpstreamTimeout time.Duration  `yaml:"upstream_timeout"`
-	AllowedClients  []string       `yaml:"allowed_clients"`
-	TrustedProxies  []string       `yaml:"trusted_proxies"`
-	ExplainClients  []string       `yaml:"explain_clients"`
-	BlockedTTL      uint32         `yaml:"blocked_ttl"`
-	Policies        []PolicyConfig `yaml:"policies"`
-	Cache           CacheConfig    `yaml:"cache"`
-	Log             LogConfig      `yaml:"log"`
-	HTTP            *string        `yaml:"http"`
-	Reload          ReloadConfig   `yaml:"reload"`
+	Listen          []string        `yaml:"listen"`
+	Upstreams       []string        `yaml:"upstreams"`
+	UpstreamTimeout time.Duration   `yaml:"upstream_timeout"`
+	AllowedClients  []string        `yaml:"allowed_clients"`
+	TrustedProxies  []string        `yaml:"trusted_proxies"`
+	ExplainClients  []string        `yaml:"explain_clients"`
+	BlockedTTL      uint32          `yaml:"blocked_ttl"`
+	Policies        []PolicyConfig  `yaml:"policies"`
+	Cache           CacheConfig     `yaml:"cache"`
+	Log             LogConfig       `yaml:"log"`
+	HTTP            *string         `yaml:"http"`
+	Reload          ReloadConfig    `yaml:"reload"`
+	RateLimit       RateLimitConfig `yaml:"rate_limit"`
+	Limits          LimitsConfig    `yaml:"limits"`
 
 	// File is the configuration file's path; relative paths in it resolve
 	// against its folder.
@@ -111,6 +118,25 @@ type LogConfig struct {
 	// minute, so a looping device cannot flood the log; 0 is no cap.
 	// Counters stay exact.
 	AuditLimit int `yaml:"audit_limit"`
+}
+
+// RateLimitConfig is the per-client token bucket: Rate queries a second
+// with bursts of Burst, per /32 (IPv4) or /56 (IPv6). Rate 0 turns it off.
+// Exempt networks (default loopback) are never limited.
+type RateLimitConfig struct {
+	Rate   float64  `yaml:"rate"`
+	Burst  int      `yaml:"burst"`
+	Exempt []string `yaml:"exempt"`
+
+	exempt []netip.Prefix
+}
+
+// LimitsConfig bounds what one client connection can hold.
+type LimitsConfig struct {
+	TCPConnections int           `yaml:"tcp_connections"`  // open TCP connections at once
+	TCPReadTimeout time.Duration `yaml:"tcp_read_timeout"` // to read a whole query
+	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"` // between queries on one connection
+	TCPPipeline    int           `yaml:"tcp_pipeline"`     // queries in flight on one connection
 }
 
 // ReloadConfig tunes hot reload.
@@ -259,6 +285,27 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Log.Queries == "" {
 		c.Log.Queries = "blocked"
+	}
+	if c.RateLimit.Rate == 0 && c.RateLimit.Burst == 0 {
+		c.RateLimit.Rate = DefaultRate
+	}
+	if c.RateLimit.Burst == 0 {
+		c.RateLimit.Burst = int(2 * c.RateLimit.Rate)
+	}
+	if c.RateLimit.Exempt == nil {
+		c.RateLimit.Exempt = []string{"127.0.0.0/8", "::1/128"}
+	}
+	if c.Limits.TCPConnections == 0 {
+		c.Limits.TCPConnections = DefaultTCPConnections
+	}
+	if c.Limits.TCPReadTimeout == 0 {
+		c.Limits.TCPReadTimeout = DefaultTCPReadTimeout
+	}
+	if c.Limits.TCPIdleTimeout == 0 {
+		c.Limits.TCPIdleTimeout = DefaultTCPIdleTimeout
+	}
+	if c.Limits.TCPPipeline == 0 {
+		c.Limits.TCPPipeline = DefaultTCPPipeline
 	}
 	if c.Reload.Debounce == 0 {
 		c.Reload.Debounce = DefaultDebounce
@@ -480,6 +527,26 @@ func (c *Config) validate(root *yaml.Node) error {
 	case "blocked", "all", "none":
 	default:
 		errs.add([]any{"log", "queries"}, "want blocked, all or none, got %q", c.Log.Queries)
+	}
+	c.RateLimit.exempt = parsePrefixes(errs, "rate_limit.exempt", c.RateLimit.Exempt)
+	if c.RateLimit.Rate < 0 {
+		errs.add([]any{"rate_limit", "rate"}, "must not be negative, got %g", c.RateLimit.Rate)
+	}
+	if c.RateLimit.Burst < 1 && c.RateLimit.Rate > 0 {
+		errs.add([]any{"rate_limit", "burst"}, "must be at least 1 when rate is set, got %d", c.RateLimit.Burst)
+	}
+	for _, l := range []struct {
+		key string
+		bad bool
+	}{
+		{"tcp_connections", c.Limits.TCPConnections < 1},
+		{"tcp_read_timeout", c.Limits.TCPReadTimeout <= 0},
+		{"tcp_idle_timeout", c.Limits.TCPIdleTimeout <= 0},
+		{"tcp_pipeline", c.Limits.TCPPipeline < 1},
+	} {
+		if l.bad {
+			errs.add([]any{"limits", l.key}, "must be positive")
+		}
 	}
 	if c.Log.AuditLimit < 0 {
 		errs.add([]any{"log", "audit_limit"}, "must not be negative, got %d", c.Log.AuditLimit)

@@ -2,7 +2,6 @@ package resolver
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"runtime/debug"
 	"strings"
@@ -32,6 +31,8 @@ const (
 	logDuration   = "duration"
 	logTransport  = "transport"
 	logShadow     = "shadow"
+	logIdentity   = "identity"
+	logSource     = "source"
 	logSuppressed = "suppressed"
 )
 
@@ -55,6 +56,7 @@ type Handler struct {
 	log     *zap.Logger
 	metrics *Metrics // nil: not counted
 	audit   auditLimiter
+	limiter rateLimiter
 	// inflight counts queries being answered, so shutdown can wait for them.
 	inflight sync.WaitGroup
 }
@@ -83,7 +85,8 @@ func (h *Handler) Store(s *Snapshot) {
 // query is one request being answered and what was learnt about it.
 type query struct {
 	req       *dns.Msg
-	client    netip.Addr
+	id        Identity
+	client    netip.Addr // id.Client's address, for logs and explanations
 	tcp       bool
 	start     time.Time
 	result    string
@@ -105,7 +108,6 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		defer h.metrics.inflight.Dec()
 	}
 	q := &query{req: req, start: time.Now()}
-	q.client, q.tcp = remoteAddr(w)
 	defer func() {
 		if r := recover(); r != nil {
 			h.log.Error("panic answering query", zap.Any("panic", r), zap.String(logClient, q.client.String()),
@@ -116,7 +118,29 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		}
 	}()
 	snap := h.state.Load()
+	q.id, q.tcp = identify(snap, w, req)
+	q.client = q.id.Client.Addr()
+
+	// Over its rate: a UDP query is dropped (an answer would make dnsfence
+	// an amplifier), a TCP one refused. Blocked answers count too.
+	if !h.limiter.allow(snap, q.client, q.start) {
+		h.metrics.rateLimited.WithLabelValues(transportName(q.tcp)).Inc()
+		if h.limiter.shouldLog(q.client, q.start) {
+			h.log.Warn("client over its rate limit", zap.String(logClient, q.client.String()),
+				zap.Float64("rate", snap.Config.RateLimit.Rate), zap.Int("burst", snap.Config.RateLimit.Burst))
+		}
+		if !q.tcp {
+			h.metrics.query(transportName(q.tcp), ResultDropped)
+			return
+		}
+		q.result = ResultRefused
+		_ = w.WriteMsg(newReply(req, dns.RcodeRefused))
+		h.metrics.query(transportName(q.tcp), q.result)
+		return
+	}
+
 	resp := h.answer(context.Background(), snap, q)
+	echoECS(resp, q.id.ECS)
 	resp.Compress = true
 	if !q.tcp {
 		resp.Truncate(clientSize(req))
@@ -158,13 +182,13 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 	}
 
 	// 3. May they ask at all.
-	if !snap.Allowed(q.client) {
+	if !snap.Allowed(q.id.Source) {
 		q.result = ResultRefused
 		return refusedReply(req)
 	}
 
 	// 4. Which policy; 5. is the name blocked.
-	q.policy, q.hasPolicy = snap.PolicyFor(q.client)
+	q.policy, q.hasPolicy = snap.PolicyForPrefix(q.id.Client)
 	pol := q.policy.Policy
 	if q.hasPolicy && pol.Blocks() {
 		q.decision = pol.Decide(question.Name)
@@ -284,18 +308,6 @@ func validQuestion(q dns.Question) bool {
 	return q.Name != ""
 }
 
-// remoteAddr is the transport source, IPv4-mapped addresses unmapped so
-// that they match IPv4 ranges, and whether it came over TCP.
-func remoteAddr(w dns.ResponseWriter) (netip.Addr, bool) {
-	switch a := w.RemoteAddr().(type) {
-	case *net.UDPAddr:
-		return a.AddrPort().Addr().Unmap().WithZone(""), false
-	case *net.TCPAddr:
-		return a.AddrPort().Addr().Unmap().WithZone(""), true
-	}
-	return netip.Addr{}, false
-}
-
 // logQuery writes the audit line of a blocked query (log.queries: blocked)
 // or of every query (all).
 func (h *Handler) logQuery(snap *Snapshot, q *query, resp *dns.Msg) {
@@ -314,7 +326,14 @@ func (h *Handler) logQuery(snap *Snapshot, q *query, resp *dns.Msg) {
 	}
 	question := q.req.Question
 	fields := make([]zap.Field, 0, 14)
-	fields = append(fields, zap.String(logClient, q.client.String()), zap.String(logResult, q.result))
+	client := q.client.String()
+	if q.id.Client.Bits() != q.client.BitLen() {
+		client = q.id.Client.String() // a subnet named by ECS
+	}
+	fields = append(fields, zap.String(logClient, client), zap.String(logResult, q.result))
+	if q.id.Via != IdentityTransport {
+		fields = append(fields, zap.String(logIdentity, q.id.Via), zap.String(logSource, q.id.Source.String()))
+	}
 	if len(question) == 1 {
 		fields = append(fields,
 			zap.String(logQName, strings.ToLower(question[0].Name)),

@@ -80,6 +80,7 @@ type Snapshot struct {
 	allowed  *bart.Table[struct{}]
 	trusted  *bart.Table[struct{}]
 	explain  *bart.Table[struct{}]
+	exempt   *bart.Table[struct{}] // rate_limit.exempt
 }
 
 // FallbackUpstreams serve the embedded default when /etc/resolv.conf names
@@ -89,6 +90,16 @@ var FallbackUpstreams = []string{"9.9.9.9:53", "149.112.112.112:53"}
 // PolicyFor returns the policy of the most specific range holding addr.
 func (s *Snapshot) PolicyFor(addr netip.Addr) (ClientRange, bool) {
 	return s.byClient.Lookup(addr)
+}
+
+// PolicyForPrefix returns the policy of the most specific range holding the
+// whole of client: a network named by ECS can only select a policy whose
+// range contains all of it.
+func (s *Snapshot) PolicyForPrefix(client netip.Prefix) (ClientRange, bool) {
+	if client.Bits() == client.Addr().BitLen() {
+		return s.byClient.Lookup(client.Addr())
+	}
+	return s.byClient.LookupPrefix(client)
 }
 
 // Allowed reports whether addr may use the resolver at all.
@@ -110,6 +121,12 @@ func (s *Snapshot) ExplainAllowed(addr netip.Addr) bool {
 	return ok
 }
 
+// RateExempt reports whether addr is never rate limited.
+func (s *Snapshot) RateExempt(addr netip.Addr) bool {
+	_, ok := s.exempt.Lookup(addr)
+	return ok
+}
+
 // PolicyTable exposes every range for `check` and `explain`.
 func (s *Snapshot) PolicyTable() *bart.Table[ClientRange] { return s.byClient }
 
@@ -128,6 +145,7 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 		allowed:  new(bart.Table[struct{}]),
 		trusted:  new(bart.Table[struct{}]),
 		explain:  new(bart.Table[struct{}]),
+		exempt:   new(bart.Table[struct{}]),
 	}
 	upstreams, err := cfg.ResolveUpstreams()
 	if err != nil {
@@ -152,6 +170,9 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 	}
 	for _, p := range cfg.explain {
 		s.explain.Insert(p, struct{}{})
+	}
+	for _, p := range cfg.RateLimit.exempt {
+		s.exempt.Insert(p, struct{}{})
 	}
 	var fatal []error
 	loadList := func(path string) List {

@@ -16,7 +16,8 @@ import (
 type Server struct {
 	handler *Handler
 	log     *zap.Logger
-	servers []*dns.Server
+	servers []*dns.Server // UDP
+	tcp     []*tcpServer
 	addrs   []string
 	wg      sync.WaitGroup
 }
@@ -87,21 +88,25 @@ func (s *Server) Start(listen []string) error {
 		s.addrs = append(s.addrs, pc.LocalAddr().String())
 		udp := &dns.Server{PacketConn: pc, Handler: s.handler, UDPSize: dns.MaxMsgSize,
 			MsgAcceptFunc: s.counted("udp"), MsgInvalidFunc: s.invalid("udp")}
-		tcp := &dns.Server{Listener: ln, Handler: s.handler,
-			MsgAcceptFunc: s.counted("tcp"), MsgInvalidFunc: s.invalid("tcp")}
-		for _, srv := range []*dns.Server{udp, tcp} {
-			started := make(chan struct{})
-			srv.NotifyStartedFunc = func() { close(started) }
-			s.servers = append(s.servers, srv)
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				if err := srv.ActivateAndServe(); err != nil {
-					s.log.Error("serving stopped", zap.Error(err))
-				}
-			}()
-			<-started
-		}
+		started := make(chan struct{})
+		udp.NotifyStartedFunc = func() { close(started) }
+		s.servers = append(s.servers, udp)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := udp.ActivateAndServe(); err != nil {
+				s.log.Error("serving UDP stopped", zap.Error(err))
+			}
+		}()
+		<-started
+		tcp := newTCPServer(ln, s.handler, s.log, s.handler.Snapshot().Config.Limits.TCPConnections,
+			s.counted("tcp"), s.invalid("tcp"))
+		s.tcp = append(s.tcp, tcp)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			tcp.serve()
+		}()
 		s.log.Info("listening", zap.String("address", pc.LocalAddr().String()), zap.Strings("transports", []string{"udp", "tcp"}))
 	}
 	return nil
@@ -139,6 +144,9 @@ func (s *Server) closeAll() {
 	for _, srv := range s.servers {
 		_ = srv.Shutdown()
 	}
+	for _, t := range s.tcp {
+		t.shutdown(nil)
+	}
 	s.wg.Wait()
 }
 
@@ -146,6 +154,9 @@ func (s *Server) closeAll() {
 // answered, and closes the sockets; ctx bounds the wait.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
+	for _, t := range s.tcp {
+		t.shutdown(ctx.Done())
+	}
 	for _, srv := range s.servers {
 		if err := srv.ShutdownContext(ctx); err != nil {
 			errs = append(errs, err)

@@ -1,0 +1,132 @@
+package resolver
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/miekg/dns"
+)
+
+// Where a client's identity came from, as logged.
+const (
+	IdentityTransport = "transport" // the packet's source address
+	IdentityECS       = "ecs"       // EDNS Client Subnet from a trusted proxy
+	IdentityProxy     = "proxy"     // PROXY protocol v2 from a trusted proxy
+)
+
+// Identity is who a query is decided for.
+type Identity struct {
+	// Source is the transport peer: the client itself, or the trusted proxy
+	// that forwarded the query. allowed_clients applies to it.
+	Source netip.Addr
+	// Client is the network policies are matched against: a single address
+	// (/32 or /128), or the shorter prefix an ECS option gave.
+	Client netip.Prefix
+	// Via says which of the above named the client.
+	Via string
+	// ECS is the option that named the client, echoed in the answer so that
+	// an ECS-aware cache in the forwarder keeps answers per subnet.
+	ECS *dns.EDNS0_SUBNET
+}
+
+// ProxiedAddr is the remote address of a TCP connection whose PROXY
+// protocol header named the client; Proxy is the load balancer.
+type ProxiedAddr struct {
+	*net.TCPAddr
+	Proxy netip.AddrPort
+}
+
+// hostPrefix is the single-address prefix of a.
+func hostPrefix(a netip.Addr) netip.Prefix {
+	return netip.PrefixFrom(a, a.BitLen())
+}
+
+// identify works out who is asking. The transport source counts unless it
+// is a trusted proxy: then a PROXY protocol header (TCP) or an EDNS Client
+// Subnet option names the client. ECS from anyone else is ignored.
+func identify(snap *Snapshot, w dns.ResponseWriter, req *dns.Msg) (Identity, bool) {
+	var id Identity
+	tcp := false
+	switch a := w.RemoteAddr().(type) {
+	case *net.UDPAddr:
+		id.Source = a.AddrPort().Addr().Unmap().WithZone("")
+	case *net.TCPAddr:
+		id.Source, tcp = a.AddrPort().Addr().Unmap().WithZone(""), true
+	case *ProxiedAddr:
+		// The listener only reads PROXY headers from trusted proxies.
+		id.Source, tcp = a.AddrPort().Addr().Unmap().WithZone(""), true
+		id.Client, id.Via = hostPrefix(id.Source), IdentityProxy
+		return id, tcp
+	}
+	id.Client, id.Via = hostPrefix(id.Source), IdentityTransport
+	if !snap.Trusted(id.Source) {
+		return id, tcp
+	}
+	if ecs := findECS(req); ecs != nil {
+		if p, ok := ecsPrefix(ecs); ok {
+			id.Client, id.Via, id.ECS = p, IdentityECS, ecs
+		}
+	}
+	return id, tcp
+}
+
+// findECS returns the query's EDNS Client Subnet option, if any.
+func findECS(req *dns.Msg) *dns.EDNS0_SUBNET {
+	opt := req.IsEdns0()
+	if opt == nil {
+		return nil
+	}
+	for _, o := range opt.Option {
+		if e, ok := o.(*dns.EDNS0_SUBNET); ok {
+			return e
+		}
+	}
+	return nil
+}
+
+// ecsPrefix is the network an ECS option names: its address masked to the
+// source prefix length. Options that are malformed for their family (RFC
+// 7871 §6) are rejected.
+func ecsPrefix(e *dns.EDNS0_SUBNET) (netip.Prefix, bool) {
+	var addr netip.Addr
+	switch e.Family {
+	case 1:
+		a, ok := netip.AddrFromSlice(e.Address)
+		if !ok || e.SourceNetmask > 32 {
+			return netip.Prefix{}, false
+		}
+		addr = a.Unmap()
+		if !addr.Is4() {
+			return netip.Prefix{}, false
+		}
+	case 2:
+		a, ok := netip.AddrFromSlice(e.Address)
+		if !ok || e.SourceNetmask > 128 || len(e.Address) != net.IPv6len {
+			return netip.Prefix{}, false
+		}
+		addr = a
+	default:
+		return netip.Prefix{}, false
+	}
+	p, err := addr.Prefix(int(e.SourceNetmask))
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	return p, true
+}
+
+// echoECS adds the client's ECS option to an answer with the scope the
+// decision was made for: the whole source prefix (RFC 7871 §7.2.1).
+func echoECS(m *dns.Msg, ecs *dns.EDNS0_SUBNET) {
+	opt := m.IsEdns0()
+	if ecs == nil || opt == nil {
+		return
+	}
+	opt.Option = append(opt.Option, &dns.EDNS0_SUBNET{
+		Code:          dns.EDNS0SUBNET,
+		Family:        ecs.Family,
+		SourceNetmask: ecs.SourceNetmask,
+		SourceScope:   ecs.SourceNetmask,
+		Address:       ecs.Address,
+	})
+}
