@@ -13,7 +13,7 @@ import (
 	"golang.org/x/net/publicsuffix"
 )
 
-var shippedLists = []string{"lists/tiktok.txt", "lists/bytedance.txt", "lists/bytedance-cloud.txt"}
+var shippedLists = []string{"lists/tiktok.txt", "lists/bytedance.txt", "lists/bytedance-cloud.txt", "lists/doh-bypass.txt"}
 
 // doNotBlock reads the reference's "do not block" names.
 func doNotBlock(t *testing.T) []string {

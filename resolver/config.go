@@ -98,6 +98,10 @@ type PolicyConfig struct {
 	Block       []string `yaml:"block"`
 	Allow       []string `yaml:"allow"`
 	Action      Action   `yaml:"action"`
+	// DoHCanary answers NXDOMAIN for use-application-dns.net, the name
+	// Firefox asks before turning on its own DNS-over-HTTPS. Default: on
+	// for policies that block.
+	DoHCanary *bool `yaml:"doh_canary"`
 
 	clients []blocklist.Range
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+	proxyproto "github.com/pires/go-proxyproto"
 	"go.uber.org/zap"
 )
 
@@ -136,6 +137,88 @@ func FuzzConfig(f *testing.F) {
 		cfg, err := ParseConfig("fuzz.yaml", data, func(string) ([]byte, error) { return nil, os.ErrNotExist })
 		if err == nil && len(cfg.Upstreams) == 0 {
 			t.Fatal("a config without upstreams was accepted")
+		}
+	})
+}
+
+// FuzzECS checks that any EDNS Client Subnet option body either is rejected
+// or names a canonical network no wider than its family allows.
+func FuzzECS(f *testing.F) {
+	paths, _ := filepath.Glob("testdata/ecs/*.bin")
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte{0, 1, 24, 0, 10, 1, 2})
+	f.Add([]byte{0, 2, 56, 0, 0x20, 0x01, 0x0d, 0xb8, 0, 1, 0})
+	// A query whose OPT record ends the message, so the option can be
+	// appended to its RDATA.
+	tmpl, err := question("www.tiktok.com.", dns.TypeA, true).Pack()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 1000 {
+			return
+		}
+		pkt := append([]byte(nil), tmpl...)
+		rdlen := 4 + len(data)
+		pkt[len(pkt)-2], pkt[len(pkt)-1] = byte(rdlen>>8), byte(rdlen)
+		pkt = append(pkt, 0, dns.EDNS0SUBNET, byte(len(data)>>8), byte(len(data)))
+		pkt = append(pkt, data...)
+		m := new(dns.Msg)
+		if err := m.Unpack(pkt); err != nil {
+			return
+		}
+		e := findECS(m)
+		if e == nil {
+			return
+		}
+		p, ok := ecsPrefix(e)
+		if !ok {
+			return
+		}
+		if !p.IsValid() || p.Masked() != p || p.Bits() != int(e.SourceNetmask) {
+			t.Fatalf("ECS %v gave a bad prefix %s", e, p)
+		}
+		if (e.Family == 1) != p.Addr().Is4() {
+			t.Fatalf("family %d gave %s", e.Family, p)
+		}
+	})
+}
+
+// FuzzProxyHeader feeds arbitrary bytes to a TCP connection from a trusted
+// proxy: whatever the PROXY header says, the server must not crash, and a
+// client it names must be a plain, unzoned address.
+func FuzzProxyHeader(f *testing.F) {
+	paths, _ := filepath.Glob("testdata/proxy/*.bin")
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		server, client := net.Pipe()
+		defer server.Close()
+		go func() {
+			_, _ = client.Write(data)
+			client.Close()
+		}()
+		pc := proxyproto.NewConn(server, proxyproto.WithPolicy(proxyproto.USE))
+		c := &tcpConn{Conn: pc}
+		buf := make([]byte, 512)
+		_, _ = pc.Read(buf) // consumes the header, if any
+		addr := c.remoteAddr()
+		if pa, ok := addr.(*ProxiedAddr); ok {
+			a := pa.AddrPort().Addr()
+			if !a.IsValid() || a.Zone() != "" {
+				t.Fatalf("PROXY header gave client %v", addr)
+			}
 		}
 	})
 }

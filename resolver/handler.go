@@ -145,14 +145,16 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if !q.tcp {
 		resp.Truncate(clientSize(req))
 	}
-	if err := w.WriteMsg(resp); err != nil {
-		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
-	}
+	// Counted and logged before the answer leaves: the audit line exists
+	// before the client sees the block.
 	h.metrics.query(transportName(q.tcp), q.result)
 	if e := q.decision.Entry; (q.result == ResultBlocked || q.shadow) && e.List != nil {
 		h.metrics.blockedBy(q.policy.Policy.Name, e.List.File(), q.shadow)
 	}
 	h.logQuery(snap, q, resp)
+	if err := w.WriteMsg(resp); err != nil {
+		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
+	}
 }
 
 // answer runs the pipeline and returns the reply to send.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
@@ -82,6 +83,20 @@ type Snapshot struct {
 	explain  *bart.Table[struct{}]
 	exempt   *bart.Table[struct{}] // rate_limit.exempt
 }
+
+// DoHCanaryList is the built-in list name that blocks Firefox's canary.
+const DoHCanaryList = "builtin:doh-canary"
+
+// dohCanary is the built-in list holding use-application-dns.net: a
+// network that answers NXDOMAIN for it tells Firefox not to enable its own
+// DNS-over-HTTPS, which would bypass dnsfence.
+var dohCanary = sync.OnceValue(func() *blocklist.List {
+	l, err := blocklist.Parse(DoHCanaryList, []byte("use-application-dns.net\n"))
+	if err != nil {
+		panic(err)
+	}
+	return l
+})
 
 // FallbackUpstreams serve the embedded default when /etc/resolv.conf names
 // no usable resolver: Quad9, which does not log client addresses.
@@ -208,6 +223,9 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 			if l := loadList(f); l != nil {
 				p.Allow = append(p.Allow, l)
 			}
+		}
+		if len(p.Block) > 0 && (pc.DoHCanary == nil || *pc.DoHCanary) {
+			p.Block = append(p.Block, dohCanary())
 		}
 		ranges := append([]blocklist.Range(nil), pc.clients...)
 		for _, f := range pc.ClientFiles {

@@ -1,0 +1,520 @@
+package resolver
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// identityConfig: 127.0.0.2 is a trusted forwarder; 127.0.0.3 is itself a
+// government device; 10/8 is the government range with the press office
+// 10.20.30.0/24 exempt.
+const identityConfig = `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+upstream_timeout: 300ms
+allowed_clients: ["127.0.0.0/8", "10.0.0.0/8"]
+trusted_proxies: ["127.0.0.2/32"]
+log: {queries: all}
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8", "127.0.0.3/32"]
+    block: ["tiktok.txt"]
+  - name: press
+    clients: ["10.20.30.0/24"]
+`
+
+// withECS adds an EDNS Client Subnet option for prefix to m.
+func withECS(m *dns.Msg, prefix string) *dns.Msg {
+	ip, n, err := net.ParseCIDR(prefix)
+	if err != nil {
+		panic(err)
+	}
+	bits, _ := n.Mask.Size()
+	e := &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: uint8(bits), Address: ip.To4()}
+	if ip.To4() == nil {
+		e.Family, e.Address = 2, ip
+	}
+	if m.IsEdns0() == nil {
+		m.SetEdns0(1232, false)
+	}
+	opt := m.IsEdns0()
+	opt.Option = append(opt.Option, e)
+	return m
+}
+
+func TestClientIdentityFromECS(t *testing.T) {
+	up := startUpstream(t, nil)
+	core, logs := observer.New(zap.InfoLevel)
+	f := startFenceLog(t, zap.New(core), identityConfig, testFiles, up.addr)
+	tests := []struct {
+		name      string
+		from      string
+		ecs       string
+		wantRcode int
+		wantScope int // echoed ECS scope; -1: no ECS in the answer
+	}{
+		{name: "untrusted ECS cannot move a government device out", from: "127.0.0.3", ecs: "10.20.30.4/32", wantRcode: dns.RcodeNameError, wantScope: -1},
+		{name: "untrusted ECS cannot move a client in", from: "127.0.0.1", ecs: "10.1.2.3/32", wantRcode: dns.RcodeSuccess, wantScope: -1},
+		{name: "trusted ECS moves the client in", from: "127.0.0.2", ecs: "10.1.2.3/32", wantRcode: dns.RcodeNameError, wantScope: 32},
+		{name: "trusted ECS subnet inside the range", from: "127.0.0.2", ecs: "10.1.2.0/24", wantRcode: dns.RcodeNameError, wantScope: 24},
+		{name: "trusted ECS selects the exemption", from: "127.0.0.2", ecs: "10.20.30.0/24", wantRcode: dns.RcodeSuccess, wantScope: 24},
+		{name: "trusted ECS wider than the exemption gets the wider policy", from: "127.0.0.2", ecs: "10.20.0.0/16", wantRcode: dns.RcodeNameError, wantScope: 16},
+		{name: "trusted ECS wider than every range selects none", from: "127.0.0.2", ecs: "10.0.0.0/7", wantRcode: dns.RcodeSuccess, wantScope: 7},
+		{name: "trusted forwarder without ECS is itself", from: "127.0.0.2", wantRcode: dns.RcodeSuccess, wantScope: -1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := question("www.tiktok.com.", dns.TypeA, true)
+			if tc.ecs != "" {
+				withECS(m, tc.ecs)
+			}
+			r := ask(t, f.addr, tc.from, "udp", m)
+			assert.Equal(t, tc.wantRcode, r.Rcode, dns.RcodeToString[r.Rcode])
+			var echoed *dns.EDNS0_SUBNET
+			if opt := r.IsEdns0(); opt != nil {
+				for _, o := range opt.Option {
+					if e, ok := o.(*dns.EDNS0_SUBNET); ok {
+						echoed = e
+					}
+				}
+			}
+			if tc.wantScope < 0 {
+				assert.Nil(t, echoed)
+			} else {
+				require.NotNil(t, echoed, "ECS echoed so a caching forwarder keeps answers per subnet")
+				assert.EqualValues(t, tc.wantScope, echoed.SourceScope)
+			}
+		})
+	}
+	for _, q := range up.queries() {
+		assert.Nil(t, findECS(q.msg), "ECS never reaches the upstream")
+	}
+	var sawECS bool
+	for _, e := range logs.FilterMessage("query").All() {
+		m := e.ContextMap()
+		if m[logIdentity] == IdentityECS {
+			sawECS = true
+			assert.Equal(t, "127.0.0.2", m[logSource])
+		}
+	}
+	assert.True(t, sawECS, "logs say which source gave the identity")
+}
+
+func TestECSPrefixParsing(t *testing.T) {
+	tests := []struct {
+		name string
+		ecs  dns.EDNS0_SUBNET
+		want string
+	}{
+		{name: "ipv4 host", ecs: dns.EDNS0_SUBNET{Family: 1, SourceNetmask: 32, Address: net.IP{10, 1, 2, 3}}, want: "10.1.2.3/32"},
+		{name: "ipv4 masked", ecs: dns.EDNS0_SUBNET{Family: 1, SourceNetmask: 20, Address: net.IP{10, 1, 255, 3}}, want: "10.1.240.0/20"},
+		{name: "ipv6", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 56, Address: net.ParseIP("2001:db8:1:2:3::1")}, want: "2001:db8:1::/56"},
+		{name: "ipv4 mask too long", ecs: dns.EDNS0_SUBNET{Family: 1, SourceNetmask: 33, Address: net.IP{10, 1, 2, 3}}},
+		{name: "ipv6 mask too long", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 129, Address: net.ParseIP("2001:db8::1")}},
+		{name: "unknown family", ecs: dns.EDNS0_SUBNET{Family: 3, SourceNetmask: 8, Address: net.IP{10, 0, 0, 0}}},
+		{name: "family mismatch", ecs: dns.EDNS0_SUBNET{Family: 1, SourceNetmask: 24, Address: net.ParseIP("2001:db8::1")}},
+		{name: "no address", ecs: dns.EDNS0_SUBNET{Family: 1, SourceNetmask: 0}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, ok := ecsPrefix(&tc.ecs)
+			if tc.want == "" {
+				assert.False(t, ok, "got %s", p)
+				return
+			}
+			require.True(t, ok)
+			assert.Equal(t, tc.want, p.String())
+		})
+	}
+}
+
+// askOverProxy sends a PROXY v2 header naming client, then a query.
+func askOverProxy(t *testing.T, server, from, client string, m *dns.Msg) (*dns.Msg, error) {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 2 * time.Second}
+	c, err := d.Dial("tcp", server)
+	require.NoError(t, err)
+	defer c.Close()
+	h := &proxyproto.Header{
+		Version:           2,
+		Command:           proxyproto.PROXY,
+		TransportProtocol: proxyproto.TCPv4,
+		SourceAddr:        &net.TCPAddr{IP: net.ParseIP(client), Port: 40000},
+		DestinationAddr:   c.RemoteAddr(),
+	}
+	_, err = h.WriteTo(c)
+	require.NoError(t, err)
+	dc := &dns.Conn{Conn: c}
+	require.NoError(t, c.SetDeadline(time.Now().Add(2*time.Second)))
+	require.NoError(t, dc.WriteMsg(m))
+	return dc.ReadMsg()
+}
+
+func TestClientIdentityFromProxyProtocol(t *testing.T) {
+	up := startUpstream(t, nil)
+	core, logs := observer.New(zap.InfoLevel)
+	f := startFenceLog(t, zap.New(core), identityConfig, testFiles, up.addr)
+
+	r, err := askOverProxy(t, f.addr, "127.0.0.2", "10.1.2.3", question("www.tiktok.com.", dns.TypeA, false))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode, "trusted proxy names a government client")
+
+	r, err = askOverProxy(t, f.addr, "127.0.0.2", "10.20.30.4", question("www.tiktok.com.", dns.TypeA, false))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode, "trusted proxy names an exempt client")
+
+	// From an untrusted peer the header is not believed: it is read as DNS,
+	// which it is not, so no answer for the claimed client comes back.
+	r, err = askOverProxy(t, f.addr, "127.0.0.1", "10.1.2.3", question("www.tiktok.com.", dns.TypeA, false))
+	if err == nil {
+		assert.NotEqual(t, dns.RcodeNameError, r.Rcode)
+	}
+
+	var proxied int
+	for _, e := range logs.FilterMessage("query").All() {
+		if e.ContextMap()[logIdentity] == IdentityProxy {
+			proxied++
+		}
+	}
+	assert.Equal(t, 2, proxied)
+	// Plain TCP from the trusted proxy, without a header, still works.
+	r = ask(t, f.addr, "127.0.0.2", "tcp", question("example.org.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+}
+
+func TestRateLimit(t *testing.T) {
+	up := startUpstream(t, nil)
+	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nrate_limit: {rate: 1, burst: 5, exempt: []}", 1)
+	f := startFence(t, cfg, testFiles, up.addr)
+
+	const sent = 20
+	var answered atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < sent; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &dns.Client{Net: "udp", Timeout: 500 * time.Millisecond}
+			if _, _, err := c.Exchange(question("www.tiktok.com.", dns.TypeA, false), f.addr); err == nil {
+				answered.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	assert.GreaterOrEqual(t, answered.Load(), int64(5), "the burst is answered")
+	assert.LessOrEqual(t, answered.Load(), int64(7), "the rest is dropped")
+	srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+	defer srv.Close()
+	_, body := get(t, srv.URL+"/metrics")
+	dropped := sent - answered.Load()
+	assert.Contains(t, body, "dnsfence_ratelimited_total{transport=\"udp\"} "+strconv.FormatInt(dropped, 10)+"\n")
+	assert.Contains(t, body, "dnsfence_queries_total{result=\"dropped\",transport=\"udp\"} "+strconv.FormatInt(dropped, 10)+"\n")
+
+	// Over the limit on TCP: REFUSED, never silence.
+	r := ask(t, f.addr, "", "tcp", question("example.org.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeRefused, r.Rcode)
+	// Another client has its own bucket.
+	r = ask(t, f.addr, "127.0.0.2", "udp", question("example.org.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+}
+
+func TestLoopbackIsExemptByDefault(t *testing.T) {
+	cfg, err := ParseConfig("c.yaml", []byte(`upstreams: ["127.0.0.1:53"]`), nil)
+	require.NoError(t, err)
+	assert.Equal(t, float64(DefaultRate), cfg.RateLimit.Rate)
+	assert.Equal(t, 2*DefaultRate, cfg.RateLimit.Burst)
+	assert.Equal(t, []string{"127.0.0.0/8", "::1/128"}, cfg.RateLimit.Exempt)
+}
+
+func TestTCPPipelineAnswersInOrderOfCompletion(t *testing.T) {
+	release := make(chan struct{})
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if strings.HasPrefix(r.Question[0].Name, "slow.") {
+			<-release
+		}
+		return defaultAnswer(w, r)
+	})
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 5s", 1)
+	f := startFence(t, cfg, testFiles, up.addr)
+
+	c, err := net.Dial("tcp", f.addr)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	dc := &dns.Conn{Conn: c}
+	slow := question("slow.example.org.", dns.TypeA, false)
+	slow.Id = 1
+	fast := question("fast.example.org.", dns.TypeA, false)
+	fast.Id = 2
+	require.NoError(t, dc.WriteMsg(slow))
+	require.NoError(t, dc.WriteMsg(fast))
+	first, err := dc.ReadMsg()
+	require.NoError(t, err)
+	assert.Equal(t, uint16(2), first.Id, "the fast answer is not held behind the slow one")
+	close(release)
+	second, err := dc.ReadMsg()
+	require.NoError(t, err)
+	assert.Equal(t, uint16(1), second.Id)
+	assert.Equal(t, "slow.example.org.", second.Question[0].Name)
+}
+
+func TestTCPConnectionCap(t *testing.T) {
+	up := startUpstream(t, nil)
+	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nlimits: {tcp_connections: 2, tcp_read_timeout: 10s}", 1)
+	f := startFence(t, cfg, testFiles, up.addr)
+
+	hold1, err := net.Dial("tcp", f.addr)
+	require.NoError(t, err)
+	defer hold1.Close()
+	hold2, err := net.Dial("tcp", f.addr)
+	require.NoError(t, err)
+	defer hold2.Close()
+	// Both slots are taken: a third connection is not served...
+	third, err := net.Dial("tcp", f.addr)
+	require.NoError(t, err)
+	defer third.Close()
+	dc := &dns.Conn{Conn: third}
+	require.NoError(t, dc.WriteMsg(question("example.org.", dns.TypeA, false)))
+	require.NoError(t, third.SetReadDeadline(time.Now().Add(300*time.Millisecond)))
+	_, err = dc.ReadMsg()
+	require.Error(t, err, "over the cap")
+	// ...until a slot frees.
+	hold1.Close()
+	require.NoError(t, third.SetReadDeadline(time.Now().Add(5*time.Second)))
+	r, err := dc.ReadMsg()
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+}
+
+func TestHostileInput(t *testing.T) {
+	up := startUpstream(t, nil)
+	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nlimits: {tcp_read_timeout: 300ms, tcp_idle_timeout: 300ms}", 1)
+	f := startFence(t, cfg, testFiles, up.addr)
+
+	// A slow-loris client: a length prefix byte, then nothing.
+	loris, err := net.Dial("tcp", f.addr)
+	require.NoError(t, err)
+	defer loris.Close()
+	_, err = loris.Write([]byte{0})
+	require.NoError(t, err)
+
+	// 1,000 garbage UDP packets of random sizes, one of 65,000 bytes.
+	g, err := net.Dial("udp", f.addr)
+	require.NoError(t, err)
+	defer g.Close()
+	buf := make([]byte, 65000)
+	_, _ = rand.Read(buf)
+	_, _ = g.Write(buf)
+	for i := 0; i < 1000; i++ {
+		n := 1 + int(binary.BigEndian.Uint16(buf[2*i:]))%1500
+		_, _ = g.Write(buf[i : i+n])
+	}
+	// A 64 KiB TCP message of garbage.
+	big, err := net.Dial("tcp", f.addr)
+	require.NoError(t, err)
+	defer big.Close()
+	frame := make([]byte, 2+65535)
+	binary.BigEndian.PutUint16(frame, 65535)
+	copy(frame[2:], buf)
+	_, err = big.Write(frame)
+	require.NoError(t, err)
+
+	// The flood may overrun the socket buffer while it lasts (the kernel
+	// drops packets, ours too, and clients retry); once it is read, normal
+	// queries are answered at the usual speed.
+	require.Eventually(t, func() bool {
+		c := &dns.Client{Net: "udp", Timeout: 200 * time.Millisecond}
+		r, _, err := c.Exchange(question("probe.example.org.", dns.TypeA, false), f.addr)
+		return err == nil && r.Rcode == dns.RcodeSuccess
+	}, 10*time.Second, 10*time.Millisecond)
+	for _, network := range []string{"udp", "tcp"} {
+		start := time.Now()
+		r := ask(t, f.addr, "", network, question("example.org.", dns.TypeA, false))
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+		assert.Less(t, time.Since(start), time.Second, network)
+		r = ask(t, f.addr, "", network, question("tiktok.com.", dns.TypeA, false))
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	}
+	// The slow-loris connection is closed after the read timeout.
+	require.NoError(t, loris.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = loris.Read(make([]byte, 1))
+	require.Error(t, err)
+	var ne net.Error
+	assert.False(t, errors.As(err, &ne) && ne.Timeout(), "the server closed it, not our deadline: %v", err)
+}
+
+// switchable answers only while alive; otherwise it is silent.
+func switchable(t *testing.T, alive *atomic.Bool) *upstream {
+	return startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if !alive.Load() {
+			return nil
+		}
+		return defaultAnswer(w, r)
+	})
+}
+
+func TestUpstreamFaults(t *testing.T) {
+	t.Run("dead first upstream costs one timeout, then is skipped", func(t *testing.T) {
+		up := startUpstream(t, nil)
+		cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 1s", 1)
+		f := startFence(t, cfg, testFiles, silentUpstream(t), up.addr)
+		start := time.Now()
+		r := ask(t, f.addr, "", "udp", question("one.example.org.", dns.TypeA, false))
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+		assert.GreaterOrEqual(t, time.Since(start), time.Second, "the first query waits for the dead one")
+		for i := 0; i < 5; i++ {
+			start = time.Now()
+			r = ask(t, f.addr, "", "udp", question("next.example.org.", dns.TypeA, false))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+			assert.Less(t, time.Since(start), 500*time.Millisecond, "no client-visible wait after the first timeout")
+		}
+	})
+
+	t.Run("all dead is SERVFAIL in budget, and recovery needs no restart", func(t *testing.T) {
+		var alive atomic.Bool
+		up := switchable(t, &alive)
+		f := startFence(t, testConfig, testFiles, up.addr)
+		start := time.Now()
+		r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, false))
+		assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
+		assert.Less(t, time.Since(start), 2*time.Second, "one 300 ms try, generous bound")
+		alive.Store(true)
+		require.Eventually(t, func() bool {
+			r, err := exchange(f.addr, "", "udp", question("example.org.", dns.TypeA, false))
+			return err == nil && r.Rcode == dns.RcodeSuccess
+		}, 10*time.Second, 50*time.Millisecond)
+		require.Eventually(t, func() bool { return len(f.handler.Snapshot().Forwarder.Down()) == 0 },
+			10*time.Second, 20*time.Millisecond, "marked up again")
+	})
+
+	t.Run("answer with the wrong ID is discarded", func(t *testing.T) {
+		good := startUpstream(t, nil)
+		liar := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+			m := defaultAnswer(w, r)
+			m.Id++
+			m.Answer = []dns.RR{mustRR("%s 300 IN A 6.6.6.6", r.Question[0].Name)}
+			return m
+		})
+		f := startFence(t, testConfig, testFiles, liar.addr, good.addr)
+		r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, false))
+		require.Len(t, r.Answer, 1)
+		assert.Equal(t, "192.0.2.1", r.Answer[0].(*dns.A).A.String())
+	})
+
+	t.Run("answer from the wrong address is discarded", func(t *testing.T) {
+		good := startUpstream(t, nil)
+		spoofer, err := net.ListenPacket("udp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer spoofer.Close()
+		victim := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+			// Answer correctly in every way but from another port.
+			m := defaultAnswer(w, r)
+			m.Answer = []dns.RR{mustRR("%s 300 IN A 6.6.6.6", r.Question[0].Name)}
+			b, err := m.Pack()
+			if err == nil {
+				_, _ = spoofer.WriteTo(b, w.RemoteAddr())
+			}
+			return nil
+		})
+		f := startFence(t, testConfig, testFiles, victim.addr, good.addr)
+		r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, false))
+		require.Len(t, r.Answer, 1)
+		assert.Equal(t, "192.0.2.1", r.Answer[0].(*dns.A).A.String())
+	})
+}
+
+// TestNoCrossClientLeak is the regression test for CoreDNS's old bug: a
+// client in a blocking policy must never receive a positive answer that a
+// query of another client put into a cache.
+func TestNoCrossClientLeak(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if r.Question[0].Name == "cloaked.example." {
+			m.Answer = []dns.RR{mustRR("cloaked.example. 300 IN CNAME p16.tiktokcdn.com."), mustRR("p16.tiktokcdn.com. 300 IN A 192.0.2.5")}
+		} else {
+			m.Answer = []dns.RR{mustRR("%s 300 IN A 192.0.2.6", r.Question[0].Name)}
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, name := range []string{"cloaked.example.", "www.tiktok.com."} {
+		// The press office (exempt) asks first; its positive answer may be
+		// cached...
+		r := ask(t, f.addr, "127.0.0.3", "udp", question(name, dns.TypeA, false))
+		require.Equal(t, dns.RcodeSuccess, r.Rcode, name)
+		require.NotEmpty(t, r.Answer)
+		// ...a government device then asks the same, over both transports.
+		for _, network := range []string{"udp", "tcp"} {
+			r = ask(t, f.addr, "127.0.0.1", network, question(name, dns.TypeA, false))
+			assert.Equal(t, dns.RcodeNameError, r.Rcode, "%s over %s", name, network)
+			assert.Empty(t, r.Answer)
+		}
+	}
+}
+
+func TestDoHCanary(t *testing.T) {
+	up := startUpstream(t, nil)
+	cfg := testConfig + `  - name: canary-off
+    clients: ["127.0.0.9/32"]
+    block: ["tiktok.txt"]
+    doh_canary: false
+`
+	f := startFence(t, cfg, testFiles, up.addr)
+	tests := []struct {
+		name      string
+		from      string
+		wantRcode int
+	}{
+		{name: "blocking policy answers the canary NXDOMAIN", from: "127.0.0.1", wantRcode: dns.RcodeNameError},
+		{name: "exemption does not", from: "127.0.0.3", wantRcode: dns.RcodeSuccess},
+		{name: "no policy does not", from: "127.0.0.8", wantRcode: dns.RcodeSuccess},
+		{name: "turned off per policy", from: "127.0.0.9", wantRcode: dns.RcodeSuccess},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := ask(t, f.addr, tc.from, "udp", question("use-application-dns.net.", dns.TypeA, true))
+			assert.Equal(t, tc.wantRcode, r.Rcode)
+			if tc.wantRcode == dns.RcodeNameError {
+				assert.Contains(t, ede(r).ExtraText, DoHCanaryList)
+			}
+		})
+	}
+}
+
+func TestShippedDoHBypassList(t *testing.T) {
+	up := startUpstream(t, nil)
+	files := map[string]string{}
+	for k, v := range testFiles {
+		files[k] = v
+	}
+	data, err := os.ReadFile("../configs/lists/doh-bypass.txt")
+	require.NoError(t, err)
+	files["bytedance.txt"] = string(data) // in the government policy's block
+	f := startFence(t, testConfig, files, up.addr)
+	for _, name := range []string{"dns.google.", "mozilla.cloudflare-dns.com.", "dns.quad9.net.", "dns.nextdns.io.", "abc123.dns.nextdns.io."} {
+		r := ask(t, f.addr, "", "udp", question(name, dns.TypeHTTPS, false))
+		assert.Equal(t, dns.RcodeNameError, r.Rcode, name)
+	}
+	for _, name := range []string{"google.com.", "quad9.net.", "www.cloudflare.com."} {
+		r := ask(t, f.addr, "", "udp", question(name, dns.TypeA, false))
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode, "%s: only the resolver names, never the provider", name)
+	}
+}
