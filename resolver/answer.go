@@ -114,12 +114,11 @@ func clientSize(req *dns.Msg) int {
 	return min(size, ednsSize)
 }
 
-// upstreamReply turns an upstream answer into the client's: the client's ID
-// and question restored, RA set, and EDNS rebuilt for this hop: our buffer
-// size and the client's DO bit, keeping the upstream's Extended DNS Errors,
-// and no OPT at all when the client sent none.
-func upstreamReply(req, resp *dns.Msg) *dns.Msg {
-	m := resp.Copy()
+// upstreamReply turns a private copy of an upstream answer into the
+// client's: the client's ID and question restored, RA set, and EDNS rebuilt
+// for this hop: our buffer size and the client's DO bit, keeping the
+// upstream's Extended DNS Errors, and no OPT at all when the client sent none.
+func upstreamReply(req, m *dns.Msg) *dns.Msg {
 	m.Id = req.Id
 	m.Question = req.Question
 	m.RecursionDesired = req.RecursionDesired

@@ -21,19 +21,20 @@ import (
 
 // Defaults for every key a deployment may leave out.
 const (
-	DefaultListen          = "127.0.0.1:5353"
-	DefaultHTTP            = "127.0.0.1:9153"
-	DefaultBlockedTTL      = 60
-	DefaultUpstreamTimeout = 2 * time.Second
-	DefaultDebounce        = 200 * time.Millisecond
-	DefaultMaxShrink       = 0.5
-	DefaultCacheSize       = 20000
-	DefaultCacheMaxTTL     = 86400
-	DefaultRate            = 200
-	DefaultTCPConnections  = 1000
-	DefaultTCPReadTimeout  = 2 * time.Second
-	DefaultTCPIdleTimeout  = 10 * time.Second
-	DefaultTCPPipeline     = 64
+	DefaultListen           = "127.0.0.1:5353"
+	DefaultHTTP             = "127.0.0.1:9153"
+	DefaultBlockedTTL       = 60
+	DefaultUpstreamTimeout  = 2 * time.Second
+	DefaultDebounce         = 200 * time.Millisecond
+	DefaultMaxShrink        = 0.5
+	DefaultCacheSize        = 20000
+	DefaultCacheMaxTTL      = 86400
+	DefaultRate             = 200
+	DefaultTCPConnections   = 1000
+	DefaultTCPReadTimeout   = 2 * time.Second
+	DefaultTCPIdleTimeout   = 10 * time.Second
+	DefaultTCPPipeline      = 64
+	DefaultUpstreamInflight = 1000
 )
 
 // DefaultAllowedClients are loopback and the private ranges: dnsfence is
@@ -108,9 +109,17 @@ type PolicyConfig struct {
 
 // CacheConfig bounds the answer cache.
 type CacheConfig struct {
-	Size   int    `yaml:"size"`
-	MinTTL uint32 `yaml:"min_ttl"`
-	MaxTTL uint32 `yaml:"max_ttl"`
+	SizeSet *int   `yaml:"size"` // entries; 0 turns the cache off
+	MinTTL  uint32 `yaml:"min_ttl"`
+	MaxTTL  uint32 `yaml:"max_ttl"`
+	// Prefetch refreshes popular answers shortly before they expire.
+	Prefetch bool `yaml:"prefetch"`
+	// ServeStale keeps answers this long past their TTL, to serve (with
+	// TTL 30 and EDE 3) when every upstream fails (RFC 8767); 0 is off.
+	ServeStale time.Duration `yaml:"serve_stale"`
+
+	// Size is SizeSet with the default applied.
+	Size int `yaml:"-"`
 }
 
 // LogConfig selects the log level, encoding and per-query lines.
@@ -141,6 +150,9 @@ type LimitsConfig struct {
 	TCPReadTimeout time.Duration `yaml:"tcp_read_timeout"` // to read a whole query
 	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"` // between queries on one connection
 	TCPPipeline    int           `yaml:"tcp_pipeline"`     // queries in flight on one connection
+	// UpstreamInflight bounds the queries waiting on upstreams at once;
+	// past it a cache miss gets SERVFAIL at once instead of piling up.
+	UpstreamInflight int `yaml:"upstream_inflight"`
 }
 
 // ReloadConfig tunes hot reload.
@@ -275,8 +287,9 @@ func (c *Config) applyDefaults() {
 			c.Policies[i].Action = ActionNXDomain
 		}
 	}
-	if c.Cache.Size == 0 {
-		c.Cache.Size = DefaultCacheSize
+	c.Cache.Size = DefaultCacheSize
+	if c.Cache.SizeSet != nil {
+		c.Cache.Size = *c.Cache.SizeSet
 	}
 	if c.Cache.MaxTTL == 0 {
 		c.Cache.MaxTTL = DefaultCacheMaxTTL
@@ -310,6 +323,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Limits.TCPPipeline == 0 {
 		c.Limits.TCPPipeline = DefaultTCPPipeline
+	}
+	if c.Limits.UpstreamInflight == 0 {
+		c.Limits.UpstreamInflight = DefaultUpstreamInflight
 	}
 	if c.Reload.Debounce == 0 {
 		c.Reload.Debounce = DefaultDebounce
@@ -547,6 +563,7 @@ func (c *Config) validate(root *yaml.Node) error {
 		{"tcp_read_timeout", c.Limits.TCPReadTimeout <= 0},
 		{"tcp_idle_timeout", c.Limits.TCPIdleTimeout <= 0},
 		{"tcp_pipeline", c.Limits.TCPPipeline < 1},
+		{"upstream_inflight", c.Limits.UpstreamInflight < 1},
 	} {
 		if l.bad {
 			errs.add([]any{"limits", l.key}, "must be positive")
@@ -557,6 +574,9 @@ func (c *Config) validate(root *yaml.Node) error {
 	}
 	if c.Cache.Size < 0 {
 		errs.add([]any{"cache", "size"}, "must not be negative, got %d", c.Cache.Size)
+	}
+	if c.Cache.ServeStale < 0 {
+		errs.add([]any{"cache", "serve_stale"}, "must not be negative, got %s", c.Cache.ServeStale)
 	}
 	if c.Cache.MinTTL > c.Cache.MaxTTL {
 		errs.add([]any{"cache", "min_ttl"}, "min_ttl %d is above max_ttl %d", c.Cache.MinTTL, c.Cache.MaxTTL)

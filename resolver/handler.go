@@ -2,6 +2,8 @@ package resolver
 
 import (
 	"context"
+	"errors"
+	"strconv"
 	"net/netip"
 	"runtime/debug"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 )
 
 // Log field keys, in one place so the audit trail stays stable.
@@ -57,6 +60,11 @@ type Handler struct {
 	metrics *Metrics // nil: not counted
 	audit   auditLimiter
 	limiter rateLimiter
+	// cache and upstream bounds are made with the first snapshot and
+	// reconfigured by later ones.
+	cache  atomic.Pointer[Cache]
+	slots  atomic.Pointer[chan struct{}] // upstream queries in flight
+	flight singleflight.Group            // identical concurrent misses share one upstream query
 	// inflight counts queries being answered, so shutdown can wait for them.
 	inflight sync.WaitGroup
 }
@@ -66,6 +74,12 @@ var _ dns.Handler = (*Handler)(nil)
 // NewHandler returns a Handler serving snap, counting into m (may be nil).
 func NewHandler(log *zap.Logger, snap *Snapshot, m *Metrics) *Handler {
 	h := &Handler{log: log, metrics: m}
+	m.cacheSize(func() float64 {
+		if c := h.cache.Load(); c != nil {
+			return float64(c.Len())
+		}
+		return 0
+	})
 	h.Store(snap)
 	return h
 }
@@ -76,11 +90,22 @@ func (h *Handler) Snapshot() *Snapshot { return h.state.Load() }
 // Store publishes a new snapshot; queries already running finish with the
 // one they loaded.
 func (h *Handler) Store(s *Snapshot) {
-	h.state.Store(s)
-	if s != nil {
-		h.metrics.snapshotLoaded(s)
+	if s == nil {
+		return
 	}
+	if c := h.cache.Load(); c != nil {
+		c.Configure(s.Config.Cache)
+	} else {
+		h.cache.Store(NewCache(s.Config.Cache))
+		slots := make(chan struct{}, s.Config.Limits.UpstreamInflight)
+		h.slots.Store(&slots)
+	}
+	h.state.Store(s)
+	h.metrics.snapshotLoaded(s)
 }
+
+// Cache is the handler's answer cache.
+func (h *Handler) Cache() *Cache { return h.cache.Load() }
 
 // query is one request being answered and what was learnt about it.
 type query struct {
@@ -202,14 +227,18 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 		}
 	}
 
-	// 7. Forward.
-	resp, upstream, err := snap.Forwarder.Forward(ctx, req, q.tcp, h.metrics)
+	// 7. Forward: the cache first, then the upstreams.
+	resp, upstream, err := h.resolve(ctx, snap, req, q.tcp)
 	q.upstream = upstream
 	if err != nil {
 		q.result = ResultServfail
 		h.log.Warn("upstreams failed", zap.Error(err), zap.String(logQName, question.Name))
-		if ue, ok := err.(*UpstreamError); ok && ue.Timeout {
+		var ue *UpstreamError
+		if errors.As(err, &ue) && ue.Timeout {
 			return servfailReply(req, dns.ExtendedErrorCodeNoReachableAuthority, "no upstream answered in time")
+		}
+		if errors.Is(err, errOverloaded) {
+			return servfailReply(req, dns.ExtendedErrorCodeOther, "too many upstream queries in flight")
 		}
 		return servfailReply(req, dns.ExtendedErrorCodeNetworkError, "no upstream gave a usable answer")
 	}
@@ -227,7 +256,79 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 		}
 	}
 	q.result = ResultForwarded
-	return upstreamReply(req, resp)
+	reply := upstreamReply(req, resp)
+	if upstream == upstreamStale {
+		addEDE(reply, dns.ExtendedErrorCodeStaleAnswer, "every upstream failed; answer from cache past its TTL")
+	}
+	return reply
+}
+
+// Where an answer came from when it was not an upstream.
+const (
+	upstreamCache = "cache"
+	upstreamStale = "cache-stale"
+)
+
+// errOverloaded is returned when upstream_inflight queries are already
+// waiting on the upstreams.
+var errOverloaded = errors.New("too many upstream queries in flight")
+
+// resolve returns a private copy of the upstream answer for req: from the
+// cache when fresh; otherwise from the upstreams, with identical concurrent
+// misses sharing one upstream query; when every upstream fails, a stale
+// cached answer if serve_stale allows.
+func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, tcp bool) (*dns.Msg, string, error) {
+	cache := h.cache.Load()
+	key := keyOf(req)
+	now := time.Now()
+	if msg, prefetch := cache.get(key, now); msg != nil {
+		h.metrics.cacheLookup("hit")
+		if prefetch != nil && prefetch() {
+			go h.fetch(context.Background(), snap, req.Copy(), key, tcp) // refreshes the cache only
+		}
+		return msg, upstreamCache, nil
+	}
+	h.metrics.cacheLookup("miss")
+	msg, upstream, err := h.fetch(ctx, snap, req, key, tcp)
+	if err != nil {
+		if stale := cache.stale(key, now); stale != nil {
+			h.metrics.cacheLookup("stale")
+			return stale, upstreamStale, nil
+		}
+		return nil, "", err
+	}
+	return msg.Copy(), upstream, nil
+}
+
+// fetch asks the upstreams once for every concurrent identical query and
+// caches the answer. The returned message is shared: callers copy it.
+func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (*dns.Msg, string, error) {
+	type result struct {
+		msg      *dns.Msg
+		upstream string
+	}
+	flightKey := key.name + "/" + strconv.Itoa(int(key.qtype)) + "/" + strconv.Itoa(int(key.qclass)) +
+		"/" + strconv.FormatBool(key.do) + strconv.FormatBool(key.cd) + strconv.FormatBool(tcp)
+	v, err, _ := h.flight.Do(flightKey, func() (any, error) {
+		slots := *h.slots.Load()
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+		default:
+			return nil, errOverloaded
+		}
+		msg, upstream, err := snap.Forwarder.Forward(ctx, req, tcp, h.metrics)
+		if err != nil {
+			return nil, err
+		}
+		h.cache.Load().put(key, msg, time.Now())
+		return result{msg, upstream}, nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	r := v.(result)
+	return r.msg, r.upstream, nil
 }
 
 func (h *Handler) blocked(snap *Snapshot, q *query) *dns.Msg {

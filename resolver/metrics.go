@@ -20,6 +20,8 @@ type Metrics struct {
 	reloadSuccess   prometheus.Gauge
 	inflight        prometheus.Gauge
 	rateLimited     *prometheus.CounterVec // transport
+	cacheLookups    map[string]prometheus.Counter
+	reg             prometheus.Registerer
 
 	// queryCounters caches the queries counters by transport and result so
 	// the hot path does no label lookups.
@@ -70,6 +72,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Queries over a client's rate limit, by transport (dropped on UDP, refused on TCP).",
 		}, []string{"transport"}),
 		queryCounters: map[[2]string]prometheus.Counter{},
+		cacheLookups:  map[string]prometheus.Counter{},
+		reg:           reg,
+	}
+	cacheVec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dnsfence_cache_lookups_total",
+		Help: "Cache lookups for forwarded queries by result (hit, miss, stale).",
+	}, []string{"result"})
+	reg.MustRegister(cacheVec)
+	for _, r := range []string{"hit", "miss", "stale"} {
+		m.cacheLookups[r] = cacheVec.WithLabelValues(r)
 	}
 	reg.MustRegister(m.queries, m.blocked, m.upstreamSeconds, m.upstreamErrors, m.listEntries,
 		m.reloads, m.reloadSuccess, m.inflight, m.rateLimited)
@@ -91,6 +103,24 @@ func (m *Metrics) query(transport, result string) {
 		return
 	}
 	m.queries.WithLabelValues(transport, result).Inc()
+}
+
+// cacheSize exposes the cache's entry count.
+func (m *Metrics) cacheSize(f func() float64) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dnsfence_cache_entries",
+		Help: "Answers in the cache.",
+	}, f))
+}
+
+func (m *Metrics) cacheLookup(result string) {
+	if m == nil {
+		return
+	}
+	m.cacheLookups[result].Inc()
 }
 
 func (m *Metrics) blockedBy(policy, list string, shadow bool) {

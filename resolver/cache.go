@@ -1,0 +1,190 @@
+package resolver
+
+import (
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+	"github.com/miekg/dns"
+)
+
+// Cache bounds.
+const (
+	servfailTTL = 5 * time.Second  // upstream SERVFAIL answers, at most (issue: "briefly")
+	staleTTL    = 30               // TTL of a stale answer served (RFC 8767 §4)
+	prefetchAt  = 10               // prefetch when under 1/prefetchAt of the TTL is left
+	prefetchMin = 2                // ... and the entry was read at least this often
+)
+
+// cacheKey identifies a cached upstream answer: the case-folded name, type,
+// class, and the DO and CD bits, which change what the upstream returns.
+type cacheKey struct {
+	name   string
+	qtype  uint16
+	qclass uint16
+	do, cd bool
+}
+
+func keyOf(req *dns.Msg) cacheKey {
+	q := req.Question[0]
+	k := cacheKey{name: strings.ToLower(q.Name), qtype: q.Qtype, qclass: q.Qclass, cd: req.CheckingDisabled}
+	if opt := req.IsEdns0(); opt != nil {
+		k.do = opt.Do()
+	}
+	return k
+}
+
+// cacheEntry is an upstream answer as received. msg is never modified: every
+// reader gets a copy with its TTLs aged.
+type cacheEntry struct {
+	msg         *dns.Msg
+	stored      time.Time
+	ttl         time.Duration // fresh for this long
+	minTTL      uint32        // the clamp applied to every record's TTL
+	maxTTL      uint32
+	hits        atomic.Int32
+	prefetching atomic.Bool
+}
+
+// Cache holds upstream answers. It knows nothing of policies: the policy is
+// decided before the cache is asked, and the CNAME-cloaking inspection runs
+// on cached answers exactly as on fresh ones, so no client gets an answer
+// its policy forbids because another client's query filled the cache.
+type Cache struct {
+	c         *otter.Cache[cacheKey, *cacheEntry]
+	cfg       atomic.Pointer[CacheConfig]
+	hits      atomic.Uint64
+	misses    atomic.Uint64
+	staleHits atomic.Uint64
+}
+
+// NewCache returns a cache of at most cfg.Size entries.
+func NewCache(cfg CacheConfig) *Cache {
+	c := &Cache{}
+	c.cfg.Store(&cfg)
+	c.c = otter.Must(&otter.Options[cacheKey, *cacheEntry]{
+		MaximumSize: max(cfg.Size, 1),
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[cacheKey, *cacheEntry]) time.Duration {
+			// Kept past freshness for the serve-stale window.
+			return e.Value.ttl + c.cfg.Load().ServeStale
+		}),
+	})
+	return c
+}
+
+// Configure applies reloaded cache settings.
+func (c *Cache) Configure(cfg CacheConfig) {
+	c.cfg.Store(&cfg)
+	c.c.SetMaximum(uint64(max(cfg.Size, 1)))
+}
+
+// Len is the number of cached answers.
+func (c *Cache) Len() int { return c.c.EstimatedSize() }
+
+// get returns a private copy of the cached answer for key with TTLs aged,
+// if it is fresh. needPrefetch reports a popular entry close to expiry.
+func (c *Cache) get(key cacheKey, now time.Time) (msg *dns.Msg, needPrefetch func() bool) {
+	if c.cfg.Load().Size == 0 {
+		return nil, nil
+	}
+	e, ok := c.c.GetIfPresent(key)
+	if !ok || now.Sub(e.stored) >= e.ttl {
+		c.misses.Add(1)
+		return nil, nil
+	}
+	c.hits.Add(1)
+	hits := e.hits.Add(1)
+	if c.cfg.Load().Prefetch && hits >= prefetchMin && e.ttl-now.Sub(e.stored) < e.ttl/prefetchAt {
+		needPrefetch = func() bool { return e.prefetching.CompareAndSwap(false, true) }
+	}
+	return e.aged(now, 0), needPrefetch
+}
+
+// stale returns an expired answer still inside the serve-stale window, for
+// when every upstream failed (RFC 8767).
+func (c *Cache) stale(key cacheKey, now time.Time) *dns.Msg {
+	window := c.cfg.Load().ServeStale
+	if window <= 0 {
+		return nil
+	}
+	e, ok := c.c.GetIfPresent(key)
+	if !ok || now.Sub(e.stored) >= e.ttl+window {
+		return nil
+	}
+	c.staleHits.Add(1)
+	return e.aged(now, staleTTL)
+}
+
+// put caches an upstream answer for as long as RFC 2308 and the TTL bounds
+// allow; answers that may not be cached are left out.
+func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) {
+	cfg := c.cfg.Load()
+	if cfg.Size == 0 || msg.Truncated {
+		return
+	}
+	ttl, ok := cacheTTL(msg, cfg.MinTTL, cfg.MaxTTL)
+	if !ok || ttl <= 0 {
+		return
+	}
+	c.c.Set(key, &cacheEntry{msg: msg, stored: now, ttl: ttl, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL})
+}
+
+// cacheTTL is how long an answer may be cached: the smallest record TTL
+// (clamped to [min, max]) for a positive answer; for NXDOMAIN and NODATA the
+// smaller of the SOA's TTL and MINIMUM (RFC 2308 §5), not cached without an
+// SOA; an upstream SERVFAIL briefly.
+func cacheTTL(m *dns.Msg, minTTL, maxTTL uint32) (time.Duration, bool) {
+	clamp := func(t uint32) time.Duration {
+		return time.Duration(min(max(t, minTTL), maxTTL)) * time.Second
+	}
+	switch {
+	case m.Rcode == dns.RcodeServerFailure:
+		return min(servfailTTL, clamp(uint32(servfailTTL/time.Second))), true
+	case m.Rcode == dns.RcodeNameError || (m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0):
+		for _, rr := range m.Ns {
+			if soa, ok := rr.(*dns.SOA); ok {
+				return clamp(min(soa.Hdr.Ttl, soa.Minttl)), true
+			}
+		}
+		return 0, false
+	case m.Rcode == dns.RcodeSuccess:
+		ttl := ^uint32(0)
+		for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
+			for _, rr := range sec {
+				ttl = min(ttl, rr.Header().Ttl)
+			}
+		}
+		return clamp(ttl), true
+	}
+	return 0, false
+}
+
+// aged copies the cached answer with every TTL clamped to the entry's
+// lifetime and reduced by the time since it was stored (so the SOA of a
+// negative answer counts down from its negative TTL, RFC 2308 §5); fixed > 0
+// sets every TTL to it instead (stale answers).
+func (e *cacheEntry) aged(now time.Time, fixed uint32) *dns.Msg {
+	m := e.msg.Copy()
+	elapsed := uint32(now.Sub(e.stored) / time.Second)
+	life := uint32(e.ttl / time.Second)
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range sec {
+			h := rr.Header()
+			if h.Rrtype == dns.TypeOPT {
+				continue
+			}
+			if fixed > 0 {
+				h.Ttl = fixed
+				continue
+			}
+			t := min(max(h.Ttl, e.minTTL), e.maxTTL, life)
+			if t > elapsed {
+				h.Ttl = t - elapsed
+			} else {
+				h.Ttl = 0
+			}
+		}
+	}
+	return m
+}

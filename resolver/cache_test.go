@@ -1,0 +1,276 @@
+package resolver
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// answerWith builds an upstream answer to a question for name/qtype.
+func answerWith(name string, qtype uint16, rcode int, rrs ...string) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	m.Response = true
+	m.Rcode = rcode
+	for _, s := range rrs {
+		rr := mustRR("%s", s)
+		if rr.Header().Rrtype == dns.TypeSOA {
+			m.Ns = append(m.Ns, rr)
+		} else {
+			m.Answer = append(m.Answer, rr)
+		}
+	}
+	return m
+}
+
+func TestCacheTTLs(t *testing.T) {
+	const soa = "example.org. %d IN SOA ns.example.org. host.example.org. 1 3600 600 86400 %d"
+	tests := []struct {
+		name    string
+		msg     *dns.Msg
+		min     uint32
+		max     uint32
+		wantTTL time.Duration // 0: not cached
+	}{
+		{name: "positive: smallest record TTL", msg: answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess,
+			"a.example.org. 300 IN CNAME b.example.org.", "b.example.org. 20 IN A 192.0.2.1"), max: 86400, wantTTL: 20 * time.Second},
+		{name: "positive: clamped by max_ttl", msg: answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess,
+			"a.example.org. 300 IN A 192.0.2.1"), max: 60, wantTTL: 60 * time.Second},
+		{name: "positive: raised by min_ttl", msg: answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess,
+			"a.example.org. 5 IN A 192.0.2.1"), min: 30, max: 86400, wantTTL: 30 * time.Second},
+		{name: "positive: TTL 0 not cached", msg: answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess,
+			"a.example.org. 0 IN A 192.0.2.1"), max: 86400},
+		{name: "nxdomain: SOA MINIMUM below its TTL", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeNameError,
+			sprintf(soa, 3600, 60)), max: 86400, wantTTL: 60 * time.Second},
+		{name: "nxdomain: SOA TTL below MINIMUM", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeNameError,
+			sprintf(soa, 30, 900)), max: 86400, wantTTL: 30 * time.Second},
+		{name: "nodata: SOA", msg: answerWith("x.example.org.", dns.TypeAAAA, dns.RcodeSuccess,
+			sprintf(soa, 600, 120)), max: 86400, wantTTL: 120 * time.Second},
+		{name: "nxdomain without SOA not cached", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeNameError), max: 86400},
+		{name: "servfail briefly", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeServerFailure), max: 86400, wantTTL: 5 * time.Second},
+		{name: "servfail never longer than max_ttl", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeServerFailure), max: 2, wantTTL: 2 * time.Second},
+		{name: "refused not cached", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeRefused), max: 86400},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewCache(CacheConfig{Size: 100, MinTTL: tc.min, MaxTTL: tc.max})
+			key := keyOf(tc.msg)
+			now := time.Unix(1_000_000, 0)
+			c.put(key, tc.msg, now)
+			got, _ := c.get(key, now)
+			if tc.wantTTL == 0 {
+				assert.Nil(t, got)
+				return
+			}
+			require.NotNil(t, got)
+			still, _ := c.get(key, now.Add(tc.wantTTL-time.Millisecond))
+			assert.NotNil(t, still, "fresh just before its TTL")
+			gone, _ := c.get(key, now.Add(tc.wantTTL))
+			assert.Nil(t, gone, "expired at its TTL")
+		})
+	}
+}
+
+func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+// testutilGauge reads a gauge without labels from the fence's registry.
+func testutilGauge(t *testing.T, f *fence, name string) float64 {
+	t.Helper()
+	mfs, err := f.registry.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+func TestCacheAgesTTLs(t *testing.T) {
+	c := NewCache(CacheConfig{Size: 100, MaxTTL: 86400})
+	msg := answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess,
+		"a.example.org. 300 IN CNAME b.example.org.", "b.example.org. 100 IN A 192.0.2.1")
+	key := keyOf(msg)
+	now := time.Unix(1_000_000, 0)
+	c.put(key, msg, now)
+	got, _ := c.get(key, now.Add(40*time.Second))
+	require.NotNil(t, got)
+	for _, rr := range got.Answer {
+		assert.Equal(t, uint32(60), rr.Header().Ttl, "aged from the entry's lifetime: %s", rr)
+	}
+	assert.Equal(t, uint32(300), msg.Answer[0].Header().Ttl, "the cached message itself is never modified")
+}
+
+func TestCacheKeys(t *testing.T) {
+	base := question("Example.ORG.", dns.TypeA, false)
+	lower := question("example.org.", dns.TypeA, false)
+	assert.Equal(t, keyOf(base), keyOf(lower), "names are case-folded")
+	withDO := question("example.org.", dns.TypeA, true)
+	withDO.IsEdns0().SetDo()
+	assert.NotEqual(t, keyOf(lower), keyOf(withDO), "DO bit")
+	withCD := question("example.org.", dns.TypeA, false)
+	withCD.CheckingDisabled = true
+	assert.NotEqual(t, keyOf(lower), keyOf(withCD), "CD bit")
+	assert.NotEqual(t, keyOf(lower), keyOf(question("example.org.", dns.TypeAAAA, false)), "type")
+	chaos := question("example.org.", dns.TypeA, false)
+	chaos.Question[0].Qclass = dns.ClassCHAOS
+	assert.NotEqual(t, keyOf(lower), keyOf(chaos), "class")
+}
+
+func TestCacheServeStaleAndPrefetch(t *testing.T) {
+	c := NewCache(CacheConfig{Size: 100, MaxTTL: 86400, ServeStale: time.Hour, Prefetch: true})
+	msg := answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess, "a.example.org. 100 IN A 192.0.2.1")
+	key := keyOf(msg)
+	now := time.Unix(1_000_000, 0)
+	c.put(key, msg, now)
+
+	_, prefetch := c.get(key, now.Add(10*time.Second))
+	assert.Nil(t, prefetch, "not near expiry")
+	_, prefetch = c.get(key, now.Add(95*time.Second))
+	require.NotNil(t, prefetch, "popular and within the last tenth of its TTL")
+	assert.True(t, prefetch(), "the first asker refreshes it")
+	assert.False(t, prefetch(), "only once")
+
+	fresh, _ := c.get(key, now.Add(101*time.Second))
+	assert.Nil(t, fresh)
+	stale := c.stale(key, now.Add(101*time.Second))
+	require.NotNil(t, stale)
+	assert.Equal(t, uint32(30), stale.Answer[0].Header().Ttl)
+	assert.Nil(t, c.stale(key, now.Add(100*time.Second+time.Hour)), "past the stale window")
+}
+
+func TestCacheIsBounded(t *testing.T) {
+	c := NewCache(CacheConfig{Size: 50, MaxTTL: 86400})
+	now := time.Now()
+	for i := 0; i < 1000; i++ {
+		name := "h" + strings.Repeat("x", i%7) + fmt.Sprintf("%d", i) + ".example.org."
+		msg := answerWith(name, dns.TypeA, dns.RcodeSuccess, name+" 300 IN A 192.0.2.1")
+		c.put(keyOf(msg), msg, now)
+	}
+	c.c.CleanUp()
+	assert.LessOrEqual(t, c.Len(), 50)
+}
+
+func TestCacheOverSockets(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		switch r.Question[0].Name {
+		case "tc.example.org.":
+			if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+				m.Truncated, m.Answer = true, nil
+			}
+		case "nx.example.org.":
+			m.Rcode = dns.RcodeNameError
+			m.Answer = nil
+			m.Ns = []dns.RR{mustRR("example.org. 300 IN SOA ns.example.org. h.example.org. 1 3600 600 86400 60")}
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+
+	r := ask(t, f.addr, "", "udp", question("Cached.Example.ORG.", dns.TypeA, false))
+	require.Len(t, r.Answer, 1)
+	r = ask(t, f.addr, "", "tcp", question("cached.example.org.", dns.TypeA, false))
+	require.Len(t, r.Answer, 1)
+	assert.Equal(t, "cached.example.org.", r.Question[0].Name, "the client's own spelling is echoed")
+	assert.EqualValues(t, 1, up.count.Load(), "the second asking is a cache hit, whatever the case or transport")
+
+	ask(t, f.addr, "", "udp", question("nx.example.org.", dns.TypeA, false))
+	r = ask(t, f.addr, "", "udp", question("nx.example.org.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	require.Len(t, r.Ns, 1)
+	assert.LessOrEqual(t, r.Ns[0].Header().Ttl, uint32(60), "negative TTL is the SOA MINIMUM")
+	assert.EqualValues(t, 2, up.count.Load(), "NXDOMAIN cached (RFC 2308)")
+
+	// A truncated answer is retried over TCP, and the full answer cached.
+	r = ask(t, f.addr, "", "udp", question("tc.example.org.", dns.TypeA, false))
+	assert.False(t, r.Truncated)
+	before := up.count.Load()
+	ask(t, f.addr, "", "udp", question("tc.example.org.", dns.TypeA, false))
+	assert.Equal(t, before, up.count.Load())
+}
+
+func TestConcurrentMissesShareOneUpstreamQuery(t *testing.T) {
+	release := make(chan struct{})
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		<-release
+		return defaultAnswer(w, r)
+	})
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 5s", 1)
+	f := startFence(t, cfg, testFiles, up.addr)
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := exchange(f.addr, "", "udp", question("same.example.org.", dns.TypeA, false))
+			if err == nil && len(r.Answer) == 1 {
+				ok.Add(1)
+			}
+		}()
+	}
+	require.Eventually(t, func() bool { return up.count.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	// Let every client's query reach the server before the answer.
+	require.Eventually(t, func() bool {
+		return testutilGauge(t, f, "dnsfence_inflight_queries") == 10
+	}, 5*time.Second, 5*time.Millisecond)
+	close(release)
+	wg.Wait()
+	assert.EqualValues(t, 10, ok.Load())
+	assert.EqualValues(t, 1, up.count.Load(), "ten identical misses, one upstream query")
+}
+
+func TestUpstreamInflightBound(t *testing.T) {
+	release := make(chan struct{})
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		<-release
+		return defaultAnswer(w, r)
+	})
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 5s\nlimits: {upstream_inflight: 1}", 1)
+	f := startFence(t, cfg, testFiles, up.addr)
+	done := make(chan *dns.Msg, 1)
+	go func() {
+		r, _ := exchange(f.addr, "", "udp", question("first.example.org.", dns.TypeA, false))
+		done <- r
+	}()
+	require.Eventually(t, func() bool { return up.count.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	start := time.Now()
+	r := ask(t, f.addr, "", "udp", question("second.example.org.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeServerFailure, r.Rcode, "no slot: SERVFAIL at once, not a pile-up")
+	assert.Less(t, time.Since(start), 2*time.Second)
+	close(release)
+	first := <-done
+	require.NotNil(t, first)
+	assert.Equal(t, dns.RcodeSuccess, first.Rcode)
+}
+
+func TestServeStaleWhenUpstreamsFail(t *testing.T) {
+	var alive atomic.Bool
+	alive.Store(true)
+	up := switchable(t, &alive)
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 300ms\ncache: {max_ttl: 1, serve_stale: 1h}", 1)
+	f := startFence(t, cfg, testFiles, up.addr)
+	r := ask(t, f.addr, "", "udp", question("stale.example.org.", dns.TypeA, true))
+	require.Len(t, r.Answer, 1)
+	alive.Store(false)
+	require.Eventually(t, func() bool {
+		r, err := exchange(f.addr, "", "udp", question("stale.example.org.", dns.TypeA, true))
+		return err == nil && ede(r) != nil && ede(r).InfoCode == dns.ExtendedErrorCodeStaleAnswer
+	}, 10*time.Second, 50*time.Millisecond)
+	r = ask(t, f.addr, "", "udp", question("stale.example.org.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	require.Len(t, r.Answer, 1)
+	assert.Equal(t, uint32(30), r.Answer[0].Header().Ttl)
+	// Policy still applies to a stale answer: a blocked name never comes from it.
+	r = ask(t, f.addr, "", "udp", question("tiktok.com.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+}
