@@ -11,10 +11,10 @@ import (
 
 // Cache bounds.
 const (
-	servfailTTL = 5 * time.Second  // upstream SERVFAIL answers, at most (issue: "briefly")
-	staleTTL    = 30               // TTL of a stale answer served (RFC 8767 §4)
-	prefetchAt  = 10               // prefetch when under 1/prefetchAt of the TTL is left
-	prefetchMin = 2                // ... and the entry was read at least this often
+	servfailTTL = 5 * time.Second // upstream SERVFAIL answers, at most (issue: "briefly")
+	staleTTL    = 30              // TTL of a stale answer served (RFC 8767 §4)
+	prefetchAt  = 10              // prefetch when under 1/prefetchAt of the TTL is left
+	prefetchMin = 2               // ... and the entry was read at least this often
 )
 
 // cacheKey identifies a cached upstream answer: the case-folded name, type,

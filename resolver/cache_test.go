@@ -274,3 +274,44 @@ func TestServeStaleWhenUpstreamsFail(t *testing.T) {
 	r = ask(t, f.addr, "", "udp", question("tiktok.com.", dns.TypeA, true))
 	assert.Equal(t, dns.RcodeNameError, r.Rcode)
 }
+
+func TestUpstreamSocketsAreReused(t *testing.T) {
+	var mu sync.Mutex
+	ports := map[string]bool{}
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		mu.Lock()
+		ports[w.RemoteAddr().String()] = true
+		mu.Unlock()
+		return defaultAnswer(w, r)
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for i := 0; i < 50; i++ {
+		r := ask(t, f.addr, "", "udp", question(fmt.Sprintf("n%d.example.org.", i), dns.TypeA, false))
+		require.Len(t, r.Answer, 1)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Len(t, ports, 1, "50 sequential misses over one persistent socket")
+}
+
+func TestFastestUpstreamIsPreferred(t *testing.T) {
+	slow := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		<-time.After(50 * time.Millisecond) // a distant upstream: latency, not a test wait
+		return defaultAnswer(w, r)
+	})
+	fast := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, slow.addr, fast.addr)
+	for i := 0; i < 20; i++ {
+		ask(t, f.addr, "", "udp", question(fmt.Sprintf("f%d.example.org.", i), dns.TypeA, false))
+	}
+	assert.LessOrEqual(t, slow.count.Load(), int64(2), "after measuring both, the fast one takes the traffic")
+	assert.GreaterOrEqual(t, fast.count.Load(), int64(18))
+
+	ordered := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 300ms\nupstream_strategy: ordered", 1)
+	g := startFence(t, ordered, testFiles, slow.addr, fast.addr)
+	before := slow.count.Load()
+	for i := 0; i < 5; i++ {
+		ask(t, g.addr, "", "udp", question(fmt.Sprintf("o%d.example.org.", i), dns.TypeA, false))
+	}
+	assert.Equal(t, before+5, slow.count.Load(), "ordered: the first upstream while it is up")
+}

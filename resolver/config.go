@@ -43,6 +43,12 @@ var DefaultAllowedClients = []string{
 	"127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7",
 }
 
+// Upstream strategies.
+const (
+	StrategyFastest = "fastest"
+	StrategyOrdered = "ordered"
+)
+
 // DefaultExplainClients may ask the CHAOS explain query: loopback only.
 var DefaultExplainClients = []string{"127.0.0.0/8", "::1/128"}
 
@@ -61,20 +67,23 @@ const (
 
 // Config is the YAML configuration file, after defaults are applied.
 type Config struct {
-	Listen          []string        `yaml:"listen"`
-	Upstreams       []string        `yaml:"upstreams"`
-	UpstreamTimeout time.Duration   `yaml:"upstream_timeout"`
-	AllowedClients  []string        `yaml:"allowed_clients"`
-	TrustedProxies  []string        `yaml:"trusted_proxies"`
-	ExplainClients  []string        `yaml:"explain_clients"`
-	BlockedTTL      uint32          `yaml:"blocked_ttl"`
-	Policies        []PolicyConfig  `yaml:"policies"`
-	Cache           CacheConfig     `yaml:"cache"`
-	Log             LogConfig       `yaml:"log"`
-	HTTP            *string         `yaml:"http"`
-	Reload          ReloadConfig    `yaml:"reload"`
-	RateLimit       RateLimitConfig `yaml:"rate_limit"`
-	Limits          LimitsConfig    `yaml:"limits"`
+	Listen          []string      `yaml:"listen"`
+	Upstreams       []string      `yaml:"upstreams"`
+	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
+	// UpstreamStrategy orders the healthy upstreams: "fastest" by measured
+	// latency (default), "ordered" as written.
+	UpstreamStrategy string          `yaml:"upstream_strategy"`
+	AllowedClients   []string        `yaml:"allowed_clients"`
+	TrustedProxies   []string        `yaml:"trusted_proxies"`
+	ExplainClients   []string        `yaml:"explain_clients"`
+	BlockedTTL       uint32          `yaml:"blocked_ttl"`
+	Policies         []PolicyConfig  `yaml:"policies"`
+	Cache            CacheConfig     `yaml:"cache"`
+	Log              LogConfig       `yaml:"log"`
+	HTTP             *string         `yaml:"http"`
+	Reload           ReloadConfig    `yaml:"reload"`
+	RateLimit        RateLimitConfig `yaml:"rate_limit"`
+	Limits           LimitsConfig    `yaml:"limits"`
 
 	// File is the configuration file's path; relative paths in it resolve
 	// against its folder.
@@ -273,6 +282,9 @@ func (c *Config) applyDefaults() {
 	if c.UpstreamTimeout == 0 {
 		c.UpstreamTimeout = DefaultUpstreamTimeout
 	}
+	if c.UpstreamStrategy == "" {
+		c.UpstreamStrategy = StrategyFastest
+	}
 	if c.AllowedClients == nil {
 		c.AllowedClients = DefaultAllowedClients
 	}
@@ -468,6 +480,9 @@ func (c *Config) validate(root *yaml.Node) error {
 		if _, err := netip.ParseAddrPort(u); err != nil {
 			errs.add([]any{"upstreams", i}, "want IP:port (e.g. 9.9.9.9:53 or [2620:fe::fe]:53) or a resolv.conf path, got %q", u)
 		}
+	}
+	if c.UpstreamStrategy != StrategyFastest && c.UpstreamStrategy != StrategyOrdered {
+		errs.add([]any{"upstream_strategy"}, "want fastest or ordered, got %q", c.UpstreamStrategy)
 	}
 	if c.UpstreamTimeout < 0 {
 		errs.add([]any{"upstream_timeout"}, "must be positive, got %s", c.UpstreamTimeout)

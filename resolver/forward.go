@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,32 +22,47 @@ type Forwarder struct {
 	addrs     []string // IP:port, in order of preference
 	upstreams []*upstreamState
 	timeout   time.Duration
-	udp, tcp  *dns.Client
+	tcp       *dns.Client
 	// probeEvery is the pause between probes of a down upstream.
 	probeEvery time.Duration
 	closed     atomic.Bool
 	// lastOK is when any upstream last answered (unix nanoseconds).
 	lastOK atomic.Int64
+	// fastest orders healthy upstreams by latency instead of as configured.
+	fastest bool
 }
 
-// upstreamState is the health of one upstream.
+// upstreamState is the health, latency and sockets of one upstream.
 type upstreamState struct {
 	addr    string
-	down    atomic.Bool // failed its last exchange; skipped while others are up
-	probing atomic.Bool // a probe goroutine is running for it
+	down    atomic.Bool  // failed its last exchange; skipped while others are up
+	probing atomic.Bool  // a probe goroutine is running for it
+	rtt     atomic.Int64 // smoothed round-trip time in ns; 0 until measured
+	pool    *udpPool
 }
 
-// NewForwarder returns a Forwarder over upstreams with a per-try timeout.
-func NewForwarder(upstreams []string, timeout time.Duration) *Forwarder {
+// observe folds one round-trip time into the smoothed one (EWMA, 1/4).
+func (u *upstreamState) observe(d time.Duration) {
+	old := u.rtt.Load()
+	if old == 0 {
+		u.rtt.Store(int64(d))
+		return
+	}
+	u.rtt.Store(old + (int64(d)-old)/4)
+}
+
+// NewForwarder returns a Forwarder over upstreams with a per-try timeout;
+// fastest tries the healthy upstreams by latency instead of in order.
+func NewForwarder(upstreams []string, timeout time.Duration, fastest bool) *Forwarder {
 	f := &Forwarder{
+		fastest:    fastest,
 		addrs:      slices.Clone(upstreams),
 		timeout:    timeout,
-		udp:        &dns.Client{Net: "udp", Timeout: timeout, UDPSize: ednsSize},
 		tcp:        &dns.Client{Net: "tcp", Timeout: timeout},
 		probeEvery: time.Second,
 	}
 	for _, u := range upstreams {
-		f.upstreams = append(f.upstreams, &upstreamState{addr: u})
+		f.upstreams = append(f.upstreams, &upstreamState{addr: u, pool: newUDPPool(u)})
 	}
 	return f
 }
@@ -76,9 +92,11 @@ func (f *Forwarder) Down() []string {
 	return down
 }
 
-// order is the upstreams to try: those up, in configured order, then those
-// down (tried only when every upstream is down, so that a recovery is seen
-// at once).
+// order is the upstreams to try: those up, then, only when every upstream
+// is down, those down (so that a recovery is seen at once). With the
+// fastest strategy the ones up are tried by smoothed round-trip time, those
+// not measured yet first, in configured order; with ordered, in configured
+// order.
 func (f *Forwarder) order() []*upstreamState {
 	up := make([]*upstreamState, 0, len(f.upstreams))
 	var down []*upstreamState
@@ -91,6 +109,11 @@ func (f *Forwarder) order() []*upstreamState {
 	}
 	if len(up) == 0 {
 		return down
+	}
+	if f.fastest && len(up) > 1 {
+		slices.SortStableFunc(up, func(a, b *upstreamState) int {
+			return cmp.Compare(a.rtt.Load(), b.rtt.Load())
+		})
 	}
 	return up
 }
@@ -121,7 +144,7 @@ func (f *Forwarder) probe(u *upstreamState) {
 	for !f.closed.Load() && u.down.Load() {
 		<-timer.C
 		q.Id = dns.Id()
-		if _, err := f.exchange(context.Background(), q, u.addr, false); err == nil {
+		if _, err := f.exchange(context.Background(), q, u, false); err == nil {
 			f.markUp(u)
 			return
 		}
@@ -139,7 +162,7 @@ func (f *Forwarder) Probe(ctx context.Context) error {
 			q := new(dns.Msg)
 			q.SetQuestion(".", dns.TypeNS)
 			q.SetEdns0(ednsSize, false)
-			if _, err := f.exchange(ctx, q, u.addr, false); err != nil {
+			if _, err := f.exchange(ctx, q, u, false); err != nil {
 				errs <- fmt.Errorf("%s: %w", u.addr, err)
 				return
 			}
@@ -159,8 +182,8 @@ func (f *Forwarder) Probe(ctx context.Context) error {
 }
 
 // sameAs reports whether f already forwards to upstreams with timeout.
-func (f *Forwarder) sameAs(upstreams []string, timeout time.Duration) bool {
-	return f != nil && f.timeout == timeout && slices.Equal(f.addrs, upstreams)
+func (f *Forwarder) sameAs(upstreams []string, timeout time.Duration, fastest bool) bool {
+	return f != nil && f.timeout == timeout && f.fastest == fastest && slices.Equal(f.addrs, upstreams)
 }
 
 // ErrAllUpstreamsFailed is returned when no upstream gave a usable answer.
@@ -213,9 +236,11 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *
 	uerr := &UpstreamError{Timeout: true}
 	for _, up := range f.order() {
 		start := time.Now()
-		resp, err := f.exchange(ctx, q, up.addr, overTCP)
-		m.upstreamDone(up.addr, time.Since(start), err)
+		resp, err := f.exchange(ctx, q, up, overTCP)
+		took := time.Since(start)
+		m.upstreamDone(up.addr, took, err)
 		if err == nil {
+			up.observe(took)
 			f.markUp(up)
 			return resp, up.addr, nil
 		}
@@ -233,21 +258,20 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *
 
 // exchange is one try against one upstream, with the retry over TCP of a
 // truncated UDP answer.
-func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, upstream string, overTCP bool) (*dns.Msg, error) {
-	client := f.udp
-	if overTCP {
-		client = f.tcp
-	}
+func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, u *upstreamState, overTCP bool) (*dns.Msg, error) {
 	tctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	// The client discards UDP answers whose ID differs (late answers to
-	// earlier queries, spoofing attempts) and uses a connected socket, so
-	// answers from any other address never reach us.
-	resp, _, err := client.ExchangeContext(tctx, q, upstream)
-	if err == nil && resp.Truncated && !overTCP {
-		tctx2, cancel2 := context.WithTimeout(ctx, f.timeout)
-		defer cancel2()
-		resp, _, err = f.tcp.ExchangeContext(tctx2, q, upstream)
+	var resp *dns.Msg
+	var err error
+	if overTCP {
+		resp, _, err = f.tcp.ExchangeContext(tctx, q, u.addr)
+	} else {
+		resp, err = u.pool.exchange(tctx, q)
+		if err == nil && resp.Truncated {
+			tctx2, cancel2 := context.WithTimeout(ctx, f.timeout)
+			defer cancel2()
+			resp, _, err = f.tcp.ExchangeContext(tctx2, q, u.addr)
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -256,6 +280,97 @@ func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, upstream string, o
 		return nil, errMismatch
 	}
 	return resp, nil
+}
+
+// Limits on reusing one upstream UDP socket: reuse saves a socket and a
+// connect per query, and renewing keeps the source port changing, which is
+// half of what makes a spoofed answer hard to guess (RFC 5452).
+const (
+	socketMaxUses = 100
+	socketMaxAge  = 10 * time.Second
+	poolIdle      = 64
+)
+
+// udpPool keeps connected UDP sockets to one upstream. A connected socket
+// only receives datagrams from the upstream's address; each is used by one
+// query at a time.
+type udpPool struct {
+	addr string
+	idle chan *pooledConn
+}
+
+type pooledConn struct {
+	*dns.Conn
+	uses int
+	born time.Time
+}
+
+func newUDPPool(addr string) *udpPool {
+	return &udpPool{addr: addr, idle: make(chan *pooledConn, poolIdle)}
+}
+
+func (p *udpPool) get() (*pooledConn, error) {
+	for {
+		select {
+		case c := <-p.idle:
+			if c.uses < socketMaxUses && time.Since(c.born) < socketMaxAge {
+				return c, nil
+			}
+			c.Close()
+		default:
+			conn, err := net.Dial("udp", p.addr)
+			if err != nil {
+				return nil, err
+			}
+			return &pooledConn{Conn: &dns.Conn{Conn: conn, UDPSize: dns.MaxMsgSize}, born: time.Now()}, nil
+		}
+	}
+}
+
+func (p *udpPool) put(c *pooledConn) {
+	select {
+	case p.idle <- c:
+	default:
+		c.Close()
+	}
+}
+
+// exchange sends q and waits for the answer with its ID; answers with
+// another ID (late answers to earlier queries, spoofing attempts) are
+// skipped. A socket that saw an error or timeout is not reused.
+func (p *udpPool) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+	c, err := p.get()
+	if err != nil {
+		return nil, err
+	}
+	c.uses++
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(deadline)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
+	defer stop()
+	if err := c.WriteMsg(q); err != nil {
+		c.Close()
+		return nil, err
+	}
+	for {
+		r, err := c.ReadMsg()
+		if err != nil {
+			c.Close()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, err
+		}
+		if r.Id == q.Id {
+			if stop() {
+				p.put(c)
+			} else {
+				c.Close()
+			}
+			return r, nil
+		}
+	}
 }
 
 // sameQuestion compares the answer's question with ours; names compare

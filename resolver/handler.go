@@ -3,9 +3,9 @@ package resolver
 import (
 	"context"
 	"errors"
-	"strconv"
 	"net/netip"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"

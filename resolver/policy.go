@@ -172,10 +172,11 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 	if len(upstreams) == 0 {
 		return nil, fmt.Errorf("%s: upstreams: no usable upstream", cfg.File)
 	}
-	if prev != nil && prev.Forwarder.sameAs(upstreams, cfg.UpstreamTimeout) {
+	fastest := cfg.UpstreamStrategy == StrategyFastest
+	if prev != nil && prev.Forwarder.sameAs(upstreams, cfg.UpstreamTimeout, fastest) {
 		s.Forwarder = prev.Forwarder
 	} else {
-		s.Forwarder = NewForwarder(upstreams, cfg.UpstreamTimeout)
+		s.Forwarder = NewForwarder(upstreams, cfg.UpstreamTimeout, fastest)
 	}
 	for _, p := range cfg.allowed {
 		s.allowed.Insert(p, struct{}{})
