@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"fmt"
 	"net"
 	"strings"
 
@@ -55,10 +54,6 @@ func servfailReply(req *dns.Msg, ede uint16, text string) *dns.Msg {
 	return m
 }
 
-// blockedText names the policy and the list for EDE 15 and logs.
-func blockedText(p *Policy, d Decision) string {
-	return fmt.Sprintf("blocked by policy %q, list %s", p.Name, d.Entry.List.File())
-}
 
 // blockedReply is the answer for a blocked name under the policy's action.
 // owner is the name the SOA is owned by: the matched entry when it is the
@@ -100,7 +95,7 @@ func blockedReply(req *dns.Msg, p *Policy, d Decision, ttl uint32, serial uint32
 		m = newReply(req, dns.RcodeNameError)
 		m.Ns = []dns.RR{soa}
 	}
-	addEDE(m, dns.ExtendedErrorCodeBlocked, blockedText(p, d))
+	addEDE(m, dns.ExtendedErrorCodeBlocked, p.BlockedText(d.Entry.List.File()))
 	return m
 }
 

@@ -166,7 +166,9 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 
 	resp := h.answer(context.Background(), snap, q)
 	echoECS(resp, q.id.ECS)
-	resp.Compress = true
+	// Upstream answers are compressed to fit; our own answers are small,
+	// and packing them plain saves building the compression map.
+	resp.Compress = q.result == ResultForwarded
 	if !q.tcp {
 		resp.Truncate(clientSize(req))
 	}

@@ -26,6 +26,17 @@ type Policy struct {
 	Action Action
 	Block  []List
 	Allow  []List
+	// blockedText is the EDE text for each block list, by list name, made
+	// once so that a blocked answer formats nothing.
+	blockedText map[string]string
+}
+
+// BlockedText is the EDE 15 text naming the policy and the list.
+func (p *Policy) BlockedText(list string) string {
+	if t, ok := p.blockedText[list]; ok {
+		return t
+	}
+	return fmt.Sprintf("blocked by policy %q, list %s", p.Name, list)
 }
 
 // Blocks reports whether the policy can block anything at all; an exemption
@@ -227,6 +238,10 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 		}
 		if len(p.Block) > 0 && (pc.DoHCanary == nil || *pc.DoHCanary) {
 			p.Block = append(p.Block, dohCanary())
+		}
+		p.blockedText = map[string]string{}
+		for _, l := range p.Block {
+			p.blockedText[l.File()] = fmt.Sprintf("blocked by policy %q, list %s", p.Name, l.File())
 		}
 		ranges := append([]blocklist.Range(nil), pc.clients...)
 		for _, f := range pc.ClientFiles {

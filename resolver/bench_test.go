@@ -1,0 +1,166 @@
+package resolver
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+// benchSnapshot builds a snapshot with a 100,000-entry list, n policy
+// prefixes, and a loopback upstream that is never reached by the blocked
+// and cache-hit benchmarks.
+func benchSnapshot(b *testing.B, prefixes int, upstream string) *Snapshot {
+	b.Helper()
+	dir := b.TempDir()
+	var list strings.Builder
+	list.WriteString("tiktok.com\n")
+	for i := 0; i < 100000; i++ {
+		fmt.Fprintf(&list, "host-%d.tracker%d.example.com\n", i, i%1000)
+	}
+	var ranges strings.Builder
+	for i := 0; i < prefixes; i++ {
+		fmt.Fprintf(&ranges, "10.%d.%d.0/24\n", i/256%256, i%256)
+		if i >= 65536 {
+			fmt.Fprintf(&ranges, "2001:db8:%x::/48\n", i)
+		}
+	}
+	files := map[string]string{"big.txt": list.String(), "ranges.txt": ranges.String(), "allow.txt": "ads.tiktok.com\n"}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cfg := fmt.Sprintf(`upstreams: ["%s"]
+log: {queries: none}
+rate_limit: {rate: 0}
+policies:
+  - name: gov
+    clients: ["127.0.0.0/8"]
+    client_files: ["ranges.txt"]
+    block: ["big.txt"]
+    allow: ["allow.txt"]
+`, upstream)
+	path := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	c, err := LoadConfig(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	snap, err := BuildSnapshot(c, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return snap
+}
+
+func BenchmarkPolicyLookup(b *testing.B) {
+	for _, n := range []int{100, 100000} {
+		snap := benchSnapshot(b, n, "127.0.0.1:9")
+		client := netip.MustParseAddr("10.0.2.3")
+		b.Run(fmt.Sprintf("prefixes=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := snap.PolicyFor(client); !ok {
+					b.Fatal("no policy")
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkDecide(b *testing.B) {
+	snap := benchSnapshot(b, 100, "127.0.0.1:9")
+	pol, _ := snap.PolicyFor(netip.MustParseAddr("127.0.0.1"))
+	for _, name := range []string{"www.tiktok.com.", "a.b.c.example.org."} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				pol.Policy.Decide(name)
+			}
+		})
+	}
+}
+
+func BenchmarkBlockedReply(b *testing.B) {
+	snap := benchSnapshot(b, 100, "127.0.0.1:9")
+	pol, _ := snap.PolicyFor(netip.MustParseAddr("127.0.0.1"))
+	req := question("www.tiktok.com.", dns.TypeA, true)
+	d := pol.Policy.Decide("www.tiktok.com.")
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		m := blockedReply(req, pol.Policy, d, 60, 1)
+		if _, err := m.PackBuffer(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkHandler runs the whole pipeline (identity, rate limit, policy,
+// list match, cache, answer, pack) without sockets, as ServeDNS.
+func BenchmarkHandler(b *testing.B) {
+	u := &upstream{}
+	pc, ln, err := listenBoth("127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	u.addr = pc.LocalAddr().String()
+	srv := &dns.Server{PacketConn: pc, Handler: u}
+	go func() { _ = srv.ActivateAndServe() }()
+	b.Cleanup(func() { _ = srv.Shutdown(); ln.Close() })
+
+	snap := benchSnapshot(b, 100, u.addr)
+	h := NewHandler(zap.NewNop(), snap, nil)
+	w := &discardWriter{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
+	for _, bc := range []struct {
+		name string
+		req  *dns.Msg
+	}{
+		{"blocked", question("www.tiktok.com.", dns.TypeA, true)},
+		{"blocked-list-entry", question("host-500.tracker500.example.com.", dns.TypeAAAA, false)},
+		{"cache-hit", question("example.org.", dns.TypeA, true)},
+	} {
+		h.ServeDNS(w, bc.req) // warm the cache
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				h.ServeDNS(w, bc.req)
+			}
+		})
+	}
+}
+
+// discardWriter packs answers, as a socket would, and drops them.
+type discardWriter struct {
+	recorder
+	remote net.Addr
+	buf    []byte
+}
+
+func (d *discardWriter) RemoteAddr() net.Addr { return d.remote }
+func (d *discardWriter) WriteMsg(m *dns.Msg) error {
+	var err error
+	d.buf, err = m.PackBuffer(d.buf[:0])
+	return err
+}
+
+func BenchmarkMatchList(b *testing.B) {
+	l, err := blocklist.Parse("b.txt", []byte("tiktok.com\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		l.Match("a.b.www.tiktok.com.")
+	}
+}
