@@ -54,7 +54,6 @@ func servfailReply(req *dns.Msg, ede uint16, text string) *dns.Msg {
 	return m
 }
 
-
 // blockedReply is the answer for a blocked name under the policy's action.
 // owner is the name the SOA is owned by: the matched entry when it is the
 // question name or a parent of it, else the question name itself (a CNAME
