@@ -33,6 +33,7 @@ type Watcher struct {
 	relevant map[string]bool // those files and every symlink on the way to their content
 	dirs     map[string]bool // folders added to fsw
 	reported map[string]fileState
+	recheck  chan struct{} // Watch asks Run to look again
 }
 
 // fileState is a file's content hash, or that it could not be read.
@@ -47,15 +48,18 @@ func NewWatcher(debounce time.Duration) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting file watcher: %w", err)
 	}
-	return &Watcher{fsw: fsw, debounce: debounce, relevant: map[string]bool{}, dirs: map[string]bool{}}, nil
+	return &Watcher{fsw: fsw, debounce: debounce, relevant: map[string]bool{}, dirs: map[string]bool{},
+		recheck: make(chan struct{}, 1)}, nil
 }
 
 // Close stops watching.
 func (w *Watcher) Close() error { return w.fsw.Close() }
 
-// Watch replaces the set of watched files. Their current content counts as
-// reported, so only later changes are signalled.
-func (w *Watcher) Watch(files []string) error {
+// Watch replaces the set of watched files. known holds the content hashes
+// the caller has already applied (by path); a change since then, even one
+// made before the folders were watched, is signalled by the check Watch
+// schedules. Files not in known count as applied as they are now.
+func (w *Watcher) Watch(files []string, known map[string][32]byte) error {
 	relevant := map[string]bool{}
 	var errs []error
 	abs := make([]string, 0, len(files))
@@ -85,6 +89,17 @@ func (w *Watcher) Watch(files []string) error {
 	}
 	w.files, w.relevant = abs, relevant
 	w.reported = hashFiles(abs)
+	for p, sum := range known {
+		if a, err := filepath.Abs(p); err == nil {
+			if _, ok := w.reported[a]; ok {
+				w.reported[a] = fileState{sum: sum}
+			}
+		}
+	}
+	select {
+	case w.recheck <- struct{}{}:
+	default:
+	}
 	return errors.Join(errs...)
 }
 
@@ -191,6 +206,9 @@ func (w *Watcher) Run(ctx context.Context, changed func()) {
 			if !ok {
 				return
 			}
+			pending = nil
+			arm()
+		case <-w.recheck:
 			pending = nil
 			arm()
 		case <-timer.C:

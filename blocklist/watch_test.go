@@ -2,6 +2,7 @@ package blocklist
 
 import (
 	"context"
+	"crypto/sha256"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,7 +36,7 @@ func startWatch(t *testing.T, file string, extra ...string) *watchRecorder {
 	t.Helper()
 	w, err := NewWatcher(50 * time.Millisecond)
 	require.NoError(t, err)
-	require.NoError(t, w.Watch(append([]string{file}, extra...)))
+	require.NoError(t, w.Watch(append([]string{file}, extra...), nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	rec := &watchRecorder{}
 	done := make(chan struct{})
@@ -50,7 +51,7 @@ func startWatch(t *testing.T, file string, extra ...string) *watchRecorder {
 			rec.contents = append(rec.contents, string(data))
 			rec.mu.Unlock()
 			// A reload re-watches, as the resolver does after a ConfigMap swap.
-			_ = w.Watch(append([]string{file}, extra...))
+			_ = w.Watch(append([]string{file}, extra...), nil)
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-done; w.Close() })
@@ -178,4 +179,25 @@ func TestWatcherIgnoresUnchangedContent(t *testing.T) {
 	eventually(t, rec, "b.example\n")
 	_, n := rec.last()
 	assert.Equal(t, 1, n)
+}
+
+func TestWatcherSeesChangesMadeBeforeWatching(t *testing.T) {
+	// The caller applied "old" but the file already holds "new" when the
+	// folder gets watched: no event will come, and the change must still be
+	// reported.
+	path := filepath.Join(t.TempDir(), "list.txt")
+	require.NoError(t, os.WriteFile(path, []byte("new.example\n"), 0o644))
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	defer w.Close()
+	require.NoError(t, w.Watch([]string{path}, map[string][32]byte{path: sha256.Sum256([]byte("old.example\n"))}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changed := make(chan struct{}, 1)
+	go w.Run(ctx, func() { changed <- struct{}{} })
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a change made before Watch was not reported")
+	}
 }

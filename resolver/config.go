@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -93,6 +94,8 @@ type Config struct {
 	ReadFile func(path string) ([]byte, error) `yaml:"-"`
 	// Embedded marks the built-in default, whose files are compiled in.
 	Embedded bool `yaml:"-"`
+	// Sum is the SHA-256 of the configuration file's content.
+	Sum [32]byte `yaml:"-"`
 
 	// allowed, trusted and the policies' clients, parsed by validate.
 	allowed []netip.Prefix
@@ -215,7 +218,7 @@ func parseConfig(file string, data []byte, readFile func(string) ([]byte, error)
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
 		return nil, yamlError(file, nil, err)
 	}
-	cfg := &Config{File: file, ReadFile: readFile, Embedded: embedded}
+	cfg := &Config{File: file, ReadFile: readFile, Embedded: embedded, Sum: sha256.Sum256(data)}
 	strict := yaml.NewDecoder(bytes.NewReader(data))
 	strict.KnownFields(true) // unknown keys are errors, each one reported
 	var typeErrs error

@@ -75,6 +75,19 @@ func watchedFiles(s *Snapshot) []string {
 	return slices.Compact(files)
 }
 
+// appliedSums are the content hashes a snapshot was built from, so that a
+// file that changed while it was built is seen as changed.
+func appliedSums(s *Snapshot) map[string][32]byte {
+	sums := map[string][32]byte{s.Config.File: s.Config.Sum}
+	for p, l := range s.Lists {
+		sums[p] = l.Sum()
+	}
+	for p, rf := range s.Ranges {
+		sums[p] = rf.Sum
+	}
+	return sums
+}
+
 // Watch reloads on every settled change of the watched files until ctx
 // ends. With the embedded default there is nothing to watch.
 func (r *Reloader) Watch(ctx context.Context) error {
@@ -89,7 +102,7 @@ func (r *Reloader) Watch(ctx context.Context) error {
 	defer w.Close()
 	r.mu.Lock()
 	r.watcher = w
-	err = w.Watch(watchedFiles(snap))
+	err = w.Watch(watchedFiles(snap), appliedSums(snap))
 	r.mu.Unlock()
 	if err != nil {
 		r.log.Error("watching files", zap.Error(err))
@@ -133,7 +146,7 @@ func (r *Reloader) Reload(force bool) error {
 	if r.watcher != nil {
 		// New files in the configuration, or a swapped symlink, change what
 		// is watched.
-		if err := r.watcher.Watch(watchedFiles(next)); err != nil {
+		if err := r.watcher.Watch(watchedFiles(next), appliedSums(next)); err != nil {
 			r.log.Error("watching files", zap.Error(err))
 		}
 	}

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // Server serves a Handler on UDP and TCP at every listen address.
@@ -80,25 +83,27 @@ func (s *Server) invalid(transport string) dns.MsgInvalidFunc {
 // used for both transports. On error every socket opened so far is closed.
 func (s *Server) Start(listen []string) error {
 	for _, addr := range listen {
-		pc, ln, err := listenBoth(addr)
+		pcs, ln, err := listenShared(addr, runtime.GOMAXPROCS(0))
 		if err != nil {
 			s.closeAll()
 			return fmt.Errorf("listening on %s: %w", addr, err)
 		}
-		s.addrs = append(s.addrs, pc.LocalAddr().String())
-		udp := &dns.Server{PacketConn: pc, Handler: s.handler, UDPSize: dns.MaxMsgSize,
-			MsgAcceptFunc: s.counted("udp"), MsgInvalidFunc: s.invalid("udp")}
-		started := make(chan struct{})
-		udp.NotifyStartedFunc = func() { close(started) }
-		s.servers = append(s.servers, udp)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := udp.ActivateAndServe(); err != nil {
-				s.log.Error("serving UDP stopped", zap.Error(err))
-			}
-		}()
-		<-started
+		s.addrs = append(s.addrs, pcs[0].LocalAddr().String())
+		for _, pc := range pcs {
+			udp := &dns.Server{PacketConn: pc, Handler: s.handler, UDPSize: dns.MaxMsgSize,
+				MsgAcceptFunc: s.counted("udp"), MsgInvalidFunc: s.invalid("udp")}
+			started := make(chan struct{})
+			udp.NotifyStartedFunc = func() { close(started) }
+			s.servers = append(s.servers, udp)
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				if err := udp.ActivateAndServe(); err != nil {
+					s.log.Error("serving UDP stopped", zap.Error(err))
+				}
+			}()
+			<-started
+		}
 		tcp := newTCPServer(ln, s.handler, s.log, s.handler.Snapshot().Config.Limits.TCPConnections,
 			s.counted("tcp"), s.invalid("tcp"))
 		s.tcp = append(s.tcp, tcp)
@@ -107,28 +112,62 @@ func (s *Server) Start(listen []string) error {
 			defer s.wg.Done()
 			tcp.serve()
 		}()
-		s.log.Info("listening", zap.String("address", pc.LocalAddr().String()), zap.Strings("transports", []string{"udp", "tcp"}))
+		s.log.Info("listening", zap.String("address", pcs[0].LocalAddr().String()),
+			zap.Strings("transports", []string{"udp", "tcp"}), zap.Int("udp_sockets", len(pcs)))
 	}
 	return nil
 }
 
 // listenBoth opens UDP and TCP on the same address and port.
 func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
+	pcs, ln, err := listenShared(addr, 1)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pcs[0], ln, nil
+}
+
+// listenShared opens n UDP sockets sharing addr with SO_REUSEPORT, so the
+// kernel spreads queries over n read loops (one per core), and a TCP
+// listener on the same port. Port 0 picks one free port for all of them.
+func listenShared(addr string, n int) ([]net.PacketConn, net.Listener, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, nil, err
 	}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		return errors.Join(err, serr)
+	}}
+	closeAll := func(pcs []net.PacketConn) {
+		for _, pc := range pcs {
+			pc.Close()
+		}
+	}
 	for try := 0; ; try++ {
-		pc, err := net.ListenPacket("udp", addr)
+		first, err := lc.ListenPacket(context.Background(), "udp", addr)
 		if err != nil {
 			return nil, nil, err
 		}
-		actual := net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
-		ln, err := net.Listen("tcp", actual)
-		if err == nil {
-			return pc, ln, nil
+		pcs := []net.PacketConn{first}
+		actual := net.JoinHostPort(host, strconv.Itoa(first.LocalAddr().(*net.UDPAddr).Port))
+		for len(pcs) < n && err == nil {
+			var pc net.PacketConn
+			if pc, err = lc.ListenPacket(context.Background(), "udp", actual); err == nil {
+				pcs = append(pcs, pc)
+			}
 		}
-		pc.Close()
+		var ln net.Listener
+		if err == nil {
+			ln, err = net.Listen("tcp", actual)
+		}
+		if err == nil {
+			return pcs, ln, nil
+		}
+		closeAll(pcs)
 		// With port 0 the kernel's UDP pick may be taken on TCP: try again.
 		if port != "0" || try >= 10 {
 			return nil, nil, err
