@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# Load benchmark: dnsfence against Unbound, dnsdist and a bare miekg/dns
+# responder, on the same workload in one run, so every ratio compares
+# figures taken minutes apart on the same machine.
+#
+#   bash bench/run.sh                 # 3 runs of 10 s per path and server
+#   BENCH_SECONDS=5 BENCH_RUNS=1 bash bench/run.sh   # a quick look
+#
+# Layout (2 cores): each server pinned to CPU 0, dnsperf and the upstream
+# to CPU 1. The government source address is 127.0.0.2. Paths:
+#   blocked    a blocked name from the government source (never upstream)
+#   cache-hit  1,000 names, asked over and over, after a warm-up pass
+#   cache-miss every name new, so every query goes upstream
+#   latency    the blocked path at a fixed 5,000 qps: mean latency
+#   memory     a 1,000,000-entry list: load time and RSS
+# Everything stays on loopback; every dnsperf run is bounded by -l.
+# Not part of CI's pass/fail.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+
+SECS=${BENCH_SECONDS:-10}
+RUNS=${BENCH_RUNS:-3}
+SERVER_CPU=${BENCH_SERVER_CPU:-0}
+LOAD_CPU=${BENCH_LOAD_CPU:-1}
+GOV=127.0.0.2
+UPSTREAM_PORT=5399
+declare -A PORT=([dnsfence]=5301 [unbound]=5302 [dnsdist]=5303 [bare]=5398)
+
+need=()
+for c in dnsperf unbound dnsdist taskset dig; do command -v "$c" >/dev/null || need+=("$c"); done
+if [ ${#need[@]} -gt 0 ]; then
+	echo "# installing dnsperf unbound dnsdist util-linux bind9-dnsutils"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf unbound dnsdist util-linux bind9-dnsutils >/dev/null
+fi
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+echo "# building"
+go build -o "$tmp/dnsfence" ./cmd/dnsfence
+go build -o "$tmp/upstream" ./bench/upstream
+go build -o "$tmp/bare" ./bench/bare
+
+# Query files.
+for i in $(seq 1 10000); do echo "w$i.tiktok.com A"; done >"$tmp/blocked.txt"
+for i in $(seq 1 1000); do echo "h$i.example.com A"; done >"$tmp/hit.txt"
+echo "tiktok.com" >"$tmp/tiktok.txt"
+
+# Configurations: the same policy everywhere. 127.0.0.2 is a government
+# device; tiktok.com and below get NXDOMAIN; everything else is forwarded to
+# the upstream with a cache.
+cat >"$tmp/dnsfence.yaml" <<EOF
+listen: ["127.0.0.1:${PORT[dnsfence]}"]
+upstreams: ["127.0.0.1:$UPSTREAM_PORT"]
+http: ""
+log: {queries: none}
+rate_limit: {rate: 0}
+cache: {size: 2000000}
+limits: {upstream_inflight: 10000}
+policies:
+  - name: gov
+    clients: ["$GOV/32"]
+    block: ["$tmp/tiktok.txt"]
+EOF
+cat >"$tmp/unbound.conf" <<EOF
+server:
+  interface: 127.0.0.1@${PORT[unbound]}
+  do-daemonize: no
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  username: ""
+  chroot: ""
+  directory: "$tmp"
+  pidfile: ""
+  num-threads: 1
+  do-ip6: no
+  do-not-query-localhost: no
+  module-config: "iterator"
+  qname-minimisation: no
+  msg-cache-size: 256m
+  rrset-cache-size: 512m
+  access-control: 127.0.0.0/8 allow
+  access-control-view: $GOV/32 gov
+  include: "$tmp/unbound-zones.conf"
+view:
+  name: "gov"
+  view-first: yes
+  local-zone: "tiktok.com." always_nxdomain
+forward-zone:
+  name: "."
+  forward-addr: 127.0.0.1@$UPSTREAM_PORT
+EOF
+: >"$tmp/unbound-zones.conf"
+cat >"$tmp/dnsdist.conf" <<EOF
+setLocal("127.0.0.1:${PORT[dnsdist]}")
+setACL({"127.0.0.0/8"})
+newServer({address="127.0.0.1:$UPSTREAM_PORT", checkInterval=3600})
+smn = newSuffixMatchNode()
+smn:add(newDNSName("tiktok.com."))
+dofile("$tmp/dnsdist-zones.lua")
+addAction(AndRule({makeRule("$GOV/32"), SuffixMatchNodeRule(smn)}), RCodeAction(DNSRCode.NXDOMAIN))
+pc = newPacketCache(2000000, {maxTTL=86400})
+getPool(""):setCache(pc)
+EOF
+: >"$tmp/dnsdist-zones.lua"
+
+start() { # name
+	case $1 in
+	dnsfence) taskset -c "$SERVER_CPU" "$tmp/dnsfence" -config "$tmp/dnsfence.yaml" 2>"$tmp/dnsfence.log" & ;;
+	unbound) taskset -c "$SERVER_CPU" unbound -d -c "$tmp/unbound.conf" 2>"$tmp/unbound.log" & ;;
+	dnsdist) taskset -c "$SERVER_CPU" dnsdist --supervised --disable-syslog -C "$tmp/dnsdist.conf" >"$tmp/dnsdist.log" 2>&1 & ;;
+	bare) taskset -c "$SERVER_CPU" "$tmp/bare" -listen "127.0.0.1:${PORT[bare]}" 2>"$tmp/bare.log" & ;;
+	esac
+	SERVER_PID=$!
+	pids+=("$SERVER_PID")
+	for _ in $(seq 1 600); do # up to 60 s for a big list to load
+		if dig +time=1 +tries=1 -b $GOV @127.0.0.1 -p "${PORT[$1]}" w1.tiktok.com 2>/dev/null | grep -q NXDOMAIN; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "$1 did not start" >&2
+	return 1
+}
+stop() {
+	kill "$SERVER_PID" 2>/dev/null || true
+	wait "$SERVER_PID" 2>/dev/null || true
+}
+
+steal() { awk '/^cpu /{print $9; exit}' /proc/stat; } # cumulative steal ticks
+
+# perf NAME FILE [extra dnsperf args] -> prints "qps latency_ms steal_ticks"
+perf() {
+	local name=$1 file=$2
+	shift 2
+	local s0 s1 out
+	s0=$(steal)
+	out=$(taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "${PORT[$name]}" -a $GOV -d "$file" -l "$SECS" -c 16 -q 1000 -t 2 "$@" 2>&1)
+	s1=$(steal)
+	echo "$out" >>"$tmp/dnsperf.log"
+	local qps lat
+	qps=$(awk '/Queries per second:/{print $4}' <<<"$out")
+	lat=$(awk '/Average Latency \(s\):/{print $4*1000}' <<<"$out")
+	echo "${qps:-0} ${lat:-0} $((s1 - s0))"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END{if (NR==0) print 0; else print a[int((NR+1)/2)]}'; }
+
+declare -A QPS LAT
+taskset -c "$LOAD_CPU" "$tmp/upstream" -listen "127.0.0.1:$UPSTREAM_PORT" 2>"$tmp/upstream.log" &
+pids+=("$!")
+
+echo "# $(nproc) cores; $RUNS runs of $SECS s; server on CPU $SERVER_CPU, dnsperf and upstream on CPU $LOAD_CPU"
+echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+for name in dnsfence unbound dnsdist bare; do
+	start "$name"
+	paths=(blocked)
+	[ "$name" != bare ] && paths+=(cache-hit cache-miss)
+	for path in "${paths[@]}"; do
+		results=()
+		steals=0
+		for run in $(seq 1 "$RUNS"); do
+			case $path in
+			blocked) r=$(perf "$name" "$tmp/blocked.txt") ;;
+			cache-hit)
+				perf "$name" "$tmp/hit.txt" -n 1 >/dev/null # warm
+				r=$(perf "$name" "$tmp/hit.txt")
+				;;
+			cache-miss)
+				# Names no run has asked before: every query misses.
+				awk -v r="$name$run" 'BEGIN{for(i=1;i<=1500000;i++) printf "m%d.%s.example.net A\n", i, r}' >"$tmp/miss.txt"
+				r=$(perf "$name" "$tmp/miss.txt")
+				;;
+			esac
+			results+=("$(cut -d' ' -f1 <<<"$r")")
+			steals=$((steals + $(cut -d' ' -f3 <<<"$r")))
+		done
+		QPS[$name/$path]=$(printf '%s\n' "${results[@]}" | median)
+		printf '%-9s %-10s qps: median %8.0f of [%s]  cpu steal ticks: %d\n' "$name" "$path" "${QPS[$name/$path]}" "${results[*]}" "$steals"
+	done
+	# Mean latency of the blocked path at a fixed 5,000 qps.
+	lats=()
+	for run in $(seq 1 "$RUNS"); do
+		lats+=("$(perf "$name" "$tmp/blocked.txt" -Q 5000 | cut -d' ' -f2)")
+	done
+	LAT[$name]=$(printf '%s\n' "${lats[@]}" | median)
+	printf '%-9s %-10s mean latency at 5000 qps: median %.3f ms of [%s]\n' "$name" "latency" "${LAT[$name]}" "${lats[*]}"
+	stop
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+echo
+echo "RESULT blocked    dnsfence $(printf %.0f "${QPS[dnsfence/blocked]}") qps: x$(ratio "${QPS[dnsfence/blocked]}" "${QPS[unbound/blocked]}") unbound, x$(ratio "${QPS[dnsfence/blocked]}" "${QPS[dnsdist/blocked]}") dnsdist, x$(ratio "${QPS[dnsfence/blocked]}" "${QPS[bare/blocked]}") bare miekg/dns"
+echo "RESULT cache-hit  dnsfence $(printf %.0f "${QPS[dnsfence/cache-hit]}") qps: x$(ratio "${QPS[dnsfence/cache-hit]}" "${QPS[unbound/cache-hit]}") unbound, x$(ratio "${QPS[dnsfence/cache-hit]}" "${QPS[dnsdist/cache-hit]}") dnsdist, x$(ratio "${QPS[dnsfence/cache-hit]}" "${QPS[bare/blocked]}") bare miekg/dns (blocked)"
+echo "RESULT cache-miss dnsfence $(printf %.0f "${QPS[dnsfence/cache-miss]}") qps: x$(ratio "${QPS[dnsfence/cache-miss]}" "${QPS[unbound/cache-miss]}") unbound, x$(ratio "${QPS[dnsfence/cache-miss]}" "${QPS[dnsdist/cache-miss]}") dnsdist"
+echo "RESULT latency    dnsfence ${LAT[dnsfence]} ms at 5000 qps: x$(ratio "${LAT[dnsfence]}" "${LAT[unbound]}") unbound, x$(ratio "${LAT[dnsfence]}" "${LAT[dnsdist]}") dnsdist, x$(ratio "${LAT[dnsfence]}" "${LAT[bare]}") bare miekg/dns"
+
+# Memory and load time with a 1,000,000-entry list.
+if [ "${BENCH_MEMORY:-1}" = 1 ]; then
+	awk 'BEGIN{for(i=1;i<=1000000;i++) printf "host-%d.tracker%d.example.com\n", i, i%1000; print "tiktok.com"}' >"$tmp/tiktok.txt"
+	awk 'BEGIN{for(i=1;i<=1000000;i++) printf "local-zone: \"host-%d.tracker%d.example.com.\" always_nxdomain\n", i, i%1000}' >"$tmp/unbound-zones.conf"
+	awk -v f="$tmp/tiktok.txt" 'BEGIN{print "for line in io.lines(\"" f "\") do smn:add(newDNSName(line)) end"}' >"$tmp/dnsdist-zones.lua"
+	for name in dnsfence unbound dnsdist; do
+		t0=$(date +%s.%N)
+		start "$name"
+		t1=$(date +%s.%N)
+		rss_idle=$(awk '/VmRSS/{print $2}' "/proc/$SERVER_PID/status")
+		perf "$name" "$tmp/blocked.txt" >/dev/null
+		rss_load=$(awk '/VmRSS/{print $2}' "/proc/$SERVER_PID/status")
+		hwm=$(awk '/VmHWM/{print $2}' "/proc/$SERVER_PID/status")
+		printf 'RESULT memory    %-9s 1,000,000 entries: ready in %.1f s, RSS %d MB idle, %d MB under load, peak %d MB\n' \
+			"$name" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" $((rss_idle / 1024)) $((rss_load / 1024)) $((hwm / 1024))
+		stop
+	done
+	echo "tiktok.com" >"$tmp/tiktok.txt"
+	start dnsfence
+	base=$(awk '/VmRSS/{print $2}' "/proc/$SERVER_PID/status")
+	stop
+	printf 'RESULT memory    dnsfence  baseline with a 1-entry list: RSS %d MB\n' $((base / 1024))
+fi
