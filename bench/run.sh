@@ -161,7 +161,7 @@ pids+=("$!")
 
 echo "# $(nproc) cores; $RUNS runs of $SECS s; server on CPU $SERVER_CPU, dnsperf and upstream on CPU $LOAD_CPU"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-for name in dnsfence unbound dnsdist bare; do
+for name in ${BENCH_SERVERS:-dnsfence unbound dnsdist bare}; do
 	start "$name"
 	paths=(blocked)
 	[ "$name" != bare ] && paths+=(cache-hit cache-miss)
@@ -197,7 +197,11 @@ for name in dnsfence unbound dnsdist bare; do
 	stop
 done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+ratio() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+for k in dnsfence unbound dnsdist bare; do
+	for p in blocked cache-hit cache-miss; do QPS[$k/$p]=${QPS[$k/$p]:-0}; done
+	LAT[$k]=${LAT[$k]:-0}
+done
 echo
 echo "RESULT blocked    dnsfence $(printf %.0f "${QPS[dnsfence/blocked]}") qps: x$(ratio "${QPS[dnsfence/blocked]}" "${QPS[unbound/blocked]}") unbound, x$(ratio "${QPS[dnsfence/blocked]}" "${QPS[dnsdist/blocked]}") dnsdist, x$(ratio "${QPS[dnsfence/blocked]}" "${QPS[bare/blocked]}") bare miekg/dns"
 echo "RESULT cache-hit  dnsfence $(printf %.0f "${QPS[dnsfence/cache-hit]}") qps: x$(ratio "${QPS[dnsfence/cache-hit]}" "${QPS[unbound/cache-hit]}") unbound, x$(ratio "${QPS[dnsfence/cache-hit]}" "${QPS[dnsdist/cache-hit]}") dnsdist, x$(ratio "${QPS[dnsfence/cache-hit]}" "${QPS[bare/blocked]}") bare miekg/dns (blocked)"
@@ -209,7 +213,7 @@ if [ "${BENCH_MEMORY:-1}" = 1 ]; then
 	awk 'BEGIN{for(i=1;i<=1000000;i++) printf "host-%d.tracker%d.example.com\n", i, i%1000; print "tiktok.com"}' >"$tmp/tiktok.txt"
 	awk 'BEGIN{for(i=1;i<=1000000;i++) printf "local-zone: \"host-%d.tracker%d.example.com.\" always_nxdomain\n", i, i%1000}' >"$tmp/unbound-zones.conf"
 	awk -v f="$tmp/tiktok.txt" 'BEGIN{print "for line in io.lines(\"" f "\") do smn:add(newDNSName(line)) end"}' >"$tmp/dnsdist-zones.lua"
-	for name in dnsfence unbound dnsdist; do
+	for name in ${BENCH_MEMORY_SERVERS:-dnsfence unbound dnsdist}; do
 		t0=$(date +%s.%N)
 		start "$name"
 		t1=$(date +%s.%N)

@@ -38,7 +38,7 @@ type upstreamState struct {
 	down    atomic.Bool  // failed its last exchange; skipped while others are up
 	probing atomic.Bool  // a probe goroutine is running for it
 	rtt     atomic.Int64 // smoothed round-trip time in ns; 0 until measured
-	pool    *udpPool
+	mux     *udpMux
 }
 
 // observe folds one round-trip time into the smoothed one (EWMA, 1/4).
@@ -62,7 +62,7 @@ func NewForwarder(upstreams []string, timeout time.Duration, fastest bool) *Forw
 		probeEvery: time.Second,
 	}
 	for _, u := range upstreams {
-		f.upstreams = append(f.upstreams, &upstreamState{addr: u, pool: newUDPPool(u)})
+		f.upstreams = append(f.upstreams, &upstreamState{addr: u, mux: &udpMux{addr: u}})
 	}
 	return f
 }
@@ -266,7 +266,7 @@ func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, u *upstreamState, 
 	if overTCP {
 		resp, _, err = f.tcp.ExchangeContext(tctx, q, u.addr)
 	} else {
-		resp, err = u.pool.exchange(tctx, q)
+		resp, err = u.mux.exchange(tctx, q)
 		if err == nil && resp.Truncated {
 			tctx2, cancel2 := context.WithTimeout(ctx, f.timeout)
 			defer cancel2()
@@ -280,97 +280,6 @@ func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, u *upstreamState, 
 		return nil, errMismatch
 	}
 	return resp, nil
-}
-
-// Limits on reusing one upstream UDP socket: reuse saves a socket and a
-// connect per query, and renewing keeps the source port changing, which is
-// half of what makes a spoofed answer hard to guess (RFC 5452).
-const (
-	socketMaxUses = 100
-	socketMaxAge  = 10 * time.Second
-	poolIdle      = 64
-)
-
-// udpPool keeps connected UDP sockets to one upstream. A connected socket
-// only receives datagrams from the upstream's address; each is used by one
-// query at a time.
-type udpPool struct {
-	addr string
-	idle chan *pooledConn
-}
-
-type pooledConn struct {
-	*dns.Conn
-	uses int
-	born time.Time
-}
-
-func newUDPPool(addr string) *udpPool {
-	return &udpPool{addr: addr, idle: make(chan *pooledConn, poolIdle)}
-}
-
-func (p *udpPool) get() (*pooledConn, error) {
-	for {
-		select {
-		case c := <-p.idle:
-			if c.uses < socketMaxUses && time.Since(c.born) < socketMaxAge {
-				return c, nil
-			}
-			c.Close()
-		default:
-			conn, err := net.Dial("udp", p.addr)
-			if err != nil {
-				return nil, err
-			}
-			return &pooledConn{Conn: &dns.Conn{Conn: conn, UDPSize: dns.MaxMsgSize}, born: time.Now()}, nil
-		}
-	}
-}
-
-func (p *udpPool) put(c *pooledConn) {
-	select {
-	case p.idle <- c:
-	default:
-		c.Close()
-	}
-}
-
-// exchange sends q and waits for the answer with its ID; answers with
-// another ID (late answers to earlier queries, spoofing attempts) are
-// skipped. A socket that saw an error or timeout is not reused.
-func (p *udpPool) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
-	c, err := p.get()
-	if err != nil {
-		return nil, err
-	}
-	c.uses++
-	if deadline, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(deadline)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
-	defer stop()
-	if err := c.WriteMsg(q); err != nil {
-		c.Close()
-		return nil, err
-	}
-	for {
-		r, err := c.ReadMsg()
-		if err != nil {
-			c.Close()
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, err
-		}
-		if r.Id == q.Id {
-			if stop() {
-				p.put(c)
-			} else {
-				c.Close()
-			}
-			return r, nil
-		}
-	}
 }
 
 // sameQuestion compares the answer's question with ours; names compare

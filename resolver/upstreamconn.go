@@ -1,0 +1,175 @@
+package resolver
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Limits on one upstream UDP socket. Many queries share a socket, told
+// apart by ID, so that a cache miss costs no socket of its own; renewing the
+// socket keeps the source port changing, half of what makes a spoofed
+// answer hard to guess (RFC 5452).
+const (
+	socketMaxQueries = 1000
+	socketMaxAge     = 10 * time.Second
+)
+
+var errSocketClosed = errors.New("upstream socket closed")
+
+// udpMux sends queries to one upstream over a shared connected UDP socket:
+// a connected socket only receives datagrams from the upstream's address,
+// and a reader goroutine hands each answer to the query with its ID.
+// Answers whose ID no query is waiting for (late or spoofed) are dropped.
+type udpMux struct {
+	addr string
+	mu   sync.Mutex
+	cur  *upstreamSocket
+}
+
+// upstreamSocket is one connected socket and the queries waiting on it.
+type upstreamSocket struct {
+	conn net.Conn
+	born time.Time
+
+	mu      sync.Mutex
+	pending map[uint16]chan []byte
+	sent    int
+	dead    bool // read failed: no more queries
+	retired bool // replaced: closes once its last query is answered
+}
+
+// socket returns the current socket, renewing it when it is old, used up or
+// dead.
+func (m *udpMux) socket() (*upstreamSocket, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.cur; s != nil {
+		s.mu.Lock()
+		ok := !s.dead && s.sent < socketMaxQueries && time.Since(s.born) < socketMaxAge
+		if ok {
+			s.sent++
+		}
+		s.mu.Unlock()
+		if ok {
+			return s, nil
+		}
+		s.retire()
+	}
+	c, err := net.Dial("udp", m.addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &upstreamSocket{conn: c, born: time.Now(), pending: map[uint16]chan []byte{}, sent: 1}
+	go s.read()
+	m.cur = s
+	return s, nil
+}
+
+// exchange sends q with a query ID free on the socket (q.Id is set to it)
+// and waits for the answer until ctx ends.
+func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+	s, err := m.socket()
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan []byte, 1)
+	s.mu.Lock()
+	if s.dead {
+		s.mu.Unlock()
+		return nil, errSocketClosed
+	}
+	id := dns.Id()
+	for s.pending[id] != nil {
+		id = dns.Id()
+	}
+	s.pending[id] = ch
+	s.mu.Unlock()
+
+	q.Id = id
+	b, err := q.Pack()
+	if err == nil {
+		_, err = s.conn.Write(b)
+	}
+	if err != nil {
+		s.forget(id)
+		return nil, err
+	}
+	select {
+	case raw, ok := <-ch:
+		if !ok {
+			return nil, errSocketClosed
+		}
+		r := new(dns.Msg)
+		if err := r.Unpack(raw); err != nil {
+			return nil, err
+		}
+		return r, nil
+	case <-ctx.Done():
+		s.forget(id)
+		return nil, ctx.Err()
+	}
+}
+
+// read delivers answers to waiting queries until the socket fails or is
+// closed; then every waiting query is told.
+func (s *upstreamSocket) read() {
+	buf := make([]byte, dns.MaxMsgSize)
+	for {
+		n, err := s.conn.Read(buf)
+		if err != nil {
+			s.mu.Lock()
+			s.dead = true
+			for id, ch := range s.pending {
+				close(ch)
+				delete(s.pending, id)
+			}
+			s.mu.Unlock()
+			s.conn.Close()
+			return
+		}
+		if n < 12 {
+			continue
+		}
+		id := binary.BigEndian.Uint16(buf)
+		s.mu.Lock()
+		ch := s.pending[id]
+		delete(s.pending, id)
+		done := s.retired && len(s.pending) == 0
+		s.mu.Unlock()
+		if ch != nil {
+			ch <- bytes.Clone(buf[:n])
+		}
+		if done {
+			s.conn.Close() // ends this loop
+		}
+	}
+}
+
+// forget stops waiting for id.
+func (s *upstreamSocket) forget(id uint16) {
+	s.mu.Lock()
+	delete(s.pending, id)
+	done := s.retired && len(s.pending) == 0
+	s.mu.Unlock()
+	if done {
+		s.conn.Close()
+	}
+}
+
+// retire takes the socket out of use; it closes once nothing waits on it.
+func (s *upstreamSocket) retire() {
+	s.mu.Lock()
+	s.retired = true
+	done := len(s.pending) == 0
+	s.mu.Unlock()
+	if done {
+		s.conn.Close()
+	}
+}
