@@ -110,6 +110,10 @@ func (h *Handler) Cache() *Cache { return h.cache.Load() }
 // query is one request being answered and what was learnt about it.
 type query struct {
 	req       *dns.Msg
+	w         dns.ResponseWriter
+	snap      *Snapshot // the state the whole query is decided with
+	fast      bool      // answer only without waiting on an upstream
+	waiting   bool      // fast stopped before an upstream exchange
 	id        Identity
 	client    netip.Addr // id.Client's address, for logs and explanations
 	tcp       bool
@@ -126,45 +130,60 @@ type query struct {
 // ServeDNS answers one query. A panic anywhere below becomes SERVFAIL: every
 // query gets exactly one answer and the process stays up.
 func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	q := h.begin(w, req)
+	defer h.end(q)
+	h.run(q)
+}
+
+// begin starts a query: counted in flight until end.
+func (h *Handler) begin(w dns.ResponseWriter, req *dns.Msg) *query {
 	h.inflight.Add(1)
-	defer h.inflight.Done()
 	if h.metrics != nil {
 		h.metrics.inflight.Inc()
-		defer h.metrics.inflight.Dec()
 	}
-	q := &query{req: req, start: time.Now()}
+	return &query{req: req, w: w, start: time.Now()}
+}
+
+func (h *Handler) end(*query) {
+	if h.metrics != nil {
+		h.metrics.inflight.Dec()
+	}
+	h.inflight.Done()
+}
+
+// run answers the query. With q.fast set, a query whose answer needs an
+// upstream is not answered: run sets q.waiting and returns, and the caller
+// runs it again without fast where waiting is fine (the batched UDP loop
+// answers blocked and cached queries inline and hands the rest to a
+// goroutine). The second run takes up where the first stopped: the client
+// is not rate limited twice.
+func (h *Handler) run(q *query) {
+	w, req := q.w, q.req
 	defer func() {
 		if r := recover(); r != nil {
 			h.log.Error("panic answering query", zap.Any("panic", r), zap.String(logClient, q.client.String()),
 				zap.ByteString("stack", debug.Stack()))
+			q.waiting = false
 			if len(req.Question) > 0 {
 				_ = w.WriteMsg(servfailReply(req, dns.ExtendedErrorCodeOther, "internal error"))
 			}
 		}
 	}()
-	snap := h.state.Load()
-	q.id, q.tcp = identify(snap, w, req)
-	q.client = q.id.Client.Addr()
-
-	// Over its rate: a UDP query is dropped (an answer would make dnsfence
-	// an amplifier), a TCP one refused. Blocked answers count too.
-	if !h.limiter.allow(snap, q.client, q.start) {
-		h.metrics.rateLimited.WithLabelValues(transportName(q.tcp)).Inc()
-		if h.limiter.shouldLog(q.client, q.start) {
-			h.log.Warn("client over its rate limit", zap.String(logClient, q.client.String()),
-				zap.Float64("rate", snap.Config.RateLimit.Rate), zap.Int("burst", snap.Config.RateLimit.Burst))
-		}
-		if !q.tcp {
-			h.metrics.query(transportName(q.tcp), ResultDropped)
+	if q.snap == nil {
+		q.snap = h.state.Load()
+		q.id, q.tcp = identify(q.snap, w, req)
+		q.client = q.id.Client.Addr()
+		if !h.admit(q) {
 			return
 		}
-		q.result = ResultRefused
-		_ = w.WriteMsg(newReply(req, dns.RcodeRefused))
-		h.metrics.query(transportName(q.tcp), q.result)
-		return
 	}
+	snap := q.snap
 
+	q.waiting = false
 	resp := h.answer(context.Background(), snap, q)
+	if resp == nil {
+		return // q.waiting: left for a run without fast
+	}
 	echoECS(resp, q.id.ECS)
 	// Upstream answers are compressed to fit; our own answers are small,
 	// and packing them plain saves building the compression map.
@@ -182,6 +201,29 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if err := w.WriteMsg(resp); err != nil {
 		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
 	}
+}
+
+// admit applies the client's rate limit. Over it, a UDP query is dropped
+// (an answer would make dnsfence an amplifier) and a TCP one refused.
+// Blocked answers count too.
+func (h *Handler) admit(q *query) bool {
+	snap := q.snap
+	if h.limiter.allow(snap, q.client, q.start) {
+		return true
+	}
+	h.metrics.rateLimited.WithLabelValues(transportName(q.tcp)).Inc()
+	if h.limiter.shouldLog(q.client, q.start) {
+		h.log.Warn("client over its rate limit", zap.String(logClient, q.client.String()),
+			zap.Float64("rate", snap.Config.RateLimit.Rate), zap.Int("burst", snap.Config.RateLimit.Burst))
+	}
+	if !q.tcp {
+		h.metrics.query(transportName(q.tcp), ResultDropped)
+		return false
+	}
+	q.result = ResultRefused
+	h.metrics.query(transportName(q.tcp), q.result)
+	_ = q.w.WriteMsg(newReply(q.req, dns.RcodeRefused))
+	return false
 }
 
 // answer runs the pipeline and returns the reply to send.
@@ -230,7 +272,11 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 	}
 
 	// 7. Forward: the cache first, then the upstreams.
-	resp, upstream, err := h.resolve(ctx, snap, req, q.tcp)
+	resp, upstream, err := h.resolve(ctx, snap, req, q.tcp, q.fast)
+	if errors.Is(err, errWouldWait) {
+		q.waiting = true
+		return nil
+	}
 	q.upstream = upstream
 	if err != nil {
 		q.result = ResultServfail
@@ -271,6 +317,9 @@ const (
 	upstreamStale = "cache-stale"
 )
 
+// errWouldWait stops a fast run at the first upstream exchange.
+var errWouldWait = errors.New("answer needs an upstream")
+
 // errOverloaded is returned when upstream_inflight queries are already
 // waiting on the upstreams.
 var errOverloaded = errors.New("too many upstream queries in flight")
@@ -279,7 +328,7 @@ var errOverloaded = errors.New("too many upstream queries in flight")
 // cache when fresh; otherwise from the upstreams, with identical concurrent
 // misses sharing one upstream query; when every upstream fails, a stale
 // cached answer if serve_stale allows.
-func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, tcp bool) (*dns.Msg, string, error) {
+func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, tcp, fast bool) (*dns.Msg, string, error) {
 	cache := h.cache.Load()
 	key := keyOf(req)
 	now := time.Now()
@@ -289,6 +338,9 @@ func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, tcp
 			go h.fetch(context.Background(), snap, req.Copy(), key, tcp) // refreshes the cache only
 		}
 		return msg, upstreamCache, nil
+	}
+	if fast {
+		return nil, "", errWouldWait
 	}
 	h.metrics.cacheLookup("miss")
 	msg, upstream, err := h.fetch(ctx, snap, req, key, tcp)

@@ -19,7 +19,7 @@ import (
 type Server struct {
 	handler *Handler
 	log     *zap.Logger
-	servers []*dns.Server // UDP
+	udp     []*udpServer
 	tcp     []*tcpServer
 	addrs   []string
 	wg      sync.WaitGroup
@@ -90,19 +90,13 @@ func (s *Server) Start(listen []string) error {
 		}
 		s.addrs = append(s.addrs, pcs[0].LocalAddr().String())
 		for _, pc := range pcs {
-			udp := &dns.Server{PacketConn: pc, Handler: s.handler, UDPSize: dns.MaxMsgSize,
-				MsgAcceptFunc: s.counted("udp"), MsgInvalidFunc: s.invalid("udp")}
-			started := make(chan struct{})
-			udp.NotifyStartedFunc = func() { close(started) }
-			s.servers = append(s.servers, udp)
+			udp := newUDPServer(pc.(*net.UDPConn), s.handler, s.log, s.counted("udp"), s.invalid("udp"))
+			s.udp = append(s.udp, udp)
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
-				if err := udp.ActivateAndServe(); err != nil {
-					s.log.Error("serving UDP stopped", zap.Error(err))
-				}
+				udp.serve()
 			}()
-			<-started
 		}
 		tcp := newTCPServer(ln, s.handler, s.log, s.handler.Snapshot().Config.Limits.TCPConnections,
 			s.counted("tcp"), s.invalid("tcp"))
@@ -180,8 +174,8 @@ func listenShared(addr string, n int) ([]net.PacketConn, net.Listener, error) {
 func (s *Server) Addrs() []string { return s.addrs }
 
 func (s *Server) closeAll() {
-	for _, srv := range s.servers {
-		_ = srv.Shutdown()
+	for _, u := range s.udp {
+		u.shutdown(nil)
 	}
 	for _, t := range s.tcp {
 		t.shutdown(nil)
@@ -196,10 +190,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, t := range s.tcp {
 		t.shutdown(ctx.Done())
 	}
-	for _, srv := range s.servers {
-		if err := srv.ShutdownContext(ctx); err != nil {
-			errs = append(errs, err)
-		}
+	for _, u := range s.udp {
+		u.shutdown(ctx.Done())
 	}
 	done := make(chan struct{})
 	go func() {

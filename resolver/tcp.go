@@ -166,49 +166,16 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 	}
 }
 
-// serveMessage answers one message as miekg/dns's server would: drop what
-// has no header, answer rejected headers and unparseable bodies with
-// FORMERR (or NOTIMP), and hand the rest to the handler.
+// serveMessage answers one message of the connection.
 func (s *tcpServer) serveMessage(c *tcpConn, m []byte) {
-	const headerSize = 12
-	if len(m) < headerSize {
-		s.invalid(m, dns.ErrShortRead)
-		return
-	}
-	dh := dns.Header{
-		Id:      binary.BigEndian.Uint16(m[0:]),
-		Bits:    binary.BigEndian.Uint16(m[2:]),
-		Qdcount: binary.BigEndian.Uint16(m[4:]),
-		Ancount: binary.BigEndian.Uint16(m[6:]),
-		Nscount: binary.BigEndian.Uint16(m[8:]),
-		Arcount: binary.BigEndian.Uint16(m[10:]),
-	}
 	w := &tcpWriter{conn: c}
-	action := s.accept(dh)
-	req := new(dns.Msg)
-	if action == dns.MsgAccept {
-		if err := req.Unpack(m); err != nil {
-			s.invalid(m, err)
-			action = dns.MsgReject
-		}
+	req, reject := acceptMessage(m, s.accept, s.invalid)
+	if reject != nil {
+		_ = w.WriteMsg(reject)
 	}
-	switch action {
-	case dns.MsgIgnore:
-		return
-	case dns.MsgReject, dns.MsgRejectNotImplemented:
-		reply := new(dns.Msg)
-		reply.Id = dh.Id
-		reply.Response = true
-		reply.Opcode = int(dh.Bits>>11) & 0xF
-		reply.RecursionDesired = dh.Bits&(1<<8) != 0
-		reply.Rcode = dns.RcodeFormatError
-		if action == dns.MsgRejectNotImplemented {
-			reply.Rcode = dns.RcodeNotImplemented
-		}
-		_ = w.WriteMsg(reply)
-		return
+	if req != nil {
+		s.handler.ServeDNS(w, req)
 	}
-	s.handler.ServeDNS(w, req)
 }
 
 // shutdown stops accepting, lets every connection finish the queries it

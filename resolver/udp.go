@@ -1,0 +1,231 @@
+package resolver
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+)
+
+// Batch sizes of the UDP loop.
+const (
+	udpBatch   = 64   // datagrams read (recvmmsg) and answered (sendmmsg) per system call
+	udpReadBuf = 4096 // a larger datagram is not a DNS query anyone sends; it is dropped
+)
+
+// batchConn is what ipv4.PacketConn and ipv6.PacketConn share.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// udpServer serves DNS over one UDP socket in batches: one recvmmsg reads up
+// to udpBatch queries, the blocked, refused and cached ones are answered
+// right there with no goroutine each, and one sendmmsg sends their answers.
+// A query that needs an upstream continues in its own goroutine and is
+// answered on its own. It is ours rather than miekg/dns's because that
+// server spends a goroutine and two system calls on every packet. Parsing,
+// packing and the accept decisions are miekg/dns's and the TCP server's.
+type udpServer struct {
+	pc      *net.UDPConn
+	batch   batchConn
+	handler *Handler
+	log     *zap.Logger
+	accept  dns.MsgAcceptFunc
+	invalid dns.MsgInvalidFunc
+	async   sync.WaitGroup // queries answered outside the loop
+	done    chan struct{}
+}
+
+func newUDPServer(pc *net.UDPConn, h *Handler, log *zap.Logger, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) *udpServer {
+	s := &udpServer{pc: pc, handler: h, log: log, accept: accept, invalid: invalid, done: make(chan struct{})}
+	if a, ok := pc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
+		s.batch = ipv4.NewPacketConn(pc)
+	} else {
+		s.batch = ipv6.NewPacketConn(pc)
+	}
+	return s
+}
+
+// udpWriter is the dns.ResponseWriter of one datagram. Inside the batch its
+// answer is packed into the batch's buffer; once the query has left the
+// batch, it is sent on its own.
+type udpWriter struct {
+	s      *udpServer
+	remote *net.UDPAddr
+	buf    []byte // the batch's buffer for this slot
+	packed []byte // the answer packed into buf, to send with the batch
+	alone  bool   // left the batch: write directly
+}
+
+var _ dns.ResponseWriter = (*udpWriter)(nil)
+
+func (w *udpWriter) LocalAddr() net.Addr  { return w.s.pc.LocalAddr() }
+func (w *udpWriter) RemoteAddr() net.Addr { return w.remote }
+func (w *udpWriter) WriteMsg(m *dns.Msg) error {
+	if w.alone {
+		b, err := m.Pack()
+		if err != nil {
+			return err
+		}
+		_, err = w.s.pc.WriteToUDP(b, w.remote)
+		return err
+	}
+	b, err := m.PackBuffer(w.buf[:0])
+	if err != nil {
+		return err
+	}
+	w.packed = b
+	return nil
+}
+func (w *udpWriter) Write(b []byte) (int, error) {
+	if w.alone {
+		return w.s.pc.WriteToUDP(b, w.remote)
+	}
+	w.packed = append(w.buf[:0], b...)
+	return len(b), nil
+}
+func (w *udpWriter) Close() error        { return nil }
+func (w *udpWriter) TsigStatus() error   { return nil }
+func (w *udpWriter) TsigTimersOnly(bool) {}
+func (w *udpWriter) Hijack()             {}
+
+// serve reads and answers until the socket is closed or shut down.
+func (s *udpServer) serve() {
+	defer close(s.done)
+	in := make([]ipv4.Message, udpBatch)
+	for i := range in {
+		in[i].Buffers = [][]byte{make([]byte, udpReadBuf)}
+	}
+	out := make([]ipv4.Message, 0, udpBatch)
+	bufs := make([][]byte, udpBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, 0, udpReadBuf) // PackBuffer grows it for a larger answer
+	}
+	for {
+		n, err := s.batch.ReadBatch(in, 0)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || isTimeout(err) {
+				return // closed, or shut down by a past read deadline
+			}
+			s.log.Warn("reading UDP", zap.Error(err))
+			continue
+		}
+		out = out[:0]
+		for i := 0; i < n; i++ {
+			m := &in[i]
+			remote, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			if m.Flags&unix.MSG_TRUNC != 0 {
+				s.handler.metrics.query("udp", ResultDropped) // larger than any query
+				continue
+			}
+			w := &udpWriter{s: s, remote: remote, buf: bufs[i]}
+			s.serveDatagram(w, m.Buffers[0][:m.N])
+			if w.packed != nil {
+				out = append(out, ipv4.Message{Buffers: [][]byte{w.packed}, Addr: remote})
+			}
+		}
+		for len(out) > 0 {
+			sent, err := s.batch.WriteBatch(out, 0)
+			if err != nil {
+				s.log.Debug("writing UDP answers", zap.Error(err))
+				sent = 1 // skip the one that failed (e.g. ICMP-refused client)
+			}
+			out = out[sent:]
+		}
+	}
+}
+
+// serveDatagram answers one datagram, inline when it needs no upstream.
+func (s *udpServer) serveDatagram(w *udpWriter, b []byte) {
+	req, reject := acceptMessage(b, s.accept, s.invalid)
+	if reject != nil {
+		_ = w.WriteMsg(reject)
+	}
+	if req == nil {
+		return
+	}
+	h := s.handler
+	q := h.begin(w, req)
+	q.fast = true
+	h.run(q)
+	if !q.waiting {
+		h.end(q)
+		return
+	}
+	// It needs an upstream: answer it on its own, off the loop.
+	w.alone = true
+	q.fast = false
+	s.async.Add(1)
+	go func() {
+		defer s.async.Done()
+		defer h.end(q)
+		h.run(q)
+	}()
+}
+
+// acceptMessage takes a raw message as miekg/dns's server would: without a
+// header it is dropped (any answer could be used to amplify); a header the
+// accept function rejects, or a body that does not parse, gets the FORMERR
+// (or NOTIMP) reply returned; else the parsed query is returned.
+func acceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) (req, reject *dns.Msg) {
+	const headerSize = 12
+	if len(b) < headerSize {
+		invalid(b, dns.ErrShortRead)
+		return nil, nil
+	}
+	dh := dns.Header{
+		Id:      binary.BigEndian.Uint16(b[0:]),
+		Bits:    binary.BigEndian.Uint16(b[2:]),
+		Qdcount: binary.BigEndian.Uint16(b[4:]),
+		Ancount: binary.BigEndian.Uint16(b[6:]),
+		Nscount: binary.BigEndian.Uint16(b[8:]),
+		Arcount: binary.BigEndian.Uint16(b[10:]),
+	}
+	action := accept(dh)
+	if action == dns.MsgAccept {
+		req = new(dns.Msg)
+		if err := req.Unpack(b); err == nil {
+			return req, nil
+		}
+		invalid(b, dns.ErrBuf)
+		action = dns.MsgReject
+	}
+	if action == dns.MsgIgnore {
+		return nil, nil
+	}
+	reply := new(dns.Msg)
+	reply.Id = dh.Id
+	reply.Response = true
+	reply.Opcode = int(dh.Bits>>11) & 0xF
+	reply.RecursionDesired = dh.Bits&(1<<8) != 0
+	reply.Rcode = dns.RcodeFormatError
+	if action == dns.MsgRejectNotImplemented {
+		reply.Rcode = dns.RcodeNotImplemented
+	}
+	return nil, reply
+}
+
+// shutdown stops reading, lets the queries already read finish (until done
+// is closed), then closes the socket.
+func (s *udpServer) shutdown(done <-chan struct{}) {
+	_ = s.pc.SetReadDeadline(time.Now())
+	<-s.done
+	finished := make(chan struct{})
+	go func() { s.async.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-done:
+	}
+	s.pc.Close()
+}
