@@ -1,7 +1,9 @@
 package resolver
 
 import (
+	"encoding/binary"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -59,12 +61,9 @@ func servfailReply(req *dns.Msg, ede uint16, text string) *dns.Msg {
 // question name or a parent of it, else the question name itself (a CNAME
 // chain block), so that the SOA always sits at or above the question as RFC
 // 2308 negative caching expects.
-func blockedReply(req *dns.Msg, p *Policy, d Decision, ttl uint32, serial uint32) *dns.Msg {
+func blockedReply(req *dns.Msg, p *Policy, d Decision, ttl uint32, serial uint32, chain bool) *dns.Msg {
 	q := req.Question[0]
-	owner := dns.Fqdn(d.Entry.Name)
-	if !dns.IsSubDomain(owner, strings.ToLower(q.Name)) {
-		owner = strings.ToLower(dns.Fqdn(q.Name))
-	}
+	owner := soaOwner(q.Name, d, chain)
 	soa := &dns.SOA{
 		Hdr:     dns.RR_Header{Name: owner, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: ttl},
 		Ns:      soaMname,
@@ -96,6 +95,108 @@ func blockedReply(req *dns.Msg, p *Policy, d Decision, ttl uint32, serial uint32
 	}
 	addEDE(m, dns.ExtendedErrorCodeBlocked, p.BlockedText(d.Entry.List.File()))
 	return m
+}
+
+// soaOwner is the owner of a blocked answer's SOA: the matched entry, which
+// is the question name or a parent of it; for a CNAME chain block, whose
+// entry matched another name, the question name.
+func soaOwner(qname string, d Decision, chain bool) string {
+	if chain {
+		return strings.ToLower(dns.Fqdn(qname))
+	}
+	return d.Entry.Name + "."
+}
+
+// soaNames is the SOA's MNAME and RNAME in wire form, packed once.
+var soaNames = func() []byte {
+	b := make([]byte, 256)
+	off, err := dns.PackDomainName(soaMname, b, 0, nil, false)
+	if err == nil {
+		off, err = dns.PackDomainName(soaRname, b, off, nil, false)
+	}
+	if err != nil {
+		panic(err)
+	}
+	return b[:off]
+}()
+
+// appendBlocked packs the NXDOMAIN or REFUSED blocked answer straight into
+// b: the same message blockedReply builds (header, question as asked, for
+// NXDOMAIN the SOA, and OPT with EDE 15 when the query had EDNS), without
+// building it,
+// because this is the answer dnsfence gives most. It reports false when the
+// answer would not fit maxSize; the caller then builds it the general way.
+func appendBlocked(b []byte, req *dns.Msg, rcode int, owner string, ttl, serial uint32, ede string, maxSize int) ([]byte, bool) {
+	q := req.Question[0]
+	opt := req.IsEdns0()
+	flags := uint16(1<<15) | uint16(req.Opcode&0xF)<<11 | 1<<7 | uint16(rcode&0xF)
+	if req.RecursionDesired {
+		flags |= 1 << 8
+	}
+	if req.CheckingDisabled {
+		flags |= 1 << 4
+	}
+	arcount := uint16(0)
+	if opt != nil {
+		arcount = 1
+	}
+	b = binary.BigEndian.AppendUint16(b, req.Id)
+	b = binary.BigEndian.AppendUint16(b, flags)
+	b = binary.BigEndian.AppendUint16(b, 1) // question
+	b = binary.BigEndian.AppendUint16(b, 0) // answer
+	withSOA := rcode == dns.RcodeNameError
+	nscount := uint16(0)
+	if withSOA {
+		nscount = 1
+	}
+	b = binary.BigEndian.AppendUint16(b, nscount) // authority: the SOA
+	b = binary.BigEndian.AppendUint16(b, arcount)
+	var err error
+	if b, err = appendName(b, q.Name); err != nil {
+		return b, false
+	}
+	b = binary.BigEndian.AppendUint16(b, q.Qtype)
+	b = binary.BigEndian.AppendUint16(b, q.Qclass)
+	if withSOA {
+		if b, err = appendName(b, owner); err != nil {
+			return b, false
+		}
+		b = binary.BigEndian.AppendUint16(b, dns.TypeSOA)
+		b = binary.BigEndian.AppendUint16(b, dns.ClassINET)
+		b = binary.BigEndian.AppendUint32(b, ttl)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(soaNames)+20))
+		b = append(b, soaNames...)
+		for _, v := range [...]uint32{serial, soaRefresh, soaRetry, soaExpire, ttl} {
+			b = binary.BigEndian.AppendUint32(b, v)
+		}
+	}
+	if opt != nil {
+		b = append(b, 0) // root
+		b = binary.BigEndian.AppendUint16(b, dns.TypeOPT)
+		b = binary.BigEndian.AppendUint16(b, ednsSize)
+		var ttlFlags uint32 // extended RCODE 0, version 0
+		if opt.Do() {
+			ttlFlags |= 1 << 15
+		}
+		b = binary.BigEndian.AppendUint32(b, ttlFlags)
+		b = binary.BigEndian.AppendUint16(b, uint16(4+2+len(ede)))
+		b = binary.BigEndian.AppendUint16(b, dns.EDNS0EDE)
+		b = binary.BigEndian.AppendUint16(b, uint16(2+len(ede)))
+		b = binary.BigEndian.AppendUint16(b, dns.ExtendedErrorCodeBlocked)
+		b = append(b, ede...)
+	}
+	return b, len(b) <= maxSize
+}
+
+// appendName appends a name in wire form, uncompressed.
+func appendName(b []byte, name string) ([]byte, error) {
+	start := len(b)
+	b = slices.Grow(b, 256)[:start+256]
+	off, err := dns.PackDomainName(name, b, start, nil, false)
+	if err != nil {
+		return b[:start], err
+	}
+	return b[:off], nil
 }
 
 // clientSize is the largest UDP answer the client accepts: its EDNS buffer

@@ -97,13 +97,24 @@ func BenchmarkBlockedReply(b *testing.B) {
 	req := question("www.tiktok.com.", dns.TypeA, true)
 	d := pol.Policy.Decide("www.tiktok.com.")
 	buf := make([]byte, 0, 512)
-	b.ReportAllocs()
-	for b.Loop() {
-		m := blockedReply(req, pol.Policy, d, 60, 1)
-		if _, err := m.PackBuffer(buf); err != nil {
-			b.Fatal(err)
+	b.Run("message", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			m := blockedReply(req, pol.Policy, d, 60, 1, false)
+			if _, err := m.PackBuffer(buf); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
+	b.Run("packed", func(b *testing.B) {
+		b.ReportAllocs()
+		text := pol.Policy.BlockedText(d.Entry.List.File())
+		for b.Loop() {
+			if _, ok := appendBlocked(buf[:0], req, dns.RcodeNameError, soaOwner(req.Question[0].Name, d, false), 60, 1, text, 512); !ok {
+				b.Fatal("does not fit")
+			}
+		}
+	})
 }
 
 // BenchmarkHandler runs the whole pipeline (identity, rate limit, policy,
@@ -148,6 +159,10 @@ type discardWriter struct {
 }
 
 func (d *discardWriter) RemoteAddr() net.Addr { return d.remote }
+func (d *discardWriter) Write(b []byte) (int, error) {
+	d.buf = append(d.buf[:0], b...)
+	return len(b), nil
+}
 func (d *discardWriter) WriteMsg(m *dns.Msg) error {
 	var err error
 	d.buf, err = m.PackBuffer(d.buf[:0])

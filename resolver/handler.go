@@ -109,22 +109,24 @@ func (h *Handler) Cache() *Cache { return h.cache.Load() }
 
 // query is one request being answered and what was learnt about it.
 type query struct {
-	req       *dns.Msg
-	w         dns.ResponseWriter
-	snap      *Snapshot // the state the whole query is decided with
-	fast      bool      // answer only without waiting on an upstream
-	waiting   bool      // fast stopped before an upstream exchange
-	id        Identity
-	client    netip.Addr // id.Client's address, for logs and explanations
-	tcp       bool
-	start     time.Time
-	result    string
-	policy    ClientRange
-	hasPolicy bool
-	decision  Decision
-	upstream  string
-	via       string // the name in the answer that was blocked, for chains
-	shadow    bool   // a shadow-mode policy (action: log) would have blocked
+	req     *dns.Msg
+	w       dns.ResponseWriter
+	snap    *Snapshot // the state the whole query is decided with
+	fast    bool      // answer only without waiting on an upstream
+	waiting bool      // fast stopped before an upstream exchange
+	// packBlocked: the answer is a blocked one that writeBlocked packs.
+	packBlocked bool
+	id          Identity
+	client      netip.Addr // id.Client's address, for logs and explanations
+	tcp         bool
+	start       time.Time
+	result      string
+	policy      ClientRange
+	hasPolicy   bool
+	decision    Decision
+	upstream    string
+	via         string // the name in the answer that was blocked, for chains
+	shadow      bool   // a shadow-mode policy (action: log) would have blocked
 }
 
 // ServeDNS answers one query. A panic anywhere below becomes SERVFAIL: every
@@ -181,8 +183,13 @@ func (h *Handler) run(q *query) {
 
 	q.waiting = false
 	resp := h.answer(context.Background(), snap, q)
-	if resp == nil {
-		return // q.waiting: left for a run without fast
+	if q.waiting {
+		return // left for a run without fast
+	}
+	if q.packBlocked {
+		if resp = h.writeBlocked(q); resp == nil {
+			return
+		}
 	}
 	echoECS(resp, q.id.ECS)
 	// Upstream answers are compressed to fit; our own answers are small,
@@ -191,16 +198,20 @@ func (h *Handler) run(q *query) {
 	if !q.tcp {
 		resp.Truncate(clientSize(req))
 	}
-	// Counted and logged before the answer leaves: the audit line exists
-	// before the client sees the block.
+	h.record(q, resp.Rcode)
+	if err := w.WriteMsg(resp); err != nil {
+		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
+	}
+}
+
+// record counts and logs the query before its answer leaves: the audit
+// line exists before the client sees the block.
+func (h *Handler) record(q *query, rcode int) {
 	h.metrics.query(transportName(q.tcp), q.result)
 	if e := q.decision.Entry; (q.result == ResultBlocked || q.shadow) && e.List != nil {
 		h.metrics.blockedBy(q.policy.Policy.Name, e.List.File(), q.shadow)
 	}
-	h.logQuery(snap, q, resp)
-	if err := w.WriteMsg(resp); err != nil {
-		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
-	}
+	h.logQuery(q.snap, q, rcode)
 }
 
 // admit applies the client's rate limit. Over it, a UDP query is dropped
@@ -385,10 +396,48 @@ func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key c
 	return r.msg, r.upstream, nil
 }
 
+// blocked is the blocked answer. The common ones (NXDOMAIN or REFUSED, no
+// Client Subnet to echo) are packed straight to bytes in run: blocked
+// returns nil for them and q.packBlocked says how.
 func (h *Handler) blocked(snap *Snapshot, q *query) *dns.Msg {
 	q.result = ResultBlocked
-	return blockedReply(q.req, q.policy.Policy, q.decision, snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()))
+	pol := q.policy.Policy
+	if (pol.Action == ActionNXDomain || pol.Action == ActionRefused) && q.id.ECS == nil {
+		q.packBlocked = true
+		return nil
+	}
+	return blockedReply(q.req, pol, q.decision, snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), q.via != "")
 }
+
+// writeBlocked sends the packed blocked answer, or builds the message when
+// it would not fit the client's size (a very long name without EDNS).
+func (h *Handler) writeBlocked(q *query) *dns.Msg {
+	snap, pol := q.snap, q.policy.Policy
+	rcode := dns.RcodeNameError
+	if pol.Action == ActionRefused {
+		rcode = dns.RcodeRefused
+	}
+	maxSize := dns.MaxMsgSize
+	if !q.tcp {
+		maxSize = clientSize(q.req)
+	}
+	bufp := answerBufs.Get().(*[]byte)
+	defer answerBufs.Put(bufp)
+	b, ok := appendBlocked((*bufp)[:0], q.req, rcode, soaOwner(q.req.Question[0].Name, q.decision, q.via != ""),
+		snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), pol.BlockedText(q.decision.Entry.List.File()), maxSize)
+	*bufp = b
+	if !ok {
+		return blockedReply(q.req, pol, q.decision, snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), q.via != "")
+	}
+	h.record(q, rcode)
+	if _, err := q.w.Write(b); err != nil {
+		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
+	}
+	return nil
+}
+
+// answerBufs are buffers for packed blocked answers.
+var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // explainSuffix ends the CHAOS TXT question that asks for an explanation:
 // `dig CH TXT www.tiktok.com.explain.dnsfence.` explains www.tiktok.com for
@@ -467,7 +516,7 @@ func validQuestion(q dns.Question) bool {
 
 // logQuery writes the audit line of a blocked query (log.queries: blocked)
 // or of every query (all).
-func (h *Handler) logQuery(snap *Snapshot, q *query, resp *dns.Msg) {
+func (h *Handler) logQuery(snap *Snapshot, q *query, rcode int) {
 	mode := snap.Config.Log.Queries
 	audit := q.result == ResultBlocked || q.shadow
 	if mode == "none" || (mode == "blocked" && !audit) {
@@ -517,7 +566,7 @@ func (h *Handler) logQuery(snap *Snapshot, q *query, resp *dns.Msg) {
 	if q.upstream != "" {
 		fields = append(fields, zap.String(logUpstream, q.upstream))
 	}
-	fields = append(fields, zap.String(logRcode, dns.RcodeToString[resp.Rcode]), zap.Duration(logDuration, time.Since(q.start)))
+	fields = append(fields, zap.String(logRcode, dns.RcodeToString[rcode]), zap.Duration(logDuration, time.Since(q.start)))
 	h.log.Info("query", fields...)
 }
 

@@ -664,3 +664,58 @@ func TestQueryLogModes(t *testing.T) {
 		})
 	}
 }
+
+// TestPackedBlockedAnswerMatchesMessage checks the hand-packed blocked
+// answer against the message blockedReply builds, field by field.
+func TestPackedBlockedAnswerMatchesMessage(t *testing.T) {
+	l, err := blocklist.Parse("lists/tiktok.txt", []byte("tiktok.com\n"))
+	require.NoError(t, err)
+	for _, action := range []Action{ActionNXDomain, ActionRefused} {
+		p := &Policy{Name: "gov", Action: action, Block: []List{l}}
+		for _, tc := range []struct {
+			name        string
+			qname       string
+			qtype       uint16
+			edns, do    bool
+			rd, cd      bool
+			chain       bool
+			decidedName string
+		}{
+			{name: "plain", qname: "www.tiktok.com.", qtype: dns.TypeA, rd: true},
+			{name: "edns do cd", qname: "WWW.TikTok.COM.", qtype: dns.TypeHTTPS, edns: true, do: true, cd: true},
+			{name: "no rd", qname: "tiktok.com.", qtype: dns.TypeAAAA, edns: true},
+			{name: "escaped", qname: `a\.b.tiktok.com.`, qtype: dns.TypeTXT, edns: true},
+			{name: "chain", qname: "Cloaked.Example.", qtype: dns.TypeA, edns: true, chain: true, decidedName: "x.tiktok.com."},
+		} {
+			t.Run(string(action)+"/"+tc.name, func(t *testing.T) {
+				req := question(tc.qname, tc.qtype, tc.edns)
+				req.Id = 0xBEEF
+				req.RecursionDesired, req.CheckingDisabled = tc.rd, tc.cd
+				if tc.do {
+					req.IsEdns0().SetDo()
+				}
+				name := tc.qname
+				if tc.decidedName != "" {
+					name = tc.decidedName
+				}
+				d := p.Decide(name)
+				require.True(t, d.Blocked)
+				want := blockedReply(req, p, d, 60, 12345, tc.chain)
+				rcode := dns.RcodeNameError
+				if action == ActionRefused {
+					rcode = dns.RcodeRefused
+				}
+				b, ok := appendBlocked(nil, req, rcode, soaOwner(tc.qname, d, tc.chain), 60, 12345, p.BlockedText(l.File()), 512)
+				require.True(t, ok)
+				got := new(dns.Msg)
+				require.NoError(t, got.Unpack(b))
+				wantWire, err := want.Pack()
+				require.NoError(t, err)
+				wantMsg := new(dns.Msg)
+				require.NoError(t, wantMsg.Unpack(wantWire))
+				assert.Equal(t, wantMsg.String(), got.String())
+				assert.Equal(t, wantMsg.MsgHdr, got.MsgHdr)
+			})
+		}
+	}
+}
