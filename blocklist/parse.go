@@ -13,6 +13,9 @@ import (
 	"golang.org/x/net/idna"
 )
 
+// maxLine is the last line a list entry can be on (records keep 24 bits).
+const maxLine = 1<<24 - 1
+
 // maxReported bounds how many bad lines of one file are reported one by one;
 // a file of binary junk must not turn into a million log lines.
 const maxReported = 100
@@ -49,6 +52,7 @@ var (
 	ErrIDNA           = errors.New("invalid internationalised name")
 	ErrBadRange       = errors.New("not an IP address or CIDR prefix")
 	ErrHostBits       = errors.New("prefix has host bits set")
+	ErrTooManyLines   = errors.New("list files end at line 16,777,215")
 )
 
 // hostsNames are the standard entries of a hosts file; a hosts-format list
@@ -83,6 +87,10 @@ func Parse(name string, data []byte) (*List, error) {
 	// Lines are read in place, without a copy of the file: every entry is
 	// copied into the list and every error text is cloned.
 	forEachLine(unsafe.String(unsafe.SliceData(data), len(data)), func(line int, text string) {
+		if line > maxLine {
+			errs.add(name, line, "", ErrTooManyLines)
+			return
+		}
 		first, rest := nextField(text)
 		if _, err := netip.ParseAddr(first); err == nil || looksLikeAddr(first) {
 			if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -88,12 +89,18 @@ func (w *Watcher) Watch(files []string, known map[string][32]byte) error {
 		w.dirs[dir] = true
 	}
 	w.files, w.relevant = abs, relevant
-	w.reported = hashFiles(abs)
+	knownAbs := map[string][32]byte{}
 	for p, sum := range known {
 		if a, err := filepath.Abs(p); err == nil {
-			if _, ok := w.reported[a]; ok {
-				w.reported[a] = fileState{sum: sum}
-			}
+			knownAbs[a] = sum
+		}
+	}
+	w.reported = make(map[string]fileState, len(abs))
+	for _, a := range abs {
+		if sum, ok := knownAbs[a]; ok {
+			w.reported[a] = fileState{sum: sum}
+		} else {
+			w.reported[a] = hashFile(a)
 		}
 	}
 	select {
@@ -156,14 +163,26 @@ func firstLink(path string) (resolved, link string) {
 func hashFiles(files []string) map[string]fileState {
 	out := make(map[string]fileState, len(files))
 	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			out[f] = fileState{missing: true}
-			continue
-		}
-		out[f] = fileState{sum: sha256.Sum256(data)}
+		out[f] = hashFile(f)
 	}
 	return out
+}
+
+// hashFile hashes a file as it streams by: a million-entry list is never
+// held in memory for it.
+func hashFile(path string) fileState {
+	f, err := os.Open(path)
+	if err != nil {
+		return fileState{missing: true}
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fileState{missing: true}
+	}
+	var st fileState
+	h.Sum(st.sum[:0])
+	return st
 }
 
 func sameStates(a, b map[string]fileState) bool {

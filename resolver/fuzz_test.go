@@ -28,10 +28,10 @@ func (r *recorder) Write(b []byte) (int, error) {
 	r.written = append(r.written, m)
 	return len(b), nil
 }
-func (r *recorder) Close() error              { return nil }
-func (r *recorder) TsigStatus() error         { return nil }
-func (r *recorder) TsigTimersOnly(bool)       {}
-func (r *recorder) Hijack()                   {}
+func (r *recorder) Close() error        { return nil }
+func (r *recorder) TsigStatus() error   { return nil }
+func (r *recorder) TsigTimersOnly(bool) {}
+func (r *recorder) Hijack()             {}
 
 // FuzzHandler feeds raw packets through the server's accept step and the
 // handler, the way a socket does, and checks that every accepted query gets

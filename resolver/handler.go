@@ -192,11 +192,19 @@ func (h *Handler) run(q *query) {
 		}
 	}
 	echoECS(resp, q.id.ECS)
-	// Upstream answers are compressed to fit; our own answers are small,
-	// and packing them plain saves building the compression map.
-	resp.Compress = q.result == ResultForwarded
+	// Compression is used only when the plain answer would not fit: most
+	// answers are small, and packing them plain saves building the
+	// compression map.
+	limit := dns.MaxMsgSize
 	if !q.tcp {
-		resp.Truncate(clientSize(req))
+		limit = clientSize(req)
+	}
+	resp.Compress = false
+	if resp.Len() > limit {
+		resp.Compress = true
+		if !q.tcp {
+			resp.Truncate(limit)
+		}
 	}
 	h.record(q, resp.Rcode)
 	if err := w.WriteMsg(resp); err != nil {
