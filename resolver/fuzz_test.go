@@ -33,23 +33,30 @@ func (r *recorder) TsigStatus() error   { return nil }
 func (r *recorder) TsigTimersOnly(bool) {}
 func (r *recorder) Hijack()             {}
 
+// seed adds every file matching the patterns to the fuzz corpus.
+func seed(f *testing.F, patterns ...string) {
+	for _, pattern := range patterns {
+		paths, err := filepath.Glob(pattern)
+		if err != nil || len(paths) == 0 {
+			f.Fatalf("no seeds match %s (%v)", pattern, err)
+		}
+		for _, p := range paths {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(data)
+		}
+	}
+}
+
 // FuzzHandler feeds raw packets through the server's accept step and the
 // handler, the way a socket does, and checks that every accepted query gets
 // exactly one answer that packs, carries the query's ID and fits the
 // client's UDP size. Forwarding goes to a closed loopback port, so the
 // pipeline runs to the end without waiting.
 func FuzzHandler(f *testing.F) {
-	paths, err := filepath.Glob("testdata/packets/*.bin")
-	if err != nil {
-		f.Fatal(err)
-	}
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(data)
-	}
+	seed(f, "testdata/packets/*.bin")
 	for _, m := range []*dns.Msg{
 		question("www.tiktok.com.", dns.TypeA, true),
 		question("example.org.", dns.TypeHTTPS, false),
@@ -128,18 +135,7 @@ policies:
 
 // FuzzConfig checks that no configuration text crashes the loader.
 func FuzzConfig(f *testing.F) {
-	paths, err := filepath.Glob("testdata/config/*.yaml")
-	if err != nil {
-		f.Fatal(err)
-	}
-	paths = append(paths, "../configs/dnsfence.yaml", "../configs/default.yaml")
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(data)
-	}
+	seed(f, "testdata/config/*.yaml", "../configs/dnsfence.yaml", "../configs/default.yaml")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig("fuzz.yaml", data, func(string) ([]byte, error) { return nil, os.ErrNotExist })
 		if err == nil && len(cfg.Upstreams) == 0 {
@@ -151,14 +147,7 @@ func FuzzConfig(f *testing.F) {
 // FuzzECS checks that any EDNS Client Subnet option body either is rejected
 // or names a canonical network no wider than its family allows.
 func FuzzECS(f *testing.F) {
-	paths, _ := filepath.Glob("testdata/ecs/*.bin")
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(data)
-	}
+	seed(f, "testdata/ecs/*.bin")
 	f.Add([]byte{0, 1, 24, 0, 10, 1, 2})
 	f.Add([]byte{0, 2, 56, 0, 0x20, 0x01, 0x0d, 0xb8, 0, 1, 0})
 	// A query whose OPT record ends the message, so the option can be
@@ -201,14 +190,7 @@ func FuzzECS(f *testing.F) {
 // proxy: whatever the PROXY header says, the server must not crash, and a
 // client it names must be a plain, unzoned address.
 func FuzzProxyHeader(f *testing.F) {
-	paths, _ := filepath.Glob("testdata/proxy/*.bin")
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(data)
-	}
+	seed(f, "testdata/proxy/*.bin")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		server, client := net.Pipe()
 		defer server.Close()

@@ -180,12 +180,7 @@ func startFence(t *testing.T, config string, files map[string]string, upstreams 
 // startFenceLog is startFence with a given logger.
 func startFenceLog(t *testing.T, log *zap.Logger, config string, files map[string]string, upstreams ...string) *fence {
 	t.Helper()
-	dir := t.TempDir()
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
-	}
+	dir := writeTree(t, files)
 	quoted := make([]string, len(upstreams))
 	for i, u := range upstreams {
 		quoted[i] = `"` + u + `"`

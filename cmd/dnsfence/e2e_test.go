@@ -74,6 +74,12 @@ func testUpstream(t *testing.T) (string, *atomic.Int64) {
 		}
 		_ = w.WriteMsg(m)
 	})
+	return serveUDP(t, h), count
+}
+
+// serveUDP runs h on a loopback UDP port until the test ends.
+func serveUDP(t *testing.T, h dns.Handler) string {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	require.NoError(t, err)
 	srv := &dns.Server{PacketConn: pc, Handler: h}
@@ -82,7 +88,7 @@ func testUpstream(t *testing.T) (string, *atomic.Int64) {
 	go func() { _ = srv.ActivateAndServe() }()
 	<-started
 	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String(), count
+	return pc.LocalAddr().String()
 }
 
 // process is a running dnsfence binary.
@@ -399,13 +405,5 @@ func chainUpstream(t *testing.T, answers map[string][]string) string {
 		}
 		_ = w.WriteMsg(m)
 	})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := &dns.Server{PacketConn: pc, Handler: h}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String()
+	return serveUDP(t, h)
 }

@@ -13,6 +13,16 @@ import (
 	"github.com/miekg/dns"
 )
 
+// loadSnapshot loads the configuration and everything it names, as serve
+// does at startup.
+func loadSnapshot(configPath string) (*resolver.Snapshot, error) {
+	cfg, err := loadConfig(configPath)
+	if err != nil {
+		return nil, err
+	}
+	return resolver.BuildSnapshot(cfg, nil)
+}
+
 // runCheck loads everything as serve would, prints the policies, ranges and
 // list sizes and every likely mistake, and exits 1 on any error (bad list
 // lines included), each as file:line: reason.
@@ -23,16 +33,12 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := loadConfig(*configPath)
+	snap, err := loadSnapshot(*configPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	snap, err := resolver.BuildSnapshot(cfg, nil)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
+	cfg := snap.Config
 	fmt.Fprintf(stdout, "config %s\n", cfg.File)
 	fmt.Fprintf(stdout, "listen %s\n", strings.Join(cfg.Listen, " "))
 	fmt.Fprintf(stdout, "upstreams %s\n", strings.Join(snap.Forwarder.Upstreams(), " "))
@@ -107,12 +113,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		}
 		qtype = t
 	}
-	cfg, err := loadConfig(*configPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	snap, err := resolver.BuildSnapshot(cfg, nil)
+	snap, err := loadSnapshot(*configPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
