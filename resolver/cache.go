@@ -18,17 +18,18 @@ const (
 )
 
 // cacheKey identifies a cached upstream answer: the case-folded name, type,
-// class, and the DO and CD bits, which change what the upstream returns.
+// class, and the DO, CD and RD bits, which change what the upstream returns
+// (an RD=0 answer may be a partial one from the upstream's cache).
 type cacheKey struct {
-	name   string
-	qtype  uint16
-	qclass uint16
-	do, cd bool
+	name       string
+	qtype      uint16
+	qclass     uint16
+	do, cd, rd bool
 }
 
 func keyOf(req *dns.Msg) cacheKey {
 	q := req.Question[0]
-	k := cacheKey{name: strings.ToLower(q.Name), qtype: q.Qtype, qclass: q.Qclass, cd: req.CheckingDisabled}
+	k := cacheKey{name: strings.ToLower(q.Name), qtype: q.Qtype, qclass: q.Qclass, cd: req.CheckingDisabled, rd: req.RecursionDesired}
 	if opt := req.IsEdns0(); opt != nil {
 		k.do = opt.Do()
 	}

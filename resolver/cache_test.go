@@ -1,8 +1,10 @@
 package resolver
 
 import (
+	"context"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,6 +121,9 @@ func TestCacheKeys(t *testing.T) {
 	withCD := question("example.org.", dns.TypeA, false)
 	withCD.CheckingDisabled = true
 	assert.NotEqual(t, keyOf(lower), keyOf(withCD), "CD bit")
+	noRD := question("example.org.", dns.TypeA, false)
+	noRD.RecursionDesired = false
+	assert.NotEqual(t, keyOf(lower), keyOf(noRD), "RD bit: a cache-only answer is not a recursive one")
 	assert.NotEqual(t, keyOf(lower), keyOf(question("example.org.", dns.TypeAAAA, false)), "type")
 	chaos := question("example.org.", dns.TypeA, false)
 	chaos.Question[0].Qclass = dns.ClassCHAOS
@@ -314,4 +319,44 @@ func TestFastestUpstreamIsPreferred(t *testing.T) {
 		ask(t, g.addr, "", "udp", question(fmt.Sprintf("o%d.example.org.", i), dns.TypeA, false))
 	}
 	assert.Equal(t, before+5, slow.count.Load(), "ordered: the first upstream while it is up")
+}
+
+// TestUpstreamSocketRenewalLosesNoQuery runs many concurrent exchanges over
+// one upstream's shared socket while it is renewed every socketMaxQueries
+// queries: a query picked for a socket must never see it closed under it.
+func TestUpstreamSocketRenewalLosesNoQuery(t *testing.T) {
+	up := startUpstream(t, nil)
+	m := &udpMux{addr: up.addr}
+	defer m.close()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for g := 0; g < 20; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 150; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				r, err := m.exchange(ctx, question("renew.example.org.", dns.TypeA, false))
+				cancel()
+				if err != nil || len(r.Answer) != 1 {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Zero(t, failed.Load(), "3,000 exchanges across three socket renewals")
+}
+
+func TestClosedForwarderReleasesItsSockets(t *testing.T) {
+	up := startUpstream(t, nil)
+	before := runtime.NumGoroutine()
+	for i := 0; i < 10; i++ {
+		f := NewForwarder([]string{up.addr}, time.Second, true)
+		_, _, err := f.Forward(context.Background(), question("x.example.org.", dns.TypeA, false), false, nil)
+		require.NoError(t, err)
+		f.Close()
+	}
+	require.Eventually(t, func() bool { return runtime.NumGoroutine() <= before+1 }, 5*time.Second, 10*time.Millisecond,
+		"every replaced forwarder's socket reader ends")
 }

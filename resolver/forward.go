@@ -70,8 +70,14 @@ func NewForwarder(upstreams []string, timeout time.Duration, fastest bool) *Forw
 // Upstreams lists the upstream addresses in order.
 func (f *Forwarder) Upstreams() []string { return slices.Clone(f.addrs) }
 
-// Close stops the background probes.
-func (f *Forwarder) Close() { f.closed.Store(true) }
+// Close stops the background probes and retires the upstream sockets; they
+// close once the queries on them are answered.
+func (f *Forwarder) Close() {
+	f.closed.Store(true)
+	for _, u := range f.upstreams {
+		u.mux.close()
+	}
+}
 
 // LastAnswer is when an upstream last answered; zero if none has.
 func (f *Forwarder) LastAnswer() time.Time {
@@ -135,7 +141,14 @@ func (f *Forwarder) markUp(u *upstreamState) {
 // probe asks a down upstream for the root NS set until it answers (with
 // any rcode: it is reachable) or the Forwarder is closed.
 func (f *Forwarder) probe(u *upstreamState) {
-	defer u.probing.Store(false)
+	defer func() {
+		u.probing.Store(false)
+		// A failure between the last check and the line above found the
+		// probe still running: look again so it is not left unprobed.
+		if u.down.Load() && !f.closed.Load() && u.probing.CompareAndSwap(false, true) {
+			go f.probe(u)
+		}
+	}()
 	q := new(dns.Msg)
 	q.SetQuestion(".", dns.TypeNS)
 	q.SetEdns0(ednsSize, false)

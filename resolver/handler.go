@@ -381,7 +381,7 @@ func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key c
 		upstream string
 	}
 	flightKey := key.name + "/" + strconv.Itoa(int(key.qtype)) + "/" + strconv.Itoa(int(key.qclass)) +
-		"/" + strconv.FormatBool(key.do) + strconv.FormatBool(key.cd) + strconv.FormatBool(tcp)
+		"/" + strconv.FormatBool(key.do) + strconv.FormatBool(key.cd) + strconv.FormatBool(key.rd) + strconv.FormatBool(tcp)
 	v, err, _ := h.flight.Do(flightKey, func() (any, error) {
 		slots := *h.slots.Load()
 		select {

@@ -78,9 +78,12 @@ func (c *tcpConn) remoteAddr() net.Addr {
 		if !ok || pc.ProxyHeader() == nil {
 			return
 		}
-		client, ok1 := pc.RemoteAddr().(*net.TCPAddr)
-		peer, ok2 := pc.Raw().RemoteAddr().(*net.TCPAddr)
-		if ok1 && ok2 {
+		peer, ok := pc.Raw().RemoteAddr().(*net.TCPAddr)
+		if !ok {
+			return
+		}
+		c.remote = peer // a header without a TCP source (LOCAL, UNIX): the proxy itself
+		if client, ok := pc.RemoteAddr().(*net.TCPAddr); ok && pc.ProxyHeader().Command.IsProxy() {
 			c.remote = &ProxiedAddr{TCPAddr: client, Proxy: peer.AddrPort()}
 		}
 	})
@@ -98,8 +101,13 @@ func (c *tcpConn) writeFrame(b []byte) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	_ = c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
-	_, err := c.Write(frame)
-	return err
+	if _, err := c.Write(frame); err != nil {
+		// A client that does not read, or a half-written frame: the stream
+		// cannot go on. Closing ends the read loop too.
+		c.Close()
+		return err
+	}
+	return nil
 }
 
 // serve accepts connections until the listener is closed.
@@ -147,6 +155,9 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 	timeout := limits.TCPReadTimeout
 	for !s.closing.Load() {
 		_ = c.SetReadDeadline(time.Now().Add(timeout))
+		if s.closing.Load() {
+			return // shutdown set its deadline before ours
+		}
 		var length uint16
 		if err := binary.Read(c, binary.BigEndian, &length); err != nil {
 			return
@@ -193,6 +204,11 @@ func (s *tcpServer) shutdown(done <-chan struct{}) {
 	select {
 	case <-finished:
 	case <-done:
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
 	}
 }
 

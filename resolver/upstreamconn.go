@@ -45,53 +45,65 @@ type upstreamSocket struct {
 	retired bool // replaced: closes once its last query is answered
 }
 
-// socket returns the current socket, renewing it when it is old, used up or
-// dead.
-func (m *udpMux) socket() (*upstreamSocket, error) {
+// register picks the socket for a new query, renewing it when it is old,
+// used up or dead, and registers ch under a query ID free on it. Both happen
+// under m.mu, so a socket is never retired between being picked and being
+// waited on.
+func (m *udpMux) register(ch chan []byte) (*upstreamSocket, uint16, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if s := m.cur; s != nil {
+	s := m.cur
+	if s != nil {
 		s.mu.Lock()
 		ok := !s.dead && s.sent < socketMaxQueries && time.Since(s.born) < socketMaxAge
-		if ok {
-			s.sent++
-		}
 		s.mu.Unlock()
-		if ok {
-			return s, nil
+		if !ok {
+			s.retire()
+			s = nil
 		}
-		s.retire()
 	}
-	c, err := net.Dial("udp", m.addr)
-	if err != nil {
-		return nil, err
+	if s == nil {
+		c, err := net.Dial("udp", m.addr)
+		if err != nil {
+			return nil, 0, err
+		}
+		s = &upstreamSocket{conn: c, born: time.Now(), pending: map[uint16]chan []byte{}}
+		go s.read()
+		m.cur = s
 	}
-	s := &upstreamSocket{conn: c, born: time.Now(), pending: map[uint16]chan []byte{}, sent: 1}
-	go s.read()
-	m.cur = s
-	return s, nil
-}
-
-// exchange sends q with a query ID free on the socket (q.Id is set to it)
-// and waits for the answer until ctx ends.
-func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
-	s, err := m.socket()
-	if err != nil {
-		return nil, err
-	}
-	ch := make(chan []byte, 1)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.dead {
-		s.mu.Unlock()
-		return nil, errSocketClosed
+		return nil, 0, errSocketClosed
 	}
+	s.sent++
 	id := dns.Id()
 	for s.pending[id] != nil {
 		id = dns.Id()
 	}
 	s.pending[id] = ch
-	s.mu.Unlock()
+	return s, id, nil
+}
 
+// close retires the current socket: it closes once its last query is
+// answered. Used when the upstreams change.
+func (m *udpMux) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cur != nil {
+		m.cur.retire()
+		m.cur = nil
+	}
+}
+
+// exchange sends q with a query ID free on the socket (q.Id is set to it)
+// and waits for the answer until ctx ends.
+func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+	ch := make(chan []byte, 1)
+	s, id, err := m.register(ch)
+	if err != nil {
+		return nil, err
+	}
 	q.Id = id
 	b, err := q.Pack()
 	if err == nil {
