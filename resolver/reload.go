@@ -192,6 +192,10 @@ func (r *Reloader) warnRestartNeeded(old, cfg *Config) {
 		r.log.Warn("listen changed: restart to apply, still serving the old addresses",
 			zap.Strings("running", old.Listen), zap.Strings("configured", cfg.Listen))
 	}
+	if old.Limits.TCPConnections != cfg.Limits.TCPConnections || old.Limits.UpstreamInflight != cfg.Limits.UpstreamInflight {
+		r.log.Warn("limits.tcp_connections and limits.upstream_inflight changed: restart to apply",
+			zap.Int("tcp_connections", old.Limits.TCPConnections), zap.Int("upstream_inflight", old.Limits.UpstreamInflight))
+	}
 	if old.HTTPAddr() != cfg.HTTPAddr() {
 		r.log.Warn("http changed: restart to apply, still serving the old address",
 			zap.String("running", old.HTTPAddr()), zap.String("configured", cfg.HTTPAddr()))
