@@ -46,6 +46,7 @@ type cacheEntry struct {
 	maxTTL      uint32
 	hits        atomic.Int32
 	prefetching atomic.Bool
+	wire        *wireAnswer // nil: the general path answers hits
 }
 
 // Cache holds upstream answers. It knows nothing of policies: the policy is
@@ -102,6 +103,24 @@ func (c *Cache) get(key cacheKey, now time.Time) (msg *dns.Msg, needPrefetch fun
 	return e.aged(now, 0), needPrefetch
 }
 
+// fresh returns the cached entry for key, read-only, when it is fresh and
+// has a wire form; hits is counted as get does.
+func (c *Cache) fresh(key cacheKey, now time.Time) *cacheEntry {
+	if c.cfg.Load().Size == 0 {
+		return nil
+	}
+	e, ok := c.c.GetIfPresent(key)
+	if !ok || e.wire == nil || now.Sub(e.stored) >= e.ttl {
+		return nil
+	}
+	if c.cfg.Load().Prefetch && e.ttl-now.Sub(e.stored) < e.ttl/prefetchAt {
+		return nil // the general path prefetches it
+	}
+	c.hits.Add(1)
+	e.hits.Add(1)
+	return e
+}
+
 // stale returns an expired answer still inside the serve-stale window, for
 // when every upstream failed (RFC 8767).
 func (c *Cache) stale(key cacheKey, now time.Time) *dns.Msg {
@@ -128,7 +147,7 @@ func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) {
 	if !ok || ttl <= 0 {
 		return
 	}
-	c.c.Set(key, &cacheEntry{msg: msg, stored: now, ttl: ttl, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL})
+	c.c.Set(key, &cacheEntry{msg: msg, stored: now, ttl: ttl, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL, wire: makeWire(msg)})
 }
 
 // cacheTTL is how long an answer may be cached: the smallest record TTL

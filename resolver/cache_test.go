@@ -360,3 +360,77 @@ func TestClosedForwarderReleasesItsSockets(t *testing.T) {
 	require.Eventually(t, func() bool { return runtime.NumGoroutine() <= before+1 }, 5*time.Second, 10*time.Millisecond,
 		"every replaced forwarder's socket reader ends")
 }
+
+// TestWireCacheMatchesMessagePath checks the wire-form cache hit against the
+// general path (aged copy, upstreamReply), field by field.
+func TestWireCacheMatchesMessagePath(t *testing.T) {
+	answers := []*dns.Msg{
+		answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess,
+			"a.example.org. 300 IN CNAME b.example.org.", "b.example.org. 100 IN A 192.0.2.1", "b.example.org. 100 IN A 192.0.2.2"),
+		answerWith("x.example.org.", dns.TypeA, dns.RcodeNameError,
+			"example.org. 900 IN SOA ns.example.org. h.example.org. 1 3600 600 86400 120"),
+		answerWith("t.example.org.", dns.TypeTXT, dns.RcodeSuccess, `t.example.org. 60 IN TXT "hello" "world"`),
+	}
+	answers[0].Authoritative, answers[0].AuthenticatedData = true, true
+	answers[1].Extra = []dns.RR{mustRR("ns.example.org. 300 IN A 192.0.2.53")}
+	withOPT := answerWith("o.example.org.", dns.TypeA, dns.RcodeSuccess, "o.example.org. 60 IN A 192.0.2.9")
+	withOPT.SetEdns0(4096, true)
+	answers = append(answers, withOPT)
+
+	c := NewCache(CacheConfig{Size: 100, MinTTL: 10, MaxTTL: 200})
+	start := time.Unix(1_000_000, 0)
+	for _, ans := range answers {
+		key := keyOf(ans)
+		c.put(key, ans, start)
+		e, ok := c.c.GetIfPresent(key)
+		require.True(t, ok)
+		require.NotNil(t, e.wire, "every one of these has a wire form")
+		for _, tc := range []struct {
+			name    string
+			edns    bool
+			do      bool
+			rd      bool
+			upper   bool
+			elapsed time.Duration
+		}{
+			{name: "plain", rd: true},
+			{name: "edns do", edns: true, do: true, rd: true, elapsed: 7 * time.Second},
+			{name: "no rd upper case", upper: true, elapsed: 90 * time.Second},
+			{name: "edns aged out", edns: true, elapsed: 500 * time.Second},
+		} {
+			t.Run(ans.Question[0].Name+tc.name, func(t *testing.T) {
+				name := ans.Question[0].Name
+				if tc.upper {
+					name = strings.ToUpper(name)
+				}
+				req := question(name, ans.Question[0].Qtype, tc.edns)
+				req.Id = 0x1234
+				req.RecursionDesired = tc.rd
+				if tc.do {
+					req.IsEdns0().SetDo()
+				}
+				now := start.Add(tc.elapsed)
+				b, ok := appendCached(nil, e, req, now, 4096)
+				if tc.upper {
+					assert.False(t, ok, "another spelling of the name takes the general path")
+					return
+				}
+				require.True(t, ok)
+				got := new(dns.Msg)
+				require.NoError(t, got.Unpack(b))
+				want := upstreamReply(req, e.aged(now, 0))
+				wire, err := want.Pack()
+				require.NoError(t, err)
+				wantMsg := new(dns.Msg)
+				require.NoError(t, wantMsg.Unpack(wire))
+				assert.Equal(t, wantMsg.String(), got.String())
+				assert.Equal(t, wantMsg.MsgHdr, got.MsgHdr)
+			})
+		}
+	}
+	// An answer carrying upstream EDNS options keeps the general path.
+	ede := answerWith("e.example.org.", dns.TypeA, dns.RcodeServerFailure)
+	ede.SetEdns0(1232, false)
+	ede.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: 6}}
+	assert.Nil(t, makeWire(ede))
+}

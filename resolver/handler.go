@@ -116,17 +116,19 @@ type query struct {
 	waiting bool      // fast stopped before an upstream exchange
 	// packBlocked: the answer is a blocked one that writeBlocked packs.
 	packBlocked bool
-	id          Identity
-	client      netip.Addr // id.Client's address, for logs and explanations
-	tcp         bool
-	start       time.Time
-	result      string
-	policy      ClientRange
-	hasPolicy   bool
-	decision    Decision
-	upstream    string
-	via         string // the name in the answer that was blocked, for chains
-	shadow      bool   // a shadow-mode policy (action: log) would have blocked
+	// cached: the answer is this cache entry, written by writeCached.
+	cached    *cacheEntry
+	id        Identity
+	client    netip.Addr // id.Client's address, for logs and explanations
+	tcp       bool
+	start     time.Time
+	result    string
+	policy    ClientRange
+	hasPolicy bool
+	decision  Decision
+	upstream  string
+	via       string // the name in the answer that was blocked, for chains
+	shadow    bool   // a shadow-mode policy (action: log) would have blocked
 }
 
 // ServeDNS answers one query. A panic anywhere below becomes SERVFAIL: every
@@ -188,6 +190,11 @@ func (h *Handler) run(q *query) {
 	}
 	if q.packBlocked {
 		if resp = h.writeBlocked(q); resp == nil {
+			return
+		}
+	}
+	if q.cached != nil {
+		if resp = h.writeCached(q); resp == nil {
 			return
 		}
 	}
@@ -290,7 +297,23 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 		}
 	}
 
-	// 7. Forward: the cache first, then the upstreams.
+	// 7. Forward: the cache first, then the upstreams. A fresh cached
+	// answer in wire form is inspected in place and written by run.
+	if e := h.cache.Load().fresh(keyOf(req), q.start); e != nil && q.id.ECS == nil {
+		h.metrics.cacheLookup("hit")
+		q.upstream = upstreamCache
+		if q.hasPolicy && pol.Blocks() && !q.decision.Allowed && !q.shadow {
+			if d, via, ok := chainDecision(pol, e.msg); ok {
+				q.decision, q.via = d, via
+				if pol.Action != ActionLog {
+					return h.blocked(snap, q)
+				}
+				q.shadow = true
+			}
+		}
+		q.result, q.cached = ResultForwarded, e
+		return nil
+	}
 	resp, upstream, err := h.resolve(ctx, snap, req, q.tcp, q.fast)
 	if errors.Is(err, errWouldWait) {
 		q.waiting = true
@@ -438,6 +461,28 @@ func (h *Handler) writeBlocked(q *query) *dns.Msg {
 		return blockedReply(q.req, pol, q.decision, snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), q.via != "")
 	}
 	h.record(q, rcode)
+	if _, err := q.w.Write(b); err != nil {
+		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
+	}
+	return nil
+}
+
+// writeCached sends a cache hit from its wire form, or returns the message
+// to send the general way when it would not fit the client's size.
+func (h *Handler) writeCached(q *query) *dns.Msg {
+	e := q.cached
+	maxSize := dns.MaxMsgSize
+	if !q.tcp {
+		maxSize = clientSize(q.req)
+	}
+	bufp := answerBufs.Get().(*[]byte)
+	defer answerBufs.Put(bufp)
+	b, ok := appendCached((*bufp)[:0], e, q.req, q.start, maxSize)
+	*bufp = b
+	if !ok {
+		return upstreamReply(q.req, e.aged(q.start, 0))
+	}
+	h.record(q, e.msg.Rcode)
 	if _, err := q.w.Write(b); err != nil {
 		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
 	}
