@@ -92,8 +92,8 @@ func Parse(name string, data []byte) (*List, error) {
 			return
 		}
 		first, rest := nextField(text)
-		if _, err := netip.ParseAddr(first); err == nil || looksLikeAddr(first) {
-			if err != nil {
+		if looksLikeAddr(first) { // checked first: ParseAddr allocates its error
+			if _, err := netip.ParseAddr(first); err != nil {
 				errs.add(name, line, first, ErrBadAddr)
 				return
 			}
