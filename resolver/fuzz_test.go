@@ -11,21 +11,31 @@ import (
 	"go.uber.org/zap"
 )
 
-// recorder is a dns.ResponseWriter that keeps what the handler writes.
+// recorder is a dns.ResponseWriter that keeps what the handler writes, as
+// it would go on the wire.
 type recorder struct {
 	remote  net.Addr
 	written []*dns.Msg
+	sizes   []int
 }
 
-func (r *recorder) LocalAddr() net.Addr       { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
-func (r *recorder) RemoteAddr() net.Addr      { return r.remote }
-func (r *recorder) WriteMsg(m *dns.Msg) error { r.written = append(r.written, m); return nil }
+func (r *recorder) LocalAddr() net.Addr  { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
+func (r *recorder) RemoteAddr() net.Addr { return r.remote }
+func (r *recorder) WriteMsg(m *dns.Msg) error {
+	b, err := m.Pack()
+	if err != nil {
+		return err
+	}
+	_, err = r.Write(b)
+	return err
+}
 func (r *recorder) Write(b []byte) (int, error) {
 	m := new(dns.Msg)
 	if err := m.Unpack(b); err != nil {
 		return 0, err
 	}
 	r.written = append(r.written, m)
+	r.sizes = append(r.sizes, len(b))
 	return len(b), nil
 }
 func (r *recorder) Close() error        { return nil }
@@ -99,33 +109,37 @@ policies:
 	h := NewHandler(zap.NewNop(), snap, nil)
 
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		var hdr dns.Msg
-		if err := hdr.Unpack(pkt); err != nil {
-			return // the server drops or FORMERRs these before the handler
-		}
-		dh := dns.Header{Id: hdr.Id, Qdcount: uint16(len(hdr.Question))}
-		if hdr.Response {
-			dh.Bits |= 1 << 15
-		}
-		dh.Bits |= uint16(hdr.Opcode&0xF) << 11
-		if acceptQuery(dh) != dns.MsgAccept {
+		// As the UDP server does: accept or reject the raw packet, then a
+		// fast run, and a second run if it needs an upstream.
+		w := &recorder{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
+		req, reject := acceptMessage(pkt, acceptQuery, func([]byte, error) {})
+		if reject != nil {
+			if err := w.WriteMsg(reject); err != nil {
+				t.Fatalf("reject does not pack: %v", err)
+			}
 			return
 		}
-		w := &recorder{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
-		h.ServeDNS(w, &hdr)
+		if req == nil {
+			return // dropped
+		}
+		q := h.begin(w, req)
+		q.fast = true
+		h.run(q)
+		if q.waiting {
+			q.fast = false
+			h.run(q)
+		}
+		h.end(q)
+		hdr := *req
 		if len(w.written) != 1 {
 			t.Fatalf("%d answers written, want 1", len(w.written))
 		}
 		resp := w.written[0]
-		b, err := resp.Pack()
-		if err != nil {
-			t.Fatalf("answer does not pack: %v\n%s", err, resp)
-		}
 		if resp.Id != hdr.Id || !resp.Response || !resp.RecursionAvailable {
 			t.Fatalf("bad header: %s", resp)
 		}
-		if len(b) > clientSize(&hdr) && !resp.Truncated {
-			t.Fatalf("answer of %d bytes over the client's %d without TC", len(b), clientSize(&hdr))
+		if w.sizes[0] > clientSize(&hdr) && !resp.Truncated {
+			t.Fatalf("answer of %d bytes over the client's %d without TC", w.sizes[0], clientSize(&hdr))
 		}
 		if resp.IsEdns0() != nil && hdr.IsEdns0() == nil {
 			t.Fatal("OPT in the answer to a query without EDNS")
