@@ -204,13 +204,7 @@ func TestCacheOverSockets(t *testing.T) {
 }
 
 func TestConcurrentMissesShareOneUpstreamQuery(t *testing.T) {
-	release := make(chan struct{})
-	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		<-release
-		return defaultAnswer(w, r)
-	})
-	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 5s", 1)
-	f := startFence(t, cfg, testFiles, up.addr)
+	f, up, release := startHeldFence(t, "")
 	var wg sync.WaitGroup
 	var ok atomic.Int64
 	for i := 0; i < 10; i++ {
@@ -235,13 +229,7 @@ func TestConcurrentMissesShareOneUpstreamQuery(t *testing.T) {
 }
 
 func TestUpstreamInflightBound(t *testing.T) {
-	release := make(chan struct{})
-	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		<-release
-		return defaultAnswer(w, r)
-	})
-	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 5s\nlimits: {upstream_inflight: 1}", 1)
-	f := startFence(t, cfg, testFiles, up.addr)
+	f, up, release := startHeldFence(t, "limits: {upstream_inflight: 1}")
 	done := make(chan *dns.Msg, 1)
 	go func() {
 		r, _ := exchange(f.addr, "", "udp", question("first.example.org.", dns.TypeA, false))

@@ -483,44 +483,44 @@ func TestMalformedRequests(t *testing.T) {
 		return b
 	}
 
-	t.Run("qdcount 0 is FORMERR", func(t *testing.T) {
-		m := new(dns.Msg)
-		m.Id = 7
-		resp := send(t, pack(m))
-		require.NotNil(t, resp)
-		r := new(dns.Msg)
-		require.NoError(t, r.Unpack(resp))
-		assert.Equal(t, dns.RcodeFormatError, r.Rcode)
-		assert.Equal(t, uint16(7), r.Id)
-	})
-	t.Run("qdcount 2 is FORMERR", func(t *testing.T) {
-		m := question("a.example.", dns.TypeA, false)
-		m.Question = append(m.Question, dns.Question{Name: "b.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
-		r := new(dns.Msg)
-		resp := send(t, pack(m))
-		require.NotNil(t, resp)
-		require.NoError(t, r.Unpack(resp))
-		assert.Equal(t, dns.RcodeFormatError, r.Rcode)
-	})
-	t.Run("notify is NOTIMP", func(t *testing.T) {
-		m := question("example.org.", dns.TypeSOA, false)
-		m.Opcode = dns.OpcodeNotify
-		r := new(dns.Msg)
-		resp := send(t, pack(m))
-		require.NotNil(t, resp)
-		require.NoError(t, r.Unpack(resp))
-		assert.Equal(t, dns.RcodeNotImplemented, r.Rcode)
-		assert.Equal(t, dns.OpcodeNotify, r.Opcode)
-	})
-	t.Run("update is NOTIMP", func(t *testing.T) {
-		m := question("example.org.", dns.TypeSOA, false)
-		m.Opcode = dns.OpcodeUpdate
-		r := new(dns.Msg)
-		resp := send(t, pack(m))
-		require.NotNil(t, resp)
-		require.NoError(t, r.Unpack(resp))
-		assert.Equal(t, dns.RcodeNotImplemented, r.Rcode)
-	})
+	rejected := []struct {
+		name      string
+		msg       func() *dns.Msg
+		wantRcode int
+	}{
+		{name: "qdcount 0 is FORMERR", wantRcode: dns.RcodeFormatError, msg: func() *dns.Msg {
+			m := new(dns.Msg)
+			m.Id = 7
+			return m
+		}},
+		{name: "qdcount 2 is FORMERR", wantRcode: dns.RcodeFormatError, msg: func() *dns.Msg {
+			m := question("a.example.", dns.TypeA, false)
+			m.Question = append(m.Question, dns.Question{Name: "b.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+			return m
+		}},
+		{name: "notify is NOTIMP", wantRcode: dns.RcodeNotImplemented, msg: func() *dns.Msg {
+			m := question("example.org.", dns.TypeSOA, false)
+			m.Opcode = dns.OpcodeNotify
+			return m
+		}},
+		{name: "update is NOTIMP", wantRcode: dns.RcodeNotImplemented, msg: func() *dns.Msg {
+			m := question("example.org.", dns.TypeSOA, false)
+			m.Opcode = dns.OpcodeUpdate
+			return m
+		}},
+	}
+	for _, tc := range rejected {
+		t.Run(tc.name, func(t *testing.T) {
+			m := tc.msg()
+			resp := send(t, pack(m))
+			require.NotNil(t, resp)
+			r := new(dns.Msg)
+			require.NoError(t, r.Unpack(resp))
+			assert.Equal(t, tc.wantRcode, r.Rcode)
+			assert.Equal(t, m.Id, r.Id)
+			assert.Equal(t, m.Opcode, r.Opcode, "opcode echoed")
+		})
+	}
 	t.Run("unparseable header is dropped", func(t *testing.T) {
 		assert.Nil(t, send(t, []byte{1, 2, 3, 4, 5}))
 	})
@@ -594,13 +594,7 @@ func TestPanicBecomesServfail(t *testing.T) {
 }
 
 func TestShutdownFinishesInFlightQueries(t *testing.T) {
-	release := make(chan struct{})
-	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		<-release
-		return defaultAnswer(w, r)
-	})
-	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 5s", 1)
-	f := startFence(t, cfg, testFiles, up.addr)
+	f, up, release := startHeldFence(t, "")
 
 	type result struct {
 		r   *dns.Msg

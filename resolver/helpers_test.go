@@ -255,3 +255,17 @@ func ede(m *dns.Msg) *dns.EDNS0_EDE {
 func readFileOS(p string) ([]byte, error) { return os.ReadFile(p) }
 
 func netipMustParse(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// startHeldFence serves testConfig (plus extra config lines) against an
+// upstream that holds every answer until release is closed, with an
+// upstream timeout long enough to wait for it.
+func startHeldFence(t *testing.T, extra string) (*fence, *upstream, chan struct{}) {
+	t.Helper()
+	release := make(chan struct{})
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		<-release
+		return defaultAnswer(w, r)
+	})
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 5s\n"+extra, 1)
+	return startFence(t, cfg, testFiles, up.addr), up, release
+}
