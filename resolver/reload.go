@@ -40,6 +40,10 @@ type Reloader struct {
 	mu      sync.Mutex // serialises reloads from the watcher and SIGHUP
 	watcher *blocklist.Watcher
 
+	// AfterReload, when set, runs after each successful reload (main tunes
+	// the garbage collector there). Set it before Watch or Reload.
+	AfterReload func(*Snapshot)
+
 	status atomic.Pointer[ReloadStatus]
 }
 
@@ -143,6 +147,9 @@ func (r *Reloader) Reload(force bool) error {
 	status.Successes++
 	r.status.Store(&status)
 	r.logChanges(prev, next, time.Since(start))
+	if r.AfterReload != nil {
+		r.AfterReload(next)
+	}
 	if r.watcher != nil {
 		// New files in the configuration, or a swapped symlink, change what
 		// is watched.

@@ -125,3 +125,20 @@ func TestVersionFlag(t *testing.T) {
 	assert.True(t, strings.HasPrefix(out, "dnsfence "), out)
 	assert.Contains(t, out, "go1.")
 }
+
+func TestGCPercent(t *testing.T) {
+	tests := []struct {
+		live uint64
+		want int
+	}{
+		{live: 0, want: 100},
+		{live: 4 << 20, want: 100},  // a small deployment keeps Go's default
+		{live: 16 << 20, want: 100}, // headroom equals the live heap
+		{live: 32 << 20, want: 50},
+		{live: 55 << 20, want: 29}, // a million-entry list
+		{live: 1 << 30, want: 20},  // never below 20
+	}
+	for _, tc := range tests {
+		assert.Equal(t, tc.want, gcPercent(tc.live), "live %d MB", tc.live>>20)
+	}
+}
