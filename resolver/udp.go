@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -42,10 +43,23 @@ type udpServer struct {
 	invalid dns.MsgInvalidFunc
 	async   sync.WaitGroup // queries answered outside the loop
 	done    chan struct{}
+	// out carries the answers of queries answered outside the loop to the
+	// writer, which sends whatever has queued up with one sendmmsg.
+	out     chan outPacket
+	outDone chan struct{}
+	workers *workerPool
+	stop1   sync.Once
+}
+
+// outPacket is one answer for the writer.
+type outPacket struct {
+	b    []byte
+	addr *net.UDPAddr
 }
 
 func newUDPServer(pc *net.UDPConn, h *Handler, log *zap.Logger, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) *udpServer {
-	s := &udpServer{pc: pc, handler: h, log: log, accept: accept, invalid: invalid, done: make(chan struct{})}
+	s := &udpServer{pc: pc, handler: h, log: log, accept: accept, invalid: invalid, done: make(chan struct{}),
+		out: make(chan outPacket, 4*udpBatch), outDone: make(chan struct{}), workers: newWorkerPool(256)}
 	if a, ok := pc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
 		s.batch = ipv4.NewPacketConn(pc)
 	} else {
@@ -75,8 +89,8 @@ func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 		if err != nil {
 			return err
 		}
-		_, err = w.s.pc.WriteToUDP(b, w.remote)
-		return err
+		w.s.out <- outPacket{b: b, addr: w.remote}
+		return nil
 	}
 	b, err := m.PackBuffer(w.buf[:0])
 	if err != nil {
@@ -87,7 +101,8 @@ func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 }
 func (w *udpWriter) Write(b []byte) (int, error) {
 	if w.alone {
-		return w.s.pc.WriteToUDP(b, w.remote)
+		w.s.out <- outPacket{b: bytes.Clone(b), addr: w.remote} // b is the caller's, reused
+		return len(b), nil
 	}
 	w.packed = append(w.buf[:0], b...)
 	return len(b), nil
@@ -97,9 +112,46 @@ func (w *udpWriter) TsigStatus() error   { return nil }
 func (w *udpWriter) TsigTimersOnly(bool) {}
 func (w *udpWriter) Hijack()             {}
 
+// writeOut sends the answers of queries answered outside the loop, batching
+// whatever has queued up; it ends when out is closed.
+func (s *udpServer) writeOut() {
+	defer close(s.outDone)
+	batch := make([]ipv4.Message, 0, udpBatch)
+	for p := range s.out {
+		batch = append(batch[:0], ipv4.Message{Buffers: [][]byte{p.b}, Addr: p.addr})
+	drain:
+		for len(batch) < udpBatch {
+			select {
+			case p, ok := <-s.out:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, ipv4.Message{Buffers: [][]byte{p.b}, Addr: p.addr})
+			default:
+				break drain
+			}
+		}
+		s.send(batch)
+	}
+}
+
+// send writes a batch of answers, skipping one that fails (a client that
+// went away).
+func (s *udpServer) send(batch []ipv4.Message) {
+	for len(batch) > 0 {
+		sent, err := s.batch.WriteBatch(batch, 0)
+		if err != nil {
+			s.log.Debug("writing UDP answers", zap.Error(err))
+			sent = 1
+		}
+		batch = batch[sent:]
+	}
+}
+
 // serve reads and answers until the socket is closed or shut down.
 func (s *udpServer) serve() {
 	defer close(s.done)
+	go s.writeOut()
 	in := make([]ipv4.Message, udpBatch)
 	for i := range in {
 		in[i].Buffers = [][]byte{make([]byte, udpReadBuf)}
@@ -135,14 +187,7 @@ func (s *udpServer) serve() {
 				out = append(out, ipv4.Message{Buffers: [][]byte{w.packed}, Addr: remote})
 			}
 		}
-		for len(out) > 0 {
-			sent, err := s.batch.WriteBatch(out, 0)
-			if err != nil {
-				s.log.Debug("writing UDP answers", zap.Error(err))
-				sent = 1 // skip the one that failed (e.g. ICMP-refused client)
-			}
-			out = out[sent:]
-		}
+		s.send(out)
 	}
 }
 
@@ -167,11 +212,11 @@ func (s *udpServer) serveDatagram(w *udpWriter, b []byte) {
 	w.alone = true
 	q.fast = false
 	s.async.Add(1)
-	go func() {
+	s.workers.run(func() {
 		defer s.async.Done()
 		defer h.end(q)
 		h.run(q)
-	}()
+	})
 }
 
 // acceptMessage takes a raw message as miekg/dns's server would: without a
@@ -219,13 +264,51 @@ func acceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 // shutdown stops reading, lets the queries already read finish (until done
 // is closed), then closes the socket.
 func (s *udpServer) shutdown(done <-chan struct{}) {
+	s.stop1.Do(func() { s.stop(done) })
+}
+
+func (s *udpServer) stop(done <-chan struct{}) {
 	_ = s.pc.SetReadDeadline(time.Now())
 	<-s.done
 	finished := make(chan struct{})
 	go func() { s.async.Wait(); close(finished) }()
 	select {
 	case <-finished:
+		close(s.out) // nothing writes to it any more
+		<-s.outDone
 	case <-done:
 	}
+	s.workers.close()
 	s.pc.Close()
 }
+
+// workerPool runs jobs on long-lived goroutines, whose stacks have already
+// grown to what a query needs, instead of a new goroutine per job; when
+// every worker is busy, a job gets a goroutine of its own.
+type workerPool struct {
+	jobs chan func()
+	once sync.Once
+}
+
+func newWorkerPool(n int) *workerPool {
+	p := &workerPool{jobs: make(chan func())}
+	for i := 0; i < n; i++ {
+		go func() {
+			for job := range p.jobs {
+				job()
+			}
+		}()
+	}
+	return p
+}
+
+func (p *workerPool) run(job func()) {
+	select {
+	case p.jobs <- job:
+	default:
+		go job()
+	}
+}
+
+// close ends the idle workers; a busy one ends after its job.
+func (p *workerPool) close() { p.once.Do(func() { close(p.jobs) }) }

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 // Limits on one upstream UDP socket. Many queries share a socket, told
@@ -129,12 +132,40 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 	}
 }
 
-// read delivers answers to waiting queries until the socket fails or is
-// closed; then every waiting query is told.
+// upstreamBatch is how many answers one recvmmsg may read from an upstream
+// socket, each up to upstreamBuf bytes: the upstream is asked for at most
+// ednsSize, so a larger datagram is not an answer to us.
+const (
+	upstreamBatch = 16
+	upstreamBuf   = 4096
+)
+
+// read delivers answers to waiting queries, reading whatever has arrived
+// with one system call, until the socket fails or is closed; then every
+// waiting query is told.
 func (s *upstreamSocket) read() {
-	buf := make([]byte, dns.MaxMsgSize)
+	uc, _ := s.conn.(*net.UDPConn)
+	var batch batchConn
+	if a, ok := s.conn.LocalAddr().(*net.UDPAddr); ok && uc != nil {
+		if a.IP.To4() != nil {
+			batch = ipv4.NewPacketConn(uc)
+		} else {
+			batch = ipv6.NewPacketConn(uc)
+		}
+	}
+	msgs := make([]ipv4.Message, upstreamBatch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, upstreamBuf)}
+	}
 	for {
-		n, err := s.conn.Read(buf)
+		var n int
+		var err error
+		if batch != nil {
+			n, err = batch.ReadBatch(msgs, 0)
+		} else {
+			msgs[0].N, err = s.conn.Read(msgs[0].Buffers[0])
+			n = 1
+		}
 		if err != nil {
 			s.mu.Lock()
 			s.dead = true
@@ -146,22 +177,35 @@ func (s *upstreamSocket) read() {
 			s.conn.Close()
 			return
 		}
-		if n < 12 {
-			continue
-		}
-		id := binary.BigEndian.Uint16(buf)
-		s.mu.Lock()
-		ch := s.pending[id]
-		delete(s.pending, id)
-		done := s.retired && len(s.pending) == 0
-		s.mu.Unlock()
-		if ch != nil {
-			ch <- bytes.Clone(buf[:n])
-		}
-		if done {
-			s.conn.Close() // ends this loop
+		for i := 0; i < n; i++ {
+			if s.deliver(msgs[i].Buffers[0][:msgs[i].N], msgs[i].Flags&unix.MSG_TRUNC != 0) {
+				s.conn.Close() // retired and drained: ends this loop
+			}
 		}
 	}
+}
+
+// deliver hands one answer to the query waiting for its ID, and reports
+// whether the socket is retired with nothing left to wait for. An answer
+// cut short by the buffer is dropped: its query times out and moves on.
+func (s *upstreamSocket) deliver(b []byte, truncated bool) bool {
+	if len(b) < 12 {
+		return false
+	}
+	id := binary.BigEndian.Uint16(b)
+	s.mu.Lock()
+	ch := s.pending[id]
+	if ch != nil && !truncated {
+		delete(s.pending, id)
+	} else {
+		ch = nil
+	}
+	done := s.retired && len(s.pending) == 0
+	s.mu.Unlock()
+	if ch != nil {
+		ch <- bytes.Clone(b)
+	}
+	return done
 }
 
 // forget stops waiting for id.
