@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,7 +47,15 @@ type cacheEntry struct {
 	maxTTL      uint32
 	hits        atomic.Int32
 	prefetching atomic.Bool
-	wire        *wireAnswer // nil: the general path answers hits
+	wireOnce    sync.Once
+	wire        *wireAnswer // made at the first hit; nil: the general path answers hits
+}
+
+// wireForm is the entry's wire form, made once, at its first hit: most
+// cached answers of a busy resolver are never asked again.
+func (e *cacheEntry) wireForm() *wireAnswer {
+	e.wireOnce.Do(func() { e.wire = makeWire(e.msg) })
+	return e.wire
 }
 
 // Cache holds upstream answers. It knows nothing of policies: the policy is
@@ -110,7 +119,7 @@ func (c *Cache) fresh(key cacheKey, now time.Time) *cacheEntry {
 		return nil
 	}
 	e, ok := c.c.GetIfPresent(key)
-	if !ok || e.wire == nil || now.Sub(e.stored) >= e.ttl {
+	if !ok || now.Sub(e.stored) >= e.ttl || e.wireForm() == nil {
 		return nil
 	}
 	if c.cfg.Load().Prefetch && e.ttl-now.Sub(e.stored) < e.ttl/prefetchAt {
@@ -147,7 +156,7 @@ func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) {
 	if !ok || ttl <= 0 {
 		return
 	}
-	c.c.Set(key, &cacheEntry{msg: msg, stored: now, ttl: ttl, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL, wire: makeWire(msg)})
+	c.c.Set(key, &cacheEntry{msg: msg, stored: now, ttl: ttl, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL})
 }
 
 // cacheTTL is how long an answer may be cached: the smallest record TTL

@@ -372,7 +372,7 @@ func TestWireCacheMatchesMessagePath(t *testing.T) {
 		c.put(key, ans, start)
 		e, ok := c.c.GetIfPresent(key)
 		require.True(t, ok)
-		require.NotNil(t, e.wire, "every one of these has a wire form")
+		require.NotNil(t, e.wireForm(), "every one of these has a wire form")
 		for _, tc := range []struct {
 			name    string
 			edns    bool

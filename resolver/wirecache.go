@@ -88,7 +88,7 @@ func skipName(b []byte, off int) (int, bool) {
 // EDNS. It reports false when the general path must answer instead (the
 // answer would not fit maxSize).
 func appendCached(b []byte, e *cacheEntry, req *dns.Msg, now time.Time, maxSize int) ([]byte, bool) {
-	w := e.wire
+	w := e.wireForm()
 	b = append(b[:0], w.wire...)
 	binary.BigEndian.PutUint16(b[0:], req.Id)
 	flags := binary.BigEndian.Uint16(b[2:])
