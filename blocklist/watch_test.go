@@ -50,8 +50,13 @@ func startWatch(t *testing.T, file string, extra ...string) *watchRecorder {
 			rec.mu.Lock()
 			rec.contents = append(rec.contents, string(data))
 			rec.mu.Unlock()
-			// A reload re-watches, as the resolver does after a ConfigMap swap.
-			_ = w.Watch(append([]string{file}, extra...), nil)
+			if err != nil {
+				return // a failed reload keeps watching what it watched
+			}
+			// A reload re-watches, as the resolver does after a ConfigMap
+			// swap, saying which content it applied: a change made since
+			// is still reported.
+			_ = w.Watch(append([]string{file}, extra...), map[string][32]byte{file: sha256.Sum256(data)})
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-done; w.Close() })
