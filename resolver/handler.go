@@ -590,8 +590,9 @@ func (h *Handler) logQuery(snap *Snapshot, q *query, rcode int) {
 		client = q.id.Client.String() // a subnet named by ECS
 	}
 	fields = append(fields, zap.String(logClient, client), zap.String(logResult, q.result))
+	fields = append(fields, zap.String(logIdentity, q.id.Via))
 	if q.id.Via != IdentityTransport {
-		fields = append(fields, zap.String(logIdentity, q.id.Via), zap.String(logSource, q.id.Source.String()))
+		fields = append(fields, zap.String(logSource, q.id.Source.String()))
 	}
 	if len(question) == 1 {
 		fields = append(fields,

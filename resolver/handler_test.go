@@ -651,6 +651,7 @@ func TestQueryLogModes(t *testing.T) {
 			assert.Equal(t, "HTTPS", audit[logQType])
 			assert.Equal(t, "government-devices", audit[logPolicy])
 			assert.Equal(t, "127.0.0.0/30", audit[logRange])
+			assert.Equal(t, IdentityTransport, audit[logIdentity], "which source gave the identity")
 			assert.Equal(t, filepath.Join(f.dir, "tiktok.txt"), audit[logList])
 			assert.EqualValues(t, 2, audit[logListLine])
 			assert.Equal(t, "tiktok.com", audit[logEntry])
