@@ -63,11 +63,8 @@ func (e *cacheEntry) wireForm() *wireAnswer {
 // on cached answers exactly as on fresh ones, so no client gets an answer
 // its policy forbids because another client's query filled the cache.
 type Cache struct {
-	c         *otter.Cache[cacheKey, *cacheEntry]
-	cfg       atomic.Pointer[CacheConfig]
-	hits      atomic.Uint64
-	misses    atomic.Uint64
-	staleHits atomic.Uint64
+	c   *otter.Cache[cacheKey, *cacheEntry]
+	cfg atomic.Pointer[CacheConfig]
 }
 
 // NewCache returns a cache of at most cfg.Size entries.
@@ -93,41 +90,22 @@ func (c *Cache) Configure(cfg CacheConfig) {
 // Len is the number of cached answers.
 func (c *Cache) Len() int { return c.c.EstimatedSize() }
 
-// get returns a private copy of the cached answer for key with TTLs aged,
-// if it is fresh. needPrefetch reports a popular entry close to expiry.
-func (c *Cache) get(key cacheKey, now time.Time) (msg *dns.Msg, needPrefetch func() bool) {
-	if c.cfg.Load().Size == 0 {
-		return nil, nil
+// get returns the fresh entry for key, read-only, or nil. prefetch says
+// the caller should refresh it in the background: it is popular, in the
+// last tenth of its TTL, and nobody else is refreshing it.
+func (c *Cache) get(key cacheKey, now time.Time) (e *cacheEntry, prefetch bool) {
+	cfg := c.cfg.Load()
+	if cfg.Size == 0 {
+		return nil, false
 	}
 	e, ok := c.c.GetIfPresent(key)
 	if !ok || now.Sub(e.stored) >= e.ttl {
-		c.misses.Add(1)
-		return nil, nil
+		return nil, false
 	}
-	c.hits.Add(1)
 	hits := e.hits.Add(1)
-	if c.cfg.Load().Prefetch && hits >= prefetchMin && e.ttl-now.Sub(e.stored) < e.ttl/prefetchAt {
-		needPrefetch = func() bool { return e.prefetching.CompareAndSwap(false, true) }
-	}
-	return e.aged(now, 0), needPrefetch
-}
-
-// fresh returns the cached entry for key, read-only, when it is fresh and
-// has a wire form; hits is counted as get does.
-func (c *Cache) fresh(key cacheKey, now time.Time) *cacheEntry {
-	if c.cfg.Load().Size == 0 {
-		return nil
-	}
-	e, ok := c.c.GetIfPresent(key)
-	if !ok || now.Sub(e.stored) >= e.ttl || e.wireForm() == nil {
-		return nil
-	}
-	if c.cfg.Load().Prefetch && e.ttl-now.Sub(e.stored) < e.ttl/prefetchAt {
-		return nil // the general path prefetches it
-	}
-	c.hits.Add(1)
-	e.hits.Add(1)
-	return e
+	prefetch = cfg.Prefetch && hits >= prefetchMin && e.ttl-now.Sub(e.stored) < e.ttl/prefetchAt &&
+		e.prefetching.CompareAndSwap(false, true)
+	return e, prefetch
 }
 
 // stale returns an expired answer still inside the serve-stale window, for
@@ -141,7 +119,6 @@ func (c *Cache) stale(key cacheKey, now time.Time) *dns.Msg {
 	if !ok || now.Sub(e.stored) >= e.ttl+window {
 		return nil
 	}
-	c.staleHits.Add(1)
 	return e.aged(now, staleTTL)
 }
 

@@ -104,9 +104,6 @@ func (h *Handler) Store(s *Snapshot) {
 	h.metrics.snapshotLoaded(s)
 }
 
-// Cache is the handler's answer cache.
-func (h *Handler) Cache() *Cache { return h.cache.Load() }
-
 // query is one request being answered and what was learnt about it.
 type query struct {
 	req     *dns.Msg
@@ -202,10 +199,7 @@ func (h *Handler) run(q *query) {
 	// Compression is used only when the plain answer would not fit: most
 	// answers are small, and packing them plain saves building the
 	// compression map.
-	limit := dns.MaxMsgSize
-	if !q.tcp {
-		limit = clientSize(req)
-	}
+	limit := q.maxSize()
 	resp.Compress = false
 	if resp.Len() > limit {
 		resp.Compress = true
@@ -297,28 +291,30 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 		}
 	}
 
-	// 7. Forward: the cache first, then the upstreams. A fresh cached
-	// answer in wire form is inspected in place and written by run.
-	if e := h.cache.Load().fresh(keyOf(req), q.start); e != nil && q.id.ECS == nil {
+	// 7. Forward: the cache first, then the upstreams.
+	key := keyOf(req)
+	if e, prefetch := h.cache.Load().get(key, q.start); e != nil {
 		h.metrics.cacheLookup("hit")
-		q.upstream = upstreamCache
-		if q.hasPolicy && pol.Blocks() && !q.decision.Allowed && !q.shadow {
-			if d, via, ok := chainDecision(pol, e.msg); ok {
-				q.decision, q.via = d, via
-				if pol.Action != ActionLog {
-					return h.blocked(snap, q)
-				}
-				q.shadow = true
-			}
+		if prefetch {
+			go h.fetch(context.Background(), snap, req.Copy(), key, q.tcp) // refreshes the cache only
 		}
-		q.result, q.cached = ResultForwarded, e
-		return nil
+		q.upstream = upstreamCache
+		if reply, blocked := h.inspect(snap, q, e.msg); blocked {
+			return reply
+		}
+		q.result = ResultForwarded
+		if q.id.ECS == nil && e.wireForm() != nil {
+			q.cached = e // written from its wire form by run
+			return nil
+		}
+		return upstreamReply(req, e.aged(q.start, 0))
 	}
-	resp, upstream, err := h.resolve(ctx, snap, req, q.tcp, q.fast)
-	if errors.Is(err, errWouldWait) {
+	if q.fast {
 		q.waiting = true
 		return nil
 	}
+	h.metrics.cacheLookup("miss")
+	resp, upstream, err := h.resolve(ctx, snap, req, key, q.tcp)
 	q.upstream = upstream
 	if err != nil {
 		q.result = ResultServfail
@@ -332,18 +328,8 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 		}
 		return servfailReply(req, dns.ExtendedErrorCodeNetworkError, "no upstream gave a usable answer")
 	}
-
-	// 8. Inspect the answer: a CNAME or DNAME chain into a blocked name is
-	// blocked as the name itself would be, unless the question name is
-	// explicitly allowed.
-	if q.hasPolicy && pol.Blocks() && !q.decision.Allowed && !q.shadow {
-		if d, via, ok := chainDecision(pol, resp); ok {
-			q.decision, q.via = d, via
-			if pol.Action != ActionLog {
-				return h.blocked(snap, q)
-			}
-			q.shadow = true
-		}
+	if reply, blocked := h.inspect(snap, q, resp); blocked {
+		return reply
 	}
 	q.result = ResultForwarded
 	reply := upstreamReply(req, resp)
@@ -353,41 +339,45 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 	return reply
 }
 
+// inspect is step 8: a CNAME or DNAME chain in the answer that reaches a
+// blocked name blocks the answer as the name itself would be, unless the
+// question name is explicitly allowed. It runs on cached answers exactly as
+// on fresh ones. In shadow mode the block is recorded, not answered.
+func (h *Handler) inspect(snap *Snapshot, q *query, resp *dns.Msg) (*dns.Msg, bool) {
+	pol := q.policy.Policy
+	if !q.hasPolicy || !pol.Blocks() || q.decision.Allowed || q.shadow {
+		return nil, false
+	}
+	d, via, ok := chainDecision(pol, resp)
+	if !ok {
+		return nil, false
+	}
+	q.decision, q.via = d, via
+	if pol.Action == ActionLog {
+		q.shadow = true
+		return nil, false
+	}
+	return h.blocked(snap, q), true
+}
+
 // Where an answer came from when it was not an upstream.
 const (
 	upstreamCache = "cache"
 	upstreamStale = "cache-stale"
 )
 
-// errWouldWait stops a fast run at the first upstream exchange.
-var errWouldWait = errors.New("answer needs an upstream")
-
 // errOverloaded is returned when upstream_inflight queries are already
 // waiting on the upstreams.
 var errOverloaded = errors.New("too many upstream queries in flight")
 
-// resolve returns a private copy of the upstream answer for req: from the
-// cache when fresh; otherwise from the upstreams, with identical concurrent
-// misses sharing one upstream query; when every upstream fails, a stale
-// cached answer if serve_stale allows.
-func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, tcp, fast bool) (*dns.Msg, string, error) {
-	cache := h.cache.Load()
-	key := keyOf(req)
+// resolve returns a private copy of the upstream answer for a cache miss,
+// identical concurrent misses sharing one upstream query; when every
+// upstream fails, a stale cached answer if serve_stale allows.
+func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (*dns.Msg, string, error) {
 	now := time.Now()
-	if msg, prefetch := cache.get(key, now); msg != nil {
-		h.metrics.cacheLookup("hit")
-		if prefetch != nil && prefetch() {
-			go h.fetch(context.Background(), snap, req.Copy(), key, tcp) // refreshes the cache only
-		}
-		return msg, upstreamCache, nil
-	}
-	if fast {
-		return nil, "", errWouldWait
-	}
-	h.metrics.cacheLookup("miss")
 	msg, upstream, err := h.fetch(ctx, snap, req, key, tcp)
 	if err != nil {
-		if stale := cache.stale(key, now); stale != nil {
+		if stale := h.cache.Load().stale(key, now); stale != nil {
 			h.metrics.cacheLookup("stale")
 			return stale, upstreamStale, nil
 		}
@@ -448,22 +438,15 @@ func (h *Handler) writeBlocked(q *query) *dns.Msg {
 	if pol.Action == ActionRefused {
 		rcode = dns.RcodeRefused
 	}
-	maxSize := dns.MaxMsgSize
-	if !q.tcp {
-		maxSize = clientSize(q.req)
-	}
 	bufp := answerBufs.Get().(*[]byte)
 	defer answerBufs.Put(bufp)
 	b, ok := appendBlocked((*bufp)[:0], q.req, rcode, soaOwner(q.req.Question[0].Name, q.decision, q.via != ""),
-		snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), pol.BlockedText(q.decision.Entry.List.File()), maxSize)
+		snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), pol.BlockedText(q.decision.Entry.List.File()), q.maxSize())
 	*bufp = b
 	if !ok {
 		return blockedReply(q.req, pol, q.decision, snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), q.via != "")
 	}
-	h.record(q, rcode)
-	if _, err := q.w.Write(b); err != nil {
-		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
-	}
+	h.send(q, rcode, b)
 	return nil
 }
 
@@ -471,25 +454,35 @@ func (h *Handler) writeBlocked(q *query) *dns.Msg {
 // to send the general way when it would not fit the client's size.
 func (h *Handler) writeCached(q *query) *dns.Msg {
 	e := q.cached
-	maxSize := dns.MaxMsgSize
-	if !q.tcp {
-		maxSize = clientSize(q.req)
-	}
 	bufp := answerBufs.Get().(*[]byte)
 	defer answerBufs.Put(bufp)
-	b, ok := appendCached((*bufp)[:0], e, q.req, q.start, maxSize)
+	b, ok := appendCached((*bufp)[:0], e, q.req, q.start, q.maxSize())
 	*bufp = b
 	if !ok {
 		return upstreamReply(q.req, e.aged(q.start, 0))
 	}
-	h.record(q, e.msg.Rcode)
-	if _, err := q.w.Write(b); err != nil {
-		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
-	}
+	h.send(q, e.msg.Rcode, b)
 	return nil
 }
 
-// answerBufs are buffers for packed blocked answers.
+// send records the query and writes its packed answer.
+func (h *Handler) send(q *query, rcode int, b []byte) {
+	h.record(q, rcode)
+	if _, err := q.w.Write(b); err != nil {
+		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
+	}
+}
+
+// maxSize is the largest answer the client takes: its UDP size, or a whole
+// TCP message.
+func (q *query) maxSize() int {
+	if q.tcp {
+		return dns.MaxMsgSize
+	}
+	return clientSize(q.req)
+}
+
+// answerBufs are buffers for packed answers.
 var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // explainSuffix ends the CHAOS TXT question that asks for an explanation:
