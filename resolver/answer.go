@@ -213,13 +213,15 @@ func clientSize(req *dns.Msg) int {
 // client's: the client's ID and question restored, RA set, and EDNS rebuilt
 // for this hop: our buffer size and the client's DO bit, keeping the
 // upstream's Extended DNS Errors, and no OPT at all when the client sent none.
+// The copy may be shallow: the section arrays and records it shares are
+// never written, and the additional section is rebuilt into a new array.
 func upstreamReply(req, m *dns.Msg) *dns.Msg {
 	m.Id = req.Id
 	m.Question = req.Question
 	m.RecursionDesired = req.RecursionDesired
 	m.RecursionAvailable = true
 	var edes []dns.EDNS0
-	extra := m.Extra[:0]
+	extra := make([]dns.RR, 0, len(m.Extra))
 	for _, rr := range m.Extra {
 		if opt, ok := rr.(*dns.OPT); ok {
 			for _, o := range opt.Option {

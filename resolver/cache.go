@@ -37,6 +37,26 @@ func keyOf(req *dns.Msg) cacheKey {
 	return k
 }
 
+// flight is the key's singleflight key, with the transport of the upstream
+// query: the name, then type, class and bits as bytes, in one allocation.
+func (k cacheKey) flight(tcp bool) string {
+	var sb strings.Builder
+	sb.Grow(len(k.name) + 5)
+	sb.WriteString(k.name)
+	sb.WriteByte(byte(k.qtype >> 8))
+	sb.WriteByte(byte(k.qtype))
+	sb.WriteByte(byte(k.qclass >> 8))
+	sb.WriteByte(byte(k.qclass))
+	var bits byte
+	for i, b := range []bool{k.do, k.cd, k.rd, tcp} {
+		if b {
+			bits |= 1 << i
+		}
+	}
+	sb.WriteByte(bits)
+	return sb.String()
+}
+
 // cacheEntry is an upstream answer as received. msg is never modified: every
 // reader gets a copy with its TTLs aged.
 type cacheEntry struct {

@@ -314,7 +314,7 @@ func TestFastestUpstreamIsPreferred(t *testing.T) {
 // queries: a query picked for a socket must never see it closed under it.
 func TestUpstreamSocketRenewalLosesNoQuery(t *testing.T) {
 	up := startUpstream(t, nil)
-	m := &udpMux{addr: up.addr}
+	m := &udpMux{addr: up.addr, timeout: 5 * time.Second}
 	defer m.close()
 	var wg sync.WaitGroup
 	var failed atomic.Int64

@@ -62,7 +62,7 @@ func NewForwarder(upstreams []string, timeout time.Duration, fastest bool) *Forw
 		probeEvery: time.Second,
 	}
 	for _, u := range upstreams {
-		f.upstreams = append(f.upstreams, &upstreamState{addr: u, mux: &udpMux{addr: u}})
+		f.upstreams = append(f.upstreams, &upstreamState{addr: u, mux: &udpMux{addr: u, timeout: timeout}})
 	}
 	return f
 }
@@ -104,6 +104,9 @@ func (f *Forwarder) Down() []string {
 // not measured yet first, in configured order; with ordered, in configured
 // order.
 func (f *Forwarder) order() []*upstreamState {
+	if len(f.upstreams) == 1 || (!f.fastest && f.noneDown()) {
+		return f.upstreams // read only
+	}
 	up := make([]*upstreamState, 0, len(f.upstreams))
 	var down []*upstreamState
 	for _, u := range f.upstreams {
@@ -122,6 +125,15 @@ func (f *Forwarder) order() []*upstreamState {
 		})
 	}
 	return up
+}
+
+func (f *Forwarder) noneDown() bool {
+	for _, u := range f.upstreams {
+		if u.down.Load() {
+			return false
+		}
+	}
+	return true
 }
 
 // markDown records a failed exchange and starts probing the upstream.
@@ -156,7 +168,7 @@ func (f *Forwarder) probe(u *upstreamState) {
 	defer timer.Stop()
 	for !f.closed.Load() && u.down.Load() {
 		<-timer.C
-		q.Id = dns.Id()
+		q.Id = queryIDs.next()
 		if _, err := f.exchange(context.Background(), q, u, false); err == nil {
 			f.markUp(u)
 			return
@@ -227,7 +239,7 @@ func (e *UpstreamError) Unwrap() error { return ErrAllUpstreamsFailed }
 // Subnet, cookies and padding belong to the client's hop, not to ours.
 func upstreamQuery(req *dns.Msg) *dns.Msg {
 	q := new(dns.Msg)
-	q.Id = dns.Id()
+	q.Id = queryIDs.next()
 	q.Opcode = dns.OpcodeQuery
 	q.RecursionDesired = req.RecursionDesired
 	q.CheckingDisabled = req.CheckingDisabled
@@ -272,19 +284,15 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *
 // exchange is one try against one upstream, with the retry over TCP of a
 // truncated UDP answer.
 func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, u *upstreamState, overTCP bool) (*dns.Msg, error) {
-	tctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
 	var resp *dns.Msg
 	var err error
-	if overTCP {
+	if !overTCP {
+		resp, err = u.mux.exchange(ctx, q) // the mux keeps the timeout
+	}
+	if overTCP || (err == nil && resp.Truncated) {
+		tctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
 		resp, _, err = f.tcp.ExchangeContext(tctx, q, u.addr)
-	} else {
-		resp, err = u.mux.exchange(tctx, q)
-		if err == nil && resp.Truncated {
-			tctx2, cancel2 := context.WithTimeout(ctx, f.timeout)
-			defer cancel2()
-			resp, _, err = f.tcp.ExchangeContext(tctx2, q, u.addr)
-		}
 	}
 	if err != nil {
 		return nil, err

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/netip"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -370,7 +369,8 @@ const (
 // waiting on the upstreams.
 var errOverloaded = errors.New("too many upstream queries in flight")
 
-// resolve returns a private copy of the upstream answer for a cache miss,
+// resolve returns a private shallow copy of the upstream answer for a cache
+// miss (for upstreamReply, which writes no shared part of it),
 // identical concurrent misses sharing one upstream query; when every
 // upstream fails, a stale cached answer if serve_stale allows.
 func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (*dns.Msg, string, error) {
@@ -383,7 +383,8 @@ func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, key
 		}
 		return nil, "", err
 	}
-	return msg.Copy(), upstream, nil
+	own := *msg
+	return &own, upstream, nil
 }
 
 // fetch asks the upstreams once for every concurrent identical query and
@@ -393,9 +394,7 @@ func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key c
 		msg      *dns.Msg
 		upstream string
 	}
-	flightKey := key.name + "/" + strconv.Itoa(int(key.qtype)) + "/" + strconv.Itoa(int(key.qclass)) +
-		"/" + strconv.FormatBool(key.do) + strconv.FormatBool(key.cd) + strconv.FormatBool(key.rd) + strconv.FormatBool(tcp)
-	v, err, _ := h.flight.Do(flightKey, func() (any, error) {
+	v, err, _ := h.flight.Do(key.flight(tcp), func() (any, error) {
 		slots := *h.slots.Load()
 		select {
 		case slots <- struct{}{}:

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 const (
 	udpBatch   = 64   // datagrams read (recvmmsg) and answered (sendmmsg) per system call
 	udpReadBuf = 4096 // a larger datagram is not a DNS query anyone sends; it is dropped
+	udpWorkers = 2048 // goroutines kept for queries that wait on an upstream
 )
 
 // batchConn is what ipv4.PacketConn and ipv6.PacketConn share.
@@ -59,7 +61,7 @@ type outPacket struct {
 
 func newUDPServer(pc *net.UDPConn, h *Handler, log *zap.Logger, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) *udpServer {
 	s := &udpServer{pc: pc, handler: h, log: log, accept: accept, invalid: invalid, done: make(chan struct{}),
-		out: make(chan outPacket, 4*udpBatch), outDone: make(chan struct{}), workers: newWorkerPool(256)}
+		out: make(chan outPacket, 4*udpBatch), outDone: make(chan struct{}), workers: newWorkerPool(udpWorkers)}
 	if a, ok := pc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
 		s.batch = ipv4.NewPacketConn(pc)
 	} else {
@@ -119,6 +121,9 @@ func (s *udpServer) writeOut() {
 	batch := make([]ipv4.Message, 0, udpBatch)
 	for p := range s.out {
 		batch = append(batch[:0], ipv4.Message{Buffers: [][]byte{p.b}, Addr: p.addr})
+		// Let the queries that are ready to answer queue theirs first: the
+		// first answer of a burst would otherwise leave alone.
+		runtime.Gosched()
 	drain:
 		for len(batch) < udpBatch {
 			select {
@@ -283,32 +288,53 @@ func (s *udpServer) stop(done <-chan struct{}) {
 }
 
 // workerPool runs jobs on long-lived goroutines, whose stacks have already
-// grown to what a query needs, instead of a new goroutine per job; when
-// every worker is busy, a job gets a goroutine of its own.
+// grown to what a query needs, instead of a new goroutine per job. A job
+// that finds no worker idle starts one, up to max; a worker idle for
+// workerIdle ends. Past max, a job gets a goroutine of its own.
 type workerPool struct {
-	jobs chan func()
-	once sync.Once
+	jobs    chan func()
+	running chan struct{} // a token per worker
+	closed  chan struct{}
+	once    sync.Once
 }
 
-func newWorkerPool(n int) *workerPool {
-	p := &workerPool{jobs: make(chan func())}
-	for i := 0; i < n; i++ {
-		go func() {
-			for job := range p.jobs {
-				job()
-			}
-		}()
-	}
-	return p
+// workerIdle is how long a worker waits for a job before it ends.
+const workerIdle = 10 * time.Second
+
+func newWorkerPool(max int) *workerPool {
+	return &workerPool{jobs: make(chan func()), running: make(chan struct{}, max), closed: make(chan struct{})}
 }
 
 func (p *workerPool) run(job func()) {
 	select {
-	case p.jobs <- job:
+	case p.jobs <- job: // an idle worker takes it
+		return
+	default:
+	}
+	select {
+	case p.running <- struct{}{}:
+		go p.work(job)
 	default:
 		go job()
 	}
 }
 
+func (p *workerPool) work(job func()) {
+	defer func() { <-p.running }()
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		job()
+		idle.Reset(workerIdle)
+		select {
+		case job = <-p.jobs:
+		case <-idle.C:
+			return
+		case <-p.closed:
+			return
+		}
+	}
+}
+
 // close ends the idle workers; a busy one ends after its job.
-func (p *workerPool) close() { p.once.Do(func() { close(p.jobs) }) }
+func (p *workerPool) close() { p.once.Do(func() { close(p.closed) }) }

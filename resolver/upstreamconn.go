@@ -3,9 +3,14 @@ package resolver
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -26,33 +31,91 @@ const (
 
 var errSocketClosed = errors.New("upstream socket closed")
 
+// queryIDs draws the IDs of upstream queries, the other half of what makes a
+// spoofed answer hard to guess (RFC 5452 §4.3). ChaCha8 is a cryptographically
+// strong generator; seeded from crypto/rand it is as unpredictable as
+// dns.Id, which costs a getrandom system call (and a stack growth) per ID.
+var queryIDs = newIDSource()
+
+type idSource struct {
+	mu  sync.Mutex
+	rng *rand.ChaCha8
+}
+
+func newIDSource() *idSource {
+	var seed [32]byte
+	_, _ = crand.Read(seed[:]) // never fails on Linux (Go 1.24+ crashes instead)
+	return &idSource{rng: rand.NewChaCha8(seed)}
+}
+
+func (s *idSource) next() uint16 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return uint16(s.rng.Uint64())
+}
+
 // udpMux sends queries to one upstream over a shared connected UDP socket:
 // a connected socket only receives datagrams from the upstream's address,
 // and a reader goroutine hands each answer to the query with its ID.
 // Answers whose ID no query is waiting for (late or spoofed) are dropped.
 type udpMux struct {
-	addr string
-	mu   sync.Mutex
-	cur  *upstreamSocket
+	addr    string
+	timeout time.Duration // how long a query waits for its answer
+	mu      sync.Mutex
+	cur     *upstreamSocket
 }
 
 // upstreamSocket is one connected socket and the queries waiting on it.
 type upstreamSocket struct {
-	conn net.Conn
-	born time.Time
+	conn    net.Conn
+	batch   batchConn // conn's recvmmsg and sendmmsg; nil: one datagram a call
+	born    time.Time
+	timeout time.Duration
 
 	mu      sync.Mutex
-	pending map[uint16]chan []byte
+	pending map[uint16]*waiter
+	queue   []queuedQuery // packed queries waiting to be sent
 	sent    int
 	dead    bool // read failed: no more queries
 	retired bool // replaced: closes once its last query is answered
 }
 
+// waiter is a query waiting for its answer. Its deadline is kept by the
+// socket's reader, so that a query costs no timer of its own.
+type waiter struct {
+	answer   chan []byte // the answer; closed, with err set, when there is none
+	err      error
+	deadline time.Time
+}
+
+// queuedQuery is a packed query waiting in the socket's send queue.
+type queuedQuery struct {
+	id uint16
+	b  []byte
+}
+
+func newUpstreamSocket(addr string, timeout time.Duration) (*upstreamSocket, error) {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &upstreamSocket{conn: c, born: time.Now(), timeout: timeout, pending: map[uint16]*waiter{}}
+	if uc, ok := c.(*net.UDPConn); ok {
+		if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
+			s.batch = ipv4.NewPacketConn(uc)
+		} else {
+			s.batch = ipv6.NewPacketConn(uc)
+		}
+	}
+	go s.read()
+	return s, nil
+}
+
 // register picks the socket for a new query, renewing it when it is old,
-// used up or dead, and registers ch under a query ID free on it. Both happen
+// used up or dead, and registers w under a query ID free on it. Both happen
 // under m.mu, so a socket is never retired between being picked and being
 // waited on.
-func (m *udpMux) register(ch chan []byte) (*upstreamSocket, uint16, error) {
+func (m *udpMux) register(w *waiter) (*upstreamSocket, uint16, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.cur
@@ -66,12 +129,10 @@ func (m *udpMux) register(ch chan []byte) (*upstreamSocket, uint16, error) {
 		}
 	}
 	if s == nil {
-		c, err := net.Dial("udp", m.addr)
-		if err != nil {
+		var err error
+		if s, err = newUpstreamSocket(m.addr, m.timeout); err != nil {
 			return nil, 0, err
 		}
-		s = &upstreamSocket{conn: c, born: time.Now(), pending: map[uint16]chan []byte{}}
-		go s.read()
 		m.cur = s
 	}
 	s.mu.Lock()
@@ -80,11 +141,12 @@ func (m *udpMux) register(ch chan []byte) (*upstreamSocket, uint16, error) {
 		return nil, 0, errSocketClosed
 	}
 	s.sent++
-	id := dns.Id()
+	id := queryIDs.next()
 	for s.pending[id] != nil {
-		id = dns.Id()
+		id = queryIDs.next()
 	}
-	s.pending[id] = ch
+	w.deadline = time.Now().Add(s.timeout)
+	s.pending[id] = w
 	return s, id, nil
 }
 
@@ -100,26 +162,24 @@ func (m *udpMux) close() {
 }
 
 // exchange sends q with a query ID free on the socket (q.Id is set to it)
-// and waits for the answer until ctx ends.
+// and waits for the answer, for the mux's timeout at most, or until ctx ends.
 func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
-	ch := make(chan []byte, 1)
-	s, id, err := m.register(ch)
+	w := &waiter{answer: make(chan []byte, 1)}
+	s, id, err := m.register(w)
 	if err != nil {
 		return nil, err
 	}
 	q.Id = id
 	b, err := q.Pack()
-	if err == nil {
-		_, err = s.conn.Write(b)
-	}
 	if err != nil {
-		s.forget(id)
+		s.forget(id, nil)
 		return nil, err
 	}
+	s.send(id, b)
 	select {
-	case raw, ok := <-ch:
+	case raw, ok := <-w.answer:
 		if !ok {
-			return nil, errSocketClosed
+			return nil, w.err
 		}
 		r := new(dns.Msg)
 		if err := r.Unpack(raw); err != nil {
@@ -127,7 +187,7 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		}
 		return r, nil
 	case <-ctx.Done():
-		s.forget(id)
+		s.forget(id, nil)
 		return nil, ctx.Err()
 	}
 }
@@ -140,24 +200,67 @@ const (
 	upstreamBuf   = 4096
 )
 
-// read delivers answers to waiting queries, reading whatever has arrived
-// with one system call, until the socket fails or is closed; then every
-// waiting query is told.
-func (s *upstreamSocket) read() {
-	uc, _ := s.conn.(*net.UDPConn)
-	var batch batchConn
-	if a, ok := s.conn.LocalAddr().(*net.UDPAddr); ok && uc != nil {
-		if a.IP.To4() != nil {
-			batch = ipv4.NewPacketConn(uc)
-		} else {
-			batch = ipv6.NewPacketConn(uc)
-		}
+// send queues a packed query and sends the queue with one sendmmsg. The
+// query that finds the queue empty sends it, after letting the queries
+// ready to run queue theirs; the others return at once. A query whose
+// datagram could not be sent fails at once with the error.
+func (s *upstreamSocket) send(id uint16, b []byte) {
+	s.mu.Lock()
+	s.queue = append(s.queue, queuedQuery{id, b})
+	lead := len(s.queue) == 1
+	s.mu.Unlock()
+	if !lead {
+		return
 	}
+	runtime.Gosched()
+	s.mu.Lock()
+	queue := s.queue
+	s.queue = nil
+	s.mu.Unlock()
+	if s.batch == nil {
+		for _, q := range queue {
+			if _, err := s.conn.Write(q.b); err != nil {
+				s.forget(q.id, err)
+			}
+		}
+		return
+	}
+	msgs := make([]ipv4.Message, len(queue))
+	for i, q := range queue {
+		msgs[i].Buffers = [][]byte{q.b}
+	}
+	for i := 0; i < len(msgs); {
+		n, err := s.batch.WriteBatch(msgs[i:], 0)
+		if err != nil {
+			s.forget(queue[i].id, err)
+			n = 1
+		}
+		i += n
+	}
+}
+
+// sweepEvery is how often the reader ends the waits of queries past their
+// deadline: a tenth of the timeout, so a query waits at most 10 % longer.
+func (s *upstreamSocket) sweepEvery() time.Duration {
+	return max(s.timeout/10, time.Millisecond)
+}
+
+// read delivers answers to waiting queries, reading whatever has arrived
+// with one system call, and ends the waits of queries past their deadline,
+// until the socket fails or is closed; then every waiting query is told.
+func (s *upstreamSocket) read() {
+	batch := s.batch
 	msgs := make([]ipv4.Message, upstreamBatch)
 	for i := range msgs {
 		msgs[i].Buffers = [][]byte{make([]byte, upstreamBuf)}
 	}
+	var sweep time.Time
 	for {
+		if now := time.Now(); !now.Before(sweep) {
+			s.expire(now)
+			sweep = now.Add(s.sweepEvery())
+			_ = s.conn.SetReadDeadline(sweep)
+		}
 		var n int
 		var err error
 		if batch != nil {
@@ -166,15 +269,11 @@ func (s *upstreamSocket) read() {
 			msgs[0].N, err = s.conn.Read(msgs[0].Buffers[0])
 			n = 1
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue // time to sweep
+		}
 		if err != nil {
-			s.mu.Lock()
-			s.dead = true
-			for id, ch := range s.pending {
-				close(ch)
-				delete(s.pending, id)
-			}
-			s.mu.Unlock()
-			s.conn.Close()
+			s.fail(err)
 			return
 		}
 		for i := 0; i < n; i++ {
@@ -185,6 +284,40 @@ func (s *upstreamSocket) read() {
 	}
 }
 
+// fail ends the socket after a read error: every waiting query is told.
+func (s *upstreamSocket) fail(err error) {
+	if errors.Is(err, net.ErrClosed) {
+		err = errSocketClosed
+	}
+	s.mu.Lock()
+	s.dead = true
+	for id, w := range s.pending {
+		w.err = err
+		close(w.answer)
+		delete(s.pending, id)
+	}
+	s.mu.Unlock()
+	s.conn.Close()
+}
+
+// expire ends the waits of the queries past their deadline.
+func (s *upstreamSocket) expire(now time.Time) {
+	var late []uint16
+	s.mu.Lock()
+	for id, w := range s.pending {
+		if !now.Before(w.deadline) {
+			late = append(late, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range late {
+		s.forget(id, errNoAnswer)
+	}
+}
+
+// errNoAnswer ends the wait of a query whose answer did not come in time.
+var errNoAnswer = fmt.Errorf("no answer in time: %w", context.DeadlineExceeded)
+
 // deliver hands one answer to the query waiting for its ID, and reports
 // whether the socket is retired with nothing left to wait for. An answer
 // cut short by the buffer is dropped: its query times out and moves on.
@@ -194,26 +327,32 @@ func (s *upstreamSocket) deliver(b []byte, truncated bool) bool {
 	}
 	id := binary.BigEndian.Uint16(b)
 	s.mu.Lock()
-	ch := s.pending[id]
-	if ch != nil && !truncated {
+	w := s.pending[id]
+	if w != nil && !truncated {
 		delete(s.pending, id)
 	} else {
-		ch = nil
+		w = nil
 	}
 	done := s.retired && len(s.pending) == 0
 	s.mu.Unlock()
-	if ch != nil {
-		ch <- bytes.Clone(b)
+	if w != nil {
+		w.answer <- bytes.Clone(b)
 	}
 	return done
 }
 
-// forget stops waiting for id.
-func (s *upstreamSocket) forget(id uint16) {
+// forget stops waiting for id. With an error (its datagram could not be
+// sent, or its time is up), the query's wait ends at once with that error.
+func (s *upstreamSocket) forget(id uint16, err error) {
 	s.mu.Lock()
+	w := s.pending[id]
 	delete(s.pending, id)
 	done := s.retired && len(s.pending) == 0
 	s.mu.Unlock()
+	if err != nil && w != nil {
+		w.err = err
+		close(w.answer)
+	}
 	if done {
 		s.conn.Close()
 	}
