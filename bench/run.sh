@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Load benchmark: dnsfence against Unbound, dnsdist and a bare miekg/dns
-# responder, on the same workload in one run, so every ratio compares
-# figures taken minutes apart on the same machine.
+# Load benchmark: dnsfence against Unbound, dnsdist, CoreDNS and a bare
+# miekg/dns responder, on the same workload in one run, so every ratio
+# compares figures taken minutes apart on the same machine.
 #
 #   bash bench/run.sh                 # 3 runs of 10 s per path and server
 #   BENCH_SECONDS=5 BENCH_RUNS=1 bash bench/run.sh   # a quick look
@@ -25,7 +25,8 @@ SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 GOV=127.0.0.2
 UPSTREAM_PORT=5399
-declare -A PORT=([dnsfence]=5301 [unbound]=5302 [dnsdist]=5303 [bare]=5398)
+declare -A PORT=([dnsfence]=5301 [unbound]=5302 [dnsdist]=5303 [coredns]=5304 [bare]=5398)
+COREDNS_VERSION=v1.15.0
 
 need=()
 for c in dnsperf unbound dnsdist taskset dig; do command -v "$c" >/dev/null || need+=("$c"); done
@@ -33,6 +34,18 @@ if [ ${#need[@]} -gt 0 ]; then
 	echo "# installing dnsperf unbound dnsdist util-linux bind9-dnsutils"
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf unbound dnsdist util-linux bind9-dnsutils >/dev/null
+fi
+
+# CoreDNS is not packaged in Debian: it is built from the Go module proxy
+# once and kept in the user's cache (a few minutes the first time).
+coredns_bin="${XDG_CACHE_HOME:-$HOME/.cache}/dnsfence-bench/coredns-$COREDNS_VERSION"
+if [ ! -x "$coredns_bin" ]; then
+	echo "# building CoreDNS $COREDNS_VERSION from the Go module proxy"
+	mkdir -p "$(dirname "$coredns_bin")"
+	gobin=$(mktemp -d)
+	GOBIN="$gobin" GOFLAGS=-mod=mod go install "github.com/coredns/coredns@$COREDNS_VERSION"
+	mv "$gobin/coredns" "$coredns_bin"
+	rmdir "$gobin"
 fi
 
 tmp=$(mktemp -d)
@@ -112,12 +125,33 @@ pc = newPacketCache(2000000, {maxTTL=86400})
 getPool(""):setCache(pc)
 EOF
 : >"$tmp/dnsdist-zones.lua"
+# CoreDNS: a view for the government source answers NXDOMAIN for tiktok.com
+# and below through the template plugin; both blocks cache and forward.
+cat >"$tmp/Corefile" <<EOF
+.:${PORT[coredns]} {
+    bind 127.0.0.1
+    view gov {
+        expr incidr(client_ip(), '$GOV/32')
+    }
+    template ANY ANY tiktok.com {
+        rcode NXDOMAIN
+    }
+    cache 86400
+    forward . 127.0.0.1:$UPSTREAM_PORT
+}
+.:${PORT[coredns]} {
+    bind 127.0.0.1
+    cache 86400
+    forward . 127.0.0.1:$UPSTREAM_PORT
+}
+EOF
 
 start() { # name
 	case $1 in
 	dnsfence) taskset -c "$SERVER_CPU" "$tmp/dnsfence" -config "$tmp/dnsfence.yaml" 2>"$tmp/dnsfence.log" & ;;
 	unbound) taskset -c "$SERVER_CPU" unbound -d -c "$tmp/unbound.conf" 2>"$tmp/unbound.log" & ;;
 	dnsdist) taskset -c "$SERVER_CPU" dnsdist --supervised --disable-syslog -C "$tmp/dnsdist.conf" >"$tmp/dnsdist.log" 2>&1 & ;;
+	coredns) taskset -c "$SERVER_CPU" "$coredns_bin" -conf "$tmp/Corefile" -quiet >"$tmp/coredns.log" 2>&1 & ;;
 	bare) taskset -c "$SERVER_CPU" "$tmp/bare" -listen "127.0.0.1:${PORT[bare]}" 2>"$tmp/bare.log" & ;;
 	esac
 	SERVER_PID=$!
@@ -161,7 +195,7 @@ pids+=("$!")
 
 echo "# $(nproc) cores; $RUNS runs of $SECS s; server on CPU $SERVER_CPU, dnsperf and upstream on CPU $LOAD_CPU"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-for name in ${BENCH_SERVERS:-dnsfence unbound dnsdist bare}; do
+for name in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare}; do
 	start "$name"
 	paths=(blocked)
 	[ "$name" != bare ] && paths+=(cache-hit cache-miss)
@@ -198,21 +232,31 @@ for name in ${BENCH_SERVERS:-dnsfence unbound dnsdist bare}; do
 done
 
 ratio() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-for k in dnsfence unbound dnsdist bare; do
+for k in dnsfence unbound dnsdist coredns bare; do
 	for p in blocked cache-hit cache-miss; do QPS[$k/$p]=${QPS[$k/$p]:-0}; done
 	LAT[$k]=${LAT[$k]:-0}
 done
 echo
-echo "RESULT blocked    dnsfence $(printf %.0f "${QPS[dnsfence/blocked]}") qps: x$(ratio "${QPS[dnsfence/blocked]}" "${QPS[unbound/blocked]}") unbound, x$(ratio "${QPS[dnsfence/blocked]}" "${QPS[dnsdist/blocked]}") dnsdist, x$(ratio "${QPS[dnsfence/blocked]}" "${QPS[bare/blocked]}") bare miekg/dns"
-echo "RESULT cache-hit  dnsfence $(printf %.0f "${QPS[dnsfence/cache-hit]}") qps: x$(ratio "${QPS[dnsfence/cache-hit]}" "${QPS[unbound/cache-hit]}") unbound, x$(ratio "${QPS[dnsfence/cache-hit]}" "${QPS[dnsdist/cache-hit]}") dnsdist, x$(ratio "${QPS[dnsfence/cache-hit]}" "${QPS[bare/blocked]}") bare miekg/dns (blocked)"
-echo "RESULT cache-miss dnsfence $(printf %.0f "${QPS[dnsfence/cache-miss]}") qps: x$(ratio "${QPS[dnsfence/cache-miss]}" "${QPS[unbound/cache-miss]}") unbound, x$(ratio "${QPS[dnsfence/cache-miss]}" "${QPS[dnsdist/cache-miss]}") dnsdist"
-echo "RESULT latency    dnsfence ${LAT[dnsfence]} ms at 5000 qps: x$(ratio "${LAT[dnsfence]}" "${LAT[unbound]}") unbound, x$(ratio "${LAT[dnsfence]}" "${LAT[dnsdist]}") dnsdist, x$(ratio "${LAT[dnsfence]}" "${LAT[bare]}") bare miekg/dns"
+# ratios PATH: dnsfence's figure against each other server's on that path.
+ratios() {
+	local p=$1 k out=""
+	for k in unbound dnsdist coredns bare; do
+		[ "$k" = bare ] && [ "$p" != blocked ] && continue
+		out+=" x$(ratio "${QPS[dnsfence/$p]}" "${QPS[$k/$p]}") $k,"
+	done
+	echo "${out%,}"
+}
+echo "RESULT blocked    dnsfence $(printf %.0f "${QPS[dnsfence/blocked]}") qps:$(ratios blocked)"
+echo "RESULT cache-hit  dnsfence $(printf %.0f "${QPS[dnsfence/cache-hit]}") qps:$(ratios cache-hit), x$(ratio "${QPS[dnsfence/cache-hit]}" "${QPS[bare/blocked]}") bare (its only path)"
+echo "RESULT cache-miss dnsfence $(printf %.0f "${QPS[dnsfence/cache-miss]}") qps:$(ratios cache-miss)"
+echo "RESULT latency    dnsfence ${LAT[dnsfence]} ms at 5000 qps: x$(ratio "${LAT[dnsfence]}" "${LAT[unbound]}") unbound, x$(ratio "${LAT[dnsfence]}" "${LAT[dnsdist]}") dnsdist, x$(ratio "${LAT[dnsfence]}" "${LAT[coredns]}") coredns, x$(ratio "${LAT[dnsfence]}" "${LAT[bare]}") bare miekg/dns"
 
 # Memory and load time with a 1,000,000-entry list.
 if [ "${BENCH_MEMORY:-1}" = 1 ]; then
 	awk 'BEGIN{for(i=1;i<=1000000;i++) printf "host-%d.tracker%d.example.com\n", i, i%1000; print "tiktok.com"}' >"$tmp/tiktok.txt"
 	awk 'BEGIN{for(i=1;i<=1000000;i++) printf "local-zone: \"host-%d.tracker%d.example.com.\" always_nxdomain\n", i, i%1000}' >"$tmp/unbound-zones.conf"
 	awk -v f="$tmp/tiktok.txt" 'BEGIN{print "for line in io.lines(\"" f "\") do smn:add(newDNSName(line)) end"}' >"$tmp/dnsdist-zones.lua"
+	fence_idle=0 fence_load=0
 	for name in ${BENCH_MEMORY_SERVERS:-dnsfence unbound dnsdist}; do
 		t0=$(date +%s.%N)
 		start "$name"
@@ -221,13 +265,20 @@ if [ "${BENCH_MEMORY:-1}" = 1 ]; then
 		perf "$name" "$tmp/blocked.txt" >/dev/null
 		rss_load=$(awk '/VmRSS/{print $2}' "/proc/$SERVER_PID/status")
 		hwm=$(awk '/VmHWM/{print $2}' "/proc/$SERVER_PID/status")
+		if [ "$name" = dnsfence ]; then fence_idle=$rss_idle fence_load=$rss_load; fi
 		printf 'RESULT memory    %-9s 1,000,000 entries: ready in %.1f s, RSS %d MB idle, %d MB under load, peak %d MB\n' \
 			"$name" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" $((rss_idle / 1024)) $((rss_load / 1024)) $((hwm / 1024))
 		stop
 	done
+	# The same process with a one-entry list, idle and under the same load:
+	# what the million entries add is the difference.
 	echo "tiktok.com" >"$tmp/tiktok.txt"
 	start dnsfence
-	base=$(awk '/VmRSS/{print $2}' "/proc/$SERVER_PID/status")
+	base_idle=$(awk '/VmRSS/{print $2}' "/proc/$SERVER_PID/status")
+	perf dnsfence "$tmp/blocked.txt" >/dev/null
+	base_load=$(awk '/VmRSS/{print $2}' "/proc/$SERVER_PID/status")
 	stop
-	printf 'RESULT memory    dnsfence  baseline with a 1-entry list: RSS %d MB\n' $((base / 1024))
+	printf 'RESULT memory    dnsfence  baseline with a 1-entry list: RSS %d MB idle, %d MB under load\n' $((base_idle / 1024)) $((base_load / 1024))
+	printf 'RESULT memory    dnsfence  1,000,000 entries add %d MB idle, %d MB under load\n' \
+		$(((fence_idle - base_idle) / 1024)) $(((fence_load - base_load) / 1024))
 fi
