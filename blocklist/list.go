@@ -5,10 +5,14 @@
 package blocklist
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/hex"
 	"hash/maphash"
 	"iter"
+	"slices"
 	"strings"
+	"unsafe"
 )
 
 // maxName is the longest domain name in presentation form without the
@@ -17,10 +21,16 @@ const maxName = 253
 
 // Entry is the list entry that made a name match.
 type Entry struct {
-	List *List  // the list holding the entry
-	Name string // the entry, normalised: lowercase, no trailing dot
-	Line int    // line of the entry in the list file
+	List *List // the list holding the entry
+	// Name is the entry, without a trailing dot: lowercase from All; from
+	// Match, as the matched name spells it, which may differ in case (Match
+	// does not allocate to fold it). Folded gives it lowercase.
+	Name string
+	Line int // line of the entry in the list file
 }
+
+// Folded is the entry's name in lowercase, as the list has it.
+func (e Entry) Folded() string { return strings.ToLower(e.Name) }
 
 // Duplicate is an entry that appeared again later in the same file.
 type Duplicate struct {
@@ -29,32 +39,37 @@ type Duplicate struct {
 	FirstLine int // the line that was kept
 }
 
-// record locates one entry inside List.names: 8 bytes, so a million
-// entries cost 8 MB of records.
-type record struct {
-	off  uint32
-	line uint16 // low 16 bits of the line
-	hi   uint8  // bits 16-23 of the line: up to 16,777,215 lines
-	n    uint8
+// node is one label of the list's tree of names: an entry, or a parent
+// domain that entries sit under. 12 bytes; a label is stored once under its
+// parent, so entries that share parents (all of a tracker's hosts, say)
+// share their storage.
+type node struct {
+	parent uint32 // index of the parent node; 0 is the root, which has no label
+	off    uint32 // the label, in List.labels
+	line   uint16 // low 16 bits of the entry's line; a line of 0: not an entry
+	hi     uint8  // bits 16-23 of the line: up to 16,777,215 lines
+	n      uint8  // label length, at most 63
 }
 
-func (r record) lineNo() int { return int(r.hi)<<16 | int(r.line) }
+func (n *node) lineNo() int { return int(n.hi)<<16 | int(n.line) }
 
 // List is an immutable set of domain suffixes. A name matches when it equals
 // an entry or ends in "."+entry.
 //
-// Entries are stored back to back in one string and found through an
-// open-addressing table of record indexes, which keeps a million entries in
-// about 36 bytes each (a Go map of strings needs three times that) and keeps
-// lookups free of allocations.
+// Entries are kept as a tree of labels, from the top-level domain down, in
+// one open-addressing table keyed by (parent, label): a lookup walks the
+// name's labels from the right, one probe a label, and never allocates. A
+// million entries under a thousand parents take about 31 bytes each (a Go
+// map of strings needs more than three times that).
 type List struct {
-	file  string
-	sum   [32]byte
-	names string   // every entry, back to back
-	recs  []record // entries in file order
-	slots []uint32 // 0 = empty, else index+1 into recs; len is a power of two
-	seed  maphash.Seed
-	dups  []Duplicate
+	file   string
+	sum    [32]byte
+	labels string   // every node's label, back to back
+	nodes  []node   // nodes[0] is the root
+	slots  []uint32 // 0 = empty, else a node index; len is a power of two
+	seed   maphash.Seed
+	count  int // entries
+	dups   []Duplicate
 }
 
 // File is the list's name as the configuration gives it.
@@ -67,38 +82,75 @@ func (l *List) Hash() string { return hex.EncodeToString(l.sum[:]) }
 func (l *List) Sum() [32]byte { return l.sum }
 
 // Len is the number of distinct entries.
-func (l *List) Len() int { return len(l.recs) }
+func (l *List) Len() int { return l.count }
 
 // Duplicates lists entries that were repeated in the file.
 func (l *List) Duplicates() []Duplicate { return l.dups }
 
-// All yields every entry in file order.
+// All yields every entry in file order. Each entry's name is built from its
+// labels: this is for reports and reloads, not for queries.
 func (l *List) All() iter.Seq[Entry] {
 	return func(yield func(Entry) bool) {
-		for _, r := range l.recs {
-			if !yield(l.entry(r)) {
+		entries := make([]uint32, 0, l.count)
+		for i := range l.nodes {
+			if l.nodes[i].lineNo() != 0 {
+				entries = append(entries, uint32(i))
+			}
+		}
+		slices.SortFunc(entries, func(a, b uint32) int { return cmp.Compare(l.nodes[a].lineNo(), l.nodes[b].lineNo()) })
+		var buf []byte
+		for _, id := range entries {
+			buf = l.appendName(buf[:0], id)
+			if !yield(Entry{List: l, Name: string(buf), Line: l.nodes[id].lineNo()}) {
 				return
 			}
 		}
 	}
 }
 
+// appendName appends the full name of node id: its label, then its
+// parents' labels, dot-separated.
+func (l *List) appendName(b []byte, id uint32) []byte {
+	for ; id != 0; id = l.nodes[id].parent {
+		if len(b) > 0 {
+			b = append(b, '.')
+		}
+		b = append(b, l.label(id)...)
+	}
+	return b
+}
+
+func (l *List) label(id uint32) string {
+	n := &l.nodes[id]
+	return l.labels[n.off : n.off+uint32(n.n)]
+}
+
 // Contains reports whether name, already normalised, is itself an entry.
 func (l *List) Contains(name string) bool {
-	var buf [maxName + 2]byte
-	if len(name) > len(buf) {
+	if l == nil || l.count == 0 || name == "" {
 		return false
 	}
-	_, ok := l.find(append(buf[:0], name...))
-	return ok
+	parent := uint32(0)
+	for end := len(name); ; {
+		start := strings.LastIndexByte(name[:end], '.') + 1
+		id, ok := l.find(parent, name[start:end])
+		if !ok {
+			return false
+		}
+		if start == 0 {
+			return l.nodes[id].lineNo() != 0
+		}
+		parent, end = id, start-1
+	}
 }
 
 // Match reports whether name or one of its parent domains is an entry,
 // returning the most specific such entry. name may be in any case and may
 // carry a trailing dot; escaped dots (`\.`) inside a label are not label
-// boundaries. Match does not allocate.
+// boundaries. The entry's name is the matching suffix of name as given.
+// Match does not allocate.
 func (l *List) Match(name string) (Entry, bool) {
-	if l == nil || len(l.recs) == 0 {
+	if l == nil || l.count == 0 {
 		return Entry{}, false
 	}
 	var buf [maxName + 2]byte
@@ -106,35 +158,52 @@ func (l *List) Match(name string) (Entry, bool) {
 	if !ok {
 		return Entry{}, false
 	}
-	for i := 0; ; {
-		if r, ok := l.find(b[i:]); ok {
-			return l.entry(r), true
-		}
-		i = nextLabel(b, i)
-		if i < 0 {
-			return Entry{}, false
-		}
+	// Label starts, left to right; a name of at most 254 bytes has at most
+	// 127 labels.
+	var starts [128]uint8
+	labels := 0
+	for i := 0; i >= 0 && labels < len(starts); i = nextLabel(b, i) {
+		starts[labels] = uint8(i)
+		labels++
 	}
+	best, bestStart := uint32(0), 0
+	parent, end := uint32(0), len(b)
+	for k := labels - 1; k >= 0; k-- {
+		start := int(starts[k])
+		id, ok := l.find(parent, unsafe.String(unsafe.SliceData(b[start:]), end-start))
+		if !ok {
+			break
+		}
+		if l.nodes[id].lineNo() != 0 {
+			best, bestStart = id, start
+		}
+		parent, end = id, start-1
+	}
+	if best == 0 {
+		return Entry{}, false
+	}
+	return Entry{List: l, Name: name[bestStart:len(b)], Line: l.nodes[best].lineNo()}, true
 }
 
-func (l *List) entry(r record) Entry {
-	return Entry{List: l, Name: l.names[r.off : r.off+uint32(r.n)], Line: r.lineNo()}
+// hash places the label under parent in the table.
+func (l *List) hash(parent uint32, label string) uint64 {
+	return maphash.String(l.seed, label) ^ (uint64(parent)+1)*0x9e3779b97f4a7c15
 }
 
-// find looks up an exact entry.
-func (l *List) find(b []byte) (record, bool) {
+// find looks up the node of label under parent.
+func (l *List) find(parent uint32, label string) (uint32, bool) {
 	if len(l.slots) == 0 {
-		return record{}, false
+		return 0, false
 	}
 	mask := uint64(len(l.slots) - 1)
-	for h := maphash.Bytes(l.seed, b) & mask; ; h = (h + 1) & mask {
-		s := l.slots[h]
-		if s == 0 {
-			return record{}, false
+	for h := l.hash(parent, label) & mask; ; h = (h + 1) & mask {
+		id := l.slots[h]
+		if id == 0 {
+			return 0, false
 		}
-		r := l.recs[s-1]
-		if int(r.n) == len(b) && l.names[r.off:r.off+uint32(r.n)] == string(b) {
-			return r, true
+		n := &l.nodes[id]
+		if n.parent == parent && int(n.n) == len(label) && l.labels[n.off:n.off+uint32(n.n)] == label {
+			return id, true
 		}
 	}
 }
@@ -176,8 +245,8 @@ func nextLabel(b []byte, i int) int {
 
 // builder accumulates entries for a new List.
 type builder struct {
-	list  *List
-	names strings.Builder
+	list   *List
+	labels strings.Builder
 }
 
 func newBuilder(file string, sizeHint int) *builder {
@@ -185,59 +254,103 @@ func newBuilder(file string, sizeHint int) *builder {
 	for n < sizeHint*2 {
 		n <<= 1
 	}
+	nodes := make([]node, 1, sizeHint+sizeHint/8+1) // the root, then about one node an entry
 	return &builder{list: &List{
 		file:  file,
 		seed:  maphash.MakeSeed(),
 		slots: make([]uint32, n),
-		recs:  make([]record, 0, sizeHint),
+		nodes: nodes,
 	}}
 }
 
-// add inserts a normalised name; a repeat is recorded as a duplicate.
+// add inserts a normalised name (lowercase, no escapes, at least two
+// labels); a repeat is recorded as a duplicate.
 func (b *builder) add(name []byte, line int) {
 	l := b.list
-	l.names = b.names.String() // view of what is written so far, for find
-	if r, ok := l.find(name); ok {
-		l.dups = append(l.dups, Duplicate{Name: string(name), Line: line, FirstLine: r.lineNo()})
-		return
+	parent := uint32(0)
+	for end := len(name); ; {
+		start := bytes.LastIndexByte(name[:end], '.') + 1
+		label := name[start:end]
+		l.labels = b.labels.String() // what is written so far, for find
+		id, ok := l.find(parent, unsafe.String(unsafe.SliceData(label), len(label)))
+		if !ok {
+			id = b.insert(parent, label)
+		}
+		if start == 0 {
+			n := &l.nodes[id]
+			if first := n.lineNo(); first != 0 {
+				l.dups = append(l.dups, Duplicate{Name: string(name), Line: line, FirstLine: first})
+				return
+			}
+			n.line, n.hi = uint16(line), uint8(line>>16)
+			l.count++
+			return
+		}
+		parent, end = id, start-1
 	}
-	if (len(l.recs)+1)*2 > len(l.slots) {
-		b.grow()
-	}
-	off := b.names.Len()
-	b.names.Write(name)
-	l.recs = append(l.recs, record{off: uint32(off), line: uint16(line), hi: uint8(line >> 16), n: uint8(len(name))})
-	l.names = b.names.String()
-	l.insertSlot(len(l.recs)-1, name)
 }
 
-func (l *List) insertSlot(idx int, name []byte) {
+// insert adds the node of label under parent, not yet an entry.
+func (b *builder) insert(parent uint32, label []byte) uint32 {
+	l := b.list
+	if (len(l.nodes)+1)*2 > len(l.slots) {
+		b.grow()
+	}
+	off := b.labels.Len()
+	b.labels.Write(label)
+	l.labels = b.labels.String()
+	l.nodes = append(l.nodes, node{parent: parent, off: uint32(off), n: uint8(len(label))})
+	id := uint32(len(l.nodes) - 1)
+	l.insertSlot(id)
+	return id
+}
+
+func (l *List) insertSlot(id uint32) {
 	mask := uint64(len(l.slots) - 1)
-	h := maphash.Bytes(l.seed, name) & mask
+	h := l.hash(l.nodes[id].parent, l.label(id)) & mask
 	for l.slots[h] != 0 {
 		h = (h + 1) & mask
 	}
-	l.slots[h] = uint32(idx + 1)
+	l.slots[h] = id
 }
 
 func (b *builder) grow() {
 	l := b.list
+	l.labels = b.labels.String()
 	l.slots = make([]uint32, len(l.slots)*2)
-	for i, r := range l.recs {
-		l.insertSlot(i, []byte(l.names[r.off:r.off+uint32(r.n)]))
+	for id := 1; id < len(l.nodes); id++ {
+		l.insertSlot(uint32(id))
 	}
 }
 
 func (b *builder) finish(sum [32]byte) *List {
 	l := b.list
-	l.names = b.names.String()
-	if b.names.Cap()-b.names.Len() > b.names.Len()/4 {
-		l.names = strings.Clone(l.names) // drop the slack of the estimate
+	l.labels = b.labels.String()
+	if b.labels.Cap()-b.labels.Len() > b.labels.Len()/4 {
+		l.labels = strings.Clone(l.labels) // drop the slack of the builder's growth
 	}
 	l.sum = sum
-	// Release the slack of over-estimated capacity (comment-heavy files).
-	if cap(l.recs)-len(l.recs) > len(l.recs)/4 {
-		l.recs = append([]record(nil), l.recs...)
+	// Release the slack of over-estimated capacity (comment-heavy files,
+	// entries sharing their parents).
+	if cap(l.nodes)-len(l.nodes) > len(l.nodes)/4 {
+		l.nodes = slices.Clone(l.nodes)
+	}
+	if len(l.nodes)*8 < len(l.slots) && len(l.slots) > 16 {
+		b.shrink()
 	}
 	return l
+}
+
+// shrink sizes the table for the nodes there are, when the size hint (the
+// file's line count) was far too high.
+func (b *builder) shrink() {
+	l := b.list
+	n := 16
+	for n < len(l.nodes)*2 {
+		n <<= 1
+	}
+	l.slots = make([]uint32, n)
+	for id := 1; id < len(l.nodes); id++ {
+		l.insertSlot(uint32(id))
+	}
 }

@@ -159,7 +159,9 @@ func TestMatch(t *testing.T) {
 				return
 			}
 			require.True(t, ok)
-			assert.Equal(t, tc.wantEntry, e.Name)
+			assert.Equal(t, tc.wantEntry, e.Folded())
+			assert.True(t, strings.HasSuffix(strings.TrimSuffix(tc.query, "."), e.Name),
+				"Name %q is the query's own spelling of the entry", e.Name)
 			assert.Equal(t, tc.wantLine, e.Line)
 			assert.Equal(t, "lists/tiktok.txt", e.List.File())
 		})
@@ -240,4 +242,42 @@ func TestParsePrefix(t *testing.T) {
 	p, err = ParsePrefix("::1")
 	require.NoError(t, err)
 	assert.Equal(t, netip.MustParsePrefix("::1/128"), p)
+}
+
+// TestSharedParents covers the label tree: parents stored once for many
+// entries, an entry that was first only a parent of earlier entries, and
+// parents that are not entries themselves.
+func TestSharedParents(t *testing.T) {
+	l, err := Parse("t.txt", []byte("a.tracker.example.com\nb.tracker.example.com\ntracker.example.com\nx.a.tracker.example.com\na.tracker.example.com\n"))
+	require.NoError(t, err)
+	assert.Equal(t, 4, l.Len())
+	var names []string
+	var lines []int
+	for e := range l.All() {
+		names = append(names, e.Name)
+		lines = append(lines, e.Line)
+	}
+	assert.Equal(t, []string{"a.tracker.example.com", "b.tracker.example.com", "tracker.example.com", "x.a.tracker.example.com"}, names)
+	assert.Equal(t, []int{1, 2, 3, 4}, lines)
+	assert.Equal(t, []Duplicate{{Name: "a.tracker.example.com", Line: 5, FirstLine: 1}}, l.Duplicates())
+
+	assert.True(t, l.Contains("tracker.example.com"))
+	assert.False(t, l.Contains("example.com"), "a parent only, not an entry")
+	assert.False(t, l.Contains("com"))
+	assert.False(t, l.Contains("c.tracker.example.com"))
+
+	for query, want := range map[string]string{
+		"y.x.a.tracker.example.com.": "x.a.tracker.example.com", // the most specific entry
+		"y.a.tracker.example.com.":   "a.tracker.example.com",
+		"c.tracker.example.com.":     "tracker.example.com",
+		"tracker.example.com.":       "tracker.example.com",
+	} {
+		e, ok := l.Match(query)
+		require.True(t, ok, query)
+		assert.Equal(t, want, e.Name, query)
+	}
+	for _, query := range []string{"example.com.", "com.", "other.example.com.", "tracker.example.org."} {
+		_, ok := l.Match(query)
+		assert.False(t, ok, query)
+	}
 }

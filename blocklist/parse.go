@@ -81,7 +81,6 @@ func LoadFile(path, name string) (*List, error) {
 // (`0.0.0.0 a.example b.example`) and Adblock rules (`||example.com^`).
 func Parse(name string, data []byte) (*List, error) {
 	b := newBuilder(name, bytes.Count(data, []byte{'\n'})+1)
-	b.names.Grow(len(data))
 	var errs errorList
 	var buf [maxName + 2]byte
 	// Lines are read in place, without a copy of the file: every entry is

@@ -104,7 +104,7 @@ func soaOwner(qname string, d Decision, chain bool) string {
 	if chain {
 		return strings.ToLower(dns.Fqdn(qname))
 	}
-	return d.Entry.Name + "."
+	return d.Entry.Folded() + "."
 }
 
 // soaNames is the SOA's MNAME and RNAME in wire form, packed once.

@@ -172,9 +172,9 @@ func decisionOfName(e Explanation) Decision {
 func describe(name string, d Decision) string {
 	switch {
 	case d.Blocked:
-		return fmt.Sprintf("%s blocked by %s:%d: %s", name, d.Entry.List.File(), d.Entry.Line, d.Entry.Name)
+		return fmt.Sprintf("%s blocked by %s:%d: %s", name, d.Entry.List.File(), d.Entry.Line, d.Entry.Folded())
 	case d.Allowed:
-		return fmt.Sprintf("%s allowed by %s:%d: %s (allow beats block)", name, d.Entry.List.File(), d.Entry.Line, d.Entry.Name)
+		return fmt.Sprintf("%s allowed by %s:%d: %s (allow beats block)", name, d.Entry.List.File(), d.Entry.Line, d.Entry.Folded())
 	}
 	return fmt.Sprintf("%s is on no list of the policy", name)
 }
@@ -231,7 +231,7 @@ type jsonExplanation struct {
 func toJSONDecision(name string, d Decision) jsonDecision {
 	j := jsonDecision{Name: name, Blocked: d.Blocked, Allowed: d.Allowed}
 	if d.Entry.List != nil {
-		j.Entry = &jsonEntry{List: d.Entry.List.File(), Line: d.Entry.Line, Entry: d.Entry.Name}
+		j.Entry = &jsonEntry{List: d.Entry.List.File(), Line: d.Entry.Line, Entry: d.Entry.Folded()}
 	}
 	return j
 }

@@ -597,7 +597,7 @@ func (h *Handler) logQuery(snap *Snapshot, q *query, rcode int) {
 	}
 	if e := q.decision.Entry; e.List != nil {
 		fields = append(fields,
-			zap.String(logList, e.List.File()), zap.Int(logListLine, e.Line), zap.String(logEntry, e.Name),
+			zap.String(logList, e.List.File()), zap.Int(logListLine, e.Line), zap.String(logEntry, e.Folded()),
 			zap.String(logListHash, e.List.Hash()))
 	}
 	if q.via != "" {
