@@ -132,10 +132,10 @@ func TestGCPercent(t *testing.T) {
 		want int
 	}{
 		{live: 0, want: 100},
-		{live: 4 << 20, want: 100},  // a small deployment keeps Go's default
-		{live: 16 << 20, want: 100}, // headroom equals the live heap
-		{live: 32 << 20, want: 50},
-		{live: 55 << 20, want: 29}, // a million-entry list
+		{live: 4 << 20, want: 100}, // a small deployment keeps Go's default
+		{live: 8 << 20, want: 100}, // headroom equals the live heap
+		{live: 16 << 20, want: 50},
+		{live: 36 << 20, want: 22}, // a million-entry list
 		{live: 1 << 30, want: 20},  // never below 20
 	}
 	for _, tc := range tests {

@@ -170,7 +170,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 
 // gcHeadroom is how much garbage the heap may hold above the live data
 // before a collection: what the process adds to its RSS under load.
-const gcHeadroom = 16 << 20
+const gcHeadroom = 8 << 20
 
 // tuneGC returns the load's transient memory to the system, then sets the
 // GC target so that garbage may add about gcHeadroom to the live heap. Go's
