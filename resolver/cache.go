@@ -128,6 +128,9 @@ func (c *Cache) get(key cacheKey, now time.Time) (e *cacheEntry, prefetch bool) 
 	return e, prefetch
 }
 
+// prefetchFailed lets the next hit near expiry refresh the entry again.
+func (e *cacheEntry) prefetchFailed() { e.prefetching.Store(false) }
+
 // stale returns an expired answer still inside the serve-stale window, for
 // when every upstream failed (RFC 8767).
 func (c *Cache) stale(key cacheKey, now time.Time) *dns.Msg {

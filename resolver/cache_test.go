@@ -141,8 +141,11 @@ func TestCacheServeStaleAndPrefetch(t *testing.T) {
 	assert.False(t, prefetch, "not near expiry")
 	_, prefetch = c.get(key, now.Add(95*time.Second))
 	assert.True(t, prefetch, "popular and within the last tenth of its TTL: the first asker refreshes it")
-	_, prefetch = c.get(key, now.Add(96*time.Second))
+	e, prefetch := c.get(key, now.Add(96*time.Second))
 	assert.False(t, prefetch, "only once")
+	e.prefetchFailed()
+	_, prefetch = c.get(key, now.Add(97*time.Second))
+	assert.True(t, prefetch, "a failed refresh lets the next asker try again")
 
 	fresh, _ := c.get(key, now.Add(101*time.Second))
 	assert.Nil(t, fresh)

@@ -295,7 +295,7 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 	if e, prefetch := h.cache.Load().get(key, q.start); e != nil {
 		h.metrics.cacheLookup("hit")
 		if prefetch {
-			go h.fetch(context.Background(), snap, req.Copy(), key, q.tcp) // refreshes the cache only
+			go h.prefetch(snap, e, req.Copy(), key, q.tcp)
 		}
 		q.upstream = upstreamCache
 		if reply, blocked := h.inspect(snap, q, e.msg); blocked {
@@ -414,6 +414,14 @@ func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key c
 	}
 	r := v.(result)
 	return r.msg, r.upstream, nil
+}
+
+// prefetch refreshes the cache entry e in the background; when the
+// upstreams fail, a later hit tries again.
+func (h *Handler) prefetch(snap *Snapshot, e *cacheEntry, req *dns.Msg, key cacheKey, tcp bool) {
+	if _, _, err := h.fetch(context.Background(), snap, req, key, tcp); err != nil {
+		e.prefetchFailed()
+	}
 }
 
 // blocked is the blocked answer. The common ones (NXDOMAIN or REFUSED, no

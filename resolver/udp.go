@@ -62,12 +62,17 @@ type outPacket struct {
 func newUDPServer(pc *net.UDPConn, h *Handler, log *zap.Logger, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) *udpServer {
 	s := &udpServer{pc: pc, handler: h, log: log, accept: accept, invalid: invalid, done: make(chan struct{}),
 		out: make(chan outPacket, 4*udpBatch), outDone: make(chan struct{}), workers: newWorkerPool(udpWorkers)}
-	if a, ok := pc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
-		s.batch = ipv4.NewPacketConn(pc)
-	} else {
-		s.batch = ipv6.NewPacketConn(pc)
-	}
+	s.batch = newBatchConn(pc)
 	return s
+}
+
+// xnetBatch is x/net's recvmmsg and sendmmsg on c (one datagram a call
+// where the system has no such calls).
+func xnetBatch(c *net.UDPConn) batchConn {
+	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
+		return ipv4.NewPacketConn(c)
+	}
+	return ipv6.NewPacketConn(c)
 }
 
 // udpWriter is the dns.ResponseWriter of one datagram. Inside the batch its

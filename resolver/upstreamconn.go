@@ -16,7 +16,6 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -101,11 +100,7 @@ func newUpstreamSocket(addr string, timeout time.Duration) (*upstreamSocket, err
 	}
 	s := &upstreamSocket{conn: c, born: time.Now(), timeout: timeout, pending: map[uint16]*waiter{}}
 	if uc, ok := c.(*net.UDPConn); ok {
-		if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
-			s.batch = ipv4.NewPacketConn(uc)
-		} else {
-			s.batch = ipv6.NewPacketConn(uc)
-		}
+		s.batch = newBatchConn(uc)
 	}
 	go s.read()
 	return s, nil

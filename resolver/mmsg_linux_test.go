@@ -1,0 +1,83 @@
+package resolver
+
+import (
+	"fmt"
+	"net"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+)
+
+// TestRawBatchRoundTrip sends a batch from one socket to two others with
+// sendmmsg and reads it back with recvmmsg, on IPv4 and IPv6: payloads,
+// source addresses and ports, and the truncation flag of a datagram larger
+// than its buffer.
+func TestRawBatchRoundTrip(t *testing.T) {
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		t.Run(host, func(t *testing.T) {
+			listen := func() *net.UDPConn {
+				c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(host)})
+				require.NoError(t, err)
+				t.Cleanup(func() { c.Close() })
+				return c
+			}
+			from, to1, to2 := listen(), listen(), listen()
+			w, err := newRawBatch(from)
+			require.NoError(t, err)
+			var out []ipv4.Message
+			for i := 0; i < 6; i++ {
+				to := to1
+				if i%2 == 1 {
+					to = to2
+				}
+				out = append(out, ipv4.Message{Buffers: [][]byte{fmt.Appendf(nil, "datagram %d", i)}, Addr: to.LocalAddr()})
+			}
+			out = append(out, ipv4.Message{Buffers: [][]byte{make([]byte, 100)}, Addr: to1.LocalAddr()})
+			n, err := w.WriteBatch(out, 0)
+			require.NoError(t, err)
+			require.Equal(t, len(out), n)
+
+			for k, to := range []*net.UDPConn{to1, to2} {
+				r, err := newRawBatch(to)
+				require.NoError(t, err)
+				in := make([]ipv4.Message, 8)
+				for i := range in {
+					in[i].Buffers = [][]byte{make([]byte, 50)}
+				}
+				var got []string
+				truncated := 0
+				for len(got)+truncated < 3+(1-k) { // to1 also has the large one
+					n, err := r.ReadBatch(in, 0)
+					require.NoError(t, err)
+					for _, m := range in[:n] {
+						assert.Equal(t, from.LocalAddr().String(), m.Addr.String())
+						if m.Flags&unix.MSG_TRUNC != 0 {
+							truncated++
+							continue
+						}
+						got = append(got, string(m.Buffers[0][:m.N]))
+					}
+				}
+				if k == 0 {
+					assert.Equal(t, []string{"datagram 0", "datagram 2", "datagram 4"}, got)
+					assert.Equal(t, 1, truncated)
+				} else {
+					assert.Equal(t, []string{"datagram 1", "datagram 3", "datagram 5"}, got)
+				}
+			}
+		})
+	}
+}
+
+func TestRawBatchRejectsIPv6OnIPv4Socket(t *testing.T) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer c.Close()
+	w, err := newRawBatch(c)
+	require.NoError(t, err)
+	_, err = w.WriteBatch([]ipv4.Message{{Buffers: [][]byte{[]byte("x")}, Addr: &net.UDPAddr{IP: net.IPv6loopback, Port: 53}}}, 0)
+	assert.ErrorIs(t, err, errAddrFamily)
+}
