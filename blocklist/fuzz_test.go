@@ -54,3 +54,36 @@ func FuzzParseRanges(f *testing.F) {
 		}
 	})
 }
+
+// FuzzMatch compares Match with a plain reference, a map of entries tried
+// at every label boundary of the folded name from the left (most specific
+// first), on any query name: escapes, odd bytes, empty labels.
+func FuzzMatch(f *testing.F) {
+	entries := []string{"tiktok.com", "a.b.example.org", "example.org", "x-y.co", "deep.a.b.c.d.e.f.net"}
+	l, err := Parse("fuzz.txt", []byte(strings.Join(entries, "\n")))
+	if err != nil {
+		f.Fatal(err)
+	}
+	lines := map[string]int{}
+	for i, e := range entries {
+		lines[e] = i + 1
+	}
+	for _, s := range []string{"www.tiktok.com.", "TIKTOK.COM", `x\.tiktok.com.`, `x\\.tiktok.com.`, "a.b.example.org.", "b.example.org", "..example.org.", "com.", "", "."} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		got, ok := l.Match(name)
+		var buf [maxName + 2]byte
+		folded, valid := fold(name, buf[:0])
+		want, wantOK := "", false
+		for i := 0; valid && i >= 0; i = nextLabel(folded, i) {
+			if _, hit := lines[string(folded[i:])]; hit {
+				want, wantOK = string(folded[i:]), true
+				break
+			}
+		}
+		if ok != wantOK || (ok && (got.Folded() != want || got.Line != lines[want])) {
+			t.Fatalf("Match(%q) = %q line %d, %v; want %q, %v", name, got.Name, got.Line, ok, want, wantOK)
+		}
+	})
+}
