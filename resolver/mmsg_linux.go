@@ -93,9 +93,8 @@ func (b *rawBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 	var n int
 	var errno syscall.Errno
 	err := b.rc.Read(func(fd uintptr) bool {
-		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[0])), uintptr(len(s.hdrs)), 0, 0, 0)
-		n, errno = int(r), e
-		return e != unix.EAGAIN && e != unix.EINTR
+		n, errno = mmsgCall(unix.SYS_RECVMMSG, fd, s.hdrs)
+		return errno != unix.EAGAIN // else the poller waits until it can read
 	})
 	if err != nil {
 		return 0, err
@@ -139,9 +138,8 @@ func (b *rawBatch) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 	var n int
 	var errno syscall.Errno
 	err := b.rc.Write(func(fd uintptr) bool {
-		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[0])), uintptr(len(s.hdrs)), 0, 0, 0)
-		n, errno = int(r), e
-		return e != unix.EAGAIN && e != unix.EINTR
+		n, errno = mmsgCall(unix.SYS_SENDMMSG, fd, s.hdrs)
+		return errno != unix.EAGAIN // else the poller waits until it can send
 	})
 	if err != nil {
 		return 0, err
@@ -150,6 +148,17 @@ func (b *rawBatch) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 		return 0, os.NewSyscallError("sendmmsg", errno)
 	}
 	return n, nil
+}
+
+// mmsgCall makes the recvmmsg or sendmmsg call on hdrs, again when a
+// signal interrupted it.
+func mmsgCall(trap, fd uintptr, hdrs []mmsghdr) (int, syscall.Errno) {
+	for {
+		r, _, e := unix.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), 0, 0, 0)
+		if e != unix.EINTR {
+			return int(r), e
+		}
+	}
 }
 
 var errAddrFamily = errors.New("IPv6 destination on an IPv4 socket")
