@@ -35,6 +35,10 @@ type Watcher struct {
 	dirs     map[string]bool // folders added to fsw
 	reported map[string]fileState
 	recheck  chan struct{} // Watch asks Run to look again
+
+	// onSettle, when set (by tests, before Run), is called each time the
+	// files have settled, saying whether that was reported as a change.
+	onSettle func(changed bool)
 }
 
 // fileState is a file's content hash, or that it could not be read.
@@ -241,13 +245,16 @@ func (w *Watcher) Run(ctx context.Context, changed func()) {
 				continue
 			}
 			pending = nil
-			if sameStates(now, reported) {
-				continue // touched, rewritten with the same bytes, or chmod
+			changes := !sameStates(now, reported) // else touched, rewritten with the same bytes, or chmod
+			if changes {
+				w.mu.Lock()
+				w.reported = now
+				w.mu.Unlock()
+				changed()
 			}
-			w.mu.Lock()
-			w.reported = now
-			w.mu.Unlock()
-			changed()
+			if w.onSettle != nil {
+				w.onSettle(changes)
+			}
 		}
 	}
 }

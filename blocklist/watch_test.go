@@ -34,8 +34,15 @@ func (r *watchRecorder) last() (string, int) {
 // reported change.
 func startWatch(t *testing.T, file string, extra ...string) *watchRecorder {
 	t.Helper()
+	return startWatchSettling(t, nil, file, extra...)
+}
+
+// startWatchSettling is startWatch with the watcher's onSettle hook set.
+func startWatchSettling(t *testing.T, onSettle func(changed bool), file string, extra ...string) *watchRecorder {
+	t.Helper()
 	w, err := NewWatcher(50 * time.Millisecond)
 	require.NoError(t, err)
+	w.onSettle = onSettle
 	require.NoError(t, w.Watch(append([]string{file}, extra...), nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	rec := &watchRecorder{}
@@ -173,16 +180,34 @@ func TestWatcherIgnoresUnchangedContent(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "list.txt")
 	require.NoError(t, os.WriteFile(path, []byte("a.example\n"), 0o644))
-	rec := startWatch(t, path)
+	settled := make(chan bool, 16)
+	rec := startWatchSettling(t, func(changed bool) { settled <- changed }, path)
+	waitSettled := func() bool {
+		t.Helper()
+		select {
+		case changed := <-settled:
+			return changed
+		case <-time.After(10 * time.Second):
+			require.FailNow(t, "the watcher never settled")
+			return false
+		}
+	}
+	require.False(t, waitSettled(), "the check Watch schedules finds the content applied")
 
+	// Touches that leave the content as it was: they settle, unreported.
 	require.NoError(t, os.Chmod(path, 0o600))
 	require.NoError(t, os.WriteFile(path, []byte("a.example\n"), 0o600))          // same bytes
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "other.txt"), nil, 0o644)) // not watched
-	// A real change after the no-ops proves the watcher was listening, and
-	// that it is the only one reported.
-	require.NoError(t, os.WriteFile(path, []byte("b.example\n"), 0o600))
-	eventually(t, rec, "b.example\n")
+	assert.False(t, waitSettled(), "touched, not changed")
 	_, n := rec.last()
+	assert.Zero(t, n)
+
+	// A real change afterwards is reported, once.
+	require.NoError(t, os.WriteFile(path, []byte("b.example\n"), 0o600))
+	for !waitSettled() {
+	}
+	eventually(t, rec, "b.example\n")
+	_, n = rec.last()
 	assert.Equal(t, 1, n)
 }
 
