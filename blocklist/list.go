@@ -97,7 +97,8 @@ func (l *List) All() iter.Seq[Entry] {
 				entries = append(entries, uint32(i))
 			}
 		}
-		slices.SortFunc(entries, func(a, b uint32) int { return cmp.Compare(l.nodes[a].lineNo(), l.nodes[b].lineNo()) })
+		// Stable: the names of one hosts line keep their order.
+		slices.SortStableFunc(entries, func(a, b uint32) int { return cmp.Compare(l.nodes[a].lineNo(), l.nodes[b].lineNo()) })
 		var buf []byte
 		for _, id := range entries {
 			buf = l.appendName(buf[:0], id)
@@ -158,9 +159,8 @@ func (l *List) Match(name string) (Entry, bool) {
 	if !ok {
 		return Entry{}, false
 	}
-	// Label starts, left to right; a name of at most 254 bytes has at most
-	// 127 labels.
-	var starts [128]uint8
+	// Label starts, left to right: at most one a byte (empty labels too).
+	var starts [maxName + 2]uint8
 	labels := 0
 	for i := 0; i >= 0 && labels < len(starts); i = nextLabel(b, i) {
 		starts[labels] = uint8(i)

@@ -425,3 +425,24 @@ func TestWireCacheMatchesMessagePath(t *testing.T) {
 	ede.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: 6}}
 	assert.Nil(t, makeWire(ede))
 }
+
+// TestClosedMuxSocketsClose: a query that reaches an upstream's sockets after
+// the Forwarder was closed (an old configuration's, during a reload) gets a
+// socket of its own, which closes once the query is done with it.
+func TestClosedMuxSocketsClose(t *testing.T) {
+	up := startUpstream(t, nil)
+	m := &udpMux{addr: up.addr, timeout: 5 * time.Second}
+	m.close()
+	r, err := m.exchange(context.Background(), question("late.example.org.", dns.TypeA, false))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	assert.Nil(t, m.cur, "no socket is kept for later queries")
+
+	w := &waiter{answer: make(chan []byte, 1)}
+	s, id, err := m.register(w)
+	require.NoError(t, err)
+	assert.Nil(t, m.cur)
+	s.forget(id, w, nil)
+	_, err = s.conn.Write([]byte{0})
+	assert.ErrorIs(t, err, net.ErrClosed, "closed once nothing waits on it")
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -34,11 +35,11 @@ type rawBatch struct {
 
 var _ batchConn = (*rawBatch)(nil)
 
-// mmsghdr is the kernel's struct mmsghdr.
+// mmsghdr is the kernel's struct mmsghdr: Go pads it as C does, to 64 bytes
+// on 64-bit systems and 32 on 32-bit ones.
 type mmsghdr struct {
 	hdr unix.Msghdr
 	len uint32
-	_   [4]byte
 }
 
 // mmsgScratch is the kernel-facing form of one batch.
@@ -106,13 +107,17 @@ func (b *rawBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 		ms[i].N = int(s.hdrs[i].len)
 		ms[i].NN = 0
 		ms[i].Flags = int(s.hdrs[i].hdr.Flags)
-		ms[i].Addr = udpAddrOf(&s.names[i])
+		ms[i].Addr = nil
+		if a := udpAddrOf(&s.names[i]); a != nil {
+			ms[i].Addr = a
+		}
 	}
 	return n, nil
 }
 
 // WriteBatch sends ms, each to its Addr (nil on a connected socket), and
-// returns how many were sent; the error is the first message's that failed.
+// returns how many were sent; an error is the first message's. A message
+// whose address cannot be written is sent by no call, and fails as first.
 func (b *rawBatch) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil
@@ -129,7 +134,11 @@ func (b *rawBatch) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 		if a, ok := ms[i].Addr.(*net.UDPAddr); ok && a != nil {
 			l, err := b.putAddr(&s.names[i], a)
 			if err != nil {
-				return 0, err
+				if i == 0 {
+					return 0, err
+				}
+				s.hdrs = s.hdrs[:i] // send those before it; the caller comes back for it
+				break
 			}
 			s.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&s.names[i]))
 			s.hdrs[i].hdr.Namelen = l
@@ -182,7 +191,11 @@ func (b *rawBatch) putAddr(sa *unix.RawSockaddrAny, a *net.UDPAddr) (uint32, err
 	*(*[2]byte)(unsafe.Pointer(&sa6.Port)) = port
 	copy(sa6.Addr[:], a.IP.To16())
 	if a.Zone != "" {
-		if ifi, err := net.InterfaceByName(a.Zone); err == nil {
+		// Zones read by udpAddrOf are interface numbers; a name costs a
+		// lookup of the interfaces.
+		if n, err := strconv.ParseUint(a.Zone, 10, 32); err == nil {
+			sa6.Scope_id = uint32(n)
+		} else if ifi, err := net.InterfaceByName(a.Zone); err == nil {
 			sa6.Scope_id = uint32(ifi.Index)
 		}
 	}
@@ -201,9 +214,7 @@ func udpAddrOf(sa *unix.RawSockaddrAny) *net.UDPAddr {
 		p := (*[2]byte)(unsafe.Pointer(&sa6.Port))
 		a := &net.UDPAddr{IP: append(net.IP(nil), sa6.Addr[:]...), Port: int(p[0])<<8 | int(p[1])}
 		if sa6.Scope_id != 0 {
-			if ifi, err := net.InterfaceByIndex(int(sa6.Scope_id)); err == nil {
-				a.Zone = ifi.Name
-			}
+			a.Zone = strconv.FormatUint(uint64(sa6.Scope_id), 10) // the interface's number: no lookup per datagram
 		}
 		return a
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -80,4 +81,47 @@ func TestRawBatchRejectsIPv6OnIPv4Socket(t *testing.T) {
 	require.NoError(t, err)
 	_, err = w.WriteBatch([]ipv4.Message{{Buffers: [][]byte{[]byte("x")}, Addr: &net.UDPAddr{IP: net.IPv6loopback, Port: 53}}}, 0)
 	assert.ErrorIs(t, err, errAddrFamily)
+}
+
+func TestMmsghdrSize(t *testing.T) {
+	// struct mmsghdr { struct msghdr msg_hdr; unsigned int msg_len; }, padded
+	// to the pointer alignment.
+	ptr := unsafe.Sizeof(uintptr(0))
+	want := (unsafe.Sizeof(unix.Msghdr{}) + 4 + ptr - 1) / ptr * ptr
+	assert.Equal(t, want, unsafe.Sizeof(mmsghdr{}))
+	if ptr == 8 {
+		assert.EqualValues(t, 64, unsafe.Sizeof(mmsghdr{}))
+	}
+}
+
+// TestRawBatchSendsUpToABadAddress: a message whose address cannot be
+// written fails alone, after the messages before it are sent.
+func TestRawBatchSendsUpToABadAddress(t *testing.T) {
+	from, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer from.Close()
+	to, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer to.Close()
+	w, err := newRawBatch(from)
+	require.NoError(t, err)
+	ms := []ipv4.Message{
+		{Buffers: [][]byte{[]byte("one")}, Addr: to.LocalAddr()},
+		{Buffers: [][]byte{[]byte("bad")}, Addr: &net.UDPAddr{IP: net.IPv6loopback, Port: 53}},
+		{Buffers: [][]byte{[]byte("two")}, Addr: to.LocalAddr()},
+	}
+	n, err := w.WriteBatch(ms, 0)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	_, err = w.WriteBatch(ms[1:], 0)
+	assert.ErrorIs(t, err, errAddrFamily)
+	n, err = w.WriteBatch(ms[2:], 0)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	buf := make([]byte, 10)
+	for _, want := range []string{"one", "two"} {
+		k, _, err := to.ReadFromUDP(buf)
+		require.NoError(t, err)
+		assert.Equal(t, want, string(buf[:k]))
+	}
 }

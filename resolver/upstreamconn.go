@@ -62,6 +62,7 @@ type udpMux struct {
 	timeout time.Duration // how long a query waits for its answer
 	mu      sync.Mutex
 	cur     *upstreamSocket
+	closed  bool // the Forwarder is closed: queries still arriving get sockets of their own
 }
 
 // upstreamSocket is one connected socket and the queries waiting on it.
@@ -90,6 +91,7 @@ type waiter struct {
 // queuedQuery is a packed query waiting in the socket's send queue.
 type queuedQuery struct {
 	id uint16
+	w  *waiter
 	b  []byte
 }
 
@@ -128,12 +130,19 @@ func (m *udpMux) register(w *waiter) (*upstreamSocket, uint16, error) {
 		if s, err = newUpstreamSocket(m.addr, m.timeout); err != nil {
 			return nil, 0, err
 		}
-		m.cur = s
+		if !m.closed {
+			m.cur = s
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dead {
 		return nil, 0, errSocketClosed
+	}
+	if m.closed {
+		// A query of the old configuration after a reload: the socket is
+		// its own and closes once the query is done with it.
+		s.retired = true
 	}
 	s.sent++
 	id := queryIDs.next()
@@ -150,6 +159,7 @@ func (m *udpMux) register(w *waiter) (*upstreamSocket, uint16, error) {
 func (m *udpMux) close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.closed = true
 	if m.cur != nil {
 		m.cur.retire()
 		m.cur = nil
@@ -167,10 +177,10 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 	q.Id = id
 	b, err := q.Pack()
 	if err != nil {
-		s.forget(id, nil)
+		s.forget(id, w, nil)
 		return nil, err
 	}
-	s.send(id, b)
+	s.send(id, w, b)
 	select {
 	case raw, ok := <-w.answer:
 		if !ok {
@@ -182,7 +192,7 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		}
 		return r, nil
 	case <-ctx.Done():
-		s.forget(id, nil)
+		s.forget(id, w, nil)
 		return nil, ctx.Err()
 	}
 }
@@ -199,9 +209,9 @@ const (
 // query that finds the queue empty sends it, after letting the queries
 // ready to run queue theirs; the others return at once. A query whose
 // datagram could not be sent fails at once with the error.
-func (s *upstreamSocket) send(id uint16, b []byte) {
+func (s *upstreamSocket) send(id uint16, w *waiter, b []byte) {
 	s.mu.Lock()
-	s.queue = append(s.queue, queuedQuery{id, b})
+	s.queue = append(s.queue, queuedQuery{id, w, b})
 	lead := len(s.queue) == 1
 	s.mu.Unlock()
 	if !lead {
@@ -215,7 +225,7 @@ func (s *upstreamSocket) send(id uint16, b []byte) {
 	if s.batch == nil {
 		for _, q := range queue {
 			if _, err := s.conn.Write(q.b); err != nil {
-				s.forget(q.id, err)
+				s.forget(q.id, q.w, err)
 			}
 		}
 		return
@@ -227,7 +237,7 @@ func (s *upstreamSocket) send(id uint16, b []byte) {
 	for i := 0; i < len(msgs); {
 		n, err := s.batch.WriteBatch(msgs[i:], 0)
 		if err != nil {
-			s.forget(queue[i].id, err)
+			s.forget(queue[i].id, queue[i].w, err)
 			n = 1
 		}
 		i += n
@@ -297,16 +307,16 @@ func (s *upstreamSocket) fail(err error) {
 
 // expire ends the waits of the queries past their deadline.
 func (s *upstreamSocket) expire(now time.Time) {
-	var late []uint16
+	var late []queuedQuery
 	s.mu.Lock()
 	for id, w := range s.pending {
 		if !now.Before(w.deadline) {
-			late = append(late, id)
+			late = append(late, queuedQuery{id: id, w: w})
 		}
 	}
 	s.mu.Unlock()
-	for _, id := range late {
-		s.forget(id, errNoAnswer)
+	for _, q := range late {
+		s.forget(q.id, q.w, errNoAnswer)
 	}
 }
 
@@ -336,12 +346,16 @@ func (s *upstreamSocket) deliver(b []byte, truncated bool) bool {
 	return done
 }
 
-// forget stops waiting for id. With an error (its datagram could not be
-// sent, or its time is up), the query's wait ends at once with that error.
-func (s *upstreamSocket) forget(id uint16, err error) {
+// forget stops the wait w of query id, if it is still waiting (the ID may
+// since belong to another query). With an error (its datagram could not be
+// sent, or its time is up), the wait ends at once with that error.
+func (s *upstreamSocket) forget(id uint16, w *waiter, err error) {
 	s.mu.Lock()
-	w := s.pending[id]
-	delete(s.pending, id)
+	if s.pending[id] == w {
+		delete(s.pending, id)
+	} else {
+		w = nil // answered, failed or forgotten already
+	}
 	done := s.retired && len(s.pending) == 0
 	s.mu.Unlock()
 	if err != nil && w != nil {
