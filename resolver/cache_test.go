@@ -128,6 +128,18 @@ func TestCacheKeys(t *testing.T) {
 	chaos := question("example.org.", dns.TypeA, false)
 	chaos.Question[0].Qclass = dns.ClassCHAOS
 	assert.NotEqual(t, keyOf(lower), keyOf(chaos), "class")
+
+	// Every key above, and each over TCP, coalesces on its own flight key.
+	flights := map[string]cacheKey{}
+	for _, k := range []cacheKey{keyOf(lower), keyOf(withDO), keyOf(withCD), keyOf(noRD), keyOf(chaos),
+		keyOf(question("example.org.", dns.TypeAAAA, false)), {name: "example.org.\x00"}} {
+		for _, tcp := range []bool{false, true} {
+			f := k.flight(tcp)
+			prev, seen := flights[f]
+			assert.False(t, seen, "%+v and %+v share the flight key %q", k, prev, f)
+			flights[f] = k
+		}
+	}
 }
 
 func TestCacheServeStaleAndPrefetch(t *testing.T) {

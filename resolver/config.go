@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -282,69 +283,39 @@ func (c *Config) applyDefaults() {
 	if len(c.Listen) == 0 {
 		c.Listen = []string{DefaultListen}
 	}
-	if c.UpstreamTimeout == 0 {
-		c.UpstreamTimeout = DefaultUpstreamTimeout
-	}
-	if c.UpstreamStrategy == "" {
-		c.UpstreamStrategy = StrategyFastest
-	}
+	c.UpstreamTimeout = cmp.Or(c.UpstreamTimeout, DefaultUpstreamTimeout)
+	c.UpstreamStrategy = cmp.Or(c.UpstreamStrategy, StrategyFastest)
 	if c.AllowedClients == nil {
 		c.AllowedClients = DefaultAllowedClients
 	}
 	if c.ExplainClients == nil {
 		c.ExplainClients = DefaultExplainClients
 	}
-	if c.BlockedTTL == 0 {
-		c.BlockedTTL = DefaultBlockedTTL
-	}
+	c.BlockedTTL = cmp.Or(c.BlockedTTL, DefaultBlockedTTL)
 	for i := range c.Policies {
-		if c.Policies[i].Action == "" {
-			c.Policies[i].Action = ActionNXDomain
-		}
+		c.Policies[i].Action = cmp.Or(c.Policies[i].Action, ActionNXDomain)
 	}
 	c.Cache.Size = DefaultCacheSize
 	if c.Cache.SizeSet != nil {
 		c.Cache.Size = *c.Cache.SizeSet
 	}
-	if c.Cache.MaxTTL == 0 {
-		c.Cache.MaxTTL = DefaultCacheMaxTTL
-	}
-	if c.Log.Level == "" {
-		c.Log.Level = "info"
-	}
-	if c.Log.Format == "" {
-		c.Log.Format = "json"
-	}
-	if c.Log.Queries == "" {
-		c.Log.Queries = "blocked"
-	}
+	c.Cache.MaxTTL = cmp.Or(c.Cache.MaxTTL, DefaultCacheMaxTTL)
+	c.Log.Level = cmp.Or(c.Log.Level, "info")
+	c.Log.Format = cmp.Or(c.Log.Format, "json")
+	c.Log.Queries = cmp.Or(c.Log.Queries, "blocked")
 	if c.RateLimit.Rate == 0 && c.RateLimit.Burst == 0 {
 		c.RateLimit.Rate = DefaultRate
 	}
-	if c.RateLimit.Burst == 0 {
-		c.RateLimit.Burst = int(2 * c.RateLimit.Rate)
-	}
+	c.RateLimit.Burst = cmp.Or(c.RateLimit.Burst, int(2*c.RateLimit.Rate))
 	if c.RateLimit.Exempt == nil {
 		c.RateLimit.Exempt = []string{"127.0.0.0/8", "::1/128"}
 	}
-	if c.Limits.TCPConnections == 0 {
-		c.Limits.TCPConnections = DefaultTCPConnections
-	}
-	if c.Limits.TCPReadTimeout == 0 {
-		c.Limits.TCPReadTimeout = DefaultTCPReadTimeout
-	}
-	if c.Limits.TCPIdleTimeout == 0 {
-		c.Limits.TCPIdleTimeout = DefaultTCPIdleTimeout
-	}
-	if c.Limits.TCPPipeline == 0 {
-		c.Limits.TCPPipeline = DefaultTCPPipeline
-	}
-	if c.Limits.UpstreamInflight == 0 {
-		c.Limits.UpstreamInflight = DefaultUpstreamInflight
-	}
-	if c.Reload.Debounce == 0 {
-		c.Reload.Debounce = DefaultDebounce
-	}
+	c.Limits.TCPConnections = cmp.Or(c.Limits.TCPConnections, DefaultTCPConnections)
+	c.Limits.TCPReadTimeout = cmp.Or(c.Limits.TCPReadTimeout, DefaultTCPReadTimeout)
+	c.Limits.TCPIdleTimeout = cmp.Or(c.Limits.TCPIdleTimeout, DefaultTCPIdleTimeout)
+	c.Limits.TCPPipeline = cmp.Or(c.Limits.TCPPipeline, DefaultTCPPipeline)
+	c.Limits.UpstreamInflight = cmp.Or(c.Limits.UpstreamInflight, DefaultUpstreamInflight)
+	c.Reload.Debounce = cmp.Or(c.Reload.Debounce, DefaultDebounce)
 	if c.Reload.MaxShrink == nil {
 		v := DefaultMaxShrink
 		c.Reload.MaxShrink = &v

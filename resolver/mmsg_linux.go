@@ -49,6 +49,13 @@ type mmsgScratch struct {
 	names []unix.RawSockaddrAny
 }
 
+// setBuffer points message i at buf.
+func (s *mmsgScratch) setBuffer(i int, buf []byte) {
+	s.iovs[i] = unix.Iovec{Base: unsafe.SliceData(buf)}
+	s.iovs[i].SetLen(len(buf))
+	s.hdrs[i] = mmsghdr{hdr: unix.Msghdr{Iov: &s.iovs[i], Iovlen: 1}}
+}
+
 func (s *mmsgScratch) prepare(n int) {
 	if cap(s.hdrs) < n {
 		s.hdrs = make([]mmsghdr, n)
@@ -81,27 +88,13 @@ func (b *rawBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 	s := &b.rd
 	s.prepare(len(ms))
 	for i := range ms {
-		buf := ms[i].Buffers[0]
-		s.iovs[i] = unix.Iovec{Base: unsafe.SliceData(buf)}
-		s.iovs[i].SetLen(len(buf))
-		s.hdrs[i] = mmsghdr{hdr: unix.Msghdr{
-			Name:    (*byte)(unsafe.Pointer(&s.names[i])),
-			Namelen: unix.SizeofSockaddrAny,
-			Iov:     &s.iovs[i],
-			Iovlen:  1,
-		}}
+		s.setBuffer(i, ms[i].Buffers[0])
+		s.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&s.names[i]))
+		s.hdrs[i].hdr.Namelen = unix.SizeofSockaddrAny
 	}
-	var n int
-	var errno syscall.Errno
-	err := b.rc.Read(func(fd uintptr) bool {
-		n, errno = mmsgCall(unix.SYS_RECVMMSG, fd, s.hdrs)
-		return errno != unix.EAGAIN // else the poller waits until it can read
-	})
+	n, err := b.call(unix.SYS_RECVMMSG, s.hdrs)
 	if err != nil {
 		return 0, err
-	}
-	if errno != 0 {
-		return 0, os.NewSyscallError("recvmmsg", errno)
 	}
 	for i := 0; i < n; i++ {
 		ms[i].N = int(s.hdrs[i].len)
@@ -127,10 +120,7 @@ func (b *rawBatch) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 	s := &b.wr
 	s.prepare(len(ms))
 	for i := range ms {
-		buf := ms[i].Buffers[0]
-		s.iovs[i] = unix.Iovec{Base: unsafe.SliceData(buf)}
-		s.iovs[i].SetLen(len(buf))
-		s.hdrs[i] = mmsghdr{hdr: unix.Msghdr{Iov: &s.iovs[i], Iovlen: 1}}
+		s.setBuffer(i, ms[i].Buffers[0])
 		if a, ok := ms[i].Addr.(*net.UDPAddr); ok && a != nil {
 			l, err := b.putAddr(&s.names[i], a)
 			if err != nil {
@@ -144,30 +134,35 @@ func (b *rawBatch) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 			s.hdrs[i].hdr.Namelen = l
 		}
 	}
+	return b.call(unix.SYS_SENDMMSG, s.hdrs)
+}
+
+// call makes the recvmmsg or sendmmsg call on hdrs when the socket is
+// ready (again when a signal interrupted it); when it is not, the poller
+// waits.
+func (b *rawBatch) call(trap uintptr, hdrs []mmsghdr) (int, error) {
+	name, wait := "recvmmsg", b.rc.Read
+	if trap == unix.SYS_SENDMMSG {
+		name, wait = "sendmmsg", b.rc.Write
+	}
 	var n int
 	var errno syscall.Errno
-	err := b.rc.Write(func(fd uintptr) bool {
-		n, errno = mmsgCall(unix.SYS_SENDMMSG, fd, s.hdrs)
-		return errno != unix.EAGAIN // else the poller waits until it can send
+	err := wait(func(fd uintptr) bool {
+		for {
+			r, _, e := unix.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), 0, 0, 0)
+			if e != unix.EINTR {
+				n, errno = int(r), e
+				return e != unix.EAGAIN
+			}
+		}
 	})
 	if err != nil {
 		return 0, err
 	}
 	if errno != 0 {
-		return 0, os.NewSyscallError("sendmmsg", errno)
+		return 0, os.NewSyscallError(name, errno)
 	}
 	return n, nil
-}
-
-// mmsgCall makes the recvmmsg or sendmmsg call on hdrs, again when a
-// signal interrupted it.
-func mmsgCall(trap, fd uintptr, hdrs []mmsghdr) (int, syscall.Errno) {
-	for {
-		r, _, e := unix.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), 0, 0, 0)
-		if e != unix.EINTR {
-			return int(r), e
-		}
-	}
 }
 
 var errAddrFamily = errors.New("IPv6 destination on an IPv4 socket")
