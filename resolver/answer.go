@@ -104,6 +104,12 @@ func soaOwner(qname string, d Decision, chain bool) string {
 	if chain {
 		return strings.ToLower(dns.Fqdn(qname))
 	}
+	// Match gives the entry as the question's own suffix: with the
+	// question's trailing dot it is the owner, lowercased without a copy
+	// when it is lowercase already.
+	if e, end := d.Entry.Name, len(qname)-1; end >= len(e) && qname[end] == '.' && qname[end-len(e):end] == e {
+		return strings.ToLower(qname[end-len(e):])
+	}
 	return d.Entry.Folded() + "."
 }
 

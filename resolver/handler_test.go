@@ -714,3 +714,28 @@ func TestPackedBlockedAnswerMatchesMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestSOAOwner: the owner of a blocked answer's SOA is the matched entry,
+// lowercase and fully qualified, taken from the question without a copy
+// when the question is lowercase; for a chain block, the question name.
+func TestSOAOwner(t *testing.T) {
+	l, err := blocklist.Parse("lists/tiktok.txt", []byte("tiktok.com\n"))
+	require.NoError(t, err)
+	p := &Policy{Name: "gov", Action: ActionNXDomain, Block: []List{l}}
+	for _, tc := range []struct {
+		qname, decided string
+		chain          bool
+		want           string
+	}{
+		{qname: "www.tiktok.com.", decided: "www.tiktok.com.", want: "tiktok.com."},
+		{qname: "tiktok.com.", decided: "tiktok.com.", want: "tiktok.com."},
+		{qname: "WWW.TikTok.COM.", decided: "WWW.TikTok.COM.", want: "tiktok.com."},
+		{qname: "Cloaked.Example.", decided: "x.tiktok.com.", chain: true, want: "cloaked.example."},
+	} {
+		d := p.Decide(tc.decided)
+		require.True(t, d.Blocked, tc.decided)
+		assert.Equal(t, tc.want, soaOwner(tc.qname, d, tc.chain), tc.qname)
+	}
+	d := p.Decide("www.tiktok.com.")
+	assert.Zero(t, testing.AllocsPerRun(100, func() { soaOwner("www.tiktok.com.", d, false) }))
+}
