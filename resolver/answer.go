@@ -22,17 +22,81 @@ const (
 	soaExpire  = 86400
 )
 
-// newReply starts an answer to req: ID, opcode, question and RD echoed, RA
-// set, and an OPT record only when the query carried one (RFC 6891 §7).
+// newReply starts one of dnsfence's own answers to req: the header by
+// replyHeader (no AD: dnsfence validates nothing itself), the question
+// echoed, and an OPT record only when the query carried one (RFC 6891 §7).
 func newReply(req *dns.Msg, rcode int) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetRcode(req, rcode)
-	m.RecursionAvailable = true
-	m.Authoritative = false
+	replyHeader(req, &m.MsgHdr, false)
 	if opt := req.IsEdns0(); opt != nil {
 		m.SetEdns0(ednsSize, opt.Do())
 	}
 	return m
+}
+
+// replyHeader sets every header bit of an answer to req by rule, whatever
+// an upstream or the cache had (DESIGN.md §10). Every answer dnsfence
+// sends, its own, forwarded or cached, packed or not, takes its header
+// from here:
+//   - ID and opcode of the query; QR set.
+//   - AA clear: a forwarder is no authority (RFC 1035 §4.1.1).
+//   - TC clear: it is set only when the reply is fitted to the client.
+//   - RD and CD copied from the query (RFC 1035 §4.1.1, RFC 4035 §3.2.2).
+//   - RA set: dnsfence offers recursion to every client it answers.
+//   - AD only when upstreamAD (the upstream vouched for the data) and the
+//     query set AD or DO (RFC 6840 §5.8).
+//   - Z clear.
+//
+// The RCODE is left as it is.
+func replyHeader(req *dns.Msg, h *dns.MsgHdr, upstreamAD bool) {
+	h.Id = req.Id
+	h.Response = true
+	h.Opcode = req.Opcode
+	h.Authoritative = false
+	h.Truncated = false
+	h.RecursionDesired = req.RecursionDesired
+	h.RecursionAvailable = true
+	h.Zero = false
+	h.AuthenticatedData = upstreamAD && (req.AuthenticatedData || dnssecOK(req))
+	h.CheckingDisabled = req.CheckingDisabled
+}
+
+// dnssecOK reports the query's DO bit (RFC 3225).
+func dnssecOK(req *dns.Msg) bool {
+	opt := req.IsEdns0()
+	return opt != nil && opt.Do()
+}
+
+// Header flag bits of the second 16-bit word of a DNS header (RFC 1035
+// §4.1.1, RFC 4035 §3.2 for AD and CD).
+const (
+	flagQR = 1 << 15
+	flagAA = 1 << 10
+	flagTC = 1 << 9
+	flagRD = 1 << 8
+	flagRA = 1 << 7
+	flagZ  = 1 << 6
+	flagAD = 1 << 5
+	flagCD = 1 << 4
+)
+
+// headerFlags packs h's opcode, bits and low four RCODE bits as the wire's
+// second header word, for the answers packed without a dns.Msg.
+func headerFlags(h *dns.MsgHdr) uint16 {
+	f := uint16(h.Opcode&0xF)<<11 | uint16(h.Rcode&0xF)
+	for _, b := range [...]struct {
+		set bool
+		bit uint16
+	}{
+		{h.Response, flagQR}, {h.Authoritative, flagAA}, {h.Truncated, flagTC}, {h.RecursionDesired, flagRD},
+		{h.RecursionAvailable, flagRA}, {h.Zero, flagZ}, {h.AuthenticatedData, flagAD}, {h.CheckingDisabled, flagCD},
+	} {
+		if b.set {
+			f |= b.bit
+		}
+	}
+	return f
 }
 
 // addEDE attaches an Extended DNS Error (RFC 8914) when the reply has EDNS.
@@ -135,13 +199,9 @@ var soaNames = func() []byte {
 func appendBlocked(b []byte, req *dns.Msg, rcode int, owner string, ttl, serial uint32, ede string, maxSize int) ([]byte, bool) {
 	q := req.Question[0]
 	opt := req.IsEdns0()
-	flags := uint16(1<<15) | uint16(req.Opcode&0xF)<<11 | 1<<7 | uint16(rcode&0xF)
-	if req.RecursionDesired {
-		flags |= 1 << 8
-	}
-	if req.CheckingDisabled {
-		flags |= 1 << 4
-	}
+	hdr := dns.MsgHdr{Rcode: rcode}
+	replyHeader(req, &hdr, false)
+	flags := headerFlags(&hdr)
 	arcount := uint16(0)
 	if opt != nil {
 		arcount = 1
@@ -216,16 +276,15 @@ func clientSize(req *dns.Msg) int {
 }
 
 // upstreamReply turns a private copy of an upstream answer into the
-// client's: the client's ID and question restored, RA set, and EDNS rebuilt
-// for this hop: our buffer size and the client's DO bit, keeping the
-// upstream's Extended DNS Errors, and no OPT at all when the client sent none.
+// client's: the client's question restored, the header by replyHeader, and
+// EDNS rebuilt for this hop: our buffer size and the client's DO bit,
+// keeping the upstream's Extended DNS Errors (RFC 8914: they tell the client
+// why an answer failed), and no OPT at all when the client sent none.
 // The copy may be shallow: the section arrays and records it shares are
 // never written, and the additional section is rebuilt into a new array.
 func upstreamReply(req, m *dns.Msg) *dns.Msg {
-	m.Id = req.Id
 	m.Question = req.Question
-	m.RecursionDesired = req.RecursionDesired
-	m.RecursionAvailable = true
+	replyHeader(req, &m.MsgHdr, m.AuthenticatedData)
 	var edes []dns.EDNS0
 	extra := make([]dns.RR, 0, len(m.Extra))
 	for _, rr := range m.Extra {

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,17 +147,54 @@ func (c *Cache) stale(key cacheKey, now time.Time) *dns.Msg {
 }
 
 // put caches an upstream answer for as long as RFC 2308 and the TTL bounds
-// allow; answers that may not be cached are left out.
-func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) {
+// allow; answers that may not be cached are left out. Cached or not, it
+// returns the answer with its TTLs clamped (clamped), which is what is
+// cached and what the first client gets, so that it carries the same TTLs
+// as every later cache hit (DESIGN.md §10). msg itself is not modified.
+func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) *dns.Msg {
 	cfg := c.cfg.Load()
-	if cfg.Size == 0 || msg.Truncated {
-		return
-	}
 	ttl, ok := cacheTTL(msg, cfg.MinTTL, cfg.MaxTTL)
-	if !ok || ttl <= 0 {
-		return
+	msg = clamped(msg, cfg.MinTTL, cfg.MaxTTL, ttl, ok)
+	if cfg.Size == 0 || msg.Truncated || !ok || ttl <= 0 {
+		return msg
 	}
 	c.c.Set(key, &cacheEntry{msg: msg, stored: now, ttl: ttl, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL})
+	return msg
+}
+
+// clamped is msg with every record TTL (OPT aside) bounded to [minTTL,
+// maxTTL] seconds and, when the answer has a cache lifetime life (hasLife),
+// to life as well: the TTLs a cache hit of it would carry at once. It copies
+// only what changes: msg when no TTL does, else a shallow copy whose
+// changed records are new.
+func clamped(msg *dns.Msg, minTTL, maxTTL uint32, life time.Duration, hasLife bool) *dns.Msg {
+	limit := maxTTL
+	if hasLife {
+		limit = min(limit, uint32(life/time.Second))
+	}
+	var out *dns.Msg
+	for i, sec := range [...]*[]dns.RR{&msg.Answer, &msg.Ns, &msg.Extra} {
+		for j, rr := range *sec {
+			h := rr.Header()
+			ttl := min(max(h.Ttl, minTTL), limit)
+			if h.Rrtype == dns.TypeOPT || ttl == h.Ttl {
+				continue
+			}
+			if out == nil {
+				c := *msg
+				out = &c
+				out.Answer, out.Ns, out.Extra = slices.Clone(msg.Answer), slices.Clone(msg.Ns), slices.Clone(msg.Extra)
+			}
+			rs := [...]*[]dns.RR{&out.Answer, &out.Ns, &out.Extra}[i]
+			rr = dns.Copy(rr)
+			rr.Header().Ttl = ttl
+			(*rs)[j] = rr
+		}
+	}
+	if out == nil {
+		return msg
+	}
+	return out
 }
 
 // cacheTTL is how long an answer may be cached: the smallest record TTL

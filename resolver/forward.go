@@ -234,16 +234,19 @@ func (e *UpstreamError) Error() string {
 func (e *UpstreamError) Unwrap() error { return ErrAllUpstreamsFailed }
 
 // upstreamQuery is the query sent upstream for req: a fresh ID, the
-// question and the RD, CD and AD bits of the client, and our own EDNS (buffer
-// ednsSize, the client's DO bit) with none of the client's options: Client
-// Subnet, cookies and padding belong to the client's hop, not to ours.
+// question and the RD and CD bits of the client, AD set (RFC 6840 §5.7: so
+// that the upstream says whether it validated the data, which the cache then
+// keeps for every later client; replyHeader passes it on only to clients
+// that set AD or DO), and our own EDNS (buffer ednsSize, the client's DO
+// bit) with none of the client's options: Client Subnet, cookies and padding
+// belong to the client's hop, not to ours.
 func upstreamQuery(req *dns.Msg) *dns.Msg {
 	q := new(dns.Msg)
 	q.Id = queryIDs.next()
 	q.Opcode = dns.OpcodeQuery
 	q.RecursionDesired = req.RecursionDesired
 	q.CheckingDisabled = req.CheckingDisabled
-	q.AuthenticatedData = req.AuthenticatedData
+	q.AuthenticatedData = true
 	q.Question = []dns.Question{req.Question[0]}
 	do := false
 	if opt := req.IsEdns0(); opt != nil {

@@ -46,6 +46,7 @@ const (
 	ResultServfail  = "servfail"
 	ResultFormerr   = "formerr"
 	ResultNotimp    = "notimp"
+	ResultBadvers   = "badvers"
 	ResultDropped   = "dropped"
 	ResultExplained = "explained"
 )
@@ -195,16 +196,11 @@ func (h *Handler) run(q *query) {
 		}
 	}
 	echoECS(resp, q.id.ECS)
-	// Compression is used only when the plain answer would not fit: most
-	// answers are small, and packing them plain saves building the
-	// compression map.
-	limit := q.maxSize()
-	resp.Compress = false
-	if resp.Len() > limit {
-		resp.Compress = true
-		if !q.tcp {
-			resp.Truncate(limit)
-		}
+	// Names are compressed (RFC 1035 §4.1.4) in every answer: it never
+	// makes one longer, and the upstream's answer was compressed too.
+	resp.Compress = true
+	if limit := q.maxSize(); resp.Len() > limit {
+		resp.Truncate(limit)
 	}
 	h.record(q, resp.Rcode)
 	if err := w.WriteMsg(resp); err != nil {
@@ -258,6 +254,13 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 	if len(req.Question) != 1 || !validQuestion(req.Question[0]) {
 		q.result = ResultFormerr
 		return newReply(req, dns.RcodeFormatError)
+	}
+	if rcode := checkEDNS(req); rcode != dns.RcodeSuccess {
+		q.result = ResultFormerr
+		if rcode == dns.RcodeBadVers {
+			q.result = ResultBadvers
+		}
+		return newReply(req, rcode)
 	}
 	question := req.Question[0]
 	if question.Qtype == dns.TypeAXFR || question.Qtype == dns.TypeIXFR {
@@ -406,7 +409,7 @@ func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key c
 		if err != nil {
 			return nil, err
 		}
-		h.cache.Load().put(key, msg, time.Now())
+		msg = h.cache.Load().put(key, msg, time.Now())
 		return result{msg, upstream}, nil
 	})
 	if err != nil {
@@ -556,6 +559,33 @@ func chainDecision(p *Policy, resp *dns.Msg) (Decision, string, bool) {
 		}
 	}
 	return Decision{}, "", false
+}
+
+// checkEDNS is RFC 6891's check of a query's OPT record: more than one OPT,
+// or an OPT outside the additional section, is FORMERR (§6.1.1); an EDNS
+// version above 0 is BADVERS (§6.1.3), answered with our OPT of version 0.
+// It returns RcodeSuccess for a query without EDNS or with one good OPT.
+func checkEDNS(req *dns.Msg) int {
+	for _, sec := range [...][]dns.RR{req.Answer, req.Ns} {
+		for _, rr := range sec {
+			if rr.Header().Rrtype == dns.TypeOPT {
+				return dns.RcodeFormatError
+			}
+		}
+	}
+	var opt *dns.OPT
+	for _, rr := range req.Extra {
+		if o, ok := rr.(*dns.OPT); ok {
+			if opt != nil {
+				return dns.RcodeFormatError
+			}
+			opt = o
+		}
+	}
+	if opt != nil && opt.Version() != 0 {
+		return dns.RcodeBadVers
+	}
+	return dns.RcodeSuccess
 }
 
 // validQuestion rejects meta types that never appear in a question.

@@ -29,7 +29,7 @@ type Metrics struct {
 }
 
 // Query results that appear as the `result` label.
-var queryResults = []string{ResultBlocked, ResultForwarded, ResultRefused, ResultServfail, ResultFormerr, ResultNotimp, ResultDropped, ResultExplained}
+var queryResults = []string{ResultBlocked, ResultForwarded, ResultRefused, ResultServfail, ResultFormerr, ResultNotimp, ResultBadvers, ResultDropped, ResultExplained}
 
 // NewMetrics registers dnsfence's series with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {

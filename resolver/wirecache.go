@@ -82,22 +82,18 @@ func skipName(b []byte, off int) (int, bool) {
 	return 0, false
 }
 
-// appendCached writes the client's answer from a cached entry: its ID and
-// RD bit, RA set, TTLs aged as cacheEntry.aged
-// does, and our OPT (buffer 1232, the client's DO bit) when the query had
+// appendCached writes the client's answer from a cached entry: the header
+// by replyHeader, TTLs aged as cacheEntry.aged does, and our OPT (buffer 1232, the client's DO bit) when the query had
 // EDNS. It reports false when the general path must answer instead (the
 // answer would not fit maxSize).
 func appendCached(b []byte, e *cacheEntry, req *dns.Msg, now time.Time, maxSize int) ([]byte, bool) {
 	w := e.wireForm()
 	b = append(b[:0], w.wire...)
-	binary.BigEndian.PutUint16(b[0:], req.Id)
-	flags := binary.BigEndian.Uint16(b[2:])
-	flags |= 1<<15 | 1<<7 // QR, RA
-	flags &^= 1 << 8
-	if req.RecursionDesired {
-		flags |= 1 << 8
-	}
-	binary.BigEndian.PutUint16(b[2:], flags)
+	cached := binary.BigEndian.Uint16(w.wire[2:])
+	hdr := dns.MsgHdr{Rcode: int(cached & 0xF)}
+	replyHeader(req, &hdr, cached&flagAD != 0)
+	binary.BigEndian.PutUint16(b[0:], hdr.Id)
+	binary.BigEndian.PutUint16(b[2:], headerFlags(&hdr))
 	// The cached question's spelling must be the client's: records compress
 	// their names against it, so it cannot be rewritten in place. A client
 	// spelling the name otherwise (DNS 0x20) takes the general path.

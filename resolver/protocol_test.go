@@ -1,0 +1,329 @@
+package resolver
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// vouchingUpstream answers like defaultAnswer with every header bit a
+// forwarder must not pass on blindly set: AA, and AD when the query set AD
+// or DO (as a validating resolver does, RFC 6840 §5.7).
+func vouchingUpstream(t *testing.T) *upstream {
+	t.Helper()
+	return startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		m.Authoritative = true
+		m.AuthenticatedData = r.AuthenticatedData || (r.IsEdns0() != nil && r.IsEdns0().Do())
+		m.CheckingDisabled = false // a careless upstream: CD is the forwarder's to copy
+		return m
+	})
+}
+
+// TestForwardedHeaderBits checks every header bit and EDNS field of a
+// forwarded answer, cold and from the cache (packed from its wire form, and
+// through the general path for another spelling of the name), for every
+// combination of the query's RD, AD, CD, EDNS and DO (DESIGN.md §10).
+func TestForwardedHeaderBits(t *testing.T) {
+	up := vouchingUpstream(t)
+	f := startFence(t, testConfig, testFiles, up.addr)
+
+	type flags struct{ rd, ad, cd, edns, do bool }
+	var combos []flags
+	for i := range 32 {
+		c := flags{rd: i&1 != 0, ad: i&2 != 0, cd: i&4 != 0, edns: i&8 != 0, do: i&16 != 0}
+		if c.do && !c.edns {
+			continue // DO lives in the OPT record
+		}
+		combos = append(combos, c)
+	}
+	for _, transport := range []string{"udp", "tcp"} {
+		for i, c := range combos {
+			name := fmt.Sprintf("bits%d-%s.example.org.", i, transport)
+			t.Run(fmt.Sprintf("%s rd=%v ad=%v cd=%v edns=%v do=%v", transport, c.rd, c.ad, c.cd, c.edns, c.do), func(t *testing.T) {
+				for _, pass := range []struct {
+					name  string
+					qname string
+				}{
+					{"cold", name},
+					{"cached", name},
+					{"cached other spelling", strings.ToUpper(name)},
+				} {
+					req := question(pass.qname, dns.TypeA, c.edns)
+					req.RecursionDesired = c.rd
+					req.AuthenticatedData = c.ad
+					req.CheckingDisabled = c.cd
+					if c.do {
+						req.IsEdns0().SetDo()
+					}
+					r := ask(t, f.addr, "", transport, req)
+					require.Equal(t, dns.RcodeSuccess, r.Rcode, pass.name)
+					require.Len(t, r.Answer, 1, pass.name)
+					assert.Equal(t, req.Id, r.Id, pass.name)
+					assert.Equal(t, req.Question, r.Question, "%s: question as asked", pass.name)
+					assert.True(t, r.Response, "%s: QR", pass.name)
+					assert.Equal(t, dns.OpcodeQuery, r.Opcode, pass.name)
+					assert.False(t, r.Authoritative, "%s: AA is never set by a forwarder", pass.name)
+					assert.False(t, r.Truncated, "%s: TC", pass.name)
+					assert.Equal(t, c.rd, r.RecursionDesired, "%s: RD copied", pass.name)
+					assert.True(t, r.RecursionAvailable, "%s: RA", pass.name)
+					assert.False(t, r.Zero, "%s: Z", pass.name)
+					assert.Equal(t, c.ad || c.do, r.AuthenticatedData, "%s: AD only when the query set AD or DO", pass.name)
+					assert.Equal(t, c.cd, r.CheckingDisabled, "%s: CD copied", pass.name)
+					opt := r.IsEdns0()
+					if !c.edns {
+						assert.Nil(t, opt, "%s: no OPT without EDNS in the query", pass.name)
+						continue
+					}
+					require.NotNil(t, opt, pass.name)
+					assert.Equal(t, uint16(ednsSize), opt.UDPSize(), "%s: our buffer size", pass.name)
+					assert.Equal(t, c.do, opt.Do(), "%s: DO copied", pass.name)
+					assert.Equal(t, uint8(0), opt.Version(), pass.name)
+				}
+			})
+		}
+	}
+
+	t.Run("upstream queries ask for AD and copy CD", func(t *testing.T) {
+		for _, q := range up.queries() {
+			assert.True(t, q.msg.AuthenticatedData, "AD set upstream (RFC 6840 §5.7)")
+		}
+		req := question("cd-upstream.example.org.", dns.TypeA, false)
+		req.CheckingDisabled = true
+		ask(t, f.addr, "", "udp", req)
+		seen := up.queries()
+		assert.True(t, seen[len(seen)-1].msg.CheckingDisabled)
+	})
+}
+
+// TestADFromCacheNeedsADOrDO is the reported leak: an answer cached for a
+// query with AD must not carry AD to a later client that set neither AD nor
+// DO.
+func TestADFromCacheNeedsADOrDO(t *testing.T) {
+	up := vouchingUpstream(t)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	first := question("x.example.", dns.TypeA, false)
+	first.AuthenticatedData = true
+	r := ask(t, f.addr, "", "udp", first)
+	require.True(t, r.AuthenticatedData)
+	second := question("x.example.", dns.TypeA, false)
+	r = ask(t, f.addr, "", "udp", second)
+	assert.False(t, r.AuthenticatedData)
+	assert.EqualValues(t, 1, up.count.Load(), "the second answer came from the cache")
+}
+
+// TestBlockedAndOwnAnswersHeaderBits: dnsfence's own answers follow the
+// same header rules: CD and RD copied, AA and AD clear, RA set.
+func TestBlockedAndOwnAnswersHeaderBits(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, tc := range []struct {
+		name, from, qname string
+		qtype             uint16
+		rcode             int
+	}{
+		{"blocked nxdomain", "127.0.0.1", "www.tiktok.com.", dns.TypeA, dns.RcodeNameError},
+		{"blocked refused", "127.0.0.6", "www.tiktok.com.", dns.TypeA, dns.RcodeRefused},
+		{"blocked null", "127.0.0.7", "www.tiktok.com.", dns.TypeA, dns.RcodeSuccess},
+		{"not allowed", "127.0.0.20", "example.org.", dns.TypeA, dns.RcodeRefused},
+		{"zone transfer", "127.0.0.1", "example.org.", dns.TypeAXFR, dns.RcodeRefused},
+	} {
+		for _, edns := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s edns=%v", tc.name, edns), func(t *testing.T) {
+				req := question(tc.qname, tc.qtype, edns)
+				req.AuthenticatedData = true
+				req.CheckingDisabled = true
+				r := ask(t, f.addr, tc.from, "tcp", req)
+				assert.Equal(t, tc.rcode, r.Rcode)
+				assert.True(t, r.Response)
+				assert.False(t, r.Authoritative)
+				assert.False(t, r.AuthenticatedData)
+				assert.True(t, r.CheckingDisabled)
+				assert.True(t, r.RecursionDesired)
+				assert.True(t, r.RecursionAvailable)
+			})
+		}
+	}
+}
+
+// rawExchange sends b over UDP to server and returns the raw answer.
+func rawExchange(t *testing.T, server string, b []byte) []byte {
+	t.Helper()
+	c, err := net.Dial("udp", server)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Write(b)
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(3*time.Second)))
+	buf := make([]byte, 65535)
+	n, err := c.Read(buf)
+	require.NoError(t, err)
+	return buf[:n]
+}
+
+// TestEDNSVersionAndOPTCount: RFC 6891 §6.1.1 and §6.1.3, on both
+// transports, from every kind of client, before anything else is decided.
+func TestEDNSVersionAndOPTCount(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, tc := range []struct {
+		name  string
+		msg   func() *dns.Msg
+		rcode int
+	}{
+		{"version 1 is BADVERS", func() *dns.Msg {
+			m := question("example.org.", dns.TypeA, true)
+			m.IsEdns0().SetVersion(1)
+			return m
+		}, dns.RcodeBadVers},
+		{"version 255 is BADVERS", func() *dns.Msg {
+			m := question("example.org.", dns.TypeA, true)
+			m.IsEdns0().SetVersion(255)
+			return m
+		}, dns.RcodeBadVers},
+		{"a blocked name with version 1 is BADVERS", func() *dns.Msg {
+			m := question("www.tiktok.com.", dns.TypeA, true)
+			m.IsEdns0().SetVersion(1)
+			return m
+		}, dns.RcodeBadVers},
+		{"two OPT records are FORMERR", func() *dns.Msg {
+			m := question("example.org.", dns.TypeA, true)
+			m.SetEdns0(4096, true)
+			m.Extra = append(m.Extra, &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: 512}})
+			return m
+		}, dns.RcodeFormatError},
+		{"an OPT in the authority section is FORMERR", func() *dns.Msg {
+			m := question("example.org.", dns.TypeA, false)
+			m.Ns = append(m.Ns, &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: 1232}})
+			return m
+		}, dns.RcodeFormatError},
+	} {
+		for _, transport := range []string{"udp", "tcp"} {
+			for _, from := range []string{"127.0.0.1", "127.0.0.8"} {
+				t.Run(fmt.Sprintf("%s %s from %s", tc.name, transport, from), func(t *testing.T) {
+					m := tc.msg()
+					var r *dns.Msg
+					if transport == "udp" {
+						b, err := m.Pack()
+						require.NoError(t, err)
+						r = new(dns.Msg)
+						require.NoError(t, r.Unpack(rawExchange(t, f.addr, b)))
+					} else {
+						r = ask(t, f.addr, from, transport, m)
+					}
+					assert.Equal(t, tc.rcode, r.Rcode, dns.RcodeToString[r.Rcode])
+					assert.Equal(t, m.Id, r.Id)
+					assert.Empty(t, r.Answer)
+					if tc.rcode == dns.RcodeBadVers {
+						opt := r.IsEdns0()
+						require.NotNil(t, opt, "BADVERS needs an OPT to carry it")
+						assert.Equal(t, uint8(0), opt.Version(), "the version we speak")
+					}
+				})
+			}
+		}
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
+}
+
+// TestTTLClampsFirstAnswer: max_ttl and min_ttl bound the first answer as
+// they bound later cache hits, positive and negative (the SOA's TTL).
+func TestTTLClampsFirstAnswer(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		switch {
+		case strings.HasPrefix(q.Name, "nx"):
+			m.Rcode = dns.RcodeNameError
+			m.Ns = []dns.RR{mustRR("example.org. 3600 IN SOA ns.example.org. host.example.org. 1 3600 600 86400 3600")}
+		case strings.HasPrefix(q.Name, "short"):
+			m.Answer = []dns.RR{mustRR("%s 1 IN A 192.0.2.1", q.Name)}
+		case strings.HasPrefix(q.Name, "chain"):
+			m.Answer = []dns.RR{mustRR("%s 300 IN CNAME b.example.org.", q.Name), mustRR("b.example.org. 100 IN A 192.0.2.1")}
+		default:
+			m.Answer = []dns.RR{mustRR("%s 300 IN A 192.0.2.1", q.Name)}
+		}
+		return m
+	})
+	for _, tc := range []struct {
+		name, cache, qname string
+		want               uint32
+	}{
+		{"max_ttl bounds an answer", "{max_ttl: 3}", "a.example.org.", 3},
+		{"max_ttl bounds the SOA of an NXDOMAIN", "{max_ttl: 3}", "nx.example.org.", 3},
+		{"min_ttl raises a short TTL", "{min_ttl: 10}", "short.example.org.", 10},
+		{"every record gets the answer's lifetime", "{}", "chain.example.org.", 100},
+		{"clamped with the cache off", "{size: 0, max_ttl: 3}", "a.example.org.", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := strings.Replace(testConfig, "blocked_ttl: 60", "blocked_ttl: 60\ncache: "+tc.cache, 1)
+			f := startFence(t, cfg, testFiles, up.addr)
+			for _, pass := range []string{"first", "cached"} {
+				for _, transport := range []string{"udp", "tcp"} {
+					r := ask(t, f.addr, "", transport, question(tc.qname, dns.TypeA, true))
+					rrs := append(append([]dns.RR{}, r.Answer...), r.Ns...)
+					require.NotEmpty(t, rrs)
+					for _, rr := range rrs {
+						// A cache hit a second later may be one lower.
+						assert.LessOrEqual(t, rr.Header().Ttl, tc.want, "%s %s: %s", pass, transport, rr)
+						assert.GreaterOrEqual(t, rr.Header().Ttl+1, tc.want, "%s %s: %s", pass, transport, rr)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRepliesCompressed: every forwarded answer goes out with its names
+// compressed, cold and cached, and the upstream's Extended DNS Errors reach
+// the client (README: "Answers").
+func TestRepliesCompressed(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		q := r.Question[0]
+		m.Answer = nil
+		for i := range 4 {
+			m.Answer = append(m.Answer, mustRR("%s 300 IN A 192.0.2.%d", q.Name, i+1))
+		}
+		m.Ns = []dns.RR{mustRR("example.org. 300 IN NS ns1.example.org."), mustRR("example.org. 300 IN NS ns2.example.org.")}
+		if opt := m.IsEdns0(); opt != nil {
+			opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeForgedAnswer, ExtraText: "upstream says"})
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, edns := range []bool{false, true} {
+		for _, pass := range []string{"cold", "cached"} {
+			t.Run(fmt.Sprintf("edns=%v %s", edns, pass), func(t *testing.T) {
+				req := question(fmt.Sprintf("a.long.name.under.example.org.%v.", edns), dns.TypeA, edns)
+				b, err := req.Pack()
+				require.NoError(t, err)
+				raw := rawExchange(t, f.addr, b)
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(raw))
+				require.Len(t, r.Answer, 4)
+				plain := r.Copy()
+				plain.Compress = false
+				packedPlain, err := plain.Pack()
+				require.NoError(t, err)
+				r.Compress = true
+				packed, err := r.Pack()
+				require.NoError(t, err)
+				assert.Less(t, len(raw), len(packedPlain), "shorter than uncompressed")
+				assert.LessOrEqual(t, len(raw), len(packed), "as short as miekg/dns compresses it")
+				if edns {
+					e := ede(r)
+					require.NotNil(t, e, "the upstream's EDE is passed on")
+					assert.Equal(t, dns.ExtendedErrorCodeForgedAnswer, e.InfoCode)
+				}
+			})
+		}
+	}
+}
