@@ -48,11 +48,11 @@ func (s *Snapshot) Explain(client netip.Addr, name string, qtype uint16) Explana
 	client = client.Unmap()
 	e := Explanation{Client: client, Name: dns.Fqdn(name), Type: dns.Type(qtype).String()}
 	e.AllowedBy, _, e.Allowed = s.allowed.LookupPrefixLPM(netip.PrefixFrom(client, client.BitLen()))
+	e.Range, e.HasPolicy = s.PolicyFor(client)
 	if !e.Allowed {
 		e.Verdict, e.Rcode = VerdictRefused, "REFUSED"
 		return e
 	}
-	e.Range, e.HasPolicy = s.PolicyFor(client)
 	if e.HasPolicy {
 		for _, cr := range s.byClient.Supernets(netip.PrefixFrom(client, client.BitLen())) {
 			if cr.Range.Prefix != e.Range.Range.Prefix {
@@ -126,6 +126,11 @@ func (e Explanation) String() string {
 	fmt.Fprintf(&b, "client %s\n", e.Client)
 	if !e.Allowed {
 		b.WriteString("  not in allowed_clients: every query is REFUSED\n")
+		if e.HasPolicy {
+			fmt.Fprintf(&b, "  policy %q range %s (%s) holds it, but that range is only partly inside allowed_clients:\n"+
+				"  add the range to allowed_clients, or these devices cannot resolve at all\n",
+				e.Range.Policy.Name, e.Range.Range.Prefix, where(e.Range.Range))
+		}
 		fmt.Fprintf(&b, "verdict: refused (REFUSED)\n")
 		return b.String()
 	}

@@ -54,6 +54,10 @@ func (s *Snapshot) Lint() []Warning {
 			ws = append(ws, Warning{r.File, r.Line, fmt.Sprintf(
 				"exemption %s of policy %q sits inside no blocking range: it exempts nothing", r.Prefix, cr.Policy.Name)})
 		}
+		if s.allowedPart(r.Prefix) == allowedSome {
+			ws = append(ws, Warning{r.File, r.Line, fmt.Sprintf(
+				"range %s of policy %q is only partly inside allowed_clients: its other clients get REFUSED for every query", r.Prefix, cr.Policy.Name)})
+		}
 		if cr.Policy.Blocks() {
 			for _, w := range wider {
 				if w.Policy.Blocks() && w.Policy != cr.Policy {

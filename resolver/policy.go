@@ -275,6 +275,7 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 		}
 		s.Policies = append(s.Policies, p)
 	}
+	fatal = append(fatal, s.rangesNotAllowed()...)
 	if len(fatal) > 0 {
 		return nil, errors.Join(fatal...)
 	}
@@ -294,4 +295,46 @@ func reuseList(prev *Snapshot, path string, data []byte) *blocklist.List {
 		return nil
 	}
 	return old
+}
+
+// rangesNotAllowed reports every policy range that no allowed_clients range
+// reaches: its clients would get REFUSED for every query, a silent outage
+// for the devices the policy was written for. A range only partly inside
+// allowed_clients is a Lint warning instead.
+func (s *Snapshot) rangesNotAllowed() []error {
+	var errs []error
+	for _, cr := range s.byClient.AllSorted() {
+		if s.allowedPart(cr.Range.Prefix) == allowedNone {
+			r := cr.Range
+			errs = append(errs, fmt.Errorf("%s:%d: range %s of policy %q is outside allowed_clients: every query from it would be REFUSED; add it (or a range holding it) to allowed_clients",
+				r.File, r.Line, r.Prefix, cr.Policy.Name))
+		}
+	}
+	return errs
+}
+
+// How much of a prefix allowed_clients holds.
+const (
+	allowedNone = iota
+	allowedSome
+	allowedAll
+)
+
+// allowedPart says whether allowed_clients holds all of p, some of it, or
+// none of it.
+func (s *Snapshot) allowedPart(p netip.Prefix) int {
+	if _, _, ok := s.allowed.LookupPrefixLPM(p); ok {
+		return allowedAll
+	}
+	var inside []netip.Prefix
+	for q := range s.allowed.Subnets(p) {
+		inside = append(inside, q)
+	}
+	switch {
+	case len(inside) == 0:
+		return allowedNone
+	case covered(p, inside):
+		return allowedAll
+	}
+	return allowedSome
 }

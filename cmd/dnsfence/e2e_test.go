@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -314,12 +315,16 @@ policies:
 	assert.Contains(t, out, "tiktok.txt: 1 entries")
 	assert.True(t, strings.HasSuffix(out, "ok\n"))
 
+	// Serve skips the bad line and starts: check agrees, and -strict fails.
 	out, code = run("check", "-config", filepath.Join(dir, "bad.yaml"))
+	assert.Equal(t, 0, code)
+	assert.Contains(t, out, "bad.txt:2: empty label: \"bad..example\"")
+	out, code = run("check", "-strict", "-config", filepath.Join(dir, "bad.yaml"))
 	assert.Equal(t, 1, code)
 	assert.Contains(t, out, "bad.txt:2: empty label: \"bad..example\"")
 
 	out, code = run("explain", "-config", filepath.Join(dir, "good.yaml"), "10.1.1.1", "WWW.TikTok.com")
-	assert.Equal(t, 0, code, out)
+	assert.Equal(t, 1, code, out)
 	assert.Contains(t, out, "tiktok.txt:2: tiktok.com")
 	assert.Contains(t, out, "verdict: blocked")
 
@@ -415,4 +420,110 @@ func chainUpstream(t *testing.T, answers map[string][]string) string {
 		_ = w.WriteMsg(m)
 	})
 	return serveUDP(t, h)
+}
+
+// serveOutcome runs the binary on config until it listens (true) or exits
+// (false), and returns what it logged.
+func serveOutcome(t *testing.T, config string) (bool, string) {
+	t.Helper()
+	cmd := exec.Command(binary(t), "-config", config)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	var out strings.Builder
+	listening := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sent := false
+		for sc.Scan() {
+			out.WriteString(sc.Text() + "\n")
+			if !sent && strings.Contains(sc.Text(), `"msg":"listening"`) {
+				listening <- true
+				sent = true
+			}
+		}
+		if !sent {
+			listening <- false
+		}
+	}()
+	var started bool
+	select {
+	case started = <-listening:
+	case <-time.After(30 * time.Second):
+		t.Fatal("dnsfence neither listened nor exited")
+	}
+	if started {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+	}
+	_ = cmd.Wait()
+	return started, out.String()
+}
+
+// TestCheckAgreesWithServe runs check and serve on the same inputs, broken
+// in every way the loaders know, and asserts they agree: check exits 0
+// exactly when serve starts (the systemd unit runs check before every start
+// and reload, so a disagreement fails a reload the running copy would have
+// taken, or passes one it refuses).
+func TestCheckAgreesWithServe(t *testing.T) {
+	const base = `
+listen: ["127.0.0.1:0"]
+upstreams: ["127.0.0.1:53"]
+http: ""
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    client_files: ["ranges.txt"]
+    block: ["block.txt"]
+    allow: ["allow.txt"]
+`
+	good := map[string]string{
+		"block.txt":  "tiktok.com\n",
+		"allow.txt":  "ads.tiktok.com\n",
+		"ranges.txt": "10.1.0.0/16\n",
+	}
+	for _, tc := range []struct {
+		name    string
+		config  string            // replaces base when set
+		files   map[string]string // over good
+		starts  bool
+		mention string // what both must name
+	}{
+		{name: "clean", starts: true},
+		{name: "junk line in a block list", files: map[string]string{"block.txt": "tiktok.com\nbad..example\n"}, starts: true, mention: "block.txt:2"},
+		{name: "junk line in an allow list", files: map[string]string{"allow.txt": "||x.example^$third-party\n"}, starts: true, mention: "allow.txt:1"},
+		{name: "bad line in a range file beside a good one", files: map[string]string{"ranges.txt": "10.1.0.0/16\n10.1.2.3/8\n"}, starts: true, mention: "ranges.txt:2"},
+		{name: "missing block list", files: map[string]string{"block.txt": ""}, config: strings.Replace(base, "block.txt", "missing.txt", 1), mention: "missing.txt"},
+		{name: "missing range file", config: strings.Replace(base, "ranges.txt", "missing-ranges.txt", 1), mention: "missing-ranges.txt"},
+		{name: "unknown key", config: base + "bogus_key: 1\n", mention: "bogus_key"},
+		{name: "yaml syntax", config: base + "cache: {size: [\n", mention: "dnsfence.yaml"},
+		{name: "bad inline range", config: strings.Replace(base, `"10.0.0.0/8"`, `"10.0.0.0/33"`, 1), mention: "10.0.0.0/33"},
+		{name: "same range in two policies", config: base + "  - name: other\n    clients: [\"10.0.0.0/8\"]\n", mention: "10.0.0.0/8"},
+		{name: "policy range outside allowed_clients", config: strings.Replace(base, `"10.0.0.0/8"`, `"198.51.100.0/24"`, 1), mention: "198.51.100.0/24"},
+		{name: "range file range outside allowed_clients", files: map[string]string{"ranges.txt": "2001:db8:10::/48\n"}, mention: "2001:db8:10::/48"},
+		{name: "bad log level", config: base + "log: {level: loud}\n", mention: "log.level"},
+		{name: "bad action", config: strings.Replace(base, `block: ["block.txt"]`, "block: [\"block.txt\"]\n    action: drop", 1), mention: "action"},
+		{name: "no upstream", config: strings.Replace(base, `upstreams: ["127.0.0.1:53"]`, `upstreams: []`, 1), mention: "upstreams"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := map[string]string{}
+			for k, v := range good {
+				files[k] = v
+			}
+			for k, v := range tc.files {
+				files[k] = v
+			}
+			files["dnsfence.yaml"] = cmp.Or(tc.config, base)
+			dir := writeFiles(t, files)
+			config := filepath.Join(dir, "dnsfence.yaml")
+
+			code, checkOut := runCmd("check", "-config", config)
+			started, serveOut := serveOutcome(t, config)
+			assert.Equal(t, tc.starts, started, "serve: %s", serveOut)
+			assert.Equal(t, started, code == 0, "check exit %d while serve started=%v\ncheck: %s\nserve: %s", code, started, checkOut, serveOut)
+			if tc.mention != "" {
+				assert.Contains(t, checkOut, tc.mention)
+				assert.Contains(t, serveOut, tc.mention)
+			}
+		})
+	}
 }

@@ -39,16 +39,26 @@ func TestCheckGolden(t *testing.T) {
 	tests := []struct {
 		name     string
 		config   string
+		strict   bool
 		wantCode int
 	}{
 		{name: "check-lints", config: "testdata/ops/lints.yaml", wantCode: 0},
 		{name: "check-clean", config: "testdata/ops/clean.yaml", wantCode: 0},
-		{name: "check-badlines", config: "testdata/ops/badlines.yaml", wantCode: 1},
+		// Serve skips bad lines and starts, so check passes them with warnings
+		// (the systemd unit runs check before every start and reload) ...
+		{name: "check-badlines", config: "testdata/ops/badlines.yaml", wantCode: 0},
+		// ... and -strict fails on them, for a team's CI.
+		{name: "check-badlines-strict", config: "testdata/ops/badlines.yaml", strict: true, wantCode: 1},
 		{name: "check-shipped", config: "../../configs/dnsfence.yaml", wantCode: 0},
+		{name: "check-shipped-strict", config: "../../configs/dnsfence.yaml", strict: true, wantCode: 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			code, out := runCmd("check", "-config", tc.config)
+			args := []string{"check", "-config", tc.config}
+			if tc.strict {
+				args = append(args, "-strict")
+			}
+			code, out := runCmd(args...)
 			assert.Equal(t, tc.wantCode, code, out)
 			golden(t, tc.name+".txt", out)
 		})
@@ -57,24 +67,28 @@ func TestCheckGolden(t *testing.T) {
 
 func TestExplainGolden(t *testing.T) {
 	tests := []struct {
-		name string
-		args []string
+		name     string
+		args     []string
+		wantCode int // 0 forwarded, 1 blocked, 3 refused
 	}{
-		{name: "explain-blocked", args: []string{"10.1.2.3", "WWW.TikTok.com."}},
-		{name: "explain-allowed", args: []string{"10.1.2.3", "x.ads.tiktok.com", "HTTPS"}},
-		{name: "explain-exemption", args: []string{"10.20.30.4", "www.tiktok.com"}},
-		{name: "explain-refused-action", args: []string{"10.50.1.1", "tiktok.com"}},
-		{name: "explain-shadow", args: []string{"192.168.1.200", "tiktok.com"}},
-		{name: "explain-no-match", args: []string{"10.1.2.3", "nottiktok.com"}},
-		{name: "explain-no-policy", args: []string{"172.31.0.1", "tiktok.com"}},
-		{name: "explain-not-allowed", args: []string{"203.0.113.9", "tiktok.com"}},
-		{name: "explain-json", args: []string{"-json", "10.20.30.4", "www.tiktok.com", "AAAA"}},
+		{name: "explain-blocked", args: []string{"10.1.2.3", "WWW.TikTok.com."}, wantCode: 1},
+		{name: "explain-allowed", args: []string{"10.1.2.3", "x.ads.tiktok.com", "HTTPS"}, wantCode: 0},
+		{name: "explain-exemption", args: []string{"10.20.30.4", "www.tiktok.com"}, wantCode: 0},
+		{name: "explain-refused-action", args: []string{"10.50.1.1", "tiktok.com"}, wantCode: 1},
+		{name: "explain-shadow", args: []string{"192.168.1.200", "tiktok.com"}, wantCode: 0},
+		{name: "explain-no-match", args: []string{"10.1.2.3", "nottiktok.com"}, wantCode: 0},
+		{name: "explain-no-policy", args: []string{"172.31.0.1", "tiktok.com"}, wantCode: 0},
+		{name: "explain-not-allowed", args: []string{"203.0.113.9", "tiktok.com"}, wantCode: 3},
+		{name: "explain-json", args: []string{"-json", "10.20.30.4", "www.tiktok.com", "AAAA"}, wantCode: 0},
+		// Flags anywhere among the arguments.
+		{name: "explain-json", args: []string{"10.20.30.4", "www.tiktok.com", "AAAA", "-json"}, wantCode: 0},
+		{name: "explain-blocked", args: []string{"10.1.2.3", "-config", "testdata/ops/lints.yaml", "WWW.TikTok.com."}, wantCode: 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"explain", "-config", "testdata/ops/lints.yaml"}, tc.args...)
 			code, out := runCmd(args...)
-			assert.Equal(t, 0, code, out)
+			assert.Equal(t, tc.wantCode, code, out)
 			golden(t, tc.name+".txt", out)
 		})
 	}
@@ -94,14 +108,17 @@ policies:
 `, up),
 		"block.txt": "tiktok.com\n",
 	})
-	for _, tc := range []struct{ name, client, qname string }{
-		{"explain-resolve-cloaked", "10.1.1.1", "cloaked.example"},
-		{"explain-resolve-clean", "10.1.1.1", "clean.example"},
-		{"explain-resolve-no-policy", "192.168.0.1", "cloaked.example"},
+	for _, tc := range []struct {
+		name, client, qname string
+		wantCode            int // 1: the chain is blocked
+	}{
+		{"explain-resolve-cloaked", "10.1.1.1", "cloaked.example", 1},
+		{"explain-resolve-clean", "10.1.1.1", "clean.example", 0},
+		{"explain-resolve-no-policy", "192.168.0.1", "cloaked.example", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out := runCmd("explain", "-config", filepath.Join(dir, "c.yaml"), "-resolve", tc.client, tc.qname)
-			assert.Equal(t, 0, code, out)
+			assert.Equal(t, tc.wantCode, code, out)
 			golden(t, tc.name+".txt", strings.ReplaceAll(out, dir, "$DIR"))
 		})
 	}
@@ -140,5 +157,42 @@ func TestGCPercent(t *testing.T) {
 	}
 	for _, tc := range tests {
 		assert.Equal(t, tc.want, gcPercent(tc.live), "live %d MB", tc.live>>20)
+	}
+}
+
+// TestCommandLine: help, usage and mistakes on the command line never start
+// a server, and say what to do.
+func TestCommandLine(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     []string
+	}{
+		{"help lists every command", []string{"help"}, 0, []string{"serve", "check", "explain", "version", "help"}},
+		{"-h lists every command", []string{"-h"}, 0, []string{"check", "explain", "-strict"[1:]}},
+		{"--help lists every command", []string{"--help"}, 0, []string{"check", "explain"}},
+		{"help of one command lists its flags", []string{"help", "explain"}, 0, []string{"-json", "-resolve", "-config", "exit 0 forwarded, 1 blocked, 2 error, 3 refused"}},
+		{"a command's -h", []string{"check", "-h"}, 0, []string{"-strict", "-config"}},
+		{"unknown command", []string{"bogus"}, 2, []string{`unknown command "bogus"`, "commands:"}},
+		{"help of an unknown command", []string{"help", "bogus"}, 2, []string{`unknown command "bogus"`}},
+		{"serve takes no arguments", []string{"serve", "dnsfence.yaml"}, 2, []string{`unexpected argument "dnsfence.yaml"`, "-config dnsfence.yaml"}},
+		{"a bare config path", []string{"-config", "x.yaml", "y.yaml"}, 2, []string{`unexpected argument "y.yaml"`}},
+		{"unknown flag", []string{"check", "-bogus"}, 2, []string{"flag provided but not defined: -bogus", "usage: dnsfence check"}},
+		{"explain needs a client and a name", []string{"explain", "10.1.2.3"}, 2, []string{"usage: dnsfence explain"}},
+		{"explain with a bad client", []string{"explain", "not-an-ip", "tiktok.com"}, 2, []string{"client"}},
+		{"explain with a bad type", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "BOGUS"}, 2, []string{`unknown query type "BOGUS"`}},
+		{"explain with a missing config", []string{"explain", "-config", "testdata/missing.yaml", "10.1.2.3", "tiktok.com"}, 2, []string{"missing.yaml"}},
+		{"version", []string{"version"}, 0, []string{"dnsfence"}},
+		{"-version", []string{"-version"}, 0, []string{"dnsfence"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := runCmd(tc.args...)
+			assert.Equal(t, tc.wantCode, code, out)
+			for _, w := range tc.want {
+				assert.Contains(t, out, w)
+			}
+			assert.NotContains(t, out, "listening", "no server was started")
+		})
 	}
 }

@@ -23,16 +23,40 @@ func loadSnapshot(configPath string) (*resolver.Snapshot, error) {
 	return resolver.BuildSnapshot(cfg, nil)
 }
 
-// runCheck loads everything as serve would, prints the policies, ranges and
-// list sizes and every likely mistake, and exits 1 on any error (bad list
-// lines included), each as file:line: reason.
-func runCheck(args []string, stdout, stderr io.Writer) int {
+// checkOptions are check's flags.
+type checkOptions struct {
+	fs     *flag.FlagSet
+	config *string
+	strict *bool
+}
+
+func checkFlags(stderr io.Writer) checkOptions {
 	fs := flag.NewFlagSet("dnsfence check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "configuration file (default: the embedded default)")
-	if err := fs.Parse(args); err != nil {
+	return checkOptions{
+		fs:     fs,
+		config: fs.String("config", "", "configuration file (default: the embedded default)"),
+		strict: fs.Bool("strict", false, "exit 1 on warnings too (skipped list or range lines, likely mistakes): for a team's CI"),
+	}
+}
+
+// runCheck loads everything exactly as serve does at startup, prints the
+// policies, ranges and list sizes, every skipped line and every likely
+// mistake. It exits 0 when serve would start with this configuration (the
+// systemd unit runs it before every start and reload), 1 when serve would
+// refuse it, each problem as file:line: reason; with -strict, warnings
+// exit 1 as well.
+func runCheck(args []string, stdout, stderr io.Writer) int {
+	opts := checkFlags(stderr)
+	rest, code, done := parseCommand("check", opts.fs, args, stderr)
+	if done {
+		return code
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "dnsfence check: unexpected argument %q (give the configuration with -config)\n", rest[0])
 		return 2
 	}
+	configPath := opts.config
 	snap, err := loadSnapshot(*configPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -62,70 +86,107 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, "  no block lists: an exemption")
 		}
 	}
-	warnings := snap.Lint()
+	// Skipped lines first, as serve logs them, then the likely mistakes.
+	var warnings []string
+	for _, w := range snap.Warnings {
+		for line := range strings.SplitSeq(w.Error(), "\n") {
+			warnings = append(warnings, line+" (line skipped)")
+		}
+	}
+	for _, w := range snap.Lint() {
+		warnings = append(warnings, w.String())
+	}
 	for _, w := range warnings {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
-	for _, w := range snap.Warnings {
-		fmt.Fprintln(stderr, w)
-	}
-	errors := 0
-	for _, w := range snap.Warnings {
-		errors += strings.Count(w.Error(), "\n") + 1
-	}
-	fmt.Fprintf(stdout, "%d warnings, %d errors\n", len(warnings), errors)
-	if errors > 0 {
+	fmt.Fprintf(stdout, "%d warnings, 0 errors\n", len(warnings))
+	if *opts.strict && len(warnings) > 0 {
+		fmt.Fprintf(stdout, "failing: -strict and %d warnings\n", len(warnings))
 		return 1
 	}
 	fmt.Fprintln(stdout, "ok")
 	return 0
 }
 
-// runExplain prints the decision for one client and name and every reason.
-func runExplain(args []string, stdout, stderr io.Writer) int {
+// explainOptions are explain's flags.
+type explainOptions struct {
+	fs      *flag.FlagSet
+	config  *string
+	resolve *bool
+	json    *bool
+}
+
+func explainFlags(stderr io.Writer) explainOptions {
 	fs := flag.NewFlagSet("dnsfence explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "configuration file (default: the embedded default)")
-	resolve := fs.Bool("resolve", false, "also ask the upstreams and explain the answer's CNAME/DNAME chain hop by hop")
-	asJSON := fs.Bool("json", false, "print the explanation as JSON")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dnsfence explain [-config FILE] [-resolve] [-json] CLIENT_IP NAME [TYPE]")
-		fs.PrintDefaults()
+	return explainOptions{
+		fs:      fs,
+		config:  fs.String("config", "", "configuration file (default: the embedded default)"),
+		resolve: fs.Bool("resolve", false, "also ask the upstreams and explain the answer's CNAME/DNAME chain hop by hop"),
+		json:    fs.Bool("json", false, "print the explanation as JSON"),
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+}
+
+// Exit codes of explain, for scripts.
+const (
+	explainForwarded = 0 // the client gets the upstream's answer (also allowed and shadow verdicts)
+	explainBlocked   = 1 // the policy blocks it
+	explainError     = 2 // bad arguments, or the configuration does not load
+	explainRefused   = 3 // the client is outside allowed_clients
+)
+
+// explainCode is the exit code of an explanation's verdict.
+func explainCode(e resolver.Explanation) int {
+	switch e.Verdict {
+	case resolver.VerdictBlocked:
+		return explainBlocked
+	case resolver.VerdictRefused:
+		return explainRefused
 	}
-	if fs.NArg() < 2 || fs.NArg() > 3 {
+	return explainForwarded
+}
+
+// runExplain prints the decision for one client and name and every reason;
+// the exit code is the verdict (explainForwarded and the others).
+func runExplain(args []string, stdout, stderr io.Writer) int {
+	opts := explainFlags(stderr)
+	fs := opts.fs
+	rest, code, done := parseCommand("explain", fs, args, stderr)
+	if done {
+		return code
+	}
+	if len(rest) < 2 || len(rest) > 3 {
 		fs.Usage()
-		return 2
+		return explainError
 	}
-	client, err := netip.ParseAddr(fs.Arg(0))
+	configPath, resolve, asJSON := opts.config, opts.resolve, opts.json
+	client, err := netip.ParseAddr(rest[0])
 	if err != nil {
-		fmt.Fprintf(stderr, "client: %v\n", err)
-		return 2
+		fmt.Fprintf(stderr, "dnsfence explain: client: %v\n", err)
+		return explainError
 	}
 	qtype := dns.TypeA
-	if fs.NArg() == 3 {
-		t, ok := dns.StringToType[strings.ToUpper(fs.Arg(2))]
+	if len(rest) == 3 {
+		t, ok := dns.StringToType[strings.ToUpper(rest[2])]
 		if !ok {
-			fmt.Fprintf(stderr, "type: unknown query type %q\n", fs.Arg(2))
-			return 2
+			fmt.Fprintf(stderr, "dnsfence explain: unknown query type %q (e.g. A, AAAA, HTTPS)\n", rest[2])
+			return explainError
 		}
 		qtype = t
 	}
 	snap, err := loadSnapshot(*configPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return explainError
 	}
-	e := snap.Explain(client, fs.Arg(1), qtype)
+	e := snap.Explain(client, rest[1], qtype)
 	if *resolve && (e.Verdict == resolver.VerdictForwarded || e.Verdict == resolver.VerdictAllowed) {
 		req := new(dns.Msg)
-		req.SetQuestion(dns.Fqdn(fs.Arg(1)), qtype)
+		req.SetQuestion(dns.Fqdn(rest[1]), qtype)
 		resp, _, err := snap.Forwarder.Forward(context.Background(), req, false, nil)
 		if err != nil {
 			fmt.Fprintf(stderr, "resolve: %v\n", err)
-			return 1
+			return explainError
 		}
 		snap.ExplainAnswer(&e, resp)
 	}
@@ -133,11 +194,11 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		out, err := json.MarshalIndent(e, "", "  ")
 		if err != nil {
 			fmt.Fprintln(stderr, err)
-			return 1
+			return explainError
 		}
 		fmt.Fprintln(stdout, string(out))
-		return 0
+		return explainCode(e)
 	}
 	fmt.Fprint(stdout, e.String())
-	return 0
+	return explainCode(e)
 }

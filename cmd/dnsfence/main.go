@@ -4,9 +4,13 @@
 //
 // Usage:
 //
-//	dnsfence [-config FILE]                      serve
-//	dnsfence check -config FILE                  validate and summarise
-//	dnsfence explain -config FILE CLIENT NAME    why a name is blocked or not
+//	dnsfence [serve] [-config FILE]                    serve
+//	dnsfence check [-config FILE] [-strict]            validate and summarise
+//	dnsfence explain [-config FILE] CLIENT NAME [TYPE] why a name is blocked or not
+//	dnsfence version                                   the version
+//	dnsfence help [COMMAND]                            usage
+//
+// Flags may stand anywhere among a command's arguments.
 package main
 
 import (
@@ -22,6 +26,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,17 +42,174 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// command is one subcommand of the command line.
+type command struct {
+	name    string
+	args    string // the arguments after the flags, for usage lines
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) int
+	flags   func() *flag.FlagSet // its flags, for help; nil: none
+}
+
+// commands are the subcommands, in the order help lists them. serve is the
+// default when the first argument is a flag or there is none.
+var commands []command
+
+func init() {
+	commands = []command{
+		{"serve", "", "answer DNS queries (the default command)", runServe,
+			func() *flag.FlagSet { return serveFlags(io.Discard).fs }},
+		{"check", "", "load the configuration, lists and ranges as serve would and report every problem;\n" +
+			"exit 0 when serve would start with them (skipped lines are warnings), 1 when it would not;\n" +
+			"with -strict, warnings exit 1 too", runCheck,
+			func() *flag.FlagSet { return checkFlags(io.Discard).fs }},
+		{"explain", "CLIENT_IP NAME [TYPE]", "the decision for one client's query and every reason for it;\n" +
+			"exit 0 forwarded, 1 blocked, 2 error, 3 refused (client outside allowed_clients)", runExplain,
+			func() *flag.FlagSet { return explainFlags(io.Discard).fs }},
+		{"version", "", "print the version", runVersion, nil},
+		{"help", "[COMMAND]", "this text, or one command's usage and flags", runHelp, nil},
+	}
+}
+
 // run is main without the exit, for tests.
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		switch args[0] {
-		case "check":
-			return runCheck(args[1:], stdout, stderr)
-		case "explain":
-			return runExplain(args[1:], stdout, stderr)
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		switch {
+		case len(args) > 0 && isHelpFlag(args[0]):
+			usage(stdout)
+			return 0
+		case len(args) > 0 && (args[0] == "-version" || args[0] == "--version"):
+			return runVersion(nil, stdout, stderr)
+		}
+		return runServe(args, stdout, stderr)
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			return c.run(args[1:], stdout, stderr)
 		}
 	}
-	return runServe(args, stdout, stderr)
+	fmt.Fprintf(stderr, "dnsfence: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func isHelpFlag(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
+
+// usage prints every command.
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: dnsfence [COMMAND] [FLAGS] [ARGUMENTS]")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, strings.ReplaceAll(c.summary, "\n", "\n           "))
+	}
+	fmt.Fprintln(w, "\nFlags may stand anywhere among a command's arguments. `dnsfence help COMMAND` lists them.")
+}
+
+// commandUsage prints one command's usage line, summary and flags.
+func commandUsage(w io.Writer, c command) {
+	line := "dnsfence " + c.name
+	var fs *flag.FlagSet
+	if c.flags != nil {
+		fs = c.flags()
+		line += " [FLAGS]"
+	}
+	if c.args != "" {
+		line += " " + c.args
+	}
+	fmt.Fprintf(w, "usage: %s\n\n%s\n", line, c.summary)
+	if fs != nil {
+		fmt.Fprintln(w, "\nflags:")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
+}
+
+// commandNamed is the command called name.
+func commandNamed(name string) (command, bool) {
+	for _, c := range commands {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+func runHelp(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stdout)
+		return 0
+	}
+	if c, ok := commandNamed(args[0]); ok {
+		commandUsage(stdout, c)
+		return 0
+	}
+	fmt.Fprintf(stderr, "dnsfence help: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func runVersion(_ []string, stdout, _ io.Writer) int {
+	fmt.Fprintln(stdout, versionString())
+	return 0
+}
+
+// parseFlags parses a command's flags wherever they stand among its
+// arguments (`explain 10.1.2.3 www.tiktok.com -json` as well as `explain
+// -json 10.1.2.3 www.tiktok.com`) and returns the other arguments in order;
+// after "--" every argument is a positional one. -h prints the command's
+// usage and returns flag.ErrHelp.
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		left := fs.Args()
+		if len(left) == 0 {
+			return rest, nil
+		}
+		if consumed := len(args) - len(left); consumed > 0 && args[consumed-1] == "--" {
+			return append(rest, left...), nil
+		}
+		rest = append(rest, left[0])
+		args = left[1:]
+	}
+}
+
+// parseCommand parses args for the command called name with fs: its flags
+// anywhere, -h printing its usage. done is true when the caller should
+// return code at once (help asked for, or bad flags).
+func parseCommand(name string, fs *flag.FlagSet, args []string, stderr io.Writer) (rest []string, code int, done bool) {
+	c, _ := commandNamed(name)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { commandUsage(stderr, c) }
+	rest, err := parseFlags(fs, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return nil, 0, true
+	case err != nil:
+		return nil, 2, true
+	}
+	return rest, 0, false
+}
+
+// serveOptions are serve's flags.
+type serveOptions struct {
+	fs         *flag.FlagSet
+	config     *string
+	version    *bool
+	cpuProfile *string
+}
+
+func serveFlags(stderr io.Writer) serveOptions {
+	fs := flag.NewFlagSet("dnsfence serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return serveOptions{
+		fs:         fs,
+		config:     fs.String("config", "", "configuration file (default: the embedded default)"),
+		version:    fs.Bool("version", false, "print the version and exit"),
+		cpuProfile: fs.String("cpuprofile", "", "write a CPU profile to this file until exit (for performance work)"),
+	}
 }
 
 // loadConfig reads the configuration file, or the embedded default when
@@ -64,14 +226,16 @@ func loadConfig(path string) (*resolver.Config, error) {
 }
 
 func runServe(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("dnsfence", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "configuration file (default: the embedded default)")
-	version := fs.Bool("version", false, "print the version and exit")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (for performance work)")
-	if err := fs.Parse(args); err != nil {
+	opts := serveFlags(stderr)
+	rest, code, done := parseCommand("serve", opts.fs, args, stderr)
+	if done {
+		return code
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "dnsfence serve: unexpected argument %q (did you mean `dnsfence -config %s`?)\n", rest[0], rest[0])
 		return 2
 	}
+	configPath, version, cpuProfile := opts.config, opts.version, opts.cpuProfile
 	if *version {
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -1,0 +1,87 @@
+package resolver
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// buildConfig writes config and files to a temporary folder and builds the
+// snapshot serve would start with.
+func buildConfig(t *testing.T, config string, files map[string]string) (*Snapshot, error) {
+	t.Helper()
+	dir := writeTree(t, files)
+	path := filepath.Join(dir, "dnsfence.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(config), 0o644))
+	cfg, err := LoadConfig(path)
+	require.NoError(t, err)
+	return BuildSnapshot(cfg, nil)
+}
+
+// TestPolicyRangeOutsideAllowedClients: a policy for clients that may not
+// ask at all is a silent outage for those devices, so it is an error at
+// start and reload (inline and from a range file, IPv4 and IPv6); a range
+// only partly inside allowed_clients is a warning, and explain says why its
+// other clients are refused.
+func TestPolicyRangeOutsideAllowedClients(t *testing.T) {
+	files := map[string]string{"tiktok.txt": "tiktok.com\n", "ranges.txt": "# government\n2001:db8:10::/48\n"}
+	for _, tc := range []struct {
+		name, clients, files, allowed string
+		wantErr                       string
+	}{
+		{name: "IPv4 range outside the default", clients: `["198.51.100.0/24"]`, wantErr: `dnsfence.yaml:6: range 198.51.100.0/24 of policy "gov" is outside allowed_clients`},
+		{name: "global IPv6 range outside the default", clients: `["2001:db8:10::/48"]`, wantErr: `range 2001:db8:10::/48 of policy "gov" is outside allowed_clients`},
+		{name: "range file outside the default", clients: `[]`, files: `["ranges.txt"]`, wantErr: `ranges.txt:2: range 2001:db8:10::/48 of policy "gov" is outside allowed_clients`},
+		{name: "inside a wider allowed range", clients: `["10.1.0.0/16"]`},
+		{name: "covered by two allowed halves", clients: `["10.0.0.0/8"]`, allowed: `["10.0.0.0/9", "10.128.0.0/9"]`},
+		{name: "listed in allowed_clients", clients: `["2001:db8:10::/48"]`, allowed: `["2001:db8::/32"]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := "upstreams: [\"127.0.0.1:53\"]\n"
+			if tc.allowed != "" {
+				cfg += "allowed_clients: " + tc.allowed + "\n"
+			} else {
+				cfg += "\n"
+			}
+			cfg += "policies:\n  - name: gov\n    block: [tiktok.txt]\n    clients: " + tc.clients + "\n"
+			if tc.files != "" {
+				cfg += "    client_files: " + tc.files + "\n"
+			}
+			snap, err := buildConfig(t, cfg, files)
+			if tc.wantErr == "" {
+				require.NoError(t, err)
+				assert.Empty(t, snap.Lint())
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.wantErr)
+			assert.Contains(t, err.Error(), "add it (or a range holding it) to allowed_clients")
+		})
+	}
+
+	t.Run("partly inside: a warning, and explain says why", func(t *testing.T) {
+		snap, err := buildConfig(t, `upstreams: ["127.0.0.1:53"]
+allowed_clients: ["10.0.0.0/16"]
+policies:
+  - name: gov
+    block: [tiktok.txt]
+    clients: ["10.0.0.0/8"]
+`, files)
+		require.NoError(t, err)
+		var msgs []string
+		for _, w := range snap.Lint() {
+			msgs = append(msgs, w.String())
+		}
+		assert.Contains(t, strings.Join(msgs, "\n"), `dnsfence.yaml:6: range 10.0.0.0/8 of policy "gov" is only partly inside allowed_clients`)
+		e := snap.Explain(netip.MustParseAddr("10.200.0.1"), "www.tiktok.com", dns.TypeA)
+		assert.Equal(t, VerdictRefused, e.Verdict)
+		assert.Contains(t, e.String(), `policy "gov" range 10.0.0.0/8`)
+		assert.Contains(t, e.String(), "add the range to allowed_clients")
+	})
+}
