@@ -5,7 +5,9 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -261,6 +263,12 @@ func TestEmbeddedDefault(t *testing.T) {
 	} else {
 		c.Close()
 	}
+	httpFree := true
+	if ln, err := net.Listen("tcp", "127.0.0.1:9153"); err != nil {
+		httpFree = false // the default then warns and serves DNS without it
+	} else {
+		ln.Close()
+	}
 	p := startBinary(t)
 	assert.Equal(t, "127.0.0.1:5353", p.addr)
 	out := p.dig(t, "www.tiktok.com")
@@ -268,6 +276,21 @@ func TestEmbeddedDefault(t *testing.T) {
 	assert.Contains(t, out, "EDE: 15 (Blocked)")
 	out = p.dig(t, "www.capcut.com")
 	assert.Contains(t, out, "status: NXDOMAIN", "the ByteDance list is built in too")
+	// README: ::1 is in the government range and served; metrics answer on
+	// 127.0.0.1:9153.
+	if c, err := net.ListenPacket("udp", "[::1]:0"); err == nil {
+		c.Close()
+		out, err := exec.Command("dig", "@::1", "-p", "5353", "+time=3", "+tries=1", "www.tiktok.com").CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		assert.Contains(t, string(out), "status: NXDOMAIN")
+	}
+	if httpFree {
+		resp, err := http.Get("http://127.0.0.1:9153/metrics")
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Contains(t, string(body), "dnsfence_queries_total")
+	}
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGINT))
 	select {
 	case err := <-p.done:

@@ -9,8 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/resolver"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -195,4 +197,14 @@ func TestCommandLine(t *testing.T) {
 			assert.NotContains(t, out, "listening", "no server was started")
 		})
 	}
+}
+
+// TestLaptopFriendlyDropsUnavailableAddresses: the embedded default skips a
+// listen address this machine cannot bind (192.0.2.1 is on no interface)
+// and keeps the others.
+func TestLaptopFriendlyDropsUnavailableAddresses(t *testing.T) {
+	cfg := &resolver.Config{Listen: []string{"127.0.0.1:5353", "192.0.2.1:5353", "[::1]:5353"}}
+	laptopFriendly(zap.NewNop(), cfg)
+	assert.NotContains(t, cfg.Listen, "192.0.2.1:5353")
+	assert.Contains(t, cfg.Listen, "127.0.0.1:5353")
 }

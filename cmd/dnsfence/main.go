@@ -264,6 +264,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer func() { _ = log.Sync() }()
+	if cfg.Embedded {
+		laptopFriendly(log, cfg)
+	}
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -273,11 +276,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	handler := resolver.NewHandler(log.Named("query"), nil, metrics)
 	if addr := cfg.HTTPAddr(); addr != "" {
 		stopHTTP, err := serveHTTP(log.Named("http"), addr, resolver.HTTPHandler(handler, registry, resolver.DefaultReadyWindow))
-		if err != nil {
+		switch {
+		case err != nil && cfg.Embedded:
+			log.Warn("metrics and health endpoint not started: the embedded default serves DNS without it", zap.String("address", addr), zap.Error(err))
+		case err != nil:
 			log.Error("starting the HTTP endpoint", zap.Error(err))
 			return 1
+		default:
+			defer stopHTTP()
 		}
-		defer stopHTTP()
 	}
 
 	snap, err := resolver.BuildSnapshot(cfg, nil)
@@ -330,6 +337,28 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// laptopFriendly drops the embedded default's listen addresses whose
+// address family this machine lacks (a container without IPv6 loopback),
+// with a warning, so that `dnsfence` with no flags starts anywhere. A
+// configuration file gets no such leniency: an address it names that
+// cannot be served stops the start.
+func laptopFriendly(log *zap.Logger, cfg *resolver.Config) {
+	var keep []string
+	for _, addr := range cfg.Listen {
+		host, _, err := net.SplitHostPort(addr)
+		if err == nil {
+			if c, err := net.ListenPacket("udp", net.JoinHostPort(host, "0")); err != nil {
+				log.Warn("not listening on an address this machine lacks", zap.String("address", addr), zap.Error(err))
+				continue
+			} else {
+				c.Close()
+			}
+		}
+		keep = append(keep, addr)
+	}
+	cfg.Listen = keep
 }
 
 // gcHeadroom is how much garbage the heap may hold above the live data
