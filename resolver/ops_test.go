@@ -51,7 +51,14 @@ func TestMetricsAfterRealQueries(t *testing.T) {
 	ask(t, f.addr, "127.0.0.20", "udp", question("a.example.", dns.TypeA, false)) // refused
 	ask(t, f.addr, "", "udp", question("example.org.", dns.TypeOPT, false))       // formerr
 
-	code, body := get(t, srv.URL+"/metrics")
+	// A query leaves the in-flight gauge just after its answer is written,
+	// so the client can read the answer first: wait for the gauge.
+	var code int
+	var body string
+	require.Eventually(t, func() bool {
+		code, body = get(t, srv.URL+"/metrics")
+		return strings.Contains(body, "dnsfence_inflight_queries 0\n")
+	}, 5*time.Second, 5*time.Millisecond, "in-flight gauge back to 0")
 	require.Equal(t, http.StatusOK, code)
 	dir := f.dir
 	for _, want := range []string{
