@@ -85,3 +85,27 @@ policies:
 		assert.Contains(t, e.String(), "add the range to allowed_clients")
 	})
 }
+
+// TestLintRepeats: the same list twice in one policy, and the same entry in
+// two block lists of one policy, are warnings naming both places.
+func TestLintRepeats(t *testing.T) {
+	snap, err := buildConfig(t, `upstreams: ["127.0.0.1:53"]
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    block: [tiktok.txt, bytedance.txt, tiktok.txt]
+  - name: other
+    clients: ["10.1.0.0/16"]
+    block: [tiktok.txt, bytedance.txt]
+`, map[string]string{"tiktok.txt": "tiktok.com\ncapcut.com\n", "bytedance.txt": "# ByteDance\nbytedance.com\ncapcut.com\n"})
+	require.NoError(t, err)
+	var msgs []string
+	for _, w := range snap.Lint() {
+		msgs = append(msgs, w.String())
+	}
+	all := strings.Join(msgs, "\n")
+	assert.Contains(t, all, `dnsfence.yaml: policy "gov" names block list tiktok.txt twice`)
+	assert.Contains(t, all, "bytedance.txt:3: capcut.com is also in ")
+	assert.Contains(t, all, "tiktok.txt:2")
+	assert.Equal(t, 1, strings.Count(all, "capcut.com is also in"), "each pair of lists once: %s", all)
+}

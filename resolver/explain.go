@@ -138,7 +138,7 @@ func (e Explanation) String() string {
 	if !e.HasPolicy {
 		b.WriteString("  in no policy range: queries are forwarded untouched\n")
 	} else {
-		fmt.Fprintf(&b, "  policy %q (action %s) from range %s (%s)\n", e.Range.Policy.Name, e.Range.Policy.Action,
+		fmt.Fprintf(&b, "  policy %q (%s) from range %s (%s)\n", e.Range.Policy.Name, e.Range.Policy.Kind(),
 			e.Range.Range.Prefix, where(e.Range.Range))
 		for _, cr := range e.Beaten {
 			fmt.Fprintf(&b, "  beats wider range %s of policy %q (%s)\n", cr.Range.Prefix, cr.Policy.Name, where(cr.Range))
@@ -267,4 +267,13 @@ func (e Explanation) MarshalJSON() ([]byte, error) {
 		j.Answer = append(j.Answer, jsonHop{Record: h.Record, Decision: toJSONDecision(h.Name, h.Decision)})
 	}
 	return json.Marshal(j)
+}
+
+// Kind is how explain and check name what a policy does: "action X", or,
+// with no block lists, that it is an exemption (its action is never used).
+func (p *Policy) Kind() string {
+	if !p.Blocks() {
+		return "exemption: no block lists"
+	}
+	return "action " + string(p.Action)
 }

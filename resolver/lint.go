@@ -26,9 +26,11 @@ func (w Warning) String() string {
 }
 
 // Lint looks for likely mistakes: ranges no client can reach, exemptions
-// that exempt nothing, blocking policies nested in each other, names both
-// blocked and allowed by one policy, list entries that are public suffixes,
-// and duplicate entries. Warnings come sorted by file and line.
+// that exempt nothing, blocking policies nested in each other, ranges only
+// partly inside allowed_clients, names both blocked and allowed by one
+// policy, the same list twice in one policy, the same entry in two lists of
+// one policy, list entries that are public suffixes, and duplicate entries.
+// Warnings come sorted by file and line.
 func (s *Snapshot) Lint() []Warning {
 	var ws []Warning
 	ranges := s.allRanges()
@@ -85,6 +87,7 @@ func (s *Snapshot) Lint() []Warning {
 			}
 		}
 	}
+	ws = append(ws, s.lintRepeats()...)
 	for _, path := range sortedKeys(s.Lists) {
 		l := s.Lists[path]
 		for e := range l.All() {
@@ -151,4 +154,48 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// lintRepeats finds a list named twice in one policy, and an entry that two
+// block (or two allow) lists of one policy both hold: harmless, but a sign
+// of lists that were meant to differ. Each pair of lists is reported once.
+func (s *Snapshot) lintRepeats() []Warning {
+	var ws []Warning
+	seen := map[[2]string]bool{}
+	for _, pc := range s.Config.Policies {
+		for _, kind := range []struct {
+			key   string
+			files []string
+		}{{"block", pc.Block}, {"allow", pc.Allow}} {
+			paths := map[string]bool{}
+			var lists []*blocklist.List
+			for _, f := range kind.files {
+				path := s.Config.Path(f)
+				if paths[path] {
+					ws = append(ws, Warning{File: s.Config.File, Msg: fmt.Sprintf("policy %q names %s list %s twice", pc.Name, kind.key, f)})
+					continue
+				}
+				paths[path] = true
+				if l, ok := s.Lists[path]; ok {
+					lists = append(lists, l)
+				}
+			}
+			for i, a := range lists {
+				for _, b := range lists[i+1:] {
+					pair := [2]string{a.File(), b.File()}
+					if seen[pair] {
+						continue
+					}
+					seen[pair] = true
+					for e := range b.All() {
+						if a.Contains(e.Name) {
+							m, _ := a.Match(e.Name)
+							ws = append(ws, Warning{b.File(), e.Line, fmt.Sprintf("%s is also in %s:%d", e.Name, a.File(), m.Line)})
+						}
+					}
+				}
+			}
+		}
+	}
+	return ws
 }

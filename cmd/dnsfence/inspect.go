@@ -67,8 +67,8 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "listen %s\n", strings.Join(cfg.Listen, " "))
 	fmt.Fprintf(stdout, "upstreams %s\n", strings.Join(snap.Forwarder.Upstreams(), " "))
 	fmt.Fprintf(stdout, "allowed_clients %s\n", strings.Join(cfg.AllowedClients, " "))
-	for _, p := range cfg.Policies {
-		fmt.Fprintf(stdout, "policy %q action %s\n", p.Name, p.Action)
+	for i, p := range cfg.Policies {
+		fmt.Fprintf(stdout, "policy %q %s\n", p.Name, snap.Policies[i].Kind())
 		for _, cr := range snap.PolicyTable().AllSorted() {
 			if cr.Policy.Name == p.Name {
 				fmt.Fprintf(stdout, "  range %s (%s:%d)\n", cr.Range.Prefix, cr.Range.File, cr.Range.Line)
@@ -81,9 +81,6 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		for _, f := range p.Allow {
 			l := snap.Lists[cfg.Path(f)]
 			fmt.Fprintf(stdout, "  allow %s: %d entries, sha256 %s\n", l.File(), l.Len(), l.Hash()[:16])
-		}
-		if len(p.Block) == 0 {
-			fmt.Fprintln(stdout, "  no block lists: an exemption")
 		}
 	}
 	// Skipped lines first, as serve logs them, then the likely mistakes.
