@@ -223,8 +223,9 @@ var ErrAllUpstreamsFailed = errors.New("no upstream answered")
 // once and the query is asked again over TCP: a datagram is never accepted
 // unless its ID, question and source match (RFC 5452 §9.1), and over TCP an
 // off-path sender cannot inject one. A datagram with an ID never sent on the
-// socket is dropped and the query waits on for its own answer; if none
-// comes, its error is ErrAnswerWrongID rather than a timeout.
+// socket is dropped and the query waits on for its own answer (a spoofer
+// cannot end the wait); if none comes, its timeout error is also
+// ErrAnswerWrongID, and so counted: the upstream did send something.
 var (
 	ErrAnswerUnusable  = errors.New("upstream answer unusable")
 	ErrAnswerTooBig    = fmt.Errorf("%w: too big for UDP", ErrAnswerUnusable)
@@ -330,18 +331,21 @@ func (e *UpstreamError) allServfail() bool {
 // EDE is the Extended DNS Error (RFC 8914) for the client: 22 "No
 // Reachable Authority" when every upstream timed out or answered with a
 // failure RCODE (§4.23: "could not reach ... or they potentially refused
-// to reply"), else 23 "Network Error"; the text names each cause once, in
-// the order the upstreams were tried: "no upstream answered in time",
-// "upstream answered SERVFAIL", "upstream answer unusable: too big for UDP",
-// "upstream unreachable: network error".
+// to reply"), else 23 "Network Error". The text is "no upstream answered
+// in time" when every try timed out; else it names each cause once, in the
+// order the upstreams were tried, joined by "; ": "upstream did not answer
+// in time", "upstream answered SERVFAIL" (REFUSED, NOTIMP), "upstream
+// answer unusable: too big for UDP" (malformed, not for the question
+// asked, query ID never sent), "upstream unreachable: network error".
 func (e *UpstreamError) EDE() (uint16, string) {
 	code := uint16(dns.ExtendedErrorCodeNoReachableAuthority)
+	const timedOut = "upstream did not answer in time"
 	var texts []string
 	for i, k := range e.kinds {
 		var text string
 		switch {
 		case k == kindTimeout:
-			text = "no upstream answered in time"
+			text = timedOut
 		case strings.HasPrefix(k, "rcode_"):
 			text = "upstream answered " + strings.ToUpper(strings.TrimPrefix(k, "rcode_"))
 		case k == kindNetwork:
@@ -354,6 +358,9 @@ func (e *UpstreamError) EDE() (uint16, string) {
 		if !slices.Contains(texts, text) {
 			texts = append(texts, text)
 		}
+	}
+	if len(texts) == 1 && texts[0] == timedOut {
+		return code, "no upstream answered in time"
 	}
 	return code, strings.Join(texts, "; ")
 }

@@ -2,6 +2,8 @@ package resolver
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -667,4 +669,101 @@ func TestCacheFailureNeverDisplacesAnswer(t *testing.T) {
 	require.NotNil(t, e, "with no answer to keep, the failure is cached briefly")
 	assert.Equal(t, dns.RcodeServerFailure, e.msg.Rcode)
 	assert.Nil(t, c.stale(other, now.Add(time.Minute)), "a SERVFAIL is never served stale")
+}
+
+// TestUpstreamFailureEDE: the client's EDE names every cause, once, in the
+// order the upstreams were tried; its code is 22 unless a network error or
+// an unusable answer was among them.
+func TestUpstreamFailureEDE(t *testing.T) {
+	servfail := startUpstream(t, rcodeAnswer(dns.RcodeServerFailure)).addr
+	refused := startUpstream(t, rcodeAnswer(dns.RcodeRefused)).addr
+	silent := silentUpstream(t)
+	tests := []struct {
+		name      string
+		upstreams []string
+		code      uint16
+		text      string
+		causes    string
+	}{
+		{name: "all silent", upstreams: []string{silent, silentUpstream(t)}, code: dns.ExtendedErrorCodeNoReachableAuthority,
+			text: "no upstream answered in time", causes: "timeout"},
+		{name: "servfail then silent", upstreams: []string{servfail, silent}, code: dns.ExtendedErrorCodeNoReachableAuthority,
+			text: "upstream answered SERVFAIL; upstream did not answer in time", causes: "rcode_servfail,timeout"},
+		{name: "servfail then refused", upstreams: []string{servfail, refused}, code: dns.ExtendedErrorCodeNoReachableAuthority,
+			text: "upstream answered SERVFAIL; upstream answered REFUSED", causes: "rcode_servfail,rcode_refused"},
+		{name: "closed port then refused", upstreams: []string{closedPort(t), refused}, code: dns.ExtendedErrorCodeNetworkError,
+			text: "upstream unreachable: network error; upstream answered REFUSED", causes: "network,rcode_refused"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fw := NewForwarder(tc.upstreams, 200*time.Millisecond, false)
+			t.Cleanup(fw.Close)
+			_, _, err := fw.Forward(context.Background(), question("x.example.org.", dns.TypeA, true), false, nil)
+			var ue *UpstreamError
+			require.ErrorAs(t, err, &ue)
+			code, text := ue.EDE()
+			assert.Equal(t, tc.code, code)
+			assert.Equal(t, tc.text, text)
+			assert.Equal(t, tc.causes, ue.Causes())
+			assert.Equal(t, tc.causes == "timeout", ue.Timeout)
+		})
+	}
+}
+
+// FuzzUpstreamAnswer feeds any datagram to a query waiting on an upstream
+// socket: nothing panics; a datagram with another ID leaves the query
+// waiting; one with its ID ends the wait at once, and is accepted only when
+// it is a response to exactly the question asked, else it is an
+// ErrAnswerUnusable kind.
+func FuzzUpstreamAnswer(f *testing.F) {
+	q := question("www.example.org.", dns.TypeA, true)
+	q.Id = 0x1234
+	for _, m := range []*dns.Msg{defaultAnswer(nil, q), liedAnswer(q), rcodeAnswer(dns.RcodeRefused)(nil, q)} {
+		f.Add(packed(m))
+	}
+	big := packed(bigAnswer(nil, q))
+	f.Add(big)
+	f.Add(big[:upstreamBuf])
+	f.Add([]byte{0x12, 0x34, 0x81, 0x80})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		s := &upstreamSocket{pending: map[uint16]*waiter{}}
+		w := &waiter{answer: make(chan []byte, 1)}
+		s.pending[q.Id] = w
+		s.issued[q.Id/64] |= 1 << (q.Id % 64)
+		s.deliver(raw[:min(len(raw), upstreamBuf)], len(raw) > upstreamBuf)
+		if len(raw) < 12 || binary.BigEndian.Uint16(raw) != q.Id {
+			if s.pending[q.Id] != w {
+				t.Fatal("a datagram with another ID ended the wait")
+			}
+			return
+		}
+		var resp *dns.Msg
+		var err error
+		select {
+		case b, ok := <-w.answer:
+			if !ok {
+				err = w.err
+			} else if resp, err = unpackAnswer(b); err == nil {
+				err = checkAnswer(resp, q)
+			}
+		default:
+			t.Fatal("a datagram with the query's ID left it waiting")
+		}
+		if err != nil {
+			if !errors.Is(err, ErrAnswerUnusable) {
+				t.Fatalf("error of no kind: %v", err)
+			}
+			return
+		}
+		if !resp.Response || resp.Id != q.Id {
+			t.Fatalf("accepted a datagram that is no answer: %v", resp)
+		}
+		if len(resp.Question) == 0 && failureRcode(resp.Rcode) {
+			return
+		}
+		if len(resp.Question) != 1 || !strings.EqualFold(resp.Question[0].Name, q.Question[0].Name) ||
+			resp.Question[0].Qtype != q.Question[0].Qtype || resp.Question[0].Qclass != q.Question[0].Qclass {
+			t.Fatalf("accepted an answer for another question: %v", resp.Question)
+		}
+	})
 }

@@ -202,15 +202,21 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		if !ok {
 			return nil, w.err
 		}
-		r := new(dns.Msg)
-		if err := r.Unpack(raw); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrAnswerMalformed, err)
-		}
-		return r, nil
+		return unpackAnswer(raw)
 	case <-ctx.Done():
 		s.forget(id, w, nil)
 		return nil, ctx.Err()
 	}
+}
+
+// unpackAnswer parses an upstream's UDP answer; one that does not parse is
+// ErrAnswerMalformed.
+func unpackAnswer(raw []byte) (*dns.Msg, error) {
+	r := new(dns.Msg)
+	if err := r.Unpack(raw); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrAnswerMalformed, err)
+	}
+	return r, nil
 }
 
 // upstreamBatch is how many answers one recvmmsg may read from an upstream
