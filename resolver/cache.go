@@ -95,6 +95,9 @@ func NewCache(cfg CacheConfig) *Cache {
 	c.c = otter.Must(&otter.Options[cacheKey, *cacheEntry]{
 		MaximumSize: max(cfg.Size, 1),
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[cacheKey, *cacheEntry]) time.Duration {
+			if e.Value.msg.Rcode == dns.RcodeServerFailure {
+				return e.Value.ttl // never served stale
+			}
 			// Kept past freshness for the serve-stale window.
 			return e.Value.ttl + c.cfg.Load().ServeStale
 		}),
@@ -133,14 +136,15 @@ func (c *Cache) get(key cacheKey, now time.Time) (e *cacheEntry, prefetch bool) 
 func (e *cacheEntry) prefetchFailed() { e.prefetching.Store(false) }
 
 // stale returns an expired answer still inside the serve-stale window, for
-// when every upstream failed (RFC 8767).
+// when every upstream failed (RFC 8767). A cached SERVFAIL is no answer and
+// is never served stale.
 func (c *Cache) stale(key cacheKey, now time.Time) *dns.Msg {
 	window := c.cfg.Load().ServeStale
 	if window <= 0 {
 		return nil
 	}
 	e, ok := c.c.GetIfPresent(key)
-	if !ok || now.Sub(e.stored) >= e.ttl+window {
+	if !ok || now.Sub(e.stored) >= e.ttl+window || e.msg.Rcode == dns.RcodeServerFailure {
 		return nil
 	}
 	return e.aged(now, staleTTL)
@@ -195,6 +199,17 @@ func clamped(msg *dns.Msg, minTTL, maxTTL uint32, life time.Duration, hasLife bo
 		return msg
 	}
 	return out
+}
+
+// putFailure caches a SERVFAIL answer as put does (briefly, RFC 9520 §3.2),
+// unless key holds an answer that is fresh or still inside the serve-stale
+// window: a failure never displaces an answer that may yet be served.
+func (c *Cache) putFailure(key cacheKey, msg *dns.Msg, now time.Time) {
+	if e, ok := c.c.GetIfPresent(key); ok && e.msg.Rcode != dns.RcodeServerFailure &&
+		now.Sub(e.stored) < e.ttl+c.cfg.Load().ServeStale {
+		return
+	}
+	c.put(key, msg, now)
 }
 
 // cacheTTL is how long an answer may be cached: the smallest record TTL

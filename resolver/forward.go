@@ -15,7 +15,8 @@ import (
 )
 
 // Forwarder sends queries to the upstream resolvers in order, moving to the
-// next one on a timeout, a network error or a malformed answer. An upstream
+// next one on a timeout, a network error, an unusable answer or an answer
+// whose RCODE is SERVFAIL, REFUSED or NOTIMP. An upstream
 // that fails is marked down and skipped while others are up; a background
 // probe brings it back as soon as it answers again.
 type Forwarder struct {
@@ -150,8 +151,9 @@ func (f *Forwarder) markUp(u *upstreamState) {
 	f.lastOK.Store(time.Now().UnixNano())
 }
 
-// probe asks a down upstream for the root NS set until it answers (with
-// any rcode: it is reachable) or the Forwarder is closed.
+// probe asks a down upstream for the root NS set until it answers usably
+// (an RCODE other than SERVFAIL, REFUSED and NOTIMP, the rule queries
+// follow) or the Forwarder is closed.
 func (f *Forwarder) probe(u *upstreamState) {
 	defer func() {
 		u.probing.Store(false)
@@ -169,7 +171,7 @@ func (f *Forwarder) probe(u *upstreamState) {
 	for !f.closed.Load() && u.down.Load() {
 		<-timer.C
 		q.Id = queryIDs.next()
-		if _, err := f.exchange(context.Background(), q, u, false); err == nil {
+		if _, err := f.exchange(context.Background(), q, u, false, nil); err == nil {
 			f.markUp(u)
 			return
 		}
@@ -177,7 +179,8 @@ func (f *Forwarder) probe(u *upstreamState) {
 	}
 }
 
-// Probe asks every upstream at once and reports whether any answered; it
+// Probe asks every upstream at once and reports whether any answered
+// usably (as probe does); it
 // backs the readiness check when no query has gone upstream lately. A hung
 // upstream does not hide a working one.
 func (f *Forwarder) Probe(ctx context.Context) error {
@@ -187,7 +190,7 @@ func (f *Forwarder) Probe(ctx context.Context) error {
 			q := new(dns.Msg)
 			q.SetQuestion(".", dns.TypeNS)
 			q.SetEdns0(ednsSize, false)
-			if _, err := f.exchange(ctx, q, u, false); err != nil {
+			if _, err := f.exchange(ctx, q, u, false, nil); err != nil {
 				errs <- fmt.Errorf("%s: %w", u.addr, err)
 				return
 			}
@@ -214,13 +217,82 @@ func (f *Forwarder) sameAs(upstreams []string, timeout time.Duration, fastest bo
 // ErrAllUpstreamsFailed is returned when no upstream gave a usable answer.
 var ErrAllUpstreamsFailed = errors.New("no upstream answered")
 
-// errMismatch marks an answer that is not for the question asked.
-var errMismatch = errors.New("answer does not match the question")
+// Kinds of unusable upstream answer, for errors.Is. Each wraps
+// ErrAnswerUnusable. An answer for another question, one that does not
+// parse, or one too big for the UDP receive buffer ends the wait for it at
+// once and the query is asked again over TCP: a datagram is never accepted
+// unless its ID, question and source match (RFC 5452 §9.1), and over TCP an
+// off-path sender cannot inject one. A datagram with an ID never sent on the
+// socket is dropped and the query waits on for its own answer (a spoofer
+// cannot end the wait); if none comes, its timeout error is also
+// ErrAnswerWrongID, and so counted: the upstream did send something.
+var (
+	ErrAnswerUnusable  = errors.New("upstream answer unusable")
+	ErrAnswerTooBig    = fmt.Errorf("%w: too big for UDP", ErrAnswerUnusable)
+	ErrAnswerMalformed = fmt.Errorf("%w: malformed", ErrAnswerUnusable)
+	ErrAnswerMismatch  = fmt.Errorf("%w: not for the question asked", ErrAnswerUnusable)
+	ErrAnswerWrongID   = fmt.Errorf("%w: query ID never sent", ErrAnswerUnusable)
+)
+
+// RcodeError is an upstream answer whose RCODE says the upstream could not
+// answer: SERVFAIL, REFUSED or NOTIMP. That upstream counts as failing and
+// the next one is asked, as Unbound does with its forwarders.
+type RcodeError struct {
+	Rcode  int
+	Answer *dns.Msg // the upstream's answer, as received
+}
+
+func (e *RcodeError) Error() string { return "answered " + dns.RcodeToString[e.Rcode] }
+
+// failureRcode reports whether an upstream answering rcode could not
+// answer: a client gets nothing from it that another upstream could not do
+// better.
+func failureRcode(rcode int) bool {
+	return rcode == dns.RcodeServerFailure || rcode == dns.RcodeRefused || rcode == dns.RcodeNotImplemented
+}
+
+// Upstream error kinds as counted and logged: the `kind` label of
+// dnsfence_upstream_errors_total.
+const (
+	kindTimeout   = "timeout"
+	kindNetwork   = "network"
+	kindTooBig    = "too_big"
+	kindMalformed = "malformed"
+	kindMismatch  = "mismatch"
+	kindWrongID   = "wrong_id"
+)
+
+// errorKind names the cause of a failed upstream exchange: rcode_servfail,
+// rcode_refused, rcode_notimp, too_big, malformed, mismatch, wrong_id,
+// timeout or network. An unusable answer names the exchange even when the
+// retry over TCP then timed out: an answer came.
+func errorKind(err error) string {
+	var re *RcodeError
+	switch {
+	case errors.As(err, &re):
+		return "rcode_" + strings.ToLower(dns.RcodeToString[re.Rcode])
+	case errors.Is(err, ErrAnswerTooBig):
+		return kindTooBig
+	case errors.Is(err, ErrAnswerMalformed):
+		return kindMalformed
+	case errors.Is(err, ErrAnswerMismatch):
+		return kindMismatch
+	case errors.Is(err, ErrAnswerWrongID):
+		return kindWrongID
+	case isTimeout(err):
+		return kindTimeout
+	}
+	return kindNetwork
+}
 
 // UpstreamError reports why every upstream failed.
 type UpstreamError struct {
 	Errs    []error
 	Timeout bool // every failure was a timeout: no upstream reachable
+	// Answer is the last upstream answer whose RCODE was SERVFAIL, REFUSED
+	// or NOTIMP; nil when no upstream answered so.
+	Answer *dns.Msg
+	kinds  []string // errorKind of each of Errs
 }
 
 func (e *UpstreamError) Error() string {
@@ -232,6 +304,76 @@ func (e *UpstreamError) Error() string {
 }
 
 func (e *UpstreamError) Unwrap() error { return ErrAllUpstreamsFailed }
+
+// Causes is the distinct error kinds of the failures (see errorKind), in
+// the order the upstreams were tried, joined by commas: for the log line.
+func (e *UpstreamError) Causes() string {
+	var distinct []string
+	for _, k := range e.kinds {
+		if !slices.Contains(distinct, k) {
+			distinct = append(distinct, k)
+		}
+	}
+	return strings.Join(distinct, ",")
+}
+
+// allServfail reports whether every upstream answered SERVFAIL: a
+// resolution failure that may be cached briefly (RFC 9520).
+func (e *UpstreamError) allServfail() bool {
+	for _, k := range e.kinds {
+		if k != "rcode_servfail" {
+			return false
+		}
+	}
+	return len(e.kinds) > 0
+}
+
+// EDE is the Extended DNS Error (RFC 8914) for the client: 22 "No
+// Reachable Authority" when every upstream timed out or answered with a
+// failure RCODE (§4.23: "could not reach ... or they potentially refused
+// to reply"), else 23 "Network Error". The text is "no upstream answered
+// in time" when every try timed out; else it names each cause once, in the
+// order the upstreams were tried, joined by "; ": "upstream did not answer
+// in time", "upstream answered SERVFAIL" (REFUSED, NOTIMP), "upstream
+// answer unusable: too big for UDP" (malformed, not for the question
+// asked, query ID never sent), "upstream unreachable: network error".
+func (e *UpstreamError) EDE() (uint16, string) {
+	code := uint16(dns.ExtendedErrorCodeNoReachableAuthority)
+	const timedOut = "upstream did not answer in time"
+	var texts []string
+	for i, k := range e.kinds {
+		var text string
+		switch {
+		case k == kindTimeout:
+			text = timedOut
+		case strings.HasPrefix(k, "rcode_"):
+			text = "upstream answered " + strings.ToUpper(strings.TrimPrefix(k, "rcode_"))
+		case k == kindNetwork:
+			code = dns.ExtendedErrorCodeNetworkError
+			text = "upstream unreachable: network error"
+		default:
+			code = dns.ExtendedErrorCodeNetworkError
+			text = unusableText(e.Errs[i])
+		}
+		if !slices.Contains(texts, text) {
+			texts = append(texts, text)
+		}
+	}
+	if len(texts) == 1 && texts[0] == timedOut {
+		return code, "no upstream answered in time"
+	}
+	return code, strings.Join(texts, "; ")
+}
+
+// unusableText is the ErrAnswerUnusable kind err wraps, as text.
+func unusableText(err error) string {
+	for _, kind := range []error{ErrAnswerTooBig, ErrAnswerMalformed, ErrAnswerMismatch, ErrAnswerWrongID} {
+		if errors.Is(err, kind) {
+			return kind.Error()
+		}
+	}
+	return ErrAnswerUnusable.Error()
+}
 
 // upstreamQuery is the query sent upstream for req: a fresh ID, the
 // question and the RD and CD bits of the client, AD set (RFC 6840 §5.7: so
@@ -258,13 +400,16 @@ func upstreamQuery(req *dns.Msg) *dns.Msg {
 
 // Forward asks the upstreams for req. overTCP sends over TCP from the
 // start, as for a query that came in on TCP. It returns the raw upstream
-// answer (with the upstream's ID) and which upstream gave it.
+// answer (with the upstream's ID) and which upstream gave it. An upstream
+// that times out, cannot be reached, gives an unusable answer or answers
+// SERVFAIL, REFUSED or NOTIMP is marked down and the next is asked; when
+// none is left the error is an *UpstreamError.
 func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *Metrics) (*dns.Msg, string, error) {
 	q := upstreamQuery(req)
 	uerr := &UpstreamError{Timeout: true}
 	for _, up := range f.order() {
 		start := time.Now()
-		resp, err := f.exchange(ctx, q, up, overTCP)
+		resp, err := f.exchange(ctx, q, up, overTCP, m)
 		took := time.Since(start)
 		m.upstreamDone(up.addr, took, err)
 		if err == nil {
@@ -273,9 +418,15 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *
 			return resp, up.addr, nil
 		}
 		f.markDown(up)
+		kind := errorKind(err)
 		uerr.Errs = append(uerr.Errs, fmt.Errorf("%s: %w", up.addr, err))
-		if !isTimeout(err) {
+		uerr.kinds = append(uerr.kinds, kind)
+		if kind != kindTimeout {
 			uerr.Timeout = false
+		}
+		var re *RcodeError
+		if errors.As(err, &re) {
+			uerr.Answer = re.Answer
 		}
 		if ctx.Err() != nil {
 			break
@@ -284,26 +435,78 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *
 	return nil, "", uerr
 }
 
-// exchange is one try against one upstream, with the retry over TCP of a
-// truncated UDP answer.
-func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, u *upstreamState, overTCP bool) (*dns.Msg, error) {
+// exchange is one try against one upstream: over UDP, and over TCP at once
+// when the UDP answer is truncated (TC) or unusable (too big for our
+// buffer, malformed, or for another question; the UDP cause is counted in
+// m, which may be nil). An answer whose RCODE is SERVFAIL, REFUSED or
+// NOTIMP is an *RcodeError, for the probes as for queries: an upstream that
+// refuses everything stays down.
+func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, u *upstreamState, overTCP bool, m *Metrics) (*dns.Msg, error) {
 	var resp *dns.Msg
-	var err error
+	var err, udpErr error
 	if !overTCP {
 		resp, err = u.mux.exchange(ctx, q) // the mux keeps the timeout
+		if err == nil {
+			err = checkAnswer(resp, q)
+		}
+		if errors.Is(err, ErrAnswerUnusable) && !isTimeout(err) {
+			udpErr = err // the wait ended at once: ask again over TCP
+		} else if err != nil {
+			return nil, err
+		}
 	}
-	if overTCP || (err == nil && resp.Truncated) {
+	if overTCP || udpErr != nil || resp.Truncated {
 		tctx, cancel := context.WithTimeout(ctx, f.timeout)
 		defer cancel()
 		resp, _, err = f.tcp.ExchangeContext(tctx, q, u.addr)
+		if err != nil {
+			err = tcpError(err)
+		} else {
+			err = checkAnswer(resp, q)
+		}
+		if udpErr != nil {
+			if err != nil {
+				return nil, fmt.Errorf("%w; over tcp: %w", udpErr, err)
+			}
+			m.upstreamDone(u.addr, 0, udpErr) // recovered, but the upstream still misbehaved
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	if !resp.Response || resp.Id != q.Id || !sameQuestion(resp, q) {
-		return nil, errMismatch
+	if failureRcode(resp.Rcode) {
+		return nil, &RcodeError{Rcode: resp.Rcode, Answer: resp}
 	}
 	return resp, nil
+}
+
+// checkAnswer checks that resp answers q: a response, with q's ID and
+// question. A failure RCODE without a question section is accepted, to be
+// told apart by its RCODE: some servers leave the question out of those.
+func checkAnswer(resp, q *dns.Msg) error {
+	if !resp.Response || resp.Id != q.Id {
+		return ErrAnswerMismatch
+	}
+	if len(resp.Question) == 0 && failureRcode(resp.Rcode) {
+		return nil
+	}
+	if !sameQuestion(resp, q) {
+		return ErrAnswerMismatch
+	}
+	return nil
+}
+
+// tcpError types an error of miekg/dns's TCP exchange: a wrong ID is
+// ErrAnswerWrongID, an answer that does not parse ErrAnswerMalformed.
+func tcpError(err error) error {
+	var de *dns.Error
+	switch {
+	case errors.Is(err, dns.ErrId):
+		return fmt.Errorf("%w: %w", ErrAnswerWrongID, err)
+	case errors.As(err, &de):
+		return fmt.Errorf("%w: %w", ErrAnswerMalformed, err)
+	}
+	return err
 }
 
 // sameQuestion compares the answer's question with ours; names compare

@@ -36,6 +36,7 @@ const (
 	logIdentity   = "identity"
 	logSource     = "source"
 	logSuppressed = "suppressed"
+	logCause      = "cause"
 )
 
 // Results of one query, as logged and counted.
@@ -320,11 +321,13 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 	q.upstream = upstream
 	if err != nil {
 		q.result = ResultServfail
-		h.log.Warn("upstreams failed", zap.Error(err), zap.String(logQName, question.Name))
 		var ue *UpstreamError
-		if errors.As(err, &ue) && ue.Timeout {
-			return servfailReply(req, dns.ExtendedErrorCodeNoReachableAuthority, "no upstream answered in time")
+		if errors.As(err, &ue) {
+			h.log.Warn("upstreams failed", zap.Error(err), zap.String(logQName, question.Name), zap.String(logCause, ue.Causes()))
+			own := *failureAnswer(req, ue)
+			return upstreamReply(req, &own)
 		}
+		h.log.Warn("upstreams failed", zap.Error(err), zap.String(logQName, question.Name))
 		if errors.Is(err, errOverloaded) {
 			return servfailReply(req, dns.ExtendedErrorCodeOther, "too many upstream queries in flight")
 		}
@@ -375,7 +378,9 @@ var errOverloaded = errors.New("too many upstream queries in flight")
 // resolve returns a private shallow copy of the upstream answer for a cache
 // miss (for upstreamReply, which writes no shared part of it),
 // identical concurrent misses sharing one upstream query; when every
-// upstream fails, a stale cached answer if serve_stale allows.
+// upstream fails (timeouts, errors, unusable answers, or SERVFAIL, REFUSED
+// or NOTIMP: Forward's error), a stale cached answer if serve_stale allows
+// (RFC 8767 §4), which answer marks with EDE 3.
 func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (*dns.Msg, string, error) {
 	now := time.Now()
 	msg, upstream, err := h.fetch(ctx, snap, req, key, tcp)
@@ -391,7 +396,8 @@ func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, key
 }
 
 // fetch asks the upstreams once for every concurrent identical query and
-// caches the answer. The returned message is shared: callers copy it.
+// caches the answer, or, when every upstream answered SERVFAIL, the failure
+// briefly. The returned message is shared: callers copy it.
 func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (*dns.Msg, string, error) {
 	type result struct {
 		msg      *dns.Msg
@@ -407,6 +413,10 @@ func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key c
 		}
 		msg, upstream, err := snap.Forwarder.Forward(ctx, req, tcp, h.metrics)
 		if err != nil {
+			var ue *UpstreamError
+			if errors.As(err, &ue) && ue.allServfail() {
+				h.cache.Load().putFailure(key, failureAnswer(req, ue), time.Now())
+			}
 			return nil, err
 		}
 		msg = h.cache.Load().put(key, msg, time.Now())
@@ -417,6 +427,34 @@ func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key c
 	}
 	r := v.(result)
 	return r.msg, r.upstream, nil
+}
+
+// failureAnswer is the SERVFAIL for req when no upstream answered usably,
+// in the form of an upstream answer, so that it is cached and relayed like
+// one: it always has an OPT (upstreamReply drops it for a client without
+// EDNS) holding our EDE (UpstreamError.EDE), then the Extended DNS Errors
+// of the last upstream answer when it was a SERVFAIL, which may say why
+// (DNSSEC Bogus, say), but never EDE 3 or 19: those speak of stale data,
+// and a SERVFAIL holds none. The RCODE is always SERVFAIL, never an
+// upstream's REFUSED or NOTIMP: those speak of the upstream's dealings with
+// dnsfence, not of the client's query.
+func failureAnswer(req *dns.Msg, ue *UpstreamError) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetRcode(req, dns.RcodeServerFailure)
+	m.RecursionAvailable = true
+	code, text := ue.EDE()
+	opts := []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: code, ExtraText: text}}
+	if a := ue.Answer; a != nil && a.Rcode == dns.RcodeServerFailure && a.IsEdns0() != nil {
+		for _, o := range a.IsEdns0().Option {
+			if e, ok := o.(*dns.EDNS0_EDE); ok && e.InfoCode != dns.ExtendedErrorCodeStaleAnswer &&
+				e.InfoCode != dns.ExtendedErrorCodeStaleNXDOMAINAnswer {
+				opts = append(opts, e)
+			}
+		}
+	}
+	m.SetEdns0(ednsSize, false)
+	m.IsEdns0().Option = opts
+	return m
 }
 
 // prefetch refreshes the cache entry e in the background; when the

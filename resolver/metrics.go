@@ -49,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"upstream"}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsfence_upstream_errors_total",
-			Help: "Failed upstream exchanges, by upstream and kind (timeout, network, mismatch).",
+			Help: "Failed upstream exchanges, and unusable UDP answers recovered over TCP, by upstream and kind (timeout, network, too_big, malformed, mismatch, wrong_id, rcode_servfail, rcode_refused, rcode_notimp).",
 		}, []string{"upstream", "kind"}),
 		listEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dnsfence_list_entries",
@@ -130,6 +130,8 @@ func (m *Metrics) blockedBy(policy, list string, shadow bool) {
 	m.blocked.WithLabelValues(policy, list, strconv.FormatBool(shadow)).Inc()
 }
 
+// upstreamDone counts one upstream exchange: its duration when it
+// succeeded, else its error under the kind errorKind names.
 func (m *Metrics) upstreamDone(upstream string, took time.Duration, err error) {
 	if m == nil {
 		return
@@ -138,14 +140,7 @@ func (m *Metrics) upstreamDone(upstream string, took time.Duration, err error) {
 		m.upstreamSeconds.WithLabelValues(upstream).Observe(took.Seconds())
 		return
 	}
-	kind := "network"
-	switch {
-	case isTimeout(err):
-		kind = "timeout"
-	case err == errMismatch:
-		kind = "mismatch"
-	}
-	m.upstreamErrors.WithLabelValues(upstream, kind).Inc()
+	m.upstreamErrors.WithLabelValues(upstream, errorKind(err)).Inc()
 }
 
 // snapshotLoaded records list sizes and a successful load.

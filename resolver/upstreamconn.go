@@ -57,6 +57,9 @@ func (s *idSource) next() uint16 {
 // a connected socket only receives datagrams from the upstream's address,
 // and a reader goroutine hands each answer to the query with its ID.
 // Answers whose ID no query is waiting for (late or spoofed) are dropped.
+// An answer whose ID a query waits for but that cannot be used (cut short
+// by the receive buffer, say) ends that query's wait at once with the
+// cause; Forwarder.exchange then asks again over TCP.
 type udpMux struct {
 	addr    string
 	timeout time.Duration // how long a query waits for its answer
@@ -78,6 +81,16 @@ type upstreamSocket struct {
 	sent    int
 	dead    bool // read failed: no more queries
 	retired bool // replaced: closes once its last query is answered
+	// issued has bit id set for every query ID sent on the socket, so a
+	// datagram for none of them (wrong ID, spoofed) is told apart from a
+	// late answer.
+	issued [1 << 16 / 64]uint64
+	// strays counts datagrams that could not be given to any query: an ID
+	// never issued, or too short to carry one; strayKind is the last one's
+	// ErrAnswerUnusable kind. A query that times out after strays arrived
+	// says so instead of only "no answer in time".
+	strays    int
+	strayKind error
 }
 
 // waiter is a query waiting for its answer. Its deadline is kept by the
@@ -86,6 +99,7 @@ type waiter struct {
 	answer   chan []byte // the answer; closed, with err set, when there is none
 	err      error
 	deadline time.Time
+	straysAt int // the socket's strays when the query was registered
 }
 
 // queuedQuery is a packed query waiting in the socket's send queue.
@@ -150,6 +164,8 @@ func (m *udpMux) register(w *waiter) (*upstreamSocket, uint16, error) {
 		id = queryIDs.next()
 	}
 	w.deadline = time.Now().Add(s.timeout)
+	w.straysAt = s.strays
+	s.issued[id/64] |= 1 << (id % 64)
 	s.pending[id] = w
 	return s, id, nil
 }
@@ -186,20 +202,29 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		if !ok {
 			return nil, w.err
 		}
-		r := new(dns.Msg)
-		if err := r.Unpack(raw); err != nil {
-			return nil, err
-		}
-		return r, nil
+		return unpackAnswer(raw)
 	case <-ctx.Done():
 		s.forget(id, w, nil)
 		return nil, ctx.Err()
 	}
 }
 
+// unpackAnswer parses an upstream's UDP answer; one that does not parse is
+// ErrAnswerMalformed.
+func unpackAnswer(raw []byte) (*dns.Msg, error) {
+	r := new(dns.Msg)
+	if err := r.Unpack(raw); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrAnswerMalformed, err)
+	}
+	return r, nil
+}
+
 // upstreamBatch is how many answers one recvmmsg may read from an upstream
 // socket, each up to upstreamBuf bytes: the upstream is asked for at most
-// ednsSize, so a larger datagram is not an answer to us.
+// ednsSize, so a larger datagram is an upstream ignoring our EDNS size, and
+// its query is asked again over TCP (ErrAnswerTooBig). Each buffer has one
+// byte more, so that an answer cut short shows even where the kernel does
+// not say so (MSG_TRUNC).
 const (
 	upstreamBatch = 16
 	upstreamBuf   = 4096
@@ -257,7 +282,7 @@ func (s *upstreamSocket) read() {
 	batch := s.batch
 	msgs := make([]ipv4.Message, upstreamBatch)
 	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, upstreamBuf)}
+		msgs[i].Buffers = [][]byte{make([]byte, upstreamBuf+1)}
 	}
 	var sweep time.Time
 	for {
@@ -282,7 +307,8 @@ func (s *upstreamSocket) read() {
 			return
 		}
 		for i := 0; i < n; i++ {
-			if s.deliver(msgs[i].Buffers[0][:msgs[i].N], msgs[i].Flags&unix.MSG_TRUNC != 0) {
+			cut := msgs[i].Flags&unix.MSG_TRUNC != 0 || msgs[i].N > upstreamBuf
+			if s.deliver(msgs[i].Buffers[0][:min(msgs[i].N, upstreamBuf)], cut) {
 				s.conn.Close() // retired and drained: ends this loop
 			}
 		}
@@ -305,18 +331,29 @@ func (s *upstreamSocket) fail(err error) {
 	s.conn.Close()
 }
 
-// expire ends the waits of the queries past their deadline.
+// expire ends the waits of the queries past their deadline: errNoAnswer,
+// or, when datagrams no query could take arrived meanwhile, an error that
+// is also of their kind (ErrAnswerWrongID, ErrAnswerMalformed).
 func (s *upstreamSocket) expire(now time.Time) {
-	var late []queuedQuery
+	type lateQuery struct {
+		id  uint16
+		w   *waiter
+		err error
+	}
+	var late []lateQuery
 	s.mu.Lock()
 	for id, w := range s.pending {
 		if !now.Before(w.deadline) {
-			late = append(late, queuedQuery{id: id, w: w})
+			err := errNoAnswer
+			if s.strays != w.straysAt {
+				err = fmt.Errorf("%w; meanwhile %d datagrams no query could take: %w", errNoAnswer, s.strays-w.straysAt, s.strayKind)
+			}
+			late = append(late, lateQuery{id, w, err})
 		}
 	}
 	s.mu.Unlock()
 	for _, q := range late {
-		s.forget(q.id, q.w, errNoAnswer)
+		s.forget(q.id, q.w, q.err)
 	}
 }
 
@@ -325,22 +362,31 @@ var errNoAnswer = fmt.Errorf("no answer in time: %w", context.DeadlineExceeded)
 
 // deliver hands one answer to the query waiting for its ID, and reports
 // whether the socket is retired with nothing left to wait for. An answer
-// cut short by the buffer is dropped: its query times out and moves on.
-func (s *upstreamSocket) deliver(b []byte, truncated bool) bool {
-	if len(b) < 12 {
-		return false
-	}
-	id := binary.BigEndian.Uint16(b)
+// cut short by the buffer (cut) ends its query's wait at once with
+// ErrAnswerTooBig. A datagram for no waiting query is dropped: a late
+// answer silently, one with an ID never sent here, or too short to carry
+// an ID, counted as a stray.
+func (s *upstreamSocket) deliver(b []byte, cut bool) bool {
 	s.mu.Lock()
-	w := s.pending[id]
-	if w != nil && !truncated {
+	var w *waiter
+	if len(b) < 12 {
+		s.strays++
+		s.strayKind = ErrAnswerMalformed
+	} else if id := binary.BigEndian.Uint16(b); s.pending[id] != nil {
+		w = s.pending[id]
 		delete(s.pending, id)
-	} else {
-		w = nil
+	} else if s.issued[id/64]&(1<<(id%64)) == 0 {
+		s.strays++
+		s.strayKind = ErrAnswerWrongID
 	}
 	done := s.retired && len(s.pending) == 0
 	s.mu.Unlock()
-	if w != nil {
+	switch {
+	case w == nil:
+	case cut:
+		w.err = fmt.Errorf("%w: over %d bytes", ErrAnswerTooBig, upstreamBuf)
+		close(w.answer)
+	default:
 		w.answer <- bytes.Clone(b)
 	}
 	return done
