@@ -314,7 +314,11 @@ func TestKubernetesDeployment(t *testing.T) {
 		if !assert.True(t, ok, "%s: no ConfigMap mounted at %s", f, dir) {
 			continue
 		}
-		data := find(t, all, "configmap.yaml", "ConfigMap", owner).Data
+		// The lists and ranges are their own ConfigMaps, apart from the
+		// configuration, so that re-applying the configuration never
+		// overwrites real lists.
+		require.NotEqual(t, "dnsfence-config", owner, "%s: lists must not share the configuration's ConfigMap", f)
+		data := find(t, all, "configmap-lists-example.yaml", "ConfigMap", owner).Data
 		assert.Contains(t, data, name, "ConfigMap %s has no %s, which the config names", owner, name)
 	}
 

@@ -140,6 +140,7 @@ type LogConfig struct {
 	Level   string `yaml:"level"`   // debug | info | warn | error
 	Format  string `yaml:"format"`  // json | console
 	Queries string `yaml:"queries"` // blocked | all | none
+	Output  string `yaml:"output"`  // stderr (default) | stdout
 	// AuditLimit caps the audit lines (blocked queries) per client per
 	// minute, so a looping device cannot flood the log; 0 is no cap.
 	// Counters stay exact.
@@ -302,6 +303,7 @@ func (c *Config) applyDefaults() {
 	c.Cache.MaxTTL = cmp.Or(c.Cache.MaxTTL, DefaultCacheMaxTTL)
 	c.Log.Level = cmp.Or(c.Log.Level, "info")
 	c.Log.Format = cmp.Or(c.Log.Format, "json")
+	c.Log.Output = cmp.Or(c.Log.Output, "stderr")
 	c.Log.Queries = cmp.Or(c.Log.Queries, "blocked")
 	if c.RateLimit.Rate == 0 && c.RateLimit.Burst == 0 {
 		c.RateLimit.Rate = DefaultRate
@@ -526,6 +528,11 @@ func (c *Config) validate(root *yaml.Node) error {
 	case "debug", "info", "warn", "error":
 	default:
 		errs.add([]any{"log", "level"}, "want debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Output {
+	case "stderr", "stdout":
+	default:
+		errs.add([]any{"log", "output"}, "want stderr or stdout, got %q", c.Log.Output)
 	}
 	switch c.Log.Format {
 	case "json", "console":

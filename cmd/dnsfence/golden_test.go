@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -207,4 +209,39 @@ func TestLaptopFriendlyDropsUnavailableAddresses(t *testing.T) {
 	laptopFriendly(zap.NewNop(), cfg)
 	assert.NotContains(t, cfg.Listen, "192.0.2.1:5353")
 	assert.Contains(t, cfg.Listen, "127.0.0.1:5353")
+}
+
+// TestHealthCommand: `dnsfence health` (Docker's HEALTHCHECK) exits 0 only
+// for a 200 from /readyz, and says what is wrong otherwise.
+func TestHealthCommand(t *testing.T) {
+	ready := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ready")
+	}))
+	defer ready.Close()
+	notReady := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "not ready: reload held", http.StatusServiceUnavailable)
+	}))
+	defer notReady.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+
+	code, out := runCmd("health", "-url", ready.URL+"/readyz")
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, "200 OK ready")
+	code, out = runCmd("health", "-url", notReady.URL+"/readyz")
+	assert.Equal(t, 1, code, out)
+	assert.Contains(t, out, "reload held")
+	code, out = runCmd("health", "-url", closed.URL+"/readyz", "-timeout", "1s")
+	assert.Equal(t, 1, code, out)
+	assert.Contains(t, out, "dnsfence health:")
+}
+
+// TestDockerfileHealthcheck: the image's HEALTHCHECK runs a command the
+// binary has.
+func TestDockerfileHealthcheck(t *testing.T) {
+	data, err := os.ReadFile("../../configs/deploy/Dockerfile")
+	require.NoError(t, err)
+	assert.Contains(t, string(data), `CMD ["/dnsfence", "health", "-url", "http://127.0.0.1:9153/readyz"]`)
+	_, ok := commandNamed("health")
+	assert.True(t, ok)
 }

@@ -66,6 +66,9 @@ func init() {
 		{"explain", "CLIENT_IP NAME [TYPE]", "the decision for one client's query and every reason for it;\n" +
 			"exit 0 forwarded, 1 blocked, 2 error, 3 refused (client outside allowed_clients)", runExplain,
 			func() *flag.FlagSet { return explainFlags(io.Discard).fs }},
+		{"health", "", "ask a running dnsfence's /readyz (for Docker's HEALTHCHECK, which has no curl in the image);\n" +
+			"exit 0 ready, 1 not ready or unreachable", runHealth,
+			func() *flag.FlagSet { return healthFlags(io.Discard).fs }},
 		{"version", "", "print the version", runVersion, nil},
 		{"help", "[COMMAND]", "this text, or one command's usage and flags", runHelp, nil},
 	}
@@ -361,6 +364,55 @@ func laptopFriendly(log *zap.Logger, cfg *resolver.Config) {
 	cfg.Listen = keep
 }
 
+// healthOptions are health's flags.
+type healthOptions struct {
+	fs      *flag.FlagSet
+	url     *string
+	timeout *time.Duration
+}
+
+func healthFlags(stderr io.Writer) healthOptions {
+	fs := flag.NewFlagSet("dnsfence health", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return healthOptions{
+		fs:      fs,
+		url:     fs.String("url", "http://127.0.0.1:9153/readyz", "the readiness URL of the running dnsfence (its `http` address)"),
+		timeout: fs.Duration("timeout", 3*time.Second, "how long to wait for the answer"),
+	}
+}
+
+// runHealth asks a running dnsfence whether it is ready and exits 0 when it
+// is, 1 when it is not or does not answer, printing the body, which says
+// what is wrong. The distroless image has no shell or curl, so Docker's
+// HEALTHCHECK runs this.
+func runHealth(args []string, stdout, stderr io.Writer) int {
+	opts := healthFlags(stderr)
+	rest, code, done := parseCommand("health", opts.fs, args, stderr)
+	if done {
+		return code
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "dnsfence health: unexpected argument %q (give the address with -url)\n", rest[0])
+		return 2
+	}
+	client := &http.Client{Timeout: *opts.timeout}
+	resp, err := client.Get(*opts.url)
+	if err != nil {
+		fmt.Fprintf(stderr, "dnsfence health: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	fmt.Fprintf(stdout, "%s %s", resp.Status, body)
+	if len(body) == 0 || body[len(body)-1] != '\n' {
+		fmt.Fprintln(stdout)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 1
+	}
+	return 0
+}
+
 // gcHeadroom is how much garbage the heap may hold above the live data
 // before a collection: what the process adds to its RSS under load.
 const gcHeadroom = 8 << 20
@@ -443,7 +495,8 @@ func newLogger(c resolver.LogConfig) (*zap.Logger, error) {
 		zc = zap.NewDevelopmentConfig()
 	}
 	zc.Level = zap.NewAtomicLevelAt(level)
-	zc.Sampling = nil // the audit trail must not be sampled away
+	zc.OutputPaths = []string{c.Output} // "stderr" or "stdout"
+	zc.Sampling = nil                   // the audit trail must not be sampled away
 	zc.EncoderConfig.TimeKey = "time"
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	zc.DisableStacktrace = true
