@@ -262,6 +262,11 @@ const (
 	kindWrongID   = "wrong_id"
 )
 
+// upstreamErrorKinds is every kind errorKind returns, for series that exist
+// from the start.
+var upstreamErrorKinds = []string{"rcode_servfail", "rcode_refused", "rcode_notimp",
+	kindTooBig, kindMalformed, kindMismatch, kindWrongID, kindTimeout, kindNetwork}
+
 // errorKind names the cause of a failed upstream exchange: rcode_servfail,
 // rcode_refused, rcode_notimp, too_big, malformed, mismatch, wrong_id,
 // timeout or network. An unusable answer names the exchange even when the

@@ -81,6 +81,12 @@ func NewHandler(log *zap.Logger, snap *Snapshot, m *Metrics) *Handler {
 		}
 		return 0
 	})
+	m.upstreamGauges(func() (int, int) {
+		if s := h.state.Load(); s != nil && s.Forwarder != nil {
+			return len(s.Forwarder.Upstreams()), len(s.Forwarder.Down())
+		}
+		return 0, 0
+	})
 	h.Store(snap)
 	return h
 }

@@ -1,9 +1,11 @@
 package resolver
 
 import (
+	"errors"
 	"strconv"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -18,6 +20,10 @@ type Metrics struct {
 	listEntries     *prometheus.GaugeVec   // list
 	reloads         *prometheus.CounterVec // result
 	reloadSuccess   prometheus.Gauge
+	reloadOK        prometheus.Gauge     // 1: the last reload applied; 0: it failed or was held
+	reloadHeld      prometheus.Gauge     // 1 while a change is held by a guard
+	policyRanges    *prometheus.GaugeVec // policy, blocking
+	skippedLines    *prometheus.GaugeVec // file
 	inflight        prometheus.Gauge
 	rateLimited     *prometheus.CounterVec // transport
 	cacheLookups    map[string]prometheus.Counter
@@ -63,6 +69,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnsfence_reload_last_success_timestamp_seconds",
 			Help: "Unix time of the last successful load or reload.",
 		}),
+		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dnsfence_reload_ok",
+			Help: "1 when the last load or reload was applied; 0 when it failed or was held, so the running state is older than the files on disk.",
+		}),
+		reloadHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dnsfence_reload_held",
+			Help: "1 while a change is held by a fail-closed guard (a list or range file shrinking past reload.max_shrink, a blocking policy losing its ranges or lists) until SIGHUP accepts it.",
+		}),
+		policyRanges: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dnsfence_policy_ranges",
+			Help: "Client ranges of each policy, inline and from its client_files; blocking is false for exemptions.",
+		}, []string{"policy", "blocking"}),
+		skippedLines: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dnsfence_skipped_lines",
+			Help: "Bad lines skipped in each list and client range file at its last load.",
+		}, []string{"file"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dnsfence_inflight_queries",
 			Help: "Queries being answered right now.",
@@ -84,7 +106,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.cacheLookups[r] = cacheVec.WithLabelValues(r)
 	}
 	reg.MustRegister(m.queries, m.blocked, m.upstreamSeconds, m.upstreamErrors, m.listEntries,
-		m.reloads, m.reloadSuccess, m.inflight, m.rateLimited)
+		m.reloads, m.reloadSuccess, m.reloadOK, m.reloadHeld, m.policyRanges, m.skippedLines, m.inflight, m.rateLimited)
+	// Series a network team alerts on exist from the start, at zero.
+	for _, tr := range []string{"udp", "tcp"} {
+		m.rateLimited.WithLabelValues(tr)
+	}
+	for _, r := range []string{reloadSucceeded, reloadFailed, reloadHeld} {
+		m.reloads.WithLabelValues(r)
+	}
 	for _, tr := range []string{"udp", "tcp"} {
 		for _, r := range queryResults {
 			m.queryCounters[[2]string{tr, r}] = m.queries.WithLabelValues(tr, r)
@@ -143,7 +172,9 @@ func (m *Metrics) upstreamDone(upstream string, took time.Duration, err error) {
 	m.upstreamErrors.WithLabelValues(upstream, errorKind(err)).Inc()
 }
 
-// snapshotLoaded records list sizes and a successful load.
+// snapshotLoaded records list sizes, ranges per policy, skipped lines and a
+// successful load, and makes the series of the snapshot's upstreams and
+// blocking lists exist at zero.
 func (m *Metrics) snapshotLoaded(s *Snapshot) {
 	if m == nil {
 		return
@@ -152,16 +183,96 @@ func (m *Metrics) snapshotLoaded(s *Snapshot) {
 	for path, l := range s.Lists {
 		m.listEntries.WithLabelValues(path).Set(float64(l.Len()))
 	}
+	m.policyRanges.Reset()
+	for _, p := range s.Policies {
+		m.policyRanges.WithLabelValues(p.Name, strconv.FormatBool(p.Blocks())).Set(0)
+	}
+	for _, cr := range s.byClient.AllSorted() {
+		m.policyRanges.WithLabelValues(cr.Policy.Name, strconv.FormatBool(cr.Policy.Blocks())).Inc()
+	}
+	m.skippedLines.Reset()
+	for path := range s.Lists {
+		m.skippedLines.WithLabelValues(path).Set(0)
+	}
+	for path := range s.Ranges {
+		m.skippedLines.WithLabelValues(path).Set(0)
+	}
+	for _, w := range s.Warnings {
+		for _, e := range leafErrors(w) {
+			var pe *blocklist.ParseError
+			if errors.As(e, &pe) {
+				m.skippedLines.WithLabelValues(pe.File).Inc()
+			}
+		}
+	}
+	for _, p := range s.Policies {
+		for _, l := range p.Block {
+			m.blocked.WithLabelValues(p.Name, l.File(), strconv.FormatBool(p.Action == ActionLog))
+		}
+	}
+	if s.Forwarder != nil {
+		for _, u := range s.Forwarder.Upstreams() {
+			for _, kind := range upstreamErrorKinds {
+				m.upstreamErrors.WithLabelValues(u, kind)
+			}
+		}
+	}
 	m.reloadSuccess.Set(float64(s.Loaded.Unix()))
+	m.reloadOK.Set(1)
+	m.reloadHeld.Set(0)
 }
 
-func (m *Metrics) reloaded(ok bool) {
+// leafErrors flattens errors joined with errors.Join.
+func leafErrors(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, leafErrors(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// Outcomes of a reload, as the result label of dnsfence_reloads_total.
+const (
+	reloadSucceeded = "success"
+	reloadFailed    = "failure"
+	reloadHeld      = "held"
+)
+
+// reloaded counts a reload: err nil applied it (snapshotLoaded has set the
+// gauges), a held change (ErrHeld) or any other error kept the last good
+// state.
+func (m *Metrics) reloaded(err error) {
 	if m == nil {
 		return
 	}
-	if ok {
-		m.reloads.WithLabelValues("success").Inc()
-	} else {
-		m.reloads.WithLabelValues("failure").Inc()
+	switch {
+	case err == nil:
+		m.reloads.WithLabelValues(reloadSucceeded).Inc()
+	case errors.Is(err, ErrHeld):
+		m.reloads.WithLabelValues(reloadHeld).Inc()
+		m.reloadOK.Set(0)
+		m.reloadHeld.Set(1)
+	default:
+		m.reloads.WithLabelValues(reloadFailed).Inc()
+		m.reloadOK.Set(0)
 	}
+}
+
+// upstreamGauges exposes how many upstreams there are and how many are
+// down, read from the current snapshot at each scrape.
+func (m *Metrics) upstreamGauges(upstreams func() (total, down int)) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dnsfence_upstreams",
+		Help: "Upstreams configured.",
+	}, func() float64 { t, _ := upstreams(); return float64(t) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dnsfence_upstreams_down",
+		Help: "Upstreams currently judged down (skipped while another is up, probed back).",
+	}, func() float64 { _, d := upstreams(); return float64(d) }))
 }

@@ -14,9 +14,14 @@ import (
 	"go.uber.org/zap"
 )
 
+// ErrHeld marks a reload held by a fail-closed guard: the change would
+// widen what government devices can reach at once, which is almost always
+// a broken write. SIGHUP accepts it.
+var ErrHeld = errors.New("change held")
+
 // ErrShrink marks a reload held because a list lost too many entries at
-// once, which is almost always a broken write.
-var ErrShrink = errors.New("list shrank more than reload.max_shrink allows")
+// once.
+var ErrShrink = fmt.Errorf("%w: list shrank more than reload.max_shrink allows", ErrHeld)
 
 // ReloadStatus is the outcome of the last reload, for metrics and health.
 type ReloadStatus struct {
@@ -134,12 +139,12 @@ func (r *Reloader) Reload(force bool) error {
 		status.OK, status.Err = false, err
 		status.Failures++
 		r.status.Store(&status)
-		r.handler.metrics.reloaded(false)
+		r.handler.metrics.reloaded(err)
 		r.log.Error("reload failed, keeping the last good state", zap.Error(err))
 		return err
 	}
 	r.handler.Store(next)
-	r.handler.metrics.reloaded(true)
+	r.handler.metrics.reloaded(nil)
 	if prev.Forwarder != next.Forwarder {
 		prev.Forwarder.Close() // stop its probes; queries in flight finish
 	}
