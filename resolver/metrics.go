@@ -18,6 +18,7 @@ type Metrics struct {
 	listEntries     *prometheus.GaugeVec   // list
 	reloads         *prometheus.CounterVec // result
 	reloadSuccess   prometheus.Gauge
+	unwatched       prometheus.Gauge
 	inflight        prometheus.Gauge
 	rateLimited     *prometheus.CounterVec // transport
 	cacheLookups    map[string]prometheus.Counter
@@ -63,6 +64,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnsfence_reload_last_success_timestamp_seconds",
 			Help: "Unix time of the last successful load or reload.",
 		}),
+		unwatched: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dnsfence_unwatched_files",
+			Help: "Files dnsfence reads (config, lists, client range files) whose changes it cannot watch for; their edits are not applied until they are watched again or SIGHUP. /readyz names them.",
+		}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dnsfence_inflight_queries",
 			Help: "Queries being answered right now.",
@@ -84,7 +89,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.cacheLookups[r] = cacheVec.WithLabelValues(r)
 	}
 	reg.MustRegister(m.queries, m.blocked, m.upstreamSeconds, m.upstreamErrors, m.listEntries,
-		m.reloads, m.reloadSuccess, m.inflight, m.rateLimited)
+		m.reloads, m.reloadSuccess, m.unwatched, m.inflight, m.rateLimited)
 	for _, tr := range []string{"udp", "tcp"} {
 		for _, r := range queryResults {
 			m.queryCounters[[2]string{tr, r}] = m.queries.WithLabelValues(tr, r)
@@ -169,4 +174,12 @@ func (m *Metrics) reloaded(ok bool) {
 	} else {
 		m.reloads.WithLabelValues("failure").Inc()
 	}
+}
+
+// setUnwatched records how many files cannot be watched.
+func (m *Metrics) setUnwatched(n int) {
+	if m == nil {
+		return
+	}
+	m.unwatched.Set(float64(n))
 }
