@@ -127,8 +127,8 @@ func (w *Watcher) Watch(files []string, known map[string][32]byte) error {
 	defer w.mu.Unlock()
 	w.files = abs
 	w.arm()
-	for _, err := range w.unwatched {
-		errs = append(errs, err)
+	for _, f := range slices.Sorted(maps.Keys(w.unwatched)) {
+		errs = append(errs, w.unwatched[f])
 	}
 	knownAbs := map[string][32]byte{}
 	for p, sum := range known {
