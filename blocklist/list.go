@@ -75,10 +75,12 @@ type List struct {
 // File is the list's name as the configuration gives it.
 func (l *List) File() string { return l.file }
 
-// Hash is the hex SHA-256 of the file content the list was parsed from.
+// Hash is the hex SHA-256 of the file content the list was parsed from:
+// its raw bytes, a byte-order mark and carriage returns included, as
+// sha256sum prints it.
 func (l *List) Hash() string { return hex.EncodeToString(l.sum[:]) }
 
-// Sum is the raw SHA-256 of the file content.
+// Sum is the SHA-256 of the file's raw bytes, as Hash.
 func (l *List) Sum() [32]byte { return l.sum }
 
 // Len is the number of distinct entries.

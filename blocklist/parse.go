@@ -79,6 +79,8 @@ func LoadFile(path, name string) (*List, error) {
 // refer to the file. Every accepted form means "this domain and every name
 // below it": `example.com`, `*.example.com`, `.example.com`, hosts lines
 // (`0.0.0.0 a.example b.example`) and Adblock rules (`||example.com^`).
+// The file may start with a byte-order mark and use CRLF line ends (see
+// Lines).
 func Parse(name string, data []byte) (*List, error) {
 	b := newBuilder(name, bytes.Count(data, []byte{'\n'})+1)
 	var errs errorList
@@ -218,18 +220,14 @@ func normalizeEntry(s string, dst []byte) ([]byte, error) {
 }
 
 // forEachLine calls fn with the 1-based number and the content of every line
-// that is not blank or a comment, with comments removed. `#` starts a comment
-// at the start of a line or after white space (so `example.com##.ad`, an
-// Adblock cosmetic rule, is rejected rather than read as example.com). Lines
-// starting with `!` or `[` are Adblock comments and headers.
+// that is not blank or a comment, with comments removed. Lines come from
+// Lines: a byte-order mark and CRLF line ends are no part of them. `#`
+// starts a comment at the start of a line or after white space (so
+// `example.com##.ad`, an Adblock cosmetic rule, is rejected rather than read
+// as example.com). Lines starting with `!` or `[` are Adblock comments and
+// headers.
 func forEachLine(data string, fn func(line int, text string)) {
-	for line := 1; len(data) > 0; line++ {
-		var text string
-		if i := strings.IndexByte(data, '\n'); i >= 0 {
-			text, data = data[:i], data[i+1:]
-		} else {
-			text, data = data, ""
-		}
+	for line, text := range Lines(data) {
 		text = strings.TrimSpace(text)
 		if text == "" || text[0] == '#' || text[0] == '!' || text[0] == '[' {
 			continue

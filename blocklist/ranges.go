@@ -18,13 +18,14 @@ type Range struct {
 // RangeFile is a parsed client range file.
 type RangeFile struct {
 	File   string
-	Sum    [32]byte
+	Sum    [32]byte // SHA-256 of the file's raw bytes
 	Ranges []Range
 }
 
 // LoadRanges reads and parses a client range file: one IP address or CIDR
-// prefix a line, `#` comments. Bad lines are returned as joined *ParseError
-// next to the ranges from the good ones.
+// prefix a line, `#` comments, a byte-order mark and CRLF line ends
+// allowed. Bad lines are returned as joined *ParseError next to the ranges
+// from the good ones.
 func LoadRanges(path, name string) (*RangeFile, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,21 +27,48 @@ import (
 // agree, the content is stable (a writer that truncates and then writes in
 // pieces is never reported half way), and the change is reported only if the
 // hashes differ from those last reported.
+//
+// A folder can go away and come back (`rm -rf lists; mkdir lists`, a new
+// folder renamed into place, its parent recreated): the operating system
+// drops the watch of a folder that is deleted or moved, so the Watcher
+// re-arms before every hash, on every call to Watch or Rearm and once a
+// rearmInterval. Re-arming watches each file's folder as it is now (a
+// folder that took the old one's name is watched anew) or, while the folder
+// is missing, its nearest existing ancestor, so that its return is seen. A
+// folder that cannot be watched (the system's watch limit, permissions)
+// leaves its files unwatched; OnUnwatched says which.
 type Watcher struct {
 	fsw      *fsnotify.Watcher
 	debounce time.Duration
+	// add starts watching a folder: fsw.Add, which tests make fail.
+	add func(dir string) error
 
-	mu       sync.Mutex
-	files    []string        // the files whose content matters
-	relevant map[string]bool // those files and every symlink on the way to their content
-	dirs     map[string]bool // folders added to fsw
-	reported map[string]fileState
-	recheck  chan struct{} // Watch asks Run to look again
+	mu    sync.Mutex
+	files []string // the files whose content matters, absolute
+	// relevant are the paths whose events mean "look again": the files,
+	// every symlink on the way to their content, the folders watched for
+	// them, and each missing folder on the way to a file.
+	relevant  map[string]bool
+	dirs      map[string]os.FileInfo // folders added to fsw, as they were when added
+	unwatched map[string]error       // files whose folder could not be watched, and why
+	reported  map[string]fileState
+	recheck   chan struct{} // Watch and Rearm ask Run to look again
+	// onUnwatched is called, with mu held, each time the set of unwatched
+	// files changes.
+	onUnwatched func(map[string]error)
 
 	// onSettle, when set (by tests, before Run), is called each time the
 	// files have settled, saying whether that was reported as a change.
 	onSettle func(changed bool)
 }
+
+// rearmInterval is how often Run re-arms without any event: the kernel
+// drops a watch silently when its file system is unmounted.
+const rearmInterval = time.Minute
+
+// maxArmPasses bounds the passes of one re-arm; each pass after the first
+// looks again because a folder appeared or vanished while it armed.
+const maxArmPasses = 8
 
 // fileState is a file's content hash, or that it could not be read.
 type fileState struct {
@@ -53,19 +82,37 @@ func NewWatcher(debounce time.Duration) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting file watcher: %w", err)
 	}
-	return &Watcher{fsw: fsw, debounce: debounce, relevant: map[string]bool{}, dirs: map[string]bool{},
-		recheck: make(chan struct{}, 1)}, nil
+	return &Watcher{fsw: fsw, add: fsw.Add, debounce: debounce, relevant: map[string]bool{},
+		dirs: map[string]os.FileInfo{}, unwatched: map[string]error{}, recheck: make(chan struct{}, 1)}, nil
 }
 
 // Close stops watching.
 func (w *Watcher) Close() error { return w.fsw.Close() }
 
-// Watch replaces the set of watched files. known holds the content hashes
-// the caller has already applied (by path); a change since then, even one
-// made before the folders were watched, is signalled by the check Watch
-// schedules. Files not in known count as applied as they are now.
+// OnUnwatched sets fn to be told, each time it changes, which files are not
+// watched (by absolute path) and why: an empty map once all are watched
+// again. fn runs with the Watcher's lock held and must not call it. Set it
+// before Watch.
+func (w *Watcher) OnUnwatched(fn func(unwatched map[string]error)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.onUnwatched = fn
+}
+
+// Unwatched returns the files (absolute paths) whose folder could not be
+// watched at the last re-arm, and why.
+func (w *Watcher) Unwatched() map[string]error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.unwatched)
+}
+
+// Watch replaces the set of watched files and re-arms. known holds the
+// content hashes the caller has already applied (by path); a change since
+// then, even one made before the folders were watched, is signalled by the
+// check Watch schedules. Files not in known count as applied as they are
+// now. The error joins the reasons files could not be watched.
 func (w *Watcher) Watch(files []string, known map[string][32]byte) error {
-	relevant := map[string]bool{}
 	var errs []error
 	abs := make([]string, 0, len(files))
 	for _, f := range files {
@@ -75,24 +122,14 @@ func (w *Watcher) Watch(files []string, known map[string][32]byte) error {
 			continue
 		}
 		abs = append(abs, a)
-		for _, p := range symlinkChain(a) {
-			relevant[p] = true
-		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for p := range relevant {
-		dir := filepath.Dir(p)
-		if w.dirs[dir] {
-			continue
-		}
-		if err := w.fsw.Add(dir); err != nil {
-			errs = append(errs, fmt.Errorf("watching %s: %w", dir, err))
-			continue
-		}
-		w.dirs[dir] = true
+	w.files = abs
+	w.arm()
+	for _, f := range slices.Sorted(maps.Keys(w.unwatched)) {
+		errs = append(errs, w.unwatched[f])
 	}
-	w.files, w.relevant = abs, relevant
 	knownAbs := map[string][32]byte{}
 	for p, sum := range known {
 		if a, err := filepath.Abs(p); err == nil {
@@ -107,11 +144,121 @@ func (w *Watcher) Watch(files []string, known map[string][32]byte) error {
 			w.reported[a] = hashFile(a)
 		}
 	}
+	w.askRecheck()
+	return errors.Join(errs...)
+}
+
+// Rearm watches the folders of the files as they are now, keeping what has
+// been reported: a reload that failed calls it, so that a folder that came
+// back is watched although nothing was applied. A change made while a
+// folder was not watched is reported by the check Rearm then schedules.
+func (w *Watcher) Rearm() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.arm() {
+		w.askRecheck()
+	}
+}
+
+func (w *Watcher) askRecheck() {
 	select {
 	case w.recheck <- struct{}{}:
 	default:
 	}
-	return errors.Join(errs...)
+}
+
+// arm makes the watched folders match the files as they are now, and
+// reports whether it started watching a folder (so a change made before
+// may have gone unseen). w.mu must be held.
+func (w *Watcher) arm() (added bool) {
+	for range maxArmPasses {
+		again, addedNow := w.armPass()
+		added = added || addedNow
+		if !again {
+			break
+		}
+	}
+	return added
+}
+
+// armPass is one pass of arm. It reports whether to look again: a folder
+// was added, and another may have appeared on the way to a file before
+// the watch began, or a folder vanished while it was armed.
+func (w *Watcher) armPass() (again, added bool) {
+	relevant := map[string]bool{}
+	want := map[string][]string{} // folder to watch: the files that need it
+	for _, f := range w.files {
+		for _, p := range symlinkChain(f) {
+			relevant[p] = true
+			dir := nearestDir(filepath.Dir(p), relevant)
+			relevant[dir] = true // its own deletion or move is reported by its name
+			if !slices.Contains(want[dir], f) {
+				want[dir] = append(want[dir], f)
+			}
+		}
+	}
+	watching := map[string]bool{}
+	for _, d := range w.fsw.WatchList() {
+		watching[d] = true
+	}
+	unwatched := map[string]error{}
+	for dir, files := range want {
+		fi, err := os.Stat(dir)
+		if err != nil || !fi.IsDir() {
+			again = true // gone since nearestDir saw it
+			continue
+		}
+		if old, ok := w.dirs[dir]; ok && watching[dir] && os.SameFile(old, fi) {
+			continue
+		}
+		if watching[dir] {
+			_ = w.fsw.Remove(dir) // another folder took the name: drop the old one's watch
+		}
+		delete(w.dirs, dir)
+		if err := w.add(dir); err != nil {
+			for _, f := range files {
+				unwatched[f] = fmt.Errorf("%s: not watched: watching %s: %w", f, dir, err)
+			}
+			continue
+		}
+		w.dirs[dir] = fi
+		again, added = true, true
+	}
+	for dir := range w.dirs {
+		if _, ok := want[dir]; !ok {
+			_ = w.fsw.Remove(dir) // the folder came back, or no file needs it
+			delete(w.dirs, dir)
+		}
+	}
+	w.relevant = relevant
+	if !sameErrors(w.unwatched, unwatched) {
+		w.unwatched = unwatched
+		if w.onUnwatched != nil {
+			w.onUnwatched(maps.Clone(unwatched))
+		}
+	}
+	return again, added
+}
+
+// nearestDir returns dir if it is a folder, else its nearest ancestor that
+// is, marking each missing path on the way in relevant: its creation is
+// what the ancestor's watch waits for.
+func nearestDir(dir string, relevant map[string]bool) string {
+	for {
+		if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return dir
+		}
+		relevant[dir] = true
+		dir = parent
+	}
+}
+
+func sameErrors(a, b map[string]error) bool {
+	return maps.EqualFunc(a, b, func(x, y error) bool { return x.Error() == y.Error() })
 }
 
 // symlinkChain lists path and every symlink met while resolving it, so that
@@ -204,10 +351,13 @@ func sameStates(a, b map[string]fileState) bool {
 // Run watches until ctx ends, calling changed (on this goroutine) each time
 // the files' content has changed and settled. changed may call Watch.
 // Watch errors from the operating system (such as a queue overflow) are
-// treated as a possible change.
+// treated as a possible change. Run re-arms before each hash and once a
+// rearmInterval.
 func (w *Watcher) Run(ctx context.Context, changed func()) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	rearm := time.NewTicker(rearmInterval)
+	defer rearm.Stop()
 	var pending map[string]fileState // hashes at the last quiet tick
 	arm := func() { timer.Reset(w.debounce) }
 	for {
@@ -234,8 +384,19 @@ func (w *Watcher) Run(ctx context.Context, changed func()) {
 		case <-w.recheck:
 			pending = nil
 			arm()
-		case <-timer.C:
+		case <-rearm.C:
 			w.mu.Lock()
+			added := w.arm()
+			w.mu.Unlock()
+			if added {
+				pending = nil
+				arm()
+			}
+		case <-timer.C:
+			// Re-arm first: a change made before a folder is watched
+			// again is in the hash that follows, one made after is an event.
+			w.mu.Lock()
+			w.arm()
 			files, reported := w.files, w.reported
 			w.mu.Unlock()
 			now := hashFiles(files)

@@ -3,10 +3,14 @@ package blocklist
 import (
 	"context"
 	"crypto/sha256"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -230,4 +234,183 @@ func TestWatcherSeesChangesMadeBeforeWatching(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a change made before Watch was not reported")
 	}
+}
+
+// waitQuiet waits until the watcher settles without a change to report:
+// every check scheduled so far is over.
+func waitQuiet(t *testing.T, settled <-chan bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case changed := <-settled:
+			if !changed {
+				return
+			}
+		case <-deadline:
+			require.FailNow(t, "the watcher never settled without a change")
+		}
+	}
+}
+
+// TestWatcherFolderComesBack replaces the folder of a watched file (or the
+// file itself, or a folder above it) the ways operators do, and checks that
+// the new content is reported and that a later edit is reported too: the
+// watch is re-armed on the folder that came back, with no reload needed.
+func TestWatcherFolderComesBack(t *testing.T) {
+	tests := []struct {
+		name    string
+		replace func(t *testing.T, base, lists, file, content string)
+	}{
+		{name: "folder deleted and recreated", replace: func(t *testing.T, _, lists, file, content string) {
+			require.NoError(t, os.RemoveAll(lists))
+			require.NoError(t, os.Mkdir(lists, 0o755))
+			require.NoError(t, os.WriteFile(file, []byte(content), 0o644))
+		}},
+		{name: "folder moved away, another renamed in", replace: func(t *testing.T, base, lists, file, content string) {
+			next := filepath.Join(base, "lists.new")
+			require.NoError(t, os.Mkdir(next, 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(next, filepath.Base(file)), []byte(content), 0o644))
+			require.NoError(t, os.Rename(lists, filepath.Join(base, "lists.old")))
+			require.NoError(t, os.Rename(next, lists))
+			require.NoError(t, os.RemoveAll(filepath.Join(base, "lists.old")))
+		}},
+		{name: "folder renamed over an emptied one", replace: func(t *testing.T, base, lists, file, content string) {
+			next := filepath.Join(base, "lists.new")
+			require.NoError(t, os.Mkdir(next, 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(next, filepath.Base(file)), []byte(content), 0o644))
+			require.NoError(t, os.Remove(file))
+			// rename(2) replaces an empty folder; os.Rename refuses to.
+			require.NoError(t, syscall.Rename(next, lists))
+		}},
+		{name: "file replaced by a folder and back", replace: func(t *testing.T, _, _, file, content string) {
+			require.NoError(t, os.Remove(file))
+			require.NoError(t, os.Mkdir(file, 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(file, "inner.txt"), []byte("x.example\n"), 0o644))
+			require.NoError(t, os.RemoveAll(file))
+			require.NoError(t, os.WriteFile(file, []byte(content), 0o644))
+		}},
+		{name: "parent folder deleted and recreated", replace: func(t *testing.T, base, lists, file, content string) {
+			require.NoError(t, os.RemoveAll(base))
+			require.NoError(t, os.MkdirAll(lists, 0o755))
+			require.NoError(t, os.WriteFile(file, []byte(content), 0o644))
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			base := filepath.Join(t.TempDir(), "etc")
+			lists := filepath.Join(base, "lists")
+			file := filepath.Join(lists, "list.txt")
+			require.NoError(t, os.MkdirAll(lists, 0o755))
+			require.NoError(t, os.WriteFile(file, []byte("a.example\n"), 0o644))
+			settled := make(chan bool, 64)
+			rec := startWatchSettling(t, func(changed bool) { settled <- changed }, file)
+			waitQuiet(t, settled)
+
+			tc.replace(t, base, lists, file, "b.example\n")
+			eventually(t, rec, "b.example\n")
+			// Once the check that the reload's Watch schedules is over, only
+			// a watch on the folder that came back can see an edit: in place,
+			// and by an atomic save.
+			waitQuiet(t, settled)
+			require.NoError(t, os.WriteFile(file, []byte("c.example\n"), 0o644))
+			eventually(t, rec, "c.example\n")
+			waitQuiet(t, settled)
+			require.NoError(t, os.WriteFile(file+".tmp", []byte("d.example\n"), 0o644))
+			require.NoError(t, os.Rename(file+".tmp", file))
+			eventually(t, rec, "d.example\n")
+		})
+	}
+}
+
+// TestWatcherFolderGoneThenBack deletes the folder and lets the deletion be
+// reported (a reload that fails) before the folder returns: the watcher
+// itself must see the folder come back, with no reload to re-arm it.
+func TestWatcherFolderGoneThenBack(t *testing.T) {
+	tests := []struct {
+		name   string
+		remove func(base, lists string) error
+	}{
+		{name: "folder", remove: func(_, lists string) error { return os.RemoveAll(lists) }},
+		{name: "parent folder", remove: func(base, _ string) error { return os.RemoveAll(base) }},
+		{name: "folder moved away", remove: func(base, lists string) error { return os.Rename(lists, filepath.Join(base, "lists.old")) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			base := filepath.Join(t.TempDir(), "etc")
+			lists := filepath.Join(base, "lists")
+			file := filepath.Join(lists, "list.txt")
+			require.NoError(t, os.MkdirAll(lists, 0o755))
+			require.NoError(t, os.WriteFile(file, []byte("a.example\n"), 0o644))
+			settled := make(chan bool, 64)
+			rec := startWatchSettling(t, func(changed bool) { settled <- changed }, file)
+			waitQuiet(t, settled)
+
+			require.NoError(t, tc.remove(base, lists))
+			eventually(t, rec, "<missing>")
+			require.NoError(t, os.MkdirAll(lists, 0o755))
+			require.NoError(t, os.WriteFile(file, []byte("b.example\n"), 0o644))
+			eventually(t, rec, "b.example\n")
+			waitQuiet(t, settled)
+			require.NoError(t, os.WriteFile(file, []byte("c.example\n"), 0o644))
+			eventually(t, rec, "c.example\n")
+		})
+	}
+}
+
+// TestWatcherReportsUnwatchedFiles makes the watch of one folder fail, as
+// the system's watch limit does, and checks that its file is reported as
+// not watched, then watched again once the folder can be watched, after
+// which its edits are reported.
+func TestWatcherReportsUnwatchedFiles(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good", "list.txt")
+	bad := filepath.Join(dir, "bad", "list.txt")
+	for _, p := range []string{good, bad} {
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, []byte("a.example\n"), 0o644))
+	}
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	defer w.Close()
+	var failing atomic.Bool
+	failing.Store(true)
+	w.add = func(d string) error {
+		if failing.Load() && d == filepath.Dir(bad) {
+			return syscall.ENOSPC
+		}
+		return w.fsw.Add(d)
+	}
+	reports := make(chan map[string]error, 16)
+	w.OnUnwatched(func(u map[string]error) { reports <- u })
+
+	err = w.Watch([]string{good, bad}, nil)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, syscall.ENOSPC)
+	assert.Contains(t, err.Error(), bad+": not watched: watching "+filepath.Dir(bad))
+	select {
+	case u := <-reports:
+		require.Len(t, u, 1)
+		assert.ErrorIs(t, u[bad], syscall.ENOSPC)
+	default:
+		require.FailNow(t, "OnUnwatched was not called")
+	}
+	assert.Equal(t, []string{bad}, slices.Collect(maps.Keys(w.Unwatched())))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var changes atomic.Int64
+	go w.Run(ctx, func() { changes.Add(1) })
+
+	failing.Store(false)
+	w.Rearm()
+	select {
+	case u := <-reports:
+		assert.Empty(t, u, "watched again")
+	default:
+		require.FailNow(t, "OnUnwatched was not told the file is watched again")
+	}
+	assert.Empty(t, w.Unwatched())
+	require.NoError(t, os.WriteFile(bad, []byte("b.example\n"), 0o644))
+	require.Eventually(t, func() bool { return changes.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
 }

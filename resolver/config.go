@@ -95,7 +95,8 @@ type Config struct {
 	ReadFile func(path string) ([]byte, error) `yaml:"-"`
 	// Embedded marks the built-in default, whose files are compiled in.
 	Embedded bool `yaml:"-"`
-	// Sum is the SHA-256 of the configuration file's content.
+	// Sum is the SHA-256 of the configuration file's raw bytes (a
+	// byte-order mark included), as sha256sum prints it.
 	Sum [32]byte `yaml:"-"`
 
 	// allowed, trusted and the policies' clients, parsed by validate.
@@ -215,12 +216,16 @@ func ParseEmbeddedConfig(file string, data []byte, readFile func(string) ([]byte
 }
 
 func parseConfig(file string, data []byte, readFile func(string) ([]byte, error), embedded bool) (*Config, error) {
+	// The hash is of the raw bytes, as the file watcher sees them; the
+	// decoder reads the text without a byte-order mark.
+	sum := sha256.Sum256(data)
+	data = blocklist.Text(data)
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
 		return nil, yamlError(file, nil, err)
 	}
-	cfg := &Config{File: file, ReadFile: readFile, Embedded: embedded, Sum: sha256.Sum256(data)}
+	cfg := &Config{File: file, ReadFile: readFile, Embedded: embedded, Sum: sum}
 	strict := yaml.NewDecoder(bytes.NewReader(data))
 	strict.KnownFields(true) // unknown keys are errors, each one reported
 	var typeErrs error
@@ -627,7 +632,7 @@ func (c *Config) ResolveUpstreams() ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading upstreams: %w", err)
 		}
-		for _, line := range strings.Split(string(data), "\n") {
+		for _, line := range blocklist.Lines(string(data)) {
 			f := strings.Fields(line)
 			if len(f) < 2 || f[0] != "nameserver" {
 				continue

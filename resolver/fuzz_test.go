@@ -1,9 +1,12 @@
 package resolver
 
 import (
+	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -147,13 +150,28 @@ policies:
 	})
 }
 
-// FuzzConfig checks that no configuration text crashes the loader.
+// FuzzConfig checks that no configuration text crashes the loader, and
+// that a byte-order mark before it changes nothing but the hash.
 func FuzzConfig(f *testing.F) {
 	seed(f, "testdata/config/*.yaml", "../configs/dnsfence.yaml", "../configs/default.yaml")
+	f.Add([]byte("\ufeffupstreams: [\"127.0.0.1:53\"]\r\npolicies: []\r\n"))
+	f.Add([]byte("\ufeff\ufeffupstreams: [\"127.0.0.1:53\"]\r\n"))
+	f.Add([]byte("\ufeff"))
+	noFiles := func(string) ([]byte, error) { return nil, os.ErrNotExist }
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := ParseConfig("fuzz.yaml", data, func(string) ([]byte, error) { return nil, os.ErrNotExist })
+		cfg, err := ParseConfig("fuzz.yaml", data, noFiles)
 		if err == nil && len(cfg.Upstreams) == 0 {
 			t.Fatal("a config without upstreams was accepted")
+		}
+		if bytes.HasPrefix(data, []byte("\ufeff")) {
+			return
+		}
+		marked, merr := ParseConfig("fuzz.yaml", append([]byte("\ufeff"), data...), noFiles)
+		if fmt.Sprint(err) != fmt.Sprint(merr) {
+			t.Fatalf("with a byte-order mark: %v, without: %v", merr, err)
+		}
+		if err == nil && !slices.Equal(cfg.Upstreams, marked.Upstreams) {
+			t.Fatalf("with a byte-order mark: upstreams %v, without: %v", marked.Upstreams, cfg.Upstreams)
 		}
 	})
 }

@@ -68,6 +68,8 @@ type Handler struct {
 	flight singleflight.Group            // identical concurrent misses share one upstream query
 	// inflight counts queries being answered, so shutdown can wait for them.
 	inflight sync.WaitGroup
+	// unwatched are the files the reloader cannot watch, for /readyz.
+	unwatched atomic.Pointer[[]string]
 }
 
 var _ dns.Handler = (*Handler)(nil)

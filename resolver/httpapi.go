@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,7 +20,8 @@ const DefaultReadyWindow = 30 * time.Second
 // /healthz: the process serves (200 as long as it can answer HTTP).
 // /readyz: 200 once every configured list and range file has loaded and an
 // upstream answered within the ready window (a quiet resolver probes its
-// upstreams on demand); 503 with the reason otherwise.
+// upstreams on demand); 503 with the reason otherwise. A ready answer names
+// the files that are not watched for changes, if any.
 func HTTPHandler(h *Handler, gatherer prometheus.Gatherer, readyWindow time.Duration) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
@@ -50,6 +52,11 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 			return false, fmt.Sprintf("not ready: no upstream answered in the last %s: %v", window, err)
 		}
 	}
-	return true, fmt.Sprintf("ready: %d lists, %d policies, upstreams down: %d of %d",
+	reason := fmt.Sprintf("ready: %d lists, %d policies, upstreams down: %d of %d",
 		len(snap.Lists), len(snap.Policies), len(fwd.Down()), len(fwd.Upstreams()))
+	if u := h.unwatched.Load(); u != nil && len(*u) > 0 {
+		// Still ready: the loaded state is served; only edits wait.
+		reason += fmt.Sprintf("; files not watched (edits apply on SIGHUP): %s", strings.Join(*u, " "))
+	}
+	return true, reason
 }

@@ -24,6 +24,7 @@ type Metrics struct {
 	reloadHeld      prometheus.Gauge     // 1 while a change is held by a guard
 	policyRanges    *prometheus.GaugeVec // policy, blocking
 	skippedLines    *prometheus.GaugeVec // file
+	unwatched       prometheus.Gauge
 	inflight        prometheus.Gauge
 	rateLimited     *prometheus.CounterVec // transport
 	cacheLookups    map[string]prometheus.Counter
@@ -85,6 +86,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnsfence_skipped_lines",
 			Help: "Bad lines skipped in each list and client range file at its last load.",
 		}, []string{"file"}),
+		unwatched: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dnsfence_unwatched_files",
+			Help: "Files dnsfence reads (config, lists, client range files) whose changes it cannot watch for; their edits are not applied until they are watched again or SIGHUP. /readyz names them.",
+		}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dnsfence_inflight_queries",
 			Help: "Queries being answered right now.",
@@ -106,7 +111,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.cacheLookups[r] = cacheVec.WithLabelValues(r)
 	}
 	reg.MustRegister(m.queries, m.blocked, m.upstreamSeconds, m.upstreamErrors, m.listEntries,
-		m.reloads, m.reloadSuccess, m.reloadOK, m.reloadHeld, m.policyRanges, m.skippedLines, m.inflight, m.rateLimited)
+		m.reloads, m.reloadSuccess, m.reloadOK, m.reloadHeld, m.policyRanges, m.skippedLines, m.unwatched, m.inflight, m.rateLimited)
 	// Series a network team alerts on exist from the start, at zero.
 	for _, tr := range []string{"udp", "tcp"} {
 		m.rateLimited.WithLabelValues(tr)
@@ -275,4 +280,12 @@ func (m *Metrics) upstreamGauges(upstreams func() (total, down int)) {
 		Name: "dnsfence_upstreams_down",
 		Help: "Upstreams currently judged down (skipped while another is up, probed back).",
 	}, func() float64 { _, d := upstreams(); return float64(d) }))
+}
+
+// setUnwatched records how many files cannot be watched.
+func (m *Metrics) setUnwatched(n int) {
+	if m == nil {
+		return
+	}
+	m.unwatched.Set(float64(n))
 }

@@ -159,8 +159,10 @@ func (s *Snapshot) PolicyTable() *bart.Table[ClientRange] { return s.byClient }
 // BuildSnapshot loads every list and range file the configuration names and
 // compiles the policies. Files whose content is unchanged since prev are
 // reused without parsing. Bad lines are skipped and returned in Warnings; a
-// file that cannot be read, or a range claimed by two policies, fails the
-// build so that the caller keeps its last good snapshot.
+// file that cannot be read, a range claimed by two policies, or a policy
+// whose client files yield no usable range while it has no other
+// (ErrNoClientRanges) fails the build so that the caller keeps its last
+// good snapshot.
 func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 	s := &Snapshot{
 		Config:   cfg,
@@ -202,6 +204,7 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 		s.exempt.Insert(p, struct{}{})
 	}
 	var fatal []error
+	rangeWarnings := map[string]error{} // bad lines of each client file, by path
 	loadList := func(path string) List {
 		path = cfg.Path(path)
 		if l, ok := s.Lists[path]; ok {
@@ -244,6 +247,7 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 			p.blockedText[l.File()] = fmt.Sprintf("blocked by policy %q, list %s", p.Name, l.File())
 		}
 		ranges := append([]blocklist.Range(nil), pc.clients...)
+		var empty []error // client files that yield no range, and why
 		for _, f := range pc.ClientFiles {
 			path := cfg.Path(f)
 			rf, ok := s.Ranges[path]
@@ -259,8 +263,18 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 					s.Warnings = append(s.Warnings, warn)
 				}
 				s.Ranges[path] = rf
+				rangeWarnings[path] = warn
+			}
+			if len(rf.Ranges) == 0 {
+				empty = append(empty, noRanges(path, p.Name, rangeWarnings[path]))
 			}
 			ranges = append(ranges, rf.Ranges...)
+		}
+		if len(ranges) == 0 && len(empty) > 0 {
+			// A policy that applies to no client silently leaves every
+			// device it was meant for to a wider policy or to none (a ban
+			// that fails open): refuse it, as a bad CIDR in `clients` is.
+			fatal = append(fatal, empty...)
 		}
 		for _, r := range ranges {
 			if prior, dup := s.byClient.Get(r.Prefix); dup {
@@ -280,6 +294,20 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 		return nil, errors.Join(fatal...)
 	}
 	return s, nil
+}
+
+// ErrNoClientRanges marks a client file that yields no usable range for a
+// policy that has no other: the policy would apply to no device.
+var ErrNoClientRanges = errors.New("no usable client range")
+
+// noRanges is the error for the client file at path, of policy, that
+// yields no range; bad holds its bad lines (file:line: what is wrong).
+func noRanges(path, policy string, bad error) error {
+	err := fmt.Errorf("%s: %w for policy %q, which has no other range: it would apply to no device", path, ErrNoClientRanges, policy)
+	if bad == nil {
+		return fmt.Errorf("%w (the file holds no ranges)", err)
+	}
+	return fmt.Errorf("%w; the file's bad lines:\n%w", err, bad)
 }
 
 // reuseList returns prev's list for path when its content is unchanged.

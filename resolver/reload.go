@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -44,6 +45,12 @@ type Reloader struct {
 
 	mu      sync.Mutex // serialises reloads from the watcher and SIGHUP
 	watcher *blocklist.Watcher
+	// newWatcher is blocklist.NewWatcher; tests make it fail.
+	newWatcher func(debounce time.Duration) (*blocklist.Watcher, error)
+	// unwatched is the last set of files reported as not watched, for
+	// logging changes only; guarded by unwatchedMu.
+	unwatchedMu sync.Mutex
+	unwatched   []string
 
 	// AfterReload, when set, runs after each successful reload (main tunes
 	// the garbage collector there). Set it before Watch or Reload.
@@ -55,7 +62,7 @@ type Reloader struct {
 // NewReloader returns a Reloader for the handler's state. load reads the
 // configuration (the same way startup did).
 func NewReloader(log *zap.Logger, h *Handler, load func() (*Config, error)) *Reloader {
-	r := &Reloader{handler: h, load: load, log: log}
+	r := &Reloader{handler: h, load: load, log: log, newWatcher: blocklist.NewWatcher}
 	r.status.Store(&ReloadStatus{Time: time.Now(), OK: true, LastSuccess: time.Now()})
 	return r
 }
@@ -98,30 +105,78 @@ func appliedSums(s *Snapshot) map[string][32]byte {
 }
 
 // Watch reloads on every settled change of the watched files until ctx
-// ends. With the embedded default there is nothing to watch.
+// ends. With the embedded default there is nothing to watch. Files that
+// cannot be watched (the folder's watch failed, or watching stopped) are
+// logged at warn, counted in dnsfence_unwatched_files and named by
+// /readyz, so a lost watch is never silent.
 func (r *Reloader) Watch(ctx context.Context) error {
 	snap := r.handler.Snapshot()
 	if snap.Config.Embedded {
 		return nil
 	}
-	w, err := blocklist.NewWatcher(snap.Config.Reload.Debounce)
+	w, err := r.newWatcher(snap.Config.Reload.Debounce)
 	if err != nil {
+		r.allUnwatched(snap, err)
 		return err
 	}
 	defer w.Close()
+	w.OnUnwatched(r.setUnwatched)
 	r.mu.Lock()
 	r.watcher = w
-	err = w.Watch(watchedFiles(snap), appliedSums(snap))
+	// Files not watched are reported through OnUnwatched from now on;
+	// publish where this watcher starts.
+	_ = w.Watch(watchedFiles(snap), appliedSums(snap))
+	r.setUnwatched(w.Unwatched())
 	r.mu.Unlock()
-	if err != nil {
-		r.log.Error("watching files", zap.Error(err))
-	}
 	w.Run(ctx, func() {
 		if err := r.Reload(false); err != nil {
 			return // logged and counted by Reload
 		}
 	})
+	r.mu.Lock()
+	r.watcher = nil
+	r.mu.Unlock()
+	if ctx.Err() == nil {
+		err := errors.New("the file watcher stopped")
+		r.allUnwatched(r.handler.Snapshot(), err)
+		return err
+	}
 	return nil
+}
+
+// allUnwatched reports every file of snap as not watched, for err.
+func (r *Reloader) allUnwatched(snap *Snapshot, err error) {
+	files := map[string]error{}
+	for _, f := range watchedFiles(snap) {
+		files[f] = err
+	}
+	r.setUnwatched(files)
+}
+
+// setUnwatched publishes the files that are not watched, by path, with the
+// reason for each: for /readyz, the metric, and a warning when the set
+// changes.
+func (r *Reloader) setUnwatched(files map[string]error) {
+	names := slices.Sorted(maps.Keys(files))
+	r.handler.unwatched.Store(&names)
+	r.handler.metrics.setUnwatched(len(names))
+	r.unwatchedMu.Lock()
+	defer r.unwatchedMu.Unlock()
+	if slices.Equal(names, r.unwatched) {
+		return
+	}
+	was := r.unwatched
+	r.unwatched = names
+	if len(names) == 0 {
+		r.log.Info("every file is watched again", zap.Strings("files", was))
+		return
+	}
+	errs := make([]error, 0, len(names))
+	for _, n := range names {
+		errs = append(errs, files[n])
+	}
+	r.log.Warn("files not watched: their edits are not applied until they are watched again or SIGHUP",
+		zap.Strings("files", names), zap.Error(errors.Join(errs...)))
 }
 
 // Reload builds a new snapshot from the configuration and the files it
@@ -141,6 +196,11 @@ func (r *Reloader) Reload(force bool) error {
 		r.status.Store(&status)
 		r.handler.metrics.reloaded(err)
 		r.log.Error("reload failed, keeping the last good state", zap.Error(err))
+		if r.watcher != nil {
+			// A folder that came back is watched although nothing was
+			// applied, so that the fix is seen.
+			r.watcher.Rearm()
+		}
 		return err
 	}
 	r.handler.Store(next)
@@ -157,10 +217,9 @@ func (r *Reloader) Reload(force bool) error {
 	}
 	if r.watcher != nil {
 		// New files in the configuration, or a swapped symlink, change what
-		// is watched.
-		if err := r.watcher.Watch(watchedFiles(next), appliedSums(next)); err != nil {
-			r.log.Error("watching files", zap.Error(err))
-		}
+		// is watched; a folder that came back is watched anew. Files not
+		// watched are reported through OnUnwatched.
+		_ = r.watcher.Watch(watchedFiles(next), appliedSums(next))
 	}
 	return nil
 }

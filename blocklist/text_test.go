@@ -1,0 +1,154 @@
+package blocklist
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// encodings are the ways a file saved on Windows (or joined from such
+// files) differs from a plain one: each turns the lines of a file into its
+// bytes.
+var encodings = []struct {
+	name   string
+	encode func(lines []string) string
+}{
+	{name: "LF", encode: func(l []string) string { return strings.Join(l, "\n") + "\n" }},
+	{name: "BOM", encode: func(l []string) string { return byteOrderMark + strings.Join(l, "\n") + "\n" }},
+	{name: "CRLF", encode: func(l []string) string { return strings.Join(l, "\r\n") + "\r\n" }},
+	{name: "BOM and CRLF", encode: func(l []string) string { return byteOrderMark + strings.Join(l, "\r\n") + "\r\n" }},
+	{name: "BOM and CRLF, no final line end", encode: func(l []string) string { return byteOrderMark + strings.Join(l, "\r\n") }},
+	{name: "joined files, each with its BOM", encode: func(l []string) string {
+		return byteOrderMark + l[0] + "\r\n" + byteOrderMark + strings.Join(l[1:], "\r\n") + "\r\n"
+	}},
+}
+
+// TestListsWithBOMAndCRLF parses every list form with the entry on the
+// first line, after the byte-order mark, in every encoding: each line loads
+// with its line number, nothing is reported, and the hash is the raw
+// file's.
+func TestListsWithBOMAndCRLF(t *testing.T) {
+	forms := []struct {
+		name  string
+		lines []string
+		want  []string // entries, in file order; all on lines 1 and 3
+	}{
+		{name: "plain", lines: []string{"tiktok.com", "# comment", "tiktokv.com"}, want: []string{"tiktok.com", "tiktokv.com"}},
+		{name: "hosts", lines: []string{"0.0.0.0 tiktok.com", "", "0.0.0.0 tiktokv.com www.tiktokv.com"},
+			want: []string{"tiktok.com", "tiktokv.com", "www.tiktokv.com"}},
+		{name: "hosts with a trailing comment", lines: []string{"0.0.0.0 tiktok.com # A", "  ", "::\ttiktokv.com  # B"},
+			want: []string{"tiktok.com", "tiktokv.com"}},
+		{name: "wildcard", lines: []string{"*.tiktok.com", "# *.x", "*.tiktokv.com"}, want: []string{"tiktok.com", "tiktokv.com"}},
+		{name: "leading dot", lines: []string{".tiktok.com", "# .x", ".tiktokv.com"}, want: []string{"tiktok.com", "tiktokv.com"}},
+		{name: "adblock", lines: []string{"||tiktok.com^", "! Title: x", "||tiktokv.com^"}, want: []string{"tiktok.com", "tiktokv.com"}},
+		{name: "unicode", lines: []string{"TikTok.com.", "", "bücher.example"}, want: []string{"tiktok.com", "xn--bcher-kva.example"}},
+	}
+	for _, form := range forms {
+		for _, enc := range encodings {
+			t.Run(form.name+"/"+enc.name, func(t *testing.T) {
+				data := []byte(enc.encode(form.lines))
+				l, err := Parse("lists/tiktok.txt", data)
+				require.NoError(t, err)
+				var got []string
+				var lines []int
+				for e := range l.All() {
+					got = append(got, e.Name)
+					lines = append(lines, e.Line)
+				}
+				assert.Equal(t, form.want, got)
+				assert.Equal(t, 1, lines[0], "the entry after the byte-order mark is on line 1")
+				assert.Equal(t, 3, lines[len(lines)-1])
+				assert.Equal(t, sha256.Sum256(data), l.Sum(), "the hash is of the raw bytes")
+				e, ok := l.Match("www.TikTok.com.")
+				assert.True(t, ok)
+				assert.Equal(t, 1, e.Line)
+			})
+		}
+	}
+}
+
+// TestRangesWithBOMAndCRLF parses a client range file whose first range
+// is on the byte-order mark's line, in every encoding, and through
+// LoadRanges from disk.
+func TestRangesWithBOMAndCRLF(t *testing.T) {
+	lines := []string{"127.0.0.0/24", "# press office elsewhere", "2001:db8::/32 # v6"}
+	for _, enc := range encodings {
+		t.Run(enc.name, func(t *testing.T) {
+			data := []byte(enc.encode(lines))
+			path := filepath.Join(t.TempDir(), "gov.txt")
+			require.NoError(t, os.WriteFile(path, data, 0o644))
+			rf, err := LoadRanges(path, "networks/gov.txt")
+			require.NoError(t, err)
+			var got []string
+			for _, r := range rf.Ranges {
+				got = append(got, fmt.Sprintf("%s@%s:%d", r.Prefix, r.File, r.Line))
+			}
+			assert.Equal(t, []string{"127.0.0.0/24@networks/gov.txt:1", "2001:db8::/32@networks/gov.txt:3"}, got)
+			assert.Equal(t, sha256.Sum256(data), rf.Sum, "the hash is of the raw bytes")
+		})
+	}
+}
+
+// TestLoadFileWithBOMAndCRLF reads a hosts-format list from disk, the
+// reported case: `<BOM>0.0.0.0 tiktok.com` was rejected and not blocked.
+func TestLoadFileWithBOMAndCRLF(t *testing.T) {
+	for _, enc := range encodings {
+		t.Run(enc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "hosts.txt")
+			require.NoError(t, os.WriteFile(path, []byte(enc.encode([]string{"0.0.0.0 tiktok.com", "0.0.0.0 capcut.com"})), 0o644))
+			l, err := LoadFile(path, "lists/hosts.txt")
+			require.NoError(t, err)
+			e, ok := l.Match("tiktok.com")
+			require.True(t, ok)
+			assert.Equal(t, 1, e.Line)
+			assert.Equal(t, 2, l.Len())
+		})
+	}
+}
+
+// TestBadLinesWithBOMAndCRLF checks that errors in such files name the
+// line and the token without a stray byte-order mark or carriage return.
+func TestBadLinesWithBOMAndCRLF(t *testing.T) {
+	data := byteOrderMark + "bad..example\r\ngood.example\r\n10.0.0.1\r\n"
+	_, err := Parse("lists/x.txt", []byte(data))
+	assert.EqualError(t, err, "lists/x.txt:1: empty label: \"bad..example\"\n"+
+		"lists/x.txt:3: an address alone is not a domain name: \"10.0.0.1\"")
+	_, err = ParseRanges("networks/gov.txt", []byte(byteOrderMark+"10.0.0.0/33\r\n"))
+	assert.EqualError(t, err, `networks/gov.txt:1: not an IP address or CIDR prefix: "10.0.0.0/33"`)
+}
+
+func TestLines(t *testing.T) {
+	tests := []struct {
+		name string
+		data string
+		want []string
+	}{
+		{name: "empty", data: "", want: nil},
+		{name: "no final line end", data: "a\nb", want: []string{"1:a", "2:b"}},
+		{name: "CRLF", data: "a\r\n\r\nb\r\n", want: []string{"1:a", "2:", "3:b"}},
+		{name: "BOM only", data: byteOrderMark, want: []string{"1:"}},
+		{name: "BOM then CRLF", data: byteOrderMark + "\r\na\r\n", want: []string{"1:", "2:a"}},
+		{name: "lone CR inside a line is kept", data: "a\rb\n", want: []string{"1:a\rb"}},
+		{name: "BOM of a joined part", data: "a\n" + byteOrderMark + "b\n", want: []string{"1:a", "2:b"}},
+		{name: "BOM inside a line is kept", data: "a" + byteOrderMark + "b\n", want: []string{"1:a" + byteOrderMark + "b"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for n, line := range Lines(tc.data) {
+				got = append(got, fmt.Sprintf("%d:%s", n, line))
+			}
+			assert.Equal(t, tc.want, got)
+		})
+	}
+	assert.Equal(t, []byte("a: 1\r\n"), Text([]byte(byteOrderMark+"a: 1\r\n")))
+	assert.Equal(t, []byte("a"+byteOrderMark), Text([]byte("a"+byteOrderMark)))
+	assert.True(t, slices.Equal([]byte(nil), Text(nil)))
+}

@@ -1,0 +1,172 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// listsConfig keeps its block list in a folder of its own, next to the
+// configuration, as departments lay them out.
+const listsConfig = `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+allowed_clients: ["127.0.0.0/8"]
+blocked_ttl: 60
+log: {queries: none}
+reload: {debounce: 20ms}
+policies:
+  - name: gov
+    clients: ["127.0.0.0/24"]
+    block: ["lists/tiktok.txt"]
+`
+
+// TestReloadFolderComesBack replaces the lists folder of a running resolver
+// the ways operators do and checks over a real socket that the new content
+// is applied and that a later edit is applied too: the folder that came
+// back is watched again, with or without SIGHUP.
+func TestReloadFolderComesBack(t *testing.T) {
+	tests := []struct {
+		name string
+		// replace puts content in place of lists/tiktok.txt.
+		replace func(t *testing.T, r *Reloader, dir, content string)
+	}{
+		{name: "folder deleted, the failed reload seen, then recreated", replace: func(t *testing.T, r *Reloader, dir, content string) {
+			before := r.Status().Failures
+			require.NoError(t, os.RemoveAll(filepath.Join(dir, "lists")))
+			require.Eventually(t, func() bool { return r.Status().Failures > before }, 10*time.Second, 5*time.Millisecond)
+			require.NoError(t, os.Mkdir(filepath.Join(dir, "lists"), 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "lists", "tiktok.txt"), []byte(content), 0o644))
+		}},
+		{name: "folder deleted and recreated, then SIGHUP", replace: func(t *testing.T, r *Reloader, dir, content string) {
+			require.NoError(t, os.RemoveAll(filepath.Join(dir, "lists")))
+			require.NoError(t, os.Mkdir(filepath.Join(dir, "lists"), 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "lists", "tiktok.txt"), []byte(content), 0o644))
+			require.NoError(t, r.Reload(true))
+		}},
+		{name: "folder moved away, the failed reload seen, another renamed in", replace: func(t *testing.T, r *Reloader, dir, content string) {
+			next := filepath.Join(dir, "lists.new")
+			require.NoError(t, os.Mkdir(next, 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(next, "tiktok.txt"), []byte(content), 0o644))
+			before := r.Status().Failures
+			require.NoError(t, os.Rename(filepath.Join(dir, "lists"), filepath.Join(dir, "lists.old")))
+			require.Eventually(t, func() bool { return r.Status().Failures > before }, 10*time.Second, 5*time.Millisecond)
+			require.NoError(t, os.Rename(next, filepath.Join(dir, "lists")))
+		}},
+		{name: "folder swapped by rename", replace: func(t *testing.T, _ *Reloader, dir, content string) {
+			next := filepath.Join(dir, "lists.new")
+			require.NoError(t, os.Mkdir(next, 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(next, "tiktok.txt"), []byte(content), 0o644))
+			require.NoError(t, os.Rename(filepath.Join(dir, "lists"), filepath.Join(dir, "lists.old")))
+			require.NoError(t, os.Rename(next, filepath.Join(dir, "lists")))
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			up := startUpstream(t, nil)
+			f := startFence(t, listsConfig, map[string]string{"lists/tiktok.txt": "tiktok.com\n"}, up.addr)
+			r := watching(t, f, zap.NewNop())
+			blocked := func(name string) func() bool {
+				return func() bool { return rcodeOf(t, f.addr, "127.0.0.9", name) == dns.RcodeNameError }
+			}
+			require.True(t, blocked("tiktok.com.")())
+			require.False(t, blocked("swapped.example.")())
+
+			tc.replace(t, r, f.dir, "tiktok.com\nswapped.example\n")
+			require.Eventually(t, blocked("www.swapped.example."), 10*time.Second, 10*time.Millisecond)
+
+			// An edit of the configuration, applied, so every check the
+			// last reload scheduled is over: only a watch on the folder
+			// that came back can see the edit after it.
+			config := filepath.Join(f.dir, "dnsfence.yaml")
+			good, err := os.ReadFile(config)
+			require.NoError(t, err)
+			writeAtomic(t, config, strings.Replace(string(good), "blocked_ttl: 60", "blocked_ttl: 30", 1))
+			require.Eventually(t, func() bool { return f.handler.Snapshot().Config.BlockedTTL == 30 },
+				10*time.Second, 10*time.Millisecond)
+
+			list := filepath.Join(f.dir, "lists", "tiktok.txt")
+			require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nswapped.example\nlater.example\n"), 0o644))
+			require.Eventually(t, blocked("later.example."), 10*time.Second, 10*time.Millisecond)
+			writeAtomic(t, list, "tiktok.com\nlast.example\n")
+			require.Eventually(t, blocked("last.example."), 10*time.Second, 10*time.Millisecond)
+			assert.False(t, blocked("swapped.example.")(), "the edit replaced the list")
+			assert.Empty(t, *f.handler.unwatched.Load(), "every file watched")
+		})
+	}
+}
+
+// TestUnwatchedFilesAreVisible makes the file watcher fail to start (as
+// the system's inotify limit does) and checks that the lost watch is loud:
+// a warning naming the files, dnsfence_unwatched_files (present, zero,
+// before), and /readyz naming them while still serving.
+func TestUnwatchedFilesAreVisible(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, reloadConfig, testFiles, up.addr)
+	srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+	t.Cleanup(srv.Close)
+
+	_, body := get(t, srv.URL+"/metrics")
+	assert.Contains(t, body, "\ndnsfence_unwatched_files 0\n", "zero from start, not absent")
+	code, body := get(t, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusOK, code)
+	assert.NotContains(t, body, "not watched")
+
+	core, logs := observer.New(zap.InfoLevel)
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(zap.New(core), f.handler, func() (*Config, error) { return LoadConfig(path) })
+	limit := errors.New("too many open files")
+	r.newWatcher = func(time.Duration) (*blocklist.Watcher, error) { return nil, limit }
+	require.ErrorIs(t, r.Watch(t.Context()), limit)
+
+	files := []string{path}
+	for _, name := range []string{"allow.txt", "bytedance.txt", "networks.txt", "tiktok.txt"} {
+		files = append(files, filepath.Join(f.dir, name))
+	}
+	_, body = get(t, srv.URL+"/metrics")
+	assert.Contains(t, body, "\ndnsfence_unwatched_files 5\n")
+	code, body = get(t, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusOK, code, "the loaded lists still serve")
+	assert.Contains(t, body, "not watched")
+	for _, file := range files {
+		assert.Contains(t, body, file)
+	}
+	warn := logs.FilterMessageSnippet("files not watched").All()
+	require.Len(t, warn, 1)
+	assert.Equal(t, zap.WarnLevel, warn[0].Level)
+	assert.ElementsMatch(t, files, warn[0].ContextMap()["files"])
+	assert.Contains(t, warn[0].ContextMap()["error"], "too many open files")
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "tiktok.com."), "still blocking")
+
+	// Watching works again: the files are watched, the gauge is zero, and
+	// /readyz no longer names them.
+	r.newWatcher = blocklist.NewWatcher
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		assert.NoError(t, r.Watch(ctx))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, func() bool {
+		_, body := get(t, srv.URL+"/metrics")
+		return strings.Contains(body, "\ndnsfence_unwatched_files 0\n")
+	}, 10*time.Second, 10*time.Millisecond)
+	code, body = get(t, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusOK, code)
+	assert.NotContains(t, body, "not watched")
+	assert.Len(t, logs.FilterMessage("every file is watched again").All(), 1)
+}

@@ -1,0 +1,208 @@
+package resolver
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+)
+
+// bom is the UTF-8 byte-order mark Windows editors put first in a file.
+const bom = "\ufeff"
+
+// windowsEncodings turn a file's lines into its bytes the ways a file saved
+// on Windows differs from a plain one.
+var windowsEncodings = []struct {
+	name   string
+	encode func(text string) string // text: LF-separated lines
+}{
+	{name: "BOM", encode: func(s string) string { return bom + s }},
+	{name: "CRLF", encode: func(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }},
+	{name: "BOM and CRLF", encode: func(s string) string { return bom + strings.ReplaceAll(s, "\n", "\r\n") }},
+}
+
+// bomConfig names one list in each accepted form and a client range file,
+// with no other range for the policy: every entry and the range sit on the
+// first line of their file, after the byte-order mark.
+const bomConfig = `listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+allowed_clients: ["127.0.0.0/8", "::1/128"]
+log: {queries: none}
+policies:
+  - name: gov
+    client_files: ["networks/gov.txt"]
+    block: ["lists/plain.txt", "lists/hosts.txt", "lists/wildcard.txt", "lists/dot.txt", "lists/adblock.txt"]
+`
+
+var bomFiles = map[string]string{
+	"networks/gov.txt":   "127.0.0.0/24\n# more below\n::1/128\n",
+	"lists/plain.txt":    "tiktok.com\ntiktokv.com\n",
+	"lists/hosts.txt":    "0.0.0.0 capcut.com\n0.0.0.0 lemon8-app.com # B\n",
+	"lists/wildcard.txt": "*.byteoversea.com\n",
+	"lists/dot.txt":      ".ibytedtos.com\n",
+	"lists/adblock.txt":  "||pangle.io^\n! comment\n",
+}
+
+// TestFilesWithBOMAndCRLFBlock serves a configuration, lists in every form
+// and a client range file, all saved the Windows way, and checks over a
+// real socket that a device in the range on the byte-order mark's line gets
+// NXDOMAIN for the entry on each list's byte-order mark line: nothing is
+// skipped and nothing is reported.
+func TestFilesWithBOMAndCRLFBlock(t *testing.T) {
+	up := startUpstream(t, nil)
+	for _, enc := range windowsEncodings {
+		t.Run(enc.name, func(t *testing.T) {
+			files := map[string]string{}
+			for name, content := range bomFiles {
+				files[name] = enc.encode(content)
+			}
+			// startFence requires a snapshot without warnings.
+			f := startFence(t, enc.encode(bomConfig), files, up.addr)
+			for _, name := range []string{"www.tiktok.com.", "tiktokv.com.", "capcut.com.", "lemon8-app.com.",
+				"a.byteoversea.com.", "ibytedtos.com.", "x.pangle.io."} {
+				r := ask(t, f.addr, "127.0.0.9", "udp", question(name, dns.TypeA, true))
+				assert.Equal(t, dns.RcodeNameError, r.Rcode, name)
+				assert.Empty(t, r.Answer, name)
+				require.Len(t, r.Ns, 1, name)
+				assert.IsType(t, &dns.SOA{}, r.Ns[0], name)
+				require.NotNil(t, ede(r), name)
+				assert.Equal(t, dns.ExtendedErrorCodeBlocked, ede(r).InfoCode, name)
+			}
+			r := ask(t, f.addr, "127.0.0.9", "udp", question("example.org.", dns.TypeA, false))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode, "other names are forwarded")
+			require.Len(t, r.Answer, 1)
+			r = ask(t, f.addr, "127.0.1.9", "udp", question("tiktok.com.", dns.TypeA, false))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode, "outside the range: forwarded")
+
+			snap := f.handler.Snapshot()
+			cr, ok := snap.PolicyFor(netipMustParse("127.0.0.9"))
+			require.True(t, ok)
+			assert.Equal(t, 1, cr.Range.Line, "the range is on line 1")
+			raw, err := os.ReadFile(filepath.Join(f.dir, "lists/plain.txt"))
+			require.NoError(t, err)
+			sum := sha256.Sum256(raw)
+			assert.Equal(t, hex.EncodeToString(sum[:]), snap.Lists[filepath.Join(f.dir, "lists/plain.txt")].Hash(), "list_sha256 is of the raw bytes")
+		})
+	}
+}
+
+// TestConfigWithBOMAndCRLFReportsLines checks that errors in a
+// configuration saved the Windows way name the right line and key.
+func TestConfigWithBOMAndCRLFReportsLines(t *testing.T) {
+	for _, enc := range windowsEncodings {
+		t.Run(enc.name, func(t *testing.T) {
+			dir := writeTree(t, map[string]string{"l.txt": "tiktok.com\n"})
+			path := filepath.Join(dir, "c.yaml")
+			require.NoError(t, os.WriteFile(path, []byte(enc.encode(
+				"upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/33\"]\n    block: [l.txt]\nbogus: 1\n")), 0o644))
+			_, err := LoadConfig(path)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), path+`:6: unknown key "bogus"`)
+			assert.Contains(t, err.Error(), path+":4: ")
+			assert.NotContains(t, err.Error(), "\r")
+			assert.NotContains(t, err.Error(), bom)
+		})
+	}
+}
+
+// TestResolvConfWithBOMAndCRLF reads upstreams from a resolv.conf saved
+// the Windows way: the nameserver on the byte-order mark's line counts.
+func TestResolvConfWithBOMAndCRLF(t *testing.T) {
+	for _, enc := range windowsEncodings {
+		t.Run(enc.name, func(t *testing.T) {
+			conf := filepath.Join(t.TempDir(), "resolv.conf")
+			require.NoError(t, os.WriteFile(conf, []byte(enc.encode("nameserver 127.0.0.53\n# x\nnameserver ::1\n")), 0o644))
+			cfg := &Config{Listen: []string{"127.0.0.1:5353"}, Upstreams: []string{conf}}
+			got, err := cfg.ResolveUpstreams()
+			require.NoError(t, err)
+			assert.Equal(t, []string{"127.0.0.53:53", "[::1]:53"}, got)
+		})
+	}
+}
+
+// TestRangeFileWithNoUsableRange checks that a client range file that
+// yields no range, for a policy with no other, is an error that names the
+// file and its bad lines, at start and at reload (which keeps the last good
+// state), and only a warning when the policy has another range.
+func TestRangeFileWithNoUsableRange(t *testing.T) {
+	const config = `listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+allowed_clients: ["127.0.0.0/8"]
+log: {queries: none}
+policies:
+  - name: gov
+    client_files: ["gov.txt"]
+    block: ["tiktok.txt"]
+`
+	bad := []struct {
+		name    string
+		content string
+		want    []string // in the error
+	}{
+		{name: "bad lines only", content: "10.0.0.0/33\r\n127.0.0.1/8\n",
+			want: []string{`gov.txt: no usable client range for policy "gov", which has no other range`,
+				`gov.txt:1: not an IP address or CIDR prefix: "10.0.0.0/33"`,
+				`gov.txt:2: prefix has host bits set, did you mean 127.0.0.0/8: "127.0.0.1/8"`}},
+		{name: "comments only", content: "# to be filled in\n\n",
+			want: []string{`gov.txt: no usable client range for policy "gov", which has no other range: it would apply to no device (the file holds no ranges)`}},
+		{name: "empty", content: "",
+			want: []string{`gov.txt: no usable client range for policy "gov"`}},
+	}
+	up := startUpstream(t, nil)
+	for _, tc := range bad {
+		t.Run("start/"+tc.name, func(t *testing.T) {
+			dir := writeTree(t, map[string]string{"gov.txt": tc.content, "tiktok.txt": "tiktok.com\n",
+				"c.yaml": strings.ReplaceAll(config, "{{upstreams}}", `["`+up.addr+`"]`)})
+			cfg, err := LoadConfig(filepath.Join(dir, "c.yaml"))
+			require.NoError(t, err)
+			_, err = BuildSnapshot(cfg, nil)
+			require.ErrorIs(t, err, ErrNoClientRanges)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), filepath.Join(dir, w))
+			}
+		})
+		t.Run("reload/"+tc.name, func(t *testing.T) {
+			f := startFence(t, config, map[string]string{"gov.txt": "127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n"}, up.addr)
+			r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*Config, error) {
+				return LoadConfig(filepath.Join(f.dir, "dnsfence.yaml"))
+			})
+			writeAtomic(t, filepath.Join(f.dir, "gov.txt"), tc.content)
+			err := r.Reload(true) // even SIGHUP refuses it
+			require.ErrorIs(t, err, ErrNoClientRanges)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), filepath.Join(f.dir, w))
+			}
+			assert.False(t, r.Status().OK)
+			assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.9", "tiktok.com."), "the last good ranges still apply")
+		})
+	}
+	t.Run("another range in the policy: a warning", func(t *testing.T) {
+		dir := writeTree(t, map[string]string{"gov.txt": "10.0.0.0/33\n", "more.txt": "127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n",
+			"c.yaml": strings.ReplaceAll(strings.Replace(config, `["gov.txt"]`, `["gov.txt", "more.txt"]`, 1), "{{upstreams}}", `["`+up.addr+`"]`)})
+		cfg, err := LoadConfig(filepath.Join(dir, "c.yaml"))
+		require.NoError(t, err)
+		snap, err := BuildSnapshot(cfg, nil)
+		require.NoError(t, err)
+		require.Len(t, snap.Warnings, 1)
+		assert.EqualError(t, snap.Warnings[0], filepath.Join(dir, "gov.txt")+`:1: not an IP address or CIDR prefix: "10.0.0.0/33"`)
+		_, ok := snap.PolicyFor(netipMustParse("127.0.0.9"))
+		assert.True(t, ok)
+	})
+	t.Run("the file fixed, the reload applies", func(t *testing.T) {
+		f := startFence(t, config, map[string]string{"gov.txt": "127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n"}, up.addr)
+		r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*Config, error) {
+			return LoadConfig(filepath.Join(f.dir, "dnsfence.yaml"))
+		})
+		writeAtomic(t, filepath.Join(f.dir, "gov.txt"), bom+"127.0.1.0/24\r\n")
+		require.NoError(t, r.Reload(false))
+		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.1.9", "tiktok.com."))
+		assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "127.0.0.9", "tiktok.com."))
+	})
+}
