@@ -38,7 +38,7 @@ type Explanation struct {
 // Hop is one name of an upstream answer's chain and its decision.
 type Hop struct {
 	Record   string // the record as text
-	Name     string // the name decided: the owner, or a CNAME/DNAME target
+	Name     string // the name decided: the target of an alias (aliasTarget), else the owner; a blocked owner first
 	Decision Decision
 }
 
@@ -90,8 +90,9 @@ func (e *Explanation) block() {
 
 // ExplainAnswer adds an upstream answer to an explanation that was
 // forwarded: each record of the answer with the decision on the name it
-// leads to (a CNAME or DNAME target, else its owner), and the verdict the
-// CNAME-cloaking inspection reaches, using the same check as a query.
+// leads to (the target of a CNAME, DNAME, HTTPS or SVCB record, else its
+// owner), and the verdict the answer inspection reaches, with the same
+// functions as a query (hopDecision, chainDecision).
 func (s *Snapshot) ExplainAnswer(e *Explanation, resp *dns.Msg) {
 	if e.Verdict != VerdictForwarded && e.Verdict != VerdictAllowed {
 		return
@@ -99,14 +100,11 @@ func (s *Snapshot) ExplainAnswer(e *Explanation, resp *dns.Msg) {
 	inspect := e.HasPolicy && e.Range.Policy.Blocks() && !e.Decision.Allowed
 	for _, rr := range resp.Answer {
 		h := Hop{Record: strings.ReplaceAll(rr.String(), "\t", " "), Name: rr.Header().Name}
-		switch v := rr.(type) {
-		case *dns.CNAME:
-			h.Name = v.Target
-		case *dns.DNAME:
-			h.Name = v.Target
+		if target, ok := aliasTarget(rr); ok {
+			h.Name = target
 		}
 		if inspect {
-			h.Decision = e.Range.Policy.Decide(h.Name)
+			h.Name, h.Decision = hopDecision(e.Range.Policy, rr)
 		}
 		e.Hops = append(e.Hops, h)
 	}
