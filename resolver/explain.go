@@ -23,6 +23,7 @@ const (
 type Explanation struct {
 	Client    netip.Addr
 	Name      string
+	Typed     string // the name as a person typed it, when that was Unicode: Name is its ASCII form
 	Type      string
 	Allowed   bool          // the client is inside allowed_clients
 	AllowedBy netip.Prefix  // the allowed_clients range holding it
@@ -140,7 +141,11 @@ func (e Explanation) String() string {
 			b.WriteString("  the policy has no block lists: an exemption\n")
 		}
 	}
-	fmt.Fprintf(&b, "name %s type %s\n", e.Name, e.Type)
+	fmt.Fprintf(&b, "name %s type %s", e.Name, e.Type)
+	if e.Typed != "" {
+		fmt.Fprintf(&b, " (typed as %s)", e.Typed)
+	}
+	b.WriteString("\n")
 	if e.HasPolicy && e.Range.Policy.Blocks() {
 		fmt.Fprintf(&b, "  %s\n", describe(e.Name, decisionOfName(e)))
 	}
@@ -219,6 +224,7 @@ type jsonExplanation struct {
 	Exemption bool          `json:"exemption,omitempty"`
 	Beaten    []jsonRange   `json:"beats,omitempty"`
 	Name      string        `json:"name"`
+	Typed     string        `json:"typed,omitempty"`
 	Type      string        `json:"type"`
 	Decision  *jsonDecision `json:"decision,omitempty"`
 	Answer    []jsonHop     `json:"answer,omitempty"`
@@ -240,7 +246,7 @@ func toJSONRange(cr ClientRange) jsonRange {
 
 // MarshalJSON gives the same content as String, as JSON.
 func (e Explanation) MarshalJSON() ([]byte, error) {
-	j := jsonExplanation{Client: e.Client.String(), Allowed: e.Allowed, Name: e.Name, Type: e.Type,
+	j := jsonExplanation{Client: e.Client.String(), Allowed: e.Allowed, Name: e.Name, Typed: e.Typed, Type: e.Type,
 		Verdict: e.Verdict, Rcode: e.Rcode}
 	if e.Allowed {
 		j.AllowedBy = e.AllowedBy.String()
