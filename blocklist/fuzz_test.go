@@ -149,11 +149,17 @@ func refLabels(name string) []string {
 }
 
 // checkRefLabels checks the reference against miekg/dns: wherever it packs
-// the name, its wire-form labels are the reference's.
+// the name, its wire-form labels are the reference's. A name ending in a
+// lone backslash is no presentation form (miekg/dns misreads it after a
+// multi-byte rune) and is skipped.
 func checkRefLabels(t *testing.T, name string, labels []string) {
+	body := trimRoot(name)
+	if name == "" || (body != "" && body[len(body)-1] == '\\' && !escaped(body, len(body)-1)) {
+		return
+	}
 	var wire [1024]byte
-	n, err := dns.PackDomainName(dns.Fqdn(name), wire[:], 0, nil, false)
-	if err != nil || name == "" {
+	n, err := dns.PackDomainName(body+".", wire[:], 0, nil, false)
+	if err != nil {
 		return
 	}
 	var packed []string

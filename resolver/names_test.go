@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"cmp"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -311,4 +312,35 @@ func TestForwardComparesQuestionsInWireForm(t *testing.T) {
 	other.Store(true)
 	_, _, err := fw.Forward(t.Context(), question(`tiktok\.com.example.`, dns.TypeA, false), false, nil)
 	assert.Error(t, err, "an answer to another question")
+}
+
+// TestExplainName: a CHAOS TXT question is an explain question when its
+// last two labels are explain and dnsfence, whatever the case; escaped dots
+// are not label boundaries.
+func TestExplainName(t *testing.T) {
+	for _, tc := range []struct {
+		qname  string
+		class  uint16
+		qtype  uint16
+		want   string
+		wantOK bool
+	}{
+		{qname: "www.tiktok.com.explain.dnsfence.", want: "www.tiktok.com.", wantOK: true},
+		{qname: "WWW.x.EXPLAIN.DnsFence.", want: "WWW.x.", wantOK: true},
+		{qname: `x\\.explain.dnsfence.`, want: `x\\.`, wantOK: true},
+		{qname: rep(`\001`, 63) + ".explain.dnsfence.", want: rep(`\001`, 63) + ".", wantOK: true},
+		{qname: "explain.dnsfence."},
+		{qname: "dnsfence."},
+		{qname: `x\.explain.dnsfence.`},
+		{qname: `\.explain.dnsfence.`},
+		{qname: `x.explain\.dnsfence.`},
+		{qname: "x.notexplain.dnsfence."},
+		{qname: "www.tiktok.com.explain.dnsfence.", class: dns.ClassINET},
+		{qname: "www.tiktok.com.explain.dnsfence.", qtype: dns.TypeA},
+	} {
+		q := dns.Question{Name: tc.qname, Qclass: cmp.Or(tc.class, dns.ClassCHAOS), Qtype: cmp.Or(tc.qtype, dns.TypeTXT)}
+		got, ok := explainName(q)
+		assert.Equal(t, tc.wantOK, ok, tc.qname)
+		assert.Equal(t, tc.want, got, tc.qname)
+	}
 }
