@@ -45,8 +45,11 @@ func escaped(name string, i int) bool {
 }
 
 // foldLabel writes the octets of the label text s to buf, ASCII letters in
-// lower case, and returns them. It reports false for a label of more than
-// 63 octets, which no list holds. The result aliases buf.
+// lower case, and returns them. It reports false for a label no list can
+// hold: longer than 63 octets, or with an octet that is not a letter, a
+// digit, '-' or '_' (normalizeEntry accepts no other), so that a label of
+// 63 escaped control octets costs no more than its first. The result
+// aliases buf.
 func foldLabel(s string, buf *[maxLabel]byte) (string, bool) {
 	n := 0
 	for i := 0; i < len(s); {
@@ -54,15 +57,24 @@ func foldLabel(s string, buf *[maxLabel]byte) (string, bool) {
 		if c == '\\' {
 			c, k = octet(s, i)
 		}
-		if n == len(buf) {
+		c = lower(c)
+		if n == len(buf) || !entryOctet[c] {
 			return "", false
 		}
-		buf[n] = lower(c)
+		buf[n] = c
 		n++
 		i += k
 	}
 	return unsafe.String(&buf[0], n), true
 }
+
+// entryOctet marks the octets a stored entry's labels are made of.
+var entryOctet = func() (t [256]bool) {
+	for c := range t {
+		t[c] = 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_'
+	}
+	return t
+}()
 
 // octet is the octet the presentation text s spells at i, and how many
 // bytes of s spell it: `\DDD` (decimal; values over 255 wrap as miekg/dns
