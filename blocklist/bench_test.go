@@ -26,6 +26,8 @@ func BenchmarkMatch(b *testing.B) {
 		{"hit-subdomain", "a.b.c.host-500.tracker500.example.com."},
 		{"miss", "www.example.org."},
 		{"miss-upper-deep", "A.B.C.D.E.F.WWW.EXAMPLE.ORG."},
+		{"hit-escaped-63", strings.Repeat(`\001`, 63) + ".host-500.tracker500.example.com."},
+		{"hit-escaped-letters", `a.\104ost-500.tracker500.\069XAMPLE.com.`},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -6,8 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/miekg/dns"
 )
 
 // seedFiles adds every file of testdata/ matching pattern to the corpus.
@@ -106,35 +109,150 @@ func FuzzParseRanges(f *testing.F) {
 	})
 }
 
-// FuzzMatch compares Match with a plain reference, a map of entries tried
-// at every label boundary of the folded name from the left (most specific
-// first), on any query name: escapes, odd bytes, empty labels.
+// FuzzMatch compares Match with a plain reference on any query name: the
+// name read into wire-form labels the obvious way (refLabels, itself checked
+// against miekg/dns's packing wherever miekg/dns packs the name), and an
+// entry matching when it equals the name's last labels, octet by octet,
+// ASCII letters folded; the most specific entry wins. Seeds cover escapes
+// (\DDD, \X, escaped dots and backslashes), labels of 63 octets whose text
+// is 252 bytes, names of 255 octets, empty labels and odd bytes.
 func FuzzMatch(f *testing.F) {
-	entries := []string{"tiktok.com", "a.b.example.org", "example.org", "x-y.co", "deep.a.b.c.d.e.f.net"}
+	entries := []string{"tiktok.com", "a.b.example.org", "example.org", "x-y.co", "deep.a.b.c.d.e.f.net", "under_score.example"}
 	l, err := Parse("fuzz.txt", []byte(strings.Join(entries, "\n")))
 	if err != nil {
 		f.Fatal(err)
 	}
-	lines := map[string]int{}
-	for i, e := range entries {
-		lines[e] = i + 1
+	seeds := []string{"www.tiktok.com.", "TIKTOK.COM", `x\.tiktok.com.`, `x\\.tiktok.com.`, "a.b.example.org.", "b.example.org",
+		"..example.org.", "com.", "", ".", `tiktok\.com.`, `www.\116\105\107\116\111\107.com.`, `www.\084IKTOK.COM`,
+		`\(\)\"\;.tiktok.com`, `tik\000tok.com`, `\300iktok.com`, `tiktok.com\`, `tiktok.com\.`, `tiktok.com\\.`,
+		`a.\b.example.org`, `x.\101.b.example.org.`, `under\_score.example`, `tiktok.\c\o\m`, `tiktok.co\109.`,
+		strings.Repeat(`\001`, 63) + ".tiktok.com.", strings.Repeat(`\001`, 64) + ".tiktok.com.",
+		strings.Repeat(`\001`, 63) + "." + strings.Repeat(`\255`, 63) + "." + strings.Repeat(`\000`, 63) + "." + strings.Repeat("a", 50) + ".tiktok.com.",
+		strings.Repeat("a.", 200) + "tiktok.com", strings.Repeat("a.", 120) + "deep.a.b.c.d.e.f.net",
 	}
-	for _, s := range []string{"www.tiktok.com.", "TIKTOK.COM", `x\.tiktok.com.`, `x\\.tiktok.com.`, "a.b.example.org.", "b.example.org", "..example.org.", "com.", "", "."} {
+	for _, s := range seeds {
 		f.Add(s)
 	}
+	ref := map[string]int{} // by the entry's labels, each after its length
+	for i, e := range entries {
+		ref[labelKey(strings.Split(e, "."))] = i + 1
+	}
 	f.Fuzz(func(t *testing.T, name string) {
-		got, ok := l.Match(name)
-		var buf [maxName + 2]byte
-		folded, valid := fold(name, buf[:0])
-		want, wantOK := "", false
-		for i := 0; valid && i >= 0; i = nextLabel(folded, i) {
-			if _, hit := lines[string(folded[i:])]; hit {
-				want, wantOK = string(folded[i:]), true
+		labels := refLabels(name)
+		checkRefLabels(t, name, labels)
+		want, wantLine := "", 0
+		for k := range labels {
+			folded := make([]string, len(labels)-k)
+			for i, lb := range labels[k:] {
+				folded[i] = asciiLower(lb)
+			}
+			if line, hit := ref[labelKey(folded)]; hit {
+				want, wantLine = strings.Join(folded, "."), line
 				break
 			}
 		}
-		if ok != wantOK || (ok && (got.Folded() != want || got.Line != lines[want])) {
-			t.Fatalf("Match(%q) = %q line %d, %v; want %q, %v", name, got.Name, got.Line, ok, want, wantOK)
+		got, ok := l.Match(name)
+		if ok != (want != "") || (ok && (got.Folded() != want || got.Line != wantLine)) {
+			t.Fatalf("Match(%q) = %q (%q) line %d, %v; want %q line %d", name, got.Name, got.Folded(), got.Line, ok, want, wantLine)
+		}
+		if ok && !strings.HasSuffix(name, got.Name) && !strings.HasSuffix(name, got.Name+".") {
+			t.Fatalf("Match(%q): entry name %q is not the name's own suffix", name, got.Name)
+		}
+	})
+}
+
+// refLabels reads a presentation-form name (RFC 1035 §5.1) into its labels
+// as octet strings, the plain way: `\DDD` is the octet of DDD (wrapping past
+// 255, as miekg/dns packs it), `\X` is X, an unescaped dot ends a label,
+// and a final unescaped dot is the root.
+func refLabels(name string) []string {
+	if name == "." {
+		return nil
+	}
+	var labels []string
+	var cur []byte
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '\\' && i+3 < len(name) && isDigit(name[i+1]) && isDigit(name[i+2]) && isDigit(name[i+3]):
+			v, _ := strconv.Atoi(name[i+1 : i+4])
+			cur = append(cur, byte(v%256))
+			i += 3
+		case c == '\\' && i+1 < len(name):
+			cur = append(cur, name[i+1])
+			i++
+		case c == '.':
+			labels = append(labels, string(cur))
+			cur = cur[:0]
+			if i == len(name)-1 {
+				return labels
+			}
+		default:
+			cur = append(cur, c)
+		}
+	}
+	if name != "" {
+		labels = append(labels, string(cur))
+	}
+	return labels
+}
+
+// checkRefLabels checks the reference against miekg/dns: wherever it packs
+// the name, its wire-form labels are the reference's. A name ending in a
+// lone backslash is no presentation form (miekg/dns misreads it after a
+// multi-byte rune) and is skipped.
+func checkRefLabels(t *testing.T, name string, labels []string) {
+	body := trimRoot(name)
+	if name == "" || (body != "" && body[len(body)-1] == '\\' && !escaped(body, len(body)-1)) {
+		return
+	}
+	var wire [1024]byte
+	n, err := dns.PackDomainName(body+".", wire[:], 0, nil, false)
+	if err != nil {
+		return
+	}
+	var packed []string
+	for off := 0; off < n && wire[off] != 0; off += 1 + int(wire[off]) {
+		packed = append(packed, string(wire[off+1:off+1+int(wire[off])]))
+	}
+	if !slices.Equal(packed, labels) {
+		t.Fatalf("reference labels of %q are %q; miekg/dns packs %q", name, labels, packed)
+	}
+}
+
+// labelKey encodes labels unambiguously, whatever octets they hold.
+func labelKey(labels []string) string {
+	var b strings.Builder
+	for _, lb := range labels {
+		fmt.Fprintf(&b, "%d:%s", len(lb), lb)
+	}
+	return b.String()
+}
+
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		b[i] = lower(c)
+	}
+	return string(b)
+}
+
+// FuzzSameName compares SameName with the reference labels of both names.
+func FuzzSameName(f *testing.F) {
+	for _, p := range [][2]string{
+		{"www.tiktok.com.", `WWW.\116iktok.com`}, {`a\.b.example`, "a.b.example"}, {`a\\.`, `a\\`}, {`a\.`, "a"},
+		{`\065`, "a"}, {`\300`, ","}, {".", ""}, {"a..b", "a..b"}, {strings.Repeat(`\001`, 63), strings.Repeat("\x01", 63)},
+	} {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		la, lb := refLabels(a), refLabels(b)
+		want := len(la) == len(lb)
+		for i := 0; want && i < len(la); i++ {
+			want = asciiLower(la[i]) == asciiLower(lb[i])
+		}
+		if got := SameName(a, b); got != want {
+			t.Fatalf("SameName(%q, %q) = %v; want %v (labels %q, %q)", a, b, got, want, la, lb)
 		}
 	})
 }

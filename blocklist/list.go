@@ -15,22 +15,46 @@ import (
 	"unsafe"
 )
 
-// maxName is the longest domain name in presentation form without the
-// trailing dot (RFC 1035 §2.3.4 allows 255 octets on the wire).
+// maxName is the longest list entry in text form without the trailing dot:
+// entries are letters, digits, '-' and '_' only, so their text is their
+// octets, and 253 of them with the label lengths and the root make the 255
+// octets RFC 1035 §2.3.4 allows on the wire. Query names are not bounded by
+// it: Match reads them label by label in wire form (see name.go).
 const maxName = 253
 
 // Entry is the list entry that made a name match.
 type Entry struct {
 	List *List // the list holding the entry
 	// Name is the entry, without a trailing dot: lowercase from All; from
-	// Match, as the matched name spells it, which may differ in case (Match
-	// does not allocate to fold it). Folded gives it lowercase.
+	// Match, the matching suffix of the name as given, in presentation form,
+	// which may differ in case and may spell octets with escapes
+	// (`\116iktok.com` for tiktok.com): Match does not allocate to rewrite
+	// it. Folded gives the entry as the list has it.
 	Name string
 	Line int // line of the entry in the list file
 }
 
-// Folded is the entry's name in lowercase, as the list has it.
-func (e Entry) Folded() string { return strings.ToLower(e.Name) }
+// Folded is the entry's name as the list has it: lowercase, escapes
+// (RFC 1035 §5.1) resolved to their octets. An entry's octets are letters,
+// digits, '-' and '_', so the result is plain text; it is e.Name itself,
+// without a copy, when that is already so.
+func (e Entry) Folded() string {
+	plain := true
+	for i := 0; i < len(e.Name) && plain; i++ {
+		c := e.Name[i]
+		plain = c != '\\' && (c < 'A' || c > 'Z')
+	}
+	if plain {
+		return e.Name
+	}
+	b := make([]byte, 0, len(e.Name))
+	for i := 0; i < len(e.Name); {
+		c, n := octet(e.Name, i)
+		b = append(b, lower(c))
+		i += n
+	}
+	return string(b)
+}
 
 // Duplicate is an entry that appeared again later in the same file.
 type Duplicate struct {
@@ -148,43 +172,48 @@ func (l *List) Contains(name string) bool {
 }
 
 // Match reports whether name or one of its parent domains is an entry,
-// returning the most specific such entry. name may be in any case and may
-// carry a trailing dot; escaped dots (`\.`) inside a label are not label
-// boundaries. The entry's name is the matching suffix of name as given.
+// returning the most specific such entry. name is in presentation form
+// (RFC 1035 §5.1), as miekg/dns gives names: labels are compared as the
+// octets they stand for, `\DDD` and `\X` escapes resolved, ASCII letters
+// case-insensitively (RFC 4343), so `www.\116iktok.com` is www.tiktok.com,
+// while `tiktok\.com`, one label holding a dot, is not tiktok.com. A
+// trailing dot is optional. The length of the text does not matter: a
+// label of 63 octets written as 252 characters of escapes matches like
+// any other, and a name too long to exist still matches by its last
+// labels. The entry's name is the matching suffix of name as given.
 // Match does not allocate.
 func (l *List) Match(name string) (Entry, bool) {
 	if l == nil || l.count == 0 {
 		return Entry{}, false
 	}
-	var buf [maxName + 2]byte
-	b, ok := fold(name, buf[:0])
-	if !ok {
-		return Entry{}, false
-	}
-	// Label starts, left to right: at most one a byte (empty labels too).
-	var starts [maxName + 2]uint8
-	labels := 0
-	for i := 0; i >= 0 && labels < len(starts); i = nextLabel(b, i) {
-		starts[labels] = uint8(i)
-		labels++
-	}
+	name = trimRoot(name)
+	var buf [maxLabel]byte
 	best, bestStart := uint32(0), 0
-	parent, end := uint32(0), len(b)
-	for k := labels - 1; k >= 0; k-- {
-		start := int(starts[k])
-		id, ok := l.find(parent, unsafe.String(unsafe.SliceData(b[start:]), end-start))
+	parent := uint32(0)
+	// Labels from the right; the walk ends at the first one that is not
+	// in the list.
+	for end := len(name); name != ""; {
+		start := labelStart(name, end)
+		label, ok := foldLabel(name[start:end], &buf)
+		if !ok {
+			break
+		}
+		id, ok := l.find(parent, label)
 		if !ok {
 			break
 		}
 		if l.nodes[id].lineNo() != 0 {
 			best, bestStart = id, start
 		}
+		if start == 0 {
+			break
+		}
 		parent, end = id, start-1
 	}
 	if best == 0 {
 		return Entry{}, false
 	}
-	return Entry{List: l, Name: name[bestStart:len(b)], Line: l.nodes[best].lineNo()}, true
+	return Entry{List: l, Name: name[bestStart:], Line: l.nodes[best].lineNo()}, true
 }
 
 // hash places the label under parent in the table.
@@ -208,41 +237,6 @@ func (l *List) find(parent uint32, label string) (uint32, bool) {
 			return id, true
 		}
 	}
-}
-
-// fold copies name into dst lowercased, without a trailing dot. It reports
-// false for names that cannot be on any list (empty or too long).
-func fold(name string, dst []byte) ([]byte, bool) {
-	name = strings.TrimSuffix(name, ".")
-	if name == "" || len(name) > maxName+1 {
-		return nil, false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
-	}
-	return dst, true
-}
-
-// nextLabel returns the index of the label after the one starting at i, or
-// -1 when the label at i is the last. A dot escaped with a backslash is part
-// of its label.
-func nextLabel(b []byte, i int) int {
-	for j := i; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++ // skip the escaped byte; \DDD digits are never dots
-		case '.':
-			if j+1 < len(b) {
-				return j + 1
-			}
-			return -1
-		}
-	}
-	return -1
 }
 
 // builder accumulates entries for a new List.

@@ -150,6 +150,18 @@ func TestMatch(t *testing.T) {
 		{name: "escaped dot is not a boundary", query: `x\.tiktok.com.`},
 		{name: "escaped dot in entry label", query: `tiktok\.com.`},
 		{name: "escaped backslash then dot", query: `x\\.tiktok.com.`, wantEntry: "tiktok.com", wantLine: 2},
+		{name: "label of 63 escaped octets", query: strings.Repeat(`\001`, 63) + ".tiktok.com.", wantEntry: "tiktok.com", wantLine: 2},
+		{name: "name of 255 octets", query: strings.Repeat(`\001`, 63) + "." + strings.Repeat(`\255`, 63) + "." + strings.Repeat(`\000`, 63) + "." + strings.Repeat("a", 50) + ".tiktok.com.", wantEntry: "tiktok.com", wantLine: 2},
+		{name: "name too long to exist matches by its last labels", query: strings.Repeat("a.", 300) + "tiktok.com", wantEntry: "tiktok.com", wantLine: 2},
+		{name: "decimal escapes spell the entry", query: `www.\116\105\107\116\111\107.com.`, wantEntry: "tiktok.com", wantLine: 2},
+		{name: "escaped upper-case letters", query: `www.\084IKTOK.\C\O\M`, wantEntry: "tiktok.com", wantLine: 2},
+		{name: "escaped letters in a deeper entry", query: `x.www.d\eep.\101xample`, wantEntry: "www.deep.example", wantLine: 4},
+		{name: "escaped specials below an entry", query: `\(\)\"\;\ .tiktok.com`, wantEntry: "tiktok.com", wantLine: 2},
+		{name: "label of 64 octets above an entry", query: strings.Repeat(`\001`, 64) + ".tiktok.com.", wantEntry: "tiktok.com", wantLine: 2},
+		{name: "escaped dot ends the name", query: `tiktok.com\.`},
+		{name: "control octet inside the entry label", query: `tik\000tok.com`},
+		{name: "octet over 127 is no letter", query: `tiktok.co\205`},
+		{name: "escaped dot joins entry labels under a zone", query: `tiktok\.com.example.`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

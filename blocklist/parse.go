@@ -171,18 +171,36 @@ func NormalizeName(s string) (string, error) {
 	return string(n), nil
 }
 
+// ToASCII converts a name written in Unicode (`bücher.example`) to the
+// ASCII form DNS carries and lists store (`xn--bcher-kva.example`): each
+// label mapped and checked by the UTS #46 lookup profile of IDNA2008
+// (golang.org/x/net/idna Lookup) and written in punycode (RFC 3492). List
+// entries are converted with it, and so is every name a person types
+// (explain), so that both meet. A name that is ASCII already is returned
+// as it is; a trailing dot is kept. An invalid name returns an error
+// wrapping ErrIDNA.
+func ToASCII(name string) (string, error) {
+	for i := 0; i < len(name); i++ {
+		if name[i] >= 0x80 {
+			root := strings.HasSuffix(name, ".")
+			a, err := idna.Lookup.ToASCII(strings.TrimSuffix(name, "."))
+			if err != nil {
+				return "", fmt.Errorf("%w: %v", ErrIDNA, err)
+			}
+			if root {
+				a += "."
+			}
+			return a, nil
+		}
+	}
+	return name, nil
+}
+
 // normalizeEntry validates a domain name and writes its stored form to dst.
 func normalizeEntry(s string, dst []byte) ([]byte, error) {
-	s = strings.TrimSuffix(s, ".")
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			a, err := idna.Lookup.ToASCII(s)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrIDNA, err)
-			}
-			s = a
-			break
-		}
+	s, err := ToASCII(strings.TrimSuffix(s, "."))
+	if err != nil {
+		return nil, err
 	}
 	if len(s) > maxName {
 		return nil, ErrLongName

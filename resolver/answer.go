@@ -170,8 +170,10 @@ func soaOwner(qname string, d Decision, chain bool) string {
 	}
 	// Match gives the entry as the question's own suffix: with the
 	// question's trailing dot it is the owner, lowercased without a copy
-	// when it is lowercase already.
-	if e, end := d.Entry.Name, len(qname)-1; end >= len(e) && qname[end] == '.' && qname[end-len(e):end] == e {
+	// when it is lowercase already. A suffix spelt with escapes
+	// (`\116iktok.com`) is written as the list has it.
+	if e, end := d.Entry.Name, len(qname)-1; end >= len(e) && qname[end] == '.' && qname[end-len(e):end] == e &&
+		strings.IndexByte(e, '\\') < 0 {
 		return strings.ToLower(qname[end-len(e):])
 	}
 	return d.Entry.Folded() + "."

@@ -23,6 +23,7 @@ const (
 type Explanation struct {
 	Client    netip.Addr
 	Name      string
+	Typed     string // the name as a person typed it, when that was Unicode: Name is its ASCII form
 	Type      string
 	Allowed   bool          // the client is inside allowed_clients
 	AllowedBy netip.Prefix  // the allowed_clients range holding it
@@ -38,7 +39,7 @@ type Explanation struct {
 // Hop is one name of an upstream answer's chain and its decision.
 type Hop struct {
 	Record   string // the record as text
-	Name     string // the name decided: the owner, or a CNAME/DNAME target
+	Name     string // the name decided: the target of an alias (aliasTarget), else the owner; a blocked owner first
 	Decision Decision
 }
 
@@ -90,8 +91,9 @@ func (e *Explanation) block() {
 
 // ExplainAnswer adds an upstream answer to an explanation that was
 // forwarded: each record of the answer with the decision on the name it
-// leads to (a CNAME or DNAME target, else its owner), and the verdict the
-// CNAME-cloaking inspection reaches, using the same check as a query.
+// leads to (the target of a CNAME, DNAME, HTTPS or SVCB record, else its
+// owner), and the verdict the answer inspection reaches, with the same
+// functions as a query (hopDecision, chainDecision).
 func (s *Snapshot) ExplainAnswer(e *Explanation, resp *dns.Msg) {
 	if e.Verdict != VerdictForwarded && e.Verdict != VerdictAllowed {
 		return
@@ -99,14 +101,11 @@ func (s *Snapshot) ExplainAnswer(e *Explanation, resp *dns.Msg) {
 	inspect := e.HasPolicy && e.Range.Policy.Blocks() && !e.Decision.Allowed
 	for _, rr := range resp.Answer {
 		h := Hop{Record: strings.ReplaceAll(rr.String(), "\t", " "), Name: rr.Header().Name}
-		switch v := rr.(type) {
-		case *dns.CNAME:
-			h.Name = v.Target
-		case *dns.DNAME:
-			h.Name = v.Target
+		if target, ok := aliasTarget(rr); ok {
+			h.Name = target
 		}
 		if inspect {
-			h.Decision = e.Range.Policy.Decide(h.Name)
+			h.Name, h.Decision = hopDecision(e.Range.Policy, rr)
 		}
 		e.Hops = append(e.Hops, h)
 	}
@@ -147,7 +146,11 @@ func (e Explanation) String() string {
 			b.WriteString("  the policy has no block lists: an exemption\n")
 		}
 	}
-	fmt.Fprintf(&b, "name %s type %s\n", e.Name, e.Type)
+	fmt.Fprintf(&b, "name %s type %s", e.Name, e.Type)
+	if e.Typed != "" {
+		fmt.Fprintf(&b, " (typed as %s)", e.Typed)
+	}
+	b.WriteString("\n")
 	if e.HasPolicy && e.Range.Policy.Blocks() {
 		fmt.Fprintf(&b, "  %s\n", describe(e.Name, decisionOfName(e)))
 	}
@@ -226,6 +229,7 @@ type jsonExplanation struct {
 	Exemption bool          `json:"exemption,omitempty"`
 	Beaten    []jsonRange   `json:"beats,omitempty"`
 	Name      string        `json:"name"`
+	Typed     string        `json:"typed,omitempty"`
 	Type      string        `json:"type"`
 	Decision  *jsonDecision `json:"decision,omitempty"`
 	Answer    []jsonHop     `json:"answer,omitempty"`
@@ -247,7 +251,7 @@ func toJSONRange(cr ClientRange) jsonRange {
 
 // MarshalJSON gives the same content as String, as JSON.
 func (e Explanation) MarshalJSON() ([]byte, error) {
-	j := jsonExplanation{Client: e.Client.String(), Allowed: e.Allowed, Name: e.Name, Type: e.Type,
+	j := jsonExplanation{Client: e.Client.String(), Allowed: e.Allowed, Name: e.Name, Typed: e.Typed, Type: e.Type,
 		Verdict: e.Verdict, Rcode: e.Rcode}
 	if e.Allowed {
 		j.AllowedBy = e.AllowedBy.String()

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/miekg/dns"
 )
 
@@ -514,14 +515,15 @@ func tcpError(err error) error {
 	return err
 }
 
-// sameQuestion compares the answer's question with ours; names compare
-// case-insensitively (RFC 4343).
+// sameQuestion compares the answer's question with ours; names compare in
+// wire form, case-insensitively (RFC 4343), whatever their presentation
+// text.
 func sameQuestion(resp, q *dns.Msg) bool {
 	if len(resp.Question) != 1 {
 		return false
 	}
 	a, b := resp.Question[0], q.Question[0]
-	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && strings.EqualFold(a.Name, b.Name)
+	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && blocklist.SameName(a.Name, b.Name)
 }
 
 func isTimeout(err error) bool {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -63,6 +64,13 @@ func seed(f *testing.F, patterns ...string) {
 	}
 }
 
+// chaosQuestion is a CHAOS TXT query for name.
+func chaosQuestion(name string) *dns.Msg {
+	m := question(name, dns.TypeTXT, false)
+	m.Question[0].Qclass = dns.ClassCHAOS
+	return m
+}
+
 // FuzzHandler feeds raw packets through the server's accept step and the
 // handler, the way a socket does, and checks that every accepted query gets
 // exactly one answer that packs, carries the query's ID and fits the
@@ -74,6 +82,9 @@ func FuzzHandler(f *testing.F) {
 		question("www.tiktok.com.", dns.TypeA, true),
 		question("example.org.", dns.TypeHTTPS, false),
 		question(`x\.tiktok.com.`, dns.TypeTXT, true),
+		question(strings.Repeat(`\001`, 63)+"."+strings.Repeat(`\255`, 63)+"."+strings.Repeat(`\000`, 63)+"."+strings.Repeat("a", 50)+".tiktok.com.", dns.TypeA, true),
+		chaosQuestion(strings.Repeat(`\092`, 63) + ".tiktok.com.explain.dnsfence."),
+		chaosQuestion(`x\.explain.dnsfence.`),
 	} {
 		b, err := m.Pack()
 		if err != nil {

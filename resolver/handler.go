@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
@@ -279,8 +280,8 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 		return m
 	}
 
-	if isExplainQuery(question) {
-		return h.explain(snap, q)
+	if name, ok := explainName(question); ok {
+		return h.explain(snap, q, name)
 	}
 
 	// 3. May they ask at all.
@@ -541,19 +542,32 @@ func (q *query) maxSize() int {
 // answerBufs are buffers for packed answers.
 var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// explainSuffix ends the CHAOS TXT question that asks for an explanation:
+// explainZone holds the CHAOS TXT questions that ask for an explanation:
 // `dig CH TXT www.tiktok.com.explain.dnsfence.` explains www.tiktok.com for
 // the asking client.
-const explainSuffix = ".explain.dnsfence."
+const explainZone = "explain.dnsfence."
 
-func isExplainQuery(q dns.Question) bool {
-	return q.Qclass == dns.ClassCHAOS && q.Qtype == dns.TypeTXT &&
-		len(q.Name) > len(explainSuffix) && strings.EqualFold(q.Name[len(q.Name)-len(explainSuffix):], explainSuffix)
+// explainName is the name a CHAOS TXT question below explain.dnsfence.
+// asks about, with its trailing dot. The last two labels decide, not the
+// last characters: `x\.explain.dnsfence.`, whose labels are "x.explain"
+// and "dnsfence", is no explain question.
+func explainName(q dns.Question) (string, bool) {
+	if q.Qclass != dns.ClassCHAOS || q.Qtype != dns.TypeTXT {
+		return "", false
+	}
+	i, start := dns.PrevLabel(q.Name, 2)
+	if start || i == 0 || !blocklist.SameName(q.Name[i:], explainZone) {
+		return "", false
+	}
+	return q.Name[:i], true
 }
+
+// txtEscaper writes plain text as a TXT string in presentation form.
+var txtEscaper = strings.NewReplacer(`\`, `\\`)
 
 // explain answers the CHAOS explain query with the reason text, one TXT
 // string a line, to clients in explain_clients only.
-func (h *Handler) explain(snap *Snapshot, q *query) *dns.Msg {
+func (h *Handler) explain(snap *Snapshot, q *query, name string) *dns.Msg {
 	req := q.req
 	if !snap.ExplainAllowed(q.client) {
 		q.result = ResultRefused
@@ -562,46 +576,33 @@ func (h *Handler) explain(snap *Snapshot, q *query) *dns.Msg {
 		return m
 	}
 	q.result = ResultExplained
-	name := req.Question[0].Name
-	name = name[:len(name)-len(explainSuffix)+1]
 	text := snap.Explain(q.client, name, dns.TypeA).String()
 	txt := &dns.TXT{Hdr: dns.RR_Header{Name: req.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassCHAOS}}
+	// A TXT string holds at most 255 octets; miekg/dns reads Txt in
+	// presentation form, so the backslashes of escaped names are escaped
+	// once more to reach the client as written.
 	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
 		for len(line) > 255 {
-			txt.Txt = append(txt.Txt, line[:255])
+			txt.Txt = append(txt.Txt, txtEscaper.Replace(line[:255]))
 			line = line[255:]
 		}
-		txt.Txt = append(txt.Txt, line)
+		txt.Txt = append(txt.Txt, txtEscaper.Replace(line))
 	}
 	m := newReply(req, dns.RcodeSuccess)
 	m.Answer = []dns.RR{txt}
 	return m
 }
 
-// chainDecision looks at every name an answer leads through, the owners of
-// its records and the targets of its CNAME and DNAME records, and returns the
-// first that the policy blocks. Each name follows the same rule as a
-// question: an allow entry for that name beats a block entry.
+// chainDecision looks at every name an answer points the client at, the
+// owners of its records and the targets of its aliases (aliasTarget), and
+// returns the first that the policy blocks with that name. Each name
+// follows the same rule as a question: an allow entry for that name beats
+// a block entry. It is the one inspection of an answer: queries (fresh and
+// cached answers alike) and explanations call it.
 func chainDecision(p *Policy, resp *dns.Msg) (Decision, string, bool) {
-	check := func(name string) (Decision, bool) {
-		d := p.Decide(name)
-		return d, d.Blocked
-	}
 	for _, rr := range resp.Answer {
-		if d, ok := check(rr.Header().Name); ok {
-			return d, rr.Header().Name, true
-		}
-		var target string
-		switch v := rr.(type) {
-		case *dns.CNAME:
-			target = v.Target
-		case *dns.DNAME:
-			target = v.Target
-		default:
-			continue
-		}
-		if d, ok := check(target); ok {
-			return d, target, true
+		if name, d := hopDecision(p, rr); d.Blocked {
+			return d, name, true
 		}
 	}
 	return Decision{}, "", false
@@ -632,6 +633,46 @@ func checkEDNS(req *dns.Msg) int {
 		return dns.RcodeBadVers
 	}
 	return dns.RcodeSuccess
+}
+
+// hopDecision decides the names one answer record leads to: its owner, then
+// the name it is an alias for, if any. It returns the first of them that is
+// blocked, else the last with its decision.
+func hopDecision(p *Policy, rr dns.RR) (string, Decision) {
+	owner := rr.Header().Name
+	d := p.Decide(owner)
+	target, ok := aliasTarget(rr)
+	if d.Blocked || !ok {
+		return owner, d
+	}
+	return target, p.Decide(target)
+}
+
+// aliasTarget is the name rr sends the client to instead of its owner: the
+// target of a CNAME, a DNAME (the zone that replaces the owner's, RFC
+// 6672), or an HTTPS or SVCB record (RFC 9460 §2.4: the service endpoint in
+// ServiceMode, the alias in AliasMode). An HTTPS or SVCB target of "." is
+// no other name (§2.5: the owner itself in ServiceMode, no service in
+// AliasMode). The targets of MX, SRV, NS and the like name servers of the
+// owner, not aliases of it, and are not inspected.
+func aliasTarget(rr dns.RR) (string, bool) {
+	var target string
+	switch v := rr.(type) {
+	case *dns.CNAME:
+		return v.Target, true
+	case *dns.DNAME:
+		return v.Target, true
+	case *dns.HTTPS:
+		target = v.Target
+	case *dns.SVCB:
+		target = v.Target
+	default:
+		return "", false
+	}
+	if target == "." {
+		return "", false
+	}
+	return target, true
 }
 
 // validQuestion rejects meta types that never appear in a question.

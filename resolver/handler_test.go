@@ -681,6 +681,10 @@ func TestPackedBlockedAnswerMatchesMessage(t *testing.T) {
 			{name: "no rd", qname: "tiktok.com.", qtype: dns.TypeAAAA, edns: true},
 			{name: "escaped", qname: `a\.b.tiktok.com.`, qtype: dns.TypeTXT, edns: true},
 			{name: "chain", qname: "Cloaked.Example.", qtype: dns.TypeA, edns: true, chain: true, decidedName: "x.tiktok.com."},
+			{name: "label of 63 escaped octets", qname: strings.Repeat(`\001`, 63) + ".tiktok.com.", qtype: dns.TypeA, edns: true},
+			{name: "name of 255 octets", qname: strings.Repeat(`\001`, 63) + "." + strings.Repeat(`\255`, 63) + "." + strings.Repeat(`\000`, 63) + "." + strings.Repeat("a", 50) + ".tiktok.com.", qtype: dns.TypeA, edns: true},
+			{name: "escaped entry", qname: `www.\084\105KTOK.com.`, qtype: dns.TypeA},
+			{name: "chain to an escaped name", qname: strings.Repeat(`\001`, 63) + ".example.", qtype: dns.TypeA, chain: true, decidedName: `\001.\116iktok.com.`},
 		} {
 			t.Run(string(action)+"/"+tc.name, func(t *testing.T) {
 				req := question(tc.qname, tc.qtype, tc.edns)
@@ -731,6 +735,10 @@ func TestSOAOwner(t *testing.T) {
 		{qname: "tiktok.com.", decided: "tiktok.com.", want: "tiktok.com."},
 		{qname: "WWW.TikTok.COM.", decided: "WWW.TikTok.COM.", want: "tiktok.com."},
 		{qname: "Cloaked.Example.", decided: "x.tiktok.com.", chain: true, want: "cloaked.example."},
+		{qname: `www.\116iktok.com.`, decided: `www.\116iktok.com.`, want: "tiktok.com."},
+		{qname: `www.\084IKTOK.com.`, decided: `www.\084IKTOK.com.`, want: "tiktok.com."},
+		{qname: strings.Repeat(`\001`, 63) + ".TikTok.com.", decided: strings.Repeat(`\001`, 63) + ".TikTok.com.", want: "tiktok.com."},
+		{qname: strings.Repeat(`\001`, 63) + ".Example.", decided: `\116iktok.com.`, chain: true, want: strings.Repeat(`\001`, 63) + ".example."},
 	} {
 		d := p.Decide(tc.decided)
 		require.True(t, d.Blocked, tc.decided)

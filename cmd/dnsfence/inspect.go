@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver"
 	"github.com/miekg/dns"
 )
@@ -171,15 +172,25 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		}
 		qtype = t
 	}
+	// A name typed in Unicode is asked in DNS, and listed, in its ASCII
+	// form: convert it as the lists convert their entries.
+	name, err := blocklist.ToASCII(rest[1])
+	if err != nil {
+		fmt.Fprintf(stderr, "dnsfence explain: name: %v\n", err)
+		return explainError
+	}
 	snap, err := loadSnapshot(*configPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return explainError
 	}
-	e := snap.Explain(client, rest[1], qtype)
+	e := snap.Explain(client, name, qtype)
+	if name != rest[1] {
+		e.Typed = rest[1]
+	}
 	if *resolve && (e.Verdict == resolver.VerdictForwarded || e.Verdict == resolver.VerdictAllowed) {
 		req := new(dns.Msg)
-		req.SetQuestion(dns.Fqdn(rest[1]), qtype)
+		req.SetQuestion(e.Name, qtype)
 		resp, _, err := snap.Forwarder.Forward(context.Background(), req, false, nil)
 		if err != nil {
 			fmt.Fprintf(stderr, "resolve: %v\n", err)
