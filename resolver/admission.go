@@ -99,7 +99,7 @@ func (a *admission) admit(transport string, peer netip.Addr) (admitted, bool) {
 	}
 	a.handler.metrics.connectionRefused(transport, reason)
 	if ce := a.log.Check(zap.DebugLevel, "connection refused at accept"); ce != nil {
-		ce.Write(zap.String(logClient, peer.String()), zap.String(logTransport, transport), zap.String("reason", reason))
+		ce.Write(zap.String(logClient, peer.String()), zap.String(logTransport, transport), zap.String(logReason, reason))
 	}
 	return admitted{}, false
 }

@@ -46,11 +46,12 @@ const (
 	// nothing stops one client from holding all the connections then.
 	DefaultTCPConnectionsPerClient = 32
 	// DefaultUDPBuffer is the receive and send buffer asked for each UDP
-	// socket: 4 MiB holds about 2,000 queries waiting to be read (a
-	// datagram costs the kernel about 2 KiB), some 20 ms at 100,000 queries
-	// a second, where the kernel's usual 208 KiB (net.core.rmem_default)
-	// holds about 2 ms. The kernel grants at most twice net.core.rmem_max
-	// (wmem_max for sending).
+	// socket. The kernel charges a small datagram about 2 KiB against it:
+	// its usual 208 KiB (net.core.rmem_default) holds about 100 queries
+	// waiting to be read, 1 ms at 100,000 queries a second, while 4 MiB
+	// (which the kernel doubles) holds about 4,000, enough to ride out a
+	// few tens of milliseconds without CPU. The kernel grants at most twice
+	// net.core.rmem_max (wmem_max for sending).
 	DefaultUDPBuffer = 4 << 20
 )
 

@@ -125,7 +125,7 @@ func (e Explanation) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "client %s\n", e.Client)
 	if !e.Allowed {
-		b.WriteString("  not in allowed_clients: every query is REFUSED\n")
+		b.WriteString("  not in allowed_clients: every UDP query is REFUSED, every TCP connection closed at accept\n")
 		fmt.Fprintf(&b, "verdict: refused (REFUSED)\n")
 		return b.String()
 	}

@@ -36,6 +36,7 @@ const (
 	logIdentity   = "identity"
 	logSource     = "source"
 	logSuppressed = "suppressed"
+	logReason     = "reason"
 )
 
 // Results of one query, as logged and counted.

@@ -3,9 +3,11 @@ package resolver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -382,9 +384,18 @@ func TestShutdownStopsEveryTransportFirst(t *testing.T) {
 func TestUDPSocketBuffers(t *testing.T) {
 	up := startUpstream(t, nil)
 	core, logs := observer.New(zap.InfoLevel)
-	const asked = 65536 // under any net.core.rmem_max a distribution ships
+	// Ask a little more than the kernel gives a socket by default, so that
+	// a socket left alone fails the test, and no more than it grants.
+	asked := map[string]int{}
+	for _, dir := range []string{"rmem", "wmem"} {
+		def, maxBuf := sysctlInt(t, "net.core."+dir+"_default"), sysctlInt(t, "net.core."+dir+"_max")
+		asked[dir] = def + 4096
+		if asked[dir] > 2*maxBuf {
+			t.Skipf("net.core.%s_max %d is too small to tell a buffer asked for from the default %d", dir, maxBuf, def)
+		}
+	}
 	cfg := strings.Replace(testConfig, "log: {queries: all}",
-		"log: {queries: none}\nlimits: {udp_receive_buffer: 65536, udp_send_buffer: 65536}", 1)
+		fmt.Sprintf("log: {queries: none}\nlimits: {udp_receive_buffer: %d, udp_send_buffer: %d}", asked["rmem"], asked["wmem"]), 1)
 	f := startFenceLog(t, zap.New(core), cfg, testFiles, up.addr)
 
 	// What the sockets really have, read from the kernel.
@@ -392,20 +403,21 @@ func TestUDPSocketBuffers(t *testing.T) {
 	for _, u := range f.server.udp {
 		info, err := udpSocketOf(u.pc)
 		require.NoError(t, err)
-		assert.GreaterOrEqual(t, info.receiveBuffer, asked)
-		assert.GreaterOrEqual(t, info.sendBuffer, asked)
+		assert.GreaterOrEqual(t, info.receiveBuffer, asked["rmem"])
+		assert.GreaterOrEqual(t, info.sendBuffer, asked["wmem"])
 	}
 	rcv, ok := metricValue(t, f.registry, "dnsfence_udp_socket_buffer_bytes", "direction", "receive")
 	require.True(t, ok)
-	assert.GreaterOrEqual(t, rcv, float64(asked))
+	assert.GreaterOrEqual(t, rcv, float64(asked["rmem"]))
 	snd, ok := metricValue(t, f.registry, "dnsfence_udp_socket_buffer_bytes", "direction", "send")
 	require.True(t, ok)
-	assert.GreaterOrEqual(t, snd, float64(asked))
+	assert.GreaterOrEqual(t, snd, float64(asked["wmem"]))
 
 	lines := logs.FilterMessage("UDP socket buffers").All()
 	require.Len(t, lines, 1)
 	fields := lines[0].ContextMap()
-	assert.EqualValues(t, asked, fields["receive_asked"])
+	assert.EqualValues(t, asked["rmem"], fields["receive_asked"])
+	assert.EqualValues(t, asked["wmem"], fields["send_asked"])
 	assert.EqualValues(t, rcv, fields["receive_bytes"])
 	assert.EqualValues(t, snd, fields["send_bytes"])
 
@@ -490,4 +502,16 @@ func TestParseProcUDPDrops(t *testing.T) {
 			assert.Equal(t, tc.want, got)
 		})
 	}
+}
+
+// sysctlInt reads an integer kernel setting, skipping the test without it.
+func sysctlInt(t *testing.T, name string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(name, ".", "/"))
+	if err != nil {
+		t.Skipf("reading %s: %v", name, err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	require.NoError(t, err)
+	return n
 }

@@ -23,7 +23,7 @@ const (
 
 // upstreamReceiveBuffer is asked for each upstream UDP socket: up to
 // socketMaxQueries answers may arrive on one at once, about 2 KiB each to
-// the kernel, twice what its usual 208 KiB holds.
+// the kernel, ten times what its usual 208 KiB holds.
 const upstreamReceiveBuffer = 2 << 20
 
 // udpSocketInfo is what the kernel says of one listening UDP socket.
