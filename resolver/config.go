@@ -37,6 +37,22 @@ const (
 	DefaultTCPIdleTimeout   = 10 * time.Second
 	DefaultTCPPipeline      = 64
 	DefaultUpstreamInflight = 1000
+	// DefaultTCPConnectionsPerClient leaves room for about 30 clients to
+	// fill tcp_connections. RFC 7766 §6.2.2 asks a client for no more than
+	// one connection for its regular queries, so 32 only bites a host that
+	// hoards them. dnsdist (setMaxTCPConnectionsPerClient) and Unbound
+	// (tcp-connection-limit, which closes a connection over the limit at
+	// once, as dnsfence does) have the cap but leave it off by default, and
+	// nothing stops one client from holding all the connections then.
+	DefaultTCPConnectionsPerClient = 32
+	// DefaultUDPBuffer is the receive and send buffer asked for each UDP
+	// socket. The kernel charges a small datagram about 2 KiB against it:
+	// its usual 208 KiB (net.core.rmem_default) holds about 100 queries
+	// waiting to be read, 1 ms at 100,000 queries a second, while 4 MiB
+	// (which the kernel doubles) holds about 4,000, enough to ride out a
+	// few tens of milliseconds without CPU. The kernel grants at most twice
+	// net.core.rmem_max (wmem_max for sending).
+	DefaultUDPBuffer = 4 << 20
 )
 
 // DefaultAllowedClients are loopback and the private ranges: dnsfence is
@@ -165,9 +181,25 @@ type LimitsConfig struct {
 	TCPReadTimeout time.Duration `yaml:"tcp_read_timeout"` // to read a whole query
 	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"` // between queries on one connection
 	TCPPipeline    int           `yaml:"tcp_pipeline"`     // queries in flight on one connection
+	// TCPConnectionsPerClient bounds the open TCP connections of one client
+	// network (a /32, or a /56 for IPv6); a connection over it is closed
+	// at accept. Trusted proxies are not bounded by it: they carry many
+	// clients. Read at each accept, so a reload applies to new connections.
+	// Default 32 (DefaultTCPConnectionsPerClient says why).
+	TCPConnectionsPerClient int `yaml:"tcp_connections_per_client"`
 	// UpstreamInflight bounds the queries waiting on upstreams at once;
 	// past it a cache miss gets SERVFAIL at once instead of piling up.
 	UpstreamInflight int `yaml:"upstream_inflight"`
+	// UDPReceiveBuffer and UDPSendBuffer are the kernel buffers, in bytes,
+	// asked for each listening UDP socket (SO_RCVBUF, SO_SNDBUF): queries
+	// that arrive while the receive buffer is full are dropped by the
+	// kernel (counted in dnsfence_udp_receive_drops_total). The kernel
+	// doubles the value for its bookkeeping and caps it at twice
+	// net.core.rmem_max (wmem_max); what it granted is logged at start and
+	// exported as dnsfence_udp_socket_buffer_bytes. Applied at start only.
+	// Default 4 MiB each; from 4096 to 1 GiB.
+	UDPReceiveBuffer int `yaml:"udp_receive_buffer"`
+	UDPSendBuffer    int `yaml:"udp_send_buffer"`
 }
 
 // ReloadConfig tunes hot reload.
@@ -318,6 +350,9 @@ func (c *Config) applyDefaults() {
 		c.RateLimit.Exempt = []string{"127.0.0.0/8", "::1/128"}
 	}
 	c.Limits.TCPConnections = cmp.Or(c.Limits.TCPConnections, DefaultTCPConnections)
+	c.Limits.TCPConnectionsPerClient = cmp.Or(c.Limits.TCPConnectionsPerClient, DefaultTCPConnectionsPerClient)
+	c.Limits.UDPReceiveBuffer = cmp.Or(c.Limits.UDPReceiveBuffer, DefaultUDPBuffer)
+	c.Limits.UDPSendBuffer = cmp.Or(c.Limits.UDPSendBuffer, DefaultUDPBuffer)
 	c.Limits.TCPReadTimeout = cmp.Or(c.Limits.TCPReadTimeout, DefaultTCPReadTimeout)
 	c.Limits.TCPIdleTimeout = cmp.Or(c.Limits.TCPIdleTimeout, DefaultTCPIdleTimeout)
 	c.Limits.TCPPipeline = cmp.Or(c.Limits.TCPPipeline, DefaultTCPPipeline)
@@ -561,6 +596,7 @@ func (c *Config) validate(root *yaml.Node) error {
 		bad bool
 	}{
 		{"tcp_connections", c.Limits.TCPConnections < 1},
+		{"tcp_connections_per_client", c.Limits.TCPConnectionsPerClient < 1},
 		{"tcp_read_timeout", c.Limits.TCPReadTimeout <= 0},
 		{"tcp_idle_timeout", c.Limits.TCPIdleTimeout <= 0},
 		{"tcp_pipeline", c.Limits.TCPPipeline < 1},
@@ -568,6 +604,14 @@ func (c *Config) validate(root *yaml.Node) error {
 	} {
 		if l.bad {
 			errs.add([]any{"limits", l.key}, "must be positive")
+		}
+	}
+	for _, b := range []struct {
+		key  string
+		size int
+	}{{"udp_receive_buffer", c.Limits.UDPReceiveBuffer}, {"udp_send_buffer", c.Limits.UDPSendBuffer}} {
+		if b.size < minUDPBuffer || b.size > maxUDPBuffer {
+			errs.add([]any{"limits", b.key}, "want %d to %d bytes, got %d", minUDPBuffer, maxUDPBuffer, b.size)
 		}
 	}
 	if c.Log.AuditLimit < 0 {

@@ -50,6 +50,9 @@ policies:
 	assert.Equal(t, 200*time.Millisecond, cfg.Reload.Debounce)
 	assert.Equal(t, 0.5, *cfg.Reload.MaxShrink)
 	assert.Equal(t, 20000, cfg.Cache.Size)
+	assert.Equal(t, 32, cfg.Limits.TCPConnectionsPerClient)
+	assert.Equal(t, 4<<20, cfg.Limits.UDPReceiveBuffer)
+	assert.Equal(t, 4<<20, cfg.Limits.UDPSendBuffer)
 	assert.Equal(t, filepath.Join(dir, "l.txt"), cfg.Path("l.txt"), "relative to the config's folder")
 	assert.Equal(t, "/abs/l.txt", cfg.Path("/abs/l.txt"))
 }

@@ -124,7 +124,7 @@ func (e Explanation) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "client %s\n", e.Client)
 	if !e.Allowed {
-		b.WriteString("  not in allowed_clients: every query is REFUSED\n")
+		b.WriteString("  not in allowed_clients: every UDP query is REFUSED, every TCP connection closed at accept\n")
 		if e.HasPolicy {
 			fmt.Fprintf(&b, "  policy %q range %s (%s) holds it, but that range is only partly inside allowed_clients:\n"+
 				"  add the range to allowed_clients, or these devices cannot resolve at all\n",

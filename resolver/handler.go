@@ -38,6 +38,7 @@ const (
 	logSource     = "source"
 	logSuppressed = "suppressed"
 	logCause      = "cause"
+	logReason     = "reason"
 )
 
 // Results of one query, as logged and counted.

@@ -27,6 +27,10 @@ type Metrics struct {
 	unwatched       prometheus.Gauge
 	inflight        prometheus.Gauge
 	rateLimited     *prometheus.CounterVec // transport
+	connsRefused    *prometheus.CounterVec // transport, reason
+	connsOpen       *prometheus.GaugeVec   // transport
+	udpBuffer       *prometheus.GaugeVec   // direction
+	udpDrops        *udpDropCounter
 	cacheLookups    map[string]prometheus.Counter
 	reg             prometheus.Registerer
 
@@ -98,6 +102,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnsfence_ratelimited_total",
 			Help: "Queries over a client's rate limit, by transport (dropped on UDP, refused on TCP).",
 		}, []string{"transport"}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsfence_connections_refused_total",
+			Help: "Connections closed at accept, by transport and reason (not_allowed: outside allowed_clients; per_client_limit: the client already holds limits.tcp_connections_per_client).",
+		}, []string{"transport", "reason"}),
+		connsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dnsfence_connections_open",
+			Help: "Connections open now, by transport; limits.tcp_connections bounds them.",
+		}, []string{"transport"}),
+		udpBuffer: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dnsfence_udp_socket_buffer_bytes",
+			Help: "Kernel buffer granted to the listening UDP sockets (the smallest of them), by direction (receive, send); limits.udp_receive_buffer and udp_send_buffer ask for it.",
+		}, []string{"direction"}),
+		udpDrops:      &udpDropCounter{last: map[uint64]uint64{}},
 		queryCounters: map[[2]string]prometheus.Counter{},
 		cacheLookups:  map[string]prometheus.Counter{},
 		reg:           reg,
@@ -110,8 +127,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"hit", "miss", "stale"} {
 		m.cacheLookups[r] = cacheVec.WithLabelValues(r)
 	}
+	drops := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "dnsfence_udp_receive_drops_total",
+		Help: "Datagrams the kernel dropped on arrival at the listening UDP sockets, mostly because the receive buffer was full (the drops column of /proc/net/udp and udp6).",
+	}, m.udpDrops.total)
 	reg.MustRegister(m.queries, m.blocked, m.upstreamSeconds, m.upstreamErrors, m.listEntries,
-		m.reloads, m.reloadSuccess, m.reloadOK, m.reloadHeld, m.policyRanges, m.skippedLines, m.unwatched, m.inflight, m.rateLimited)
+		m.reloads, m.reloadSuccess, m.reloadOK, m.reloadHeld, m.policyRanges, m.skippedLines, m.unwatched, m.inflight, m.rateLimited,
+		m.connsRefused, m.connsOpen, m.udpBuffer, drops)
 	// Series a network team alerts on exist from the start, at zero.
 	for _, tr := range []string{"udp", "tcp"} {
 		m.rateLimited.WithLabelValues(tr)
@@ -124,7 +146,49 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.queryCounters[[2]string{tr, r}] = m.queries.WithLabelValues(tr, r)
 		}
 	}
+	for _, r := range refusedReasons {
+		m.connsRefused.WithLabelValues("tcp", r)
+	}
+	m.connsOpen.WithLabelValues("tcp")
 	return m
+}
+
+// connectionRefused counts a connection closed at accept.
+func (m *Metrics) connectionRefused(transport, reason string) {
+	if m == nil {
+		return
+	}
+	m.connsRefused.WithLabelValues(transport, reason).Inc()
+}
+
+// connectionOpened and connectionClosed track the connections served.
+func (m *Metrics) connectionOpened(transport string) {
+	if m == nil {
+		return
+	}
+	m.connsOpen.WithLabelValues(transport).Inc()
+}
+
+func (m *Metrics) connectionClosed(transport string) {
+	if m == nil {
+		return
+	}
+	m.connsOpen.WithLabelValues(transport).Dec()
+}
+
+// udpSockets records the listening UDP sockets: their kernel drop counters
+// are summed at each scrape, and the smallest buffers granted are exported.
+func (m *Metrics) udpSockets(socks []udpSocketInfo) {
+	if m == nil || len(socks) == 0 {
+		return
+	}
+	rcv, snd := socks[0].receiveBuffer, socks[0].sendBuffer
+	for _, s := range socks {
+		m.udpDrops.add(s.inode)
+		rcv, snd = min(rcv, s.receiveBuffer), min(snd, s.sendBuffer)
+	}
+	m.udpBuffer.WithLabelValues("receive").Set(float64(rcv))
+	m.udpBuffer.WithLabelValues("send").Set(float64(snd))
 }
 
 // query counts one answered query.

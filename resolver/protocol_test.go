@@ -127,19 +127,22 @@ func TestBlockedAndOwnAnswersHeaderBits(t *testing.T) {
 		name, from, qname string
 		qtype             uint16
 		rcode             int
+		network           string
 	}{
-		{"blocked nxdomain", "127.0.0.1", "www.tiktok.com.", dns.TypeA, dns.RcodeNameError},
-		{"blocked refused", "127.0.0.6", "www.tiktok.com.", dns.TypeA, dns.RcodeRefused},
-		{"blocked null", "127.0.0.7", "www.tiktok.com.", dns.TypeA, dns.RcodeSuccess},
-		{"not allowed", "127.0.0.20", "example.org.", dns.TypeA, dns.RcodeRefused},
-		{"zone transfer", "127.0.0.1", "example.org.", dns.TypeAXFR, dns.RcodeRefused},
+		{"blocked nxdomain", "127.0.0.1", "www.tiktok.com.", dns.TypeA, dns.RcodeNameError, "tcp"},
+		{"blocked refused", "127.0.0.6", "www.tiktok.com.", dns.TypeA, dns.RcodeRefused, "tcp"},
+		{"blocked null", "127.0.0.7", "www.tiktok.com.", dns.TypeA, dns.RcodeSuccess, "tcp"},
+		// Over TCP a client outside allowed_clients is closed at accept
+		// (TestConnectionAdmission): the REFUSED answer is UDP's.
+		{"not allowed", "127.0.0.20", "example.org.", dns.TypeA, dns.RcodeRefused, "udp"},
+		{"zone transfer", "127.0.0.1", "example.org.", dns.TypeAXFR, dns.RcodeRefused, "tcp"},
 	} {
 		for _, edns := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s edns=%v", tc.name, edns), func(t *testing.T) {
 				req := question(tc.qname, tc.qtype, edns)
 				req.AuthenticatedData = true
 				req.CheckingDisabled = true
-				r := ask(t, f.addr, tc.from, "tcp", req)
+				r := ask(t, f.addr, tc.from, tc.network, req)
 				assert.Equal(t, tc.rcode, r.Rcode)
 				assert.True(t, r.Response)
 				assert.False(t, r.Authoritative)

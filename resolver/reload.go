@@ -267,6 +267,10 @@ func (r *Reloader) warnRestartNeeded(old, cfg *Config) {
 		r.log.Warn("limits.tcp_connections and limits.upstream_inflight changed: restart to apply",
 			zap.Int("tcp_connections", old.Limits.TCPConnections), zap.Int("upstream_inflight", old.Limits.UpstreamInflight))
 	}
+	if old.Limits.UDPReceiveBuffer != cfg.Limits.UDPReceiveBuffer || old.Limits.UDPSendBuffer != cfg.Limits.UDPSendBuffer {
+		r.log.Warn("limits.udp_receive_buffer or udp_send_buffer changed: restart to apply",
+			zap.Int("udp_receive_buffer", old.Limits.UDPReceiveBuffer), zap.Int("udp_send_buffer", old.Limits.UDPSendBuffer))
+	}
 	if old.HTTPAddr() != cfg.HTTPAddr() {
 		r.log.Warn("http changed: restart to apply, still serving the old address",
 			zap.String("running", old.HTTPAddr()), zap.String("configured", cfg.HTTPAddr()))

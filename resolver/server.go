@@ -23,11 +23,13 @@ type Server struct {
 	tcp     []*tcpServer
 	addrs   []string
 	wg      sync.WaitGroup
+	// admission decides which connections every stream listener serves.
+	admission *admission
 }
 
 // NewServer returns a Server for h; Start opens its sockets.
 func NewServer(log *zap.Logger, h *Handler) *Server {
-	return &Server{handler: h, log: log}
+	return &Server{handler: h, log: log, admission: newAdmission(h, log)}
 }
 
 // acceptQuery is the first look at a packet, before it is parsed: answers
@@ -82,11 +84,25 @@ func (s *Server) invalid(transport string) dns.MsgInvalidFunc {
 // Start listens on UDP and TCP at every address. Port 0 picks one free port
 // used for both transports. On error every socket opened so far is closed.
 func (s *Server) Start(listen []string) error {
+	limits := s.handler.Snapshot().Config.Limits
+	var socks []udpSocketInfo
 	for _, addr := range listen {
 		pcs, ln, err := listenShared(addr, runtime.GOMAXPROCS(0))
 		if err != nil {
 			s.closeAll()
 			return fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		for _, pc := range pcs {
+			info, err := setUDPBuffers(pc.(*net.UDPConn), limits.UDPReceiveBuffer, limits.UDPSendBuffer)
+			if err != nil {
+				for _, pc := range pcs {
+					pc.Close()
+				}
+				ln.Close()
+				s.closeAll()
+				return fmt.Errorf("listening on %s: %w", addr, err)
+			}
+			socks = append(socks, info)
 		}
 		s.addrs = append(s.addrs, pcs[0].LocalAddr().String())
 		for _, pc := range pcs {
@@ -98,7 +114,7 @@ func (s *Server) Start(listen []string) error {
 				udp.serve()
 			}()
 		}
-		tcp := newTCPServer(ln, s.handler, s.log, s.handler.Snapshot().Config.Limits.TCPConnections,
+		tcp := newTCPServer(ln, s.handler, s.log, s.admission, limits.TCPConnections,
 			s.counted("tcp"), s.invalid("tcp"))
 		s.tcp = append(s.tcp, tcp)
 		s.wg.Add(1)
@@ -109,7 +125,32 @@ func (s *Server) Start(listen []string) error {
 		s.log.Info("listening", zap.String("address", pcs[0].LocalAddr().String()),
 			zap.Strings("transports", []string{"udp", "tcp"}), zap.Int("udp_sockets", len(pcs)))
 	}
+	s.reportBuffers(limits, socks)
 	return nil
+}
+
+// reportBuffers logs and exports the UDP buffers the kernel granted, with a
+// warning when it granted less than asked: the kernel caps SO_RCVBUF at
+// twice net.core.rmem_max without an error.
+func (s *Server) reportBuffers(limits LimitsConfig, socks []udpSocketInfo) {
+	if len(socks) == 0 {
+		return
+	}
+	s.handler.metrics.udpSockets(socks)
+	rcv, snd := socks[0].receiveBuffer, socks[0].sendBuffer
+	for _, si := range socks {
+		rcv, snd = min(rcv, si.receiveBuffer), min(snd, si.sendBuffer)
+	}
+	s.log.Info("UDP socket buffers", zap.Int("receive_bytes", rcv), zap.Int("send_bytes", snd),
+		zap.Int("receive_asked", limits.UDPReceiveBuffer), zap.Int("send_asked", limits.UDPSendBuffer))
+	if rcv < limits.UDPReceiveBuffer {
+		s.log.Warn("the kernel granted a smaller UDP receive buffer than limits.udp_receive_buffer: raise net.core.rmem_max to at least the value asked",
+			zap.Int("receive_bytes", rcv), zap.Int("receive_asked", limits.UDPReceiveBuffer))
+	}
+	if snd < limits.UDPSendBuffer {
+		s.log.Warn("the kernel granted a smaller UDP send buffer than limits.udp_send_buffer: raise net.core.wmem_max to at least the value asked",
+			zap.Int("send_bytes", snd), zap.Int("send_asked", limits.UDPSendBuffer))
+	}
 }
 
 // listenBoth opens UDP and TCP on the same address and port.
@@ -174,35 +215,54 @@ func listenShared(addr string, n int) ([]net.PacketConn, net.Listener, error) {
 func (s *Server) Addrs() []string { return s.addrs }
 
 func (s *Server) closeAll() {
+	s.stopTaking()
 	for _, u := range s.udp {
-		u.shutdown(nil)
+		u.drain(nil)
 	}
 	for _, t := range s.tcp {
-		t.shutdown(nil)
+		t.drain(nil)
 	}
 	s.wg.Wait()
 }
 
-// Shutdown stops accepting queries, waits for the ones in flight to be
-// answered, and closes the sockets; ctx bounds the wait.
-func (s *Server) Shutdown(ctx context.Context) error {
-	var errs []error
-	for _, t := range s.tcp {
-		t.shutdown(ctx.Done())
-	}
+// stopTaking stops every transport from taking new queries, at once and
+// without waiting: the UDP sockets are no longer read (a query arriving now
+// waits in the kernel until the socket closes, unanswered), the TCP
+// listeners close, and open TCP connections read no further query.
+func (s *Server) stopTaking() {
 	for _, u := range s.udp {
-		u.shutdown(ctx.Done())
+		u.stopReading()
+	}
+	for _, t := range s.tcp {
+		t.stopAccepting()
+	}
+}
+
+// Shutdown stops every transport from taking new queries first, then waits
+// for the queries already taken to be answered, on every transport at
+// once, and closes the sockets. ctx bounds the wait: when it ends, what is
+// still in flight is abandoned and ctx's error returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopTaking()
+	s.log.Info("stopped taking queries; answering those in flight")
+	var drains sync.WaitGroup
+	for _, u := range s.udp {
+		drains.Go(func() { u.drain(ctx.Done()) })
+	}
+	for _, t := range s.tcp {
+		drains.Go(func() { t.drain(ctx.Done()) })
 	}
 	done := make(chan struct{})
 	go func() {
+		drains.Wait()
 		s.wg.Wait()
 		s.handler.inflight.Wait()
 		close(done)
 	}()
 	select {
 	case <-done:
+		return nil
 	case <-ctx.Done():
-		errs = append(errs, ctx.Err())
+		return ctx.Err()
 	}
-	return errors.Join(errs...)
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/miekg/dns"
 	proxyproto "github.com/pires/go-proxyproto"
 	"go.uber.org/zap"
-	"golang.org/x/net/netutil"
 )
 
 // tcpWriteTimeout bounds one answer's write: a client that stops reading
@@ -29,36 +28,32 @@ const proxyHeaderTimeout = 2 * time.Second
 // upstream answer does not hold up the ones behind it. Framing and parsing
 // are miekg/dns's; the accept decisions are the UDP server's.
 type tcpServer struct {
-	ln      net.Listener
-	handler *Handler
-	log     *zap.Logger
-	accept  dns.MsgAcceptFunc
-	invalid dns.MsgInvalidFunc
+	ln        net.Listener
+	handler   *Handler
+	log       *zap.Logger
+	admission *admission
+	accept    dns.MsgAcceptFunc
+	invalid   dns.MsgInvalidFunc
+	// slots holds a token per connection accepted and not yet closed:
+	// limits.tcp_connections. When it is full the listener is not
+	// accepted from, so new connections wait in the kernel's backlog.
+	slots chan struct{}
 
-	closing atomic.Bool
-	mu      sync.Mutex
-	conns   map[*tcpConn]struct{}
-	wg      sync.WaitGroup // connection goroutines
+	closing  atomic.Bool
+	stopping chan struct{} // closed by stopAccepting
+	stop1    sync.Once
+	drain1   sync.Once
+	mu       sync.Mutex
+	conns    map[*tcpConn]struct{}
+	wg       sync.WaitGroup // connection goroutines
 }
 
-// newTCPServer wraps ln with the connection cap and, for trusted proxies
-// only, PROXY protocol v2 parsing.
-func newTCPServer(ln net.Listener, h *Handler, log *zap.Logger, maxConns int,
+// newTCPServer serves ln with at most maxConns connections open, each
+// admitted by a, and PROXY protocol v2 read from trusted proxies only.
+func newTCPServer(ln net.Listener, h *Handler, log *zap.Logger, a *admission, maxConns int,
 	accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) *tcpServer {
-	limited := netutil.LimitListener(ln, maxConns)
-	pl := &proxyproto.Listener{
-		Listener:          limited,
-		ReadHeaderTimeout: proxyHeaderTimeout,
-		ConnPolicy: func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
-			if a, ok := o.Upstream.(*net.TCPAddr); ok {
-				if snap := h.Snapshot(); snap != nil && snap.Trusted(a.AddrPort().Addr().Unmap()) {
-					return proxyproto.USE, nil // a header is read if present
-				}
-			}
-			return proxyproto.SKIP, nil // anyone else: the bytes are DNS
-		},
-	}
-	return &tcpServer{ln: pl, handler: h, log: log, accept: accept, invalid: invalid, conns: map[*tcpConn]struct{}{}}
+	return &tcpServer{ln: ln, handler: h, log: log, admission: a, accept: accept, invalid: invalid,
+		slots: make(chan struct{}, maxConns), stopping: make(chan struct{}), conns: map[*tcpConn]struct{}{}}
 }
 
 // tcpConn is one client connection.
@@ -67,6 +62,7 @@ type tcpConn struct {
 	writeMu sync.Mutex
 	remote  net.Addr // the client, resolved after the first read
 	once    sync.Once
+	release func() // returns the connection's admission
 }
 
 // remoteAddr is the client's address: the PROXY header's source when a
@@ -113,8 +109,14 @@ func (c *tcpConn) writeFrame(b []byte) error {
 // serve accepts connections until the listener is closed.
 func (s *tcpServer) serve() {
 	for {
+		select {
+		case s.slots <- struct{}{}:
+		case <-s.stopping:
+			return
+		}
 		c, err := s.ln.Accept()
 		if err != nil {
+			<-s.slots
 			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -122,11 +124,17 @@ func (s *tcpServer) serve() {
 			time.Sleep(10 * time.Millisecond) // e.g. out of file descriptors
 			continue
 		}
-		conn := &tcpConn{Conn: c}
+		conn := s.admit(c)
+		if conn == nil {
+			<-s.slots
+			continue
+		}
 		s.mu.Lock()
 		if s.closing.Load() {
 			s.mu.Unlock()
-			c.Close()
+			conn.Close()
+			conn.release()
+			<-s.slots
 			return
 		}
 		s.conns[conn] = struct{}{}
@@ -134,6 +142,27 @@ func (s *tcpServer) serve() {
 		s.mu.Unlock()
 		go s.serveConn(conn)
 	}
+}
+
+// admit applies the admission rules to a new connection. A refused one is
+// closed at once with a reset (SO_LINGER 0: no FIN handshake, no TIME_WAIT
+// kept for it) and nil returned. A trusted proxy's connection reads a PROXY
+// protocol header if one comes first; anyone else's bytes are DNS.
+func (s *tcpServer) admit(c net.Conn) *tcpConn {
+	peer := peerAddr(c.RemoteAddr())
+	adm, ok := s.admission.admit("tcp", peer)
+	if !ok {
+		if tc, isTCP := c.(*net.TCPConn); isTCP {
+			_ = tc.SetLinger(0)
+		}
+		c.Close()
+		return nil
+	}
+	if adm.proxy {
+		c = proxyproto.NewConn(c, proxyproto.WithPolicy(proxyproto.USE),
+			proxyproto.SetReadHeaderTimeout(proxyHeaderTimeout))
+	}
+	return &tcpConn{Conn: c, release: adm.release}
 }
 
 // serveConn reads the queries of one connection and answers each in its own
@@ -145,6 +174,8 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 	defer func() {
 		pending.Wait() // every query read gets its answer before the close
 		c.Close()
+		c.release()
+		<-s.slots
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
@@ -189,27 +220,39 @@ func (s *tcpServer) serveMessage(c *tcpConn, m []byte) {
 	}
 }
 
-// shutdown stops accepting, lets every connection finish the queries it
-// has read, and waits for them or until done is closed.
-func (s *tcpServer) shutdown(done <-chan struct{}) {
-	s.mu.Lock()
-	s.closing.Store(true)
-	for c := range s.conns {
-		_ = c.SetReadDeadline(time.Now()) // unblock the read; answers still go out
-	}
-	s.mu.Unlock()
-	_ = s.ln.Close()
-	finished := make(chan struct{})
-	go func() { s.wg.Wait(); close(finished) }()
-	select {
-	case <-finished:
-	case <-done:
+// stopAccepting closes the listener and makes every open connection stop
+// reading queries, without waiting: the queries a connection has read are
+// still answered on it.
+func (s *tcpServer) stopAccepting() {
+	s.stop1.Do(func() {
 		s.mu.Lock()
+		s.closing.Store(true)
 		for c := range s.conns {
-			c.Close()
+			_ = c.SetReadDeadline(time.Now()) // unblock the read; answers still go out
 		}
 		s.mu.Unlock()
-	}
+		close(s.stopping)
+		_ = s.ln.Close()
+	})
+}
+
+// drain waits for every connection to finish the queries it has read, or
+// until done is closed, when the connections left are closed. Call
+// stopAccepting first.
+func (s *tcpServer) drain(done <-chan struct{}) {
+	s.drain1.Do(func() {
+		finished := make(chan struct{})
+		go func() { s.wg.Wait(); close(finished) }()
+		select {
+		case <-finished:
+		case <-done:
+			s.mu.Lock()
+			for c := range s.conns {
+				c.Close()
+			}
+			s.mu.Unlock()
+		}
+	})
 }
 
 // tcpWriter is the dns.ResponseWriter of one query on a tcpConn.

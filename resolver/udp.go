@@ -271,14 +271,21 @@ func acceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 	return nil, reply
 }
 
-// shutdown stops reading, lets the queries already read finish (until done
-// is closed), then closes the socket.
-func (s *udpServer) shutdown(done <-chan struct{}) {
-	s.stop1.Do(func() { s.stop(done) })
+// stopReading stops the read loop without waiting: no datagram is read
+// after it returns (a past deadline fails every later read before it is
+// tried), while answers still go out on the socket.
+func (s *udpServer) stopReading() {
+	_ = s.pc.SetReadDeadline(time.Now())
 }
 
-func (s *udpServer) stop(done <-chan struct{}) {
-	_ = s.pc.SetReadDeadline(time.Now())
+// drain waits for the read loop to end and the queries it read to be
+// answered, or until done is closed, then closes the socket. Call
+// stopReading first.
+func (s *udpServer) drain(done <-chan struct{}) {
+	s.stop1.Do(func() { s.finish(done) })
+}
+
+func (s *udpServer) finish(done <-chan struct{}) {
 	<-s.done
 	finished := make(chan struct{})
 	go func() { s.async.Wait(); close(finished) }()

@@ -116,6 +116,7 @@ func newUpstreamSocket(addr string, timeout time.Duration) (*upstreamSocket, err
 	}
 	s := &upstreamSocket{conn: c, born: time.Now(), timeout: timeout, pending: map[uint16]*waiter{}}
 	if uc, ok := c.(*net.UDPConn); ok {
+		_ = uc.SetReadBuffer(upstreamReceiveBuffer) // best effort: the kernel caps it silently
 		s.batch = newBatchConn(uc)
 	}
 	go s.read()

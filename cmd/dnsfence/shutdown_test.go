@@ -1,0 +1,118 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestSIGTERMStopsTakingQueriesFirst (issue 17 item 4): after SIGTERM the
+// binary answers no new query, answers the one in flight, and exits 0.
+func TestSIGTERMStopsTakingQueriesFirst(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	var count atomic.Int64
+	upstream := serveUDPAndTCP(t, dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		count.Add(1)
+		<-release
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		rr, _ := dns.NewRR(r.Question[0].Name + " 300 IN A 192.0.2.1")
+		m.Answer = append(m.Answer, rr)
+		_ = w.WriteMsg(m)
+	}))
+	t.Cleanup(func() { once.Do(func() { close(release) }) }) // before the upstream's shutdown
+	dir := writeFiles(t, map[string]string{
+		"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+upstream_timeout: 5s
+http: ""
+policies:
+  - name: government-devices
+    clients: ["127.0.0.0/30"]
+    block: ["lists/tiktok.txt"]
+`, upstream),
+		"lists/tiktok.txt": "tiktok.com\n",
+	})
+	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
+
+	type result struct {
+		r   *dns.Msg
+		err error
+	}
+	// The query in flight comes over TCP: before the fix, the TCP listener
+	// drained first while UDP went on answering.
+	inflight := make(chan result, 1)
+	go func() {
+		c := &dns.Client{Net: "tcp", Timeout: 20 * time.Second}
+		m := new(dns.Msg)
+		m.SetQuestion("slow.example.org.", dns.TypeA)
+		r, _, err := c.Exchange(m, p.addr)
+		inflight <- result{r, err}
+	}()
+	require.Eventually(t, func() bool { return count.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	p.waitLine(t, "stopped taking queries; answering those in flight")
+
+	// A blocked name needs no upstream: before the fix it was answered at
+	// once while TCP drained.
+	c := &dns.Client{Net: "udp", Timeout: time.Second}
+	m := new(dns.Msg)
+	m.SetQuestion("www.tiktok.com.", dns.TypeA)
+	_, _, err := c.Exchange(m, p.addr)
+	require.Error(t, err, "no answer once SIGTERM has stopped the listeners")
+	var ne net.Error
+	assert.ErrorAs(t, err, &ne)
+	_, err = net.DialTimeout("tcp", p.addr, time.Second)
+	assert.Error(t, err, "the TCP listener is closed")
+
+	once.Do(func() { close(release) })
+	got := <-inflight
+	require.NoError(t, got.err, "the query in flight is answered")
+	assert.Equal(t, dns.RcodeSuccess, got.r.Rcode)
+	assert.Len(t, got.r.Answer, 1)
+	select {
+	case err := <-p.done:
+		assert.NoError(t, err, "SIGTERM exits 0")
+	case <-time.After(15 * time.Second):
+		t.Fatal("dnsfence did not stop on SIGTERM")
+	}
+	assert.Equal(t, int64(1), count.Load(), "nothing new reached the upstream")
+}
+
+// serveUDPAndTCP runs h on one loopback port over UDP and TCP until the
+// test ends.
+func serveUDPAndTCP(t *testing.T, h dns.Handler) string {
+	t.Helper()
+	for try := 0; try < 10; try++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		require.NoError(t, err)
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err != nil {
+			pc.Close() // the port is taken on TCP: another one
+			continue
+		}
+		for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
+			started := make(chan struct{})
+			srv.NotifyStartedFunc = func() { close(started) }
+			go func() { _ = srv.ActivateAndServe() }()
+			<-started
+			t.Cleanup(func() { _ = srv.Shutdown() })
+		}
+		return pc.LocalAddr().String()
+	}
+	t.Fatal("no loopback port free on both UDP and TCP")
+	return ""
+}

@@ -1,0 +1,158 @@
+package resolver
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Bounds of limits.udp_receive_buffer and udp_send_buffer, in bytes: below
+// one large datagram the socket is useless, and setsockopt takes a C int.
+const (
+	minUDPBuffer = 4096
+	maxUDPBuffer = 1 << 30
+)
+
+// upstreamReceiveBuffer is asked for each upstream UDP socket: up to
+// socketMaxQueries answers may arrive on one at once, about 2 KiB each to
+// the kernel, ten times what its usual 208 KiB holds.
+const upstreamReceiveBuffer = 2 << 20
+
+// udpSocketInfo is what the kernel says of one listening UDP socket.
+type udpSocketInfo struct {
+	inode         uint64 // names the socket in /proc/net/udp and udp6
+	receiveBuffer int    // SO_RCVBUF granted, in bytes
+	sendBuffer    int    // SO_SNDBUF granted, in bytes
+}
+
+// setUDPBuffers asks the kernel for receive and send buffers of the given
+// sizes in bytes (SO_RCVBUF, SO_SNDBUF) and returns what it granted, read
+// back with getsockopt: Linux doubles the value asked for its bookkeeping
+// and caps it at twice net.core.rmem_max (wmem_max), silently.
+func setUDPBuffers(c *net.UDPConn, receive, send int) (udpSocketInfo, error) {
+	var info udpSocketInfo
+	if err := c.SetReadBuffer(receive); err != nil {
+		return info, fmt.Errorf("setting the UDP receive buffer: %w", err)
+	}
+	if err := c.SetWriteBuffer(send); err != nil {
+		return info, fmt.Errorf("setting the UDP send buffer: %w", err)
+	}
+	return udpSocketOf(c)
+}
+
+// udpSocketOf reads the socket's inode and granted buffer sizes.
+func udpSocketOf(c *net.UDPConn) (udpSocketInfo, error) {
+	var info udpSocketInfo
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return info, err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		var st unix.Stat_t
+		if e := unix.Fstat(int(fd), &st); e != nil {
+			serr = fmt.Errorf("fstat of the UDP socket: %w", e)
+			return
+		}
+		info.inode = uint64(st.Ino)
+		var e1, e2 error
+		info.receiveBuffer, e1 = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+		info.sendBuffer, e2 = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
+		if e := errors.Join(e1, e2); e != nil {
+			serr = fmt.Errorf("reading the UDP socket buffers: %w", e)
+		}
+	})
+	return info, errors.Join(err, serr)
+}
+
+// udpDropCounter sums the kernel's drop counters of the listening UDP
+// sockets, read from /proc/net/udp and udp6 at each scrape: cheaper than
+// SO_RXQ_OVFL, which would add a control message to every datagram the
+// batched read loop takes. Where /proc is missing it reads 0.
+type udpDropCounter struct {
+	mu     sync.Mutex
+	inodes map[uint64]bool
+	// last is the highest count seen of each socket, kept once the socket
+	// is closed, so that the sum never goes down.
+	last map[uint64]uint64
+}
+
+// procUDPFiles are the kernel's tables of UDP sockets, IPv4 and IPv6.
+var procUDPFiles = []string{"/proc/net/udp", "/proc/net/udp6"}
+
+func (d *udpDropCounter) add(inode uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.inodes == nil {
+		d.inodes = map[uint64]bool{}
+	}
+	d.inodes[inode] = true
+}
+
+// total is the counter's value now.
+func (d *udpDropCounter) total() float64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.inodes) > 0 {
+		now := map[uint64]uint64{}
+		for _, path := range procUDPFiles {
+			f, err := os.Open(path)
+			if err != nil {
+				continue // no /proc (not Linux), or no IPv6
+			}
+			_ = parseProcUDPDrops(f, d.inodes, now) // a torn last line: the rest still counts
+			f.Close()
+		}
+		for inode, n := range now {
+			d.last[inode] = max(d.last[inode], n)
+		}
+	}
+	var sum uint64
+	for _, n := range d.last {
+		sum += n
+	}
+	return float64(sum)
+}
+
+// parseProcUDPDrops reads a /proc/net/udp or udp6 table and stores into
+// out the drops column of each socket whose inode is in want. A line is
+//
+//	sl local rem st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode ref pointer drops
+//
+// (the header names two columns where the lines have one).
+func parseProcUDPDrops(r io.Reader, want map[uint64]bool, out map[uint64]uint64) error {
+	const inodeField, dropsField = 9, 12
+	sc := bufio.NewScanner(r)
+	first := true
+	for sc.Scan() {
+		if first {
+			first = false // the header
+			continue
+		}
+		f := strings.Fields(sc.Text())
+		if len(f) <= dropsField {
+			return fmt.Errorf("reading UDP socket table: short line %q", sc.Text())
+		}
+		inode, err := strconv.ParseUint(f[inodeField], 10, 64)
+		if err != nil {
+			return fmt.Errorf("reading UDP socket table: inode: %w", err)
+		}
+		if !want[inode] {
+			continue
+		}
+		drops, err := strconv.ParseUint(f[dropsField], 10, 64)
+		if err != nil {
+			return fmt.Errorf("reading UDP socket table: drops: %w", err)
+		}
+		out[inode] = drops
+	}
+	return sc.Err()
+}
