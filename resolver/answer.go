@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net"
 	"slices"
@@ -220,15 +221,19 @@ func appendBlocked(b []byte, req *dns.Msg, rcode int, owner string, ttl, serial 
 	b = binary.BigEndian.AppendUint16(b, nscount) // authority: the SOA
 	b = binary.BigEndian.AppendUint16(b, arcount)
 	var err error
+	qstart := len(b)
 	if b, err = appendName(b, q.Name); err != nil {
 		return b, false
 	}
+	qend := len(b)
 	b = binary.BigEndian.AppendUint16(b, q.Qtype)
 	b = binary.BigEndian.AppendUint16(b, q.Qclass)
 	if withSOA {
+		ostart := len(b)
 		if b, err = appendName(b, owner); err != nil {
 			return b, false
 		}
+		b = compressName(b, ostart, qstart, qend)
 		b = binary.BigEndian.AppendUint16(b, dns.TypeSOA)
 		b = binary.BigEndian.AppendUint16(b, dns.ClassINET)
 		b = binary.BigEndian.AppendUint32(b, ttl)
@@ -254,6 +259,24 @@ func appendBlocked(b []byte, req *dns.Msg, rcode int, owner string, ttl, serial 
 		b = append(b, ede...)
 	}
 	return b, len(b) <= maxSize
+}
+
+// compressName replaces the name packed at b[start:] with a compression
+// pointer (RFC 1035 §4.1.4) to the same octets at a label boundary of the
+// name packed at b[nameStart:nameEnd], as miekg/dns compresses the owner of
+// a blocked answer's SOA against the question; b is returned unchanged when
+// the name is no such suffix.
+func compressName(b []byte, start, nameStart, nameEnd int) []byte {
+	name := b[start:]
+	for off := nameStart; off < nameEnd && off <= 0x3FFF; off += 1 + int(b[off]) {
+		if bytes.Equal(b[off:nameEnd], name) {
+			return binary.BigEndian.AppendUint16(b[:start], 0xC000|uint16(off))
+		}
+		if b[off] == 0 {
+			break
+		}
+	}
+	return b
 }
 
 // appendName appends a name in wire form, uncompressed.
