@@ -515,7 +515,7 @@ func (c *Config) validateListen(errs *configErrors) {
 	case err != nil:
 		errs.add([]any{"http"}, "%q is not host:port; %s, or \"\" to turn the endpoint off", h, example([]any{"http"}))
 	case !validPort(port, true):
-		errs.add([]any{"http"}, "%q: port %s is not a number from 0 to 65535; %s", h, port, example([]any{"http"}))
+		errs.add([]any{"http"}, "%q: the port is not a number from 0 to 65535; %s", h, example([]any{"http"}))
 	}
 }
 
@@ -616,7 +616,7 @@ func (c *Config) validatePolicyFiles(errs *configErrors, i int) {
 				if fi, err := os.Stat(c.Path(f)); err != nil {
 					errs.add(at, "%s; give the path of a file (relative paths start at the configuration file's folder)", fileProblem(c.Path(f), err))
 				} else if fi.IsDir() {
-					errs.add(at, "%s is a folder; give the path of a file in it, %s", c.Path(f), example(at))
+					errs.add(at, "%q is a folder; give the path of a file in it, %s", c.Path(f), example(at))
 				}
 			}
 		}
@@ -779,9 +779,9 @@ func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 	case strings.EqualFold(host, "localhost"):
 		return fmt.Sprintf("%q: localhost is a name, not an IP address", s), "127.0.0.1:" + port
 	case aerr != nil && strings.IndexFunc(host, unicode.IsLetter) >= 0 && !strings.Contains(host, ":"):
-		return fmt.Sprintf("%q: %s is a name, not an IP address", s, host), ""
+		return fmt.Sprintf("%q: the host is a name, not an IP address", s), ""
 	case !validPort(port, anyPort):
-		return fmt.Sprintf("%q: port %s is not a number from %d to 65535", s, port, map[bool]int{true: 0, false: 1}[anyPort]), ""
+		return fmt.Sprintf("%q: the port is not a number from %d to 65535", s, map[bool]int{true: 0, false: 1}[anyPort]), ""
 	}
 	if _, err := netip.ParseAddrPort(s); err != nil {
 		return fmt.Sprintf("%q is not IP:port", s), ""
@@ -813,11 +813,11 @@ func fileProblem(path string, err error) string {
 	var pe *fs.PathError
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Sprintf("file %s does not exist", path)
+		return fmt.Sprintf("file %q does not exist", path)
 	case errors.As(err, &pe):
-		return fmt.Sprintf("file %s cannot be read: %v", path, pe.Err)
+		return fmt.Sprintf("file %q cannot be read: %v", path, pe.Err)
 	}
-	return fmt.Sprintf("file %s cannot be read: %v", path, err)
+	return fmt.Sprintf("file %q cannot be read: %v", path, err)
 }
 
 // protocolName names the protocol of an upstream URL's scheme.

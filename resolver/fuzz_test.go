@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -147,13 +148,29 @@ policies:
 	})
 }
 
-// FuzzConfig checks that no configuration text crashes the loader.
+// FuzzConfig checks that no configuration text crashes the loader, and
+// that what it rejects comes as *ConfigError lines in line order, each
+// with a message and none with the decoder's or Go's words.
 func FuzzConfig(f *testing.F) {
 	seed(f, "testdata/config/*.yaml", "../configs/dnsfence.yaml", "../configs/default.yaml")
+	tables, _ := filepath.Glob("testdata/config/messages/*.txt")
+	for _, table := range tables {
+		data, err := os.ReadFile(table)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, sn := range strings.Split("\n"+string(data), "\n## ")[1:] {
+			_, body, _ := strings.Cut(sn, "\n")
+			f.Add([]byte(body))
+		}
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig("fuzz.yaml", data, func(string) ([]byte, error) { return nil, os.ErrNotExist })
 		if err == nil && len(cfg.Upstreams) == 0 {
 			t.Fatal("a config without upstreams was accepted")
+		}
+		if err != nil {
+			checkConfigErrors(t, err)
 		}
 	})
 }
