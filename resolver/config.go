@@ -839,7 +839,7 @@ func protocolName(scheme string) string {
 // likely misspells.
 func enumProblem(v, what string, values ...string) string {
 	list := strings.Join(values[:len(values)-1], ", ") + " or " + values[len(values)-1]
-	if guess := closest(v, values); guess != "" {
+	if guess := cmp.Or(closest(v, values), affixMatch(v, values)); guess != "" {
 		return fmt.Sprintf("%q is not %s; did you mean %s? (one of %s)", v, what, guess, list)
 	}
 	return fmt.Sprintf("%q is not %s; give %s", v, what, list)

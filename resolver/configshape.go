@@ -562,7 +562,7 @@ func integerProblem(n *yaml.Node, t reflect.Type, ttl bool) (string, bool) {
 		var u uint64
 		if err := n.Decode(&u); err != nil || reflect.Zero(t).OverflowUint(u) {
 			if strings.HasPrefix(strings.TrimSpace(n.Value), "-") {
-				return v + " is negative; give 0 or more", false
+				return v + " is negative; give a whole number of seconds", false
 			}
 			if ttl {
 				return fmt.Sprintf("%s is above %d, the largest TTL (RFC 2181 §8)", v, MaxTTL), false
