@@ -204,7 +204,11 @@ func LoadConfig(path string) (*Config, error) {
 
 // ParseConfig decodes and validates configuration content. file names it in
 // errors and anchors its relative paths; readFile reads the files it names.
-// Every problem found is reported, each as `file:line: key: what is wrong`.
+// Every problem found is reported at once: the error joins one *ConfigError
+// per problem, in line order, each "file:line: key: what is wrong; an
+// example of right". Durations need a unit ("2s"; a bare 2 is an error),
+// and unknown keys, keys given twice and values of the wrong YAML type are
+// errors.
 func ParseConfig(file string, data []byte, readFile func(string) ([]byte, error)) (*Config, error) {
 	return parseConfig(file, data, readFile, false)
 }
@@ -305,7 +309,7 @@ func (c *Config) applyDefaults() {
 type ConfigError struct {
 	File string
 	Line int    // 1-based; 0 when the key is not in the file at all
-	Key  string // full key path, e.g. "policies[1].action"; "" if unknown
+	Key  string // full key path, e.g. "policies[1].action"; for a YAML syntax error the key written on the line, if any
 	Err  error
 }
 

@@ -184,14 +184,21 @@ func (s *shapeChecker) bad(line int, path []any, format string, args ...any) {
 func (s *shapeChecker) mapping(n *yaml.Node, t reflect.Type, path []any) {
 	// The decoder leaves a mapping with a repeated key empty: report the
 	// repeats, and nothing validate would say about the empty mapping.
+	type key struct {
+		kind  yaml.Kind
+		value string
+	}
+	first := map[key]int{}
 	for i := 0; i < len(n.Content); i += 2 {
-		for j := i + 2; j < len(n.Content); j += 2 {
-			ki, kj := n.Content[i], n.Content[j]
-			if ki.Kind == kj.Kind && ki.Value == kj.Value {
-				s.errs.record(kj.Line, append(slices.Clip(path), kj.Value), "given twice (first at line %d); keep one", ki.Line)
+		k := n.Content[i]
+		if line, dup := first[key{k.Kind, k.Value}]; dup {
+			s.errs.record(k.Line, append(slices.Clip(path), k.Value), "given twice (first at line %d); keep one", line)
+			if !slices.Contains(s.errs.skip, keyName(path)) {
 				s.errs.skip = append(s.errs.skip, keyName(path))
 			}
+			continue
 		}
+		first[key{k.Kind, k.Value}] = k.Line
 	}
 	fields := yamlFields(t)
 	for _, pair := range mappingPairs(n, 0) {
@@ -275,32 +282,30 @@ func mergeSources(v *yaml.Node) []*yaml.Node {
 // likely meant. A suggested key the mapping lacks is marked, so that its
 // absence is not reported a second time.
 func (s *shapeChecker) unknown(k *yaml.Node, fields map[string]reflect.StructField, path []any, n *yaml.Node) {
-	at := append(slices.Clip(path), k.Value)
 	names := fieldNames(fields)
 	guess := closest(k.Value, names)
 	where := keyElsewhere(k.Value, len(path) == 0)
 	if guess == "" && where == "" {
 		guess = affixMatch(k.Value, names)
 	}
-	if guess != "" {
-		s.errs.record(k.Line, at, "unknown key; did you mean %s?", guess)
+	switch {
+	case guess != "":
+		s.errs.record(k.Line, path, "unknown key %q; did you mean %s?", k.Value, guess)
 		if nodeAt(&yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{n}}, []any{guess}) == nil {
 			s.errs.skip = append(s.errs.skip, keyName(append(slices.Clip(path), guess)))
 		}
-		return
+	case where != "":
+		s.errs.record(k.Line, path, "unknown key %q here; %s is a key of %s", k.Value, k.Value, where)
+	default:
+		level := "the top level"
+		switch {
+		case schemaKey(path) == "policies[]":
+			level = "a policy"
+		case len(path) > 0:
+			level = keyName(path)
+		}
+		s.errs.record(k.Line, path, "unknown key %q; the keys of %s are %s", k.Value, level, strings.Join(names, ", "))
 	}
-	if where != "" {
-		s.errs.record(k.Line, at, "unknown key here; %s is a key of %s", k.Value, where)
-		return
-	}
-	level := "the top level"
-	switch {
-	case schemaKey(path) == "policies[]":
-		level = "a policy"
-	case len(path) > 0:
-		level = keyName(path)
-	}
-	s.errs.record(k.Line, at, "unknown key; the keys of %s are %s", level, strings.Join(names, ", "))
 }
 
 // yamlFields maps the YAML key names of struct type t to its fields.

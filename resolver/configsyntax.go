@@ -55,7 +55,7 @@ var syntaxHints = []struct{ problem, hint string }{
 		`a line starting with --- or ... inside a value; quote the value`},
 	{"document contains excessive aliasing",
 		`anchors and aliases (& and *) expand to too much; write the values out`},
-	{"control characters are not allowed", notTextHint},
+	{"control characters are not allowed", "an invisible control character (often pasted in with the text); delete it and type the line again"},
 	{"invalid leading UTF-8 octet", notTextHint},
 	{"invalid trailing UTF-8 octet", notTextHint},
 	{"incomplete UTF-8 octet sequence", notTextHint},
