@@ -226,7 +226,6 @@ func TestParseRanges(t *testing.T) {
 		"10.0.0.0/33",
 		"fe80::1%eth0",
 		"10.0.0.0/8 extra",
-		"https://example.org/gov-ranges.txt",
 	}, "\n")
 	rf, err := ParseRanges("networks/gov.txt", []byte(data))
 	require.Error(t, err)
@@ -241,9 +240,18 @@ func TestParseRanges(t *testing.T) {
 		`networks/gov.txt:8: not an IP address or CIDR prefix: "10.0.0.0/33"`,
 		`networks/gov.txt:9: not an IP address or CIDR prefix: "fe80::1%eth0"`,
 		`networks/gov.txt:10: unexpected text after the entry: "extra"`,
-		`networks/gov.txt:11: a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet): "https://example.org/gov-ranges.txt"`,
 	}, "\n"), err.Error())
 	assert.True(t, errors.Is(err, ErrHostBits))
+}
+
+// TestParseRangesURL: a URL in a range file is named as one, not as a bad
+// address (issue 17).
+func TestParseRangesURL(t *testing.T) {
+	rf, err := ParseRanges("networks/gov.txt", []byte("10.9.0.0/16\nhttps://example.org/gov-ranges.txt\n"))
+	require.Error(t, err)
+	assert.ErrorIs(t, err, ErrRangeURL)
+	assert.Equal(t, `networks/gov.txt:2: a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet): "https://example.org/gov-ranges.txt"`, err.Error())
+	require.Len(t, rf.Ranges, 1, "the good line still loads")
 }
 
 func TestParsePrefix(t *testing.T) {
