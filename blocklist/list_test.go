@@ -73,6 +73,15 @@ func TestParseBadLines(t *testing.T) {
 		{name: "long label", line: strings.Repeat("a", 64) + ".com", wantErr: ErrLongLabel},
 		{name: "long name", line: strings.Repeat("abcdefghi.", 26) + "com", wantErr: ErrLongName},
 		{name: "hosts bad name", line: "0.0.0.0 ok.example bad..example", wantErr: ErrEmptyLabel},
+		{name: "URL of a site", line: "https://www.tiktok.com/@someone", wantErr: ErrURL,
+			wantMsg: `lists/x.txt:2: a URL is not a list entry (write the name alone: www.tiktok.com): "https://www.tiktok.com/@someone"`},
+		{name: "URL of a site root", line: "http://TikTok.com", wantErr: ErrURL,
+			wantMsg: `lists/x.txt:2: a URL is not a list entry (write the name alone: TikTok.com): "http://TikTok.com"`},
+		{name: "URL of a list", line: "https://example.org/lists/tiktok.txt", wantErr: ErrURL,
+			wantMsg: `lists/x.txt:2: a URL is not a list entry (lists at URLs are not supported yet: download the list and name its file in the policy): "https://example.org/lists/tiktok.txt"`},
+		{name: "URL of an address", line: "http://192.0.2.7/", wantErr: ErrURL,
+			wantMsg: `lists/x.txt:2: a URL is not a list entry (and lists hold names, not addresses): "http://192.0.2.7/"`},
+		{name: "URL with an IPv6 address", line: "http://[2001:db8::1]/", wantErr: ErrURL},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -245,6 +254,16 @@ func TestParseRanges(t *testing.T) {
 		`networks/gov.txt:10: unexpected text after the entry: "extra"`,
 	}, "\n"), err.Error())
 	assert.True(t, errors.Is(err, ErrHostBits))
+}
+
+// TestParseRangesURL: a URL in a range file is named as one, not as a bad
+// address (issue 17).
+func TestParseRangesURL(t *testing.T) {
+	rf, err := ParseRanges("networks/gov.txt", []byte("10.9.0.0/16\nhttps://example.org/gov-ranges.txt\n"))
+	require.Error(t, err)
+	assert.ErrorIs(t, err, ErrRangeURL)
+	assert.Equal(t, `networks/gov.txt:2: a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet): "https://example.org/gov-ranges.txt"`, err.Error())
+	require.Len(t, rf.Ranges, 1, "the good line still loads")
 }
 
 func TestParsePrefix(t *testing.T) {

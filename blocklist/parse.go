@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
+	"path"
 	"strings"
 	"unsafe"
 
@@ -53,6 +55,8 @@ var (
 	ErrBadRange       = errors.New("not an IP address or CIDR prefix")
 	ErrHostBits       = errors.New("prefix has host bits set")
 	ErrTooManyLines   = errors.New("list files end at line 16,777,215")
+	ErrURL            = errors.New("a URL is not a list entry")
+	ErrRangeURL       = errors.New("a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet)")
 )
 
 // hostsNames are the standard entries of a hosts file; a hosts-format list
@@ -93,6 +97,10 @@ func Parse(name string, data []byte) (*List, error) {
 			return
 		}
 		first, rest := nextField(text)
+		if strings.Contains(first, "://") {
+			errs.add(name, line, first, urlEntry(first))
+			return
+		}
 		if looksLikeAddr(first) { // checked first: ParseAddr allocates its error
 			if _, err := netip.ParseAddr(first); err != nil {
 				errs.add(name, line, first, ErrBadAddr)
@@ -132,6 +140,22 @@ func Parse(name string, data []byte) (*List, error) {
 		errs.add(name, line, first, err)
 	})
 	return b.finish(sha256.Sum256(data)), errs.err()
+}
+
+// urlEntry says what to write instead of a URL: the name of the site it
+// points at, or, for a list published at a URL, to download it.
+func urlEntry(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Hostname() == "" {
+		return fmt.Errorf("%w (write the name alone, e.g. tiktok.com)", ErrURL)
+	}
+	if last := path.Base("/" + u.Path); last != "/" && (strings.Contains(last, ".") || last == "hosts") {
+		return fmt.Errorf("%w (lists at URLs are not supported yet: download the list and name its file in the policy)", ErrURL)
+	}
+	if _, err := netip.ParseAddr(u.Hostname()); err == nil {
+		return fmt.Errorf("%w (and lists hold names, not addresses)", ErrURL)
+	}
+	return fmt.Errorf("%w (write the name alone: %s)", ErrURL, u.Hostname())
 }
 
 // stripForm removes the decoration of the accepted entry forms.

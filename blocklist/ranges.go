@@ -44,6 +44,10 @@ func ParseRanges(name string, data []byte) (*RangeFile, error) {
 			errs.add(name, line, rest, ErrTrailing)
 			return
 		}
+		if strings.Contains(first, "://") {
+			errs.add(name, line, first, ErrRangeURL)
+			return
+		}
 		p, err := ParsePrefix(first)
 		if err != nil {
 			errs.add(name, line, first, err)

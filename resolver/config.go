@@ -8,14 +8,17 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"go.yaml.in/yaml/v3"
@@ -235,7 +238,11 @@ func LoadConfig(path string) (*Config, error) {
 
 // ParseConfig decodes and validates configuration content. file names it in
 // errors and anchors its relative paths; readFile reads the files it names.
-// Every problem found is reported, each as `file:line: key: what is wrong`.
+// Every problem found is reported at once: the error joins one *ConfigError
+// per problem, in line order, each "file:line: key: what is wrong; an
+// example of right". Durations need a unit ("2s"; a bare 2 is an error),
+// and unknown keys, keys given twice and values of the wrong YAML type are
+// errors.
 func ParseConfig(file string, data []byte, readFile func(string) ([]byte, error)) (*Config, error) {
 	return parseConfig(file, data, readFile, false)
 }
@@ -255,20 +262,26 @@ func parseConfig(file string, data []byte, readFile func(string) ([]byte, error)
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
-		return nil, yamlError(file, nil, err)
+		return nil, yamlError(file, data, err)
 	}
 	cfg := &Config{File: file, ReadFile: readFile, Embedded: embedded, Sum: sum}
+	errs := &configErrors{file: file, root: &root}
+	// Wrong YAML types, unknown and repeated keys, in plain words; the
+	// decoder below then fills in everything else.
+	checkShape(errs, &root)
 	strict := yaml.NewDecoder(bytes.NewReader(data))
 	strict.KnownFields(true) // unknown keys are errors, each one reported
-	var typeErrs error
 	if err := strict.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
-			return nil, yamlError(file, &root, err)
+			return nil, yamlError(file, data, err)
 		}
 		// Type errors leave the rest decoded: validate it too, so that
-		// every problem is reported at once.
-		typeErrs = yamlError(file, &root, err)
+		// every problem is reported at once. checkShape has said what
+		// each one is; the decoder's words are the fallback.
+		if len(errs.errs) == 0 {
+			errs.decoderErrors(te)
+		}
 	}
 	// `action: null` is YAML's null literal, which decodes as no value at
 	// all; take the plain word as written.
@@ -278,43 +291,11 @@ func parseConfig(file string, data []byte, readFile func(string) ([]byte, error)
 		}
 	}
 	cfg.applyDefaults()
-	if err := errors.Join(typeErrs, cfg.validate(&root)); err != nil {
+	cfg.validate(errs)
+	if err := errs.err(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
-}
-
-var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
-var yamlUnknown = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-
-// yamlError rewrites the decoder's "line N: ..." messages as
-// "file:N: key: ...".
-func yamlError(file string, root *yaml.Node, err error) error {
-	var te *yaml.TypeError
-	var msgs []string
-	if errors.As(err, &te) {
-		msgs = te.Errors
-	} else {
-		msgs = []string{strings.TrimPrefix(err.Error(), "yaml: ")}
-	}
-	var errs []error
-	for _, m := range msgs {
-		m = strings.TrimPrefix(m, "yaml: ")
-		if g := yamlLine.FindStringSubmatch(m); g != nil {
-			what := g[2]
-			if u := yamlUnknown.FindStringSubmatch(what); u != nil {
-				what = fmt.Sprintf("unknown key %q", u[1])
-			} else if line, _ := strconv.Atoi(g[1]); root != nil {
-				if key := keyAtLine(root, line); key != "" {
-					what = key + ": " + what
-				}
-			}
-			errs = append(errs, fmt.Errorf("%s:%s: %s", file, g[1], what))
-			continue
-		}
-		errs = append(errs, fmt.Errorf("%s: %s", file, m))
-	}
-	return errors.Join(errs...)
 }
 
 func (c *Config) applyDefaults() {
@@ -364,24 +345,81 @@ func (c *Config) applyDefaults() {
 	}
 }
 
-// configErrors collects validation problems with the line of the key.
+// ConfigError is one problem in a configuration file: where it is, which
+// key, and what is wrong with an example of a right value. ParseConfig
+// returns every problem of a file at once, joined in line order.
+type ConfigError struct {
+	File string
+	Line int    // 1-based; 0 when the key is not in the file at all
+	Key  string // full key path, e.g. "policies[1].action"; for a YAML syntax error the key written on the line, if any
+	Err  error
+}
+
+// Error is "file:line: key: what is wrong; how to write it right".
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteString(":" + strconv.Itoa(e.Line))
+	}
+	b.WriteString(": ")
+	if e.Key != "" {
+		b.WriteString(e.Key + ": ")
+	}
+	b.WriteString(e.Err.Error())
+	return b.String()
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// configErrors collects the problems of one file with their lines.
 type configErrors struct {
 	file string
 	root *yaml.Node
-	errs []error
+	errs []*ConfigError
+	// skip holds key paths whose value the shape check rejected: what
+	// validate would say about them (or below them) is a consequence.
+	skip []string
 }
 
-// add records a problem at path (keys and sequence indexes).
+// add records a problem at path (keys and sequence indexes), at the line
+// of its value, or of its deepest ancestor in the file.
 func (e *configErrors) add(path []any, format string, args ...any) {
-	line := lineOf(e.root, path)
-	msg := fmt.Sprintf(format, args...)
-	if line > 0 {
-		e.errs = append(e.errs, fmt.Errorf("%s:%d: %s: %s", e.file, line, keyName(path), msg))
-	} else {
-		e.errs = append(e.errs, fmt.Errorf("%s: %s: %s", e.file, keyName(path), msg))
-	}
+	e.addLine(lineOf(e.root, path), path, format, args...)
 }
 
+// addLine records a problem at path on a given line, unless the value at
+// path or above it was already rejected.
+func (e *configErrors) addLine(line int, path []any, format string, args ...any) {
+	key := keyName(path)
+	for _, s := range e.skip {
+		if key == s || s == "" || strings.HasPrefix(key, s) && (key[len(s)] == '.' || key[len(s)] == '[') {
+			return
+		}
+	}
+	e.record(line, path, format, args...)
+}
+
+// record adds a problem whatever was rejected before.
+func (e *configErrors) record(line int, path []any, format string, args ...any) {
+	e.errs = append(e.errs, &ConfigError{File: e.file, Line: line, Key: keyName(path), Err: fmt.Errorf(format, args...)})
+}
+
+// err joins the problems in line order; those about keys missing from the
+// file come last.
+func (e *configErrors) err() error {
+	slices.SortStableFunc(e.errs, func(a, b *ConfigError) int {
+		return cmp.Compare(uint(a.Line-1), uint(b.Line-1)) // line 0 wraps to the end
+	})
+	errs := make([]error, len(e.errs))
+	for i, ce := range e.errs {
+		errs[i] = ce
+	}
+	return errors.Join(errs...)
+}
+
+// keyName writes a path as a user reads it: "policies[1].action". A key
+// that is not a plain word is quoted.
 func keyName(path []any) string {
 	var b strings.Builder
 	for _, p := range path {
@@ -390,6 +428,9 @@ func keyName(path []any) string {
 			if b.Len() > 0 {
 				b.WriteByte('.')
 			}
+			if !plainKey.MatchString(v) {
+				v = strconv.Quote(v)
+			}
 			b.WriteString(v)
 		case int:
 			fmt.Fprintf(&b, "[%d]", v)
@@ -397,6 +438,8 @@ func keyName(path []any) string {
 	}
 	return b.String()
 }
+
+var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 // lineOf finds the line of the node at path, or of its deepest ancestor
 // present in the file (a default value has no line of its own).
@@ -447,8 +490,11 @@ func walk(root *yaml.Node, path []any) (int, *yaml.Node) {
 		return 0, nil
 	}
 	n := root.Content[0]
-	line := n.Line
+	line := 0 // a key missing from the top level has no line
 	for _, p := range path {
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = n.Alias
+		}
 		var next *yaml.Node
 		switch v := p.(type) {
 		case string:
@@ -475,177 +521,384 @@ func walk(root *yaml.Node, path []any) (int, *yaml.Node) {
 	return line, n
 }
 
-// validate checks every value and parses the address ranges; it reports all
-// problems at once.
-func (c *Config) validate(root *yaml.Node) error {
-	errs := &configErrors{file: c.File, root: root}
+// validate checks every value the shape check let through and parses the
+// address ranges, one section of the file at a time. Each problem goes to
+// errs as "key: what is wrong; an example of right".
+func (c *Config) validate(errs *configErrors) {
+	c.validateListen(errs)
+	c.validateUpstreams(errs)
+	c.allowed = parsePrefixes(errs, []any{"allowed_clients"}, c.AllowedClients)
+	c.trusted = parsePrefixes(errs, []any{"trusted_proxies"}, c.TrustedProxies)
+	c.explain = parsePrefixes(errs, []any{"explain_clients"}, c.ExplainClients)
+	c.validatePolicies(errs)
+	c.validateCache(errs)
+	c.validateLog(errs)
+	c.validateLimits(errs)
+	c.validateReload(errs)
+}
+
+// MaxTTL is the largest TTL a DNS record can carry: RFC 2181 §8 keeps the
+// top bit of the 32-bit field clear.
+const MaxTTL = 1<<31 - 1
+
+func (c *Config) validateListen(errs *configErrors) {
 	for i, l := range c.Listen {
-		if _, _, err := net.SplitHostPort(l); err != nil {
-			errs.add([]any{"listen", i}, "want host:port, got %q", l)
-		} else if _, err := netip.ParseAddrPort(l); err != nil {
-			errs.add([]any{"listen", i}, "want an IP address and port, got %q", l)
+		at := []any{"listen", i}
+		if msg, fix := addrPortProblem(l, 53, true); fix != "" {
+			errs.add(at, "%s; write %s", msg, fix)
+		} else if msg != "" {
+			errs.add(at, "%s; give IP:port, %s (an IPv6 address in brackets: [::1]:53)", msg, example(at))
 		}
 	}
+	if c.HTTP == nil || *c.HTTP == "" {
+		return
+	}
+	h := *c.HTTP
+	_, port, err := net.SplitHostPort(h)
+	switch {
+	case err != nil && isDigits(h):
+		errs.add([]any{"http"}, "%q is a port alone; write 127.0.0.1:%s, or :%s for every address", h, h, h)
+	case err != nil:
+		errs.add([]any{"http"}, "%q is not host:port; %s, or \"\" to turn the endpoint off", h, example([]any{"http"}))
+	case !validPort(port, true):
+		errs.add([]any{"http"}, "%q: the port is not a number from 0 to 65535; %s", h, example([]any{"http"}))
+	}
+}
+
+func (c *Config) validateUpstreams(errs *configErrors) {
 	if len(c.Upstreams) == 0 && !c.Embedded {
-		errs.add([]any{"upstreams"}, "at least one upstream is required")
+		errs.add([]any{"upstreams"}, "at least one upstream is required; add %s", example([]any{"upstreams"}))
 	}
 	for i, u := range c.Upstreams {
+		at := []any{"upstreams", i}
 		if isResolvConf(u) {
+			if _, err := os.Stat(u); err != nil && !c.Embedded && c.ReadFile != nil {
+				errs.add(at, "%s; give the path of a resolv.conf file, or IP:port, %s", fileProblem(u, err), example(at))
+			}
 			continue
 		}
-		if _, err := netip.ParseAddrPort(u); err != nil {
-			errs.add([]any{"upstreams", i}, "want IP:port (e.g. 9.9.9.9:53 or [2620:fe::fe]:53) or a resolv.conf path, got %q", u)
+		msg, fix := addrPortProblem(u, 53, false)
+		scheme, _, isURL := strings.Cut(u, "://")
+		switch {
+		case isURL:
+			errs.add(at, "%q: %s upstreams are not supported yet; give IP:port of a plain DNS server, %s", u, protocolName(scheme), example(at))
+		case fix != "":
+			errs.add(at, "%s; write %s", msg, fix)
+		case strings.Contains(msg, " is a name"):
+			errs.add(at, "%s; upstreams are IP addresses (dnsfence does not look its upstreams up), %s", msg, example(at))
+		case msg != "":
+			errs.add(at, "%s; give IP:port, %s (an IPv6 address in brackets: [2620:fe::fe]:53), or a resolv.conf path starting with / or ./", msg, example(at))
 		}
 	}
 	if c.UpstreamStrategy != StrategyFastest && c.UpstreamStrategy != StrategyOrdered {
-		errs.add([]any{"upstream_strategy"}, "want fastest or ordered, got %q", c.UpstreamStrategy)
+		errs.add([]any{"upstream_strategy"}, "%s", enumProblem(c.UpstreamStrategy, "a strategy", StrategyFastest, StrategyOrdered))
 	}
-	if c.UpstreamTimeout < 0 {
-		errs.add([]any{"upstream_timeout"}, "must be positive, got %s", c.UpstreamTimeout)
+	if at := []any{"upstream_timeout"}; c.UpstreamTimeout < 0 {
+		errs.add(at, "%s is negative; give a positive duration, %s", errs.written(at, c.UpstreamTimeout), example(at))
 	}
-	c.allowed = parsePrefixes(errs, "allowed_clients", c.AllowedClients)
-	c.trusted = parsePrefixes(errs, "trusted_proxies", c.TrustedProxies)
-	c.explain = parsePrefixes(errs, "explain_clients", c.ExplainClients)
-	if c.HTTP != nil && *c.HTTP != "" {
-		if _, _, err := net.SplitHostPort(*c.HTTP); err != nil {
-			errs.add([]any{"http"}, "want host:port or empty to disable, got %q", *c.HTTP)
-		}
-	}
+}
 
+func (c *Config) validatePolicies(errs *configErrors) {
+	if c.BlockedTTL > MaxTTL {
+		errs.add([]any{"blocked_ttl"}, "%d is above %d, the largest TTL (RFC 2181 §8), %s", c.BlockedTTL, MaxTTL, example([]any{"blocked_ttl"}))
+	}
 	names := map[string]int{}
-	owner := map[netip.Prefix]string{}
+	owner := map[netip.Prefix]int{}
 	for i := range c.Policies {
 		p := &c.Policies[i]
 		at := func(rest ...any) []any { return append([]any{"policies", i}, rest...) }
-		switch {
+		switch first, dup := names[p.Name]; {
 		case p.Name == "":
-			errs.add(at("name"), "every policy needs a name")
-		case names[p.Name] > 0:
-			errs.add(at("name"), "duplicate policy name %q (also policies[%d])", p.Name, names[p.Name]-1)
+			errs.add(at("name"), "every policy needs a name; %s", example(at("name")))
+		case dup:
+			errs.add(at("name"), "%q is already the name of policies[%d]; give each policy its own name", p.Name, first)
 		default:
-			names[p.Name] = i + 1
+			names[p.Name] = i
 		}
 		switch p.Action {
 		case ActionNXDomain, ActionRefused, ActionNull, ActionLog:
 		default:
-			errs.add(at("action"), "want nxdomain, refused, null or log, got %q", p.Action)
+			errs.add(at("action"), "%s", enumProblem(string(p.Action), "an action", "nxdomain", "refused", "null", "log"))
 		}
 		for j, s := range p.Clients {
 			pfx, err := blocklist.ParsePrefix(s)
 			if err != nil {
-				errs.add(at("clients", j), "%v: %q", err, s)
+				errs.add(at("clients", j), "%s, or list a file of ranges in client_files", prefixProblem(s, err, at("clients", j)))
 				continue
 			}
 			if other, dup := owner[pfx]; dup {
-				errs.add(at("clients", j), "%s is already a range of policy %q; the same range in two policies is ambiguous", pfx, other)
+				errs.add(at("clients", j), "%s is already a range of policy %q; the same range in two policies is ambiguous: keep it in one", pfx, c.Policies[other].Name)
 				continue
 			}
-			owner[pfx] = p.Name
-			p.clients = append(p.clients, blocklist.Range{Prefix: pfx, File: c.File, Line: lineOf(root, at("clients", j))})
+			owner[pfx] = i
+			p.clients = append(p.clients, blocklist.Range{Prefix: pfx, File: c.File, Line: lineOf(errs.root, at("clients", j))})
 		}
 		if len(p.Clients) == 0 && len(p.ClientFiles) == 0 {
-			errs.add(at("clients"), "policy %q has no clients or client_files", p.Name)
+			name := "this policy"
+			if p.Name != "" {
+				name = fmt.Sprintf("policy %q", p.Name)
+			}
+			errs.add(at("clients"), "%s has no clients or client_files; %s", name, example(at("clients")))
 		}
-		for _, files := range []struct {
-			key   string
-			paths []string
-		}{{"client_files", p.ClientFiles}, {"block", p.Block}, {"allow", p.Allow}} {
-			key := files.key
-			for j, f := range files.paths {
-				if f == "" {
-					errs.add(at(key, j), "empty path")
-				} else if c.ReadFile != nil && !c.Embedded {
-					if _, err := os.Stat(c.Path(f)); errors.Is(err, fs.ErrNotExist) {
-						errs.add(at(key, j), "file does not exist: %s", c.Path(f))
-					} else if err != nil {
-						errs.add(at(key, j), "%v", err)
-					}
+		c.validatePolicyFiles(errs, i)
+	}
+}
+
+// validatePolicyFiles checks that the files a policy names exist.
+func (c *Config) validatePolicyFiles(errs *configErrors, i int) {
+	p := &c.Policies[i]
+	for _, files := range []struct {
+		key   string
+		paths []string
+	}{{"client_files", p.ClientFiles}, {"block", p.Block}, {"allow", p.Allow}} {
+		for j, f := range files.paths {
+			at := []any{"policies", i, files.key, j}
+			switch {
+			case f == "":
+				errs.add(at, "empty path; give a file path, %s", example(at))
+			case strings.Contains(f, "://"):
+				errs.add(at, "%q is a URL; URLs are not supported yet here: download the file and give its path, %s", f, example(at))
+			case c.ReadFile != nil && !c.Embedded:
+				if fi, err := os.Stat(c.Path(f)); err != nil {
+					errs.add(at, "%s; give the path of a file (relative paths start at the configuration file's folder)", fileProblem(c.Path(f), err))
+				} else if fi.IsDir() {
+					errs.add(at, "%q is a folder; give the path of a file in it, %s", c.Path(f), example(at))
 				}
 			}
 		}
 	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		errs.add([]any{"log", "level"}, "want debug, info, warn or error, got %q", c.Log.Level)
+}
+
+func (c *Config) validateCache(errs *configErrors) {
+	at := func(key string) []any { return []any{"cache", key} }
+	if c.Cache.Size < 0 {
+		errs.add(at("size"), "%d is negative; give 0 (no cache) or more entries, %s", c.Cache.Size, example(at("size")))
 	}
-	switch c.Log.Output {
-	case "stderr", "stdout":
-	default:
-		errs.add([]any{"log", "output"}, "want stderr or stdout, got %q", c.Log.Output)
+	for _, ttl := range []struct {
+		key string
+		v   uint32
+	}{{"min_ttl", c.Cache.MinTTL}, {"max_ttl", c.Cache.MaxTTL}} {
+		if ttl.v > MaxTTL {
+			errs.add(at(ttl.key), "%d is above %d, the largest TTL (RFC 2181 §8), %s", ttl.v, MaxTTL, example(at(ttl.key)))
+		}
 	}
-	switch c.Log.Format {
-	case "json", "console":
-	default:
-		errs.add([]any{"log", "format"}, "want json or console, got %q", c.Log.Format)
+	if c.Cache.MinTTL > c.Cache.MaxTTL {
+		def := ""
+		if nodeAt(errs.root, at("max_ttl")) == nil {
+			def = " (the default)"
+		}
+		errs.add(at("min_ttl"), "min_ttl %d is above max_ttl %d%s; lower min_ttl or raise max_ttl", c.Cache.MinTTL, c.Cache.MaxTTL, def)
 	}
-	switch c.Log.Queries {
-	case "blocked", "all", "none":
-	default:
-		errs.add([]any{"log", "queries"}, "want blocked, all or none, got %q", c.Log.Queries)
+	if c.Cache.ServeStale < 0 {
+		errs.add(at("serve_stale"), "%s is negative; give 0s (off) or a positive duration, %s", errs.written(at("serve_stale"), c.Cache.ServeStale), example(at("serve_stale")))
 	}
-	c.RateLimit.exempt = parsePrefixes(errs, "rate_limit.exempt", c.RateLimit.Exempt)
-	if c.RateLimit.Rate < 0 {
-		errs.add([]any{"rate_limit", "rate"}, "must not be negative, got %g", c.RateLimit.Rate)
+}
+
+func (c *Config) validateLog(errs *configErrors) {
+	for _, e := range []struct {
+		key, v, what string
+		values       []string
+	}{
+		{"level", c.Log.Level, "a log level", []string{"debug", "info", "warn", "error"}},
+		{"format", c.Log.Format, "a log format", []string{"json", "console"}},
+		{"queries", c.Log.Queries, "a choice of query lines", []string{"blocked", "all", "none"}},
+		{"output", c.Log.Output, "a log output", []string{"stderr", "stdout"}},
+	} {
+		if !slices.Contains(e.values, e.v) {
+			errs.add([]any{"log", e.key}, "%s", enumProblem(e.v, e.what, e.values...))
+		}
 	}
-	if c.RateLimit.Burst < 1 && c.RateLimit.Rate > 0 {
-		errs.add([]any{"rate_limit", "burst"}, "must be at least 1 when rate is set, got %d", c.RateLimit.Burst)
+	if c.Log.AuditLimit < 0 {
+		at := []any{"log", "audit_limit"}
+		errs.add(at, "%d is negative; give 0 (no cap) or more lines a minute, %s", c.Log.AuditLimit, example(at))
+	}
+}
+
+func (c *Config) validateLimits(errs *configErrors) {
+	c.RateLimit.exempt = parsePrefixes(errs, []any{"rate_limit", "exempt"}, c.RateLimit.Exempt)
+	rate, burst := []any{"rate_limit", "rate"}, []any{"rate_limit", "burst"}
+	switch r := c.RateLimit.Rate; {
+	case math.IsNaN(r) || math.IsInf(r, 0):
+		errs.add(rate, "%s is not a number of queries a second; give 0 (off) or more, %s", errs.written(rate, r), example(rate))
+	case r < 0:
+		errs.add(rate, "%s is negative; give 0 (off) or more queries a second, %s", errs.written(rate, r), example(rate))
+	case nodeAt(errs.root, burst) == nil && c.RateLimit.Burst < 1 && r > 0:
+		errs.add(burst, "the default burst, twice the rate, is %d; give a burst of 1 or more, %s", c.RateLimit.Burst, example(burst))
+	case c.RateLimit.Burst < 0 || c.RateLimit.Burst < 1 && r > 0:
+		errs.add(burst, "%d is below 1; a rate limit needs a burst of 1 query or more, %s", c.RateLimit.Burst, example(burst))
 	}
 	for _, l := range []struct {
 		key string
-		bad bool
+		n   int
 	}{
-		{"tcp_connections", c.Limits.TCPConnections < 1},
-		{"tcp_connections_per_client", c.Limits.TCPConnectionsPerClient < 1},
-		{"tcp_read_timeout", c.Limits.TCPReadTimeout <= 0},
-		{"tcp_idle_timeout", c.Limits.TCPIdleTimeout <= 0},
-		{"tcp_pipeline", c.Limits.TCPPipeline < 1},
-		{"upstream_inflight", c.Limits.UpstreamInflight < 1},
+		{"tcp_connections", c.Limits.TCPConnections},
+		{"tcp_connections_per_client", c.Limits.TCPConnectionsPerClient},
+		{"tcp_pipeline", c.Limits.TCPPipeline},
+		{"upstream_inflight", c.Limits.UpstreamInflight},
 	} {
-		if l.bad {
-			errs.add([]any{"limits", l.key}, "must be positive")
+		if at := []any{"limits", l.key}; l.n < 1 {
+			errs.add(at, "%d is below 1; give 1 or more, %s", l.n, example(at))
+		}
+	}
+	for _, l := range []struct {
+		key string
+		d   time.Duration
+	}{{"tcp_read_timeout", c.Limits.TCPReadTimeout}, {"tcp_idle_timeout", c.Limits.TCPIdleTimeout}} {
+		if at := []any{"limits", l.key}; l.d < 0 {
+			errs.add(at, "%s is negative; give a positive duration, %s", errs.written(at, l.d), example(at))
 		}
 	}
 	for _, b := range []struct {
 		key  string
 		size int
 	}{{"udp_receive_buffer", c.Limits.UDPReceiveBuffer}, {"udp_send_buffer", c.Limits.UDPSendBuffer}} {
-		if b.size < minUDPBuffer || b.size > maxUDPBuffer {
-			errs.add([]any{"limits", b.key}, "want %d to %d bytes, got %d", minUDPBuffer, maxUDPBuffer, b.size)
+		if at := []any{"limits", b.key}; b.size < minUDPBuffer || b.size > maxUDPBuffer {
+			errs.add(at, "%d bytes is outside %d to %d; %s", b.size, minUDPBuffer, maxUDPBuffer, example(at))
 		}
 	}
-	if c.Log.AuditLimit < 0 {
-		errs.add([]any{"log", "audit_limit"}, "must not be negative, got %d", c.Log.AuditLimit)
-	}
-	if c.Cache.Size < 0 {
-		errs.add([]any{"cache", "size"}, "must not be negative, got %d", c.Cache.Size)
-	}
-	if c.Cache.ServeStale < 0 {
-		errs.add([]any{"cache", "serve_stale"}, "must not be negative, got %s", c.Cache.ServeStale)
-	}
-	if c.Cache.MinTTL > c.Cache.MaxTTL {
-		errs.add([]any{"cache", "min_ttl"}, "min_ttl %d is above max_ttl %d", c.Cache.MinTTL, c.Cache.MaxTTL)
-	}
-	if s := *c.Reload.MaxShrink; s < 0 || s > 1 {
-		errs.add([]any{"reload", "max_shrink"}, "want a fraction from 0 to 1, got %s", strconv.FormatFloat(s, 'g', -1, 64))
-	}
-	if c.Reload.Debounce < 0 {
-		errs.add([]any{"reload", "debounce"}, "must be positive, got %s", c.Reload.Debounce)
-	}
-	return errors.Join(errs.errs...)
 }
 
-func parsePrefixes(errs *configErrors, key string, list []string) []netip.Prefix {
+func (c *Config) validateReload(errs *configErrors) {
+	at := []any{"reload", "max_shrink"}
+	switch s := *c.Reload.MaxShrink; {
+	case s > 1 && s <= 100 && s == math.Trunc(s):
+		errs.add(at, "%s is not a fraction from 0 to 1; for %s%% write %s (0 turns the check off)",
+			strconv.FormatFloat(s, 'g', -1, 64), strconv.FormatFloat(s, 'g', -1, 64), strconv.FormatFloat(s/100, 'g', -1, 64))
+	case !(s >= 0 && s <= 1): // NaN too
+		errs.add(at, "%s is not a fraction from 0 to 1; %s (0 turns the check off)", errs.written(at, s), example(at))
+	}
+	if at := []any{"reload", "debounce"}; c.Reload.Debounce < 0 {
+		errs.add(at, "%s is negative; give a positive duration, %s", errs.written(at, c.Reload.Debounce), example(at))
+	}
+}
+
+// parsePrefixes parses the address ranges of the list at path.
+func parsePrefixes(errs *configErrors, path []any, list []string) []netip.Prefix {
 	var out []netip.Prefix
 	for i, s := range list {
+		at := append(slices.Clip(path), i)
 		p, err := blocklist.ParsePrefix(s)
 		if err != nil {
-			errs.add([]any{key, i}, "%v: %q", err, s)
+			errs.add(at, "%s", prefixProblem(s, err, at))
 			continue
 		}
 		out = append(out, p)
 	}
 	return out
+}
+
+// prefixProblem says why s is not an address range and how to write one.
+func prefixProblem(s string, err error, at []any) string {
+	ex := example(at)
+	if errors.Is(err, blocklist.ErrHostBits) {
+		if _, masked, ok := strings.Cut(err.Error(), "did you mean "); ok {
+			return fmt.Sprintf("%q has host bits set; did you mean %s?", s, masked)
+		}
+	}
+	addr, bits, slash := strings.Cut(s, "/")
+	a, aerr := netip.ParseAddr(addr)
+	n, nerr := strconv.Atoi(bits)
+	switch {
+	case strings.Contains(s, "://"):
+		return fmt.Sprintf("%q is a URL; give an IP address or CIDR prefix, %s", s, ex)
+	case slash && aerr == nil && nerr == nil && (n < 0 || n > a.BitLen()):
+		return fmt.Sprintf("%q: /%s is longer than an IPv%d address (at most /%d); %s", s, bits, map[int]int{32: 4, 128: 6}[a.BitLen()], a.BitLen(), ex)
+	case strings.Count(s, "-") == 1 && !slash:
+		return fmt.Sprintf("%q is a range with -; write it as CIDR prefixes, %s", s, ex)
+	case aerr != nil && strings.IndexFunc(addr, unicode.IsLetter) >= 0 && !strings.Contains(addr, ":"):
+		return fmt.Sprintf("%q is a name; give an IP address or CIDR prefix, %s", s, ex)
+	}
+	return fmt.Sprintf("%q is not an IP address or CIDR prefix; give one, %s", s, ex)
+}
+
+// addrPortProblem says why s is not an IP address and port, or "" when it
+// is one, with the value that was likely meant when there is one ("" if
+// not). A port is needed: 0 only if anyPort; def is suggested.
+func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		// "::1:53" is an IPv6 address, but more likely ::1 and port 53.
+		if i := strings.LastIndexByte(s, ':'); i > 0 && validPort(s[i+1:], false) && strings.Count(s, ":") > 1 {
+			if a, err := netip.ParseAddr(s[:i]); err == nil && a.Is6() {
+				return fmt.Sprintf("%q: an IPv6 address goes in brackets before the port", s), "[" + s[:i] + "]:" + s[i+1:]
+			}
+		}
+		if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")); err == nil {
+			return fmt.Sprintf("%q has no port", s), netip.AddrPortFrom(a, def).String()
+		}
+		return fmt.Sprintf("%q is not IP:port", s), ""
+	}
+	_, aerr := netip.ParseAddr(host)
+	switch {
+	case host == "":
+		return fmt.Sprintf("%q has no IP address", s), fmt.Sprintf("0.0.0.0:%s for every IPv4 address, [::]:%s for every IPv6 one", port, port)
+	case strings.EqualFold(host, "localhost"):
+		return fmt.Sprintf("%q: localhost is a name, not an IP address", s), "127.0.0.1:" + port
+	case aerr != nil && strings.IndexFunc(host, unicode.IsLetter) >= 0 && !strings.Contains(host, ":"):
+		return fmt.Sprintf("%q: the host is a name, not an IP address", s), ""
+	case !validPort(port, anyPort):
+		return fmt.Sprintf("%q: the port is not a number from %d to 65535", s, map[bool]int{true: 0, false: 1}[anyPort]), ""
+	}
+	if _, err := netip.ParseAddrPort(s); err != nil {
+		return fmt.Sprintf("%q is not IP:port", s), ""
+	}
+	return "", ""
+}
+
+// written is the value at path as the file writes it ("-1m", not
+// "-1m0s"), or v formatted when the file does not have it.
+func (e *configErrors) written(path []any, v any) string {
+	if n := nodeAt(e.root, path); n != nil && n.Kind == yaml.ScalarNode {
+		return n.Value
+	}
+	return fmt.Sprint(v)
+}
+
+// validPort reports a decimal port number, 0 allowed only if zero.
+func validPort(port string, zero bool) bool {
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && isDigits(port) && (n > 0 || zero)
+}
+
+func isDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
+
+// fileProblem says why a file named in the configuration cannot be used.
+func fileProblem(path string, err error) string {
+	var pe *fs.PathError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Sprintf("file %q does not exist", path)
+	case errors.As(err, &pe):
+		return fmt.Sprintf("file %q cannot be read: %v", path, pe.Err)
+	}
+	return fmt.Sprintf("file %q cannot be read: %v", path, err)
+}
+
+// protocolName names the protocol of an upstream URL's scheme.
+func protocolName(scheme string) string {
+	switch strings.ToLower(scheme) {
+	case "https", "h2", "h3":
+		return "DNS-over-HTTPS"
+	case "tls":
+		return "DNS-over-TLS"
+	case "quic":
+		return "DNS-over-QUIC"
+	case "sdns":
+		return "DNS stamp"
+	}
+	return "URL"
+}
+
+// enumProblem says that v is not one of values, with the one it most
+// likely misspells.
+func enumProblem(v, what string, values ...string) string {
+	list := strings.Join(values[:len(values)-1], ", ") + " or " + values[len(values)-1]
+	if guess := cmp.Or(closest(v, values), affixMatch(v, values)); guess != "" {
+		return fmt.Sprintf("%q is not %s; did you mean %s? (one of %s)", v, what, guess, list)
+	}
+	return fmt.Sprintf("%q is not %s; give %s", v, what, list)
 }
 
 // isResolvConf reports an upstream written as a path to a resolv.conf file,

@@ -1,0 +1,222 @@
+package resolver
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
+)
+
+// snippet is one small configuration of a message-kind table.
+type snippet struct{ title, body string }
+
+// readSnippets splits a table file at its "## title" lines.
+func readSnippets(t *testing.T, path string) []snippet {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var out []snippet
+	for _, line := range strings.SplitAfter(string(data), "\n") {
+		if title, ok := strings.CutPrefix(line, "## "); ok {
+			out = append(out, snippet{title: strings.TrimSpace(title)})
+			continue
+		}
+		require.NotEmpty(t, out, "%s must start with a ## title line", path)
+		out[len(out)-1].body += line
+	}
+	return out
+}
+
+// TestConfigMessages checks the error text of every kind of configuration
+// mistake: each testdata/config/messages/KIND.txt is a table of small
+// configurations under "## title" lines, and KIND.golden holds what each
+// gives ("=> accepted" when it is right). A snippet without upstreams gets
+// one after its own lines. Run with -update to rewrite the golden files.
+func TestConfigMessages(t *testing.T) {
+	dir := writeTree(t, map[string]string{
+		"lists/tiktok.txt":        "tiktok.com\n",
+		"lists/allow.txt":         "ads.tiktok.com\n",
+		"networks/government.txt": "10.9.0.0/16\n",
+	})
+	tables, err := filepath.Glob("testdata/config/messages/*.txt")
+	require.NoError(t, err)
+	require.NotEmpty(t, tables)
+	for _, table := range tables {
+		t.Run(filepath.Base(table), func(t *testing.T) {
+			var out strings.Builder
+			for _, sn := range readSnippets(t, table) {
+				cfg := sn.body
+				if !strings.Contains(cfg, "upstreams") {
+					cfg += "upstreams: [\"127.0.0.1:53\"]\n"
+				}
+				_, err := ParseConfig(filepath.Join(dir, "c.yaml"), []byte(cfg), os.ReadFile)
+				fmt.Fprintf(&out, "## %s\n%s", sn.title, sn.body)
+				if err == nil {
+					out.WriteString("=> accepted\n\n")
+					continue
+				}
+				checkConfigErrors(t, err)
+				for _, line := range strings.Split(err.Error(), "\n") {
+					out.WriteString("=> " + strings.ReplaceAll(line, dir+string(filepath.Separator), "") + "\n")
+				}
+				out.WriteString("\n")
+			}
+			golden := strings.TrimSuffix(table, ".txt") + ".golden"
+			if *update {
+				require.NoError(t, os.WriteFile(golden, []byte(out.String()), 0o644))
+			}
+			want, err := os.ReadFile(golden)
+			require.NoError(t, err, "run go test ./resolver -run TestConfigMessages -update to create it")
+			assert.Equal(t, string(want), out.String())
+		})
+	}
+}
+
+// goInternals are words of the YAML decoder and of Go's types that a
+// configuration error must never show, outside the quoted values it echoes.
+var goInternals = []string{"!!", "cannot unmarshal", "time.Duration", "uint32", "int64", "float64", "[]string", "struct {", "resolver.", "yaml:"}
+
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+
+// checkConfigErrors asserts what every configuration error must be: one
+// *ConfigError a line of text, each with a message and no Go internals,
+// in line order with those about missing keys last.
+func checkConfigErrors(t *testing.T, err error) {
+	t.Helper()
+	var list []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	require.NotEmpty(t, list)
+	last := 0
+	for _, e := range list {
+		var ce *ConfigError
+		require.True(t, errors.As(e, &ce), "%T is not a *ConfigError: %v", e, e)
+		msg := ce.Err.Error()
+		assert.NotEmpty(t, strings.TrimSpace(msg), "empty message in %q", e.Error())
+		assert.NotContains(t, msg, "\n", "one line each")
+		for _, w := range goInternals {
+			assert.NotContains(t, quoted.ReplaceAllString(msg, `""`), w, "Go internals in %q", e.Error())
+		}
+		line := ce.Line
+		if line == 0 {
+			line = int(^uint(0) >> 1)
+		}
+		assert.GreaterOrEqual(t, line, last, "not in line order: %q", err.Error())
+		last = line
+	}
+}
+
+// schemaKeys lists every key path of type t the way configExamples writes
+// them: "cache.size", "policies[]", "policies[].clients[]".
+func schemaKeys(t reflect.Type, prefix string) []string {
+	var out []string
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t.Kind() == reflect.Slice:
+		out = append(out, prefix+"[]")
+		out = append(out, schemaKeys(t.Elem(), prefix+"[]")...)
+	case t.Kind() == reflect.Struct:
+		fields := yamlFields(t)
+		for _, name := range fieldNames(fields) {
+			key := name
+			if prefix != "" {
+				key = prefix + "." + name
+			}
+			out = append(out, key)
+			out = append(out, schemaKeys(fields[name].Type, key)...)
+		}
+	}
+	return out
+}
+
+// setPath puts v at a configExamples key in a decoded YAML tree, in the
+// first item of every list on the way.
+func setPath(tree any, key string, v any) any {
+	if key == "" {
+		return v
+	}
+	if rest, ok := strings.CutPrefix(key, "[]"); ok {
+		list, _ := tree.([]any)
+		if len(list) == 0 {
+			list = []any{nil}
+		}
+		list[0] = setPath(list[0], strings.TrimPrefix(rest, "."), v)
+		return list
+	}
+	m, _ := tree.(map[string]any)
+	if m == nil {
+		m = map[string]any{}
+	}
+	i := strings.IndexAny(key, ".[")
+	if i < 0 {
+		m[key] = v
+		return m
+	}
+	m[key[:i]] = setPath(m[key[:i]], strings.TrimPrefix(key[i:], "."), v)
+	return m
+}
+
+// TestConfigExamples checks that every key of the configuration has the
+// example its error messages show, and that each example is accepted.
+func TestConfigExamples(t *testing.T) {
+	keys := schemaKeys(reflect.TypeFor[Config](), "")
+	for _, k := range keys {
+		assert.Contains(t, configExamples, k, "no example for %s", k)
+	}
+	for k := range configExamples {
+		assert.Contains(t, keys, k, "an example for %s, which is not a key", k)
+	}
+	dir := writeTree(t, map[string]string{
+		"lists/tiktok.txt":        "tiktok.com\n",
+		"lists/allow.txt":         "ads.tiktok.com\n",
+		"networks/government.txt": "10.9.0.0/16\n",
+	})
+	for _, k := range keys {
+		t.Run(k, func(t *testing.T) {
+			var tree, ex any
+			require.NoError(t, yaml.Unmarshal([]byte(`{upstreams: ["127.0.0.1:53"], policies: [{name: p, clients: ["10.0.0.0/8"]}]}`), &tree))
+			require.NoError(t, yaml.Unmarshal([]byte(configExamples[k]), &ex))
+			data, err := yaml.Marshal(setPath(tree, k, ex))
+			require.NoError(t, err)
+			_, err = ParseConfig(filepath.Join(dir, "c.yaml"), data, os.ReadFile)
+			assert.NoError(t, err, "%s", data)
+		})
+	}
+}
+
+// TestConfigSuggestions checks the did-you-mean guesses on their own.
+func TestConfigSuggestions(t *testing.T) {
+	keys := []string{"upstreams", "upstream_timeout", "upstream_strategy", "allowed_clients", "explain_clients", "block", "allow"}
+	for _, tc := range []struct{ word, want string }{
+		{"upstream", "upstreams"},
+		{"UPSTREAMS", "upstreams"},
+		{"upstream-timeout", "upstream_timeout"},
+		{"upstream_timout", "upstream_timeout"},
+		{"upsteram_strategy", "upstream_strategy"}, // two letters swapped
+		{"blokc", "block"},
+		{"alow", "allow"},
+		{"clients", ""}, // ends two keys: no single guess
+		{"timeout", ""}, // too far from every key
+		{"frobnicate", ""},
+		{strings.Repeat("x", 100), ""},
+	} {
+		assert.Equal(t, tc.want, closest(tc.word, keys), tc.word)
+	}
+	assert.Equal(t, "block", affixMatch("blocklists", keys))
+	assert.Equal(t, "", affixMatch("clients", keys), "two keys end with it")
+	assert.Equal(t, 1, editDistance("ab", "ba"))
+	assert.Equal(t, 3, editDistance("kitten", "sitting"))
+}

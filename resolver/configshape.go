@@ -1,0 +1,605 @@
+package resolver
+
+import (
+	"fmt"
+	"math"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// The shape check walks the YAML tree against the Config type before it is
+// decoded, so that a value of the wrong YAML type, an unknown key or a key
+// given twice is reported in plain words, at its own line, with the full
+// key path and an example of a right value, instead of as the decoder's
+// "cannot unmarshal !!int into time.Duration".
+
+// configExamples holds a right value for every key of the configuration
+// file, written as in YAML flow style. Keys are paths with the sequence
+// indexes left out: "policies[].action". TestConfigExamples checks that
+// every key has one and that each is accepted.
+var configExamples = map[string]string{
+	"listen":                            `["127.0.0.1:53", "[::1]:53"]`,
+	"listen[]":                          `127.0.0.1:53`,
+	"upstreams":                         `["9.9.9.9:53", "149.112.112.112:53"]`,
+	"upstreams[]":                       `9.9.9.9:53`,
+	"upstream_timeout":                  `2s`,
+	"upstream_strategy":                 `fastest`,
+	"allowed_clients":                   `["10.0.0.0/8", "192.168.0.0/16"]`,
+	"allowed_clients[]":                 `10.0.0.0/8`,
+	"trusted_proxies":                   `["10.1.1.1", "10.1.1.2"]`,
+	"trusted_proxies[]":                 `10.1.1.1`,
+	"explain_clients":                   `["127.0.0.0/8", "::1/128"]`,
+	"explain_clients[]":                 `127.0.0.0/8`,
+	"blocked_ttl":                       `60`,
+	"policies":                          `[{name: government-devices, clients: ["10.0.0.0/8"], block: [lists/tiktok.txt]}]`,
+	"policies[]":                        `{name: government-devices, clients: ["10.0.0.0/8"], block: [lists/tiktok.txt]}`,
+	"policies[].name":                   `government-devices`,
+	"policies[].clients":                `["10.0.0.0/8", "2001:db8::/32"]`,
+	"policies[].clients[]":              `10.0.0.0/8`,
+	"policies[].client_files":           `[networks/government.txt]`,
+	"policies[].client_files[]":         `networks/government.txt`,
+	"policies[].block":                  `[lists/tiktok.txt]`,
+	"policies[].block[]":                `lists/tiktok.txt`,
+	"policies[].allow":                  `[lists/allow.txt]`,
+	"policies[].allow[]":                `lists/allow.txt`,
+	"policies[].action":                 `nxdomain`,
+	"policies[].doh_canary":             `true`,
+	"cache":                             `{size: 20000, max_ttl: 86400}`,
+	"cache.size":                        `20000`,
+	"cache.min_ttl":                     `0`,
+	"cache.max_ttl":                     `86400`,
+	"cache.prefetch":                    `false`,
+	"cache.serve_stale":                 `1h`,
+	"log":                               `{level: info, format: json}`,
+	"log.level":                         `info`,
+	"log.format":                        `json`,
+	"log.queries":                       `blocked`,
+	"log.audit_limit":                   `60`,
+	"log.output":                        `stdout`,
+	"http":                              `127.0.0.1:9153`,
+	"reload":                            `{debounce: 200ms, max_shrink: 0.5}`,
+	"reload.debounce":                   `200ms`,
+	"reload.max_shrink":                 `0.5`,
+	"rate_limit":                        `{rate: 200, burst: 400}`,
+	"rate_limit.rate":                   `200`,
+	"rate_limit.burst":                  `400`,
+	"rate_limit.exempt":                 `["127.0.0.0/8", "::1/128"]`,
+	"rate_limit.exempt[]":               `127.0.0.0/8`,
+	"limits":                            `{tcp_connections: 1000, tcp_pipeline: 64}`,
+	"limits.tcp_connections":            `1000`,
+	"limits.tcp_read_timeout":           `2s`,
+	"limits.tcp_idle_timeout":           `10s`,
+	"limits.tcp_pipeline":               `64`,
+	"limits.upstream_inflight":          `1000`,
+	"limits.tcp_connections_per_client": `32`,
+	"limits.udp_receive_buffer":         `4194304`,
+	"limits.udp_send_buffer":            `4194304`,
+}
+
+// example is "e.g. key: value" for a key of a mapping and "e.g. value" for
+// an item of a list: what the user writes on that line.
+func example(path []any) string {
+	ex := configExamples[schemaKey(path)]
+	if ex == "" {
+		return ""
+	}
+	if len(path) > 0 {
+		if leaf, ok := path[len(path)-1].(string); ok {
+			return "e.g. " + leaf + ": " + ex
+		}
+	}
+	return "e.g. " + ex
+}
+
+// schemaKey is keyName without the indexes: "policies[].action".
+func schemaKey(path []any) string {
+	var b strings.Builder
+	for _, p := range path {
+		switch v := p.(type) {
+		case string:
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(v)
+		case int:
+			b.WriteString("[]")
+		}
+	}
+	return b.String()
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// shapeChecker walks the YAML tree along the Config type.
+type shapeChecker struct {
+	errs *configErrors
+	// budget bounds the nodes visited: aliases can make a small file a
+	// very large tree.
+	budget int
+}
+
+// checkShape reports every value of root whose YAML type cannot be the Go
+// type of its key, every unknown key and every key given twice.
+func checkShape(errs *configErrors, root *yaml.Node) {
+	if root == nil || len(root.Content) == 0 {
+		return
+	}
+	s := &shapeChecker{errs: errs, budget: 100000}
+	s.value(root.Content[0], reflect.TypeFor[Config](), nil)
+}
+
+// value checks node n against Go type t at path.
+func (s *shapeChecker) value(n *yaml.Node, t reflect.Type, path []any) {
+	line := n.Line
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if s.budget--; s.budget < 0 || n == nil {
+		return
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return // an empty value: the default applies
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case len(path) == 0 && n.Kind != yaml.MappingNode:
+		s.bad(line, path, "%s; a configuration file is keys and values, e.g. upstreams: [\"9.9.9.9:53\"]", shapeOf(n))
+	case t.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			s.bad(line, path, "%s; give keys and values, %s", shapeOf(n), example(path))
+			return
+		}
+		s.mapping(n, t, path)
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			s.bad(line, path, "%s; give a list, %s", shapeOf(n), listExample(n, path))
+			return
+		}
+		for i, item := range n.Content {
+			s.value(item, t.Elem(), append(slices.Clip(path), i))
+		}
+	case n.Kind != yaml.ScalarNode:
+		s.bad(line, path, "%s; give a single value, %s", shapeOf(n), example(path))
+	default:
+		if msg, exact := scalarProblem(n, t, strings.HasSuffix(schemaKey(path), "ttl")); exact {
+			s.bad(line, path, "%s", msg)
+		} else if msg != "" {
+			s.bad(line, path, "%s, %s", msg, example(path))
+		}
+	}
+}
+
+// bad records a shape problem and marks path so that validate does not
+// report the same value again as its zero or default.
+func (s *shapeChecker) bad(line int, path []any, format string, args ...any) {
+	s.errs.record(line, path, format, args...)
+	s.errs.skip = append(s.errs.skip, keyName(path))
+}
+
+// mapping checks the keys of a mapping node against struct type t.
+func (s *shapeChecker) mapping(n *yaml.Node, t reflect.Type, path []any) {
+	// The decoder leaves a mapping with a repeated key empty: report the
+	// repeats, and nothing validate would say about the empty mapping.
+	type key struct {
+		kind  yaml.Kind
+		value string
+	}
+	first := map[key]int{}
+	for i := 0; i < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if line, dup := first[key{k.Kind, k.Value}]; dup {
+			s.errs.record(k.Line, append(slices.Clip(path), k.Value), "given twice (first at line %d); keep one", line)
+			if !slices.Contains(s.errs.skip, keyName(path)) {
+				s.errs.skip = append(s.errs.skip, keyName(path))
+			}
+			continue
+		}
+		first[key{k.Kind, k.Value}] = k.Line
+	}
+	fields := yamlFields(t)
+	for _, pair := range mappingPairs(n, 0) {
+		k, v := pair[0], pair[1]
+		if k.Kind != yaml.ScalarNode {
+			s.bad(k.Line, path, "a list or mapping as a key; keys are plain words, e.g. %s", firstExample(path, fields))
+			continue
+		}
+		f, ok := fields[k.Value]
+		if !ok {
+			s.unknown(k, fields, path, n)
+			continue
+		}
+		s.value(v, f.Type, append(slices.Clip(path), k.Value))
+	}
+}
+
+// firstExample is "key: example" for the first key of a mapping.
+func firstExample(path []any, fields map[string]reflect.StructField) string {
+	first := fieldNames(fields)[0]
+	return first + ": " + configExamples[schemaKey(append(slices.Clip(path), first))]
+}
+
+// mappingPairs lists the key and value nodes of a mapping, with the pairs
+// of merged mappings (`<<: *defaults`) in place of the merge key, as the
+// decoder reads them.
+func mappingPairs(n *yaml.Node, depth int) [][2]*yaml.Node {
+	var out, merged [][2]*yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" && depth < 8 {
+			for _, m := range mergeSources(v) {
+				merged = append(merged, mappingPairs(m, depth+1)...)
+			}
+			continue
+		}
+		out = append(out, [2]*yaml.Node{k, v})
+	}
+	// A key written in the mapping wins over a merged one, and an earlier
+	// merged mapping over a later one.
+	have := map[string]bool{}
+	for _, p := range out {
+		have[p[0].Value] = true
+	}
+	for _, p := range merged {
+		if !have[p[0].Value] {
+			have[p[0].Value] = true
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// mergeSources are the mappings a merge key's value names: one alias or a
+// list of them.
+func mergeSources(v *yaml.Node) []*yaml.Node {
+	deref := func(n *yaml.Node) *yaml.Node {
+		if n.Kind == yaml.AliasNode {
+			return n.Alias
+		}
+		return n
+	}
+	var out []*yaml.Node
+	if v = deref(v); v == nil {
+		return nil
+	}
+	switch v.Kind {
+	case yaml.MappingNode:
+		out = append(out, v)
+	case yaml.SequenceNode:
+		for _, c := range v.Content {
+			if c = deref(c); c != nil && c.Kind == yaml.MappingNode {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// unknown reports key k, not a field of this mapping, with the key it most
+// likely meant. A suggested key the mapping lacks is marked, so that its
+// absence is not reported a second time.
+func (s *shapeChecker) unknown(k *yaml.Node, fields map[string]reflect.StructField, path []any, n *yaml.Node) {
+	names := fieldNames(fields)
+	guess := closest(k.Value, names)
+	where := keyElsewhere(k.Value, len(path) == 0)
+	if guess == "" && where == "" {
+		guess = affixMatch(k.Value, names)
+	}
+	switch {
+	case guess != "":
+		s.errs.record(k.Line, path, "unknown key %q; did you mean %s?", k.Value, guess)
+		if nodeAt(&yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{n}}, []any{guess}) == nil {
+			s.errs.skip = append(s.errs.skip, keyName(append(slices.Clip(path), guess)))
+		}
+	case where != "":
+		s.errs.record(k.Line, path, "unknown key %q here; %s is a key of %s", k.Value, k.Value, where)
+	default:
+		level := "the top level"
+		switch {
+		case schemaKey(path) == "policies[]":
+			level = "a policy"
+		case len(path) > 0:
+			level = keyName(path)
+		}
+		s.errs.record(k.Line, path, "unknown key %q; the keys of %s are %s", k.Value, level, strings.Join(names, ", "))
+	}
+}
+
+// yamlFields maps the YAML key names of struct type t to its fields.
+func yamlFields(t reflect.Type) map[string]reflect.StructField {
+	out := map[string]reflect.StructField{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name != "" && name != "-" && f.IsExported() {
+			out[name] = f
+		}
+	}
+	return out
+}
+
+// fieldNames are the keys of fields in the order the struct declares them.
+func fieldNames(fields map[string]reflect.StructField) []string {
+	names := make([]string, 0, len(fields))
+	for name := range fields {
+		names = append(names, name)
+	}
+	slices.SortFunc(names, func(a, b string) int { return slices.Compare(fields[a].Index, fields[b].Index) })
+	return names
+}
+
+// keyElsewhere names the mapping that has key name, as a user reads it
+// ("cache", "each policy (under policies)", "the top level"), or "" when
+// no mapping has it. top says the key was found at the top level.
+func keyElsewhere(name string, top bool) string {
+	var found string
+	var visit func(t reflect.Type, where string)
+	visit = func(t reflect.Type, where string) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct || t == durationType || found != "" {
+			return
+		}
+		fields := yamlFields(t)
+		if _, ok := fields[name]; ok && (where != "the top level" || !top) {
+			found = where
+			return
+		}
+		for _, key := range fieldNames(fields) {
+			sub := key
+			if key == "policies" {
+				sub = "each policy (under policies)"
+			}
+			visit(fields[key].Type, sub)
+		}
+	}
+	visit(reflect.TypeFor[Config](), "the top level")
+	return found
+}
+
+// closest returns the candidate that word most likely misspells: the same
+// but for case or '-' for '_', or within a small edit distance (1 for
+// words of up to 4 letters, 2 up to 8, else 3). It returns "" when none is
+// that close.
+func closest(word string, candidates []string) string {
+	w := normKey(word)
+	best, bestDist := "", math.MaxInt
+	for _, c := range candidates {
+		if normKey(c) == w {
+			return c
+		}
+		if d := editDistance(w, c); d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	limit := 1
+	switch {
+	case len(w) > 8:
+		limit = 3
+	case len(w) > 4:
+		limit = 2
+	}
+	if bestDist <= limit {
+		return best
+	}
+	return ""
+}
+
+// affixMatch returns the one candidate of 4 letters or more that starts or
+// ends word, or that word starts ("blocklists" for block), or "" when
+// none or several do.
+func affixMatch(word string, candidates []string) string {
+	w := normKey(word)
+	var found []string
+	for _, c := range candidates {
+		short, long := c, w
+		if len(short) > len(long) {
+			short, long = long, short
+		}
+		if len(short) >= 4 && (strings.HasPrefix(long, short) || strings.HasSuffix(long, short)) {
+			found = append(found, c)
+		}
+	}
+	if len(found) == 1 {
+		return found[0]
+	}
+	return ""
+}
+
+func normKey(s string) string { return strings.ReplaceAll(strings.ToLower(s), "-", "_") }
+
+// editDistance is the optimal string alignment distance between a and b:
+// insertions, deletions, substitutions and swaps of neighbours, each 1.
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return math.MaxInt // nothing that long is a typo of a key
+	}
+	prev2 := make([]int, len(b)+1)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
+}
+
+// shapeOf says what a node is where it does not belong, in the words of
+// someone reading the file: `"9.9.9.9:53" is a single value`.
+func shapeOf(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list is not allowed here"
+	case yaml.MappingNode:
+		return "keys and values are not allowed here"
+	}
+	return quoteValue(n) + " is a single value"
+}
+
+// listExample is the user's own single value written as a list when that
+// is the likely fix (`upstreams: ["9.9.9.9:53"]`), else the key's example.
+func listExample(n *yaml.Node, path []any) string {
+	leaf, _ := path[len(path)-1].(string)
+	if n.Kind == yaml.ScalarNode && leaf != "" && configExamples[schemaKey(path)+"[]"] != "" {
+		return "e.g. " + leaf + ": [" + strconv.Quote(n.Value) + "]"
+	}
+	return example(path)
+}
+
+// quoteValue writes a scalar as the user wrote it: numbers, true and false
+// bare, text in quotes, long values cut.
+func quoteValue(n *yaml.Node) string {
+	v := n.Value
+	if len(v) > 60 {
+		v = v[:57] + "..."
+	}
+	switch n.ShortTag() {
+	case "!!int", "!!float", "!!bool", "!!null":
+		if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 {
+			return v
+		}
+	}
+	return strconv.Quote(v)
+}
+
+var wholeNumber = regexp.MustCompile(`^[-+]?[0-9_]+$`)
+
+var looksLikeDuration = regexp.MustCompile(`^-?[0-9.]+\s*[a-zµ]+$`)
+
+// scalarProblem says what is wrong with scalar n as a value of Go type t,
+// or "" when the decoder takes it as the user meant it. exact says the
+// message already names the right value; else an example should follow.
+func scalarProblem(n *yaml.Node, t reflect.Type, ttl bool) (msg string, exact bool) {
+	tag := n.ShortTag()
+	v := quoteValue(n)
+	switch {
+	case t == durationType:
+		return durationProblem(n)
+	case t.Kind() == reflect.Bool:
+		if err := n.Decode(new(bool)); err != nil {
+			return v + " is not true or false; give true or false", false
+		}
+	case t.Kind() == reflect.String:
+		if err := n.Decode(new(string)); err != nil {
+			return v + " cannot be read as text; put it in quotes", false
+		}
+	case t.Kind() == reflect.Float64 || t.Kind() == reflect.Float32:
+		if tag == "!!str" {
+			return notNumber(n, "a number")
+		}
+		if tag != "!!int" && tag != "!!float" || n.Decode(new(float64)) != nil {
+			return v + " is not a number; give a number", false
+		}
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		return integerProblem(n, t, ttl)
+	}
+	return "", false
+}
+
+// durationProblem checks a duration: text with a unit, never a bare number
+// (is 2 two seconds or two milliseconds?).
+func durationProblem(n *yaml.Node) (string, bool) {
+	v := quoteValue(n)
+	const units = "a duration with a unit (ms, s, m or h)"
+	switch n.ShortTag() {
+	case "!!int", "!!float":
+		return v + " is a number without a unit; give " + units, false
+	case "!!str":
+		s := strings.TrimSpace(n.Value)
+		if _, err := time.ParseDuration(n.Value); err == nil {
+			return "", false
+		}
+		if _, err := strconv.ParseFloat(s, 64); err == nil {
+			return v + " is a number without a unit; give " + units, false
+		}
+		if d, ok := strings.CutSuffix(s, "d"); ok {
+			if days, err := strconv.Atoi(d); err == nil && days >= 0 && days < 1e5 {
+				return fmt.Sprintf("%s: d (days) is not a unit; write %dh", v, 24*days), true
+			}
+		}
+		if _, err := time.ParseDuration(strings.ReplaceAll(s, " ", "")); err == nil {
+			return fmt.Sprintf("%s has a space in it; write %s", v, strings.ReplaceAll(s, " ", "")), true
+		}
+	}
+	return v + " is not a duration; give " + units, false
+}
+
+// integerProblem checks a whole number against the range of Go type t.
+// A ttl is seconds in a DNS record.
+func integerProblem(n *yaml.Node, t reflect.Type, ttl bool) (string, bool) {
+	v := quoteValue(n)
+	switch n.ShortTag() {
+	case "!!int":
+	case "!!float":
+		if wholeNumber.MatchString(n.Value) { // too long for 64 bits
+			if strings.HasPrefix(n.Value, "-") {
+				return v + " is too small; give a larger number", false
+			}
+			return v + " is too large; give a smaller number", false
+		}
+		if f, err := strconv.ParseFloat(n.Value, 64); err == nil && f == math.Trunc(f) && math.Abs(f) < 1e15 {
+			return v + " is not written as a whole number; write " + strconv.FormatFloat(f, 'f', -1, 64), true
+		}
+		return v + " is not a whole number; give a whole number", false
+	case "!!str":
+		return notNumber(n, "a whole number")
+	default:
+		return v + " is not a number; give a whole number", false
+	}
+	if t.Kind() >= reflect.Uint && t.Kind() <= reflect.Uint64 {
+		var u uint64
+		if err := n.Decode(&u); err != nil || reflect.Zero(t).OverflowUint(u) {
+			if strings.HasPrefix(strings.TrimSpace(n.Value), "-") {
+				return v + " is negative; give a whole number of seconds", false
+			}
+			if ttl {
+				return fmt.Sprintf("%s is above %d, the largest TTL (RFC 2181 §8)", v, MaxTTL), false
+			}
+			return fmt.Sprintf("%s is too large; the largest is %d", v, uint64(math.MaxUint64)>>(64-t.Bits())), false
+		}
+		return "", false
+	}
+	var i int64
+	if err := n.Decode(&i); err != nil || reflect.Zero(t).OverflowInt(i) {
+		if strings.HasPrefix(strings.TrimSpace(n.Value), "-") {
+			return v + " is too small; give a larger number", false
+		}
+		return v + " is too large; give a smaller number", false
+	}
+	return "", false
+}
+
+// notNumber explains a text value where a number belongs: a number in
+// quotes, a duration where seconds are counted, or just not a number.
+func notNumber(n *yaml.Node, want string) (string, bool) {
+	v := quoteValue(n)
+	s := strings.TrimSpace(n.Value)
+	if _, err := strconv.ParseFloat(s, 64); err == nil {
+		return v + " is text in quotes; write the number without quotes: " + s, true
+	}
+	if looksLikeDuration.MatchString(s) {
+		return v + " has a unit; give " + want + " without a unit", false
+	}
+	return v + " is not a number; give " + want, false
+}
