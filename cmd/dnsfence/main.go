@@ -256,6 +256,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	// Signals are taken from the start: a SIGTERM while the lists load or
+	// the sockets open must stop dnsfence the orderly way, not by the
+	// default action (found by the shutdown test under CPU load).
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(signals)
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -319,8 +325,6 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for sig := range signals {
 		if sig == syscall.SIGHUP {
 			log.Info("SIGHUP: reloading everything")
