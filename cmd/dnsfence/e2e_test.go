@@ -550,3 +550,45 @@ policies:
 		})
 	}
 }
+
+// TestEndToEndProtocolWithDig replays issue 10's dig commands against the
+// built binary: EDNS version 1 without negotiation is BADVERS (RFC 6891
+// §6.1.3), and a cached answer never carries AD to a client that set
+// neither AD nor DO, nor AA at all.
+func TestEndToEndProtocolWithDig(t *testing.T) {
+	needDig(t)
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable, m.Authoritative, m.AuthenticatedData = true, true, true
+		rr, _ := dns.NewRR(r.Question[0].Name + " 300 IN A 192.0.2.1")
+		m.Answer = append(m.Answer, rr)
+		if opt := r.IsEdns0(); opt != nil {
+			m.SetEdns0(1232, opt.Do())
+		}
+		_ = w.WriteMsg(m)
+	})
+	upstream := serveUDPAndTCP(t, h)
+	dir := writeFiles(t, map[string]string{
+		"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+http: ""
+policies:
+  - name: gov
+    clients: ["127.0.0.0/30"]
+    block: ["tiktok.txt"]
+`, upstream),
+		"tiktok.txt": "tiktok.com\n",
+	})
+	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
+	out := p.dig(t, "+edns=1", "+noednsneg", "example.org")
+	assert.Contains(t, out, "status: BADVERS")
+	out = p.dig(t, "+adflag", "x.example")
+	assert.Regexp(t, `flags: qr rd ra ad;`, out)
+	out = p.dig(t, "+noadflag", "+noedns", "x.example")
+	assert.Contains(t, out, "flags: qr rd ra;", "no AD (RFC 6840 §5.8) and no AA from the cache")
+	// dig sets AD in its queries by default; with AD off, AD stays off.
+	out = p.dig(t, "+cdflag", "+noadflag", "y.example")
+	assert.Regexp(t, `flags: qr rd ra cd;`, out, "CD copied (RFC 4035 §3.2.2)")
+}
