@@ -36,7 +36,7 @@ func checkFlags(stderr io.Writer) checkOptions {
 	fs.SetOutput(stderr)
 	return checkOptions{
 		fs:     fs,
-		config: fs.String("config", "", "configuration file (default: the embedded default)"),
+		config: configFlag(fs),
 		strict: fs.Bool("strict", false, "exit 1 on warnings too (skipped list or range lines, likely mistakes): for a team's CI"),
 	}
 }
@@ -53,8 +53,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	if done {
 		return code
 	}
-	if len(rest) > 0 {
-		fmt.Fprintf(stderr, "dnsfence check: unexpected argument %q (give the configuration with -config)\n", rest[0])
+	if !noArguments("check", rest, "give the configuration with -config", stderr) {
 		return 2
 	}
 	configPath := opts.config
@@ -119,7 +118,7 @@ func explainFlags(stderr io.Writer) explainOptions {
 	fs.SetOutput(stderr)
 	return explainOptions{
 		fs:      fs,
-		config:  fs.String("config", "", "configuration file (default: the embedded default)"),
+		config:  configFlag(fs),
 		resolve: fs.Bool("resolve", false, "also ask the upstreams and explain the answer's CNAME/DNAME chain hop by hop"),
 		json:    fs.Bool("json", false, "print the explanation as JSON"),
 	}

@@ -196,6 +196,25 @@ func parseCommand(name string, fs *flag.FlagSet, args []string, stderr io.Writer
 	return rest, 0, false
 }
 
+// noArguments reports whether the command called name was given no
+// positional argument, saying what to do instead (hint) when it was.
+func noArguments(name string, rest []string, hint string, stderr io.Writer) bool {
+	if len(rest) == 0 {
+		return true
+	}
+	if strings.Contains(hint, "%s") {
+		hint = fmt.Sprintf(hint, rest[0])
+	}
+	fmt.Fprintf(stderr, "dnsfence %s: unexpected argument %q (%s)\n", name, rest[0], hint)
+	return false
+}
+
+// configFlag defines the -config flag every command that loads the
+// configuration takes.
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("config", "", "configuration file (default: the embedded default)")
+}
+
 // serveOptions are serve's flags.
 type serveOptions struct {
 	fs         *flag.FlagSet
@@ -209,7 +228,7 @@ func serveFlags(stderr io.Writer) serveOptions {
 	fs.SetOutput(stderr)
 	return serveOptions{
 		fs:         fs,
-		config:     fs.String("config", "", "configuration file (default: the embedded default)"),
+		config:     configFlag(fs),
 		version:    fs.Bool("version", false, "print the version and exit"),
 		cpuProfile: fs.String("cpuprofile", "", "write a CPU profile to this file until exit (for performance work)"),
 	}
@@ -234,8 +253,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if done {
 		return code
 	}
-	if len(rest) > 0 {
-		fmt.Fprintf(stderr, "dnsfence serve: unexpected argument %q (did you mean `dnsfence -config %s`?)\n", rest[0], rest[0])
+	if !noArguments("serve", rest, "did you mean `dnsfence -config %s`?", stderr) {
 		return 2
 	}
 	configPath, version, cpuProfile := opts.config, opts.version, opts.cpuProfile
@@ -395,8 +413,7 @@ func runHealth(args []string, stdout, stderr io.Writer) int {
 	if done {
 		return code
 	}
-	if len(rest) > 0 {
-		fmt.Fprintf(stderr, "dnsfence health: unexpected argument %q (give the address with -url)\n", rest[0])
+	if !noArguments("health", rest, "give the address with -url", stderr) {
 		return 2
 	}
 	client := &http.Client{Timeout: *opts.timeout}
