@@ -68,7 +68,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"list"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsfence_reloads_total",
-			Help: "Reloads by result (success, failure).",
+			Help: "Reloads by result: success, failure (the last good state kept), or held (a fail-closed guard kept it until SIGHUP).",
 		}, []string{"result"}),
 		reloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dnsfence_reload_last_success_timestamp_seconds",
