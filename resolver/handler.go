@@ -316,6 +316,11 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 			return reply
 		}
 		q.result = ResultForwarded
+		if e.msg.Rcode == dns.RcodeServerFailure {
+			// Every upstream's SERVFAIL, kept for a few seconds: still a
+			// SERVFAIL to the client, and counted as one.
+			q.result = ResultServfail
+		}
 		if q.id.ECS == nil && e.wireForm() != nil {
 			q.cached = e // written from its wire form by run
 			return nil

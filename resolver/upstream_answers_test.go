@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -768,4 +769,26 @@ func FuzzUpstreamAnswer(f *testing.F) {
 			t.Fatalf("accepted an answer for another question: %v", resp.Question)
 		}
 	})
+}
+
+// TestCachedServfailCountsAsServfail: while every upstream's SERVFAIL is
+// cached, each client that gets it is counted as a SERVFAIL, not as a
+// forwarded answer (the SERVFAIL-ratio alert reads that counter).
+func TestCachedServfailCountsAsServfail(t *testing.T) {
+	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetRcode(r, dns.RcodeServerFailure)
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for range 3 {
+		r := ask(t, f.addr, "127.0.0.8", "udp", question("failing.example.", dns.TypeA, false))
+		require.Equal(t, dns.RcodeServerFailure, r.Rcode)
+	}
+	srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+	defer srv.Close()
+	_, body := get(t, srv.URL+"/metrics")
+	assert.Contains(t, body, `dnsfence_queries_total{result="servfail",transport="udp"} 3`+"\n")
+	assert.Contains(t, body, `dnsfence_queries_total{result="forwarded",transport="udp"} 0`+"\n")
+	assert.Less(t, up.count.Load(), int64(3), "the later SERVFAILs came from the cache")
 }
