@@ -1,0 +1,466 @@
+// Command listcheck compares the shipped block lists with reference lists a
+// maintainer downloaded, so that refreshing the lists is a review of a diff
+// rather than research.
+//
+// Usage:
+//
+//	go run ./cmd/listcheck [-lists FILE,FILE,...] [-format FORMAT] REFERENCE...
+//
+// For every reference file it prints which shipped list covers each of its
+// names (a shipped entry equal to the name or a parent of it), the names no
+// shipped list covers grouped by registrable domain, the names that fall
+// under an entry held for review (a commented-out "# name  # ..." line of a
+// shipped list), and the lines it could not read. Then, for every shipped
+// list, it prints the entries that no reference mentions (no reference name
+// equal to, above or below the entry).
+//
+// Reference formats (-format auto picks one per file):
+//   - plain: one domain a line; hosts: "0.0.0.0 name ..."; adblock: "||name^"
+//     — all three read by blocklist.Parse, so every name means "this domain
+//     and every name below it";
+//   - adguard: an AdguardTeam/HostlistsRegistry service YAML; its "rules:"
+//     entries are Adblock rules;
+//   - v2fly: a v2fly/domain-list-community data/<file>: "domain:x", "full:x",
+//     bare "x", "include:y" (read from the same directory), with "@attr"
+//     suffixes ignored; "keyword:" and "regexp:" lines are reported as
+//     unsupported;
+//   - clash: a blackmatrix7/ios_rule_script .list: "DOMAIN-SUFFIX,x",
+//     "DOMAIN,x"; other rule types are reported as unsupported.
+//
+// The exit status is 0 when the comparison ran, 2 on a usage or read error.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"go.yaml.in/yaml/v3"
+	"golang.org/x/net/publicsuffix"
+)
+
+// defaultLists are the shipped lists compared by default, relative to the
+// module root.
+var defaultLists = []string{
+	"configs/lists/tiktok.txt",
+	"configs/lists/bytedance.txt",
+	"configs/lists/bytedance-cloud.txt",
+	"configs/lists/doh-bypass.txt",
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// refName is one name a reference file carries.
+type refName struct {
+	name  string
+	line  int    // line in the file that holds it
+	file  string // that file when it is not the reference itself (a v2fly include)
+	exact bool   // v2fly "full:" or Clash "DOMAIN,": the name alone
+}
+
+// reference is a parsed reference file.
+type reference struct {
+	file        string
+	format      string
+	names       []refName
+	unsupported []string // "file:line: text (reason)"
+}
+
+// shipped is one shipped list with its entries held for review.
+type shipped struct {
+	path string
+	list *blocklist.List
+	held *blocklist.List // commented-out entries ("# name  # ... REVIEW ...")
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("listcheck", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	lists := fs.String("lists", strings.Join(defaultLists, ","), "comma-separated shipped list files to compare")
+	format := fs.String("format", "auto", "reference format: auto, plain (also hosts and adblock), adguard, v2fly or clash")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: listcheck [-lists FILE,FILE,...] [-format FORMAT] REFERENCE...")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	var ships []shipped
+	for _, p := range strings.Split(*lists, ",") {
+		s, err := loadShipped(strings.TrimSpace(p))
+		if err != nil {
+			fmt.Fprintln(stderr, "listcheck:", err)
+			return 2
+		}
+		ships = append(ships, s)
+	}
+	var refs []*reference
+	for _, p := range fs.Args() {
+		r, err := loadReference(p, *format)
+		if err != nil {
+			fmt.Fprintln(stderr, "listcheck:", err)
+			return 2
+		}
+		refs = append(refs, r)
+	}
+	w := bufio.NewWriter(stdout)
+	for _, r := range refs {
+		reportReference(w, r, ships)
+	}
+	reportShipped(w, refs, ships)
+	if err := w.Flush(); err != nil {
+		fmt.Fprintln(stderr, "listcheck:", err)
+		return 2
+	}
+	return 0
+}
+
+// heldLine is a commented-out entry of a shipped list: "# name   # comment".
+var heldLine = regexp.MustCompile(`^#\s*([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+)\s+#`)
+
+// loadShipped reads a shipped list; its bad lines are an error, since the
+// shipped lists are checked by the configs tests.
+func loadShipped(path string) (shipped, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return shipped{}, fmt.Errorf("reading shipped list: %w", err)
+	}
+	l, err := blocklist.Parse(path, data)
+	if err != nil {
+		return shipped{}, fmt.Errorf("shipped list %s: %w", path, err)
+	}
+	var held bytes.Buffer
+	for _, line := range strings.Split(string(data), "\n") {
+		if m := heldLine.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
+			held.WriteString(m[1])
+		}
+		held.WriteByte('\n') // keeps line numbers
+	}
+	h, err := blocklist.Parse(path+" (held)", held.Bytes())
+	if err != nil {
+		return shipped{}, fmt.Errorf("shipped list %s, commented-out entries: %w", path, err)
+	}
+	return shipped{path: path, list: l, held: h}, nil
+}
+
+// loadReference reads a reference file in the given format ("auto" picks
+// one from the file's name and content).
+func loadReference(path, format string) (*reference, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading reference: %w", err)
+	}
+	if format == "auto" {
+		format = detect(path, data)
+	}
+	r := &reference{file: path, format: format}
+	switch format {
+	case "plain", "hosts", "adblock":
+		r.format = "plain"
+		r.parseLines(path, data, nil)
+	case "adguard":
+		err = r.parseAdGuard(path, data)
+	case "v2fly":
+		err = r.parseV2fly(path, "", map[string]bool{})
+	case "clash":
+		r.parseClash(path, data)
+	default:
+		return nil, fmt.Errorf("unknown format %q (want auto, plain, adguard, v2fly or clash)", format)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// detect picks a format from the file name and its first meaningful lines.
+func detect(path string, data []byte) string {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".yml", ".yaml":
+		return "adguard"
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 0; sc.Scan() && n < 200; n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' || line[0] == '!' {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(line, "DOMAIN-SUFFIX,"), strings.HasPrefix(line, "DOMAIN,"), strings.HasPrefix(line, "DOMAIN-KEYWORD,"):
+			return "clash"
+		case strings.HasPrefix(line, "domain:"), strings.HasPrefix(line, "full:"), strings.HasPrefix(line, "include:"),
+			strings.HasPrefix(line, "regexp:"), strings.HasPrefix(line, "keyword:"):
+			return "v2fly"
+		}
+	}
+	return "plain"
+}
+
+// parseLines reads plain, hosts and Adblock lines with blocklist.Parse.
+// lineOf, when set, maps the line numbers of data to the file's own.
+func (r *reference) parseLines(file string, data []byte, lineOf func(int) int) {
+	if lineOf == nil {
+		lineOf = func(n int) int { return n }
+	}
+	l, err := blocklist.Parse(file, data)
+	for e := range l.All() {
+		r.names = append(r.names, refName{name: e.Name, line: lineOf(e.Line)})
+	}
+	for _, err := range unwrapJoined(err) {
+		var pe *blocklist.ParseError
+		if errors.As(err, &pe) {
+			r.unsupported = append(r.unsupported, fmt.Sprintf("%s:%d: %s (%v)", file, lineOf(pe.Line), pe.Text, pe.Err))
+		} else {
+			r.unsupported = append(r.unsupported, fmt.Sprintf("%s: %v", file, err))
+		}
+	}
+}
+
+// unwrapJoined splits an errors.Join result into its errors.
+func unwrapJoined(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// parseAdGuard reads a HostlistsRegistry service file: its rules are
+// Adblock rules, read one a line by blocklist.Parse.
+func (r *reference) parseAdGuard(file string, data []byte) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("reading %s as AdGuard service YAML: %w", file, err)
+	}
+	var rules []*yaml.Node
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == "rules" && n.Content[i+1].Kind == yaml.SequenceNode {
+					rules = append(rules, n.Content[i+1].Content...)
+					continue
+				}
+				walk(n.Content[i+1])
+			}
+			return
+		}
+		for _, c := range n.Content {
+			walk(c)
+		}
+	}
+	walk(&doc)
+	if len(rules) == 0 {
+		return fmt.Errorf("%s: no \"rules:\" list (not an AdGuard service YAML?)", file)
+	}
+	var text strings.Builder
+	lines := make([]int, 0, len(rules))
+	for _, n := range rules {
+		text.WriteString(strings.TrimSpace(n.Value))
+		text.WriteByte('\n')
+		lines = append(lines, n.Line)
+	}
+	r.parseLines(file, []byte(text.String()), func(i int) int { return lines[i-1] })
+	return nil
+}
+
+// parseV2fly reads a v2fly data file and, recursively, the files it
+// includes from the same directory; an include's "@attr" filter is ignored
+// (every name of the included file counts). via names the include line for
+// errors; seen stops include cycles.
+func (r *reference) parseV2fly(path, via string, seen map[string]bool) error {
+	if seen[path] {
+		return nil
+	}
+	seen[path] = true
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if via != "" {
+			return fmt.Errorf("%s: include: %w", via, err)
+		}
+		return fmt.Errorf("reading reference: %w", err)
+	}
+	for i, line := range strings.Split(string(data), "\n") {
+		n := i + 1
+		line, _, _ = strings.Cut(line, "#")
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		rule := fields[0] // the rest are "@attr" and "&affiliation" tags
+		kind, value, ok := strings.Cut(rule, ":")
+		if !ok {
+			kind, value = "domain", rule
+		}
+		where := fmt.Sprintf("%s:%d", path, n)
+		switch kind {
+		case "include":
+			if err := r.parseV2fly(filepath.Join(filepath.Dir(path), value), where, seen); err != nil {
+				return err
+			}
+		case "domain", "full":
+			name, err := blocklist.NormalizeName(value)
+			if err != nil {
+				r.unsupported = append(r.unsupported, fmt.Sprintf("%s: %s (%v)", where, rule, err))
+				continue
+			}
+			rn := refName{name: name, line: n, exact: kind == "full"}
+			if via != "" {
+				rn.file = path
+			}
+			r.names = append(r.names, rn)
+		default: // keyword:, regexp: and anything newer
+			r.unsupported = append(r.unsupported, fmt.Sprintf("%s: %s (%s rules are not domain names)", where, rule, kind))
+		}
+	}
+	return nil
+}
+
+// parseClash reads a Clash rule-set list (blackmatrix7/ios_rule_script).
+func (r *reference) parseClash(file string, data []byte) {
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		parts := strings.Split(line, ",")
+		where := fmt.Sprintf("%s:%d", file, i+1)
+		if len(parts) < 2 || (parts[0] != "DOMAIN-SUFFIX" && parts[0] != "DOMAIN") {
+			r.unsupported = append(r.unsupported, fmt.Sprintf("%s: %s (not a domain rule)", where, line))
+			continue
+		}
+		name, err := blocklist.NormalizeName(strings.TrimSpace(parts[1]))
+		if err != nil {
+			r.unsupported = append(r.unsupported, fmt.Sprintf("%s: %s (%v)", where, line, err))
+			continue
+		}
+		r.names = append(r.names, refName{name: name, line: i + 1, exact: parts[0] == "DOMAIN"})
+	}
+}
+
+// registrable is the name's registrable domain (eTLD+1), or the name itself
+// when it has none.
+func registrable(name string) string {
+	if d, err := publicsuffix.EffectiveTLDPlusOne(name); err == nil {
+		return d
+	}
+	return name
+}
+
+func reportReference(w io.Writer, r *reference, ships []shipped) {
+	fmt.Fprintf(w, "== reference %s (%s): %d names, %d unsupported lines\n", r.file, r.format, len(r.names), len(r.unsupported))
+	covered := make([]int, len(ships))
+	missing := map[string][]string{}
+	held := map[string][]string{}
+	for _, n := range r.names {
+		found := false
+		for i, s := range ships {
+			if _, ok := s.list.Match(n.name); ok {
+				covered[i]++
+				found = true
+				break
+			}
+		}
+		if found {
+			continue
+		}
+		label := n.name
+		if n.exact {
+			label += " (exact)"
+		}
+		at := fmt.Sprintf("line %d", n.line)
+		if n.file != "" {
+			at = fmt.Sprintf("%s:%d", n.file, n.line)
+		}
+		for _, s := range ships {
+			if e, ok := s.held.Match(n.name); ok {
+				held[s.path+": "+e.Folded()] = append(held[s.path+": "+e.Folded()], fmt.Sprintf("%s (%s)", label, at))
+				found = true
+				break
+			}
+		}
+		if !found {
+			d := registrable(n.name)
+			missing[d] = append(missing[d], fmt.Sprintf("%s (%s)", label, at))
+		}
+	}
+	for i, s := range ships {
+		fmt.Fprintf(w, "  covered by %s: %d\n", s.path, covered[i])
+	}
+	printGroups(w, "held for review (commented out in a shipped list)", held)
+	printGroups(w, "in no shipped list, by registrable domain", missing)
+	if len(r.unsupported) > 0 {
+		fmt.Fprintf(w, "  unsupported lines: %d\n", len(r.unsupported))
+		for _, u := range r.unsupported {
+			fmt.Fprintf(w, "    %s\n", u)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+func printGroups(w io.Writer, title string, groups map[string][]string) {
+	if len(groups) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  %s: %d\n", title, len(groups))
+	for _, k := range slices.Sorted(maps.Keys(groups)) {
+		fmt.Fprintf(w, "    %s: %s\n", k, strings.Join(groups[k], ", "))
+	}
+}
+
+// reportShipped prints, per shipped list, the entries that no reference
+// mentions: no reference name equals the entry, is a parent of it, or sits
+// below it.
+func reportShipped(w io.Writer, refs []*reference, ships []shipped) {
+	var all bytes.Buffer
+	for _, r := range refs {
+		for _, n := range r.names {
+			all.WriteString(n.name)
+			all.WriteByte('\n')
+		}
+	}
+	union, _ := blocklist.Parse("references", all.Bytes()) // names are normalised already
+	below := map[string]bool{}                             // every parent of a reference name
+	for e := range union.All() {
+		for name := e.Name; ; {
+			below[name] = true
+			_, rest, ok := strings.Cut(name, ".")
+			if !ok {
+				break
+			}
+			name = rest
+		}
+	}
+	fmt.Fprintf(w, "== shipped entries in none of the %d references\n", len(refs))
+	for _, s := range ships {
+		var lacking []string
+		for e := range s.list.All() {
+			if _, ok := union.Match(e.Name); ok || below[e.Name] {
+				continue
+			}
+			lacking = append(lacking, fmt.Sprintf("%s (line %d)", e.Name, e.Line))
+		}
+		fmt.Fprintf(w, "  %s: %d of %d\n", s.path, len(lacking), s.list.Len())
+		for _, l := range lacking {
+			fmt.Fprintf(w, "    %s\n", l)
+		}
+	}
+}
