@@ -61,6 +61,9 @@ type Handler struct {
 	metrics *Metrics // nil: not counted
 	audit   auditLimiter
 	limiter rateLimiter
+	// upstreamWarn throttles the "upstreams failed" line: one a set of
+	// upstreams per warnEvery, with the count of lines suppressed.
+	upstreamWarn warnLimiter
 	// cache and upstream bounds are made with the first snapshot and
 	// reconfigured by later ones.
 	cache  atomic.Pointer[Cache]
@@ -323,11 +326,11 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 		q.result = ResultServfail
 		var ue *UpstreamError
 		if errors.As(err, &ue) {
-			h.log.Warn("upstreams failed", zap.Error(err), zap.String(logQName, question.Name), zap.String(logCause, ue.Causes()))
+			h.warnUpstreams(strings.Join(ue.Upstreams(), ","), q.start, zap.Error(err), zap.String(logQName, question.Name), zap.String(logCause, ue.Causes()))
 			own := *failureAnswer(req, ue)
 			return upstreamReply(req, &own)
 		}
-		h.log.Warn("upstreams failed", zap.Error(err), zap.String(logQName, question.Name))
+		h.warnUpstreams("", q.start, zap.Error(err), zap.String(logQName, question.Name))
 		if errors.Is(err, errOverloaded) {
 			return servfailReply(req, dns.ExtendedErrorCodeOther, "too many upstream queries in flight")
 		}
@@ -342,6 +345,25 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 		addEDE(reply, dns.ExtendedErrorCodeStaleAnswer, "every upstream failed; answer from cache past its TTL")
 	}
 	return reply
+}
+
+// warnUpstreams writes the "upstreams failed" line about the upstreams
+// named by key (comma-joined; "" for a failure before any was asked), at
+// most once a warnEvery for each key, with the count of lines suppressed
+// since its last one: a dead upstream under load is one line per interval,
+// not one per query.
+func (h *Handler) warnUpstreams(key string, now time.Time, fields ...zap.Field) {
+	ok, suppressed := h.upstreamWarn.allow(key, now)
+	if !ok {
+		return
+	}
+	if key != "" {
+		fields = append(fields, zap.String(logUpstream, key))
+	}
+	if suppressed > 0 {
+		fields = append(fields, zap.Int(logSuppressed, suppressed))
+	}
+	h.log.Warn("upstreams failed", fields...)
 }
 
 // inspect is step 8: a CNAME or DNAME chain in the answer that reaches a
