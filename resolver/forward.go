@@ -57,7 +57,8 @@ const (
 	// hedgeFloor is the least wait before a slow try is joined by a try to
 	// the next upstream: above loopback and LAN jitter, below what a
 	// client notices. The wait is twice the upstream's smoothed RTT when
-	// that is longer, and never over half the upstream timeout.
+	// that is longer, up to a quarter of the upstream timeout (see
+	// hedgeDelay).
 	hedgeFloor = 150 * time.Millisecond
 	// retryFloor and retryShare bound the tries beyond a query's first (a
 	// hedge, or a failover after a failure) that may be in flight to one
@@ -608,9 +609,10 @@ func upstreamQuery(req *dns.Msg) *dns.Msg {
 // are counted by what actually happened to them: a hedged try that loses
 // the race is no failure of its upstream unless it times out or fails.
 // Every try after the first needs room in its upstream's retry budget
-// (takeRetry); a query that finds none waits on the tries it has. When
-// every try failed the error is an *UpstreamError listing them in the
-// order they were sent.
+// (takeRetry); a query that finds none waits for room, looking again every
+// hedge delay, but gives up once it has taken as long as a full timeout
+// on every upstream in turn would. When every try failed the error is an
+// *UpstreamError listing them in the order they were sent.
 func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *Metrics) (*dns.Msg, string, error) {
 	order := f.order()
 	f.start() // after order: the first query is not raced by the first probes
@@ -665,6 +667,10 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *
 		return true
 	}
 	send("")
+	// A query that finds its next upstream's budget full waits for room,
+	// but never longer than trying each upstream in turn for its whole
+	// timeout would take.
+	giveUp := time.Now().Add(time.Duration(len(order)) * f.timeout)
 	hedge := time.NewTimer(f.hedgeDelay(order[0]))
 	defer hedge.Stop()
 	for {
@@ -675,26 +681,28 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *
 				return r.resp, order[r.i].addr, nil
 			}
 			errs[r.i] = r.err
-			if sent < len(order) && ctx.Err() == nil && send(retryFailover) {
+			if sent < len(order) && ctx.Err() == nil && (send(retryFailover) || time.Now().Before(giveUp)) {
+				hedge.Reset(f.hedgeDelay(order[sent-1])) // the next hedge, or another look at the budget
+				continue
+			}
+		case <-hedge.C:
+			if sent == len(order) || ctx.Err() != nil {
+				break
+			}
+			reason := retryHedge
+			if pending == 0 {
+				reason = retryFailover // every try so far failed; the budget was full
+			}
+			if send(reason) || time.Now().Before(giveUp) {
 				hedge.Reset(f.hedgeDelay(order[sent-1]))
 				continue
 			}
-			if pending > 0 {
-				continue
-			}
+		}
+		if pending == 0 {
 			for i, err := range errs[:sent] {
 				uerr.add(order[i].addr, err)
 			}
 			return nil, "", uerr
-		case <-hedge.C:
-			if sent == len(order) || ctx.Err() != nil {
-				continue
-			}
-			// Sent, or the budget is full: look again after the same wait.
-			send(retryHedge)
-			if sent < len(order) {
-				hedge.Reset(f.hedgeDelay(order[sent-1]))
-			}
 		}
 	}
 }
@@ -726,9 +734,10 @@ func (f *Forwarder) try(ctx context.Context, q *dns.Msg, up *upstreamState, over
 
 // hedgeDelay is how long a try to u may go unanswered before the next
 // upstream is asked too: twice u's smoothed round-trip time, at least
-// hedgeFloor (u not measured yet: hedgeFloor), at most half the timeout.
+// hedgeFloor (u not measured yet: hedgeFloor), at most a quarter of the
+// timeout (hedgeFloor when that is less), and never over half of it.
 func (f *Forwarder) hedgeDelay(u *upstreamState) time.Duration {
-	return min(max(2*time.Duration(u.rtt.Load()), hedgeFloor), f.timeout/2)
+	return min(max(2*time.Duration(u.rtt.Load()), hedgeFloor), max(f.timeout/4, hedgeFloor), f.timeout/2)
 }
 
 // takeRetry takes room for one more try beyond its query's first to u, if

@@ -61,8 +61,8 @@ type Handler struct {
 	metrics *Metrics // nil: not counted
 	audit   auditLimiter
 	limiter rateLimiter
-	// upstreamWarn throttles the "upstreams failed" line: one a set of
-	// upstreams per warnEvery, with the count of lines suppressed.
+	// upstreamWarn throttles the "upstreams failed" line: one an upstream
+	// per warnEvery, with the count of lines suppressed.
 	upstreamWarn warnLimiter
 	// cache and upstream bounds are made with the first snapshot and
 	// reconfigured by later ones.
@@ -326,11 +326,11 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 		q.result = ResultServfail
 		var ue *UpstreamError
 		if errors.As(err, &ue) {
-			h.warnUpstreams(strings.Join(ue.Upstreams(), ","), q.start, zap.Error(err), zap.String(logQName, question.Name), zap.String(logCause, ue.Causes()))
+			h.warnUpstreams(ue.Upstreams(), q.start, zap.Error(err), zap.String(logQName, question.Name), zap.String(logCause, ue.Causes()))
 			own := *failureAnswer(req, ue)
 			return upstreamReply(req, &own)
 		}
-		h.warnUpstreams("", q.start, zap.Error(err), zap.String(logQName, question.Name))
+		h.warnUpstreams(nil, q.start, zap.Error(err), zap.String(logQName, question.Name))
 		if errors.Is(err, errOverloaded) {
 			return servfailReply(req, dns.ExtendedErrorCodeOther, "too many upstream queries in flight")
 		}
@@ -347,18 +347,18 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 	return reply
 }
 
-// warnUpstreams writes the "upstreams failed" line about the upstreams
-// named by key (comma-joined; "" for a failure before any was asked), at
-// most once a warnEvery for each key, with the count of lines suppressed
-// since its last one: a dead upstream under load is one line per interval,
-// not one per query.
-func (h *Handler) warnUpstreams(key string, now time.Time, fields ...zap.Field) {
-	ok, suppressed := h.upstreamWarn.allow(key, now)
+// warnUpstreams writes the "upstreams failed" line naming upstreams (nil
+// for a failure before any was asked) unless each was named by a line in
+// the last warnEvery, with the count of lines suppressed since the last
+// one: a dead upstream under load is one line per interval, not one per
+// query.
+func (h *Handler) warnUpstreams(upstreams []string, now time.Time, fields ...zap.Field) {
+	ok, suppressed := h.upstreamWarn.allow(upstreams, now)
 	if !ok {
 		return
 	}
-	if key != "" {
-		fields = append(fields, zap.String(logUpstream, key))
+	if len(upstreams) > 0 {
+		fields = append(fields, zap.Strings(logUpstream, upstreams))
 	}
 	if suppressed > 0 {
 		fields = append(fields, zap.Int(logSuppressed, suppressed))
