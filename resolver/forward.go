@@ -616,7 +616,6 @@ func upstreamQuery(req *dns.Msg) *dns.Msg {
 func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *Metrics) (*dns.Msg, string, error) {
 	order := f.order()
 	f.start() // after order: the first query is not raced by the first probes
-	uerr := &UpstreamError{Timeout: true}
 	if len(order) == 1 {
 		// No second upstream to hedge with: the try runs here.
 		up := order[0]
@@ -624,6 +623,7 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *
 		if err == nil {
 			return resp, up.addr, nil
 		}
+		uerr := &UpstreamError{Timeout: true}
 		uerr.add(up.addr, err)
 		return nil, "", uerr
 	}
@@ -699,6 +699,7 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *
 			}
 		}
 		if pending == 0 {
+			uerr := &UpstreamError{Timeout: true}
 			for i, err := range errs[:sent] {
 				uerr.add(order[i].addr, err)
 			}
