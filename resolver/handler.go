@@ -63,6 +63,9 @@ type Handler struct {
 	metrics *Metrics // nil: not counted
 	audit   auditLimiter
 	limiter rateLimiter
+	// upstreamWarn throttles the "upstreams failed" line: one an upstream
+	// per warnEvery, with the count of lines suppressed.
+	upstreamWarn warnLimiter
 	// cache and upstream bounds are made with the first snapshot and
 	// reconfigured by later ones.
 	cache  atomic.Pointer[Cache]
@@ -338,11 +341,11 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 		q.result = ResultServfail
 		var ue *UpstreamError
 		if errors.As(err, &ue) {
-			h.log.Warn("upstreams failed", zap.Error(err), zap.String(logQName, question.Name), zap.String(logCause, ue.Causes()))
+			h.warnUpstreams(ue.Upstreams(), q.start, zap.Error(err), zap.String(logQName, question.Name), zap.String(logCause, ue.Causes()))
 			own := *failureAnswer(req, ue)
 			return upstreamReply(req, &own)
 		}
-		h.log.Warn("upstreams failed", zap.Error(err), zap.String(logQName, question.Name))
+		h.warnUpstreams(nil, q.start, zap.Error(err), zap.String(logQName, question.Name))
 		if errors.Is(err, errOverloaded) {
 			return servfailReply(req, dns.ExtendedErrorCodeOther, "too many upstream queries in flight")
 		}
@@ -357,6 +360,25 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 		addEDE(reply, dns.ExtendedErrorCodeStaleAnswer, "every upstream failed; answer from cache past its TTL")
 	}
 	return reply
+}
+
+// warnUpstreams writes the "upstreams failed" line naming upstreams (nil
+// for a failure before any was asked) unless each was named by a line in
+// the last warnEvery, with the count of lines suppressed since the last
+// one: a dead upstream under load is one line per interval, not one per
+// query.
+func (h *Handler) warnUpstreams(upstreams []string, now time.Time, fields ...zap.Field) {
+	ok, suppressed := h.upstreamWarn.allow(upstreams, now)
+	if !ok {
+		return
+	}
+	if len(upstreams) > 0 {
+		fields = append(fields, zap.Strings(logUpstream, upstreams))
+	}
+	if suppressed > 0 {
+		fields = append(fields, zap.Int(logSuppressed, suppressed))
+	}
+	h.log.Warn("upstreams failed", fields...)
 }
 
 // inspect is step 8: a CNAME or DNAME chain in the answer that reaches a

@@ -17,6 +17,7 @@ type Metrics struct {
 	blocked         *prometheus.CounterVec // policy, list, shadow
 	upstreamSeconds *prometheus.HistogramVec
 	upstreamErrors  *prometheus.CounterVec // upstream, kind
+	upstreamRetries *prometheus.CounterVec // upstream, reason
 	listEntries     *prometheus.GaugeVec   // list
 	reloads         *prometheus.CounterVec // result
 	reloadSuccess   prometheus.Gauge
@@ -62,6 +63,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnsfence_upstream_errors_total",
 			Help: "Failed upstream exchanges, and unusable UDP answers recovered over TCP, by upstream and kind (timeout, network, too_big, malformed, mismatch, wrong_id, rcode_servfail, rcode_refused, rcode_notimp).",
 		}, []string{"upstream", "kind"}),
+		upstreamRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsfence_upstream_retries_total",
+			Help: "Tries beyond a query's first, by the upstream they went to and reason: hedge (the try before was slow), failover (it failed), throttled (not sent: the upstream's retry budget was full).",
+		}, []string{"upstream", "reason"}),
 		listEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dnsfence_list_entries",
 			Help: "Entries in each loaded list.",
@@ -131,7 +136,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "dnsfence_udp_receive_drops_total",
 		Help: "Datagrams the kernel dropped on arrival at the listening UDP sockets, mostly because the receive buffer was full (the drops column of /proc/net/udp and udp6).",
 	}, m.udpDrops.total)
-	reg.MustRegister(m.queries, m.blocked, m.upstreamSeconds, m.upstreamErrors, m.listEntries,
+	reg.MustRegister(m.queries, m.blocked, m.upstreamSeconds, m.upstreamErrors, m.upstreamRetries, m.listEntries,
 		m.reloads, m.reloadSuccess, m.reloadOK, m.reloadHeld, m.policyRanges, m.skippedLines, m.unwatched, m.inflight, m.rateLimited,
 		m.connsRefused, m.connsOpen, m.udpBuffer, drops)
 	// Series a network team alerts on exist from the start, at zero.
@@ -239,6 +244,15 @@ func (m *Metrics) upstreamDone(upstream string, took time.Duration, err error) {
 		return
 	}
 	m.upstreamErrors.WithLabelValues(upstream, errorKind(err)).Inc()
+}
+
+// upstreamRetry counts one try beyond a query's first to upstream (reason
+// hedge or failover), or one not sent (throttled).
+func (m *Metrics) upstreamRetry(upstream, reason string) {
+	if m == nil {
+		return
+	}
+	m.upstreamRetries.WithLabelValues(upstream, reason).Inc()
 }
 
 // snapshotLoaded records list sizes, ranges per policy, skipped lines and a

@@ -190,6 +190,9 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 		s.Forwarder = prev.Forwarder
 	} else {
 		s.Forwarder = NewForwarder(upstreams, cfg.UpstreamTimeout, fastest)
+		if prev != nil {
+			s.Forwarder.inherit(prev.Forwarder)
+		}
 	}
 	for _, p := range cfg.allowed {
 		s.allowed.Insert(p, struct{}{})

@@ -250,8 +250,8 @@ func (s *upstreamSocket) send(id uint16, w *waiter, b []byte) {
 	s.mu.Unlock()
 	if s.batch == nil {
 		for _, q := range queue {
-			if _, err := s.conn.Write(q.b); err != nil {
-				s.forget(q.id, q.w, err)
+			if _, err := s.conn.Write(q.b); err != nil && s.sendFailed(q, err) {
+				return
 			}
 		}
 		return
@@ -263,11 +263,31 @@ func (s *upstreamSocket) send(id uint16, w *waiter, b []byte) {
 	for i := 0; i < len(msgs); {
 		n, err := s.batch.WriteBatch(msgs[i:], 0)
 		if err != nil {
-			s.forget(queue[i].id, queue[i].w, err)
+			if s.sendFailed(queue[i], err) {
+				return
+			}
 			n = 1
 		}
 		i += n
 	}
+}
+
+// sendFailed ends the wait of q, whose datagram could not be sent, and
+// reports whether the socket is done for. An error the kernel keeps for
+// the socket (an ICMP port or host unreachable that came back for an
+// earlier datagram: ECONNREFUSED, EHOSTUNREACH, ENETUNREACH) is reported
+// once, to whichever call comes next: a send here, or the reader. It is
+// the socket's, not q's, so it ends the socket as a read error does and
+// every query waiting on it is told; otherwise the query whose datagram
+// drew it would wait out its whole timeout for an answer that the port
+// refused.
+func (s *upstreamSocket) sendFailed(q queuedQuery, err error) bool {
+	if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.EHOSTUNREACH) || errors.Is(err, unix.ENETUNREACH) {
+		s.fail(err)
+		return true
+	}
+	s.forget(q.id, q.w, err)
+	return false
 }
 
 // sweepEvery is how often the reader ends the waits of queries past their

@@ -1,0 +1,473 @@
+package resolver
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// udpUpstream is a loopback UDP upstream (no TCP side) for the health
+// tests: it answers each query with defaultAnswer, packed by miekg/dns,
+// unless told to drop it (every dropEvery-th client query, or all of them
+// when silent) or to hold its answer for stall. Probes (the root NS query)
+// are answered like any query unless silent, and are counted apart.
+type udpUpstream struct {
+	addr      string
+	dropEvery int64         // 0: drop none
+	silent    bool          // bound, but never answers
+	stall     time.Duration // answers come this much later
+
+	queries     atomic.Int64 // client queries received (probes excluded)
+	probes      atomic.Int64
+	dropped     atomic.Int64
+	outstanding atomic.Int64 // client queries received and not yet answered
+	peak        atomic.Int64 // the most outstanding at once
+}
+
+// start serves u on 127.0.0.1 until the test ends.
+func (u *udpUpstream) start(t *testing.T) *udpUpstream {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { pc.Close() })
+	u.addr = pc.LocalAddr().String()
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:n]) != nil || len(q.Question) != 1 {
+				continue
+			}
+			if q.Question[0].Name == "." {
+				u.probes.Add(1)
+				if !u.silent {
+					_, _ = pc.WriteTo(packed(defaultAnswer(nil, q)), from)
+				}
+				continue
+			}
+			nth := u.queries.Add(1)
+			if u.silent || (u.dropEvery > 0 && nth%u.dropEvery == 0) {
+				u.dropped.Add(1)
+				continue
+			}
+			b := packed(defaultAnswer(nil, q))
+			if u.stall == 0 {
+				_, _ = pc.WriteTo(b, from)
+				continue
+			}
+			if now := u.outstanding.Add(1); now > u.peak.Load() {
+				u.peak.Store(now) // only this goroutine raises it
+			}
+			time.AfterFunc(u.stall, func() {
+				u.outstanding.Add(-1)
+				_, _ = pc.WriteTo(b, from)
+			})
+		}
+	}()
+	return u
+}
+
+// quietConfig is govConfig with extra lines and no query log lines: the
+// load tests send hundreds of queries.
+func quietConfig(extra string) string {
+	return strings.Replace(fmt.Sprintf(govConfig, extra), "log: {queries: all}", "log: {queries: none}", 1)
+}
+
+// quietFence serves quietConfig(extra) with upstreams.
+func quietFence(t *testing.T, extra string, upstreams ...string) *fence {
+	t.Helper()
+	return startFence(t, quietConfig(extra), govFiles, upstreams...)
+}
+
+// loadResult is what a bounded load saw.
+type loadResult struct {
+	total, slow, servfail, failed int // failed: no answer at all
+}
+
+// runLoad sends n queries for distinct names (prefix0.example.org. …) to
+// addr over network at about qps a second, each from its own client, and
+// waits for every answer; slow counts those that took longer than slow.
+// It stops by itself: n queries, each with a 5 s client timeout.
+func runLoad(t *testing.T, addr, network, prefix string, n, qps int, slow time.Duration) loadResult {
+	t.Helper()
+	var (
+		mu  sync.Mutex
+		res = loadResult{total: n}
+		wg  sync.WaitGroup
+	)
+	tick := time.NewTicker(time.Second / time.Duration(qps))
+	defer tick.Stop()
+	for i := 0; i < n; i++ {
+		<-tick.C
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			r, err := exchange(addr, "", network, question(fmt.Sprintf("%s%d.example.org.", prefix, i), dns.TypeA, true))
+			took := time.Since(start)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				res.failed++
+			case r.Rcode == dns.RcodeServerFailure:
+				res.servfail++
+			}
+			if took > slow {
+				res.slow++
+			}
+		}()
+	}
+	wg.Wait()
+	return res
+}
+
+// TestLossDoesNotCascade (#17 item 1): with a dead first upstream and a
+// healthy second one that loses one datagram in 150, a loss costs at most
+// its own query: the second upstream is not marked down by one loss, so
+// queries do not fall back to waiting on the dead one. Before, each loss
+// marked it down, every query then waited out the dead one's timeout until
+// the next probe, and about a quarter of the queries took over a second.
+func TestLossDoesNotCascade(t *testing.T) {
+	const n, timeout = 600, 2 * time.Second
+	for _, strategy := range []string{StrategyOrdered, StrategyFastest} {
+		t.Run(strategy, func(t *testing.T) {
+			t.Parallel()
+			dead := (&udpUpstream{silent: true}).start(t)
+			lossy := (&udpUpstream{dropEvery: 150}).start(t)
+			f := quietFence(t, fmt.Sprintf("upstream_timeout: %s\nupstream_strategy: %s", timeout, strategy), dead.addr, lossy.addr)
+			res := runLoad(t, f.addr, "udp", "l", n, 200, timeout/2)
+			t.Logf("%+v; lossy upstream: %d queries, %d dropped; dead: %d", res, lossy.queries.Load(), lossy.dropped.Load(), dead.queries.Load())
+			require.GreaterOrEqual(t, lossy.dropped.Load(), int64(3), "the upstream lost datagrams")
+			// A lost datagram may cost its own query (no live upstream to
+			// hedge to once the dead one is down): 4 of 600 here. Before,
+			// about 150 per loss.
+			assert.Less(t, res.slow, n/50, "queries slower than upstream_timeout/2")
+			assert.Less(t, res.servfail+res.failed, n/50, "SERVFAIL or no answer")
+			assert.Equal(t, []string{dead.addr}, f.handler.Snapshot().Forwarder.Down(), "the lossy upstream is up")
+			// Its exploring probe gives up after a second: until then (200
+			// queries) it may be asked first. Before, the first 2 s went
+			// to it, and every loss on the other sent queries back to it.
+			assert.Less(t, dead.queries.Load(), int64(n/2), "the dead upstream is skipped once known dead")
+		})
+	}
+}
+
+// TestHedgedTry: an upstream that answers every query, but only after
+// 1.2 s of a 2 s timeout, is joined by a try to the next upstream well
+// before (at most a quarter of the timeout), over UDP and over TCP; its
+// late answers are not failures: it is not marked down and no error is
+// counted for it, and they count as answers (their round-trip time).
+func TestHedgedTry(t *testing.T) {
+	const n, timeout, stall = 24, 2 * time.Second, 1200 * time.Millisecond
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			slow := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				if r.Question[0].Name != "." {
+					<-time.After(stall) // the fake upstream's own pace
+				}
+				return defaultAnswer(w, r)
+			})
+			good := startUpstream(t, nil)
+			f := quietFence(t, fmt.Sprintf("upstream_timeout: %s\nupstream_strategy: ordered", timeout), slow.addr, good.addr)
+			res := runLoad(t, f.addr, network, "h", n, 20, timeout/2)
+			t.Logf("%+v", res)
+			assert.Zero(t, res.servfail+res.failed)
+			assert.Less(t, res.slow, n/4, "queries slower than upstream_timeout/2; before, every one")
+			assert.Equal(t, n, clientQueries(slow), "each query asked the slow upstream first")
+			assert.GreaterOrEqual(t, clientQueries(good), n*3/4, "and the next one after the hedge delay")
+			require.Eventually(t, func() bool {
+				return metricSum(t, f, "dnsfence_upstream_request_duration_seconds_count", slow.addr) >= n/2
+			}, 5*time.Second, 20*time.Millisecond, "the slow upstream's late answers count as answers")
+			assert.Empty(t, upstreamErrors(t, f.registry, slow.addr), "losing the race is no failure")
+			assert.Empty(t, f.handler.Snapshot().Forwarder.Down())
+			assert.GreaterOrEqual(t, metricSum(t, f, "dnsfence_upstream_retries_total", good.addr, "hedge"), n*3/4)
+		})
+	}
+}
+
+// metricSum sums the samples of the metric name whose label values
+// include every one of values.
+func metricSum(t *testing.T, f *fence, name string, values ...string) int {
+	t.Helper()
+	mfs, err := f.registry.Gather()
+	require.NoError(t, err)
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != strings.TrimSuffix(name, "_count") {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			have := map[string]bool{}
+			for _, l := range m.GetLabel() {
+				have[l.GetValue()] = true
+			}
+			for _, v := range values {
+				if !have[v] {
+					continue metrics
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				sum += m.GetCounter().GetValue()
+			case m.GetHistogram() != nil:
+				sum += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return int(sum)
+}
+
+// TestRetryHerdIsBounded: 300 queries in a burst wait on a dead first
+// upstream; the tries they send to the second (hedges, and failovers once
+// the first times out) are bounded: at most a fifth of the queries in
+// flight (at least 16) are in flight to it at once. Before, all the
+// queries timed out on the first together and landed on the second at
+// once.
+func TestRetryHerdIsBounded(t *testing.T) {
+	const n = 300
+	dead := (&udpUpstream{silent: true}).start(t)
+	held := (&udpUpstream{stall: 400 * time.Millisecond}).start(t)
+	f := quietFence(t, "upstream_timeout: 1s\nupstream_strategy: ordered", dead.addr, held.addr)
+	res := runLoad(t, f.addr, "udp", "herd", n, 2000, 5*time.Second)
+	t.Logf("%+v; second upstream: %d queries, peak %d outstanding", res, held.queries.Load(), held.peak.Load())
+	assert.Positive(t, held.queries.Load())
+	assert.LessOrEqual(t, held.peak.Load(), int64(n/3), "retries in flight to the second upstream at once")
+	assert.Positive(t, metricSum(t, f, "dnsfence_upstream_retries_total", held.addr, "throttled"), "some retries waited for the budget")
+}
+
+// TestAllDownOrder: when every upstream is down, the one with the fewest
+// recent failures is tried first, then the faster; the configured order
+// only breaks ties. Before, every upstream down meant configured order:
+// the dead first upstream before the one that had just lost one datagram.
+func TestAllDownOrder(t *testing.T) {
+	type state struct {
+		outcomes string // oldest first: s success, f failure
+		rtt      time.Duration
+	}
+	tests := []struct {
+		name   string
+		states []state // by configured order, all down
+		want   []int   // configured positions, in the order tried
+	}{
+		{name: "fewer failures first", states: []state{{"ffff", 0}, {"sssssf", 20 * time.Millisecond}}, want: []int{1, 0}},
+		{name: "same failures: faster first", states: []state{{"sf", 50 * time.Millisecond}, {"sf", 5 * time.Millisecond}}, want: []int{1, 0}},
+		{name: "same failures: measured before unmeasured", states: []state{{"f", 0}, {"f", 30 * time.Millisecond}}, want: []int{1, 0}},
+		{name: "tie: configured order", states: []state{{"ff", 0}, {"ff", 0}, {"sf", 0}}, want: []int{2, 0, 1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			addrs := make([]string, len(tc.states))
+			for i := range addrs {
+				addrs[i] = fmt.Sprintf("127.0.0.1:%d", 9+i)
+			}
+			f := NewForwarder(addrs, time.Second, false)
+			f.Close() // no probes
+			for i, st := range tc.states {
+				u := f.upstreams[i]
+				for _, o := range st.outcomes {
+					u.health.record(o == 'f')
+				}
+				u.rtt.Store(int64(st.rtt))
+				u.down.Store(true)
+			}
+			var got []int
+			for _, u := range f.order() {
+				got = append(got, indexOf(f.upstreams, u))
+			}
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func indexOf(us []*upstreamState, u *upstreamState) int {
+	for i, v := range us {
+		if v == u {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestHealthWindow: an upstream is down when more than half of its last 32
+// exchanges failed; one failure among successes is not enough, and a first
+// exchange that fails is. A usable answer brings a down upstream back with
+// a clean window.
+func TestHealthWindow(t *testing.T) {
+	tests := []struct {
+		name     string
+		outcomes string // s success, f failure, in order
+		down     bool
+	}{
+		{name: "first exchange fails", outcomes: "f", down: true},
+		{name: "one loss among answers", outcomes: strings.Repeat("s", 31) + "f", down: false},
+		{name: "a loss right after the first answer", outcomes: "sf", down: false},
+		{name: "half failed", outcomes: strings.Repeat("sf", 16), down: false},
+		{name: "over half failed", outcomes: strings.Repeat("sf", 16) + "f", down: true},
+		{name: "old failures leave the window", outcomes: strings.Repeat("f", 5) + strings.Repeat("s", 32) + "ff", down: false},
+		{name: "back up on an answer, window cleared", outcomes: strings.Repeat("f", 40) + "s" + "f", down: false},
+		{name: "down again after two more failures", outcomes: strings.Repeat("f", 40) + "s" + "ff", down: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := NewForwarder([]string{"127.0.0.1:9"}, time.Second, false)
+			f.Close() // no probes
+			u := f.upstreams[0]
+			for _, o := range tc.outcomes {
+				if o == 'f' {
+					f.failed(u)
+				} else {
+					f.succeeded(u, time.Millisecond)
+				}
+			}
+			assert.Equal(t, tc.down, u.down.Load())
+		})
+	}
+}
+
+// TestFastestExploresUnmeasured (#17 item 2): with upstream_strategy
+// fastest, an upstream not measured yet is explored by a probe with a
+// short timeout and tried after the measured ones, never by client
+// queries at the full timeout; the same after a reload that adds it.
+// Before, an unmeasured upstream sorted first: after the first answer, the
+// next queries each waited 2 s on the dead one.
+func TestFastestExploresUnmeasured(t *testing.T) {
+	const n, timeout = 20, 2 * time.Second
+	extra := fmt.Sprintf("upstream_timeout: %s\nupstream_strategy: fastest", timeout)
+	sequential := func(t *testing.T, f *fence, prefix string) (slow int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			start := time.Now()
+			r := ask(t, f.addr, "", "udp", question(fmt.Sprintf("%s%d.example.org.", prefix, i), dns.TypeA, true))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+			if time.Since(start) > timeout/2 {
+				slow++
+			}
+		}
+		return slow
+	}
+	for _, deadFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dead first=%v", deadFirst), func(t *testing.T) {
+			dead := (&udpUpstream{silent: true}).start(t)
+			good := (&udpUpstream{}).start(t)
+			ups := []string{good.addr, dead.addr}
+			if deadFirst {
+				ups = []string{dead.addr, good.addr}
+			}
+			f := quietFence(t, extra, ups...)
+			assert.Zero(t, sequential(t, f, "s"), "queries slower than upstream_timeout/2")
+			assert.LessOrEqual(t, dead.queries.Load(), int64(2), "client queries sent to the unmeasured dead upstream")
+			require.Eventually(t, func() bool { return dead.probes.Load() >= 1 }, 5*time.Second, 10*time.Millisecond, "explored by a probe")
+		})
+	}
+
+	t.Run("after a reload that adds an upstream", func(t *testing.T) {
+		dead := (&udpUpstream{silent: true}).start(t)
+		good := (&udpUpstream{}).start(t)
+		f := quietFence(t, extra, good.addr)
+		assert.Zero(t, sequential(t, f, "before"))
+		path := f.handler.Snapshot().Config.File
+		cfg := quietConfig(extra)
+		cfg = strings.ReplaceAll(cfg, "{{upstreams}}", fmt.Sprintf("[%q, %q]", good.addr, dead.addr))
+		require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
+		r := NewReloader(zap.NewNop(), f.handler, func() (*Config, error) { return LoadConfig(path) })
+		require.NoError(t, r.Reload(false))
+		require.Equal(t, []string{good.addr, dead.addr}, f.handler.Snapshot().Forwarder.Upstreams())
+		assert.Zero(t, sequential(t, f, "after"), "queries slower than upstream_timeout/2")
+		assert.LessOrEqual(t, dead.queries.Load(), int64(1), "client queries sent to the unmeasured dead upstream")
+		require.Eventually(t, func() bool { return dead.probes.Load() >= 1 }, 5*time.Second, 10*time.Millisecond, "explored by a probe")
+	})
+}
+
+// TestUpstreamWarnThrottled: failing upstreams under load write one
+// "upstreams failed" line per upstream per interval, not one per query;
+// the next line says how many were suppressed, so that lines written plus
+// lines suppressed are every failure.
+func TestUpstreamWarnThrottled(t *testing.T) {
+	const n = 300
+	core, logs := observer.New(zap.WarnLevel)
+	a, b := closedPort(t), closedPort(t)
+	f := startFenceLog(t, zap.New(core), quietConfig("upstream_timeout: 1s"), govFiles, a, b)
+	res := runLoad(t, f.addr, "udp", "w", n, 500, 5*time.Second)
+	require.Equal(t, n, res.servfail, "every query failed")
+	first := logs.FilterMessage("upstreams failed").Len()
+	assert.Positive(t, first)
+	assert.LessOrEqual(t, first, 2, "at most one line for each of the two upstreams in the interval; before, one a query")
+
+	// After the interval, the next failure writes a line with the count of
+	// those suppressed.
+	f.handler.upstreamWarn.setEvery(time.Millisecond)
+	failures := n
+	require.Eventually(t, func() bool {
+		r, err := exchange(f.addr, "", "udp", question(fmt.Sprintf("last%d.example.org.", failures), dns.TypeA, true))
+		if err == nil && r.Rcode == dns.RcodeServerFailure {
+			failures++
+		}
+		return logs.FilterMessage("upstreams failed").Len() > first
+	}, 5*time.Second, 10*time.Millisecond)
+	lines := logs.FilterMessage("upstreams failed").All()
+	written, suppressed := len(lines), int64(0)
+	for _, l := range lines {
+		if s, ok := l.ContextMap()[logSuppressed]; ok {
+			suppressed += s.(int64)
+		}
+	}
+	assert.Positive(t, suppressed)
+	assert.Equal(t, failures, written+int(suppressed), "every failed query is either a line or counted in one")
+	last := lines[len(lines)-1].ContextMap()
+	assert.Contains(t, last, logUpstream)
+	assert.Contains(t, last[logUpstream], a, "the line names the upstreams")
+}
+
+// TestRefusedPortFailsEveryQuery: queries sharing a socket to a closed
+// port all fail at once with a network error. The kernel reports the ICMP
+// port unreachable of one datagram once, to whichever call comes next; when
+// that was another query's send, the query whose datagram drew it was left
+// waiting out its whole timeout (seen when a probe and a client query went
+// to a dead upstream together).
+func TestRefusedPortFailsEveryQuery(t *testing.T) {
+	const rounds, timeout = 30, 2 * time.Second
+	type outcome struct {
+		err  error
+		took time.Duration
+	}
+	out := make(chan outcome, 2*rounds)
+	for i := 0; i < rounds; i++ {
+		m := &udpMux{addr: closedPort(t), timeout: timeout}
+		t.Cleanup(m.close)
+		for j := 0; j < 2; j++ {
+			go func() {
+				start := time.Now()
+				_, err := m.exchange(context.Background(), question(fmt.Sprintf("r%d-%d.example.org.", i, j), dns.TypeA, false))
+				out <- outcome{err, time.Since(start)}
+			}()
+		}
+	}
+	slow := 0
+	for i := 0; i < 2*rounds; i++ {
+		o := <-out
+		require.Error(t, o.err)
+		assert.False(t, isTimeout(o.err), "a refused query is a network error: %v", o.err)
+		if o.took > timeout/2 {
+			slow++
+		}
+	}
+	assert.Zero(t, slow, "queries that waited for a timeout")
+}
