@@ -298,6 +298,9 @@ func (m *Metrics) snapshotLoaded(s *Snapshot) {
 			for _, kind := range upstreamErrorKinds {
 				m.upstreamErrors.WithLabelValues(u, kind)
 			}
+			for _, reason := range []string{retryHedge, retryFailover, retryThrottled} {
+				m.upstreamRetries.WithLabelValues(u, reason)
+			}
 		}
 	}
 	m.reloadSuccess.Set(float64(s.Loaded.Unix()))
