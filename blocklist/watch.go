@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -70,8 +71,8 @@ type Watcher struct {
 	onUnwatched func(map[string]error)
 
 	// writerWait is how long a file a writer still holds open must stay
-	// unchanged before it is reported all the same; set before Run.
-	writerWait time.Duration
+	// unchanged before it is reported all the same, in nanoseconds.
+	writerWait atomic.Int64
 	// onWriterWait, set before Run, is told each time a settled change
 	// waits for writers to close files.
 	onWriterWait func(open []string, wait time.Duration)
@@ -123,9 +124,11 @@ func NewWatcher(debounce time.Duration) (*Watcher, error) {
 		fsw.Close()
 		return nil, fmt.Errorf("starting file watcher: %w", err)
 	}
-	return &Watcher{fsw: fsw, writers: wr, add: fsw.Add, debounce: debounce, writerWait: DefaultWriterWait,
+	w := &Watcher{fsw: fsw, writers: wr, add: fsw.Add, debounce: debounce,
 		relevant: map[string]bool{}, dirs: map[string]os.FileInfo{}, unwatched: map[string]error{},
-		recheck: make(chan struct{}, 1)}, nil
+		recheck: make(chan struct{}, 1)}
+	w.writerWait.Store(int64(DefaultWriterWait))
+	return w, nil
 }
 
 // Close stops watching.
@@ -133,10 +136,10 @@ func (w *Watcher) Close() error { return errors.Join(w.fsw.Close(), w.writers.cl
 
 // SetWriterWait sets how long a changed file that a writer still holds
 // open must stay unchanged before it is reported anyway (d > 0; default
-// DefaultWriterWait). Call it before Run.
+// DefaultWriterWait). It may be called at any time.
 func (w *Watcher) SetWriterWait(d time.Duration) {
 	if d > 0 {
-		w.writerWait = d
+		w.writerWait.Store(int64(d))
 	}
 }
 
@@ -483,7 +486,7 @@ func (w *Watcher) Run(ctx context.Context, changed func(Change)) {
 				open, last := w.writers.heldOpen(relevant)
 				if len(open) > 0 {
 					slices.Sort(open)
-					if wait := w.writerWait - time.Since(last); wait > 0 {
+					if wait := time.Duration(w.writerWait.Load()) - time.Since(last); wait > 0 {
 						if !waiting && w.onWriterWait != nil {
 							w.onWriterWait(open, wait)
 						}

@@ -29,6 +29,7 @@ const (
 	DefaultUpstreamTimeout  = 2 * time.Second
 	DefaultDebounce         = 200 * time.Millisecond
 	DefaultMaxShrink        = 0.5
+	DefaultUnreadyAfter     = 5 * time.Minute
 	DefaultCacheSize        = 20000
 	DefaultCacheMaxTTL      = 86400
 	DefaultRate             = 200
@@ -206,6 +207,14 @@ type LimitsConfig struct {
 type ReloadConfig struct {
 	Debounce  time.Duration `yaml:"debounce"`
 	MaxShrink *float64      `yaml:"max_shrink"`
+	// UnreadyAfter turns /readyz to 503 once reloads have failed or been
+	// held for this long: the state served is older than the files. 0 is
+	// never. Default DefaultUnreadyAfter.
+	UnreadyAfter *time.Duration `yaml:"unready_after"`
+	// WriterWait is how long a changed file that a writer still holds open
+	// must stay unchanged before it is applied anyway (the writer may never
+	// close it). Default blocklist.DefaultWriterWait.
+	WriterWait time.Duration `yaml:"writer_wait"`
 }
 
 // HTTPAddr is the metrics and health address, "" when disabled.
@@ -362,6 +371,11 @@ func (c *Config) applyDefaults() {
 		v := DefaultMaxShrink
 		c.Reload.MaxShrink = &v
 	}
+	if c.Reload.UnreadyAfter == nil {
+		v := DefaultUnreadyAfter
+		c.Reload.UnreadyAfter = &v
+	}
+	c.Reload.WriterWait = cmp.Or(c.Reload.WriterWait, blocklist.DefaultWriterWait)
 }
 
 // configErrors collects validation problems with the line of the key.
@@ -631,6 +645,12 @@ func (c *Config) validate(root *yaml.Node) error {
 	}
 	if c.Reload.Debounce < 0 {
 		errs.add([]any{"reload", "debounce"}, "must be positive, got %s", c.Reload.Debounce)
+	}
+	if *c.Reload.UnreadyAfter < 0 {
+		errs.add([]any{"reload", "unready_after"}, "must not be negative (0 is never), got %s", *c.Reload.UnreadyAfter)
+	}
+	if c.Reload.WriterWait < 0 {
+		errs.add([]any{"reload", "writer_wait"}, "must be positive, got %s", c.Reload.WriterWait)
 	}
 	return errors.Join(errs.errs...)
 }
