@@ -312,8 +312,8 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 		if status.FailingSince.IsZero() {
 			status.FailingSince = status.Time
 		}
-		r.publishStatus(&status)
-		r.handler.metrics.reloaded(err)
+		// Logged and counted before the status is published: whoever sees
+		// the status finds the line and the metric that explain it.
 		if errors.Is(err, ErrIncomplete) {
 			r.log.Warn("SIGHUP reload refused, keeping the last good state: a file is still being written",
 				append(t.fields(), zap.Error(err))...)
@@ -323,6 +323,8 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 		} else {
 			r.log.Error("reload failed, keeping the last good state", append(t.fields(), zap.Error(err))...)
 		}
+		r.handler.metrics.reloaded(err)
+		r.publishStatus(&status)
 		if r.watcher != nil {
 			// A folder that came back is watched although nothing was
 			// applied, so that the fix is seen.
@@ -341,8 +343,8 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	status.OK, status.Err, status.Held, status.LastSuccess = true, nil, false, status.Time
 	status.FailingSince = time.Time{}
 	status.Successes++
-	r.publishStatus(&status)
 	r.logChanges(prev, next, t, time.Since(start))
+	r.publishStatus(&status)
 	if r.AfterReload != nil {
 		r.AfterReload(next)
 	}
