@@ -514,6 +514,54 @@ func TestWatcherWaitsForWriterToClose(t *testing.T) {
 	}
 }
 
+// TestWatcherNotHeldWithoutWriter changes a watched file with no writer
+// holding it open: truncate(2) by path (`truncate -s 0`), and a write
+// while a reader keeps the file open. The change is reported after the
+// quiet period, never waited for, and never reported as still open.
+func TestWatcherNotHeldWithoutWriter(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(t *testing.T, path string)
+	}{
+		{name: "truncate by path", change: func(t *testing.T, path string) {
+			require.NoError(t, os.Truncate(path, 0))
+		}},
+		{name: "written and closed while a reader holds it", change: func(t *testing.T, path string) {
+			r, err := os.Open(path)
+			require.NoError(t, err)
+			t.Cleanup(func() { r.Close() })
+			require.NoError(t, os.WriteFile(path, []byte("new.example\n"), 0o644))
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "list.txt")
+			require.NoError(t, os.WriteFile(path, []byte("old.example\n"), 0o644))
+			w, err := NewWatcher(20 * time.Millisecond)
+			require.NoError(t, err)
+			t.Cleanup(func() { w.Close() })
+			var waited atomic.Bool
+			w.OnWriterWait(func([]string, time.Duration) { waited.Store(true) })
+			require.NoError(t, w.Watch([]string{path}, nil))
+			changes := make(chan Change, 4)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); w.Run(ctx, func(c Change) { changes <- c }) }()
+			t.Cleanup(func() { cancel(); <-done })
+
+			tc.change(t, path)
+			select {
+			case c := <-changes:
+				assert.Equal(t, []string{path}, c.Files)
+				assert.Empty(t, c.Open)
+			case <-time.After(10 * time.Second):
+				require.FailNow(t, "the change was never reported")
+			}
+			assert.False(t, waited.Load(), "no writer to wait for")
+		})
+	}
+}
+
 // TestWatcherGivesUpOnWriterThatNeverCloses holds a changed file open for
 // good: once its content has stayed the same for the writer wait, the
 // change is reported, naming the file as still open.

@@ -14,37 +14,50 @@ import (
 )
 
 // writers knows which files in the folders it watches a writer still holds
-// open: the kernel reports a modification (IN_MODIFY, which a write and an
-// open with O_TRUNC both raise) and the close of a file opened for writing
-// (IN_CLOSE_WRITE). A file modified since its last close-for-writing is
-// held. fsnotify v1.10 keeps the close-write event to itself, so this is a
-// second inotify instance on the same folders.
+// open. The kernel reports every open of a file (IN_OPEN, which does not
+// say for what), every modification (IN_MODIFY: a write, or an open with
+// O_TRUNC) and every close, telling a close after writing
+// (IN_CLOSE_WRITE) from one after reading (IN_CLOSE_NOWRITE). A file is
+// held from a modification made while it is open until a close-for-writing,
+// or until nothing has it open: a `truncate -s 0`, which modifies a file
+// nobody has open, holds nothing. fsnotify v1.10 keeps the open and close
+// events to itself, so this is a second inotify instance on the same
+// folders.
 //
-// What it cannot see: a file written through mmap (no IN_MODIFY), and a
-// second writer that has not written yet when the first one closes. For
-// those, and for a writer that never closes the file, the Watcher's quiet
-// period stays the rule.
+// What it cannot see: a file written through mmap (no IN_MODIFY), a writer
+// that opened the file before its folder was watched, and a second writer
+// that has not written yet when the first one closes. For those, and for a
+// writer that never closes the file, the Watcher's quiet period stays the
+// rule.
 type writers struct {
 	file *os.File // the inotify instance, read by the goroutine run starts
 
 	mu   sync.Mutex
 	wds  map[int32][]string // watch descriptor: the folders watched through it
 	dirs map[string]int32   // folder: its watch descriptor
-	// held are the files modified since their last close-for-writing, by
-	// absolute path, with the time of their last modification.
-	held map[string]time.Time
-	// moving holds the state of a held file renamed away (IN_MOVED_FROM),
-	// by the rename's cookie, until its IN_MOVED_TO.
-	moving map[uint32]time.Time
+	// files are the files of the watched folders that are open or held,
+	// by absolute path.
+	files map[string]*openFile
+	// moving holds the state of a file renamed away (IN_MOVED_FROM), by
+	// the rename's cookie, until its IN_MOVED_TO.
+	moving map[uint32]*openFile
 	// closed is signalled when a held file is closed, so that the Watcher
 	// looks again at once.
 	closed chan struct{}
 	done   chan struct{}
 }
 
+// openFile is what is known of one file's openers.
+type openFile struct {
+	opens int // opens not yet closed, as seen since the folder was watched
+	// modified is the time of the last modification made while the file
+	// was open; zero when no writer holds it.
+	modified time.Time
+}
+
 // writerEvents are the events writers asks for on each folder.
-const writerEvents = unix.IN_MODIFY | unix.IN_CLOSE_WRITE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO |
-	unix.IN_DELETE | unix.IN_ONLYDIR
+const writerEvents = unix.IN_OPEN | unix.IN_MODIFY | unix.IN_CLOSE_WRITE | unix.IN_CLOSE_NOWRITE |
+	unix.IN_MOVED_FROM | unix.IN_MOVED_TO | unix.IN_DELETE | unix.IN_ONLYDIR
 
 // newWriters starts an inotify instance and the goroutine that reads it.
 func newWriters() (*writers, error) {
@@ -54,8 +67,8 @@ func newWriters() (*writers, error) {
 	}
 	w := &writers{
 		file: os.NewFile(uintptr(fd), "inotify-writers"), // non-blocking: read through the runtime poller
-		wds:  map[int32][]string{}, dirs: map[string]int32{}, held: map[string]time.Time{},
-		moving: map[uint32]time.Time{}, closed: make(chan struct{}, 1), done: make(chan struct{}),
+		wds:  map[int32][]string{}, dirs: map[string]int32{}, files: map[string]*openFile{},
+		moving: map[uint32]*openFile{}, closed: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	go w.run()
 	return w, nil
@@ -117,9 +130,14 @@ func (w *writers) remove(dir string) {
 			_ = rc.Control(func(fd uintptr) { _, _ = unix.InotifyRmWatch(int(fd), uint32(wd)) })
 		}
 	}
-	for p := range w.held {
+	w.forgetDir(dir)
+}
+
+// forgetDir drops what is known of the files in dir. w.mu must be held.
+func (w *writers) forgetDir(dir string) {
+	for p := range w.files {
 		if filepath.Dir(p) == dir {
-			delete(w.held, p)
+			delete(w.files, p)
 		}
 	}
 }
@@ -142,10 +160,10 @@ func (w *writers) heldOpen(paths []string) ([]string, time.Time) {
 	var open []string
 	var last time.Time
 	for _, p := range paths {
-		if t, ok := w.held[p]; ok {
+		if f, ok := w.files[p]; ok && !f.modified.IsZero() {
 			open = append(open, p)
-			if t.After(last) {
-				last = t
+			if f.modified.After(last) {
+				last = f.modified
 			}
 		}
 	}
@@ -158,7 +176,9 @@ func (w *writers) forget(paths []string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, p := range paths {
-		delete(w.held, p)
+		if f, ok := w.files[p]; ok {
+			f.modified = time.Time{}
+		}
 	}
 }
 
@@ -205,11 +225,7 @@ func (w *writers) handle(wd int32, mask, cookie uint32, name string, now time.Ti
 		// The folder went away: its watch is gone, and so are its files.
 		for _, dir := range w.wds[wd] {
 			delete(w.dirs, dir)
-			for p := range w.held {
-				if filepath.Dir(p) == dir {
-					delete(w.held, p)
-				}
-			}
+			w.forgetDir(dir)
 		}
 		delete(w.wds, wd)
 		return
@@ -220,29 +236,47 @@ func (w *writers) handle(wd int32, mask, cookie uint32, name string, now time.Ti
 	closed := false
 	for _, dir := range w.wds[wd] {
 		p := filepath.Join(dir, name)
+		f := w.files[p]
 		switch {
+		case mask&unix.IN_OPEN != 0:
+			if f == nil {
+				f = &openFile{}
+				w.files[p] = f
+			}
+			f.opens++
 		case mask&unix.IN_MODIFY != 0:
-			w.held[p] = now
-		case mask&unix.IN_CLOSE_WRITE != 0:
-			if _, ok := w.held[p]; ok {
-				delete(w.held, p)
+			if f != nil && f.opens > 0 {
+				f.modified = now
+			} // else truncate(2), or a writer from before the watch: the quiet period rules
+		case mask&(unix.IN_CLOSE_WRITE|unix.IN_CLOSE_NOWRITE) != 0:
+			if f == nil {
+				break // opened before the folder was watched
+			}
+			f.opens--
+			// A close after writing ends the writer; the last close of
+			// any kind leaves no one to write.
+			if !f.modified.IsZero() && (mask&unix.IN_CLOSE_WRITE != 0 || f.opens <= 0) {
+				f.modified = time.Time{}
 				closed = true
 			}
+			if f.opens <= 0 && f.modified.IsZero() {
+				delete(w.files, p)
+			}
 		case mask&unix.IN_MOVED_FROM != 0:
-			if t, ok := w.held[p]; ok {
-				w.moving[cookie] = t
-				delete(w.held, p)
+			if f != nil {
+				w.moving[cookie] = f
+				delete(w.files, p)
 			}
 		case mask&unix.IN_MOVED_TO != 0:
-			// A file renamed in is held only when it was held under its
-			// old name (the writer still writes to it there).
-			if t, ok := w.moving[cookie]; ok {
-				w.held[p] = t
+			// A file renamed in keeps what was known of it under its old
+			// name (a writer may still write to it there).
+			if m, ok := w.moving[cookie]; ok {
+				w.files[p] = m
 			} else {
-				delete(w.held, p)
+				delete(w.files, p)
 			}
 		case mask&unix.IN_DELETE != 0:
-			delete(w.held, p)
+			delete(w.files, p)
 		}
 	}
 	if mask&unix.IN_MOVED_TO != 0 {

@@ -619,3 +619,35 @@ func TestReloadAuditTrail(t *testing.T) {
 	assert.NotContains(t, rl, logFiles)
 	assert.Empty(t, rl[logConfigChanged])
 }
+
+// TestReloadConfigKeys: reload.unready_after and reload.writer_wait, their
+// defaults, and the values refused.
+func TestReloadConfigKeys(t *testing.T) {
+	base := "upstreams: [\"127.0.0.1:53\"]\n"
+	tests := []struct {
+		name         string
+		reload       string
+		unreadyAfter time.Duration
+		writerWait   time.Duration
+		err          string
+	}{
+		{name: "defaults", unreadyAfter: 5 * time.Minute, writerWait: 30 * time.Second},
+		{name: "set", reload: "reload: {unready_after: 90s, writer_wait: 2s}", unreadyAfter: 90 * time.Second, writerWait: 2 * time.Second},
+		{name: "never unready", reload: "reload: {unready_after: 0s}", unreadyAfter: 0, writerWait: 30 * time.Second},
+		{name: "negative unready_after", reload: "reload: {unready_after: -1s}", err: "c.yaml:2: reload.unready_after: must not be negative (0 is never), got -1s"},
+		{name: "negative writer_wait", reload: "reload: {writer_wait: -1s}", err: "c.yaml:2: reload.writer_wait: must be positive, got -1s"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig("c.yaml", []byte(base+tc.reload+"\n"), os.ReadFile)
+			if tc.err != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tc.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.unreadyAfter, *cfg.Reload.UnreadyAfter)
+			assert.Equal(t, tc.writerWait, cfg.Reload.WriterWait)
+		})
+	}
+}
