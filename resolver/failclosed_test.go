@@ -359,6 +359,32 @@ func TestPausedWriterIsNotApplied(t *testing.T) {
 	})
 }
 
+// TestWriterThatNeverClosesIsAppliedLoudly holds a changed list open for
+// good: after reload.writer_wait without a change the list is applied,
+// with a warning naming the file.
+func TestWriterThatNeverClosesIsAppliedLoudly(t *testing.T) {
+	up := startUpstream(t, nil)
+	config := strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, writer_wait: 300ms}", 1)
+	f := startFence(t, config, rangesFiles(fourRanges), up.addr)
+	core, logs := observer.New(zap.InfoLevel)
+	r := watching(t, f, zap.New(core))
+	list := filepath.Join(f.dir, "tiktok.txt")
+	w, err := os.OpenFile(list, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	wrote := time.Now()
+	_, err = w.WriteString("new.example\n")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return logs.FilterMessage("reloaded").Len() == 1 }, 10*time.Second, 5*time.Millisecond)
+	assert.GreaterOrEqual(t, time.Since(wrote), 300*time.Millisecond, "applied before reload.writer_wait")
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.9", "new.example."))
+	warn := logs.FilterMessage("applying files a writer still holds open: unchanged for reload.writer_wait").All()
+	require.Len(t, warn, 1)
+	assert.Equal(t, zapcore.WarnLevel, warn[0].Level)
+	assert.Equal(t, []any{list}, warn[0].ContextMap()[logFiles])
+	assert.EqualValues(t, 1, r.Status().Successes)
+}
+
 // TestSIGHUPWaitsForCompleteFiles sends SIGHUP (Reload(true)) while a
 // writer holds a truncated list open: the reload waits for the writer
 // instead of publishing an empty list, and applies the complete file once
