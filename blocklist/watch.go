@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -37,8 +39,19 @@ import (
 // is missing, its nearest existing ancestor, so that its return is seen. A
 // folder that cannot be watched (the system's watch limit, permissions)
 // leaves its files unwatched; OnUnwatched says which.
+//
+// Stable content is not enough for a writer that pauses (a script writing
+// a list in pieces, a configuration written by a slow generator): on Linux
+// the Watcher also follows, through a second inotify instance on the same
+// folders, which files a writer has modified and not yet closed, and
+// reports nothing while one of the watched files is held so. Once the
+// writer closes the file the change is reported at once. A writer that
+// keeps the file open for good is given up on after the content has stayed
+// the same for the writer wait (SetWriterWait, default DefaultWriterWait):
+// the change is then reported with Change.Open naming the files.
 type Watcher struct {
 	fsw      *fsnotify.Watcher
+	writers  *writers
 	debounce time.Duration
 	// add starts watching a folder: fsw.Add, which tests make fail.
 	add func(dir string) error
@@ -57,9 +70,33 @@ type Watcher struct {
 	// files changes.
 	onUnwatched func(map[string]error)
 
+	// writerWait is how long a file a writer still holds open must stay
+	// unchanged before it is reported all the same, in nanoseconds.
+	writerWait atomic.Int64
+	// onWriterWait, set before Run, is told each time a settled change
+	// waits for writers to close files.
+	onWriterWait func(open []string, wait time.Duration)
+
 	// onSettle, when set (by tests, before Run), is called each time the
 	// files have settled, saying whether that was reported as a change.
 	onSettle func(changed bool)
+}
+
+// DefaultWriterWait is how long a changed file that a writer still holds
+// open must stay unchanged before it is reported anyway: the writer may
+// never close it. A writer pausing that long in the middle of a file is
+// rare; a shorter wait would serve its half-written content.
+const DefaultWriterWait = 30 * time.Second
+
+// Change is one settled change of the watched files.
+type Change struct {
+	// Files are the watched files (absolute paths, sorted) whose content
+	// differs from what was last reported: changed, created or deleted.
+	Files []string
+	// Open are files that a writer still held open when the change was
+	// reported, after they had stayed unchanged for the writer wait: their
+	// content may be incomplete. Empty in the usual case.
+	Open []string
 }
 
 // rearmInterval is how often Run re-arms without any event: the kernel
@@ -82,12 +119,35 @@ func NewWatcher(debounce time.Duration) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting file watcher: %w", err)
 	}
-	return &Watcher{fsw: fsw, add: fsw.Add, debounce: debounce, relevant: map[string]bool{},
-		dirs: map[string]os.FileInfo{}, unwatched: map[string]error{}, recheck: make(chan struct{}, 1)}, nil
+	wr, err := newWriters()
+	if err != nil {
+		fsw.Close()
+		return nil, fmt.Errorf("starting file watcher: %w", err)
+	}
+	w := &Watcher{fsw: fsw, writers: wr, add: fsw.Add, debounce: debounce,
+		relevant: map[string]bool{}, dirs: map[string]os.FileInfo{}, unwatched: map[string]error{},
+		recheck: make(chan struct{}, 1)}
+	w.writerWait.Store(int64(DefaultWriterWait))
+	return w, nil
 }
 
 // Close stops watching.
-func (w *Watcher) Close() error { return w.fsw.Close() }
+func (w *Watcher) Close() error { return errors.Join(w.fsw.Close(), w.writers.close()) }
+
+// SetWriterWait sets how long a changed file that a writer still holds
+// open must stay unchanged before it is reported anyway (d > 0; default
+// DefaultWriterWait). It may be called at any time.
+func (w *Watcher) SetWriterWait(d time.Duration) {
+	if d > 0 {
+		w.writerWait.Store(int64(d))
+	}
+}
+
+// OnWriterWait sets fn to be told, once each time, that a settled change
+// is not reported because writers still hold open files (absolute paths),
+// and how long it waits at most. fn runs on Run's goroutine. Call it
+// before Run.
+func (w *Watcher) OnWriterWait(fn func(open []string, wait time.Duration)) { w.onWriterWait = fn }
 
 // OnUnwatched sets fn to be told, each time it changes, which files are not
 // watched (by absolute path) and why: an empty map once all are watched
@@ -214,8 +274,15 @@ func (w *Watcher) armPass() (again, added bool) {
 		if watching[dir] {
 			_ = w.fsw.Remove(dir) // another folder took the name: drop the old one's watch
 		}
+		w.writers.remove(dir)
 		delete(w.dirs, dir)
-		if err := w.add(dir); err != nil {
+		err = w.add(dir)
+		if err == nil {
+			if err = w.writers.add(dir); err != nil {
+				_ = w.fsw.Remove(dir) // half watched is not watched: say so
+			}
+		}
+		if err != nil {
 			for _, f := range files {
 				unwatched[f] = fmt.Errorf("%s: not watched: watching %s: %w", f, dir, err)
 			}
@@ -227,6 +294,7 @@ func (w *Watcher) armPass() (again, added bool) {
 	for dir := range w.dirs {
 		if _, ok := want[dir]; !ok {
 			_ = w.fsw.Remove(dir) // the folder came back, or no file needs it
+			w.writers.remove(dir)
 			delete(w.dirs, dir)
 		}
 	}
@@ -349,16 +417,19 @@ func sameStates(a, b map[string]fileState) bool {
 }
 
 // Run watches until ctx ends, calling changed (on this goroutine) each time
-// the files' content has changed and settled. changed may call Watch.
-// Watch errors from the operating system (such as a queue overflow) are
-// treated as a possible change. Run re-arms before each hash and once a
-// rearmInterval.
-func (w *Watcher) Run(ctx context.Context, changed func()) {
+// the files' content has changed and settled: stable over a debounce
+// period, and no watched file held open by a writer that modified it (or,
+// for a writer that never closes it, unchanged for the writer wait).
+// changed may call Watch. Watch errors from the operating system (such as
+// a queue overflow) are treated as a possible change. Run re-arms before
+// each hash and once a rearmInterval.
+func (w *Watcher) Run(ctx context.Context, changed func(Change)) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	rearm := time.NewTicker(rearmInterval)
 	defer rearm.Stop()
 	var pending map[string]fileState // hashes at the last quiet tick
+	waiting := false                 // a settled change waits for writers; told once
 	arm := func() { timer.Reset(w.debounce) }
 	for {
 		select {
@@ -384,6 +455,10 @@ func (w *Watcher) Run(ctx context.Context, changed func()) {
 		case <-w.recheck:
 			pending = nil
 			arm()
+		case <-w.writers.closedC():
+			// A writer closed a file: look again now, keeping what was
+			// hashed, so that settled content is reported at once.
+			arm()
 		case <-rearm.C:
 			w.mu.Lock()
 			added := w.arm()
@@ -398,6 +473,7 @@ func (w *Watcher) Run(ctx context.Context, changed func()) {
 			w.mu.Lock()
 			w.arm()
 			files, reported := w.files, w.reported
+			relevant := slices.Collect(maps.Keys(w.relevant))
 			w.mu.Unlock()
 			now := hashFiles(files)
 			if pending == nil || !sameStates(now, pending) {
@@ -405,17 +481,98 @@ func (w *Watcher) Run(ctx context.Context, changed func()) {
 				arm()
 				continue
 			}
-			pending = nil
-			changes := !sameStates(now, reported) // else touched, rewritten with the same bytes, or chmod
-			if changes {
+			change := Change{Files: changedFiles(now, reported)} // none: touched, rewritten with the same bytes, or chmod
+			if len(change.Files) > 0 {
+				open, last := w.writers.heldOpen(relevant)
+				if len(open) > 0 {
+					slices.Sort(open)
+					if wait := time.Duration(w.writerWait.Load()) - time.Since(last); wait > 0 {
+						if !waiting && w.onWriterWait != nil {
+							w.onWriterWait(open, wait)
+						}
+						waiting = true
+						timer.Reset(wait) // a close, or a write, looks again sooner
+						continue
+					}
+					w.writers.forget(open) // given up on; a later write holds them again
+					change.Open = open
+				}
+			}
+			pending, waiting = nil, false
+			if len(change.Files) > 0 {
 				w.mu.Lock()
 				w.reported = now
 				w.mu.Unlock()
-				changed()
+				changed(change)
 			}
 			if w.onSettle != nil {
-				w.onSettle(changes)
+				w.onSettle(len(change.Files) > 0)
 			}
 		}
+	}
+}
+
+// changedFiles lists, sorted, the files whose state in now differs from
+// reported.
+func changedFiles(now, reported map[string]fileState) []string {
+	var out []string
+	for f, st := range now {
+		if old, ok := reported[f]; !ok || old != st {
+			out = append(out, f)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ErrBeingWritten marks files that were still being written when a wait
+// for their content to be complete ran out.
+var ErrBeingWritten = errors.New("still being written")
+
+// WaitComplete waits until files are complete: none is held open by a
+// writer that modified it (as far as w knows; w may be nil when nothing is
+// watched) and their content is the same twice, quiet apart. A forced
+// reload calls it so that it never applies a file caught mid-write. After
+// limit it gives up with an error wrapping ErrBeingWritten that names the
+// files; it returns ctx's error if ctx ends first.
+func WaitComplete(ctx context.Context, w *Watcher, files []string, quiet, limit time.Duration) error {
+	abs := make([]string, 0, len(files))
+	var chain []string // every path on the way to each file: the writer is seen on the real one
+	for _, f := range files {
+		a, err := filepath.Abs(f)
+		if err != nil {
+			return err
+		}
+		abs = append(abs, a)
+		chain = append(chain, symlinkChain(a)...)
+	}
+	quiet = max(quiet, 10*time.Millisecond)
+	deadline := time.Now().Add(limit)
+	before := hashFiles(abs)
+	timer := time.NewTimer(quiet)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+		}
+		now := hashFiles(abs)
+		var open []string
+		if w != nil {
+			open, _ = w.writers.heldOpen(chain)
+		}
+		if len(open) == 0 && sameStates(now, before) {
+			return nil
+		}
+		if !time.Now().Before(deadline) {
+			if len(open) > 0 {
+				slices.Sort(open)
+				return fmt.Errorf("%s: %w: a writer still holds it open after %s", strings.Join(slices.Compact(open), ", "), ErrBeingWritten, limit)
+			}
+			return fmt.Errorf("%s: %w: its content still changed after %s", strings.Join(changedFiles(now, before), ", "), ErrBeingWritten, limit)
+		}
+		before = now
+		timer.Reset(min(quiet, max(time.Until(deadline), time.Millisecond)))
 	}
 }

@@ -53,7 +53,7 @@ func startWatchSettling(t *testing.T, onSettle func(changed bool), file string, 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		w.Run(ctx, func() {
+		w.Run(ctx, func(Change) {
 			data, err := os.ReadFile(file)
 			if err != nil {
 				data = []byte("<missing>")
@@ -228,7 +228,7 @@ func TestWatcherSeesChangesMadeBeforeWatching(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	changed := make(chan struct{}, 1)
-	go w.Run(ctx, func() { changed <- struct{}{} })
+	go w.Run(ctx, func(Change) { changed <- struct{}{} })
 	select {
 	case <-changed:
 	case <-time.After(10 * time.Second):
@@ -400,7 +400,7 @@ func TestWatcherReportsUnwatchedFiles(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var changes atomic.Int64
-	go w.Run(ctx, func() { changes.Add(1) })
+	go w.Run(ctx, func(Change) { changes.Add(1) })
 
 	failing.Store(false)
 	w.Rearm()
@@ -413,4 +413,229 @@ func TestWatcherReportsUnwatchedFiles(t *testing.T) {
 	assert.Empty(t, w.Unwatched())
 	require.NoError(t, os.WriteFile(bad, []byte("b.example\n"), 0o644))
 	require.Eventually(t, func() bool { return changes.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
+}
+
+// TestWatcherWaitsForWriterToClose writes a watched file the way a script
+// that pauses does: part of it, a pause longer than the debounce, the
+// rest, then close. Nothing may be reported until the writer closes the
+// file; then the whole content is reported, once.
+func TestWatcherWaitsForWriterToClose(t *testing.T) {
+	const first, rest = "a.example\nb.example\n", "c.example\nd.example\n"
+	tests := []struct {
+		name string
+		// open starts the writer on path and writes first; the file it
+		// returns is written to and closed by the test.
+		open func(t *testing.T, path string) *os.File
+	}{
+		{name: "truncate and write in place", open: func(t *testing.T, path string) *os.File {
+			f, err := os.OpenFile(path, os.O_TRUNC|os.O_WRONLY, 0)
+			require.NoError(t, err)
+			_, err = f.WriteString(first)
+			require.NoError(t, err)
+			return f
+		}},
+		{name: "truncate, pause before any write", open: func(t *testing.T, path string) *os.File {
+			f, err := os.OpenFile(path, os.O_TRUNC|os.O_WRONLY, 0)
+			require.NoError(t, err)
+			return f
+		}},
+		{name: "append", open: func(t *testing.T, path string) *os.File {
+			f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+			require.NoError(t, err)
+			_, err = f.WriteString(first)
+			require.NoError(t, err)
+			return f
+		}},
+		{name: "temporary file renamed over while still open", open: func(t *testing.T, path string) *os.File {
+			f, err := os.Create(path + ".tmp")
+			require.NoError(t, err)
+			_, err = f.WriteString(first)
+			require.NoError(t, err)
+			require.NoError(t, os.Rename(path+".tmp", path))
+			return f
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "list.txt")
+			require.NoError(t, os.WriteFile(path, []byte("old.example\n"), 0o644))
+			const debounce = 20 * time.Millisecond
+			w, err := NewWatcher(debounce)
+			require.NoError(t, err)
+			t.Cleanup(func() { w.Close() })
+			waits := make(chan []string, 16)
+			w.OnWriterWait(func(open []string, _ time.Duration) { waits <- open })
+			require.NoError(t, w.Watch([]string{path}, nil))
+			var mu sync.Mutex
+			var got []string
+			reported := func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(got) }
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				w.Run(ctx, func(c Change) {
+					data, err := os.ReadFile(path)
+					assert.NoError(t, err)
+					assert.Empty(t, c.Open, "the writer closed the file")
+					assert.Equal(t, []string{path}, c.Files)
+					mu.Lock()
+					got = append(got, string(data))
+					mu.Unlock()
+				})
+			}()
+			t.Cleanup(func() { cancel(); <-done })
+
+			f := tc.open(t, path)
+			// The change settles (stable over the debounce) while the
+			// writer holds the file: the watcher says it waits...
+			select {
+			case open := <-waits:
+				assert.Equal(t, []string{path}, open)
+			case <-time.After(10 * time.Second):
+				require.FailNow(t, "the watcher never waited for the writer")
+			}
+			// ...and reports nothing however long the writer pauses.
+			require.Never(t, func() bool { return len(reported()) > 0 }, 20*debounce, debounce,
+				"a file a writer holds open was reported")
+			_, err = f.WriteString(rest)
+			require.NoError(t, err)
+			require.Never(t, func() bool { return len(reported()) > 0 }, 5*debounce, debounce)
+			require.NoError(t, f.Close())
+			require.Eventually(t, func() bool { return len(reported()) > 0 }, 10*time.Second, 5*time.Millisecond)
+			want := first + rest
+			if tc.name == "append" {
+				want = "old.example\n" + want
+			}
+			if tc.name == "truncate, pause before any write" {
+				want = rest
+			}
+			assert.Equal(t, []string{want}, reported(), "only the complete content, once")
+		})
+	}
+}
+
+// TestWatcherNotHeldWithoutWriter changes a watched file with no writer
+// holding it open: truncate(2) by path (`truncate -s 0`), and a write
+// while a reader keeps the file open. The change is reported after the
+// quiet period, never waited for, and never reported as still open.
+func TestWatcherNotHeldWithoutWriter(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(t *testing.T, path string)
+	}{
+		{name: "truncate by path", change: func(t *testing.T, path string) {
+			require.NoError(t, os.Truncate(path, 0))
+		}},
+		{name: "written and closed while a reader holds it", change: func(t *testing.T, path string) {
+			r, err := os.Open(path)
+			require.NoError(t, err)
+			t.Cleanup(func() { r.Close() })
+			require.NoError(t, os.WriteFile(path, []byte("new.example\n"), 0o644))
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "list.txt")
+			require.NoError(t, os.WriteFile(path, []byte("old.example\n"), 0o644))
+			w, err := NewWatcher(20 * time.Millisecond)
+			require.NoError(t, err)
+			t.Cleanup(func() { w.Close() })
+			var waited atomic.Bool
+			w.OnWriterWait(func([]string, time.Duration) { waited.Store(true) })
+			require.NoError(t, w.Watch([]string{path}, nil))
+			changes := make(chan Change, 4)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); w.Run(ctx, func(c Change) { changes <- c }) }()
+			t.Cleanup(func() { cancel(); <-done })
+
+			tc.change(t, path)
+			select {
+			case c := <-changes:
+				assert.Equal(t, []string{path}, c.Files)
+				assert.Empty(t, c.Open)
+			case <-time.After(10 * time.Second):
+				require.FailNow(t, "the change was never reported")
+			}
+			assert.False(t, waited.Load(), "no writer to wait for")
+		})
+	}
+}
+
+// TestWatcherGivesUpOnWriterThatNeverCloses holds a changed file open for
+// good: once its content has stayed the same for the writer wait, the
+// change is reported, naming the file as still open.
+func TestWatcherGivesUpOnWriterThatNeverCloses(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "list.txt")
+	require.NoError(t, os.WriteFile(path, []byte("old.example\n"), 0o644))
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	const wait = 400 * time.Millisecond
+	w.SetWriterWait(wait)
+	require.NoError(t, w.Watch([]string{path}, nil))
+	changes := make(chan Change, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx, func(c Change) { changes <- c }) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	f, err := os.OpenFile(path, os.O_TRUNC|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	wrote := time.Now()
+	_, err = f.WriteString("new.example\n")
+	require.NoError(t, err)
+	select {
+	case c := <-changes:
+		assert.GreaterOrEqual(t, time.Since(wrote), wait, "reported before the writer wait")
+		assert.Equal(t, []string{path}, c.Files)
+		assert.Equal(t, []string{path}, c.Open)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "a file held open for good was never reported")
+	}
+}
+
+// TestWaitComplete is what SIGHUP waits on: complete content passes after
+// one quiet period; a file a writer holds open passes once it is closed,
+// and fails, naming the file, when the writer outlasts the limit.
+func TestWaitComplete(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "list.txt")
+	require.NoError(t, os.WriteFile(path, []byte("a.example\n"), 0o644))
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	require.NoError(t, w.Watch([]string{path}, nil))
+	ctx := t.Context()
+
+	require.NoError(t, WaitComplete(ctx, w, []string{path}, 20*time.Millisecond, time.Second))
+	require.NoError(t, WaitComplete(ctx, nil, []string{path}, 20*time.Millisecond, time.Second), "no watcher: stable content passes")
+
+	f, err := os.OpenFile(path, os.O_TRUNC|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("a.exa")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		open, _ := w.writers.heldOpen([]string{path})
+		return len(open) == 1
+	}, 10*time.Second, 5*time.Millisecond)
+	err = WaitComplete(ctx, w, []string{path}, 20*time.Millisecond, 200*time.Millisecond)
+	require.ErrorIs(t, err, ErrBeingWritten)
+	assert.Contains(t, err.Error(), path+": still being written: a writer still holds it open after 200ms")
+
+	result := make(chan error, 1)
+	go func() { result <- WaitComplete(ctx, w, []string{path}, 20*time.Millisecond, 10*time.Second) }()
+	_, err = f.WriteString("mple\n")
+	require.NoError(t, err)
+	require.Never(t, func() bool { return len(result) > 0 }, 200*time.Millisecond, 10*time.Millisecond, "returned while the writer held the file")
+	require.NoError(t, f.Close())
+	select {
+	case err := <-result:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "WaitComplete did not return after the writer closed")
+	}
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, "a.example\n", string(data))
 }

@@ -32,6 +32,7 @@ const (
 	DefaultUpstreamTimeout  = 2 * time.Second
 	DefaultDebounce         = 200 * time.Millisecond
 	DefaultMaxShrink        = 0.5
+	DefaultUnreadyAfter     = 5 * time.Minute
 	DefaultCacheSize        = 20000
 	DefaultCacheMaxTTL      = 86400
 	DefaultRate             = 200
@@ -209,6 +210,14 @@ type LimitsConfig struct {
 type ReloadConfig struct {
 	Debounce  time.Duration `yaml:"debounce"`
 	MaxShrink *float64      `yaml:"max_shrink"`
+	// UnreadyAfter turns /readyz to 503 once reloads have failed or been
+	// held for this long: the state served is older than the files. 0 is
+	// never. Default DefaultUnreadyAfter.
+	UnreadyAfter *time.Duration `yaml:"unready_after"`
+	// WriterWait is how long a changed file that a writer still holds open
+	// must stay unchanged before it is applied anyway (the writer may never
+	// close it). Default blocklist.DefaultWriterWait.
+	WriterWait time.Duration `yaml:"writer_wait"`
 }
 
 // HTTPAddr is the metrics and health address, "" when disabled.
@@ -343,6 +352,11 @@ func (c *Config) applyDefaults() {
 		v := DefaultMaxShrink
 		c.Reload.MaxShrink = &v
 	}
+	if c.Reload.UnreadyAfter == nil {
+		v := DefaultUnreadyAfter
+		c.Reload.UnreadyAfter = &v
+	}
+	c.Reload.WriterWait = cmp.Or(c.Reload.WriterWait, blocklist.DefaultWriterWait)
 }
 
 // ConfigError is one problem in a configuration file: where it is, which
@@ -769,6 +783,12 @@ func (c *Config) validateReload(errs *configErrors) {
 	}
 	if at := []any{"reload", "debounce"}; c.Reload.Debounce < 0 {
 		errs.add(at, "%s is negative; give a positive duration, %s", errs.written(at, c.Reload.Debounce), example(at))
+	}
+	if at := []any{"reload", "unready_after"}; *c.Reload.UnreadyAfter < 0 {
+		errs.add(at, "%s is negative; give 0s (never) or a positive duration, %s", errs.written(at, *c.Reload.UnreadyAfter), example(at))
+	}
+	if at := []any{"reload", "writer_wait"}; c.Reload.WriterWait < 0 {
+		errs.add(at, "%s is negative; give a positive duration, %s", errs.written(at, c.Reload.WriterWait), example(at))
 	}
 }
 

@@ -75,6 +75,9 @@ type Handler struct {
 	inflight sync.WaitGroup
 	// unwatched are the files the reloader cannot watch, for /readyz.
 	unwatched atomic.Pointer[[]string]
+	// reload is the outcome of the last reload, for /readyz; nil before
+	// the first.
+	reload atomic.Pointer[ReloadStatus]
 }
 
 var _ dns.Handler = (*Handler)(nil)

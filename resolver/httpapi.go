@@ -20,8 +20,11 @@ const DefaultReadyWindow = 30 * time.Second
 // /healthz: the process serves (200 as long as it can answer HTTP).
 // /readyz: 200 once every configured list and range file has loaded and an
 // upstream answered within the ready window (a quiet resolver probes its
-// upstreams on demand); 503 with the reason otherwise. A ready answer names
-// the files that are not watched for changes, if any.
+// upstreams on demand); 503 with the reason otherwise. It is 503 too once
+// reloads have failed or been held for reload.unready_after: the state
+// served is older than the files, and the body says why. A ready answer
+// names a reload failing or held for less time, and the files that are not
+// watched for changes, if any.
 func HTTPHandler(h *Handler, gatherer prometheus.Gatherer, readyWindow time.Duration) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
@@ -44,6 +47,19 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 	if snap == nil {
 		return false, "not ready: lists and client ranges are still loading"
 	}
+	reloadTrouble := ""
+	if st := h.reload.Load(); st != nil && !st.OK && !st.FailingSince.IsZero() {
+		what := "failed"
+		if st.Held {
+			what = "been held"
+		}
+		failing := time.Since(st.FailingSince).Round(time.Second)
+		reloadTrouble = fmt.Sprintf("reloads have %s for %s (since %s), serving the state loaded at %s: %v",
+			what, failing, st.FailingSince.UTC().Format(time.RFC3339), snap.Loaded.UTC().Format(time.RFC3339), st.Err)
+		if after := snap.Config.Reload.UnreadyAfter; after != nil && *after > 0 && time.Since(st.FailingSince) >= *after {
+			return false, fmt.Sprintf("not ready: %s; reload.unready_after is %s", reloadTrouble, *after)
+		}
+	}
 	fwd := snap.Forwarder
 	if last := fwd.LastAnswer(); last.IsZero() || time.Since(last) > window {
 		pctx, cancel := context.WithTimeout(ctx, fwd.timeout)
@@ -54,6 +70,9 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 	}
 	reason := fmt.Sprintf("ready: %d lists, %d policies, upstreams down: %d of %d",
 		len(snap.Lists), len(snap.Policies), len(fwd.Down()), len(fwd.Upstreams()))
+	if reloadTrouble != "" {
+		reason += "; " + reloadTrouble
+	}
 	if u := h.unwatched.Load(); u != nil && len(*u) > 0 {
 		// Still ready: the loaded state is served; only edits wait.
 		reason += fmt.Sprintf("; files not watched (edits apply on SIGHUP): %s", strings.Join(*u, " "))

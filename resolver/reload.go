@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
+	"net/netip"
+	"reflect"
 	"slices"
-	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,14 +28,80 @@ var ErrHeld = errors.New("change held")
 // once.
 var ErrShrink = fmt.Errorf("%w: list shrank more than reload.max_shrink allows", ErrHeld)
 
+// ErrRangeShrink marks a reload held because a client range file lost too
+// many ranges, or too many of the addresses its ranges cover, at once.
+var ErrRangeShrink = fmt.Errorf("%w: client range file shrank more than reload.max_shrink allows", ErrHeld)
+
+// ErrRemoved marks a reload held because the configuration takes something
+// away from a blocking policy: the policy itself, its blocking (no block
+// list left, or action log), a block list, an inline range or a client
+// file. A truncated configuration does exactly this.
+var ErrRemoved = fmt.Errorf("%w: the configuration takes protection away from a blocking policy", ErrHeld)
+
+// ErrIncomplete marks a forced reload refused because a file was still
+// being written when the wait for it ran out.
+var ErrIncomplete = fmt.Errorf("%w: a file is still being written", ErrHeld)
+
+// DefaultSIGHUPWait bounds how long SIGHUP waits for files that a writer
+// holds open or whose content still changes.
+const DefaultSIGHUPWait = 5 * time.Second
+
+// maxLogged caps the entries and ranges a reload log line names of each
+// kind (added, removed); the counts stay exact.
+const maxLogged = 20
+
+// Log field keys of reload lines.
+const (
+	logTrigger       = "trigger"
+	logFiles         = "files"
+	logAddedEntries  = "added_entries"
+	logRemovedEntry  = "removed_entries"
+	logAddedRanges   = "added_ranges"
+	logRemovedRanges = "removed_ranges"
+	logConfigChanged = "config_changed"
+)
+
+// Reload triggers, as the trigger field of the reload log lines.
+const (
+	TriggerFiles  = "files"  // the watcher saw Files change
+	TriggerSIGHUP = "sighup" // SIGHUP: forced, accepts a held change
+	TriggerCall   = "call"   // Reload called directly
+)
+
+// Trigger is what started a reload, for the audit trail.
+type Trigger struct {
+	Kind  string   // TriggerFiles, TriggerSIGHUP or TriggerCall
+	Files []string // the files whose change was seen, for TriggerFiles
+	// Open are files still held open by a writer that were applied after
+	// staying unchanged for reload.writer_wait.
+	Open []string
+}
+
+// forced reports whether the trigger accepts a change a guard holds.
+func (t Trigger) forced() bool { return t.Kind == TriggerSIGHUP }
+
+// fields are the trigger's log fields.
+func (t Trigger) fields() []zap.Field {
+	f := []zap.Field{zap.String(logTrigger, t.Kind)}
+	if len(t.Files) > 0 {
+		f = append(f, zap.Strings(logFiles, t.Files))
+	}
+	return f
+}
+
 // ReloadStatus is the outcome of the last reload, for metrics and health.
 type ReloadStatus struct {
 	Time        time.Time
 	OK          bool
 	Err         error
+	Held        bool // Err wraps ErrHeld: a guard held the change
+	Trigger     Trigger
 	LastSuccess time.Time
 	Successes   uint64
-	Failures    uint64
+	Failures    uint64 // failed and held reloads
+	// FailingSince is when the reloads that failed or were held since the
+	// last applied one began; zero while the last one applied.
+	FailingSince time.Time
 }
 
 // Reloader rebuilds the snapshot when the configuration or any file it names
@@ -56,13 +126,17 @@ type Reloader struct {
 	// the garbage collector there). Set it before Watch or Reload.
 	AfterReload func(*Snapshot)
 
+	// sighupWait bounds how long a forced reload waits for files still
+	// being written; DefaultSIGHUPWait, shorter in tests.
+	sighupWait time.Duration
+
 	status atomic.Pointer[ReloadStatus]
 }
 
 // NewReloader returns a Reloader for the handler's state. load reads the
 // configuration (the same way startup did).
 func NewReloader(log *zap.Logger, h *Handler, load func() (*Config, error)) *Reloader {
-	r := &Reloader{handler: h, load: load, log: log, newWatcher: blocklist.NewWatcher}
+	r := &Reloader{handler: h, load: load, log: log, newWatcher: blocklist.NewWatcher, sighupWait: DefaultSIGHUPWait}
 	r.status.Store(&ReloadStatus{Time: time.Now(), OK: true, LastSuccess: time.Now()})
 	return r
 }
@@ -121,6 +195,11 @@ func (r *Reloader) Watch(ctx context.Context) error {
 	}
 	defer w.Close()
 	w.OnUnwatched(r.setUnwatched)
+	w.SetWriterWait(snap.Config.Reload.WriterWait)
+	w.OnWriterWait(func(open []string, wait time.Duration) {
+		r.log.Info("files changed but a writer still holds them open: applying once it closes them",
+			zap.Strings(logFiles, open), zap.Duration("at_most", wait))
+	})
 	r.mu.Lock()
 	r.watcher = w
 	// Files not watched are reported through OnUnwatched from now on;
@@ -128,9 +207,13 @@ func (r *Reloader) Watch(ctx context.Context) error {
 	_ = w.Watch(watchedFiles(snap), appliedSums(snap))
 	r.setUnwatched(w.Unwatched())
 	r.mu.Unlock()
-	w.Run(ctx, func() {
-		if err := r.Reload(false); err != nil {
-			return // logged and counted by Reload
+	w.Run(ctx, func(c blocklist.Change) {
+		if len(c.Open) > 0 {
+			r.log.Warn("applying files a writer still holds open: unchanged for reload.writer_wait",
+				zap.Strings(logFiles, c.Open), zap.Duration("writer_wait", r.handler.Snapshot().Config.Reload.WriterWait))
+		}
+		if err := r.ReloadFor(Trigger{Kind: TriggerFiles, Files: c.Files, Open: c.Open}); err != nil {
+			return // logged and counted by ReloadFor
 		}
 	})
 	r.mu.Lock()
@@ -180,22 +263,68 @@ func (r *Reloader) setUnwatched(files map[string]error) {
 }
 
 // Reload builds a new snapshot from the configuration and the files it
-// names and publishes it. force accepts a shrink that the max_shrink guard
-// would hold (SIGHUP). On any error the running snapshot stays.
+// names and publishes it. force (SIGHUP) accepts a change that a guard
+// would hold, once the files are complete (see ReloadFor). On any error the
+// running snapshot stays.
 func (r *Reloader) Reload(force bool) error {
+	if force {
+		return r.ReloadFor(Trigger{Kind: TriggerSIGHUP})
+	}
+	return r.ReloadFor(Trigger{Kind: TriggerCall})
+}
+
+// ReloadFor builds a new snapshot from the configuration and the files it
+// names and publishes it, logging what changed and what triggered it. On
+// any error the running snapshot stays.
+//
+// The guards hold a change that would take protection away from the
+// devices a blocking policy covers at once, which is almost always a
+// broken write: a list or client range file shrinking more than
+// reload.max_shrink allows (ErrShrink, ErrRangeShrink), or a configuration
+// taking something away from a blocking policy (ErrRemoved). A held change
+// is logged at warn, counted as held, and waits for SIGHUP.
+//
+// SIGHUP (TriggerSIGHUP) accepts what the guards hold, but only of files
+// that are complete: it first waits, up to DefaultSIGHUPWait, until no
+// watched file is held open by a writer and their content is stable over
+// reload.debounce, and refuses the reload (ErrIncomplete) otherwise.
+func (r *Reloader) ReloadFor(t Trigger) error {
+	var incomplete error
+	if t.forced() {
+		incomplete = r.waitComplete()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	start := time.Now()
 	prev := r.handler.Snapshot()
-	next, err := r.build(prev, force)
+	var next *Snapshot
+	var accepted []error
+	err := incomplete
+	if err == nil {
+		next, accepted, err = r.build(prev, t.forced())
+	}
 	status := *r.status.Load()
 	status.Time = time.Now()
+	status.Trigger = t
 	if err != nil {
-		status.OK, status.Err = false, err
+		status.OK, status.Err, status.Held = false, err, errors.Is(err, ErrHeld)
 		status.Failures++
-		r.status.Store(&status)
+		if status.FailingSince.IsZero() {
+			status.FailingSince = status.Time
+		}
+		// Logged and counted before the status is published: whoever sees
+		// the status finds the line and the metric that explain it.
+		if errors.Is(err, ErrIncomplete) {
+			r.log.Warn("SIGHUP reload refused, keeping the last good state: a file is still being written",
+				append(t.fields(), zap.Error(err))...)
+		} else if status.Held {
+			r.log.Warn("reload held, keeping the last good state: SIGHUP applies it once the files are complete",
+				append(t.fields(), zap.Error(err))...)
+		} else {
+			r.log.Error("reload failed, keeping the last good state", append(t.fields(), zap.Error(err))...)
+		}
 		r.handler.metrics.reloaded(err)
-		r.log.Error("reload failed, keeping the last good state", zap.Error(err))
+		r.publishStatus(&status)
 		if r.watcher != nil {
 			// A folder that came back is watched although nothing was
 			// applied, so that the fix is seen.
@@ -203,15 +332,19 @@ func (r *Reloader) Reload(force bool) error {
 		}
 		return err
 	}
+	if len(accepted) > 0 {
+		r.log.Warn("SIGHUP applied changes that a reload holds", append(t.fields(), zap.Error(errors.Join(accepted...)))...)
+	}
 	r.handler.Store(next)
 	r.handler.metrics.reloaded(nil)
 	if prev.Forwarder != next.Forwarder {
 		prev.Forwarder.Close() // stop its probes; queries in flight finish
 	}
-	status.OK, status.Err, status.LastSuccess = true, nil, status.Time
+	status.OK, status.Err, status.Held, status.LastSuccess = true, nil, false, status.Time
+	status.FailingSince = time.Time{}
 	status.Successes++
-	r.status.Store(&status)
-	r.logChanges(prev, next, time.Since(start))
+	r.logChanges(prev, next, t, time.Since(start))
+	r.publishStatus(&status)
 	if r.AfterReload != nil {
 		r.AfterReload(next)
 	}
@@ -219,41 +352,230 @@ func (r *Reloader) Reload(force bool) error {
 		// New files in the configuration, or a swapped symlink, change what
 		// is watched; a folder that came back is watched anew. Files not
 		// watched are reported through OnUnwatched.
+		r.watcher.SetWriterWait(next.Config.Reload.WriterWait)
 		_ = r.watcher.Watch(watchedFiles(next), appliedSums(next))
 	}
 	return nil
 }
 
-func (r *Reloader) build(prev *Snapshot, force bool) (*Snapshot, error) {
+// publishStatus makes st the status of the last reload, for Status and
+// /readyz.
+func (r *Reloader) publishStatus(st *ReloadStatus) {
+	r.status.Store(st)
+	r.handler.reload.Store(st)
+}
+
+// waitComplete waits until the running state's files are complete (no
+// writer holds one open, content stable over reload.debounce), for at most
+// sighupWait; the error wraps ErrIncomplete.
+func (r *Reloader) waitComplete() error {
+	r.mu.Lock()
+	w := r.watcher
+	r.mu.Unlock()
+	snap := r.handler.Snapshot()
+	files := watchedFiles(snap)
+	if len(files) == 0 {
+		return nil
+	}
+	err := blocklist.WaitComplete(context.Background(), w, files, snap.Config.Reload.Debounce, r.sighupWait)
+	if err != nil {
+		return fmt.Errorf("%w, SIGHUP applies only complete files; send it again once the writer has finished: %w", ErrIncomplete, err)
+	}
+	return nil
+}
+
+// build loads the configuration and builds a snapshot from it. It returns
+// the changes the guards hold: as the error unless force, else as accepted.
+func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted []error, err error) {
 	cfg, err := r.load()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	next, err := BuildSnapshot(cfg, prev)
+	next, err = BuildSnapshot(cfg, prev)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, w := range next.Warnings {
 		r.log.Warn("skipped bad lines", zap.Error(w))
 	}
-	if maxShrink := *cfg.Reload.MaxShrink; maxShrink > 0 && !force {
-		var errs []error
-		for path, l := range next.Lists {
-			old, ok := prev.Lists[path]
-			if !ok || old == l {
-				continue
-			}
-			if float64(l.Len()) < float64(old.Len())*(1-maxShrink) {
-				errs = append(errs, fmt.Errorf("%s: %w: %d to %d entries (max_shrink %g); SIGHUP accepts it",
-					path, ErrShrink, old.Len(), l.Len(), maxShrink))
-			}
+	if held := heldChanges(prev, next); len(held) > 0 {
+		if !force {
+			return nil, nil, errors.Join(held...)
 		}
-		if len(errs) > 0 {
-			return nil, errors.Join(errs...)
-		}
+		accepted = held
 	}
 	r.warnRestartNeeded(prev.Config, cfg)
-	return next, nil
+	return next, accepted, nil
+}
+
+// guardShrink is the reload.max_shrink the guards use: the stricter of the
+// running and the new configuration's, so that a write that turns the
+// guard off is itself guarded. 0 is off.
+func guardShrink(old, cfg *Config) float64 {
+	a, b := *old.Reload.MaxShrink, *cfg.Reload.MaxShrink
+	switch {
+	case a == 0:
+		return b
+	case b == 0:
+		return a
+	}
+	return min(a, b)
+}
+
+// shrunk reports whether n is more than maxShrink below old.
+func shrunk(old, n, maxShrink float64) bool { return n < old*(1-maxShrink) }
+
+// heldChanges lists what the fail-closed guards hold in going from prev to
+// next, each error naming the file or policy, what it lost and the error
+// kind (ErrShrink, ErrRangeShrink, ErrRemoved).
+func heldChanges(prev, next *Snapshot) []error {
+	maxShrink := guardShrink(prev.Config, next.Config)
+	if maxShrink <= 0 {
+		return nil
+	}
+	var errs []error
+	for _, path := range slices.Sorted(maps.Keys(next.Lists)) {
+		l := next.Lists[path]
+		old, ok := prev.Lists[path]
+		if !ok || old == l {
+			continue
+		}
+		if shrunk(float64(old.Len()), float64(l.Len()), maxShrink) {
+			errs = append(errs, fmt.Errorf("%s: %w: %d to %d entries (max_shrink %g); SIGHUP accepts it",
+				path, ErrShrink, old.Len(), l.Len(), maxShrink))
+		}
+	}
+	for _, path := range slices.Sorted(maps.Keys(next.Ranges)) {
+		rf := next.Ranges[path]
+		old, ok := prev.Ranges[path]
+		if !ok || old.Sum == rf.Sum {
+			continue
+		}
+		if err := rangeShrink(old, rf, maxShrink); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return append(errs, removedProtection(prev, next)...)
+}
+
+// rangeShrink holds a client range file that lost more than maxShrink of
+// its ranges, or of the IPv4 or IPv6 addresses they cover: a /8 that
+// becomes a /24 is one line still, but almost every device it held is
+// gone. IPv4 and IPv6 are measured apart, or any IPv6 range would dwarf
+// every IPv4 one.
+func rangeShrink(old, rf *blocklist.RangeFile, maxShrink float64) error {
+	var what []string
+	if shrunk(float64(len(old.Ranges)), float64(len(rf.Ranges)), maxShrink) {
+		what = append(what, fmt.Sprintf("%d to %d ranges", len(old.Ranges), len(rf.Ranges)))
+	}
+	old4, old6 := coverage(old.Ranges)
+	new4, new6 := coverage(rf.Ranges)
+	if shrunk(old4, new4, maxShrink) {
+		what = append(what, fmt.Sprintf("IPv4 addresses covered %s to %s", countString(old4), countString(new4)))
+	}
+	if shrunk(old6, new6, maxShrink) {
+		what = append(what, fmt.Sprintf("IPv6 addresses covered %s to %s", countString(old6), countString(new6)))
+	}
+	if len(what) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %w: %s (max_shrink %g); SIGHUP accepts it",
+		rf.File, ErrRangeShrink, strings.Join(what, ", "), maxShrink)
+}
+
+// coverage counts the IPv4 and IPv6 addresses the ranges cover, each
+// address once however many ranges hold it.
+func coverage(ranges []blocklist.Range) (v4, v6 float64) {
+	ps := make([]netip.Prefix, 0, len(ranges))
+	for _, r := range ranges {
+		ps = append(ps, r.Prefix.Masked())
+	}
+	slices.SortFunc(ps, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	var last netip.Prefix
+	for _, p := range ps {
+		// Sorted by address, shorter first: a prefix that overlaps the
+		// last one kept is inside it.
+		if last.IsValid() && last.Overlaps(p) {
+			continue
+		}
+		last = p
+		n := math.Ldexp(1, p.Addr().BitLen()-p.Bits())
+		if p.Addr().Is4() {
+			v4 += n
+		} else {
+			v6 += n
+		}
+	}
+	return v4, v6
+}
+
+// countString prints an address count exactly while it fits, as a power
+// of two beyond.
+func countString(n float64) string {
+	if n < 1<<53 {
+		return strconv.FormatFloat(n, 'f', -1, 64)
+	}
+	return fmt.Sprintf("2^%g", math.Log2(n))
+}
+
+// enforces reports whether a policy blocks rather than only records
+// (shadow mode, action log) or exempts.
+func enforces(p *Policy) bool { return p.Blocks() && p.Action != ActionLog }
+
+// removedProtection lists what the new configuration takes away from each
+// policy that blocked in prev: the policy, its blocking, a block list
+// (the built-in DoH canary too), an inline range, a client file.
+func removedProtection(prev, next *Snapshot) []error {
+	nextPolicy := map[string]*Policy{}
+	for _, p := range next.Policies {
+		nextPolicy[p.Name] = p
+	}
+	nextConfig := map[string]*PolicyConfig{}
+	for i := range next.Config.Policies {
+		nextConfig[next.Config.Policies[i].Name] = &next.Config.Policies[i]
+	}
+	file := next.Config.File
+	var errs []error
+	held := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s: %w; SIGHUP accepts it", file, fmt.Sprintf(format, args...), ErrRemoved))
+	}
+	for i, op := range prev.Policies {
+		if !enforces(op) {
+			continue
+		}
+		np, ok := nextPolicy[op.Name]
+		if !ok {
+			held("blocking policy %q removed", op.Name)
+			continue
+		}
+		if !enforces(np) {
+			held("policy %q no longer blocks (action %s, %d block lists)", op.Name, np.Action, len(np.Block))
+			continue
+		}
+		for _, l := range op.Block {
+			if !slices.ContainsFunc(np.Block, func(n List) bool { return n.File() == l.File() }) {
+				held("block list %s removed from policy %q", l.File(), op.Name)
+			}
+		}
+		opc, npc := &prev.Config.Policies[i], nextConfig[op.Name]
+		for _, r := range opc.clients {
+			if !slices.ContainsFunc(npc.clients, func(n blocklist.Range) bool { return n.Prefix == r.Prefix }) {
+				held("range %s removed from policy %q", r.Prefix, op.Name)
+			}
+		}
+		for _, f := range opc.ClientFiles {
+			path := prev.Config.Path(f)
+			if !slices.ContainsFunc(npc.ClientFiles, func(n string) bool { return next.Config.Path(n) == path }) {
+				held("client file %s removed from policy %q", path, op.Name)
+			}
+		}
+	}
+	return errs
 }
 
 // warnRestartNeeded logs settings that only a restart applies: sockets are
@@ -277,48 +599,178 @@ func (r *Reloader) warnRestartNeeded(old, cfg *Config) {
 	}
 }
 
-// logChanges logs, per list, the entries added and removed and the new hash.
-func (r *Reloader) logChanges(prev, next *Snapshot, took time.Duration) {
-	paths := make([]string, 0, len(next.Lists))
-	for p := range next.Lists {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
+// logChanges logs what a reload changed, for the audit trail: per list
+// the entries added and removed, per policy the client ranges added and
+// removed (the first maxLogged of each, with exact counts), the
+// configuration keys that changed, and what triggered the reload.
+func (r *Reloader) logChanges(prev, next *Snapshot, t Trigger, took time.Duration) {
 	changed := 0
-	for _, p := range paths {
+	for _, p := range slices.Sorted(maps.Keys(next.Lists)) {
 		l, old := next.Lists[p], prev.Lists[p]
 		if l == old {
 			continue
 		}
 		changed++
-		added, removed := diffLists(old, l)
+		d := diffLists(old, l)
 		r.log.Info("list reloaded", zap.String(logList, p), zap.Int("entries", l.Len()),
-			zap.Int("added", added), zap.Int("removed", removed), zap.String(logListHash, l.Hash()))
+			zap.Int("added", d.added), zap.Int("removed", d.removed), zap.String(logListHash, l.Hash()),
+			zap.Strings(logAddedEntries, d.addedNames), zap.Strings(logRemovedEntry, d.removedNames))
 	}
-	for p, old := range prev.Lists {
+	for _, p := range slices.Sorted(maps.Keys(prev.Lists)) {
 		if _, ok := next.Lists[p]; !ok {
 			changed++
-			r.log.Info("list no longer used", zap.String(logList, p), zap.Int("entries", old.Len()))
+			r.log.Info("list no longer used", zap.String(logList, p), zap.Int("entries", prev.Lists[p].Len()))
 		}
 	}
-	r.log.Info("reloaded", zap.Int("lists_changed", changed), zap.Int("policies", len(next.Policies)),
-		zap.Duration("took", took))
+	rangesChanged := 0
+	before, after := policyRanges(prev), policyRanges(next)
+	for _, name := range slices.Sorted(maps.Keys(mergeKeys(before, after))) {
+		d := diffRanges(before[name], after[name])
+		if d.added == 0 && d.removed == 0 {
+			continue
+		}
+		rangesChanged++
+		blocking := slices.ContainsFunc(next.Policies, func(p *Policy) bool { return p.Name == name && enforces(p) })
+		r.log.Info("policy ranges changed", zap.String(logPolicy, name), zap.Bool("blocking", blocking),
+			zap.Int("ranges", len(after[name])), zap.Int("added", d.added), zap.Int("removed", d.removed),
+			zap.Strings(logAddedRanges, d.addedNames), zap.Strings(logRemovedRanges, d.removedNames))
+	}
+	fields := append(t.fields(), zap.Int("lists_changed", changed), zap.Int("policies_ranges_changed", rangesChanged),
+		zap.Strings(logConfigChanged, configChanges(prev.Config, next.Config)),
+		zap.Int("policies", len(next.Policies)), zap.Duration("took", took))
+	r.log.Info("reloaded", fields...)
 }
 
-// diffLists counts entries in l but not in old, and in old but not in l.
-func diffLists(old, l *blocklist.List) (added, removed int) {
-	if old == nil {
-		return l.Len(), 0
+// diff is what changed between two sets: counts, and the first maxLogged
+// names of each side.
+type diff struct {
+	added, removed           int
+	addedNames, removedNames []string
+}
+
+func (d *diff) add(name string) {
+	d.added++
+	if len(d.addedNames) < maxLogged {
+		d.addedNames = append(d.addedNames, name)
 	}
+}
+
+func (d *diff) remove(name string) {
+	d.removed++
+	if len(d.removedNames) < maxLogged {
+		d.removedNames = append(d.removedNames, name)
+	}
+}
+
+// diffLists finds the entries in l but not in old, and in old but not in
+// l, in file order.
+func diffLists(old, l *blocklist.List) diff {
+	var d diff
 	for e := range l.All() {
-		if !old.Contains(e.Name) {
-			added++
+		if old == nil || !old.Contains(e.Name) {
+			d.add(e.Name)
 		}
+	}
+	if old == nil {
+		return d
 	}
 	for e := range old.All() {
 		if !l.Contains(e.Name) {
-			removed++
+			d.remove(e.Name)
 		}
 	}
-	return added, removed
+	return d
+}
+
+// policyRanges lists each policy's client ranges (inline and from its
+// files), by policy name, sorted.
+func policyRanges(s *Snapshot) map[string][]netip.Prefix {
+	out := map[string][]netip.Prefix{}
+	for _, p := range s.Policies {
+		out[p.Name] = nil
+	}
+	for _, cr := range s.byClient.AllSorted() {
+		out[cr.Policy.Name] = append(out[cr.Policy.Name], cr.Range.Prefix)
+	}
+	return out
+}
+
+func mergeKeys[V any](a, b map[string]V) map[string]bool {
+	out := map[string]bool{}
+	for k := range a {
+		out[k] = true
+	}
+	for k := range b {
+		out[k] = true
+	}
+	return out
+}
+
+// diffRanges finds the ranges in after but not before, and the reverse.
+func diffRanges(before, after []netip.Prefix) diff {
+	var d diff
+	for _, p := range after {
+		if !slices.Contains(before, p) {
+			d.add(p.String())
+		}
+	}
+	for _, p := range before {
+		if !slices.Contains(after, p) {
+			d.remove(p.String())
+		}
+	}
+	return d
+}
+
+// configChanges names the configuration keys whose values differ between
+// old and cfg: top-level keys, the keys of sections (`reload.max_shrink`),
+// and per policy, by name, `policies[NAME].KEY`, `policies[NAME] added`
+// and `policies[NAME] removed`.
+func configChanges(old, cfg *Config) []string {
+	out := structChanges("", reflect.ValueOf(*old), reflect.ValueOf(*cfg), true)
+	olds := map[string]reflect.Value{}
+	for i := range old.Policies {
+		olds[old.Policies[i].Name] = reflect.ValueOf(old.Policies[i])
+	}
+	seen := map[string]bool{}
+	for i := range cfg.Policies {
+		name := cfg.Policies[i].Name
+		seen[name] = true
+		o, ok := olds[name]
+		if !ok {
+			out = append(out, fmt.Sprintf("policies[%s] added", name))
+			continue
+		}
+		out = append(out, structChanges(fmt.Sprintf("policies[%s].", name), o, reflect.ValueOf(cfg.Policies[i]), false)...)
+	}
+	for i := range old.Policies {
+		if name := old.Policies[i].Name; !seen[name] {
+			out = append(out, fmt.Sprintf("policies[%s] removed", name))
+		}
+	}
+	return out
+}
+
+// structChanges compares the YAML keys of two structs of one type; with
+// deep, a struct-valued key is compared key by key. policies is left to
+// configChanges.
+func structChanges(prefix string, a, b reflect.Value, deep bool) []string {
+	var out []string
+	t := a.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if !f.IsExported() || key == "" || key == "-" || key == "policies" {
+			continue
+		}
+		av, bv := a.Field(i), b.Field(i)
+		if deep && f.Type.Kind() == reflect.Struct {
+			out = append(out, structChanges(prefix+key+".", av, bv, false)...)
+			continue
+		}
+		if !reflect.DeepEqual(av.Interface(), bv.Interface()) {
+			out = append(out, prefix+key)
+		}
+	}
+	return out
 }

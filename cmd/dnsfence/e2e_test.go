@@ -405,8 +405,9 @@ policies:
 
 	// A collapse to two entries is held...
 	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nadded.example\n"), 0o644))
-	failed := p.waitLine(t, "reload failed, keeping the last good state")
-	assert.Contains(t, failed["error"], "101 to 2 entries")
+	held := p.waitLine(t, "reload held, keeping the last good state: SIGHUP applies it once the files are complete")
+	assert.Equal(t, "warn", held["level"])
+	assert.Contains(t, held["error"], "101 to 2 entries")
 	assert.Equal(t, "NXDOMAIN", status("h5.example"))
 	// ...until SIGHUP accepts it.
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
@@ -416,10 +417,17 @@ policies:
 	// A broken config is held; its fix is applied.
 	cfgPath := filepath.Join(dir, "dnsfence.yaml")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(config+"bogus: 1\n"), 0o644))
-	failed = p.waitLine(t, "reload failed, keeping the last good state")
+	failed := p.waitLine(t, "reload failed, keeping the last good state")
+	assert.Equal(t, "error", failed["level"])
 	assert.Contains(t, failed["error"], `unknown key "bogus"`)
 	assert.Equal(t, "NXDOMAIN", status("added.example"))
+	// A fix that also empties the policy's block lists switches the ban
+	// off: held until SIGHUP, like a collapse.
 	require.NoError(t, os.WriteFile(cfgPath, []byte(strings.Replace(config, `block: ["lists/tiktok.txt"]`, `block: []`, 1)), 0o644))
+	held = p.waitLine(t, "reload held, keeping the last good state: SIGHUP applies it once the files are complete")
+	assert.Contains(t, held["error"], `policy "government-devices" no longer blocks`)
+	assert.Equal(t, "NXDOMAIN", status("added.example"))
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
 	waitStatus("added.example", "NOERROR")
 
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))

@@ -1,0 +1,296 @@
+//go:build linux
+
+package blocklist
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// writers knows which files in the folders it watches a writer still holds
+// open. The kernel reports every open of a file (IN_OPEN, which does not
+// say for what), every modification (IN_MODIFY: a write, or an open with
+// O_TRUNC) and every close, telling a close after writing
+// (IN_CLOSE_WRITE) from one after reading (IN_CLOSE_NOWRITE). A file is
+// held from a modification made while it is open until a close-for-writing,
+// or until nothing has it open: a `truncate -s 0`, which modifies a file
+// nobody has open, holds nothing. fsnotify v1.10 keeps the open and close
+// events to itself, so this is a second inotify instance on the same
+// folders.
+//
+// What it cannot see: a file written through mmap (no IN_MODIFY), a writer
+// that opened the file before its folder was watched, and a second writer
+// that has not written yet when the first one closes. For those, and for a
+// writer that never closes the file, the Watcher's quiet period stays the
+// rule.
+type writers struct {
+	file *os.File // the inotify instance, read by the goroutine run starts
+
+	mu   sync.Mutex
+	wds  map[int32][]string // watch descriptor: the folders watched through it
+	dirs map[string]int32   // folder: its watch descriptor
+	// files are the files of the watched folders that are open or held,
+	// by absolute path.
+	files map[string]*openFile
+	// moving holds the state of a file renamed away (IN_MOVED_FROM), by
+	// the rename's cookie, until its IN_MOVED_TO.
+	moving map[uint32]*openFile
+	// closed is signalled when a held file is closed, so that the Watcher
+	// looks again at once.
+	closed chan struct{}
+	done   chan struct{}
+}
+
+// openFile is what is known of one file's openers.
+type openFile struct {
+	opens int // opens not yet closed, as seen since the folder was watched
+	// modified is the time of the last modification made while the file
+	// was open; zero when no writer holds it.
+	modified time.Time
+}
+
+// writerEvents are the events writers asks for on each folder.
+const writerEvents = unix.IN_OPEN | unix.IN_MODIFY | unix.IN_CLOSE_WRITE | unix.IN_CLOSE_NOWRITE |
+	unix.IN_MOVED_FROM | unix.IN_MOVED_TO | unix.IN_DELETE | unix.IN_ONLYDIR
+
+// newWriters starts an inotify instance and the goroutine that reads it.
+func newWriters() (*writers, error) {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("starting the writer watch: %w", err)
+	}
+	w := &writers{
+		file: os.NewFile(uintptr(fd), "inotify-writers"), // non-blocking: read through the runtime poller
+		wds:  map[int32][]string{}, dirs: map[string]int32{}, files: map[string]*openFile{},
+		moving: map[uint32]*openFile{}, closed: make(chan struct{}, 1), done: make(chan struct{}),
+	}
+	go w.run()
+	return w, nil
+}
+
+// close stops the instance and waits for its goroutine.
+func (w *writers) close() error {
+	err := w.file.Close()
+	<-w.done
+	return err
+}
+
+// add watches dir for writers.
+func (w *writers) add(dir string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.dirs[dir]; ok {
+		return nil
+	}
+	wd, err := w.addWatch(dir)
+	if err != nil {
+		return fmt.Errorf("watching %s for writers: %w", dir, err)
+	}
+	w.dirs[dir] = wd
+	w.wds[wd] = append(w.wds[wd], dir)
+	return nil
+}
+
+func (w *writers) addWatch(dir string) (int32, error) {
+	rc, err := w.file.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var wd int
+	var addErr error
+	if err := rc.Control(func(fd uintptr) {
+		wd, addErr = unix.InotifyAddWatch(int(fd), dir, writerEvents)
+	}); err != nil {
+		return 0, err
+	}
+	return int32(wd), addErr
+}
+
+// remove stops watching dir and forgets its files.
+func (w *writers) remove(dir string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wd, ok := w.dirs[dir]
+	if !ok {
+		return
+	}
+	delete(w.dirs, dir)
+	w.wds[wd] = deleteString(w.wds[wd], dir)
+	if len(w.wds[wd]) == 0 {
+		// The same folder under two names shares one watch descriptor:
+		// drop it with its last name.
+		delete(w.wds, wd)
+		if rc, err := w.file.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) { _, _ = unix.InotifyRmWatch(int(fd), uint32(wd)) })
+		}
+	}
+	w.forgetDir(dir)
+}
+
+// forgetDir drops what is known of the files in dir. w.mu must be held.
+func (w *writers) forgetDir(dir string) {
+	for p := range w.files {
+		if filepath.Dir(p) == dir {
+			delete(w.files, p)
+		}
+	}
+}
+
+func deleteString(s []string, v string) []string {
+	out := s[:0]
+	for _, x := range s {
+		if x != v {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// heldOpen returns those of paths that a writer holds open, with the time
+// of the latest modification among them.
+func (w *writers) heldOpen(paths []string) ([]string, time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var open []string
+	var last time.Time
+	for _, p := range paths {
+		if f, ok := w.files[p]; ok && !f.modified.IsZero() {
+			open = append(open, p)
+			if f.modified.After(last) {
+				last = f.modified
+			}
+		}
+	}
+	return open, last
+}
+
+// forget drops paths from the held set: a writer that never closed them
+// has been given up on, and a later write marks them again.
+func (w *writers) forget(paths []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range paths {
+		if f, ok := w.files[p]; ok {
+			f.modified = time.Time{}
+		}
+	}
+}
+
+// closedC is signalled each time a held file is closed.
+func (w *writers) closedC() <-chan struct{} { return w.closed }
+
+// run reads events until the instance is closed.
+func (w *writers) run() {
+	defer close(w.done)
+	var buf [unix.SizeofInotifyEvent * 256]byte
+	for {
+		n, err := w.file.Read(buf[:])
+		if err != nil {
+			// Closed, or broken: files stay as last known, and one held
+			// for good falls back to the Watcher's writer wait.
+			return
+		}
+		now := time.Now()
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			nameAt := off + unix.SizeofInotifyEvent
+			end := min(nameAt+int(ev.Len), n)
+			name := string(trimNUL(buf[nameAt:end]))
+			w.handle(ev.Wd, ev.Mask, ev.Cookie, name, now)
+			off = nameAt + int(ev.Len)
+		}
+	}
+}
+
+func trimNUL(b []byte) []byte {
+	for i, c := range b {
+		if c == 0 {
+			return b[:i]
+		}
+	}
+	return b
+}
+
+// handle applies one event.
+func (w *writers) handle(wd int32, mask, cookie uint32, name string, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if mask&unix.IN_IGNORED != 0 {
+		// The folder went away: its watch is gone, and so are its files.
+		for _, dir := range w.wds[wd] {
+			delete(w.dirs, dir)
+			w.forgetDir(dir)
+		}
+		delete(w.wds, wd)
+		return
+	}
+	if name == "" {
+		return // an event of the folder itself
+	}
+	closed := false
+	for _, dir := range w.wds[wd] {
+		p := filepath.Join(dir, name)
+		f := w.files[p]
+		switch {
+		case mask&unix.IN_OPEN != 0:
+			if f == nil {
+				f = &openFile{}
+				w.files[p] = f
+			}
+			f.opens++
+		case mask&unix.IN_MODIFY != 0:
+			if f != nil && f.opens > 0 {
+				f.modified = now
+			} // else truncate(2), or a writer from before the watch: the quiet period rules
+		case mask&(unix.IN_CLOSE_WRITE|unix.IN_CLOSE_NOWRITE) != 0:
+			if f == nil {
+				break // opened before the folder was watched
+			}
+			f.opens--
+			// A close after writing ends the writer; the last close of
+			// any kind leaves no one to write.
+			if !f.modified.IsZero() && (mask&unix.IN_CLOSE_WRITE != 0 || f.opens <= 0) {
+				f.modified = time.Time{}
+				closed = true
+			}
+			if f.opens <= 0 && f.modified.IsZero() {
+				delete(w.files, p)
+			}
+		case mask&unix.IN_MOVED_FROM != 0:
+			if f != nil {
+				w.moving[cookie] = f
+				delete(w.files, p)
+			}
+		case mask&unix.IN_MOVED_TO != 0:
+			// A file renamed in keeps what was known of it under its old
+			// name (a writer may still write to it there).
+			if m, ok := w.moving[cookie]; ok {
+				w.files[p] = m
+			} else {
+				delete(w.files, p)
+			}
+		case mask&unix.IN_DELETE != 0:
+			delete(w.files, p)
+		}
+	}
+	if mask&unix.IN_MOVED_TO != 0 {
+		delete(w.moving, cookie)
+	}
+	if len(w.moving) > 64 {
+		// A file renamed out of the watched folders never comes back
+		// under its cookie; do not keep them.
+		clear(w.moving)
+	}
+	if closed {
+		select {
+		case w.closed <- struct{}{}:
+		default:
+		}
+	}
+}

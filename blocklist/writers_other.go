@@ -1,0 +1,18 @@
+//go:build !linux
+
+package blocklist
+
+import "time"
+
+// writers is a no-op where the kernel does not say when a writer closes a
+// file: the Watcher's quiet period is the only rule there.
+type writers struct{ closed chan struct{} }
+
+func newWriters() (*writers, error) { return &writers{closed: make(chan struct{})}, nil }
+
+func (w *writers) close() error                            { return nil }
+func (w *writers) add(string) error                        { return nil }
+func (w *writers) remove(string)                           {}
+func (w *writers) heldOpen([]string) ([]string, time.Time) { return nil, time.Time{} }
+func (w *writers) forget([]string)                         {}
+func (w *writers) closedC() <-chan struct{}                { return w.closed }
