@@ -69,6 +69,9 @@ type Watcher struct {
 	// onUnwatched is called, with mu held, each time the set of unwatched
 	// files changes.
 	onUnwatched func(map[string]error)
+	// onFolders is told, with mu held, how many folders are watched after
+	// each re-arm.
+	onFolders func(n int)
 
 	// writerWait is how long a file a writer still holds open must stay
 	// unchanged before it is reported all the same, in nanoseconds.
@@ -238,7 +241,19 @@ func (w *Watcher) arm() (added bool) {
 			break
 		}
 	}
+	if w.onFolders != nil {
+		w.onFolders(len(w.dirs))
+	}
 	return added
+}
+
+// OnFolders sets fn to be told how many folders are watched after every
+// re-arm (a count that drops to 0 means edits go unseen). fn runs with the
+// Watcher's lock held and must not call it. Set it before Watch.
+func (w *Watcher) OnFolders(fn func(n int)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.onFolders = fn
 }
 
 // armPass is one pass of arm. It reports whether to look again: a folder

@@ -26,6 +26,7 @@ type Metrics struct {
 	policyRanges    *prometheus.GaugeVec // policy, blocking
 	skippedLines    *prometheus.GaugeVec // file
 	unwatched       prometheus.Gauge
+	watchedFolders  prometheus.Gauge
 	inflight        prometheus.Gauge
 	rateLimited     *prometheus.CounterVec // transport
 	connsRefused    *prometheus.CounterVec // transport, reason
@@ -99,6 +100,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnsfence_unwatched_files",
 			Help: "Files dnsfence reads (config, lists, client range files) whose changes it cannot watch for; their edits are not applied until they are watched again or SIGHUP. /readyz names them.",
 		}),
+		watchedFolders: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dnsfence_watched_folders",
+			Help: "Folders watched for changes to the config, lists and client range files (0 with the embedded default, which has no files).",
+		}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dnsfence_inflight_queries",
 			Help: "Queries being answered right now.",
@@ -137,7 +142,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Datagrams the kernel dropped on arrival at the listening UDP sockets, mostly because the receive buffer was full (the drops column of /proc/net/udp and udp6).",
 	}, m.udpDrops.total)
 	reg.MustRegister(m.queries, m.blocked, m.upstreamSeconds, m.upstreamErrors, m.upstreamRetries, m.listEntries,
-		m.reloads, m.reloadSuccess, m.reloadOK, m.reloadHeld, m.policyRanges, m.skippedLines, m.unwatched, m.inflight, m.rateLimited,
+		m.reloads, m.reloadSuccess, m.reloadOK, m.reloadHeld, m.policyRanges, m.skippedLines, m.unwatched, m.watchedFolders, m.inflight, m.rateLimited,
 		m.connsRefused, m.connsOpen, m.udpBuffer, drops)
 	// Series a network team alerts on exist from the start, at zero.
 	for _, tr := range []string{"udp", "tcp"} {
@@ -369,4 +374,12 @@ func (m *Metrics) setUnwatched(n int) {
 		return
 	}
 	m.unwatched.Set(float64(n))
+}
+
+// setWatchedFolders records how many folders the watcher watches.
+func (m *Metrics) setWatchedFolders(n int) {
+	if m == nil {
+		return
+	}
+	m.watchedFolders.Set(float64(n))
 }

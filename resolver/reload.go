@@ -195,6 +195,7 @@ func (r *Reloader) Watch(ctx context.Context) error {
 	}
 	defer w.Close()
 	w.OnUnwatched(r.setUnwatched)
+	w.OnFolders(r.handler.metrics.setWatchedFolders)
 	w.SetWriterWait(snap.Config.Reload.WriterWait)
 	w.OnWriterWait(func(open []string, wait time.Duration) {
 		r.log.Info("files changed but a writer still holds them open: applying once it closes them",

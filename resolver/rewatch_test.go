@@ -121,6 +121,7 @@ func TestUnwatchedFilesAreVisible(t *testing.T) {
 
 	_, body := get(t, srv.URL+"/metrics")
 	assert.Contains(t, body, "\ndnsfence_unwatched_files 0\n", "zero from start, not absent")
+	assert.Contains(t, body, "\ndnsfence_watched_folders 0\n", "zero before the watcher runs, not absent")
 	code, body := get(t, srv.URL+"/readyz")
 	assert.Equal(t, http.StatusOK, code)
 	assert.NotContains(t, body, "not watched")
@@ -165,6 +166,8 @@ func TestUnwatchedFilesAreVisible(t *testing.T) {
 		_, body := get(t, srv.URL+"/metrics")
 		return strings.Contains(body, "\ndnsfence_unwatched_files 0\n")
 	}, 10*time.Second, 10*time.Millisecond)
+	_, body = get(t, srv.URL+"/metrics")
+	assert.Contains(t, body, "\ndnsfence_watched_folders 1\n", "the config and every list sit in one folder")
 	code, body = get(t, srv.URL+"/readyz")
 	assert.Equal(t, http.StatusOK, code)
 	assert.NotContains(t, body, "not watched")
