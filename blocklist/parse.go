@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
-	"os"
 	"path"
 	"strings"
 	"unsafe"
@@ -66,17 +65,6 @@ var hostsNames = map[string]bool{
 	"broadcasthost": true, "ip6-localhost": true, "ip6-loopback": true,
 	"ip6-localnet": true, "ip6-mcastprefix": true, "ip6-allnodes": true,
 	"ip6-allrouters": true, "ip6-allhosts": true, "0.0.0.0": true,
-}
-
-// LoadFile reads and parses a list file. A read error is returned alone with
-// a nil list; bad lines are returned as joined *ParseError next to the list
-// built from the good ones.
-func LoadFile(path, name string) (*List, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading list: %w", err)
-	}
-	return Parse(name, data)
 }
 
 // Parse builds a List from file content. name is how errors and matches

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 )
 
@@ -20,18 +19,6 @@ type RangeFile struct {
 	File   string
 	Sum    [32]byte // SHA-256 of the file's raw bytes
 	Ranges []Range
-}
-
-// LoadRanges reads and parses a client range file: one IP address or CIDR
-// prefix a line, `#` comments, a byte-order mark and CRLF line ends
-// allowed. Bad lines are returned as joined *ParseError next to the ranges
-// from the good ones.
-func LoadRanges(path, name string) (*RangeFile, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading client ranges: %w", err)
-	}
-	return ParseRanges(name, data)
 }
 
 // ParseRanges parses the content of a client range file.

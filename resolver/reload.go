@@ -141,9 +141,6 @@ func NewReloader(log *zap.Logger, h *Handler, load func() (*Config, error)) *Rel
 	return r
 }
 
-// Status is the outcome of the last reload.
-func (r *Reloader) Status() ReloadStatus { return *r.status.Load() }
-
 // watchedFiles are the configuration file and every file it names.
 func watchedFiles(s *Snapshot) []string {
 	if s.Config.Embedded {

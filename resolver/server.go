@@ -153,15 +153,6 @@ func (s *Server) reportBuffers(limits LimitsConfig, socks []udpSocketInfo) {
 	}
 }
 
-// listenBoth opens UDP and TCP on the same address and port.
-func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
-	pcs, ln, err := listenShared(addr, 1)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pcs[0], ln, nil
-}
-
 // listenShared opens n UDP sockets sharing addr with SO_REUSEPORT, so the
 // kernel spreads queries over n read loops (one per core), and a TCP
 // listener on the same port. Port 0 picks one free port for all of them.
@@ -209,10 +200,6 @@ func listenShared(addr string, n int) ([]net.PacketConn, net.Listener, error) {
 		}
 	}
 }
-
-// Addrs are the addresses actually listened on (with the real port when
-// port 0 was asked for).
-func (s *Server) Addrs() []string { return s.addrs }
 
 func (s *Server) closeAll() {
 	s.stopTaking()

@@ -65,10 +65,3 @@ func (l *warnLimiter) allow(upstreams []string, now time.Time) (bool, int) {
 	l.suppressed = 0
 	return true, n
 }
-
-// setEvery changes the interval (tests).
-func (l *warnLimiter) setEvery(d time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.every = d
-}
