@@ -28,13 +28,13 @@ import (
 const (
 	DefaultListen           = "127.0.0.1:5353"
 	DefaultHTTP             = "127.0.0.1:9153"
-	DefaultBlockedTTL       = 60
+	DefaultBlockedTTL       = 60 // seconds
 	DefaultUpstreamTimeout  = 2 * time.Second
 	DefaultDebounce         = 200 * time.Millisecond
 	DefaultMaxShrink        = 0.5
 	DefaultUnreadyAfter     = 5 * time.Minute
 	DefaultCacheSize        = 20000
-	DefaultCacheMaxTTL      = 86400
+	DefaultCacheMaxTTL      = 86400 // seconds
 	DefaultRate             = 200
 	DefaultTCPConnections   = 1000
 	DefaultTCPReadTimeout   = 2 * time.Second
@@ -94,18 +94,20 @@ type Config struct {
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 	// UpstreamStrategy orders the healthy upstreams: "fastest" by measured
 	// latency (default), "ordered" as written.
-	UpstreamStrategy string          `yaml:"upstream_strategy"`
-	AllowedClients   []string        `yaml:"allowed_clients"`
-	TrustedProxies   []string        `yaml:"trusted_proxies"`
-	ExplainClients   []string        `yaml:"explain_clients"`
-	BlockedTTL       uint32          `yaml:"blocked_ttl"`
-	Policies         []PolicyConfig  `yaml:"policies"`
-	Cache            CacheConfig     `yaml:"cache"`
-	Log              LogConfig       `yaml:"log"`
-	HTTP             *string         `yaml:"http"`
-	Reload           ReloadConfig    `yaml:"reload"`
-	RateLimit        RateLimitConfig `yaml:"rate_limit"`
-	Limits           LimitsConfig    `yaml:"limits"`
+	UpstreamStrategy string   `yaml:"upstream_strategy"`
+	AllowedClients   []string `yaml:"allowed_clients"`
+	TrustedProxies   []string `yaml:"trusted_proxies"`
+	ExplainClients   []string `yaml:"explain_clients"`
+	// BlockedTTL is the TTL and SOA MINIMUM of blocked answers, in seconds
+	// (RFC 2308 negative caching).
+	BlockedTTL uint32          `yaml:"blocked_ttl"`
+	Policies   []PolicyConfig  `yaml:"policies"`
+	Cache      CacheConfig     `yaml:"cache"`
+	Log        LogConfig       `yaml:"log"`
+	HTTP       *string         `yaml:"http"`
+	Reload     ReloadConfig    `yaml:"reload"`
+	RateLimit  RateLimitConfig `yaml:"rate_limit"`
+	Limits     LimitsConfig    `yaml:"limits"`
 
 	// File is the configuration file's path; relative paths in it resolve
 	// against its folder.
@@ -143,9 +145,9 @@ type PolicyConfig struct {
 
 // CacheConfig bounds the answer cache.
 type CacheConfig struct {
-	SizeSet *int   `yaml:"size"` // entries; 0 turns the cache off
-	MinTTL  uint32 `yaml:"min_ttl"`
-	MaxTTL  uint32 `yaml:"max_ttl"`
+	SizeSet *int   `yaml:"size"`    // entries; 0 turns the cache off
+	MinTTL  uint32 `yaml:"min_ttl"` // seconds; every record TTL is raised to it
+	MaxTTL  uint32 `yaml:"max_ttl"` // seconds; every record TTL is cut to it
 	// Prefetch refreshes popular answers shortly before they expire.
 	Prefetch bool `yaml:"prefetch"`
 	// ServeStale keeps answers this long past their TTL, to serve (with
