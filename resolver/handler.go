@@ -344,11 +344,15 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 		q.result = ResultServfail
 		var ue *UpstreamError
 		if errors.As(err, &ue) {
-			h.warnUpstreams(ue.Upstreams(), q.start, zap.Error(err), zap.String(logQName, question.Name), zap.String(logCause, ue.Causes()))
+			h.warnUpstreams(ue.Upstreams(), q.start, func() []zap.Field {
+				return []zap.Field{zap.Error(err), zap.String(logQName, question.Name), zap.String(logCause, ue.Causes())}
+			})
 			own := *failureAnswer(req, ue)
 			return upstreamReply(req, &own)
 		}
-		h.warnUpstreams(nil, q.start, zap.Error(err), zap.String(logQName, question.Name))
+		h.warnUpstreams(nil, q.start, func() []zap.Field {
+			return []zap.Field{zap.Error(err), zap.String(logQName, question.Name)}
+		})
 		if errors.Is(err, errOverloaded) {
 			return servfailReply(req, dns.ExtendedErrorCodeOther, "too many upstream queries in flight")
 		}
@@ -369,12 +373,13 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 // for a failure before any was asked) unless each was named by a line in
 // the last warnEvery, with the count of lines suppressed since the last
 // one: a dead upstream under load is one line per interval, not one per
-// query.
-func (h *Handler) warnUpstreams(upstreams []string, now time.Time, fields ...zap.Field) {
+// query. lineFields is called only for a line that is written.
+func (h *Handler) warnUpstreams(upstreams []string, now time.Time, lineFields func() []zap.Field) {
 	ok, suppressed := h.upstreamWarn.allow(upstreams, now)
 	if !ok {
 		return
 	}
+	fields := lineFields()
 	if len(upstreams) > 0 {
 		fields = append(fields, zap.Strings(logUpstream, upstreams))
 	}

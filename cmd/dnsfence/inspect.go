@@ -31,9 +31,8 @@ type checkOptions struct {
 	strict *bool
 }
 
-func checkFlags(stderr io.Writer) checkOptions {
+func checkFlags() checkOptions {
 	fs := flag.NewFlagSet("dnsfence check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	return checkOptions{
 		fs:     fs,
 		config: configFlag(fs),
@@ -48,7 +47,7 @@ func checkFlags(stderr io.Writer) checkOptions {
 // refuse it, each problem as file:line: reason; with -strict, warnings
 // exit 1 as well.
 func runCheck(args []string, stdout, stderr io.Writer) int {
-	opts := checkFlags(stderr)
+	opts := checkFlags()
 	rest, code, done := parseCommand("check", opts.fs, args, stderr)
 	if done {
 		return code
@@ -113,9 +112,8 @@ type explainOptions struct {
 	json    *bool
 }
 
-func explainFlags(stderr io.Writer) explainOptions {
+func explainFlags() explainOptions {
 	fs := flag.NewFlagSet("dnsfence explain", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	return explainOptions{
 		fs:      fs,
 		config:  configFlag(fs),
@@ -146,7 +144,7 @@ func explainCode(e resolver.Explanation) int {
 // runExplain prints the decision for one client and name and every reason;
 // the exit code is the verdict (explainForwarded and the others).
 func runExplain(args []string, stdout, stderr io.Writer) int {
-	opts := explainFlags(stderr)
+	opts := explainFlags()
 	fs := opts.fs
 	rest, code, done := parseCommand("explain", fs, args, stderr)
 	if done {

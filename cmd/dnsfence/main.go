@@ -58,17 +58,17 @@ var commands []command
 func init() {
 	commands = []command{
 		{"serve", "", "answer DNS queries (the default command)", runServe,
-			func() *flag.FlagSet { return serveFlags(io.Discard).fs }},
+			func() *flag.FlagSet { return serveFlags().fs }},
 		{"check", "", "load the configuration, lists and ranges as serve would and report every problem;\n" +
 			"exit 0 when serve would start with them (skipped lines are warnings), 1 when it would not;\n" +
 			"with -strict, warnings exit 1 too", runCheck,
-			func() *flag.FlagSet { return checkFlags(io.Discard).fs }},
+			func() *flag.FlagSet { return checkFlags().fs }},
 		{"explain", "CLIENT_IP NAME [TYPE]", "the decision for one client's query and every reason for it;\n" +
 			"exit 0 forwarded, 1 blocked, 2 error, 3 refused (client outside allowed_clients)", runExplain,
-			func() *flag.FlagSet { return explainFlags(io.Discard).fs }},
+			func() *flag.FlagSet { return explainFlags().fs }},
 		{"health", "", "ask a running dnsfence's /readyz (for Docker's HEALTHCHECK, which has no curl in the image);\n" +
 			"exit 0 ready, 1 not ready or unreachable", runHealth,
-			func() *flag.FlagSet { return healthFlags(io.Discard).fs }},
+			func() *flag.FlagSet { return healthFlags().fs }},
 		{"version", "", "print the version", runVersion, nil},
 		{"help", "[COMMAND]", "this text, or one command's usage and flags", runHelp, nil},
 	}
@@ -223,9 +223,8 @@ type serveOptions struct {
 	cpuProfile *string
 }
 
-func serveFlags(stderr io.Writer) serveOptions {
+func serveFlags() serveOptions {
 	fs := flag.NewFlagSet("dnsfence serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	return serveOptions{
 		fs:         fs,
 		config:     configFlag(fs),
@@ -248,7 +247,7 @@ func loadConfig(path string) (*resolver.Config, error) {
 }
 
 func runServe(args []string, stdout, stderr io.Writer) int {
-	opts := serveFlags(stderr)
+	opts := serveFlags()
 	rest, code, done := parseCommand("serve", opts.fs, args, stderr)
 	if done {
 		return code
@@ -393,9 +392,8 @@ type healthOptions struct {
 	timeout *time.Duration
 }
 
-func healthFlags(stderr io.Writer) healthOptions {
+func healthFlags() healthOptions {
 	fs := flag.NewFlagSet("dnsfence health", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	return healthOptions{
 		fs:      fs,
 		url:     fs.String("url", "http://127.0.0.1:9153/readyz", "the readiness URL of the running dnsfence (its `http` address)"),
@@ -408,7 +406,7 @@ func healthFlags(stderr io.Writer) healthOptions {
 // what is wrong. The distroless image has no shell or curl, so Docker's
 // HEALTHCHECK runs this.
 func runHealth(args []string, stdout, stderr io.Writer) int {
-	opts := healthFlags(stderr)
+	opts := healthFlags()
 	rest, code, done := parseCommand("health", opts.fs, args, stderr)
 	if done {
 		return code
