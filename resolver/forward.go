@@ -100,7 +100,9 @@ func (h *healthWindowBits) record(failed bool) (fails, n int) {
 			b |= 1
 		}
 		b &= uint32(1<<cnt - 1)
-		if h.w.CompareAndSwap(old, cnt<<32|uint64(b)) {
+		// A full window of successes stays as it is: no write, so the
+		// cores answering through this upstream do not contend for it.
+		if nw := cnt<<32 | uint64(b); nw == old || h.w.CompareAndSwap(old, nw) {
 			return bits.OnesCount32(b), int(cnt)
 		}
 	}
@@ -434,11 +436,14 @@ const (
 	kindMalformed = "malformed"
 	kindMismatch  = "mismatch"
 	kindWrongID   = "wrong_id"
+	kindServfail  = "rcode_servfail"
+	kindRefused   = "rcode_refused"
+	kindNotimp    = "rcode_notimp"
 )
 
 // upstreamErrorKinds is every kind errorKind returns, for series that exist
 // from the start.
-var upstreamErrorKinds = []string{"rcode_servfail", "rcode_refused", "rcode_notimp",
+var upstreamErrorKinds = []string{kindServfail, kindRefused, kindNotimp,
 	kindTooBig, kindMalformed, kindMismatch, kindWrongID, kindTimeout, kindNetwork}
 
 // errorKind names the cause of a failed upstream exchange: rcode_servfail,
@@ -449,6 +454,14 @@ func errorKind(err error) string {
 	var re *RcodeError
 	switch {
 	case errors.As(err, &re):
+		switch re.Rcode {
+		case dns.RcodeServerFailure:
+			return kindServfail
+		case dns.RcodeRefused:
+			return kindRefused
+		case dns.RcodeNotImplemented:
+			return kindNotimp
+		}
 		return "rcode_" + strings.ToLower(dns.RcodeToString[re.Rcode])
 	case errors.Is(err, ErrAnswerTooBig):
 		return kindTooBig
@@ -524,7 +537,7 @@ func (e *UpstreamError) Causes() string {
 // resolution failure that may be cached briefly (RFC 9520).
 func (e *UpstreamError) allServfail() bool {
 	for _, k := range e.kinds {
-		if k != "rcode_servfail" {
+		if k != kindServfail {
 			return false
 		}
 	}
@@ -542,21 +555,16 @@ func (e *UpstreamError) allServfail() bool {
 // asked, query ID never sent), "upstream unreachable: network error".
 func (e *UpstreamError) EDE() (uint16, string) {
 	code := uint16(dns.ExtendedErrorCodeNoReachableAuthority)
-	const timedOut = "upstream did not answer in time"
+	timedOut := kindTexts[kindTimeout]
 	var texts []string
-	for i, k := range e.kinds {
-		var text string
+	for _, k := range e.kinds {
+		text, ok := kindTexts[k]
 		switch {
-		case k == kindTimeout:
-			text = timedOut
-		case strings.HasPrefix(k, "rcode_"):
-			text = "upstream answered " + strings.ToUpper(strings.TrimPrefix(k, "rcode_"))
-		case k == kindNetwork:
+		case !ok:
 			code = dns.ExtendedErrorCodeNetworkError
-			text = "upstream unreachable: network error"
-		default:
+			text = ErrAnswerUnusable.Error()
+		case k != kindTimeout && !strings.HasPrefix(k, "rcode_"):
 			code = dns.ExtendedErrorCodeNetworkError
-			text = unusableText(e.Errs[i])
 		}
 		if !slices.Contains(texts, text) {
 			texts = append(texts, text)
@@ -568,14 +576,17 @@ func (e *UpstreamError) EDE() (uint16, string) {
 	return code, strings.Join(texts, "; ")
 }
 
-// unusableText is the ErrAnswerUnusable kind err wraps, as text.
-func unusableText(err error) string {
-	for _, kind := range []error{ErrAnswerTooBig, ErrAnswerMalformed, ErrAnswerMismatch, ErrAnswerWrongID} {
-		if errors.Is(err, kind) {
-			return kind.Error()
-		}
-	}
-	return ErrAnswerUnusable.Error()
+// kindTexts is the EDE text of each errorKind.
+var kindTexts = map[string]string{
+	kindTimeout:   "upstream did not answer in time",
+	kindNetwork:   "upstream unreachable: network error",
+	kindServfail:  "upstream answered SERVFAIL",
+	kindRefused:   "upstream answered REFUSED",
+	kindNotimp:    "upstream answered NOTIMP",
+	kindTooBig:    ErrAnswerTooBig.Error(),
+	kindMalformed: ErrAnswerMalformed.Error(),
+	kindMismatch:  ErrAnswerMismatch.Error(),
+	kindWrongID:   ErrAnswerWrongID.Error(),
 }
 
 // upstreamQuery is the query sent upstream for req: a fresh ID, the

@@ -390,13 +390,18 @@ var errNoAnswer = fmt.Errorf("no answer in time: %w", context.DeadlineExceeded)
 func (s *upstreamSocket) deliver(b []byte, cut bool) bool {
 	s.mu.Lock()
 	var w *waiter
-	if len(b) < 12 {
+	var id uint16
+	if len(b) >= 12 {
+		id = binary.BigEndian.Uint16(b)
+		w = s.pending[id]
+	}
+	switch {
+	case len(b) < 12:
 		s.strays++
 		s.strayKind = ErrAnswerMalformed
-	} else if id := binary.BigEndian.Uint16(b); s.pending[id] != nil {
-		w = s.pending[id]
+	case w != nil:
 		delete(s.pending, id)
-	} else if s.issued[id/64]&(1<<(id%64)) == 0 {
+	case s.issued[id/64]&(1<<(id%64)) == 0:
 		s.strays++
 		s.strayKind = ErrAnswerWrongID
 	}
