@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/dnsfence/dnsfence/blocklist"
 	"regexp"
 	"slices"
 	"strconv"
@@ -178,10 +179,11 @@ func syntaxLine(data []byte, problem string, from int) int {
 // unclosedQuote is the first line up to line last that opens a quoted
 // value and does not close it, or 0.
 func unclosedQuote(data []byte, last int) int {
-	for i := 1; i <= last && len(data) > 0; i++ {
-		line, rest, _ := bytes.Cut(data, []byte{'\n'})
-		data = rest
-		text := strings.TrimSpace(string(line))
+	for i, line := range blocklist.Lines(string(data)) {
+		if i > last {
+			break
+		}
+		text := strings.TrimSpace(line)
 		if strings.HasPrefix(text, "#") {
 			continue
 		}
@@ -194,14 +196,13 @@ func unclosedQuote(data []byte, last int) int {
 	return 0
 }
 
-// lineText is line n of data (1-based), or "" past its end.
+// lineText is line n of data (1-based), or "" past its end; a CRLF line
+// end or a byte-order mark is not part of it (blocklist.Lines).
 func lineText(data []byte, n int) string {
-	for i := 1; n > 0 && len(data) > 0; i++ {
-		line, rest, _ := bytes.Cut(data, []byte{'\n'})
+	for i, line := range blocklist.Lines(string(data)) {
 		if i == n {
-			return string(line)
+			return line
 		}
-		data = rest
 	}
 	return ""
 }

@@ -206,3 +206,23 @@ policies:
 		assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "127.0.0.9", "tiktok.com."))
 	})
 }
+
+// TestConfigSyntaxErrorWithBOMAndCRLF: a syntax error in a configuration
+// saved the Windows way gets the same message as in the plain file (a CR
+// left at the end of a line read as text after a quoted value).
+func TestConfigSyntaxErrorWithBOMAndCRLF(t *testing.T) {
+	for _, src := range []string{
+		"upstreams: [\"127.0.0.1:53\"]\nlog:\n  level: info\n format: \"json\"\n",
+		"upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: x\n  action: \"log\"\n",
+	} {
+		_, plain := ParseConfig("c.yaml", []byte(src), nil)
+		require.Error(t, plain)
+		for _, enc := range windowsEncodings {
+			t.Run(enc.name, func(t *testing.T) {
+				_, err := ParseConfig("c.yaml", []byte(enc.encode(src)), nil)
+				require.Error(t, err)
+				assert.Equal(t, plain.Error(), err.Error())
+			})
+		}
+	}
+}
