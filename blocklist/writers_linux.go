@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -121,7 +122,7 @@ func (w *writers) remove(dir string) {
 		return
 	}
 	delete(w.dirs, dir)
-	w.wds[wd] = deleteString(w.wds[wd], dir)
+	w.wds[wd] = slices.DeleteFunc(w.wds[wd], func(d string) bool { return d == dir })
 	if len(w.wds[wd]) == 0 {
 		// The same folder under two names shares one watch descriptor:
 		// drop it with its last name.
@@ -140,16 +141,6 @@ func (w *writers) forgetDir(dir string) {
 			delete(w.files, p)
 		}
 	}
-}
-
-func deleteString(s []string, v string) []string {
-	out := s[:0]
-	for _, x := range s {
-		if x != v {
-			out = append(out, x)
-		}
-	}
-	return out
 }
 
 // heldOpen returns those of paths that a writer holds open, with the time
@@ -201,20 +192,11 @@ func (w *writers) run() {
 			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
 			nameAt := off + unix.SizeofInotifyEvent
 			end := min(nameAt+int(ev.Len), n)
-			name := string(trimNUL(buf[nameAt:end]))
+			name := unix.ByteSliceToString(buf[nameAt:end])
 			w.handle(ev.Wd, ev.Mask, ev.Cookie, name, now)
 			off = nameAt + int(ev.Len)
 		}
 	}
-}
-
-func trimNUL(b []byte) []byte {
-	for i, c := range b {
-		if c == 0 {
-			return b[:i]
-		}
-	}
-	return b
 }
 
 // handle applies one event.

@@ -707,17 +707,28 @@ func mergeKeys[V any](a, b map[string]V) map[string]bool {
 // diffRanges finds the ranges in after but not before, and the reverse.
 func diffRanges(before, after []netip.Prefix) diff {
 	var d diff
+	had, has := setOf(before), setOf(after)
 	for _, p := range after {
-		if !slices.Contains(before, p) {
+		if _, ok := had[p]; !ok {
 			d.add(p.String())
 		}
 	}
 	for _, p := range before {
-		if !slices.Contains(after, p) {
+		if _, ok := has[p]; !ok {
 			d.remove(p.String())
 		}
 	}
 	return d
+}
+
+// setOf is ps as a set, for lookups in O(1) (range files run to tens of
+// thousands of lines).
+func setOf(ps []netip.Prefix) map[netip.Prefix]struct{} {
+	set := make(map[netip.Prefix]struct{}, len(ps))
+	for _, p := range ps {
+		set[p] = struct{}{}
+	}
+	return set
 }
 
 // configChanges names the configuration keys whose values differ between

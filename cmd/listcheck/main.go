@@ -146,7 +146,7 @@ func loadShipped(path string) (shipped, error) {
 		return shipped{}, fmt.Errorf("shipped list %s: %w", path, err)
 	}
 	var held bytes.Buffer
-	for _, line := range strings.Split(string(data), "\n") {
+	for _, line := range blocklist.Lines(string(data)) {
 		if m := heldLine.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
 			held.WriteString(m[1])
 		}
@@ -195,9 +195,11 @@ func detect(path string, data []byte) string {
 	case ".yml", ".yaml":
 		return "adguard"
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 0; sc.Scan() && n < 200; n++ {
-		line := strings.TrimSpace(sc.Text())
+	for n, line := range blocklist.Lines(string(data)) {
+		if n > 200 {
+			break
+		}
+		line = strings.TrimSpace(line)
 		if line == "" || line[0] == '#' || line[0] == '!' {
 			continue
 		}
@@ -298,8 +300,7 @@ func (r *reference) parseV2fly(path, via string, seen map[string]bool) error {
 		}
 		return fmt.Errorf("reading reference: %w", err)
 	}
-	for i, line := range strings.Split(string(data), "\n") {
-		n := i + 1
+	for n, line := range blocklist.Lines(string(data)) {
 		line, _, _ = strings.Cut(line, "#")
 		fields := strings.Fields(line)
 		if len(fields) == 0 {
@@ -336,13 +337,13 @@ func (r *reference) parseV2fly(path, via string, seen map[string]bool) error {
 
 // parseClash reads a Clash rule-set list (blackmatrix7/ios_rule_script).
 func (r *reference) parseClash(file string, data []byte) {
-	for i, line := range strings.Split(string(data), "\n") {
+	for n, line := range blocklist.Lines(string(data)) {
 		line = strings.TrimSpace(line)
 		if line == "" || line[0] == '#' {
 			continue
 		}
 		parts := strings.Split(line, ",")
-		where := fmt.Sprintf("%s:%d", file, i+1)
+		where := fmt.Sprintf("%s:%d", file, n)
 		if len(parts) < 2 || (parts[0] != "DOMAIN-SUFFIX" && parts[0] != "DOMAIN") {
 			r.unsupported = append(r.unsupported, fmt.Sprintf("%s: %s (not a domain rule)", where, line))
 			continue
@@ -352,7 +353,7 @@ func (r *reference) parseClash(file string, data []byte) {
 			r.unsupported = append(r.unsupported, fmt.Sprintf("%s: %s (%v)", where, line, err))
 			continue
 		}
-		r.names = append(r.names, refName{name: name, line: i + 1, exact: parts[0] == "DOMAIN"})
+		r.names = append(r.names, refName{name: name, line: n, exact: parts[0] == "DOMAIN"})
 	}
 }
 

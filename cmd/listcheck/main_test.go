@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -146,4 +147,38 @@ func TestShippedListsLoad(t *testing.T) {
 	assert.Equal(t, "volces.com", e.Folded())
 	_, ok = s.list.Match("api.volces.com")
 	assert.False(t, ok, "volces.com is not blocked")
+}
+
+// TestWindowsFiles: a reference saved the Windows way (a byte-order mark,
+// CRLF line ends) gives the same report as the plain file, in every format
+// that listcheck reads line by line.
+func TestWindowsFiles(t *testing.T) {
+	for _, tc := range []struct{ file, format string }{
+		{"testdata/clash.list", "clash"},
+		{"testdata/v2fly/data/tiktok", "v2fly"},
+		{"testdata/plain.txt", "plain"},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			// The whole folder, so that v2fly's include: lines find theirs.
+			dir := t.TempDir()
+			entries, err := os.ReadDir(filepath.Dir(tc.file))
+			require.NoError(t, err)
+			for _, e := range entries {
+				if e.IsDir() {
+					continue
+				}
+				data, err := os.ReadFile(filepath.Join(filepath.Dir(tc.file), e.Name()))
+				require.NoError(t, err)
+				require.NoError(t, os.WriteFile(filepath.Join(dir, e.Name()),
+					append([]byte("\ufeff"), strings.ReplaceAll(string(data), "\n", "\r\n")...), 0o644))
+			}
+			windows := filepath.Join(dir, filepath.Base(tc.file))
+			report := func(path string) string {
+				var out, errOut bytes.Buffer
+				require.Equal(t, 0, run([]string{fixtureLists, path}, &out, &errOut), errOut.String())
+				return strings.ReplaceAll(out.String(), path, "REF")
+			}
+			assert.Equal(t, report(tc.file), report(windows))
+		})
+	}
 }
