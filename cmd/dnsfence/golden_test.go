@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dnsfence/dnsfence/resolver"
 	"github.com/stretchr/testify/assert"
@@ -173,8 +174,8 @@ func TestCommandLine(t *testing.T) {
 		wantCode int
 		want     []string
 	}{
-		{"help lists every command", []string{"help"}, 0, []string{"serve", "check", "explain", "version", "help"}},
-		{"-h lists every command", []string{"-h"}, 0, []string{"check", "explain", "-strict"[1:]}},
+		{"help lists every command", []string{"help"}, 0, []string{"serve", "check", "explain", "health", "version", "help"}},
+		{"-h lists every command", []string{"-h"}, 0, []string{"check", "explain", "strict"}},
 		{"--help lists every command", []string{"--help"}, 0, []string{"check", "explain"}},
 		{"help of one command lists its flags", []string{"help", "explain"}, 0, []string{"-json", "-resolve", "-config", "exit 0 forwarded, 1 blocked, 2 error, 3 refused"}},
 		{"a command's -h", []string{"check", "-h"}, 0, []string{"-strict", "-config"}},
@@ -191,12 +192,23 @@ func TestCommandLine(t *testing.T) {
 		{"-version", []string{"-version"}, 0, []string{"dnsfence"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, out := runCmd(tc.args...)
-			assert.Equal(t, tc.wantCode, code, out)
-			for _, w := range tc.want {
-				assert.Contains(t, out, w)
+			// A server never returns on its own: each row must.
+			type result struct {
+				code int
+				out  string
 			}
-			assert.NotContains(t, out, "listening", "no server was started")
+			done := make(chan result, 1)
+			go func() { code, out := runCmd(tc.args...); done <- result{code, out} }()
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("still running after 10 s: it started a server")
+			}
+			assert.Equal(t, tc.wantCode, r.code, r.out)
+			for _, w := range tc.want {
+				assert.Contains(t, r.out, w)
+			}
 		})
 	}
 }
@@ -242,6 +254,19 @@ func TestDockerfileHealthcheck(t *testing.T) {
 	data, err := os.ReadFile("../../configs/deploy/Dockerfile")
 	require.NoError(t, err)
 	assert.Contains(t, string(data), `CMD ["/dnsfence", "health", "-url", "http://127.0.0.1:9153/readyz"]`)
-	_, ok := commandNamed("health")
-	assert.True(t, ok)
+	// The command exists and asks, by default, what the Dockerfile names.
+	c, ok := commandNamed("health")
+	require.True(t, ok)
+	url := c.flags().Lookup("url")
+	require.NotNil(t, url)
+	assert.Equal(t, "http://127.0.0.1:9153/readyz", url.DefValue)
+}
+
+// TestLaptopFriendlyKeepsAllWhenNoneWorks: with no address the machine can
+// bind, the list stays as it is, so the start fails naming them instead of
+// serving nothing.
+func TestLaptopFriendlyKeepsAllWhenNoneWorks(t *testing.T) {
+	cfg := &resolver.Config{Listen: []string{"192.0.2.1:5353", "198.51.100.1:5353"}}
+	laptopFriendly(zap.NewNop(), cfg)
+	assert.Equal(t, []string{"192.0.2.1:5353", "198.51.100.1:5353"}, cfg.Listen)
 }

@@ -77,19 +77,14 @@ func init() {
 // run is main without the exit, for tests.
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		switch {
-		case len(args) > 0 && isHelpFlag(args[0]):
+		if len(args) > 0 && isHelpFlag(args[0]) {
 			usage(stdout)
 			return 0
-		case len(args) > 0 && (args[0] == "-version" || args[0] == "--version"):
-			return runVersion(nil, stdout, stderr)
 		}
-		return runServe(args, stdout, stderr)
+		return runServe(args, stdout, stderr) // serve's -version too
 	}
-	for _, c := range commands {
-		if c.name == args[0] {
-			return c.run(args[1:], stdout, stderr)
-		}
+	if c, ok := commandNamed(args[0]); ok {
+		return c.run(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "dnsfence: unknown command %q\n\n", args[0])
 	usage(stderr)
@@ -371,18 +366,19 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 func laptopFriendly(log *zap.Logger, cfg *resolver.Config) {
 	var keep []string
 	for _, addr := range cfg.Listen {
-		host, _, err := net.SplitHostPort(addr)
-		if err == nil {
-			if c, err := net.ListenPacket("udp", net.JoinHostPort(host, "0")); err != nil {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			c, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
+			if err != nil {
 				log.Warn("not listening on an address this machine lacks", zap.String("address", addr), zap.Error(err))
 				continue
-			} else {
-				c.Close()
 			}
+			c.Close()
 		}
 		keep = append(keep, addr)
 	}
-	cfg.Listen = keep
+	if len(keep) > 0 { // with none left, the start fails loudly on the first
+		cfg.Listen = keep
+	}
 }
 
 // healthOptions are health's flags.
