@@ -195,6 +195,8 @@ func TestMatchDoesNotAllocate(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, func() {
 		l.Match("A.B.WWW.TikTok.com.")
 		l.Match("www.example.org.")
+		l.Match(`www.\116iktok.com.`) // escaped octets, decoded in place
+		l.Match(strings.Repeat(`\001`, 63) + ".tiktok.com.")
 	})
 	assert.Zero(t, allocs)
 }

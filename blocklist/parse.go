@@ -227,15 +227,14 @@ func normalizeEntry(s string, dst []byte) ([]byte, error) {
 			}
 			labels++
 			labelLen = 0
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-			labelLen++
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+		case entryOctet[lower(c)]:
+			// The octets Match can find (entryOctet): one table for both.
+			c = lower(c)
 			labelLen++
 		default:
 			return nil, ErrBadChar
 		}
-		if labelLen > 63 {
+		if labelLen > maxLabel {
 			return nil, ErrLongLabel
 		}
 		dst = append(dst, c)
