@@ -192,11 +192,12 @@ func TestMatch(t *testing.T) {
 func TestMatchDoesNotAllocate(t *testing.T) {
 	l, err := Parse("t.txt", []byte("tiktok.com\n"))
 	require.NoError(t, err)
+	long := strings.Repeat(`\001`, 63) + ".tiktok.com."
 	allocs := testing.AllocsPerRun(100, func() {
 		l.Match("A.B.WWW.TikTok.com.")
 		l.Match("www.example.org.")
 		l.Match(`www.\116iktok.com.`) // escaped octets, decoded in place
-		l.Match(strings.Repeat(`\001`, 63) + ".tiktok.com.")
+		l.Match(long)
 	})
 	assert.Zero(t, allocs)
 }
