@@ -72,9 +72,6 @@ const (
 type Trigger struct {
 	Kind  string   // TriggerFiles, TriggerSIGHUP or TriggerCall
 	Files []string // the files whose change was seen, for TriggerFiles
-	// Open are files still held open by a writer that were applied after
-	// staying unchanged for reload.writer_wait.
-	Open []string
 }
 
 // forced reports whether the trigger accepts a change a guard holds.
@@ -95,7 +92,6 @@ type ReloadStatus struct {
 	OK          bool
 	Err         error
 	Held        bool // Err wraps ErrHeld: a guard held the change
-	Trigger     Trigger
 	LastSuccess time.Time
 	Successes   uint64
 	Failures    uint64 // failed and held reloads
@@ -210,9 +206,7 @@ func (r *Reloader) Watch(ctx context.Context) error {
 			r.log.Warn("applying files a writer still holds open: unchanged for reload.writer_wait",
 				zap.Strings(logFiles, c.Open), zap.Duration("writer_wait", r.handler.Snapshot().Config.Reload.WriterWait))
 		}
-		if err := r.ReloadFor(Trigger{Kind: TriggerFiles, Files: c.Files, Open: c.Open}); err != nil {
-			return // logged and counted by ReloadFor
-		}
+		_ = r.ReloadFor(Trigger{Kind: TriggerFiles, Files: c.Files}) // logged and counted by ReloadFor
 	})
 	r.mu.Lock()
 	r.watcher = nil
@@ -303,7 +297,6 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	}
 	status := *r.status.Load()
 	status.Time = time.Now()
-	status.Trigger = t
 	if err != nil {
 		status.OK, status.Err, status.Held = false, err, errors.Is(err, ErrHeld)
 		status.Failures++
