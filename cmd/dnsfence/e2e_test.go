@@ -169,6 +169,28 @@ func (p *process) waitLine(t *testing.T, msg string) map[string]any {
 	}
 }
 
+// stop sends sig and waits, at most 15 s, for an exit with status 0.
+func (p *process) stop(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(sig))
+	select {
+	case err := <-p.done:
+		assert.NoError(t, err, "%v exits 0", sig)
+	case <-time.After(15 * time.Second):
+		t.Fatalf("dnsfence did not stop on %v", sig)
+	}
+}
+
+// status is the RCODE dig shows for name, as dig spells it (NOERROR,
+// NXDOMAIN, …).
+func (p *process) status(t *testing.T, name string) string {
+	t.Helper()
+	out := p.dig(t, name)
+	i := strings.Index(out, "status: ")
+	require.GreaterOrEqual(t, i, 0, out)
+	return strings.TrimSuffix(strings.Fields(out[i+len("status: "):])[0], ",")
+}
+
 // dig runs dig against the process and returns its output.
 func (p *process) dig(t *testing.T, args ...string) string {
 	t.Helper()
@@ -240,13 +262,7 @@ policies:
 	assert.Regexp(t, `www\.tiktok\.com\.\s+300\s+IN\s+A\s+192\.0\.2\.1`, out)
 	assert.EqualValues(t, 1, count.Load())
 
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-p.done:
-		assert.NoError(t, err, "SIGTERM exits 0")
-	case <-time.After(15 * time.Second):
-		t.Fatal("dnsfence did not stop on SIGTERM")
-	}
+	p.stop(t, syscall.SIGTERM)
 }
 
 // TestEmbeddedDefault runs `dnsfence` with no flags, exactly as README's
@@ -291,13 +307,7 @@ func TestEmbeddedDefault(t *testing.T) {
 		resp.Body.Close()
 		assert.Contains(t, string(body), "dnsfence_queries_total")
 	}
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGINT))
-	select {
-	case err := <-p.done:
-		assert.NoError(t, err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("dnsfence did not stop on SIGINT")
-	}
+	p.stop(t, syscall.SIGINT)
 }
 
 func TestCheckAndExplainCommands(t *testing.T) {
@@ -381,12 +391,7 @@ policies:
 	dir := writeFiles(t, map[string]string{"dnsfence.yaml": config, "lists/tiktok.txt": big.String()})
 	list := filepath.Join(dir, "lists", "tiktok.txt")
 	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
-	status := func(name string) string {
-		out := p.dig(t, name)
-		i := strings.Index(out, "status: ")
-		require.GreaterOrEqual(t, i, 0, out)
-		return strings.TrimSuffix(strings.Fields(out[i+len("status: "):])[0], ",")
-	}
+	status := func(name string) string { return p.status(t, name) }
 	waitStatus := func(name, want string) {
 		t.Helper()
 		require.Eventually(t, func() bool { return status(name) == want }, 15*time.Second, 20*time.Millisecond,
@@ -430,8 +435,7 @@ policies:
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
 	waitStatus("added.example", "NOERROR")
 
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	assert.NoError(t, <-p.done)
+	p.stop(t, syscall.SIGTERM)
 }
 
 // chainUpstream answers from a table of names to records (UDP).

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -40,12 +39,7 @@ policies:
 	networks := filepath.Join(dir, "networks", "government.txt")
 	list := filepath.Join(dir, "lists", "tiktok.txt")
 	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
-	status := func(name string) string {
-		out := p.dig(t, name)
-		i := strings.Index(out, "status: ")
-		require.GreaterOrEqual(t, i, 0, out)
-		return strings.TrimSuffix(strings.Fields(out[i+len("status: "):])[0], ",")
-	}
+	status := func(name string) string { return p.status(t, name) }
 	require.Equal(t, "NXDOMAIN", status("www.tiktok.com"), "127.0.0.1 is a government device")
 
 	// `: > networks/government.txt` while serving.
@@ -75,6 +69,5 @@ policies:
 	assert.Equal(t, "NXDOMAIN", status("new.example"))
 	assert.Equal(t, "NXDOMAIN", status("www.tiktok.com"))
 
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	assert.NoError(t, <-p.done)
+	p.stop(t, syscall.SIGTERM)
 }

@@ -45,13 +45,7 @@ policies:
 	out = p.dig(t, "-b", "127.0.1.9", "www.tiktok.com")
 	assert.Contains(t, out, "status: NOERROR", "outside the range")
 
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-p.done:
-		assert.NoError(t, err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("dnsfence did not stop on SIGTERM")
-	}
+	p.stop(t, syscall.SIGTERM)
 }
 
 // TestNoUsableRangeRefusesToStart checks that serve and check refuse a
