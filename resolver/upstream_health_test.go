@@ -193,18 +193,18 @@ func TestHedgedTry(t *testing.T) {
 			assert.Equal(t, n, clientQueries(slow), "each query asked the slow upstream first")
 			assert.GreaterOrEqual(t, clientQueries(good), n*3/4, "and the next one after the hedge delay")
 			require.Eventually(t, func() bool {
-				return metricSum(t, f, "dnsfence_upstream_request_duration_seconds_count", slow.addr) >= n/2
+				return metricSum(t, f, "dnsfence_upstream_request_duration_seconds_count", "upstream", slow.addr) >= n/2
 			}, 5*time.Second, 20*time.Millisecond, "the slow upstream's late answers count as answers")
 			assert.Empty(t, upstreamErrors(t, f.registry, slow.addr), "losing the race is no failure")
 			assert.Empty(t, f.handler.Snapshot().Forwarder.Down())
-			assert.GreaterOrEqual(t, metricSum(t, f, "dnsfence_upstream_retries_total", good.addr, "hedge"), n*3/4)
+			assert.GreaterOrEqual(t, metricSum(t, f, "dnsfence_upstream_retries_total", "upstream", good.addr, "reason", "hedge"), n*3/4)
 		})
 	}
 }
 
-// metricSum sums the samples of the metric name whose label values
-// include every one of values.
-func metricSum(t *testing.T, f *fence, name string, values ...string) int {
+// metricSum sums the samples of the metric name (a histogram's count with
+// the _count suffix) whose labels have the given name=value pairs.
+func metricSum(t *testing.T, f *fence, name string, labels ...string) int {
 	t.Helper()
 	mfs, err := f.registry.Gather()
 	require.NoError(t, err)
@@ -215,12 +215,12 @@ func metricSum(t *testing.T, f *fence, name string, values ...string) int {
 		}
 	metrics:
 		for _, m := range mf.GetMetric() {
-			have := map[string]bool{}
+			have := map[string]string{}
 			for _, l := range m.GetLabel() {
-				have[l.GetValue()] = true
+				have[l.GetName()] = l.GetValue()
 			}
-			for _, v := range values {
-				if !have[v] {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
 					continue metrics
 				}
 			}
@@ -250,7 +250,7 @@ func TestRetryHerdIsBounded(t *testing.T) {
 	t.Logf("%+v; second upstream: %d queries, peak %d outstanding", res, held.queries.Load(), held.peak.Load())
 	assert.Positive(t, held.queries.Load())
 	assert.LessOrEqual(t, held.peak.Load(), int64(n/3), "retries in flight to the second upstream at once")
-	assert.Positive(t, metricSum(t, f, "dnsfence_upstream_retries_total", held.addr, "throttled"), "some retries waited for the budget")
+	assert.Positive(t, metricSum(t, f, "dnsfence_upstream_retries_total", "upstream", held.addr, "reason", "throttled"), "some retries waited for the budget")
 }
 
 // TestAllDownOrder: when every upstream is down, the one with the fewest
