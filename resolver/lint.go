@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"fmt"
+	"iter"
 	"net/netip"
 	"slices"
 	"sort"
@@ -76,13 +77,14 @@ func (s *Snapshot) Lint() []Warning {
 			if !ok {
 				continue
 			}
-			for e := range allow.All() {
-				for _, bl := range p.Block {
-					if block, ok := bl.(*blocklist.List); ok && block.Contains(e.Name) {
-						m, _ := block.Match(e.Name)
-						ws = append(ws, Warning{allow.File(), e.Line, fmt.Sprintf(
-							"%s is both allowed and blocked (%s:%d) in policy %q; allow wins", e.Name, block.File(), m.Line, p.Name)})
-					}
+			for _, bl := range p.Block {
+				block, ok := bl.(*blocklist.List)
+				if !ok {
+					continue
+				}
+				for e, line := range shared(block, allow) {
+					ws = append(ws, Warning{allow.File(), e.Line, fmt.Sprintf(
+						"%s is both allowed and blocked (%s:%d) in policy %q; allow wins", e.Name, block.File(), line, p.Name)})
 				}
 			}
 		}
@@ -187,15 +189,28 @@ func (s *Snapshot) lintRepeats() []Warning {
 						continue
 					}
 					seen[pair] = true
-					for e := range b.All() {
-						if a.Contains(e.Name) {
-							m, _ := a.Match(e.Name)
-							ws = append(ws, Warning{b.File(), e.Line, fmt.Sprintf("%s is also in %s:%d", e.Name, a.File(), m.Line)})
-						}
+					for e, line := range shared(a, b) {
+						ws = append(ws, Warning{b.File(), e.Line, fmt.Sprintf("%s is also in %s:%d", e.Name, a.File(), line)})
 					}
 				}
 			}
 		}
 	}
 	return ws
+}
+
+// shared yields each entry of b that a holds as an entry too, with the
+// line a has it on.
+func shared(a, b *blocklist.List) iter.Seq2[blocklist.Entry, int] {
+	return func(yield func(blocklist.Entry, int) bool) {
+		for e := range b.All() {
+			if !a.Contains(e.Name) {
+				continue
+			}
+			m, _ := a.Match(e.Name)
+			if !yield(e, m.Line) {
+				return
+			}
+		}
+	}
 }
