@@ -758,14 +758,13 @@ func configChanges(old, cfg *Config) []string {
 // configChanges.
 func structChanges(prefix string, a, b reflect.Value, deep bool) []string {
 	var out []string
-	t := a.Type()
-	for i := range t.NumField() {
-		f := t.Field(i)
-		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if !f.IsExported() || key == "" || key == "-" || key == "policies" {
+	fields := yamlFields(a.Type())
+	for _, key := range fieldNames(fields) {
+		if key == "policies" {
 			continue
 		}
-		av, bv := a.Field(i), b.Field(i)
+		f := fields[key]
+		av, bv := a.FieldByIndex(f.Index), b.FieldByIndex(f.Index)
 		if deep && f.Type.Kind() == reflect.Struct {
 			out = append(out, structChanges(prefix+key+".", av, bv, false)...)
 			continue
