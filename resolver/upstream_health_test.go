@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -393,6 +394,27 @@ func TestFastestExploresUnmeasured(t *testing.T) {
 		assert.Zero(t, sequential(t, f, "after"), "queries slower than upstream_timeout/2")
 		assert.LessOrEqual(t, dead.queries.Load(), int64(1), "client queries sent to the unmeasured dead upstream")
 		require.Eventually(t, func() bool { return dead.probes.Load() >= 1 }, 5*time.Second, 10*time.Millisecond, "explored by a probe")
+	})
+
+	t.Run("a reload keeps what was learnt of the upstreams it keeps", func(t *testing.T) {
+		dead := (&udpUpstream{silent: true}).start(t)
+		good := (&udpUpstream{}).start(t)
+		added := (&udpUpstream{}).start(t)
+		f := quietFence(t, extra, dead.addr, good.addr)
+		sequential(t, f, "before")
+		before := f.handler.Snapshot().Forwarder
+		require.Eventually(t, func() bool { return slices.Contains(before.Down(), dead.addr) }, 5*time.Second, 10*time.Millisecond)
+		path := f.handler.Snapshot().Config.File
+		cfg := strings.ReplaceAll(quietConfig(extra), "{{upstreams}}", fmt.Sprintf("[%q, %q, %q]", dead.addr, good.addr, added.addr))
+		require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
+		r := NewReloader(zap.NewNop(), f.handler, func() (*Config, error) { return LoadConfig(path) })
+		require.NoError(t, r.Reload(false))
+		after := f.handler.Snapshot().Forwarder
+		require.NotSame(t, before, after, "a new forwarder for the new upstream list")
+		assert.Contains(t, after.Down(), dead.addr, "still down after the reload, before any query")
+		queried := dead.queries.Load()
+		assert.Zero(t, sequential(t, f, "after"), "queries slower than upstream_timeout/2")
+		assert.Equal(t, queried, dead.queries.Load(), "no client query goes to the upstream known dead")
 	})
 }
 
