@@ -604,3 +604,40 @@ policies:
 	out = p.dig(t, "+cdflag", "+noadflag", "y.example")
 	assert.Regexp(t, `flags: qr rd ra cd;`, out, "CD copied (RFC 4035 §3.2.2)")
 }
+
+// TestLogOutputStdout: `log.output: stdout` (the container configuration's
+// choice) writes the log to standard output and nothing to standard error.
+func TestLogOutputStdout(t *testing.T) {
+	upstream, _ := testUpstream(t)
+	dir := writeFiles(t, map[string]string{
+		"dnsfence.yaml": fmt.Sprintf("listen: [\"127.0.0.1:0\"]\nupstreams: [%q]\nhttp: \"\"\nlog: {output: stdout}\n", upstream),
+	})
+	cmd := exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	listening, drained := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(drained)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), `"msg":"listening"`) {
+				close(listening)
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case <-listening:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no listening line on stdout")
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	<-drained // Wait closes the pipe: read it to the end first
+	require.NoError(t, cmd.Wait())
+	assert.Empty(t, stderr.String(), "nothing on stderr")
+}
