@@ -1,0 +1,260 @@
+package upstream
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Kind is the protocol an upstream speaks.
+type Kind uint8
+
+// Upstream kinds, by the scheme of their address (DESIGN.md §8).
+const (
+	Plain Kind = iota // "IP:PORT": DNS over UDP, TCP on truncation (RFC 1035, RFC 7766)
+	TLS               // "tls://IP:PORT#NAME": DNS over TLS (RFC 7858)
+	HTTPS             // "https://HOST:PORT/PATH#NAME": DNS over HTTPS (RFC 8484)
+	QUIC              // "quic://IP:PORT#NAME": DNS over QUIC (RFC 9250)
+)
+
+// String names the kind as metric labels and logs do: plain, tls, https,
+// quic.
+func (k Kind) String() string {
+	switch k {
+	case Plain:
+		return "plain"
+	case TLS:
+		return "tls"
+	case HTTPS:
+		return "https"
+	case QUIC:
+		return "quic"
+	}
+	return "kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Default ports: 53 for plain DNS (RFC 1035), 853 for DNS over TLS and
+// QUIC (RFC 7858 §3.1, RFC 9250 §4.1.1), 443 for HTTPS (RFC 8484).
+const (
+	plainPort = 53
+	dotPort   = 853
+	dohPort   = 443
+	doqPort   = 853
+)
+
+// dohDefaultPath is the path of an https upstream written without one, the
+// one RFC 8484 §4.1.1's examples and every public resolver use.
+const dohDefaultPath = "/dns-query"
+
+// Address is a parsed upstream address.
+type Address struct {
+	Kind Kind
+	// Host is where to connect: an IP address (no brackets, no zone for
+	// the encrypted kinds), or for HTTPS also a host name, looked up
+	// through Options.Resolve when a connection is made.
+	Host string
+	Port uint16
+	// Path is the HTTPS URL's path ("/dns-query"); "" for the other kinds.
+	Path string
+	// ServerName is the name the upstream's certificate must carry: the
+	// name after '#', or for HTTPS the URL's host when that is a name. It is
+	// sent as TLS SNI and, for HTTPS, as the request's authority. "" for
+	// plain upstreams.
+	ServerName string
+
+	text string // as written, for Address() in logs and metrics
+}
+
+// String is the address as it was written, or for an Address built by hand
+// its canonical form ("tls://9.9.9.9:853#dns.quad9.net").
+func (a Address) String() string {
+	if a.text != "" {
+		return a.text
+	}
+	hp := a.HostPort()
+	switch a.Kind {
+	case TLS, QUIC:
+		return a.Kind.String() + "://" + hp + "#" + a.ServerName
+	case HTTPS:
+		s := "https://" + hp + a.Path
+		if a.ServerName != a.Host {
+			s += "#" + a.ServerName
+		}
+		return s
+	}
+	return hp
+}
+
+// HostPort is Host and Port joined for net.Dial: "9.9.9.9:853",
+// "[2620:fe::fe]:853", "dns.quad9.net:443".
+func (a Address) HostPort() string {
+	return net.JoinHostPort(a.Host, strconv.Itoa(int(a.Port)))
+}
+
+// ParseAddress parses one entry of `upstreams` (DESIGN.md §8):
+//
+//	IP or IP:PORT                        plain DNS, port 53
+//	tls://IP[:PORT]#NAME                 DNS over TLS, port 853
+//	https://HOST[:PORT][/PATH][#NAME]    DNS over HTTPS, port 443, path /dns-query
+//	quic://IP[:PORT]#NAME                DNS over QUIC, port 853
+//
+// An IPv6 address goes in brackets ("[2620:fe::fe]:853"). NAME is the name
+// the upstream's certificate must carry; an https URL whose host is a name
+// needs none (the host is the name), every other encrypted upstream does.
+// Schemes are matched without regard to case. The error says what is wrong
+// with s and how it would be written.
+func ParseAddress(s string) (Address, error) {
+	scheme, rest, isURL := strings.Cut(s, "://")
+	if !isURL {
+		return parsePlain(s)
+	}
+	var a Address
+	switch strings.ToLower(scheme) {
+	case "tls":
+		a = Address{Kind: TLS, Port: dotPort}
+	case "https":
+		a = Address{Kind: HTTPS, Port: dohPort}
+	case "quic":
+		a = Address{Kind: QUIC, Port: doqPort}
+	case "udp", "tcp", "dns":
+		return Address{}, fmt.Errorf("%q: plain DNS upstreams are written without a scheme: %s", s, rest)
+	default:
+		return Address{}, fmt.Errorf("%q: unknown scheme %q; give tls://IP:PORT#NAME, https://HOST/dns-query, quic://IP:PORT#NAME or IP:PORT for plain DNS", s, scheme)
+	}
+	u, err := url.Parse("x://" + rest)
+	if err != nil {
+		return Address{}, fmt.Errorf("%q is not a URL: %w", s, urlReason(err))
+	}
+	if u.User != nil {
+		return Address{}, fmt.Errorf("%q: a user or password before @ is not supported", s)
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		return Address{}, fmt.Errorf("%q: a query string (?...) is not supported; queries are sent by POST", s)
+	}
+	host := u.Hostname()
+	if host == "" {
+		return Address{}, fmt.Errorf("%q has no host", s)
+	}
+	if p := u.Port(); p != "" || strings.HasSuffix(u.Host, ":") {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || n == 0 {
+			return Address{}, fmt.Errorf("%q: the port %q is not a number from 1 to 65535", s, p)
+		}
+		a.Port = uint16(n)
+	}
+	ip, ipErr := netip.ParseAddr(host)
+	switch {
+	case ipErr == nil && ip.Zone() != "":
+		return Address{}, fmt.Errorf("%q: an IPv6 zone (%%%s) is not supported", s, ip.Zone())
+	case ipErr == nil && ip.Is6() && !strings.HasPrefix(u.Host, "["):
+		return Address{}, fmt.Errorf("%q: an IPv6 address goes in brackets: %s://[%s]", s, a.Kind, host)
+	case ipErr == nil:
+		a.Host = ip.Unmap().String()
+	case strings.Contains(host, ":"):
+		return Address{}, fmt.Errorf("%q: %q is not an IP address", s, host)
+	case a.Kind != HTTPS:
+		return Address{}, fmt.Errorf("%q: the host is a name, not an IP address; %s upstreams are IP addresses, with the name after #: %s://IP:%d#%s", s, a.Kind, a.Kind, a.Port, host)
+	default:
+		name, err := serverName(host)
+		if err != nil {
+			return Address{}, fmt.Errorf("%q: the host %w", s, err)
+		}
+		a.Host = name
+		a.ServerName = name
+	}
+	if a.Kind == HTTPS {
+		a.Path = u.EscapedPath()
+		if a.Path == "" {
+			a.Path = dohDefaultPath
+		}
+	} else if u.Path != "" && u.Path != "/" {
+		return Address{}, fmt.Errorf("%q: %s upstreams have no path (%s)", s, a.Kind, u.Path)
+	}
+	switch frag := u.Fragment; {
+	case frag == "" && a.ServerName == "":
+		return Address{}, fmt.Errorf("%q: the name the upstream's certificate carries is missing; write it after #: %s://%s#dns.example.net", s, a.Kind, strings.TrimSuffix(rest, "#"))
+	case frag != "":
+		name, err := serverName(frag)
+		if err != nil {
+			return Address{}, fmt.Errorf("%q: the name after # %w", s, err)
+		}
+		a.ServerName = name
+	}
+	a.text = s
+	return a, nil
+}
+
+// parsePlain parses a plain DNS upstream: IP, [IPv6], IP:PORT or
+// [IPv6]:PORT.
+func parsePlain(s string) (Address, error) {
+	if ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")); err == nil {
+		if ip.Is6() && !strings.HasPrefix(s, "[") {
+			// "::1:53" parses as an address: say how to write either reading.
+			return Address{}, fmt.Errorf("%q: an IPv6 address goes in brackets: [%s] or [%s]:PORT", s, s, s)
+		}
+		return Address{Kind: Plain, Host: ip.String(), Port: plainPort, text: s}, nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return Address{}, fmt.Errorf("%q is not IP:port", s)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		if host != "" && !strings.Contains(host, ":") && strings.Trim(host, "0123456789.") != "" {
+			return Address{}, fmt.Errorf("%q: the host is a name, not an IP address; plain upstreams are IP addresses", s)
+		}
+		return Address{}, fmt.Errorf("%q: %q is not an IP address", s, host)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
+		return Address{}, fmt.Errorf("%q: the port %q is not a number from 1 to 65535", s, port)
+	}
+	return Address{Kind: Plain, Host: ip.String(), Port: uint16(n), text: s}, nil
+}
+
+// serverName checks a name a certificate is to carry: a host name (without
+// its trailing dot, lowercased) or an IP address (for a certificate with
+// IP address SANs).
+func serverName(s string) (string, error) {
+	if ip, err := netip.ParseAddr(s); err == nil {
+		return ip.String(), nil
+	}
+	name := strings.ToLower(strings.TrimSuffix(s, "."))
+	if name == "" || len(name) > 253 {
+		return "", fmt.Errorf("%q is not a host name", s)
+	}
+	for _, label := range strings.Split(name, ".") {
+		if !isLabel(label) {
+			return "", fmt.Errorf("%q is not a host name: label %q", s, label)
+		}
+	}
+	return name, nil
+}
+
+// isLabel reports a host name label: letters, digits and hyphens, not
+// starting or ending with a hyphen (RFC 1123 §2.1), 63 octets at most.
+// Underscores are allowed, as some private names carry them.
+func isLabel(l string) bool {
+	if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(l); i++ {
+		c := l[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// urlReason is the part of a url.Parse error that says what is wrong,
+// without the URL it repeats.
+func urlReason(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}

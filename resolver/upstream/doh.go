@@ -1,0 +1,217 @@
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// dohMediaType is the media type of DNS messages in DoH (RFC 8484 §6).
+const dohMediaType = "application/dns-message"
+
+// HTTP connection upkeep for DoH.
+const (
+	// dohIdleTimeout closes a connection that carried no request for so long.
+	dohIdleTimeout = 60 * time.Second
+	// dohPingAfter is how long a connection may stay silent before an
+	// HTTP/2 PING checks it is still there, so that a dead connection is
+	// found before a query is lost on it.
+	dohPingAfter = 15 * time.Second
+)
+
+// HTTPStatusError is a DoH answer whose HTTP status is not 200 OK. It is
+// an ErrProtocol.
+type HTTPStatusError struct {
+	Status int // the HTTP status code: 404, 502...
+}
+
+func (e *HTTPStatusError) Error() string {
+	return fmt.Sprintf("http status %d %s", e.Status, http.StatusText(e.Status))
+}
+
+// Unwrap makes an HTTPStatusError an ErrProtocol.
+func (e *HTTPStatusError) Unwrap() error { return ErrProtocol }
+
+// dohTransport sends queries to one DNS-over-HTTPS upstream (RFC 8484) as
+// POST requests of application/dns-message with ID 0 (§4.1), over HTTP/2
+// where the upstream offers it (RFC 8484 §5.2), many queries as streams of
+// one kept connection. The request goes to https://NAME[:PORT]/PATH, NAME
+// being the name the certificate must carry; the connection goes to the
+// address's host (an IP, or a name looked up through Options.Resolve). Only
+// an answer with status 200, content type application/dns-message and a
+// body of at most 65,535 octets is taken; redirects are not followed. A
+// query on a kept connection that breaks is sent once more on a new one.
+type dohTransport struct {
+	addr    Address
+	url     string
+	tr      *http.Transport
+	timeout time.Duration
+	resolve func(ctx context.Context, host string) ([]netip.Addr, error)
+	life    context.Context // ends at Close: ends the requests in flight
+	stop    context.CancelFunc
+}
+
+func newDoH(addr Address, opts Options) *dohTransport {
+	life, stop := context.WithCancel(context.Background())
+	authority := addr.ServerName
+	if addr.Port != dohPort {
+		authority = net.JoinHostPort(authority, strconv.Itoa(int(addr.Port)))
+	} else if ip, err := netip.ParseAddr(authority); err == nil && ip.Is6() {
+		authority = "[" + authority + "]"
+	}
+	t := &dohTransport{
+		addr:    addr,
+		url:     "https://" + authority + addr.Path,
+		timeout: opts.Timeout,
+		resolve: opts.Resolve,
+		life:    life,
+		stop:    stop,
+	}
+	if t.resolve == nil {
+		t.resolve = func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		}
+	}
+	t.tr = &http.Transport{
+		Proxy:                  nil, // never HTTPS_PROXY from the environment
+		DialContext:            t.dial,
+		TLSClientConfig:        clientTLS(addr.ServerName, opts.RootCAs, "h2", "http/1.1"),
+		TLSHandshakeTimeout:    opts.Timeout,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConnsPerHost:    dotPoolSize, // for HTTP/1.1; HTTP/2 needs one
+		IdleConnTimeout:        dohIdleTimeout,
+		MaxResponseHeaderBytes: 64 << 10,
+		DisableCompression:     true,
+		HTTP2: &http.HTTP2Config{
+			SendPingTimeout:  dohPingAfter,
+			PingTimeout:      opts.Timeout,
+			WriteByteTimeout: opts.Timeout,
+		},
+	}
+	return t
+}
+
+// Address is the upstream as configured:
+// "https://9.9.9.9/dns-query#dns.quad9.net".
+func (t *dohTransport) Address() string { return t.addr.String() }
+
+// dial connects to the upstream's host: its IP, or each address its name
+// has in turn until one answers. The address net/http asks for (the
+// server name) is only the key of its connection pool.
+func (t *dohTransport) dial(ctx context.Context, network, _ string) (net.Conn, error) {
+	var addrs []netip.Addr
+	if ip, err := netip.ParseAddr(t.addr.Host); err == nil {
+		addrs = []netip.Addr{ip}
+	} else {
+		if addrs, err = t.resolve(ctx, t.addr.Host); err != nil {
+			return nil, fmt.Errorf("looking up %s: %w", t.addr.Host, err)
+		}
+		if len(addrs) == 0 {
+			return nil, fmt.Errorf("looking up %s: no address", t.addr.Host)
+		}
+	}
+	var d net.Dialer
+	var errs []error
+	for _, a := range addrs {
+		conn, err := d.DialContext(ctx, network, netip.AddrPortFrom(a.Unmap(), t.addr.Port).String())
+		if err == nil {
+			return conn, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, dialError(errors.Join(errs...))
+}
+
+// Exchange sends q and waits for its answer (see Transport and
+// dohTransport). Errors are those listed at ErrProtocol.
+func (t *dohTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+	if t.life.Err() != nil {
+		return nil, ErrClosed
+	}
+	wq, err := packQuery(q, false)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	defer context.AfterFunc(t.life, cancel)()
+	var broken error
+	for try := 0; ; try++ {
+		resp, gotConn, err := t.post(ctx, wq)
+		switch {
+		case err == nil:
+			return resp, nil
+		case t.life.Err() != nil:
+			return nil, ErrClosed
+		case ctx.Err() != nil:
+			return nil, ctxError(ctx, "dns over https", broken)
+		case !gotConn || errors.Is(err, ErrProtocol) || try == 1:
+			// No connection (refused, a bad certificate), or the upstream
+			// answered: nothing a new connection would change.
+			return nil, err
+		}
+		broken = err
+	}
+}
+
+// post sends one request. gotConn reports that it got as far as a
+// connection (with its TLS handshake done): an error after that is the
+// connection breaking or the upstream's answer being unusable.
+func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, gotConn bool, _ error) {
+	var got atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { got.Store(true) },
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(wq.wire))
+	if err != nil {
+		return nil, false, fmt.Errorf("dns over https: %w", err)
+	}
+	req.Header.Set("Content-Type", dohMediaType)
+	req.Header.Set("Accept", dohMediaType)
+	resp, err := t.tr.RoundTrip(req)
+	if err != nil {
+		return nil, got.Load(), fmt.Errorf("dns over https: %w", dialError(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // lets the connection be reused
+		return nil, true, fmt.Errorf("dns over https: %w", &HTTPStatusError{Status: resp.StatusCode})
+	}
+	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != dohMediaType {
+		return nil, true, fmt.Errorf("dns over https: %w: content type %q, not %s", ErrProtocol, resp.Header.Get("Content-Type"), dohMediaType)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMessage+1))
+	if err != nil {
+		return nil, true, fmt.Errorf("dns over https: reading the answer: %w", err)
+	}
+	if len(body) > maxMessage {
+		return nil, true, fmt.Errorf("dns over https: %w: answer body over %d octets", ErrProtocol, maxMessage)
+	}
+	m, err := wq.answer(body, 0)
+	if err != nil {
+		return nil, true, fmt.Errorf("dns over https: %w", err)
+	}
+	return m, true, nil
+}
+
+// Close closes the connections; queries in flight get ErrClosed.
+func (t *dohTransport) Close() error {
+	t.stop()
+	t.tr.CloseIdleConnections()
+	return nil
+}

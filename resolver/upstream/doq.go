@@ -1,0 +1,301 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
+)
+
+// DoQ error codes (RFC 9250 §4.3), sent in QUIC's CONNECTION_CLOSE,
+// RESET_STREAM and STOP_SENDING.
+const (
+	doqNoError          = 0x0 // DOQ_NO_ERROR: closing, nothing wrong
+	doqInternalError    = 0x1 // DOQ_INTERNAL_ERROR: the peer could not process the query
+	doqProtocolError    = 0x2 // DOQ_PROTOCOL_ERROR: the peer broke RFC 9250
+	doqRequestCancelled = 0x3 // DOQ_REQUEST_CANCELLED: the client gave up on the query
+	doqExcessiveLoad    = 0x4 // DOQ_EXCESSIVE_LOAD: the server is overloaded
+	doqUnspecifiedError = 0x5 // DOQ_UNSPECIFIED_ERROR
+)
+
+// doqIdleTimeout is the QUIC idle timeout of a DoQ connection (RFC 9000
+// §10.1): one unused for so long is closed, and the next query dials anew.
+const doqIdleTimeout = 30 * time.Second
+
+// DoQError is a DoQ stream reset or connection closed by the upstream with
+// an error code (RFC 9250 §4.3). It is an ErrProtocol.
+type DoQError struct {
+	Code   uint64 // the error code: DOQ_INTERNAL_ERROR is 1, DOQ_EXCESSIVE_LOAD 4...
+	Stream bool   // the query's stream was reset; false: the whole connection was closed
+}
+
+func (e *DoQError) Error() string {
+	what := "closed the connection"
+	if e.Stream {
+		what = "reset the query's stream"
+	}
+	return fmt.Sprintf("the upstream %s with %s", what, doqCodeName(e.Code))
+}
+
+// Unwrap makes a DoQError an ErrProtocol.
+func (e *DoQError) Unwrap() error { return ErrProtocol }
+
+// doqCodeName names a DoQ error code as RFC 9250 §8.4 does.
+func doqCodeName(code uint64) string {
+	switch code {
+	case doqNoError:
+		return "DOQ_NO_ERROR (0)"
+	case doqInternalError:
+		return "DOQ_INTERNAL_ERROR (1)"
+	case doqProtocolError:
+		return "DOQ_PROTOCOL_ERROR (2)"
+	case doqRequestCancelled:
+		return "DOQ_REQUEST_CANCELLED (3)"
+	case doqExcessiveLoad:
+		return "DOQ_EXCESSIVE_LOAD (4)"
+	case doqUnspecifiedError:
+		return "DOQ_UNSPECIFIED_ERROR (5)"
+	}
+	return fmt.Sprintf("error code %#x", code)
+}
+
+// doqTransport sends queries to one DNS-over-QUIC upstream (RFC 9250) on
+// one kept connection, each query on a bidirectional stream of its own
+// (§4.2): a 2-octet length, the query with ID 0 (§4.2.1), then STREAM FIN;
+// the answer comes back the same way on the same stream. A query whose ctx
+// ends cancels its stream with DOQ_REQUEST_CANCELLED (§4.3.2). An answer
+// that breaks the protocol (a non-zero ID, FIN before the whole message,
+// more than one answer, edns-tcp-keepalive: §4.3.3, §5.5.2) closes the
+// connection with DOQ_PROTOCOL_ERROR. A connection that closes or breaks
+// is dialled anew, and a query in flight on it is sent once more.
+type doqTransport struct {
+	addr    Address
+	tls     *tls.Config
+	quic    *quic.Config
+	timeout time.Duration
+	life    context.Context // ends at Close: stops a dial in progress
+	stop    context.CancelFunc
+
+	mu      sync.Mutex
+	conn    *quic.Conn // the kept connection; nil or closed: dial anew
+	dialing *doqDial   // the dial in progress, if any, shared by the queries waiting for it
+	closed  bool
+}
+
+// doqDial is a dial in progress.
+type doqDial struct {
+	done chan struct{} // closed when conn or err is set
+	conn *quic.Conn
+	err  error
+}
+
+func newDoQ(addr Address, opts Options) *doqTransport {
+	life, stop := context.WithCancel(context.Background())
+	return &doqTransport{
+		addr: addr,
+		tls:  clientTLS(addr.ServerName, opts.RootCAs, "doq"),
+		quic: &quic.Config{
+			HandshakeIdleTimeout: opts.Timeout,
+			MaxIdleTimeout:       doqIdleTimeout,
+		},
+		timeout: opts.Timeout,
+		life:    life,
+		stop:    stop,
+	}
+}
+
+// Address is the upstream as configured: "quic://9.9.9.9:853#dns.quad9.net".
+func (t *doqTransport) Address() string { return t.addr.String() }
+
+// Exchange sends q and waits for its answer (see Transport and
+// doqTransport). Errors are those listed at ErrProtocol.
+func (t *doqTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+	wq, err := packQuery(q, true)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	var broken error // the first try's connection broke
+	for try := 0; ; try++ {
+		resp, err := t.try(ctx, wq)
+		var be *brokenConnError
+		switch {
+		case err == nil:
+			return resp, nil
+		case t.isClosed():
+			return nil, ErrClosed
+		case ctx.Err() != nil:
+			return nil, ctxError(ctx, "dns over quic", broken)
+		case !errors.As(err, &be) || try == 1:
+			return nil, err
+		}
+		broken = err
+	}
+}
+
+// try sends the query on a stream of the kept connection and reads its
+// answer.
+func (t *doqTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error) {
+	conn, err := t.connection(ctx)
+	if err != nil {
+		return nil, err
+	}
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, t.streamError(conn, err)
+	}
+	stop := context.AfterFunc(ctx, func() {
+		str.CancelWrite(doqRequestCancelled)
+		str.CancelRead(doqRequestCancelled)
+	})
+	defer stop()
+	if _, err := str.Write(wq.withID(0, true)); err != nil {
+		return nil, t.streamError(conn, err)
+	}
+	if err := str.Close(); err != nil { // STREAM FIN: the query is complete
+		return nil, t.streamError(conn, err)
+	}
+	var hdr [2]byte
+	if _, err := io.ReadFull(str, hdr[:]); err != nil {
+		return nil, t.streamError(conn, err)
+	}
+	b := make([]byte, int(hdr[0])<<8|int(hdr[1]))
+	if _, err := io.ReadFull(str, b); err != nil {
+		return nil, t.streamError(conn, err)
+	}
+	// The server ends the stream after its answer (§4.2); anything more on
+	// it is a second answer, which a query never has.
+	var more [1]byte
+	if n, err := str.Read(more[:]); n > 0 {
+		return nil, t.protocolError(conn, fmt.Errorf("%w: more than one answer on a stream", ErrProtocol))
+	} else if err != io.EOF {
+		return nil, t.streamError(conn, err)
+	}
+	resp, err := wq.answer(b, 0)
+	switch {
+	case errors.Is(err, ErrProtocol):
+		return nil, t.protocolError(conn, err)
+	case err != nil:
+		return nil, err
+	}
+	return resp, nil
+}
+
+// connection is the kept connection, dialled (once for all the queries
+// that wait for it) when there is none or it has closed.
+func (t *doqTransport) connection(ctx context.Context) (*quic.Conn, error) {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if t.conn != nil && t.conn.Context().Err() == nil {
+		conn := t.conn
+		t.mu.Unlock()
+		return conn, nil
+	}
+	d := t.dialing
+	if d == nil {
+		d = &doqDial{done: make(chan struct{})}
+		t.dialing = d
+		go t.dial(d)
+	}
+	t.mu.Unlock()
+	select {
+	case <-d.done:
+		return d.conn, d.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// dial connects, with the QUIC handshake, within the transport's timeout.
+func (t *doqTransport) dial(d *doqDial) {
+	defer close(d.done)
+	ctx, cancel := context.WithTimeout(t.life, t.timeout)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, t.addr.HostPort(), t.tls, t.quic)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.dialing = nil
+	switch {
+	case t.closed:
+		if conn != nil {
+			_ = conn.CloseWithError(doqNoError, "")
+		}
+		d.err = ErrClosed
+	case err != nil:
+		d.err = fmt.Errorf("connecting over quic: %w", dialError(err))
+	default:
+		t.conn, d.conn = conn, conn
+	}
+}
+
+// streamError types an error of a query's stream: the stream reset by the
+// upstream is a *DoQError; the connection closing or breaking under the
+// query is a *brokenConnError (the query is sent once more), with a
+// *DoQError inside when the upstream closed it with an error code; a
+// stream ending before the whole answer came is a protocol error.
+func (t *doqTransport) streamError(conn *quic.Conn, err error) error {
+	var se *quic.StreamError
+	var ae *quic.ApplicationError
+	switch {
+	case errors.As(err, &se) && se.Remote:
+		return &DoQError{Code: uint64(se.ErrorCode), Stream: true}
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return t.protocolError(conn, fmt.Errorf("%w: the stream ended before the whole answer", ErrProtocol))
+	case conn.Context().Err() == nil:
+		return fmt.Errorf("dns over quic: %w", err)
+	}
+	t.forget(conn)
+	if errors.As(err, &ae) && ae.Remote && ae.ErrorCode != doqNoError {
+		err = fmt.Errorf("%w: %w", &DoQError{Code: uint64(ae.ErrorCode)}, err)
+	}
+	return &brokenConnError{err: err}
+}
+
+// protocolError closes conn with DOQ_PROTOCOL_ERROR, as RFC 9250 §4.3.3
+// asks of a peer that finds the protocol broken; err (an ErrProtocol)
+// says why.
+func (t *doqTransport) protocolError(conn *quic.Conn, err error) error {
+	t.forget(conn)
+	_ = conn.CloseWithError(doqProtocolError, err.Error())
+	return fmt.Errorf("dns over quic: %w", err)
+}
+
+// forget drops conn as the kept connection, if it still is.
+func (t *doqTransport) forget(conn *quic.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conn == conn {
+		t.conn = nil
+	}
+}
+
+func (t *doqTransport) isClosed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed
+}
+
+// Close closes the connection with DOQ_NO_ERROR; queries in flight get
+// ErrClosed.
+func (t *doqTransport) Close() error {
+	t.mu.Lock()
+	t.closed = true
+	conn := t.conn
+	t.conn = nil
+	t.mu.Unlock()
+	t.stop()
+	if conn != nil {
+		_ = conn.CloseWithError(doqNoError, "")
+	}
+	return nil
+}

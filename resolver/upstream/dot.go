@@ -1,0 +1,380 @@
+package upstream
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// DNS over TLS connection pool (RFC 7858, with RFC 7766's pipelining).
+const (
+	// dotPoolSize is how many connections are kept to one upstream.
+	dotPoolSize = 4
+	// dotPipeline is how many queries may be in flight on each connection
+	// before another is opened (while there are fewer than dotPoolSize):
+	// one connection carries all but bursts.
+	dotPipeline = 16
+	// dotMaxInflight bounds the query IDs taken on one connection, by
+	// queries in flight and by abandoned ones whose answer may still come.
+	dotMaxInflight = 1024
+	// dotIdleTimeout closes a connection nothing was read from for that
+	// long (RFC 7766 §6.2.3: clients close idle connections; servers will).
+	dotIdleTimeout = 20 * time.Second
+)
+
+// dotTransport sends queries to one DNS-over-TLS upstream over a small
+// pool of kept connections, many queries in flight on each, told apart by
+// ID and answered in any order (RFC 7766 §6.2.1.1). Each query gets a fresh
+// random ID, unique on its connection; the caller's ID is put back in the
+// answer. A query in flight on a connection that breaks (the upstream
+// closes it, a reset, a failed write) is sent once more on another.
+type dotTransport struct {
+	addr    Address
+	tls     *tls.Config
+	timeout time.Duration
+	life    context.Context // ends at Close: stops dials in progress
+	stop    context.CancelFunc
+
+	mu     sync.Mutex
+	conns  []*dotConn // live or being dialled; a broken one removes itself
+	closed bool
+}
+
+// dotConn is one connection of the pool.
+type dotConn struct {
+	t     *dotTransport
+	ready chan struct{} // closed when the dial ended: conn or err is set
+	conn  net.Conn      // set under mu before ready closes, read after
+	err   error         // why the dial failed
+
+	wmu sync.Mutex // one frame written at a time
+
+	mu sync.Mutex
+	// waiting holds the channel of each query in flight by its ID. A nil
+	// channel is a query abandoned (its ctx ended) whose ID stays taken
+	// until its answer comes, so that a late answer is never taken for
+	// another query's.
+	waiting   map[uint16]chan []byte
+	abandoned int   // nil entries in waiting
+	load      int   // queries between pick and release
+	broken    error // why the connection is no longer used; set once
+	ids       *rand.ChaCha8
+}
+
+// brokenConnError is a connection that broke with the query in flight: the
+// query is tried once more on another connection.
+type brokenConnError struct{ err error }
+
+func (e *brokenConnError) Error() string {
+	if errors.Is(e.err, io.EOF) {
+		return "the upstream closed the connection"
+	}
+	return "the connection broke: " + e.err.Error()
+}
+
+func (e *brokenConnError) Unwrap() error { return e.err }
+
+func newDoT(addr Address, opts Options) *dotTransport {
+	life, stop := context.WithCancel(context.Background())
+	return &dotTransport{
+		addr:    addr,
+		tls:     clientTLS(addr.ServerName, opts.RootCAs, "dot"),
+		timeout: opts.Timeout,
+		life:    life,
+		stop:    stop,
+	}
+}
+
+// Address is the upstream as configured: "tls://9.9.9.9:853#dns.quad9.net".
+func (t *dotTransport) Address() string { return t.addr.String() }
+
+// Exchange sends q and waits for its answer (see Transport and
+// dotTransport). Errors are those listed at ErrProtocol.
+func (t *dotTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+	wq, err := packQuery(q, false)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	var broken error // the first try's connection broke
+	for try := 0; ; try++ {
+		resp, err := t.try(ctx, wq)
+		var be *brokenConnError
+		switch {
+		case err == nil:
+			return resp, nil
+		case ctx.Err() != nil:
+			return nil, ctxError(ctx, "dns over tls", broken)
+		case !errors.As(err, &be) || try == 1:
+			return nil, err
+		}
+		broken = err
+	}
+}
+
+// try sends the query on one connection of the pool and waits for its
+// answer.
+func (t *dotTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error) {
+	c, err := t.pick()
+	if err != nil {
+		return nil, err
+	}
+	defer c.release()
+	select {
+	case <-c.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	id, ch, err := c.register()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.write(wq.withID(id, true)); err != nil {
+		c.fail(err)
+		return nil, c.brokenError()
+	}
+	select {
+	case b, ok := <-ch:
+		if !ok {
+			return nil, c.brokenError()
+		}
+		return wq.answer(b, id)
+	case <-ctx.Done():
+		c.abandon(id)
+		return nil, ctx.Err()
+	}
+}
+
+// pick chooses the connection for a query: the least loaded, or a new one
+// when every connection has dotPipeline queries in flight and the pool has
+// room. The query counts in the connection's load until release.
+func (t *dotTransport) pick() (*dotConn, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, ErrClosed
+	}
+	var best *dotConn
+	bestLoad := 0
+	for _, c := range t.conns {
+		c.mu.Lock()
+		load, usable := c.load+c.abandoned, c.broken == nil && len(c.waiting) < dotMaxInflight
+		c.mu.Unlock()
+		if usable && (best == nil || load < bestLoad) {
+			best, bestLoad = c, load
+		}
+	}
+	if best == nil || bestLoad >= dotPipeline && len(t.conns) < dotPoolSize {
+		if len(t.conns) >= dotPoolSize {
+			return nil, fmt.Errorf("dns over tls: %d queries in flight on each of %d connections", dotMaxInflight, dotPoolSize)
+		}
+		var seed [32]byte
+		_, _ = crand.Read(seed[:]) // never fails on Linux (Go 1.24+ crashes instead)
+		best = &dotConn{t: t, ready: make(chan struct{}), waiting: map[uint16]chan []byte{}, ids: rand.NewChaCha8(seed)}
+		t.conns = append(t.conns, best)
+		go best.dial()
+	}
+	best.mu.Lock()
+	best.load++
+	best.mu.Unlock()
+	return best, nil
+}
+
+// remove takes c out of the pool.
+func (t *dotTransport) remove(c *dotConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.conns = slices.DeleteFunc(t.conns, func(x *dotConn) bool { return x == c })
+}
+
+// Close closes every connection; queries in flight get ErrClosed.
+func (t *dotTransport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	conns := slices.Clone(t.conns)
+	t.mu.Unlock()
+	t.stop()
+	for _, c := range conns {
+		c.fail(ErrClosed)
+	}
+	return nil
+}
+
+// dial connects, with the TLS handshake, within the transport's timeout;
+// the queries waiting for c are woken when it is done.
+func (c *dotConn) dial() {
+	defer close(c.ready)
+	ctx, cancel := context.WithTimeout(c.t.life, c.t.timeout)
+	defer cancel()
+	d := tls.Dialer{Config: c.t.tls}
+	conn, err := d.DialContext(ctx, "tcp", c.t.addr.HostPort())
+	c.mu.Lock()
+	switch {
+	case c.broken != nil: // closed while dialling
+		if conn != nil {
+			_ = conn.Close()
+		}
+		c.err = c.broken
+	case err != nil:
+		c.err = fmt.Errorf("connecting over tls: %w", dialError(err))
+		c.broken = c.err
+	default:
+		c.conn = conn
+		c.extendDeadline()
+		go c.read()
+	}
+	failed := c.conn == nil
+	c.mu.Unlock()
+	if failed {
+		c.t.remove(c)
+	}
+}
+
+// extendDeadline pushes the read deadline past both the idle timeout and
+// the query timeout. c.mu is held.
+func (c *dotConn) extendDeadline() {
+	_ = c.conn.SetReadDeadline(time.Now().Add(max(dotIdleTimeout, c.t.timeout)))
+}
+
+// read hands each answer to the query waiting for its ID, until the
+// connection fails or is idle for dotIdleTimeout. An answer with an ID
+// nothing waits for (a duplicate) is dropped; a frame too short to hold a
+// DNS header breaks the connection.
+func (c *dotConn) read() {
+	var hdr [2]byte
+	for {
+		if _, err := io.ReadFull(c.conn, hdr[:]); err != nil {
+			c.fail(err)
+			return
+		}
+		n := int(hdr[0])<<8 | int(hdr[1])
+		if n < 12 {
+			c.fail(fmt.Errorf("%w: a %d-octet frame, too short for a DNS message", ErrProtocol, n))
+			return
+		}
+		b := make([]byte, n)
+		if _, err := io.ReadFull(c.conn, b); err != nil {
+			c.fail(err)
+			return
+		}
+		id := uint16(b[0])<<8 | uint16(b[1])
+		c.mu.Lock()
+		ch, ok := c.waiting[id]
+		if ok {
+			delete(c.waiting, id)
+			if ch == nil {
+				c.abandoned--
+			}
+		}
+		c.extendDeadline()
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- b // buffered: never blocks
+		}
+	}
+}
+
+// register takes a random query ID free on c for a query, and the channel
+// its answer comes on.
+func (c *dotConn) register() (uint16, chan []byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.broken != nil {
+		return 0, nil, c.brokenErrorLocked()
+	}
+	// At most dotMaxInflight of 65,536 IDs are taken (a few more when
+	// queries race for the last ones): a free one comes within a few draws.
+	for range 1 << 16 {
+		id := uint16(c.ids.Uint64())
+		if _, taken := c.waiting[id]; taken {
+			continue
+		}
+		ch := make(chan []byte, 1)
+		c.waiting[id] = ch
+		c.extendDeadline()
+		return id, ch, nil
+	}
+	return 0, nil, fmt.Errorf("dns over tls: no free query ID on the connection")
+}
+
+// write sends one framed query.
+func (c *dotConn) write(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(c.t.timeout))
+	_, err := c.conn.Write(b)
+	return err
+}
+
+// abandon gives up on the query with ID id, keeping its ID taken until its
+// answer comes.
+func (c *dotConn) abandon(id uint16) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ch, ok := c.waiting[id]; ok && ch != nil {
+		c.waiting[id] = nil
+		c.abandoned++
+	}
+}
+
+// release ends a query's part in c's load.
+func (c *dotConn) release() {
+	c.mu.Lock()
+	c.load--
+	c.mu.Unlock()
+}
+
+// fail marks c broken by err, wakes every query waiting on it, closes it
+// and takes it out of the pool.
+func (c *dotConn) fail(err error) {
+	c.mu.Lock()
+	if c.broken != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.broken = err
+	for _, ch := range c.waiting {
+		if ch != nil {
+			close(ch)
+		}
+	}
+	c.waiting = nil
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		_ = conn.Close()
+	}
+	c.t.remove(c)
+}
+
+// brokenError is the error for a query whose connection broke.
+func (c *dotConn) brokenError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.brokenErrorLocked()
+}
+
+func (c *dotConn) brokenErrorLocked() error {
+	if errors.Is(c.broken, ErrClosed) {
+		return ErrClosed
+	}
+	return &brokenConnError{err: c.broken}
+}

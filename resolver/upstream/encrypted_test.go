@@ -1,0 +1,303 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// newTestTransport parses s and builds its transport, closed at the end of
+// the test.
+func newTestTransport(t *testing.T, s string, opts Options) Transport {
+	t.Helper()
+	addr, err := ParseAddress(s)
+	require.NoError(t, err)
+	tr, err := NewTransport(addr, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tr.Close() })
+	return tr
+}
+
+// paddingOf is the EDNS(0) Padding option of m, if any.
+func paddingOf(m *dns.Msg) *dns.EDNS0_PADDING {
+	if opt := m.IsEdns0(); opt != nil {
+		for _, o := range opt.Option {
+			if p, ok := o.(*dns.EDNS0_PADDING); ok {
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+// TestEncryptedAnswer checks each kind's answer against what the upstream
+// said and what the client asked: the client's ID back, the answer
+// section, EDNS as the client had it with no Padding of the upstream's, and
+// upstream-side a padded query (RFC 8467) with the ID the protocol wants.
+func TestEncryptedAnswer(t *testing.T) {
+	pki := newPKI(t)
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			srv := k.start(t, pki.good, answerA)
+			tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+			for _, tc := range []struct {
+				name   string
+				qname  string
+				noEDNS bool
+			}{
+				{"edns", "a.example.", false},
+				{"no edns", "b.example.", true},
+				{"long name", "a-long-label-to-make-the-query-longer-than-one-block.and-another-label-as-long-as-that-one.example.", false},
+				{"escaped name", `a\.b\(c\001.example.`, false},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					q := testQuery(tc.qname, tc.noEDNS)
+					q.Id = 0xbeef
+					before := q.String()
+					resp, err := tr.Exchange(context.Background(), q)
+					require.NoError(t, err)
+					assert.Equal(t, before, q.String(), "the caller's query is not modified")
+					assert.Equal(t, uint16(0xbeef), resp.Id, "the client's ID is restored")
+					assert.True(t, resp.Response)
+					assert.Equal(t, dns.RcodeSuccess, resp.Rcode)
+					require.Len(t, resp.Question, 1)
+					assert.Equal(t, q.Question[0], resp.Question[0])
+					require.Len(t, resp.Answer, 1)
+					assert.Equal(t, "192.0.2.1", resp.Answer[0].(*dns.A).A.String())
+					if tc.noEDNS {
+						assert.Nil(t, resp.IsEdns0(), "an OPT added for padding is not passed on")
+					} else {
+						require.NotNil(t, resp.IsEdns0())
+						assert.True(t, resp.IsEdns0().Do(), "DO is the client's")
+						assert.Nil(t, paddingOf(resp), "the upstream's padding is not passed on")
+					}
+
+					got := srv.queries()
+					require.NotEmpty(t, got)
+					wire := got[len(got)-1]
+					assert.Zero(t, len(wire)%queryPaddingBlock, "query of %d octets is padded to a multiple of %d", len(wire), queryPaddingBlock)
+					sent := new(dns.Msg)
+					require.NoError(t, sent.Unpack(wire))
+					assert.NotNil(t, paddingOf(sent), "the query carries a Padding option")
+					assert.Equal(t, q.Question, sent.Question)
+					require.NotNil(t, sent.IsEdns0())
+					assert.Equal(t, !tc.noEDNS, sent.IsEdns0().Do())
+					if k.name != "tls" {
+						assert.Zero(t, sent.Id, "DoH and DoQ queries carry ID 0 (RFC 8484 §4.1, RFC 9250 §4.2.1)")
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestDoTFreshIDs: each DoT query goes out with an ID of its own, not the
+// client's, so that a pipelined connection tells answers apart.
+func TestDoTFreshIDs(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoT(t, pki.good, serveFrames(answerA))
+	tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	for i := range 20 {
+		q := testQuery(fmt.Sprintf("n%d.example.", i), false)
+		q.Id = 7
+		resp, err := tr.Exchange(context.Background(), q)
+		require.NoError(t, err)
+		assert.Equal(t, uint16(7), resp.Id)
+	}
+	ids := map[uint16]bool{}
+	for _, b := range srv.queries() {
+		ids[uint16(b[0])<<8|uint16(b[1])] = true
+	}
+	assert.Greater(t, len(ids), 15, "20 queries went out with %d distinct IDs", len(ids))
+	assert.False(t, len(ids) == 1 && ids[7], "the client's ID was sent upstream")
+}
+
+// TestEncryptedCertificate: a certificate for another name, or from a root
+// that is not trusted, is an error of its own kind, never an answer, and no
+// query reaches the server.
+func TestEncryptedCertificate(t *testing.T) {
+	pki := newPKI(t)
+	for _, k := range kinds {
+		for _, tc := range []struct {
+			name  string
+			cert  tls.Certificate
+			x509  any // the x509 error inside the verification error
+			roots bool
+		}{
+			{"wrong name", pki.wrongName, new(x509.HostnameError), true},
+			{"untrusted root", pki.untrusted, new(x509.UnknownAuthorityError), true},
+			{"system roots only", pki.good, new(x509.UnknownAuthorityError), false},
+		} {
+			t.Run(k.name+"/"+tc.name, func(t *testing.T) {
+				srv := k.start(t, tc.cert, answerA)
+				opts := pki.testOptions(t)
+				if !tc.roots {
+					opts.RootCAs = nil
+				}
+				tr := newTestTransport(t, srv.upstream(testServerName), opts)
+				resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+				require.Error(t, err)
+				assert.Nil(t, resp)
+				var cve *tls.CertificateVerificationError
+				assert.ErrorAs(t, err, &cve, "%v", err)
+				assert.ErrorAs(t, err, tc.x509, "%v", err)
+				assert.False(t, isTimeoutError(err))
+				assert.NotErrorIs(t, err, ErrProtocol)
+				assert.Empty(t, srv.queries(), "no query is sent over an unverified connection")
+			})
+		}
+	}
+}
+
+// TestEncryptedTimeout: an upstream that never answers ends the exchange
+// at the caller's deadline, or at Options.Timeout, with an error that says
+// timeout.
+func TestEncryptedTimeout(t *testing.T) {
+	pki := newPKI(t)
+	never := func(*dns.Msg) *dns.Msg { return nil }
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			srv := k.start(t, pki.good, never)
+			t.Run("ctx deadline", func(t *testing.T) {
+				tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+				ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+				defer cancel()
+				start := time.Now()
+				resp, err := tr.Exchange(ctx, testQuery("a.example.", false))
+				assert.Nil(t, resp)
+				assert.ErrorIs(t, err, context.DeadlineExceeded)
+				assert.Less(t, time.Since(start), 3*time.Second)
+			})
+			t.Run("options timeout", func(t *testing.T) {
+				opts := pki.testOptions(t)
+				opts.Timeout = 300 * time.Millisecond
+				tr := newTestTransport(t, srv.upstream(testServerName), opts)
+				start := time.Now()
+				resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+				assert.Nil(t, resp)
+				assert.True(t, isTimeoutError(err), "%v", err)
+				assert.Less(t, time.Since(start), 3*time.Second)
+			})
+			t.Run("cancelled", func(t *testing.T) {
+				tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() {
+					_, err := tr.Exchange(ctx, testQuery("a.example.", false))
+					done <- err
+				}()
+				require.Eventually(t, func() bool { return len(srv.queries()) > 0 }, 5*time.Second, 5*time.Millisecond)
+				cancel()
+				select {
+				case err := <-done:
+					assert.ErrorIs(t, err, context.Canceled)
+				case <-time.After(5 * time.Second):
+					t.Fatal("Exchange did not return after its ctx was cancelled")
+				}
+			})
+		})
+	}
+}
+
+// TestEncryptedReuse: queries, one after another and many at once, share
+// one kept connection (DoT pipelining, HTTP/2 streams, QUIC streams).
+func TestEncryptedReuse(t *testing.T) {
+	pki := newPKI(t)
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			srv := k.start(t, pki.good, answerA)
+			tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+			for i := range 10 {
+				resp, err := tr.Exchange(context.Background(), testQuery(fmt.Sprintf("s%d.example.", i), false))
+				require.NoError(t, err)
+				assert.Len(t, resp.Answer, 1)
+			}
+			assert.Equal(t, 1, srv.connections(), "sequential queries use one connection")
+			var wg sync.WaitGroup
+			errs := make(chan error, 10)
+			for i := range 10 {
+				wg.Go(func() {
+					q := testQuery(fmt.Sprintf("c%d.example.", i), false)
+					resp, err := tr.Exchange(context.Background(), q)
+					if err == nil && (len(resp.Answer) != 1 || resp.Question[0].Name != q.Question[0].Name) {
+						err = fmt.Errorf("wrong answer for %s: %v", q.Question[0].Name, resp)
+					}
+					errs <- err
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				assert.NoError(t, err)
+			}
+			assert.Equal(t, 1, srv.connections(), "10 queries at once fit on the kept connection")
+			assert.Len(t, srv.queries(), 20)
+		})
+	}
+}
+
+// TestEncryptedClose: after Close, Exchange fails with ErrClosed (a
+// net.ErrClosed), and so does a query in flight at the time.
+func TestEncryptedClose(t *testing.T) {
+	pki := newPKI(t)
+	never := func(*dns.Msg) *dns.Msg { return nil }
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			srv := k.start(t, pki.good, never)
+			tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+			done := make(chan error, 1)
+			go func() {
+				_, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+				done <- err
+			}()
+			require.Eventually(t, func() bool { return len(srv.queries()) > 0 }, 5*time.Second, 5*time.Millisecond)
+			require.NoError(t, tr.Close())
+			select {
+			case err := <-done:
+				assert.ErrorIs(t, err, ErrClosed)
+			case <-time.After(5 * time.Second):
+				t.Fatal("a query in flight did not end at Close")
+			}
+			_, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+			assert.ErrorIs(t, err, ErrClosed)
+			assert.ErrorIs(t, err, net.ErrClosed)
+		})
+	}
+}
+
+// TestEncryptedRefused: a TCP port nothing listens on refuses the
+// connection, and the error says so (ErrConnRefused), for DoT and DoH.
+func TestEncryptedRefused(t *testing.T) {
+	port := strconv.Itoa(freePort(t))
+	for _, s := range []string{
+		"tls://127.0.0.1:" + port + "#" + testServerName,
+		"https://127.0.0.1:" + port + "/dns-query#" + testServerName,
+	} {
+		t.Run(s, func(t *testing.T) {
+			tr := newTestTransport(t, s, Options{Timeout: 5 * time.Second})
+			resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+			assert.Nil(t, resp)
+			assert.ErrorIs(t, err, ErrConnRefused)
+			assert.False(t, isTimeoutError(err))
+		})
+	}
+}
+
+// TestNewTransportPlain: plain upstreams are not built by NewTransport.
+func TestNewTransportPlain(t *testing.T) {
+	addr, err := ParseAddress("192.0.2.1:53")
+	require.NoError(t, err)
+	tr, err := NewTransport(addr, Options{})
+	assert.Nil(t, tr)
+	assert.ErrorContains(t, err, "encrypted upstreams only")
+}

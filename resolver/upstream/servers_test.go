@@ -1,0 +1,356 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
+	"github.com/stretchr/testify/require"
+)
+
+// testServer is an encrypted DNS server of a test, on 127.0.0.1.
+type testServer interface {
+	// upstream is the server's address as an upstream, with name after #.
+	upstream(name string) string
+	// connections is how many connections it accepted.
+	connections() int
+	// queries are the queries it received, as they came (no framing).
+	queries() [][]byte
+}
+
+// kinds are the encrypted transports, each with a test server speaking it
+// that answers each query with answer (nil: never answers).
+var kinds = []struct {
+	name  string
+	start func(t *testing.T, cert tls.Certificate, answer func(*dns.Msg) *dns.Msg) testServer
+}{
+	{"tls", func(t *testing.T, cert tls.Certificate, answer func(*dns.Msg) *dns.Msg) testServer {
+		return startDoT(t, cert, serveFrames(answer))
+	}},
+	{"https", func(t *testing.T, cert tls.Certificate, answer func(*dns.Msg) *dns.Msg) testServer {
+		return startDoH(t, cert, answer)
+	}},
+	{"quic", func(t *testing.T, cert tls.Certificate, answer func(*dns.Msg) *dns.Msg) testServer {
+		return startDoQ(t, cert, serveDoQ(answer))
+	}},
+}
+
+// dotTestServer is a DNS-over-TLS server whose connections serve runs.
+type dotTestServer struct {
+	addr     string
+	accepted atomic.Int32
+	rec      recorder
+	mu       sync.Mutex
+	conns    []net.Conn
+}
+
+func startDoT(t *testing.T, cert tls.Certificate, serve func(*dotTestServer, net.Conn)) *dotTestServer {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{"dot"},
+		MinVersion:   tls.VersionTLS12,
+	})
+	require.NoError(t, err)
+	s := &dotTestServer{addr: ln.Addr().String()}
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.accepted.Add(1)
+			s.mu.Lock()
+			s.conns = append(s.conns, conn)
+			s.mu.Unlock()
+			go serve(s, conn)
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		s.closeAll()
+	})
+	return s
+}
+
+// closeAll closes every connection the server accepted, as a server
+// closing idle connections does.
+func (s *dotTestServer) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		_ = c.Close()
+	}
+	s.conns = nil
+}
+
+func (s *dotTestServer) upstream(name string) string { return "tls://" + s.addr + "#" + name }
+func (s *dotTestServer) connections() int            { return int(s.accepted.Load()) }
+func (s *dotTestServer) queries() [][]byte           { return s.rec.all() }
+
+// readFrame reads one length-prefixed DNS message.
+func readFrame(r io.Reader) ([]byte, error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	b := make([]byte, int(hdr[0])<<8|int(hdr[1]))
+	_, err := io.ReadFull(r, b)
+	return b, err
+}
+
+// writeFrame writes m with its 2-octet length.
+func writeFrame(w io.Writer, m *dns.Msg) error {
+	b, err := m.Pack()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append([]byte{byte(len(b) >> 8), byte(len(b))}, b...))
+	return err
+}
+
+// serveFrames serves a DoT connection as a pipelining server does: each
+// query answered in its own goroutine, so answers go out in the order they
+// are ready.
+func serveFrames(answer func(*dns.Msg) *dns.Msg) func(*dotTestServer, net.Conn) {
+	return func(s *dotTestServer, conn net.Conn) {
+		defer conn.Close()
+		var wmu sync.Mutex
+		for {
+			b, err := readFrame(conn)
+			if err != nil {
+				return
+			}
+			s.rec.add(b)
+			go func() {
+				q := new(dns.Msg)
+				if q.Unpack(b) != nil {
+					return
+				}
+				if m := answer(q); m != nil {
+					wmu.Lock()
+					defer wmu.Unlock()
+					_ = writeFrame(conn, m)
+				}
+			}()
+		}
+	}
+}
+
+// dohTestServer is a DNS-over-HTTPS server (RFC 8484, POST) that forwards
+// each query to a plain DNS upstream.
+type dohTestServer struct {
+	srv      *httptest.Server
+	accepted atomic.Int32
+	rec      recorder
+	mu       sync.Mutex
+	protos   []int      // the HTTP major version of each request
+	conns    []net.Conn // the connections, for closing them under a query
+	// before, if set, runs first for each request; true: it has answered.
+	before func(w http.ResponseWriter, r *http.Request) bool
+}
+
+func startDoH(t *testing.T, cert tls.Certificate, answer func(*dns.Msg) *dns.Msg) *dohTestServer {
+	t.Helper()
+	up := udpUpstream(t, answer)
+	s := &dohTestServer{}
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.protos = append(s.protos, r.ProtoMajor)
+		before := s.before
+		s.mu.Unlock()
+		if before != nil && before(w, r) {
+			return
+		}
+		if r.Method != http.MethodPost || r.URL.Path != "/dns-query" {
+			http.Error(w, "POST /dns-query only", http.StatusMethodNotAllowed)
+			return
+		}
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/dns-message" {
+			http.Error(w, "not application/dns-message", http.StatusUnsupportedMediaType)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, 65536))
+		if err != nil {
+			return
+		}
+		s.rec.add(body)
+		q := new(dns.Msg)
+		if err := q.Unpack(body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		c := &dns.Client{Net: "udp"}
+		resp, _, err := c.ExchangeContext(r.Context(), q, up)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		b, err := resp.Pack()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/dns-message")
+		_, _ = w.Write(b)
+	}))
+	s.srv.EnableHTTP2 = true
+	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes the tests make fail
+	s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	s.srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.accepted.Add(1)
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+		}
+	}
+	s.srv.StartTLS()
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *dohTestServer) upstream(name string) string {
+	return "https://" + s.srv.Listener.Addr().String() + "/dns-query#" + name
+}
+func (s *dohTestServer) connections() int  { return int(s.accepted.Load()) }
+func (s *dohTestServer) queries() [][]byte { return s.rec.all() }
+
+func (s *dohTestServer) setBefore(f func(w http.ResponseWriter, r *http.Request) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.before = f
+}
+
+func (s *dohTestServer) httpVersions() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.protos...)
+}
+
+// closeAll closes the connections the server accepted, under any request
+// in flight on them.
+func (s *dohTestServer) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		_ = c.Close()
+	}
+	s.conns = nil
+}
+
+// doqTestServer is a DNS-over-QUIC server whose streams serve runs.
+type doqTestServer struct {
+	addr     string
+	accepted atomic.Int32
+	rec      recorder
+	mu       sync.Mutex
+	closed   []error // why each connection closed, as its context's cause says
+}
+
+func startDoQ(t *testing.T, cert tls.Certificate, serve func(*doqTestServer, *quic.Conn, *quic.Stream)) *doqTestServer {
+	t.Helper()
+	ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{"doq"},
+		MinVersion:   tls.VersionTLS13,
+	}, &quic.Config{})
+	require.NoError(t, err)
+	s := &doqTestServer{addr: ln.Addr().String()}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for {
+			conn, err := ln.Accept(ctx)
+			if err != nil {
+				return
+			}
+			s.accepted.Add(1)
+			go func() {
+				<-conn.Context().Done()
+				s.mu.Lock()
+				s.closed = append(s.closed, context.Cause(conn.Context()))
+				s.mu.Unlock()
+			}()
+			go func() {
+				for {
+					str, err := conn.AcceptStream(ctx)
+					if err != nil {
+						return
+					}
+					go serve(s, conn, str)
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		_ = ln.Close()
+	})
+	return s
+}
+
+func (s *doqTestServer) upstream(name string) string { return "quic://" + s.addr + "#" + name }
+func (s *doqTestServer) connections() int            { return int(s.accepted.Load()) }
+func (s *doqTestServer) queries() [][]byte           { return s.rec.all() }
+
+// closeCodes are the DoQ error codes the server's connections were closed
+// with by the client.
+func (s *doqTestServer) closeCodes() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var codes []uint64
+	for _, err := range s.closed {
+		var ae *quic.ApplicationError
+		if errors.As(err, &ae) && ae.Remote {
+			codes = append(codes, uint64(ae.ErrorCode))
+		}
+	}
+	return codes
+}
+
+// serveDoQ serves a DoQ stream as RFC 9250 §4.2 has it: the query is read
+// to the client's STREAM FIN, answered on the same stream, and the stream
+// ended. With no answer it waits until the client gives up the stream.
+func serveDoQ(answer func(*dns.Msg) *dns.Msg) func(*doqTestServer, *quic.Conn, *quic.Stream) {
+	return func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
+		q, ok := readDoQQuery(s, conn, str)
+		if !ok {
+			return
+		}
+		m := answer(q)
+		if m == nil {
+			<-str.Context().Done()
+			return
+		}
+		_ = writeFrame(str, m)
+		_ = str.Close()
+	}
+}
+
+// readDoQQuery reads a stream's query, up to its FIN, and records it; a
+// query that breaks RFC 9250 (not one whole message, a non-zero ID) closes
+// the connection with DOQ_PROTOCOL_ERROR.
+func readDoQQuery(s *doqTestServer, conn *quic.Conn, str *quic.Stream) (*dns.Msg, bool) {
+	b, err := io.ReadAll(io.LimitReader(str, 65538))
+	if err != nil {
+		return nil, false
+	}
+	q := new(dns.Msg)
+	if len(b) < 2 || len(b)-2 != int(b[0])<<8|int(b[1]) || q.Unpack(b[2:]) != nil || q.Id != 0 {
+		_ = conn.CloseWithError(doqProtocolError, "bad query")
+		return nil, false
+	}
+	s.rec.add(b[2:])
+	return q, true
+}
