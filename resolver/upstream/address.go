@@ -190,29 +190,38 @@ func ParseAddress(s string) (Address, error) {
 // parsePlain parses a plain DNS upstream: IP, [IPv6], IP:PORT or
 // [IPv6]:PORT.
 func parsePlain(s string) (Address, error) {
-	if ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")); err == nil {
-		if ip.Is6() && !strings.HasPrefix(s, "[") {
+	bare := s
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		bare = s[1 : len(s)-1]
+	}
+	if ip, err := netip.ParseAddr(bare); err == nil {
+		switch {
+		case ip.Zone() != "":
+			return Address{}, fmt.Errorf("%q: an IPv6 zone (%%%s) is not supported", s, ip.Zone())
+		case ip.Is6() && bare == s:
 			// "::1:53" parses as an address: say how to write either reading.
 			return Address{}, fmt.Errorf("%q: an IPv6 address goes in brackets: [%s] or [%s]:PORT", s, s, s)
 		}
-		return Address{Kind: Plain, Host: ip.String(), Port: plainPort, text: s}, nil
+		return Address{Kind: Plain, Host: ip.Unmap().String(), Port: plainPort, text: s}, nil
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
 		return Address{}, fmt.Errorf("%q is not IP:port", s)
 	}
 	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		if host != "" && !strings.Contains(host, ":") && strings.Trim(host, "0123456789.") != "" {
-			return Address{}, fmt.Errorf("%q: the host is a name, not an IP address; plain upstreams are IP addresses", s)
-		}
+	switch {
+	case err != nil && host != "" && !strings.Contains(host, ":") && strings.Trim(host, "0123456789.") != "":
+		return Address{}, fmt.Errorf("%q: the host is a name, not an IP address; plain upstreams are IP addresses", s)
+	case err != nil:
 		return Address{}, fmt.Errorf("%q: %q is not an IP address", s, host)
+	case ip.Zone() != "":
+		return Address{}, fmt.Errorf("%q: an IPv6 zone (%%%s) is not supported", s, ip.Zone())
 	}
 	n, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
 		return Address{}, fmt.Errorf("%q: the port %q is not a number from 1 to 65535", s, port)
 	}
-	return Address{Kind: Plain, Host: ip.String(), Port: uint16(n), text: s}, nil
+	return Address{Kind: Plain, Host: ip.Unmap().String(), Port: uint16(n), text: s}, nil
 }
 
 // serverName checks a name a certificate is to carry: a host name (without

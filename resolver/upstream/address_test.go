@@ -1,0 +1,128 @@
+package upstream
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseAddress(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Address // text is filled in from in
+	}{
+		{"9.9.9.9", Address{Kind: Plain, Host: "9.9.9.9", Port: 53}},
+		{"9.9.9.9:5353", Address{Kind: Plain, Host: "9.9.9.9", Port: 5353}},
+		{"[2620:fe::fe]", Address{Kind: Plain, Host: "2620:fe::fe", Port: 53}},
+		{"[2620:fe::fe]:53", Address{Kind: Plain, Host: "2620:fe::fe", Port: 53}},
+		{"tls://9.9.9.9#dns.quad9.net", Address{Kind: TLS, Host: "9.9.9.9", Port: 853, ServerName: "dns.quad9.net"}},
+		{"tls://9.9.9.9:8853#dns.quad9.net", Address{Kind: TLS, Host: "9.9.9.9", Port: 8853, ServerName: "dns.quad9.net"}},
+		{"TLS://9.9.9.9:853#DNS.Quad9.net.", Address{Kind: TLS, Host: "9.9.9.9", Port: 853, ServerName: "dns.quad9.net"}},
+		{"tls://[2620:fe::fe]:853#dns.quad9.net", Address{Kind: TLS, Host: "2620:fe::fe", Port: 853, ServerName: "dns.quad9.net"}},
+		{"tls://[::ffff:9.9.9.9]:853#dns.quad9.net", Address{Kind: TLS, Host: "9.9.9.9", Port: 853, ServerName: "dns.quad9.net"}},
+		{"tls://1.1.1.1#1.1.1.1", Address{Kind: TLS, Host: "1.1.1.1", Port: 853, ServerName: "1.1.1.1"}},
+		{"quic://94.140.14.14#dns.adguard-dns.com", Address{Kind: QUIC, Host: "94.140.14.14", Port: 853, ServerName: "dns.adguard-dns.com"}},
+		{"quic://94.140.14.14:784#dns.adguard-dns.com", Address{Kind: QUIC, Host: "94.140.14.14", Port: 784, ServerName: "dns.adguard-dns.com"}},
+		{"https://9.9.9.9/dns-query#dns.quad9.net", Address{Kind: HTTPS, Host: "9.9.9.9", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
+		{"https://dns.quad9.net/dns-query", Address{Kind: HTTPS, Host: "dns.quad9.net", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
+		{"https://dns.quad9.net", Address{Kind: HTTPS, Host: "dns.quad9.net", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
+		{"https://dns.example.net:8443/custom/path#pdns.example.gov", Address{Kind: HTTPS, Host: "dns.example.net", Port: 8443, Path: "/custom/path", ServerName: "pdns.example.gov"}},
+		{"https://[2620:fe::fe]/dns-query#dns.quad9.net", Address{Kind: HTTPS, Host: "2620:fe::fe", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParseAddress(tc.in)
+			require.NoError(t, err)
+			tc.want.text = tc.in
+			assert.Equal(t, tc.want, got)
+			assert.Equal(t, tc.in, got.String(), "String is the address as written")
+			// The canonical form parses back to the same address.
+			got.text = ""
+			again, err := ParseAddress(got.String())
+			require.NoError(t, err, got.String())
+			again.text = ""
+			assert.Equal(t, got, again, got.String())
+		})
+	}
+}
+
+func TestParseAddressErrors(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string // in the error
+	}{
+		{"tls://9.9.9.9:853", "missing; write it after #: tls://9.9.9.9:853#dns.example.net"},
+		{"tls://9.9.9.9:853#", "missing"},
+		{"quic://9.9.9.9", "missing; write it after #"},
+		{"https://9.9.9.9/dns-query", "missing; write it after #"},
+		{"tls://dns.quad9.net:853", "the host is a name, not an IP address; tls upstreams are IP addresses, with the name after #: tls://IP:853#dns.quad9.net"},
+		{"quic://dns.adguard-dns.com#dns.adguard-dns.com", "the host is a name"},
+		{"dns.quad9.net:53", "the host is a name, not an IP address"},
+		{"localhost", "is not IP:port"},
+		{"sdns://AgcAAAAAAAAABzEuMC4wLjE", `unknown scheme "sdns"`},
+		{"h3://dns.example/dns-query", `unknown scheme "h3"`},
+		{"udp://9.9.9.9:53", "plain DNS upstreams are written without a scheme: 9.9.9.9:53"},
+		{"tls://9.9.9.9:0#dns.quad9.net", `the port "0" is not a number from 1 to 65535`},
+		{"tls://9.9.9.9:70000#dns.quad9.net", `the port "70000"`},
+		{"tls://9.9.9.9:#dns.quad9.net", `the port ""`},
+		{"9.9.9.9:0", `the port "0"`},
+		{"9.9.9.9:dns", `the port "dns"`},
+		{"9.9.9.9:+53", `the port "+53"`},
+		{"2620:fe::fe", "an IPv6 address goes in brackets"},
+		{"::1:53", "an IPv6 address goes in brackets"},
+		{"tls://2620:fe::fe#dns.quad9.net", "not a URL"},
+		{"tls://[fe80::1%25eth0]:853#dns.example", "zone"},
+		{"[fe80::1%eth0]:53", "zone"},
+		{"[fe80::1%eth0]", "zone"},
+		{"[::1", "is not IP:port"},
+		{"tls://9.9.9.9:853#not_a name", "is not a host name"},
+		{"tls://9.9.9.9:853#-bad.example", "is not a host name"},
+		{"tls://9.9.9.9:853/path#dns.quad9.net", "tls upstreams have no path"},
+		{"https://dns.quad9.net/dns-query?dns=AAAB", "a query string"},
+		{"https://user:pw@dns.quad9.net/dns-query", "a user or password"},
+		{"https:///dns-query#dns.quad9.net", "has no host"},
+		{"https://dns..quad9.net/dns-query", "is not a host name"},
+		{"", "is not IP:port"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			_, err := ParseAddress(tc.in)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Contains(t, err.Error(), `"`+tc.in+`"`, "the error quotes what was written")
+		})
+	}
+}
+
+// FuzzParseAddress: ParseAddress never panics, and an address it accepts
+// has a canonical form that parses back to the same address.
+func FuzzParseAddress(f *testing.F) {
+	for _, s := range []string{
+		"9.9.9.9", "9.9.9.9:53", "[2620:fe::fe]:53", "tls://9.9.9.9:853#dns.quad9.net",
+		"https://dns.quad9.net/dns-query", "https://9.9.9.9/dns-query#dns.quad9.net",
+		"quic://[2620:fe::fe]:853#dns.quad9.net", "tls://9.9.9.9", "https://[::1]:8443/p%20q#a.b",
+		"https://a.b/%2F#c", "TLS://1.1.1.1#1.1.1.1",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := ParseAddress(s)
+		if err != nil {
+			return
+		}
+		if a.String() != s {
+			t.Fatalf("String() = %q, want %q", a.String(), s)
+		}
+		if a.Port == 0 || a.Host == "" || a.Kind != Plain && a.ServerName == "" {
+			t.Fatalf("%q parsed to an incomplete %+v", s, a)
+		}
+		a.text = ""
+		b, err := ParseAddress(a.String())
+		if err != nil {
+			t.Fatalf("canonical form %q of %q: %v", a.String(), s, err)
+		}
+		b.text = ""
+		if a != b {
+			t.Fatalf("%q -> %+v -> %q -> %+v", s, a, a.String(), b)
+		}
+	})
+}

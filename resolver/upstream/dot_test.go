@@ -1,0 +1,214 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// exchangeAll sends n queries at once, for n0.example. to n<n-1>.example.,
+// and checks each gets the answer to its own question with its own ID.
+func exchangeAll(t *testing.T, tr Transport, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			q := testQuery(fmt.Sprintf("n%d.example.", i), false)
+			q.Id = uint16(1000 + i)
+			resp, err := tr.Exchange(context.Background(), q)
+			switch {
+			case err != nil:
+				errs <- fmt.Errorf("%s: %w", q.Question[0].Name, err)
+			case resp.Id != q.Id || len(resp.Question) != 1 || resp.Question[0].Name != q.Question[0].Name || len(resp.Answer) != 1:
+				errs <- fmt.Errorf("%s: wrong answer %v", q.Question[0].Name, resp)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		assert.NoError(t, err)
+	}
+}
+
+// TestDoTOutOfOrder: answers that come back in another order than the
+// queries went out each reach their own query (RFC 7766 §7).
+func TestDoTOutOfOrder(t *testing.T) {
+	pki := newPKI(t)
+	const n = 8
+	srv := startDoT(t, pki.good, func(s *dotTestServer, conn net.Conn) {
+		defer conn.Close()
+		// Read n queries, then answer them last first.
+		var qs []*dns.Msg
+		for len(qs) < n {
+			b, err := readFrame(conn)
+			if err != nil {
+				return
+			}
+			s.rec.add(b)
+			q := new(dns.Msg)
+			if q.Unpack(b) != nil {
+				return
+			}
+			qs = append(qs, q)
+		}
+		for i := len(qs) - 1; i >= 0; i-- {
+			if writeFrame(conn, answerA(qs[i])) != nil {
+				return
+			}
+		}
+		_, _ = readFrame(conn) // until the client closes
+	})
+	tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	exchangeAll(t, tr, n)
+	assert.Equal(t, 1, srv.connections(), "n < dotPipeline queries share one connection")
+}
+
+// TestDoTPool: 50 queries at once use at most dotPoolSize connections, and
+// later ones reuse them.
+func TestDoTPool(t *testing.T) {
+	pki := newPKI(t)
+	// Each answer waits until every query has arrived, so all 50 are in
+	// flight at once.
+	const n = 50
+	var arrived atomic.Int32
+	all := make(chan struct{})
+	srv := startDoT(t, pki.good, serveFrames(func(q *dns.Msg) *dns.Msg {
+		if arrived.Add(1) == n {
+			close(all)
+		}
+		select {
+		case <-all:
+		case <-time.After(10 * time.Second):
+		}
+		return answerA(q)
+	}))
+	tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	exchangeAll(t, tr, n)
+	assert.LessOrEqual(t, srv.connections(), dotPoolSize)
+	assert.Greater(t, srv.connections(), 1, "more than dotPipeline queries in flight open a second connection")
+	before := srv.connections()
+	exchangeAll(t, tr, 10)
+	assert.Equal(t, before, srv.connections(), "the pool's connections are reused")
+}
+
+// TestDoTBrokenConnection: a connection the upstream closes is redialled;
+// a query in flight on it when it closes is sent once more on a new one,
+// but not twice.
+func TestDoTBrokenConnection(t *testing.T) {
+	pki := newPKI(t)
+	t.Run("closed under a query", func(t *testing.T) {
+		// The first connection is closed as its first query arrives.
+		srv := startDoT(t, pki.good, func(s *dotTestServer, conn net.Conn) {
+			if s.accepted.Load() == 1 {
+				b, err := readFrame(conn)
+				if err == nil {
+					s.rec.add(b)
+				}
+				_ = conn.Close()
+				return
+			}
+			serveFrames(answerA)(s, conn)
+		})
+		tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		require.NoError(t, err)
+		assert.Len(t, resp.Answer, 1)
+		assert.Equal(t, 2, srv.connections())
+		assert.Len(t, srv.queries(), 2, "the query went out twice, once on each connection")
+	})
+	t.Run("closed while idle", func(t *testing.T) {
+		srv := startDoT(t, pki.good, serveFrames(answerA))
+		tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		_, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		require.NoError(t, err)
+		srv.closeAll()
+		resp, err := tr.Exchange(context.Background(), testQuery("b.example.", false))
+		require.NoError(t, err)
+		assert.Len(t, resp.Answer, 1)
+		assert.Equal(t, 2, srv.connections())
+	})
+	t.Run("every connection closed: one retry", func(t *testing.T) {
+		srv := startDoT(t, pki.good, func(s *dotTestServer, conn net.Conn) {
+			b, err := readFrame(conn)
+			if err == nil {
+				s.rec.add(b)
+			}
+			_ = conn.Close()
+		})
+		tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		assert.Nil(t, resp)
+		assert.ErrorContains(t, err, "the upstream closed the connection")
+		assert.Equal(t, 2, srv.connections(), "tried once more, not again")
+		assert.Len(t, srv.queries(), 2)
+	})
+}
+
+// TestDoTAbandonedID: an answer that comes after its query gave up is not
+// taken for a later query's, and the connection goes on serving.
+func TestDoTAbandonedID(t *testing.T) {
+	pki := newPKI(t)
+	release := make(chan struct{})
+	srv := startDoT(t, pki.good, serveFrames(func(q *dns.Msg) *dns.Msg {
+		if q.Question[0].Name == "slow.example." {
+			<-release
+		}
+		return answerA(q)
+	}))
+	tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := tr.Exchange(ctx, testQuery("slow.example.", false))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	dt := tr.(*dotTransport)
+	held := func() (abandoned, waiting int) {
+		dt.mu.Lock()
+		defer dt.mu.Unlock()
+		require.Len(t, dt.conns, 1)
+		c := dt.conns[0]
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.abandoned, len(c.waiting)
+	}
+	abandoned, waiting := held()
+	assert.Equal(t, 1, abandoned, "the abandoned query's ID stays taken")
+	assert.Equal(t, 1, waiting)
+	close(release) // the late answer arrives now
+	require.Eventually(t, func() bool { a, w := held(); return a == 0 && w == 0 }, 5*time.Second, 5*time.Millisecond,
+		"the late answer frees the ID")
+	exchangeAll(t, tr, 10)
+	assert.Equal(t, 1, srv.connections())
+}
+
+// TestDoTBadFrame: a frame too short for a DNS message breaks the
+// connection; the query is retried on a new one.
+func TestDoTBadFrame(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoT(t, pki.good, func(s *dotTestServer, conn net.Conn) {
+		if s.accepted.Load() == 1 {
+			defer conn.Close()
+			if b, err := readFrame(conn); err == nil {
+				s.rec.add(b)
+			}
+			_, _ = conn.Write([]byte{0, 3, 1, 2, 3})
+			_, _ = readFrame(conn)
+			return
+		}
+		serveFrames(answerA)(s, conn)
+	})
+	tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+	require.NoError(t, err)
+	assert.Len(t, resp.Answer, 1)
+	assert.Equal(t, 2, srv.connections())
+}
