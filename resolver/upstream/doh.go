@@ -85,12 +85,17 @@ func newDoH(addr Address, opts Options) *dohTransport {
 		}
 	}
 	t.tr = &http.Transport{
-		Proxy:                  nil, // never HTTPS_PROXY from the environment
-		DialContext:            t.dial,
-		TLSClientConfig:        clientTLS(addr.ServerName, opts.RootCAs, "h2", "http/1.1"),
-		TLSHandshakeTimeout:    opts.Timeout,
-		ForceAttemptHTTP2:      true,
-		MaxIdleConnsPerHost:    dotPoolSize, // for HTTP/1.1; HTTP/2 needs one
+		Proxy:               nil, // never HTTPS_PROXY from the environment
+		DialContext:         t.dial,
+		TLSClientConfig:     clientTLS(addr.ServerName, opts.RootCAs, "h2", "http/1.1"),
+		TLSHandshakeTimeout: opts.Timeout,
+		ForceAttemptHTTP2:   true,
+		// One connection: queries that arrive together before it is up
+		// wait for it rather than each dialling its own, and then share
+		// it as HTTP/2 streams. (HTTP/2 still opens another when the
+		// upstream's MAX_CONCURRENT_STREAMS is reached; over HTTP/1.1,
+		// which the upstream may fall back to, queries go one at a time.)
+		MaxConnsPerHost:        1,
 		IdleConnTimeout:        dohIdleTimeout,
 		MaxResponseHeaderBytes: 64 << 10,
 		DisableCompression:     true,

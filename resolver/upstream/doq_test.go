@@ -1,0 +1,184 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestDoQStreams: queries at once each get a stream of their own on one
+// connection, sent with ID 0 and ended with STREAM FIN (serveDoQ reads to
+// the FIN, so a missing one would hang the query).
+func TestDoQStreams(t *testing.T) {
+	pki := newPKI(t)
+	var streams atomic.Int32
+	srv := startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
+		streams.Add(1)
+		serveDoQ(answerA)(s, conn, str)
+	})
+	tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	exchangeAll(t, tr, 1)
+	exchangeAll(t, tr, 30)
+	assert.Equal(t, 1, srv.connections())
+	assert.Equal(t, int32(31), streams.Load(), "one stream per query")
+	for _, q := range srv.queries() {
+		assert.Zero(t, uint16(q[0])<<8|uint16(q[1]), "ID 0 on the wire")
+	}
+}
+
+// TestDoQBrokenConnection: a connection the upstream closes under a query
+// is redialled and the query sent once more, but not twice.
+func TestDoQBrokenConnection(t *testing.T) {
+	pki := newPKI(t)
+	t.Run("closed under a query", func(t *testing.T) {
+		srv := startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
+			if s.accepted.Load() == 1 {
+				if _, ok := readDoQQuery(s, conn, str); ok {
+					_ = conn.CloseWithError(doqNoError, "going away")
+				}
+				return
+			}
+			serveDoQ(answerA)(s, conn, str)
+		})
+		tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		require.NoError(t, err)
+		assert.Len(t, resp.Answer, 1)
+		assert.Equal(t, 2, srv.connections())
+		assert.Len(t, srv.queries(), 2)
+	})
+	t.Run("closed while idle", func(t *testing.T) {
+		var first atomic.Pointer[quic.Conn]
+		srv := startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
+			first.CompareAndSwap(nil, conn)
+			serveDoQ(answerA)(s, conn, str)
+		})
+		tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		_, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		require.NoError(t, err)
+		require.NoError(t, first.Load().CloseWithError(doqNoError, "idle"))
+		resp, err := tr.Exchange(context.Background(), testQuery("b.example.", false))
+		require.NoError(t, err)
+		assert.Len(t, resp.Answer, 1)
+		assert.Equal(t, 2, srv.connections())
+	})
+	t.Run("every connection closed: one retry", func(t *testing.T) {
+		srv := startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
+			if _, ok := readDoQQuery(s, conn, str); ok {
+				_ = conn.CloseWithError(doqExcessiveLoad, "busy")
+			}
+		})
+		tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		assert.Nil(t, resp)
+		var de *DoQError
+		require.ErrorAs(t, err, &de)
+		assert.Equal(t, &DoQError{Code: doqExcessiveLoad}, de)
+		assert.ErrorIs(t, err, ErrProtocol)
+		assert.ErrorContains(t, err, "DOQ_EXCESSIVE_LOAD (4)")
+		assert.Equal(t, 2, srv.connections(), "tried once more, not again")
+	})
+}
+
+// TestDoQErrors: the upstream's error codes and broken answers are typed
+// errors, and a broken answer closes the connection with
+// DOQ_PROTOCOL_ERROR (RFC 9250 §4.3.3).
+func TestDoQErrors(t *testing.T) {
+	pki := newPKI(t)
+	t.Run("stream reset", func(t *testing.T) {
+		srv := startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
+			if _, ok := readDoQQuery(s, conn, str); ok {
+				str.CancelWrite(doqInternalError)
+			}
+		})
+		tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		assert.Nil(t, resp)
+		var de *DoQError
+		require.ErrorAs(t, err, &de)
+		assert.Equal(t, &DoQError{Code: doqInternalError, Stream: true}, de)
+		assert.ErrorContains(t, err, "reset the query's stream with DOQ_INTERNAL_ERROR (1)")
+		assert.Len(t, srv.queries(), 1, "the upstream answered: not sent again")
+		assert.Equal(t, 1, srv.connections(), "the connection stays")
+	})
+	for _, tc := range []struct {
+		name  string
+		write func(str *quic.Stream, q *dns.Msg)
+		want  string
+	}{
+		{"non-zero ID", func(str *quic.Stream, q *dns.Msg) {
+			m := answerA(q)
+			m.Id = 77
+			_ = writeFrame(str, m)
+		}, "answer with ID 77 to a query with ID 0"},
+		{"two answers", func(str *quic.Stream, q *dns.Msg) {
+			_ = writeFrame(str, answerA(q))
+			_ = writeFrame(str, answerA(q))
+		}, "more than one answer on a stream"},
+		{"cut short", func(str *quic.Stream, q *dns.Msg) {
+			_, _ = str.Write([]byte{0, 40, 1, 2, 3})
+		}, "the stream ended before the whole answer"},
+		{"keepalive", func(str *quic.Stream, q *dns.Msg) {
+			m := answerA(q)
+			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE})
+			_ = writeFrame(str, m)
+		}, "edns-tcp-keepalive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
+				if q, ok := readDoQQuery(s, conn, str); ok {
+					tc.write(str, q)
+					_ = str.Close()
+				}
+			})
+			tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+			resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+			assert.Nil(t, resp)
+			assert.ErrorIs(t, err, ErrProtocol)
+			assert.ErrorContains(t, err, tc.want)
+			require.Eventually(t, func() bool { return len(srv.closeCodes()) == 1 }, 5*time.Second, 5*time.Millisecond)
+			assert.Equal(t, []uint64{doqProtocolError}, srv.closeCodes(), "closed with DOQ_PROTOCOL_ERROR")
+		})
+	}
+}
+
+// TestDoQCancel: a query whose ctx ends cancels its stream with
+// DOQ_REQUEST_CANCELLED (RFC 9250 §4.3.2); Close closes the connection with
+// DOQ_NO_ERROR.
+func TestDoQCancel(t *testing.T) {
+	pki := newPKI(t)
+	cause := make(chan error, 1)
+	srv := startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
+		if _, ok := readDoQQuery(s, conn, str); ok {
+			<-str.Context().Done()
+			cause <- context.Cause(str.Context())
+		}
+	})
+	addr, err := ParseAddress(srv.upstream(testServerName))
+	require.NoError(t, err)
+	tr, err := NewTransport(addr, pki.testOptions(t))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = tr.Exchange(ctx, testQuery("a.example.", false))
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	select {
+	case err := <-cause:
+		var se *quic.StreamError
+		require.True(t, errors.As(err, &se), "%v", err)
+		assert.Equal(t, quic.StreamErrorCode(doqRequestCancelled), se.ErrorCode)
+		assert.True(t, se.Remote)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream was not cancelled")
+	}
+	require.NoError(t, tr.Close())
+	require.Eventually(t, func() bool { return len(srv.closeCodes()) == 1 }, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, []uint64{doqNoError}, srv.closeCodes())
+}
