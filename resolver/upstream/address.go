@@ -14,23 +14,23 @@ type Kind uint8
 
 // Upstream kinds, by the scheme of their address (DESIGN.md §8).
 const (
-	Plain Kind = iota // "IP:PORT": DNS over UDP, TCP on truncation (RFC 1035, RFC 7766)
-	TLS               // "tls://IP:PORT#NAME": DNS over TLS (RFC 7858)
-	HTTPS             // "https://HOST:PORT/PATH#NAME": DNS over HTTPS (RFC 8484)
-	QUIC              // "quic://IP:PORT#NAME": DNS over QUIC (RFC 9250)
+	KindPlain Kind = iota // "IP:PORT": DNS over UDP, TCP on truncation (RFC 1035, RFC 7766)
+	KindTLS               // "tls://IP:PORT#NAME": DNS over TLS (RFC 7858)
+	KindHTTPS             // "https://HOST:PORT/PATH#NAME": DNS over HTTPS (RFC 8484)
+	KindQUIC              // "quic://IP:PORT#NAME": DNS over QUIC (RFC 9250)
 )
 
 // String names the kind as metric labels and logs do: plain, tls, https,
 // quic.
 func (k Kind) String() string {
 	switch k {
-	case Plain:
+	case KindPlain:
 		return "plain"
-	case TLS:
+	case KindTLS:
 		return "tls"
-	case HTTPS:
+	case KindHTTPS:
 		return "https"
-	case QUIC:
+	case KindQUIC:
 		return "quic"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
@@ -76,9 +76,9 @@ func (a Address) String() string {
 	}
 	hp := a.HostPort()
 	switch a.Kind {
-	case TLS, QUIC:
+	case KindTLS, KindQUIC:
 		return a.Kind.String() + "://" + hp + "#" + a.ServerName
-	case HTTPS:
+	case KindHTTPS:
 		s := "https://" + hp + a.Path
 		if a.ServerName != a.Host {
 			s += "#" + a.ServerName
@@ -114,11 +114,11 @@ func ParseAddress(s string) (Address, error) {
 	var a Address
 	switch strings.ToLower(scheme) {
 	case "tls":
-		a = Address{Kind: TLS, Port: dotPort}
+		a = Address{Kind: KindTLS, Port: dotPort}
 	case "https":
-		a = Address{Kind: HTTPS, Port: dohPort}
+		a = Address{Kind: KindHTTPS, Port: dohPort}
 	case "quic":
-		a = Address{Kind: QUIC, Port: doqPort}
+		a = Address{Kind: KindQUIC, Port: doqPort}
 	case "udp", "tcp", "dns":
 		return Address{}, fmt.Errorf("%q: plain DNS upstreams are written without a scheme: %s", s, rest)
 	default:
@@ -155,7 +155,7 @@ func ParseAddress(s string) (Address, error) {
 		a.Host = ip.Unmap().String()
 	case strings.Contains(host, ":"):
 		return Address{}, fmt.Errorf("%q: %q is not an IP address", s, host)
-	case a.Kind != HTTPS:
+	case a.Kind != KindHTTPS:
 		return Address{}, fmt.Errorf("%q: the host is a name, not an IP address; %s upstreams are IP addresses, with the name after #: %s://IP:%d#%s", s, a.Kind, a.Kind, a.Port, host)
 	default:
 		name, err := serverName(host)
@@ -165,7 +165,7 @@ func ParseAddress(s string) (Address, error) {
 		a.Host = name
 		a.ServerName = name
 	}
-	if a.Kind == HTTPS {
+	if a.Kind == KindHTTPS {
 		a.Path = u.EscapedPath()
 		if a.Path == "" {
 			a.Path = dohDefaultPath
@@ -202,7 +202,7 @@ func parsePlain(s string) (Address, error) {
 			// "::1:53" parses as an address: say how to write either reading.
 			return Address{}, fmt.Errorf("%q: an IPv6 address goes in brackets: [%s] or [%s]:PORT", s, s, s)
 		}
-		return Address{Kind: Plain, Host: ip.Unmap().String(), Port: plainPort, text: s}, nil
+		return Address{Kind: KindPlain, Host: ip.Unmap().String(), Port: plainPort, text: s}, nil
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
@@ -221,7 +221,7 @@ func parsePlain(s string) (Address, error) {
 	if err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
 		return Address{}, fmt.Errorf("%q: the port %q is not a number from 1 to 65535", s, port)
 	}
-	return Address{Kind: Plain, Host: ip.Unmap().String(), Port: uint16(n), text: s}, nil
+	return Address{Kind: KindPlain, Host: ip.Unmap().String(), Port: uint16(n), text: s}, nil
 }
 
 // serverName checks a name a certificate is to carry: a host name (without

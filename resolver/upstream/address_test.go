@@ -12,23 +12,23 @@ func TestParseAddress(t *testing.T) {
 		in   string
 		want Address // text is filled in from in
 	}{
-		{"9.9.9.9", Address{Kind: Plain, Host: "9.9.9.9", Port: 53}},
-		{"9.9.9.9:5353", Address{Kind: Plain, Host: "9.9.9.9", Port: 5353}},
-		{"[2620:fe::fe]", Address{Kind: Plain, Host: "2620:fe::fe", Port: 53}},
-		{"[2620:fe::fe]:53", Address{Kind: Plain, Host: "2620:fe::fe", Port: 53}},
-		{"tls://9.9.9.9#dns.quad9.net", Address{Kind: TLS, Host: "9.9.9.9", Port: 853, ServerName: "dns.quad9.net"}},
-		{"tls://9.9.9.9:8853#dns.quad9.net", Address{Kind: TLS, Host: "9.9.9.9", Port: 8853, ServerName: "dns.quad9.net"}},
-		{"TLS://9.9.9.9:853#DNS.Quad9.net.", Address{Kind: TLS, Host: "9.9.9.9", Port: 853, ServerName: "dns.quad9.net"}},
-		{"tls://[2620:fe::fe]:853#dns.quad9.net", Address{Kind: TLS, Host: "2620:fe::fe", Port: 853, ServerName: "dns.quad9.net"}},
-		{"tls://[::ffff:9.9.9.9]:853#dns.quad9.net", Address{Kind: TLS, Host: "9.9.9.9", Port: 853, ServerName: "dns.quad9.net"}},
-		{"tls://1.1.1.1#1.1.1.1", Address{Kind: TLS, Host: "1.1.1.1", Port: 853, ServerName: "1.1.1.1"}},
-		{"quic://94.140.14.14#dns.adguard-dns.com", Address{Kind: QUIC, Host: "94.140.14.14", Port: 853, ServerName: "dns.adguard-dns.com"}},
-		{"quic://94.140.14.14:784#dns.adguard-dns.com", Address{Kind: QUIC, Host: "94.140.14.14", Port: 784, ServerName: "dns.adguard-dns.com"}},
-		{"https://9.9.9.9/dns-query#dns.quad9.net", Address{Kind: HTTPS, Host: "9.9.9.9", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
-		{"https://dns.quad9.net/dns-query", Address{Kind: HTTPS, Host: "dns.quad9.net", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
-		{"https://dns.quad9.net", Address{Kind: HTTPS, Host: "dns.quad9.net", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
-		{"https://dns.example.net:8443/custom/path#pdns.example.gov", Address{Kind: HTTPS, Host: "dns.example.net", Port: 8443, Path: "/custom/path", ServerName: "pdns.example.gov"}},
-		{"https://[2620:fe::fe]/dns-query#dns.quad9.net", Address{Kind: HTTPS, Host: "2620:fe::fe", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
+		{"9.9.9.9", Address{Kind: KindPlain, Host: "9.9.9.9", Port: 53}},
+		{"9.9.9.9:5353", Address{Kind: KindPlain, Host: "9.9.9.9", Port: 5353}},
+		{"[2620:fe::fe]", Address{Kind: KindPlain, Host: "2620:fe::fe", Port: 53}},
+		{"[2620:fe::fe]:53", Address{Kind: KindPlain, Host: "2620:fe::fe", Port: 53}},
+		{"tls://9.9.9.9#dns.quad9.net", Address{Kind: KindTLS, Host: "9.9.9.9", Port: 853, ServerName: "dns.quad9.net"}},
+		{"tls://9.9.9.9:8853#dns.quad9.net", Address{Kind: KindTLS, Host: "9.9.9.9", Port: 8853, ServerName: "dns.quad9.net"}},
+		{"TLS://9.9.9.9:853#DNS.Quad9.net.", Address{Kind: KindTLS, Host: "9.9.9.9", Port: 853, ServerName: "dns.quad9.net"}},
+		{"tls://[2620:fe::fe]:853#dns.quad9.net", Address{Kind: KindTLS, Host: "2620:fe::fe", Port: 853, ServerName: "dns.quad9.net"}},
+		{"tls://[::ffff:9.9.9.9]:853#dns.quad9.net", Address{Kind: KindTLS, Host: "9.9.9.9", Port: 853, ServerName: "dns.quad9.net"}},
+		{"tls://1.1.1.1#1.1.1.1", Address{Kind: KindTLS, Host: "1.1.1.1", Port: 853, ServerName: "1.1.1.1"}},
+		{"quic://94.140.14.14#dns.adguard-dns.com", Address{Kind: KindQUIC, Host: "94.140.14.14", Port: 853, ServerName: "dns.adguard-dns.com"}},
+		{"quic://94.140.14.14:784#dns.adguard-dns.com", Address{Kind: KindQUIC, Host: "94.140.14.14", Port: 784, ServerName: "dns.adguard-dns.com"}},
+		{"https://9.9.9.9/dns-query#dns.quad9.net", Address{Kind: KindHTTPS, Host: "9.9.9.9", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
+		{"https://dns.quad9.net/dns-query", Address{Kind: KindHTTPS, Host: "dns.quad9.net", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
+		{"https://dns.quad9.net", Address{Kind: KindHTTPS, Host: "dns.quad9.net", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
+		{"https://dns.example.net:8443/custom/path#pdns.example.gov", Address{Kind: KindHTTPS, Host: "dns.example.net", Port: 8443, Path: "/custom/path", ServerName: "pdns.example.gov"}},
+		{"https://[2620:fe::fe]/dns-query#dns.quad9.net", Address{Kind: KindHTTPS, Host: "2620:fe::fe", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := ParseAddress(tc.in)
@@ -112,7 +112,7 @@ func FuzzParseAddress(f *testing.F) {
 		if a.String() != s {
 			t.Fatalf("String() = %q, want %q", a.String(), s)
 		}
-		if a.Port == 0 || a.Host == "" || a.Kind != Plain && a.ServerName == "" {
+		if a.Port == 0 || a.Host == "" || a.Kind != KindPlain && a.ServerName == "" {
 			t.Fatalf("%q parsed to an incomplete %+v", s, a)
 		}
 		a.text = ""

@@ -139,7 +139,7 @@ func (t *dohTransport) dial(ctx context.Context, network, _ string) (net.Conn, e
 			break
 		}
 	}
-	return nil, dialError(errors.Join(errs...))
+	return nil, typedDialError(errors.Join(errs...))
 }
 
 // Exchange sends q and waits for its answer (see Transport and
@@ -148,7 +148,7 @@ func (t *dohTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, erro
 	if t.life.Err() != nil {
 		return nil, ErrClosed
 	}
-	wq, err := packQuery(q, false)
+	wq, err := packPadded(q, false)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +164,7 @@ func (t *dohTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, erro
 		case t.life.Err() != nil:
 			return nil, ErrClosed
 		case ctx.Err() != nil:
-			return nil, ctxError(ctx, "dns over https", broken)
+			return nil, exchangeCtxError(ctx, "dns over https", broken)
 		case !gotConn || errors.Is(err, ErrProtocol) || try == 1:
 			// No connection (refused, a bad certificate), or the upstream
 			// answered: nothing a new connection would change.
@@ -190,7 +190,7 @@ func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, got
 	req.Header.Set("Accept", dohMediaType)
 	resp, err := t.tr.RoundTrip(req)
 	if err != nil {
-		return nil, got.Load(), fmt.Errorf("dns over https: %w", dialError(err))
+		return nil, got.Load(), fmt.Errorf("dns over https: %w", typedDialError(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -200,12 +200,12 @@ func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, got
 	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != dohMediaType {
 		return nil, true, fmt.Errorf("dns over https: %w: content type %q, not %s", ErrProtocol, resp.Header.Get("Content-Type"), dohMediaType)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMessage+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxStreamMessage+1))
 	if err != nil {
 		return nil, true, fmt.Errorf("dns over https: reading the answer: %w", err)
 	}
-	if len(body) > maxMessage {
-		return nil, true, fmt.Errorf("dns over https: %w: answer body over %d octets", ErrProtocol, maxMessage)
+	if len(body) > maxStreamMessage {
+		return nil, true, fmt.Errorf("dns over https: %w: answer body over %d octets", ErrProtocol, maxStreamMessage)
 	}
 	m, err := wq.answer(body, 0)
 	if err != nil {

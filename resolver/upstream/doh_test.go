@@ -19,7 +19,7 @@ import (
 // authority.
 func TestDoHHTTP2(t *testing.T) {
 	pki := newPKI(t)
-	srv := startDoH(t, pki.good, answerA)
+	srv := startDoH(t, pki.good, answerWithA)
 	var mu sync.Mutex
 	var reqs []*http.Request
 	srv.setBefore(func(_ http.ResponseWriter, r *http.Request) bool {
@@ -28,9 +28,9 @@ func TestDoHHTTP2(t *testing.T) {
 		mu.Unlock()
 		return false
 	})
-	tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-	exchangeAll(t, tr, 30)
-	exchangeAll(t, tr, 5)
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	exchangeConcurrently(t, tr, 30)
+	exchangeConcurrently(t, tr, 5)
 	assert.Equal(t, 1, srv.connections(), "35 queries, one connection")
 	versions := srv.httpVersions()
 	require.Len(t, versions, 35)
@@ -86,13 +86,13 @@ func TestDoHBadAnswers(t *testing.T) {
 		}, 0, "malformed answer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := startDoH(t, pki.good, answerA)
+			srv := startDoH(t, pki.good, answerWithA)
 			srv.setBefore(func(w http.ResponseWriter, _ *http.Request) bool {
 				tc.answer(w)
 				return true
 			})
-			tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-			resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+			tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+			resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 			assert.Nil(t, resp)
 			assert.ErrorIs(t, err, ErrProtocol)
 			assert.ErrorContains(t, err, tc.want)
@@ -112,7 +112,7 @@ func TestDoHBadAnswers(t *testing.T) {
 // sent once more on a new connection.
 func TestDoHBrokenConnection(t *testing.T) {
 	pki := newPKI(t)
-	srv := startDoH(t, pki.good, answerA)
+	srv := startDoH(t, pki.good, answerWithA)
 	var first sync.Once
 	srv.setBefore(func(http.ResponseWriter, *http.Request) bool {
 		broke := false
@@ -122,8 +122,8 @@ func TestDoHBrokenConnection(t *testing.T) {
 		})
 		return broke
 	})
-	tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-	resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 	require.NoError(t, err)
 	assert.Len(t, resp.Answer, 1)
 	assert.Equal(t, 2, srv.connections())
@@ -135,7 +135,7 @@ func TestDoHBrokenConnection(t *testing.T) {
 // for that name.
 func TestDoHHostName(t *testing.T) {
 	pki := newPKI(t)
-	srv := startDoH(t, pki.good, answerA)
+	srv := startDoH(t, pki.good, answerWithA)
 	_, port, err := net.SplitHostPort(srv.srv.Listener.Addr().String())
 	require.NoError(t, err)
 	upstream := "https://" + testServerName + ":" + port + "/dns-query"
@@ -150,8 +150,8 @@ func TestDoHHostName(t *testing.T) {
 		// The first address refuses: the next one is tried.
 		return []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")}, nil
 	}
-	tr := newTestTransport(t, upstream, opts)
-	resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+	tr := newEncryptedTransport(t, upstream, opts)
+	resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 	require.NoError(t, err)
 	assert.Len(t, resp.Answer, 1)
 	mu.Lock()
@@ -161,20 +161,20 @@ func TestDoHHostName(t *testing.T) {
 	t.Run("lookup fails", func(t *testing.T) {
 		opts := pki.testOptions(t)
 		opts.Resolve = func(context.Context, string) ([]netip.Addr, error) { return nil, errors.New("no such host") }
-		tr := newTestTransport(t, upstream, opts)
-		resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		tr := newEncryptedTransport(t, upstream, opts)
+		resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 		assert.Nil(t, resp)
 		assert.ErrorContains(t, err, "looking up dns.test: no such host")
 	})
 	t.Run("no address", func(t *testing.T) {
 		opts := pki.testOptions(t)
 		opts.Resolve = func(context.Context, string) ([]netip.Addr, error) { return nil, nil }
-		tr := newTestTransport(t, upstream, opts)
-		_, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		tr := newEncryptedTransport(t, upstream, opts)
+		_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 		assert.ErrorContains(t, err, "looking up dns.test: no address")
 	})
 	t.Run("address", func(t *testing.T) {
-		tr := newTestTransport(t, upstream, opts)
+		tr := newEncryptedTransport(t, upstream, opts)
 		assert.Equal(t, upstream, tr.Address())
 		assert.True(t, strings.HasPrefix(tr.(*dohTransport).url, "https://dns.test:"))
 	})

@@ -116,7 +116,7 @@ func (t *doqTransport) Address() string { return t.addr.String() }
 // Exchange sends q and waits for its answer (see Transport and
 // doqTransport). Errors are those listed at ErrProtocol.
 func (t *doqTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
-	wq, err := packQuery(q, true)
+	wq, err := packPadded(q, true)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +132,7 @@ func (t *doqTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, erro
 		case t.isClosed():
 			return nil, ErrClosed
 		case ctx.Err() != nil:
-			return nil, ctxError(ctx, "dns over quic", broken)
+			return nil, exchangeCtxError(ctx, "dns over quic", broken)
 		case !errors.As(err, &be) || try == 1:
 			return nil, err
 		}
@@ -232,7 +232,7 @@ func (t *doqTransport) dial(d *doqDial) {
 		}
 		d.err = ErrClosed
 	case err != nil:
-		d.err = fmt.Errorf("connecting over quic: %w", dialError(err))
+		d.err = fmt.Errorf("connecting over quic: %w", typedDialError(err))
 	default:
 		t.conn, d.conn = conn, conn
 	}

@@ -21,11 +21,11 @@ func TestDoQStreams(t *testing.T) {
 	var streams atomic.Int32
 	srv := startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
 		streams.Add(1)
-		serveDoQ(answerA)(s, conn, str)
+		serveDoQ(answerWithA)(s, conn, str)
 	})
-	tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-	exchangeAll(t, tr, 1)
-	exchangeAll(t, tr, 30)
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	exchangeConcurrently(t, tr, 1)
+	exchangeConcurrently(t, tr, 30)
 	assert.Equal(t, 1, srv.connections())
 	assert.Equal(t, int32(31), streams.Load(), "one stream per query")
 	for _, q := range srv.queries() {
@@ -45,10 +45,10 @@ func TestDoQBrokenConnection(t *testing.T) {
 				}
 				return
 			}
-			serveDoQ(answerA)(s, conn, str)
+			serveDoQ(answerWithA)(s, conn, str)
 		})
-		tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-		resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 		require.NoError(t, err)
 		assert.Len(t, resp.Answer, 1)
 		assert.Equal(t, 2, srv.connections())
@@ -58,13 +58,13 @@ func TestDoQBrokenConnection(t *testing.T) {
 		var first atomic.Pointer[quic.Conn]
 		srv := startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
 			first.CompareAndSwap(nil, conn)
-			serveDoQ(answerA)(s, conn, str)
+			serveDoQ(answerWithA)(s, conn, str)
 		})
-		tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-		_, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 		require.NoError(t, err)
 		require.NoError(t, first.Load().CloseWithError(doqNoError, "idle"))
-		resp, err := tr.Exchange(context.Background(), testQuery("b.example.", false))
+		resp, err := tr.Exchange(context.Background(), clientQuery("b.example.", false))
 		require.NoError(t, err)
 		assert.Len(t, resp.Answer, 1)
 		assert.Equal(t, 2, srv.connections())
@@ -75,8 +75,8 @@ func TestDoQBrokenConnection(t *testing.T) {
 				_ = conn.CloseWithError(doqExcessiveLoad, "busy")
 			}
 		})
-		tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-		resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 		assert.Nil(t, resp)
 		var de *DoQError
 		require.ErrorAs(t, err, &de)
@@ -98,8 +98,8 @@ func TestDoQErrors(t *testing.T) {
 				str.CancelWrite(doqInternalError)
 			}
 		})
-		tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-		resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 		assert.Nil(t, resp)
 		var de *DoQError
 		require.ErrorAs(t, err, &de)
@@ -114,19 +114,19 @@ func TestDoQErrors(t *testing.T) {
 		want  string
 	}{
 		{"non-zero ID", func(str *quic.Stream, q *dns.Msg) {
-			m := answerA(q)
+			m := answerWithA(q)
 			m.Id = 77
 			_ = writeFrame(str, m)
 		}, "answer with ID 77 to a query with ID 0"},
 		{"two answers", func(str *quic.Stream, q *dns.Msg) {
-			_ = writeFrame(str, answerA(q))
-			_ = writeFrame(str, answerA(q))
+			_ = writeFrame(str, answerWithA(q))
+			_ = writeFrame(str, answerWithA(q))
 		}, "more than one answer on a stream"},
 		{"cut short", func(str *quic.Stream, q *dns.Msg) {
 			_, _ = str.Write([]byte{0, 40, 1, 2, 3})
 		}, "the stream ended before the whole answer"},
 		{"keepalive", func(str *quic.Stream, q *dns.Msg) {
-			m := answerA(q)
+			m := answerWithA(q)
 			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE})
 			_ = writeFrame(str, m)
 		}, "edns-tcp-keepalive"},
@@ -138,8 +138,8 @@ func TestDoQErrors(t *testing.T) {
 					_ = str.Close()
 				}
 			})
-			tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-			resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+			tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+			resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 			assert.Nil(t, resp)
 			assert.ErrorIs(t, err, ErrProtocol)
 			assert.ErrorContains(t, err, tc.want)
@@ -167,7 +167,7 @@ func TestDoQCancel(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err = tr.Exchange(ctx, testQuery("a.example.", false))
+	_, err = tr.Exchange(ctx, clientQuery("a.example.", false))
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	select {
 	case err := <-cause:

@@ -101,7 +101,7 @@ func (t *dotTransport) Address() string { return t.addr.String() }
 // Exchange sends q and waits for its answer (see Transport and
 // dotTransport). Errors are those listed at ErrProtocol.
 func (t *dotTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
-	wq, err := packQuery(q, false)
+	wq, err := packPadded(q, false)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +115,7 @@ func (t *dotTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, erro
 		case err == nil:
 			return resp, nil
 		case ctx.Err() != nil:
-			return nil, ctxError(ctx, "dns over tls", broken)
+			return nil, exchangeCtxError(ctx, "dns over tls", broken)
 		case !errors.As(err, &be) || try == 1:
 			return nil, err
 		}
@@ -234,7 +234,7 @@ func (c *dotConn) dial() {
 		}
 		c.err = c.broken
 	case err != nil:
-		c.err = fmt.Errorf("connecting over tls: %w", dialError(err))
+		c.err = fmt.Errorf("connecting over tls: %w", typedDialError(err))
 		c.broken = c.err
 	default:
 		c.conn = conn

@@ -14,15 +14,15 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// exchangeAll sends n queries at once, for n0.example. to n<n-1>.example.,
+// exchangeConcurrently sends n queries at once, for n0.example. to n<n-1>.example.,
 // and checks each gets the answer to its own question with its own ID.
-func exchangeAll(t *testing.T, tr Transport, n int) {
+func exchangeConcurrently(t *testing.T, tr Transport, n int) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
 		wg.Go(func() {
-			q := testQuery(fmt.Sprintf("n%d.example.", i), false)
+			q := clientQuery(fmt.Sprintf("n%d.example.", i), false)
 			q.Id = uint16(1000 + i)
 			resp, err := tr.Exchange(context.Background(), q)
 			switch {
@@ -62,14 +62,14 @@ func TestDoTOutOfOrder(t *testing.T) {
 			qs = append(qs, q)
 		}
 		for i := len(qs) - 1; i >= 0; i-- {
-			if writeFrame(conn, answerA(qs[i])) != nil {
+			if writeFrame(conn, answerWithA(qs[i])) != nil {
 				return
 			}
 		}
 		_, _ = readFrame(conn) // until the client closes
 	})
-	tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-	exchangeAll(t, tr, n)
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	exchangeConcurrently(t, tr, n)
 	assert.Equal(t, 1, srv.connections(), "n < dotPipeline queries share one connection")
 }
 
@@ -90,14 +90,14 @@ func TestDoTPool(t *testing.T) {
 		case <-all:
 		case <-time.After(10 * time.Second):
 		}
-		return answerA(q)
+		return answerWithA(q)
 	}))
-	tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-	exchangeAll(t, tr, n)
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	exchangeConcurrently(t, tr, n)
 	assert.LessOrEqual(t, srv.connections(), dotPoolSize)
 	assert.Greater(t, srv.connections(), 1, "more than dotPipeline queries in flight open a second connection")
 	before := srv.connections()
-	exchangeAll(t, tr, 10)
+	exchangeConcurrently(t, tr, 10)
 	assert.Equal(t, before, srv.connections(), "the pool's connections are reused")
 }
 
@@ -117,22 +117,22 @@ func TestDoTBrokenConnection(t *testing.T) {
 				_ = conn.Close()
 				return
 			}
-			serveFrames(answerA)(s, conn)
+			serveFrames(answerWithA)(s, conn)
 		})
-		tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-		resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 		require.NoError(t, err)
 		assert.Len(t, resp.Answer, 1)
 		assert.Equal(t, 2, srv.connections())
 		assert.Len(t, srv.queries(), 2, "the query went out twice, once on each connection")
 	})
 	t.Run("closed while idle", func(t *testing.T) {
-		srv := startDoT(t, pki.good, serveFrames(answerA))
-		tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-		_, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		srv := startDoT(t, pki.good, serveFrames(answerWithA))
+		tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 		require.NoError(t, err)
 		srv.closeAll()
-		resp, err := tr.Exchange(context.Background(), testQuery("b.example.", false))
+		resp, err := tr.Exchange(context.Background(), clientQuery("b.example.", false))
 		require.NoError(t, err)
 		assert.Len(t, resp.Answer, 1)
 		assert.Equal(t, 2, srv.connections())
@@ -145,8 +145,8 @@ func TestDoTBrokenConnection(t *testing.T) {
 			}
 			_ = conn.Close()
 		})
-		tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-		resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+		tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 		assert.Nil(t, resp)
 		assert.ErrorContains(t, err, "the upstream closed the connection")
 		assert.Equal(t, 2, srv.connections(), "tried once more, not again")
@@ -163,12 +163,12 @@ func TestDoTAbandonedID(t *testing.T) {
 		if q.Question[0].Name == "slow.example." {
 			<-release
 		}
-		return answerA(q)
+		return answerWithA(q)
 	}))
-	tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	_, err := tr.Exchange(ctx, testQuery("slow.example.", false))
+	_, err := tr.Exchange(ctx, clientQuery("slow.example.", false))
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	dt := tr.(*dotTransport)
 	held := func() (abandoned, waiting int) {
@@ -186,7 +186,7 @@ func TestDoTAbandonedID(t *testing.T) {
 	close(release) // the late answer arrives now
 	require.Eventually(t, func() bool { a, w := held(); return a == 0 && w == 0 }, 5*time.Second, 5*time.Millisecond,
 		"the late answer frees the ID")
-	exchangeAll(t, tr, 10)
+	exchangeConcurrently(t, tr, 10)
 	assert.Equal(t, 1, srv.connections())
 }
 
@@ -204,10 +204,10 @@ func TestDoTBadFrame(t *testing.T) {
 			_, _ = readFrame(conn)
 			return
 		}
-		serveFrames(answerA)(s, conn)
+		serveFrames(answerWithA)(s, conn)
 	})
-	tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-	resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 	require.NoError(t, err)
 	assert.Len(t, resp.Answer, 1)
 	assert.Equal(t, 2, srv.connections())

@@ -21,7 +21,7 @@ type Options struct {
 	// Timeout bounds one Exchange: the connection and its TLS or QUIC
 	// handshake when one is needed, the query, and its one retry on a new
 	// connection. The caller's ctx may end it sooner. 0 means
-	// defaultTimeout.
+	// defaultEncryptedTimeout.
 	Timeout time.Duration
 	// RootCAs verifies the upstream's certificate: LoadRoots gives the
 	// system's roots plus `upstream_ca`. nil means the system's roots.
@@ -35,13 +35,13 @@ type Options struct {
 	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
-// defaultTimeout is Options.Timeout when it is 0: the default
+// defaultEncryptedTimeout is Options.Timeout when it is 0: the default
 // upstream_timeout.
-const defaultTimeout = 2 * time.Second
+const defaultEncryptedTimeout = 2 * time.Second
 
-// maxMessage is the largest DNS message a 2-octet length field or a DoH
+// maxStreamMessage is the largest DNS message a 2-octet length field or a DoH
 // body can carry (RFC 1035 §4.2.2, RFC 8484 §6).
-const maxMessage = 65535
+const maxStreamMessage = 65535
 
 // Errors of the encrypted transports, for errors.Is and errors.As.
 // Besides these, an Exchange error is, by cause:
@@ -83,14 +83,14 @@ var (
 // UDP/TCP one of the forwarder.
 func NewTransport(addr Address, opts Options) (Transport, error) {
 	if opts.Timeout <= 0 {
-		opts.Timeout = defaultTimeout
+		opts.Timeout = defaultEncryptedTimeout
 	}
 	switch addr.Kind {
-	case TLS:
+	case KindTLS:
 		return newDoT(addr, opts), nil
-	case HTTPS:
+	case KindHTTPS:
 		return newDoH(addr, opts), nil
-	case QUIC:
+	case KindQUIC:
 		return newDoQ(addr, opts), nil
 	}
 	return nil, fmt.Errorf("%s: NewTransport builds encrypted upstreams only, not %s ones", addr, addr.Kind)
@@ -115,12 +115,12 @@ const queryPaddingBlock = 128
 // stream transport it only tells the upstream we speak EDNS.
 const ednsNoOPTSize = 1232
 
-// packQuery packs a copy of q for an encrypted upstream: ID 0, and EDNS(0)
+// packPadded packs a copy of q for an encrypted upstream: ID 0, and EDNS(0)
 // Padding that makes the message a multiple of 128 octets long (RFC 8467
 // §4.1), in q's OPT record or in one added for it. A Padding option q
 // already has is replaced. dropKeepalive leaves out edns-tcp-keepalive,
 // which DoQ forbids (RFC 9250 §5.5.2). q is not modified.
-func packQuery(q *dns.Msg, dropKeepalive bool) (*wireQuery, error) {
+func packPadded(q *dns.Msg, dropKeepalive bool) (*wireQuery, error) {
 	if len(q.Question) != 1 {
 		return nil, fmt.Errorf("packing query: %d questions, not 1", len(q.Question))
 	}
@@ -167,8 +167,8 @@ func packQuery(q *dns.Msg, dropKeepalive bool) (*wireQuery, error) {
 			return nil, fmt.Errorf("packing query: %w", err)
 		}
 	}
-	if len(b) > maxMessage {
-		return nil, fmt.Errorf("packing query: %d octets, more than %d", len(b), maxMessage)
+	if len(b) > maxStreamMessage {
+		return nil, fmt.Errorf("packing query: %d octets, more than %d", len(b), maxStreamMessage)
 	}
 	return &wireQuery{q: q, wire: b, hadOPT: orig != nil, noKeepalive: dropKeepalive}, nil
 }
@@ -245,10 +245,10 @@ func sameQuestionWire(a, b dns.Question) bool {
 	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && blocklist.SameName(a.Name, b.Name)
 }
 
-// ctxError is the error for an exchange whose ctx ended: ctx's own error
+// exchangeCtxError is the error for an exchange whose ctx ended: ctx's own error
 // (context.DeadlineExceeded or context.Canceled), with what was being done
 // and, when there is one, what had gone wrong before.
-func ctxError(ctx context.Context, doing string, cause error) error {
+func exchangeCtxError(ctx context.Context, doing string, cause error) error {
 	if cause != nil && !errors.Is(cause, ctx.Err()) && !isTimeoutError(cause) {
 		return fmt.Errorf("%s: %w (after: %v)", doing, ctx.Err(), cause)
 	}
@@ -261,9 +261,9 @@ func isTimeoutError(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
-// dialError types an error of making a connection: a refused connection
+// typedDialError types an error of making a connection: a refused connection
 // wraps ErrConnRefused.
-func dialError(err error) error {
+func typedDialError(err error) error {
 	var te *quic.TransportError
 	if errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &te) && te.Remote && te.ErrorCode == quic.ConnectionRefused {
 		return fmt.Errorf("%w: %w", ErrConnRefused, err)

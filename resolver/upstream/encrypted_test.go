@@ -16,9 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// newTestTransport parses s and builds its transport, closed at the end of
+// newEncryptedTransport parses s and builds its transport, closed at the end of
 // the test.
-func newTestTransport(t *testing.T, s string, opts Options) Transport {
+func newEncryptedTransport(t *testing.T, s string, opts Options) Transport {
 	t.Helper()
 	addr, err := ParseAddress(s)
 	require.NoError(t, err)
@@ -46,10 +46,10 @@ func paddingOf(m *dns.Msg) *dns.EDNS0_PADDING {
 // upstream-side a padded query (RFC 8467) with the ID the protocol wants.
 func TestEncryptedAnswer(t *testing.T) {
 	pki := newPKI(t)
-	for _, k := range kinds {
+	for _, k := range encryptedKinds {
 		t.Run(k.name, func(t *testing.T) {
-			srv := k.start(t, pki.good, answerA)
-			tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+			srv := k.start(t, pki.good, answerWithA)
+			tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
 			for _, tc := range []struct {
 				name   string
 				qname  string
@@ -61,7 +61,7 @@ func TestEncryptedAnswer(t *testing.T) {
 				{"escaped name", `a\.b\(c\001.example.`, false},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
-					q := testQuery(tc.qname, tc.noEDNS)
+					q := clientQuery(tc.qname, tc.noEDNS)
 					q.Id = 0xbeef
 					before := q.String()
 					resp, err := tr.Exchange(context.Background(), q)
@@ -105,10 +105,10 @@ func TestEncryptedAnswer(t *testing.T) {
 // client's, so that a pipelined connection tells answers apart.
 func TestDoTFreshIDs(t *testing.T) {
 	pki := newPKI(t)
-	srv := startDoT(t, pki.good, serveFrames(answerA))
-	tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	srv := startDoT(t, pki.good, serveFrames(answerWithA))
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
 	for i := range 20 {
-		q := testQuery(fmt.Sprintf("n%d.example.", i), false)
+		q := clientQuery(fmt.Sprintf("n%d.example.", i), false)
 		q.Id = 7
 		resp, err := tr.Exchange(context.Background(), q)
 		require.NoError(t, err)
@@ -127,7 +127,7 @@ func TestDoTFreshIDs(t *testing.T) {
 // query reaches the server.
 func TestEncryptedCertificate(t *testing.T) {
 	pki := newPKI(t)
-	for _, k := range kinds {
+	for _, k := range encryptedKinds {
 		for _, tc := range []struct {
 			name  string
 			cert  tls.Certificate
@@ -139,13 +139,13 @@ func TestEncryptedCertificate(t *testing.T) {
 			{"system roots only", pki.good, new(x509.UnknownAuthorityError), false},
 		} {
 			t.Run(k.name+"/"+tc.name, func(t *testing.T) {
-				srv := k.start(t, tc.cert, answerA)
+				srv := k.start(t, tc.cert, answerWithA)
 				opts := pki.testOptions(t)
 				if !tc.roots {
 					opts.RootCAs = nil
 				}
-				tr := newTestTransport(t, srv.upstream(testServerName), opts)
-				resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+				tr := newEncryptedTransport(t, srv.upstream(testServerName), opts)
+				resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 				require.Error(t, err)
 				assert.Nil(t, resp)
 				var cve *tls.CertificateVerificationError
@@ -165,15 +165,15 @@ func TestEncryptedCertificate(t *testing.T) {
 func TestEncryptedTimeout(t *testing.T) {
 	pki := newPKI(t)
 	never := func(*dns.Msg) *dns.Msg { return nil }
-	for _, k := range kinds {
+	for _, k := range encryptedKinds {
 		t.Run(k.name, func(t *testing.T) {
 			srv := k.start(t, pki.good, never)
 			t.Run("ctx deadline", func(t *testing.T) {
-				tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+				tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
 				ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 				defer cancel()
 				start := time.Now()
-				resp, err := tr.Exchange(ctx, testQuery("a.example.", false))
+				resp, err := tr.Exchange(ctx, clientQuery("a.example.", false))
 				assert.Nil(t, resp)
 				assert.ErrorIs(t, err, context.DeadlineExceeded)
 				assert.Less(t, time.Since(start), 3*time.Second)
@@ -181,19 +181,19 @@ func TestEncryptedTimeout(t *testing.T) {
 			t.Run("options timeout", func(t *testing.T) {
 				opts := pki.testOptions(t)
 				opts.Timeout = 300 * time.Millisecond
-				tr := newTestTransport(t, srv.upstream(testServerName), opts)
+				tr := newEncryptedTransport(t, srv.upstream(testServerName), opts)
 				start := time.Now()
-				resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+				resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 				assert.Nil(t, resp)
 				assert.True(t, isTimeoutError(err), "%v", err)
 				assert.Less(t, time.Since(start), 3*time.Second)
 			})
 			t.Run("cancelled", func(t *testing.T) {
-				tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+				tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan error, 1)
 				go func() {
-					_, err := tr.Exchange(ctx, testQuery("a.example.", false))
+					_, err := tr.Exchange(ctx, clientQuery("a.example.", false))
 					done <- err
 				}()
 				require.Eventually(t, func() bool { return len(srv.queries()) > 0 }, 5*time.Second, 5*time.Millisecond)
@@ -213,12 +213,12 @@ func TestEncryptedTimeout(t *testing.T) {
 // one kept connection (DoT pipelining, HTTP/2 streams, QUIC streams).
 func TestEncryptedReuse(t *testing.T) {
 	pki := newPKI(t)
-	for _, k := range kinds {
+	for _, k := range encryptedKinds {
 		t.Run(k.name, func(t *testing.T) {
-			srv := k.start(t, pki.good, answerA)
-			tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+			srv := k.start(t, pki.good, answerWithA)
+			tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
 			for i := range 10 {
-				resp, err := tr.Exchange(context.Background(), testQuery(fmt.Sprintf("s%d.example.", i), false))
+				resp, err := tr.Exchange(context.Background(), clientQuery(fmt.Sprintf("s%d.example.", i), false))
 				require.NoError(t, err)
 				assert.Len(t, resp.Answer, 1)
 			}
@@ -227,7 +227,7 @@ func TestEncryptedReuse(t *testing.T) {
 			errs := make(chan error, 10)
 			for i := range 10 {
 				wg.Go(func() {
-					q := testQuery(fmt.Sprintf("c%d.example.", i), false)
+					q := clientQuery(fmt.Sprintf("c%d.example.", i), false)
 					resp, err := tr.Exchange(context.Background(), q)
 					if err == nil && (len(resp.Answer) != 1 || resp.Question[0].Name != q.Question[0].Name) {
 						err = fmt.Errorf("wrong answer for %s: %v", q.Question[0].Name, resp)
@@ -251,13 +251,13 @@ func TestEncryptedReuse(t *testing.T) {
 func TestEncryptedClose(t *testing.T) {
 	pki := newPKI(t)
 	never := func(*dns.Msg) *dns.Msg { return nil }
-	for _, k := range kinds {
+	for _, k := range encryptedKinds {
 		t.Run(k.name, func(t *testing.T) {
 			srv := k.start(t, pki.good, never)
-			tr := newTestTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+			tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
 			done := make(chan error, 1)
 			go func() {
-				_, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+				_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 				done <- err
 			}()
 			require.Eventually(t, func() bool { return len(srv.queries()) > 0 }, 5*time.Second, 5*time.Millisecond)
@@ -268,7 +268,7 @@ func TestEncryptedClose(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("a query in flight did not end at Close")
 			}
-			_, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+			_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 			assert.ErrorIs(t, err, ErrClosed)
 			assert.ErrorIs(t, err, net.ErrClosed)
 		})
@@ -278,14 +278,14 @@ func TestEncryptedClose(t *testing.T) {
 // TestEncryptedRefused: a TCP port nothing listens on refuses the
 // connection, and the error says so (ErrConnRefused), for DoT and DoH.
 func TestEncryptedRefused(t *testing.T) {
-	port := strconv.Itoa(freePort(t))
+	port := strconv.Itoa(unusedTCPPort(t))
 	for _, s := range []string{
 		"tls://127.0.0.1:" + port + "#" + testServerName,
 		"https://127.0.0.1:" + port + "/dns-query#" + testServerName,
 	} {
 		t.Run(s, func(t *testing.T) {
-			tr := newTestTransport(t, s, Options{Timeout: 5 * time.Second})
-			resp, err := tr.Exchange(context.Background(), testQuery("a.example.", false))
+			tr := newEncryptedTransport(t, s, Options{Timeout: 5 * time.Second})
+			resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 			assert.Nil(t, resp)
 			assert.ErrorIs(t, err, ErrConnRefused)
 			assert.False(t, isTimeoutError(err))

@@ -24,25 +24,25 @@ func TestPackQueryPadding(t *testing.T) {
 		wantOptions   []uint16 // the OPT's options in order, Padding last
 		wantSize      uint16
 	}{
-		{"no edns", func() *dns.Msg { return testQuery("a.example.", true) }, false, []uint16{dns.EDNS0PADDING}, ednsNoOPTSize},
-		{"edns", func() *dns.Msg { return testQuery("a.example.", false) }, false, []uint16{dns.EDNS0PADDING}, 1232},
+		{"no edns", func() *dns.Msg { return clientQuery("a.example.", true) }, false, []uint16{dns.EDNS0PADDING}, ednsNoOPTSize},
+		{"edns", func() *dns.Msg { return clientQuery("a.example.", false) }, false, []uint16{dns.EDNS0PADDING}, 1232},
 		{"cookie kept", func() *dns.Msg {
-			q := testQuery("a.example.", false)
+			q := clientQuery("a.example.", false)
 			q.IsEdns0().Option = append(q.IsEdns0().Option, cookie)
 			return q
 		}, false, []uint16{dns.EDNS0COOKIE, dns.EDNS0PADDING}, 1232},
 		{"client padding replaced", func() *dns.Msg {
-			q := testQuery("a.example.", false)
+			q := clientQuery("a.example.", false)
 			q.IsEdns0().Option = append(q.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, 300)})
 			return q
 		}, false, []uint16{dns.EDNS0PADDING}, 1232},
 		{"keepalive dropped for doq", func() *dns.Msg {
-			q := testQuery("a.example.", false)
+			q := clientQuery("a.example.", false)
 			q.IsEdns0().Option = append(q.IsEdns0().Option, &dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE})
 			return q
 		}, true, []uint16{dns.EDNS0PADDING}, 1232},
 		{"keepalive kept for dot", func() *dns.Msg {
-			q := testQuery("a.example.", false)
+			q := clientQuery("a.example.", false)
 			q.IsEdns0().Option = append(q.IsEdns0().Option, &dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE})
 			return q
 		}, false, []uint16{dns.EDNS0TCPKEEPALIVE, dns.EDNS0PADDING}, 1232},
@@ -59,7 +59,7 @@ func TestPackQueryPadding(t *testing.T) {
 			q := tc.q()
 			q.Id = 4242
 			before := q.String()
-			wq, err := packQuery(q, tc.dropKeepalive)
+			wq, err := packPadded(q, tc.dropKeepalive)
 			require.NoError(t, err)
 			assert.Equal(t, before, q.String(), "q is not modified")
 			assert.Zero(t, len(wq.wire)%queryPaddingBlock, "%d octets", len(wq.wire))
@@ -94,7 +94,7 @@ func TestPackQueryLengths(t *testing.T) {
 		for _, labels := range []int{1, 2, 3} {
 			name := strings.Repeat(strings.Repeat("x", n)+".", labels)
 			for _, noEDNS := range []bool{false, true} {
-				wq, err := packQuery(testQuery(name, noEDNS), false)
+				wq, err := packPadded(clientQuery(name, noEDNS), false)
 				require.NoError(t, err)
 				assert.Zero(t, len(wq.wire)%queryPaddingBlock, "%s: %d octets", name, len(wq.wire))
 			}
@@ -105,13 +105,13 @@ func TestPackQueryLengths(t *testing.T) {
 // TestWireAnswer: an answer is checked against the query and loses what
 // belonged to the encrypted hop.
 func TestWireAnswer(t *testing.T) {
-	q := testQuery("a.example.", false)
+	q := clientQuery("a.example.", false)
 	q.Id = 99
-	wq, err := packQuery(q, true)
+	wq, err := packPadded(q, true)
 	require.NoError(t, err)
-	noEDNS := testQuery("a.example.", true)
+	noEDNS := clientQuery("a.example.", true)
 	noEDNS.Id = 99
-	wqNoEDNS, err := packQuery(noEDNS, false)
+	wqNoEDNS, err := packPadded(noEDNS, false)
 	require.NoError(t, err)
 	pack := func(m *dns.Msg) []byte {
 		b, err := m.Pack()
@@ -119,7 +119,7 @@ func TestWireAnswer(t *testing.T) {
 		return b
 	}
 	reply := func(from *dns.Msg, id uint16, edit func(*dns.Msg)) []byte {
-		m := answerA(from)
+		m := answerWithA(from)
 		m.Id = id
 		if edit != nil {
 			edit(m)
@@ -135,8 +135,8 @@ func TestWireAnswer(t *testing.T) {
 	}{
 		{"good", wq, reply(q, 7, nil), 7, ""},
 		{"another ID", wq, reply(q, 8, nil), 7, "answer with ID 8 to a query with ID 7"},
-		{"another name", wq, reply(testQuery("b.example.", false), 7, nil), 7, "answer for another question"},
-		{"same name in other case", wq, reply(testQuery("A.EXAMPLE.", false), 7, nil), 7, ""},
+		{"another name", wq, reply(clientQuery("b.example.", false), 7, nil), 7, "answer for another question"},
+		{"same name in other case", wq, reply(clientQuery("A.EXAMPLE.", false), 7, nil), 7, ""},
 		{"another type", wq, reply(q, 7, func(m *dns.Msg) { m.Question[0].Qtype = dns.TypeAAAA }), 7, "answer for another question"},
 		{"not a response", wq, reply(q, 7, func(m *dns.Msg) { m.Response = false }), 7, "a query came back"},
 		{"servfail without question", wq, reply(q, 7, func(m *dns.Msg) { m.Rcode = dns.RcodeServerFailure; m.Question = nil }), 7, ""},
@@ -145,8 +145,8 @@ func TestWireAnswer(t *testing.T) {
 		{"keepalive over doq", wq, reply(q, 7, func(m *dns.Msg) {
 			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE, Timeout: 100})
 		}), 7, "edns-tcp-keepalive"},
-		{"no edns asked", wqNoEDNS, reply(testQuery("a.example.", false), 7, nil), 7, ""},
-		{"no edns asked, extended rcode", wqNoEDNS, reply(testQuery("a.example.", false), 7, func(m *dns.Msg) { m.Rcode = dns.RcodeBadCookie }), 7, "extended RCODE 23"},
+		{"no edns asked", wqNoEDNS, reply(clientQuery("a.example.", false), 7, nil), 7, ""},
+		{"no edns asked, extended rcode", wqNoEDNS, reply(clientQuery("a.example.", false), 7, func(m *dns.Msg) { m.Rcode = dns.RcodeBadCookie }), 7, "extended RCODE 23"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, err := tc.wq.answer(tc.b, tc.id)

@@ -48,7 +48,7 @@ func startUnbound(t *testing.T, certFile, keyFile string) string {
 	t.Helper()
 	bin := needUnbound(t)
 	dir := t.TempDir()
-	port := freePort(t)
+	port := unusedTCPPort(t)
 	conf := filepath.Join(dir, "unbound.conf")
 	logFile := filepath.Join(dir, "unbound.log")
 	require.NoError(t, os.WriteFile(conf, fmt.Appendf(nil, `server:
@@ -199,10 +199,10 @@ func TestDoTUnbound(t *testing.T) {
 	unbound := startUnbound(t, cert, key)
 	proxy := startProxy(t, unbound)
 	upstream := "tls://" + proxy.addr + "#" + testServerName
-	tr := newTestTransport(t, upstream, pki.testOptions(t))
+	tr := newEncryptedTransport(t, upstream, pki.testOptions(t))
 
 	t.Run("answer", func(t *testing.T) {
-		q := testQuery("a.test.", false)
+		q := clientQuery("a.test.", false)
 		q.Id = 0x5151
 		resp, err := tr.Exchange(context.Background(), q)
 		require.NoError(t, err)
@@ -213,7 +213,7 @@ func TestDoTUnbound(t *testing.T) {
 		require.NotNil(t, resp.IsEdns0())
 		assert.Nil(t, paddingOf(resp), "Unbound's padding of the answer is not passed on")
 
-		q = testQuery("nx.test.", true)
+		q = clientQuery("nx.test.", true)
 		resp, err = tr.Exchange(context.Background(), q)
 		require.NoError(t, err)
 		assert.Equal(t, dns.RcodeNameError, resp.Rcode)
@@ -222,7 +222,7 @@ func TestDoTUnbound(t *testing.T) {
 	t.Run("broken under a query", func(t *testing.T) {
 		before := proxy.accepted.Load()
 		proxy.breakNext.Store(true)
-		resp, err := tr.Exchange(context.Background(), testQuery("a.test.", false))
+		resp, err := tr.Exchange(context.Background(), clientQuery("a.test.", false))
 		require.NoError(t, err)
 		require.Len(t, resp.Answer, 1)
 		assert.False(t, proxy.breakNext.Load(), "the query went out on a kept connection, which broke")
@@ -231,7 +231,7 @@ func TestDoTUnbound(t *testing.T) {
 	t.Run("closed while idle", func(t *testing.T) {
 		before := proxy.accepted.Load()
 		proxy.closeAll()
-		resp, err := tr.Exchange(context.Background(), testQuery("a.test.", false))
+		resp, err := tr.Exchange(context.Background(), clientQuery("a.test.", false))
 		require.NoError(t, err)
 		require.Len(t, resp.Answer, 1)
 		assert.Equal(t, before+1, proxy.accepted.Load())
@@ -242,7 +242,7 @@ func TestDoTUnbound(t *testing.T) {
 		errs := make(chan error, 50)
 		for i := range 50 {
 			wg.Go(func() {
-				q := testQuery("a.test.", false)
+				q := clientQuery("a.test.", false)
 				q.Id = uint16(i)
 				resp, err := tr.Exchange(context.Background(), q)
 				if err == nil && (resp.Id != q.Id || len(resp.Answer) != 1) {
@@ -260,15 +260,15 @@ func TestDoTUnbound(t *testing.T) {
 		assert.LessOrEqual(t, int(proxy.accepted.Load()-before), dotPoolSize-1, "50 queries over at most %d connections", dotPoolSize)
 	})
 	t.Run("wrong name", func(t *testing.T) {
-		tr := newTestTransport(t, "tls://"+unbound+"#other.test", pki.testOptions(t))
-		resp, err := tr.Exchange(context.Background(), testQuery("a.test.", false))
+		tr := newEncryptedTransport(t, "tls://"+unbound+"#other.test", pki.testOptions(t))
+		resp, err := tr.Exchange(context.Background(), clientQuery("a.test.", false))
 		assert.Nil(t, resp)
 		var he x509.HostnameError
 		assert.ErrorAs(t, err, &he)
 	})
 	t.Run("untrusted root", func(t *testing.T) {
-		tr := newTestTransport(t, "tls://"+unbound+"#"+testServerName, Options{Timeout: 5 * time.Second})
-		resp, err := tr.Exchange(context.Background(), testQuery("a.test.", false))
+		tr := newEncryptedTransport(t, "tls://"+unbound+"#"+testServerName, Options{Timeout: 5 * time.Second})
+		resp, err := tr.Exchange(context.Background(), clientQuery("a.test.", false))
 		assert.Nil(t, resp)
 		var ue x509.UnknownAuthorityError
 		assert.ErrorAs(t, err, &ue)

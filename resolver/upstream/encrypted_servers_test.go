@@ -29,9 +29,9 @@ type testServer interface {
 	queries() [][]byte
 }
 
-// kinds are the encrypted transports, each with a test server speaking it
+// encryptedKinds are the encrypted transports, each with a test server speaking it
 // that answers each query with answer (nil: never answers).
-var kinds = []struct {
+var encryptedKinds = []struct {
 	name  string
 	start func(t *testing.T, cert tls.Certificate, answer func(*dns.Msg) *dns.Msg) testServer
 }{
@@ -50,7 +50,7 @@ var kinds = []struct {
 type dotTestServer struct {
 	addr     string
 	accepted atomic.Int32
-	rec      recorder
+	rec      queryRecorder
 	mu       sync.Mutex
 	conns    []net.Conn
 }
@@ -153,7 +153,7 @@ func serveFrames(answer func(*dns.Msg) *dns.Msg) func(*dotTestServer, net.Conn) 
 type dohTestServer struct {
 	srv      *httptest.Server
 	accepted atomic.Int32
-	rec      recorder
+	rec      queryRecorder
 	mu       sync.Mutex
 	protos   []int      // the HTTP major version of each request
 	conns    []net.Conn // the connections, for closing them under a query
@@ -163,7 +163,7 @@ type dohTestServer struct {
 
 func startDoH(t *testing.T, cert tls.Certificate, answer func(*dns.Msg) *dns.Msg) *dohTestServer {
 	t.Helper()
-	up := udpUpstream(t, answer)
+	up := plainTestUpstream(t, answer)
 	s := &dohTestServer{}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
@@ -254,7 +254,7 @@ func (s *dohTestServer) closeAll() {
 type doqTestServer struct {
 	addr     string
 	accepted atomic.Int32
-	rec      recorder
+	rec      queryRecorder
 	mu       sync.Mutex
 	closed   []error // why each connection closed, as its context's cause says
 }

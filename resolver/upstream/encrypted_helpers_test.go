@@ -117,11 +117,11 @@ func (p *testPKI) testOptions(t *testing.T) Options {
 	return Options{Timeout: 5 * time.Second, RootCAs: roots}
 }
 
-// answerA is what the test upstreams say: A 192.0.2.1 for the question's
+// answerWithA is what the test upstreams say: A 192.0.2.1 for the question's
 // name, and when the query has EDNS, an OPT carrying Padding of their own
 // (as servers pad answers to encrypted clients, RFC 8467 §4.1), which the
 // transport must not pass on.
-func answerA(q *dns.Msg) *dns.Msg {
+func answerWithA(q *dns.Msg) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(q)
 	m.RecursionAvailable = true
@@ -138,9 +138,9 @@ func answerA(q *dns.Msg) *dns.Msg {
 	return m
 }
 
-// testQuery is a query for name as a client sends it: a random ID, RD, and
+// clientQuery is a query for name as a client sends it: a random ID, RD, and
 // EDNS with a buffer size and the DO bit unless noEDNS.
-func testQuery(name string, noEDNS bool) *dns.Msg {
+func clientQuery(name string, noEDNS bool) *dns.Msg {
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
 	if !noEDNS {
@@ -149,8 +149,8 @@ func testQuery(name string, noEDNS bool) *dns.Msg {
 	return q
 }
 
-// udpUpstream is a plain DNS server on 127.0.0.1 answering with answer.
-func udpUpstream(t *testing.T, answer func(*dns.Msg) *dns.Msg) string {
+// plainTestUpstream is a plain DNS server on 127.0.0.1 answering with answer.
+func plainTestUpstream(t *testing.T, answer func(*dns.Msg) *dns.Msg) string {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -167,27 +167,27 @@ func udpUpstream(t *testing.T, answer func(*dns.Msg) *dns.Msg) string {
 	return pc.LocalAddr().String()
 }
 
-// recorder keeps what a test server received.
-type recorder struct {
+// queryRecorder keeps what a test server received.
+type queryRecorder struct {
 	mu      sync.Mutex
 	queries [][]byte // each query's message as it came, without framing
 }
 
-func (r *recorder) add(b []byte) {
+func (r *queryRecorder) add(b []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.queries = append(r.queries, append([]byte(nil), b...))
 }
 
-func (r *recorder) all() [][]byte {
+func (r *queryRecorder) all() [][]byte {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([][]byte(nil), r.queries...)
 }
 
-// freePort is a TCP port on 127.0.0.1 nothing listens on (listen, then
+// unusedTCPPort is a TCP port on 127.0.0.1 nothing listens on (listen, then
 // close), for a server started by a command or a refused connection.
-func freePort(t *testing.T) int {
+func unusedTCPPort(t *testing.T) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
