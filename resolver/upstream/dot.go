@@ -27,6 +27,9 @@ const (
 	// dotMaxInflight bounds the query IDs taken on one connection, by
 	// queries in flight and by abandoned ones whose answer may still come.
 	dotMaxInflight = 1024
+	// dotAbandonedFor is how long the ID of an abandoned query stays
+	// taken: an answer later than that is not coming.
+	dotAbandonedFor = 30 * time.Second
 	// dotIdleTimeout closes a connection nothing was read from for that
 	// long (RFC 7766 §6.2.3: clients close idle connections; servers will).
 	dotIdleTimeout = 20 * time.Second
@@ -62,13 +65,14 @@ type dotConn struct {
 	mu sync.Mutex
 	// waiting holds the channel of each query in flight by its ID. A nil
 	// channel is a query abandoned (its ctx ended) whose ID stays taken
-	// until its answer comes, so that a late answer is never taken for
-	// another query's.
-	waiting   map[uint16]chan []byte
-	abandoned int   // nil entries in waiting
-	load      int   // queries between pick and release
-	broken    error // why the connection is no longer used; set once
-	ids       *rand.ChaCha8
+	// until its answer comes or dotAbandonedFor passes, so that a late
+	// answer is never taken for another query's.
+	waiting     map[uint16]chan []byte
+	abandoned   int                  // nil entries in waiting
+	abandonedAt map[uint16]time.Time // when each was abandoned
+	load        int                  // queries between pick and release
+	broken      error                // why the connection is no longer used; set once
+	ids         *rand.ChaCha8
 }
 
 // brokenConnError is a connection that broke with the query in flight: the
@@ -170,8 +174,12 @@ func (t *dotTransport) pick() (*dotConn, error) {
 	}
 	var best *dotConn
 	bestLoad := 0
+	now := time.Now()
 	for _, c := range t.conns {
 		c.mu.Lock()
+		if c.abandoned >= dotPipeline {
+			c.expireAbandoned(now)
+		}
 		load, usable := c.load+c.abandoned, c.broken == nil && len(c.waiting) < dotMaxInflight
 		c.mu.Unlock()
 		if usable && (best == nil || load < bestLoad) {
@@ -282,6 +290,7 @@ func (c *dotConn) read() {
 			delete(c.waiting, id)
 			if ch == nil {
 				c.abandoned--
+				delete(c.abandonedAt, id)
 			}
 		}
 		c.extendDeadline()
@@ -332,6 +341,23 @@ func (c *dotConn) abandon(id uint16) {
 	if ch, ok := c.waiting[id]; ok && ch != nil {
 		c.waiting[id] = nil
 		c.abandoned++
+		if c.abandonedAt == nil {
+			c.abandonedAt = map[uint16]time.Time{}
+		}
+		c.abandonedAt[id] = time.Now()
+	}
+}
+
+// expireAbandoned frees the IDs of queries abandoned more than
+// dotAbandonedFor before now, so that a connection whose upstream leaves
+// some queries unanswered does not run out of IDs. c.mu is held.
+func (c *dotConn) expireAbandoned(now time.Time) {
+	for id, at := range c.abandonedAt {
+		if now.Sub(at) > dotAbandonedFor {
+			delete(c.abandonedAt, id)
+			delete(c.waiting, id)
+			c.abandoned--
+		}
 	}
 }
 
