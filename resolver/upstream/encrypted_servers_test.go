@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,6 +28,30 @@ type testServer interface {
 	connections() int
 	// queries are the queries it received, as they came (no framing).
 	queries() [][]byte
+	// closeAll closes every connection it has, as a server closing idle
+	// connections does.
+	closeAll()
+	// resumed says, for each connection's TLS handshake in the order they
+	// completed, whether it resumed an earlier session.
+	resumed() []bool
+}
+
+// resumptions records whether TLS handshakes resumed a session.
+type resumptions struct {
+	mu  sync.Mutex
+	did []bool
+}
+
+func (r *resumptions) add(did bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.did = append(r.did, did)
+}
+
+func (r *resumptions) resumed() []bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]bool(nil), r.did...)
 }
 
 // encryptedKinds are the encrypted transports, each with a test server speaking it
@@ -51,8 +76,9 @@ type dotTestServer struct {
 	addr     string
 	accepted atomic.Int32
 	rec      queryRecorder
-	mu       sync.Mutex
-	conns    []net.Conn
+	resumptions
+	mu    sync.Mutex
+	conns []net.Conn
 }
 
 func startDoT(t *testing.T, cert tls.Certificate, serve func(*dotTestServer, net.Conn)) *dotTestServer {
@@ -74,7 +100,15 @@ func startDoT(t *testing.T, cert tls.Certificate, serve func(*dotTestServer, net
 			s.mu.Lock()
 			s.conns = append(s.conns, conn)
 			s.mu.Unlock()
-			go serve(s, conn)
+			go func() {
+				tc := conn.(*tls.Conn)
+				if tc.Handshake() != nil {
+					_ = conn.Close()
+					return
+				}
+				s.add(tc.ConnectionState().DidResume)
+				serve(s, conn)
+			}()
 		}
 	}()
 	t.Cleanup(func() {
@@ -156,7 +190,9 @@ type dohTestServer struct {
 	rec      queryRecorder
 	mu       sync.Mutex
 	protos   []int      // the HTTP major version of each request
+	active   []net.Conn // connections that became active (once for resumed)
 	conns    []net.Conn // the connections, for closing them under a query
+	resumptions
 	// before, if set, runs first for each request; true: it has answered.
 	before func(w http.ResponseWriter, r *http.Request) bool
 }
@@ -209,6 +245,15 @@ func startDoH(t *testing.T, cert tls.Certificate, answer func(*dns.Msg) *dns.Msg
 	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes the tests make fail
 	s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	s.srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if tc, ok := c.(*tls.Conn); ok && st == http.StateActive {
+			s.mu.Lock()
+			seen := slices.Contains(s.active, c)
+			s.active = append(s.active, c)
+			s.mu.Unlock()
+			if !seen {
+				s.add(tc.ConnectionState().DidResume)
+			}
+		}
 		if st == http.StateNew {
 			s.accepted.Add(1)
 			s.mu.Lock()
@@ -257,6 +302,8 @@ type doqTestServer struct {
 	rec      queryRecorder
 	mu       sync.Mutex
 	closed   []error // why each connection closed, as its context's cause says
+	conns    []*quic.Conn
+	resumptions
 }
 
 func startDoQ(t *testing.T, cert tls.Certificate, serve func(*doqTestServer, *quic.Conn, *quic.Stream)) *doqTestServer {
@@ -276,6 +323,16 @@ func startDoQ(t *testing.T, cert tls.Certificate, serve func(*doqTestServer, *qu
 				return
 			}
 			s.accepted.Add(1)
+			s.mu.Lock()
+			s.conns = append(s.conns, conn)
+			s.mu.Unlock()
+			go func() {
+				select {
+				case <-conn.HandshakeComplete():
+					s.add(conn.ConnectionState().TLS.DidResume)
+				case <-conn.Context().Done():
+				}
+			}()
 			go func() {
 				<-conn.Context().Done()
 				s.mu.Lock()
@@ -303,6 +360,17 @@ func startDoQ(t *testing.T, cert tls.Certificate, serve func(*doqTestServer, *qu
 func (s *doqTestServer) upstream(name string) string { return "quic://" + s.addr + "#" + name }
 func (s *doqTestServer) connections() int            { return int(s.accepted.Load()) }
 func (s *doqTestServer) queries() [][]byte           { return s.rec.all() }
+
+// closeAll closes every connection with DOQ_NO_ERROR, as a server closing
+// idle connections does.
+func (s *doqTestServer) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		_ = c.CloseWithError(doqNoError, "")
+	}
+	s.conns = nil
+}
 
 // closeCodes are the DoQ error codes the server's connections were closed
 // with by the client.

@@ -301,3 +301,25 @@ func TestNewTransportPlain(t *testing.T) {
 	assert.Nil(t, tr)
 	assert.ErrorContains(t, err, "encrypted upstreams only")
 }
+
+// TestEncryptedResumption: a connection made again after the upstream
+// closed the last one resumes the TLS session (RFC 8446 §2.2), saving a
+// round trip and the certificate exchange.
+func TestEncryptedResumption(t *testing.T) {
+	pki := newPKI(t)
+	for _, k := range encryptedKinds {
+		t.Run(k.name, func(t *testing.T) {
+			srv := k.start(t, pki.good, answerWithA)
+			tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+			_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+			require.NoError(t, err)
+			srv.closeAll()
+			resp, err := tr.Exchange(context.Background(), clientQuery("b.example.", false))
+			require.NoError(t, err)
+			assert.Len(t, resp.Answer, 1)
+			assert.Equal(t, 2, srv.connections())
+			require.Eventually(t, func() bool { return len(srv.resumed()) == 2 }, 5*time.Second, 5*time.Millisecond)
+			assert.Equal(t, []bool{false, true}, srv.resumed(), "the second handshake resumed the first session")
+		})
+	}
+}
