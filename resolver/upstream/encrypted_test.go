@@ -323,3 +323,74 @@ func TestEncryptedResumption(t *testing.T) {
 		})
 	}
 }
+
+// TestEncryptedStalledHandshake: an upstream that takes the connection but
+// never completes the handshake costs a timeout, not a hang.
+func TestEncryptedStalledHandshake(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() }) // held open, never answered
+		}
+	}()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pc.Close() })
+	go func() { // reads the QUIC Initial packets, answers none
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	for _, s := range []string{
+		"tls://" + ln.Addr().String() + "#" + testServerName,
+		"https://" + ln.Addr().String() + "/dns-query#" + testServerName,
+		"quic://" + pc.LocalAddr().String() + "#" + testServerName,
+	} {
+		t.Run(s, func(t *testing.T) {
+			tr := newEncryptedTransport(t, s, Options{Timeout: 300 * time.Millisecond})
+			start := time.Now()
+			resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+			assert.Nil(t, resp)
+			assert.True(t, isTimeoutError(err), "%v", err)
+			assert.Less(t, time.Since(start), 3*time.Second)
+		})
+	}
+}
+
+// TestDoTOldTLS: an upstream that offers no TLS version above 1.1 is not
+// used.
+func TestDoTOldTLS(t *testing.T) {
+	pki := newPKI(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{pki.good},
+		MinVersion:   tls.VersionTLS10,
+		MaxVersion:   tls.VersionTLS11,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = readFrame(c)
+			}()
+		}
+	}()
+	tr := newEncryptedTransport(t, "tls://"+ln.Addr().String()+"#"+testServerName, pki.testOptions(t))
+	resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+	assert.Nil(t, resp)
+	assert.ErrorContains(t, err, "protocol version")
+}
