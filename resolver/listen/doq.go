@@ -47,6 +47,12 @@ const (
 	DefaultDoQIdleTimeout      = 30 * time.Second
 )
 
+// Bounds of the linger of a graceful shutdown.
+const (
+	minDoQLinger = 50 * time.Millisecond
+	maxDoQLinger = 2 * time.Second
+)
+
 // doqWriteTimeout bounds writing one answer: a client that stops granting
 // flow-control credit cannot hold a stream.
 const doqWriteTimeout = 10 * time.Second
@@ -156,9 +162,12 @@ func (s *DoQServer) Serve(pc net.PacketConn) error {
 	tr := &quic.Transport{Conn: pc, ConnContext: s.connContext}
 	ln, err := tr.Listen(s.opt.TLS, &quic.Config{
 		HandshakeIdleTimeout: s.opt.HandshakeTimeout,
-		// QUIC's own idle timeout is a silent backstop for a peer that
-		// vanished; the query idle timeout closes with DOQ_NO_ERROR first.
-		MaxIdleTimeout:        2 * s.opt.IdleTimeout,
+		// QUIC's own idle timeout silently drops a peer that vanished;
+		// keep-alives stop it from dropping a live one whose query is
+		// still being forwarded. A connection without queries is closed
+		// by checkIdle with DOQ_NO_ERROR.
+		MaxIdleTimeout:        s.opt.IdleTimeout,
+		KeepAlivePeriod:       s.opt.IdleTimeout / 2,
 		MaxIncomingStreams:    int64(s.opt.MaxStreams),
 		MaxIncomingUniStreams: -1, // DoQ has no unidirectional streams
 		// A query is at most 2+65,535 octets.
@@ -215,18 +224,39 @@ func (s *DoQServer) connContext(ctx context.Context, _ *quic.ClientInfo) (contex
 }
 
 // Shutdown stops accepting connections and queries, waits for the queries
-// in progress to be answered (or ctx to end), then closes every connection
-// with DOQ_NO_ERROR.
+// in progress to be answered (or ctx to end), lingers for the last answers
+// to reach their clients, then closes every connection with DOQ_NO_ERROR.
 func (s *DoQServer) Shutdown(ctx context.Context) error {
 	s.startDraining()
 	var err error
 	select {
 	case <-s.drained:
+		// A connection close discards stream data not yet sent or
+		// acknowledged; give the last answers a few round trips.
+		linger := time.NewTimer(s.linger())
+		select {
+		case <-linger.C:
+		case <-ctx.Done():
+			linger.Stop()
+		}
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
 	s.closeAll()
 	return err
+}
+
+// linger is how long the last answers are given to be delivered before a
+// graceful close: three of the slowest connection's smoothed round trips
+// (a loss and its retransmission), plus a margin, at most maxDoQLinger.
+func (s *DoQServer) linger() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var rtt time.Duration
+	for c := range s.conns {
+		rtt = max(rtt, c.conn.ConnectionStats().SmoothedRTT)
+	}
+	return min(3*rtt+minDoQLinger, maxDoQLinger)
 }
 
 // Close closes every connection at once, with DOQ_NO_ERROR.
