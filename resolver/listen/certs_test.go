@@ -18,7 +18,7 @@ func TestCertStoreReloadsOnChange(t *testing.T) {
 	ca := newTestCA(t)
 	tests := []struct {
 		name    string
-		setup   func(t *testing.T) certFiles        // the files the store is given
+		setup   func(t *testing.T) certFiles          // the files the store is given
 		replace func(t *testing.T, f certFiles) int64 // installs a new pair, returns its serial
 	}{
 		{

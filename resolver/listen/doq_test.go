@@ -289,6 +289,9 @@ func TestDoQLimits(t *testing.T) {
 	d := newDoQSetup(t, func(o *DoQOptions) {
 		o.MaxConns = 2
 		o.MaxStreams = 3
+		// A refused client's retransmitted Initial can start a handshake
+		// that holds a place until this runs out.
+		o.HandshakeTimeout = 300 * time.Millisecond
 		o.Admit = func(netip.Addr) (func(), bool) { return func() {}, !refuse.Load() }
 	})
 	c1, err := d.dial(t)
@@ -323,7 +326,8 @@ func TestDoQLimits(t *testing.T) {
 	d.up.releaseSlow()
 	wg.Wait()
 
-	// Closing one frees a place; a refused peer gets DOQ_EXCESSIVE_LOAD.
+	// Closing one frees a place (once any handshake of a refused attempt
+	// has run out); a refused peer gets DOQ_EXCESSIVE_LOAD.
 	require.NoError(t, c2.CloseWithError(0, ""))
 	refuse.Store(true)
 	var c3 *quic.Conn
