@@ -1,7 +1,6 @@
 package listen
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,8 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/pem"
-	"errors"
-	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -374,18 +371,5 @@ func startStore(t *testing.T, f certFiles, poll time.Duration) (*CertStore, chan
 	return s, reports
 }
 
-// trustAll and trustNone are Trusted functions.
-func trustAll(netip.Addr) bool  { return true }
+// trustNone is a Trusted function that trusts nobody.
 func trustNone(netip.Addr) bool { return false }
-
-// errIs reports whether err is or wraps target, for messages.
-func errIs(err, target error) bool { return errors.Is(err, target) }
-
-// ctxT is a context that ends with the test or after d.
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-var _ = fmt.Sprintf
