@@ -248,7 +248,8 @@ func TestDoHStatusCodes(t *testing.T) {
 
 // TestDoHRejectsAsTCPDoes: a message the DNS listeners answer themselves
 // (an opcode other than QUERY, two questions) gets that DNS answer over
-// DoH too, counted; an answer sent as a query gets 400.
+// DoH too, counted; a query the Handler drops gets 500; an answer sent as
+// a query gets 400.
 func TestDoHRejectsAsTCPDoes(t *testing.T) {
 	d := newDoHSetup(t, false, nil)
 	c := d.client(false)
@@ -263,6 +264,12 @@ func TestDoHRejectsAsTCPDoes(t *testing.T) {
 	assert.Equal(t, dns.RcodeFormatError, r.Rcode)
 	assert.Equal(t, "max-age=0", resp.Header.Get("Cache-Control"))
 	assert.Equal(t, 1, d.counts.get(HTTPS, resultFormerr))
+
+	// A query the Handler drops gets 500: over HTTP something is said.
+	resp3, err := c.Post(d.url, DoHContentType, bytes.NewReader(mustPack(t, query("x.drop.test"))))
+	require.NoError(t, err)
+	resp3.Body.Close()
+	assert.Equal(t, http.StatusInternalServerError, resp3.StatusCode)
 
 	answer := query("example.org")
 	answer.Response = true

@@ -20,8 +20,9 @@ import (
 	"go.uber.org/zap"
 )
 
-// DoQ error codes (RFC 9250 §4.3), used as QUIC application error codes
-// on a connection close or a stream reset.
+// DoQ error codes (RFC 9250 §4.3). Untyped, as they serve both as a
+// quic.ApplicationErrorCode (CONNECTION_CLOSE) and as a
+// quic.StreamErrorCode (RESET_STREAM, STOP_SENDING).
 const (
 	// DoQNoError: the connection or stream closes with nothing wrong
 	// (an idle connection, a server shutting down).
@@ -34,7 +35,8 @@ const (
 	DoQProtocolError = 0x2
 	// DoQRequestCancelled: the client cancelled a query (§4.3.1).
 	DoQRequestCancelled = 0x3
-	// DoQExcessiveLoad: the server closes a connection because of load.
+	// DoQExcessiveLoad: the server closes a connection because of load;
+	// here, a connection Admit refused.
 	DoQExcessiveLoad = 0x4
 )
 

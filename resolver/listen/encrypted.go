@@ -40,8 +40,8 @@ type queryCheck struct {
 // header, or QR set (an answer, not a query): refused, result
 // ResultBadRequest (the caller answers HTTP 400, or closes the DoQ
 // connection with DOQ_PROTOCOL_ERROR); an opcode other than QUERY:
-// NOTIMP; a question count other than one, or a body that does not parse:
-// FORMERR.
+// NOTIMP; a question count other than one (in the header or in fact), or
+// a body that does not parse: FORMERR.
 func checkQuery(b []byte) queryCheck {
 	if len(b) < msgHeaderSize {
 		return queryCheck{result: ResultBadRequest}
@@ -69,7 +69,10 @@ func checkQuery(b []byte) queryCheck {
 		return reply(dns.RcodeFormatError, resultFormerr)
 	}
 	req := new(dns.Msg)
-	if err := req.Unpack(b); err != nil {
+	// miekg/dns stops reading questions where the message ends, whatever
+	// QDCOUNT said: a header claiming one question and none after it
+	// parses with none.
+	if err := req.Unpack(b); err != nil || len(req.Question) != 1 {
 		return reply(dns.RcodeFormatError, resultFormerr)
 	}
 	return queryCheck{req: req}
