@@ -1,0 +1,229 @@
+package listen
+
+import (
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestCertStoreReloadsOnChange replaces the pair the ways renewal tools
+// do; each is seen and served.
+func TestCertStoreReloadsOnChange(t *testing.T) {
+	ca := newTestCA(t)
+	tests := []struct {
+		name    string
+		setup   func(t *testing.T) certFiles          // the files the store is given
+		replace func(t *testing.T, f certFiles) int64 // installs a new pair, returns its serial
+	}{
+		{
+			name:  "rewritten in place",
+			setup: func(t *testing.T) certFiles { f, _ := writePair(t, ca); return f },
+			replace: func(t *testing.T, f certFiles) int64 {
+				c, k, serial := ca.issue(t, leafOpts{})
+				require.NoError(t, os.WriteFile(f.key, k, 0o600))
+				require.NoError(t, os.WriteFile(f.cert, c, 0o600))
+				return serial
+			},
+		},
+		{
+			name:  "renamed over",
+			setup: func(t *testing.T) certFiles { f, _ := writePair(t, ca); return f },
+			replace: func(t *testing.T, f certFiles) int64 {
+				c, k, serial := ca.issue(t, leafOpts{})
+				renameOver(t, f.key, k)
+				renameOver(t, f.cert, c)
+				return serial
+			},
+		},
+		{
+			// cert-manager and Kubernetes secret volumes: tls.crt ->
+			// ..data/tls.crt, ..data -> ..2024_x; a renewal makes a new
+			// timestamped folder and swaps ..data in one rename.
+			name: "kubernetes ..data symlink swap",
+			setup: func(t *testing.T) certFiles {
+				dir := t.TempDir()
+				c, k, _ := ca.issue(t, leafOpts{})
+				gen := filepath.Join(dir, "..gen1")
+				require.NoError(t, os.Mkdir(gen, 0o700))
+				require.NoError(t, os.WriteFile(filepath.Join(gen, "tls.crt"), c, 0o600))
+				require.NoError(t, os.WriteFile(filepath.Join(gen, "tls.key"), k, 0o600))
+				require.NoError(t, os.Symlink("..gen1", filepath.Join(dir, "..data")))
+				require.NoError(t, os.Symlink("..data/tls.crt", filepath.Join(dir, "tls.crt")))
+				require.NoError(t, os.Symlink("..data/tls.key", filepath.Join(dir, "tls.key")))
+				return certFiles{dir: dir, cert: filepath.Join(dir, "tls.crt"), key: filepath.Join(dir, "tls.key")}
+			},
+			replace: func(t *testing.T, f certFiles) int64 {
+				c, k, serial := ca.issue(t, leafOpts{})
+				gen := filepath.Join(f.dir, "..gen2")
+				require.NoError(t, os.Mkdir(gen, 0o700))
+				require.NoError(t, os.WriteFile(filepath.Join(gen, "tls.crt"), c, 0o600))
+				require.NoError(t, os.WriteFile(filepath.Join(gen, "tls.key"), k, 0o600))
+				require.NoError(t, os.Symlink("..gen2", filepath.Join(f.dir, "..data_tmp")))
+				require.NoError(t, os.Rename(filepath.Join(f.dir, "..data_tmp"), filepath.Join(f.dir, "..data")))
+				return serial
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := tc.setup(t)
+			// A poll far longer than the test: only the watch can see it.
+			s, reports := startStore(t, f, time.Hour)
+			before := s.Leaf().SerialNumber.Int64()
+			serial := tc.replace(t, f)
+			require.NotEqual(t, before, serial)
+			require.Eventually(t, func() bool { return s.Leaf().SerialNumber.Int64() == serial },
+				5*time.Second, 10*time.Millisecond, "the new pair is served")
+			cert, err := s.GetCertificate(nil)
+			require.NoError(t, err)
+			assert.Equal(t, serial, cert.Leaf.SerialNumber.Int64())
+			// The last report is the success; a half-written moment
+			// (new key, old cert) may have been reported before it.
+			var last error
+			for drained := false; !drained; {
+				select {
+				case last = <-reports:
+				default:
+					drained = true
+				}
+			}
+			assert.NoError(t, last)
+		})
+	}
+}
+
+// TestCertStoreKeepsOldOnBadPair: a pair that cannot be served is
+// refused, reported once with the reason, and the old pair stays.
+func TestCertStoreKeepsOldOnBadPair(t *testing.T) {
+	ca := newTestCA(t)
+	other := newTestCA(t)
+	tests := []struct {
+		name string
+		pair func(t *testing.T) (cert, key []byte)
+		want string // in the error
+	}{
+		{"key of another certificate", func(t *testing.T) ([]byte, []byte) {
+			c, _, _ := ca.issue(t, leafOpts{})
+			_, k, _ := other.issue(t, leafOpts{})
+			return c, k
+		}, "private key does not match public key"},
+		{"not PEM", func(t *testing.T) ([]byte, []byte) {
+			_, k, _ := ca.issue(t, leafOpts{})
+			return []byte("this is not a certificate\n"), k
+		}, "no PEM CERTIFICATE block"},
+		{"truncated certificate", func(t *testing.T) ([]byte, []byte) {
+			c, k, _ := ca.issue(t, leafOpts{})
+			return c[:len(c)/2], k
+		}, "tls.cert"},
+		{"expired", func(t *testing.T) ([]byte, []byte) {
+			c, k, _ := ca.issue(t, leafOpts{notAfter: time.Now().Add(-time.Minute)})
+			return c, k
+		}, "certificate expired"},
+		{"client certificate", func(t *testing.T) ([]byte, []byte) {
+			c, k, _ := ca.issue(t, leafOpts{eku: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+			return c, k
+		}, "extended key usage"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, serial := writePair(t, ca)
+			s, reports := startStore(t, f, time.Hour)
+			c, k := tc.pair(t)
+			require.NoError(t, os.WriteFile(f.key, k, 0o600))
+			require.NoError(t, os.WriteFile(f.cert, c, 0o600))
+			var err error
+			require.Eventually(t, func() bool {
+				select {
+				case err = <-reports:
+					return err != nil && strings.Contains(err.Error(), tc.want)
+				default:
+					return false
+				}
+			}, 5*time.Second, 10*time.Millisecond, "a report naming %q", tc.want)
+			assert.Contains(t, err.Error(), "keeping the certificate expiring")
+			assert.Equal(t, serial, s.Leaf().SerialNumber.Int64(), "the old pair is still served")
+			// Read again: the same bad content is not reported twice.
+			changed, err := s.Reload()
+			assert.False(t, changed)
+			assert.NoError(t, err)
+		})
+	}
+}
+
+// TestCertStorePollBackstop: a change the folder watch cannot see (the
+// target of a symlink, rewritten in another folder) is found by the poll.
+func TestCertStorePollBackstop(t *testing.T) {
+	ca := newTestCA(t)
+	real, _ := writePair(t, ca)
+	dir := t.TempDir()
+	f := certFiles{dir: dir, cert: filepath.Join(dir, "tls.crt"), key: filepath.Join(dir, "tls.key")}
+	require.NoError(t, os.Symlink(real.cert, f.cert))
+	require.NoError(t, os.Symlink(real.key, f.key))
+	s, _ := startStore(t, f, 100*time.Millisecond)
+	c, k, serial := ca.issue(t, leafOpts{})
+	require.NoError(t, os.WriteFile(real.key, k, 0o600))
+	require.NoError(t, os.WriteFile(real.cert, c, 0o600))
+	require.Eventually(t, func() bool { return s.Leaf().SerialNumber.Int64() == serial },
+		5*time.Second, 10*time.Millisecond)
+}
+
+// TestNewCertStoreRefusesBadPair: nothing is served from a bad pair at
+// start either; the error names the file.
+func TestNewCertStoreRefusesBadPair(t *testing.T) {
+	ca := newTestCA(t)
+	f, _ := writePair(t, ca)
+	_, k, _ := ca.issue(t, leafOpts{})
+	require.NoError(t, os.WriteFile(f.key, k, 0o600))
+	_, err := NewCertStore(f.cert, f.key, CertOptions{})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), f.cert)
+	_, err = NewCertStore(filepath.Join(f.dir, "missing.crt"), f.key, CertOptions{})
+	require.Error(t, err)
+	assert.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// TestCheckPair is what `dnsfence check` says of a pair.
+func TestCheckPair(t *testing.T) {
+	ca := newTestCA(t)
+	notAfter := time.Now().Add(90 * 24 * time.Hour).Truncate(time.Second)
+	tests := []struct {
+		name    string
+		opts    leafOpts
+		swapKey bool
+		wantErr error
+		want    string
+	}{
+		{name: "good", opts: leafOpts{notAfter: notAfter}},
+		{name: "expired", opts: leafOpts{notAfter: time.Now().Add(-time.Hour)}, wantErr: ErrCertExpired},
+		{name: "mismatched key", swapKey: true, want: "does not match"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			c, k, _ := ca.issue(t, tc.opts)
+			if tc.swapKey {
+				_, k, _ = ca.issue(t, tc.opts)
+			}
+			cf, kf := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+			require.NoError(t, os.WriteFile(cf, c, 0o600))
+			require.NoError(t, os.WriteFile(kf, k, 0o600))
+			got, err := CheckPair(cf, kf)
+			switch {
+			case tc.wantErr != nil:
+				assert.ErrorIs(t, err, tc.wantErr)
+			case tc.want != "":
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tc.want)
+			default:
+				require.NoError(t, err)
+				assert.True(t, got.Equal(notAfter), "notAfter %s, want %s", got, notAfter)
+			}
+		})
+	}
+}

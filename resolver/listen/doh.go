@@ -1,0 +1,589 @@
+package listen
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+// DoHPath is the URL path DNS over HTTPS is served on (RFC 8484 §4.1
+// leaves it to the server; /dns-query is what every client defaults to).
+const DoHPath = "/dns-query"
+
+// DoHContentType is the media type of a DNS message over HTTP (RFC 8484
+// §6).
+const DoHContentType = "application/dns-message"
+
+// maxDoHURI is the longest request target a DoH GET may have, in octets:
+// RFC 9110 §4.1 asks servers to take at least 8000. A longer one gets 414
+// URI Too Long; one that does not even fit in maxDoHHeaderBytes gets 431
+// from net/http.
+const maxDoHURI = 8000
+
+// maxDoHHeaderBytes bounds a request's headers, request line included.
+const maxDoHHeaderBytes = 16 << 10
+
+// Defaults of DoHOptions.
+const (
+	DefaultDoHMaxConns          = 1000
+	DefaultDoHMaxStreams        = 100
+	DefaultDoHReadHeaderTimeout = 5 * time.Second
+	DefaultDoHReadTimeout       = 10 * time.Second
+	DefaultDoHWriteTimeout      = 20 * time.Second
+	DefaultDoHIdleTimeout       = 60 * time.Second
+)
+
+// DoHOptions configures a DoHServer. Handler is required; a zero field
+// takes the default named beside it.
+type DoHOptions struct {
+	// Handler answers the queries.
+	Handler Handler
+	// Count, when set, counts the requests the listener answers itself:
+	// ResultBadRequest for every 4xx, "formerr" and "notimp" for the DNS
+	// rejections of DESIGN.md §1 step 1. Transport is HTTPS.
+	Count Counter
+	// Log gets net/http's own complaints (TLS handshake errors, panics)
+	// at debug level. Nil: discarded.
+	Log *zap.Logger
+	// TLS is the server TLS configuration (ServerTLSConfig(store,
+	// ALPNHTTP2, ALPNHTTP1)). Nil serves plain HTTP/1.1, for an http://
+	// listen address behind a TLS-terminating proxy.
+	TLS *tls.Config
+	// Trusted reports whether a peer (unmapped, no zone) is a trusted
+	// proxy, whose Forwarded or X-Forwarded-For header names the client.
+	// Called per request, so a reload applies at once. Nil: nobody.
+	Trusted func(netip.Addr) bool
+	// Admit, when set, decides at accept whether a connection from peer
+	// is served; release is called once when it closes. A refused
+	// connection is reset at once.
+	Admit func(peer netip.Addr) (release func(), ok bool)
+	// MaxConns caps the connections open at once; at the cap the listener
+	// is not accepted from, so new connections wait in the kernel's
+	// backlog. Default DefaultDoHMaxConns.
+	MaxConns int
+	// MaxStreams is the HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS of each
+	// connection: one client's connection cannot have more queries in
+	// progress (RFC 9113 §5.1.2; streams beyond it are refused). Default
+	// DefaultDoHMaxStreams.
+	MaxStreams int
+	// ReadHeaderTimeout bounds the TLS handshake and a request's headers.
+	// Default DefaultDoHReadHeaderTimeout.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included. Default
+	// DefaultDoHReadTimeout.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a request from its headers to the end of its
+	// answer, the Handler's forwarding included. Default
+	// DefaultDoHWriteTimeout.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a connection with no request for that long.
+	// Default DefaultDoHIdleTimeout.
+	IdleTimeout time.Duration
+}
+
+// DoHServer serves DNS over HTTPS (RFC 8484) on DoHPath: GET with the
+// query base64url-encoded (no padding) in dns=, and POST with an
+// application/dns-message body, over HTTP/2 and HTTP/1.1. Every answer is
+// 200 with Content-Type application/dns-message and Cache-Control max-age
+// from its TTLs, whatever its RCODE; requests that carry no usable query
+// get 400, 404, 405, 413, 414 or 415.
+type DoHServer struct {
+	opt DoHOptions
+	srv *http.Server
+}
+
+var _ http.Handler = (*DoHServer)(nil)
+
+// NewDoHServer returns a DoHServer; Serve runs it.
+func NewDoHServer(opt DoHOptions) *DoHServer {
+	if opt.MaxConns <= 0 {
+		opt.MaxConns = DefaultDoHMaxConns
+	}
+	if opt.MaxStreams <= 0 {
+		opt.MaxStreams = DefaultDoHMaxStreams
+	}
+	if opt.ReadHeaderTimeout <= 0 {
+		opt.ReadHeaderTimeout = DefaultDoHReadHeaderTimeout
+	}
+	if opt.ReadTimeout <= 0 {
+		opt.ReadTimeout = DefaultDoHReadTimeout
+	}
+	if opt.WriteTimeout <= 0 {
+		opt.WriteTimeout = DefaultDoHWriteTimeout
+	}
+	if opt.IdleTimeout <= 0 {
+		opt.IdleTimeout = DefaultDoHIdleTimeout
+	}
+	if opt.Log == nil {
+		opt.Log = zap.NewNop()
+	}
+	s := &DoHServer{opt: opt}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(opt.TLS != nil)
+	errLog, _ := zap.NewStdLogAt(opt.Log, zap.DebugLevel)
+	s.srv = &http.Server{
+		Handler:           s,
+		TLSConfig:         opt.TLS,
+		Protocols:         protocols,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: opt.MaxStreams},
+		ReadHeaderTimeout: opt.ReadHeaderTimeout,
+		ReadTimeout:       opt.ReadTimeout,
+		WriteTimeout:      opt.WriteTimeout,
+		IdleTimeout:       opt.IdleTimeout,
+		MaxHeaderBytes:    maxDoHHeaderBytes,
+		ErrorLog:          errLog,
+	}
+	return s
+}
+
+// ParseDoHListen splits a listen_https address: "host:port" and
+// "https://host:port" serve HTTPS, "http://host:port" plain HTTP (for a
+// TLS-terminating proxy in front). It returns the host:port to listen on.
+func ParseDoHListen(addr string) (hostport string, plain bool, err error) {
+	if !strings.Contains(addr, "://") {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return "", false, fmt.Errorf("listen_https %q: %w", addr, err)
+		}
+		return addr, false, nil
+	}
+	u, err := url.Parse(addr)
+	if err != nil {
+		return "", false, fmt.Errorf("listen_https %q: %w", addr, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.User != nil || (u.Path != "" && u.Path != "/") ||
+		u.RawQuery != "" || u.Fragment != "" || u.Port() == "" {
+		return "", false, fmt.Errorf("listen_https %q: want host:port, https://host:port or http://host:port", addr)
+	}
+	return u.Host, u.Scheme == "http", nil
+}
+
+// Serve accepts connections on ln until Shutdown or Close, serving TLS
+// when opt.TLS is set. It returns nil after Shutdown or Close, else the
+// error that stopped it.
+func (s *DoHServer) Serve(ln net.Listener) error {
+	capped := newCappedListener(ln, s.opt.MaxConns, s.opt.Admit)
+	var err error
+	if s.opt.TLS != nil {
+		err = s.srv.ServeTLS(capped, "", "") // the certificate comes from TLSConfig
+	} else {
+		err = s.srv.Serve(capped)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, lets the requests in progress finish (HTTP/2
+// clients get GOAWAY) and closes the connections, or gives up when ctx
+// ends.
+func (s *DoHServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+// Close closes the listener and every connection at once.
+func (s *DoHServer) Close() error { return s.srv.Close() }
+
+// ServeHTTP answers one DoH request.
+func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != DoHPath {
+		http.NotFound(w, r)
+		return
+	}
+	var msg []byte
+	switch r.Method {
+	case http.MethodGet:
+		b, status, why := dohGETQuery(r)
+		if status != 0 {
+			s.refuse(w, status, why)
+			return
+		}
+		msg = b
+	case http.MethodPost:
+		b, status, why := dohPOSTQuery(w, r)
+		if status != 0 {
+			s.refuse(w, status, why)
+			return
+		}
+		msg = b
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		s.refuse(w, http.StatusMethodNotAllowed, "DNS over HTTPS takes GET and POST")
+		return
+	}
+	remote, err := s.remoteAddr(r)
+	if err != nil {
+		s.refuse(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	chk := checkQuery(msg)
+	if chk.req == nil && chk.reject == nil {
+		s.refuse(w, http.StatusBadRequest, "not a DNS query")
+		return
+	}
+	dw := &dohWriter{remote: remote, r: r}
+	if chk.reject != nil {
+		s.count(chk.result)
+		_ = dw.WriteMsg(chk.reject)
+	} else if resume := s.opt.Handler.ServeInline(dw, chk.req); resume != nil {
+		resume()
+	}
+	reply, replyMsg := dw.held()
+	if reply == nil {
+		// The Handler dropped the query; over HTTP something must be said.
+		http.Error(w, "no answer", http.StatusInternalServerError)
+		return
+	}
+	reply = padReply(chk.req, reply)
+	if replyMsg == nil {
+		replyMsg = new(dns.Msg)
+		if replyMsg.Unpack(reply) != nil {
+			replyMsg = new(dns.Msg) // no TTL known: max-age=0
+		}
+	}
+	h := w.Header()
+	h.Set("Content-Type", DoHContentType)
+	h.Set("Content-Length", strconv.Itoa(len(reply)))
+	h.Set("Cache-Control", "max-age="+strconv.FormatUint(uint64(cacheMaxAge(replyMsg)), 10))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(reply)
+}
+
+// dohGETQuery is the query of a GET: the dns parameter, base64url without
+// padding (RFC 8484 §4.1, §6). A non-zero status says why there is none.
+func dohGETQuery(r *http.Request) (msg []byte, status int, why string) {
+	if len(r.RequestURI) > maxDoHURI {
+		return nil, http.StatusRequestURITooLong, fmt.Sprintf("request target longer than %d octets", maxDoHURI)
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, http.StatusBadRequest, "bad query string"
+	}
+	v := q["dns"]
+	switch {
+	case len(v) == 0:
+		return nil, http.StatusBadRequest, "missing dns parameter"
+	case len(v) > 1:
+		return nil, http.StatusBadRequest, "more than one dns parameter"
+	case v[0] == "":
+		return nil, http.StatusBadRequest, "empty dns parameter"
+	case strings.ContainsAny(v[0], "\r\n="):
+		// The decoder skips CR and LF; padding is not allowed (RFC 8484 §6).
+		return nil, http.StatusBadRequest, "dns parameter is not base64url without padding"
+	}
+	msg, err = base64.RawURLEncoding.Strict().DecodeString(v[0])
+	if err != nil {
+		return nil, http.StatusBadRequest, "dns parameter is not base64url without padding"
+	}
+	return msg, 0, ""
+}
+
+// dohPOSTQuery is the query of a POST: its application/dns-message body of
+// at most 65,535 octets (RFC 8484 §4.1, §6).
+func dohPOSTQuery(w http.ResponseWriter, r *http.Request) (msg []byte, status int, why string) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != DoHContentType {
+		return nil, http.StatusUnsupportedMediaType, "Content-Type must be " + DoHContentType
+	}
+	tooLarge := fmt.Sprintf("a DNS message is at most %d octets", dns.MaxMsgSize)
+	if r.ContentLength > dns.MaxMsgSize {
+		return nil, http.StatusRequestEntityTooLarge, tooLarge
+	}
+	msg, err = io.ReadAll(http.MaxBytesReader(w, r.Body, dns.MaxMsgSize))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return nil, http.StatusRequestEntityTooLarge, tooLarge
+	case err != nil:
+		return nil, http.StatusBadRequest, "reading the body"
+	case len(msg) == 0:
+		return nil, http.StatusBadRequest, "empty body"
+	}
+	return msg, 0, ""
+}
+
+// refuse answers a request that carries no usable query, and counts it.
+func (s *DoHServer) refuse(w http.ResponseWriter, status int, why string) {
+	s.count(ResultBadRequest)
+	http.Error(w, why, status)
+}
+
+func (s *DoHServer) count(result string) {
+	if s.opt.Count != nil {
+		s.opt.Count(HTTPS, result)
+	}
+}
+
+// remoteAddr is who is asking: the HTTP peer, or, when the peer is a
+// trusted proxy that sent Forwarded or X-Forwarded-For, the client it
+// names as a *ProxiedAddr. A trusted proxy's header that names no client
+// address is an error (the request gets 400): the query is not answered
+// for the wrong client.
+func (s *DoHServer) remoteAddr(r *http.Request) (net.Addr, error) {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return nil, fmt.Errorf("peer address %q: %w", r.RemoteAddr, err)
+	}
+	peer = netip.AddrPortFrom(peer.Addr().Unmap().WithZone(""), peer.Port())
+	if s.opt.Trusted == nil || !s.opt.Trusted(peer.Addr()) {
+		return net.TCPAddrFromAddrPort(peer), nil
+	}
+	client, ok, err := forwardedClient(r.Header, s.opt.Trusted)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return net.TCPAddrFromAddrPort(peer), nil
+	}
+	return &ProxiedAddr{TCPAddr: net.TCPAddrFromAddrPort(client), Proxy: peer}, nil
+}
+
+// forwardedClient finds the client in a trusted proxy's Forwarded (RFC
+// 7239) or, when there is none, X-Forwarded-For header. Each proxy appends
+// the address it saw, so the list is read from the right: the first entry
+// that is not itself a trusted proxy is the client (entries further left
+// may be anything the client wrote); when every entry is trusted, the
+// leftmost. ok is false when neither header is present; an entry that is
+// not an IP address ("unknown", an obfuscated node, garbage) is an error.
+func forwardedClient(h http.Header, trusted func(netip.Addr) bool) (client netip.AddrPort, ok bool, err error) {
+	var nodes []string
+	if fw := h.Values("Forwarded"); len(fw) > 0 {
+		for _, line := range fw {
+			for _, elem := range splitQuoted(line, ',') {
+				node, found := "", false
+				for _, pair := range splitQuoted(elem, ';') {
+					k, v, _ := strings.Cut(strings.TrimSpace(pair), "=")
+					if strings.EqualFold(k, "for") {
+						node, found = unquote(v), true
+					}
+				}
+				if !found {
+					return client, false, errors.New("forwarded header: an element without for=")
+				}
+				nodes = append(nodes, node)
+			}
+		}
+	} else {
+		for _, line := range h.Values("X-Forwarded-For") {
+			for _, n := range strings.Split(line, ",") {
+				nodes = append(nodes, strings.TrimSpace(n))
+			}
+		}
+	}
+	if len(nodes) == 0 {
+		return client, false, nil
+	}
+	for i := len(nodes) - 1; i >= 0; i-- {
+		ap, err := parseNode(nodes[i])
+		if err != nil {
+			return client, false, err
+		}
+		if i == 0 || !trusted(ap.Addr()) {
+			return ap, true, nil
+		}
+	}
+	return client, false, nil // not reached
+}
+
+// parseNode parses one forwarded-for node: an IP address, optionally in
+// brackets (IPv6) and with a port.
+func parseNode(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port()), nil
+	}
+	t := strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+	if a, err := netip.ParseAddr(t); err == nil {
+		return netip.AddrPortFrom(a.Unmap().WithZone(""), 0), nil
+	}
+	return netip.AddrPort{}, fmt.Errorf("forwarded client %q is not an IP address", s)
+}
+
+// splitQuoted splits s at sep outside double-quoted strings.
+func splitQuoted(s string, sep byte) []string {
+	var parts []string
+	quoted, escaped, start := false, false, 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case escaped:
+			escaped = false
+		case c == '\\' && quoted:
+			escaped = true
+		case c == '"':
+			quoted = !quoted
+		case c == sep && !quoted:
+			parts = append(parts, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(parts, s[start:])
+}
+
+// unquote removes the quotes of an RFC 7230 quoted-string, and its
+// backslash escapes.
+func unquote(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) < 2 || s[0] != '"' || s[len(s)-1] != '"' {
+		return s
+	}
+	var b strings.Builder
+	for i := 1; i < len(s)-1; i++ {
+		if s[i] == '\\' && i+1 < len(s)-1 {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// heldReply keeps the one reply a Handler writes, for a listener that
+// sends it when the Handler is done (an HTTP response, a QUIC stream).
+type heldReply struct {
+	mu    sync.Mutex
+	reply []byte   // the first reply written; later ones are refused
+	msg   *dns.Msg // reply parsed, when it came through WriteMsg
+}
+
+func (h *heldReply) WriteMsg(m *dns.Msg) error {
+	b, err := m.Pack()
+	if err != nil {
+		return err
+	}
+	return h.keep(b, m)
+}
+
+func (h *heldReply) Write(b []byte) (int, error) {
+	if err := h.keep(append([]byte(nil), b...), nil); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (h *heldReply) keep(b []byte, m *dns.Msg) error {
+	if len(b) > dns.MaxMsgSize {
+		return errors.New("reply longer than 65,535 octets")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.reply != nil {
+		return errors.New("a reply was already written")
+	}
+	h.reply, h.msg = b, m
+	return nil
+}
+
+// held is the reply written, nil if none, and its parsed form when the
+// Handler gave one.
+func (h *heldReply) held() ([]byte, *dns.Msg) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.reply, h.msg
+}
+
+func (h *heldReply) Close() error        { return nil }
+func (h *heldReply) TsigStatus() error   { return nil }
+func (h *heldReply) TsigTimersOnly(bool) {}
+func (h *heldReply) Hijack()             {}
+
+// dohWriter is the ResponseWriter of one DoH request.
+type dohWriter struct {
+	heldReply
+	remote net.Addr
+	r      *http.Request
+}
+
+var _ ResponseWriter = (*dohWriter)(nil)
+var _ dns.ConnectionStater = (*dohWriter)(nil)
+
+func (w *dohWriter) Transport() string    { return HTTPS }
+func (w *dohWriter) RemoteAddr() net.Addr { return w.remote }
+func (w *dohWriter) LocalAddr() net.Addr {
+	if a, ok := w.r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		return a
+	}
+	return &net.TCPAddr{}
+}
+
+// ConnectionState is the request's TLS state; nil over plain HTTP.
+func (w *dohWriter) ConnectionState() *tls.ConnectionState { return w.r.TLS }
+
+// cappedListener accepts at most max connections open at once, each
+// admitted by admit when it is set. At the cap Accept waits for a
+// connection to close, so new ones wait in the kernel's backlog.
+type cappedListener struct {
+	net.Listener
+	slots chan struct{}
+	admit func(netip.Addr) (func(), bool)
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func newCappedListener(ln net.Listener, max int, admit func(netip.Addr) (func(), bool)) *cappedListener {
+	return &cappedListener{Listener: ln, slots: make(chan struct{}, max), admit: admit, closed: make(chan struct{})}
+}
+
+func (l *cappedListener) Accept() (net.Conn, error) {
+	for {
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.closed:
+			return nil, net.ErrClosed
+		}
+		c, err := l.Listener.Accept()
+		if err != nil {
+			<-l.slots
+			return nil, err
+		}
+		release := func() {}
+		if l.admit != nil {
+			var peer netip.Addr
+			if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+				peer = a.AddrPort().Addr().Unmap().WithZone("")
+			}
+			r, ok := l.admit(peer)
+			if !ok {
+				// Reset, not FIN: no TIME_WAIT kept for a refused peer.
+				if tc, isTCP := c.(*net.TCPConn); isTCP {
+					_ = tc.SetLinger(0)
+				}
+				c.Close()
+				<-l.slots
+				continue
+			}
+			release = r
+		}
+		return &cappedConn{Conn: c, release: func() { release(); <-l.slots }}, nil
+	}
+}
+
+func (l *cappedListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// cappedConn gives its slot back when closed, once.
+type cappedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *cappedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}

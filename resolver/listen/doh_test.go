@@ -1,0 +1,596 @@
+package listen
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// dohSetup is a DoH server over a fresh certificate, on 127.0.0.1.
+type dohSetup struct {
+	ca      *testCA
+	files   certFiles
+	serial  int64
+	store   *CertStore
+	up      *testUpstream
+	handler *testHandler
+	counts  *counts
+	srv     *DoHServer
+	addr    string
+	url     string // https://127.0.0.1:port/dns-query (http:// when plain)
+}
+
+func newDoHSetup(t *testing.T, plain bool, tune func(*DoHOptions)) *dohSetup {
+	t.Helper()
+	d := &dohSetup{ca: newTestCA(t), counts: &counts{}}
+	d.files, d.serial = writePair(t, d.ca)
+	d.store, _ = startStore(t, d.files, time.Hour)
+	d.up = newTestUpstream(t)
+	d.handler = newTestHandler(d.up)
+	opt := DoHOptions{Handler: d.handler, Count: d.counts.count, Trusted: trustNone}
+	if !plain {
+		opt.TLS = ServerTLSConfig(d.store, ALPNHTTP2, ALPNHTTP1)
+	}
+	if tune != nil {
+		tune(&opt)
+	}
+	d.srv = NewDoHServer(opt)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	d.addr = ln.Addr().String()
+	scheme := "https"
+	if plain {
+		scheme = "http"
+	}
+	d.url = scheme + "://" + d.addr + DoHPath
+	served := make(chan error, 1)
+	go func() { served <- d.srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = d.srv.Shutdown(ctx)
+		_ = d.srv.Close()
+		assert.NoError(t, <-served)
+	})
+	return d
+}
+
+// client is an HTTP client trusting the test CA; http1 keeps it to
+// HTTP/1.1, else it speaks HTTP/2.
+func (d *dohSetup) client(http1 bool) *http.Client {
+	tr := &http.Transport{TLSClientConfig: clientTLS(d.ca), ForceAttemptHTTP2: !http1}
+	if http1 {
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		tr.Protocols = p
+	}
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// dohGet asks m by GET ?dns= and returns the answer and the response.
+func dohGet(t *testing.T, c *http.Client, url string, m *dns.Msg) (*dns.Msg, *http.Response) {
+	t.Helper()
+	resp, err := c.Get(url + "?dns=" + base64.RawURLEncoding.EncodeToString(mustPack(t, m)))
+	require.NoError(t, err)
+	return readDoHAnswer(t, resp), resp
+}
+
+// dohPost asks m by POST and returns the answer and the response.
+func dohPost(t *testing.T, c *http.Client, url string, m *dns.Msg) (*dns.Msg, *http.Response) {
+	t.Helper()
+	resp, err := c.Post(url, DoHContentType, bytes.NewReader(mustPack(t, m)))
+	require.NoError(t, err)
+	return readDoHAnswer(t, resp), resp
+}
+
+func readDoHAnswer(t *testing.T, resp *http.Response) *dns.Msg {
+	t.Helper()
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	assert.Equal(t, DoHContentType, resp.Header.Get("Content-Type"))
+	m := new(dns.Msg)
+	require.NoError(t, m.Unpack(body))
+	return m
+}
+
+// TestDoHAnswers: blocked and forwarded answers over HTTP/2 and HTTP/1.1,
+// GET and POST, with ID 0 echoed, Cache-Control from the TTLs, and the
+// Handler told the transport and the peer.
+func TestDoHAnswers(t *testing.T) {
+	d := newDoHSetup(t, false, nil)
+	tests := []struct {
+		name   string
+		http1  bool
+		post   bool
+		qname  string
+		rcode  int
+		maxAge string
+	}{
+		{"h2 GET blocked", false, false, "a.blocked.test", dns.RcodeNameError, "max-age=60"},
+		{"h2 POST blocked", false, true, "b.blocked.test", dns.RcodeNameError, "max-age=60"},
+		{"h2 GET forwarded", false, false, "a.example.org", dns.RcodeSuccess, "max-age=300"},
+		{"h2 POST forwarded", false, true, "b.example.org", dns.RcodeSuccess, "max-age=300"},
+		{"http/1.1 GET blocked", true, false, "c.blocked.test", dns.RcodeNameError, "max-age=60"},
+		{"http/1.1 POST forwarded", true, true, "c.example.org", dns.RcodeSuccess, "max-age=300"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := d.client(tc.http1)
+			ask := dohGet
+			if tc.post {
+				ask = dohPost
+			}
+			r, resp := ask(t, c, d.url, query(tc.qname))
+			wantMajor := 2
+			if tc.http1 {
+				wantMajor = 1
+			}
+			assert.Equal(t, wantMajor, resp.ProtoMajor)
+			assert.Equal(t, tc.rcode, r.Rcode)
+			assert.Equal(t, uint16(0), r.Id)
+			assert.True(t, r.Response)
+			assert.Equal(t, tc.maxAge, resp.Header.Get("Cache-Control"))
+			require.Len(t, r.Question, 1)
+			assert.Equal(t, dns.Fqdn(tc.qname), r.Question[0].Name)
+			if tc.rcode == dns.RcodeSuccess {
+				require.Len(t, r.Answer, 1)
+				assert.Equal(t, "192.0.2.1", r.Answer[0].(*dns.A).A.String())
+			} else {
+				require.Len(t, r.Ns, 1)
+				assert.Equal(t, dns.TypeSOA, r.Ns[0].Header().Rrtype)
+				require.NotNil(t, r.IsEdns0())
+				require.Len(t, r.IsEdns0().Option, 1)
+				assert.Equal(t, dns.ExtendedErrorCodeBlocked, r.IsEdns0().Option[0].(*dns.EDNS0_EDE).InfoCode)
+			}
+			s, ok := d.handler.seenFor(tc.qname)
+			require.True(t, ok)
+			assert.Equal(t, HTTPS, s.transport)
+			ta, isTCP := s.remote.(*net.TCPAddr)
+			require.True(t, isTCP, "remote %T", s.remote)
+			assert.Equal(t, "127.0.0.1", ta.IP.String())
+		})
+	}
+	assert.Equal(t, int64(3), d.handler.resumed.Load(), "forwarded queries went through resume")
+}
+
+// TestDoHStatusCodes: every request without a usable query gets its own
+// status (RFC 8484 §4.1, RFC 9110) and is counted; nothing reaches the
+// Handler.
+func TestDoHStatusCodes(t *testing.T) {
+	d := newDoHSetup(t, false, nil)
+	good := base64.RawURLEncoding.EncodeToString(mustPack(t, query("example.org")))
+	padded := ""
+	for i := 1; !strings.HasSuffix(padded, "="); i++ { // a query whose length is not a multiple of 3
+		padded = base64.URLEncoding.EncodeToString(mustPack(t, query(strings.Repeat("p", i)+".example.org")))
+	}
+	big := make([]byte, 70<<10)
+	copy(big, mustPack(t, query("big.example.org")))
+	tests := []struct {
+		name        string
+		method      string
+		target      string // after the host
+		contentType string
+		body        []byte
+		status      int
+		allow       string
+	}{
+		{name: "GET without dns", method: "GET", target: DoHPath, status: 400},
+		{name: "GET with empty dns", method: "GET", target: DoHPath + "?dns=", status: 400},
+		{name: "GET with padded dns", method: "GET", target: DoHPath + "?dns=" + padded, status: 400},
+		{name: "GET with standard base64", method: "GET", target: DoHPath + "?dns=" + strings.ReplaceAll(good, "_", "/") + "+", status: 400},
+		{name: "GET with not base64", method: "GET", target: DoHPath + "?dns=%25%25%25", status: 400},
+		{name: "GET with two dns", method: "GET", target: DoHPath + "?dns=" + good + "&dns=" + good, status: 400},
+		{name: "GET with a short message", method: "GET", target: DoHPath + "?dns=AAAA", status: 400},
+		{name: "GET with 10 KB dns", method: "GET", target: DoHPath + "?dns=" + strings.Repeat("A", 10<<10), status: 414},
+		{name: "POST 70 KB", method: "POST", target: DoHPath, contentType: DoHContentType, body: big, status: 413},
+		{name: "POST text/plain", method: "POST", target: DoHPath, contentType: "text/plain", body: mustPack(t, query("example.org")), status: 415},
+		{name: "POST without Content-Type", method: "POST", target: DoHPath, body: mustPack(t, query("example.org")), status: 415},
+		{name: "POST empty", method: "POST", target: DoHPath, contentType: DoHContentType, status: 400},
+		{name: "PUT", method: "PUT", target: DoHPath, contentType: DoHContentType, body: mustPack(t, query("example.org")), status: 405, allow: "GET, POST"},
+		{name: "HEAD", method: "HEAD", target: DoHPath + "?dns=" + good, status: 405, allow: "GET, POST"},
+		{name: "other path", method: "GET", target: "/resolve?dns=" + good, status: 404},
+		{name: "root", method: "GET", target: "/", status: 404},
+	}
+	for _, http1 := range []bool{false, true} {
+		c := d.client(http1)
+		for _, tc := range tests {
+			t.Run(fmt.Sprintf("%s http1=%v", tc.name, http1), func(t *testing.T) {
+				before := d.counts.get(HTTPS, ResultBadRequest)
+				var body io.Reader
+				if tc.body != nil {
+					body = bytes.NewReader(tc.body)
+				}
+				req, err := http.NewRequest(tc.method, "https://"+d.addr+tc.target, body)
+				require.NoError(t, err)
+				if tc.contentType != "" {
+					req.Header.Set("Content-Type", tc.contentType)
+				}
+				resp, err := c.Do(req)
+				require.NoError(t, err)
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				assert.Equal(t, tc.status, resp.StatusCode)
+				assert.NotEqual(t, DoHContentType, resp.Header.Get("Content-Type"))
+				assert.Equal(t, tc.allow, resp.Header.Get("Allow"))
+				if tc.status != 404 {
+					assert.Equal(t, before+1, d.counts.get(HTTPS, ResultBadRequest), "counted")
+				}
+			})
+		}
+	}
+	d.handler.mu.Lock()
+	defer d.handler.mu.Unlock()
+	assert.Empty(t, d.handler.seen, "no bad request reached the Handler")
+}
+
+// TestDoHRejectsAsTCPDoes: a message the DNS listeners answer themselves
+// (an opcode other than QUERY, two questions) gets that DNS answer over
+// DoH too, counted; a query the Handler drops gets 500; an answer sent as
+// a query gets 400.
+func TestDoHRejectsAsTCPDoes(t *testing.T) {
+	d := newDoHSetup(t, false, nil)
+	c := d.client(false)
+	notify := query("example.org")
+	notify.Opcode = dns.OpcodeNotify
+	two := query("example.org")
+	two.Question = append(two.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+	r, _ := dohPost(t, c, d.url, notify)
+	assert.Equal(t, dns.RcodeNotImplemented, r.Rcode)
+	assert.Equal(t, 1, d.counts.get(HTTPS, resultNotimp))
+	r, resp := dohPost(t, c, d.url, two)
+	assert.Equal(t, dns.RcodeFormatError, r.Rcode)
+	assert.Equal(t, "max-age=0", resp.Header.Get("Cache-Control"))
+	assert.Equal(t, 1, d.counts.get(HTTPS, resultFormerr))
+
+	// A query the Handler drops gets 500: over HTTP something is said.
+	resp3, err := c.Post(d.url, DoHContentType, bytes.NewReader(mustPack(t, query("x.drop.test"))))
+	require.NoError(t, err)
+	resp3.Body.Close()
+	assert.Equal(t, http.StatusInternalServerError, resp3.StatusCode)
+
+	answer := query("example.org")
+	answer.Response = true
+	resp2, err := c.Post(d.url, DoHContentType, bytes.NewReader(mustPack(t, answer)))
+	require.NoError(t, err)
+	resp2.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, resp2.StatusCode)
+}
+
+// TestDoHPlainHTTP: an http:// listen address serves DoH without TLS.
+func TestDoHPlainHTTP(t *testing.T) {
+	d := newDoHSetup(t, true, nil)
+	c := &http.Client{Timeout: 5 * time.Second}
+	r, resp := dohGet(t, c, d.url, query("www.blocked.test"))
+	assert.Equal(t, 1, resp.ProtoMajor)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	r, _ = dohPost(t, c, d.url, query("example.org"))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	s, ok := d.handler.seenFor("example.org")
+	require.True(t, ok)
+	assert.Equal(t, HTTPS, s.transport)
+}
+
+// TestDoHForwardedFor: Forwarded and X-Forwarded-For name the client only
+// when the peer is a trusted proxy; then the Handler sees a *ProxiedAddr.
+func TestDoHForwardedFor(t *testing.T) {
+	var trustPeer atomic.Bool
+	trusted := func(a netip.Addr) bool {
+		switch a.String() {
+		case "127.0.0.1":
+			return trustPeer.Load()
+		case "10.9.9.9", "2001:db8::99":
+			return true // a second proxy in the chain
+		}
+		return false
+	}
+	d := newDoHSetup(t, false, func(o *DoHOptions) { o.Trusted = trusted })
+	c := d.client(false)
+	tests := []struct {
+		name    string
+		trusted bool
+		header  map[string][]string
+		status  int
+		client  string // "" for the peer itself, as a *net.TCPAddr
+	}{
+		{name: "untrusted peer: header ignored", header: map[string][]string{"X-Forwarded-For": {"10.1.2.3"}}},
+		{name: "untrusted peer: Forwarded ignored", header: map[string][]string{"Forwarded": {"for=10.1.2.3"}}},
+		{name: "trusted, no header", trusted: true},
+		{name: "trusted, X-Forwarded-For", trusted: true, header: map[string][]string{"X-Forwarded-For": {"10.1.2.3"}}, client: "10.1.2.3:0"},
+		{name: "trusted, X-Forwarded-For chain read from the right", trusted: true,
+			header: map[string][]string{"X-Forwarded-For": {"192.0.2.66, 10.1.2.3, 10.9.9.9"}}, client: "10.1.2.3:0"},
+		{name: "trusted, two X-Forwarded-For lines", trusted: true,
+			header: map[string][]string{"X-Forwarded-For": {"192.0.2.66", "10.1.2.4"}}, client: "10.1.2.4:0"},
+		{name: "trusted, Forwarded", trusted: true, header: map[string][]string{"Forwarded": {"for=10.1.2.5;proto=https"}}, client: "10.1.2.5:0"},
+		{name: "trusted, Forwarded IPv6 with port", trusted: true,
+			header: map[string][]string{"Forwarded": {`for="[2001:db8::7]:4711";by=10.9.9.9`}}, client: "[2001:db8::7]:4711"},
+		{name: "trusted, Forwarded chain", trusted: true,
+			header: map[string][]string{"Forwarded": {`for=192.0.2.66, for="[2001:db8::8]", for="[2001:db8::99]"`}}, client: "[2001:db8::8]:0"},
+		{name: "trusted, Forwarded wins over X-Forwarded-For", trusted: true,
+			header: map[string][]string{"Forwarded": {"for=10.1.2.6"}, "X-Forwarded-For": {"10.1.2.7"}}, client: "10.1.2.6:0"},
+		{name: "trusted, IPv4-mapped unmapped", trusted: true, header: map[string][]string{"X-Forwarded-For": {"::ffff:10.1.2.8"}}, client: "10.1.2.8:0"},
+		{name: "trusted, Forwarded unknown", trusted: true, header: map[string][]string{"Forwarded": {"for=unknown"}}, status: 400},
+		{name: "trusted, Forwarded obfuscated", trusted: true, header: map[string][]string{"Forwarded": {"for=_hidden"}}, status: 400},
+		{name: "trusted, Forwarded without for", trusted: true, header: map[string][]string{"Forwarded": {"proto=https"}}, status: 400},
+		{name: "trusted, X-Forwarded-For garbage", trusted: true, header: map[string][]string{"X-Forwarded-For": {"client.example"}}, status: 400},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			trustPeer.Store(tc.trusted)
+			qname := fmt.Sprintf("q%d.blocked.test", i)
+			req, err := http.NewRequest("GET", d.url+"?dns="+base64.RawURLEncoding.EncodeToString(mustPack(t, query(qname))), nil)
+			require.NoError(t, err)
+			for k, vs := range tc.header {
+				for _, v := range vs {
+					req.Header.Add(k, v)
+				}
+			}
+			resp, err := c.Do(req)
+			require.NoError(t, err)
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if tc.status != 0 {
+				assert.Equal(t, tc.status, resp.StatusCode)
+				_, ok := d.handler.seenFor(qname)
+				assert.False(t, ok, "not answered for the wrong client")
+				return
+			}
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			s, ok := d.handler.seenFor(qname)
+			require.True(t, ok)
+			if tc.client == "" {
+				ta, isTCP := s.remote.(*net.TCPAddr)
+				require.True(t, isTCP, "remote %T", s.remote)
+				assert.Equal(t, "127.0.0.1", ta.IP.String())
+				return
+			}
+			pa, isProxied := s.remote.(*ProxiedAddr)
+			require.True(t, isProxied, "remote %T", s.remote)
+			assert.Equal(t, tc.client, pa.TCPAddr.AddrPort().String())
+			assert.Equal(t, "127.0.0.1", pa.Proxy.Addr().String())
+		})
+	}
+}
+
+// TestDoHCurl: curl --data-binary POST and GET ?dns=, over HTTP/2.
+func TestDoHCurl(t *testing.T) {
+	curl := needBinary(t, "curl", "curl")
+	d := newDoHSetup(t, false, nil)
+	dir := t.TempDir()
+	tests := []struct {
+		name, qname string
+		post        bool
+		rcode       int
+	}{
+		{"POST blocked", "www.blocked.test", true, dns.RcodeNameError},
+		{"POST forwarded", "example.org", true, dns.RcodeSuccess},
+		{"GET blocked", "m.blocked.test", false, dns.RcodeNameError},
+		{"GET forwarded", "example.net", false, dns.RcodeSuccess},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(dir, fmt.Sprintf("answer%d", i))
+			args := []string{"-sS", "--max-time", "10", "--cacert", d.ca.file, "--http2",
+				"-o", out, "-w", "%{http_code} %{http_version} %{content_type}"}
+			if tc.post {
+				qfile := filepath.Join(dir, fmt.Sprintf("query%d", i))
+				require.NoError(t, os.WriteFile(qfile, mustPack(t, query(tc.qname)), 0o600))
+				args = append(args, "-H", "Content-Type: "+DoHContentType, "--data-binary", "@"+qfile, d.url)
+			} else {
+				args = append(args, d.url+"?dns="+base64.RawURLEncoding.EncodeToString(mustPack(t, query(tc.qname))))
+			}
+			stdout, err := exec.Command(curl, args...).CombinedOutput()
+			require.NoError(t, err, "%s", stdout)
+			assert.Equal(t, "200 2 "+DoHContentType, string(stdout))
+			b, err := os.ReadFile(out)
+			require.NoError(t, err)
+			m := new(dns.Msg)
+			require.NoError(t, m.Unpack(b))
+			assert.Equal(t, tc.rcode, m.Rcode)
+			assert.Equal(t, dns.Fqdn(tc.qname), m.Question[0].Name)
+		})
+	}
+}
+
+// TestDoHKdig: kdig +https, POST and GET.
+func TestDoHKdig(t *testing.T) {
+	kdig := needBinary(t, "kdig", "knot-dnsutils")
+	d := newDoHSetup(t, false, nil)
+	host, port, _ := net.SplitHostPort(d.addr)
+	tests := []struct {
+		name, qname, status, answer string
+		get                         bool
+	}{
+		{"POST blocked", "www.blocked.test", "NXDOMAIN", "SOA", false},
+		{"POST forwarded", "example.org", "NOERROR", "192.0.2.1", false},
+		{"GET blocked", "k.blocked.test", "NXDOMAIN", "SOA", true},
+		{"GET forwarded", "example.net", "NOERROR", "192.0.2.1", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"@" + host, "-p", port, "+https", "+tls-ca=" + d.ca.file, "+tls-hostname=" + testServerName,
+				"+timeout=5", "+retry=0"}
+			if tc.get {
+				args = append(args, "+https-get")
+			}
+			out, err := exec.Command(kdig, append(args, tc.qname, "A")...).CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			assert.Contains(t, string(out), "status: "+tc.status, "%s", out)
+			assert.Contains(t, string(out), tc.answer, "%s", out)
+			s, ok := d.handler.seenFor(tc.qname)
+			require.True(t, ok, "%s", out)
+			assert.Equal(t, HTTPS, s.transport)
+		})
+	}
+}
+
+// TestDoHStalledHandshake: a connection that never finishes its TLS
+// handshake is closed after the read-header timeout; others are served
+// meanwhile.
+func TestDoHStalledHandshake(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	d := newDoHSetup(t, false, func(o *DoHOptions) { o.ReadHeaderTimeout = timeout })
+	stalled, err := net.Dial("tcp", d.addr)
+	require.NoError(t, err)
+	defer stalled.Close()
+	start := time.Now()
+	r, _ := dohGet(t, d.client(false), d.url, query("www.blocked.test"))
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	_ = stalled.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.ReadAll(stalled)
+	var ne net.Error
+	assert.False(t, errors.As(err, &ne) && ne.Timeout(), "the server closed it")
+	assert.Less(t, time.Since(start), timeout+2*time.Second)
+}
+
+// TestDoHConnectionCap: at MaxConns, a new connection waits until one
+// closes; Admit refuses a peer at accept.
+func TestDoHConnectionCap(t *testing.T) {
+	var refuse atomic.Bool
+	var released atomic.Int64
+	d := newDoHSetup(t, false, func(o *DoHOptions) {
+		o.MaxConns = 1
+		o.IdleTimeout = 300 * time.Millisecond
+		o.Admit = func(netip.Addr) (func(), bool) {
+			if refuse.Load() {
+				return nil, false
+			}
+			return func() { released.Add(1) }, true
+		}
+	})
+	first := d.client(false)
+	r, _ := dohGet(t, first, d.url, query("a.blocked.test"))
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	// A second client waits for the first's idle connection to close.
+	start := time.Now()
+	r, _ = dohGet(t, d.client(false), d.url, query("b.blocked.test"))
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond, "served only after the first connection closed")
+	require.Eventually(t, func() bool { return released.Load() >= 1 }, 5*time.Second, 10*time.Millisecond)
+
+	refuse.Store(true)
+	require.Eventually(t, func() bool { return released.Load() == 2 }, 5*time.Second, 10*time.Millisecond, "idle closed")
+	_, err := d.client(false).Get(d.url + "?dns=" + base64.RawURLEncoding.EncodeToString(mustPack(t, query("c.blocked.test"))))
+	require.Error(t, err, "a refused peer is reset at accept")
+}
+
+// TestDoHManyStreams: a client that opens 1,000 streams on one HTTP/2
+// connection, ignoring the server's stream limit, gets the excess refused
+// and holds at most MaxStreams queries in progress, while another
+// client's queries are answered.
+func TestDoHManyStreams(t *testing.T) {
+	const maxStreams = 20
+	d := newDoHSetup(t, false, func(o *DoHOptions) { o.MaxStreams = maxStreams })
+
+	conn, err := tls.Dial("tcp", d.addr, clientTLS(d.ca, "h2"))
+	require.NoError(t, err)
+	defer conn.Close()
+	require.Equal(t, "h2", conn.ConnectionState().NegotiatedProtocol)
+	_, err = conn.Write([]byte(http2.ClientPreface))
+	require.NoError(t, err)
+	fr := http2.NewFramer(conn, conn)
+	require.NoError(t, fr.WriteSettings())
+
+	var hbuf bytes.Buffer
+	enc := hpack.NewEncoder(&hbuf)
+	const streams = 1000
+	for i := range streams {
+		hbuf.Reset()
+		q := base64.RawURLEncoding.EncodeToString(mustPack(t, query(fmt.Sprintf("s%d.slow.test", i))))
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", testServerName},
+			{":path", DoHPath + "?dns=" + q}} {
+			require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
+		}
+		require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hbuf.Bytes(),
+			EndStream: true, EndHeaders: true}))
+	}
+	// Read the server's frames: the refusals of the streams over the limit.
+	var refused atomic.Int64
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.RSTStreamFrame:
+				refused.Add(1)
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = fr.WriteSettingsAck()
+				}
+			case *http2.GoAwayFrame:
+				return
+			}
+		}
+	}()
+	require.Eventually(t, func() bool { return d.up.waiting.Load() > 0 }, 5*time.Second, 10*time.Millisecond)
+
+	// Meanwhile another client is answered, blocked and forwarded.
+	other := d.client(false)
+	for i := range 20 {
+		r, _ := dohGet(t, other, d.url, query(fmt.Sprintf("o%d.blocked.test", i)))
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+		r, _ = dohPost(t, other, d.url, query(fmt.Sprintf("o%d.example.org", i)))
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	}
+	require.Eventually(t, func() bool { return refused.Load() >= streams-maxStreams }, 10*time.Second, 10*time.Millisecond,
+		"streams over the limit are refused (%d refused)", refused.Load())
+	assert.LessOrEqual(t, d.up.waiting.Load(), int64(maxStreams), "at most MaxStreams queries of one connection in progress")
+	assert.LessOrEqual(t, d.handler.maxIn.Load(), int64(maxStreams+1), "the greedy connection's queries, plus one of the other client's")
+	d.up.releaseSlow() // let the slow queries finish
+	conn.Close()
+	<-readDone
+}
+
+// TestDoHGracefulShutdown: Shutdown lets a query in progress finish.
+func TestDoHGracefulShutdown(t *testing.T) {
+	d := newDoHSetup(t, false, nil)
+	c := d.client(false)
+	got := make(chan int, 1)
+	go func() {
+		resp, err := c.Get(d.url + "?dns=" + base64.RawURLEncoding.EncodeToString(mustPack(t, query("x.slow.test"))))
+		if err != nil {
+			got <- -1
+			return
+		}
+		resp.Body.Close()
+		got <- resp.StatusCode
+	}()
+	require.Eventually(t, func() bool { return d.up.waiting.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assert.NoError(t, d.srv.Shutdown(ctx))
+	}()
+	d.up.releaseSlow()
+	assert.Equal(t, http.StatusOK, <-got)
+	wg.Wait()
+}

@@ -1,0 +1,531 @@
+package listen
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
+	"go.uber.org/zap"
+)
+
+// DoQ error codes (RFC 9250 §4.3). Untyped, as they serve both as a
+// quic.ApplicationErrorCode (CONNECTION_CLOSE) and as a
+// quic.StreamErrorCode (RESET_STREAM, STOP_SENDING).
+const (
+	// DoQNoError: the connection or stream closes with nothing wrong
+	// (an idle connection, a server shutting down).
+	DoQNoError = 0x0
+	// DoQInternalError: the server could not answer a query (RESET_STREAM,
+	// §4.3.2).
+	DoQInternalError = 0x1
+	// DoQProtocolError: the peer broke the mapping of §4.2 (§4.3.3); the
+	// connection is closed.
+	DoQProtocolError = 0x2
+	// DoQRequestCancelled: the client cancelled a query (§4.3.1).
+	DoQRequestCancelled = 0x3
+	// DoQExcessiveLoad: the server closes a connection because of load;
+	// here, a connection Admit refused.
+	DoQExcessiveLoad = 0x4
+)
+
+// Defaults of DoQOptions.
+const (
+	DefaultDoQMaxConns         = 1000
+	DefaultDoQMaxStreams       = 100
+	DefaultDoQHandshakeTimeout = 5 * time.Second
+	DefaultDoQReadTimeout      = 10 * time.Second
+	DefaultDoQIdleTimeout      = 30 * time.Second
+)
+
+// Bounds of the linger of a graceful shutdown.
+const (
+	minDoQLinger = 50 * time.Millisecond
+	maxDoQLinger = 2 * time.Second
+)
+
+// doqWriteTimeout bounds writing one answer: a client that stops granting
+// flow-control credit cannot hold a stream.
+const doqWriteTimeout = 10 * time.Second
+
+// DoQOptions configures a DoQServer. Handler and TLS are required; a zero
+// field takes the default named beside it.
+type DoQOptions struct {
+	// Handler answers the queries.
+	Handler Handler
+	// Count, when set, counts the queries the listener answers or refuses
+	// itself: ResultBadRequest for each protocol error, "formerr" and
+	// "notimp" for the DNS rejections of DESIGN.md §1 step 1. Transport
+	// is QUIC.
+	Count Counter
+	// Log gets lifecycle and protocol-error lines at debug level. Nil:
+	// discarded.
+	Log *zap.Logger
+	// TLS is the server TLS configuration: ServerTLSConfig(store,
+	// ALPNDoQ). QUIC always negotiates TLS 1.3.
+	TLS *tls.Config
+	// Admit, when set, decides after the handshake (when the peer's
+	// address is proven) whether a connection from peer is served;
+	// release is called once when it closes. A refused connection is
+	// closed with DOQ_EXCESSIVE_LOAD.
+	Admit func(peer netip.Addr) (release func(), ok bool)
+	// MaxConns caps the connections open or in handshake at once; a
+	// connection attempt beyond it is refused before the handshake with
+	// the QUIC transport error CONNECTION_REFUSED. Default
+	// DefaultDoQMaxConns.
+	MaxConns int
+	// MaxStreams is how many queries (bidirectional streams) one
+	// connection may have open at once (QUIC MAX_STREAMS); a client cannot
+	// open more. Default DefaultDoQMaxStreams.
+	MaxStreams int
+	// HandshakeTimeout bounds the QUIC handshake. Default
+	// DefaultDoQHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// ReadTimeout bounds the arrival of a stream's whole query and its
+	// STREAM FIN. Default DefaultDoQReadTimeout.
+	ReadTimeout time.Duration
+	// IdleTimeout closes a connection, with DOQ_NO_ERROR, when it has had
+	// no query in progress for that long (RFC 9250 §5.5). Default
+	// DefaultDoQIdleTimeout.
+	IdleTimeout time.Duration
+}
+
+// DoQServer serves DNS over dedicated QUIC connections (RFC 9250): ALPN
+// "doq", one query per client-initiated bidirectional stream (a 2-octet
+// length, the message with ID 0, then STREAM FIN), the answer written
+// back the same way on that stream. What breaks the mapping closes the
+// connection with DOQ_PROTOCOL_ERROR (§4.3.3): a message ID other than 0
+// (§4.2.1), a short or extra message, no STREAM FIN within ReadTimeout, a
+// message that is not a query, the edns-tcp-keepalive option (§5.5.2),
+// a unidirectional stream (refused by QUIC: MAX_STREAMS 0).
+type DoQServer struct {
+	opt DoQOptions
+	log *zap.Logger
+
+	// open counts connections from their first packet to their close,
+	// for MaxConns; changed only in connContext and its AfterFunc.
+	open atomic.Int64
+
+	mu       sync.Mutex
+	tr       *quic.Transport
+	ln       *quic.Listener
+	conns    map[*doqConn]struct{}
+	streams  int           // queries in progress, over every connection
+	draining bool          // Shutdown or Close was called
+	drained  chan struct{} // closed when draining and streams is 0
+	wg       sync.WaitGroup
+}
+
+// NewDoQServer returns a DoQServer; Serve runs it.
+func NewDoQServer(opt DoQOptions) *DoQServer {
+	if opt.MaxConns <= 0 {
+		opt.MaxConns = DefaultDoQMaxConns
+	}
+	if opt.MaxStreams <= 0 {
+		opt.MaxStreams = DefaultDoQMaxStreams
+	}
+	if opt.HandshakeTimeout <= 0 {
+		opt.HandshakeTimeout = DefaultDoQHandshakeTimeout
+	}
+	if opt.ReadTimeout <= 0 {
+		opt.ReadTimeout = DefaultDoQReadTimeout
+	}
+	if opt.IdleTimeout <= 0 {
+		opt.IdleTimeout = DefaultDoQIdleTimeout
+	}
+	log := opt.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &DoQServer{opt: opt, log: log, conns: map[*doqConn]struct{}{}, drained: make(chan struct{})}
+}
+
+// errTooManyConns refuses a connection attempt over MaxConns.
+var errTooManyConns = errors.New("doq: connection limit reached")
+
+// Serve serves DoQ on pc until Shutdown or Close, which return it nil;
+// else it returns the error that stopped it. pc stays the caller's to
+// close.
+func (s *DoQServer) Serve(pc net.PacketConn) error {
+	if s.opt.TLS == nil || !slices.Contains(s.opt.TLS.NextProtos, ALPNDoQ) {
+		return fmt.Errorf("doq: the TLS configuration must offer ALPN %q", ALPNDoQ)
+	}
+	tr := &quic.Transport{Conn: pc, ConnContext: s.connContext}
+	ln, err := tr.Listen(s.opt.TLS, &quic.Config{
+		HandshakeIdleTimeout: s.opt.HandshakeTimeout,
+		// QUIC's own idle timeout silently drops a peer that vanished;
+		// keep-alives stop it from dropping a live one whose query is
+		// still being forwarded. A connection without queries is closed
+		// by checkIdle with DOQ_NO_ERROR.
+		MaxIdleTimeout:        s.opt.IdleTimeout,
+		KeepAlivePeriod:       s.opt.IdleTimeout / 2,
+		MaxIncomingStreams:    int64(s.opt.MaxStreams),
+		MaxIncomingUniStreams: -1, // DoQ has no unidirectional streams
+		// A query is at most 2+65,535 octets.
+		InitialStreamReceiveWindow: 1 << 17,
+		MaxStreamReceiveWindow:     1 << 17,
+	})
+	if err != nil {
+		return fmt.Errorf("doq: listening: %w", err)
+	}
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		ln.Close()
+		tr.Close()
+		return nil
+	}
+	s.tr, s.ln = tr, ln
+	s.mu.Unlock()
+	for {
+		conn, err := ln.Accept(context.Background())
+		if err != nil {
+			s.mu.Lock()
+			draining := s.draining
+			s.mu.Unlock()
+			if draining {
+				return nil
+			}
+			return fmt.Errorf("doq: accepting: %w", err)
+		}
+		s.wg.Add(1)
+		go s.serveConn(conn)
+	}
+}
+
+// Addr is the address served, once Serve has started; nil before.
+func (s *DoQServer) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// connContext counts a connection attempt against MaxConns before its
+// handshake, and gives the slot back when the connection ends.
+func (s *DoQServer) connContext(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
+	if s.open.Add(1) > int64(s.opt.MaxConns) {
+		s.open.Add(-1)
+		return nil, errTooManyConns
+	}
+	context.AfterFunc(ctx, func() { s.open.Add(-1) })
+	return ctx, nil
+}
+
+// Shutdown stops accepting connections and queries, waits for the queries
+// in progress to be answered (or ctx to end), lingers for the last answers
+// to reach their clients, then closes every connection with DOQ_NO_ERROR.
+func (s *DoQServer) Shutdown(ctx context.Context) error {
+	s.startDraining()
+	var err error
+	select {
+	case <-s.drained:
+		// A connection close discards stream data not yet sent or
+		// acknowledged; give the last answers a few round trips.
+		linger := time.NewTimer(s.linger())
+		select {
+		case <-linger.C:
+		case <-ctx.Done():
+			linger.Stop()
+		}
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.closeAll()
+	return err
+}
+
+// linger is how long the last answers are given to be delivered before a
+// graceful close: three of the slowest connection's smoothed round trips
+// (a loss and its retransmission), plus a margin, at most maxDoQLinger.
+func (s *DoQServer) linger() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var rtt time.Duration
+	for c := range s.conns {
+		rtt = max(rtt, c.conn.ConnectionStats().SmoothedRTT)
+	}
+	return min(3*rtt+minDoQLinger, maxDoQLinger)
+}
+
+// Close closes every connection at once, with DOQ_NO_ERROR.
+func (s *DoQServer) Close() error {
+	s.startDraining()
+	s.closeAll()
+	return nil
+}
+
+func (s *DoQServer) startDraining() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return
+	}
+	s.draining = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	if s.streams == 0 {
+		close(s.drained)
+	}
+}
+
+func (s *DoQServer) closeAll() {
+	s.mu.Lock()
+	for c := range s.conns {
+		_ = c.conn.CloseWithError(DoQNoError, "server shutting down")
+	}
+	tr := s.tr
+	s.mu.Unlock()
+	if tr != nil {
+		tr.Close()
+	}
+	s.wg.Wait()
+}
+
+// streamStarted counts a query in progress; false once draining.
+func (s *DoQServer) streamStarted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.streams++
+	return true
+}
+
+func (s *DoQServer) streamDone() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams--; s.streams == 0 && s.draining {
+		close(s.drained)
+	}
+}
+
+func (s *DoQServer) count(result string) {
+	if s.opt.Count != nil {
+		s.opt.Count(QUIC, result)
+	}
+}
+
+// doqConn is one client connection.
+type doqConn struct {
+	conn *quic.Conn
+
+	mu     sync.Mutex
+	active int       // streams in progress
+	last   time.Time // when the last stream ended (or the connection began)
+	idle   *time.Timer
+}
+
+// serveConn admits a connection and serves its streams, each on its own
+// goroutine, until it closes.
+func (s *DoQServer) serveConn(conn *quic.Conn) {
+	defer s.wg.Done()
+	var peer netip.Addr
+	if a, ok := conn.RemoteAddr().(*net.UDPAddr); ok {
+		peer = a.AddrPort().Addr().Unmap().WithZone("")
+	}
+	if s.opt.Admit != nil {
+		release, ok := s.opt.Admit(peer)
+		if !ok {
+			_ = conn.CloseWithError(DoQExcessiveLoad, "connection refused")
+			return
+		}
+		defer release()
+	}
+	c := &doqConn{conn: conn, last: time.Now()}
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		_ = conn.CloseWithError(DoQNoError, "server shutting down")
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	c.idle = time.AfterFunc(s.opt.IdleTimeout, func() { s.checkIdle(c) })
+	defer c.idle.Stop()
+
+	var streams sync.WaitGroup
+	defer streams.Wait()
+	for {
+		st, err := conn.AcceptStream(conn.Context())
+		if err != nil {
+			return // the connection is closed
+		}
+		if !s.streamStarted() {
+			st.CancelRead(DoQNoError)
+			st.CancelWrite(DoQNoError)
+			continue
+		}
+		c.mu.Lock()
+		c.active++
+		c.mu.Unlock()
+		streams.Add(1)
+		go func() {
+			defer streams.Done()
+			defer s.streamDone()
+			defer func() {
+				c.mu.Lock()
+				c.active--
+				c.last = time.Now()
+				c.mu.Unlock()
+			}()
+			s.serveStream(conn, st)
+		}()
+	}
+}
+
+// checkIdle closes c with DOQ_NO_ERROR when it has had no query in
+// progress for IdleTimeout, else checks again when it could have.
+func (s *DoQServer) checkIdle(c *doqConn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	wait := s.opt.IdleTimeout
+	if c.active == 0 {
+		since := time.Since(c.last)
+		if since >= s.opt.IdleTimeout {
+			_ = c.conn.CloseWithError(DoQNoError, "idle")
+			return
+		}
+		wait = s.opt.IdleTimeout - since
+	}
+	c.idle.Reset(wait)
+}
+
+// protocolError closes conn with DOQ_PROTOCOL_ERROR (RFC 9250 §4.3.3) and
+// counts it.
+func (s *DoQServer) protocolError(conn *quic.Conn, why string) {
+	s.count(ResultBadRequest)
+	if ce := s.log.Check(zap.DebugLevel, "doq protocol error"); ce != nil {
+		ce.Write(zap.Stringer("client", conn.RemoteAddr()), zap.String("reason", why))
+	}
+	_ = conn.CloseWithError(DoQProtocolError, why)
+}
+
+// serveStream reads the one query of st, has it answered, and writes the
+// answer followed by STREAM FIN.
+func (s *DoQServer) serveStream(conn *quic.Conn, st *quic.Stream) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("doq: answering a query panicked", zap.Any("panic", p))
+			st.CancelRead(DoQInternalError)
+			st.CancelWrite(DoQInternalError)
+		}
+	}()
+	_ = st.SetReadDeadline(time.Now().Add(s.opt.ReadTimeout))
+	b, err := io.ReadAll(io.LimitReader(st, 2+dns.MaxMsgSize+1))
+	if err != nil {
+		var se *quic.StreamError
+		var ae *quic.ApplicationError
+		switch {
+		case errors.As(err, &se) && se.Remote:
+			// The client cancelled the query (RFC 9250 §4.3.1).
+			st.CancelWrite(DoQRequestCancelled)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.protocolError(conn, "no STREAM FIN after the query")
+		case errors.As(err, &ae), errors.Is(err, net.ErrClosed):
+			// The connection is gone.
+		default:
+			st.CancelWrite(DoQInternalError)
+		}
+		return
+	}
+	if len(b) < 2 || int(binary.BigEndian.Uint16(b)) != len(b)-2 {
+		s.protocolError(conn, "the stream is not one length-prefixed message")
+		return
+	}
+	msg := b[2:]
+	if len(msg) < msgHeaderSize {
+		s.protocolError(conn, "a message shorter than a DNS header")
+		return
+	}
+	if binary.BigEndian.Uint16(msg) != 0 {
+		s.protocolError(conn, "a message ID other than 0")
+		return
+	}
+	chk := checkQuery(msg)
+	switch {
+	case chk.req == nil && chk.reject == nil:
+		s.protocolError(conn, "not a DNS query")
+		return
+	case chk.req != nil && hasTCPKeepalive(chk.req):
+		s.protocolError(conn, "the edns-tcp-keepalive option")
+		return
+	}
+	w := &doqWriter{conn: conn}
+	if chk.reject != nil {
+		s.count(chk.result)
+		_ = w.WriteMsg(chk.reject)
+	} else if resume := s.opt.Handler.ServeInline(w, chk.req); resume != nil {
+		resume()
+	}
+	reply, _ := w.held()
+	if reply == nil {
+		// No answer to give (RFC 9250 §4.3.2).
+		st.CancelWrite(DoQInternalError)
+		return
+	}
+	reply = padReply(chk.req, reply)
+	frame := make([]byte, 2+len(reply))
+	binary.BigEndian.PutUint16(frame, uint16(len(reply)))
+	copy(frame[2:], reply)
+	_ = st.SetWriteDeadline(time.Now().Add(doqWriteTimeout))
+	if _, err := st.Write(frame); err != nil {
+		st.CancelWrite(DoQInternalError)
+		return
+	}
+	_ = st.Close() // STREAM FIN
+}
+
+// hasTCPKeepalive reports whether m carries the edns-tcp-keepalive option
+// (RFC 7828), which DoQ forbids (RFC 9250 §5.5.2).
+func hasTCPKeepalive(m *dns.Msg) bool {
+	opt := m.IsEdns0()
+	if opt == nil {
+		return false
+	}
+	for _, o := range opt.Option {
+		if o.Option() == dns.EDNS0TCPKEEPALIVE {
+			return true
+		}
+	}
+	return false
+}
+
+// doqWriter is the ResponseWriter of one DoQ query.
+type doqWriter struct {
+	heldReply
+	conn *quic.Conn
+}
+
+var _ ResponseWriter = (*doqWriter)(nil)
+var _ dns.ConnectionStater = (*doqWriter)(nil)
+
+func (w *doqWriter) Transport() string    { return QUIC }
+func (w *doqWriter) RemoteAddr() net.Addr { return w.conn.RemoteAddr() }
+func (w *doqWriter) LocalAddr() net.Addr  { return w.conn.LocalAddr() }
+
+// ConnectionState is the connection's TLS state.
+func (w *doqWriter) ConnectionState() *tls.ConnectionState {
+	cs := w.conn.ConnectionState().TLS
+	return &cs
+}

@@ -1,0 +1,384 @@
+package listen
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// doqSetup is a DoQ server over a fresh certificate, on 127.0.0.1.
+type doqSetup struct {
+	ca      *testCA
+	serial  int64
+	files   certFiles
+	store   *CertStore
+	up      *testUpstream
+	handler *testHandler
+	counts  *counts
+	srv     *DoQServer
+	addr    string
+}
+
+func newDoQSetup(t *testing.T, tune func(*DoQOptions)) *doqSetup {
+	t.Helper()
+	d := &doqSetup{ca: newTestCA(t), counts: &counts{}}
+	d.files, d.serial = writePair(t, d.ca)
+	d.store, _ = startStore(t, d.files, time.Hour)
+	d.up = newTestUpstream(t)
+	d.handler = newTestHandler(d.up)
+	opt := DoQOptions{Handler: d.handler, Count: d.counts.count, TLS: ServerTLSConfig(d.store, ALPNDoQ)}
+	if tune != nil {
+		tune(&opt)
+	}
+	d.srv = NewDoQServer(opt)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	d.addr = pc.LocalAddr().String()
+	served := make(chan error, 1)
+	go func() { served <- d.srv.Serve(pc) }()
+	require.Eventually(t, func() bool { return d.srv.Addr() != nil }, 5*time.Second, 5*time.Millisecond)
+	t.Cleanup(func() {
+		_ = d.srv.Close()
+		assert.NoError(t, <-served)
+		pc.Close()
+	})
+	return d
+}
+
+// dial opens a DoQ connection trusting the test CA.
+func (d *doqSetup) dial(t *testing.T, alpn ...string) (*quic.Conn, error) {
+	t.Helper()
+	if alpn == nil {
+		alpn = []string{ALPNDoQ}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := quic.DialAddr(ctx, d.addr, clientTLS(d.ca, alpn...), &quic.Config{})
+	if err == nil {
+		t.Cleanup(func() { _ = c.CloseWithError(0, "") })
+	}
+	return c, err
+}
+
+// doqRaw sends raw on a new stream, then FIN unless noFIN, and returns
+// what came back.
+func doqRaw(c *quic.Conn, raw []byte, noFIN bool) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	_ = st.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := st.Write(raw); err != nil {
+		return nil, err
+	}
+	if !noFIN {
+		_ = st.Close()
+	}
+	return io.ReadAll(st)
+}
+
+// doqExchange asks m on a new stream of c.
+func doqExchange(c *quic.Conn, m *dns.Msg) (*dns.Msg, error) {
+	b, err := m.Pack()
+	if err != nil {
+		return nil, err
+	}
+	out, err := doqRaw(c, append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...), false)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) < 2 || int(binary.BigEndian.Uint16(out)) != len(out)-2 {
+		return nil, fmt.Errorf("not one framed answer: %d octets", len(out))
+	}
+	r := new(dns.Msg)
+	return r, r.Unpack(out[2:])
+}
+
+// closeCode is the DoQ error code a connection was closed with by the
+// server, or -1.
+func closeCode(c *quic.Conn) int64 {
+	select {
+	case <-c.Context().Done():
+	case <-time.After(5 * time.Second):
+		return -1
+	}
+	var ae *quic.ApplicationError
+	if errors.As(context.Cause(c.Context()), &ae) && ae.Remote {
+		return int64(ae.ErrorCode)
+	}
+	return -1
+}
+
+// TestDoQAnswers: blocked and forwarded answers over DoQ (RFC 9250), with
+// ID 0, each query on its own stream, several at once on one connection.
+func TestDoQAnswers(t *testing.T) {
+	d := newDoQSetup(t, nil)
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	assert.Equal(t, ALPNDoQ, c.ConnectionState().TLS.NegotiatedProtocol)
+	assert.Equal(t, d.serial, c.ConnectionState().TLS.PeerCertificates[0].SerialNumber.Int64())
+
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			blocked := fmt.Sprintf("q%d.blocked.test", i)
+			r, err := doqExchange(c, query(blocked))
+			if !assert.NoError(t, err) {
+				return
+			}
+			assert.Equal(t, dns.RcodeNameError, r.Rcode)
+			assert.Equal(t, uint16(0), r.Id)
+			if assert.Len(t, r.Ns, 1) {
+				assert.Equal(t, dns.TypeSOA, r.Ns[0].Header().Rrtype)
+			}
+			if assert.NotNil(t, r.IsEdns0()) && assert.Len(t, r.IsEdns0().Option, 1) {
+				assert.Equal(t, dns.ExtendedErrorCodeBlocked, r.IsEdns0().Option[0].(*dns.EDNS0_EDE).InfoCode)
+			}
+			fwd := fmt.Sprintf("q%d.example.org", i)
+			r, err = doqExchange(c, query(fwd))
+			if !assert.NoError(t, err) {
+				return
+			}
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+			assert.Equal(t, uint16(0), r.Id)
+			if assert.Len(t, r.Answer, 1) {
+				assert.Equal(t, "192.0.2.1", r.Answer[0].(*dns.A).A.String())
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, int64(10), d.handler.resumed.Load())
+	s, ok := d.handler.seenFor("q3.example.org")
+	require.True(t, ok)
+	assert.Equal(t, QUIC, s.transport)
+	ua, isUDP := s.remote.(*net.UDPAddr)
+	require.True(t, isUDP, "remote %T", s.remote)
+	assert.Equal(t, "127.0.0.1", ua.IP.String())
+}
+
+// TestDoQProtocolErrors: what breaks RFC 9250's mapping closes the
+// connection with DOQ_PROTOCOL_ERROR (§4.3.3) and is counted; nothing
+// reaches the Handler.
+func TestDoQProtocolErrors(t *testing.T) {
+	d := newDoQSetup(t, func(o *DoQOptions) { o.ReadTimeout = 300 * time.Millisecond })
+	frame := func(m *dns.Msg) []byte {
+		b := mustPack(t, m)
+		return append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
+	}
+	withID := query("id.example.org")
+	withID.Id = 4242
+	answer := query("answer.example.org")
+	answer.Response = true
+	keepalive := query("keepalive.example.org")
+	keepalive.IsEdns0().Option = append(keepalive.IsEdns0().Option, &dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE})
+	good := frame(query("good.example.org"))
+	tests := []struct {
+		name  string
+		raw   []byte
+		noFIN bool
+	}{
+		{name: "message ID not 0", raw: frame(withID)},
+		{name: "an answer, not a query", raw: frame(answer)},
+		{name: "edns-tcp-keepalive", raw: frame(keepalive)},
+		{name: "shorter than a header", raw: []byte{0, 4, 0, 0, 1, 0}},
+		{name: "FIN before the whole message", raw: good[:len(good)-3]},
+		{name: "two messages on one stream", raw: append(append([]byte(nil), good...), good...)},
+		{name: "one octet", raw: []byte{0}},
+		{name: "no FIN", raw: good, noFIN: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := d.counts.get(QUIC, ResultBadRequest)
+			c, err := d.dial(t)
+			require.NoError(t, err)
+			out, err := doqRaw(c, tc.raw, tc.noFIN)
+			assert.Error(t, err)
+			assert.Empty(t, out)
+			assert.Equal(t, int64(DoQProtocolError), closeCode(c))
+			assert.Equal(t, before+1, d.counts.get(QUIC, ResultBadRequest))
+		})
+	}
+	_, ok := d.handler.seenFor("id.example.org")
+	assert.False(t, ok)
+	_, ok = d.handler.seenFor("keepalive.example.org")
+	assert.False(t, ok)
+
+	// A well-formed query on a new connection is still answered.
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	r, err := doqExchange(c, query("www.blocked.test"))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+}
+
+// TestDoQRejectsAsTCPDoes: a DNS-level error is a DNS answer, not a
+// protocol error; a query the Handler drops resets its stream with
+// DOQ_INTERNAL_ERROR and the connection goes on.
+func TestDoQRejectsAsTCPDoes(t *testing.T) {
+	d := newDoQSetup(t, nil)
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	notify := query("example.org")
+	notify.Opcode = dns.OpcodeNotify
+	r, err := doqExchange(c, notify)
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeNotImplemented, r.Rcode)
+	two := query("example.org")
+	two.Question = append(two.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+	r, err = doqExchange(c, two)
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeFormatError, r.Rcode)
+	assert.Equal(t, 1, d.counts.get(QUIC, resultNotimp))
+	assert.Equal(t, 1, d.counts.get(QUIC, resultFormerr))
+
+	_, err = doqExchange(c, query("x.drop.test"))
+	var se *quic.StreamError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, quic.StreamErrorCode(DoQInternalError), se.ErrorCode)
+	assert.True(t, se.Remote)
+
+	r, err = doqExchange(c, query("example.org"))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+}
+
+// TestDoQIdleClose: a connection with no query for IdleTimeout is closed
+// with DOQ_NO_ERROR; one in use is not.
+func TestDoQIdleClose(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	d := newDoQSetup(t, func(o *DoQOptions) { o.IdleTimeout = idle })
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	start := time.Now()
+	// A slow query holds the connection open past the idle timeout.
+	done := make(chan error, 1)
+	go func() {
+		_, err := doqExchange(c, query("a.slow.test"))
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return d.up.waiting.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.Never(t, func() bool { return c.Context().Err() != nil }, 2*idle, 20*time.Millisecond, "open while a query is in progress")
+	d.up.releaseSlow()
+	require.NoError(t, <-done)
+	assert.Equal(t, int64(DoQNoError), closeCode(c))
+	assert.GreaterOrEqual(t, time.Since(start), 2*idle+idle-50*time.Millisecond)
+}
+
+// TestDoQLimits: MaxConns refuses connections beyond it before the
+// handshake; MaxStreams bounds the queries of one connection; Admit's
+// refusal closes with DOQ_EXCESSIVE_LOAD.
+func TestDoQLimits(t *testing.T) {
+	var refuse atomic.Bool
+	d := newDoQSetup(t, func(o *DoQOptions) {
+		o.MaxConns = 2
+		o.MaxStreams = 3
+		// A refused client's retransmitted Initial can start a handshake
+		// that holds a place until this runs out.
+		o.HandshakeTimeout = 300 * time.Millisecond
+		o.Admit = func(netip.Addr) (func(), bool) { return func() {}, !refuse.Load() }
+	})
+	c1, err := d.dial(t)
+	require.NoError(t, err)
+	c2, err := d.dial(t)
+	require.NoError(t, err)
+	_, err = d.dial(t)
+	var te *quic.TransportError
+	require.ErrorAs(t, err, &te, "a third connection is refused")
+	assert.Equal(t, quic.ConnectionRefused, te.ErrorCode)
+
+	// Three slow queries fill c1's streams; a fourth cannot be opened.
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := doqExchange(c1, query(fmt.Sprintf("s%d.slow.test", i)))
+			if assert.NoError(t, err) {
+				assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+			}
+		}()
+	}
+	require.Eventually(t, func() bool { return d.up.waiting.Load() == 3 }, 5*time.Second, 5*time.Millisecond)
+	_, err = c1.OpenStream()
+	var limit *quic.StreamLimitReachedError
+	assert.ErrorAs(t, err, &limit)
+	// The other connection is served meanwhile.
+	r, err := doqExchange(c2, query("www.blocked.test"))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	d.up.releaseSlow()
+	wg.Wait()
+
+	// Closing one frees a place (once any handshake of a refused attempt
+	// has run out); a refused peer gets DOQ_EXCESSIVE_LOAD.
+	require.NoError(t, c2.CloseWithError(0, ""))
+	refuse.Store(true)
+	var c3 *quic.Conn
+	require.Eventually(t, func() bool { c3, err = d.dial(t); return err == nil }, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, int64(DoQExcessiveLoad), closeCode(c3))
+}
+
+// TestDoQRefusesOtherALPN: a QUIC client that does not speak "doq" fails
+// the handshake.
+func TestDoQRefusesOtherALPN(t *testing.T) {
+	d := newDoQSetup(t, nil)
+	_, err := d.dial(t, "h3")
+	require.Error(t, err)
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	r, err := doqExchange(c, query("example.org"))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+}
+
+// TestDoQShutdown: Shutdown answers the query in progress, then closes the
+// connection with DOQ_NO_ERROR.
+func TestDoQShutdown(t *testing.T) {
+	d := newDoQSetup(t, nil)
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		r, err := doqExchange(c, query("a.slow.test"))
+		if err == nil && r.Rcode != dns.RcodeSuccess {
+			err = fmt.Errorf("rcode %d", r.Rcode)
+		}
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return d.up.waiting.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shut <- d.srv.Shutdown(ctx)
+	}()
+	require.Eventually(t, func() bool {
+		d.srv.mu.Lock()
+		defer d.srv.mu.Unlock()
+		return d.srv.draining
+	}, 5*time.Second, 5*time.Millisecond)
+	// A new query on the draining connection is not taken.
+	_, err = doqExchange(c, query("late.example.org"))
+	assert.Error(t, err)
+	d.up.releaseSlow()
+	assert.NoError(t, <-done)
+	assert.NoError(t, <-shut)
+	assert.Equal(t, int64(DoQNoError), closeCode(c))
+}

@@ -1,0 +1,167 @@
+package listen
+
+import (
+	"encoding/binary"
+	"math"
+
+	"github.com/miekg/dns"
+)
+
+// ResultBadRequest is the Counter result of a request an encrypted
+// listener refuses without any DNS answer: an HTTP 4xx from the DoH
+// listener (no or bad dns=, wrong content type, body too large, wrong
+// method), a DoQ stream closed with DOQ_PROTOCOL_ERROR.
+const ResultBadRequest = "bad_request"
+
+// Counter results of queries a listener answers itself, as the TCP and
+// UDP listeners count them.
+const (
+	resultFormerr = "formerr"
+	resultNotimp  = "notimp"
+)
+
+// msgHeaderSize is the size of the DNS message header (RFC 1035 §4.1.1).
+const msgHeaderSize = 12
+
+// responsePaddingBlock is the block size responses to padded queries are
+// padded to (RFC 8467 §4.1, Block-Length Padding, recommended 468).
+const responsePaddingBlock = 468
+
+// queryCheck is what a stream listener makes of a message before the
+// Handler sees it.
+type queryCheck struct {
+	req    *dns.Msg // a query for the Handler, or nil
+	reject *dns.Msg // a FORMERR or NOTIMP reply the listener sends itself, or nil
+	result string   // the Counter result of reject, or of refusing (neither set)
+}
+
+// checkQuery applies to a DoH or DoQ message the rules the UDP and TCP
+// listeners apply before the Handler (DESIGN.md §1 step 1): no full
+// header, or QR set (an answer, not a query): refused, result
+// ResultBadRequest (the caller answers HTTP 400, or closes the DoQ
+// connection with DOQ_PROTOCOL_ERROR); an opcode other than QUERY:
+// NOTIMP; a question count other than one (in the header or in fact), or
+// a body that does not parse: FORMERR.
+func checkQuery(b []byte) queryCheck {
+	if len(b) < msgHeaderSize {
+		return queryCheck{result: ResultBadRequest}
+	}
+	id := binary.BigEndian.Uint16(b[0:])
+	bits := binary.BigEndian.Uint16(b[2:])
+	qdcount := binary.BigEndian.Uint16(b[4:])
+	const qr = 1 << 15
+	if bits&qr != 0 {
+		return queryCheck{result: ResultBadRequest}
+	}
+	reply := func(rcode int, result string) queryCheck {
+		m := new(dns.Msg)
+		m.Id = id
+		m.Response = true
+		m.Opcode = int(bits>>11) & 0xF
+		m.RecursionDesired = bits&(1<<8) != 0
+		m.Rcode = rcode
+		return queryCheck{reject: m, result: result}
+	}
+	if opcode := int(bits>>11) & 0xF; opcode != dns.OpcodeQuery {
+		return reply(dns.RcodeNotImplemented, resultNotimp)
+	}
+	if qdcount != 1 {
+		return reply(dns.RcodeFormatError, resultFormerr)
+	}
+	req := new(dns.Msg)
+	// miekg/dns stops reading questions where the message ends, whatever
+	// QDCOUNT said: a header claiming one question and none after it
+	// parses with none.
+	if err := req.Unpack(b); err != nil || len(req.Question) != 1 {
+		return reply(dns.RcodeFormatError, resultFormerr)
+	}
+	return queryCheck{req: req}
+}
+
+// hasPadding reports whether m's OPT record carries an EDNS(0) Padding
+// option (RFC 7830).
+func hasPadding(m *dns.Msg) bool {
+	opt := m.IsEdns0()
+	if opt == nil {
+		return false
+	}
+	for _, o := range opt.Option {
+		if o.Option() == dns.EDNS0PADDING {
+			return true
+		}
+	}
+	return false
+}
+
+// padReply pads the packed reply b to a multiple of responsePaddingBlock
+// octets when the query was padded and the reply has an OPT record to
+// carry the Padding option (RFC 7830 §4, RFC 8467 §4.1): an encrypted
+// answer's length then says little about the name asked. Any Padding
+// option the reply had is replaced. It returns b unchanged when there is
+// nothing to pad, when b does not parse, or when padding would take the
+// reply past 65,535 octets.
+func padReply(req *dns.Msg, b []byte) []byte {
+	if req == nil || !hasPadding(req) {
+		return b
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(b); err != nil {
+		return b
+	}
+	// Unpack built m fresh: its OPT record may be changed in place.
+	opt := m.IsEdns0()
+	if opt == nil {
+		return b
+	}
+	kept := opt.Option[:0]
+	for _, o := range opt.Option {
+		if o.Option() != dns.EDNS0PADDING {
+			kept = append(kept, o)
+		}
+	}
+	pad := &dns.EDNS0_PADDING{}
+	opt.Option = append(kept, pad)
+	m.Compress = true // as miekg/dns packs what it reads compressed
+	unpadded, err := m.Pack()
+	if err != nil {
+		return b
+	}
+	n := (responsePaddingBlock - len(unpadded)%responsePaddingBlock) % responsePaddingBlock
+	if len(unpadded)+n > dns.MaxMsgSize {
+		return b
+	}
+	pad.Padding = make([]byte, n)
+	padded, err := m.Pack()
+	if err != nil || len(padded) != len(unpadded)+n {
+		return b
+	}
+	return padded
+}
+
+// cacheMaxAge is the HTTP freshness lifetime of a DoH answer in seconds
+// (RFC 8484 §5.1): the smallest TTL of the answer and authority sections;
+// for an answer with no answer records and an SOA in the authority
+// section, at most that SOA's MINIMUM (the negative-caching TTL of RFC
+// 2308 §5 is the smaller of the SOA's TTL and MINIMUM). An answer with no
+// records at all (SERVFAIL, REFUSED, FORMERR) gets 0: not to be reused.
+func cacheMaxAge(m *dns.Msg) uint32 {
+	ttl := uint32(math.MaxUint32)
+	found := false
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
+		for _, rr := range sec {
+			h := rr.Header()
+			if h.Rrtype == dns.TypeOPT || h.Rrtype == dns.TypeSIG || h.Rrtype == dns.TypeTSIG {
+				continue
+			}
+			found = true
+			ttl = min(ttl, h.Ttl)
+			if soa, ok := rr.(*dns.SOA); ok && len(m.Answer) == 0 {
+				ttl = min(ttl, soa.Minttl)
+			}
+		}
+	}
+	if !found {
+		return 0
+	}
+	return ttl
+}

@@ -1,0 +1,98 @@
+package listen
+
+import (
+	"net/http"
+	"net/netip"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// FuzzForwardedFor: any Forwarded or X-Forwarded-For header from a
+// trusted proxy either names a valid client address or is an error;
+// nothing panics.
+func FuzzForwardedFor(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"for=192.0.2.60;proto=http;by=203.0.113.43", ""},
+		{`for="[2001:db8:cafe::17]:4711"`, ""},
+		{`for=192.0.2.43, for="[2001:db8::1]", for=unknown`, ""},
+		{`for="_gazonk"`, ""},
+		{`for="a\"b";x="c,d", for=10.0.0.1`, ""},
+		{"", "203.0.113.195, 70.41.3.18, 150.172.238.178"},
+		{"", "[2001:db8::1]:80"},
+		{"", "::ffff:10.0.0.1"},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	trusted := func(a netip.Addr) bool { return a.IsPrivate() }
+	f.Fuzz(func(t *testing.T, fw, xff string) {
+		h := http.Header{}
+		if fw != "" {
+			h.Set("Forwarded", fw)
+		}
+		if xff != "" {
+			h.Set("X-Forwarded-For", xff)
+		}
+		client, ok, err := forwardedClient(h, trusted)
+		if err != nil && ok {
+			t.Fatalf("both a client and an error: %v", err)
+		}
+		if ok && (!client.Addr().IsValid() || client.Addr().Is4In6() || client.Addr().Zone() != "") {
+			t.Fatalf("client %v is not a plain address", client)
+		}
+	})
+}
+
+// FuzzCheckQuery: any message is either a query for the Handler, a
+// FORMERR or NOTIMP reply with the query's ID, or refused; nothing
+// panics, and padding a reply keeps it parseable.
+func FuzzCheckQuery(f *testing.F) {
+	for _, name := range []string{"example.org", "www.blocked.test"} {
+		m := query(name)
+		b, _ := m.Pack()
+		f.Add(b)
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, 7)})
+		b, _ = m.Pack()
+		f.Add(b)
+	}
+	f.Add([]byte{0, 0, 0x28, 0, 0, 1, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{0, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		chk := checkQuery(b)
+		switch {
+		case chk.req != nil && chk.reject != nil:
+			t.Fatal("both a query and a rejection")
+		case chk.reject != nil:
+			if !chk.reject.Response || chk.reject.Id != uint16(b[0])<<8|uint16(b[1]) {
+				t.Fatalf("bad rejection %v", chk.reject)
+			}
+			if chk.result != resultFormerr && chk.result != resultNotimp {
+				t.Fatalf("result %q", chk.result)
+			}
+		case chk.req != nil:
+			if len(chk.req.Question) != 1 || chk.req.Response {
+				t.Fatalf("not one question: %v", chk.req)
+			}
+			reply := new(dns.Msg)
+			reply.SetReply(chk.req)
+			if chk.req.IsEdns0() != nil {
+				reply.SetEdns0(1232, false)
+			}
+			packed, err := reply.Pack()
+			if err != nil {
+				return
+			}
+			padded := padReply(chk.req, packed)
+			if err := new(dns.Msg).Unpack(padded); err != nil {
+				t.Fatalf("padded reply does not parse: %v", err)
+			}
+			if hasPadding(chk.req) && reply.IsEdns0() != nil && len(padded)%responsePaddingBlock != 0 {
+				t.Fatalf("padded to %d octets", len(padded))
+			}
+		default:
+			if chk.result != ResultBadRequest {
+				t.Fatalf("refused with result %q", chk.result)
+			}
+		}
+	})
+}
