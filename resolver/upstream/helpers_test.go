@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,16 +26,8 @@ func NewForwarder(upstreams []string, timeout time.Duration, fastest bool) *Forw
 type testUpstream struct {
 	addr    string
 	servers []*dns.Server
-	count   atomic.Int64 // queries received, both transports
-	mu      sync.Mutex
-	seen    []seenQuery
 	// answer builds the reply; the default answers A 192.0.2.1 for any name.
 	answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg
-}
-
-type seenQuery struct {
-	msg *dns.Msg
-	tcp bool
 }
 
 // defaultAnswer is what a test upstream says unless told otherwise.
@@ -69,11 +59,7 @@ func mustRR(format string, args ...any) dns.RR {
 }
 
 func (u *testUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
-	u.count.Add(1)
 	_, tcp := w.RemoteAddr().(*net.TCPAddr)
-	u.mu.Lock()
-	u.seen = append(u.seen, seenQuery{msg: r.Copy(), tcp: tcp})
-	u.mu.Unlock()
 	answer := u.answer
 	if answer == nil {
 		answer = defaultAnswer
@@ -91,13 +77,6 @@ func (u *testUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		}
 		_ = w.WriteMsg(m)
 	}
-}
-
-// queries returns what the upstream has received so far.
-func (u *testUpstream) queries() []seenQuery {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return append([]seenQuery(nil), u.seen...)
 }
 
 // listenBoth opens UDP and TCP on the same loopback port.
