@@ -121,7 +121,7 @@ func BenchmarkBlockedReply(b *testing.B) {
 // BenchmarkHandler runs the whole pipeline (identity, rate limit, policy,
 // list match, cache, answer, pack) without sockets, as ServeDNS.
 func BenchmarkHandler(b *testing.B) {
-	u := &upstream{}
+	u := &testUpstream{}
 	pc, ln, err := listenBoth("127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -132,6 +132,9 @@ func BenchmarkHandler(b *testing.B) {
 	b.Cleanup(func() { _ = srv.Shutdown(); ln.Close() })
 
 	snap := benchSnapshot(b, 100, u.addr)
+	if err := ConnectUpstreams(snap, nil, nil); err != nil {
+		b.Fatal(err)
+	}
 	h := NewHandler(zap.NewNop(), snap, nil)
 	w := &discardWriter{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
 	for _, bc := range []struct {

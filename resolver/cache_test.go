@@ -1,10 +1,8 @@
 package resolver
 
 import (
-	"context"
 	"fmt"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -326,46 +324,6 @@ func TestFastestUpstreamIsPreferred(t *testing.T) {
 	assert.Equal(t, before+5, clientQueries(slow), "ordered: the first upstream while it is up")
 }
 
-// TestUpstreamSocketRenewalLosesNoQuery runs many concurrent exchanges over
-// one upstream's shared socket while it is renewed every socketMaxQueries
-// queries: a query picked for a socket must never see it closed under it.
-func TestUpstreamSocketRenewalLosesNoQuery(t *testing.T) {
-	up := startUpstream(t, nil)
-	m := &udpMux{addr: up.addr, timeout: 5 * time.Second}
-	defer m.close()
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	for g := 0; g < 20; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 150; i++ {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				r, err := m.exchange(ctx, question("renew.example.org.", dns.TypeA, false))
-				cancel()
-				if err != nil || len(r.Answer) != 1 {
-					failed.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	assert.Zero(t, failed.Load(), "3,000 exchanges across three socket renewals")
-}
-
-func TestClosedForwarderReleasesItsSockets(t *testing.T) {
-	up := startUpstream(t, nil)
-	before := runtime.NumGoroutine()
-	for i := 0; i < 10; i++ {
-		f := NewForwarder([]string{up.addr}, time.Second, true)
-		_, _, err := f.Forward(context.Background(), question("x.example.org.", dns.TypeA, false), false, nil)
-		require.NoError(t, err)
-		f.Close()
-	}
-	require.Eventually(t, func() bool { return runtime.NumGoroutine() <= before+1 }, 5*time.Second, 10*time.Millisecond,
-		"every replaced forwarder's socket reader ends")
-}
-
 // TestWireCacheMatchesMessagePath checks the wire-form cache hit against the
 // general path (aged copy, upstreamReply), field by field.
 func TestWireCacheMatchesMessagePath(t *testing.T) {
@@ -438,25 +396,4 @@ func TestWireCacheMatchesMessagePath(t *testing.T) {
 	ede.SetEdns0(1232, false)
 	ede.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: 6}}
 	assert.Nil(t, makeWire(ede))
-}
-
-// TestClosedMuxSocketsClose: a query that reaches an upstream's sockets after
-// the Forwarder was closed (an old configuration's, during a reload) gets a
-// socket of its own, which closes once the query is done with it.
-func TestClosedMuxSocketsClose(t *testing.T) {
-	up := startUpstream(t, nil)
-	m := &udpMux{addr: up.addr, timeout: 5 * time.Second}
-	m.close()
-	r, err := m.exchange(context.Background(), question("late.example.org.", dns.TypeA, false))
-	require.NoError(t, err)
-	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
-	assert.Nil(t, m.cur, "no socket is kept for later queries")
-
-	w := &waiter{answer: make(chan []byte, 1)}
-	s, id, err := m.register(w)
-	require.NoError(t, err)
-	assert.Nil(t, m.cur)
-	s.forget(id, w, nil)
-	_, err = s.conn.Write([]byte{0})
-	assert.ErrorIs(t, err, net.ErrClosed, "closed once nothing waits on it")
 }

@@ -120,6 +120,9 @@ policies:
 	if err != nil {
 		f.Fatal(err)
 	}
+	if err := ConnectUpstreams(snap, nil, nil); err != nil {
+		f.Fatal(err)
+	}
 	h := NewHandler(zap.NewNop(), snap, nil)
 
 	f.Fuzz(func(t *testing.T, pkt []byte) {

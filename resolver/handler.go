@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
@@ -91,11 +92,11 @@ func NewHandler(log *zap.Logger, snap *Snapshot, m *Metrics) *Handler {
 		}
 		return 0
 	})
-	m.upstreamGauges(func() (int, int) {
-		if s := h.state.Load(); s != nil && s.Forwarder != nil {
-			return len(s.Forwarder.Upstreams()), len(s.Forwarder.Down())
+	m.upstreamGauges(func() *upstream.Forwarder {
+		if s := h.state.Load(); s != nil {
+			return s.Forwarder()
 		}
-		return 0, 0
+		return nil
 	})
 	h.Store(snap)
 	return h
@@ -338,11 +339,11 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 		return nil
 	}
 	h.metrics.cacheLookup("miss")
-	resp, upstream, err := h.resolve(ctx, snap, req, key, q.tcp)
-	q.upstream = upstream
+	resp, from, err := h.resolve(ctx, snap, req, key, q.tcp)
+	q.upstream = from
 	if err != nil {
 		q.result = ResultServfail
-		var ue *UpstreamError
+		var ue *upstream.UpstreamError
 		if errors.As(err, &ue) {
 			h.warnUpstreams(ue.Upstreams(), q.start, func() []zap.Field {
 				return []zap.Field{zap.Error(err), zap.String(logQName, question.Name), zap.String(logCause, ue.Causes())}
@@ -363,7 +364,7 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 	}
 	q.result = ResultForwarded
 	reply := upstreamReply(req, resp)
-	if upstream == upstreamStale {
+	if from == upstreamStale {
 		addEDE(reply, dns.ExtendedErrorCodeStaleAnswer, "every upstream failed; answer from cache past its TTL")
 	}
 	return reply
@@ -456,16 +457,16 @@ func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key c
 		default:
 			return nil, errOverloaded
 		}
-		msg, upstream, err := snap.Forwarder.Forward(ctx, req, tcp, h.metrics)
+		msg, from, err := snap.Forwarder().Forward(ctx, req, tcp)
 		if err != nil {
-			var ue *UpstreamError
-			if errors.As(err, &ue) && ue.allServfail() {
+			var ue *upstream.UpstreamError
+			if errors.As(err, &ue) && ue.AllServfail() {
 				h.cache.Load().putFailure(key, failureAnswer(req, ue), time.Now())
 			}
 			return nil, err
 		}
 		msg = h.cache.Load().put(key, msg, time.Now())
-		return result{msg, upstream}, nil
+		return result{msg, from}, nil
 	})
 	if err != nil {
 		return nil, "", err
@@ -483,7 +484,7 @@ func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key c
 // and a SERVFAIL holds none. The RCODE is always SERVFAIL, never an
 // upstream's REFUSED or NOTIMP: those speak of the upstream's dealings with
 // dnsfence, not of the client's query.
-func failureAnswer(req *dns.Msg, ue *UpstreamError) *dns.Msg {
+func failureAnswer(req *dns.Msg, ue *upstream.UpstreamError) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetRcode(req, dns.RcodeServerFailure)
 	m.RecursionAvailable = true

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -20,8 +21,9 @@ import (
 	"go.uber.org/zap/zaptest"
 )
 
-// upstream is a test upstream resolver on loopback, UDP and TCP on one port.
-type upstream struct {
+// testUpstream is a test upstream resolver on loopback, UDP and TCP on one
+// port.
+type testUpstream struct {
 	addr    string
 	servers []*dns.Server
 	count   atomic.Int64 // queries received, both transports
@@ -64,7 +66,7 @@ func mustRR(format string, args ...any) dns.RR {
 	return rr
 }
 
-func (u *upstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+func (u *testUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	u.count.Add(1)
 	_, tcp := w.RemoteAddr().(*net.TCPAddr)
 	u.mu.Lock()
@@ -90,16 +92,16 @@ func (u *upstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 }
 
 // queries returns what the upstream has received so far.
-func (u *upstream) queries() []seenQuery {
+func (u *testUpstream) queries() []seenQuery {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return append([]seenQuery(nil), u.seen...)
 }
 
 // startUpstream runs a test upstream on 127.0.0.1 until the test ends.
-func startUpstream(t *testing.T, answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg) *upstream {
+func startUpstream(t *testing.T, answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg) *testUpstream {
 	t.Helper()
-	u := &upstream{answer: answer}
+	u := &testUpstream{answer: answer}
 	pc, ln, err := listenBoth("127.0.0.1:0")
 	require.NoError(t, err)
 	u.addr = pc.LocalAddr().String()
@@ -115,7 +117,7 @@ func startUpstream(t *testing.T, answer func(w dns.ResponseWriter, r *dns.Msg) *
 }
 
 // stop shuts the upstream down: it no longer answers.
-func (u *upstream) stop() {
+func (u *testUpstream) stop() {
 	for _, srv := range u.servers {
 		_ = srv.Shutdown()
 	}
@@ -194,13 +196,16 @@ func startFenceLog(t *testing.T, log *zap.Logger, config string, files map[strin
 	require.NoError(t, err)
 	require.Empty(t, snap.Warnings)
 	reg := prometheus.NewRegistry()
-	h := NewHandler(log, snap, NewMetrics(reg))
+	m := NewMetrics(reg)
+	require.NoError(t, ConnectUpstreams(snap, nil, m))
+	h := NewHandler(log, snap, m)
 	srv := NewServer(log, h)
 	require.NoError(t, srv.Start([]string{"127.0.0.1:0"}))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
+		h.Snapshot().Forwarder().Close()
 	})
 	return &fence{addr: srv.Addrs()[0], handler: h, server: srv, dir: dir, registry: reg}
 }
@@ -259,7 +264,7 @@ func netipMustParse(s string) netip.Addr { return netip.MustParseAddr(s) }
 // startHeldFence serves testConfig (plus extra config lines) against an
 // upstream that holds every answer until release is closed, with an
 // upstream timeout long enough to wait for it.
-func startHeldFence(t *testing.T, extra string) (*fence, *upstream, chan struct{}) {
+func startHeldFence(t *testing.T, extra string) (*fence, *testUpstream, chan struct{}) {
 	t.Helper()
 	release := make(chan struct{})
 	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
@@ -268,4 +273,14 @@ func startHeldFence(t *testing.T, extra string) (*fence, *upstream, chan struct{
 	})
 	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 5s\n"+extra, 1)
 	return startFence(t, cfg, testFiles, up.addr), up, release
+}
+
+// testForwarder is a forwarder to upstreams with a per-try timeout; fastest
+// tries the healthy upstreams by latency. Nothing is counted.
+func testForwarder(upstreams []string, timeout time.Duration, fastest bool) *upstream.Forwarder {
+	f, err := upstream.New(upstreams, upstream.Options{Timeout: timeout, Fastest: fastest})
+	if err != nil {
+		panic(err)
+	}
+	return f
 }

@@ -60,9 +60,12 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 			return false, fmt.Sprintf("not ready: %s; reload.unready_after is %s", reloadTrouble, *after)
 		}
 	}
-	fwd := snap.Forwarder
+	fwd := snap.Forwarder()
+	if fwd == nil {
+		return false, fmt.Sprintf("not ready: %v", errNoForwarder)
+	}
 	if last := fwd.LastAnswer(); last.IsZero() || time.Since(last) > window {
-		pctx, cancel := context.WithTimeout(ctx, fwd.timeout)
+		pctx, cancel := context.WithTimeout(ctx, fwd.Timeout())
 		defer cancel()
 		if err := fwd.Probe(pctx); err != nil {
 			return false, fmt.Sprintf("not ready: no upstream answered in the last %s: %v", window, err)

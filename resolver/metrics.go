@@ -3,9 +3,9 @@ package resolver
 import (
 	"errors"
 	"strconv"
-	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -15,9 +15,7 @@ import (
 type Metrics struct {
 	queries         *prometheus.CounterVec // transport, result
 	blocked         *prometheus.CounterVec // policy, list, shadow
-	upstreamSeconds *prometheus.HistogramVec
-	upstreamErrors  *prometheus.CounterVec // upstream, kind
-	upstreamRetries *prometheus.CounterVec // upstream, reason
+	upstreamMetrics *upstream.Metrics      // the dnsfence_upstream* series
 	listEntries     *prometheus.GaugeVec   // list
 	reloads         *prometheus.CounterVec // result
 	reloadSuccess   prometheus.Gauge
@@ -55,19 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnsfence_blocked_total",
 			Help: "Blocked queries by policy and list; shadow=\"true\" for policies in shadow mode (action: log), which were forwarded.",
 		}, []string{"policy", "list", "shadow"}),
-		upstreamSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "dnsfence_upstream_request_duration_seconds",
-			Help:    "Duration of successful upstream exchanges, by upstream.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-		}, []string{"upstream"}),
-		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dnsfence_upstream_errors_total",
-			Help: "Failed upstream exchanges, and unusable UDP answers recovered over TCP, by upstream and kind (timeout, network, too_big, malformed, mismatch, wrong_id, rcode_servfail, rcode_refused, rcode_notimp).",
-		}, []string{"upstream", "kind"}),
-		upstreamRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dnsfence_upstream_retries_total",
-			Help: "Tries beyond a query's first, by the upstream they went to and reason: hedge (the try before was slow), failover (it failed), throttled (not sent: the upstream's retry budget was full).",
-		}, []string{"upstream", "reason"}),
+		upstreamMetrics: upstream.NewMetrics(reg),
 		listEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dnsfence_list_entries",
 			Help: "Entries in each loaded list.",
@@ -141,7 +127,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "dnsfence_udp_receive_drops_total",
 		Help: "Datagrams the kernel dropped on arrival at the listening UDP sockets, mostly because the receive buffer was full (the drops column of /proc/net/udp and udp6).",
 	}, m.udpDrops.total)
-	reg.MustRegister(m.queries, m.blocked, m.upstreamSeconds, m.upstreamErrors, m.upstreamRetries, m.listEntries,
+	reg.MustRegister(m.queries, m.blocked, m.listEntries,
 		m.reloads, m.reloadSuccess, m.reloadOK, m.reloadHeld, m.policyRanges, m.skippedLines, m.unwatched, m.watchedFolders, m.inflight, m.rateLimited,
 		m.connsRefused, m.connsOpen, m.udpBuffer, drops)
 	// Series a network team alerts on exist from the start, at zero.
@@ -238,31 +224,10 @@ func (m *Metrics) blockedBy(policy, list string, shadow bool) {
 	m.blocked.WithLabelValues(policy, list, strconv.FormatBool(shadow)).Inc()
 }
 
-// upstreamDone counts one upstream exchange: its duration when it
-// succeeded, else its error under the kind errorKind names.
-func (m *Metrics) upstreamDone(upstream string, took time.Duration, err error) {
-	if m == nil {
-		return
-	}
-	if err == nil {
-		m.upstreamSeconds.WithLabelValues(upstream).Observe(took.Seconds())
-		return
-	}
-	m.upstreamErrors.WithLabelValues(upstream, errorKind(err)).Inc()
-}
-
-// upstreamRetry counts one try beyond a query's first to upstream (reason
-// hedge or failover), or one not sent (throttled).
-func (m *Metrics) upstreamRetry(upstream, reason string) {
-	if m == nil {
-		return
-	}
-	m.upstreamRetries.WithLabelValues(upstream, reason).Inc()
-}
-
 // snapshotLoaded records list sizes, ranges per policy, skipped lines and a
-// successful load, and makes the series of the snapshot's upstreams and
-// blocking lists exist at zero.
+// successful load, and makes the series of the snapshot's blocking lists
+// exist at zero (those of its upstreams exist from when its forwarder was
+// made).
 func (m *Metrics) snapshotLoaded(s *Snapshot) {
 	if m == nil {
 		return
@@ -296,16 +261,6 @@ func (m *Metrics) snapshotLoaded(s *Snapshot) {
 	for _, p := range s.Policies {
 		for _, l := range p.Block {
 			m.blocked.WithLabelValues(p.Name, l.File(), strconv.FormatBool(p.Action == ActionLog))
-		}
-	}
-	if s.Forwarder != nil {
-		for _, u := range s.Forwarder.Upstreams() {
-			for _, kind := range upstreamErrorKinds {
-				m.upstreamErrors.WithLabelValues(u, kind)
-			}
-			for _, reason := range []string{retryHedge, retryFailover, retryThrottled} {
-				m.upstreamRetries.WithLabelValues(u, reason)
-			}
 		}
 	}
 	m.reloadSuccess.Set(float64(s.Loaded.Unix()))
@@ -353,19 +308,12 @@ func (m *Metrics) reloaded(err error) {
 }
 
 // upstreamGauges exposes how many upstreams there are and how many are
-// down, read from the current snapshot at each scrape.
-func (m *Metrics) upstreamGauges(upstreams func() (total, down int)) {
+// down, read from the forwarder current returns at each scrape.
+func (m *Metrics) upstreamGauges(current func() *upstream.Forwarder) {
 	if m == nil {
 		return
 	}
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "dnsfence_upstreams",
-		Help: "Upstreams configured.",
-	}, func() float64 { t, _ := upstreams(); return float64(t) }))
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "dnsfence_upstreams_down",
-		Help: "Upstreams currently judged down (skipped while another is up, probed back).",
-	}, func() float64 { _, d := upstreams(); return float64(d) }))
+	m.upstreamMetrics.Watch(current)
 }
 
 // setUnwatched records how many files cannot be watched.

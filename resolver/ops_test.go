@@ -89,7 +89,7 @@ func TestUpstreamErrorsAreCounted(t *testing.T) {
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
 	_, body := get(t, srv.URL+"/metrics")
 	assert.Contains(t, body, `dnsfence_upstream_errors_total{kind="network",upstream="`+dead+`"} 1`+"\n")
-	assert.Equal(t, []string{dead}, f.handler.Snapshot().Forwarder.Down())
+	assert.Equal(t, []string{dead}, f.handler.Snapshot().Forwarder().Down())
 }
 
 func TestReadiness(t *testing.T) {
@@ -110,6 +110,7 @@ func TestReadiness(t *testing.T) {
 	require.NoError(t, err)
 	snap, err := BuildSnapshot(cfg, nil)
 	require.NoError(t, err)
+	require.NoError(t, ConnectUpstreams(snap, nil, h.metrics))
 	h.Store(snap)
 	code, body = get(t, srv.URL+"/readyz")
 	assert.Equal(t, http.StatusOK, code, body)

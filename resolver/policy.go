@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/gaissmai/bart"
 )
 
@@ -73,20 +74,21 @@ type ClientRange struct {
 }
 
 // Snapshot is the complete, immutable state one query is decided with: the
-// configuration, the policies with their lists, and the range tables.
-// A reload builds a new Snapshot and publishes it with one atomic store; a
-// published Snapshot is never modified.
+// configuration, the policies with their lists, the range tables, and the
+// forwarder to the upstreams. A reload builds a new Snapshot and publishes
+// it with one atomic store; a published Snapshot is never modified.
 type Snapshot struct {
 	Config   *Config
 	Policies []*Policy
 	Lists    map[string]*blocklist.List      // by resolved path
 	Ranges   map[string]*blocklist.RangeFile // by resolved path
 	Loaded   time.Time
-	// Forwarder asks the upstreams; it is kept across reloads that do not
-	// change the upstreams.
-	Forwarder *Forwarder
 	// Warnings are bad lines that were skipped while loading.
 	Warnings []error
+
+	// fwd asks the upstreams: set once by ConnectUpstreams before the
+	// snapshot is published, never after (Forwarder reads it).
+	fwd *upstream.Forwarder
 
 	byClient *bart.Table[ClientRange]
 	allowed  *bart.Table[struct{}]
@@ -153,6 +155,12 @@ func (s *Snapshot) RateExempt(addr netip.Addr) bool {
 	return ok
 }
 
+// Forwarder is what asks the upstreams for the queries decided with s: the
+// one ConnectUpstreams gave it, kept across reloads that do not change the
+// upstreams; nil for a snapshot that BuildSnapshot alone made (`check`,
+// `explain`).
+func (s *Snapshot) Forwarder() *upstream.Forwarder { return s.fwd }
+
 // PolicyTable exposes every range for `check` and `explain`.
 func (s *Snapshot) PolicyTable() *bart.Table[ClientRange] { return s.byClient }
 
@@ -162,7 +170,9 @@ func (s *Snapshot) PolicyTable() *bart.Table[ClientRange] { return s.byClient }
 // file that cannot be read, a range claimed by two policies, or a policy
 // whose client files yield no usable range while it has no other
 // (ErrNoClientRanges) fails the build so that the caller keeps its last
-// good snapshot.
+// good snapshot. It reads the configuration and the files it names only:
+// no resolv.conf and no upstream (ConnectUpstreams does that for a
+// snapshot that serves).
 func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 	s := &Snapshot{
 		Config:   cfg,
@@ -174,25 +184,6 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 		trusted:  new(bart.Table[struct{}]),
 		explain:  new(bart.Table[struct{}]),
 		exempt:   new(bart.Table[struct{}]),
-	}
-	upstreams, err := cfg.ResolveUpstreams()
-	if err != nil {
-		return nil, err
-	}
-	if len(upstreams) == 0 && cfg.Embedded {
-		upstreams = FallbackUpstreams
-	}
-	if len(upstreams) == 0 {
-		return nil, fmt.Errorf("%s: upstreams: no usable upstream", cfg.File)
-	}
-	fastest := cfg.UpstreamStrategy == StrategyFastest
-	if prev != nil && prev.Forwarder.sameAs(upstreams, cfg.UpstreamTimeout, fastest) {
-		s.Forwarder = prev.Forwarder
-	} else {
-		s.Forwarder = NewForwarder(upstreams, cfg.UpstreamTimeout, fastest)
-		if prev != nil {
-			s.Forwarder.inherit(prev.Forwarder)
-		}
 	}
 	for _, p := range cfg.allowed {
 		s.allowed.Insert(p, struct{}{})

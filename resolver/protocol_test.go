@@ -15,7 +15,7 @@ import (
 // vouchingUpstream answers like defaultAnswer with every header bit a
 // forwarder must not pass on blindly set: AA, and AD when the query set AD
 // or DO (as a validating resolver does, RFC 6840 §5.7).
-func vouchingUpstream(t *testing.T) *upstream {
+func vouchingUpstream(t *testing.T) *testUpstream {
 	t.Helper()
 	return startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		m := defaultAnswer(w, r)

@@ -328,9 +328,7 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	}
 	r.handler.Store(next)
 	r.handler.metrics.reloaded(nil)
-	if prev.Forwarder != next.Forwarder {
-		prev.Forwarder.Close() // stop its probes; queries in flight finish
-	}
+	retireForwarder(prev, next) // queries in flight on it finish there
 	status.OK, status.Err, status.Held, status.LastSuccess = true, nil, false, status.Time
 	status.FailingSince = time.Time{}
 	status.Successes++
@@ -375,8 +373,10 @@ func (r *Reloader) waitComplete() error {
 	return nil
 }
 
-// build loads the configuration and builds a snapshot from it. It returns
-// the changes the guards hold: as the error unless force, else as accepted.
+// build loads the configuration and builds a snapshot from it, and, once
+// the guards let it through, its forwarder (ConnectUpstreams: the one of
+// prev when the upstreams are unchanged). It returns the changes the
+// guards hold: as the error unless force, else as accepted.
 func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted []error, err error) {
 	cfg, err := r.load()
 	if err != nil {
@@ -394,6 +394,9 @@ func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted [
 			return nil, nil, errors.Join(held...)
 		}
 		accepted = held
+	}
+	if err := ConnectUpstreams(next, prev, r.handler.metrics); err != nil {
+		return nil, nil, err
 	}
 	r.warnRestartNeeded(prev.Config, cfg)
 	return next, accepted, nil

@@ -285,6 +285,7 @@ reload: {max_shrink: 0}
 	require.NoError(t, err)
 	snap, err := BuildSnapshot(cfg, nil)
 	require.NoError(t, err)
+	require.NoError(t, ConnectUpstreams(snap, nil, nil))
 	h := NewHandler(zap.NewNop(), snap, nil)
 	r := NewReloader(zap.NewNop(), h, func() (*Config, error) { return LoadConfig(config) })
 

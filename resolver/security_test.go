@@ -366,7 +366,7 @@ func TestHostileInput(t *testing.T) {
 }
 
 // switchable answers only while alive; otherwise it is silent.
-func switchable(t *testing.T, alive *atomic.Bool) *upstream {
+func switchable(t *testing.T, alive *atomic.Bool) *testUpstream {
 	return startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		if !alive.Load() {
 			return nil
@@ -387,7 +387,7 @@ func TestUpstreamFaults(t *testing.T) {
 			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
 			assert.Less(t, time.Since(start), 500*time.Millisecond, "the live upstream is asked long before the dead one times out")
 		}
-		require.Eventually(t, func() bool { return slices.Equal(f.handler.Snapshot().Forwarder.Down(), []string{dead}) },
+		require.Eventually(t, func() bool { return slices.Equal(f.handler.Snapshot().Forwarder().Down(), []string{dead}) },
 			5*time.Second, 20*time.Millisecond, "its own tries time out: marked down")
 	})
 
@@ -404,7 +404,7 @@ func TestUpstreamFaults(t *testing.T) {
 			r, err := exchange(f.addr, "", "udp", question("example.org.", dns.TypeA, false))
 			return err == nil && r.Rcode == dns.RcodeSuccess
 		}, 10*time.Second, 50*time.Millisecond)
-		require.Eventually(t, func() bool { return len(f.handler.Snapshot().Forwarder.Down()) == 0 },
+		require.Eventually(t, func() bool { return len(f.handler.Snapshot().Forwarder().Down()) == 0 },
 			10*time.Second, 20*time.Millisecond, "marked up again")
 	})
 

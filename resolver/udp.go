@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -174,7 +175,7 @@ func (s *udpServer) serve() {
 	for {
 		n, err := s.batch.ReadBatch(in, 0)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || isTimeout(err) {
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
 				return // closed, or shut down by a past read deadline
 			}
 			s.log.Warn("reading UDP", zap.Error(err))

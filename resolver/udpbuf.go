@@ -21,11 +21,6 @@ const (
 	maxUDPBuffer = 1 << 30
 )
 
-// upstreamReceiveBuffer is asked for each upstream UDP socket: up to
-// socketMaxQueries answers may arrive on one at once, about 2 KiB each to
-// the kernel, ten times what its usual 208 KiB holds.
-const upstreamReceiveBuffer = 2 << 20
-
 // udpSocketInfo is what the kernel says of one listening UDP socket.
 type udpSocketInfo struct {
 	inode         uint64 // names the socket in /proc/net/udp and udp6

@@ -2,16 +2,14 @@ package resolver
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"net"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
@@ -58,7 +56,7 @@ func rcodeAnswer(rcode int, edes ...*dns.EDNS0_EDE) func(dns.ResponseWriter, *dn
 
 // clientQueries counts the queries an upstream received other than the
 // probes (the root NS query).
-func clientQueries(u *upstream) int {
+func clientQueries(u *testUpstream) int {
 	n := 0
 	for _, q := range u.queries() {
 		if q.msg.Question[0].Name != "." {
@@ -69,7 +67,7 @@ func clientQueries(u *upstream) int {
 }
 
 // probes counts the probe queries (root NS) an upstream received.
-func probes(u *upstream) int {
+func probes(u *testUpstream) int {
 	n := 0
 	for _, q := range u.queries() {
 		if q.msg.Question[0].Name == "." {
@@ -162,14 +160,14 @@ func TestFailoverOnFailureRcodes(t *testing.T) {
 				}
 				askAll("a", 8)
 				assert.Equal(t, 1, clientQueries(bad), "asked once, then marked down and skipped")
-				assert.Equal(t, []string{bad.addr}, f.handler.Snapshot().Forwarder.Down())
+				assert.Equal(t, []string{bad.addr}, f.handler.Snapshot().Forwarder().Down())
 				assert.Equal(t, map[string]float64{rc.kind: 1}, upstreamErrors(t, f.registry, bad.addr))
 
 				// Its probe gets the same answer: it stays down.
 				require.Eventually(t, func() bool { return probes(bad) >= 1 }, 5*time.Second, 20*time.Millisecond)
 				askAll("b", 4)
 				assert.Equal(t, 1, clientQueries(bad), "the probe's answer did not bring it back")
-				assert.Equal(t, []string{bad.addr}, f.handler.Snapshot().Forwarder.Down())
+				assert.Equal(t, []string{bad.addr}, f.handler.Snapshot().Forwarder().Down())
 				assert.GreaterOrEqual(t, clientQueries(good), 12)
 			})
 		}
@@ -206,7 +204,7 @@ func TestAllUpstreamsAnswerFailureRcodes(t *testing.T) {
 				"a SERVFAIL's own EDE is relayed, a REFUSED's or NOTIMP's is not")
 			assert.Equal(t, 1, clientQueries(a))
 			assert.Equal(t, 1, clientQueries(b))
-			for _, u := range []*upstream{a, b} {
+			for _, u := range []*testUpstream{a, b} {
 				assert.Equal(t, map[string]float64{rc.kind: 1}, upstreamErrors(t, f.registry, u.addr))
 			}
 
@@ -229,29 +227,11 @@ func TestAllUpstreamsAnswerFailureRcodes(t *testing.T) {
 	}
 }
 
-// TestProbeKeepsRefusingUpstreamDown: readiness and the recovery probe
-// follow the rule queries follow: an upstream that answers only REFUSED is
-// not an answering upstream.
-func TestProbeKeepsRefusingUpstreamDown(t *testing.T) {
-	bad := startUpstream(t, rcodeAnswer(dns.RcodeRefused))
-	f := NewForwarder([]string{bad.addr}, time.Second, false)
-	t.Cleanup(f.Close)
-	err := f.Probe(context.Background())
-	var re *RcodeError
-	require.ErrorAs(t, err, &re)
-	assert.Equal(t, dns.RcodeRefused, re.Rcode)
-
-	good := startUpstream(t, nil)
-	g := NewForwarder([]string{bad.addr, good.addr}, time.Second, false)
-	t.Cleanup(g.Close)
-	assert.NoError(t, g.Probe(context.Background()))
-}
-
 // craftedUpstream answers UDP queries with the bytes craft makes of each
 // (nil: no answer), from a raw socket, and TCP queries as a well-behaved
 // server with answer (nil: the TCP side is closed, so a TCP query fails at
 // once). tcp counts the TCP queries.
-func craftedUpstream(t *testing.T, craft func(q *dns.Msg) []byte, answer func(dns.ResponseWriter, *dns.Msg) *dns.Msg) (addr string, tcp *upstream) {
+func craftedUpstream(t *testing.T, craft func(q *dns.Msg) []byte, answer func(dns.ResponseWriter, *dns.Msg) *dns.Msg) (addr string, tcp *testUpstream) {
 	t.Helper()
 	pc, ln, err := listenBoth("127.0.0.1:0")
 	require.NoError(t, err)
@@ -272,7 +252,7 @@ func craftedUpstream(t *testing.T, craft func(q *dns.Msg) []byte, answer func(dn
 			}
 		}
 	}()
-	tcp = &upstream{answer: answer, addr: pc.LocalAddr().String()}
+	tcp = &testUpstream{answer: answer, addr: pc.LocalAddr().String()}
 	if answer == nil {
 		ln.Close()
 		return tcp.addr, tcp
@@ -371,7 +351,7 @@ func TestUnusableUDPAnswerIsAskedOverTCP(t *testing.T) {
 			if assert.Len(t, tcp.queries(), 1, "the upstream's TCP side was asked") {
 				assert.True(t, tcp.queries()[0].tcp)
 			}
-			assert.Empty(t, f.handler.Snapshot().Forwarder.Down(), "the upstream answered over TCP: it is up")
+			assert.Empty(t, f.handler.Snapshot().Forwarder().Down(), "the upstream answered over TCP: it is up")
 		})
 	}
 
@@ -391,7 +371,7 @@ func TestUnusableUDPAnswerIsAskedOverTCP(t *testing.T) {
 			assert.True(t, tcp.queries()[0].tcp)
 		}
 		assert.Equal(t, map[string]float64{"too_big": 1}, upstreamErrors(t, f.registry, addr))
-		assert.Empty(t, f.handler.Snapshot().Forwarder.Down())
+		assert.Empty(t, f.handler.Snapshot().Forwarder().Down())
 	})
 }
 
@@ -408,19 +388,19 @@ func TestUnusableAnswerErrors(t *testing.T) {
 		is       error
 		wantText string
 	}{
-		{name: "too big, TCP closed", fast: true, kind: "too_big", is: ErrAnswerTooBig,
+		{name: "too big, TCP closed", fast: true, kind: "too_big", is: upstream.ErrAnswerTooBig,
 			craft:    func(q *dns.Msg) []byte { return packed(bigAnswer(nil, q)) },
 			wantText: "upstream answer unusable: too big for UDP"},
-		{name: "garbage, TCP closed", fast: true, kind: "malformed", is: ErrAnswerMalformed,
+		{name: "garbage, TCP closed", fast: true, kind: "malformed", is: upstream.ErrAnswerMalformed,
 			craft:    func(q *dns.Msg) []byte { return append(packed(q)[:12:12], 0xc0, 0xff) },
 			wantText: "upstream answer unusable: malformed"},
-		{name: "wrong question, TCP closed", fast: true, kind: "mismatch", is: ErrAnswerMismatch,
+		{name: "wrong question, TCP closed", fast: true, kind: "mismatch", is: upstream.ErrAnswerMismatch,
 			craft:    func(q *dns.Msg) []byte { m := liedAnswer(q); m.Question[0].Name = "other.example."; return packed(m) },
 			wantText: "upstream answer unusable: not for the question asked"},
-		{name: "wrong ID", kind: "wrong_id", is: ErrAnswerWrongID,
+		{name: "wrong ID", kind: "wrong_id", is: upstream.ErrAnswerWrongID,
 			craft:    func(q *dns.Msg) []byte { m := liedAnswer(q); m.Id ^= 0x5a5a; return packed(m) },
 			wantText: "upstream answer unusable: query ID never sent"},
-		{name: "datagram shorter than a header", kind: "malformed", is: ErrAnswerMalformed,
+		{name: "datagram shorter than a header", kind: "malformed", is: upstream.ErrAnswerMalformed,
 			craft:    func(q *dns.Msg) []byte { return packed(q)[:5] },
 			wantText: "upstream answer unusable: malformed"},
 	}
@@ -442,14 +422,14 @@ func TestUnusableAnswerErrors(t *testing.T) {
 			assert.Equal(t, map[string]float64{tc.kind: 1}, upstreamErrors(t, f.registry, addr))
 
 			// The error itself, from the Forwarder.
-			fw := NewForwarder([]string{addr}, 500*time.Millisecond, false)
+			fw := testForwarder([]string{addr}, 500*time.Millisecond, false)
 			t.Cleanup(fw.Close)
-			_, _, err := fw.Forward(context.Background(), question("y.example.org.", dns.TypeA, true), false, nil)
-			var ue *UpstreamError
+			_, _, err := fw.Forward(context.Background(), question("y.example.org.", dns.TypeA, true), false)
+			var ue *upstream.UpstreamError
 			require.ErrorAs(t, err, &ue)
 			require.Len(t, ue.Errs, 1)
 			assert.ErrorIs(t, ue.Errs[0], tc.is)
-			assert.ErrorIs(t, ue.Errs[0], ErrAnswerUnusable)
+			assert.ErrorIs(t, ue.Errs[0], upstream.ErrAnswerUnusable)
 			assert.False(t, ue.Timeout, "an answer came: not a timeout")
 			assert.Equal(t, tc.kind, ue.Causes())
 		})
@@ -466,54 +446,17 @@ func TestUnusableAnswerErrors(t *testing.T) {
 			}
 			return packed(defaultAnswer(nil, prev)) // the previous query's answer
 		}, nil)
-		fw := NewForwarder([]string{addr}, 200*time.Millisecond, false)
+		fw := testForwarder([]string{addr}, 200*time.Millisecond, false)
 		t.Cleanup(fw.Close)
 		for i := 0; i < 3; i++ {
-			_, _, err := fw.Forward(context.Background(), question(fmt.Sprintf("l%d.example.org.", i), dns.TypeA, false), false, nil)
-			var ue *UpstreamError
+			_, _, err := fw.Forward(context.Background(), question(fmt.Sprintf("l%d.example.org.", i), dns.TypeA, false), false)
+			var ue *upstream.UpstreamError
 			require.ErrorAs(t, err, &ue)
 			assert.True(t, ue.Timeout)
 			assert.Equal(t, "timeout", ue.Causes())
-			assert.NotErrorIs(t, err, ErrAnswerWrongID)
+			assert.NotErrorIs(t, err, upstream.ErrAnswerWrongID)
 		}
 	})
-}
-
-// TestUpstreamSocketTooBigDatagram: the mux's reader gives a datagram over
-// its buffer to the query with its ID as ErrAnswerTooBig at once, on the
-// batched (recvmmsg, MSG_TRUNC) path and on the one-datagram path (read
-// length over the buffer).
-func TestUpstreamSocketTooBigDatagram(t *testing.T) {
-	for _, batched := range []bool{true, false} {
-		t.Run(fmt.Sprintf("batched=%v", batched), func(t *testing.T) {
-			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-			require.NoError(t, err)
-			t.Cleanup(func() { pc.Close() })
-			go func() {
-				buf := make([]byte, 512)
-				n, from, err := pc.ReadFrom(buf)
-				if err != nil || n < 12 {
-					return
-				}
-				big := make([]byte, upstreamBuf+1)
-				copy(big, buf[:2]) // its ID
-				_, _ = pc.WriteTo(big, from)
-			}()
-			c, err := net.Dial("udp", pc.LocalAddr().String())
-			require.NoError(t, err)
-			t.Cleanup(func() { c.Close() })
-			s := &upstreamSocket{conn: c, born: time.Now(), timeout: 5 * time.Second, pending: map[uint16]*waiter{}}
-			if batched {
-				s.batch = newBatchConn(c.(*net.UDPConn))
-			}
-			go s.read()
-			m := &udpMux{addr: pc.LocalAddr().String(), timeout: 5 * time.Second, cur: s}
-			start := time.Now()
-			_, err = m.exchange(context.Background(), question("big.example.org.", dns.TypeA, false))
-			assert.ErrorIs(t, err, ErrAnswerTooBig)
-			assert.Less(t, time.Since(start), time.Second)
-		})
-	}
 }
 
 // Modes of modeUpstream.
@@ -527,7 +470,7 @@ const (
 
 // modeUpstream answers as mode says: the default answer, an RCODE, or
 // nothing at all.
-func modeUpstream(t *testing.T, mode *atomic.Int32) *upstream {
+func modeUpstream(t *testing.T, mode *atomic.Int32) *testUpstream {
 	return startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		switch mode.Load() {
 		case modeServfail:
@@ -672,103 +615,6 @@ func TestCacheFailureNeverDisplacesAnswer(t *testing.T) {
 	require.NotNil(t, e, "with no answer to keep, the failure is cached briefly")
 	assert.Equal(t, dns.RcodeServerFailure, e.msg.Rcode)
 	assert.Nil(t, c.stale(other, now.Add(time.Minute)), "a SERVFAIL is never served stale")
-}
-
-// TestUpstreamFailureEDE: the client's EDE names every cause, once, in the
-// order the upstreams were tried; its code is 22 unless a network error or
-// an unusable answer was among them.
-func TestUpstreamFailureEDE(t *testing.T) {
-	servfail := startUpstream(t, rcodeAnswer(dns.RcodeServerFailure)).addr
-	refused := startUpstream(t, rcodeAnswer(dns.RcodeRefused)).addr
-	silent := silentUpstream(t)
-	tests := []struct {
-		name      string
-		upstreams []string
-		code      uint16
-		text      string
-		causes    string
-	}{
-		{name: "all silent", upstreams: []string{silent, silentUpstream(t)}, code: dns.ExtendedErrorCodeNoReachableAuthority,
-			text: "no upstream answered in time", causes: "timeout"},
-		{name: "servfail then silent", upstreams: []string{servfail, silent}, code: dns.ExtendedErrorCodeNoReachableAuthority,
-			text: "upstream answered SERVFAIL; upstream did not answer in time", causes: "rcode_servfail,timeout"},
-		{name: "servfail then refused", upstreams: []string{servfail, refused}, code: dns.ExtendedErrorCodeNoReachableAuthority,
-			text: "upstream answered SERVFAIL; upstream answered REFUSED", causes: "rcode_servfail,rcode_refused"},
-		{name: "closed port then refused", upstreams: []string{closedPort(t), refused}, code: dns.ExtendedErrorCodeNetworkError,
-			text: "upstream unreachable: network error; upstream answered REFUSED", causes: "network,rcode_refused"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			fw := NewForwarder(tc.upstreams, 200*time.Millisecond, false)
-			t.Cleanup(fw.Close)
-			_, _, err := fw.Forward(context.Background(), question("x.example.org.", dns.TypeA, true), false, nil)
-			var ue *UpstreamError
-			require.ErrorAs(t, err, &ue)
-			code, text := ue.EDE()
-			assert.Equal(t, tc.code, code)
-			assert.Equal(t, tc.text, text)
-			assert.Equal(t, tc.causes, ue.Causes())
-			assert.Equal(t, tc.causes == "timeout", ue.Timeout)
-		})
-	}
-}
-
-// FuzzUpstreamAnswer feeds any datagram to a query waiting on an upstream
-// socket: nothing panics; a datagram with another ID leaves the query
-// waiting; one with its ID ends the wait at once, and is accepted only when
-// it is a response to exactly the question asked, else it is an
-// ErrAnswerUnusable kind.
-func FuzzUpstreamAnswer(f *testing.F) {
-	q := question("www.example.org.", dns.TypeA, true)
-	q.Id = 0x1234
-	for _, m := range []*dns.Msg{defaultAnswer(nil, q), liedAnswer(q), rcodeAnswer(dns.RcodeRefused)(nil, q)} {
-		f.Add(packed(m))
-	}
-	big := packed(bigAnswer(nil, q))
-	f.Add(big)
-	f.Add(big[:upstreamBuf])
-	f.Add([]byte{0x12, 0x34, 0x81, 0x80})
-	f.Fuzz(func(t *testing.T, raw []byte) {
-		s := &upstreamSocket{pending: map[uint16]*waiter{}}
-		w := &waiter{answer: make(chan []byte, 1)}
-		s.pending[q.Id] = w
-		s.issued[q.Id/64] |= 1 << (q.Id % 64)
-		s.deliver(raw[:min(len(raw), upstreamBuf)], len(raw) > upstreamBuf)
-		if len(raw) < 12 || binary.BigEndian.Uint16(raw) != q.Id {
-			if s.pending[q.Id] != w {
-				t.Fatal("a datagram with another ID ended the wait")
-			}
-			return
-		}
-		var resp *dns.Msg
-		var err error
-		select {
-		case b, ok := <-w.answer:
-			if !ok {
-				err = w.err
-			} else if resp, err = unpackAnswer(b); err == nil {
-				err = checkAnswer(resp, q)
-			}
-		default:
-			t.Fatal("a datagram with the query's ID left it waiting")
-		}
-		if err != nil {
-			if !errors.Is(err, ErrAnswerUnusable) {
-				t.Fatalf("error of no kind: %v", err)
-			}
-			return
-		}
-		if !resp.Response || resp.Id != q.Id {
-			t.Fatalf("accepted a datagram that is no answer: %v", resp)
-		}
-		if len(resp.Question) == 0 && failureRcode(resp.Rcode) {
-			return
-		}
-		if len(resp.Question) != 1 || !strings.EqualFold(resp.Question[0].Name, q.Question[0].Name) ||
-			resp.Question[0].Qtype != q.Question[0].Qtype || resp.Question[0].Qclass != q.Question[0].Qclass {
-			t.Fatalf("accepted an answer for another question: %v", resp.Question)
-		}
-	})
 }
 
 // TestCachedServfailCountsAsServfail: while every upstream's SERVFAIL is

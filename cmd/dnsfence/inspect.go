@@ -64,7 +64,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	cfg := snap.Config
 	fmt.Fprintf(stdout, "config %s\n", cfg.File)
 	fmt.Fprintf(stdout, "listen %s\n", strings.Join(cfg.Listen, " "))
-	fmt.Fprintf(stdout, "upstreams %s\n", strings.Join(snap.Forwarder.Upstreams(), " "))
+	fmt.Fprintf(stdout, "upstreams %s\n", strings.Join(cfg.Upstreams, " ")) // as written: check asks none and reads no resolv.conf
 	fmt.Fprintf(stdout, "allowed_clients %s\n", strings.Join(cfg.AllowedClients, " "))
 	for i, p := range cfg.Policies {
 		fmt.Fprintf(stdout, "policy %q %s\n", p.Name, snap.Policies[i].Kind())
@@ -188,7 +188,12 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	if *resolve && (e.Verdict == resolver.VerdictForwarded || e.Verdict == resolver.VerdictAllowed) {
 		req := new(dns.Msg)
 		req.SetQuestion(e.Name, qtype)
-		resp, _, err := snap.Forwarder.Forward(context.Background(), req, false, nil)
+		if err := resolver.ConnectUpstreams(snap, nil, nil); err != nil {
+			fmt.Fprintf(stderr, "resolve: %v\n", err)
+			return explainError
+		}
+		defer snap.Forwarder().Close()
+		resp, _, err := snap.Forwarder().Forward(context.Background(), req, false)
 		if err != nil {
 			fmt.Fprintf(stderr, "resolve: %v\n", err)
 			return explainError

@@ -313,6 +313,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		log.Error("loading lists and ranges", zap.Error(err))
 		return 1
 	}
+	if err := resolver.ConnectUpstreams(snap, nil, metrics); err != nil {
+		log.Error("reading upstreams", zap.Error(err))
+		return 1
+	}
 	logSnapshot(log, snap)
 	handler.Store(snap)
 	tuneGC(log)
@@ -323,7 +327,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log.Info("dnsfence started", zap.String("version", versionString()), zap.String("config", cfg.File),
-		zap.Strings("upstreams", snap.Forwarder.Upstreams()))
+		zap.Strings("upstreams", snap.Forwarder().Upstreams()))
 
 	reloader := resolver.NewReloader(log.Named("reload"), handler, func() (*resolver.Config, error) {
 		return loadConfig(*configPath)
@@ -348,7 +352,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	stopWatching()
 	// In-flight queries get the whole upstream budget to finish.
-	budget := time.Duration(len(snap.Forwarder.Upstreams())+1) * cfg.UpstreamTimeout
+	budget := time.Duration(len(snap.Forwarder().Upstreams())+1) * cfg.UpstreamTimeout
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 	if err := server.Shutdown(shutdownCtx); err != nil {

@@ -1,4 +1,4 @@
-package resolver
+package upstream
 
 import (
 	"cmp"
@@ -8,11 +8,10 @@ import (
 	"math/bits"
 	"net"
 	"slices"
-	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/miekg/dns"
 )
 
@@ -29,14 +28,30 @@ import (
 // is skipped while others are up, and probed in the background until it
 // answers usably again. When every upstream is down, all are tried, the
 // ones with the fewest recent failures first, then by round-trip time.
+//
+// The upstreams are Transports (plain DNS, and the encrypted kinds), each
+// made by Options.NewTransport: health, failover and the strategy are the
+// same for all. A Forwarder is retired (Retire, Close) when a reload
+// replaces it; its transports close once the exchanges under way on them
+// end.
 type Forwarder struct {
-	addrs     []string // IP:port, in order of preference
+	addrs     []string // as configured, in order of preference
 	upstreams []*upstreamState
-	timeout   time.Duration
-	tcp       *dns.Client
+	timeout   time.Duration // one exchange with one upstream
+	metrics   *Metrics      // nil: not counted
 	// probeEvery is the pause between probes of a down upstream.
 	probeEvery time.Duration
-	closed     atomic.Bool
+	// closed is set by Retire: no more probes, and Forward and Probe go to
+	// the successor.
+	closed atomic.Bool
+	// successor takes the queries that reach f once it is retired; nil:
+	// they fail (net.ErrClosed). Set before closed.
+	successor atomic.Pointer[Forwarder]
+	// refs counts the exchanges that may still use the transports: Forward
+	// and Probe calls, the tries they leave running, probes. The last to
+	// end after Retire closes the transports (closeTransports).
+	refs      atomic.Int64
+	closeOnce sync.Once
 	// started is set by the first query or readiness probe, which starts
 	// the background probes (start).
 	started atomic.Bool
@@ -72,16 +87,17 @@ const (
 	exploreMax = time.Second
 )
 
-// upstreamState is the health, latency and sockets of one upstream.
+// upstreamState is the health, latency and transport of one upstream.
 type upstreamState struct {
 	addr    string
+	t       Transport
+	tcp     TCPExchanger // t's, when it has one: for queries that came over TCP
 	down    atomic.Bool  // failed over half its recent exchanges; skipped while others are up
 	probing atomic.Bool  // a probe goroutine is running for it
 	rtt     atomic.Int64 // smoothed round-trip time in ns; 0 until measured
 	health  healthWindowBits
 	// retries is the tries beyond their query's first in flight to it.
 	retries atomic.Int64
-	mux     *udpMux
 }
 
 // healthWindowBits is the outcome of an upstream's last healthWindow
@@ -132,25 +148,81 @@ func (u *upstreamState) observe(d time.Duration) {
 	u.rtt.Store(old + (int64(d)-old)/4)
 }
 
-// NewForwarder returns a Forwarder over upstreams with a per-try timeout;
-// fastest tries the healthy upstreams by latency instead of in order.
-func NewForwarder(upstreams []string, timeout time.Duration, fastest bool) *Forwarder {
+// Options configure a Forwarder and the transports it makes.
+type Options struct {
+	// Timeout bounds one exchange with one upstream; each transport keeps
+	// it itself (a try costs no timer of the Forwarder's). It must be
+	// positive.
+	Timeout time.Duration
+	// Fastest tries the healthy upstreams by smoothed round-trip time
+	// instead of as configured.
+	Fastest bool
+	// Metrics counts exchanges, errors and retries; nil counts nothing.
+	Metrics *Metrics
+	// NewTransport makes the transport of one upstream address as
+	// configured; nil is NewTransport.
+	NewTransport func(addr string, opts Options) (Transport, error)
+	// UDPBatch makes the batch calls (recvmmsg, sendmmsg) of a plain
+	// upstream's UDP socket; nil is x/net's.
+	UDPBatch func(*net.UDPConn) BatchConn
+}
+
+// New returns a Forwarder over the upstreams addrs, in order of
+// preference, each with the transport opts.NewTransport makes of it. It
+// sends nothing until the first Forward or Probe. It fails when addrs is
+// empty, opts.Timeout is not positive, or a transport cannot be made.
+func New(addrs []string, opts Options) (*Forwarder, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("no upstream")
+	}
+	if opts.Timeout <= 0 {
+		return nil, fmt.Errorf("upstream timeout %s: not positive", opts.Timeout)
+	}
+	newTransport := opts.NewTransport
+	if newTransport == nil {
+		newTransport = NewTransport
+	}
 	f := &Forwarder{
-		fastest:    fastest,
-		addrs:      slices.Clone(upstreams),
-		timeout:    timeout,
-		tcp:        &dns.Client{Net: "tcp", Timeout: timeout},
+		fastest:    opts.Fastest,
+		addrs:      slices.Clone(addrs),
+		timeout:    opts.Timeout,
+		metrics:    opts.Metrics,
 		probeEvery: time.Second,
 	}
-	for _, u := range upstreams {
-		f.upstreams = append(f.upstreams, &upstreamState{addr: u, mux: &udpMux{addr: u, timeout: timeout}})
+	for _, addr := range addrs {
+		t, err := newTransport(addr, opts)
+		if err != nil {
+			f.closeTransports()
+			return nil, err
+		}
+		u := &upstreamState{addr: addr, t: t}
+		u.tcp, _ = t.(TCPExchanger)
+		f.upstreams = append(f.upstreams, u)
 	}
-	return f
+	opts.Metrics.start(addrs)
+	return f, nil
+}
+
+// Rebuild returns the Forwarder for the upstreams addrs with opts: prev
+// itself when it already forwards to them with the same timeout and
+// strategy, else a new one (New) that has inherited what prev learnt of
+// the upstreams both forward to, so that a reload that changes the
+// upstreams explores only the new ones. prev may be nil. The caller
+// retires prev (Retire) once the new one serves.
+func Rebuild(prev *Forwarder, addrs []string, opts Options) (*Forwarder, error) {
+	if prev != nil && prev.timeout == opts.Timeout && prev.fastest == opts.Fastest && slices.Equal(prev.addrs, addrs) {
+		return prev, nil
+	}
+	f, err := New(addrs, opts)
+	if err != nil {
+		return nil, err
+	}
+	f.inherit(prev)
+	return f, nil
 }
 
 // inherit takes over what prev learnt of the upstreams both forward to
-// (round-trip time, recent outcomes, down or up), so that a reload that
-// changes the upstreams explores only the new ones. Call it before f is
+// (round-trip time, recent outcomes, down or up). Call it before f is
 // used.
 func (f *Forwarder) inherit(prev *Forwarder) {
 	if prev == nil {
@@ -168,10 +240,10 @@ func (f *Forwarder) inherit(prev *Forwarder) {
 }
 
 // start runs once, at the first query or readiness probe (not when the
-// Forwarder is built: a configuration that `check` loads, or a reload that
-// fails, sends nothing): with more than one upstream it probes each not
-// yet measured, with a short timeout, so that no client query is the first
-// to find a dead one; and it resumes the probes of those down.
+// Forwarder is built, so that building one sends nothing): with more than
+// one upstream it probes each not yet measured, with a short timeout, so
+// that no client query is the first to find a dead one; and it resumes the
+// probes of those down.
 func (f *Forwarder) start() {
 	if f.started.Load() || !f.started.CompareAndSwap(false, true) {
 		return
@@ -190,10 +262,14 @@ func (f *Forwarder) start() {
 // timeout, exploreMax) for the answer: its round-trip time on success, a
 // failure (and so down) otherwise.
 func (f *Forwarder) explore(u *upstreamState) {
+	if !f.acquire() {
+		return
+	}
+	defer f.release()
 	ctx, cancel := context.WithTimeout(context.Background(), min(f.timeout, exploreMax))
 	defer cancel()
 	start := time.Now()
-	if _, err := f.exchange(ctx, probeQuery(), u, false, nil); err != nil {
+	if _, err := f.exchange(ctx, probeQuery(), u, false); err != nil {
 		f.failed(u)
 		return
 	}
@@ -213,13 +289,58 @@ func probeQuery() *dns.Msg {
 // Upstreams lists the upstream addresses in order.
 func (f *Forwarder) Upstreams() []string { return slices.Clone(f.addrs) }
 
-// Close stops the background probes and retires the upstream sockets; they
-// close once the queries on them are answered.
-func (f *Forwarder) Close() {
-	f.closed.Store(true)
-	for _, u := range f.upstreams {
-		u.mux.close()
+// Timeout is how long one exchange with one upstream may take.
+func (f *Forwarder) Timeout() time.Duration { return f.timeout }
+
+// Retire takes f out of service once successor serves in its place (a
+// reload that changed the upstreams): its probes stop, the Forward and
+// Probe calls that reach f from now on (a query that loaded the old
+// snapshot a moment before the swap) go to successor, and f's transports
+// close once the exchanges under way on them have ended, so that a query
+// in flight still gets its answer. With a nil successor, later calls fail
+// with an error wrapping net.ErrClosed. Retiring a retired Forwarder does
+// nothing; a Forwarder is never its own successor.
+func (f *Forwarder) Retire(successor *Forwarder) {
+	if successor == f || f.closed.Load() {
+		return
 	}
+	f.successor.Store(successor)
+	f.closed.Store(true)
+	if f.refs.Load() == 0 {
+		f.closeTransports()
+	}
+}
+
+// Close retires f with no successor (Retire(nil)): for a Forwarder that
+// no reload replaces, as at shutdown or in `explain -resolve`.
+func (f *Forwarder) Close() { f.Retire(nil) }
+
+// acquire takes a reference on the transports for one exchange (or a
+// Forward or Probe call), unless f is retired; release gives it back.
+func (f *Forwarder) acquire() bool {
+	f.refs.Add(1)
+	if f.closed.Load() {
+		f.release()
+		return false
+	}
+	return true
+}
+
+// release gives back a reference; the last one after Retire closes the
+// transports.
+func (f *Forwarder) release() {
+	if f.refs.Add(-1) == 0 && f.closed.Load() {
+		f.closeTransports()
+	}
+}
+
+// closeTransports closes every upstream's transport, once.
+func (f *Forwarder) closeTransports() {
+	f.closeOnce.Do(func() {
+		for _, u := range f.upstreams {
+			_ = u.t.Close() // nothing is left to report it to
+		}
+	})
 }
 
 // LastAnswer is when an upstream last answered; zero if none has.
@@ -346,8 +467,13 @@ func (f *Forwarder) probe(u *upstreamState) {
 	defer timer.Stop()
 	for !f.closed.Load() && u.down.Load() {
 		<-timer.C
+		if !f.acquire() {
+			return
+		}
 		start := time.Now()
-		if _, err := f.exchange(context.Background(), probeQuery(), u, false, nil); err == nil {
+		_, err := f.exchange(context.Background(), probeQuery(), u, false)
+		f.release()
+		if err == nil {
 			f.succeeded(u, time.Since(start))
 			return
 		}
@@ -357,16 +483,26 @@ func (f *Forwarder) probe(u *upstreamState) {
 }
 
 // Probe asks every upstream at once and reports whether any answered
-// usably (as probe does); it
-// backs the readiness check when no query has gone upstream lately. A hung
-// upstream does not hide a working one.
+// usably (as probe does); it backs the readiness check when no query has
+// gone upstream lately. A hung upstream does not hide a working one. The
+// error joins each upstream's; on a retired Forwarder, Probe asks its
+// successor.
 func (f *Forwarder) Probe(ctx context.Context) error {
+	if !f.acquire() {
+		if next := f.successor.Load(); next != nil {
+			return next.Probe(ctx)
+		}
+		return errClosed
+	}
+	defer f.release()
 	f.start()
 	errs := make(chan error, len(f.upstreams))
 	for _, u := range f.upstreams {
+		f.refs.Add(1) // the probe may outlive the call: held by f's own
 		go func() {
+			defer f.release()
 			start := time.Now()
-			if _, err := f.exchange(ctx, probeQuery(), u, false, nil); err != nil {
+			if _, err := f.exchange(ctx, probeQuery(), u, false); err != nil {
 				errs <- fmt.Errorf("%s: %w", u.addr, err)
 				return
 			}
@@ -383,210 +519,6 @@ func (f *Forwarder) Probe(ctx context.Context) error {
 		}
 	}
 	return errors.Join(all...)
-}
-
-// sameAs reports whether f already forwards to upstreams with timeout.
-func (f *Forwarder) sameAs(upstreams []string, timeout time.Duration, fastest bool) bool {
-	return f != nil && f.timeout == timeout && f.fastest == fastest && slices.Equal(f.addrs, upstreams)
-}
-
-// ErrAllUpstreamsFailed is returned when no upstream gave a usable answer.
-var ErrAllUpstreamsFailed = errors.New("no upstream answered")
-
-// Kinds of unusable upstream answer, for errors.Is. Each wraps
-// ErrAnswerUnusable. An answer for another question, one that does not
-// parse, or one too big for the UDP receive buffer ends the wait for it at
-// once and the query is asked again over TCP: a datagram is never accepted
-// unless its ID, question and source match (RFC 5452 §9.1), and over TCP an
-// off-path sender cannot inject one. A datagram with an ID never sent on the
-// socket is dropped and the query waits on for its own answer (a spoofer
-// cannot end the wait); if none comes, its timeout error is also
-// ErrAnswerWrongID, and so counted: the upstream did send something.
-var (
-	ErrAnswerUnusable  = errors.New("upstream answer unusable")
-	ErrAnswerTooBig    = fmt.Errorf("%w: too big for UDP", ErrAnswerUnusable)
-	ErrAnswerMalformed = fmt.Errorf("%w: malformed", ErrAnswerUnusable)
-	ErrAnswerMismatch  = fmt.Errorf("%w: not for the question asked", ErrAnswerUnusable)
-	ErrAnswerWrongID   = fmt.Errorf("%w: query ID never sent", ErrAnswerUnusable)
-)
-
-// RcodeError is an upstream answer whose RCODE says the upstream could not
-// answer: SERVFAIL, REFUSED or NOTIMP. That upstream counts as failing and
-// the next one is asked, as Unbound does with its forwarders.
-type RcodeError struct {
-	Rcode  int
-	Answer *dns.Msg // the upstream's answer, as received
-}
-
-func (e *RcodeError) Error() string { return "answered " + dns.RcodeToString[e.Rcode] }
-
-// failureRcode reports whether an upstream answering rcode could not
-// answer: a client gets nothing from it that another upstream could not do
-// better.
-func failureRcode(rcode int) bool {
-	return rcode == dns.RcodeServerFailure || rcode == dns.RcodeRefused || rcode == dns.RcodeNotImplemented
-}
-
-// Upstream error kinds as counted and logged: the `kind` label of
-// dnsfence_upstream_errors_total.
-const (
-	kindTimeout   = "timeout"
-	kindNetwork   = "network"
-	kindTooBig    = "too_big"
-	kindMalformed = "malformed"
-	kindMismatch  = "mismatch"
-	kindWrongID   = "wrong_id"
-	kindServfail  = "rcode_servfail"
-	kindRefused   = "rcode_refused"
-	kindNotimp    = "rcode_notimp"
-)
-
-// upstreamErrorKinds is every kind errorKind returns, for series that exist
-// from the start.
-var upstreamErrorKinds = []string{kindServfail, kindRefused, kindNotimp,
-	kindTooBig, kindMalformed, kindMismatch, kindWrongID, kindTimeout, kindNetwork}
-
-// errorKind names the cause of a failed upstream exchange: rcode_servfail,
-// rcode_refused, rcode_notimp, too_big, malformed, mismatch, wrong_id,
-// timeout or network. An unusable answer names the exchange even when the
-// retry over TCP then timed out: an answer came.
-func errorKind(err error) string {
-	var re *RcodeError
-	switch {
-	case errors.As(err, &re):
-		switch re.Rcode {
-		case dns.RcodeServerFailure:
-			return kindServfail
-		case dns.RcodeRefused:
-			return kindRefused
-		case dns.RcodeNotImplemented:
-			return kindNotimp
-		}
-		return "rcode_" + strings.ToLower(dns.RcodeToString[re.Rcode])
-	case errors.Is(err, ErrAnswerTooBig):
-		return kindTooBig
-	case errors.Is(err, ErrAnswerMalformed):
-		return kindMalformed
-	case errors.Is(err, ErrAnswerMismatch):
-		return kindMismatch
-	case errors.Is(err, ErrAnswerWrongID):
-		return kindWrongID
-	case isTimeout(err):
-		return kindTimeout
-	}
-	return kindNetwork
-}
-
-// UpstreamError reports why every upstream failed.
-type UpstreamError struct {
-	Errs    []error
-	Timeout bool // every failure was a timeout: no upstream reachable
-	// Answer is the last upstream answer whose RCODE was SERVFAIL, REFUSED
-	// or NOTIMP; nil when no upstream answered so.
-	Answer    *dns.Msg
-	kinds     []string // errorKind of each of Errs
-	upstreams []string // the upstream of each of Errs
-}
-
-// add records the failure err of a try to upstream.
-func (e *UpstreamError) add(upstream string, err error) {
-	kind := errorKind(err)
-	e.Errs = append(e.Errs, fmt.Errorf("%s: %w", upstream, err))
-	e.kinds = append(e.kinds, kind)
-	e.upstreams = append(e.upstreams, upstream)
-	if kind != kindTimeout {
-		e.Timeout = false
-	}
-	var re *RcodeError
-	if errors.As(err, &re) {
-		e.Answer = re.Answer
-	}
-}
-
-// Upstreams is the distinct upstreams that failed, sorted: what the
-// failure is about, for a log line.
-func (e *UpstreamError) Upstreams() []string {
-	out := slices.Clone(e.upstreams)
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
-func (e *UpstreamError) Error() string {
-	msgs := make([]string, len(e.Errs))
-	for i, err := range e.Errs {
-		msgs[i] = err.Error()
-	}
-	return fmt.Sprintf("%v: %s", ErrAllUpstreamsFailed, strings.Join(msgs, "; "))
-}
-
-func (e *UpstreamError) Unwrap() error { return ErrAllUpstreamsFailed }
-
-// Causes is the distinct error kinds of the failures (see errorKind), in
-// the order the upstreams were tried, joined by commas: for the log line.
-func (e *UpstreamError) Causes() string {
-	var distinct []string
-	for _, k := range e.kinds {
-		if !slices.Contains(distinct, k) {
-			distinct = append(distinct, k)
-		}
-	}
-	return strings.Join(distinct, ",")
-}
-
-// allServfail reports whether every upstream answered SERVFAIL: a
-// resolution failure that may be cached briefly (RFC 9520).
-func (e *UpstreamError) allServfail() bool {
-	for _, k := range e.kinds {
-		if k != kindServfail {
-			return false
-		}
-	}
-	return len(e.kinds) > 0
-}
-
-// EDE is the Extended DNS Error (RFC 8914) for the client: 22 "No
-// Reachable Authority" when every upstream timed out or answered with a
-// failure RCODE (§4.23: "could not reach ... or they potentially refused
-// to reply"), else 23 "Network Error". The text is "no upstream answered
-// in time" when every try timed out; else it names each cause once, in the
-// order the upstreams were tried, joined by "; ": "upstream did not answer
-// in time", "upstream answered SERVFAIL" (REFUSED, NOTIMP), "upstream
-// answer unusable: too big for UDP" (malformed, not for the question
-// asked, query ID never sent), "upstream unreachable: network error".
-func (e *UpstreamError) EDE() (uint16, string) {
-	code := uint16(dns.ExtendedErrorCodeNoReachableAuthority)
-	timedOut := kindTexts[kindTimeout]
-	var texts []string
-	for _, k := range e.kinds {
-		text, ok := kindTexts[k]
-		switch {
-		case !ok:
-			code = dns.ExtendedErrorCodeNetworkError
-			text = ErrAnswerUnusable.Error()
-		case k != kindTimeout && !strings.HasPrefix(k, "rcode_"):
-			code = dns.ExtendedErrorCodeNetworkError
-		}
-		if !slices.Contains(texts, text) {
-			texts = append(texts, text)
-		}
-	}
-	if len(texts) == 1 && texts[0] == timedOut {
-		return code, "no upstream answered in time"
-	}
-	return code, strings.Join(texts, "; ")
-}
-
-// kindTexts is the EDE text of each errorKind.
-var kindTexts = map[string]string{
-	kindTimeout:   "upstream did not answer in time",
-	kindNetwork:   "upstream unreachable: network error",
-	kindServfail:  "upstream answered SERVFAIL",
-	kindRefused:   "upstream answered REFUSED",
-	kindNotimp:    "upstream answered NOTIMP",
-	kindTooBig:    ErrAnswerTooBig.Error(),
-	kindMalformed: ErrAnswerMalformed.Error(),
-	kindMismatch:  ErrAnswerMismatch.Error(),
-	kindWrongID:   ErrAnswerWrongID.Error(),
 }
 
 // upstreamQuery is the query sent upstream for req: a fresh ID, the
@@ -613,8 +545,9 @@ func upstreamQuery(req *dns.Msg) *dns.Msg {
 }
 
 // Forward asks the upstreams for req. overTCP sends over TCP from the
-// start, as for a query that came in on TCP. It returns the raw upstream
-// answer (with the upstream's ID) and which upstream gave it.
+// start, as for a query that came in on TCP (to the transports that have
+// TCP, TCPExchanger). It returns the raw upstream answer (with the ID of
+// the query sent upstream, not req's) and which upstream gave it.
 //
 // The upstreams are tried in order (see order). A try not answered within
 // hedgeDelay of its upstream is joined by a try to the next upstream (a
@@ -629,14 +562,22 @@ func upstreamQuery(req *dns.Msg) *dns.Msg {
 // (takeRetry); a query that finds none waits for room, looking again every
 // hedge delay, but gives up once it has taken as long as a full timeout
 // on every upstream in turn would. When every try failed the error is an
-// *UpstreamError listing them in the order they were sent.
-func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *Metrics) (*dns.Msg, string, error) {
+// *UpstreamError listing them in the order they were sent. On a retired
+// Forwarder, Forward asks its successor (see Retire).
+func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool) (*dns.Msg, string, error) {
+	if !f.acquire() {
+		if next := f.successor.Load(); next != nil {
+			return next.Forward(ctx, req, overTCP)
+		}
+		return nil, "", errClosed
+	}
+	defer f.release()
 	order := f.order()
 	f.start() // after order: the first query is not raced by the first probes
 	if len(order) == 1 {
 		// No second upstream to hedge with: the try runs here.
 		up := order[0]
-		resp, err := f.try(ctx, upstreamQuery(req), up, overTCP, m)
+		resp, err := f.try(ctx, upstreamQuery(req), up, overTCP)
 		if err == nil {
 			return resp, up.addr, nil
 		}
@@ -663,10 +604,10 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *
 		up := order[sent]
 		if reason != "" {
 			if !f.takeRetry(up) {
-				m.upstreamRetry(up.addr, retryThrottled)
+				f.metrics.retry(up.addr, retryThrottled)
 				return false
 			}
-			m.upstreamRetry(up.addr, reason)
+			f.metrics.retry(up.addr, reason)
 		}
 		i := sent
 		sent++
@@ -674,8 +615,10 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool, m *
 		// Its own message: a try sets the ID it is sent with, and packing
 		// writes the OPT record.
 		tq := upstreamQuery(req)
+		f.refs.Add(1) // the try may outlive the call: held by f's own
 		go func() {
-			resp, err := f.try(ctx, tq, up, overTCP, m)
+			defer f.release()
+			resp, err := f.try(ctx, tq, up, overTCP)
 			if reason != "" {
 				up.retries.Add(-1)
 			}
@@ -733,14 +676,14 @@ const (
 	retryThrottled = "throttled" // not sent: the upstream's retry budget was full
 )
 
-// try is one exchange with up, counted in m and recorded in up's health:
-// a usable answer is a success, any error a failure, except when ctx ended
+// try is one exchange with up, counted and recorded in up's health: a
+// usable answer is a success, any error a failure, except when ctx ended
 // it (the caller gave up: that says nothing of the upstream).
-func (f *Forwarder) try(ctx context.Context, q *dns.Msg, up *upstreamState, overTCP bool, m *Metrics) (*dns.Msg, error) {
+func (f *Forwarder) try(ctx context.Context, q *dns.Msg, up *upstreamState, overTCP bool) (*dns.Msg, error) {
 	start := time.Now()
-	resp, err := f.exchange(ctx, q, up, overTCP, m)
+	resp, err := f.exchange(ctx, q, up, overTCP)
 	took := time.Since(start)
-	m.upstreamDone(up.addr, took, err)
+	f.metrics.done(up.addr, took, err)
 	switch {
 	case err == nil:
 		f.succeeded(up, took)
@@ -772,92 +715,28 @@ func (f *Forwarder) takeRetry(u *upstreamState) bool {
 	return true
 }
 
-// exchange is one try against one upstream: over UDP, and over TCP at once
-// when the UDP answer is truncated (TC) or unusable (too big for our
-// buffer, malformed, or for another question; the UDP cause is counted in
-// m, which may be nil). An answer whose RCODE is SERVFAIL, REFUSED or
-// NOTIMP is an *RcodeError, for the probes as for queries: an upstream that
-// refuses everything stays down.
-func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, u *upstreamState, overTCP bool, m *Metrics) (*dns.Msg, error) {
+// exchange is one try against one upstream over its transport (over TCP
+// from the start when overTCP and the transport has TCP). Whatever the
+// transport, an answer that is not a response to q (its ID and question)
+// is ErrAnswerMismatch, and one whose RCODE is SERVFAIL, REFUSED or NOTIMP
+// an *RcodeError, for the probes as for queries: an upstream that refuses
+// everything stays down.
+func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, u *upstreamState, overTCP bool) (*dns.Msg, error) {
 	var resp *dns.Msg
-	var err, udpErr error
-	if !overTCP {
-		resp, err = u.mux.exchange(ctx, q) // the mux keeps the timeout
-		if err == nil {
-			err = checkAnswer(resp, q)
-		}
-		if errors.Is(err, ErrAnswerUnusable) && !isTimeout(err) {
-			udpErr = err // the wait ended at once: ask again over TCP
-		} else if err != nil {
-			return nil, err
-		}
+	var err error
+	if overTCP && u.tcp != nil {
+		resp, err = u.tcp.ExchangeTCP(ctx, q)
+	} else {
+		resp, err = u.t.Exchange(ctx, q)
 	}
-	if overTCP || udpErr != nil || resp.Truncated {
-		tctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		resp, _, err = f.tcp.ExchangeContext(tctx, q, u.addr)
-		if err != nil {
-			err = tcpError(err)
-		} else {
-			err = checkAnswer(resp, q)
-		}
-		if udpErr != nil {
-			if err != nil {
-				return nil, fmt.Errorf("%w; over tcp: %w", udpErr, err)
-			}
-			m.upstreamDone(u.addr, 0, udpErr) // recovered, but the upstream still misbehaved
-		}
-		if err != nil {
-			return nil, err
-		}
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAnswer(resp, q); err != nil {
+		return nil, err
 	}
 	if failureRcode(resp.Rcode) {
 		return nil, &RcodeError{Rcode: resp.Rcode, Answer: resp}
 	}
 	return resp, nil
-}
-
-// checkAnswer checks that resp answers q: a response, with q's ID and
-// question. A failure RCODE without a question section is accepted, to be
-// told apart by its RCODE: some servers leave the question out of those.
-func checkAnswer(resp, q *dns.Msg) error {
-	if !resp.Response || resp.Id != q.Id {
-		return ErrAnswerMismatch
-	}
-	if len(resp.Question) == 0 && failureRcode(resp.Rcode) {
-		return nil
-	}
-	if !sameQuestion(resp, q) {
-		return ErrAnswerMismatch
-	}
-	return nil
-}
-
-// tcpError types an error of miekg/dns's TCP exchange: a wrong ID is
-// ErrAnswerWrongID, an answer that does not parse ErrAnswerMalformed.
-func tcpError(err error) error {
-	var de *dns.Error
-	switch {
-	case errors.Is(err, dns.ErrId):
-		return fmt.Errorf("%w: %w", ErrAnswerWrongID, err)
-	case errors.As(err, &de):
-		return fmt.Errorf("%w: %w", ErrAnswerMalformed, err)
-	}
-	return err
-}
-
-// sameQuestion compares the answer's question with ours; names compare in
-// wire form, case-insensitively (RFC 4343), whatever their presentation
-// text.
-func sameQuestion(resp, q *dns.Msg) bool {
-	if len(resp.Question) != 1 {
-		return false
-	}
-	a, b := resp.Question[0], q.Question[0]
-	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && blocklist.SameName(a.Name, b.Name)
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }

@@ -1,4 +1,4 @@
-package resolver
+package upstream
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,6 +28,32 @@ const (
 	socketMaxQueries = 1000
 	socketMaxAge     = 10 * time.Second
 )
+
+// upstreamReceiveBuffer is asked for each upstream UDP socket, in bytes:
+// up to socketMaxQueries answers may arrive on one at once, about 2 KiB
+// each to the kernel, ten times what its usual 208 KiB holds.
+const upstreamReceiveBuffer = 2 << 20
+
+// ednsSize is the EDNS buffer size, in bytes, that queries and probes
+// advertise upstream (RFC 6891 §6.2.5; 1232, DNS Flag Day 2020): an
+// answer larger than that comes truncated and is asked again over TCP.
+const ednsSize = 1232
+
+// BatchConn reads and writes batches of datagrams on one UDP socket
+// (recvmmsg and sendmmsg): what ipv4.PacketConn and ipv6.PacketConn share.
+type BatchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// newBatchConn is x/net's batched reads and writes of c: the batch calls
+// of an upstream socket when Options.UDPBatch gives none.
+func newBatchConn(c *net.UDPConn) BatchConn {
+	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
+		return ipv4.NewPacketConn(c)
+	}
+	return ipv6.NewPacketConn(c)
+}
 
 var errSocketClosed = errors.New("upstream socket closed")
 
@@ -59,19 +86,21 @@ func (s *idSource) next() uint16 {
 // Answers whose ID no query is waiting for (late or spoofed) are dropped.
 // An answer whose ID a query waits for but that cannot be used (cut short
 // by the receive buffer, say) ends that query's wait at once with the
-// cause; Forwarder.exchange then asks again over TCP.
+// cause; Plain then asks again over TCP.
 type udpMux struct {
 	addr    string
 	timeout time.Duration // how long a query waits for its answer
-	mu      sync.Mutex
-	cur     *upstreamSocket
-	closed  bool // the Forwarder is closed: queries still arriving get sockets of their own
+	// batch makes a socket's batch calls; nil is newBatchConn.
+	batch  func(*net.UDPConn) BatchConn
+	mu     sync.Mutex
+	cur    *upstreamSocket
+	closed bool // the transport is closed: queries still arriving get sockets of their own
 }
 
 // upstreamSocket is one connected socket and the queries waiting on it.
 type upstreamSocket struct {
 	conn    net.Conn
-	batch   batchConn // conn's recvmmsg and sendmmsg; nil: one datagram a call
+	batch   BatchConn // conn's recvmmsg and sendmmsg; nil: one datagram a call
 	born    time.Time
 	timeout time.Duration
 
@@ -109,7 +138,7 @@ type queuedQuery struct {
 	b  []byte
 }
 
-func newUpstreamSocket(addr string, timeout time.Duration) (*upstreamSocket, error) {
+func newUpstreamSocket(addr string, timeout time.Duration, batch func(*net.UDPConn) BatchConn) (*upstreamSocket, error) {
 	c, err := net.Dial("udp", addr)
 	if err != nil {
 		return nil, err
@@ -117,7 +146,10 @@ func newUpstreamSocket(addr string, timeout time.Duration) (*upstreamSocket, err
 	s := &upstreamSocket{conn: c, born: time.Now(), timeout: timeout, pending: map[uint16]*waiter{}}
 	if uc, ok := c.(*net.UDPConn); ok {
 		_ = uc.SetReadBuffer(upstreamReceiveBuffer) // best effort: the kernel caps it silently
-		s.batch = newBatchConn(uc)
+		if batch == nil {
+			batch = newBatchConn
+		}
+		s.batch = batch(uc)
 	}
 	go s.read()
 	return s, nil
@@ -142,7 +174,7 @@ func (m *udpMux) register(w *waiter) (*upstreamSocket, uint16, error) {
 	}
 	if s == nil {
 		var err error
-		if s, err = newUpstreamSocket(m.addr, m.timeout); err != nil {
+		if s, err = newUpstreamSocket(m.addr, m.timeout, m.batch); err != nil {
 			return nil, 0, err
 		}
 		if !m.closed {
@@ -183,27 +215,34 @@ func (m *udpMux) close() {
 	}
 }
 
-// exchange sends q with a query ID free on the socket (q.Id is set to it)
-// and waits for the answer, for the mux's timeout at most, or until ctx ends.
+// exchange sends q with a query ID free on the socket instead of q's own
+// (written into the packed datagram: q is not modified) and waits for the
+// answer, for the mux's timeout at most, or until ctx ends. The answer,
+// delivered by the ID it was sent with, carries q's ID.
 func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 	w := &waiter{answer: make(chan []byte, 1)}
 	s, id, err := m.register(w)
 	if err != nil {
 		return nil, err
 	}
-	q.Id = id
 	b, err := q.Pack()
 	if err != nil {
 		s.forget(id, w, nil)
 		return nil, err
 	}
+	binary.BigEndian.PutUint16(b, id)
 	s.send(id, w, b)
 	select {
 	case raw, ok := <-w.answer:
 		if !ok {
 			return nil, w.err
 		}
-		return unpackAnswer(raw)
+		resp, err := unpackAnswer(raw)
+		if err != nil {
+			return nil, err
+		}
+		resp.Id = q.Id
+		return resp, nil
 	case <-ctx.Done():
 		s.forget(id, w, nil)
 		return nil, ctx.Err()

@@ -1,0 +1,150 @@
+package resolver
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+)
+
+// TestReloadRetiresForwarderAfterItsQueries: a reload that changes the
+// upstreams publishes a new forwarder with the snapshot; a query in flight
+// on the old one still gets the old upstream's answer, later queries go to
+// the new upstream, and the old forwarder's socket stays open while the
+// query waits on it and closes once it is answered.
+func TestReloadRetiresForwarderAfterItsQueries(t *testing.T) {
+	release := make(chan struct{})
+	source := make(chan string, 1) // where the old upstream's query came from
+	old := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		select {
+		case source <- w.RemoteAddr().String():
+		default:
+		}
+		<-release
+		m := defaultAnswer(w, r)
+		m.Answer = []dns.RR{mustRR("%s 300 IN A 192.0.2.7", r.Question[0].Name)}
+		return m
+	})
+	next := startUpstream(t, nil)
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 5s", 1)
+	f := startFence(t, cfg, testFiles, old.addr)
+	before := f.handler.Snapshot().Forwarder()
+
+	type result struct {
+		r   *dns.Msg
+		err error
+	}
+	inFlight := make(chan result, 1)
+	go func() {
+		r, err := exchange(f.addr, "127.0.0.8", "udp", question("held.example.org.", dns.TypeA, false))
+		inFlight <- result{r, err}
+	}()
+	var oldSocket string
+	select {
+	case oldSocket = <-source:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the old upstream was not asked")
+	}
+
+	path := filepath.Join(f.dir, "dnsfence.yaml")
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(string(data), old.addr, next.addr, 1)), 0o644))
+	require.NoError(t, NewReloader(zap.NewNop(), f.handler, func() (*Config, error) { return LoadConfig(path) }).Reload(false))
+	after := f.handler.Snapshot().Forwarder()
+	require.NotSame(t, before, after, "a new forwarder with the new snapshot")
+	assert.Equal(t, []string{next.addr}, after.Upstreams())
+
+	r := ask(t, f.addr, "127.0.0.8", "udp", question("fresh.example.org.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	if assert.Len(t, r.Answer, 1) {
+		assert.Equal(t, "192.0.2.1", r.Answer[0].(*dns.A).A.String(), "from the new upstream")
+	}
+	assert.Equal(t, int64(1), old.count.Load(), "the old upstream gets no new query")
+	assert.False(t, portFree(oldSocket), "the old forwarder's socket is open while a query waits on it")
+
+	close(release)
+	res := <-inFlight
+	require.NoError(t, res.err)
+	assert.Equal(t, dns.RcodeSuccess, res.r.Rcode, "the query in flight during the reload is answered")
+	if assert.Len(t, res.r.Answer, 1) {
+		assert.Equal(t, "192.0.2.7", res.r.Answer[0].(*dns.A).A.String(), "by the upstream it was sent to")
+	}
+	require.Eventually(t, func() bool { return portFree(oldSocket) }, 5*time.Second, 10*time.Millisecond,
+		"the old forwarder's socket closes once its query is answered")
+}
+
+// portFree reports whether the UDP address addr can be bound, that is,
+// whether the socket that had it is closed.
+func portFree(addr string) bool {
+	c, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// TestBuildSnapshotReadsNoResolvConf: BuildSnapshot (what check and
+// explain load) reads the configuration and its lists only: upstreams
+// written as a resolv.conf path are read when a snapshot is connected to
+// serve (ConnectUpstreams, at start and by the reloader), and a reload
+// whose resolv.conf cannot be used keeps the running state and forwarder.
+func TestBuildSnapshotReadsNoResolvConf(t *testing.T) {
+	tests := []struct {
+		name    string
+		resolv  string // the resolv.conf once the configuration is loaded; "" removes it
+		wantErr string
+	}{
+		{name: "resolv.conf removed", wantErr: "reading upstreams"},
+		{name: "no nameserver in it", resolv: "# nothing here\nsearch example.org\n", wantErr: "no usable upstream"},
+		{name: "only a nameserver with a zone", resolv: "nameserver fe80::1%eth0\n", wantErr: "no usable upstream"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			up := startUpstream(t, nil)
+			f := startFence(t, testConfig, testFiles, up.addr)
+			serving := f.handler.Snapshot()
+			rc := filepath.Join(f.dir, "resolv.conf")
+			require.NoError(t, os.WriteFile(rc, []byte("nameserver 127.0.0.1\n"), 0o644))
+			path := filepath.Join(f.dir, "dnsfence.yaml")
+			require.NoError(t, os.WriteFile(path, []byte(strings.ReplaceAll(testConfig, "{{upstreams}}", `["`+rc+`"]`)), 0o644))
+			cfg, err := LoadConfig(path)
+			require.NoError(t, err)
+			if tc.resolv == "" {
+				require.NoError(t, os.Remove(rc))
+			} else {
+				require.NoError(t, os.WriteFile(rc, []byte(tc.resolv), 0o644))
+			}
+
+			snap, err := BuildSnapshot(cfg, nil)
+			require.NoError(t, err, "BuildSnapshot does not read resolv.conf")
+			assert.Len(t, snap.Policies, 4)
+			assert.Nil(t, snap.Forwarder(), "nor build a forwarder")
+			err = ConnectUpstreams(snap, nil, nil)
+			assert.ErrorContains(t, err, tc.wantErr)
+			assert.Nil(t, snap.Forwarder())
+
+			// A reload to it fails and keeps what serves.
+			r := NewReloader(zap.NewNop(), f.handler, func() (*Config, error) { return LoadConfig(path) })
+			if tc.resolv == "" {
+				// The configuration no longer loads: its validation finds
+				// the file missing. Loaded before, it fails to connect.
+				r = NewReloader(zap.NewNop(), f.handler, func() (*Config, error) { return cfg, nil })
+			}
+			assert.ErrorContains(t, r.Reload(false), tc.wantErr)
+			assert.Same(t, serving, f.handler.Snapshot())
+			reply := ask(t, f.addr, "127.0.0.8", "udp", question("still.example.org.", dns.TypeA, false))
+			assert.Equal(t, dns.RcodeSuccess, reply.Rcode, "the running forwarder still serves")
+			assert.Len(t, reply.Answer, 1)
+			assert.Equal(t, int64(1), up.count.Load())
+		})
+	}
+}

@@ -1,0 +1,156 @@
+package upstream
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestProbeKeepsRefusingUpstreamDown: readiness and the recovery probe
+// follow the rule queries follow: an upstream that answers only REFUSED is
+// not an answering upstream.
+func TestProbeKeepsRefusingUpstreamDown(t *testing.T) {
+	bad := startUpstream(t, rcodeAnswer(dns.RcodeRefused))
+	f := NewForwarder([]string{bad.addr}, time.Second, false)
+	t.Cleanup(f.Close)
+	err := f.Probe(context.Background())
+	var re *RcodeError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, dns.RcodeRefused, re.Rcode)
+
+	good := startUpstream(t, nil)
+	g := NewForwarder([]string{bad.addr, good.addr}, time.Second, false)
+	t.Cleanup(g.Close)
+	assert.NoError(t, g.Probe(context.Background()))
+}
+
+// TestUpstreamFailureEDE: the client's EDE names every cause, once, in the
+// order the upstreams were tried; its code is 22 unless a network error or
+// an unusable answer was among them.
+func TestUpstreamFailureEDE(t *testing.T) {
+	servfail := startUpstream(t, rcodeAnswer(dns.RcodeServerFailure)).addr
+	refused := startUpstream(t, rcodeAnswer(dns.RcodeRefused)).addr
+	silent := silentUpstream(t)
+	tests := []struct {
+		name      string
+		upstreams []string
+		code      uint16
+		text      string
+		causes    string
+	}{
+		{name: "all silent", upstreams: []string{silent, silentUpstream(t)}, code: dns.ExtendedErrorCodeNoReachableAuthority,
+			text: "no upstream answered in time", causes: "timeout"},
+		{name: "servfail then silent", upstreams: []string{servfail, silent}, code: dns.ExtendedErrorCodeNoReachableAuthority,
+			text: "upstream answered SERVFAIL; upstream did not answer in time", causes: "rcode_servfail,timeout"},
+		{name: "servfail then refused", upstreams: []string{servfail, refused}, code: dns.ExtendedErrorCodeNoReachableAuthority,
+			text: "upstream answered SERVFAIL; upstream answered REFUSED", causes: "rcode_servfail,rcode_refused"},
+		{name: "closed port then refused", upstreams: []string{closedPort(t), refused}, code: dns.ExtendedErrorCodeNetworkError,
+			text: "upstream unreachable: network error; upstream answered REFUSED", causes: "network,rcode_refused"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fw := NewForwarder(tc.upstreams, 200*time.Millisecond, false)
+			t.Cleanup(fw.Close)
+			_, _, err := fw.Forward(context.Background(), question("x.example.org.", dns.TypeA, true), false)
+			var ue *UpstreamError
+			require.ErrorAs(t, err, &ue)
+			code, text := ue.EDE()
+			assert.Equal(t, tc.code, code)
+			assert.Equal(t, tc.text, text)
+			assert.Equal(t, tc.causes, ue.Causes())
+			assert.Equal(t, tc.causes == "timeout", ue.Timeout)
+		})
+	}
+}
+
+// FuzzUpstreamAnswer feeds any datagram to a query waiting on an upstream
+// socket: nothing panics; a datagram with another ID leaves the query
+// waiting; one with its ID ends the wait at once, and is accepted only when
+// it is a response to exactly the question asked, else it is an
+// ErrAnswerUnusable kind.
+func FuzzUpstreamAnswer(f *testing.F) {
+	q := question("www.example.org.", dns.TypeA, true)
+	q.Id = 0x1234
+	for _, m := range []*dns.Msg{defaultAnswer(nil, q), liedAnswer(q), rcodeAnswer(dns.RcodeRefused)(nil, q)} {
+		f.Add(packed(m))
+	}
+	big := packed(bigAnswer(nil, q))
+	f.Add(big)
+	f.Add(big[:upstreamBuf])
+	f.Add([]byte{0x12, 0x34, 0x81, 0x80})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		s := &upstreamSocket{pending: map[uint16]*waiter{}}
+		w := &waiter{answer: make(chan []byte, 1)}
+		s.pending[q.Id] = w
+		s.issued[q.Id/64] |= 1 << (q.Id % 64)
+		s.deliver(raw[:min(len(raw), upstreamBuf)], len(raw) > upstreamBuf)
+		if len(raw) < 12 || binary.BigEndian.Uint16(raw) != q.Id {
+			if s.pending[q.Id] != w {
+				t.Fatal("a datagram with another ID ended the wait")
+			}
+			return
+		}
+		var resp *dns.Msg
+		var err error
+		select {
+		case b, ok := <-w.answer:
+			if !ok {
+				err = w.err
+			} else if resp, err = unpackAnswer(b); err == nil {
+				err = checkAnswer(resp, q)
+			}
+		default:
+			t.Fatal("a datagram with the query's ID left it waiting")
+		}
+		if err != nil {
+			if !errors.Is(err, ErrAnswerUnusable) {
+				t.Fatalf("error of no kind: %v", err)
+			}
+			return
+		}
+		if !resp.Response || resp.Id != q.Id {
+			t.Fatalf("accepted a datagram that is no answer: %v", resp)
+		}
+		if len(resp.Question) == 0 && failureRcode(resp.Rcode) {
+			return
+		}
+		if len(resp.Question) != 1 || !strings.EqualFold(resp.Question[0].Name, q.Question[0].Name) ||
+			resp.Question[0].Qtype != q.Question[0].Qtype || resp.Question[0].Qclass != q.Question[0].Qclass {
+			t.Fatalf("accepted an answer for another question: %v", resp.Question)
+		}
+	})
+}
+
+// TestForwardComparesQuestionsInWireForm: the upstream's answer echoes the
+// question in the form miekg/dns unpacks it; a question written with
+// escapes (explain -resolve takes names as typed) or in another case is the
+// same question, and a different one is still refused.
+func TestForwardComparesQuestionsInWireForm(t *testing.T) {
+	var other atomic.Bool
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		if other.Load() {
+			m.Question[0].Name = "tiktok.com.example."
+		}
+		return m
+	})
+	fw := NewForwarder([]string{up.addr}, 2*time.Second, false)
+	t.Cleanup(fw.Close)
+	for _, name := range []string{`cl\101an.example.`, `CL\069AN.Example.`, `\099\108\101\097\110.example.`, rep(`\001`, 63) + ".example."} {
+		resp, _, err := fw.Forward(t.Context(), question(name, dns.TypeA, false), false)
+		require.NoError(t, err, name)
+		assert.Equal(t, dns.RcodeSuccess, resp.Rcode, name)
+		assert.Len(t, resp.Answer, 1, name)
+	}
+	other.Store(true)
+	_, _, err := fw.Forward(t.Context(), question(`tiktok\.com.example.`, dns.TypeA, false), false)
+	assert.Error(t, err, "an answer to another question")
+}

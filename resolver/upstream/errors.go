@@ -1,0 +1,220 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// ErrAllUpstreamsFailed is returned when no upstream gave a usable answer.
+var ErrAllUpstreamsFailed = errors.New("no upstream answered")
+
+// Kinds of unusable upstream answer, for errors.Is. Each wraps
+// ErrAnswerUnusable. An answer for another question, one that does not
+// parse, or one too big for the UDP receive buffer ends the wait for it at
+// once and the query is asked again over TCP: a datagram is never accepted
+// unless its ID, question and source match (RFC 5452 §9.1), and over TCP an
+// off-path sender cannot inject one. A datagram with an ID never sent on the
+// socket is dropped and the query waits on for its own answer (a spoofer
+// cannot end the wait); if none comes, its timeout error is also
+// ErrAnswerWrongID, and so counted: the upstream did send something.
+var (
+	ErrAnswerUnusable  = errors.New("upstream answer unusable")
+	ErrAnswerTooBig    = fmt.Errorf("%w: too big for UDP", ErrAnswerUnusable)
+	ErrAnswerMalformed = fmt.Errorf("%w: malformed", ErrAnswerUnusable)
+	ErrAnswerMismatch  = fmt.Errorf("%w: not for the question asked", ErrAnswerUnusable)
+	ErrAnswerWrongID   = fmt.Errorf("%w: query ID never sent", ErrAnswerUnusable)
+)
+
+// RcodeError is an upstream answer whose RCODE says the upstream could not
+// answer: SERVFAIL, REFUSED or NOTIMP. That upstream counts as failing and
+// the next one is asked, as Unbound does with its forwarders. The
+// Forwarder makes it of such an answer from any Transport.
+type RcodeError struct {
+	Rcode  int
+	Answer *dns.Msg // the upstream's answer, as received
+}
+
+func (e *RcodeError) Error() string { return "answered " + dns.RcodeToString[e.Rcode] }
+
+// failureRcode reports whether an upstream answering rcode could not
+// answer: a client gets nothing from it that another upstream could not do
+// better.
+func failureRcode(rcode int) bool {
+	return rcode == dns.RcodeServerFailure || rcode == dns.RcodeRefused || rcode == dns.RcodeNotImplemented
+}
+
+// Upstream error kinds as counted and logged: the `kind` label of
+// dnsfence_upstream_errors_total. errorKind names the kind of any
+// Transport's error.
+const (
+	kindTimeout   = "timeout"
+	kindNetwork   = "network"
+	kindTooBig    = "too_big"
+	kindMalformed = "malformed"
+	kindMismatch  = "mismatch"
+	kindWrongID   = "wrong_id"
+	kindServfail  = "rcode_servfail"
+	kindRefused   = "rcode_refused"
+	kindNotimp    = "rcode_notimp"
+)
+
+// errorKinds is every kind errorKind returns, for series that exist from
+// the start.
+var errorKinds = []string{kindServfail, kindRefused, kindNotimp,
+	kindTooBig, kindMalformed, kindMismatch, kindWrongID, kindTimeout, kindNetwork}
+
+// errorKind names the cause of a failed upstream exchange: rcode_servfail,
+// rcode_refused, rcode_notimp, too_big, malformed, mismatch, wrong_id,
+// timeout or network. An unusable answer names the exchange even when the
+// retry over TCP then timed out: an answer came.
+func errorKind(err error) string {
+	var re *RcodeError
+	switch {
+	case errors.As(err, &re):
+		switch re.Rcode {
+		case dns.RcodeServerFailure:
+			return kindServfail
+		case dns.RcodeRefused:
+			return kindRefused
+		case dns.RcodeNotImplemented:
+			return kindNotimp
+		}
+		return "rcode_" + strings.ToLower(dns.RcodeToString[re.Rcode])
+	case errors.Is(err, ErrAnswerTooBig):
+		return kindTooBig
+	case errors.Is(err, ErrAnswerMalformed):
+		return kindMalformed
+	case errors.Is(err, ErrAnswerMismatch):
+		return kindMismatch
+	case errors.Is(err, ErrAnswerWrongID):
+		return kindWrongID
+	case isTimeout(err):
+		return kindTimeout
+	}
+	return kindNetwork
+}
+
+// isTimeout reports an exchange that ran out of time: a context deadline,
+// or a network error that says it timed out.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// UpstreamError reports why every upstream failed.
+type UpstreamError struct {
+	Errs    []error
+	Timeout bool // every failure was a timeout: no upstream reachable
+	// Answer is the last upstream answer whose RCODE was SERVFAIL, REFUSED
+	// or NOTIMP; nil when no upstream answered so.
+	Answer    *dns.Msg
+	kinds     []string // errorKind of each of Errs
+	upstreams []string // the upstream of each of Errs
+}
+
+// add records the failure err of a try to upstream.
+func (e *UpstreamError) add(upstream string, err error) {
+	kind := errorKind(err)
+	e.Errs = append(e.Errs, fmt.Errorf("%s: %w", upstream, err))
+	e.kinds = append(e.kinds, kind)
+	e.upstreams = append(e.upstreams, upstream)
+	if kind != kindTimeout {
+		e.Timeout = false
+	}
+	var re *RcodeError
+	if errors.As(err, &re) {
+		e.Answer = re.Answer
+	}
+}
+
+// Upstreams is the distinct upstreams that failed, sorted: what the
+// failure is about, for a log line.
+func (e *UpstreamError) Upstreams() []string {
+	out := slices.Clone(e.upstreams)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func (e *UpstreamError) Error() string {
+	msgs := make([]string, len(e.Errs))
+	for i, err := range e.Errs {
+		msgs[i] = err.Error()
+	}
+	return fmt.Sprintf("%v: %s", ErrAllUpstreamsFailed, strings.Join(msgs, "; "))
+}
+
+func (e *UpstreamError) Unwrap() error { return ErrAllUpstreamsFailed }
+
+// Causes is the distinct error kinds of the failures (see errorKind), in
+// the order the upstreams were tried, joined by commas: for the log line.
+func (e *UpstreamError) Causes() string {
+	var distinct []string
+	for _, k := range e.kinds {
+		if !slices.Contains(distinct, k) {
+			distinct = append(distinct, k)
+		}
+	}
+	return strings.Join(distinct, ",")
+}
+
+// AllServfail reports whether every upstream answered SERVFAIL: a
+// resolution failure that may be cached briefly (RFC 9520).
+func (e *UpstreamError) AllServfail() bool {
+	for _, k := range e.kinds {
+		if k != kindServfail {
+			return false
+		}
+	}
+	return len(e.kinds) > 0
+}
+
+// EDE is the Extended DNS Error (RFC 8914) for the client: 22 "No
+// Reachable Authority" when every upstream timed out or answered with a
+// failure RCODE (§4.23: "could not reach ... or they potentially refused
+// to reply"), else 23 "Network Error". The text is "no upstream answered
+// in time" when every try timed out; else it names each cause once, in the
+// order the upstreams were tried, joined by "; ": "upstream did not answer
+// in time", "upstream answered SERVFAIL" (REFUSED, NOTIMP), "upstream
+// answer unusable: too big for UDP" (malformed, not for the question
+// asked, query ID never sent), "upstream unreachable: network error".
+func (e *UpstreamError) EDE() (uint16, string) {
+	code := uint16(dns.ExtendedErrorCodeNoReachableAuthority)
+	timedOut := kindTexts[kindTimeout]
+	var texts []string
+	for _, k := range e.kinds {
+		text, ok := kindTexts[k]
+		switch {
+		case !ok:
+			code = dns.ExtendedErrorCodeNetworkError
+			text = ErrAnswerUnusable.Error()
+		case k != kindTimeout && !strings.HasPrefix(k, "rcode_"):
+			code = dns.ExtendedErrorCodeNetworkError
+		}
+		if !slices.Contains(texts, text) {
+			texts = append(texts, text)
+		}
+	}
+	if len(texts) == 1 && texts[0] == timedOut {
+		return code, "no upstream answered in time"
+	}
+	return code, strings.Join(texts, "; ")
+}
+
+// kindTexts is the EDE text of each errorKind.
+var kindTexts = map[string]string{
+	kindTimeout:   "upstream did not answer in time",
+	kindNetwork:   "upstream unreachable: network error",
+	kindServfail:  "upstream answered SERVFAIL",
+	kindRefused:   "upstream answered REFUSED",
+	kindNotimp:    "upstream answered NOTIMP",
+	kindTooBig:    ErrAnswerTooBig.Error(),
+	kindMalformed: ErrAnswerMalformed.Error(),
+	kindMismatch:  ErrAnswerMismatch.Error(),
+	kindWrongID:   ErrAnswerWrongID.Error(),
+}

@@ -1,0 +1,138 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestAllDownOrder: when every upstream is down, the one with the fewest
+// recent failures is tried first, then the faster; the configured order
+// only breaks ties. Before, every upstream down meant configured order:
+// the dead first upstream before the one that had just lost one datagram.
+func TestAllDownOrder(t *testing.T) {
+	type state struct {
+		outcomes string // oldest first: s success, f failure
+		rtt      time.Duration
+	}
+	tests := []struct {
+		name   string
+		states []state // by configured order, all down
+		want   []int   // configured positions, in the order tried
+	}{
+		{name: "fewer failures first", states: []state{{"ffff", 0}, {"sssssf", 20 * time.Millisecond}}, want: []int{1, 0}},
+		{name: "same failures: faster first", states: []state{{"sf", 50 * time.Millisecond}, {"sf", 5 * time.Millisecond}}, want: []int{1, 0}},
+		{name: "same failures: measured before unmeasured", states: []state{{"f", 0}, {"f", 30 * time.Millisecond}}, want: []int{1, 0}},
+		{name: "tie: configured order", states: []state{{"ff", 0}, {"ff", 0}, {"sf", 0}}, want: []int{2, 0, 1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			addrs := make([]string, len(tc.states))
+			for i := range addrs {
+				addrs[i] = fmt.Sprintf("127.0.0.1:%d", 9+i)
+			}
+			f := NewForwarder(addrs, time.Second, false)
+			f.Close() // no probes
+			for i, st := range tc.states {
+				u := f.upstreams[i]
+				for _, o := range st.outcomes {
+					u.health.record(o == 'f')
+				}
+				u.rtt.Store(int64(st.rtt))
+				u.down.Store(true)
+			}
+			var got []int
+			for _, u := range f.order() {
+				got = append(got, indexOf(f.upstreams, u))
+			}
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func indexOf(us []*upstreamState, u *upstreamState) int {
+	for i, v := range us {
+		if v == u {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestHealthWindow: an upstream is down when more than half of its last 32
+// exchanges failed; one failure among successes is not enough, and a first
+// exchange that fails is. A usable answer brings a down upstream back with
+// a clean window.
+func TestHealthWindow(t *testing.T) {
+	tests := []struct {
+		name     string
+		outcomes string // s success, f failure, in order
+		down     bool
+	}{
+		{name: "first exchange fails", outcomes: "f", down: true},
+		{name: "one loss among answers", outcomes: strings.Repeat("s", 31) + "f", down: false},
+		{name: "a loss right after the first answer", outcomes: "sf", down: false},
+		{name: "half failed", outcomes: strings.Repeat("sf", 16), down: false},
+		{name: "over half failed", outcomes: strings.Repeat("sf", 16) + "f", down: true},
+		{name: "old failures leave the window", outcomes: strings.Repeat("f", 5) + strings.Repeat("s", 32) + "ff", down: false},
+		{name: "back up on an answer, window cleared", outcomes: strings.Repeat("f", 40) + "s" + "f", down: false},
+		{name: "down again after two more failures", outcomes: strings.Repeat("f", 40) + "s" + "ff", down: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := NewForwarder([]string{"127.0.0.1:9"}, time.Second, false)
+			f.Close() // no probes
+			u := f.upstreams[0]
+			for _, o := range tc.outcomes {
+				if o == 'f' {
+					f.failed(u)
+				} else {
+					f.succeeded(u, time.Millisecond)
+				}
+			}
+			assert.Equal(t, tc.down, u.down.Load())
+		})
+	}
+}
+
+// TestRefusedPortFailsEveryQuery: queries sharing a socket to a closed
+// port all fail at once with a network error. The kernel reports the ICMP
+// port unreachable of one datagram once, to whichever call comes next; when
+// that was another query's send, the query whose datagram drew it was left
+// waiting out its whole timeout (seen when a probe and a client query went
+// to a dead upstream together).
+func TestRefusedPortFailsEveryQuery(t *testing.T) {
+	const rounds, timeout = 30, 2 * time.Second
+	type outcome struct {
+		err  error
+		took time.Duration
+	}
+	out := make(chan outcome, 2*rounds)
+	for i := 0; i < rounds; i++ {
+		m := &udpMux{addr: closedPort(t), timeout: timeout}
+		t.Cleanup(m.close)
+		for j := 0; j < 2; j++ {
+			go func() {
+				start := time.Now()
+				_, err := m.exchange(context.Background(), question(fmt.Sprintf("r%d-%d.example.org.", i, j), dns.TypeA, false))
+				out <- outcome{err, time.Since(start)}
+			}()
+		}
+	}
+	slow := 0
+	for i := 0; i < 2*rounds; i++ {
+		o := <-out
+		require.Error(t, o.err)
+		assert.False(t, isTimeout(o.err), "a refused query is a network error: %v", o.err)
+		if o.took > timeout/2 {
+			slow++
+		}
+	}
+	assert.Zero(t, slow, "queries that waited for a timeout")
+}

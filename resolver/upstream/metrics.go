@@ -1,0 +1,107 @@
+package upstream
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the upstream series of dnsfence's Prometheus registry:
+// dnsfence_upstream_request_duration_seconds{upstream},
+// dnsfence_upstream_errors_total{upstream,kind},
+// dnsfence_upstream_retries_total{upstream,reason}, and with Watch
+// dnsfence_upstreams and dnsfence_upstreams_down. A nil *Metrics counts
+// nothing.
+type Metrics struct {
+	seconds *prometheus.HistogramVec // upstream
+	errors  *prometheus.CounterVec   // upstream, kind
+	retries *prometheus.CounterVec   // upstream, reason
+	reg     prometheus.Registerer
+}
+
+// NewMetrics registers the upstream series with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "dnsfence_upstream_request_duration_seconds",
+			Help:    "Duration of successful upstream exchanges, by upstream.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"upstream"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsfence_upstream_errors_total",
+			Help: "Failed upstream exchanges, and unusable UDP answers recovered over TCP, by upstream and kind (timeout, network, too_big, malformed, mismatch, wrong_id, rcode_servfail, rcode_refused, rcode_notimp).",
+		}, []string{"upstream", "kind"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsfence_upstream_retries_total",
+			Help: "Tries beyond a query's first, by the upstream they went to and reason: hedge (the try before was slow), failover (it failed), throttled (not sent: the upstream's retry budget was full).",
+		}, []string{"upstream", "reason"}),
+		reg: reg,
+	}
+	reg.MustRegister(m.seconds, m.errors, m.retries)
+	return m
+}
+
+// Watch exposes how many upstreams the forwarder current returns has and
+// how many of them are down, read at each scrape (none while current
+// returns nil).
+func (m *Metrics) Watch(current func() *Forwarder) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dnsfence_upstreams",
+		Help: "Upstreams configured.",
+	}, func() float64 {
+		if f := current(); f != nil {
+			return float64(len(f.upstreams))
+		}
+		return 0
+	}))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dnsfence_upstreams_down",
+		Help: "Upstreams currently judged down (skipped while another is up, probed back).",
+	}, func() float64 {
+		if f := current(); f != nil {
+			return float64(len(f.Down()))
+		}
+		return 0
+	}))
+}
+
+// start makes the series of upstreams exist at zero: every error kind and
+// retry reason, so that a network team's alerts see them from the start.
+func (m *Metrics) start(upstreams []string) {
+	if m == nil {
+		return
+	}
+	for _, u := range upstreams {
+		for _, kind := range errorKinds {
+			m.errors.WithLabelValues(u, kind)
+		}
+		for _, reason := range []string{retryHedge, retryFailover, retryThrottled} {
+			m.retries.WithLabelValues(u, reason)
+		}
+	}
+}
+
+// done counts one upstream exchange: its duration when it succeeded, else
+// its error under the kind errorKind names.
+func (m *Metrics) done(upstream string, took time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	if err == nil {
+		m.seconds.WithLabelValues(upstream).Observe(took.Seconds())
+		return
+	}
+	m.errors.WithLabelValues(upstream, errorKind(err)).Inc()
+}
+
+// retry counts one try beyond a query's first to upstream (reason hedge
+// or failover), or one not sent (throttled).
+func (m *Metrics) retry(upstream, reason string) {
+	if m == nil {
+		return
+	}
+	m.retries.WithLabelValues(upstream, reason).Inc()
+}

@@ -1,0 +1,182 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/miekg/dns"
+)
+
+// TCPExchanger is a Transport that can also be asked over TCP from the
+// start: the Forwarder uses it for a query that came in over TCP (DESIGN.md
+// §1 step 7), whose answer may be larger than any UDP answer. Transports
+// that are streams already (TLS, HTTPS, QUIC) need not implement it.
+type TCPExchanger interface {
+	// ExchangeTCP is Exchange over TCP, whatever the answer's size.
+	ExchangeTCP(ctx context.Context, q *dns.Msg) (*dns.Msg, error)
+}
+
+// Plain is plain DNS (RFC 1035 §4.2) with one upstream: over UDP through
+// one shared connected socket (queries told apart by ID, the socket renewed
+// after socketMaxQueries queries or socketMaxAge), and over TCP, one
+// connection per exchange, when the UDP answer is truncated (TC) or
+// unusable (too big for our buffer, malformed, or for another question),
+// or when asked with ExchangeTCP. Each exchange is bounded by the timeout
+// it was made with, over UDP and TCP each.
+type Plain struct {
+	addr    string
+	timeout time.Duration
+	mux     *udpMux
+	tcp     *dns.Client
+	metrics *Metrics // counts an unusable UDP answer recovered over TCP
+	closed  atomic.Bool
+}
+
+var (
+	_ Transport    = (*Plain)(nil)
+	_ TCPExchanger = (*Plain)(nil)
+)
+
+// NewPlain returns the plain DNS transport to addr (IP:port) with
+// opts.Timeout per exchange, counting into opts.Metrics. It opens no socket
+// until the first exchange.
+func NewPlain(addr string, opts Options) *Plain {
+	return &Plain{
+		addr:    addr,
+		timeout: opts.Timeout,
+		mux:     &udpMux{addr: addr, timeout: opts.Timeout, batch: opts.UDPBatch},
+		tcp:     &dns.Client{Net: "tcp", Timeout: opts.Timeout},
+		metrics: opts.Metrics,
+	}
+}
+
+// Address is the upstream's IP:port.
+func (p *Plain) Address() string { return p.addr }
+
+// Exchange asks over UDP, and again over TCP when the UDP answer is
+// truncated or unusable (the UDP cause is counted when TCP then answers).
+// The error wraps ErrAnswerUnusable for an answer that cannot be used over
+// either, is a timeout (isTimeout) when none came in time, and wraps
+// net.ErrClosed after Close. An answer whose RCODE is SERVFAIL, REFUSED or
+// NOTIMP is an answer: telling those apart is the Forwarder's.
+func (p *Plain) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+	return p.exchange(ctx, q, false)
+}
+
+// ExchangeTCP asks over TCP only, as for a query that came in over TCP.
+func (p *Plain) ExchangeTCP(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+	return p.exchange(ctx, q, true)
+}
+
+// Close retires the UDP socket, which closes once the queries waiting on
+// it are answered or time out (the Forwarder closes a transport only when
+// no exchange is left on it); TCP connections close with their exchange.
+// Later exchanges fail with an error wrapping net.ErrClosed.
+func (p *Plain) Close() error {
+	p.closed.Store(true)
+	p.mux.close()
+	return nil
+}
+
+// errClosed is the error of an exchange with a closed transport or
+// Forwarder.
+var errClosed = fmt.Errorf("upstream closed: %w", net.ErrClosed)
+
+// exchange is one exchange over UDP, and over TCP at once when the UDP
+// answer is truncated or unusable, or over TCP only.
+func (p *Plain) exchange(ctx context.Context, q *dns.Msg, overTCP bool) (*dns.Msg, error) {
+	if p.closed.Load() {
+		return nil, errClosed
+	}
+	var resp *dns.Msg
+	var err, udpErr error
+	if !overTCP {
+		resp, err = p.mux.exchange(ctx, q) // the mux keeps the timeout
+		if err == nil {
+			err = checkAnswer(resp, q)
+		}
+		if errors.Is(err, ErrAnswerUnusable) && !isTimeout(err) {
+			udpErr = err // the wait ended at once: ask again over TCP
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	if overTCP || udpErr != nil || resp.Truncated {
+		tctx, cancel := context.WithTimeout(ctx, p.timeout)
+		defer cancel()
+		resp, _, err = p.tcp.ExchangeContext(tctx, q, p.addr)
+		if err != nil {
+			err = tcpError(err)
+		} else {
+			err = checkAnswer(resp, q)
+		}
+		if udpErr != nil {
+			if err != nil {
+				return nil, fmt.Errorf("%w; over tcp: %w", udpErr, err)
+			}
+			p.metrics.done(p.addr, 0, udpErr) // recovered, but the upstream still misbehaved
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return resp, nil
+}
+
+// checkAnswer checks that resp answers q: a response, with q's ID and
+// question. A failure RCODE without a question section is accepted, to be
+// told apart by its RCODE: some servers leave the question out of those.
+func checkAnswer(resp, q *dns.Msg) error {
+	if !resp.Response || resp.Id != q.Id {
+		return ErrAnswerMismatch
+	}
+	if len(resp.Question) == 0 && failureRcode(resp.Rcode) {
+		return nil
+	}
+	if !sameQuestion(resp, q) {
+		return ErrAnswerMismatch
+	}
+	return nil
+}
+
+// tcpError types an error of miekg/dns's TCP exchange: a wrong ID is
+// ErrAnswerWrongID, an answer that does not parse ErrAnswerMalformed.
+func tcpError(err error) error {
+	var de *dns.Error
+	switch {
+	case errors.Is(err, dns.ErrId):
+		return fmt.Errorf("%w: %w", ErrAnswerWrongID, err)
+	case errors.As(err, &de):
+		return fmt.Errorf("%w: %w", ErrAnswerMalformed, err)
+	}
+	return err
+}
+
+// sameQuestion compares the answer's question with ours; names compare in
+// wire form, case-insensitively (RFC 4343), whatever their presentation
+// text.
+func sameQuestion(resp, q *dns.Msg) bool {
+	if len(resp.Question) != 1 {
+		return false
+	}
+	a, b := resp.Question[0], q.Question[0]
+	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && blocklist.SameName(a.Name, b.Name)
+}
+
+// NewTransport returns the transport for one upstream as configured, by
+// the form of addr: "IP:port" is plain DNS (NewPlain). The encrypted kinds
+// plug in here by scheme ("tls://", "https://", "quic://"); until then an
+// address with a scheme is an error wrapping errors.ErrUnsupported. It is
+// the default of Options.NewTransport.
+func NewTransport(addr string, opts Options) (Transport, error) {
+	if scheme, _, ok := strings.Cut(addr, "://"); ok {
+		return nil, fmt.Errorf("upstream %s: %s upstreams: %w", addr, scheme, errors.ErrUnsupported)
+	}
+	return NewPlain(addr, opts), nil
+}

@@ -1,0 +1,114 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestUpstreamSocketTooBigDatagram: the mux's reader gives a datagram over
+// its buffer to the query with its ID as ErrAnswerTooBig at once, on the
+// batched (recvmmsg, MSG_TRUNC) path and on the one-datagram path (read
+// length over the buffer).
+func TestUpstreamSocketTooBigDatagram(t *testing.T) {
+	for _, batched := range []bool{true, false} {
+		t.Run(fmt.Sprintf("batched=%v", batched), func(t *testing.T) {
+			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			require.NoError(t, err)
+			t.Cleanup(func() { pc.Close() })
+			go func() {
+				buf := make([]byte, 512)
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil || n < 12 {
+					return
+				}
+				big := make([]byte, upstreamBuf+1)
+				copy(big, buf[:2]) // its ID
+				_, _ = pc.WriteTo(big, from)
+			}()
+			c, err := net.Dial("udp", pc.LocalAddr().String())
+			require.NoError(t, err)
+			t.Cleanup(func() { c.Close() })
+			s := &upstreamSocket{conn: c, born: time.Now(), timeout: 5 * time.Second, pending: map[uint16]*waiter{}}
+			if batched {
+				s.batch = newBatchConn(c.(*net.UDPConn))
+			}
+			go s.read()
+			m := &udpMux{addr: pc.LocalAddr().String(), timeout: 5 * time.Second, cur: s}
+			start := time.Now()
+			_, err = m.exchange(context.Background(), question("big.example.org.", dns.TypeA, false))
+			assert.ErrorIs(t, err, ErrAnswerTooBig)
+			assert.Less(t, time.Since(start), time.Second)
+		})
+	}
+}
+
+// TestUpstreamSocketRenewalLosesNoQuery runs many concurrent exchanges over
+// one upstream's shared socket while it is renewed every socketMaxQueries
+// queries: a query picked for a socket must never see it closed under it.
+func TestUpstreamSocketRenewalLosesNoQuery(t *testing.T) {
+	up := startUpstream(t, nil)
+	m := &udpMux{addr: up.addr, timeout: 5 * time.Second}
+	defer m.close()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for g := 0; g < 20; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 150; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				r, err := m.exchange(ctx, question("renew.example.org.", dns.TypeA, false))
+				cancel()
+				if err != nil || len(r.Answer) != 1 {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Zero(t, failed.Load(), "3,000 exchanges across three socket renewals")
+}
+
+func TestClosedForwarderReleasesItsSockets(t *testing.T) {
+	up := startUpstream(t, nil)
+	before := runtime.NumGoroutine()
+	for i := 0; i < 10; i++ {
+		f := NewForwarder([]string{up.addr}, time.Second, true)
+		_, _, err := f.Forward(context.Background(), question("x.example.org.", dns.TypeA, false), false)
+		require.NoError(t, err)
+		f.Close()
+	}
+	require.Eventually(t, func() bool { return runtime.NumGoroutine() <= before+1 }, 5*time.Second, 10*time.Millisecond,
+		"every replaced forwarder's socket reader ends")
+}
+
+// TestClosedMuxSocketsClose: a query that reaches an upstream's sockets after
+// the Forwarder was closed (an old configuration's, during a reload) gets a
+// socket of its own, which closes once the query is done with it.
+func TestClosedMuxSocketsClose(t *testing.T) {
+	up := startUpstream(t, nil)
+	m := &udpMux{addr: up.addr, timeout: 5 * time.Second}
+	m.close()
+	r, err := m.exchange(context.Background(), question("late.example.org.", dns.TypeA, false))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	assert.Nil(t, m.cur, "no socket is kept for later queries")
+
+	w := &waiter{answer: make(chan []byte, 1)}
+	s, id, err := m.register(w)
+	require.NoError(t, err)
+	assert.Nil(t, m.cur)
+	s.forget(id, w, nil)
+	_, err = s.conn.Write([]byte{0})
+	assert.ErrorIs(t, err, net.ErrClosed, "closed once nothing waits on it")
+}
