@@ -163,7 +163,7 @@ func TestDoQCancel(t *testing.T) {
 	})
 	addr, err := ParseAddress(srv.upstream(testServerName))
 	require.NoError(t, err)
-	tr, err := NewTransport(addr, pki.testOptions(t))
+	tr, err := newEncrypted(addr, pki.testOptions(t))
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()

@@ -2,11 +2,9 @@ package upstream
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"syscall"
 	"time"
 
@@ -15,25 +13,6 @@ import (
 
 	"github.com/dnsfence/dnsfence/blocklist"
 )
-
-// Options configure the transport NewTransport builds.
-type Options struct {
-	// Timeout bounds one Exchange: the connection and its TLS or QUIC
-	// handshake when one is needed, the query, and its one retry on a new
-	// connection. The caller's ctx may end it sooner. 0 means
-	// defaultEncryptedTimeout.
-	Timeout time.Duration
-	// RootCAs verifies the upstream's certificate: LoadRoots gives the
-	// system's roots plus `upstream_ca`. nil means the system's roots.
-	// Certificates are always verified; there is no way to turn that off.
-	RootCAs *x509.CertPool
-	// Resolve looks up the host of an https upstream written with a name
-	// (https://dns.example.net/dns-query), each time a connection to it is
-	// made, so that a new transport (on reload) looks it up afresh. The
-	// caller passes a lookup through the plain upstreams; nil means the
-	// system's resolver. Unused for the other kinds, whose host is an IP.
-	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
-}
 
 // defaultEncryptedTimeout is Options.Timeout when it is 0: the default
 // upstream_timeout.
@@ -77,11 +56,11 @@ var (
 	ErrProtocol = errors.New("upstream broke the protocol")
 )
 
-// NewTransport builds the transport for an encrypted upstream: DNS over
+// newEncrypted builds the transport for an encrypted upstream: DNS over
 // TLS, HTTPS or QUIC. It makes no connection: the first Exchange does. Plain
-// upstreams are not built here (the error says so): their transport is the
-// UDP/TCP one of the forwarder.
-func NewTransport(addr Address, opts Options) (Transport, error) {
+// upstreams are not built here (the error says so): NewTransport makes
+// those with NewPlain.
+func newEncrypted(addr Address, opts Options) (Transport, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = defaultEncryptedTimeout
 	}
@@ -93,7 +72,7 @@ func NewTransport(addr Address, opts Options) (Transport, error) {
 	case KindQUIC:
 		return newDoQ(addr, opts), nil
 	}
-	return nil, fmt.Errorf("%s: NewTransport builds encrypted upstreams only, not %s ones", addr, addr.Kind)
+	return nil, fmt.Errorf("%s: newEncrypted builds encrypted upstreams only, not %s ones", addr, addr.Kind)
 }
 
 // wireQuery is a query packed for an encrypted upstream.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -22,7 +23,7 @@ func newEncryptedTransport(t *testing.T, s string, opts Options) Transport {
 	t.Helper()
 	addr, err := ParseAddress(s)
 	require.NoError(t, err)
-	tr, err := NewTransport(addr, opts)
+	tr, err := newEncrypted(addr, opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tr.Close() })
 	return tr
@@ -293,11 +294,11 @@ func TestEncryptedRefused(t *testing.T) {
 	}
 }
 
-// TestNewTransportPlain: plain upstreams are not built by NewTransport.
+// TestNewTransportPlain: plain upstreams are not built by newEncrypted.
 func TestNewTransportPlain(t *testing.T) {
 	addr, err := ParseAddress("192.0.2.1:53")
 	require.NoError(t, err)
-	tr, err := NewTransport(addr, Options{})
+	tr, err := newEncrypted(addr, Options{})
 	assert.Nil(t, tr)
 	assert.ErrorContains(t, err, "encrypted upstreams only")
 }
@@ -393,4 +394,56 @@ func TestDoTOldTLS(t *testing.T) {
 	resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 	assert.Nil(t, resp)
 	assert.ErrorContains(t, err, "protocol version")
+}
+
+// TestForwarderEncryptedFailover: in one upstreams list with plain ones, an
+// encrypted upstream whose certificate does not verify (wrong name,
+// untrusted root) never answers: the Forwarder fails over to the next
+// upstream, and counts the failure as kind "certificate"; a good one
+// answers through the same Forwarder.
+func TestForwarderEncryptedFailover(t *testing.T) {
+	pki := newPKI(t)
+	plain := plainTestUpstream(t, func(q *dns.Msg) *dns.Msg {
+		m := answerWithA(q)
+		m.Answer[0].(*dns.A).A = net.IPv4(192, 0, 2, 99)
+		return m
+	})
+	for _, k := range encryptedKinds {
+		for _, tc := range []struct {
+			name string
+			cert tls.Certificate
+			from int // the upstream that answers: 0 the encrypted one, 1 the plain one
+			kind string
+		}{
+			{"good", pki.good, 0, ""},
+			{"wrong name", pki.wrongName, 1, kindCertificate},
+			{"untrusted root", pki.untrusted, 1, kindCertificate},
+		} {
+			t.Run(k.name+"/"+tc.name, func(t *testing.T) {
+				srv := k.start(t, tc.cert, answerWithA)
+				reg := prometheus.NewRegistry()
+				opts := pki.testOptions(t)
+				opts.Metrics = NewMetrics(reg)
+				enc := srv.upstream(testServerName)
+				f, err := New([]string{enc, plain}, opts)
+				require.NoError(t, err)
+				t.Cleanup(f.Close)
+				resp, from, err := f.Forward(context.Background(), clientQuery("a.example.", false), false)
+				require.NoError(t, err)
+				assert.Equal(t, []string{enc, plain}[tc.from], from)
+				require.Len(t, resp.Answer, 1)
+				want := net.IPv4(192, 0, 2, 99)
+				if tc.from == 0 {
+					want = answerWithA(clientQuery("a.example.", false)).Answer[0].(*dns.A).A
+				}
+				assert.True(t, want.Equal(resp.Answer[0].(*dns.A).A), "answer %v", resp.Answer[0])
+				if tc.kind == "" {
+					assert.Empty(t, upstreamErrors(t, reg, enc))
+				} else {
+					assert.Equal(t, map[string]float64{tc.kind: 1}, upstreamErrors(t, reg, enc))
+					assert.Empty(t, srv.queries(), "no query is sent over an unverified connection")
+				}
+			})
+		}
+	}
 }

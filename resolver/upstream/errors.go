@@ -2,6 +2,8 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -62,12 +64,18 @@ const (
 	kindServfail  = "rcode_servfail"
 	kindRefused   = "rcode_refused"
 	kindNotimp    = "rcode_notimp"
+	// kindCertificate: an encrypted upstream's certificate did not verify
+	// (wrong name, untrusted root, expired).
+	kindCertificate = "certificate"
+	// kindProtocol: an encrypted upstream broke its transport's protocol
+	// (ErrProtocol: an HTTP status other than 200, a DoQ error code).
+	kindProtocol = "protocol"
 )
 
 // errorKinds is every kind errorKind returns, for series that exist from
 // the start.
 var errorKinds = []string{kindServfail, kindRefused, kindNotimp,
-	kindTooBig, kindMalformed, kindMismatch, kindWrongID, kindTimeout, kindNetwork}
+	kindTooBig, kindMalformed, kindMismatch, kindWrongID, kindCertificate, kindProtocol, kindTimeout, kindNetwork}
 
 // errorKind names the cause of a failed upstream exchange: rcode_servfail,
 // rcode_refused, rcode_notimp, too_big, malformed, mismatch, wrong_id,
@@ -94,6 +102,10 @@ func errorKind(err error) string {
 		return kindMismatch
 	case errors.Is(err, ErrAnswerWrongID):
 		return kindWrongID
+	case isCertificateError(err):
+		return kindCertificate
+	case errors.Is(err, ErrProtocol):
+		return kindProtocol
 	case isTimeout(err):
 		return kindTimeout
 	}
@@ -208,13 +220,25 @@ func (e *UpstreamError) EDE() (uint16, string) {
 
 // kindTexts is the EDE text of each errorKind.
 var kindTexts = map[string]string{
-	kindTimeout:   "upstream did not answer in time",
-	kindNetwork:   "upstream unreachable: network error",
-	kindServfail:  "upstream answered SERVFAIL",
-	kindRefused:   "upstream answered REFUSED",
-	kindNotimp:    "upstream answered NOTIMP",
-	kindTooBig:    ErrAnswerTooBig.Error(),
-	kindMalformed: ErrAnswerMalformed.Error(),
-	kindMismatch:  ErrAnswerMismatch.Error(),
-	kindWrongID:   ErrAnswerWrongID.Error(),
+	kindTimeout:     "upstream did not answer in time",
+	kindNetwork:     "upstream unreachable: network error",
+	kindServfail:    "upstream answered SERVFAIL",
+	kindRefused:     "upstream answered REFUSED",
+	kindNotimp:      "upstream answered NOTIMP",
+	kindTooBig:      ErrAnswerTooBig.Error(),
+	kindMalformed:   ErrAnswerMalformed.Error(),
+	kindMismatch:    ErrAnswerMismatch.Error(),
+	kindWrongID:     ErrAnswerWrongID.Error(),
+	kindCertificate: "upstream certificate did not verify",
+	kindProtocol:    ErrProtocol.Error(),
+}
+
+// isCertificateError reports whether err is a TLS certificate that did not
+// verify, as crypto/tls reports it for TLS and QUIC alike.
+func isCertificateError(err error) bool {
+	var ve *tls.CertificateVerificationError
+	var he x509.HostnameError
+	var ue x509.UnknownAuthorityError
+	var ie x509.CertificateInvalidError
+	return errors.As(err, &ve) || errors.As(err, &he) || errors.As(err, &ue) || errors.As(err, &ie)
 }

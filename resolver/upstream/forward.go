@@ -3,10 +3,12 @@ package upstream
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/bits"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -165,6 +167,16 @@ type Options struct {
 	// UDPBatch makes the batch calls (recvmmsg, sendmmsg) of a plain
 	// upstream's UDP socket; nil is x/net's.
 	UDPBatch func(*net.UDPConn) BatchConn
+	// RootCAs verifies an encrypted upstream's certificate: LoadRoots gives
+	// the system's roots plus `upstream_ca`. nil means the system's roots.
+	// Certificates are always verified; there is no way to turn that off.
+	RootCAs *x509.CertPool
+	// Resolve looks up the host of an https upstream written with a name
+	// (https://dns.example.net/dns-query), each time a connection to it is
+	// made, so that a new transport (on reload) looks it up afresh. nil
+	// means the system's resolver. Unused for the other kinds, whose host
+	// is an IP.
+	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // New returns a Forwarder over the upstreams addrs, in order of

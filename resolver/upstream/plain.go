@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -170,13 +169,17 @@ func sameQuestion(resp, q *dns.Msg) bool {
 }
 
 // NewTransport returns the transport for one upstream as configured, by
-// the form of addr: "IP:port" is plain DNS (NewPlain). The encrypted kinds
-// plug in here by scheme ("tls://", "https://", "quic://"); until then an
-// address with a scheme is an error wrapping errors.ErrUnsupported. It is
-// the default of Options.NewTransport.
+// the form of addr (ParseAddress, DESIGN.md §8): "IP:port" is plain DNS
+// (NewPlain); "tls://", "https://" and "quic://" are DNS over TLS, HTTPS and
+// QUIC. It is the default of Options.NewTransport. The error is
+// ParseAddress's for an address that does not parse.
 func NewTransport(addr string, opts Options) (Transport, error) {
-	if scheme, _, ok := strings.Cut(addr, "://"); ok {
-		return nil, fmt.Errorf("upstream %s: %s upstreams: %w", addr, scheme, errors.ErrUnsupported)
+	a, err := ParseAddress(addr)
+	if err != nil {
+		return nil, err
 	}
-	return NewPlain(addr, opts), nil
+	if a.Kind == KindPlain {
+		return NewPlain(a.HostPort(), opts), nil
+	}
+	return newEncrypted(a, opts)
 }

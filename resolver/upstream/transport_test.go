@@ -296,8 +296,9 @@ func TestQueryOverTCP(t *testing.T) {
 	}
 }
 
-// TestNewTransport: an upstream written IP:port is plain DNS; one with a
-// scheme is not supported (yet), and New says which.
+// TestNewTransport: an upstream written IP:port (or IP) is plain DNS; one
+// with a scheme is DNS over TLS, HTTPS or QUIC; anything else is refused,
+// and New says which address.
 func TestNewTransport(t *testing.T) {
 	tr, err := NewTransport("127.0.0.1:53", Options{Timeout: time.Second})
 	require.NoError(t, err)
@@ -305,9 +306,19 @@ func TestNewTransport(t *testing.T) {
 	assert.Equal(t, "127.0.0.1:53", tr.Address())
 	require.NoError(t, tr.Close())
 
-	for _, addr := range []string{"tls://9.9.9.9:853#dns.quad9.net", "https://9.9.9.9/dns-query", "quic://9.9.9.9:853"} {
+	for addr, want := range map[string]Transport{
+		"tls://127.0.0.1:853#dns.example":         &dotTransport{},
+		"https://127.0.0.1/dns-query#dns.example": &dohTransport{},
+		"quic://127.0.0.1:853#dns.example":        &doqTransport{},
+	} {
+		f, err := New([]string{"127.0.0.1:53", addr}, Options{Timeout: time.Second})
+		require.NoError(t, err, addr)
+		assert.Equal(t, []string{"127.0.0.1:53", addr}, f.Upstreams())
+		assert.IsType(t, want, f.upstreams[1].t, addr)
+		f.Close()
+	}
+	for _, addr := range []string{"udp://127.0.0.1:53", "tls://127.0.0.1:853", "quic://127.0.0.1"} {
 		_, err := New([]string{"127.0.0.1:53", addr}, Options{Timeout: time.Second})
-		assert.ErrorIs(t, err, errors.ErrUnsupported, addr)
 		assert.ErrorContains(t, err, addr)
 	}
 	_, err = New(nil, Options{Timeout: time.Second})
