@@ -71,8 +71,9 @@ func run(t *testing.T, src Source) *receiver {
 	return rec
 }
 
-// runWith starts src.Run delivering to rec until the test ends.
-func runWith(t *testing.T, src Source, rec *receiver) {
+// runWith starts src.Run delivering to rec until the test ends or the
+// returned stop is called; stop waits for Run to return.
+func runWith(t *testing.T, src Source, rec *receiver) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -80,14 +81,19 @@ func runWith(t *testing.T, src Source, rec *receiver) {
 		defer close(done)
 		src.Run(ctx, rec.deliver)
 	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(waitFor):
-			t.Error("Run did not return after its context was cancelled")
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(waitFor):
+				t.Error("Run did not return after its context was cancelled")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // corrupt changes the last byte of the file at path.
