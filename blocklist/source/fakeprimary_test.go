@@ -1,7 +1,6 @@
 package source
 
 import (
-	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -43,11 +42,7 @@ type fakePrimary struct {
 func startFakePrimary(t testing.TB, zone string, serial uint32, records []dns.RR, secret map[string]string) *fakePrimary {
 	t.Helper()
 	p := &fakePrimary{zone: zone, soa: testSOA(zone, serial), records: records, perMessage: 100}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	require.NoError(t, err)
+	pc, l := listenBoth(t)
 	p.addr = l.Addr().String()
 	for _, srv := range []*dns.Server{
 		{PacketConn: pc, Handler: p, TsigSecret: secret},
@@ -60,6 +55,22 @@ func startFakePrimary(t testing.TB, zone string, serial uint32, records []dns.RR
 		t.Cleanup(func() { srv.Shutdown() })
 	}
 	return p
+}
+
+// listenBoth listens on one port of 127.0.0.1 for both UDP and TCP.
+func listenBoth(t testing.TB) (net.PacketConn, net.Listener) {
+	t.Helper()
+	for range 20 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		require.NoError(t, err)
+		l, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, l
+		}
+		pc.Close()
+	}
+	t.Fatal("no port of 127.0.0.1 free for both UDP and TCP")
+	return nil, nil
 }
 
 func testSOA(zone string, serial uint32) *dns.SOA {

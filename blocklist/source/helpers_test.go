@@ -56,11 +56,13 @@ func (r *receiver) setRefuse(err error) {
 	r.refuse = err
 }
 
-// waitCount waits until the receiver holds n copies and returns the last.
+// waitCount waits until the receiver holds n copies and returns the n-th.
 func (r *receiver) waitCount(t *testing.T, n int) Content {
 	t.Helper()
 	require.Eventually(t, func() bool { return r.count() >= n }, waitFor, tick, "waiting for delivery %d", n)
-	return r.last()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.got[n-1]
 }
 
 // run starts src.Run until the test ends and returns its receiver.
@@ -120,4 +122,12 @@ func waitError(t *testing.T, src Source, target error) Status {
 func waitFile(t *testing.T, path string) {
 	t.Helper()
 	require.Eventually(t, func() bool { _, err := os.Stat(path); return err == nil }, waitFor, tick, "waiting for %s", path)
+}
+
+// waitStatus waits until the source's status satisfies ok (it is updated
+// just after a delivery returns) and returns it.
+func waitStatus(t *testing.T, src Source, ok func(Status) bool) Status {
+	t.Helper()
+	require.Eventually(t, func() bool { return ok(src.Status()) }, waitFor, tick, "status: %+v", src.Status())
+	return src.Status()
 }

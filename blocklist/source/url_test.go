@@ -404,8 +404,8 @@ func TestURLRefusedByReceiver(t *testing.T) {
 	rec.setRefuse(nil)
 	c := rec.waitCount(t, 1)
 	assert.Equal(t, "tiktok.com\n", string(c.Body))
-	require.Eventually(t, func() bool { return src.Status().HasContent }, waitFor, tick)
-	assert.FileExists(t, cachePath(opt.CacheDir, entry))
+	waitFile(t, cachePath(opt.CacheDir, entry))
+	waitStatus(t, src, func(st Status) bool { return st.HasContent && st.LastError == nil })
 }
 
 func TestNewURLErrors(t *testing.T) {

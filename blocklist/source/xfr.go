@@ -385,11 +385,36 @@ func (p *xfrParser) zoneRecord(rr dns.RR) {
 // inZone reports whether rr's owner is in the zone, counting the records
 // dropped for not being.
 func (p *xfrParser) inZone(rr dns.RR) bool {
-	if dns.IsSubDomain(p.zone, rr.Header().Name) {
+	if inZone(rr.Header().Name, p.zone) {
 		return true
 	}
 	p.res.dropped++
 	return false
+}
+
+// inZone reports whether name (presentation form, fully qualified) is zone
+// (lowercase) or below it, comparing ASCII case-insensitively: the name
+// ends with the zone, and the zone starts a label there (the dot before it
+// is not an escaped `\.`, a dot inside a label).
+func inZone(name, zone string) bool {
+	if zone == "." {
+		return true
+	}
+	n := len(name) - len(zone)
+	if n < 0 || !strings.EqualFold(name[n:], zone) {
+		return false
+	}
+	if n == 0 {
+		return true
+	}
+	if name[n-1] != '.' {
+		return false
+	}
+	backslashes := 0
+	for i := n - 2; i >= 0 && name[i] == '\\'; i-- {
+		backslashes++
+	}
+	return backslashes%2 == 0
 }
 
 // serialNewer reports whether serial a is newer than b in serial number

@@ -252,7 +252,9 @@ func (z *Zone) refresh(ctx context.Context, deliver func(Content) error) error {
 			}
 			commit()
 			z.track.served(c)
+			z.track.succeeded(now)
 			z.writeCache(c)
+			return nil
 		}
 		z.track.succeeded(now)
 		return nil

@@ -2,6 +2,9 @@ package source
 
 import (
 	"errors"
+	"hash/maphash"
+	"math/bits"
+	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -9,45 +12,75 @@ import (
 
 // zoneCopy is the zone a Zone source holds, kept so that an IXFR's deltas
 // (RFC 1995) can be applied to it without a pass over the whole zone: the
-// records sit at fixed positions (a removed one leaves a nil hole until the
+// records sit at fixed positions (a removed one is marked dead until the
 // next compaction), and an index by owner name finds a record to remove.
+//
+// The index is a flat open-addressing hash table of positions rather than
+// a Go map of strings: for a zone of a million records it is built in a
+// fraction of the time and a quarter of the memory.
 //
 // It is owned by Run's goroutine. The slices handed to the receiver are
 // fresh copies; the records themselves are shared and never changed.
 type zoneCopy struct {
 	soa  *dns.SOA
-	rrs  []dns.RR // every record but the SOA; nil where one was removed
-	live int      // the non-nil records of rrs
-	// index maps a lowercase owner name to the last position of rrs
-	// holding a record of that owner; next chains each position to the
-	// previous one of the same owner (-1 ends the chain).
-	index map[string]int32
+	rrs  []dns.RR // every record but the SOA, removed ones included
+	dead []bool   // the records of rrs removed
+	live int      // the records of rrs not removed
+
+	seed maphash.Seed
+	// slots is the hash table: each slot holds -1 or the last position of
+	// rrs with a given owner name (lowercase); next chains each position
+	// to the previous one with the same owner (-1 ends the chain). Dead
+	// records stay in the chains, skipped by find, so that an owner's
+	// slot always names a record with that owner.
+	slots []int32
 	next  []int32
+	used  int // the slots not empty
 }
 
 // newZoneCopy indexes soa and rrs (which it keeps).
 func newZoneCopy(soa *dns.SOA, rrs []dns.RR) *zoneCopy {
-	z := &zoneCopy{soa: soa, rrs: rrs, live: len(rrs)}
+	z := &zoneCopy{soa: soa, rrs: rrs, dead: make([]bool, len(rrs)), live: len(rrs), seed: maphash.MakeSeed()}
 	z.reindex()
 	return z
 }
 
+// reindex builds the hash table for every record of rrs.
 func (z *zoneCopy) reindex() {
-	z.index = make(map[string]int32, len(z.rrs))
+	size := 1 << bits.Len(uint(2*len(z.rrs)+1024))
+	z.slots = slices.Repeat([]int32{-1}, size)
 	z.next = make([]int32, len(z.rrs))
+	z.used = 0
 	for i, rr := range z.rrs {
 		z.link(int32(i), rr)
 	}
 }
 
+// link puts the record at pos, rr, at the head of its owner's chain.
 func (z *zoneCopy) link(pos int32, rr dns.RR) {
-	owner := lowerName(rr.Header().Name)
-	if head, ok := z.index[owner]; ok {
-		z.next[pos] = head
+	slot, found := z.slot(lowerName(rr.Header().Name))
+	z.next[pos] = -1
+	if found {
+		z.next[pos] = z.slots[slot]
 	} else {
-		z.next[pos] = -1
+		z.used++
 	}
-	z.index[owner] = pos
+	z.slots[slot] = pos
+}
+
+// slot returns the slot of owner (lowercase): the one holding it, or the
+// empty one where it would go.
+func (z *zoneCopy) slot(owner string) (int, bool) {
+	mask := len(z.slots) - 1
+	for i := int(maphash.String(z.seed, owner)) & mask; ; i = (i + 1) & mask {
+		pos := z.slots[i]
+		if pos < 0 {
+			return i, false
+		}
+		if lowerName(z.rrs[pos].Header().Name) == owner {
+			return i, true
+		}
+	}
 }
 
 // lowerName returns name in lowercase ASCII, without allocating when it is
@@ -65,12 +98,12 @@ func lowerName(name string) string {
 // owner, type, class and RDATA; the TTL aside), skipping positions in
 // skip, or -1.
 func (z *zoneCopy) find(rr dns.RR, skip map[int32]bool) int32 {
-	pos, ok := z.index[lowerName(rr.Header().Name)]
-	if !ok {
+	slot, found := z.slot(lowerName(rr.Header().Name))
+	if !found {
 		return -1
 	}
-	for ; pos >= 0; pos = z.next[pos] {
-		if old := z.rrs[pos]; old != nil && !skip[pos] && dns.IsDuplicate(old, rr) {
+	for pos := z.slots[slot]; pos >= 0; pos = z.next[pos] {
+		if !z.dead[pos] && !skip[pos] && dns.IsDuplicate(z.rrs[pos], rr) {
 			return pos
 		}
 	}
@@ -79,14 +112,7 @@ func (z *zoneCopy) find(rr dns.RR, skip map[int32]bool) int32 {
 
 // records returns a fresh slice of the zone: the SOA, then every record.
 func (z *zoneCopy) records() []dns.RR {
-	out := make([]dns.RR, 0, z.live+1)
-	out = append(out, z.soa)
-	for _, rr := range z.rrs {
-		if rr != nil {
-			out = append(out, rr)
-		}
-	}
-	return out
+	return z.preview(&zoneChange{soa: z.soa})
 }
 
 // ixfrDiff is one difference sequence of an IXFR answer (RFC 1995 §4):
@@ -158,14 +184,25 @@ func (z *zoneCopy) plan(diffs []ixfrDiff) (*zoneChange, error) {
 	return ch, nil
 }
 
-// preview returns the zone as it is after ch, without changing z.
+// preview returns the zone as it is after ch, without changing z: the
+// SOA, the records kept in order, then those added.
 func (z *zoneCopy) preview(ch *zoneChange) []dns.RR {
+	removed := make([]int32, 0, len(ch.removed))
+	for pos := range ch.removed {
+		removed = append(removed, pos)
+	}
+	slices.Sort(removed)
+	removed = append(removed, int32(len(z.rrs))) // a sentinel past the end
 	out := make([]dns.RR, 0, z.live-len(ch.removed)+len(ch.added)+1)
 	out = append(out, ch.soa)
-	for i, rr := range z.rrs {
-		if rr != nil && !ch.removed[int32(i)] {
-			out = append(out, rr)
+	start := 0
+	for _, stop := range removed {
+		for i := start; i < int(stop); i++ {
+			if !z.dead[i] {
+				out = append(out, z.rrs[i])
+			}
 		}
+		start = int(stop) + 1
 	}
 	return append(out, ch.added...)
 }
@@ -174,19 +211,22 @@ func (z *zoneCopy) preview(ch *zoneChange) []dns.RR {
 func (z *zoneCopy) commit(ch *zoneChange) {
 	z.soa = ch.soa
 	for pos := range ch.removed {
-		z.rrs[pos] = nil
+		z.dead[pos] = true
 	}
 	z.live -= len(ch.removed)
 	for _, rr := range ch.added {
 		z.rrs = append(z.rrs, rr)
+		z.dead = append(z.dead, false)
 		z.next = append(z.next, -1)
 		z.link(int32(len(z.rrs)-1), rr)
 	}
 	z.live += len(ch.added)
-	// Holes cost memory and time on every copy: compact once they are a
-	// quarter of the zone.
-	if holes := len(z.rrs) - z.live; holes > 1024 && holes > len(z.rrs)/4 {
+	// Dead records cost memory and time on every copy, and a full table
+	// long probes: start afresh once the dead are a quarter of the zone
+	// or the table is over half full.
+	if holes := len(z.rrs) - z.live; holes > 1024 && holes > len(z.rrs)/4 || 2*z.used > len(z.slots) {
 		z.rrs = z.records()[1:]
+		z.dead = make([]bool, len(z.rrs))
 		z.reindex()
 	}
 }
