@@ -19,14 +19,14 @@ import (
 // whole to a temporary file, synced, and renamed over the previous copy (and
 // the directory synced), so that a crash leaves the old copy or the new one,
 // never a mix. Its first line is the JSON metadata (cacheMeta); the rest is
-// the payload: a URL's body as received, or a zone in master file format
-// (RFC 1035 §5), one record a line. The metadata holds the payload's
+// the payload: a URL's body as received, or a zone's records in wire form
+// (zoneKind). The metadata holds the payload's
 // SHA-256, so a truncated or edited file is detected and ignored.
 
 // cacheMeta is the first line of a cache file.
 type cacheMeta struct {
 	Source       string    `json:"source"`
-	Kind         string    `json:"kind"` // "body" or "zone"
+	Kind         string    `json:"kind"` // "body" or zoneKind
 	Fetched      time.Time `json:"fetched"`
 	PayloadSHA   string    `json:"payload_sha256"`
 	ETag         string    `json:"etag,omitempty"`

@@ -28,12 +28,14 @@ type zoneCopy struct {
 	live int      // the records of rrs not removed
 
 	seed maphash.Seed
-	// slots is the hash table: each slot holds -1 or the last position of
-	// rrs with a given owner name (lowercase); next chains each position
-	// to the previous one with the same owner (-1 ends the chain). Dead
-	// records stay in the chains, skipped by find, so that an owner's
-	// slot always names a record with that owner.
-	slots []int32
+	// slots is the hash table: each slot is 0 (empty) or holds, in its low
+	// 32 bits, 1 + the last position of rrs with a given owner name
+	// (lowercase) and, in its high 32 bits, the top of that name's hash,
+	// so that a probe compares names only when the hashes agree. next
+	// chains each position to the previous one with the same owner (-1
+	// ends the chain). Dead records stay in the chains, skipped by find,
+	// so that an owner's slot always names a record with that owner.
+	slots []uint64
 	next  []int32
 	used  int // the slots not empty
 }
@@ -47,8 +49,7 @@ func newZoneCopy(soa *dns.SOA, rrs []dns.RR) *zoneCopy {
 
 // reindex builds the hash table for every record of rrs.
 func (z *zoneCopy) reindex() {
-	size := 1 << bits.Len(uint(2*len(z.rrs)+1024))
-	z.slots = slices.Repeat([]int32{-1}, size)
+	z.slots = make([]uint64, 1<<bits.Len(uint(2*len(z.rrs)+1024)))
 	z.next = make([]int32, len(z.rrs))
 	z.used = 0
 	for i, rr := range z.rrs {
@@ -58,27 +59,31 @@ func (z *zoneCopy) reindex() {
 
 // link puts the record at pos, rr, at the head of its owner's chain.
 func (z *zoneCopy) link(pos int32, rr dns.RR) {
-	slot, found := z.slot(lowerName(rr.Header().Name))
-	z.next[pos] = -1
-	if found {
-		z.next[pos] = z.slots[slot]
-	} else {
+	slot, tag, head := z.slot(lowerName(rr.Header().Name))
+	z.next[pos] = head
+	if head < 0 {
 		z.used++
 	}
-	z.slots[slot] = pos
+	z.slots[slot] = tag | uint64(pos+1)
 }
 
-// slot returns the slot of owner (lowercase): the one holding it, or the
-// empty one where it would go.
-func (z *zoneCopy) slot(owner string) (int, bool) {
+// slot returns the slot of owner (lowercase), the tag of its hash, and the
+// position at the head of its chain: -1 when owner has no slot yet, the
+// slot then being the empty one where it goes.
+func (z *zoneCopy) slot(owner string) (slot int, tag uint64, head int32) {
+	h := maphash.String(z.seed, owner)
+	tag = h &^ (1<<32 - 1)
 	mask := len(z.slots) - 1
-	for i := int(maphash.String(z.seed, owner)) & mask; ; i = (i + 1) & mask {
-		pos := z.slots[i]
-		if pos < 0 {
-			return i, false
+	for i := int(h) & mask; ; i = (i + 1) & mask {
+		e := z.slots[i]
+		if e == 0 {
+			return i, tag, -1
 		}
-		if lowerName(z.rrs[pos].Header().Name) == owner {
-			return i, true
+		if e&^(1<<32-1) == tag {
+			pos := int32(uint32(e)) - 1
+			if lowerName(z.rrs[pos].Header().Name) == owner {
+				return i, tag, pos
+			}
 		}
 	}
 }
@@ -98,11 +103,8 @@ func lowerName(name string) string {
 // owner, type, class and RDATA; the TTL aside), skipping positions in
 // skip, or -1.
 func (z *zoneCopy) find(rr dns.RR, skip map[int32]bool) int32 {
-	slot, found := z.slot(lowerName(rr.Header().Name))
-	if !found {
-		return -1
-	}
-	for pos := z.slots[slot]; pos >= 0; pos = z.next[pos] {
+	_, _, head := z.slot(lowerName(rr.Header().Name))
+	for pos := head; pos >= 0; pos = z.next[pos] {
 		if !z.dead[pos] && !skip[pos] && dns.IsDuplicate(z.rrs[pos], rr) {
 			return pos
 		}
