@@ -1,6 +1,10 @@
 package source
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"net"
 	"sync"
 	"testing"
@@ -31,6 +35,8 @@ type fakePrimary struct {
 	cutAfter int
 	// unsigned answers signed queries without a signature.
 	unsigned bool
+	// forged signs answers with another secret than the key's.
+	forged bool
 	// perMessage is how many records each transfer message holds.
 	perMessage int
 	// queries are the QTYPEs asked, in order.
@@ -44,9 +50,13 @@ func startFakePrimary(t testing.TB, zone string, serial uint32, records []dns.RR
 	p := &fakePrimary{zone: zone, soa: testSOA(zone, serial), records: records, perMessage: 100}
 	pc, l := listenBoth(t)
 	p.addr = l.Addr().String()
+	var tp dns.TsigProvider
+	if secret != nil {
+		tp = fakeTSIG{p: p, secret: secret}
+	}
 	for _, srv := range []*dns.Server{
-		{PacketConn: pc, Handler: p, TsigSecret: secret},
-		{Listener: l, Handler: p, TsigSecret: secret, ReadTimeout: 5 * time.Second},
+		{PacketConn: pc, Handler: p, TsigProvider: tp},
+		{Listener: l, Handler: p, TsigProvider: tp, ReadTimeout: 5 * time.Second},
 	} {
 		started := make(chan struct{})
 		srv.NotifyStartedFunc = func() { close(started) }
@@ -55,6 +65,43 @@ func startFakePrimary(t testing.TB, zone string, serial uint32, records []dns.RR
 		t.Cleanup(func() { srv.Shutdown() })
 	}
 	return p
+}
+
+// fakeTSIG is the fake primary's HMAC-SHA256 TSIG (RFC 8945 §4.3): it
+// verifies with the key's secret and signs with it too, unless the primary
+// is set to forge.
+type fakeTSIG struct {
+	p      *fakePrimary
+	secret map[string]string
+}
+
+func (f fakeTSIG) mac(msg []byte, t *dns.TSIG, forged bool) ([]byte, error) {
+	raw, err := base64.StdEncoding.DecodeString(f.secret[t.Hdr.Name])
+	if err != nil || len(raw) == 0 {
+		return nil, dns.ErrSecret
+	}
+	if forged {
+		raw = append(raw, 'x')
+	}
+	h := hmac.New(sha256.New, raw)
+	h.Write(msg)
+	return h.Sum(nil), nil
+}
+
+func (f fakeTSIG) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
+	return f.mac(msg, t, f.p.forged)
+}
+
+func (f fakeTSIG) Verify(msg []byte, t *dns.TSIG) error {
+	want, err := f.mac(msg, t, false)
+	if err != nil {
+		return err
+	}
+	got, err := hex.DecodeString(t.MAC)
+	if err != nil || !hmac.Equal(got, want) {
+		return dns.ErrSig
+	}
+	return nil
 }
 
 // listenBoth listens on one port of 127.0.0.1 for both UDP and TCP.
@@ -89,14 +136,6 @@ func cnames(zone string, names ...string) []dns.RR {
 		out[i] = cname(zone, n)
 	}
 	return out
-}
-
-// set replaces the zone.
-func (p *fakePrimary) set(serial uint32, records []dns.RR) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.soa = testSOA(p.zone, serial)
-	p.records = records
 }
 
 func (p *fakePrimary) update(fn func(p *fakePrimary)) {

@@ -93,8 +93,11 @@ func NewURL(entry string, opt Options) (*URL, error) {
 	u.Fragment, u.RawFragment = "", ""
 	s.url, s.key = u, u.String()
 	s.track.st = Status{Name: entry, Kind: KindBody}
+	// Options.Timeout bounds the wait for the answer's headers; the whole
+	// fetch, a body of up to max_bytes on a slow link, gets transferLimit.
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	s.client = &http.Client{Transport: tr, Timeout: s.opt.Timeout, CheckRedirect: checkRedirect}
+	tr.ResponseHeaderTimeout = s.opt.Timeout
+	s.client = &http.Client{Transport: tr, Timeout: transferLimit, CheckRedirect: checkRedirect}
 	return s, nil
 }
 

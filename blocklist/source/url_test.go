@@ -137,6 +137,21 @@ func TestURLConditionalGet(t *testing.T) {
 	}
 }
 
+// TestURLUnchangedBodyNotRedelivered: a server that gives no validators
+// answers every poll 200 with the same body; it is not delivered again.
+func TestURLUnchangedBodyNotRedelivered(t *testing.T) {
+	srv := newListServer(t, "tiktok.com\n")
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+	rec.waitCount(t, 1)
+	require.Eventually(t, func() bool { served, _, _ := srv.counts(); return served >= 4 }, waitFor, tick)
+	_, _, cond := srv.counts()
+	assert.Empty(t, cond, "no validator to send")
+	assert.Equal(t, 1, rec.count(), "the same bytes are not delivered again")
+	waitStatus(t, src, func(st Status) bool { return st.LastError == nil && st.HasContent })
+}
+
 func TestURLRefused(t *testing.T) {
 	good := "tiktok.com\n"
 	big := strings.Repeat("a.example\n", 200) // 2000 bytes; the limit below is 1000

@@ -148,21 +148,24 @@ func (z *Zone) Run(ctx context.Context, deliver func(Content) error) {
 	z.loadCache(deliver)
 	backoff := time.Second
 	for {
-		next := z.opt.Refresh
-		if err := z.refresh(ctx, deliver); err != nil {
+		var next time.Duration
+		err := z.refresh(ctx, deliver)
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			z.track.failed(time.Now(), err)
 			z.opt.Log.Warn("zone source failed; keeping the zone held", zap.String("source", z.name),
 				zap.Error(err), zap.Bool("has_copy", z.held != nil))
-			if z.held != nil {
-				next = soaTimer(z.held.soa.Retry, z.opt.Refresh)
-			} else {
-				next = min(backoff, z.opt.Refresh)
-				backoff = min(2*backoff, z.opt.Refresh)
-			}
-		} else {
+		}
+		switch {
+		case z.held == nil:
+			// Nothing to serve yet: look again soon, backing off.
+			next = min(backoff, z.opt.Refresh)
+			backoff = min(2*backoff, z.opt.Refresh)
+		case err != nil:
+			next = soaTimer(z.held.soa.Retry, z.opt.Refresh)
+		default:
 			backoff = time.Second
 			next = soaTimer(z.held.soa.Refresh, z.opt.Refresh)
 		}

@@ -193,6 +193,7 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 			p.records = cnames(testZone, strings.Split(strings.Repeat("x,", 400)+"y", ",")...)
 		}, want: "max_bytes"},
 		{name: "unsigned answer", key: key, setup: func(p *fakePrimary) { p.unsigned = true }, want: "not signed", is: ErrTSIG},
+		{name: "answer signed with another secret", key: key, setup: func(p *fakePrimary) { p.forged = true }, want: "does not verify", is: ErrTSIG},
 		{name: "serial older", setup: func(p *fakePrimary) { p.soa = testSOA(testZone, 0) }, want: "older than the 1 held"},
 		{name: "refused", setup: func(p *fakePrimary) { p.ixfrRcode = dns.RcodeRefused }, want: "REFUSED"},
 	} {
@@ -227,7 +228,7 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 
 			// Once the primary behaves, the next look picks the change up.
 			p.update(func(p *fakePrimary) {
-				p.cutAfter, p.unsigned, p.ixfrRcode = 0, false, 0
+				p.cutAfter, p.unsigned, p.forged, p.ixfrRcode = 0, false, false, 0
 				p.soa = testSOA(testZone, 3)
 				p.records = cnames(testZone, "a", "b")
 			})
