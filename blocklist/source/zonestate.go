@@ -112,6 +112,18 @@ func (z *zoneCopy) find(rr dns.RR, skip map[int32]bool) int32 {
 	return -1
 }
 
+// findRemoved returns the position of a record in removed equal to rr,
+// its TTL included, or -1.
+func (z *zoneCopy) findRemoved(rr dns.RR, removed map[int32]bool) int32 {
+	_, _, head := z.slot(lowerName(rr.Header().Name))
+	for pos := head; pos >= 0; pos = z.next[pos] {
+		if removed[pos] && z.rrs[pos].Header().Ttl == rr.Header().Ttl && dns.IsDuplicate(z.rrs[pos], rr) {
+			return pos
+		}
+	}
+	return -1
+}
+
 // records returns a fresh slice of the zone: the SOA, then every record.
 func (z *zoneCopy) records() []dns.RR {
 	return z.preview(&zoneChange{soa: z.soa})
@@ -171,6 +183,10 @@ func (z *zoneCopy) plan(diffs []ixfrDiff) (*zoneChange, error) {
 		for _, rr := range d.add {
 			if findAdded(rr) >= 0 || z.find(rr, ch.removed) >= 0 {
 				continue // already there: a record is in a zone once
+			}
+			if pos := z.findRemoved(rr, ch.removed); pos >= 0 {
+				delete(ch.removed, pos) // removed and added back as it was
+				continue
 			}
 			owner := lowerName(rr.Header().Name)
 			byOwner[owner] = append(byOwner[owner], len(added))
