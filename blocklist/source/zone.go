@@ -298,8 +298,10 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	if res.kind == "" {
-		return nil, nil, nil // the IXFR found the zone held current
+	if res.kind == "" || have != nil && !serialNewer(res.soa.Serial, have.Serial) {
+		// The IXFR found the zone held current, or the zone changed back
+		// between the SOA query and the transfer: nothing newer.
+		return nil, nil, nil
 	}
 	c := &Content{Source: z.name, Kind: KindZone, Fetched: time.Now(), Zone: z.zone, Serial: res.soa.Serial, Transfer: res.kind}
 	var commit func()
