@@ -42,7 +42,9 @@ func NewNotifier(srcs []Source) *Notifier {
 }
 
 // Reply answers the NOTIFY req, which came from the address from, and acts
-// on it. It returns nil when req is not a NOTIFY (opcode 4): the caller
+// on it. from must be the packet's own source address (the socket peer),
+// never an address the message names (EDNS Client Subnet, PROXY,
+// Forwarded): it is all that authenticates a NOTIFY. It returns nil when req is not a NOTIFY (opcode 4): the caller
 // answers that as it answers any other opcode.
 func (n *Notifier) Reply(from netip.Addr, req *dns.Msg) *dns.Msg {
 	if req.Opcode != dns.OpcodeNotify || req.Response {

@@ -39,7 +39,8 @@ import (
 // never written to the cache, and the source keeps offering its previous
 // copy's version to the server (so the next poll or transfer tries again).
 //
-// Status may be called at any time from any goroutine.
+// Run is called once per source. Status may be called at any time from
+// any goroutine.
 type Source interface {
 	// Name is the list entry as configured (a URL with its pin, or
 	// axfr://HOST[:PORT]/ZONE): the name reloads, logs, metrics, `check`
