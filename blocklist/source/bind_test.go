@@ -1,0 +1,261 @@
+package source
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// needBinary returns the path of a program the test needs. Without it the
+// test is skipped on a developer's machine and fails under CI=true, where
+// .ci/run installs it.
+func needBinary(t testing.TB, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	// Daemons live in /usr/sbin, which is not on every user's PATH.
+	if path := filepath.Join("/usr/sbin", name); exec.Command(path, "-v").Run() == nil {
+		return path
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is not installed (CI=true: .ci/run installs it): %v", name, err)
+	}
+	t.Skipf("%s is not installed: %v", name, err)
+	return ""
+}
+
+// freePort returns a port of 127.0.0.1 free for both UDP and TCP at the
+// time of the call.
+func freePort(t testing.TB) int {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatal("no port free for both UDP and TCP")
+	return 0
+}
+
+// bindConfig is how a test's BIND primary is set up.
+type bindConfig struct {
+	// port is the port of 127.0.0.1 named listens on; 0: a free one.
+	port int
+	zone string // apex, FQDN
+	// notifyPort, when set, is a port of 127.0.0.1 that BIND sends NOTIFY
+	// to (also-notify), besides nobody else (notify explicit).
+	notifyPort int
+	// key, when set, is the only way to transfer the zone.
+	key *TSIG
+	// ixfrFromDifferences makes BIND keep a journal of the differences
+	// between zone file versions, and so answer IXFR with them.
+	ixfrFromDifferences bool
+}
+
+// bindPrimary is a BIND `named` serving one zone on 127.0.0.1, run by the
+// test, with its configuration and files in a folder of the test's.
+type bindPrimary struct {
+	t    testing.TB
+	dir  string
+	port int
+	cfg  bindConfig
+	bin  string
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	log *syncBuffer
+	gen int // zone file writes, to move its modification time on
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's output and a test's
+// reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startBIND starts named for cfg serving zoneText, and waits until it
+// answers.
+func startBIND(t testing.TB, cfg bindConfig, zoneText string) *bindPrimary {
+	t.Helper()
+	p := &bindPrimary{t: t, dir: t.TempDir(), port: cfg.port, cfg: cfg, bin: needBinary(t, "named")}
+	if p.port == 0 {
+		p.port = freePort(t)
+	}
+	p.writeConfig(cfg.key)
+	p.writeZone(zoneText)
+	p.start()
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *bindPrimary) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)) }
+
+func (p *bindPrimary) entry() string {
+	return fmt.Sprintf("axfr://%s/%s", p.addr(), strings.TrimSuffix(p.cfg.zone, "."))
+}
+
+// writeConfig writes named.conf; key is the key the primary requires for
+// transfers (nil: anyone may transfer).
+func (p *bindPrimary) writeConfig(key *TSIG) {
+	var b strings.Builder
+	fmt.Fprintf(&b, `options {
+	directory %q;
+	pid-file %q;
+	session-keyfile %q;
+	listen-on port %d { 127.0.0.1; };
+	listen-on-v6 { none; };
+	recursion no;
+	dnssec-validation no;
+	notify explicit;
+	notify-source 127.0.0.1;
+	notify-delay 0;
+	ixfr-from-differences %s;
+	max-ixfr-ratio unlimited;
+};
+controls { };
+`, p.dir, filepath.Join(p.dir, "named.pid"), filepath.Join(p.dir, "session.key"), p.port,
+		map[bool]string{true: "yes", false: "no"}[p.cfg.ixfrFromDifferences])
+	transfer := "any;"
+	if key != nil {
+		fmt.Fprintf(&b, "key %q { algorithm %s; secret %q; };\n", key.Name, key.Algorithm, key.Secret)
+		transfer = fmt.Sprintf("key %q;", key.Name)
+	}
+	notify := ""
+	if p.cfg.notifyPort != 0 {
+		notify = fmt.Sprintf("also-notify { 127.0.0.1 port %d; };", p.cfg.notifyPort)
+	}
+	fmt.Fprintf(&b, "zone %q { type primary; file %q; allow-transfer { %s }; %s };\n",
+		strings.TrimSuffix(p.cfg.zone, "."), p.zoneFile(), transfer, notify)
+	require.NoError(p.t, os.WriteFile(filepath.Join(p.dir, "named.conf"), []byte(b.String()), 0o600))
+}
+
+func (p *bindPrimary) zoneFile() string { return filepath.Join(p.dir, "zone.db") }
+
+// writeZone writes the zone file, with a modification time later than any
+// before, so that a reload sees it changed even within the same second.
+func (p *bindPrimary) writeZone(text string) {
+	p.gen++
+	require.NoError(p.t, os.WriteFile(p.zoneFile(), []byte(text), 0o600))
+	mtime := time.Now().Add(time.Duration(p.gen) * time.Second)
+	require.NoError(p.t, os.Chtimes(p.zoneFile(), mtime, mtime))
+}
+
+// start runs named in the foreground (-g: logs to stderr, kept in p.log)
+// and waits until it answers for the zone.
+func (p *bindPrimary) start() {
+	p.t.Helper()
+	p.mu.Lock()
+	p.log = &syncBuffer{}
+	p.cmd = exec.Command(p.bin, "-g", "-4", "-n", "1", "-c", filepath.Join(p.dir, "named.conf"))
+	p.cmd.Dir = p.dir
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	require.NoError(p.t, p.cmd.Start())
+	p.mu.Unlock()
+	p.waitSerial(0, false)
+}
+
+// stop stops named (SIGTERM, then SIGKILL) and waits for it to exit.
+func (p *bindPrimary) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
+	p.cmd = nil
+}
+
+// logText returns what named has logged.
+func (p *bindPrimary) logText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// reload makes named re-read its configuration and zone (SIGHUP).
+func (p *bindPrimary) reload() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGHUP))
+}
+
+// setZone replaces the zone and waits until named serves serial.
+func (p *bindPrimary) setZone(text string, serial uint32) {
+	p.t.Helper()
+	p.writeZone(text)
+	p.reload()
+	p.waitSerial(serial, true)
+}
+
+// waitSerial waits until named answers the zone's SOA (with serial, when
+// exact).
+func (p *bindPrimary) waitSerial(serial uint32, exact bool) {
+	p.t.Helper()
+	c := &dns.Client{Timeout: 500 * time.Millisecond}
+	q := new(dns.Msg)
+	q.SetQuestion(p.cfg.zone, dns.TypeSOA)
+	if !assert.Eventually(p.t, func() bool {
+		m, _, err := c.Exchange(q, p.addr())
+		if err != nil || m.Rcode != dns.RcodeSuccess || len(m.Answer) == 0 {
+			return false
+		}
+		soa, ok := m.Answer[0].(*dns.SOA)
+		return ok && (!exact || soa.Serial == serial)
+	}, 20*time.Second, 20*time.Millisecond) {
+		p.t.Fatalf("named did not serve %s serial %d; its log:\n%s", p.cfg.zone, serial, p.logText())
+	}
+}
+
+// rpzZone returns the text of an RPZ zone at serial with a CNAME . record
+// for each name (relative to the zone).
+func rpzZone(zone string, serial uint32, names ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "$ORIGIN %s\n$TTL 60\n@ IN SOA ns.%s admin.%s %d 3600 600 86400 60\n@ IN NS ns.%s\nns IN A 127.0.0.1\n",
+		zone, zone, zone, serial, zone)
+	for _, n := range names {
+		fmt.Fprintf(&b, "%s CNAME .\n", n)
+	}
+	return b.String()
+}

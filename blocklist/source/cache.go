@@ -1,0 +1,143 @@
+package source
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The disk copy of a source is one file in the cache directory, written
+// whole to a temporary file, synced, and renamed over the previous copy (and
+// the directory synced), so that a crash leaves the old copy or the new one,
+// never a mix. Its first line is the JSON metadata (cacheMeta); the rest is
+// the payload: a URL's body as received, or a zone's records in wire form
+// (zoneKind). The metadata holds the payload's
+// SHA-256, so a truncated or edited file is detected and ignored.
+
+// cacheMeta is the first line of a cache file.
+type cacheMeta struct {
+	Source       string    `json:"source"`
+	Kind         string    `json:"kind"` // "body" or zoneKind
+	Fetched      time.Time `json:"fetched"`
+	PayloadSHA   string    `json:"payload_sha256"`
+	ETag         string    `json:"etag,omitempty"`
+	LastModified string    `json:"last_modified,omitempty"`
+	Zone         string    `json:"zone,omitempty"`
+	Serial       uint32    `json:"serial,omitempty"`
+}
+
+// cachePath is the file that keeps the copy of the source called key (the
+// source's name without a pin): readable, and unique by a hash of key.
+func cachePath(dir, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	var b strings.Builder
+	for _, r := range key {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+		if b.Len() >= 64 {
+			break
+		}
+	}
+	return filepath.Join(dir, b.String()+"-"+hex.EncodeToString(sum[:8])+".cache")
+}
+
+// writeCache replaces the file at path with meta and the payload, written
+// by write, atomically.
+func writeCache(path string, meta cacheMeta, payload []byte) (err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("writing cache: %w", err)
+	}
+	sum := sha256.Sum256(payload)
+	meta.PayloadSHA = hex.EncodeToString(sum[:])
+	head, err := json.Marshal(meta)
+	if err != nil {
+		return fmt.Errorf("writing cache: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("writing cache: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	w := bufio.NewWriterSize(f, 1<<20)
+	w.Write(head)
+	w.WriteByte('\n')
+	w.Write(payload)
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("writing cache %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("writing cache %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing cache %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("writing cache %s: %w", path, err)
+	}
+	// The rename is durable once the directory is synced.
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// errNoCache says there is no disk copy: not a failure.
+var errNoCache = errors.New("no disk copy")
+
+// readCache returns the metadata and payload of the copy at path, checked
+// against the metadata's hash and source name; errNoCache when there is
+// none.
+func readCache(path, source, kind string) (cacheMeta, []byte, error) {
+	var meta cacheMeta
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return meta, nil, errNoCache
+	}
+	if err != nil {
+		return meta, nil, fmt.Errorf("reading cache: %w", err)
+	}
+	head, payload, ok := bytes.Cut(data, []byte("\n"))
+	if !ok {
+		return meta, nil, fmt.Errorf("reading cache %s: no metadata line", path)
+	}
+	if err := json.Unmarshal(head, &meta); err != nil {
+		return meta, nil, fmt.Errorf("reading cache %s: metadata: %w", path, err)
+	}
+	if meta.Source != source || meta.Kind != kind {
+		return meta, nil, fmt.Errorf("reading cache %s: holds %s %q, not %s %q", path, meta.Kind, meta.Source, kind, source)
+	}
+	sum := sha256.Sum256(payload)
+	if hex.EncodeToString(sum[:]) != meta.PayloadSHA {
+		return meta, nil, fmt.Errorf("reading cache %s: content does not match its SHA-256 (truncated or edited)", path)
+	}
+	return meta, payload, nil
+}
+
+func checkBase64(s string) error {
+	if s == "" {
+		return errors.New("empty")
+	}
+	if _, err := base64.StdEncoding.DecodeString(s); err != nil {
+		return fmt.Errorf("not base64: %w", err)
+	}
+	return nil
+}

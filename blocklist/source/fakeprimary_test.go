@@ -1,0 +1,238 @@
+package source
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/require"
+)
+
+// fakePrimary is a DNS primary in the test (miekg/dns on 127.0.0.1 port 0,
+// UDP and TCP) serving one zone from memory, with knobs for the answers a
+// real primary gives rarely: crafted IXFR answers, cut-off transfers,
+// unsigned answers.
+type fakePrimary struct {
+	addr string
+	zone string
+
+	mu      sync.Mutex
+	soa     *dns.SOA
+	records []dns.RR // the zone but its SOA
+	// ixfr, when set, returns the answer records to an IXFR from serial
+	// have; nil answers AXFR-style (the whole zone).
+	ixfr func(have uint32) []dns.RR
+	// ixfrRcode, when set, is the RCODE of every IXFR answer.
+	ixfrRcode int
+	// cutAfter, when > 0, closes a transfer's connection after that many
+	// messages, before the closing SOA.
+	cutAfter int
+	// unsigned answers signed queries without a signature.
+	unsigned bool
+	// forged signs answers with another secret than the key's.
+	forged bool
+	// perMessage is how many records each transfer message holds.
+	perMessage int
+	// queries are the QTYPEs asked, in order.
+	queries []uint16
+}
+
+// startFakePrimary serves zone (apex FQDN) at serial with records; secret,
+// when set, is the TSIG key (name: secret) it verifies and signs with.
+func startFakePrimary(t testing.TB, zone string, serial uint32, records []dns.RR, secret map[string]string) *fakePrimary {
+	t.Helper()
+	p := &fakePrimary{zone: zone, soa: testSOA(zone, serial), records: records, perMessage: 100}
+	pc, l := listenBoth(t)
+	p.addr = l.Addr().String()
+	var tp dns.TsigProvider
+	if secret != nil {
+		tp = fakeTSIG{p: p, secret: secret}
+	}
+	for _, srv := range []*dns.Server{
+		{PacketConn: pc, Handler: p, TsigProvider: tp},
+		{Listener: l, Handler: p, TsigProvider: tp, ReadTimeout: 5 * time.Second},
+	} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go srv.ActivateAndServe()
+		<-started
+		t.Cleanup(func() { srv.Shutdown() })
+	}
+	return p
+}
+
+// fakeTSIG is the fake primary's HMAC-SHA256 TSIG (RFC 8945 §4.3): it
+// verifies with the key's secret and signs with it too, unless the primary
+// is set to forge.
+type fakeTSIG struct {
+	p      *fakePrimary
+	secret map[string]string
+}
+
+func (f fakeTSIG) mac(msg []byte, t *dns.TSIG, forged bool) ([]byte, error) {
+	raw, err := base64.StdEncoding.DecodeString(f.secret[t.Hdr.Name])
+	if err != nil || len(raw) == 0 {
+		return nil, dns.ErrSecret
+	}
+	if forged {
+		raw = append(raw, 'x')
+	}
+	h := hmac.New(sha256.New, raw)
+	h.Write(msg)
+	return h.Sum(nil), nil
+}
+
+func (f fakeTSIG) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
+	return f.mac(msg, t, f.p.forged)
+}
+
+func (f fakeTSIG) Verify(msg []byte, t *dns.TSIG) error {
+	want, err := f.mac(msg, t, false)
+	if err != nil {
+		return err
+	}
+	got, err := hex.DecodeString(t.MAC)
+	if err != nil || !hmac.Equal(got, want) {
+		return dns.ErrSig
+	}
+	return nil
+}
+
+// listenBoth listens on one port of 127.0.0.1 for both UDP and TCP.
+func listenBoth(t testing.TB) (net.PacketConn, net.Listener) {
+	t.Helper()
+	for range 20 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		require.NoError(t, err)
+		l, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, l
+		}
+		pc.Close()
+	}
+	t.Fatal("no port of 127.0.0.1 free for both UDP and TCP")
+	return nil, nil
+}
+
+func testSOA(zone string, serial uint32) *dns.SOA {
+	return &dns.SOA{Hdr: dns.RR_Header{Name: zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 60},
+		Ns: "ns." + zone, Mbox: "admin." + zone, Serial: serial, Refresh: 3600, Retry: 600, Expire: 86400, Minttl: 60}
+}
+
+// cname returns the RPZ record `name CNAME .` for name relative to zone.
+func cname(zone, name string) dns.RR {
+	return &dns.CNAME{Hdr: dns.RR_Header{Name: name + "." + zone, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: "."}
+}
+
+func cnames(zone string, names ...string) []dns.RR {
+	out := make([]dns.RR, len(names))
+	for i, n := range names {
+		out[i] = cname(zone, n)
+	}
+	return out
+}
+
+func (p *fakePrimary) update(fn func(p *fakePrimary)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fn(p)
+}
+
+func (p *fakePrimary) asked() []uint16 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]uint16(nil), p.queries...)
+}
+
+func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(q.Question) != 1 {
+		return
+	}
+	qt := q.Question[0].Qtype
+	p.queries = append(p.queries, qt)
+	sign := func(m *dns.Msg) {
+		if ts := q.IsTsig(); ts != nil && w.TsigStatus() == nil && !p.unsigned {
+			m.SetTsig(ts.Hdr.Name, ts.Algorithm, 300, time.Now().Unix())
+		}
+	}
+	m := new(dns.Msg)
+	m.SetReply(q)
+	m.Authoritative = true
+	if q.IsTsig() != nil && w.TsigStatus() != nil {
+		m.Rcode = dns.RcodeNotAuth
+		w.WriteMsg(m)
+		return
+	}
+	switch qt {
+	case dns.TypeSOA:
+		m.Answer = []dns.RR{p.soa}
+		sign(m)
+		w.WriteMsg(m)
+		return
+	case dns.TypeAXFR, dns.TypeIXFR:
+	default:
+		m.Rcode = dns.RcodeRefused
+		w.WriteMsg(m)
+		return
+	}
+	answer := append(append([]dns.RR{p.soa}, p.records...), p.soa)
+	if qt == dns.TypeIXFR {
+		if p.ixfrRcode != 0 {
+			m.Rcode = p.ixfrRcode
+			sign(m)
+			w.WriteMsg(m)
+			return
+		}
+		if p.ixfr != nil {
+			answer = p.ixfr(q.Ns[0].(*dns.SOA).Serial)
+		}
+	}
+	for i, msgs := 0, 0; i < len(answer); msgs++ {
+		if p.cutAfter > 0 && msgs == p.cutAfter {
+			w.Close() // cut off before the closing SOA
+			return
+		}
+		end := min(i+p.perMessage, len(answer))
+		r := new(dns.Msg)
+		r.SetReply(q)
+		r.Authoritative = true
+		r.Compress = true
+		r.Answer = answer[i:end]
+		if msgs > 0 {
+			r.Question = nil
+		}
+		sign(r)
+		if err := w.WriteMsg(r); err != nil {
+			return
+		}
+		w.TsigTimersOnly(true)
+		i = end
+	}
+}
+
+// ixfrAnswer builds an IXFR answer: the new SOA, then for each step its
+// removals and additions between the SOAs, then the new SOA again.
+func ixfrAnswer(zone string, steps ...ixfrStep) []dns.RR {
+	last := steps[len(steps)-1].to
+	out := []dns.RR{testSOA(zone, last)}
+	for _, s := range steps {
+		out = append(out, testSOA(zone, s.from))
+		out = append(out, s.del...)
+		out = append(out, testSOA(zone, s.to))
+		out = append(out, s.add...)
+	}
+	return append(out, testSOA(zone, last))
+}
+
+type ixfrStep struct {
+	from, to uint32
+	del, add []dns.RR
+}

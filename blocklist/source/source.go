@@ -1,0 +1,398 @@
+// Package source brings lists from beyond one machine (DESIGN.md §9): a
+// URL polled with conditional GET, or an RPZ zone pulled from a DNS primary
+// by AXFR/IXFR (RFC 5936, RFC 1995) on its SOA timers and on NOTIFY (RFC
+// 1996), signed with TSIG (RFC 8945). A source delivers content; it does
+// not parse list formats or RPZ: the receiver does, exactly as it does for a
+// changed file, and either swaps the result in or refuses it.
+//
+// Every remote source keeps its last good copy, in memory and in
+// Options.CacheDir, so that a fetch or transfer that fails never takes a
+// list away, and a restart with the network down delivers the disk copy at
+// once.
+//
+// miekg/dns stays inside this package (STYLE.md): zone content crosses the
+// seam as []dns.RR for blocklist/rpz.FromRecords, and nothing else of the
+// DNS library does.
+package source
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+// Source is a remote list: a URL or a zone transfer.
+//
+// Run fetches at once and then on the source's own schedule until ctx is
+// done, calling deliver (on Run's goroutine, one call at a time) each time
+// a new complete copy has arrived. deliver validates and applies the
+// content exactly as for a changed list file and returns nil once it is
+// served, or an error to refuse it: a refused copy is counted as a failure,
+// never written to the cache, and the source keeps offering its previous
+// copy's version to the server (so the next poll or transfer tries again).
+//
+// Run is called once per source. Status may be called at any time from
+// any goroutine.
+type Source interface {
+	// Name is the list entry as configured (a URL with its pin, or
+	// axfr://HOST[:PORT]/ZONE): the name reloads, logs, metrics, `check`
+	// and `explain` use for the list.
+	Name() string
+	// Run delivers the disk copy (if any) at once, then fetches from the
+	// network at start and on the source's schedule, until ctx is done.
+	Run(ctx context.Context, deliver func(Content) error)
+	// Fetch fetches one copy from the network, ignoring the cache and the
+	// copy held, and changes no state: for `dnsfence check`.
+	Fetch(ctx context.Context) (Content, error)
+	// Status says how the source is doing, for metrics and /readyz.
+	Status() Status
+}
+
+// Kind says which half of a Content is set.
+type Kind int
+
+const (
+	// KindBody is a URL's body: a list in any list format (or RPZ text).
+	KindBody Kind = iota + 1
+	// KindZone is a whole zone's records, from a zone transfer.
+	KindZone
+)
+
+// Transfer types reported in Content.Transfer and Status.LastTransfer.
+const (
+	TransferAXFR  = "AXFR"  // a full transfer (RFC 5936), or an AXFR-style answer to IXFR
+	TransferIXFR  = "IXFR"  // an incremental transfer (RFC 1995)
+	TransferCache = "cache" // the copy read from Options.CacheDir at start
+)
+
+// Content is one complete copy of a source's content: always the whole
+// list or zone, never a part of it, so the receiver can build its list from
+// it alone.
+type Content struct {
+	// Source is the Name of the source that delivered it.
+	Source string
+	Kind   Kind
+	// FromCache is set for the copy read from the cache directory at start.
+	FromCache bool
+	// Fetched is when this copy was fetched from the network (for a disk
+	// copy: when it was originally fetched).
+	Fetched time.Time
+
+	// Body is the URL's body (KindBody), unmodified: SHA256 is its hash,
+	// which a `#sha256=` pin matched. ETag and LastModified are the
+	// validators the server gave with it (empty when it gave none).
+	Body         []byte
+	SHA256       [32]byte
+	ETag         string
+	LastModified string
+
+	// Zone is the zone's apex (KindZone), lowercase and fully qualified.
+	Zone string
+	// Serial is the zone's SOA serial.
+	Serial uint32
+	// Records are every record of the zone, the SOA first and no
+	// trailing SOA; for an IXFR the previous zone with the delta applied.
+	// Records out of the zone sent by the primary are dropped. The slice and
+	// the records are the receiver's to keep: the source never changes them.
+	Records []dns.RR
+	// Transfer is how the zone arrived: TransferAXFR, TransferIXFR or
+	// TransferCache.
+	Transfer string
+	// Added and Removed count the records (the SOA aside) this copy adds
+	// to and removes from the previous one the source delivered; both 0
+	// for the first copy.
+	Added, Removed int
+}
+
+// Version is the content's version as logs and the audit line show it:
+// "serial N" for a zone, "sha256:HEX" for a body.
+func (c Content) Version() string {
+	if c.Kind == KindZone {
+		return "serial " + strconv.FormatUint(uint64(c.Serial), 10)
+	}
+	return "sha256:" + hex.EncodeToString(c.SHA256[:])
+}
+
+// Status is a snapshot of a source's health, for metrics and /readyz.
+type Status struct {
+	Name string
+	Kind Kind
+	// HasContent is set once a copy (from the network or the disk) has
+	// been delivered and accepted: /readyz waits for every source to have
+	// one.
+	HasContent bool
+	// FromCache is set while the copy served is the disk copy, not yet
+	// confirmed or replaced from the network.
+	FromCache bool
+	// Version is the served copy's ETag (a body's, or its SHA-256 when the
+	// server gave no ETag) or zone serial, as text; VersionSince is when
+	// that version was first fetched from the network.
+	Version      string
+	VersionSince time.Time
+	// Serial is the served zone's SOA serial; SHA256 the served body's
+	// hash.
+	Serial uint32
+	SHA256 [32]byte
+	// Bytes is the served body's size; Records the served zone's record
+	// count, its SOA included.
+	Bytes   int
+	Records int
+	// LastTransfer is how the served zone last changed: TransferAXFR,
+	// TransferIXFR or TransferCache.
+	LastTransfer string
+
+	// LastAttempt is when the network was last asked; LastSuccess when it
+	// last answered with a copy or with "not changed".
+	LastAttempt time.Time
+	LastSuccess time.Time
+	// LastError is the last failure (nil after a success) and
+	// LastErrorTime when it happened. Failures counts every failure since
+	// start: a fetch, a transfer, a refused body, a copy the receiver
+	// refused; ConsecutiveFailures those since the last success.
+	LastError           error
+	LastErrorTime       time.Time
+	Failures            uint64
+	ConsecutiveFailures int
+
+	// Transfers counts the zone transfers applied, by type (TransferAXFR,
+	// TransferIXFR); NotifiesAccepted and NotifiesRefused count NOTIFY
+	// messages from the primary's address and from others.
+	Transfers        map[string]uint64
+	NotifiesAccepted uint64
+	NotifiesRefused  uint64
+	// CacheError is the last failure to write or read the disk copy (nil
+	// once a write succeeded): the source still works, but a restart would
+	// start without content.
+	CacheError error
+}
+
+// Missing returns the names of the sources that have no content yet, in
+// order: /readyz is not ready while it is not empty.
+func Missing(srcs []Source) []string {
+	var out []string
+	for _, s := range srcs {
+		if !s.Status().HasContent {
+			out = append(out, s.Name())
+		}
+	}
+	return out
+}
+
+// Options are the `sources` settings of the configuration, shared by every
+// remote source.
+type Options struct {
+	// Refresh is how often a URL is polled, and the longest a zone waits
+	// between SOA checks whatever its SOA says (sources.refresh). Default
+	// DefaultRefresh.
+	Refresh time.Duration
+	// CacheDir keeps each source's last good copy (sources.cache_dir);
+	// empty: no disk copy.
+	CacheDir string
+	// MaxBytes bounds a URL body and a zone transfer's total message size
+	// (sources.max_bytes). Default DefaultMaxBytes.
+	MaxBytes int64
+	// TSIG signs zone transfer requests and SOA queries and is required on
+	// their answers (sources.tsig); nil: none.
+	TSIG *TSIG
+	// Timeout bounds the wait for an HTTP answer's headers, an SOA query,
+	// and each read of a zone transfer; a whole fetch or transfer is
+	// bounded by ten minutes and MaxBytes. Default DefaultTimeout.
+	Timeout time.Duration
+	// Log receives warnings (a failed fetch or transfer) and lifecycle
+	// lines; nil: none.
+	Log *zap.Logger
+}
+
+// Defaults of Options.
+const (
+	DefaultRefresh  = time.Hour
+	DefaultMaxBytes = 64 << 20
+	DefaultTimeout  = 30 * time.Second
+)
+
+func (o Options) withDefaults() Options {
+	if o.Refresh <= 0 {
+		o.Refresh = DefaultRefresh
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	return o
+}
+
+// TSIG is a transaction signature key (RFC 8945): sources.tsig.
+type TSIG struct {
+	// Name is the key's name, e.g. "xfr-key." (made fully qualified).
+	Name string
+	// Algorithm is hmac-sha1, hmac-sha224, hmac-sha256, hmac-sha384 or
+	// hmac-sha512 (with or without the trailing dot).
+	Algorithm string
+	// Secret is the key in base64, as in BIND's `key` statement.
+	Secret string
+}
+
+// tsigAlgorithms are the algorithms miekg/dns signs and verifies.
+var tsigAlgorithms = map[string]string{
+	"hmac-sha1": dns.HmacSHA1, "hmac-sha224": dns.HmacSHA224, "hmac-sha256": dns.HmacSHA256,
+	"hmac-sha384": dns.HmacSHA384, "hmac-sha512": dns.HmacSHA512,
+}
+
+// normalize returns the key with its name and algorithm in canonical form
+// (lowercase, fully qualified), or an error naming the bad field.
+func (k *TSIG) normalize() (*TSIG, error) {
+	if k == nil {
+		return nil, nil
+	}
+	name := strings.ToLower(dns.Fqdn(k.Name))
+	if k.Name == "" || name == "." {
+		return nil, errors.New("tsig: name is empty")
+	}
+	if _, ok := dns.IsDomainName(name); !ok {
+		return nil, fmt.Errorf("tsig: name is not a domain name: %q", k.Name)
+	}
+	alg, ok := tsigAlgorithms[strings.TrimSuffix(strings.ToLower(k.Algorithm), ".")]
+	if !ok {
+		return nil, fmt.Errorf("tsig: algorithm %q is not one of hmac-sha1, hmac-sha224, hmac-sha256, hmac-sha384, hmac-sha512", k.Algorithm)
+	}
+	if err := checkBase64(k.Secret); err != nil {
+		return nil, fmt.Errorf("tsig: secret: %w", err)
+	}
+	return &TSIG{Name: name, Algorithm: alg, Secret: k.Secret}, nil
+}
+
+// New returns the source for a list entry that IsRemote: a URL
+// (https://..., http:// to a loopback host) or axfr://HOST[:PORT]/ZONE.
+// It checks the entry and the options and returns an error naming what is
+// wrong; it starts nothing.
+func New(entry string, opt Options) (Source, error) {
+	switch {
+	case hasScheme(entry, "axfr"):
+		return NewZone(entry, opt)
+	case hasScheme(entry, "https"), hasScheme(entry, "http"):
+		return NewURL(entry, opt)
+	}
+	return nil, fmt.Errorf("%s: not a remote source (https://, http:// or axfr://)", entry)
+}
+
+// IsRemote reports whether a list entry names a remote source rather than
+// a file: it starts with https://, http:// or axfr:// (any case).
+func IsRemote(entry string) bool {
+	return hasScheme(entry, "https") || hasScheme(entry, "http") || hasScheme(entry, "axfr")
+}
+
+func hasScheme(entry, scheme string) bool {
+	return len(entry) > len(scheme)+3 && strings.EqualFold(entry[:len(scheme)], scheme) &&
+		entry[len(scheme):len(scheme)+3] == "://"
+}
+
+// tracker holds a source's Status behind a lock: Run's goroutine writes it,
+// Status reads it from any goroutine.
+type tracker struct {
+	mu sync.Mutex
+	st Status // guarded by mu
+}
+
+func (t *tracker) status() Status {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.st
+	if st.Transfers != nil {
+		st.Transfers = make(map[string]uint64, len(t.st.Transfers))
+		for k, v := range t.st.Transfers {
+			st.Transfers[k] = v
+		}
+	}
+	return st
+}
+
+func (t *tracker) update(fn func(st *Status)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fn(&t.st)
+}
+
+// attempt records that the network is being asked.
+func (t *tracker) attempt(now time.Time) { t.update(func(st *Status) { st.LastAttempt = now }) }
+
+// failed records a failure.
+func (t *tracker) failed(now time.Time, err error) {
+	t.update(func(st *Status) {
+		st.LastError, st.LastErrorTime = err, now
+		st.Failures++
+		st.ConsecutiveFailures++
+	})
+}
+
+// succeeded records that the network answered (with a copy, or "not
+// changed"): the copy served is confirmed.
+func (t *tracker) succeeded(now time.Time) {
+	t.update(func(st *Status) {
+		st.LastSuccess = now
+		st.LastError = nil
+		st.ConsecutiveFailures = 0
+		st.FromCache = false
+	})
+}
+
+// served records the copy the receiver accepted.
+func (t *tracker) served(c *Content) {
+	t.update(func(st *Status) {
+		st.HasContent = true
+		st.FromCache = c.FromCache
+		st.VersionSince = c.Fetched
+		switch c.Kind {
+		case KindBody:
+			st.SHA256, st.Bytes = c.SHA256, len(c.Body)
+			st.Version = c.ETag
+			if st.Version == "" {
+				st.Version = "sha256:" + hex.EncodeToString(c.SHA256[:])
+			}
+		case KindZone:
+			st.Serial, st.Records = c.Serial, len(c.Records)
+			st.Version = strconv.FormatUint(uint64(c.Serial), 10)
+			st.LastTransfer = c.Transfer
+			if c.Transfer != TransferCache {
+				if st.Transfers == nil {
+					st.Transfers = map[string]uint64{}
+				}
+				st.Transfers[c.Transfer]++
+			}
+		}
+	})
+}
+
+func (t *tracker) cacheResult(err error) { t.update(func(st *Status) { st.CacheError = err }) }
+
+// refusedError wraps the receiver's refusal of a copy.
+func refusedError(c *Content, err error) error {
+	return fmt.Errorf("%s: copy (%s) refused by the reload: %w", c.Source, c.Version(), err)
+}
+
+// wait blocks for d or until ctx is done or wake fires; it reports false
+// when ctx is done.
+func wait(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	case <-wake:
+		return true
+	}
+}

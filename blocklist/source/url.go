@@ -1,0 +1,320 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+)
+
+// MaxRedirects is how many HTTP redirects a URL source follows; one more is
+// an error.
+const MaxRedirects = 5
+
+// Reasons a URL's body is refused, for errors.Is. The copy held before is
+// kept.
+var (
+	ErrPin       = errors.New("body does not match its #sha256= pin")
+	ErrTooBig    = errors.New("body is over sources.max_bytes")
+	ErrHTML      = errors.New("body is an HTML page, not a list")
+	ErrBinary    = errors.New("body is binary, not a text list")
+	ErrRedirects = fmt.Errorf("more than %d redirects", MaxRedirects)
+	ErrStatus    = errors.New("unexpected HTTP status")
+)
+
+// URL is a list fetched over HTTP(S): at start and every Options.Refresh,
+// with a conditional GET (RFC 9110 §13: If-None-Match with the ETag,
+// If-Modified-Since with the Last-Modified the server gave), so an
+// unchanged list costs a 304. A body is refused, and the copy held kept,
+// when it is over Options.MaxBytes (not read past the limit), an HTML page
+// (Content-Type text/html or application/xhtml+xml, or a body that starts
+// with markup), binary (a NUL byte or invalid UTF-8), or does not match the
+// entry's `#sha256=HEX` pin. Redirects are followed up to MaxRedirects
+// times, never from https to http.
+//
+// http:// is accepted for loopback hosts only (tests, a local mirror):
+// anything else travels in the clear and could be altered on the way.
+type URL struct {
+	name   string   // the entry as configured
+	key    string   // the URL without its fragment: the cache's key
+	url    *url.URL // without its fragment
+	pin    *[32]byte
+	opt    Options
+	client *http.Client
+	track  tracker
+
+	// held is the copy served, owned by Run's goroutine.
+	held *Content
+}
+
+var _ Source = (*URL)(nil)
+
+// NewURL returns the source for entry, https://HOST/PATH[#sha256=HEX] (or
+// http:// to a loopback host), or an error saying what is wrong with it.
+func NewURL(entry string, opt Options) (*URL, error) {
+	u, err := url.Parse(entry)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", entry, err)
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return nil, fmt.Errorf("%s: scheme %q is not https or http", entry, u.Scheme)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return nil, fmt.Errorf("%s: no host", entry)
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("%s: credentials in a list URL would be logged; not supported", entry)
+	}
+	if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
+		return nil, fmt.Errorf("%s: http:// is only for loopback hosts; use https://", entry)
+	}
+	s := &URL{name: entry, opt: opt.withDefaults()}
+	if frag := u.Fragment; frag != "" || strings.HasSuffix(entry, "#") {
+		hexSum, ok := strings.CutPrefix(frag, "sha256=")
+		sum, err := hex.DecodeString(hexSum)
+		if !ok || err != nil || len(sum) != sha256.Size {
+			return nil, fmt.Errorf("%s: fragment %q is not #sha256= and 64 hex digits", entry, frag)
+		}
+		s.pin = (*[32]byte)(sum)
+	}
+	u.Fragment, u.RawFragment = "", ""
+	s.url, s.key = u, u.String()
+	s.track.st = Status{Name: entry, Kind: KindBody}
+	// Options.Timeout bounds the wait for the answer's headers; the whole
+	// fetch, a body of up to max_bytes on a slow link, gets transferLimit.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = s.opt.Timeout
+	s.client = &http.Client{Transport: tr, Timeout: transferLimit, CheckRedirect: checkRedirect}
+	return s, nil
+}
+
+// checkRedirect follows at most MaxRedirects redirects, never from https
+// to http, and to http only on a loopback host.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) > MaxRedirects {
+		return fmt.Errorf("redirected to %s: %w", req.URL.Redacted(), ErrRedirects)
+	}
+	if req.URL.Scheme != "https" && (via[0].URL.Scheme == "https" || !loopbackHost(req.URL.Hostname())) {
+		return fmt.Errorf("redirected from %s to %s: refusing to leave https", via[0].URL.Redacted(), req.URL.Redacted())
+	}
+	return nil
+}
+
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+// Name returns the entry as configured.
+func (s *URL) Name() string { return s.name }
+
+// Status returns the source's health.
+func (s *URL) Status() Status { return s.track.status() }
+
+// Run delivers the disk copy at once, then fetches at start and every
+// Options.Refresh (sooner, backing off from a second, after a failure)
+// until ctx is done.
+func (s *URL) Run(ctx context.Context, deliver func(Content) error) {
+	s.loadCache(deliver)
+	backoff := time.Second
+	for {
+		next := s.opt.Refresh
+		if err := s.poll(ctx, deliver); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.track.failed(time.Now(), err)
+			s.opt.Log.Warn("list source failed; keeping the last good copy", zap.String("source", s.name),
+				zap.Error(err), zap.Bool("has_copy", s.held != nil))
+			next = min(backoff, s.opt.Refresh)
+			backoff = min(2*backoff, s.opt.Refresh)
+		} else {
+			backoff = time.Second
+		}
+		if !wait(ctx, next, nil) {
+			return
+		}
+	}
+}
+
+// Fetch fetches the body once, unconditionally.
+func (s *URL) Fetch(ctx context.Context) (Content, error) {
+	c, _, err := s.fetch(ctx, nil)
+	if err != nil {
+		return Content{}, err
+	}
+	return *c, nil
+}
+
+// poll fetches once (conditionally when a copy is held) and delivers a
+// changed body.
+func (s *URL) poll(ctx context.Context, deliver func(Content) error) error {
+	now := time.Now()
+	s.track.attempt(now)
+	c, notModified, err := s.fetch(ctx, s.held)
+	if err != nil {
+		return err
+	}
+	if notModified || (s.held != nil && c.SHA256 == s.held.SHA256) {
+		// Unchanged (a 304, or the same bytes from a server that ignores
+		// conditional requests): the copy held is confirmed, with the
+		// newest validators.
+		if c.ETag != "" {
+			s.held.ETag = c.ETag
+		}
+		if c.LastModified != "" {
+			s.held.LastModified = c.LastModified
+		}
+		s.track.succeeded(now)
+		return nil
+	}
+	if err := deliver(*c); err != nil {
+		return refusedError(c, err)
+	}
+	s.held = c
+	s.track.served(c)
+	s.track.succeeded(now)
+	s.writeCache(c)
+	return nil
+}
+
+// fetch GETs the URL, conditionally on held's validators when held is not
+// nil. It returns the checked body, or notModified for a 304.
+func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.key, nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("fetching %s: %w", s.name, err)
+	}
+	req.Header.Set("User-Agent", "dnsfence")
+	if held != nil {
+		if held.ETag != "" {
+			req.Header.Set("If-None-Match", held.ETag)
+		}
+		if held.LastModified != "" {
+			req.Header.Set("If-Modified-Since", held.LastModified)
+		}
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, false, fmt.Errorf("fetching %s: %w", s.name, err)
+	}
+	defer resp.Body.Close()
+	refuse := func(err error) (*Content, bool, error) {
+		return nil, false, fmt.Errorf("fetching %s: refused: %w", s.name, err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusNotModified && held != nil:
+		return &Content{ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, true, nil
+	case resp.StatusCode != http.StatusOK:
+		return refuse(fmt.Errorf("%w %s", ErrStatus, resp.Status))
+	}
+	if resp.ContentLength > s.opt.MaxBytes {
+		return refuse(fmt.Errorf("%w: Content-Length %d > %d", ErrTooBig, resp.ContentLength, s.opt.MaxBytes))
+	}
+	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err == nil && (mt == "text/html" || mt == "application/xhtml+xml") {
+		return refuse(fmt.Errorf("%w (Content-Type %s)", ErrHTML, mt))
+	}
+	// Read one byte past the limit, and no more, to tell "at the limit"
+	// from "over it".
+	body, err := io.ReadAll(io.LimitReader(resp.Body, s.opt.MaxBytes+1))
+	if err != nil {
+		return nil, false, fmt.Errorf("fetching %s: reading body: %w", s.name, err)
+	}
+	if int64(len(body)) > s.opt.MaxBytes {
+		return refuse(fmt.Errorf("%w: more than %d bytes", ErrTooBig, s.opt.MaxBytes))
+	}
+	if err := checkText(body); err != nil {
+		return refuse(err)
+	}
+	sum := sha256.Sum256(body)
+	if s.pin != nil && sum != *s.pin {
+		return refuse(fmt.Errorf("%w: got %x", ErrPin, sum))
+	}
+	return &Content{Source: s.name, Kind: KindBody, Fetched: time.Now(), Body: body, SHA256: sum,
+		ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, false, nil
+}
+
+// checkText refuses a body that is no text list: binary (a NUL byte,
+// invalid UTF-8) or markup (an HTML page: a captive portal, an error page,
+// a web view of the file instead of the raw file). No list format starts
+// with '<'.
+func checkText(body []byte) error {
+	if i := bytes.IndexByte(body, 0); i >= 0 {
+		return fmt.Errorf("%w: NUL byte at offset %d", ErrBinary, i)
+	}
+	if !utf8.Valid(body) {
+		return fmt.Errorf("%w: invalid UTF-8", ErrBinary)
+	}
+	text := bytes.TrimLeft(body, "\ufeff \t\r\n\f\v")
+	if len(text) > 1 && text[0] == '<' {
+		c := text[1] | 0x20
+		if c >= 'a' && c <= 'z' || text[1] == '!' || text[1] == '?' {
+			end := min(len(text), 20)
+			return fmt.Errorf("%w: starts with %q", ErrHTML, text[:end])
+		}
+	}
+	return nil
+}
+
+// loadCache delivers the disk copy, if there is one that still matches
+// the pin.
+func (s *URL) loadCache(deliver func(Content) error) {
+	if s.opt.CacheDir == "" {
+		return
+	}
+	meta, body, err := readCache(cachePath(s.opt.CacheDir, s.key), s.key, "body")
+	if errors.Is(err, errNoCache) {
+		return
+	}
+	if err == nil {
+		err = checkText(body)
+	}
+	sum := sha256.Sum256(body)
+	if err == nil && s.pin != nil && sum != *s.pin {
+		err = fmt.Errorf("disk copy: %w", ErrPin)
+	}
+	if err == nil && int64(len(body)) > s.opt.MaxBytes {
+		err = fmt.Errorf("disk copy: %w", ErrTooBig)
+	}
+	if err != nil {
+		s.track.cacheResult(err)
+		s.opt.Log.Warn("list source: disk copy not used", zap.String("source", s.name), zap.Error(err))
+		return
+	}
+	c := &Content{Source: s.name, Kind: KindBody, FromCache: true, Fetched: meta.Fetched, Body: body,
+		SHA256: sum, ETag: meta.ETag, LastModified: meta.LastModified}
+	if err := deliver(*c); err != nil {
+		s.track.failed(time.Now(), refusedError(c, err))
+		return
+	}
+	s.held = c
+	s.track.served(c)
+}
+
+func (s *URL) writeCache(c *Content) {
+	if s.opt.CacheDir == "" {
+		return
+	}
+	err := writeCache(cachePath(s.opt.CacheDir, s.key), cacheMeta{Source: s.key, Kind: "body", Fetched: c.Fetched,
+		ETag: c.ETag, LastModified: c.LastModified}, c.Body)
+	s.track.cacheResult(err)
+	if err != nil {
+		s.opt.Log.Warn("list source: keeping the disk copy failed", zap.String("source", s.name), zap.Error(err))
+	}
+}

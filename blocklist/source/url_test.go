@@ -1,0 +1,450 @@
+package source
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// listServer is an HTTP server in the test whose answer can change.
+type listServer struct {
+	*httptest.Server
+	mu          sync.Mutex
+	body        []byte
+	contentType string
+	etag        string
+	lastMod     string
+	// conditional counts the requests that carried a validator, by
+	// header; served counts 200 answers, notModified 304 answers.
+	conditional map[string]int
+	served      int
+	notModified int
+}
+
+func newListServer(t *testing.T, body string) *listServer {
+	t.Helper()
+	s := &listServer{body: []byte(body), contentType: "text/plain; charset=utf-8", conditional: map[string]int{}}
+	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *listServer) serve(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inm, ims := r.Header.Get("If-None-Match"), r.Header.Get("If-Modified-Since")
+	if inm != "" {
+		s.conditional["If-None-Match"]++
+	}
+	if ims != "" {
+		s.conditional["If-Modified-Since"]++
+	}
+	if (s.etag != "" && inm == s.etag) || (s.etag == "" && s.lastMod != "" && ims == s.lastMod) {
+		s.notModified++
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	if s.etag != "" {
+		w.Header().Set("ETag", s.etag)
+	}
+	if s.lastMod != "" {
+		w.Header().Set("Last-Modified", s.lastMod)
+	}
+	w.Header().Set("Content-Type", s.contentType)
+	s.served++
+	w.Write(s.body)
+}
+
+func (s *listServer) set(fn func(s *listServer)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(s)
+}
+
+func (s *listServer) counts() (served, notModified int, conditional map[string]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := map[string]int{}
+	for k, v := range s.conditional {
+		c[k] = v
+	}
+	return s.served, s.notModified, c
+}
+
+func testOptions(t *testing.T) Options {
+	return Options{Refresh: 50 * time.Millisecond, CacheDir: t.TempDir(), MaxBytes: 1 << 20, Timeout: 5 * time.Second}
+}
+
+func TestURLConditionalGet(t *testing.T) {
+	for _, tc := range []struct {
+		name, etag, lastMod, header string
+	}{
+		{name: "etag", etag: `"v1"`, header: "If-None-Match"},
+		{name: "last-modified", lastMod: "Mon, 02 Jan 2006 15:04:05 GMT", header: "If-Modified-Since"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newListServer(t, "tiktok.com\n")
+			srv.set(func(s *listServer) { s.etag, s.lastMod = tc.etag, tc.lastMod })
+			src, err := NewURL(srv.URL+"/tiktok.txt", testOptions(t))
+			require.NoError(t, err)
+			rec := run(t, src)
+
+			c := rec.waitCount(t, 1)
+			assert.Equal(t, KindBody, c.Kind)
+			assert.Equal(t, "tiktok.com\n", string(c.Body))
+			assert.Equal(t, sha256.Sum256([]byte("tiktok.com\n")), c.SHA256)
+			assert.Equal(t, tc.etag, c.ETag)
+			assert.Equal(t, tc.lastMod, c.LastModified)
+			assert.False(t, c.FromCache)
+
+			// The next polls are answered 304 and deliver nothing.
+			require.Eventually(t, func() bool { _, nm, _ := srv.counts(); return nm >= 3 }, waitFor, tick)
+			served, _, cond := srv.counts()
+			assert.Equal(t, 1, served)
+			assert.GreaterOrEqual(t, cond[tc.header], 3, "each poll after the first is conditional")
+			assert.Equal(t, 1, rec.count(), "a 304 delivers nothing")
+			st := src.Status()
+			assert.True(t, st.HasContent)
+			assert.NoError(t, st.LastError)
+			assert.WithinDuration(t, time.Now(), st.LastSuccess, time.Second)
+			assert.Equal(t, len("tiktok.com\n"), st.Bytes)
+
+			// A changed list is fetched and delivered.
+			srv.set(func(s *listServer) {
+				s.body = []byte("tiktok.com\nbytedance.com\n")
+				if s.etag != "" {
+					s.etag = `"v2"`
+				} else {
+					s.lastMod = "Tue, 03 Jan 2006 15:04:05 GMT"
+				}
+			})
+			c = rec.waitCount(t, 2)
+			assert.Equal(t, "tiktok.com\nbytedance.com\n", string(c.Body))
+			assert.Equal(t, 2, rec.count())
+		})
+	}
+}
+
+// TestURLUnchangedBodyNotRedelivered: a server that gives no validators
+// answers every poll 200 with the same body; it is not delivered again.
+func TestURLUnchangedBodyNotRedelivered(t *testing.T) {
+	srv := newListServer(t, "tiktok.com\n")
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+	rec.waitCount(t, 1)
+	require.Eventually(t, func() bool { served, _, _ := srv.counts(); return served >= 4 }, waitFor, tick)
+	_, _, cond := srv.counts()
+	assert.Empty(t, cond, "no validator to send")
+	assert.Equal(t, 1, rec.count(), "the same bytes are not delivered again")
+	waitStatus(t, src, func(st Status) bool { return st.LastError == nil && st.HasContent })
+}
+
+func TestURLRefused(t *testing.T) {
+	good := "tiktok.com\n"
+	big := strings.Repeat("a.example\n", 200) // 2000 bytes; the limit below is 1000
+	for _, tc := range []struct {
+		name        string
+		body        string
+		contentType string
+		pin         string // the pin in the entry; empty: none
+		want        error
+	}{
+		{name: "pin mismatch", body: "tiktok.com\nevil\n", pin: hex.EncodeToString(sha256.New().Sum(nil)), want: ErrPin},
+		{name: "html content type", body: "tiktok.com\n", contentType: "text/html; charset=utf-8", want: ErrHTML},
+		{name: "xhtml content type", body: "tiktok.com\n", contentType: "application/xhtml+xml", want: ErrHTML},
+		{name: "html doctype", body: "<!DOCTYPE html><html><body>Sign in</body></html>", want: ErrHTML},
+		{name: "html after bom and space", body: "\ufeff \r\n\t<HTML><head></head></html>", want: ErrHTML},
+		{name: "html tag", body: "<html>\ntiktok.com\n</html>", want: ErrHTML},
+		{name: "binary nul", body: "tiktok.com\n\x00\x01\x02", want: ErrBinary},
+		{name: "gzip bytes", body: "\x1f\x8b\x08\x00\x00\x00\x00\x00", want: ErrBinary},
+		{name: "invalid utf-8", body: "tiktok.com\n\xff\xfe\n", want: ErrBinary},
+		{name: "oversized", body: big, want: ErrTooBig},
+		{name: "not found", body: "", want: ErrStatus},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newListServer(t, good)
+			entry := srv.URL + "/list.txt"
+			if tc.pin != "" {
+				// The pin of the good body, so the first copy is accepted.
+				sum := sha256.Sum256([]byte(good))
+				entry += "#sha256=" + hex.EncodeToString(sum[:])
+			}
+			opt := testOptions(t)
+			opt.MaxBytes = 1000
+			src, err := NewURL(entry, opt)
+			require.NoError(t, err)
+			rec := run(t, src)
+			require.Equal(t, good, string(rec.waitCount(t, 1).Body))
+
+			srv.set(func(s *listServer) {
+				s.body = []byte(tc.body)
+				if tc.contentType != "" {
+					s.contentType = tc.contentType
+				}
+				if tc.want == ErrStatus {
+					s.Config.Handler = http.NotFoundHandler()
+				}
+			})
+			st := waitError(t, src, tc.want)
+			assert.Contains(t, st.LastError.Error(), srv.URL+"/list.txt", "the error names the URL")
+			assert.Positive(t, st.Failures)
+			assert.True(t, st.HasContent, "the last good copy stays")
+			assert.Equal(t, sha256.Sum256([]byte(good)), st.SHA256)
+			assert.Equal(t, 1, rec.count(), "a refused body is never delivered")
+
+			// Nor is a refused body kept as the disk copy: a restart
+			// delivers the good one.
+			again, err := NewURL(entry, opt)
+			require.NoError(t, err)
+			c := run(t, again).waitCount(t, 1)
+			assert.True(t, c.FromCache)
+			assert.Equal(t, good, string(c.Body))
+		})
+	}
+}
+
+func TestURLRefusedAtStartLeavesNoContent(t *testing.T) {
+	srv := newListServer(t, "<!doctype html><title>Portal</title>")
+	src, err := NewURL(srv.URL+"/list.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+	st := waitError(t, src, ErrHTML)
+	assert.False(t, st.HasContent)
+	assert.Equal(t, []string{src.Name()}, Missing([]Source{src}))
+	assert.Equal(t, 0, rec.count())
+}
+
+func TestURLPinAccepted(t *testing.T) {
+	srv := newListServer(t, "tiktok.com\n")
+	sum := sha256.Sum256([]byte("tiktok.com\n"))
+	src, err := NewURL(srv.URL+"/l.txt#sha256="+strings.ToUpper(hex.EncodeToString(sum[:])), testOptions(t))
+	require.NoError(t, err)
+	c := run(t, src).waitCount(t, 1)
+	assert.Equal(t, sum, c.SHA256)
+	assert.Equal(t, "sha256:"+hex.EncodeToString(sum[:]), c.Version())
+}
+
+// TestURLOversizedNotReadPastLimit serves a body far over the limit, with
+// and without a Content-Length, and checks it is refused without being
+// read: the server manages to write little more than the limit and the
+// socket buffers before the client hangs up.
+func TestURLOversizedNotReadPastLimit(t *testing.T) {
+	const limit = 64 << 10
+	const total = 1 << 30 // 1 GiB, were it all read
+	for _, tc := range []struct {
+		name          string
+		contentLength bool
+	}{
+		{name: "chunked"},
+		{name: "content-length", contentLength: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var written atomic.Int64
+			done := make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				defer close(done)
+				if tc.contentLength {
+					w.Header().Set("Content-Length", strconv.Itoa(total))
+				}
+				chunk := []byte(strings.Repeat("a.example\n", 6554))
+				for written.Load() < total {
+					n, err := w.Write(chunk)
+					written.Add(int64(n))
+					if err != nil {
+						return
+					}
+				}
+			}))
+			t.Cleanup(srv.Close)
+			opt := testOptions(t)
+			opt.MaxBytes = limit
+			src, err := NewURL(srv.URL+"/huge.txt", opt)
+			require.NoError(t, err)
+			_, err = src.Fetch(t.Context())
+			require.ErrorIs(t, err, ErrTooBig)
+			select {
+			case <-done:
+			case <-time.After(waitFor):
+				t.Fatal("the server is still writing: the client did not hang up")
+			}
+			assert.Less(t, written.Load(), int64(32<<20), "the body was read far past the limit")
+		})
+	}
+}
+
+func TestURLRedirects(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/r/{n}", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.PathValue("n"))
+		if n == 0 {
+			fmt.Fprintln(w, "tiktok.com")
+			return
+		}
+		http.Redirect(w, r, fmt.Sprintf("/r/%d", n-1), http.StatusFound)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		redirects int
+		want      error
+	}{
+		{redirects: 0},
+		{redirects: 5},
+		{redirects: 6, want: ErrRedirects},
+		{redirects: 20, want: ErrRedirects},
+	} {
+		t.Run(strconv.Itoa(tc.redirects), func(t *testing.T) {
+			src, err := NewURL(fmt.Sprintf("%s/r/%d", srv.URL, tc.redirects), testOptions(t))
+			require.NoError(t, err)
+			c, err := src.Fetch(t.Context())
+			if tc.want != nil {
+				require.ErrorIs(t, err, tc.want)
+				assert.Contains(t, err.Error(), src.Name())
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, "tiktok.com\n", string(c.Body))
+		})
+	}
+}
+
+func TestURLRedirectOffLoopbackHTTPRefused(t *testing.T) {
+	srv := httptest.NewServer(http.RedirectHandler("http://192.0.2.1/list.txt", http.StatusFound))
+	t.Cleanup(srv.Close)
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	_, err = src.Fetch(t.Context())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "refusing to leave https")
+}
+
+func TestURLServerDownKeepsCopy(t *testing.T) {
+	srv := newListServer(t, "tiktok.com\n")
+	opt := testOptions(t)
+	src, err := NewURL(srv.URL+"/l.txt", opt)
+	require.NoError(t, err)
+	rec := run(t, src)
+	rec.waitCount(t, 1)
+	srv.Close()
+
+	require.Eventually(t, func() bool { return src.Status().ConsecutiveFailures >= 2 }, waitFor, tick)
+	st := src.Status()
+	require.Error(t, st.LastError)
+	assert.Contains(t, st.LastError.Error(), srv.URL)
+	assert.True(t, st.HasContent)
+	assert.Equal(t, 1, rec.count())
+	assert.Equal(t, "tiktok.com\n", string(rec.last().Body))
+}
+
+func TestURLRestartFromCacheWithServerDown(t *testing.T) {
+	srv := newListServer(t, "tiktok.com\n")
+	srv.set(func(s *listServer) { s.etag = `"abc"` })
+	opt := testOptions(t)
+	opt.Refresh = time.Hour
+	entry := srv.URL + "/l.txt"
+	first, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	fetched := run(t, first).waitCount(t, 1).Fetched
+	waitFile(t, cachePath(opt.CacheDir, entry))
+	srv.Close()
+
+	// A new source (a restart) with the server down delivers the disk
+	// copy at once, with its validators.
+	second, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	rec := run(t, second)
+	c := rec.waitCount(t, 1)
+	assert.True(t, c.FromCache)
+	assert.Equal(t, "tiktok.com\n", string(c.Body))
+	assert.Equal(t, `"abc"`, c.ETag)
+	assert.True(t, c.Fetched.Equal(fetched), "the disk copy keeps its fetch time")
+	require.Eventually(t, func() bool { return second.Status().LastError != nil }, waitFor, tick)
+	st := second.Status()
+	assert.True(t, st.HasContent)
+	assert.True(t, st.FromCache)
+	assert.Empty(t, Missing([]Source{second}))
+}
+
+func TestURLCorruptCacheIgnored(t *testing.T) {
+	srv := newListServer(t, "tiktok.com\n")
+	opt := testOptions(t)
+	entry := srv.URL + "/l.txt"
+	first, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	run(t, first).waitCount(t, 1)
+	path := cachePath(opt.CacheDir, entry)
+	waitFile(t, path)
+	srv.Close()
+	require.NoError(t, corrupt(path))
+
+	second, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	rec := run(t, second)
+	require.Eventually(t, func() bool { return second.Status().CacheError != nil }, waitFor, tick)
+	assert.Contains(t, second.Status().CacheError.Error(), "does not match its SHA-256")
+	assert.Equal(t, 0, rec.count())
+	assert.False(t, second.Status().HasContent)
+}
+
+func TestURLRefusedByReceiver(t *testing.T) {
+	srv := newListServer(t, "tiktok.com\n")
+	opt := testOptions(t)
+	entry := srv.URL + "/l.txt"
+	src, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	rec := &receiver{refuse: errors.New("no valid entry")}
+	runWith(t, src, rec)
+
+	require.Eventually(t, func() bool { return src.Status().Failures >= 2 }, waitFor, tick)
+	st := src.Status()
+	assert.False(t, st.HasContent)
+	assert.ErrorContains(t, st.LastError, "refused by the reload: no valid entry")
+	assert.NoFileExists(t, cachePath(opt.CacheDir, entry), "a refused copy is never kept on disk")
+
+	// Once the receiver accepts, the next poll delivers (unconditionally:
+	// nothing was held).
+	rec.setRefuse(nil)
+	c := rec.waitCount(t, 1)
+	assert.Equal(t, "tiktok.com\n", string(c.Body))
+	waitFile(t, cachePath(opt.CacheDir, entry))
+	waitStatus(t, src, func(st Status) bool { return st.HasContent && st.LastError == nil })
+}
+
+func TestNewURLErrors(t *testing.T) {
+	for _, tc := range []struct{ entry, want string }{
+		{"http://lists.example.gov/l.txt", "only for loopback"},
+		{"https://lists.example.gov/l.txt#md5=00", "not #sha256="},
+		{"https://lists.example.gov/l.txt#sha256=abcd", "not #sha256="},
+		{"https://lists.example.gov/l.txt#", "not #sha256="},
+		{"https:///l.txt", "no host"},
+		{"https://user:pw@lists.example.gov/l.txt", "credentials"},
+		{"ftp://lists.example.gov/l.txt", "not a remote source"},
+	} {
+		t.Run(tc.entry, func(t *testing.T) {
+			_, err := New(tc.entry, Options{})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+	for _, ok := range []string{"http://127.0.0.1:8080/l.txt", "http://[::1]/l.txt", "http://localhost/l.txt",
+		"HTTPS://lists.example.gov/l.txt#sha256=" + strings.Repeat("ab", 32)} {
+		_, err := New(ok, Options{})
+		assert.NoError(t, err, ok)
+		assert.True(t, IsRemote(ok), ok)
+	}
+	assert.False(t, IsRemote("lists/tiktok.txt"))
+	assert.False(t, IsRemote("https:/x"))
+}

@@ -1,0 +1,424 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// ErrTSIG marks a TSIG failure (RFC 8945): the primary refused our key
+// (BADKEY, BADSIG, BADTIME), or its answer was unsigned or did not verify.
+// Either side holds the wrong key; the zone held is kept.
+var ErrTSIG = errors.New("tsig")
+
+// transferLimit bounds a whole zone transfer in time, on top of the
+// per-read timeout and Options.MaxBytes.
+const transferLimit = 10 * time.Minute
+
+// tsigFudge is the time skew allowed on signed messages (RFC 8945 §10
+// recommends 300 s).
+const tsigFudge = 300
+
+// tsigErrors names the TSIG errors of RFC 8945 §5.2.
+var tsigErrors = map[uint16]string{16: "BADSIG", 17: "BADKEY", 18: "BADTIME", 22: "BADTRUNC"}
+
+// rcodeError is an answer with an RCODE other than NOERROR.
+type rcodeError struct {
+	what    string // "SOA query", "AXFR", "IXFR"
+	rcode   int
+	tsigErr uint16
+}
+
+func (e *rcodeError) Error() string {
+	s := fmt.Sprintf("%s: primary answered %s", e.what, dns.RcodeToString[e.rcode])
+	if e.tsigErr != 0 {
+		name := tsigErrors[e.tsigErr]
+		if name == "" {
+			name = fmt.Sprint(e.tsigErr)
+		}
+		s += " with TSIG error " + name + ": the key (sources.tsig) differs from the primary's"
+	}
+	return s
+}
+
+// Is makes a TSIG error errors.Is(err, ErrTSIG).
+func (e *rcodeError) Is(target error) bool { return target == ErrTSIG && e.tsigErr != 0 }
+
+// xfrClient asks a primary about one zone.
+type xfrClient struct {
+	zone     string // apex, lowercase FQDN
+	tsig     *TSIG  // normalized; nil: none
+	timeout  time.Duration
+	maxBytes int64
+}
+
+// pack returns m in wire form, signed when a key is set, and the MAC that
+// the answer's signature chains to.
+func (c *xfrClient) pack(m *dns.Msg) (wire []byte, mac string, err error) {
+	if c.tsig == nil {
+		wire, err = m.Pack()
+		return wire, "", err
+	}
+	m.SetTsig(c.tsig.Name, c.tsig.Algorithm, tsigFudge, time.Now().Unix())
+	wire, mac, err = dns.TsigGenerate(m, c.tsig.Secret, "", false)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: signing: %w", ErrTSIG, err)
+	}
+	return wire, mac, nil
+}
+
+// check verifies an answer: its ID and flags, its RCODE, and, when a key is
+// set, its signature (RFC 8945 §5.3: the first answer chains to the
+// request's MAC; each later message of a transfer to the one before, over
+// the timers only). It returns the MAC the next message chains to.
+func (c *xfrClient) check(what string, q, m *dns.Msg, wire []byte, mac string, later bool) (string, error) {
+	if m.Id != q.Id || !m.Response || m.Opcode != dns.OpcodeQuery {
+		return "", fmt.Errorf("%s: answer does not match the query (ID %d, QR %t, opcode %d)", what, m.Id, m.Response, m.Opcode)
+	}
+	ts := m.IsTsig()
+	if m.Rcode != dns.RcodeSuccess {
+		e := &rcodeError{what: what, rcode: m.Rcode}
+		if ts != nil {
+			e.tsigErr = ts.Error
+		}
+		return "", e
+	}
+	if !later && (len(m.Question) != 1 || !strings.EqualFold(m.Question[0].Name, q.Question[0].Name) ||
+		m.Question[0].Qtype != q.Question[0].Qtype) {
+		return "", fmt.Errorf("%s: answer is for another question", what)
+	}
+	if c.tsig == nil {
+		return "", nil
+	}
+	if ts == nil {
+		return "", fmt.Errorf("%s: %w: answer is not signed", what, ErrTSIG)
+	}
+	if !strings.EqualFold(ts.Hdr.Name, c.tsig.Name) {
+		return "", fmt.Errorf("%s: %w: answer signed with key %q, not %q", what, ErrTSIG, ts.Hdr.Name, c.tsig.Name)
+	}
+	if err := dns.TsigVerify(wire, c.tsig.Secret, mac, later); err != nil {
+		return "", fmt.Errorf("%s: %w: answer does not verify: %w", what, ErrTSIG, err)
+	}
+	return ts.MAC, nil
+}
+
+// dial connects to addr over network, closing the connection when ctx is
+// done.
+func (c *xfrClient) dial(ctx context.Context, network, addr string) (*dns.Conn, func(), error) {
+	d := net.Dialer{Timeout: c.timeout}
+	nc, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	return &dns.Conn{Conn: nc}, func() { stop(); nc.Close() }, nil
+}
+
+// querySOA asks the primary at addr for the zone's SOA, over UDP and again
+// over TCP when the answer is truncated. The answer must be authoritative.
+func (c *xfrClient) querySOA(ctx context.Context, addr string) (*dns.SOA, error) {
+	q := new(dns.Msg)
+	q.SetQuestion(c.zone, dns.TypeSOA)
+	q.RecursionDesired = false
+	m, err := c.exchange(ctx, "udp", addr, q)
+	if err == nil && m.Truncated {
+		m, err = c.exchange(ctx, "tcp", addr, q)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !m.Authoritative {
+		return nil, fmt.Errorf("SOA query: %s is not authoritative for %s", addr, c.zone)
+	}
+	for _, rr := range m.Answer {
+		if soa, ok := rr.(*dns.SOA); ok && strings.EqualFold(soa.Hdr.Name, c.zone) {
+			return soa, nil
+		}
+	}
+	return nil, fmt.Errorf("SOA query: answer from %s holds no SOA for %s", addr, c.zone)
+}
+
+// exchange sends q and reads its answer. Over UDP a datagram with another
+// ID is ignored (it answers some earlier query), within the timeout.
+func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.Msg) (*dns.Msg, error) {
+	q.Id = dns.Id()
+	q.Extra = nil
+	co, closeConn, err := c.dial(ctx, network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("SOA query: %w", err)
+	}
+	defer closeConn()
+	wire, mac, err := c.pack(q)
+	if err != nil {
+		return nil, err
+	}
+	co.SetDeadline(time.Now().Add(c.timeout))
+	if _, err := co.Write(wire); err != nil {
+		return nil, fmt.Errorf("SOA query: %w", err)
+	}
+	buf := make([]byte, dns.MaxMsgSize)
+	for range 16 {
+		n, err := co.Read(buf)
+		if err != nil {
+			return nil, fmt.Errorf("SOA query: %w", err)
+		}
+		m := new(dns.Msg)
+		if err := m.Unpack(buf[:n]); err != nil {
+			return nil, fmt.Errorf("SOA query: answer: %w", err)
+		}
+		if network == "udp" && m.Id != q.Id {
+			continue
+		}
+		if _, err := c.check("SOA query", q, m, buf[:n], mac, false); err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("SOA query: no answer with ID %d", q.Id)
+}
+
+// xfrResult is what a zone transfer brought.
+type xfrResult struct {
+	// kind is TransferAXFR or TransferIXFR; "" when an IXFR found the zone
+	// held up to date.
+	kind string
+	soa  *dns.SOA
+	// rrs are the zone's records but the SOA (AXFR); diffs the sequences
+	// of an IXFR.
+	rrs   []dns.RR
+	diffs []ixfrDiff
+	// condensed is set when an IXFR was answered with the new SOA alone:
+	// the primary has a newer zone but sends no difference (RFC 1995 §4),
+	// so an AXFR is needed.
+	condensed bool
+	// dropped counts records outside the zone, ignored.
+	dropped int
+	bytes   int64
+}
+
+// transfer pulls the zone from the primary at addr over TCP: an AXFR (RFC
+// 5936) when have is nil, else an IXFR (RFC 1995) from have's serial, whose
+// answer may be the differences, the whole zone AXFR-style, or have's SOA
+// alone (nothing changed). The answer is read whole before anything is
+// returned: a transfer cut off, over Options.MaxBytes or that does not
+// verify returns an error and nothing else.
+func (c *xfrClient) transfer(ctx context.Context, addr string, have *dns.SOA) (*xfrResult, error) {
+	what := TransferAXFR
+	q := new(dns.Msg)
+	q.SetQuestion(c.zone, dns.TypeAXFR)
+	if have != nil {
+		what = TransferIXFR
+		q.SetQuestion(c.zone, dns.TypeIXFR)
+		q.Ns = []dns.RR{have}
+	}
+	q.RecursionDesired = false
+	ctx, cancel := context.WithTimeout(ctx, transferLimit)
+	defer cancel()
+	co, closeConn, err := c.dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer closeConn()
+	wire, mac, err := c.pack(q)
+	if err != nil {
+		return nil, err
+	}
+	co.SetWriteDeadline(time.Now().Add(c.timeout))
+	if _, err := co.Write(wire); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	p := xfrParser{zone: c.zone, ixfr: have != nil}
+	if have != nil {
+		p.have = have.Serial
+	}
+	buf := make([]byte, dns.MaxMsgSize)
+	for msgs := 0; !p.done; msgs++ {
+		co.SetReadDeadline(time.Now().Add(c.timeout))
+		n, err := co.Read(buf)
+		if err != nil {
+			if p.ixfr && p.state == stateIXFRSecond {
+				// The new SOA alone, and the connection closed: condensed.
+				p.res.condensed = true
+				return &p.res, nil
+			}
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%s: %w", what, ctx.Err())
+			}
+			return nil, fmt.Errorf("%s: cut off after %d messages, %d records: %w", what, msgs, p.n, err)
+		}
+		if p.res.bytes += int64(n); p.res.bytes > c.maxBytes {
+			return nil, fmt.Errorf("%s: more than sources.max_bytes (%d bytes) transferred; refused", what, c.maxBytes)
+		}
+		m := new(dns.Msg)
+		if err := m.Unpack(buf[:n]); err != nil {
+			return nil, fmt.Errorf("%s: message %d: %w", what, msgs+1, err)
+		}
+		if mac, err = c.check(what, q, m, buf[:n], mac, msgs > 0); err != nil {
+			return nil, err
+		}
+		for _, rr := range m.Answer {
+			if p.done {
+				return nil, fmt.Errorf("%s: records after the closing SOA", what)
+			}
+			if err := p.add(rr); err != nil {
+				return nil, fmt.Errorf("%s: %w", what, err)
+			}
+		}
+		if len(m.Answer) == 0 {
+			return nil, fmt.Errorf("%s: message %d has no records", what, msgs+1)
+		}
+	}
+	return &p.res, nil
+}
+
+// Parser states: what the next record of the answer is.
+const (
+	stateFirst      = iota // the opening SOA
+	stateIXFRSecond        // an IXFR answer's second record: it says which form
+	stateAXFR              // a record of the zone, or the closing SOA
+	stateDel               // a record removed, or the SOA the sequence leads to
+	stateAdd               // a record added, or the SOA of the next sequence or the closing one
+)
+
+// xfrParser reads the records of an AXFR or IXFR answer, in order.
+type xfrParser struct {
+	zone  string
+	ixfr  bool
+	have  uint32 // the serial held, for an IXFR
+	state int
+	n     int // records read
+	done  bool
+	res   xfrResult
+}
+
+func (p *xfrParser) add(rr dns.RR) error {
+	p.n++
+	soa, isSOA := rr.(*dns.SOA)
+	if isSOA && !strings.EqualFold(soa.Hdr.Name, p.zone) {
+		return fmt.Errorf("record %d: SOA of %s, not of %s", p.n, soa.Hdr.Name, p.zone)
+	}
+	switch p.state {
+	case stateFirst:
+		if !isSOA {
+			return fmt.Errorf("answer does not start with the zone's SOA but %s", rr.Header().String())
+		}
+		p.res.soa = soa
+		p.res.kind = TransferAXFR
+		p.state = stateAXFR
+		if p.ixfr {
+			p.state = stateIXFRSecond
+			if !serialNewer(soa.Serial, p.have) {
+				// The zone held is current (or the primary's is older):
+				// the answer is this SOA alone.
+				p.res.kind = ""
+				p.done = true
+			}
+		}
+	case stateIXFRSecond:
+		switch {
+		case isSOA && soa.Serial == p.res.soa.Serial:
+			p.done = true // AXFR-style: a zone of its SOA alone
+		case isSOA:
+			p.res.kind = TransferIXFR
+			if soa.Serial != p.have {
+				return fmt.Errorf("IXFR starts from serial %d, not the %d held: %w", soa.Serial, p.have, errNotExact)
+			}
+			p.res.diffs = append(p.res.diffs, ixfrDiff{from: soa})
+			p.state = stateDel
+		default:
+			p.state = stateAXFR
+			p.zoneRecord(rr)
+		}
+	case stateAXFR:
+		if isSOA {
+			if soa.Serial != p.res.soa.Serial {
+				return fmt.Errorf("closing SOA has serial %d, the opening one %d", soa.Serial, p.res.soa.Serial)
+			}
+			p.done = true
+			return nil
+		}
+		p.zoneRecord(rr)
+	case stateDel:
+		d := &p.res.diffs[len(p.res.diffs)-1]
+		if isSOA {
+			d.to = soa
+			p.state = stateAdd
+			return nil
+		}
+		if p.inZone(rr) {
+			d.del = append(d.del, rr)
+		}
+	case stateAdd:
+		d := &p.res.diffs[len(p.res.diffs)-1]
+		if !isSOA {
+			if p.inZone(rr) {
+				d.add = append(d.add, rr)
+			}
+			return nil
+		}
+		if soa.Serial != d.to.Serial {
+			return fmt.Errorf("IXFR sequence to serial %d followed by one from %d", d.to.Serial, soa.Serial)
+		}
+		if soa.Serial == p.res.soa.Serial {
+			p.done = true
+			return nil
+		}
+		p.res.diffs = append(p.res.diffs, ixfrDiff{from: soa})
+		p.state = stateDel
+	}
+	return nil
+}
+
+// zoneRecord keeps a record of an AXFR-style answer, dropping one outside
+// the zone.
+func (p *xfrParser) zoneRecord(rr dns.RR) {
+	if p.inZone(rr) {
+		p.res.rrs = append(p.res.rrs, rr)
+	}
+}
+
+// inZone reports whether rr's owner is in the zone, counting the records
+// dropped for not being.
+func (p *xfrParser) inZone(rr dns.RR) bool {
+	if inZone(rr.Header().Name, p.zone) {
+		return true
+	}
+	p.res.dropped++
+	return false
+}
+
+// inZone reports whether name (presentation form, fully qualified) is zone
+// (lowercase) or below it, comparing ASCII case-insensitively: the name
+// ends with the zone, and the zone starts a label there (the dot before it
+// is not an escaped `\.`, a dot inside a label).
+func inZone(name, zone string) bool {
+	if zone == "." {
+		return true
+	}
+	n := len(name) - len(zone)
+	if n < 0 || !strings.EqualFold(name[n:], zone) {
+		return false
+	}
+	if n == 0 {
+		return true
+	}
+	if name[n-1] != '.' {
+		return false
+	}
+	backslashes := 0
+	for i := n - 2; i >= 0 && name[i] == '\\'; i-- {
+		backslashes++
+	}
+	return backslashes%2 == 0
+}
+
+// serialNewer reports whether serial a is newer than b in serial number
+// arithmetic (RFC 1982 §3.2): the zone's serial wraps at 2^32.
+func serialNewer(a, b uint32) bool {
+	return a != b && a-b < 1<<31
+}

@@ -1,0 +1,420 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+// Zone is an RPZ zone pulled from a DNS primary, as a secondary server
+// pulls it: an AXFR at start (RFC 5936); then an SOA query every SOA
+// refresh (every SOA retry after a failure), both capped by
+// Options.Refresh, and at once on a NOTIFY from the primary's address (RFC
+// 1996, see Notify); a newer serial (RFC 1982) is fetched by IXFR from the
+// serial held (RFC 1995), which the primary may answer with the
+// differences, the whole zone or, when unchanged, its SOA alone; an IXFR
+// refused as not implemented, or whose differences do not fit the zone
+// held, is followed by an AXFR. With Options.TSIG every query is signed and
+// every answer must carry a signature that verifies (RFC 8945). A transfer
+// that fails, is cut off, is over Options.MaxBytes or does not verify
+// changes nothing: the zone held is kept.
+//
+// The SOA expire timer is not followed: the zone held is served through
+// any outage of the primary, as the list it is (failing closed), with the
+// source's Status saying how old it is.
+type Zone struct {
+	name   string // the entry as configured
+	zone   string // apex, lowercase FQDN
+	host   string // the primary: an IP address or a host name
+	port   string
+	opt    Options
+	client xfrClient
+	track  tracker
+	// notify wakes Run for an SOA check; buffered, so a NOTIFY during a
+	// check asks for one more.
+	notify chan struct{}
+	// lookup resolves a primary given by name.
+	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
+
+	mu sync.Mutex
+	// primaries are the addresses the primary was last reached at: a
+	// NOTIFY from any other is refused. Guarded by mu.
+	primaries []netip.Addr
+
+	// held is the zone served, owned by Run's goroutine.
+	held *zoneCopy
+}
+
+var _ Source = (*Zone)(nil)
+
+// NewZone returns the source for entry, axfr://HOST[:PORT]/ZONE (the port
+// defaults to 53; HOST is an IP address or a name), or an error saying what
+// is wrong with it or with Options.TSIG.
+func NewZone(entry string, opt Options) (*Zone, error) {
+	u, err := url.Parse(entry)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", entry, err)
+	}
+	if !strings.EqualFold(u.Scheme, "axfr") {
+		return nil, fmt.Errorf("%s: scheme %q is not axfr", entry, u.Scheme)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%s: want axfr://HOST[:PORT]/ZONE and nothing more", entry)
+	}
+	host, port := u.Hostname(), u.Port()
+	if host == "" {
+		return nil, fmt.Errorf("%s: no primary host", entry)
+	}
+	if port == "" {
+		port = "53"
+	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return nil, fmt.Errorf("%s: bad port %q", entry, port)
+	}
+	zone := strings.TrimPrefix(u.Path, "/")
+	if zone == "" || strings.Contains(zone, "/") {
+		return nil, fmt.Errorf("%s: want one zone name after the host, axfr://HOST[:PORT]/ZONE", entry)
+	}
+	if _, ok := dns.IsDomainName(zone); !ok || dns.Fqdn(zone) == "." {
+		return nil, fmt.Errorf("%s: zone %q is not a domain name", entry, zone)
+	}
+	zone = strings.ToLower(dns.Fqdn(zone))
+	opt = opt.withDefaults()
+	key, err := opt.TSIG.normalize()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", entry, err)
+	}
+	z := &Zone{name: entry, zone: zone, host: host, port: port, opt: opt,
+		client: xfrClient{zone: zone, tsig: key, timeout: opt.Timeout, maxBytes: opt.MaxBytes},
+		notify: make(chan struct{}, 1),
+		lookup: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		}}
+	if a, err := netip.ParseAddr(host); err == nil {
+		z.primaries = []netip.Addr{a.Unmap()}
+	}
+	z.track.st = Status{Name: entry, Kind: KindZone}
+	return z, nil
+}
+
+// Name returns the entry as configured.
+func (z *Zone) Name() string { return z.name }
+
+// Origin returns the zone's apex, lowercase and fully qualified.
+func (z *Zone) Origin() string { return z.zone }
+
+// Status returns the source's health.
+func (z *Zone) Status() Status { return z.track.status() }
+
+// Notify is told of a NOTIFY for the zone (RFC 1996) that came from the
+// address from. It reports whether from is the primary's (an address the
+// primary was reached at), and if so asks Run for an SOA check at once: a
+// NOTIFY is only ever a hint to look, so a forged one costs at most one SOA
+// query.
+func (z *Zone) Notify(from netip.Addr) bool {
+	from = from.Unmap()
+	z.mu.Lock()
+	ok := slices.Contains(z.primaries, from)
+	z.mu.Unlock()
+	z.track.update(func(st *Status) {
+		if ok {
+			st.NotifiesAccepted++
+		} else {
+			st.NotifiesRefused++
+		}
+	})
+	if ok {
+		select {
+		case z.notify <- struct{}{}:
+		default: // a check is already asked for
+		}
+	}
+	return ok
+}
+
+// Run delivers the disk copy at once, then checks the primary at start and
+// on the SOA's timers and NOTIFY until ctx is done.
+func (z *Zone) Run(ctx context.Context, deliver func(Content) error) {
+	z.loadCache(deliver)
+	backoff := time.Second
+	for {
+		var next time.Duration
+		err := z.refresh(ctx, deliver)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			z.track.failed(time.Now(), err)
+			z.opt.Log.Warn("zone source failed; keeping the zone held", zap.String("source", z.name),
+				zap.Error(err), zap.Bool("has_copy", z.held != nil))
+		}
+		switch {
+		case z.held == nil:
+			// Nothing to serve yet: look again soon, backing off.
+			next = min(backoff, z.opt.Refresh)
+			backoff = min(2*backoff, z.opt.Refresh)
+		case err != nil:
+			next = soaTimer(z.held.soa.Retry, z.opt.Refresh)
+		default:
+			backoff = time.Second
+			next = soaTimer(z.held.soa.Refresh, z.opt.Refresh)
+		}
+		if !wait(ctx, next, z.notify) {
+			return
+		}
+	}
+}
+
+// soaTimer returns an SOA timer (seconds) capped by limit; a zero timer
+// means limit.
+func soaTimer(secs uint32, limit time.Duration) time.Duration {
+	if d := time.Duration(secs) * time.Second; d > 0 && d < limit {
+		return d
+	}
+	return limit
+}
+
+// Fetch transfers the whole zone once by AXFR, changing no state.
+func (z *Zone) Fetch(ctx context.Context) (Content, error) {
+	addrs, err := z.addresses(ctx)
+	if err != nil {
+		return Content{}, fmt.Errorf("%s: %w", z.name, err)
+	}
+	var errs []error
+	for _, addr := range addrs {
+		res, err := z.client.transfer(ctx, addr, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		}
+		return Content{Source: z.name, Kind: KindZone, Fetched: time.Now(), Zone: z.zone, Serial: res.soa.Serial,
+			Records: append([]dns.RR{res.soa}, res.rrs...), Transfer: TransferAXFR}, nil
+	}
+	return Content{}, fmt.Errorf("%s: %w", z.name, errors.Join(errs...))
+}
+
+// addresses returns the primary's addresses as HOST:PORT, resolving a
+// name, and keeps them for Notify.
+func (z *Zone) addresses(ctx context.Context) ([]string, error) {
+	z.mu.Lock()
+	ips := z.primaries
+	z.mu.Unlock()
+	if _, err := netip.ParseAddr(z.host); err != nil {
+		lctx, cancel := context.WithTimeout(ctx, z.opt.Timeout)
+		defer cancel()
+		found, err := z.lookup(lctx, z.host)
+		if err != nil || len(found) == 0 {
+			return nil, fmt.Errorf("resolving primary %s: %w", z.host, err)
+		}
+		for i := range found {
+			found[i] = found[i].Unmap()
+		}
+		z.mu.Lock()
+		z.primaries = found
+		z.mu.Unlock()
+		ips = found
+	}
+	out := make([]string, len(ips))
+	for i, a := range ips {
+		out[i] = net.JoinHostPort(a.String(), z.port)
+	}
+	return out, nil
+}
+
+// refresh checks the primary's serial and, when it is newer than the one
+// held (or nothing is held), transfers and delivers the zone. It tries
+// each of the primary's addresses until one answers.
+func (z *Zone) refresh(ctx context.Context, deliver func(Content) error) error {
+	now := time.Now()
+	z.track.attempt(now)
+	addrs, err := z.addresses(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", z.name, err)
+	}
+	var errs []error
+	for _, addr := range addrs {
+		c, commit, err := z.pull(ctx, addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: primary %s: %w", z.name, addr, err))
+			continue
+		}
+		if c != nil {
+			if err := deliver(*c); err != nil {
+				return refusedError(c, err)
+			}
+			commit()
+			z.track.served(c)
+			z.track.succeeded(now)
+			z.writeCache(c)
+			return nil
+		}
+		z.track.succeeded(now)
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+// pull asks the primary at addr for the zone's SOA and, when its serial is
+// newer than the one held, transfers the zone. It returns the new content
+// and the function that makes it the zone held, or nil when the zone held
+// is current.
+func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) {
+	soa, err := z.client.querySOA(ctx, addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	var have *dns.SOA
+	if z.held != nil {
+		have = z.held.soa
+		if !serialNewer(soa.Serial, have.Serial) {
+			if soa.Serial != have.Serial {
+				return nil, nil, fmt.Errorf("primary has serial %d, older than the %d held; keeping the zone held", soa.Serial, have.Serial)
+			}
+			return nil, nil, nil
+		}
+	}
+	res, err := z.client.transfer(ctx, addr, have)
+	var ch *zoneChange
+	if err == nil && res.kind == TransferIXFR {
+		ch, err = z.held.plan(res.diffs)
+	}
+	var rc *rcodeError
+	if have != nil && (errors.Is(err, errNotExact) || errors.As(err, &rc) && (rc.rcode == dns.RcodeNotImplemented ||
+		rc.rcode == dns.RcodeFormatError) && rc.tsigErr == 0 || err == nil && res.condensed) {
+		// The primary cannot give differences that fit the zone held:
+		// take the whole zone.
+		res, err = z.client.transfer(ctx, addr, nil)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if res.kind == "" || have != nil && !serialNewer(res.soa.Serial, have.Serial) {
+		// The IXFR found the zone held current, or the zone changed back
+		// between the SOA query and the transfer: nothing newer.
+		return nil, nil, nil
+	}
+	c := &Content{Source: z.name, Kind: KindZone, Fetched: time.Now(), Zone: z.zone, Serial: res.soa.Serial, Transfer: res.kind}
+	var commit func()
+	if res.kind == TransferIXFR {
+		c.Records = z.held.preview(ch)
+		c.Added, c.Removed = len(ch.added), len(ch.removed)
+		held := z.held
+		commit = func() { held.commit(ch) }
+	} else {
+		c.Records = make([]dns.RR, 0, len(res.rrs)+1)
+		c.Records = append(append(c.Records, res.soa), res.rrs...)
+		if z.held != nil {
+			same := z.held.overlap(res.rrs)
+			c.Added, c.Removed = len(res.rrs)-same, z.held.live-same
+		}
+		commit = func() { z.held = newZoneCopy(res.soa, res.rrs) }
+	}
+	if res.dropped > 0 {
+		z.opt.Log.Warn("zone transfer held records outside the zone; dropped", zap.String("source", z.name),
+			zap.Int("dropped", res.dropped))
+	}
+	return c, commit, nil
+}
+
+// loadCache delivers the disk copy of the zone, if there is one.
+func (z *Zone) loadCache(deliver func(Content) error) {
+	if z.opt.CacheDir == "" {
+		return
+	}
+	meta, payload, err := readCache(cachePath(z.opt.CacheDir, z.name), z.name, zoneKind)
+	if errors.Is(err, errNoCache) {
+		return
+	}
+	var soa *dns.SOA
+	var rrs []dns.RR
+	if err == nil {
+		soa, rrs, err = unpackZone(payload, z.zone)
+	}
+	if err == nil && soa.Serial != meta.Serial {
+		err = fmt.Errorf("disk copy: SOA serial %d, metadata says %d", soa.Serial, meta.Serial)
+	}
+	if err != nil {
+		z.track.cacheResult(err)
+		z.opt.Log.Warn("zone source: disk copy not used", zap.String("source", z.name), zap.Error(err))
+		return
+	}
+	c := &Content{Source: z.name, Kind: KindZone, FromCache: true, Fetched: meta.Fetched, Zone: z.zone,
+		Serial: soa.Serial, Records: append([]dns.RR{soa}, rrs...), Transfer: TransferCache}
+	if err := deliver(*c); err != nil {
+		z.track.failed(time.Now(), refusedError(c, err))
+		return
+	}
+	z.held = newZoneCopy(soa, rrs)
+	z.track.served(c)
+}
+
+// zoneKind is the cache kind of a zone: its records in DNS wire form (RFC
+// 1035 §4.1.3, names uncompressed), one after another, the SOA first.
+// Wire form reads back exactly and ten times faster than master file text,
+// so a restart is served at once even for a zone of a million records.
+const zoneKind = "zone-wire"
+
+// unpackZone reads a zone written by writeCache.
+func unpackZone(payload []byte, zone string) (*dns.SOA, []dns.RR, error) {
+	var soa *dns.SOA
+	var rrs []dns.RR
+	for off := 0; off < len(payload); {
+		rr, next, err := dns.UnpackRR(payload, off)
+		if err != nil {
+			return nil, nil, fmt.Errorf("disk copy: record at offset %d: %w", off, err)
+		}
+		off = next
+		if soa == nil {
+			s, isSOA := rr.(*dns.SOA)
+			if !isSOA || !strings.EqualFold(s.Hdr.Name, zone) {
+				return nil, nil, errors.New("disk copy: does not start with the zone's SOA")
+			}
+			soa = s
+			continue
+		}
+		rrs = append(rrs, rr)
+	}
+	if soa == nil {
+		return nil, nil, errors.New("disk copy: empty")
+	}
+	return soa, rrs, nil
+}
+
+// packZone returns records in the form unpackZone reads.
+func packZone(records []dns.RR) ([]byte, error) {
+	out := make([]byte, 0, 32*len(records))
+	scratch := make([]byte, dns.MaxMsgSize)
+	for _, rr := range records {
+		n, err := dns.PackRR(rr, scratch, 0, nil, false)
+		if err != nil {
+			return nil, fmt.Errorf("packing %s: %w", rr.Header().Name, err)
+		}
+		out = append(out, scratch[:n]...)
+	}
+	return out, nil
+}
+
+func (z *Zone) writeCache(c *Content) {
+	if z.opt.CacheDir == "" {
+		return
+	}
+	payload, err := packZone(c.Records)
+	if err == nil {
+		err = writeCache(cachePath(z.opt.CacheDir, z.name), cacheMeta{Source: z.name, Kind: zoneKind, Fetched: c.Fetched,
+			Zone: z.zone, Serial: c.Serial}, payload)
+	}
+	z.track.cacheResult(err)
+	if err != nil {
+		z.opt.Log.Warn("zone source: keeping the disk copy failed", zap.String("source", z.name), zap.Error(err))
+	}
+}

@@ -1,0 +1,462 @@
+package source
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const testZone = "rpz.test."
+
+// startZone starts a Zone source for the fake primary p with opt and
+// returns it and its receiver.
+func startZone(t *testing.T, p *fakePrimary, opt Options) (*Zone, *receiver) {
+	t.Helper()
+	z, err := NewZone("axfr://"+p.addr+"/"+strings.TrimSuffix(p.zone, "."), opt)
+	require.NoError(t, err)
+	return z, run(t, z)
+}
+
+// poke asks the source to look at once, as a NOTIFY from the primary does.
+func poke(t *testing.T, z *Zone) {
+	t.Helper()
+	require.True(t, z.Notify(netip.MustParseAddr("127.0.0.1")))
+}
+
+func qtypes(ts ...uint16) []string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = dns.TypeToString[t]
+	}
+	return out
+}
+
+func TestZoneIXFRSequences(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a", "b", "c"), nil)
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	c := rec.waitCount(t, 1)
+	require.Equal(t, []string{"a", "b", "c"}, owners(c))
+
+	// 1 → 2 removes a and adds d; 2 → 3 removes d again, adds e, and
+	// adds b, already there (kept once). Net: a removed, e added.
+	p.update(func(p *fakePrimary) {
+		p.soa = testSOA(testZone, 3)
+		p.ixfr = func(have uint32) []dns.RR {
+			return ixfrAnswer(testZone,
+				ixfrStep{from: 1, to: 2, del: cnames(testZone, "a"), add: cnames(testZone, "d")},
+				ixfrStep{from: 2, to: 3, del: cnames(testZone, "d"), add: cnames(testZone, "e", "b")})
+		}
+	})
+	poke(t, z)
+	c = rec.waitCount(t, 2)
+	assert.Equal(t, TransferIXFR, c.Transfer)
+	assert.Equal(t, uint32(3), c.Serial)
+	assert.Equal(t, []string{"b", "c", "e"}, owners(c))
+	assert.Len(t, c.Records, 4, "the SOA and three records")
+	assert.Equal(t, 1, c.Added)
+	assert.Equal(t, 1, c.Removed)
+	assert.Equal(t, qtypes(dns.TypeSOA, dns.TypeAXFR, dns.TypeSOA, dns.TypeIXFR), qtypes(p.asked()...))
+
+	// The earlier copy is untouched: the receiver may still serve it.
+	assert.Equal(t, []string{"a", "b", "c"}, owners(rec.got[0]))
+
+	// A further IXFR applies to the zone as changed.
+	p.update(func(p *fakePrimary) {
+		p.soa = testSOA(testZone, 4)
+		p.ixfr = func(have uint32) []dns.RR {
+			require.Equal(t, uint32(3), have)
+			return ixfrAnswer(testZone, ixfrStep{from: 3, to: 4, del: cnames(testZone, "b", "c"), add: cnames(testZone, "f")})
+		}
+	})
+	poke(t, z)
+	c = rec.waitCount(t, 3)
+	assert.Equal(t, []string{"e", "f"}, owners(c))
+	assert.Equal(t, 1, c.Added)
+	assert.Equal(t, 2, c.Removed)
+}
+
+func TestZoneIXFRFallbacks(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(p *fakePrimary)
+		// wantAsked are the QTYPEs asked for the change.
+		wantAsked []uint16
+		wantType  string
+	}{
+		{
+			name:      "not implemented",
+			setup:     func(p *fakePrimary) { p.ixfrRcode = dns.RcodeNotImplemented },
+			wantAsked: []uint16{dns.TypeSOA, dns.TypeIXFR, dns.TypeAXFR},
+			wantType:  TransferAXFR,
+		},
+		{
+			name:      "format error",
+			setup:     func(p *fakePrimary) { p.ixfrRcode = dns.RcodeFormatError },
+			wantAsked: []uint16{dns.TypeSOA, dns.TypeIXFR, dns.TypeAXFR},
+			wantType:  TransferAXFR,
+		},
+		{
+			name: "condensed: the new SOA alone",
+			setup: func(p *fakePrimary) {
+				p.ixfr = func(uint32) []dns.RR { return []dns.RR{testSOA(testZone, 2)} }
+			},
+			wantAsked: []uint16{dns.TypeSOA, dns.TypeIXFR, dns.TypeAXFR},
+			wantType:  TransferAXFR,
+		},
+		{
+			name: "removes a record not held",
+			setup: func(p *fakePrimary) {
+				p.ixfr = func(uint32) []dns.RR {
+					return ixfrAnswer(testZone, ixfrStep{from: 1, to: 2, del: cnames(testZone, "zzz"), add: cnames(testZone, "d")})
+				}
+			},
+			wantAsked: []uint16{dns.TypeSOA, dns.TypeIXFR, dns.TypeAXFR},
+			wantType:  TransferAXFR,
+		},
+		{
+			name: "starts from another serial",
+			setup: func(p *fakePrimary) {
+				p.ixfr = func(uint32) []dns.RR {
+					return ixfrAnswer(testZone, ixfrStep{from: 7, to: 2, del: cnames(testZone, "a"), add: cnames(testZone, "d")})
+				}
+			},
+			wantAsked: []uint16{dns.TypeSOA, dns.TypeIXFR, dns.TypeAXFR},
+			wantType:  TransferAXFR,
+		},
+		{
+			name:      "AXFR-style answer",
+			setup:     func(p *fakePrimary) { p.ixfr = nil },
+			wantAsked: []uint16{dns.TypeSOA, dns.TypeIXFR},
+			wantType:  TransferAXFR,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startFakePrimary(t, testZone, 1, cnames(testZone, "a", "b", "c"), nil)
+			z, rec := startZone(t, p, zoneTestOptions(t, nil))
+			rec.waitCount(t, 1)
+			p.update(func(p *fakePrimary) {
+				p.soa = testSOA(testZone, 2)
+				p.records = cnames(testZone, "b", "c", "d")
+				p.queries = nil
+				tc.setup(p)
+			})
+			poke(t, z)
+			c := rec.waitCount(t, 2)
+			assert.Equal(t, tc.wantType, c.Transfer)
+			assert.Equal(t, uint32(2), c.Serial)
+			assert.Equal(t, []string{"b", "c", "d"}, owners(c))
+			assert.Equal(t, 1, c.Added)
+			assert.Equal(t, 1, c.Removed)
+			assert.Equal(t, qtypes(tc.wantAsked...), qtypes(p.asked()...))
+		})
+	}
+}
+
+func TestZoneUpToDateAsksSOAOnly(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a"), nil)
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	rec.waitCount(t, 1)
+	for range 3 {
+		poke(t, z)
+	}
+	require.Eventually(t, func() bool { return len(p.asked()) >= 3 }, waitFor, tick)
+	require.Eventually(t, func() bool { return !z.Status().LastSuccess.IsZero() }, waitFor, tick)
+	for _, q := range p.asked()[2:] {
+		assert.Equal(t, "SOA", dns.TypeToString[q], "an unchanged serial costs an SOA query, no transfer")
+	}
+	assert.Equal(t, 1, rec.count())
+}
+
+func TestZoneFailuresKeepTheZone(t *testing.T) {
+	key := newKey(t, "xfr-key.")
+	for _, tc := range []struct {
+		name  string
+		key   *TSIG
+		setup func(p *fakePrimary)
+		want  string
+		is    error
+	}{
+		{name: "cut off", setup: func(p *fakePrimary) { p.cutAfter = 1 }, want: "cut off"},
+		{name: "cut off with tsig", key: key, setup: func(p *fakePrimary) {
+			p.records = cnames(testZone, "a", "b", "c", "d", "e", "f", "g")
+			p.cutAfter = 2
+		}, want: "cut off"},
+		{name: "over max_bytes", setup: func(p *fakePrimary) {
+			p.records = cnames(testZone, strings.Split(strings.Repeat("x,", 400)+"y", ",")...)
+		}, want: "max_bytes"},
+		{name: "unsigned answer", key: key, setup: func(p *fakePrimary) { p.unsigned = true }, want: "not signed", is: ErrTSIG},
+		{name: "answer signed with another secret", key: key, setup: func(p *fakePrimary) { p.forged = true }, want: "does not verify", is: ErrTSIG},
+		{name: "serial older", setup: func(p *fakePrimary) { p.soa = testSOA(testZone, 0) }, want: "older than the 1 held"},
+		{name: "refused", setup: func(p *fakePrimary) { p.ixfrRcode = dns.RcodeRefused }, want: "REFUSED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var secret map[string]string
+			if tc.key != nil {
+				secret = map[string]string{tc.key.Name: tc.key.Secret}
+			}
+			p := startFakePrimary(t, testZone, 1, cnames(testZone, "a", "b", "c", "d", "e", "f"), secret)
+			p.perMessage = 2
+			opt := zoneTestOptions(t, tc.key)
+			opt.MaxBytes = 4000
+			z, rec := startZone(t, p, opt)
+			rec.waitCount(t, 1)
+			p.update(func(p *fakePrimary) {
+				p.soa = testSOA(testZone, 2)
+				p.records = cnames(testZone, "a", "b")
+				tc.setup(p)
+			})
+			poke(t, z)
+			require.Eventually(t, func() bool { return z.Status().LastError != nil }, waitFor, tick)
+			st := z.Status()
+			assert.ErrorContains(t, st.LastError, tc.want)
+			assert.ErrorContains(t, st.LastError, z.Name(), "the error names the source")
+			if tc.is != nil {
+				assert.ErrorIs(t, st.LastError, tc.is)
+			}
+			assert.Equal(t, 1, rec.count(), "nothing is delivered")
+			assert.Equal(t, uint32(1), st.Serial, "the zone held is kept")
+			assert.True(t, st.HasContent)
+			assert.Equal(t, 1, st.ConsecutiveFailures)
+
+			// Once the primary behaves, the next look picks the change up.
+			p.update(func(p *fakePrimary) {
+				p.cutAfter, p.unsigned, p.forged, p.ixfrRcode = 0, false, false, 0
+				p.soa = testSOA(testZone, 3)
+				p.records = cnames(testZone, "a", "b")
+			})
+			poke(t, z)
+			c := rec.waitCount(t, 2)
+			assert.Equal(t, uint32(3), c.Serial)
+			assert.Equal(t, []string{"a", "b"}, owners(c))
+			assert.Equal(t, 4, c.Removed)
+			require.Eventually(t, func() bool { return z.Status().LastError == nil }, waitFor, tick)
+		})
+	}
+}
+
+func TestZoneRefusedByReceiver(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a"), nil)
+	opt := zoneTestOptions(t, nil)
+	z, err := NewZone("axfr://"+p.addr+"/rpz.test", opt)
+	require.NoError(t, err)
+	rec := &receiver{refuse: errors.New("no trigger applies")}
+	runWith(t, z, rec)
+	require.Eventually(t, func() bool { return z.Status().Failures >= 1 }, waitFor, tick)
+	st := z.Status()
+	assert.False(t, st.HasContent)
+	assert.ErrorContains(t, st.LastError, "refused by the reload: no trigger applies")
+	assert.NoFileExists(t, cachePath(opt.CacheDir, z.Name()))
+
+	rec.setRefuse(nil)
+	poke(t, z)
+	c := rec.waitCount(t, 1)
+	assert.Equal(t, TransferAXFR, c.Transfer, "nothing was held: a full transfer")
+	waitFile(t, cachePath(opt.CacheDir, z.Name()))
+}
+
+func TestZoneRestartFromCache(t *testing.T) {
+	p := startFakePrimary(t, testZone, 5, cnames(testZone, "a", `we\.ird`, "*.b"), nil)
+	opt := zoneTestOptions(t, nil)
+	z, err := NewZone("axfr://"+p.addr+"/rpz.test", opt)
+	require.NoError(t, err)
+	rec := &receiver{}
+	stop := runWith(t, z, rec)
+	first := rec.waitCount(t, 1)
+	waitFile(t, cachePath(opt.CacheDir, z.Name()))
+	stop()
+
+	// The restarted source delivers the disk copy before any network, and
+	// then transfers by IXFR from it.
+	p.update(func(p *fakePrimary) {
+		p.soa = testSOA(testZone, 6)
+		p.ixfr = func(have uint32) []dns.RR {
+			return ixfrAnswer(testZone, ixfrStep{from: have, to: 6, add: cnames(testZone, "c")})
+		}
+	})
+	again, rec2 := startZone(t, p, opt)
+	c := rec2.waitCount(t, 1)
+	assert.True(t, c.FromCache)
+	assert.Equal(t, TransferCache, c.Transfer)
+	assert.Equal(t, uint32(5), c.Serial)
+	assert.Equal(t, owners(first), owners(c))
+	require.Len(t, c.Records, len(first.Records))
+	for i := range c.Records {
+		assert.True(t, dns.IsDuplicate(first.Records[i], c.Records[i]), "record %d: %s != %s", i, first.Records[i], c.Records[i])
+	}
+	c = rec2.waitCount(t, 2)
+	assert.Equal(t, TransferIXFR, c.Transfer)
+	assert.Equal(t, []string{"*.b", "a", "c", `we\.ird`}, owners(c))
+	waitStatus(t, again, func(st Status) bool { return !st.FromCache && st.Serial == 6 })
+}
+
+func TestZoneCorruptCacheIgnored(t *testing.T) {
+	p := startFakePrimary(t, testZone, 5, cnames(testZone, "a"), nil)
+	opt := zoneTestOptions(t, nil)
+	z, rec := startZone(t, p, opt)
+	rec.waitCount(t, 1)
+	path := cachePath(opt.CacheDir, z.Name())
+	waitFile(t, path)
+	require.NoError(t, corrupt(path))
+
+	again, rec2 := startZone(t, p, opt)
+	c := rec2.waitCount(t, 1)
+	assert.False(t, c.FromCache, "the corrupt disk copy is not delivered; the network's is")
+	assert.Equal(t, TransferAXFR, c.Transfer)
+	assert.Equal(t, 1, rec2.count())
+	waitStatus(t, again, func(st Status) bool { return st.Transfers[TransferAXFR] == 1 && st.HasContent })
+}
+
+// TestNotifyFromOtherAddressRefused sends real NOTIFY messages to a
+// Notifier listening on 127.0.0.1: from the primary's address (127.0.0.1)
+// and from another loopback address (127.0.0.2, bindable on Linux, where
+// all of 127.0.0.0/8 is the loopback).
+func TestNotifyFromOtherAddressRefused(t *testing.T) {
+	z, err := NewZone("axfr://127.0.0.1:5300/rpz.test", Options{})
+	require.NoError(t, err)
+	port := serveNotify(t, NewNotifier([]Source{z}))
+	server := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+
+	notify := func(from, zone string, qtype uint16, opcode int) *dns.Msg {
+		t.Helper()
+		q := new(dns.Msg)
+		q.SetNotify(zone)
+		q.Question[0].Qtype = qtype
+		q.Opcode = opcode
+		c := &dns.Client{Timeout: 2 * time.Second, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(from)}}}
+		m, _, err := c.Exchange(q, server)
+		require.NoError(t, err)
+		assert.Equal(t, q.Id, m.Id)
+		assert.True(t, m.Response)
+		return m
+	}
+	for _, tc := range []struct {
+		name       string
+		from, zone string
+		qtype      uint16
+		opcode     int
+		rcode      int
+		acted      bool
+	}{
+		{name: "from the primary", from: "127.0.0.1", zone: "rpz.test.", qtype: dns.TypeSOA, opcode: dns.OpcodeNotify, rcode: dns.RcodeSuccess, acted: true},
+		{name: "from the primary, name in capitals", from: "127.0.0.1", zone: "RPZ.Test.", qtype: dns.TypeSOA, opcode: dns.OpcodeNotify, rcode: dns.RcodeSuccess, acted: true},
+		{name: "from another address", from: "127.0.0.2", zone: "rpz.test.", qtype: dns.TypeSOA, opcode: dns.OpcodeNotify, rcode: dns.RcodeRefused},
+		{name: "for another zone", from: "127.0.0.1", zone: "other.test.", qtype: dns.TypeSOA, opcode: dns.OpcodeNotify, rcode: dns.RcodeNotAuth},
+		{name: "not SOA", from: "127.0.0.1", zone: "rpz.test.", qtype: dns.TypeA, opcode: dns.OpcodeNotify, rcode: dns.RcodeNotImplemented},
+		{name: "a query", from: "127.0.0.1", zone: "rpz.test.", qtype: dns.TypeSOA, opcode: dns.OpcodeQuery, rcode: dns.RcodeNotImplemented},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := z.Status()
+			m := notify(tc.from, tc.zone, tc.qtype, tc.opcode)
+			assert.Equal(t, dns.RcodeToString[tc.rcode], dns.RcodeToString[m.Rcode])
+			assert.Equal(t, tc.opcode, m.Opcode)
+			require.Len(t, m.Question, 1)
+			assert.Equal(t, tc.zone, m.Question[0].Name)
+			assert.Equal(t, tc.acted, m.Authoritative)
+			// Run is not running: the wake-up stays in the channel.
+			assert.Equal(t, tc.acted, len(z.notify) == 1, "a check was asked for")
+			select {
+			case <-z.notify:
+			default:
+			}
+			after := z.Status()
+			if tc.opcode == dns.OpcodeNotify && tc.qtype == dns.TypeSOA && tc.zone != "other.test." {
+				assert.Equal(t, tc.acted, after.NotifiesAccepted == before.NotifiesAccepted+1)
+				assert.Equal(t, !tc.acted, after.NotifiesRefused == before.NotifiesRefused+1)
+			}
+		})
+	}
+
+	// Direct calls: an IPv4-mapped source is its IPv4 address; a message
+	// that is no NOTIFY is left to the caller.
+	n := NewNotifier([]Source{z})
+	q := new(dns.Msg)
+	q.SetNotify("rpz.test.")
+	m := n.Reply(netip.MustParseAddr("::ffff:127.0.0.1"), q)
+	require.NotNil(t, m)
+	assert.Equal(t, dns.RcodeSuccess, m.Rcode)
+	q.Opcode = dns.OpcodeQuery
+	assert.Nil(t, n.Reply(netip.MustParseAddr("127.0.0.1"), q))
+	q.Opcode = dns.OpcodeNotify
+	q.Question = append(q.Question, q.Question[0])
+	assert.Equal(t, dns.RcodeFormatError, n.Reply(netip.MustParseAddr("127.0.0.1"), q).Rcode)
+}
+
+func TestNewZoneErrors(t *testing.T) {
+	for _, tc := range []struct {
+		entry string
+		tsig  *TSIG
+		want  string
+	}{
+		{entry: "axfr://127.0.0.1", want: "want one zone name"},
+		{entry: "axfr://127.0.0.1/", want: "want one zone name"},
+		{entry: "axfr://127.0.0.1/a/b", want: "want one zone name"},
+		{entry: "axfr:///rpz.test", want: "no primary host"},
+		{entry: "axfr://127.0.0.1:0/rpz.test", want: "bad port"},
+		{entry: "axfr://127.0.0.1:70000/rpz.test", want: "bad port"},
+		{entry: "axfr://127.0.0.1/rpz.test?x=1", want: "nothing more"},
+		{entry: "axfr://127.0.0.1/rpz..test", want: "not a domain name"},
+		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Name: "k.", Algorithm: "hmac-md5", Secret: "YWJj"}, want: "algorithm"},
+		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Name: "k.", Algorithm: "hmac-sha256", Secret: "not base64!"}, want: "secret"},
+		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Algorithm: "hmac-sha256", Secret: "YWJj"}, want: "name is empty"},
+	} {
+		t.Run(tc.entry, func(t *testing.T) {
+			_, err := New(tc.entry, Options{TSIG: tc.tsig})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Contains(t, err.Error(), tc.entry)
+		})
+	}
+	z, err := NewZone("AXFR://[::1]/RPZ.Test.", Options{TSIG: &TSIG{Name: "Xfr-Key", Algorithm: "HMAC-SHA256.", Secret: "YWJj"}})
+	require.NoError(t, err)
+	assert.Equal(t, "rpz.test.", z.Origin())
+	assert.Equal(t, "xfr-key.", z.client.tsig.Name)
+	assert.Equal(t, dns.HmacSHA256, z.client.tsig.Algorithm)
+	assert.Equal(t, "53", z.port)
+}
+
+func TestSerialNewer(t *testing.T) {
+	for _, tc := range []struct {
+		a, b uint32
+		want bool
+	}{
+		{2, 1, true},
+		{1, 2, false},
+		{1, 1, false},
+		{0, 0xffffffff, true}, // wrapped
+		{0xffffffff, 0, false},
+		{0x80000000, 0, false}, // exactly half way: undefined, not newer
+		{0x7fffffff, 0, true},
+	} {
+		assert.Equal(t, tc.want, serialNewer(tc.a, tc.b), "%d vs %d", tc.a, tc.b)
+	}
+}
+
+func TestInZone(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{
+		{"rpz.test.", true},
+		{"RPZ.Test.", true},
+		{"a.rpz.test.", true},
+		{"*.a.b.rpz.test.", true},
+		{"xrpz.test.", false},
+		{`a\.rpz.test.`, false},   // one label "a.rpz", then "test"
+		{`a\\.rpz.test.`, true},   // the label `a\`, then the zone
+		{`a\046rpz.test.`, false}, // \046 is a dot inside a label
+		{"test.", false},
+		{"rpz.test.example.", false},
+	} {
+		assert.Equal(t, tc.want, inZone(tc.name, "rpz.test."), tc.name)
+		assert.Equal(t, dns.IsSubDomain("rpz.test.", tc.name), inZone(tc.name, "rpz.test."), "as miekg/dns says: %s", tc.name)
+	}
+	assert.True(t, inZone("anything.", "."))
+}
