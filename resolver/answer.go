@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 )
 
@@ -141,9 +142,9 @@ func blockedReply(req *dns.Msg, p *Policy, d Decision, ttl uint32, serial uint32
 	}
 	var m *dns.Msg
 	switch p.Action {
-	case ActionRefused:
+	case config.ActionRefused:
 		m = newReply(req, dns.RcodeRefused)
-	case ActionNull:
+	case config.ActionNull:
 		m = newReply(req, dns.RcodeSuccess)
 		hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: q.Qclass, Ttl: ttl}
 		switch q.Qtype {

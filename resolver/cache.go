@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/maypok86/otter/v2"
 	"github.com/miekg/dns"
 )
@@ -85,11 +86,11 @@ func (e *cacheEntry) wireForm() *wireAnswer {
 // its policy forbids because another client's query filled the cache.
 type Cache struct {
 	c   *otter.Cache[cacheKey, *cacheEntry]
-	cfg atomic.Pointer[CacheConfig]
+	cfg atomic.Pointer[config.Cache]
 }
 
 // NewCache returns a cache of at most cfg.Size entries.
-func NewCache(cfg CacheConfig) *Cache {
+func NewCache(cfg config.Cache) *Cache {
 	c := &Cache{}
 	c.cfg.Store(&cfg)
 	c.c = otter.Must(&otter.Options[cacheKey, *cacheEntry]{
@@ -106,7 +107,7 @@ func NewCache(cfg CacheConfig) *Cache {
 }
 
 // Configure applies reloaded cache settings.
-func (c *Cache) Configure(cfg CacheConfig) {
+func (c *Cache) Configure(cfg config.Cache) {
 	c.cfg.Store(&cfg)
 	c.c.SetMaximum(uint64(max(cfg.Size, 1)))
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -63,7 +64,7 @@ func TestCacheTTLs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := NewCache(CacheConfig{Size: 100, MinTTL: tc.min, MaxTTL: tc.max})
+			c := NewCache(config.Cache{Size: 100, MinTTL: tc.min, MaxTTL: tc.max})
 			key := keyOf(tc.msg)
 			now := time.Unix(1_000_000, 0)
 			c.put(key, tc.msg, now)
@@ -97,7 +98,7 @@ func testutilGauge(t *testing.T, f *fence, name string) float64 {
 }
 
 func TestCacheAgesTTLs(t *testing.T) {
-	c := NewCache(CacheConfig{Size: 100, MaxTTL: 86400})
+	c := NewCache(config.Cache{Size: 100, MaxTTL: 86400})
 	msg := answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess,
 		"a.example.org. 300 IN CNAME b.example.org.", "b.example.org. 100 IN A 192.0.2.1")
 	key := keyOf(msg)
@@ -143,7 +144,7 @@ func TestCacheKeys(t *testing.T) {
 }
 
 func TestCacheServeStaleAndPrefetch(t *testing.T) {
-	c := NewCache(CacheConfig{Size: 100, MaxTTL: 86400, ServeStale: time.Hour, Prefetch: true})
+	c := NewCache(config.Cache{Size: 100, MaxTTL: 86400, ServeStale: time.Hour, Prefetch: true})
 	msg := answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess, "a.example.org. 100 IN A 192.0.2.1")
 	key := keyOf(msg)
 	now := time.Unix(1_000_000, 0)
@@ -168,7 +169,7 @@ func TestCacheServeStaleAndPrefetch(t *testing.T) {
 }
 
 func TestCacheIsBounded(t *testing.T) {
-	c := NewCache(CacheConfig{Size: 50, MaxTTL: 86400})
+	c := NewCache(config.Cache{Size: 50, MaxTTL: 86400})
 	now := time.Now()
 	for i := 0; i < 1000; i++ {
 		name := "h" + strings.Repeat("x", i%7) + fmt.Sprintf("%d", i) + ".example.org."
@@ -382,7 +383,7 @@ func TestWireCacheMatchesMessagePath(t *testing.T) {
 	withOPT.SetEdns0(4096, true)
 	answers = append(answers, withOPT)
 
-	c := NewCache(CacheConfig{Size: 100, MinTTL: 10, MaxTTL: 200})
+	c := NewCache(config.Cache{Size: 100, MinTTL: 10, MaxTTL: 200})
 	start := time.Unix(1_000_000, 0)
 	for _, ans := range answers {
 		key := keyOf(ans)

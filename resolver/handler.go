@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
@@ -303,7 +304,7 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 	if q.hasPolicy && pol.Blocks() {
 		q.decision = pol.Decide(question.Name)
 		if q.decision.Blocked {
-			if pol.Action != ActionLog {
+			if pol.Action != config.ActionLog {
 				return h.blocked(snap, q)
 			}
 			q.shadow = true // decided and recorded as a block, but forwarded
@@ -403,7 +404,7 @@ func (h *Handler) inspect(snap *Snapshot, q *query, resp *dns.Msg) (*dns.Msg, bo
 		return nil, false
 	}
 	q.decision, q.via = d, via
-	if pol.Action == ActionLog {
+	if pol.Action == config.ActionLog {
 		q.shadow = true
 		return nil, false
 	}
@@ -516,7 +517,7 @@ func (h *Handler) prefetch(snap *Snapshot, e *cacheEntry, req *dns.Msg, key cach
 func (h *Handler) blocked(snap *Snapshot, q *query) *dns.Msg {
 	q.result = ResultBlocked
 	pol := q.policy.Policy
-	if (pol.Action == ActionNXDomain || pol.Action == ActionRefused) && q.id.ECS == nil {
+	if (pol.Action == config.ActionNXDomain || pol.Action == config.ActionRefused) && q.id.ECS == nil {
 		q.packBlocked = true
 		return nil
 	}
@@ -528,7 +529,7 @@ func (h *Handler) blocked(snap *Snapshot, q *query) *dns.Msg {
 func (h *Handler) writeBlocked(q *query) *dns.Msg {
 	snap, pol := q.snap, q.policy.Policy
 	rcode := dns.RcodeNameError
-	if pol.Action == ActionRefused {
+	if pol.Action == config.ActionRefused {
 		rcode = dns.RcodeRefused
 	}
 	bufp := answerBufs.Get().(*[]byte)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -295,7 +296,7 @@ func (m *Metrics) snapshotLoaded(s *Snapshot) {
 	}
 	for _, p := range s.Policies {
 		for _, l := range p.Block {
-			m.blocked.WithLabelValues(p.Name, l.File(), strconv.FormatBool(p.Action == ActionLog))
+			m.blocked.WithLabelValues(p.Name, l.File(), strconv.FormatBool(p.Action == config.ActionLog))
 		}
 	}
 	if s.Forwarder != nil {

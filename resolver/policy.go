@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/gaissmai/bart"
 )
 
@@ -23,7 +24,7 @@ type List interface {
 // the clients in its ranges.
 type Policy struct {
 	Name   string
-	Action Action
+	Action config.Action
 	Block  []List
 	Allow  []List
 	// blockedText is the EDE text for each block list, by list name, made
@@ -77,7 +78,7 @@ type ClientRange struct {
 // A reload builds a new Snapshot and publishes it with one atomic store; a
 // published Snapshot is never modified.
 type Snapshot struct {
-	Config   *Config
+	Config   *config.Config
 	Policies []*Policy
 	Lists    map[string]*blocklist.List      // by resolved path
 	Ranges   map[string]*blocklist.RangeFile // by resolved path
@@ -163,7 +164,7 @@ func (s *Snapshot) PolicyTable() *bart.Table[ClientRange] { return s.byClient }
 // whose client files yield no usable range while it has no other
 // (ErrNoClientRanges) fails the build so that the caller keeps its last
 // good snapshot.
-func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
+func BuildSnapshot(cfg *config.Config, prev *Snapshot) (*Snapshot, error) {
 	s := &Snapshot{
 		Config:   cfg,
 		Lists:    map[string]*blocklist.List{},
@@ -185,7 +186,7 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 	if len(upstreams) == 0 {
 		return nil, fmt.Errorf("%s: upstreams: no usable upstream", cfg.File)
 	}
-	fastest := cfg.UpstreamStrategy == StrategyFastest
+	fastest := cfg.UpstreamStrategy == config.StrategyFastest
 	if prev != nil && prev.Forwarder.sameAs(upstreams, cfg.UpstreamTimeout, fastest) {
 		s.Forwarder = prev.Forwarder
 	} else {
@@ -194,16 +195,16 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 			s.Forwarder.inherit(prev.Forwarder)
 		}
 	}
-	for _, p := range cfg.allowed {
+	for _, p := range cfg.AllowedPrefixes() {
 		s.allowed.Insert(p, struct{}{})
 	}
-	for _, p := range cfg.trusted {
+	for _, p := range cfg.TrustedPrefixes() {
 		s.trusted.Insert(p, struct{}{})
 	}
-	for _, p := range cfg.explain {
+	for _, p := range cfg.ExplainPrefixes() {
 		s.explain.Insert(p, struct{}{})
 	}
-	for _, p := range cfg.RateLimit.exempt {
+	for _, p := range cfg.RateLimit.ExemptPrefixes() {
 		s.exempt.Insert(p, struct{}{})
 	}
 	var fatal []error
@@ -249,7 +250,7 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 		for _, l := range p.Block {
 			p.blockedText[l.File()] = fmt.Sprintf("blocked by policy %q, list %s", p.Name, l.File())
 		}
-		ranges := append([]blocklist.Range(nil), pc.clients...)
+		ranges := pc.ClientRanges()
 		var empty []error // client files that yield no range, and why
 		for _, f := range pc.ClientFiles {
 			path := cfg.Path(f)

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"golang.org/x/time/rate"
 )
 
@@ -69,7 +70,7 @@ func (r *rateLimiter) shouldLog(client netip.Addr, now time.Time) bool {
 }
 
 // bucketFor finds or makes the bucket of key; r.mu is held.
-func (r *rateLimiter) bucketFor(cfg RateLimitConfig, key netip.Prefix, now time.Time) *bucket {
+func (r *rateLimiter) bucketFor(cfg config.RateLimit, key netip.Prefix, now time.Time) *bucket {
 	if r.buckets == nil || r.rate != cfg.Rate || r.burst != cfg.Burst {
 		// New settings (or first use): start every client afresh.
 		r.rate, r.burst = cfg.Rate, cfg.Burst

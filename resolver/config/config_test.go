@@ -1,4 +1,4 @@
-package resolver
+package config
 
 import (
 	"flag"
@@ -36,7 +36,7 @@ policies:
     clients: ["10.0.0.0/8"]
     block: ["l.txt"]
 `), 0o644))
-	cfg, err := LoadConfig(path)
+	cfg, err := Load(path)
 	require.NoError(t, err)
 	assert.Equal(t, []string{DefaultListen}, cfg.Listen)
 	assert.Equal(t, DefaultAllowedClients, cfg.AllowedClients)
@@ -61,7 +61,7 @@ func TestConfigActions(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"nxdomain", "nxdomain"}, {"refused", "refused"}, {"null", "null"}, {"NXDOMAIN", "NXDOMAIN"}, {"~", "nxdomain"},
 	} {
-		cfg, err := ParseConfig("c.yaml", []byte(`upstreams: ["127.0.0.1:53"]
+		cfg, err := Parse("c.yaml", []byte(`upstreams: ["127.0.0.1:53"]
 policies: [{name: p, clients: ["10.0.0.0/8"], action: `+tc.yaml+`}]`), nil)
 		if tc.want == "NXDOMAIN" {
 			require.Error(t, err, "actions are lowercase words")
@@ -70,18 +70,6 @@ policies: [{name: p, clients: ["10.0.0.0/8"], action: `+tc.yaml+`}]`), nil)
 		require.NoError(t, err, tc.yaml)
 		assert.Equal(t, Action(tc.want), cfg.Policies[0].Action, tc.yaml)
 	}
-}
-
-func TestShippedExampleConfigLoads(t *testing.T) {
-	cfg, err := LoadConfig("../configs/dnsfence.yaml")
-	require.NoError(t, err)
-	snap, err := BuildSnapshot(cfg, nil)
-	require.NoError(t, err)
-	assert.Empty(t, snap.Warnings)
-	require.Len(t, snap.Policies, 2)
-	assert.True(t, snap.Policies[0].Blocks())
-	assert.False(t, snap.Policies[1].Blocks())
-	assert.Equal(t, "127.0.0.1:9153", cfg.HTTPAddr())
 }
 
 // TestConfigErrors checks every error message against golden files: each
@@ -95,7 +83,7 @@ func TestConfigErrors(t *testing.T) {
 			data, err := os.ReadFile(in)
 			require.NoError(t, err)
 			name := "testdata/config/" + filepath.Base(in)
-			_, err = ParseConfig(name, data, os.ReadFile)
+			_, err = Parse(name, data, os.ReadFile)
 			require.Error(t, err)
 			golden := strings.TrimSuffix(in, ".yaml") + ".golden"
 			got := err.Error() + "\n"
