@@ -577,9 +577,9 @@ func (r *Reloader) warnRestartNeeded(old, cfg *config.Config) {
 		r.log.Warn("listen changed: restart to apply, still serving the old addresses",
 			zap.Strings("running", old.Listen), zap.Strings("configured", cfg.Listen))
 	}
-	if old.Limits.TCPConnections != cfg.Limits.TCPConnections || old.Limits.UpstreamInflight != cfg.Limits.UpstreamInflight {
-		r.log.Warn("limits.tcp_connections and limits.upstream_inflight changed: restart to apply",
-			zap.Int("tcp_connections", old.Limits.TCPConnections), zap.Int("upstream_inflight", old.Limits.UpstreamInflight))
+	if old.Limits.TCPConnections != cfg.Limits.TCPConnections {
+		r.log.Warn("limits.tcp_connections changed: restart to apply",
+			zap.Int("tcp_connections", old.Limits.TCPConnections))
 	}
 	if old.Limits.UDPReceiveBuffer != cfg.Limits.UDPReceiveBuffer || old.Limits.UDPSendBuffer != cfg.Limits.UDPSendBuffer {
 		r.log.Warn("limits.udp_receive_buffer or udp_send_buffer changed: restart to apply",
