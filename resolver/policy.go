@@ -77,6 +77,14 @@ type ClientRange struct {
 // configuration, the policies with their lists, and the range tables.
 // A reload builds a new Snapshot and publishes it with one atomic store; a
 // published Snapshot is never modified.
+//
+// Every field, and everything a field reaches (the Config, the Policies and
+// their lists, the maps), is read-only once BuildSnapshot returns: code
+// that needs another value builds another Snapshot. Readers share it
+// without locks, so a write would be a data race with every query in
+// flight. TestSnapshotIsReadOnly runs queries of every kind, explain, lint
+// and reloads against one snapshot and checks that nothing it reaches
+// changed.
 type Snapshot struct {
 	Config   *config.Config
 	Policies []*Policy
