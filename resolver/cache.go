@@ -224,7 +224,7 @@ func (c *Cache) putFailure(key cacheKey, msg *dns.Msg, now time.Time) {
 }
 
 // cacheTTL is how long an answer may be cached: the smallest record TTL
-// (clamped to [min, max]) for a positive answer; for NXDOMAIN and NODATA the
+// (clamped to [minTTL, maxTTL], in seconds) for a positive answer; for NXDOMAIN and NODATA the
 // smaller of the SOA's TTL and MINIMUM (RFC 2308 §5), not cached without an
 // SOA; an upstream SERVFAIL briefly.
 func cacheTTL(m *dns.Msg, minTTL, maxTTL uint32) (time.Duration, bool) {
