@@ -262,11 +262,18 @@ func (c *Config) Path(p string) string {
 	return filepath.Join(filepath.Dir(c.File), p)
 }
 
-// Load reads, decodes and validates a configuration file.
+// Load reads, decodes and validates a configuration file, as Parse does.
+// A file that cannot be read is an *Error too, without a line or key
+// ("dnsfence.yaml: reading the configuration: no such file or directory"),
+// wrapping the reason (errors.Is(err, fs.ErrNotExist) for a missing file).
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is the Error's File already
+		}
+		return nil, &Error{File: path, Err: fmt.Errorf("reading the configuration: %w", err)}
 	}
 	return Parse(path, data, os.ReadFile)
 }

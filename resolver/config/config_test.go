@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"flag"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,6 +124,30 @@ search example.org
 			got, err := cfg.ResolveUpstreams()
 			require.NoError(t, err)
 			assert.Equal(t, append(tc.want, "127.0.0.9:5300"), got)
+		})
+	}
+}
+
+// TestLoadUnreadableFile: a configuration file that cannot be read is an
+// *Error like every other configuration problem, naming the file and why.
+func TestLoadUnreadableFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, path, want string
+		notExist         bool
+	}{
+		{name: "missing", path: filepath.Join(dir, "missing.yaml"), want: "reading the configuration: no such file or directory", notExist: true},
+		{name: "a folder", path: dir, want: "reading the configuration: is a directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(tc.path)
+			require.Error(t, err)
+			var ce *Error
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, tc.path, ce.File)
+			assert.Zero(t, ce.Line)
+			assert.Equal(t, tc.path+": "+tc.want, err.Error())
+			assert.Equal(t, tc.notExist, errors.Is(err, fs.ErrNotExist))
 		})
 	}
 }
