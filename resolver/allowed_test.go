@@ -7,19 +7,20 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// buildConfig writes config and files to a temporary folder and builds the
-// snapshot serve would start with.
-func buildConfig(t *testing.T, config string, files map[string]string) (*Snapshot, error) {
+// buildConfig writes the configuration text and files to a temporary
+// folder and builds the snapshot serve would start with.
+func buildConfig(t *testing.T, text string, files map[string]string) (*Snapshot, error) {
 	t.Helper()
 	dir := writeTree(t, files)
 	path := filepath.Join(dir, "dnsfence.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(config), 0o644))
-	cfg, err := LoadConfig(path)
+	require.NoError(t, os.WriteFile(path, []byte(text), 0o644))
+	cfg, err := config.Load(path)
 	require.NoError(t, err)
 	return BuildSnapshot(cfg, nil)
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 )
 
@@ -125,7 +126,9 @@ func servfailReply(req *dns.Msg, ede uint16, text string) *dns.Msg {
 // owner is the name the SOA is owned by: the matched entry when it is the
 // question name or a parent of it, else the question name itself (a CNAME
 // chain block), so that the SOA always sits at or above the question as RFC
-// 2308 negative caching expects.
+// 2308 negative caching expects. ttl is the TTL of every record and the
+// SOA's MINIMUM, in seconds (blocked_ttl); serial is the SOA's SERIAL, the
+// snapshot's load time in Unix seconds.
 func blockedReply(req *dns.Msg, p *Policy, d Decision, ttl uint32, serial uint32, chain bool) *dns.Msg {
 	q := req.Question[0]
 	owner := soaOwner(q.Name, d, chain)
@@ -141,9 +144,9 @@ func blockedReply(req *dns.Msg, p *Policy, d Decision, ttl uint32, serial uint32
 	}
 	var m *dns.Msg
 	switch p.Action {
-	case ActionRefused:
+	case config.ActionRefused:
 		m = newReply(req, dns.RcodeRefused)
-	case ActionNull:
+	case config.ActionNull:
 		m = newReply(req, dns.RcodeSuccess)
 		hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: q.Qclass, Ttl: ttl}
 		switch q.Qtype {
@@ -197,8 +200,9 @@ var soaNames = func() []byte {
 // b: the same message blockedReply builds (header, question as asked, for
 // NXDOMAIN the SOA, and OPT with EDE 15 when the query had EDNS), without
 // building it,
-// because this is the answer dnsfence gives most. It reports false when the
-// answer would not fit maxSize; the caller then builds it the general way.
+// because this is the answer dnsfence gives most. ttl and serial are as for
+// blockedReply (seconds). It reports false when the answer would not fit
+// maxSize (octets); the caller then builds it the general way.
 func appendBlocked(b []byte, req *dns.Msg, rcode int, owner string, ttl, serial uint32, ede string, maxSize int) ([]byte, bool) {
 	q := req.Question[0]
 	opt := req.IsEdns0()

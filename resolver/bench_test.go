@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 )
@@ -53,7 +54,7 @@ policies:
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	c, err := LoadConfig(path)
+	c, err := config.Load(path)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/maypok86/otter/v2"
 	"github.com/miekg/dns"
 )
@@ -14,7 +15,7 @@ import (
 // Cache bounds.
 const (
 	servfailTTL = 5 * time.Second // upstream SERVFAIL answers, at most (issue: "briefly")
-	staleTTL    = 30              // TTL of a stale answer served (RFC 8767 §4)
+	staleTTL    = 30              // TTL of a stale answer served, in seconds (RFC 8767 §4)
 	prefetchAt  = 10              // prefetch when under 1/prefetchAt of the TTL is left
 	prefetchMin = 2               // ... and the entry was read at least this often
 )
@@ -64,8 +65,9 @@ type cacheEntry struct {
 	msg         *dns.Msg
 	stored      time.Time
 	ttl         time.Duration // fresh for this long
-	minTTL      uint32        // the clamp applied to every record's TTL
-	maxTTL      uint32
+	keep        time.Duration // kept for this long: ttl, and the serve-stale window after it
+	minTTL      uint32        // the clamp applied to every record's TTL, in seconds
+	maxTTL      uint32        // seconds
 	hits        atomic.Int32
 	prefetching atomic.Bool
 	wireOnce    sync.Once
@@ -83,32 +85,37 @@ func (e *cacheEntry) wireForm() *wireAnswer {
 // decided before the cache is asked, and the CNAME-cloaking inspection runs
 // on cached answers exactly as on fresh ones, so no client gets an answer
 // its policy forbids because another client's query filled the cache.
+//
+// A Cache applies the settings of one snapshot and never changes them:
+// Handler.Store makes the next snapshot's with With, which shares the
+// entries, so that a reload keeps what was cached and no query reads a
+// setting that changes under it.
 type Cache struct {
-	c   *otter.Cache[cacheKey, *cacheEntry]
-	cfg atomic.Pointer[CacheConfig]
+	c   *otter.Cache[cacheKey, *cacheEntry] // shared by every Cache made With from one NewCache
+	cfg config.Cache                        // read-only
 }
 
 // NewCache returns a cache of at most cfg.Size entries.
-func NewCache(cfg CacheConfig) *Cache {
-	c := &Cache{}
-	c.cfg.Store(&cfg)
+func NewCache(cfg config.Cache) *Cache {
+	c := &Cache{cfg: cfg}
 	c.c = otter.Must(&otter.Options[cacheKey, *cacheEntry]{
 		MaximumSize: max(cfg.Size, 1),
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[cacheKey, *cacheEntry]) time.Duration {
-			if e.Value.msg.Rcode == dns.RcodeServerFailure {
-				return e.Value.ttl // never served stale
-			}
-			// Kept past freshness for the serve-stale window.
-			return e.Value.ttl + c.cfg.Load().ServeStale
+			return e.Value.keep
 		}),
 	})
 	return c
 }
 
-// Configure applies reloaded cache settings.
-func (c *Cache) Configure(cfg CacheConfig) {
-	c.cfg.Store(&cfg)
-	c.c.SetMaximum(uint64(max(cfg.Size, 1)))
+// With returns a cache holding c's entries that applies cfg from now on:
+// the entries are bounded to cfg.Size at once (the least used go first),
+// and what is cached next is clamped and kept as cfg says. c itself is
+// unchanged but for its bound, shared with the result.
+func (c *Cache) With(cfg config.Cache) *Cache {
+	if cfg.Size != c.cfg.Size {
+		c.c.SetMaximum(uint64(max(cfg.Size, 1)))
+	}
+	return &Cache{c: c.c, cfg: cfg}
 }
 
 // Len is the number of cached answers.
@@ -118,7 +125,7 @@ func (c *Cache) Len() int { return c.c.EstimatedSize() }
 // the caller should refresh it in the background: it is popular, in the
 // last tenth of its TTL, and nobody else is refreshing it.
 func (c *Cache) get(key cacheKey, now time.Time) (e *cacheEntry, prefetch bool) {
-	cfg := c.cfg.Load()
+	cfg := &c.cfg
 	if cfg.Size == 0 {
 		return nil, false
 	}
@@ -139,7 +146,7 @@ func (e *cacheEntry) prefetchFailed() { e.prefetching.Store(false) }
 // when every upstream failed (RFC 8767). A cached SERVFAIL is no answer and
 // is never served stale.
 func (c *Cache) stale(key cacheKey, now time.Time) *dns.Msg {
-	window := c.cfg.Load().ServeStale
+	window := c.cfg.ServeStale
 	if window <= 0 {
 		return nil
 	}
@@ -156,13 +163,17 @@ func (c *Cache) stale(key cacheKey, now time.Time) *dns.Msg {
 // cached and what the first client gets, so that it carries the same TTLs
 // as every later cache hit (DESIGN.md §10). msg itself is not modified.
 func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) *dns.Msg {
-	cfg := c.cfg.Load()
+	cfg := &c.cfg
 	ttl, ok := cacheTTL(msg, cfg.MinTTL, cfg.MaxTTL)
 	msg = clamped(msg, cfg.MinTTL, cfg.MaxTTL, ttl, ok)
 	if cfg.Size == 0 || msg.Truncated || !ok || ttl <= 0 {
 		return msg
 	}
-	c.c.Set(key, &cacheEntry{msg: msg, stored: now, ttl: ttl, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL})
+	keep := ttl + cfg.ServeStale
+	if msg.Rcode == dns.RcodeServerFailure {
+		keep = ttl // never served stale
+	}
+	c.c.Set(key, &cacheEntry{msg: msg, stored: now, ttl: ttl, keep: keep, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL})
 	return msg
 }
 
@@ -206,14 +217,14 @@ func clamped(msg *dns.Msg, minTTL, maxTTL uint32, life time.Duration, hasLife bo
 // window: a failure never displaces an answer that may yet be served.
 func (c *Cache) putFailure(key cacheKey, msg *dns.Msg, now time.Time) {
 	if e, ok := c.c.GetIfPresent(key); ok && e.msg.Rcode != dns.RcodeServerFailure &&
-		now.Sub(e.stored) < e.ttl+c.cfg.Load().ServeStale {
+		now.Sub(e.stored) < e.ttl+c.cfg.ServeStale {
 		return
 	}
 	c.put(key, msg, now)
 }
 
 // cacheTTL is how long an answer may be cached: the smallest record TTL
-// (clamped to [min, max]) for a positive answer; for NXDOMAIN and NODATA the
+// (clamped to [minTTL, maxTTL], in seconds) for a positive answer; for NXDOMAIN and NODATA the
 // smaller of the SOA's TTL and MINIMUM (RFC 2308 §5), not cached without an
 // SOA; an upstream SERVFAIL briefly.
 func cacheTTL(m *dns.Msg, minTTL, maxTTL uint32) (time.Duration, bool) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -61,7 +62,7 @@ func TestCacheTTLs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := NewCache(CacheConfig{Size: 100, MinTTL: tc.min, MaxTTL: tc.max})
+			c := NewCache(config.Cache{Size: 100, MinTTL: tc.min, MaxTTL: tc.max})
 			key := keyOf(tc.msg)
 			now := time.Unix(1_000_000, 0)
 			c.put(key, tc.msg, now)
@@ -95,7 +96,7 @@ func testutilGauge(t *testing.T, f *fence, name string) float64 {
 }
 
 func TestCacheAgesTTLs(t *testing.T) {
-	c := NewCache(CacheConfig{Size: 100, MaxTTL: 86400})
+	c := NewCache(config.Cache{Size: 100, MaxTTL: 86400})
 	msg := answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess,
 		"a.example.org. 300 IN CNAME b.example.org.", "b.example.org. 100 IN A 192.0.2.1")
 	key := keyOf(msg)
@@ -141,7 +142,7 @@ func TestCacheKeys(t *testing.T) {
 }
 
 func TestCacheServeStaleAndPrefetch(t *testing.T) {
-	c := NewCache(CacheConfig{Size: 100, MaxTTL: 86400, ServeStale: time.Hour, Prefetch: true})
+	c := NewCache(config.Cache{Size: 100, MaxTTL: 86400, ServeStale: time.Hour, Prefetch: true})
 	msg := answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess, "a.example.org. 100 IN A 192.0.2.1")
 	key := keyOf(msg)
 	now := time.Unix(1_000_000, 0)
@@ -166,7 +167,7 @@ func TestCacheServeStaleAndPrefetch(t *testing.T) {
 }
 
 func TestCacheIsBounded(t *testing.T) {
-	c := NewCache(CacheConfig{Size: 50, MaxTTL: 86400})
+	c := NewCache(config.Cache{Size: 50, MaxTTL: 86400})
 	now := time.Now()
 	for i := 0; i < 1000; i++ {
 		name := "h" + strings.Repeat("x", i%7) + fmt.Sprintf("%d", i) + ".example.org."
@@ -340,7 +341,7 @@ func TestWireCacheMatchesMessagePath(t *testing.T) {
 	withOPT.SetEdns0(4096, true)
 	answers = append(answers, withOPT)
 
-	c := NewCache(CacheConfig{Size: 100, MinTTL: 10, MaxTTL: 200})
+	c := NewCache(config.Cache{Size: 100, MinTTL: 10, MaxTTL: 200})
 	start := time.Unix(1_000_000, 0)
 	for _, ans := range answers {
 		key := keyOf(ans)

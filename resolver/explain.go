@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 )
 
@@ -78,11 +79,11 @@ func (s *Snapshot) Explain(client netip.Addr, name string, qtype uint16) Explana
 func (e *Explanation) block() {
 	e.Verdict = VerdictBlocked
 	switch e.Range.Policy.Action {
-	case ActionRefused:
+	case config.ActionRefused:
 		e.Rcode = "REFUSED"
-	case ActionNull:
+	case config.ActionNull:
 		e.Rcode = "NOERROR (0.0.0.0 / :: / NODATA)"
-	case ActionLog:
+	case config.ActionLog:
 		e.Verdict, e.Rcode = VerdictShadow, "from upstream (shadow mode records a block)"
 	default:
 		e.Rcode = "NXDOMAIN"

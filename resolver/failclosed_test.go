@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -79,8 +80,8 @@ func TestRangeFileShrinkIsHeld(t *testing.T) {
 	up := startUpstream(t, nil)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			config := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, `allowed_clients: ["127.0.0.0/8", "::1/128"]`, 1)
-			f := startFence(t, config, rangesFiles(tc.before), up.addr)
+			conf := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, `allowed_clients: ["127.0.0.0/8", "::1/128"]`, 1)
+			f := startFence(t, conf, rangesFiles(tc.before), up.addr)
 			srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
 			t.Cleanup(srv.Close)
 			core, logs := observer.New(zap.InfoLevel)
@@ -187,12 +188,12 @@ func TestRangeFileBadLineRule(t *testing.T) {
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.17", "www.tiktok.com."))
 
 	// The same typo inline is a configuration error: nothing applies.
-	config := filepath.Join(f.dir, "dnsfence.yaml")
-	good, err := os.ReadFile(config)
+	conf := filepath.Join(f.dir, "dnsfence.yaml")
+	good, err := os.ReadFile(conf)
 	require.NoError(t, err)
 	writeAtomic(t, path, "127.0.0.8/30\n127.0.0.12/30\n127.0.0.16/30\n127.0.0.20/30\n")
 	require.Eventually(t, func() bool { return r.Status().Successes == 2 }, 10*time.Second, 5*time.Millisecond)
-	writeAtomic(t, config, strings.Replace(string(good), `clients: ["127.0.1.0/24"]`, `clients: ["127.0.1.1/24"]`, 1))
+	writeAtomic(t, conf, strings.Replace(string(good), `clients: ["127.0.1.0/24"]`, `clients: ["127.0.1.1/24"]`, 1))
 	st = heldWait(t, r, st.Failures)
 	assert.False(t, st.Held, "a configuration error, not a held change")
 	assert.Contains(t, st.Err.Error(), `policies[0].clients[0]: "127.0.1.1/24" has host bits set; did you mean 127.0.1.0/24?`)
@@ -237,8 +238,8 @@ func TestConfigRemovalIsHeld(t *testing.T) {
 			f := startFence(t, rangesConfig, rangesFiles(fourRanges), up.addr)
 			core, logs := observer.New(zap.InfoLevel)
 			r := watching(t, f, zap.New(core))
-			config := filepath.Join(f.dir, "dnsfence.yaml")
-			good, err := os.ReadFile(config)
+			conf := filepath.Join(f.dir, "dnsfence.yaml")
+			good, err := os.ReadFile(conf)
 			require.NoError(t, err)
 			require.Contains(t, string(good), tc.old)
 			changed := strings.Replace(string(good), tc.old, tc.new, 1)
@@ -247,7 +248,7 @@ func TestConfigRemovalIsHeld(t *testing.T) {
 				// YAML valid by dropping the rest of the file.
 				changed = changed[:strings.Index(changed, "x_policies:")]
 			}
-			writeAtomic(t, config, changed)
+			writeAtomic(t, conf, changed)
 			st := heldWait(t, r, 0)
 			require.ErrorIs(t, st.Err, ErrRemoved, "%v", st.Err)
 			assert.Contains(t, st.Err.Error(), tc.wantErr)
@@ -267,10 +268,10 @@ func TestConfigRemovalIsHeld(t *testing.T) {
 	t.Run("a change that takes nothing away applies", func(t *testing.T) {
 		f := startFence(t, rangesConfig, rangesFiles(fourRanges), up.addr)
 		r := watching(t, f, zap.NewNop())
-		config := filepath.Join(f.dir, "dnsfence.yaml")
-		good, err := os.ReadFile(config)
+		conf := filepath.Join(f.dir, "dnsfence.yaml")
+		good, err := os.ReadFile(conf)
 		require.NoError(t, err)
-		writeAtomic(t, config, strings.Replace(string(good), `clients: ["127.0.1.0/24"]`, `clients: ["127.0.1.0/24", "127.0.2.0/24"]`, 1))
+		writeAtomic(t, conf, strings.Replace(string(good), `clients: ["127.0.1.0/24"]`, `clients: ["127.0.1.0/24", "127.0.2.0/24"]`, 1))
 		require.Eventually(t, func() bool { return r.Status().Successes == 1 }, 10*time.Second, 5*time.Millisecond)
 		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.2.9", "www.tiktok.com."))
 		assert.Zero(t, r.Status().Failures)
@@ -332,12 +333,12 @@ func TestPausedWriterIsNotApplied(t *testing.T) {
 		f := startFence(t, rangesConfig, files, up.addr)
 		core, logs := observer.New(zap.InfoLevel)
 		r := watching(t, f, zap.New(core))
-		config := filepath.Join(f.dir, "dnsfence.yaml")
-		good, err := os.ReadFile(config)
+		conf := filepath.Join(f.dir, "dnsfence.yaml")
+		good, err := os.ReadFile(conf)
 		require.NoError(t, err)
 		next := strings.Replace(string(good), "log: {queries: none}", "log: {queries: none}\nblocked_ttl: 30", 1)
 		cut := strings.Index(next, "policies:")
-		w, err := os.OpenFile(config, os.O_TRUNC|os.O_WRONLY, 0)
+		w, err := os.OpenFile(conf, os.O_TRUNC|os.O_WRONLY, 0)
 		require.NoError(t, err)
 		_, err = w.WriteString(next[:cut]) // valid YAML with no policy at all
 		require.NoError(t, err)
@@ -364,8 +365,8 @@ func TestPausedWriterIsNotApplied(t *testing.T) {
 // with a warning naming the file.
 func TestWriterThatNeverClosesIsAppliedLoudly(t *testing.T) {
 	up := startUpstream(t, nil)
-	config := strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, writer_wait: 300ms}", 1)
-	f := startFence(t, config, rangesFiles(fourRanges), up.addr)
+	conf := strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, writer_wait: 300ms}", 1)
+	f := startFence(t, conf, rangesFiles(fourRanges), up.addr)
 	core, logs := observer.New(zap.InfoLevel)
 	r := watching(t, f, zap.New(core))
 	list := filepath.Join(f.dir, "tiktok.txt")
@@ -487,11 +488,11 @@ func TestReadyzAfterReloadTrouble(t *testing.T) {
 	}{
 		{name: "failed", what: "failed", err: `unknown key "bogus"`,
 			breakIt: func(t *testing.T, dir string) {
-				config := filepath.Join(dir, "dnsfence.yaml")
-				good, err := os.ReadFile(config)
+				conf := filepath.Join(dir, "dnsfence.yaml")
+				good, err := os.ReadFile(conf)
 				require.NoError(t, err)
-				require.NoError(t, os.WriteFile(config+".good", good, 0o644))
-				writeAtomic(t, config, string(good)+"bogus: 1\n")
+				require.NoError(t, os.WriteFile(conf+".good", good, 0o644))
+				writeAtomic(t, conf, string(good)+"bogus: 1\n")
 			},
 			fix: func(t *testing.T, dir string, _ *Reloader) {
 				good, err := os.ReadFile(filepath.Join(dir, "dnsfence.yaml.good"))
@@ -506,8 +507,8 @@ func TestReadyzAfterReloadTrouble(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			config := strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, unready_after: 500ms}", 1)
-			f := startFence(t, config, rangesFiles(fourRanges), up.addr)
+			conf := strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, unready_after: 500ms}", 1)
+			f := startFence(t, conf, rangesFiles(fourRanges), up.addr)
 			srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
 			t.Cleanup(srv.Close)
 			r := watching(t, f, zap.NewNop())
@@ -544,8 +545,8 @@ func TestReadyzAfterReloadTrouble(t *testing.T) {
 	}
 
 	t.Run("unready_after 0 is never", func(t *testing.T) {
-		config := strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, unready_after: 0s}", 1)
-		f := startFence(t, config, rangesFiles(fourRanges), up.addr)
+		conf := strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, unready_after: 0s}", 1)
+		f := startFence(t, conf, rangesFiles(fourRanges), up.addr)
 		srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
 		t.Cleanup(srv.Close)
 		// Reloads failing for a day.
@@ -580,7 +581,7 @@ func TestReloadAuditTrail(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	r := watching(t, f, zap.New(core))
 	list := filepath.Join(f.dir, "tiktok.txt")
-	config := filepath.Join(f.dir, "dnsfence.yaml")
+	conf := filepath.Join(f.dir, "dnsfence.yaml")
 	networks := filepath.Join(f.dir, "networks.txt")
 	waitReloads := func(n int) {
 		t.Helper()
@@ -624,18 +625,18 @@ func TestReloadAuditTrail(t *testing.T) {
 	assert.Empty(t, pr[logRemovedRanges])
 	assert.Equal(t, []any{networks}, last("reloaded")[logFiles])
 
-	good, err := os.ReadFile(config)
+	good, err := os.ReadFile(conf)
 	require.NoError(t, err)
 	next := strings.Replace(string(good), "log: {queries: none}", "log: {queries: none}\nblocked_ttl: 30", 1)
 	next = strings.Replace(next, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, max_shrink: 0.6}", 1)
 	next = strings.Replace(next, `clients: ["127.0.1.0/24"]`, `clients: ["127.0.1.0/24", "127.0.2.0/24"]`, 1)
 	next += "  - name: new-team\n    clients: [\"127.0.3.0/24\"]\n"
-	writeAtomic(t, config, next)
+	writeAtomic(t, conf, next)
 	waitReloads(3)
 	rl = last("reloaded")
 	assert.Equal(t, []any{"blocked_ttl", "reload.max_shrink", "policies[government-devices].clients", "policies[new-team] added"},
 		rl[logConfigChanged])
-	assert.Equal(t, []any{config}, rl[logFiles])
+	assert.Equal(t, []any{conf}, rl[logFiles])
 	assert.EqualValues(t, 2, rl["policies_ranges_changed"])
 
 	// SIGHUP says so.
@@ -665,7 +666,7 @@ func TestReloadConfigKeys(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := ParseConfig("c.yaml", []byte(base+tc.reload+"\n"), os.ReadFile)
+			cfg, err := config.Parse("c.yaml", []byte(base+tc.reload+"\n"), os.ReadFile)
 			if tc.err != "" {
 				require.Error(t, err)
 				assert.Contains(t, err.Error(), tc.err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -57,7 +58,7 @@ func TestReloadRetiresForwarderAfterItsQueries(t *testing.T) {
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(string(data), old.addr, next.addr, 1)), 0o644))
-	require.NoError(t, NewReloader(zap.NewNop(), f.handler, func() (*Config, error) { return LoadConfig(path) }).Reload(false))
+	require.NoError(t, NewReloader(zap.NewNop(), f.handler, func() (*config.Config, error) { return config.Load(path) }).Reload(false))
 	after := f.handler.Snapshot().Forwarder()
 	require.NotSame(t, before, after, "a new forwarder with the new snapshot")
 	assert.Equal(t, []string{next.addr}, after.Upstreams())
@@ -116,7 +117,7 @@ func TestBuildSnapshotReadsNoResolvConf(t *testing.T) {
 			require.NoError(t, os.WriteFile(rc, []byte("nameserver 127.0.0.1\n"), 0o644))
 			path := filepath.Join(f.dir, "dnsfence.yaml")
 			require.NoError(t, os.WriteFile(path, []byte(strings.ReplaceAll(testConfig, "{{upstreams}}", `["`+rc+`"]`)), 0o644))
-			cfg, err := LoadConfig(path)
+			cfg, err := config.Load(path)
 			require.NoError(t, err)
 			if tc.resolv == "" {
 				require.NoError(t, os.Remove(rc))
@@ -133,11 +134,11 @@ func TestBuildSnapshotReadsNoResolvConf(t *testing.T) {
 			assert.Nil(t, snap.Forwarder())
 
 			// A reload to it fails and keeps what serves.
-			r := NewReloader(zap.NewNop(), f.handler, func() (*Config, error) { return LoadConfig(path) })
+			r := NewReloader(zap.NewNop(), f.handler, func() (*config.Config, error) { return config.Load(path) })
 			if tc.resolv == "" {
 				// The configuration no longer loads: its validation finds
 				// the file missing. Loaded before, it fails to connect.
-				r = NewReloader(zap.NewNop(), f.handler, func() (*Config, error) { return cfg, nil })
+				r = NewReloader(zap.NewNop(), f.handler, func() (*config.Config, error) { return cfg, nil })
 			}
 			assert.ErrorContains(t, r.Reload(false), tc.wantErr)
 			assert.Same(t, serving, f.handler.Snapshot())

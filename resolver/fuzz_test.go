@@ -1,15 +1,13 @@
 package resolver
 
 import (
-	"bytes"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	proxyproto "github.com/pires/go-proxyproto"
 	"go.uber.org/zap"
@@ -100,7 +98,7 @@ func FuzzHandler(f *testing.F) {
 		}
 	}
 	cfgPath := filepath.Join(dir, "c.yaml")
-	config := `upstreams: ["127.0.0.1:9"]
+	text := `upstreams: ["127.0.0.1:9"]
 upstream_timeout: 100ms
 log: {queries: none}
 policies:
@@ -109,10 +107,10 @@ policies:
     block: ["tiktok.txt"]
     allow: ["allow.txt"]
 `
-	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
 		f.Fatal(err)
 	}
-	cfg, err := LoadConfig(cfgPath)
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -160,49 +158,6 @@ policies:
 		}
 		if resp.IsEdns0() != nil && hdr.IsEdns0() == nil {
 			t.Fatal("OPT in the answer to a query without EDNS")
-		}
-	})
-}
-
-// FuzzConfig feeds arbitrary bytes to the config parser: it must never
-// panic, never accept a config without upstreams, report what it rejects as
-// *ConfigError lines in line order, each with a message and none with the
-// decoder's or Go's words, and give the same result when a byte-order mark
-// stands before the text.
-func FuzzConfig(f *testing.F) {
-	seed(f, "testdata/config/*.yaml", "../configs/dnsfence.yaml", "../configs/default.yaml")
-	f.Add([]byte("\ufeffupstreams: [\"127.0.0.1:53\"]\r\npolicies: []\r\n"))
-	f.Add([]byte("\ufeff\ufeffupstreams: [\"127.0.0.1:53\"]\r\n"))
-	f.Add([]byte("\ufeff"))
-	tables, _ := filepath.Glob("testdata/config/messages/*.txt")
-	for _, table := range tables {
-		data, err := os.ReadFile(table)
-		if err != nil {
-			f.Fatal(err)
-		}
-		for _, sn := range strings.Split("\n"+string(data), "\n## ")[1:] {
-			_, body, _ := strings.Cut(sn, "\n")
-			f.Add([]byte(body))
-		}
-	}
-	noFiles := func(string) ([]byte, error) { return nil, os.ErrNotExist }
-	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := ParseConfig("fuzz.yaml", data, noFiles)
-		if err == nil && len(cfg.Upstreams) == 0 {
-			t.Fatal("a config without upstreams was accepted")
-		}
-		if err != nil {
-			checkConfigErrors(t, err)
-		}
-		if bytes.HasPrefix(data, []byte("\ufeff")) {
-			return
-		}
-		marked, merr := ParseConfig("fuzz.yaml", append([]byte("\ufeff"), data...), noFiles)
-		if fmt.Sprint(err) != fmt.Sprint(merr) {
-			t.Fatalf("with a byte-order mark: %v, without: %v", merr, err)
-		}
-		if err == nil && !slices.Equal(cfg.Upstreams, marked.Upstreams) {
-			t.Fatalf("with a byte-order mark: upstreams %v, without: %v", marked.Upstreams, cfg.Upstreams)
 		}
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
@@ -63,15 +64,19 @@ type Handler struct {
 	log     *zap.Logger
 	metrics *Metrics // nil: not counted
 	audit   auditLimiter
-	limiter rateLimiter
 	// upstreamWarn throttles the "upstreams failed" line: one an upstream
 	// per warnEvery, with the count of lines suppressed.
 	upstreamWarn warnLimiter
-	// cache and upstream bounds are made with the first snapshot and
-	// reconfigured by later ones.
-	cache  atomic.Pointer[Cache]
-	slots  atomic.Pointer[chan struct{}] // upstream queries in flight
-	flight singleflight.Group            // identical concurrent misses share one upstream query
+	// cache, slots and limiter outlive snapshots: what they hold (answers,
+	// slots taken, clients' tokens) is kept across reloads. Store sets them
+	// to each snapshot's settings before publishing it, once a snapshot;
+	// no query compares settings. cache and limiter are swapped whole (a
+	// Cache and a rateLimiter never change their settings); slots is
+	// resized in place.
+	cache   atomic.Pointer[Cache]
+	limiter atomic.Pointer[rateLimiter] // nil: rate limiting off
+	slots   upstreamSlots               // upstream queries in flight
+	flight  singleflight.Group          // identical concurrent misses share one upstream query
 	// inflight counts queries being answered, so shutdown can wait for them.
 	inflight sync.WaitGroup
 	// unwatched are the files the reloader cannot watch, for /readyz.
@@ -84,14 +89,16 @@ type Handler struct {
 var _ dns.Handler = (*Handler)(nil)
 
 // NewHandler returns a Handler serving snap, counting into m (may be nil).
+// snap nil is a handler still loading, for /readyz: it answers no query
+// until the first Store.
 func NewHandler(log *zap.Logger, snap *Snapshot, m *Metrics) *Handler {
 	h := &Handler{log: log, metrics: m}
-	m.cacheSize(func() float64 {
-		if c := h.cache.Load(); c != nil {
-			return float64(c.Len())
-		}
-		return 0
-	})
+	var first config.Cache
+	if snap != nil {
+		first = snap.Config.Cache
+	}
+	h.cache.Store(NewCache(first))
+	m.cacheSize(func() float64 { return float64(h.cache.Load().Len()) })
 	m.upstreamGauges(func() *upstream.Forwarder {
 		if s := h.state.Load(); s != nil {
 			return s.Forwarder()
@@ -106,18 +113,20 @@ func NewHandler(log *zap.Logger, snap *Snapshot, m *Metrics) *Handler {
 func (h *Handler) Snapshot() *Snapshot { return h.state.Load() }
 
 // Store publishes a new snapshot; queries already running finish with the
-// one they loaded.
+// one they loaded. The cache, the upstream-in-flight bound and the rate
+// limiter take its settings first, so that a query that loads it finds
+// them applied: the cache keeps its answers, queries holding an upstream
+// slot keep it, and clients keep their tokens unless the rate or the burst
+// changed. Only one goroutine stores at a time (startup, then the
+// reloader).
 func (h *Handler) Store(s *Snapshot) {
 	if s == nil {
 		return
 	}
-	if c := h.cache.Load(); c != nil {
-		c.Configure(s.Config.Cache)
-	} else {
-		h.cache.Store(NewCache(s.Config.Cache))
-		slots := make(chan struct{}, s.Config.Limits.UpstreamInflight)
-		h.slots.Store(&slots)
-	}
+	cfg := s.Config
+	h.cache.Store(h.cache.Load().With(cfg.Cache))
+	h.slots.resize(cfg.Limits.UpstreamInflight)
+	h.limiter.Store(h.limiter.Load().reconfigured(cfg.RateLimit))
 	h.state.Store(s)
 	h.metrics.snapshotLoaded(s)
 }
@@ -241,11 +250,12 @@ func (h *Handler) record(q *query, rcode int) {
 // Blocked answers count too.
 func (h *Handler) admit(q *query) bool {
 	snap := q.snap
-	if h.limiter.allow(snap, q.client, q.start) {
+	limiter := h.limiter.Load()
+	if limiter == nil || snap.RateExempt(q.client) || limiter.allow(q.client, q.start) {
 		return true
 	}
 	h.metrics.rateLimited.WithLabelValues(transportName(q.tcp)).Inc()
-	if h.limiter.shouldLog(q.client, q.start) {
+	if limiter.shouldLog(q.client, q.start) {
 		h.log.Warn("client over its rate limit", zap.String(logClient, q.client.String()),
 			zap.Float64("rate", snap.Config.RateLimit.Rate), zap.Int("burst", snap.Config.RateLimit.Burst))
 	}
@@ -304,7 +314,7 @@ func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg
 	if q.hasPolicy && pol.Blocks() {
 		q.decision = pol.Decide(question.Name)
 		if q.decision.Blocked {
-			if pol.Action != ActionLog {
+			if pol.Action != config.ActionLog {
 				return h.blocked(snap, q)
 			}
 			q.shadow = true // decided and recorded as a block, but forwarded
@@ -404,7 +414,7 @@ func (h *Handler) inspect(snap *Snapshot, q *query, resp *dns.Msg) (*dns.Msg, bo
 		return nil, false
 	}
 	q.decision, q.via = d, via
-	if pol.Action == ActionLog {
+	if pol.Action == config.ActionLog {
 		q.shadow = true
 		return nil, false
 	}
@@ -450,13 +460,10 @@ func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key c
 		upstream string
 	}
 	v, err, _ := h.flight.Do(key.flight(tcp), func() (any, error) {
-		slots := *h.slots.Load()
-		select {
-		case slots <- struct{}{}:
-			defer func() { <-slots }()
-		default:
+		if !h.slots.acquire() {
 			return nil, errOverloaded
 		}
+		defer h.slots.release()
 		msg, from, err := snap.Forwarder().Forward(ctx, req, tcp)
 		if err != nil {
 			var ue *upstream.UpstreamError
@@ -517,7 +524,7 @@ func (h *Handler) prefetch(snap *Snapshot, e *cacheEntry, req *dns.Msg, key cach
 func (h *Handler) blocked(snap *Snapshot, q *query) *dns.Msg {
 	q.result = ResultBlocked
 	pol := q.policy.Policy
-	if (pol.Action == ActionNXDomain || pol.Action == ActionRefused) && q.id.ECS == nil {
+	if (pol.Action == config.ActionNXDomain || pol.Action == config.ActionRefused) && q.id.ECS == nil {
 		q.packBlocked = true
 		return nil
 	}
@@ -529,7 +536,7 @@ func (h *Handler) blocked(snap *Snapshot, q *query) *dns.Msg {
 func (h *Handler) writeBlocked(q *query) *dns.Msg {
 	snap, pol := q.snap, q.policy.Policy
 	rcode := dns.RcodeNameError
-	if pol.Action == ActionRefused {
+	if pol.Action == config.ActionRefused {
 		rcode = dns.RcodeRefused
 	}
 	bufp := answerBufs.Get().(*[]byte)

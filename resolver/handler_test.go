@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -666,7 +667,7 @@ func TestQueryLogModes(t *testing.T) {
 func TestPackedBlockedAnswerMatchesMessage(t *testing.T) {
 	l, err := blocklist.Parse("lists/tiktok.txt", []byte("tiktok.com\n"))
 	require.NoError(t, err)
-	for _, action := range []Action{ActionNXDomain, ActionRefused} {
+	for _, action := range []config.Action{config.ActionNXDomain, config.ActionRefused} {
 		p := &Policy{Name: "gov", Action: action, Block: []List{l}}
 		for _, tc := range []struct {
 			name        string
@@ -702,7 +703,7 @@ func TestPackedBlockedAnswerMatchesMessage(t *testing.T) {
 				require.True(t, d.Blocked)
 				want := blockedReply(req, p, d, 60, 12345, tc.chain)
 				rcode := dns.RcodeNameError
-				if action == ActionRefused {
+				if action == config.ActionRefused {
 					rcode = dns.RcodeRefused
 				}
 				b, ok := appendBlocked(nil, req, rcode, soaOwner(tc.qname, d, tc.chain), 60, 12345, p.BlockedText(l.File()), 512)
@@ -726,7 +727,7 @@ func TestPackedBlockedAnswerMatchesMessage(t *testing.T) {
 func TestSOAOwner(t *testing.T) {
 	l, err := blocklist.Parse("lists/tiktok.txt", []byte("tiktok.com\n"))
 	require.NoError(t, err)
-	p := &Policy{Name: "gov", Action: ActionNXDomain, Block: []List{l}}
+	p := &Policy{Name: "gov", Action: config.ActionNXDomain, Block: []List{l}}
 	for _, tc := range []struct {
 		qname, decided string
 		chain          bool

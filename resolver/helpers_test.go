@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -171,26 +172,26 @@ type fence struct {
 	registry *prometheus.Registry
 }
 
-// startFence writes files into a temporary folder, writes config (with
+// startFence writes files into a temporary folder, writes text (with
 // {{upstream}} replaced by the given upstream addresses) and serves it on a
 // free loopback port until the test ends.
-func startFence(t *testing.T, config string, files map[string]string, upstreams ...string) *fence {
+func startFence(t *testing.T, text string, files map[string]string, upstreams ...string) *fence {
 	t.Helper()
-	return startFenceLog(t, zaptest.NewLogger(t), config, files, upstreams...)
+	return startFenceLog(t, zaptest.NewLogger(t), text, files, upstreams...)
 }
 
 // startFenceLog is startFence with a given logger.
-func startFenceLog(t *testing.T, log *zap.Logger, config string, files map[string]string, upstreams ...string) *fence {
+func startFenceLog(t *testing.T, log *zap.Logger, text string, files map[string]string, upstreams ...string) *fence {
 	t.Helper()
 	dir := writeTree(t, files)
 	quoted := make([]string, len(upstreams))
 	for i, u := range upstreams {
 		quoted[i] = `"` + u + `"`
 	}
-	config = strings.ReplaceAll(config, "{{upstreams}}", "["+strings.Join(quoted, ", ")+"]")
+	text = strings.ReplaceAll(text, "{{upstreams}}", "["+strings.Join(quoted, ", ")+"]")
 	path := filepath.Join(dir, "dnsfence.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(config), 0o644))
-	cfg, err := LoadConfig(path)
+	require.NoError(t, os.WriteFile(path, []byte(text), 0o644))
+	cfg, err := config.Load(path)
 	require.NoError(t, err)
 	snap, err := BuildSnapshot(cfg, nil)
 	require.NoError(t, err)
@@ -258,6 +259,18 @@ func ede(m *dns.Msg) *dns.EDNS0_EDE {
 }
 
 func readFileOS(p string) ([]byte, error) { return os.ReadFile(p) }
+
+// writeTree writes files under a new temporary folder and returns it.
+func writeTree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+	}
+	return dir
+}
 
 func netipMustParse(s string) netip.Addr { return netip.MustParseAddr(s) }
 

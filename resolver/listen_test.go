@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
@@ -124,7 +125,7 @@ func reconfigure(t *testing.T, f *fence, old, new string) {
 	require.NoError(t, err)
 	require.Contains(t, string(data), old)
 	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(string(data), old, new, 1)), 0o644))
-	cfg, err := LoadConfig(path)
+	cfg, err := config.Load(path)
 	require.NoError(t, err)
 	snap, err := BuildSnapshot(cfg, f.handler.Snapshot())
 	require.NoError(t, err)

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -260,7 +261,7 @@ func (m *Metrics) snapshotLoaded(s *Snapshot) {
 	}
 	for _, p := range s.Policies {
 		for _, l := range p.Block {
-			m.blocked.WithLabelValues(p.Name, l.File(), strconv.FormatBool(p.Action == ActionLog))
+			m.blocked.WithLabelValues(p.Name, l.File(), strconv.FormatBool(p.Action == config.ActionLog))
 		}
 	}
 	m.reloadSuccess.Set(float64(s.Loaded.Unix()))

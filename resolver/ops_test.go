@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
@@ -106,7 +107,7 @@ func TestReadiness(t *testing.T) {
 	assert.Equal(t, http.StatusOK, code, "alive while loading")
 
 	dir := writeTree(t, testFiles)
-	cfg, err := ParseConfig(dir+"/c.yaml", []byte(strings.ReplaceAll(testConfig, "{{upstreams}}", `["`+up.addr+`"]`)), readFileOS)
+	cfg, err := config.Parse(dir+"/c.yaml", []byte(strings.ReplaceAll(testConfig, "{{upstreams}}", `["`+up.addr+`"]`)), readFileOS)
 	require.NoError(t, err)
 	snap, err := BuildSnapshot(cfg, nil)
 	require.NoError(t, err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/gaissmai/bart"
 )
@@ -24,7 +25,7 @@ type List interface {
 // the clients in its ranges.
 type Policy struct {
 	Name   string
-	Action Action
+	Action config.Action
 	Block  []List
 	Allow  []List
 	// blockedText is the EDE text for each block list, by list name, made
@@ -77,8 +78,16 @@ type ClientRange struct {
 // configuration, the policies with their lists, the range tables, and the
 // forwarder to the upstreams. A reload builds a new Snapshot and publishes
 // it with one atomic store; a published Snapshot is never modified.
+//
+// Every field, and everything a field reaches (the Config, the Policies and
+// their lists, the maps), is read-only once BuildSnapshot returns: code
+// that needs another value builds another Snapshot. Readers share it
+// without locks, so a write would be a data race with every query in
+// flight. TestSnapshotIsReadOnly runs queries of every kind, explain, lint
+// and reloads against one snapshot and checks that nothing it reaches
+// changed.
 type Snapshot struct {
-	Config   *Config
+	Config   *config.Config
 	Policies []*Policy
 	Lists    map[string]*blocklist.List      // by resolved path
 	Ranges   map[string]*blocklist.RangeFile // by resolved path
@@ -173,7 +182,7 @@ func (s *Snapshot) PolicyTable() *bart.Table[ClientRange] { return s.byClient }
 // good snapshot. It reads the configuration and the files it names only:
 // no resolv.conf and no upstream (ConnectUpstreams does that for a
 // snapshot that serves).
-func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
+func BuildSnapshot(cfg *config.Config, prev *Snapshot) (*Snapshot, error) {
 	s := &Snapshot{
 		Config:   cfg,
 		Lists:    map[string]*blocklist.List{},
@@ -185,16 +194,16 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 		explain:  new(bart.Table[struct{}]),
 		exempt:   new(bart.Table[struct{}]),
 	}
-	for _, p := range cfg.allowed {
+	for _, p := range cfg.AllowedPrefixes() {
 		s.allowed.Insert(p, struct{}{})
 	}
-	for _, p := range cfg.trusted {
+	for _, p := range cfg.TrustedPrefixes() {
 		s.trusted.Insert(p, struct{}{})
 	}
-	for _, p := range cfg.explain {
+	for _, p := range cfg.ExplainPrefixes() {
 		s.explain.Insert(p, struct{}{})
 	}
-	for _, p := range cfg.RateLimit.exempt {
+	for _, p := range cfg.RateLimit.ExemptPrefixes() {
 		s.exempt.Insert(p, struct{}{})
 	}
 	var fatal []error
@@ -240,7 +249,7 @@ func BuildSnapshot(cfg *Config, prev *Snapshot) (*Snapshot, error) {
 		for _, l := range p.Block {
 			p.blockedText[l.File()] = fmt.Sprintf("blocked by policy %q, list %s", p.Name, l.File())
 		}
-		ranges := append([]blocklist.Range(nil), pc.clients...)
+		ranges := pc.ClientRanges()
 		var empty []error // client files that yield no range, and why
 		for _, f := range pc.ClientFiles {
 			path := cfg.Path(f)

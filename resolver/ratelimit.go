@@ -1,34 +1,77 @@
 package resolver
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"golang.org/x/time/rate"
 )
 
 // maxBuckets bounds the rate limiter's memory. Past it, idle clients are
 // forgotten; if it is still full (a flood from many spoofed sources), new
-// clients share one overflow bucket.
+// clients share one overflow bucket (one a shard).
 const maxBuckets = 1 << 18
+
+// limitShards is how many parts the rate limiter's buckets are split into,
+// each with its own lock, so that queries of different clients rarely wait
+// on each other.
+const (
+	limitShardBits = 6
+	limitShards    = 1 << limitShardBits
+)
 
 // rateLimiter is a token bucket per client network: a /32 for IPv4, a /56
 // for IPv6 (one customer's allocation, so one host cannot escape by
-// rotating addresses).
+// rotating addresses). A rateLimiter is made for one setting of rate_limit
+// and never changes it: Handler.Store makes a new one when a reload changes
+// the rate or the burst (every client starts afresh then) and keeps the
+// running one otherwise, so that no query compares settings.
 type rateLimiter struct {
+	rate   float64 // queries a second; above 0
+	burst  int     // queries
+	shards [limitShards]limitShard
+}
+
+// limitShard holds the buckets of the client networks that hash to it.
+type limitShard struct {
 	mu        sync.Mutex
-	rate      float64 // the settings the buckets were made with
-	burst     int
 	buckets   map[netip.Prefix]*bucket
 	overflow  *bucket
 	lastPrune time.Time
+	_         [64]byte // keeps neighbouring shards' locks off one cache line
 }
 
 type bucket struct {
 	lim    *rate.Limiter
 	seen   time.Time
 	logged time.Time
+}
+
+// newRateLimiter returns the limiter of cfg, or nil when cfg turns rate
+// limiting off (a rate of 0).
+func newRateLimiter(cfg config.RateLimit) *rateLimiter {
+	if cfg.Rate <= 0 {
+		return nil
+	}
+	r := &rateLimiter{rate: cfg.Rate, burst: cfg.Burst}
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.buckets = map[netip.Prefix]*bucket{}
+		s.overflow = &bucket{lim: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst)}
+	}
+	return r
+}
+
+// reconfigured is the limiter for cfg: r itself, buckets and all, when cfg
+// has r's rate and burst, else a new one. r may be nil (off).
+func (r *rateLimiter) reconfigured(cfg config.RateLimit) *rateLimiter {
+	if r == nil && cfg.Rate <= 0 || r != nil && r.rate == cfg.Rate && r.burst == cfg.Burst {
+		return r
+	}
+	return newRateLimiter(cfg)
 }
 
 // limitKey is the network a client is limited as.
@@ -41,59 +84,68 @@ func limitKey(a netip.Addr) netip.Prefix {
 	return p
 }
 
-// allow takes a token for client, reporting false when it is over its rate.
-func (r *rateLimiter) allow(snap *Snapshot, client netip.Addr, now time.Time) bool {
-	cfg := snap.Config.RateLimit
-	if cfg.Rate <= 0 || snap.RateExempt(client) {
+// shard is the part of the limiter that holds key's bucket.
+func (r *rateLimiter) shard(key netip.Prefix) *limitShard {
+	a := key.Addr().As16()
+	h := (binary.LittleEndian.Uint64(a[:8]) ^ binary.LittleEndian.Uint64(a[8:])) * 0x9e3779b97f4a7c15
+	return &r.shards[h>>(64-limitShardBits)]
+}
+
+// allow takes a token for client, reporting false when it is over its
+// rate. A nil limiter (rate limiting off) allows everything.
+func (r *rateLimiter) allow(client netip.Addr, now time.Time) bool {
+	if r == nil {
 		return true
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.bucketFor(cfg, limitKey(client), now).lim.AllowN(now, 1)
+	key := limitKey(client)
+	s := r.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bucketFor(r, key, now).lim.AllowN(now, 1)
 }
 
 // shouldLog reports whether an over-limit client may be logged now: once a
 // minute at most.
 func (r *rateLimiter) shouldLog(client netip.Addr, now time.Time) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	b := r.buckets[limitKey(client)]
-	if b == nil {
-		b = r.overflow
+	if r == nil {
+		return false
 	}
-	if b == nil || now.Sub(b.logged) < time.Minute {
+	key := limitKey(client)
+	s := r.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.buckets[key]
+	if b == nil {
+		b = s.overflow
+	}
+	if now.Sub(b.logged) < time.Minute {
 		return false
 	}
 	b.logged = now
 	return true
 }
 
-// bucketFor finds or makes the bucket of key; r.mu is held.
-func (r *rateLimiter) bucketFor(cfg RateLimitConfig, key netip.Prefix, now time.Time) *bucket {
-	if r.buckets == nil || r.rate != cfg.Rate || r.burst != cfg.Burst {
-		// New settings (or first use): start every client afresh.
-		r.rate, r.burst = cfg.Rate, cfg.Burst
-		r.buckets = map[netip.Prefix]*bucket{}
-		r.overflow = &bucket{lim: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst)}
-	}
-	if b := r.buckets[key]; b != nil {
+// bucketFor finds or makes the bucket of key; s.mu is held.
+func (s *limitShard) bucketFor(r *rateLimiter, key netip.Prefix, now time.Time) *bucket {
+	if b := s.buckets[key]; b != nil {
 		b.seen = now
 		return b
 	}
-	if len(r.buckets) >= maxBuckets || now.Sub(r.lastPrune) > time.Minute {
+	const most = maxBuckets / limitShards
+	if len(s.buckets) >= most || now.Sub(s.lastPrune) > time.Minute {
 		// A bucket idle for a minute has refilled: forgetting it changes
 		// nothing for its client.
-		for k, b := range r.buckets {
+		for k, b := range s.buckets {
 			if now.Sub(b.seen) > time.Minute {
-				delete(r.buckets, k)
+				delete(s.buckets, k)
 			}
 		}
-		r.lastPrune = now
+		s.lastPrune = now
 	}
-	if len(r.buckets) >= maxBuckets {
-		return r.overflow
+	if len(s.buckets) >= most {
+		return s.overflow
 	}
-	b := &bucket{lim: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst), seen: now}
-	r.buckets[key] = b
+	b := &bucket{lim: rate.NewLimiter(rate.Limit(r.rate), r.burst), seen: now}
+	s.buckets[key] = b
 	return b
 }

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"math"
 	"net/netip"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"go.uber.org/zap"
 )
 
@@ -106,7 +106,7 @@ type ReloadStatus struct {
 // Reload directly.
 type Reloader struct {
 	handler *Handler
-	load    func() (*Config, error) // reads the configuration anew
+	load    func() (*config.Config, error) // reads the configuration anew
 	log     *zap.Logger
 
 	mu      sync.Mutex // serialises reloads from the watcher and SIGHUP
@@ -131,7 +131,7 @@ type Reloader struct {
 
 // NewReloader returns a Reloader for the handler's state. load reads the
 // configuration (the same way startup did).
-func NewReloader(log *zap.Logger, h *Handler, load func() (*Config, error)) *Reloader {
+func NewReloader(log *zap.Logger, h *Handler, load func() (*config.Config, error)) *Reloader {
 	r := &Reloader{handler: h, load: load, log: log, newWatcher: blocklist.NewWatcher, sighupWait: DefaultSIGHUPWait}
 	r.status.Store(&ReloadStatus{Time: time.Now(), OK: true, LastSuccess: time.Now()})
 	return r
@@ -405,7 +405,7 @@ func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted [
 // guardShrink is the reload.max_shrink the guards use: the stricter of the
 // running and the new configuration's, so that a write that turns the
 // guard off is itself guarded. 0 is off.
-func guardShrink(old, cfg *Config) float64 {
+func guardShrink(old, cfg *config.Config) float64 {
 	a, b := *old.Reload.MaxShrink, *cfg.Reload.MaxShrink
 	switch {
 	case a == 0:
@@ -519,7 +519,7 @@ func countString(n float64) string {
 
 // enforces reports whether a policy blocks rather than only records
 // (shadow mode, action log) or exempts.
-func enforces(p *Policy) bool { return p.Blocks() && p.Action != ActionLog }
+func enforces(p *Policy) bool { return p.Blocks() && p.Action != config.ActionLog }
 
 // removedProtection lists what the new configuration takes away from each
 // policy that blocked in prev: the policy, its blocking, a block list
@@ -529,7 +529,7 @@ func removedProtection(prev, next *Snapshot) []error {
 	for _, p := range next.Policies {
 		nextPolicy[p.Name] = p
 	}
-	nextConfig := map[string]*PolicyConfig{}
+	nextConfig := map[string]*config.Policy{}
 	for i := range next.Config.Policies {
 		nextConfig[next.Config.Policies[i].Name] = &next.Config.Policies[i]
 	}
@@ -557,8 +557,9 @@ func removedProtection(prev, next *Snapshot) []error {
 			}
 		}
 		opc, npc := &prev.Config.Policies[i], nextConfig[op.Name]
-		for _, r := range opc.clients {
-			if !slices.ContainsFunc(npc.clients, func(n blocklist.Range) bool { return n.Prefix == r.Prefix }) {
+		kept := npc.ClientRanges()
+		for _, r := range opc.ClientRanges() {
+			if !slices.ContainsFunc(kept, func(n blocklist.Range) bool { return n.Prefix == r.Prefix }) {
 				held("range %s removed from policy %q", r.Prefix, op.Name)
 			}
 		}
@@ -574,14 +575,14 @@ func removedProtection(prev, next *Snapshot) []error {
 
 // warnRestartNeeded logs settings that only a restart applies: sockets are
 // opened once.
-func (r *Reloader) warnRestartNeeded(old, cfg *Config) {
+func (r *Reloader) warnRestartNeeded(old, cfg *config.Config) {
 	if !slices.Equal(old.Listen, cfg.Listen) {
 		r.log.Warn("listen changed: restart to apply, still serving the old addresses",
 			zap.Strings("running", old.Listen), zap.Strings("configured", cfg.Listen))
 	}
-	if old.Limits.TCPConnections != cfg.Limits.TCPConnections || old.Limits.UpstreamInflight != cfg.Limits.UpstreamInflight {
-		r.log.Warn("limits.tcp_connections and limits.upstream_inflight changed: restart to apply",
-			zap.Int("tcp_connections", old.Limits.TCPConnections), zap.Int("upstream_inflight", old.Limits.UpstreamInflight))
+	if old.Limits.TCPConnections != cfg.Limits.TCPConnections {
+		r.log.Warn("limits.tcp_connections changed: restart to apply",
+			zap.Int("tcp_connections", old.Limits.TCPConnections))
 	}
 	if old.Limits.UDPReceiveBuffer != cfg.Limits.UDPReceiveBuffer || old.Limits.UDPSendBuffer != cfg.Limits.UDPSendBuffer {
 		r.log.Warn("limits.udp_receive_buffer or udp_send_buffer changed: restart to apply",
@@ -630,7 +631,7 @@ func (r *Reloader) logChanges(prev, next *Snapshot, t Trigger, took time.Duratio
 			zap.Strings(logAddedRanges, d.addedNames), zap.Strings(logRemovedRanges, d.removedNames))
 	}
 	fields := append(t.fields(), zap.Int("lists_changed", changed), zap.Int("policies_ranges_changed", rangesChanged),
-		zap.Strings(logConfigChanged, configChanges(prev.Config, next.Config)),
+		zap.Strings(logConfigChanged, config.Changes(prev.Config, next.Config)),
 		zap.Int("policies", len(next.Policies)), zap.Duration("took", took))
 	r.log.Info("reloaded", fields...)
 }
@@ -725,56 +726,4 @@ func setOf(ps []netip.Prefix) map[netip.Prefix]struct{} {
 		set[p] = struct{}{}
 	}
 	return set
-}
-
-// configChanges names the configuration keys whose values differ between
-// old and cfg: top-level keys, the keys of sections (`reload.max_shrink`),
-// and per policy, by name, `policies[NAME].KEY`, `policies[NAME] added`
-// and `policies[NAME] removed`.
-func configChanges(old, cfg *Config) []string {
-	out := structChanges("", reflect.ValueOf(*old), reflect.ValueOf(*cfg), true)
-	olds := map[string]reflect.Value{}
-	for i := range old.Policies {
-		olds[old.Policies[i].Name] = reflect.ValueOf(old.Policies[i])
-	}
-	seen := map[string]bool{}
-	for i := range cfg.Policies {
-		name := cfg.Policies[i].Name
-		seen[name] = true
-		o, ok := olds[name]
-		if !ok {
-			out = append(out, fmt.Sprintf("policies[%s] added", name))
-			continue
-		}
-		out = append(out, structChanges(fmt.Sprintf("policies[%s].", name), o, reflect.ValueOf(cfg.Policies[i]), false)...)
-	}
-	for i := range old.Policies {
-		if name := old.Policies[i].Name; !seen[name] {
-			out = append(out, fmt.Sprintf("policies[%s] removed", name))
-		}
-	}
-	return out
-}
-
-// structChanges compares the YAML keys of two structs of one type; with
-// deep, a struct-valued key is compared key by key. policies is left to
-// configChanges.
-func structChanges(prefix string, a, b reflect.Value, deep bool) []string {
-	var out []string
-	fields := yamlFields(a.Type())
-	for _, key := range fieldNames(fields) {
-		if key == "policies" {
-			continue
-		}
-		f := fields[key]
-		av, bv := a.FieldByIndex(f.Index), b.FieldByIndex(f.Index)
-		if deep && f.Type.Kind() == reflect.Struct {
-			out = append(out, structChanges(prefix+key+".", av, bv, false)...)
-			continue
-		}
-		if !reflect.DeepEqual(av.Interface(), bv.Interface()) {
-			out = append(out, prefix+key)
-		}
-	}
-	return out
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -27,7 +28,7 @@ var reloadConfig = strings.Replace(testConfig, "log: {queries: all}", "log: {que
 func watching(t *testing.T, f *fence, log *zap.Logger) *Reloader {
 	t.Helper()
 	path := f.handler.Snapshot().Config.File
-	r := NewReloader(log, f.handler, func() (*Config, error) { return LoadConfig(path) })
+	r := NewReloader(log, f.handler, func() (*config.Config, error) { return config.Load(path) })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -86,8 +87,8 @@ func TestReloadOnListEdit(t *testing.T) {
 func TestReloadUnchangedListsAreNotReparsed(t *testing.T) {
 	up := startUpstream(t, nil)
 	f := startFence(t, reloadConfig, testFiles, up.addr)
-	r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*Config, error) {
-		return LoadConfig(f.handler.Snapshot().Config.File)
+	r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) {
+		return config.Load(f.handler.Snapshot().Config.File)
 	})
 	before := f.handler.Snapshot()
 	writeAtomic(t, filepath.Join(f.dir, "allow.txt"), "ads.tiktok.com\n")
@@ -106,7 +107,7 @@ func TestReloadKeepsLastGoodState(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	r := watching(t, f, zap.New(core))
 	list := filepath.Join(f.dir, "tiktok.txt")
-	config := filepath.Join(f.dir, "dnsfence.yaml")
+	conf := filepath.Join(f.dir, "dnsfence.yaml")
 
 	failures := func() uint64 { return r.Status().Failures }
 
@@ -132,17 +133,17 @@ func TestReloadKeepsLastGoodState(t *testing.T) {
 	})
 
 	t.Run("broken config is held, its fix applied", func(t *testing.T) {
-		good, err := os.ReadFile(config)
+		good, err := os.ReadFile(conf)
 		require.NoError(t, err)
 		before := failures()
 		broken := strings.Replace(string(good), "blocked_ttl: 60", "blocked_ttl: 60\nbogus_key: 1", 1)
-		writeAtomic(t, config, broken)
+		writeAtomic(t, conf, broken)
 		require.Eventually(t, func() bool { return failures() > before }, 10*time.Second, 10*time.Millisecond)
 		assert.Contains(t, r.Status().Err.Error(), `dnsfence.yaml:7: unknown key "bogus_key"`)
 		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "tiktok.com."))
 
 		fixed := strings.Replace(string(good), "blocked_ttl: 60", "blocked_ttl: 30", 1)
-		writeAtomic(t, config, fixed)
+		writeAtomic(t, conf, fixed)
 		require.Eventually(t, func() bool { return f.handler.Snapshot().Config.BlockedTTL == 30 },
 			10*time.Second, 10*time.Millisecond)
 		r := ask(t, f.addr, "", "udp", question("tiktok.com.", dns.TypeA, false))
@@ -159,9 +160,9 @@ func TestReloadKeepsLastGoodState(t *testing.T) {
 	t.Run("config adds a list, which is then watched", func(t *testing.T) {
 		extra := filepath.Join(f.dir, "extra.txt")
 		require.NoError(t, os.WriteFile(extra, []byte("extra.example\n"), 0o644))
-		good, err := os.ReadFile(config)
+		good, err := os.ReadFile(conf)
 		require.NoError(t, err)
-		writeAtomic(t, config, strings.Replace(string(good), `block: ["tiktok.txt", "bytedance.txt"]`,
+		writeAtomic(t, conf, strings.Replace(string(good), `block: ["tiktok.txt", "bytedance.txt"]`,
 			`block: ["tiktok.txt", "bytedance.txt", "extra.txt"]`, 1))
 		require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "extra.example.") == dns.RcodeNameError },
 			10*time.Second, 10*time.Millisecond)
@@ -276,18 +277,18 @@ func TestReloadMemoryIsFlat(t *testing.T) {
 	}
 	versions := []string{content(0), content(1)}
 	require.NoError(t, os.WriteFile(list, []byte(versions[0]), 0o644))
-	config := filepath.Join(dir, "c.yaml")
-	require.NoError(t, os.WriteFile(config, []byte(`upstreams: ["127.0.0.1:9"]
+	conf := filepath.Join(dir, "c.yaml")
+	require.NoError(t, os.WriteFile(conf, []byte(`upstreams: ["127.0.0.1:9"]
 policies: [{name: p, clients: ["10.0.0.0/8"], block: ["big.txt"]}]
 reload: {max_shrink: 0}
 `), 0o644))
-	cfg, err := LoadConfig(config)
+	cfg, err := config.Load(conf)
 	require.NoError(t, err)
 	snap, err := BuildSnapshot(cfg, nil)
 	require.NoError(t, err)
 	require.NoError(t, ConnectUpstreams(snap, nil, nil))
 	h := NewHandler(zap.NewNop(), snap, nil)
-	r := NewReloader(zap.NewNop(), h, func() (*Config, error) { return LoadConfig(config) })
+	r := NewReloader(zap.NewNop(), h, func() (*config.Config, error) { return config.Load(conf) })
 
 	heap := func() uint64 {
 		runtime.GC()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -91,10 +92,10 @@ func TestReloadFolderComesBack(t *testing.T) {
 			// An edit of the configuration, applied, so every check the
 			// last reload scheduled is over: only a watch on the folder
 			// that came back can see the edit after it.
-			config := filepath.Join(f.dir, "dnsfence.yaml")
-			good, err := os.ReadFile(config)
+			conf := filepath.Join(f.dir, "dnsfence.yaml")
+			good, err := os.ReadFile(conf)
 			require.NoError(t, err)
-			writeAtomic(t, config, strings.Replace(string(good), "blocked_ttl: 60", "blocked_ttl: 30", 1))
+			writeAtomic(t, conf, strings.Replace(string(good), "blocked_ttl: 60", "blocked_ttl: 30", 1))
 			require.Eventually(t, func() bool { return f.handler.Snapshot().Config.BlockedTTL == 30 },
 				10*time.Second, 10*time.Millisecond)
 
@@ -128,7 +129,7 @@ func TestUnwatchedFilesAreVisible(t *testing.T) {
 
 	core, logs := observer.New(zap.InfoLevel)
 	path := f.handler.Snapshot().Config.File
-	r := NewReloader(zap.New(core), f.handler, func() (*Config, error) { return LoadConfig(path) })
+	r := NewReloader(zap.New(core), f.handler, func() (*config.Config, error) { return config.Load(path) })
 	limit := errors.New("too many open files")
 	r.newWatcher = func(time.Duration) (*blocklist.Watcher, error) { return nil, limit }
 	require.ErrorIs(t, r.Watch(t.Context()), limit)

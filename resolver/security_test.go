@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/stretchr/testify/assert"
@@ -241,10 +242,10 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestLoopbackIsExemptByDefault(t *testing.T) {
-	cfg, err := ParseConfig("c.yaml", []byte(`upstreams: ["127.0.0.1:53"]`), nil)
+	cfg, err := config.Parse("c.yaml", []byte(`upstreams: ["127.0.0.1:53"]`), nil)
 	require.NoError(t, err)
-	assert.Equal(t, float64(DefaultRate), cfg.RateLimit.Rate)
-	assert.Equal(t, 2*DefaultRate, cfg.RateLimit.Burst)
+	assert.Equal(t, float64(config.DefaultRate), cfg.RateLimit.Rate)
+	assert.Equal(t, 2*config.DefaultRate, cfg.RateLimit.Burst)
 	assert.Equal(t, []string{"127.0.0.0/8", "::1/128"}, cfg.RateLimit.Exempt)
 }
 

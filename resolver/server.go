@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -132,7 +133,7 @@ func (s *Server) Start(listen []string) error {
 // reportBuffers logs and exports the UDP buffers the kernel granted, with a
 // warning when it granted less than asked: the kernel caps SO_RCVBUF at
 // twice net.core.rmem_max without an error.
-func (s *Server) reportBuffers(limits LimitsConfig, socks []udpSocketInfo) {
+func (s *Server) reportBuffers(limits config.Limits, socks []udpSocketInfo) {
 	if len(socks) == 0 {
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -102,7 +103,7 @@ func TestConfigWithBOMAndCRLFReportsLines(t *testing.T) {
 			path := filepath.Join(dir, "c.yaml")
 			require.NoError(t, os.WriteFile(path, []byte(enc.encode(
 				"upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/33\"]\n    block: [l.txt]\nbogus: 1\n")), 0o644))
-			_, err := LoadConfig(path)
+			_, err := config.Load(path)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), path+`:6: unknown key "bogus"`)
 			assert.Contains(t, err.Error(), path+":4: ")
@@ -119,7 +120,7 @@ func TestResolvConfWithBOMAndCRLF(t *testing.T) {
 		t.Run(enc.name, func(t *testing.T) {
 			conf := filepath.Join(t.TempDir(), "resolv.conf")
 			require.NoError(t, os.WriteFile(conf, []byte(enc.encode("nameserver 127.0.0.53\n# x\nnameserver ::1\n")), 0o644))
-			cfg := &Config{Listen: []string{"127.0.0.1:5353"}, Upstreams: []string{conf}}
+			cfg := &config.Config{Listen: []string{"127.0.0.1:5353"}, Upstreams: []string{conf}}
 			got, err := cfg.ResolveUpstreams()
 			require.NoError(t, err)
 			assert.Equal(t, []string{"127.0.0.53:53", "[::1]:53"}, got)
@@ -132,7 +133,7 @@ func TestResolvConfWithBOMAndCRLF(t *testing.T) {
 // file and its bad lines, at start and at reload (which keeps the last good
 // state), and only a warning when the policy has another range.
 func TestRangeFileWithNoUsableRange(t *testing.T) {
-	const config = `listen: ["127.0.0.1:0"]
+	const conf = `listen: ["127.0.0.1:0"]
 upstreams: {{upstreams}}
 allowed_clients: ["127.0.0.0/8"]
 log: {queries: none}
@@ -159,8 +160,8 @@ policies:
 	for _, tc := range bad {
 		t.Run("start/"+tc.name, func(t *testing.T) {
 			dir := writeTree(t, map[string]string{"gov.txt": tc.content, "tiktok.txt": "tiktok.com\n",
-				"c.yaml": strings.ReplaceAll(config, "{{upstreams}}", `["`+up.addr+`"]`)})
-			cfg, err := LoadConfig(filepath.Join(dir, "c.yaml"))
+				"c.yaml": strings.ReplaceAll(conf, "{{upstreams}}", `["`+up.addr+`"]`)})
+			cfg, err := config.Load(filepath.Join(dir, "c.yaml"))
 			require.NoError(t, err)
 			_, err = BuildSnapshot(cfg, nil)
 			require.ErrorIs(t, err, ErrNoClientRanges)
@@ -169,9 +170,9 @@ policies:
 			}
 		})
 		t.Run("reload/"+tc.name, func(t *testing.T) {
-			f := startFence(t, config, map[string]string{"gov.txt": "127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n"}, up.addr)
-			r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*Config, error) {
-				return LoadConfig(filepath.Join(f.dir, "dnsfence.yaml"))
+			f := startFence(t, conf, map[string]string{"gov.txt": "127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n"}, up.addr)
+			r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) {
+				return config.Load(filepath.Join(f.dir, "dnsfence.yaml"))
 			})
 			writeAtomic(t, filepath.Join(f.dir, "gov.txt"), tc.content)
 			err := r.Reload(true) // even SIGHUP refuses it
@@ -185,8 +186,8 @@ policies:
 	}
 	t.Run("another range in the policy: a warning", func(t *testing.T) {
 		dir := writeTree(t, map[string]string{"gov.txt": "10.0.0.0/33\n", "more.txt": "127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n",
-			"c.yaml": strings.ReplaceAll(strings.Replace(config, `["gov.txt"]`, `["gov.txt", "more.txt"]`, 1), "{{upstreams}}", `["`+up.addr+`"]`)})
-		cfg, err := LoadConfig(filepath.Join(dir, "c.yaml"))
+			"c.yaml": strings.ReplaceAll(strings.Replace(conf, `["gov.txt"]`, `["gov.txt", "more.txt"]`, 1), "{{upstreams}}", `["`+up.addr+`"]`)})
+		cfg, err := config.Load(filepath.Join(dir, "c.yaml"))
 		require.NoError(t, err)
 		snap, err := BuildSnapshot(cfg, nil)
 		require.NoError(t, err)
@@ -196,9 +197,9 @@ policies:
 		assert.True(t, ok)
 	})
 	t.Run("the file fixed, the reload applies", func(t *testing.T) {
-		f := startFence(t, config, map[string]string{"gov.txt": "127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n"}, up.addr)
-		r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*Config, error) {
-			return LoadConfig(filepath.Join(f.dir, "dnsfence.yaml"))
+		f := startFence(t, conf, map[string]string{"gov.txt": "127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n"}, up.addr)
+		r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) {
+			return config.Load(filepath.Join(f.dir, "dnsfence.yaml"))
 		})
 		writeAtomic(t, filepath.Join(f.dir, "gov.txt"), bom+"127.0.1.0/24\r\n")
 		require.NoError(t, r.Reload(false))
@@ -215,11 +216,11 @@ func TestConfigSyntaxErrorWithBOMAndCRLF(t *testing.T) {
 		"upstreams: [\"127.0.0.1:53\"]\nlog:\n  level: info\n format: \"json\"\n",
 		"upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: x\n  action: \"log\"\n",
 	} {
-		_, plain := ParseConfig("c.yaml", []byte(src), nil)
+		_, plain := config.Parse("c.yaml", []byte(src), nil)
 		require.Error(t, plain)
 		for _, enc := range windowsEncodings {
 			t.Run(enc.name, func(t *testing.T) {
-				_, err := ParseConfig("c.yaml", []byte(enc.encode(src)), nil)
+				_, err := config.Parse("c.yaml", []byte(enc.encode(src)), nil)
 				require.Error(t, err)
 				assert.Equal(t, plain.Error(), err.Error())
 			})

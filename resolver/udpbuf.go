@@ -14,13 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Bounds of limits.udp_receive_buffer and udp_send_buffer, in bytes: below
-// one large datagram the socket is useless, and setsockopt takes a C int.
-const (
-	minUDPBuffer = 4096
-	maxUDPBuffer = 1 << 30
-)
-
 // udpSocketInfo is what the kernel says of one listening UDP socket.
 type udpSocketInfo struct {
 	inode         uint64 // names the socket in /proc/net/udp and udp6

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -139,7 +140,7 @@ var failureRcodes = []struct {
 // failing (marked down, and its probe, answered the same way, keeps it
 // down), so fastest does not pick it first because it answers fast.
 func TestFailoverOnFailureRcodes(t *testing.T) {
-	for _, strategy := range []string{StrategyOrdered, StrategyFastest} {
+	for _, strategy := range []string{config.StrategyOrdered, config.StrategyFastest} {
 		for _, rc := range failureRcodes {
 			t.Run(strategy+"/"+rc.name, func(t *testing.T) {
 				t.Parallel()
@@ -592,7 +593,7 @@ func TestServeStaleOnEveryFailure(t *testing.T) {
 // itself.
 func TestCacheFailureNeverDisplacesAnswer(t *testing.T) {
 	now := time.Now()
-	c := NewCache(CacheConfig{Size: 10, MaxTTL: 60, ServeStale: time.Hour})
+	c := NewCache(config.Cache{Size: 10, MaxTTL: 60, ServeStale: time.Hour})
 	key := keyOf(question("x.example.org.", dns.TypeA, false))
 	good := answerWith("x.example.org.", dns.TypeA, dns.RcodeSuccess, "x.example.org. 60 IN A 192.0.2.1")
 	fail := answerWith("x.example.org.", dns.TypeA, dns.RcodeServerFailure)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -146,7 +147,7 @@ func runLoad(t *testing.T, addr, network, prefix string, n, qps int, slow time.D
 // the next probe, and about a quarter of the queries took over a second.
 func TestLossDoesNotCascade(t *testing.T) {
 	const n, timeout = 600, 2 * time.Second
-	for _, strategy := range []string{StrategyOrdered, StrategyFastest} {
+	for _, strategy := range []string{config.StrategyOrdered, config.StrategyFastest} {
 		t.Run(strategy, func(t *testing.T) {
 			t.Parallel()
 			dead := (&udpUpstream{silent: true}).start(t)
@@ -298,7 +299,7 @@ func TestFastestExploresUnmeasured(t *testing.T) {
 		cfg := quietConfig(extra)
 		cfg = strings.ReplaceAll(cfg, "{{upstreams}}", fmt.Sprintf("[%q, %q]", good.addr, dead.addr))
 		require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
-		r := NewReloader(zap.NewNop(), f.handler, func() (*Config, error) { return LoadConfig(path) })
+		r := NewReloader(zap.NewNop(), f.handler, func() (*config.Config, error) { return config.Load(path) })
 		require.NoError(t, r.Reload(false))
 		require.Equal(t, []string{good.addr, dead.addr}, f.handler.Snapshot().Forwarder().Upstreams())
 		assert.Zero(t, sequential(t, f, "after"), "queries slower than upstream_timeout/2")
@@ -317,7 +318,7 @@ func TestFastestExploresUnmeasured(t *testing.T) {
 		path := f.handler.Snapshot().Config.File
 		cfg := strings.ReplaceAll(quietConfig(extra), "{{upstreams}}", fmt.Sprintf("[%q, %q, %q]", dead.addr, good.addr, added.addr))
 		require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
-		r := NewReloader(zap.NewNop(), f.handler, func() (*Config, error) { return LoadConfig(path) })
+		r := NewReloader(zap.NewNop(), f.handler, func() (*config.Config, error) { return config.Load(path) })
 		require.NoError(t, r.Reload(false))
 		after := f.handler.Snapshot().Forwarder()
 		require.NotSame(t, before, after, "a new forwarder for the new upstream list")

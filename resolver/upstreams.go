@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 )
 
@@ -35,7 +36,7 @@ func ConnectUpstreams(snap, prev *Snapshot, m *Metrics) error {
 	}
 	opts := upstream.Options{
 		Timeout:  cfg.UpstreamTimeout,
-		Fastest:  cfg.UpstreamStrategy == StrategyFastest,
+		Fastest:  cfg.UpstreamStrategy == config.StrategyFastest,
 		UDPBatch: upstreamBatch,
 	}
 	if m != nil {

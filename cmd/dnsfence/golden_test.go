@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dnsfence/dnsfence/resolver"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -217,7 +217,7 @@ func TestCommandLine(t *testing.T) {
 // listen address this machine cannot bind (192.0.2.1 is on no interface)
 // and keeps the others.
 func TestLaptopFriendlyDropsUnavailableAddresses(t *testing.T) {
-	cfg := &resolver.Config{Listen: []string{"127.0.0.1:5353", "192.0.2.1:5353", "[::1]:5353"}}
+	cfg := &config.Config{Listen: []string{"127.0.0.1:5353", "192.0.2.1:5353", "[::1]:5353"}}
 	laptopFriendly(zap.NewNop(), cfg)
 	assert.NotContains(t, cfg.Listen, "192.0.2.1:5353")
 	assert.Contains(t, cfg.Listen, "127.0.0.1:5353")
@@ -266,7 +266,7 @@ func TestDockerfileHealthcheck(t *testing.T) {
 // bind, the list stays as it is, so the start fails naming them instead of
 // serving nothing.
 func TestLaptopFriendlyKeepsAllWhenNoneWorks(t *testing.T) {
-	cfg := &resolver.Config{Listen: []string{"192.0.2.1:5353", "198.51.100.1:5353"}}
+	cfg := &config.Config{Listen: []string{"192.0.2.1:5353", "198.51.100.1:5353"}}
 	laptopFriendly(zap.NewNop(), cfg)
 	assert.Equal(t, []string{"192.0.2.1:5353", "198.51.100.1:5353"}, cfg.Listen)
 }

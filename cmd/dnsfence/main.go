@@ -32,6 +32,7 @@ import (
 
 	"github.com/dnsfence/dnsfence/configs"
 	"github.com/dnsfence/dnsfence/resolver"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
@@ -230,15 +231,15 @@ func serveFlags() serveOptions {
 
 // loadConfig reads the configuration file, or the embedded default when
 // path is empty.
-func loadConfig(path string) (*resolver.Config, error) {
+func loadConfig(path string) (*config.Config, error) {
 	if path != "" {
-		return resolver.LoadConfig(path)
+		return config.Load(path)
 	}
 	data, err := configs.FS.ReadFile(configs.DefaultName)
 	if err != nil {
 		return nil, err
 	}
-	return resolver.ParseEmbeddedConfig("embedded:"+configs.DefaultName, data, configs.FS.ReadFile)
+	return config.ParseEmbedded("embedded:"+configs.DefaultName, data, configs.FS.ReadFile)
 }
 
 func runServe(args []string, stdout, stderr io.Writer) int {
@@ -329,7 +330,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	log.Info("dnsfence started", zap.String("version", versionString()), zap.String("config", cfg.File),
 		zap.Strings("upstreams", snap.Forwarder().Upstreams()))
 
-	reloader := resolver.NewReloader(log.Named("reload"), handler, func() (*resolver.Config, error) {
+	reloader := resolver.NewReloader(log.Named("reload"), handler, func() (*config.Config, error) {
 		return loadConfig(*configPath)
 	})
 	reloader.AfterReload = func(*resolver.Snapshot) { tuneGC(log) }
@@ -367,7 +368,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 // with a warning, so that `dnsfence` with no flags starts anywhere. A
 // configuration file gets no such leniency: an address it names that
 // cannot be served stops the start.
-func laptopFriendly(log *zap.Logger, cfg *resolver.Config) {
+func laptopFriendly(log *zap.Logger, cfg *config.Config) {
 	var keep []string
 	for _, addr := range cfg.Listen {
 		if host, _, err := net.SplitHostPort(addr); err == nil {
@@ -504,7 +505,7 @@ func logSnapshot(log *zap.Logger, snap *resolver.Snapshot) {
 }
 
 // newLogger builds the zap logger the configuration asks for.
-func newLogger(c resolver.LogConfig) (*zap.Logger, error) {
+func newLogger(c config.Log) (*zap.Logger, error) {
 	level, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
 		return nil, fmt.Errorf("log.level: %w", err)

@@ -1,4 +1,4 @@
-// Command bare is the benchmark's ceiling for a Go DNS server: a bare
+// Command benchbare is the benchmark's ceiling for a Go DNS server: a bare
 // miekg/dns responder that answers every query NXDOMAIN with an SOA, as
 // dnsfence's blocked path does, with no policy, lists or logging.
 package main

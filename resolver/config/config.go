@@ -1,4 +1,4 @@
-package resolver
+package config
 
 import (
 	"bytes"
@@ -59,6 +59,13 @@ const (
 	DefaultUDPBuffer = 4 << 20
 )
 
+// Bounds of limits.udp_receive_buffer and udp_send_buffer, in bytes: below
+// one large datagram the socket is useless, and setsockopt takes a C int.
+const (
+	minUDPBuffer = 4096
+	maxUDPBuffer = 1 << 30
+)
+
 // DefaultAllowedClients are loopback and the private ranges: dnsfence is
 // never an open resolver unless told to be.
 var DefaultAllowedClients = []string{
@@ -100,14 +107,14 @@ type Config struct {
 	ExplainClients   []string `yaml:"explain_clients"`
 	// BlockedTTL is the TTL and SOA MINIMUM of blocked answers, in seconds
 	// (RFC 2308 negative caching).
-	BlockedTTL uint32          `yaml:"blocked_ttl"`
-	Policies   []PolicyConfig  `yaml:"policies"`
-	Cache      CacheConfig     `yaml:"cache"`
-	Log        LogConfig       `yaml:"log"`
-	HTTP       *string         `yaml:"http"`
-	Reload     ReloadConfig    `yaml:"reload"`
-	RateLimit  RateLimitConfig `yaml:"rate_limit"`
-	Limits     LimitsConfig    `yaml:"limits"`
+	BlockedTTL uint32    `yaml:"blocked_ttl"`
+	Policies   []Policy  `yaml:"policies"`
+	Cache      Cache     `yaml:"cache"`
+	Log        Log       `yaml:"log"`
+	HTTP       *string   `yaml:"http"`
+	Reload     Reload    `yaml:"reload"`
+	RateLimit  RateLimit `yaml:"rate_limit"`
+	Limits     Limits    `yaml:"limits"`
 
 	// File is the configuration file's path; relative paths in it resolve
 	// against its folder.
@@ -127,8 +134,8 @@ type Config struct {
 	explain []netip.Prefix
 }
 
-// PolicyConfig is one entry of `policies`.
-type PolicyConfig struct {
+// Policy is one entry of `policies`.
+type Policy struct {
 	Name        string   `yaml:"name"`
 	Clients     []string `yaml:"clients"`
 	ClientFiles []string `yaml:"client_files"`
@@ -143,8 +150,8 @@ type PolicyConfig struct {
 	clients []blocklist.Range
 }
 
-// CacheConfig bounds the answer cache.
-type CacheConfig struct {
+// Cache bounds the answer cache.
+type Cache struct {
 	SizeSet *int   `yaml:"size"`    // entries; 0 turns the cache off
 	MinTTL  uint32 `yaml:"min_ttl"` // seconds; every record TTL is raised to it
 	MaxTTL  uint32 `yaml:"max_ttl"` // seconds; every record TTL is cut to it
@@ -158,8 +165,8 @@ type CacheConfig struct {
 	Size int `yaml:"-"`
 }
 
-// LogConfig selects the log level, encoding and per-query lines.
-type LogConfig struct {
+// Log selects the log level, encoding and per-query lines.
+type Log struct {
 	Level   string `yaml:"level"`   // debug | info | warn | error
 	Format  string `yaml:"format"`  // json | console
 	Queries string `yaml:"queries"` // blocked | all | none
@@ -170,10 +177,10 @@ type LogConfig struct {
 	AuditLimit int `yaml:"audit_limit"`
 }
 
-// RateLimitConfig is the per-client token bucket: Rate queries a second
+// RateLimit is the per-client token bucket: Rate queries a second
 // with bursts of Burst, per /32 (IPv4) or /56 (IPv6). Rate 0 turns it off.
 // Exempt networks (default loopback) are never limited.
-type RateLimitConfig struct {
+type RateLimit struct {
 	Rate   float64  `yaml:"rate"`
 	Burst  int      `yaml:"burst"`
 	Exempt []string `yaml:"exempt"`
@@ -181,8 +188,8 @@ type RateLimitConfig struct {
 	exempt []netip.Prefix
 }
 
-// LimitsConfig bounds what one client connection can hold.
-type LimitsConfig struct {
+// Limits bounds what one client connection can hold.
+type Limits struct {
 	TCPConnections int           `yaml:"tcp_connections"`  // open TCP connections at once
 	TCPReadTimeout time.Duration `yaml:"tcp_read_timeout"` // to read a whole query
 	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"` // between queries on one connection
@@ -208,8 +215,8 @@ type LimitsConfig struct {
 	UDPSendBuffer    int `yaml:"udp_send_buffer"`
 }
 
-// ReloadConfig tunes hot reload.
-type ReloadConfig struct {
+// Reload tunes hot reload.
+type Reload struct {
 	Debounce  time.Duration `yaml:"debounce"`
 	MaxShrink *float64      `yaml:"max_shrink"`
 	// UnreadyAfter turns /readyz to 503 once reloads have failed or been
@@ -221,6 +228,23 @@ type ReloadConfig struct {
 	// close it). Default blocklist.DefaultWriterWait.
 	WriterWait time.Duration `yaml:"writer_wait"`
 }
+
+// AllowedPrefixes are the allowed_clients ranges, parsed, in file order.
+func (c *Config) AllowedPrefixes() []netip.Prefix { return slices.Clone(c.allowed) }
+
+// TrustedPrefixes are the trusted_proxies ranges, parsed, in file order.
+func (c *Config) TrustedPrefixes() []netip.Prefix { return slices.Clone(c.trusted) }
+
+// ExplainPrefixes are the explain_clients ranges, parsed, in file order.
+func (c *Config) ExplainPrefixes() []netip.Prefix { return slices.Clone(c.explain) }
+
+// ExemptPrefixes are the rate_limit.exempt ranges, parsed, in file order.
+func (r *RateLimit) ExemptPrefixes() []netip.Prefix { return slices.Clone(r.exempt) }
+
+// ClientRanges are the policy's inline clients, parsed, each with the
+// configuration file and line it was written on (its client_files are read
+// when the snapshot is built).
+func (p *Policy) ClientRanges() []blocklist.Range { return slices.Clone(p.clients) }
 
 // HTTPAddr is the metrics and health address, "" when disabled.
 func (c *Config) HTTPAddr() string {
@@ -238,34 +262,41 @@ func (c *Config) Path(p string) string {
 	return filepath.Join(filepath.Dir(c.File), p)
 }
 
-// LoadConfig reads, decodes and validates a configuration file.
-func LoadConfig(path string) (*Config, error) {
+// Load reads, decodes and validates a configuration file, as Parse does.
+// A file that cannot be read is an *Error too, without a line or key
+// ("dnsfence.yaml: reading the configuration: no such file or directory"),
+// wrapping the reason (errors.Is(err, fs.ErrNotExist) for a missing file).
+func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is the Error's File already
+		}
+		return nil, &Error{File: path, Err: fmt.Errorf("reading the configuration: %w", err)}
 	}
-	return ParseConfig(path, data, os.ReadFile)
+	return Parse(path, data, os.ReadFile)
 }
 
-// ParseConfig decodes and validates configuration content. file names it in
+// Parse decodes and validates configuration content. file names it in
 // errors and anchors its relative paths; readFile reads the files it names.
-// Every problem found is reported at once: the error joins one *ConfigError
+// Every problem found is reported at once: the error joins one *Error
 // per problem, in line order, each "file:line: key: what is wrong; an
 // example of right". Durations need a unit ("2s"; a bare 2 is an error),
 // and unknown keys, keys given twice and values of the wrong YAML type are
 // errors.
-func ParseConfig(file string, data []byte, readFile func(string) ([]byte, error)) (*Config, error) {
-	return parseConfig(file, data, readFile, false)
+func Parse(file string, data []byte, readFile func(string) ([]byte, error)) (*Config, error) {
+	return parse(file, data, readFile, false)
 }
 
-// ParseEmbeddedConfig parses the built-in default configuration, whose
+// ParseEmbedded parses the built-in default configuration, whose
 // files are compiled in and read with readFile, and whose upstreams may come
 // from a resolv.conf that names none.
-func ParseEmbeddedConfig(file string, data []byte, readFile func(string) ([]byte, error)) (*Config, error) {
-	return parseConfig(file, data, readFile, true)
+func ParseEmbedded(file string, data []byte, readFile func(string) ([]byte, error)) (*Config, error) {
+	return parse(file, data, readFile, true)
 }
 
-func parseConfig(file string, data []byte, readFile func(string) ([]byte, error), embedded bool) (*Config, error) {
+func parse(file string, data []byte, readFile func(string) ([]byte, error), embedded bool) (*Config, error) {
 	// The hash is of the raw bytes, as the file watcher sees them; the
 	// decoder reads the text without a byte-order mark.
 	sum := sha256.Sum256(data)
@@ -361,10 +392,10 @@ func (c *Config) applyDefaults() {
 	c.Reload.WriterWait = cmp.Or(c.Reload.WriterWait, blocklist.DefaultWriterWait)
 }
 
-// ConfigError is one problem in a configuration file: where it is, which
-// key, and what is wrong with an example of a right value. ParseConfig
+// Error is one problem in a configuration file: where it is, which
+// key, and what is wrong with an example of a right value. Parse
 // returns every problem of a file at once, joined in line order.
-type ConfigError struct {
+type Error struct {
 	File string
 	Line int    // 1-based; 0 when the key is not in the file at all
 	Key  string // full key path, e.g. "policies[1].action"; for a YAML syntax error the key written on the line, if any
@@ -372,7 +403,7 @@ type ConfigError struct {
 }
 
 // Error is "file:line: key: what is wrong; how to write it right".
-func (e *ConfigError) Error() string {
+func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
 	if e.Line > 0 {
@@ -386,13 +417,13 @@ func (e *ConfigError) Error() string {
 	return b.String()
 }
 
-func (e *ConfigError) Unwrap() error { return e.Err }
+func (e *Error) Unwrap() error { return e.Err }
 
 // configErrors collects the problems of one file with their lines.
 type configErrors struct {
 	file string
 	root *yaml.Node
-	errs []*ConfigError
+	errs []*Error
 	// skip holds key paths whose value the shape check rejected: what
 	// validate would say about them (or below them) is a consequence.
 	skip []string
@@ -418,13 +449,13 @@ func (e *configErrors) addLine(line int, path []any, format string, args ...any)
 
 // record adds a problem whatever was rejected before.
 func (e *configErrors) record(line int, path []any, format string, args ...any) {
-	e.errs = append(e.errs, &ConfigError{File: e.file, Line: line, Key: keyName(path), Err: fmt.Errorf(format, args...)})
+	e.errs = append(e.errs, &Error{File: e.file, Line: line, Key: keyName(path), Err: fmt.Errorf(format, args...)})
 }
 
 // err joins the problems in line order; those about keys missing from the
 // file come last.
 func (e *configErrors) err() error {
-	slices.SortStableFunc(e.errs, func(a, b *ConfigError) int {
+	slices.SortStableFunc(e.errs, func(a, b *Error) int {
 		return cmp.Compare(uint(a.Line-1), uint(b.Line-1)) // line 0 wraps to the end
 	})
 	errs := make([]error, len(e.errs))

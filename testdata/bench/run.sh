@@ -3,8 +3,8 @@
 # miekg/dns responder, on the same workload in one run, so every ratio
 # compares figures taken minutes apart on the same machine.
 #
-#   bash bench/run.sh                 # 3 runs of 10 s per path and server
-#   BENCH_SECONDS=5 BENCH_RUNS=1 bash bench/run.sh   # a quick look
+#   bash testdata/bench/run.sh        # 3 runs of 10 s per path and server
+#   BENCH_SECONDS=5 BENCH_RUNS=1 bash testdata/bench/run.sh   # a quick look
 #
 # Layout (2 cores): each server pinned to CPU 0, dnsperf and the upstream
 # to CPU 1. The government source address is 127.0.0.2. Paths:
@@ -16,7 +16,7 @@
 # Everything stays on loopback; every dnsperf run is bounded by -l.
 # Not part of CI's pass/fail.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 export PATH="$PATH:/usr/local/go/bin"
 
 SECS=${BENCH_SECONDS:-10}
@@ -59,8 +59,8 @@ trap cleanup EXIT
 
 echo "# building"
 go build -o "$tmp/dnsfence" ./cmd/dnsfence
-go build -o "$tmp/upstream" ./bench/upstream
-go build -o "$tmp/bare" ./bench/bare
+go build -o "$tmp/upstream" ./cmd/benchupstream
+go build -o "$tmp/bare" ./cmd/benchbare
 
 # Query files.
 for i in $(seq 1 10000); do echo "w$i.tiktok.com A"; done >"$tmp/blocked.txt"

@@ -1,4 +1,4 @@
-package resolver
+package config
 
 import (
 	"bytes"
@@ -123,7 +123,7 @@ func yamlError(file string, data []byte, err error) error {
 	case problem == "mapping values are not allowed in this context" && len(keyColon.FindAllString(text, -1)) == 1:
 		hint = "this key is indented more than the key above it, so YAML reads it as part of that value; start the keys of one mapping in the same column"
 	}
-	ce := &ConfigError{File: file, Line: found, Err: errors.New(hint)}
+	ce := &Error{File: file, Line: found, Err: errors.New(hint)}
 	if found == 0 {
 		ce.Line = line
 	}
@@ -213,7 +213,7 @@ func (e *configErrors) decoderErrors(te *yaml.TypeError) {
 	for _, m := range te.Errors {
 		g := yamlLine.FindStringSubmatch(m)
 		if g == nil {
-			e.errs = append(e.errs, &ConfigError{File: e.file, Err: errors.New(m)})
+			e.errs = append(e.errs, &Error{File: e.file, Err: errors.New(m)})
 			continue
 		}
 		line, _ := strconv.Atoi(g[1])
@@ -221,6 +221,6 @@ func (e *configErrors) decoderErrors(te *yaml.TypeError) {
 		if u := yamlUnknown.FindStringSubmatch(what); u != nil {
 			what, key = fmt.Sprintf("unknown key %q", u[1]), ""
 		}
-		e.errs = append(e.errs, &ConfigError{File: e.file, Line: line, Key: key, Err: errors.New(what)})
+		e.errs = append(e.errs, &Error{File: e.file, Line: line, Key: key, Err: errors.New(what)})
 	}
 }

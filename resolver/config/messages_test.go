@@ -1,4 +1,4 @@
-package resolver
+package config
 
 import (
 	"errors"
@@ -57,7 +57,7 @@ func TestConfigMessages(t *testing.T) {
 				if !strings.Contains(cfg, "upstreams") {
 					cfg += "upstreams: [\"127.0.0.1:53\"]\n"
 				}
-				_, err := ParseConfig(filepath.Join(dir, "c.yaml"), []byte(cfg), os.ReadFile)
+				_, err := Parse(filepath.Join(dir, "c.yaml"), []byte(cfg), os.ReadFile)
 				fmt.Fprintf(&out, "## %s\n%s", sn.title, sn.body)
 				if err == nil {
 					out.WriteString("=> accepted\n\n")
@@ -74,7 +74,7 @@ func TestConfigMessages(t *testing.T) {
 				require.NoError(t, os.WriteFile(golden, []byte(out.String()), 0o644))
 			}
 			want, err := os.ReadFile(golden)
-			require.NoError(t, err, "run go test ./resolver -run TestConfigMessages -update to create it")
+			require.NoError(t, err, "run go test ./resolver/config -run TestConfigMessages -update to create it")
 			assert.Equal(t, string(want), out.String())
 		})
 	}
@@ -82,12 +82,12 @@ func TestConfigMessages(t *testing.T) {
 
 // goInternals are words of the YAML decoder and of Go's types that a
 // configuration error must never show, outside the quoted values it echoes.
-var goInternals = []string{"!!", "cannot unmarshal", "time.Duration", "uint32", "int64", "float64", "[]string", "struct {", "resolver.", "yaml:"}
+var goInternals = []string{"!!", "cannot unmarshal", "time.Duration", "uint32", "int64", "float64", "[]string", "struct {", "resolver.", "config.", "yaml:"}
 
 var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
 // checkConfigErrors asserts what every configuration error must be: one
-// *ConfigError a line of text, each with a message and no Go internals,
+// *Error a line of text, each with a message and no Go internals,
 // in line order with those about missing keys last.
 func checkConfigErrors(t *testing.T, err error) {
 	t.Helper()
@@ -100,8 +100,8 @@ func checkConfigErrors(t *testing.T, err error) {
 	require.NotEmpty(t, list)
 	last := 0
 	for _, e := range list {
-		var ce *ConfigError
-		require.True(t, errors.As(e, &ce), "%T is not a *ConfigError: %v", e, e)
+		var ce *Error
+		require.True(t, errors.As(e, &ce), "%T is not a *Error: %v", e, e)
 		msg := ce.Err.Error()
 		assert.NotEmpty(t, strings.TrimSpace(msg), "empty message in %q", e.Error())
 		assert.NotContains(t, msg, "\n", "one line each")
@@ -191,7 +191,7 @@ func TestConfigExamples(t *testing.T) {
 			require.NoError(t, yaml.Unmarshal([]byte(configExamples[k]), &ex))
 			data, err := yaml.Marshal(setPath(tree, k, ex))
 			require.NoError(t, err)
-			_, err = ParseConfig(filepath.Join(dir, "c.yaml"), data, os.ReadFile)
+			_, err = Parse(filepath.Join(dir, "c.yaml"), data, os.ReadFile)
 			assert.NoError(t, err, "%s", data)
 		})
 	}

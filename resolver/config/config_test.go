@@ -1,7 +1,9 @@
-package resolver
+package config
 
 import (
+	"errors"
 	"flag"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,7 +38,7 @@ policies:
     clients: ["10.0.0.0/8"]
     block: ["l.txt"]
 `), 0o644))
-	cfg, err := LoadConfig(path)
+	cfg, err := Load(path)
 	require.NoError(t, err)
 	assert.Equal(t, []string{DefaultListen}, cfg.Listen)
 	assert.Equal(t, DefaultAllowedClients, cfg.AllowedClients)
@@ -61,7 +63,7 @@ func TestConfigActions(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"nxdomain", "nxdomain"}, {"refused", "refused"}, {"null", "null"}, {"NXDOMAIN", "NXDOMAIN"}, {"~", "nxdomain"},
 	} {
-		cfg, err := ParseConfig("c.yaml", []byte(`upstreams: ["127.0.0.1:53"]
+		cfg, err := Parse("c.yaml", []byte(`upstreams: ["127.0.0.1:53"]
 policies: [{name: p, clients: ["10.0.0.0/8"], action: `+tc.yaml+`}]`), nil)
 		if tc.want == "NXDOMAIN" {
 			require.Error(t, err, "actions are lowercase words")
@@ -70,18 +72,6 @@ policies: [{name: p, clients: ["10.0.0.0/8"], action: `+tc.yaml+`}]`), nil)
 		require.NoError(t, err, tc.yaml)
 		assert.Equal(t, Action(tc.want), cfg.Policies[0].Action, tc.yaml)
 	}
-}
-
-func TestShippedExampleConfigLoads(t *testing.T) {
-	cfg, err := LoadConfig("../configs/dnsfence.yaml")
-	require.NoError(t, err)
-	snap, err := BuildSnapshot(cfg, nil)
-	require.NoError(t, err)
-	assert.Empty(t, snap.Warnings)
-	require.Len(t, snap.Policies, 2)
-	assert.True(t, snap.Policies[0].Blocks())
-	assert.False(t, snap.Policies[1].Blocks())
-	assert.Equal(t, "127.0.0.1:9153", cfg.HTTPAddr())
 }
 
 // TestConfigErrors checks every error message against golden files: each
@@ -95,7 +85,7 @@ func TestConfigErrors(t *testing.T) {
 			data, err := os.ReadFile(in)
 			require.NoError(t, err)
 			name := "testdata/config/" + filepath.Base(in)
-			_, err = ParseConfig(name, data, os.ReadFile)
+			_, err = Parse(name, data, os.ReadFile)
 			require.Error(t, err)
 			golden := strings.TrimSuffix(in, ".yaml") + ".golden"
 			got := err.Error() + "\n"
@@ -134,6 +124,30 @@ search example.org
 			got, err := cfg.ResolveUpstreams()
 			require.NoError(t, err)
 			assert.Equal(t, append(tc.want, "127.0.0.9:5300"), got)
+		})
+	}
+}
+
+// TestLoadUnreadableFile: a configuration file that cannot be read is an
+// *Error like every other configuration problem, naming the file and why.
+func TestLoadUnreadableFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, path, want string
+		notExist         bool
+	}{
+		{name: "missing", path: filepath.Join(dir, "missing.yaml"), want: "reading the configuration: no such file or directory", notExist: true},
+		{name: "a folder", path: dir, want: "reading the configuration: is a directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(tc.path)
+			require.Error(t, err)
+			var ce *Error
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, tc.path, ce.File)
+			assert.Zero(t, ce.Line)
+			assert.Equal(t, tc.path+": "+tc.want, err.Error())
+			assert.Equal(t, tc.notExist, errors.Is(err, fs.ErrNotExist))
 		})
 	}
 }

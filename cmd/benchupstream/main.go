@@ -1,4 +1,4 @@
-// Command upstream is the benchmark's upstream: an authoritative-style
+// Command benchupstream is the benchmark's upstream: an authoritative-style
 // responder on loopback that answers A 192.0.2.1 (TTL 3600) for any name,
 // so that the cache-miss path measures the resolver, not a real network.
 package main
