@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -71,7 +72,7 @@ type udpMux struct {
 // upstreamSocket is one connected socket and the queries waiting on it.
 type upstreamSocket struct {
 	conn    net.Conn
-	batch   batchConn // conn's recvmmsg and sendmmsg; nil: one datagram a call
+	batch   listen.BatchConn // conn's recvmmsg and sendmmsg; nil: one datagram a call
 	born    time.Time
 	timeout time.Duration
 
@@ -117,7 +118,7 @@ func newUpstreamSocket(addr string, timeout time.Duration) (*upstreamSocket, err
 	s := &upstreamSocket{conn: c, born: time.Now(), timeout: timeout, pending: map[uint16]*waiter{}}
 	if uc, ok := c.(*net.UDPConn); ok {
 		_ = uc.SetReadBuffer(upstreamReceiveBuffer) // best effort: the kernel caps it silently
-		s.batch = newBatchConn(uc)
+		s.batch = listen.NewBatchConn(uc)
 	}
 	go s.read()
 	return s, nil
