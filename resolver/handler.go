@@ -530,7 +530,6 @@ func (h *Handler) prefetch(snap *Snapshot, e *cacheEntry, req *dns.Msg, key cach
 	}
 }
 
-
 // reply is the one answer to a query, as write sends it: a message, or the
 // answer already packed with its RCODE (the blocked answer and a cache
 // hit, dnsfence's commonest, which skip building a message). result is how
