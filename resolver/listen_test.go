@@ -290,6 +290,65 @@ policies:
 	assert.Zero(t, refused(t, f, listen.RefusedPerClient))
 }
 
+// TestProxyTrustAtHeader: a PROXY header is believed only when its sender
+// is a trusted proxy under the configuration current when the header
+// arrives. A reload that withdraws the trust between the accept and the
+// header closes the connection, rather than deciding for the client the
+// header names (issue 11: trust was decided with the accept's snapshot).
+func TestProxyTrustAtHeader(t *testing.T) {
+	up := startUpstream(t, nil)
+	cfg := `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+allowed_clients: ["127.0.0.0/28"]
+trusted_proxies: ["127.0.0.40/32"]
+log: {queries: none}
+limits: {tcp_idle_timeout: 10s}
+policies:
+  - name: gov
+    clients: ["127.0.0.0/30"]
+    block: ["tiktok.txt"]
+`
+	for _, tc := range []struct {
+		name     string
+		withdraw bool // a reload between the accept and the header drops the proxy's trust
+	}{
+		{name: "still trusted", withdraw: false},
+		{name: "trust withdrawn", withdraw: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startFence(t, cfg, testFiles, up.addr)
+			c := dialFrom(t, f.addr, "127.0.0.40")
+			require.Eventually(t, func() bool {
+				open, _ := metricValue(t, f.registry, "dnsfence_connections_open", "transport", "tcp")
+				return open == 1
+			}, 5*time.Second, 5*time.Millisecond, "admitted as a trusted proxy")
+			start := time.Now()
+			if tc.withdraw {
+				reconfigure(t, f, `trusted_proxies: ["127.0.0.40/32"]`, `trusted_proxies: ["127.0.0.41/32"]`)
+			}
+			// Well inside the 2 s the server waits for a proxy's header, so
+			// that the header, not its absence, is what is judged.
+			require.Less(t, time.Since(start), time.Second)
+			h := &proxyproto.Header{
+				Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+				SourceAddr:      &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 40000},
+				DestinationAddr: c.RemoteAddr(),
+			}
+			_, err := h.WriteTo(c)
+			require.NoError(t, err)
+			r, err := askOn(c, question("www.tiktok.com.", dns.TypeA, false))
+			if !tc.withdraw {
+				require.NoError(t, err)
+				assert.Equal(t, dns.RcodeNameError, r.Rcode, "the header's client is a government device")
+				return
+			}
+			require.Error(t, err, "a header from a proxy no longer trusted is not believed: got %v", r)
+			assert.False(t, isTimeoutErr(err), "closed at once: %v", err)
+		})
+	}
+}
+
 // TestShutdownStopsEveryTransportFirst: issue 17 item 4. Once Shutdown has
 // begun, no transport takes a new query, while the queries already taken
 // are answered and Shutdown waits for them.
