@@ -57,7 +57,18 @@ const (
 	ResultExplained = "explained"
 )
 
-// Handler runs the pipeline of one query (DESIGN.md §1) top to bottom.
+// Handler runs the pipeline of one query (DESIGN.md §1) top to bottom, in
+// two steps and one write:
+//
+//   - ServeInline (answerInline) decides the query without waiting: rate
+//     limit, validation, the decision (Snapshot.decide), the cache. It
+//     returns a reply, or "needs an upstream".
+//   - resume (forward) asks the upstreams and inspects the answer.
+//   - write fits the reply to the client, records it once (metrics, then
+//     the audit line) and sends it.
+//
+// A reply is a value: a message, or the blocked answer or a cache hit
+// packed to wire form with its RCODE, and the result it is counted as.
 type Handler struct {
 	// state is the snapshot every query is decided with. Only the reload
 	// goroutine stores; a query loads it once and uses that value throughout.
@@ -74,7 +85,9 @@ type Handler struct {
 	cache  atomic.Pointer[Cache]
 	slots  atomic.Pointer[chan struct{}] // upstream queries in flight
 	flight singleflight.Group            // identical concurrent misses share one upstream query
-	// inflight counts queries being answered, so shutdown can wait for them.
+	// inflight counts queries being answered, from serveInline until the
+	// write (after resume, for one that needed it), so Wait can wait for
+	// them.
 	inflight sync.WaitGroup
 	// unwatched are the files the reloader cannot watch, for /readyz.
 	unwatched atomic.Pointer[[]string]
