@@ -81,7 +81,7 @@ policies:
 		}
 		assert.Contains(t, strings.Join(msgs, "\n"), `dnsfence.yaml:6: range 10.0.0.0/8 of policy "gov" is only partly inside allowed_clients`)
 		e := snap.Explain(netip.MustParseAddr("10.200.0.1"), "www.tiktok.com", dns.TypeA)
-		assert.Equal(t, VerdictRefused, e.Verdict)
+		assert.Equal(t, ResultRefused, e.Result)
 		assert.Contains(t, e.String(), `policy "gov" range 10.0.0.0/8`)
 		assert.Contains(t, e.String(), "add the range to allowed_clients")
 	})

@@ -11,14 +11,68 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Verdicts of an explanation.
-const (
-	VerdictRefused   = "refused"
-	VerdictBlocked   = "blocked"
-	VerdictAllowed   = "allowed"
-	VerdictForwarded = "forwarded"
-	VerdictShadow    = "shadow" // a shadow-mode policy would block; forwarded
-)
+// outcome is the decision on one query before and after its answer: the
+// one decision function (decide, then inspect) that queries, the CHAOS
+// explain and `dnsfence explain` share (DESIGN.md §1 steps 3 to 5, and 8).
+type outcome struct {
+	// result is ResultRefused (outside allowed_clients), ResultBlocked, or
+	// ResultForwarded (also in shadow mode, and for an allowed name).
+	result    string
+	policy    ClientRange // the most specific policy range holding the client, when hasPolicy
+	hasPolicy bool
+	decision  Decision // the name under the policy's lists, when the policy blocks anything
+	shadow    bool     // a shadow-mode policy (action: log) blocks it: recorded as a block, forwarded
+}
+
+// decide is steps 3 to 5 for a query from source (the transport peer,
+// which allowed_clients applies to) deciding for client (the network
+// policies are matched against: source itself, or what a trusted proxy
+// named) and asking for qname.
+func (s *Snapshot) decide(source netip.Addr, client netip.Prefix, qname string) outcome {
+	// 3. May they ask at all.
+	if !s.Allowed(source) {
+		return outcome{result: ResultRefused}
+	}
+	// 4. Which policy; 5. is the name blocked.
+	o := outcome{result: ResultForwarded}
+	o.policy, o.hasPolicy = s.PolicyForPrefix(client)
+	if pol := o.policy.Policy; o.hasPolicy && pol.Blocks() {
+		o.decision = pol.Decide(qname)
+		if o.decision.Blocked {
+			if pol.Action == config.ActionLog {
+				o.shadow = true // decided and recorded as a block, but forwarded
+			} else {
+				o.result = ResultBlocked
+			}
+		}
+	}
+	return o
+}
+
+// inspect is step 8 on the answer resp of a forwarded query: a CNAME or
+// DNAME chain (any alias chainDecision follows) that reaches a blocked
+// name blocks the answer as the name itself would be, unless the question
+// name is explicitly allowed; in shadow mode the block is recorded, not
+// answered. It returns the name in the answer that was blocked, and ""
+// when the answer stands. It runs on cached answers exactly as on fresh
+// ones.
+func (o *outcome) inspect(resp *dns.Msg) (via string) {
+	pol := o.policy.Policy
+	if o.result != ResultForwarded || !o.hasPolicy || !pol.Blocks() || o.decision.Allowed || o.shadow {
+		return ""
+	}
+	d, via, ok := chainDecision(pol, resp)
+	if !ok {
+		return ""
+	}
+	o.decision = d
+	if pol.Action == config.ActionLog {
+		o.shadow = true
+	} else {
+		o.result = ResultBlocked
+	}
+	return via
+}
 
 // Explanation is the decision for one client and name, with every reason.
 type Explanation struct {
@@ -34,7 +88,12 @@ type Explanation struct {
 	Decision  Decision
 	Hops      []Hop // the names of the upstream answer, with -resolve
 	Rcode     string
-	Verdict   string
+	// Result is the outcome, in the words of a query's result:
+	// ResultRefused, ResultBlocked or ResultForwarded.
+	Result string
+	// Shadow: a shadow-mode policy (action: log) blocks it; the query is
+	// forwarded and recorded as a block.
+	Shadow bool
 }
 
 // Hop is one name of an upstream answer's chain and its decision.
@@ -44,59 +103,82 @@ type Hop struct {
 	Decision Decision
 }
 
-// Explain decides name for client exactly as a query would, and says why.
-// It does not look at upstream answers; ExplainAnswer adds that.
+// Explain decides name for client exactly as a query from client would be
+// (Snapshot.decide), and says why. It does not look at upstream answers;
+// ExplainAnswer adds that.
 func (s *Snapshot) Explain(client netip.Addr, name string, qtype uint16) Explanation {
 	client = client.Unmap()
 	e := Explanation{Client: client, Name: dns.Fqdn(name), Type: dns.Type(qtype).String()}
-	e.AllowedBy, _, e.Allowed = s.allowed.LookupPrefixLPM(netip.PrefixFrom(client, client.BitLen()))
-	e.Range, e.HasPolicy = s.PolicyFor(client)
+	e.set(s.decide(client, hostPrefix(client), e.Name))
+	e.AllowedBy, _, e.Allowed = s.allowed.LookupPrefixLPM(hostPrefix(client))
 	if !e.Allowed {
-		e.Verdict, e.Rcode = VerdictRefused, "REFUSED"
+		// The range the client would have, for the reason text.
+		e.Range, e.HasPolicy = s.PolicyFor(client)
 		return e
 	}
 	if e.HasPolicy {
-		for _, cr := range s.byClient.Supernets(netip.PrefixFrom(client, client.BitLen())) {
+		for _, cr := range s.byClient.Supernets(hostPrefix(client)) {
 			if cr.Range.Prefix != e.Range.Range.Prefix {
 				e.Beaten = append(e.Beaten, cr)
 			}
 		}
 	}
-	e.Verdict, e.Rcode = VerdictForwarded, "from upstream"
-	if e.HasPolicy && e.Range.Policy.Blocks() {
-		e.Decision = e.Range.Policy.Decide(e.Name)
-		switch {
-		case e.Decision.Blocked:
-			e.block()
-		case e.Decision.Allowed:
-			e.Verdict = VerdictAllowed
-		}
-	}
 	return e
 }
 
-// block sets the verdict of a blocking decision under the policy's action.
-func (e *Explanation) block() {
-	e.Verdict = VerdictBlocked
-	switch e.Range.Policy.Action {
-	case config.ActionRefused:
+// set takes the decision o and says what the client gets for it.
+func (e *Explanation) set(o outcome) {
+	e.Result, e.Shadow = o.result, o.shadow
+	e.Range, e.HasPolicy, e.Decision = o.policy, o.hasPolicy, o.decision
+	switch {
+	case o.result == ResultRefused:
 		e.Rcode = "REFUSED"
-	case config.ActionNull:
-		e.Rcode = "NOERROR (0.0.0.0 / :: / NODATA)"
-	case config.ActionLog:
-		e.Verdict, e.Rcode = VerdictShadow, "from upstream (shadow mode records a block)"
+	case o.shadow:
+		e.Rcode = "from upstream (shadow mode records a block)"
+	case o.result == ResultBlocked:
+		switch e.Range.Policy.Action {
+		case config.ActionRefused:
+			e.Rcode = "REFUSED"
+		case config.ActionNull:
+			e.Rcode = "NOERROR (0.0.0.0 / :: / NODATA)"
+		default:
+			e.Rcode = "NXDOMAIN"
+		}
 	default:
-		e.Rcode = "NXDOMAIN"
+		e.Rcode = "from upstream"
 	}
+}
+
+// outcome is the decision e holds.
+func (e *Explanation) outcome() outcome {
+	return outcome{result: e.Result, policy: e.Range, hasPolicy: e.HasPolicy, decision: e.Decision, shadow: e.Shadow}
+}
+
+// Forwarded reports whether the query is sent upstream and answered as the
+// upstream answers (not refused, not blocked, not in shadow mode): the
+// explanations whose upstream answer ExplainAnswer inspects.
+func (e *Explanation) Forwarded() bool { return e.Result == ResultForwarded && !e.Shadow }
+
+// verdict is the word `dnsfence explain` prints for the outcome: the
+// result, "allowed" for a name an allow entry lets through, and "shadow"
+// for a block in shadow mode.
+func (e *Explanation) verdict() string {
+	switch {
+	case e.Shadow:
+		return "shadow"
+	case e.Result == ResultForwarded && e.Decision.Allowed:
+		return "allowed"
+	}
+	return e.Result
 }
 
 // ExplainAnswer adds an upstream answer to an explanation that was
 // forwarded: each record of the answer with the decision on the name it
 // leads to (the target of a CNAME, DNAME, HTTPS or SVCB record, else its
-// owner), and the verdict the answer inspection reaches, with the same
-// functions as a query (hopDecision, chainDecision).
+// owner), and the outcome the answer inspection reaches, with the same
+// functions as a query (hopDecision, outcome.inspect).
 func (s *Snapshot) ExplainAnswer(e *Explanation, resp *dns.Msg) {
-	if e.Verdict != VerdictForwarded && e.Verdict != VerdictAllowed {
+	if !e.Forwarded() {
 		return
 	}
 	inspect := e.HasPolicy && e.Range.Policy.Blocks() && !e.Decision.Allowed
@@ -110,12 +192,9 @@ func (s *Snapshot) ExplainAnswer(e *Explanation, resp *dns.Msg) {
 		}
 		e.Hops = append(e.Hops, h)
 	}
-	if inspect {
-		if d, _, ok := chainDecision(e.Range.Policy, resp); ok {
-			e.Decision = d
-			e.block()
-			return
-		}
+	if o := e.outcome(); o.inspect(resp) != "" {
+		e.set(o)
+		return
 	}
 	e.Rcode = dns.RcodeToString[resp.Rcode] + " from upstream"
 }
@@ -131,7 +210,7 @@ func (e Explanation) String() string {
 				"  add the range to allowed_clients, or these devices cannot resolve at all\n",
 				e.Range.Policy.Name, e.Range.Range.Prefix, where(e.Range.Range))
 		}
-		fmt.Fprintf(&b, "verdict: refused (REFUSED)\n")
+		fmt.Fprintf(&b, "verdict: %s (%s)\n", e.verdict(), e.Rcode)
 		return b.String()
 	}
 	fmt.Fprintf(&b, "  allowed by allowed_clients range %s\n", e.AllowedBy)
@@ -165,7 +244,7 @@ func (e Explanation) String() string {
 	if len(e.Hops) > 0 && !inspected {
 		b.WriteString("  the answer is not inspected: no blocking policy applies, or the question name is allowed\n")
 	}
-	fmt.Fprintf(&b, "verdict: %s (%s)\n", e.Verdict, e.Rcode)
+	fmt.Fprintf(&b, "verdict: %s (%s)\n", e.verdict(), e.Rcode)
 	return b.String()
 }
 
@@ -253,7 +332,7 @@ func toJSONRange(cr ClientRange) jsonRange {
 // MarshalJSON gives the same content as String, as JSON.
 func (e Explanation) MarshalJSON() ([]byte, error) {
 	j := jsonExplanation{Client: e.Client.String(), Allowed: e.Allowed, Name: e.Name, Typed: e.Typed, Type: e.Type,
-		Verdict: e.Verdict, Rcode: e.Rcode}
+		Verdict: e.verdict(), Rcode: e.Rcode}
 	if e.Allowed {
 		j.AllowedBy = e.AllowedBy.String()
 	}

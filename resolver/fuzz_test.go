@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
-	proxyproto "github.com/pires/go-proxyproto"
 	"go.uber.org/zap"
 )
 
@@ -21,6 +21,7 @@ type recorder struct {
 	sizes   []int
 }
 
+func (r *recorder) Transport() string    { return listen.UDP }
 func (r *recorder) LocalAddr() net.Addr  { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
 func (r *recorder) RemoteAddr() net.Addr { return r.remote }
 func (r *recorder) WriteMsg(m *dns.Msg) error {
@@ -69,11 +70,12 @@ func chaosQuestion(name string) *dns.Msg {
 	return m
 }
 
-// FuzzHandler feeds raw packets through the server's accept step and the
-// handler, the way a socket does, and checks that every accepted query gets
-// exactly one answer that packs, carries the query's ID and fits the
-// client's UDP size. Forwarding goes to a closed loopback port, so the
-// pipeline runs to the end without waiting.
+// FuzzHandler feeds raw packets through the listener's accept step and the
+// handler, the way the UDP listener does (ServeInline, then resume when it
+// is returned), and checks that every accepted query gets exactly one
+// answer that packs, carries the query's ID and fits the client's UDP
+// size. Forwarding goes to a closed loopback port, so the pipeline runs to
+// the end without waiting.
 func FuzzHandler(f *testing.F) {
 	seed(f, "testdata/packets/*.bin")
 	for _, m := range []*dns.Msg{
@@ -124,10 +126,10 @@ policies:
 	h := NewHandler(zap.NewNop(), snap, nil)
 
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		// As the UDP server does: accept or reject the raw packet, then a
-		// fast run, and a second run if it needs an upstream.
+		// As the UDP listener does: accept or reject the raw packet, then
+		// the inline step, and resume if it needs an upstream.
 		w := &recorder{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
-		req, reject := acceptMessage(pkt, acceptQuery, func([]byte, error) {})
+		req, reject := listen.AcceptMessage(pkt, listen.AcceptQuery, func([]byte, error) {})
 		if reject != nil {
 			if err := w.WriteMsg(reject); err != nil {
 				t.Fatalf("reject does not pack: %v", err)
@@ -137,14 +139,9 @@ policies:
 		if req == nil {
 			return // dropped
 		}
-		q := h.begin(w, req)
-		q.fast = true
-		h.run(q)
-		if q.waiting {
-			q.fast = false
-			h.run(q)
+		if resume := h.ServeInline(w, req); resume != nil {
+			resume()
 		}
-		h.end(q)
 		hdr := *req
 		if len(w.written) != 1 {
 			t.Fatalf("%d answers written, want 1", len(w.written))
@@ -200,32 +197,6 @@ func FuzzECS(f *testing.F) {
 		}
 		if (e.Family == 1) != p.Addr().Is4() {
 			t.Fatalf("family %d gave %s", e.Family, p)
-		}
-	})
-}
-
-// FuzzProxyHeader feeds arbitrary bytes to a TCP connection from a trusted
-// proxy: whatever the PROXY header says, the server must not crash, and a
-// client it names must be a plain, unzoned address.
-func FuzzProxyHeader(f *testing.F) {
-	seed(f, "testdata/proxy/*.bin")
-	f.Fuzz(func(t *testing.T, data []byte) {
-		server, client := net.Pipe()
-		defer server.Close()
-		go func() {
-			_, _ = client.Write(data)
-			client.Close()
-		}()
-		pc := proxyproto.NewConn(server, proxyproto.WithPolicy(proxyproto.USE))
-		c := &tcpConn{Conn: pc}
-		buf := make([]byte, 512)
-		_, _ = pc.Read(buf) // consumes the header, if any
-		addr := c.remoteAddr()
-		if pa, ok := addr.(*ProxiedAddr); ok {
-			a := pa.AddrPort().Addr()
-			if !a.IsValid() || a.Zone() != "" {
-				t.Fatalf("PROXY header gave client %v", addr)
-			}
 		}
 	})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
@@ -43,20 +44,33 @@ const (
 	logReason     = "reason"
 )
 
-// Results of one query, as logged and counted.
+// Results of one query, as logged and counted, and the outcomes of a
+// decision (Snapshot.decide) as `dnsfence explain` and the CHAOS explain
+// give them: one word set.
 const (
 	ResultBlocked   = "blocked"
 	ResultForwarded = "forwarded"
 	ResultRefused   = "refused"
 	ResultServfail  = "servfail"
-	ResultFormerr   = "formerr"
-	ResultNotimp    = "notimp"
+	ResultFormerr   = listen.ResultFormerr
+	ResultNotimp    = listen.ResultNotimp
 	ResultBadvers   = "badvers"
-	ResultDropped   = "dropped"
+	ResultDropped   = listen.ResultDropped
 	ResultExplained = "explained"
 )
 
-// Handler runs the pipeline of one query (DESIGN.md §1) top to bottom.
+// Handler runs the pipeline of one query (DESIGN.md §1) top to bottom, in
+// two steps and one write:
+//
+//   - ServeInline (answerInline) decides the query without waiting: rate
+//     limit, validation, the decision (Snapshot.decide), the cache. It
+//     returns a reply, or "needs an upstream".
+//   - resume (forward) asks the upstreams and inspects the answer.
+//   - write fits the reply to the client, records it once (metrics, then
+//     the audit line) and sends it.
+//
+// A reply is a value: a message, or the blocked answer or a cache hit
+// packed to wire form with its RCODE, and the result it is counted as.
 type Handler struct {
 	// state is the snapshot every query is decided with. Only the reload
 	// goroutine stores; a query loads it once and uses that value throughout.
@@ -77,7 +91,9 @@ type Handler struct {
 	limiter atomic.Pointer[rateLimiter] // nil: rate limiting off
 	slots   upstreamSlots               // upstream queries in flight
 	flight  singleflight.Group          // identical concurrent misses share one upstream query
-	// inflight counts queries being answered, so shutdown can wait for them.
+	// inflight counts queries being answered, from serveInline until the
+	// write (after resume, for one that needed it), so Wait can wait for
+	// them.
 	inflight sync.WaitGroup
 	// unwatched are the files the reloader cannot watch, for /readyz.
 	unwatched atomic.Pointer[[]string]
@@ -86,7 +102,10 @@ type Handler struct {
 	reload atomic.Pointer[ReloadStatus]
 }
 
-var _ dns.Handler = (*Handler)(nil)
+var (
+	_ dns.Handler    = (*Handler)(nil)
+	_ listen.Handler = (*Handler)(nil)
+)
 
 // NewHandler returns a Handler serving snap, counting into m (may be nil).
 // snap nil is a handler still loading, for /readyz: it answers no query
@@ -133,251 +152,274 @@ func (h *Handler) Store(s *Snapshot) {
 
 // query is one request being answered and what was learnt about it.
 type query struct {
-	req     *dns.Msg
-	w       dns.ResponseWriter
-	snap    *Snapshot // the state the whole query is decided with
-	fast    bool      // answer only without waiting on an upstream
-	waiting bool      // fast stopped before an upstream exchange
-	// packBlocked: the answer is a blocked one that writeBlocked packs.
-	packBlocked bool
-	// cached: the answer is this cache entry, written by writeCached.
-	cached    *cacheEntry
+	req       *dns.Msg
+	w         dns.ResponseWriter
+	transport string    // the transport it came over: listen.UDP, listen.TCP, ...
+	snap      *Snapshot // the state the whole query is decided with
 	id        Identity
 	client    netip.Addr // id.Client's address, for logs and explanations
-	tcp       bool
 	start     time.Time
-	result    string
-	policy    ClientRange
-	hasPolicy bool
-	decision  Decision
-	upstream  string
-	via       string // the name in the answer that was blocked, for chains
-	shadow    bool   // a shadow-mode policy (action: log) would have blocked
+	// out is the decision on the question (Snapshot.decide), and on the
+	// answer once it is inspected (outcome.inspect).
+	out      outcome
+	key      cacheKey // the cache and upstream key, once the query got that far
+	upstream string
+	via      string // the name in the answer that was blocked, for chains
 }
 
-// ServeDNS answers one query. A panic anywhere below becomes SERVFAIL: every
-// query gets exactly one answer and the process stays up.
+// stream reports a transport other than UDP: its answers may take 65,535
+// bytes, and its cache misses go upstream over TCP.
+func (q *query) stream() bool { return q.transport != listen.UDP }
+
+// maxSize is the largest answer the client takes: its UDP size, or a whole
+// message on every other transport.
+func (q *query) maxSize() int {
+	if q.stream() {
+		return dns.MaxMsgSize
+	}
+	return clientSize(q.req)
+}
+
+// ServeInline is the listeners' way in (listen.Handler): it decides the
+// query in one step and, when the answer needs no upstream (an error, a
+// refusal, a block, a cache hit), writes it and returns nil. Otherwise it
+// returns resume, which forwards and writes the answer; the listener calls
+// it once, where waiting is fine. A panic in either becomes SERVFAIL.
+func (h *Handler) ServeInline(w listen.ResponseWriter, req *dns.Msg) (resume func()) {
+	q := query{req: req, w: w, transport: w.Transport()}
+	if !h.serveInline(&q) {
+		return nil
+	}
+	p := new(query) // only a query that waits on an upstream leaves the stack
+	*p = q
+	return func() { h.resume(p) }
+}
+
+// ServeDNS answers one query (dns.Handler): ServeInline's step, then
+// resume's when the answer needs an upstream, on the caller's goroutine
+// and without making resume a func value. A panic anywhere below becomes
+// SERVFAIL: every query gets exactly one answer and the process stays up.
 func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	q := h.begin(w, req)
-	defer h.end(q)
-	h.run(q)
+	q := query{req: req, w: w, transport: transportOf(w)}
+	if h.serveInline(&q) {
+		h.resume(&q)
+	}
 }
 
-// begin starts a query: counted in flight until end.
-func (h *Handler) begin(w dns.ResponseWriter, req *dns.Msg) *query {
+// Wait waits until no query is being answered, or until ctx ends, then
+// returning ctx's error. Server.Shutdown calls it once the listeners have
+// stopped taking queries.
+func (h *Handler) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		h.inflight.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// serveInline is the inline step: it decides q and writes the reply when
+// one is known without waiting. It reports whether the answer needs an
+// upstream instead: then the query stays in flight until resume ends.
+func (h *Handler) serveInline(q *query) (needsUpstream bool) {
 	h.inflight.Add(1)
 	if h.metrics != nil {
 		h.metrics.inflight.Inc()
 	}
-	return &query{req: req, w: w, start: time.Now()}
+	defer func() {
+		if r := recover(); r != nil {
+			h.failed(q, r)
+			needsUpstream = false
+		}
+		if !needsUpstream {
+			h.done()
+		}
+	}()
+	r, ok := h.answerInline(q)
+	if !ok {
+		return true
+	}
+	h.write(q, r)
+	return false
 }
 
-func (h *Handler) end(*query) {
+// resume is the upstream step of a query serveInline left: forward, then
+// the one write.
+func (h *Handler) resume(q *query) {
+	defer h.done()
+	defer func() {
+		if r := recover(); r != nil {
+			h.failed(q, r)
+		}
+	}()
+	h.write(q, h.forward(context.Background(), q))
+}
+
+// done ends a query begun by serveInline.
+func (h *Handler) done() {
 	if h.metrics != nil {
 		h.metrics.inflight.Dec()
 	}
 	h.inflight.Done()
 }
 
-// run answers the query. With q.fast set, a query whose answer needs an
-// upstream is not answered: run sets q.waiting and returns, and the caller
-// runs it again without fast where waiting is fine (the batched UDP loop
-// answers blocked and cached queries inline and hands the rest to a
-// goroutine). The second run takes up where the first stopped: the client
-// is not rate limited twice.
-func (h *Handler) run(q *query) {
-	w, req := q.w, q.req
-	defer func() {
-		if r := recover(); r != nil {
-			h.log.Error("panic answering query", zap.Any("panic", r), zap.String(logClient, q.client.String()),
-				zap.ByteString("stack", debug.Stack()))
-			q.waiting = false
-			if len(req.Question) > 0 {
-				_ = w.WriteMsg(servfailReply(req, dns.ExtendedErrorCodeOther, "internal error"))
-			}
-		}
-	}()
-	if q.snap == nil {
-		q.snap = h.state.Load()
-		q.id, q.tcp = identify(q.snap, w, req)
-		q.client = q.id.Client.Addr()
-		if !h.admit(q) {
-			return
-		}
-	}
-	snap := q.snap
-
-	q.waiting = false
-	resp := h.answer(context.Background(), snap, q)
-	if q.waiting {
-		return // left for a run without fast
-	}
-	if q.packBlocked {
-		if resp = h.writeBlocked(q); resp == nil {
-			return
-		}
-	}
-	if q.cached != nil {
-		if resp = h.writeCached(q); resp == nil {
-			return
-		}
-	}
-	echoECS(resp, q.id.ECS)
-	// Names are compressed (RFC 1035 §4.1.4) in every answer: it never
-	// makes one longer, and the upstream's answer was compressed too.
-	resp.Compress = true
-	if limit := q.maxSize(); resp.Len() > limit {
-		resp.Truncate(limit)
-	}
-	h.record(q, resp.Rcode)
-	if err := w.WriteMsg(resp); err != nil {
-		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
+// failed answers a query whose handling panicked with SERVFAIL, written
+// straight to the client: the panic may have come from write itself.
+func (h *Handler) failed(q *query, r any) {
+	h.log.Error("panic answering query", zap.Any("panic", r), zap.String(logClient, q.client.String()),
+		zap.ByteString("stack", debug.Stack()))
+	if len(q.req.Question) > 0 {
+		_ = q.w.WriteMsg(servfailReply(q.req, dns.ExtendedErrorCodeOther, "internal error"))
 	}
 }
 
-// record counts and logs the query before its answer leaves: the audit
-// line exists before the client sees the block.
-func (h *Handler) record(q *query, rcode int) {
-	h.metrics.query(transportName(q.tcp), q.result)
-	if e := q.decision.Entry; (q.result == ResultBlocked || q.shadow) && e.List != nil {
-		h.metrics.blockedBy(q.policy.Policy.Name, e.List.File(), q.shadow)
+// answerInline runs the pipeline (DESIGN.md §1) as far as it goes without
+// waiting on an upstream, and returns the reply; ok is false when the
+// answer needs an upstream, which forward asks (q.key is set then).
+func (h *Handler) answerInline(q *query) (r reply, ok bool) {
+	req := q.req
+	q.start = time.Now()
+	q.snap = h.state.Load()
+	q.id = identify(q.snap, q.w, req)
+	q.client = q.id.Client.Addr()
+	if r, limited := h.admit(q); limited {
+		return r, true
 	}
-	h.logQuery(q.snap, q, rcode)
+	// 1. Receive: the listener's accept function has already dropped
+	// responses and answered wrong opcodes and question counts; this guards
+	// the handler when it is called directly.
+	if req.Opcode != dns.OpcodeQuery {
+		return msgReply(newReply(req, dns.RcodeNotImplemented), ResultNotimp), true
+	}
+	if len(req.Question) != 1 || !validQuestion(req.Question[0]) {
+		return msgReply(newReply(req, dns.RcodeFormatError), ResultFormerr), true
+	}
+	switch rcode := checkEDNS(req); rcode {
+	case dns.RcodeSuccess:
+	case dns.RcodeBadVers:
+		return msgReply(newReply(req, rcode), ResultBadvers), true
+	default:
+		return msgReply(newReply(req, rcode), ResultFormerr), true
+	}
+	question := req.Question[0]
+	if question.Qtype == dns.TypeAXFR || question.Qtype == dns.TypeIXFR {
+		m := newReply(req, dns.RcodeRefused)
+		addEDE(m, dns.ExtendedErrorCodeNotSupported, "zone transfers are not forwarded")
+		return msgReply(m, ResultRefused), true
+	}
+
+	if name, ok := explainName(question); ok {
+		return h.explain(q, name), true
+	}
+
+	// 3. May they ask at all; 4. which policy; 5. is the name blocked.
+	q.out = q.snap.decide(q.id.Source, q.id.Client, question.Name)
+	switch q.out.result {
+	case ResultRefused:
+		return msgReply(refusedReply(req), ResultRefused), true
+	case ResultBlocked:
+		return h.blocked(q), true
+	}
+
+	// 7. Forward: the cache first; the upstreams are resume's.
+	q.key = keyOf(req)
+	e, prefetch := h.cache.Load().get(q.key, q.start)
+	if e == nil {
+		return reply{}, false
+	}
+	return h.cached(q, e, prefetch), true
 }
 
 // admit applies the client's rate limit. Over it, a UDP query is dropped
-// (an answer would make dnsfence an amplifier) and a TCP one refused.
-// Blocked answers count too.
-func (h *Handler) admit(q *query) bool {
+// (an answer would make dnsfence an amplifier) and one on any other
+// transport refused: limited is true and r is that. Blocked answers count
+// too.
+func (h *Handler) admit(q *query) (r reply, limited bool) {
 	snap := q.snap
 	limiter := h.limiter.Load()
 	if limiter == nil || snap.RateExempt(q.client) || limiter.allow(q.client, q.start) {
-		return true
+		return reply{}, false
 	}
-	h.metrics.rateLimited.WithLabelValues(transportName(q.tcp)).Inc()
+	h.metrics.rateLimited.WithLabelValues(q.transport).Inc()
 	if limiter.shouldLog(q.client, q.start) {
 		h.log.Warn("client over its rate limit", zap.String(logClient, q.client.String()),
 			zap.Float64("rate", snap.Config.RateLimit.Rate), zap.Int("burst", snap.Config.RateLimit.Burst))
 	}
-	if !q.tcp {
-		h.metrics.query(transportName(q.tcp), ResultDropped)
-		return false
+	if !q.stream() {
+		return reply{result: ResultDropped}, true
 	}
-	q.result = ResultRefused
-	h.metrics.query(transportName(q.tcp), q.result)
-	_ = q.w.WriteMsg(newReply(q.req, dns.RcodeRefused))
-	return false
+	return msgReply(newReply(q.req, dns.RcodeRefused), ResultRefused), true
 }
 
-// answer runs the pipeline and returns the reply to send.
-func (h *Handler) answer(ctx context.Context, snap *Snapshot, q *query) *dns.Msg {
+// cached is the reply from the cache entry e, inspected as a fresh answer
+// would be; prefetch refreshes e in the background.
+func (h *Handler) cached(q *query, e *cacheEntry, prefetch bool) reply {
+	h.metrics.cacheLookup("hit")
+	if prefetch {
+		go h.prefetch(q.snap, e, q.req.Copy(), q.key, q.stream())
+	}
+	q.upstream = upstreamCache
+	if h.inspect(q, e.msg) {
+		return h.blocked(q)
+	}
+	result := ResultForwarded
+	if e.msg.Rcode == dns.RcodeServerFailure {
+		// Every upstream's SERVFAIL, kept for a few seconds: still a
+		// SERVFAIL to the client, and counted as one.
+		result = ResultServfail
+	}
+	if q.id.ECS == nil && e.wireForm() != nil {
+		if r, ok := packedCached(q, e, result); ok {
+			return r
+		}
+	}
+	return msgReply(upstreamReply(q.req, e.aged(q.start, 0)), result)
+}
+
+// forward is resume's part of the pipeline: the upstreams for a cache
+// miss, then the answer's inspection (step 8).
+func (h *Handler) forward(ctx context.Context, q *query) reply {
 	req := q.req
-	// 1. Receive: the server's accept function has already dropped
-	// responses and answered wrong opcodes and question counts; this guards
-	// the handler when it is called directly.
-	if req.Opcode != dns.OpcodeQuery {
-		q.result = ResultNotimp
-		return newReply(req, dns.RcodeNotImplemented)
-	}
-	if len(req.Question) != 1 || !validQuestion(req.Question[0]) {
-		q.result = ResultFormerr
-		return newReply(req, dns.RcodeFormatError)
-	}
-	if rcode := checkEDNS(req); rcode != dns.RcodeSuccess {
-		q.result = ResultFormerr
-		if rcode == dns.RcodeBadVers {
-			q.result = ResultBadvers
-		}
-		return newReply(req, rcode)
-	}
-	question := req.Question[0]
-	if question.Qtype == dns.TypeAXFR || question.Qtype == dns.TypeIXFR {
-		q.result = ResultRefused
-		m := newReply(req, dns.RcodeRefused)
-		addEDE(m, dns.ExtendedErrorCodeNotSupported, "zone transfers are not forwarded")
-		return m
-	}
-
-	if name, ok := explainName(question); ok {
-		return h.explain(snap, q, name)
-	}
-
-	// 3. May they ask at all.
-	if !snap.Allowed(q.id.Source) {
-		q.result = ResultRefused
-		return refusedReply(req)
-	}
-
-	// 4. Which policy; 5. is the name blocked.
-	q.policy, q.hasPolicy = snap.PolicyForPrefix(q.id.Client)
-	pol := q.policy.Policy
-	if q.hasPolicy && pol.Blocks() {
-		q.decision = pol.Decide(question.Name)
-		if q.decision.Blocked {
-			if pol.Action != config.ActionLog {
-				return h.blocked(snap, q)
-			}
-			q.shadow = true // decided and recorded as a block, but forwarded
-		}
-	}
-
-	// 7. Forward: the cache first, then the upstreams.
-	key := keyOf(req)
-	if e, prefetch := h.cache.Load().get(key, q.start); e != nil {
-		h.metrics.cacheLookup("hit")
-		if prefetch {
-			go h.prefetch(snap, e, req.Copy(), key, q.tcp)
-		}
-		q.upstream = upstreamCache
-		if reply, blocked := h.inspect(snap, q, e.msg); blocked {
-			return reply
-		}
-		q.result = ResultForwarded
-		if e.msg.Rcode == dns.RcodeServerFailure {
-			// Every upstream's SERVFAIL, kept for a few seconds: still a
-			// SERVFAIL to the client, and counted as one.
-			q.result = ResultServfail
-		}
-		if q.id.ECS == nil && e.wireForm() != nil {
-			q.cached = e // written from its wire form by run
-			return nil
-		}
-		return upstreamReply(req, e.aged(q.start, 0))
-	}
-	if q.fast {
-		q.waiting = true
-		return nil
-	}
 	h.metrics.cacheLookup("miss")
-	resp, from, err := h.resolve(ctx, snap, req, key, q.tcp)
-	q.upstream = from
+	resp, upstream, err := h.resolve(ctx, q.snap, req, q.key, q.stream())
+	q.upstream = upstream
 	if err != nil {
-		q.result = ResultServfail
-		var ue *upstream.UpstreamError
-		if errors.As(err, &ue) {
-			h.warnUpstreams(ue.Upstreams(), q.start, func() []zap.Field {
-				return []zap.Field{zap.Error(err), zap.String(logQName, question.Name), zap.String(logCause, ue.Causes())}
-			})
-			own := *failureAnswer(req, ue)
-			return upstreamReply(req, &own)
-		}
-		h.warnUpstreams(nil, q.start, func() []zap.Field {
-			return []zap.Field{zap.Error(err), zap.String(logQName, question.Name)}
+		return h.failure(q, err)
+	}
+	if h.inspect(q, resp) {
+		return h.blocked(q)
+	}
+	m := upstreamReply(req, resp)
+	if upstream == upstreamStale {
+		addEDE(m, dns.ExtendedErrorCodeStaleAnswer, "every upstream failed; answer from cache past its TTL")
+	}
+	return msgReply(m, ResultForwarded)
+}
+
+// failure is the SERVFAIL of a query whose upstreams failed with err,
+// after the throttled warning.
+func (h *Handler) failure(q *query, err error) reply {
+	req, qname := q.req, q.req.Question[0].Name
+	var ue *upstream.UpstreamError
+	if errors.As(err, &ue) {
+		h.warnUpstreams(ue.Upstreams(), q.start, func() []zap.Field {
+			return []zap.Field{zap.Error(err), zap.String(logQName, qname), zap.String(logCause, ue.Causes())}
 		})
-		if errors.Is(err, errOverloaded) {
-			return servfailReply(req, dns.ExtendedErrorCodeOther, "too many upstream queries in flight")
-		}
-		return servfailReply(req, dns.ExtendedErrorCodeNetworkError, "no upstream gave a usable answer")
+		own := *failureAnswer(req, ue)
+		return msgReply(upstreamReply(req, &own), ResultServfail)
 	}
-	if reply, blocked := h.inspect(snap, q, resp); blocked {
-		return reply
+	h.warnUpstreams(nil, q.start, func() []zap.Field {
+		return []zap.Field{zap.Error(err), zap.String(logQName, qname)}
+	})
+	if errors.Is(err, errOverloaded) {
+		return msgReply(servfailReply(req, dns.ExtendedErrorCodeOther, "too many upstream queries in flight"), ResultServfail)
 	}
-	q.result = ResultForwarded
-	reply := upstreamReply(req, resp)
-	if from == upstreamStale {
-		addEDE(reply, dns.ExtendedErrorCodeStaleAnswer, "every upstream failed; answer from cache past its TTL")
-	}
-	return reply
+	return msgReply(servfailReply(req, dns.ExtendedErrorCodeNetworkError, "no upstream gave a usable answer"), ResultServfail)
 }
 
 // warnUpstreams writes the "upstreams failed" line naming upstreams (nil
@@ -400,25 +442,16 @@ func (h *Handler) warnUpstreams(upstreams []string, now time.Time, lineFields fu
 	h.log.Warn("upstreams failed", fields...)
 }
 
-// inspect is step 8: a CNAME or DNAME chain in the answer that reaches a
-// blocked name blocks the answer as the name itself would be, unless the
-// question name is explicitly allowed. It runs on cached answers exactly as
-// on fresh ones. In shadow mode the block is recorded, not answered.
-func (h *Handler) inspect(snap *Snapshot, q *query, resp *dns.Msg) (*dns.Msg, bool) {
-	pol := q.policy.Policy
-	if !q.hasPolicy || !pol.Blocks() || q.decision.Allowed || q.shadow {
-		return nil, false
+// inspect is step 8 for q's answer resp, fresh or cached
+// (outcome.inspect): it reports whether the answer must become the blocked
+// answer. In shadow mode the block is recorded, not answered.
+func (h *Handler) inspect(q *query, resp *dns.Msg) bool {
+	via := q.out.inspect(resp)
+	if via == "" {
+		return false
 	}
-	d, via, ok := chainDecision(pol, resp)
-	if !ok {
-		return nil, false
-	}
-	q.decision, q.via = d, via
-	if pol.Action == config.ActionLog {
-		q.shadow = true
-		return nil, false
-	}
-	return h.blocked(snap, q), true
+	q.via = via
+	return q.out.result == ResultBlocked
 }
 
 // Where an answer came from when it was not an upstream.
@@ -436,7 +469,7 @@ var errOverloaded = errors.New("too many upstream queries in flight")
 // identical concurrent misses sharing one upstream query; when every
 // upstream fails (timeouts, errors, unusable answers, or SERVFAIL, REFUSED
 // or NOTIMP: Forward's error), a stale cached answer if serve_stale allows
-// (RFC 8767 §4), which answer marks with EDE 3.
+// (RFC 8767 §4), which forward marks with EDE 3.
 func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (*dns.Msg, string, error) {
 	now := time.Now()
 	msg, upstream, err := h.fetch(ctx, snap, req, key, tcp)
@@ -518,69 +551,118 @@ func (h *Handler) prefetch(snap *Snapshot, e *cacheEntry, req *dns.Msg, key cach
 	}
 }
 
-// blocked is the blocked answer. The common ones (NXDOMAIN or REFUSED, no
-// Client Subnet to echo) are packed straight to bytes in run: blocked
-// returns nil for them and q.packBlocked says how.
-func (h *Handler) blocked(snap *Snapshot, q *query) *dns.Msg {
-	q.result = ResultBlocked
-	pol := q.policy.Policy
+// reply is the one answer to a query, as write sends it: a message, or the
+// answer already packed with its RCODE (the blocked answer and a cache
+// hit, dnsfence's commonest, which skip building a message). result is how
+// the query is counted and logged; a reply of result ResultDropped has
+// nothing to send.
+type reply struct {
+	msg    *dns.Msg
+	wire   []byte  // the packed answer, when msg is nil
+	buf    *[]byte // wire's buffer, from answerBufs; write gives it back
+	rcode  int     // wire's RCODE (write takes msg's from msg)
+	result string  // a Result*
+	// cached: wire was packed from this cache entry; else it is the
+	// blocked answer.
+	cached *cacheEntry
+}
+
+// msgReply is the reply m, counted as result.
+func msgReply(m *dns.Msg, result string) reply { return reply{msg: m, result: result} }
+
+// blocked is the blocked answer for q under its policy's action. The
+// common ones (NXDOMAIN or REFUSED, no Client Subnet to echo) are packed
+// straight to bytes by appendBlocked; blockedMsg builds the others.
+func (h *Handler) blocked(q *query) reply {
+	snap, pol := q.snap, q.out.policy.Policy
 	if (pol.Action == config.ActionNXDomain || pol.Action == config.ActionRefused) && q.id.ECS == nil {
-		q.packBlocked = true
-		return nil
+		rcode := dns.RcodeNameError
+		if pol.Action == config.ActionRefused {
+			rcode = dns.RcodeRefused
+		}
+		d := q.out.decision
+		bufp := answerBufs.Get().(*[]byte)
+		b, ok := appendBlocked((*bufp)[:0], q.req, rcode, soaOwner(q.req.Question[0].Name, d, q.via != ""),
+			snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), pol.BlockedText(d.Entry.List.File()), dns.MaxMsgSize)
+		*bufp = b
+		if ok {
+			return reply{wire: b, buf: bufp, rcode: rcode, result: ResultBlocked}
+		}
+		answerBufs.Put(bufp)
 	}
-	return blockedReply(q.req, pol, q.decision, snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), q.via != "")
+	return msgReply(blockedMsg(q), ResultBlocked)
 }
 
-// writeBlocked sends the packed blocked answer, or builds the message when
-// it would not fit the client's size (a very long name without EDNS).
-func (h *Handler) writeBlocked(q *query) *dns.Msg {
-	snap, pol := q.snap, q.policy.Policy
-	rcode := dns.RcodeNameError
-	if pol.Action == config.ActionRefused {
-		rcode = dns.RcodeRefused
-	}
+// blockedMsg is q's blocked answer as a message.
+func blockedMsg(q *query) *dns.Msg {
+	snap := q.snap
+	return blockedReply(q.req, q.out.policy.Policy, q.out.decision, snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), q.via != "")
+}
+
+// packedCached is the cache hit e packed from its wire form by
+// appendCached; ok is false when it cannot be (the client spells the name
+// otherwise), and the message is built instead.
+func packedCached(q *query, e *cacheEntry, result string) (reply, bool) {
 	bufp := answerBufs.Get().(*[]byte)
-	defer answerBufs.Put(bufp)
-	b, ok := appendBlocked((*bufp)[:0], q.req, rcode, soaOwner(q.req.Question[0].Name, q.decision, q.via != ""),
-		snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), pol.BlockedText(q.decision.Entry.List.File()), q.maxSize())
+	b, ok := appendCached((*bufp)[:0], e, q.req, q.start, dns.MaxMsgSize)
 	*bufp = b
 	if !ok {
-		return blockedReply(q.req, pol, q.decision, snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), q.via != "")
+		answerBufs.Put(bufp)
+		return reply{}, false
 	}
-	h.send(q, rcode, b)
-	return nil
+	return reply{wire: b, buf: bufp, rcode: e.msg.Rcode, result: result, cached: e}, true
 }
 
-// writeCached sends a cache hit from its wire form, or returns the message
-// to send the general way when it would not fit the client's size.
-func (h *Handler) writeCached(q *query) *dns.Msg {
-	e := q.cached
-	bufp := answerBufs.Get().(*[]byte)
-	defer answerBufs.Put(bufp)
-	b, ok := appendCached((*bufp)[:0], e, q.req, q.start, q.maxSize())
-	*bufp = b
-	if !ok {
-		return upstreamReply(q.req, e.aged(q.start, 0))
+// write is where every answer leaves (DESIGN.md §1 steps 9 and 10): it
+// fits r to the client (maxSize; a packed answer too big is built as a
+// message and truncated, TC set), records the query (metrics, then the
+// audit line, before the client can see the answer) and sends it. A
+// dropped query is counted and gets nothing.
+func (h *Handler) write(q *query, r reply) {
+	if r.result == ResultDropped {
+		h.metrics.query(q.transport, ResultDropped)
+		return
 	}
-	h.send(q, e.msg.Rcode, b)
-	return nil
-}
-
-// send records the query and writes its packed answer.
-func (h *Handler) send(q *query, rcode int, b []byte) {
-	h.record(q, rcode)
-	if _, err := q.w.Write(b); err != nil {
+	if r.buf != nil {
+		defer answerBufs.Put(r.buf)
+	}
+	limit := q.maxSize()
+	if r.msg == nil && len(r.wire) > limit {
+		if r.cached != nil {
+			r.msg = upstreamReply(q.req, r.cached.aged(q.start, 0))
+		} else {
+			r.msg = blockedMsg(q)
+		}
+	}
+	if m := r.msg; m != nil {
+		echoECS(m, q.id.ECS)
+		// Names are compressed (RFC 1035 §4.1.4) in every answer: it never
+		// makes one longer, and the upstream's answer was compressed too.
+		m.Compress = true
+		if m.Len() > limit {
+			m.Truncate(limit)
+		}
+		r.rcode = m.Rcode
+	}
+	h.record(q, r.result, r.rcode)
+	var err error
+	if r.msg != nil {
+		err = q.w.WriteMsg(r.msg)
+	} else {
+		_, err = q.w.Write(r.wire)
+	}
+	if err != nil {
 		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
 	}
 }
 
-// maxSize is the largest answer the client takes: its UDP size, or a whole
-// TCP message.
-func (q *query) maxSize() int {
-	if q.tcp {
-		return dns.MaxMsgSize
+// record counts and logs the query answered with result and rcode.
+func (h *Handler) record(q *query, result string, rcode int) {
+	h.metrics.query(q.transport, result)
+	if e := q.out.decision.Entry; (result == ResultBlocked || q.out.shadow) && e.List != nil {
+		h.metrics.blockedBy(q.out.policy.Policy.Name, e.List.File(), q.out.shadow)
 	}
-	return clientSize(q.req)
+	h.logQuery(q, result, rcode)
 }
 
 // answerBufs are buffers for packed answers.
@@ -611,15 +693,13 @@ var txtEscaper = strings.NewReplacer(`\`, `\\`)
 
 // explain answers the CHAOS explain query with the reason text, one TXT
 // string a line, to clients in explain_clients only.
-func (h *Handler) explain(snap *Snapshot, q *query, name string) *dns.Msg {
-	req := q.req
+func (h *Handler) explain(q *query, name string) reply {
+	req, snap := q.req, q.snap
 	if !snap.ExplainAllowed(q.client) {
-		q.result = ResultRefused
 		m := newReply(req, dns.RcodeRefused)
 		addEDE(m, dns.ExtendedErrorCodeProhibited, "client not in explain_clients")
-		return m
+		return msgReply(m, ResultRefused)
 	}
-	q.result = ResultExplained
 	text := snap.Explain(q.client, name, dns.TypeA).String()
 	txt := &dns.TXT{Hdr: dns.RR_Header{Name: req.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassCHAOS}}
 	// A TXT string holds at most 255 octets; miekg/dns reads Txt in
@@ -634,7 +714,7 @@ func (h *Handler) explain(snap *Snapshot, q *query, name string) *dns.Msg {
 	}
 	m := newReply(req, dns.RcodeSuccess)
 	m.Answer = []dns.RR{txt}
-	return m
+	return msgReply(m, ResultExplained)
 }
 
 // chainDecision looks at every name an answer points the client at, the
@@ -729,10 +809,11 @@ func validQuestion(q dns.Question) bool {
 }
 
 // logQuery writes the audit line of a blocked query (log.queries: blocked)
-// or of every query (all).
-func (h *Handler) logQuery(snap *Snapshot, q *query, rcode int) {
+// or of every query (all), answered with result and rcode.
+func (h *Handler) logQuery(q *query, result string, rcode int) {
+	snap := q.snap
 	mode := snap.Config.Log.Queries
-	audit := q.result == ResultBlocked || q.shadow
+	audit := result == ResultBlocked || q.out.shadow
 	if mode == "none" || (mode == "blocked" && !audit) {
 		return
 	}
@@ -750,7 +831,7 @@ func (h *Handler) logQuery(snap *Snapshot, q *query, rcode int) {
 	if q.id.Client.Bits() != q.client.BitLen() {
 		client = q.id.Client.String() // a subnet named by ECS
 	}
-	fields = append(fields, zap.String(logClient, client), zap.String(logResult, q.result))
+	fields = append(fields, zap.String(logClient, client), zap.String(logResult, result))
 	fields = append(fields, zap.String(logIdentity, q.id.Via))
 	if q.id.Via != IdentityTransport {
 		fields = append(fields, zap.String(logSource, q.id.Source.String()))
@@ -760,11 +841,11 @@ func (h *Handler) logQuery(snap *Snapshot, q *query, rcode int) {
 			zap.String(logQName, strings.ToLower(question[0].Name)),
 			zap.String(logQType, dns.Type(question[0].Qtype).String()))
 	}
-	fields = append(fields, zap.String(logTransport, transportName(q.tcp)))
-	if q.hasPolicy {
-		fields = append(fields, zap.String(logPolicy, q.policy.Policy.Name), zap.String(logRange, q.policy.Range.Prefix.String()))
+	fields = append(fields, zap.String(logTransport, q.transport))
+	if o := q.out; o.hasPolicy {
+		fields = append(fields, zap.String(logPolicy, o.policy.Policy.Name), zap.String(logRange, o.policy.Range.Prefix.String()))
 	}
-	if e := q.decision.Entry; e.List != nil {
+	if e := q.out.decision.Entry; e.List != nil {
 		fields = append(fields,
 			zap.String(logList, e.List.File()), zap.Int(logListLine, e.Line), zap.String(logEntry, e.Folded()),
 			zap.String(logListHash, e.List.Hash()))
@@ -772,7 +853,7 @@ func (h *Handler) logQuery(snap *Snapshot, q *query, rcode int) {
 	if q.via != "" {
 		fields = append(fields, zap.String(logVia, q.via))
 	}
-	if q.shadow {
+	if q.out.shadow {
 		fields = append(fields, zap.Bool(logShadow, true))
 	}
 	if suppressed > 0 {
@@ -783,11 +864,4 @@ func (h *Handler) logQuery(snap *Snapshot, q *query, rcode int) {
 	}
 	fields = append(fields, zap.String(logRcode, dns.RcodeToString[rcode]), zap.Duration(logDuration, time.Since(q.start)))
 	h.log.Info("query", fields...)
-}
-
-func transportName(tcp bool) string {
-	if tcp {
-		return "tcp"
-	}
-	return "udp"
 }

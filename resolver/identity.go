@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 )
 
@@ -29,45 +30,51 @@ type Identity struct {
 	ECS *dns.EDNS0_SUBNET
 }
 
-// ProxiedAddr is the remote address of a TCP connection whose PROXY
-// protocol header named the client; Proxy is the load balancer.
-type ProxiedAddr struct {
-	*net.TCPAddr
-	Proxy netip.AddrPort
-}
-
 // hostPrefix is the single-address prefix of a.
 func hostPrefix(a netip.Addr) netip.Prefix {
 	return netip.PrefixFrom(a, a.BitLen())
 }
 
 // identify works out who is asking. The transport source counts unless it
-// is a trusted proxy: then a PROXY protocol header (TCP) or an EDNS Client
-// Subnet option names the client. ECS from anyone else is ignored.
-func identify(snap *Snapshot, w dns.ResponseWriter, req *dns.Msg) (Identity, bool) {
+// is a trusted proxy: then a PROXY protocol header (a listen.ProxiedAddr)
+// or an EDNS Client Subnet option names the client. ECS from anyone else
+// is ignored.
+func identify(snap *Snapshot, w dns.ResponseWriter, req *dns.Msg) Identity {
 	var id Identity
-	tcp := false
 	switch a := w.RemoteAddr().(type) {
 	case *net.UDPAddr:
 		id.Source = a.AddrPort().Addr().Unmap().WithZone("")
 	case *net.TCPAddr:
-		id.Source, tcp = a.AddrPort().Addr().Unmap().WithZone(""), true
-	case *ProxiedAddr:
-		// The listener only reads PROXY headers from trusted proxies.
-		id.Source, tcp = a.AddrPort().Addr().Unmap().WithZone(""), true
+		id.Source = a.AddrPort().Addr().Unmap().WithZone("")
+	case *listen.ProxiedAddr:
+		// The listener believes PROXY headers from trusted proxies only.
+		id.Source = a.AddrPort().Addr().Unmap().WithZone("")
 		id.Client, id.Via = hostPrefix(id.Source), IdentityProxy
-		return id, tcp
+		return id
 	}
 	id.Client, id.Via = hostPrefix(id.Source), IdentityTransport
 	if !snap.Trusted(id.Source) {
-		return id, tcp
+		return id
 	}
 	if ecs := findECS(req); ecs != nil {
 		if p, ok := ecsPrefix(ecs); ok {
 			id.Client, id.Via, id.ECS = p, IdentityECS, ecs
 		}
 	}
-	return id, tcp
+	return id
+}
+
+// transportOf is the transport a query came over: the listener's word
+// when w is a listen.ResponseWriter, else UDP for a UDP peer and TCP for
+// any other.
+func transportOf(w dns.ResponseWriter) string {
+	if lw, ok := w.(listen.ResponseWriter); ok {
+		return lw.Transport()
+	}
+	if _, ok := w.RemoteAddr().(*net.UDPAddr); ok {
+		return listen.UDP
+	}
+	return listen.TCP
 }
 
 // findECS returns the query's EDNS Client Subnet option, if any.

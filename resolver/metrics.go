@@ -6,6 +6,7 @@ import (
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -31,7 +32,7 @@ type Metrics struct {
 	connsRefused    *prometheus.CounterVec // transport, reason
 	connsOpen       *prometheus.GaugeVec   // transport
 	udpBuffer       *prometheus.GaugeVec   // direction
-	udpDrops        *udpDropCounter
+	udpDrops        *listen.DropCounter
 	cacheLookups    map[string]prometheus.Counter
 	reg             prometheus.Registerer
 
@@ -111,7 +112,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnsfence_udp_socket_buffer_bytes",
 			Help: "Kernel buffer granted to the listening UDP sockets (the smallest of them), by direction (receive, send); limits.udp_receive_buffer and udp_send_buffer ask for it.",
 		}, []string{"direction"}),
-		udpDrops:      &udpDropCounter{last: map[uint64]uint64{}},
+		udpDrops:      listen.NewDropCounter(),
 		queryCounters: map[[2]string]prometheus.Counter{},
 		cacheLookups:  map[string]prometheus.Counter{},
 		reg:           reg,
@@ -127,26 +128,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	drops := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "dnsfence_udp_receive_drops_total",
 		Help: "Datagrams the kernel dropped on arrival at the listening UDP sockets, mostly because the receive buffer was full (the drops column of /proc/net/udp and udp6).",
-	}, m.udpDrops.total)
+	}, m.udpDrops.Total)
 	reg.MustRegister(m.queries, m.blocked, m.listEntries,
 		m.reloads, m.reloadSuccess, m.reloadOK, m.reloadHeld, m.policyRanges, m.skippedLines, m.unwatched, m.watchedFolders, m.inflight, m.rateLimited,
 		m.connsRefused, m.connsOpen, m.udpBuffer, drops)
 	// Series a network team alerts on exist from the start, at zero.
-	for _, tr := range []string{"udp", "tcp"} {
+	for _, tr := range []string{listen.UDP, listen.TCP} {
 		m.rateLimited.WithLabelValues(tr)
 	}
 	for _, r := range []string{reloadSucceeded, reloadFailed, reloadHeld} {
 		m.reloads.WithLabelValues(r)
 	}
-	for _, tr := range []string{"udp", "tcp"} {
+	for _, tr := range []string{listen.UDP, listen.TCP} {
 		for _, r := range queryResults {
 			m.queryCounters[[2]string{tr, r}] = m.queries.WithLabelValues(tr, r)
 		}
 	}
-	for _, r := range refusedReasons {
-		m.connsRefused.WithLabelValues("tcp", r)
+	for _, r := range listen.RefusedReasons() {
+		m.connsRefused.WithLabelValues(listen.TCP, r)
 	}
-	m.connsOpen.WithLabelValues("tcp")
+	m.connsOpen.WithLabelValues(listen.TCP)
 	return m
 }
 
@@ -158,31 +159,25 @@ func (m *Metrics) connectionRefused(transport, reason string) {
 	m.connsRefused.WithLabelValues(transport, reason).Inc()
 }
 
-// connectionOpened and connectionClosed track the connections served.
-func (m *Metrics) connectionOpened(transport string) {
+// connections tracks the connections served: delta 1 for one opened, -1
+// for one closed.
+func (m *Metrics) connections(transport string, delta int) {
 	if m == nil {
 		return
 	}
-	m.connsOpen.WithLabelValues(transport).Inc()
-}
-
-func (m *Metrics) connectionClosed(transport string) {
-	if m == nil {
-		return
-	}
-	m.connsOpen.WithLabelValues(transport).Dec()
+	m.connsOpen.WithLabelValues(transport).Add(float64(delta))
 }
 
 // udpSockets records the listening UDP sockets: their kernel drop counters
 // are summed at each scrape, and the smallest buffers granted are exported.
-func (m *Metrics) udpSockets(socks []udpSocketInfo) {
+func (m *Metrics) udpSockets(socks []listen.UDPSocket) {
 	if m == nil || len(socks) == 0 {
 		return
 	}
-	rcv, snd := socks[0].receiveBuffer, socks[0].sendBuffer
+	rcv, snd := socks[0].ReceiveBuffer, socks[0].SendBuffer
 	for _, s := range socks {
-		m.udpDrops.add(s.inode)
-		rcv, snd = min(rcv, s.receiveBuffer), min(snd, s.sendBuffer)
+		m.udpDrops.Add(s.Inode)
+		rcv, snd = min(rcv, s.ReceiveBuffer), min(snd, s.SendBuffer)
 	}
 	m.udpBuffer.WithLabelValues("receive").Set(float64(rcv))
 	m.udpBuffer.WithLabelValues("send").Set(float64(snd))

@@ -128,11 +128,11 @@ func TestEscapedNamesAreMatchedInWireForm(t *testing.T) {
 
 			x := f.handler.Snapshot().Explain(netip.MustParseAddr("127.0.0.9"), tc.qname, dns.TypeA)
 			if !tc.blocked {
-				assert.Equal(t, VerdictForwarded, x.Verdict)
+				assert.Equal(t, ResultForwarded, x.Result)
 				assert.Contains(t, x.String(), "is on no list of the policy")
 				return
 			}
-			assert.Equal(t, VerdictBlocked, x.Verdict)
+			assert.Equal(t, ResultBlocked, x.Result)
 			assert.Contains(t, x.String(), " blocked by "+list+":1: tiktok.com\n")
 		})
 	}
@@ -276,11 +276,11 @@ func TestAnswerInspectionFollowsAliases(t *testing.T) {
 			x := f.handler.Snapshot().Explain(netip.MustParseAddr("127.0.0.9"), tc.qname, tc.qtype)
 			f.handler.Snapshot().ExplainAnswer(&x, resp)
 			if tc.blocked == "" {
-				assert.Equal(t, VerdictForwarded, x.Verdict)
+				assert.Equal(t, ResultForwarded, x.Result)
 				assert.NotContains(t, x.String(), " blocked by ")
 				return
 			}
-			assert.Equal(t, VerdictBlocked, x.Verdict)
+			assert.Equal(t, ResultBlocked, x.Result)
 			assert.Contains(t, x.String(), "    "+canonical(t, tc.blocked)+" blocked by "+list+":1: tiktok.com\n")
 		})
 	}

@@ -2,18 +2,29 @@ package resolver
 
 import (
 	"net"
+	"slices"
 	"time"
 )
 
 // Helpers that only tests use, kept out of the binary.
 
-// listenBoth opens UDP and TCP on the same address and port.
+// listenBoth opens UDP and TCP on the same address and port; with port 0,
+// the kernel's UDP pick may be taken on TCP, so it tries again.
 func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
-	pcs, ln, err := listenShared(addr, 1)
-	if err != nil {
-		return nil, nil, err
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if try >= 10 {
+			return nil, nil, err
+		}
 	}
-	return pcs[0], ln, nil
 }
 
 // setEvery changes the interval.
@@ -27,5 +38,14 @@ func (l *warnLimiter) setEvery(d time.Duration) {
 func (r *Reloader) Status() ReloadStatus { return *r.status.Load() }
 
 // Addrs are the addresses actually listened on (with the real port when
-// port 0 was asked for).
-func (s *Server) Addrs() []string { return s.addrs }
+// port 0 was asked for): those of the UDP sockets, which each listen
+// address has, on the port its TCP listener shares.
+func (s *Server) Addrs() []string {
+	var addrs []string
+	for _, u := range s.sockets {
+		if a := u.Conn.LocalAddr().String(); !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}

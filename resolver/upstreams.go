@@ -3,7 +3,6 @@ package resolver
 import (
 	"errors"
 	"fmt"
-	"net"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
@@ -35,9 +34,8 @@ func ConnectUpstreams(snap, prev *Snapshot, m *Metrics) error {
 		return fmt.Errorf("%s: upstreams: no usable upstream", cfg.File)
 	}
 	opts := upstream.Options{
-		Timeout:  cfg.UpstreamTimeout,
-		Fastest:  cfg.UpstreamStrategy == config.StrategyFastest,
-		UDPBatch: upstreamBatch,
+		Timeout: cfg.UpstreamTimeout,
+		Fastest: cfg.UpstreamStrategy == config.StrategyFastest,
 	}
 	if m != nil {
 		opts.Metrics = m.upstreamMetrics
@@ -53,10 +51,6 @@ func ConnectUpstreams(snap, prev *Snapshot, m *Metrics) error {
 	snap.fwd = fwd
 	return nil
 }
-
-// upstreamBatch is the batch calls of an upstream UDP socket: the raw
-// recvmmsg and sendmmsg the listening sockets use (mmsg_linux.go).
-func upstreamBatch(c *net.UDPConn) upstream.BatchConn { return newBatchConn(c) }
 
 // retireForwarder retires the forwarder of prev when next, now published,
 // has another: queries that still hold prev finish on it, or go to next's,

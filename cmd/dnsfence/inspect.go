@@ -130,12 +130,12 @@ const (
 	explainRefused   = 3 // the client is outside allowed_clients
 )
 
-// explainCode is the exit code of an explanation's verdict.
+// explainCode is the exit code of an explanation's result.
 func explainCode(e resolver.Explanation) int {
-	switch e.Verdict {
-	case resolver.VerdictBlocked:
+	switch e.Result {
+	case resolver.ResultBlocked:
 		return explainBlocked
-	case resolver.VerdictRefused:
+	case resolver.ResultRefused:
 		return explainRefused
 	}
 	return explainForwarded
@@ -185,7 +185,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	if name != rest[1] {
 		e.Typed = rest[1]
 	}
-	if *resolve && (e.Verdict == resolver.VerdictForwarded || e.Verdict == resolver.VerdictAllowed) {
+	if *resolve && e.Forwarded() {
 		req := new(dns.Msg)
 		req.SetQuestion(e.Name, qtype)
 		if err := resolver.ConnectUpstreams(snap, nil, nil); err != nil {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -164,9 +163,6 @@ type Options struct {
 	// NewTransport makes the transport of one upstream address as
 	// configured; nil is NewTransport.
 	NewTransport func(addr string, opts Options) (Transport, error)
-	// UDPBatch makes the batch calls (recvmmsg, sendmmsg) of a plain
-	// upstream's UDP socket; nil is x/net's.
-	UDPBatch func(*net.UDPConn) BatchConn
 	// RootCAs verifies an encrypted upstream's certificate: LoadRoots gives
 	// the system's roots plus `upstream_ca`. nil means the system's roots.
 	// Certificates are always verified; there is no way to turn that off.

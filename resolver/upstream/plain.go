@@ -49,7 +49,7 @@ func NewPlain(addr string, opts Options) *Plain {
 	return &Plain{
 		addr:    addr,
 		timeout: opts.Timeout,
-		mux:     &udpMux{addr: addr, timeout: opts.Timeout, batch: opts.UDPBatch},
+		mux:     &udpMux{addr: addr, timeout: opts.Timeout},
 		tcp:     &dns.Client{Net: "tcp", Timeout: opts.Timeout},
 		metrics: opts.Metrics,
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -40,7 +41,7 @@ func TestUpstreamSocketTooBigDatagram(t *testing.T) {
 			t.Cleanup(func() { c.Close() })
 			s := &upstreamSocket{conn: c, born: time.Now(), timeout: 5 * time.Second, pending: map[uint16]*waiter{}}
 			if batched {
-				s.batch = newBatchConn(c.(*net.UDPConn))
+				s.batch = listen.NewBatchConn(c.(*net.UDPConn))
 			}
 			go s.read()
 			m := &udpMux{addr: pc.LocalAddr().String(), timeout: 5 * time.Second, cur: s}

@@ -14,9 +14,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,22 +38,6 @@ const upstreamReceiveBuffer = 2 << 20
 // advertise upstream (RFC 6891 §6.2.5; 1232, DNS Flag Day 2020): an
 // answer larger than that comes truncated and is asked again over TCP.
 const ednsSize = 1232
-
-// BatchConn reads and writes batches of datagrams on one UDP socket
-// (recvmmsg and sendmmsg): what ipv4.PacketConn and ipv6.PacketConn share.
-type BatchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
-// newBatchConn is x/net's batched reads and writes of c: the batch calls
-// of an upstream socket when Options.UDPBatch gives none.
-func newBatchConn(c *net.UDPConn) BatchConn {
-	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
-		return ipv4.NewPacketConn(c)
-	}
-	return ipv6.NewPacketConn(c)
-}
 
 var errSocketClosed = errors.New("upstream socket closed")
 
@@ -90,17 +74,15 @@ func (s *idSource) next() uint16 {
 type udpMux struct {
 	addr    string
 	timeout time.Duration // how long a query waits for its answer
-	// batch makes a socket's batch calls; nil is newBatchConn.
-	batch  func(*net.UDPConn) BatchConn
-	mu     sync.Mutex
-	cur    *upstreamSocket
-	closed bool // the transport is closed: queries still arriving get sockets of their own
+	mu      sync.Mutex
+	cur     *upstreamSocket
+	closed  bool // the transport is closed: queries still arriving get sockets of their own
 }
 
 // upstreamSocket is one connected socket and the queries waiting on it.
 type upstreamSocket struct {
 	conn    net.Conn
-	batch   BatchConn // conn's recvmmsg and sendmmsg; nil: one datagram a call
+	batch   listen.BatchConn // conn's recvmmsg and sendmmsg; nil: one datagram a call
 	born    time.Time
 	timeout time.Duration
 
@@ -138,7 +120,7 @@ type queuedQuery struct {
 	b  []byte
 }
 
-func newUpstreamSocket(addr string, timeout time.Duration, batch func(*net.UDPConn) BatchConn) (*upstreamSocket, error) {
+func newUpstreamSocket(addr string, timeout time.Duration) (*upstreamSocket, error) {
 	c, err := net.Dial("udp", addr)
 	if err != nil {
 		return nil, err
@@ -146,10 +128,7 @@ func newUpstreamSocket(addr string, timeout time.Duration, batch func(*net.UDPCo
 	s := &upstreamSocket{conn: c, born: time.Now(), timeout: timeout, pending: map[uint16]*waiter{}}
 	if uc, ok := c.(*net.UDPConn); ok {
 		_ = uc.SetReadBuffer(upstreamReceiveBuffer) // best effort: the kernel caps it silently
-		if batch == nil {
-			batch = newBatchConn
-		}
-		s.batch = batch(uc)
+		s.batch = listen.NewBatchConn(uc)
 	}
 	go s.read()
 	return s, nil
@@ -174,7 +153,7 @@ func (m *udpMux) register(w *waiter) (*upstreamSocket, uint16, error) {
 	}
 	if s == nil {
 		var err error
-		if s, err = newUpstreamSocket(m.addr, m.timeout, m.batch); err != nil {
+		if s, err = newUpstreamSocket(m.addr, m.timeout); err != nil {
 			return nil, 0, err
 		}
 		if !m.closed {

@@ -1,4 +1,4 @@
-package resolver
+package listen
 
 import (
 	"net"
@@ -19,9 +19,16 @@ const (
 	RefusedPerClient = "per_client_limit"
 )
 
-// refusedReasons are every value of the reason label, so each series exists
-// (at zero) from the start.
-var refusedReasons = []string{RefusedNotAllowed, RefusedPerClient}
+// RefusedReasons are every reason a connection is closed at accept, so that
+// each series of a counter by reason can exist (at zero) from the start.
+func RefusedReasons() []string { return []string{RefusedNotAllowed, RefusedPerClient} }
+
+// Log field keys of the listeners, the same as the resolver's.
+const (
+	logClient    = "client"
+	logTransport = "transport"
+	logReason    = "reason"
+)
 
 // admission decides, at accept, which stream connections are served: TCP
 // now, and DNS over TLS, HTTPS and QUIC when they come, which must call
@@ -29,13 +36,13 @@ var refusedReasons = []string{RefusedNotAllowed, RefusedPerClient}
 // shared by every listener of a Server, so the per-client cap counts a
 // client's connections over all of them.
 //
-// The rules, in order, decided with the snapshot current at accept (so a
+// The rules, in order, decided with the Rules current at accept (so a
 // reload applies to the next connection):
 //
 //  1. A trusted proxy is admitted on its own address, whatever
 //     allowed_clients says, and without the per-client cap: it carries many
 //     clients, each checked against allowed_clients per query from the
-//     PROXY header it sends (identify). Only the global cap bounds it.
+//     PROXY header it sends. Only the global cap bounds it.
 //  2. Any other peer outside allowed_clients is closed at once: it could
 //     only ever be REFUSED, and held open it would take a slot an allowed
 //     client needs.
@@ -44,8 +51,10 @@ var refusedReasons = []string{RefusedNotAllowed, RefusedPerClient}
 //     connections is closed at once, so that one client cannot take the
 //     whole of limits.tcp_connections.
 type admission struct {
-	handler *Handler
-	log     *zap.Logger
+	rules       func() Rules
+	connections func(transport string, delta int)
+	refused     func(transport, reason string)
+	log         *zap.Logger
 
 	mu sync.Mutex
 	// open counts the admitted connections of each client network that are
@@ -54,8 +63,11 @@ type admission struct {
 	open map[netip.Prefix]int
 }
 
-func newAdmission(h *Handler, log *zap.Logger) *admission {
-	return &admission{handler: h, log: log, open: map[netip.Prefix]int{}}
+// newAdmission admits by cfg's Rules, counting into cfg's Connections
+// and Refused.
+func newAdmission(cfg Config) *admission {
+	return &admission{rules: cfg.Rules, connections: cfg.Connections, refused: cfg.Refused, log: cfg.Log,
+		open: map[netip.Prefix]int{}}
 }
 
 // admitted is what an admitted connection carries.
@@ -68,36 +80,39 @@ type admitted struct {
 	proxy bool
 }
 
-// admit decides for a new connection from peer on transport ("tcp"). When
+// admit decides for a new connection from peer on transport (TCP). When
 // it is refused, the refusal is counted and logged at debug, and the
 // caller closes the connection at once.
 func (a *admission) admit(transport string, peer netip.Addr) (admitted, bool) {
 	peer = peer.Unmap().WithZone("")
-	snap := a.handler.Snapshot()
+	var rules Rules
+	if a.rules != nil {
+		rules = a.rules()
+	}
 	reason := ""
 	switch {
-	case snap == nil:
+	case rules == nil:
 		reason = RefusedNotAllowed // nothing loaded: nobody is allowed yet
-	case snap.Trusted(peer):
-		a.handler.metrics.connectionOpened(transport)
+	case rules.Trusted(peer):
+		a.connections(transport, 1)
 		var once sync.Once
-		return admitted{release: func() { once.Do(func() { a.handler.metrics.connectionClosed(transport) }) }, proxy: true}, true
-	case !snap.Allowed(peer):
+		return admitted{release: func() { once.Do(func() { a.connections(transport, -1) }) }, proxy: true}, true
+	case !rules.Allowed(peer):
 		reason = RefusedNotAllowed
 	default:
-		key := limitKey(peer)
+		key := ClientNetwork(peer)
 		a.mu.Lock()
-		if a.open[key] < snap.Config.Limits.TCPConnectionsPerClient {
+		if a.open[key] < rules.Limits().TCPConnectionsPerClient {
 			a.open[key]++
 			a.mu.Unlock()
-			a.handler.metrics.connectionOpened(transport)
+			a.connections(transport, 1)
 			var once sync.Once
 			return admitted{release: func() { once.Do(func() { a.closed(transport, key) }) }}, true
 		}
 		a.mu.Unlock()
 		reason = RefusedPerClient
 	}
-	a.handler.metrics.connectionRefused(transport, reason)
+	a.refused(transport, reason)
 	if ce := a.log.Check(zap.DebugLevel, "connection refused at accept"); ce != nil {
 		ce.Write(zap.String(logClient, peer.String()), zap.String(logTransport, transport), zap.String(logReason, reason))
 	}
@@ -111,7 +126,19 @@ func (a *admission) closed(transport string, key netip.Prefix) {
 		delete(a.open, key)
 	}
 	a.mu.Unlock()
-	a.handler.metrics.connectionClosed(transport)
+	a.connections(transport, -1)
+}
+
+// ClientNetwork is the network one client is counted as: a /32 for IPv4, a
+// /56 for IPv6 (an end site's usual assignment), for the per-client
+// connection cap and rate limits.
+func ClientNetwork(a netip.Addr) netip.Prefix {
+	bits := 32
+	if a.Is6() {
+		bits = 56
+	}
+	p, _ := a.Prefix(bits)
+	return p
 }
 
 // peerAddr is the IP address of a connection's remote end; the zero Addr

@@ -1,4 +1,4 @@
-package resolver
+package listen
 
 import (
 	"errors"
@@ -33,7 +33,7 @@ type rawBatch struct {
 	wr   mmsgScratch
 }
 
-var _ batchConn = (*rawBatch)(nil)
+var _ BatchConn = (*rawBatch)(nil)
 
 // mmsghdr is the kernel's struct mmsghdr: Go pads it as C does, to 64 bytes
 // on 64-bit systems and 32 on 32-bit ones.
@@ -65,8 +65,10 @@ func (s *mmsgScratch) prepare(n int) {
 	s.hdrs, s.iovs, s.names = s.hdrs[:n], s.iovs[:n], s.names[:n]
 }
 
-// newBatchConn is the batched reads and writes of c.
-func newBatchConn(c *net.UDPConn) batchConn {
+// NewBatchConn is the batched reads and writes of c: recvmmsg and sendmmsg
+// made inside the runtime poller (rawBatch), or x/net's where the socket
+// offers no raw access.
+func NewBatchConn(c *net.UDPConn) BatchConn {
 	if b, err := newRawBatch(c); err == nil {
 		return b
 	}

@@ -1,4 +1,4 @@
-package resolver
+package listen
 
 import (
 	"bufio"
@@ -14,31 +14,33 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// udpSocketInfo is what the kernel says of one listening UDP socket.
-type udpSocketInfo struct {
-	inode         uint64 // names the socket in /proc/net/udp and udp6
-	receiveBuffer int    // SO_RCVBUF granted, in bytes
-	sendBuffer    int    // SO_SNDBUF granted, in bytes
+// UDPSocket is one listening UDP socket and what the kernel says of it.
+type UDPSocket struct {
+	Conn          *net.UDPConn
+	Inode         uint64 // names the socket in /proc/net/udp and udp6
+	ReceiveBuffer int    // SO_RCVBUF granted, in bytes
+	SendBuffer    int    // SO_SNDBUF granted, in bytes
 }
 
 // setUDPBuffers asks the kernel for receive and send buffers of the given
 // sizes in bytes (SO_RCVBUF, SO_SNDBUF) and returns what it granted, read
 // back with getsockopt: Linux doubles the value asked for its bookkeeping
 // and caps it at twice net.core.rmem_max (wmem_max), silently.
-func setUDPBuffers(c *net.UDPConn, receive, send int) (udpSocketInfo, error) {
-	var info udpSocketInfo
+func setUDPBuffers(c *net.UDPConn, receive, send int) (UDPSocket, error) {
+	var info UDPSocket
 	if err := c.SetReadBuffer(receive); err != nil {
 		return info, fmt.Errorf("setting the UDP receive buffer: %w", err)
 	}
 	if err := c.SetWriteBuffer(send); err != nil {
 		return info, fmt.Errorf("setting the UDP send buffer: %w", err)
 	}
-	return udpSocketOf(c)
+	return UDPSocketOf(c)
 }
 
-// udpSocketOf reads the socket's inode and granted buffer sizes.
-func udpSocketOf(c *net.UDPConn) (udpSocketInfo, error) {
-	var info udpSocketInfo
+// UDPSocketOf reads the socket's inode and the buffer sizes the kernel
+// granted it now; an error when the socket is closed or the calls fail.
+func UDPSocketOf(c *net.UDPConn) (UDPSocket, error) {
+	info := UDPSocket{Conn: c}
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return info, err
@@ -50,10 +52,10 @@ func udpSocketOf(c *net.UDPConn) (udpSocketInfo, error) {
 			serr = fmt.Errorf("fstat of the UDP socket: %w", e)
 			return
 		}
-		info.inode = uint64(st.Ino)
+		info.Inode = uint64(st.Ino)
 		var e1, e2 error
-		info.receiveBuffer, e1 = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
-		info.sendBuffer, e2 = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
+		info.ReceiveBuffer, e1 = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+		info.SendBuffer, e2 = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
 		if e := errors.Join(e1, e2); e != nil {
 			serr = fmt.Errorf("reading the UDP socket buffers: %w", e)
 		}
@@ -61,11 +63,12 @@ func udpSocketOf(c *net.UDPConn) (udpSocketInfo, error) {
 	return info, errors.Join(err, serr)
 }
 
-// udpDropCounter sums the kernel's drop counters of the listening UDP
+// DropCounter sums the kernel's drop counters of the listening UDP
 // sockets, read from /proc/net/udp and udp6 at each scrape: cheaper than
 // SO_RXQ_OVFL, which would add a control message to every datagram the
-// batched read loop takes. Where /proc is missing it reads 0.
-type udpDropCounter struct {
+// batched read loop takes. Where /proc is missing it reads 0. Make one
+// with NewDropCounter; it is safe for concurrent use.
+type DropCounter struct {
 	mu     sync.Mutex
 	inodes map[uint64]bool
 	// last is the highest count seen of each socket, kept once the socket
@@ -76,7 +79,11 @@ type udpDropCounter struct {
 // procUDPFiles are the kernel's tables of UDP sockets, IPv4 and IPv6.
 var procUDPFiles = []string{"/proc/net/udp", "/proc/net/udp6"}
 
-func (d *udpDropCounter) add(inode uint64) {
+// NewDropCounter returns a counter of no sockets, reading 0.
+func NewDropCounter() *DropCounter { return &DropCounter{last: map[uint64]uint64{}} }
+
+// Add counts the drops of the socket inode (UDPSocket.Inode) from now on.
+func (d *DropCounter) Add(inode uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.inodes == nil {
@@ -85,8 +92,9 @@ func (d *udpDropCounter) add(inode uint64) {
 	d.inodes[inode] = true
 }
 
-// total is the counter's value now.
-func (d *udpDropCounter) total() float64 {
+// Total is the counter's value now: datagrams dropped on arrival, summed
+// over every socket added, closed ones included.
+func (d *DropCounter) Total() float64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if len(d.inodes) > 0 {

@@ -1,4 +1,4 @@
-package resolver
+package listen
 
 import (
 	"bytes"
@@ -13,7 +13,6 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,27 +23,23 @@ const (
 	udpWorkers = 2048 // goroutines kept for queries that wait on an upstream
 )
 
-// batchConn is what ipv4.PacketConn and ipv6.PacketConn share.
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
 // udpServer serves DNS over one UDP socket in batches: one recvmmsg reads up
-// to udpBatch queries, the blocked, refused and cached ones are answered
-// right there with no goroutine each, and one sendmmsg sends their answers.
-// A query that needs an upstream continues in its own goroutine and is
-// answered on its own. It is ours rather than miekg/dns's because that
-// server spends a goroutine and two system calls on every packet. Parsing,
-// packing and the accept decisions are miekg/dns's and the TCP server's.
+// to udpBatch queries, each is given to Handler.ServeInline right there
+// with no goroutine of its own (blocked, refused and cached ones are
+// answered then), and one sendmmsg sends their answers. The resume of a
+// query that needs an upstream runs on a worker and is answered on its
+// own. It is ours rather than miekg/dns's because that server spends a
+// goroutine and two system calls on every packet. Parsing, packing and the
+// accept decisions are miekg/dns's and the TCP server's.
 type udpServer struct {
 	pc      *net.UDPConn
-	batch   batchConn
-	handler *Handler
+	batch   BatchConn
+	handler Handler
+	count   Counter
 	log     *zap.Logger
 	accept  dns.MsgAcceptFunc
 	invalid dns.MsgInvalidFunc
-	async   sync.WaitGroup // queries answered outside the loop
+	async   sync.WaitGroup // queries resumed outside the loop, not yet answered
 	done    chan struct{}
 	// out carries the answers of queries answered outside the loop to the
 	// writer, which sends whatever has queued up with one sendmmsg.
@@ -60,23 +55,15 @@ type outPacket struct {
 	addr *net.UDPAddr
 }
 
-func newUDPServer(pc *net.UDPConn, h *Handler, log *zap.Logger, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) *udpServer {
-	s := &udpServer{pc: pc, handler: h, log: log, accept: accept, invalid: invalid, done: make(chan struct{}),
+func newUDPServer(pc *net.UDPConn, h Handler, count Counter, log *zap.Logger, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) *udpServer {
+	s := &udpServer{pc: pc, handler: h, count: count, log: log, accept: accept, invalid: invalid, done: make(chan struct{}),
 		out: make(chan outPacket, 4*udpBatch), outDone: make(chan struct{}), workers: newWorkerPool(udpWorkers)}
-	s.batch = newBatchConn(pc)
+	s.workers.done = s.async.Done
+	s.batch = NewBatchConn(pc)
 	return s
 }
 
-// xnetBatch is x/net's recvmmsg and sendmmsg on c (one datagram a call
-// where the system has no such calls).
-func xnetBatch(c *net.UDPConn) batchConn {
-	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
-		return ipv4.NewPacketConn(c)
-	}
-	return ipv6.NewPacketConn(c)
-}
-
-// udpWriter is the dns.ResponseWriter of one datagram. Inside the batch its
+// udpWriter is the ResponseWriter of one datagram. Inside the batch its
 // answer is packed into the batch's buffer; once the query has left the
 // batch, it is sent on its own.
 type udpWriter struct {
@@ -87,8 +74,9 @@ type udpWriter struct {
 	alone  bool   // left the batch: write directly
 }
 
-var _ dns.ResponseWriter = (*udpWriter)(nil)
+var _ ResponseWriter = (*udpWriter)(nil)
 
+func (w *udpWriter) Transport() string    { return UDP }
 func (w *udpWriter) LocalAddr() net.Addr  { return w.s.pc.LocalAddr() }
 func (w *udpWriter) RemoteAddr() net.Addr { return w.remote }
 func (w *udpWriter) WriteMsg(m *dns.Msg) error {
@@ -189,7 +177,7 @@ func (s *udpServer) serve() {
 				continue
 			}
 			if m.Flags&unix.MSG_TRUNC != 0 {
-				s.handler.metrics.query("udp", ResultDropped) // larger than any query
+				s.count(UDP, ResultDropped) // larger than any query
 				continue
 			}
 			w := &udpWriter{s: s, remote: remote, buf: bufs[i]}
@@ -204,37 +192,31 @@ func (s *udpServer) serve() {
 
 // serveDatagram answers one datagram, inline when it needs no upstream.
 func (s *udpServer) serveDatagram(w *udpWriter, b []byte) {
-	req, reject := acceptMessage(b, s.accept, s.invalid)
+	req, reject := AcceptMessage(b, s.accept, s.invalid)
 	if reject != nil {
 		_ = w.WriteMsg(reject)
 	}
 	if req == nil {
 		return
 	}
-	h := s.handler
-	q := h.begin(w, req)
-	q.fast = true
-	h.run(q)
-	if !q.waiting {
-		h.end(q)
+	resume := s.handler.ServeInline(w, req)
+	if resume == nil {
 		return
 	}
-	// It needs an upstream: answer it on its own, off the loop.
+	// It needs an upstream: answer it on its own, off the loop. The
+	// worker marks it done in async.
 	w.alone = true
-	q.fast = false
 	s.async.Add(1)
-	s.workers.run(func() {
-		defer s.async.Done()
-		defer h.end(q)
-		h.run(q)
-	})
+	s.workers.run(resume)
 }
 
-// acceptMessage takes a raw message as miekg/dns's server would: without a
-// header it is dropped (any answer could be used to amplify); a header the
-// accept function rejects, or a body that does not parse, gets the FORMERR
-// (or NOTIMP) reply returned; else the parsed query is returned.
-func acceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) (req, reject *dns.Msg) {
+// AcceptMessage takes a raw message as miekg/dns's server would, as every
+// listener does before its Handler sees it: without a header it is dropped
+// (nil, nil: any answer could be used to amplify); a header the accept
+// function rejects, or a body that does not parse (RFC 1035 §4.1.1), gets
+// the FORMERR (or NOTIMP) reply returned as reject; else the parsed query
+// is returned as req. invalid is told of a message that does not parse.
+func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) (req, reject *dns.Msg) {
 	const headerSize = 12
 	if len(b) < headerSize {
 		invalid(b, dns.ErrShortRead)
@@ -309,6 +291,9 @@ type workerPool struct {
 	running chan struct{} // a token per worker
 	closed  chan struct{}
 	once    sync.Once
+	// done, when set, is called after each job run: the UDP server counts
+	// the queries it resumed with it, at no cost per job.
+	done func()
 }
 
 // workerIdle is how long a worker waits for a job before it ends.
@@ -328,7 +313,17 @@ func (p *workerPool) run(job func()) {
 	case p.running <- struct{}{}:
 		go p.work(job)
 	default:
-		go job()
+		go func() {
+			job()
+			p.finished()
+		}()
+	}
+}
+
+// finished is called after each job.
+func (p *workerPool) finished() {
+	if p.done != nil {
+		p.done()
 	}
 }
 
@@ -338,6 +333,7 @@ func (p *workerPool) work(job func()) {
 	defer idle.Stop()
 	for {
 		job()
+		p.finished()
 		idle.Reset(workerIdle)
 		select {
 		case job = <-p.jobs:

@@ -1,10 +1,11 @@
-package resolver
+package listen
 
 import (
 	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +30,8 @@ const proxyHeaderTimeout = 2 * time.Second
 // are miekg/dns's; the accept decisions are the UDP server's.
 type tcpServer struct {
 	ln        net.Listener
-	handler   *Handler
+	handler   Handler
+	rules     func() Rules
 	log       *zap.Logger
 	admission *admission
 	accept    dns.MsgAcceptFunc
@@ -48,11 +50,12 @@ type tcpServer struct {
 	wg       sync.WaitGroup // connection goroutines
 }
 
-// newTCPServer serves ln with at most maxConns connections open, each
-// admitted by a, and PROXY protocol v2 read from trusted proxies only.
-func newTCPServer(ln net.Listener, h *Handler, log *zap.Logger, a *admission, maxConns int,
+// newTCPServer serves ln for cfg's Handler with at most maxConns
+// connections open, each admitted by a, and PROXY protocol v2 read from
+// trusted proxies only.
+func newTCPServer(ln net.Listener, cfg Config, log *zap.Logger, a *admission, maxConns int,
 	accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) *tcpServer {
-	return &tcpServer{ln: ln, handler: h, log: log, admission: a, accept: accept, invalid: invalid,
+	return &tcpServer{ln: ln, handler: cfg.Handler, rules: cfg.Rules, log: log, admission: a, accept: accept, invalid: invalid,
 		slots: make(chan struct{}, maxConns), stopping: make(chan struct{}), conns: map[*tcpConn]struct{}{}}
 }
 
@@ -147,10 +150,12 @@ func (s *tcpServer) serve() {
 // admit applies the admission rules to a new connection. A refused one is
 // closed at once with a reset (SO_LINGER 0: no FIN handshake, no TIME_WAIT
 // kept for it) and nil returned. A trusted proxy's connection reads a PROXY
-// protocol header if one comes first; anyone else's bytes are DNS.
+// protocol header if one comes first; anyone else's bytes are DNS. The
+// header is believed only if its sender is still a trusted proxy under the
+// rules current when it arrives: else the connection fails and closes.
 func (s *tcpServer) admit(c net.Conn) *tcpConn {
 	peer := peerAddr(c.RemoteAddr())
-	adm, ok := s.admission.admit("tcp", peer)
+	adm, ok := s.admission.admit(TCP, peer)
 	if !ok {
 		if tc, isTCP := c.(*net.TCPConn); isTCP {
 			_ = tc.SetLinger(0)
@@ -160,9 +165,26 @@ func (s *tcpServer) admit(c net.Conn) *tcpConn {
 	}
 	if adm.proxy {
 		c = proxyproto.NewConn(c, proxyproto.WithPolicy(proxyproto.USE),
-			proxyproto.SetReadHeaderTimeout(proxyHeaderTimeout))
+			proxyproto.SetReadHeaderTimeout(proxyHeaderTimeout), proxyproto.ValidateHeader(s.trustedHeader(peer)))
 	}
 	return &tcpConn{Conn: c, release: adm.release}
+}
+
+// errUntrustedProxy fails a PROXY header from a peer that is no longer a
+// trusted proxy.
+var errUntrustedProxy = errors.New("PROXY header from a peer that is not a trusted proxy")
+
+// trustedHeader checks, when a PROXY header arrives from peer, that peer is
+// a trusted proxy under the rules of that moment: a reload since the
+// accept may have withdrawn its trust.
+func (s *tcpServer) trustedHeader(peer netip.Addr) proxyproto.Validator {
+	peer = peer.Unmap().WithZone("")
+	return func(*proxyproto.Header) error {
+		if r := s.rules(); r == nil || !r.Trusted(peer) {
+			return errUntrustedProxy
+		}
+		return nil
+	}
 }
 
 // serveConn reads the queries of one connection and answers each in its own
@@ -181,7 +203,11 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 		s.mu.Unlock()
 		s.wg.Done()
 	}()
-	limits := s.handler.Snapshot().Config.Limits
+	rules := s.rules()
+	if rules == nil {
+		return
+	}
+	limits := rules.Limits()
 	slots := make(chan struct{}, limits.TCPPipeline)
 	timeout := limits.TCPReadTimeout
 	for !s.closing.Load() {
@@ -208,15 +234,19 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 	}
 }
 
-// serveMessage answers one message of the connection.
+// serveMessage answers one message of the connection, on its own
+// goroutine: the handler's resume, when it needs one, runs right here.
 func (s *tcpServer) serveMessage(c *tcpConn, m []byte) {
 	w := &tcpWriter{conn: c}
-	req, reject := acceptMessage(m, s.accept, s.invalid)
+	req, reject := AcceptMessage(m, s.accept, s.invalid)
 	if reject != nil {
 		_ = w.WriteMsg(reject)
 	}
-	if req != nil {
-		s.handler.ServeDNS(w, req)
+	if req == nil {
+		return
+	}
+	if resume := s.handler.ServeInline(w, req); resume != nil {
+		resume()
 	}
 }
 
@@ -255,13 +285,14 @@ func (s *tcpServer) drain(done <-chan struct{}) {
 	})
 }
 
-// tcpWriter is the dns.ResponseWriter of one query on a tcpConn.
+// tcpWriter is the ResponseWriter of one query on a tcpConn.
 type tcpWriter struct {
 	conn *tcpConn
 }
 
-var _ dns.ResponseWriter = (*tcpWriter)(nil)
+var _ ResponseWriter = (*tcpWriter)(nil)
 
+func (w *tcpWriter) Transport() string    { return TCP }
 func (w *tcpWriter) LocalAddr() net.Addr  { return w.conn.LocalAddr() }
 func (w *tcpWriter) RemoteAddr() net.Addr { return w.conn.remoteAddr() }
 func (w *tcpWriter) WriteMsg(m *dns.Msg) error {

@@ -1,0 +1,335 @@
+package listen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// Results a listener counts itself, before a Handler sees the query: the
+// same words as the Handler's results (resolver.Result*), which are these.
+const (
+	ResultDropped = "dropped" // no answer: not a query, or nothing to answer
+	ResultFormerr = "formerr" // FORMERR: no single question, or a message that does not parse
+	ResultNotimp  = "notimp"  // NOTIMP: an opcode other than QUERY
+)
+
+// Limits bound what the listeners take. A Server reads them from Rules:
+// the socket buffers and the connection cap when it starts, the others at
+// each connection.
+type Limits struct {
+	TCPConnections          int           // TCP connections open at once, over every listener (read at Start)
+	TCPConnectionsPerClient int           // open TCP connections of one client network (read at accept)
+	TCPPipeline             int           // queries of one TCP connection answered at once
+	TCPReadTimeout          time.Duration // wait for a new connection's first query, whole
+	TCPIdleTimeout          time.Duration // wait for each later query of a connection, whole
+	UDPReceiveBuffer        int           // SO_RCVBUF asked for each UDP socket, in bytes (read at Start)
+	UDPSendBuffer           int           // SO_SNDBUF asked for each UDP socket, in bytes (read at Start)
+}
+
+// Rules are what the listeners decide with, from the state current when
+// they decide: admission at accept, PROXY trust when the header arrives,
+// limits at each connection.
+type Rules interface {
+	// Allowed reports whether peer may use the resolver at all.
+	Allowed(peer netip.Addr) bool
+	// Trusted reports whether peer is a trusted proxy, whose PROXY header
+	// names the client.
+	Trusted(peer netip.Addr) bool
+	// Limits are the bounds of the listeners.
+	Limits() Limits
+}
+
+// Config is what a Server needs from outside: where queries go, how they
+// are counted, and the rules of the moment. Funcs left nil do nothing.
+type Config struct {
+	Handler Handler
+	// Count counts a query the listener answers or drops itself.
+	Count Counter
+	// Rules returns the rules now; nil while there are none (nothing is
+	// admitted then).
+	Rules func() Rules
+	// Connections counts stream connections admitted (delta 1) and closed
+	// (delta -1), by transport.
+	Connections func(transport string, delta int)
+	// Refused counts a connection closed at accept, by transport and reason
+	// (RefusedNotAllowed, RefusedPerClient).
+	Refused func(transport, reason string)
+	// Sockets is told of the UDP sockets Start opened, with the buffers the
+	// kernel granted them.
+	Sockets func([]UDPSocket)
+	Log     *zap.Logger
+}
+
+// Server serves a Handler on UDP and TCP at every listen address.
+type Server struct {
+	cfg Config
+	log *zap.Logger
+	udp []*udpServer
+	tcp []*tcpServer
+	wg  sync.WaitGroup
+	// admission decides which connections every stream listener serves.
+	admission *admission
+}
+
+// New returns a Server for cfg; Start opens its sockets.
+func New(cfg Config) *Server {
+	if cfg.Count == nil {
+		cfg.Count = func(string, string) {}
+	}
+	if cfg.Connections == nil {
+		cfg.Connections = func(string, int) {}
+	}
+	if cfg.Refused == nil {
+		cfg.Refused = func(string, string) {}
+	}
+	if cfg.Sockets == nil {
+		cfg.Sockets = func([]UDPSocket) {}
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	return &Server{cfg: cfg, log: cfg.Log, admission: newAdmission(cfg)}
+}
+
+// AcceptQuery is the first look at a packet, before it is parsed: answers
+// (QR set) are dropped, because replying to them could loop or reflect;
+// opcodes other than QUERY get NOTIMP and a question count other than one
+// gets FORMERR. Every listener accepts with it (counting what it rejects),
+// through AcceptMessage.
+func AcceptQuery(dh dns.Header) dns.MsgAcceptAction {
+	const qr = 1 << 15
+	if dh.Bits&qr != 0 {
+		return dns.MsgIgnore
+	}
+	if opcode := int(dh.Bits>>11) & 0xF; opcode != dns.OpcodeQuery {
+		return dns.MsgRejectNotImplemented
+	}
+	if dh.Qdcount != 1 {
+		return dns.MsgReject
+	}
+	return dns.MsgAccept
+}
+
+// counted wraps AcceptQuery to count what it rejects or drops, since those
+// packets never reach the handler.
+func (s *Server) counted(transport string) dns.MsgAcceptFunc {
+	return func(dh dns.Header) dns.MsgAcceptAction {
+		action := AcceptQuery(dh)
+		switch action {
+		case dns.MsgIgnore:
+			s.cfg.Count(transport, ResultDropped)
+		case dns.MsgReject:
+			s.cfg.Count(transport, ResultFormerr)
+		case dns.MsgRejectNotImplemented:
+			s.cfg.Count(transport, ResultNotimp)
+		}
+		return action
+	}
+}
+
+// invalid counts packets that did not parse: without a full header they are
+// dropped (any answer could be used to amplify); with one, the server
+// answered FORMERR.
+func (s *Server) invalid(transport string) dns.MsgInvalidFunc {
+	const headerSize = 12
+	return func(m []byte, _ error) {
+		if len(m) < headerSize {
+			s.cfg.Count(transport, ResultDropped)
+		} else {
+			s.cfg.Count(transport, ResultFormerr)
+		}
+	}
+}
+
+// errNoRules is Start's error before any rules are loaded.
+var errNoRules = errors.New("no rules loaded to listen with")
+
+// Start listens on UDP and TCP at every address ("host:port"). Port 0
+// picks one free port used for both transports. On error every socket
+// opened so far is closed.
+func (s *Server) Start(listen []string) error {
+	var rules Rules
+	if s.cfg.Rules != nil {
+		rules = s.cfg.Rules()
+	}
+	if rules == nil {
+		return errNoRules
+	}
+	limits := rules.Limits()
+	var socks []UDPSocket
+	for _, addr := range listen {
+		pcs, ln, err := listenShared(addr, runtime.GOMAXPROCS(0))
+		if err != nil {
+			s.closeAll()
+			return fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		for _, pc := range pcs {
+			info, err := setUDPBuffers(pc.(*net.UDPConn), limits.UDPReceiveBuffer, limits.UDPSendBuffer)
+			if err != nil {
+				for _, pc := range pcs {
+					pc.Close()
+				}
+				ln.Close()
+				s.closeAll()
+				return fmt.Errorf("listening on %s: %w", addr, err)
+			}
+			socks = append(socks, info)
+		}
+		for _, pc := range pcs {
+			udp := newUDPServer(pc.(*net.UDPConn), s.cfg.Handler, s.cfg.Count, s.log, s.counted(UDP), s.invalid(UDP))
+			s.udp = append(s.udp, udp)
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				udp.serve()
+			}()
+		}
+		tcp := newTCPServer(ln, s.cfg, s.log, s.admission, limits.TCPConnections, s.counted(TCP), s.invalid(TCP))
+		s.tcp = append(s.tcp, tcp)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			tcp.serve()
+		}()
+		s.log.Info("listening", zap.String("address", pcs[0].LocalAddr().String()),
+			zap.Strings("transports", []string{UDP, TCP}), zap.Int("udp_sockets", len(pcs)))
+	}
+	s.reportBuffers(limits, socks)
+	return nil
+}
+
+// reportBuffers logs and reports the UDP buffers the kernel granted, with a
+// warning when it granted less than asked: the kernel caps SO_RCVBUF at
+// twice net.core.rmem_max without an error.
+func (s *Server) reportBuffers(limits Limits, socks []UDPSocket) {
+	if len(socks) == 0 {
+		return
+	}
+	s.cfg.Sockets(socks)
+	rcv, snd := socks[0].ReceiveBuffer, socks[0].SendBuffer
+	for _, si := range socks {
+		rcv, snd = min(rcv, si.ReceiveBuffer), min(snd, si.SendBuffer)
+	}
+	s.log.Info("UDP socket buffers", zap.Int("receive_bytes", rcv), zap.Int("send_bytes", snd),
+		zap.Int("receive_asked", limits.UDPReceiveBuffer), zap.Int("send_asked", limits.UDPSendBuffer))
+	if rcv < limits.UDPReceiveBuffer {
+		s.log.Warn("the kernel granted a smaller UDP receive buffer than limits.udp_receive_buffer: raise net.core.rmem_max to at least the value asked",
+			zap.Int("receive_bytes", rcv), zap.Int("receive_asked", limits.UDPReceiveBuffer))
+	}
+	if snd < limits.UDPSendBuffer {
+		s.log.Warn("the kernel granted a smaller UDP send buffer than limits.udp_send_buffer: raise net.core.wmem_max to at least the value asked",
+			zap.Int("send_bytes", snd), zap.Int("send_asked", limits.UDPSendBuffer))
+	}
+}
+
+// listenShared opens n UDP sockets sharing addr with SO_REUSEPORT, so the
+// kernel spreads queries over n read loops (one per core), and a TCP
+// listener on the same port. Port 0 picks one free port for all of them.
+func listenShared(addr string, n int) ([]net.PacketConn, net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		return errors.Join(err, serr)
+	}}
+	closeAll := func(pcs []net.PacketConn) {
+		for _, pc := range pcs {
+			pc.Close()
+		}
+	}
+	for try := 0; ; try++ {
+		first, err := lc.ListenPacket(context.Background(), "udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		pcs := []net.PacketConn{first}
+		actual := net.JoinHostPort(host, strconv.Itoa(first.LocalAddr().(*net.UDPAddr).Port))
+		for len(pcs) < n && err == nil {
+			var pc net.PacketConn
+			if pc, err = lc.ListenPacket(context.Background(), "udp", actual); err == nil {
+				pcs = append(pcs, pc)
+			}
+		}
+		var ln net.Listener
+		if err == nil {
+			ln, err = net.Listen("tcp", actual)
+		}
+		if err == nil {
+			return pcs, ln, nil
+		}
+		closeAll(pcs)
+		// With port 0 the kernel's UDP pick may be taken on TCP: try again.
+		if port != "0" || try >= 10 {
+			return nil, nil, err
+		}
+	}
+}
+
+func (s *Server) closeAll() {
+	s.stopTaking()
+	for _, u := range s.udp {
+		u.drain(nil)
+	}
+	for _, t := range s.tcp {
+		t.drain(nil)
+	}
+	s.wg.Wait()
+}
+
+// stopTaking stops every transport from taking new queries, at once and
+// without waiting: the UDP sockets are no longer read (a query arriving now
+// waits in the kernel until the socket closes, unanswered), the TCP
+// listeners close, and open TCP connections read no further query.
+func (s *Server) stopTaking() {
+	for _, u := range s.udp {
+		u.stopReading()
+	}
+	for _, t := range s.tcp {
+		t.stopAccepting()
+	}
+}
+
+// Shutdown stops every transport from taking new queries first, then waits
+// for the queries already taken to be answered, on every transport at
+// once, and closes the sockets. ctx bounds the wait: when it ends, what is
+// still in flight is abandoned and ctx's error returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopTaking()
+	s.log.Info("stopped taking queries; answering those in flight")
+	var drains sync.WaitGroup
+	for _, u := range s.udp {
+		drains.Go(func() { u.drain(ctx.Done()) })
+	}
+	for _, t := range s.tcp {
+		drains.Go(func() { t.drain(ctx.Done()) })
+	}
+	done := make(chan struct{})
+	go func() {
+		drains.Wait()
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,151 @@
+package listen
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+)
+
+// fakeHandler answers "fast." inline and "slow." from resume, which waits
+// for release; it records the transport of each query.
+type fakeHandler struct {
+	release    chan struct{}
+	mu         sync.Mutex
+	transports []string
+}
+
+func (h *fakeHandler) ServeInline(w ResponseWriter, req *dns.Msg) func() {
+	h.mu.Lock()
+	h.transports = append(h.transports, w.Transport())
+	h.mu.Unlock()
+	answer := func() {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		m.Answer = []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: req.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET},
+			Txt: []string{w.Transport()}}}
+		_ = w.WriteMsg(m)
+	}
+	if req.Question[0].Name != "slow." {
+		answer()
+		return nil
+	}
+	return func() {
+		<-h.release
+		answer()
+	}
+}
+
+// fakeRules allow every loopback peer and trust none.
+type fakeRules struct{}
+
+func (fakeRules) Allowed(peer netip.Addr) bool { return peer.IsLoopback() }
+func (fakeRules) Trusted(netip.Addr) bool      { return false }
+func (fakeRules) Limits() Limits {
+	return Limits{TCPConnections: 4, TCPConnectionsPerClient: 4, TCPPipeline: 4, TCPReadTimeout: 5 * time.Second,
+		TCPIdleTimeout: 5 * time.Second, UDPReceiveBuffer: 1 << 16, UDPSendBuffer: 1 << 16}
+}
+
+// TestServerServesAHandler: the listeners give each query to the Handler's
+// ServeInline and run the resume it returns off the read loop, so a query
+// answered inline is not held up behind one waiting on its resume, on UDP
+// and on one pipelined TCP connection; what the listener drops itself is
+// counted; Shutdown waits for the resumes in flight.
+func TestServerServesAHandler(t *testing.T) {
+	h := &fakeHandler{release: make(chan struct{})}
+	var mu sync.Mutex
+	counted := map[[2]string]int{}
+	var addr string
+	s := New(Config{
+		Handler: h,
+		Count: func(transport, result string) {
+			mu.Lock()
+			counted[[2]string{transport, result}]++
+			mu.Unlock()
+		},
+		Rules:   func() Rules { return fakeRules{} },
+		Sockets: func(socks []UDPSocket) { addr = socks[0].Conn.LocalAddr().String() },
+		Log:     zaptest.NewLogger(t),
+	})
+	require.NoError(t, s.Start([]string{"127.0.0.1:0"}))
+	var once sync.Once
+	release := func() { once.Do(func() { close(h.release) }) }
+	t.Cleanup(func() {
+		release()
+		_ = s.Shutdown(context.Background())
+	})
+
+	query := func(name string) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeTXT)
+		return m
+	}
+
+	// UDP: the slow query waits on its resume; the fast one is answered.
+	uc, err := net.Dial("udp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { uc.Close() })
+	udp := &dns.Conn{Conn: uc}
+	require.NoError(t, uc.SetDeadline(time.Now().Add(10*time.Second)))
+	require.NoError(t, udp.WriteMsg(query("slow.")))
+	require.NoError(t, udp.WriteMsg(query("fast.")))
+	r, err := udp.ReadMsg()
+	require.NoError(t, err)
+	assert.Equal(t, "fast.", r.Question[0].Name, "answered inline, before the slow one")
+
+	// TCP: the same on one pipelined connection.
+	tc, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { tc.Close() })
+	tcp := &dns.Conn{Conn: tc}
+	require.NoError(t, tc.SetDeadline(time.Now().Add(10*time.Second)))
+	require.NoError(t, tcp.WriteMsg(query("slow.")))
+	require.NoError(t, tcp.WriteMsg(query("fast.")))
+	r, err = tcp.ReadMsg()
+	require.NoError(t, err)
+	assert.Equal(t, "fast.", r.Question[0].Name, "answered before the slow one on the same connection")
+
+	// A response is dropped by the listener itself, and counted.
+	resp := query("fast.")
+	resp.Response = true
+	require.NoError(t, udp.WriteMsg(resp))
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return counted[[2]string{UDP, ResultDropped}] == 1
+	}, 5*time.Second, 5*time.Millisecond)
+
+	// Shutdown waits for the two resumes in flight, which then answer.
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Shutdown(context.Background()) }()
+	require.Eventually(t, func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	}, 5*time.Second, 5*time.Millisecond, "the TCP listener closes")
+	select {
+	case err := <-stopped:
+		t.Fatalf("Shutdown returned with resumes in flight: %v", err)
+	default:
+	}
+	release()
+	for _, c := range []*dns.Conn{udp, tcp} {
+		r, err := c.ReadMsg()
+		require.NoError(t, err)
+		assert.Equal(t, "slow.", r.Question[0].Name)
+		require.Len(t, r.Answer, 1)
+	}
+	require.NoError(t, <-stopped)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	assert.ElementsMatch(t, []string{UDP, UDP, TCP, TCP}, h.transports)
+}

@@ -1,0 +1,88 @@
+package listen
+
+import (
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestUDPReceiveDrops makes the kernel drop datagrams on a socket with the
+// smallest receive buffer that is not read, and checks that the counter
+// reads them from /proc: every datagram sent is either read or counted.
+func TestUDPReceiveDrops(t *testing.T) {
+	if _, err := os.Stat("/proc/net/udp"); err != nil {
+		t.Skip("no /proc/net/udp")
+	}
+	rx, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer rx.Close()
+	info, err := setUDPBuffers(rx, 1, 1<<16) // the kernel rounds up to its minimum, a few KiB
+	require.NoError(t, err)
+	require.NotZero(t, info.Inode)
+	d := NewDropCounter()
+	assert.Zero(t, d.Total(), "no sockets yet")
+	d.Add(info.Inode)
+	assert.Zero(t, d.Total(), "nothing dropped yet")
+
+	tx, err := net.DialUDP("udp", nil, rx.LocalAddr().(*net.UDPAddr))
+	require.NoError(t, err)
+	defer tx.Close()
+	const sent = 200
+	payload := make([]byte, 1000)
+	for range sent {
+		_, err := tx.Write(payload)
+		require.NoError(t, err)
+	}
+	received := 0
+	buf := make([]byte, 2000)
+	require.Eventually(t, func() bool {
+		for {
+			_ = rx.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+			if _, err := rx.Read(buf); err != nil {
+				break
+			}
+			received++
+		}
+		return received+int(d.Total()) == sent
+	}, 5*time.Second, 10*time.Millisecond, "every datagram is read or counted as dropped")
+	assert.Greater(t, int(d.Total()), sent/2, "a buffer of a few KiB holds a few datagrams of 1000 bytes")
+	assert.Positive(t, received)
+
+	// Once the socket is closed the count stays: a counter never goes down.
+	before := d.Total()
+	rx.Close()
+	assert.Equal(t, before, d.Total())
+}
+
+func TestParseProcUDPDrops(t *testing.T) {
+	const table = `   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  304: 0100007F:A1B2 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17
+  305: 0100007F:A1B3 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4343 2 0000000000000000 5
+`
+	for _, tc := range []struct {
+		name    string
+		table   string
+		want    map[uint64]uint64
+		wantErr bool
+	}{
+		{name: "ours only", table: table, want: map[uint64]uint64{4242: 17}},
+		{name: "header only", table: strings.SplitAfter(table, "\n")[0], want: map[uint64]uint64{}},
+		{name: "short line", table: table + "  306: 0100007F:A1B4\n", want: map[uint64]uint64{4242: 17}, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := map[uint64]uint64{}
+			err := parseProcUDPDrops(strings.NewReader(tc.table), map[uint64]bool{4242: true, 9999: true}, got)
+			if tc.wantErr {
+				assert.Error(t, err)
+			} else {
+				assert.NoError(t, err)
+			}
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
