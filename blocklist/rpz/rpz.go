@@ -142,6 +142,7 @@ var (
 	ErrClientIP      = errors.New("client-IP triggers (rpz-client-ip) are not supported: the policy's clients choose who is blocked")
 	ErrUnknownLabel  = errors.New("unknown RPZ trigger label")
 	ErrOutsideZone   = errors.New("owner name is outside the zone")
+	ErrNoOwner       = errors.New("no owner name: a record that leaves it out repeats the owner of the record before, and there is none")
 	ErrApexData      = errors.New("a record at the zone apex other than SOA and NS is not a trigger")
 	ErrWildcard      = errors.New("a wildcard is only a leading \"*.\" label")
 	ErrWideWildcard  = errors.New("a wildcard of a single label would block a whole top-level domain")
@@ -276,6 +277,10 @@ func (d *decoder) record(rr dns.RR, line int) {
 	hdr := rr.Header()
 	owner := hdr.Name
 	bad := func(err error) { d.problem(Problem{Line: line, Owner: owner, Err: err}) }
+	if owner == "" {
+		d.problem(Problem{Line: line, Err: ErrNoOwner})
+		return
+	}
 	rel, ok := relative(owner, d.zone.Origin)
 	if !ok {
 		bad(ErrOutsideZone)
@@ -395,7 +400,7 @@ func qnameTrigger(rel string) (string, bool, error) {
 // presentation form), compared label by label as DNS compares names; ""
 // for the apex itself. It reports false for an owner outside the zone.
 func relative(owner, origin string) (string, bool) {
-	if !dns.IsSubDomain(origin, owner) {
+	if !dns.IsFqdn(owner) || !dns.IsSubDomain(origin, owner) {
 		return "", false
 	}
 	n := dns.CountLabel(owner) - dns.CountLabel(origin)

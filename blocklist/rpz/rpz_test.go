@@ -184,6 +184,18 @@ func TestParseNoTarget(t *testing.T) {
 	assert.ErrorIs(t, r.problems[1].Err, ErrSyntax)
 }
 
+// TestParseNoOwner checks a first record that leaves out its owner name:
+// there is no owner before it to repeat.
+func TestParseNoOwner(t *testing.T) {
+	r := parse(t, "  CNAME .\na.example CNAME .\n  CNAME *.\n")
+	require.Len(t, r.problems, 1)
+	assert.Equal(t, Problem{Line: 1, Err: ErrNoOwner}, r.problems[0])
+	assert.Equal(t, []Trigger{
+		{Owner: "a.example.", Line: 2, Name: "a.example", Action: NXDOMAIN},
+		{Owner: "a.example.", Line: 3, Name: "a.example", Action: NODATA},
+	}, r.triggers)
+}
+
 func TestParseOrigin(t *testing.T) {
 	for _, tc := range []struct {
 		name, text string
