@@ -397,28 +397,76 @@ func qnameTrigger(rel string) (string, bool, error) {
 }
 
 // relative is owner without the apex origin (both fully qualified,
-// presentation form), compared label by label as DNS compares names; ""
-// for the apex itself. It reports false for an owner outside the zone.
+// presentation form), compared label by label as DNS compares names (the
+// octets, escapes resolved, ASCII letters in any case); "" for the apex
+// itself. It reports false for an owner outside the zone. It does not
+// allocate: a transfer of a million records calls it a million times.
 func relative(owner, origin string) (string, bool) {
-	if !dns.IsFqdn(owner) || !dns.IsSubDomain(origin, owner) {
+	if !dns.IsFqdn(owner) || !dns.IsFqdn(origin) {
 		return "", false
-	}
-	n := dns.CountLabel(owner) - dns.CountLabel(origin)
-	if n == 0 {
-		return "", true
 	}
 	if origin == "." {
+		if owner == "." {
+			return "", true
+		}
 		return owner[:len(owner)-1], true
 	}
-	// The apex starts after the n-th label of owner.
-	off, end := 0, false
-	for range n {
-		off, end = dns.NextLabel(owner, off)
-	}
-	if end {
+	if owner == "." {
 		return "", false
 	}
-	return owner[:off-1], true
+	o, r := owner[:len(owner)-1], origin[:len(origin)-1]
+	for oe, re := len(o), len(r); ; {
+		ostart, rstart := labelStart(o, oe), labelStart(r, re)
+		if !sameLabel(o[ostart:oe], r[rstart:re]) {
+			return "", false
+		}
+		switch {
+		case rstart == 0 && ostart == 0:
+			return "", true
+		case rstart == 0:
+			return o[:ostart-1], true
+		case ostart == 0:
+			return "", false
+		}
+		oe, re = ostart-1, rstart-1
+	}
+}
+
+// sameLabel reports whether two labels in presentation form are the same
+// octets, ASCII letters compared in any case (RFC 4343).
+func sameLabel(a, b string) bool {
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		ca, na := octet(a, i)
+		cb, nb := octet(b, j)
+		if lower(ca) != lower(cb) {
+			return false
+		}
+		i, j = i+na, j+nb
+	}
+	return i == len(a) && j == len(b)
+}
+
+// octet is the octet the presentation text s spells at i, and how many
+// bytes spell it: `\DDD`, `\X`, or a plain byte.
+func octet(s string, i int) (byte, int) {
+	c := s[i]
+	if c != '\\' || i+1 == len(s) {
+		return c, 1
+	}
+	if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+		return byte(int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0')), 4
+	}
+	return s[i+1], 2
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // labelStart is where the label ending at end of a presentation-form name

@@ -286,3 +286,33 @@ func TestActionString(t *testing.T) {
 	}
 	assert.Equal(t, "action(9)", Action(9).String())
 }
+
+func TestRelative(t *testing.T) {
+	for _, tc := range []struct {
+		owner, origin, want string
+		ok                   bool
+	}{
+		{"a.b.rpz.example.", "rpz.example.", "a.b", true},
+		{"rpz.example.", "rpz.example.", "", true},
+		{"A.B.RPZ.Example.", "rpz.example.", "A.B", true},
+		{`a.\114pz.example.`, "rpz.example.", "a", true},
+		{`a.rpz.ex\097mple.`, "RPZ.example.", "a", true},
+		{`a\.rpz.example.`, "rpz.example.", `a\.rpz.example`, false},
+		{`a\.rpz.example.`, "example.", `a\.rpz`, true},
+		{"a.xrpz.example.", "rpz.example.", "", false},
+		{"example.", "rpz.example.", "", false},
+		{"a.example.", ".", "a.example", true},
+		{".", ".", "", true},
+		{".", "example.", "", false},
+		{"a.example", "example.", "", false},
+	} {
+		got, ok := relative(tc.owner, tc.origin)
+		assert.Equal(t, tc.ok, ok, "%s in %s", tc.owner, tc.origin)
+		if tc.ok {
+			assert.Equal(t, tc.want, got, "%s in %s", tc.owner, tc.origin)
+		}
+		if !strings.Contains(tc.owner+tc.origin, `\`) {
+			assert.Equal(t, dns.IsFqdn(tc.owner) && dns.IsSubDomain(tc.origin, tc.owner), ok, "agrees with miekg/dns: %s in %s", tc.owner, tc.origin)
+		}
+	}
+}
