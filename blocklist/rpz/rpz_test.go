@@ -290,7 +290,7 @@ func TestActionString(t *testing.T) {
 func TestRelative(t *testing.T) {
 	for _, tc := range []struct {
 		owner, origin, want string
-		ok                   bool
+		ok                  bool
 	}{
 		{"a.b.rpz.example.", "rpz.example.", "a.b", true},
 		{"rpz.example.", "rpz.example.", "", true},
