@@ -397,3 +397,73 @@ func TestRPZGenerate(t *testing.T) {
 	l := zoneList(t, "$GENERATE 1-3 host$.example CNAME .", "other.example CNAME *.")
 	assert.Equal(t, []string{"host1.example@5", "host2.example@5", "host3.example@5", "other.example@6"}, entries(l))
 }
+
+// TestWriteRPZ writes plain lists as a zone and reads it back: every name
+// gets the verdict the lists give it (allow beats block), through the
+// zone's own precedence.
+func TestWriteRPZ(t *testing.T) {
+	parse := func(name, text string) *List {
+		l, err := Parse(name, []byte(text))
+		require.NoError(t, err)
+		return l
+	}
+	block := []*List{
+		parse("lists/a.txt", "tiktok.com\nbytedance.com\nlark.example\nx.allowed.example\n"),
+		parse("b.txt", "tiktok.com\ncapcut.com\n0.0.0.0 pangle.example\n"),
+	}
+	allow := []*List{parse("allow.txt", "feishu.lark.example\nallowed.example\n")}
+	var b strings.Builder
+	require.NoError(t, WriteRPZ(&b, ZoneHeader{Serial: 7, Comment: []string{"made by a test"}}, block, allow))
+	assert.Equal(t, `; made by a test
+$TTL 300
+@ IN SOA localhost. hostmaster.localhost. 7 3600 600 604800 300
+  IN NS localhost.
+
+; allow.txt (allow): 2 entries, each as NAME and *.NAME
+feishu.lark.example CNAME rpz-passthru.
+*.feishu.lark.example CNAME rpz-passthru.
+allowed.example CNAME rpz-passthru.
+*.allowed.example CNAME rpz-passthru.
+
+; a.txt (block): 3 entries, each as NAME and *.NAME
+tiktok.com CNAME .
+*.tiktok.com CNAME .
+bytedance.com CNAME .
+*.bytedance.com CNAME .
+lark.example CNAME .
+*.lark.example CNAME .
+
+; b.txt (block): 2 entries, each as NAME and *.NAME
+capcut.com CNAME .
+*.capcut.com CNAME .
+pangle.example CNAME .
+*.pangle.example CNAME .
+`, b.String())
+	zone := parse("zone.rpz", b.String())
+	serial, _ := zone.Serial()
+	assert.Equal(t, uint32(7), serial)
+	verdict := func(name string) string {
+		for _, l := range allow {
+			if _, ok := l.Match(name); ok {
+				return "allow"
+			}
+		}
+		for _, l := range block {
+			if _, ok := l.Match(name); ok {
+				return "block"
+			}
+		}
+		return ""
+	}
+	for _, q := range []string{"tiktok.com", "www.tiktok.com", "capcut.com", "a.b.capcut.com", "lark.example", "www.lark.example",
+		"feishu.lark.example", "a.feishu.lark.example", "allowed.example", "x.allowed.example", "y.x.allowed.example",
+		"pangle.example", "example", "other.example", "com"} {
+		want := verdict(q)
+		got := ""
+		if e, ok := zone.Match(q); ok {
+			got = map[Action]string{ActionNXDOMAIN: "block", ActionPassthru: "allow"}[e.Action]
+		}
+		assert.Equal(t, want, got, q)
+	}
+	assert.Error(t, WriteRPZ(&b, ZoneHeader{}, []*List{zone}, nil), "an RPZ list is a zone already")
+}
