@@ -2,6 +2,7 @@ package blocklist
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/blocklist/rpz"
 	"github.com/miekg/dns"
 )
 
@@ -86,6 +88,69 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+// FuzzParseRPZ checks that no input crashes the RPZ reader (package rpz
+// and the list it builds), that every problem is a ParseError of the file,
+// and that every entry matches as its trigger says: an exact trigger its
+// name, a wildcard the names below, a response-IP trigger its prefix's
+// address. The zone saved the Windows way gives the same entries.
+func FuzzParseRPZ(f *testing.F) {
+	seedFiles(f, "*.rpz")
+	seedWindows(f, "$ORIGIN rpz.example.", "@ SOA a. b. 1 2 3 4 5", "a.example CNAME .", "*.a.example CNAME *.",
+		"32.1.2.0.192.rpz-ip CNAME rpz-drop.", "128.1.zz.db8.2001.rpz-ip CNAME rpz-passthru.", "x A 192.0.2.1", "bad CNAME . junk")
+	for _, s := range []string{"a CNAME (\n.)\n", "\"q\n;(\nb CNAME .\n", "$GENERATE 1-3 h$ CNAME .\n", "$INCLUDE x\nb CNAME .\n",
+		"a CNAME\nb CNAME .\n", "  CNAME .\n", "@ CNAME .\n", "$ORIGIN .\n* CNAME .\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if bytes.Contains(bytes.ToUpper(data), []byte("$GENERATE")) {
+			// Up to 65,536 records a line, each checked below: too slow
+			// to fuzz. TestRPZGenerate covers the directive.
+			t.Skip()
+		}
+		l, err := Parse("fuzz.rpz", data)
+		for _, e := range leaves(err) {
+			var pe *ParseError
+			if e != nil && !errors.As(e, &pe) && !strings.HasPrefix(e.Error(), "fuzz.rpz: ") {
+				t.Fatalf("error %v is no ParseError", e)
+			}
+			if pe != nil && pe.File != "fuzz.rpz" {
+				t.Fatalf("error %v names %q", e, pe.File)
+			}
+		}
+		if win, ok := windowsSaved(data); ok && !bytes.ContainsAny(data, "\"\r") {
+			wl, _ := Parse("fuzz.rpz", win)
+			if !slices.Equal(entries(l), entries(wl)) {
+				t.Fatalf("saved the Windows way, %q parses to %v, not %v", data, entries(wl), entries(l))
+			}
+		}
+		n := 0
+		for e := range l.All() {
+			n++
+			if e.Prefix.IsValid() {
+				m, ok := l.MatchIP(e.Prefix.Addr())
+				if !ok || m.Prefix.Bits() < e.Prefix.Bits() || !m.Prefix.Contains(e.Prefix.Addr()) {
+					t.Fatalf("trigger %s does not match its address (got %v, %v)", e.Name, m.Prefix, ok)
+				}
+				continue
+			}
+			if n, err := NormalizeName(e.Name); err != nil && !errors.Is(err, ErrSingleLabel) || err == nil && n != e.Name {
+				t.Fatalf("stored entry %q is not normalised (%q, %v)", e.Name, n, err)
+			}
+			q := e.Name
+			if e.Wildcard {
+				q = `\000.` + q // a label no entry holds: the wildcard is the most specific trigger
+			}
+			m, ok := l.Match(strings.ToUpper(q))
+			if !ok || m.Line != e.Line || m.Action != e.Action || m.Wildcard != e.Wildcard {
+				t.Fatalf("trigger %+v: Match(%q) = %+v, %v", e, q, m, ok)
+			}
+		}
+		if n != l.Len() {
+			t.Fatalf("All yields %d entries, Len is %d", n, l.Len())
+		}
+	})
+}
+
 // FuzzParseRanges checks that no input crashes the range parser and that
 // every range is canonical.
 //
@@ -157,6 +222,74 @@ func FuzzMatch(f *testing.F) {
 		}
 		if ok && !strings.HasSuffix(name, got.Name) && !strings.HasSuffix(name, got.Name+".") {
 			t.Fatalf("Match(%q): entry name %q is not the name's own suffix", name, got.Name)
+		}
+	})
+}
+
+// FuzzMatchRPZ compares Match on an RPZ list with a plain reference of RPZ
+// QNAME semantics (draft-vixie-dnsop-dns-rpz §4.1): the trigger for the
+// name itself if there is one, else the `*.` trigger of its longest proper
+// suffix; names read into labels by refLabels, as FuzzMatch does.
+func FuzzMatchRPZ(f *testing.F) {
+	triggers := []struct {
+		owner  string
+		action Action
+	}{
+		{"tiktok.com", ActionNXDOMAIN},
+		{"*.tiktok.com", ActionNODATA},
+		{"ok.tiktok.com", ActionPassthru},
+		{"*.a.b.example", ActionDrop},
+		{"*.b.example", ActionNXDOMAIN},
+		{"b.example", ActionPassthru},
+		{"*.under_score.example", ActionNODATA},
+		{"exact.only.example", ActionDrop},
+		{"*.x.exact.only.example", ActionNXDOMAIN},
+	}
+	var text strings.Builder
+	text.WriteString("$ORIGIN rpz.fuzz.\n")
+	type refEntry struct {
+		line   int
+		action Action
+	}
+	exact, below := map[string]refEntry{}, map[string]refEntry{}
+	for i, tr := range triggers {
+		fmt.Fprintf(&text, "%s CNAME %s\n", tr.owner, rpz.Action(tr.action).Target())
+		name, wild := strings.CutPrefix(tr.owner, "*.")
+		m := exact
+		if wild {
+			m = below
+		}
+		m[labelKey(strings.Split(name, "."))] = refEntry{i + 2, tr.action}
+	}
+	l, err := Parse("fuzz.rpz", []byte(text.String()))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"tiktok.com.", "www.tiktok.com", "ok.tiktok.com", "x.ok.tiktok.com", "a.b.example", "x.a.b.example",
+		"b.example", "x.b.example", `x.\097.b.example`, "exact.only.example", "y.exact.only.example", "z.x.exact.only.example",
+		`\000.tiktok.com`, `TIKTOK.COM`, `tiktok\.com`, strings.Repeat(`\001`, 63) + ".b.example", "", "."} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		labels := refLabels(name)
+		for i, lb := range labels {
+			labels[i] = asciiLower(lb)
+		}
+		var want refEntry
+		wantName, wantWild := "", false
+		if e, ok := exact[labelKey(labels)]; ok && len(labels) > 0 {
+			want, wantName = e, strings.Join(labels, ".")
+		} else {
+			for k := 1; k < len(labels); k++ {
+				if e, ok := below[labelKey(labels[k:])]; ok {
+					want, wantName, wantWild = e, strings.Join(labels[k:], "."), true
+					break
+				}
+			}
+		}
+		got, ok := l.Match(name)
+		if ok != (wantName != "") || ok && (got.Folded() != wantName || got.Line != want.line || got.Action != want.action || got.Wildcard != wantWild) {
+			t.Fatalf("Match(%q) = %+v (%q), %v; want %q %+v wildcard %v", name, got, got.Folded(), ok, wantName, want, wantWild)
 		}
 	})
 }

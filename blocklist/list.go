@@ -10,9 +10,12 @@ import (
 	"encoding/hex"
 	"hash/maphash"
 	"iter"
+	"net/netip"
 	"slices"
 	"strings"
 	"unsafe"
+
+	"github.com/gaissmai/bart"
 )
 
 // maxName is the longest list entry in text form without the trailing dot:
@@ -32,6 +35,17 @@ type Entry struct {
 	// it. Folded gives the entry as the list has it.
 	Name string
 	Line int // line of the entry in the list file
+	// Action is what the entry asks for: ActionNXDOMAIN for every entry
+	// of a plain list; an RPZ trigger's own action otherwise.
+	Action Action
+	// Wildcard marks an RPZ `*.Name` trigger, which matched a name below
+	// Name (it does not match Name itself). An entry of a plain list
+	// matches Name and every name below it, and is not marked.
+	Wildcard bool
+	// Prefix is the prefix of an RPZ response-IP trigger, from MatchIP;
+	// Name is then the prefix in text (`192.0.2.0/24`). The zero Prefix
+	// for a name entry.
+	Prefix netip.Prefix
 }
 
 // Folded is the entry's name as the list has it: lowercase, escapes
@@ -94,6 +108,17 @@ type List struct {
 	seed   maphash.Seed
 	count  int // entries
 	dups   []Duplicate
+
+	// The rest is for RPZ lists (zone.go); all nil for a plain list.
+	// acts holds each node's triggers, parallel to nodes: the action + 1
+	// of the trigger for the name itself in bits 0-2, of its `*.` trigger
+	// in bits 3-5, 0 where there is none. A node's line is that of its
+	// exact trigger when it has one, else that of its wildcard;
+	// wildLine holds the wildcard's line of a node that has both.
+	acts     []uint8
+	wildLine map[uint32]int
+	ips      *bart.Table[ipEntry] // response-IP triggers
+	zone     *zoneInfo
 }
 
 // File is the list's name as the configuration gives it.
@@ -116,6 +141,9 @@ func (l *List) Duplicates() []Duplicate { return l.dups }
 // All yields every entry in file order. Each entry's name is built from its
 // labels: this is for reports and reloads, not for queries.
 func (l *List) All() iter.Seq[Entry] {
+	if l.zone != nil {
+		return l.allTriggers()
+	}
 	return func(yield func(Entry) bool) {
 		entries := make([]uint32, 0, l.count)
 		for i := range l.nodes {
@@ -152,10 +180,15 @@ func (l *List) label(id uint32) string {
 	return l.labels[n.off : n.off+uint32(n.n)]
 }
 
-// Contains reports whether name, already normalised, is itself an entry.
+// Contains reports whether name, already normalised, is itself an entry:
+// of an RPZ list, a trigger for the name or its `*.`, or, for a name that
+// is a prefix in text (as All gives them), a response-IP trigger.
 func (l *List) Contains(name string) bool {
 	if l == nil || l.count == 0 || name == "" {
 		return false
+	}
+	if l.ips != nil && strings.IndexByte(name, '/') >= 0 {
+		return l.containsPrefix(name)
 	}
 	parent := uint32(0)
 	for end := len(name); ; {
@@ -182,6 +215,12 @@ func (l *List) Contains(name string) bool {
 // any other, and a name too long to exist still matches by its last
 // labels. The entry's name is the matching suffix of name as given.
 // Match does not allocate.
+//
+// In an RPZ list, a trigger for a name matches that name only, and a `*.`
+// trigger the names below it only (draft-vixie-dnsop-dns-rpz §4.1); the
+// most specific trigger that matches is returned, so an exact trigger
+// beats a wildcard and a longer wildcard a shorter one. Its Action may be
+// ActionPassthru: the caller then treats the name as allowed.
 func (l *List) Match(name string) (Entry, bool) {
 	if l == nil || l.count == 0 {
 		return Entry{}, false
@@ -202,7 +241,7 @@ func (l *List) Match(name string) (Entry, bool) {
 		if !ok {
 			break
 		}
-		if l.nodes[id].lineNo() != 0 {
+		if l.nodes[id].lineNo() != 0 && (l.acts == nil || l.triggers(id, start == 0)) {
 			best, bestStart = id, start
 		}
 		if start == 0 {
@@ -213,7 +252,11 @@ func (l *List) Match(name string) (Entry, bool) {
 	if best == 0 {
 		return Entry{}, false
 	}
-	return Entry{List: l, Name: name[bestStart:], Line: l.nodes[best].lineNo()}, true
+	e := Entry{List: l, Name: name[bestStart:], Line: l.nodes[best].lineNo()}
+	if l.acts != nil {
+		l.trigger(&e, best, bestStart == 0)
+	}
+	return e, true
 }
 
 // hash places the label under parent in the table.
@@ -263,6 +306,19 @@ func newBuilder(file string, sizeHint int) *builder {
 // labels); a repeat is recorded as a duplicate.
 func (b *builder) add(name []byte, line int) {
 	l := b.list
+	n := &l.nodes[b.nodeFor(name)]
+	if first := n.lineNo(); first != 0 {
+		l.dups = append(l.dups, Duplicate{Name: string(name), Line: line, FirstLine: first})
+		return
+	}
+	n.line, n.hi = uint16(line), uint8(line>>16)
+	l.count++
+}
+
+// nodeFor finds the node of a normalised name, inserting it and the nodes
+// of its parents as needed.
+func (b *builder) nodeFor(name []byte) uint32 {
+	l := b.list
 	parent := uint32(0)
 	for end := len(name); ; {
 		start := bytes.LastIndexByte(name[:end], '.') + 1
@@ -273,14 +329,7 @@ func (b *builder) add(name []byte, line int) {
 			id = b.insert(parent, label)
 		}
 		if start == 0 {
-			n := &l.nodes[id]
-			if first := n.lineNo(); first != 0 {
-				l.dups = append(l.dups, Duplicate{Name: string(name), Line: line, FirstLine: first})
-				return
-			}
-			n.line, n.hi = uint16(line), uint8(line>>16)
-			l.count++
-			return
+			return id
 		}
 		parent, end = id, start-1
 	}
@@ -296,6 +345,9 @@ func (b *builder) insert(parent uint32, label []byte) uint32 {
 	b.labels.Write(label)
 	l.labels = b.labels.String()
 	l.nodes = append(l.nodes, node{parent: parent, off: uint32(off), n: uint8(len(label))})
+	if l.acts != nil {
+		l.acts = append(l.acts, 0)
+	}
 	id := uint32(len(l.nodes) - 1)
 	l.insertSlot(id)
 	return id
@@ -330,6 +382,9 @@ func (b *builder) finish(sum [32]byte) *List {
 	// entries sharing their parents).
 	if cap(l.nodes)-len(l.nodes) > len(l.nodes)/4 {
 		l.nodes = slices.Clone(l.nodes)
+	}
+	if cap(l.acts)-len(l.acts) > len(l.acts)/4 {
+		l.acts = slices.Clone(l.acts)
 	}
 	if len(l.nodes)*8 < len(l.slots) && len(l.slots) > 16 {
 		b.shrink()

@@ -21,17 +21,28 @@ const maxLine = 1<<24 - 1
 // a file of binary junk must not turn into a million log lines.
 const maxReported = 100
 
-// ParseError is one bad line of a list or range file. The line is skipped;
-// the rest of the file still loads.
+// ParseError is one bad line of a list or range file, or one skipped
+// record of an RPZ zone. The line is skipped; the rest of the file still
+// loads.
 type ParseError struct {
 	File string
-	Line int
+	Line int    // 0 for a record of a zone transfer, which has no lines
 	Text string // the offending token
-	Err  error  // what is wrong with it
+	// Owner is the owner name of the RPZ record that was skipped; then
+	// the error reads `file:line: owner: what is wrong`, or for a zone
+	// transfer `name owner: what is wrong`.
+	Owner string
+	Err   error // what is wrong with it
 }
 
 func (e *ParseError) Error() string {
-	return fmt.Sprintf("%s:%d: %v: %q", e.File, e.Line, e.Err, e.Text)
+	switch {
+	case e.Owner == "":
+		return fmt.Sprintf("%s:%d: %v: %q", e.File, e.Line, e.Err, e.Text)
+	case e.Line > 0:
+		return fmt.Sprintf("%s:%d: %s: %v", e.File, e.Line, e.Owner, e.Err)
+	}
+	return fmt.Sprintf("%s %s: %v", e.File, e.Owner, e.Err)
 }
 
 func (e *ParseError) Unwrap() error { return e.Err }
@@ -73,7 +84,13 @@ var hostsNames = map[string]bool{
 // (`0.0.0.0 a.example b.example`) and Adblock rules (`||example.com^`).
 // The file may start with a byte-order mark and use CRLF line ends (see
 // Lines).
+//
+// A name ending in `.rpz` (any case) is read as a Response Policy Zone
+// instead: see FromZone and package rpz.
 func Parse(name string, data []byte) (*List, error) {
+	if isRPZ(name) {
+		return parseRPZ(name, data)
+	}
 	b := newBuilder(name, bytes.Count(data, []byte{'\n'})+1)
 	var errs errorList
 	var buf [maxName + 2]byte
@@ -309,6 +326,16 @@ func (e *errorList) add(file string, line int, text string, err error) {
 		return
 	}
 	e.errs = append(e.errs, &ParseError{File: file, Line: line, Text: strings.Clone(text), Err: err})
+}
+
+// addOwner records a skipped RPZ record.
+func (e *errorList) addOwner(file string, line int, owner string, err error) {
+	e.file = file
+	if len(e.errs) >= maxReported {
+		e.dropped++
+		return
+	}
+	e.errs = append(e.errs, &ParseError{File: file, Line: line, Text: strings.Clone(owner), Owner: strings.Clone(owner), Err: err})
 }
 
 func (e *errorList) err() error {

@@ -1,5 +1,12 @@
 // Package configs holds the shipped configuration and lists; the embedded
 // default configuration and its lists are compiled into the binary.
+//
+// rpz/tiktok.rpz is the default block lists (and the allow list) as a
+// Response Policy Zone, for a DNS primary to serve to many dnsfence
+// instances; bytedance-cloud.txt (opt-in) and doh-bypass.txt are not in
+// it. TestShippedRPZIsCurrent fails when it is out of date with the lists.
+//
+//go:generate go run ../cmd/rpzgen -o rpz/tiktok.rpz -allow lists/allow.txt lists/tiktok.txt lists/bytedance.txt
 package configs
 
 import "embed"

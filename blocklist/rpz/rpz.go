@@ -1,0 +1,489 @@
+// Package rpz reads Response Policy Zones (RPZ, draft-vixie-dnsop-dns-rpz;
+// the format BIND, Unbound, Knot Resolver and PowerDNS consume) from zone
+// files and from zone transfers, and turns their records into the triggers
+// and actions dnsfence applies. It is the one place besides the resolver
+// that knows miekg/dns: the blocklist package builds its lists from the
+// Triggers this package hands it.
+//
+// Supported, as RPZ defines them (owner names relative to the zone apex):
+//
+//	example.com         CNAME .              ; NXDOMAIN for example.com
+//	*.example.com       CNAME .              ; NXDOMAIN for every name below it, not example.com itself
+//	example.com         CNAME *.             ; NODATA
+//	example.com         CNAME rpz-passthru.  ; allow: beats every block
+//	example.com         CNAME rpz-drop.      ; no answer
+//	24.0.2.0.192.rpz-ip CNAME .              ; an answer holding an address in 192.0.2.0/24
+//	48.zz.db8.2001.rpz-ip CNAME .            ; ... in 2001:db8::/48
+//
+// SOA and NS records at the apex are the zone's own and are read silently.
+// Every other record (local data such as A, AAAA or TXT at a trigger, a
+// CNAME to another name, the rpz-tcp-only action, NSDNAME, NSIP and
+// client-IP triggers) is reported as a Problem and skipped; the rest of the
+// zone still applies.
+package rpz
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// Action is what a trigger does to a query or answer it matches.
+type Action uint8
+
+const (
+	// NXDOMAIN answers that the name does not exist: `CNAME .`.
+	NXDOMAIN Action = iota
+	// NODATA answers that the name has no records of the asked type:
+	// `CNAME *.`.
+	NODATA
+	// Drop sends no answer at all: `CNAME rpz-drop.`.
+	Drop
+	// Passthru exempts the name from every block: `CNAME rpz-passthru.`.
+	Passthru
+)
+
+func (a Action) String() string {
+	switch a {
+	case NXDOMAIN:
+		return "NXDOMAIN"
+	case NODATA:
+		return "NODATA"
+	case Drop:
+		return "drop"
+	case Passthru:
+		return "passthru"
+	}
+	return "action(" + strconv.Itoa(int(a)) + ")"
+}
+
+// Target is the CNAME target that writes the action in a zone.
+func (a Action) Target() string {
+	switch a {
+	case NODATA:
+		return "*."
+	case Drop:
+		return "rpz-drop."
+	case Passthru:
+		return "rpz-passthru."
+	}
+	return "."
+}
+
+// Trigger is one applied record of a zone: a QNAME trigger (Name) or a
+// response-IP trigger (Prefix), and its action.
+type Trigger struct {
+	// Owner is the record's owner name as the zone gives it, fully
+	// qualified, in presentation form (RFC 1035 §5.1).
+	Owner string
+	// Line is the line of the record in the file; 0 for a record of a
+	// zone transfer, which has no lines (its owner names it).
+	Line int
+	// Name is the QNAME trigger: the owner without the zone apex and,
+	// for a wildcard, without its leading `*.`; presentation form, as
+	// written (case and escapes kept), no trailing dot. Empty for a
+	// response-IP trigger.
+	Name string
+	// Wildcard marks a `*.Name` trigger: it matches every name below
+	// Name, and not Name itself.
+	Wildcard bool
+	// Prefix is the response-IP trigger's prefix; the zero Prefix for a
+	// QNAME trigger.
+	Prefix netip.Prefix
+	Action Action
+}
+
+// Problem is a record that was reported and skipped, or a line the zone
+// parser could not read.
+type Problem struct {
+	Line  int    // as Trigger.Line: 0 for a record of a zone transfer
+	Owner string // the record's owner name; empty for a syntax error
+	Token string // for a syntax error, the text it stopped at
+	Err   error  // what is wrong, wrapping one of the Err values below
+}
+
+// Handler receives what a zone holds, in zone order. Either func may be
+// nil.
+type Handler struct {
+	Trigger func(Trigger)
+	Problem func(Problem)
+}
+
+// Zone is what a zone says of itself.
+type Zone struct {
+	// Origin is the zone apex, fully qualified: the name given for a
+	// transfer; for a file, the owner of its SOA record when that is its
+	// first record, else its first $ORIGIN, else the root.
+	Origin string
+	// Serial is the SOA serial (RFC 1035 §3.3.13); SOA reports whether
+	// the zone had an SOA record at its apex.
+	Serial uint32
+	SOA    bool
+	// Triggers and Problems count what was handed to the Handler.
+	Triggers, Problems int
+}
+
+// Reasons a record is skipped. Problems wrap them; test with errors.Is.
+var (
+	ErrLocalData     = errors.New("local data is not supported")
+	ErrRewrite       = errors.New("a CNAME to another name (a rewrite) is not supported")
+	ErrNoTarget      = errors.New("a CNAME without a target")
+	ErrTCPOnly       = errors.New("the rpz-tcp-only action is not supported")
+	ErrUnknownAction = errors.New("unknown RPZ action")
+	ErrNSDNAME       = errors.New("NSDNAME triggers (rpz-nsdname) are not supported")
+	ErrNSIP          = errors.New("NSIP triggers (rpz-nsip) are not supported")
+	ErrClientIP      = errors.New("client-IP triggers (rpz-client-ip) are not supported: the policy's clients choose who is blocked")
+	ErrUnknownLabel  = errors.New("unknown RPZ trigger label")
+	ErrOutsideZone   = errors.New("owner name is outside the zone")
+	ErrNoOwner       = errors.New("no owner name: a record that leaves it out repeats the owner of the record before, and there is none")
+	ErrApexData      = errors.New("a record at the zone apex other than SOA and NS is not a trigger")
+	ErrWildcard      = errors.New("a wildcard is only a leading \"*.\" label")
+	ErrWideWildcard  = errors.New("a wildcard of a single label would block a whole top-level domain")
+	ErrClass         = errors.New("only class IN records are triggers")
+	ErrSyntax        = errors.New("zone syntax")
+	ErrPrefixLength  = errors.New("bad prefix length in rpz-ip trigger")
+	ErrAddress       = errors.New("bad address in rpz-ip trigger")
+	ErrZZ            = errors.New("bad zz in rpz-ip trigger: it stands for one run of zero groups of an IPv6 address, once")
+	ErrHostBits      = errors.New("rpz-ip prefix has host bits set")
+)
+
+// Parse reads an RPZ zone file from r, as dns.ZoneParser reads zone files
+// (RFC 1035 §5; $ORIGIN, $TTL and $GENERATE, not $INCLUDE), and hands each
+// trigger and problem to h in file order. A byte-order mark at the start
+// of a line and CRLF line ends are read as if absent. A line the zone
+// parser cannot read is a Problem wrapping ErrSyntax, and parsing resumes
+// with the next line (with the $ORIGIN in effect; a following line that
+// leaves out its owner name is then reported, as it has no owner to
+// repeat). file names the input in problems. The error is that of reading
+// r, if any.
+func Parse(file string, r io.Reader, h Handler) (Zone, error) {
+	lr := newLineReader(r, ".")
+	d := decoder{h: h}
+	for {
+		base := lr.line
+		zp := dns.NewZoneParser(lr, lr.origin, "")
+		zp.SetDefaultTTL(3600)
+		for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
+			if !d.apexKnown {
+				d.setApex(rr, lr.firstOrigin)
+			}
+			d.record(rr, lr.start)
+		}
+		if lr.err != nil && lr.err != io.EOF {
+			return d.zone, fmt.Errorf("reading %s: %w", file, lr.err)
+		}
+		err := zp.Err()
+		if err == nil {
+			break
+		}
+		line, token, msg := syntaxError(err)
+		d.problem(Problem{Line: base + line - 1, Token: token, Err: fmt.Errorf("%w: %s", ErrSyntax, msg)})
+		if lr.read == 0 || !lr.Resume(base+line-1) {
+			break // nothing read (it would stop at the same place again), or nothing left
+		}
+	}
+	return d.zone, nil
+}
+
+// syntaxError takes the line (counted from the parser's first line), the
+// token and the message out of a zone parser error, which prints them as
+// `dns: MESSAGE: "TOKEN" at line: L:C` and has no accessors.
+func syntaxError(err error) (line int, token, msg string) {
+	s := strings.TrimPrefix(err.Error(), "dns: ")
+	i := strings.LastIndex(s, " at line: ")
+	if i < 0 {
+		return 1, "", s
+	}
+	pos := s[i+len(" at line: "):]
+	s = s[:i]
+	if l, _, ok := strings.Cut(pos, ":"); ok {
+		line, _ = strconv.Atoi(l)
+	}
+	if line < 1 {
+		line = 1
+	}
+	if j := strings.LastIndex(s, `: "`); j >= 0 {
+		if t, err := strconv.Unquote(s[j+2:]); err == nil {
+			return line, t, s[:j]
+		}
+	}
+	return line, "", s
+}
+
+// FromRecords reads the records of a zone transfer (AXFR, RFC 5936, or
+// the zone as an IXFR leaves it) of the zone apex zone, handing each
+// trigger and problem to h in order, with Line 0. The SOA that a transfer
+// repeats at its end is read once; nil records are skipped.
+func FromRecords(zone string, rrs []dns.RR, h Handler) Zone {
+	return FromSeq(zone, slices.Values(rrs), h)
+}
+
+// FromSeq is FromRecords for records that arrive one by one (the
+// envelopes of a transfer), so that a large zone is never held whole.
+func FromSeq(zone string, rrs iter.Seq[dns.RR], h Handler) Zone {
+	d := decoder{h: h, zone: Zone{Origin: dns.CanonicalName(zone)}, apexKnown: true}
+	for rr := range rrs {
+		if rr != nil {
+			d.record(rr, 0)
+		}
+	}
+	return d.zone
+}
+
+// decoder turns records into triggers.
+type decoder struct {
+	h         Handler
+	zone      Zone
+	apexKnown bool
+}
+
+// setApex fixes the zone apex from the first record: its owner when it is
+// an SOA, else the first $ORIGIN, else the root.
+func (d *decoder) setApex(rr dns.RR, firstOrigin string) {
+	d.apexKnown = true
+	switch {
+	case rr.Header().Rrtype == dns.TypeSOA:
+		d.zone.Origin = dns.CanonicalName(rr.Header().Name)
+	case firstOrigin != "":
+		d.zone.Origin = dns.CanonicalName(firstOrigin)
+	default:
+		d.zone.Origin = "."
+	}
+}
+
+func (d *decoder) problem(p Problem) {
+	d.zone.Problems++
+	if d.h.Problem != nil {
+		d.h.Problem(p)
+	}
+}
+
+func (d *decoder) trigger(t Trigger) {
+	d.zone.Triggers++
+	if d.h.Trigger != nil {
+		d.h.Trigger(t)
+	}
+}
+
+// record applies or reports one record found at line.
+func (d *decoder) record(rr dns.RR, line int) {
+	hdr := rr.Header()
+	owner := hdr.Name
+	bad := func(err error) { d.problem(Problem{Line: line, Owner: owner, Err: err}) }
+	if owner == "" {
+		d.problem(Problem{Line: line, Err: ErrNoOwner})
+		return
+	}
+	rel, ok := relative(owner, d.zone.Origin)
+	if !ok {
+		bad(ErrOutsideZone)
+		return
+	}
+	if rel == "" {
+		switch hdr.Rrtype {
+		case dns.TypeSOA:
+			if !d.zone.SOA {
+				d.zone.SOA, d.zone.Serial = true, rr.(*dns.SOA).Serial
+			}
+		case dns.TypeNS:
+		default:
+			bad(fmt.Errorf("%w (%s record)", ErrApexData, dns.TypeToString[hdr.Rrtype]))
+		}
+		return
+	}
+	if hdr.Class != dns.ClassINET {
+		bad(fmt.Errorf("%w (class %s)", ErrClass, dns.Class(hdr.Class)))
+		return
+	}
+	// The trigger kind is in the owner's last label before the apex.
+	start := labelStart(rel, len(rel))
+	kind := strings.ToLower(rel[start:])
+	var (
+		t   = Trigger{Owner: owner, Line: line}
+		err error
+	)
+	switch kind {
+	case "rpz-ip":
+		if start == 0 {
+			err = fmt.Errorf("%w: no prefix before rpz-ip", ErrPrefixLength)
+		} else {
+			t.Prefix, err = parseIPTrigger(rel[:start-1])
+		}
+	case "rpz-nsdname":
+		err = ErrNSDNAME
+	case "rpz-nsip":
+		err = ErrNSIP
+	case "rpz-client-ip":
+		err = ErrClientIP
+	default:
+		if strings.HasPrefix(kind, "rpz-") {
+			err = fmt.Errorf("%w %s", ErrUnknownLabel, rel[start:])
+			break
+		}
+		t.Name, t.Wildcard, err = qnameTrigger(rel)
+	}
+	if err != nil {
+		bad(err)
+		return
+	}
+	cname, ok := rr.(*dns.CNAME)
+	if !ok {
+		bad(fmt.Errorf("%w (%s record; the actions are CNAME ., *., rpz-passthru. and rpz-drop.)", ErrLocalData, dns.TypeToString[hdr.Rrtype]))
+		return
+	}
+	if t.Action, err = action(cname.Target, rel); err != nil {
+		bad(err)
+		return
+	}
+	d.trigger(t)
+}
+
+// action reads the CNAME target of a trigger.
+func action(target, rel string) (Action, error) {
+	switch strings.ToLower(target) {
+	case "":
+		return 0, ErrNoTarget
+	case ".":
+		return NXDOMAIN, nil
+	case "*.":
+		return NODATA, nil
+	case "rpz-passthru.":
+		return Passthru, nil
+	case "rpz-drop.":
+		return Drop, nil
+	case "rpz-tcp-only.":
+		return 0, ErrTCPOnly
+	}
+	if t := dns.CanonicalName(target); strings.HasPrefix(t, "rpz-") && dns.CountLabel(t) == 1 {
+		return 0, fmt.Errorf("%w %s", ErrUnknownAction, target)
+	}
+	if dns.CanonicalName(target) == dns.CanonicalName(rel+".") {
+		return 0, fmt.Errorf("%w (a CNAME to the trigger itself is the old passthru form: write rpz-passthru.): %s", ErrRewrite, target)
+	}
+	return 0, fmt.Errorf("%w (the actions are CNAME ., *., rpz-passthru. and rpz-drop.): %s", ErrRewrite, target)
+}
+
+// qnameTrigger splits a relative owner into the trigger name and whether
+// it is a wildcard.
+func qnameTrigger(rel string) (string, bool, error) {
+	name, wildcard := rel, false
+	if rel == "*" {
+		return "", false, ErrWideWildcard
+	}
+	if strings.HasPrefix(rel, "*.") {
+		name, wildcard = rel[2:], true
+	}
+	for end := len(name); end > 0; {
+		start := labelStart(name, end)
+		if name[start:end] == "*" {
+			return "", false, ErrWildcard
+		}
+		if start == 0 {
+			break
+		}
+		end = start - 1
+	}
+	if wildcard && labelStart(name, len(name)) == 0 {
+		return "", false, ErrWideWildcard
+	}
+	return name, wildcard, nil
+}
+
+// relative is owner without the apex origin (both fully qualified,
+// presentation form), compared label by label as DNS compares names (the
+// octets, escapes resolved, ASCII letters in any case); "" for the apex
+// itself. It reports false for an owner outside the zone. It does not
+// allocate: a transfer of a million records calls it a million times.
+func relative(owner, origin string) (string, bool) {
+	if !dns.IsFqdn(owner) || !dns.IsFqdn(origin) {
+		return "", false
+	}
+	if origin == "." {
+		if owner == "." {
+			return "", true
+		}
+		return owner[:len(owner)-1], true
+	}
+	if owner == "." {
+		return "", false
+	}
+	o, r := owner[:len(owner)-1], origin[:len(origin)-1]
+	for oe, re := len(o), len(r); ; {
+		ostart, rstart := labelStart(o, oe), labelStart(r, re)
+		if !sameLabel(o[ostart:oe], r[rstart:re]) {
+			return "", false
+		}
+		switch {
+		case rstart == 0 && ostart == 0:
+			return "", true
+		case rstart == 0:
+			return o[:ostart-1], true
+		case ostart == 0:
+			return "", false
+		}
+		oe, re = ostart-1, rstart-1
+	}
+}
+
+// sameLabel reports whether two labels in presentation form are the same
+// octets, ASCII letters compared in any case (RFC 4343).
+func sameLabel(a, b string) bool {
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		ca, na := octet(a, i)
+		cb, nb := octet(b, j)
+		if lower(ca) != lower(cb) {
+			return false
+		}
+		i, j = i+na, j+nb
+	}
+	return i == len(a) && j == len(b)
+}
+
+// octet is the octet the presentation text s spells at i, and how many
+// bytes spell it: `\DDD`, `\X`, or a plain byte.
+func octet(s string, i int) (byte, int) {
+	c := s[i]
+	if c != '\\' || i+1 == len(s) {
+		return c, 1
+	}
+	if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+		return byte(int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0')), 4
+	}
+	return s[i+1], 2
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// labelStart is where the label ending at end of a presentation-form name
+// starts: after the last unescaped dot before end, or at 0.
+func labelStart(name string, end int) int {
+	for {
+		i := strings.LastIndexByte(name[:end], '.')
+		if i < 0 {
+			return 0
+		}
+		n := 0
+		for i-n > 0 && name[i-n-1] == '\\' {
+			n++
+		}
+		if n%2 == 0 {
+			return i + 1
+		}
+		end = i
+	}
+}

@@ -1,0 +1,318 @@
+package rpz
+
+import (
+	"errors"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// result is what a zone handed to its Handler.
+type result struct {
+	zone     Zone
+	triggers []Trigger
+	problems []Problem
+}
+
+func parse(t *testing.T, text string) result {
+	t.Helper()
+	var r result
+	z, err := Parse("test.rpz", strings.NewReader(text), r.handler())
+	require.NoError(t, err)
+	r.zone = z
+	return r
+}
+
+func (r *result) handler() Handler {
+	return Handler{
+		Trigger: func(t Trigger) { r.triggers = append(r.triggers, t) },
+		Problem: func(p Problem) { r.problems = append(r.problems, p) },
+	}
+}
+
+const head = "$TTL 300\n@ SOA localhost. root.localhost. 42 3600 600 86400 60\n  NS localhost.\n"
+
+func TestParseTriggers(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		record string
+		want   Trigger
+	}{
+		{"nxdomain", "tiktok.com CNAME .", Trigger{Owner: "tiktok.com.rpz.test.", Name: "tiktok.com", Action: NXDOMAIN}},
+		{"wildcard", "*.tiktok.com CNAME .", Trigger{Owner: "*.tiktok.com.rpz.test.", Name: "tiktok.com", Wildcard: true, Action: NXDOMAIN}},
+		{"nodata", "tiktok.com CNAME *.", Trigger{Owner: "tiktok.com.rpz.test.", Name: "tiktok.com", Action: NODATA}},
+		{"wildcard nodata", "*.tiktok.com CNAME *.", Trigger{Owner: "*.tiktok.com.rpz.test.", Name: "tiktok.com", Wildcard: true, Action: NODATA}},
+		{"passthru", "ok.tiktok.com CNAME rpz-passthru.", Trigger{Owner: "ok.tiktok.com.rpz.test.", Name: "ok.tiktok.com", Action: Passthru}},
+		{"drop", "tiktok.com CNAME rpz-drop.", Trigger{Owner: "tiktok.com.rpz.test.", Name: "tiktok.com", Action: Drop}},
+		{"upper-case target", "tiktok.com CNAME RPZ-PASSTHRU.", Trigger{Owner: "tiktok.com.rpz.test.", Name: "tiktok.com", Action: Passthru}},
+		{"absolute owner", "tiktok.com.rpz.test. 60 IN CNAME .", Trigger{Owner: "tiktok.com.rpz.test.", Name: "tiktok.com", Action: NXDOMAIN}},
+		{"owner case and escapes kept", `WWW.\116ik\084ok.com CNAME .`, Trigger{Owner: `WWW.\116ik\084ok.com.rpz.test.`, Name: `WWW.\116ik\084ok.com`, Action: NXDOMAIN}},
+		{"escaped dot kept in its label", `a\.b.example CNAME .`, Trigger{Owner: `a\.b.example.rpz.test.`, Name: `a\.b.example`, Action: NXDOMAIN}},
+		{"single label exact", "localhost CNAME .", Trigger{Owner: "localhost.rpz.test.", Name: "localhost", Action: NXDOMAIN}},
+		{"ipv4 host", "32.1.2.0.192.rpz-ip CNAME .", Trigger{Owner: "32.1.2.0.192.rpz-ip.rpz.test.", Prefix: netip.MustParsePrefix("192.0.2.1/32"), Action: NXDOMAIN}},
+		{"ipv4 /24", "24.0.2.0.192.rpz-ip CNAME *.", Trigger{Owner: "24.0.2.0.192.rpz-ip.rpz.test.", Prefix: netip.MustParsePrefix("192.0.2.0/24"), Action: NODATA}},
+		{"ipv6 host", "128.1.zz.db8.2001.rpz-ip CNAME rpz-drop.", Trigger{Owner: "128.1.zz.db8.2001.rpz-ip.rpz.test.", Prefix: netip.MustParsePrefix("2001:db8::1/128"), Action: Drop}},
+		{"ipv6 /48 passthru", "48.zz.db8.2001.RPZ-IP CNAME rpz-passthru.", Trigger{Owner: "48.zz.db8.2001.RPZ-IP.rpz.test.", Prefix: netip.MustParsePrefix("2001:db8::/48"), Action: Passthru}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := parse(t, "$ORIGIN rpz.test.\n"+head+tc.record+"\n")
+			assert.Empty(t, r.problems)
+			require.Len(t, r.triggers, 1)
+			tc.want.Line = 5
+			assert.Equal(t, tc.want, r.triggers[0])
+			assert.Equal(t, Zone{Origin: "rpz.test.", Serial: 42, SOA: true, Triggers: 1}, r.zone)
+		})
+	}
+}
+
+// TestParseUnsupported checks that every trigger and action dnsfence does
+// not apply is reported with its line and owner and skipped, and that the
+// records around it still apply.
+func TestParseUnsupported(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		record string
+		owner  string
+		want   error
+		text   string // in the error's text
+	}{
+		{"local data A", "tiktok.com A 192.0.2.1", "tiktok.com.rpz.test.", ErrLocalData, "(A record"},
+		{"local data AAAA", "tiktok.com AAAA 2001:db8::1", "tiktok.com.rpz.test.", ErrLocalData, "(AAAA record"},
+		{"local data TXT", `tiktok.com TXT "blocked"`, "tiktok.com.rpz.test.", ErrLocalData, "(TXT record"},
+		{"local data at a wildcard", "*.tiktok.com A 192.0.2.1", "*.tiktok.com.rpz.test.", ErrLocalData, "(A record"},
+		{"local data at an IP trigger", "32.1.2.0.192.rpz-ip A 192.0.2.2", "32.1.2.0.192.rpz-ip.rpz.test.", ErrLocalData, "(A record"},
+		{"rewrite", "tiktok.com CNAME walled-garden.example.", "tiktok.com.rpz.test.", ErrRewrite, "walled-garden.example."},
+		{"rewrite to a wildcard", "tiktok.com CNAME *.garden.example.", "tiktok.com.rpz.test.", ErrRewrite, "*.garden.example."},
+		{"old passthru form", "tiktok.com CNAME tiktok.com.", "tiktok.com.rpz.test.", ErrRewrite, "write rpz-passthru."},
+		{"tcp-only", "tiktok.com CNAME rpz-tcp-only.", "tiktok.com.rpz.test.", ErrTCPOnly, ""},
+		{"unknown action", "tiktok.com CNAME rpz-nope.", "tiktok.com.rpz.test.", ErrUnknownAction, "rpz-nope."},
+		{"NSDNAME", "ns1.tiktok.com.rpz-nsdname CNAME .", "ns1.tiktok.com.rpz-nsdname.rpz.test.", ErrNSDNAME, ""},
+		{"NSDNAME wildcard", "*.tiktok.com.rpz-nsdname CNAME .", "*.tiktok.com.rpz-nsdname.rpz.test.", ErrNSDNAME, ""},
+		{"NSIP", "32.1.2.0.192.rpz-nsip CNAME .", "32.1.2.0.192.rpz-nsip.rpz.test.", ErrNSIP, ""},
+		{"client IP", "24.0.0.0.10.rpz-client-ip CNAME .", "24.0.0.0.10.rpz-client-ip.rpz.test.", ErrClientIP, ""},
+		{"unknown rpz label", "x.rpz-foo CNAME .", "x.rpz-foo.rpz.test.", ErrUnknownLabel, "rpz-foo"},
+		{"bad IP trigger", "33.1.2.0.192.rpz-ip CNAME .", "33.1.2.0.192.rpz-ip.rpz.test.", ErrPrefixLength, "/33"},
+		{"wildcard inside", "a.*.tiktok.com CNAME .", "a.*.tiktok.com.rpz.test.", ErrWildcard, ""},
+		{"top-level wildcard", "*.com CNAME .", "*.com.rpz.test.", ErrWideWildcard, ""},
+		{"root wildcard", "* CNAME .", "*.rpz.test.", ErrWideWildcard, ""},
+		{"apex data", "@ TXT \"v=1\"", "rpz.test.", ErrApexData, "TXT"},
+		{"class CH", "tiktok.com CH CNAME .", "tiktok.com.rpz.test.", ErrClass, "CH"},
+		{"outside the zone", "tiktok.com. CNAME .", "tiktok.com.", ErrOutsideZone, ""},
+		{"NS below the apex", "sub NS ns.example.", "sub.rpz.test.", ErrLocalData, "(NS record"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := parse(t, "$ORIGIN rpz.test.\n"+head+"before.example CNAME .\n"+tc.record+"\nafter.example CNAME rpz-drop.\n")
+			require.Len(t, r.problems, 1)
+			p := r.problems[0]
+			assert.Equal(t, 6, p.Line)
+			assert.Equal(t, tc.owner, p.Owner)
+			assert.ErrorIs(t, p.Err, tc.want)
+			assert.Contains(t, p.Err.Error(), tc.text)
+			require.Len(t, r.triggers, 2, "the records around it apply")
+			assert.Equal(t, "before.example", r.triggers[0].Name)
+			assert.Equal(t, 5, r.triggers[0].Line)
+			assert.Equal(t, "after.example", r.triggers[1].Name)
+			assert.Equal(t, Drop, r.triggers[1].Action)
+			assert.Equal(t, 7, r.triggers[1].Line)
+			assert.Equal(t, 2, r.zone.Triggers)
+			assert.Equal(t, 1, r.zone.Problems)
+		})
+	}
+}
+
+// TestParseLines checks the line of every record and problem through the
+// forms a zone file takes: comments, blank lines, records over several
+// lines, directives, CRLF line ends, byte-order marks, and lines the zone
+// parser cannot read, after which it resumes.
+func TestParseLines(t *testing.T) {
+	text := "\ufeff; an RPZ zone\r\n" + // 1
+		"$ORIGIN rpz.test.\r\n" + // 2
+		"$TTL 300\r\n" + // 3
+		"@ SOA localhost. root.localhost. ( ; over lines\r\n" + // 4
+		"   7 ; serial\r\n" + // 5
+		"   3600 600 86400 60 )\r\n" + // 6
+		"  NS localhost.\r\n" + // 7
+		"\r\n" + // 8
+		"a.example CNAME . ; a comment ( not a brace\r\n" + // 9
+		"b.example ( CNAME\r\n" + // 10
+		"   . )\r\n" + // 11
+		"\ufeffc.example CNAME .\r\n" + // 12: a file joined with cat
+		"d.example IN CNAME bad bad\r\n" + // 13: garbage after rdata
+		"e.example CNAME .\r\n" + // 14
+		"f.example BOGUS .\r\n" + // 15: unknown type
+		"g.example CNAME (\r\n" + // 16
+		"   bad junk )\r\n" + // 17
+		"h.example CNAME .\r\n" + // 18
+		"$INCLUDE /etc/passwd\r\n" + // 19
+		"$ORIGIN sub.example.rpz.test.\r\n" + // 20
+		"i CNAME .\r\n" + // 21
+		"\"quoted;( CNAME .\r\n" + // 22: a quote the lexer reads to the end of the line
+		"j CNAME .\r\n" + // 23
+		"k CNAME ." // 24, no line end
+	r := parse(t, text)
+	var got []string
+	for _, tr := range r.triggers {
+		got = append(got, tr.Name+"@"+strconv.Itoa(tr.Line))
+	}
+	assert.Equal(t, []string{"a.example@9", "b.example@10", "c.example@12", "e.example@14", "h.example@18",
+		"i.sub.example@21", "j.sub.example@23", "k.sub.example@24"}, got)
+	var bad []string
+	for _, p := range r.problems {
+		assert.ErrorIs(t, p.Err, ErrSyntax)
+		bad = append(bad, strconv.Itoa(p.Line)+":"+p.Token)
+	}
+	assert.Equal(t, []string{"13:bad", "15:BOGUS", "17:junk", "19:/etc/passwd", `22:"`}, bad, "%v", r.problems)
+	assert.Equal(t, Zone{Origin: "rpz.test.", Serial: 7, SOA: true, Triggers: 8, Problems: 5}, r.zone)
+}
+
+// TestParseNoTarget checks a CNAME without a target: a syntax error, before
+// a line end and at the end of the text.
+func TestParseNoTarget(t *testing.T) {
+	r := parse(t, "$ORIGIN rpz.test.\na.example CNAME\nb.example CNAME .\nc.example CNAME")
+	require.Len(t, r.triggers, 1)
+	assert.Equal(t, "b.example", r.triggers[0].Name)
+	assert.Equal(t, 3, r.triggers[0].Line)
+	require.Len(t, r.problems, 2)
+	assert.Equal(t, 2, r.problems[0].Line)
+	assert.ErrorIs(t, r.problems[0].Err, ErrSyntax)
+	assert.Equal(t, 4, r.problems[1].Line)
+	assert.ErrorIs(t, r.problems[1].Err, ErrSyntax)
+}
+
+// TestParseNoOwner checks a first record that leaves out its owner name:
+// there is no owner before it to repeat.
+func TestParseNoOwner(t *testing.T) {
+	r := parse(t, "  CNAME .\na.example CNAME .\n  CNAME *.\n")
+	require.Len(t, r.problems, 1)
+	assert.Equal(t, Problem{Line: 1, Err: ErrNoOwner}, r.problems[0])
+	assert.Equal(t, []Trigger{
+		{Owner: "a.example.", Line: 2, Name: "a.example", Action: NXDOMAIN},
+		{Owner: "a.example.", Line: 3, Name: "a.example", Action: NODATA},
+	}, r.triggers)
+}
+
+func TestParseOrigin(t *testing.T) {
+	for _, tc := range []struct {
+		name, text string
+		origin     string
+		names      []string
+	}{
+		{"SOA owner", "rpz.example.gov. 60 SOA a. b. 1 2 3 4 5\ntiktok.com.rpz.example.gov. CNAME .\n", "rpz.example.gov.", []string{"tiktok.com"}},
+		{"SOA owner in upper case", "RPZ.Example.GOV. 60 SOA a. b. 1 2 3 4 5\ntiktok.com.rpz.example.gov. CNAME .\n", "rpz.example.gov.", []string{"tiktok.com"}},
+		{"first $ORIGIN without SOA", "$ORIGIN rpz.example.gov.\ntiktok.com CNAME .\n$ORIGIN tiktok.com.rpz.example.gov.\nwww CNAME .\n", "rpz.example.gov.", []string{"tiktok.com", "www.tiktok.com"}},
+		{"relative $ORIGIN", "$ORIGIN rpz.example.gov.\n@ 60 SOA a. b. 1 2 3 4 5\n$ORIGIN tiktok.com\nwww CNAME .\n", "rpz.example.gov.", []string{"www.tiktok.com"}},
+		{"no origin at all: the root", "tiktok.com CNAME .\n*.tiktok.com. CNAME .\n", ".", []string{"tiktok.com", "tiktok.com"}},
+		{"relative names and @ at the root", "@ 60 SOA a. b. 1 2 3 4 5\n@ NS a.\ntiktok.com CNAME .\n", ".", []string{"tiktok.com"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := parse(t, tc.text)
+			assert.Empty(t, r.problems)
+			assert.Equal(t, tc.origin, r.zone.Origin)
+			var names []string
+			for _, tr := range r.triggers {
+				names = append(names, tr.Name)
+			}
+			assert.Equal(t, tc.names, names)
+		})
+	}
+}
+
+func TestParseReadError(t *testing.T) {
+	boom := errors.New("disk on fire")
+	_, err := Parse("x.rpz", &failingReader{"a.example CNAME .\n", boom}, Handler{})
+	assert.ErrorIs(t, err, boom)
+	assert.Contains(t, err.Error(), "reading x.rpz")
+}
+
+// failingReader returns text, then err.
+type failingReader struct {
+	text string
+	err  error
+}
+
+func (r *failingReader) Read(p []byte) (int, error) {
+	if r.text == "" {
+		return 0, r.err
+	}
+	n := copy(p, r.text)
+	r.text = r.text[n:]
+	return n, nil
+}
+
+func TestFromRecords(t *testing.T) {
+	rr := func(s string) dns.RR {
+		r, err := dns.NewRR(s)
+		require.NoError(t, err)
+		return r
+	}
+	soa := rr("RPZ.example.gov. 60 SOA a. b. 9 2 3 4 5")
+	var r result
+	z := FromRecords("rpz.Example.gov", []dns.RR{
+		soa,
+		rr("rpz.example.gov. 60 NS a."),
+		rr("tiktok.com.rpz.example.gov. 60 CNAME ."),
+		rr("*.TikTok.com.RPZ.example.gov. 60 CNAME *."),
+		rr("x.rpz.example.gov. 60 A 192.0.2.1"),
+		nil,
+		rr("tiktok.com. 60 CNAME ."),
+		rr("24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME ."),
+		&dns.CNAME{Hdr: dns.RR_Header{Name: "empty.rpz.example.gov.", Rrtype: dns.TypeCNAME, Class: dns.ClassINET}},
+		soa,
+	}, r.handler())
+	assert.Equal(t, Zone{Origin: "rpz.example.gov.", Serial: 9, SOA: true, Triggers: 3, Problems: 3}, z)
+	assert.Equal(t, []Trigger{
+		{Owner: "tiktok.com.rpz.example.gov.", Name: "tiktok.com", Action: NXDOMAIN},
+		{Owner: "*.TikTok.com.RPZ.example.gov.", Name: "TikTok.com", Wildcard: true, Action: NODATA},
+		{Owner: "24.0.2.0.192.rpz-ip.rpz.example.gov.", Prefix: netip.MustParsePrefix("192.0.2.0/24"), Action: NXDOMAIN},
+	}, r.triggers)
+	require.Len(t, r.problems, 3)
+	assert.Equal(t, Problem{Owner: "x.rpz.example.gov.", Err: r.problems[0].Err}, r.problems[0], "a transfer has no lines")
+	assert.ErrorIs(t, r.problems[0].Err, ErrLocalData)
+	assert.ErrorIs(t, r.problems[1].Err, ErrOutsideZone)
+	assert.Equal(t, Problem{Owner: "empty.rpz.example.gov.", Err: ErrNoTarget}, r.problems[2])
+}
+
+func TestActionString(t *testing.T) {
+	for a, want := range map[Action][2]string{
+		NXDOMAIN: {"NXDOMAIN", "."}, NODATA: {"NODATA", "*."}, Drop: {"drop", "rpz-drop."}, Passthru: {"passthru", "rpz-passthru."},
+	} {
+		assert.Equal(t, want[0], a.String())
+		assert.Equal(t, want[1], a.Target())
+	}
+	assert.Equal(t, "action(9)", Action(9).String())
+}
+
+func TestRelative(t *testing.T) {
+	for _, tc := range []struct {
+		owner, origin, want string
+		ok                  bool
+	}{
+		{"a.b.rpz.example.", "rpz.example.", "a.b", true},
+		{"rpz.example.", "rpz.example.", "", true},
+		{"A.B.RPZ.Example.", "rpz.example.", "A.B", true},
+		{`a.\114pz.example.`, "rpz.example.", "a", true},
+		{`a.rpz.ex\097mple.`, "RPZ.example.", "a", true},
+		{`a\.rpz.example.`, "rpz.example.", `a\.rpz.example`, false},
+		{`a\.rpz.example.`, "example.", `a\.rpz`, true},
+		{"a.xrpz.example.", "rpz.example.", "", false},
+		{"example.", "rpz.example.", "", false},
+		{"a.example.", ".", "a.example", true},
+		{".", ".", "", true},
+		{".", "example.", "", false},
+		{"a.example", "example.", "", false},
+	} {
+		got, ok := relative(tc.owner, tc.origin)
+		assert.Equal(t, tc.ok, ok, "%s in %s", tc.owner, tc.origin)
+		if tc.ok {
+			assert.Equal(t, tc.want, got, "%s in %s", tc.owner, tc.origin)
+		}
+		if !strings.Contains(tc.owner+tc.origin, `\`) {
+			assert.Equal(t, dns.IsFqdn(tc.owner) && dns.IsSubDomain(tc.origin, tc.owner), ok, "agrees with miekg/dns: %s in %s", tc.owner, tc.origin)
+		}
+	}
+}

@@ -1,0 +1,56 @@
+package configs
+
+import (
+	"testing"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestShippedRPZBlocksTheDefaultLists reads rpz/tiktok.rpz as dnsfence
+// reads an .rpz list and checks that it gives every name the verdict of
+// the default block lists: each entry and the names below it blocked with
+// NXDOMAIN, the opt-in cloud list's entries only where a default list
+// blocks them too, and nothing of the do-not-block table. (The file being
+// current with the lists is TestShippedRPZIsCurrent, in cmd/rpzgen.)
+func TestShippedRPZBlocksTheDefaultLists(t *testing.T) {
+	zone, err := loadList("rpz/tiktok.rpz", "rpz/tiktok.rpz")
+	require.NoError(t, err, "every record applies")
+	assert.Empty(t, zone.Duplicates())
+	_, soa := zone.Serial()
+	assert.True(t, soa, "the zone has an SOA")
+	var defaults []*blocklist.List
+	for _, path := range []string{"lists/tiktok.txt", "lists/bytedance.txt"} {
+		l, err := loadList(path, path)
+		require.NoError(t, err)
+		defaults = append(defaults, l)
+		for e := range l.All() {
+			for _, q := range []string{e.Name, "www." + e.Name, "a.b." + e.Name} {
+				m, ok := zone.Match(q)
+				if assert.True(t, ok, "%s:%d: %s is not blocked by the zone", path, e.Line, q) {
+					assert.Equal(t, blocklist.ActionNXDOMAIN, m.Action, q)
+				}
+			}
+		}
+	}
+	blockedByDefault := func(name string) bool {
+		for _, l := range defaults {
+			if _, ok := l.Match(name); ok {
+				return true
+			}
+		}
+		return false
+	}
+	cloud, err := loadList("lists/bytedance-cloud.txt", "lists/bytedance-cloud.txt")
+	require.NoError(t, err)
+	for e := range cloud.All() {
+		_, ok := zone.Match(e.Name)
+		assert.Equal(t, blockedByDefault(e.Name), ok, "opt-in entry %s", e.Name)
+	}
+	for _, h := range doNotBlock(t) {
+		if _, ok := zone.Match(h); ok {
+			t.Errorf("the zone blocks %s from the do-not-block table", h)
+		}
+	}
+}
