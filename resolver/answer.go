@@ -52,16 +52,76 @@ func newReply(req *dns.Msg, rcode int) *dns.Msg {
 //
 // The RCODE is left as it is.
 func replyHeader(req *dns.Msg, h *dns.MsgHdr, upstreamAD bool) {
-	h.Id = req.Id
+	a := askedOf(req)
+	a.replyHeader(h, upstreamAD)
+}
+
+// asked is what an answer takes from its query: the header bits
+// replyHeader copies, the question as the client spelt it, and whether it
+// had EDNS with the DO bit. It is read from a message (askedOf) or from the
+// wire (wireQuery.asked), so that answers packed without a message follow
+// the one set of rules whichever way their query came.
+type asked struct {
+	id            uint16
+	opcode        int
+	rd, cd, ad    bool
+	edns, do      bool
+	qname         string // the question name as asked, presentation form (from a message)
+	qnameWire     []byte // the question name as asked, wire form (from the wire); nil: pack qname
+	qtype, qclass uint16
+}
+
+// askedOf reads what an answer takes from the query req.
+func askedOf(req *dns.Msg) asked {
+	a := asked{id: req.Id, opcode: req.Opcode, rd: req.RecursionDesired, cd: req.CheckingDisabled, ad: req.AuthenticatedData}
+	if opt := req.IsEdns0(); opt != nil {
+		a.edns, a.do = true, opt.Do()
+	}
+	if len(req.Question) > 0 {
+		q := req.Question[0]
+		a.qname, a.qtype, a.qclass = q.Name, q.Qtype, q.Qclass
+	}
+	return a
+}
+
+// replyHeader is the rules of replyHeader for a query read as a.
+func (a *asked) replyHeader(h *dns.MsgHdr, upstreamAD bool) {
+	h.Id = a.id
 	h.Response = true
-	h.Opcode = req.Opcode
+	h.Opcode = a.opcode
 	h.Authoritative = false
 	h.Truncated = false
-	h.RecursionDesired = req.RecursionDesired
+	h.RecursionDesired = a.rd
 	h.RecursionAvailable = true
 	h.Zero = false
-	h.AuthenticatedData = upstreamAD && (req.AuthenticatedData || dnssecOK(req))
-	h.CheckingDisabled = req.CheckingDisabled
+	h.AuthenticatedData = upstreamAD && (a.ad || a.do)
+	h.CheckingDisabled = a.cd
+}
+
+// appendQName appends the question name as asked, uncompressed.
+func (a *asked) appendQName(b []byte) ([]byte, error) {
+	if a.qnameWire != nil {
+		return append(b, a.qnameWire...), nil
+	}
+	return appendName(b, a.qname)
+}
+
+// appendOPT appends dnsfence's OPT record for an answer to a (RFC 6891
+// §6.1.2): the root owner, our buffer size, extended RCODE and version 0,
+// the client's DO bit, and options of optLen octets, which the caller
+// appends next. It bumps ARCOUNT in the header at b[hdr:].
+func (a *asked) appendOPT(b []byte, hdr, optLen int) []byte {
+	b = append(b, 0) // root
+	b = binary.BigEndian.AppendUint16(b, dns.TypeOPT)
+	b = binary.BigEndian.AppendUint16(b, ednsSize)
+	var ttlFlags uint32 // extended RCODE 0, version 0
+	if a.do {
+		ttlFlags |= 1 << 15
+	}
+	b = binary.BigEndian.AppendUint32(b, ttlFlags)
+	b = binary.BigEndian.AppendUint16(b, uint16(optLen))
+	binary.BigEndian.PutUint16(b[hdr+10:], binary.BigEndian.Uint16(b[hdr+10:])+1)
+	return b
 }
 
 // dnssecOK reports the query's DO bit (RFC 3225).
@@ -204,16 +264,17 @@ var soaNames = func() []byte {
 // blockedReply (seconds). It reports false when the answer would not fit
 // maxSize (octets); the caller then builds it the general way.
 func appendBlocked(b []byte, req *dns.Msg, rcode int, owner string, ttl, serial uint32, ede string, maxSize int) ([]byte, bool) {
-	q := req.Question[0]
-	opt := req.IsEdns0()
+	a := askedOf(req)
+	return a.appendBlocked(b, rcode, owner, ttl, serial, ede, maxSize)
+}
+
+// appendBlocked is appendBlocked for a query read as a.
+func (a *asked) appendBlocked(b []byte, rcode int, owner string, ttl, serial uint32, ede string, maxSize int) ([]byte, bool) {
 	hdr := dns.MsgHdr{Rcode: rcode}
-	replyHeader(req, &hdr, false)
+	a.replyHeader(&hdr, false)
 	flags := headerFlags(&hdr)
-	arcount := uint16(0)
-	if opt != nil {
-		arcount = 1
-	}
-	b = binary.BigEndian.AppendUint16(b, req.Id)
+	start := len(b)
+	b = binary.BigEndian.AppendUint16(b, a.id)
 	b = binary.BigEndian.AppendUint16(b, flags)
 	b = binary.BigEndian.AppendUint16(b, 1) // question
 	b = binary.BigEndian.AppendUint16(b, 0) // answer
@@ -223,15 +284,15 @@ func appendBlocked(b []byte, req *dns.Msg, rcode int, owner string, ttl, serial 
 		nscount = 1
 	}
 	b = binary.BigEndian.AppendUint16(b, nscount) // authority: the SOA
-	b = binary.BigEndian.AppendUint16(b, arcount)
+	b = binary.BigEndian.AppendUint16(b, 0)       // additional: the OPT, counted by appendOPT
 	var err error
 	qstart := len(b)
-	if b, err = appendName(b, q.Name); err != nil {
+	if b, err = a.appendQName(b); err != nil {
 		return b, false
 	}
 	qend := len(b)
-	b = binary.BigEndian.AppendUint16(b, q.Qtype)
-	b = binary.BigEndian.AppendUint16(b, q.Qclass)
+	b = binary.BigEndian.AppendUint16(b, a.qtype)
+	b = binary.BigEndian.AppendUint16(b, a.qclass)
 	if withSOA {
 		ostart := len(b)
 		if b, err = appendName(b, owner); err != nil {
@@ -247,22 +308,14 @@ func appendBlocked(b []byte, req *dns.Msg, rcode int, owner string, ttl, serial 
 			b = binary.BigEndian.AppendUint32(b, v)
 		}
 	}
-	if opt != nil {
-		b = append(b, 0) // root
-		b = binary.BigEndian.AppendUint16(b, dns.TypeOPT)
-		b = binary.BigEndian.AppendUint16(b, ednsSize)
-		var ttlFlags uint32 // extended RCODE 0, version 0
-		if opt.Do() {
-			ttlFlags |= 1 << 15
-		}
-		b = binary.BigEndian.AppendUint32(b, ttlFlags)
-		b = binary.BigEndian.AppendUint16(b, uint16(4+2+len(ede)))
+	if a.edns {
+		b = a.appendOPT(b, start, 4+2+len(ede))
 		b = binary.BigEndian.AppendUint16(b, dns.EDNS0EDE)
 		b = binary.BigEndian.AppendUint16(b, uint16(2+len(ede)))
 		b = binary.BigEndian.AppendUint16(b, dns.ExtendedErrorCodeBlocked)
 		b = append(b, ede...)
 	}
-	return b, len(b) <= maxSize
+	return b, len(b)-start <= maxSize
 }
 
 // compressName replaces the name packed at b[start:] with a compression

@@ -59,26 +59,77 @@ func (k cacheKey) flight(tcp bool) string {
 	return sb.String()
 }
 
-// cacheEntry is an upstream answer as received. msg is never modified: every
-// reader gets a copy with its TTLs aged.
+// cacheEntry is an upstream answer as received: a message (put), or the
+// wire form it came in (putWire). Neither is ever modified: every reader
+// gets a copy with its TTLs aged. An answer forwarded in wire form and not
+// cached is an entry too, never stored, from which its client's answer is
+// packed like a hit's.
 type cacheEntry struct {
+	// msg is the answer as a message: set by put before the entry is
+	// stored; for an entry made by putWire, unpacked from wire at the first
+	// reader that needs it (message). Read it through message.
 	msg         *dns.Msg
+	msgOnce     sync.Once
+	rcode       int // the answer's RCODE
 	stored      time.Time
 	ttl         time.Duration // fresh for this long
 	keep        time.Duration // kept for this long: ttl, and the serve-stale window after it
 	minTTL      uint32        // the clamp applied to every record's TTL, in seconds
 	maxTTL      uint32        // seconds
+	life        uint32        // the cap on every TTL, in seconds: ttl, or no cap (^0) for an answer with no cache lifetime
 	hits        atomic.Int32
 	prefetching atomic.Bool
 	wireOnce    sync.Once
-	wire        *wireAnswer // made at the first hit; nil: the general path answers hits
+	// wire is the wire form: set by putWire before the entry is stored;
+	// for an entry made by put, made at its first hit (wireForm). nil: the
+	// general path answers hits.
+	wire *wireAnswer
+	// ownWire holds putWire's wire form, in the entry's allocation.
+	ownWire wireAnswer
 }
 
 // wireForm is the entry's wire form, made once, at its first hit: most
 // cached answers of a busy resolver are never asked again.
 func (e *cacheEntry) wireForm() *wireAnswer {
-	e.wireOnce.Do(func() { e.wire = makeWire(e.msg) })
+	e.wireOnce.Do(func() {
+		if e.wire == nil {
+			e.wire = makeWire(e.msg)
+		}
+	})
 	return e.wire
+}
+
+// message is the entry's answer as a message, unpacked once from its wire
+// form when it came that way; nil when miekg/dns cannot unpack it.
+func (e *cacheEntry) message() *dns.Msg {
+	e.msgOnce.Do(func() {
+		if e.msg == nil && e.wire != nil {
+			m := new(dns.Msg)
+			if m.Unpack(e.wire.wire) == nil {
+				e.msg = m
+			}
+		}
+	})
+	return e.msg
+}
+
+// addsNames reports whether the answer may point the client at a name
+// other than the one it asked for (wireAnswer.qnameOnly): only then can
+// inspecting it change anything.
+func (e *cacheEntry) addsNames() bool {
+	w := e.wireForm()
+	return w == nil || !w.qnameOnly
+}
+
+// ttlAt is the TTL a record cached with ttl has elapsed seconds after the
+// entry was stored: clamped to [minTTL, maxTTL] and the entry's life,
+// counting down to 0.
+func (e *cacheEntry) ttlAt(ttl, elapsed uint32) uint32 {
+	t := min(max(ttl, e.minTTL), e.maxTTL, e.life)
+	if t > elapsed {
+		return t - elapsed
+	}
+	return 0
 }
 
 // Cache holds upstream answers. It knows nothing of policies: the policy is
@@ -151,7 +202,7 @@ func (c *Cache) stale(key cacheKey, now time.Time) *dns.Msg {
 		return nil
 	}
 	e, ok := c.c.GetIfPresent(key)
-	if !ok || now.Sub(e.stored) >= e.ttl+window || e.msg.Rcode == dns.RcodeServerFailure {
+	if !ok || now.Sub(e.stored) >= e.ttl+window || e.rcode == dns.RcodeServerFailure {
 		return nil
 	}
 	return e.aged(now, staleTTL)
@@ -173,8 +224,38 @@ func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) *dns.Msg {
 	if msg.Rcode == dns.RcodeServerFailure {
 		keep = ttl // never served stale
 	}
-	c.c.Set(key, &cacheEntry{msg: msg, stored: now, ttl: ttl, keep: keep, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL})
+	c.c.Set(key, &cacheEntry{msg: msg, rcode: msg.Rcode, stored: now, ttl: ttl, keep: keep, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL,
+		life: uint32(ttl / time.Second)})
 	return msg
+}
+
+// putWire is put for an answer in wire form, b (an upstream's datagram,
+// which the entry takes over): it returns the entry the answer is served
+// from, stored when RFC 2308 and the TTL bounds let it be cached, with its
+// TTLs clamped as put clamps them. ok is false for an answer the wire
+// cache cannot hold (wireOf): the caller takes the message path with it.
+func (c *Cache) putWire(key cacheKey, b []byte, now time.Time) (*cacheEntry, bool) {
+	cfg := &c.cfg
+	e := &cacheEntry{stored: now, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL, life: ^uint32(0)}
+	sh, ok := wireOf(b, &e.ownWire)
+	if !ok {
+		return nil, false
+	}
+	e.wire = &e.ownWire
+	ttl, hasLife := sh.cacheTTL(cfg.MinTTL, cfg.MaxTTL)
+	e.rcode, e.ttl = sh.rcode, ttl
+	if hasLife {
+		e.life = uint32(ttl / time.Second)
+	}
+	if cfg.Size == 0 || sh.truncated || !hasLife || ttl <= 0 {
+		return e, true
+	}
+	e.keep = ttl + cfg.ServeStale
+	if sh.rcode == dns.RcodeServerFailure {
+		e.keep = ttl // never served stale
+	}
+	c.c.Set(key, e)
+	return e, true
 }
 
 // clamped is msg with every record TTL (OPT aside) bounded to [minTTL,
@@ -216,7 +297,7 @@ func clamped(msg *dns.Msg, minTTL, maxTTL uint32, life time.Duration, hasLife bo
 // unless key holds an answer that is fresh or still inside the serve-stale
 // window: a failure never displaces an answer that may yet be served.
 func (c *Cache) putFailure(key cacheKey, msg *dns.Msg, now time.Time) {
-	if e, ok := c.c.GetIfPresent(key); ok && e.msg.Rcode != dns.RcodeServerFailure &&
+	if e, ok := c.c.GetIfPresent(key); ok && e.rcode != dns.RcodeServerFailure &&
 		now.Sub(e.stored) < e.ttl+c.cfg.ServeStale {
 		return
 	}
@@ -256,11 +337,15 @@ func cacheTTL(m *dns.Msg, minTTL, maxTTL uint32) (time.Duration, bool) {
 // aged copies the cached answer with every TTL clamped to the entry's
 // lifetime and reduced by the time since it was stored (so the SOA of a
 // negative answer counts down from its negative TTL, RFC 2308 §5); fixed > 0
-// sets every TTL to it instead (stale answers).
+// sets every TTL to it instead (stale answers). It is nil for an answer
+// held in wire form that miekg/dns cannot unpack.
 func (e *cacheEntry) aged(now time.Time, fixed uint32) *dns.Msg {
-	m := e.msg.Copy()
-	elapsed := uint32(now.Sub(e.stored) / time.Second)
-	life := uint32(e.ttl / time.Second)
+	msg := e.message()
+	if msg == nil {
+		return nil
+	}
+	m := msg.Copy()
+	elapsed := uint32(max(now.Sub(e.stored), 0) / time.Second)
 	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
 		for _, rr := range sec {
 			h := rr.Header()
@@ -271,12 +356,7 @@ func (e *cacheEntry) aged(now time.Time, fixed uint32) *dns.Msg {
 				h.Ttl = fixed
 				continue
 			}
-			t := min(max(h.Ttl, e.minTTL), e.maxTTL, life)
-			if t > elapsed {
-				h.Ttl = t - elapsed
-			} else {
-				h.Ttl = 0
-			}
+			h.Ttl = e.ttlAt(h.Ttl, elapsed)
 		}
 	}
 	return m

@@ -57,10 +57,10 @@ func (s *Snapshot) decide(source netip.Addr, client netip.Prefix, qname string) 
 // when the answer stands. It runs on cached answers exactly as on fresh
 // ones.
 func (o *outcome) inspect(resp *dns.Msg) (via string) {
-	pol := o.policy.Policy
-	if o.result != ResultForwarded || !o.hasPolicy || !pol.Blocks() || o.decision.Allowed || o.shadow {
+	if !o.inspects() {
 		return ""
 	}
+	pol := o.policy.Policy
 	d, via, ok := chainDecision(pol, resp)
 	if !ok {
 		return ""
@@ -72,6 +72,17 @@ func (o *outcome) inspect(resp *dns.Msg) (via string) {
 		o.result = ResultBlocked
 	}
 	return via
+}
+
+// inspects reports whether inspect looks at the answer at all: whether
+// anything in it could change the outcome. The wire path unpacks an answer
+// only for the queries that do, and only when the answer holds a name
+// other than the question's (cacheEntry.addsNames): inspect looks at names
+// only, and the question's was decided already. An inspection of anything
+// else in an answer must change that.
+func (o *outcome) inspects() bool {
+	pol := o.policy.Policy
+	return o.result == ResultForwarded && o.hasPolicy && pol.Blocks() && !o.decision.Allowed && !o.shadow
 }
 
 // Explanation is the decision for one client and name, with every reason.

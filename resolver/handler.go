@@ -91,6 +91,8 @@ type Handler struct {
 	limiter atomic.Pointer[rateLimiter] // nil: rate limiting off
 	slots   upstreamSlots               // upstream queries in flight
 	flight  singleflight.Group          // identical concurrent misses share one upstream query
+	// wireFlights is flight for the misses of the wire path.
+	wireFlights wireFlights
 	// inflight counts queries being answered, from serveInline until the
 	// write (after resume, for one that needed it), so Wait can wait for
 	// them.
@@ -152,7 +154,11 @@ func (h *Handler) Store(s *Snapshot) {
 
 // query is one request being answered and what was learnt about it.
 type query struct {
+	// req is the query as a message; nil for one read from the wire
+	// (wire.ok) until request makes it.
 	req       *dns.Msg
+	wire      wireQuery // the query as read from the wire, when it came by the wire path (ServeWire)
+	left      *wireLeft // the wire query's, once it left for an upstream
 	w         dns.ResponseWriter
 	transport string    // the transport it came over: listen.UDP, listen.TCP, ...
 	snap      *Snapshot // the state the whole query is decided with
@@ -176,6 +182,9 @@ func (q *query) stream() bool { return q.transport != listen.UDP }
 func (q *query) maxSize() int {
 	if q.stream() {
 		return dns.MaxMsgSize
+	}
+	if q.req == nil {
+		return q.wire.maxSize()
 	}
 	return clientSize(q.req)
 }
@@ -273,8 +282,8 @@ func (h *Handler) done() {
 func (h *Handler) failed(q *query, r any) {
 	h.log.Error("panic answering query", zap.Any("panic", r), zap.String(logClient, q.client.String()),
 		zap.ByteString("stack", debug.Stack()))
-	if len(q.req.Question) > 0 {
-		_ = q.w.WriteMsg(servfailReply(q.req, dns.ExtendedErrorCodeOther, "internal error"))
+	if req := q.request(); len(req.Question) > 0 {
+		_ = q.w.WriteMsg(servfailReply(req, dns.ExtendedErrorCodeOther, "internal error"))
 	}
 }
 
@@ -282,6 +291,9 @@ func (h *Handler) failed(q *query, r any) {
 // waiting on an upstream, and returns the reply; ok is false when the
 // answer needs an upstream, which forward asks (q.key is set then).
 func (h *Handler) answerInline(q *query) (r reply, ok bool) {
+	if q.wire.ok {
+		return h.answerWire(q)
+	}
 	req := q.req
 	q.start = time.Now()
 	q.snap = h.state.Load()
@@ -361,14 +373,22 @@ func (h *Handler) admit(q *query) (r reply, limited bool) {
 func (h *Handler) cached(q *query, e *cacheEntry, prefetch bool) reply {
 	h.metrics.cacheLookup("hit")
 	if prefetch {
-		go h.prefetch(q.snap, e, q.req.Copy(), q.key, q.stream())
+		key := q.key
+		key.name = strings.Clone(key.name) // a wire query's is the pool's
+		go h.prefetch(q.snap, e, q.request().Copy(), key, q.stream())
 	}
 	q.upstream = upstreamCache
-	if h.inspect(q, e.msg) {
-		return h.blocked(q)
+	if q.out.inspects() && e.addsNames() {
+		msg := e.message()
+		if msg == nil {
+			return malformedReply(q)
+		}
+		if h.inspect(q, msg) {
+			return h.blocked(q)
+		}
 	}
 	result := ResultForwarded
-	if e.msg.Rcode == dns.RcodeServerFailure {
+	if e.rcode == dns.RcodeServerFailure {
 		// Every upstream's SERVFAIL, kept for a few seconds: still a
 		// SERVFAIL to the client, and counted as one.
 		result = ResultServfail
@@ -378,15 +398,44 @@ func (h *Handler) cached(q *query, e *cacheEntry, prefetch bool) reply {
 			return r
 		}
 	}
-	return msgReply(upstreamReply(q.req, e.aged(q.start, 0)), result)
+	return agedReply(q, e, q.start, result)
+}
+
+// agedReply is the reply from e, aged to now, built as a message.
+func agedReply(q *query, e *cacheEntry, now time.Time, result string) reply {
+	m := e.aged(now, 0)
+	if m == nil {
+		return malformedReply(q)
+	}
+	return msgReply(upstreamReply(q.request(), m), result)
+}
+
+// malformedReply is the SERVFAIL of a query whose upstream answer, taken
+// in wire form, miekg/dns cannot unpack when the message is needed (for
+// its inspection, or to fit it to the client): no name in it is sent
+// unchecked.
+func malformedReply(q *query) reply {
+	return msgReply(servfailReply(q.request(), dns.ExtendedErrorCodeNetworkError, "no upstream gave a usable answer"), ResultServfail)
 }
 
 // forward is resume's part of the pipeline: the upstreams for a cache
 // miss, then the answer's inspection (step 8).
 func (h *Handler) forward(ctx context.Context, q *query) reply {
-	req := q.req
 	h.metrics.cacheLookup("miss")
-	resp, upstream, err := h.resolve(ctx, q.snap, req, q.key, q.stream())
+	var resp *dns.Msg
+	var upstream string
+	var err error
+	if q.wire.ok {
+		var e *cacheEntry
+		e, resp, upstream, err = h.resolveWire(ctx, q)
+		if e != nil {
+			return h.forwardedWire(q, e, upstream)
+		}
+	}
+	req := q.request()
+	if !q.wire.ok || errors.Is(err, errNotWire) {
+		resp, upstream, err = h.resolve(ctx, q.snap, req, q.key, q.stream())
+	}
 	q.upstream = upstream
 	if err != nil {
 		return h.failure(q, err)
@@ -404,7 +453,8 @@ func (h *Handler) forward(ctx context.Context, q *query) reply {
 // failure is the SERVFAIL of a query whose upstreams failed with err,
 // after the throttled warning.
 func (h *Handler) failure(q *query, err error) reply {
-	req, qname := q.req, q.req.Question[0].Name
+	req := q.request()
+	qname := req.Question[0].Name
 	var ue *upstream.UpstreamError
 	if errors.As(err, &ue) {
 		h.warnUpstreams(ue.Upstreams(), q.start, func() []zap.Field {
@@ -582,7 +632,12 @@ func (h *Handler) blocked(q *query) reply {
 		}
 		d := q.out.decision
 		bufp := answerBufs.Get().(*[]byte)
-		b, ok := appendBlocked((*bufp)[:0], q.req, rcode, soaOwner(q.req.Question[0].Name, d, q.via != ""),
+		a := q.asked()
+		qname := q.wire.name // lowercase: soaOwner gives the same owner for any spelling
+		if q.req != nil {
+			qname = q.req.Question[0].Name
+		}
+		b, ok := a.appendBlocked((*bufp)[:0], rcode, soaOwner(qname, d, q.via != ""),
 			snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), pol.BlockedText(d.Entry.List.File()), dns.MaxMsgSize)
 		*bufp = b
 		if ok {
@@ -596,7 +651,7 @@ func (h *Handler) blocked(q *query) reply {
 // blockedMsg is q's blocked answer as a message.
 func blockedMsg(q *query) *dns.Msg {
 	snap := q.snap
-	return blockedReply(q.req, q.out.policy.Policy, q.out.decision, snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), q.via != "")
+	return blockedReply(q.request(), q.out.policy.Policy, q.out.decision, snap.Config.BlockedTTL, uint32(snap.Loaded.Unix()), q.via != "")
 }
 
 // packedCached is the cache hit e packed from its wire form by
@@ -604,13 +659,14 @@ func blockedMsg(q *query) *dns.Msg {
 // otherwise), and the message is built instead.
 func packedCached(q *query, e *cacheEntry, result string) (reply, bool) {
 	bufp := answerBufs.Get().(*[]byte)
-	b, ok := appendCached((*bufp)[:0], e, q.req, q.start, dns.MaxMsgSize)
+	a := q.asked()
+	b, ok := a.appendCached((*bufp)[:0], e, q.start, dns.MaxMsgSize)
 	*bufp = b
 	if !ok {
 		answerBufs.Put(bufp)
 		return reply{}, false
 	}
-	return reply{wire: b, buf: bufp, rcode: e.msg.Rcode, result: result, cached: e}, true
+	return reply{wire: b, buf: bufp, rcode: e.rcode, result: result, cached: e}, true
 }
 
 // write is where every answer leaves (DESIGN.md §1 steps 9 and 10): it
@@ -629,7 +685,9 @@ func (h *Handler) write(q *query, r reply) {
 	limit := q.maxSize()
 	if r.msg == nil && len(r.wire) > limit {
 		if r.cached != nil {
-			r.msg = upstreamReply(q.req, r.cached.aged(q.start, 0))
+			// Aged to when it was packed: a fresh answer is younger than
+			// its query.
+			r = agedReply(q, r.cached, later(q.start, r.cached.stored), r.result)
 		} else {
 			r.msg = blockedMsg(q)
 		}
@@ -825,7 +883,16 @@ func (h *Handler) logQuery(q *query, result string, rcode int) {
 		}
 		suppressed = n
 	}
-	question := q.req.Question
+	var question []dns.Question
+	// keep is the text a field may keep: a wire query's name, and the
+	// entry that matched it, are in a buffer the next query reuses.
+	keep := func(s string) string { return s }
+	if q.req != nil {
+		question = q.req.Question
+	} else {
+		question = []dns.Question{{Name: q.wire.name, Qtype: q.wire.qtype, Qclass: q.wire.qclass}}
+		keep = strings.Clone
+	}
 	fields := make([]zap.Field, 0, 14)
 	client := q.client.String()
 	if q.id.Client.Bits() != q.client.BitLen() {
@@ -838,7 +905,7 @@ func (h *Handler) logQuery(q *query, result string, rcode int) {
 	}
 	if len(question) == 1 {
 		fields = append(fields,
-			zap.String(logQName, strings.ToLower(question[0].Name)),
+			zap.String(logQName, keep(strings.ToLower(question[0].Name))),
 			zap.String(logQType, dns.Type(question[0].Qtype).String()))
 	}
 	fields = append(fields, zap.String(logTransport, q.transport))
@@ -847,7 +914,7 @@ func (h *Handler) logQuery(q *query, result string, rcode int) {
 	}
 	if e := q.out.decision.Entry; e.List != nil {
 		fields = append(fields,
-			zap.String(logList, e.List.File()), zap.Int(logListLine, e.Line), zap.String(logEntry, e.Folded()),
+			zap.String(logList, e.List.File()), zap.Int(logListLine, e.Line), zap.String(logEntry, keep(e.Folded())),
 			zap.String(logListHash, e.List.Hash()))
 	}
 	if q.via != "" {

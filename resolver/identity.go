@@ -40,7 +40,23 @@ func hostPrefix(a netip.Addr) netip.Prefix {
 // or an EDNS Client Subnet option names the client. ECS from anyone else
 // is ignored.
 func identify(snap *Snapshot, w dns.ResponseWriter, req *dns.Msg) Identity {
-	var id Identity
+	id, believeECS := peerIdentity(snap, w)
+	if !believeECS {
+		return id
+	}
+	if ecs := findECS(req); ecs != nil {
+		if p, ok := ecsPrefix(ecs); ok {
+			id.Client, id.Via, id.ECS = p, IdentityECS, ecs
+		}
+	}
+	return id
+}
+
+// peerIdentity is identify's answer before it reads the query: who the
+// transport peer is, and whether an ECS option in the query would name the
+// client instead (believeECS: the peer is a trusted proxy that gave no
+// PROXY header).
+func peerIdentity(snap *Snapshot, w dns.ResponseWriter) (id Identity, believeECS bool) {
 	switch a := w.RemoteAddr().(type) {
 	case *net.UDPAddr:
 		id.Source = a.AddrPort().Addr().Unmap().WithZone("")
@@ -50,18 +66,10 @@ func identify(snap *Snapshot, w dns.ResponseWriter, req *dns.Msg) Identity {
 		// The listener believes PROXY headers from trusted proxies only.
 		id.Source = a.AddrPort().Addr().Unmap().WithZone("")
 		id.Client, id.Via = hostPrefix(id.Source), IdentityProxy
-		return id
+		return id, false
 	}
 	id.Client, id.Via = hostPrefix(id.Source), IdentityTransport
-	if !snap.Trusted(id.Source) {
-		return id
-	}
-	if ecs := findECS(req); ecs != nil {
-		if p, ok := ecsPrefix(ecs); ok {
-			id.Client, id.Via, id.ECS = p, IdentityECS, ecs
-		}
-	}
-	return id
+	return id, snap.Trusted(id.Source)
 }
 
 // transportOf is the transport a query came over: the listener's word

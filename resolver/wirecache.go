@@ -5,19 +5,33 @@ import (
 	"encoding/binary"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 )
 
 // wireAnswer is a cached answer in wire form, so that a cache hit is a copy
-// and a few patches (ID, flags, the question's spelling, TTLs, OPT) instead
-// of a deep copy and a pack. It is made once, when the answer is cached;
-// answers it cannot express (with upstream EDNS options or an extended
-// RCODE) have none and take the general path.
+// and a few patches (ID, flags, TTLs, OPT) instead of a deep copy and a
+// pack. An answer forwarded in wire form has it from the start (wireOf);
+// one cached as a message gets it at its first hit (makeWire). Answers it
+// cannot express (with upstream EDNS options or an extended RCODE) have
+// none and take the general path.
 type wireAnswer struct {
-	wire     []byte   // compressed, no OPT, ID 0
-	ttlOffs  []int    // offset of every record's TTL
-	ttls     []uint32 // the TTL each had
-	qnameEnd int      // end of the question name
+	wire     []byte  // as received or packed (compressed), without OPT, ID 0
+	ttls     []ttlAt // every record's TTL
+	qnameEnd int     // end of the question name
+	// qnameOnly: every record of the answer section is owned by the
+	// question name and is no alias (CNAME, DNAME, HTTPS, SVCB), so the
+	// answer points the client at no name but the one it asked for, which
+	// was decided already: inspecting it (chainDecision) cannot block it.
+	qnameOnly bool
+	// inline holds ttls for the commonest answers, of a few records.
+	inline [4]ttlAt
+}
+
+// ttlAt is a record's TTL as cached, and where it is in the wire form.
+type ttlAt struct {
+	off int32
+	ttl uint32
 }
 
 // makeWire packs m for the wire cache; nil when it cannot be used.
@@ -42,42 +56,116 @@ func makeWire(m *dns.Msg) *wireAnswer {
 	if err != nil {
 		return nil
 	}
-	w := &wireAnswer{wire: wire}
-	off, ok := skipName(wire, 12)
-	if !ok {
-		return nil
-	}
-	w.qnameEnd = off
-	off += 4 // type, class
-	records := int(binary.BigEndian.Uint16(wire[6:])) + int(binary.BigEndian.Uint16(wire[8:])) + int(binary.BigEndian.Uint16(wire[10:]))
-	for i := 0; i < records; i++ {
-		if off, ok = skipName(wire, off); !ok || off+10 > len(wire) {
-			return nil
-		}
-		w.ttlOffs = append(w.ttlOffs, off+4)
-		w.ttls = append(w.ttls, binary.BigEndian.Uint32(wire[off+4:]))
-		off += 10 + int(binary.BigEndian.Uint16(wire[off+8:]))
-	}
-	if off != len(wire) {
+	w := new(wireAnswer)
+	if _, ok := wireOf(wire, w); !ok {
 		return nil
 	}
 	return w
 }
 
-// skipName returns the offset after the (possibly compressed) name at off.
-func skipName(b []byte, off int) (int, bool) {
-	for off < len(b) {
-		l := int(b[off])
-		switch {
-		case l == 0:
-			return off + 1, true
-		case l&0xC0 == 0xC0:
-			return off + 2, off+2 <= len(b)
-		case l&0xC0 != 0:
-			return 0, false
-		default:
-			off += 1 + l
+// wireShape is what the cache needs to know of an answer in wire form to
+// decide how long it may be kept (cacheTTL's inputs).
+type wireShape struct {
+	rcode     int
+	truncated bool
+	answers   int    // records in the answer section
+	minTTL    uint32 // the smallest TTL of the answer and authority records; ^0 for none
+	soa       bool   // the authority section holds an SOA: soaTTL is the smaller of its TTL and MINIMUM
+	soaTTL    uint32
+}
+
+// wireOf reads the answer b (a datagram or a packed message with one
+// question) into w for the wire cache: its OPT record, which must be the
+// last record and carry no option and no extended RCODE, is cut off (the
+// client gets its own), and the ID zeroed; b itself is reused. ok is false
+// for an answer the wire cache cannot hold, or that dnswire cannot read.
+func wireOf(b []byte, w *wireAnswer) (wireShape, bool) {
+	var sh wireShape
+	if len(b) < dnswire.HeaderLen || dnswire.QDCount(b) != 1 {
+		return sh, false
+	}
+	q, ok := dnswire.ReadQuestion(b)
+	if !ok {
+		return sh, false
+	}
+	flags := dnswire.Flags(b)
+	sh.rcode, sh.truncated, sh.minTTL = int(flags&0xF), flags&dnswire.FlagTC != 0, ^uint32(0)
+	sh.answers = int(dnswire.ANCount(b))
+	records := sh.answers + int(dnswire.NSCount(b)) + int(dnswire.ARCount(b))
+	w.qnameEnd, w.qnameOnly, w.ttls = q.NameEnd, true, w.inline[:0]
+	if records > len(w.inline) {
+		w.ttls = make([]ttlAt, 0, records)
+	}
+	qname := b[dnswire.HeaderLen:q.NameEnd]
+	opt := -1 // where the OPT record starts
+	ok = dnswire.Walk(b, q.End, func(r dnswire.Record) bool {
+		if opt >= 0 {
+			return false // a record after the OPT
 		}
+		if r.Type == dnswire.TypeOPT {
+			// Only in the additional section, with no option and no
+			// extended RCODE (RFC 6891 §6.1.3).
+			if r.Section != dnswire.Additional || r.End != r.RdOff || b[r.TTLOff] != 0 {
+				return false
+			}
+			opt = r.Off
+			return true
+		}
+		w.ttls = append(w.ttls, ttlAt{off: int32(r.TTLOff), ttl: r.TTL})
+		if r.Section == dnswire.Additional {
+			return true
+		}
+		if r.Section == dnswire.Answer && w.qnameOnly {
+			w.qnameOnly = !aliasType(r.Type) && ownedBy(b, r, qname)
+		}
+		sh.minTTL = min(sh.minTTL, r.TTL)
+		if r.Section == dnswire.Authority && r.Type == dnswire.TypeSOA && !sh.soa {
+			sh.soa, sh.soaTTL = true, min(r.TTL, dnswire.SOAMinimum(b, r))
+		}
+		return true
+	})
+	if !ok {
+		return sh, false
+	}
+	if opt >= 0 {
+		b = b[:opt]
+		binary.BigEndian.PutUint16(b[10:], dnswire.ARCount(b)-1)
+	}
+	binary.BigEndian.PutUint16(b, 0)
+	w.wire = b
+	return sh, true
+}
+
+// aliasType reports the types whose target aliasTarget follows.
+func aliasType(t uint16) bool {
+	return t == dns.TypeCNAME || t == dns.TypeDNAME || t == dns.TypeHTTPS || t == dns.TypeSVCB
+}
+
+// ownedBy reports whether the record r of b is owned by the question name
+// qname: a pointer to it, or the same octets (RFC 4343: without case).
+func ownedBy(b []byte, r dnswire.Record, qname []byte) bool {
+	if binary.BigEndian.Uint16(b[r.Off:]) == 0xC000|dnswire.HeaderLen {
+		return true
+	}
+	end := r.Off + len(qname)
+	return end <= len(b) && dnswire.EqualFold(b[r.Off:end], qname) && r.TTLOff-4 == end
+}
+
+// cacheTTL is cacheTTL (cache.go) for an answer read by wireOf.
+func (sh *wireShape) cacheTTL(minTTL, maxTTL uint32) (time.Duration, bool) {
+	clamp := func(t uint32) time.Duration {
+		return time.Duration(min(max(t, minTTL), maxTTL)) * time.Second
+	}
+	switch {
+	case sh.rcode == dns.RcodeServerFailure:
+		return min(servfailTTL, clamp(uint32(servfailTTL/time.Second))), true
+	case sh.rcode == dns.RcodeNameError || (sh.rcode == dns.RcodeSuccess && sh.answers == 0):
+		if sh.soa {
+			return clamp(sh.soaTTL), true
+		}
+		return 0, false
+	case sh.rcode == dns.RcodeSuccess:
+		return clamp(sh.minTTL), true
 	}
 	return 0, false
 }
@@ -87,43 +175,39 @@ func skipName(b []byte, off int) (int, bool) {
 // EDNS. It reports false when the general path must answer instead (the
 // answer would not fit maxSize).
 func appendCached(b []byte, e *cacheEntry, req *dns.Msg, now time.Time, maxSize int) ([]byte, bool) {
+	a := askedOf(req)
+	return a.appendCached(b, e, now, maxSize)
+}
+
+// appendCached is appendCached for a query read as a.
+func (a *asked) appendCached(b []byte, e *cacheEntry, now time.Time, maxSize int) ([]byte, bool) {
 	w := e.wireForm()
 	b = append(b[:0], w.wire...)
 	cached := binary.BigEndian.Uint16(w.wire[2:])
 	hdr := dns.MsgHdr{Rcode: int(cached & 0xF)}
-	replyHeader(req, &hdr, cached&flagAD != 0)
+	a.replyHeader(&hdr, cached&flagAD != 0)
 	binary.BigEndian.PutUint16(b[0:], hdr.Id)
 	binary.BigEndian.PutUint16(b[2:], headerFlags(&hdr))
 	// The cached question's spelling must be the client's: records compress
 	// their names against it, so it cannot be rewritten in place. A client
 	// spelling the name otherwise (DNS 0x20) takes the general path.
-	var scratch [256]byte
-	if n, err := dns.PackDomainName(req.Question[0].Name, scratch[:], 0, nil, false); err != nil ||
-		!bytes.Equal(scratch[:n], w.wire[12:w.qnameEnd]) {
-		return b, false
-	}
-	elapsed := uint32(now.Sub(e.stored) / time.Second)
-	life := uint32(e.ttl / time.Second)
-	for i, off := range w.ttlOffs {
-		t := min(max(w.ttls[i], e.minTTL), e.maxTTL, life)
-		if t > elapsed {
-			t -= elapsed
-		} else {
-			t = 0
+	qname := w.wire[dnswire.HeaderLen:w.qnameEnd]
+	if a.qnameWire != nil {
+		if !bytes.Equal(a.qnameWire, qname) {
+			return b, false
 		}
-		binary.BigEndian.PutUint32(b[off:], t)
-	}
-	if opt := req.IsEdns0(); opt != nil {
-		b = append(b, 0) // root
-		b = binary.BigEndian.AppendUint16(b, dns.TypeOPT)
-		b = binary.BigEndian.AppendUint16(b, ednsSize)
-		var ttlFlags uint32
-		if opt.Do() {
-			ttlFlags |= 1 << 15
+	} else {
+		var scratch [256]byte
+		if n, err := dns.PackDomainName(a.qname, scratch[:], 0, nil, false); err != nil || !bytes.Equal(scratch[:n], qname) {
+			return b, false
 		}
-		b = binary.BigEndian.AppendUint32(b, ttlFlags)
-		b = binary.BigEndian.AppendUint16(b, 0)
-		binary.BigEndian.PutUint16(b[10:], binary.BigEndian.Uint16(b[10:])+1)
+	}
+	elapsed := uint32(max(now.Sub(e.stored), 0) / time.Second)
+	for _, t := range w.ttls {
+		binary.BigEndian.PutUint32(b[t.off:], e.ttlAt(t.ttl, elapsed))
+	}
+	if a.edns {
+		b = a.appendOPT(b, 0, 0)
 	}
 	return b, len(b) <= maxSize
 }

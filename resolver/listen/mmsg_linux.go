@@ -31,6 +31,34 @@ type rawBatch struct {
 	rd   mmsgScratch
 	wrMu sync.Mutex
 	wr   mmsgScratch
+	// rdCall and wrCall are the poller callbacks of the two directions,
+	// made once (a callback made per call would be an allocation per
+	// system call); wrCall is used under wrMu, rdCall by the one reader.
+	rdCall, wrCall *mmsgCall
+}
+
+// mmsgCall is one recvmmsg or sendmmsg call made inside the poller: its
+// arguments, its results, and the callback the poller runs.
+type mmsgCall struct {
+	trap  uintptr
+	hdrs  []mmsghdr
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+func newMmsgCall(trap uintptr) *mmsgCall {
+	c := &mmsgCall{trap: trap}
+	c.fn = func(fd uintptr) bool {
+		for {
+			r, _, e := unix.RawSyscall6(c.trap, fd, uintptr(unsafe.Pointer(&c.hdrs[0])), uintptr(len(c.hdrs)), 0, 0, 0)
+			if e != unix.EINTR {
+				c.n, c.errno = int(r), e
+				return e != unix.EAGAIN
+			}
+		}
+	}
+	return c
 }
 
 var _ BatchConn = (*rawBatch)(nil)
@@ -81,11 +109,14 @@ func newRawBatch(c *net.UDPConn) (*rawBatch, error) {
 		return nil, err
 	}
 	a, _ := c.LocalAddr().(*net.UDPAddr)
-	return &rawBatch{rc: rc, ipv6: a == nil || a.IP.To4() == nil}, nil
+	return &rawBatch{rc: rc, ipv6: a == nil || a.IP.To4() == nil,
+		rdCall: newMmsgCall(unix.SYS_RECVMMSG), wrCall: newMmsgCall(unix.SYS_SENDMMSG)}, nil
 }
 
 // ReadBatch reads at least one datagram, waiting for it, and at most
-// len(ms); it sets N, Flags and Addr (a *net.UDPAddr) of each read.
+// len(ms); it sets N, Flags and Addr (a *net.UDPAddr) of each read. A
+// *net.UDPAddr already in Addr is overwritten in place rather than a new
+// one made: the caller that keeps an address past the next read copies it.
 func (b *rawBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 	s := &b.rd
 	s.prepare(len(ms))
@@ -102,8 +133,9 @@ func (b *rawBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 		ms[i].N = int(s.hdrs[i].len)
 		ms[i].NN = 0
 		ms[i].Flags = int(s.hdrs[i].hdr.Flags)
+		reuse, _ := ms[i].Addr.(*net.UDPAddr)
 		ms[i].Addr = nil
-		if a := udpAddrOf(&s.names[i]); a != nil {
+		if a := udpAddrOf(&s.names[i], reuse); a != nil {
 			ms[i].Addr = a
 		}
 	}
@@ -143,21 +175,14 @@ func (b *rawBatch) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 // ready (again when a signal interrupted it); when it is not, the poller
 // waits.
 func (b *rawBatch) call(trap uintptr, hdrs []mmsghdr) (int, error) {
-	name, wait := "recvmmsg", b.rc.Read
+	name, wait, c := "recvmmsg", b.rc.Read, b.rdCall
 	if trap == unix.SYS_SENDMMSG {
-		name, wait = "sendmmsg", b.rc.Write
+		name, wait, c = "sendmmsg", b.rc.Write, b.wrCall
 	}
-	var n int
-	var errno syscall.Errno
-	err := wait(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), 0, 0, 0)
-			if e != unix.EINTR {
-				n, errno = int(r), e
-				return e != unix.EAGAIN
-			}
-		}
-	})
+	c.hdrs, c.n, c.errno = hdrs, 0, 0
+	err := wait(c.fn)
+	n, errno := c.n, c.errno
+	c.hdrs = nil
 	if err != nil {
 		return 0, err
 	}
@@ -199,17 +224,27 @@ func (b *rawBatch) putAddr(sa *unix.RawSockaddrAny, a *net.UDPAddr) (uint32, err
 	return unix.SizeofSockaddrInet6, nil
 }
 
-// udpAddrOf is the address the kernel wrote into sa, or nil for none.
-func udpAddrOf(sa *unix.RawSockaddrAny) *net.UDPAddr {
+// udpAddrOf is the address the kernel wrote into sa, or nil for none:
+// written into reuse when it is not nil (its IP's array reused too), so
+// that a read loop makes no address per datagram.
+func udpAddrOf(sa *unix.RawSockaddrAny, reuse *net.UDPAddr) *net.UDPAddr {
+	a := reuse
+	if a == nil {
+		a = new(net.UDPAddr)
+	}
 	switch sa.Addr.Family {
 	case unix.AF_INET:
 		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
 		p := (*[2]byte)(unsafe.Pointer(&sa4.Port))
-		return &net.UDPAddr{IP: net.IPv4(sa4.Addr[0], sa4.Addr[1], sa4.Addr[2], sa4.Addr[3]), Port: int(p[0])<<8 | int(p[1])}
+		// The IPv4-in-IPv6 form net.IPv4 gives.
+		a.IP = append(a.IP[:0], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, sa4.Addr[0], sa4.Addr[1], sa4.Addr[2], sa4.Addr[3])
+		a.Port, a.Zone = int(p[0])<<8|int(p[1]), ""
+		return a
 	case unix.AF_INET6:
 		sa6 := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
 		p := (*[2]byte)(unsafe.Pointer(&sa6.Port))
-		a := &net.UDPAddr{IP: append(net.IP(nil), sa6.Addr[:]...), Port: int(p[0])<<8 | int(p[1])}
+		a.IP = append(a.IP[:0], sa6.Addr[:]...)
+		a.Port, a.Zone = int(p[0])<<8|int(p[1]), ""
 		if sa6.Scope_id != 0 {
 			a.Zone = strconv.FormatUint(uint64(sa6.Scope_id), 10) // the interface's number: no lookup per datagram
 		}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -160,6 +161,10 @@ func (s *udpServer) serve() {
 	for i := range bufs {
 		bufs[i] = make([]byte, 0, udpReadBuf) // PackBuffer grows it for a larger answer
 	}
+	// writers are the slots' ResponseWriters, reused batch after batch; a
+	// query that left the batch keeps its writer, and the slot gets a new
+	// one.
+	writers := make([]*udpWriter, udpBatch)
 	for {
 		n, err := s.batch.ReadBatch(in, 0)
 		if err != nil {
@@ -180,7 +185,12 @@ func (s *udpServer) serve() {
 				s.count(UDP, ResultDropped) // larger than any query
 				continue
 			}
-			w := &udpWriter{s: s, remote: remote, buf: bufs[i]}
+			w := writers[i]
+			if w == nil || w.alone {
+				w = &udpWriter{s: s}
+				writers[i] = w
+			}
+			*w = udpWriter{s: s, remote: remote, buf: bufs[i]}
 			s.serveDatagram(w, m.Buffers[0][:m.N])
 			if w.packed != nil {
 				out = append(out, ipv4.Message{Buffers: [][]byte{w.packed}, Addr: remote})
@@ -192,20 +202,15 @@ func (s *udpServer) serve() {
 
 // serveDatagram answers one datagram, inline when it needs no upstream.
 func (s *udpServer) serveDatagram(w *udpWriter, b []byte) {
-	req, reject := AcceptMessage(b, s.accept, s.invalid)
-	if reject != nil {
-		_ = w.WriteMsg(reject)
-	}
-	if req == nil {
-		return
-	}
-	resume := s.handler.ServeInline(w, req)
+	resume := ServeDatagram(s.handler, w, b, s.accept, s.invalid)
 	if resume == nil {
 		return
 	}
 	// It needs an upstream: answer it on its own, off the loop. The
-	// worker marks it done in async.
+	// worker marks it done in async. The address read into the slot is
+	// the slot's, overwritten by the next batch: the query keeps a copy.
 	w.alone = true
+	w.remote = &net.UDPAddr{IP: slices.Clone(w.remote.IP), Port: w.remote.Port, Zone: w.remote.Zone}
 	s.async.Add(1)
 	s.workers.run(resume)
 }

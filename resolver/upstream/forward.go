@@ -92,10 +92,11 @@ const (
 type upstreamState struct {
 	addr    string
 	t       Transport
-	tcp     TCPExchanger // t's, when it has one: for queries that came over TCP
-	down    atomic.Bool  // failed over half its recent exchanges; skipped while others are up
-	probing atomic.Bool  // a probe goroutine is running for it
-	rtt     atomic.Int64 // smoothed round-trip time in ns; 0 until measured
+	tcp     TCPExchanger  // t's, when it has one: for queries that came over TCP
+	wire    wireExchanger // t's, when it has one: for queries forwarded in wire form
+	down    atomic.Bool   // failed over half its recent exchanges; skipped while others are up
+	probing atomic.Bool   // a probe goroutine is running for it
+	rtt     atomic.Int64  // smoothed round-trip time in ns; 0 until measured
 	health  healthWindowBits
 	// retries is the tries beyond their query's first in flight to it.
 	retries atomic.Int64
@@ -205,6 +206,7 @@ func New(addrs []string, opts Options) (*Forwarder, error) {
 		}
 		u := &upstreamState{addr: addr, t: t}
 		u.tcp, _ = t.(TCPExchanger)
+		u.wire, _ = t.(wireExchanger)
 		f.upstreams = append(f.upstreams, u)
 	}
 	opts.Metrics.start(addrs)
@@ -589,16 +591,37 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool) (*d
 		if err == nil {
 			return resp, up.addr, nil
 		}
-		uerr := &UpstreamError{Timeout: true}
-		uerr.add(up.addr, err)
-		return nil, "", uerr
+		return nil, "", oneFailed(up, err)
 	}
+	return forwardHedged(ctx, f, order, func(up *upstreamState) func(context.Context) (*dns.Msg, error) {
+		// Its own message: a try sets the ID it is sent with, and packing
+		// writes the OPT record.
+		tq := upstreamQuery(req)
+		return func(ctx context.Context) (*dns.Msg, error) { return f.try(ctx, tq, up, overTCP) }
+	})
+}
+
+// oneFailed is the error of a query whose one try, to up, failed with err.
+func oneFailed(up *upstreamState, err error) error {
+	uerr := &UpstreamError{Timeout: true}
+	uerr.add(up.addr, err)
+	return uerr
+}
+
+// forwardHedged is Forward's hedging and failover over the upstreams of
+// order (more than one), whatever form the query takes: newTry, called
+// where the query waits, makes the try to up that then runs on its own
+// goroutine (counted and recorded, as try does). The caller holds a
+// reference on f.
+func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamState,
+	newTry func(up *upstreamState) func(context.Context) (A, error)) (A, string, error) {
+	var none A
 	f.inflight.Add(1)
 	defer f.inflight.Add(-1)
 
 	type result struct {
 		i    int // the try's place in order
-		resp *dns.Msg
+		resp A
 		err  error
 	}
 	// Buffered for every try, so that those still in flight when the
@@ -620,13 +643,11 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool) (*d
 		i := sent
 		sent++
 		pending++
-		// Its own message: a try sets the ID it is sent with, and packing
-		// writes the OPT record.
-		tq := upstreamQuery(req)
+		try := newTry(up)
 		f.refs.Add(1) // the try may outlive the call: held by f's own
 		go func() {
 			defer f.release()
-			resp, err := f.try(ctx, tq, up, overTCP)
+			resp, err := try(ctx)
 			if reason != "" {
 				up.retries.Add(-1)
 			}
@@ -671,7 +692,7 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool) (*d
 			for i, err := range errs[:sent] {
 				uerr.add(order[i].addr, err)
 			}
-			return nil, "", uerr
+			return none, "", uerr
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -274,10 +275,22 @@ func (s *upstreamSocket) send(id uint16, w *waiter, b []byte) {
 		}
 		return
 	}
-	msgs := make([]ipv4.Message, len(queue))
+	mp := sendMsgs.Get().(*[]ipv4.Message)
+	defer sendMsgs.Put(mp)
+	msgs := slices.Grow((*mp)[:0], len(queue))[:len(queue)]
+	*mp = msgs
 	for i, q := range queue {
-		msgs[i].Buffers = [][]byte{q.b}
+		if cap(msgs[i].Buffers) == 0 {
+			msgs[i].Buffers = make([][]byte, 1)
+		}
+		msgs[i].Buffers = msgs[i].Buffers[:1]
+		msgs[i].Buffers[0] = q.b
 	}
+	defer func() {
+		for i := range msgs {
+			msgs[i].Buffers[0] = nil // the datagrams are not kept alive by the pool
+		}
+	}()
 	for i := 0; i < len(msgs); {
 		n, err := s.batch.WriteBatch(msgs[i:], 0)
 		if err != nil {
@@ -307,6 +320,9 @@ func (s *upstreamSocket) sendFailed(q queuedQuery, err error) bool {
 	s.forget(q.id, q.w, err)
 	return false
 }
+
+// sendMsgs are the message arrays of send's batches, reused.
+var sendMsgs = sync.Pool{New: func() any { return new([]ipv4.Message) }}
 
 // sweepEvery is how often the reader ends the waits of queries past their
 // deadline: a tenth of the timeout, so a query waits at most 10 % longer.

@@ -11,8 +11,16 @@
 #   blocked    a blocked name from the government source (never upstream)
 #   cache-hit  1,000 names, asked over and over, after a warm-up pass
 #   cache-miss every name new, so every query goes upstream
-#   latency    the blocked path at a fixed 5,000 qps: mean latency
+#   latency    the blocked and cache-hit paths at a fixed 5,000 qps: mean
+#              and 99th percentile latency (dnsperf -v, every query's)
+#   cpu        every path at a fixed offered 60,000 qps (BENCH_CPU_QPS):
+#              the server's CPU time (utime+stime in /proc/PID/stat) over
+#              the run divided by the queries answered, in microseconds: the
+#              fair figure where dnsperf on one core cannot saturate a server
 #   memory     a 1,000,000-entry list: load time and RSS
+# A table of every server and path (qps, CPU per query, latency, RSS, CPU
+# steal) ends the output. BENCH_DNSFENCE=path runs that dnsfence binary
+# instead of building one (to compare two builds).
 # Everything stays on loopback; every dnsperf run is bounded by -l.
 # Not part of CI's pass/fail.
 set -euo pipefail
@@ -20,6 +28,7 @@ cd "$(dirname "$0")/../.."
 export PATH="$PATH:/usr/local/go/bin"
 
 SECS=${BENCH_SECONDS:-10}
+CPU_QPS=${BENCH_CPU_QPS:-60000}
 RUNS=${BENCH_RUNS:-3}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
@@ -58,7 +67,11 @@ cleanup() {
 trap cleanup EXIT
 
 echo "# building"
-go build -o "$tmp/dnsfence" ./cmd/dnsfence
+if [ -n "${BENCH_DNSFENCE:-}" ]; then
+	cp "$BENCH_DNSFENCE" "$tmp/dnsfence"
+else
+	go build -o "$tmp/dnsfence" ./cmd/dnsfence
+fi
 go build -o "$tmp/upstream" ./cmd/benchupstream
 go build -o "$tmp/bare" ./cmd/benchbare
 
@@ -189,11 +202,41 @@ perf() {
 
 median() { sort -n | awk '{a[NR]=$1} END{if (NR==0) print 0; else print a[int((NR+1)/2)]}'; }
 
-declare -A QPS LAT
+cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime of a process, in clock ticks
+HZ=$(getconf CLK_TCK)
+
+# cpuperf NAME FILE -> prints "cpu_us_per_query qps": the server's CPU time
+# per query answered at a fixed offered rate of CPU_QPS.
+cpuperf() {
+	local name=$1 file=$2 c0 c1 out done qps
+	c0=$(cputicks "$SERVER_PID")
+	out=$(taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "${PORT[$name]}" -a $GOV -d "$file" -l "$SECS" -c 16 -q 1000 -t 2 -Q "$CPU_QPS" 2>&1)
+	c1=$(cputicks "$SERVER_PID")
+	echo "$out" >>"$tmp/dnsperf.log"
+	done=$(awk '/Queries completed:/{print $3}' <<<"$out")
+	qps=$(awk '/Queries per second:/{print $4}' <<<"$out")
+	awk -v t=$((c1 - c0)) -v n="${done:-0}" -v hz="$HZ" -v q="${qps:-0}" \
+		'BEGIN{ if (n > 0) printf "%.2f %.0f\n", t / hz / n * 1e6, q; else print "0 0" }'
+}
+
+# latperf NAME FILE -> prints "mean_ms p99_ms": every query's latency at a
+# fixed 5,000 qps, from dnsperf -v (lost queries are not counted).
+latperf() {
+	local name=$1 file=$2
+	taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "${PORT[$name]}" -a $GOV -d "$file" -l "$SECS" -c 16 -q 1000 -t 2 -Q 5000 -v 2>&1 |
+		awk '/^> /{print $NF * 1000}' | sort -n |
+		awk '{a[NR]=$1; s+=$1} END{ if (NR == 0) print "0 0"; else { i=int(NR*0.99); if (i < 1) i=1; printf "%.3f %.3f\n", s/NR, a[i] } }'
+}
+
+rss() { awk '/VmRSS/{printf "%d", $2/1024}' "/proc/$1/status"; } # MB
+
+declare -A QPS LAT CPUQ LATM LATP RSS STEAL
 taskset -c "$LOAD_CPU" "$tmp/upstream" -listen "127.0.0.1:$UPSTREAM_PORT" 2>"$tmp/upstream.log" &
 pids+=("$!")
 
 echo "# $(nproc) cores; $RUNS runs of $SECS s; server on CPU $SERVER_CPU, dnsperf and upstream on CPU $LOAD_CPU"
+echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+STEAL0=$(steal)
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 for name in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare}; do
 	start "$name"
@@ -219,15 +262,42 @@ for name in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare}; do
 			steals=$((steals + $(cut -d' ' -f3 <<<"$r")))
 		done
 		QPS[$name/$path]=$(printf '%s\n' "${results[@]}" | median)
+		STEAL[$name/$path]=$steals
 		printf '%-9s %-10s qps: median %8.0f of [%s]  cpu steal ticks: %d\n' "$name" "$path" "${QPS[$name/$path]}" "${results[*]}" "$steals"
+		# CPU per query at a fixed offered rate.
+		case $path in
+		blocked) f="$tmp/blocked.txt" ;;
+		cache-hit) f="$tmp/hit.txt" ;;
+		cache-miss)
+			awk -v r="${name}cpu" 'BEGIN{for(i=1;i<=1500000;i++) printf "m%d.%s.example.net A\n", i, r}' >"$tmp/miss.txt"
+			f="$tmp/miss.txt"
+			;;
+		esac
+		cpus=()
+		for run in $(seq 1 "$RUNS"); do
+			[ "$path" = cache-miss ] && [ "$run" -gt 1 ] &&
+				awk -v r="${name}cpu$run" 'BEGIN{for(i=1;i<=1500000;i++) printf "m%d.%s.example.net A\n", i, r}' >"$f"
+			cpus+=("$(cpuperf "$name" "$f" | cut -d' ' -f1)")
+		done
+		CPUQ[$name/$path]=$(printf '%s\n' "${cpus[@]}" | median)
+		printf '%-9s %-10s CPU per query at %d qps offered: median %.2f us of [%s]\n' "$name" "$path" "$CPU_QPS" "${CPUQ[$name/$path]}" "${cpus[*]}"
+		# Mean and 99th percentile latency at 5,000 qps.
+		if [ "$path" != cache-miss ]; then
+			means=() p99s=()
+			for run in $(seq 1 "$RUNS"); do
+				r=$(latperf "$name" "$f")
+				means+=("${r% *}")
+				p99s+=("${r#* }")
+			done
+			LATM[$name/$path]=$(printf '%s\n' "${means[@]}" | median)
+			LATP[$name/$path]=$(printf '%s\n' "${p99s[@]}" | median)
+			printf '%-9s %-10s latency at 5000 qps: mean %.3f ms, p99 %.3f ms (medians of [%s] and [%s])\n' \
+				"$name" "$path" "${LATM[$name/$path]}" "${LATP[$name/$path]}" "${means[*]}" "${p99s[*]}"
+		fi
 	done
-	# Mean latency of the blocked path at a fixed 5,000 qps.
-	lats=()
-	for run in $(seq 1 "$RUNS"); do
-		lats+=("$(perf "$name" "$tmp/blocked.txt" -Q 5000 | cut -d' ' -f2)")
-	done
-	LAT[$name]=$(printf '%s\n' "${lats[@]}" | median)
-	printf '%-9s %-10s mean latency at 5000 qps: median %.3f ms of [%s]\n' "$name" "latency" "${LAT[$name]}" "${lats[*]}"
+	RSS[$name]=$(rss "$SERVER_PID")
+	# The blocked path's mean latency at 5,000 qps, for the RESULT line.
+	LAT[$name]=${LATM[$name/blocked]:-0}
 	stop
 done
 
@@ -250,6 +320,22 @@ echo "RESULT blocked    dnsfence $(printf %.0f "${QPS[dnsfence/blocked]}") qps:$
 echo "RESULT cache-hit  dnsfence $(printf %.0f "${QPS[dnsfence/cache-hit]}") qps:$(ratios cache-hit), x$(ratio "${QPS[dnsfence/cache-hit]}" "${QPS[bare/blocked]}") bare (its only path)"
 echo "RESULT cache-miss dnsfence $(printf %.0f "${QPS[dnsfence/cache-miss]}") qps:$(ratios cache-miss)"
 echo "RESULT latency    dnsfence ${LAT[dnsfence]} ms at 5000 qps: x$(ratio "${LAT[dnsfence]}" "${LAT[unbound]}") unbound, x$(ratio "${LAT[dnsfence]}" "${LAT[dnsdist]}") dnsdist, x$(ratio "${LAT[dnsfence]}" "${LAT[coredns]}") coredns, x$(ratio "${LAT[dnsfence]}" "${LAT[bare]}") bare miekg/dns"
+for p in blocked cache-hit cache-miss; do
+	echo "RESULT cpu        $p: dnsfence ${CPUQ[dnsfence/$p]:-0} us/query at $CPU_QPS qps offered: x$(ratio "${CPUQ[dnsfence/$p]:-0}" "${CPUQ[unbound/$p]:-0}") unbound, x$(ratio "${CPUQ[dnsfence/$p]:-0}" "${CPUQ[dnsdist/$p]:-0}") dnsdist"
+done
+
+# The table: every server and path, from this run.
+echo
+echo "| server | path | qps (median) | CPU us/query at $CPU_QPS qps | mean ms at 5k qps | p99 ms at 5k qps | RSS MB | steal ticks |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
+for k in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare}; do
+	for p in blocked cache-hit cache-miss; do
+		[ -n "${STEAL[$k/$p]:-}" ] || continue
+		printf '| %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$k" "$p" "${QPS[$k/$p]}" "${CPUQ[$k/$p]:-}" \
+			"${LATM[$k/$p]:--}" "${LATP[$k/$p]:--}" "${RSS[$k]:-}" "${STEAL[$k/$p]}"
+	done
+done
+echo "# CPU steal over the whole run: $(($(steal) - STEAL0)) ticks of $HZ a second; load average now $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Memory and load time with a 1,000,000-entry list.
 if [ "${BENCH_MEMORY:-1}" = 1 ]; then

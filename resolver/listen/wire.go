@@ -1,0 +1,40 @@
+package listen
+
+import "github.com/miekg/dns"
+
+// WireHandler is a Handler that can also answer a query from its wire
+// form, without the listener parsing it into a message first: the UDP
+// listener offers it every datagram before parsing, and parses and calls
+// ServeInline only for those it declines. It is how the commonest queries
+// (a blocked name, a cache hit, a plain forward) are answered without
+// building a dns.Msg.
+type WireHandler interface {
+	Handler
+	// ServeWire is ServeInline for the datagram b: handled is false when
+	// it leaves b to the listener (the message path: any query it does not
+	// take in wire form, and anything that is no well-formed query). When
+	// handled, it has written the one reply to w and returned nil, or
+	// returned resume, as ServeInline does. b belongs to the listener and
+	// is reused once ServeWire returns: resume must not read it.
+	ServeWire(w ResponseWriter, b []byte) (resume func(), handled bool)
+}
+
+// ServeDatagram is what the UDP listener does with one datagram b: it
+// offers it to a WireHandler, else parses it (AcceptMessage with accept
+// and invalid, replying to a rejected one) and gives the query to
+// h.ServeInline. It returns the resume of a query that needs an upstream.
+func ServeDatagram(h Handler, w ResponseWriter, b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) (resume func()) {
+	if wh, ok := h.(WireHandler); ok {
+		if resume, handled := wh.ServeWire(w, b); handled {
+			return resume
+		}
+	}
+	req, reject := AcceptMessage(b, accept, invalid)
+	if reject != nil {
+		_ = w.WriteMsg(reject)
+	}
+	if req == nil {
+		return nil
+	}
+	return h.ServeInline(w, req)
+}

@@ -1,0 +1,268 @@
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
+	"github.com/miekg/dns"
+)
+
+// WireAnswer is an upstream's answer to a query sent in wire form
+// (Forwarder.ForwardWire): the datagram as received, its ID the query's,
+// when it could be read and checked in wire form, else the message.
+type WireAnswer struct {
+	// Raw is the answer datagram (nil when Msg is set). dnswire.Walk has
+	// read it through: every record is where its header says.
+	Raw []byte
+	// Rcode is Raw's RCODE, with the extended bits of its OPT record.
+	Rcode int
+	// Msg is the answer when it came another way: over TCP after a
+	// truncated or unusable UDP answer, or as a datagram that dnswire
+	// cannot read but miekg/dns can.
+	Msg *dns.Msg
+}
+
+// truncated reports the answer's TC bit.
+func (a WireAnswer) truncated() bool {
+	if a.Msg != nil {
+		return a.Msg.Truncated
+	}
+	return dnswire.Flags(a.Raw)&dnswire.FlagTC != 0
+}
+
+// wireExchanger is a Transport that can send a query in wire form: plain
+// DNS (Plain).
+type wireExchanger interface {
+	// exchangeWire sends the query q (a packed query with one question and
+	// an uncompressed QNAME) and returns the answer, checked as Exchange
+	// checks one: a response to q's ID and question. q is not modified.
+	exchangeWire(ctx context.Context, q []byte) (WireAnswer, error)
+}
+
+// ErrNoWire is ForwardWire's error, before anything is sent, when an
+// upstream cannot be asked in wire form (an encrypted one): the caller
+// forwards a message instead.
+var ErrNoWire = errors.New("an upstream takes no query in wire form")
+
+// ForwardWire is Forward for a query already packed: the query upstreamQuery
+// would build, in wire form (a fresh ID, the client's question
+// uncompressed, the RD and CD bits, AD, and an OPT of ednsSize with the
+// client's DO bit and no option), sent as it is but for its ID, by UDP to
+// plain upstreams, with TCP after a truncated or unusable answer. The
+// answer is checked, counted and failed over exactly as Forward's; it is
+// returned in wire form when dnswire can read it. ForwardWire returns
+// ErrNoWire, having sent nothing, when any upstream is not plain DNS.
+//
+// q's first two octets (its ID) are overwritten: q belongs to ForwardWire
+// from the call on and must never be reused (tries that outlive the call
+// send their own copies).
+func (f *Forwarder) ForwardWire(ctx context.Context, q []byte) (WireAnswer, string, error) {
+	if !f.acquire() {
+		if next := f.successor.Load(); next != nil {
+			return next.ForwardWire(ctx, q)
+		}
+		return WireAnswer{}, "", errClosed
+	}
+	defer f.release()
+	for _, u := range f.upstreams {
+		if u.wire == nil {
+			return WireAnswer{}, "", ErrNoWire
+		}
+	}
+	order := f.order()
+	f.start()
+	if len(order) == 1 {
+		up := order[0]
+		a, err := f.tryWire(ctx, q, up)
+		if err == nil {
+			return a, up.addr, nil
+		}
+		return WireAnswer{}, "", oneFailed(up, err)
+	}
+	return forwardHedged(ctx, f, order, func(up *upstreamState) func(context.Context) (WireAnswer, error) {
+		tq := bytes.Clone(q) // the try may outlive the call, and q with it
+		return func(ctx context.Context) (WireAnswer, error) { return f.tryWire(ctx, tq, up) }
+	})
+}
+
+// tryWire is try for a query in wire form.
+func (f *Forwarder) tryWire(ctx context.Context, q []byte, up *upstreamState) (WireAnswer, error) {
+	start := time.Now()
+	a, err := f.exchangeWire(ctx, q, up)
+	took := time.Since(start)
+	f.metrics.done(up.addr, took, err)
+	switch {
+	case err == nil:
+		f.succeeded(up, took)
+	case ctx.Err() == nil:
+		f.failed(up)
+	}
+	return a, err
+}
+
+// exchangeWire is exchange for a query in wire form: an answer whose RCODE
+// is SERVFAIL, REFUSED or NOTIMP is an *RcodeError holding it as a
+// message.
+func (f *Forwarder) exchangeWire(ctx context.Context, q []byte, u *upstreamState) (WireAnswer, error) {
+	a, err := u.wire.exchangeWire(ctx, q)
+	if err != nil {
+		return WireAnswer{}, err
+	}
+	if a.Msg != nil {
+		if failureRcode(a.Msg.Rcode) {
+			return WireAnswer{}, &RcodeError{Rcode: a.Msg.Rcode, Answer: a.Msg}
+		}
+		return a, nil
+	}
+	if failureRcode(a.Rcode) {
+		m, err := unpackAnswer(a.Raw)
+		if err != nil {
+			return WireAnswer{}, err
+		}
+		return WireAnswer{}, &RcodeError{Rcode: m.Rcode, Answer: m}
+	}
+	return a, nil
+}
+
+// exchangeWire is Plain's exchange for a query in wire form: over UDP, and
+// over TCP (as a message) when the UDP answer is truncated or unusable.
+func (p *Plain) exchangeWire(ctx context.Context, q []byte) (WireAnswer, error) {
+	if p.closed.Load() {
+		return WireAnswer{}, errClosed
+	}
+	raw, err := p.mux.exchangeWire(ctx, q)
+	var a WireAnswer
+	if err == nil {
+		a, err = checkWire(raw, q)
+	}
+	if err == nil && !a.truncated() {
+		return a, nil
+	}
+	if err != nil && (!errors.Is(err, ErrAnswerUnusable) || isTimeout(err)) {
+		return WireAnswer{}, err
+	}
+	// Truncated, or unusable at once: ask again over TCP, as a message.
+	udpErr := err
+	qm := new(dns.Msg)
+	if err := qm.Unpack(q); err != nil {
+		return WireAnswer{}, fmt.Errorf("unpacking the query: %w", err)
+	}
+	tctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	resp, _, err := p.tcp.ExchangeContext(tctx, qm, p.addr)
+	if err != nil {
+		err = tcpError(err)
+	} else {
+		err = checkAnswer(resp, qm)
+	}
+	if udpErr != nil {
+		if err != nil {
+			return WireAnswer{}, fmt.Errorf("%w; over tcp: %w", udpErr, err)
+		}
+		p.metrics.done(p.addr, 0, udpErr) // recovered, but the upstream still misbehaved
+	}
+	if err != nil {
+		return WireAnswer{}, err
+	}
+	return WireAnswer{Msg: resp}, nil
+}
+
+// checkWire checks the datagram raw as checkAnswer checks a message: a
+// response with q's ID and question. It reads raw through (dnswire.Walk);
+// one it cannot read so is unpacked and checked as a message, and a
+// malformed one is ErrAnswerMalformed, as unpackAnswer says.
+func checkWire(raw, q []byte) (WireAnswer, error) {
+	qq, _ := dnswire.ReadQuestion(q)
+	rq, ok := dnswire.ReadQuestion(raw)
+	rcode := int(dnswire.Flags(raw) & 0xF)
+	opts := 0
+	ok = ok && dnswire.QDCount(raw) == 1 && dnswire.Walk(raw, rq.End, func(r dnswire.Record) bool {
+		if r.Type == dnswire.TypeOPT {
+			if opts++; opts > 1 || r.Section != dnswire.Additional {
+				return false
+			}
+			rcode |= int(raw[r.TTLOff]) << 4
+		}
+		return true
+	})
+	if !ok {
+		return checkAsMessage(raw, q)
+	}
+	if dnswire.Flags(raw)&dnswire.FlagQR == 0 || dnswire.ID(raw) != dnswire.ID(q) {
+		return WireAnswer{}, ErrAnswerMismatch
+	}
+	if rq.Type != qq.Type || rq.Class != qq.Class ||
+		!dnswire.EqualFold(raw[dnswire.HeaderLen:rq.NameEnd], q[dnswire.HeaderLen:qq.NameEnd]) {
+		return WireAnswer{}, ErrAnswerMismatch
+	}
+	return WireAnswer{Raw: raw, Rcode: rcode}, nil
+}
+
+// checkAsMessage unpacks raw and checks it against q as the message path
+// does.
+func checkAsMessage(raw, q []byte) (WireAnswer, error) {
+	resp, err := unpackAnswer(raw)
+	if err != nil {
+		return WireAnswer{}, err
+	}
+	qm := new(dns.Msg)
+	if err := qm.Unpack(q); err != nil {
+		return WireAnswer{}, fmt.Errorf("unpacking the query: %w", err)
+	}
+	if err := checkAnswer(resp, qm); err != nil {
+		return WireAnswer{}, err
+	}
+	return WireAnswer{Msg: resp}, nil
+}
+
+// exchangeWire is exchange for a packed query q, sent as it is but for
+// its ID: a query ID free on the socket, written into q, which must not be
+// read or written until the exchange ends, nor reused after it (a
+// datagram may be sent after an exchange that ctx ended). The answer,
+// delivered by that ID, is returned with q's own.
+func (m *udpMux) exchangeWire(ctx context.Context, q []byte) ([]byte, error) {
+	w := waiters.Get().(*waiter)
+	w.err = nil
+	s, id, err := m.register(w)
+	if err != nil {
+		return nil, err
+	}
+	own := dnswire.ID(q)
+	binary.BigEndian.PutUint16(q, id)
+	s.send(id, w, q)
+	var raw []byte
+	var ok bool
+	if done := ctx.Done(); done == nil {
+		raw, ok = <-w.answer
+	} else {
+		select {
+		case raw, ok = <-w.answer:
+		case <-done:
+			s.forget(id, w, nil) // w may yet get an answer: it is not reused
+			return nil, ctx.Err()
+		}
+	}
+	if !ok {
+		return nil, w.err // closed: not reused
+	}
+	// Nothing refers to w any more: deliver removed it from the socket
+	// before sending it the answer. The datagram was sent: q is the
+	// caller's again, with its own ID.
+	waiters.Put(w)
+	binary.BigEndian.PutUint16(q, own)
+	if len(raw) < dnswire.HeaderLen {
+		return nil, ErrAnswerMalformed
+	}
+	binary.BigEndian.PutUint16(raw, own)
+	return raw, nil
+}
+
+// waiters are the waiters of wire exchanges, reused once their answer is
+// received (an open, empty channel that nothing else holds).
+var waiters = sync.Pool{New: func() any { return &waiter{answer: make(chan []byte, 1)} }}
