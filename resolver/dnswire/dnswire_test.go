@@ -1,0 +1,115 @@
+package dnswire
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestNameEnd(t *testing.T) {
+	label63 := append([]byte{63}, strings.Repeat("a", 63)...)
+	long := func(labels int) []byte { // labels of 63 octets, then the root
+		var b []byte
+		for range labels {
+			b = append(b, label63...)
+		}
+		return append(b, 0)
+	}
+	tests := []struct {
+		name string
+		msg  []byte
+		off  int
+		end  int
+		ok   bool
+	}{
+		{name: "root", msg: []byte{0}, end: 1, ok: true},
+		{name: "two labels", msg: []byte{1, 'a', 2, 'b', 'c', 0, 9}, end: 6, ok: true},
+		{name: "pointer back", msg: []byte{1, 'a', 0, 1, 'b', 0xC0, 0}, off: 3, end: 7, ok: true},
+		{name: "pointer to itself", msg: []byte{0xC0, 0}},
+		{name: "pointer loop", msg: []byte{0xC0, 2, 0xC0, 0}},
+		{name: "pointer past the end", msg: []byte{0xC0, 9}},
+		{name: "pointer cut short", msg: []byte{0xC0}},
+		{name: "label past the end", msg: []byte{5, 'a', 'b'}},
+		{name: "no root", msg: []byte{1, 'a'}},
+		{name: "label type 0x40", msg: []byte{0x41, 0}},
+		{name: "label type 0x80", msg: []byte{0x81, 0}},
+		{name: "253 octets of text", msg: append(long(3), 0), end: 193, ok: true},
+		{name: "255 octets", msg: append(append(long(3)[:192], append([]byte{61}, strings.Repeat("b", 61)...)...), 0), end: 255, ok: true},
+		{name: "256 octets", msg: append(append(long(3)[:192], append([]byte{62}, strings.Repeat("b", 62)...)...), 0)},
+		{name: "five long labels", msg: long(5)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			end, ok := NameEnd(tc.msg, tc.off)
+			assert.Equal(t, tc.ok, ok)
+			if tc.ok {
+				assert.Equal(t, tc.end, end)
+			}
+			// miekg/dns agrees on what is a name.
+			_, mend, err := dns.UnpackDomainName(tc.msg, tc.off)
+			assert.Equal(t, tc.ok, err == nil, "miekg/dns: %v", err)
+			if err == nil {
+				assert.Equal(t, tc.end, mend)
+			}
+		})
+	}
+}
+
+func TestWalk(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.org.", dns.TypeA)
+	m.Response = true
+	for _, s := range []string{"www.example.org. 300 IN CNAME web.example.org.", "web.example.org. 60 IN A 192.0.2.1"} {
+		rr, err := dns.NewRR(s)
+		require.NoError(t, err)
+		m.Answer = append(m.Answer, rr)
+	}
+	soa, err := dns.NewRR("example.org. 900 IN SOA ns.example.org. host.example.org. 1 2 3 4 120")
+	require.NoError(t, err)
+	m.Ns = []dns.RR{soa}
+	m.SetEdns0(1232, true)
+	m.Compress = true
+	b, err := m.Pack()
+	require.NoError(t, err)
+
+	q, ok := ReadQuestion(b)
+	require.True(t, ok)
+	assert.Equal(t, uint16(dns.TypeA), q.Type)
+	var got []Record
+	require.True(t, Walk(b, q.End, func(r Record) bool { got = append(got, r); return true }))
+	require.Len(t, got, 4)
+	for i, want := range []struct {
+		sec int
+		typ uint16
+		ttl uint32
+	}{{Answer, TypeCNAME, 300}, {Answer, TypeA, 60}, {Authority, TypeSOA, 900}, {Additional, TypeOPT, 1 << 15}} {
+		assert.Equal(t, want.sec, got[i].Section, i)
+		assert.Equal(t, want.typ, got[i].Type, i)
+		assert.Equal(t, want.ttl, got[i].TTL, i)
+	}
+	assert.Equal(t, uint32(120), SOAMinimum(b, got[2]))
+	assert.Equal(t, len(b), got[3].End)
+
+	// Cut short, or with bytes after the last record: not read.
+	assert.False(t, Walk(b[:len(b)-1], q.End, func(Record) bool { return true }))
+	assert.False(t, Walk(append(b, 0), q.End, func(Record) bool { return true }))
+	// An A record of 3 octets: not read.
+	bad := append([]byte(nil), b...)
+	bad[got[1].RdOff-1] = 3
+	assert.False(t, Walk(bad, q.End, func(Record) bool { return true }))
+	// fn ends the walk.
+	n := 0
+	assert.False(t, Walk(b, q.End, func(Record) bool { n++; return n < 2 }))
+	assert.Equal(t, 2, n)
+}
+
+func TestEqualFold(t *testing.T) {
+	assert.True(t, EqualFold([]byte("\x03WwW\x00"), []byte("\x03www\x00")))
+	assert.False(t, EqualFold([]byte("\x03www\x00"), []byte("\x03wwx\x00")))
+	assert.False(t, EqualFold([]byte("\x01a\x00"), []byte("\x01a\x01b\x00")))
+	// Only ASCII letters fold: '[' (0x5B) is not '{' (0x7B).
+	assert.False(t, EqualFold([]byte("\x01[\x00"), []byte("\x01{\x00")))
+}

@@ -1,0 +1,254 @@
+package resolver
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
+	"github.com/dnsfence/dnsfence/resolver/listen"
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+// wireSeeds are queries of many shapes, packed.
+func wireSeeds(f *testing.F) {
+	seed(f, "testdata/packets/*.bin")
+	withOpts := question("opts.example.org.", dns.TypeA, true)
+	withOpts.IsEdns0().Option = []dns.EDNS0{
+		&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"},
+		&dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: net.IPv4(10, 0, 0, 0).To4()},
+		&dns.EDNS0_PADDING{Padding: make([]byte, 12)},
+	}
+	do := question("Do.Example.ORG.", dns.TypeAAAA, true)
+	do.IsEdns0().SetDo()
+	do.CheckingDisabled, do.AuthenticatedData = true, true
+	for _, m := range []*dns.Msg{
+		question("www.tiktok.com.", dns.TypeA, true),
+		question("example.org.", dns.TypeHTTPS, false),
+		question(".", dns.TypeNS, true),
+		question(`x\.tiktok.com.`, dns.TypeTXT, true),
+		question(strings.Repeat("a", 63)+"."+strings.Repeat("b", 63)+"."+strings.Repeat("c", 63)+"."+strings.Repeat("d", 61)+".", dns.TypeA, true),
+		withOpts, do,
+	} {
+		b, err := m.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+}
+
+// FuzzReadWireQuery checks that the wire path takes only queries that the
+// message path would answer as queries (they parse, opcode QUERY, one
+// valid question of class IN, good EDNS), and reads them as miekg/dns does:
+// the same question, cache key, EDNS and header bits.
+func FuzzReadWireQuery(f *testing.F) {
+	wireSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var buf [maxNameText]byte
+		wq, ok := readWireQuery(b, &buf)
+		if !ok {
+			return
+		}
+		m := new(dns.Msg)
+		if err := m.Unpack(b); err != nil {
+			t.Fatalf("the wire path took a query miekg/dns cannot unpack: %v", err)
+		}
+		if m.Response || m.Opcode != dns.OpcodeQuery || len(m.Question) != 1 || !validQuestion(m.Question[0]) ||
+			checkEDNS(m) != dns.RcodeSuccess || m.Question[0].Qclass != dns.ClassINET {
+			t.Fatalf("the wire path took a query the message path refuses: %s", m)
+		}
+		q := m.Question[0]
+		if _, explain := explainName(q); explain || q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
+			t.Fatalf("the wire path took a query the message path answers itself: %s", m)
+		}
+		if got, want := wq.key(), keyOf(m); got != want {
+			t.Fatalf("cache key %+v, want %+v", got, want)
+		}
+		a, want := wq.asked(), askedOf(m)
+		if n, err := dns.PackDomainName(want.qname, buf[:], 0, nil, false); err != nil || !bytes.Equal(buf[:n], a.qnameWire) {
+			t.Fatalf("QNAME %q, want %q", a.qnameWire, want.qname)
+		}
+		a.qnameWire, a.qname = nil, want.qname
+		if !reflect.DeepEqual(a, want) {
+			t.Fatalf("asked %+v, want %+v", a, want)
+		}
+		if wq.maxSize() != clientSize(m) {
+			t.Fatalf("client size %d, want %d", wq.maxSize(), clientSize(m))
+		}
+		if wq.ecs != (findECS(m) != nil) {
+			t.Fatalf("ECS %v, want %v", wq.ecs, findECS(m))
+		}
+		// The query sent upstream is upstreamQuery's, packed.
+		up := new(dns.Msg)
+		if err := up.Unpack(wq.upstreamQuery(nil)); err != nil {
+			t.Fatalf("the upstream query does not unpack: %v", err)
+		}
+		if !up.AuthenticatedData || up.RecursionDesired != m.RecursionDesired || up.CheckingDisabled != m.CheckingDisabled ||
+			up.Question[0] != q || up.IsEdns0() == nil || up.IsEdns0().Do() != dnssecOK(m) ||
+			up.IsEdns0().UDPSize() != ednsSize || len(up.IsEdns0().Option) != 0 || len(up.Extra) != 1 {
+			t.Fatalf("upstream query %s for %s", up, m)
+		}
+	})
+}
+
+// FuzzWirePath runs every packet through the wire path and through the
+// message path of two handlers alike (a blocking policy; an upstream that
+// refuses the connection) and requires the same answer, octet for octet.
+func FuzzWirePath(f *testing.F) {
+	wireSeeds(f)
+	dir := f.TempDir()
+	for name, content := range testFiles {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			f.Fatal(err)
+		}
+	}
+	cfgPath := filepath.Join(dir, "c.yaml")
+	text := `upstreams: ["127.0.0.1:9"]
+upstream_timeout: 100ms
+log: {queries: none}
+policies:
+  - name: gov
+    clients: ["127.0.0.0/8"]
+    block: ["tiktok.txt"]
+    allow: ["allow.txt"]
+`
+	if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
+		f.Fatal(err)
+	}
+	handler := func() *Handler {
+		cfg, err := config.Load(cfgPath)
+		if err != nil {
+			f.Fatal(err)
+		}
+		snap, err := BuildSnapshot(cfg, nil)
+		if err != nil {
+			f.Fatal(err)
+		}
+		if err := ConnectUpstreams(snap, nil, nil); err != nil {
+			f.Fatal(err)
+		}
+		return NewHandler(zap.NewNop(), snap, nil)
+	}
+	wire, msg := handler(), messageOnly{handler()}
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		serve := func(h listen.Handler) [][]byte {
+			w := &rawRecorder{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
+			if resume := listen.ServeDatagram(h, w, pkt, listen.AcceptQuery, func([]byte, error) {}); resume != nil {
+				resume()
+			}
+			return w.written
+		}
+		got, want := serve(wire), serve(msg)
+		if len(got) != len(want) {
+			t.Fatalf("%d answers on the wire path, %d on the message path", len(got), len(want))
+		}
+		for i := range got {
+			if !bytes.Equal(got[i], want[i]) {
+				a, b := new(dns.Msg), new(dns.Msg)
+				_, _ = a.Unpack(got[i]), b.Unpack(want[i])
+				t.Fatalf("wire path:\n%s\nmessage path:\n%s", a, b)
+			}
+		}
+	})
+}
+
+// rawRecorder is a UDP ResponseWriter that keeps the answers' octets.
+type rawRecorder struct {
+	recorder
+	remote  net.Addr
+	written [][]byte
+}
+
+func (r *rawRecorder) RemoteAddr() net.Addr { return r.remote }
+func (r *rawRecorder) WriteMsg(m *dns.Msg) error {
+	b, err := m.Pack()
+	if err == nil {
+		r.written = append(r.written, b)
+	}
+	return err
+}
+func (r *rawRecorder) Write(b []byte) (int, error) {
+	r.written = append(r.written, bytes.Clone(b))
+	return len(b), nil
+}
+
+// FuzzWireAnswer reads any upstream answer as the wire cache does and
+// checks it against miekg/dns's reading where both read it: the same
+// records, RCODE and cache lifetime, and an answer marked as naming only
+// the question (qnameOnly) does so.
+func FuzzWireAnswer(f *testing.F) {
+	for _, m := range []*dns.Msg{
+		answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess,
+			"a.example.org. 300 IN CNAME b.example.org.", "b.example.org. 100 IN A 192.0.2.1"),
+		answerWith("x.example.org.", dns.TypeA, dns.RcodeNameError,
+			"example.org. 900 IN SOA ns.example.org. h.example.org. 1 3600 600 86400 120"),
+		answerWith("t.example.org.", dns.TypeTXT, dns.RcodeSuccess, `t.example.org. 60 IN TXT "hello"`),
+		answerWith("m.example.org.", dns.TypeMX, dns.RcodeSuccess, `m.example.org. 60 IN MX 10 mx.example.org.`),
+		answerWith("s.example.org.", dns.TypeHTTPS, dns.RcodeSuccess, `s.example.org. 60 IN HTTPS 1 . alpn=h2`),
+	} {
+		for _, edns := range []bool{false, true} {
+			if edns {
+				m.SetEdns0(1232, true)
+			}
+			m.Compress = true
+			b, err := m.Pack()
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m := new(dns.Msg)
+		unpacked := m.Unpack(b) == nil
+		var ttls []uint32
+		var types []uint16
+		if q, ok := dnswire.ReadQuestion(b); ok && dnswire.QDCount(b) == 1 && dnswire.Walk(b, q.End, func(r dnswire.Record) bool {
+			ttls, types = append(ttls, r.TTL), append(types, r.Type)
+			return true
+		}) && unpacked {
+			var rrs []dns.RR
+			for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+				rrs = append(rrs, sec...)
+			}
+			if len(rrs) != len(ttls) {
+				t.Fatalf("dnswire read %d records, miekg/dns %d", len(ttls), len(rrs))
+			}
+			for i, rr := range rrs {
+				if rr.Header().Ttl != ttls[i] || rr.Header().Rrtype != types[i] {
+					t.Fatalf("record %d: dnswire %d TTL %d, miekg/dns %s", i, types[i], ttls[i], rr)
+				}
+			}
+		}
+		var w wireAnswer
+		sh, ok := wireOf(bytes.Clone(b), &w)
+		if !ok || !unpacked {
+			return
+		}
+		if sh.rcode != m.Rcode {
+			t.Fatalf("RCODE %d, miekg/dns %d", sh.rcode, m.Rcode)
+		}
+		for _, bounds := range [][2]uint32{{0, 86400}, {60, 3600}} {
+			got, gotOK := sh.cacheTTL(bounds[0], bounds[1])
+			want, wantOK := cacheTTL(m, bounds[0], bounds[1])
+			if got != want || gotOK != wantOK {
+				t.Fatalf("cache TTL %s %v, want %s %v", got, gotOK, want, wantOK)
+			}
+		}
+		if w.qnameOnly {
+			for _, rr := range m.Answer {
+				if _, alias := aliasTarget(rr); alias || !blocklist.SameName(rr.Header().Name, m.Question[0].Name) {
+					t.Fatalf("qnameOnly with %s", rr)
+				}
+			}
+		}
+	})
+}
