@@ -104,7 +104,12 @@ type List struct {
 	sum    [32]byte
 	labels string   // every node's label, back to back
 	nodes  []node   // nodes[0] is the root
-	slots  []uint32 // 0 = empty, else a node index; len is a power of two
+	// slots is the table, by (parent, label) hash, linear probing, at
+	// most three quarters full: a node index per slot. tags has a byte per
+	// slot: 0 for an empty one, else 8 bits of its node's hash, so that a
+	// probe reads the next byte and touches a node only when they agree.
+	slots []uint32
+	tags  []uint8
 	seed   maphash.Seed
 	count  int // entries
 	dups   []Duplicate
@@ -264,23 +269,39 @@ func (l *List) hash(parent uint32, label string) uint64 {
 	return maphash.String(l.seed, label) ^ (uint64(parent)+1)*0x9e3779b97f4a7c15
 }
 
+// slotOf is the first slot to probe for the hash h, and the tag of h.
+func (l *List) slotOf(h uint64) (int, uint8) {
+	// Lemire's multiply-shift maps the low 32 bits onto the table, whose
+	// size need not be a power of two; the tag comes from the top bits.
+	return int(uint64(uint32(h)) * uint64(len(l.slots)) >> 32), max(uint8(h>>56), 1)
+}
+
 // find looks up the node of label under parent.
 func (l *List) find(parent uint32, label string) (uint32, bool) {
 	if len(l.slots) == 0 {
 		return 0, false
 	}
-	mask := uint64(len(l.slots) - 1)
-	for h := l.hash(parent, label) & mask; ; h = (h + 1) & mask {
-		id := l.slots[h]
-		if id == 0 {
+	i, tag := l.slotOf(l.hash(parent, label))
+	for {
+		switch l.tags[i] {
+		case 0:
 			return 0, false
+		case tag:
+			id := l.slots[i]
+			n := &l.nodes[id]
+			if n.parent == parent && int(n.n) == len(label) && l.labels[n.off:n.off+uint32(n.n)] == label {
+				return id, true
+			}
 		}
-		n := &l.nodes[id]
-		if n.parent == parent && int(n.n) == len(label) && l.labels[n.off:n.off+uint32(n.n)] == label {
-			return id, true
+		if i++; i == len(l.slots) {
+			i = 0
 		}
 	}
 }
+
+// tableSize is the number of slots for n nodes: at most three quarters
+// full.
+func tableSize(n int) int { return max(16, n+n/3+1) }
 
 // builder accumulates entries for a new List.
 type builder struct {
@@ -289,15 +310,13 @@ type builder struct {
 }
 
 func newBuilder(file string, sizeHint int) *builder {
-	n := 16
-	for n < sizeHint*2 {
-		n <<= 1
-	}
+	n := tableSize(sizeHint + sizeHint/8)
 	nodes := make([]node, 1, sizeHint+sizeHint/8+1) // the root, then about one node an entry
 	return &builder{list: &List{
 		file:  file,
 		seed:  maphash.MakeSeed(),
 		slots: make([]uint32, n),
+		tags:  make([]uint8, n),
 		nodes: nodes,
 	}}
 }
@@ -318,16 +337,10 @@ func (b *builder) add(name []byte, line int) {
 // nodeFor finds the node of a normalised name, inserting it and the nodes
 // of its parents as needed.
 func (b *builder) nodeFor(name []byte) uint32 {
-	l := b.list
 	parent := uint32(0)
 	for end := len(name); ; {
 		start := bytes.LastIndexByte(name[:end], '.') + 1
-		label := name[start:end]
-		l.labels = b.labels.String() // what is written so far, for find
-		id, ok := l.find(parent, unsafe.String(unsafe.SliceData(label), len(label)))
-		if !ok {
-			id = b.insert(parent, label)
-		}
+		id := b.findOrInsert(parent, name[start:end])
 		if start == 0 {
 			return id
 		}
@@ -335,37 +348,58 @@ func (b *builder) nodeFor(name []byte) uint32 {
 	}
 }
 
-// insert adds the node of label under parent, not yet an entry.
-func (b *builder) insert(parent uint32, label []byte) uint32 {
+// findOrInsert returns the node of label under parent, adding it (not
+// yet an entry) when there is none: one hash and one probe sequence for
+// both.
+func (b *builder) findOrInsert(parent uint32, label []byte) uint32 {
 	l := b.list
-	if (len(l.nodes)+1)*2 > len(l.slots) {
+	if tableSize(len(l.nodes)+1) > len(l.slots) {
 		b.grow()
+	}
+	l.labels = b.labels.String() // what is written so far, for the compare
+	i, tag := l.slotOf(l.hash(parent, unsafe.String(unsafe.SliceData(label), len(label))))
+	for l.tags[i] != 0 {
+		if l.tags[i] == tag {
+			id := l.slots[i]
+			n := &l.nodes[id]
+			if n.parent == parent && int(n.n) == len(label) && l.labels[n.off:n.off+uint32(n.n)] == string(label) {
+				return id
+			}
+		}
+		if i++; i == len(l.slots) {
+			i = 0
+		}
 	}
 	off := b.labels.Len()
 	b.labels.Write(label)
-	l.labels = b.labels.String()
 	l.nodes = append(l.nodes, node{parent: parent, off: uint32(off), n: uint8(len(label))})
 	if l.acts != nil {
 		l.acts = append(l.acts, 0)
 	}
 	id := uint32(len(l.nodes) - 1)
-	l.insertSlot(id)
+	l.slots[i], l.tags[i] = id, tag
 	return id
 }
 
 func (l *List) insertSlot(id uint32) {
-	mask := uint64(len(l.slots) - 1)
-	h := l.hash(l.nodes[id].parent, l.label(id)) & mask
-	for l.slots[h] != 0 {
-		h = (h + 1) & mask
+	i, tag := l.slotOf(l.hash(l.nodes[id].parent, l.label(id)))
+	for l.tags[i] != 0 {
+		if i++; i == len(l.slots) {
+			i = 0
+		}
 	}
-	l.slots[h] = id
+	l.slots[i], l.tags[i] = id, tag
 }
 
 func (b *builder) grow() {
+	b.resize(len(b.list.slots) * 2)
+}
+
+// resize rebuilds the table with n slots.
+func (b *builder) resize(n int) {
 	l := b.list
 	l.labels = b.labels.String()
-	l.slots = make([]uint32, len(l.slots)*2)
+	l.slots, l.tags = make([]uint32, n), make([]uint8, n)
 	for id := 1; id < len(l.nodes); id++ {
 		l.insertSlot(uint32(id))
 	}
@@ -386,22 +420,10 @@ func (b *builder) finish(sum [32]byte) *List {
 	if cap(l.acts)-len(l.acts) > len(l.acts)/4 {
 		l.acts = slices.Clone(l.acts)
 	}
-	if len(l.nodes)*8 < len(l.slots) && len(l.slots) > 16 {
-		b.shrink()
+	// Size the table for the nodes there are when the size hint (the
+	// file's line count) was far too high.
+	if n := tableSize(len(l.nodes)); n < len(l.slots)/2 {
+		b.resize(n)
 	}
 	return l
-}
-
-// shrink sizes the table for the nodes there are, when the size hint (the
-// file's line count) was far too high.
-func (b *builder) shrink() {
-	l := b.list
-	n := 16
-	for n < len(l.nodes)*2 {
-		n <<= 1
-	}
-	l.slots = make([]uint32, n)
-	for id := 1; id < len(l.nodes); id++ {
-		l.insertSlot(uint32(id))
-	}
 }

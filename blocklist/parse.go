@@ -102,7 +102,7 @@ func Parse(name string, data []byte) (*List, error) {
 			return
 		}
 		first, rest := nextField(text)
-		if strings.Contains(first, "://") {
+		if strings.IndexByte(first, ':') >= 0 && strings.Contains(first, "://") {
 			errs.add(name, line, first, urlEntry(first))
 			return
 		}
@@ -290,12 +290,21 @@ func forEachLine(data string, fn func(line int, text string)) {
 
 // nextField splits off the first white-space separated field.
 func nextField(s string) (field, rest string) {
-	s = strings.TrimLeft(s, " \t")
-	i := strings.IndexAny(s, " \t")
-	if i < 0 {
-		return s, ""
+	s = trimBlank(s)
+	for i := 0; i < len(s); i++ {
+		if s[i] == ' ' || s[i] == '\t' {
+			return s[:i], trimBlank(s[i:])
+		}
 	}
-	return s[:i], strings.TrimLeft(s[i:], " \t")
+	return s, ""
+}
+
+// trimBlank drops leading spaces and tabs.
+func trimBlank(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	return s
 }
 
 // looksLikeAddr reports text that was meant as an address (all digits and
