@@ -102,17 +102,17 @@ func (n *node) lineNo() int { return int(n.hi)<<16 | int(n.line) }
 type List struct {
 	file   string
 	sum    [32]byte
-	labels string   // every node's label, back to back
-	nodes  []node   // nodes[0] is the root
+	labels string // every node's label, back to back
+	nodes  []node // nodes[0] is the root
 	// slots is the table, by (parent, label) hash, linear probing, at
 	// most three quarters full: a node index per slot. tags has a byte per
 	// slot: 0 for an empty one, else 8 bits of its node's hash, so that a
 	// probe reads the next byte and touches a node only when they agree.
 	slots []uint32
 	tags  []uint8
-	seed   maphash.Seed
-	count  int // entries
-	dups   []Duplicate
+	seed  maphash.Seed
+	count int // entries
+	dups  []Duplicate
 
 	// The rest is for RPZ lists (zone.go); all nil for a plain list.
 	// acts holds each node's triggers, parallel to nodes: the action + 1
