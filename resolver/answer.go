@@ -124,12 +124,6 @@ func (a *asked) appendOPT(b []byte, hdr, optLen int) []byte {
 	return b
 }
 
-// dnssecOK reports the query's DO bit (RFC 3225).
-func dnssecOK(req *dns.Msg) bool {
-	opt := req.IsEdns0()
-	return opt != nil && opt.Do()
-}
-
 // Header flag bits of the second 16-bit word of a DNS header (RFC 1035
 // §4.1.1, RFC 4035 §3.2 for AD and CD).
 const (
@@ -256,19 +250,13 @@ var soaNames = func() []byte {
 	return b[:off]
 }()
 
-// appendBlocked packs the NXDOMAIN or REFUSED blocked answer straight into
-// b: the same message blockedReply builds (header, question as asked, for
-// NXDOMAIN the SOA, and OPT with EDE 15 when the query had EDNS), without
-// building it,
-// because this is the answer dnsfence gives most. ttl and serial are as for
-// blockedReply (seconds). It reports false when the answer would not fit
-// maxSize (octets); the caller then builds it the general way.
-func appendBlocked(b []byte, req *dns.Msg, rcode int, owner string, ttl, serial uint32, ede string, maxSize int) ([]byte, bool) {
-	a := askedOf(req)
-	return a.appendBlocked(b, rcode, owner, ttl, serial, ede, maxSize)
-}
-
-// appendBlocked is appendBlocked for a query read as a.
+// appendBlocked packs the NXDOMAIN or REFUSED blocked answer to the query
+// read as a straight into b: the same message blockedReply builds (header,
+// question as asked, for NXDOMAIN the SOA, and OPT with EDE 15 when the
+// query had EDNS), without building it, because this is the answer
+// dnsfence gives most. ttl and serial are as for blockedReply (seconds). It
+// reports false when the answer would not fit maxSize (octets); the caller
+// then builds it the general way.
 func (a *asked) appendBlocked(b []byte, rcode int, owner string, ttl, serial uint32, ede string, maxSize int) ([]byte, bool) {
 	hdr := dns.MsgHdr{Rcode: rcode}
 	a.replyHeader(&hdr, false)

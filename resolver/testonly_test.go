@@ -4,6 +4,8 @@ import (
 	"net"
 	"slices"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // Helpers that only tests use, kept out of the binary.
@@ -48,4 +50,22 @@ func (s *Server) Addrs() []string {
 		}
 	}
 	return addrs
+}
+
+// dnssecOK reports the query's DO bit (RFC 3225).
+func dnssecOK(req *dns.Msg) bool {
+	opt := req.IsEdns0()
+	return opt != nil && opt.Do()
+}
+
+// appendBlocked is asked.appendBlocked for the query req.
+func appendBlocked(b []byte, req *dns.Msg, rcode int, owner string, ttl, serial uint32, ede string, maxSize int) ([]byte, bool) {
+	a := askedOf(req)
+	return a.appendBlocked(b, rcode, owner, ttl, serial, ede, maxSize)
+}
+
+// appendCached is asked.appendCached for the query req.
+func appendCached(b []byte, e *cacheEntry, req *dns.Msg, now time.Time, maxSize int) ([]byte, bool) {
+	a := askedOf(req)
+	return a.appendCached(b, e, now, maxSize)
 }

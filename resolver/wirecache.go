@@ -170,16 +170,12 @@ func (sh *wireShape) cacheTTL(minTTL, maxTTL uint32) (time.Duration, bool) {
 	return 0, false
 }
 
-// appendCached writes the client's answer from a cached entry: the header
-// by replyHeader, TTLs aged as cacheEntry.aged does, and our OPT (buffer 1232, the client's DO bit) when the query had
-// EDNS. It reports false when the general path must answer instead (the
-// answer would not fit maxSize).
-func appendCached(b []byte, e *cacheEntry, req *dns.Msg, now time.Time, maxSize int) ([]byte, bool) {
-	a := askedOf(req)
-	return a.appendCached(b, e, now, maxSize)
-}
-
-// appendCached is appendCached for a query read as a.
+// appendCached writes into b the answer from the entry e to the query read
+// as a: the header by replyHeader, TTLs aged to now as cacheEntry.aged
+// ages them, and our OPT (buffer 1232, the client's DO bit) when the query
+// had EDNS. It reports false when the general path must answer instead:
+// the client spells the name otherwise, or the answer would not fit
+// maxSize (octets).
 func (a *asked) appendCached(b []byte, e *cacheEntry, now time.Time, maxSize int) ([]byte, bool) {
 	w := e.wireForm()
 	b = append(b[:0], w.wire...)

@@ -185,7 +185,7 @@ stop() {
 
 steal() { awk '/^cpu /{print $9; exit}' /proc/stat; } # cumulative steal ticks
 
-# perf NAME FILE [extra dnsperf args] -> prints "qps latency_ms steal_ticks"
+# perf NAME FILE [extra dnsperf args] -> prints "qps latency_ms steal_ticks lost_percent"
 perf() {
 	local name=$1 file=$2
 	shift 2
@@ -194,10 +194,11 @@ perf() {
 	out=$(taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "${PORT[$name]}" -a $GOV -d "$file" -l "$SECS" -c 16 -q 1000 -t 2 "$@" 2>&1)
 	s1=$(steal)
 	echo "$out" >>"$tmp/dnsperf.log"
-	local qps lat
+	local qps lat lost
 	qps=$(awk '/Queries per second:/{print $4}' <<<"$out")
 	lat=$(awk '/Average Latency \(s\):/{print $4*1000}' <<<"$out")
-	echo "${qps:-0} ${lat:-0} $((s1 - s0))"
+	lost=$(awk '/Queries lost:/{gsub(/[()%]/, "", $4); print $4}' <<<"$out")
+	echo "${qps:-0} ${lat:-0} $((s1 - s0)) ${lost:-0}"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END{if (NR==0) print 0; else print a[int((NR+1)/2)]}'; }
@@ -205,8 +206,8 @@ median() { sort -n | awk '{a[NR]=$1} END{if (NR==0) print 0; else print a[int((N
 cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime of a process, in clock ticks
 HZ=$(getconf CLK_TCK)
 
-# cpuperf NAME FILE -> prints "cpu_us_per_query qps": the server's CPU time
-# per query answered at a fixed offered rate of CPU_QPS.
+# cpuperf NAME FILE -> prints "cpu_us_per_query qps lost_percent": the
+# server's CPU time per query answered at a fixed offered rate of CPU_QPS.
 cpuperf() {
 	local name=$1 file=$2 c0 c1 out done qps
 	c0=$(cputicks "$SERVER_PID")
@@ -215,8 +216,9 @@ cpuperf() {
 	echo "$out" >>"$tmp/dnsperf.log"
 	done=$(awk '/Queries completed:/{print $3}' <<<"$out")
 	qps=$(awk '/Queries per second:/{print $4}' <<<"$out")
-	awk -v t=$((c1 - c0)) -v n="${done:-0}" -v hz="$HZ" -v q="${qps:-0}" \
-		'BEGIN{ if (n > 0) printf "%.2f %.0f\n", t / hz / n * 1e6, q; else print "0 0" }'
+	lost=$(awk '/Queries lost:/{gsub(/[()%]/, "", $4); print $4}' <<<"$out")
+	awk -v t=$((c1 - c0)) -v n="${done:-0}" -v hz="$HZ" -v q="${qps:-0}" -v l="${lost:-0}" \
+		'BEGIN{ if (n > 0) printf "%.2f %.0f %s\n", t / hz / n * 1e6, q, l; else print "0 0 0" }'
 }
 
 # latperf NAME FILE -> prints "mean_ms p99_ms": every query's latency at a
@@ -230,7 +232,7 @@ latperf() {
 
 rss() { awk '/VmRSS/{printf "%d", $2/1024}' "/proc/$1/status"; } # MB
 
-declare -A QPS LAT CPUQ LATM LATP RSS STEAL
+declare -A QPS LAT CPUQ LATM LATP RSS STEAL LOST LOSTC
 taskset -c "$LOAD_CPU" "$tmp/upstream" -listen "127.0.0.1:$UPSTREAM_PORT" 2>"$tmp/upstream.log" &
 pids+=("$!")
 
@@ -243,7 +245,7 @@ for name in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare}; do
 	paths=(blocked)
 	[ "$name" != bare ] && paths+=(cache-hit cache-miss)
 	for path in "${paths[@]}"; do
-		results=()
+		results=() losts=()
 		steals=0
 		for run in $(seq 1 "$RUNS"); do
 			case $path in
@@ -260,10 +262,12 @@ for name in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare}; do
 			esac
 			results+=("$(cut -d' ' -f1 <<<"$r")")
 			steals=$((steals + $(cut -d' ' -f3 <<<"$r")))
+			losts+=("$(cut -d' ' -f4 <<<"$r")")
 		done
 		QPS[$name/$path]=$(printf '%s\n' "${results[@]}" | median)
 		STEAL[$name/$path]=$steals
-		printf '%-9s %-10s qps: median %8.0f of [%s]  cpu steal ticks: %d\n' "$name" "$path" "${QPS[$name/$path]}" "${results[*]}" "$steals"
+		LOST[$name/$path]=$(printf '%s\n' "${losts[@]}" | sort -n | tail -1)
+		printf '%-9s %-10s qps: median %8.0f of [%s]  lost %% [%s]  cpu steal ticks: %d\n' "$name" "$path" "${QPS[$name/$path]}" "${results[*]}" "${losts[*]}" "$steals"
 		# CPU per query at a fixed offered rate.
 		case $path in
 		blocked) f="$tmp/blocked.txt" ;;
@@ -273,14 +277,17 @@ for name in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare}; do
 			f="$tmp/miss.txt"
 			;;
 		esac
-		cpus=()
+		cpus=() clost=()
 		for run in $(seq 1 "$RUNS"); do
 			[ "$path" = cache-miss ] && [ "$run" -gt 1 ] &&
 				awk -v r="${name}cpu$run" 'BEGIN{for(i=1;i<=1500000;i++) printf "m%d.%s.example.net A\n", i, r}' >"$f"
-			cpus+=("$(cpuperf "$name" "$f" | cut -d' ' -f1)")
+			r=$(cpuperf "$name" "$f")
+			cpus+=("$(cut -d' ' -f1 <<<"$r")")
+			clost+=("$(cut -d' ' -f3 <<<"$r")")
 		done
 		CPUQ[$name/$path]=$(printf '%s\n' "${cpus[@]}" | median)
-		printf '%-9s %-10s CPU per query at %d qps offered: median %.2f us of [%s]\n' "$name" "$path" "$CPU_QPS" "${CPUQ[$name/$path]}" "${cpus[*]}"
+		LOSTC[$name/$path]=$(printf '%s\n' "${clost[@]}" | sort -n | tail -1)
+		printf '%-9s %-10s CPU per query at %d qps offered: median %.2f us of [%s], lost %% [%s]\n' "$name" "$path" "$CPU_QPS" "${CPUQ[$name/$path]}" "${cpus[*]}" "${clost[*]}"
 		# Mean and 99th percentile latency at 5,000 qps.
 		if [ "$path" != cache-miss ]; then
 			means=() p99s=()
@@ -326,13 +333,13 @@ done
 
 # The table: every server and path, from this run.
 echo
-echo "| server | path | qps (median) | CPU us/query at $CPU_QPS qps | mean ms at 5k qps | p99 ms at 5k qps | RSS MB | steal ticks |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|"
+echo "| server | path | qps (median) | lost % (max) | CPU us/query at $CPU_QPS qps | lost % there | mean ms at 5k qps | p99 ms at 5k qps | RSS MB | steal ticks |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for k in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare}; do
 	for p in blocked cache-hit cache-miss; do
 		[ -n "${STEAL[$k/$p]:-}" ] || continue
-		printf '| %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$k" "$p" "${QPS[$k/$p]}" "${CPUQ[$k/$p]:-}" \
-			"${LATM[$k/$p]:--}" "${LATP[$k/$p]:--}" "${RSS[$k]:-}" "${STEAL[$k/$p]}"
+		printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n' "$k" "$p" "${QPS[$k/$p]}" "${LOST[$k/$p]:-}" "${CPUQ[$k/$p]:-}" \
+			"${LOSTC[$k/$p]:-}" "${LATM[$k/$p]:--}" "${LATP[$k/$p]:--}" "${RSS[$k]:-}" "${STEAL[$k/$p]}"
 	done
 done
 echo "# CPU steal over the whole run: $(($(steal) - STEAL0)) ticks of $HZ a second; load average now $(cut -d' ' -f1-3 /proc/loadavg)"
