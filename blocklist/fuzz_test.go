@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 	"github.com/dnsfence/dnsfence/blocklist/rpz"
 	"github.com/miekg/dns"
 )
@@ -307,7 +308,7 @@ func refLabels(name string) []string {
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		switch {
-		case c == '\\' && i+3 < len(name) && isDigit(name[i+1]) && isDigit(name[i+2]) && isDigit(name[i+3]):
+		case c == '\\' && i+3 < len(name) && presname.IsDigit(name[i+1]) && presname.IsDigit(name[i+2]) && presname.IsDigit(name[i+3]):
 			v, _ := strconv.Atoi(name[i+1 : i+4])
 			cur = append(cur, byte(v%256))
 			i += 3
@@ -336,7 +337,7 @@ func refLabels(name string) []string {
 // multi-byte rune) and is skipped.
 func checkRefLabels(t *testing.T, name string, labels []string) {
 	body := trimRoot(name)
-	if name == "" || (body != "" && body[len(body)-1] == '\\' && !escaped(body, len(body)-1)) {
+	if name == "" || (body != "" && body[len(body)-1] == '\\' && !presname.Escaped(body, len(body)-1)) {
 		return
 	}
 	var wire [1024]byte
@@ -365,7 +366,7 @@ func labelKey(labels []string) string {
 func asciiLower(s string) string {
 	b := []byte(s)
 	for i, c := range b {
-		b[i] = lower(c)
+		b[i] = presname.Lower(c)
 	}
 	return string(b)
 }

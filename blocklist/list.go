@@ -15,6 +15,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 	"github.com/gaissmai/bart"
 )
 
@@ -63,8 +64,8 @@ func (e Entry) Folded() string {
 	}
 	b := make([]byte, 0, len(e.Name))
 	for i := 0; i < len(e.Name); {
-		c, n := octet(e.Name, i)
-		b = append(b, lower(c))
+		c, n := presname.Octet(e.Name, i)
+		b = append(b, presname.Lower(c))
 		i += n
 	}
 	return string(b)
@@ -232,7 +233,7 @@ func (l *List) Match(name string) (Entry, bool) {
 	// Labels from the right; the walk ends at the first one that is not
 	// in the list.
 	for end := len(name); name != ""; {
-		start := labelStart(name, end)
+		start := presname.LabelStart(name, end)
 		label, ok := foldLabel(name[start:end], &buf)
 		if !ok {
 			break

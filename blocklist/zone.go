@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 	"github.com/dnsfence/dnsfence/blocklist/rpz"
 	"github.com/gaissmai/bart"
 )
@@ -141,7 +142,7 @@ func FromZone(name string, sum [32]byte, sizeHint int, read func(rpz.Handler) (r
 func foldName(s string, dst []byte) ([]byte, error) {
 	labelLen := 0
 	for i := 0; i < len(s); {
-		c, n := octet(s, i)
+		c, n := presname.Octet(s, i)
 		i += n
 		if n == 1 && c == '.' {
 			if labelLen == 0 {
@@ -151,7 +152,7 @@ func foldName(s string, dst []byte) ([]byte, error) {
 			labelLen = 0
 			continue
 		}
-		c = lower(c)
+		c = presname.Lower(c)
 		if !entryOctet[c] {
 			return nil, ErrBadChar
 		}
