@@ -16,7 +16,7 @@ import (
 
 // TestShippedRPZIsCurrent fails when configs/rpz/tiktok.rpz is out of
 // date with the lists it is made from: it runs the configs package's
-// go:generate command with -check.
+// generate directive with -check.
 func TestShippedRPZIsCurrent(t *testing.T) {
 	src, err := os.ReadFile("../../configs/embed.go")
 	require.NoError(t, err)
