@@ -51,7 +51,6 @@ type zoneInfo struct {
 // ipEntry is one response-IP trigger.
 type ipEntry struct {
 	name   string // the prefix in text, made once so that MatchIP formats nothing
-	prefix netip.Prefix
 	line   int
 	action Action
 }
@@ -226,7 +225,7 @@ func (b *builder) addIP(p netip.Prefix, line int, a Action, errs *errorList, t r
 		l.dups = append(l.dups, Duplicate{Name: prev.name, Line: line, FirstLine: prev.line})
 		return
 	}
-	l.ips.Insert(p, ipEntry{name: p.String(), prefix: p, line: line, action: a})
+	l.ips.Insert(p, ipEntry{name: p.String(), line: line, action: a})
 	l.count++
 	if a == ActionPassthru {
 		l.zone.passthru = true
@@ -242,16 +241,13 @@ func (l *List) triggers(id uint32, exact bool) bool {
 	return l.acts[id]>>3 != 0
 }
 
-// trigger fills in the action, wildcard and line of the trigger of node
-// id that matched.
-func (l *List) trigger(e *Entry, id uint32, exact bool) {
+// trigger is node id's exact or wildcard trigger.
+func (l *List) trigger(id uint32, exact bool) Trigger {
 	k := l.acts[id]
 	if exact {
-		e.Action = Action(k&7 - 1)
-		return
+		return Trigger{Action: Action(k&7 - 1)}
 	}
-	e.Action, e.Wildcard = Action(k>>3-1), true
-	e.Line = l.triggerLine(id, true)
+	return Trigger{Action: Action(k>>3 - 1), Wildcard: true}
 }
 
 // triggerLine is the line of node id's exact or wildcard trigger.
@@ -264,18 +260,29 @@ func (l *List) triggerLine(id uint32, wildcard bool) int {
 
 // MatchIP reports whether addr is inside the prefix of a response-IP
 // trigger (`24.0.2.0.192.rpz-ip CNAME .`), returning the entry of the
-// longest such prefix, with its Prefix, its Action and the prefix in text
-// as its Name. An IPv4-mapped IPv6 address is matched as the IPv4 address
-// it maps. Only RPZ lists have such entries. MatchIP does not allocate.
-func (l *List) MatchIP(addr netip.Addr) (Entry, bool) {
+// longest such prefix, with the prefix in text as its Name (Prefix reads
+// it), and its trigger's action. An IPv4-mapped IPv6 address is matched
+// as the IPv4 address it maps, and a zone is ignored. Only RPZ lists have
+// such entries (HasIPTriggers). MatchIP does not allocate.
+func (l *List) MatchIP(addr netip.Addr) (Entry, Trigger, bool) {
 	if l == nil || l.ips == nil {
-		return Entry{}, false
+		return Entry{}, Trigger{}, false
 	}
 	v, ok := l.ips.Lookup(addr.Unmap().WithZone(""))
 	if !ok {
-		return Entry{}, false
+		return Entry{}, Trigger{}, false
 	}
-	return Entry{List: l, Name: v.name, Line: v.line, Action: v.action, Prefix: v.prefix}, true
+	return Entry{List: l, Name: v.name, Line: v.line}, Trigger{Action: v.action}, true
+}
+
+// Prefix is the prefix of a response-IP trigger's entry (from MatchIP or
+// AllTriggers), read from its Name; false for a name entry.
+func (e Entry) Prefix() (netip.Prefix, bool) {
+	if e.List == nil || e.List.ips == nil || strings.IndexByte(e.Name, '/') < 0 {
+		return netip.Prefix{}, false
+	}
+	p, err := netip.ParsePrefix(e.Name)
+	return p, err == nil
 }
 
 // HasIPTriggers reports whether MatchIP can match anything, so that a
@@ -306,20 +313,23 @@ func (l *List) Serial() (uint32, bool) {
 	return l.zone.serial, l.zone.soa
 }
 
-// Owner is the owner name of the RPZ trigger behind an entry, fully
-// qualified, as the zone writes it (lowercase, escapes resolved):
-// `*.tiktok.com.rpz.example.gov.` for a wildcard, `24.0.2.0.192.rpz-ip.rpz.example.gov.`
-// for a response-IP trigger. For a transfer, which has no lines, this is
-// what names the entry. "" for an entry of a plain list.
-func (e Entry) Owner() string {
+// Owner is the owner name of the RPZ trigger behind an entry and its
+// Trigger (as MatchTrigger, MatchIP and AllTriggers give them), fully
+// qualified, as the zone has it (lowercase, escapes resolved):
+// `*.tiktok.com.rpz.example.gov.` for a wildcard,
+// `24.0.2.0.192.rpz-ip.rpz.example.gov.` for a response-IP trigger. For
+// a transfer, which has no lines, this is what names the entry. "" for an
+// entry of a plain list.
+func (e Entry) Owner(t Trigger) string {
 	if e.List == nil || e.List.zone == nil {
 		return ""
 	}
 	var rel string
+	p, isIP := e.Prefix()
 	switch {
-	case e.Prefix.IsValid():
-		rel = rpz.IPTrigger(e.Prefix)
-	case e.Wildcard:
+	case isIP:
+		rel = rpz.IPTrigger(p)
+	case t.Wildcard:
 		rel = "*." + e.Folded()
 	default:
 		rel = e.Folded()
@@ -330,17 +340,32 @@ func (e Entry) Owner() string {
 	return rel + "."
 }
 
-// allTriggers yields every trigger of an RPZ list in zone order: name
-// triggers with their Action and Wildcard, then the response-IP triggers
-// among them by line, with Prefix set and the prefix in text as Name.
-func (l *List) allTriggers() iter.Seq[Entry] {
+// AllTriggers yields every entry with its trigger, in file (or zone)
+// order: for a plain list, All's entries with ActionNXDOMAIN; for an RPZ
+// list, its name triggers (a name can have two: its own and its `*.`) and
+// its response-IP triggers, with the prefix in text as Name.
+func (l *List) AllTriggers() iter.Seq2[Entry, Trigger] {
+	if l.zone == nil {
+		return func(yield func(Entry, Trigger) bool) {
+			for e := range l.All() {
+				if !yield(e, Trigger{}) {
+					return
+				}
+			}
+		}
+	}
+	return l.allTriggers()
+}
+
+// allTriggers is AllTriggers of an RPZ list.
+func (l *List) allTriggers() iter.Seq2[Entry, Trigger] {
 	type item struct {
 		line     int
 		id       uint32
 		wildcard bool
 		ip       *ipEntry
 	}
-	return func(yield func(Entry) bool) {
+	return func(yield func(Entry, Trigger) bool) {
 		items := make([]item, 0, l.count)
 		for id := 1; id < len(l.nodes); id++ {
 			k := l.acts[id]
@@ -359,16 +384,14 @@ func (l *List) allTriggers() iter.Seq[Entry] {
 		slices.SortStableFunc(items, func(a, b item) int { return cmp.Compare(a.line, b.line) })
 		var buf []byte
 		for _, it := range items {
-			var e Entry
+			e, t := Entry{List: l, Line: it.line}, Trigger{}
 			if it.ip != nil {
-				e = Entry{List: l, Name: it.ip.name, Line: it.line, Action: it.ip.action, Prefix: it.ip.prefix}
+				e.Name, t.Action = it.ip.name, it.ip.action
 			} else {
 				buf = l.appendName(buf[:0], it.id)
-				e = Entry{List: l, Name: string(buf), Line: it.line, Wildcard: it.wildcard}
-				l.trigger(&e, it.id, !it.wildcard)
-				e.Line = it.line
+				e.Name, t = string(buf), l.trigger(it.id, !it.wildcard)
 			}
-			if !yield(e) {
+			if !yield(e, t) {
 				return
 			}
 		}

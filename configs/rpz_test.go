@@ -27,9 +27,9 @@ func TestShippedRPZBlocksTheDefaultLists(t *testing.T) {
 		defaults = append(defaults, l)
 		for e := range l.All() {
 			for _, q := range []string{e.Name, "www." + e.Name, "a.b." + e.Name} {
-				m, ok := zone.Match(q)
+				_, tr, ok := zone.MatchTrigger(q)
 				if assert.True(t, ok, "%s:%d: %s is not blocked by the zone", path, e.Line, q) {
-					assert.Equal(t, blocklist.ActionNXDOMAIN, m.Action, q)
+					assert.Equal(t, blocklist.ActionNXDOMAIN, tr.Action, q)
 				}
 			}
 		}
