@@ -117,8 +117,9 @@ type List struct {
 	// acts holds each node's triggers, parallel to nodes: the action + 1
 	// of the trigger for the name itself in bits 0-2, of its `*.` trigger
 	// in bits 3-5, 0 where there is none. A node's line is that of its
-	// exact trigger when it has one, else that of its wildcard;
-	// wildLine holds the wildcard's line of a node that has both.
+	// exact trigger when it has one, else that of its wildcard; the
+	// wildcard's line of a node that has both is in bits 6-7 when near
+	// (setWildLine), else in wildLine.
 	acts     []uint8
 	wildLine map[uint32]int
 	ips      *bart.Table[ipEntry] // response-IP triggers

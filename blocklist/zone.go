@@ -195,8 +195,9 @@ func (b *builder) addTrigger(name []byte, line int, wildcard bool, a Action, err
 	case wildcard: // the name's own trigger came first and keeps the node's line
 		l.setWildLine(id, line)
 	default: // the wildcard came first: its line moves aside
-		l.setWildLine(id, n.lineNo())
+		wild := n.lineNo()
 		n.line, n.hi = uint16(line), uint8(line>>16)
+		l.setWildLine(id, wild)
 	}
 	l.count++
 	if a == ActionPassthru {
@@ -204,11 +205,25 @@ func (b *builder) addTrigger(name []byte, line int, wildcard bool, a Action, err
 	}
 }
 
+// setWildLine records the line of the wildcard trigger of node id, which
+// has a trigger of its own on the node's line. Zones list `*.name` next
+// to `name` (a generated zone, a transfer in canonical order), so the
+// usual lines one after, one before or two after the node's are kept in
+// bits 6-7 of acts; others in wildLine.
 func (l *List) setWildLine(id uint32, line int) {
-	if l.wildLine == nil {
-		l.wildLine = map[uint32]int{}
+	switch line - l.nodes[id].lineNo() {
+	case 1:
+		l.acts[id] |= 1 << 6
+	case -1:
+		l.acts[id] |= 2 << 6
+	case 2:
+		l.acts[id] |= 3 << 6
+	default:
+		if l.wildLine == nil {
+			l.wildLine = map[uint32]int{}
+		}
+		l.wildLine[id] = line
 	}
-	l.wildLine[id] = line
 }
 
 // addIP adds a response-IP trigger.
@@ -238,7 +253,7 @@ func (l *List) triggers(id uint32, exact bool) bool {
 	if exact {
 		return l.acts[id]&7 != 0
 	}
-	return l.acts[id]>>3 != 0
+	return l.acts[id]>>3&7 != 0
 }
 
 // trigger is node id's exact or wildcard trigger.
@@ -247,15 +262,24 @@ func (l *List) trigger(id uint32, exact bool) Trigger {
 	if exact {
 		return Trigger{Action: Action(k&7 - 1)}
 	}
-	return Trigger{Action: Action(k>>3 - 1), Wildcard: true}
+	return Trigger{Action: Action(k>>3&7 - 1), Wildcard: true}
 }
 
 // triggerLine is the line of node id's exact or wildcard trigger.
 func (l *List) triggerLine(id uint32, wildcard bool) int {
-	if wildcard && l.acts[id]&7 != 0 {
-		return l.wildLine[id]
+	line := l.nodes[id].lineNo()
+	if !wildcard || l.acts[id]&7 == 0 {
+		return line
 	}
-	return l.nodes[id].lineNo()
+	switch l.acts[id] >> 6 {
+	case 1:
+		return line + 1
+	case 2:
+		return line - 1
+	case 3:
+		return line + 2
+	}
+	return l.wildLine[id]
 }
 
 // MatchIP reports whether addr is inside the prefix of a response-IP
@@ -372,7 +396,7 @@ func (l *List) allTriggers() iter.Seq2[Entry, Trigger] {
 			if k&7 != 0 {
 				items = append(items, item{line: l.nodes[id].lineNo(), id: uint32(id)})
 			}
-			if k>>3 != 0 {
+			if k>>3&7 != 0 {
 				items = append(items, item{line: l.triggerLine(uint32(id), true), id: uint32(id), wildcard: true})
 			}
 		}

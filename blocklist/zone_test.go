@@ -490,3 +490,56 @@ pangle.example CNAME .
 	}
 	assert.Error(t, WriteRPZ(&b, ZoneHeader{}, []*List{zone}, nil), "an RPZ list is a zone already")
 }
+
+// TestRPZWildcardLines checks the line of each trigger of a name that has
+// both its own and a `*.` trigger, in every order and distance: the near
+// ones are kept beside the node, the others apart.
+func TestRPZWildcardLines(t *testing.T) {
+	l := zoneList(t,
+		"a.example CNAME .", // 5
+		"*.a.example CNAME *.",
+		"*.b.example CNAME .",
+		"b.example CNAME rpz-drop.",
+		"c.example CNAME .", // 9
+		"filler1.example CNAME .",
+		"*.c.example CNAME .",
+		"e.example CNAME .", // 12
+		"filler2.example CNAME .",
+		"filler3.example CNAME .",
+		"filler4.example CNAME .",
+		"*.e.example CNAME rpz-passthru.", // 16
+		"*.f.example CNAME .",
+		"filler5.example CNAME .",
+		"filler6.example CNAME .",
+		"f.example CNAME *.", // 20
+	)
+	for _, tc := range []struct {
+		qname string
+		line  int
+		tr    Trigger
+	}{
+		{"a.example", 5, Trigger{Action: ActionNXDOMAIN}},
+		{"x.a.example", 6, Trigger{Action: ActionNODATA, Wildcard: true}},
+		{"x.b.example", 7, Trigger{Action: ActionNXDOMAIN, Wildcard: true}},
+		{"b.example", 8, Trigger{Action: ActionDrop}},
+		{"c.example", 9, Trigger{Action: ActionNXDOMAIN}},
+		{"x.c.example", 11, Trigger{Action: ActionNXDOMAIN, Wildcard: true}},
+		{"e.example", 12, Trigger{Action: ActionNXDOMAIN}},
+		{"x.e.example", 16, Trigger{Action: ActionPassthru, Wildcard: true}},
+		{"x.f.example", 17, Trigger{Action: ActionNXDOMAIN, Wildcard: true}},
+		{"f.example", 20, Trigger{Action: ActionNODATA}},
+	} {
+		e, tr, ok := l.MatchTrigger(tc.qname)
+		require.True(t, ok, tc.qname)
+		assert.Equal(t, tc.line, e.Line, tc.qname)
+		assert.Equal(t, tc.tr, tr, tc.qname)
+		m, _ := l.Match(tc.qname)
+		assert.Equal(t, tc.line, m.Line, "Match %s", tc.qname)
+	}
+	var lines []int
+	for e := range l.All() {
+		lines = append(lines, e.Line)
+	}
+	assert.Equal(t, []int{5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}, lines)
+	assert.Len(t, l.wildLine, 2, "only the far wildcards are kept apart")
+}
