@@ -151,7 +151,7 @@ func TestParseLines(t *testing.T) {
 		"$INCLUDE /etc/passwd\r\n" + // 19
 		"$ORIGIN sub.example.rpz.test.\r\n" + // 20
 		"i CNAME .\r\n" + // 21
-		"\"quoted;( CNAME .\r\n" + // 22: a quote the lexer reads to the end of the line
+		"\"x \"quoted;( CNAME .\r\n" + // 22: quotes that do not pair up on the line
 		"j CNAME .\r\n" + // 23
 		"k CNAME ." // 24, no line end
 	r := parse(t, text)
