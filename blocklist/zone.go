@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"iter"
 	"net/netip"
 	"slices"
@@ -29,8 +30,10 @@ const (
 	ActionNODATA = Action(rpz.NODATA)
 	// ActionDrop blocks by sending no answer at all.
 	ActionDrop = Action(rpz.Drop)
-	// ActionPassthru allows: the entry is an allow entry, and beats every
-	// block entry, of this list and of every other list.
+	// ActionPassthru allows: the caller treats the entry as an allow
+	// entry, which beats the block entries of every list. (Within one
+	// zone the most specific trigger decides, and that may be a block:
+	// `*.example.com CNAME rpz-passthru.` with `ads.example.com CNAME .`.)
 	ActionPassthru = Action(rpz.Passthru)
 )
 
@@ -108,7 +111,7 @@ func FromZone(name string, sum [32]byte, sizeHint int, read func(rpz.Handler) (r
 				return
 			}
 			if t.Prefix.IsValid() {
-				b.addIP(t.Prefix, line, Action(t.Action), &errs, t)
+				b.addIP(t, line, &errs)
 				return
 			}
 			var err error
@@ -116,7 +119,7 @@ func FromZone(name string, sum [32]byte, sizeHint int, read func(rpz.Handler) (r
 				errs.addOwner(name, t.Line, t.Owner, err)
 				return
 			}
-			b.addTrigger(buf, line, t.Wildcard, Action(t.Action), &errs, t)
+			b.addTrigger(buf, t, line, &errs)
 		},
 		Problem: func(p rpz.Problem) {
 			if p.Owner == "" {
@@ -165,9 +168,11 @@ func foldName(s string, dst []byte) ([]byte, error) {
 	return dst, nil
 }
 
-// addTrigger adds a QNAME trigger for the stored name.
-func (b *builder) addTrigger(name []byte, line int, wildcard bool, a Action, errs *errorList, t rpz.Trigger) {
+// addTrigger adds the QNAME trigger t, whose name has the stored form
+// name, on line.
+func (b *builder) addTrigger(name []byte, t rpz.Trigger, line int, errs *errorList) {
 	l := b.list
+	wildcard, a := t.Wildcard, Action(t.Action)
 	id := b.nodeFor(name)
 	shift := uint8(0)
 	if wildcard {
@@ -177,7 +182,7 @@ func (b *builder) addTrigger(name []byte, line int, wildcard bool, a Action, err
 	if prev := k >> shift & 7; prev != 0 {
 		first := l.triggerLine(id, wildcard)
 		if Action(prev-1) != a {
-			errs.addOwner(l.file, t.Line, t.Owner, ErrConflict)
+			errs.addOwner(l.file, t.Line, t.Owner, conflict(t, first))
 			return
 		}
 		display := string(name)
@@ -226,15 +231,16 @@ func (l *List) setWildLine(id uint32, line int) {
 	}
 }
 
-// addIP adds a response-IP trigger.
-func (b *builder) addIP(p netip.Prefix, line int, a Action, errs *errorList, t rpz.Trigger) {
+// addIP adds the response-IP trigger t, on line.
+func (b *builder) addIP(t rpz.Trigger, line int, errs *errorList) {
 	l := b.list
+	p, a := t.Prefix, Action(t.Action)
 	if l.ips == nil {
 		l.ips = &bart.Table[ipEntry]{}
 	}
 	if prev, ok := l.ips.Get(p); ok {
 		if prev.action != a {
-			errs.addOwner(l.file, t.Line, t.Owner, ErrConflict)
+			errs.addOwner(l.file, t.Line, t.Owner, conflict(t, prev.line))
 			return
 		}
 		l.dups = append(l.dups, Duplicate{Name: prev.name, Line: line, FirstLine: prev.line})
@@ -245,6 +251,15 @@ func (b *builder) addIP(p netip.Prefix, line int, a Action, errs *errorList, t r
 	if a == ActionPassthru {
 		l.zone.passthru = true
 	}
+}
+
+// conflict is ErrConflict for t, naming the line of the trigger kept when
+// the zone has lines.
+func conflict(t rpz.Trigger, first int) error {
+	if t.Line == 0 {
+		return ErrConflict
+	}
+	return fmt.Errorf("%w (line %d)", ErrConflict, first)
 }
 
 // triggers reports whether node id holds a trigger for the name itself
