@@ -125,12 +125,13 @@ func FuzzParseRPZ(f *testing.F) {
 			}
 		}
 		n := 0
-		for e := range l.All() {
+		for e, tr := range l.AllTriggers() {
 			n++
-			if e.Prefix.IsValid() {
-				m, ok := l.MatchIP(e.Prefix.Addr())
-				if !ok || m.Prefix.Bits() < e.Prefix.Bits() || !m.Prefix.Contains(e.Prefix.Addr()) {
-					t.Fatalf("trigger %s does not match its address (got %v, %v)", e.Name, m.Prefix, ok)
+			if p, isIP := e.Prefix(); isIP {
+				m, _, ok := l.MatchIP(p.Addr())
+				mp, _ := m.Prefix()
+				if !ok || mp.Bits() < p.Bits() || !mp.Contains(p.Addr()) {
+					t.Fatalf("trigger %s does not match its address (got %v, %v)", e.Name, mp, ok)
 				}
 				continue
 			}
@@ -138,12 +139,15 @@ func FuzzParseRPZ(f *testing.F) {
 				t.Fatalf("stored entry %q is not normalised (%q, %v)", e.Name, n, err)
 			}
 			q := e.Name
-			if e.Wildcard {
+			if tr.Wildcard {
 				q = `\000.` + q // a label no entry holds: the wildcard is the most specific trigger
 			}
-			m, ok := l.Match(strings.ToUpper(q))
-			if !ok || m.Line != e.Line || m.Action != e.Action || m.Wildcard != e.Wildcard {
-				t.Fatalf("trigger %+v: Match(%q) = %+v, %v", e, q, m, ok)
+			m, mt, ok := l.MatchTrigger(strings.ToUpper(q))
+			if !ok || m.Line != e.Line || mt != tr {
+				t.Fatalf("trigger %+v %+v: MatchTrigger(%q) = %+v %+v, %v", e, tr, q, m, mt, ok)
+			}
+			if m2, ok := l.Match(strings.ToUpper(q)); !ok || m2 != m {
+				t.Fatalf("Match(%q) = %+v, %v; MatchTrigger gives %+v", q, m2, ok, m)
 			}
 		}
 		if n != l.Len() {
@@ -288,9 +292,12 @@ func FuzzMatchRPZ(f *testing.F) {
 				}
 			}
 		}
-		got, ok := l.Match(name)
-		if ok != (wantName != "") || ok && (got.Folded() != wantName || got.Line != want.line || got.Action != want.action || got.Wildcard != wantWild) {
-			t.Fatalf("Match(%q) = %+v (%q), %v; want %q %+v wildcard %v", name, got, got.Folded(), ok, wantName, want, wantWild)
+		got, tr, ok := l.MatchTrigger(name)
+		if ok != (wantName != "") || ok && (got.Folded() != wantName || got.Line != want.line || tr != (Trigger{Action: want.action, Wildcard: wantWild})) {
+			t.Fatalf("MatchTrigger(%q) = %+v %+v (%q), %v; want %q %+v wildcard %v", name, got, tr, got.Folded(), ok, wantName, want, wantWild)
+		}
+		if m, ok2 := l.Match(name); ok2 != ok || m != got {
+			t.Fatalf("Match(%q) = %+v, %v; MatchTrigger gives %+v", name, m, ok2, got)
 		}
 	})
 }

@@ -290,8 +290,8 @@ func (d *decoder) record(rr dns.RR, line int) {
 	if rel == "" {
 		switch hdr.Rrtype {
 		case dns.TypeSOA:
-			if !d.zone.SOA {
-				d.zone.SOA, d.zone.Serial = true, rr.(*dns.SOA).Serial
+			if soa, ok := rr.(*dns.SOA); ok && !d.zone.SOA {
+				d.zone.SOA, d.zone.Serial = true, soa.Serial
 			}
 		case dns.TypeNS:
 		default:
