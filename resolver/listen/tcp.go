@@ -350,7 +350,7 @@ func (w *tcpWriter) WriteMsg(m *dns.Msg) error {
 func (w *tcpWriter) Write(b []byte) (int, error) {
 	return len(b), w.conn.writeFrame(padReply(w.padFor, b))
 }
-func (w *tcpWriter) Close() error                { return nil } // the connection outlives one query
-func (w *tcpWriter) TsigStatus() error           { return nil }
-func (w *tcpWriter) TsigTimersOnly(bool)         {}
-func (w *tcpWriter) Hijack()                     {}
+func (w *tcpWriter) Close() error        { return nil } // the connection outlives one query
+func (w *tcpWriter) TsigStatus() error   { return nil }
+func (w *tcpWriter) TsigTimersOnly(bool) {}
+func (w *tcpWriter) Hijack()             {}
