@@ -470,3 +470,70 @@ func TestHTTPSUpstreamByName(t *testing.T) {
 	require.Len(t, r.Answer, 1)
 	assert.Equal(t, "192.0.2.12", r.Answer[0].(*dns.A).A.String(), "the new address after the reload")
 }
+
+// TestCertificateReloads: the certificate reloads when its files change;
+// a refused pair is logged at error with the reason and counted, the old
+// pair still served (and /readyz is not its business); a good one is
+// logged at info with its expiry, counted, and its expiry exported.
+// Reload (SIGHUP) reads the files at once.
+func TestCertificateReloads(t *testing.T) {
+	p := newTestPKI(t)
+	core, logs := observer.New(zapcore.InfoLevel)
+	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf("upstreams: [\"127.0.0.1:53\"]\ntls: {cert: %q, key: %q}\nlisten_tls: [\"127.0.0.1:0\"]\n", p.certFile, p.keyFile)})
+	cfg, err := config.Load(filepath.Join(dir, "dnsfence.yaml"))
+	require.NoError(t, err)
+	reg := prometheus.NewRegistry()
+	cert, err := OpenCertificate(zap.New(core), cfg, NewMetrics(reg))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cert.Close() })
+	first := cert.Store.Leaf().Raw
+	assert.Equal(t, float64(cert.Store.NotAfter().Unix()), gauge(t, reg, "dnsfence_tls_certificate_expiry_seconds"))
+
+	replace := func(path, from string) {
+		t.Helper()
+		b, err := os.ReadFile(from)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(path+".tmp", b, 0o600))
+		require.NoError(t, os.Rename(path+".tmp", path))
+	}
+	// A key that is not the certificate's: refused, the old pair kept.
+	other := newTestPKI(t)
+	replace(p.keyFile, other.keyFile)
+	require.Eventually(t, func() bool { return logs.FilterMessage("TLS certificate reload refused, still serving the old certificate").Len() == 1 },
+		10*time.Second, 10*time.Millisecond)
+	refused := logs.FilterMessage("TLS certificate reload refused, still serving the old certificate").All()[0]
+	assert.Equal(t, zapcore.ErrorLevel, refused.Level)
+	assert.Contains(t, refused.ContextMap()["error"], "private key does not match public key")
+	assert.Equal(t, first, cert.Store.Leaf().Raw, "the old pair is still served")
+	assert.Contains(t, scrape(t, reg), `dnsfence_tls_certificate_reloads_total{result="failure"} 1`+"\n")
+
+	// The matching certificate arrives: the new pair is served.
+	replace(p.certFile, other.certFile)
+	require.Eventually(t, func() bool { return logs.FilterMessage("TLS certificate reloaded").Len() == 1 },
+		10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, zapcore.InfoLevel, logs.FilterMessage("TLS certificate reloaded").All()[0].Level)
+	assert.NotEqual(t, first, cert.Store.Leaf().Raw)
+	assert.Contains(t, scrape(t, reg), `dnsfence_tls_certificate_reloads_total{result="success"} 1`+"\n")
+	assert.Equal(t, float64(cert.Store.NotAfter().Unix()), gauge(t, reg, "dnsfence_tls_certificate_expiry_seconds"))
+
+	// SIGHUP with nothing changed says nothing; with a change, reloads.
+	cert.Reload()
+	assert.Equal(t, 1, logs.FilterMessage("TLS certificate reloaded").Len())
+	var nilCert *Certificate
+	nilCert.Reload() // no tls configured: nothing to do
+	assert.NoError(t, nilCert.Close())
+}
+
+// gauge is the value of the unlabelled gauge called name.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no %s", name)
+	return 0
+}
