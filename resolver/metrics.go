@@ -34,6 +34,7 @@ type Metrics struct {
 	udpBuffer       *prometheus.GaugeVec   // direction
 	udpDrops        *listen.DropCounter
 	cacheLookups    map[string]prometheus.Counter
+	cert            certMetrics // the server certificate's series, once one is loaded
 	reg             prometheus.Registerer
 
 	// queryCounters caches the queries counters by transport and result so
@@ -49,7 +50,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsfence_queries_total",
-			Help: "Queries answered (or dropped), by transport and result.",
+			Help: "Queries answered (or dropped), by transport (udp, tcp, tls, https, quic) and result; bad_request: a DoH request answered with an HTTP 4xx, or a DoQ stream that broke RFC 9250.",
 		}, []string{"transport", "result"}),
 		blocked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsfence_blocked_total",
@@ -133,23 +134,35 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.reloads, m.reloadSuccess, m.reloadOK, m.reloadHeld, m.policyRanges, m.skippedLines, m.unwatched, m.watchedFolders, m.inflight, m.rateLimited,
 		m.connsRefused, m.connsOpen, m.udpBuffer, drops)
 	// Series a network team alerts on exist from the start, at zero.
-	for _, tr := range []string{listen.UDP, listen.TCP} {
+	for _, tr := range transports {
 		m.rateLimited.WithLabelValues(tr)
 	}
 	for _, r := range []string{reloadSucceeded, reloadFailed, reloadHeld} {
 		m.reloads.WithLabelValues(r)
 	}
-	for _, tr := range []string{listen.UDP, listen.TCP} {
+	for _, tr := range transports {
 		for _, r := range queryResults {
 			m.queryCounters[[2]string{tr, r}] = m.queries.WithLabelValues(tr, r)
 		}
 	}
-	for _, r := range listen.RefusedReasons() {
-		m.connsRefused.WithLabelValues(listen.TCP, r)
+	// A request the DoH or DoQ listener refuses without a DNS answer.
+	for _, tr := range []string{listen.HTTPS, listen.QUIC} {
+		m.queryCounters[[2]string{tr, listen.ResultBadRequest}] = m.queries.WithLabelValues(tr, listen.ResultBadRequest)
 	}
-	m.connsOpen.WithLabelValues(listen.TCP)
+	for _, tr := range streamTransports {
+		for _, r := range listen.RefusedReasons() {
+			m.connsRefused.WithLabelValues(tr, r)
+		}
+		m.connsOpen.WithLabelValues(tr)
+	}
 	return m
 }
+
+// transports are the transport label's values: every listener's.
+var transports = []string{listen.UDP, listen.TCP, listen.TLS, listen.HTTPS, listen.QUIC}
+
+// streamTransports are the transports with connections.
+var streamTransports = []string{listen.TCP, listen.TLS, listen.HTTPS, listen.QUIC}
 
 // connectionRefused counts a connection closed at accept.
 func (m *Metrics) connectionRefused(transport, reason string) {

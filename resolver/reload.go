@@ -588,6 +588,19 @@ func (r *Reloader) warnRestartNeeded(old, cfg *config.Config) {
 		r.log.Warn("limits.udp_receive_buffer or udp_send_buffer changed: restart to apply",
 			zap.Int("udp_receive_buffer", old.Limits.UDPReceiveBuffer), zap.Int("udp_send_buffer", old.Limits.UDPSendBuffer))
 	}
+	for _, l := range []struct {
+		key      string
+		old, cfg []string
+	}{{"listen_tls", old.ListenTLS, cfg.ListenTLS}, {"listen_https", old.ListenHTTPS, cfg.ListenHTTPS}, {"listen_quic", old.ListenQUIC, cfg.ListenQUIC}} {
+		if !slices.Equal(l.old, l.cfg) {
+			r.log.Warn(l.key+" changed: restart to apply, still serving the old addresses",
+				zap.Strings("running", l.old), zap.Strings("configured", l.cfg))
+		}
+	}
+	if old.Path(old.TLS.Cert) != cfg.Path(cfg.TLS.Cert) || old.Path(old.TLS.Key) != cfg.Path(cfg.TLS.Key) {
+		r.log.Warn("tls.cert or tls.key names other files: restart to apply; the files named at start are still watched and served",
+			zap.String("cert", old.Path(old.TLS.Cert)), zap.String("key", old.Path(old.TLS.Key)))
+	}
 	if old.HTTPAddr() != cfg.HTTPAddr() {
 		r.log.Warn("http changed: restart to apply, still serving the old address",
 			zap.String("running", old.HTTPAddr()), zap.String("configured", cfg.HTTPAddr()))

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver"
@@ -62,9 +63,31 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	cfg := snap.Config
+	// The certificate pair, as serve reads it before listening.
+	notAfter, err := cfg.CheckCertificate()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
 	fmt.Fprintf(stdout, "config %s\n", cfg.File)
 	fmt.Fprintf(stdout, "listen %s\n", strings.Join(cfg.Listen, " "))
+	for _, l := range []struct {
+		key   string
+		addrs []string
+	}{{"listen_tls", cfg.ListenTLS}, {"listen_https", cfg.ListenHTTPS}, {"listen_quic", cfg.ListenQUIC}} {
+		if len(l.addrs) > 0 {
+			fmt.Fprintf(stdout, "%s %s\n", l.key, strings.Join(l.addrs, " "))
+		}
+	}
+	if cfg.TLS.Cert != "" {
+		left := time.Until(notAfter)
+		fmt.Fprintf(stdout, "tls.cert %s: expires %s (in %d days)\n", cfg.Path(cfg.TLS.Cert),
+			notAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
+	}
 	fmt.Fprintf(stdout, "upstreams %s\n", strings.Join(cfg.Upstreams, " ")) // as written: check asks none and reads no resolv.conf
+	if cfg.UpstreamCA != "" {
+		fmt.Fprintf(stdout, "upstream_ca %s\n", cfg.Path(cfg.UpstreamCA))
+	}
 	fmt.Fprintf(stdout, "allowed_clients %s\n", strings.Join(cfg.AllowedClients, " "))
 	for i, p := range cfg.Policies {
 		fmt.Fprintf(stdout, "policy %q %s\n", p.Name, snap.Policies[i].Kind())

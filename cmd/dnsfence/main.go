@@ -322,9 +322,21 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	handler.Store(snap)
 	tuneGC(log)
 
+	// The certificate of the encrypted listeners, watched until exit.
+	cert, err := resolver.OpenCertificate(log.Named("tls"), cfg, metrics)
+	if err != nil {
+		log.Error("loading the TLS certificate", zap.Error(err))
+		return 1
+	}
+	defer cert.Close()
+
 	server := resolver.NewServer(log.Named("server"), handler)
 	if err := server.Start(cfg.Listen); err != nil {
 		log.Error("starting", zap.Error(err))
+		return 1
+	}
+	if err := server.StartEncrypted(cfg, cert); err != nil {
+		log.Error("starting the encrypted listeners", zap.Error(err))
 		return 1
 	}
 	log.Info("dnsfence started", zap.String("version", versionString()), zap.String("config", cfg.File),
@@ -346,6 +358,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		if sig == syscall.SIGHUP {
 			log.Info("SIGHUP: reloading everything")
 			_ = reloader.Reload(true) // logged by the reloader
+			cert.Reload()             // logged when the pair changed
 			continue
 		}
 		log.Info("stopping", zap.String("signal", sig.String()))

@@ -21,6 +21,7 @@ import (
 	"unicode"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -116,6 +117,21 @@ type Config struct {
 	RateLimit  RateLimit `yaml:"rate_limit"`
 	Limits     Limits    `yaml:"limits"`
 
+	// TLS is the server certificate of every encrypted listener
+	// (DESIGN.md §8).
+	TLS TLS `yaml:"tls"`
+	// ListenTLS are the addresses served with DNS over TLS (RFC 7858).
+	ListenTLS []string `yaml:"listen_tls"`
+	// ListenHTTPS are the addresses served with DNS over HTTPS (RFC 8484):
+	// "host:port" and "https://host:port" over TLS, "http://host:port"
+	// without it, for a TLS-terminating proxy in front.
+	ListenHTTPS []string `yaml:"listen_https"`
+	// ListenQUIC are the addresses served with DNS over QUIC (RFC 9250).
+	ListenQUIC []string `yaml:"listen_quic"`
+	// UpstreamCA is a PEM file of extra roots that encrypted upstreams'
+	// certificates are verified against, besides the system's.
+	UpstreamCA string `yaml:"upstream_ca"`
+
 	// File is the configuration file's path; relative paths in it resolve
 	// against its folder.
 	File string `yaml:"-"`
@@ -132,6 +148,15 @@ type Config struct {
 	allowed []netip.Prefix
 	trusted []netip.Prefix
 	explain []netip.Prefix
+	// tlsLine is the line of tls.cert, for CheckCertificate's error.
+	tlsLine int
+}
+
+// TLS names the server certificate chain and its private key, both PEM.
+// Relative paths resolve against the configuration file's folder.
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // Policy is one entry of `policies`.
@@ -573,6 +598,7 @@ func walk(root *yaml.Node, path []any) (int, *yaml.Node) {
 // errs as "key: what is wrong; an example of right".
 func (c *Config) validate(errs *configErrors) {
 	c.validateListen(errs)
+	c.validateEncrypted(errs)
 	c.validateUpstreams(errs)
 	c.allowed = parsePrefixes(errs, []any{"allowed_clients"}, c.AllowedClients)
 	c.trusted = parsePrefixes(errs, []any{"trusted_proxies"}, c.TrustedProxies)
@@ -624,11 +650,16 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 			}
 			continue
 		}
+		if strings.Contains(u, "://") {
+			// tls://, https:// and quic:// (DESIGN.md §8), as the
+			// forwarder reads them.
+			if _, err := upstream.ParseAddress(u); err != nil {
+				errs.add(at, "%v", err)
+			}
+			continue
+		}
 		msg, fix := addrPortProblem(u, 53, false)
-		scheme, _, isURL := strings.Cut(u, "://")
 		switch {
-		case isURL:
-			errs.add(at, "%q: %s upstreams are not supported yet; give IP:port of a plain DNS server, %s", u, protocolName(scheme), example(at))
 		case fix != "":
 			errs.add(at, "%s; write %s", msg, fix)
 		case strings.Contains(msg, " is a name"):
@@ -927,21 +958,6 @@ func fileProblem(path string, err error) string {
 		return fmt.Sprintf("file %q cannot be read: %v", path, pe.Err)
 	}
 	return fmt.Sprintf("file %q cannot be read: %v", path, err)
-}
-
-// protocolName names the protocol of an upstream URL's scheme.
-func protocolName(scheme string) string {
-	switch strings.ToLower(scheme) {
-	case "https", "h2", "h3":
-		return "DNS-over-HTTPS"
-	case "tls":
-		return "DNS-over-TLS"
-	case "quic":
-		return "DNS-over-QUIC"
-	case "sdns":
-		return "DNS stamp"
-	}
-	return "URL"
 }
 
 // enumProblem says that v is not one of values, with the one it most

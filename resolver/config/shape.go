@@ -82,6 +82,16 @@ var configExamples = map[string]string{
 	"limits.tcp_connections_per_client": `32`,
 	"limits.udp_receive_buffer":         `4194304`,
 	"limits.udp_send_buffer":            `4194304`,
+	"tls":                               `{cert: certs/dnsfence.crt, key: certs/dnsfence.key}`,
+	"tls.cert":                          `certs/dnsfence.crt`,
+	"tls.key":                           `certs/dnsfence.key`,
+	"listen_tls":                        `["127.0.0.1:853"]`,
+	"listen_tls[]":                      `127.0.0.1:853`,
+	"listen_https":                      `["127.0.0.1:443"]`,
+	"listen_https[]":                    `127.0.0.1:443`,
+	"listen_quic":                       `["127.0.0.1:853"]`,
+	"listen_quic[]":                     `127.0.0.1:853`,
+	"upstream_ca":                       `certs/pdns-ca.pem`,
 }
 
 // example is "e.g. key: value" for a key of a mapping and "e.g. value" for

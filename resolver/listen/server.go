@@ -72,12 +72,15 @@ type Config struct {
 	Log     *zap.Logger
 }
 
-// Server serves a Handler on UDP and TCP at every listen address.
+// Server serves a Handler on UDP and TCP at every listen address (Start),
+// and on DNS over TLS, HTTPS and QUIC at theirs (StartEncrypted).
 type Server struct {
 	cfg Config
 	log *zap.Logger
 	udp []*udpServer
-	tcp []*tcpServer
+	tcp []*tcpServer // TCP, and DNS over TLS
+	doh []*dohListener
+	doq []*doqListener
 	wg  sync.WaitGroup
 	// admission decides which connections every stream listener serves.
 	admission *admission
@@ -196,7 +199,7 @@ func (s *Server) Start(listen []string) error {
 				udp.serve()
 			}()
 		}
-		tcp := newTCPServer(ln, s.cfg, s.log, s.admission, limits.TCPConnections, s.counted(TCP), s.invalid(TCP))
+		tcp := newTCPServer(ln, s.cfg, s.log, s.admission, limits.TCPConnections, s.counted(TCP), s.invalid(TCP), nil)
 		s.tcp = append(s.tcp, tcp)
 		s.wg.Add(1)
 		go func() {
@@ -290,19 +293,32 @@ func (s *Server) closeAll() {
 	for _, t := range s.tcp {
 		t.drain(nil)
 	}
+	for _, d := range s.doh {
+		_ = d.srv.Close()
+	}
+	for _, q := range s.doq {
+		_ = q.srv.Close()
+		_ = q.pc.Close()
+	}
 	s.wg.Wait()
 }
 
 // stopTaking stops every transport from taking new queries, at once and
 // without waiting: the UDP sockets are no longer read (a query arriving now
-// waits in the kernel until the socket closes, unanswered), the TCP
-// listeners close, and open TCP connections read no further query.
+// waits in the kernel until the socket closes, unanswered), the TCP and
+// TLS listeners close, open TCP and TLS connections read no further
+// query, and the QUIC listeners take no new connection or stream. (The
+// HTTPS listeners stop in Shutdown's first step, which closes them and
+// sends GOAWAY at once.)
 func (s *Server) stopTaking() {
 	for _, u := range s.udp {
 		u.stopReading()
 	}
 	for _, t := range s.tcp {
 		t.stopAccepting()
+	}
+	for _, q := range s.doq {
+		q.srv.startDraining()
 	}
 }
 
@@ -319,6 +335,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	for _, t := range s.tcp {
 		drains.Go(func() { t.drain(ctx.Done()) })
+	}
+	for _, d := range s.doh {
+		drains.Go(func() {
+			if d.srv.Shutdown(ctx) != nil {
+				_ = d.srv.Close() // ctx ended: abandon what is left
+			}
+		})
+	}
+	for _, q := range s.doq {
+		drains.Go(func() {
+			_ = q.srv.Shutdown(ctx)
+			_ = q.pc.Close()
+		})
 	}
 	done := make(chan struct{})
 	go func() {
