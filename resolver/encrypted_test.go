@@ -501,7 +501,9 @@ func TestCertificateReloads(t *testing.T) {
 	// A key that is not the certificate's: refused, the old pair kept.
 	other := newTestPKI(t)
 	replace(p.keyFile, other.keyFile)
-	require.Eventually(t, func() bool { return logs.FilterMessage("TLS certificate reload refused, still serving the old certificate").Len() == 1 },
+	require.Eventually(t, func() bool {
+		return logs.FilterMessage("TLS certificate reload refused, still serving the old certificate").Len() == 1
+	},
 		10*time.Second, 10*time.Millisecond)
 	refused := logs.FilterMessage("TLS certificate reload refused, still serving the old certificate").All()[0]
 	assert.Equal(t, zapcore.ErrorLevel, refused.Level)
