@@ -554,3 +554,434 @@ func TestEncryptedHostileInputEndToEnd(t *testing.T) {
 	})
 	p.stop(t, syscall.SIGTERM)
 }
+
+// answeringUpstream answers A ip for every name, on UDP and TCP, counting
+// the queries.
+func answeringUpstream(t *testing.T, ip string) (string, *atomic.Int64) {
+	t.Helper()
+	count := new(atomic.Int64)
+	addr := serveUDPAndTCP(t, dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		count.Add(1)
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		if r.Question[0].Qtype == dns.TypeA {
+			rr, _ := dns.NewRR(r.Question[0].Name + " 300 IN A " + ip)
+			m.Answer = append(m.Answer, rr)
+		}
+		_ = w.WriteMsg(m)
+	}))
+	return addr, count
+}
+
+// encryptedUpstream is a second dnsfence serving DoT, DoH and DoQ with
+// the pair certFile/keyFile, forwarding to a plain upstream that answers
+// A ip: an encrypted upstream for the dnsfence under test.
+type encryptedUpstream struct {
+	addrs   map[string]string
+	queries *atomic.Int64 // queries its own upstream received
+}
+
+func startEncryptedUpstream(t *testing.T, certFile, keyFile, ip string) *encryptedUpstream {
+	t.Helper()
+	up, count := answeringUpstream(t, ip)
+	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: [%q]
+http: ""
+log: {queries: none}
+tls: {cert: %q, key: %q}
+listen_tls: ["127.0.0.1:0"]
+listen_https: ["127.0.0.1:0"]
+listen_quic: ["127.0.0.1:0"]
+`, up, certFile, keyFile)})
+	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
+	return &encryptedUpstream{addrs: p.encryptedAddrs(t, "tls", "https", "quic"), queries: count}
+}
+
+// startUnboundDoT runs an Unbound serving DNS over TLS on 127.0.0.1 with
+// the given pair, answering from local data only (www.example. A
+// 192.0.2.53; anything else under example. NXDOMAIN), so it never asks
+// anything. It is stopped at the end of the test.
+func startUnboundDoT(t *testing.T, certFile, keyFile string) string {
+	t.Helper()
+	bin := needProgram(t, "unbound", "unbound")
+	dir := t.TempDir()
+	port := freePort(t)
+	conf := filepath.Join(dir, "unbound.conf")
+	logFile := filepath.Join(dir, "unbound.log")
+	require.NoError(t, os.WriteFile(conf, fmt.Appendf(nil, `server:
+	verbosity: 1
+	num-threads: 1
+	interface: 127.0.0.1@%[1]s
+	tls-port: %[1]s
+	do-ip6: no
+	do-udp: no
+	tls-service-key: %[2]q
+	tls-service-pem: %[3]q
+	username: ""
+	chroot: ""
+	directory: %[4]q
+	pidfile: ""
+	use-syslog: no
+	logfile: %[5]q
+	access-control: 127.0.0.0/8 allow
+	module-config: "iterator"
+	so-reuseport: no
+	local-zone: "example." static
+	local-data: "www.example. 300 IN A 192.0.2.53"
+remote-control:
+	control-enable: no
+`, port, keyFile, certFile, dir, logFile), 0o600))
+	var out bytes.Buffer
+	cmd := exec.Command(bin, "-d", "-c", conf)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			logged, _ := os.ReadFile(logFile)
+			t.Logf("unbound output:\n%s\n%s", out.String(), logged)
+		}
+	})
+	addr := net.JoinHostPort("127.0.0.1", port)
+	require.Eventually(t, func() bool {
+		select {
+		case <-exited:
+			return true
+		default:
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	}, 20*time.Second, 20*time.Millisecond, "unbound did not start listening")
+	select {
+	case <-exited:
+		t.Fatal("unbound exited")
+	default:
+	}
+	return addr
+}
+
+// forwarder runs the binary forwarding to upstreams (in order, with
+// extra configuration lines, which set http or turn it off) and returns it.
+func forwarder(t *testing.T, upstreams []string, extra string) *process {
+	t.Helper()
+	quoted := make([]string, len(upstreams))
+	for i, u := range upstreams {
+		quoted[i] = fmt.Sprintf("%q", u)
+	}
+	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: [%s]
+upstream_strategy: ordered
+%s`, strings.Join(quoted, ", "), extra)})
+	return startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
+}
+
+// TestEncryptedUpstreamsEndToEnd: the built binary forwards over DNS over
+// TLS to a real Unbound (tls-service-key), and over HTTPS and QUIC to a
+// second dnsfence, verifying their certificates against upstream_ca; an
+// https upstream written with a host name is looked up through the plain
+// upstreams. Upstreams whose certificate carries the wrong name, or
+// comes from a root not trusted, fail over to the next in the list (a
+// plain one here): they never answer, and the second dnsfence's own
+// upstream never sees the query.
+func TestEncryptedUpstreamsEndToEnd(t *testing.T) {
+	needDig(t)
+	ca := newE2ECA(t, "dnsfence e2e CA")
+	untrustedCA := newE2ECA(t, "a CA nobody trusts")
+	dir := t.TempDir()
+	goodCert, goodKey, _ := ca.issue(t, dir, "good", e2eServerName)
+	wrongCert, wrongKey, _ := ca.issue(t, dir, "wrong-name", "other.test")
+	untrustedCert, untrustedKey, _ := untrustedCA.issue(t, dir, "untrusted", e2eServerName)
+	trust := fmt.Sprintf("upstream_ca: %q\nhttp: \"\"\n", ca.file)
+
+	unbound := startUnboundDoT(t, goodCert, goodKey)
+	good := startEncryptedUpstream(t, goodCert, goodKey, "192.0.2.77")
+
+	answerOf := func(t *testing.T, p *process, name string) string {
+		t.Helper()
+		out := p.dig(t, name)
+		require.Contains(t, out, "status: NOERROR", out)
+		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\.\s+\d+\s+IN\s+A\s+(\S+)`).FindStringSubmatch(out)
+		require.NotNil(t, m, out)
+		return m[1]
+	}
+
+	t.Run("tls to Unbound", func(t *testing.T) {
+		p := forwarder(t, []string{"tls://" + unbound + "#" + e2eServerName}, trust)
+		assert.Equal(t, "192.0.2.53", answerOf(t, p, "www.example"))
+		assert.Contains(t, p.dig(t, "nothing.example"), "status: NXDOMAIN", "Unbound's NXDOMAIN comes back as it is")
+	})
+	t.Run("https to dnsfence", func(t *testing.T) {
+		before := good.queries.Load()
+		p := forwarder(t, []string{"https://" + good.addrs["https"] + "/dns-query#" + e2eServerName}, trust)
+		assert.Equal(t, "192.0.2.77", answerOf(t, p, "h.example"))
+		assert.Greater(t, good.queries.Load(), before)
+	})
+	t.Run("quic to dnsfence", func(t *testing.T) {
+		before := good.queries.Load()
+		p := forwarder(t, []string{"quic://" + good.addrs["quic"] + "#" + e2eServerName}, trust)
+		assert.Equal(t, "192.0.2.77", answerOf(t, p, "q.example"))
+		assert.Greater(t, good.queries.Load(), before)
+	})
+	t.Run("https by name, looked up through the plain upstream", func(t *testing.T) {
+		// The plain upstream knows dns.test and refuses the rest: an
+		// answer to another name came over HTTPS.
+		names := serveUDPAndTCP(t, dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+			m := new(dns.Msg)
+			m.SetReply(r)
+			if !strings.EqualFold(r.Question[0].Name, e2eServerName+".") {
+				m.Rcode = dns.RcodeRefused
+			} else if r.Question[0].Qtype == dns.TypeA {
+				rr, _ := dns.NewRR(e2eServerName + ". 60 IN A 127.0.0.1")
+				m.Answer = append(m.Answer, rr)
+			}
+			_ = w.WriteMsg(m)
+		}))
+		_, port, _ := net.SplitHostPort(good.addrs["https"])
+		p := forwarder(t, []string{"https://" + e2eServerName + ":" + port + "/dns-query", names}, trust)
+		assert.Equal(t, "192.0.2.77", answerOf(t, p, "n.example"))
+	})
+	t.Run("wrong name and untrusted root fail over", func(t *testing.T) {
+		wrong := startEncryptedUpstream(t, wrongCert, wrongKey, "192.0.2.66")
+		untrusted := startEncryptedUpstream(t, untrustedCert, untrustedKey, "192.0.2.66")
+		fallback, _ := answeringUpstream(t, "192.0.2.99")
+		var upstreams []string
+		for _, u := range []*encryptedUpstream{wrong, untrusted} {
+			upstreams = append(upstreams,
+				"tls://"+u.addrs["tls"]+"#"+e2eServerName,
+				"https://"+u.addrs["https"]+"/dns-query#"+e2eServerName,
+				"quic://"+u.addrs["quic"]+"#"+e2eServerName)
+		}
+		httpAddr := "127.0.0.1:" + freePort(t)
+		p := forwarder(t, append(upstreams, fallback), fmt.Sprintf("upstream_ca: %q\nhttp: %q\nupstream_timeout: 3s\n", ca.file, httpAddr))
+		for i := range 3 {
+			assert.Equal(t, "192.0.2.99", answerOf(t, p, fmt.Sprintf("f%d.example", i)), "only the plain upstream answers")
+		}
+		assert.Zero(t, wrong.queries.Load(), "a query never went through the upstream with the wrong name")
+		assert.Zero(t, untrusted.queries.Load(), "nor through the one with an untrusted root")
+		body := metricsText(t, httpAddr)
+		for _, u := range upstreams {
+			assert.Regexp(t, `dnsfence_upstream_errors_total\{kind="certificate",upstream="`+regexp.QuoteMeta(u)+`"\} [1-9]`, body)
+		}
+	})
+}
+
+// TestCertRotationUnderLoadEndToEnd: the pair is replaced on disk (key,
+// then certificate, each renamed over the old file, as cert-manager and
+// certbot do) while clients keep making new DoT, DoH and DoQ connections
+// and one DoT connection made before keeps asking: new handshakes present
+// the new certificate, the old connection goes on, and no query is lost.
+func TestCertRotationUnderLoadEndToEnd(t *testing.T) {
+	ca := newE2ECA(t, "dnsfence e2e CA")
+	upstream, _ := testUpstream(t)
+	config, certFile, keyFile := encryptedFiles(t, ca, []string{upstream}, "http: \"\"\nlog: {queries: none}\nrate_limit: {rate: 0}\n")
+	first := ca.serial.Load()
+	p := startBinary(t, "-config", config)
+	addrs := p.encryptedAddrs(t, "tls", "https", "quic")
+
+	var (
+		mu      sync.Mutex
+		seen    = map[string]map[int64]int{} // transport -> serial -> handshakes
+		queries atomic.Int64
+		lost    atomic.Int64
+		lostErr atomic.Value
+	)
+	record := func(transport string, cs tls.ConnectionState, r *dns.Msg, err error) {
+		if err == nil && r.Rcode != dns.RcodeNameError {
+			err = fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
+		}
+		if err != nil {
+			lost.Add(1)
+			lostErr.CompareAndSwap(nil, fmt.Sprintf("%s: %v", transport, err))
+			return
+		}
+		queries.Add(1)
+		if len(cs.PeerCertificates) == 0 {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if seen[transport] == nil {
+			seen[transport] = map[int64]int{}
+		}
+		seen[transport][cs.PeerCertificates[0].SerialNumber.Int64()]++
+	}
+	sawNew := func(transport string, serial int64) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[transport][serial] > 0
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var load sync.WaitGroup
+	// Each client makes a new connection, a full handshake, per query.
+	dot := func() {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addrs["tls"], ca.clientTLS("dot"))
+		if err != nil {
+			record("tls", tls.ConnectionState{}, nil, err)
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		dc := &dns.Conn{Conn: c}
+		err = dc.WriteMsg(ednsQuery("www.tiktok.com"))
+		var r *dns.Msg
+		if err == nil {
+			r, err = dc.ReadMsg()
+		}
+		record("tls", c.ConnectionState(), r, err)
+	}
+	doh := func() {
+		tr := &http.Transport{TLSClientConfig: ca.clientTLS(), ForceAttemptHTTP2: true, DisableKeepAlives: true}
+		defer tr.CloseIdleConnections()
+		b, _ := ednsQuery("www.tiktok.com").Pack()
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Post("https://"+addrs["https"]+"/dns-query",
+			"application/dns-message", bytes.NewReader(b))
+		if err != nil {
+			record("https", tls.ConnectionState{}, nil, err)
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		r := new(dns.Msg)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("http status %d", resp.StatusCode)
+		}
+		if err == nil {
+			err = r.Unpack(body)
+		}
+		record("https", *resp.TLS, r, err)
+	}
+	doq := func() {
+		qctx, qcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer qcancel()
+		c, err := quic.DialAddr(qctx, addrs["quic"], ca.clientTLS("doq"), &quic.Config{})
+		if err != nil {
+			record("quic", tls.ConnectionState{}, nil, err)
+			return
+		}
+		defer c.CloseWithError(0, "")
+		st, err := c.OpenStreamSync(qctx)
+		if err != nil {
+			record("quic", tls.ConnectionState{}, nil, err)
+			return
+		}
+		q := ednsQuery("www.tiktok.com")
+		q.Id = 0
+		b, _ := q.Pack()
+		_ = st.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err = st.Write(append(binenc.BigEndian.AppendUint16(nil, uint16(len(b))), b...))
+		_ = st.Close()
+		var out []byte
+		if err == nil {
+			out, err = io.ReadAll(st)
+		}
+		r := new(dns.Msg)
+		if err == nil && len(out) > 2 {
+			err = r.Unpack(out[2:])
+		} else if err == nil {
+			err = fmt.Errorf("%d octets", len(out))
+		}
+		record("quic", c.ConnectionState().TLS, r, err)
+	}
+	for _, client := range []func(){dot, dot, doh, doq} {
+		load.Go(func() {
+			for i := 0; i < 100000 && ctx.Err() == nil; i++ {
+				client()
+			}
+		})
+	}
+	// A DoT connection from before the rotation keeps asking on it.
+	old, err := tls.Dial("tcp", addrs["tls"], ca.clientTLS("dot"))
+	require.NoError(t, err)
+	defer old.Close()
+	load.Go(func() {
+		dc := &dns.Conn{Conn: old}
+		pace := time.NewTicker(5 * time.Millisecond) // one query a tick on the kept connection
+		defer pace.Stop()
+		for i := 0; i < 100000 && ctx.Err() == nil; i++ {
+			_ = old.SetDeadline(time.Now().Add(10 * time.Second))
+			err := dc.WriteMsg(ednsQuery("www.tiktok.com"))
+			var r *dns.Msg
+			if err == nil {
+				r, err = dc.ReadMsg()
+			}
+			record("tls (kept)", old.ConnectionState(), r, err)
+			select {
+			case <-pace.C:
+			case <-ctx.Done():
+			}
+		}
+	})
+	for _, tr := range []string{"tls", "https", "quic"} {
+		require.Eventually(t, func() bool { return sawNew(tr, first) }, 20*time.Second, 10*time.Millisecond, "%s under load", tr)
+	}
+
+	// Rotate: a new pair written beside, then renamed over the old one.
+	newCert, newKey, second := ca.issue(t, t.TempDir(), "next", e2eServerName)
+	require.NoError(t, os.Rename(newKey, keyFile))
+	require.NoError(t, os.Rename(newCert, certFile))
+	for _, tr := range []string{"tls", "https", "quic"} {
+		require.Eventually(t, func() bool { return sawNew(tr, second) }, 20*time.Second, 10*time.Millisecond,
+			"new %s handshakes present the new certificate", tr)
+	}
+	reloaded := p.waitLine(t, "TLS certificate reloaded")
+	assert.NotEmpty(t, reloaded["not_after"])
+	before := queries.Load()
+	require.Eventually(t, func() bool { return queries.Load() > before+20 }, 20*time.Second, 10*time.Millisecond, "load goes on")
+	cancel()
+	load.Wait()
+
+	assert.Zero(t, lost.Load(), "no query lost; the first failure: %v", lostErr.Load())
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, map[int64]int{first: seen["tls (kept)"][first]}, seen["tls (kept)"], "the connection made before keeps its certificate")
+	t.Logf("%d queries answered; handshakes by transport and serial: %v", queries.Load(), seen)
+	p.stop(t, syscall.SIGTERM)
+}
+
+// TestCheckCertificateEndToEnd: `dnsfence check` reads the pair as serve
+// does, prints its expiry, and fails, as serve does, on a pair that
+// cannot be served, naming the configuration line and the cause.
+func TestCheckCertificateEndToEnd(t *testing.T) {
+	ca := newE2ECA(t, "dnsfence e2e CA")
+	config, certFile, keyFile := encryptedFiles(t, ca, []string{"127.0.0.1:53"}, "http: \"\"\n")
+	code, out := runCmd("check", "-config", config)
+	assert.Equal(t, 0, code, out)
+	assert.Regexp(t, `tls\.cert \S+/certs/dnsfence\.crt: expires \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(in 0 days\)`, out)
+	assert.Contains(t, out, "listen_tls 127.0.0.1:0\n")
+	started, serveOut := serveOutcome(t, config)
+	assert.True(t, started, serveOut)
+
+	// Another certificate's key: both refuse, at tls.cert's line.
+	_, otherKey, _ := ca.issue(t, t.TempDir(), "other", e2eServerName)
+	b, err := os.ReadFile(otherKey)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(keyFile, b, 0o600))
+	code, out = runCmd("check", "-config", config)
+	assert.Equal(t, 1, code, out)
+	assert.Regexp(t, `dnsfence\.yaml:4: tls\.cert: tls\.cert \S+ and tls\.key \S+: tls: private key does not match public key`, out)
+	started, serveOut = serveOutcome(t, config)
+	assert.False(t, started)
+	assert.Contains(t, serveOut, "tls: private key does not match public key")
+	assert.Contains(t, serveOut, "dnsfence.yaml:4: tls.cert")
+
+	// A certificate file that holds no certificate.
+	require.NoError(t, os.WriteFile(certFile, []byte("not a certificate\n"), 0o600))
+	code, out = runCmd("check", "-config", config)
+	assert.Equal(t, 1, code, out)
+	assert.Contains(t, out, "no PEM CERTIFICATE block")
+}
