@@ -305,6 +305,8 @@ func TestEncryptedTransportsSamePipeline(t *testing.T) {
 			require.Len(t, r.Answer, 1)
 			assert.Equal(t, "192.0.2.1", r.Answer[0].(*dns.A).A.String())
 			assert.Equal(t, before+1, up.count.Load())
+			seen := up.queries()
+			assert.False(t, seen[len(seen)-1].tcp, "upstream over UDP first, as for a UDP query; TCP only on truncation")
 
 			// Outside allowed_clients (127.0.0.0/28): refused at accept.
 			_, err = a.ask("127.0.0.20", question("example.org.", dns.TypeA, true))
@@ -499,7 +501,9 @@ func TestCertificateReloads(t *testing.T) {
 	// A key that is not the certificate's: refused, the old pair kept.
 	other := newTestPKI(t)
 	replace(p.keyFile, other.keyFile)
-	require.Eventually(t, func() bool { return logs.FilterMessage("TLS certificate reload refused, still serving the old certificate").Len() == 1 },
+	require.Eventually(t, func() bool {
+		return logs.FilterMessage("TLS certificate reload refused, still serving the old certificate").Len() == 1
+	},
 		10*time.Second, 10*time.Millisecond)
 	refused := logs.FilterMessage("TLS certificate reload refused, still serving the old certificate").All()[0]
 	assert.Equal(t, zapcore.ErrorLevel, refused.Level)

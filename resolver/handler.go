@@ -168,8 +168,16 @@ type query struct {
 }
 
 // stream reports a transport other than UDP: its answers may take 65,535
-// bytes, and its cache misses go upstream over TCP.
+// bytes (the transport decides, never the peer's address type: a DNS over
+// QUIC peer is a *net.UDPAddr).
 func (q *query) stream() bool { return q.transport != listen.UDP }
+
+// upstreamTCP reports whether a cache miss goes upstream over TCP from the
+// start: for a query that came over plain TCP (DESIGN.md §1 step 7). A
+// query that came encrypted goes over UDP first, as a UDP one does, and
+// over TCP when that answer is truncated, so its whole answer still comes
+// back without a TCP connection upstream for every miss.
+func (q *query) upstreamTCP() bool { return q.transport == listen.TCP }
 
 // maxSize is the largest answer the client takes: its UDP size, or a whole
 // message on every other transport.
@@ -361,7 +369,7 @@ func (h *Handler) admit(q *query) (r reply, limited bool) {
 func (h *Handler) cached(q *query, e *cacheEntry, prefetch bool) reply {
 	h.metrics.cacheLookup("hit")
 	if prefetch {
-		go h.prefetch(q.snap, e, q.req.Copy(), q.key, q.stream())
+		go h.prefetch(q.snap, e, q.req.Copy(), q.key, q.upstreamTCP())
 	}
 	q.upstream = upstreamCache
 	if h.inspect(q, e.msg) {
@@ -386,7 +394,7 @@ func (h *Handler) cached(q *query, e *cacheEntry, prefetch bool) reply {
 func (h *Handler) forward(ctx context.Context, q *query) reply {
 	req := q.req
 	h.metrics.cacheLookup("miss")
-	resp, upstream, err := h.resolve(ctx, q.snap, req, q.key, q.stream())
+	resp, upstream, err := h.resolve(ctx, q.snap, req, q.key, q.upstreamTCP())
 	q.upstream = upstream
 	if err != nil {
 		return h.failure(q, err)
