@@ -46,6 +46,9 @@ type zoneInfo struct {
 	serial   uint32
 	soa      bool
 	passthru bool // the list has an ActionPassthru trigger
+	// lines is the last line (for a transfer: position) of a trigger,
+	// after which Update numbers the triggers it adds.
+	lines int
 }
 
 // ipEntry is one response-IP trigger.
@@ -61,6 +64,11 @@ type ipEntry struct {
 func isRPZ(name string) bool {
 	return len(name) > len(".rpz") && strings.EqualFold(name[len(name)-len(".rpz"):], ".rpz")
 }
+
+// ParseRPZ reads data as an RPZ zone file whatever name says (Parse reads
+// names ending in .rpz so): for a list whose name is no file name, such as
+// a URL whose path ends in .rpz. The error is as FromZone's.
+func ParseRPZ(name string, data []byte) (*List, error) { return parseRPZ(name, data) }
 
 // parseRPZ reads an RPZ zone file (Parse of a name ending in .rpz).
 func parseRPZ(name string, data []byte) (*List, error) {
@@ -108,6 +116,7 @@ func FromZone(name string, sum [32]byte, sizeHint int, read func(rpz.Handler) (r
 				errs.addOwner(name, t.Line, t.Owner, ErrTooManyLines)
 				return
 			}
+			l.zone.lines = max(l.zone.lines, line)
 			if t.Prefix.IsValid() {
 				b.addIP(t.Prefix, line, Action(t.Action), &errs, t)
 				return

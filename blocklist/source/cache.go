@@ -100,17 +100,39 @@ func writeCache(path string, meta cacheMeta, payload []byte) (err error) {
 	return nil
 }
 
-// errNoCache says there is no disk copy: not a failure.
-var errNoCache = errors.New("no disk copy")
+// ErrNoCopy says a source has no disk copy (none was written yet, or no
+// cache directory is set): not a failure.
+var ErrNoCopy = errors.New("no disk copy")
+
+// Cached returns the disk copy of src, read and checked as at the start of
+// Run but delivered nowhere and changing no state (for `dnsfence
+// explain` and `check` while the network is down); the error wraps
+// ErrNoCopy when there is none.
+func Cached(src Source) (Content, error) {
+	var c *Content
+	var err error
+	switch s := src.(type) {
+	case *URL:
+		c, err = s.readCopy()
+	case *Zone:
+		c, err = s.readCopy()
+	default:
+		err = ErrNoCopy
+	}
+	if err != nil {
+		return Content{}, fmt.Errorf("%s: %w", src.Name(), err)
+	}
+	return *c, nil
+}
 
 // readCache returns the metadata and payload of the copy at path, checked
-// against the metadata's hash and source name; errNoCache when there is
+// against the metadata's hash and source name; ErrNoCopy when there is
 // none.
 func readCache(path, source, kind string) (cacheMeta, []byte, error) {
 	var meta cacheMeta
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return meta, nil, errNoCache
+		return meta, nil, ErrNoCopy
 	}
 	if err != nil {
 		return meta, nil, fmt.Errorf("reading cache: %w", err)

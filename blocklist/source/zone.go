@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -308,6 +309,10 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 	if res.kind == TransferIXFR {
 		c.Records = z.held.preview(ch)
 		c.Added, c.Removed = len(ch.added), len(ch.removed)
+		c.Delta = &Delta{From: z.held.soa.Serial, Added: slices.Clone(ch.added), Removed: make([]dns.RR, 0, len(ch.removed))}
+		for _, pos := range slices.Sorted(maps.Keys(ch.removed)) {
+			c.Delta.Removed = append(c.Delta.Removed, z.held.rrs[pos])
+		}
 		held := z.held
 		commit = func() { held.commit(ch) }
 	} else {
@@ -328,34 +333,44 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 
 // loadCache delivers the disk copy of the zone, if there is one.
 func (z *Zone) loadCache(deliver func(Content) error) {
-	if z.opt.CacheDir == "" {
+	c, err := z.readCopy()
+	if errors.Is(err, ErrNoCopy) {
 		return
-	}
-	meta, payload, err := readCache(cachePath(z.opt.CacheDir, z.name), z.name, zoneKind)
-	if errors.Is(err, errNoCache) {
-		return
-	}
-	var soa *dns.SOA
-	var rrs []dns.RR
-	if err == nil {
-		soa, rrs, err = unpackZone(payload, z.zone)
-	}
-	if err == nil && soa.Serial != meta.Serial {
-		err = fmt.Errorf("disk copy: SOA serial %d, metadata says %d", soa.Serial, meta.Serial)
 	}
 	if err != nil {
 		z.track.cacheResult(err)
 		z.opt.Log.Warn("zone source: disk copy not used", zap.String("source", z.name), zap.Error(err))
 		return
 	}
-	c := &Content{Source: z.name, Kind: KindZone, FromCache: true, Fetched: meta.Fetched, Zone: z.zone,
-		Serial: soa.Serial, Records: append([]dns.RR{soa}, rrs...), Transfer: TransferCache}
 	if err := deliver(*c); err != nil {
 		z.track.failed(time.Now(), refusedError(c, err))
 		return
 	}
-	z.held = newZoneCopy(soa, rrs)
+	z.held = newZoneCopy(c.Records[0].(*dns.SOA), slices.Clone(c.Records[1:]))
 	z.track.served(c)
+}
+
+// readCopy reads the disk copy of the zone and checks it; ErrNoCopy when
+// there is none.
+func (z *Zone) readCopy() (*Content, error) {
+	if z.opt.CacheDir == "" {
+		return nil, ErrNoCopy
+	}
+	meta, payload, err := readCache(cachePath(z.opt.CacheDir, z.name), z.name, zoneKind)
+	if err != nil {
+		return nil, err
+	}
+	soa, rrs, err := unpackZone(payload, z.zone)
+	if err == nil && soa.Serial != meta.Serial {
+		err = fmt.Errorf("disk copy: SOA serial %d, metadata says %d", soa.Serial, meta.Serial)
+	}
+	if err != nil {
+		return nil, err
+	}
+	records := make([]dns.RR, 0, len(rrs)+1)
+	records = append(append(records, soa), rrs...)
+	return &Content{Source: z.name, Kind: KindZone, FromCache: true, Fetched: meta.Fetched, Zone: z.zone,
+		Serial: soa.Serial, Records: records, Transfer: TransferCache}, nil
 }
 
 // zoneKind is the cache kind of a zone: its records in DNS wire form (RFC
