@@ -272,7 +272,13 @@ func (k *TSIG) normalize() (*TSIG, error) {
 	if k == nil {
 		return nil, nil
 	}
-	if err := errors.Join(k.Problems()); err != nil {
+	var errs []error
+	for i, err := range [3]error(k.problems()) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", [...]string{"name", "algorithm", "secret"}[i], err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("tsig: %w", err)
 	}
 	name := strings.ToLower(dns.Fqdn(k.Name))
@@ -280,26 +286,29 @@ func (k *TSIG) normalize() (*TSIG, error) {
 	return &TSIG{Name: name, Algorithm: alg, Secret: k.Secret}, nil
 }
 
+func (k *TSIG) problems() [3]error {
+	name, alg, secret := k.Problems()
+	return [3]error{name, alg, secret}
+}
+
 // Problems says what is wrong with each field of the key, nil for a field
 // that is right: the name must be a domain name, the algorithm one of
 // hmac-sha1, hmac-sha224, hmac-sha256, hmac-sha384 or hmac-sha512, and the
-// secret base64 (RFC 4648 §4) of at least one octet. The configuration
-// reports each at its own key.
+// secret base64 (RFC 4648 §4). The configuration reports each at its own
+// key, so the errors do not name the field.
 func (k *TSIG) Problems() (name, algorithm, secret error) {
 	switch n := dns.Fqdn(k.Name); {
 	case k.Name == "" || n == ".":
-		name = errors.New("name is empty")
+		name = errors.New("empty")
 	default:
 		if _, ok := dns.IsDomainName(n); !ok {
-			name = fmt.Errorf("name is not a domain name: %q", k.Name)
+			name = fmt.Errorf("%q is not a domain name", k.Name)
 		}
 	}
 	if _, ok := tsigAlgorithms[strings.TrimSuffix(strings.ToLower(k.Algorithm), ".")]; !ok {
-		algorithm = fmt.Errorf("algorithm %q is not one of hmac-sha1, hmac-sha224, hmac-sha256, hmac-sha384, hmac-sha512", k.Algorithm)
+		algorithm = fmt.Errorf("%q is not one of hmac-sha1, hmac-sha224, hmac-sha256, hmac-sha384, hmac-sha512", k.Algorithm)
 	}
-	if err := checkBase64(k.Secret); err != nil {
-		secret = fmt.Errorf("secret: %w", err)
-	}
+	secret = checkBase64(k.Secret)
 	return name, algorithm, secret
 }
 

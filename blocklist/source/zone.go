@@ -80,7 +80,7 @@ func NewZone(entry string, opt Options) (*Zone, error) {
 	if port == "" {
 		port = "53"
 	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return nil, fmt.Errorf("%s: bad port %q", entry, port)
+		return nil, fmt.Errorf("%s: bad port %q (1 to 65535)", entry, port)
 	}
 	zone := strings.TrimPrefix(u.Path, "/")
 	if zone == "" || strings.Contains(zone, "/") {
