@@ -42,7 +42,7 @@ type Metrics struct {
 }
 
 // Query results that appear as the `result` label.
-var queryResults = []string{ResultBlocked, ResultForwarded, ResultRefused, ResultServfail, ResultFormerr, ResultNotimp, ResultBadvers, ResultDropped, ResultExplained}
+var queryResults = []string{ResultBlocked, ResultForwarded, ResultRefused, ResultServfail, ResultFormerr, ResultNotimp, ResultBadvers, ResultDropped, ResultExplained, ResultNotify}
 
 // NewMetrics registers dnsfence's series with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -228,6 +228,19 @@ func (m *Metrics) snapshotLoaded(s *Snapshot) {
 	if m == nil {
 		return
 	}
+	m.listsLoaded(s)
+	m.reloadSuccess.Set(float64(s.Loaded.Unix()))
+	m.reloadOK.Set(1)
+	m.reloadHeld.Set(0)
+}
+
+// listsLoaded records what snapshotLoaded records of the lists, for a
+// snapshot in which a remote list changed: a reload's outcome is not
+// touched.
+func (m *Metrics) listsLoaded(s *Snapshot) {
+	if m == nil {
+		return
+	}
 	m.listEntries.Reset()
 	for path, l := range s.Lists {
 		m.listEntries.WithLabelValues(path).Set(float64(l.Len()))
@@ -259,9 +272,6 @@ func (m *Metrics) snapshotLoaded(s *Snapshot) {
 			m.blocked.WithLabelValues(p.Name, l.File(), strconv.FormatBool(p.Action == config.ActionLog))
 		}
 	}
-	m.reloadSuccess.Set(float64(s.Loaded.Unix()))
-	m.reloadOK.Set(1)
-	m.reloadHeld.Set(0)
 }
 
 // leafErrors flattens errors joined with errors.Join.
