@@ -213,6 +213,15 @@ func (p *bindPrimary) logText() string {
 	return p.log.String()
 }
 
+// restart starts a stopped named with a new zone file, as an operator who
+// replaced the file while it was down: the journal of the old one goes.
+func (p *bindPrimary) restart(text string) {
+	p.t.Helper()
+	require.NoError(p.t, os.RemoveAll(p.zoneFile()+".jnl"))
+	p.writeZone(text)
+	p.start()
+}
+
 // setZone replaces the zone, has named reload it (which sends NOTIFY) and
 // waits until it serves serial.
 func (p *bindPrimary) setZone(text string, serial uint32) {
