@@ -132,6 +132,74 @@ func TestUpdate(t *testing.T) {
 	}
 }
 
+// TestUpdateChained applies updates to updated lists, as IXFR after IXFR
+// does: a trigger added then removed, a trigger removed then added back
+// with another action, the lists updated from unchanged, and every list
+// answering as one built whole from its zone; past MaxOverlay changes,
+// Update asks for a whole build.
+func TestUpdateChained(t *testing.T) {
+	zone := rrs(t,
+		"rpz.example.gov. 60 SOA a. b. 1 2 3 4 5",
+		"tiktok.com.rpz.example.gov. 60 CNAME .",
+		"*.tiktok.com.rpz.example.gov. 60 CNAME .",
+		"douyin.com.rpz.example.gov. 60 CNAME *.",
+		"24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME .",
+	)
+	names := []string{"tiktok.com.", "www.tiktok.com.", "douyin.com.", "a.douyin.com.", "capcut.com.", "a.capcut.com.", "lemon8.com."}
+	addrs := []string{"192.0.2.1", "198.51.100.1"}
+	steps := []struct{ removed, added []string }{
+		{added: []string{"capcut.com.rpz.example.gov. 60 CNAME .", "*.capcut.com.rpz.example.gov. 60 CNAME rpz-drop."}},
+		{removed: []string{"capcut.com.rpz.example.gov. 60 CNAME .", "douyin.com.rpz.example.gov. 60 CNAME *."},
+			added: []string{"lemon8.com.rpz.example.gov. 60 CNAME .", "24.0.100.51.198.rpz-ip.rpz.example.gov. 60 CNAME ."}},
+		{removed: []string{"*.capcut.com.rpz.example.gov. 60 CNAME rpz-drop.", "24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME ."},
+			added: []string{"douyin.com.rpz.example.gov. 60 CNAME rpz-drop.", "capcut.com.rpz.example.gov. 60 CNAME rpz-passthru."}},
+	}
+	l := transferList(t, zone)
+	var lists []*List
+	var wants [][]string
+	for i, st := range steps {
+		removed, added := rrs(t, st.removed...), rrs(t, st.added...)
+		next, err := l.Update([32]byte{byte(i)}, uint32(i+2), feed(removed), feed(added))
+		require.NoError(t, err, "step %d", i)
+		zone = slices.DeleteFunc(zone, func(rr dns.RR) bool {
+			return slices.ContainsFunc(removed, func(r dns.RR) bool { return dns.IsDuplicate(r, rr) })
+		})
+		zone = append(zone, added...)
+		want := transferList(t, zone)
+		assert.Equal(t, verdicts(want, names, addrs), verdicts(next, names, addrs), "step %d", i)
+		assert.Equal(t, want.Len(), next.Len(), "step %d", i)
+		for name := range want.All() {
+			assert.True(t, next.Contains(name.Name), "step %d: %s", i, name.Name)
+		}
+		lists, wants = append(lists, next), append(wants, verdicts(want, names, addrs))
+		l = next
+	}
+	for i, l := range lists {
+		assert.Equal(t, wants[i], verdicts(l, names, addrs), "list %d unchanged by the updates after it", i)
+	}
+
+	var many []dns.RR
+	for i := range MaxOverlay + 1 {
+		many = append(many, &dns.CNAME{Hdr: dns.RR_Header{Name: fmt.Sprintf("n%d.example.%s", i, updateZone), Rrtype: dns.TypeCNAME,
+			Class: dns.ClassINET, Ttl: 60}, Target: "."})
+	}
+	_, err := l.Update([32]byte{}, 9, feed(nil), feed(many))
+	assert.ErrorIs(t, err, ErrNotExact, "too many changes since the whole build")
+}
+
+// TestUpdatedMatchDoesNotAllocate: a list Update made matches without
+// allocating, as a list built whole does.
+func TestUpdatedMatchDoesNotAllocate(t *testing.T) {
+	l := transferList(t, rrs(t, "rpz.example.gov. 60 SOA a. b. 1 2 3 4 5", "tiktok.com.rpz.example.gov. 60 CNAME .",
+		"*.douyin.com.rpz.example.gov. 60 CNAME ."))
+	u, err := l.Update([32]byte{}, 2, feed(rrs(t, "tiktok.com.rpz.example.gov. 60 CNAME .")),
+		feed(rrs(t, "*.tiktok.com.rpz.example.gov. 60 CNAME .")))
+	require.NoError(t, err)
+	for _, name := range []string{"www.tiktok.com.", "tiktok.com.", "a.douyin.com.", "example.org."} {
+		assert.Zero(t, testing.AllocsPerRun(100, func() { u.Match(name) }), name)
+	}
+}
+
 // TestUpdateNotExact: a change that does not fit the list fails with
 // ErrNotExact and leaves the list as it was, so that the caller builds the
 // list from the whole zone.

@@ -245,10 +245,14 @@ func (b *builder) addIP(p netip.Prefix, line int, a Action, errs *errorList, t r
 // triggers reports whether node id holds a trigger for the name itself
 // (exact) or for the names below it.
 func (l *List) triggers(id uint32, exact bool) bool {
-	if exact {
-		return l.acts[id]&7 != 0
+	k := l.acts[id]
+	if l.gone != nil {
+		k = l.live(id)
 	}
-	return l.acts[id]>>3 != 0
+	if exact {
+		return k&7 != 0
+	}
+	return k>>3 != 0
 }
 
 // trigger fills in the action, wildcard and line of the trigger of node
@@ -352,7 +356,7 @@ func (l *List) allTriggers() iter.Seq[Entry] {
 	return func(yield func(Entry) bool) {
 		items := make([]item, 0, l.count)
 		for id := 1; id < len(l.nodes); id++ {
-			k := l.acts[id]
+			k := l.live(uint32(id))
 			if k&7 != 0 {
 				items = append(items, item{line: l.nodes[id].lineNo(), id: uint32(id)})
 			}
@@ -379,6 +383,15 @@ func (l *List) allTriggers() iter.Seq[Entry] {
 			}
 			if !yield(e) {
 				return
+			}
+		}
+		if l.over != nil {
+			// Added by Update, after every trigger above.
+			for e := range l.over.All() {
+				e.List = l
+				if !yield(e) {
+					return
+				}
 			}
 		}
 	}

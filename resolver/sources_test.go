@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -41,6 +42,12 @@ type sourceFence struct {
 func startSourceFence(t *testing.T, dir, listen string) *sourceFence {
 	t.Helper()
 	log, logs := observed(t)
+	return startSourceFenceLog(t, log, logs, dir, listen)
+}
+
+// startSourceFenceLog is startSourceFence with a given logger.
+func startSourceFenceLog(t testing.TB, log *zap.Logger, logs *observer.ObservedLogs, dir, listen string) *sourceFence {
+	t.Helper()
 	path := filepath.Join(dir, "dnsfence.yaml")
 	cfg, err := config.Load(path)
 	require.NoError(t, err)
