@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,13 +55,23 @@ func cachePath(dir, key string) string {
 	return filepath.Join(dir, b.String()+"-"+hex.EncodeToString(sum[:8])+".cache")
 }
 
-// writeCache replaces the file at path with meta and the payload, written
-// by write, atomically.
-func writeCache(path string, meta cacheMeta, payload []byte) (err error) {
+// writeCache replaces the file at path with meta and the payload,
+// atomically.
+func writeCache(path string, meta cacheMeta, payload []byte) error {
+	return writeCacheWith(path, meta, sha256.Sum256(payload), func(w io.Writer) error {
+		_, err := w.Write(payload)
+		return err
+	})
+}
+
+// writeCacheWith replaces the file at path with meta and the payload that
+// write writes, whose SHA-256 is sum, atomically. The payload is streamed
+// to the file, never held whole: a zone of a million records is tens of
+// megabytes.
+func writeCacheWith(path string, meta cacheMeta, sum [32]byte, write func(io.Writer) error) (err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("writing cache: %w", err)
 	}
-	sum := sha256.Sum256(payload)
 	meta.PayloadSHA = hex.EncodeToString(sum[:])
 	head, err := json.Marshal(meta)
 	if err != nil {
@@ -79,7 +90,9 @@ func writeCache(path string, meta cacheMeta, payload []byte) (err error) {
 	w := bufio.NewWriterSize(f, 1<<20)
 	w.Write(head)
 	w.WriteByte('\n')
-	w.Write(payload)
+	if err := write(w); err != nil {
+		return fmt.Errorf("writing cache %s: %w", path, err)
+	}
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("writing cache %s: %w", path, err)
 	}
