@@ -358,7 +358,6 @@ func waitCache(b *testing.B, dir string, since time.Time) time.Time {
 	return mtime
 }
 
-
 // cpuTime is the CPU time (user and system) the process has used.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
