@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist/source"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -101,26 +104,28 @@ func (h *Handler) sourceReadiness() (missing, trouble string) {
 	if rem == nil {
 		return "", ""
 	}
-	var none, notes []string
+	if names := source.Missing(rem.srcs); len(names) > 0 {
+		var none []string
+		for _, src := range rem.srcs {
+			if st := src.Status(); slices.Contains(names, st.Name) {
+				why := "no copy yet"
+				if st.LastError != nil {
+					why = fmt.Sprintf("no copy yet, last error: %v", st.LastError)
+				}
+				none = append(none, fmt.Sprintf("%s (%s)", st.Name, why))
+			}
+		}
+		return "remote lists without a copy (from the network or sources.cache_dir): " + strings.Join(none, "; "), ""
+	}
+	var notes []string
 	for _, src := range rem.srcs {
 		st := src.Status()
-		_, held := h.held.Load(st.Name)
-		switch {
-		case !st.HasContent:
-			why := "no copy yet"
-			if st.LastError != nil {
-				why = fmt.Sprintf("no copy yet, last error: %v", st.LastError)
-			}
-			none = append(none, fmt.Sprintf("%s (%s)", st.Name, why))
-		case held:
+		if _, held := h.held.Load(st.Name); held {
 			notes = append(notes, fmt.Sprintf("remote list %s: its newest copy is held by reload.max_shrink until SIGHUP; serving version %s", st.Name, st.Version))
-		case st.LastError != nil:
+		} else if st.LastError != nil {
 			notes = append(notes, fmt.Sprintf("remote list %s: serving the last good copy (version %s, fetched %s) after %d failures: %v",
 				st.Name, st.Version, st.VersionSince.UTC().Format(time.RFC3339), st.ConsecutiveFailures, st.LastError))
 		}
 	}
-	if len(none) > 0 {
-		missing = "remote lists without a copy (from the network or sources.cache_dir): " + strings.Join(none, "; ")
-	}
-	return missing, strings.Join(notes, "; ")
+	return "", strings.Join(notes, "; ")
 }

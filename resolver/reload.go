@@ -397,7 +397,11 @@ func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted [
 	}
 	// SIGHUP applies the copies of remote lists a guard held, as it
 	// applies the files.
-	next, err = BuildSnapshotWith(cfg, prev, r.remoteListsOr(prev, force))
+	if r.runCtx == nil {
+		next, err = BuildSnapshot(cfg, prev) // no sources run: the remote lists prev has
+	} else {
+		next, err = BuildSnapshotWith(cfg, prev, r.remoteLists(force))
+	}
 	if err != nil {
 		return nil, nil, err
 	}

@@ -475,22 +475,6 @@ type SourceReport struct {
 	Err      error
 }
 
-// remoteListsOr are the remote lists a reload builds with: the sources'
-// (with force, the copies a guard held), or, for a Reloader that runs no
-// sources, those prev has.
-func (r *Reloader) remoteListsOr(prev *Snapshot, force bool) map[string]*blocklist.List {
-	if r.runCtx == nil {
-		out := map[string]*blocklist.List{}
-		for name, l := range prev.Lists {
-			if config.IsRemote(name) {
-				out[name] = l
-			}
-		}
-		return out
-	}
-	return r.remoteLists(force)
-}
-
 // acceptPending makes the held copies that next was built with (a
 // SIGHUP's) the ones served.
 func (r *Reloader) acceptPending(next *Snapshot) {
