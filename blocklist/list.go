@@ -125,6 +125,13 @@ type List struct {
 	wildLine map[uint32]int
 	ips      *bart.Table[ipEntry] // response-IP triggers
 	zone     *zoneInfo
+	// A list Update made shares the tables above with the list it was
+	// built whole as, and never writes them: gone marks the triggers
+	// removed since (two bits a node: exact, wildcard; nil: none), over
+	// holds those added since (nil: none), and ips is a copy when a
+	// response-IP trigger changed.
+	gone []uint64
+	over *List
 }
 
 // File is the list's name as the configuration gives it.
@@ -205,6 +212,9 @@ func (l *List) Contains(name string) bool {
 	if l.ips != nil && strings.IndexByte(name, '/') >= 0 {
 		return l.containsPrefix(name)
 	}
+	if l.over != nil && l.over.Contains(name) {
+		return true
+	}
 	parent := uint32(0)
 	for end := len(name); ; {
 		start := strings.LastIndexByte(name[:end], '.') + 1
@@ -213,7 +223,7 @@ func (l *List) Contains(name string) bool {
 			return false
 		}
 		if start == 0 {
-			return l.nodes[id].lineNo() != 0
+			return l.nodes[id].lineNo() != 0 && (l.gone == nil || l.live(id) != 0)
 		}
 		parent, end = id, start-1
 	}
@@ -242,6 +252,13 @@ func (l *List) Match(name string) (Entry, bool) {
 	}
 	name = trimRoot(name)
 	best, bestStart := l.walk(name)
+	if l.over != nil {
+		// The triggers an Update added: the more specific match wins.
+		if e, ok := l.over.Match(name); ok && (best == 0 || len(e.Name) > len(name)-bestStart) {
+			e.List = l
+			return e, true
+		}
+	}
 	if best == 0 {
 		return Entry{}, false
 	}
@@ -262,6 +279,13 @@ func (l *List) MatchTrigger(name string) (Entry, Trigger, bool) {
 	}
 	name = trimRoot(name)
 	best, bestStart := l.walk(name)
+	if l.over != nil {
+		// The triggers an Update added: the more specific match wins.
+		if e, t, ok := l.over.MatchTrigger(name); ok && (best == 0 || len(e.Name) > len(name)-bestStart) {
+			e.List = l
+			return e, t, true
+		}
+	}
 	if best == 0 {
 		return Entry{}, Trigger{}, false
 	}

@@ -50,6 +50,9 @@ type zoneInfo struct {
 	serial   uint32
 	soa      bool
 	passthru bool // the list has an ActionPassthru trigger
+	// lines is the last line (for a transfer: position) of a trigger,
+	// after which Update numbers the triggers it adds.
+	lines int
 }
 
 // ipEntry is one response-IP trigger.
@@ -64,6 +67,11 @@ type ipEntry struct {
 func isRPZ(name string) bool {
 	return len(name) > len(".rpz") && strings.EqualFold(name[len(name)-len(".rpz"):], ".rpz")
 }
+
+// ParseRPZ reads data as an RPZ zone file whatever name says (Parse reads
+// names ending in .rpz so): for a list whose name is no file name, such as
+// a URL whose path ends in .rpz. The error is as FromZone's.
+func ParseRPZ(name string, data []byte) (*List, error) { return parseRPZ(name, data) }
 
 // parseRPZ reads an RPZ zone file (Parse of a name ending in .rpz).
 func parseRPZ(name string, data []byte) (*List, error) {
@@ -111,6 +119,7 @@ func FromZone(name string, sum [32]byte, sizeHint int, read func(rpz.Handler) (r
 				errs.addOwner(name, t.Line, t.Owner, ErrTooManyLines)
 				return
 			}
+			l.zone.lines = max(l.zone.lines, line)
 			if t.Prefix.IsValid() {
 				b.addIP(t, line, &errs)
 				return
@@ -266,10 +275,14 @@ func conflict(t rpz.Trigger, first int) error {
 // triggers reports whether node id holds a trigger for the name itself
 // (exact) or for the names below it.
 func (l *List) triggers(id uint32, exact bool) bool {
-	if exact {
-		return l.acts[id]&7 != 0
+	k := l.acts[id]
+	if l.gone != nil {
+		k = l.live(id)
 	}
-	return l.acts[id]>>3&7 != 0
+	if exact {
+		return k&7 != 0
+	}
+	return k>>3&7 != 0
 }
 
 // trigger is node id's exact or wildcard trigger.
@@ -408,7 +421,7 @@ func (l *List) allTriggers() iter.Seq2[Entry, Trigger] {
 	return func(yield func(Entry, Trigger) bool) {
 		items := make([]item, 0, l.count)
 		for id := 1; id < len(l.nodes); id++ {
-			k := l.acts[id]
+			k := l.live(uint32(id))
 			if k&7 != 0 {
 				items = append(items, item{line: l.nodes[id].lineNo(), id: uint32(id)})
 			}
@@ -433,6 +446,15 @@ func (l *List) allTriggers() iter.Seq2[Entry, Trigger] {
 			}
 			if !yield(e, t) {
 				return
+			}
+		}
+		if l.over != nil {
+			// Added by Update, after every trigger above.
+			for e, t := range l.over.allTriggers() {
+				e.List = l
+				if !yield(e, t) {
+					return
+				}
 			}
 		}
 	}

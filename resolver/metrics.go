@@ -43,7 +43,7 @@ type Metrics struct {
 }
 
 // Query results that appear as the `result` label.
-var queryResults = []string{ResultBlocked, ResultForwarded, ResultRefused, ResultServfail, ResultFormerr, ResultNotimp, ResultBadvers, ResultDropped, ResultExplained}
+var queryResults = []string{ResultBlocked, ResultForwarded, ResultRefused, ResultServfail, ResultFormerr, ResultNotimp, ResultBadvers, ResultDropped, ResultExplained, ResultNotify}
 
 // NewMetrics registers dnsfence's series with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -241,6 +241,19 @@ func (m *Metrics) snapshotLoaded(s *Snapshot) {
 	if m == nil {
 		return
 	}
+	m.listsLoaded(s)
+	m.reloadSuccess.Set(float64(s.Loaded.Unix()))
+	m.reloadOK.Set(1)
+	m.reloadHeld.Set(0)
+}
+
+// listsLoaded records what snapshotLoaded records of the lists, for a
+// snapshot in which a remote list changed: a reload's outcome is not
+// touched.
+func (m *Metrics) listsLoaded(s *Snapshot) {
+	if m == nil {
+		return
+	}
 	m.listEntries.Reset()
 	for path, l := range s.Lists {
 		m.listEntries.WithLabelValues(path).Set(float64(l.Len()))
@@ -272,9 +285,6 @@ func (m *Metrics) snapshotLoaded(s *Snapshot) {
 			m.blocked.WithLabelValues(p.Name, l.File(), strconv.FormatBool(p.Action == config.ActionLog))
 		}
 	}
-	m.reloadSuccess.Set(float64(s.Loaded.Unix()))
-	m.reloadOK.Set(1)
-	m.reloadHeld.Set(0)
 }
 
 // leafErrors flattens errors joined with errors.Join.

@@ -309,17 +309,20 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	snap, err := resolver.BuildSnapshot(cfg, nil)
+	reloader := resolver.NewReloader(log.Named("reload"), handler, func() (*config.Config, error) {
+		return loadConfig(*configPath)
+	})
+	reloader.AfterReload = func(*resolver.Snapshot) { tuneGC(log) }
+	// Remote lists (URLs, zone transfers) start with their disk copies;
+	// the first snapshot waits briefly for each, then is published.
+	sourcesCtx, stopSources := context.WithCancel(context.Background())
+	defer stopSources()
+	snap, err := reloader.Start(sourcesCtx, cfg)
 	if err != nil {
-		log.Error("loading lists and ranges", zap.Error(err))
-		return 1
-	}
-	if err := resolver.ConnectUpstreams(snap, nil, metrics); err != nil {
-		log.Error("reading upstreams", zap.Error(err))
+		log.Error("loading lists, ranges and upstreams", zap.Error(err))
 		return 1
 	}
 	logSnapshot(log, snap)
-	handler.Store(snap)
 	tuneGC(log)
 
 	// The certificate of the encrypted listeners, watched until exit.
@@ -342,10 +345,6 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	log.Info("dnsfence started", zap.String("version", versionString()), zap.String("config", cfg.File),
 		zap.Strings("upstreams", snap.Forwarder().Upstreams()))
 
-	reloader := resolver.NewReloader(log.Named("reload"), handler, func() (*config.Config, error) {
-		return loadConfig(*configPath)
-	})
-	reloader.AfterReload = func(*resolver.Snapshot) { tuneGC(log) }
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
 	go func() {
@@ -365,6 +364,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		break
 	}
 	stopWatching()
+	stopSources()
 	// In-flight queries get the whole upstream budget to finish.
 	budget := time.Duration(len(snap.Forwarder().Upstreams())+1) * cfg.UpstreamTimeout
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), budget)

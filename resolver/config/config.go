@@ -116,6 +116,7 @@ type Config struct {
 	Reload     Reload    `yaml:"reload"`
 	RateLimit  RateLimit `yaml:"rate_limit"`
 	Limits     Limits    `yaml:"limits"`
+	Sources    Sources   `yaml:"sources"`
 
 	// TLS is the server certificate of every encrypted listener
 	// (DESIGN.md §8).
@@ -279,9 +280,10 @@ func (c *Config) HTTPAddr() string {
 	return *c.HTTP
 }
 
-// Path resolves a path written in the configuration against its folder.
+// Path resolves a path written in the configuration against its folder. A
+// remote list (IsRemote) is returned as written: it names no file.
 func (c *Config) Path(p string) string {
-	if c.Embedded || filepath.IsAbs(p) || c.File == "" {
+	if c.Embedded || filepath.IsAbs(p) || c.File == "" || IsRemote(p) {
 		return p
 	}
 	return filepath.Join(filepath.Dir(c.File), p)
@@ -415,6 +417,7 @@ func (c *Config) applyDefaults() {
 		c.Reload.UnreadyAfter = &v
 	}
 	c.Reload.WriterWait = cmp.Or(c.Reload.WriterWait, blocklist.DefaultWriterWait)
+	c.applySourceDefaults()
 }
 
 // Error is one problem in a configuration file: where it is, which
@@ -608,6 +611,7 @@ func (c *Config) validate(errs *configErrors) {
 	c.validateLog(errs)
 	c.validateLimits(errs)
 	c.validateReload(errs)
+	c.validateSources(errs)
 }
 
 // MaxTTL is the largest TTL a DNS record can carry: RFC 2181 §8 keeps the
@@ -734,8 +738,14 @@ func (c *Config) validatePolicyFiles(errs *configErrors, i int) {
 			switch {
 			case f == "":
 				errs.add(at, "empty path; give a file path, %s", example(at))
+			case files.key != "client_files" && IsRemote(f):
+				c.validateRemote(errs, at, f)
 			case strings.Contains(f, "://"):
-				errs.add(at, "%q is a URL; URLs are not supported yet here: download the file and give its path, %s", f, example(at))
+				if files.key == "client_files" {
+					errs.add(at, "%q is a URL; client range files are read from disk only: give a file path, %s", f, example(at))
+				} else {
+					errs.add(at, "%q: only https://, http:// (to a loopback host) and axfr:// lists are fetched; give one of those or a file path, %s", f, example(at))
+				}
 			case c.ReadFile != nil && !c.Embedded:
 				if fi, err := os.Stat(c.Path(f)); err != nil {
 					errs.add(at, "%s; give the path of a file (relative paths start at the configuration file's folder)", fileProblem(c.Path(f), err))

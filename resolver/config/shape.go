@@ -92,6 +92,14 @@ var configExamples = map[string]string{
 	"listen_quic":                       `["127.0.0.1:853"]`,
 	"listen_quic[]":                     `127.0.0.1:853`,
 	"upstream_ca":                       `certs/pdns-ca.pem`,
+	"sources":                           `{refresh: 1h, cache_dir: /var/lib/dnsfence/sources}`,
+	"sources.refresh":                   `1h`,
+	"sources.cache_dir":                 `/var/lib/dnsfence/sources`,
+	"sources.max_bytes":                 `67108864`,
+	"sources.tsig":                      `{name: xfr-key., algorithm: hmac-sha256, secret: "c2VjcmV0LWtleS1mb3ItdGVzdHM="}`,
+	"sources.tsig.name":                 `xfr-key.`,
+	"sources.tsig.algorithm":            `hmac-sha256`,
+	"sources.tsig.secret":               `"c2VjcmV0LWtleS1mb3ItdGVzdHM="`,
 }
 
 // example is "e.g. key: value" for a key of a mapping and "e.g. value" for

@@ -108,15 +108,17 @@ func New(cfg Config) *Server {
 
 // AcceptQuery is the first look at a packet, before it is parsed: answers
 // (QR set) are dropped, because replying to them could loop or reflect;
-// opcodes other than QUERY get NOTIMP and a question count other than one
-// gets FORMERR. Every listener accepts with it (counting what it rejects),
-// through AcceptMessage.
+// opcodes other than QUERY and NOTIFY get NOTIMP and a question count
+// other than one gets FORMERR. A NOTIFY (RFC 1996) goes to the Handler,
+// which answers it for the zones it pulls and with NOTIMP otherwise. Every
+// listener accepts with it (counting what it rejects), through
+// AcceptMessage.
 func AcceptQuery(dh dns.Header) dns.MsgAcceptAction {
 	const qr = 1 << 15
 	if dh.Bits&qr != 0 {
 		return dns.MsgIgnore
 	}
-	if opcode := int(dh.Bits>>11) & 0xF; opcode != dns.OpcodeQuery {
+	if opcode := int(dh.Bits>>11) & 0xF; opcode != dns.OpcodeQuery && opcode != dns.OpcodeNotify {
 		return dns.MsgRejectNotImplemented
 	}
 	if dh.Qdcount != 1 {
