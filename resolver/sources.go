@@ -44,6 +44,10 @@ const startWait = 10 * time.Second
 type remoteSources struct {
 	srcs     []source.Source // in configuration order
 	notifier *source.Notifier
+	// zones are the apexes the zone sources pull (lowercase, fully
+	// qualified): a NOTIFY for any other zone is answered as before
+	// sources existed, NOTIMP.
+	zones map[string]bool
 }
 
 // runningSource is one source the Reloader runs, and the lists it built
@@ -158,11 +162,17 @@ func (r *Reloader) syncSources(cfg *config.Config) {
 	if !changed && r.handler.remote.Load() != nil {
 		return
 	}
-	rem := &remoteSources{}
+	rem := &remoteSources{zones: map[string]bool{}}
 	for _, name := range want {
-		rem.srcs = append(rem.srcs, r.sources[name].src)
+		src := r.sources[name].src
+		rem.srcs = append(rem.srcs, src)
+		if z, ok := src.(*source.Zone); ok {
+			rem.zones[z.Origin()] = true
+		}
 	}
-	rem.notifier = source.NewNotifier(rem.srcs)
+	if len(rem.zones) > 0 {
+		rem.notifier = source.NewNotifier(rem.srcs)
+	}
 	r.handler.remote.Store(rem)
 }
 
@@ -236,6 +246,8 @@ func (r *Reloader) applySource(rs *runningSource, c source.Content) error {
 		// No snapshot yet (Start builds the first with it), or one that
 		// does not use the list any more.
 		rs.list, rs.pending = l, nil
+		r.log.Info("list source loaded", zap.String(logList, name), zap.Int("entries", l.Len()),
+			zap.String("version", c.Version()), zap.Bool("from_cache", c.FromCache), zap.Duration("took", time.Since(start)))
 		return nil
 	}
 	if held := heldChanges(prev, next); len(held) > 0 {
@@ -383,14 +395,14 @@ func warningOf(w error, name string) bool {
 	return false
 }
 
-// notify answers a NOTIFY (RFC 1996) with the zone sources' Notifier,
-// checked against the packet's own source address (the socket peer, never
-// a client a PROXY header or an ECS option names); ok is false when no
-// zone source runs, and the NOTIFY is answered as any opcode other than
-// QUERY is.
+// notify answers a NOTIFY (RFC 1996) for a zone a source pulls with the
+// zone sources' Notifier, checked against the packet's own source address
+// (the socket peer, never a client a PROXY header or an ECS option names);
+// ok is false for a NOTIFY of any other zone, answered as any opcode other
+// than QUERY is (NOTIMP).
 func (h *Handler) notify(q *query) (reply, bool) {
 	rem := h.remote.Load()
-	if rem == nil || rem.notifier == nil {
+	if rem == nil || rem.notifier == nil || len(q.req.Question) != 1 || !rem.zones[strings.ToLower(dns.Fqdn(q.req.Question[0].Name))] {
 		return reply{}, false
 	}
 	m := rem.notifier.Reply(peerAddr(q.w), q.req)
