@@ -28,6 +28,7 @@ import (
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
+	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/quic-go/quic-go"
@@ -540,4 +541,70 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no %s", name)
 	return 0
+}
+
+// TestEncryptedProxiesTrusted: who is asking, behind a proxy, on the
+// encrypted transports: a DoH request's X-Forwarded-For (on the http://
+// listener a TLS-terminating proxy uses) and a DoT connection's PROXY v2
+// header name the client only when the peer is in trusted_proxies;
+// anyone else's are ignored (DoH) or break the handshake (DoT).
+func TestEncryptedProxiesTrusted(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	cfg := strings.Replace(encryptedConfig(p), "blocked_ttl: 60", `blocked_ttl: 60
+trusted_proxies: ["127.0.0.9/32"]`, 1)
+	e := startEncryptedFence(t, p, cfg, up.addr)
+
+	xff := func(from, client string) *dns.Msg {
+		t.Helper()
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}, Timeout: 5 * time.Second}
+		b, err := question("www.tiktok.com.", dns.TypeA, true).Pack()
+		require.NoError(t, err)
+		req, err := http.NewRequest(http.MethodPost, "http://"+e.addrs["http"]+listen.DoHPath, bytes.NewReader(b))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", listen.DoHContentType)
+		req.Header.Set("X-Forwarded-For", client)
+		resp, err := c.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+		r := new(dns.Msg)
+		require.NoError(t, r.Unpack(body))
+		return r
+	}
+	assert.Equal(t, dns.RcodeNameError, xff("127.0.0.9", "127.0.0.2").Rcode, "a trusted proxy names a government device")
+	assert.Equal(t, dns.RcodeSuccess, xff("127.0.0.9", "127.0.0.8").Rcode, "a trusted proxy names another client")
+	assert.Equal(t, dns.RcodeSuccess, xff("127.0.0.8", "127.0.0.2").Rcode, "an untrusted peer's header is ignored")
+
+	dot := func(from, client string) (*dns.Msg, error) {
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		raw, err := d.Dial("tcp", e.addrs[listen.TLS])
+		if err != nil {
+			return nil, err
+		}
+		defer raw.Close()
+		h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+			SourceAddr: &net.TCPAddr{IP: net.ParseIP(client), Port: 40000}, DestinationAddr: raw.RemoteAddr()}
+		if _, err := h.WriteTo(raw); err != nil {
+			return nil, err
+		}
+		c := tls.Client(raw, p.clientTLS(listen.ALPNDoT))
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		dc := &dns.Conn{Conn: c}
+		if err := dc.WriteMsg(question("www.tiktok.com.", dns.TypeA, true)); err != nil {
+			return nil, err
+		}
+		return dc.ReadMsg()
+	}
+	r, err := dot("127.0.0.9", "127.0.0.2")
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode, "PROXY v2 from a trusted proxy names a government device")
+	r, err = dot("127.0.0.9", "127.0.0.8")
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	_, err = dot("127.0.0.8", "127.0.0.2")
+	assert.Error(t, err, "a PROXY header from anyone else is not a TLS handshake")
 }
