@@ -415,6 +415,11 @@ func relative(owner, origin string) (string, bool) {
 	if owner == "." {
 		return "", false
 	}
+	// The common case, an owner that ends in the origin as written, with
+	// an unescaped dot before it: no label-by-label walk.
+	if cut := len(owner) - len(origin) - 1; cut > 0 && owner[cut] == '.' && owner[cut+1:] == origin && !escapedAt(owner, cut) {
+		return owner[:cut], true
+	}
 	o, r := owner[:len(owner)-1], origin[:len(origin)-1]
 	for oe, re := len(o), len(r); ; {
 		ostart, rstart := presname.LabelStart(o, oe), presname.LabelStart(r, re)
@@ -431,6 +436,16 @@ func relative(owner, origin string) (string, bool) {
 		}
 		oe, re = ostart-1, rstart-1
 	}
+}
+
+// escapedAt reports whether the byte at i of a presentation-form name is
+// escaped: an odd run of backslashes before it.
+func escapedAt(name string, i int) bool {
+	n := 0
+	for i-n > 0 && name[i-n-1] == '\\' {
+		n++
+	}
+	return n%2 == 1
 }
 
 // sameLabel reports whether two labels in presentation form are the same

@@ -303,6 +303,8 @@ func TestRelative(t *testing.T) {
 		{`a.rpz.ex\097mple.`, "RPZ.example.", "a", true},
 		{`a\.rpz.example.`, "rpz.example.", `a\.rpz.example`, false},
 		{`a\.rpz.example.`, "example.", `a\.rpz`, true},
+		{`a\\.rpz.example.`, "rpz.example.", `a\\`, true}, // an escaped backslash, then a dot
+		{`a\\\.rpz.example.`, "rpz.example.", "", false},  // an escaped backslash, then an escaped dot
 		{"a.xrpz.example.", "rpz.example.", "", false},
 		{"example.", "rpz.example.", "", false},
 		{"a.example.", ".", "a.example", true},
