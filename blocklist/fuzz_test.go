@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 	"github.com/dnsfence/dnsfence/blocklist/rpz"
 	"github.com/miekg/dns"
 )
@@ -124,12 +125,13 @@ func FuzzParseRPZ(f *testing.F) {
 			}
 		}
 		n := 0
-		for e := range l.All() {
+		for e, tr := range l.AllTriggers() {
 			n++
-			if e.Prefix.IsValid() {
-				m, ok := l.MatchIP(e.Prefix.Addr())
-				if !ok || m.Prefix.Bits() < e.Prefix.Bits() || !m.Prefix.Contains(e.Prefix.Addr()) {
-					t.Fatalf("trigger %s does not match its address (got %v, %v)", e.Name, m.Prefix, ok)
+			if p, isIP := e.Prefix(); isIP {
+				m, _, ok := l.MatchIP(p.Addr())
+				mp, _ := m.Prefix()
+				if !ok || mp.Bits() < p.Bits() || !mp.Contains(p.Addr()) {
+					t.Fatalf("trigger %s does not match its address (got %v, %v)", e.Name, mp, ok)
 				}
 				continue
 			}
@@ -137,12 +139,15 @@ func FuzzParseRPZ(f *testing.F) {
 				t.Fatalf("stored entry %q is not normalised (%q, %v)", e.Name, n, err)
 			}
 			q := e.Name
-			if e.Wildcard {
+			if tr.Wildcard {
 				q = `\000.` + q // a label no entry holds: the wildcard is the most specific trigger
 			}
-			m, ok := l.Match(strings.ToUpper(q))
-			if !ok || m.Line != e.Line || m.Action != e.Action || m.Wildcard != e.Wildcard {
-				t.Fatalf("trigger %+v: Match(%q) = %+v, %v", e, q, m, ok)
+			m, mt, ok := l.MatchTrigger(strings.ToUpper(q))
+			if !ok || m.Line != e.Line || mt != tr {
+				t.Fatalf("trigger %+v %+v: MatchTrigger(%q) = %+v %+v, %v", e, tr, q, m, mt, ok)
+			}
+			if m2, ok := l.Match(strings.ToUpper(q)); !ok || m2 != m {
+				t.Fatalf("Match(%q) = %+v, %v; MatchTrigger gives %+v", q, m2, ok, m)
 			}
 		}
 		if n != l.Len() {
@@ -287,9 +292,12 @@ func FuzzMatchRPZ(f *testing.F) {
 				}
 			}
 		}
-		got, ok := l.Match(name)
-		if ok != (wantName != "") || ok && (got.Folded() != wantName || got.Line != want.line || got.Action != want.action || got.Wildcard != wantWild) {
-			t.Fatalf("Match(%q) = %+v (%q), %v; want %q %+v wildcard %v", name, got, got.Folded(), ok, wantName, want, wantWild)
+		got, tr, ok := l.MatchTrigger(name)
+		if ok != (wantName != "") || ok && (got.Folded() != wantName || got.Line != want.line || tr != (Trigger{Action: want.action, Wildcard: wantWild})) {
+			t.Fatalf("MatchTrigger(%q) = %+v %+v (%q), %v; want %q %+v wildcard %v", name, got, tr, got.Folded(), ok, wantName, want, wantWild)
+		}
+		if m, ok2 := l.Match(name); ok2 != ok || m != got {
+			t.Fatalf("Match(%q) = %+v, %v; MatchTrigger gives %+v", name, m, ok2, got)
 		}
 	})
 }
@@ -307,7 +315,7 @@ func refLabels(name string) []string {
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		switch {
-		case c == '\\' && i+3 < len(name) && isDigit(name[i+1]) && isDigit(name[i+2]) && isDigit(name[i+3]):
+		case c == '\\' && i+3 < len(name) && presname.IsDigit(name[i+1]) && presname.IsDigit(name[i+2]) && presname.IsDigit(name[i+3]):
 			v, _ := strconv.Atoi(name[i+1 : i+4])
 			cur = append(cur, byte(v%256))
 			i += 3
@@ -336,7 +344,7 @@ func refLabels(name string) []string {
 // multi-byte rune) and is skipped.
 func checkRefLabels(t *testing.T, name string, labels []string) {
 	body := trimRoot(name)
-	if name == "" || (body != "" && body[len(body)-1] == '\\' && !escaped(body, len(body)-1)) {
+	if name == "" || (body != "" && body[len(body)-1] == '\\' && !presname.Escaped(body, len(body)-1)) {
 		return
 	}
 	var wire [1024]byte
@@ -365,7 +373,7 @@ func labelKey(labels []string) string {
 func asciiLower(s string) string {
 	b := []byte(s)
 	for i, c := range b {
-		b[i] = lower(c)
+		b[i] = presname.Lower(c)
 	}
 	return string(b)
 }

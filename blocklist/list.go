@@ -10,11 +10,11 @@ import (
 	"encoding/hex"
 	"hash/maphash"
 	"iter"
-	"net/netip"
 	"slices"
 	"strings"
 	"unsafe"
 
+	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 	"github.com/gaissmai/bart"
 )
 
@@ -34,18 +34,23 @@ type Entry struct {
 	// (`\116iktok.com` for tiktok.com): Match does not allocate to rewrite
 	// it. Folded gives the entry as the list has it.
 	Name string
-	Line int // line of the entry in the list file
-	// Action is what the entry asks for: ActionNXDOMAIN for every entry
-	// of a plain list; an RPZ trigger's own action otherwise.
+	Line int // line of the entry in the list file; for an RPZ zone transfer, the trigger's position in it
+	// An RPZ response-IP trigger (from MatchIP or AllTriggers) has the
+	// prefix in text as its Name (`192.0.2.0/24`); Prefix gives it.
+	// What an entry does is its Trigger (MatchTrigger, MatchIP,
+	// AllTriggers): Entry stays the three fields it has, which the
+	// compiler keeps in registers, since Match is on every query's path.
+}
+
+// Trigger is what a list entry does when it matches.
+type Trigger struct {
+	// Action is ActionNXDOMAIN for every entry of a plain list, and an
+	// RPZ trigger's own action otherwise.
 	Action Action
 	// Wildcard marks an RPZ `*.Name` trigger, which matched a name below
 	// Name (it does not match Name itself). An entry of a plain list
 	// matches Name and every name below it, and is not marked.
 	Wildcard bool
-	// Prefix is the prefix of an RPZ response-IP trigger, from MatchIP;
-	// Name is then the prefix in text (`192.0.2.0/24`). The zero Prefix
-	// for a name entry.
-	Prefix netip.Prefix
 }
 
 // Folded is the entry's name as the list has it: lowercase, escapes
@@ -63,8 +68,8 @@ func (e Entry) Folded() string {
 	}
 	b := make([]byte, 0, len(e.Name))
 	for i := 0; i < len(e.Name); {
-		c, n := octet(e.Name, i)
-		b = append(b, lower(c))
+		c, n := presname.Octet(e.Name, i)
+		b = append(b, presname.Lower(c))
 		i += n
 	}
 	return string(b)
@@ -118,12 +123,20 @@ type List struct {
 	// acts holds each node's triggers, parallel to nodes: the action + 1
 	// of the trigger for the name itself in bits 0-2, of its `*.` trigger
 	// in bits 3-5, 0 where there is none. A node's line is that of its
-	// exact trigger when it has one, else that of its wildcard;
-	// wildLine holds the wildcard's line of a node that has both.
+	// exact trigger when it has one, else that of its wildcard; the
+	// wildcard's line of a node that has both is in bits 6-7 when near
+	// (setWildLine), else in wildLine.
 	acts     []uint8
 	wildLine map[uint32]int
 	ips      *bart.Table[ipEntry] // response-IP triggers
 	zone     *zoneInfo
+	// A list Update made shares the tables above with the list it was
+	// built whole as, and never writes them: gone marks the triggers
+	// removed since (two bits a node: exact, wildcard; nil: none), over
+	// holds those added since (nil: none), and ips is a copy when a
+	// response-IP trigger changed.
+	gone []uint64
+	over *List
 }
 
 // File is the list's name as the configuration gives it.
@@ -145,9 +158,18 @@ func (l *List) Duplicates() []Duplicate { return l.dups }
 
 // All yields every entry in file order. Each entry's name is built from its
 // labels: this is for reports and reloads, not for queries.
+//
+// Of an RPZ list, All yields every trigger, as AllTriggers does (without
+// saying what each does).
 func (l *List) All() iter.Seq[Entry] {
 	if l.zone != nil {
-		return l.allTriggers()
+		return func(yield func(Entry) bool) {
+			for e := range l.allTriggers() {
+				if !yield(e) {
+					return
+				}
+			}
+		}
 	}
 	return func(yield func(Entry) bool) {
 		entries := make([]uint32, 0, l.count)
@@ -195,6 +217,9 @@ func (l *List) Contains(name string) bool {
 	if l.ips != nil && strings.IndexByte(name, '/') >= 0 {
 		return l.containsPrefix(name)
 	}
+	if l.over != nil && l.over.Contains(name) {
+		return true
+	}
 	parent := uint32(0)
 	for end := len(name); ; {
 		start := strings.LastIndexByte(name[:end], '.') + 1
@@ -203,7 +228,7 @@ func (l *List) Contains(name string) bool {
 			return false
 		}
 		if start == 0 {
-			return l.nodes[id].lineNo() != 0
+			return l.nodes[id].lineNo() != 0 && (l.gone == nil || l.live(id) != 0)
 		}
 		parent, end = id, start-1
 	}
@@ -224,20 +249,72 @@ func (l *List) Contains(name string) bool {
 // In an RPZ list, a trigger for a name matches that name only, and a `*.`
 // trigger the names below it only (draft-vixie-dnsop-dns-rpz §4.1); the
 // most specific trigger that matches is returned, so an exact trigger
-// beats a wildcard and a longer wildcard a shorter one. Its Action may be
-// ActionPassthru: the caller then treats the name as allowed.
+// beats a wildcard and a longer wildcard a shorter one. MatchTrigger also
+// says what that trigger does.
 func (l *List) Match(name string) (Entry, bool) {
 	if l == nil || l.count == 0 {
 		return Entry{}, false
 	}
 	name = trimRoot(name)
+	best, bestStart := l.walk(name)
+	if l.over != nil {
+		// The triggers an Update added: the more specific match wins.
+		if e, ok := l.over.Match(name); ok && (best == 0 || len(e.Name) > len(name)-bestStart) {
+			e.List = l
+			return e, true
+		}
+	}
+	if best == 0 {
+		return Entry{}, false
+	}
+	line := l.nodes[best].lineNo()
+	if l.acts != nil && bestStart != 0 {
+		line = l.triggerLine(best, true)
+	}
+	return Entry{List: l, Name: name[bestStart:], Line: line}, true
+}
+
+// MatchTrigger is Match, and what the entry does: its action (for every
+// entry of a plain list ActionNXDOMAIN; ActionPassthru means allowed) and
+// whether it is an RPZ wildcard. Match's Entry stays three fields, which
+// the compiler keeps in registers: Match is on every query's path.
+func (l *List) MatchTrigger(name string) (Entry, Trigger, bool) {
+	if l == nil || l.count == 0 {
+		return Entry{}, Trigger{}, false
+	}
+	name = trimRoot(name)
+	best, bestStart := l.walk(name)
+	if l.over != nil {
+		// The triggers an Update added: the more specific match wins.
+		if e, t, ok := l.over.MatchTrigger(name); ok && (best == 0 || len(e.Name) > len(name)-bestStart) {
+			e.List = l
+			return e, t, true
+		}
+	}
+	if best == 0 {
+		return Entry{}, Trigger{}, false
+	}
+	e := Entry{List: l, Name: name[bestStart:], Line: l.nodes[best].lineNo()}
+	if l.acts == nil {
+		return e, Trigger{}, true
+	}
+	t := l.trigger(best, bestStart == 0)
+	if t.Wildcard {
+		e.Line = l.triggerLine(best, true)
+	}
+	return e, t, true
+}
+
+// walk finds the node of the most specific entry that matches name (a
+// name in presentation form without its trailing dot), and where in name
+// the entry's labels start; node 0 when none matches.
+func (l *List) walk(name string) (best uint32, bestStart int) {
 	var buf [maxLabel]byte
-	best, bestStart := uint32(0), 0
 	parent := uint32(0)
 	// Labels from the right; the walk ends at the first one that is not
 	// in the list.
 	for end := len(name); name != ""; {
-		start := labelStart(name, end)
+		start := presname.LabelStart(name, end)
 		label, ok := foldLabel(name[start:end], &buf)
 		if !ok {
 			break
@@ -254,14 +331,7 @@ func (l *List) Match(name string) (Entry, bool) {
 		}
 		parent, end = id, start-1
 	}
-	if best == 0 {
-		return Entry{}, false
-	}
-	e := Entry{List: l, Name: name[bestStart:], Line: l.nodes[best].lineNo()}
-	if l.acts != nil {
-		l.trigger(&e, best, bestStart == 0)
-	}
-	return e, true
+	return best, bestStart
 }
 
 // hash places the label under parent in the table.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 	"golang.org/x/net/idna"
 )
 
@@ -244,9 +245,9 @@ func normalizeEntry(s string, dst []byte) ([]byte, error) {
 			}
 			labels++
 			labelLen = 0
-		case entryOctet[lower(c)]:
+		case entryOctet[presname.Lower(c)]:
 			// The octets Match can find (entryOctet): one table for both.
-			c = lower(c)
+			c = presname.Lower(c)
 			labelLen++
 		default:
 			return nil, ErrBadChar

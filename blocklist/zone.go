@@ -5,11 +5,13 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"iter"
 	"net/netip"
 	"slices"
 	"strings"
 
+	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 	"github.com/dnsfence/dnsfence/blocklist/rpz"
 	"github.com/gaissmai/bart"
 )
@@ -29,8 +31,10 @@ const (
 	ActionNODATA = Action(rpz.NODATA)
 	// ActionDrop blocks by sending no answer at all.
 	ActionDrop = Action(rpz.Drop)
-	// ActionPassthru allows: the entry is an allow entry, and beats every
-	// block entry, of this list and of every other list.
+	// ActionPassthru allows: the caller treats the entry as an allow
+	// entry, which beats the block entries of every list. (Within one
+	// zone the most specific trigger decides, and that may be a block:
+	// `*.example.com CNAME rpz-passthru.` with `ads.example.com CNAME .`.)
 	ActionPassthru = Action(rpz.Passthru)
 )
 
@@ -46,12 +50,14 @@ type zoneInfo struct {
 	serial   uint32
 	soa      bool
 	passthru bool // the list has an ActionPassthru trigger
+	// lines is the last line (for a transfer: position) of a trigger,
+	// after which Update numbers the triggers it adds.
+	lines int
 }
 
 // ipEntry is one response-IP trigger.
 type ipEntry struct {
 	name   string // the prefix in text, made once so that MatchIP formats nothing
-	prefix netip.Prefix
 	line   int
 	action Action
 }
@@ -61,6 +67,11 @@ type ipEntry struct {
 func isRPZ(name string) bool {
 	return len(name) > len(".rpz") && strings.EqualFold(name[len(name)-len(".rpz"):], ".rpz")
 }
+
+// ParseRPZ reads data as an RPZ zone file whatever name says (Parse reads
+// names ending in .rpz so): for a list whose name is no file name, such as
+// a URL whose path ends in .rpz. The error is as FromZone's.
+func ParseRPZ(name string, data []byte) (*List, error) { return parseRPZ(name, data) }
 
 // parseRPZ reads an RPZ zone file (Parse of a name ending in .rpz).
 func parseRPZ(name string, data []byte) (*List, error) {
@@ -108,8 +119,9 @@ func FromZone(name string, sum [32]byte, sizeHint int, read func(rpz.Handler) (r
 				errs.addOwner(name, t.Line, t.Owner, ErrTooManyLines)
 				return
 			}
+			l.zone.lines = max(l.zone.lines, line)
 			if t.Prefix.IsValid() {
-				b.addIP(t.Prefix, line, Action(t.Action), &errs, t)
+				b.addIP(t, line, &errs)
 				return
 			}
 			var err error
@@ -117,7 +129,7 @@ func FromZone(name string, sum [32]byte, sizeHint int, read func(rpz.Handler) (r
 				errs.addOwner(name, t.Line, t.Owner, err)
 				return
 			}
-			b.addTrigger(buf, line, t.Wildcard, Action(t.Action), &errs, t)
+			b.addTrigger(buf, t, line, &errs)
 		},
 		Problem: func(p rpz.Problem) {
 			if p.Owner == "" {
@@ -141,7 +153,7 @@ func FromZone(name string, sum [32]byte, sizeHint int, read func(rpz.Handler) (r
 func foldName(s string, dst []byte) ([]byte, error) {
 	labelLen := 0
 	for i := 0; i < len(s); {
-		c, n := octet(s, i)
+		c, n := presname.Octet(s, i)
 		i += n
 		if n == 1 && c == '.' {
 			if labelLen == 0 {
@@ -151,7 +163,7 @@ func foldName(s string, dst []byte) ([]byte, error) {
 			labelLen = 0
 			continue
 		}
-		c = lower(c)
+		c = presname.Lower(c)
 		if !entryOctet[c] {
 			return nil, ErrBadChar
 		}
@@ -166,9 +178,11 @@ func foldName(s string, dst []byte) ([]byte, error) {
 	return dst, nil
 }
 
-// addTrigger adds a QNAME trigger for the stored name.
-func (b *builder) addTrigger(name []byte, line int, wildcard bool, a Action, errs *errorList, t rpz.Trigger) {
+// addTrigger adds the QNAME trigger t, whose name has the stored form
+// name, on line.
+func (b *builder) addTrigger(name []byte, t rpz.Trigger, line int, errs *errorList) {
 	l := b.list
+	wildcard, a := t.Wildcard, Action(t.Action)
 	id := b.nodeFor(name)
 	shift := uint8(0)
 	if wildcard {
@@ -178,7 +192,7 @@ func (b *builder) addTrigger(name []byte, line int, wildcard bool, a Action, err
 	if prev := k >> shift & 7; prev != 0 {
 		first := l.triggerLine(id, wildcard)
 		if Action(prev-1) != a {
-			errs.addOwner(l.file, t.Line, t.Owner, ErrConflict)
+			errs.addOwner(l.file, t.Line, t.Owner, conflict(t, first))
 			return
 		}
 		display := string(name)
@@ -196,8 +210,9 @@ func (b *builder) addTrigger(name []byte, line int, wildcard bool, a Action, err
 	case wildcard: // the name's own trigger came first and keeps the node's line
 		l.setWildLine(id, line)
 	default: // the wildcard came first: its line moves aside
-		l.setWildLine(id, n.lineNo())
+		wild := n.lineNo()
 		n.line, n.hi = uint16(line), uint8(line>>16)
+		l.setWildLine(id, wild)
 	}
 	l.count++
 	if a == ActionPassthru {
@@ -205,77 +220,122 @@ func (b *builder) addTrigger(name []byte, line int, wildcard bool, a Action, err
 	}
 }
 
+// setWildLine records the line of the wildcard trigger of node id, which
+// has a trigger of its own on the node's line. Zones list `*.name` next
+// to `name` (a generated zone, a transfer in canonical order), so the
+// usual lines one after, one before or two after the node's are kept in
+// bits 6-7 of acts; others in wildLine.
 func (l *List) setWildLine(id uint32, line int) {
-	if l.wildLine == nil {
-		l.wildLine = map[uint32]int{}
+	switch line - l.nodes[id].lineNo() {
+	case 1:
+		l.acts[id] |= 1 << 6
+	case -1:
+		l.acts[id] |= 2 << 6
+	case 2:
+		l.acts[id] |= 3 << 6
+	default:
+		if l.wildLine == nil {
+			l.wildLine = map[uint32]int{}
+		}
+		l.wildLine[id] = line
 	}
-	l.wildLine[id] = line
 }
 
-// addIP adds a response-IP trigger.
-func (b *builder) addIP(p netip.Prefix, line int, a Action, errs *errorList, t rpz.Trigger) {
+// addIP adds the response-IP trigger t, on line.
+func (b *builder) addIP(t rpz.Trigger, line int, errs *errorList) {
 	l := b.list
+	p, a := t.Prefix, Action(t.Action)
 	if l.ips == nil {
 		l.ips = &bart.Table[ipEntry]{}
 	}
 	if prev, ok := l.ips.Get(p); ok {
 		if prev.action != a {
-			errs.addOwner(l.file, t.Line, t.Owner, ErrConflict)
+			errs.addOwner(l.file, t.Line, t.Owner, conflict(t, prev.line))
 			return
 		}
 		l.dups = append(l.dups, Duplicate{Name: prev.name, Line: line, FirstLine: prev.line})
 		return
 	}
-	l.ips.Insert(p, ipEntry{name: p.String(), prefix: p, line: line, action: a})
+	l.ips.Insert(p, ipEntry{name: p.String(), line: line, action: a})
 	l.count++
 	if a == ActionPassthru {
 		l.zone.passthru = true
 	}
 }
 
+// conflict is ErrConflict for t, naming the line of the trigger kept when
+// the zone has lines.
+func conflict(t rpz.Trigger, first int) error {
+	if t.Line == 0 {
+		return ErrConflict
+	}
+	return fmt.Errorf("%w (line %d)", ErrConflict, first)
+}
+
 // triggers reports whether node id holds a trigger for the name itself
 // (exact) or for the names below it.
 func (l *List) triggers(id uint32, exact bool) bool {
-	if exact {
-		return l.acts[id]&7 != 0
+	k := l.acts[id]
+	if l.gone != nil {
+		k = l.live(id)
 	}
-	return l.acts[id]>>3 != 0
+	if exact {
+		return k&7 != 0
+	}
+	return k>>3&7 != 0
 }
 
-// trigger fills in the action, wildcard and line of the trigger of node
-// id that matched.
-func (l *List) trigger(e *Entry, id uint32, exact bool) {
+// trigger is node id's exact or wildcard trigger.
+func (l *List) trigger(id uint32, exact bool) Trigger {
 	k := l.acts[id]
 	if exact {
-		e.Action = Action(k&7 - 1)
-		return
+		return Trigger{Action: Action(k&7 - 1)}
 	}
-	e.Action, e.Wildcard = Action(k>>3-1), true
-	e.Line = l.triggerLine(id, true)
+	return Trigger{Action: Action(k>>3&7 - 1), Wildcard: true}
 }
 
 // triggerLine is the line of node id's exact or wildcard trigger.
 func (l *List) triggerLine(id uint32, wildcard bool) int {
-	if wildcard && l.acts[id]&7 != 0 {
-		return l.wildLine[id]
+	line := l.nodes[id].lineNo()
+	if !wildcard || l.acts[id]&7 == 0 {
+		return line
 	}
-	return l.nodes[id].lineNo()
+	switch l.acts[id] >> 6 {
+	case 1:
+		return line + 1
+	case 2:
+		return line - 1
+	case 3:
+		return line + 2
+	}
+	return l.wildLine[id]
 }
 
 // MatchIP reports whether addr is inside the prefix of a response-IP
 // trigger (`24.0.2.0.192.rpz-ip CNAME .`), returning the entry of the
-// longest such prefix, with its Prefix, its Action and the prefix in text
-// as its Name. An IPv4-mapped IPv6 address is matched as the IPv4 address
-// it maps. Only RPZ lists have such entries. MatchIP does not allocate.
-func (l *List) MatchIP(addr netip.Addr) (Entry, bool) {
+// longest such prefix, with the prefix in text as its Name (Prefix reads
+// it), and its trigger's action. An IPv4-mapped IPv6 address is matched
+// as the IPv4 address it maps, and a zone is ignored. Only RPZ lists have
+// such entries (HasIPTriggers). MatchIP does not allocate.
+func (l *List) MatchIP(addr netip.Addr) (Entry, Trigger, bool) {
 	if l == nil || l.ips == nil {
-		return Entry{}, false
+		return Entry{}, Trigger{}, false
 	}
 	v, ok := l.ips.Lookup(addr.Unmap().WithZone(""))
 	if !ok {
-		return Entry{}, false
+		return Entry{}, Trigger{}, false
 	}
-	return Entry{List: l, Name: v.name, Line: v.line, Action: v.action, Prefix: v.prefix}, true
+	return Entry{List: l, Name: v.name, Line: v.line}, Trigger{Action: v.action}, true
+}
+
+// Prefix is the prefix of a response-IP trigger's entry (from MatchIP or
+// AllTriggers), read from its Name; false for a name entry.
+func (e Entry) Prefix() (netip.Prefix, bool) {
+	if e.List == nil || e.List.ips == nil || strings.IndexByte(e.Name, '/') < 0 {
+		return netip.Prefix{}, false
+	}
+	p, err := netip.ParsePrefix(e.Name)
+	return p, err == nil
 }
 
 // HasIPTriggers reports whether MatchIP can match anything, so that a
@@ -306,20 +366,23 @@ func (l *List) Serial() (uint32, bool) {
 	return l.zone.serial, l.zone.soa
 }
 
-// Owner is the owner name of the RPZ trigger behind an entry, fully
-// qualified, as the zone writes it (lowercase, escapes resolved):
-// `*.tiktok.com.rpz.example.gov.` for a wildcard, `24.0.2.0.192.rpz-ip.rpz.example.gov.`
-// for a response-IP trigger. For a transfer, which has no lines, this is
-// what names the entry. "" for an entry of a plain list.
-func (e Entry) Owner() string {
+// Owner is the owner name of the RPZ trigger behind an entry and its
+// Trigger (as MatchTrigger, MatchIP and AllTriggers give them), fully
+// qualified, as the zone has it (lowercase, escapes resolved):
+// `*.tiktok.com.rpz.example.gov.` for a wildcard,
+// `24.0.2.0.192.rpz-ip.rpz.example.gov.` for a response-IP trigger. For
+// a transfer, which has no lines, this is what names the entry. "" for an
+// entry of a plain list.
+func (e Entry) Owner(t Trigger) string {
 	if e.List == nil || e.List.zone == nil {
 		return ""
 	}
 	var rel string
+	p, isIP := e.Prefix()
 	switch {
-	case e.Prefix.IsValid():
-		rel = rpz.IPTrigger(e.Prefix)
-	case e.Wildcard:
+	case isIP:
+		rel = rpz.IPTrigger(p)
+	case t.Wildcard:
 		rel = "*." + e.Folded()
 	default:
 		rel = e.Folded()
@@ -330,24 +393,39 @@ func (e Entry) Owner() string {
 	return rel + "."
 }
 
-// allTriggers yields every trigger of an RPZ list in zone order: name
-// triggers with their Action and Wildcard, then the response-IP triggers
-// among them by line, with Prefix set and the prefix in text as Name.
-func (l *List) allTriggers() iter.Seq[Entry] {
+// AllTriggers yields every entry with its trigger, in file (or zone)
+// order: for a plain list, All's entries with ActionNXDOMAIN; for an RPZ
+// list, its name triggers (a name can have two: its own and its `*.`) and
+// its response-IP triggers, with the prefix in text as Name.
+func (l *List) AllTriggers() iter.Seq2[Entry, Trigger] {
+	if l.zone == nil {
+		return func(yield func(Entry, Trigger) bool) {
+			for e := range l.All() {
+				if !yield(e, Trigger{}) {
+					return
+				}
+			}
+		}
+	}
+	return l.allTriggers()
+}
+
+// allTriggers is AllTriggers of an RPZ list.
+func (l *List) allTriggers() iter.Seq2[Entry, Trigger] {
 	type item struct {
 		line     int
 		id       uint32
 		wildcard bool
 		ip       *ipEntry
 	}
-	return func(yield func(Entry) bool) {
+	return func(yield func(Entry, Trigger) bool) {
 		items := make([]item, 0, l.count)
 		for id := 1; id < len(l.nodes); id++ {
-			k := l.acts[id]
+			k := l.live(uint32(id))
 			if k&7 != 0 {
 				items = append(items, item{line: l.nodes[id].lineNo(), id: uint32(id)})
 			}
-			if k>>3 != 0 {
+			if k>>3&7 != 0 {
 				items = append(items, item{line: l.triggerLine(uint32(id), true), id: uint32(id), wildcard: true})
 			}
 		}
@@ -359,17 +437,24 @@ func (l *List) allTriggers() iter.Seq[Entry] {
 		slices.SortStableFunc(items, func(a, b item) int { return cmp.Compare(a.line, b.line) })
 		var buf []byte
 		for _, it := range items {
-			var e Entry
+			e, t := Entry{List: l, Line: it.line}, Trigger{}
 			if it.ip != nil {
-				e = Entry{List: l, Name: it.ip.name, Line: it.line, Action: it.ip.action, Prefix: it.ip.prefix}
+				e.Name, t.Action = it.ip.name, it.ip.action
 			} else {
 				buf = l.appendName(buf[:0], it.id)
-				e = Entry{List: l, Name: string(buf), Line: it.line, Wildcard: it.wildcard}
-				l.trigger(&e, it.id, !it.wildcard)
-				e.Line = it.line
+				e.Name, t = string(buf), l.trigger(it.id, !it.wildcard)
 			}
-			if !yield(e) {
+			if !yield(e, t) {
 				return
+			}
+		}
+		if l.over != nil {
+			// Added by Update, after every trigger above.
+			for e, t := range l.over.allTriggers() {
+				e.List = l
+				if !yield(e, t) {
+					return
+				}
 			}
 		}
 	}

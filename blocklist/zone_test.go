@@ -76,13 +76,17 @@ func TestRPZMatch(t *testing.T) {
 		{"tiktok\\.com.", "", 0, false, 0},
 	} {
 		t.Run(tc.qname, func(t *testing.T) {
-			e, ok := l.Match(tc.qname)
+			e, tr, ok := l.MatchTrigger(tc.qname)
+			m, mok := l.Match(tc.qname)
+			assert.Equal(t, ok, mok)
+			assert.Equal(t, e, m, "Match gives the entry MatchTrigger gives")
 			if tc.name == "" {
 				assert.False(t, ok, "matched %+v", e)
 				return
 			}
 			require.True(t, ok)
-			assert.Equal(t, Entry{List: l, Name: tc.name, Line: tc.line, Action: tc.action, Wildcard: tc.wildcard}, e)
+			assert.Equal(t, Entry{List: l, Name: tc.name, Line: tc.line}, e)
+			assert.Equal(t, Trigger{Action: tc.action, Wildcard: tc.wildcard}, tr)
 		})
 	}
 	assert.True(t, l.HasPassthru())
@@ -101,21 +105,29 @@ func TestPlainListActions(t *testing.T) {
 	l, err := Parse("plain.txt", []byte("tiktok.com\n"))
 	require.NoError(t, err)
 	for _, q := range []string{"tiktok.com", "www.tiktok.com"} {
-		e, ok := l.Match(q)
+		e, tr, ok := l.MatchTrigger(q)
 		require.True(t, ok)
-		assert.Equal(t, Entry{List: l, Name: q, Line: 1}, Entry{List: e.List, Name: q, Line: e.Line, Action: e.Action, Wildcard: e.Wildcard, Prefix: e.Prefix})
-		assert.Equal(t, ActionNXDOMAIN, e.Action)
-		assert.Empty(t, e.Owner())
+		assert.Equal(t, Entry{List: l, Name: "tiktok.com", Line: 1}, e)
+		assert.Equal(t, Trigger{Action: ActionNXDOMAIN}, tr)
+		assert.Empty(t, e.Owner(tr))
+		_, isIP := e.Prefix()
+		assert.False(t, isIP)
+	}
+	for e, tr := range l.AllTriggers() {
+		assert.Equal(t, Entry{List: l, Name: "tiktok.com", Line: 1}, e)
+		assert.Equal(t, Trigger{}, tr)
 	}
 	assert.False(t, l.HasPassthru())
 	assert.False(t, l.HasIPTriggers())
 	assert.Empty(t, l.Origin())
 	_, ok := l.Serial()
 	assert.False(t, ok)
-	_, ok = l.MatchIP(netip.MustParseAddr("192.0.2.1"))
+	_, _, ok = l.MatchIP(netip.MustParseAddr("192.0.2.1"))
 	assert.False(t, ok)
 	var nilList *List
-	_, ok = nilList.MatchIP(netip.MustParseAddr("192.0.2.1"))
+	_, _, ok = nilList.MatchIP(netip.MustParseAddr("192.0.2.1"))
+	assert.False(t, ok)
+	_, _, ok = nilList.MatchTrigger("tiktok.com")
 	assert.False(t, ok)
 }
 
@@ -149,15 +161,19 @@ func TestMatchIP(t *testing.T) {
 		{"2001:db8::2%eth0", "2001:db8::/48", ActionNXDOMAIN, 8},
 	} {
 		t.Run(tc.addr, func(t *testing.T) {
-			e, ok := l.MatchIP(netip.MustParseAddr(tc.addr))
+			e, tr, ok := l.MatchIP(netip.MustParseAddr(tc.addr))
 			if tc.prefix == "" {
 				assert.False(t, ok, "matched %+v", e)
 				return
 			}
 			require.True(t, ok)
 			p := netip.MustParsePrefix(tc.prefix)
-			assert.Equal(t, Entry{List: l, Name: tc.prefix, Line: tc.line, Action: tc.action, Prefix: p}, e)
-			assert.Equal(t, rpz.IPTrigger(p)+".rpz.example.gov.", e.Owner())
+			assert.Equal(t, Entry{List: l, Name: tc.prefix, Line: tc.line}, e)
+			assert.Equal(t, Trigger{Action: tc.action}, tr)
+			got, isIP := e.Prefix()
+			assert.True(t, isIP)
+			assert.Equal(t, p, got)
+			assert.Equal(t, rpz.IPTrigger(p)+".rpz.example.gov.", e.Owner(tr))
 		})
 	}
 	assert.True(t, l.HasIPTriggers())
@@ -166,16 +182,18 @@ func TestMatchIP(t *testing.T) {
 	assert.False(t, ok, "a response-IP trigger is no name entry")
 }
 
-func TestMatchIPDoesNotAllocate(t *testing.T) {
+func TestRPZMatchDoesNotAllocate(t *testing.T) {
 	l := zoneList(t, "24.0.2.0.192.rpz-ip CNAME .", "48.zz.db8.2001.rpz-ip CNAME .")
 	for _, a := range []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("::ffff:192.0.2.1")} {
 		allocs := testing.AllocsPerRun(100, func() { l.MatchIP(a) })
 		assert.Zero(t, allocs, "%s", a)
 	}
-	rl := zoneList(t, "tiktok.com CNAME .", "*.tiktok.com CNAME *.")
-	for _, q := range []string{"tiktok.com.", "www.tiktok.com.", "www.example.org."} {
+	rl := zoneList(t, "tiktok.com CNAME .", "*.tiktok.com CNAME *.", "both.example CNAME .", "*.both.example CNAME rpz-drop.")
+	for _, q := range []string{"tiktok.com.", "www.tiktok.com.", "www.example.org.", "x.both.example"} {
 		allocs := testing.AllocsPerRun(100, func() { rl.Match(q) })
-		assert.Zero(t, allocs, "%s", q)
+		assert.Zero(t, allocs, "Match %s", q)
+		allocs = testing.AllocsPerRun(100, func() { rl.MatchTrigger(q) })
+		assert.Zero(t, allocs, "MatchTrigger %s", q)
 	}
 }
 
@@ -221,13 +239,13 @@ func TestRPZProblems(t *testing.T) {
 		`lists/policy.rpz:13: 24.1.2.0.192.rpz-ip.rpz.example.gov.: rpz-ip prefix has host bits set: 192.0.2.1/24, did you mean 192.0.2.0/24`,
 		`lists/policy.rpz:14: 128.1.zz.db8.zz.2001.rpz-ip.rpz.example.gov.: bad zz in rpz-ip trigger: it stands for one run of zero groups of an IPv6 address, once`,
 		`lists/policy.rpz:15: a\.b.example.rpz.example.gov.: invalid character in name`,
-		`lists/policy.rpz:16: a.example.rpz.example.gov.: a second trigger for this owner with another action; the first is kept`,
+		`lists/policy.rpz:16: a.example.rpz.example.gov.: a second trigger for this owner with another action; the first is kept (line 5)`,
 		`lists/policy.rpz:17: zone syntax: garbage after rdata: "junk"`,
 	}, lines)
 	assert.Equal(t, []Duplicate{{Name: "a.example", Line: 20, FirstLine: 5}}, l.Duplicates())
 	var got []string
-	for e := range l.All() {
-		got = append(got, fmt.Sprintf("%s@%d %v", e.Owner(), e.Line, e.Action))
+	for e, tr := range l.AllTriggers() {
+		got = append(got, fmt.Sprintf("%s@%d %v", e.Owner(tr), e.Line, tr.Action))
 	}
 	assert.Equal(t, []string{"a.example.rpz.example.gov.@5 NXDOMAIN", "f.example.rpz.example.gov.@18 drop", "24.0.2.0.192.rpz-ip.rpz.example.gov.@19 NXDOMAIN"}, got)
 }
@@ -269,10 +287,15 @@ func TestRPZAllAndContains(t *testing.T) {
 		"48.zz.db8.2001.rpz-ip CNAME rpz-passthru.",
 	)
 	var got []string
-	for e := range l.All() {
-		got = append(got, fmt.Sprintf("%s@%d %v wildcard=%v %s", e.Name, e.Line, e.Action, e.Wildcard, e.Owner()))
+	for e, tr := range l.AllTriggers() {
+		got = append(got, fmt.Sprintf("%s@%d %v wildcard=%v %s", e.Name, e.Line, tr.Action, tr.Wildcard, e.Owner(tr)))
 		assert.True(t, l.Contains(e.Name), e.Name)
 	}
+	var all []Entry
+	for e := range l.All() {
+		all = append(all, e)
+	}
+	assert.Len(t, all, 5, "All yields the entries AllTriggers yields")
 	assert.Equal(t, []string{
 		"b.example@5 NODATA wildcard=true *.b.example.rpz.example.gov.",
 		"a.example@6 drop wildcard=false a.example.rpz.example.gov.",
@@ -319,14 +342,14 @@ func TestRPZFromRecords(t *testing.T) {
 	assert.True(t, ok)
 	assert.Equal(t, uint32(77), serial)
 
-	e, ok := l.Match("www.tiktokv.com.")
+	e, tr, ok := l.MatchTrigger("www.tiktokv.com.")
 	require.True(t, ok)
-	assert.Equal(t, "*.tiktokv.com.rpz.example.gov.", e.Owner())
+	assert.Equal(t, "*.tiktokv.com.rpz.example.gov.", e.Owner(tr))
 	assert.Equal(t, 2, e.Line, "the trigger's position in the transfer")
-	e, ok = l.MatchIP(netip.MustParseAddr("192.0.2.9"))
+	e, tr, ok = l.MatchIP(netip.MustParseAddr("192.0.2.9"))
 	require.True(t, ok)
-	assert.Equal(t, ActionDrop, e.Action)
-	assert.Equal(t, "24.0.2.0.192.rpz-ip.rpz.example.gov.", e.Owner())
+	assert.Equal(t, ActionDrop, tr.Action)
+	assert.Equal(t, "24.0.2.0.192.rpz-ip.rpz.example.gov.", e.Owner(tr))
 
 	boom := errors.New("transfer cut off")
 	l, err = FromZone(src, [32]byte{}, 0, func(h rpz.Handler) (rpz.Zone, error) { return rpz.Zone{}, boom })
@@ -370,9 +393,9 @@ func TestWatchRPZFile(t *testing.T) {
 	got, _ := rec.last()
 	l, err := Parse(path, []byte(got))
 	require.NoError(t, err)
-	e, ok := l.Match("b.example")
+	_, tr, ok := l.MatchTrigger("b.example")
 	require.True(t, ok)
-	assert.Equal(t, ActionPassthru, e.Action)
+	assert.Equal(t, ActionPassthru, tr.Action)
 }
 
 // TestRPZOwnerAtRoot checks an RPZ file with no $ORIGIN or SOA: owners
@@ -380,12 +403,12 @@ func TestWatchRPZFile(t *testing.T) {
 func TestRPZOwnerAtRoot(t *testing.T) {
 	l, err := Parse("bare.rpz", []byte("tiktok.com CNAME .\n*.tiktok.com. CNAME .\n32.1.2.0.192.rpz-ip CNAME .\n"))
 	require.NoError(t, err)
-	e, ok := l.Match("www.tiktok.com")
+	e, tr, ok := l.MatchTrigger("www.tiktok.com")
 	require.True(t, ok)
-	assert.Equal(t, "*.tiktok.com.", e.Owner())
-	e, ok = l.MatchIP(netip.MustParseAddr("192.0.2.1"))
+	assert.Equal(t, "*.tiktok.com.", e.Owner(tr))
+	e, tr, ok = l.MatchIP(netip.MustParseAddr("192.0.2.1"))
 	require.True(t, ok)
-	assert.Equal(t, "32.1.2.0.192.rpz-ip.", e.Owner())
+	assert.Equal(t, "32.1.2.0.192.rpz-ip.", e.Owner(tr))
 	assert.Equal(t, ".", l.Origin())
 	_, ok = l.Serial()
 	assert.False(t, ok)
@@ -460,10 +483,63 @@ pangle.example CNAME .
 		"pangle.example", "example", "other.example", "com"} {
 		want := verdict(q)
 		got := ""
-		if e, ok := zone.Match(q); ok {
-			got = map[Action]string{ActionNXDOMAIN: "block", ActionPassthru: "allow"}[e.Action]
+		if _, tr, ok := zone.MatchTrigger(q); ok {
+			got = map[Action]string{ActionNXDOMAIN: "block", ActionPassthru: "allow"}[tr.Action]
 		}
 		assert.Equal(t, want, got, q)
 	}
 	assert.Error(t, WriteRPZ(&b, ZoneHeader{}, []*List{zone}, nil), "an RPZ list is a zone already")
+}
+
+// TestRPZWildcardLines checks the line of each trigger of a name that has
+// both its own and a `*.` trigger, in every order and distance: the near
+// ones are kept beside the node, the others apart.
+func TestRPZWildcardLines(t *testing.T) {
+	l := zoneList(t,
+		"a.example CNAME .", // 5
+		"*.a.example CNAME *.",
+		"*.b.example CNAME .",
+		"b.example CNAME rpz-drop.",
+		"c.example CNAME .", // 9
+		"filler1.example CNAME .",
+		"*.c.example CNAME .",
+		"e.example CNAME .", // 12
+		"filler2.example CNAME .",
+		"filler3.example CNAME .",
+		"filler4.example CNAME .",
+		"*.e.example CNAME rpz-passthru.", // 16
+		"*.f.example CNAME .",
+		"filler5.example CNAME .",
+		"filler6.example CNAME .",
+		"f.example CNAME *.", // 20
+	)
+	for _, tc := range []struct {
+		qname string
+		line  int
+		tr    Trigger
+	}{
+		{"a.example", 5, Trigger{Action: ActionNXDOMAIN}},
+		{"x.a.example", 6, Trigger{Action: ActionNODATA, Wildcard: true}},
+		{"x.b.example", 7, Trigger{Action: ActionNXDOMAIN, Wildcard: true}},
+		{"b.example", 8, Trigger{Action: ActionDrop}},
+		{"c.example", 9, Trigger{Action: ActionNXDOMAIN}},
+		{"x.c.example", 11, Trigger{Action: ActionNXDOMAIN, Wildcard: true}},
+		{"e.example", 12, Trigger{Action: ActionNXDOMAIN}},
+		{"x.e.example", 16, Trigger{Action: ActionPassthru, Wildcard: true}},
+		{"x.f.example", 17, Trigger{Action: ActionNXDOMAIN, Wildcard: true}},
+		{"f.example", 20, Trigger{Action: ActionNODATA}},
+	} {
+		e, tr, ok := l.MatchTrigger(tc.qname)
+		require.True(t, ok, tc.qname)
+		assert.Equal(t, tc.line, e.Line, tc.qname)
+		assert.Equal(t, tc.tr, tr, tc.qname)
+		m, _ := l.Match(tc.qname)
+		assert.Equal(t, tc.line, m.Line, "Match %s", tc.qname)
+	}
+	var lines []int
+	for e := range l.All() {
+		lines = append(lines, e.Line)
+	}
+	assert.Equal(t, []int{5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}, lines)
+	assert.Len(t, l.wildLine, 2, "only the far wildcards are kept apart")
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
@@ -57,6 +58,10 @@ type podSpec struct {
 		ConfigMap *struct {
 			Name string `yaml:"name"`
 		} `yaml:"configMap"`
+		Secret *struct {
+			SecretName string `yaml:"secretName"`
+		} `yaml:"secret"`
+		EmptyDir *struct{} `yaml:"emptyDir"`
 	} `yaml:"volumes"`
 }
 
@@ -384,4 +389,63 @@ func TestContainerConfig(t *testing.T) {
 	for _, f := range cfg.files() {
 		assert.FileExists(t, f, "the container configuration names %s", f)
 	}
+}
+
+// TestKubernetesRemoteLists checks the DaemonSet that takes its lists from
+// a zone transfer and a URL: its configuration (a Secret, for the TSIG key)
+// is valid and names remote lists only, its disk copies go to a writable
+// volume, its ranges come from the networks ConfigMap.
+func TestKubernetesRemoteLists(t *testing.T) {
+	all := loadManifests(t)
+	ds := find(t, all, "daemonset-remote-lists.yaml", "DaemonSet", "dnsfence-remote")
+	c := dnsfenceContainer(t, ds)
+	assertProbe(t, c, c.LivenessProbe, "liveness", "/healthz")
+	assertProbe(t, c, c.ReadinessProbe, "readiness", "/readyz")
+	assertHardened(t, ds, c)
+	assertNoSubPath(t, ds)
+	volumes := map[string]string{} // mount path -> what: secret:NAME, configMap:NAME, emptyDir
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		for _, vm := range c.VolumeMounts {
+			if vm.Name != v.Name {
+				continue
+			}
+			assert.Empty(t, vm.SubPath, "%s is mounted with subPath: it would never be updated", vm.MountPath)
+			switch {
+			case v.Secret != nil:
+				volumes[vm.MountPath] = "secret:" + v.Secret.SecretName
+			case v.ConfigMap != nil:
+				volumes[vm.MountPath] = "configMap:" + v.ConfigMap.Name
+			case v.EmptyDir != nil:
+				volumes[vm.MountPath] = "emptyDir"
+			}
+		}
+	}
+	assert.Equal(t, "secret:dnsfence-remote-config", volumes["/etc/dnsfence"])
+	assert.Equal(t, "configMap:dnsfence-networks", volumes["/etc/dnsfence/networks"])
+
+	data, err := os.ReadFile("deploy/dnsfence-remote-lists.yaml")
+	require.NoError(t, err)
+	parsed := parseConfig(t, "deploy/dnsfence-remote-lists.yaml", data)
+	for _, l := range parsed.Listen {
+		assert.Equal(t, 5353, listenPort(t, "deploy/dnsfence-remote-lists.yaml", l))
+	}
+	// Valid as dnsfence reads it, with the ranges where the pod has them.
+	dir := t.TempDir()
+	ranges, err := os.ReadFile("networks/government.txt")
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "networks"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "networks", "government.txt"), ranges, 0o644))
+	cfg, err := config.Parse(filepath.Join(dir, "dnsfence.yaml"), data, os.ReadFile)
+	require.NoError(t, err)
+	assert.NotEmpty(t, cfg.RemoteLists())
+	for _, p := range cfg.Policies {
+		for _, l := range append(p.Block, p.Allow...) {
+			assert.True(t, config.IsRemote(l), "%s: every list of this example is remote", l)
+		}
+		for _, f := range p.ClientFiles {
+			dir, _ := path.Split(path.Join("/etc/dnsfence", f))
+			assert.Equal(t, "configMap:dnsfence-networks", volumes[strings.TrimSuffix(dir, "/")], "%s", f)
+		}
+	}
+	assert.Equal(t, "emptyDir", volumes[cfg.SourceOptions().CacheDir], "sources.cache_dir is a writable volume")
 }

@@ -195,6 +195,31 @@ func TestShippedListsCarryEvidence(t *testing.T) {
 	}
 }
 
+// entriesLine is a list header's count: "# Entries: 293 = ...".
+var entriesLine = regexp.MustCompile(`^# Entries: ([0-9]+)\b`)
+
+// TestShippedListsCountTheirEntries: a list header that states its number
+// of entries ("# Entries: N = ...", the figure README's table repeats)
+// states the number the list has.
+func TestShippedListsCountTheirEntries(t *testing.T) {
+	stated := 0
+	for _, path := range shippedLists {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			data, err := os.ReadFile(path)
+			require.NoError(t, err)
+			l, err := blocklist.Parse(path, data)
+			require.NoError(t, err)
+			for i, line := range strings.Split(string(data), "\n") {
+				if m := entriesLine.FindStringSubmatch(line); m != nil {
+					stated++
+					assert.Equal(t, m[1], fmt.Sprint(l.Len()), "%s:%d: the header's entry count", path, i+1)
+				}
+			}
+		})
+	}
+	assert.Positive(t, stated, "no list header states its entry count")
+}
+
 func TestShippedListsBlockTheObvious(t *testing.T) {
 	tiktok, err := loadList("lists/tiktok.txt", "lists/tiktok.txt")
 	require.NoError(t, err)

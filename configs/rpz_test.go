@@ -1,7 +1,11 @@
 package configs
 
 import (
+	"context"
+	"os"
+	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/stretchr/testify/assert"
@@ -27,9 +31,9 @@ func TestShippedRPZBlocksTheDefaultLists(t *testing.T) {
 		defaults = append(defaults, l)
 		for e := range l.All() {
 			for _, q := range []string{e.Name, "www." + e.Name, "a.b." + e.Name} {
-				m, ok := zone.Match(q)
+				_, tr, ok := zone.MatchTrigger(q)
 				if assert.True(t, ok, "%s:%d: %s is not blocked by the zone", path, e.Line, q) {
-					assert.Equal(t, blocklist.ActionNXDOMAIN, m.Action, q)
+					assert.Equal(t, blocklist.ActionNXDOMAIN, tr.Action, q)
 				}
 			}
 		}
@@ -52,5 +56,34 @@ func TestShippedRPZBlocksTheDefaultLists(t *testing.T) {
 		if _, ok := zone.Match(h); ok {
 			t.Errorf("the zone blocks %s from the do-not-block table", h)
 		}
+	}
+}
+
+// TestShippedRPZLoadsInPrimaries loads rpz/tiktok.rpz as BIND and NSD load
+// a zone they serve, under a zone name of a department's choosing: the
+// file is meant for them.
+func TestShippedRPZLoadsInPrimaries(t *testing.T) {
+	for _, tc := range []struct {
+		tool, pkg string
+		args      []string
+		want      string
+	}{
+		{"named-checkzone", "bind9-utils", []string{"-k", "fail", "-n", "fail", "tiktok.rpz.example.gov", "rpz/tiktok.rpz"}, "OK"},
+		{"nsd-checkzone", "nsd", []string{"tiktok.rpz.example.gov", "rpz/tiktok.rpz"}, "is ok"},
+	} {
+		t.Run(tc.tool, func(t *testing.T) {
+			path, err := exec.LookPath(tc.tool)
+			if err != nil {
+				if os.Getenv("CI") == "true" {
+					t.Fatalf("%s is required under CI=true: apt-get install %s", tc.tool, tc.pkg)
+				}
+				t.Skipf("%s not installed (apt-get install %s)", tc.tool, tc.pkg)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, path, tc.args...).CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			assert.Contains(t, string(out), tc.want)
+		})
 	}
 }

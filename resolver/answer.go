@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 )
@@ -197,10 +198,15 @@ func blockedReply(req *dns.Msg, p *Policy, d Decision, ttl uint32, serial uint32
 		Minttl:  ttl,
 	}
 	var m *dns.Msg
-	switch p.Action {
-	case config.ActionRefused:
+	switch {
+	case d.Trigger.Action == blocklist.ActionNODATA:
+		// RPZ `CNAME *.`: the name exists, without records of this type
+		// (RFC 2308 §2.2), whatever the policy's action.
+		m = newReply(req, dns.RcodeSuccess)
+		m.Ns = []dns.RR{soa}
+	case p.Action == config.ActionRefused:
 		m = newReply(req, dns.RcodeRefused)
-	case config.ActionNull:
+	case p.Action == config.ActionNull:
 		m = newReply(req, dns.RcodeSuccess)
 		hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: q.Qclass, Ttl: ttl}
 		switch q.Qtype {
@@ -250,13 +256,13 @@ var soaNames = func() []byte {
 	return b[:off]
 }()
 
-// appendBlocked packs the NXDOMAIN or REFUSED blocked answer to the query
-// read as a straight into b: the same message blockedReply builds (header,
-// question as asked, for NXDOMAIN the SOA, and OPT with EDE 15 when the
-// query had EDNS), without building it, because this is the answer
-// dnsfence gives most. ttl and serial are as for blockedReply (seconds). It
-// reports false when the answer would not fit maxSize (octets); the caller
-// then builds it the general way.
+// appendBlocked packs the NXDOMAIN, NODATA (rcode NOERROR) or REFUSED
+// blocked answer to the query read as a straight into b: the same message
+// blockedReply builds (header, question as asked, for NXDOMAIN and NODATA
+// the SOA, and OPT with EDE 15 when the query had EDNS), without building
+// it, because this is the answer dnsfence gives most. ttl and serial are as
+// for blockedReply (seconds). It reports false when the answer would not
+// fit maxSize (octets); the caller then builds it the general way.
 func (a *asked) appendBlocked(b []byte, rcode int, owner string, ttl, serial uint32, ede string, maxSize int) ([]byte, bool) {
 	hdr := dns.MsgHdr{Rcode: rcode}
 	a.replyHeader(&hdr, false)
@@ -266,7 +272,7 @@ func (a *asked) appendBlocked(b []byte, rcode int, owner string, ttl, serial uin
 	b = binary.BigEndian.AppendUint16(b, flags)
 	b = binary.BigEndian.AppendUint16(b, 1) // question
 	b = binary.BigEndian.AppendUint16(b, 0) // answer
-	withSOA := rcode == dns.RcodeNameError
+	withSOA := rcode == dns.RcodeNameError || rcode == dns.RcodeSuccess
 	nscount := uint16(0)
 	if withSOA {
 		nscount = 1

@@ -51,17 +51,21 @@ func (s *Snapshot) decide(source netip.Addr, client netip.Prefix, qname string) 
 
 // inspect is step 8 on the answer resp of a forwarded query: a CNAME or
 // DNAME chain (any alias chainDecision follows) that reaches a blocked
-// name blocks the answer as the name itself would be, unless the question
-// name is explicitly allowed; in shadow mode the block is recorded, not
-// answered. It returns the name in the answer that was blocked, and ""
-// when the answer stands. It runs on cached answers exactly as on fresh
-// ones.
+// name blocks the answer as the name itself would be, and so does, when
+// the policy has response-IP triggers, an address of the answer inside a
+// blocked prefix (addressDecision); unless the question name is explicitly
+// allowed. In shadow mode the block is recorded, not answered. It returns
+// the name (or the address) in the answer that was blocked, and "" when
+// the answer stands. It runs on cached answers exactly as on fresh ones.
 func (o *outcome) inspect(resp *dns.Msg) (via string) {
 	if !o.inspects() {
 		return ""
 	}
 	pol := o.policy.Policy
 	d, via, ok := chainDecision(pol, resp)
+	if !ok && pol.InspectsAddresses() {
+		d, via, ok = addressDecision(pol, resp)
+	}
 	if !ok {
 		return ""
 	}
@@ -76,10 +80,11 @@ func (o *outcome) inspect(resp *dns.Msg) (via string) {
 
 // inspects reports whether inspect looks at the answer at all: whether
 // anything in it could change the outcome. The wire path unpacks an answer
-// only for the queries that do, and only when the answer holds a name
-// other than the question's (cacheEntry.addsNames): inspect looks at names
-// only, and the question's was decided already. An inspection of anything
-// else in an answer must change that.
+// only for the queries that do, and then only when the answer holds a name
+// other than the question's (cacheEntry.addsNames) or the policy has
+// response-IP triggers (Handler.inspectEntry): the question's name was
+// decided already. An inspection of anything else in an answer must
+// change Handler.inspectEntry too.
 func (o *outcome) inspects() bool {
 	pol := o.policy.Policy
 	return o.result == ResultForwarded && o.hasPolicy && pol.Blocks() && !o.decision.Allowed && !o.shadow
@@ -146,6 +151,10 @@ func (e *Explanation) set(o outcome) {
 		e.Rcode = "REFUSED"
 	case o.shadow:
 		e.Rcode = "from upstream (shadow mode records a block)"
+	case o.result == ResultBlocked && o.decision.Trigger.Action == blocklist.ActionDrop:
+		e.Rcode = "no answer at all: the RPZ trigger's action is rpz-drop"
+	case o.result == ResultBlocked && o.decision.Trigger.Action == blocklist.ActionNODATA:
+		e.Rcode = "NOERROR without records (NODATA): the RPZ trigger's action is CNAME *."
 	case o.result == ResultBlocked:
 		switch e.Range.Policy.Action {
 		case config.ActionRefused:
@@ -200,6 +209,15 @@ func (s *Snapshot) ExplainAnswer(e *Explanation, resp *dns.Msg) {
 		}
 		if inspect {
 			h.Name, h.Decision = hopDecision(e.Range.Policy, rr)
+		}
+		if inspect && !h.Decision.Blocked && e.Range.Policy.InspectsAddresses() {
+			var buf [8]netip.Addr
+			for _, a := range answerAddresses(rr, buf[:0]) {
+				if d, ok := e.Range.Policy.DecideAddress(a); ok {
+					h.Name, h.Decision = a.String(), d
+					break
+				}
+			}
 		}
 		e.Hops = append(e.Hops, h)
 	}
@@ -271,11 +289,64 @@ func decisionOfName(e Explanation) Decision {
 func describe(name string, d Decision) string {
 	switch {
 	case d.Blocked:
-		return fmt.Sprintf("%s blocked by %s:%d: %s", name, d.Entry.List.File(), d.Entry.Line, d.Entry.Folded())
+		return fmt.Sprintf("%s blocked by %s: %s%s", name, entryWhere(d), entryText(d), actionNote(d))
 	case d.Allowed:
-		return fmt.Sprintf("%s allowed by %s:%d: %s (allow beats block)", name, d.Entry.List.File(), d.Entry.Line, d.Entry.Folded())
+		return fmt.Sprintf("%s allowed by %s: %s (allow beats block)", name, entryWhere(d), entryText(d))
 	}
 	return fmt.Sprintf("%s is on no list of the policy", name)
+}
+
+// entryWhere names where a list entry was written: `file:line` for a list
+// file, `URL line N (sha256 HEX)` for a list fetched by URL, `axfr://...
+// serial N, owner OWNER` for a zone transfer, which has no lines; an RPZ
+// file or URL adds the trigger's owner name.
+func entryWhere(d Decision) string {
+	e := d.Entry
+	l := e.List
+	file := l.File()
+	if isTransfer(file) {
+		serial, _ := l.Serial()
+		return fmt.Sprintf("%s serial %d, owner %s", file, serial, e.Owner(d.Trigger))
+	}
+	var b strings.Builder
+	if config.IsRemote(file) {
+		fmt.Fprintf(&b, "%s line %d (sha256 %s)", file, e.Line, l.Hash())
+	} else {
+		fmt.Fprintf(&b, "%s:%d", file, e.Line)
+	}
+	if owner := e.Owner(d.Trigger); owner != "" {
+		fmt.Fprintf(&b, " owner %s", owner)
+	}
+	return b.String()
+}
+
+// entryText is the entry itself: the name, `*.name` for an RPZ wildcard,
+// or the prefix of a response-IP trigger.
+func entryText(d Decision) string {
+	e := d.Entry
+	if d.Trigger.Wildcard {
+		return "*." + e.Folded()
+	}
+	return e.Folded()
+}
+
+// actionNote says what an RPZ trigger does when it is not the policy's
+// blocked answer.
+func actionNote(d Decision) string {
+	switch d.Trigger.Action {
+	case blocklist.ActionNODATA:
+		return " (action NODATA: CNAME *.)"
+	case blocklist.ActionDrop:
+		return " (action drop: rpz-drop.)"
+	}
+	return ""
+}
+
+// isTransfer reports whether a list came by zone transfer (axfr://): its
+// entries have no lines, their owner names them, and its version is the
+// zone's serial.
+func isTransfer(list string) bool {
+	return len(list) > len("axfr://") && strings.EqualFold(list[:len("axfr://")], "axfr://")
 }
 
 func where(r blocklist.Range) string {
@@ -285,11 +356,17 @@ func where(r blocklist.Range) string {
 	return r.File
 }
 
-// jsonEntry is a list entry in JSON output.
+// jsonEntry is a list entry in JSON output: for an RPZ trigger, its owner
+// and action too; for a zone transfer, the serial (and no line); for a
+// URL, the body's SHA-256.
 type jsonEntry struct {
-	List  string `json:"list"`
-	Line  int    `json:"line"`
-	Entry string `json:"entry"`
+	List   string `json:"list"`
+	Line   int    `json:"line,omitempty"`
+	Entry  string `json:"entry"`
+	Owner  string `json:"owner,omitempty"`
+	Action string `json:"action,omitempty"`
+	Serial *int64 `json:"serial,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 type jsonDecision struct {
@@ -330,8 +407,19 @@ type jsonExplanation struct {
 
 func toJSONDecision(name string, d Decision) jsonDecision {
 	j := jsonDecision{Name: name, Blocked: d.Blocked, Allowed: d.Allowed}
-	if d.Entry.List != nil {
-		j.Entry = &jsonEntry{List: d.Entry.List.File(), Line: d.Entry.Line, Entry: d.Entry.Folded()}
+	if e := d.Entry; e.List != nil {
+		j.Entry = &jsonEntry{List: e.List.File(), Line: e.Line, Entry: entryText(d), Owner: e.Owner(d.Trigger)}
+		if e.List.Origin() != "" {
+			j.Entry.Action = d.Trigger.Action.String()
+		}
+		switch {
+		case isTransfer(e.List.File()):
+			serial, _ := e.List.Serial()
+			v := int64(serial)
+			j.Entry.Line, j.Entry.Serial = 0, &v
+		case config.IsRemote(e.List.File()):
+			j.Entry.SHA256 = e.List.Hash()
+		}
 	}
 	return j
 }

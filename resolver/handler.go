@@ -42,6 +42,9 @@ const (
 	logSuppressed = "suppressed"
 	logCause      = "cause"
 	logReason     = "reason"
+	logOwner      = "owner"       // the RPZ trigger's owner name
+	logAction     = "action"      // an RPZ trigger's action other than NXDOMAIN
+	logZoneSerial = "zone_serial" // the serial of the zone a transferred list was read from
 )
 
 // Results of one query, as logged and counted, and the outcomes of a
@@ -57,6 +60,7 @@ const (
 	ResultBadvers   = "badvers"
 	ResultDropped   = listen.ResultDropped
 	ResultExplained = "explained"
+	ResultNotify    = "notify" // a DNS NOTIFY (RFC 1996) for a zone source, answered
 )
 
 // Handler runs the pipeline of one query (DESIGN.md §1) top to bottom, in
@@ -102,6 +106,12 @@ type Handler struct {
 	// reload is the outcome of the last reload, for /readyz; nil before
 	// the first.
 	reload atomic.Pointer[ReloadStatus]
+	// remote are the remote list sources being run, for NOTIFY, /readyz
+	// and the metrics; nil when there are none. The Reloader stores it.
+	remote atomic.Pointer[remoteSources]
+	// held are the remote lists whose newest copy a fail-closed guard
+	// holds (the Reloader's setHeld), by entry.
+	held sync.Map
 }
 
 var (
@@ -127,6 +137,7 @@ func NewHandler(log *zap.Logger, snap *Snapshot, m *Metrics) *Handler {
 		return nil
 	})
 	h.Store(snap)
+	m.sources(h)
 	return h
 }
 
@@ -152,6 +163,14 @@ func (h *Handler) Store(s *Snapshot) {
 	h.metrics.snapshotLoaded(s)
 }
 
+// storeLists publishes a snapshot that differs from the one served only in
+// a remote list (Reloader.applySource): the settings Store applies are
+// unchanged, and the reload metrics are left as they are.
+func (h *Handler) storeLists(s *Snapshot) {
+	h.state.Store(s)
+	h.metrics.listsLoaded(s)
+}
+
 // query is one request being answered and what was learnt about it.
 type query struct {
 	// req is the query as a message; nil for one read from the wire
@@ -174,8 +193,16 @@ type query struct {
 }
 
 // stream reports a transport other than UDP: its answers may take 65,535
-// bytes, and its cache misses go upstream over TCP.
+// bytes (the transport decides, never the peer's address type: a DNS over
+// QUIC peer is a *net.UDPAddr).
 func (q *query) stream() bool { return q.transport != listen.UDP }
+
+// upstreamTCP reports whether a cache miss goes upstream over TCP from the
+// start: for a query that came over plain TCP (DESIGN.md §1 step 7). A
+// query that came encrypted goes over UDP first, as a UDP one does, and
+// over TCP when that answer is truncated, so its whole answer still comes
+// back without a TCP connection upstream for every miss.
+func (q *query) upstreamTCP() bool { return q.transport == listen.TCP }
 
 // maxSize is the largest answer the client takes: its UDP size, or a whole
 // message on every other transport.
@@ -302,6 +329,15 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 	if r, limited := h.admit(q); limited {
 		return r, true
 	}
+	// A NOTIFY for a zone source (RFC 1996) is the primary's, whoever
+	// allowed_clients lets ask: it is checked against the primary's
+	// address (the socket peer's), and does nothing but ask the source to
+	// look.
+	if req.Opcode == dns.OpcodeNotify {
+		if r, ok := h.notify(q); ok {
+			return r, true
+		}
+	}
 	// 1. Receive: the listener's accept function has already dropped
 	// responses and answered wrong opcodes and question counts; this guards
 	// the handler when it is called directly.
@@ -375,17 +411,11 @@ func (h *Handler) cached(q *query, e *cacheEntry, prefetch bool) reply {
 	if prefetch {
 		key := q.key
 		key.name = strings.Clone(key.name) // a wire query's is the pool's
-		go h.prefetch(q.snap, e, q.request().Copy(), key, q.stream())
+		go h.prefetch(q.snap, e, q.request().Copy(), key, q.upstreamTCP())
 	}
 	q.upstream = upstreamCache
-	if q.out.inspects() && e.addsNames() {
-		msg := e.message()
-		if msg == nil {
-			return malformedReply(q)
-		}
-		if h.inspect(q, msg) {
-			return h.blocked(q)
-		}
+	if r, replaced := h.inspectEntry(q, e); replaced {
+		return r
 	}
 	result := ResultForwarded
 	if e.rcode == dns.RcodeServerFailure {
@@ -434,7 +464,7 @@ func (h *Handler) forward(ctx context.Context, q *query) reply {
 	}
 	req := q.request()
 	if !q.wire.ok || errors.Is(err, errNotWire) {
-		resp, upstream, err = h.resolve(ctx, q.snap, req, q.key, q.stream())
+		resp, upstream, err = h.resolve(ctx, q.snap, req, q.key, q.upstreamTCP())
 	}
 	q.upstream = upstream
 	if err != nil {
@@ -502,6 +532,26 @@ func (h *Handler) inspect(q *query, resp *dns.Msg) bool {
 	}
 	q.via = via
 	return q.out.result == ResultBlocked
+}
+
+// inspectEntry inspects the answer e holds as inspect does a fresh one,
+// unpacking it only when that could change the outcome (outcome.inspects):
+// when it names more than the question (cacheEntry.addsNames), or when the
+// client's policy has response-IP triggers, which look at every address.
+// It returns the reply to give instead of e's (the blocked answer, or the
+// SERVFAIL of an answer that no longer unpacks) and true, or false.
+func (h *Handler) inspectEntry(q *query, e *cacheEntry) (reply, bool) {
+	if !q.out.inspects() || !e.addsNames() && !q.out.policy.Policy.InspectsAddresses() {
+		return reply{}, false
+	}
+	msg := e.message()
+	if msg == nil {
+		return malformedReply(q), true
+	}
+	if h.inspect(q, msg) {
+		return h.blocked(q), true
+	}
+	return reply{}, false
 }
 
 // Where an answer came from when it was not an upstream.
@@ -625,12 +675,21 @@ func msgReply(m *dns.Msg, result string) reply { return reply{msg: m, result: re
 // straight to bytes by appendBlocked; blockedMsg builds the others.
 func (h *Handler) blocked(q *query) reply {
 	snap, pol := q.snap, q.out.policy.Policy
-	if (pol.Action == config.ActionNXDomain || pol.Action == config.ActionRefused) && q.id.ECS == nil {
+	d := q.out.decision
+	nodata := d.Trigger.Action == blocklist.ActionNODATA
+	if d.Trigger.Action == blocklist.ActionDrop {
+		// RPZ rpz-drop: no answer at all, on every transport (as BIND's
+		// DROP); counted and logged as dropped.
+		return reply{result: ResultDropped}
+	}
+	if (nodata || pol.Action == config.ActionNXDomain || pol.Action == config.ActionRefused) && q.id.ECS == nil {
 		rcode := dns.RcodeNameError
-		if pol.Action == config.ActionRefused {
+		switch {
+		case nodata:
+			rcode = dns.RcodeSuccess
+		case pol.Action == config.ActionRefused:
 			rcode = dns.RcodeRefused
 		}
-		d := q.out.decision
 		bufp := answerBufs.Get().(*[]byte)
 		a := q.asked()
 		qname := q.wire.name // lowercase: soaOwner gives the same owner for any spelling
@@ -676,6 +735,10 @@ func packedCached(q *query, e *cacheEntry, result string) (reply, bool) {
 // dropped query is counted and gets nothing.
 func (h *Handler) write(q *query, r reply) {
 	if r.result == ResultDropped {
+		if q.out.result == ResultBlocked {
+			h.record(q, ResultDropped, noRcode) // an RPZ drop: audited like any block
+			return
+		}
 		h.metrics.query(q.transport, ResultDropped)
 		return
 	}
@@ -714,10 +777,14 @@ func (h *Handler) write(q *query, r reply) {
 	}
 }
 
-// record counts and logs the query answered with result and rcode.
+// noRcode is the rcode recorded for a query that got no answer.
+const noRcode = -1
+
+// record counts and logs the query answered with result and rcode
+// (noRcode: no answer was sent).
 func (h *Handler) record(q *query, result string, rcode int) {
 	h.metrics.query(q.transport, result)
-	if e := q.out.decision.Entry; (result == ResultBlocked || q.out.shadow) && e.List != nil {
+	if e := q.out.decision.Entry; (q.out.result == ResultBlocked || q.out.shadow) && e.List != nil {
 		h.metrics.blockedBy(q.out.policy.Policy.Name, e.List.File(), q.out.shadow)
 	}
 	h.logQuery(q, result, rcode)
@@ -871,7 +938,7 @@ func validQuestion(q dns.Question) bool {
 func (h *Handler) logQuery(q *query, result string, rcode int) {
 	snap := q.snap
 	mode := snap.Config.Log.Queries
-	audit := result == ResultBlocked || q.out.shadow
+	audit := q.out.result == ResultBlocked || q.out.shadow
 	if mode == "none" || (mode == "blocked" && !audit) {
 		return
 	}
@@ -912,10 +979,20 @@ func (h *Handler) logQuery(q *query, result string, rcode int) {
 	if o := q.out; o.hasPolicy {
 		fields = append(fields, zap.String(logPolicy, o.policy.Policy.Name), zap.String(logRange, o.policy.Range.Prefix.String()))
 	}
-	if e := q.out.decision.Entry; e.List != nil {
-		fields = append(fields,
-			zap.String(logList, e.List.File()), zap.Int(logListLine, e.Line), zap.String(logEntry, keep(e.Folded())),
-			zap.String(logListHash, e.List.Hash()))
+	if d := q.out.decision; d.Entry.List != nil {
+		e := d.Entry
+		fields = append(fields, zap.String(logList, e.List.File()))
+		if serial, _ := e.List.Serial(); isTransfer(e.List.File()) {
+			// A transfer has no lines: the owner names the entry, the
+			// serial the content.
+			fields = append(fields, zap.Uint32(logZoneSerial, serial))
+		} else {
+			fields = append(fields, zap.Int(logListLine, e.Line), zap.String(logListHash, e.List.Hash()))
+		}
+		fields = append(fields, zap.String(logEntry, keep(entryText(d))))
+		if owner := e.Owner(d.Trigger); owner != "" {
+			fields = append(fields, zap.String(logOwner, owner), zap.String(logAction, d.Trigger.Action.String()))
+		}
 	}
 	if q.via != "" {
 		fields = append(fields, zap.String(logVia, q.via))
@@ -929,6 +1006,9 @@ func (h *Handler) logQuery(q *query, result string, rcode int) {
 	if q.upstream != "" {
 		fields = append(fields, zap.String(logUpstream, q.upstream))
 	}
-	fields = append(fields, zap.String(logRcode, dns.RcodeToString[rcode]), zap.Duration(logDuration, time.Since(q.start)))
+	if rcode != noRcode {
+		fields = append(fields, zap.String(logRcode, dns.RcodeToString[rcode]))
+	}
+	fields = append(fields, zap.Duration(logDuration, time.Since(q.start)))
 	h.log.Info("query", fields...)
 }

@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist/source"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -18,7 +21,8 @@ const DefaultReadyWindow = 30 * time.Second
 // HTTPHandler serves /metrics, /healthz and /readyz.
 //
 // /healthz: the process serves (200 as long as it can answer HTTP).
-// /readyz: 200 once every configured list and range file has loaded and an
+// /readyz: 200 once every configured list and range file has loaded, every
+// remote list has a copy (from the network or its disk copy), and an
 // upstream answered within the ready window (a quiet resolver probes its
 // upstreams on demand); 503 with the reason otherwise. It is 503 too once
 // reloads have failed or been held for reload.unready_after: the state
@@ -60,6 +64,10 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 			return false, fmt.Sprintf("not ready: %s; reload.unready_after is %s", reloadTrouble, *after)
 		}
 	}
+	missing, sourceTrouble := h.sourceReadiness()
+	if missing != "" {
+		return false, "not ready: " + missing
+	}
 	fwd := snap.Forwarder()
 	if fwd == nil {
 		return false, fmt.Sprintf("not ready: %v", errNoForwarder)
@@ -76,9 +84,48 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 	if reloadTrouble != "" {
 		reason += "; " + reloadTrouble
 	}
+	if sourceTrouble != "" {
+		// Still ready: the last good copy of each list is served.
+		reason += "; " + sourceTrouble
+	}
 	if u := h.unwatched.Load(); u != nil && len(*u) > 0 {
 		// Still ready: the loaded state is served; only edits wait.
 		reason += fmt.Sprintf("; files not watched (edits apply on SIGHUP): %s", strings.Join(*u, " "))
 	}
 	return true, reason
+}
+
+// sourceReadiness says which remote lists have no copy yet (missing, which
+// makes /readyz not ready), and which serve their last good copy because
+// their server fails or their newest copy was refused or held (trouble,
+// which does not).
+func (h *Handler) sourceReadiness() (missing, trouble string) {
+	rem := h.remote.Load()
+	if rem == nil {
+		return "", ""
+	}
+	if names := source.Missing(rem.srcs); len(names) > 0 {
+		var none []string
+		for _, src := range rem.srcs {
+			if st := src.Status(); slices.Contains(names, st.Name) {
+				why := "no copy yet"
+				if st.LastError != nil {
+					why = fmt.Sprintf("no copy yet, last error: %v", st.LastError)
+				}
+				none = append(none, fmt.Sprintf("%s (%s)", st.Name, why))
+			}
+		}
+		return "remote lists without a copy (from the network or sources.cache_dir): " + strings.Join(none, "; "), ""
+	}
+	var notes []string
+	for _, src := range rem.srcs {
+		st := src.Status()
+		if _, held := h.held.Load(st.Name); held {
+			notes = append(notes, fmt.Sprintf("remote list %s: its newest copy is held by reload.max_shrink until SIGHUP; serving version %s", st.Name, st.Version))
+		} else if st.LastError != nil {
+			notes = append(notes, fmt.Sprintf("remote list %s: serving the last good copy (version %s, fetched %s) after %d failures: %v",
+				st.Name, st.Version, st.VersionSince.UTC().Format(time.RFC3339), st.ConsecutiveFailures, st.LastError))
+		}
+	}
+	return "", strings.Join(notes, "; ")
 }

@@ -34,6 +34,7 @@ type Metrics struct {
 	udpBuffer       *prometheus.GaugeVec   // direction
 	udpDrops        *listen.DropCounter
 	cacheLookups    map[string]prometheus.Counter
+	cert            certMetrics // the server certificate's series, once one is loaded
 	reg             prometheus.Registerer
 
 	// queryCounters caches the queries counters by transport and result so
@@ -42,14 +43,14 @@ type Metrics struct {
 }
 
 // Query results that appear as the `result` label.
-var queryResults = []string{ResultBlocked, ResultForwarded, ResultRefused, ResultServfail, ResultFormerr, ResultNotimp, ResultBadvers, ResultDropped, ResultExplained}
+var queryResults = []string{ResultBlocked, ResultForwarded, ResultRefused, ResultServfail, ResultFormerr, ResultNotimp, ResultBadvers, ResultDropped, ResultExplained, ResultNotify}
 
 // NewMetrics registers dnsfence's series with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsfence_queries_total",
-			Help: "Queries answered (or dropped), by transport and result.",
+			Help: "Queries answered (or dropped), by transport (udp, tcp, tls, https, quic) and result; bad_request: a DoH request answered with an HTTP 4xx, or a DoQ stream that broke RFC 9250.",
 		}, []string{"transport", "result"}),
 		blocked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsfence_blocked_total",
@@ -133,23 +134,35 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.reloads, m.reloadSuccess, m.reloadOK, m.reloadHeld, m.policyRanges, m.skippedLines, m.unwatched, m.watchedFolders, m.inflight, m.rateLimited,
 		m.connsRefused, m.connsOpen, m.udpBuffer, drops)
 	// Series a network team alerts on exist from the start, at zero.
-	for _, tr := range []string{listen.UDP, listen.TCP} {
+	for _, tr := range transports {
 		m.rateLimited.WithLabelValues(tr)
 	}
 	for _, r := range []string{reloadSucceeded, reloadFailed, reloadHeld} {
 		m.reloads.WithLabelValues(r)
 	}
-	for _, tr := range []string{listen.UDP, listen.TCP} {
+	for _, tr := range transports {
 		for _, r := range queryResults {
 			m.queryCounters[[2]string{tr, r}] = m.queries.WithLabelValues(tr, r)
 		}
 	}
-	for _, r := range listen.RefusedReasons() {
-		m.connsRefused.WithLabelValues(listen.TCP, r)
+	// A request the DoH or DoQ listener refuses without a DNS answer.
+	for _, tr := range []string{listen.HTTPS, listen.QUIC} {
+		m.queryCounters[[2]string{tr, listen.ResultBadRequest}] = m.queries.WithLabelValues(tr, listen.ResultBadRequest)
 	}
-	m.connsOpen.WithLabelValues(listen.TCP)
+	for _, tr := range streamTransports {
+		for _, r := range listen.RefusedReasons() {
+			m.connsRefused.WithLabelValues(tr, r)
+		}
+		m.connsOpen.WithLabelValues(tr)
+	}
 	return m
 }
+
+// transports are the transport label's values: every listener's.
+var transports = []string{listen.UDP, listen.TCP, listen.TLS, listen.HTTPS, listen.QUIC}
+
+// streamTransports are the transports with connections.
+var streamTransports = []string{listen.TCP, listen.TLS, listen.HTTPS, listen.QUIC}
 
 // connectionRefused counts a connection closed at accept.
 func (m *Metrics) connectionRefused(transport, reason string) {
@@ -228,6 +241,19 @@ func (m *Metrics) snapshotLoaded(s *Snapshot) {
 	if m == nil {
 		return
 	}
+	m.listsLoaded(s)
+	m.reloadSuccess.Set(float64(s.Loaded.Unix()))
+	m.reloadOK.Set(1)
+	m.reloadHeld.Set(0)
+}
+
+// listsLoaded records what snapshotLoaded records of the lists, for a
+// snapshot in which a remote list changed: a reload's outcome is not
+// touched.
+func (m *Metrics) listsLoaded(s *Snapshot) {
+	if m == nil {
+		return
+	}
 	m.listEntries.Reset()
 	for path, l := range s.Lists {
 		m.listEntries.WithLabelValues(path).Set(float64(l.Len()))
@@ -259,9 +285,6 @@ func (m *Metrics) snapshotLoaded(s *Snapshot) {
 			m.blocked.WithLabelValues(p.Name, l.File(), strconv.FormatBool(p.Action == config.ActionLog))
 		}
 	}
-	m.reloadSuccess.Set(float64(s.Loaded.Unix()))
-	m.reloadOK.Set(1)
-	m.reloadHeld.Set(0)
 }
 
 // leafErrors flattens errors joined with errors.Join.

@@ -21,6 +21,35 @@ type List interface {
 	File() string
 }
 
+// triggerList is a list whose entries carry RPZ actions: blocklist.List's
+// MatchTrigger.
+type triggerList interface {
+	MatchTrigger(name string) (blocklist.Entry, blocklist.Trigger, bool)
+}
+
+// matchTrigger matches name in l with its trigger; a list without
+// triggers blocks with NXDOMAIN.
+func matchTrigger(l List, name string) (blocklist.Entry, blocklist.Trigger, bool) {
+	if tl, ok := l.(triggerList); ok {
+		return tl.MatchTrigger(name)
+	}
+	e, ok := l.Match(name)
+	return e, blocklist.Trigger{}, ok
+}
+
+// addressList is what a list with response-IP triggers (an RPZ list)
+// offers besides List: blocklist.List.MatchIP.
+type addressList interface {
+	MatchIP(addr netip.Addr) (blocklist.Entry, blocklist.Trigger, bool)
+	HasIPTriggers() bool
+}
+
+// passthruList is a list that may hold allow entries among its block
+// entries (an RPZ list's `CNAME rpz-passthru.` triggers).
+type passthruList interface {
+	HasPassthru() bool
+}
+
 // Policy is one compiled entry of `policies`: what to do for names asked by
 // the clients in its ranges.
 type Policy struct {
@@ -31,6 +60,37 @@ type Policy struct {
 	// blockedText is the EDE text for each block list, by list name, made
 	// once so that a blocked answer formats nothing.
 	blockedText map[string]string
+	// passthru holds the indexes in Block of the lists with passthru
+	// entries (RPZ `rpz-passthru.`), which beat a block entry of any list;
+	// empty for a policy of plain lists, which then pays nothing for them.
+	passthru []int
+	// blockIPs and allowIPs are the block and allow lists with response-IP
+	// triggers; both empty (and the answers' addresses never looked at)
+	// unless an RPZ list has some.
+	blockIPs, allowIPs []addressList
+}
+
+// compile works out what the policy's lists need besides a name match:
+// the EDE texts, the lists with passthru entries and those with
+// response-IP triggers. BuildSnapshot calls it once Block and Allow are
+// complete.
+func (p *Policy) compile() {
+	p.blockedText = make(map[string]string, len(p.Block))
+	p.passthru, p.blockIPs, p.allowIPs = nil, nil, nil
+	for i, l := range p.Block {
+		p.blockedText[l.File()] = fmt.Sprintf("blocked by policy %q, list %s", p.Name, l.File())
+		if pl, ok := l.(passthruList); ok && pl.HasPassthru() {
+			p.passthru = append(p.passthru, i)
+		}
+		if al, ok := l.(addressList); ok && al.HasIPTriggers() {
+			p.blockIPs = append(p.blockIPs, al)
+		}
+	}
+	for _, l := range p.Allow {
+		if al, ok := l.(addressList); ok && al.HasIPTriggers() {
+			p.allowIPs = append(p.allowIPs, al)
+		}
+	}
 }
 
 // BlockedText is the EDE 15 text naming the policy and the list.
@@ -50,23 +110,77 @@ type Decision struct {
 	Blocked bool
 	Allowed bool            // an allow entry matched; it beats every block entry
 	Entry   blocklist.Entry // the entry behind the verdict; Entry.List is nil when nothing matched
+	// Trigger is what Entry does: its RPZ action (NXDOMAIN for every entry
+	// of a plain list) and whether it is a `*.` trigger.
+	Trigger blocklist.Trigger
 }
 
 // Decide applies the policy's lists to a name: allow lists first, because an
-// allow entry beats every block entry.
+// allow entry beats every block entry. Every entry of an allow list allows,
+// whatever its RPZ action. In a block list, an RPZ passthru entry
+// (`CNAME rpz-passthru.`) is an allow entry too, and beats a block entry
+// of any list, before or after it; any other entry blocks with its action
+// (Decision.Trigger.Action: NXDOMAIN for every entry of a plain list, the trigger's
+// own for an RPZ list).
 func (p *Policy) Decide(name string) Decision {
 	for _, l := range p.Allow {
 		if e, ok := l.Match(name); ok {
 			return Decision{Allowed: true, Entry: e}
 		}
 	}
-	for _, l := range p.Block {
-		if e, ok := l.Match(name); ok {
-			return Decision{Blocked: true, Entry: e}
+	for i, l := range p.Block {
+		e, t, ok := matchTrigger(l, name)
+		if !ok {
+			continue
 		}
+		if t.Action == blocklist.ActionPassthru {
+			return Decision{Allowed: true, Entry: e, Trigger: t}
+		}
+		// The lists before i matched nothing; a passthru entry of a later
+		// list still beats this block.
+		for _, j := range p.passthru {
+			if j <= i {
+				continue
+			}
+			if a, at, ok := matchTrigger(p.Block[j], name); ok && at.Action == blocklist.ActionPassthru {
+				return Decision{Allowed: true, Entry: a, Trigger: at}
+			}
+		}
+		return Decision{Blocked: true, Entry: e, Trigger: t}
 	}
 	return Decision{}
 }
+
+// DecideAddress applies the policy's response-IP triggers to an address of
+// an upstream answer, as Decide applies its lists to a name: a trigger of
+// an allow list, or a passthru trigger of a block list, allows the address
+// and beats every block; else the first block list's trigger (the longest
+// prefix of that list holding addr) blocks with its action. ok is false
+// when no trigger holds addr.
+func (p *Policy) DecideAddress(addr netip.Addr) (d Decision, ok bool) {
+	for _, l := range p.allowIPs {
+		if e, t, ok := l.MatchIP(addr); ok {
+			return Decision{Allowed: true, Entry: e, Trigger: t}, true
+		}
+	}
+	for _, l := range p.blockIPs {
+		e, t, ok := l.MatchIP(addr)
+		if !ok {
+			continue
+		}
+		if t.Action == blocklist.ActionPassthru {
+			return Decision{Allowed: true, Entry: e, Trigger: t}, true
+		}
+		if !d.Blocked {
+			d = Decision{Blocked: true, Entry: e, Trigger: t}
+		}
+	}
+	return d, d.Blocked
+}
+
+// InspectsAddresses reports whether the policy has response-IP triggers,
+// so that the addresses of its clients' answers are looked at.
+func (p *Policy) InspectsAddresses() bool { return len(p.blockIPs) > 0 }
 
 // ClientRange is a policy range and where it was written.
 type ClientRange struct {
@@ -182,7 +296,28 @@ func (s *Snapshot) PolicyTable() *bart.Table[ClientRange] { return s.byClient }
 // good snapshot. It reads the configuration and the files it names only:
 // no resolv.conf and no upstream (ConnectUpstreams does that for a
 // snapshot that serves).
+//
+// A remote list (config.IsRemote: a URL or a zone transfer) is not read
+// here: it keeps the list prev has under its entry, or is an empty list
+// until its source delivers a copy (BuildSnapshotWith gives them).
 func BuildSnapshot(cfg *config.Config, prev *Snapshot) (*Snapshot, error) {
+	var remote map[string]*blocklist.List
+	if prev != nil {
+		remote = map[string]*blocklist.List{}
+		for name, l := range prev.Lists {
+			if config.IsRemote(name) {
+				remote[name] = l
+			}
+		}
+	}
+	return BuildSnapshotWith(cfg, prev, remote)
+}
+
+// BuildSnapshotWith is BuildSnapshot with the lists of the remote entries
+// given, by entry as written: those the sources built from their copies
+// (the Reloader's), or fetched once (FetchSources). A remote entry remote
+// does not hold gets an empty list.
+func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*blocklist.List) (*Snapshot, error) {
 	s := &Snapshot{
 		Config:   cfg,
 		Lists:    map[string]*blocklist.List{},
@@ -211,6 +346,14 @@ func BuildSnapshot(cfg *config.Config, prev *Snapshot) (*Snapshot, error) {
 	loadList := func(path string) List {
 		path = cfg.Path(path)
 		if l, ok := s.Lists[path]; ok {
+			return l
+		}
+		if config.IsRemote(path) {
+			l := remote[path]
+			if l == nil {
+				l, _ = blocklist.Parse(path, nil) // no copy yet: nothing to match
+			}
+			s.Lists[path] = l
 			return l
 		}
 		data, err := cfg.ReadFile(path)
@@ -245,10 +388,7 @@ func BuildSnapshot(cfg *config.Config, prev *Snapshot) (*Snapshot, error) {
 		if len(p.Block) > 0 && (pc.DoHCanary == nil || *pc.DoHCanary) {
 			p.Block = append(p.Block, dohCanary())
 		}
-		p.blockedText = map[string]string{}
-		for _, l := range p.Block {
-			p.blockedText[l.File()] = fmt.Sprintf("blocked by policy %q, list %s", p.Name, l.File())
-		}
+		p.compile()
 		ranges := pc.ClientRanges()
 		var empty []error // client files that yield no range, and why
 		for _, f := range pc.ClientFiles {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"golang.org/x/time/rate"
 )
 
@@ -74,16 +75,6 @@ func (r *rateLimiter) reconfigured(cfg config.RateLimit) *rateLimiter {
 	return newRateLimiter(cfg)
 }
 
-// limitKey is the network a client is limited as.
-func limitKey(a netip.Addr) netip.Prefix {
-	bits := 32
-	if a.Is6() {
-		bits = 56
-	}
-	p, _ := a.Prefix(bits)
-	return p
-}
-
 // shard is the part of the limiter that holds key's bucket.
 func (r *rateLimiter) shard(key netip.Prefix) *limitShard {
 	a := key.Addr().As16()
@@ -97,7 +88,7 @@ func (r *rateLimiter) allow(client netip.Addr, now time.Time) bool {
 	if r == nil {
 		return true
 	}
-	key := limitKey(client)
+	key := listen.ClientNetwork(client)
 	s := r.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -110,7 +101,7 @@ func (r *rateLimiter) shouldLog(client netip.Addr, now time.Time) bool {
 	if r == nil {
 		return false
 	}
-	key := limitKey(client)
+	key := listen.ClientNetwork(client)
 	s := r.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()

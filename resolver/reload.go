@@ -127,6 +127,11 @@ type Reloader struct {
 	sighupWait time.Duration
 
 	status atomic.Pointer[ReloadStatus]
+
+	// runCtx bounds the remote list sources (Start sets it); sources are
+	// those running, by entry. Both guarded by mu.
+	runCtx  context.Context
+	sources map[string]*runningSource
 }
 
 // NewReloader returns a Reloader for the handler's state. load reads the
@@ -144,14 +149,18 @@ func watchedFiles(s *Snapshot) []string {
 	}
 	files := []string{s.Config.File}
 	for p := range s.Lists {
-		files = append(files, p)
+		if !config.IsRemote(p) {
+			files = append(files, p)
+		}
 	}
 	for p := range s.Ranges {
 		files = append(files, p)
 	}
 	for _, pc := range s.Config.Policies {
 		for _, f := range slices.Concat(pc.ClientFiles, pc.Block, pc.Allow) {
-			files = append(files, s.Config.Path(f))
+			if !config.IsRemote(f) {
+				files = append(files, s.Config.Path(f))
+			}
 		}
 	}
 	slices.Sort(files)
@@ -163,7 +172,9 @@ func watchedFiles(s *Snapshot) []string {
 func appliedSums(s *Snapshot) map[string][32]byte {
 	sums := map[string][32]byte{s.Config.File: s.Config.Sum}
 	for p, l := range s.Lists {
-		sums[p] = l.Sum()
+		if !config.IsRemote(p) {
+			sums[p] = l.Sum()
+		}
 	}
 	for p, rf := range s.Ranges {
 		sums[p] = rf.Sum
@@ -329,6 +340,8 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	r.handler.Store(next)
 	r.handler.metrics.reloaded(nil)
 	retireForwarder(prev, next) // queries in flight on it finish there
+	r.acceptPending(next)
+	r.syncSources(next.Config)
 	status.OK, status.Err, status.Held, status.LastSuccess = true, nil, false, status.Time
 	status.FailingSince = time.Time{}
 	status.Successes++
@@ -382,7 +395,13 @@ func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted [
 	if err != nil {
 		return nil, nil, err
 	}
-	next, err = BuildSnapshot(cfg, prev)
+	// SIGHUP applies the copies of remote lists a guard held, as it
+	// applies the files.
+	if r.runCtx == nil {
+		next, err = BuildSnapshot(cfg, prev) // no sources run: the remote lists prev has
+	} else {
+		next, err = BuildSnapshotWith(cfg, prev, r.remoteLists(force))
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -587,6 +606,19 @@ func (r *Reloader) warnRestartNeeded(old, cfg *config.Config) {
 	if old.Limits.UDPReceiveBuffer != cfg.Limits.UDPReceiveBuffer || old.Limits.UDPSendBuffer != cfg.Limits.UDPSendBuffer {
 		r.log.Warn("limits.udp_receive_buffer or udp_send_buffer changed: restart to apply",
 			zap.Int("udp_receive_buffer", old.Limits.UDPReceiveBuffer), zap.Int("udp_send_buffer", old.Limits.UDPSendBuffer))
+	}
+	for _, l := range []struct {
+		key      string
+		old, cfg []string
+	}{{"listen_tls", old.ListenTLS, cfg.ListenTLS}, {"listen_https", old.ListenHTTPS, cfg.ListenHTTPS}, {"listen_quic", old.ListenQUIC, cfg.ListenQUIC}} {
+		if !slices.Equal(l.old, l.cfg) {
+			r.log.Warn(l.key+" changed: restart to apply, still serving the old addresses",
+				zap.Strings("running", l.old), zap.Strings("configured", l.cfg))
+		}
+	}
+	if old.Path(old.TLS.Cert) != cfg.Path(cfg.TLS.Cert) || old.Path(old.TLS.Key) != cfg.Path(cfg.TLS.Key) {
+		r.log.Warn("tls.cert or tls.key names other files: restart to apply; the files named at start are still watched and served",
+			zap.String("cert", old.Path(old.TLS.Cert)), zap.String("key", old.Path(old.TLS.Key)))
 	}
 	if old.HTTPAddr() != cfg.HTTPAddr() {
 		r.log.Warn("http changed: restart to apply, still serving the old address",

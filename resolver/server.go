@@ -4,12 +4,13 @@ import (
 	"context"
 	"net/netip"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"go.uber.org/zap"
 )
 
-// Server serves a Handler on UDP and TCP at every listen address: the
-// listeners of package listen, wired to the Handler, its metrics and the
+// Server serves a Handler on UDP and TCP at every listen address, and on
+// the encrypted transports at theirs: the listeners of package listen, wired to the Handler, its metrics and the
 // snapshot current at each decision.
 type Server struct {
 	handler *Handler
@@ -45,6 +46,20 @@ func NewServer(log *zap.Logger, h *Handler) *Server {
 // Start listens on UDP and TCP at every address. Port 0 picks one free port
 // used for both transports. On error every socket opened so far is closed.
 func (s *Server) Start(addrs []string) error { return s.ln.Start(addrs) }
+
+// StartEncrypted listens with DNS over TLS, HTTPS and QUIC at cfg's
+// listen_tls, listen_https and listen_quic addresses (DESIGN.md §8),
+// serving cert (nil when every address is plain http://). The queries go
+// through the same Handler, with the same admission, trust and limits, as
+// on UDP and TCP (listen.Server.StartEncrypted). On error every socket the
+// Server opened is closed.
+func (s *Server) StartEncrypted(cfg *config.Config, cert *Certificate) error {
+	e := listen.Encrypted{TLS: cfg.ListenTLS, HTTPS: cfg.ListenHTTPS, QUIC: cfg.ListenQUIC}
+	if cert != nil {
+		e.Cert = cert.Store
+	}
+	return s.ln.StartEncrypted(e)
+}
 
 // Shutdown stops every transport from taking new queries first, then waits
 // for the queries already taken to be answered, on every transport at

@@ -1,8 +1,14 @@
 package resolver
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
@@ -17,10 +23,16 @@ import (
 // the new one inherits what it learnt of the upstreams both name
 // (upstream.Rebuild). Exchanges are counted into m (nil: not counted).
 //
+// Encrypted upstreams (tls://, https://, quic://) are verified against the
+// system's roots plus upstream_ca, and an https upstream written with a
+// host name is looked up through the plain upstreams of the list (the
+// system's resolver when there are none) each time it connects; a reload
+// makes its transport anew, so the name is looked up again.
+//
 // Serve calls it for its first snapshot and the Reloader for each it
 // publishes; whoever publishes snap then retires a forwarder that snap
 // replaced (Reloader.ReloadFor does). It fails when no usable upstream is
-// left or a resolv.conf cannot be read.
+// left, a resolv.conf cannot be read, or upstream_ca cannot be loaded.
 func ConnectUpstreams(snap, prev *Snapshot, m *Metrics) error {
 	cfg := snap.Config
 	addrs, err := cfg.ResolveUpstreams()
@@ -36,6 +48,27 @@ func ConnectUpstreams(snap, prev *Snapshot, m *Metrics) error {
 	opts := upstream.Options{
 		Timeout: cfg.UpstreamTimeout,
 		Fastest: cfg.UpstreamStrategy == config.StrategyFastest,
+	}
+	var plain []string
+	encrypted := false
+	for _, a := range addrs {
+		if pa, err := upstream.ParseAddress(a); err == nil && pa.Kind == upstream.KindPlain {
+			plain = append(plain, pa.HostPort())
+		} else if err == nil {
+			encrypted = true
+		}
+	}
+	if encrypted {
+		ca := ""
+		if cfg.UpstreamCA != "" {
+			ca = cfg.Path(cfg.UpstreamCA)
+		}
+		if opts.RootCAs, err = upstream.LoadRoots(ca); err != nil {
+			return fmt.Errorf("%s: upstream_ca: %w", cfg.File, err)
+		}
+		if len(plain) > 0 {
+			opts.Resolve = lookupThrough(plain, cfg.UpstreamTimeout)
+		}
 	}
 	if m != nil {
 		opts.Metrics = m.upstreamMetrics
@@ -64,3 +97,72 @@ func retireForwarder(prev, next *Snapshot) {
 // errNoForwarder is the readiness of a snapshot that no ConnectUpstreams
 // gave a forwarder.
 var errNoForwarder = errors.New("no upstreams connected")
+
+// lookupThrough is the Options.Resolve of an https upstream written with
+// a host name: its A and AAAA records asked of the plain upstreams, one
+// after another until one answers. Each lookup makes its own transports
+// and closes them: it runs only when a connection to the upstream is made.
+func lookupThrough(plain []string, timeout time.Duration) func(ctx context.Context, host string) ([]netip.Addr, error) {
+	return func(ctx context.Context, host string) ([]netip.Addr, error) {
+		var errs []error
+		for _, addr := range plain {
+			t := upstream.NewPlain(addr, upstream.Options{Timeout: timeout})
+			ips, err := lookupOn(ctx, t, host)
+			_ = t.Close()
+			if err == nil {
+				return ips, nil
+			}
+			errs = append(errs, fmt.Errorf("asking %s: %w", addr, err))
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return nil, errors.Join(errs...)
+	}
+}
+
+// lookupOn asks t for host's A and AAAA records at once and returns the
+// addresses of both answers (IPv4 first); an answer whose RCODE is not
+// NOERROR, or two without an address, is an error.
+func lookupOn(ctx context.Context, t upstream.Transport, host string) ([]netip.Addr, error) {
+	types := []uint16{dns.TypeA, dns.TypeAAAA}
+	answers := make([]*dns.Msg, len(types))
+	errs := make([]error, len(types))
+	var wg sync.WaitGroup
+	for i, qtype := range types {
+		wg.Go(func() {
+			q := new(dns.Msg)
+			q.SetQuestion(dns.Fqdn(host), qtype)
+			q.SetEdns0(1232, false)
+			answers[i], errs[i] = t.Exchange(ctx, q)
+		})
+	}
+	wg.Wait()
+	var ips []netip.Addr
+	for i, m := range answers {
+		if errs[i] != nil {
+			continue
+		}
+		if m.Rcode != dns.RcodeSuccess {
+			errs[i] = fmt.Errorf("%s %s: %s", host, dns.TypeToString[types[i]], dns.RcodeToString[m.Rcode])
+			continue
+		}
+		for _, rr := range m.Answer {
+			switch rr := rr.(type) {
+			case *dns.A:
+				ip, _ := netip.AddrFromSlice(rr.A.To4())
+				ips = append(ips, ip)
+			case *dns.AAAA:
+				ip, _ := netip.AddrFromSlice(rr.AAAA.To16())
+				ips = append(ips, ip)
+			}
+		}
+	}
+	if len(ips) == 0 {
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s has no address", host)
+	}
+	return ips, nil
+}

@@ -145,14 +145,8 @@ func (h *Handler) askWire(ctx context.Context, q *query) (*cacheEntry, *dns.Msg,
 // packed like a cache hit at the moment it was stored.
 func (h *Handler) forwardedWire(q *query, e *cacheEntry, from string) reply {
 	q.upstream = from
-	if q.out.inspects() && e.addsNames() {
-		msg := e.message()
-		if msg == nil {
-			return malformedReply(q)
-		}
-		if h.inspect(q, msg) {
-			return h.blocked(q)
-		}
+	if r, replaced := h.inspectEntry(q, e); replaced {
+		return r
 	}
 	bufp := answerBufs.Get().(*[]byte)
 	a := q.asked()

@@ -45,9 +45,9 @@ type wireQuery struct {
 	name string
 }
 
-// names holds the buffers of the names of queries decided inline, so
+// nameBufs holds the buffers of the names of queries decided inline, so
 // that deciding one allocates nothing.
-var names = sync.Pool{New: func() any { return new([maxNameText]byte) }}
+var nameBufs = sync.Pool{New: func() any { return new([maxNameText]byte) }}
 
 // maxNameText is the longest QNAME the wire path writes as text: 255
 // octets on the wire are at most 254 characters with the trailing dot.
@@ -249,8 +249,8 @@ func (h *Handler) ServeWire(w listen.ResponseWriter, b []byte) (resume func(), h
 	if snap == nil {
 		return nil, false
 	}
-	buf := names.Get().(*[maxNameText]byte)
-	defer names.Put(buf)
+	buf := nameBufs.Get().(*[maxNameText]byte)
+	defer nameBufs.Put(buf)
 	wq, ok := readWireQuery(b, buf)
 	if !ok {
 		return nil, false

@@ -32,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 	"github.com/miekg/dns"
 )
 
@@ -289,8 +290,8 @@ func (d *decoder) record(rr dns.RR, line int) {
 	if rel == "" {
 		switch hdr.Rrtype {
 		case dns.TypeSOA:
-			if !d.zone.SOA {
-				d.zone.SOA, d.zone.Serial = true, rr.(*dns.SOA).Serial
+			if soa, ok := rr.(*dns.SOA); ok && !d.zone.SOA {
+				d.zone.SOA, d.zone.Serial = true, soa.Serial
 			}
 		case dns.TypeNS:
 		default:
@@ -303,7 +304,7 @@ func (d *decoder) record(rr dns.RR, line int) {
 		return
 	}
 	// The trigger kind is in the owner's last label before the apex.
-	start := labelStart(rel, len(rel))
+	start := presname.LabelStart(rel, len(rel))
 	kind := strings.ToLower(rel[start:])
 	var (
 		t   = Trigger{Owner: owner, Line: line}
@@ -381,7 +382,7 @@ func qnameTrigger(rel string) (string, bool, error) {
 		name, wildcard = rel[2:], true
 	}
 	for end := len(name); end > 0; {
-		start := labelStart(name, end)
+		start := presname.LabelStart(name, end)
 		if name[start:end] == "*" {
 			return "", false, ErrWildcard
 		}
@@ -390,7 +391,7 @@ func qnameTrigger(rel string) (string, bool, error) {
 		}
 		end = start - 1
 	}
-	if wildcard && labelStart(name, len(name)) == 0 {
+	if wildcard && presname.LabelStart(name, len(name)) == 0 {
 		return "", false, ErrWideWildcard
 	}
 	return name, wildcard, nil
@@ -414,9 +415,14 @@ func relative(owner, origin string) (string, bool) {
 	if owner == "." {
 		return "", false
 	}
+	// The common case, an owner that ends in the origin as written, with
+	// an unescaped dot before it: no label-by-label walk.
+	if cut := len(owner) - len(origin) - 1; cut > 0 && owner[cut] == '.' && owner[cut+1:] == origin && !escapedAt(owner, cut) {
+		return owner[:cut], true
+	}
 	o, r := owner[:len(owner)-1], origin[:len(origin)-1]
 	for oe, re := len(o), len(r); ; {
-		ostart, rstart := labelStart(o, oe), labelStart(r, re)
+		ostart, rstart := presname.LabelStart(o, oe), presname.LabelStart(r, re)
 		if !sameLabel(o[ostart:oe], r[rstart:re]) {
 			return "", false
 		}
@@ -432,58 +438,27 @@ func relative(owner, origin string) (string, bool) {
 	}
 }
 
+// escapedAt reports whether the byte at i of a presentation-form name is
+// escaped: an odd run of backslashes before it.
+func escapedAt(name string, i int) bool {
+	n := 0
+	for i-n > 0 && name[i-n-1] == '\\' {
+		n++
+	}
+	return n%2 == 1
+}
+
 // sameLabel reports whether two labels in presentation form are the same
 // octets, ASCII letters compared in any case (RFC 4343).
 func sameLabel(a, b string) bool {
 	i, j := 0, 0
 	for i < len(a) && j < len(b) {
-		ca, na := octet(a, i)
-		cb, nb := octet(b, j)
-		if lower(ca) != lower(cb) {
+		ca, na := presname.Octet(a, i)
+		cb, nb := presname.Octet(b, j)
+		if presname.Lower(ca) != presname.Lower(cb) {
 			return false
 		}
 		i, j = i+na, j+nb
 	}
 	return i == len(a) && j == len(b)
-}
-
-// octet is the octet the presentation text s spells at i, and how many
-// bytes spell it: `\DDD`, `\X`, or a plain byte.
-func octet(s string, i int) (byte, int) {
-	c := s[i]
-	if c != '\\' || i+1 == len(s) {
-		return c, 1
-	}
-	if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
-		return byte(int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0')), 4
-	}
-	return s[i+1], 2
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
-
-func lower(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
-}
-
-// labelStart is where the label ending at end of a presentation-form name
-// starts: after the last unescaped dot before end, or at 0.
-func labelStart(name string, end int) int {
-	for {
-		i := strings.LastIndexByte(name[:end], '.')
-		if i < 0 {
-			return 0
-		}
-		n := 0
-		for i-n > 0 && name[i-n-1] == '\\' {
-			n++
-		}
-		if n%2 == 0 {
-			return i + 1
-		}
-		end = i
-	}
 }

@@ -151,7 +151,7 @@ func TestParseLines(t *testing.T) {
 		"$INCLUDE /etc/passwd\r\n" + // 19
 		"$ORIGIN sub.example.rpz.test.\r\n" + // 20
 		"i CNAME .\r\n" + // 21
-		"\"quoted;( CNAME .\r\n" + // 22: a quote the lexer reads to the end of the line
+		"\"x \"quoted;( CNAME .\r\n" + // 22: quotes that do not pair up on the line
 		"j CNAME .\r\n" + // 23
 		"k CNAME ." // 24, no line end
 	r := parse(t, text)
@@ -275,6 +275,10 @@ func TestFromRecords(t *testing.T) {
 	assert.ErrorIs(t, r.problems[0].Err, ErrLocalData)
 	assert.ErrorIs(t, r.problems[1].Err, ErrOutsideZone)
 	assert.Equal(t, Problem{Owner: "empty.rpz.example.gov.", Err: ErrNoTarget}, r.problems[2])
+
+	// A record that says it is an SOA but is no *dns.SOA has no serial.
+	z = FromRecords("rpz.example.gov.", []dns.RR{&dns.RFC3597{Hdr: dns.RR_Header{Name: "rpz.example.gov.", Rrtype: dns.TypeSOA, Class: dns.ClassINET}}}, Handler{})
+	assert.Equal(t, Zone{Origin: "rpz.example.gov."}, z)
 }
 
 func TestActionString(t *testing.T) {
@@ -299,6 +303,8 @@ func TestRelative(t *testing.T) {
 		{`a.rpz.ex\097mple.`, "RPZ.example.", "a", true},
 		{`a\.rpz.example.`, "rpz.example.", `a\.rpz.example`, false},
 		{`a\.rpz.example.`, "example.", `a\.rpz`, true},
+		{`a\\.rpz.example.`, "rpz.example.", `a\\`, true}, // an escaped backslash, then a dot
+		{`a\\\.rpz.example.`, "rpz.example.", "", false},  // an escaped backslash, then an escaped dot
 		{"a.xrpz.example.", "rpz.example.", "", false},
 		{"example.", "rpz.example.", "", false},
 		{"a.example.", ".", "a.example", true},

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,13 +55,23 @@ func cachePath(dir, key string) string {
 	return filepath.Join(dir, b.String()+"-"+hex.EncodeToString(sum[:8])+".cache")
 }
 
-// writeCache replaces the file at path with meta and the payload, written
-// by write, atomically.
-func writeCache(path string, meta cacheMeta, payload []byte) (err error) {
+// writeCache replaces the file at path with meta and the payload,
+// atomically.
+func writeCache(path string, meta cacheMeta, payload []byte) error {
+	return writeCacheWith(path, meta, sha256.Sum256(payload), func(w io.Writer) error {
+		_, err := w.Write(payload)
+		return err
+	})
+}
+
+// writeCacheWith replaces the file at path with meta and the payload that
+// write writes, whose SHA-256 is sum, atomically. The payload is streamed
+// to the file, never held whole: a zone of a million records is tens of
+// megabytes.
+func writeCacheWith(path string, meta cacheMeta, sum [32]byte, write func(io.Writer) error) (err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("writing cache: %w", err)
 	}
-	sum := sha256.Sum256(payload)
 	meta.PayloadSHA = hex.EncodeToString(sum[:])
 	head, err := json.Marshal(meta)
 	if err != nil {
@@ -79,7 +90,9 @@ func writeCache(path string, meta cacheMeta, payload []byte) (err error) {
 	w := bufio.NewWriterSize(f, 1<<20)
 	w.Write(head)
 	w.WriteByte('\n')
-	w.Write(payload)
+	if err := write(w); err != nil {
+		return fmt.Errorf("writing cache %s: %w", path, err)
+	}
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("writing cache %s: %w", path, err)
 	}
@@ -100,17 +113,39 @@ func writeCache(path string, meta cacheMeta, payload []byte) (err error) {
 	return nil
 }
 
-// errNoCache says there is no disk copy: not a failure.
-var errNoCache = errors.New("no disk copy")
+// ErrNoCopy says a source has no disk copy (none was written yet, or no
+// cache directory is set): not a failure.
+var ErrNoCopy = errors.New("no disk copy")
+
+// Cached returns the disk copy of src, read and checked as at the start of
+// Run but delivered nowhere and changing no state (for `dnsfence
+// explain` and `check` while the network is down); the error wraps
+// ErrNoCopy when there is none.
+func Cached(src Source) (Content, error) {
+	var c *Content
+	var err error
+	switch s := src.(type) {
+	case *URL:
+		c, err = s.readCopy()
+	case *Zone:
+		c, err = s.readCopy()
+	default:
+		err = ErrNoCopy
+	}
+	if err != nil {
+		return Content{}, fmt.Errorf("%s: %w", src.Name(), err)
+	}
+	return *c, nil
+}
 
 // readCache returns the metadata and payload of the copy at path, checked
-// against the metadata's hash and source name; errNoCache when there is
+// against the metadata's hash and source name; ErrNoCopy when there is
 // none.
 func readCache(path, source, kind string) (cacheMeta, []byte, error) {
 	var meta cacheMeta
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return meta, nil, errNoCache
+		return meta, nil, ErrNoCopy
 	}
 	if err != nil {
 		return meta, nil, fmt.Errorf("reading cache: %w", err)

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"slices"
@@ -162,6 +163,37 @@ func TestZoneCopyCompacts(t *testing.T) {
 	}
 }
 
+// TestZoneCopyRelease: a zone held that lets its records go before a
+// whole zone replaces it still counts the records the new zone keeps
+// (owner names in any case, TTLs aside, as RFC 1995 compares records),
+// and plans no IXFR.
+func TestZoneCopyRelease(t *testing.T) {
+	var rrs []dns.RR
+	for i := range 3000 {
+		rrs = append(rrs, cname(testZone, fmt.Sprintf("n%d", i)))
+	}
+	rrs = append(rrs, &dns.TXT{Hdr: dns.RR_Header{Name: "t." + testZone, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: []string{"x"}})
+	z := newZoneCopy(testSOA(testZone, 1), slices.Clone(rrs))
+	// The new zone: 1000 records gone, 10 new, one kept with another TTL
+	// and an upper-case owner, the TXT kept.
+	next := slices.Clone(rrs[1000:])
+	moved := cname(testZone, "n1500").(*dns.CNAME)
+	moved.Hdr.Name, moved.Hdr.Ttl = strings.ToUpper(moved.Hdr.Name), 300
+	next[500] = moved
+	next = append(next, cnames(testZone, "a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9")...)
+	want := z.overlap(next)
+	assert.Equal(t, 2001, want, "2000 CNAMEs and the TXT kept")
+	z.release()
+	assert.True(t, z.released)
+	assert.Nil(t, z.rrs, "the records are let go")
+	assert.Equal(t, 3001, z.live)
+	assert.Equal(t, uint32(1), z.soa.Serial)
+	assert.Equal(t, want, z.overlap(next), "the fingerprints count as the records did")
+	_, err := z.plan([]ixfrDiff{{from: testSOA(testZone, 1), to: testSOA(testZone, 2), add: cnames(testZone, "b")}})
+	assert.ErrorIs(t, err, errNotExact, "no IXFR applies to records let go")
+	assert.Equal(t, int32(-1), z.find(rrs[0], nil))
+}
+
 // FuzzEntry checks that an entry is parsed without a panic, and that one
 // accepted as a zone names a zone and a port.
 func FuzzEntry(f *testing.F) {
@@ -186,7 +218,9 @@ func FuzzEntry(f *testing.F) {
 
 // FuzzUnpackZone reads random disk copies without a panic.
 func FuzzUnpackZone(f *testing.F) {
-	payload, err := packZone(append([]dns.RR{testSOA(testZone, 1)}, cnames(testZone, "a", "b")...))
+	var buf bytes.Buffer
+	err := writeZone(&buf, append([]dns.RR{testSOA(testZone, 1)}, cnames(testZone, "a", "b")...))
+	payload := buf.Bytes()
 	require.NoError(f, err)
 	f.Add(payload)
 	f.Add(payload[:len(payload)-3])

@@ -110,6 +110,21 @@ type Content struct {
 	// to and removes from the previous one the source delivered; both 0
 	// for the first copy.
 	Added, Removed int
+	// Delta is set for a copy that arrived by IXFR: the records it
+	// removed from and added to the copy of serial Delta.From, which the
+	// source delivered before, so that a receiver holding what it built
+	// from that copy can apply the change alone instead of reading
+	// Records whole (a handful of changes to a zone of a million records).
+	// Records is the whole zone all the same.
+	Delta *Delta
+}
+
+// Delta is the difference between two copies of a zone (RFC 1995): the
+// zone at serial From, less Removed, plus Added, is the zone of the
+// Content that carries it. Neither holds the SOA.
+type Delta struct {
+	From           uint32
+	Removed, Added []dns.RR
 }
 
 // Version is the content's version as logs and the audit line show it:
@@ -257,21 +272,44 @@ func (k *TSIG) normalize() (*TSIG, error) {
 	if k == nil {
 		return nil, nil
 	}
+	var errs []error
+	for i, err := range [3]error(k.problems()) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", [...]string{"name", "algorithm", "secret"}[i], err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("tsig: %w", err)
+	}
 	name := strings.ToLower(dns.Fqdn(k.Name))
-	if k.Name == "" || name == "." {
-		return nil, errors.New("tsig: name is empty")
-	}
-	if _, ok := dns.IsDomainName(name); !ok {
-		return nil, fmt.Errorf("tsig: name is not a domain name: %q", k.Name)
-	}
-	alg, ok := tsigAlgorithms[strings.TrimSuffix(strings.ToLower(k.Algorithm), ".")]
-	if !ok {
-		return nil, fmt.Errorf("tsig: algorithm %q is not one of hmac-sha1, hmac-sha224, hmac-sha256, hmac-sha384, hmac-sha512", k.Algorithm)
-	}
-	if err := checkBase64(k.Secret); err != nil {
-		return nil, fmt.Errorf("tsig: secret: %w", err)
-	}
+	alg := tsigAlgorithms[strings.TrimSuffix(strings.ToLower(k.Algorithm), ".")]
 	return &TSIG{Name: name, Algorithm: alg, Secret: k.Secret}, nil
+}
+
+func (k *TSIG) problems() [3]error {
+	name, alg, secret := k.Problems()
+	return [3]error{name, alg, secret}
+}
+
+// Problems says what is wrong with each field of the key, nil for a field
+// that is right: the name must be a domain name, the algorithm one of
+// hmac-sha1, hmac-sha224, hmac-sha256, hmac-sha384 or hmac-sha512, and the
+// secret base64 (RFC 4648 §4). The configuration reports each at its own
+// key, so the errors do not name the field.
+func (k *TSIG) Problems() (name, algorithm, secret error) {
+	switch n := dns.Fqdn(k.Name); {
+	case k.Name == "" || n == ".":
+		name = errors.New("empty")
+	default:
+		if _, ok := dns.IsDomainName(n); !ok {
+			name = fmt.Errorf("%q is not a domain name", k.Name)
+		}
+	}
+	if _, ok := tsigAlgorithms[strings.TrimSuffix(strings.ToLower(k.Algorithm), ".")]; !ok {
+		algorithm = fmt.Errorf("%q is not one of hmac-sha1, hmac-sha224, hmac-sha256, hmac-sha384, hmac-sha512", k.Algorithm)
+	}
+	secret = checkBase64(k.Secret)
+	return name, algorithm, secret
 }
 
 // New returns the source for a list entry that IsRemote: a URL

@@ -275,16 +275,34 @@ func checkText(body []byte) error {
 // loadCache delivers the disk copy, if there is one that still matches
 // the pin.
 func (s *URL) loadCache(deliver func(Content) error) {
-	if s.opt.CacheDir == "" {
+	c, err := s.readCopy()
+	if errors.Is(err, ErrNoCopy) {
 		return
+	}
+	if err != nil {
+		s.track.cacheResult(err)
+		s.opt.Log.Warn("list source: disk copy not used", zap.String("source", s.name), zap.Error(err))
+		return
+	}
+	if err := deliver(*c); err != nil {
+		s.track.failed(time.Now(), refusedError(c, err))
+		return
+	}
+	s.held = c
+	s.track.served(c)
+}
+
+// readCopy reads the disk copy and checks it as a fetched body is
+// checked; ErrNoCopy when there is none.
+func (s *URL) readCopy() (*Content, error) {
+	if s.opt.CacheDir == "" {
+		return nil, ErrNoCopy
 	}
 	meta, body, err := readCache(cachePath(s.opt.CacheDir, s.key), s.key, "body")
-	if errors.Is(err, errNoCache) {
-		return
+	if err != nil {
+		return nil, err
 	}
-	if err == nil {
-		err = checkText(body)
-	}
+	err = checkText(body)
 	sum := sha256.Sum256(body)
 	if err == nil && s.pin != nil && sum != *s.pin {
 		err = fmt.Errorf("disk copy: %w", ErrPin)
@@ -293,18 +311,10 @@ func (s *URL) loadCache(deliver func(Content) error) {
 		err = fmt.Errorf("disk copy: %w", ErrTooBig)
 	}
 	if err != nil {
-		s.track.cacheResult(err)
-		s.opt.Log.Warn("list source: disk copy not used", zap.String("source", s.name), zap.Error(err))
-		return
+		return nil, err
 	}
-	c := &Content{Source: s.name, Kind: KindBody, FromCache: true, Fetched: meta.Fetched, Body: body,
-		SHA256: sum, ETag: meta.ETag, LastModified: meta.LastModified}
-	if err := deliver(*c); err != nil {
-		s.track.failed(time.Now(), refusedError(c, err))
-		return
-	}
-	s.held = c
-	s.track.served(c)
+	return &Content{Source: s.name, Kind: KindBody, FromCache: true, Fetched: meta.Fetched, Body: body,
+		SHA256: sum, ETag: meta.ETag, LastModified: meta.LastModified}, nil
 }
 
 func (s *URL) writeCache(c *Content) {

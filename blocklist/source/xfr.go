@@ -206,8 +206,9 @@ type xfrResult struct {
 // answer may be the differences, the whole zone AXFR-style, or have's SOA
 // alone (nothing changed). The answer is read whole before anything is
 // returned: a transfer cut off, over Options.MaxBytes or that does not
-// verify returns an error and nothing else.
-func (c *xfrClient) transfer(ctx context.Context, addr string, have *dns.SOA) (*xfrResult, error) {
+// verify returns an error and nothing else. whole, when not nil, is called
+// as soon as an IXFR's answer turns out to be the whole zone (AXFR-style).
+func (c *xfrClient) transfer(ctx context.Context, addr string, have *dns.SOA, whole func()) (*xfrResult, error) {
 	what := TransferAXFR
 	q := new(dns.Msg)
 	q.SetQuestion(c.zone, dns.TypeAXFR)
@@ -232,7 +233,7 @@ func (c *xfrClient) transfer(ctx context.Context, addr string, have *dns.SOA) (*
 	if _, err := co.Write(wire); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	p := xfrParser{zone: c.zone, ixfr: have != nil}
+	p := xfrParser{zone: c.zone, ixfr: have != nil, whole: whole}
 	if have != nil {
 		p.have = have.Serial
 	}
@@ -290,6 +291,7 @@ type xfrParser struct {
 	zone  string
 	ixfr  bool
 	have  uint32 // the serial held, for an IXFR
+	whole func() // told that an IXFR's answer is the whole zone; may be nil
 	state int
 	n     int // records read
 	done  bool
@@ -332,6 +334,9 @@ func (p *xfrParser) add(rr dns.RR) error {
 			p.state = stateDel
 		default:
 			p.state = stateAXFR
+			if p.whole != nil {
+				p.whole()
+			}
 			p.zoneRecord(rr)
 		}
 	case stateAXFR:

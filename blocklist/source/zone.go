@@ -1,12 +1,18 @@
 package source
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,7 +85,7 @@ func NewZone(entry string, opt Options) (*Zone, error) {
 	if port == "" {
 		port = "53"
 	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return nil, fmt.Errorf("%s: bad port %q", entry, port)
+		return nil, fmt.Errorf("%s: bad port %q (1 to 65535)", entry, port)
 	}
 	zone := strings.TrimPrefix(u.Path, "/")
 	if zone == "" || strings.Contains(zone, "/") {
@@ -192,7 +198,7 @@ func (z *Zone) Fetch(ctx context.Context) (Content, error) {
 	}
 	var errs []error
 	for _, addr := range addrs {
-		res, err := z.client.transfer(ctx, addr, nil)
+		res, err := z.client.transfer(ctx, addr, nil, nil)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 			continue
@@ -283,7 +289,11 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 			return nil, nil, nil
 		}
 	}
-	res, err := z.client.transfer(ctx, addr, have)
+	// A whole zone in answer to the IXFR, or in the AXFR after it: the
+	// records held are no use for it, and letting them go first keeps two
+	// copies of a large zone from being held at once (release keeps what
+	// counting the changes needs).
+	res, err := z.client.transfer(ctx, addr, have, z.releaseHeld)
 	var ch *zoneChange
 	if err == nil && res.kind == TransferIXFR {
 		ch, err = z.held.plan(res.diffs)
@@ -293,7 +303,8 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 		rc.rcode == dns.RcodeFormatError) && rc.tsigErr == 0 || err == nil && res.condensed) {
 		// The primary cannot give differences that fit the zone held:
 		// take the whole zone.
-		res, err = z.client.transfer(ctx, addr, nil)
+		z.releaseHeld()
+		res, err = z.client.transfer(ctx, addr, nil, nil)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -308,6 +319,10 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 	if res.kind == TransferIXFR {
 		c.Records = z.held.preview(ch)
 		c.Added, c.Removed = len(ch.added), len(ch.removed)
+		c.Delta = &Delta{From: z.held.soa.Serial, Added: slices.Clone(ch.added), Removed: make([]dns.RR, 0, len(ch.removed))}
+		for _, pos := range slices.Sorted(maps.Keys(ch.removed)) {
+			c.Delta.Removed = append(c.Delta.Removed, z.held.rrs[pos])
+		}
 		held := z.held
 		commit = func() { held.commit(ch) }
 	} else {
@@ -326,36 +341,54 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 	return c, commit, nil
 }
 
+// releaseHeld lets the records of the zone held go before a whole zone
+// replaces it (zoneCopy.release).
+func (z *Zone) releaseHeld() {
+	if z.held != nil {
+		z.held.release()
+	}
+}
+
 // loadCache delivers the disk copy of the zone, if there is one.
 func (z *Zone) loadCache(deliver func(Content) error) {
-	if z.opt.CacheDir == "" {
+	c, err := z.readCopy()
+	if errors.Is(err, ErrNoCopy) {
 		return
-	}
-	meta, payload, err := readCache(cachePath(z.opt.CacheDir, z.name), z.name, zoneKind)
-	if errors.Is(err, errNoCache) {
-		return
-	}
-	var soa *dns.SOA
-	var rrs []dns.RR
-	if err == nil {
-		soa, rrs, err = unpackZone(payload, z.zone)
-	}
-	if err == nil && soa.Serial != meta.Serial {
-		err = fmt.Errorf("disk copy: SOA serial %d, metadata says %d", soa.Serial, meta.Serial)
 	}
 	if err != nil {
 		z.track.cacheResult(err)
 		z.opt.Log.Warn("zone source: disk copy not used", zap.String("source", z.name), zap.Error(err))
 		return
 	}
-	c := &Content{Source: z.name, Kind: KindZone, FromCache: true, Fetched: meta.Fetched, Zone: z.zone,
-		Serial: soa.Serial, Records: append([]dns.RR{soa}, rrs...), Transfer: TransferCache}
 	if err := deliver(*c); err != nil {
 		z.track.failed(time.Now(), refusedError(c, err))
 		return
 	}
-	z.held = newZoneCopy(soa, rrs)
+	z.held = newZoneCopy(c.Records[0].(*dns.SOA), slices.Clone(c.Records[1:]))
 	z.track.served(c)
+}
+
+// readCopy reads the disk copy of the zone and checks it; ErrNoCopy when
+// there is none.
+func (z *Zone) readCopy() (*Content, error) {
+	if z.opt.CacheDir == "" {
+		return nil, ErrNoCopy
+	}
+	meta, payload, err := readCache(cachePath(z.opt.CacheDir, z.name), z.name, zoneKind)
+	if err != nil {
+		return nil, err
+	}
+	soa, rrs, err := unpackZone(payload, z.zone)
+	if err == nil && soa.Serial != meta.Serial {
+		err = fmt.Errorf("disk copy: SOA serial %d, metadata says %d", soa.Serial, meta.Serial)
+	}
+	if err != nil {
+		return nil, err
+	}
+	records := make([]dns.RR, 0, len(rrs)+1)
+	records = append(append(records, soa), rrs...)
+	return &Content{Source: z.name, Kind: KindZone, FromCache: true, Fetched: meta.Fetched, Zone: z.zone,
+		Serial: soa.Serial, Records: records, Transfer: TransferCache}, nil
 }
 
 // zoneKind is the cache kind of a zone: its records in DNS wire form (RFC
@@ -390,31 +423,64 @@ func unpackZone(payload []byte, zone string) (*dns.SOA, []dns.RR, error) {
 	return soa, rrs, nil
 }
 
-// packZone returns records in the form unpackZone reads.
-func packZone(records []dns.RR) ([]byte, error) {
-	out := make([]byte, 0, 32*len(records))
+// writeZone writes records to w in the form unpackZone reads, one at a
+// time.
+func writeZone(w io.Writer, records []dns.RR) error {
 	scratch := make([]byte, dns.MaxMsgSize)
 	for _, rr := range records {
 		n, err := dns.PackRR(rr, scratch, 0, nil, false)
 		if err != nil {
-			return nil, fmt.Errorf("packing %s: %w", rr.Header().Name, err)
+			return fmt.Errorf("packing %s: %w", rr.Header().Name, err)
 		}
-		out = append(out, scratch[:n]...)
+		if _, err := w.Write(scratch[:n]); err != nil {
+			return err
+		}
 	}
-	return out, nil
+	return nil
 }
 
+// writeCache keeps c as the zone's disk copy. The records are packed once,
+// into a file of their own while their hash is taken (the metadata line,
+// which holds it, comes first), then copied behind that line: the payload
+// is never held whole in memory.
 func (z *Zone) writeCache(c *Content) {
 	if z.opt.CacheDir == "" {
 		return
 	}
-	payload, err := packZone(c.Records)
-	if err == nil {
-		err = writeCache(cachePath(z.opt.CacheDir, z.name), cacheMeta{Source: z.name, Kind: zoneKind, Fetched: c.Fetched,
-			Zone: z.zone, Serial: c.Serial}, payload)
-	}
+	err := z.writeCacheFile(c)
 	z.track.cacheResult(err)
 	if err != nil {
 		z.opt.Log.Warn("zone source: keeping the disk copy failed", zap.String("source", z.name), zap.Error(err))
 	}
+}
+
+func (z *Zone) writeCacheFile(c *Content) error {
+	path := cachePath(z.opt.CacheDir, z.name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("writing cache: %w", err)
+	}
+	payload, err := os.CreateTemp(filepath.Dir(path), ".payload-*")
+	if err != nil {
+		return fmt.Errorf("writing cache: %w", err)
+	}
+	defer func() {
+		payload.Close()
+		os.Remove(payload.Name())
+	}()
+	h := sha256.New()
+	w := bufio.NewWriterSize(io.MultiWriter(payload, h), 1<<20)
+	if err := writeZone(w, c.Records); err != nil {
+		return fmt.Errorf("writing cache: %w", err)
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("writing cache: %w", err)
+	}
+	return writeCacheWith(path, cacheMeta{Source: z.name, Kind: zoneKind, Fetched: c.Fetched, Zone: z.zone, Serial: c.Serial},
+		[32]byte(h.Sum(nil)), func(w io.Writer) error {
+			if _, err := payload.Seek(0, io.SeekStart); err != nil {
+				return err
+			}
+			_, err := io.Copy(w, payload)
+			return err
+		})
 }

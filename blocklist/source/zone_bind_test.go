@@ -109,6 +109,14 @@ func TestZoneFromBINDNotify(t *testing.T) {
 			assert.Equal(t, 2, c.Added)
 			assert.Equal(t, 1, c.Removed)
 			assert.Equal(t, []string{"*.douyin.com", "douyin.com", "tiktok.com"}, owners(c))
+			if tc.wantTransfer == TransferIXFR {
+				require.NotNil(t, c.Delta, "an IXFR copy carries its changes")
+				assert.Equal(t, uint32(1), c.Delta.From)
+				assert.Equal(t, []string{"*.douyin.com", "douyin.com"}, owners(Content{Zone: zone, Records: c.Delta.Added}))
+				assert.Equal(t, []string{"bytedance.com"}, owners(Content{Zone: zone, Records: c.Delta.Removed}))
+			} else {
+				assert.Nil(t, c.Delta, "a whole zone carries no changes")
+			}
 			require.IsType(t, &dns.SOA{}, c.Records[0])
 			assert.Equal(t, uint32(2), c.Records[0].(*dns.SOA).Serial)
 			assert.Contains(t, p.logText(), tc.wantLog, "what the primary logged of the second transfer")

@@ -405,7 +405,7 @@ func TestNewZoneErrors(t *testing.T) {
 		{entry: "axfr://127.0.0.1/rpz..test", want: "not a domain name"},
 		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Name: "k.", Algorithm: "hmac-md5", Secret: "YWJj"}, want: "algorithm"},
 		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Name: "k.", Algorithm: "hmac-sha256", Secret: "not base64!"}, want: "secret"},
-		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Algorithm: "hmac-sha256", Secret: "YWJj"}, want: "name is empty"},
+		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Algorithm: "hmac-sha256", Secret: "YWJj"}, want: "tsig: name: empty"},
 	} {
 		t.Run(tc.entry, func(t *testing.T) {
 			_, err := New(tc.entry, Options{TSIG: tc.tsig})

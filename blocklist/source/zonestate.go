@@ -38,6 +38,13 @@ type zoneCopy struct {
 	slots []uint64
 	next  []int32
 	used  int // the slots not empty
+
+	// released is set once the records were let go (release) because a
+	// whole zone replaces them: soa and live stay; prints holds a
+	// fingerprint of each record, sorted, so that overlap can still count
+	// what the new zone keeps. A released copy plans no IXFR.
+	released bool
+	prints   []uint64
 }
 
 // newZoneCopy indexes soa and rrs (which it keeps).
@@ -99,10 +106,68 @@ func lowerName(name string) string {
 	return name
 }
 
+// release lets the records go, keeping the SOA, the count and a
+// fingerprint of each record (64 bits, against the 100-odd bytes of a
+// record in memory): a whole zone is about to replace them, and holding
+// both at once would double the memory of a large zone. If the new zone
+// never arrives, the next IXFR finds nothing to apply its differences to,
+// and an AXFR follows.
+func (z *zoneCopy) release() {
+	if z.released {
+		return
+	}
+	prints := make([]uint64, 0, z.live)
+	scratch := make([]byte, dns.MaxMsgSize)
+	for i, rr := range z.rrs {
+		if !z.dead[i] {
+			prints = append(prints, fingerprint(z.seed, rr, scratch))
+		}
+	}
+	slices.Sort(prints)
+	*z = zoneCopy{soa: z.soa, live: z.live, seed: z.seed, released: true, prints: prints}
+}
+
+// fingerprint hashes a record as RFC 1995 compares records: owner name in
+// any case, type, class and RDATA, the TTL aside. A CNAME, which almost
+// every record of an RPZ zone is, is hashed from its names as they are;
+// any other record from its wire form.
+func fingerprint(seed maphash.Seed, rr dns.RR, scratch []byte) uint64 {
+	if c, ok := rr.(*dns.CNAME); ok {
+		var h maphash.Hash
+		h.SetSeed(seed)
+		h.WriteString(lowerName(c.Hdr.Name))
+		h.WriteByte(0)
+		h.WriteString(lowerName(c.Target))
+		return h.Sum64() ^ uint64(c.Hdr.Class)<<16 ^ uint64(dns.TypeCNAME)
+	}
+	n, err := dns.PackRR(rr, scratch, 0, nil, false)
+	if err != nil {
+		return maphash.String(seed, strings.ToLower(rr.String()))
+	}
+	b := scratch[:n]
+	off := 0
+	for off < len(b) && b[off] != 0 {
+		end := min(off+1+int(b[off]), len(b))
+		for i := off + 1; i < end; i++ {
+			if 'A' <= b[i] && b[i] <= 'Z' {
+				b[i] += 'a' - 'A'
+			}
+		}
+		off = end
+	}
+	if ttl := off + 1 + 4; ttl+4 <= len(b) {
+		clear(b[ttl : ttl+4])
+	}
+	return maphash.Bytes(seed, b)
+}
+
 // find returns the position of a live record equal to rr (RFC 1995: same
 // owner, type, class and RDATA; the TTL aside), skipping positions in
 // skip, or -1.
 func (z *zoneCopy) find(rr dns.RR, skip map[int32]bool) int32 {
+	if z.released {
+		return -1
+	}
 	_, _, head := z.slot(lowerName(rr.Header().Name))
 	for pos := head; pos >= 0; pos = z.next[pos] {
 		if !z.dead[pos] && !skip[pos] && dns.IsDuplicate(z.rrs[pos], rr) {
@@ -115,6 +180,9 @@ func (z *zoneCopy) find(rr dns.RR, skip map[int32]bool) int32 {
 // findRemoved returns the position of a record in removed equal to rr,
 // its TTL included, or -1.
 func (z *zoneCopy) findRemoved(rr dns.RR, removed map[int32]bool) int32 {
+	if z.released {
+		return -1
+	}
 	_, _, head := z.slot(lowerName(rr.Header().Name))
 	for pos := head; pos >= 0; pos = z.next[pos] {
 		if removed[pos] && z.rrs[pos].Header().Ttl == rr.Header().Ttl && dns.IsDuplicate(z.rrs[pos], rr) {
@@ -152,6 +220,9 @@ type zoneChange struct {
 // plan works out the net effect of diffs on z without changing z, or
 // returns errNotExact.
 func (z *zoneCopy) plan(diffs []ixfrDiff) (*zoneChange, error) {
+	if z.released {
+		return nil, errNotExact
+	}
 	ch := &zoneChange{soa: z.soa, removed: map[int32]bool{}}
 	// added holds the records added so far in order (nil where a later
 	// sequence removed one again), byOwner their positions.
@@ -252,6 +323,30 @@ func (z *zoneCopy) commit(ch *zoneChange) {
 // overlap counts the records of rrs that z holds: with it, an AXFR that
 // replaces z can say how many records it adds and removes.
 func (z *zoneCopy) overlap(rrs []dns.RR) int {
+	if z.released {
+		// Both sides as sorted fingerprints, walked together: a binary
+		// search a record would miss the cache twenty times each.
+		scratch := make([]byte, dns.MaxMsgSize)
+		prints := make([]uint64, len(rrs))
+		for i, rr := range rrs {
+			prints[i] = fingerprint(z.seed, rr, scratch)
+		}
+		slices.Sort(prints)
+		n := 0
+		for i, j := 0, 0; i < len(prints) && j < len(z.prints); {
+			switch {
+			case prints[i] < z.prints[j]:
+				i++
+			case prints[i] > z.prints[j]:
+				j++
+			default:
+				n++
+				i++
+				j++
+			}
+		}
+		return n
+	}
 	n := 0
 	for _, rr := range rrs {
 		if z.find(rr, nil) >= 0 {

@@ -8,20 +8,60 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/blocklist/source"
 	"github.com/dnsfence/dnsfence/resolver"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 )
 
 // loadSnapshot loads the configuration and everything it names, as serve
-// does at startup.
-func loadSnapshot(configPath string) (*resolver.Snapshot, error) {
+// does at startup. Remote lists are empty unless fetch: then each is
+// fetched once (with diskCopy, read from its disk copy when the network
+// fails), and what was found of each is returned.
+func loadSnapshot(configPath string, fetch, diskCopy bool) (*resolver.Snapshot, []resolver.SourceReport, error) {
 	cfg, err := loadConfig(configPath)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return resolver.BuildSnapshot(cfg, nil)
+	var reports []resolver.SourceReport
+	var lists map[string]*blocklist.List
+	if fetch {
+		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+		defer cancel()
+		reports, lists = resolver.FetchSources(ctx, cfg, diskCopy)
+	}
+	snap, err := resolver.BuildSnapshotWith(cfg, nil, lists)
+	return snap, reports, err
+}
+
+// fetchTimeout bounds `check -fetch` and `explain` fetching remote lists.
+const fetchTimeout = 2 * time.Minute
+
+// sourceSummary says what was fetched of a remote list, for check.
+func sourceSummary(r resolver.SourceReport) string {
+	c := r.Content
+	if r.List == nil {
+		return fmt.Sprintf("source %s: not fetched: %v", r.Name, r.Err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "source %s: ", r.Name)
+	if r.DiskCopy {
+		fmt.Fprintf(&b, "the network failed (%v); disk copy of %s: ", r.Err, c.Fetched.UTC().Format(time.RFC3339))
+	} else {
+		b.WriteString("fetched: ")
+	}
+	if c.Kind == source.KindZone {
+		fmt.Fprintf(&b, "zone %s serial %d, %d records, %d entries", c.Zone, c.Serial, r.Size, r.List.Len())
+	} else {
+		fmt.Fprintf(&b, "%d bytes, %d entries, sha256 %s", r.Size, r.List.Len(), r.List.Hash()[:16])
+		if c.ETag != "" {
+			fmt.Fprintf(&b, ", ETag %s", c.ETag)
+		}
+	}
+	return b.String()
 }
 
 // checkOptions are check's flags.
@@ -29,6 +69,7 @@ type checkOptions struct {
 	fs     *flag.FlagSet
 	config *string
 	strict *bool
+	fetch  *bool
 }
 
 func checkFlags() checkOptions {
@@ -37,6 +78,8 @@ func checkFlags() checkOptions {
 		fs:     fs,
 		config: configFlag(fs),
 		strict: fs.Bool("strict", false, "exit 1 on warnings too (skipped list or range lines, likely mistakes): for a team's CI"),
+		fetch: fs.Bool("fetch", false, "fetch each remote list (URL or zone transfer) once, check it as serve would and report it;\n"+
+			"a source that fails is a warning (serve starts, from its disk copy, and /readyz waits for it)"),
 	}
 }
 
@@ -56,15 +99,37 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	configPath := opts.config
-	snap, err := loadSnapshot(*configPath)
+	snap, reports, err := loadSnapshot(*configPath, *opts.fetch, false)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	cfg := snap.Config
+	// The certificate pair, as serve reads it before listening.
+	notAfter, err := cfg.CheckCertificate()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
 	fmt.Fprintf(stdout, "config %s\n", cfg.File)
 	fmt.Fprintf(stdout, "listen %s\n", strings.Join(cfg.Listen, " "))
+	for _, l := range []struct {
+		key   string
+		addrs []string
+	}{{"listen_tls", cfg.ListenTLS}, {"listen_https", cfg.ListenHTTPS}, {"listen_quic", cfg.ListenQUIC}} {
+		if len(l.addrs) > 0 {
+			fmt.Fprintf(stdout, "%s %s\n", l.key, strings.Join(l.addrs, " "))
+		}
+	}
+	if cfg.TLS.Cert != "" {
+		left := time.Until(notAfter)
+		fmt.Fprintf(stdout, "tls.cert %s: expires %s (in %d days)\n", cfg.Path(cfg.TLS.Cert),
+			notAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
+	}
 	fmt.Fprintf(stdout, "upstreams %s\n", strings.Join(cfg.Upstreams, " ")) // as written: check asks none and reads no resolv.conf
+	if cfg.UpstreamCA != "" {
+		fmt.Fprintf(stdout, "upstream_ca %s\n", cfg.Path(cfg.UpstreamCA))
+	}
 	fmt.Fprintf(stdout, "allowed_clients %s\n", strings.Join(cfg.AllowedClients, " "))
 	for i, p := range cfg.Policies {
 		fmt.Fprintf(stdout, "policy %q %s\n", p.Name, snap.Policies[i].Kind())
@@ -73,20 +138,41 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stdout, "  range %s (%s:%d)\n", cr.Range.Prefix, cr.Range.File, cr.Range.Line)
 			}
 		}
-		for _, f := range p.Block {
-			l := snap.Lists[cfg.Path(f)]
-			fmt.Fprintf(stdout, "  block %s: %d entries, sha256 %s\n", l.File(), l.Len(), l.Hash()[:16])
+		for _, kind := range []struct {
+			key   string
+			lists []string
+		}{{"block", p.Block}, {"allow", p.Allow}} {
+			for _, f := range kind.lists {
+				l := snap.Lists[cfg.Path(f)]
+				switch {
+				case config.IsRemote(f) && !*opts.fetch:
+					fmt.Fprintf(stdout, "  %s %s: remote list, not fetched (check -fetch fetches it once)\n", kind.key, f)
+				case config.IsRemote(f):
+					fmt.Fprintf(stdout, "  %s %s: remote list, %d entries\n", kind.key, f, l.Len())
+				default:
+					fmt.Fprintf(stdout, "  %s %s: %d entries, sha256 %s\n", kind.key, l.File(), l.Len(), l.Hash()[:16])
+				}
+			}
 		}
-		for _, f := range p.Allow {
-			l := snap.Lists[cfg.Path(f)]
-			fmt.Fprintf(stdout, "  allow %s: %d entries, sha256 %s\n", l.File(), l.Len(), l.Hash()[:16])
-		}
+	}
+	for _, r := range reports {
+		fmt.Fprintln(stdout, sourceSummary(r))
 	}
 	// Skipped lines first, as serve logs them, then the likely mistakes.
 	var warnings []string
 	for _, w := range snap.Warnings {
 		for line := range strings.SplitSeq(w.Error(), "\n") {
 			warnings = append(warnings, line+" (line skipped)")
+		}
+	}
+	for _, r := range reports {
+		if r.Warnings != nil {
+			for line := range strings.SplitSeq(r.Warnings.Error(), "\n") {
+				warnings = append(warnings, line+" (line skipped)")
+			}
+		}
+		if r.Err != nil {
+			warnings = append(warnings, fmt.Sprintf("remote list %s: %v", r.Name, r.Err))
 		}
 	}
 	for _, w := range snap.Lint() {
@@ -176,10 +262,22 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dnsfence explain: name: %v\n", err)
 		return explainError
 	}
-	snap, err := loadSnapshot(*configPath)
+	// Remote lists are fetched once (from their disk copies when the
+	// network fails): the decision needs every list.
+	snap, reports, err := loadSnapshot(*configPath, true, true)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return explainError
+	}
+	for _, r := range reports {
+		switch {
+		case r.List == nil:
+			fmt.Fprintf(stderr, "dnsfence explain: remote list %s: neither the network nor a disk copy gave it: %v\n", r.Name, r.Err)
+			return explainError
+		case r.DiskCopy:
+			fmt.Fprintf(stderr, "note: remote list %s: from its disk copy of %s; the network failed: %v\n",
+				r.Name, r.Content.Fetched.UTC().Format(time.RFC3339), r.Err)
+		}
 	}
 	e := snap.Explain(client, name, qtype)
 	if name != rest[1] {

@@ -309,31 +309,42 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	snap, err := resolver.BuildSnapshot(cfg, nil)
+	reloader := resolver.NewReloader(log.Named("reload"), handler, func() (*config.Config, error) {
+		return loadConfig(*configPath)
+	})
+	reloader.AfterReload = func(*resolver.Snapshot) { tuneGC(log) }
+	// Remote lists (URLs, zone transfers) start with their disk copies;
+	// the first snapshot waits briefly for each, then is published.
+	sourcesCtx, stopSources := context.WithCancel(context.Background())
+	defer stopSources()
+	snap, err := reloader.Start(sourcesCtx, cfg)
 	if err != nil {
-		log.Error("loading lists and ranges", zap.Error(err))
-		return 1
-	}
-	if err := resolver.ConnectUpstreams(snap, nil, metrics); err != nil {
-		log.Error("reading upstreams", zap.Error(err))
+		log.Error("loading lists, ranges and upstreams", zap.Error(err))
 		return 1
 	}
 	logSnapshot(log, snap)
-	handler.Store(snap)
 	tuneGC(log)
+
+	// The certificate of the encrypted listeners, watched until exit.
+	cert, err := resolver.OpenCertificate(log.Named("tls"), cfg, metrics)
+	if err != nil {
+		log.Error("loading the TLS certificate", zap.Error(err))
+		return 1
+	}
+	defer cert.Close()
 
 	server := resolver.NewServer(log.Named("server"), handler)
 	if err := server.Start(cfg.Listen); err != nil {
 		log.Error("starting", zap.Error(err))
 		return 1
 	}
+	if err := server.StartEncrypted(cfg, cert); err != nil {
+		log.Error("starting the encrypted listeners", zap.Error(err))
+		return 1
+	}
 	log.Info("dnsfence started", zap.String("version", versionString()), zap.String("config", cfg.File),
 		zap.Strings("upstreams", snap.Forwarder().Upstreams()))
 
-	reloader := resolver.NewReloader(log.Named("reload"), handler, func() (*config.Config, error) {
-		return loadConfig(*configPath)
-	})
-	reloader.AfterReload = func(*resolver.Snapshot) { tuneGC(log) }
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
 	go func() {
@@ -346,12 +357,14 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		if sig == syscall.SIGHUP {
 			log.Info("SIGHUP: reloading everything")
 			_ = reloader.Reload(true) // logged by the reloader
+			cert.Reload()             // logged when the pair changed
 			continue
 		}
 		log.Info("stopping", zap.String("signal", sig.String()))
 		break
 	}
 	stopWatching()
+	stopSources()
 	// In-flight queries get the whole upstream budget to finish.
 	budget := time.Duration(len(snap.Forwarder().Upstreams())+1) * cfg.UpstreamTimeout
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), budget)

@@ -4,28 +4,43 @@
 //
 // Usage:
 //
-//	go run ./cmd/listcheck [-lists FILE,FILE,...] [-format FORMAT] REFERENCE...
+//	go run ./cmd/listcheck [-lists FILE,FILE,...] [-format FORMAT] [-registrable] REFERENCE...
 //
 // For every reference file it prints which shipped list covers each of its
 // names (a shipped entry equal to the name or a parent of it), the names no
 // shipped list covers grouped by registrable domain, the names that fall
 // under an entry held for review (a commented-out "# name  # ..." line of a
-// shipped list), and the lines it could not read. Then, for every shipped
-// list, it prints the entries that no reference mentions (no reference name
-// equal to, above or below the entry).
+// shipped list), its wildcard patterns that no shipped entry covers, and
+// the lines it could not read. Then, for every shipped list, it prints the
+// entries that no reference mentions (no reference name equal to, above or
+// below the entry).
+//
+// With -registrable it also counts the reference's registrable domains
+// (eTLD+1 by golang.org/x/net/publicsuffix, the Public Suffix List): each
+// domain is counted against the last shipped list needed to cover every
+// reference name under it, or as held for review, or as not covered when
+// any of those names is in no shipped list.
 //
 // Reference formats (-format auto picks one per file):
 //   - plain: one domain a line; hosts: "0.0.0.0 name ..."; adblock: "||name^"
 //     — all three read by blocklist.Parse, so every name means "this domain
-//     and every name below it";
+//     and every name below it"; also AdGuard's single-pipe anchor "|name^"
+//     and "|https://name^" (that name alone, reported "(exact)");
 //   - adguard: an AdguardTeam/HostlistsRegistry service YAML; its "rules:"
-//     entries are Adblock rules;
+//     entries are Adblock rules, read as above;
 //   - v2fly: a v2fly/domain-list-community data/<file>: "domain:x", "full:x",
 //     bare "x", "include:y" (read from the same directory), with "@attr"
 //     suffixes ignored; "keyword:" and "regexp:" lines are reported as
 //     unsupported;
 //   - clash: a blackmatrix7/ios_rule_script .list: "DOMAIN-SUFFIX,x",
 //     "DOMAIN,x"; other rule types are reported as unsupported.
+//
+// A rule with a wildcard inside the name ("||p16-tiktok-*.ibyteimg.com^",
+// "v*.tiktokcdn-eu.com") is a pattern: its matches cannot be listed, but
+// every one of them sits below the labels after its last wildcard
+// (ibyteimg.com). A pattern counts as covered by the first shipped list
+// with an entry equal to or above those labels; any other pattern is
+// reported as "not comparable", not as an unsupported line.
 //
 // The exit status is 0 when the comparison ran, 2 on a usage or read error.
 package main
@@ -70,11 +85,20 @@ type refName struct {
 	exact bool   // v2fly "full:" or Clash "DOMAIN,": the name alone
 }
 
+// refPattern is a reference rule with a wildcard inside the name
+// ("||p16-tiktok-*.ibyteimg.com^"): the names it matches cannot be listed.
+type refPattern struct {
+	rule   string // the rule as the file has it
+	parent string // the name every match sits below ("ibyteimg.com"); "" when none is known
+	line   int
+}
+
 // reference is a parsed reference file.
 type reference struct {
 	file        string
 	format      string
 	names       []refName
+	patterns    []refPattern
 	unsupported []string // "file:line: text (reason)"
 }
 
@@ -90,8 +114,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	lists := fs.String("lists", strings.Join(defaultLists, ","), "comma-separated shipped list files to compare")
 	format := fs.String("format", "auto", "reference format: auto, plain (also hosts and adblock), adguard, v2fly or clash")
+	byDomain := fs.Bool("registrable", false, "also count each reference's registrable domains (eTLD+1) by the shipped list that covers them")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: listcheck [-lists FILE,FILE,...] [-format FORMAT] REFERENCE...")
+		fmt.Fprintln(stderr, "usage: listcheck [-lists FILE,FILE,...] [-format FORMAT] [-registrable] REFERENCE...")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -121,7 +146,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	w := bufio.NewWriter(stdout)
 	for _, r := range refs {
-		reportReference(w, r, ships)
+		reportReference(w, r, ships, *byDomain)
 	}
 	reportShipped(w, refs, ships)
 	if err := w.Flush(); err != nil {
@@ -214,12 +239,15 @@ func detect(path string, data []byte) string {
 	return "plain"
 }
 
-// parseLines reads plain, hosts and Adblock lines with blocklist.Parse.
-// lineOf, when set, maps the line numbers of data to the file's own.
+// parseLines reads plain, hosts and Adblock lines: the rules blocklist.Parse
+// does not read (single-pipe anchors and wildcards inside a name) first,
+// then the rest with blocklist.Parse. lineOf, when set, maps the line
+// numbers of data to the file's own.
 func (r *reference) parseLines(file string, data []byte, lineOf func(int) int) {
 	if lineOf == nil {
 		lineOf = func(n int) int { return n }
 	}
+	data = r.parseAnchorsAndPatterns(file, data, lineOf)
 	l, err := blocklist.Parse(file, data)
 	for e := range l.All() {
 		r.names = append(r.names, refName{name: e.Name, line: lineOf(e.Line)})
@@ -232,6 +260,128 @@ func (r *reference) parseLines(file string, data []byte, lineOf func(int) int) {
 			r.unsupported = append(r.unsupported, fmt.Sprintf("%s: %v", file, err))
 		}
 	}
+}
+
+// parseAnchorsAndPatterns takes from data the one-token rules that
+// blocklist.Parse rejects but a reference means as names or patterns:
+// AdGuard's single-pipe anchor ("|name^", "|https://name^": that name
+// alone, in AdGuard's DNS filtering syntax) and a wildcard inside a
+// name ("||p16-*.ibyteimg.com^", "v*.tiktokcdn-eu.com"). It returns data
+// with those lines blanked, so that line numbers stay the file's.
+func (r *reference) parseAnchorsAndPatterns(file string, data []byte, lineOf func(int) int) []byte {
+	var rest bytes.Buffer
+	for n, line := range blocklist.Lines(string(data)) {
+		rule := ruleToken(line)
+		taken := true
+		switch {
+		case rule == "":
+			taken = false
+		case strings.HasPrefix(rule, "|") && !strings.HasPrefix(rule, "||"):
+			r.parseAnchor(file, rule, lineOf(n))
+		case isPattern(rule):
+			r.patterns = append(r.patterns, refPattern{rule: rule, parent: patternParent(rule), line: lineOf(n)})
+		default:
+			taken = false
+		}
+		if !taken {
+			rest.WriteString(line)
+		}
+		rest.WriteByte('\n')
+	}
+	return rest.Bytes()
+}
+
+// ruleToken is a line's one token without its comment, or "" for a blank
+// or comment line, a line of more than one token (a hosts line), or a URL.
+// Comments are those of blocklist.Parse: a line starting with '#', '!' or
+// '[', and '#' after white space.
+func ruleToken(line string) string {
+	line = strings.TrimSpace(line)
+	if line == "" || line[0] == '#' || line[0] == '!' || line[0] == '[' {
+		return ""
+	}
+	for i := 1; i < len(line); i++ {
+		if line[i] == '#' && (line[i-1] == ' ' || line[i-1] == '\t') {
+			line = strings.TrimSpace(line[:i])
+			break
+		}
+	}
+	if strings.ContainsAny(line, " \t") || (strings.Contains(line, "://") && !strings.HasPrefix(line, "|")) {
+		return ""
+	}
+	return line
+}
+
+// parseAnchor reads a single-pipe rule: "|" then an optional "http://" or
+// "https://", the name, and "^". The rule matches that name alone.
+func (r *reference) parseAnchor(file, rule string, line int) {
+	bad := func(why error) {
+		r.unsupported = append(r.unsupported, fmt.Sprintf("%s:%d: %s (%v)", file, line, rule, why))
+	}
+	body := rule[1:]
+	for _, scheme := range []string{"https://", "http://"} {
+		if len(body) >= len(scheme) && strings.EqualFold(body[:len(scheme)], scheme) {
+			body = body[len(scheme):]
+			break
+		}
+	}
+	switch {
+	case strings.Contains(body, "$"):
+		bad(blocklist.ErrAdblockOptions)
+		return
+	case !strings.HasSuffix(body, "^") || strings.Count(body, "^") != 1:
+		bad(errAnchorForm)
+		return
+	}
+	body = strings.TrimSuffix(body, "^")
+	if strings.Contains(body, "*") {
+		r.patterns = append(r.patterns, refPattern{rule: rule, parent: patternParent(body), line: line})
+		return
+	}
+	name, err := blocklist.NormalizeName(body)
+	if err != nil {
+		bad(err)
+		return
+	}
+	r.names = append(r.names, refName{name: name, line: line, exact: true})
+}
+
+// errAnchorForm is why a single-pipe rule is not read.
+var errAnchorForm = errors.New("single-pipe rules must have the form |name^ or |https://name^")
+
+// isPattern reports whether a one-token rule has a wildcard inside its name,
+// not only the leading "*." that blocklist.Parse reads ("||name^" and plain
+// names; "|name^" rules are read by parseAnchor).
+func isPattern(rule string) bool {
+	name := rule
+	if strings.HasPrefix(name, "||") {
+		name = strings.TrimPrefix(name, "||")
+		if strings.Contains(name, "$") || !strings.HasSuffix(name, "^") {
+			return false // blocklist.Parse says what is wrong with it
+		}
+		name = strings.TrimSuffix(name, "^")
+	}
+	name = strings.TrimPrefix(name, "*.")
+	return strings.Contains(name, "*") && strings.Trim(name, "*.") != ""
+}
+
+// patternParent is the name every match of a wildcard pattern sits below:
+// the whole labels after its last wildcard ("p16-tiktok-*.ibyteimg.com"
+// gives ibyteimg.com, "*-x.cdn.example.com^" gives cdn.example.com). It
+// is "" when there is none, or only a top-level label, or it is no valid
+// name.
+func patternParent(rule string) string {
+	name := strings.TrimSuffix(strings.TrimPrefix(rule, "||"), "^")
+	after := name[strings.LastIndexByte(name, '*')+1:]
+	_, parent, ok := strings.Cut(after, ".")
+	if !ok {
+		return ""
+	}
+	parent, err := blocklist.NormalizeName(parent)
+	if err != nil {
+		return ""
+	}
+	return parent
 }
 
 // unwrapJoined splits an errors.Join result into its errors.
@@ -366,21 +516,48 @@ func registrable(name string) string {
 	return name
 }
 
-func reportReference(w io.Writer, r *reference, ships []shipped) {
-	fmt.Fprintf(w, "== reference %s (%s): %d names, %d unsupported lines\n", r.file, r.format, len(r.names), len(r.unsupported))
+// reportReference prints how the shipped lists cover one reference; with
+// byDomain, also its registrable domains (see the package doc).
+func reportReference(w io.Writer, r *reference, ships []shipped, byDomain bool) {
+	header := fmt.Sprintf("%d names", len(r.names))
+	if len(r.patterns) > 0 {
+		header += fmt.Sprintf(", %d patterns", len(r.patterns))
+	}
+	fmt.Fprintf(w, "== reference %s (%s): %s, %d unsupported lines\n", r.file, r.format, header, len(r.unsupported))
+	// A name's or a pattern's state: the index of the first shipped list
+	// covering it, then heldState, then missingState. A registrable
+	// domain's state is the largest of its names'.
+	heldState, missingState := len(ships), len(ships)+1
 	covered := make([]int, len(ships))
+	coveredPatterns := make([]int, len(ships))
 	missing := map[string][]string{}
 	held := map[string][]string{}
-	for _, n := range r.names {
-		found := false
+	domains := map[string]int{}
+	note := func(name string, state int) {
+		d := registrable(name)
+		if old, ok := domains[d]; !ok || state > old {
+			domains[d] = state
+		}
+	}
+	// state finds the list covering name, or the held entry over it.
+	state := func(name string) (int, string) {
 		for i, s := range ships {
-			if _, ok := s.list.Match(n.name); ok {
-				covered[i]++
-				found = true
-				break
+			if _, ok := s.list.Match(name); ok {
+				return i, ""
 			}
 		}
-		if found {
+		for _, s := range ships {
+			if e, ok := s.held.Match(name); ok {
+				return heldState, s.path + ": " + e.Folded()
+			}
+		}
+		return missingState, ""
+	}
+	for _, n := range r.names {
+		st, heldBy := state(n.name)
+		note(n.name, st)
+		if st < len(ships) {
+			covered[st]++
 			continue
 		}
 		label := n.name
@@ -391,23 +568,60 @@ func reportReference(w io.Writer, r *reference, ships []shipped) {
 		if n.file != "" {
 			at = fmt.Sprintf("%s:%d", n.file, n.line)
 		}
-		for _, s := range ships {
-			if e, ok := s.held.Match(n.name); ok {
-				held[s.path+": "+e.Folded()] = append(held[s.path+": "+e.Folded()], fmt.Sprintf("%s (%s)", label, at))
-				found = true
-				break
-			}
-		}
-		if !found {
+		if st == heldState {
+			held[heldBy] = append(held[heldBy], fmt.Sprintf("%s (%s)", label, at))
+		} else {
 			d := registrable(n.name)
 			missing[d] = append(missing[d], fmt.Sprintf("%s (%s)", label, at))
 		}
 	}
+	var notComparable []string
+	for _, p := range r.patterns {
+		st, heldBy := missingState, ""
+		if p.parent != "" {
+			st, heldBy = state(p.parent)
+		}
+		if st < len(ships) {
+			coveredPatterns[st]++
+			note(p.parent, st)
+			continue
+		}
+		why := "no shipped entry covers " + p.parent
+		switch {
+		case p.parent == "":
+			why = "no name sits above every match"
+		case st == heldState:
+			why += "; held for review: " + heldBy
+		}
+		notComparable = append(notComparable, fmt.Sprintf("%s (line %d; %s)", p.rule, p.line, why))
+	}
 	for i, s := range ships {
-		fmt.Fprintf(w, "  covered by %s: %d\n", s.path, covered[i])
+		fmt.Fprintf(w, "  covered by %s: %d", s.path, covered[i])
+		if coveredPatterns[i] > 0 {
+			fmt.Fprintf(w, " (+%d patterns)", coveredPatterns[i])
+		}
+		fmt.Fprintln(w)
+	}
+	if byDomain {
+		counts := make([]int, missingState+1)
+		for _, st := range domains {
+			counts[st]++
+		}
+		fmt.Fprintf(w, "  registrable domains: %d (each counted against the last list needed to cover all of its names)\n", len(domains))
+		for i, s := range ships {
+			fmt.Fprintf(w, "    %s: %d\n", s.path, counts[i])
+		}
+		fmt.Fprintf(w, "    held for review: %d\n", counts[heldState])
+		fmt.Fprintf(w, "    not covered: %d\n", counts[missingState])
 	}
 	printGroups(w, "held for review (commented out in a shipped list)", held)
 	printGroups(w, "in no shipped list, by registrable domain", missing)
+	if len(notComparable) > 0 {
+		fmt.Fprintf(w, "  patterns, not comparable: %d\n", len(notComparable))
+		for _, p := range notComparable {
+			fmt.Fprintf(w, "    %s\n", p)
+		}
+	}
 	if len(r.unsupported) > 0 {
 		fmt.Fprintf(w, "  unsupported lines: %d\n", len(r.unsupported))
 		for _, u := range r.unsupported {
@@ -440,8 +654,19 @@ func reportShipped(w io.Writer, refs []*reference, ships []shipped) {
 	}
 	union, _ := blocklist.Parse("references", all.Bytes()) // names are normalised already
 	below := map[string]bool{}                             // every parent of a reference name
+	parents := make([]string, 0, union.Len())
 	for e := range union.All() {
-		for name := e.Name; ; {
+		parents = append(parents, e.Name)
+	}
+	for _, r := range refs {
+		for _, p := range r.patterns {
+			if p.parent != "" { // the pattern's matches sit below it
+				parents = append(parents, p.parent)
+			}
+		}
+	}
+	for _, name := range parents {
+		for {
 			below[name] = true
 			_, rest, ok := strings.Cut(name, ".")
 			if !ok {

@@ -15,8 +15,9 @@ const fixtureLists = "-lists=testdata/shipped/a.txt,testdata/shipped/b.txt"
 
 // TestRunFixtures runs the tool on one fixture of every format and checks
 // the whole report: coverage per shipped list, names in no list grouped by
-// registrable domain, names under a held (commented-out) entry, unsupported
-// lines, and shipped entries that no reference mentions.
+// registrable domain, names under a held (commented-out) entry, patterns
+// no shipped entry covers, unsupported lines, and shipped entries that no
+// reference mentions.
 func TestRunFixtures(t *testing.T) {
 	var out, errOut bytes.Buffer
 	rc := run([]string{fixtureLists, "testdata/plain.txt", "testdata/hosts", "testdata/adblock.txt",
@@ -35,22 +36,24 @@ func TestRunFixtures(t *testing.T) {
   in no shipped list, by registrable domain: 1
     pipopay.com: new.pipopay.com (line 4), pay.pipopay.com (line 4)
 
-== reference testdata/adblock.txt (plain): 1 names, 2 unsupported lines
+== reference testdata/adblock.txt (plain): 1 names, 1 patterns, 1 unsupported lines
   covered by testdata/shipped/a.txt: 0
   covered by testdata/shipped/b.txt: 1
-  unsupported lines: 2
-    testdata/adblock.txt:3: ||v*.tiktokcdn-eu.com^ (wildcards are only allowed as a leading "*.")
+  patterns, not comparable: 1
+    ||v*.tiktokcdn-eu.com^ (line 3; no shipped entry covers tiktokcdn-eu.com)
+  unsupported lines: 1
     testdata/adblock.txt:4: ||x.example.com^$important (adblock options ($...) are not supported)
 
-== reference testdata/tiktok.yml (adguard): 3 names, 1 unsupported lines
+== reference testdata/tiktok.yml (adguard): 4 names, 1 patterns, 0 unsupported lines
   covered by testdata/shipped/a.txt: 1
   covered by testdata/shipped/b.txt: 0
   held for review (commented out in a shipped list): 1
     testdata/shipped/a.txt: volces.com: sub.volces.com (line 8)
-  in no shipped list, by registrable domain: 1
+  in no shipped list, by registrable domain: 2
     bytegoofy.com: bytegoofy.com (line 7)
-  unsupported lines: 1
-    testdata/tiktok.yml:9: ||v*.tiktokcdn-eu.com^ (wildcards are only allowed as a leading "*.")
+    p16-tiktokcdn-com.akamaized.net: p16-tiktokcdn-com.akamaized.net (exact) (line 10)
+  patterns, not comparable: 1
+    ||v*.tiktokcdn-eu.com^ (line 9; no shipped entry covers tiktokcdn-eu.com)
 
 == reference testdata/v2fly/data/tiktok (v2fly): 5 names, 2 unsupported lines
   covered by testdata/shipped/a.txt: 2
@@ -80,6 +83,129 @@ func TestRunFixtures(t *testing.T) {
     larksuite.com.ttdns2.com (line 3)
 `
 	assert.Equal(t, want, out.String())
+}
+
+// TestAnchorsAndPatterns: AdGuard's single-pipe anchor is read as that
+// name alone (with or without a URL scheme, in any case); a wildcard inside
+// a name is a pattern, covered when a shipped entry sits above every name
+// it can match and reported as not comparable otherwise (with the held
+// entry when one is over it); malformed anchors stay unsupported lines.
+func TestAnchorsAndPatterns(t *testing.T) {
+	var out, errOut bytes.Buffer
+	rc := run([]string{fixtureLists, "-registrable", "testdata/anchors.txt"}, &out, &errOut)
+	require.Equal(t, 0, rc, errOut.String())
+	assert.Empty(t, errOut.String())
+	want := `== reference testdata/anchors.txt (plain): 3 names, 6 patterns, 4 unsupported lines
+  covered by testdata/shipped/a.txt: 2 (+3 patterns)
+  covered by testdata/shipped/b.txt: 0
+  registrable domains: 3 (each counted against the last list needed to cover all of its names)
+    testdata/shipped/a.txt: 2
+    testdata/shipped/b.txt: 0
+    held for review: 0
+    not covered: 1
+  in no shipped list, by registrable domain: 1
+    p16-tiktokcdn-com.akamaized.net: p16-tiktokcdn-com.akamaized.net (exact) (line 3)
+  patterns, not comparable: 3
+    ||v*.tiktokcdn-eu.com^ (line 8; no shipped entry covers tiktokcdn-eu.com)
+    ||tiktok.*^ (line 9; no name sits above every match)
+    ||x*.sub.volces.com^ (line 10; no shipped entry covers sub.volces.com; held for review: testdata/shipped/a.txt: volces.com)
+  unsupported lines: 4
+    testdata/anchors.txt:11: |pipopay.com^$important (adblock options ($...) are not supported)
+    testdata/anchors.txt:12: |pipopay.com (single-pipe rules must have the form |name^ or |https://name^)
+    testdata/anchors.txt:13: |https://bad_name..com^ (empty label)
+    testdata/anchors.txt:14: p16-*.hosts.example (invalid character in name)
+
+== shipped entries in none of the 1 references
+  testdata/shipped/a.txt: 2 of 4
+    snssdk.com (line 4)
+    onlyshipped.com (line 5)
+  testdata/shipped/b.txt: 2 of 2
+    capcut.com (line 2)
+    larksuite.com.ttdns2.com (line 3)
+`
+	assert.Equal(t, want, out.String())
+}
+
+// TestPatternParent: the name above every match of a pattern is made of
+// the whole labels after its last wildcard, in stored form; there is none
+// when the wildcard is in the last label or only a top-level label follows.
+func TestPatternParent(t *testing.T) {
+	for _, tc := range []struct {
+		rule, want string
+		pattern    bool
+	}{
+		{"||p16-tiktok-*.ibyteimg.com^", "ibyteimg.com", true},
+		{"v*.tiktokcdn-eu.com", "tiktokcdn-eu.com", true},
+		{"*.p16-*-va.Tiktok.COM", "tiktok.com", true},
+		{"||*x*.a.b.example^", "a.b.example", true},
+		{"p16-*-tiktok.cdn.example.com", "cdn.example.com", true},
+		{"||tiktok.*^", "", true},
+		{"tiktok*.com", "", true}, // only a top-level label after the wildcard
+		{"||tiktok.com.*.net^", "net", true},
+		{"||*.tiktok.com^", "", false},    // blocklist.Parse reads it
+		{"*.tiktok.com", "", false},       // blocklist.Parse reads it
+		{"tiktok.com", "", false},         // no wildcard
+		{"||p16-*.x.com^$all", "", false}, // options: blocklist.Parse reports them
+		{"*", "", false},
+	} {
+		t.Run(tc.rule, func(t *testing.T) {
+			assert.Equal(t, tc.pattern, isPattern(tc.rule))
+			if tc.pattern {
+				got := patternParent(tc.rule)
+				if tc.want == "net" {
+					assert.Empty(t, got, "a single label is no parent a list could hold")
+					return
+				}
+				assert.Equal(t, tc.want, got)
+			}
+		})
+	}
+}
+
+// TestRegistrable: -registrable counts each registrable domain of a
+// reference against the last shipped list needed to cover all of its
+// names; one name in no list makes the domain not covered, and a name
+// under a held entry makes it held (unless another is in no list).
+func TestRegistrable(t *testing.T) {
+	dir := t.TempDir()
+	first := filepath.Join(dir, "first.txt")
+	second := filepath.Join(dir, "second.txt")
+	require.NoError(t, os.WriteFile(first, []byte("tiktok.com  # A: X\nsnssdk.com  # A: X\n# volces.com  # E: X REVIEW\n# cdn.example.org  # E: X REVIEW\n"), 0o644))
+	require.NoError(t, os.WriteFile(second, []byte("capcut.com  # C: X\nlark.snssdk.com  # C: X\nlarksuite.com.ttdns2.com  # C: X\nbyteimg.com  # C: X\n"), 0o644))
+	for _, tc := range []struct {
+		name string
+		ref  string
+		want string // the registrable-domain lines
+	}{
+		{"one list covers all", "tiktok.com\nwww.tiktok.com\nsnssdk.com\n",
+			"registrable domains: 2 (each counted against the last list needed to cover all of its names)\n    FIRST: 2\n    SECOND: 0\n    held for review: 0\n    not covered: 0\n"},
+		{"second list needed", "capcut.com\nwww.capcut.com\n",
+			"registrable domains: 1 (each counted against the last list needed to cover all of its names)\n    FIRST: 0\n    SECOND: 1\n    held for review: 0\n    not covered: 0\n"},
+		{"mixed: first and second", "tiktok.com\ncapcut.com\nbyteimg.com\np16.byteimg.com\n",
+			"registrable domains: 3 (each counted against the last list needed to cover all of its names)\n    FIRST: 1\n    SECOND: 2\n    held for review: 0\n    not covered: 0\n"},
+		{"one name in no list", "larksuite.com.ttdns2.com\ntiktok.com.ttdns2.com\n",
+			"registrable domains: 1 (each counted against the last list needed to cover all of its names)\n    FIRST: 0\n    SECOND: 0\n    held for review: 0\n    not covered: 1\n"},
+		{"held", "volces.com\napi.volces.com\n",
+			"registrable domains: 1 (each counted against the last list needed to cover all of its names)\n    FIRST: 0\n    SECOND: 0\n    held for review: 1\n    not covered: 0\n"},
+		{"held and missing in one domain", "api.volces.com\na.cdn.example.org\nwww.example.org\n",
+			"registrable domains: 2 (each counted against the last list needed to cover all of its names)\n    FIRST: 0\n    SECOND: 0\n    held for review: 1\n    not covered: 1\n"},
+		{"covered pattern counts, not-comparable does not", "||p16-*.tiktok.com^\n||p16-*.unknown.example^\n",
+			"registrable domains: 1 (each counted against the last list needed to cover all of its names)\n    FIRST: 1\n    SECOND: 0\n    held for review: 0\n    not covered: 0\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := filepath.Join(t.TempDir(), "ref.txt")
+			require.NoError(t, os.WriteFile(ref, []byte(tc.ref), 0o644))
+			var out, errOut bytes.Buffer
+			require.Equal(t, 0, run([]string{"-lists=" + first + "," + second, "-registrable", ref}, &out, &errOut), errOut.String())
+			got := strings.NewReplacer(first, "FIRST", second, "SECOND").Replace(out.String())
+			assert.Contains(t, got, "\n  "+tc.want)
+		})
+	}
+	t.Run("off by default", func(t *testing.T) {
+		var out, errOut bytes.Buffer
+		require.Equal(t, 0, run([]string{"-lists=" + first, "testdata/plain.txt"}, &out, &errOut), errOut.String())
+		assert.NotContains(t, out.String(), "registrable domains:")
+	})
 }
 
 func TestDetect(t *testing.T) {

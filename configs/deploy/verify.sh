@@ -14,6 +14,8 @@
 #      Protect*= line fails.
 #   3. The container image's /etc/dnsfence, staged exactly as the Dockerfile
 #      lays it out, with `dnsfence check`.
+#   4. The remote-lists example (dnsfence-remote-lists.yaml, which
+#      kubernetes/daemonset-remote-lists.yaml mounts), with `dnsfence check`.
 #
 # Needs no running systemd (works as root in a container). Installs the
 # Debian packages `systemd` (systemd-analyze) and `procps` (/bin/kill)
@@ -88,6 +90,15 @@ cp configs/deploy/dnsfence-container.yaml "$etc/dnsfence.yaml"
 cp -r configs/lists configs/networks "$etc/"
 echo "verify: dnsfence check of the container configuration"
 "$tmp/bin/dnsfence" check -config "$etc/dnsfence.yaml" || problem "configs/deploy/dnsfence-container.yaml does not pass dnsfence check"
+
+# 4. The remote-lists example of kubernetes/daemonset-remote-lists.yaml,
+# with the ranges where the pod has them (its sources are not fetched).
+remote="$tmp/remote"
+mkdir -p "$remote"
+cp configs/deploy/dnsfence-remote-lists.yaml "$remote/dnsfence.yaml"
+cp -r configs/networks "$remote/"
+echo "verify: dnsfence check of the remote-lists configuration"
+"$tmp/bin/dnsfence" check -config "$remote/dnsfence.yaml" || problem "configs/deploy/dnsfence-remote-lists.yaml does not pass dnsfence check"
 
 if [ "$fail" -ne 0 ]; then
 	echo "verify: FAILED" >&2

@@ -21,6 +21,7 @@ import (
 	"unicode"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -115,6 +116,22 @@ type Config struct {
 	Reload     Reload    `yaml:"reload"`
 	RateLimit  RateLimit `yaml:"rate_limit"`
 	Limits     Limits    `yaml:"limits"`
+	Sources    Sources   `yaml:"sources"`
+
+	// TLS is the server certificate of every encrypted listener
+	// (DESIGN.md §8).
+	TLS TLS `yaml:"tls"`
+	// ListenTLS are the addresses served with DNS over TLS (RFC 7858).
+	ListenTLS []string `yaml:"listen_tls"`
+	// ListenHTTPS are the addresses served with DNS over HTTPS (RFC 8484):
+	// "host:port" and "https://host:port" over TLS, "http://host:port"
+	// without it, for a TLS-terminating proxy in front.
+	ListenHTTPS []string `yaml:"listen_https"`
+	// ListenQUIC are the addresses served with DNS over QUIC (RFC 9250).
+	ListenQUIC []string `yaml:"listen_quic"`
+	// UpstreamCA is a PEM file of extra roots that encrypted upstreams'
+	// certificates are verified against, besides the system's.
+	UpstreamCA string `yaml:"upstream_ca"`
 
 	// File is the configuration file's path; relative paths in it resolve
 	// against its folder.
@@ -132,6 +149,15 @@ type Config struct {
 	allowed []netip.Prefix
 	trusted []netip.Prefix
 	explain []netip.Prefix
+	// tlsLine is the line of tls.cert, for CheckCertificate's error.
+	tlsLine int
+}
+
+// TLS names the server certificate chain and its private key, both PEM.
+// Relative paths resolve against the configuration file's folder.
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // Policy is one entry of `policies`.
@@ -254,9 +280,10 @@ func (c *Config) HTTPAddr() string {
 	return *c.HTTP
 }
 
-// Path resolves a path written in the configuration against its folder.
+// Path resolves a path written in the configuration against its folder. A
+// remote list (IsRemote) is returned as written: it names no file.
 func (c *Config) Path(p string) string {
-	if c.Embedded || filepath.IsAbs(p) || c.File == "" {
+	if c.Embedded || filepath.IsAbs(p) || c.File == "" || IsRemote(p) {
 		return p
 	}
 	return filepath.Join(filepath.Dir(c.File), p)
@@ -390,6 +417,7 @@ func (c *Config) applyDefaults() {
 		c.Reload.UnreadyAfter = &v
 	}
 	c.Reload.WriterWait = cmp.Or(c.Reload.WriterWait, blocklist.DefaultWriterWait)
+	c.applySourceDefaults()
 }
 
 // Error is one problem in a configuration file: where it is, which
@@ -573,6 +601,7 @@ func walk(root *yaml.Node, path []any) (int, *yaml.Node) {
 // errs as "key: what is wrong; an example of right".
 func (c *Config) validate(errs *configErrors) {
 	c.validateListen(errs)
+	c.validateEncrypted(errs)
 	c.validateUpstreams(errs)
 	c.allowed = parsePrefixes(errs, []any{"allowed_clients"}, c.AllowedClients)
 	c.trusted = parsePrefixes(errs, []any{"trusted_proxies"}, c.TrustedProxies)
@@ -582,6 +611,7 @@ func (c *Config) validate(errs *configErrors) {
 	c.validateLog(errs)
 	c.validateLimits(errs)
 	c.validateReload(errs)
+	c.validateSources(errs)
 }
 
 // MaxTTL is the largest TTL a DNS record can carry: RFC 2181 §8 keeps the
@@ -624,11 +654,16 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 			}
 			continue
 		}
+		if strings.Contains(u, "://") {
+			// tls://, https:// and quic:// (DESIGN.md §8), as the
+			// forwarder reads them.
+			if _, err := upstream.ParseAddress(u); err != nil {
+				errs.add(at, "%v", err)
+			}
+			continue
+		}
 		msg, fix := addrPortProblem(u, 53, false)
-		scheme, _, isURL := strings.Cut(u, "://")
 		switch {
-		case isURL:
-			errs.add(at, "%q: %s upstreams are not supported yet; give IP:port of a plain DNS server, %s", u, protocolName(scheme), example(at))
 		case fix != "":
 			errs.add(at, "%s; write %s", msg, fix)
 		case strings.Contains(msg, " is a name"):
@@ -703,8 +738,14 @@ func (c *Config) validatePolicyFiles(errs *configErrors, i int) {
 			switch {
 			case f == "":
 				errs.add(at, "empty path; give a file path, %s", example(at))
+			case files.key != "client_files" && IsRemote(f):
+				c.validateRemote(errs, at, f)
 			case strings.Contains(f, "://"):
-				errs.add(at, "%q is a URL; URLs are not supported yet here: download the file and give its path, %s", f, example(at))
+				if files.key == "client_files" {
+					errs.add(at, "%q is a URL; client range files are read from disk only: give a file path, %s", f, example(at))
+				} else {
+					errs.add(at, "%q: only https://, http:// (to a loopback host) and axfr:// lists are fetched; give one of those or a file path, %s", f, example(at))
+				}
 			case c.ReadFile != nil && !c.Embedded:
 				if fi, err := os.Stat(c.Path(f)); err != nil {
 					errs.add(at, "%s; give the path of a file (relative paths start at the configuration file's folder)", fileProblem(c.Path(f), err))
@@ -927,21 +968,6 @@ func fileProblem(path string, err error) string {
 		return fmt.Sprintf("file %q cannot be read: %v", path, pe.Err)
 	}
 	return fmt.Sprintf("file %q cannot be read: %v", path, err)
-}
-
-// protocolName names the protocol of an upstream URL's scheme.
-func protocolName(scheme string) string {
-	switch strings.ToLower(scheme) {
-	case "https", "h2", "h3":
-		return "DNS-over-HTTPS"
-	case "tls":
-		return "DNS-over-TLS"
-	case "quic":
-		return "DNS-over-QUIC"
-	case "sdns":
-		return "DNS stamp"
-	}
-	return "URL"
 }
 
 // enumProblem says that v is not one of values, with the one it most

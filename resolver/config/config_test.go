@@ -57,6 +57,42 @@ policies:
 	assert.Equal(t, 4<<20, cfg.Limits.UDPSendBuffer)
 	assert.Equal(t, filepath.Join(dir, "l.txt"), cfg.Path("l.txt"), "relative to the config's folder")
 	assert.Equal(t, "/abs/l.txt", cfg.Path("/abs/l.txt"))
+	assert.Equal(t, time.Hour, cfg.Sources.Refresh)
+	assert.Equal(t, int64(64<<20), cfg.Sources.MaxBytes)
+	assert.Empty(t, cfg.RemoteLists())
+}
+
+// TestConfigSources checks the remote lists and the sources settings as
+// the resolver takes them.
+func TestConfigSources(t *testing.T) {
+	dir := writeTree(t, map[string]string{"l.txt": "tiktok.com\n"})
+	path := filepath.Join(dir, "c.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`
+upstreams: ["127.0.0.1:53"]
+policies:
+  - name: p
+    clients: ["10.0.0.0/8"]
+    block: ["l.txt", "https://lists.example.gov/t.txt", "axfr://127.0.0.1:5300/rpz.example.gov"]
+    allow: ["https://lists.example.gov/t.txt"]
+  - name: q
+    clients: ["10.1.0.0/16"]
+    block: ["axfr://127.0.0.1:5300/rpz.example.gov"]
+sources:
+  refresh: 5m
+  cache_dir: state
+  tsig: {name: xfr-key, secret: "c2VjcmV0LWtleS1mb3ItdGVzdHM="}
+`), 0o644))
+	cfg, err := Load(path)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"https://lists.example.gov/t.txt", "axfr://127.0.0.1:5300/rpz.example.gov"}, cfg.RemoteLists(), "each once, in file order")
+	assert.Equal(t, "https://lists.example.gov/t.txt", cfg.Path("https://lists.example.gov/t.txt"), "a remote list names no file")
+	opt := cfg.SourceOptions()
+	assert.Equal(t, 5*time.Minute, opt.Refresh)
+	assert.Equal(t, filepath.Join(dir, "state"), opt.CacheDir, "relative to the configuration's folder")
+	assert.Equal(t, int64(DefaultSourceMaxBytes), opt.MaxBytes)
+	require.NotNil(t, opt.TSIG)
+	assert.Equal(t, DefaultTSIGAlgorithm, opt.TSIG.Algorithm)
+	assert.Equal(t, "xfr-key", opt.TSIG.Name)
 }
 
 func TestConfigActions(t *testing.T) {

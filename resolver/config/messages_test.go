@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -41,10 +42,15 @@ func readSnippets(t *testing.T, path string) []snippet {
 // gives ("=> accepted" when it is right). A snippet without upstreams gets
 // one after its own lines. Run with -update to rewrite the golden files.
 func TestConfigMessages(t *testing.T) {
+	ca, caKey := testCert(t, time.Now().Add(time.Hour))
 	dir := writeTree(t, map[string]string{
 		"lists/tiktok.txt":        "tiktok.com\n",
 		"lists/allow.txt":         "ads.tiktok.com\n",
 		"networks/government.txt": "10.9.0.0/16\n",
+		"certs/dnsfence.crt":      "read at start, not by Parse\n",
+		"certs/dnsfence.key":      "read at start, not by Parse\n",
+		"certs/ca.pem":            string(ca),
+		"certs/ca-key.pem":        string(caKey),
 	})
 	tables, err := filepath.Glob("testdata/config/messages/*.txt")
 	require.NoError(t, err)
@@ -179,15 +185,20 @@ func TestConfigExamples(t *testing.T) {
 	for k := range configExamples {
 		assert.Contains(t, keys, k, "an example for %s, which is not a key", k)
 	}
+	ca, _ := testCert(t, time.Now().Add(time.Hour))
 	dir := writeTree(t, map[string]string{
 		"lists/tiktok.txt":        "tiktok.com\n",
 		"lists/allow.txt":         "ads.tiktok.com\n",
 		"networks/government.txt": "10.9.0.0/16\n",
+		"certs/dnsfence.crt":      "read at start, not by Parse\n",
+		"certs/dnsfence.key":      "read at start, not by Parse\n",
+		"certs/pdns-ca.pem":       string(ca),
 	})
 	for _, k := range keys {
 		t.Run(k, func(t *testing.T) {
 			var tree, ex any
-			require.NoError(t, yaml.Unmarshal([]byte(`{upstreams: ["127.0.0.1:53"], policies: [{name: p, clients: ["10.0.0.0/8"]}]}`), &tree))
+			// The encrypted listeners' examples need the certificate.
+			require.NoError(t, yaml.Unmarshal([]byte(`{upstreams: ["127.0.0.1:53"], policies: [{name: p, clients: ["10.0.0.0/8"]}], tls: {cert: certs/dnsfence.crt, key: certs/dnsfence.key}}`), &tree))
 			require.NoError(t, yaml.Unmarshal([]byte(configExamples[k]), &ex))
 			data, err := yaml.Marshal(setPath(tree, k, ex))
 			require.NoError(t, err)

@@ -204,16 +204,6 @@ func (s *DoQServer) Serve(pc net.PacketConn) error {
 	}
 }
 
-// Addr is the address served, once Serve has started; nil before.
-func (s *DoQServer) Addr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return nil
-	}
-	return s.ln.Addr()
-}
-
 // connContext counts a connection attempt against MaxConns before its
 // handshake, and gives the slot back when the connection ends.
 func (s *DoQServer) connContext(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {

@@ -49,7 +49,11 @@ func newDoQSetup(t *testing.T, tune func(*DoQOptions)) *doqSetup {
 	d.addr = pc.LocalAddr().String()
 	served := make(chan error, 1)
 	go func() { served <- d.srv.Serve(pc) }()
-	require.Eventually(t, func() bool { return d.srv.Addr() != nil }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { // Serve is listening
+		d.srv.mu.Lock()
+		defer d.srv.mu.Unlock()
+		return d.srv.ln != nil
+	}, 5*time.Second, 5*time.Millisecond)
 	t.Cleanup(func() {
 		_ = d.srv.Close()
 		assert.NoError(t, <-served)

@@ -72,12 +72,15 @@ type Config struct {
 	Log     *zap.Logger
 }
 
-// Server serves a Handler on UDP and TCP at every listen address.
+// Server serves a Handler on UDP and TCP at every listen address (Start),
+// and on DNS over TLS, HTTPS and QUIC at theirs (StartEncrypted).
 type Server struct {
 	cfg Config
 	log *zap.Logger
 	udp []*udpServer
-	tcp []*tcpServer
+	tcp []*tcpServer // TCP, and DNS over TLS
+	doh []*dohListener
+	doq []*doqListener
 	wg  sync.WaitGroup
 	// admission decides which connections every stream listener serves.
 	admission *admission
@@ -105,15 +108,17 @@ func New(cfg Config) *Server {
 
 // AcceptQuery is the first look at a packet, before it is parsed: answers
 // (QR set) are dropped, because replying to them could loop or reflect;
-// opcodes other than QUERY get NOTIMP and a question count other than one
-// gets FORMERR. Every listener accepts with it (counting what it rejects),
-// through AcceptMessage.
+// opcodes other than QUERY and NOTIFY get NOTIMP and a question count
+// other than one gets FORMERR. A NOTIFY (RFC 1996) goes to the Handler,
+// which answers it for the zones it pulls and with NOTIMP otherwise. Every
+// listener accepts with it (counting what it rejects), through
+// AcceptMessage.
 func AcceptQuery(dh dns.Header) dns.MsgAcceptAction {
 	const qr = 1 << 15
 	if dh.Bits&qr != 0 {
 		return dns.MsgIgnore
 	}
-	if opcode := int(dh.Bits>>11) & 0xF; opcode != dns.OpcodeQuery {
+	if opcode := int(dh.Bits>>11) & 0xF; opcode != dns.OpcodeQuery && opcode != dns.OpcodeNotify {
 		return dns.MsgRejectNotImplemented
 	}
 	if dh.Qdcount != 1 {
@@ -196,7 +201,7 @@ func (s *Server) Start(listen []string) error {
 				udp.serve()
 			}()
 		}
-		tcp := newTCPServer(ln, s.cfg, s.log, s.admission, limits.TCPConnections, s.counted(TCP), s.invalid(TCP))
+		tcp := newTCPServer(ln, s.cfg, s.log, s.admission, limits.TCPConnections, s.counted(TCP), s.invalid(TCP), nil)
 		s.tcp = append(s.tcp, tcp)
 		s.wg.Add(1)
 		go func() {
@@ -290,19 +295,32 @@ func (s *Server) closeAll() {
 	for _, t := range s.tcp {
 		t.drain(nil)
 	}
+	for _, d := range s.doh {
+		_ = d.srv.Close()
+	}
+	for _, q := range s.doq {
+		_ = q.srv.Close()
+		_ = q.pc.Close()
+	}
 	s.wg.Wait()
 }
 
 // stopTaking stops every transport from taking new queries, at once and
 // without waiting: the UDP sockets are no longer read (a query arriving now
-// waits in the kernel until the socket closes, unanswered), the TCP
-// listeners close, and open TCP connections read no further query.
+// waits in the kernel until the socket closes, unanswered), the TCP and
+// TLS listeners close, open TCP and TLS connections read no further
+// query, and the QUIC listeners take no new connection or stream. (The
+// HTTPS listeners stop in Shutdown's first step, which closes them and
+// sends GOAWAY at once.)
 func (s *Server) stopTaking() {
 	for _, u := range s.udp {
 		u.stopReading()
 	}
 	for _, t := range s.tcp {
 		t.stopAccepting()
+	}
+	for _, q := range s.doq {
+		q.srv.startDraining()
 	}
 }
 
@@ -319,6 +337,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	for _, t := range s.tcp {
 		drains.Go(func() { t.drain(ctx.Done()) })
+	}
+	for _, d := range s.doh {
+		drains.Go(func() {
+			if d.srv.Shutdown(ctx) != nil {
+				_ = d.srv.Close() // ctx ended: abandon what is left
+			}
+		})
+	}
+	for _, q := range s.doq {
+		drains.Go(func() {
+			_ = q.srv.Shutdown(ctx)
+			_ = q.pc.Close()
+		})
 	}
 	done := make(chan struct{})
 	go func() {

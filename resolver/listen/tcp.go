@@ -1,6 +1,7 @@
 package listen
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -28,8 +29,15 @@ const proxyHeaderTimeout = 2 * time.Second
 // every query of a connection is answered as soon as it is ready, so a slow
 // upstream answer does not hold up the ones behind it. Framing and parsing
 // are miekg/dns's; the accept decisions are the UDP server's.
+//
+// The same server is DNS over TLS (RFC 7858) when tls is set: each
+// admitted connection, after its PROXY header if a trusted proxy sends
+// one, is wrapped with ServerTLS, so DoT has TCP's framing, pipelining,
+// limits and timeouts, and its transport name is TLS.
 type tcpServer struct {
 	ln        net.Listener
+	transport string      // TCP, or TLS when tls is set
+	tls       *tls.Config // nil: plain TCP
 	handler   Handler
 	rules     func() Rules
 	log       *zap.Logger
@@ -52,16 +60,24 @@ type tcpServer struct {
 
 // newTCPServer serves ln for cfg's Handler with at most maxConns
 // connections open, each admitted by a, and PROXY protocol v2 read from
-// trusted proxies only.
+// trusted proxies only. With tlsConfig set it serves DNS over TLS.
 func newTCPServer(ln net.Listener, cfg Config, log *zap.Logger, a *admission, maxConns int,
-	accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) *tcpServer {
-	return &tcpServer{ln: ln, handler: cfg.Handler, rules: cfg.Rules, log: log, admission: a, accept: accept, invalid: invalid,
+	accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc, tlsConfig *tls.Config) *tcpServer {
+	transport := TCP
+	if tlsConfig != nil {
+		transport = TLS
+	}
+	return &tcpServer{ln: ln, transport: transport, tls: tlsConfig, handler: cfg.Handler, rules: cfg.Rules, log: log,
+		admission: a, accept: accept, invalid: invalid,
 		slots: make(chan struct{}, maxConns), stopping: make(chan struct{}), conns: map[*tcpConn]struct{}{}}
 }
 
 // tcpConn is one client connection.
 type tcpConn struct {
 	net.Conn
+	// proxy is the PROXY protocol reader beneath, for a trusted proxy's
+	// connection (under TLS, Conn is the TLS connection above it).
+	proxy   *proxyproto.Conn
 	writeMu sync.Mutex
 	remote  net.Addr // the client, resolved after the first read
 	once    sync.Once
@@ -73,8 +89,11 @@ type tcpConn struct {
 func (c *tcpConn) remoteAddr() net.Addr {
 	c.once.Do(func() {
 		c.remote = c.Conn.RemoteAddr()
-		pc, ok := c.Conn.(*proxyproto.Conn)
-		if !ok || pc.ProxyHeader() == nil {
+		pc := c.proxy
+		if pc == nil {
+			pc, _ = c.Conn.(*proxyproto.Conn)
+		}
+		if pc == nil || pc.ProxyHeader() == nil {
 			return
 		}
 		peer, ok := pc.Raw().RemoteAddr().(*net.TCPAddr)
@@ -150,12 +169,14 @@ func (s *tcpServer) serve() {
 // admit applies the admission rules to a new connection. A refused one is
 // closed at once with a reset (SO_LINGER 0: no FIN handshake, no TIME_WAIT
 // kept for it) and nil returned. A trusted proxy's connection reads a PROXY
-// protocol header if one comes first; anyone else's bytes are DNS. The
-// header is believed only if its sender is still a trusted proxy under the
-// rules current when it arrives: else the connection fails and closes.
+// protocol header if one comes first; anyone else's bytes are DNS (or, on
+// DNS over TLS, the TLS handshake, which a proxy's header precedes in the
+// clear). The header is believed only if its sender is still a trusted
+// proxy under the rules current when it arrives: else the connection fails
+// and closes.
 func (s *tcpServer) admit(c net.Conn) *tcpConn {
 	peer := peerAddr(c.RemoteAddr())
-	adm, ok := s.admission.admit(TCP, peer)
+	adm, ok := s.admission.admit(s.transport, peer)
 	if !ok {
 		if tc, isTCP := c.(*net.TCPConn); isTCP {
 			_ = tc.SetLinger(0)
@@ -163,11 +184,28 @@ func (s *tcpServer) admit(c net.Conn) *tcpConn {
 		c.Close()
 		return nil
 	}
+	var pc *proxyproto.Conn
 	if adm.proxy {
-		c = proxyproto.NewConn(c, proxyproto.WithPolicy(proxyproto.USE),
+		pc = proxyproto.NewConn(c, proxyproto.WithPolicy(proxyproto.USE),
 			proxyproto.SetReadHeaderTimeout(proxyHeaderTimeout), proxyproto.ValidateHeader(s.trustedHeader(peer)))
+		c = pc
 	}
-	return &tcpConn{Conn: c, release: adm.release}
+	if s.tls != nil {
+		// The handshake runs on the connection's first read, on its own
+		// goroutine, bounded like the first query.
+		c = ServerTLS(c, s.tls, s.handshakeTimeout())
+	}
+	return &tcpConn{Conn: c, proxy: pc, release: adm.release}
+}
+
+// handshakeTimeout bounds a DNS over TLS handshake: limits.tcp_read_timeout,
+// the time a new connection has for its first query, which the handshake
+// comes before.
+func (s *tcpServer) handshakeTimeout() time.Duration {
+	if r := s.rules(); r != nil && r.Limits().TCPReadTimeout > 0 {
+		return r.Limits().TCPReadTimeout
+	}
+	return DefaultDoQHandshakeTimeout
 }
 
 // errUntrustedProxy fails a PROXY header from a peer that is no longer a
@@ -237,13 +275,16 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 // serveMessage answers one message of the connection, on its own
 // goroutine: the handler's resume, when it needs one, runs right here.
 func (s *tcpServer) serveMessage(c *tcpConn, m []byte) {
-	w := &tcpWriter{conn: c}
+	w := &tcpWriter{conn: c, transport: s.transport}
 	req, reject := AcceptMessage(m, s.accept, s.invalid)
 	if reject != nil {
 		_ = w.WriteMsg(reject)
 	}
 	if req == nil {
 		return
+	}
+	if s.tls != nil && hasPadding(req) {
+		w.padFor = req // RFC 8467 §4.1: a padded query gets a padded answer
 	}
 	if resume := s.handler.ServeInline(w, req); resume != nil {
 		resume()
@@ -287,12 +328,16 @@ func (s *tcpServer) drain(done <-chan struct{}) {
 
 // tcpWriter is the ResponseWriter of one query on a tcpConn.
 type tcpWriter struct {
-	conn *tcpConn
+	conn      *tcpConn
+	transport string
+	// padFor is the query when it was padded on DNS over TLS: the answer
+	// is padded too (padReply). Nil on TCP.
+	padFor *dns.Msg
 }
 
 var _ ResponseWriter = (*tcpWriter)(nil)
 
-func (w *tcpWriter) Transport() string    { return TCP }
+func (w *tcpWriter) Transport() string    { return w.transport }
 func (w *tcpWriter) LocalAddr() net.Addr  { return w.conn.LocalAddr() }
 func (w *tcpWriter) RemoteAddr() net.Addr { return w.conn.remoteAddr() }
 func (w *tcpWriter) WriteMsg(m *dns.Msg) error {
@@ -300,10 +345,12 @@ func (w *tcpWriter) WriteMsg(m *dns.Msg) error {
 	if err != nil {
 		return err
 	}
-	return w.conn.writeFrame(b)
+	return w.conn.writeFrame(padReply(w.padFor, b))
 }
-func (w *tcpWriter) Write(b []byte) (int, error) { return len(b), w.conn.writeFrame(b) }
-func (w *tcpWriter) Close() error                { return nil } // the connection outlives one query
-func (w *tcpWriter) TsigStatus() error           { return nil }
-func (w *tcpWriter) TsigTimersOnly(bool)         {}
-func (w *tcpWriter) Hijack()                     {}
+func (w *tcpWriter) Write(b []byte) (int, error) {
+	return len(b), w.conn.writeFrame(padReply(w.padFor, b))
+}
+func (w *tcpWriter) Close() error        { return nil } // the connection outlives one query
+func (w *tcpWriter) TsigStatus() error   { return nil }
+func (w *tcpWriter) TsigTimersOnly(bool) {}
+func (w *tcpWriter) Hijack()             {}

@@ -120,24 +120,7 @@ func (t *doqTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, erro
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
-	defer cancel()
-	var broken error // the first try's connection broke
-	for try := 0; ; try++ {
-		resp, err := t.try(ctx, wq)
-		var be *brokenConnError
-		switch {
-		case err == nil:
-			return resp, nil
-		case t.isClosed():
-			return nil, ErrClosed
-		case ctx.Err() != nil:
-			return nil, exchangeCtxError(ctx, "dns over quic", broken)
-		case !errors.As(err, &be) || try == 1:
-			return nil, err
-		}
-		broken = err
-	}
+	return exchangeRetrying(ctx, t.timeout, "dns over quic", wq, t.isClosed, t.try)
 }
 
 // try sends the query on a stream of the kept connection and reads its
@@ -251,7 +234,9 @@ func (t *doqTransport) streamError(conn *quic.Conn, err error) error {
 		return &DoQError{Code: uint64(se.ErrorCode), Stream: true}
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		return t.protocolError(conn, fmt.Errorf("%w: the stream ended before the whole answer", ErrProtocol))
-	case conn.Context().Err() == nil:
+	case conn.Context().Err() == nil && !connectionClosed(err):
+		// A stream may see the connection's close before its context
+		// is cancelled: the close error itself says so.
 		return fmt.Errorf("dns over quic: %w", err)
 	}
 	t.forget(conn)
@@ -259,6 +244,20 @@ func (t *doqTransport) streamError(conn *quic.Conn, err error) error {
 		err = fmt.Errorf("%w: %w", &DoQError{Code: uint64(ae.ErrorCode)}, err)
 	}
 	return &brokenConnError{err: err}
+}
+
+// connectionClosed reports an error that ends the whole QUIC connection
+// (a stream returns it once the connection is closed), rather than one
+// stream.
+func connectionClosed(err error) bool {
+	var (
+		ae *quic.ApplicationError
+		te *quic.TransportError
+		it *quic.IdleTimeoutError
+		ht *quic.HandshakeTimeoutError
+		sr *quic.StatelessResetError
+	)
+	return errors.As(err, &ae) || errors.As(err, &te) || errors.As(err, &it) || errors.As(err, &ht) || errors.As(err, &sr)
 }
 
 // protocolError closes conn with DOQ_PROTOCOL_ERROR, as RFC 9250 §4.3.3

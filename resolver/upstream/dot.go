@@ -109,22 +109,7 @@ func (t *dotTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, erro
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
-	defer cancel()
-	var broken error // the first try's connection broke
-	for try := 0; ; try++ {
-		resp, err := t.try(ctx, wq)
-		var be *brokenConnError
-		switch {
-		case err == nil:
-			return resp, nil
-		case ctx.Err() != nil:
-			return nil, exchangeCtxError(ctx, "dns over tls", broken)
-		case !errors.As(err, &be) || try == 1:
-			return nil, err
-		}
-		broken = err
-	}
+	return exchangeRetrying(ctx, t.timeout, "dns over tls", wq, nil, t.try)
 }
 
 // try sends the query on one connection of the pool and waits for its

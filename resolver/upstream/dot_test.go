@@ -88,11 +88,16 @@ func TestDoTPool(t *testing.T) {
 		}
 		select {
 		case <-all:
-		case <-time.After(10 * time.Second):
+		case <-time.After(25 * time.Second):
 		}
 		return answerWithA(q)
 	}))
-	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	// Every answer waits for the last of 50 queries, which waits for up to
+	// dotPoolSize TLS handshakes: under -race on a busy 2-core machine
+	// that has taken over 5 s, so the exchange timeout is generous here.
+	opts := pki.testOptions(t)
+	opts.Timeout = 30 * time.Second
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), opts)
 	exchangeConcurrently(t, tr, n)
 	assert.LessOrEqual(t, srv.connections(), dotPoolSize)
 	assert.Greater(t, srv.connections(), 1, "more than dotPipeline queries in flight open a second connection")

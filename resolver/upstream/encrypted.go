@@ -249,3 +249,31 @@ func typedDialError(err error) error {
 	}
 	return err
 }
+
+// exchangeRetrying is the exchange of a connection-keeping transport (DoT,
+// DoQ): try sends wq on a kept connection, and when that connection broke
+// under it (a *brokenConnError) it is tried once more on a new one, all
+// within timeout. doing names the transport in a timeout's error ("dns
+// over tls"); closed, when not nil, reports the transport closed, which
+// ends the exchange with ErrClosed.
+func exchangeRetrying(ctx context.Context, timeout time.Duration, doing string, wq *wireQuery,
+	closed func() bool, try func(context.Context, *wireQuery) (*dns.Msg, error)) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var broken error // the first try's connection broke
+	for n := 0; ; n++ {
+		resp, err := try(ctx, wq)
+		var be *brokenConnError
+		switch {
+		case err == nil:
+			return resp, nil
+		case closed != nil && closed():
+			return nil, ErrClosed
+		case ctx.Err() != nil:
+			return nil, exchangeCtxError(ctx, doing, broken)
+		case !errors.As(err, &be) || n == 1:
+			return nil, err
+		}
+		broken = err
+	}
+}

@@ -62,6 +62,8 @@ type Forwarder struct {
 	lastOK atomic.Int64
 	// fastest orders healthy upstreams by latency instead of as configured.
 	fastest bool
+	// roots verified the encrypted upstreams' certificates (Options.RootCAs).
+	roots *x509.CertPool
 }
 
 // Health and retry parameters.
@@ -197,6 +199,7 @@ func New(addrs []string, opts Options) (*Forwarder, error) {
 		timeout:    opts.Timeout,
 		metrics:    opts.Metrics,
 		probeEvery: time.Second,
+		roots:      opts.RootCAs,
 	}
 	for _, addr := range addrs {
 		t, err := newTransport(addr, opts)
@@ -214,13 +217,17 @@ func New(addrs []string, opts Options) (*Forwarder, error) {
 }
 
 // Rebuild returns the Forwarder for the upstreams addrs with opts: prev
-// itself when it already forwards to them with the same timeout and
-// strategy, else a new one (New) that has inherited what prev learnt of
-// the upstreams both forward to, so that a reload that changes the
-// upstreams explores only the new ones. prev may be nil. The caller
-// retires prev (Retire) once the new one serves.
+// itself when it already forwards to them with the same timeout, strategy
+// and roots, and none of them is an https upstream written with a host
+// name; else a new one (New) that has inherited what prev learnt of the
+// upstreams both forward to, so that a reload that changes the upstreams
+// explores only the new ones. An https upstream's name is looked up when
+// its transport connects, so a reload (which makes new transports) looks
+// it up anew, as DESIGN.md §8 asks. prev may be nil. The caller retires
+// prev (Retire) once the new one serves.
 func Rebuild(prev *Forwarder, addrs []string, opts Options) (*Forwarder, error) {
-	if prev != nil && prev.timeout == opts.Timeout && prev.fastest == opts.Fastest && slices.Equal(prev.addrs, addrs) {
+	if prev != nil && prev.timeout == opts.Timeout && prev.fastest == opts.Fastest && slices.Equal(prev.addrs, addrs) &&
+		sameRoots(prev.roots, opts.RootCAs) && !slices.ContainsFunc(addrs, namedHTTPS) {
 		return prev, nil
 	}
 	f, err := New(addrs, opts)
@@ -229,6 +236,26 @@ func Rebuild(prev *Forwarder, addrs []string, opts Options) (*Forwarder, error) 
 	}
 	f.inherit(prev)
 	return f, nil
+}
+
+// sameRoots reports whether two root pools hold the same certificates (nil
+// is the system's roots).
+func sameRoots(a, b *x509.CertPool) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(b)
+}
+
+// namedHTTPS reports an https upstream whose host is a name, looked up when
+// it connects.
+func namedHTTPS(addr string) bool {
+	a, err := ParseAddress(addr)
+	if err != nil || a.Kind != KindHTTPS {
+		return false
+	}
+	_, err = netip.ParseAddr(a.Host)
+	return err != nil
 }
 
 // inherit takes over what prev learnt of the upstreams both forward to

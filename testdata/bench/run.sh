@@ -18,10 +18,14 @@
 #              the run divided by the queries answered, in microseconds: the
 #              fair figure where dnsperf on one core cannot saturate a server
 #   memory     a 1,000,000-entry list: load time and RSS
+#   dot, doh   the blocked and cache-hit paths over DNS over TLS and HTTPS
+#              (dnsperf -m dot / -m doh) against dnsfence, Unbound and
+#              dnsdist with the same certificate: qps and mean latency
 # A table of every server and path (qps, CPU per query, latency, RSS, CPU
 # steal) ends the output. BENCH_DNSFENCE=path runs that dnsfence binary
 # instead of building one (to compare two builds).
 # Everything stays on loopback; every dnsperf run is bounded by -l.
+#   BENCH_SERVERS=" " BENCH_MEMORY=0 bash testdata/bench/run.sh   # encrypted only
 # Not part of CI's pass/fail.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,11 +42,11 @@ declare -A PORT=([dnsfence]=5301 [unbound]=5302 [dnsdist]=5303 [coredns]=5304 [b
 COREDNS_VERSION=v1.15.0
 
 need=()
-for c in dnsperf unbound dnsdist taskset dig; do command -v "$c" >/dev/null || need+=("$c"); done
+for c in dnsperf unbound dnsdist taskset dig openssl; do command -v "$c" >/dev/null || need+=("$c"); done
 if [ ${#need[@]} -gt 0 ]; then
-	echo "# installing dnsperf unbound dnsdist util-linux bind9-dnsutils"
+	echo "# installing dnsperf unbound dnsdist util-linux bind9-dnsutils openssl"
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf unbound dnsdist util-linux bind9-dnsutils >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf unbound dnsdist util-linux bind9-dnsutils openssl >/dev/null
 fi
 
 # CoreDNS is not packaged in Debian: it is built from the Go module proxy
@@ -117,6 +121,7 @@ server:
   access-control: 127.0.0.0/8 allow
   access-control-view: $GOV/32 gov
   include: "$tmp/unbound-zones.conf"
+  include: "$tmp/unbound-tls.conf"
 view:
   name: "gov"
   view-first: yes
@@ -126,6 +131,7 @@ forward-zone:
   forward-addr: 127.0.0.1@$UPSTREAM_PORT
 EOF
 : >"$tmp/unbound-zones.conf"
+: >"$tmp/unbound-tls.conf"
 cat >"$tmp/dnsdist.conf" <<EOF
 setLocal("127.0.0.1:${PORT[dnsdist]}")
 setACL({"127.0.0.0/8"})
@@ -343,6 +349,104 @@ for k in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare}; do
 	done
 done
 echo "# CPU steal over the whole run: $(($(steal) - STEAL0)) ticks of $HZ a second; load average now $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# DNS over TLS and HTTPS: the blocked and cache-hit paths, each server with
+# the same certificate, its plain listener beside (start checks that one).
+# dnsperf 2.10's DoH client stalls with several queries in flight on one
+# HTTP/2 connection, whatever the server (DNS-OARC/dnsperf issues #240 and
+# #272): the DoH runs keep one query in flight on each of 32 connections.
+declare -A DOT_PORT=([dnsfence]=5311 [unbound]=5313 [dnsdist]=5315)
+declare -A DOH_PORT=([dnsfence]=5312 [unbound]=5314 [dnsdist]=5316)
+declare -A EQPS ELAT
+# perfx MODE NAME FILE [extra dnsperf args] -> prints "qps latency_ms"
+perfx() {
+	local mode=$1 name=$2 file=$3 port out
+	local -a clients=(-c 16 -q 1000)
+	shift 3
+	port=${DOT_PORT[$name]}
+	if [ "$mode" = doh ]; then port=${DOH_PORT[$name]} clients=(-c 32 -q 32); fi
+	out=$(taskset -c "$LOAD_CPU" dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -a $GOV -d "$file" -l "$SECS" "${clients[@]}" -t 2 "$@" 2>&1)
+	echo "$out" >>"$tmp/dnsperf.log"
+	echo "$(awk '/Queries per second:/{print $4}' <<<"$out") $(awk '/Average Latency \(s\):/{print $4*1000; exit}' <<<"$out")"
+}
+if [ "${BENCH_ENCRYPTED:-1}" = 1 ]; then
+	# The plain configurations come back after this section, for memory's.
+	cp "$tmp/dnsfence.yaml" "$tmp/dnsfence.yaml.plain"
+	cp "$tmp/dnsdist.conf" "$tmp/dnsdist.conf.plain"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=dns.test \
+		-addext subjectAltName=DNS:dns.test,IP:127.0.0.1 -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
+	{
+		echo "tls: {cert: \"$tmp/tls.crt\", key: \"$tmp/tls.key\"}"
+		echo "listen_tls: [\"127.0.0.1:${DOT_PORT[dnsfence]}\"]"
+		echo "listen_https: [\"127.0.0.1:${DOH_PORT[dnsfence]}\"]"
+	} >>"$tmp/dnsfence.yaml"
+	{
+		echo "  interface: 127.0.0.1@${DOT_PORT[unbound]}"
+		echo "  interface: 127.0.0.1@${DOH_PORT[unbound]}"
+		echo "  tls-port: ${DOT_PORT[unbound]}"
+		echo "  https-port: ${DOH_PORT[unbound]}"
+		echo "  tls-service-key: \"$tmp/tls.key\""
+		echo "  tls-service-pem: \"$tmp/tls.crt\""
+		echo "  incoming-num-tcp: 256"
+	} >"$tmp/unbound-tls.conf"
+	{
+		echo "addTLSLocal(\"127.0.0.1:${DOT_PORT[dnsdist]}\", \"$tmp/tls.crt\", \"$tmp/tls.key\")"
+		echo "addDOHLocal(\"127.0.0.1:${DOH_PORT[dnsdist]}\", \"$tmp/tls.crt\", \"$tmp/tls.key\", \"/dns-query\")"
+	} >>"$tmp/dnsdist.conf"
+	for name in ${BENCH_ENCRYPTED_SERVERS:-dnsfence unbound dnsdist}; do
+		start "$name"
+		for port in "${DOT_PORT[$name]}" "${DOH_PORT[$name]}"; do
+			for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+		done
+		for mode in dot doh; do
+			for path in blocked cache-hit; do
+				qs=() ls=()
+				for run in $(seq 1 "$RUNS"); do
+					if [ "$path" = blocked ]; then
+						r=$(perfx "$mode" "$name" "$tmp/blocked.txt")
+					else
+						perfx "$mode" "$name" "$tmp/hit.txt" -n 1 >/dev/null # warm
+						r=$(perfx "$mode" "$name" "$tmp/hit.txt")
+					fi
+					qs+=("$(cut -d' ' -f1 <<<"$r")") ls+=("$(cut -d' ' -f2 <<<"$r")")
+				done
+				EQPS[$name/$mode/$path]=$(printf '%s\n' "${qs[@]}" | median)
+				ELAT[$name/$mode/$path]=$(printf '%s\n' "${ls[@]}" | median)
+				printf '%-9s %-4s %-10s qps: median %8.0f of [%s]  mean latency: median %.3f ms of [%s]\n' "$name" "$mode" "$path" \
+					"${EQPS[$name/$mode/$path]:-0}" "${qs[*]}" "${ELAT[$name/$mode/$path]:-0}" "${ls[*]}"
+			done
+			# Mean latency of the blocked path at a fixed 2,000 qps, where
+			# no queue of 1,000 outstanding queries hides the server's own.
+			ls=()
+			for run in $(seq 1 "$RUNS"); do
+				ls+=("$(perfx "$mode" "$name" "$tmp/blocked.txt" -Q 2000 | cut -d' ' -f2)")
+			done
+			ELAT[$name/$mode/fixed]=$(printf '%s\n' "${ls[@]}" | median)
+			printf '%-9s %-4s %-10s mean latency at 2000 qps: median %.3f ms of [%s]\n' "$name" "$mode" latency "${ELAT[$name/$mode/fixed]:-0}" "${ls[*]}"
+		done
+		stop
+	done
+	echo
+	for mode in dot doh; do
+		for path in blocked cache-hit; do
+			line=$(printf 'RESULT %-4s %-10s' "$mode" "$path")
+			for name in dnsfence unbound dnsdist; do
+				line+=$(printf ' %s %6.0f qps %6.2f ms,' "$name" "${EQPS[$name/$mode/$path]:-0}" "${ELAT[$name/$mode/$path]:-0}")
+			done
+			best=$(printf '%s\n' "${EQPS[unbound/$mode/$path]:-0}" "${EQPS[dnsdist/$mode/$path]:-0}" | sort -n | tail -1)
+			echo "${line%,}; dnsfence x$(ratio "${EQPS[dnsfence/$mode/$path]:-0}" "$best") the faster"
+		done
+		line=$(printf 'RESULT %-4s %-10s' "$mode" "latency")
+		for name in dnsfence unbound dnsdist; do
+			line+=$(printf ' %s %6.3f ms,' "$name" "${ELAT[$name/$mode/fixed]:-0}")
+		done
+		echo "${line%,} (mean at 2000 qps, blocked path)"
+	done
+	echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+	mv "$tmp/dnsfence.yaml.plain" "$tmp/dnsfence.yaml"
+	mv "$tmp/dnsdist.conf.plain" "$tmp/dnsdist.conf"
+	: >"$tmp/unbound-tls.conf"
+fi
 
 # Memory and load time with a 1,000,000-entry list.
 if [ "${BENCH_MEMORY:-1}" = 1 ]; then

@@ -1,0 +1,61 @@
+// Package presname reads domain names in presentation form (RFC 1035
+// §5.1), as miekg/dns writes the names it unpacks, octet by octet and
+// without allocating: a dot separates labels unless escaped, `\X` stands
+// for the octet X and `\DDD` for the octet of decimal value DDD. blocklist
+// and blocklist/rpz share it.
+package presname
+
+import "strings"
+
+// LabelStart is where the label that ends at end (before a separator, or
+// at the end of name) starts: after the last separator before end, or at
+// 0. A dot is a separator unless escaped, that is, unless an odd number of
+// backslashes precede it (an escape is a backslash and one byte, or three
+// digits, so a run of backslashes pairs up from its left).
+func LabelStart(name string, end int) int {
+	for {
+		i := strings.LastIndexByte(name[:end], '.')
+		if i < 0 {
+			return 0
+		}
+		if !Escaped(name, i) {
+			return i + 1
+		}
+		end = i
+	}
+}
+
+// Escaped reports whether the byte at i of a presentation-form name is
+// Escaped: preceded by an odd number of backslashes.
+func Escaped(name string, i int) bool {
+	n := 0
+	for i-n > 0 && name[i-n-1] == '\\' {
+		n++
+	}
+	return n%2 == 1
+}
+
+// Octet is the octet the presentation text s spells at i, and how many
+// bytes of s spell it: `\DDD` (decimal; values over 255 wrap as miekg/dns
+// packs them), `\X`, or a plain byte. A backslash that ends s is itself.
+func Octet(s string, i int) (byte, int) {
+	c := s[i]
+	if c != '\\' || i+1 == len(s) {
+		return c, 1
+	}
+	if i+3 < len(s) && IsDigit(s[i+1]) && IsDigit(s[i+2]) && IsDigit(s[i+3]) {
+		return byte(int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0')), 4
+	}
+	return s[i+1], 2
+}
+
+func IsDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// Lower folds an ASCII upper-case letter; every other octet is itself
+// (RFC 4343: only ASCII letters compare case-insensitively).
+func Lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}

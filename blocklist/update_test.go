@@ -1,0 +1,267 @@
+package blocklist
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/dnsfence/dnsfence/blocklist/rpz"
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const updateZone = "rpz.example.gov."
+
+func rrs(t testing.TB, lines ...string) []dns.RR {
+	t.Helper()
+	out := make([]dns.RR, 0, len(lines))
+	for _, s := range lines {
+		rr, err := dns.NewRR(s)
+		require.NoError(t, err, s)
+		out = append(out, rr)
+	}
+	return out
+}
+
+func transferList(t testing.TB, records []dns.RR) *List {
+	t.Helper()
+	l, err := FromZone("axfr://127.0.0.1/rpz.example.gov", [32]byte{}, len(records), func(h rpz.Handler) (rpz.Zone, error) {
+		return rpz.FromRecords(updateZone, records, h), nil
+	})
+	require.NoError(t, err)
+	return l
+}
+
+func feed(records []dns.RR) func(rpz.Handler) {
+	return func(h rpz.Handler) { rpz.FromRecords(updateZone, records, h) }
+}
+
+// verdicts is what l answers for each name and address: the action and
+// owner of the trigger that matches, or "-".
+func verdicts(l *List, names []string, addrs []string) []string {
+	var out []string
+	for _, n := range names {
+		if e, t, ok := l.MatchTrigger(n); ok {
+			out = append(out, n+" "+t.Action.String()+" "+e.Owner(t))
+		} else {
+			out = append(out, n+" -")
+		}
+	}
+	for _, a := range addrs {
+		if e, t, ok := l.MatchIP(netip.MustParseAddr(a)); ok {
+			out = append(out, a+" "+t.Action.String()+" "+e.Owner(t))
+		} else {
+			out = append(out, a+" -")
+		}
+	}
+	return out
+}
+
+// TestUpdate applies IXFR-style changes to a list and checks that it then
+// answers exactly as a list built from the whole new zone, and that the
+// list it started from is unchanged.
+func TestUpdate(t *testing.T) {
+	base := rrs(t,
+		"rpz.example.gov. 60 SOA a. b. 1 2 3 4 5",
+		"rpz.example.gov. 60 NS a.",
+		"tiktok.com.rpz.example.gov. 60 CNAME .",
+		"*.tiktok.com.rpz.example.gov. 60 CNAME .",
+		"douyin.com.rpz.example.gov. 60 CNAME *.",
+		"*.bytedance.com.rpz.example.gov. 60 CNAME rpz-drop.",
+		"press.tiktok.com.rpz.example.gov. 60 CNAME rpz-passthru.",
+		"24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME .",
+		"48.zz.db8.2001.rpz-ip.rpz.example.gov. 60 CNAME rpz-drop.",
+	)
+	names := []string{"tiktok.com.", "www.tiktok.com.", "press.tiktok.com.", "douyin.com.", "a.douyin.com.",
+		"bytedance.com.", "x.bytedance.com.", "capcut.com.", "www.capcut.com.", "lemon8.com.", "a.b.lemon8.com."}
+	addrs := []string{"192.0.2.1", "198.51.100.7", "2001:db8::1", "2001:db8:1::1"}
+	for _, tc := range []struct {
+		name           string
+		removed, added []string
+	}{
+		{name: "add names and a prefix",
+			added: []string{"capcut.com.rpz.example.gov. 60 CNAME .", "*.lemon8.com.rpz.example.gov. 60 CNAME *.",
+				"24.0.100.51.198.rpz-ip.rpz.example.gov. 60 CNAME ."}},
+		{name: "remove the exact trigger of a name that keeps its wildcard",
+			removed: []string{"tiktok.com.rpz.example.gov. 60 CNAME ."}},
+		{name: "remove the wildcard of a name that keeps its exact trigger",
+			removed: []string{"*.tiktok.com.rpz.example.gov. 60 CNAME ."}},
+		{name: "remove both, then a passthru below goes on alone",
+			removed: []string{"tiktok.com.rpz.example.gov. 60 CNAME .", "*.tiktok.com.rpz.example.gov. 60 CNAME ."}},
+		{name: "change an action",
+			removed: []string{"douyin.com.rpz.example.gov. 60 CNAME *."},
+			added:   []string{"douyin.com.rpz.example.gov. 60 CNAME rpz-drop."}},
+		{name: "remove prefixes",
+			removed: []string{"24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME .", "48.zz.db8.2001.rpz-ip.rpz.example.gov. 60 CNAME rpz-drop."}},
+		{name: "add below a removed name",
+			removed: []string{"tiktok.com.rpz.example.gov. 60 CNAME ."},
+			added:   []string{"a.b.tiktok.com.rpz.example.gov. 60 CNAME *."}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old := transferList(t, base)
+			before := verdicts(old, names, addrs)
+			removed, added := rrs(t, tc.removed...), rrs(t, tc.added...)
+			l, err := old.Update([32]byte{2}, 2, feed(removed), feed(added))
+			require.NoError(t, err)
+
+			var whole []dns.RR
+			for _, rr := range base {
+				if !slices.ContainsFunc(removed, func(r dns.RR) bool { return dns.IsDuplicate(r, rr) }) {
+					whole = append(whole, rr)
+				}
+			}
+			want := transferList(t, append(whole, added...))
+			assert.Equal(t, verdicts(want, names, addrs), verdicts(l, names, addrs))
+			assert.Equal(t, want.Len(), l.Len())
+			assert.Equal(t, before, verdicts(old, names, addrs), "the list updated from is unchanged")
+			assert.Equal(t, len(base)-2, old.Len())
+			serial, _ := l.Serial()
+			assert.Equal(t, uint32(2), serial)
+			assert.Equal(t, [32]byte{2}, l.Sum())
+			var got, all []string
+			for e, t := range l.AllTriggers() {
+				got = append(got, e.Owner(t)+" "+t.Action.String())
+			}
+			for e, t := range want.AllTriggers() {
+				all = append(all, e.Owner(t)+" "+t.Action.String())
+			}
+			assert.ElementsMatch(t, all, got)
+		})
+	}
+}
+
+// TestUpdateChained applies updates to updated lists, as IXFR after IXFR
+// does: a trigger added then removed, a trigger removed then added back
+// with another action, the lists updated from unchanged, and every list
+// answering as one built whole from its zone; past MaxOverlay changes,
+// Update asks for a whole build.
+func TestUpdateChained(t *testing.T) {
+	zone := rrs(t,
+		"rpz.example.gov. 60 SOA a. b. 1 2 3 4 5",
+		"tiktok.com.rpz.example.gov. 60 CNAME .",
+		"*.tiktok.com.rpz.example.gov. 60 CNAME .",
+		"douyin.com.rpz.example.gov. 60 CNAME *.",
+		"24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME .",
+	)
+	names := []string{"tiktok.com.", "www.tiktok.com.", "douyin.com.", "a.douyin.com.", "capcut.com.", "a.capcut.com.", "lemon8.com."}
+	addrs := []string{"192.0.2.1", "198.51.100.1"}
+	steps := []struct{ removed, added []string }{
+		{added: []string{"capcut.com.rpz.example.gov. 60 CNAME .", "*.capcut.com.rpz.example.gov. 60 CNAME rpz-drop."}},
+		{removed: []string{"capcut.com.rpz.example.gov. 60 CNAME .", "douyin.com.rpz.example.gov. 60 CNAME *."},
+			added: []string{"lemon8.com.rpz.example.gov. 60 CNAME .", "24.0.100.51.198.rpz-ip.rpz.example.gov. 60 CNAME ."}},
+		{removed: []string{"*.capcut.com.rpz.example.gov. 60 CNAME rpz-drop.", "24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME ."},
+			added: []string{"douyin.com.rpz.example.gov. 60 CNAME rpz-drop.", "capcut.com.rpz.example.gov. 60 CNAME rpz-passthru."}},
+	}
+	l := transferList(t, zone)
+	var lists []*List
+	var wants [][]string
+	for i, st := range steps {
+		removed, added := rrs(t, st.removed...), rrs(t, st.added...)
+		next, err := l.Update([32]byte{byte(i)}, uint32(i+2), feed(removed), feed(added))
+		require.NoError(t, err, "step %d", i)
+		zone = slices.DeleteFunc(zone, func(rr dns.RR) bool {
+			return slices.ContainsFunc(removed, func(r dns.RR) bool { return dns.IsDuplicate(r, rr) })
+		})
+		zone = append(zone, added...)
+		want := transferList(t, zone)
+		assert.Equal(t, verdicts(want, names, addrs), verdicts(next, names, addrs), "step %d", i)
+		assert.Equal(t, want.Len(), next.Len(), "step %d", i)
+		for name := range want.All() {
+			assert.True(t, next.Contains(name.Name), "step %d: %s", i, name.Name)
+		}
+		lists, wants = append(lists, next), append(wants, verdicts(want, names, addrs))
+		l = next
+	}
+	for i, l := range lists {
+		assert.Equal(t, wants[i], verdicts(l, names, addrs), "list %d unchanged by the updates after it", i)
+	}
+
+	var many []dns.RR
+	for i := range MaxOverlay + 1 {
+		many = append(many, &dns.CNAME{Hdr: dns.RR_Header{Name: fmt.Sprintf("n%d.example.%s", i, updateZone), Rrtype: dns.TypeCNAME,
+			Class: dns.ClassINET, Ttl: 60}, Target: "."})
+	}
+	_, err := l.Update([32]byte{}, 9, feed(nil), feed(many))
+	assert.ErrorIs(t, err, ErrNotExact, "too many changes since the whole build")
+}
+
+// TestUpdatedMatchDoesNotAllocate: a list Update made matches without
+// allocating, as a list built whole does.
+func TestUpdatedMatchDoesNotAllocate(t *testing.T) {
+	l := transferList(t, rrs(t, "rpz.example.gov. 60 SOA a. b. 1 2 3 4 5", "tiktok.com.rpz.example.gov. 60 CNAME .",
+		"*.douyin.com.rpz.example.gov. 60 CNAME ."))
+	u, err := l.Update([32]byte{}, 2, feed(rrs(t, "tiktok.com.rpz.example.gov. 60 CNAME .")),
+		feed(rrs(t, "*.tiktok.com.rpz.example.gov. 60 CNAME .")))
+	require.NoError(t, err)
+	for _, name := range []string{"www.tiktok.com.", "tiktok.com.", "a.douyin.com.", "example.org."} {
+		assert.Zero(t, testing.AllocsPerRun(100, func() { u.Match(name) }), name)
+	}
+}
+
+// TestUpdateNotExact: a change that does not fit the list fails with
+// ErrNotExact and leaves the list as it was, so that the caller builds the
+// list from the whole zone.
+func TestUpdateNotExact(t *testing.T) {
+	base := rrs(t,
+		"rpz.example.gov. 60 SOA a. b. 1 2 3 4 5",
+		"tiktok.com.rpz.example.gov. 60 CNAME .",
+		"24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME .",
+	)
+	for _, tc := range []struct {
+		name           string
+		removed, added []string
+	}{
+		{name: "remove a name not held", removed: []string{"douyin.com.rpz.example.gov. 60 CNAME ."}},
+		{name: "remove with another action", removed: []string{"tiktok.com.rpz.example.gov. 60 CNAME *."}},
+		{name: "remove a wildcard not held", removed: []string{"*.tiktok.com.rpz.example.gov. 60 CNAME ."}},
+		{name: "remove a prefix not held", removed: []string{"24.0.3.0.192.rpz-ip.rpz.example.gov. 60 CNAME ."}},
+		{name: "add a name held", added: []string{"tiktok.com.rpz.example.gov. 60 CNAME ."}},
+		{name: "add a conflicting action", added: []string{"tiktok.com.rpz.example.gov. 60 CNAME rpz-drop."}},
+		{name: "add a prefix held", added: []string{"24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME ."}},
+		{name: "add local data", added: []string{"x.rpz.example.gov. 60 A 192.0.2.1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old := transferList(t, base)
+			l, err := old.Update([32]byte{}, 2, feed(rrs(t, tc.removed...)), feed(rrs(t, tc.added...)))
+			assert.ErrorIs(t, err, ErrNotExact)
+			assert.Nil(t, l)
+			_, tr, ok := old.MatchTrigger("tiktok.com.")
+			require.True(t, ok)
+			assert.Equal(t, ActionNXDOMAIN, tr.Action)
+			assert.Equal(t, 2, old.Len())
+		})
+	}
+	plain, err := Parse("l.txt", []byte("tiktok.com\n"))
+	require.NoError(t, err)
+	_, err = plain.Update([32]byte{}, 1, feed(nil), feed(nil))
+	assert.ErrorIs(t, err, ErrNotExact, "only an RPZ list has triggers to change")
+}
+
+// BenchmarkUpdate1M applies 100 changes to a 1,000,000-trigger list.
+func BenchmarkUpdate1M(b *testing.B) {
+	const n = 1_000_000
+	records := make([]dns.RR, 0, n+1)
+	records = append(records, &dns.SOA{Hdr: dns.RR_Header{Name: updateZone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 60},
+		Ns: "a.", Mbox: "b.", Serial: 1})
+	cname := func(i int) dns.RR {
+		return &dns.CNAME{Hdr: dns.RR_Header{Name: fmt.Sprintf("host-%d.tracker%d.example.com.%s", i, i%1000, updateZone),
+			Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: "."}
+	}
+	for i := range n {
+		records = append(records, cname(i))
+	}
+	l := transferList(b, records)
+	var removed, added []dns.RR
+	for i := range 50 {
+		removed = append(removed, cname(i))
+		added = append(added, cname(n+i))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := l.Update([32]byte{}, 2, feed(removed), feed(added)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

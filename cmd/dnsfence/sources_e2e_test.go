@@ -1,0 +1,298 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// named is BIND's named serving one RPZ zone on 127.0.0.1 for the
+// end-to-end tests of remote lists.
+type named struct {
+	t                testing.TB
+	dir              string
+	port, notifyPort int
+	key              string // base64 secret of xfr-key. (hmac-sha256)
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	log bytes.Buffer
+	gen int
+}
+
+func needNamed(t testing.TB) string {
+	t.Helper()
+	if path, err := exec.LookPath("named"); err == nil {
+		return path
+	}
+	if exec.Command("/usr/sbin/named", "-v").Run() == nil {
+		return "/usr/sbin/named"
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("named is required under CI=true: apt-get install bind9")
+	}
+	t.Skip("named not found; install it with: apt-get install bind9")
+	return ""
+}
+
+// freePort is a port of 127.0.0.1 free for UDP and TCP when called.
+func freeTCPUDPPort(t testing.TB) int {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+func startNamed(t *testing.T, notifyPort int, zoneText string) *named {
+	t.Helper()
+	secret := make([]byte, 32)
+	_, err := rand.Read(secret)
+	require.NoError(t, err)
+	n := &named{t: t, dir: t.TempDir(), port: freeTCPUDPPort(t), notifyPort: notifyPort, key: base64.StdEncoding.EncodeToString(secret)}
+	conf := fmt.Sprintf(`options {
+	directory %q;
+	pid-file %q;
+	session-keyfile %q;
+	listen-on port %d { 127.0.0.1; };
+	listen-on-v6 { none; };
+	recursion no;
+	dnssec-validation no;
+	notify explicit;
+	notify-source 127.0.0.1;
+	notify-delay 0;
+	ixfr-from-differences yes;
+	max-ixfr-ratio unlimited;
+};
+controls { };
+key "xfr-key." { algorithm hmac-sha256; secret %q; };
+zone "rpz.test" { type primary; file "zone.db"; allow-transfer { key "xfr-key."; }; also-notify { 127.0.0.1 port %d; }; };
+`, n.dir, filepath.Join(n.dir, "named.pid"), filepath.Join(n.dir, "session.key"), n.port, n.key, notifyPort)
+	require.NoError(t, os.WriteFile(filepath.Join(n.dir, "named.conf"), []byte(conf), 0o600))
+	n.writeZone(zoneText)
+	n.start()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *named) entry() string { return fmt.Sprintf("axfr://127.0.0.1:%d/rpz.test", n.port) }
+
+func (n *named) writeZone(text string) {
+	n.gen++
+	p := filepath.Join(n.dir, "zone.db")
+	require.NoError(n.t, os.WriteFile(p, []byte(text), 0o600))
+	mtime := time.Now().Add(time.Duration(n.gen) * time.Second)
+	require.NoError(n.t, os.Chtimes(p, mtime, mtime))
+}
+
+func (n *named) start() {
+	n.mu.Lock()
+	n.log.Reset()
+	n.cmd = exec.Command(needNamed(n.t), "-g", "-4", "-n", "1", "-c", filepath.Join(n.dir, "named.conf"))
+	n.cmd.Dir = n.dir
+	n.cmd.Stdout, n.cmd.Stderr = &lockedWriter{&n.mu, &n.log}, &lockedWriter{&n.mu, &n.log}
+	require.NoError(n.t, n.cmd.Start())
+	n.mu.Unlock()
+	n.waitSerial(0)
+}
+
+// lockedWriter writes to w under mu.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (n *named) logText() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.log.String()
+}
+
+func (n *named) stop() {
+	n.mu.Lock()
+	cmd := n.cmd
+	n.cmd = nil
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// setZone rewrites the zone and has named reload it, which sends NOTIFY.
+func (n *named) setZone(text string, serial uint32) {
+	n.writeZone(text)
+	n.mu.Lock()
+	require.NoError(n.t, n.cmd.Process.Signal(syscall.SIGHUP))
+	n.mu.Unlock()
+	n.waitSerial(serial)
+}
+
+// waitSerial waits until named serves the zone (at serial, unless 0).
+func (n *named) waitSerial(serial uint32) {
+	c := &dns.Client{Timeout: 500 * time.Millisecond}
+	q := new(dns.Msg)
+	q.SetQuestion("rpz.test.", dns.TypeSOA)
+	if !assert.Eventually(n.t, func() bool {
+		m, _, err := c.Exchange(q, fmt.Sprintf("127.0.0.1:%d", n.port))
+		if err != nil || m.Rcode != dns.RcodeSuccess || len(m.Answer) == 0 {
+			return false
+		}
+		soa, ok := m.Answer[0].(*dns.SOA)
+		return ok && (serial == 0 || soa.Serial == serial)
+	}, 20*time.Second, 20*time.Millisecond) {
+		n.t.Fatalf("named did not serve rpz.test serial %d:\n%s", serial, n.logText())
+	}
+}
+
+func rpzZone(serial uint32, records ...string) string {
+	return fmt.Sprintf("$ORIGIN rpz.test.\n$TTL 60\n@ SOA localhost. admin.rpz.test. %d 3600 600 86400 60\n@ NS localhost.\n%s\n",
+		serial, strings.Join(records, "\n"))
+}
+
+// httpStatus GETs url and returns the status and body.
+func httpStatus(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestRemoteListsEndToEnd runs the built binary as many secondaries of a
+// BIND primary are run: `check -fetch` fetches each remote list once and
+// reports it; dnsfence transfers the zone (TSIG) and fetches a URL and
+// blocks by both; BIND's NOTIFY to dnsfence's own port makes a change
+// served in under 2 s; `explain` names the zone, serial and owner;
+// restarted with the primary and the web server down, dnsfence blocks at
+// once from sources.cache_dir; the primary back with a new serial is
+// picked up.
+func TestRemoteListsEndToEnd(t *testing.T) {
+	needDig(t)
+	upstream, _ := testUpstream(t)
+	port := freeTCPUDPPort(t)
+	n := startNamed(t, port, rpzZone(1, "tiktok.com CNAME .", "*.tiktok.com CNAME .", "douyin.com CNAME *."))
+	const listBody = "# from the central team\ncapcut.com\n"
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, listBody)
+	}))
+	list := web.URL + "/bytedance.txt"
+	httpPort := freeTCPUDPPort(t)
+	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:%d"]
+upstreams: ["%s"]
+http: "127.0.0.1:%d"
+allowed_clients: ["127.0.0.0/8"]
+policies:
+  - name: government-devices
+    clients: ["127.0.0.1/32"]
+    block: ["%s", "%s"]
+sources:
+  refresh: 1h
+  cache_dir: cache
+  tsig: {name: xfr-key., algorithm: hmac-sha256, secret: %q}
+`, port, upstream, httpPort, n.entry(), list, n.key)})
+	cfg := filepath.Join(dir, "dnsfence.yaml")
+
+	code, out := runCmd("check", "-config", cfg, "-fetch")
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, "source "+n.entry()+": fetched: zone rpz.test. serial 1, 5 records, 3 entries")
+	assert.Contains(t, out, fmt.Sprintf("source %s: fetched: %d bytes, 1 entries, sha256 ", list, len(listBody)))
+	assert.Contains(t, out, "0 warnings, 0 errors")
+	code, out = runCmd("check", "-config", cfg)
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, "block "+n.entry()+": remote list, not fetched (check -fetch fetches it once)")
+	_, err := os.Stat(filepath.Join(dir, "cache"))
+	assert.ErrorIs(t, err, os.ErrNotExist, "check writes nothing")
+
+	p := startBinary(t, "-config", cfg)
+	assert.Equal(t, "NXDOMAIN", p.status(t, "www.tiktok.com"))
+	assert.Equal(t, "NXDOMAIN", p.status(t, "capcut.com"))
+	out = p.dig(t, "douyin.com", "AAAA")
+	assert.Contains(t, out, "status: NOERROR")
+	assert.Contains(t, out, "ANSWER: 0, AUTHORITY: 1")
+	assert.Equal(t, "NOERROR", p.status(t, "www.example.org"))
+	ready := fmt.Sprintf("http://127.0.0.1:%d/readyz", httpPort)
+	status, body := httpStatus(t, ready)
+	assert.Equal(t, http.StatusOK, status, body)
+
+	start := time.Now()
+	n.setZone(rpzZone(2, "tiktok.com CNAME .", "*.tiktok.com CNAME .", "douyin.com CNAME *.", "lemon8.com CNAME ."), 2)
+	require.Eventually(t, func() bool { return p.status(t, "lemon8.com") == "NXDOMAIN" }, 2*time.Second, 20*time.Millisecond,
+		"the change within 2 s of the primary's NOTIFY")
+	t.Logf("change served %v after the zone file was rewritten", time.Since(start))
+	assert.Contains(t, n.logText(), "transfer of 'rpz.test/IN': IXFR started", "the second transfer is an IXFR")
+	status, body = httpStatus(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort))
+	require.Equal(t, http.StatusOK, status)
+	assert.Contains(t, body, fmt.Sprintf(`dnsfence_source_serial{source=%q} 2`, n.entry()))
+	assert.Contains(t, body, fmt.Sprintf(`dnsfence_source_transfers_total{source=%q,type="IXFR"} 1`, n.entry()))
+	assert.Contains(t, body, fmt.Sprintf(`dnsfence_source_entries{source=%q} 1`, list))
+
+	code, out = runCmd("explain", "-config", cfg, "127.0.0.1", "www.tiktok.com")
+	assert.Equal(t, explainBlocked, code, out)
+	assert.Contains(t, out, fmt.Sprintf("www.tiktok.com. blocked by %s serial 2, owner *.tiktok.com.rpz.test.: *.tiktok.com", n.entry()))
+	code, out = runCmd("explain", "-config", cfg, "127.0.0.1", "capcut.com")
+	assert.Equal(t, explainBlocked, code, out)
+	assert.Contains(t, out, "capcut.com. blocked by "+list+" line 2 (sha256 ")
+
+	// Restart with the primary and the web server down.
+	p.stop(t, syscall.SIGTERM)
+	n.stop()
+	web.Close()
+	p = startBinary(t, "-config", cfg)
+	assert.Equal(t, "NXDOMAIN", p.status(t, "lemon8.com"), "at once, from the disk copy")
+	assert.Equal(t, "NXDOMAIN", p.status(t, "capcut.com"))
+	status, body = httpStatus(t, ready)
+	assert.Equal(t, http.StatusOK, status, "every list has its disk copy: %s", body)
+	assert.Contains(t, body, "serving the last good copy")
+
+	// The primary returns with a new serial, and says so.
+	require.NoError(t, os.RemoveAll(filepath.Join(n.dir, "zone.db.jnl")))
+	n.writeZone(rpzZone(3, "tiktok.com CNAME .", "hypic.com CNAME ."))
+	n.start()
+	require.Eventually(t, func() bool { return p.status(t, "hypic.com") == "NXDOMAIN" }, 10*time.Second, 50*time.Millisecond)
+	assert.Equal(t, "NOERROR", p.status(t, "lemon8.com"), "serial 3 no longer lists it")
+	p.stop(t, syscall.SIGTERM)
+}

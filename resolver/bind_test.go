@@ -1,0 +1,265 @@
+package resolver
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The zone transfer tests run BIND's named as the primary of an RPZ zone,
+// on a port of 127.0.0.1, with its files in a folder of the test's.
+
+// needBinary returns the path of a program the test needs. Without it the
+// test is skipped on a developer's machine and fails under CI=true, where
+// .ci/run installs it.
+func needBinary(t testing.TB, name string) string {
+	t.Helper()
+	if path, err := exec.LookPath(name); err == nil {
+		return path
+	}
+	if path := filepath.Join("/usr/sbin", name); exec.Command(path, "-v").Run() == nil {
+		return path
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is not installed (CI=true: .ci/run installs it)", name)
+	}
+	t.Skipf("%s is not installed", name)
+	return ""
+}
+
+// freePort returns a port of 127.0.0.1 free for both UDP and TCP at the
+// time of the call.
+func freePort(t testing.TB) int {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatal("no port free for both UDP and TCP")
+	return 0
+}
+
+// tsigKey is a TSIG key as BIND and the configuration write it.
+type tsigKey struct{ name, algorithm, secret string }
+
+func newTSIGKey(t testing.TB) tsigKey {
+	secret := make([]byte, 32)
+	_, err := rand.Read(secret)
+	require.NoError(t, err)
+	return tsigKey{name: "xfr-key.", algorithm: "hmac-sha256", secret: base64.StdEncoding.EncodeToString(secret)}
+}
+
+// yaml is the key as the sources.tsig value.
+func (k tsigKey) yaml() string {
+	return fmt.Sprintf("{name: %s, algorithm: %s, secret: %q}", k.name, k.algorithm, k.secret)
+}
+
+// bindPrimary is a named serving one zone on 127.0.0.1.
+type bindPrimary struct {
+	t          testing.TB
+	dir, bin   string
+	port       int
+	zone       string // FQDN
+	notifyPort int    // also-notify target on 127.0.0.1; 0: none
+	key        *tsigKey
+	ixfr       bool // ixfr-from-differences
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	log *syncBuffer
+	gen int
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startBIND starts named for zone with zoneText and waits until it
+// answers.
+func startBIND(t testing.TB, p *bindPrimary, zoneText string) *bindPrimary {
+	t.Helper()
+	p.t, p.dir, p.bin = t, t.TempDir(), needBinary(t, "named")
+	if p.port == 0 {
+		p.port = freePort(t)
+	}
+	p.writeConfig()
+	p.writeZone(zoneText)
+	p.start()
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *bindPrimary) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)) }
+
+// entry is the list entry that transfers the zone.
+func (p *bindPrimary) entry() string {
+	return fmt.Sprintf("axfr://%s/%s", p.addr(), strings.TrimSuffix(p.zone, "."))
+}
+
+func (p *bindPrimary) writeConfig() {
+	var b strings.Builder
+	fmt.Fprintf(&b, `options {
+	directory %q;
+	pid-file %q;
+	session-keyfile %q;
+	listen-on port %d { 127.0.0.1; };
+	listen-on-v6 { none; };
+	recursion no;
+	dnssec-validation no;
+	notify explicit;
+	notify-source 127.0.0.1;
+	notify-delay 0;
+	ixfr-from-differences %s;
+	max-ixfr-ratio unlimited;
+};
+controls { };
+`, p.dir, filepath.Join(p.dir, "named.pid"), filepath.Join(p.dir, "session.key"), p.port,
+		map[bool]string{true: "yes", false: "no"}[p.ixfr])
+	transfer := "any;"
+	if k := p.key; k != nil {
+		fmt.Fprintf(&b, "key %q { algorithm %s; secret %q; };\n", k.name, k.algorithm, k.secret)
+		transfer = fmt.Sprintf("key %q;", k.name)
+	}
+	notify := ""
+	if p.notifyPort != 0 {
+		notify = fmt.Sprintf("also-notify { 127.0.0.1 port %d; };", p.notifyPort)
+	}
+	fmt.Fprintf(&b, "zone %q { type primary; file %q; allow-transfer { %s }; %s };\n",
+		strings.TrimSuffix(p.zone, "."), p.zoneFile(), transfer, notify)
+	require.NoError(p.t, os.WriteFile(filepath.Join(p.dir, "named.conf"), []byte(b.String()), 0o600))
+}
+
+func (p *bindPrimary) zoneFile() string { return filepath.Join(p.dir, "zone.db") }
+
+// writeZone writes the zone file with a modification time later than any
+// before, so that a reload sees it changed within the same second.
+func (p *bindPrimary) writeZone(text string) {
+	p.gen++
+	require.NoError(p.t, os.WriteFile(p.zoneFile(), []byte(text), 0o600))
+	mtime := time.Now().Add(time.Duration(p.gen) * time.Second)
+	require.NoError(p.t, os.Chtimes(p.zoneFile(), mtime, mtime))
+}
+
+// start runs named in the foreground and waits until it answers.
+func (p *bindPrimary) start() {
+	p.t.Helper()
+	p.mu.Lock()
+	p.log = &syncBuffer{}
+	p.cmd = exec.Command(p.bin, "-g", "-4", "-n", "1", "-c", filepath.Join(p.dir, "named.conf"))
+	p.cmd.Dir = p.dir
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	require.NoError(p.t, p.cmd.Start())
+	p.mu.Unlock()
+	p.waitSerial(0, false)
+}
+
+// stop stops named (SIGTERM, then SIGKILL) and waits for it.
+func (p *bindPrimary) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+	p.cmd = nil
+}
+
+func (p *bindPrimary) logText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// restart starts a stopped named with a new zone file, as an operator who
+// replaced the file while it was down: the journal of the old one goes.
+func (p *bindPrimary) restart(text string) {
+	p.t.Helper()
+	require.NoError(p.t, os.RemoveAll(p.zoneFile()+".jnl"))
+	p.writeZone(text)
+	p.start()
+}
+
+// setZone replaces the zone, has named reload it (which sends NOTIFY) and
+// waits until it serves serial.
+func (p *bindPrimary) setZone(text string, serial uint32) {
+	p.t.Helper()
+	p.writeZone(text)
+	p.mu.Lock()
+	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGHUP))
+	p.mu.Unlock()
+	p.waitSerial(serial, true)
+}
+
+// waitSerial waits until named answers the zone's SOA (with serial, when
+// exact).
+func (p *bindPrimary) waitSerial(serial uint32, exact bool) {
+	p.t.Helper()
+	c := &dns.Client{Timeout: 500 * time.Millisecond}
+	q := new(dns.Msg)
+	q.SetQuestion(p.zone, dns.TypeSOA)
+	if !assert.Eventually(p.t, func() bool {
+		m, _, err := c.Exchange(q, p.addr())
+		if err != nil || m.Rcode != dns.RcodeSuccess || len(m.Answer) == 0 {
+			return false
+		}
+		soa, ok := m.Answer[0].(*dns.SOA)
+		return ok && (!exact || soa.Serial == serial)
+	}, 20*time.Second, 20*time.Millisecond) {
+		p.t.Fatalf("named did not serve %s serial %d; its log:\n%s", p.zone, serial, p.logText())
+	}
+}
+
+// rpzText is an RPZ zone at serial holding records, one a line, relative to
+// the zone.
+func rpzText(zone string, serial uint32, records ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "$ORIGIN %s\n$TTL 60\n@ IN SOA ns.%s admin.%s %d 3600 600 86400 60\n@ IN NS ns.%s\nns IN A 127.0.0.1\n",
+		zone, zone, zone, serial, zone)
+	for _, r := range records {
+		b.WriteString(r + "\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,164 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/dnsfence/dnsfence/resolver/listen"
+	"github.com/dnsfence/dnsfence/resolver/upstream"
+)
+
+// Default ports of the encrypted listeners, suggested for an address
+// written without one: 853 for DNS over TLS and QUIC (RFC 7858 §3.1, RFC
+// 9250 §4.1.1), 443 for DNS over HTTPS.
+const (
+	dotPort = 853
+	dohPort = 443
+)
+
+// validateEncrypted checks the keys of DESIGN.md §8: the encrypted listen
+// addresses, the certificate they need, and upstream_ca. The certificate
+// pair's content is not read here (CheckCertificate does, at start and in
+// `check`): a renewal half-written on disk must not fail the reload of a
+// list, and the running listeners keep their pair until a good one comes.
+func (c *Config) validateEncrypted(errs *configErrors) {
+	needs := "" // the first key whose listener needs a certificate
+	for _, l := range []struct {
+		key   string
+		addrs []string
+		port  uint16
+	}{{"listen_tls", c.ListenTLS, dotPort}, {"listen_https", c.ListenHTTPS, dohPort}, {"listen_quic", c.ListenQUIC, dotPort}} {
+		for i, a := range l.addrs {
+			at := []any{l.key, i}
+			hostport, plain := a, false
+			if l.key == "listen_https" && strings.Contains(a, "://") {
+				hp, p, err := listen.ParseDoHListen(a)
+				if err != nil {
+					errs.add(at, "%q: want host:port, https://host:port, or http://host:port for plain HTTP behind a TLS-terminating proxy; %s", a, example(at))
+					continue
+				}
+				hostport, plain = hp, p
+			}
+			if msg, fix := addrPortProblem(hostport, l.port, true); fix != "" {
+				errs.add(at, "%s; write %s", msg, fix)
+				continue
+			} else if msg != "" {
+				errs.add(at, "%s; give IP:port, %s (an IPv6 address in brackets: [::1]:%d)", msg, example(at), l.port)
+				continue
+			}
+			if needs == "" && !plain {
+				needs = l.key
+			}
+		}
+	}
+	c.checkSharedPorts(errs)
+
+	c.tlsLine = lineOf(errs.root, []any{"tls", "cert"})
+	cert, key := c.TLS.Cert, c.TLS.Key
+	switch {
+	case cert == "" && key == "" && needs != "":
+		errs.add([]any{needs}, "DNS over %s needs a server certificate: set tls.cert and tls.key, %s", protocolOf(needs), example([]any{"tls"}))
+	case cert == "" && key != "":
+		errs.add([]any{"tls", "key"}, "tls.key is set but not tls.cert; give both, %s", example([]any{"tls"}))
+	case cert != "" && key == "":
+		errs.add([]any{"tls", "cert"}, "tls.cert is set but not tls.key; give both, %s", example([]any{"tls"}))
+	}
+	for _, f := range []struct{ key, path string }{{"cert", cert}, {"key", key}, {"", c.UpstreamCA}} {
+		at := []any{"tls", f.key}
+		if f.key == "" {
+			at = []any{"upstream_ca"}
+		}
+		if f.path == "" || c.ReadFile == nil || c.Embedded {
+			continue
+		}
+		if fi, err := os.Stat(c.Path(f.path)); err != nil {
+			errs.add(at, "%s; give the path of a PEM file (relative paths start at the configuration file's folder)", fileProblem(c.Path(f.path), err))
+			continue
+		} else if fi.IsDir() {
+			errs.add(at, "%q is a folder; give the path of a PEM file in it, %s", c.Path(f.path), example(at))
+			continue
+		}
+		if f.key == "" {
+			if _, err := upstream.LoadRoots(c.Path(f.path)); err != nil {
+				errs.add(at, "%s; give a PEM file of CA certificates", strings.TrimPrefix(err.Error(), "upstream_ca "))
+			}
+		}
+	}
+}
+
+// checkSharedPorts reports two listeners of one transport on one address:
+// listen (UDP and TCP), listen_tls and listen_https share TCP ports, and
+// listen and listen_quic UDP ones. Port 0 picks a free port for each, so
+// it never clashes.
+func (c *Config) checkSharedPorts(errs *configErrors) {
+	type owner struct {
+		key string
+		i   int
+	}
+	tcp, udp := map[netip.AddrPort]owner{}, map[netip.AddrPort]owner{}
+	take := func(m map[netip.AddrPort]owner, key string, i int, s string) {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil || ap.Port() == 0 {
+			return // reported above, or a free port each
+		}
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if o, ok := m[ap]; ok {
+			if key == "listen" && o.key == "listen" {
+				return // the same address twice in listen: bind says so
+			}
+			errs.add([]any{key, i}, "%s is also %s[%d]: two listeners cannot share one port; give each its own", s, o.key, o.i)
+			return
+		}
+		m[ap] = owner{key, i}
+	}
+	for i, a := range c.Listen {
+		take(tcp, "listen", i, a)
+		take(udp, "listen", i, a)
+	}
+	for i, a := range c.ListenTLS {
+		take(tcp, "listen_tls", i, a)
+	}
+	for i, a := range c.ListenHTTPS {
+		if hp, _, err := listen.ParseDoHListen(a); err == nil {
+			take(tcp, "listen_https", i, hp)
+		}
+	}
+	for i, a := range c.ListenQUIC {
+		take(udp, "listen_quic", i, a)
+	}
+}
+
+// protocolOf names the protocol of an encrypted listen key.
+func protocolOf(key string) string {
+	switch key {
+	case "listen_tls":
+		return "TLS"
+	case "listen_https":
+		return "HTTPS"
+	}
+	return "QUIC"
+}
+
+// CheckCertificate reads the tls pair as the listeners load it
+// (listen.CheckPair: the chain parses, the key is the leaf's, the leaf has
+// not expired and may serve TLS) and returns the leaf's expiry. With no
+// tls.cert it returns the zero time and nil. The error is an *Error at
+// tls.cert's line: "dnsfence.yaml:3: tls.cert: why". serve calls it before
+// listening and `check` prints the expiry it returns.
+func (c *Config) CheckCertificate() (notAfter time.Time, err error) {
+	if c.TLS.Cert == "" {
+		return time.Time{}, nil
+	}
+	notAfter, err = listen.CheckPair(c.Path(c.TLS.Cert), c.Path(c.TLS.Key))
+	if err != nil {
+		return time.Time{}, &Error{File: c.File, Line: c.tlsLine, Key: "tls.cert", Err: err}
+	}
+	return notAfter, nil
+}
+
+// Encrypted reports whether any encrypted listener is configured.
+func (c *Config) Encrypted() bool {
+	return len(c.ListenTLS)+len(c.ListenHTTPS)+len(c.ListenQUIC) > 0
+}

@@ -1,0 +1,166 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist/source"
+)
+
+// Defaults of the `sources` section (DESIGN.md §9).
+const (
+	DefaultSourceRefresh  = source.DefaultRefresh
+	DefaultSourceMaxBytes = source.DefaultMaxBytes
+)
+
+// Sources are the settings shared by every remote list source: a `block`
+// or `allow` entry that is a URL (https://..., http:// to a loopback host)
+// or a zone transfer (axfr://HOST[:PORT]/ZONE).
+type Sources struct {
+	// Refresh is how often a URL is polled (conditional GET), and the
+	// longest a zone waits between SOA checks. Default 1h.
+	Refresh time.Duration `yaml:"refresh"`
+	// CacheDir keeps the last good copy of each remote source, so that a
+	// restart without network still blocks. Required when a remote source
+	// is configured; relative to the configuration file's folder.
+	CacheDir string `yaml:"cache_dir"`
+	// MaxBytes refuses a URL body, or a zone transfer, over this many
+	// bytes. Default 64 MiB.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// TSIG signs zone transfers and SOA queries, and is required on their
+	// answers (RFC 8945).
+	TSIG *TSIG `yaml:"tsig"`
+}
+
+// TSIG is a transaction signature key, as BIND's `key` statement gives it.
+type TSIG struct {
+	Name      string `yaml:"name"`      // e.g. xfr-key.
+	Algorithm string `yaml:"algorithm"` // hmac-sha256 (default), hmac-sha1, hmac-sha224, hmac-sha384, hmac-sha512
+	Secret    string `yaml:"secret"`    // base64
+}
+
+// DefaultTSIGAlgorithm is the algorithm of a key that names none: what
+// BIND's tsig-keygen makes.
+const DefaultTSIGAlgorithm = "hmac-sha256"
+
+// IsRemote reports whether a `block` or `allow` entry names a remote
+// source (https://, http:// or axfr://) rather than a file.
+func IsRemote(entry string) bool { return source.IsRemote(entry) }
+
+// RemoteLists are the distinct remote entries of every policy's block and
+// allow lists, in file order.
+func (c *Config) RemoteLists() []string {
+	var out []string
+	for _, p := range c.Policies {
+		for _, e := range slices.Concat(p.Block, p.Allow) {
+			if IsRemote(e) && !slices.Contains(out, e) {
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}
+
+// SourceOptions are the source.Options of the `sources` section, without a
+// logger.
+func (c *Config) SourceOptions() source.Options {
+	opt := source.Options{Refresh: c.Sources.Refresh, MaxBytes: c.Sources.MaxBytes}
+	if c.Sources.CacheDir != "" {
+		opt.CacheDir = c.Path(c.Sources.CacheDir)
+	}
+	if k := c.Sources.TSIG; k != nil {
+		opt.TSIG = &source.TSIG{Name: k.Name, Algorithm: k.Algorithm, Secret: k.Secret}
+	}
+	return opt
+}
+
+func (c *Config) applySourceDefaults() {
+	if c.Sources.Refresh == 0 {
+		c.Sources.Refresh = DefaultSourceRefresh
+	}
+	if c.Sources.MaxBytes == 0 {
+		c.Sources.MaxBytes = DefaultSourceMaxBytes
+	}
+	if k := c.Sources.TSIG; k != nil && k.Algorithm == "" {
+		k.Algorithm = DefaultTSIGAlgorithm
+	}
+}
+
+// validateSources checks the `sources` section; the remote entries
+// themselves are checked where they are written (validatePolicyFiles).
+func (c *Config) validateSources(errs *configErrors) {
+	at := func(key ...any) []any { return append([]any{"sources"}, key...) }
+	if c.Sources.Refresh < 0 {
+		errs.add(at("refresh"), "%s is negative; give a positive duration, %s", errs.written(at("refresh"), c.Sources.Refresh), example(at("refresh")))
+	} else if c.Sources.Refresh < time.Second {
+		errs.add(at("refresh"), "%s is under a second: every remote list would be fetched all the time; %s", errs.written(at("refresh"), c.Sources.Refresh), example(at("refresh")))
+	}
+	if c.Sources.MaxBytes < 0 {
+		errs.add(at("max_bytes"), "%d is negative; give a size in bytes, %s", c.Sources.MaxBytes, example(at("max_bytes")))
+	}
+	if k := c.Sources.TSIG; k != nil {
+		key := source.TSIG{Name: k.Name, Algorithm: k.Algorithm, Secret: k.Secret}
+		name, alg, secret := key.Problems()
+		zones := slices.ContainsFunc(c.RemoteLists(), func(e string) bool { return strings.HasPrefix(strings.ToLower(e), "axfr://") })
+		// A field left out is only missing once a zone transfer needs the
+		// key; a field given is checked always.
+		if name != nil && (k.Name != "" || zones) {
+			errs.add(at("tsig", "name"), "%v; give the key's name as the primary names it, %s", name, example(at("tsig", "name")))
+		}
+		if alg != nil {
+			errs.add(at("tsig", "algorithm"), "%v", alg)
+		}
+		if secret != nil && (k.Secret != "" || zones) {
+			errs.add(at("tsig", "secret"), "%v; give the base64 secret of the key, as in BIND's key statement (tsig-keygen prints one), %s", secret, example(at("tsig", "secret")))
+		}
+	}
+	remote := c.RemoteLists()
+	dir := c.Sources.CacheDir
+	switch {
+	case dir == "" && len(remote) > 0:
+		// At the first remote list's line: the key is not in the file.
+		errs.addLine(c.remoteLine(errs, remote[0]), at("cache_dir"), "required with remote lists (%s here): it keeps the last good copy of each, so that a restart without network still blocks; %s", remote[0], example(at("cache_dir")))
+	case dir != "" && c.ReadFile != nil && !c.Embedded:
+		fi, err := os.Stat(c.Path(dir))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			// Made at the first copy.
+		case err != nil:
+			errs.add(at("cache_dir"), "%s", fileProblem(c.Path(dir), err))
+		case !fi.IsDir():
+			errs.add(at("cache_dir"), "%q is not a folder; give a folder dnsfence may write, %s", c.Path(dir), example(at("cache_dir")))
+		}
+	}
+}
+
+// validateRemote checks a remote `block` or `allow` entry at path with the
+// `sources` settings, as the source itself will (source.New): it starts
+// nothing.
+func (c *Config) validateRemote(errs *configErrors, path []any, entry string) {
+	opt := c.SourceOptions()
+	opt.TSIG = nil // the key is checked at its own keys
+	if _, err := source.New(entry, opt); err != nil {
+		msg := strings.TrimPrefix(err.Error(), entry+": ")
+		errs.add(path, "%q: %s", entry, msg)
+	}
+}
+
+// remoteLine is the line where the remote list entry is first written.
+func (c *Config) remoteLine(errs *configErrors, entry string) int {
+	for i, p := range c.Policies {
+		for _, key := range []string{"block", "allow"} {
+			list := p.Block
+			if key == "allow" {
+				list = p.Allow
+			}
+			if j := slices.Index(list, entry); j >= 0 {
+				return lineOf(errs.root, []any{"policies", i, key, j})
+			}
+		}
+	}
+	return 0
+}

@@ -1,0 +1,610 @@
+package resolver
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/listen"
+	"github.com/miekg/dns"
+	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/quic-go/quic-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// testServerName is the name the test certificates carry (and 127.0.0.1).
+const testServerName = "dns.test"
+
+// testPKI is a CA made for one test and a server pair it signed, on disk.
+type testPKI struct {
+	caFile, certFile, keyFile string
+	pool                      *x509.CertPool
+}
+
+func newTestPKI(t *testing.T) *testPKI {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dnsfence resolver test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	require.NoError(t, err)
+	ca, err := x509.ParseCertificate(caDER)
+	require.NoError(t, err)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: testServerName},
+		DNSNames:    []string{testServerName},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(127, 0, 0, 2)},
+		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	require.NoError(t, err)
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	p := &testPKI{caFile: filepath.Join(dir, "ca.pem"), certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"),
+		pool: x509.NewCertPool()}
+	p.pool.AddCert(ca)
+	require.NoError(t, os.WriteFile(p.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600))
+	require.NoError(t, os.WriteFile(p.certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(p.keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600))
+	return p
+}
+
+// clientTLS trusts the test CA, for name.
+func (p *testPKI) clientTLS(alpn ...string) *tls.Config {
+	return &tls.Config{RootCAs: p.pool, ServerName: testServerName, NextProtos: alpn, MinVersion: tls.VersionTLS12}
+}
+
+// encryptedFence is a fence serving testConfig on every transport.
+type encryptedFence struct {
+	*fence
+	pki   *testPKI
+	addrs map[string]string // by transport; "http" for the plain DoH listener
+}
+
+// encryptedConfig is testConfig with every encrypted listener on a free
+// port and the test pair.
+func encryptedConfig(p *testPKI) string {
+	return strings.Replace(testConfig, `listen: ["127.0.0.1:0"]`, fmt.Sprintf(`listen: ["127.0.0.1:0"]
+tls: {cert: %q, key: %q}
+listen_tls: ["127.0.0.1:0"]
+listen_https: ["127.0.0.1:0", "http://127.0.0.1:0"]
+listen_quic: ["127.0.0.1:0"]`, p.certFile, p.keyFile), 1)
+}
+
+// startEncryptedFence serves text (with {{upstreams}}) as the binary does:
+// the certificate opened, UDP/TCP then the encrypted listeners started.
+func startEncryptedFence(t *testing.T, p *testPKI, text string, upstreams ...string) *encryptedFence {
+	t.Helper()
+	core, logs := observer.New(zapcore.InfoLevel)
+	log := zap.New(core)
+	dir := writeTree(t, testFiles)
+	quoted := make([]string, len(upstreams))
+	for i, u := range upstreams {
+		quoted[i] = `"` + u + `"`
+	}
+	path := filepath.Join(dir, "dnsfence.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(strings.ReplaceAll(text, "{{upstreams}}", "["+strings.Join(quoted, ", ")+"]")), 0o644))
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	snap, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	require.NoError(t, ConnectUpstreams(snap, nil, m))
+	h := NewHandler(log, snap, m)
+	cert, err := OpenCertificate(log, cfg, m)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cert.Close() })
+	srv := NewServer(log, h)
+	require.NoError(t, srv.Start(cfg.Listen))
+	require.NoError(t, srv.StartEncrypted(cfg, cert))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		h.Snapshot().Forwarder().Close()
+	})
+	e := &encryptedFence{fence: &fence{addr: srv.Addrs()[0], handler: h, server: srv, dir: dir, registry: reg}, pki: p,
+		addrs: map[string]string{}}
+	for _, l := range logs.FilterMessage("listening").All() {
+		f := l.ContextMap()
+		tr := fmt.Sprint(f["transports"].([]any)[0])
+		if url, _ := f["url"].(string); strings.HasPrefix(url, "http://") {
+			tr = "http"
+		}
+		e.addrs[tr] = f["address"].(string)
+	}
+	return e
+}
+
+// dotAsk asks m over DNS over TLS from the local address from.
+func (e *encryptedFence) dotAsk(from string, m *dns.Msg) (*dns.Msg, error) {
+	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := tls.DialWithDialer(d, "tcp", e.addrs[listen.TLS], e.pki.clientTLS(listen.ALPNDoT))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	dc := &dns.Conn{Conn: c}
+	if err := dc.WriteMsg(m); err != nil {
+		return nil, err
+	}
+	return dc.ReadMsg()
+}
+
+// dohAsk asks m over DNS over HTTPS (or plain HTTP when plain) from the
+// local address from, by GET or POST.
+func (e *encryptedFence) dohAsk(from string, m *dns.Msg, get, plain bool) (*dns.Msg, error) {
+	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: e.pki.clientTLS(), ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	url := "https://" + e.addrs[listen.HTTPS] + listen.DoHPath
+	if plain {
+		url = "http://" + e.addrs["http"] + listen.DoHPath
+	}
+	b, err := m.Pack()
+	if err != nil {
+		return nil, err
+	}
+	var resp *http.Response
+	if get {
+		resp, err = c.Get(url + "?dns=" + base64.RawURLEncoding.EncodeToString(b))
+	} else {
+		resp, err = c.Post(url, listen.DoHContentType, bytes.NewReader(b))
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("http status %d: %s", resp.StatusCode, body)
+	}
+	r := new(dns.Msg)
+	return r, r.Unpack(body)
+}
+
+// doqAsk asks m over DNS over QUIC from the local address from.
+func (e *encryptedFence) doqAsk(from string, m *dns.Msg) (*dns.Msg, error) {
+	pc, err := net.ListenPacket("udp", net.JoinHostPort(from, "0"))
+	if err != nil {
+		return nil, err
+	}
+	defer pc.Close()
+	qt := &quic.Transport{Conn: pc}
+	defer qt.Close()
+	raddr, err := net.ResolveUDPAddr("udp", e.addrs[listen.QUIC])
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := qt.Dial(ctx, raddr, e.pki.clientTLS(listen.ALPNDoQ), &quic.Config{})
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseWithError(0, "")
+	st, err := c.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q := m.Copy()
+	q.Id = 0 // RFC 9250 §4.2.1
+	b, err := q.Pack()
+	if err != nil {
+		return nil, err
+	}
+	_ = st.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := st.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)); err != nil {
+		return nil, err
+	}
+	_ = st.Close()
+	out, err := io.ReadAll(st)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) < 2 || int(binary.BigEndian.Uint16(out)) != len(out)-2 {
+		return nil, fmt.Errorf("not one framed answer: %d octets", len(out))
+	}
+	r := new(dns.Msg)
+	return r, r.Unpack(out[2:])
+}
+
+// encryptedAskers ask a query over each encrypted transport.
+func encryptedAskers(e *encryptedFence) []struct {
+	name      string
+	transport string
+	ask       func(from string, m *dns.Msg) (*dns.Msg, error)
+} {
+	return []struct {
+		name      string
+		transport string
+		ask       func(from string, m *dns.Msg) (*dns.Msg, error)
+	}{
+		{"tls", listen.TLS, e.dotAsk},
+		{"https GET", listen.HTTPS, func(from string, m *dns.Msg) (*dns.Msg, error) { return e.dohAsk(from, m, true, false) }},
+		{"https POST", listen.HTTPS, func(from string, m *dns.Msg) (*dns.Msg, error) { return e.dohAsk(from, m, false, false) }},
+		{"http POST behind a proxy", listen.HTTPS, func(from string, m *dns.Msg) (*dns.Msg, error) { return e.dohAsk(from, m, false, true) }},
+		{"quic", listen.QUIC, e.doqAsk},
+	}
+}
+
+// TestEncryptedTransportsSamePipeline: over DNS over TLS, HTTPS (GET, POST,
+// and plain HTTP for a proxy) and QUIC, the whole pipeline decides as on
+// UDP: a government device gets NXDOMAIN with EDE 15 for a blocked name,
+// never sent upstream; anyone else gets the upstream's answer; a client
+// outside allowed_clients gets nothing at all (closed at accept); every
+// query is counted with its transport.
+func TestEncryptedTransportsSamePipeline(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	for _, tr := range []string{listen.TLS, listen.HTTPS, "http", listen.QUIC} {
+		require.NotEmpty(t, e.addrs[tr], "listening on %s", tr)
+	}
+	for _, a := range encryptedAskers(e) {
+		t.Run(a.name, func(t *testing.T) {
+			before := up.count.Load()
+			r, err := a.ask("127.0.0.2", question("www.tiktok.com.", dns.TypeA, true))
+			require.NoError(t, err)
+			assert.Equal(t, dns.RcodeNameError, r.Rcode)
+			assert.True(t, r.Response)
+			assert.True(t, r.RecursionAvailable)
+			require.Len(t, r.Ns, 1)
+			assert.Equal(t, "tiktok.com.", r.Ns[0].Header().Name)
+			require.NotNil(t, ede(r))
+			assert.Equal(t, dns.ExtendedErrorCodeBlocked, ede(r).InfoCode)
+			assert.Contains(t, ede(r).ExtraText, "government-devices")
+			assert.Equal(t, before, up.count.Load(), "a blocked query never goes upstream")
+
+			// The same name from outside the government range: the
+			// upstream's answer (a fresh name each time, not a cache hit).
+			name := strings.ReplaceAll(a.name, " ", "-") + ".www.tiktok.com."
+			r, err = a.ask("127.0.0.8", question(name, dns.TypeA, true))
+			require.NoError(t, err)
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+			require.Len(t, r.Answer, 1)
+			assert.Equal(t, "192.0.2.1", r.Answer[0].(*dns.A).A.String())
+			assert.Equal(t, before+1, up.count.Load())
+			seen := up.queries()
+			assert.False(t, seen[len(seen)-1].tcp, "upstream over UDP first, as for a UDP query; TCP only on truncation")
+
+			// Outside allowed_clients (127.0.0.0/28): refused at accept.
+			_, err = a.ask("127.0.0.20", question("example.org.", dns.TypeA, true))
+			assert.Error(t, err)
+		})
+	}
+	body := scrape(t, e.registry)
+	for _, want := range []string{
+		`dnsfence_queries_total{result="blocked",transport="tls"} 1`,
+		`dnsfence_queries_total{result="blocked",transport="https"} 3`,
+		`dnsfence_queries_total{result="blocked",transport="quic"} 1`,
+		`dnsfence_queries_total{result="forwarded",transport="tls"} 1`,
+		`dnsfence_queries_total{result="forwarded",transport="https"} 3`,
+		`dnsfence_queries_total{result="forwarded",transport="quic"} 1`,
+		`dnsfence_connections_refused_total{reason="not_allowed",transport="tls"} 1`,
+		`dnsfence_connections_refused_total{reason="not_allowed",transport="https"} 3`,
+		`dnsfence_connections_refused_total{reason="not_allowed",transport="quic"} 1`,
+		`dnsfence_queries_total{result="bad_request",transport="https"} 0`,
+	} {
+		assert.Contains(t, body, want+"\n")
+	}
+
+	// A DoH request without a query is a bad request, counted.
+	resp, err := http.Get("http://" + e.addrs["http"] + listen.DoHPath)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	assert.Contains(t, scrape(t, e.registry), `dnsfence_queries_total{result="bad_request",transport="https"} 1`+"\n")
+	assert.Contains(t, scrape(t, e.registry), `dnsfence_tls_certificate_expiry_seconds `)
+}
+
+// TestEncryptedAnswersNotFitted: only a UDP answer is fitted to the
+// client's EDNS size. An answer larger than the query's 512-octet EDNS
+// size comes whole over TLS, HTTPS and QUIC (whose peer is a
+// *net.UDPAddr: the transport decides, not the address type), while UDP
+// gets it truncated with TC.
+func TestEncryptedAnswersNotFitted(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		for i := range 40 {
+			m.Answer = append(m.Answer, mustRR(`%s 300 IN TXT "%02d %s"`, r.Question[0].Name, i, strings.Repeat("x", 60)))
+		}
+		return m
+	})
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	query := func(name string) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeTXT)
+		m.SetEdns0(512, false)
+		return m
+	}
+	r := ask(t, e.addr, "127.0.0.8", "udp", query("big.example."))
+	assert.True(t, r.Truncated, "UDP is fitted to 512 octets")
+	assert.Less(t, len(r.Answer), 41)
+	for _, a := range encryptedAskers(e) {
+		t.Run(a.name, func(t *testing.T) {
+			for _, name := range []string{"big.example.", strings.ReplaceAll(a.name, " ", "-") + ".big.example."} { // a cache hit, then a miss
+				r, err := a.ask("127.0.0.8", query(name))
+				require.NoError(t, err)
+				assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+				assert.False(t, r.Truncated, "%s: not truncated", name)
+				assert.Len(t, r.Answer, 41, name)
+				assert.Greater(t, r.Len(), 2048)
+			}
+		})
+	}
+}
+
+// scrape returns the registry's metrics in the text format.
+func scrape(t *testing.T, reg *prometheus.Registry) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return rec.Body.String()
+}
+
+// answerA is a listen.Handler that answers every query inline with one A
+// record.
+type answerA string
+
+func (a answerA) ServeInline(w listen.ResponseWriter, req *dns.Msg) func() {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.RecursionAvailable = true
+	if req.Question[0].Qtype == dns.TypeA {
+		m.Answer = append(m.Answer, mustRR("%s 60 IN A %s", req.Question[0].Name, string(a)))
+	}
+	_ = w.WriteMsg(m)
+	return nil
+}
+
+// startDoH serves h over DNS over HTTPS with p's pair on addr until the
+// test ends, returning the address.
+func startDoH(t *testing.T, p *testPKI, addr string, h listen.Handler) (string, error) {
+	t.Helper()
+	store, err := listen.NewCertStore(p.certFile, p.keyFile, listen.CertOptions{})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	srv := listen.NewDoHServer(listen.DoHOptions{Handler: h, TLS: listen.ServerTLSConfig(store, listen.ALPNHTTP2, listen.ALPNHTTP1)})
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String(), nil
+}
+
+// TestHTTPSUpstreamByName: an https upstream written with a host name is
+// looked up through the plain upstreams of the list, verified against
+// upstream_ca, and looked up again on reload: when the name moves to
+// another address, the next query after a reload goes there.
+func TestHTTPSUpstreamByName(t *testing.T) {
+	p := newTestPKI(t)
+	first, err := startDoH(t, p, "127.0.0.1:0", answerA("192.0.2.11"))
+	require.NoError(t, err)
+	_, port, _ := net.SplitHostPort(first)
+	_, err = startDoH(t, p, "127.0.0.2:"+port, answerA("192.0.2.12"))
+	if err != nil {
+		t.Skipf("port %s taken on 127.0.0.2: %v", port, err)
+	}
+	var target atomic.Value
+	target.Store("127.0.0.1")
+	// The plain upstream knows dns.test only: any other name is REFUSED,
+	// so an answer to another name can only have come over HTTPS.
+	plain := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		switch {
+		case !strings.EqualFold(q.Name, testServerName+"."):
+			m.Rcode = dns.RcodeRefused
+		case q.Qtype == dns.TypeA:
+			m.Answer = append(m.Answer, mustRR("%s 60 IN A %s", q.Name, target.Load()))
+		}
+		return m
+	})
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", fmt.Sprintf("upstream_timeout: 2s\nupstream_strategy: ordered\nupstream_ca: %q", p.caFile), 1)
+	f := startFence(t, cfg, testFiles, "https://"+testServerName+":"+port+"/dns-query", plain.addr)
+
+	r := ask(t, f.addr, "127.0.0.8", "udp", question("one.example.", dns.TypeA, true))
+	require.Equal(t, dns.RcodeSuccess, r.Rcode)
+	require.Len(t, r.Answer, 1)
+	assert.Equal(t, "192.0.2.11", r.Answer[0].(*dns.A).A.String(), "over HTTPS to the address the plain upstream gave")
+	looked := 0
+	for _, q := range plain.queries() {
+		if strings.EqualFold(q.msg.Question[0].Name, testServerName+".") {
+			looked++
+		}
+	}
+	assert.Positive(t, looked, "the name was looked up through the plain upstream")
+
+	// The name moves; a reload (nothing else changed) looks it up again.
+	target.Store("127.0.0.2")
+	rl := NewReloader(zap.NewNop(), f.handler, func() (*config.Config, error) {
+		return config.Load(filepath.Join(f.dir, "dnsfence.yaml"))
+	})
+	before := f.handler.Snapshot().Forwarder()
+	require.NoError(t, rl.Reload(false))
+	assert.NotSame(t, before, f.handler.Snapshot().Forwarder(), "a reload makes the https transport anew")
+	r = ask(t, f.addr, "127.0.0.8", "udp", question("two.example.", dns.TypeA, true))
+	require.Equal(t, dns.RcodeSuccess, r.Rcode)
+	require.Len(t, r.Answer, 1)
+	assert.Equal(t, "192.0.2.12", r.Answer[0].(*dns.A).A.String(), "the new address after the reload")
+}
+
+// TestCertificateReloads: the certificate reloads when its files change;
+// a refused pair is logged at error with the reason and counted, the old
+// pair still served (and /readyz is not its business); a good one is
+// logged at info with its expiry, counted, and its expiry exported.
+// Reload (SIGHUP) reads the files at once.
+func TestCertificateReloads(t *testing.T) {
+	p := newTestPKI(t)
+	core, logs := observer.New(zapcore.InfoLevel)
+	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf("upstreams: [\"127.0.0.1:53\"]\ntls: {cert: %q, key: %q}\nlisten_tls: [\"127.0.0.1:0\"]\n", p.certFile, p.keyFile)})
+	cfg, err := config.Load(filepath.Join(dir, "dnsfence.yaml"))
+	require.NoError(t, err)
+	reg := prometheus.NewRegistry()
+	cert, err := OpenCertificate(zap.New(core), cfg, NewMetrics(reg))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cert.Close() })
+	first := cert.Store.Leaf().Raw
+	assert.Equal(t, float64(cert.Store.NotAfter().Unix()), gauge(t, reg, "dnsfence_tls_certificate_expiry_seconds"))
+
+	replace := func(path, from string) {
+		t.Helper()
+		b, err := os.ReadFile(from)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(path+".tmp", b, 0o600))
+		require.NoError(t, os.Rename(path+".tmp", path))
+	}
+	// A key that is not the certificate's: refused, the old pair kept.
+	other := newTestPKI(t)
+	replace(p.keyFile, other.keyFile)
+	require.Eventually(t, func() bool {
+		return logs.FilterMessage("TLS certificate reload refused, still serving the old certificate").Len() == 1
+	},
+		10*time.Second, 10*time.Millisecond)
+	refused := logs.FilterMessage("TLS certificate reload refused, still serving the old certificate").All()[0]
+	assert.Equal(t, zapcore.ErrorLevel, refused.Level)
+	assert.Contains(t, refused.ContextMap()["error"], "private key does not match public key")
+	assert.Equal(t, first, cert.Store.Leaf().Raw, "the old pair is still served")
+	assert.Contains(t, scrape(t, reg), `dnsfence_tls_certificate_reloads_total{result="failure"} 1`+"\n")
+
+	// The matching certificate arrives: the new pair is served.
+	replace(p.certFile, other.certFile)
+	require.Eventually(t, func() bool { return logs.FilterMessage("TLS certificate reloaded").Len() == 1 },
+		10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, zapcore.InfoLevel, logs.FilterMessage("TLS certificate reloaded").All()[0].Level)
+	assert.NotEqual(t, first, cert.Store.Leaf().Raw)
+	assert.Contains(t, scrape(t, reg), `dnsfence_tls_certificate_reloads_total{result="success"} 1`+"\n")
+	assert.Equal(t, float64(cert.Store.NotAfter().Unix()), gauge(t, reg, "dnsfence_tls_certificate_expiry_seconds"))
+
+	// SIGHUP with nothing changed says nothing; with a change, reloads.
+	cert.Reload()
+	assert.Equal(t, 1, logs.FilterMessage("TLS certificate reloaded").Len())
+	var nilCert *Certificate
+	nilCert.Reload() // no tls configured: nothing to do
+	assert.NoError(t, nilCert.Close())
+}
+
+// gauge is the value of the unlabelled gauge called name.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no %s", name)
+	return 0
+}
+
+// TestEncryptedProxiesTrusted: who is asking, behind a proxy, on the
+// encrypted transports: a DoH request's X-Forwarded-For (on the http://
+// listener a TLS-terminating proxy uses) and a DoT connection's PROXY v2
+// header name the client only when the peer is in trusted_proxies;
+// anyone else's are ignored (DoH) or break the handshake (DoT).
+func TestEncryptedProxiesTrusted(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	cfg := strings.Replace(encryptedConfig(p), "blocked_ttl: 60", `blocked_ttl: 60
+trusted_proxies: ["127.0.0.9/32"]`, 1)
+	e := startEncryptedFence(t, p, cfg, up.addr)
+
+	xff := func(from, client string) *dns.Msg {
+		t.Helper()
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}, Timeout: 5 * time.Second}
+		b, err := question("www.tiktok.com.", dns.TypeA, true).Pack()
+		require.NoError(t, err)
+		req, err := http.NewRequest(http.MethodPost, "http://"+e.addrs["http"]+listen.DoHPath, bytes.NewReader(b))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", listen.DoHContentType)
+		req.Header.Set("X-Forwarded-For", client)
+		resp, err := c.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+		r := new(dns.Msg)
+		require.NoError(t, r.Unpack(body))
+		return r
+	}
+	assert.Equal(t, dns.RcodeNameError, xff("127.0.0.9", "127.0.0.2").Rcode, "a trusted proxy names a government device")
+	assert.Equal(t, dns.RcodeSuccess, xff("127.0.0.9", "127.0.0.8").Rcode, "a trusted proxy names another client")
+	assert.Equal(t, dns.RcodeSuccess, xff("127.0.0.8", "127.0.0.2").Rcode, "an untrusted peer's header is ignored")
+
+	dot := func(from, client string) (*dns.Msg, error) {
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		raw, err := d.Dial("tcp", e.addrs[listen.TLS])
+		if err != nil {
+			return nil, err
+		}
+		defer raw.Close()
+		h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+			SourceAddr: &net.TCPAddr{IP: net.ParseIP(client), Port: 40000}, DestinationAddr: raw.RemoteAddr()}
+		if _, err := h.WriteTo(raw); err != nil {
+			return nil, err
+		}
+		c := tls.Client(raw, p.clientTLS(listen.ALPNDoT))
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		dc := &dns.Conn{Conn: c}
+		if err := dc.WriteMsg(question("www.tiktok.com.", dns.TypeA, true)); err != nil {
+			return nil, err
+		}
+		return dc.ReadMsg()
+	}
+	r, err := dot("127.0.0.9", "127.0.0.2")
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode, "PROXY v2 from a trusted proxy names a government device")
+	r, err = dot("127.0.0.9", "127.0.0.8")
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	_, err = dot("127.0.0.8", "127.0.0.2")
+	assert.Error(t, err, "a PROXY header from anyone else is not a TLS handshake")
+}

@@ -1,0 +1,177 @@
+package listen
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"go.uber.org/zap"
+)
+
+// Encrypted are the addresses of a Server's encrypted listeners and the
+// certificate they serve (DESIGN.md §8).
+type Encrypted struct {
+	// TLS are DNS over TLS addresses (RFC 7858), "host:port".
+	TLS []string
+	// HTTPS are DNS over HTTPS addresses (RFC 8484), as ParseDoHListen
+	// reads them: "host:port" or "https://host:port" over TLS,
+	// "http://host:port" without (behind a TLS-terminating proxy).
+	HTTPS []string
+	// QUIC are DNS over QUIC addresses (RFC 9250), "host:port".
+	QUIC []string
+	// Cert is the server certificate of every listener above but the
+	// http:// ones; required when there is such a listener.
+	Cert *CertStore
+}
+
+// dohListener is one DNS over HTTPS listener of a Server.
+type dohListener struct {
+	srv *DoHServer
+}
+
+// doqListener is one DNS over QUIC listener of a Server, with its socket.
+type doqListener struct {
+	srv *DoQServer
+	pc  net.PacketConn
+}
+
+// errNoCert is StartEncrypted's error when a listener needs a certificate
+// and none was given.
+var errNoCert = errors.New("an encrypted listener needs a certificate (tls.cert and tls.key)")
+
+// StartEncrypted listens with DNS over TLS, HTTPS and QUIC at e's
+// addresses, with the Handler, Counter, rules and admission of the UDP and
+// TCP listeners: the same connection cap per client (counted over every
+// stream transport), allowed_clients at accept, PROXY protocol v2 (DoT)
+// and Forwarded/X-Forwarded-For (DoH) believed from trusted proxies only.
+// Each listener takes limits as TCP does: DoT reads them at each
+// connection, like TCP; DoH and DoQ read tcp_connections (their
+// connection cap), tcp_pipeline (queries in progress per connection),
+// tcp_read_timeout (a query's arrival, and the TLS handshake) and
+// tcp_idle_timeout now. Port 0 picks a free port for each address. On
+// error every socket the Server opened, by Start too, is closed.
+func (s *Server) StartEncrypted(e Encrypted) error {
+	var rules Rules
+	if s.cfg.Rules != nil {
+		rules = s.cfg.Rules()
+	}
+	if rules == nil {
+		return errNoRules
+	}
+	limits := rules.Limits()
+	fail := func(addr string, err error) error {
+		s.closeAll()
+		return fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	tlsConfig := func(addr string, alpn ...string) (*tls.Config, error) {
+		if e.Cert == nil {
+			return nil, fail(addr, errNoCert)
+		}
+		return ServerTLSConfig(e.Cert, alpn...), nil
+	}
+	for _, addr := range e.TLS {
+		cfg, err := tlsConfig(addr, ALPNDoT)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fail(addr, err)
+		}
+		dot := newTCPServer(ln, s.cfg, s.log, s.admission, limits.TCPConnections, s.counted(TLS), s.invalid(TLS), cfg)
+		s.tcp = append(s.tcp, dot)
+		s.wg.Go(dot.serve)
+		s.log.Info("listening", zap.String("address", ln.Addr().String()), zap.Strings("transports", []string{TLS}))
+	}
+	for _, addr := range e.HTTPS {
+		hostport, plain, err := ParseDoHListen(addr)
+		if err != nil {
+			return fail(addr, err)
+		}
+		var cfg *tls.Config
+		if !plain {
+			if cfg, err = tlsConfig(addr, ALPNHTTP2, ALPNHTTP1); err != nil {
+				return err
+			}
+		}
+		ln, err := net.Listen("tcp", hostport)
+		if err != nil {
+			return fail(addr, err)
+		}
+		srv := NewDoHServer(DoHOptions{
+			Handler: s.cfg.Handler,
+			Count:   s.cfg.Count,
+			Log:     s.log.Named("doh"),
+			TLS:     cfg,
+			Trusted: s.trusted,
+			Admit:   s.admitter(HTTPS),
+			// At the cap the listener is not accepted from, as on TCP.
+			MaxConns:          limits.TCPConnections,
+			MaxStreams:        limits.TCPPipeline,
+			ReadHeaderTimeout: limits.TCPReadTimeout,
+			IdleTimeout:       limits.TCPIdleTimeout,
+		})
+		s.doh = append(s.doh, &dohListener{srv: srv})
+		s.wg.Go(func() {
+			if err := srv.Serve(ln); err != nil {
+				s.log.Error("DNS over HTTPS listener stopped", zap.String("address", ln.Addr().String()), zap.Error(err))
+			}
+		})
+		scheme := "https"
+		if plain {
+			scheme = "http"
+		}
+		s.log.Info("listening", zap.String("address", ln.Addr().String()), zap.Strings("transports", []string{HTTPS}),
+			zap.String("url", scheme+"://"+ln.Addr().String()+DoHPath))
+	}
+	for _, addr := range e.QUIC {
+		cfg, err := tlsConfig(addr, ALPNDoQ)
+		if err != nil {
+			return err
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return fail(addr, err)
+		}
+		srv := NewDoQServer(DoQOptions{
+			Handler:     s.cfg.Handler,
+			Count:       s.cfg.Count,
+			Log:         s.log.Named("doq"),
+			TLS:         cfg,
+			Admit:       s.admitter(QUIC),
+			MaxConns:    limits.TCPConnections,
+			MaxStreams:  limits.TCPPipeline,
+			ReadTimeout: limits.TCPReadTimeout,
+			IdleTimeout: limits.TCPIdleTimeout,
+		})
+		s.doq = append(s.doq, &doqListener{srv: srv, pc: pc})
+		s.wg.Go(func() {
+			if err := srv.Serve(pc); err != nil {
+				s.log.Error("DNS over QUIC listener stopped", zap.String("address", pc.LocalAddr().String()), zap.Error(err))
+			}
+		})
+		s.log.Info("listening", zap.String("address", pc.LocalAddr().String()), zap.Strings("transports", []string{QUIC}))
+	}
+	return nil
+}
+
+// trusted reports whether peer is a trusted proxy under the rules of the
+// moment (the DoH listeners ask at each request).
+func (s *Server) trusted(peer netip.Addr) bool {
+	if s.cfg.Rules == nil {
+		return false
+	}
+	r := s.cfg.Rules()
+	return r != nil && r.Trusted(peer)
+}
+
+// admitter is the admission of connections on transport, for the DoH and
+// DoQ listeners.
+func (s *Server) admitter(transport string) func(netip.Addr) (func(), bool) {
+	return func(peer netip.Addr) (func(), bool) {
+		adm, ok := s.admission.admit(transport, peer)
+		return adm.release, ok
+	}
+}

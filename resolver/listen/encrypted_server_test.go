@@ -1,0 +1,325 @@
+package listen
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/quic-go/quic-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// proxyRules allow loopback but 127.0.0.9, and trust 127.0.0.3 as a proxy.
+type proxyRules struct{}
+
+func (proxyRules) Allowed(peer netip.Addr) bool {
+	return peer.IsLoopback() && peer != netip.MustParseAddr("127.0.0.9")
+}
+func (proxyRules) Trusted(peer netip.Addr) bool { return peer == netip.MustParseAddr("127.0.0.3") }
+func (proxyRules) Limits() Limits {
+	return Limits{TCPConnections: 16, TCPConnectionsPerClient: 8, TCPPipeline: 8, TCPReadTimeout: 2 * time.Second,
+		TCPIdleTimeout: 5 * time.Second, UDPReceiveBuffer: 1 << 16, UDPSendBuffer: 1 << 16}
+}
+
+// encryptedSetup is a Server listening on UDP/TCP and every encrypted
+// transport, with the addresses it logged.
+type encryptedSetup struct {
+	ca      *testCA
+	up      *testUpstream
+	handler *testHandler
+	counts  *counts
+	srv     *Server
+	addrs   map[string]string // transport (and "http" for plain DoH) -> address
+
+	mu      sync.Mutex
+	refused map[string]int // transport/reason
+}
+
+func newEncryptedSetup(t *testing.T) *encryptedSetup {
+	t.Helper()
+	e := &encryptedSetup{ca: newTestCA(t), counts: &counts{}, addrs: map[string]string{}, refused: map[string]int{}}
+	files, _ := writePair(t, e.ca)
+	store, _ := startStore(t, files, time.Hour)
+	e.up = newTestUpstream(t)
+	e.handler = newTestHandler(e.up)
+	core, logs := observer.New(zapcore.InfoLevel)
+	e.srv = New(Config{
+		Handler: e.handler,
+		Count:   e.counts.count,
+		Rules:   func() Rules { return proxyRules{} },
+		Refused: func(transport, reason string) {
+			e.mu.Lock()
+			e.refused[transport+"/"+reason]++
+			e.mu.Unlock()
+		},
+		Log: zap.New(core),
+	})
+	require.NoError(t, e.srv.Start([]string{"127.0.0.1:0"}))
+	require.NoError(t, e.srv.StartEncrypted(Encrypted{
+		TLS: []string{"127.0.0.1:0"}, HTTPS: []string{"127.0.0.1:0", "http://127.0.0.1:0"}, QUIC: []string{"127.0.0.1:0"}, Cert: store,
+	}))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = e.srv.Shutdown(ctx)
+	})
+	for _, l := range logs.FilterMessage("listening").All() {
+		fields := l.ContextMap()
+		addr, _ := fields["address"].(string)
+		transports, _ := fields["transports"].([]any)
+		tr, _ := transports[0].(string)
+		if url, _ := fields["url"].(string); strings.HasPrefix(url, "http://") {
+			tr = "http"
+		}
+		e.addrs[tr] = addr
+	}
+	for _, tr := range []string{UDP, TLS, HTTPS, "http", QUIC} {
+		require.NotEmpty(t, e.addrs[tr], "no listening line for %s: %v", tr, e.addrs)
+	}
+	return e
+}
+
+// dialTLS opens a DNS over TLS connection from the local address from,
+// first sending header in the clear when it is not nil.
+func (e *encryptedSetup) dialTLS(t *testing.T, from string, header *proxyproto.Header) (*tls.Conn, error) {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	raw, err := d.Dial("tcp", e.addrs[TLS])
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { raw.Close() })
+	if header != nil {
+		if _, err := header.WriteTo(raw); err != nil {
+			return nil, err
+		}
+	}
+	c := tls.Client(raw, clientTLS(e.ca, ALPNDoT))
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, c.Handshake()
+}
+
+// TestServerEncryptedListeners: StartEncrypted serves DNS over TLS,
+// HTTPS (TLS and plain http://) and QUIC with the Server's Handler, each
+// query told its transport; DoT is the TCP server under TLS, so it
+// pipelines (an inline answer overtakes one waiting on its upstream on the
+// same connection), pads the answer to a padded query, admits by the
+// rules at accept, and believes a PROXY v2 header (sent in the clear
+// before the handshake) from a trusted proxy only.
+func TestServerEncryptedListeners(t *testing.T) {
+	e := newEncryptedSetup(t)
+
+	t.Run("DoT pipelines", func(t *testing.T) {
+		c, err := e.dialTLS(t, "127.0.0.1", nil)
+		require.NoError(t, err)
+		assert.Equal(t, ALPNDoT, c.ConnectionState().NegotiatedProtocol)
+		slow, blocked := query("a.slow.test"), query("x.blocked.test")
+		slow.Id, blocked.Id = 1, 2
+		for _, m := range []*dns.Msg{slow, blocked} {
+			b := mustPack(t, m)
+			_, err := c.Write(append([]byte{byte(len(b) >> 8), byte(len(b))}, b...))
+			require.NoError(t, err)
+		}
+		dc := &dns.Conn{Conn: c}
+		r, err := dc.ReadMsg()
+		require.NoError(t, err)
+		assert.Equal(t, uint16(2), r.Id, "the inline answer first")
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+		require.Eventually(t, func() bool { return e.up.waiting.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+		e.up.releaseSlow()
+		r, err = dc.ReadMsg()
+		require.NoError(t, err)
+		assert.Equal(t, uint16(1), r.Id)
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+		require.Len(t, r.Answer, 1)
+		s, ok := e.handler.seenFor("a.slow.test")
+		require.True(t, ok)
+		assert.Equal(t, TLS, s.transport)
+		assert.Equal(t, "127.0.0.1", s.remote.(*net.TCPAddr).IP.String())
+	})
+
+	t.Run("DoT pads answers to padded queries", func(t *testing.T) {
+		c, err := e.dialTLS(t, "127.0.0.1", nil)
+		require.NoError(t, err)
+		q := query("p.blocked.test")
+		q.IsEdns0().Option = append(q.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, 20)})
+		b := mustPack(t, q)
+		_, err = c.Write(append([]byte{byte(len(b) >> 8), byte(len(b))}, b...))
+		require.NoError(t, err)
+		var n [2]byte
+		_, err = io.ReadFull(c, n[:])
+		require.NoError(t, err)
+		raw := make([]byte, int(n[0])<<8|int(n[1]))
+		_, err = io.ReadFull(c, raw)
+		require.NoError(t, err)
+		assert.Zero(t, len(raw)%responsePaddingBlock, "answer of %d octets", len(raw))
+		r := new(dns.Msg)
+		require.NoError(t, r.Unpack(raw))
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+		assert.True(t, hasPadding(r))
+		r, err = streamExchange(c, query("u.blocked.test"))
+		require.NoError(t, err)
+		assert.False(t, hasPadding(r), "no padding for an unpadded query")
+	})
+
+	t.Run("DoT PROXY header from a trusted proxy", func(t *testing.T) {
+		h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+			SourceAddr: &net.TCPAddr{IP: net.ParseIP("198.51.100.7"), Port: 40000}, DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 853}}
+		c, err := e.dialTLS(t, "127.0.0.3", h)
+		require.NoError(t, err)
+		r, err := streamExchange(c, query("proxied.blocked.test"))
+		require.NoError(t, err)
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+		s, ok := e.handler.seenFor("proxied.blocked.test")
+		require.True(t, ok)
+		pa, isProxied := s.remote.(*ProxiedAddr)
+		require.True(t, isProxied, "remote %T %v", s.remote, s.remote)
+		assert.Equal(t, "198.51.100.7", pa.IP.String())
+		assert.Equal(t, "127.0.0.3", pa.Proxy.Addr().String())
+		assert.Equal(t, TLS, s.transport)
+
+		// The same header from a peer that is not a trusted proxy is
+		// bytes of a TLS handshake: it fails, nothing is answered.
+		_, err = e.dialTLS(t, "127.0.0.1", h)
+		assert.Error(t, err)
+	})
+
+	t.Run("DoT admits by the rules", func(t *testing.T) {
+		_, err := e.dialTLS(t, "127.0.0.9", nil)
+		assert.Error(t, err)
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		assert.Equal(t, 1, e.refused[TLS+"/"+RefusedNotAllowed])
+	})
+
+	t.Run("DoT counts what it rejects itself", func(t *testing.T) {
+		c, err := e.dialTLS(t, "127.0.0.1", nil)
+		require.NoError(t, err)
+		q := query("notimp.test")
+		q.Opcode = dns.OpcodeStatus
+		r, err := streamExchange(c, q)
+		require.NoError(t, err)
+		assert.Equal(t, dns.RcodeNotImplemented, r.Rcode)
+		assert.Equal(t, 1, e.counts.get(TLS, ResultNotimp))
+	})
+
+	t.Run("DoH over TLS and plain HTTP", func(t *testing.T) {
+		d := &dohSetup{ca: e.ca}
+		for _, tc := range []struct{ name, url string }{
+			{"https", "https://" + e.addrs[HTTPS] + DoHPath},
+			{"http", "http://" + e.addrs["http"] + DoHPath},
+		} {
+			name := tc.name + ".blocked.test"
+			r, resp := dohGet(t, d.client(false), tc.url, query(name))
+			assert.Equal(t, dns.RcodeNameError, r.Rcode)
+			if tc.name == "https" {
+				assert.Equal(t, 2, resp.ProtoMajor, "HTTP/2 over TLS")
+			}
+			s, ok := e.handler.seenFor(name)
+			require.True(t, ok)
+			assert.Equal(t, HTTPS, s.transport)
+		}
+		assert.Zero(t, e.counts.get(HTTPS, ResultBadRequest))
+	})
+
+	t.Run("DoQ", func(t *testing.T) {
+		d := &doqSetup{ca: e.ca, addr: e.addrs[QUIC]}
+		c, err := d.dial(t)
+		require.NoError(t, err)
+		r, err := doqExchange(c, query("q.blocked.test"))
+		require.NoError(t, err)
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+		s, ok := e.handler.seenFor("q.blocked.test")
+		require.True(t, ok)
+		assert.Equal(t, QUIC, s.transport)
+		assert.IsType(t, &net.UDPAddr{}, s.remote)
+	})
+}
+
+// TestServerShutdownEncrypted: Shutdown stops every encrypted listener
+// from taking new connections at once, and answers the queries they had
+// taken (one waiting on its upstream on each of DoT, DoH and DoQ) before
+// it returns.
+func TestServerShutdownEncrypted(t *testing.T) {
+	e := newEncryptedSetup(t)
+	dot, err := e.dialTLS(t, "127.0.0.1", nil)
+	require.NoError(t, err)
+	d := &doqSetup{ca: e.ca, addr: e.addrs[QUIC]}
+	doq, err := d.dial(t)
+	require.NoError(t, err)
+
+	type result struct {
+		transport string
+		r         *dns.Msg
+		err       error
+	}
+	results := make(chan result, 3)
+	go func() {
+		r, err := streamExchange(dot, query("dot.slow.test"))
+		results <- result{TLS, r, err}
+	}()
+	go func() {
+		r, err := doqExchange(doq, query("doq.slow.test"))
+		results <- result{QUIC, r, err}
+	}()
+	go func() {
+		c := (&dohSetup{ca: e.ca}).client(false)
+		resp, err := c.Post("https://"+e.addrs[HTTPS]+DoHPath, DoHContentType, strings.NewReader(string(mustPack(t, query("doh.slow.test")))))
+		if err != nil {
+			results <- result{HTTPS, nil, err}
+			return
+		}
+		defer resp.Body.Close()
+		m := new(dns.Msg)
+		buf := make([]byte, 65535)
+		n, _ := resp.Body.Read(buf)
+		results <- result{HTTPS, m, m.Unpack(buf[:n])}
+	}()
+	require.Eventually(t, func() bool { return e.up.waiting.Load() == 3 }, 10*time.Second, 5*time.Millisecond)
+
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		stopped <- e.srv.Shutdown(ctx)
+	}()
+	for _, addr := range []string{e.addrs[TLS], e.addrs[HTTPS]} {
+		require.Eventually(t, func() bool {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		}, 5*time.Second, 5*time.Millisecond, "%s stops taking connections", addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = quic.DialAddr(ctx, e.addrs[QUIC], clientTLS(e.ca, ALPNDoQ), &quic.Config{})
+	assert.Error(t, err, "no new DoQ connection")
+	select {
+	case err := <-stopped:
+		t.Fatalf("Shutdown returned with queries in flight: %v", err)
+	default:
+	}
+
+	e.up.releaseSlow()
+	for range 3 {
+		res := <-results
+		require.NoError(t, res.err, res.transport)
+		assert.Equal(t, dns.RcodeSuccess, res.r.Rcode, res.transport)
+		assert.Len(t, res.r.Answer, 1, res.transport)
+	}
+	require.NoError(t, <-stopped)
+}

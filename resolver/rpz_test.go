@@ -1,0 +1,351 @@
+package resolver
+
+import (
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// observed is a logger that writes to the test's log and keeps the lines
+// at info and above for the test to look at.
+func observed(t *testing.T) (*zap.Logger, *observer.ObservedLogs) {
+	core, logs := observer.New(zap.InfoLevel)
+	return zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core)), logs
+}
+
+// auditLine is the last "query" line about qname.
+func auditLine(logs *observer.ObservedLogs, qname string) (map[string]any, bool) {
+	var found map[string]any
+	for _, e := range logs.FilterMessage("query").All() {
+		if f := e.ContextMap(); f[logQName] == qname {
+			found = f
+		}
+	}
+	return found, found != nil
+}
+
+const rpzHead = "$ORIGIN rpz.example.gov.\n$TTL 300\n@ SOA localhost. root.localhost. 7 3600 600 86400 60\n  NS localhost.\n"
+
+const rpzActionsConfig = `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+upstream_timeout: 300ms
+allowed_clients: ["127.0.0.0/28"]
+log: {queries: blocked}
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["capcut.txt", "policy.rpz"]
+  - name: gov-refusing
+    clients: ["127.0.0.2/32"]
+    block: ["policy.rpz"]
+    action: refused
+  - name: shadow
+    clients: ["127.0.0.4/32"]
+    block: ["policy.rpz"]
+    action: log
+`
+
+var rpzActionsFiles = map[string]string{
+	"capcut.txt": "capcut.com\n",
+	"policy.rpz": rpzHead + `tiktok.com CNAME .
+*.tiktok.com CNAME .
+douyin.com CNAME *.
+*.douyin.com CNAME *.
+bytedance.com CNAME rpz-drop.
+press.tiktok.com CNAME rpz-passthru.
+newsroom.capcut.com CNAME rpz-passthru.
+`,
+}
+
+// TestRPZActions: each action of an RPZ trigger, end to end on UDP and
+// TCP: NXDOMAIN (the policy's blocked answer), NODATA (NOERROR, no
+// records, the SOA), passthru (forwarded, and it beats a block of a list
+// before it), drop (no answer at all, counted and audited as dropped).
+func TestRPZActions(t *testing.T) {
+	up := startUpstream(t, nil)
+	log, logs := observed(t)
+	f := startFenceLog(t, log, rpzActionsConfig, rpzActionsFiles, up.addr)
+
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			r := ask(t, f.addr, "127.0.0.1", network, question("www.tiktok.com.", dns.TypeA, true))
+			assert.Equal(t, dns.RcodeNameError, r.Rcode, "a wildcard trigger CNAME .")
+			require.Len(t, r.Ns, 1)
+			assert.Equal(t, "tiktok.com.", r.Ns[0].Header().Name)
+
+			for _, q := range []struct {
+				name  string
+				qtype uint16
+			}{{"douyin.com.", dns.TypeAAAA}, {"a.b.douyin.com.", dns.TypeTXT}, {"douyin.com.", dns.TypeA}} {
+				r := ask(t, f.addr, "127.0.0.1", network, question(q.name, q.qtype, true))
+				assert.Equal(t, dns.RcodeSuccess, r.Rcode, "%s: CNAME *. is NODATA", q.name)
+				assert.Empty(t, r.Answer, q.name)
+				require.Len(t, r.Ns, 1, q.name)
+				soa, ok := r.Ns[0].(*dns.SOA)
+				require.True(t, ok, "the SOA for negative caching (RFC 2308 §2.2)")
+				assert.Equal(t, "douyin.com.", soa.Hdr.Name)
+				assert.Equal(t, uint32(60), soa.Minttl)
+				assert.True(t, r.RecursionAvailable)
+				assert.False(t, r.Authoritative)
+				require.NotNil(t, ede(r))
+				assert.Equal(t, dns.ExtendedErrorCodeBlocked, ede(r).InfoCode)
+			}
+			// Without EDNS too (the packed answer).
+			r = ask(t, f.addr, "127.0.0.1", network, question("douyin.com.", dns.TypeA, false))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+			assert.Empty(t, r.Answer)
+			assert.Len(t, r.Ns, 1)
+			assert.Nil(t, r.IsEdns0())
+
+			for _, name := range []string{"press.tiktok.com.", "newsroom.capcut.com."} {
+				r := ask(t, f.addr, "127.0.0.1", network, question(name, dns.TypeA, true))
+				assert.Equal(t, dns.RcodeSuccess, r.Rcode, "%s: passthru", name)
+				require.Len(t, r.Answer, 1, name)
+				assert.Equal(t, "192.0.2.1", r.Answer[0].(*dns.A).A.String())
+			}
+			r = ask(t, f.addr, "127.0.0.1", network, question("www.capcut.com.", dns.TypeA, true))
+			assert.Equal(t, dns.RcodeNameError, r.Rcode, "the plain list still blocks below its entry")
+
+			_, err := exchangeTimeout(f.addr, "127.0.0.1", network, question("bytedance.com.", dns.TypeA, true), 700*time.Millisecond)
+			assert.Error(t, err, "rpz-drop: no answer at all")
+		})
+	}
+
+	// The policy's action for `CNAME .`; the trigger's own for the others.
+	r := ask(t, f.addr, "127.0.0.2", "udp", question("tiktok.com.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeRefused, r.Rcode)
+	r = ask(t, f.addr, "127.0.0.2", "udp", question("douyin.com.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	assert.Empty(t, r.Answer)
+	_, err := exchangeTimeout(f.addr, "127.0.0.2", "udp", question("bytedance.com.", dns.TypeA, true), 700*time.Millisecond)
+	assert.Error(t, err)
+
+	// Shadow mode forwards every action, and records it.
+	for _, name := range []string{"bytedance.com.", "douyin.com."} {
+		r = ask(t, f.addr, "127.0.0.4", "udp", question(name, dns.TypeA, true))
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode, name)
+		assert.Len(t, r.Answer, 1, "%s: forwarded in shadow mode", name)
+	}
+
+	// Upstream saw the passthru names and the shadow client's two
+	// queries, nothing blocked.
+	var sent []string
+	for _, q := range up.queries() {
+		sent = append(sent, q.msg.Question[0].Name+" "+dns.TypeToString[q.msg.Question[0].Qtype])
+	}
+	assert.ElementsMatch(t, []string{"press.tiktok.com. A", "newsroom.capcut.com. A", "bytedance.com. A", "douyin.com. A"},
+		slices.Compact(slices.Sorted(slices.Values(sent))))
+	dropped, _ := metricValue(t, f.registry, "dnsfence_queries_total", "transport", "udp", "result", ResultDropped)
+	assert.Equal(t, 2.0, dropped)
+	dropped, _ = metricValue(t, f.registry, "dnsfence_queries_total", "transport", "tcp", "result", ResultDropped)
+	assert.Equal(t, 1.0, dropped)
+	blocked, _ := metricValue(t, f.registry, "dnsfence_blocked_total", "policy", "gov", "list", f.dir+"/policy.rpz", "shadow", "false")
+	assert.Equal(t, 2.0*6, blocked, "NXDOMAIN, 3 NODATA, NODATA without EDNS and drop, on each transport")
+
+	require.Eventually(t, func() bool { _, ok := auditLine(logs, "bytedance.com."); return ok }, 2*time.Second, 10*time.Millisecond)
+	var drop, shadow map[string]any
+	for _, e := range logs.FilterMessage("query").All() {
+		if f := e.ContextMap(); f[logQName] == "bytedance.com." {
+			switch f[logClient] {
+			case "127.0.0.1":
+				drop = f
+			case "127.0.0.4":
+				shadow = f
+			}
+		}
+	}
+	require.NotNil(t, drop)
+	assert.Equal(t, ResultDropped, drop[logResult])
+	assert.Equal(t, "bytedance.com", drop[logEntry])
+	assert.Equal(t, "bytedance.com.rpz.example.gov.", drop[logOwner])
+	assert.Equal(t, "drop", drop[logAction])
+	assert.EqualValues(t, 9, drop[logListLine])
+	assert.NotContains(t, drop, logRcode, "no answer, no RCODE")
+	require.NotNil(t, shadow)
+	assert.Equal(t, true, shadow[logShadow])
+	assert.Equal(t, ResultForwarded, shadow[logResult])
+}
+
+// exchangeTimeout is exchange with a client timeout.
+func exchangeTimeout(server, from, network string, m *dns.Msg, timeout time.Duration) (*dns.Msg, error) {
+	c := &dns.Client{Net: network, Timeout: timeout}
+	if from != "" {
+		c.Dialer = localDialer(network, from)
+	}
+	r, _, err := c.Exchange(m, server)
+	return r, err
+}
+
+const respIPConfig = `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+upstream_timeout: 300ms
+allowed_clients: ["127.0.0.0/28"]
+log: {queries: blocked}
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["tiktok.txt", "policy.rpz"]
+    allow: ["allow.txt"]
+  - name: press-office
+    clients: ["127.0.0.3/32"]
+  - name: shadow
+    clients: ["127.0.0.4/32"]
+    block: ["policy.rpz"]
+    action: log
+`
+
+var respIPFiles = map[string]string{
+	"tiktok.txt": "tiktok.com\n",
+	"allow.txt":  "allowed.example.net\n",
+	"policy.rpz": rpzHead + `24.0.100.51.198.rpz-ip CNAME .
+32.9.100.51.198.rpz-ip CNAME rpz-passthru.
+48.zz.bad.db8.2001.rpz-ip CNAME .
+`,
+}
+
+// respIPAnswer answers each test name with addresses in or out of the
+// listed prefixes.
+func respIPAnswer(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.RecursionAvailable = true
+	q := r.Question[0]
+	switch q.Name {
+	case "cdn.example.net.", "allowed.example.net.", "tiktok.com.":
+		m.Answer = append(m.Answer, mustRR("%s 300 IN A 198.51.100.7", q.Name))
+	case "v6.example.net.":
+		m.Answer = append(m.Answer, mustRR("%s 300 IN AAAA 2001:db8:bad::1", q.Name))
+	case "svc.example.net.":
+		m.Answer = append(m.Answer, mustRR("%s 300 IN HTTPS 1 . alpn=h2 ipv4hint=192.0.2.1,198.51.100.8", q.Name))
+	case "v6hint.example.net.":
+		m.Answer = append(m.Answer, mustRR("%s 300 IN SVCB 1 svc.example.org. ipv6hint=2001:db8:bad::53", q.Name))
+	case "chain.example.net.":
+		m.Answer = append(m.Answer, mustRR("%s 300 IN CNAME edge.example.org.", q.Name),
+			mustRR("edge.example.org. 300 IN A 198.51.100.66"))
+	case "pass.example.net.":
+		m.Answer = append(m.Answer, mustRR("%s 300 IN A 198.51.100.9", q.Name), mustRR("%s 300 IN A 198.51.100.7", q.Name))
+	default:
+		m.Answer = append(m.Answer, mustRR("%s 300 IN A 192.0.2.1", q.Name))
+	}
+	return m
+}
+
+// TestResponseIPTriggers: an upstream answers names no list holds with
+// addresses inside a listed prefix; the government client gets the
+// blocked answer (A, AAAA, HTTPS and SVCB address hints, behind a CNAME,
+// from the cache too), the press office the plain answer; a passthru
+// prefix and an allowed name let the answer stand; a listed name is still
+// never sent upstream; the audit line names the address and the prefix.
+func TestResponseIPTriggers(t *testing.T) {
+	up := startUpstream(t, respIPAnswer)
+	log, logs := observed(t)
+	f := startFenceLog(t, log, respIPConfig, respIPFiles, up.addr)
+
+	// Asked by the press office first: the cached answer is inspected
+	// for the government client as a fresh one is.
+	r := ask(t, f.addr, "127.0.0.3", "udp", question("cdn.example.net.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	require.Len(t, r.Answer, 1)
+	assert.Equal(t, "198.51.100.7", r.Answer[0].(*dns.A).A.String())
+
+	for _, tc := range []struct {
+		name    string
+		qtype   uint16
+		blocked bool
+	}{
+		{"cdn.example.net.", dns.TypeA, true},
+		{"v6.example.net.", dns.TypeAAAA, true},
+		{"svc.example.net.", dns.TypeHTTPS, true},
+		{"v6hint.example.net.", dns.TypeSVCB, true},
+		{"chain.example.net.", dns.TypeA, true},
+		{"pass.example.net.", dns.TypeA, false},
+		{"allowed.example.net.", dns.TypeA, false},
+		{"www.example.net.", dns.TypeA, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, network := range []string{"udp", "tcp"} {
+				r := ask(t, f.addr, "127.0.0.1", network, question(tc.name, tc.qtype, true))
+				if !tc.blocked {
+					assert.Equal(t, dns.RcodeSuccess, r.Rcode, network)
+					assert.NotEmpty(t, r.Answer, network)
+					continue
+				}
+				assert.Equal(t, dns.RcodeNameError, r.Rcode, network)
+				assert.Empty(t, r.Answer, network)
+				require.Len(t, r.Ns, 1, network)
+				assert.Equal(t, tc.name, r.Ns[0].Header().Name, "the SOA sits at the question")
+				require.NotNil(t, ede(r))
+				assert.Equal(t, dns.ExtendedErrorCodeBlocked, ede(r).InfoCode)
+				assert.Contains(t, ede(r).ExtraText, "policy.rpz")
+			}
+			r := ask(t, f.addr, "127.0.0.3", "udp", question(tc.name, tc.qtype, true))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode, "other clients get the plain answer")
+			assert.NotEmpty(t, r.Answer)
+		})
+	}
+
+	r = ask(t, f.addr, "127.0.0.1", "udp", question("tiktok.com.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	for _, q := range up.queries() {
+		assert.NotEqual(t, "tiktok.com.", q.msg.Question[0].Name, "a listed name is never sent upstream")
+	}
+
+	r = ask(t, f.addr, "127.0.0.4", "udp", question("cdn.example.net.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode, "shadow mode forwards")
+	require.Eventually(t, func() bool {
+		for _, e := range logs.FilterMessage("query").All() {
+			if e.ContextMap()[logClient] == "127.0.0.4" {
+				return true
+			}
+		}
+		return false
+	}, 2*time.Second, 10*time.Millisecond)
+	for _, e := range logs.FilterMessage("query").All() {
+		fields := e.ContextMap()
+		switch {
+		case fields[logClient] == "127.0.0.4":
+			assert.Equal(t, true, fields[logShadow])
+			assert.Equal(t, "198.51.100.7", fields[logVia])
+			assert.Equal(t, "198.51.100.0/24", fields[logEntry])
+		case fields[logQName] == "v6.example.net.":
+			assert.Equal(t, "2001:db8:bad::1", fields[logVia], "the address")
+			assert.Equal(t, "2001:db8:bad::/48", fields[logEntry], "the prefix")
+			assert.Equal(t, "48.zz.bad.db8.2001.rpz-ip.rpz.example.gov.", fields[logOwner])
+		case fields[logQName] == "svc.example.net.":
+			assert.Equal(t, "198.51.100.8", fields[logVia])
+		}
+	}
+	line, ok := auditLine(logs, "chain.example.net.")
+	require.True(t, ok)
+	assert.Equal(t, "198.51.100.66", line[logVia])
+	assert.Equal(t, ResultBlocked, line[logResult])
+
+	// `dnsfence explain -resolve` says the same, naming the prefix.
+	snap := f.handler.Snapshot()
+	e := snap.Explain(netipMustParse("127.0.0.1"), "cdn.example.net.", dns.TypeA)
+	resp, _, err := snap.Forwarder().Forward(t.Context(), question("cdn.example.net.", dns.TypeA, false), false)
+	require.NoError(t, err)
+	snap.ExplainAnswer(&e, resp)
+	assert.Equal(t, ResultBlocked, e.Result)
+	assert.Contains(t, e.String(), "198.51.100.7 blocked by "+f.dir+"/policy.rpz:5 owner 24.0.100.51.198.rpz-ip.rpz.example.gov.: 198.51.100.0/24")
+}
+
+// localDialer dials from the loopback address from.
+func localDialer(network, from string) *net.Dialer {
+	ip := net.ParseIP(from)
+	if network == "tcp" {
+		return &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}
+	}
+	return &net.Dialer{LocalAddr: &net.UDPAddr{IP: ip}}
+}

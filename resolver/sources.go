@@ -1,0 +1,500 @@
+package resolver
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/blocklist/rpz"
+	"github.com/dnsfence/dnsfence/blocklist/source"
+	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/listen"
+	"github.com/gaissmai/bart"
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+// Remote lists (DESIGN.md §9): a `block` or `allow` entry that is a URL or
+// a zone transfer is a source (package blocklist/source) run by the
+// Reloader. Each copy a source delivers is parsed as its list (a text list,
+// an RPZ body, or a zone's records with package rpz) and applied as a
+// changed file is: a new snapshot with that one list replaced, the
+// fail-closed guards, then one atomic store; a copy refused keeps the list
+// served. A snapshot holds each remote list under its entry as written,
+// with an empty list in its place until a first copy arrives (and /readyz
+// not ready until then).
+
+// startWait bounds how long Start waits for each source's first copy (its
+// disk copy, or its first fetch) before the first snapshot is built
+// without it.
+const startWait = 10 * time.Second
+
+// remoteSources are the sources being run, as the Handler sees them: for
+// NOTIFY, /readyz and the metrics.
+type remoteSources struct {
+	srcs     []source.Source // in configuration order
+	notifier *source.Notifier
+	// zones are the apexes the zone sources pull (lowercase, fully
+	// qualified): a NOTIFY for any other zone is answered as before
+	// sources existed, NOTIMP.
+	zones map[string]bool
+}
+
+// runningSource is one source the Reloader runs, and the lists it built
+// from its copies. list and pending are guarded by Reloader.mu.
+type runningSource struct {
+	src    source.Source
+	key    string // the options it was made with, to see them change
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	// list is built from the copy served (nil before the first); pending
+	// from a copy a fail-closed guard held, which SIGHUP applies.
+	list    *blocklist.List
+	pending *blocklist.List
+}
+
+// sourceKey identifies the options a source was made with.
+func sourceKey(opt source.Options) string {
+	key := fmt.Sprintf("%s|%s|%d", opt.Refresh, opt.CacheDir, opt.MaxBytes)
+	if k := opt.TSIG; k != nil {
+		key += "|" + k.Name + "|" + k.Algorithm + "|" + k.Secret
+	}
+	return key
+}
+
+// Start starts the remote list sources cfg names (each delivers its disk
+// copy at once, then fetches), waits up to startWait for each to have a
+// first copy or to have tried the network once, and then builds the first
+// snapshot from cfg and those copies, connects its upstreams (into the
+// Handler's metrics) and publishes it. Copies that arrive later are
+// applied as they come. The sources run until ctx ends. The snapshot's
+// build errors are BuildSnapshot's and ConnectUpstreams'.
+func (r *Reloader) Start(ctx context.Context, cfg *config.Config) (*Snapshot, error) {
+	r.mu.Lock()
+	r.runCtx = ctx
+	r.syncSources(cfg)
+	running := slices.Collect(maps.Values(r.sources))
+	r.mu.Unlock()
+	deadline := time.Now().Add(startWait)
+	for _, rs := range running {
+		for !firstCopy(rs.src.Status()) && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	snap, err := BuildSnapshotWith(cfg, nil, r.remoteLists(false))
+	if err != nil {
+		return nil, err
+	}
+	if err := ConnectUpstreams(snap, nil, r.handler.metrics); err != nil {
+		return nil, err
+	}
+	r.handler.Store(snap)
+	return snap, nil
+}
+
+// firstCopy reports whether a source has content, or has been to the
+// network once (its disk copy, if any, read before).
+func firstCopy(st source.Status) bool {
+	return st.HasContent || !st.LastSuccess.IsZero() || !st.LastErrorTime.IsZero()
+}
+
+// remoteLists are the lists the sources built, by entry; with pending, a
+// copy a guard held in place of the one served (SIGHUP).
+func (r *Reloader) remoteLists(pending bool) map[string]*blocklist.List {
+	out := map[string]*blocklist.List{}
+	for name, rs := range r.sources {
+		l := rs.list
+		if pending && rs.pending != nil {
+			l = rs.pending
+		}
+		if l != nil {
+			out[name] = l
+		}
+	}
+	return out
+}
+
+// syncSources makes the sources run those cfg names: new entries start,
+// entries gone stop, and an entry whose `sources` settings changed
+// restarts with the list it had. Called with r.mu held, after the
+// snapshot of cfg is published (or before the first).
+func (r *Reloader) syncSources(cfg *config.Config) {
+	if r.runCtx == nil {
+		return // not started: a Reloader of tests, or `check`
+	}
+	opt := cfg.SourceOptions()
+	opt.Log = r.log.Named("source")
+	key := sourceKey(opt)
+	want := cfg.RemoteLists()
+	if r.sources == nil {
+		r.sources = map[string]*runningSource{}
+	}
+	changed := false
+	for name, rs := range r.sources {
+		if !slices.Contains(want, name) || rs.key != key {
+			rs.cancel()
+			delete(r.sources, name)
+			changed = true
+			if rs.key != key && slices.Contains(want, name) {
+				r.sources[name] = r.startSource(name, opt, key, rs.list)
+			}
+		}
+	}
+	for _, name := range want {
+		if _, ok := r.sources[name]; !ok {
+			r.sources[name] = r.startSource(name, opt, key, nil)
+			changed = true
+		}
+	}
+	if !changed && r.handler.remote.Load() != nil {
+		return
+	}
+	rem := &remoteSources{zones: map[string]bool{}}
+	for _, name := range want {
+		src := r.sources[name].src
+		rem.srcs = append(rem.srcs, src)
+		if z, ok := src.(*source.Zone); ok {
+			rem.zones[z.Origin()] = true
+		}
+	}
+	if len(rem.zones) > 0 {
+		rem.notifier = source.NewNotifier(rem.srcs)
+	}
+	r.handler.remote.Store(rem)
+}
+
+// startSource starts the source of a remote entry, which configuration
+// validation has checked.
+func (r *Reloader) startSource(name string, opt source.Options, key string, list *blocklist.List) *runningSource {
+	src, err := source.New(name, opt)
+	if err != nil {
+		// Validated with the configuration; a source that cannot be made
+		// is reported and leaves its list empty (and /readyz not ready).
+		r.log.Error("list source not started", zap.String(logList, name), zap.Error(err))
+		src = failedSource{name: name, err: err}
+	}
+	ctx, cancel := context.WithCancel(r.runCtx)
+	rs := &runningSource{src: src, key: key, cancel: cancel, done: make(chan struct{}), list: list}
+	go func() {
+		defer close(rs.done)
+		src.Run(ctx, func(c source.Content) error { return r.applySource(rs, c) })
+	}()
+	return rs
+}
+
+// failedSource stands for a source that could not be made: it never has
+// content.
+type failedSource struct {
+	name string
+	err  error
+}
+
+func (f failedSource) Name() string                                          { return f.name }
+func (f failedSource) Run(ctx context.Context, _ func(source.Content) error) { <-ctx.Done() }
+func (f failedSource) Fetch(context.Context) (source.Content, error)         { return source.Content{}, f.err }
+func (f failedSource) Status() source.Status {
+	return source.Status{Name: f.name, LastError: f.err, LastErrorTime: time.Now()}
+}
+
+// applySource builds the list of a copy a source delivered and applies it
+// as a changed file is applied: the running snapshot with that list
+// replaced, the fail-closed guards (a list shrinking past
+// reload.max_shrink is held until SIGHUP), one atomic store. An error
+// refuses the copy: the source counts it as a failure and keeps offering
+// the one served.
+func (r *Reloader) applySource(rs *runningSource, c source.Content) error {
+	start := time.Now()
+	name := rs.src.Name()
+	r.mu.Lock()
+	base := rs.list
+	r.mu.Unlock()
+	// Parsed outside the lock: a zone of a million records takes a second,
+	// and reloads of files need not wait for it.
+	l, warn, how, err := buildSourceList(name, c, base)
+	if err != nil {
+		r.log.Error("list source copy refused, keeping the list served", zap.String(logList, name),
+			zap.String("version", c.Version()), zap.Error(err))
+		return err
+	}
+	if warn != nil {
+		r.log.Warn("skipped bad lines", zap.String(logList, name), zap.Error(warn))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sources[name] != rs {
+		return errors.New("the source is no longer configured")
+	}
+	prev := r.handler.Snapshot()
+	var next *Snapshot
+	if prev != nil {
+		next = prev.withList(name, l, warn)
+	}
+	if next == nil {
+		// No snapshot yet (Start builds the first with it), or one that
+		// does not use the list any more.
+		rs.list, rs.pending = l, nil
+		r.log.Info("list source loaded", zap.String(logList, name), zap.Int("entries", l.Len()),
+			zap.String("version", c.Version()), zap.Bool("from_cache", c.FromCache), zap.Duration("took", time.Since(start)))
+		return nil
+	}
+	if held := heldChanges(prev, next); len(held) > 0 {
+		rs.pending = l
+		err := errors.Join(held...)
+		r.log.Warn("list source copy held, keeping the list served: SIGHUP applies it", zap.String(logList, name),
+			zap.String("version", c.Version()), zap.Error(err))
+		r.handler.setHeld(name, true)
+		return err
+	}
+	r.handler.storeLists(next)
+	old := rs.list
+	rs.list, rs.pending = l, nil
+	r.handler.setHeld(name, false)
+	fields := []zap.Field{zap.String(logList, name), zap.Int("entries", l.Len()), zap.String("version", c.Version()),
+		zap.String("built", how), zap.Bool("from_cache", c.FromCache), zap.Duration("took", time.Since(start))}
+	if c.Kind == source.KindZone {
+		// Records of the zone, as the transfer counted them: a diff of a
+		// million entries would cost more than the transfer.
+		fields = append(fields, zap.String("transfer", c.Transfer), zap.Int("added", c.Added), zap.Int("removed", c.Removed))
+	} else {
+		d := diffLists(old, l)
+		fields = append(fields, zap.Int("added", d.added), zap.Int("removed", d.removed),
+			zap.Strings(logAddedEntries, d.addedNames), zap.Strings(logRemovedEntry, d.removedNames))
+		if c.ETag != "" {
+			fields = append(fields, zap.String("etag", c.ETag))
+		}
+	}
+	r.log.Info("list source applied", fields...)
+	if r.AfterReload != nil {
+		r.AfterReload(next)
+	}
+	return nil
+}
+
+// How a source's list was built, for the log.
+const (
+	builtWhole = "whole"  // parsed from the whole copy
+	builtDelta = "update" // the IXFR's changes applied to the list held
+)
+
+// buildSourceList parses a copy a source delivered into its list: a body
+// as a list file of its name would be (RPZ when the URL's path ends in
+// .rpz), a zone's records as RPZ (with base, the list of the copy before,
+// only the changes of an IXFR are applied). Bad lines and records are
+// skipped and returned as warn; a body of which nothing could be read but
+// bad lines is refused (err), as no list file is all junk.
+func buildSourceList(name string, c source.Content, base *blocklist.List) (l *blocklist.List, warn error, how string, err error) {
+	switch c.Kind {
+	case source.KindBody:
+		if rpzURL(name) {
+			l, warn = blocklist.ParseRPZ(name, c.Body)
+		} else {
+			l, warn = blocklist.Parse(name, c.Body)
+		}
+	case source.KindZone:
+		sum := sha256.Sum256([]byte(c.Zone + " " + strconv.FormatUint(uint64(c.Serial), 10)))
+		if d := c.Delta; d != nil && base != nil {
+			if serial, _ := base.Serial(); serial == d.From {
+				l, err = base.Update(sum, c.Serial,
+					func(h rpz.Handler) { rpz.FromRecords(c.Zone, d.Removed, h) },
+					func(h rpz.Handler) { rpz.FromRecords(c.Zone, d.Added, h) })
+				if err == nil {
+					return l, nil, builtDelta, nil
+				}
+			}
+		}
+		l, warn = blocklist.FromZone(name, sum, len(c.Records), func(h rpz.Handler) (rpz.Zone, error) {
+			return rpz.FromRecords(c.Zone, c.Records, h), nil
+		})
+	default:
+		return nil, nil, "", fmt.Errorf("%s: content of unknown kind %d", name, c.Kind)
+	}
+	if l == nil {
+		return nil, nil, "", fmt.Errorf("%s: %w", name, warn)
+	}
+	if l.Len() == 0 && warn != nil {
+		return nil, nil, "", fmt.Errorf("%s (%s): not one entry could be read, only bad lines; refusing it: %w", name, c.Version(), warn)
+	}
+	return l, warn, builtWhole, nil
+}
+
+// rpzURL reports whether a URL's path ends in .rpz (any case): its body is
+// read as an RPZ zone file.
+func rpzURL(name string) bool {
+	u, err := url.Parse(name)
+	return err == nil && strings.HasSuffix(strings.ToLower(u.Path), ".rpz")
+}
+
+// withList is s with the list called name replaced by l (with its bad
+// lines warn): the policies that use it recompiled, the rest shared. It is
+// nil when s has no list of that name.
+func (s *Snapshot) withList(name string, l *blocklist.List, warn error) *Snapshot {
+	old, ok := s.Lists[name]
+	if !ok {
+		return nil
+	}
+	n := *s
+	n.Loaded = time.Now()
+	n.Lists = maps.Clone(s.Lists)
+	n.Lists[name] = l
+	n.Warnings = nil
+	for _, w := range s.Warnings {
+		if !warningOf(w, name) {
+			n.Warnings = append(n.Warnings, w)
+		}
+	}
+	if warn != nil {
+		n.Warnings = append(n.Warnings, warn)
+	}
+	swap := func(ls []List) []List {
+		out := slices.Clone(ls)
+		for i, x := range out {
+			if x == List(old) {
+				out[i] = l
+			}
+		}
+		return out
+	}
+	policies := make(map[*Policy]*Policy, len(s.Policies))
+	n.Policies = make([]*Policy, len(s.Policies))
+	for i, p := range s.Policies {
+		np := *p
+		np.Block, np.Allow = swap(p.Block), swap(p.Allow)
+		np.compile()
+		policies[p], n.Policies[i] = &np, &np
+	}
+	n.byClient = new(bart.Table[ClientRange])
+	for pfx, cr := range s.byClient.All() {
+		cr.Policy = policies[cr.Policy]
+		n.byClient.Insert(pfx, cr)
+	}
+	return &n
+}
+
+// warningOf reports whether a snapshot warning holds the bad lines of the
+// list called name.
+func warningOf(w error, name string) bool {
+	for _, e := range leafErrors(w) {
+		var pe *blocklist.ParseError
+		if errors.As(e, &pe) {
+			return pe.File == name
+		}
+	}
+	return false
+}
+
+// notify answers a NOTIFY (RFC 1996) for a zone a source pulls with the
+// zone sources' Notifier, checked against the packet's own source address
+// (the socket peer, never a client a PROXY header or an ECS option names);
+// ok is false for a NOTIFY of any other zone, answered as any opcode other
+// than QUERY is (NOTIMP).
+func (h *Handler) notify(q *query) (reply, bool) {
+	rem := h.remote.Load()
+	if rem == nil || rem.notifier == nil || len(q.req.Question) != 1 || !rem.zones[strings.ToLower(dns.Fqdn(q.req.Question[0].Name))] {
+		return reply{}, false
+	}
+	m := rem.notifier.Reply(peerAddr(q.w), q.req)
+	if m == nil {
+		return reply{}, false
+	}
+	if m.Rcode == dns.RcodeRefused {
+		h.log.Debug("NOTIFY refused: not from the zone's primary", zap.String(logClient, peerAddr(q.w).String()),
+			zap.String(logQName, q.req.Question[0].Name))
+	}
+	return msgReply(m, ResultNotify), true
+}
+
+// peerAddr is the packet's own source address: the socket peer, which for
+// a connection that began with a PROXY header is the proxy.
+func peerAddr(w dns.ResponseWriter) netip.Addr {
+	switch a := w.RemoteAddr().(type) {
+	case *net.UDPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case *listen.ProxiedAddr:
+		return a.Proxy.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// FetchSources fetches each remote list cfg names once and builds its
+// list as a delivered copy is built, for `dnsfence check -fetch` and
+// `dnsfence explain`: nothing is started and nothing written. With
+// diskCopy, a source the network does not answer is read from its disk
+// copy in sources.cache_dir instead. Each source's outcome is in its
+// SourceReport, in configuration order; the lists are by entry, for
+// BuildSnapshotWith.
+func FetchSources(ctx context.Context, cfg *config.Config, diskCopy bool) ([]SourceReport, map[string]*blocklist.List) {
+	lists := map[string]*blocklist.List{}
+	var out []SourceReport
+	opt := cfg.SourceOptions()
+	for _, name := range cfg.RemoteLists() {
+		rep := SourceReport{Name: name}
+		src, err := source.New(name, opt)
+		if err != nil {
+			rep.Err = err
+			out = append(out, rep)
+			continue
+		}
+		rep.Content, rep.Err = src.Fetch(ctx)
+		if rep.Err != nil && diskCopy {
+			if c, err := source.Cached(src); err == nil {
+				rep.Content, rep.DiskCopy = c, true
+			}
+		}
+		if rep.Content.Kind != 0 {
+			var l *blocklist.List
+			l, rep.Warnings, _, err = buildSourceList(name, rep.Content, nil)
+			if err != nil {
+				rep.Err = errors.Join(rep.Err, err)
+			} else {
+				rep.List, lists[name] = l, l
+			}
+		}
+		rep.Size = max(len(rep.Content.Records), len(rep.Content.Body))
+		rep.Content.Records, rep.Content.Body = nil, nil // the list has what is needed
+		out = append(out, rep)
+	}
+	return out, lists
+}
+
+// SourceReport is what FetchSources found of one remote list.
+type SourceReport struct {
+	Name string
+	// Content describes the copy read (its records and body dropped);
+	// the zero Content when none was.
+	Content source.Content
+	// DiskCopy: the network failed (Err says how) and the disk copy was
+	// read instead.
+	DiskCopy bool
+	// Size is the zone's records (its SOA included) or the body's bytes.
+	Size     int
+	List     *blocklist.List // built from the copy; nil when none was read
+	Warnings error           // bad lines and records skipped
+	Err      error
+}
+
+// acceptPending makes the held copies that next was built with (a
+// SIGHUP's) the ones served.
+func (r *Reloader) acceptPending(next *Snapshot) {
+	for name, rs := range r.sources {
+		if rs.pending != nil && next.Lists[name] == rs.pending {
+			rs.list, rs.pending = rs.pending, nil
+			r.handler.setHeld(name, false)
+			r.log.Info("list source copy applied by SIGHUP", zap.String(logList, name), zap.Int("entries", rs.list.Len()))
+		}
+	}
+}
