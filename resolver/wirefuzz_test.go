@@ -2,12 +2,14 @@ package resolver
 
 import (
 	"bytes"
+	"hash/crc32"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver/config"
@@ -206,6 +208,17 @@ func FuzzWireAnswer(f *testing.F) {
 			f.Add(b)
 		}
 	}
+	// Names that point into octets the wire path rewrites: the header,
+	// a TTL (TestWirePointerIntoHeaderFailsClosed, ...IntoTTLFailsClosed).
+	for _, name := range []string{"cloak.eq.example.", "ttl.eq.example."} {
+		q, err := question(name, dns.TypeA, false).Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		h, _ := headerPointerAnswer(q)
+		f.Add(h)
+		f.Add(ttlPointerAnswer(q))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m := new(dns.Msg)
 		unpacked := m.Unpack(b) == nil
@@ -250,5 +263,62 @@ func FuzzWireAnswer(f *testing.F) {
 				}
 			}
 		}
+		sameAsInspected(t, b, &w)
 	})
+}
+
+// sameAsInspected checks that every client reads the answer held as w the
+// way its inspection reads it (cacheEntry.message, the octets as
+// received): whatever the client's ID and flags (appendCached rewrites
+// them, and ARCOUNT with the client's OPT) and however the TTLs have aged
+// (rewritten in place), the same question and records, TTLs aside. A name
+// pointing into octets the wire path rewrites would read otherwise.
+func sameAsInspected(t *testing.T, b []byte, w *wireAnswer) {
+	stored := time.Unix(1_700_000_000, 0)
+	e := &cacheEntry{wire: w, stored: stored, maxTTL: ^uint32(0), life: ^uint32(0)}
+	want := e.message()
+	if want == nil {
+		return // not inspected: answered SERVFAIL (inspectEntry)
+	}
+	sum := crc32.ChecksumIEEE(b)
+	// IDs that read as pointers: anywhere, into the header, at random.
+	ids := []uint16{0xFFFF, 0xC000 | uint16(sum&0x3FFF), uint16(sum >> 16), 0xC000 | uint16(sum%dnswire.HeaderLen)}
+	for i, id := range ids {
+		a := asked{id: id, opcode: dns.OpcodeQuery, rd: i&1 == 0, cd: i&2 == 0, ad: i == 3, edns: i&1 == 1, do: i == 1,
+			qnameWire: w.wire[dnswire.HeaderLen:w.qnameEnd], qtype: want.Question[0].Qtype, qclass: want.Question[0].Qclass}
+		e.life = [...]uint32{^uint32(0), 30, sum, 0xC000_0000 | sum&0x3FFF}[i] // TTLs that read as pointers too
+		now := stored.Add(time.Duration(sum%100_000+uint32(i)) * time.Second)
+		out, ok := a.appendCached(nil, e, now, dns.MaxMsgSize)
+		if !ok {
+			t.Fatalf("appendCached refused the answer to the question it holds")
+		}
+		got := new(dns.Msg)
+		if err := got.Unpack(out); err != nil {
+			t.Fatalf("ID %#04x: the client cannot read what was inspected: %v\ninspected:\n%s", id, err, want)
+		}
+		if g, w := recordsSansTTL(got), recordsSansTTL(want); g != w {
+			t.Fatalf("ID %#04x: the client reads\n%s\nthe inspection read\n%s", id, g, w)
+		}
+	}
+}
+
+// recordsSansTTL is m's question and records (OPT aside), TTLs zeroed, as
+// text.
+func recordsSansTTL(m *dns.Msg) string {
+	var sb strings.Builder
+	for _, q := range m.Question {
+		sb.WriteString(q.String() + "\n")
+	}
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range sec {
+			if rr.Header().Rrtype == dns.TypeOPT {
+				continue
+			}
+			rr = dns.Copy(rr)
+			rr.Header().Ttl = 0
+			sb.WriteString(rr.String() + "\n")
+		}
+		sb.WriteString(";\n")
+	}
+	return sb.String()
 }

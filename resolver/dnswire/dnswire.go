@@ -39,6 +39,37 @@ const (
 	ClassINET = 1
 )
 
+// Other types whose RDATA holds names (rdataFits).
+const (
+	typeMD       = 3
+	typeMF       = 4
+	typeMB       = 7
+	typeMG       = 8
+	typeMR       = 9
+	typeMINFO    = 14
+	typeRP       = 17
+	typeAFSDB    = 18
+	typeRT       = 21
+	typeNSAPPTR  = 23
+	typeSIG      = 24
+	typePX       = 26
+	typeNXT      = 30
+	typeSRV      = 33
+	typeNAPTR    = 35
+	typeKX       = 36
+	typeIPSECKEY = 45
+	typeRRSIG    = 46
+	typeNSEC     = 47
+	typeHIP      = 55
+	typeTALINK   = 58
+	typeSVCB     = 64
+	typeHTTPS    = 65
+	typeLP       = 107
+	typeTKEY     = 249
+	typeTSIG     = 250
+	typeAMTRELAY = 260
+)
+
 // maxPointers bounds the compression pointers followed in one name, as
 // miekg/dns does: more is a loop.
 const maxPointers = 126
@@ -54,17 +85,91 @@ func ANCount(b []byte) uint16 { return binary.BigEndian.Uint16(b[6:]) }
 func NSCount(b []byte) uint16 { return binary.BigEndian.Uint16(b[8:]) }
 func ARCount(b []byte) uint16 { return binary.BigEndian.Uint16(b[10:]) }
 
+// Labels marks where, in one message, the labels of the names read so far
+// start: the only places a compression pointer may point to. RFC 1035
+// §4.1.4 has a pointer replace a name or its last labels "with a pointer
+// to a prior occurance of the same name"; miekg/dns follows a pointer
+// anywhere (into the header, a TTL, RDATA), and the wire path rewrites
+// some of those octets (the ID and flags, TTLs, the cut-off OPT) after
+// inspecting the answer, so a name that points there would read one way
+// when inspected and another at the client. A name read with Labels points
+// only backwards, at a label of a name already read, whose octets the wire
+// path never rewrites: it reads the same before and after.
+//
+// The zero Labels knows no name and records none (a name with a pointer
+// does not read); Reset readies it for a message.
+type Labels struct {
+	n     int // offsets below n are marked; those above cannot be pointed at
+	small [labelsInline / 64]uint64
+	big   []uint64 // for a message longer than labelsInline octets
+}
+
+// labelsInline is how many offsets Labels marks without allocating: any
+// UDP answer an upstream socket takes (4,096 octets) and a little more.
+const labelsInline = 4160
+
+// maxPointerTarget bounds the offsets a pointer can name (14 bits).
+const maxPointerTarget = 1 << 14
+
+// Reset readies l for a message of msgLen octets, with no name read yet.
+// It allocates only for a message longer than 4,160 octets.
+func (l *Labels) Reset(msgLen int) {
+	l.n = min(msgLen, maxPointerTarget)
+	l.big = nil
+	if l.n > labelsInline {
+		l.big = make([]uint64, (l.n+63)/64)
+		return
+	}
+	clear(l.small[:(l.n+63)/64])
+}
+
+func (l *Labels) words() []uint64 {
+	if l.big != nil {
+		return l.big
+	}
+	return l.small[:]
+}
+
+func (l *Labels) add(off int) {
+	if off < l.n {
+		l.words()[off/64] |= 1 << (off % 64)
+	}
+}
+
+func (l *Labels) has(off int) bool {
+	return off < l.n && l.words()[off/64]&(1<<(off%64)) != 0
+}
+
 // NameEnd returns the offset just past the name at off in msg, following
 // no pointer (a pointer ends the name in place) but checking, through
 // every pointer, that the name is well formed: labels of at most 63
-// octets, at most 255 octets in all, pointers inside msg and no loop. ok
-// is false for a name miekg/dns would not unpack.
-func NameEnd(msg []byte, off int) (end int, ok bool) {
+// octets, at most 255 octets in all, and every pointer pointing backwards,
+// before the name at off starts, at the start of a label of a name already
+// read with seen (RFC 1035 §4.1.4), so that the name has no loop and reads
+// the same whatever the octets outside names hold. The labels written at
+// off (before any pointer) are marked in seen. ok is false for a name
+// miekg/dns would not unpack, or that points elsewhere; seen may then hold
+// marks of part of it.
+func NameEnd(msg []byte, off int, seen *Labels) (end int, ok bool) {
+	end, r := nameEnd(msg, off, seen)
+	return end, r == read
+}
+
+// What reading a name or a message came to.
+const (
+	read       = iota
+	unread     // not read: miekg/dns may still unpack it
+	intoHeader // a name points into the header, where no name is
+)
+
+// nameEnd is NameEnd, saying why a name did not read.
+func nameEnd(msg []byte, off int, seen *Labels) (end int, result int) {
+	start := off
 	end = -1
 	length, ptrs := 0, 0
 	for {
 		if off >= len(msg) {
-			return 0, false
+			return 0, unread
 		}
 		c := int(msg[off])
 		switch c & 0xC0 {
@@ -73,28 +178,37 @@ func NameEnd(msg []byte, off int) (end int, ok bool) {
 				if end < 0 {
 					end = off + 1
 				}
-				return end, true
+				return end, read
 			}
 			// Labels and their length octets take at most 254 octets,
 			// the root the last (miekg/dns's budget).
 			length += 1 + c
 			if length >= maxNameWire || off+1+c > len(msg) {
-				return 0, false
+				return 0, unread
+			}
+			if end < 0 {
+				seen.add(off) // a label written here, not reached by a pointer
 			}
 			off += 1 + c
 		case 0xC0:
 			if off+2 > len(msg) {
-				return 0, false
+				return 0, unread
 			}
 			if end < 0 {
 				end = off + 2
 			}
 			if ptrs++; ptrs > maxPointers {
-				return 0, false
+				return 0, unread
 			}
 			off = int(binary.BigEndian.Uint16(msg[off:]) & 0x3FFF)
+			if off < HeaderLen {
+				return 0, intoHeader
+			}
+			if off >= start || !seen.has(off) {
+				return 0, unread // not a prior name's label: a TTL, RDATA, itself
+			}
 		default:
-			return 0, false // 0x40 and 0x80: no such label types (RFC 6891 §5)
+			return 0, unread // 0x40 and 0x80: no such label types (RFC 6891 §5)
 		}
 	}
 }
@@ -178,18 +292,48 @@ type Record struct {
 // order and calls fn with each; fn returning false stops the walk, and
 // Walk then returns false. It checks that each owner name is well formed,
 // that the RDATA of the types whose shape it knows holds just that (an
-// address of A or AAAA, the names of NS, CNAME, PTR, DNAME, MX and SOA) and
-// that the records end where the message does; any other RDATA is opaque.
-// It returns false for a message it cannot read so, which miekg/dns may
-// still unpack: the caller then takes the message path.
+// address of A or AAAA; the names of NS, CNAME, PTR, DNAME, MX, SOA, SRV,
+// SVCB, HTTPS, RRSIG, NSEC and the other types miekg/dns reads names in:
+// rdataFits) and that the records end where the message does; any other
+// RDATA is opaque. Every name it reads, the question's first, may point
+// only at a label of a name read before it (NameEnd), so that the names
+// read the same whatever the octets outside them (ID, flags, counts, TTLs,
+// opaque RDATA) hold. It returns false for a message it cannot read so,
+// which miekg/dns may still unpack: the caller then takes the message
+// path.
 func Walk(msg []byte, qend int, fn func(r Record) bool) bool {
+	return walk(msg, qend, fn) == read
+}
+
+// PointsIntoHeader reports whether a name in msg, read as Walk reads it,
+// is a compression pointer into the header. No name is there (RFC 1035
+// §4.1.4): such a name reads as whatever the ID, flags and counts make of
+// it, which differ between the upstream's datagram, the answer as
+// checked and the answer the client gets. It is a malformed message, not
+// one to unpack otherwise. Names Walk does not read (opaque RDATA) are not
+// looked at.
+func PointsIntoHeader(msg []byte, qend int) bool {
+	return walk(msg, qend, func(Record) bool { return true }) == intoHeader
+}
+
+// walk is Walk, saying why a message did not read.
+func walk(msg []byte, qend int, fn func(r Record) bool) int {
+	var seen Labels
+	seen.Reset(len(msg))
+	if qend > HeaderLen {
+		// The question's name: uncompressed (ReadQuestion), the first a
+		// pointer may point at.
+		if end, r := nameEnd(msg, HeaderLen, &seen); r != read || end+4 != qend {
+			return max(r, unread)
+		}
+	}
 	counts := [3]int{int(ANCount(msg)), int(NSCount(msg)), int(ARCount(msg))}
 	off := qend
 	for sec, n := range counts {
 		for range n {
-			end, ok := NameEnd(msg, off)
-			if !ok || end+10 > len(msg) {
-				return false
+			end, res := nameEnd(msg, off, &seen)
+			if res != read || end+10 > len(msg) {
+				return max(res, unread)
 			}
 			r := Record{
 				Section: sec + 1, Off: off, TTLOff: end + 4, RdOff: end + 10,
@@ -197,37 +341,109 @@ func Walk(msg []byte, qend int, fn func(r Record) bool) bool {
 				TTL: binary.BigEndian.Uint32(msg[end+4:]),
 			}
 			r.End = r.RdOff + int(binary.BigEndian.Uint16(msg[end+8:]))
-			if r.End > len(msg) || !rdataFits(msg, r) || !fn(r) {
-				return false
+			if r.End > len(msg) {
+				return unread
+			}
+			if res := rdataFits(msg, r, &seen); res != read {
+				return res
+			}
+			if !fn(r) {
+				return unread
 			}
 			off = r.End
 		}
 	}
-	return off == len(msg)
+	if off != len(msg) {
+		return unread
+	}
+	return read
 }
 
-// rdataFits checks the RDATA of the types whose shape Walk knows.
-func rdataFits(msg []byte, r Record) bool {
+// RDATA layouts of the types miekg/dns reads names in (v1.1.73, the
+// types' unpack functions), by what precedes the first name and what
+// follows the names.
+const (
+	nameOnly = iota // the names fill the RDATA
+	nameThen        // opaque octets follow the names
+)
+
+// rdataFits checks the RDATA of the types whose shape Walk knows, and
+// reads the names in it with seen: every name miekg/dns would read there,
+// so that none of them can point where Walk has not looked. A type whose
+// names miekg/dns reads but Walk does not (HIP, IPSECKEY, AMTRELAY, TKEY,
+// TSIG) does not fit.
+func rdataFits(msg []byte, r Record, seen *Labels) int {
+	// skip: fixed octets before the first name; names: how many names;
+	// rest: what may follow them.
+	skip, names, rest := 0, 1, nameOnly
 	switch r.Type {
 	case TypeA:
-		return r.End-r.RdOff == 4
+		return fits(r.End-r.RdOff == 4)
 	case TypeAAAA:
-		return r.End-r.RdOff == 16
-	case TypeNS, TypeCNAME, TypePTR, TypeDNAME:
-		end, ok := NameEnd(msg, r.RdOff)
-		return ok && end == r.End
-	case TypeMX:
-		end, ok := NameEnd(msg, r.RdOff+2)
-		return r.RdOff+2 <= r.End && ok && end == r.End
+		return fits(r.End-r.RdOff == 16)
+	case TypeNS, TypeCNAME, TypePTR, TypeDNAME, typeMD, typeMF, typeMB, typeMG, typeMR, typeNSAPPTR:
+	case TypeMX, typeAFSDB, typeRT, typeKX, typeLP:
+		skip = 2
 	case TypeSOA:
-		end, ok := NameEnd(msg, r.RdOff)
-		if !ok || end > r.End {
-			return false
+		end, res := rdataNames(msg, r, 0, 2, seen)
+		return max(res, fits(end == r.End-20))
+	case typeMINFO, typeRP, typeTALINK:
+		names = 2
+	case typePX:
+		skip, names = 2, 2
+	case typeSRV:
+		skip = 6
+	case typeSVCB, typeHTTPS:
+		skip, rest = 2, nameThen
+	case typeRRSIG, typeSIG:
+		skip, rest = 18, nameThen
+	case typeNSEC, typeNXT:
+		rest = nameThen
+	case typeNAPTR:
+		// ORDER, PREFERENCE, then FLAGS, SERVICES and REGEXP, each a
+		// character-string, then REPLACEMENT (RFC 3403 §4.1).
+		skip = 4
+		for range 3 {
+			if r.RdOff+skip >= r.End {
+				return unread
+			}
+			skip += 1 + int(msg[r.RdOff+skip])
 		}
-		end, ok = NameEnd(msg, end)
-		return ok && end+20 == r.End
+	case typeHIP, typeIPSECKEY, typeAMTRELAY, typeTKEY, typeTSIG:
+		return unread
+	default:
+		return read
 	}
-	return true
+	end, res := rdataNames(msg, r, skip, names, seen)
+	if res != read || rest == nameThen {
+		return res
+	}
+	return fits(end == r.End)
+}
+
+// fits is read when ok, else unread.
+func fits(ok bool) int {
+	if ok {
+		return read
+	}
+	return unread
+}
+
+// rdataNames reads names names of r's RDATA after skip octets, and returns
+// where the last ends; they must not leave the RDATA.
+func rdataNames(msg []byte, r Record, skip, names int, seen *Labels) (int, int) {
+	off := r.RdOff + skip
+	if off > r.End {
+		return 0, unread
+	}
+	for range names {
+		end, res := nameEnd(msg[:r.End], off, seen)
+		if res != read {
+			return 0, res
+		}
+		off = end
+	}
+	return off, read
 }
 
 // SOAMinimum is the MINIMUM field of the SOA record r (RFC 1035 §3.3.13),

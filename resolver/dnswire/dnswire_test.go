@@ -18,19 +18,36 @@ func TestNameEnd(t *testing.T) {
 		}
 		return append(b, 0)
 	}
+	// Each msg follows a header of zeros, h octets: offsets count from
+	// its end, pointers from the message's start.
+	const h = HeaderLen
 	tests := []struct {
 		name string
 		msg  []byte
-		off  int
-		end  int
-		ok   bool
+		// prior are the offsets of the names read before, with the same
+		// Labels: the only ones a pointer may point into.
+		prior []int
+		off   int
+		end   int
+		ok    bool
+		// miekgOK: miekg/dns reads it, though it points elsewhere.
+		miekgOK bool
 	}{
 		{name: "root", msg: []byte{0}, end: 1, ok: true},
 		{name: "two labels", msg: []byte{1, 'a', 2, 'b', 'c', 0, 9}, end: 6, ok: true},
-		{name: "pointer back", msg: []byte{1, 'a', 0, 1, 'b', 0xC0, 0}, off: 3, end: 7, ok: true},
-		{name: "pointer to itself", msg: []byte{0xC0, 0}},
-		{name: "pointer loop", msg: []byte{0xC0, 2, 0xC0, 0}},
-		{name: "pointer past the end", msg: []byte{0xC0, 9}},
+		{name: "pointer back", msg: []byte{1, 'a', 0, 1, 'b', 0xC0, h + 0}, prior: []int{0}, off: 3, end: 7, ok: true},
+		{name: "pointer to a later label of a prior name", msg: []byte{1, 'a', 1, 'b', 0, 0xC0, h + 2}, prior: []int{0}, off: 5, end: 7, ok: true},
+		{name: "pointer through a prior pointer", msg: []byte{1, 'a', 0, 1, 'b', 0xC0, h + 0, 0xC0, h + 3}, prior: []int{0, 3}, off: 7, end: 9, ok: true},
+		{name: "pointer to a name not read", msg: []byte{1, 'a', 0, 1, 'b', 0xC0, h + 0}, off: 3, miekgOK: true},
+		{name: "pointer into a label", msg: []byte{2, 1, 'b', 0, 0xC0, h + 1}, prior: []int{0}, off: 4, miekgOK: true},
+		{name: "pointer to a prior name's root", msg: []byte{1, 'a', 0, 0xC0, h + 2}, prior: []int{0}, off: 3, miekgOK: true},
+		{name: "pointer to a prior pointer", msg: []byte{1, 'a', 0, 1, 'b', 0xC0, h + 0, 0xC0, h + 5}, prior: []int{0, 3}, off: 7, miekgOK: true},
+		{name: "pointer forward", msg: []byte{0xC0, h + 2, 1, 'a', 0}, prior: []int{2}, miekgOK: true},
+		{name: "pointer into the header", msg: []byte{1, 'a', 0, 0xC0, 0}, prior: []int{0}, off: 3, miekgOK: true},
+		{name: "pointer to its own label", msg: []byte{1, 'a', 0xC0, h + 0}},
+		{name: "pointer to itself", msg: []byte{0xC0, h + 0}},
+		{name: "pointer loop", msg: []byte{0xC0, h + 2, 0xC0, h + 0}},
+		{name: "pointer past the end", msg: []byte{0xC0, h + 9}},
 		{name: "pointer cut short", msg: []byte{0xC0}},
 		{name: "label past the end", msg: []byte{5, 'a', 'b'}},
 		{name: "no root", msg: []byte{1, 'a'}},
@@ -43,16 +60,23 @@ func TestNameEnd(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			end, ok := NameEnd(tc.msg, tc.off)
+			msg := append(make([]byte, h), tc.msg...)
+			var seen Labels
+			seen.Reset(len(msg))
+			for _, off := range tc.prior {
+				_, ok := NameEnd(msg, h+off, &seen)
+				require.True(t, ok, "the name at %d", off)
+			}
+			end, ok := NameEnd(msg, h+tc.off, &seen)
 			assert.Equal(t, tc.ok, ok)
 			if tc.ok {
-				assert.Equal(t, tc.end, end)
+				assert.Equal(t, h+tc.end, end)
 			}
-			// miekg/dns agrees on what is a name.
-			_, mend, err := dns.UnpackDomainName(tc.msg, tc.off)
-			assert.Equal(t, tc.ok, err == nil, "miekg/dns: %v", err)
-			if err == nil {
-				assert.Equal(t, tc.end, mend)
+			// miekg/dns agrees on what is a name, and reads more.
+			_, mend, err := dns.UnpackDomainName(msg, h+tc.off)
+			assert.Equal(t, tc.ok || tc.miekgOK, err == nil, "miekg/dns: %v", err)
+			if err == nil && tc.ok {
+				assert.Equal(t, h+tc.end, mend)
 			}
 		})
 	}

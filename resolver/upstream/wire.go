@@ -192,6 +192,9 @@ func checkWire(raw, q []byte) (WireAnswer, error) {
 		return true
 	})
 	if !ok {
+		if dnswire.PointsIntoHeader(raw, rq.End) {
+			return WireAnswer{}, fmt.Errorf("%w: a name points into the header", ErrAnswerMalformed)
+		}
 		return checkAsMessage(raw, q)
 	}
 	if dnswire.Flags(raw)&dnswire.FlagQR == 0 || dnswire.ID(raw) != dnswire.ID(q) {
