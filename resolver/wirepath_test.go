@@ -316,9 +316,26 @@ func TestWirePathMatchesMessagePath(t *testing.T) {
 	}
 	// Both paths sent the same queries upstream, ID aside: our EDNS only
 	// (1232, the client's DO bit), no cookie, padding or Client Subnet,
-	// AD set, RD and CD as asked.
+	// AD set, RD and CD as asked. Each went with an ID of its own, drawn
+	// at random (RFC 5452 §4.3), over UDP and TCP alike: never the wire
+	// form's constant 0 (the few TCP retries: a random ID is 0 once in
+	// 65,536), and of some seventy 16-bit IDs, two are 0 or three
+	// collide about once in a million runs.
 	seen := map[string][][]byte{}
-	for _, s := range up.queries() {
+	ids, zeros := map[uint16]int{}, 0
+	queries := up.queries()
+	for _, s := range queries {
+		ids[s.msg.Id]++
+		if s.msg.Id == 0 {
+			zeros++
+		}
+		if s.tcp {
+			assert.NotZero(t, s.msg.Id, "the ID of a query over TCP: %s", s.msg.Question[0].Name)
+		}
+	}
+	assert.LessOrEqual(t, zeros, 1, "upstream queries with ID 0")
+	assert.GreaterOrEqual(t, len(ids), len(queries)-2, "distinct upstream query IDs: %v", ids)
+	for _, s := range queries {
 		c := s.msg.Copy()
 		c.Id = 0
 		b, err := c.Pack()

@@ -107,23 +107,31 @@ func (p *Plain) exchange(ctx context.Context, q *dns.Msg, overTCP bool) (*dns.Ms
 		}
 	}
 	if overTCP || udpErr != nil || resp.Truncated {
-		tctx, cancel := context.WithTimeout(ctx, p.timeout)
-		defer cancel()
-		resp, _, err = p.tcp.ExchangeContext(tctx, q, p.addr)
+		return p.exchangeTCP(ctx, q, udpErr)
+	}
+	return resp, nil
+}
+
+// exchangeTCP asks q over TCP, within the timeout, and checks the answer.
+// udpErr is why the UDP answer could not be used, if it could not: it is
+// counted when TCP answers, and part of the error when TCP fails too.
+func (p *Plain) exchangeTCP(ctx context.Context, q *dns.Msg, udpErr error) (*dns.Msg, error) {
+	tctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	resp, _, err := p.tcp.ExchangeContext(tctx, q, p.addr)
+	if err != nil {
+		err = tcpError(err)
+	} else {
+		err = checkAnswer(resp, q)
+	}
+	if udpErr != nil {
 		if err != nil {
-			err = tcpError(err)
-		} else {
-			err = checkAnswer(resp, q)
+			return nil, fmt.Errorf("%w; over tcp: %w", udpErr, err)
 		}
-		if udpErr != nil {
-			if err != nil {
-				return nil, fmt.Errorf("%w; over tcp: %w", udpErr, err)
-			}
-			p.metrics.done(p.addr, 0, udpErr) // recovered, but the upstream still misbehaved
-		}
-		if err != nil {
-			return nil, err
-		}
+		p.metrics.done(p.addr, 0, udpErr) // recovered, but the upstream still misbehaved
+	}
+	if err != nil {
+		return nil, err
 	}
 	return resp, nil
 }

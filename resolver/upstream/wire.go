@@ -131,7 +131,8 @@ func (f *Forwarder) exchangeWire(ctx context.Context, q []byte, u *upstreamState
 }
 
 // exchangeWire is Plain's exchange for a query in wire form: over UDP, and
-// over TCP (as a message) when the UDP answer is truncated or unusable.
+// over TCP (as a message, with a fresh ID, by exchange's TCP code) when
+// the UDP answer is truncated or unusable.
 func (p *Plain) exchangeWire(ctx context.Context, q []byte) (WireAnswer, error) {
 	if p.closed.Load() {
 		return WireAnswer{}, errClosed
@@ -148,29 +149,28 @@ func (p *Plain) exchangeWire(ctx context.Context, q []byte) (WireAnswer, error) 
 		return WireAnswer{}, err
 	}
 	// Truncated, or unusable at once: ask again over TCP, as a message.
-	udpErr := err
-	qm := new(dns.Msg)
-	if err := qm.Unpack(q); err != nil {
-		return WireAnswer{}, fmt.Errorf("unpacking the query: %w", err)
+	qm, err2 := queryMessage(q)
+	if err2 != nil {
+		return WireAnswer{}, err2
 	}
-	tctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
-	resp, _, err := p.tcp.ExchangeContext(tctx, qm, p.addr)
-	if err != nil {
-		err = tcpError(err)
-	} else {
-		err = checkAnswer(resp, qm)
-	}
-	if udpErr != nil {
-		if err != nil {
-			return WireAnswer{}, fmt.Errorf("%w; over tcp: %w", udpErr, err)
-		}
-		p.metrics.done(p.addr, 0, udpErr) // recovered, but the upstream still misbehaved
-	}
+	resp, err := p.exchangeTCP(ctx, qm, err)
 	if err != nil {
 		return WireAnswer{}, err
 	}
+	resp.Id = dnswire.ID(q) // as a UDP answer comes back: with q's own
 	return WireAnswer{Msg: resp}, nil
+}
+
+// queryMessage is the query q as a message, with a fresh ID (RFC 5452
+// §4.3): q's own is the constant the wire path packs (upstreamQuery), and
+// goes upstream only as the UDP socket replaces it.
+func queryMessage(q []byte) (*dns.Msg, error) {
+	qm := new(dns.Msg)
+	if err := qm.Unpack(q); err != nil {
+		return nil, fmt.Errorf("unpacking the query: %w", err)
+	}
+	qm.Id = queryIDs.next()
+	return qm, nil
 }
 
 // checkWire checks the datagram raw as checkAnswer checks a message: a
@@ -218,6 +218,7 @@ func checkAsMessage(raw, q []byte) (WireAnswer, error) {
 	if err := qm.Unpack(q); err != nil {
 		return WireAnswer{}, fmt.Errorf("unpacking the query: %w", err)
 	}
+	// resp has q's ID, whatever it was sent with (exchangeWire).
 	if err := checkAnswer(resp, qm); err != nil {
 		return WireAnswer{}, err
 	}
