@@ -113,3 +113,45 @@ func TestClosedMuxSocketsClose(t *testing.T) {
 	_, err = s.conn.Write([]byte{0})
 	assert.ErrorIs(t, err, net.ErrClosed, "closed once nothing waits on it")
 }
+
+// TestExpireEndsOnlyTheLateRegistration: expire collects a late query,
+// then its answer comes before expire ends it; the exchange takes the
+// answer and its waiter, pooled, is registered again by the next wire
+// exchange, here under the same ID on the same socket. expire must then
+// leave the new registration alone: ending it would fail a fresh query
+// with "no answer in time" at once.
+func TestExpireEndsOnlyTheLateRegistration(t *testing.T) {
+	s := &upstreamSocket{timeout: time.Second, pending: map[uint16]*waiter{}}
+	w := &waiter{answer: make(chan []byte, 1)}
+	const id = 0x1234
+	s.mu.Lock()
+	s.wait(id, w)
+	s.mu.Unlock()
+
+	late := s.late(time.Now().Add(time.Hour)) // expire's first half: w is late
+	require.Len(t, late, 1)
+	answer := []byte{0x12, 0x34, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0}
+	s.deliver(answer, false) // the answer comes meanwhile
+	select {
+	case b, ok := <-w.answer:
+		require.True(t, ok)
+		assert.Equal(t, answer, b)
+	default:
+		require.Fail(t, "the answer was not delivered")
+	}
+	s.mu.Lock()
+	s.wait(id, w) // the pooled waiter's next exchange
+	s.mu.Unlock()
+	for _, q := range late { // expire's second half
+		s.forgetLate(q)
+	}
+
+	s.mu.Lock()
+	assert.Same(t, w, s.pending[id], "the new registration still waits")
+	s.mu.Unlock()
+	select {
+	case _, ok := <-w.answer:
+		assert.Fail(t, "the new registration was ended", "open %v, err %v", ok, w.err)
+	default:
+	}
+}

@@ -112,6 +112,13 @@ type waiter struct {
 	err      error
 	deadline time.Time
 	straysAt int // the socket's strays when the query was registered
+	// gen counts the waiter's registrations, under the socket's mu. A
+	// waiter of a wire exchange is pooled and registered again once
+	// answered (exchangeWire), possibly under the same ID on the same
+	// socket, while expire, which collected it as late just before the
+	// answer came, has yet to forget it: expire forgets only the
+	// registration it collected.
+	gen uint32
 }
 
 // queuedQuery is a packed query waiting in the socket's send queue.
@@ -176,11 +183,18 @@ func (m *udpMux) register(w *waiter) (*upstreamSocket, uint16, error) {
 	for s.pending[id] != nil {
 		id = queryIDs.next()
 	}
+	s.wait(id, w)
+	return s, id, nil
+}
+
+// wait registers w under the query ID id, which no query waits on; s.mu
+// is held.
+func (s *upstreamSocket) wait(id uint16, w *waiter) {
+	w.gen++
 	w.deadline = time.Now().Add(s.timeout)
 	w.straysAt = s.strays
 	s.issued[id/64] |= 1 << (id % 64)
 	s.pending[id] = w
-	return s, id, nil
 }
 
 // close retires the current socket: it closes once its last query is
@@ -390,26 +404,41 @@ func (s *upstreamSocket) fail(err error) {
 // or, when datagrams no query could take arrived meanwhile, an error that
 // is also of their kind (ErrAnswerWrongID, ErrAnswerMalformed).
 func (s *upstreamSocket) expire(now time.Time) {
-	type lateQuery struct {
-		id  uint16
-		w   *waiter
-		err error
+	for _, q := range s.late(now) {
+		s.forgetLate(q)
 	}
+}
+
+// lateQuery is a registration past its deadline, as expire collected it.
+type lateQuery struct {
+	id  uint16
+	w   *waiter
+	gen uint32
+	err error
+}
+
+// late collects the registrations past their deadline at now, and the
+// error each is to end with.
+func (s *upstreamSocket) late(now time.Time) []lateQuery {
 	var late []lateQuery
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	for id, w := range s.pending {
 		if !now.Before(w.deadline) {
 			err := errNoAnswer
 			if s.strays != w.straysAt {
 				err = fmt.Errorf("%w; meanwhile %d datagrams no query could take: %w", errNoAnswer, s.strays-w.straysAt, s.strayKind)
 			}
-			late = append(late, lateQuery{id, w, err})
+			late = append(late, lateQuery{id, w, w.gen, err})
 		}
 	}
-	s.mu.Unlock()
-	for _, q := range late {
-		s.forget(q.id, q.w, q.err)
-	}
+	return late
+}
+
+// forgetLate is forget for a registration late collected: the waiter may
+// have been answered since, and registered again (gen).
+func (s *upstreamSocket) forgetLate(q lateQuery) {
+	s.end(q.id, q.w, &q.gen, q.err)
 }
 
 // errNoAnswer ends the wait of a query whose answer did not come in time.
@@ -456,8 +485,14 @@ func (s *upstreamSocket) deliver(b []byte, cut bool) bool {
 // since belong to another query). With an error (its datagram could not be
 // sent, or its time is up), the wait ends at once with that error.
 func (s *upstreamSocket) forget(id uint16, w *waiter, err error) {
+	s.end(id, w, nil, err)
+}
+
+// end is forget of w's registration gen, when gen is not nil (forgetLate),
+// else of whichever w has.
+func (s *upstreamSocket) end(id uint16, w *waiter, gen *uint32, err error) {
 	s.mu.Lock()
-	if s.pending[id] == w {
+	if s.pending[id] == w && (gen == nil || w.gen == *gen) {
 		delete(s.pending, id)
 	} else {
 		w = nil // answered, failed or forgotten already

@@ -255,9 +255,10 @@ func (m *udpMux) exchangeWire(ctx context.Context, q []byte) ([]byte, error) {
 	if !ok {
 		return nil, w.err // closed: not reused
 	}
-	// Nothing refers to w any more: deliver removed it from the socket
-	// before sending it the answer. The datagram was sent: q is the
-	// caller's again, with its own ID.
+	// deliver removed w from the socket before sending it the answer; an
+	// expire that collected it as late just before ends only that
+	// registration (waiter.gen), not the next one from the pool. The
+	// datagram was sent: q is the caller's again, with its own ID.
 	waiters.Put(w)
 	binary.BigEndian.PutUint16(q, own)
 	if len(raw) < dnswire.HeaderLen {
