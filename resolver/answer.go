@@ -312,6 +312,34 @@ func (a *asked) appendBlocked(b []byte, rcode int, owner string, ttl, serial uin
 	return b, len(b)-start <= maxSize
 }
 
+// appendServfail packs into b the SERVFAIL servfailReply builds for the
+// query read as a (header, question as asked, and OPT with the Extended
+// DNS Error ede, text, RFC 8914, when the query had EDNS), without
+// unpacking the query: for a wire query whose handling panicked, where
+// nothing more may fail (Handler.failed).
+func (a *asked) appendServfail(b []byte, ede uint16, text string) ([]byte, error) {
+	hdr := dns.MsgHdr{Rcode: dns.RcodeServerFailure}
+	a.replyHeader(&hdr, false)
+	start := len(b)
+	b = binary.BigEndian.AppendUint16(b, a.id)
+	b = binary.BigEndian.AppendUint16(b, headerFlags(&hdr))
+	b = append(b, 0, 1, 0, 0, 0, 0, 0, 0) // a question; the OPT is counted by appendOPT
+	b, err := a.appendQName(b)
+	if err != nil {
+		return b, err
+	}
+	b = binary.BigEndian.AppendUint16(b, a.qtype)
+	b = binary.BigEndian.AppendUint16(b, a.qclass)
+	if a.edns {
+		b = a.appendOPT(b, start, 4+2+len(text))
+		b = binary.BigEndian.AppendUint16(b, dns.EDNS0EDE)
+		b = binary.BigEndian.AppendUint16(b, uint16(2+len(text)))
+		b = binary.BigEndian.AppendUint16(b, ede)
+		b = append(b, text...)
+	}
+	return b, nil
+}
+
 // compressName replaces the name packed at b[start:] with a compression
 // pointer (RFC 1035 §4.1.4) to the same octets at a label boundary of the
 // name packed at b[nameStart:nameEnd], as miekg/dns compresses the owner of

@@ -305,14 +305,27 @@ func (h *Handler) done() {
 }
 
 // failed answers a query whose handling panicked with SERVFAIL, written
-// straight to the client: the panic may have come from write itself.
+// straight to the client: the panic may have come from write itself. A
+// wire query's is packed from what readWireQuery read, not from the query
+// unpacked (request), whose own panic here would escape the recover.
 func (h *Handler) failed(q *query, r any) {
 	h.log.Error("panic answering query", zap.Any("panic", r), zap.String(logClient, q.client.String()),
 		zap.ByteString("stack", debug.Stack()))
+	if q.req == nil && q.wire.ok {
+		a := q.wire.asked()
+		if b, err := a.appendServfail(nil, dns.ExtendedErrorCodeOther, internalError); err == nil {
+			_, _ = q.w.Write(b)
+		}
+		return
+	}
 	if req := q.request(); len(req.Question) > 0 {
-		_ = q.w.WriteMsg(servfailReply(req, dns.ExtendedErrorCodeOther, "internal error"))
+		_ = q.w.WriteMsg(servfailReply(req, dns.ExtendedErrorCodeOther, internalError))
 	}
 }
+
+// internalError is the EDE text of the SERVFAIL of a query whose handling
+// panicked.
+const internalError = "internal error"
 
 // answerInline runs the pipeline (DESIGN.md §1) as far as it goes without
 // waiting on an upstream, and returns the reply; ok is false when the

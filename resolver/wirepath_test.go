@@ -360,3 +360,41 @@ func TestWirePathMatchesMessagePath(t *testing.T) {
 		}
 	}
 }
+
+// TestWireQueryPanicServfail: a wire query whose handling panicked gets
+// the SERVFAIL the message path gives one (servfailReply), to the octet,
+// packed from what readWireQuery read: the recover must not itself panic
+// when the datagram does not unpack (query.request panics by design
+// then). The datagrams here are cut so that miekg/dns cannot unpack them.
+func TestWireQueryPanicServfail(t *testing.T) {
+	f := startFence(t, testConfig, testFiles, startUpstream(t, nil).addr)
+	tests := []struct {
+		name string
+		edns bool
+		cut  int // octets cut off the datagram after readWireQuery read it
+	}{
+		{name: "edns", edns: true, cut: 1},
+		{name: "no edns", cut: 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := question("Panic.Example.org.", dns.TypeAAAA, tc.edns)
+			m.Id, m.CheckingDisabled = 0xBEEF, true
+			b, err := m.Pack()
+			require.NoError(t, err)
+			var buf [maxNameText]byte
+			wq, ok := readWireQuery(b, &buf)
+			require.True(t, ok)
+			wq.b = wq.b[:len(wq.b)-tc.cut]
+			require.Error(t, new(dns.Msg).Unpack(wq.b), "the cut datagram does not unpack")
+			w := &rawRecorder{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
+			q := &query{w: w, transport: listen.UDP, wire: wq}
+
+			require.NotPanics(t, func() { f.handler.failed(q, "test panic") })
+			want, err := servfailReply(m, dns.ExtendedErrorCodeOther, internalError).Pack()
+			require.NoError(t, err)
+			require.Len(t, w.written, 1)
+			assert.Equal(t, want, w.written[0])
+		})
+	}
+}
