@@ -290,6 +290,9 @@ func sameAsInspected(t *testing.T, b []byte, w *wireAnswer) {
 		now := stored.Add(time.Duration(sum%100_000+uint32(i)) * time.Second)
 		out, ok := a.appendCached(nil, e, now, dns.MaxMsgSize)
 		if !ok {
+			if len(out) > dns.MaxMsgSize {
+				return // our OPT does not fit
+			}
 			t.Fatalf("appendCached refused the answer to the question it holds")
 		}
 		got := new(dns.Msg)

@@ -4,7 +4,7 @@
 // upstream answers pass through dnsfence as bytes, patched in place (an ID,
 // header bits, TTLs, the OPT record), the way dnsdist forwards them;
 // anything it cannot read exactly is left to miekg/dns and the message
-// path. It allocates nothing.
+// path. It allocates nothing for a message of up to 4,160 octets (Labels).
 package dnswire
 
 import "encoding/binary"

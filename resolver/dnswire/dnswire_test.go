@@ -124,6 +124,19 @@ func TestWalk(t *testing.T) {
 	bad := append([]byte(nil), b...)
 	bad[got[1].RdOff-1] = 3
 	assert.False(t, Walk(bad, q.End, func(Record) bool { return true }))
+	// A name pointing into the header, or into a TTL: octets the wire
+	// path rewrites, where no name is. Not read; the first is malformed.
+	for _, tc := range []struct {
+		name   string
+		to     int
+		header bool
+	}{{"header", 0, true}, {"flags", 2, true}, {"ttl", got[0].TTLOff, false}, {"rdata", got[1].RdOff, false}} {
+		bad := append([]byte(nil), b...)
+		bad[got[1].Off], bad[got[1].Off+1] = 0xC0|byte(tc.to>>8), byte(tc.to)
+		assert.False(t, Walk(bad, q.End, func(Record) bool { return true }), tc.name)
+		assert.Equal(t, tc.header, PointsIntoHeader(bad, q.End), tc.name)
+	}
+	assert.False(t, PointsIntoHeader(b, q.End))
 	// fn ends the walk.
 	n := 0
 	assert.False(t, Walk(b, q.End, func(Record) bool { n++; return n < 2 }))
