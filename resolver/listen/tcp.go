@@ -1,6 +1,7 @@
 package listen
 
 import (
+	"bufio"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -79,6 +80,11 @@ type tcpConn struct {
 	// connection (under TLS, Conn is the TLS connection above it).
 	proxy   *proxyproto.Conn
 	writeMu sync.Mutex
+	// out holds the frames written while the read loop holds them (hold),
+	// sent together by send: the answers to the queries of one read go
+	// out in one write, one TLS record on DNS over TLS. Under writeMu.
+	out     []byte
+	holding bool     // under writeMu: frames wait in out for send
 	remote  net.Addr // the client, resolved after the first read
 	once    sync.Once
 	release func() // returns the connection's admission
@@ -108,18 +114,54 @@ func (c *tcpConn) remoteAddr() net.Addr {
 	return c.remote
 }
 
-// writeFrame writes one length-prefixed message.
+// tcpOutMax bounds the frames held for one write (octets): past it they
+// are sent at once, so a held write stays one TLS record or a few.
+const tcpOutMax = 16 << 10
+
+// writeFrame writes one length-prefixed message: at once, or, while the
+// read loop holds the connection's answers (hold), with the others at its
+// send.
 func (c *tcpConn) writeFrame(b []byte) error {
 	if len(b) > dns.MaxMsgSize {
 		return errors.New("message too large for TCP")
 	}
-	frame := make([]byte, 2+len(b))
-	binary.BigEndian.PutUint16(frame, uint16(len(b)))
-	copy(frame[2:], b)
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
+	c.out = binary.BigEndian.AppendUint16(c.out, uint16(len(b)))
+	c.out = append(c.out, b...)
+	if c.holding && len(c.out) < tcpOutMax {
+		return nil
+	}
+	return c.flushLocked()
+}
+
+// hold makes the answers written from now wait until send.
+func (c *tcpConn) hold() {
+	c.writeMu.Lock()
+	c.holding = true
+	c.writeMu.Unlock()
+}
+
+// send writes the answers held and stops holding them.
+func (c *tcpConn) send() {
+	c.writeMu.Lock()
+	c.holding = false
+	_ = c.flushLocked()
+	c.writeMu.Unlock()
+}
+
+// flushLocked writes out, with writeMu held.
+func (c *tcpConn) flushLocked() error {
+	if len(c.out) == 0 {
+		return nil
+	}
 	_ = c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
-	if _, err := c.Write(frame); err != nil {
+	_, err := c.Write(c.out)
+	c.out = c.out[:0]
+	if cap(c.out) > 2*tcpOutMax {
+		c.out = nil // a large answer's buffer is not kept for the connection's life
+	}
+	if err != nil {
 		// A client that does not read, or a half-written frame: the stream
 		// cannot go on. Closing ends the read loop too.
 		c.Close()
@@ -225,13 +267,22 @@ func (s *tcpServer) trustedHeader(peer netip.Addr) proxyproto.Validator {
 	}
 }
 
-// serveConn reads the queries of one connection and answers each in its own
-// goroutine, at most limits.tcp_pipeline at once. The first query must
-// arrive within the read timeout, later ones within the idle timeout, each
-// whole: a client sending a byte at a time cannot hold a connection longer.
+// tcpReadBuffer is the read buffer of a connection (octets): room for the
+// many small queries a pipelining client sends in one segment or TLS record.
+const tcpReadBuffer = 4 << 10
+
+// serveConn reads the queries of one connection and answers each: inline
+// on this goroutine when the handler can (a blocked or cached answer),
+// else on a goroutine of its own, at most limits.tcp_pipeline at once, so
+// that answers go out as they are ready, in any order (RFC 7766 §6.2.1.1).
+// The inline answers to the queries of one read are held and written
+// together before the next wait for input. The first query must arrive
+// within the read timeout, later ones within the idle timeout, each whole:
+// a client sending a byte at a time cannot hold a connection longer.
 func (s *tcpServer) serveConn(c *tcpConn) {
 	var pending sync.WaitGroup
 	defer func() {
+		c.send()
 		pending.Wait() // every query read gets its answer before the close
 		c.Close()
 		c.release()
@@ -248,47 +299,82 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 	limits := rules.Limits()
 	slots := make(chan struct{}, limits.TCPPipeline)
 	timeout := limits.TCPReadTimeout
+	r := bufio.NewReaderSize(c, tcpReadBuffer)
+	var length [2]byte
+	var m []byte
+	holding := false
 	for !s.closing.Load() {
+		if holding && !frameBuffered(r) {
+			c.send() // the read below may wait: the answers go now
+			holding = false
+		}
 		_ = c.SetReadDeadline(time.Now().Add(timeout))
 		if s.closing.Load() {
 			return // shutdown set its deadline before ours
 		}
-		var length uint16
-		if err := binary.Read(c, binary.BigEndian, &length); err != nil {
+		if _, err := io.ReadFull(r, length[:]); err != nil {
 			return
 		}
-		m := make([]byte, length)
-		if _, err := io.ReadFull(c, m); err != nil {
+		n := int(binary.BigEndian.Uint16(length[:]))
+		if cap(m) < n {
+			m = make([]byte, n)
+		}
+		m = m[:n]
+		if _, err := io.ReadFull(r, m); err != nil {
 			return
 		}
 		timeout = limits.TCPIdleTimeout
-		slots <- struct{}{}
+		if !holding {
+			c.hold()
+			holding = true
+		}
+		resume := s.serveMessage(c, m)
+		if resume == nil {
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			c.send() // waiting for a slot: the answers ready go first
+			holding = false
+			slots <- struct{}{}
+		}
 		pending.Add(1)
 		go func() {
 			defer pending.Done()
 			defer func() { <-slots }()
-			s.serveMessage(c, m)
+			resume()
 		}()
 	}
 }
 
-// serveMessage answers one message of the connection, on its own
-// goroutine: the handler's resume, when it needs one, runs right here.
-func (s *tcpServer) serveMessage(c *tcpConn, m []byte) {
+// frameBuffered reports whether r holds a whole length-prefixed message,
+// which reading takes no wait for.
+func frameBuffered(r *bufio.Reader) bool {
+	n := r.Buffered()
+	if n < 2 {
+		return false
+	}
+	length, _ := r.Peek(2)
+	return n >= 2+int(binary.BigEndian.Uint16(length))
+}
+
+// serveMessage answers one message m of the connection (m is the read
+// loop's buffer: nothing keeps it), returning the handler's resume when
+// the answer needs one.
+func (s *tcpServer) serveMessage(c *tcpConn, m []byte) (resume func()) {
 	w := &tcpWriter{conn: c, transport: s.transport}
 	req, reject := AcceptMessage(m, s.accept, s.invalid)
 	if reject != nil {
 		_ = w.WriteMsg(reject)
 	}
 	if req == nil {
-		return
+		return nil
 	}
 	if s.tls != nil && hasPadding(req) {
 		w.padFor = req // RFC 8467 §4.1: a padded query gets a padded answer
 	}
-	if resume := s.handler.ServeInline(w, req); resume != nil {
-		resume()
-	}
+	return s.handler.ServeInline(w, req)
 }
 
 // stopAccepting closes the listener and makes every open connection stop

@@ -21,6 +21,9 @@
 #   dot, doh   the blocked and cache-hit paths over DNS over TLS and HTTPS
 #              (dnsperf -m dot / -m doh) against dnsfence, Unbound and
 #              dnsdist with the same certificate: qps and mean latency
+#   h2load     the same two paths over DNS over HTTPS from h2load (HTTP/2,
+#              16 connections of 16 streams), which every server keeps up
+#              with, unlike dnsperf's DoH client
 # A table of every server and path (qps, CPU per query, latency, RSS, CPU
 # steal) ends the output. BENCH_DNSFENCE=path runs that dnsfence binary
 # instead of building one (to compare two builds).
@@ -42,11 +45,11 @@ declare -A PORT=([dnsfence]=5301 [unbound]=5302 [dnsdist]=5303 [coredns]=5304 [b
 COREDNS_VERSION=v1.15.0
 
 need=()
-for c in dnsperf unbound dnsdist taskset dig openssl; do command -v "$c" >/dev/null || need+=("$c"); done
+for c in dnsperf unbound dnsdist taskset dig openssl h2load curl; do command -v "$c" >/dev/null || need+=("$c"); done
 if [ ${#need[@]} -gt 0 ]; then
-	echo "# installing dnsperf unbound dnsdist util-linux bind9-dnsutils openssl"
+	echo "# installing dnsperf unbound dnsdist util-linux bind9-dnsutils openssl nghttp2-client curl"
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf unbound dnsdist util-linux bind9-dnsutils openssl >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf unbound dnsdist util-linux bind9-dnsutils openssl nghttp2-client curl >/dev/null
 fi
 
 # CoreDNS is not packaged in Debian: it is built from the Go module proxy
@@ -372,6 +375,33 @@ perfx() {
 	echo "$out" >>"$tmp/dnsperf.log"
 	echo "$(awk '/Queries per second:/{print $4}' <<<"$out") $(awk '/Average Latency \(s\):/{print $4*1000; exit}' <<<"$out")"
 }
+# wirequery NAME -> a query for NAME A in wire form: ID 0 (RFC 8484 §4.1), RD.
+wirequery() {
+	local label
+	printf '\x00\x00\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00'
+	for label in ${1//./ }; do printf "\\x$(printf %02x ${#label})%s" "$label"; done
+	printf '\x00\x00\x01\x00\x01'
+}
+# ms VALUE -> h2load's "471us", "16.78ms" or "1.2s" in milliseconds.
+ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) print v/1000; else if (v ~ /ms$/) print v+0; else print v*1000 }'; }
+# h2perf NAME PATH -> prints "qps mean_latency_ms failed": DNS over HTTPS
+# POSTs of the path's one query from h2load (nghttp2), 16 connections of
+# up to 16 streams each: the load dnsperf's DoH client cannot offer.
+h2perf() {
+	local name=$1 path=$2 out
+	out=$(taskset -c "$LOAD_CPU" h2load -t 1 -c 16 -m 16 -D "$SECS" --warm-up-time=1 -d "$tmp/$path.bin" \
+		-H 'content-type: application/dns-message' -H 'accept: application/dns-message' \
+		"https://127.0.0.1:${DOH_PORT[$name]}/dns-query" 2>&1)
+	echo "$out" >>"$tmp/h2load.log"
+	echo "$(awk '/^finished in/{print $4}' <<<"$out") $(ms "$(awk '/^time for request:/{print $6}' <<<"$out")") \
+		$(awk '/^requests:/{print $10}' <<<"$out")"
+}
+# rcodeof NAME PATH -> the RCODE of the path's query over DoH from 127.0.0.1.
+rcodeof() {
+	curl -sk --data-binary "@$tmp/$2.bin" -H 'content-type: application/dns-message' \
+		"https://127.0.0.1:${DOH_PORT[$1]}/dns-query" | od -An -tu1 -j3 -N1 | awk '{print $1 % 16}'
+}
+declare -A HQPS HLAT
 if [ "${BENCH_ENCRYPTED:-1}" = 1 ]; then
 	# The plain configurations come back after this section, for memory's.
 	cp "$tmp/dnsfence.yaml" "$tmp/dnsfence.yaml.plain"
@@ -391,11 +421,18 @@ if [ "${BENCH_ENCRYPTED:-1}" = 1 ]; then
 		echo "  tls-service-key: \"$tmp/tls.key\""
 		echo "  tls-service-pem: \"$tmp/tls.crt\""
 		echo "  incoming-num-tcp: 256"
+		echo "  access-control-view: 127.0.0.1/32 gov"
 	} >"$tmp/unbound-tls.conf"
 	{
 		echo "addTLSLocal(\"127.0.0.1:${DOT_PORT[dnsdist]}\", \"$tmp/tls.crt\", \"$tmp/tls.key\")"
 		echo "addDOHLocal(\"127.0.0.1:${DOH_PORT[dnsdist]}\", \"$tmp/tls.crt\", \"$tmp/tls.key\", \"/dns-query\")"
+		echo "addAction(AndRule({makeRule(\"127.0.0.1/32\"), SuffixMatchNodeRule(smn)}), RCodeAction(DNSRCode.NXDOMAIN))"
 	} >>"$tmp/dnsdist.conf"
+	# h2load cannot choose its source address: in this section 127.0.0.1 is
+	# a government device too, on every server.
+	sed -i "s|clients: \[\"$GOV/32\"\]|clients: [\"$GOV/32\", \"127.0.0.1/32\"]|" "$tmp/dnsfence.yaml"
+	wirequery w1.tiktok.com >"$tmp/blocked.bin"
+	wirequery h1.example.com >"$tmp/cache-hit.bin"
 	for name in ${BENCH_ENCRYPTED_SERVERS:-dnsfence unbound dnsdist}; do
 		start "$name"
 		for port in "${DOT_PORT[$name]}" "${DOH_PORT[$name]}"; do
@@ -427,6 +464,24 @@ if [ "${BENCH_ENCRYPTED:-1}" = 1 ]; then
 			ELAT[$name/$mode/fixed]=$(printf '%s\n' "${ls[@]}" | median)
 			printf '%-9s %-4s %-10s mean latency at 2000 qps: median %.3f ms of [%s]\n' "$name" "$mode" latency "${ELAT[$name/$mode/fixed]:-0}" "${ls[*]}"
 		done
+		if command -v h2load >/dev/null; then
+			for path in blocked cache-hit; do
+				want=3 # NXDOMAIN
+				[ "$path" = cache-hit ] && want=0
+				got=$(rcodeof "$name" "$path")
+				[ "$got" = "$want" ] || echo "# $name: DoH $path answered RCODE ${got:-none}, not $want" >&2
+				qs=() ls=() fails=()
+				for run in $(seq 1 "$RUNS"); do
+					r=$(h2perf "$name" "$path")
+					read -r q l f <<<"$r"
+					qs+=("$q") ls+=("$l") fails+=("$f")
+				done
+				HQPS[$name/$path]=$(printf '%s\n' "${qs[@]}" | median)
+				HLAT[$name/$path]=$(printf '%s\n' "${ls[@]}" | median)
+				printf '%-9s h2load %-10s qps: median %8.0f of [%s]  mean latency: median %.3f ms of [%s]  failed [%s]\n' "$name" "$path" \
+					"${HQPS[$name/$path]:-0}" "${qs[*]}" "${HLAT[$name/$path]:-0}" "${ls[*]}" "${fails[*]}"
+			done
+		fi
 		stop
 	done
 	echo
@@ -445,6 +500,16 @@ if [ "${BENCH_ENCRYPTED:-1}" = 1 ]; then
 		done
 		echo "${line%,} (mean at 2000 qps, blocked path)"
 	done
+	if command -v h2load >/dev/null; then
+		for path in blocked cache-hit; do
+			line=$(printf 'RESULT %-4s %-10s' h2load "$path")
+			for name in dnsfence unbound dnsdist; do
+				line+=$(printf ' %s %6.0f qps %6.2f ms,' "$name" "${HQPS[$name/$path]:-0}" "${HLAT[$name/$path]:-0}")
+			done
+			best=$(printf '%s\n' "${HQPS[unbound/$path]:-0}" "${HQPS[dnsdist/$path]:-0}" | sort -n | tail -1)
+			echo "${line%,}; dnsfence x$(ratio "${HQPS[dnsfence/$path]:-0}" "$best") the faster (DoH, 16 connections x 16 streams)"
+		done
+	fi
 	echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 	mv "$tmp/dnsfence.yaml.plain" "$tmp/dnsfence.yaml"
 	mv "$tmp/dnsdist.conf.plain" "$tmp/dnsdist.conf"
