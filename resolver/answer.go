@@ -9,6 +9,7 @@ import (
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 )
 
@@ -125,19 +126,6 @@ func (a *asked) appendOPT(b []byte, hdr, optLen int) []byte {
 	return b
 }
 
-// Header flag bits of the second 16-bit word of a DNS header (RFC 1035
-// §4.1.1, RFC 4035 §3.2 for AD and CD).
-const (
-	flagQR = 1 << 15
-	flagAA = 1 << 10
-	flagTC = 1 << 9
-	flagRD = 1 << 8
-	flagRA = 1 << 7
-	flagZ  = 1 << 6
-	flagAD = 1 << 5
-	flagCD = 1 << 4
-)
-
 // headerFlags packs h's opcode, bits and low four RCODE bits as the wire's
 // second header word, for the answers packed without a dns.Msg.
 func headerFlags(h *dns.MsgHdr) uint16 {
@@ -146,8 +134,8 @@ func headerFlags(h *dns.MsgHdr) uint16 {
 		set bool
 		bit uint16
 	}{
-		{h.Response, flagQR}, {h.Authoritative, flagAA}, {h.Truncated, flagTC}, {h.RecursionDesired, flagRD},
-		{h.RecursionAvailable, flagRA}, {h.Zero, flagZ}, {h.AuthenticatedData, flagAD}, {h.CheckingDisabled, flagCD},
+		{h.Response, dnswire.FlagQR}, {h.Authoritative, dnswire.FlagAA}, {h.Truncated, dnswire.FlagTC}, {h.RecursionDesired, dnswire.FlagRD},
+		{h.RecursionAvailable, dnswire.FlagRA}, {h.Zero, dnswire.FlagZ}, {h.AuthenticatedData, dnswire.FlagAD}, {h.CheckingDisabled, dnswire.FlagCD},
 	} {
 		if b.set {
 			f |= b.bit

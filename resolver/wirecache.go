@@ -181,7 +181,7 @@ func (a *asked) appendCached(b []byte, e *cacheEntry, now time.Time, maxSize int
 	b = append(b[:0], w.wire...)
 	cached := binary.BigEndian.Uint16(w.wire[2:])
 	hdr := dns.MsgHdr{Rcode: int(cached & 0xF)}
-	a.replyHeader(&hdr, cached&flagAD != 0)
+	a.replyHeader(&hdr, cached&dnswire.FlagAD != 0)
 	binary.BigEndian.PutUint16(b[0:], hdr.Id)
 	binary.BigEndian.PutUint16(b[2:], headerFlags(&hdr))
 	// The cached question's spelling must be the client's: records compress

@@ -738,6 +738,14 @@ const (
 func (f *Forwarder) try(ctx context.Context, q *dns.Msg, up *upstreamState, overTCP bool) (*dns.Msg, error) {
 	start := time.Now()
 	resp, err := f.exchange(ctx, q, up, overTCP)
+	f.record(ctx, up, start, err)
+	return resp, err
+}
+
+// record counts an exchange with up that began at start and ended with
+// err, and keeps it in up's health: a success, or a failure unless ctx
+// ended it.
+func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Time, err error) {
 	took := time.Since(start)
 	f.metrics.done(up.addr, took, err)
 	switch {
@@ -746,7 +754,6 @@ func (f *Forwarder) try(ctx context.Context, q *dns.Msg, up *upstreamState, over
 	case ctx.Err() == nil:
 		f.failed(up)
 	}
-	return resp, err
 }
 
 // hedgeDelay is how long a try to u may go unanswered before the next

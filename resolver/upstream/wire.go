@@ -95,14 +95,7 @@ func (f *Forwarder) ForwardWire(ctx context.Context, q []byte) (WireAnswer, stri
 func (f *Forwarder) tryWire(ctx context.Context, q []byte, up *upstreamState) (WireAnswer, error) {
 	start := time.Now()
 	a, err := f.exchangeWire(ctx, q, up)
-	took := time.Since(start)
-	f.metrics.done(up.addr, took, err)
-	switch {
-	case err == nil:
-		f.succeeded(up, took)
-	case ctx.Err() == nil:
-		f.failed(up)
-	}
+	f.record(ctx, up, start, err)
 	return a, err
 }
 
