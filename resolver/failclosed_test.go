@@ -678,3 +678,22 @@ func TestReloadConfigKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestReadyzWhileStopping: from the moment shutdown begins (Stopping),
+// /readyz answers 503 and says why, so that a load balancer takes the
+// instance out, while queries are still answered.
+func TestReadyzWhileStopping(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+	t.Cleanup(srv.Close)
+	code, body := get(t, srv.URL+"/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+
+	f.handler.Stopping()
+	code, body = get(t, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Contains(t, body, "not ready: shutting down")
+	r := ask(t, f.addr, "127.0.0.1", "udp", question("www.example.com.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode, "queries are still answered")
+}

@@ -112,7 +112,15 @@ type Handler struct {
 	// held are the remote lists whose newest copy a fail-closed guard
 	// holds (the Reloader's setHeld), by entry.
 	held sync.Map
+	// stopping is set by Stopping: /readyz says not ready from then on.
+	stopping atomic.Bool
 }
+
+// Stopping marks the handler as shutting down: /readyz answers 503 from
+// now on, so that a load balancer or an anycast health check takes the
+// instance out while the queries in flight are answered. Queries are still
+// answered as before.
+func (h *Handler) Stopping() { h.stopping.Store(true) }
 
 var (
 	_ dns.Handler    = (*Handler)(nil)

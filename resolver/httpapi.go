@@ -26,7 +26,8 @@ const DefaultReadyWindow = 30 * time.Second
 // upstream answered within the ready window (a quiet resolver probes its
 // upstreams on demand); 503 with the reason otherwise. It is 503 too once
 // reloads have failed or been held for reload.unready_after: the state
-// served is older than the files, and the body says why. A ready answer
+// served is older than the files, and the body says why; and 503 from the
+// moment the process starts shutting down (Handler.Stopping). A ready answer
 // names a reload failing or held for less time, and the files that are not
 // watched for changes, if any.
 func HTTPHandler(h *Handler, gatherer prometheus.Gatherer, readyWindow time.Duration) http.Handler {
@@ -47,6 +48,9 @@ func HTTPHandler(h *Handler, gatherer prometheus.Gatherer, readyWindow time.Dura
 
 // ready reports readiness and why.
 func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string) {
+	if h.stopping.Load() {
+		return false, "not ready: shutting down, answering the queries in flight"
+	}
 	snap := h.Snapshot()
 	if snap == nil {
 		return false, "not ready: lists and client ranges are still loading"

@@ -363,6 +363,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		log.Info("stopping", zap.String("signal", sig.String()))
 		break
 	}
+	handler.Stopping() // /readyz: 503 while the queries in flight finish
 	stopWatching()
 	stopSources()
 	// In-flight queries get the whole upstream budget to finish.
