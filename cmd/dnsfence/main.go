@@ -257,17 +257,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
+		stop, err := startCPUProfile(*cpuProfile)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	// Signals are taken from the start: a SIGTERM while the lists load or
 	// the sockets open must stop dnsfence the orderly way, not by the
@@ -296,18 +291,11 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	// The handler starts without state so that /readyz says "loading"
 	// until every list and range file has loaded.
 	handler := resolver.NewHandler(log.Named("query"), nil, metrics)
-	if addr := cfg.HTTPAddr(); addr != "" {
-		stopHTTP, err := serveHTTP(log.Named("http"), addr, resolver.HTTPHandler(handler, registry, resolver.DefaultReadyWindow))
-		switch {
-		case err != nil && cfg.Embedded:
-			log.Warn("metrics and health endpoint not started: the embedded default serves DNS without it", zap.String("address", addr), zap.Error(err))
-		case err != nil:
-			log.Error("starting the HTTP endpoint", zap.Error(err))
-			return 1
-		default:
-			defer stopHTTP()
-		}
+	stopHTTP, ok := startHTTPEndpoint(log, cfg, resolver.HTTPHandler(handler, registry, resolver.DefaultReadyWindow))
+	if !ok {
+		return 1
 	}
+	defer stopHTTP()
 
 	reloader := resolver.NewReloader(log.Named("reload"), handler, func() (*config.Config, error) {
 		return loadConfig(*configPath)
@@ -345,10 +333,68 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	log.Info("dnsfence started", zap.String("version", versionString()), zap.String("config", cfg.File),
 		zap.Strings("upstreams", snap.Forwarder().Upstreams()))
 
+	serveUntilStopped(log, signals, running{handler: handler, reloader: reloader, cert: cert, server: server,
+		stopSources: stopSources, budget: time.Duration(len(snap.Forwarder().Upstreams())+1) * cfg.UpstreamTimeout})
+	return 0
+}
+
+// startHTTPEndpoint serves /metrics, /healthz and /readyz on the
+// configured address, if any, until stop is called. It reports false when
+// that fails, but for the embedded default, which serves DNS without it
+// (the port may be taken on a laptop) and says so.
+func startHTTPEndpoint(log *zap.Logger, cfg *config.Config, h http.Handler) (stop func(), ok bool) {
+	addr := cfg.HTTPAddr()
+	if addr == "" {
+		return func() {}, true
+	}
+	stop, err := serveHTTP(log.Named("http"), addr, h)
+	switch {
+	case err != nil && cfg.Embedded:
+		log.Warn("metrics and health endpoint not started: the embedded default serves DNS without it", zap.String("address", addr), zap.Error(err))
+		return func() {}, true
+	case err != nil:
+		log.Error("starting the HTTP endpoint", zap.Error(err))
+		return nil, false
+	}
+	return stop, true
+}
+
+// startCPUProfile writes a CPU profile to path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// running is what serve stops, in serveUntilStopped's order.
+type running struct {
+	handler     *resolver.Handler
+	reloader    *resolver.Reloader
+	cert        *resolver.Certificate
+	server      *resolver.Server
+	stopSources func()
+	budget      time.Duration // for the queries in flight at shutdown: every upstream's timeout, and one more
+}
+
+// serveUntilStopped watches the files and serves until SIGTERM or SIGINT
+// (SIGHUP reloads everything, the certificate too), then stops in order:
+// /readyz turns not ready, the watching and the remote lists' refreshes
+// end, and the listeners stop taking queries and answer those in flight
+// within r.budget.
+func serveUntilStopped(log *zap.Logger, signals <-chan os.Signal, r running) {
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
 	go func() {
-		if err := reloader.Watch(watchCtx); err != nil {
+		if err := r.reloader.Watch(watchCtx); err != nil {
 			log.Error("file watching stopped; SIGHUP still reloads", zap.Error(err))
 		}
 	}()
@@ -356,25 +402,22 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	for sig := range signals {
 		if sig == syscall.SIGHUP {
 			log.Info("SIGHUP: reloading everything")
-			_ = reloader.Reload(true) // logged by the reloader
-			cert.Reload()             // logged when the pair changed
+			_ = r.reloader.Reload(true) // logged by the reloader
+			r.cert.Reload()             // logged when the pair changed
 			continue
 		}
 		log.Info("stopping", zap.String("signal", sig.String()))
 		break
 	}
-	handler.Stopping() // /readyz: 503 while the queries in flight finish
+	r.handler.Stopping() // /readyz: 503 while the queries in flight finish
 	stopWatching()
-	stopSources()
-	// In-flight queries get the whole upstream budget to finish.
-	budget := time.Duration(len(snap.Forwarder().Upstreams())+1) * cfg.UpstreamTimeout
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), budget)
+	r.stopSources()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), r.budget)
 	defer cancel()
-	if err := server.Shutdown(shutdownCtx); err != nil {
+	if err := r.server.Shutdown(shutdownCtx); err != nil {
 		log.Warn("shutdown", zap.Error(err))
 	}
 	log.Info("stopped")
-	return 0
 }
 
 // laptopFriendly drops the embedded default's listen addresses whose
