@@ -140,21 +140,6 @@ func (l *Labels) has(off int) bool {
 	return off < l.n && l.words()[off/64]&(1<<(off%64)) != 0
 }
 
-// NameEnd returns the offset just past the name at off in msg, following
-// no pointer (a pointer ends the name in place) but checking, through
-// every pointer, that the name is well formed: labels of at most 63
-// octets, at most 255 octets in all, and every pointer pointing backwards,
-// before the name at off starts, at the start of a label of a name already
-// read with seen (RFC 1035 §4.1.4), so that the name has no loop and reads
-// the same whatever the octets outside names hold. The labels written at
-// off (before any pointer) are marked in seen. ok is false for a name
-// miekg/dns would not unpack, or that points elsewhere; seen may then hold
-// marks of part of it.
-func NameEnd(msg []byte, off int, seen *Labels) (end int, ok bool) {
-	end, r := nameEnd(msg, off, seen)
-	return end, r == read
-}
-
 // What reading a name or a message came to.
 const (
 	read       = iota
@@ -162,7 +147,16 @@ const (
 	intoHeader // a name points into the header, where no name is
 )
 
-// nameEnd is NameEnd, saying why a name did not read.
+// nameEnd returns the offset just past the name at off in msg, following
+// no pointer (a pointer ends the name in place) but checking, through
+// every pointer, that the name is well formed: labels of at most 63
+// octets, at most 255 octets in all, and every pointer pointing backwards,
+// before the name at off starts, at the start of a label of a name already
+// read with seen (RFC 1035 §4.1.4), so that the name has no loop and reads
+// the same whatever the octets outside names hold. The labels written at
+// off (before any pointer) are marked in seen. result is read when the
+// name reads so; else it says why not (a name miekg/dns would not unpack,
+// or one that points elsewhere), and seen may hold marks of part of it.
 func nameEnd(msg []byte, off int, seen *Labels) (end int, result int) {
 	start := off
 	end = -1
@@ -296,7 +290,7 @@ type Record struct {
 // SVCB, HTTPS, RRSIG, NSEC and the other types miekg/dns reads names in:
 // rdataFits) and that the records end where the message does; any other
 // RDATA is opaque. Every name it reads, the question's first, may point
-// only at a label of a name read before it (NameEnd), so that the names
+// only at a label of a name read before it (nameEnd), so that the names
 // read the same whatever the octets outside them (ID, flags, counts, TTLs,
 // opaque RDATA) hold. It returns false for a message it cannot read so,
 // which miekg/dns may still unpack: the caller then takes the message

@@ -64,11 +64,11 @@ func TestNameEnd(t *testing.T) {
 			var seen Labels
 			seen.Reset(len(msg))
 			for _, off := range tc.prior {
-				_, ok := NameEnd(msg, h+off, &seen)
-				require.True(t, ok, "the name at %d", off)
+				_, r := nameEnd(msg, h+off, &seen)
+				require.Equal(t, read, r, "the name at %d", off)
 			}
-			end, ok := NameEnd(msg, h+tc.off, &seen)
-			assert.Equal(t, tc.ok, ok)
+			end, r := nameEnd(msg, h+tc.off, &seen)
+			assert.Equal(t, tc.ok, r == read)
 			if tc.ok {
 				assert.Equal(t, h+tc.end, end)
 			}
