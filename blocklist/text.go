@@ -2,6 +2,8 @@ package blocklist
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"iter"
 	"strings"
 )
@@ -52,4 +54,27 @@ func Lines(data string) iter.Seq2[int, string] {
 			}
 		}
 	}
+}
+
+// ErrNotText is CheckText's error: the file is not UTF-8 text.
+var ErrNotText = errors.New("not UTF-8 text")
+
+// CheckText returns an error naming file and the line when data is not
+// UTF-8 text: UTF-16 or UTF-32, which Windows saves as "Unicode" (a
+// byte-order mark FF FE, FE FF or 00 00 FE FF), or anything with a NUL
+// octet (UTF-16 without a mark, or a binary file). Read as UTF-8, every
+// line of such a file would be skipped as invalid, so a list or a range
+// file would load empty and block nothing: it must be refused, as a file
+// that cannot be read is, never loaded. The error wraps ErrNotText.
+func CheckText(file string, data []byte) error {
+	for _, bom := range [][]byte{{0xFF, 0xFE}, {0xFE, 0xFF}, {0, 0, 0xFE, 0xFF}} {
+		if bytes.HasPrefix(data, bom) {
+			return fmt.Errorf("%s:1: %w: it starts with the byte-order mark % X of UTF-16 or UTF-32; save it as UTF-8", file, ErrNotText, bom)
+		}
+	}
+	if i := bytes.IndexByte(data, 0); i >= 0 {
+		line := 1 + bytes.Count(data[:i], []byte{'\n'})
+		return fmt.Errorf("%s:%d: %w: a NUL octet (UTF-16 without a byte-order mark, or a binary file); save it as UTF-8", file, line, ErrNotText)
+	}
+	return nil
 }

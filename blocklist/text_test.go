@@ -152,3 +152,28 @@ func TestLines(t *testing.T) {
 	assert.Equal(t, []byte("a"+byteOrderMark), Text([]byte("a"+byteOrderMark)))
 	assert.True(t, slices.Equal([]byte(nil), Text(nil)))
 }
+
+func TestCheckText(t *testing.T) {
+	for _, tc := range []struct {
+		name, data, want string // want: "" for text
+	}{
+		{"empty", "", ""},
+		{"plain", "tiktok.com\n", ""},
+		{"UTF-8 byte-order mark and CRLF", "\ufefftiktok.com\r\n", ""},
+		{"UTF-8 beyond ASCII", "# Bücher\ntiktok.com\n", ""},
+		{"UTF-16LE mark", "\xFF\xFEt\x00", "list.txt:1: not UTF-8 text: it starts with the byte-order mark FF FE"},
+		{"UTF-16BE mark", "\xFE\xFF\x00t", "list.txt:1: not UTF-8 text: it starts with the byte-order mark FE FF"},
+		{"UTF-32BE mark", "\x00\x00\xFE\xFF", "list.txt:1: not UTF-8 text: it starts with the byte-order mark 00 00 FE FF"},
+		{"NUL on line 3", "a.example\nb.example\nc\x00.example\n", "list.txt:3: not UTF-8 text: a NUL octet"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckText("list.txt", []byte(tc.data))
+			if tc.want == "" {
+				assert.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, ErrNotText)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}

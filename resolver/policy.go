@@ -357,6 +357,9 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 			return l
 		}
 		data, err := cfg.ReadFile(path)
+		if err == nil {
+			err = blocklist.CheckText(path, data)
+		}
 		if err != nil {
 			fatal = append(fatal, fmt.Errorf("reading list: %w", err))
 			return nil
@@ -396,6 +399,9 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 			rf, ok := s.Ranges[path]
 			if !ok {
 				data, err := cfg.ReadFile(path)
+				if err == nil {
+					err = blocklist.CheckText(path, data)
+				}
 				if err != nil {
 					fatal = append(fatal, fmt.Errorf("reading client ranges: %w", err))
 					continue

@@ -2,12 +2,15 @@ package resolver
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf16"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -226,4 +229,76 @@ func TestConfigSyntaxErrorWithBOMAndCRLF(t *testing.T) {
 			})
 		}
 	}
+}
+
+// utf16LE is s in UTF-16, little-endian as Windows saves "Unicode", with
+// its byte-order mark when bom is set.
+func utf16LE(s string, bom bool) string {
+	var b []byte
+	if bom {
+		b = append(b, 0xFF, 0xFE)
+	}
+	for _, u := range utf16.Encode([]rune(s)) {
+		b = binary.LittleEndian.AppendUint16(b, u)
+	}
+	return string(b)
+}
+
+// TestUTF16FilesAreRefused: a list or a client range file saved as UTF-16
+// (or anything else with a NUL octet) would read as lines that are all
+// invalid, so a list would load empty and block nothing. It is an error
+// that names the file and the line, at start and at reload, which keeps
+// the last good state: the devices stay blocked.
+func TestUTF16FilesAreRefused(t *testing.T) {
+	const conf = `listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+allowed_clients: ["127.0.0.0/8"]
+log: {queries: none}
+policies:
+  - name: gov
+    client_files: ["gov.txt"]
+    block: ["tiktok.txt"]
+`
+	good := map[string]string{"gov.txt": "127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n"}
+	up := startUpstream(t, nil)
+	for _, tc := range []struct {
+		name, file, content, want string
+	}{
+		{"list in UTF-16 with a byte-order mark", "tiktok.txt", utf16LE("tiktok.com\r\n", true), "tiktok.txt:1: not UTF-8 text: it starts with the byte-order mark FF FE"},
+		{"list in UTF-16 without a byte-order mark", "tiktok.txt", utf16LE("tiktok.com\n", false), "tiktok.txt:1: not UTF-8 text: a NUL octet"},
+		{"list with a NUL octet on line 2", "tiktok.txt", "tiktok.com\ncapcut\x00.com\n", "tiktok.txt:2: not UTF-8 text: a NUL octet"},
+		{"range file in UTF-16", "gov.txt", utf16LE("127.0.0.0/24\r\n", true), "gov.txt:1: not UTF-8 text"},
+		{"big-endian UTF-16 list", "tiktok.txt", "\xFE\xFF\x00t", "tiktok.txt:1: not UTF-8 text: it starts with the byte-order mark FE FF"},
+	} {
+		t.Run("start/"+tc.name, func(t *testing.T) {
+			files := map[string]string{"c.yaml": strings.ReplaceAll(conf, "{{upstreams}}", `["`+up.addr+`"]`)}
+			for k, v := range good {
+				files[k] = v
+			}
+			files[tc.file] = tc.content
+			dir := writeTree(t, files)
+			cfg, err := config.Load(filepath.Join(dir, "c.yaml"))
+			require.NoError(t, err)
+			_, err = BuildSnapshot(cfg, nil)
+			require.ErrorIs(t, err, blocklist.ErrNotText)
+			assert.Contains(t, err.Error(), filepath.Join(dir, tc.want))
+		})
+		t.Run("reload/"+tc.name, func(t *testing.T) {
+			f := startFence(t, conf, good, up.addr)
+			r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) {
+				return config.Load(filepath.Join(f.dir, "dnsfence.yaml"))
+			})
+			writeAtomic(t, filepath.Join(f.dir, tc.file), tc.content)
+			err := r.Reload(true) // even SIGHUP refuses it
+			require.ErrorIs(t, err, blocklist.ErrNotText)
+			assert.False(t, r.Status().OK)
+			assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.9", "tiktok.com."), "the last good state still applies")
+		})
+	}
+	t.Run("configuration in UTF-16", func(t *testing.T) {
+		dir := writeTree(t, map[string]string{"c.yaml": utf16LE(strings.ReplaceAll(conf, "{{upstreams}}", `["`+up.addr+`"]`), true)})
+		_, err := config.Load(filepath.Join(dir, "c.yaml"))
+		require.ErrorIs(t, err, blocklist.ErrNotText)
+		assert.Contains(t, err.Error(), "c.yaml:1: not UTF-8 text")
+	})
 }

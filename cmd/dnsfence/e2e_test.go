@@ -540,6 +540,8 @@ policies:
 		{name: "bad log level", config: base + "log: {level: loud}\n", mention: "log.level"},
 		{name: "bad action", config: strings.Replace(base, `block: ["block.txt"]`, "block: [\"block.txt\"]\n    action: drop", 1), mention: "action"},
 		{name: "no upstream", config: strings.Replace(base, `upstreams: ["127.0.0.1:53"]`, `upstreams: []`, 1), mention: "upstreams"},
+		{name: "block list saved as UTF-16", files: map[string]string{"block.txt": "\xFF\xFEt\x00i\x00k\x00t\x00o\x00k\x00.\x00c\x00o\x00m\x00\r\x00\n\x00"}, mention: "block.txt:1: not UTF-8 text"},
+		{name: "range file with a NUL octet", files: map[string]string{"ranges.txt": "10.1.0.0/16\n10.2\x00.0.0/16\n"}, mention: "ranges.txt:2: not UTF-8 text"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			files := map[string]string{}

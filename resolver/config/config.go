@@ -327,6 +327,9 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 	// The hash is of the raw bytes, as the file watcher sees them; the
 	// decoder reads the text without a byte-order mark.
 	sum := sha256.Sum256(data)
+	if err := blocklist.CheckText(file, data); err != nil {
+		return nil, err
+	}
 	data = blocklist.Text(data)
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -1005,6 +1008,9 @@ func (c *Config) ResolveUpstreams() ([]string, error) {
 			continue
 		}
 		data, err := os.ReadFile(u)
+		if err == nil {
+			err = blocklist.CheckText(u, data)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("reading upstreams: %w", err)
 		}
