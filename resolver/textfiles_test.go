@@ -131,12 +131,9 @@ func TestResolvConfWithBOMAndCRLF(t *testing.T) {
 	}
 }
 
-// TestRangeFileWithNoUsableRange checks that a client range file that
-// yields no range, for a policy with no other, is an error that names the
-// file and its bad lines, at start and at reload (which keeps the last good
-// state), and only a warning when the policy has another range.
-func TestRangeFileWithNoUsableRange(t *testing.T) {
-	const conf = `listen: ["127.0.0.1:0"]
+// rangeFileConfig has one policy whose only clients are in gov.txt, and
+// one list, tiktok.txt; {{upstreams}} is replaced.
+const rangeFileConfig = `listen: ["127.0.0.1:0"]
 upstreams: {{upstreams}}
 allowed_clients: ["127.0.0.0/8"]
 log: {queries: none}
@@ -145,6 +142,13 @@ policies:
     client_files: ["gov.txt"]
     block: ["tiktok.txt"]
 `
+
+// TestRangeFileWithNoUsableRange checks that a client range file that
+// yields no range, for a policy with no other, is an error that names the
+// file and its bad lines, at start and at reload (which keeps the last good
+// state), and only a warning when the policy has another range.
+func TestRangeFileWithNoUsableRange(t *testing.T) {
+	conf := rangeFileConfig
 	bad := []struct {
 		name    string
 		content string
@@ -250,15 +254,7 @@ func utf16LE(s string, bom bool) string {
 // that names the file and the line, at start and at reload, which keeps
 // the last good state: the devices stay blocked.
 func TestUTF16FilesAreRefused(t *testing.T) {
-	const conf = `listen: ["127.0.0.1:0"]
-upstreams: {{upstreams}}
-allowed_clients: ["127.0.0.0/8"]
-log: {queries: none}
-policies:
-  - name: gov
-    client_files: ["gov.txt"]
-    block: ["tiktok.txt"]
-`
+	conf := rangeFileConfig
 	good := map[string]string{"gov.txt": "127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n"}
 	up := startUpstream(t, nil)
 	for _, tc := range []struct {
