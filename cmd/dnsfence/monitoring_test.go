@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -482,24 +483,35 @@ func TestMonitoringAgainstPrometheus(t *testing.T) {
 		}
 		_ = w.WriteMsg(m)
 	}))
+	// A list from a URL, and a certificate for DNS over TLS that expires
+	// in a day: the dnsfence_source_* and dnsfence_tls_* series exist.
+	lists := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "capcut.com")
+	}))
+	t.Cleanup(lists.Close)
+	tlsDir := t.TempDir()
+	certFile, keyFile, _ := newE2ECA(t, "monitoring CA").issue(t, tlsDir, "server", e2eServerName)
 	// 127.0.0.0/30 is the government range, 127.0.0.4/31 other allowed
 	// clients, 127.0.0.6 a client over its rate limit, 127.0.0.9 outside
 	// allowed_clients (and not rate limited, so its REFUSED is not dropped).
 	dir := writeFiles(t, map[string]string{
 		"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
+listen_tls: ["127.0.0.1:0"]
+tls: {cert: %q, key: %q}
 upstreams: ["%s"]
 http: "127.0.0.1:0"
 allowed_clients: ["127.0.0.0/29"]
 rate_limit: {rate: 1, burst: 1, exempt: ["127.0.0.0/30", "127.0.0.4/31", "127.0.0.8/29"]}
 log: {queries: none}
+sources: {cache_dir: %q}
 policies:
   - name: government-devices
     clients: ["127.0.0.0/30"]
-    block: ["lists/tiktok.txt"]
+    block: ["lists/tiktok.txt", "%s/bytedance.txt"]
   - name: press-office
     clients: ["127.0.0.2/32"]
-`, upstream),
+`, certFile, keyFile, upstream, filepath.Join(tlsDir, "cache"), lists.URL),
 		"lists/tiktok.txt": "tiktok.com\nbad..example\n",
 	})
 	var dnsAddr, httpAddr string
@@ -689,6 +701,13 @@ scrape_configs:
 		"DnsfenceFilesNotWatched":    "quiet",
 		"DnsfenceUDPDrops":           "quiet",
 		"DnsfenceSkippedLines":       "fires", // bad..example
+		// The test's certificate expires in a day.
+		"DnsfenceCertificateExpiresSoon": "fires",
+		"DnsfenceCertificateExpiring":    "fires",
+		"DnsfenceSourceNoCopy":           "quiet",
+		"DnsfenceSourceStale":            "quiet",
+		"DnsfenceSourceHeld":             "quiet",
+		"DnsfenceSourceDiskCopyFailing":  "quiet",
 	}
 	rules := loadAlerts(t)
 	for _, r := range rules {
