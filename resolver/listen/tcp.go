@@ -84,7 +84,10 @@ type tcpConn struct {
 	// sent together by send: the answers to the queries of one read go
 	// out in one write, one TLS record on DNS over TLS. Under writeMu.
 	out     []byte
-	holding bool     // under writeMu: frames wait in out for send
+	holding bool // under writeMu: frames wait in out for send
+	// broken is set once a write failed and closed the connection: the
+	// read loop stops, rather than answer what it has buffered to no one.
+	broken  atomic.Bool
 	remote  net.Addr // the client, resolved after the first read
 	once    sync.Once
 	release func() // returns the connection's admission
@@ -118,6 +121,17 @@ func (c *tcpConn) remoteAddr() net.Addr {
 // are sent at once, so a held write stays one TLS record or a few.
 const tcpOutMax = 16 << 10
 
+// tcpKeep is the most a connection keeps of a buffer between queries
+// (octets): the room of the common query or answer. A larger one is
+// dropped once used, so that an idle connection holds little memory
+// whatever it was once asked.
+const tcpKeep = 4 << 10
+
+// tcpSmallQuery is the size of the buffer a connection keeps for its
+// queries (octets): a query with EDNS, padded to 128-octet blocks (RFC
+// 8467), fits. A larger one gets a buffer of its own.
+const tcpSmallQuery = 512
+
 // writeFrame writes one length-prefixed message: at once, or, while the
 // read loop holds the connection's answers (hold), with the others at its
 // send.
@@ -146,7 +160,7 @@ func (c *tcpConn) hold() {
 func (c *tcpConn) send() {
 	c.writeMu.Lock()
 	c.holding = false
-	_ = c.flushLocked()
+	_ = c.flushLocked() // a failure closes the connection and sets broken
 	c.writeMu.Unlock()
 }
 
@@ -158,12 +172,14 @@ func (c *tcpConn) flushLocked() error {
 	_ = c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
 	_, err := c.Write(c.out)
 	c.out = c.out[:0]
-	if cap(c.out) > 2*tcpOutMax {
+	if cap(c.out) > tcpKeep {
 		c.out = nil // a large answer's buffer is not kept for the connection's life
 	}
 	if err != nil {
 		// A client that does not read, or a half-written frame: the stream
-		// cannot go on. Closing ends the read loop too.
+		// cannot go on. Closing ends the read loop too, and broken stops it
+		// answering the queries it has buffered.
+		c.broken.Store(true)
 		c.Close()
 		return err
 	}
@@ -283,7 +299,7 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 	var pending sync.WaitGroup
 	defer func() {
 		c.send()
-		pending.Wait() // every query read gets its answer before the close
+		pending.Wait() // every query taken from the buffer gets its answer before the close
 		c.Close()
 		c.release()
 		<-s.slots
@@ -301,9 +317,9 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 	timeout := limits.TCPReadTimeout
 	r := bufio.NewReaderSize(c, tcpReadBuffer)
 	var length [2]byte
-	var m []byte
+	var small []byte // the buffer of queries up to tcpSmallQuery octets, kept
 	holding := false
-	for !s.closing.Load() {
+	for !s.closing.Load() && !c.broken.Load() {
 		if holding && !frameBuffered(r) {
 			c.send() // the read below may wait: the answers go now
 			holding = false
@@ -316,10 +332,16 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 			return
 		}
 		n := int(binary.BigEndian.Uint16(length[:]))
-		if cap(m) < n {
-			m = make([]byte, n)
+		var m []byte
+		switch {
+		case n > tcpSmallQuery:
+			m = make([]byte, n) // a large message's buffer is not kept
+		case small == nil:
+			small = make([]byte, tcpSmallQuery)
+			fallthrough
+		default:
+			m = small[:n]
 		}
-		m = m[:n]
 		if _, err := io.ReadFull(r, m); err != nil {
 			return
 		}

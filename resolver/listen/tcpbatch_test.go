@@ -3,7 +3,12 @@ package listen
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"io"
 	"net"
+	"net/netip"
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -131,4 +136,158 @@ func TestTCPAnswersOneReadTogether(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, uint16(3), r.Id)
 	assert.Equal(t, before+1, ln.writes.Load())
+}
+
+// roomyRules allow every loopback peer, up to 1,000 connections each.
+type roomyRules struct{}
+
+func (roomyRules) Allowed(peer netip.Addr) bool { return peer.IsLoopback() }
+func (roomyRules) Trusted(netip.Addr) bool      { return false }
+func (roomyRules) Limits() Limits {
+	return Limits{TCPConnections: 1000, TCPConnectionsPerClient: 1000, TCPPipeline: 4, TCPReadTimeout: 30 * time.Second,
+		TCPIdleTimeout: 30 * time.Second, UDPReceiveBuffer: 1 << 16, UDPSendBuffer: 1 << 16}
+}
+
+// bigAnswers answers every query inline; "big." gets a TXT answer of about
+// 30,000 octets. It counts the queries it is given.
+type bigAnswers struct{ calls atomic.Int32 }
+
+func (h *bigAnswers) ServeInline(w ResponseWriter, req *dns.Msg) func() {
+	h.calls.Add(1)
+	m := new(dns.Msg)
+	m.SetReply(req)
+	if req.Question[0].Name == "big." {
+		var txt []string
+		for range 120 {
+			txt = append(txt, strings.Repeat("x", 250))
+		}
+		m.Answer = []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: "big.", Rrtype: dns.TypeTXT, Class: dns.ClassINET}, Txt: txt}}
+	}
+	_ = w.WriteMsg(m)
+	return nil
+}
+
+// serveTCP serves h over plain TCP on ln until the test ends.
+func serveTCP(t *testing.T, ln net.Listener, h Handler) *tcpServer {
+	t.Helper()
+	s := New(Config{Handler: h, Rules: func() Rules { return roomyRules{} }, Log: zaptest.NewLogger(t)})
+	tcp := newTCPServer(ln, s.cfg, s.log, s.admission, 1000, s.counted(TCP), s.invalid(TCP), nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tcp.serve()
+	}()
+	t.Cleanup(func() {
+		tcp.stopAccepting()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		tcp.drain(ctx.Done())
+		<-done
+	})
+	return tcp
+}
+
+// readFrame reads one length-prefixed message from c.
+func readFrame(t *testing.T, c net.Conn) []byte {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	var l [2]byte
+	_, err := io.ReadFull(c, l[:])
+	require.NoError(t, err)
+	b := make([]byte, binary.BigEndian.Uint16(l[:]))
+	_, err = io.ReadFull(c, b)
+	require.NoError(t, err)
+	return b
+}
+
+// heapInUse is the heap in use after the garbage is collected, in octets.
+func heapInUse() int64 {
+	var ms runtime.MemStats
+	for range 3 {
+		runtime.GC()
+	}
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse)
+}
+
+// TestTCPIdleConnectionKeepsLittle: a connection that once carried a
+// 65,535-octet message and a 30,000-octet answer does not keep buffers of
+// that size while it idles: a client holding many connections open cannot
+// pin memory that way.
+func TestTCPIdleConnectionKeepsLittle(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	serveTCP(t, ln, &bigAnswers{})
+	const n = 200
+	small := frames(t, txtQuery("fast.", 1))
+	big := frames(t, txtQuery("big.", 2))
+	huge := make([]byte, 2+65535) // a header of zeros and junk: FORMERR
+	binary.BigEndian.PutUint16(huge, 65535)
+	var conns []net.Conn
+	for range n {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		_, err = c.Write(small)
+		require.NoError(t, err)
+		readFrame(t, c)
+		conns = append(conns, c)
+	}
+	base := heapInUse()
+	for _, c := range conns {
+		_, err := c.Write(huge)
+		require.NoError(t, err)
+		r := readFrame(t, c)
+		require.Equal(t, byte(dns.RcodeFormatError), r[3]&0xF)
+		_, err = c.Write(big)
+		require.NoError(t, err)
+		require.Greater(t, len(readFrame(t, c)), 29000)
+	}
+	per := (heapInUse() - base) / n
+	assert.Less(t, per, int64(4<<10), "octets kept per idle connection after a 65,535-octet query and a 30,000-octet answer")
+}
+
+// failingListener's connections fail every write, closing the connection,
+// as a write to a client that stopped reading does once it times out.
+type failingListener struct{ net.Listener }
+
+func (l failingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return failingConn{c}, nil
+}
+
+type failingConn struct{ net.Conn }
+
+func (c failingConn) Write([]byte) (int, error) {
+	c.Conn.Close()
+	return 0, errors.New("write timed out")
+}
+
+// TestTCPStopsAfterWriteFailure: once an answer cannot be written, the
+// connection is closed and the queries still in its read buffer are not
+// handed to the handler (no rate-limit tokens, metrics, audit lines or
+// upstream queries for a connection that is gone).
+func TestTCPStopsAfterWriteFailure(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	h := &bigAnswers{}
+	tcp := serveTCP(t, failingListener{inner}, h)
+	c, err := net.Dial("tcp", inner.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	var qs []*dns.Msg
+	for i := range 100 {
+		qs = append(qs, txtQuery("big.", uint16(i))) // each answer past tcpOutMax: written at once
+	}
+	_, err = c.Write(frames(t, qs...))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		tcp.mu.Lock()
+		defer tcp.mu.Unlock()
+		return len(tcp.conns) == 0
+	}, 10*time.Second, 5*time.Millisecond, "the connection ends")
+	assert.LessOrEqual(t, h.calls.Load(), int32(2), "queries handled after the write failed")
 }
