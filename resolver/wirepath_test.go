@@ -62,11 +62,15 @@ func startWirePair(t *testing.T, text string, upstreams ...string) wirePair {
 	text = strings.ReplaceAll(text, "{{upstreams}}", "["+strings.Join(quoted, ", ")+"]")
 	path := filepath.Join(dir, "dnsfence.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(text), 0o644))
+	// One load time for both: a blocked answer's SOA serial is the
+	// snapshot's load time in seconds, which two loads may straddle.
+	loaded := time.Now()
 	serve := func(wrap func(*Handler) listen.Handler) string {
 		cfg, err := config.Load(path)
 		require.NoError(t, err)
 		snap, err := BuildSnapshot(cfg, nil)
 		require.NoError(t, err)
+		snap.Loaded = loaded // before it is served: read-only from then on
 		m := NewMetrics(prometheus.NewRegistry())
 		require.NoError(t, ConnectUpstreams(snap, nil, m))
 		log := zaptest.NewLogger(t)
