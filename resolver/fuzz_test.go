@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
@@ -93,37 +94,7 @@ func FuzzHandler(f *testing.F) {
 		f.Add(b)
 	}
 
-	dir := f.TempDir()
-	for name, content := range testFiles {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			f.Fatal(err)
-		}
-	}
-	cfgPath := filepath.Join(dir, "c.yaml")
-	text := `upstreams: ["127.0.0.1:9"]
-upstream_timeout: 100ms
-log: {queries: none}
-policies:
-  - name: gov
-    clients: ["127.0.0.0/8"]
-    block: ["tiktok.txt"]
-    allow: ["allow.txt"]
-`
-	if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
-		f.Fatal(err)
-	}
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		f.Fatal(err)
-	}
-	snap, err := BuildSnapshot(cfg, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := ConnectUpstreams(snap, nil, nil); err != nil {
-		f.Fatal(err)
-	}
-	h := NewHandler(zap.NewNop(), snap, nil)
+	h := fuzzHandler(f, fuzzConfig(f), time.Now())
 
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		// As the UDP listener does: accept or reject the raw packet, then
@@ -199,4 +170,49 @@ func FuzzECS(f *testing.F) {
 			t.Fatalf("family %d gave %s", e.Family, p)
 		}
 	})
+}
+
+// fuzzConfig writes testFiles and a configuration whose one policy blocks
+// for every loopback client and whose upstream refuses connections, and
+// returns the configuration's path.
+func fuzzConfig(f *testing.F) string {
+	dir := f.TempDir()
+	for name, content := range testFiles {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			f.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "c.yaml")
+	text := `upstreams: ["127.0.0.1:9"]
+upstream_timeout: 100ms
+log: {queries: none}
+policies:
+  - name: gov
+    clients: ["127.0.0.0/8"]
+    block: ["tiktok.txt"]
+    allow: ["allow.txt"]
+`
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		f.Fatal(err)
+	}
+	return path
+}
+
+// fuzzHandler serves the configuration at path, without metrics, with its
+// snapshot loaded at loaded: handlers given one time give blocked answers
+// with one SOA serial.
+func fuzzHandler(f *testing.F, path string, loaded time.Time) *Handler {
+	cfg, err := config.Load(path)
+	if err != nil {
+		f.Fatal(err)
+	}
+	snap, err := BuildSnapshot(cfg, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	snap.Loaded = loaded // before it is served: read-only from then on
+	if err := ConnectUpstreams(snap, nil, nil); err != nil {
+		f.Fatal(err)
+	}
+	return NewHandler(zap.NewNop(), snap, nil)
 }

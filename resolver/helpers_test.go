@@ -180,8 +180,10 @@ func startFence(t *testing.T, text string, files map[string]string, upstreams ..
 	return startFenceLog(t, zaptest.NewLogger(t), text, files, upstreams...)
 }
 
-// startFenceLog is startFence with a given logger.
-func startFenceLog(t *testing.T, log *zap.Logger, text string, files map[string]string, upstreams ...string) *fence {
+// writeConfig writes files and, as dnsfence.yaml beside them, text with
+// {{upstreams}} replaced by the upstreams; it returns the configuration's
+// path.
+func writeConfig(t *testing.T, text string, files map[string]string, upstreams ...string) string {
 	t.Helper()
 	dir := writeTree(t, files)
 	quoted := make([]string, len(upstreams))
@@ -191,6 +193,13 @@ func startFenceLog(t *testing.T, log *zap.Logger, text string, files map[string]
 	text = strings.ReplaceAll(text, "{{upstreams}}", "["+strings.Join(quoted, ", ")+"]")
 	path := filepath.Join(dir, "dnsfence.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(text), 0o644))
+	return path
+}
+
+// startFenceLog is startFence with a given logger.
+func startFenceLog(t *testing.T, log *zap.Logger, text string, files map[string]string, upstreams ...string) *fence {
+	t.Helper()
+	path := writeConfig(t, text, files, upstreams...)
 	cfg, err := config.Load(path)
 	require.NoError(t, err)
 	snap, err := BuildSnapshot(cfg, nil)
@@ -208,7 +217,7 @@ func startFenceLog(t *testing.T, log *zap.Logger, text string, files map[string]
 		_ = srv.Shutdown(ctx)
 		h.Snapshot().Forwarder().Close()
 	})
-	return &fence{addr: srv.Addrs()[0], handler: h, server: srv, dir: dir, registry: reg}
+	return &fence{addr: srv.Addrs()[0], handler: h, server: srv, dir: filepath.Dir(path), registry: reg}
 }
 
 // ask sends m from the given loopback source address ("" for 127.0.0.1)

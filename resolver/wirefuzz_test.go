@@ -4,19 +4,15 @@ import (
 	"bytes"
 	"hash/crc32"
 	"net"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
-	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
-	"go.uber.org/zap"
 )
 
 // wireSeeds are queries of many shapes, packed.
@@ -106,40 +102,8 @@ func FuzzReadWireQuery(f *testing.F) {
 // refuses the connection) and requires the same answer, octet for octet.
 func FuzzWirePath(f *testing.F) {
 	wireSeeds(f)
-	dir := f.TempDir()
-	for name, content := range testFiles {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			f.Fatal(err)
-		}
-	}
-	cfgPath := filepath.Join(dir, "c.yaml")
-	text := `upstreams: ["127.0.0.1:9"]
-upstream_timeout: 100ms
-log: {queries: none}
-policies:
-  - name: gov
-    clients: ["127.0.0.0/8"]
-    block: ["tiktok.txt"]
-    allow: ["allow.txt"]
-`
-	if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
-		f.Fatal(err)
-	}
-	handler := func() *Handler {
-		cfg, err := config.Load(cfgPath)
-		if err != nil {
-			f.Fatal(err)
-		}
-		snap, err := BuildSnapshot(cfg, nil)
-		if err != nil {
-			f.Fatal(err)
-		}
-		if err := ConnectUpstreams(snap, nil, nil); err != nil {
-			f.Fatal(err)
-		}
-		return NewHandler(zap.NewNop(), snap, nil)
-	}
-	wire, msg := handler(), messageOnly{handler()}
+	path, loaded := fuzzConfig(f), time.Now()
+	wire, msg := fuzzHandler(f, path, loaded), messageOnly{fuzzHandler(f, path, loaded)}
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		serve := func(h listen.Handler) [][]byte {
 			w := &rawRecorder{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}

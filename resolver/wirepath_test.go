@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -54,14 +52,7 @@ type wirePair struct {
 // startWirePair serves text (testConfig's form) twice against upstreams.
 func startWirePair(t *testing.T, text string, upstreams ...string) wirePair {
 	t.Helper()
-	dir := writeTree(t, testFiles)
-	quoted := make([]string, len(upstreams))
-	for i, u := range upstreams {
-		quoted[i] = `"` + u + `"`
-	}
-	text = strings.ReplaceAll(text, "{{upstreams}}", "["+strings.Join(quoted, ", ")+"]")
-	path := filepath.Join(dir, "dnsfence.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(text), 0o644))
+	path := writeConfig(t, text, testFiles, upstreams...)
 	// One load time for both: a blocked answer's SOA serial is the
 	// snapshot's load time in seconds, which two loads may straddle.
 	loaded := time.Now()

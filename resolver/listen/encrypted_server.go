@@ -53,14 +53,10 @@ var errNoCert = errors.New("an encrypted listener needs a certificate (tls.cert 
 // tcp_idle_timeout now. Port 0 picks a free port for each address. On
 // error every socket the Server opened, by Start too, is closed.
 func (s *Server) StartEncrypted(e Encrypted) error {
-	var rules Rules
-	if s.cfg.Rules != nil {
-		rules = s.cfg.Rules()
+	limits, err := s.limits()
+	if err != nil {
+		return err
 	}
-	if rules == nil {
-		return errNoRules
-	}
-	limits := rules.Limits()
 	fail := func(addr string, err error) error {
 		s.closeAll()
 		return fmt.Errorf("listening on %s: %w", addr, err)

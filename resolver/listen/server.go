@@ -161,18 +161,27 @@ func (s *Server) invalid(transport string) dns.MsgInvalidFunc {
 // errNoRules is Start's error before any rules are loaded.
 var errNoRules = errors.New("no rules loaded to listen with")
 
-// Start listens on UDP and TCP at every address ("host:port"). Port 0
-// picks one free port used for both transports. On error every socket
-// opened so far is closed.
-func (s *Server) Start(listen []string) error {
+// limits are the current rules' limits, or errNoRules before any are
+// loaded.
+func (s *Server) limits() (Limits, error) {
 	var rules Rules
 	if s.cfg.Rules != nil {
 		rules = s.cfg.Rules()
 	}
 	if rules == nil {
-		return errNoRules
+		return Limits{}, errNoRules
 	}
-	limits := rules.Limits()
+	return rules.Limits(), nil
+}
+
+// Start listens on UDP and TCP at every address ("host:port"). Port 0
+// picks one free port used for both transports. On error every socket
+// opened so far is closed.
+func (s *Server) Start(listen []string) error {
+	limits, err := s.limits()
+	if err != nil {
+		return err
+	}
 	var socks []UDPSocket
 	for _, addr := range listen {
 		pcs, ln, err := listenShared(addr, runtime.GOMAXPROCS(0))

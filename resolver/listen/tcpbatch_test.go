@@ -49,20 +49,7 @@ func startTCP(t *testing.T, h *fakeHandler) (*countingListener, string) {
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	ln := &countingListener{Listener: inner}
-	s := New(Config{Handler: h, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t)})
-	tcp := newTCPServer(ln, s.cfg, s.log, s.admission, 4, s.counted(TCP), s.invalid(TCP), nil)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tcp.serve()
-	}()
-	t.Cleanup(func() {
-		tcp.stopAccepting()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		tcp.drain(ctx.Done())
-		<-done
-	})
+	serveTCP(t, ln, h, fakeRules{})
 	return ln, inner.Addr().String()
 }
 
@@ -167,11 +154,12 @@ func (h *bigAnswers) ServeInline(w ResponseWriter, req *dns.Msg) func() {
 	return nil
 }
 
-// serveTCP serves h over plain TCP on ln until the test ends.
-func serveTCP(t *testing.T, ln net.Listener, h Handler) *tcpServer {
+// serveTCP serves h over plain TCP on ln, under rules, until the test
+// ends.
+func serveTCP(t *testing.T, ln net.Listener, h Handler, rules Rules) *tcpServer {
 	t.Helper()
-	s := New(Config{Handler: h, Rules: func() Rules { return roomyRules{} }, Log: zaptest.NewLogger(t)})
-	tcp := newTCPServer(ln, s.cfg, s.log, s.admission, 1000, s.counted(TCP), s.invalid(TCP), nil)
+	s := New(Config{Handler: h, Rules: func() Rules { return rules }, Log: zaptest.NewLogger(t)})
+	tcp := newTCPServer(ln, s.cfg, s.log, s.admission, rules.Limits().TCPConnections, s.counted(TCP), s.invalid(TCP), nil)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -217,7 +205,7 @@ func heapInUse() int64 {
 func TestTCPIdleConnectionKeepsLittle(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	serveTCP(t, ln, &bigAnswers{})
+	serveTCP(t, ln, &bigAnswers{}, roomyRules{})
 	const n = 200
 	small := frames(t, txtQuery("fast.", 1))
 	big := frames(t, txtQuery("big.", 2))
@@ -274,7 +262,7 @@ func TestTCPStopsAfterWriteFailure(t *testing.T) {
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	h := &bigAnswers{}
-	tcp := serveTCP(t, failingListener{inner}, h)
+	tcp := serveTCP(t, failingListener{inner}, h, roomyRules{})
 	c, err := net.Dial("tcp", inner.Addr().String())
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
