@@ -113,26 +113,55 @@ func (w *udpWriter) Hijack()             {}
 // whatever has queued up; it ends when out is closed.
 func (s *udpServer) writeOut() {
 	defer close(s.outDone)
-	batch := make([]ipv4.Message, 0, udpBatch)
+	batch := newOutBatch()
 	for p := range s.out {
-		batch = append(batch[:0], ipv4.Message{Buffers: [][]byte{p.b}, Addr: p.addr})
+		batch = batch.add(p.b, p.addr)
 		// Let the queries that are ready to answer queue theirs first: the
 		// first answer of a burst would otherwise leave alone.
 		runtime.Gosched()
 	drain:
-		for len(batch) < udpBatch {
+		for len(batch.msgs) < udpBatch {
 			select {
 			case p, ok := <-s.out:
 				if !ok {
 					break drain
 				}
-				batch = append(batch, ipv4.Message{Buffers: [][]byte{p.b}, Addr: p.addr})
+				batch = batch.add(p.b, p.addr)
 			default:
 				break drain
 			}
 		}
-		s.send(batch)
+		s.send(batch.msgs)
+		batch.reset()
 	}
+}
+
+// outBatch is a batch of answers to send with one sendmmsg. Each message's
+// Buffers is a one-element window onto bufs, made once, so that adding an
+// answer allocates nothing (a [][]byte{b} per answer was the blocked path's
+// one allocation a query).
+type outBatch struct {
+	msgs []ipv4.Message
+	bufs [][]byte
+}
+
+func newOutBatch() outBatch {
+	return outBatch{msgs: make([]ipv4.Message, 0, udpBatch), bufs: make([][]byte, udpBatch)}
+}
+
+// add appends the answer b to addr; the batch holds at most udpBatch.
+func (o outBatch) add(b []byte, addr net.Addr) outBatch {
+	i := len(o.msgs)
+	o.bufs[i] = b
+	o.msgs = append(o.msgs, ipv4.Message{Buffers: o.bufs[i : i+1 : i+1], Addr: addr})
+	return o
+}
+
+// reset empties the batch, dropping its references to the answers sent.
+func (o *outBatch) reset() {
+	clear(o.bufs[:len(o.msgs)])
+	clear(o.msgs)
+	o.msgs = o.msgs[:0]
 }
 
 // send writes a batch of answers, skipping one that fails (a client that
@@ -156,7 +185,7 @@ func (s *udpServer) serve() {
 	for i := range in {
 		in[i].Buffers = [][]byte{make([]byte, udpReadBuf)}
 	}
-	out := make([]ipv4.Message, 0, udpBatch)
+	out := newOutBatch()
 	bufs := make([][]byte, udpBatch)
 	for i := range bufs {
 		bufs[i] = make([]byte, 0, udpReadBuf) // PackBuffer grows it for a larger answer
@@ -174,7 +203,6 @@ func (s *udpServer) serve() {
 			s.log.Warn("reading UDP", zap.Error(err))
 			continue
 		}
-		out = out[:0]
 		for i := 0; i < n; i++ {
 			m := &in[i]
 			remote, ok := m.Addr.(*net.UDPAddr)
@@ -193,10 +221,11 @@ func (s *udpServer) serve() {
 			*w = udpWriter{s: s, remote: remote, buf: bufs[i]}
 			s.serveDatagram(w, m.Buffers[0][:m.N])
 			if w.packed != nil {
-				out = append(out, ipv4.Message{Buffers: [][]byte{w.packed}, Addr: remote})
+				out = out.add(w.packed, remote)
 			}
 		}
-		s.send(out)
+		s.send(out.msgs)
+		out.reset()
 	}
 }
 
