@@ -806,7 +806,7 @@ const noRcode = -1
 func (h *Handler) record(q *query, result string, rcode int) {
 	h.metrics.query(q.transport, result)
 	if e := q.out.decision.Entry; (q.out.result == ResultBlocked || q.out.shadow) && e.List != nil {
-		h.metrics.blockedBy(q.out.policy.Policy.Name, e.List.File(), q.out.shadow)
+		h.metrics.blockedBy(q.out.policy.Policy, e.List.File(), q.out.shadow)
 	}
 	h.logQuery(q, result, rcode)
 }
