@@ -1,13 +1,11 @@
 package listen
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"net"
 	"os"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 
@@ -50,11 +48,17 @@ type udpServer struct {
 	stop1   sync.Once
 }
 
-// outPacket is one answer for the writer.
+// outPacket is one answer for the writer: buf holds it, and goes back to
+// outBufs once sent.
 type outPacket struct {
-	b    []byte
+	buf  *[]byte
 	addr *net.UDPAddr
 }
+
+// outBufs are the buffers of answers sent by the writer: an answer written
+// outside the loop is copied into one, which the writer returns once it has
+// sent it, so that neither allocates.
+var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 func newUDPServer(pc *net.UDPConn, h Handler, count Counter, log *zap.Logger, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) *udpServer {
 	s := &udpServer{pc: pc, handler: h, count: count, log: log, accept: accept, invalid: invalid, done: make(chan struct{}),
@@ -73,6 +77,11 @@ type udpWriter struct {
 	buf    []byte // the batch's buffer for this slot
 	packed []byte // the answer packed into buf, to send with the batch
 	alone  bool   // left the batch: write directly
+	// addr and ip hold the client's address once the query has left the
+	// batch (remote then points at addr): the slot's is overwritten by
+	// the next read.
+	addr net.UDPAddr
+	ip   [net.IPv6len]byte
 }
 
 var _ ResponseWriter = (*udpWriter)(nil)
@@ -82,11 +91,14 @@ func (w *udpWriter) LocalAddr() net.Addr  { return w.s.pc.LocalAddr() }
 func (w *udpWriter) RemoteAddr() net.Addr { return w.remote }
 func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 	if w.alone {
-		b, err := m.Pack()
+		buf := outBufs.Get().(*[]byte)
+		b, err := m.PackBuffer((*buf)[:0])
 		if err != nil {
+			outBufs.Put(buf)
 			return err
 		}
-		w.s.out <- outPacket{b: b, addr: w.remote}
+		*buf = b
+		w.s.out <- outPacket{buf: buf, addr: w.remote}
 		return nil
 	}
 	b, err := m.PackBuffer(w.buf[:0])
@@ -98,7 +110,9 @@ func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 }
 func (w *udpWriter) Write(b []byte) (int, error) {
 	if w.alone {
-		w.s.out <- outPacket{b: bytes.Clone(b), addr: w.remote} // b is the caller's, reused
+		buf := outBufs.Get().(*[]byte)
+		*buf = append((*buf)[:0], b...) // b is the caller's, reused
+		w.s.out <- outPacket{buf: buf, addr: w.remote}
 		return len(b), nil
 	}
 	w.packed = append(w.buf[:0], b...)
@@ -114,8 +128,10 @@ func (w *udpWriter) Hijack()             {}
 func (s *udpServer) writeOut() {
 	defer close(s.outDone)
 	batch := newOutBatch()
+	var sent []*[]byte // the buffers of the batch, back to outBufs once sent
 	for p := range s.out {
-		batch = batch.add(p.b, p.addr)
+		batch = batch.add(*p.buf, p.addr)
+		sent = append(sent[:0], p.buf)
 		// Let the queries that are ready to answer queue theirs first: the
 		// first answer of a burst would otherwise leave alone.
 		runtime.Gosched()
@@ -126,13 +142,20 @@ func (s *udpServer) writeOut() {
 				if !ok {
 					break drain
 				}
-				batch = batch.add(p.b, p.addr)
+				batch = batch.add(*p.buf, p.addr)
+				sent = append(sent, p.buf)
 			default:
 				break drain
 			}
 		}
 		s.send(batch.msgs)
 		batch.reset()
+		for i, buf := range sent {
+			if cap(*buf) <= udpReadBuf { // one grown for a rare large answer is dropped
+				outBufs.Put(buf)
+			}
+			sent[i] = nil
+		}
 	}
 }
 
@@ -239,7 +262,8 @@ func (s *udpServer) serveDatagram(w *udpWriter, b []byte) {
 	// worker marks it done in async. The address read into the slot is
 	// the slot's, overwritten by the next batch: the query keeps a copy.
 	w.alone = true
-	w.remote = &net.UDPAddr{IP: slices.Clone(w.remote.IP), Port: w.remote.Port, Zone: w.remote.Zone}
+	w.addr = net.UDPAddr{IP: w.ip[:copy(w.ip[:], w.remote.IP)], Port: w.remote.Port, Zone: w.remote.Zone}
+	w.remote = &w.addr
 	s.async.Add(1)
 	s.workers.run(resume)
 }
