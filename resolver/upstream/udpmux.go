@@ -90,6 +90,9 @@ type upstreamSocket struct {
 	mu      sync.Mutex
 	pending map[uint16]*waiter
 	queue   []queuedQuery // packed queries waiting to be sent
+	// spare is the array of the last queue sent, emptied, for the next
+	// queue to fill: a queue is not a new allocation every time.
+	spare []queuedQuery
 	sent    int
 	dead    bool // read failed: no more queries
 	retired bool // replaced: closes once its last query is answered
@@ -270,6 +273,9 @@ const (
 // datagram could not be sent fails at once with the error.
 func (s *upstreamSocket) send(id uint16, w *waiter, b []byte) {
 	s.mu.Lock()
+	if s.queue == nil {
+		s.queue, s.spare = s.spare, nil
+	}
 	s.queue = append(s.queue, queuedQuery{id, w, b})
 	lead := len(s.queue) == 1
 	s.mu.Unlock()
@@ -281,6 +287,12 @@ func (s *upstreamSocket) send(id uint16, w *waiter, b []byte) {
 	queue := s.queue
 	s.queue = nil
 	s.mu.Unlock()
+	defer func() {
+		clear(queue) // the waiters and datagrams are not kept alive by it
+		s.mu.Lock()
+		s.spare = queue[:0]
+		s.mu.Unlock()
+	}()
 	if s.batch == nil {
 		for _, q := range queue {
 			if _, err := s.conn.Write(q.b); err != nil && s.sendFailed(q, err) {
