@@ -89,6 +89,72 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+// FuzzParseFastWay checks the way Parse reads most lines (plainEntry)
+// against the general way, which reads every line as Parse read them all
+// before: the same data with every line indented (lineContent removes the
+// indent, and plainEntry takes no line that starts with a space) gives
+// the same entries, duplicates and errors.
+func FuzzParseFastWay(f *testing.F) {
+	seedFiles(f, "*.list")
+	for _, s := range []string{
+		"tiktok.com\nTikTok.COM.\n0.0.0.0 tiktok.com\n127.0.0.1 WWW.tiktok.com.\n",
+		"1.2.3.4\n0.0.0.0 1.2.3.4\n0.0.0.0 0.0.0.0\n0.0.0.0 localhost.localdomain.\n0.0.0.01.example\n",
+		"com\n.com\ncom.\na..b\n" + strings.Repeat("a", 64) + ".com\n" + strings.Repeat("abcdefghi.", 25) + "com\n",
+		"\ufeffa.example\r\n\ufeff\ufeffb.example\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := Parse("fuzz.txt", data)
+		g, gerr := Parse("fuzz.txt", []byte(indented(string(data))))
+		if !slices.Equal(entries(l), entries(g)) || !slices.Equal(l.Duplicates(), g.Duplicates()) || fmt.Sprint(err) != fmt.Sprint(gerr) {
+			t.Fatalf("%q parses to %v %v (%v), and indented to %v %v (%v)", data, entries(l), l.Duplicates(), err, entries(g), g.Duplicates(), gerr)
+		}
+	})
+}
+
+// FuzzPlainName checks plainName, normalizeEntry's way for names in
+// ASCII, against normalizeAny, its general way: a name plainName takes,
+// normalizeAny takes and stores the same, and plainName takes every name
+// in ASCII that normalizeAny takes.
+func FuzzPlainName(f *testing.F) {
+	for _, s := range []string{"tiktok.com", "TikTok.COM.", "_a-b.0-9", "a..b", ".a.b", "a.b..", "a", "a.", ".",
+		strings.Repeat("a", 63) + ".b", strings.Repeat("a", 64) + ".b", strings.Repeat("a.", 126) + "a", strings.Repeat(".", 256),
+		"bücher.example", "a b.c", "a\x00.b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		pn, ok := plainName(s, nil)
+		n, err := normalizeAny(s, nil)
+		switch {
+		case ok && (err != nil || string(n) != string(pn)):
+			t.Fatalf("plainName(%q) = %q, normalizeAny: %q, %v", s, pn, n, err)
+		case !ok && err == nil && isASCII(s):
+			t.Fatalf("plainName does not take %q, normalizeAny does (%q)", s, n)
+		}
+	})
+}
+
+// FuzzBuilderQueued checks that names added later, a few at a time
+// (addLater, as Parse adds them), make the same list, with the same nodes
+// in the same order, as names added one at a time (nodeFor, as an RPZ
+// zone adds them). The names are the lines of data that are names.
+func FuzzBuilderQueued(f *testing.F) {
+	f.Add([]byte("a.b.example.com\nc.b.example.com\nb.example.com\nxb.example.com\na.b.example.com\nx.a.b.example.com\n"))
+	f.Add([]byte(strings.Repeat("h1.t1.example\nh2.t2.example\nnew.t1.example\nt2.example\n", 9)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var names []string
+		for line := range strings.Lines(string(data)) {
+			if n, err := NormalizeName(strings.TrimSuffix(line, "\n")); err == nil {
+				names = append(names, n)
+			}
+		}
+		want := buildWith(t, names, func(int) bool { return true })
+		requireSameList(t, want, buildWith(t, names, func(int) bool { return false }))
+		requireSameList(t, want, buildWith(t, names, func(i int) bool { return i%3 == 1 }))
+	})
+}
+
 // FuzzParseRPZ checks that no input crashes the RPZ reader (package rpz
 // and the list it builds), that every problem is a ParseError of the file,
 // and that every entry matches as its trigger says: an exact trigger its

@@ -374,9 +374,60 @@ func (l *List) find(parent uint32, label string) (uint32, bool) {
 func tableSize(n int) int { return max(16, n+n/3+1) }
 
 // builder accumulates entries for a new List.
+//
+// A list of a million entries has a table of megabytes, and the slot of
+// a new label is a random place in it: reading it is a cache miss (and,
+// the table's pages being many, a TLB miss), which one name after
+// another would wait for in turn, most of the time of a parse. So the
+// builder adds the names of a list file a few at a time
+// (addLater, flush), each step of their walks down the tree for all of
+// them together: it reads the slots that the step looks at, all at once,
+// so that the processor fetches them at the same time, and then looks up
+// each name's label, in the cache by then.
 type builder struct {
 	list   *List
 	labels strings.Builder
+	// last is the last name added, and path the nodes of its labels,
+	// from the top-level domain down, for the next names to take those
+	// they share with it: path[d] is the node of the label d+1 from the
+	// right, a child of path[d-1] (path[0] of the root), for d < depth.
+	// last is empty when path could not hold all its labels.
+	last  []byte
+	path  [maxName/2 + 1]uint32 // a name of 253 octets has at most 127 labels
+	depth int
+	// queue holds names that wait to be added (addLater), in the order
+	// they came; queueNames their text, back to back.
+	queue      [queueLen]queued
+	queued     int
+	queueNames []byte
+	touched    uint32 // see readSlots
+}
+
+// queueLen is how many names addLater holds before it adds them: enough
+// for the misses of that many names to overlap, few enough for their
+// slots to stay in the cache until they are written.
+const queueLen = 16
+
+// queued is a name that waits to be added.
+type queued struct {
+	off, n int // the name, in queueNames
+	line   int
+	at     spot
+}
+
+// spot is where the walk of a name down the tree is: at the label
+// name[start:end], whose hash under parent is h. The labels right of it
+// have their nodes, parent the last of them; those left of it are yet
+// to find. When end is 0, parent is the name's own node.
+type spot struct {
+	parent     uint32
+	start, end int
+	h          uint64
+	// settled: the walk is over, at a label that is to be added under
+	// parent (none there, or it is the name's own label, which the walk
+	// does not look up: flush reads its slot with those of the other
+	// names, and addFrom looks it up), or with the name's node found.
+	settled bool
 }
 
 func newBuilder(file string, sizeHint int) *builder {
@@ -391,11 +442,11 @@ func newBuilder(file string, sizeHint int) *builder {
 	}}
 }
 
-// add inserts a normalised name (lowercase, no escapes, at least two
-// labels); a repeat is recorded as a duplicate.
-func (b *builder) add(name []byte, line int) {
+// addNode makes node id, of name, an entry of line, or records the
+// duplicate when it is one already.
+func (b *builder) addNode(id uint32, name []byte, line int) {
 	l := b.list
-	n := &l.nodes[b.nodeFor(name)]
+	n := &l.nodes[id]
 	if first := n.lineNo(); first != 0 {
 		l.dups = append(l.dups, Duplicate{Name: string(name), Line: line, FirstLine: first})
 		return
@@ -404,41 +455,227 @@ func (b *builder) add(name []byte, line int) {
 	l.count++
 }
 
-// nodeFor finds the node of a normalised name, inserting it and the nodes
-// of its parents as needed.
-func (b *builder) nodeFor(name []byte) uint32 {
-	parent := uint32(0)
-	for end := len(name); ; {
-		start := bytes.LastIndexByte(name[:end], '.') + 1
-		id := b.findOrInsert(parent, name[start:end])
-		if start == 0 {
-			return id
-		}
-		parent, end = id, start-1
+// addLater adds a normalised name (lowercase, no escapes, at least two
+// labels) as an entry of line, and records a repeat as a duplicate; name
+// is copied. The name is added with the next ones (flush), at the latest
+// when a name is looked up the direct way (nodeFor) or the list is
+// finished: names are added, and their nodes made, in the order they
+// came, whichever way each takes.
+func (b *builder) addLater(name []byte, line int) {
+	b.queue[b.queued] = queued{off: len(b.queueNames), n: len(name), line: line}
+	b.queueNames = append(b.queueNames, name...)
+	if b.queued++; b.queued == len(b.queue) {
+		b.flush()
 	}
 }
 
-// findOrInsert returns the node of label under parent, adding it (not
-// yet an entry) when there is none: one hash and one probe sequence for
-// both.
-func (b *builder) findOrInsert(parent uint32, label []byte) uint32 {
-	l := b.list
-	if tableSize(len(l.nodes)+1) > len(l.slots) {
-		b.grow()
+// flush adds the names addLater holds, in order: it walks them down the
+// tree as far as there are nodes, a label at a time for all of them
+// together, then adds the labels left (see builder). The walks only read
+// the table: the slots read are a hint, and what the names before in the
+// queue add is found when each name is added.
+func (b *builder) flush() {
+	if b.queued == 0 {
+		return
 	}
-	l.labels = b.labels.String() // what is written so far, for the compare
-	i, tag := l.slotOf(l.hash(parent, unsafe.String(unsafe.SliceData(label), len(label))))
+	q := b.queue[:b.queued]
+	for i := range q {
+		q[i].at = b.start(b.queuedName(i))
+	}
+	for b.readSlots(q, false) {
+		for i := range q {
+			if !q[i].at.settled {
+				b.step(b.queuedName(i), &q[i].at)
+			}
+		}
+	}
+	b.readSlots(q, true) // where the labels to add go
+	var id uint32
+	for i := range q {
+		name := b.queuedName(i)
+		id = b.addFrom(name, q[i].at)
+		b.addNode(id, name, q[i].line)
+	}
+	b.setLast(b.queuedName(len(q)-1), id)
+	b.queued, b.queueNames = 0, b.queueNames[:0]
+}
+
+// queuedName is the name of queue[i].
+func (b *builder) queuedName(i int) []byte {
+	return b.queueNames[b.queue[i].off : b.queue[i].off+b.queue[i].n]
+}
+
+// readSlots reads the table's slots at the spots of the queued walks
+// that have a label there and are settled (the labels to add) or not (the
+// labels to look up), as settled says: one read after another, none
+// waiting for the one before, so that their cache misses overlap. It
+// reports whether there was any.
+func (b *builder) readSlots(q []queued, settled bool) bool {
+	l := b.list
+	any, sum := false, uint32(0)
+	for i := range q {
+		if at := &q[i].at; at.settled == settled && at.end > 0 {
+			s, _ := l.slotOf(at.h)
+			sum += uint32(l.tags[s]) + l.slots[s]
+			any = true
+		}
+	}
+	b.touched += sum // kept only so that the compiler keeps the reads
+	return any
+}
+
+// nodeFor finds the node of a normalised name, inserting it and the nodes
+// of its parents as needed.
+func (b *builder) nodeFor(name []byte) uint32 {
+	b.flush() // the names that came before first
+	at := b.start(name)
+	for !at.settled {
+		b.step(name, &at)
+	}
+	id := b.addFrom(name, at)
+	b.setLast(name, id)
+	return id
+}
+
+// start begins the walk of a normalised name down the tree: it takes the
+// labels, from the right, that the name shares with the last name added
+// from path, and stops at the first other one.
+//
+// Names come in runs under the same parents (the hosts of one tracker, a
+// sorted list, the names of one hosts line), so most of a name's parents
+// are those of a name a few lines before it, and path has them without
+// hashing their labels and probing the table. A node keeps its index,
+// label and parent once made, so what path holds stays true whatever came
+// since it was set (a duplicate, a line with an error).
+func (b *builder) start(name []byte) spot {
+	// The labels shared are those of the longest common suffix of the
+	// two names that begins a label in both: read from the end, each dot
+	// passed closes one, and so does the start of either name if the
+	// other has a dot or its start there. from is where they begin in
+	// name.
+	last := b.last
+	i, j, shared, from := len(name), len(last), 0, len(name)
+	for i > 0 && j > 0 && name[i-1] == last[j-1] {
+		i, j = i-1, j-1
+		if name[i] == '.' {
+			shared, from = shared+1, i+1
+		}
+	}
+	if i < len(name) && (i == 0 || name[i-1] == '.') && (j == 0 || last[j-1] == '.') {
+		shared, from = shared+1, i
+	}
+	if shared == 0 {
+		return b.spotAt(name, 0, bytes.LastIndexByte(name, '.')+1, len(name))
+	}
+	parent := b.path[shared-1] // path has every label of last (setLast)
+	if from == 0 {
+		return spot{parent: parent, settled: true}
+	}
+	end := from - 1
+	return b.spotAt(name, parent, bytes.LastIndexByte(name[:end], '.')+1, end)
+}
+
+// spotAt is the spot of the label name[start:end] under parent.
+func (b *builder) spotAt(name []byte, parent uint32, start, end int) spot {
+	return spot{parent: parent, start: start, end: end, h: b.hash(parent, name[start:end]), settled: start == 0}
+}
+
+// step looks up the label of name at at, a walk not settled: found, the
+// walk goes on to the next label; not, the walk is settled there.
+func (b *builder) step(name []byte, at *spot) {
+	id, ok := b.find(at.parent, name[at.start:at.end], at.h)
+	if !ok {
+		at.settled = true
+		return
+	}
+	end := at.start - 1
+	*at = b.spotAt(name, id, bytes.LastIndexByte(name[:end], '.')+1, end)
+}
+
+// addFrom finds or adds the labels of name that its settled walk at has
+// not found, and returns the name's node.
+func (b *builder) addFrom(name []byte, at spot) uint32 {
+	if at.end == 0 {
+		return at.parent
+	}
+	id := b.findOrInsert(at.parent, name[at.start:at.end], at.h)
+	for start := at.start; start > 0; {
+		end := start - 1
+		start = bytes.LastIndexByte(name[:end], '.') + 1
+		label := name[start:end]
+		id = b.findOrInsert(id, label, b.hash(id, label))
+	}
+	return id
+}
+
+// setLast makes name, whose node is id, the last name added: path the
+// nodes of id and its parents.
+func (b *builder) setLast(name []byte, id uint32) {
+	nodes := b.list.nodes
+	labels := 0
+	for x := id; x != 0; x = nodes[x].parent {
+		labels++
+	}
+	b.depth = min(labels, len(b.path))
+	d := labels
+	for x := id; x != 0; x = nodes[x].parent {
+		if d--; d < len(b.path) {
+			b.path[d] = x
+		}
+	}
+	b.last = b.last[:0]
+	if b.depth == labels {
+		b.last = append(b.last, name...)
+	}
+}
+
+// isLabel reports whether node id's label is label.
+func (b *builder) isLabel(id uint32, label []byte) bool {
+	n := &b.list.nodes[id]
+	return int(n.n) == len(label) && b.labels.String()[n.off:n.off+uint32(n.n)] == string(label)
+}
+
+// hash is List.hash of a label being added.
+func (b *builder) hash(parent uint32, label []byte) uint64 {
+	return b.list.hash(parent, unsafe.String(unsafe.SliceData(label), len(label)))
+}
+
+// find looks up the node of label under parent, whose hash is h.
+func (b *builder) find(parent uint32, label []byte, h uint64) (uint32, bool) {
+	id, _, ok := b.probe(parent, label, h)
+	return id, ok
+}
+
+// probe looks for the node of label under parent, whose hash is h: it
+// returns the node, or else the empty slot where it goes.
+func (b *builder) probe(parent uint32, label []byte, h uint64) (id uint32, slot int, ok bool) {
+	l := b.list
+	i, tag := l.slotOf(h)
 	for l.tags[i] != 0 {
 		if l.tags[i] == tag {
 			id := l.slots[i]
-			n := &l.nodes[id]
-			if n.parent == parent && int(n.n) == len(label) && l.labels[n.off:n.off+uint32(n.n)] == string(label) {
-				return id
+			if l.nodes[id].parent == parent && b.isLabel(id, label) {
+				return id, i, true
 			}
 		}
 		if i++; i == len(l.slots) {
 			i = 0
 		}
+	}
+	return 0, i, false
+}
+
+// findOrInsert returns the node of label under parent, whose hash is h,
+// adding it (not yet an entry) when there is none: one probe sequence for
+// both.
+func (b *builder) findOrInsert(parent uint32, label []byte, h uint64) uint32 {
+	l := b.list
+	if tableSize(len(l.nodes)+1) > len(l.slots) {
+		b.grow()
+	}
+	id, i, ok := b.probe(parent, label, h)
+	if ok {
+		return id
 	}
 	off := b.labels.Len()
 	b.labels.Write(label)
@@ -446,7 +683,8 @@ func (b *builder) findOrInsert(parent uint32, label []byte) uint32 {
 	if l.acts != nil {
 		l.acts = append(l.acts, 0)
 	}
-	id := uint32(len(l.nodes) - 1)
+	id = uint32(len(l.nodes) - 1)
+	_, tag := l.slotOf(h)
 	l.slots[i], l.tags[i] = id, tag
 	return id
 }
@@ -476,6 +714,7 @@ func (b *builder) resize(n int) {
 }
 
 func (b *builder) finish(sum [32]byte) *List {
+	b.flush()
 	l := b.list
 	l.labels = b.labels.String()
 	if b.labels.Cap()-b.labels.Len() > b.labels.Len()/4 {

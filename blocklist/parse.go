@@ -92,12 +92,19 @@ func Parse(name string, data []byte) (*List, error) {
 	if isRPZ(name) {
 		return parseRPZ(name, data)
 	}
-	b := newBuilder(name, bytes.Count(data, []byte{'\n'})+1)
+	newlines := bytes.Count(data, []byte{'\n'})
+	b := newBuilder(name, newlines+1)
+	// The labels the list keeps are octets of the file's lines (but for
+	// the punycode of a Unicode name, which can be longer), so the file
+	// less its line ends is room for them all: they are written once and
+	// not copied again and again as the room grows, and what is never
+	// written of it is never touched. finish trims what is left over.
+	b.labels.Grow(len(data) - newlines)
 	var errs errorList
 	var buf [maxName + 2]byte
-	// Lines are read in place, without a copy of the file: every entry is
-	// copied into the list and every error text is cloned.
-	forEachLine(unsafe.String(unsafe.SliceData(data), len(data)), func(line int, text string) {
+	// parseLine reads a line the general way, as forEachLine hands it
+	// over (lineContent): every form, every error.
+	parseLine := func(line int, text string) {
 		if line > maxLine {
 			errs.add(name, line, "", ErrTooManyLines)
 			return
@@ -126,7 +133,7 @@ func Parse(name string, data []byte) (*List, error) {
 				if n, err := normalizeEntry(host, buf[:0]); err != nil {
 					errs.add(name, line, host, err)
 				} else {
-					b.add(n, line)
+					b.addLater(n, line)
 				}
 			}
 			return
@@ -139,14 +146,160 @@ func Parse(name string, data []byte) (*List, error) {
 		if err == nil {
 			var n []byte
 			if n, err = normalizeEntry(entry, buf[:0]); err == nil {
-				b.add(n, line)
+				b.addLater(n, line)
 				return
 			}
 		}
 		errs.add(name, line, first, err)
-	})
+	}
+	// Lines are read in place, without a copy of the file: every entry is
+	// copied into the list and every error text is cloned.
+	for line, text := range Lines(unsafe.String(unsafe.SliceData(data), len(data))) {
+		// Most lines of most lists are a name alone or a hosts line of
+		// one name: plainEntry reads them in one pass, and leaves every
+		// other line to the general way.
+		if line <= maxLine {
+			if n, ok := plainEntry(text, buf[:0]); ok {
+				b.addLater(n, line)
+				continue
+			}
+		}
+		if text, ok := lineContent(text); ok {
+			parseLine(line, text)
+		}
+	}
 	return b.finish(sha256.Sum256(data)), errs.err()
 }
+
+// plainEntry is the stored form of the name of a line that is a name
+// alone or a hosts line of one name, in ASCII, in any case, with or
+// without a trailing dot (`tiktok.com`, `WWW.Example.com.`,
+// `0.0.0.0 tiktok.com`); false for any other line, which Parse then
+// reads the general way. Those lines are most lines of most lists, and
+// every step of the general way but normalizeEntry returns them as they
+// are: they have no comment, URL, decoration or wildcard, no white space
+// but the one after a hosts line's address (lineContent, nextField,
+// stripForm), and a name alone is not taken for an address (looksLikeAddr).
+// What is left is normalizeEntry, which plainName does in one pass.
+func plainEntry(text string, dst []byte) ([]byte, bool) {
+	name, hosts := cutHostsAddr(text)
+	n, ok := plainName(name, dst)
+	switch {
+	case !ok:
+		return nil, false
+	case hosts && hostsNames[string(n[len(dst):])]:
+		return nil, false // skipped, the general way (which looks it up as written)
+	case !hosts && !hasNonDigit(name):
+		return nil, false // all digits and dots: an address, which the general way reports
+	}
+	return n, true
+}
+
+// cutHostsAddr removes the address of a hosts line that starts with one
+// of the two that hosts-format lists use, and one space after it.
+func cutHostsAddr(text string) (string, bool) {
+	if name, ok := strings.CutPrefix(text, "0.0.0.0 "); ok {
+		return name, true
+	}
+	return strings.CutPrefix(text, "127.0.0.1 ")
+}
+
+// hasNonDigit reports whether s has an octet other than a digit or a dot,
+// so that looksLikeAddr does not take it for an address (s has no colon).
+// It reads s from the end, where the letters of the top-level domain
+// usually answer at once.
+func hasNonDigit(s string) bool {
+	for i := len(s) - 1; i >= 0; i-- {
+		if (s[i] < '0' || s[i] > '9') && s[i] != '.' {
+			return true
+		}
+	}
+	return false
+}
+
+// plainName is normalizeEntry for a name in ASCII that it accepts, which
+// is what nearly every entry is, reading the name once: it appends the
+// stored form to dst. For anything else (Unicode to convert, an octet,
+// label or length normalizeEntry refuses) it reports false and writes
+// nothing that counts, and normalizeEntry's general way, normalizeAny,
+// converts the name or says what is wrong with it.
+func plainName(s string, dst []byte) ([]byte, bool) {
+	s = strings.TrimSuffix(s, ".")
+	if len(s) > maxName || s == "" {
+		return nil, false
+	}
+	// The octets are read without a branch on any, their kinds gathered:
+	// a loop that stops at each dot costs more than this one, which
+	// counts the dots and notes two in a row.
+	// (dots can wrap around only past 255 dots, and so past two in a
+	// row, which twoDots catches.)
+	var kinds, dots, twoDots, last byte
+	for i := 0; i < len(s); i++ {
+		k := octetKind[s[i]]
+		kinds |= k
+		dots += k & kindDot
+		twoDots |= k & last
+		last = k
+	}
+	switch {
+	case kinds&kindNotEntry != 0:
+		return nil, false // an octet no entry has
+	case twoDots&kindDot != 0, s[0] == '.', s[len(s)-1] == '.':
+		return nil, false // an empty label
+	case dots == 0:
+		return nil, false // a single label
+	case len(s) > maxLabel && !labelsFit(s):
+		return nil, false // a long label (only a name that long can have one)
+	}
+	// Written whole, not an octet at a time: most names are lowercase
+	// already, and a store an octet would be many more stores.
+	off := len(dst)
+	dst = append(dst, s...)
+	if kinds&kindUpper != 0 {
+		for i := off; i < len(dst); i++ {
+			dst[i] = presname.Lower(dst[i])
+		}
+	}
+	return dst, true
+}
+
+// labelsFit reports whether every label of s is at most 63 octets long.
+func labelsFit(s string) bool {
+	for s != "" {
+		n := strings.IndexByte(s, '.')
+		if n < 0 {
+			n = len(s)
+		}
+		if n > maxLabel {
+			return false
+		}
+		s = s[min(n+1, len(s)):]
+	}
+	return true
+}
+
+// The kinds of octets in the names plainName reads (octetKind).
+const (
+	kindDot      = 1 << iota // a dot; the lowest bit, for plainName to count them
+	kindUpper                // an upper-case letter, which is stored lowered
+	kindNotEntry             // an octet that no entry has (entryOctet), in either case
+)
+
+// octetKind is the kind of each octet, 0 for those an entry stores as
+// they are.
+var octetKind = func() (t [256]byte) {
+	for c := range t {
+		switch lc := presname.Lower(byte(c)); {
+		case c == '.':
+			t[c] = kindDot
+		case !entryOctet[lc]:
+			t[c] = kindNotEntry
+		case lc != byte(c):
+			t[c] = kindUpper
+		}
+	}
+	return t
+}()
 
 // urlEntry says what to write instead of a URL: the name of the site it
 // points at, or, for a list published at a URL, to download it.
@@ -228,6 +381,16 @@ func ToASCII(name string) (string, error) {
 
 // normalizeEntry validates a domain name and writes its stored form to dst.
 func normalizeEntry(s string, dst []byte) ([]byte, error) {
+	if n, ok := plainName(s, dst); ok {
+		return n, nil
+	}
+	return normalizeAny(s, dst)
+}
+
+// normalizeAny is normalizeEntry's general way, for a name plainName
+// does not take: it converts Unicode names (ToASCII) and says what is
+// wrong with a name it refuses.
+func normalizeAny(s string, dst []byte) ([]byte, error) {
 	s, err := ToASCII(strings.TrimSuffix(s, "."))
 	if err != nil {
 		return nil, err
@@ -275,18 +438,26 @@ func normalizeEntry(s string, dst []byte) ([]byte, error) {
 // headers.
 func forEachLine(data string, fn func(line int, text string)) {
 	for line, text := range Lines(data) {
-		text = strings.TrimSpace(text)
-		if text == "" || text[0] == '#' || text[0] == '!' || text[0] == '[' {
-			continue
+		if text, ok := lineContent(text); ok {
+			fn(line, text)
 		}
-		for i := 1; i < len(text); i++ {
-			if text[i] == '#' && (text[i-1] == ' ' || text[i-1] == '\t') {
-				text = strings.TrimSpace(text[:i])
-				break
-			}
-		}
-		fn(line, text)
 	}
+}
+
+// lineContent is the content of a line as forEachLine hands it over:
+// without surrounding white space and comments; false for a blank or
+// comment line.
+func lineContent(text string) (string, bool) {
+	text = strings.TrimSpace(text)
+	if text == "" || text[0] == '#' || text[0] == '!' || text[0] == '[' {
+		return "", false
+	}
+	for i := 1; i < len(text); i++ {
+		if text[i] == '#' && (text[i-1] == ' ' || text[i-1] == '\t') {
+			return strings.TrimSpace(text[:i]), true
+		}
+	}
+	return text, true
 }
 
 // nextField splits off the first white-space separated field.
