@@ -92,7 +92,7 @@ type upstreamSocket struct {
 	queue   []queuedQuery // packed queries waiting to be sent
 	// spare is the array of the last queue sent, emptied, for the next
 	// queue to fill: a queue is not a new allocation every time.
-	spare []queuedQuery
+	spare   []queuedQuery
 	sent    int
 	dead    bool // read failed: no more queries
 	retired bool // replaced: closes once its last query is answered
