@@ -300,18 +300,25 @@ func TestSharedParents(t *testing.T) {
 	assert.False(t, l.Contains("com"))
 	assert.False(t, l.Contains("c.tracker.example.com"))
 
-	for query, want := range map[string]string{
+	assertMatches(t, l, map[string]string{
 		"y.x.a.tracker.example.com.": "x.a.tracker.example.com", // the most specific entry
 		"y.a.tracker.example.com.":   "a.tracker.example.com",
 		"c.tracker.example.com.":     "tracker.example.com",
 		"tracker.example.com.":       "tracker.example.com",
-	} {
-		e, ok := l.Match(query)
-		require.True(t, ok, query)
-		assert.Equal(t, want, e.Name, query)
-	}
+	})
 	for _, query := range []string{"example.com.", "com.", "other.example.com.", "tracker.example.org."} {
 		_, ok := l.Match(query)
 		assert.False(t, ok, query)
+	}
+}
+
+// assertMatches checks that each query name matches l at the entry given
+// for it.
+func assertMatches(t *testing.T, l *List, entries map[string]string) {
+	t.Helper()
+	for query, want := range entries {
+		e, ok := l.Match(query)
+		require.True(t, ok, query)
+		assert.Equal(t, want, e.Name, query)
 	}
 }
