@@ -276,12 +276,7 @@ func serveBytes(h *Handler, w listen.ResponseWriter, b []byte) {
 // counted, and packing. cache-miss asks a loopback upstream that costs
 // next to nothing (rawUpstream), one name new each query.
 func BenchmarkServeUDP(b *testing.B) {
-	snap := benchSnapshot(b, 100, rawUpstream(b))
-	m := NewMetrics(prometheus.NewRegistry())
-	if err := ConnectUpstreams(snap, nil, m); err != nil {
-		b.Fatal(err)
-	}
-	h := NewHandler(zap.NewNop(), snap, m)
+	h := wireBenchHandler(b)
 	w := &discardWriter{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
 	pack := func(m *dns.Msg) []byte {
 		p, err := m.Pack()
@@ -328,12 +323,7 @@ func BenchmarkServeUDP(b *testing.B) {
 // with 32 queries in flight per core, as a busy listener has them: its
 // ns/op is the cost of one miss at that concurrency, not one round trip.
 func BenchmarkServeUDPMissParallel(b *testing.B) {
-	snap := benchSnapshot(b, 100, rawUpstream(b))
-	m := NewMetrics(prometheus.NewRegistry())
-	if err := ConnectUpstreams(snap, nil, m); err != nil {
-		b.Fatal(err)
-	}
-	h := NewHandler(zap.NewNop(), snap, m)
+	h := wireBenchHandler(b)
 	queries := missQueries(b)
 	n := int64(len(queries))
 	var next atomic.Int64
@@ -348,6 +338,17 @@ func BenchmarkServeUDPMissParallel(b *testing.B) {
 		}
 	})
 	reportCPU(b, start)
+}
+
+// wireBenchHandler is the handler of the ServeUDP benchmarks: a 100-entry
+// list, metrics, and the raw loopback upstream connected.
+func wireBenchHandler(b *testing.B) *Handler {
+	snap := benchSnapshot(b, 100, rawUpstream(b))
+	m := NewMetrics(prometheus.NewRegistry())
+	if err := ConnectUpstreams(snap, nil, m); err != nil {
+		b.Fatal(err)
+	}
+	return NewHandler(zap.NewNop(), snap, m)
 }
 
 // missQueriesOnce holds the queries of BenchmarkServeUDPMissParallel,

@@ -3,6 +3,7 @@ package resolver
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
@@ -237,22 +238,13 @@ func craftedUpstream(t *testing.T, craft func(q *dns.Msg) []byte, answer func(dn
 	pc, ln, err := listenBoth("127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			q := new(dns.Msg)
-			if q.Unpack(buf[:n]) != nil {
-				continue
-			}
-			if b := craft(q); b != nil {
-				_, _ = pc.WriteTo(b, from)
-			}
+	serveDatagrams(pc, func(b []byte) []byte {
+		q := new(dns.Msg)
+		if q.Unpack(b) != nil {
+			return nil
 		}
-	}()
+		return craft(q)
+	})
 	tcp = &testUpstream{answer: answer, addr: pc.LocalAddr().String()}
 	if answer == nil {
 		ln.Close()
@@ -265,6 +257,23 @@ func craftedUpstream(t *testing.T, craft func(q *dns.Msg) []byte, answer func(dn
 	<-started
 	t.Cleanup(func() { _ = srv.Shutdown() })
 	return tcp.addr, tcp
+}
+
+// serveDatagrams answers, until pc is closed, each datagram pc reads with
+// the octets answer makes of it (nil: no answer).
+func serveDatagrams(pc net.PacketConn, answer func(q []byte) []byte) {
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if a := answer(buf[:n]); a != nil {
+				_, _ = pc.WriteTo(a, from)
+			}
+		}
+	}()
 }
 
 // bigAnswer answers with TXT records making a 5,666-byte message (packed
