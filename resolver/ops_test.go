@@ -239,3 +239,45 @@ func TestChaosExplain(t *testing.T) {
 	assert.Empty(t, r.Answer)
 	assert.Zero(t, up.count.Load(), "explain queries never go upstream")
 }
+
+// TestBlockedCountedAcrossReload: a blocked query counts in
+// dnsfence_blocked_total under its policy's and list's names whichever
+// snapshot it was decided on: the latest, whose series the load resolved
+// for the query path (Metrics.blockedCounters, keyed by the policy the
+// query holds), and the one before a reload, which a query in flight may
+// still hold, whose policy is not among them.
+func TestBlockedCountedAcrossReload(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	old := f.handler.state.Load()
+	next, err := BuildSnapshot(old.Config, old)
+	require.NoError(t, err)
+	f.handler.Store(next)
+
+	policy := func(s *Snapshot) *Policy {
+		for _, p := range s.Policies {
+			if p.Name == "government-devices" {
+				return p
+			}
+		}
+		t.Fatal("no policy government-devices")
+		return nil
+	}
+	list := f.dir + "/tiktok.txt"
+	count := func() float64 {
+		v, _ := metricValue(t, f.registry, "dnsfence_blocked_total", "policy", "government-devices", "list", list, "shadow", "false")
+		return v
+	}
+	// A map lookup, not testify's Contains: that compares keys deeply, and
+	// the two policies are equal but for being two.
+	counters := *f.handler.metrics.blockedCounters.Load()
+	_, resolved := counters[blockedKey{policy(next), list, false}]
+	require.True(t, resolved, "the latest snapshot's series are resolved at its load")
+	_, resolved = counters[blockedKey{policy(old), list, false}]
+	require.False(t, resolved, "the snapshot's before are not")
+
+	before := count()
+	f.handler.metrics.blockedBy(policy(next), list, false)
+	f.handler.metrics.blockedBy(policy(old), list, false)
+	assert.Equal(t, before+2, count())
+}
