@@ -142,14 +142,7 @@ func BenchmarkHandler(b *testing.B) {
 	}
 	h := NewHandler(zap.NewNop(), snap, nil)
 	w := &discardWriter{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
-	for _, bc := range []struct {
-		name string
-		req  *dns.Msg
-	}{
-		{"blocked", question("www.tiktok.com.", dns.TypeA, true)},
-		{"blocked-list-entry", question("host-500.tracker500.example.com.", dns.TypeAAAA, false)},
-		{"cache-hit", question("example.org.", dns.TypeA, true)},
-	} {
+	for _, bc := range inlinePaths() {
 		h.ServeDNS(w, bc.req) // warm the cache
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -278,22 +271,8 @@ func serveBytes(h *Handler, w listen.ResponseWriter, b []byte) {
 func BenchmarkServeUDP(b *testing.B) {
 	h := wireBenchHandler(b)
 	w := &discardWriter{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
-	pack := func(m *dns.Msg) []byte {
-		p, err := m.Pack()
-		if err != nil {
-			b.Fatal(err)
-		}
-		return p
-	}
-	for _, bc := range []struct {
-		name string
-		req  *dns.Msg
-	}{
-		{"blocked", question("www.tiktok.com.", dns.TypeA, true)},
-		{"blocked-list-entry", question("host-500.tracker500.example.com.", dns.TypeAAAA, false)},
-		{"cache-hit", question("example.org.", dns.TypeA, true)},
-	} {
-		p := pack(bc.req)
+	for _, bc := range inlinePaths() {
+		p := packed(bc.req)
 		serveBytes(h, w, p) // warm the cache
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -306,7 +285,7 @@ func BenchmarkServeUDP(b *testing.B) {
 		const n = 1 << 19
 		queries := make([][]byte, n)
 		for i := range queries {
-			queries[i] = pack(question("m"+strconv.Itoa(i)+".example.net.", dns.TypeA, true))
+			queries[i] = packed(question("m"+strconv.Itoa(i)+".example.net.", dns.TypeA, true))
 		}
 		i := 0
 		b.ReportAllocs()
@@ -338,6 +317,23 @@ func BenchmarkServeUDPMissParallel(b *testing.B) {
 		}
 	})
 	reportCPU(b, start)
+}
+
+// inlinePaths are the queries the Handler and ServeUDP benchmarks answer
+// without an upstream, once the cache is warm: a name under a blocked
+// entry, a list entry itself, and a cached name.
+func inlinePaths() []struct {
+	name string
+	req  *dns.Msg
+} {
+	return []struct {
+		name string
+		req  *dns.Msg
+	}{
+		{"blocked", question("www.tiktok.com.", dns.TypeA, true)},
+		{"blocked-list-entry", question("host-500.tracker500.example.com.", dns.TypeAAAA, false)},
+		{"cache-hit", question("example.org.", dns.TypeA, true)},
+	}
 }
 
 // wireBenchHandler is the handler of the ServeUDP benchmarks: a 100-entry
