@@ -236,7 +236,7 @@ func (h *Handler) ServeInline(w listen.ResponseWriter, req *dns.Msg) (resume fun
 	}
 	p := new(query) // only a query that waits on an upstream leaves the stack
 	*p = q
-	return func() { h.resume(p) }
+	return func() { h.resume(p, false) }
 }
 
 // ServeDNS answers one query (dns.Handler): ServeInline's step, then
@@ -246,7 +246,7 @@ func (h *Handler) ServeInline(w listen.ResponseWriter, req *dns.Msg) (resume fun
 func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	q := query{req: req, w: w, transport: transportOf(w)}
 	if h.serveInline(&q) {
-		h.resume(&q)
+		h.resume(&q, false)
 	}
 }
 
@@ -292,15 +292,20 @@ func (h *Handler) serveInline(q *query) (needsUpstream bool) {
 	return false
 }
 
-// resume is the upstream step of a query serveInline left: forward, then
-// the one write.
-func (h *Handler) resume(q *query) {
+// resume is the upstream step of a query serveInline left: forward (or
+// forwardMessage, when asMessage: a miss already counted), then the one
+// write.
+func (h *Handler) resume(q *query, asMessage bool) {
 	defer h.done()
 	defer func() {
 		if r := recover(); r != nil {
 			h.failed(q, r)
 		}
 	}()
+	if asMessage {
+		h.write(q, h.forwardMessage(context.Background(), q))
+		return
+	}
 	h.write(q, h.forward(context.Background(), q))
 }
 
@@ -473,20 +478,37 @@ func malformedReply(q *query) reply {
 // miss, then the answer's inspection (step 8).
 func (h *Handler) forward(ctx context.Context, q *query) reply {
 	h.metrics.cacheLookup("miss")
-	var resp *dns.Msg
-	var upstream string
-	var err error
 	if q.wire.ok {
-		var e *cacheEntry
-		e, resp, upstream, err = h.resolveWire(ctx, q)
-		if e != nil {
-			return h.forwardedWire(q, e, upstream)
+		if r, ok := h.wireReply(q, h.fetchWire(ctx, q)); ok {
+			return r
 		}
 	}
-	req := q.request()
-	if !q.wire.ok || errors.Is(err, errNotWire) {
-		resp, upstream, err = h.resolve(ctx, q.snap, req, q.key, q.upstreamTCP())
+	return h.forwardMessage(ctx, q)
+}
+
+// wireReply is forward's reply from the wire call c that asked for q; ok
+// is false when q must go upstream as a message (errNotWire).
+func (h *Handler) wireReply(q *query, c *wireCall) (r reply, ok bool) {
+	e, resp, upstream, err := h.resolvedWire(q, c)
+	switch {
+	case errors.Is(err, errNotWire):
+		return reply{}, false
+	case e != nil:
+		return h.forwardedWire(q, e, upstream), true
 	}
+	return h.forwarded(q, resp, upstream, err), true
+}
+
+// forwardMessage is forward for a query that goes upstream as a message.
+func (h *Handler) forwardMessage(ctx context.Context, q *query) reply {
+	resp, upstream, err := h.resolve(ctx, q.snap, q.request(), q.key, q.upstreamTCP())
+	return h.forwarded(q, resp, upstream, err)
+}
+
+// forwarded is forward's reply from the upstreams' answer resp as a
+// message, from upstream, or their error.
+func (h *Handler) forwarded(q *query, resp *dns.Msg, upstream string, err error) reply {
+	req := q.request()
 	q.upstream = upstream
 	if err != nil {
 		return h.failure(q, err)

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/miekg/dns"
 )
@@ -18,8 +19,16 @@ import (
 // an answer that is inspected (a client whose policy blocks) or that the
 // wire cache cannot hold; an upstream that takes no wire query (an
 // encrypted one) sends the query back to the message path.
+//
+// With one plain upstream, a UDP miss waits on no goroutine (startWire):
+// the listener's loop sends it upstream, with the rest of its batch's
+// misses in one sendmmsg, and the upstream socket's reader caches,
+// inspects and writes the answer (WireDone), as dnsdist's query and
+// responder threads do. Otherwise (hedging over several upstreams, a
+// query sharing another's call, a listener that cannot answer later) the
+// query is resumed on a worker, which waits.
 
-// errNotWire is resolveWire's error when the query must go upstream as a
+// errNotWire is resolvedWire's error when the query must go upstream as a
 // message: nothing was sent.
 var errNotWire = errors.New("not forwarded in wire form")
 
@@ -27,6 +36,7 @@ var errNotWire = errors.New("not forwarded in wire form")
 // query, and what it needs only then.
 type wireLeft struct {
 	query
+	h    *Handler // the handler answering it, for WireDone
 	call wireCall
 	// upq is the query to send upstream, once: ForwardWire takes it.
 	upq []byte
@@ -49,18 +59,17 @@ type wireFlights struct {
 	calls map[cacheKey]*wireCall
 }
 
-// resolveWire is resolve for a wire query: the answer in wire form (e), or
-// as a private shallow copy of a message (an answer the wire cache cannot
-// hold, or a stale one), and where it came from; errNotWire when it must
-// go upstream as a message.
-func (h *Handler) resolveWire(ctx context.Context, q *query) (*cacheEntry, *dns.Msg, string, error) {
-	now := time.Now()
-	c := h.fetchWire(ctx, q)
+// resolvedWire is resolve for a wire query, from the call c that asked
+// the upstreams for it: the answer in wire form (e), or as a private
+// shallow copy of a message (an answer the wire cache cannot hold, or a
+// stale one), and where it came from; errNotWire when it must go
+// upstream as a message.
+func (h *Handler) resolvedWire(q *query, c *wireCall) (*cacheEntry, *dns.Msg, string, error) {
 	switch {
 	case errors.Is(c.err, errNotWire):
 		return nil, nil, "", c.err
 	case c.err != nil:
-		if stale := h.cache.Load().stale(q.key, now); stale != nil {
+		if stale := h.cache.Load().stale(q.key, time.Now()); stale != nil {
 			h.metrics.cacheLookup("stale")
 			return nil, stale, upstreamStale, nil
 		}
@@ -75,29 +84,44 @@ func (h *Handler) resolveWire(ctx context.Context, q *query) (*cacheEntry, *dns.
 // fetchWire asks the upstreams once for every concurrent identical wire
 // query, as fetch does for messages, and returns the call that did.
 func (h *Handler) fetchWire(ctx context.Context, q *query) *wireCall {
+	c, lead := h.joinWire(q)
+	if !lead {
+		c.wg.Wait()
+		return c
+	}
+	defer h.endWire(q, c)
+	c.e, c.msg, c.upstream, c.err = h.askWire(ctx, q)
+	return c
+}
+
+// joinWire returns the call under way for q's key (lead false: wait on its
+// wg for its result), or registers q's own (lead true: the caller asks,
+// sets the result and ends the call with endWire).
+func (h *Handler) joinWire(q *query) (c *wireCall, lead bool) {
 	f := &h.wireFlights
 	f.mu.Lock()
-	if lead, ok := f.calls[q.key]; ok {
-		f.mu.Unlock()
-		lead.wg.Wait()
-		return lead
+	defer f.mu.Unlock()
+	if c, ok := f.calls[q.key]; ok {
+		return c, false
 	}
-	c := q.left.wireCall()
+	c = q.left.wireCall()
 	c.wg.Add(1)
 	if f.calls == nil {
 		f.calls = map[cacheKey]*wireCall{}
 	}
 	f.calls[q.key] = c
+	c.err = errAbandoned // until it ends: a panic before leaves this for those waiting
+	return c, true
+}
+
+// endWire ends the call c that q registered: those waiting take its
+// result.
+func (h *Handler) endWire(q *query, c *wireCall) {
+	f := &h.wireFlights
+	f.mu.Lock()
+	delete(f.calls, q.key)
 	f.mu.Unlock()
-	c.err = errAbandoned // until it ends: a panic below leaves this for those waiting
-	defer func() {
-		f.mu.Lock()
-		delete(f.calls, q.key)
-		f.mu.Unlock()
-		c.wg.Done()
-	}()
-	c.e, c.msg, c.upstream, c.err = h.askWire(ctx, q)
-	return c
+	c.wg.Done()
 }
 
 // errAbandoned is the result of a wire call whose asking query failed.
@@ -106,16 +130,23 @@ var errAbandoned = errors.New("the query asking upstream failed")
 // wireCall is the call of the query that left.
 func (l *wireLeft) wireCall() *wireCall { return &l.call }
 
-// askWire asks the upstreams for q in wire form and caches the answer:
-// putWire, or put for an answer that came as a message or that the wire
-// cache cannot hold; a SERVFAIL from every upstream is cached briefly, as
-// fetch does.
+// askWire asks the upstreams for q in wire form and caches the answer
+// (storeWire).
 func (h *Handler) askWire(ctx context.Context, q *query) (*cacheEntry, *dns.Msg, string, error) {
 	if !h.slots.acquire() {
 		return nil, nil, "", errOverloaded
 	}
 	defer h.slots.release()
 	a, from, err := q.snap.Forwarder().ForwardWire(ctx, q.left.upq)
+	return h.storeWire(q, a, from, err)
+}
+
+// storeWire caches the upstreams' answer a to q, from the upstream from,
+// or their error err: putWire, or put for an answer that came as a
+// message or that the wire cache cannot hold; a SERVFAIL from every
+// upstream is cached briefly, as fetch does. It returns the answer as
+// cached, or the error (errNotWire when q must go upstream as a message).
+func (h *Handler) storeWire(q *query, a upstream.WireAnswer, from string, err error) (*cacheEntry, *dns.Msg, string, error) {
 	if errors.Is(err, upstream.ErrNoWire) {
 		return nil, nil, "", errNotWire
 	}
@@ -138,6 +169,70 @@ func (h *Handler) askWire(ctx context.Context, q *query) (*cacheEntry, *dns.Msg,
 		}
 	}
 	return nil, cache.put(q.key, msg, time.Now()), from, nil
+}
+
+// startWire sends q, a cache miss in wire form, upstream without a
+// goroutine waiting for it, as a dnsdist-style forwarder does: the
+// upstream socket's reader answers it (WireDone) when the answer comes.
+// It reports false, having done nothing, when q is to be resumed on a
+// goroutine instead: its listener cannot answer it later (no
+// listen.Detacher), its upstreams need a goroutine for hedging
+// (upstream.Forwarder.StartsWire), an identical query is already asking
+// (q waits for its answer), or every upstream slot is taken.
+func (h *Handler) startWire(q *query) bool {
+	d, ok := q.w.(listen.Detacher)
+	f := q.snap.Forwarder()
+	if !ok || !f.StartsWire() {
+		return false
+	}
+	if !h.slots.acquire() {
+		return false
+	}
+	if _, lead := h.joinWire(q); !lead {
+		h.slots.release()
+		return false // resume's fetchWire waits for the call under way
+	}
+	h.metrics.cacheLookup("miss")
+	d.Detach()
+	batch, _ := q.w.(listen.Batcher)
+	q.left.h = h
+	f.StartWire(q.left.upq, q.left, batch)
+	return true
+}
+
+// WireDone is the end of the upstream query startWire sent
+// (upstream.WireThen): the answer is cached, inspected, packed and
+// written as resume does it, where the upstream's reader calls it. Only
+// a Forwarder replaced meanwhile by one with encrypted upstreams
+// (upstream.ErrNoWire) sends the query to the message path, which waits,
+// on a goroutine of its own.
+func (l *wireLeft) WireDone(a upstream.WireAnswer, from string, err error) {
+	h, q, c := l.h, &l.query, &l.call
+	d := q.w.(listen.Detacher)
+	if errors.Is(err, upstream.ErrNoWire) {
+		c.err = errNotWire // those waiting take the message path too
+		h.endWire(q, c)
+		h.slots.release()
+		go func() {
+			defer d.Done()
+			h.resume(q, true)
+		}()
+		return
+	}
+	defer d.Done()
+	defer h.done()
+	defer func() {
+		if r := recover(); r != nil {
+			h.failed(q, r)
+		}
+	}()
+	func() {
+		defer h.endWire(q, c)
+		defer h.slots.release()
+		c.e, c.msg, c.upstream, c.err = h.storeWire(q, a, from, err)
+	}()
+	r, _ := h.wireReply(q, c) // never errNotWire: that was ErrNoWire above
+	h.write(q, r)
 }
 
 // forwardedWire is forward's reply from an answer in wire form: inspected

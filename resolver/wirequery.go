@@ -263,9 +263,18 @@ func (h *Handler) ServeWire(w listen.ResponseWriter, b []byte) (resume func(), h
 	if !h.serveInline(&q) {
 		return nil, true
 	}
-	// Only a query that waits on an upstream leaves the stack, with its
-	// own copies of what the listener and the pool will reuse, and the
-	// decision remade on them (its entry points into the name).
+	p := leave(q)
+	if h.startWire(p) {
+		return nil, true
+	}
+	return func() { h.resume(p, false) }, true
+}
+
+// leave is a wire query that waits on an upstream, off the stack: only
+// such a query leaves it, with its own copies of what the listener and the
+// pool will reuse, and the decision remade on them (its entry points into
+// the name).
+func leave(q query) *query {
 	l := new(wireLeft)
 	l.query = q
 	p := &l.query
@@ -273,5 +282,5 @@ func (h *Handler) ServeWire(w listen.ResponseWriter, b []byte) (resume func(), h
 	l.upq = p.wire.own()
 	p.out = p.snap.decide(p.id.Source, p.id.Client, p.wire.name)
 	p.key.name = p.wire.name
-	return func() { h.resume(p) }, true
+	return p
 }

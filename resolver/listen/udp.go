@@ -46,6 +46,9 @@ type udpServer struct {
 	outDone chan struct{}
 	workers *workerPool
 	stop1   sync.Once
+	// flushers are what the batch's queries asked to flush once it is
+	// read through (AfterBatch): the loop's own, reused.
+	flushers []Flusher
 }
 
 // outPacket is one answer for the writer: buf holds it, and goes back to
@@ -84,7 +87,37 @@ type udpWriter struct {
 	ip   [net.IPv6len]byte
 }
 
-var _ ResponseWriter = (*udpWriter)(nil)
+var (
+	_ ResponseWriter = (*udpWriter)(nil)
+	_ Detacher       = (*udpWriter)(nil)
+	_ Batcher        = (*udpWriter)(nil)
+)
+
+// Detach takes the query out of the batch (Detacher): its answer is sent
+// on its own, by the writer, and the server waits for Done. The address
+// read into the slot is the slot's, overwritten by the next batch: the
+// writer keeps a copy.
+func (w *udpWriter) Detach() {
+	w.alone = true
+	w.addr = net.UDPAddr{IP: w.ip[:copy(w.ip[:], w.remote.IP)], Port: w.remote.Port, Zone: w.remote.Zone}
+	w.remote = &w.addr
+	w.s.async.Add(1)
+}
+
+// Done says a detached query is answered (Detacher).
+func (w *udpWriter) Done() { w.s.async.Done() }
+
+// AfterBatch asks the loop to call f.Flush once the batch is read through
+// (Batcher). Only ServeWire may call it, on the loop, while it serves the
+// query.
+func (w *udpWriter) AfterBatch(f Flusher) {
+	for _, g := range w.s.flushers {
+		if g == f {
+			return
+		}
+	}
+	w.s.flushers = append(w.s.flushers, f)
+}
 
 func (w *udpWriter) Transport() string    { return UDP }
 func (w *udpWriter) LocalAddr() net.Addr  { return w.s.pc.LocalAddr() }
@@ -247,9 +280,19 @@ func (s *udpServer) serve() {
 				out = out.add(w.packed, remote)
 			}
 		}
+		s.flush()
 		s.send(out.msgs)
 		out.reset()
 	}
+}
+
+// flush calls the Flushers the batch's queries asked for (AfterBatch).
+func (s *udpServer) flush() {
+	for i, f := range s.flushers {
+		f.Flush()
+		s.flushers[i] = nil
+	}
+	s.flushers = s.flushers[:0]
 }
 
 // serveDatagram answers one datagram, inline when it needs no upstream.
@@ -259,12 +302,8 @@ func (s *udpServer) serveDatagram(w *udpWriter, b []byte) {
 		return
 	}
 	// It needs an upstream: answer it on its own, off the loop. The
-	// worker marks it done in async. The address read into the slot is
-	// the slot's, overwritten by the next batch: the query keeps a copy.
-	w.alone = true
-	w.addr = net.UDPAddr{IP: w.ip[:copy(w.ip[:], w.remote.IP)], Port: w.remote.Port, Zone: w.remote.Zone}
-	w.remote = &w.addr
-	s.async.Add(1)
+	// worker marks it done in async (Done).
+	w.Detach()
 	s.workers.run(resume)
 }
 

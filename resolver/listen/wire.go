@@ -19,6 +19,32 @@ type WireHandler interface {
 	ServeWire(w ResponseWriter, b []byte) (resume func(), handled bool)
 }
 
+// Detacher is a ResponseWriter whose query can be answered later, from
+// any goroutine, with nothing waiting for it: the UDP listener's. A
+// Handler that answers a query so (an upstream's reader writes it when
+// the answer comes) calls Detach before ServeWire returns handled with no
+// resume, and Done exactly once after its write, or instead of one for a
+// query it drops; the listener waits for Done before it closes.
+type Detacher interface {
+	Detach()
+	Done()
+}
+
+// Flusher sends what it has gathered: an upstream socket its queued
+// queries.
+type Flusher interface {
+	Flush()
+}
+
+// Batcher is a ResponseWriter whose query was read in a batch with others
+// (the UDP listener's): work its queries gather, such as datagrams to one
+// upstream, is flushed once the whole batch is read through, with one
+// system call instead of one per query. AfterBatch asks for f.Flush then;
+// asking twice for one f flushes it once.
+type Batcher interface {
+	AfterBatch(f Flusher)
+}
+
 // ServeDatagram is what the UDP listener does with one datagram b: it
 // offers it to a WireHandler, else parses it (AcceptMessage with accept
 // and invalid, replying to a rejected one) and gives the query to

@@ -122,6 +122,36 @@ type waiter struct {
 	// answer came, has yet to forget it: expire forgets only the
 	// registration it collected.
 	gen uint32
+	// then, when set, takes the answer or the error instead of the
+	// channel: the wait of a query started by StartWire, which no
+	// goroutine waits on.
+	then answerTaker
+}
+
+// answerTaker takes the end of a wait, the answer or the error: exactly
+// once, on the socket's reader goroutine (or on the goroutine that failed
+// to send the datagram), where it must not block.
+type answerTaker interface {
+	answered(raw []byte, err error)
+}
+
+// fail ends the wait with err: the channel closes, or then takes err.
+func (w *waiter) fail(err error) {
+	if w.then != nil {
+		w.then.answered(nil, err)
+		return
+	}
+	w.err = err
+	close(w.answer)
+}
+
+// answered ends the wait with the answer raw, which the waiter keeps.
+func (w *waiter) answered(raw []byte) {
+	if w.then != nil {
+		w.then.answered(raw, nil)
+		return
+	}
+	w.answer <- raw
 }
 
 // queuedQuery is a packed query waiting in the socket's send queue.
@@ -228,7 +258,7 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		return nil, err
 	}
 	binary.BigEndian.PutUint16(b, id)
-	s.send(id, w, b)
+	s.send(id, w, b, nil)
 	select {
 	case raw, ok := <-w.answer:
 		if !ok {
@@ -269,9 +299,12 @@ const (
 
 // send queues a packed query and sends the queue with one sendmmsg. The
 // query that finds the queue empty sends it, after letting the queries
-// ready to run queue theirs; the others return at once. A query whose
+// ready to run queue theirs; the others return at once. With a batch
+// (a query of a listener's batch, started by StartWire), the queue is
+// sent once the batch is read through instead (batch.AfterBatch), so the
+// batch's queries to one upstream go in one sendmmsg. A query whose
 // datagram could not be sent fails at once with the error.
-func (s *upstreamSocket) send(id uint16, w *waiter, b []byte) {
+func (s *upstreamSocket) send(id uint16, w *waiter, b []byte, batch listen.Batcher) {
 	s.mu.Lock()
 	if s.queue == nil {
 		s.queue, s.spare = s.spare, nil
@@ -282,7 +315,17 @@ func (s *upstreamSocket) send(id uint16, w *waiter, b []byte) {
 	if !lead {
 		return
 	}
+	if batch != nil {
+		batch.AfterBatch(s)
+		return
+	}
 	runtime.Gosched()
+	s.Flush()
+}
+
+// Flush sends the queries queued on the socket (listen.Flusher): send's
+// lead calls it, or the listener at the end of its batch.
+func (s *upstreamSocket) Flush() {
 	s.mu.Lock()
 	queue := s.queue
 	s.queue = nil
@@ -403,12 +446,15 @@ func (s *upstreamSocket) fail(err error) {
 	}
 	s.mu.Lock()
 	s.dead = true
+	ended := make([]*waiter, 0, len(s.pending))
 	for id, w := range s.pending {
-		w.err = err
-		close(w.answer)
+		ended = append(ended, w)
 		delete(s.pending, id)
 	}
 	s.mu.Unlock()
+	for _, w := range ended { // outside the lock: a taker may start another query
+		w.fail(err)
+	}
 	s.conn.Close()
 }
 
@@ -485,10 +531,9 @@ func (s *upstreamSocket) deliver(b []byte, cut bool) bool {
 	switch {
 	case w == nil:
 	case cut:
-		w.err = fmt.Errorf("%w: over %d bytes", ErrAnswerTooBig, upstreamBuf)
-		close(w.answer)
+		w.fail(fmt.Errorf("%w: over %d bytes", ErrAnswerTooBig, upstreamBuf))
 	default:
-		w.answer <- bytes.Clone(b)
+		w.answered(bytes.Clone(b))
 	}
 	return done
 }
@@ -512,8 +557,7 @@ func (s *upstreamSocket) end(id uint16, w *waiter, gen *uint32, err error) {
 	done := s.retired && len(s.pending) == 0
 	s.mu.Unlock()
 	if err != nil && w != nil {
-		w.err = err
-		close(w.answer)
+		w.fail(err)
 	}
 	if done {
 		s.conn.Close()

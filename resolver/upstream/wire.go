@@ -103,7 +103,12 @@ func (f *Forwarder) tryWire(ctx context.Context, q []byte, up *upstreamState) (W
 // is SERVFAIL, REFUSED or NOTIMP is an *RcodeError holding it as a
 // message.
 func (f *Forwarder) exchangeWire(ctx context.Context, q []byte, u *upstreamState) (WireAnswer, error) {
-	a, err := u.wire.exchangeWire(ctx, q)
+	return usableWire(u.wire.exchangeWire(ctx, q))
+}
+
+// usableWire is exchangeWire's check of an answer: one whose RCODE is
+// SERVFAIL, REFUSED or NOTIMP is an *RcodeError holding it as a message.
+func usableWire(a WireAnswer, err error) (WireAnswer, error) {
 	if err != nil {
 		return WireAnswer{}, err
 	}
@@ -131,22 +136,38 @@ func (p *Plain) exchangeWire(ctx context.Context, q []byte) (WireAnswer, error) 
 		return WireAnswer{}, errClosed
 	}
 	raw, err := p.mux.exchangeWire(ctx, q)
-	var a WireAnswer
+	a, err, overTCP := checkUDPWire(raw, q, err)
+	if !overTCP {
+		return a, err
+	}
+	return p.exchangeTCPWire(ctx, q, err)
+}
+
+// checkUDPWire checks the UDP answer raw to q, or the error err that came
+// instead: the answer, or the error, or overTCP when q is to be asked
+// again over TCP (the answer is truncated, or unusable at once: err says
+// why, or is nil for a truncated one).
+func checkUDPWire(raw, q []byte, err error) (a WireAnswer, _ error, overTCP bool) {
 	if err == nil {
 		a, err = checkWire(raw, q)
 	}
 	if err == nil && !a.truncated() {
-		return a, nil
+		return a, nil, false
 	}
 	if err != nil && (!errors.Is(err, ErrAnswerUnusable) || isTimeout(err)) {
+		return WireAnswer{}, err, false
+	}
+	return WireAnswer{}, err, true
+}
+
+// exchangeTCPWire asks q again over TCP, as a message, after a UDP answer
+// that was truncated or unusable (udpErr, nil for a truncated one).
+func (p *Plain) exchangeTCPWire(ctx context.Context, q []byte, udpErr error) (WireAnswer, error) {
+	qm, err := queryMessage(q)
+	if err != nil {
 		return WireAnswer{}, err
 	}
-	// Truncated, or unusable at once: ask again over TCP, as a message.
-	qm, err2 := queryMessage(q)
-	if err2 != nil {
-		return WireAnswer{}, err2
-	}
-	resp, err := p.exchangeTCP(ctx, qm, err)
+	resp, err := p.exchangeTCP(ctx, qm, udpErr)
 	if err != nil {
 		return WireAnswer{}, err
 	}
@@ -232,7 +253,7 @@ func (m *udpMux) exchangeWire(ctx context.Context, q []byte) ([]byte, error) {
 	}
 	own := dnswire.ID(q)
 	binary.BigEndian.PutUint16(q, id)
-	s.send(id, w, q)
+	s.send(id, w, q, nil)
 	var raw []byte
 	var ok bool
 	if done := ctx.Done(); done == nil {
@@ -250,9 +271,14 @@ func (m *udpMux) exchangeWire(ctx context.Context, q []byte) ([]byte, error) {
 	}
 	// deliver removed w from the socket before sending it the answer; an
 	// expire that collected it as late just before ends only that
-	// registration (waiter.gen), not the next one from the pool. The
-	// datagram was sent: q is the caller's again, with its own ID.
+	// registration (waiter.gen), not the next one from the pool.
 	waiters.Put(w)
+	return answeredWire(q, own, raw)
+}
+
+// answeredWire gives the query q, whose datagram was sent, its own ID
+// back, and the answer raw that came for it too.
+func answeredWire(q []byte, own uint16, raw []byte) ([]byte, error) {
 	binary.BigEndian.PutUint16(q, own)
 	if len(raw) < dnswire.HeaderLen {
 		return nil, ErrAnswerMalformed

@@ -1,0 +1,155 @@
+package listen
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+)
+
+// laterWire is a WireHandler that answers every query later, as the
+// upstream reader answers a cache miss: it detaches the writer, queues the
+// answer and asks for a flush after the batch; the flush writes the queued
+// answers from a goroutine of its own, after delay, then says Done.
+type laterWire struct {
+	delay    time.Duration
+	mu       sync.Mutex
+	queued   []laterAnswer
+	flushes  []int // how many answers each flush took
+	detached chan struct{}
+}
+
+type laterAnswer struct {
+	w ResponseWriter
+	b []byte
+}
+
+func (*laterWire) ServeInline(ResponseWriter, *dns.Msg) func() { return nil }
+
+func (h *laterWire) ServeWire(w ResponseWriter, b []byte) (func(), bool) {
+	answer := append([]byte(nil), b...)
+	answer[2] |= 0x80 // QR
+	w.(Detacher).Detach()
+	h.mu.Lock()
+	h.queued = append(h.queued, laterAnswer{w, answer})
+	h.mu.Unlock()
+	w.(Batcher).AfterBatch(h)
+	w.(Batcher).AfterBatch(h) // twice: flushed once
+	if h.detached != nil {
+		h.detached <- struct{}{}
+	}
+	return nil, true
+}
+
+func (h *laterWire) Flush() {
+	h.mu.Lock()
+	queued := h.queued
+	h.queued = nil
+	h.flushes = append(h.flushes, len(queued))
+	h.mu.Unlock()
+	go func() {
+		time.Sleep(h.delay)
+		for _, a := range queued {
+			_, _ = a.w.Write(a.b)
+			a.w.(Detacher).Done()
+		}
+	}()
+}
+
+// startWireUDP serves h on a loopback UDP socket and returns the server
+// and a client connected to it.
+func startWireUDP(t *testing.T, h WireHandler) (*Server, *net.UDPConn) {
+	var addr string
+	s := New(Config{
+		Handler: h,
+		Count:   func(string, string) {},
+		Rules:   func() Rules { return fakeRules{} },
+		Sockets: func(socks []UDPSocket) { addr = socks[0].Conn.LocalAddr().String() },
+		Log:     zap.NewNop(),
+	})
+	require.NoError(t, s.Start([]string{"127.0.0.1:0"}))
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	require.NoError(t, err)
+	c, err := net.DialUDP("udp", nil, ua)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	return s, c
+}
+
+// TestUDPDetachedAnsweredAfterBatch: queries a handler detaches are
+// answered later, each once, with the client's address kept although the
+// loop reuses the slot; a Flusher asked for by a batch's queries is
+// flushed once per batch, after it is read through.
+func TestUDPDetachedAnsweredAfterBatch(t *testing.T) {
+	h := &laterWire{}
+	_, c := startWireUDP(t, h)
+	// Bursts small enough for the socket's receive buffer, however slow
+	// the loop (-race).
+	const rounds, burst, n = 5, 40, 5 * 40
+	buf := make([]byte, 512)
+	for r := range rounds {
+		sent := map[uint16]bool{}
+		for i := range burst {
+			m := new(dns.Msg)
+			m.SetQuestion("later.example.org.", dns.TypeA)
+			m.Id = uint16(1000 + r*burst + i)
+			b, err := m.Pack()
+			require.NoError(t, err)
+			_, err = c.Write(b)
+			require.NoError(t, err)
+			sent[m.Id] = true
+		}
+		for range burst {
+			k, err := c.Read(buf)
+			require.NoError(t, err)
+			m := new(dns.Msg)
+			require.NoError(t, m.Unpack(buf[:k]))
+			assert.True(t, m.Response)
+			require.True(t, sent[m.Id], "an answer to a query sent, once: %d", m.Id)
+			delete(sent, m.Id)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	total := 0
+	for _, k := range h.flushes {
+		assert.Positive(t, k, "a flush only after a batch that asked for it")
+		total += k
+	}
+	assert.Equal(t, n, total)
+	assert.Less(t, len(h.flushes), n, "one flush for a batch of queries, not one a query")
+}
+
+// TestUDPShutdownWaitsForDetached: a query detached when shutdown begins
+// still gets its answer, and Shutdown returns only once it is Done.
+func TestUDPShutdownWaitsForDetached(t *testing.T) {
+	h := &laterWire{delay: 300 * time.Millisecond, detached: make(chan struct{}, 1)}
+	s, c := startWireUDP(t, h)
+	m := new(dns.Msg)
+	m.SetQuestion("draining.example.org.", dns.TypeA)
+	b, err := m.Pack()
+	require.NoError(t, err)
+	_, err = c.Write(b)
+	require.NoError(t, err)
+	<-h.detached
+
+	start := time.Now()
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(context.Background()) }()
+	buf := make([]byte, 512)
+	k, err := c.Read(buf)
+	require.NoError(t, err, "the answer still goes out while draining")
+	got := new(dns.Msg)
+	require.NoError(t, got.Unpack(buf[:k]))
+	assert.Equal(t, m.Id, got.Id)
+	require.NoError(t, <-shut)
+	assert.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond, "Shutdown waited for Done")
+}

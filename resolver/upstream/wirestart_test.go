@@ -1,0 +1,201 @@
+package upstream
+
+import (
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
+	"github.com/dnsfence/dnsfence/resolver/listen"
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// wireResult is what a WireThen was given.
+type wireResult struct {
+	a    WireAnswer
+	from string
+	err  error
+}
+
+// thenChan is a WireThen that passes its one result on.
+type thenChan chan wireResult
+
+func (c thenChan) WireDone(a WireAnswer, from string, err error) { c <- wireResult{a, from, err} }
+
+// wait is the result, or a failure when none came or a second one did.
+func (c thenChan) wait(t *testing.T) wireResult {
+	t.Helper()
+	var r wireResult
+	select {
+	case r = <-c:
+	case <-time.After(5 * time.Second):
+		t.Fatal("WireDone was never called")
+	}
+	select {
+	case <-c:
+		t.Fatal("WireDone was called twice")
+	case <-time.After(20 * time.Millisecond):
+	}
+	return r
+}
+
+// batchRecorder is a listen.Batcher that keeps the flushers asked for.
+type batchRecorder struct {
+	mu       sync.Mutex
+	flushers []listen.Flusher
+}
+
+func (b *batchRecorder) AfterBatch(f listen.Flusher) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.flushers = append(b.flushers, f)
+}
+
+// wireQuestion is a query as the wire path sends it: upstreamQuery's.
+func wireQuestion(name string, qtype uint16) []byte {
+	q := upstreamQuery(question(name, qtype, true))
+	q.Id = 0x1234
+	return packed(q)
+}
+
+// TestStartWireAnswers: StartWire sends the query from the caller (after
+// the batch, with one), and WireDone gets the answer on the socket's
+// reader, with the query's own ID, as ForwardWire would return it.
+func TestStartWireAnswers(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := NewForwarder([]string{up.addr}, time.Second, false)
+	defer f.Close()
+	require.True(t, f.StartsWire())
+
+	t.Run("alone", func(t *testing.T) {
+		then := make(thenChan, 2)
+		q := wireQuestion("alone.example.org.", dns.TypeA)
+		f.StartWire(q, then, nil)
+		r := then.wait(t)
+		require.NoError(t, r.err)
+		assert.Equal(t, up.addr, r.from)
+		require.NotNil(t, r.a.Raw)
+		assert.Equal(t, uint16(0x1234), dnswire.ID(r.a.Raw))
+		assert.Equal(t, uint16(0x1234), dnswire.ID(q), "the query has its own ID back")
+		m := new(dns.Msg)
+		require.NoError(t, m.Unpack(r.a.Raw))
+		require.Len(t, m.Answer, 1)
+		assert.Equal(t, "192.0.2.1", m.Answer[0].(*dns.A).A.String())
+	})
+
+	t.Run("in a batch", func(t *testing.T) {
+		batch := new(batchRecorder)
+		thens := make([]thenChan, 3)
+		for i := range thens {
+			thens[i] = make(thenChan, 2)
+			f.StartWire(wireQuestion("batch.example.org.", dns.TypeA), thens[i], batch)
+		}
+		batch.mu.Lock()
+		require.Len(t, batch.flushers, 1, "one flush for the batch's queries to one socket")
+		fl := batch.flushers[0]
+		batch.mu.Unlock()
+		select {
+		case r := <-thens[0]:
+			t.Fatalf("answered before the batch was flushed: %+v", r)
+		case <-time.After(50 * time.Millisecond):
+		}
+		fl.Flush()
+		for _, then := range thens {
+			r := then.wait(t)
+			require.NoError(t, r.err)
+			assert.NotNil(t, r.a.Raw)
+		}
+	})
+}
+
+// TestStartWireFailures: a try StartWire sent ends as ForwardWire's would:
+// a timeout, a refused port, a truncated answer asked again over TCP, a
+// SERVFAIL, and a retired Forwarder.
+func TestStartWireFailures(t *testing.T) {
+	t.Run("timeout", func(t *testing.T) {
+		f := NewForwarder([]string{silentUpstream(t)}, 200*time.Millisecond, false)
+		defer f.Close()
+		then := make(thenChan, 2)
+		start := time.Now()
+		f.StartWire(wireQuestion("silent.example.org.", dns.TypeA), then, nil)
+		r := then.wait(t)
+		var ue *UpstreamError
+		require.ErrorAs(t, r.err, &ue)
+		assert.True(t, ue.Timeout)
+		assert.Empty(t, r.from)
+		assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond)
+	})
+	t.Run("refused", func(t *testing.T) {
+		f := NewForwarder([]string{closedPort(t)}, time.Second, false)
+		defer f.Close()
+		// The kernel reports the port unreachable on a later call: ask
+		// until it has.
+		var r wireResult
+		for range 3 {
+			then := make(thenChan, 2)
+			f.StartWire(wireQuestion("refused.example.org.", dns.TypeA), then, nil)
+			if r = then.wait(t); r.err != nil && !isTimeout(r.err) {
+				break
+			}
+		}
+		var ue *UpstreamError
+		require.ErrorAs(t, r.err, &ue)
+		assert.ErrorContains(t, r.err, "refused")
+	})
+	t.Run("truncated: TCP", func(t *testing.T) {
+		up := startUpstream(t, bigAnswer)
+		f := NewForwarder([]string{up.addr}, time.Second, false)
+		defer f.Close()
+		then := make(thenChan, 2)
+		f.StartWire(wireQuestion("big.example.org.", dns.TypeTXT), then, nil)
+		r := then.wait(t)
+		require.NoError(t, r.err)
+		require.NotNil(t, r.a.Msg, "asked again over TCP, as a message")
+		assert.Equal(t, uint16(0x1234), r.a.Msg.Id)
+		assert.Equal(t, 5666, r.a.Msg.Len())
+	})
+	t.Run("servfail", func(t *testing.T) {
+		up := startUpstream(t, rcodeAnswer(dns.RcodeServerFailure))
+		f := NewForwarder([]string{up.addr}, time.Second, false)
+		defer f.Close()
+		then := make(thenChan, 2)
+		f.StartWire(wireQuestion("fail.example.org.", dns.TypeA), then, nil)
+		r := then.wait(t)
+		var ue *UpstreamError
+		require.ErrorAs(t, r.err, &ue)
+		assert.True(t, ue.AllServfail())
+	})
+	t.Run("retired", func(t *testing.T) {
+		up := startUpstream(t, nil)
+		f := NewForwarder([]string{up.addr}, time.Second, false)
+		f.Close()
+		then := make(thenChan, 2)
+		f.StartWire(wireQuestion("closed.example.org.", dns.TypeA), then, nil)
+		r := then.wait(t)
+		assert.ErrorIs(t, r.err, net.ErrClosed)
+
+		next := NewForwarder([]string{up.addr}, time.Second, false)
+		defer next.Close()
+		g := NewForwarder([]string{up.addr}, time.Second, false)
+		g.Retire(next)
+		then = make(thenChan, 2)
+		g.StartWire(wireQuestion("next.example.org.", dns.TypeA), then, nil)
+		r = then.wait(t)
+		require.NoError(t, r.err, "asked by the successor")
+		assert.NotNil(t, r.a.Raw)
+	})
+}
+
+// TestStartsWire: only one plain upstream is started without a goroutine.
+func TestStartsWire(t *testing.T) {
+	a, b := startUpstream(t, nil), startUpstream(t, nil)
+	one := NewForwarder([]string{a.addr}, time.Second, false)
+	defer one.Close()
+	two := NewForwarder([]string{a.addr, b.addr}, time.Second, false)
+	defer two.Close()
+	assert.True(t, one.StartsWire())
+	assert.False(t, two.StartsWire(), "hedging and failover need a goroutine")
+}

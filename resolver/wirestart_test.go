@@ -1,0 +1,277 @@
+package resolver
+
+import (
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/resolver/listen"
+	"github.com/dnsfence/dnsfence/resolver/upstream"
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// detachedRecorder is a UDP ResponseWriter that can be detached and that
+// gathers flushers as the UDP listener's batch does (listen.Detacher,
+// listen.Batcher); the answers of detached queries come from other
+// goroutines.
+type detachedRecorder struct {
+	remote   net.Addr
+	mu       sync.Mutex
+	written  [][]byte
+	detached int
+	done     chan struct{} // one token per Done
+	flushers []listen.Flusher
+}
+
+func newDetachedRecorder() *detachedRecorder {
+	return &detachedRecorder{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 3), Port: 5300}, done: make(chan struct{}, 8)}
+}
+
+func (r *detachedRecorder) Transport() string { return listen.UDP }
+func (r *detachedRecorder) LocalAddr() net.Addr {
+	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53}
+}
+func (r *detachedRecorder) RemoteAddr() net.Addr { return r.remote }
+func (r *detachedRecorder) WriteMsg(m *dns.Msg) error {
+	b, err := m.Pack()
+	if err != nil {
+		return err
+	}
+	_, err = r.Write(b)
+	return err
+}
+func (r *detachedRecorder) Write(b []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.written = append(r.written, append([]byte(nil), b...))
+	return len(b), nil
+}
+func (r *detachedRecorder) Close() error        { return nil }
+func (r *detachedRecorder) TsigStatus() error   { return nil }
+func (r *detachedRecorder) TsigTimersOnly(bool) {}
+func (r *detachedRecorder) Hijack()             {}
+func (r *detachedRecorder) Detach() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.detached++
+}
+func (r *detachedRecorder) Done() { r.done <- struct{}{} }
+func (r *detachedRecorder) AfterBatch(f listen.Flusher) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.flushers = append(r.flushers, f)
+}
+
+// flush ends the batch: what its queries gathered is sent.
+func (r *detachedRecorder) flush() {
+	r.mu.Lock()
+	fs := r.flushers
+	r.flushers = nil
+	r.mu.Unlock()
+	for _, f := range fs {
+		f.Flush()
+	}
+}
+
+// answers waits for n Done calls, then returns the answers written.
+func (r *detachedRecorder) answers(t *testing.T, n int) []*dns.Msg {
+	t.Helper()
+	for range n {
+		select {
+		case <-r.done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the detached query was never done")
+		}
+	}
+	select {
+	case <-r.done:
+		t.Fatal("Done was called more than once a query")
+	case <-time.After(20 * time.Millisecond):
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ms []*dns.Msg
+	for _, b := range r.written {
+		m := new(dns.Msg)
+		require.NoError(t, m.Unpack(b))
+		ms = append(ms, m)
+	}
+	return ms
+}
+
+// TestWireMissAnsweredByUpstreamReader: a UDP cache miss with one plain
+// upstream is sent from the listener's goroutine, not resumed on a worker;
+// its datagram goes out only once the listener's batch is read through
+// (AfterBatch), and the upstream's reader writes the answer and says Done
+// once.
+func TestWireMissAnsweredByUpstreamReader(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	w := newDetachedRecorder()
+	m := question("reader.example.org.", dns.TypeA, true)
+	m.Id = 0x4242
+
+	resume, handled := f.handler.ServeWire(w, packed(m))
+	require.True(t, handled)
+	require.Nil(t, resume, "no worker: the upstream's reader answers")
+	w.mu.Lock()
+	assert.Equal(t, 1, w.detached)
+	assert.Len(t, w.flushers, 1, "the datagram waits for the end of the batch")
+	w.mu.Unlock()
+	time.Sleep(50 * time.Millisecond)
+	assert.Zero(t, up.count.Load(), "nothing is sent before the batch ends")
+
+	w.flush()
+	got := w.answers(t, 1)
+	require.Len(t, got, 1)
+	assert.Equal(t, uint16(0x4242), got[0].Id)
+	assert.Equal(t, dns.RcodeSuccess, got[0].Rcode)
+	require.Len(t, got[0].Answer, 1)
+	assert.Equal(t, "192.0.2.1", got[0].Answer[0].(*dns.A).A.String())
+	assert.Equal(t, int64(1), up.count.Load())
+
+	// Cached now: the next one is answered inline.
+	w2 := newDetachedRecorder()
+	resume, handled = f.handler.ServeWire(w2, packed(m))
+	require.True(t, handled)
+	require.Nil(t, resume)
+	assert.Zero(t, w2.detached)
+	assert.Len(t, w2.written, 1)
+	assert.Equal(t, int64(1), up.count.Load())
+	assert.Equal(t, int64(0), f.handler.slots.used.Load(), "the upstream slot is given back")
+}
+
+// TestWireMissSharedWhileStarted: an identical miss while one started by
+// the listener is under way waits for its answer on a worker (resume), and
+// the upstream is asked once.
+func TestWireMissSharedWhileStarted(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	first, second := newDetachedRecorder(), newDetachedRecorder()
+	m := question("shared.example.org.", dns.TypeAAAA, false)
+
+	resume, handled := f.handler.ServeWire(first, packed(m))
+	require.True(t, handled)
+	require.Nil(t, resume)
+	resume, handled = f.handler.ServeWire(second, packed(m))
+	require.True(t, handled)
+	require.NotNil(t, resume, "the second waits for the first's call")
+	waited := make(chan struct{})
+	go func() {
+		resume()
+		close(waited)
+	}()
+	first.flush()
+	assert.Len(t, first.answers(t, 1), 1)
+	<-waited
+	second.mu.Lock()
+	assert.Len(t, second.written, 1)
+	second.mu.Unlock()
+	assert.Equal(t, int64(1), up.count.Load())
+}
+
+// TestWireMissResumedWhenNotStarted: a listener that cannot answer later
+// (no listen.Detacher), or upstreams that need a goroutine to hedge and
+// fail over, get the resume of before.
+func TestWireMissResumedWhenNotStarted(t *testing.T) {
+	up := startUpstream(t, nil)
+	m := question("resumed.example.org.", dns.TypeA, true)
+
+	f := startFence(t, testConfig, testFiles, up.addr)
+	w := &rawRecorder{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 3), Port: 5300}}
+	resume, handled := f.handler.ServeWire(w, packed(m))
+	require.True(t, handled)
+	require.NotNil(t, resume, "a writer that cannot be detached")
+	resume()
+	require.Len(t, w.written, 1)
+
+	second := startUpstream(t, nil)
+	f2 := startFence(t, testConfig, testFiles, up.addr, second.addr)
+	d := newDetachedRecorder()
+	resume, handled = f2.handler.ServeWire(d, packed(m))
+	require.True(t, handled)
+	require.NotNil(t, resume, "two upstreams: hedging needs a goroutine")
+	assert.Zero(t, d.detached)
+	resume()
+	assert.Len(t, d.written, 1)
+}
+
+// TestWireMissFailureServfailOrStale: a started miss that the upstream
+// does not answer in time gets the SERVFAIL of the resumed path, and one
+// cached earlier is answered stale.
+func TestWireMissFailureServfailOrStale(t *testing.T) {
+	var silent sync.Map // names the upstream does not answer
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if _, ok := silent.Load(r.Question[0].Name); ok {
+			return nil
+		}
+		a := answerWith(r.Question[0].Name, dns.TypeA, dns.RcodeSuccess, r.Question[0].Name+" 1 IN A 192.0.2.9")
+		a.Id = r.Id
+		return a
+	})
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 300ms\ncache: {max_ttl: 1, serve_stale: 1h}", 1)
+	f := startFence(t, cfg, testFiles, up.addr)
+	ask := func(name string) *dns.Msg {
+		t.Helper()
+		w := newDetachedRecorder()
+		resume, _ := f.handler.ServeWire(w, packed(question(name, dns.TypeA, true)))
+		require.Nil(t, resume)
+		w.flush()
+		got := w.answers(t, 1)
+		require.Len(t, got, 1)
+		return got[0]
+	}
+
+	silent.Store("silent.example.org.", true)
+	assert.Equal(t, dns.RcodeServerFailure, ask("silent.example.org.").Rcode)
+
+	require.Len(t, ask("stale.example.org.").Answer, 1)
+	time.Sleep(1100 * time.Millisecond) // past max_ttl: a miss again
+	silent.Store("stale.example.org.", true)
+	stale := ask("stale.example.org.")
+	assert.Equal(t, dns.RcodeSuccess, stale.Rcode)
+	require.Len(t, stale.Answer, 1)
+	assert.Equal(t, "192.0.2.9", stale.Answer[0].(*dns.A).A.String())
+	assert.Contains(t, stale.String(), "Stale Answer", "EDE 3")
+	assert.Equal(t, int64(0), f.handler.slots.used.Load())
+}
+
+// TestWireDoneNoWireTakesMessagePath: a started miss whose Forwarder was
+// replaced meanwhile by one that takes no wire query (upstream.ErrNoWire)
+// is asked again as a message, off the reader, and answered once; those
+// waiting on its call go the message path too.
+func TestWireDoneNoWireTakesMessagePath(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	h := f.handler
+	w := newDetachedRecorder()
+	m := question("nowire.example.org.", dns.TypeA, true)
+	var buf [maxNameText]byte
+	wq, ok := readWireQuery(packed(m), &buf)
+	require.True(t, ok)
+	snap := h.Snapshot()
+	id, _ := peerIdentity(snap, w)
+	q := query{w: w, transport: listen.UDP, wire: wq, snap: snap, id: id}
+	require.True(t, h.serveInline(&q), "a miss")
+	p := leave(q)
+	require.True(t, h.slots.acquire())
+	c, lead := h.joinWire(p)
+	require.True(t, lead)
+	p.left.h = h
+
+	p.left.WireDone(upstream.WireAnswer{}, "", upstream.ErrNoWire)
+	got := w.answers(t, 1)
+	require.Len(t, got, 1)
+	assert.Equal(t, dns.RcodeSuccess, got[0].Rcode)
+	require.Len(t, got[0].Answer, 1)
+	assert.ErrorIs(t, c.err, errNotWire)
+	assert.Equal(t, int64(0), h.slots.used.Load())
+	assert.Equal(t, int64(1), up.count.Load())
+	h.wireFlights.mu.Lock()
+	assert.Empty(t, h.wireFlights.calls)
+	h.wireFlights.mu.Unlock()
+}
