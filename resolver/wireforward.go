@@ -202,11 +202,12 @@ func (h *Handler) startWire(q *query) bool {
 
 // WireDone is the end of the upstream query startWire sent
 // (upstream.WireThen): the answer is cached, inspected, packed and
-// written as resume does it, where the upstream's reader calls it. Only
-// a Forwarder replaced meanwhile by one with encrypted upstreams
-// (upstream.ErrNoWire) sends the query to the message path, which waits,
-// on a goroutine of its own.
-func (l *wireLeft) WireDone(a upstream.WireAnswer, from string, err error) {
+// written as resume does it, where the upstream's reader calls it, and
+// within its batch when it has one, to go out with the batch's other
+// answers. Only a Forwarder replaced meanwhile by one with encrypted
+// upstreams (upstream.ErrNoWire) sends the query to the message path,
+// which waits, on a goroutine of its own.
+func (l *wireLeft) WireDone(a upstream.WireAnswer, from string, err error, batch listen.Batcher) {
 	h, q, c := l.h, &l.query, &l.call
 	d := q.w.(listen.Detacher)
 	if errors.Is(err, upstream.ErrNoWire) {
@@ -218,6 +219,9 @@ func (l *wireLeft) WireDone(a upstream.WireAnswer, from string, err error) {
 			h.resume(q, true)
 		}()
 		return
+	}
+	if batch != nil {
+		d.Within(batch)
 	}
 	defer d.Done()
 	defer h.done()

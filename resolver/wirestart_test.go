@@ -59,7 +59,8 @@ func (r *detachedRecorder) Detach() {
 	defer r.mu.Unlock()
 	r.detached++
 }
-func (r *detachedRecorder) Done() { r.done <- struct{}{} }
+func (r *detachedRecorder) Done()                 { r.done <- struct{}{} }
+func (r *detachedRecorder) Within(listen.Batcher) {}
 func (r *detachedRecorder) AfterBatch(f listen.Flusher) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -263,7 +264,7 @@ func TestWireDoneNoWireTakesMessagePath(t *testing.T) {
 	require.True(t, lead)
 	p.left.h = h
 
-	p.left.WireDone(upstream.WireAnswer{}, "", upstream.ErrNoWire)
+	p.left.WireDone(upstream.WireAnswer{}, "", upstream.ErrNoWire, nil)
 	got := w.answers(t, 1)
 	require.Len(t, got, 1)
 	assert.Equal(t, dns.RcodeSuccess, got[0].Rcode)

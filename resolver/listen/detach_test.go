@@ -3,6 +3,7 @@ package listen
 import (
 	"context"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -152,4 +153,97 @@ func TestUDPShutdownWaitsForDetached(t *testing.T) {
 	assert.Equal(t, m.Id, got.Id)
 	require.NoError(t, <-shut)
 	assert.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond, "Shutdown waited for Done")
+}
+
+// handOver is a WireHandler that detaches every query and, at the end of
+// the loop's batch, hands the queries and their answers over to the test.
+type handOver struct {
+	mu     sync.Mutex
+	queued []laterAnswer
+	out    chan laterAnswer
+}
+
+func (*handOver) ServeInline(ResponseWriter, *dns.Msg) func() { return nil }
+
+func (h *handOver) ServeWire(w ResponseWriter, b []byte) (func(), bool) {
+	answer := append([]byte(nil), b...)
+	answer[2] |= 0x80 // QR
+	w.(Detacher).Detach()
+	h.mu.Lock()
+	h.queued = append(h.queued, laterAnswer{w, answer})
+	h.mu.Unlock()
+	w.(Batcher).AfterBatch(h)
+	return nil, true
+}
+
+func (h *handOver) Flush() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, a := range h.queued {
+		h.out <- a
+	}
+	h.queued = nil
+}
+
+// flushOnce is a Batcher that keeps each Flusher once.
+type flushOnce struct{ flushers []Flusher }
+
+func (b *flushOnce) AfterBatch(f Flusher) {
+	for _, g := range b.flushers {
+		if g == f {
+			return
+		}
+	}
+	b.flushers = append(b.flushers, f)
+}
+
+// TestUDPAnswersWithinABatch: answers written within another goroutine's
+// batch (Within) go out only when that batch is flushed, all together,
+// and their queries are Done only then: a shutdown meanwhile waits.
+func TestUDPAnswersWithinABatch(t *testing.T) {
+	const n = 5
+	h := &handOver{out: make(chan laterAnswer, n)}
+	s, c := startWireUDP(t, h)
+	for i := range n {
+		m := new(dns.Msg)
+		m.SetQuestion("within.example.org.", dns.TypeA)
+		m.Id = uint16(100 + i)
+		b, err := m.Pack()
+		require.NoError(t, err)
+		_, err = c.Write(b)
+		require.NoError(t, err)
+	}
+	var batch flushOnce
+	for range n {
+		a := <-h.out
+		d := a.w.(Detacher)
+		d.Within(&batch)
+		_, err := a.w.Write(a.b)
+		require.NoError(t, err)
+		d.Done()
+	}
+	require.Len(t, batch.flushers, 1, "one flush for the answers of one listener")
+
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(context.Background()) }()
+	buf := make([]byte, 512)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
+	_, err := c.Read(buf)
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "nothing goes out before the batch is flushed")
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned before the answers were sent: %v", err)
+	default:
+	}
+
+	batch.flushers[0].Flush()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	for range n {
+		k, err := c.Read(buf)
+		require.NoError(t, err)
+		m := new(dns.Msg)
+		require.NoError(t, m.Unpack(buf[:k]))
+		assert.True(t, m.Response)
+	}
+	require.NoError(t, <-shut)
 }

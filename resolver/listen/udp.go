@@ -49,6 +49,76 @@ type udpServer struct {
 	// flushers are what the batch's queries asked to flush once it is
 	// read through (AfterBatch): the loop's own, reused.
 	flushers []Flusher
+	// late are the answers of detached queries written within another
+	// goroutine's batch (Within).
+	late lateAnswers
+}
+
+// lateAnswers are the answers of detached queries written within another
+// goroutine's batch (an upstream reader's, udpWriter.Within): they go out
+// together, with one sendmmsg, when that batch is read through (Flush),
+// and their queries are Done after that, so that a shutdown waiting for
+// them does not close the socket first.
+type lateAnswers struct {
+	s     *udpServer
+	mu    sync.Mutex
+	batch outBatch
+	bufs  []*[]byte // the batch's buffers, back to outBufs once sent
+	dones int       // queries Done once the batch is sent
+}
+
+// add queues the answer in buf to addr, sending the queue first when it is
+// full.
+func (l *lateAnswers) add(buf *[]byte, addr *net.UDPAddr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.batch.msgs) == udpBatch {
+		l.sendLocked()
+	}
+	l.batch = l.batch.add(*buf, addr)
+	l.bufs = append(l.bufs, buf)
+}
+
+// done says a query written within the batch is answered, once the batch
+// is sent.
+func (l *lateAnswers) done() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dones++
+}
+
+// Flush sends the queued answers and says their queries Done (Flusher).
+func (l *lateAnswers) Flush() {
+	l.mu.Lock()
+	l.sendLocked()
+	dones := l.dones
+	l.dones = 0
+	l.mu.Unlock()
+	for range dones {
+		l.s.async.Done()
+	}
+}
+
+// sendLocked sends the queue; l.mu is held.
+func (l *lateAnswers) sendLocked() {
+	if len(l.batch.msgs) == 0 {
+		return
+	}
+	l.s.send(l.batch.msgs)
+	l.batch.reset()
+	putOutBufs(l.bufs)
+	l.bufs = l.bufs[:0]
+}
+
+// putOutBufs returns the buffers of sent answers to outBufs, but for one
+// grown for a rare large answer, and forgets them.
+func putOutBufs(sent []*[]byte) {
+	for i, buf := range sent {
+		if cap(*buf) <= udpReadBuf {
+			outBufs.Put(buf)
+		}
+		sent[i] = nil
+	}
 }
 
 // outPacket is one answer for the writer: buf holds it, and goes back to
@@ -68,6 +138,7 @@ func newUDPServer(pc *net.UDPConn, h Handler, count Counter, log *zap.Logger, ac
 		out: make(chan outPacket, 4*udpBatch), outDone: make(chan struct{}), workers: newWorkerPool(udpWorkers)}
 	s.workers.done = s.async.Done
 	s.batch = NewBatchConn(pc)
+	s.late = lateAnswers{s: s, batch: newOutBatch()}
 	return s
 }
 
@@ -80,6 +151,9 @@ type udpWriter struct {
 	buf    []byte // the batch's buffer for this slot
 	packed []byte // the answer packed into buf, to send with the batch
 	alone  bool   // left the batch: write directly
+	// within is the batch of another goroutine that the answer is
+	// written in (Within): it goes out with that batch's.
+	within Batcher
 	// addr and ip hold the client's address once the query has left the
 	// batch (remote then points at addr): the slot's is overwritten by
 	// the next read.
@@ -104,8 +178,31 @@ func (w *udpWriter) Detach() {
 	w.s.async.Add(1)
 }
 
-// Done says a detached query is answered (Detacher).
-func (w *udpWriter) Done() { w.s.async.Done() }
+// Done says a detached query is answered (Detacher): at once, or, for
+// one answered within another goroutine's batch, once that is sent.
+func (w *udpWriter) Done() {
+	if w.within != nil {
+		w.s.late.done()
+		w.within.AfterBatch(&w.s.late)
+		return
+	}
+	w.s.async.Done()
+}
+
+// Within has the answer of a detached query written next go out with b's
+// batch (Detacher).
+func (w *udpWriter) Within(b Batcher) { w.within = b }
+
+// sendAlone sends the answer of a detached query, in buf: with the batch
+// it is written within, or by the writer.
+func (w *udpWriter) sendAlone(buf *[]byte) {
+	if w.within != nil {
+		w.s.late.add(buf, w.remote)
+		w.within.AfterBatch(&w.s.late)
+		return
+	}
+	w.s.out <- outPacket{buf: buf, addr: w.remote}
+}
 
 // AfterBatch asks the loop to call f.Flush once the batch is read through
 // (Batcher). Only ServeWire may call it, on the loop, while it serves the
@@ -131,7 +228,7 @@ func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 			return err
 		}
 		*buf = b
-		w.s.out <- outPacket{buf: buf, addr: w.remote}
+		w.sendAlone(buf)
 		return nil
 	}
 	b, err := m.PackBuffer(w.buf[:0])
@@ -145,7 +242,7 @@ func (w *udpWriter) Write(b []byte) (int, error) {
 	if w.alone {
 		buf := outBufs.Get().(*[]byte)
 		*buf = append((*buf)[:0], b...) // b is the caller's, reused
-		w.s.out <- outPacket{buf: buf, addr: w.remote}
+		w.sendAlone(buf)
 		return len(b), nil
 	}
 	w.packed = append(w.buf[:0], b...)
@@ -183,12 +280,7 @@ func (s *udpServer) writeOut() {
 		}
 		s.send(batch.msgs)
 		batch.reset()
-		for i, buf := range sent {
-			if cap(*buf) <= udpReadBuf { // one grown for a rare large answer is dropped
-				outBufs.Put(buf)
-			}
-			sent[i] = nil
-		}
+		putOutBufs(sent)
 	}
 }
 

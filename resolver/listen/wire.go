@@ -24,10 +24,15 @@ type WireHandler interface {
 // Handler that answers a query so (an upstream's reader writes it when
 // the answer comes) calls Detach before ServeWire returns handled with no
 // resume, and Done exactly once after its write, or instead of one for a
-// query it drops; the listener waits for Done before it closes.
+// query it drops; the listener waits for Done before it closes. Within,
+// called before the write by a goroutine that reads in batches too (an
+// upstream's reader, with its batch), lets the answer wait until that
+// batch is read through and go out with the others written in it, with
+// one system call and no hand-off to the listener's writer.
 type Detacher interface {
 	Detach()
 	Done()
+	Within(b Batcher)
 }
 
 // Flusher sends what it has gathered: an upstream socket its queued

@@ -91,7 +91,7 @@ func FuzzUpstreamAnswer(f *testing.F) {
 		w := &waiter{answer: make(chan []byte, 1)}
 		s.pending[q.Id] = w
 		s.issued[q.Id/64] |= 1 << (q.Id % 64)
-		s.deliver(raw[:min(len(raw), upstreamBuf)], len(raw) > upstreamBuf)
+		s.deliver(raw[:min(len(raw), upstreamBuf)], len(raw) > upstreamBuf, nil)
 		if len(raw) < 12 || binary.BigEndian.Uint16(raw) != q.Id {
 			if s.pending[q.Id] != w {
 				t.Fatal("a datagram with another ID ended the wait")

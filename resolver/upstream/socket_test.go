@@ -131,7 +131,7 @@ func TestExpireEndsOnlyTheLateRegistration(t *testing.T) {
 	late := s.late(time.Now().Add(time.Hour)) // expire's first half: w is late
 	require.Len(t, late, 1)
 	answer := []byte{0x12, 0x34, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0}
-	s.deliver(answer, false) // the answer comes meanwhile
+	s.deliver(answer, false, nil) // the answer comes meanwhile
 	select {
 	case b, ok := <-w.answer:
 		require.True(t, ok)
@@ -143,7 +143,7 @@ func TestExpireEndsOnlyTheLateRegistration(t *testing.T) {
 	s.wait(id, w) // the pooled waiter's next exchange
 	s.mu.Unlock()
 	for _, q := range late { // expire's second half
-		s.forgetLate(q)
+		s.end(q.id, q.w, &q.gen, q.err, nil)
 	}
 
 	s.mu.Lock()

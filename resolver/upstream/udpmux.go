@@ -130,15 +130,17 @@ type waiter struct {
 
 // answerTaker takes the end of a wait, the answer or the error: exactly
 // once, on the socket's reader goroutine (or on the goroutine that failed
-// to send the datagram), where it must not block.
+// to send the datagram), where it must not block. batch, when not nil, is
+// the reader's batch of answers (listen.Batcher): what the taker gathers
+// for it is flushed once the batch is read through.
 type answerTaker interface {
-	answered(raw []byte, err error)
+	answered(raw []byte, err error, batch listen.Batcher)
 }
 
 // fail ends the wait with err: the channel closes, or then takes err.
-func (w *waiter) fail(err error) {
+func (w *waiter) fail(err error, batch listen.Batcher) {
 	if w.then != nil {
-		w.then.answered(nil, err)
+		w.then.answered(nil, err, batch)
 		return
 	}
 	w.err = err
@@ -146,12 +148,36 @@ func (w *waiter) fail(err error) {
 }
 
 // answered ends the wait with the answer raw, which the waiter keeps.
-func (w *waiter) answered(raw []byte) {
+func (w *waiter) answered(raw []byte, batch listen.Batcher) {
 	if w.then != nil {
-		w.then.answered(raw, nil)
+		w.then.answered(raw, nil, batch)
 		return
 	}
 	w.answer <- raw
+}
+
+// readBatch is what one read of a socket's reader delivers
+// (listen.Batcher): the flushes its answers ask for run once all are
+// delivered.
+type readBatch struct {
+	flushers []listen.Flusher
+}
+
+// AfterBatch asks for f.Flush once the batch is delivered, once however
+// often asked.
+func (b *readBatch) AfterBatch(f listen.Flusher) {
+	if !slices.Contains(b.flushers, f) {
+		b.flushers = append(b.flushers, f)
+	}
+}
+
+// flush runs the flushes asked for, and empties the batch.
+func (b *readBatch) flush() {
+	for i, f := range b.flushers {
+		f.Flush()
+		b.flushers[i] = nil
+	}
+	b.flushers = b.flushers[:0]
 }
 
 // queuedQuery is a packed query waiting in the socket's send queue.
@@ -409,9 +435,11 @@ func (s *upstreamSocket) read() {
 		msgs[i].Buffers = [][]byte{make([]byte, upstreamBuf+1)}
 	}
 	var sweep time.Time
+	var delivered readBatch
 	for {
 		if now := time.Now(); !now.Before(sweep) {
-			s.expire(now)
+			s.expire(now, &delivered)
+			delivered.flush()
 			sweep = now.Add(s.sweepEvery())
 			_ = s.conn.SetReadDeadline(sweep)
 		}
@@ -432,10 +460,11 @@ func (s *upstreamSocket) read() {
 		}
 		for i := 0; i < n; i++ {
 			cut := msgs[i].Flags&unix.MSG_TRUNC != 0 || msgs[i].N > upstreamBuf
-			if s.deliver(msgs[i].Buffers[0][:min(msgs[i].N, upstreamBuf)], cut) {
+			if s.deliver(msgs[i].Buffers[0][:min(msgs[i].N, upstreamBuf)], cut, &delivered) {
 				s.conn.Close() // retired and drained: ends this loop
 			}
 		}
+		delivered.flush()
 	}
 }
 
@@ -453,7 +482,7 @@ func (s *upstreamSocket) fail(err error) {
 	}
 	s.mu.Unlock()
 	for _, w := range ended { // outside the lock: a taker may start another query
-		w.fail(err)
+		w.fail(err, nil)
 	}
 	s.conn.Close()
 }
@@ -461,9 +490,9 @@ func (s *upstreamSocket) fail(err error) {
 // expire ends the waits of the queries past their deadline: errNoAnswer,
 // or, when datagrams no query could take arrived meanwhile, an error that
 // is also of their kind (ErrAnswerWrongID, ErrAnswerMalformed).
-func (s *upstreamSocket) expire(now time.Time) {
+func (s *upstreamSocket) expire(now time.Time, batch listen.Batcher) {
 	for _, q := range s.late(now) {
-		s.forgetLate(q)
+		s.end(q.id, q.w, &q.gen, q.err, batch)
 	}
 }
 
@@ -493,12 +522,6 @@ func (s *upstreamSocket) late(now time.Time) []lateQuery {
 	return late
 }
 
-// forgetLate is forget for a registration late collected: the waiter may
-// have been answered since, and registered again (gen).
-func (s *upstreamSocket) forgetLate(q lateQuery) {
-	s.end(q.id, q.w, &q.gen, q.err)
-}
-
 // errNoAnswer ends the wait of a query whose answer did not come in time.
 var errNoAnswer = fmt.Errorf("no answer in time: %w", context.DeadlineExceeded)
 
@@ -508,7 +531,7 @@ var errNoAnswer = fmt.Errorf("no answer in time: %w", context.DeadlineExceeded)
 // ErrAnswerTooBig. A datagram for no waiting query is dropped: a late
 // answer silently, one with an ID never sent here, or too short to carry
 // an ID, counted as a stray.
-func (s *upstreamSocket) deliver(b []byte, cut bool) bool {
+func (s *upstreamSocket) deliver(b []byte, cut bool, batch listen.Batcher) bool {
 	s.mu.Lock()
 	var w *waiter
 	var id uint16
@@ -531,9 +554,9 @@ func (s *upstreamSocket) deliver(b []byte, cut bool) bool {
 	switch {
 	case w == nil:
 	case cut:
-		w.fail(fmt.Errorf("%w: over %d bytes", ErrAnswerTooBig, upstreamBuf))
+		w.fail(fmt.Errorf("%w: over %d bytes", ErrAnswerTooBig, upstreamBuf), batch)
 	default:
-		w.answered(bytes.Clone(b))
+		w.answered(bytes.Clone(b), batch)
 	}
 	return done
 }
@@ -542,12 +565,14 @@ func (s *upstreamSocket) deliver(b []byte, cut bool) bool {
 // since belong to another query). With an error (its datagram could not be
 // sent, or its time is up), the wait ends at once with that error.
 func (s *upstreamSocket) forget(id uint16, w *waiter, err error) {
-	s.end(id, w, nil, err)
+	s.end(id, w, nil, err, nil)
 }
 
-// end is forget of w's registration gen, when gen is not nil (forgetLate),
-// else of whichever w has.
-func (s *upstreamSocket) end(id uint16, w *waiter, gen *uint32, err error) {
+// end is forget of w's registration gen, when gen is not nil (a
+// registration expire collected as late: the waiter may have been
+// answered since, and registered again), else of whichever w has; an
+// error ends the wait within batch, if not nil.
+func (s *upstreamSocket) end(id uint16, w *waiter, gen *uint32, err error, batch listen.Batcher) {
 	s.mu.Lock()
 	if s.pending[id] == w && (gen == nil || w.gen == *gen) {
 		delete(s.pending, id)
@@ -557,7 +582,7 @@ func (s *upstreamSocket) end(id uint16, w *waiter, gen *uint32, err error) {
 	done := s.retired && len(s.pending) == 0
 	s.mu.Unlock()
 	if err != nil && w != nil {
-		w.fail(err)
+		w.fail(err, batch)
 	}
 	if done {
 		s.conn.Close()

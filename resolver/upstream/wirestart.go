@@ -15,10 +15,12 @@ import (
 type WireThen interface {
 	// WireDone is called exactly once: on the upstream socket's reader
 	// goroutine when the answer or the timeout comes, where it must not
-	// block (no other answer on the socket is read meanwhile); or on a
-	// goroutine of its own, after a retry over TCP or when StartWire
-	// could not send the query itself.
-	WireDone(a WireAnswer, from string, err error)
+	// block (no other answer on the socket is read meanwhile), with the
+	// reader's batch, whose flushes run once the answers read with this
+	// one are delivered; or with a nil batch, on a goroutine of its own
+	// after a retry over TCP or when StartWire could not send the query
+	// itself, or on the caller's when the datagram could not be sent.
+	WireDone(a WireAnswer, from string, err error, batch listen.Batcher)
 }
 
 // StartsWire reports whether StartWire sends a query itself and waits on
@@ -46,7 +48,10 @@ func (f *Forwarder) StartWire(q []byte, then WireThen, batch listen.Batcher) {
 			next.StartWire(q, then, batch)
 			return
 		}
-		go func() { then.WireDone(f.ForwardWire(context.Background(), q)) }()
+		go func() {
+			a, from, err := f.ForwardWire(context.Background(), q)
+			then.WireDone(a, from, err, nil)
+		}()
 		return
 	}
 	up := f.upstreams[0]
@@ -55,12 +60,12 @@ func (f *Forwarder) StartWire(q []byte, then WireThen, batch listen.Batcher) {
 	t := wireTries.Get().(*wireTry)
 	t.f, t.up, t.p, t.q, t.then, t.start = f, up, p, q, then, time.Now()
 	if p.closed.Load() {
-		t.answered(nil, errClosed)
+		t.answered(nil, errClosed, nil)
 		return
 	}
 	s, id, err := p.mux.register(&t.waiter)
 	if err != nil {
-		t.answered(nil, err)
+		t.answered(nil, err, nil)
 		return
 	}
 	t.own = dnswire.ID(q)
@@ -92,20 +97,23 @@ var wireTries = sync.Pool{New: func() any {
 // answered is the end of the try's wait on its socket (answerTaker): the
 // UDP answer, checked as Plain.exchangeWire checks it, and asked again
 // over TCP (on a goroutine of its own) when it must be.
-func (t *wireTry) answered(raw []byte, err error) {
+func (t *wireTry) answered(raw []byte, err error, batch listen.Batcher) {
 	if t.sent && err == nil {
 		raw, err = answeredWire(t.q, t.own, raw)
 	}
 	a, err, overTCP := checkUDPWire(raw, t.q, err)
 	if overTCP {
-		go func() { t.end(t.p.exchangeTCPWire(context.Background(), t.q, err)) }()
+		go func() {
+			a, err := t.p.exchangeTCPWire(context.Background(), t.q, err)
+			t.end(a, err, nil)
+		}()
 		return
 	}
-	t.end(a, err)
+	t.end(a, err, batch)
 }
 
 // end records the try (as tryWire does) and gives its result to then.
-func (t *wireTry) end(a WireAnswer, err error) {
+func (t *wireTry) end(a WireAnswer, err error, batch listen.Batcher) {
 	a, err = usableWire(a, err)
 	f, up, then := t.f, t.up, t.then
 	f.record(context.Background(), up, t.start, err)
@@ -120,6 +128,6 @@ func (t *wireTry) end(a WireAnswer, err error) {
 	*t = wireTry{}
 	t.gen, t.waiter.then = gen, t
 	wireTries.Put(t)
-	then.WireDone(a, from, err)
+	then.WireDone(a, from, err, batch)
 	f.release()
 }

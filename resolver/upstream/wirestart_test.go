@@ -23,7 +23,9 @@ type wireResult struct {
 // thenChan is a WireThen that passes its one result on.
 type thenChan chan wireResult
 
-func (c thenChan) WireDone(a WireAnswer, from string, err error) { c <- wireResult{a, from, err} }
+func (c thenChan) WireDone(a WireAnswer, from string, err error, _ listen.Batcher) {
+	c <- wireResult{a, from, err}
+}
 
 // wait is the result, or a failure when none came or a second one did.
 func (c thenChan) wait(t *testing.T) wireResult {
@@ -198,4 +200,47 @@ func TestStartsWire(t *testing.T) {
 	defer two.Close()
 	assert.True(t, one.StartsWire())
 	assert.False(t, two.StartsWire(), "hedging and failover need a goroutine")
+}
+
+// batchedThen is a WireThen that asks the batch it is given for a flush.
+type batchedThen struct {
+	batched chan bool
+	flushed chan struct{}
+}
+
+func (b *batchedThen) WireDone(_ WireAnswer, _ string, _ error, batch listen.Batcher) {
+	b.batched <- batch != nil
+	if batch != nil {
+		batch.AfterBatch(b)
+		batch.AfterBatch(b)
+	}
+}
+
+func (b *batchedThen) Flush() { b.flushed <- struct{}{} }
+
+// TestStartWireWithinReaderBatch: the reader calls WireDone with its
+// batch, and flushes what WireDone asked for once, after the answers it
+// read together are delivered.
+func TestStartWireWithinReaderBatch(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := NewForwarder([]string{up.addr}, time.Second, false)
+	defer f.Close()
+	then := &batchedThen{batched: make(chan bool, 1), flushed: make(chan struct{}, 2)}
+	f.StartWire(wireQuestion("within.example.org.", dns.TypeA), then, nil)
+	select {
+	case batched := <-then.batched:
+		require.True(t, batched, "the reader's batch")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer")
+	}
+	select {
+	case <-then.flushed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reader never flushed its batch")
+	}
+	select {
+	case <-then.flushed:
+		t.Fatal("flushed twice")
+	case <-time.After(50 * time.Millisecond):
+	}
 }
