@@ -20,13 +20,14 @@ import (
 // wire cache cannot hold; an upstream that takes no wire query (an
 // encrypted one) sends the query back to the message path.
 //
-// With one plain upstream, a UDP miss waits on no goroutine (startWire):
-// the listener's loop sends it upstream, with the rest of its batch's
-// misses in one sendmmsg, and the upstream socket's reader caches,
-// inspects and writes the answer (WireDone), as dnsdist's query and
-// responder threads do. Otherwise (hedging over several upstreams, a
-// query sharing another's call, a listener that cannot answer later) the
-// query is resumed on a worker, which waits.
+// With plain upstreams, a UDP miss waits on no goroutine (startWire): the
+// listener's loop sends it upstream, with the rest of its batch's misses
+// in one sendmmsg, and the upstream socket's reader caches, inspects and
+// writes the answer (WireDone), within its own batch of answers, as
+// dnsdist's query and responder threads do; only a hedge or failover to
+// another upstream takes a goroutine (upstream.StartWire). Otherwise (an
+// encrypted upstream, a query sharing another's call, a listener that
+// cannot answer later) the query is resumed on a worker, which waits.
 
 // errNotWire is resolvedWire's error when the query must go upstream as a
 // message: nothing was sent.
@@ -176,7 +177,7 @@ func (h *Handler) storeWire(q *query, a upstream.WireAnswer, from string, err er
 // upstream socket's reader answers it (WireDone) when the answer comes.
 // It reports false, having done nothing, when q is to be resumed on a
 // goroutine instead: its listener cannot answer it later (no
-// listen.Detacher), its upstreams need a goroutine for hedging
+// listen.Detacher), an upstream takes no query in wire form
 // (upstream.Forwarder.StartsWire), an identical query is already asking
 // (q waits for its answer), or every upstream slot is taken.
 func (h *Handler) startWire(q *query) bool {

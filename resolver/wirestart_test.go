@@ -176,8 +176,9 @@ func TestWireMissSharedWhileStarted(t *testing.T) {
 }
 
 // TestWireMissResumedWhenNotStarted: a listener that cannot answer later
-// (no listen.Detacher), or upstreams that need a goroutine to hedge and
-// fail over, get the resume of before.
+// (no listen.Detacher), or an upstream that takes no query in wire form,
+// gets the resume of before; two plain upstreams are started (their hedge
+// and failover come later, if at all).
 func TestWireMissResumedWhenNotStarted(t *testing.T) {
 	up := startUpstream(t, nil)
 	m := question("resumed.example.org.", dns.TypeA, true)
@@ -195,10 +196,20 @@ func TestWireMissResumedWhenNotStarted(t *testing.T) {
 	d := newDetachedRecorder()
 	resume, handled = f2.handler.ServeWire(d, packed(m))
 	require.True(t, handled)
-	require.NotNil(t, resume, "two upstreams: hedging needs a goroutine")
+	require.Nil(t, resume, "two plain upstreams are started")
+	d.flush()
+	got := d.answers(t, 1)
+	require.Len(t, got, 1)
+	assert.Equal(t, dns.RcodeSuccess, got[0].Rcode)
+
+	f3 := startFence(t, testConfig, testFiles, up.addr, "tls://127.0.0.1:1#dns.example.net")
+	d = newDetachedRecorder()
+	resume, handled = f3.handler.ServeWire(d, packed(m))
+	require.True(t, handled)
+	require.NotNil(t, resume, "an encrypted upstream takes the resume")
 	assert.Zero(t, d.detached)
-	resume()
-	assert.Len(t, d.written, 1)
+	resume() // over TLS first: nothing listens there, so the other answers
+	require.Len(t, d.written, 1)
 }
 
 // TestWireMissFailureServfailOrStale: a started miss that the upstream

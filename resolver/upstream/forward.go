@@ -620,7 +620,7 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool) (*d
 		}
 		return nil, "", oneFailed(up, err)
 	}
-	return forwardHedged(ctx, f, order, func(up *upstreamState) func(context.Context) (*dns.Msg, error) {
+	return forwardHedged(ctx, f, order, "", func(up *upstreamState) func(context.Context) (*dns.Msg, error) {
 		// Its own message: a try sets the ID it is sent with, and packing
 		// writes the OPT record.
 		tq := upstreamQuery(req)
@@ -638,9 +638,12 @@ func oneFailed(up *upstreamState, err error) error {
 // forwardHedged is Forward's hedging and failover over the upstreams of
 // order (more than one), whatever form the query takes: newTry, called
 // where the query waits, makes the try to up that then runs on its own
-// goroutine (counted and recorded, as try does). The caller holds a
-// reference on f.
-func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamState,
+// goroutine (counted and recorded, as try does). firstReason is why the
+// first try is sent: "" for a query's first, or the retry reason of one
+// whose first try went to an upstream before order (a started query's
+// hedge or failover), which then needs room in the retry budget like any
+// other. The caller holds a reference on f.
+func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamState, firstReason string,
 	newTry func(up *upstreamState) func(context.Context) (A, error)) (A, string, error) {
 	var none A
 	f.inflight.Add(1)
@@ -682,7 +685,7 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 		}()
 		return true
 	}
-	send("")
+	send(firstReason)
 	// A query that finds its next upstream's budget full waits for room,
 	// but never longer than trying each upstream in turn for its whole
 	// timeout would take.

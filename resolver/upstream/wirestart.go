@@ -1,8 +1,10 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"sync"
 	"time"
 
@@ -23,25 +25,29 @@ type WireThen interface {
 	WireDone(a WireAnswer, from string, err error, batch listen.Batcher)
 }
 
-// StartsWire reports whether StartWire sends a query itself and waits on
-// no goroutine: the Forwarder has one upstream, plain DNS. With more, a
-// query's hedges and failovers are timed by a goroutine of its own
-// (ForwardWire).
+// StartsWire reports whether StartWire sends a query itself: every
+// upstream is plain DNS.
 func (f *Forwarder) StartsWire() bool {
-	if len(f.upstreams) != 1 {
-		return false
+	for _, u := range f.upstreams {
+		if _, plain := u.t.(*Plain); !plain {
+			return false
+		}
 	}
-	_, plain := f.upstreams[0].t.(*Plain)
-	return plain
+	return true
 }
 
 // StartWire is ForwardWire without waiting, for a Forwarder that
-// StartsWire: it sends q (with batch, when set, once the listener's batch
-// is read through: listen.Batcher) and returns, and then.WireDone gets
-// the answer, checked, counted and recorded as ForwardWire's. When it
-// cannot send q itself (f was retired meanwhile, its successor does not
-// StartWire), ForwardWire runs on a goroutine of its own and then gets
-// its result. q belongs to StartWire from the call on, as to ForwardWire.
+// StartsWire: it sends q to the first upstream in order (with batch, when
+// set, once the listener's batch is read through: listen.Batcher) and
+// returns, and then.WireDone gets the answer, checked, counted and
+// recorded as ForwardWire's. With more than one upstream, a first try
+// that fails, or is not answered within its hedge delay, is followed by
+// ForwardWire's hedging and failover over the others, on a goroutine of
+// their own, while it stays in flight (hedgedWire); no goroutine exists
+// for a query until then. When StartWire cannot send q itself (f was
+// retired meanwhile, its successor does not StartWire), ForwardWire runs
+// on a goroutine of its own and then gets its result. q belongs to
+// StartWire from the call on, as to ForwardWire.
 func (f *Forwarder) StartWire(q []byte, then WireThen, batch listen.Batcher) {
 	if !f.acquire() {
 		if next := f.successor.Load(); next != nil && next.StartsWire() {
@@ -54,11 +60,15 @@ func (f *Forwarder) StartWire(q []byte, then WireThen, batch listen.Batcher) {
 		}()
 		return
 	}
-	up := f.upstreams[0]
+	order := f.order()
+	f.start() // after order: the first query is not raced by the first probes
+	up := order[0]
 	p := up.t.(*Plain)
-	f.start()
 	t := wireTries.Get().(*wireTry)
 	t.f, t.up, t.p, t.q, t.then, t.start = f, up, p, q, then, time.Now()
+	if len(order) > 1 {
+		t.hedged = newHedgedWire(f, order, q, then)
+	}
 	if p.closed.Load() {
 		t.answered(nil, errClosed, nil)
 		return
@@ -86,6 +96,9 @@ type wireTry struct {
 	sent  bool
 	then  WireThen
 	start time.Time
+	// hedged, with more than one upstream, decides between this first
+	// try and the hedges and failovers after it; then is its.
+	hedged *hedgedWire
 }
 
 var wireTries = sync.Pool{New: func() any {
@@ -117,17 +130,159 @@ func (t *wireTry) end(a WireAnswer, err error, batch listen.Batcher) {
 	a, err = usableWire(a, err)
 	f, up, then := t.f, t.up, t.then
 	f.record(context.Background(), up, t.start, err)
+	if h := t.hedged; h != nil {
+		t.recycle()
+		h.firstEnded(a, up.addr, err, batch)
+		f.release()
+		return
+	}
 	from := up.addr
 	if err != nil {
 		from, err = "", oneFailed(up, err)
 	}
-	// Reused: a sweep that collected its wait as late just before it
-	// ended forgets only that registration (waiter.gen), as for the
-	// waiters of exchangeWire.
+	t.recycle()
+	then.WireDone(a, from, err, batch)
+	f.release()
+}
+
+// recycle puts the ended try back in the pool. A sweep that collected its
+// wait as late just before it ended forgets only that registration
+// (waiter.gen), as for the waiters of exchangeWire.
+func (t *wireTry) recycle() {
 	gen := t.gen
 	*t = wireTry{}
 	t.gen, t.waiter.then = gen, t
 	wireTries.Put(t)
-	then.WireDone(a, from, err, batch)
-	f.release()
+}
+
+// hedgedWire is a started query with more than one upstream: its first
+// try (a wireTry) and, once that fails or is slow (its hedge delay), the
+// tries to the others in order, as forwardHedged makes them on a
+// goroutine of their own (rest). The first usable answer goes to then;
+// when every try failed, the error lists them all, the first try's first.
+// It holds a reference on f, and counts in f's queries in flight, until
+// then has its result.
+type hedgedWire struct {
+	f     *Forwarder
+	order []*upstreamState
+	q     []byte // the query for the other tries: the first try rewrites its own
+	then  WireThen
+	timer *time.Timer // the first try's hedge delay
+
+	mu        sync.Mutex
+	state     int // hedgeWaiting, hedgeRest, hedgeDone
+	firstDone bool
+	firstErr  error
+	restDone  bool
+	restErr   error
+}
+
+// The states of a hedgedWire.
+const (
+	hedgeWaiting = iota // the first try alone
+	hedgeRest           // the other upstreams asked too
+	hedgeDone           // then has its result
+)
+
+func newHedgedWire(f *Forwarder, order []*upstreamState, q []byte, then WireThen) *hedgedWire {
+	h := &hedgedWire{f: f, order: order, q: bytes.Clone(q), then: then}
+	f.refs.Add(1) // held by f's own until then has the result
+	f.inflight.Add(1)
+	h.timer = time.AfterFunc(f.hedgeDelay(order[0]), func() { h.askRest(retryHedge) })
+	return h
+}
+
+// firstEnded takes the first try's result: a usable answer wins unless
+// another try won already; a failure asks the others at once unless they
+// are asked already, or, when they have failed too, ends the query.
+func (h *hedgedWire) firstEnded(a WireAnswer, from string, err error, batch listen.Batcher) {
+	h.mu.Lock()
+	switch {
+	case h.state == hedgeDone:
+		h.mu.Unlock()
+	case err == nil:
+		h.state = hedgeDone
+		h.mu.Unlock()
+		h.timer.Stop()
+		h.end(a, from, nil, batch)
+	case h.state == hedgeWaiting:
+		h.firstDone, h.firstErr = true, err
+		h.mu.Unlock()
+		if h.timer.Stop() { // else it is asking the others already
+			go h.askRest(retryFailover)
+		}
+	default:
+		h.firstDone, h.firstErr = true, err
+		done := h.restDone
+		if done {
+			h.state = hedgeDone
+		}
+		h.mu.Unlock()
+		if done {
+			h.end(WireAnswer{}, "", h.failure(), batch)
+		}
+	}
+}
+
+// askRest asks the other upstreams, hedging and failing over among them
+// as ForwardWire does, unless the query is no longer waiting on its first
+// try alone; their result wins unless the first try's answer did, and a
+// failure of theirs waits for the first try's end.
+func (h *hedgedWire) askRest(reason string) {
+	h.mu.Lock()
+	if h.state != hedgeWaiting {
+		h.mu.Unlock()
+		return
+	}
+	h.state = hedgeRest
+	h.mu.Unlock()
+	f := h.f
+	a, from, err := forwardHedged(context.Background(), f, h.order[1:], reason,
+		func(up *upstreamState) func(context.Context) (WireAnswer, error) {
+			tq := bytes.Clone(h.q) // the try may outlive the query
+			return func(ctx context.Context) (WireAnswer, error) { return f.tryWire(ctx, tq, up) }
+		})
+	h.mu.Lock()
+	switch {
+	case h.state == hedgeDone:
+		h.mu.Unlock()
+		return
+	case err == nil:
+		h.state = hedgeDone
+		h.mu.Unlock()
+		h.end(a, from, nil, nil)
+		return
+	}
+	h.restDone, h.restErr = true, err
+	done := h.firstDone
+	if done {
+		h.state = hedgeDone
+	}
+	h.mu.Unlock()
+	if done {
+		h.end(WireAnswer{}, "", h.failure(), nil)
+	}
+}
+
+// failure is the error of a query every try of which failed: the first
+// try's, then the others' in the order they were sent.
+func (h *hedgedWire) failure() error {
+	uerr := &UpstreamError{Timeout: true}
+	uerr.add(h.order[0].addr, h.firstErr)
+	var rest *UpstreamError
+	if errors.As(h.restErr, &rest) {
+		for i, err := range rest.Errs {
+			uerr.add(rest.upstreams[i], errors.Unwrap(err))
+		}
+	} else if h.restErr != nil {
+		uerr.add("", h.restErr)
+	}
+	return uerr
+}
+
+// end gives then its result, once, and lets go of f.
+func (h *hedgedWire) end(a WireAnswer, from string, err error, batch listen.Batcher) {
+	h.f.inflight.Add(-1)
+	h.then.WireDone(a, from, err, batch)
+	h.f.release()
 }

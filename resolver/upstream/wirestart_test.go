@@ -3,6 +3,7 @@ package upstream
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -191,15 +192,19 @@ func TestStartWireFailures(t *testing.T) {
 	})
 }
 
-// TestStartsWire: only one plain upstream is started without a goroutine.
+// TestStartsWire: plain upstreams are started; an encrypted one takes no
+// query in wire form.
 func TestStartsWire(t *testing.T) {
 	a, b := startUpstream(t, nil), startUpstream(t, nil)
 	one := NewForwarder([]string{a.addr}, time.Second, false)
 	defer one.Close()
 	two := NewForwarder([]string{a.addr, b.addr}, time.Second, false)
 	defer two.Close()
+	dot := NewForwarder([]string{a.addr, "tls://127.0.0.1:853#dns.example.net"}, time.Second, false)
+	defer dot.Close()
 	assert.True(t, one.StartsWire())
-	assert.False(t, two.StartsWire(), "hedging and failover need a goroutine")
+	assert.True(t, two.StartsWire())
+	assert.False(t, dot.StartsWire())
 }
 
 // batchedThen is a WireThen that asks the batch it is given for a flush.
@@ -243,4 +248,74 @@ func TestStartWireWithinReaderBatch(t *testing.T) {
 		t.Fatal("flushed twice")
 	case <-time.After(50 * time.Millisecond):
 	}
+}
+
+// countingAnswer is the default answer, counting the queries answered
+// but the Forwarder's probes (of the root).
+func countingAnswer(n *atomic.Int64) func(dns.ResponseWriter, *dns.Msg) *dns.Msg {
+	return func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name != "." {
+			n.Add(1)
+		}
+		return defaultAnswer(w, r)
+	}
+}
+
+// TestStartWireHedged: with more than one upstream, a started query's
+// first try that is slow is hedged, one that fails is failed over at
+// once, and one that answers in time is the only try; when every try
+// fails, the error names each upstream.
+func TestStartWireHedged(t *testing.T) {
+	ask := func(t *testing.T, f *Forwarder, name string) (wireResult, time.Duration) {
+		t.Helper()
+		then := make(thenChan, 2)
+		start := time.Now()
+		f.StartWire(wireQuestion(name, dns.TypeA), then, nil)
+		r := then.wait(t)
+		return r, time.Since(start) - 20*time.Millisecond // wait's check for a second call
+	}
+	t.Run("first answers", func(t *testing.T) {
+		var first, second atomic.Int64
+		a, b := startUpstream(t, countingAnswer(&first)), startUpstream(t, countingAnswer(&second))
+		f := NewForwarder([]string{a.addr, b.addr}, time.Second, false)
+		defer f.Close()
+		r, _ := ask(t, f, "first.example.org.")
+		require.NoError(t, r.err)
+		assert.Equal(t, a.addr, r.from)
+		time.Sleep(hedgeFloor + 50*time.Millisecond)
+		assert.Equal(t, int64(1), first.Load())
+		assert.Zero(t, second.Load(), "no hedge for a try answered in time")
+	})
+	t.Run("slow first: hedged", func(t *testing.T) {
+		b := startUpstream(t, nil)
+		f := NewForwarder([]string{silentUpstream(t), b.addr}, 2*time.Second, false)
+		defer f.Close()
+		r, took := ask(t, f, "hedged.example.org.")
+		require.NoError(t, r.err)
+		assert.Equal(t, b.addr, r.from)
+		assert.GreaterOrEqual(t, took, hedgeFloor)
+		assert.Less(t, took, time.Second, "well before the first try's timeout")
+	})
+	t.Run("failing first: failed over at once", func(t *testing.T) {
+		b := startUpstream(t, nil)
+		first := startUpstream(t, rcodeAnswer(dns.RcodeRefused))
+		f := NewForwarder([]string{first.addr, b.addr}, 2*time.Second, false)
+		defer f.Close()
+		r, took := ask(t, f, "failover.example.org.")
+		require.NoError(t, r.err)
+		assert.Equal(t, b.addr, r.from)
+		assert.Less(t, took, hedgeFloor, "no wait for the hedge delay")
+	})
+	t.Run("every try fails", func(t *testing.T) {
+		a, b := silentUpstream(t), startUpstream(t, rcodeAnswer(dns.RcodeServerFailure))
+		f := NewForwarder([]string{a, b.addr}, 300*time.Millisecond, false)
+		defer f.Close()
+		r, took := ask(t, f, "fails.example.org.")
+		var ue *UpstreamError
+		require.ErrorAs(t, r.err, &ue)
+		assert.Empty(t, r.from)
+		assert.Equal(t, []string{a, b.addr}, ue.upstreams, "the first try's failure first")
+		assert.GreaterOrEqual(t, took, 250*time.Millisecond, "the first try's own timeout")
+		assert.NotNil(t, ue.Answer, "the SERVFAIL answer is kept")
+	})
 }
