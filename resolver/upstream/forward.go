@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Forwarder sends queries to the upstream resolvers, those up first, by
@@ -102,6 +103,9 @@ type upstreamState struct {
 	health  healthWindowBits
 	// retries is the tries beyond their query's first in flight to it.
 	retries atomic.Int64
+	// seconds is its series of dnsfence_upstream_seconds, found once
+	// rather than by label at each answer; nil without metrics.
+	seconds prometheus.Observer
 }
 
 // healthWindowBits is the outcome of an upstream's last healthWindow
@@ -207,7 +211,7 @@ func New(addrs []string, opts Options) (*Forwarder, error) {
 			f.closeTransports()
 			return nil, err
 		}
-		u := &upstreamState{addr: addr, t: t}
+		u := &upstreamState{addr: addr, t: t, seconds: opts.Metrics.observer(addr)}
 		u.tcp, _ = t.(TCPExchanger)
 		u.wire, _ = t.(wireExchanger)
 		f.upstreams = append(f.upstreams, u)
@@ -750,7 +754,11 @@ func (f *Forwarder) try(ctx context.Context, q *dns.Msg, up *upstreamState, over
 // ended it.
 func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Time, err error) {
 	took := time.Since(start)
-	f.metrics.done(up.addr, took, err)
+	if err == nil && up.seconds != nil {
+		up.seconds.Observe(took.Seconds())
+	} else {
+		f.metrics.done(up.addr, took, err)
+	}
 	switch {
 	case err == nil:
 		f.succeeded(up, took)

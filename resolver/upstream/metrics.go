@@ -84,6 +84,15 @@ func (m *Metrics) start(upstreams []string) {
 	}
 }
 
+// observer is the upstream's series of the exchange durations; nil
+// without metrics.
+func (m *Metrics) observer(upstream string) prometheus.Observer {
+	if m == nil {
+		return nil
+	}
+	return m.seconds.WithLabelValues(upstream)
+}
+
 // done counts one upstream exchange: its duration when it succeeded, else
 // its error under the kind errorKind names.
 func (m *Metrics) done(upstream string, took time.Duration, err error) {
