@@ -41,6 +41,9 @@ type wireLeft struct {
 	call wireCall
 	// upq is the query to send upstream, once: ForwardWire takes it.
 	upq []byte
+	// mem holds the query's own copy of its datagram, and upq after it,
+	// when both fit: the common query leaves with one allocation.
+	mem [256]byte
 }
 
 // wireCall is one upstream query in wire form that identical concurrent

@@ -189,10 +189,17 @@ func (wq *wireQuery) maxSize() int {
 
 // own gives the query copies of its own of the datagram and the name, for
 // when it leaves the listener's hands (resume), and returns the query to
-// send upstream (upstreamQuery), made in the datagram's allocation.
-func (wq *wireQuery) own() (upq []byte) {
+// send upstream (upstreamQuery), made after the datagram: in buf when
+// both fit, else in a new allocation.
+func (wq *wireQuery) own(buf []byte) (upq []byte) {
 	n := len(wq.b)
-	mem := make([]byte, n, n+wq.q.End+11)
+	need := n + wq.q.End + 11
+	var mem []byte
+	if need <= cap(buf) {
+		mem = buf[:n:need]
+	} else {
+		mem = make([]byte, n, need)
+	}
 	copy(mem, wq.b)
 	wq.b = mem[:n:n]
 	wq.name = string([]byte(wq.name))
@@ -279,7 +286,7 @@ func leave(q query) *query {
 	l.query = q
 	p := &l.query
 	p.left = l
-	l.upq = p.wire.own()
+	l.upq = p.wire.own(l.mem[:])
 	p.out = p.snap.decide(p.id.Source, p.id.Client, p.wire.name)
 	p.key.name = p.wire.name
 	return p

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"bytes"
 	"net"
 	"strings"
 	"sync"
@@ -286,4 +287,30 @@ func TestWireDoneNoWireTakesMessagePath(t *testing.T) {
 	h.wireFlights.mu.Lock()
 	assert.Empty(t, h.wireFlights.calls)
 	h.wireFlights.mu.Unlock()
+}
+
+// TestWireQueryOwn: a query leaving the listener copies its datagram and
+// builds its upstream query in the buffer it is given when both fit, and
+// in an allocation of their own otherwise; either way the copy is the
+// datagram and the upstream query is the one it would be built as.
+func TestWireQueryOwn(t *testing.T) {
+	long := strings.Repeat("a", 60) + "." + strings.Repeat("b", 60) + "." + strings.Repeat("c", 60) + ".example.org."
+	for _, name := range []string{"short.example.org.", long} {
+		m := question(name, dns.TypeAAAA, true)
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, 64)})
+		b := packed(m)
+		var nameBuf [maxNameText]byte
+		wq, ok := readWireQuery(bytes.Clone(b), &nameBuf)
+		require.True(t, ok, name)
+		want := wq.upstreamQuery(nil)
+
+		var buf [256]byte
+		upq := wq.own(buf[:])
+		assert.Equal(t, b, wq.b, "the datagram's copy")
+		assert.Equal(t, want, upq, "the upstream query")
+		assert.Equal(t, strings.ToLower(name), wq.name)
+		fits := len(b)+len(want) <= len(buf)
+		inBuf := len(b) < len(buf) && &upq[0] == &buf[len(b)]
+		assert.Equal(t, fits, inBuf, "%s: %d+%d octets in the buffer", name, len(b), len(want))
+	}
 }

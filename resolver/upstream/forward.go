@@ -717,7 +717,9 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 				reason = retryFailover // every try so far failed; the budget was full
 			}
 			if send(reason) || time.Now().Before(giveUp) {
-				hedge.Reset(f.hedgeDelay(order[sent-1]))
+				// Nothing may have been sent yet: a started query's
+				// first try here found the budget full.
+				hedge.Reset(f.hedgeDelay(order[max(sent-1, 0)]))
 				continue
 			}
 		}

@@ -319,3 +319,21 @@ func TestStartWireHedged(t *testing.T) {
 		assert.NotNil(t, ue.Answer, "the SERVFAIL answer is kept")
 	})
 }
+
+// TestStartWireHedgeThrottled: a started query whose hedge finds the next
+// upstream's retry budget full waits for room, up to its give-up time,
+// and fails with its first try's error when none comes.
+func TestStartWireHedgeThrottled(t *testing.T) {
+	silent := silentUpstream(t)
+	b := startUpstream(t, nil)
+	f := NewForwarder([]string{silent, b.addr}, 300*time.Millisecond, false)
+	defer f.Close()
+	f.upstreams[1].retries.Store(retryFloor) // the budget is full
+	then := make(thenChan, 2)
+	f.StartWire(wireQuestion("throttled.example.org.", dns.TypeA), then, nil)
+	r := then.wait(t)
+	var ue *UpstreamError
+	require.ErrorAs(t, r.err, &ue)
+	assert.Equal(t, []string{silent}, ue.upstreams, "the other upstream was never asked")
+	assert.True(t, ue.Timeout)
+}
