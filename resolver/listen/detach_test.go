@@ -2,7 +2,6 @@ package listen
 
 import (
 	"context"
-	"net"
 	"os"
 	"sync"
 	"testing"
@@ -11,15 +10,14 @@ import (
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 )
 
 // laterWire is a WireHandler that answers every query later, as the
 // upstream reader answers a cache miss: it detaches the writer, queues the
-// answer and asks for a flush after the batch; the flush writes the queued
-// answers from a goroutine of its own, after delay, then says Done.
+// answer and asks for a flush after the batch; the flush hands the queued
+// answers to then.
 type laterWire struct {
-	delay    time.Duration
+	then     func([]laterAnswer)
 	mu       sync.Mutex
 	queued   []laterAnswer
 	flushes  []int // how many answers each flush took
@@ -54,35 +52,21 @@ func (h *laterWire) Flush() {
 	h.queued = nil
 	h.flushes = append(h.flushes, len(queued))
 	h.mu.Unlock()
-	go func() {
-		time.Sleep(h.delay)
-		for _, a := range queued {
-			_, _ = a.w.Write(a.b)
-			a.w.(Detacher).Done()
-		}
-	}()
+	h.then(queued)
 }
 
-// startWireUDP serves h on a loopback UDP socket and returns the server
-// and a client connected to it.
-func startWireUDP(t *testing.T, h WireHandler) (*Server, *net.UDPConn) {
-	var addr string
-	s := New(Config{
-		Handler: h,
-		Count:   func(string, string) {},
-		Rules:   func() Rules { return fakeRules{} },
-		Sockets: func(socks []UDPSocket) { addr = socks[0].Conn.LocalAddr().String() },
-		Log:     zap.NewNop(),
-	})
-	require.NoError(t, s.Start([]string{"127.0.0.1:0"}))
-	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
-	ua, err := net.ResolveUDPAddr("udp", addr)
-	require.NoError(t, err)
-	c, err := net.DialUDP("udp", nil, ua)
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
-	return s, c
+// answerAfter writes the answers from a goroutine of its own after delay,
+// and says each Done.
+func answerAfter(delay time.Duration) func([]laterAnswer) {
+	return func(queued []laterAnswer) {
+		go func() {
+			time.Sleep(delay)
+			for _, a := range queued {
+				_, _ = a.w.Write(a.b)
+				a.w.(Detacher).Done()
+			}
+		}()
+	}
 }
 
 // TestUDPDetachedAnsweredAfterBatch: queries a handler detaches are
@@ -90,7 +74,7 @@ func startWireUDP(t *testing.T, h WireHandler) (*Server, *net.UDPConn) {
 // loop reuses the slot; a Flusher asked for by a batch's queries is
 // flushed once per batch, after it is read through.
 func TestUDPDetachedAnsweredAfterBatch(t *testing.T) {
-	h := &laterWire{}
+	h := &laterWire{then: answerAfter(0)}
 	_, c := startWireUDP(t, h)
 	// Bursts small enough for the socket's receive buffer, however slow
 	// the loop (-race).
@@ -132,7 +116,7 @@ func TestUDPDetachedAnsweredAfterBatch(t *testing.T) {
 // TestUDPShutdownWaitsForDetached: a query detached when shutdown begins
 // still gets its answer, and Shutdown returns only once it is Done.
 func TestUDPShutdownWaitsForDetached(t *testing.T) {
-	h := &laterWire{delay: 300 * time.Millisecond, detached: make(chan struct{}, 1)}
+	h := &laterWire{then: answerAfter(300 * time.Millisecond), detached: make(chan struct{}, 1)}
 	s, c := startWireUDP(t, h)
 	m := new(dns.Msg)
 	m.SetQuestion("draining.example.org.", dns.TypeA)
@@ -155,36 +139,6 @@ func TestUDPShutdownWaitsForDetached(t *testing.T) {
 	assert.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond, "Shutdown waited for Done")
 }
 
-// handOver is a WireHandler that detaches every query and, at the end of
-// the loop's batch, hands the queries and their answers over to the test.
-type handOver struct {
-	mu     sync.Mutex
-	queued []laterAnswer
-	out    chan laterAnswer
-}
-
-func (*handOver) ServeInline(ResponseWriter, *dns.Msg) func() { return nil }
-
-func (h *handOver) ServeWire(w ResponseWriter, b []byte) (func(), bool) {
-	answer := append([]byte(nil), b...)
-	answer[2] |= 0x80 // QR
-	w.(Detacher).Detach()
-	h.mu.Lock()
-	h.queued = append(h.queued, laterAnswer{w, answer})
-	h.mu.Unlock()
-	w.(Batcher).AfterBatch(h)
-	return nil, true
-}
-
-func (h *handOver) Flush() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, a := range h.queued {
-		h.out <- a
-	}
-	h.queued = nil
-}
-
 // flushOnce is a Batcher that keeps each Flusher once.
 type flushOnce struct{ flushers []Flusher }
 
@@ -202,7 +156,12 @@ func (b *flushOnce) AfterBatch(f Flusher) {
 // and their queries are Done only then: a shutdown meanwhile waits.
 func TestUDPAnswersWithinABatch(t *testing.T) {
 	const n = 5
-	h := &handOver{out: make(chan laterAnswer, n)}
+	out := make(chan laterAnswer, n)
+	h := &laterWire{then: func(queued []laterAnswer) {
+		for _, a := range queued {
+			out <- a
+		}
+	}}
 	s, c := startWireUDP(t, h)
 	for i := range n {
 		m := new(dns.Msg)
@@ -215,7 +174,7 @@ func TestUDPAnswersWithinABatch(t *testing.T) {
 	}
 	var batch flushOnce
 	for range n {
-		a := <-h.out
+		a := <-out
 		d := a.w.(Detacher)
 		d.Within(&batch)
 		_, err := a.w.Write(a.b)

@@ -39,6 +39,13 @@ func (e echoWire) ServeWire(w ResponseWriter, b []byte) (func(), bool) {
 // startEchoUDP serves h on a loopback UDP socket and returns a client
 // connected to it.
 func startEchoUDP(tb testing.TB, h echoWire) *net.UDPConn {
+	_, c := startWireUDP(tb, h)
+	return c
+}
+
+// startWireUDP serves h on a loopback UDP socket and returns the server
+// and a client connected to it, with a minute to work.
+func startWireUDP(tb testing.TB, h WireHandler) (*Server, *net.UDPConn) {
 	var addr string
 	s := New(Config{
 		Handler: h,
@@ -55,7 +62,7 @@ func startEchoUDP(tb testing.TB, h echoWire) *net.UDPConn {
 	require.NoError(tb, err)
 	tb.Cleanup(func() { c.Close() })
 	require.NoError(tb, c.SetDeadline(time.Now().Add(time.Minute)))
-	return c
+	return s, c
 }
 
 // echoBurst sends n copies of query and reads their n answers.

@@ -57,7 +57,10 @@ type Forwarder struct {
 	// started is set by the first query or readiness probe, which starts
 	// the background probes (start).
 	started atomic.Bool
-	// inflight counts the Forward calls under way, for the retry budget.
+	// inflight counts the queries under way that may hedge or fail over
+	// (Forward and ForwardWire with more than one upstream, and a started
+	// query's hedgedWire until it ends), for the retry budget; the caller
+	// of forwardHedged counts its query.
 	inflight atomic.Int64
 	// lastOK is when any upstream last answered (unix nanoseconds).
 	lastOK atomic.Int64
@@ -624,7 +627,9 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool) (*d
 		}
 		return nil, "", oneFailed(up, err)
 	}
-	return forwardHedged(ctx, f, order, "", func(up *upstreamState) func(context.Context) (*dns.Msg, error) {
+	f.inflight.Add(1)
+	defer f.inflight.Add(-1)
+	return forwardHedged(ctx, f, order, continued{}, func(up *upstreamState) func(context.Context) (*dns.Msg, error) {
 		// Its own message: a try sets the ID it is sent with, and packing
 		// writes the OPT record.
 		tq := upstreamQuery(req)
@@ -642,16 +647,13 @@ func oneFailed(up *upstreamState, err error) error {
 // forwardHedged is Forward's hedging and failover over the upstreams of
 // order (more than one), whatever form the query takes: newTry, called
 // where the query waits, makes the try to up that then runs on its own
-// goroutine (counted and recorded, as try does). firstReason is why the
-// first try is sent: "" for a query's first, or the retry reason of one
-// whose first try went to an upstream before order (a started query's
-// hedge or failover), which then needs room in the retry budget like any
-// other. The caller holds a reference on f.
-func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamState, firstReason string,
+// goroutine (counted and recorded, as try does). from is a query whose
+// first try went to an upstream before order (a started query's hedge or
+// failover); the zero value, a query's own start. The caller holds a
+// reference on f, and counts the query in f.inflight.
+func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamState, from continued,
 	newTry func(up *upstreamState) func(context.Context) (A, error)) (A, string, error) {
 	var none A
-	f.inflight.Add(1)
-	defer f.inflight.Add(-1)
 
 	type result struct {
 		i    int // the try's place in order
@@ -689,12 +691,24 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 		}()
 		return true
 	}
-	send(firstReason)
+	send(from.reason)
 	// A query that finds its next upstream's budget full waits for room,
 	// but never longer than trying each upstream in turn for its whole
 	// timeout would take.
-	giveUp := time.Now().Add(time.Duration(len(order)) * f.timeout)
-	hedge := time.NewTimer(f.hedgeDelay(order[0]))
+	giveUp := from.giveUp
+	if giveUp.IsZero() {
+		giveUp = time.Now().Add(time.Duration(len(order)) * f.timeout)
+	}
+	// The next hedge, or look at the budget, comes the hedge delay of the
+	// upstream asked last after it was asked (a continued query's first
+	// try's, while the budget has let none of these be sent).
+	asked := func() *upstreamState {
+		if sent == 0 {
+			return from.after
+		}
+		return order[sent-1]
+	}
+	hedge := time.NewTimer(f.hedgeDelay(asked()))
 	defer hedge.Stop()
 	for {
 		select {
@@ -705,7 +719,7 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 			}
 			errs[r.i] = r.err
 			if sent < len(order) && ctx.Err() == nil && (send(retryFailover) || time.Now().Before(giveUp)) {
-				hedge.Reset(f.hedgeDelay(order[sent-1])) // the next hedge, or another look at the budget
+				hedge.Reset(f.hedgeDelay(asked())) // the next hedge, or another look at the budget
 				continue
 			}
 		case <-hedge.C:
@@ -717,9 +731,7 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 				reason = retryFailover // every try so far failed; the budget was full
 			}
 			if send(reason) || time.Now().Before(giveUp) {
-				// Nothing may have been sent yet: a started query's
-				// first try here found the budget full.
-				hedge.Reset(f.hedgeDelay(order[max(sent-1, 0)]))
+				hedge.Reset(f.hedgeDelay(asked()))
 				continue
 			}
 		}
@@ -731,6 +743,18 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 			return none, "", uerr
 		}
 	}
+}
+
+// continued is a query that forwardHedged continues after its first try
+// went to an upstream before the ones it is given (after): the retry
+// reason of its first try there (a hedge or a failover, which needs room
+// in the retry budget like any other), and when it gives up waiting for
+// room (its start, plus a full timeout on every upstream, as if
+// forwardHedged had had it from the start).
+type continued struct {
+	after  *upstreamState
+	reason string
+	giveUp time.Time
 }
 
 // Why a try beyond a query's first was sent, or not: the `reason` label

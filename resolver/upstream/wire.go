@@ -85,7 +85,9 @@ func (f *Forwarder) ForwardWire(ctx context.Context, q []byte) (WireAnswer, stri
 		}
 		return WireAnswer{}, "", oneFailed(up, err)
 	}
-	return forwardHedged(ctx, f, order, "", func(up *upstreamState) func(context.Context) (WireAnswer, error) {
+	f.inflight.Add(1)
+	defer f.inflight.Add(-1)
+	return forwardHedged(ctx, f, order, continued{}, func(up *upstreamState) func(context.Context) (WireAnswer, error) {
 		tq := bytes.Clone(q) // the try may outlive the call, and q with it
 		return func(ctx context.Context) (WireAnswer, error) { return f.tryWire(ctx, tq, up) }
 	})

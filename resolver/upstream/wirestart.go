@@ -168,6 +168,7 @@ type hedgedWire struct {
 	q     []byte // the query for the other tries: the first try rewrites its own
 	then  WireThen
 	timer *time.Timer // the first try's hedge delay
+	start time.Time
 
 	mu        sync.Mutex
 	state     int // hedgeWaiting, hedgeRest, hedgeDone
@@ -185,49 +186,32 @@ const (
 )
 
 func newHedgedWire(f *Forwarder, order []*upstreamState, q []byte, then WireThen) *hedgedWire {
-	h := &hedgedWire{f: f, order: order, q: bytes.Clone(q), then: then}
+	h := &hedgedWire{f: f, order: order, q: bytes.Clone(q), then: then, start: time.Now()}
 	f.refs.Add(1) // held by f's own until then has the result
 	f.inflight.Add(1)
 	h.timer = time.AfterFunc(f.hedgeDelay(order[0]), func() { h.askRest(retryHedge) })
 	return h
 }
 
-// firstEnded takes the first try's result: a usable answer wins unless
-// another try won already; a failure asks the others at once unless they
-// are asked already, or, when they have failed too, ends the query.
+// firstEnded takes the first try's result: a failure while it was alone
+// asks the others at once (unless its hedge delay just passed and they
+// are being asked); anything else is settled by settle.
 func (h *hedgedWire) firstEnded(a WireAnswer, from string, err error, batch listen.Batcher) {
 	h.mu.Lock()
-	switch {
-	case h.state == hedgeDone:
-		h.mu.Unlock()
-	case err == nil:
-		h.state = hedgeDone
-		h.mu.Unlock()
-		h.timer.Stop()
-		h.end(a, from, nil, batch)
-	case h.state == hedgeWaiting:
+	if err != nil && h.state == hedgeWaiting {
 		h.firstDone, h.firstErr = true, err
 		h.mu.Unlock()
 		if h.timer.Stop() { // else it is asking the others already
 			go h.askRest(retryFailover)
 		}
-	default:
-		h.firstDone, h.firstErr = true, err
-		done := h.restDone
-		if done {
-			h.state = hedgeDone
-		}
-		h.mu.Unlock()
-		if done {
-			h.end(WireAnswer{}, "", h.failure(), batch)
-		}
+		return
 	}
+	h.settle(true, a, from, err, batch)
 }
 
 // askRest asks the other upstreams, hedging and failing over among them
 // as ForwardWire does, unless the query is no longer waiting on its first
-// try alone; their result wins unless the first try's answer did, and a
-// failure of theirs waits for the first try's end.
+// try alone, and settles their result.
 func (h *hedgedWire) askRest(reason string) {
 	h.mu.Lock()
 	if h.state != hedgeWaiting {
@@ -237,30 +221,44 @@ func (h *hedgedWire) askRest(reason string) {
 	h.state = hedgeRest
 	h.mu.Unlock()
 	f := h.f
-	a, from, err := forwardHedged(context.Background(), f, h.order[1:], reason,
+	giveUp := h.start.Add(time.Duration(len(h.order)) * f.timeout)
+	a, from, err := forwardHedged(context.Background(), f, h.order[1:], continued{h.order[0], reason, giveUp},
 		func(up *upstreamState) func(context.Context) (WireAnswer, error) {
 			tq := bytes.Clone(h.q) // the try may outlive the query
 			return func(ctx context.Context) (WireAnswer, error) { return f.tryWire(ctx, tq, up) }
 		})
 	h.mu.Lock()
-	switch {
-	case h.state == hedgeDone:
+	h.settle(false, a, from, err, nil)
+}
+
+// settle takes the result of one side (first: the first try; else the
+// others'), with h.mu held, which it releases: a usable answer wins
+// unless the other side's did; a failure waits for the other side, and
+// when both have failed the query ends with every failure.
+func (h *hedgedWire) settle(first bool, a WireAnswer, from string, err error, batch listen.Batcher) {
+	if h.state == hedgeDone {
 		h.mu.Unlock()
-		return
-	case err == nil:
-		h.state = hedgeDone
-		h.mu.Unlock()
-		h.end(a, from, nil, nil)
 		return
 	}
-	h.restDone, h.restErr = true, err
-	done := h.firstDone
-	if done {
+	if err == nil {
+		h.state = hedgeDone
+		h.mu.Unlock()
+		h.timer.Stop()
+		h.end(a, from, nil, batch)
+		return
+	}
+	if first {
+		h.firstDone, h.firstErr = true, err
+	} else {
+		h.restDone, h.restErr = true, err
+	}
+	both := h.firstDone && h.restDone
+	if both {
 		h.state = hedgeDone
 	}
 	h.mu.Unlock()
-	if done {
-		h.end(WireAnswer{}, "", h.failure(), nil)
+	if both {
+		h.end(WireAnswer{}, "", h.failure(), batch)
 	}
 }
 
