@@ -174,6 +174,20 @@ func TestWireMissSharedWhileStarted(t *testing.T) {
 	assert.Len(t, second.written, 1)
 	second.mu.Unlock()
 	assert.Equal(t, int64(1), up.count.Load())
+
+	// A query that saw the miss, but whose resume runs only once the
+	// started one is answered, takes the answer from the cache.
+	m = question("late.example.org.", dns.TypeA, false)
+	first, late := newDetachedRecorder(), newDetachedRecorder()
+	resume, _ = f.handler.ServeWire(first, packed(m))
+	require.Nil(t, resume)
+	resume, _ = f.handler.ServeWire(late, packed(m))
+	require.NotNil(t, resume)
+	first.flush()
+	assert.Len(t, first.answers(t, 1), 1)
+	resume()
+	require.Len(t, late.written, 1)
+	assert.Equal(t, int64(2), up.count.Load(), "late.example.org. asked once")
 }
 
 // TestWireMissResumedWhenNotStarted: a listener that cannot answer later
