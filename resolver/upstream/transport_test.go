@@ -361,11 +361,18 @@ func TestPlainLeavesQueryAlone(t *testing.T) {
 // the start).
 func upstreamErrors(t *testing.T, reg *prometheus.Registry, upstream string) map[string]float64 {
 	t.Helper()
+	return upstreamCounts(t, reg, "dnsfence_upstream_errors_total", upstream, "kind")
+}
+
+// upstreamCounts is the counters name holds for upstream, by the value of
+// their label by, those not zero.
+func upstreamCounts(t *testing.T, reg *prometheus.Registry, name, upstream, by string) map[string]float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
 	out := map[string]float64{}
 	for _, mf := range mfs {
-		if mf.GetName() != "dnsfence_upstream_errors_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
@@ -374,7 +381,7 @@ func upstreamErrors(t *testing.T, reg *prometheus.Registry, upstream string) map
 				labels[l.GetName()] = l.GetValue()
 			}
 			if v := m.GetCounter().GetValue(); labels["upstream"] == upstream && v != 0 {
-				out[labels["kind"]] = v
+				out[labels[by]] = v
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -286,25 +287,36 @@ func TestStartWireHedged(t *testing.T) {
 		assert.Equal(t, int64(1), first.Load())
 		assert.Zero(t, second.Load(), "no hedge for a try answered in time")
 	})
+	// counted is a Forwarder over upstreams whose metrics go to reg.
+	counted := func(t *testing.T, reg *prometheus.Registry, upstreams ...string) *Forwarder {
+		t.Helper()
+		f, err := New(upstreams, Options{Timeout: 2 * time.Second, Metrics: NewMetrics(reg)})
+		require.NoError(t, err)
+		t.Cleanup(f.Close)
+		return f
+	}
 	t.Run("slow first: hedged", func(t *testing.T) {
 		b := startUpstream(t, nil)
-		f := NewForwarder([]string{silentUpstream(t), b.addr}, 2*time.Second, false)
-		defer f.Close()
+		reg := prometheus.NewRegistry()
+		f := counted(t, reg, silentUpstream(t), b.addr)
 		r, took := ask(t, f, "hedged.example.org.")
 		require.NoError(t, r.err)
 		assert.Equal(t, b.addr, r.from)
 		assert.GreaterOrEqual(t, took, hedgeFloor)
 		assert.Less(t, took, time.Second, "well before the first try's timeout")
+		assert.Equal(t, map[string]float64{retryHedge: 1}, upstreamCounts(t, reg, "dnsfence_upstream_retries_total", b.addr, "reason"))
 	})
 	t.Run("failing first: failed over at once", func(t *testing.T) {
 		b := startUpstream(t, nil)
 		first := startUpstream(t, rcodeAnswer(dns.RcodeRefused))
-		f := NewForwarder([]string{first.addr, b.addr}, 2*time.Second, false)
-		defer f.Close()
+		reg := prometheus.NewRegistry()
+		f := counted(t, reg, first.addr, b.addr)
 		r, took := ask(t, f, "failover.example.org.")
 		require.NoError(t, r.err)
 		assert.Equal(t, b.addr, r.from)
-		assert.Less(t, took, hedgeFloor, "no wait for the hedge delay")
+		assert.Less(t, took, time.Second)
+		assert.Equal(t, map[string]float64{retryFailover: 1}, upstreamCounts(t, reg, "dnsfence_upstream_retries_total", b.addr, "reason"),
+			"failed over, not hedged: no wait for the hedge delay")
 	})
 	t.Run("every try fails", func(t *testing.T) {
 		a, b := silentUpstream(t), startUpstream(t, rcodeAnswer(dns.RcodeServerFailure))
