@@ -470,6 +470,8 @@ func TestSIGHUPWaitsForCompleteFiles(t *testing.T) {
 		require.NoError(t, w.Close())
 		require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "127.0.0.9", "new.example.") == dns.RcodeNameError },
 			10*time.Second, 10*time.Millisecond)
+		// AfterReload runs just after the new snapshot serves.
+		require.Eventually(t, func() bool { return len(sizes()) > 0 }, 10*time.Second, 10*time.Millisecond)
 		assert.Equal(t, []int{3}, sizes())
 	})
 }
