@@ -477,14 +477,6 @@ func malformedReply(q *query) reply {
 // forward is resume's part of the pipeline: the upstreams for a cache
 // miss, then the answer's inspection (step 8).
 func (h *Handler) forward(ctx context.Context, q *query) reply {
-	if q.wire.ok {
-		// The inline step found no answer, but the query asking for it
-		// (the one startWire sent: q waited for a worker meanwhile) may
-		// have cached it since: take it rather than ask again.
-		if e, prefetch := h.cache.Load().get(q.key, time.Now()); e != nil {
-			return h.cached(q, e, prefetch)
-		}
-	}
 	h.metrics.cacheLookup("miss")
 	if q.wire.ok {
 		if r, ok := h.wireReply(q, h.fetchWire(ctx, q)); ok {

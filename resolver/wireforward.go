@@ -94,6 +94,14 @@ func (h *Handler) fetchWire(ctx context.Context, q *query) *wireCall {
 		return c
 	}
 	defer h.endWire(q, c)
+	// The inline step found no answer, but the query asking for it (one
+	// startWire sent, while q waited for a worker) may have cached it and
+	// ended since: take that rather than ask again. Looked up only now
+	// that q leads, so that no such ending can slip in between.
+	if e, _ := h.cache.Load().get(q.key, time.Now()); e != nil {
+		c.e, c.upstream, c.err = e, upstreamCache, nil
+		return c
+	}
 	c.e, c.msg, c.upstream, c.err = h.askWire(ctx, q)
 	return c
 }
@@ -251,15 +259,19 @@ func (h *Handler) forwardedWire(q *query, e *cacheEntry, from string) reply {
 	if r, replaced := h.inspectEntry(q, e); replaced {
 		return r
 	}
+	result := ResultForwarded
+	if e.rcode == dns.RcodeServerFailure {
+		result = ResultServfail // every upstream's SERVFAIL, cached as a call's result
+	}
 	bufp := answerBufs.Get().(*[]byte)
 	a := q.asked()
 	b, ok := a.appendCached((*bufp)[:0], e, e.stored, dns.MaxMsgSize)
 	*bufp = b
 	if !ok {
 		answerBufs.Put(bufp)
-		return agedReply(q, e, e.stored, ResultForwarded)
+		return agedReply(q, e, e.stored, result)
 	}
-	return reply{wire: b, buf: bufp, rcode: e.rcode, result: ResultForwarded, cached: e}
+	return reply{wire: b, buf: bufp, rcode: e.rcode, result: result, cached: e}
 }
 
 // answerWire is answerInline for a wire query: readWireQuery has done the

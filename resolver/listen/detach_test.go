@@ -17,7 +17,11 @@ import (
 // answer and asks for a flush after the batch; the flush hands the queued
 // answers to then.
 type laterWire struct {
-	then     func([]laterAnswer)
+	then func([]laterAnswer)
+	// hold, when set, holds the first query until it is closed, so that
+	// the datagrams sent meanwhile wait in the socket for one batch.
+	hold     chan struct{}
+	held     sync.Once
 	mu       sync.Mutex
 	queued   []laterAnswer
 	flushes  []int // how many answers each flush took
@@ -32,6 +36,9 @@ type laterAnswer struct {
 func (*laterWire) ServeInline(ResponseWriter, *dns.Msg) func() { return nil }
 
 func (h *laterWire) ServeWire(w ResponseWriter, b []byte) (func(), bool) {
+	if h.hold != nil {
+		h.held.Do(func() { <-h.hold })
+	}
 	answer := append([]byte(nil), b...)
 	answer[2] |= 0x80 // QR
 	w.(Detacher).Detach()
@@ -74,7 +81,7 @@ func answerAfter(delay time.Duration) func([]laterAnswer) {
 // loop reuses the slot; a Flusher asked for by a batch's queries is
 // flushed once per batch, after it is read through.
 func TestUDPDetachedAnsweredAfterBatch(t *testing.T) {
-	h := &laterWire{then: answerAfter(0)}
+	h := &laterWire{then: answerAfter(0), hold: make(chan struct{})}
 	_, c := startWireUDP(t, h)
 	// Bursts small enough for the socket's receive buffer, however slow
 	// the loop (-race).
@@ -91,6 +98,9 @@ func TestUDPDetachedAnsweredAfterBatch(t *testing.T) {
 			_, err = c.Write(b)
 			require.NoError(t, err)
 			sent[m.Id] = true
+		}
+		if r == 0 {
+			close(h.hold) // the loop held its first query: the rest of the burst is read in one batch
 		}
 		for range burst {
 			k, err := c.Read(buf)

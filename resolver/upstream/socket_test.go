@@ -106,7 +106,7 @@ func TestClosedMuxSocketsClose(t *testing.T) {
 	assert.Nil(t, m.cur, "no socket is kept for later queries")
 
 	w := &waiter{answer: make(chan []byte, 1)}
-	s, id, err := m.register(w)
+	s, id, err := m.register(w, nil)
 	require.NoError(t, err)
 	assert.Nil(t, m.cur)
 	s.forget(id, w, nil)

@@ -204,8 +204,9 @@ func newUpstreamSocket(addr string, timeout time.Duration) (*upstreamSocket, err
 // register picks the socket for a new query, renewing it when it is old,
 // used up or dead, and registers w under a query ID free on it. Both happen
 // under m.mu, so a socket is never retired between being picked and being
-// waited on.
-func (m *udpMux) register(w *waiter) (*upstreamSocket, uint16, error) {
+// waited on. The ID is written into the packed query q, when given, before
+// w is registered: an answer with that ID may end w at once.
+func (m *udpMux) register(w *waiter, q []byte) (*upstreamSocket, uint16, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.cur
@@ -242,6 +243,9 @@ func (m *udpMux) register(w *waiter) (*upstreamSocket, uint16, error) {
 	for s.pending[id] != nil {
 		id = queryIDs.next()
 	}
+	if q != nil {
+		binary.BigEndian.PutUint16(q, id) // before w can be answered
+	}
 	s.wait(id, w)
 	return s, id, nil
 }
@@ -274,7 +278,7 @@ func (m *udpMux) close() {
 // delivered by the ID it was sent with, carries q's ID.
 func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 	w := &waiter{answer: make(chan []byte, 1)}
-	s, id, err := m.register(w)
+	s, id, err := m.register(w, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -249,12 +249,11 @@ func checkAsMessage(raw, q []byte) (WireAnswer, error) {
 func (m *udpMux) exchangeWire(ctx context.Context, q []byte) ([]byte, error) {
 	w := waiters.Get().(*waiter)
 	w.err = nil
-	s, id, err := m.register(w)
+	own := dnswire.ID(q)
+	s, id, err := m.register(w, q)
 	if err != nil {
 		return nil, err
 	}
-	own := dnswire.ID(q)
-	binary.BigEndian.PutUint16(q, id)
 	s.send(id, w, q, nil)
 	var raw []byte
 	var ok bool

@@ -3,7 +3,6 @@ package upstream
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"sync"
 	"time"
@@ -73,14 +72,17 @@ func (f *Forwarder) StartWire(q []byte, then WireThen, batch listen.Batcher) {
 		t.answered(nil, errClosed, nil)
 		return
 	}
-	s, id, err := p.mux.register(&t.waiter)
+	// Set up before the waiter is registered: from then on the reader
+	// may end it (a late or spoofed answer with its ID) and recycle t.
+	t.own, t.sent = dnswire.ID(q), true
+	s, id, err := p.mux.register(&t.waiter, q)
 	if err != nil {
 		t.answered(nil, err, nil)
 		return
 	}
-	t.own = dnswire.ID(q)
-	t.sent = true
-	binary.BigEndian.PutUint16(q, id)
+	// t itself is not touched again here: it may be ended and recycled
+	// already. Its waiter's address stays in the send queue, where only a
+	// send failure uses it, to end a registration of that very address.
 	s.send(id, &t.waiter, q, batch)
 }
 
@@ -92,8 +94,8 @@ type wireTry struct {
 	up    *upstreamState
 	p     *Plain
 	q     []byte
-	own   uint16 // q's own ID, back in q once sent
-	sent  bool
+	own   uint16 // q's own ID, back in q once answered
+	sent  bool   // q was given to the socket: its ID is the socket's
 	then  WireThen
 	start time.Time
 	// hedged, with more than one upstream, decides between this first
@@ -171,7 +173,8 @@ type hedgedWire struct {
 	start time.Time
 
 	mu        sync.Mutex
-	state     int // hedgeWaiting, hedgeRest, hedgeDone
+	state     int                // hedgeWaiting, hedgeRest, hedgeDone
+	stopRest  context.CancelFunc // ends the others' tries once the query has its result
 	firstDone bool
 	firstErr  error
 	restDone  bool
@@ -219,10 +222,15 @@ func (h *hedgedWire) askRest(reason string) {
 		return
 	}
 	h.state = hedgeRest
+	ctx, cancel := context.WithCancel(context.Background())
+	h.stopRest = cancel
 	h.mu.Unlock()
+	defer cancel()
 	f := h.f
+	f.refs.Add(1) // forwardHedged's, while it runs: the query's own goes when it ends
+	defer f.release()
 	giveUp := h.start.Add(time.Duration(len(h.order)) * f.timeout)
-	a, from, err := forwardHedged(context.Background(), f, h.order[1:], continued{h.order[0], reason, giveUp},
+	a, from, err := forwardHedged(ctx, f, h.order[1:], continued{h.order[0], reason, giveUp},
 		func(up *upstreamState) func(context.Context) (WireAnswer, error) {
 			tq := bytes.Clone(h.q) // the try may outlive the query
 			return func(ctx context.Context) (WireAnswer, error) { return f.tryWire(ctx, tq, up) }
@@ -242,8 +250,12 @@ func (h *hedgedWire) settle(first bool, a WireAnswer, from string, err error, ba
 	}
 	if err == nil {
 		h.state = hedgeDone
+		stopRest := h.stopRest
 		h.mu.Unlock()
 		h.timer.Stop()
+		if stopRest != nil {
+			stopRest() // no more hedges or failovers for a query answered
+		}
 		h.end(a, from, nil, batch)
 		return
 	}

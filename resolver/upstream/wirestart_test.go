@@ -280,12 +280,14 @@ func TestStartWireHedged(t *testing.T) {
 		a, b := startUpstream(t, countingAnswer(&first)), startUpstream(t, countingAnswer(&second))
 		f := NewForwarder([]string{a.addr, b.addr}, time.Second, false)
 		defer f.Close()
-		r, _ := ask(t, f, "first.example.org.")
+		r, took := ask(t, f, "first.example.org.")
 		require.NoError(t, r.err)
 		assert.Equal(t, a.addr, r.from)
 		time.Sleep(hedgeFloor + 50*time.Millisecond)
 		assert.Equal(t, int64(1), first.Load())
-		assert.Zero(t, second.Load(), "no hedge for a try answered in time")
+		if took < hedgeFloor*2/3 { // answered well within the hedge delay (not so on a machine too slow)
+			assert.Zero(t, second.Load(), "no hedge for a try answered in time")
+		}
 	})
 	// counted is a Forwarder over upstreams whose metrics go to reg.
 	counted := func(t *testing.T, reg *prometheus.Registry, upstreams ...string) *Forwarder {
