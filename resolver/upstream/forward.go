@@ -709,6 +709,7 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 		return order[sent-1]
 	}
 	hedge := time.NewTimer(f.hedgeDelay(asked()))
+	firstFailed := from.firstFailed // nil, never ready, for a query's own start
 	defer hedge.Stop()
 	for {
 		select {
@@ -722,12 +723,20 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 				hedge.Reset(f.hedgeDelay(asked())) // the next hedge, or another look at the budget
 				continue
 			}
+		case <-firstFailed:
+			// The continued query's first try, still in flight when it
+			// came here, failed: fail over at once, as after a try here.
+			firstFailed = nil
+			if sent < len(order) && ctx.Err() == nil && (send(retryFailover) || time.Now().Before(giveUp)) {
+				hedge.Reset(f.hedgeDelay(asked()))
+				continue
+			}
 		case <-hedge.C:
 			if sent == len(order) || ctx.Err() != nil {
 				break
 			}
 			reason := retryHedge
-			if pending == 0 {
+			if pending == 0 && firstFailed == nil {
 				reason = retryFailover // every try so far failed; the budget was full
 			}
 			if send(reason) || time.Now().Before(giveUp) {
@@ -755,6 +764,9 @@ type continued struct {
 	after  *upstreamState
 	reason string
 	giveUp time.Time
+	// firstFailed is closed when the first try, still in flight when
+	// forwardHedged took over, fails; nil when it had failed already.
+	firstFailed <-chan struct{}
 }
 
 // Why a try beyond a query's first was sent, or not: the `reason` label

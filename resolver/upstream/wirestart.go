@@ -172,13 +172,16 @@ type hedgedWire struct {
 	timer *time.Timer // the first try's hedge delay
 	start time.Time
 
-	mu        sync.Mutex
-	state     int                // hedgeWaiting, hedgeRest, hedgeDone
-	stopRest  context.CancelFunc // ends the others' tries once the query has its result
-	firstDone bool
-	firstErr  error
-	restDone  bool
-	restErr   error
+	mu       sync.Mutex
+	state    int                // hedgeWaiting, hedgeRest, hedgeDone
+	stopRest context.CancelFunc // ends the others' tries once the query has its result
+	// firstFailed is closed when the first try fails while the others
+	// are being asked (a hedge went out first): they fail over at once.
+	firstFailed chan struct{}
+	firstDone   bool
+	firstErr    error
+	restDone    bool
+	restErr     error
 }
 
 // The states of a hedgedWire.
@@ -224,13 +227,18 @@ func (h *hedgedWire) askRest(reason string) {
 	h.state = hedgeRest
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stopRest = cancel
+	var firstFailed chan struct{}
+	if !h.firstDone { // a hedge: the first try may still fail, and fail over then
+		firstFailed = make(chan struct{})
+		h.firstFailed = firstFailed
+	}
 	h.mu.Unlock()
 	defer cancel()
 	f := h.f
 	f.refs.Add(1) // forwardHedged's, while it runs: the query's own goes when it ends
 	defer f.release()
 	giveUp := h.start.Add(time.Duration(len(h.order)) * f.timeout)
-	a, from, err := forwardHedged(ctx, f, h.order[1:], continued{h.order[0], reason, giveUp},
+	a, from, err := forwardHedged(ctx, f, h.order[1:], continued{h.order[0], reason, giveUp, firstFailed},
 		func(up *upstreamState) func(context.Context) (WireAnswer, error) {
 			tq := bytes.Clone(h.q) // the try may outlive the query
 			return func(ctx context.Context) (WireAnswer, error) { return f.tryWire(ctx, tq, up) }
@@ -261,6 +269,9 @@ func (h *hedgedWire) settle(first bool, a WireAnswer, from string, err error, ba
 	}
 	if first {
 		h.firstDone, h.firstErr = true, err
+		if h.firstFailed != nil {
+			close(h.firstFailed)
+		}
 	} else {
 		h.restDone, h.restErr = true, err
 	}

@@ -320,6 +320,26 @@ func TestStartWireHedged(t *testing.T) {
 		assert.Equal(t, map[string]float64{retryFailover: 1}, upstreamCounts(t, reg, "dnsfence_upstream_retries_total", b.addr, "reason"),
 			"failed over, not hedged: no wait for the hedge delay")
 	})
+	t.Run("first fails after the hedge: failed over at once", func(t *testing.T) {
+		// A fails 200 ms in, after the hedge to B (150 ms) and before B's
+		// own hedge delay would ask C (300 ms): C is asked as a failover.
+		servfail := rcodeAnswer(dns.RcodeServerFailure)
+		a := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+			if r.Question[0].Name != "." {
+				time.Sleep(200 * time.Millisecond)
+			}
+			return servfail(w, r)
+		})
+		silent, c := silentUpstream(t), startUpstream(t, nil)
+		reg := prometheus.NewRegistry()
+		f := counted(t, reg, a.addr, silent, c.addr)
+		r, _ := ask(t, f, "third.example.org.")
+		require.NoError(t, r.err)
+		assert.Equal(t, c.addr, r.from)
+		assert.Equal(t, map[string]float64{retryHedge: 1}, upstreamCounts(t, reg, "dnsfence_upstream_retries_total", silent, "reason"))
+		assert.Equal(t, map[string]float64{retryFailover: 1}, upstreamCounts(t, reg, "dnsfence_upstream_retries_total", c.addr, "reason"),
+			"the first try's failure fails over at once, not at the next hedge")
+	})
 	t.Run("every try fails", func(t *testing.T) {
 		a, b := silentUpstream(t), startUpstream(t, rcodeAnswer(dns.RcodeServerFailure))
 		f := NewForwarder([]string{a, b.addr}, 300*time.Millisecond, false)
