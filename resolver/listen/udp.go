@@ -62,21 +62,18 @@ type udpServer struct {
 type lateAnswers struct {
 	s     *udpServer
 	mu    sync.Mutex
-	batch outBatch
-	bufs  []*[]byte // the batch's buffers, back to outBufs once sent
-	dones int       // queries Done once the batch is sent
+	batch pooledBatch
+	dones int // queries Done once the batch is sent
 }
 
-// add queues the answer in buf to addr, sending the queue first when it is
-// full.
-func (l *lateAnswers) add(buf *[]byte, addr *net.UDPAddr) {
+// add queues the answer p, sending the queue first when it is full.
+func (l *lateAnswers) add(p outPacket) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.batch.msgs) == udpBatch {
-		l.sendLocked()
+	if l.batch.full() {
+		l.batch.send(l.s)
 	}
-	l.batch = l.batch.add(*buf, addr)
-	l.bufs = append(l.bufs, buf)
+	l.batch.add(p)
 }
 
 // done says a query written within the batch is answered, once the batch
@@ -90,7 +87,7 @@ func (l *lateAnswers) done() {
 // Flush sends the queued answers and says their queries Done (Flusher).
 func (l *lateAnswers) Flush() {
 	l.mu.Lock()
-	l.sendLocked()
+	l.batch.send(l.s)
 	dones := l.dones
 	l.dones = 0
 	l.mu.Unlock()
@@ -99,26 +96,39 @@ func (l *lateAnswers) Flush() {
 	}
 }
 
-// sendLocked sends the queue; l.mu is held.
-func (l *lateAnswers) sendLocked() {
-	if len(l.batch.msgs) == 0 {
-		return
-	}
-	l.s.send(l.batch.msgs)
-	l.batch.reset()
-	putOutBufs(l.bufs)
-	l.bufs = l.bufs[:0]
+// pooledBatch is an outBatch of answers held in outBufs buffers, which go
+// back to the pool once sent: the writer's and lateAnswers'.
+type pooledBatch struct {
+	outBatch
+	held []*[]byte
 }
 
-// putOutBufs returns the buffers of sent answers to outBufs, but for one
-// grown for a rare large answer, and forgets them.
-func putOutBufs(sent []*[]byte) {
-	for i, buf := range sent {
+func newPooledBatch() pooledBatch { return pooledBatch{outBatch: newOutBatch()} }
+
+// add appends the answer p; the batch holds at most udpBatch.
+func (b *pooledBatch) add(p outPacket) {
+	b.outBatch = b.outBatch.add(*p.buf, p.addr)
+	b.held = append(b.held, p.buf)
+}
+
+// full reports a batch that takes no more.
+func (b *pooledBatch) full() bool { return len(b.msgs) == udpBatch }
+
+// send sends the batch on s's socket, if it holds any, and returns its
+// buffers to outBufs, but for one grown for a rare large answer.
+func (b *pooledBatch) send(s *udpServer) {
+	if len(b.msgs) == 0 {
+		return
+	}
+	s.send(b.msgs)
+	b.reset()
+	for i, buf := range b.held {
 		if cap(*buf) <= udpReadBuf {
 			outBufs.Put(buf)
 		}
-		sent[i] = nil
+		b.held[i] = nil
 	}
+	b.held = b.held[:0]
 }
 
 // outPacket is one answer for the writer: buf holds it, and goes back to
@@ -138,7 +148,7 @@ func newUDPServer(pc *net.UDPConn, h Handler, count Counter, log *zap.Logger, ac
 		out: make(chan outPacket, 4*udpBatch), outDone: make(chan struct{}), workers: newWorkerPool(udpWorkers)}
 	s.workers.done = s.async.Done
 	s.batch = NewBatchConn(pc)
-	s.late = lateAnswers{s: s, batch: newOutBatch()}
+	s.late = lateAnswers{s: s, batch: newPooledBatch()}
 	return s
 }
 
@@ -197,7 +207,7 @@ func (w *udpWriter) Within(b Batcher) { w.within = b }
 // it is written within, or by the writer.
 func (w *udpWriter) sendAlone(buf *[]byte) {
 	if w.within != nil {
-		w.s.late.add(buf, w.remote)
+		w.s.late.add(outPacket{buf: buf, addr: w.remote})
 		w.within.AfterBatch(&w.s.late)
 		return
 	}
@@ -257,30 +267,25 @@ func (w *udpWriter) Hijack()             {}
 // whatever has queued up; it ends when out is closed.
 func (s *udpServer) writeOut() {
 	defer close(s.outDone)
-	batch := newOutBatch()
-	var sent []*[]byte // the buffers of the batch, back to outBufs once sent
+	batch := newPooledBatch()
 	for p := range s.out {
-		batch = batch.add(*p.buf, p.addr)
-		sent = append(sent[:0], p.buf)
+		batch.add(p)
 		// Let the queries that are ready to answer queue theirs first: the
 		// first answer of a burst would otherwise leave alone.
 		runtime.Gosched()
 	drain:
-		for len(batch.msgs) < udpBatch {
+		for !batch.full() {
 			select {
 			case p, ok := <-s.out:
 				if !ok {
 					break drain
 				}
-				batch = batch.add(*p.buf, p.addr)
-				sent = append(sent, p.buf)
+				batch.add(p)
 			default:
 				break drain
 			}
 		}
-		s.send(batch.msgs)
-		batch.reset()
-		putOutBufs(sent)
+		batch.send(s)
 	}
 }
 
