@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -87,10 +86,20 @@ func (f *Forwarder) ForwardWire(ctx context.Context, q []byte) (WireAnswer, stri
 	}
 	f.inflight.Add(1)
 	defer f.inflight.Add(-1)
-	return forwardHedged(ctx, f, order, continued{}, func(up *upstreamState) func(context.Context) (WireAnswer, error) {
-		tq := bytes.Clone(q) // the try may outlive the call, and q with it
+	return forwardHedged(ctx, f, order, continued{}, f.newWireTry(q, dnswire.ID(q)))
+}
+
+// newWireTry is forwardHedged's newTry for the query q in wire form whose
+// own ID is own: each try gets its own copy of q, since a try may outlive
+// the query and q with it. q's ID octets are not read: each try writes its
+// socket's ID there, a started query's first try too, at any moment.
+func (f *Forwarder) newWireTry(q []byte, own uint16) func(up *upstreamState) func(context.Context) (WireAnswer, error) {
+	return func(up *upstreamState) func(context.Context) (WireAnswer, error) {
+		tq := make([]byte, len(q))
+		binary.BigEndian.PutUint16(tq, own)
+		copy(tq[2:], q[2:])
 		return func(ctx context.Context) (WireAnswer, error) { return f.tryWire(ctx, tq, up) }
-	})
+	}
 }
 
 // tryWire is try for a query in wire form.

@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -167,7 +166,8 @@ func (t *wireTry) recycle() {
 type hedgedWire struct {
 	f     *Forwarder
 	order []*upstreamState
-	q     []byte // the query for the other tries: the first try rewrites its own
+	q     []byte // the first try's query: the other tries copy it (newWireTry)
+	own   uint16 // q's own ID
 	then  WireThen
 	timer *time.Timer // the first try's hedge delay
 	start time.Time
@@ -192,7 +192,7 @@ const (
 )
 
 func newHedgedWire(f *Forwarder, order []*upstreamState, q []byte, then WireThen) *hedgedWire {
-	h := &hedgedWire{f: f, order: order, q: bytes.Clone(q), then: then, start: time.Now()}
+	h := &hedgedWire{f: f, order: order, q: q, own: dnswire.ID(q), then: then, start: time.Now()}
 	f.refs.Add(1) // held by f's own until then has the result
 	f.inflight.Add(1)
 	h.timer = time.AfterFunc(f.hedgeDelay(order[0]), func() { h.askRest(retryHedge) })
@@ -239,10 +239,7 @@ func (h *hedgedWire) askRest(reason string) {
 	defer f.release()
 	giveUp := h.start.Add(time.Duration(len(h.order)) * f.timeout)
 	a, from, err := forwardHedged(ctx, f, h.order[1:], continued{h.order[0], reason, giveUp, firstFailed},
-		func(up *upstreamState) func(context.Context) (WireAnswer, error) {
-			tq := bytes.Clone(h.q) // the try may outlive the query
-			return func(ctx context.Context) (WireAnswer, error) { return f.tryWire(ctx, tq, up) }
-		})
+		f.newWireTry(h.q, h.own))
 	h.mu.Lock()
 	h.settle(false, a, from, err, nil)
 }
@@ -290,13 +287,11 @@ func (h *hedgedWire) settle(first bool, a WireAnswer, from string, err error, ba
 func (h *hedgedWire) failure() error {
 	uerr := &UpstreamError{Timeout: true}
 	uerr.add(h.order[0].addr, h.firstErr)
-	var rest *UpstreamError
+	var rest *UpstreamError // forwardHedged's every failure is one
 	if errors.As(h.restErr, &rest) {
 		for i, err := range rest.Errs {
 			uerr.add(rest.upstreams[i], errors.Unwrap(err))
 		}
-	} else if h.restErr != nil {
-		uerr.add("", h.restErr)
 	}
 	return uerr
 }

@@ -304,6 +304,8 @@ func TestStartWireHedged(t *testing.T) {
 		r, took := ask(t, f, "hedged.example.org.")
 		require.NoError(t, r.err)
 		assert.Equal(t, b.addr, r.from)
+		require.NotNil(t, r.a.Raw)
+		assert.Equal(t, uint16(0x1234), dnswire.ID(r.a.Raw), "the hedge's answer has the query's own ID too")
 		assert.GreaterOrEqual(t, took, hedgeFloor)
 		assert.Less(t, took, time.Second, "well before the first try's timeout")
 		assert.Equal(t, map[string]float64{retryHedge: 1}, upstreamCounts(t, reg, "dnsfence_upstream_retries_total", b.addr, "reason"))
