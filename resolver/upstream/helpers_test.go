@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,13 +117,28 @@ func startUpstream(t *testing.T, answer func(w dns.ResponseWriter, r *dns.Msg) *
 // answers: a dead upstream that makes every try time out.
 func silentUpstream(t *testing.T) string {
 	t.Helper()
+	addr, _ := askedSilentUpstream(t)
+	return addr
+}
+
+// askedSilentUpstream is silentUpstream, and asked, closed at the first
+// UDP query it reads that is not a probe of the root.
+func askedSilentUpstream(t *testing.T) (addr string, asked <-chan struct{}) {
+	t.Helper()
 	pc, ln := listenBoth(t)
 	t.Cleanup(func() { pc.Close(); ln.Close() })
+	ch := make(chan struct{})
+	var once sync.Once
 	go func() {
 		buf := make([]byte, 65535)
 		for {
-			if _, _, err := pc.ReadFrom(buf); err != nil {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
 				return
+			}
+			m := new(dns.Msg)
+			if m.Unpack(buf[:n]) == nil && len(m.Question) == 1 && m.Question[0].Name != "." {
+				once.Do(func() { close(ch) })
 			}
 		}
 	}()
@@ -135,7 +151,7 @@ func silentUpstream(t *testing.T) string {
 			t.Cleanup(func() { c.Close() })
 		}
 	}()
-	return pc.LocalAddr().String()
+	return pc.LocalAddr().String(), ch
 }
 
 // closedPort is a loopback UDP/TCP port with nothing listening: queries to

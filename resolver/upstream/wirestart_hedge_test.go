@@ -2,8 +2,6 @@ package upstream
 
 import (
 	"context"
-	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,31 +10,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// gatedSilent is a UDP upstream that never answers and closes asked at
-// the first query it reads that is not a probe of the root.
-func gatedSilent(t *testing.T) (addr string, asked chan struct{}) {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { pc.Close() })
-	asked = make(chan struct{})
-	var once sync.Once
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, _, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			m := new(dns.Msg)
-			if m.Unpack(buf[:n]) == nil && len(m.Question) == 1 && m.Question[0].Name != "." {
-				once.Do(func() { close(asked) })
-			}
-		}
-	}()
-	return pc.LocalAddr().String(), asked
-}
 
 // TestHedgingStopsOnceAnswered: with three upstreams, a query whose first
 // try answers after the hedge to the second was sent (and before the
@@ -50,7 +23,7 @@ func TestHedgingStopsOnceAnswered(t *testing.T) {
 			name = "StartWire"
 		}
 		t.Run(name, func(t *testing.T) {
-			bAddr, bAsked := gatedSilent(t)
+			bAddr, bAsked := askedSilentUpstream(t)
 			a := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 				if r.Question[0].Name != "." {
 					<-bAsked // answers only once the hedge to b is out
