@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
-	"github.com/maypok86/otter/v2"
 	"github.com/miekg/dns"
 )
 
@@ -142,35 +141,30 @@ func (e *cacheEntry) ttlAt(ttl, elapsed uint32) uint32 {
 // entries, so that a reload keeps what was cached and no query reads a
 // setting that changes under it.
 type Cache struct {
-	c   *otter.Cache[cacheKey, *cacheEntry] // shared by every Cache made With from one NewCache
-	cfg config.Cache                        // read-only
+	t   *cacheTable  // shared by every Cache made With from one NewCache
+	cfg config.Cache // read-only
 }
 
 // NewCache returns a cache of at most cfg.Size entries.
 func NewCache(cfg config.Cache) *Cache {
-	c := &Cache{cfg: cfg}
-	c.c = otter.Must(&otter.Options[cacheKey, *cacheEntry]{
-		MaximumSize: max(cfg.Size, 1),
-		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[cacheKey, *cacheEntry]) time.Duration {
-			return e.Value.keep
-		}),
-	})
-	return c
+	return &Cache{t: newCacheTable(max(cfg.Size, 1)), cfg: cfg}
 }
 
 // With returns a cache holding c's entries that applies cfg from now on:
-// the entries are bounded to cfg.Size at once (the least used go first),
+// the entries are bounded to cfg.Size at once (the unread go first, see
+// cacheTable),
 // and what is cached next is clamped and kept as cfg says. c itself is
 // unchanged but for its bound, shared with the result.
 func (c *Cache) With(cfg config.Cache) *Cache {
 	if cfg.Size != c.cfg.Size {
-		c.c.SetMaximum(uint64(max(cfg.Size, 1)))
+		c.t.setLimit(max(cfg.Size, 1))
 	}
-	return &Cache{c: c.c, cfg: cfg}
+	return &Cache{t: c.t, cfg: cfg}
 }
 
-// Len is the number of cached answers.
-func (c *Cache) Len() int { return c.c.EstimatedSize() }
+// Len is the number of cached answers, expired ones the cache has not yet
+// reclaimed among them (cacheTable).
+func (c *Cache) Len() int { return c.t.len() }
 
 // get returns the fresh entry for key, read-only, or nil. prefetch says
 // the caller should refresh it in the background: it is popular, in the
@@ -180,7 +174,7 @@ func (c *Cache) get(key cacheKey, now time.Time) (e *cacheEntry, prefetch bool) 
 	if cfg.Size == 0 {
 		return nil, false
 	}
-	e, ok := c.c.GetIfPresent(key)
+	e, ok := c.t.get(key)
 	if !ok || now.Sub(e.stored) >= e.ttl {
 		return nil, false
 	}
@@ -201,7 +195,7 @@ func (c *Cache) stale(key cacheKey, now time.Time) *dns.Msg {
 	if window <= 0 {
 		return nil
 	}
-	e, ok := c.c.GetIfPresent(key)
+	e, ok := c.t.get(key)
 	if !ok || now.Sub(e.stored) >= e.ttl+window || e.rcode == dns.RcodeServerFailure {
 		return nil
 	}
@@ -224,8 +218,8 @@ func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) *dns.Msg {
 	if msg.Rcode == dns.RcodeServerFailure {
 		keep = ttl // never served stale
 	}
-	c.c.Set(key, &cacheEntry{msg: msg, rcode: msg.Rcode, stored: now, ttl: ttl, keep: keep, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL,
-		life: uint32(ttl / time.Second)})
+	c.t.set(key, &cacheEntry{msg: msg, rcode: msg.Rcode, stored: now, ttl: ttl, keep: keep, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL,
+		life: uint32(ttl / time.Second)}, now)
 	return msg
 }
 
@@ -254,7 +248,7 @@ func (c *Cache) putWire(key cacheKey, b []byte, now time.Time) (*cacheEntry, boo
 	if sh.rcode == dns.RcodeServerFailure {
 		e.keep = ttl // never served stale
 	}
-	c.c.Set(key, e)
+	c.t.set(key, e, now)
 	return e, true
 }
 
@@ -297,7 +291,7 @@ func clamped(msg *dns.Msg, minTTL, maxTTL uint32, life time.Duration, hasLife bo
 // unless key holds an answer that is fresh or still inside the serve-stale
 // window: a failure never displaces an answer that may yet be served.
 func (c *Cache) putFailure(key cacheKey, msg *dns.Msg, now time.Time) {
-	if e, ok := c.c.GetIfPresent(key); ok && e.rcode != dns.RcodeServerFailure &&
+	if e, ok := c.t.get(key); ok && e.rcode != dns.RcodeServerFailure &&
 		now.Sub(e.stored) < e.ttl+c.cfg.ServeStale {
 		return
 	}

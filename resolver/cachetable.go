@@ -1,0 +1,199 @@
+package resolver
+
+import (
+	"hash/maphash"
+	"math/bits"
+	"sync"
+	"time"
+)
+
+// cacheTable holds the answer cache's entries, at most a bound of them:
+// shards by a hash of the name, each a map from key to a slot of a ring
+// that the CLOCK algorithm (second chance) evicts from, as a DNS packet
+// cache does it (dnsdist's, Unbound's slabbed LRU). A lookup and a store
+// are one map operation each under the shard's lock, and a store
+// allocates nothing but when its shard's map and ring grow: the entry is
+// the caller's.
+//
+// A slot read since the hand last passed it is passed over once more
+// (its read bit cleared); the first slot the hand finds unread, or
+// expired, is the one a new entry takes. A sweep apart from the hand
+// reclaims expired entries, looking at two slots a store, so that expired entries leave at
+// about the rate new ones come and Len counts mostly live ones; until then an expired entry
+// is held, never served (Cache.get and Cache.stale judge by time).
+type cacheTable struct {
+	seed   maphash.Seed
+	shards []cacheShard
+	shift  uint // the hash's top bits pick the shard: 64 - log2(len(shards))
+}
+
+// cacheShard is one shard of a cacheTable.
+type cacheShard struct {
+	mu    sync.Mutex
+	index map[cacheKey]int32 // the slot of each key in ring
+	ring  []cacheSlot
+	hand  int // the next slot the CLOCK hand looks at, to evict
+	sweep int // the next slot reclaim looks at
+	limit int // the most entries the shard holds
+	_     [64]byte
+}
+
+// cacheSlot is one cached entry and its key.
+type cacheSlot struct {
+	key  cacheKey
+	e    *cacheEntry
+	read bool // read since the hand last passed
+}
+
+// cacheShardSize is the fewest entries a shard is made for: a small cache
+// has one shard, holding exactly its bound.
+const cacheShardSize = 256
+
+// maxCacheShards bounds the shards of a big cache, enough that the
+// listeners' and upstream readers' goroutines seldom meet on a lock.
+const maxCacheShards = 64
+
+// newCacheTable returns a table of at most size entries (size ≥ 1), in
+// as many shards as size allows, a power of two.
+func newCacheTable(size int) *cacheTable {
+	n := 1
+	for n < maxCacheShards && n*2*cacheShardSize <= size {
+		n *= 2
+	}
+	t := &cacheTable{seed: maphash.MakeSeed(), shards: make([]cacheShard, n), shift: uint(64 - bits.TrailingZeros(uint(n)))}
+	for i := range t.shards {
+		t.shards[i].index = map[cacheKey]int32{}
+	}
+	t.setLimit(size)
+	return t
+}
+
+// shard is the shard holding key.
+func (t *cacheTable) shard(key cacheKey) *cacheShard {
+	if len(t.shards) == 1 {
+		return &t.shards[0]
+	}
+	return &t.shards[maphash.String(t.seed, key.name)>>t.shift]
+}
+
+// get returns the entry stored for key, expired or not.
+func (t *cacheTable) get(key cacheKey) (*cacheEntry, bool) {
+	s := t.shard(key)
+	s.mu.Lock()
+	i, ok := s.index[key]
+	var e *cacheEntry
+	if ok {
+		slot := &s.ring[i]
+		slot.read, e = true, slot.e
+	}
+	s.mu.Unlock()
+	return e, ok
+}
+
+// set stores e for key, replacing what key held; when the shard is full
+// it evicts an entry (see cacheTable). now judges expiry.
+func (t *cacheTable) set(key cacheKey, e *cacheEntry, now time.Time) {
+	s := t.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i, ok := s.index[key]; ok {
+		s.ring[i].e = e
+		return
+	}
+	s.reclaim(now)
+	if len(s.ring) < s.limit {
+		s.index[key] = int32(len(s.ring))
+		s.ring = append(s.ring, cacheSlot{key: key, e: e})
+		return
+	}
+	// The new entry takes the victim's slot, and the hand moves past it:
+	// it is not looked at again before every other slot has been.
+	i := s.victim(now)
+	delete(s.index, s.ring[i].key)
+	s.ring[i] = cacheSlot{key: key, e: e}
+	s.index[key] = int32(i)
+	s.hand = i + 1
+}
+
+// reclaim looks at the next two slots of its own sweep, apart from the
+// CLOCK hand, removing those expired: two, so that the sweep passes every
+// slot within some stores even while each store makes the ring one
+// longer.
+func (s *cacheShard) reclaim(now time.Time) {
+	for range 2 {
+		if len(s.ring) == 0 {
+			return
+		}
+		s.sweep %= len(s.ring)
+		if s.ring[s.sweep].e.expired(now) {
+			s.remove(s.sweep) // the last slot moved in: the sweep stays
+			continue
+		}
+		s.sweep++
+	}
+}
+
+// victim is the slot the hand evicts next: the first expired or unread
+// one, clearing the read bit of those it passes. The shard is not empty.
+func (s *cacheShard) victim(now time.Time) int {
+	for {
+		s.hand %= len(s.ring)
+		slot := &s.ring[s.hand]
+		if !slot.read || slot.e.expired(now) {
+			return s.hand
+		}
+		slot.read = false
+		s.hand++
+	}
+}
+
+// remove deletes slot i, moving the ring's last slot into its place.
+func (s *cacheShard) remove(i int) {
+	delete(s.index, s.ring[i].key)
+	last := len(s.ring) - 1
+	if i != last {
+		s.ring[i] = s.ring[last]
+		s.index[s.ring[i].key] = int32(i)
+	}
+	s.ring[last] = cacheSlot{}
+	s.ring = s.ring[:last]
+}
+
+// setLimit bounds the table to size entries (size ≥ 1), evicting at once
+// what is over, the unread first: each shard holds its share of size. A
+// table made for one size and bound to one below its count of shards
+// holds one entry a shard, a few more than size.
+func (t *cacheTable) setLimit(size int) {
+	n := len(t.shards)
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		s.limit = size / n
+		if i < size%n || s.limit == 0 {
+			s.limit++
+		}
+		for len(s.ring) > s.limit {
+			s.remove(s.victim(time.Time{}))
+		}
+		s.mu.Unlock()
+	}
+}
+
+// len is the number of entries held, expired ones not yet reclaimed among
+// them.
+func (t *cacheTable) len() int {
+	n := 0
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		n += len(s.ring)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// expired reports whether e is past its keeping time (its TTL and the
+// serve-stale window) at now.
+func (e *cacheEntry) expired(now time.Time) bool {
+	return now.Sub(e.stored) >= e.keep
+}

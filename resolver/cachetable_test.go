@@ -1,0 +1,142 @@
+package resolver
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// tableKey is the cache key of name, type A.
+func tableKey(name string) cacheKey { return cacheKey{name: name, qtype: 1, qclass: 1, rd: true} }
+
+// tableEntry is an entry stored at stored and kept for keep.
+func tableEntry(stored time.Time, keep time.Duration) *cacheEntry {
+	return &cacheEntry{stored: stored, ttl: keep, keep: keep}
+}
+
+func TestCacheTableSecondChance(t *testing.T) {
+	now := time.Now()
+	tab := newCacheTable(4)
+	require.Len(t, tab.shards, 1)
+	for i := range 4 {
+		tab.set(tableKey(fmt.Sprint(i)), tableEntry(now, time.Hour), now)
+	}
+	// 0 and 2 are read: the next two stores evict 1 and 3, the unread.
+	for _, k := range []string{"0", "2"} {
+		_, ok := tab.get(tableKey(k))
+		require.True(t, ok)
+	}
+	tab.set(tableKey("new1"), tableEntry(now, time.Hour), now)
+	tab.set(tableKey("new2"), tableEntry(now, time.Hour), now)
+	assert.Equal(t, 4, tab.len())
+	for k, want := range map[string]bool{"0": true, "2": true, "new1": true, "new2": true, "1": false, "3": false} {
+		_, ok := tab.get(tableKey(k))
+		assert.Equal(t, want, ok, k)
+	}
+}
+
+func TestCacheTableReplaces(t *testing.T) {
+	now := time.Now()
+	tab := newCacheTable(2)
+	first, second := tableEntry(now, time.Hour), tableEntry(now, time.Hour)
+	tab.set(tableKey("a"), first, now)
+	tab.set(tableKey("a"), second, now)
+	e, ok := tab.get(tableKey("a"))
+	require.True(t, ok)
+	assert.Same(t, second, e)
+	assert.Equal(t, 1, tab.len())
+}
+
+func TestCacheTableReclaimsExpired(t *testing.T) {
+	now := time.Now()
+	tab := newCacheTable(100)
+	for i := range 10 {
+		tab.set(tableKey(fmt.Sprint("short", i)), tableEntry(now, time.Second), now)
+	}
+	// Each store reclaims the expired entry under the hand: the expired
+	// leave as new entries come, though the table is far from full.
+	later := now.Add(2 * time.Second)
+	for i := range 20 {
+		tab.set(tableKey(fmt.Sprint("long", i)), tableEntry(later, time.Hour), later)
+	}
+	assert.Equal(t, 20, tab.len())
+	for i := range 10 {
+		_, ok := tab.get(tableKey(fmt.Sprint("short", i)))
+		assert.False(t, ok, i)
+	}
+	// A full table evicts an expired entry before an unread live one,
+	// even one read since the hand passed it.
+	tab = newCacheTable(2)
+	tab.set(tableKey("expires"), tableEntry(now, time.Second), now)
+	tab.set(tableKey("lives"), tableEntry(now, time.Hour), now)
+	tab.get(tableKey("expires"))
+	tab.set(tableKey("new"), tableEntry(later, time.Hour), later)
+	_, ok := tab.get(tableKey("lives"))
+	assert.True(t, ok)
+	_, ok = tab.get(tableKey("expires"))
+	assert.False(t, ok)
+}
+
+func TestCacheTableBounds(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name         string
+		size, shards int
+		shrink       int // setLimit after filling, 0: none
+		most         int // Len after a million stores, at most
+	}{
+		{name: "one shard", size: 300, shards: 1, most: 300},
+		{name: "sharded", size: 10000, shards: 32, most: 10000},
+		{name: "many shards", size: 200000, shards: maxCacheShards, most: 200000},
+		{name: "shrunk", size: 200000, shards: maxCacheShards, shrink: 1000, most: 1000},
+		// Bound far below the shards' count: each shard holds one.
+		{name: "shrunk below the shards", size: 200000, shards: maxCacheShards, shrink: 10, most: maxCacheShards},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tab := newCacheTable(tc.size)
+			require.Len(t, tab.shards, tc.shards)
+			for i := range 300000 {
+				tab.set(tableKey(fmt.Sprint(i, ".example.")), tableEntry(now, time.Hour), now)
+			}
+			full := min(tc.size, 300000)
+			if tc.shrink > 0 {
+				tab.setLimit(tc.shrink)
+				full = min(tc.shrink, tc.most)
+			}
+			assert.LessOrEqual(t, tab.len(), tc.most)
+			// Every shard fills: the bound is near size, not far under it.
+			assert.GreaterOrEqual(t, tab.len(), full*9/10)
+			for i := range tab.shards {
+				s := &tab.shards[i]
+				assert.Len(t, s.index, len(s.ring))
+				for j, slot := range s.ring {
+					assert.Equal(t, int32(j), s.index[slot.key])
+				}
+			}
+		})
+	}
+}
+
+func TestCacheTableConcurrent(t *testing.T) {
+	now := time.Now()
+	tab := newCacheTable(2000)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 20000 {
+				k := tableKey(fmt.Sprint(i%5000, ".example."))
+				if i%3 == g%3 {
+					tab.set(k, tableEntry(now, time.Duration(i%7)*time.Second), now.Add(time.Duration(i%11)*time.Second))
+				} else if e, ok := tab.get(k); ok {
+					_ = e.stored
+				}
+			}
+		})
+	}
+	wg.Wait()
+	assert.LessOrEqual(t, tab.len(), 2000)
+}
