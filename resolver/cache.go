@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
@@ -218,19 +219,27 @@ func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) *dns.Msg {
 	if msg.Rcode == dns.RcodeServerFailure {
 		keep = ttl // never served stale
 	}
+	key.name = strings.Clone(key.name) // a wire query's is in its own memory (wireQuery.own)
 	c.t.set(key, &cacheEntry{msg: msg, rcode: msg.Rcode, stored: now, ttl: ttl, keep: keep, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL,
 		life: uint32(ttl / time.Second)}, now)
 	return msg
 }
 
 // putWire is put for an answer in wire form, b (an upstream's datagram,
-// which the entry takes over): it returns the entry the answer is served
+// which the entry copies): it returns the entry the answer is served
 // from, stored when RFC 2308 and the TTL bounds let it be cached, with its
-// TTLs clamped as put clamps them. ok is false for an answer the wire
-// cache cannot hold (wireOf): the caller takes the message path with it.
+// TTLs clamped as put clamps them. The entry, its copy of b and of the
+// key's name are one allocation (newWireEntry). ok is false for an answer
+// the wire cache cannot hold (wireOf): the caller takes the message path
+// with it.
 func (c *Cache) putWire(key cacheKey, b []byte, now time.Time) (*cacheEntry, bool) {
 	cfg := &c.cfg
-	e := &cacheEntry{stored: now, minTTL: cfg.MinTTL, maxTTL: cfg.MaxTTL, life: ^uint32(0)}
+	e, mem := newWireEntry(len(b) + len(key.name))
+	mem = append(mem, b...)
+	b = mem[:len(b):len(b)]
+	mem = append(mem, key.name...)
+	key.name = unsafe.String(unsafe.SliceData(mem[len(b):]), len(key.name))
+	e.stored, e.minTTL, e.maxTTL, e.life = now, cfg.MinTTL, cfg.MaxTTL, ^uint32(0)
 	sh, ok := wireOf(b, &e.ownWire)
 	if !ok {
 		return nil, false
@@ -250,6 +259,44 @@ func (c *Cache) putWire(key cacheKey, b []byte, now time.Time) (*cacheEntry, boo
 	}
 	c.t.set(key, e, now)
 	return e, true
+}
+
+// entryWith is a cache entry and, in the same allocation, mem: room for
+// its wire form and its key's name (newWireEntry). M is an array of
+// octets.
+type entryWith[M any] struct {
+	cacheEntry
+	mem M
+}
+
+// newEntryWith makes an entryWith[M] and returns its entry and its room,
+// empty.
+func newEntryWith[M any]() (*cacheEntry, []byte) {
+	x := new(entryWith[M])
+	return &x.cacheEntry, unsafe.Slice((*byte)(unsafe.Pointer(&x.mem)), unsafe.Sizeof(x.mem))[:0]
+}
+
+// newWireEntry makes an entry with room for n octets, empty, in one
+// allocation up to 1,328 octets: the sizes make the whole an allocator's
+// size class (the entry is 208 octets).
+func newWireEntry(n int) (*cacheEntry, []byte) {
+	switch {
+	case n <= 112:
+		return newEntryWith[[112]byte]()
+	case n <= 176:
+		return newEntryWith[[176]byte]()
+	case n <= 304:
+		return newEntryWith[[304]byte]()
+	case n <= 432:
+		return newEntryWith[[432]byte]()
+	case n <= 560:
+		return newEntryWith[[560]byte]()
+	case n <= 816:
+		return newEntryWith[[816]byte]()
+	case n <= 1328:
+		return newEntryWith[[1328]byte]()
+	}
+	return new(cacheEntry), make([]byte, 0, n)
 }
 
 // clamped is msg with every record TTL (OPT aside) bounded to [minTTL,

@@ -5,6 +5,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
+
+	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/miekg/dns"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -139,4 +143,57 @@ func TestCacheTableConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	assert.LessOrEqual(t, tab.len(), 2000)
+}
+
+// TestCacheStoresCopies: put and putWire keep copies of the key's name
+// (a wire query's is in memory of its own that outlives nothing) and
+// putWire of the answer (the upstream reader's buffer): the buffers they
+// were given may be written over once they return.
+func TestCacheStoresCopies(t *testing.T) {
+	now := time.Now()
+	c := NewCache(config.Cache{Size: 100, MaxTTL: 86400})
+	for _, viaWire := range []bool{true, false} {
+		t.Run(fmt.Sprint("wire ", viaWire), func(t *testing.T) {
+			name := fmt.Sprintf("copy-%t.example.org.", viaWire)
+			msg := answerWith(name, dns.TypeA, dns.RcodeSuccess, name+" 300 IN A 192.0.2.7")
+			raw, err := msg.Pack()
+			require.NoError(t, err)
+			nameBuf := []byte(name)
+			key := keyOf(msg)
+			key.name = unsafe.String(&nameBuf[0], len(nameBuf))
+			if viaWire {
+				_, ok := c.putWire(key, raw, now)
+				require.True(t, ok)
+			} else {
+				c.put(key, msg, now)
+			}
+			for i := range nameBuf {
+				nameBuf[i] = 'x'
+			}
+			clear(raw)
+			e, _ := c.get(keyOf(msg), now)
+			require.NotNil(t, e, "found by the name as it was")
+			if viaWire {
+				got := new(dns.Msg)
+				require.NoError(t, got.Unpack(e.wire.wire))
+				require.Len(t, got.Answer, 1)
+				assert.Equal(t, "192.0.2.7", got.Answer[0].(*dns.A).A.String())
+			}
+		})
+	}
+}
+
+// TestNewWireEntryRoom: an entry's room holds what it was made for, in
+// the entry's own allocation up to the largest size class.
+func TestNewWireEntryRoom(t *testing.T) {
+	for _, n := range []int{0, 1, 112, 113, 176, 300, 432, 560, 800, 1328, 1329, 4000} {
+		e, mem := newWireEntry(n)
+		require.NotNil(t, e)
+		assert.Zero(t, len(mem))
+		assert.GreaterOrEqual(t, cap(mem), n)
+		start := uintptr(unsafe.Pointer(e))
+		at := uintptr(unsafe.Pointer(unsafe.SliceData(mem[:1])))
+		inside := at >= start+unsafe.Sizeof(*e) && at < start+unsafe.Sizeof(*e)+1328
+		assert.Equal(t, n <= 1328, inside, "n=%d", n)
+	}
 }

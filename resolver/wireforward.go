@@ -41,9 +41,11 @@ type wireLeft struct {
 	call wireCall
 	// upq is the query to send upstream, once: ForwardWire takes it.
 	upq []byte
-	// mem holds the query's own copy of its datagram, and upq after it,
-	// when both fit: the common query leaves with one allocation.
-	mem [256]byte
+	// mem holds the query's own copy of its datagram and name, and upq
+	// after them, when all fit (wireQuery.own): the common query leaves
+	// with one allocation. 328 octets make wireLeft 896, a size class of
+	// the allocator.
+	mem [328]byte
 }
 
 // wireCall is one upstream query in wire form that identical concurrent

@@ -189,21 +189,22 @@ func (wq *wireQuery) maxSize() int {
 
 // own gives the query copies of its own of the datagram and the name, for
 // when it leaves the listener's hands (resume), and returns the query to
-// send upstream (upstreamQuery), made after the datagram: in buf when
-// both fit, else in a new allocation.
+// send upstream (upstreamQuery), made after them: all three in buf when
+// they fit, else in one new allocation. The name then lives in buf's
+// memory (wireLeft.mem): what keeps it longer than the query, a cache
+// key stored (Cache.put, Cache.putWire) or a prefetch, copies it.
 func (wq *wireQuery) own(buf []byte) (upq []byte) {
-	n := len(wq.b)
-	need := n + wq.q.End + 11
-	var mem []byte
-	if need <= cap(buf) {
-		mem = buf[:n:need]
-	} else {
-		mem = make([]byte, n, need)
+	n, name := len(wq.b), len(wq.name)
+	need := n + name + wq.q.End + 11
+	mem := buf[:0]
+	if need > cap(buf) {
+		mem = make([]byte, 0, need)
 	}
-	copy(mem, wq.b)
+	mem = append(mem, wq.b...)
 	wq.b = mem[:n:n]
-	wq.name = string([]byte(wq.name))
-	return wq.upstreamQuery(mem[n:])
+	mem = append(mem, wq.name...)
+	wq.name = unsafe.String(unsafe.SliceData(mem[n:]), name)
+	return wq.upstreamQuery(mem[n+name : n+name : need])
 }
 
 // upstreamQuery writes into b the query upstream.Forwarder.ForwardWire

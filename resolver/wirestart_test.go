@@ -2,11 +2,13 @@ package resolver
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
@@ -145,6 +147,53 @@ func TestWireMissAnsweredByUpstreamReader(t *testing.T) {
 	assert.Len(t, w2.written, 1)
 	assert.Equal(t, int64(1), up.count.Load())
 	assert.Equal(t, int64(0), f.handler.slots.used.Load(), "the upstream slot is given back")
+}
+
+// TestWireMissKeepsItsAnswer: the upstream socket's reader hands a
+// started miss the answer in its own buffer, which it reads the next
+// answers into; the cache entry keeps a copy, and its key a copy of the
+// name, so that each name is answered from the cache with its own answer
+// after many more have come through the same buffers.
+func TestWireMissKeepsItsAnswer(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		var n int
+		_, _ = fmt.Sscanf(r.Question[0].Name, "n%d.", &n)
+		m.Answer = []dns.RR{mustRR("%s 300 IN A 198.51.%d.%d", r.Question[0].Name, n/256, n%256)}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	miss := func(n int) (*dns.Msg, *detachedRecorder) {
+		w := newDetachedRecorder()
+		m := question(fmt.Sprintf("n%d.example.org.", n), dns.TypeA, true)
+		resume, handled := f.handler.ServeWire(w, packed(m))
+		require.True(t, handled)
+		require.Nil(t, resume)
+		w.flush()
+		got := w.answers(t, 1)
+		require.Len(t, got, 1)
+		return got[0], w
+	}
+	const names = 150 // over two batches of the reader's buffers
+	for n := range names {
+		got, w := miss(n)
+		assert.Equal(t, 1, w.detached, "a miss, started")
+		require.Len(t, got.Answer, 1)
+		assert.Equal(t, fmt.Sprintf("198.51.%d.%d", n/256, n%256), got.Answer[0].(*dns.A).A.String())
+	}
+	for n := range names {
+		w := newDetachedRecorder()
+		resume, handled := f.handler.ServeWire(w, packed(question(fmt.Sprintf("n%d.example.org.", n), dns.TypeA, true)))
+		require.True(t, handled)
+		require.Nil(t, resume)
+		assert.Zero(t, w.detached, "a hit, answered inline")
+		require.Len(t, w.written, 1)
+		got := new(dns.Msg)
+		require.NoError(t, got.Unpack(w.written[0]))
+		require.Len(t, got.Answer, 1)
+		assert.Equal(t, fmt.Sprintf("198.51.%d.%d", n/256, n%256), got.Answer[0].(*dns.A).A.String(), "n%d", n)
+	}
+	assert.Equal(t, int64(names), up.count.Load())
 }
 
 // TestWireMissSharedWhileStarted: an identical miss while one started by
@@ -318,13 +367,16 @@ func TestWireQueryOwn(t *testing.T) {
 		require.True(t, ok, name)
 		want := wq.upstreamQuery(nil)
 
-		var buf [256]byte
-		upq := wq.own(buf[:])
+		var l wireLeft
+		buf := l.mem[:]
+		upq := wq.own(buf)
+		clear(nameBuf[:]) // the listener's, reused by the next query
 		assert.Equal(t, b, wq.b, "the datagram's copy")
 		assert.Equal(t, want, upq, "the upstream query")
-		assert.Equal(t, strings.ToLower(name), wq.name)
-		fits := len(b)+len(want) <= len(buf)
-		inBuf := len(b) < len(buf) && &upq[0] == &buf[len(b)]
-		assert.Equal(t, fits, inBuf, "%s: %d+%d octets in the buffer", name, len(b), len(want))
+		assert.Equal(t, strings.ToLower(name), wq.name, "the name's copy")
+		fits := len(b)+len(name)+len(want) <= len(buf)
+		at := len(b) + len(name)
+		inBuf := at < len(buf) && &upq[0] == &buf[at] && unsafe.StringData(wq.name) == &buf[len(b)]
+		assert.Equal(t, fits, inBuf, "%s: %d+%d+%d octets in the buffer", name, len(b), len(name), len(want))
 	}
 }

@@ -132,7 +132,9 @@ type waiter struct {
 // once, on the socket's reader goroutine (or on the goroutine that failed
 // to send the datagram), where it must not block. batch, when not nil, is
 // the reader's batch of answers (listen.Batcher): what the taker gathers
-// for it is flushed once the batch is read through.
+// for it is flushed once the batch is read through. raw is the reader's
+// buffer, read again once the call returns: the taker copies what it
+// keeps of it.
 type answerTaker interface {
 	answered(raw []byte, err error, batch listen.Batcher)
 }
@@ -147,13 +149,14 @@ func (w *waiter) fail(err error, batch listen.Batcher) {
 	close(w.answer)
 }
 
-// answered ends the wait with the answer raw, which the waiter keeps.
+// answered ends the wait with the answer raw, the reader's buffer: then
+// takes it during its call (answerTaker), the channel a copy.
 func (w *waiter) answered(raw []byte, batch listen.Batcher) {
 	if w.then != nil {
 		w.then.answered(raw, nil, batch)
 		return
 	}
-	w.answer <- raw
+	w.answer <- bytes.Clone(raw)
 }
 
 // readBatch is what one read of a socket's reader delivers
@@ -560,7 +563,7 @@ func (s *upstreamSocket) deliver(b []byte, cut bool, batch listen.Batcher) bool 
 	case cut:
 		w.fail(fmt.Errorf("%w: over %d bytes", ErrAnswerTooBig, upstreamBuf), batch)
 	default:
-		w.answered(bytes.Clone(b), batch)
+		w.answered(b, batch)
 	}
 	return done
 }

@@ -20,6 +20,8 @@ type WireThen interface {
 	// one are delivered; or with a nil batch, on a goroutine of its own
 	// after a retry over TCP or when StartWire could not send the query
 	// itself, or on the caller's when the datagram could not be sent.
+	// a.Raw may be the reader's buffer, which it reads the next answers
+	// into once WireDone returns: WireDone copies what it keeps.
 	WireDone(a WireAnswer, from string, err error, batch listen.Batcher)
 }
 

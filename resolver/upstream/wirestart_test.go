@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,7 @@ type wireResult struct {
 type thenChan chan wireResult
 
 func (c thenChan) WireDone(a WireAnswer, from string, err error, _ listen.Batcher) {
+	a.Raw = bytes.Clone(a.Raw) // the reader's buffer: WireDone copies what it keeps
 	c <- wireResult{a, from, err}
 }
 
