@@ -276,25 +276,30 @@ func newEntryWith[M any]() (*cacheEntry, []byte) {
 	return &x.cacheEntry, unsafe.Slice((*byte)(unsafe.Pointer(&x.mem)), unsafe.Sizeof(x.mem))[:0]
 }
 
-// newWireEntry makes an entry with room for n octets, empty, in one
-// allocation up to 1,328 octets: the sizes make the whole an allocator's
-// size class (the entry is 208 octets).
+// wireEntrySizes are the rooms newWireEntry makes in an entry's own
+// allocation, each with the entry (208 octets) an allocator's size class,
+// smallest first.
+var wireEntrySizes = [...]struct {
+	room int
+	make func() (*cacheEntry, []byte)
+}{
+	{112, newEntryWith[[112]byte]},
+	{176, newEntryWith[[176]byte]},
+	{304, newEntryWith[[304]byte]},
+	{432, newEntryWith[[432]byte]},
+	{560, newEntryWith[[560]byte]},
+	{816, newEntryWith[[816]byte]},
+	{1328, newEntryWith[[1328]byte]},
+}
+
+// newWireEntry makes an entry with room for n octets, empty: in the
+// entry's own allocation up to 1,328 octets (wireEntrySizes), else in a
+// second one.
 func newWireEntry(n int) (*cacheEntry, []byte) {
-	switch {
-	case n <= 112:
-		return newEntryWith[[112]byte]()
-	case n <= 176:
-		return newEntryWith[[176]byte]()
-	case n <= 304:
-		return newEntryWith[[304]byte]()
-	case n <= 432:
-		return newEntryWith[[432]byte]()
-	case n <= 560:
-		return newEntryWith[[560]byte]()
-	case n <= 816:
-		return newEntryWith[[816]byte]()
-	case n <= 1328:
-		return newEntryWith[[1328]byte]()
+	for _, c := range wireEntrySizes {
+		if n <= c.room {
+			return c.make()
+		}
 	}
 	return new(cacheEntry), make([]byte, 0, n)
 }
