@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"hash/maphash"
+	"math"
 	"math/bits"
 	"sync"
 	"time"
@@ -18,9 +19,10 @@ import (
 // A slot read since the hand last passed it is passed over once more
 // (its read bit cleared); the first slot the hand finds unread, or
 // expired, is the one a new entry takes. A sweep apart from the hand
-// reclaims expired entries, looking at two slots a store, so that expired entries leave at
-// about the rate new ones come and Len counts mostly live ones; until then an expired entry
-// is held, never served (Cache.get and Cache.stale judge by time).
+// reclaims expired entries, looking at two slots a store, so that expired
+// entries leave at about the rate new ones come and Len counts mostly
+// live ones; until then an expired entry is held, never served
+// (Cache.get and Cache.stale judge by time).
 type cacheTable struct {
 	seed   maphash.Seed
 	shards []cacheShard
@@ -40,10 +42,21 @@ type cacheShard struct {
 
 // cacheSlot is one cached entry and its key.
 type cacheSlot struct {
-	key  cacheKey
-	e    *cacheEntry
-	read bool // read since the hand last passed
+	key cacheKey
+	e   *cacheEntry
+	// until is when e expires (stored + keep: its TTL and the serve-stale
+	// window), in nanoseconds since cacheEpoch: the sweep and the hand judge a slot without reading
+	// its entry, which is elsewhere in memory.
+	until int64
+	read  bool // read since the hand last passed
 }
+
+// cacheEpoch is the origin of cacheSlot.until: a monotonic reading, so
+// that the wall clock stepping does not expire an entry early or late.
+var cacheEpoch = time.Now()
+
+// sinceEpoch is t in nanoseconds since cacheEpoch.
+func sinceEpoch(t time.Time) int64 { return int64(t.Sub(cacheEpoch)) }
 
 // cacheShardSize is the fewest entries a shard is made for: a small cache
 // has one shard, holding exactly its bound.
@@ -96,21 +109,23 @@ func (t *cacheTable) set(key cacheKey, e *cacheEntry, now time.Time) {
 	s := t.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	until := sinceEpoch(e.stored) + int64(e.keep)
 	if i, ok := s.index[key]; ok {
-		s.ring[i].e = e
+		s.ring[i].e, s.ring[i].until = e, until
 		return
 	}
-	s.reclaim(now)
+	at := sinceEpoch(now)
+	s.reclaim(at)
 	if len(s.ring) < s.limit {
 		s.index[key] = int32(len(s.ring))
-		s.ring = append(s.ring, cacheSlot{key: key, e: e})
+		s.ring = append(s.ring, cacheSlot{key: key, e: e, until: until})
 		return
 	}
 	// The new entry takes the victim's slot, and the hand moves past it:
 	// it is not looked at again before every other slot has been.
-	i := s.victim(now)
+	i := s.victim(at)
 	delete(s.index, s.ring[i].key)
-	s.ring[i] = cacheSlot{key: key, e: e}
+	s.ring[i] = cacheSlot{key: key, e: e, until: until}
 	s.index[key] = int32(i)
 	s.hand = i + 1
 }
@@ -119,13 +134,13 @@ func (t *cacheTable) set(key cacheKey, e *cacheEntry, now time.Time) {
 // CLOCK hand, removing those expired: two, so that the sweep passes every
 // slot within some stores even while each store makes the ring one
 // longer.
-func (s *cacheShard) reclaim(now time.Time) {
+func (s *cacheShard) reclaim(now int64) {
 	for range 2 {
 		if len(s.ring) == 0 {
 			return
 		}
 		s.sweep %= len(s.ring)
-		if s.ring[s.sweep].e.expired(now) {
+		if s.ring[s.sweep].until <= now {
 			s.remove(s.sweep) // the last slot moved in: the sweep stays
 			continue
 		}
@@ -134,12 +149,13 @@ func (s *cacheShard) reclaim(now time.Time) {
 }
 
 // victim is the slot the hand evicts next: the first expired or unread
-// one, clearing the read bit of those it passes. The shard is not empty.
-func (s *cacheShard) victim(now time.Time) int {
+// one at now (sinceEpoch), clearing the read bit of those it passes. The
+// shard is not empty.
+func (s *cacheShard) victim(now int64) int {
 	for {
 		s.hand %= len(s.ring)
 		slot := &s.ring[s.hand]
-		if !slot.read || slot.e.expired(now) {
+		if !slot.read || slot.until <= now {
 			return s.hand
 		}
 		slot.read = false
@@ -173,7 +189,7 @@ func (t *cacheTable) setLimit(size int) {
 			s.limit++
 		}
 		for len(s.ring) > s.limit {
-			s.remove(s.victim(time.Time{}))
+			s.remove(s.victim(math.MinInt64))
 		}
 		s.mu.Unlock()
 	}
@@ -192,8 +208,3 @@ func (t *cacheTable) len() int {
 	return n
 }
 
-// expired reports whether e is past its keeping time (its TTL and the
-// serve-stale window) at now.
-func (e *cacheEntry) expired(now time.Time) bool {
-	return now.Sub(e.stored) >= e.keep
-}
