@@ -207,4 +207,3 @@ func (t *cacheTable) len() int {
 	}
 	return n
 }
-
