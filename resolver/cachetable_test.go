@@ -197,3 +197,54 @@ func TestNewWireEntryRoom(t *testing.T) {
 		assert.Equal(t, n <= 1328, inside, "n=%d", n)
 	}
 }
+
+// FuzzCacheTable runs a sequence of stores, lookups, bound changes and
+// passing time against the table and checks it against what it must
+// hold: a key found holds the entry last stored for it, an entry just
+// stored is found, the table keeps within its bound, and every shard's
+// map and ring agree.
+func FuzzCacheTable(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
+	f.Add([]byte{0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 7, 3, 3, 200, 4, 9})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		start := time.Now()
+		now := start
+		size := 8
+		tab := newCacheTable(size)
+		last := map[cacheKey]*cacheEntry{} // the entry last stored for each key
+		for i := 0; i+1 < len(ops); i += 2 {
+			op, arg := ops[i]%4, ops[i+1]
+			key := tableKey(fmt.Sprint(arg%24, ".example."))
+			switch op {
+			case 0: // store, kept for 1-8 s
+				e := tableEntry(now, time.Duration(1+arg%8)*time.Second)
+				tab.set(key, e, now)
+				last[key] = e
+				got, ok := tab.get(key)
+				require.True(t, ok, "just stored")
+				require.Same(t, e, got)
+			case 1: // look up
+				if got, ok := tab.get(key); ok {
+					require.Same(t, last[key], got, "the entry last stored")
+				}
+			case 2: // time passes, 0-3 s
+				now = now.Add(time.Duration(arg%4) * time.Second)
+			case 3: // a new bound, 1-16
+				size = 1 + int(arg%16)
+				tab.setLimit(size)
+			}
+			n := 0
+			for j := range tab.shards {
+				s := &tab.shards[j]
+				require.Len(t, s.index, len(s.ring))
+				require.LessOrEqual(t, len(s.ring), s.limit)
+				for k, slot := range s.ring {
+					require.Equal(t, int32(k), s.index[slot.key])
+					require.Same(t, last[slot.key], slot.e)
+				}
+				n += len(s.ring)
+			}
+			require.LessOrEqual(t, n, size)
+		}
+	})
+}
