@@ -45,8 +45,9 @@ type cacheSlot struct {
 	key cacheKey
 	e   *cacheEntry
 	// until is when e expires (stored + keep: its TTL and the serve-stale
-	// window), in nanoseconds since cacheEpoch: the sweep and the hand judge a slot without reading
-	// its entry, which is elsewhere in memory.
+	// window), in nanoseconds since cacheEpoch: the sweep and the hand
+	// judge a slot without reading its entry, which is elsewhere in
+	// memory.
 	until int64
 	read  bool // read since the hand last passed
 }
@@ -111,7 +112,9 @@ func (t *cacheTable) set(key cacheKey, e *cacheEntry, now time.Time) {
 	defer s.mu.Unlock()
 	until := sinceEpoch(e.stored) + int64(e.keep)
 	if i, ok := s.index[key]; ok {
-		s.ring[i].e, s.ring[i].until = e, until
+		// The key's own name replaces the slot's, which may be in the
+		// old entry's memory (putWire): the slot keeps nothing of it.
+		s.ring[i].key, s.ring[i].e, s.ring[i].until = key, e, until
 		return
 	}
 	at := sinceEpoch(now)

@@ -248,3 +248,18 @@ func FuzzCacheTable(f *testing.F) {
 		}
 	})
 }
+
+// TestCacheTableReplaceKeepsNoOldName: storing again for a key puts the
+// new key, with its own name, in the slot, so that nothing of the old
+// entry (whose memory held the old key's name) stays reachable.
+func TestCacheTableReplaceKeepsNoOldName(t *testing.T) {
+	now := time.Now()
+	tab := newCacheTable(10)
+	oldName, newName := []byte("same.example."), []byte("same.example.")
+	k1, k2 := tableKey(unsafe.String(&oldName[0], len(oldName))), tableKey(unsafe.String(&newName[0], len(newName)))
+	tab.set(k1, tableEntry(now, time.Hour), now)
+	tab.set(k2, tableEntry(now, time.Hour), now)
+	s := tab.shard(k2)
+	slot := s.ring[s.index[k2]]
+	assert.Same(t, &newName[0], unsafe.StringData(slot.key.name))
+}
