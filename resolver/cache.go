@@ -153,9 +153,8 @@ func NewCache(cfg config.Cache) *Cache {
 
 // With returns a cache holding c's entries that applies cfg from now on:
 // the entries are bounded to cfg.Size at once (the unread go first, see
-// cacheTable),
-// and what is cached next is clamped and kept as cfg says. c itself is
-// unchanged but for its bound, shared with the result.
+// cacheTable), and what is cached next is clamped and kept as cfg says. c
+// itself is unchanged but for its bound, shared with the result.
 func (c *Cache) With(cfg config.Cache) *Cache {
 	if cfg.Size != c.cfg.Size {
 		c.t.setLimit(max(cfg.Size, 1))
