@@ -192,11 +192,14 @@ func (e *cacheEntry) prefetchFailed() { e.prefetching.Store(false) }
 // is never served stale.
 func (c *Cache) stale(key cacheKey, now time.Time) *dns.Msg {
 	window := c.cfg.ServeStale
-	if window <= 0 {
+	if window <= 0 || c.cfg.Size == 0 {
 		return nil
 	}
+	// Inside the window as it is now and as it was when the entry was
+	// stored (its keep): a reload that widens the window serves no entry
+	// stored without one.
 	e, ok := c.t.get(key)
-	if !ok || now.Sub(e.stored) >= e.ttl+window || e.rcode == dns.RcodeServerFailure {
+	if !ok || now.Sub(e.stored) >= min(e.ttl+window, e.keep) || e.rcode == dns.RcodeServerFailure {
 		return nil
 	}
 	return e.aged(now, staleTTL)
@@ -343,7 +346,7 @@ func clamped(msg *dns.Msg, minTTL, maxTTL uint32, life time.Duration, hasLife bo
 // window: a failure never displaces an answer that may yet be served.
 func (c *Cache) putFailure(key cacheKey, msg *dns.Msg, now time.Time) {
 	if e, ok := c.t.get(key); ok && e.rcode != dns.RcodeServerFailure &&
-		now.Sub(e.stored) < e.ttl+c.cfg.ServeStale {
+		now.Sub(e.stored) < min(e.ttl+c.cfg.ServeStale, e.keep) {
 		return
 	}
 	c.put(key, msg, now)

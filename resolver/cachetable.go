@@ -2,7 +2,6 @@ package resolver
 
 import (
 	"hash/maphash"
-	"math"
 	"math/bits"
 	"sync"
 	"time"
@@ -112,8 +111,12 @@ func (t *cacheTable) set(key cacheKey, e *cacheEntry, now time.Time) {
 	defer s.mu.Unlock()
 	until := sinceEpoch(e.stored) + int64(e.keep)
 	if i, ok := s.index[key]; ok {
-		// The key's own name replaces the slot's, which may be in the
-		// old entry's memory (putWire): the slot keeps nothing of it.
+		// The key's own name replaces the slot's and the map's, which
+		// may be in the old entry's memory (putWire): nothing keeps the
+		// old entry. A map keeps the key it was first given; deleted and
+		// added again it keeps this one.
+		delete(s.index, key)
+		s.index[key] = i
 		s.ring[i].key, s.ring[i].e, s.ring[i].until = key, e, until
 		return
 	}
@@ -179,11 +182,12 @@ func (s *cacheShard) remove(i int) {
 }
 
 // setLimit bounds the table to size entries (size ≥ 1), evicting at once
-// what is over, the unread first: each shard holds its share of size. A
+// what is over, the expired and the unread first: each shard holds its
+// share of size. A
 // table made for one size and bound to one below its count of shards
 // holds one entry a shard, a few more than size.
 func (t *cacheTable) setLimit(size int) {
-	n := len(t.shards)
+	n, now := len(t.shards), sinceEpoch(time.Now())
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
@@ -192,7 +196,7 @@ func (t *cacheTable) setLimit(size int) {
 			s.limit++
 		}
 		for len(s.ring) > s.limit {
-			s.remove(s.victim(math.MinInt64))
+			s.remove(s.victim(now))
 		}
 		s.mu.Unlock()
 	}

@@ -261,5 +261,48 @@ func TestCacheTableReplaceKeepsNoOldName(t *testing.T) {
 	tab.set(k2, tableEntry(now, time.Hour), now)
 	s := tab.shard(k2)
 	slot := s.ring[s.index[k2]]
-	assert.Same(t, &newName[0], unsafe.StringData(slot.key.name))
+	assert.Same(t, &newName[0], unsafe.StringData(slot.key.name), "the slot's key")
+	for k := range s.index {
+		assert.Same(t, &newName[0], unsafe.StringData(k.name), "the map's key")
+	}
+}
+
+// TestCacheTableShrinkEvictsExpiredFirst: a smaller bound evicts expired
+// entries before live ones, read or not.
+func TestCacheTableShrinkEvictsExpiredFirst(t *testing.T) {
+	now := time.Now()
+	tab := newCacheTable(4)
+	for _, k := range []string{"live1", "gone1", "live2", "gone2"} {
+		keep := time.Hour
+		if k[:4] == "gone" {
+			keep = time.Nanosecond
+		}
+		tab.set(tableKey(k), tableEntry(now.Add(-time.Second), keep), now)
+		tab.get(tableKey(k))
+	}
+	tab.setLimit(2)
+	for k, want := range map[string]bool{"live1": true, "live2": true, "gone1": false, "gone2": false} {
+		_, ok := tab.get(tableKey(k))
+		assert.Equal(t, want, ok, k)
+	}
+}
+
+// TestCacheStaleWithinItsKeep: an answer is served stale only inside the
+// serve-stale window it was stored with as well as today's, so a reload
+// that turns serve-stale on serves nothing stored without it; and a
+// cache turned off serves nothing stale.
+func TestCacheStaleWithinItsKeep(t *testing.T) {
+	now := time.Now()
+	msg := answerWith("keep.example.org.", dns.TypeA, dns.RcodeSuccess, "keep.example.org. 60 IN A 192.0.2.8")
+	key := keyOf(msg)
+
+	off := NewCache(config.Cache{Size: 100, MaxTTL: 86400})
+	off.put(key, msg, now)
+	on := off.With(config.Cache{Size: 100, MaxTTL: 86400, ServeStale: time.Hour})
+	assert.Nil(t, on.stale(key, now.Add(61*time.Second)), "stored with no window")
+	on.put(key, msg, now)
+	assert.NotNil(t, on.stale(key, now.Add(61*time.Second)), "stored with one")
+
+	disabled := on.With(config.Cache{Size: 0, MaxTTL: 86400, ServeStale: time.Hour})
+	assert.Nil(t, disabled.stale(key, now.Add(61*time.Second)), "the cache is off")
 }

@@ -181,6 +181,8 @@ func TestWireMissKeepsItsAnswer(t *testing.T) {
 		require.Len(t, got.Answer, 1)
 		assert.Equal(t, fmt.Sprintf("198.51.%d.%d", n/256, n%256), got.Answer[0].(*dns.A).A.String())
 	}
+	asked := up.count.Load() // names, or a few more if an answer was late and asked again
+	require.GreaterOrEqual(t, asked, int64(names))
 	for n := range names {
 		w := newDetachedRecorder()
 		resume, handled := f.handler.ServeWire(w, packed(question(fmt.Sprintf("n%d.example.org.", n), dns.TypeA, true)))
@@ -193,7 +195,7 @@ func TestWireMissKeepsItsAnswer(t *testing.T) {
 		require.Len(t, got.Answer, 1)
 		assert.Equal(t, fmt.Sprintf("198.51.%d.%d", n/256, n%256), got.Answer[0].(*dns.A).A.String(), "n%d", n)
 	}
-	assert.Equal(t, int64(names), up.count.Load())
+	assert.Equal(t, asked, up.count.Load(), "every hit from the cache")
 }
 
 // TestWireMissSharedWhileStarted: an identical miss while one started by
