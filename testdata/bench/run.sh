@@ -534,7 +534,8 @@ if [ "${BENCH_MEMORY:-1}" = 1 ]; then
 		rss_load=$(awk '/VmRSS/{print $2}' "/proc/$SERVER_PID/status")
 		hwm=$(awk '/VmHWM/{print $2}' "/proc/$SERVER_PID/status")
 		if [ "$name" = dnsfence ]; then fence_idle=$rss_idle fence_load=$rss_load; fi
-		printf 'RESULT memory    %-9s 1,000,000 entries: ready in %.1f s, RSS %d MB idle, %d MB under load, peak %d MB\n' \
+		# In hundredths: the goal of issue 14 (0.5 s) is within a tenth.
+		printf 'RESULT memory    %-9s 1,000,000 entries: ready in %.2f s, RSS %d MB idle, %d MB under load, peak %d MB\n' \
 			"$name" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" $((rss_idle / 1024)) $((rss_load / 1024)) $((hwm / 1024))
 		stop
 	done
