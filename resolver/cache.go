@@ -113,6 +113,16 @@ func (e *cacheEntry) message() *dns.Msg {
 	return e.msg
 }
 
+// result is the query result of an answer from e: forwarded, or, for
+// every upstream's SERVFAIL kept for a few seconds, still a SERVFAIL to
+// the client, and counted as one.
+func (e *cacheEntry) result() string {
+	if e.rcode == dns.RcodeServerFailure {
+		return ResultServfail
+	}
+	return ResultForwarded
+}
+
 // addsNames reports whether the answer may point the client at a name
 // other than the one it asked for (wireAnswer.qnameOnly): only then can
 // inspecting it change anything.
@@ -195,11 +205,8 @@ func (c *Cache) stale(key cacheKey, now time.Time) *dns.Msg {
 	if window <= 0 || c.cfg.Size == 0 {
 		return nil
 	}
-	// Inside the window as it is now and as it was when the entry was
-	// stored (its keep): a reload that widens the window serves no entry
-	// stored without one.
 	e, ok := c.t.get(key)
-	if !ok || now.Sub(e.stored) >= min(e.ttl+window, e.keep) || e.rcode == dns.RcodeServerFailure {
+	if !ok || !c.servable(e, now) || e.rcode == dns.RcodeServerFailure {
 		return nil
 	}
 	return e.aged(now, staleTTL)
@@ -345,11 +352,18 @@ func clamped(msg *dns.Msg, minTTL, maxTTL uint32, life time.Duration, hasLife bo
 // unless key holds an answer that is fresh or still inside the serve-stale
 // window: a failure never displaces an answer that may yet be served.
 func (c *Cache) putFailure(key cacheKey, msg *dns.Msg, now time.Time) {
-	if e, ok := c.t.get(key); ok && e.rcode != dns.RcodeServerFailure &&
-		now.Sub(e.stored) < min(e.ttl+c.cfg.ServeStale, e.keep) {
+	if e, ok := c.t.get(key); ok && e.rcode != dns.RcodeServerFailure && c.servable(e, now) {
 		return
 	}
 	c.put(key, msg, now)
+}
+
+// servable reports whether e may still be served at now: fresh, or inside
+// the serve-stale window as it is now and as it was when e was stored (its
+// keep), so that a reload that widens the window serves no entry stored
+// without one.
+func (c *Cache) servable(e *cacheEntry, now time.Time) bool {
+	return now.Sub(e.stored) < min(e.ttl+c.cfg.ServeStale, e.keep)
 }
 
 // cacheTTL is how long an answer may be cached: the smallest record TTL

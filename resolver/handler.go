@@ -443,12 +443,7 @@ func (h *Handler) cached(q *query, e *cacheEntry, prefetch bool) reply {
 	if r, replaced := h.inspectEntry(q, e); replaced {
 		return r
 	}
-	result := ResultForwarded
-	if e.rcode == dns.RcodeServerFailure {
-		// Every upstream's SERVFAIL, kept for a few seconds: still a
-		// SERVFAIL to the client, and counted as one.
-		result = ResultServfail
-	}
+	result := e.result()
 	if q.id.ECS == nil && e.wireForm() != nil {
 		if r, ok := packedCached(q, e, result); ok {
 			return r

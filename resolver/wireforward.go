@@ -261,10 +261,7 @@ func (h *Handler) forwardedWire(q *query, e *cacheEntry, from string) reply {
 	if r, replaced := h.inspectEntry(q, e); replaced {
 		return r
 	}
-	result := ResultForwarded
-	if e.rcode == dns.RcodeServerFailure {
-		result = ResultServfail // every upstream's SERVFAIL, cached as a call's result
-	}
+	result := e.result()
 	bufp := answerBufs.Get().(*[]byte)
 	a := q.asked()
 	b, ok := a.appendCached((*bufp)[:0], e, e.stored, dns.MaxMsgSize)

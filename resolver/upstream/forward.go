@@ -709,8 +709,19 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 		return order[sent-1]
 	}
 	hedge := time.NewTimer(f.hedgeDelay(asked()))
-	firstFailed := from.firstFailed // nil, never ready, for a query's own start
 	defer hedge.Stop()
+	// next sends the next try for reason, or, when its budget is full,
+	// waits for room while there is time: either way the hedge timer is
+	// set again, for the next hedge or another look at the budget. False
+	// when there is no upstream left to ask, or no time.
+	next := func(reason string) bool {
+		if sent == len(order) || ctx.Err() != nil || !send(reason) && !time.Now().Before(giveUp) {
+			return false
+		}
+		hedge.Reset(f.hedgeDelay(asked()))
+		return true
+	}
+	firstFailed := from.firstFailed // nil, never ready, for a query's own start
 	for {
 		select {
 		case r := <-results:
@@ -719,28 +730,22 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 				return r.resp, order[r.i].addr, nil
 			}
 			errs[r.i] = r.err
-			if sent < len(order) && ctx.Err() == nil && (send(retryFailover) || time.Now().Before(giveUp)) {
-				hedge.Reset(f.hedgeDelay(asked())) // the next hedge, or another look at the budget
+			if next(retryFailover) {
 				continue
 			}
 		case <-firstFailed:
 			// The continued query's first try, still in flight when it
 			// came here, failed: fail over at once, as after a try here.
 			firstFailed = nil
-			if sent < len(order) && ctx.Err() == nil && (send(retryFailover) || time.Now().Before(giveUp)) {
-				hedge.Reset(f.hedgeDelay(asked()))
+			if next(retryFailover) {
 				continue
 			}
 		case <-hedge.C:
-			if sent == len(order) || ctx.Err() != nil {
-				break
-			}
 			reason := retryHedge
 			if pending == 0 && firstFailed == nil {
 				reason = retryFailover // every try so far failed; the budget was full
 			}
-			if send(reason) || time.Now().Before(giveUp) {
-				hedge.Reset(f.hedgeDelay(asked()))
+			if next(reason) {
 				continue
 			}
 		}
