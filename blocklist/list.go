@@ -442,6 +442,13 @@ func newBuilder(file string, sizeHint int) *builder {
 	}}
 }
 
+// reserveLabels makes room for n octets of labels in all.
+func (b *builder) reserveLabels(n int) {
+	if more := n - b.labels.Len(); more > 0 {
+		b.labels.Grow(more)
+	}
+}
+
 // addNode makes node id, of name, an entry of line, or records the
 // duplicate when it is one already.
 func (b *builder) addNode(id uint32, name []byte, line int) {

@@ -93,82 +93,108 @@ func Parse(name string, data []byte) (*List, error) {
 		return parseRPZ(name, data)
 	}
 	newlines := bytes.Count(data, []byte{'\n'})
-	b := newBuilder(name, newlines+1)
+	p := newTextParser(name, newlines+1, len(data)-newlines)
+	// Lines are read in place, without a copy of the file: every entry is
+	// copied into the list and every error text is cloned.
+	p.parse(unsafe.String(unsafe.SliceData(data), len(data)), 1)
+	return p.b.finish(sha256.Sum256(data)), p.errs.err()
+}
+
+// textParser reads the lines of a list file into a List, the whole file
+// at once (Parse) or a piece of whole lines after another (parseFrom).
+type textParser struct {
+	name string
+	b    *builder
+	errs errorList
+	buf  [maxName + 2]byte
+}
+
+// newTextParser starts a list of about sizeHint entries (the file's
+// lines) with labelRoom octets of room for their labels.
+func newTextParser(name string, sizeHint, labelRoom int) *textParser {
 	// The labels the list keeps are octets of the file's lines (but for
 	// the punycode of a Unicode name, which can be longer), so the file
 	// less its line ends is room for them all: they are written once and
 	// not copied again and again as the room grows, and what is never
 	// written of it is never touched. finish trims what is left over.
-	b.labels.Grow(len(data) - newlines)
-	var errs errorList
-	var buf [maxName + 2]byte
-	// parseLine reads a line the general way, as forEachLine hands it
-	// over (lineContent): every form, every error.
-	parseLine := func(line int, text string) {
-		if line > maxLine {
-			errs.add(name, line, "", ErrTooManyLines)
-			return
-		}
-		first, rest := nextField(text)
-		if strings.IndexByte(first, ':') >= 0 && strings.Contains(first, "://") {
-			errs.add(name, line, first, urlEntry(first))
-			return
-		}
-		if looksLikeAddr(first) { // checked first: ParseAddr allocates its error
-			if _, err := netip.ParseAddr(first); err != nil {
-				errs.add(name, line, first, ErrBadAddr)
-				return
-			}
-			if rest == "" {
-				errs.add(name, line, first, ErrAddrOnly)
-				return
-			}
-			// hosts line: every further field is a name.
-			for rest != "" {
-				var host string
-				host, rest = nextField(rest)
-				if hostsNames[strings.ToLower(host)] {
-					continue
-				}
-				if n, err := normalizeEntry(host, buf[:0]); err != nil {
-					errs.add(name, line, host, err)
-				} else {
-					b.addLater(n, line)
-				}
-			}
-			return
-		}
-		if rest != "" {
-			errs.add(name, line, rest, ErrTrailing)
-			return
-		}
-		entry, err := stripForm(first)
-		if err == nil {
-			var n []byte
-			if n, err = normalizeEntry(entry, buf[:0]); err == nil {
-				b.addLater(n, line)
-				return
-			}
-		}
-		errs.add(name, line, first, err)
-	}
-	// Lines are read in place, without a copy of the file: every entry is
-	// copied into the list and every error text is cloned.
-	for line, text := range Lines(unsafe.String(unsafe.SliceData(data), len(data))) {
+	b := newBuilder(name, sizeHint)
+	b.labels.Grow(labelRoom)
+	return &textParser{name: name, b: b}
+}
+
+// parse reads the lines of data, whole lines numbered from first, and
+// returns the number of the line after them. data is read in place: every
+// entry is copied into the list and every error text is cloned.
+func (p *textParser) parse(data string, first int) int {
+	next := first
+	for line, text := range linesFrom(data, first) {
+		next = line + 1
 		// Most lines of most lists are a name alone or a hosts line of
 		// one name: plainEntry reads them in one pass, and leaves every
 		// other line to the general way.
 		if line <= maxLine {
-			if n, ok := plainEntry(text, buf[:0]); ok {
-				b.addLater(n, line)
+			if n, ok := plainEntry(text, p.buf[:0]); ok {
+				p.b.addLater(n, line)
 				continue
 			}
 		}
 		if text, ok := lineContent(text); ok {
-			parseLine(line, text)
+			p.parseLine(line, text)
 		}
 	}
-	return b.finish(sha256.Sum256(data)), errs.err()
+	return next
+}
+
+// parseLine reads a line the general way, as forEachLine hands it over
+// (lineContent): every form, every error.
+func (p *textParser) parseLine(line int, text string) {
+	name, b, errs := p.name, p.b, &p.errs
+	if line > maxLine {
+		errs.add(name, line, "", ErrTooManyLines)
+		return
+	}
+	first, rest := nextField(text)
+	if strings.IndexByte(first, ':') >= 0 && strings.Contains(first, "://") {
+		errs.add(name, line, first, urlEntry(first))
+		return
+	}
+	if looksLikeAddr(first) { // checked first: ParseAddr allocates its error
+		if _, err := netip.ParseAddr(first); err != nil {
+			errs.add(name, line, first, ErrBadAddr)
+			return
+		}
+		if rest == "" {
+			errs.add(name, line, first, ErrAddrOnly)
+			return
+		}
+		// hosts line: every further field is a name.
+		for rest != "" {
+			var host string
+			host, rest = nextField(rest)
+			if hostsNames[strings.ToLower(host)] {
+				continue
+			}
+			if n, err := normalizeEntry(host, p.buf[:0]); err != nil {
+				errs.add(name, line, host, err)
+			} else {
+				b.addLater(n, line)
+			}
+		}
+		return
+	}
+	if rest != "" {
+		errs.add(name, line, rest, ErrTrailing)
+		return
+	}
+	entry, err := stripForm(first)
+	if err == nil {
+		var n []byte
+		if n, err = normalizeEntry(entry, p.buf[:0]); err == nil {
+			b.addLater(n, line)
+			return
+		}
+	}
+	errs.add(name, line, first, err)
 }
 
 // plainEntry is the stored form of the name of a line that is a name

@@ -39,8 +39,13 @@ func Text(data []byte) []byte {
 // end is yielded too; an empty data yields nothing. The strings share
 // data's memory.
 func Lines(data string) iter.Seq2[int, string] {
+	return linesFrom(data, 1)
+}
+
+// linesFrom is Lines for data that starts at line first of its file.
+func linesFrom(data string, first int) iter.Seq2[int, string] {
 	return func(yield func(int, string) bool) {
-		for line := 1; len(data) > 0; line++ {
+		for line := first; len(data) > 0; line++ {
 			var text string
 			if i := strings.IndexByte(data, '\n'); i >= 0 {
 				text, data = data[:i], data[i+1:]
@@ -72,8 +77,14 @@ func CheckText(file string, data []byte) error {
 			return fmt.Errorf("%s:1: %w: it starts with the byte-order mark % X of UTF-16 or UTF-32; save it as UTF-8", file, ErrNotText, bom)
 		}
 	}
-	if i := bytes.IndexByte(data, 0); i >= 0 {
-		line := 1 + bytes.Count(data[:i], []byte{'\n'})
+	return checkNUL(file, data, 0, 1)
+}
+
+// checkNUL is CheckText's error for a NUL octet in data[from:], data
+// being whole lines of a file from line first on.
+func checkNUL(file string, data []byte, from, first int) error {
+	if i := bytes.IndexByte(data[from:], 0); i >= 0 {
+		line := first + bytes.Count(data[:from+i], []byte{'\n'})
 		return fmt.Errorf("%s:%d: %w: a NUL octet (UTF-16 without a byte-order mark, or a binary file); save it as UTF-8", file, line, ErrNotText)
 	}
 	return nil

@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -356,21 +355,13 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 			s.Lists[path] = l
 			return l
 		}
-		data, err := cfg.ReadFile(path)
-		if err == nil {
-			err = blocklist.CheckText(path, data)
-		}
+		l, warn, err := readList(cfg, path, prev.list(path))
 		if err != nil {
 			fatal = append(fatal, fmt.Errorf("reading list: %w", err))
 			return nil
 		}
-		l := reuseList(prev, path, data)
-		if l == nil {
-			var warn error
-			l, warn = blocklist.Parse(path, data)
-			if warn != nil {
-				s.Warnings = append(s.Warnings, warn)
-			}
+		if warn != nil {
+			s.Warnings = append(s.Warnings, warn)
 		}
 		s.Lists[path] = l
 		return l
@@ -459,19 +450,23 @@ func noRanges(path, policy string, bad error) error {
 	return fmt.Errorf("%w; the file's bad lines:\n%w", err, bad)
 }
 
-// reuseList returns prev's list for path when its content is unchanged.
-func reuseList(prev *Snapshot, path string, data []byte) *blocklist.List {
-	if prev == nil {
+// list is the list the snapshot loaded from path; nil for none, or no
+// snapshot.
+func (s *Snapshot) list(path string) *blocklist.List {
+	if s == nil {
 		return nil
 	}
-	old, ok := prev.Lists[path]
-	if !ok {
-		return nil
+	return s.Lists[path]
+}
+
+// readList reads and parses the list file at path, or returns prev, the
+// list it gave before, when it has not changed (blocklist.ReadList). The
+// embedded default's files are read with the configuration's ReadFile.
+func readList(cfg *config.Config, path string, prev *blocklist.List) (l *blocklist.List, warn, err error) {
+	if cfg.Embedded {
+		return blocklist.ParseRead(path, prev, cfg.ReadFile)
 	}
-	if old.Sum() != sha256.Sum256(data) {
-		return nil
-	}
-	return old
+	return blocklist.ReadList(path, prev)
 }
 
 // rangesNotAllowed reports every policy range that no allowed_clients range

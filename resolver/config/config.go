@@ -136,8 +136,10 @@ type Config struct {
 	// File is the configuration file's path; relative paths in it resolve
 	// against its folder.
 	File string `yaml:"-"`
-	// ReadFile reads the list and range files the configuration names;
-	// os.ReadFile unless the configuration is the embedded default.
+	// ReadFile reads the range files the configuration names, and the
+	// list files of the embedded default (the others are read in pieces,
+	// blocklist.ReadList); os.ReadFile unless the configuration is the
+	// embedded default.
 	ReadFile func(path string) ([]byte, error) `yaml:"-"`
 	// Embedded marks the built-in default, whose files are compiled in.
 	Embedded bool `yaml:"-"`

@@ -1,0 +1,228 @@
+package blocklist
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// readTextFiles are list files whose lines, line ends, marks and errors
+// fall on every side of a piece's end at the piece sizes of
+// TestReadTextAsParse.
+func readTextFiles() map[string][]byte {
+	var many, bad, grown strings.Builder
+	for i := range 3000 {
+		// Names of every length from 5 octets, a repeat every 7th line,
+		// CRLF every 5th, a comment every 11th.
+		name := fmt.Sprintf("%s-%d.tracker%d.example.com", strings.Repeat("h", i%40), i, i%13)
+		if i%7 == 0 && i > 0 {
+			name = fmt.Sprintf("%s-%d.tracker%d.example.com", strings.Repeat("h", (i-7)%40), i-7, (i-7)%13)
+		}
+		end := "\n"
+		if i%5 == 0 {
+			end = "\r\n"
+		}
+		if i%11 == 0 {
+			many.WriteString("# a comment\n")
+		}
+		many.WriteString(name + end)
+	}
+	for i := range 150 { // more bad lines than are reported one by one
+		fmt.Fprintf(&bad, "ok%d.example.com\nbad..%d.example.com\n", i, i)
+	}
+	// Short lines first, then long ones: the estimates from the first
+	// piece are too low, and the list's nodes, labels and table grow.
+	for i := range 400 {
+		fmt.Fprintf(&grown, "a%d.io\n", i)
+	}
+	for i := range 400 {
+		fmt.Fprintf(&grown, "%s.x%d.%s.example.org\n", strings.Repeat("long", 15), i, strings.Repeat("label", 12))
+	}
+	return map[string][]byte{
+		"empty":          nil,
+		"one line end":   []byte("\n"),
+		"no line end":    []byte("tiktok.com\nbytedance.com"),
+		"marks":          []byte(byteOrderMark + "tiktok.com\r\n" + byteOrderMark + "capcut.com\r\nlemon8-app.com\r\n"),
+		"forms":          []byte("0.0.0.0 tiktok.com tiktokv.com\n127.0.0.1 localhost\n||capcut.com^\n*.byteoversea.com\n.ibytedtos.com\nhttps://www.tiktok.com/\n# c\n! adblock\n[Adblock Plus]\nbücher.example\n10.0.0.1\n"),
+		"long line":      []byte("a.example\n" + strings.Repeat("x", 700) + ".example\nb.example\n" + strings.Repeat("y", 300)),
+		"many":           []byte(many.String()),
+		"bad lines":      []byte(bad.String()),
+		"estimates grow": []byte(grown.String()),
+	}
+}
+
+// assertSameList asserts that got, read a piece at a time, is want, the
+// same file parsed whole: entries, lines, repeats, hash and bad lines.
+func assertSameList(t *testing.T, want *List, wantWarn error, got *List, gotWarn error) {
+	t.Helper()
+	assert.Equal(t, want.Len(), got.Len())
+	assert.Equal(t, entries(want), entries(got))
+	assert.Equal(t, want.Duplicates(), got.Duplicates())
+	assert.Equal(t, want.Hash(), got.Hash())
+	assert.Equal(t, fmt.Sprint(wantWarn), fmt.Sprint(gotWarn))
+	for e := range want.All() {
+		m, ok := got.Match("www." + e.Name + ".")
+		assert.True(t, ok && m.Line == e.Line, "%s matches %v, %v; want line %d", e.Name, m, ok, e.Line)
+	}
+}
+
+// TestReadTextAsParse reads list files a piece at a time, at piece sizes
+// from 8 octets to the real one, through readers that return short reads,
+// and with a wrong size given, and asserts each gives the list that Parse
+// gives for the file read whole.
+func TestReadTextAsParse(t *testing.T) {
+	for name, data := range readTextFiles() {
+		want, wantWarn := Parse("l.txt", data)
+		for _, piece := range []int{8, 13, 64, 1000, readPiece} {
+			for _, size := range []int64{int64(len(data)), 0, 10 * int64(len(data))} {
+				readers := map[string]io.Reader{
+					"whole": bytes.NewReader(data),
+					"half":  iotest.HalfReader(bytes.NewReader(data)),
+					"bytes": iotest.OneByteReader(bytes.NewReader(data)),
+				}
+				for rname, r := range readers {
+					t.Run(fmt.Sprintf("%s/%d/%d/%s", name, piece, size, rname), func(t *testing.T) {
+						got, gotWarn, err := readText("l.txt", r, size, piece)
+						require.NoError(t, err)
+						assertSameList(t, want, wantWarn, got, gotWarn)
+					})
+				}
+			}
+		}
+	}
+}
+
+// TestReadTextRefusesWhatCheckTextRefuses: a file that is not UTF-8 text
+// is refused with CheckText's error for the whole file, naming the same
+// line, wherever the NUL falls among the pieces.
+func TestReadTextRefusesWhatCheckTextRefuses(t *testing.T) {
+	var lines strings.Builder
+	for i := range 200 {
+		fmt.Fprintf(&lines, "host%d.example.com\n", i)
+	}
+	text := lines.String()
+	files := map[string][]byte{
+		"UTF-16LE mark": append([]byte{0xFF, 0xFE}, "t\x00.\x00c\x00"...),
+		"UTF-16BE mark": append([]byte{0xFE, 0xFF}, "\x00t\x00.\x00c"...),
+		"UTF-32BE mark": append([]byte{0, 0, 0xFE, 0xFF}, "\x00\x00\x00t"...),
+		"NUL first":     []byte("\x00" + text),
+		"NUL at a line": []byte(text[:1000] + "\x00" + text[1000:]),
+		"NUL last":      []byte(text + "tiktok.com\x00"),
+		"NUL unended":   []byte(text + strings.Repeat("x", 100) + "\x00"),
+	}
+	for name, data := range files {
+		want := CheckText("l.txt", data)
+		require.Error(t, want, name)
+		for _, piece := range []int{8, 13, 64, 4096} {
+			t.Run(fmt.Sprintf("%s/%d", name, piece), func(t *testing.T) {
+				l, warn, err := readText("l.txt", iotest.HalfReader(bytes.NewReader(data)), int64(len(data)), piece)
+				assert.Nil(t, l)
+				assert.Nil(t, warn)
+				require.ErrorIs(t, err, ErrNotText)
+				assert.Equal(t, want.Error(), err.Error())
+			})
+		}
+	}
+}
+
+// TestReadTextReadError: a read that fails is the error, and no list.
+func TestReadTextReadError(t *testing.T) {
+	broken := errors.New("disk gone")
+	r := io.MultiReader(strings.NewReader("tiktok.com\ncapcut.com\n"), iotest.ErrReader(broken))
+	l, warn, err := readText("l.txt", r, 100, 8)
+	assert.Nil(t, l)
+	assert.Nil(t, warn)
+	assert.ErrorIs(t, err, broken)
+}
+
+// TestReadList reads list files from disk: more than one piece, an RPZ
+// zone, the list given before returned when the file is unchanged and not
+// when it changed, and the errors of a file that cannot be read.
+func TestReadList(t *testing.T) {
+	dir := t.TempDir()
+	var big strings.Builder
+	for i := 0; big.Len() < 3*readPiece; i++ {
+		fmt.Fprintf(&big, "host-%d.tracker%d.example.com\n", i, i%1000)
+	}
+	path := filepath.Join(dir, "big.txt")
+	require.NoError(t, os.WriteFile(path, []byte(big.String()), 0o644))
+
+	l, warn, err := ReadList(path, nil)
+	require.NoError(t, err)
+	require.NoError(t, warn)
+	want, _ := Parse(path, []byte(big.String()))
+	assertSameList(t, want, nil, l, nil)
+
+	again, _, err := ReadList(path, l)
+	require.NoError(t, err)
+	assert.Same(t, l, again, "an unchanged file gives the list it gave before")
+
+	require.NoError(t, os.WriteFile(path, []byte(big.String()+"tiktok.com\n"), 0o644))
+	changed, _, err := ReadList(path, l)
+	require.NoError(t, err)
+	assert.NotSame(t, l, changed)
+	assert.Equal(t, l.Len()+1, changed.Len())
+	assert.True(t, changed.Contains("tiktok.com"))
+
+	zone := filepath.Join(dir, "z.rpz")
+	require.NoError(t, os.WriteFile(zone, []byte("$TTL 60\n@ SOA a. b. 1 1 1 1 1\ntiktok.com CNAME .\n"), 0o644))
+	z, warn, err := ReadList(zone, nil)
+	require.NoError(t, err)
+	require.NoError(t, warn)
+	assert.True(t, z.Contains("tiktok.com"))
+	zagain, _, err := ReadList(zone, z)
+	require.NoError(t, err)
+	assert.Same(t, z, zagain)
+
+	binary := filepath.Join(dir, "bin.txt")
+	require.NoError(t, os.WriteFile(binary, []byte("tiktok.com\n\x00\x01"), 0o644))
+	_, _, err = ReadList(binary, nil)
+	assert.ErrorIs(t, err, ErrNotText)
+	assert.ErrorContains(t, err, "bin.txt:2:")
+
+	_, _, err = ReadList(filepath.Join(dir, "missing.txt"), nil)
+	assert.ErrorIs(t, err, fs.ErrNotExist)
+	_, _, err = ReadList(dir, nil)
+	assert.Error(t, err, "a directory is no list")
+}
+
+// FuzzReadText checks that any file read a piece at a time gives what
+// Parse and CheckText give for it read whole.
+func FuzzReadText(f *testing.F) {
+	seedFiles(f, "*.list")
+	for _, data := range readTextFiles() {
+		if len(data) < 4096 {
+			f.Add(data)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if err := CheckText("l.txt", data); err != nil {
+			_, _, got := readText("l.txt", bytes.NewReader(data), int64(len(data)), 8)
+			if got == nil || got.Error() != err.Error() {
+				t.Fatalf("%q: read a piece at a time, error %v, not %v", data, got, err)
+			}
+			return
+		}
+		want, wantWarn := Parse("l.txt", data)
+		for _, piece := range []int{8, 29} {
+			got, gotWarn, err := readText("l.txt", iotest.HalfReader(bytes.NewReader(data)), int64(len(data)), piece)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(entries(want), entries(got)) || fmt.Sprint(wantWarn) != fmt.Sprint(gotWarn) || want.Hash() != got.Hash() {
+				t.Fatalf("%q in pieces of %d: %v (%v), not %v (%v)", data, piece, entries(got), gotWarn, entries(want), wantWarn)
+			}
+		}
+	})
+}
