@@ -129,7 +129,8 @@ func TestBuilderStart(t *testing.T) {
 				b.nodeFor([]byte("other.example.com")) // nodes the names do not share
 				b.nodeFor([]byte(tc.last))
 			}
-			at := b.start([]byte(tc.name))
+			var at spot
+			b.start([]byte(tc.name), &at)
 			l := b.list
 			l.labels = b.labels.String()
 			var want uint32 // the node of the shared labels

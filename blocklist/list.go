@@ -487,7 +487,7 @@ func (b *builder) flush() {
 	}
 	q := b.queue[:b.queued]
 	for i := range q {
-		q[i].at = b.start(b.queuedName(i))
+		b.start(b.queuedName(i), &q[i].at)
 	}
 	for b.readSlots(q, false) {
 		for i := range q {
@@ -535,7 +535,8 @@ func (b *builder) readSlots(q []queued, settled bool) bool {
 // of its parents as needed.
 func (b *builder) nodeFor(name []byte) uint32 {
 	b.flush() // the names that came before first
-	at := b.start(name)
+	var at spot
+	b.start(name, &at)
 	for !at.settled {
 		b.step(name, &at)
 	}
@@ -554,7 +555,7 @@ func (b *builder) nodeFor(name []byte) uint32 {
 // hashing their labels and probing the table. A node keeps its index,
 // label and parent once made, so what path holds stays true whatever came
 // since it was set (a duplicate, a line with an error).
-func (b *builder) start(name []byte) spot {
+func (b *builder) start(name []byte, at *spot) {
 	// The labels shared are those of the longest common suffix of the
 	// two names that begins a label in both: read from the end, each dot
 	// passed closes one, and so does the start of either name if the
@@ -572,19 +573,24 @@ func (b *builder) start(name []byte) spot {
 		shared, from = shared+1, i
 	}
 	if shared == 0 {
-		return b.spotAt(name, 0, bytes.LastIndexByte(name, '.')+1, len(name))
+		b.spotAt(at, name, 0, bytes.LastIndexByte(name, '.')+1, len(name))
+		return
 	}
 	parent := b.path[shared-1] // path has every label of last (setLast)
 	if from == 0 {
-		return spot{parent: parent, settled: true}
+		*at = spot{parent: parent, settled: true}
+		return
 	}
 	end := from - 1
-	return b.spotAt(name, parent, bytes.LastIndexByte(name[:end], '.')+1, end)
+	b.spotAt(at, name, parent, bytes.LastIndexByte(name[:end], '.')+1, end)
 }
 
-// spotAt is the spot of the label name[start:end] under parent.
-func (b *builder) spotAt(name []byte, parent uint32, start, end int) spot {
-	return spot{parent: parent, start: start, end: end, h: b.hash(parent, name[start:end]), settled: start == 0}
+// spotAt sets at to the spot of the label name[start:end] under parent.
+// (Set in place: a spot returned is copied through memory, which the
+// parse of a big list measured.)
+func (b *builder) spotAt(at *spot, name []byte, parent uint32, start, end int) {
+	at.parent, at.start, at.end, at.settled = parent, start, end, start == 0
+	at.h = b.hash(parent, name[start:end])
 }
 
 // step looks up the label of name at at, a walk not settled: found, the
@@ -596,7 +602,7 @@ func (b *builder) step(name []byte, at *spot) {
 		return
 	}
 	end := at.start - 1
-	*at = b.spotAt(name, id, bytes.LastIndexByte(name[:end], '.')+1, end)
+	b.spotAt(at, name, id, bytes.LastIndexByte(name[:end], '.')+1, end)
 }
 
 // addFrom finds or adds the labels of name that its settled walk at has
