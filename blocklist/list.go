@@ -442,9 +442,17 @@ func newBuilder(file string, sizeHint int) *builder {
 	}}
 }
 
-// reserveLabels makes room for n octets of labels in all.
-func (b *builder) reserveLabels(n int) {
-	if more := n - b.labels.Len(); more > 0 {
+// reserve makes room for nodes nodes and labels octets of labels in
+// all, the table sized for the nodes.
+func (b *builder) reserve(nodes, labels int) {
+	l := b.list
+	if more := nodes - len(l.nodes); more > 0 {
+		l.nodes = slices.Grow(l.nodes, more)
+	}
+	if n := tableSize(nodes); n > len(l.slots) {
+		b.resize(n)
+	}
+	if more := labels - b.labels.Len(); more > 0 {
 		b.labels.Grow(more)
 	}
 }

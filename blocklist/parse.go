@@ -101,7 +101,7 @@ func Parse(name string, data []byte) (*List, error) {
 }
 
 // textParser reads the lines of a list file into a List, the whole file
-// at once (Parse) or a piece of whole lines after another (parseFrom).
+// at once (Parse) or a piece of whole lines after another (readText).
 type textParser struct {
 	name string
 	b    *builder

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"io"
 	"os"
+	"slices"
 	"unsafe"
 )
 
@@ -15,8 +16,8 @@ const readPiece = 1 << 20
 // ReadList reads the list file at path and returns it parsed: what
 // os.ReadFile, CheckText and Parse would return, read a piece at a time
 // (so a file of tens of megabytes is never held whole, and its pages are
-// not faulted into memory only to be dropped; a million-entry list loads
-// about a tenth faster and peaks that much lower).
+// not faulted into memory only to be dropped: a million-entry list loads
+// about a tenth faster, and peaks lower by the file's size).
 //
 // When prev, the list the file gave before, is not nil and the file's
 // SHA-256 is still its Sum, ReadList returns prev without parsing again:
@@ -24,8 +25,9 @@ const readPiece = 1 << 20
 //
 // err is an error reading the file, or CheckText's (the file is not UTF-8
 // text): the file must not be loaded. warn is Parse's: the bad lines,
-// skipped. An RPZ file (a name ending in `.rpz`) is read whole: a zone's
-// records may span lines.
+// skipped. An RPZ file (a name ending in `.rpz`) is read whole, since a
+// zone's records may span lines, and so is a file that is not a regular
+// file (a named pipe cannot be read twice).
 func ReadList(path string, prev *List) (l *List, warn, err error) {
 	if isRPZ(path) {
 		return ParseRead(path, prev, os.ReadFile)
@@ -35,29 +37,37 @@ func ReadList(path string, prev *List) (l *List, warn, err error) {
 		return nil, nil, err
 	}
 	defer f.Close()
-	var size int64
-	if info, err := f.Stat(); err == nil {
-		size = info.Size() // a hint only: the file is read to its end
+	info, err := f.Stat()
+	if err != nil || !info.Mode().IsRegular() {
+		// Read whole from f: a named pipe opened again would wait for
+		// another writer.
+		data, err := io.ReadAll(f)
+		return parseWhole(path, prev, data, err)
 	}
 	if prev != nil {
-		sum, err := sumOf(f)
-		if err != nil {
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err != nil {
 			return nil, nil, err
 		}
-		if sum == prev.Sum() {
+		if [32]byte(h.Sum(nil)) == prev.Sum() {
 			return prev, nil, nil
 		}
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return nil, nil, err
 		}
 	}
-	return readText(path, f, size, readPiece)
+	return readText(path, f, info.Size(), readPiece)
 }
 
 // ParseRead is ReadList for a file that read returns whole (the embedded
-// default's files, compiled in; an RPZ zone).
+// default's files, compiled in; an RPZ zone; a named pipe).
 func ParseRead(path string, prev *List, read func(string) ([]byte, error)) (l *List, warn, err error) {
 	data, err := read(path)
+	return parseWhole(path, prev, data, err)
+}
+
+// parseWhole is ParseRead for data read whole, or the error reading it.
+func parseWhole(path string, prev *List, data []byte, err error) (l *List, warn, _ error) {
 	if err == nil {
 		err = CheckText(path, data)
 	}
@@ -71,19 +81,16 @@ func ParseRead(path string, prev *List, read func(string) ([]byte, error)) (l *L
 	return l, warn, nil
 }
 
-// sumOf is the SHA-256 of what r has left.
-func sumOf(r io.Reader) ([32]byte, error) {
-	h := sha256.New()
-	_, err := io.CopyBuffer(h, r, make([]byte, readPiece))
-	return [32]byte(h.Sum(nil)), err
-}
-
-// readText parses the list file name from r, of about size octets, a
-// piece of whole lines at a time, as Parse would parse it read whole (see
-// ReadList): piece octets at a time (at least 8), or more for a line
-// longer than that.
+// readText parses the list file name from r, of about size octets (a hint
+// only: r is read to its end), a piece of whole lines at a time, as Parse
+// would parse it read whole (see ReadList): piece octets at a time (at
+// least 8), or more for a line longer than that.
 func readText(name string, r io.Reader, size int64, piece int) (l *List, warn, err error) {
-	buf := make([]byte, max(min(size+1, int64(piece)), 8)) // room for the end too, and for a UTF-32 mark
+	n := piece
+	if size > 0 && size < int64(piece) {
+		n = int(size) + 1 // the file, and the read that finds its end
+	}
+	buf := make([]byte, max(n, 8)) // room for a UTF-32 mark
 	h := sha256.New()
 	var p *textParser
 	line, kept := 1, 0 // buf[:kept] is a line begun and not yet read to its end
@@ -99,8 +106,9 @@ func readText(name string, r io.Reader, size int64, piece int) (l *List, warn, e
 			if err := CheckText(name, data); err != nil {
 				return nil, nil, err
 			}
-			hint, room := hintOf(data, size, end)
-			p = newTextParser(name, hint, room)
+			// Sized for this piece, or the file when it is all of it.
+			newlines := bytes.Count(data, []byte{'\n'})
+			p = newTextParser(name, newlines+1, len(data)-newlines)
 		} else if err := checkNUL(name, data, kept, line); err != nil {
 			return nil, nil, err
 		}
@@ -114,31 +122,36 @@ func readText(name string, r io.Reader, size int64, piece int) (l *List, warn, e
 			break
 		}
 		if first && whole > 0 {
-			// The labels' room, from those of the first piece.
 			p.b.flush()
-			p.b.reserveLabels(int(float64(p.b.labels.Len()) * float64(size) / float64(whole) * 9 / 8))
+			p.b.reserve(estimate(p.b, int64(whole), size))
 		}
 		kept = copy(buf, data[whole:])
 		if kept == len(buf) { // a line longer than buf
-			buf = append(buf, make([]byte, len(buf))...)
+			buf = slices.Grow(buf, len(buf))
+			buf = buf[:cap(buf)]
 		}
 	}
 	return p.b.finish([32]byte(h.Sum(nil))), p.errs.err(), nil
 }
 
-// hintOf is newTextParser's size hint and label room for a file of
-// about size octets whose first piece is data (all of it when end): its
-// line count and octets less line ends when data is the whole file. Else
-// the lines are estimated from data, and the room is that of data: once
-// its lines are read, readText reserves the room for the rest by the
-// labels they gave (builder.reserveLabels). A list whose later lines are
-// longer, or give more labels, costs copies as its nodes and labels grow,
-// and a rebuilt table; one whose estimates were too high has its slack
-// dropped (builder.finish).
-func hintOf(data []byte, size int64, end bool) (int, int) {
-	newlines := bytes.Count(data, []byte{'\n'})
-	if end {
-		return newlines + 1, len(data) - newlines
+// estimate is the room the list of a file of size octets will need, from
+// b, the list of its first read octets: their nodes and labels, times the
+// file's size over read, an eighth over. The nodes are at most one for
+// every 16 octets of the file, so that a first piece of short names
+// before long ones does not reserve many times the memory the list needs
+// (a table is touched all over as it fills); the labels' room, never
+// touched beyond what is written, is at most the file's size.
+//
+// A list whose later lines give more nodes or labels for their octets
+// than the first ones grows as it goes (its nodes and labels copied, its
+// table rebuilt); one that gives fewer has the slack dropped at the end
+// (builder.finish).
+func estimate(b *builder, read, size int64) (nodes, labels int) {
+	if size <= read {
+		return 0, 0
 	}
-	return int(float64(size)/float64(len(data))*float64(newlines)) + 1, len(data)
+	scale := float64(size) / float64(read) * 9 / 8
+	nodes = int(min(float64(len(b.list.nodes))*scale, float64(size/16)))
+	labels = int(min(float64(b.labels.Len())*scale, float64(size)))
+	return nodes, labels
 }

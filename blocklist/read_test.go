@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/iotest"
 
@@ -21,13 +22,16 @@ import (
 // fall on every side of a piece's end at the piece sizes of
 // TestReadTextAsParse.
 func readTextFiles() map[string][]byte {
-	var many, bad, grown strings.Builder
+	var many, bad, grown, shrunk, header strings.Builder
+	nameOf := func(i int) string {
+		return fmt.Sprintf("%s%d.tracker%d.example.com", strings.Repeat("h", i%40), i, i%13)
+	}
 	for i := range 3000 {
-		// Names of every length from 5 octets, a repeat every 7th line,
-		// CRLF every 5th, a comment every 11th.
-		name := fmt.Sprintf("%s-%d.tracker%d.example.com", strings.Repeat("h", i%40), i, i%13)
-		if i%7 == 0 && i > 0 {
-			name = fmt.Sprintf("%s-%d.tracker%d.example.com", strings.Repeat("h", (i-7)%40), i-7, (i-7)%13)
+		// Names of 20 to 63 octets, a repeat of the line 3 before every
+		// 7th line, CRLF every 5th, a comment every 11th.
+		name := nameOf(i)
+		if i%7 == 0 && i >= 3 {
+			name = nameOf(i - 3)
 		}
 		end := "\n"
 		if i%5 == 0 {
@@ -41,14 +45,25 @@ func readTextFiles() map[string][]byte {
 	for i := range 150 { // more bad lines than are reported one by one
 		fmt.Fprintf(&bad, "ok%d.example.com\nbad..%d.example.com\n", i, i)
 	}
-	// Short lines first, then long ones: the estimates from the first
-	// piece are too low, and the list's nodes, labels and table grow.
+	// Long lines first, then short ones: the estimates from the first
+	// piece are too low, and the list's nodes, labels and table grow;
+	// the other way round, too high, and the slack is dropped.
+	long := func(i int) string {
+		return fmt.Sprintf("%s.x%d.%s.example.org\n", strings.Repeat("long", 15), i, strings.Repeat("label", 12))
+	}
 	for i := range 400 {
+		grown.WriteString(long(i))
+		fmt.Fprintf(&shrunk, "a%d.io\n", i)
+	}
+	for i := range 4000 {
 		fmt.Fprintf(&grown, "a%d.io\n", i)
+		shrunk.WriteString(long(i))
 	}
-	for i := range 400 {
-		fmt.Fprintf(&grown, "%s.x%d.%s.example.org\n", strings.Repeat("long", 15), i, strings.Repeat("label", 12))
+	// A header of comments and blank lines, with no entry in it.
+	for range 300 {
+		header.WriteString("# the list of the department, generated nightly\n\n")
 	}
+	header.WriteString(many.String())
 	return map[string][]byte{
 		"empty":          nil,
 		"one line end":   []byte("\n"),
@@ -59,6 +74,8 @@ func readTextFiles() map[string][]byte {
 		"many":           []byte(many.String()),
 		"bad lines":      []byte(bad.String()),
 		"estimates grow": []byte(grown.String()),
+		"estimates drop": []byte(shrunk.String()),
+		"header":         []byte(header.String()),
 	}
 }
 
@@ -78,18 +95,22 @@ func assertSameList(t *testing.T, want *List, wantWarn error, got *List, gotWarn
 }
 
 // TestReadTextAsParse reads list files a piece at a time, at piece sizes
-// from 8 octets to the real one, through readers that return short reads,
-// and with a wrong size given, and asserts each gives the list that Parse
-// gives for the file read whole.
+// from 8 octets to the real one, with the size given right, none (0), too
+// small, too big and negative, through readers that return short reads
+// or the end with the last octets, and asserts each gives the list that
+// Parse gives for the file read whole.
 func TestReadTextAsParse(t *testing.T) {
 	for name, data := range readTextFiles() {
 		want, wantWarn := Parse("l.txt", data)
+		if name == "many" {
+			require.Len(t, want.Duplicates(), 3000/7, "a repeat every 7th line")
+		}
 		for _, piece := range []int{8, 13, 64, 1000, readPiece} {
-			for _, size := range []int64{int64(len(data)), 0, 10 * int64(len(data))} {
+			for _, size := range []int64{int64(len(data)), 0, int64(len(data)) / 2, 10 * int64(len(data)), -100} {
 				readers := map[string]io.Reader{
-					"whole": bytes.NewReader(data),
-					"half":  iotest.HalfReader(bytes.NewReader(data)),
-					"bytes": iotest.OneByteReader(bytes.NewReader(data)),
+					"whole":    bytes.NewReader(data),
+					"half":     iotest.HalfReader(bytes.NewReader(data)),
+					"with end": iotest.DataErrReader(bytes.NewReader(data)),
 				}
 				for rname, r := range readers {
 					t.Run(fmt.Sprintf("%s/%d/%d/%s", name, piece, size, rname), func(t *testing.T) {
@@ -197,6 +218,62 @@ func TestReadList(t *testing.T) {
 	assert.Error(t, err, "a directory is no list")
 }
 
+// TestReadListPipe reads a list from a named pipe, which cannot be read
+// twice to learn first whether it changed: it is read whole, and an
+// unchanged content still gives the list it gave before.
+func TestReadListPipe(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pipe.txt")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skip("no named pipes here:", err)
+	}
+	write := func(content string) {
+		go func() {
+			f, err := os.OpenFile(path, os.O_WRONLY, 0)
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			_, _ = f.WriteString(content)
+		}()
+	}
+	write("tiktok.com\ncapcut.com\n")
+	l, warn, err := ReadList(path, nil)
+	require.NoError(t, err)
+	require.NoError(t, warn)
+	assert.Equal(t, []string{"tiktok.com@1", "capcut.com@2"}, entries(l))
+
+	write("tiktok.com\ncapcut.com\n")
+	again, _, err := ReadList(path, l)
+	require.NoError(t, err)
+	assert.Same(t, l, again)
+
+	write("tiktok.com\ncapcut.com\nlemon8-app.com\n")
+	changed, _, err := ReadList(path, l)
+	require.NoError(t, err)
+	assert.Equal(t, 3, changed.Len())
+}
+
+// TestEstimateBounded: a first piece of short names before long ones does
+// not reserve nodes (and a table, touched all over as it fills) for more
+// than one name every 16 octets of the file, nor labels beyond its size.
+func TestEstimateBounded(t *testing.T) {
+	var first strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&first, "a%d.io\n", i)
+	}
+	p := newTextParser("l.txt", 1001, first.Len())
+	p.parse(first.String(), 1)
+	p.b.flush()
+	size := int64(100 << 20) // the rest of the file long lines
+	nodes, labels := estimate(p.b, int64(first.Len()), size)
+	assert.Equal(t, int(size/16), nodes)
+	assert.LessOrEqual(t, int64(labels), size)
+
+	nodes, labels = estimate(p.b, int64(first.Len()), int64(first.Len()))
+	assert.Zero(t, nodes, "the whole file read: nothing more to reserve")
+	assert.Zero(t, labels)
+}
+
 // FuzzReadText checks that any file read a piece at a time gives what
 // Parse and CheckText give for it read whole.
 func FuzzReadText(f *testing.F) {
@@ -207,21 +284,25 @@ func FuzzReadText(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if err := CheckText("l.txt", data); err != nil {
-			_, _, got := readText("l.txt", bytes.NewReader(data), int64(len(data)), 8)
-			if got == nil || got.Error() != err.Error() {
-				t.Fatalf("%q: read a piece at a time, error %v, not %v", data, got, err)
-			}
-			return
-		}
+		refused := CheckText("l.txt", data)
 		want, wantWarn := Parse("l.txt", data)
 		for _, piece := range []int{8, 29} {
-			got, gotWarn, err := readText("l.txt", iotest.HalfReader(bytes.NewReader(data)), int64(len(data)), piece)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !slices.Equal(entries(want), entries(got)) || fmt.Sprint(wantWarn) != fmt.Sprint(gotWarn) || want.Hash() != got.Hash() {
-				t.Fatalf("%q in pieces of %d: %v (%v), not %v (%v)", data, piece, entries(got), gotWarn, entries(want), wantWarn)
+			for _, size := range []int64{int64(len(data)), 0, int64(len(data)) / 2} {
+				got, gotWarn, err := readText("l.txt", iotest.HalfReader(bytes.NewReader(data)), size, piece)
+				if refused != nil {
+					if got != nil || err == nil || err.Error() != refused.Error() {
+						t.Fatalf("%q in pieces of %d: error %v, not %v", data, piece, err, refused)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(entries(want), entries(got)) || want.Len() != got.Len() ||
+					!slices.Equal(want.Duplicates(), got.Duplicates()) ||
+					fmt.Sprint(wantWarn) != fmt.Sprint(gotWarn) || want.Hash() != got.Hash() {
+					t.Fatalf("%q in pieces of %d, size %d: %v (%v), not %v (%v)", data, piece, size, entries(got), gotWarn, entries(want), wantWarn)
+				}
 			}
 		}
 	})

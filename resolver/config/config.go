@@ -308,7 +308,8 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse decodes and validates configuration content. file names it in
-// errors and anchors its relative paths; readFile reads the files it names.
+// errors and anchors its relative paths; readFile reads the range files it
+// names (list files are read a piece at a time, blocklist.ReadList).
 // Every problem found is reported at once: the error joins one *Error
 // per problem, in line order, each "file:line: key: what is wrong; an
 // example of right". Durations need a unit ("2s"; a bare 2 is an error),
