@@ -446,8 +446,12 @@ func newBuilder(file string, sizeHint int) *builder {
 // all, the table sized for the nodes.
 func (b *builder) reserve(nodes, labels int) {
 	l := b.list
-	if more := nodes - len(l.nodes); more > 0 {
-		l.nodes = slices.Grow(l.nodes, more)
+	if nodes > cap(l.nodes) {
+		// Not slices.Grow, which zeroes the room and so makes it
+		// resident: fresh memory is zero, and only what is written is.
+		grown := make([]node, len(l.nodes), nodes)
+		copy(grown, l.nodes)
+		l.nodes = grown
 	}
 	if n := tableSize(nodes); n > len(l.slots) {
 		b.resize(n)
