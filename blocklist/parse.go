@@ -92,10 +92,7 @@ func Parse(name string, data []byte) (*List, error) {
 	if isRPZ(name) {
 		return parseRPZ(name, data)
 	}
-	newlines := bytes.Count(data, []byte{'\n'})
-	p := newTextParser(name, newlines+1, len(data)-newlines)
-	// Lines are read in place, without a copy of the file: every entry is
-	// copied into the list and every error text is cloned.
+	p := newTextParser(name, data)
 	p.parse(unsafe.String(unsafe.SliceData(data), len(data)), 1)
 	return p.b.finish(sha256.Sum256(data)), p.errs.err()
 }
@@ -109,16 +106,17 @@ type textParser struct {
 	buf  [maxName + 2]byte
 }
 
-// newTextParser starts a list of about sizeHint entries (the file's
-// lines) with labelRoom octets of room for their labels.
-func newTextParser(name string, sizeHint, labelRoom int) *textParser {
-	// The labels the list keeps are octets of the file's lines (but for
-	// the punycode of a Unicode name, which can be longer), so the file
-	// less its line ends is room for them all: they are written once and
-	// not copied again and again as the room grows, and what is never
-	// written of it is never touched. finish trims what is left over.
-	b := newBuilder(name, sizeHint)
-	b.labels.Grow(labelRoom)
+// newTextParser starts a list sized for the lines of data: about an
+// entry a line, and the file less its line ends as room for the labels.
+// The labels the list keeps are octets of the file's lines (but for the
+// punycode of a Unicode name, which can be longer), so that room holds
+// them all: they are written once and not copied again and again as the
+// room grows, and what is never written of it is never touched. finish
+// trims what is left over.
+func newTextParser(name string, data []byte) *textParser {
+	newlines := bytes.Count(data, []byte{'\n'})
+	b := newBuilder(name, newlines+1)
+	b.labels.Grow(len(data) - newlines)
 	return &textParser{name: name, b: b}
 }
 

@@ -106,9 +106,9 @@ func readText(name string, r io.Reader, size int64, piece int) (l *List, warn, e
 			if err := CheckText(name, data); err != nil {
 				return nil, nil, err
 			}
-			// Sized for this piece, or the file when it is all of it.
-			newlines := bytes.Count(data, []byte{'\n'})
-			p = newTextParser(name, newlines+1, len(data)-newlines)
+			// Sized for this piece, or the file when it is all of it;
+			// after the piece, for the file (estimate).
+			p = newTextParser(name, data)
 		} else if err := checkNUL(name, data, kept, line); err != nil {
 			return nil, nil, err
 		}

@@ -261,7 +261,7 @@ func TestEstimateBounded(t *testing.T) {
 	for i := range 1000 {
 		fmt.Fprintf(&first, "a%d.io\n", i)
 	}
-	p := newTextParser("l.txt", 1001, first.Len())
+	p := newTextParser("l.txt", []byte(first.String()))
 	p.parse(first.String(), 1)
 	p.b.flush()
 	size := int64(100 << 20) // the rest of the file long lines

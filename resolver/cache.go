@@ -244,10 +244,7 @@ func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) *dns.Msg {
 func (c *Cache) putWire(key cacheKey, b []byte, now time.Time) (*cacheEntry, bool) {
 	cfg := &c.cfg
 	e, mem := newWireEntry(len(b) + len(key.name))
-	mem = append(mem, b...)
-	b = mem[:len(b):len(b)]
-	mem = append(mem, key.name...)
-	key.name = unsafe.String(unsafe.SliceData(mem[len(b):]), len(key.name))
+	_, b, key.name = appendOwned(mem, b, key.name)
 	e.stored, e.minTTL, e.maxTTL, e.life = now, cfg.MinTTL, cfg.MaxTTL, ^uint32(0)
 	sh, ok := wireOf(b, &e.ownWire)
 	if !ok {
@@ -268,6 +265,16 @@ func (c *Cache) putWire(key cacheKey, b []byte, now time.Time) (*cacheEntry, boo
 	}
 	c.t.set(key, e, now)
 	return e, true
+}
+
+// appendOwned appends b and name to mem and returns mem, and the copies
+// of b and name in it: what a wire query (wireQuery.own) or a cache entry
+// (putWire) keeps of its datagram and its name, in memory of its own.
+func appendOwned(mem, b []byte, name string) ([]byte, []byte, string) {
+	mem = append(mem, b...)
+	b = mem[len(mem)-len(b) : len(mem) : len(mem)]
+	mem = append(mem, name...)
+	return mem, b, unsafe.String(unsafe.SliceData(mem[len(mem)-len(name):]), len(name))
 }
 
 // entryWith is a cache entry and, in the same allocation, mem: room for

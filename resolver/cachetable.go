@@ -183,9 +183,8 @@ func (s *cacheShard) remove(i int) {
 
 // setLimit bounds the table to size entries (size ≥ 1), evicting at once
 // what is over, the expired and the unread first: each shard holds its
-// share of size. A
-// table made for one size and bound to one below its count of shards
-// holds one entry a shard, a few more than size.
+// share of size. A table made for one size and bound to one below its
+// count of shards holds one entry a shard, a few more than size.
 func (t *cacheTable) setLimit(size int) {
 	n, now := len(t.shards), sinceEpoch(time.Now())
 	for i := range t.shards {

@@ -194,17 +194,13 @@ func (wq *wireQuery) maxSize() int {
 // memory (wireLeft.mem): what keeps it longer than the query, a cache
 // key stored (Cache.put, Cache.putWire) or a prefetch, copies it.
 func (wq *wireQuery) own(buf []byte) (upq []byte) {
-	n, name := len(wq.b), len(wq.name)
-	need := n + name + wq.q.End + 11
+	need := len(wq.b) + len(wq.name) + wq.q.End + 11
 	mem := buf[:0]
 	if need > cap(buf) {
 		mem = make([]byte, 0, need)
 	}
-	mem = append(mem, wq.b...)
-	wq.b = mem[:n:n]
-	mem = append(mem, wq.name...)
-	wq.name = unsafe.String(unsafe.SliceData(mem[n:]), name)
-	return wq.upstreamQuery(mem[n+name : n+name : need])
+	mem, wq.b, wq.name = appendOwned(mem, wq.b, wq.name)
+	return wq.upstreamQuery(mem[len(mem):len(mem):need])
 }
 
 // upstreamQuery writes into b the query upstream.Forwarder.ForwardWire
