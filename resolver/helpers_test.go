@@ -39,6 +39,23 @@ type seenQuery struct {
 	tcp bool
 }
 
+// distinct counts the queries received, a query sent again over UDP (the
+// same ID and question: a resend of a slow one) once.
+func (u *testUpstream) distinct() int {
+	type sent struct {
+		id  uint16
+		tcp bool
+		q   dns.Question
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	once := map[sent]bool{}
+	for _, s := range u.seen {
+		once[sent{s.msg.Id, s.tcp, s.msg.Question[0]}] = true
+	}
+	return len(once)
+}
+
 // defaultAnswer is what a test upstream says unless told otherwise.
 func defaultAnswer(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 	m := new(dns.Msg)

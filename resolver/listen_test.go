@@ -386,7 +386,7 @@ func TestShutdownStopsEveryTransportFirst(t *testing.T) {
 	r, err := askOn(idle, question("www.tiktok.com.", dns.TypeA, false))
 	require.NoError(t, err)
 	require.Equal(t, dns.RcodeNameError, r.Rcode)
-	require.Eventually(t, func() bool { return up.count.Load() == 2 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return up.distinct() == 2 }, 5*time.Second, 5*time.Millisecond)
 
 	stopped := make(chan error, 1)
 	go func() {
@@ -436,7 +436,7 @@ func TestShutdownStopsEveryTransportFirst(t *testing.T) {
 	_, err = busyConn.ReadMsg()
 	assert.Error(t, err, "then the connection closes, the query sent after shutdown unread")
 	require.NoError(t, <-stopped)
-	assert.Equal(t, int64(2), up.count.Load(), "nothing new reached the upstream")
+	assert.Equal(t, 2, up.distinct(), "nothing new reached the upstream (the UDP query may have been sent again)")
 	assert.Equal(t, 1, logs.FilterMessage("stopped taking queries; answering those in flight").Len())
 }
 

@@ -368,3 +368,29 @@ func TestUpstreamWarnThrottled(t *testing.T) {
 	assert.Contains(t, last, logUpstream)
 	assert.Contains(t, last[logUpstream], a, "the line names the upstreams")
 }
+
+// TestLostDatagramSentAgain: with one upstream, a query whose datagram
+// the upstream lost is sent to it again after the resend delay (150 ms
+// here) and answered, where before it waited out upstream_timeout and got
+// SERVFAIL; the resend is counted, reason resend.
+func TestLostDatagramSentAgain(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[dns.Question]int{}
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		mu.Lock()
+		seen[r.Question[0]]++
+		first := seen[r.Question[0]] == 1
+		mu.Unlock()
+		if first {
+			return nil // lost
+		}
+		return defaultAnswer(w, r)
+	})
+	f := startFence(t, strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 2s", 1), testFiles, up.addr)
+	r := ask(t, f.addr, "127.0.0.3", "udp", question("lost.example.org.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	require.Len(t, r.Answer, 1)
+	assert.Equal(t, int64(2), up.count.Load(), "sent twice")
+	assert.Equal(t, 1, up.distinct(), "as one query: the same ID")
+	assert.Equal(t, 1, metricSum(t, f, "dnsfence_upstream_retries_total", "upstream", up.addr, "reason", "resend"))
+}

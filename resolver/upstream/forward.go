@@ -219,6 +219,12 @@ func New(addrs []string, opts Options) (*Forwarder, error) {
 		u.wire, _ = t.(wireExchanger)
 		f.upstreams = append(f.upstreams, u)
 	}
+	for _, u := range f.upstreams {
+		if p, ok := u.t.(*Plain); ok {
+			p.resendUnanswered(func() (time.Duration, bool) { return f.resendDelay(u) },
+				func() { f.metrics.retry(u.addr, retryResend) })
+		}
+	}
 	opts.Metrics.start(addrs)
 	return f, nil
 }
@@ -780,6 +786,7 @@ const (
 	retryHedge     = "hedge"     // the try before it was slow
 	retryFailover  = "failover"  // the try before it failed
 	retryThrottled = "throttled" // not sent: the upstream's retry budget was full
+	retryResend    = "resend"    // sent again to the only upstream: no answer within its delay
 )
 
 // try is one exchange with up, counted and recorded in up's health: a
@@ -816,6 +823,18 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 // timeout (hedgeFloor when that is less), and never over half of it.
 func (f *Forwarder) hedgeDelay(u *upstreamState) time.Duration {
 	return min(max(2*time.Duration(u.rtt.Load()), hedgeFloor), max(f.timeout/4, hedgeFloor), f.timeout/2)
+}
+
+// resendDelay is how long a UDP query to u may go unanswered before it is
+// sent to u again (resendPolicy): its hedge delay, when no other upstream
+// is up to hedge a lost datagram with; false when one is.
+func (f *Forwarder) resendDelay(u *upstreamState) (time.Duration, bool) {
+	for _, o := range f.upstreams {
+		if o != u && !o.down.Load() {
+			return 0, false
+		}
+	}
+	return f.hedgeDelay(u), true
 }
 
 // takeRetry takes room for one more try beyond its query's first to u, if

@@ -33,7 +33,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"upstream", "kind"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsfence_upstream_retries_total",
-			Help: "Tries beyond a query's first, by the upstream they went to and reason: hedge (the try before was slow), failover (it failed), throttled (not sent: the upstream's retry budget was full).",
+			Help: "Tries beyond a query's first, by the upstream they went to and reason: hedge (the try before was slow), failover (it failed), throttled (not sent: the upstream's retry budget was full), resend (the same datagram sent again to the only upstream, unanswered within its delay).",
 		}, []string{"upstream", "reason"}),
 		reg: reg,
 	}
@@ -78,7 +78,7 @@ func (m *Metrics) start(upstreams []string) {
 		for _, kind := range errorKinds {
 			m.errors.WithLabelValues(u, kind)
 		}
-		for _, reason := range []string{retryHedge, retryFailover, retryThrottled} {
+		for _, reason := range []string{retryHedge, retryFailover, retryThrottled, retryResend} {
 			m.retries.WithLabelValues(u, reason)
 		}
 	}
@@ -106,8 +106,8 @@ func (m *Metrics) done(upstream string, took time.Duration, err error) {
 	m.errors.WithLabelValues(upstream, errorKind(err)).Inc()
 }
 
-// retry counts one try beyond a query's first to upstream (reason hedge
-// or failover), or one not sent (throttled).
+// retry counts one try beyond a query's first to upstream (reason hedge,
+// failover or resend), or one not sent (throttled).
 func (m *Metrics) retry(upstream, reason string) {
 	if m == nil {
 		return

@@ -55,6 +55,39 @@ func NewPlain(addr string, opts Options) *Plain {
 	}
 }
 
+// resendPolicy is how a plain upstream's unanswered UDP queries are sent
+// again: on their socket, with the same ID, after the delay, then after
+// twice as long, and so on, up to maxResends times while the query waits
+// (its timeout). A datagram lost on the way then costs its query the
+// delay rather than the whole timeout (RFC 1035 §4.2.1, RFC 1536 §1: a
+// resolver retransmits, backing off). Unbound sends again after its
+// retransmission timeout in the same way; dnsdist does not. Whichever
+// answer comes first is taken, the others are dropped as late.
+type resendPolicy struct {
+	// delay is the wait before a query registered now is first sent
+	// again; false: it is not (another upstream is up to hedge with).
+	delay func() (time.Duration, bool)
+	count func() // counts one datagram sent again
+}
+
+// maxResends bounds how often one query is sent again: four datagrams in
+// all, as the backoff within a 2 s timeout from a 150 ms delay gives.
+const maxResends = 3
+
+// resendDelayFloor is the least resend delay a Forwarder gives a plain
+// upstream with the timeout (hedgeDelay's least).
+func resendDelayFloor(timeout time.Duration) time.Duration {
+	return min(hedgeFloor, timeout/2)
+}
+
+// resendUnanswered makes p send its unanswered UDP queries again as
+// resendPolicy says: delay gives the wait (at least resendDelayFloor of
+// p's timeout), or false for none; count counts each resend. Set before
+// p's first exchange.
+func (p *Plain) resendUnanswered(delay func() (time.Duration, bool), count func()) {
+	p.mux.resend = &resendPolicy{delay: delay, count: count}
+}
+
 // Address is the upstream's IP:port.
 func (p *Plain) Address() string { return p.addr }
 

@@ -106,7 +106,7 @@ func TestClosedMuxSocketsClose(t *testing.T) {
 	assert.Nil(t, m.cur, "no socket is kept for later queries")
 
 	w := &waiter{answer: make(chan []byte, 1)}
-	s, id, err := m.register(w, nil)
+	s, id, err := m.register(w, make([]byte, 12))
 	require.NoError(t, err)
 	assert.Nil(t, m.cur)
 	s.forget(id, w, nil)
@@ -125,10 +125,10 @@ func TestExpireEndsOnlyTheLateRegistration(t *testing.T) {
 	w := &waiter{answer: make(chan []byte, 1)}
 	const id = 0x1234
 	s.mu.Lock()
-	s.wait(id, w)
+	s.wait(id, w, nil)
 	s.mu.Unlock()
 
-	late := s.late(time.Now().Add(time.Hour)) // expire's first half: w is late
+	late, _ := s.late(time.Now().Add(time.Hour)) // expire's first half: w is late
 	require.Len(t, late, 1)
 	answer := []byte{0x12, 0x34, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0}
 	s.deliver(answer, false, nil) // the answer comes meanwhile
@@ -140,7 +140,7 @@ func TestExpireEndsOnlyTheLateRegistration(t *testing.T) {
 		require.Fail(t, "the answer was not delivered")
 	}
 	s.mu.Lock()
-	s.wait(id, w) // the pooled waiter's next exchange
+	s.wait(id, w, nil) // the pooled waiter's next exchange
 	s.mu.Unlock()
 	for _, q := range late { // expire's second half
 		s.end(q.id, q.w, &q.gen, q.err, nil)

@@ -75,9 +75,12 @@ func (s *idSource) next() uint16 {
 type udpMux struct {
 	addr    string
 	timeout time.Duration // how long a query waits for its answer
-	mu      sync.Mutex
-	cur     *upstreamSocket
-	closed  bool // the transport is closed: queries still arriving get sockets of their own
+	// resend, when set, sends a query unanswered for its delay again; set
+	// before the first exchange (Plain.resendUnanswered).
+	resend *resendPolicy
+	mu     sync.Mutex
+	cur    *upstreamSocket
+	closed bool // the transport is closed: queries still arriving get sockets of their own
 }
 
 // upstreamSocket is one connected socket and the queries waiting on it.
@@ -86,6 +89,7 @@ type upstreamSocket struct {
 	batch   listen.BatchConn // conn's recvmmsg and sendmmsg; nil: one datagram a call
 	born    time.Time
 	timeout time.Duration
+	resend  *resendPolicy // the mux's; nil: a query is sent once
 
 	mu      sync.Mutex
 	pending map[uint16]*waiter
@@ -115,6 +119,14 @@ type waiter struct {
 	err      error
 	deadline time.Time
 	straysAt int // the socket's strays when the query was registered
+	// packet is the datagram sent, with the ID it was registered under,
+	// kept while the query waits to be sent again (resendPolicy) at
+	// resendAt, after waiting resendWait, resends times so far; nil: it is
+	// not sent again.
+	packet     []byte
+	resendAt   time.Time
+	resendWait time.Duration
+	resends    int
 	// gen counts the waiter's registrations, under the socket's mu. A
 	// waiter of a wire exchange is pooled and registered again once
 	// answered (exchangeWire), possibly under the same ID on the same
@@ -190,12 +202,12 @@ type queuedQuery struct {
 	b  []byte
 }
 
-func newUpstreamSocket(addr string, timeout time.Duration) (*upstreamSocket, error) {
+func newUpstreamSocket(addr string, timeout time.Duration, resend *resendPolicy) (*upstreamSocket, error) {
 	c, err := net.Dial("udp", addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &upstreamSocket{conn: c, born: time.Now(), timeout: timeout, pending: map[uint16]*waiter{}}
+	s := &upstreamSocket{conn: c, born: time.Now(), timeout: timeout, resend: resend, pending: map[uint16]*waiter{}}
 	if uc, ok := c.(*net.UDPConn); ok {
 		_ = uc.SetReadBuffer(upstreamReceiveBuffer) // best effort: the kernel caps it silently
 		s.batch = listen.NewBatchConn(uc)
@@ -207,8 +219,8 @@ func newUpstreamSocket(addr string, timeout time.Duration) (*upstreamSocket, err
 // register picks the socket for a new query, renewing it when it is old,
 // used up or dead, and registers w under a query ID free on it. Both happen
 // under m.mu, so a socket is never retired between being picked and being
-// waited on. The ID is written into the packed query q, when given, before
-// w is registered: an answer with that ID may end w at once.
+// waited on. The ID is written into the packed query q before w is
+// registered: an answer with that ID may end w at once.
 func (m *udpMux) register(w *waiter, q []byte) (*upstreamSocket, uint16, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -224,7 +236,7 @@ func (m *udpMux) register(w *waiter, q []byte) (*upstreamSocket, uint16, error) 
 	}
 	if s == nil {
 		var err error
-		if s, err = newUpstreamSocket(m.addr, m.timeout); err != nil {
+		if s, err = newUpstreamSocket(m.addr, m.timeout, m.resend); err != nil {
 			return nil, 0, err
 		}
 		if !m.closed {
@@ -246,19 +258,24 @@ func (m *udpMux) register(w *waiter, q []byte) (*upstreamSocket, uint16, error) 
 	for s.pending[id] != nil {
 		id = queryIDs.next()
 	}
-	if q != nil {
-		binary.BigEndian.PutUint16(q, id) // before w can be answered
-	}
-	s.wait(id, w)
+	binary.BigEndian.PutUint16(q, id) // before w can be answered
+	s.wait(id, w, q)
 	return s, id, nil
 }
 
-// wait registers w under the query ID id, which no query waits on; s.mu
-// is held.
-func (s *upstreamSocket) wait(id uint16, w *waiter) {
+// wait registers w, the wait for the datagram q, under the query ID id,
+// which no query waits on; s.mu is held.
+func (s *upstreamSocket) wait(id uint16, w *waiter, q []byte) {
+	now := time.Now()
 	w.gen++
-	w.deadline = time.Now().Add(s.timeout)
+	w.deadline = now.Add(s.timeout)
 	w.straysAt = s.strays
+	w.packet, w.resends = nil, 0
+	if s.resend != nil {
+		if wait, ok := s.resend.delay(); ok {
+			w.packet, w.resendWait, w.resendAt = q, wait, now.Add(wait)
+		}
+	}
 	s.issued[id/64] |= 1 << (id % 64)
 	s.pending[id] = w
 }
@@ -280,17 +297,15 @@ func (m *udpMux) close() {
 // answer, for the mux's timeout at most, or until ctx ends. The answer,
 // delivered by the ID it was sent with, carries q's ID.
 func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
-	w := &waiter{answer: make(chan []byte, 1)}
-	s, id, err := m.register(w, nil)
-	if err != nil {
-		return nil, err
-	}
 	b, err := q.Pack()
 	if err != nil {
-		s.forget(id, w, nil)
 		return nil, err
 	}
-	binary.BigEndian.PutUint16(b, id)
+	w := &waiter{answer: make(chan []byte, 1)}
+	s, id, err := m.register(w, b)
+	if err != nil {
+		return nil, err
+	}
 	s.send(id, w, b, nil)
 	select {
 	case raw, ok := <-w.answer:
@@ -427,9 +442,15 @@ func (s *upstreamSocket) sendFailed(q queuedQuery, err error) bool {
 var sendMsgs = sync.Pool{New: func() any { return new([]ipv4.Message) }}
 
 // sweepEvery is how often the reader ends the waits of queries past their
-// deadline: a tenth of the timeout, so a query waits at most 10 % longer.
+// deadline, and sends again those past their resend time: a tenth of the
+// timeout, so a query waits at most 10 % longer, and with resends a
+// quarter of the least resend delay at most.
 func (s *upstreamSocket) sweepEvery() time.Duration {
-	return max(s.timeout/10, time.Millisecond)
+	every := s.timeout / 10
+	if s.resend != nil {
+		every = min(every, resendDelayFloor(s.timeout)/4)
+	}
+	return max(every, time.Millisecond)
 }
 
 // read delivers answers to waiting queries, reading whatever has arrived
@@ -496,11 +517,31 @@ func (s *upstreamSocket) fail(err error) {
 
 // expire ends the waits of the queries past their deadline: errNoAnswer,
 // or, when datagrams no query could take arrived meanwhile, an error that
-// is also of their kind (ErrAnswerWrongID, ErrAnswerMalformed).
+// is also of their kind (ErrAnswerWrongID, ErrAnswerMalformed). Then it
+// sends again the datagrams of the queries past their resend time.
 func (s *upstreamSocket) expire(now time.Time, batch listen.Batcher) {
-	for _, q := range s.late(now) {
+	late, again := s.late(now)
+	for _, q := range late {
 		s.end(q.id, q.w, &q.gen, q.err, batch)
 	}
+	for _, q := range again {
+		if _, err := s.conn.Write(q.b); err != nil {
+			s.resendFailed(q, err, batch)
+			continue
+		}
+		s.resend.count()
+	}
+}
+
+// resendFailed ends the wait of the query whose datagram could not be sent
+// again, as sendFailed does for a first send, if it still waits with the
+// registration the sweep collected.
+func (s *upstreamSocket) resendFailed(q resentQuery, err error, batch listen.Batcher) {
+	if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.EHOSTUNREACH) || errors.Is(err, unix.ENETUNREACH) {
+		s.fail(err)
+		return
+	}
+	s.end(q.id, q.w, &q.gen, err, batch)
 }
 
 // lateQuery is a registration past its deadline, as expire collected it.
@@ -511,22 +552,42 @@ type lateQuery struct {
 	err error
 }
 
+// resentQuery is a registration past its resend time, as expire
+// collected it, and a copy of its datagram: the query's own may be
+// reused once it is answered, which may happen before the copy is sent.
+type resentQuery struct {
+	id  uint16
+	w   *waiter
+	gen uint32
+	b   []byte
+}
+
 // late collects the registrations past their deadline at now, and the
-// error each is to end with.
-func (s *upstreamSocket) late(now time.Time) []lateQuery {
-	var late []lateQuery
+// error each is to end with; and those past their resend time (again),
+// whose next resend time it sets: twice the last wait later, unless that
+// is the last resend or past the deadline.
+func (s *upstreamSocket) late(now time.Time) (late []lateQuery, again []resentQuery) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, w := range s.pending {
-		if !now.Before(w.deadline) {
+		switch {
+		case !now.Before(w.deadline):
 			err := errNoAnswer
 			if s.strays != w.straysAt {
 				err = fmt.Errorf("%w; meanwhile %d datagrams no query could take: %w", errNoAnswer, s.strays-w.straysAt, s.strayKind)
 			}
 			late = append(late, lateQuery{id, w, w.gen, err})
+		case w.packet != nil && !now.Before(w.resendAt):
+			again = append(again, resentQuery{id, w, w.gen, bytes.Clone(w.packet)})
+			w.resends++
+			w.resendWait *= 2
+			w.resendAt = now.Add(w.resendWait)
+			if w.resends >= maxResends || !w.resendAt.Before(w.deadline) {
+				w.packet = nil
+			}
 		}
 	}
-	return late
+	return late, again
 }
 
 // errNoAnswer ends the wait of a query whose answer did not come in time.

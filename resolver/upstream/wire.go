@@ -282,6 +282,7 @@ func (m *udpMux) exchangeWire(ctx context.Context, q []byte) ([]byte, error) {
 	// deliver removed w from the socket before sending it the answer; an
 	// expire that collected it as late just before ends only that
 	// registration (waiter.gen), not the next one from the pool.
+	w.packet = nil // q is not kept alive by the pool
 	waiters.Put(w)
 	return answeredWire(q, own, raw)
 }
