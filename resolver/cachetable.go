@@ -8,12 +8,16 @@ import (
 )
 
 // cacheTable holds the answer cache's entries, at most a bound of them:
-// shards by a hash of the name, each a map from key to a slot of a ring
-// that the CLOCK algorithm (second chance) evicts from, as a DNS packet
-// cache does it (dnsdist's, Unbound's slabbed LRU). A lookup and a store
-// are one map operation each under the shard's lock, and a store
-// allocates nothing but when its shard's map and ring grow: the entry is
-// the caller's.
+// shards by a hash of the name, each a map from the key's 64-bit hash to
+// a slot of a ring that the CLOCK algorithm (second chance) evicts from,
+// as a DNS packet cache does it (dnsdist's, Unbound's slabbed LRU). A
+// lookup and a store are one map operation each under the shard's lock,
+// and a store allocates nothing but when its shard's map and ring grow:
+// the entry is the caller's. The map holds hashes rather than keys so
+// that it never reads a key's name, elsewhere in memory, to hash or
+// compare it (its growth rehashed every name); the slot's key is compared
+// instead, so two keys of one hash share a slot, the later evicting the
+// earlier, and never answer for each other.
 //
 // A slot read since the hand last passed it is passed over once more
 // (its read bit cleared); the first slot the hand finds unread, or
@@ -31,7 +35,7 @@ type cacheTable struct {
 // cacheShard is one shard of a cacheTable.
 type cacheShard struct {
 	mu    sync.Mutex
-	index map[cacheKey]int32 // the slot of each key in ring
+	index map[uint64]int32 // the slot in ring of each key's hash (cacheTable.hash)
 	ring  []cacheSlot
 	hand  int // the next slot the CLOCK hand looks at, to evict
 	sweep int // the next slot reclaim looks at
@@ -41,8 +45,9 @@ type cacheShard struct {
 
 // cacheSlot is one cached entry and its key.
 type cacheSlot struct {
-	key cacheKey
-	e   *cacheEntry
+	hash uint64 // key's: its index entry
+	key  cacheKey
+	e    *cacheEntry
 	// until is when e expires (stored + keep: its TTL and the serve-stale
 	// window), in nanoseconds since cacheEpoch: the sweep and the hand
 	// judge a slot without reading its entry, which is elsewhere in
@@ -75,29 +80,49 @@ func newCacheTable(size int) *cacheTable {
 	}
 	t := &cacheTable{seed: maphash.MakeSeed(), shards: make([]cacheShard, n), shift: uint(64 - bits.TrailingZeros(uint(n)))}
 	for i := range t.shards {
-		t.shards[i].index = map[cacheKey]int32{}
+		t.shards[i].index = map[uint64]int32{}
 	}
 	t.setLimit(size)
 	return t
 }
 
-// shard is the shard holding key.
-func (t *cacheTable) shard(key cacheKey) *cacheShard {
+// hash is key's 64-bit hash under the table's seed: the name's, with the
+// type, class and bits folded into its low 35 bits, so that the keys of
+// one name all differ and share the shard its top bits pick.
+func (t *cacheTable) hash(key cacheKey) uint64 {
+	var bits uint64
+	if key.do {
+		bits |= 1
+	}
+	if key.cd {
+		bits |= 2
+	}
+	if key.rd {
+		bits |= 4
+	}
+	return maphash.String(t.seed, key.name) ^ (uint64(key.qtype) | uint64(key.qclass)<<16 | bits<<32)
+}
+
+// shard is the shard holding the keys of hash h.
+func (t *cacheTable) shard(h uint64) *cacheShard {
 	if len(t.shards) == 1 {
 		return &t.shards[0]
 	}
-	return &t.shards[maphash.String(t.seed, key.name)>>t.shift]
+	return &t.shards[h>>t.shift]
 }
 
 // get returns the entry stored for key, expired or not.
 func (t *cacheTable) get(key cacheKey) (*cacheEntry, bool) {
-	s := t.shard(key)
+	h := t.hash(key)
+	s := t.shard(h)
 	s.mu.Lock()
-	i, ok := s.index[key]
+	i, ok := s.index[h]
 	var e *cacheEntry
 	if ok {
 		slot := &s.ring[i]
-		slot.read, e = true, slot.e
+		if ok = slot.key == key; ok {
+			slot.read, e = true, slot.e
+		}
 	}
 	s.mu.Unlock()
 	return e, ok
@@ -106,33 +131,32 @@ func (t *cacheTable) get(key cacheKey) (*cacheEntry, bool) {
 // set stores e for key, replacing what key held; when the shard is full
 // it evicts an entry (see cacheTable). now judges expiry.
 func (t *cacheTable) set(key cacheKey, e *cacheEntry, now time.Time) {
-	s := t.shard(key)
+	h := t.hash(key)
+	s := t.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	until := sinceEpoch(e.stored) + int64(e.keep)
-	if i, ok := s.index[key]; ok {
-		// The key's own name replaces the slot's and the map's, which
-		// may be in the old entry's memory (putWire): nothing keeps the
-		// old entry. A map keeps the key it was first given; deleted and
-		// added again it keeps this one.
-		delete(s.index, key)
-		s.index[key] = i
+	if i, ok := s.index[h]; ok {
+		// The key, with its own name, replaces the slot's, which may be
+		// in the old entry's memory (putWire): nothing keeps the old
+		// entry. The slot's key may be another of the same hash: it is
+		// evicted.
 		s.ring[i].key, s.ring[i].e, s.ring[i].until = key, e, until
 		return
 	}
 	at := sinceEpoch(now)
 	s.reclaim(at)
 	if len(s.ring) < s.limit {
-		s.index[key] = int32(len(s.ring))
-		s.ring = append(s.ring, cacheSlot{key: key, e: e, until: until})
+		s.index[h] = int32(len(s.ring))
+		s.ring = append(s.ring, cacheSlot{hash: h, key: key, e: e, until: until})
 		return
 	}
 	// The new entry takes the victim's slot, and the hand moves past it:
 	// it is not looked at again before every other slot has been.
 	i := s.victim(at)
-	delete(s.index, s.ring[i].key)
-	s.ring[i] = cacheSlot{key: key, e: e, until: until}
-	s.index[key] = int32(i)
+	delete(s.index, s.ring[i].hash)
+	s.ring[i] = cacheSlot{hash: h, key: key, e: e, until: until}
+	s.index[h] = int32(i)
 	s.hand = i + 1
 }
 
@@ -171,11 +195,11 @@ func (s *cacheShard) victim(now int64) int {
 
 // remove deletes slot i, moving the ring's last slot into its place.
 func (s *cacheShard) remove(i int) {
-	delete(s.index, s.ring[i].key)
+	delete(s.index, s.ring[i].hash)
 	last := len(s.ring) - 1
 	if i != last {
 		s.ring[i] = s.ring[last]
-		s.index[s.ring[i].key] = int32(i)
+		s.index[s.ring[i].hash] = int32(i)
 	}
 	s.ring[last] = cacheSlot{}
 	s.ring = s.ring[:last]

@@ -118,7 +118,8 @@ func TestCacheTableBounds(t *testing.T) {
 				s := &tab.shards[i]
 				assert.Len(t, s.index, len(s.ring))
 				for j, slot := range s.ring {
-					assert.Equal(t, int32(j), s.index[slot.key])
+					assert.Equal(t, tab.hash(slot.key), slot.hash)
+					assert.Equal(t, int32(j), s.index[slot.hash])
 				}
 			}
 		})
@@ -239,7 +240,8 @@ func FuzzCacheTable(f *testing.F) {
 				require.Len(t, s.index, len(s.ring))
 				require.LessOrEqual(t, len(s.ring), s.limit)
 				for k, slot := range s.ring {
-					require.Equal(t, int32(k), s.index[slot.key])
+					require.Equal(t, tab.hash(slot.key), slot.hash)
+					require.Equal(t, int32(k), s.index[slot.hash])
 					require.Same(t, last[slot.key], slot.e)
 				}
 				n += len(s.ring)
@@ -259,12 +261,71 @@ func TestCacheTableReplaceKeepsNoOldName(t *testing.T) {
 	k1, k2 := tableKey(unsafe.String(&oldName[0], len(oldName))), tableKey(unsafe.String(&newName[0], len(newName)))
 	tab.set(k1, tableEntry(now, time.Hour), now)
 	tab.set(k2, tableEntry(now, time.Hour), now)
-	s := tab.shard(k2)
-	slot := s.ring[s.index[k2]]
-	assert.Same(t, &newName[0], unsafe.StringData(slot.key.name), "the slot's key")
-	for k := range s.index {
-		assert.Same(t, &newName[0], unsafe.StringData(k.name), "the map's key")
+	s := tab.shard(tab.hash(k2))
+	require.Len(t, s.ring, 1)
+	assert.Same(t, &newName[0], unsafe.StringData(s.ring[0].key.name), "the slot's key")
+}
+
+// TestCacheTableKeysOfOneName: the keys of one name that differ in type,
+// class or a bit are entries of their own.
+func TestCacheTableKeysOfOneName(t *testing.T) {
+	now := time.Now()
+	tab := newCacheTable(100)
+	base := cacheKey{name: "one.example.", qtype: 1, qclass: 1}
+	keys := []cacheKey{base}
+	for _, change := range []func(*cacheKey){
+		func(k *cacheKey) { k.qtype = 28 },
+		func(k *cacheKey) { k.qtype = 1 << 15 },
+		func(k *cacheKey) { k.qclass = 3 },
+		func(k *cacheKey) { k.qclass = 255 },
+		func(k *cacheKey) { k.do = true },
+		func(k *cacheKey) { k.cd = true },
+		func(k *cacheKey) { k.rd = true },
+		func(k *cacheKey) { k.do, k.cd, k.rd = true, true, true },
+		func(k *cacheKey) { k.qtype, k.qclass = 0xffff, 0xffff },
+	} {
+		k := base
+		change(&k)
+		keys = append(keys, k)
 	}
+	entries := map[cacheKey]*cacheEntry{}
+	for _, k := range keys {
+		entries[k] = tableEntry(now, time.Hour)
+		tab.set(k, entries[k], now)
+	}
+	assert.Equal(t, len(keys), tab.len())
+	for _, k := range keys {
+		got, ok := tab.get(k)
+		require.True(t, ok, "%+v", k)
+		assert.Same(t, entries[k], got, "%+v", k)
+	}
+}
+
+// TestCacheTableHashCollision: two keys of one 64-bit hash (made here by
+// moving a stored key's slot to another key's hash, as if they shared
+// it) never answer for each other; a store for the second takes the
+// slot, evicting the first.
+func TestCacheTableHashCollision(t *testing.T) {
+	now := time.Now()
+	tab := newCacheTable(10)
+	k1, k2 := tableKey("first.example."), tableKey("second.example.")
+	e1, e2 := tableEntry(now, time.Hour), tableEntry(now, time.Hour)
+	tab.set(k1, e1, now)
+	h1, h2 := tab.hash(k1), tab.hash(k2)
+	require.NotEqual(t, h1, h2)
+	s := tab.shard(h1)
+	i := s.index[h1]
+	delete(s.index, h1)
+	s.index[h2], s.ring[i].hash = i, h2 // k1 stored as if its hash were k2's
+
+	_, ok := tab.get(k2)
+	assert.False(t, ok, "k1's entry is not k2's")
+	tab.set(k2, e2, now)
+	got, ok := tab.get(k2)
+	require.True(t, ok)
+	assert.Same(t, e2, got)
+	assert.Equal(t, 1, tab.len(), "k1 evicted")
+	assert.Equal(t, k2, s.ring[i].key)
 }
 
 // TestCacheTableShrinkEvictsExpiredFirst: a smaller bound evicts expired
