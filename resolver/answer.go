@@ -276,11 +276,9 @@ func (a *asked) appendBlocked(b []byte, rcode int, owner string, ttl, serial uin
 	b = binary.BigEndian.AppendUint16(b, a.qtype)
 	b = binary.BigEndian.AppendUint16(b, a.qclass)
 	if withSOA {
-		ostart := len(b)
-		if b, err = appendName(b, owner); err != nil {
+		if b, err = appendOwner(b, owner, qstart, qend); err != nil {
 			return b, false
 		}
-		b = compressName(b, ostart, qstart, qend)
 		b = binary.BigEndian.AppendUint16(b, dns.TypeSOA)
 		b = binary.BigEndian.AppendUint16(b, dns.ClassINET)
 		b = binary.BigEndian.AppendUint32(b, ttl)
@@ -344,6 +342,51 @@ func compressName(b []byte, start, nameStart, nameEnd int) []byte {
 		}
 	}
 	return b
+}
+
+// appendOwner appends the name owner, a blocked answer's SOA owner, for a
+// message whose question name is at b[qstart:qend], uncompressed: a
+// pointer to the question name's suffix that spells owner octet for
+// octet, found without packing owner (the usual case: soaOwner gives the
+// question's own suffix, lowercase); else owner packed and compressed by
+// compressName, which gives the same pointer when there is one.
+func appendOwner(b []byte, owner string, qstart, qend int) ([]byte, error) {
+	if off, ok := suffixAt(b[qstart:qend], owner); ok && qstart+off <= 0x3FFF {
+		return binary.BigEndian.AppendUint16(b, 0xC000|uint16(qstart+off)), nil
+	}
+	ostart := len(b)
+	b, err := appendName(b, owner)
+	if err != nil {
+		return b, err
+	}
+	return compressName(b, ostart, qstart, qend), nil
+}
+
+// suffixAt is the offset in the uncompressed wire name w of the suffix
+// that the fully qualified name owner spells, octet for octet; false when
+// there is none, or owner is the root or has escapes (then its wire form
+// is not its text's).
+func suffixAt(w []byte, owner string) (int, bool) {
+	if len(owner) < 2 || owner[len(owner)-1] != '.' || strings.IndexByte(owner, '\\') >= 0 {
+		return 0, false
+	}
+	off := len(w) - (len(owner) + 1) // a name of n labels is one octet longer on the wire
+	i := 0
+	for i < off && i < len(w) && w[i] != 0 && w[i]&0xC0 == 0 {
+		i += 1 + int(w[i])
+	}
+	if off < 0 || i != off {
+		return 0, false
+	}
+	p := 0 // where in owner the label at w[i] is
+	for i < len(w) && w[i] != 0 {
+		l := int(w[i])
+		if l&0xC0 != 0 || i+1+l > len(w) || p+l >= len(owner) || owner[p+l] != '.' || string(w[i+1:i+1+l]) != owner[p:p+l] {
+			return 0, false
+		}
+		i, p = i+1+l, p+l+1
+	}
+	return off, p == len(owner) && i == len(w)-1
 }
 
 // appendName appends a name in wire form, uncompressed.

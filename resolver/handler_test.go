@@ -1,6 +1,8 @@
 package resolver
 
 import (
+	"bytes"
+	"math/rand/v2"
 	"net"
 	"net/http/httptest"
 	"path/filepath"
@@ -748,4 +750,61 @@ func TestSOAOwner(t *testing.T) {
 	}
 	d := p.Decide("www.tiktok.com.")
 	assert.Zero(t, testing.AllocsPerRun(100, func() { soaOwner("www.tiktok.com.", d, false) }))
+}
+
+// TestAppendOwnerAsCompressName: the SOA owner found as the question's
+// suffix without packing it is octet for octet what packing it and
+// compressing it against the question gave: a pointer where the question
+// spells the owner exactly, the packed name where it does not (another
+// case, not on a label boundary, escapes, the root).
+func TestAppendOwnerAsCompressName(t *testing.T) {
+	cases := [][2]string{
+		{"www.tiktok.com.", "tiktok.com."},
+		{"tiktok.com.", "tiktok.com."},
+		{"WWW.TikTok.COM.", "tiktok.com."},
+		{"www.tiktok.COM.", "tiktok.com."},
+		{"xtiktok.com.", "tiktok.com."},
+		{"tiktok.com.", "www.tiktok.com."},
+		{"a.b.", "b."},
+		{"a.b.", "."},
+		{"example.", "tiktok.com."},
+		{`a\.b.tiktok.com.`, "tiktok.com."},
+		{`www.\116iktok.com.`, `\116iktok.com.`},
+		{`www.tiktok.com.`, `\116iktok.com.`},
+		{`a.b\.c.`, `b\.c.`},
+		{"abc.def.", "abcxdef."}, // as long as a suffix, another name
+		{"x.ab.c.", "ab-c."},
+		{strings.Repeat(`\001`, 63) + ".tiktok.com.", "tiktok.com."},
+		{strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 61) + ".", strings.Repeat("d", 61) + "."},
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		labels := make([]string, 1+rng.IntN(5))
+		for i := range labels {
+			l := make([]byte, 1+rng.IntN(6))
+			for j := range l {
+				l[j] = "abcXYZ-"[rng.IntN(7)]
+			}
+			labels[i] = string(l)
+		}
+		qname := strings.Join(labels, ".") + "."
+		owner := strings.Join(labels[rng.IntN(len(labels)):], ".") + "."
+		if rng.IntN(2) == 0 {
+			owner = strings.ToLower(owner)
+		}
+		cases = append(cases, [2]string{qname, owner})
+	}
+	header := make([]byte, 12)
+	for _, c := range cases {
+		qname, owner := c[0], c[1]
+		b, err := appendName(bytes.Clone(header), qname)
+		require.NoError(t, err, qname)
+		qend := len(b)
+		want, err := appendName(bytes.Clone(b), owner)
+		require.NoError(t, err, owner)
+		want = compressName(want, qend, len(header), qend)
+		got, err := appendOwner(bytes.Clone(b), owner, len(header), qend)
+		require.NoError(t, err)
+		require.Equal(t, want, got, "question %s, owner %s", qname, owner)
+	}
 }
