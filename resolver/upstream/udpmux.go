@@ -438,6 +438,18 @@ func (s *upstreamSocket) sendFailed(q queuedQuery, err error) bool {
 	return false
 }
 
+// readMsgs are the readers' message arrays and buffers, upstreamBatch
+// of upstreamBuf+1 octets: a socket lives for socketMaxQueries queries,
+// and each new one's reader takes the arrays of one that ended rather
+// than 64 KiB of fresh memory.
+var readMsgs = sync.Pool{New: func() any {
+	msgs := make([]ipv4.Message, upstreamBatch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, upstreamBuf+1)}
+	}
+	return &msgs
+}}
+
 // sendMsgs are the message arrays of send's batches, reused.
 var sendMsgs = sync.Pool{New: func() any { return new([]ipv4.Message) }}
 
@@ -458,10 +470,9 @@ func (s *upstreamSocket) sweepEvery() time.Duration {
 // until the socket fails or is closed; then every waiting query is told.
 func (s *upstreamSocket) read() {
 	batch := s.batch
-	msgs := make([]ipv4.Message, upstreamBatch)
-	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, upstreamBuf+1)}
-	}
+	mp := readMsgs.Get().(*[]ipv4.Message)
+	defer readMsgs.Put(mp)
+	msgs := *mp
 	var sweep time.Time
 	var delivered readBatch
 	for {
