@@ -250,7 +250,11 @@ func (s *Server) reportBuffers(limits Limits, socks []UDPSocket) {
 
 // listenShared opens n UDP sockets sharing addr with SO_REUSEPORT, so the
 // kernel spreads queries over n read loops (one per core), and a TCP
-// listener on the same port. Port 0 picks one free port for all of them.
+// listener on the same port. Port 0 picks one free port for all of them:
+// a port no socket has, taken by a socket without SO_REUSEPORT and then
+// bound by the group. Left to pick a port for a socket with
+// SO_REUSEPORT, the kernel may give one that another process of the same
+// user holds with SO_REUSEPORT, and the two then share its queries.
 func listenShared(addr string, n int) ([]net.PacketConn, net.Listener, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -269,8 +273,20 @@ func listenShared(addr string, n int) ([]net.PacketConn, net.Listener, error) {
 		}
 	}
 	for try := 0; ; try++ {
-		first, err := lc.ListenPacket(context.Background(), "udp", addr)
+		at := addr
+		if port == "0" {
+			probe, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				return nil, nil, err
+			}
+			at = probe.LocalAddr().String()
+			probe.Close()
+		}
+		first, err := lc.ListenPacket(context.Background(), "udp", at)
 		if err != nil {
+			if port == "0" && try < 10 && errors.Is(err, unix.EADDRINUSE) {
+				continue // taken since the probe: another port
+			}
 			return nil, nil, err
 		}
 		pcs := []net.PacketConn{first}

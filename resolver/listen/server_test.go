@@ -2,9 +2,11 @@ package listen
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
+	"golang.org/x/sys/unix"
 )
 
 // fakeHandler answers "fast." inline and "slow." from resume, which waits
@@ -148,4 +151,37 @@ func TestServerServesAHandler(t *testing.T) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	assert.ElementsMatch(t, []string{UDP, UDP, TCP, TCP}, h.transports)
+}
+
+// TestListenSharedPortZeroJoinsNoOtherGroup: port 0 takes a port no socket
+// holds. 500 sockets of another group (as another process of the same
+// user would hold them, with SO_REUSEPORT) take 500 of the 28,000 or so
+// ports the kernel picks from; in 300 starts on port 0 none may land on
+// one of theirs. When the group's first socket let the kernel pick its
+// port with SO_REUSEPORT set, about five of the 300 did, and shared that
+// port's queries with the other group.
+func TestListenSharedPortZeroJoinsNoOtherGroup(t *testing.T) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+		return errors.Join(err, serr)
+	}}
+	foreign := map[int]bool{}
+	for range 500 {
+		pc, err := lc.ListenPacket(context.Background(), "udp", "127.0.0.1:0")
+		require.NoError(t, err)
+		t.Cleanup(func() { pc.Close() })
+		foreign[pc.LocalAddr().(*net.UDPAddr).Port] = true
+	}
+	for range 300 {
+		pcs, ln, err := listenShared("127.0.0.1:0", 2)
+		require.NoError(t, err)
+		port := pcs[0].LocalAddr().(*net.UDPAddr).Port
+		for _, pc := range pcs {
+			assert.Equal(t, port, pc.LocalAddr().(*net.UDPAddr).Port)
+			pc.Close()
+		}
+		ln.Close()
+		require.False(t, foreign[port], "port %d is another group's", port)
+	}
 }
