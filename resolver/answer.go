@@ -381,7 +381,8 @@ func suffixAt(w []byte, owner string) (int, bool) {
 	p := 0 // where in owner the label at w[i] is
 	for i < len(w) && w[i] != 0 {
 		l := int(w[i])
-		if l&0xC0 != 0 || i+1+l > len(w) || p+l >= len(owner) || owner[p+l] != '.' || string(w[i+1:i+1+l]) != owner[p:p+l] {
+		if l&0xC0 != 0 || i+1+l > len(w) || p+l >= len(owner) || owner[p+l] != '.' || string(w[i+1:i+1+l]) != owner[p:p+l] ||
+			strings.IndexByte(owner[p:p+l], '.') >= 0 { // a label with a dot octet is not owner's labels
 			return 0, false
 		}
 		i, p = i+1+l, p+l+1
