@@ -827,8 +827,13 @@ func (f *Forwarder) hedgeDelay(u *upstreamState) time.Duration {
 
 // resendDelay is how long a UDP query to u may go unanswered before it is
 // sent to u again (resendPolicy): its hedge delay, when no other upstream
-// is up to hedge a lost datagram with; false when one is.
+// is up to hedge a lost datagram with; false when one is, or when u is
+// down itself (more datagrams would not bring it back, and an overloaded
+// upstream would drop more).
 func (f *Forwarder) resendDelay(u *upstreamState) (time.Duration, bool) {
+	if u.down.Load() {
+		return 0, false
+	}
 	for _, o := range f.upstreams {
 		if o != u && !o.down.Load() {
 			return 0, false

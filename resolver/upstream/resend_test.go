@@ -237,3 +237,52 @@ func TestResendOnlyWithoutAnotherUpUpstream(t *testing.T) {
 	assert.Equal(t, ids[0], ids[1])
 	assert.Equal(t, map[string]float64{retryResend: 1}, upstreamCounts(t, reg, "dnsfence_upstream_retries_total", a.addr, "reason"))
 }
+
+// TestResendBudget: one sweep sends again at most a fifth of the queries
+// waiting on the socket (never fewer than retryFloor); the others go in
+// the next sweeps, each once.
+func TestResendBudget(t *testing.T) {
+	const n = 200
+	s := &upstreamSocket{timeout: 2 * time.Second, pending: map[uint16]*waiter{},
+		resend: &resendPolicy{delay: func() (time.Duration, bool) { return hedgeFloor, true }, count: func() {}}}
+	s.mu.Lock()
+	for id := range uint16(n) {
+		s.wait(id, &waiter{answer: make(chan []byte, 1)}, []byte{byte(id >> 8), byte(id), 1, 0, 0, 1, 0, 0, 0, 0, 0, 0})
+	}
+	s.mu.Unlock()
+	due := time.Now().Add(hedgeFloor + time.Millisecond)
+	sent := map[uint16]int{}
+	for sweep := 0; len(sent) < n; sweep++ {
+		require.Less(t, sweep, n/(n/retryShare)+1, "every query sent again within the sweeps the budget allows")
+		_, again := s.late(due)
+		assert.Len(t, again, n/retryShare, "a fifth of the %d waiting", n)
+		for _, q := range again {
+			sent[q.id]++
+		}
+	}
+	for id, times := range sent {
+		assert.Equal(t, 1, times, "query %d sent again once", id)
+	}
+
+	small := &upstreamSocket{timeout: 2 * time.Second, pending: map[uint16]*waiter{}, resend: s.resend}
+	small.mu.Lock()
+	for id := range uint16(10) {
+		small.wait(id, &waiter{answer: make(chan []byte, 1)}, []byte{0, byte(id), 1, 0, 0, 1, 0, 0, 0, 0, 0, 0})
+	}
+	small.mu.Unlock()
+	_, again := small.late(due)
+	assert.Len(t, again, 10, "fewer than retryFloor waiting: all of them")
+}
+
+// TestNoResendToADownUpstream: an upstream judged down is not sent more
+// datagrams: whether lost or overloaded, more would not help.
+func TestNoResendToADownUpstream(t *testing.T) {
+	f := NewForwarder([]string{silentUpstream(t)}, time.Second, false)
+	defer f.Close()
+	u := f.upstreams[0]
+	_, ok := f.resendDelay(u)
+	assert.True(t, ok, "the only upstream, up")
+	u.down.Store(true)
+	_, ok = f.resendDelay(u)
+	assert.False(t, ok, "the only upstream, down")
+}

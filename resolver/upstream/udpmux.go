@@ -576,10 +576,15 @@ type resentQuery struct {
 // late collects the registrations past their deadline at now, and the
 // error each is to end with; and those past their resend time (again),
 // whose next resend time it sets: twice the last wait later, unless that
-// is the last resend or past the deadline.
+// is the last resend or past the deadline. At most a fifth of the queries
+// waiting (never fewer than retryFloor) are sent again in one sweep, as
+// the retry budget bounds hedges (takeRetry): the others wait for the
+// next sweep, so that a burst of losses does not double the upstream's
+// load at once.
 func (s *upstreamSocket) late(now time.Time) (late []lateQuery, again []resentQuery) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	budget := max(retryFloor, len(s.pending)/retryShare)
 	for id, w := range s.pending {
 		switch {
 		case !now.Before(w.deadline):
@@ -588,7 +593,7 @@ func (s *upstreamSocket) late(now time.Time) (late []lateQuery, again []resentQu
 				err = fmt.Errorf("%w; meanwhile %d datagrams no query could take: %w", errNoAnswer, s.strays-w.straysAt, s.strayKind)
 			}
 			late = append(late, lateQuery{id, w, w.gen, err})
-		case w.packet != nil && !now.Before(w.resendAt):
+		case w.packet != nil && !now.Before(w.resendAt) && len(again) < budget:
 			again = append(again, resentQuery{id, w, w.gen, bytes.Clone(w.packet)})
 			w.resends++
 			w.resendWait *= 2
