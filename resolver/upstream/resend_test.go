@@ -250,7 +250,7 @@ func TestResendBudget(t *testing.T) {
 		s.wait(id, &waiter{answer: make(chan []byte, 1)}, []byte{byte(id >> 8), byte(id), 1, 0, 0, 1, 0, 0, 0, 0, 0, 0})
 	}
 	s.mu.Unlock()
-	due := time.Now().Add(hedgeFloor + time.Millisecond)
+	due := time.Now().Add(hedgeFloor) // every one due: registered before now
 	sent := map[uint16]int{}
 	for sweep := 0; len(sent) < n; sweep++ {
 		require.Less(t, sweep, n/(n/retryShare)+1, "every query sent again within the sweeps the budget allows")
@@ -270,7 +270,7 @@ func TestResendBudget(t *testing.T) {
 		small.wait(id, &waiter{answer: make(chan []byte, 1)}, []byte{0, byte(id), 1, 0, 0, 1, 0, 0, 0, 0, 0, 0})
 	}
 	small.mu.Unlock()
-	_, again := small.late(due)
+	_, again := small.late(time.Now().Add(hedgeFloor)) // due: registered before now
 	assert.Len(t, again, 10, "fewer than retryFloor waiting: all of them")
 }
 
