@@ -254,7 +254,10 @@ func (s *Server) reportBuffers(limits Limits, socks []UDPSocket) {
 // a port no socket has, taken by a socket without SO_REUSEPORT and then
 // bound by the group. Left to pick a port for a socket with
 // SO_REUSEPORT, the kernel may give one that another process of the same
-// user holds with SO_REUSEPORT, and the two then share its queries.
+// user holds with SO_REUSEPORT, and the two then share its queries. A
+// window remains between the probe's close and the group's bind, in
+// which such a process could take the port; the probe cannot stay open,
+// as the group could not bind beside it.
 func listenShared(addr string, n int) ([]net.PacketConn, net.Listener, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
