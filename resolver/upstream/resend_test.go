@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,30 +76,38 @@ func TestResendBacksOff(t *testing.T) {
 	})
 }
 
-// dropFirst answers every query but the first datagram of each question:
-// an upstream whose first answer, or query, was lost on the way. It
-// records the IDs each question came with, in order.
-type dropFirst struct {
+// questionLog records the IDs each question came with, in order.
+type questionLog struct {
 	mu   sync.Mutex
 	seen map[dns.Question][]uint16
 }
 
-func (d *dropFirst) answer(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-	d.mu.Lock()
+func newQuestionLog() *questionLog { return &questionLog{seen: map[dns.Question][]uint16{}} }
+
+// record logs r and returns how many datagrams its question has come in,
+// r's included.
+func (l *questionLog) record(r *dns.Msg) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	q := r.Question[0]
-	d.seen[q] = append(d.seen[q], r.Id)
-	first := len(d.seen[q]) == 1
-	d.mu.Unlock()
-	if first {
+	l.seen[q] = append(l.seen[q], r.Id)
+	return len(l.seen[q])
+}
+
+// ids are the IDs the A question for name came with.
+func (l *questionLog) ids(name string) []uint16 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seen[dns.Question{Name: name, Qtype: dns.TypeA, Qclass: dns.ClassINET}]
+}
+
+// dropFirst answers every query but the first datagram of each question:
+// an upstream whose first answer, or query, was lost on the way.
+func (l *questionLog) dropFirst(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+	if l.record(r) == 1 {
 		return nil
 	}
 	return defaultAnswer(w, r)
-}
-
-func (d *dropFirst) ids(name string) []uint16 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.seen[dns.Question{Name: name, Qtype: dns.TypeA, Qclass: dns.ClassINET}]
 }
 
 // TestResendRecoversLostDatagram: with one plain upstream, a query whose
@@ -106,8 +116,8 @@ func (d *dropFirst) ids(name string) []uint16 {
 // message), ForwardWire and StartWire. Each resend is counted, reason
 // resend; a query answered in time is sent once.
 func TestResendRecoversLostDatagram(t *testing.T) {
-	d := &dropFirst{seen: map[dns.Question][]uint16{}}
-	up := startUpstream(t, d.answer)
+	d := newQuestionLog()
+	up := startUpstream(t, d.dropFirst)
 	reg := prometheus.NewRegistry()
 	f, err := New([]string{up.addr}, Options{Timeout: 5 * time.Second, Metrics: NewMetrics(reg)})
 	require.NoError(t, err)
@@ -171,14 +181,9 @@ func TestResendRecoversLostDatagram(t *testing.T) {
 // as late: not a stray, so a later timeout on the socket does not report
 // wrong IDs.
 func TestResendAnswersBothTaken(t *testing.T) {
-	var mu sync.Mutex
-	seen := map[dns.Question]int{}
+	log := newQuestionLog()
 	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		mu.Lock()
-		seen[r.Question[0]]++
-		n := seen[r.Question[0]]
-		mu.Unlock()
-		if n == 1 {
+		if log.record(r) == 1 {
 			time.Sleep(hedgeFloor * 2) // answered, after the resend went out
 		}
 		return defaultAnswer(w, r)
@@ -189,11 +194,7 @@ func TestResendAnswersBothTaken(t *testing.T) {
 	_, _, err := f.ForwardWire(context.Background(), q)
 	require.NoError(t, err)
 	p := f.upstreams[0].t.(*Plain)
-	require.Eventually(t, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return seen[dns.Question{Name: "both.example.org.", Qtype: dns.TypeA, Qclass: dns.ClassINET}] == 2
-	}, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return len(log.ids("both.example.org.")) == 2 }, 5*time.Second, 10*time.Millisecond)
 	time.Sleep(hedgeFloor * 2) // the first datagram's answer has come back
 	p.mux.mu.Lock()
 	s := p.mux.cur
@@ -208,8 +209,8 @@ func TestResendAnswersBothTaken(t *testing.T) {
 // slow try is hedged to it (forward.go), not sent again to the same
 // upstream; with the second one down, it is sent again.
 func TestResendOnlyWithoutAnotherUpUpstream(t *testing.T) {
-	d := &dropFirst{seen: map[dns.Question][]uint16{}}
-	a := startUpstream(t, d.answer)
+	d := newQuestionLog()
+	a := startUpstream(t, d.dropFirst)
 	b := startUpstream(t, nil)
 	reg := prometheus.NewRegistry()
 	f, err := New([]string{a.addr, b.addr}, Options{Timeout: 2 * time.Second, Metrics: NewMetrics(reg)})
@@ -285,4 +286,29 @@ func TestNoResendToADownUpstream(t *testing.T) {
 	u.down.Store(true)
 	_, ok = f.resendDelay(u)
 	assert.False(t, ok, "the only upstream, down")
+}
+
+// TestResendToAClosedPortFailsAtOnce: an upstream that read the query and
+// then closed its port draws an ICMP port unreachable for the resend; the
+// query then fails at once with it, rather than waiting out its timeout.
+func TestResendToAClosedPortFailsAtOnce(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() {
+		buf := make([]byte, 65535)
+		_, _, _ = pc.ReadFrom(buf) // the query, unanswered
+		pc.Close()
+	}()
+	const timeout = 5 * time.Second
+	f := NewForwarder([]string{pc.LocalAddr().String()}, timeout, false)
+	defer f.Close()
+	start := time.Now()
+	_, _, err = f.ForwardWire(context.Background(), wireQuestion("closed.example.org.", dns.TypeA))
+	took := time.Since(start)
+	var ue *UpstreamError
+	require.ErrorAs(t, err, &ue)
+	assert.Equal(t, kindNetwork, ue.Causes())
+	assert.Contains(t, err.Error(), syscall.ECONNREFUSED.Error())
+	assert.GreaterOrEqual(t, took, hedgeFloor, "after the resend")
+	assert.Less(t, took, timeout/2, "not the whole timeout")
 }

@@ -430,12 +430,18 @@ func (s *upstreamSocket) Flush() {
 // drew it would wait out its whole timeout for an answer that the port
 // refused.
 func (s *upstreamSocket) sendFailed(q queuedQuery, err error) bool {
-	if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.EHOSTUNREACH) || errors.Is(err, unix.ENETUNREACH) {
+	if socketError(err) {
 		s.fail(err)
 		return true
 	}
 	s.forget(q.id, q.w, err)
 	return false
+}
+
+// socketError reports an error of a send that the kernel kept for the
+// socket rather than the datagram (see sendFailed).
+func socketError(err error) bool {
+	return errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.EHOSTUNREACH) || errors.Is(err, unix.ENETUNREACH)
 }
 
 // readMsgs are the readers' message arrays and buffers, upstreamBatch
@@ -548,7 +554,7 @@ func (s *upstreamSocket) expire(now time.Time, batch listen.Batcher) {
 // again, as sendFailed does for a first send, if it still waits with the
 // registration the sweep collected.
 func (s *upstreamSocket) resendFailed(q resentQuery, err error, batch listen.Batcher) {
-	if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.EHOSTUNREACH) || errors.Is(err, unix.ENETUNREACH) {
+	if socketError(err) {
 		s.fail(err)
 		return
 	}
