@@ -365,7 +365,11 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 			cfg.Policies[i].Action = ActionNull
 		}
 	}
-	cfg.applyDefaults()
+	// A key with no value (`upstream_timeout:`, `~`, `null`) is left out.
+	cfg.applyDefaults(func(path ...any) bool {
+		n := nodeAt(&root, path)
+		return n != nil && n.Tag != "!!null"
+	})
 	cfg.validate(errs)
 	if err := errs.err(); err != nil {
 		return nil, err
@@ -373,11 +377,17 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 	return cfg, nil
 }
 
-func (c *Config) applyDefaults() {
+// applyDefaults fills in every key the file leaves out. A key written is
+// taken as written, 0 included: `rate_limit: {rate: 0}` turns limiting off
+// as documented, and a 0 where none makes sense (`upstream_timeout: 0s`,
+// `limits: {tcp_connections: 0}`) is reported by validate rather than
+// quietly replaced with the default. written reports whether the file
+// has the key at path.
+func (c *Config) applyDefaults(written func(path ...any) bool) {
 	if len(c.Listen) == 0 {
 		c.Listen = []string{DefaultListen}
 	}
-	c.UpstreamTimeout = cmp.Or(c.UpstreamTimeout, DefaultUpstreamTimeout)
+	orDefault(&c.UpstreamTimeout, DefaultUpstreamTimeout, written("upstream_timeout"))
 	c.UpstreamStrategy = cmp.Or(c.UpstreamStrategy, StrategyFastest)
 	if c.AllowedClients == nil {
 		c.AllowedClients = DefaultAllowedClients
@@ -385,7 +395,7 @@ func (c *Config) applyDefaults() {
 	if c.ExplainClients == nil {
 		c.ExplainClients = DefaultExplainClients
 	}
-	c.BlockedTTL = cmp.Or(c.BlockedTTL, DefaultBlockedTTL)
+	orDefault(&c.BlockedTTL, DefaultBlockedTTL, written("blocked_ttl"))
 	for i := range c.Policies {
 		c.Policies[i].Action = cmp.Or(c.Policies[i].Action, ActionNXDomain)
 	}
@@ -393,27 +403,26 @@ func (c *Config) applyDefaults() {
 	if c.Cache.SizeSet != nil {
 		c.Cache.Size = *c.Cache.SizeSet
 	}
-	c.Cache.MaxTTL = cmp.Or(c.Cache.MaxTTL, DefaultCacheMaxTTL)
+	orDefault(&c.Cache.MaxTTL, DefaultCacheMaxTTL, written("cache", "max_ttl"))
 	c.Log.Level = cmp.Or(c.Log.Level, "info")
 	c.Log.Format = cmp.Or(c.Log.Format, "json")
 	c.Log.Output = cmp.Or(c.Log.Output, "stderr")
 	c.Log.Queries = cmp.Or(c.Log.Queries, "blocked")
-	if c.RateLimit.Rate == 0 && c.RateLimit.Burst == 0 {
-		c.RateLimit.Rate = DefaultRate
-	}
-	c.RateLimit.Burst = cmp.Or(c.RateLimit.Burst, int(2*c.RateLimit.Rate))
+	orDefault(&c.RateLimit.Rate, DefaultRate, written("rate_limit", "rate"))
+	orDefault(&c.RateLimit.Burst, int(2*c.RateLimit.Rate), written("rate_limit", "burst"))
 	if c.RateLimit.Exempt == nil {
 		c.RateLimit.Exempt = []string{"127.0.0.0/8", "::1/128"}
 	}
-	c.Limits.TCPConnections = cmp.Or(c.Limits.TCPConnections, DefaultTCPConnections)
-	c.Limits.TCPConnectionsPerClient = cmp.Or(c.Limits.TCPConnectionsPerClient, DefaultTCPConnectionsPerClient)
-	c.Limits.UDPReceiveBuffer = cmp.Or(c.Limits.UDPReceiveBuffer, DefaultUDPBuffer)
-	c.Limits.UDPSendBuffer = cmp.Or(c.Limits.UDPSendBuffer, DefaultUDPBuffer)
-	c.Limits.TCPReadTimeout = cmp.Or(c.Limits.TCPReadTimeout, DefaultTCPReadTimeout)
-	c.Limits.TCPIdleTimeout = cmp.Or(c.Limits.TCPIdleTimeout, DefaultTCPIdleTimeout)
-	c.Limits.TCPPipeline = cmp.Or(c.Limits.TCPPipeline, DefaultTCPPipeline)
-	c.Limits.UpstreamInflight = cmp.Or(c.Limits.UpstreamInflight, DefaultUpstreamInflight)
-	c.Reload.Debounce = cmp.Or(c.Reload.Debounce, DefaultDebounce)
+	limit := func(key string) []any { return []any{"limits", key} }
+	orDefault(&c.Limits.TCPConnections, DefaultTCPConnections, written(limit("tcp_connections")...))
+	orDefault(&c.Limits.TCPConnectionsPerClient, DefaultTCPConnectionsPerClient, written(limit("tcp_connections_per_client")...))
+	orDefault(&c.Limits.UDPReceiveBuffer, DefaultUDPBuffer, written(limit("udp_receive_buffer")...))
+	orDefault(&c.Limits.UDPSendBuffer, DefaultUDPBuffer, written(limit("udp_send_buffer")...))
+	orDefault(&c.Limits.TCPReadTimeout, DefaultTCPReadTimeout, written(limit("tcp_read_timeout")...))
+	orDefault(&c.Limits.TCPIdleTimeout, DefaultTCPIdleTimeout, written(limit("tcp_idle_timeout")...))
+	orDefault(&c.Limits.TCPPipeline, DefaultTCPPipeline, written(limit("tcp_pipeline")...))
+	orDefault(&c.Limits.UpstreamInflight, DefaultUpstreamInflight, written(limit("upstream_inflight")...))
+	orDefault(&c.Reload.Debounce, DefaultDebounce, written("reload", "debounce"))
 	if c.Reload.MaxShrink == nil {
 		v := DefaultMaxShrink
 		c.Reload.MaxShrink = &v
@@ -422,8 +431,15 @@ func (c *Config) applyDefaults() {
 		v := DefaultUnreadyAfter
 		c.Reload.UnreadyAfter = &v
 	}
-	c.Reload.WriterWait = cmp.Or(c.Reload.WriterWait, blocklist.DefaultWriterWait)
-	c.applySourceDefaults()
+	orDefault(&c.Reload.WriterWait, blocklist.DefaultWriterWait, written("reload", "writer_wait"))
+	c.applySourceDefaults(written)
+}
+
+// orDefault sets *v to def unless the file has the key (written).
+func orDefault[T any](v *T, def T, written bool) {
+	if !written {
+		*v = def
+	}
 }
 
 // Error is one problem in a configuration file: where it is, which
@@ -681,9 +697,7 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 	if c.UpstreamStrategy != StrategyFastest && c.UpstreamStrategy != StrategyOrdered {
 		errs.add([]any{"upstream_strategy"}, "%s", enumProblem(c.UpstreamStrategy, "a strategy", StrategyFastest, StrategyOrdered))
 	}
-	if at := []any{"upstream_timeout"}; c.UpstreamTimeout < 0 {
-		errs.add(at, "%s is negative; give a positive duration, %s", errs.written(at, c.UpstreamTimeout), example(at))
-	}
+	errs.positive([]any{"upstream_timeout"}, c.UpstreamTimeout)
 }
 
 func (c *Config) validatePolicies(errs *configErrors) {
@@ -838,9 +852,7 @@ func (c *Config) validateLimits(errs *configErrors) {
 		key string
 		d   time.Duration
 	}{{"tcp_read_timeout", c.Limits.TCPReadTimeout}, {"tcp_idle_timeout", c.Limits.TCPIdleTimeout}} {
-		if at := []any{"limits", l.key}; l.d < 0 {
-			errs.add(at, "%s is negative; give a positive duration, %s", errs.written(at, l.d), example(at))
-		}
+		errs.positive([]any{"limits", l.key}, l.d)
 	}
 	for _, b := range []struct {
 		key  string
@@ -861,15 +873,12 @@ func (c *Config) validateReload(errs *configErrors) {
 	case !(s >= 0 && s <= 1): // NaN too
 		errs.add(at, "%s is not a fraction from 0 to 1; %s (0 turns the check off)", errs.written(at, s), example(at))
 	}
-	if at := []any{"reload", "debounce"}; c.Reload.Debounce < 0 {
-		errs.add(at, "%s is negative; give a positive duration, %s", errs.written(at, c.Reload.Debounce), example(at))
-	}
+	// A quiet period of 0 would read a file between two writes.
+	errs.positive([]any{"reload", "debounce"}, c.Reload.Debounce)
 	if at := []any{"reload", "unready_after"}; *c.Reload.UnreadyAfter < 0 {
 		errs.add(at, "%s is negative; give 0s (never) or a positive duration, %s", errs.written(at, *c.Reload.UnreadyAfter), example(at))
 	}
-	if at := []any{"reload", "writer_wait"}; c.Reload.WriterWait < 0 {
-		errs.add(at, "%s is negative; give a positive duration, %s", errs.written(at, c.Reload.WriterWait), example(at))
-	}
+	errs.positive([]any{"reload", "writer_wait"}, c.Reload.WriterWait)
 }
 
 // parsePrefixes parses the address ranges of the list at path.
@@ -947,6 +956,18 @@ func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 
 // written is the value at path as the file writes it ("-1m", not
 // "-1m0s"), or v formatted when the file does not have it.
+// positive reports the duration d of the key at path unless it is above
+// zero: a timeout or a wait of 0 has no meaning, and the default applies
+// only to a key left out.
+func (e *configErrors) positive(path []any, d time.Duration) {
+	switch {
+	case d < 0:
+		e.add(path, "%s is negative; give a positive duration, %s", e.written(path, d), example(path))
+	case d == 0:
+		e.add(path, "%s is not a duration; give a positive one, or leave the key out for the default, %s", e.written(path, d), example(path))
+	}
+}
+
 func (e *configErrors) written(path []any, v any) string {
 	if n := nodeAt(e.root, path); n != nil && n.Kind == yaml.ScalarNode {
 		return n.Value

@@ -62,6 +62,39 @@ policies:
 	assert.Empty(t, cfg.RemoteLists())
 }
 
+// TestConfigWrittenZero: a key written with 0 is taken as written, and
+// a key with no value as left out. `rate_limit: {rate: 0}` turned the
+// README's "rate: 0 turns it off" into the default 200 a second, because
+// the default was applied to every zero; the zeros that mean nothing are
+// errors (TestConfigMessages' numbers and durations tables).
+func TestConfigWrittenZero(t *testing.T) {
+	dir := writeTree(t, map[string]string{"l.txt": "tiktok.com\n"})
+	load := func(t *testing.T, extra string) *Config {
+		t.Helper()
+		path := filepath.Join(dir, "c.yaml")
+		require.NoError(t, os.WriteFile(path, []byte("upstreams: [\"127.0.0.1:53\"]\n"+extra), 0o644))
+		cfg, err := Load(path)
+		require.NoError(t, err)
+		return cfg
+	}
+	cfg := load(t, "rate_limit: {rate: 0}\nblocked_ttl: 0\ncache: {max_ttl: 0}\n")
+	assert.Zero(t, cfg.RateLimit.Rate, "rate 0 is off")
+	assert.Zero(t, cfg.RateLimit.Burst, "no default burst for no rate")
+	assert.Zero(t, cfg.BlockedTTL)
+	assert.Zero(t, cfg.Cache.MaxTTL)
+
+	cfg = load(t, "rate_limit: {rate: 50}\n")
+	assert.Equal(t, 50.0, cfg.RateLimit.Rate)
+	assert.Equal(t, 100, cfg.RateLimit.Burst, "the default burst is twice the rate written")
+
+	cfg = load(t, "upstream_timeout:\nrate_limit: {rate: ~, burst: null}\nlimits: {tcp_connections: null}\nblocked_ttl: ~\n")
+	assert.Equal(t, DefaultUpstreamTimeout, cfg.UpstreamTimeout, "no value: the default")
+	assert.Equal(t, float64(DefaultRate), cfg.RateLimit.Rate)
+	assert.Equal(t, 2*DefaultRate, cfg.RateLimit.Burst)
+	assert.Equal(t, DefaultTCPConnections, cfg.Limits.TCPConnections)
+	assert.Equal(t, uint32(DefaultBlockedTTL), cfg.BlockedTTL)
+}
+
 // TestConfigSources checks the remote lists and the sources settings as
 // the resolver takes them.
 func TestConfigSources(t *testing.T) {

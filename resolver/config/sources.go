@@ -78,13 +78,11 @@ func (c *Config) SourceOptions() source.Options {
 	return opt
 }
 
-func (c *Config) applySourceDefaults() {
-	if c.Sources.Refresh == 0 {
-		c.Sources.Refresh = DefaultSourceRefresh
-	}
-	if c.Sources.MaxBytes == 0 {
-		c.Sources.MaxBytes = DefaultSourceMaxBytes
-	}
+// applySourceDefaults fills in the keys of `sources` the file leaves out;
+// written is applyDefaults'.
+func (c *Config) applySourceDefaults(written func(path ...any) bool) {
+	orDefault(&c.Sources.Refresh, DefaultSourceRefresh, written("sources", "refresh"))
+	orDefault(&c.Sources.MaxBytes, DefaultSourceMaxBytes, written("sources", "max_bytes"))
 	if k := c.Sources.TSIG; k != nil && k.Algorithm == "" {
 		k.Algorithm = DefaultTSIGAlgorithm
 	}
@@ -99,8 +97,8 @@ func (c *Config) validateSources(errs *configErrors) {
 	} else if c.Sources.Refresh < time.Second {
 		errs.add(at("refresh"), "%s is under a second: every remote list would be fetched all the time; %s", errs.written(at("refresh"), c.Sources.Refresh), example(at("refresh")))
 	}
-	if c.Sources.MaxBytes < 0 {
-		errs.add(at("max_bytes"), "%d is negative; give a size in bytes, %s", c.Sources.MaxBytes, example(at("max_bytes")))
+	if c.Sources.MaxBytes < 1 {
+		errs.add(at("max_bytes"), "%d is below 1; give a size in bytes, %s", c.Sources.MaxBytes, example(at("max_bytes")))
 	}
 	if k := c.Sources.TSIG; k != nil {
 		key := source.TSIG{Name: k.Name, Algorithm: k.Algorithm, Secret: k.Secret}
