@@ -38,27 +38,43 @@ type Metrics struct {
 	cert            certMetrics // the server certificate's series, once one is loaded
 	reg             prometheus.Registerer
 
-	// queryCounters caches the queries counters by transport and result so
-	// the hot path does no label lookups.
-	queryCounters map[[2]string]prometheus.Counter
+	// queryCounters holds the dnsfence_queries_total counters by the
+	// index of their transport in transports and of their result in
+	// queryResults (labelIndex), so that a query hashes no label.
+	queryCounters [][]prometheus.Counter
 	// blockedCounters holds the dnsfence_blocked_total counter of every
 	// block list of the snapshot served, by its policy (the pointer the
 	// query holds), file and shadow mode, so that a blocked query finds its
 	// series with one map probe instead of hashing three label values and
-	// taking the vector's lock. listsLoaded replaces the whole map.
-	blockedCounters atomic.Pointer[map[blockedKey]prometheus.Counter]
+	// taking the vector's lock: the policy (the pointer the query holds)
+	// is the key, and its lists are few. listsLoaded replaces the whole
+	// map.
+	blockedCounters atomic.Pointer[map[*Policy][]blockedSeries]
 }
 
-// blockedKey is one dnsfence_blocked_total series, as the query path
-// knows it.
-type blockedKey struct {
-	policy *Policy
-	list   string
-	shadow bool
+// blockedSeries is one dnsfence_blocked_total series of a policy, as the
+// query path knows it.
+type blockedSeries struct {
+	list    string
+	shadow  bool
+	counter prometheus.Counter
 }
 
-// Query results that appear as the `result` label.
-var queryResults = []string{ResultBlocked, ResultForwarded, ResultRefused, ResultServfail, ResultFormerr, ResultNotimp, ResultBadvers, ResultDropped, ResultExplained, ResultNotify}
+// Query results that appear as the `result` label; ResultBadRequest only
+// with HTTPS and QUIC.
+var queryResults = []string{ResultBlocked, ResultForwarded, ResultRefused, ResultServfail, ResultFormerr, ResultNotimp, ResultBadvers, ResultDropped, ResultExplained, ResultNotify, listen.ResultBadRequest}
+
+// labelIndex is the index of v in values, or -1. The values are the
+// constants a query's label is one of, so the comparison that matches is
+// mostly of one string with itself.
+func labelIndex(values []string, v string) int {
+	for i, w := range values {
+		if w == v {
+			return i
+		}
+	}
+	return -1
+}
 
 // NewMetrics registers dnsfence's series with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -129,7 +145,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Kernel buffer granted to the listening UDP sockets (the smallest of them), by direction (receive, send); limits.udp_receive_buffer and udp_send_buffer ask for it.",
 		}, []string{"direction"}),
 		udpDrops:      listen.NewDropCounter(),
-		queryCounters: map[[2]string]prometheus.Counter{},
 		cacheLookups:  map[string]prometheus.Counter{},
 		reg:           reg,
 	}
@@ -155,16 +170,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{reloadSucceeded, reloadFailed, reloadHeld} {
 		m.reloads.WithLabelValues(r)
 	}
-	for _, tr := range transports {
-		for _, r := range queryResults {
-			m.queryCounters[[2]string{tr, r}] = m.queries.WithLabelValues(tr, r)
+	m.queryCounters = make([][]prometheus.Counter, len(transports))
+	for i, tr := range transports {
+		m.queryCounters[i] = make([]prometheus.Counter, len(queryResults))
+		for j, r := range queryResults {
+			// A request the DoH or DoQ listener refuses without a DNS
+			// answer; no other transport has the series.
+			if r != listen.ResultBadRequest || tr == listen.HTTPS || tr == listen.QUIC {
+				m.queryCounters[i][j] = m.queries.WithLabelValues(tr, r)
+			}
 		}
 	}
-	m.blockedCounters.Store(&map[blockedKey]prometheus.Counter{})
-	// A request the DoH or DoQ listener refuses without a DNS answer.
-	for _, tr := range []string{listen.HTTPS, listen.QUIC} {
-		m.queryCounters[[2]string{tr, listen.ResultBadRequest}] = m.queries.WithLabelValues(tr, listen.ResultBadRequest)
-	}
+	m.blockedCounters.Store(&map[*Policy][]blockedSeries{})
 	for _, tr := range streamTransports {
 		for _, r := range listen.RefusedReasons() {
 			m.connsRefused.WithLabelValues(tr, r)
@@ -217,9 +234,11 @@ func (m *Metrics) query(transport, result string) {
 	if m == nil {
 		return
 	}
-	if c, ok := m.queryCounters[[2]string{transport, result}]; ok {
-		c.Inc()
-		return
+	if t, r := labelIndex(transports, transport), labelIndex(queryResults, result); t >= 0 && r >= 0 {
+		if c := m.queryCounters[t][r]; c != nil {
+			c.Inc()
+			return
+		}
 	}
 	m.queries.WithLabelValues(transport, result).Inc()
 }
@@ -248,9 +267,11 @@ func (m *Metrics) blockedBy(p *Policy, list string, shadow bool) {
 	if m == nil {
 		return
 	}
-	if c, ok := (*m.blockedCounters.Load())[blockedKey{p, list, shadow}]; ok {
-		c.Inc()
-		return
+	for _, s := range (*m.blockedCounters.Load())[p] {
+		if s.list == list && s.shadow == shadow {
+			s.counter.Inc()
+			return
+		}
 	}
 	// A query still on a snapshot older than the counters, or a list
 	// outside its policy's Block.
@@ -304,11 +325,11 @@ func (m *Metrics) listsLoaded(s *Snapshot) {
 			}
 		}
 	}
-	counters := map[blockedKey]prometheus.Counter{}
+	counters := map[*Policy][]blockedSeries{}
 	for _, p := range s.Policies {
 		shadow := p.Action == config.ActionLog
 		for _, l := range p.Block {
-			counters[blockedKey{p, l.File(), shadow}] = m.blocked.WithLabelValues(p.Name, l.File(), strconv.FormatBool(shadow))
+			counters[p] = append(counters[p], blockedSeries{l.File(), shadow, m.blocked.WithLabelValues(p.Name, l.File(), strconv.FormatBool(shadow))})
 		}
 	}
 	m.blockedCounters.Store(&counters)

@@ -75,6 +75,9 @@ type mmsgScratch struct {
 	hdrs  []mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrAny
+	// written is how many headers from the first the kernel may have
+	// written since they were last set (ReadBatch).
+	written int
 }
 
 // setBuffer points message i at buf.
@@ -89,6 +92,7 @@ func (s *mmsgScratch) prepare(n int) {
 		s.hdrs = make([]mmsghdr, n)
 		s.iovs = make([]unix.Iovec, n)
 		s.names = make([]unix.RawSockaddrAny, n)
+		s.written = 0 // every header is new, and set as its buffer is
 	}
 	s.hdrs, s.iovs, s.names = s.hdrs[:n], s.iovs[:n], s.names[:n]
 }
@@ -120,12 +124,24 @@ func newRawBatch(c *net.UDPConn) (*rawBatch, error) {
 func (b *rawBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 	s := &b.rd
 	s.prepare(len(ms))
+	// A read loop passes the same buffers call after call: a header is
+	// written again only when its buffer changed or the kernel wrote to it
+	// (msg_namelen, msg_flags) in the calls before, not all len(ms) of them
+	// for the few datagrams a call reads at a moderate rate.
+	reset := min(s.written, len(ms))
 	for i := range ms {
-		s.setBuffer(i, ms[i].Buffers[0])
-		s.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&s.names[i]))
-		s.hdrs[i].hdr.Namelen = unix.SizeofSockaddrAny
+		buf := ms[i].Buffers[0]
+		if iov := &s.iovs[i]; i < reset || iov.Base != unsafe.SliceData(buf) || uint64(iov.Len) != uint64(len(buf)) {
+			s.setBuffer(i, buf)
+			s.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&s.names[i]))
+			s.hdrs[i].hdr.Namelen = unix.SizeofSockaddrAny
+		}
+	}
+	if s.written <= len(ms) {
+		s.written = 0
 	}
 	n, err := b.call(unix.SYS_RECVMMSG, s.hdrs)
+	s.written = max(s.written, n)
 	if err != nil {
 		return 0, err
 	}

@@ -119,3 +119,75 @@ func TestRawBatchSendsUpToABadAddress(t *testing.T) {
 		assert.Equal(t, want, string(buf[:k]))
 	}
 }
+
+// TestRawBatchReadsWithChangingBatches: ReadBatch sets a header again only
+// when its buffer changed or the kernel wrote to it. Reads of one buffer
+// set, then of a shorter buffer (truncation), a new buffer, fewer and then
+// more messages each give the payload, size, flags and sender of every
+// datagram, from senders of different ports.
+func TestRawBatchReadsWithChangingBatches(t *testing.T) {
+	listen := func() *net.UDPConn {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	to := listen()
+	senders := []*net.UDPConn{listen(), listen(), listen()}
+	r, err := newRawBatch(to)
+	require.NoError(t, err)
+	in := make([]ipv4.Message, 4)
+	for i := range in {
+		in[i].Buffers = [][]byte{make([]byte, 64)}
+	}
+	// read sends one datagram from each of the senders named and reads
+	// them back with in[:k].
+	seq := 0
+	read := func(k int, from ...int) {
+		t.Helper()
+		want := map[string]string{}
+		for _, s := range from {
+			seq++
+			p := fmt.Sprintf("datagram %02d from %d", seq, s)
+			_, err := senders[s].WriteTo([]byte(p), to.LocalAddr())
+			require.NoError(t, err)
+			want[p] = senders[s].LocalAddr().String()
+		}
+		for got := 0; got < len(from); {
+			n, err := r.ReadBatch(in[:k], 0)
+			require.NoError(t, err)
+			require.LessOrEqual(t, n, k)
+			for _, m := range in[:n] {
+				b := m.Buffers[0]
+				require.LessOrEqual(t, m.N, len(b), "read into the buffer given, not past it")
+				if m.Flags&unix.MSG_TRUNC != 0 {
+					require.Equal(t, len(b), m.N, "a truncated datagram fills its buffer")
+					for p, addr := range want {
+						if p[:len(b)] == string(b[:m.N]) {
+							assert.Equal(t, addr, m.Addr.String())
+							delete(want, p)
+							break
+						}
+					}
+				} else {
+					p := string(b[:m.N])
+					require.Contains(t, want, p)
+					assert.Equal(t, want[p], m.Addr.String(), p)
+					delete(want, p)
+				}
+				got++
+			}
+		}
+		assert.Empty(t, want)
+	}
+	read(4, 0, 1, 2)
+	read(4, 2, 1, 0, 1)
+	read(4, 0) // one read: only the first header is the kernel's since
+	in[2].Buffers[0] = in[2].Buffers[0][:6] // shorter: truncated, flagged
+	read(4, 0, 1, 2)
+	read(4, 1)
+	in[2].Buffers[0] = make([]byte, 64) // another buffer
+	read(4, 1, 1, 1, 1)
+	read(1, 2, 0)       // fewer messages
+	read(4, 0, 1, 2, 2) // then all again
+}
