@@ -144,9 +144,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnsfence_udp_socket_buffer_bytes",
 			Help: "Kernel buffer granted to the listening UDP sockets (the smallest of them), by direction (receive, send); limits.udp_receive_buffer and udp_send_buffer ask for it.",
 		}, []string{"direction"}),
-		udpDrops:      listen.NewDropCounter(),
-		cacheLookups:  map[string]prometheus.Counter{},
-		reg:           reg,
+		udpDrops:     listen.NewDropCounter(),
+		cacheLookups: map[string]prometheus.Counter{},
+		reg:          reg,
 	}
 	cacheVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dnsfence_cache_lookups_total",

@@ -182,7 +182,7 @@ func TestRawBatchReadsWithChangingBatches(t *testing.T) {
 	}
 	read(4, 0, 1, 2)
 	read(4, 2, 1, 0, 1)
-	read(4, 0) // one read: only the first header is the kernel's since
+	read(4, 0)                              // one read: only the first header is the kernel's since
 	in[2].Buffers[0] = in[2].Buffers[0][:6] // shorter: truncated, flagged
 	read(4, 0, 1, 2)
 	read(4, 1)
