@@ -182,12 +182,15 @@ func TestRawBatchReadsWithChangingBatches(t *testing.T) {
 	}
 	read(4, 0, 1, 2)
 	read(4, 2, 1, 0, 1)
-	read(4, 0)                              // one read: only the first header is the kernel's since
-	in[2].Buffers[0] = in[2].Buffers[0][:6] // shorter: truncated, flagged
+	// One datagram: only the first header is the kernel's since. The third
+	// is then given a shorter buffer: its datagram is truncated, flagged.
+	read(4, 0)
+	in[2].Buffers[0] = in[2].Buffers[0][:6]
 	read(4, 0, 1, 2)
 	read(4, 1)
-	in[2].Buffers[0] = make([]byte, 64) // another buffer
+	// Another buffer, then fewer messages, then all again.
+	in[2].Buffers[0] = make([]byte, 64)
 	read(4, 1, 1, 1, 1)
-	read(1, 2, 0)       // fewer messages
-	read(4, 0, 1, 2, 2) // then all again
+	read(1, 2, 0)
+	read(4, 0, 1, 2, 2)
 }
