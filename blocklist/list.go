@@ -91,10 +91,18 @@ type node struct {
 	off    uint32 // the label, in List.labels
 	line   uint16 // low 16 bits of the entry's line; a line of 0: not an entry
 	hi     uint8  // bits 16-23 of the line: up to 16,777,215 lines
-	n      uint8  // label length, at most 63
+	n      uint8  // label length, at most 63 (labelLen), and hasChildren
 }
 
+const (
+	labelLen    = 0x3f // node.n's bits of the label's length
+	hasChildren = 0x80 // node.n's bit of a node that is another's parent
+)
+
 func (n *node) lineNo() int { return int(n.hi)<<16 | int(n.line) }
+
+// size is the length of the node's label.
+func (n *node) size() uint32 { return uint32(n.n & labelLen) }
 
 // List is an immutable set of domain suffixes. A name matches when it equals
 // an entry or ends in "."+entry.
@@ -204,7 +212,7 @@ func (l *List) appendName(b []byte, id uint32) []byte {
 
 func (l *List) label(id uint32) string {
 	n := &l.nodes[id]
-	return l.labels[n.off : n.off+uint32(n.n)]
+	return l.labels[n.off : n.off+n.size()]
 }
 
 // Contains reports whether name, already normalised, is itself an entry:
@@ -323,10 +331,13 @@ func (l *List) walk(name string) (best uint32, bestStart int) {
 		if !ok {
 			break
 		}
-		if l.nodes[id].lineNo() != 0 && (l.acts == nil || l.triggers(id, start == 0)) {
+		n := &l.nodes[id]
+		if n.lineNo() != 0 && (l.acts == nil || l.triggers(id, start == 0)) {
 			best, bestStart = id, start
 		}
-		if start == 0 {
+		// No node below this one: no longer entry can match (tiktok.com,
+		// a leaf, ends the walk of www.tiktok.com without a probe for www).
+		if start == 0 || n.n&hasChildren == 0 {
 			break
 		}
 		parent, end = id, start-1
@@ -359,7 +370,7 @@ func (l *List) find(parent uint32, label string) (uint32, bool) {
 		case tag:
 			id := l.slots[i]
 			n := &l.nodes[id]
-			if n.parent == parent && int(n.n) == len(label) && l.labels[n.off:n.off+uint32(n.n)] == label {
+			if n.parent == parent && int(n.size()) == len(label) && l.labels[n.off:n.off+n.size()] == label {
 				return id, true
 			}
 		}
@@ -657,7 +668,7 @@ func (b *builder) setLast(name []byte, id uint32) {
 // isLabel reports whether node id's label is label.
 func (b *builder) isLabel(id uint32, label []byte) bool {
 	n := &b.list.nodes[id]
-	return int(n.n) == len(label) && b.labels.String()[n.off:n.off+uint32(n.n)] == string(label)
+	return int(n.size()) == len(label) && b.labels.String()[n.off:n.off+n.size()] == string(label)
 }
 
 // hash is List.hash of a label being added.
@@ -705,6 +716,7 @@ func (b *builder) findOrInsert(parent uint32, label []byte, h uint64) uint32 {
 	off := b.labels.Len()
 	b.labels.Write(label)
 	l.nodes = append(l.nodes, node{parent: parent, off: uint32(off), n: uint8(len(label))})
+	l.nodes[parent].n |= hasChildren
 	if l.acts != nil {
 		l.acts = append(l.acts, 0)
 	}

@@ -322,3 +322,44 @@ func assertMatches(t *testing.T, l *List, entries map[string]string) {
 		assert.Equal(t, want, e.Name, query)
 	}
 }
+
+// TestNodesKnowTheirChildren: a node's hasChildren bit is set exactly when
+// another node has it as parent, in a small list, one whose table grew,
+// and an RPZ zone's, since walk ends at a node without it: a bit missing
+// would hide every longer entry below it.
+func TestNodesKnowTheirChildren(t *testing.T) {
+	var big strings.Builder
+	for i := 0; i < 2000; i++ {
+		fmt.Fprintf(&big, "0.0.0.0 a%d.example b.a%d.example c%d.example\n", i, i, i)
+	}
+	lists := map[string]func() (*List, error){
+		"plain": func() (*List, error) {
+			return Parse("t.txt", []byte("tiktok.com\nwww.deep.example\ndeep.example\nx.a.tracker.example.com\n"))
+		},
+		"grown": func() (*List, error) { return Parse("big.txt", []byte(big.String())) },
+		"rpz": func() (*List, error) {
+			return ParseRPZ("z.rpz", []byte("$ORIGIN rpz.example.\n@ SOA ns. h. 1 1 1 1 1\n@ NS ns.\ntiktok.com CNAME .\n*.tiktok.com CNAME .\nwww.deep.example CNAME *.\n"))
+		},
+	}
+	for name, parse := range lists {
+		t.Run(name, func(t *testing.T) {
+			l, err := parse()
+			require.NoError(t, err)
+			parents := map[uint32]bool{}
+			for id := 1; id < len(l.nodes); id++ {
+				parents[l.nodes[id].parent] = true
+			}
+			for id := range l.nodes {
+				assert.Equal(t, parents[uint32(id)], l.nodes[id].n&hasChildren != 0, "node %d %q", id, l.label(uint32(id)))
+				assert.LessOrEqual(t, int(l.nodes[id].size()), 63)
+			}
+		})
+	}
+	l, err := lists["grown"]()
+	require.NoError(t, err)
+	for i := 0; i < 2000; i += 97 {
+		e, ok := l.Match(fmt.Sprintf("x.b.a%d.example.", i))
+		require.True(t, ok)
+		assert.Equal(t, fmt.Sprintf("b.a%d.example", i), e.Name, "past a%d.example, an entry with a child", i)
+	}
+}
