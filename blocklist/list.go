@@ -322,8 +322,7 @@ func (l *List) walk(name string) (best uint32, bestStart int) {
 	// Labels from the right; the walk ends at the first one that is not
 	// in the list.
 	for end := len(name); name != ""; {
-		start := presname.LabelStart(name, end)
-		label, ok := foldLabel(name[start:end], &buf)
+		label, start, ok := lookupLabel(name, end, &buf)
 		if !ok {
 			break
 		}
@@ -343,6 +342,30 @@ func (l *List) walk(name string) (best uint32, bestStart int) {
 		parent, end = id, start-1
 	}
 	return best, bestStart
+}
+
+// lookupLabel is the label of name that ends at end, as the table holds
+// labels (foldLabel), and where it starts. A label of lower-case letters,
+// digits, '-' and '_' only, which most are, is name's own bytes, found
+// with one look at each; any other (a capital, an escape, an octet no
+// entry holds, a separator that may be escaped) is read by LabelStart and
+// foldLabel into buf.
+func lookupLabel(name string, end int, buf *[maxLabel]byte) (label string, start int, ok bool) {
+	i := end - 1
+	for ; i >= 0 && name[i] != '.'; i-- {
+		if !entryOctet[name[i]] {
+			break
+		}
+	}
+	if i < 0 || name[i] == '.' && (i == 0 || name[i-1] != '\\') {
+		if start = i + 1; end-start <= maxLabel {
+			return name[start:end], start, true
+		}
+		return "", start, false
+	}
+	start = presname.LabelStart(name, end)
+	label, ok = foldLabel(name[start:end], buf)
+	return label, start, ok
 }
 
 // hash places the label under parent in the table.
