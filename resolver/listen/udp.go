@@ -335,8 +335,13 @@ func (s *udpServer) serve() {
 	defer close(s.done)
 	go s.writeOut()
 	in := make([]ipv4.Message, udpBatch)
+	// The buffers' slice headers side by side: ReadBatch looks at each of
+	// them every call, and reads them in one sweep of memory rather than
+	// one scattered allocation each.
+	inBufs := make([][]byte, udpBatch)
 	for i := range in {
-		in[i].Buffers = [][]byte{make([]byte, udpReadBuf)}
+		inBufs[i] = make([]byte, udpReadBuf)
+		in[i].Buffers = inBufs[i : i+1 : i+1]
 	}
 	out := newOutBatch()
 	bufs := make([][]byte, udpBatch)

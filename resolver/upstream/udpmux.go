@@ -450,8 +450,10 @@ func socketError(err error) bool {
 // than 64 KiB of fresh memory.
 var readMsgs = sync.Pool{New: func() any {
 	msgs := make([]ipv4.Message, upstreamBatch)
+	bufs := make([][]byte, upstreamBatch) // side by side, as the listener's (udpServer.serve)
 	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, upstreamBuf+1)}
+		bufs[i] = make([]byte, upstreamBuf+1)
+		msgs[i].Buffers = bufs[i : i+1 : i+1]
 	}
 	return &msgs
 }}
