@@ -474,7 +474,12 @@ func malformedReply(q *query) reply {
 func (h *Handler) forward(ctx context.Context, q *query) reply {
 	h.metrics.cacheLookup("miss")
 	if q.wire.ok {
-		if r, ok := h.wireReply(q, h.fetchWire(ctx, q)); ok {
+		c := h.fetchWire(ctx, q)
+		r, ok := h.wireReply(q, c)
+		if c != &q.left.call {
+			c.left.release() // joined another's call: its result is taken
+		}
+		if ok {
 			return r
 		}
 	}

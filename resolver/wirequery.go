@@ -271,7 +271,10 @@ func (h *Handler) ServeWire(w listen.ResponseWriter, b []byte) (resume func(), h
 	if h.startWire(p) {
 		return nil, true
 	}
-	return func() { h.resume(p, false) }, true
+	return func() {
+		defer p.left.release()
+		h.resume(p, false)
+	}, true
 }
 
 // leave is a wire query that waits on an upstream, off the stack: only
@@ -279,8 +282,9 @@ func (h *Handler) ServeWire(w listen.ResponseWriter, b []byte) (resume func(), h
 // pool will reuse, and the decision remade on them (its entry points into
 // the name).
 func leave(q query) *query {
-	l := new(wireLeft)
+	l := leftPool.Get().(*wireLeft)
 	l.query = q
+	l.refs.Store(1)
 	p := &l.query
 	p.left = l
 	l.upq = p.wire.own(l.mem[:])

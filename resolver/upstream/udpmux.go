@@ -96,10 +96,15 @@ type upstreamSocket struct {
 	queue   []queuedQuery // packed queries waiting to be sent
 	// spare is the array of the last queue sent, emptied, for the next
 	// queue to fill: a queue is not a new allocation every time.
-	spare   []queuedQuery
-	sent    int
-	dead    bool // read failed: no more queries
-	retired bool // replaced: closes once its last query is answered
+	spare []queuedQuery
+	// octets holds the datagrams of queue, copied in by send: a query that
+	// ends before the queue is sent (a spoofed answer with its ID) leaves
+	// no reference to its caller's memory, which StartWire's caller reuses
+	// once the query has its answer. spareOctets is the last one sent.
+	octets, spareOctets []byte
+	sent                int
+	dead                bool // read failed: no more queries
+	retired             bool // replaced: closes once its last query is answered
 	// issued has bit id set for every query ID sent on the socket, so a
 	// datagram for none of them (wrong ID, spoofed) is told apart from a
 	// late answer.
@@ -356,8 +361,13 @@ func (s *upstreamSocket) send(id uint16, w *waiter, b []byte, batch listen.Batch
 	s.mu.Lock()
 	if s.queue == nil {
 		s.queue, s.spare = s.spare, nil
+		s.octets, s.spareOctets = s.spareOctets, nil
 	}
-	s.queue = append(s.queue, queuedQuery{id, w, b})
+	// A queue that outgrows its octets moves on to a larger array; the
+	// datagrams queued before stay where they were, kept by the queue.
+	at := len(s.octets)
+	s.octets = append(s.octets, b...)
+	s.queue = append(s.queue, queuedQuery{id, w, s.octets[at:len(s.octets):len(s.octets)]})
 	lead := len(s.queue) == 1
 	s.mu.Unlock()
 	if !lead {
@@ -375,13 +385,13 @@ func (s *upstreamSocket) send(id uint16, w *waiter, b []byte, batch listen.Batch
 // lead calls it, or the listener at the end of its batch.
 func (s *upstreamSocket) Flush() {
 	s.mu.Lock()
-	queue := s.queue
-	s.queue = nil
+	queue, octets := s.queue, s.octets
+	s.queue, s.octets = nil, nil
 	s.mu.Unlock()
 	defer func() {
-		clear(queue) // the waiters and datagrams are not kept alive by it
+		clear(queue) // the waiters are not kept alive by it
 		s.mu.Lock()
-		s.spare = queue[:0]
+		s.spare, s.spareOctets = queue[:0], octets[:0]
 		s.mu.Unlock()
 	}()
 	if s.batch == nil {

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -47,20 +48,30 @@ func (f *Forwarder) StartsWire() bool {
 // for a query until then. When StartWire cannot send q itself (f was
 // retired meanwhile, its successor does not StartWire), ForwardWire runs
 // on a goroutine of its own and then gets its result. q belongs to
-// StartWire from the call on, as to ForwardWire.
+// StartWire from the call on until then.WireDone is called, not after:
+// the caller may reuse its memory once then has the result. What outlives
+// that (the hedges and failovers, ForwardWire on a goroutine, a datagram
+// queued for the batch's flush) works on copies.
 func (f *Forwarder) StartWire(q []byte, then WireThen, batch listen.Batcher) {
 	if !f.acquire() {
 		if next := f.successor.Load(); next != nil && next.StartsWire() {
 			next.StartWire(q, then, batch)
 			return
 		}
+		own := bytes.Clone(q) // ForwardWire's tries may start after then has the result
 		go func() {
-			a, from, err := f.ForwardWire(context.Background(), q)
+			a, from, err := f.ForwardWire(context.Background(), own)
 			then.WireDone(a, from, err, nil)
 		}()
 		return
 	}
 	order := f.order()
+	if len(order) > 1 {
+		// The first try may still be waiting on its socket, and the
+		// others be starting, when then has the result: they must not
+		// read or write the caller's q.
+		q = bytes.Clone(q)
+	}
 	f.start() // after order: the first query is not raced by the first probes
 	up := order[0]
 	p := up.t.(*Plain)

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -374,4 +375,81 @@ func TestStartWireHedgeThrottled(t *testing.T) {
 	require.ErrorAs(t, r.err, &ue)
 	assert.Equal(t, []string{silent}, ue.upstreams, "the other upstream was never asked")
 	assert.True(t, ue.Timeout)
+}
+
+// TestStartWireQueuesACopy: a query queued for its batch's flush is sent
+// as it was when StartWire took it, whatever its caller writes into its
+// memory once the query has its result, which may come before the flush:
+// a spoofed answer with the query's ID (here from the upstream's own
+// address). With more than one upstream, StartWire writes nothing into
+// the caller's q at all: its tries, which may outlive the result, work on
+// a copy.
+func TestStartWireQueuesACopy(t *testing.T) {
+	for _, upstreams := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d upstreams", upstreams), func(t *testing.T) {
+			pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			require.NoError(t, err)
+			defer pc.Close()
+			addrs := []string{pc.LocalAddr().String()}
+			if upstreams == 2 {
+				addrs = append(addrs, startUpstream(t, nil).addr)
+			}
+			f := NewForwarder(addrs, time.Second, false) // in order: the raw socket first
+			defer f.Close()
+
+			batch := new(batchRecorder)
+			then := make(thenChan, 2)
+			q := wireQuestion("queued.example.org.", dns.TypeA)
+			want := bytes.Clone(q)
+			f.StartWire(q, then, batch)
+			if upstreams == 2 {
+				assert.Equal(t, want, q, "the socket's ID went into a copy")
+			}
+			// The datagram queued, with the ID the socket gave it.
+			mux := f.upstreams[0].t.(*Plain).mux
+			mux.mu.Lock()
+			s := mux.cur
+			mux.mu.Unlock()
+			s.mu.Lock()
+			require.Len(t, s.queue, 1)
+			queued := bytes.Clone(s.queue[0].b)
+			local := s.conn.LocalAddr().(*net.UDPAddr)
+			s.mu.Unlock()
+			assert.Equal(t, want[2:], queued[2:])
+			// Its answer before the flush, to the socket's own address.
+			m := new(dns.Msg)
+			require.NoError(t, m.Unpack(queued))
+			r := new(dns.Msg)
+			r.SetReply(m)
+			reply, err := r.Pack()
+			require.NoError(t, err)
+			_, err = pc.WriteToUDP(reply, local)
+			require.NoError(t, err)
+			res := then.wait(t)
+			require.NoError(t, res.err)
+
+			if upstreams == 2 {
+				assert.Equal(t, want, q, "the socket wrote into a copy, not the caller's q")
+			}
+			for i := range q {
+				q[i] = 0xEE // the caller reuses its memory
+			}
+			batch.mu.Lock()
+			require.Len(t, batch.flushers, 1)
+			batch.flushers[0].Flush()
+			batch.mu.Unlock()
+			// The upstream reads the datagram as queued (not a probe the
+			// forwarder sent it meanwhile).
+			buf := make([]byte, 512)
+			require.NoError(t, pc.SetReadDeadline(time.Now().Add(2*time.Second)))
+			for {
+				n, _, err := pc.ReadFromUDP(buf)
+				require.NoError(t, err)
+				if got := new(dns.Msg); got.Unpack(buf[:n]) == nil && got.Question[0].Name == "queued.example.org." {
+					assert.Equal(t, queued, buf[:n], "the datagram as StartWire took it")
+					break
+				}
+			}
+		})
+	}
 }
