@@ -323,7 +323,7 @@ func (f *Forwarder) explore(u *upstreamState) {
 		f.failed(u)
 		return
 	}
-	f.succeeded(u, time.Since(start))
+	f.succeeded(u, start, time.Since(start))
 }
 
 // probeQuery is the question the probes ask: the root NS set, which any
@@ -470,9 +470,10 @@ func (f *Forwarder) noneDown() bool {
 	return true
 }
 
-// succeeded records a usable answer from u after took: its round-trip
-// time, and, if u was down, that it is up again with its window cleared.
-func (f *Forwarder) succeeded(u *upstreamState, took time.Duration) {
+// succeeded records a usable answer from u, asked at start, after took:
+// its round-trip time, and, if u was down, that it is up again with its
+// window cleared.
+func (f *Forwarder) succeeded(u *upstreamState, start time.Time, took time.Duration) {
 	u.observe(took)
 	if u.down.Load() {
 		u.health.reset()
@@ -480,7 +481,7 @@ func (f *Forwarder) succeeded(u *upstreamState, took time.Duration) {
 	} else {
 		u.health.record(false)
 	}
-	f.lastOK.Store(time.Now().UnixNano())
+	f.lastOK.Store(start.Add(took).UnixNano()) // now, without asking the clock again
 }
 
 // failed records a failed exchange with u, and marks it down when more
@@ -524,7 +525,7 @@ func (f *Forwarder) probe(u *upstreamState) {
 		_, err := f.exchange(context.Background(), probeQuery(), u, false)
 		f.release()
 		if err == nil {
-			f.succeeded(u, time.Since(start))
+			f.succeeded(u, start, time.Since(start))
 			return
 		}
 		u.health.record(true)
@@ -556,7 +557,7 @@ func (f *Forwarder) Probe(ctx context.Context) error {
 				errs <- fmt.Errorf("%s: %w", u.addr, err)
 				return
 			}
-			f.succeeded(u, time.Since(start))
+			f.succeeded(u, start, time.Since(start))
 			errs <- nil
 		}()
 	}
@@ -811,7 +812,7 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 	}
 	switch {
 	case err == nil:
-		f.succeeded(up, took)
+		f.succeeded(up, start, took)
 	case ctx.Err() == nil:
 		f.failed(up)
 	}

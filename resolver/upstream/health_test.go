@@ -93,7 +93,7 @@ func TestHealthWindow(t *testing.T) {
 				if o == 'f' {
 					f.failed(u)
 				} else {
-					f.succeeded(u, time.Millisecond)
+					f.succeeded(u, time.Now(), time.Millisecond)
 				}
 			}
 			assert.Equal(t, tc.down, u.down.Load())

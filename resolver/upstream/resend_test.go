@@ -39,7 +39,7 @@ func TestResendBacksOff(t *testing.T) {
 			w := &waiter{answer: make(chan []byte, 1)}
 			packet := []byte{0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}
 			s.mu.Lock()
-			s.wait(0x1234, w, packet)
+			s.wait(0x1234, w, packet, time.Now())
 			s.mu.Unlock()
 			born := w.deadline.Add(-tc.timeout)
 
@@ -68,7 +68,7 @@ func TestResendBacksOff(t *testing.T) {
 		s := &upstreamSocket{timeout: time.Second, pending: map[uint16]*waiter{}}
 		w := &waiter{answer: make(chan []byte, 1)}
 		s.mu.Lock()
-		s.wait(1, w, []byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0})
+		s.wait(1, w, []byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}, time.Now())
 		s.mu.Unlock()
 		_, again := s.late(w.deadline.Add(-time.Millisecond))
 		assert.Empty(t, again)
@@ -248,7 +248,7 @@ func TestResendBudget(t *testing.T) {
 		resend: &resendPolicy{delay: func() (time.Duration, bool) { return hedgeFloor, true }, count: func() {}}}
 	s.mu.Lock()
 	for id := range uint16(n) {
-		s.wait(id, &waiter{answer: make(chan []byte, 1)}, []byte{byte(id >> 8), byte(id), 1, 0, 0, 1, 0, 0, 0, 0, 0, 0})
+		s.wait(id, &waiter{answer: make(chan []byte, 1)}, []byte{byte(id >> 8), byte(id), 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}, time.Now())
 	}
 	s.mu.Unlock()
 	due := time.Now().Add(hedgeFloor) // every one due: registered before now
@@ -268,7 +268,7 @@ func TestResendBudget(t *testing.T) {
 	small := &upstreamSocket{timeout: 2 * time.Second, pending: map[uint16]*waiter{}, resend: s.resend}
 	small.mu.Lock()
 	for id := range uint16(10) {
-		small.wait(id, &waiter{answer: make(chan []byte, 1)}, []byte{0, byte(id), 1, 0, 0, 1, 0, 0, 0, 0, 0, 0})
+		small.wait(id, &waiter{answer: make(chan []byte, 1)}, []byte{0, byte(id), 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}, time.Now())
 	}
 	small.mu.Unlock()
 	_, again := small.late(time.Now().Add(hedgeFloor)) // due: registered before now

@@ -106,7 +106,7 @@ func TestClosedMuxSocketsClose(t *testing.T) {
 	assert.Nil(t, m.cur, "no socket is kept for later queries")
 
 	w := &waiter{answer: make(chan []byte, 1)}
-	s, id, err := m.register(w, make([]byte, 12))
+	s, id, err := m.register(w, make([]byte, 12), time.Now())
 	require.NoError(t, err)
 	assert.Nil(t, m.cur)
 	s.forget(id, w, nil)
@@ -125,7 +125,7 @@ func TestExpireEndsOnlyTheLateRegistration(t *testing.T) {
 	w := &waiter{answer: make(chan []byte, 1)}
 	const id = 0x1234
 	s.mu.Lock()
-	s.wait(id, w, nil)
+	s.wait(id, w, nil, time.Now())
 	s.mu.Unlock()
 
 	late, _ := s.late(time.Now().Add(time.Hour)) // expire's first half: w is late
@@ -140,7 +140,7 @@ func TestExpireEndsOnlyTheLateRegistration(t *testing.T) {
 		require.Fail(t, "the answer was not delivered")
 	}
 	s.mu.Lock()
-	s.wait(id, w, nil) // the pooled waiter's next exchange
+	s.wait(id, w, nil, time.Now()) // the pooled waiter's next exchange
 	s.mu.Unlock()
 	for _, q := range late { // expire's second half
 		s.end(q.id, q.w, &q.gen, q.err, nil)

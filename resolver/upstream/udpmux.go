@@ -225,14 +225,15 @@ func newUpstreamSocket(addr string, timeout time.Duration, resend *resendPolicy)
 // used up or dead, and registers w under a query ID free on it. Both happen
 // under m.mu, so a socket is never retired between being picked and being
 // waited on. The ID is written into the packed query q before w is
-// registered: an answer with that ID may end w at once.
-func (m *udpMux) register(w *waiter, q []byte) (*upstreamSocket, uint16, error) {
+// registered: an answer with that ID may end w at once. now is the time
+// the query is sent at, which its deadline counts from.
+func (m *udpMux) register(w *waiter, q []byte, now time.Time) (*upstreamSocket, uint16, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.cur
 	if s != nil {
 		s.mu.Lock()
-		ok := !s.dead && s.sent < socketMaxQueries && time.Since(s.born) < socketMaxAge
+		ok := !s.dead && s.sent < socketMaxQueries && now.Sub(s.born) < socketMaxAge
 		s.mu.Unlock()
 		if !ok {
 			s.retire()
@@ -264,14 +265,13 @@ func (m *udpMux) register(w *waiter, q []byte) (*upstreamSocket, uint16, error) 
 		id = queryIDs.next()
 	}
 	binary.BigEndian.PutUint16(q, id) // before w can be answered
-	s.wait(id, w, q)
+	s.wait(id, w, q, now)
 	return s, id, nil
 }
 
 // wait registers w, the wait for the datagram q, under the query ID id,
-// which no query waits on; s.mu is held.
-func (s *upstreamSocket) wait(id uint16, w *waiter, q []byte) {
-	now := time.Now()
+// which no query waits on, from now; s.mu is held.
+func (s *upstreamSocket) wait(id uint16, w *waiter, q []byte, now time.Time) {
 	w.gen++
 	w.deadline = now.Add(s.timeout)
 	w.straysAt = s.strays
@@ -307,7 +307,7 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		return nil, err
 	}
 	w := &waiter{answer: make(chan []byte, 1)}
-	s, id, err := m.register(w, b)
+	s, id, err := m.register(w, b, time.Now())
 	if err != nil {
 		return nil, err
 	}

@@ -259,7 +259,7 @@ func (m *udpMux) exchangeWire(ctx context.Context, q []byte) ([]byte, error) {
 	w := waiters.Get().(*waiter)
 	w.err = nil
 	own := dnswire.ID(q)
-	s, id, err := m.register(w, q)
+	s, id, err := m.register(w, q, time.Now())
 	if err != nil {
 		return nil, err
 	}
