@@ -188,8 +188,11 @@ func (c *Cache) get(key cacheKey, now time.Time) (e *cacheEntry, prefetch bool) 
 	if !ok || now.Sub(e.stored) >= e.ttl {
 		return nil, false
 	}
+	if !cfg.Prefetch {
+		return e, false // no hit count to keep: a write to the entry on every hit
+	}
 	hits := e.hits.Add(1)
-	prefetch = cfg.Prefetch && hits >= prefetchMin && e.ttl-now.Sub(e.stored) < e.ttl/prefetchAt &&
+	prefetch = hits >= prefetchMin && e.ttl-now.Sub(e.stored) < e.ttl/prefetchAt &&
 		e.prefetching.CompareAndSwap(false, true)
 	return e, prefetch
 }

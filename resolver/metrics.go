@@ -34,7 +34,8 @@ type Metrics struct {
 	connsOpen       *prometheus.GaugeVec   // transport
 	udpBuffer       *prometheus.GaugeVec   // direction
 	udpDrops        *listen.DropCounter
-	cacheLookups    map[string]prometheus.Counter
+	cacheLookups    [len(cacheResults)]prometheus.Counter // by the index in cacheResults
+	cacheVec        *prometheus.CounterVec
 	cert            certMetrics // the server certificate's series, once one is loaded
 	reg             prometheus.Registerer
 
@@ -144,17 +145,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnsfence_udp_socket_buffer_bytes",
 			Help: "Kernel buffer granted to the listening UDP sockets (the smallest of them), by direction (receive, send); limits.udp_receive_buffer and udp_send_buffer ask for it.",
 		}, []string{"direction"}),
-		udpDrops:     listen.NewDropCounter(),
-		cacheLookups: map[string]prometheus.Counter{},
-		reg:          reg,
+		udpDrops: listen.NewDropCounter(),
+		reg:      reg,
 	}
 	cacheVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dnsfence_cache_lookups_total",
 		Help: "Cache lookups for forwarded queries by result (hit, miss, stale).",
 	}, []string{"result"})
 	reg.MustRegister(cacheVec)
-	for _, r := range []string{"hit", "miss", "stale"} {
-		m.cacheLookups[r] = cacheVec.WithLabelValues(r)
+	m.cacheVec = cacheVec
+	for i, r := range cacheResults {
+		m.cacheLookups[i] = cacheVec.WithLabelValues(r)
 	}
 	drops := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "dnsfence_udp_receive_drops_total",
@@ -258,8 +259,15 @@ func (m *Metrics) cacheLookup(result string) {
 	if m == nil {
 		return
 	}
-	m.cacheLookups[result].Inc()
+	if i := labelIndex(cacheResults[:], result); i >= 0 {
+		m.cacheLookups[i].Inc()
+		return
+	}
+	m.cacheVec.WithLabelValues(result).Inc()
 }
+
+// cacheResults are the result label's values of dnsfence_cache_lookups_total.
+var cacheResults = [...]string{"hit", "miss", "stale"}
 
 // blockedBy counts one query blocked (or, shadow, logged) by list in
 // policy p.
