@@ -121,7 +121,10 @@ func (t *cacheTable) get(key cacheKey) (*cacheEntry, bool) {
 	if ok {
 		slot := &s.ring[i]
 		if ok = slot.key == key; ok {
-			slot.read, e = true, slot.e
+			e = slot.e
+			if !slot.read {
+				slot.read = true // once: a hot entry's slot is not written on every hit
+			}
 		}
 	}
 	s.mu.Unlock()
