@@ -106,7 +106,7 @@ func TestClosedMuxSocketsClose(t *testing.T) {
 	assert.Nil(t, m.cur, "no socket is kept for later queries")
 
 	w := &waiter{answer: make(chan []byte, 1)}
-	s, id, err := m.register(w, make([]byte, 12), time.Now())
+	s, id, _, err := m.register(w, make([]byte, 12), time.Now())
 	require.NoError(t, err)
 	assert.Nil(t, m.cur)
 	s.forget(id, w, nil)

@@ -97,10 +97,8 @@ type upstreamSocket struct {
 	// spare is the array of the last queue sent, emptied, for the next
 	// queue to fill: a queue is not a new allocation every time.
 	spare []queuedQuery
-	// octets holds the datagrams of queue, copied in by send: a query that
-	// ends before the queue is sent (a spoofed answer with its ID) leaves
-	// no reference to its caller's memory, which StartWire's caller reuses
-	// once the query has its answer. spareOctets is the last one sent.
+	// octets holds the datagrams of queue, copied in by enqueue;
+	// spareOctets is the last one sent, emptied.
 	octets, spareOctets []byte
 	sent                int
 	dead                bool // read failed: no more queries
@@ -225,12 +223,16 @@ func newUpstreamSocket(addr string, timeout time.Duration, resend *resendPolicy)
 // used up or dead, and registers w under a query ID free on it. Both happen
 // under m.mu, so a socket is never retired between being picked and being
 // waited on. The ID is written into the packed query q before w is
-// registered: an answer with that ID may end w at once. now is the time
-// the query is sent at, which its deadline counts from.
-func (m *udpMux) register(w *waiter, q []byte, now time.Time) (*upstreamSocket, uint16, error) {
+// registered: an answer with that ID may end w at once. A copy of q is
+// queued for sending at the same time, under the socket's lock, since
+// such an answer may write into q (the wire path puts its own ID back):
+// lead is true when the queue was empty, and the caller then sends it
+// (send). now is the time the query is sent at, which its deadline
+// counts from.
+func (m *udpMux) register(w *waiter, q []byte, now time.Time) (s *upstreamSocket, id uint16, lead bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := m.cur
+	s = m.cur
 	if s != nil {
 		s.mu.Lock()
 		ok := !s.dead && s.sent < socketMaxQueries && now.Sub(s.born) < socketMaxAge
@@ -241,9 +243,8 @@ func (m *udpMux) register(w *waiter, q []byte, now time.Time) (*upstreamSocket, 
 		}
 	}
 	if s == nil {
-		var err error
 		if s, err = newUpstreamSocket(m.addr, m.timeout, m.resend); err != nil {
-			return nil, 0, err
+			return nil, 0, false, err
 		}
 		if !m.closed {
 			m.cur = s
@@ -252,7 +253,7 @@ func (m *udpMux) register(w *waiter, q []byte, now time.Time) (*upstreamSocket, 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dead {
-		return nil, 0, errSocketClosed
+		return nil, 0, false, errSocketClosed
 	}
 	if m.closed {
 		// A query of the old configuration after a reload: the socket is
@@ -260,13 +261,14 @@ func (m *udpMux) register(w *waiter, q []byte, now time.Time) (*upstreamSocket, 
 		s.retired = true
 	}
 	s.sent++
-	id := queryIDs.next()
+	id = queryIDs.next()
 	for s.pending[id] != nil {
 		id = queryIDs.next()
 	}
 	binary.BigEndian.PutUint16(q, id) // before w can be answered
+	lead = s.enqueue(id, w, q)
 	s.wait(id, w, q, now)
-	return s, id, nil
+	return s, id, lead, nil
 }
 
 // wait registers w, the wait for the datagram q, under the query ID id,
@@ -307,11 +309,11 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		return nil, err
 	}
 	w := &waiter{answer: make(chan []byte, 1)}
-	s, id, err := m.register(w, b, time.Now())
+	s, id, lead, err := m.register(w, b, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	s.send(id, w, b, nil)
+	s.send(lead, nil)
 	select {
 	case raw, ok := <-w.answer:
 		if !ok {
@@ -350,15 +352,12 @@ const (
 	upstreamBuf   = 4096
 )
 
-// send queues a packed query and sends the queue with one sendmmsg. The
-// query that finds the queue empty sends it, after letting the queries
-// ready to run queue theirs; the others return at once. With a batch
-// (a query of a listener's batch, started by StartWire), the queue is
-// sent once the batch is read through instead (batch.AfterBatch), so the
-// batch's queries to one upstream go in one sendmmsg. A query whose
-// datagram could not be sent fails at once with the error.
-func (s *upstreamSocket) send(id uint16, w *waiter, b []byte, batch listen.Batcher) {
-	s.mu.Lock()
+// enqueue queues a copy of the packed query q, sent with ID id for w, and
+// reports whether the queue was empty; s.mu is held. The copy is in
+// octets: a query that ends before the queue is sent (an answer spoofed
+// with its ID) leaves nothing of its caller's memory in it, which
+// StartWire's caller reuses once the query has its answer.
+func (s *upstreamSocket) enqueue(id uint16, w *waiter, q []byte) bool {
 	if s.queue == nil {
 		s.queue, s.spare = s.spare, nil
 		s.octets, s.spareOctets = s.spareOctets, nil
@@ -366,10 +365,19 @@ func (s *upstreamSocket) send(id uint16, w *waiter, b []byte, batch listen.Batch
 	// A queue that outgrows its octets moves on to a larger array; the
 	// datagrams queued before stay where they were, kept by the queue.
 	at := len(s.octets)
-	s.octets = append(s.octets, b...)
+	s.octets = append(s.octets, q...)
 	s.queue = append(s.queue, queuedQuery{id, w, s.octets[at:len(s.octets):len(s.octets)]})
-	lead := len(s.queue) == 1
-	s.mu.Unlock()
+	return len(s.queue) == 1
+}
+
+// send sends the queue with one sendmmsg when register found it empty
+// (lead); the others return at once. The lead sends it after letting the
+// queries ready to run queue theirs, or, with a batch (a query of a
+// listener's batch, started by StartWire), once the batch is read
+// through (listen.Batcher), so the batch's queries to one upstream go in
+// one sendmmsg. A query whose datagram could not be sent fails at once
+// with the error.
+func (s *upstreamSocket) send(lead bool, batch listen.Batcher) {
 	if !lead {
 		return
 	}

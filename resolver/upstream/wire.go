@@ -259,11 +259,11 @@ func (m *udpMux) exchangeWire(ctx context.Context, q []byte) ([]byte, error) {
 	w := waiters.Get().(*waiter)
 	w.err = nil
 	own := dnswire.ID(q)
-	s, id, err := m.register(w, q, time.Now())
+	s, id, lead, err := m.register(w, q, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	s.send(id, w, q, nil)
+	s.send(lead, nil)
 	var raw []byte
 	var ok bool
 	if done := ctx.Done(); done == nil {

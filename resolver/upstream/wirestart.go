@@ -87,7 +87,7 @@ func (f *Forwarder) StartWire(q []byte, then WireThen, batch listen.Batcher) {
 	// Set up before the waiter is registered: from then on the reader
 	// may end it (a late or spoofed answer with its ID) and recycle t.
 	t.own, t.sent = dnswire.ID(q), true
-	s, id, err := p.mux.register(&t.waiter, q, t.start)
+	s, _, lead, err := p.mux.register(&t.waiter, q, t.start)
 	if err != nil {
 		t.answered(nil, err, nil)
 		return
@@ -95,7 +95,7 @@ func (f *Forwarder) StartWire(q []byte, then WireThen, batch listen.Batcher) {
 	// t itself is not touched again here: it may be ended and recycled
 	// already. Its waiter's address stays in the send queue, where only a
 	// send failure uses it, to end a registration of that very address.
-	s.send(id, &t.waiter, q, batch)
+	s.send(lead, batch)
 }
 
 // wireTry is a query StartWire sent: its wait on the socket, and what its
