@@ -42,6 +42,20 @@ func nameAddress(name string) net.IP {
 	return net.IPv4(10, byte(s>>16), byte(s>>8), byte(s))
 }
 
+// nameAnswer answers each question, after delay, with nameAddress of its
+// name and a TTL of 1 s.
+func nameAnswer(delay time.Duration) func(dns.ResponseWriter, *dns.Msg) *dns.Msg {
+	return func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		time.Sleep(delay)
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1},
+			A: nameAddress(q.Name)})
+		return m
+	}
+}
+
 // TestLeftQueriesReusedAfterTheirAnswer: misses that went out with
 // StartWire are reused once answered (leftPool), and no answer is the
 // worse for it. Clients ask, at once and over and over, names of which
@@ -51,15 +65,7 @@ func nameAddress(name string) net.IP {
 // delay, and every client checks its answer's ID, question and address.
 // The memory of every reused query is overwritten first (init).
 func TestLeftQueriesReusedAfterTheirAnswer(t *testing.T) {
-	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		time.Sleep(20 * time.Millisecond)
-		m := new(dns.Msg)
-		m.SetReply(r)
-		q := r.Question[0]
-		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1},
-			A: nameAddress(q.Name)})
-		return m
-	})
+	up := startUpstream(t, nameAnswer(20*time.Millisecond))
 	f := startFenceOn(t, "127.0.0.1:0", up.addr)
 	before := leftReused.Load()
 	const clients, rounds = 8, 12
@@ -99,20 +105,9 @@ func TestLeftQueriesReusedAfterTheirAnswer(t *testing.T) {
 // copy when there is more than one upstream). Every answer is checked as
 // in TestLeftQueriesReusedAfterTheirAnswer.
 func TestLeftQueriesReusedWithHedges(t *testing.T) {
-	answer := func(delay time.Duration) func(dns.ResponseWriter, *dns.Msg) *dns.Msg {
-		return func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-			time.Sleep(delay)
-			m := new(dns.Msg)
-			m.SetReply(r)
-			q := r.Question[0]
-			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1},
-				A: nameAddress(q.Name)})
-			return m
-		}
-	}
 	// The first upstream answers after the largest hedge delay, a quarter
 	// of the timeout; the second at once.
-	slow, fast := startUpstream(t, answer(350*time.Millisecond)), startUpstream(t, answer(0))
+	slow, fast := startUpstream(t, nameAnswer(350*time.Millisecond)), startUpstream(t, nameAnswer(0))
 	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 1s\nupstream_strategy: ordered", 1)
 	fc := startFence(t, cfg, testFiles, slow.addr, fast.addr)
 	srv := NewServer(fc.handler.log, fc.handler)
