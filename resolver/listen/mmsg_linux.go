@@ -141,10 +141,11 @@ func (b *rawBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 		s.written = 0
 	}
 	n, err := b.call(unix.SYS_RECVMMSG, s.hdrs)
-	s.written = max(s.written, n)
 	if err != nil {
+		s.written = len(ms) // what the kernel wrote before it failed is not known
 		return 0, err
 	}
+	s.written = max(s.written, n)
 	for i := 0; i < n; i++ {
 		ms[i].N = int(s.hdrs[i].len)
 		ms[i].NN = 0
