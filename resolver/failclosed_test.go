@@ -560,7 +560,7 @@ func TestReadyzAfterReloadTrouble(t *testing.T) {
 
 	t.Run("default", func(t *testing.T) {
 		f := startFence(t, rangesConfig, rangesFiles(fourRanges), up.addr)
-		assert.Equal(t, 5*time.Minute, *f.handler.Snapshot().Config.Reload.UnreadyAfter)
+		assert.Equal(t, 5*time.Minute, f.handler.Snapshot().Config.Reload.UnreadyAfter)
 		srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
 		t.Cleanup(srv.Close)
 		f.handler.reload.Store(&ReloadStatus{Err: ErrShrink, Held: true, FailingSince: time.Now().Add(-4 * time.Minute)})
@@ -675,7 +675,7 @@ func TestReloadConfigKeys(t *testing.T) {
 				return
 			}
 			require.NoError(t, err)
-			assert.Equal(t, tc.unreadyAfter, *cfg.Reload.UnreadyAfter)
+			assert.Equal(t, tc.unreadyAfter, cfg.Reload.UnreadyAfter)
 			assert.Equal(t, tc.writerWait, cfg.Reload.WriterWait)
 		})
 	}

@@ -433,7 +433,7 @@ func (h *Handler) admit(q *query) (r reply, limited bool) {
 // cached is the reply from the cache entry e, inspected as a fresh answer
 // would be; prefetch refreshes e in the background.
 func (h *Handler) cached(q *query, e *cacheEntry, prefetch bool) reply {
-	h.metrics.cacheLookup("hit")
+	h.metrics.cacheLookup(cacheHit)
 	if prefetch {
 		key := q.key
 		key.name = strings.Clone(key.name) // a wire query's is the pool's
@@ -472,7 +472,7 @@ func malformedReply(q *query) reply {
 // forward is resume's part of the pipeline: the upstreams for a cache
 // miss, then the answer's inspection (step 8).
 func (h *Handler) forward(ctx context.Context, q *query) reply {
-	h.metrics.cacheLookup("miss")
+	h.metrics.cacheLookup(cacheMiss)
 	if q.wire.ok {
 		c := h.fetchWire(ctx, q)
 		r, ok := h.wireReply(q, c)
@@ -618,7 +618,7 @@ func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, key
 	msg, upstream, err := h.fetch(ctx, snap, req, key, tcp)
 	if err != nil {
 		if stale := h.cache.Load().stale(key, now); stale != nil {
-			h.metrics.cacheLookup("stale")
+			h.metrics.cacheLookup(cacheStale)
 			return stale, upstreamStale, nil
 		}
 		return nil, "", err

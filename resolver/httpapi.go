@@ -64,8 +64,8 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 		failing := time.Since(st.FailingSince).Round(time.Second)
 		reloadTrouble = fmt.Sprintf("reloads have %s for %s (since %s), serving the state loaded at %s: %v",
 			what, failing, st.FailingSince.UTC().Format(time.RFC3339), snap.Loaded.UTC().Format(time.RFC3339), st.Err)
-		if after := snap.Config.Reload.UnreadyAfter; after != nil && *after > 0 && time.Since(st.FailingSince) >= *after {
-			return false, fmt.Sprintf("not ready: %s; reload.unready_after is %s", reloadTrouble, *after)
+		if after := snap.Config.Reload.UnreadyAfter; after > 0 && time.Since(st.FailingSince) >= after {
+			return false, fmt.Sprintf("not ready: %s; reload.unready_after is %s", reloadTrouble, after)
 		}
 	}
 	missing, sourceTrouble := h.sourceReadiness()

@@ -34,9 +34,8 @@ type Metrics struct {
 	connsOpen       *prometheus.GaugeVec   // transport
 	udpBuffer       *prometheus.GaugeVec   // direction
 	udpDrops        *listen.DropCounter
-	cacheLookups    [len(cacheResults)]prometheus.Counter // by the index in cacheResults
-	cacheVec        *prometheus.CounterVec
-	cert            certMetrics // the server certificate's series, once one is loaded
+	cacheLookups    [len(cacheResults)]prometheus.Counter // by cacheResult
+	cert            certMetrics                           // the server certificate's series, once one is loaded
 	reg             prometheus.Registerer
 
 	// queryCounters holds the dnsfence_queries_total counters by the
@@ -45,11 +44,10 @@ type Metrics struct {
 	queryCounters [][]prometheus.Counter
 	// blockedCounters holds the dnsfence_blocked_total counter of every
 	// block list of the snapshot served, by its policy (the pointer the
-	// query holds), file and shadow mode, so that a blocked query finds its
-	// series with one map probe instead of hashing three label values and
-	// taking the vector's lock: the policy (the pointer the query holds)
-	// is the key, and its lists are few. listsLoaded replaces the whole
-	// map.
+	// query holds), then file and shadow mode among the policy's few
+	// lists, so that a blocked query finds its series without hashing
+	// label values or taking the vector's lock. listsLoaded replaces the
+	// whole map.
 	blockedCounters atomic.Pointer[map[*Policy][]blockedSeries]
 }
 
@@ -153,7 +151,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Cache lookups for forwarded queries by result (hit, miss, stale).",
 	}, []string{"result"})
 	reg.MustRegister(cacheVec)
-	m.cacheVec = cacheVec
 	for i, r := range cacheResults {
 		m.cacheLookups[i] = cacheVec.WithLabelValues(r)
 	}
@@ -255,19 +252,25 @@ func (m *Metrics) cacheSize(f func() float64) {
 	}, f))
 }
 
-func (m *Metrics) cacheLookup(result string) {
+// cacheLookup counts one lookup of the cache with its result.
+func (m *Metrics) cacheLookup(r cacheResult) {
 	if m == nil {
 		return
 	}
-	if i := labelIndex(cacheResults[:], result); i >= 0 {
-		m.cacheLookups[i].Inc()
-		return
-	}
-	m.cacheVec.WithLabelValues(result).Inc()
+	m.cacheLookups[r].Inc()
 }
 
+// cacheResult is a result of a cache lookup: an index of cacheResults.
+type cacheResult int
+
+const (
+	cacheHit cacheResult = iota
+	cacheMiss
+	cacheStale
+)
+
 // cacheResults are the result label's values of dnsfence_cache_lookups_total.
-var cacheResults = [...]string{"hit", "miss", "stale"}
+var cacheResults = [...]string{cacheHit: "hit", cacheMiss: "miss", cacheStale: "stale"}
 
 // blockedBy counts one query blocked (or, shadow, logged) by list in
 // policy p.

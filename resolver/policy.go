@@ -254,34 +254,23 @@ func (s *Snapshot) PolicyForPrefix(client netip.Prefix) (ClientRange, bool) {
 
 // Allowed reports whether addr may use the resolver at all.
 func (s *Snapshot) Allowed(addr netip.Addr) bool {
-	return holds(s.allowed, addr)
+	return s.allowed.Contains(addr)
 }
 
 // Trusted reports whether addr is a trusted proxy whose client identity
 // options are believed.
 func (s *Snapshot) Trusted(addr netip.Addr) bool {
-	return holds(s.trusted, addr)
+	return s.trusted.Contains(addr)
 }
 
 // ExplainAllowed reports whether addr may ask the CHAOS explain query.
 func (s *Snapshot) ExplainAllowed(addr netip.Addr) bool {
-	return holds(s.explain, addr)
+	return s.explain.Contains(addr)
 }
 
 // RateExempt reports whether addr is never rate limited.
 func (s *Snapshot) RateExempt(addr netip.Addr) bool {
-	return holds(s.exempt, addr)
-}
-
-// holds reports whether a prefix of t holds addr. An empty table, as
-// trusted_proxies is by default, answers without a walk: every UDP query
-// asks Trusted.
-func holds(t *bart.Table[struct{}], addr netip.Addr) bool {
-	if t.Size() == 0 {
-		return false
-	}
-	_, ok := t.Lookup(addr)
-	return ok
+	return s.exempt.Contains(addr)
 }
 
 // Forwarder is what asks the upstreams for the queries decided with s: the

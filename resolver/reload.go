@@ -425,7 +425,7 @@ func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted [
 // running and the new configuration's, so that a write that turns the
 // guard off is itself guarded. 0 is off.
 func guardShrink(old, cfg *config.Config) float64 {
-	a, b := *old.Reload.MaxShrink, *cfg.Reload.MaxShrink
+	a, b := old.Reload.MaxShrink, cfg.Reload.MaxShrink
 	switch {
 	case a == 0:
 		return b

@@ -111,7 +111,7 @@ func (h *Handler) resolvedWire(q *query, c *wireCall) (*cacheEntry, *dns.Msg, st
 		return nil, nil, "", c.err
 	case c.err != nil:
 		if stale := h.cache.Load().stale(q.key, time.Now()); stale != nil {
-			h.metrics.cacheLookup("stale")
+			h.metrics.cacheLookup(cacheStale)
 			return nil, stale, upstreamStale, nil
 		}
 		return nil, nil, "", c.err
@@ -244,7 +244,7 @@ func (h *Handler) startWire(q *query) bool {
 		h.slots.release()
 		return false // resume's fetchWire waits for the call under way
 	}
-	h.metrics.cacheLookup("miss")
+	h.metrics.cacheLookup(cacheMiss)
 	d.Detach()
 	batch, _ := q.w.(listen.Batcher)
 	q.left.h = h

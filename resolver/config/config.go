@@ -180,17 +180,14 @@ type Policy struct {
 
 // Cache bounds the answer cache.
 type Cache struct {
-	SizeSet *int   `yaml:"size"`    // entries; 0 turns the cache off
-	MinTTL  uint32 `yaml:"min_ttl"` // seconds; every record TTL is raised to it
-	MaxTTL  uint32 `yaml:"max_ttl"` // seconds; every record TTL is cut to it
+	Size   int    `yaml:"size"`    // entries; 0 turns the cache off
+	MinTTL uint32 `yaml:"min_ttl"` // seconds; every record TTL is raised to it
+	MaxTTL uint32 `yaml:"max_ttl"` // seconds; every record TTL is cut to it
 	// Prefetch refreshes popular answers shortly before they expire.
 	Prefetch bool `yaml:"prefetch"`
 	// ServeStale keeps answers this long past their TTL, to serve (with
 	// TTL 30 and EDE 3) when every upstream fails (RFC 8767); 0 is off.
 	ServeStale time.Duration `yaml:"serve_stale"`
-
-	// Size is SizeSet with the default applied.
-	Size int `yaml:"-"`
 }
 
 // Log selects the log level, encoding and per-query lines.
@@ -246,11 +243,11 @@ type Limits struct {
 // Reload tunes hot reload.
 type Reload struct {
 	Debounce  time.Duration `yaml:"debounce"`
-	MaxShrink *float64      `yaml:"max_shrink"`
+	MaxShrink float64       `yaml:"max_shrink"` // 0 turns the guard off
 	// UnreadyAfter turns /readyz to 503 once reloads have failed or been
 	// held for this long: the state served is older than the files. 0 is
 	// never. Default DefaultUnreadyAfter.
-	UnreadyAfter *time.Duration `yaml:"unready_after"`
+	UnreadyAfter time.Duration `yaml:"unready_after"`
 	// WriterWait is how long a changed file that a writer still holds open
 	// must stay unchanged before it is applied anyway (the writer may never
 	// close it). Default blocklist.DefaultWriterWait.
@@ -399,10 +396,7 @@ func (c *Config) applyDefaults(written func(path ...any) bool) {
 	for i := range c.Policies {
 		c.Policies[i].Action = cmp.Or(c.Policies[i].Action, ActionNXDomain)
 	}
-	c.Cache.Size = DefaultCacheSize
-	if c.Cache.SizeSet != nil {
-		c.Cache.Size = *c.Cache.SizeSet
-	}
+	orDefault(&c.Cache.Size, DefaultCacheSize, written("cache", "size"))
 	orDefault(&c.Cache.MaxTTL, DefaultCacheMaxTTL, written("cache", "max_ttl"))
 	c.Log.Level = cmp.Or(c.Log.Level, "info")
 	c.Log.Format = cmp.Or(c.Log.Format, "json")
@@ -413,24 +407,17 @@ func (c *Config) applyDefaults(written func(path ...any) bool) {
 	if c.RateLimit.Exempt == nil {
 		c.RateLimit.Exempt = []string{"127.0.0.0/8", "::1/128"}
 	}
-	limit := func(key string) []any { return []any{"limits", key} }
-	orDefault(&c.Limits.TCPConnections, DefaultTCPConnections, written(limit("tcp_connections")...))
-	orDefault(&c.Limits.TCPConnectionsPerClient, DefaultTCPConnectionsPerClient, written(limit("tcp_connections_per_client")...))
-	orDefault(&c.Limits.UDPReceiveBuffer, DefaultUDPBuffer, written(limit("udp_receive_buffer")...))
-	orDefault(&c.Limits.UDPSendBuffer, DefaultUDPBuffer, written(limit("udp_send_buffer")...))
-	orDefault(&c.Limits.TCPReadTimeout, DefaultTCPReadTimeout, written(limit("tcp_read_timeout")...))
-	orDefault(&c.Limits.TCPIdleTimeout, DefaultTCPIdleTimeout, written(limit("tcp_idle_timeout")...))
-	orDefault(&c.Limits.TCPPipeline, DefaultTCPPipeline, written(limit("tcp_pipeline")...))
-	orDefault(&c.Limits.UpstreamInflight, DefaultUpstreamInflight, written(limit("upstream_inflight")...))
+	orDefault(&c.Limits.TCPConnections, DefaultTCPConnections, written("limits", "tcp_connections"))
+	orDefault(&c.Limits.TCPConnectionsPerClient, DefaultTCPConnectionsPerClient, written("limits", "tcp_connections_per_client"))
+	orDefault(&c.Limits.UDPReceiveBuffer, DefaultUDPBuffer, written("limits", "udp_receive_buffer"))
+	orDefault(&c.Limits.UDPSendBuffer, DefaultUDPBuffer, written("limits", "udp_send_buffer"))
+	orDefault(&c.Limits.TCPReadTimeout, DefaultTCPReadTimeout, written("limits", "tcp_read_timeout"))
+	orDefault(&c.Limits.TCPIdleTimeout, DefaultTCPIdleTimeout, written("limits", "tcp_idle_timeout"))
+	orDefault(&c.Limits.TCPPipeline, DefaultTCPPipeline, written("limits", "tcp_pipeline"))
+	orDefault(&c.Limits.UpstreamInflight, DefaultUpstreamInflight, written("limits", "upstream_inflight"))
 	orDefault(&c.Reload.Debounce, DefaultDebounce, written("reload", "debounce"))
-	if c.Reload.MaxShrink == nil {
-		v := DefaultMaxShrink
-		c.Reload.MaxShrink = &v
-	}
-	if c.Reload.UnreadyAfter == nil {
-		v := DefaultUnreadyAfter
-		c.Reload.UnreadyAfter = &v
-	}
+	orDefault(&c.Reload.MaxShrink, DefaultMaxShrink, written("reload", "max_shrink"))
+	orDefault(&c.Reload.UnreadyAfter, DefaultUnreadyAfter, written("reload", "unready_after"))
 	orDefault(&c.Reload.WriterWait, blocklist.DefaultWriterWait, written("reload", "writer_wait"))
 	c.applySourceDefaults(written)
 }
@@ -866,7 +853,7 @@ func (c *Config) validateLimits(errs *configErrors) {
 
 func (c *Config) validateReload(errs *configErrors) {
 	at := []any{"reload", "max_shrink"}
-	switch s := *c.Reload.MaxShrink; {
+	switch s := c.Reload.MaxShrink; {
 	case s > 1 && s <= 100 && s == math.Trunc(s):
 		errs.add(at, "%s is not a fraction from 0 to 1; for %s%% write %s (0 turns the check off)",
 			strconv.FormatFloat(s, 'g', -1, 64), strconv.FormatFloat(s, 'g', -1, 64), strconv.FormatFloat(s/100, 'g', -1, 64))
@@ -875,8 +862,8 @@ func (c *Config) validateReload(errs *configErrors) {
 	}
 	// A quiet period of 0 would read a file between two writes.
 	errs.positive([]any{"reload", "debounce"}, c.Reload.Debounce)
-	if at := []any{"reload", "unready_after"}; *c.Reload.UnreadyAfter < 0 {
-		errs.add(at, "%s is negative; give 0s (never) or a positive duration, %s", errs.written(at, *c.Reload.UnreadyAfter), example(at))
+	if at := []any{"reload", "unready_after"}; c.Reload.UnreadyAfter < 0 {
+		errs.add(at, "%s is negative; give 0s (never) or a positive duration, %s", errs.written(at, c.Reload.UnreadyAfter), example(at))
 	}
 	errs.positive([]any{"reload", "writer_wait"}, c.Reload.WriterWait)
 }

@@ -50,7 +50,7 @@ policies:
 	assert.Equal(t, "info", cfg.Log.Level)
 	assert.Equal(t, DefaultHTTP, cfg.HTTPAddr())
 	assert.Equal(t, 200*time.Millisecond, cfg.Reload.Debounce)
-	assert.Equal(t, 0.5, *cfg.Reload.MaxShrink)
+	assert.Equal(t, 0.5, cfg.Reload.MaxShrink)
 	assert.Equal(t, 20000, cfg.Cache.Size)
 	assert.Equal(t, 32, cfg.Limits.TCPConnectionsPerClient)
 	assert.Equal(t, 4<<20, cfg.Limits.UDPReceiveBuffer)
@@ -87,12 +87,21 @@ func TestConfigWrittenZero(t *testing.T) {
 	assert.Equal(t, 50.0, cfg.RateLimit.Rate)
 	assert.Equal(t, 100, cfg.RateLimit.Burst, "the default burst is twice the rate written")
 
-	cfg = load(t, "upstream_timeout:\nrate_limit: {rate: ~, burst: null}\nlimits: {tcp_connections: null}\nblocked_ttl: ~\n")
+	cfg = load(t, "upstream_timeout:\nrate_limit: {rate: ~, burst: null}\nlimits: {tcp_connections: null}\nblocked_ttl: ~\n"+
+		"reload: {max_shrink: ~, unready_after: null}\ncache: {size: ~}\n")
 	assert.Equal(t, DefaultUpstreamTimeout, cfg.UpstreamTimeout, "no value: the default")
 	assert.Equal(t, float64(DefaultRate), cfg.RateLimit.Rate)
 	assert.Equal(t, 2*DefaultRate, cfg.RateLimit.Burst)
 	assert.Equal(t, DefaultTCPConnections, cfg.Limits.TCPConnections)
 	assert.Equal(t, uint32(DefaultBlockedTTL), cfg.BlockedTTL)
+	assert.Equal(t, DefaultMaxShrink, cfg.Reload.MaxShrink)
+	assert.Equal(t, DefaultUnreadyAfter, cfg.Reload.UnreadyAfter)
+	assert.Equal(t, DefaultCacheSize, cfg.Cache.Size)
+
+	cfg = load(t, "reload: {max_shrink: 0, unready_after: 0s}\ncache: {size: 0}\n")
+	assert.Zero(t, cfg.Reload.MaxShrink, "0 turns the shrink guard off")
+	assert.Zero(t, cfg.Reload.UnreadyAfter, "0 is never unready")
+	assert.Zero(t, cfg.Cache.Size, "0 turns the cache off")
 }
 
 // TestConfigSources checks the remote lists and the sources settings as
