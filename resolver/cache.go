@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
@@ -22,21 +23,57 @@ const (
 
 // cacheKey identifies a cached upstream answer: the case-folded name, type,
 // class, and the DO, CD and RD bits, which change what the upstream returns
-// (an RD=0 answer may be a partial one from the upstream's cache).
+// (an RD=0 answer may be a partial one from the upstream's cache). Make one
+// with newCacheKey, which sets its sum.
 type cacheKey struct {
 	name       string
 	qtype      uint16
 	qclass     uint16
 	do, cd, rd bool
+	// sum is the key's 64-bit hash (cacheKeySum), made once with the key:
+	// the cache table and the wire calls under way find a key by it, a
+	// miss's three lookups and two stores without hashing the name again.
+	sum uint64
+}
+
+// newCacheKey is the key of name (case-folded), type, class and bits,
+// with its sum.
+func newCacheKey(name string, qtype, qclass uint16, do, cd, rd bool) cacheKey {
+	k := cacheKey{name: name, qtype: qtype, qclass: qclass, do: do, cd: cd, rd: rd}
+	k.sum = cacheKeySum(k)
+	return k
+}
+
+// cacheKeySeed is the seed of every cache key's sum: one a process, as a
+// key is made before it is known which cache table will hold it, and
+// random, so that no client can choose names that fall on one shard or
+// index entry.
+var cacheKeySeed = maphash.MakeSeed()
+
+// cacheKeySum is k's 64-bit hash: the name's, with the type, class and
+// bits folded into its low 35 bits, so that the keys of one name all
+// differ and share the shard its top bits pick (cacheTable.shard).
+func cacheKeySum(k cacheKey) uint64 {
+	var bits uint64
+	if k.do {
+		bits |= 1
+	}
+	if k.cd {
+		bits |= 2
+	}
+	if k.rd {
+		bits |= 4
+	}
+	return maphash.String(cacheKeySeed, k.name) ^ (uint64(k.qtype) | uint64(k.qclass)<<16 | bits<<32)
 }
 
 func keyOf(req *dns.Msg) cacheKey {
 	q := req.Question[0]
-	k := cacheKey{name: strings.ToLower(q.Name), qtype: q.Qtype, qclass: q.Qclass, cd: req.CheckingDisabled, rd: req.RecursionDesired}
+	do := false
 	if opt := req.IsEdns0(); opt != nil {
-		k.do = opt.Do()
+		do = opt.Do()
 	}
-	return k
+	return newCacheKey(strings.ToLower(q.Name), q.Qtype, q.Qclass, do, req.CheckingDisabled, req.RecursionDesired)
 }
 
 // flight is the key's singleflight key, with the transport of the upstream

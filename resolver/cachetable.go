@@ -1,15 +1,14 @@
 package resolver
 
 import (
-	"hash/maphash"
 	"math/bits"
 	"sync"
 	"time"
 )
 
 // cacheTable holds the answer cache's entries, at most a bound of them:
-// shards by a hash of the name, each a map from the key's 64-bit hash to
-// a slot of a ring that the CLOCK algorithm (second chance) evicts from,
+// shards by a hash of the name, each a map from the key's 64-bit hash
+// (cacheKey.sum) to a slot of a ring that the CLOCK algorithm (second chance) evicts from,
 // as a DNS packet cache does it (dnsdist's, Unbound's slabbed LRU). A
 // lookup and a store are one map operation each under the shard's lock,
 // and a store allocates nothing but when its shard's map and ring grow:
@@ -27,7 +26,6 @@ import (
 // live ones; until then an expired entry is held, never served
 // (Cache.get and Cache.stale judge by time).
 type cacheTable struct {
-	seed   maphash.Seed
 	shards []cacheShard
 	shift  uint // the hash's top bits pick the shard: 64 - log2(len(shards))
 }
@@ -35,7 +33,7 @@ type cacheTable struct {
 // cacheShard is one shard of a cacheTable.
 type cacheShard struct {
 	mu    sync.Mutex
-	index map[uint64]int32 // the slot in ring of each key's hash (cacheTable.hash)
+	index map[uint64]int32 // the slot in ring of each key's sum
 	ring  []cacheSlot
 	hand  int // the next slot the CLOCK hand looks at, to evict
 	sweep int // the next slot reclaim looks at
@@ -43,11 +41,11 @@ type cacheShard struct {
 	_     [64]byte
 }
 
-// cacheSlot is one cached entry and its key.
+// cacheSlot is one cached entry and its key (whose sum is its index
+// entry).
 type cacheSlot struct {
-	hash uint64 // key's: its index entry
-	key  cacheKey
-	e    *cacheEntry
+	key cacheKey
+	e   *cacheEntry
 	// until is when e expires (stored + keep: its TTL and the serve-stale
 	// window), in nanoseconds since cacheEpoch: the sweep and the hand
 	// judge a slot without reading its entry, which is elsewhere in
@@ -78,7 +76,7 @@ func newCacheTable(size int) *cacheTable {
 	for n < maxCacheShards && n*2*cacheShardSize <= size {
 		n *= 2
 	}
-	t := &cacheTable{seed: maphash.MakeSeed(), shards: make([]cacheShard, n), shift: uint(64 - bits.TrailingZeros(uint(n)))}
+	t := &cacheTable{shards: make([]cacheShard, n), shift: uint(64 - bits.TrailingZeros(uint(n)))}
 	for i := range t.shards {
 		t.shards[i].index = map[uint64]int32{}
 	}
@@ -86,24 +84,7 @@ func newCacheTable(size int) *cacheTable {
 	return t
 }
 
-// hash is key's 64-bit hash under the table's seed: the name's, with the
-// type, class and bits folded into its low 35 bits, so that the keys of
-// one name all differ and share the shard its top bits pick.
-func (t *cacheTable) hash(key cacheKey) uint64 {
-	var bits uint64
-	if key.do {
-		bits |= 1
-	}
-	if key.cd {
-		bits |= 2
-	}
-	if key.rd {
-		bits |= 4
-	}
-	return maphash.String(t.seed, key.name) ^ (uint64(key.qtype) | uint64(key.qclass)<<16 | bits<<32)
-}
-
-// shard is the shard holding the keys of hash h.
+// shard is the shard holding the keys of sum h: its top bits pick it.
 func (t *cacheTable) shard(h uint64) *cacheShard {
 	if len(t.shards) == 1 {
 		return &t.shards[0]
@@ -113,7 +94,7 @@ func (t *cacheTable) shard(h uint64) *cacheShard {
 
 // get returns the entry stored for key, expired or not.
 func (t *cacheTable) get(key cacheKey) (*cacheEntry, bool) {
-	h := t.hash(key)
+	h := key.sum
 	s := t.shard(h)
 	s.mu.Lock()
 	i, ok := s.index[h]
@@ -134,7 +115,7 @@ func (t *cacheTable) get(key cacheKey) (*cacheEntry, bool) {
 // set stores e for key, replacing what key held; when the shard is full
 // it evicts an entry (see cacheTable). now judges expiry.
 func (t *cacheTable) set(key cacheKey, e *cacheEntry, now time.Time) {
-	h := t.hash(key)
+	h := key.sum
 	s := t.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -151,14 +132,14 @@ func (t *cacheTable) set(key cacheKey, e *cacheEntry, now time.Time) {
 	s.reclaim(at)
 	if len(s.ring) < s.limit {
 		s.index[h] = int32(len(s.ring))
-		s.ring = append(s.ring, cacheSlot{hash: h, key: key, e: e, until: until})
+		s.ring = append(s.ring, cacheSlot{key: key, e: e, until: until})
 		return
 	}
 	// The new entry takes the victim's slot, and the hand moves past it:
 	// it is not looked at again before every other slot has been.
 	i := s.victim(at)
-	delete(s.index, s.ring[i].hash)
-	s.ring[i] = cacheSlot{hash: h, key: key, e: e, until: until}
+	delete(s.index, s.ring[i].key.sum)
+	s.ring[i] = cacheSlot{key: key, e: e, until: until}
 	s.index[h] = int32(i)
 	s.hand = i + 1
 }
@@ -198,11 +179,11 @@ func (s *cacheShard) victim(now int64) int {
 
 // remove deletes slot i, moving the ring's last slot into its place.
 func (s *cacheShard) remove(i int) {
-	delete(s.index, s.ring[i].hash)
+	delete(s.index, s.ring[i].key.sum)
 	last := len(s.ring) - 1
 	if i != last {
 		s.ring[i] = s.ring[last]
-		s.index[s.ring[i].hash] = int32(i)
+		s.index[s.ring[i].key.sum] = int32(i)
 	}
 	s.ring[last] = cacheSlot{}
 	s.ring = s.ring[:last]

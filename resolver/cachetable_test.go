@@ -15,7 +15,7 @@ import (
 )
 
 // tableKey is the cache key of name, type A.
-func tableKey(name string) cacheKey { return cacheKey{name: name, qtype: 1, qclass: 1, rd: true} }
+func tableKey(name string) cacheKey { return newCacheKey(name, 1, 1, false, false, true) }
 
 // tableEntry is an entry stored at stored and kept for keep.
 func tableEntry(stored time.Time, keep time.Duration) *cacheEntry {
@@ -118,8 +118,8 @@ func TestCacheTableBounds(t *testing.T) {
 				s := &tab.shards[i]
 				assert.Len(t, s.index, len(s.ring))
 				for j, slot := range s.ring {
-					assert.Equal(t, tab.hash(slot.key), slot.hash)
-					assert.Equal(t, int32(j), s.index[slot.hash])
+					assert.Equal(t, cacheKeySum(slot.key), slot.key.sum)
+					assert.Equal(t, int32(j), s.index[slot.key.sum])
 				}
 			}
 		})
@@ -240,8 +240,8 @@ func FuzzCacheTable(f *testing.F) {
 				require.Len(t, s.index, len(s.ring))
 				require.LessOrEqual(t, len(s.ring), s.limit)
 				for k, slot := range s.ring {
-					require.Equal(t, tab.hash(slot.key), slot.hash)
-					require.Equal(t, int32(k), s.index[slot.hash])
+					require.Equal(t, cacheKeySum(slot.key), slot.key.sum)
+					require.Equal(t, int32(k), s.index[slot.key.sum])
 					require.Same(t, last[slot.key], slot.e)
 				}
 				n += len(s.ring)
@@ -261,7 +261,7 @@ func TestCacheTableReplaceKeepsNoOldName(t *testing.T) {
 	k1, k2 := tableKey(unsafe.String(&oldName[0], len(oldName))), tableKey(unsafe.String(&newName[0], len(newName)))
 	tab.set(k1, tableEntry(now, time.Hour), now)
 	tab.set(k2, tableEntry(now, time.Hour), now)
-	s := tab.shard(tab.hash(k2))
+	s := tab.shard(k2.sum)
 	require.Len(t, s.ring, 1)
 	assert.Same(t, &newName[0], unsafe.StringData(s.ring[0].key.name), "the slot's key")
 }
@@ -271,7 +271,7 @@ func TestCacheTableReplaceKeepsNoOldName(t *testing.T) {
 func TestCacheTableKeysOfOneName(t *testing.T) {
 	now := time.Now()
 	tab := newCacheTable(100)
-	base := cacheKey{name: "one.example.", qtype: 1, qclass: 1}
+	base := newCacheKey("one.example.", 1, 1, false, false, false)
 	keys := []cacheKey{base}
 	for _, change := range []func(*cacheKey){
 		func(k *cacheKey) { k.qtype = 28 },
@@ -286,6 +286,7 @@ func TestCacheTableKeysOfOneName(t *testing.T) {
 	} {
 		k := base
 		change(&k)
+		k.sum = cacheKeySum(k)
 		keys = append(keys, k)
 	}
 	entries := map[cacheKey]*cacheEntry{}
@@ -301,22 +302,17 @@ func TestCacheTableKeysOfOneName(t *testing.T) {
 	}
 }
 
-// TestCacheTableHashCollision: two keys of one 64-bit hash (made here by
-// moving a stored key's slot to another key's hash, as if they shared
-// it) never answer for each other; a store for the second takes the
-// slot, evicting the first.
+// TestCacheTableHashCollision: two keys of one 64-bit sum (made here by
+// giving the second the first's) never answer for each other; a store
+// for the second takes the slot, evicting the first.
 func TestCacheTableHashCollision(t *testing.T) {
 	now := time.Now()
 	tab := newCacheTable(10)
 	k1, k2 := tableKey("first.example."), tableKey("second.example.")
+	require.NotEqual(t, k1.sum, k2.sum)
+	k2.sum = k1.sum
 	e1, e2 := tableEntry(now, time.Hour), tableEntry(now, time.Hour)
 	tab.set(k1, e1, now)
-	h1, h2 := tab.hash(k1), tab.hash(k2)
-	require.NotEqual(t, h1, h2)
-	s := tab.shard(h1)
-	i := s.index[h1]
-	delete(s.index, h1)
-	s.index[h2], s.ring[i].hash = i, h2 // k1 stored as if its hash were k2's
 
 	_, ok := tab.get(k2)
 	assert.False(t, ok, "k1's entry is not k2's")
@@ -324,8 +320,39 @@ func TestCacheTableHashCollision(t *testing.T) {
 	got, ok := tab.get(k2)
 	require.True(t, ok)
 	assert.Same(t, e2, got)
+	_, ok = tab.get(k1)
+	assert.False(t, ok, "k2's entry is not k1's")
 	assert.Equal(t, 1, tab.len(), "k1 evicted")
-	assert.Equal(t, k2, s.ring[i].key)
+	s := tab.shard(k1.sum)
+	assert.Equal(t, k2, s.ring[s.index[k1.sum]].key)
+}
+
+// TestCacheKeySum: a key's sum is made from every field of the key, the
+// same for the same key however it was made (from a message, from wire
+// form), and outlives a cache resize.
+func TestCacheKeySum(t *testing.T) {
+	req := new(dns.Msg)
+	req.SetQuestion("Sum.Example.", dns.TypeAAAA)
+	req.SetEdns0(1232, true)
+	k := keyOf(req)
+	assert.Equal(t, newCacheKey("sum.example.", dns.TypeAAAA, dns.ClassINET, true, false, true), k)
+	assert.Equal(t, cacheKeySum(k), k.sum)
+	raw, err := req.Pack()
+	require.NoError(t, err)
+	var name [maxNameText]byte
+	wq, ok := readWireQuery(raw, &name)
+	require.True(t, ok)
+	assert.Equal(t, k, wq.key(), "the wire path's key")
+	for _, other := range []cacheKey{
+		newCacheKey("sum.example", dns.TypeAAAA, dns.ClassINET, true, false, true),
+		newCacheKey("sum.example.", dns.TypeA, dns.ClassINET, true, false, true),
+		newCacheKey("sum.example.", dns.TypeAAAA, dns.ClassCHAOS, true, false, true),
+		newCacheKey("sum.example.", dns.TypeAAAA, dns.ClassINET, false, false, true),
+		newCacheKey("sum.example.", dns.TypeAAAA, dns.ClassINET, true, true, true),
+		newCacheKey("sum.example.", dns.TypeAAAA, dns.ClassINET, true, false, false),
+	} {
+		assert.NotEqual(t, k.sum, other.sum, "%+v", other)
+	}
 }
 
 // TestCacheTableShrinkEvictsExpiredFirst: a smaller bound evicts expired

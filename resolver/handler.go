@@ -435,9 +435,7 @@ func (h *Handler) admit(q *query) (r reply, limited bool) {
 func (h *Handler) cached(q *query, e *cacheEntry, prefetch bool) reply {
 	h.metrics.cacheLookup(cacheHit)
 	if prefetch {
-		key := q.key
-		key.name = strings.Clone(key.name) // a wire query's is the pool's
-		go h.prefetch(q.snap, e, q.request().Copy(), key, q.upstreamTCP())
+		h.startPrefetch(q, e)
 	}
 	q.upstream = upstreamCache
 	if r, replaced := h.inspectEntry(q, e); replaced {
@@ -684,6 +682,15 @@ func failureAnswer(req *dns.Msg, ue *upstream.UpstreamError) *dns.Msg {
 	m.SetEdns0(ednsSize, false)
 	m.IsEdns0().Option = opts
 	return m
+}
+
+// startPrefetch refreshes the cache entry e, which a lookup for q found
+// due and claimed (Cache.get's prefetch), in the background: a claim not
+// acted on would leave e never refreshed.
+func (h *Handler) startPrefetch(q *query, e *cacheEntry) {
+	key := q.key
+	key.name = strings.Clone(key.name) // a wire query's is the pool's
+	go h.prefetch(q.snap, e, q.request().Copy(), key, q.upstreamTCP())
 }
 
 // prefetch refreshes the cache entry e in the background; when the
@@ -995,13 +1002,18 @@ func (h *Handler) logQuery(q *query, result string, rcode int) {
 	}
 	var question []dns.Question
 	// keep is the text a field may keep: a wire query's name, and the
-	// entry that matched it, are in a buffer the next query reuses.
+	// entry that matched it (a slice of the name), are in memory a later
+	// query reuses (the listener's name buffer, a left query's own, which
+	// leftPool hands out again), unpacked since or not: a log core may
+	// hold a field past this call.
 	keep := func(s string) string { return s }
+	if q.wire.ok {
+		keep = strings.Clone
+	}
 	if q.req != nil {
 		question = q.req.Question
 	} else {
 		question = []dns.Question{{Name: q.wire.name, Qtype: q.wire.qtype, Qclass: q.wire.qclass}}
-		keep = strings.Clone
 	}
 	fields := make([]zap.Field, 0, 14)
 	client := q.client.String()

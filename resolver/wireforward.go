@@ -94,10 +94,11 @@ type wireCall struct {
 	upstream string
 }
 
-// wireFlights are the wire calls under way, by cache key.
+// wireFlights are the wire calls under way, by their cache key's sum
+// (cacheKey.sum): a call is joined only by a query of its very key.
 type wireFlights struct {
 	mu    sync.Mutex
-	calls map[cacheKey]*wireCall
+	calls map[uint64]*wireCall
 }
 
 // resolvedWire is resolve for a wire query, from the call c that asked
@@ -135,7 +136,10 @@ func (h *Handler) fetchWire(ctx context.Context, q *query) *wireCall {
 	// startWire sent, while q waited for a worker) may have cached it and
 	// ended since: take that rather than ask again. Looked up only now
 	// that q leads, so that no such ending can slip in between.
-	if e, _ := h.cache.Load().get(q.key, time.Now()); e != nil {
+	if e, prefetch := h.cache.Load().get(q.key, time.Now()); e != nil {
+		if prefetch {
+			h.startPrefetch(q, e)
+		}
 		c.e, c.upstream, c.err = e, upstreamCache, nil
 		return c
 	}
@@ -146,31 +150,37 @@ func (h *Handler) fetchWire(ctx context.Context, q *query) *wireCall {
 // joinWire returns the call under way for q's key (lead false: wait on its
 // wg for its result, then release its left, which joinWire took a
 // reference on), or registers q's own (lead true: the caller asks,
-// sets the result and ends the call with endWire).
+// sets the result and ends the call with endWire). A call under way for
+// another key of the same sum is left alone: q asks on its own, and its
+// call is not registered.
 func (h *Handler) joinWire(q *query) (c *wireCall, lead bool) {
 	f := &h.wireFlights
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if c, ok := f.calls[q.key]; ok {
-		c.left.refs.Add(1)
-		return c, false
+	other, ok := f.calls[q.key.sum]
+	if ok && other.left.key == q.key {
+		other.left.refs.Add(1)
+		return other, false
 	}
 	c = q.left.wireCall()
 	c.wg.Add(1)
-	if f.calls == nil {
-		f.calls = map[cacheKey]*wireCall{}
+	if !ok {
+		if f.calls == nil {
+			f.calls = map[uint64]*wireCall{}
+		}
+		f.calls[q.key.sum] = c
 	}
-	f.calls[q.key] = c
 	c.err = errAbandoned // until it ends: a panic before leaves this for those waiting
 	return c, true
 }
 
-// endWire ends the call c that q registered: those waiting take its
-// result.
+// endWire ends the call c that q leads: those waiting take its result.
 func (h *Handler) endWire(q *query, c *wireCall) {
 	f := &h.wireFlights
 	f.mu.Lock()
-	delete(f.calls, q.key)
+	if f.calls[q.key.sum] == c {
+		delete(f.calls, q.key.sum)
+	}
 	f.mu.Unlock()
 	c.wg.Done()
 }

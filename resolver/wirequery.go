@@ -174,8 +174,7 @@ func (wq *wireQuery) asked() asked {
 
 // key is the query's cache key, as keyOf makes it.
 func (wq *wireQuery) key() cacheKey {
-	return cacheKey{name: wq.name, qtype: wq.qtype, qclass: wq.qclass, do: wq.do,
-		cd: wq.flags&dnswire.FlagCD != 0, rd: wq.flags&dnswire.FlagRD != 0}
+	return newCacheKey(wq.name, wq.qtype, wq.qclass, wq.do, wq.flags&dnswire.FlagCD != 0, wq.flags&dnswire.FlagRD != 0)
 }
 
 // maxSize is clientSize for the query.

@@ -382,3 +382,82 @@ func TestWireQueryOwn(t *testing.T) {
 		assert.Equal(t, fits, inBuf, "%s: %d+%d+%d octets in the buffer", name, len(b), len(name), len(want))
 	}
 }
+
+// TestJoinWireOnlyTheSameKey: a miss joins the call under way for its very
+// key, found by the key's sum; a key of another name with the same sum
+// asks on its own, and its end leaves the other's call registered.
+func TestJoinWireOnlyTheSameKey(t *testing.T) {
+	h := new(Handler)
+	left := func(k cacheKey) *query {
+		l := new(wireLeft)
+		l.call.left = l
+		l.left = l
+		l.key = k
+		l.refs.Store(1)
+		return &l.query
+	}
+	k1 := newCacheKey("one.example.", dns.TypeA, dns.ClassINET, false, false, true)
+	k2 := newCacheKey("two.example.", dns.TypeA, dns.ClassINET, false, false, true)
+	k2.sum = k1.sum // as if the two names had one sum
+	q1, q2, q3 := left(k1), left(k2), left(k1)
+
+	c1, lead := h.joinWire(q1)
+	require.True(t, lead)
+	c2, lead := h.joinWire(q2)
+	require.True(t, lead, "a key of another name is not joined")
+	assert.NotSame(t, c1, c2)
+	c3, lead := h.joinWire(q3)
+	require.False(t, lead, "the same key joins")
+	assert.Same(t, c1, c3)
+	assert.Equal(t, int32(2), q1.left.refs.Load(), "the joiner holds the leader's query")
+
+	h.endWire(q2, c2)
+	c4, lead := h.joinWire(left(k1))
+	require.False(t, lead, "the end of the other name's call left this one's registered")
+	assert.Same(t, c1, c4)
+
+	h.endWire(q1, c1)
+	assert.Empty(t, h.wireFlights.calls)
+	_, lead = h.joinWire(left(k1))
+	assert.True(t, lead, "a new call once the first ended")
+}
+
+// TestFetchWirePrefetchesWhatItClaims: a query that waited for a worker
+// and finds its answer cached meanwhile (fetchWire's second look) takes
+// it, and refreshes it when the lookup found it due for a prefetch: the
+// lookup claims the refresh, so that no other hit starts it.
+func TestFetchWirePrefetchesWhatItClaims(t *testing.T) {
+	up := startUpstream(t, nil)
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 300ms\ncache: {prefetch: true}", 1)
+	f := startFence(t, cfg, testFiles, up.addr)
+	h := f.handler
+	w := newDetachedRecorder()
+	const name = "due.example.org."
+	var buf [maxNameText]byte
+	wq, ok := readWireQuery(packed(question(name, dns.TypeA, true)), &buf)
+	require.True(t, ok)
+	snap := h.Snapshot()
+	id, _ := peerIdentity(snap, w)
+	q := query{w: w, transport: listen.UDP, wire: wq, snap: snap, id: id}
+	require.True(t, h.serveInline(&q), "a miss")
+	defer h.done() // the query's end, which no answer written here makes
+	p := leave(q)
+
+	// Cached meanwhile, 95 s into a TTL of 100 s, and read once before.
+	now := time.Now()
+	msg := answerWith(name, dns.TypeA, dns.RcodeSuccess, name+" 100 IN A 192.0.2.1")
+	h.cache.Load().put(p.key, msg, now.Add(-95*time.Second))
+	e, due := h.cache.Load().get(p.key, now)
+	require.NotNil(t, e)
+	require.False(t, due, "read once: not yet popular")
+
+	c := h.fetchWire(t.Context(), p)
+	require.NoError(t, c.err)
+	assert.Same(t, e, c.e, "the cached answer, not asked again")
+	assert.Eventually(t, func() bool { return up.count.Load() == 1 }, 2*time.Second, 5*time.Millisecond,
+		"the refresh the lookup claimed went upstream")
+	assert.Eventually(t, func() bool {
+		fresh, _ := h.cache.Load().get(p.key, time.Now())
+		return fresh != nil && fresh != e
+	}, 2*time.Second, 5*time.Millisecond, "and replaced the entry")
+}
