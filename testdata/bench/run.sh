@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Load benchmark: dnsfence against Unbound, dnsdist, CoreDNS and a bare
-# miekg/dns responder, on the same workload in one run, so every ratio
-# compares figures taken minutes apart on the same machine.
+# Load benchmark: dnsfence against Unbound, dnsdist, CoreDNS, a bare
+# miekg/dns responder and the floor of dnsfence's own UDP loop (benchbare
+# -batch: its batched reads and writes, an answer that looks at nothing),
+# on the same workload in one run, so every ratio compares figures taken
+# minutes apart on the same machine.
 #
 #   bash testdata/bench/run.sh        # 3 runs of 10 s per path and server
 #   BENCH_SECONDS=5 BENCH_RUNS=1 bash testdata/bench/run.sh   # a quick look
@@ -41,7 +43,7 @@ SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 GOV=127.0.0.2
 UPSTREAM_PORT=5399
-declare -A PORT=([dnsfence]=5301 [unbound]=5302 [dnsdist]=5303 [coredns]=5304 [bare]=5398)
+declare -A PORT=([dnsfence]=5301 [unbound]=5302 [dnsdist]=5303 [coredns]=5304 [bare]=5398 [floor]=5397)
 COREDNS_VERSION=v1.15.0
 
 need=()
@@ -179,6 +181,7 @@ start() { # name
 	dnsdist) taskset -c "$SERVER_CPU" dnsdist --supervised --disable-syslog -C "$tmp/dnsdist.conf" >"$tmp/dnsdist.log" 2>&1 & ;;
 	coredns) taskset -c "$SERVER_CPU" "$coredns_bin" -conf "$tmp/Corefile" -quiet >"$tmp/coredns.log" 2>&1 & ;;
 	bare) taskset -c "$SERVER_CPU" "$tmp/bare" -listen "127.0.0.1:${PORT[bare]}" 2>"$tmp/bare.log" & ;;
+	floor) taskset -c "$SERVER_CPU" "$tmp/bare" -batch -listen "127.0.0.1:${PORT[floor]}" 2>"$tmp/floor.log" & ;;
 	esac
 	SERVER_PID=$!
 	pids+=("$SERVER_PID")
@@ -253,10 +256,10 @@ echo "# $(nproc) cores; $RUNS runs of $SECS s; server on CPU $SERVER_CPU, dnsper
 echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 STEAL0=$(steal)
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-for name in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare}; do
+for name in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare floor}; do
 	start "$name"
 	paths=(blocked)
-	[ "$name" != bare ] && paths+=(cache-hit cache-miss)
+	[ "$name" != bare ] && [ "$name" != floor ] && paths+=(cache-hit cache-miss)
 	for path in "${paths[@]}"; do
 		results=() losts=()
 		steals=0
@@ -322,7 +325,7 @@ for name in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare}; do
 done
 
 ratio() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-for k in dnsfence unbound dnsdist coredns bare; do
+for k in dnsfence unbound dnsdist coredns bare floor; do
 	for p in blocked cache-hit cache-miss; do QPS[$k/$p]=${QPS[$k/$p]:-0}; done
 	LAT[$k]=${LAT[$k]:-0}
 done
@@ -330,8 +333,8 @@ echo
 # ratios PATH: dnsfence's figure against each other server's on that path.
 ratios() {
 	local p=$1 k out=""
-	for k in unbound dnsdist coredns bare; do
-		[ "$k" = bare ] && [ "$p" != blocked ] && continue
+	for k in unbound dnsdist coredns bare floor; do
+		[ "$k" = bare ] || [ "$k" = floor ] && [ "$p" != blocked ] && continue
 		out+=" x$(ratio "${QPS[dnsfence/$p]}" "${QPS[$k/$p]}") $k,"
 	done
 	echo "${out%,}"
@@ -343,12 +346,16 @@ echo "RESULT latency    dnsfence ${LAT[dnsfence]} ms at 5000 qps: x$(ratio "${LA
 for p in blocked cache-hit cache-miss; do
 	echo "RESULT cpu        $p: dnsfence ${CPUQ[dnsfence/$p]:-0} us/query at $CPU_QPS qps offered: x$(ratio "${CPUQ[dnsfence/$p]:-0}" "${CPUQ[unbound/$p]:-0}") unbound, x$(ratio "${CPUQ[dnsfence/$p]:-0}" "${CPUQ[dnsdist/$p]:-0}") dnsdist"
 done
+# What dnsfence's own UDP loop costs with nothing looked at (floor), and
+# what Unbound costs against it: the part of a blocked query no handler
+# change can take away.
+echo "RESULT floor      blocked: floor ${CPUQ[floor/blocked]:-0} us/query at $CPU_QPS qps offered; dnsfence x$(ratio "${CPUQ[dnsfence/blocked]:-0}" "${CPUQ[floor/blocked]:-0}") floor (+$(awk -v a="${CPUQ[dnsfence/blocked]:-0}" -v b="${CPUQ[floor/blocked]:-0}" 'BEGIN{printf "%.2f", a-b}') us), unbound x$(ratio "${CPUQ[unbound/blocked]:-0}" "${CPUQ[floor/blocked]:-0}") floor"
 
 # The table: every server and path, from this run.
 echo
 echo "| server | path | qps (median) | lost % (max) | CPU us/query at $CPU_QPS qps | lost % there | mean ms at 5k qps | p99 ms at 5k qps | RSS MB | steal ticks |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-for k in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare}; do
+for k in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare floor}; do
 	for p in blocked cache-hit cache-miss; do
 		[ -n "${STEAL[$k/$p]:-}" ] || continue
 		printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n' "$k" "$p" "${QPS[$k/$p]}" "${LOST[$k/$p]:-}" "${CPUQ[$k/$p]:-}" \
