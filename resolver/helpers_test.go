@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -216,6 +217,13 @@ func writeConfig(t *testing.T, text string, files map[string]string, upstreams .
 // startFenceLog is startFence with a given logger.
 func startFenceLog(t *testing.T, log *zap.Logger, text string, files map[string]string, upstreams ...string) *fence {
 	t.Helper()
+	return startFenceServing(t, log, text, files, nil, upstreams...)
+}
+
+// startFenceServing is startFenceLog with the listener serving wrap(h)
+// rather than the handler h itself (wrap nil: h).
+func startFenceServing(t *testing.T, log *zap.Logger, text string, files map[string]string, wrap func(*Handler) listen.Handler, upstreams ...string) *fence {
+	t.Helper()
 	path := writeConfig(t, text, files, upstreams...)
 	cfg, err := config.Load(path)
 	require.NoError(t, err)
@@ -226,7 +234,11 @@ func startFenceLog(t *testing.T, log *zap.Logger, text string, files map[string]
 	m := NewMetrics(reg)
 	require.NoError(t, ConnectUpstreams(snap, nil, m))
 	h := NewHandler(log, snap, m)
-	srv := NewServer(log, h)
+	var serve listen.Handler = h
+	if wrap != nil {
+		serve = wrap(h)
+	}
+	srv := newServer(log, h, serve)
 	require.NoError(t, srv.Start([]string{"127.0.0.1:0"}))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -20,11 +20,15 @@ type Server struct {
 }
 
 // NewServer returns a Server for h; Start opens its sockets.
-func NewServer(log *zap.Logger, h *Handler) *Server {
+func NewServer(log *zap.Logger, h *Handler) *Server { return newServer(log, h, h) }
+
+// newServer is NewServer with the listener's queries served by serve, which
+// answers them as h would (tests wrap h in it).
+func newServer(log *zap.Logger, h *Handler, serve listen.Handler) *Server {
 	s := &Server{handler: h}
 	m := h.metrics
 	s.ln = listen.New(listen.Config{
-		Handler: h,
+		Handler: serve,
 		Count:   m.query,
 		Rules: func() listen.Rules {
 			if snap := h.Snapshot(); snap != nil {
