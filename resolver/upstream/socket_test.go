@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"runtime"
@@ -154,4 +155,48 @@ func TestExpireEndsOnlyTheLateRegistration(t *testing.T) {
 		assert.Fail(t, "the new registration was ended", "open %v, err %v", ok, w.err)
 	default:
 	}
+}
+
+// TestSendFailureEndsOnlyItsRegistration: a query answered (by a spoofed
+// or early answer) before its queued datagram is sent, whose pooled waiter
+// is then registered again under the same ID, is left waiting when that
+// old datagram's send fails: the failure is the old registration's.
+func TestSendFailureEndsOnlyItsRegistration(t *testing.T) {
+	s := &upstreamSocket{timeout: time.Second, pending: map[uint16]*waiter{}}
+	w := &waiter{answer: make(chan []byte, 1)}
+	const id = 0x4321
+	q := []byte{0x43, 0x21, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0}
+	s.mu.Lock()
+	s.wait(id, w, q, time.Now())
+	s.enqueue(id, w, q)
+	queued := s.queue[0]
+	s.mu.Unlock()
+
+	answer := []byte{0x43, 0x21, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0}
+	s.deliver(answer, false, nil) // answered before its datagram went out
+	<-w.answer
+	w.answer = make(chan []byte, 1)
+	s.mu.Lock()
+	s.wait(id, w, q, time.Now()) // the pooled waiter's next exchange, same ID
+	s.mu.Unlock()
+
+	assert.False(t, s.sendFailed(queued, errors.New("message too long")))
+	s.mu.Lock()
+	assert.Same(t, w, s.pending[id], "the new registration still waits")
+	s.mu.Unlock()
+	select {
+	case _, ok := <-w.answer:
+		assert.Fail(t, "the new registration was ended", "open %v, err %v", ok, w.err)
+	default:
+	}
+
+	// The registration that queued it does end on a failed send.
+	s.mu.Lock()
+	s.enqueue(id, w, q)
+	queued = s.queue[len(s.queue)-1]
+	s.mu.Unlock()
+	assert.False(t, s.sendFailed(queued, errors.New("message too long")))
+	_, ok := <-w.answer
+	assert.False(t, ok)
+	assert.EqualError(t, w.err, "message too long")
 }

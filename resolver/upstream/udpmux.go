@@ -200,9 +200,10 @@ func (b *readBatch) flush() {
 
 // queuedQuery is a packed query waiting in the socket's send queue.
 type queuedQuery struct {
-	id uint16
-	w  *waiter
-	b  []byte
+	id  uint16
+	w   *waiter
+	gen uint32 // w's registration that queued it (waiter.gen)
+	b   []byte
 }
 
 func newUpstreamSocket(addr string, timeout time.Duration, resend *resendPolicy) (*upstreamSocket, error) {
@@ -266,8 +267,8 @@ func (m *udpMux) register(w *waiter, q []byte, now time.Time) (s *upstreamSocket
 		id = queryIDs.next()
 	}
 	binary.BigEndian.PutUint16(q, id) // before w can be answered
-	lead = s.enqueue(id, w, q)
 	s.wait(id, w, q, now)
+	lead = s.enqueue(id, w, q)
 	return s, id, lead, nil
 }
 
@@ -352,8 +353,9 @@ const (
 	upstreamBuf   = 4096
 )
 
-// enqueue queues a copy of the packed query q, sent with ID id for w, and
-// reports whether the queue was empty; s.mu is held. The copy is in
+// enqueue queues a copy of the packed query q, sent with ID id for w's
+// registration (wait, before), and reports whether the queue was empty;
+// s.mu is held. The copy is in
 // octets: a query that ends before the queue is sent (an answer spoofed
 // with its ID) leaves nothing of its caller's memory in it, which
 // StartWire's caller reuses once the query has its answer.
@@ -366,7 +368,7 @@ func (s *upstreamSocket) enqueue(id uint16, w *waiter, q []byte) bool {
 	// datagrams queued before stay where they were, kept by the queue.
 	at := len(s.octets)
 	s.octets = append(s.octets, q...)
-	s.queue = append(s.queue, queuedQuery{id, w, s.octets[at:len(s.octets):len(s.octets)]})
+	s.queue = append(s.queue, queuedQuery{id, w, w.gen, s.octets[at:len(s.octets):len(s.octets)]})
 	return len(s.queue) == 1
 }
 
@@ -452,7 +454,7 @@ func (s *upstreamSocket) sendFailed(q queuedQuery, err error) bool {
 		s.fail(err)
 		return true
 	}
-	s.forget(q.id, q.w, err)
+	s.end(q.id, q.w, &q.gen, err, nil) // only the registration that queued it: w may be answered and waiting again
 	return false
 }
 
