@@ -121,8 +121,15 @@ func (u *updater) remove(t rpz.Trigger) {
 	l := u.list
 	if t.Prefix.IsValid() {
 		u.copyIPs()
-		if prev, ok := l.ips.Get(t.Prefix); !ok || prev.action != Action(t.Action) {
+		prev, ok := l.ips.Get(t.Prefix)
+		if !ok || prev.action != Action(t.Action) {
 			u.fail(fmt.Errorf("%s: not held", t.Owner))
+			return
+		}
+		if prev.spellings > 1 {
+			// Another record of the zone writes the same prefix: which
+			// of them an update leaves is the whole zone's to say.
+			u.fail(fmt.Errorf("%s: one of %d spellings of %s", t.Owner, prev.spellings, prev.name))
 			return
 		}
 		l.ips.Delete(t.Prefix)
@@ -181,10 +188,10 @@ func (u *updater) add(t rpz.Trigger) {
 	if t.Prefix.IsValid() {
 		u.copyIPs()
 		if _, ok := l.ips.Get(t.Prefix); ok {
-			u.fail(fmt.Errorf("%s: already held", t.Owner))
+			u.fail(fmt.Errorf("%s: already held", t.Owner)) // or another spelling of it: see remove
 			return
 		}
-		l.ips.Insert(t.Prefix, ipEntry{name: t.Prefix.String(), line: line, action: Action(t.Action)})
+		l.ips.Insert(t.Prefix, ipEntry{name: t.Prefix.String(), line: line, action: Action(t.Action), spellings: 1})
 		l.count++
 		return
 	}

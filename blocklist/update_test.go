@@ -237,6 +237,16 @@ func TestUpdateNotExact(t *testing.T) {
 	require.NoError(t, err)
 	_, err = plain.Update([32]byte{}, 1, feed(nil), feed(nil))
 	assert.ErrorIs(t, err, ErrNotExact, "only an RPZ list has triggers to change")
+
+	// One prefix spelt by two records (192.0.2.0/24, and the same as an
+	// IPv4-mapped IPv6 /120): removing one is the whole zone's to say,
+	// which still holds the other.
+	spelt := transferList(t, append(base, rrs(t, "120.200.c000.ffff.zz.rpz-ip.rpz.example.gov. 60 CNAME .")...))
+	l, err := spelt.Update([32]byte{}, 2, feed(rrs(t, "24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME .")), feed(nil))
+	assert.ErrorIs(t, err, ErrNotExact, "one of two spellings removed")
+	assert.Nil(t, l)
+	_, _, ok := spelt.MatchIP(netip.MustParseAddr("192.0.2.7"))
+	assert.True(t, ok, "the list as it was")
 }
 
 // BenchmarkUpdate1M applies 100 changes to a 1,000,000-trigger list.

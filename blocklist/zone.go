@@ -60,6 +60,13 @@ type ipEntry struct {
 	name   string // the prefix in text, made once so that MatchIP formats nothing
 	line   int
 	action Action
+	// spellings counts the zone's records that write this prefix with
+	// this action: one prefix has several spellings (`zz` or the zero
+	// groups written out, leading zeros, an IPv4 address mapped into
+	// IPv6). An update that deletes one of several is not applied as a
+	// change (ErrNotExact): the list is built whole from the zone, which
+	// keeps the trigger while another record holds it.
+	spellings int
 }
 
 // isRPZ reports whether a list file is read as an RPZ zone: its name ends
@@ -254,9 +261,11 @@ func (b *builder) addIP(t rpz.Trigger, line int, errs *errorList) {
 			return
 		}
 		l.dups = append(l.dups, Duplicate{Name: prev.name, Line: line, FirstLine: prev.line})
+		prev.spellings++
+		l.ips.Insert(p, prev)
 		return
 	}
-	l.ips.Insert(p, ipEntry{name: p.String(), line: line, action: a})
+	l.ips.Insert(p, ipEntry{name: p.String(), line: line, action: a, spellings: 1})
 	l.count++
 	if a == ActionPassthru {
 		l.zone.passthru = true

@@ -307,6 +307,13 @@ func (z *zoneCopy) commit(ch *zoneChange) {
 		z.rrs = append(z.rrs, rr)
 		z.dead = append(z.dead, false)
 		z.next = append(z.next, -1)
+		if 2*(z.used+1) > len(z.slots) {
+			// The table grows with the zone, new owners and all: a full
+			// one has no empty slot to end a probe, and slot would
+			// look for one forever.
+			z.reindex()
+			continue
+		}
 		z.link(int32(len(z.rrs)-1), rr)
 	}
 	z.live += len(ch.added)

@@ -1,0 +1,72 @@
+package source
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/require"
+)
+
+// manyNames returns n distinct RPZ records relative to zone.
+func manyNames(zone, prefix string, n int) []dns.RR {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s%d", prefix, i)
+	}
+	return cnames(zone, names...)
+}
+
+// An IXFR that adds more distinct owners than the zone copy's hash table
+// has empty slots (2048 slots for a zone of one record) must still commit:
+// zoneCopy.commit links every added record before it checks the load
+// factor, so slot() probes a full table for ever.
+func TestZoneCopyGrowsItsTableOnCommit(t *testing.T) {
+	z := newZoneCopy(testSOA(testZone, 1), cnames(testZone, "a"))
+	ch, err := z.plan([]ixfrDiff{{from: testSOA(testZone, 1), to: testSOA(testZone, 2), add: manyNames(testZone, "n", 3000)}})
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		z.commit(ch)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("zoneCopy.commit of an IXFR adding 3000 owners did not return (hash table full, slot() spins)")
+	}
+	require.Equal(t, 3001, z.live)
+}
+
+// End to end: after such an IXFR is delivered, the source never takes
+// another update (its Run goroutine spins in commit), so names the primary
+// adds later are never blocked, and the status never records the success.
+func TestZoneSourceGoesOnAfterALargeIXFR(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a"), nil)
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	rec.waitCount(t, 1)
+	p.update(func(p *fakePrimary) {
+		p.soa = testSOA(testZone, 2)
+		p.ixfr = func(have uint32) []dns.RR {
+			return ixfrAnswer(testZone, ixfrStep{from: 1, to: 2, add: manyNames(testZone, "n", 3000)})
+		}
+	})
+	poke(t, z)
+	c := rec.waitCount(t, 2)
+	require.Equal(t, TransferIXFR, c.Transfer)
+	require.Len(t, c.Records, 3002)
+
+	p.update(func(p *fakePrimary) {
+		p.soa = testSOA(testZone, 3)
+		p.ixfr = func(have uint32) []dns.RR {
+			return ixfrAnswer(testZone, ixfrStep{from: 2, to: 3, add: cnames(testZone, "late-addition")})
+		}
+	})
+	z.Notify(netipLoopback())
+	require.Eventually(t, func() bool { return rec.count() >= 3 }, 5*time.Second, tick,
+		"serial 3 never delivered: the source is stuck after the large IXFR; status serial %d", z.Status().Serial)
+}
+
+func netipLoopback() netip.Addr { return netip.MustParseAddr("127.0.0.1") }
