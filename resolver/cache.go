@@ -413,34 +413,40 @@ func (c *Cache) servable(e *cacheEntry, now time.Time) bool {
 	return now.Sub(e.stored) < min(e.ttl+c.cfg.ServeStale, e.keep)
 }
 
-// cacheTTL is how long an answer may be cached: the smallest record TTL
-// (clamped to [minTTL, maxTTL], in seconds) for a positive answer; for NXDOMAIN and NODATA the
-// smaller of the SOA's TTL and MINIMUM (RFC 2308 §5), not cached without an
-// SOA; an upstream SERVFAIL briefly.
+// cacheTTL is how long an answer may be cached: the smallest TTL of its
+// answer and authority records (clamped to [minTTL, maxTTL], in seconds),
+// and with an SOA in the authority section at most that SOA's MINIMUM: a
+// negative answer's TTL is the smaller of the SOA's TTL and MINIMUM (RFC
+// 2308 §5), after a CNAME chain too, and no record of the answer may be
+// served past its own. NXDOMAIN and NODATA without an SOA are not cached;
+// an upstream SERVFAIL is, briefly.
 func cacheTTL(m *dns.Msg, minTTL, maxTTL uint32) (time.Duration, bool) {
 	clamp := func(t uint32) time.Duration {
 		return time.Duration(min(max(t, minTTL), maxTTL)) * time.Second
 	}
-	switch {
-	case m.Rcode == dns.RcodeServerFailure:
+	switch m.Rcode {
+	case dns.RcodeServerFailure:
 		return min(servfailTTL, clamp(uint32(servfailTTL/time.Second))), true
-	case m.Rcode == dns.RcodeNameError || (m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0):
-		for _, rr := range m.Ns {
-			if soa, ok := rr.(*dns.SOA); ok {
-				return clamp(min(soa.Hdr.Ttl, soa.Minttl)), true
-			}
-		}
+	case dns.RcodeNameError, dns.RcodeSuccess:
+	default:
 		return 0, false
-	case m.Rcode == dns.RcodeSuccess:
-		ttl := ^uint32(0)
-		for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
-			for _, rr := range sec {
-				ttl = min(ttl, rr.Header().Ttl)
-			}
-		}
-		return clamp(ttl), true
 	}
-	return 0, false
+	ttl, soa := ^uint32(0), false
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
+		for _, rr := range sec {
+			ttl = min(ttl, rr.Header().Ttl)
+		}
+	}
+	for _, rr := range m.Ns {
+		if s, ok := rr.(*dns.SOA); ok {
+			ttl, soa = min(ttl, s.Minttl), true
+			break
+		}
+	}
+	if negative := m.Rcode == dns.RcodeNameError || len(m.Answer) == 0; negative && !soa {
+		return 0, false
+	}
+	return clamp(ttl), true
 }
 
 // aged copies the cached answer with every TTL clamped to the entry's

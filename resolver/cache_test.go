@@ -56,12 +56,33 @@ func TestCacheTTLs(t *testing.T) {
 		{name: "nodata: SOA", msg: answerWith("x.example.org.", dns.TypeAAAA, dns.RcodeSuccess,
 			sprintf(soa, 600, 120)), max: 86400, wantTTL: 120 * time.Second},
 		{name: "nxdomain without SOA not cached", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeNameError), max: 86400},
+		// After a CNAME chain (RFC 2308 §5): no record past its own TTL,
+		// and the negative part no longer than the SOA's MINIMUM.
+		{name: "nxdomain after a CNAME: the CNAME's TTL", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeNameError,
+			"x.example.org. 30 IN CNAME gone.example.org.", sprintf(soa, 3600, 600)), max: 86400, wantTTL: 30 * time.Second},
+		{name: "nxdomain after a CNAME: the SOA MINIMUM", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeNameError,
+			"x.example.org. 3600 IN CNAME gone.example.org.", sprintf(soa, 3600, 60)), max: 86400, wantTTL: 60 * time.Second},
+		{name: "nodata after a CNAME: the SOA MINIMUM", msg: answerWith("x.example.org.", dns.TypeAAAA, dns.RcodeSuccess,
+			"x.example.org. 3600 IN CNAME v4only.example.org.", sprintf(soa, 3600, 60)), max: 86400, wantTTL: 60 * time.Second},
+		{name: "nodata after a CNAME: the SOA TTL", msg: answerWith("x.example.org.", dns.TypeAAAA, dns.RcodeSuccess,
+			"x.example.org. 3600 IN CNAME v4only.example.org.", sprintf(soa, 45, 900)), max: 86400, wantTTL: 45 * time.Second},
 		{name: "servfail briefly", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeServerFailure), max: 86400, wantTTL: 5 * time.Second},
 		{name: "servfail never longer than max_ttl", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeServerFailure), max: 2, wantTTL: 2 * time.Second},
 		{name: "refused not cached", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeRefused), max: 86400},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			// The wire path's reading of the same answer decides alike.
+			raw, err := tc.msg.Pack()
+			require.NoError(t, err)
+			var w wireAnswer
+			sh, ok := wireOf(raw, &w)
+			require.True(t, ok)
+			wireTTL, wireOK := sh.cacheTTL(tc.min, tc.max)
+			msgTTL, msgOK := cacheTTL(tc.msg, tc.min, tc.max)
+			assert.Equal(t, msgTTL, wireTTL, "wire form")
+			assert.Equal(t, msgOK, wireOK, "wire form")
+
 			c := NewCache(config.Cache{Size: 100, MinTTL: tc.min, MaxTTL: tc.max})
 			key := keyOf(tc.msg)
 			now := time.Unix(1_000_000, 0)

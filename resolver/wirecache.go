@@ -156,18 +156,21 @@ func (sh *wireShape) cacheTTL(minTTL, maxTTL uint32) (time.Duration, bool) {
 	clamp := func(t uint32) time.Duration {
 		return time.Duration(min(max(t, minTTL), maxTTL)) * time.Second
 	}
-	switch {
-	case sh.rcode == dns.RcodeServerFailure:
+	switch sh.rcode {
+	case dns.RcodeServerFailure:
 		return min(servfailTTL, clamp(uint32(servfailTTL/time.Second))), true
-	case sh.rcode == dns.RcodeNameError || (sh.rcode == dns.RcodeSuccess && sh.answers == 0):
-		if sh.soa {
-			return clamp(sh.soaTTL), true
-		}
+	case dns.RcodeNameError, dns.RcodeSuccess:
+	default:
 		return 0, false
-	case sh.rcode == dns.RcodeSuccess:
-		return clamp(sh.minTTL), true
 	}
-	return 0, false
+	ttl := sh.minTTL
+	if sh.soa {
+		ttl = min(ttl, sh.soaTTL)
+	}
+	if negative := sh.rcode == dns.RcodeNameError || sh.answers == 0; negative && !sh.soa {
+		return 0, false
+	}
+	return clamp(ttl), true
 }
 
 // appendCached writes into b the answer from the entry e to the query read

@@ -139,15 +139,16 @@ func padReply(req *dns.Msg, b []byte) []byte {
 }
 
 // cacheMaxAge is the HTTP freshness lifetime of a DoH answer in seconds
-// (RFC 8484 §5.1): the smallest TTL of the answer and authority sections;
-// for an answer with no answer records and an SOA in the authority
-// section, at most that SOA's MINIMUM (the negative-caching TTL of RFC
-// 2308 §5 is the smaller of the SOA's TTL and MINIMUM). An answer with no
-// records at all (SERVFAIL, REFUSED, FORMERR) gets 0: not to be reused.
+// (RFC 8484 §5.1): the smallest TTL of the answer and authority sections,
+// and with an SOA in the authority section at most that SOA's MINIMUM
+// (the negative-caching TTL of RFC 2308 §5 is the smaller of the SOA's
+// TTL and MINIMUM, for an NXDOMAIN or NODATA at the end of a CNAME chain
+// too). An answer with no records at all (SERVFAIL, REFUSED, FORMERR)
+// gets 0: not to be reused.
 func cacheMaxAge(m *dns.Msg) uint32 {
 	ttl := uint32(math.MaxUint32)
 	found := false
-	for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
+	for i, sec := range [][]dns.RR{m.Answer, m.Ns} {
 		for _, rr := range sec {
 			h := rr.Header()
 			if h.Rrtype == dns.TypeOPT || h.Rrtype == dns.TypeSIG || h.Rrtype == dns.TypeTSIG {
@@ -155,7 +156,7 @@ func cacheMaxAge(m *dns.Msg) uint32 {
 			}
 			found = true
 			ttl = min(ttl, h.Ttl)
-			if soa, ok := rr.(*dns.SOA); ok && len(m.Answer) == 0 {
+			if soa, ok := rr.(*dns.SOA); ok && i == 1 {
 				ttl = min(ttl, soa.Minttl)
 			}
 		}

@@ -184,9 +184,11 @@ func (w *wireQuery) answer(b []byte, id uint16) (*dns.Msg, error) {
 		return nil, fmt.Errorf("%w: a query came back, not an answer", ErrProtocol)
 	case resp.Id != id:
 		return nil, fmt.Errorf("%w: answer with ID %d to a query with ID %d", ErrProtocol, resp.Id, id)
-	case len(resp.Question) == 0 && resp.Rcode != dns.RcodeSuccess:
-		// Some servers leave the question out of a failure (FORMERR,
-		// SERVFAIL, REFUSED...); the RCODE still says what happened.
+	case len(resp.Question) == 0 && failureRcode(resp.Rcode):
+		// Some servers leave the question out of a failure (SERVFAIL,
+		// REFUSED, NOTIMP), as checkAnswer allows on every transport: the
+		// RCODE still says what happened. Any other answer must say what
+		// it answers.
 	case len(resp.Question) != 1 || !sameQuestionWire(resp.Question[0], w.q.Question[0]):
 		return nil, fmt.Errorf("%w: answer for another question", ErrProtocol)
 	}
