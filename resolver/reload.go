@@ -129,9 +129,12 @@ type Reloader struct {
 	status atomic.Pointer[ReloadStatus]
 
 	// runCtx bounds the remote list sources (Start sets it); sources are
-	// those running, by entry. Both guarded by mu.
-	runCtx  context.Context
-	sources map[string]*runningSource
+	// those running, by entry; startCfg is the configuration Start
+	// starts them with, whose guards apply to the copies that come before
+	// the first snapshot. All guarded by mu.
+	runCtx   context.Context
+	sources  map[string]*runningSource
+	startCfg *config.Config
 }
 
 // NewReloader returns a Reloader for the handler's state. load reads the

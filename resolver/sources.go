@@ -82,7 +82,7 @@ func sourceKey(opt source.Options) string {
 // build errors are BuildSnapshot's and ConnectUpstreams'.
 func (r *Reloader) Start(ctx context.Context, cfg *config.Config) (*Snapshot, error) {
 	r.mu.Lock()
-	r.runCtx = ctx
+	r.runCtx, r.startCfg = ctx, cfg
 	r.syncSources(cfg)
 	running := slices.Collect(maps.Values(r.sources))
 	r.mu.Unlock()
@@ -244,8 +244,19 @@ func (r *Reloader) applySource(rs *runningSource, c source.Content) error {
 	}
 	if next == nil {
 		// No snapshot yet (Start builds the first with it), or one that
-		// does not use the list any more.
+		// does not use the list any more. Before the first, the copy held
+		// (the disk copy, read at start) is what the first snapshot would
+		// serve: a network copy that shrank past max_shrink is held, as
+		// it would be a moment later, whichever comes first.
+		if err := r.startShrink(prev, rs, l); err != nil {
+			rs.pending = l
+			r.log.Warn("list source copy held, keeping the list served: SIGHUP applies it", zap.String(logList, name),
+				zap.String("version", c.Version()), zap.Error(err))
+			r.handler.setHeld(name, true)
+			return err
+		}
 		rs.list, rs.pending = l, nil
+		r.handler.setHeld(name, false)
 		r.log.Info("list source loaded", zap.String(logList, name), zap.Int("entries", l.Len()),
 			zap.String("version", c.Version()), zap.Bool("from_cache", c.FromCache), zap.Duration("took", time.Since(start)))
 		return nil
@@ -281,6 +292,21 @@ func (r *Reloader) applySource(rs *runningSource, c source.Content) error {
 		r.AfterReload(next)
 	}
 	return nil
+}
+
+// startShrink is heldChanges' list guard for a copy l of rs that comes
+// before the first snapshot (prev nil): against the copy rs holds, under
+// the starting configuration's reload.max_shrink; r.mu is held.
+func (r *Reloader) startShrink(prev *Snapshot, rs *runningSource, l *blocklist.List) error {
+	if prev != nil || rs.list == nil || r.startCfg == nil {
+		return nil
+	}
+	maxShrink := r.startCfg.Reload.MaxShrink
+	if maxShrink <= 0 || !shrunk(float64(rs.list.Len()), float64(l.Len()), maxShrink) {
+		return nil
+	}
+	return fmt.Errorf("%s: %w: %d to %d entries (max_shrink %g); SIGHUP accepts it",
+		rs.src.Name(), ErrShrink, rs.list.Len(), l.Len(), maxShrink)
 }
 
 // How a source's list was built, for the log.

@@ -369,3 +369,43 @@ sources: {refresh: 1s, cache_dir: cache, max_bytes: 4096}
 		assert.True(t, ready, why)
 	})
 }
+
+// TestSourceCopyBeforeTheFirstSnapshotIsGuarded: a copy that comes before
+// the first snapshot (the disk copy read at start, then the network's,
+// while Start still waits for another source) is held by
+// reload.max_shrink against the copy held, as it would be a moment later:
+// whether the guard applies does not hang on timing.
+func TestSourceCopyBeforeTheFirstSnapshotIsGuarded(t *testing.T) {
+	log, logs := observed(t)
+	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
+	r := NewReloader(log, h, nil)
+	const name = "https://lists.example.gov/tiktok.txt"
+	cfg := &config.Config{}
+	cfg.Reload.MaxShrink = 0.5
+	rs := &runningSource{src: failedSource{name: name}}
+	r.mu.Lock()
+	r.sources, r.startCfg = map[string]*runningSource{name: rs}, cfg
+	r.mu.Unlock()
+	body := func(s string) source.Content {
+		return source.Content{Source: name, Kind: source.KindBody, Body: []byte(s)}
+	}
+
+	disk := body(names(99, "tiktok.com"))
+	disk.FromCache = true
+	require.NoError(t, r.applySource(rs, disk))
+	require.Equal(t, 100, rs.list.Len())
+
+	err := r.applySource(rs, body("tiktok.com\n"))
+	require.ErrorIs(t, err, ErrShrink)
+	assert.Equal(t, 100, rs.list.Len(), "the disk copy stays the one the first snapshot serves")
+	require.NotNil(t, rs.pending, "SIGHUP applies it")
+	_, held := h.held.Load(name)
+	assert.True(t, held)
+	assert.True(t, logged(logs, "list source copy held, keeping the list served: SIGHUP applies it", map[string]any{logList: name}))
+
+	require.NoError(t, r.applySource(rs, body(names(79, "tiktok.com"))), "within max_shrink")
+	assert.Equal(t, 80, rs.list.Len())
+	assert.Nil(t, rs.pending)
+	_, held = h.held.Load(name)
+	assert.False(t, held)
+}
