@@ -147,14 +147,7 @@ func TestExpireEndsOnlyTheLateRegistration(t *testing.T) {
 		s.end(q.id, q.w, &q.gen, q.err, nil)
 	}
 
-	s.mu.Lock()
-	assert.Same(t, w, s.pending[id], "the new registration still waits")
-	s.mu.Unlock()
-	select {
-	case _, ok := <-w.answer:
-		assert.Fail(t, "the new registration was ended", "open %v, err %v", ok, w.err)
-	default:
-	}
+	stillWaits(t, s, id, w)
 }
 
 // TestSendFailureEndsOnlyItsRegistration: a query answered (by a spoofed
@@ -181,14 +174,7 @@ func TestSendFailureEndsOnlyItsRegistration(t *testing.T) {
 	s.mu.Unlock()
 
 	assert.False(t, s.sendFailed(queued, errors.New("message too long")))
-	s.mu.Lock()
-	assert.Same(t, w, s.pending[id], "the new registration still waits")
-	s.mu.Unlock()
-	select {
-	case _, ok := <-w.answer:
-		assert.Fail(t, "the new registration was ended", "open %v, err %v", ok, w.err)
-	default:
-	}
+	stillWaits(t, s, id, w)
 
 	// The registration that queued it does end on a failed send.
 	s.mu.Lock()
@@ -199,4 +185,17 @@ func TestSendFailureEndsOnlyItsRegistration(t *testing.T) {
 	_, ok := <-w.answer
 	assert.False(t, ok)
 	assert.EqualError(t, w.err, "message too long")
+}
+
+// stillWaits checks that w is registered under id on s, and not ended.
+func stillWaits(t *testing.T, s *upstreamSocket, id uint16, w *waiter) {
+	t.Helper()
+	s.mu.Lock()
+	assert.Same(t, w, s.pending[id], "the new registration still waits")
+	s.mu.Unlock()
+	select {
+	case _, ok := <-w.answer:
+		assert.Fail(t, "the new registration was ended", "open %v, err %v", ok, w.err)
+	default:
+	}
 }
