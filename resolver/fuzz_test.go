@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -163,11 +164,21 @@ func FuzzECS(f *testing.F) {
 		if !ok {
 			return
 		}
-		if !p.IsValid() || p.Masked() != p || p.Bits() != int(e.SourceNetmask) {
+		// Family 2 gives IPv4 only for IPv4-mapped IPv6 of /96 or longer,
+		// 96 bits shorter.
+		mapped := e.Family == 2 && p.Addr().Is4()
+		bits := int(e.SourceNetmask)
+		if mapped {
+			bits -= 96
+		}
+		if !p.IsValid() || p.Masked() != p || p.Bits() != bits {
 			t.Fatalf("ECS %v gave a bad prefix %s", e, p)
 		}
-		if (e.Family == 1) != p.Addr().Is4() {
+		if e.Family == 1 && !p.Addr().Is4() {
 			t.Fatalf("family %d gave %s", e.Family, p)
+		}
+		if mapped && (len(e.Address) != net.IPv6len || !netip.AddrFrom16([16]byte(e.Address)).Is4In6() || e.SourceNetmask < 96) {
+			t.Fatalf("family 2 %v gave IPv4 %s", e, p)
 		}
 	})
 }

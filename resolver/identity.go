@@ -101,9 +101,13 @@ func findECS(req *dns.Msg) *dns.EDNS0_SUBNET {
 
 // ecsPrefix is the network an ECS option names: its address masked to the
 // source prefix length. Options that are malformed for their family (RFC
-// 7871 §6) are rejected.
+// 7871 §6) are rejected. An IPv4 network written as IPv4-mapped IPv6
+// (::ffff:192.0.2.0/120, as a dual-stack proxy may see its IPv4 clients)
+// is that IPv4 network, as a mapped source address is on every transport
+// (DESIGN.md §1.2): else no IPv4 range would hold it.
 func ecsPrefix(e *dns.EDNS0_SUBNET) (netip.Prefix, bool) {
 	var addr netip.Addr
+	bits := int(e.SourceNetmask)
 	switch e.Family {
 	case 1:
 		a, ok := netip.AddrFromSlice(e.Address)
@@ -120,10 +124,13 @@ func ecsPrefix(e *dns.EDNS0_SUBNET) (netip.Prefix, bool) {
 			return netip.Prefix{}, false
 		}
 		addr = a
+		if a.Is4In6() && bits >= 96 {
+			addr, bits = a.Unmap(), bits-96
+		}
 	default:
 		return netip.Prefix{}, false
 	}
-	p, err := addr.Prefix(int(e.SourceNetmask))
+	p, err := addr.Prefix(bits)
 	if err != nil {
 		return netip.Prefix{}, false
 	}

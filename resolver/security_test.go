@@ -129,6 +129,12 @@ func TestECSPrefixParsing(t *testing.T) {
 		{name: "ipv4 host", ecs: dns.EDNS0_SUBNET{Family: 1, SourceNetmask: 32, Address: net.IP{10, 1, 2, 3}}, want: "10.1.2.3/32"},
 		{name: "ipv4 masked", ecs: dns.EDNS0_SUBNET{Family: 1, SourceNetmask: 20, Address: net.IP{10, 1, 255, 3}}, want: "10.1.240.0/20"},
 		{name: "ipv6", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 56, Address: net.ParseIP("2001:db8:1:2:3::1")}, want: "2001:db8:1::/56"},
+		// IPv4 written as IPv4-mapped IPv6 is IPv4, as a mapped source
+		// address is (DESIGN.md §1.2).
+		{name: "ipv4-mapped host", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 128, Address: net.ParseIP("::ffff:10.1.2.3")}, want: "10.1.2.3/32"},
+		{name: "ipv4-mapped network", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 120, Address: net.ParseIP("::ffff:10.1.2.3")}, want: "10.1.2.0/24"},
+		{name: "ipv4-mapped, all of ipv4", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 96, Address: net.ParseIP("::ffff:10.1.2.3")}, want: "0.0.0.0/0"},
+		{name: "shorter than the mapping: ipv6", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 80, Address: net.ParseIP("::ffff:10.1.2.3")}, want: "::/80"},
 		{name: "ipv4 mask too long", ecs: dns.EDNS0_SUBNET{Family: 1, SourceNetmask: 33, Address: net.IP{10, 1, 2, 3}}},
 		{name: "ipv6 mask too long", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 129, Address: net.ParseIP("2001:db8::1")}},
 		{name: "unknown family", ecs: dns.EDNS0_SUBNET{Family: 3, SourceNetmask: 8, Address: net.IP{10, 0, 0, 0}}},
