@@ -812,6 +812,13 @@ func (h *Handler) write(q *query, r reply) {
 		m.Compress = true
 		if m.Len() > limit {
 			m.Truncate(limit)
+			if m.Len() > limit {
+				// Truncate keeps the OPT whole, and an upstream's
+				// Extended DNS Errors, copied into it, may alone be over
+				// the limit (RFC 6891 §7 bounds the whole datagram).
+				shrinkOPT(m, limit)
+				m.Truncate(limit)
+			}
 		}
 		r.rcode = m.Rcode
 	}
@@ -824,6 +831,29 @@ func (h *Handler) write(q *query, r reply) {
 	}
 	if err != nil {
 		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
+	}
+}
+
+// shrinkOPT makes m's OPT record fit an answer of limit octets: the
+// Extended DNS Errors' texts go first (RFC 8914 §2: for people, not for
+// resolution), then the options. An EDE's code is kept while it fits.
+func shrinkOPT(m *dns.Msg, limit int) {
+	opt := m.IsEdns0()
+	if opt == nil {
+		return
+	}
+	// New options, not the old ones changed: they may be a cached
+	// answer's, which other clients read.
+	short := make([]dns.EDNS0, len(opt.Option))
+	for i, o := range opt.Option {
+		short[i] = o
+		if e, ok := o.(*dns.EDNS0_EDE); ok {
+			short[i] = &dns.EDNS0_EDE{InfoCode: e.InfoCode}
+		}
+	}
+	opt.Option = short
+	if m.Len() > limit {
+		opt.Option = nil
 	}
 }
 
