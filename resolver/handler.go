@@ -94,7 +94,12 @@ type Handler struct {
 	cache   atomic.Pointer[Cache]
 	limiter atomic.Pointer[rateLimiter] // nil: rate limiting off
 	slots   upstreamSlots               // upstream queries in flight
-	flight  singleflight.Group          // identical concurrent misses share one upstream query
+	// waiting counts the queries a listener resumed off its loop (the
+	// resume of ServeInline and ServeWire) that have not ended: each holds
+	// a goroutine while it waits, and a query that joins another's upstream
+	// query takes no slot, so this is what bounds them (waitingLimit).
+	waiting atomic.Int64
+	flight  singleflight.Group // identical concurrent misses share one upstream query
 	// wireFlights is flight for the misses of the wire path.
 	wireFlights wireFlights
 	// inflight counts queries being answered, from serveInline until the
@@ -236,7 +241,34 @@ func (h *Handler) ServeInline(w listen.ResponseWriter, req *dns.Msg) (resume fun
 	}
 	p := new(query) // only a query that waits on an upstream leaves the stack
 	*p = q
-	return func() { h.resume(p, false) }
+	if !h.startWaiting(p) {
+		return nil
+	}
+	return func() {
+		defer h.waiting.Add(-1)
+		h.resume(p, false)
+	}
+}
+
+// waitingLimit is how many resumed queries may wait at once (Handler's
+// waiting): four times limits.upstream_inflight, and at least 1,024, so
+// that the queries joining others' upstream queries have room, while a
+// flood of one slow name cannot hold a goroutine a packet.
+func waitingLimit(snap *Snapshot) int64 {
+	return int64(max(4*snap.Config.Limits.UpstreamInflight, 1024))
+}
+
+// startWaiting counts q, which serveInline left waiting on an upstream,
+// among those resumed; past waitingLimit it answers q SERVFAIL at once
+// (as the upstream slots do, errOverloaded), ends it and reports false.
+func (h *Handler) startWaiting(q *query) bool {
+	if h.waiting.Add(1) <= waitingLimit(q.snap) {
+		return true
+	}
+	h.waiting.Add(-1)
+	defer h.done()
+	h.write(q, h.failure(q, errOverloaded))
+	return false
 }
 
 // ServeDNS answers one query (dns.Handler): ServeInline's step, then
@@ -381,6 +413,13 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 		return msgReply(newReply(req, rcode), ResultFormerr), true
 	}
 	question := req.Question[0]
+	// 3. May they ask at all: before anything is answered, a zone
+	// transfer's refusal and an explanation too (a client outside
+	// allowed_clients gets REFUSED and nothing larger, whatever
+	// explain_clients holds).
+	if !q.snap.Allowed(q.id.Source) {
+		return msgReply(refusedReply(req), ResultRefused), true
+	}
 	if question.Qtype == dns.TypeAXFR || question.Qtype == dns.TypeIXFR {
 		m := newReply(req, dns.RcodeRefused)
 		addEDE(m, dns.ExtendedErrorCodeNotSupported, "zone transfers are not forwarded")
@@ -391,7 +430,7 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 		return h.explain(q, name), true
 	}
 
-	// 3. May they ask at all; 4. which policy; 5. is the name blocked.
+	// 4. Which policy; 5. is the name blocked (decide checks 3 again).
 	q.out = q.snap.decide(q.id.Source, q.id.Client, question.Name)
 	switch q.out.result {
 	case ResultRefused:

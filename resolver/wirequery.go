@@ -270,7 +270,12 @@ func (h *Handler) ServeWire(w listen.ResponseWriter, b []byte) (resume func(), h
 	if h.startWire(p) {
 		return nil, true
 	}
+	if !h.startWaiting(p) {
+		p.left.release()
+		return nil, true
+	}
 	return func() {
+		defer h.waiting.Add(-1)
 		defer p.left.release()
 		h.resume(p, false)
 	}, true

@@ -1,0 +1,147 @@
+package resolver
+
+import (
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestExplainNeedsAllowedClients: a source outside
+// allowed_clients must get REFUSED for every query. The CHAOS explain query
+// is checked against explain_clients only (handler.go answerInline: explain
+// before decide), so a source outside allowed_clients but inside
+// explain_clients (the default, all of loopback) gets a full explanation:
+// a large TXT answer to an unallowed source.
+func TestExplainNeedsAllowedClients(t *testing.T) {
+	up := startUpstream(t, defaultAnswer)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	q := new(dns.Msg)
+	q.SetQuestion("www.tiktok.com.explain.dnsfence.", dns.TypeTXT)
+	q.Question[0].Qclass = dns.ClassCHAOS
+	q.SetEdns0(1232, false)
+	wire, _ := q.Pack()
+	r, err := exchange(f.addr, "127.0.0.20", "udp", q) // outside 127.0.0.0/28
+	require.NoError(t, err)
+	t.Logf("query %d octets, answer %d octets, rcode %s", len(wire), r.Len(), dns.RcodeToString[r.Rcode])
+	assert.Equal(t, dns.RcodeRefused, r.Rcode, "unallowed source got an explanation: %v", r.Answer)
+	assert.LessOrEqual(t, r.Len(), len(wire)+32, "answer to an unallowed source much larger than its query")
+}
+
+// TestUnallowedGetsOnlyRefused: an unallowed source gets REFUSED (or
+// FORMERR/NOTIMP, or nothing) for other kinds of query, over UDP and TCP,
+// and never an answer much larger than its query.
+func TestUnallowedGetsOnlyRefused(t *testing.T) {
+	up := startUpstream(t, defaultAnswer)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	// warm the cache for an allowed client
+	_, err := exchange(f.addr, "127.0.0.3", "udp", question("cached.example.", dns.TypeA, true))
+	require.NoError(t, err)
+	axfr := question("example.com.", dns.TypeAXFR, true)
+	ecs := question("cached.example.", dns.TypeA, true)
+	ecs.IsEdns0().Option = append(ecs.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 32, Address: net.ParseIP("127.0.0.1").To4()})
+	for _, name := range []string{"www.tiktok.com.", "cached.example."} {
+		for _, m := range []*dns.Msg{question(name, dns.TypeA, true), question(name, dns.TypeANY, false), axfr, ecs} {
+			wire, _ := m.Pack()
+			r, err := exchange(f.addr, "127.0.0.20", "udp", m)
+			require.NoError(t, err)
+			assert.Equal(t, dns.RcodeRefused, r.Rcode, "%s", m.Question[0].String())
+			assert.Empty(t, r.Answer)
+			t.Logf("%s: query %d answer %d %s", m.Question[0].String(), len(wire), r.Len(), dns.RcodeToString[r.Rcode])
+		}
+	}
+	// TCP: the connection is closed at accept
+	_, err = exchange(f.addr, "127.0.0.20", "tcp", question("cached.example.", dns.TypeA, false))
+	assert.Error(t, err)
+}
+
+// TestIdenticalMissesBounded: a flood of identical cache
+// misses against a slow upstream. Only the first takes an upstream slot;
+// each other one waits on a goroutine of its own (wirequery.go ServeWire
+// -> startWire returns false for a joiner -> udpServer.workers.run, which
+// past udpWorkers starts an unbounded goroutine per job, udp.go run). So
+// goroutines grow with the query rate times the upstream timeout,
+// whatever limits.upstream_inflight says.
+func TestIdenticalMissesBounded(t *testing.T) {
+	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nrate_limit: {rate: 0}\nlimits: {upstream_inflight: 4}", 1)
+	cfg = strings.Replace(cfg, "upstream_timeout: 300ms", "upstream_timeout: 4s", 1)
+	f := startFence(t, cfg, testFiles, silentUpstream(t))
+	before := runtime.NumGoroutine()
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer conn.Close()
+	dst, _ := net.ResolveUDPAddr("udp", f.addr)
+	const n = 3000
+	start := time.Now()
+	for i := 0; i < n && time.Since(start) < 2*time.Second; i++ {
+		m := question("same.example.", dns.TypeA, false)
+		m.Id = uint16(i)
+		b, _ := m.Pack()
+		_, _ = conn.WriteTo(b, dst)
+		if i%200 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	grown := runtime.NumGoroutine() - before
+	t.Logf("%d identical misses in %v: %d goroutines more", n, time.Since(start), grown)
+	assert.Less(t, grown, 2048+100, "goroutines not bounded by upstream_inflight nor the worker pool")
+}
+
+// TestUniqueMissesPastTheLimitServfail: past upstream_inflight a unique miss
+// gets SERVFAIL at once.
+func TestUniqueMissesPastTheLimitServfail(t *testing.T) {
+	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nrate_limit: {rate: 0}\nlimits: {upstream_inflight: 4}", 1)
+	cfg = strings.Replace(cfg, "upstream_timeout: 300ms", "upstream_timeout: 4s", 1)
+	f := startFence(t, cfg, testFiles, silentUpstream(t))
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer conn.Close()
+	dst, _ := net.ResolveUDPAddr("udp", f.addr)
+	const n = 300
+	for i := 0; i < n; i++ {
+		m := question(fmt.Sprintf("u%d.example.", i), dns.TypeA, false)
+		b, _ := m.Pack()
+		_, _ = conn.WriteTo(b, dst)
+	}
+	var servfail atomic.Int32
+	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 4096)
+	for {
+		k, _, err := conn.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		var r dns.Msg
+		if r.Unpack(buf[:k]) == nil && r.Rcode == dns.RcodeServerFailure {
+			servfail.Add(1)
+		}
+	}
+	assert.GreaterOrEqual(t, int(servfail.Load()), n-4-10)
+}
+
+// TestRateLimitDropsUDPRefusesTCP: over the limit, UDP gets no
+// answer and TCP REFUSED; rotating source ports does not help.
+func TestRateLimitDropsUDPRefusesTCP(t *testing.T) {
+	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nrate_limit: {rate: 0.001, burst: 3, exempt: []}", 1)
+	up := startUpstream(t, defaultAnswer)
+	f := startFence(t, cfg, testFiles, up.addr)
+	answered := 0
+	for i := 0; i < 10; i++ { // each exchange uses a new source port
+		c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP("127.0.0.1")}}}
+		if _, _, err := c.Exchange(question("www.tiktok.com.", dns.TypeA, false), f.addr); err == nil {
+			answered++
+		}
+	}
+	assert.Equal(t, 3, answered)
+	r, err := exchange(f.addr, "127.0.0.1", "tcp", question("www.tiktok.com.", dns.TypeA, false))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeRefused, r.Rcode)
+}
