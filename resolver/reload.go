@@ -150,7 +150,7 @@ func watchedFiles(s *Snapshot) []string {
 	if s.Config.Embedded {
 		return nil
 	}
-	files := []string{s.Config.File}
+	files := configFiles(s.Config)
 	for p := range s.Lists {
 		if !config.IsRemote(p) {
 			files = append(files, p)
@@ -159,15 +159,25 @@ func watchedFiles(s *Snapshot) []string {
 	for p := range s.Ranges {
 		files = append(files, p)
 	}
-	for _, pc := range s.Config.Policies {
+	slices.Sort(files)
+	return slices.Compact(files)
+}
+
+// configFiles are the files cfg names: itself, and its policies' client
+// files and local lists.
+func configFiles(cfg *config.Config) []string {
+	if cfg.Embedded {
+		return nil
+	}
+	files := []string{cfg.File}
+	for _, pc := range cfg.Policies {
 		for _, f := range slices.Concat(pc.ClientFiles, pc.Block, pc.Allow) {
 			if !config.IsRemote(f) {
-				files = append(files, s.Config.Path(f))
+				files = append(files, cfg.Path(f))
 			}
 		}
 	}
-	slices.Sort(files)
-	return slices.Compact(files)
+	return files
 }
 
 // appliedSums are the content hashes a snapshot was built from, so that a
@@ -370,15 +380,23 @@ func (r *Reloader) publishStatus(st *ReloadStatus) {
 	r.handler.reload.Store(st)
 }
 
-// waitComplete waits until the running state's files are complete (no
-// writer holds one open, content stable over reload.debounce), for at most
-// sighupWait; the error wraps ErrIncomplete.
+// waitComplete waits until the running state's files, and those the
+// configuration on disk names now, are complete (no writer holds one
+// open, content stable over reload.debounce), for at most sighupWait; the
+// error wraps ErrIncomplete. The configuration's own: a SIGHUP after an
+// edit that points a policy at a new list reads that list, which may be
+// half written.
 func (r *Reloader) waitComplete() error {
 	r.mu.Lock()
 	w := r.watcher
 	r.mu.Unlock()
 	snap := r.handler.Snapshot()
 	files := watchedFiles(snap)
+	if cfg, err := r.load(); err == nil {
+		files = append(files, configFiles(cfg)...) // a configuration that does not load fails the reload anyway
+		slices.Sort(files)
+		files = slices.Compact(files)
+	}
 	if len(files) == 0 {
 		return nil
 	}
@@ -471,7 +489,44 @@ func heldChanges(prev, next *Snapshot) []error {
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, carvedOut(prev, next)...)
 	return append(errs, removedProtection(prev, next)...)
+}
+
+// carvedOut holds a range of a policy that does not block (an exemption,
+// a log-only policy, a new one) when devices in it fell to a blocking
+// policy before: the most specific range decides, so a narrower range
+// added to a file or the configuration takes them out of the block as
+// surely as removing theirs. A blocking policy switched off is
+// removedProtection's.
+func carvedOut(prev, next *Snapshot) []error {
+	var errs []error
+	for _, cr := range next.byClient.AllSorted() {
+		if blocking(cr.Policy) || blocking(policyNamed(prev, cr.Policy.Name)) {
+			continue
+		}
+		was, ok := prev.PolicyForPrefix(cr.Range.Prefix)
+		if !ok || !blocking(was.Policy) {
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%s: %w: %s of policy %s takes devices of %s out of blocking policy %s; SIGHUP accepts it",
+			cr.Policy.Name, ErrRemoved, cr.Range.Prefix, cr.Policy.Name, was.Range.Prefix, was.Policy.Name))
+	}
+	return errs
+}
+
+// blocking reports whether p blocks its clients' queries (log-only does
+// not).
+func blocking(p *Policy) bool { return p.Blocks() && p.Action != config.ActionLog }
+
+// policyNamed is s's policy called name, or nil.
+func policyNamed(s *Snapshot, name string) *Policy {
+	for _, p := range s.Policies {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
 }
 
 // rangeShrink holds a client range file that lost more than maxShrink of
@@ -493,6 +548,16 @@ func rangeShrink(old, rf *blocklist.RangeFile, maxShrink float64) error {
 		what = append(what, fmt.Sprintf("IPv6 addresses covered %s to %s", countString(old6), countString(new6)))
 	}
 	if len(what) == 0 {
+		// As many addresses, but others: those no longer covered are lost.
+		lost4, lost6 := coverageLost(old.Ranges, rf.Ranges)
+		if lost4 > old4*maxShrink {
+			what = append(what, fmt.Sprintf("IPv4 addresses no longer covered %s of %s", countString(lost4), countString(old4)))
+		}
+		if lost6 > old6*maxShrink {
+			what = append(what, fmt.Sprintf("IPv6 addresses no longer covered %s of %s", countString(lost6), countString(old6)))
+		}
+	}
+	if len(what) == 0 {
 		return nil
 	}
 	return fmt.Errorf("%s: %w: %s (max_shrink %g); SIGHUP accepts it",
@@ -502,6 +567,23 @@ func rangeShrink(old, rf *blocklist.RangeFile, maxShrink float64) error {
 // coverage counts the IPv4 and IPv6 addresses the ranges cover, each
 // address once however many ranges hold it.
 func coverage(ranges []blocklist.Range) (v4, v6 float64) {
+	for _, p := range disjoint(ranges) {
+		n := addresses(p)
+		if p.Addr().Is4() {
+			v4 += n
+		} else {
+			v6 += n
+		}
+	}
+	return v4, v6
+}
+
+// addresses is how many addresses p covers.
+func addresses(p netip.Prefix) float64 { return math.Ldexp(1, p.Addr().BitLen()-p.Bits()) }
+
+// disjoint is ranges as prefixes sorted by address, none inside another:
+// a prefix inside one kept is dropped.
+func disjoint(ranges []blocklist.Range) []netip.Prefix {
 	ps := make([]netip.Prefix, 0, len(ranges))
 	for _, r := range ranges {
 		ps = append(ps, r.Prefix.Masked())
@@ -512,22 +594,51 @@ func coverage(ranges []blocklist.Range) (v4, v6 float64) {
 		}
 		return a.Bits() - b.Bits()
 	})
-	var last netip.Prefix
+	out := ps[:0]
 	for _, p := range ps {
 		// Sorted by address, shorter first: a prefix that overlaps the
 		// last one kept is inside it.
-		if last.IsValid() && last.Overlaps(p) {
+		if len(out) > 0 && out[len(out)-1].Overlaps(p) {
 			continue
 		}
-		last = p
-		n := math.Ldexp(1, p.Addr().BitLen()-p.Bits())
-		if p.Addr().Is4() {
-			v4 += n
-		} else {
-			v6 += n
+		out = append(out, p)
+	}
+	return out
+}
+
+// coverageLost is how many IPv4 and IPv6 addresses old's ranges cover
+// that rf's do not: a file whose ranges moved loses them as one that
+// shrank does.
+func coverageLost(old, rf []blocklist.Range) (v4, v6 float64) {
+	a, b := disjoint(old), disjoint(rf)
+	kept4, kept6 := 0.0, 0.0
+	// Both sorted, each disjoint: two prefixes that overlap are one
+	// inside the other, and their overlap is the inner one.
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		o, n := a[i], b[j]
+		switch {
+		case o.Overlaps(n) && o.Bits() <= n.Bits(): // n inside o
+			if n.Addr().Is4() {
+				kept4 += addresses(n)
+			} else {
+				kept6 += addresses(n)
+			}
+			j++
+		case o.Overlaps(n): // o inside n
+			if o.Addr().Is4() {
+				kept4 += addresses(o)
+			} else {
+				kept6 += addresses(o)
+			}
+			i++
+		case o.Addr().Less(n.Addr()):
+			i++
+		default:
+			j++
 		}
 	}
-	return v4, v6
+	old4, old6 := coverage(old)
+	return old4 - kept4, old6 - kept6
 }
 
 // countString prints an address count exactly while it fits, as a power
