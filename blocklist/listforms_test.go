@@ -6,7 +6,7 @@ import (
 	"github.com/stretchr/testify/assert"
 )
 
-// TestReviewRPZWildcardAndPassthru: `*.x` covers names below x, not x; an
+// TestRPZWildcardAndPassthruReach: `*.x` covers names below x, not x; an
 // exact passthru does not cover the names below it; the most specific
 // trigger of a zone decides.
 func TestRPZWildcardAndPassthruReach(t *testing.T) {
@@ -31,7 +31,7 @@ func TestRPZWildcardAndPassthruReach(t *testing.T) {
 	assert.False(t, blocked("www.tiktok.net."))
 }
 
-// TestReviewListForms: decorations that must not turn into a match-all or
+// TestListFormsNeverMatchAll: decorations that must not turn into a match-all or
 // drop a name.
 func TestListFormsNeverMatchAll(t *testing.T) {
 	l, err := Parse("l.txt", []byte("\ufeff||tiktok.com^\r\n||^\r\n*.\r\n.\r\n||capcut.com^$important\r\n@@||ok.example^\r\n0.0.0.0 localhost a.example\tb.example#x\r\n"))

@@ -14,12 +14,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestExplainNeedsAllowedClients: a source outside
-// allowed_clients must get REFUSED for every query. The CHAOS explain query
-// is checked against explain_clients only (handler.go answerInline: explain
-// before decide), so a source outside allowed_clients but inside
-// explain_clients (the default, all of loopback) gets a full explanation:
-// a large TXT answer to an unallowed source.
+// TestExplainNeedsAllowedClients: a source outside allowed_clients gets
+// REFUSED for every query, the CHAOS explain query too, whatever
+// explain_clients holds (the default, all of loopback, does): never a
+// large TXT answer to an unallowed source.
 func TestExplainNeedsAllowedClients(t *testing.T) {
 	up := startUpstream(t, defaultAnswer)
 	f := startFence(t, testConfig, testFiles, up.addr)

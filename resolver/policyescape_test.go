@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestReviewECSMappedIPv6: a trusted proxy that names a government client
+// TestECSMappedIPv6IsIPv4: a trusted proxy that names a government client
 // by an ECS option of family 2 holding the IPv4-mapped address
 // ::ffff:127.0.0.2 (as a dual-stack proxy sees an IPv4 client) must get the
 // government policy, as the same address as a packet source does (DESIGN
@@ -60,7 +60,7 @@ func TestEverySpellingOfABlockedName(t *testing.T) {
 	}
 }
 
-// TestReviewCachedAliasForGovernment: an answer first fetched for a client
+// TestCachedAliasInspectedForGovernment: an answer first fetched for a client
 // outside any policy (127.0.0.8) and cached is inspected when a government
 // client (127.0.0.2) asks: CNAME targets, owners in another case, HTTPS
 // alias targets, over UDP (wire path) and TCP (message path).
