@@ -421,16 +421,6 @@ func (c *Cache) servable(e *cacheEntry, now time.Time) bool {
 // served past its own. NXDOMAIN and NODATA without an SOA are not cached;
 // an upstream SERVFAIL is, briefly.
 func cacheTTL(m *dns.Msg, minTTL, maxTTL uint32) (time.Duration, bool) {
-	clamp := func(t uint32) time.Duration {
-		return time.Duration(min(max(t, minTTL), maxTTL)) * time.Second
-	}
-	switch m.Rcode {
-	case dns.RcodeServerFailure:
-		return min(servfailTTL, clamp(uint32(servfailTTL/time.Second))), true
-	case dns.RcodeNameError, dns.RcodeSuccess:
-	default:
-		return 0, false
-	}
 	ttl, soa := ^uint32(0), false
 	for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
 		for _, rr := range sec {
@@ -443,7 +433,25 @@ func cacheTTL(m *dns.Msg, minTTL, maxTTL uint32) (time.Duration, bool) {
 			break
 		}
 	}
-	if negative := m.Rcode == dns.RcodeNameError || len(m.Answer) == 0; negative && !soa {
+	return answerLifetime(m.Rcode, len(m.Answer), ttl, soa, minTTL, maxTTL)
+}
+
+// answerLifetime is cacheTTL's verdict from what it read of an answer
+// (message or wire form): its RCODE, its answer records, the smallest TTL
+// of its answer and authority records (and of the authority SOA's MINIMUM,
+// when soa says it has one).
+func answerLifetime(rcode, answers int, ttl uint32, soa bool, minTTL, maxTTL uint32) (time.Duration, bool) {
+	clamp := func(t uint32) time.Duration {
+		return time.Duration(min(max(t, minTTL), maxTTL)) * time.Second
+	}
+	switch rcode {
+	case dns.RcodeServerFailure:
+		return min(servfailTTL, clamp(uint32(servfailTTL/time.Second))), true
+	case dns.RcodeNameError, dns.RcodeSuccess:
+	default:
+		return 0, false
+	}
+	if negative := rcode == dns.RcodeNameError || answers == 0; negative && !soa {
 		return 0, false
 	}
 	return clamp(ttl), true

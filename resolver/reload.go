@@ -474,9 +474,8 @@ func heldChanges(prev, next *Snapshot) []error {
 		if !ok || old == l {
 			continue
 		}
-		if shrunk(float64(old.Len()), float64(l.Len()), maxShrink) {
-			errs = append(errs, fmt.Errorf("%s: %w: %d to %d entries (max_shrink %g); SIGHUP accepts it",
-				path, ErrShrink, old.Len(), l.Len(), maxShrink))
+		if err := listShrink(path, old, l, maxShrink); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for _, path := range slices.Sorted(maps.Keys(next.Ranges)) {
@@ -529,6 +528,16 @@ func policyNamed(s *Snapshot, name string) *Policy {
 	return nil
 }
 
+// listShrink holds the list at path going from old to l when it lost
+// more than maxShrink of its entries (0: never).
+func listShrink(path string, old, l *blocklist.List, maxShrink float64) error {
+	if maxShrink <= 0 || !shrunk(float64(old.Len()), float64(l.Len()), maxShrink) {
+		return nil
+	}
+	return fmt.Errorf("%s: %w: %d to %d entries (max_shrink %g); SIGHUP accepts it",
+		path, ErrShrink, old.Len(), l.Len(), maxShrink)
+}
+
 // rangeShrink holds a client range file that lost more than maxShrink of
 // its ranges, or of the IPv4 or IPv6 addresses they cover: a /8 that
 // becomes a /24 is one line still, but almost every device it held is
@@ -549,7 +558,8 @@ func rangeShrink(old, rf *blocklist.RangeFile, maxShrink float64) error {
 	}
 	if len(what) == 0 {
 		// As many addresses, but others: those no longer covered are lost.
-		lost4, lost6 := coverageLost(old.Ranges, rf.Ranges)
+		kept4, kept6 := coverageKept(old.Ranges, rf.Ranges)
+		lost4, lost6 := old4-kept4, old6-kept6
 		if lost4 > old4*maxShrink {
 			what = append(what, fmt.Sprintf("IPv4 addresses no longer covered %s of %s", countString(lost4), countString(old4)))
 		}
@@ -606,39 +616,37 @@ func disjoint(ranges []blocklist.Range) []netip.Prefix {
 	return out
 }
 
-// coverageLost is how many IPv4 and IPv6 addresses old's ranges cover
-// that rf's do not: a file whose ranges moved loses them as one that
-// shrank does.
-func coverageLost(old, rf []blocklist.Range) (v4, v6 float64) {
+// coverageKept is how many IPv4 and IPv6 addresses both old's ranges and
+// rf's cover: what old covers beyond it is lost, moved ranges included.
+func coverageKept(old, rf []blocklist.Range) (v4, v6 float64) {
 	a, b := disjoint(old), disjoint(rf)
-	kept4, kept6 := 0.0, 0.0
 	// Both sorted, each disjoint: two prefixes that overlap are one
-	// inside the other, and their overlap is the inner one.
+	// inside the other, and their overlap is the inner one; the outer may
+	// overlap the next prefix of the other list too.
 	for i, j := 0, 0; i < len(a) && j < len(b); {
 		o, n := a[i], b[j]
-		switch {
-		case o.Overlaps(n) && o.Bits() <= n.Bits(): // n inside o
-			if n.Addr().Is4() {
-				kept4 += addresses(n)
+		if !o.Overlaps(n) {
+			if o.Addr().Less(n.Addr()) {
+				i++
 			} else {
-				kept6 += addresses(n)
+				j++
 			}
-			j++
-		case o.Overlaps(n): // o inside n
-			if o.Addr().Is4() {
-				kept4 += addresses(o)
-			} else {
-				kept6 += addresses(o)
-			}
+			continue
+		}
+		inner := n
+		if o.Bits() > n.Bits() {
+			inner = o
 			i++
-		case o.Addr().Less(n.Addr()):
-			i++
-		default:
+		} else {
 			j++
 		}
+		if inner.Addr().Is4() {
+			v4 += addresses(inner)
+		} else {
+			v6 += addresses(inner)
+		}
 	}
-	old4, old6 := coverage(old)
-	return old4 - kept4, old6 - kept6
+	return v4, v6
 }
 
 // countString prints an address count exactly while it fits, as a power

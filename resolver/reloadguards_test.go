@@ -1,12 +1,14 @@
 package resolver
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -93,4 +95,34 @@ func TestSIGHUPWaitsForANewListBeingWritten(t *testing.T) {
 	err = r.Reload(true)
 	assert.ErrorIs(t, err, ErrIncomplete, "SIGHUP applied a list a writer still holds open")
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.9", "tiktokv.com."), "half-written list served")
+}
+
+// TestCoverageKept: the addresses two sets of ranges both cover, each once,
+// however the ranges nest or overlap within a set.
+func TestCoverageKept(t *testing.T) {
+	ranges := func(ps ...string) []blocklist.Range {
+		out := make([]blocklist.Range, len(ps))
+		for i, p := range ps {
+			out[i] = blocklist.Range{Prefix: netip.MustParsePrefix(p)}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name    string
+		old, rf []string
+		want4   float64
+		want6   float64
+	}{
+		{"moved", []string{"127.2.0.0/16"}, []string{"127.3.0.0/16"}, 0, 0},
+		{"narrowed", []string{"10.0.0.0/8"}, []string{"10.1.0.0/16", "10.2.0.0/16", "11.0.0.0/8"}, 2 << 16, 0},
+		{"widened", []string{"10.1.0.0/16", "10.2.0.0/16"}, []string{"10.0.0.0/8"}, 2 << 16, 0},
+		{"nested on both sides", []string{"10.0.0.0/8", "10.1.0.0/16", "192.0.2.0/24"}, []string{"10.1.0.0/16", "10.1.2.0/24", "192.0.2.128/25"}, 1<<16 + 128, 0},
+		{"ipv6 apart", []string{"2001:db8::/32", "10.0.0.0/24"}, []string{"2001:db8:1::/48", "10.0.0.0/25"}, 128, 1 << 80},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v4, v6 := coverageKept(ranges(tc.old...), ranges(tc.rf...))
+			assert.Equal(t, tc.want4, v4)
+			assert.Equal(t, tc.want6, v6)
+		})
+	}
 }

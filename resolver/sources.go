@@ -242,32 +242,31 @@ func (r *Reloader) applySource(rs *runningSource, c source.Content) error {
 	if prev != nil {
 		next = prev.withList(name, l, warn)
 	}
+	// Before the first snapshot, the copy held (the disk copy, read at
+	// start) is what the first snapshot would serve: a network copy that
+	// shrank past max_shrink is held, as it would be a moment later,
+	// whichever comes first.
+	var held error
+	if next == nil {
+		held = r.startShrink(prev, rs, l)
+	} else {
+		held = errors.Join(heldChanges(prev, next)...)
+	}
+	if held != nil {
+		rs.pending = l
+		r.log.Warn("list source copy held, keeping the list served: SIGHUP applies it", zap.String(logList, name),
+			zap.String("version", c.Version()), zap.Error(held))
+		r.handler.setHeld(name, true)
+		return held
+	}
 	if next == nil {
 		// No snapshot yet (Start builds the first with it), or one that
-		// does not use the list any more. Before the first, the copy held
-		// (the disk copy, read at start) is what the first snapshot would
-		// serve: a network copy that shrank past max_shrink is held, as
-		// it would be a moment later, whichever comes first.
-		if err := r.startShrink(prev, rs, l); err != nil {
-			rs.pending = l
-			r.log.Warn("list source copy held, keeping the list served: SIGHUP applies it", zap.String(logList, name),
-				zap.String("version", c.Version()), zap.Error(err))
-			r.handler.setHeld(name, true)
-			return err
-		}
+		// does not use the list any more.
 		rs.list, rs.pending = l, nil
 		r.handler.setHeld(name, false)
 		r.log.Info("list source loaded", zap.String(logList, name), zap.Int("entries", l.Len()),
 			zap.String("version", c.Version()), zap.Bool("from_cache", c.FromCache), zap.Duration("took", time.Since(start)))
 		return nil
-	}
-	if held := heldChanges(prev, next); len(held) > 0 {
-		rs.pending = l
-		err := errors.Join(held...)
-		r.log.Warn("list source copy held, keeping the list served: SIGHUP applies it", zap.String(logList, name),
-			zap.String("version", c.Version()), zap.Error(err))
-		r.handler.setHeld(name, true)
-		return err
 	}
 	r.handler.storeLists(next)
 	old := rs.list
@@ -301,12 +300,7 @@ func (r *Reloader) startShrink(prev *Snapshot, rs *runningSource, l *blocklist.L
 	if prev != nil || rs.list == nil || r.startCfg == nil {
 		return nil
 	}
-	maxShrink := r.startCfg.Reload.MaxShrink
-	if maxShrink <= 0 || !shrunk(float64(rs.list.Len()), float64(l.Len()), maxShrink) {
-		return nil
-	}
-	return fmt.Errorf("%s: %w: %d to %d entries (max_shrink %g); SIGHUP accepts it",
-		rs.src.Name(), ErrShrink, rs.list.Len(), l.Len(), maxShrink)
+	return listShrink(rs.src.Name(), rs.list, l, r.startCfg.Reload.MaxShrink)
 }
 
 // How a source's list was built, for the log.

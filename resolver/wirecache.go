@@ -153,24 +153,11 @@ func ownedBy(b []byte, r dnswire.Record, qname []byte) bool {
 
 // cacheTTL is cacheTTL (cache.go) for an answer read by wireOf.
 func (sh *wireShape) cacheTTL(minTTL, maxTTL uint32) (time.Duration, bool) {
-	clamp := func(t uint32) time.Duration {
-		return time.Duration(min(max(t, minTTL), maxTTL)) * time.Second
-	}
-	switch sh.rcode {
-	case dns.RcodeServerFailure:
-		return min(servfailTTL, clamp(uint32(servfailTTL/time.Second))), true
-	case dns.RcodeNameError, dns.RcodeSuccess:
-	default:
-		return 0, false
-	}
 	ttl := sh.minTTL
 	if sh.soa {
 		ttl = min(ttl, sh.soaTTL)
 	}
-	if negative := sh.rcode == dns.RcodeNameError || sh.answers == 0; negative && !sh.soa {
-		return 0, false
-	}
-	return clamp(ttl), true
+	return answerLifetime(sh.rcode, sh.answers, ttl, sh.soa, minTTL, maxTTL)
 }
 
 // appendCached writes into b the answer from the entry e to the query read

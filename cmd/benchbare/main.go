@@ -17,6 +17,7 @@ import (
 	"log"
 	"net"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
@@ -104,19 +105,14 @@ func serveBatches(addr string) error {
 // QR and RA set, its question, and rr in the authority section; nil
 // for a datagram with no whole question.
 func answer(b, q, rr []byte) []byte {
-	const header = 12
-	if len(q) < header || q[2]&0x80 != 0 {
+	if len(q) < dnswire.HeaderLen || dnswire.Flags(q)&dnswire.FlagQR != 0 {
 		return nil
 	}
-	end := header
-	for end < len(q) && q[end] != 0 {
-		end += 1 + int(q[end])
-	}
-	end += 5 // the root, type and class
-	if end > len(q) {
+	question, ok := dnswire.ReadQuestion(q)
+	if !ok {
 		return nil
 	}
 	b = append(b, q[0], q[1], 0x80|q[2]&0x01, 0x80|dns.RcodeNameError, 0, 1, 0, 0, 0, 1, 0, 0)
-	b = append(b, q[header:end]...)
+	b = append(b, q[dnswire.HeaderLen:question.End]...)
 	return append(b, rr...)
 }
