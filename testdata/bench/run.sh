@@ -2,8 +2,9 @@
 # Load benchmark: dnsfence against Unbound, dnsdist, CoreDNS, a bare
 # miekg/dns responder and the floor of dnsfence's own UDP loop (benchbare
 # -batch: its batched reads and writes, an answer that looks at nothing),
-# on the same workload in one run, so every ratio compares figures taken
-# minutes apart on the same machine.
+# on the same workload in one run. The servers run side by side and the
+# runs of the blocked and cache-hit paths alternate between them, so every
+# ratio there compares figures taken seconds apart on the same machine.
 #
 #   bash testdata/bench/run.sh        # 3 runs of 10 s per path and server
 #   BENCH_SECONDS=5 BENCH_RUNS=1 bash testdata/bench/run.sh   # a quick look
@@ -226,9 +227,9 @@ HZ=$(getconf CLK_TCK)
 # server's CPU time per query answered at a fixed offered rate of CPU_QPS.
 cpuperf() {
 	local name=$1 file=$2 c0 c1 out done qps
-	c0=$(cputicks "$SERVER_PID")
+	c0=$(cputicks "${SPID[$name]}")
 	out=$(taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "${PORT[$name]}" -a $GOV -d "$file" -l "$SECS" -c 16 -q 1000 -t 2 -Q "$CPU_QPS" 2>&1)
-	c1=$(cputicks "$SERVER_PID")
+	c1=$(cputicks "${SPID[$name]}")
 	echo "$out" >>"$tmp/dnsperf.log"
 	done=$(awk '/Queries completed:/{print $3}' <<<"$out")
 	qps=$(awk '/Queries per second:/{print $4}' <<<"$out")
@@ -256,68 +257,102 @@ echo "# $(nproc) cores; $RUNS runs of $SECS s; server on CPU $SERVER_CPU, dnsper
 echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 STEAL0=$(steal)
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-for name in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare floor}; do
+SERVERS=(${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare floor})
+# Every server runs at once, each on its own port and pinned to the same
+# CPU, and the runs of the blocked and cache-hit paths alternate between
+# them (run 1 of every server, then run 2 ...): a minute of the machine
+# slowing down (steal, a neighbour) slows every server's figures alike,
+# where server after server it changed one server's. The cache-miss path
+# fills a cache that some servers then sweep in the background (dnsdist
+# used a tenth of the CPU idle with 2M entries), so it comes last, server
+# by server, each stopped after its own.
+declare -A SPID
+for name in "${SERVERS[@]}"; do
 	start "$name"
-	paths=(blocked)
-	[ "$name" != bare ] && [ "$name" != floor ] && paths+=(cache-hit cache-miss)
-	for path in "${paths[@]}"; do
-		results=() losts=()
-		steals=0
-		for run in $(seq 1 "$RUNS"); do
-			case $path in
-			blocked) r=$(perf "$name" "$tmp/blocked.txt") ;;
-			cache-hit)
-				perf "$name" "$tmp/hit.txt" -n 1 >/dev/null # warm
-				r=$(perf "$name" "$tmp/hit.txt")
-				;;
-			cache-miss)
-				# Names no run has asked before: every query misses.
-				awk -v r="$name$run" 'BEGIN{for(i=1;i<=1500000;i++) printf "m%d.%s.example.net A\n", i, r}' >"$tmp/miss.txt"
-				r=$(perf "$name" "$tmp/miss.txt")
-				;;
-			esac
-			results+=("$(cut -d' ' -f1 <<<"$r")")
-			steals=$((steals + $(cut -d' ' -f3 <<<"$r")))
-			losts+=("$(cut -d' ' -f4 <<<"$r")")
-		done
-		QPS[$name/$path]=$(printf '%s\n' "${results[@]}" | median)
-		STEAL[$name/$path]=$steals
-		LOST[$name/$path]=$(printf '%s\n' "${losts[@]}" | sort -n | tail -1)
-		printf '%-9s %-10s qps: median %8.0f of [%s]  lost %% [%s]  cpu steal ticks: %d\n' "$name" "$path" "${QPS[$name/$path]}" "${results[*]}" "${losts[*]}" "$steals"
-		# CPU per query at a fixed offered rate.
-		case $path in
-		blocked) f="$tmp/blocked.txt" ;;
-		cache-hit) f="$tmp/hit.txt" ;;
-		cache-miss)
-			awk -v r="${name}cpu" 'BEGIN{for(i=1;i<=1500000;i++) printf "m%d.%s.example.net A\n", i, r}' >"$tmp/miss.txt"
-			f="$tmp/miss.txt"
-			;;
-		esac
-		cpus=() clost=()
-		for run in $(seq 1 "$RUNS"); do
-			[ "$path" = cache-miss ] && [ "$run" -gt 1 ] &&
-				awk -v r="${name}cpu$run" 'BEGIN{for(i=1;i<=1500000;i++) printf "m%d.%s.example.net A\n", i, r}' >"$f"
-			r=$(cpuperf "$name" "$f")
-			cpus+=("$(cut -d' ' -f1 <<<"$r")")
-			clost+=("$(cut -d' ' -f3 <<<"$r")")
-		done
-		CPUQ[$name/$path]=$(printf '%s\n' "${cpus[@]}" | median)
-		LOSTC[$name/$path]=$(printf '%s\n' "${clost[@]}" | sort -n | tail -1)
-		printf '%-9s %-10s CPU per query at %d qps offered: median %.2f us of [%s], lost %% [%s]\n' "$name" "$path" "$CPU_QPS" "${CPUQ[$name/$path]}" "${cpus[*]}" "${clost[*]}"
-		# Mean and 99th percentile latency at 5,000 qps.
-		if [ "$path" != cache-miss ]; then
-			means=() p99s=()
-			for run in $(seq 1 "$RUNS"); do
-				r=$(latperf "$name" "$f")
-				means+=("${r% *}")
-				p99s+=("${r#* }")
-			done
-			LATM[$name/$path]=$(printf '%s\n' "${means[@]}" | median)
-			LATP[$name/$path]=$(printf '%s\n' "${p99s[@]}" | median)
-			printf '%-9s %-10s latency at 5000 qps: mean %.3f ms, p99 %.3f ms (medians of [%s] and [%s])\n' \
-				"$name" "$path" "${LATM[$name/$path]}" "${LATP[$name/$path]}" "${means[*]}" "${p99s[*]}"
-		fi
+	SPID[$name]=$SERVER_PID
+done
+# serves NAME PATH: bare and floor answer only the blocked path.
+serves() { [ "$2" = blocked ] || { [ "$1" != bare ] && [ "$1" != floor ]; }; }
+# missfile TAG: names no run has asked before, so every query misses.
+missfile() { awk -v r="$1" 'BEGIN{for(i=1;i<=1500000;i++) printf "m%d.%s.example.net A\n", i, r}' >"$tmp/miss.txt"; }
+declare -A RUNQPS RUNLOST RUNSTEAL RUNCPU RUNCLOST RUNMEAN RUNP99
+# runqps NAME PATH RUN: one saturated run.
+runqps() {
+	local name=$1 path=$2 run=$3 r
+	case $path in
+	blocked) r=$(perf "$name" "$tmp/blocked.txt") ;;
+	cache-hit) r=$(perf "$name" "$tmp/hit.txt") ;;
+	cache-miss)
+		missfile "$name$run"
+		r=$(perf "$name" "$tmp/miss.txt")
+		;;
+	esac
+	RUNQPS[$name/$path]+="$(cut -d' ' -f1 <<<"$r") "
+	RUNSTEAL[$name/$path]=$((${RUNSTEAL[$name/$path]:-0} + $(cut -d' ' -f3 <<<"$r")))
+	RUNLOST[$name/$path]+="$(cut -d' ' -f4 <<<"$r") "
+}
+# runcpu NAME PATH RUN: CPU per query at a fixed offered rate.
+runcpu() {
+	local name=$1 path=$2 run=$3 f r
+	case $path in
+	blocked) f="$tmp/blocked.txt" ;;
+	cache-hit) f="$tmp/hit.txt" ;;
+	cache-miss)
+		missfile "${name}cpu$run"
+		f="$tmp/miss.txt"
+		;;
+	esac
+	r=$(cpuperf "$name" "$f")
+	RUNCPU[$name/$path]+="$(cut -d' ' -f1 <<<"$r") "
+	RUNCLOST[$name/$path]+="$(cut -d' ' -f3 <<<"$r") "
+}
+# runlat NAME PATH: mean and 99th percentile latency at 5,000 qps.
+runlat() {
+	local name=$1 path=$2 f=$tmp/blocked.txt r
+	[ "$path" = cache-hit ] && f=$tmp/hit.txt
+	r=$(latperf "$name" "$f")
+	RUNMEAN[$name/$path]+="${r% *} "
+	RUNP99[$name/$path]+="${r#* } "
+}
+# report NAME PATH: the medians of its runs, kept and printed.
+report() {
+	local k=$1/$2
+	QPS[$k]=$(tr ' ' '\n' <<<"${RUNQPS[$k]}" | grep . | median)
+	STEAL[$k]=${RUNSTEAL[$k]:-0}
+	LOST[$k]=$(tr ' ' '\n' <<<"${RUNLOST[$k]}" | grep . | sort -n | tail -1)
+	printf '%-9s %-10s qps: median %8.0f of [%s]  lost %% [%s]  cpu steal ticks: %d\n' "$1" "$2" "${QPS[$k]}" "${RUNQPS[$k]% }" "${RUNLOST[$k]% }" "${STEAL[$k]}"
+	CPUQ[$k]=$(tr ' ' '\n' <<<"${RUNCPU[$k]}" | grep . | median)
+	LOSTC[$k]=$(tr ' ' '\n' <<<"${RUNCLOST[$k]}" | grep . | sort -n | tail -1)
+	printf '%-9s %-10s CPU per query at %d qps offered: median %.2f us of [%s], lost %% [%s]\n' "$1" "$2" "$CPU_QPS" "${CPUQ[$k]}" "${RUNCPU[$k]% }" "${RUNCLOST[$k]% }"
+	if [ -n "${RUNMEAN[$k]:-}" ]; then
+		LATM[$k]=$(tr ' ' '\n' <<<"${RUNMEAN[$k]}" | grep . | median)
+		LATP[$k]=$(tr ' ' '\n' <<<"${RUNP99[$k]}" | grep . | median)
+		printf '%-9s %-10s latency at 5000 qps: mean %.3f ms, p99 %.3f ms (medians of [%s] and [%s])\n' \
+			"$1" "$2" "${LATM[$k]}" "${LATP[$k]}" "${RUNMEAN[$k]% }" "${RUNP99[$k]% }"
+	fi
+}
+for path in blocked cache-hit; do
+	if [ "$path" = cache-hit ]; then
+		for name in "${SERVERS[@]}"; do serves "$name" "$path" && perf "$name" "$tmp/hit.txt" -n 1 >/dev/null; done # warm
+	fi
+	for run in $(seq 1 "$RUNS"); do
+		for name in "${SERVERS[@]}"; do serves "$name" "$path" && runqps "$name" "$path" "$run"; done
 	done
+	for run in $(seq 1 "$RUNS"); do
+		for name in "${SERVERS[@]}"; do serves "$name" "$path" && runcpu "$name" "$path" "$run"; done
+	done
+	for run in $(seq 1 "$RUNS"); do
+		for name in "${SERVERS[@]}"; do serves "$name" "$path" && runlat "$name" "$path"; done
+	done
+	for name in "${SERVERS[@]}"; do serves "$name" "$path" && report "$name" "$path"; done
+done
+for name in "${SERVERS[@]}"; do
+	SERVER_PID=${SPID[$name]}
+	if serves "$name" cache-miss; then
+		for run in $(seq 1 "$RUNS"); do runqps "$name" cache-miss "$run"; done
+		for run in $(seq 1 "$RUNS"); do runcpu "$name" cache-miss "$run"; done
+		report "$name" cache-miss
+	fi
 	RSS[$name]=$(rss "$SERVER_PID")
 	# The blocked path's mean latency at 5,000 qps, for the RESULT line.
 	LAT[$name]=${LATM[$name/blocked]:-0}
