@@ -20,6 +20,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +72,9 @@ const (
 	TransferAXFR  = "AXFR"  // a full transfer (RFC 5936), or an AXFR-style answer to IXFR
 	TransferIXFR  = "IXFR"  // an incremental transfer (RFC 1995)
 	TransferCache = "cache" // the copy read from Options.CacheDir at start
+	// TransferHeld is the zone held, offered again: the copy refused after
+	// it is no longer the primary's (its serial went back to the one held).
+	TransferHeld = "held"
 )
 
 // Content is one complete copy of a source's content: always the whole
@@ -323,7 +327,43 @@ func New(entry string, opt Options) (Source, error) {
 	case hasScheme(entry, "https"), hasScheme(entry, "http"):
 		return NewURL(entry, opt)
 	}
-	return nil, fmt.Errorf("%s: not a remote source (https://, http:// or axfr://)", entry)
+	return nil, fmt.Errorf("%s: not a remote source (https://, http:// or axfr://)", Redact(entry))
+}
+
+// Redact is entry as an error, a log line or a metric may show it: the
+// user information before the host (scheme://USER:PASSWORD@HOST/...), a
+// secret whether it is a name, a password or a token, replaced by
+// "xxxxx", whether or not the rest parses as a URL. The authority ends at
+// the first '/', '?' or '#' (RFC 3986 §3.2).
+func Redact(entry string) string {
+	scheme, rest, ok := strings.Cut(entry, "://")
+	if !ok {
+		return entry
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndexByte(authority, '@')
+	if at < 0 {
+		return entry
+	}
+	return scheme + "://xxxxx@" + rest[at+1:]
+}
+
+// parseEntry parses a remote entry as a URL; its error names the entry
+// redacted, as every error of NewURL and NewZone does (url.Parse's own
+// quotes the whole entry).
+func parseEntry(entry string) (*url.URL, error) {
+	u, err := url.Parse(entry)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("%s: %w", Redact(entry), err)
+	}
+	return u, nil
 }
 
 // IsRemote reports whether a list entry names a remote source rather than

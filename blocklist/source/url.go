@@ -57,6 +57,9 @@ type URL struct {
 
 	// held is the copy served, owned by Run's goroutine.
 	held *Content
+	// refused is set while the newest copy delivered was refused (a
+	// reload guard holds it until SIGHUP): Run's goroutine's.
+	refused bool
 }
 
 var _ Source = (*URL)(nil)
@@ -64,29 +67,30 @@ var _ Source = (*URL)(nil)
 // NewURL returns the source for entry, https://HOST/PATH[#sha256=HEX] (or
 // http:// to a loopback host), or an error saying what is wrong with it.
 func NewURL(entry string, opt Options) (*URL, error) {
-	u, err := url.Parse(entry)
+	u, err := parseEntry(entry)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", entry, err)
+		return nil, err
 	}
+	shown := Redact(entry)
 	u.Scheme = strings.ToLower(u.Scheme)
 	if u.Scheme != "https" && u.Scheme != "http" {
-		return nil, fmt.Errorf("%s: scheme %q is not https or http", entry, u.Scheme)
+		return nil, fmt.Errorf("%s: scheme %q is not https or http", shown, u.Scheme)
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return nil, fmt.Errorf("%s: no host", entry)
+		return nil, fmt.Errorf("%s: no host", shown)
 	}
 	if u.User != nil {
-		return nil, fmt.Errorf("%s: credentials in a list URL would be logged; not supported", entry)
+		return nil, fmt.Errorf("%s: credentials in a list URL would be logged; not supported", shown)
 	}
 	if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
-		return nil, fmt.Errorf("%s: http:// is only for loopback hosts; use https://", entry)
+		return nil, fmt.Errorf("%s: http:// is only for loopback hosts; use https://", shown)
 	}
 	s := &URL{name: entry, opt: opt.withDefaults()}
 	if frag := u.Fragment; frag != "" || strings.HasSuffix(entry, "#") {
 		hexSum, ok := strings.CutPrefix(frag, "sha256=")
 		sum, err := hex.DecodeString(hexSum)
 		if !ok || err != nil || len(sum) != sha256.Size {
-			return nil, fmt.Errorf("%s: fragment %q is not #sha256= and 64 hex digits", entry, frag)
+			return nil, fmt.Errorf("%s: fragment %q is not #sha256= and 64 hex digits", shown, frag)
 		}
 		s.pin = (*[32]byte)(sum)
 	}
@@ -181,12 +185,23 @@ func (s *URL) poll(ctx context.Context, deliver func(Content) error) error {
 		if c.LastModified != "" {
 			s.held.LastModified = c.LastModified
 		}
+		if s.refused {
+			// The copy refused is no longer the server's: the one held is
+			// offered again, so that the reload drops the copy it holds
+			// (a SIGHUP would apply it) and stops reporting it.
+			if err := deliver(*s.held); err != nil {
+				return refusedError(s.held, err)
+			}
+			s.refused = false
+		}
 		s.track.succeeded(now)
 		return nil
 	}
 	if err := deliver(*c); err != nil {
+		s.refused = true
 		return refusedError(c, err)
 	}
+	s.refused = false
 	s.held = c
 	s.track.served(c)
 	s.track.succeeded(now)

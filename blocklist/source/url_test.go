@@ -423,6 +423,52 @@ func TestURLRefusedByReceiver(t *testing.T) {
 	waitStatus(t, src, func(st Status) bool { return st.HasContent && st.LastError == nil })
 }
 
+// TestRedact: the user information of an entry, whatever it holds, is
+// replaced; nothing else of the entry changes, and an '@' after the host
+// is not user information (RFC 3986 §3.2).
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://user:pw@lists.example.gov/l.txt":      "https://xxxxx@lists.example.gov/l.txt",
+		"https://token@lists.example.gov/l.txt":        "https://xxxxx@lists.example.gov/l.txt",
+		"https://a@b:c@lists.example.gov":              "https://xxxxx@lists.example.gov",
+		"HTTPS://user:p w@lists.example.gov/l.txt#x":   "HTTPS://xxxxx@lists.example.gov/l.txt#x",
+		"axfr://user:pw@192.0.2.1:53/rpz.example":      "axfr://xxxxx@192.0.2.1:53/rpz.example",
+		"https://lists.example.gov/@team/l.txt":        "https://lists.example.gov/@team/l.txt",
+		"https://lists.example.gov/l.txt?u=a@b":        "https://lists.example.gov/l.txt?u=a@b",
+		"https://lists.example.gov/l.txt#sha256=ab@cd": "https://lists.example.gov/l.txt#sha256=ab@cd",
+		"lists/tiktok@2.txt":                           "lists/tiktok@2.txt",
+		"https://lists.example.gov/l.txt":              "https://lists.example.gov/l.txt",
+	} {
+		assert.Equal(t, want, Redact(in), in)
+	}
+}
+
+// TestSourceErrorsHideCredentials: every error New returns for an entry
+// with user information shows the entry redacted: the refusal of the
+// credentials and any other problem found first (a URL that does not
+// parse, a scheme, a zone source's form).
+func TestSourceErrorsHideCredentials(t *testing.T) {
+	const secret = "s3cr3t"
+	for _, entry := range []string{
+		"https://reader:" + secret + "@lists.example.gov/l.txt",
+		"https://" + secret + "@lists.example.gov/l.txt",
+		"http://reader:" + secret + "@lists.example.gov/l.txt",
+		"https://reader:" + secret + "@lists.example.gov:99999/l.txt",
+		"https://reader:" + secret + "\x7f@lists.example.gov/l.txt",
+		"https://reader:" + secret + "@lists.example.gov/l.txt#sha256=00",
+		"ftp://reader:" + secret + "@lists.example.gov/l.txt",
+		"axfr://reader:" + secret + "@192.0.2.1/rpz.example",
+		"axfr://reader:" + secret + "@192.0.2.1:0/rpz.example",
+	} {
+		t.Run(entry, func(t *testing.T) {
+			_, err := New(entry, Options{})
+			require.Error(t, err)
+			assert.NotContains(t, err.Error(), secret)
+			assert.Contains(t, err.Error(), "xxxxx@")
+		})
+	}
+}
+
 func TestNewURLErrors(t *testing.T) {
 	for _, tc := range []struct{ entry, want string }{
 		{"http://lists.example.gov/l.txt", "only for loopback"},

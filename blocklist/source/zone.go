@@ -10,7 +10,6 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,6 +59,9 @@ type Zone struct {
 
 	// held is the zone served, owned by Run's goroutine.
 	held *zoneCopy
+	// refused is set while the newest copy delivered was refused (a
+	// reload guard holds it until SIGHUP): Run's goroutine's.
+	refused bool
 }
 
 var _ Source = (*Zone)(nil)
@@ -68,37 +70,38 @@ var _ Source = (*Zone)(nil)
 // defaults to 53; HOST is an IP address or a name), or an error saying what
 // is wrong with it or with Options.TSIG.
 func NewZone(entry string, opt Options) (*Zone, error) {
-	u, err := url.Parse(entry)
+	u, err := parseEntry(entry)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", entry, err)
+		return nil, err
 	}
+	shown := Redact(entry)
 	if !strings.EqualFold(u.Scheme, "axfr") {
-		return nil, fmt.Errorf("%s: scheme %q is not axfr", entry, u.Scheme)
+		return nil, fmt.Errorf("%s: scheme %q is not axfr", shown, u.Scheme)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("%s: want axfr://HOST[:PORT]/ZONE and nothing more", entry)
+		return nil, fmt.Errorf("%s: want axfr://HOST[:PORT]/ZONE and nothing more", shown)
 	}
 	host, port := u.Hostname(), u.Port()
 	if host == "" {
-		return nil, fmt.Errorf("%s: no primary host", entry)
+		return nil, fmt.Errorf("%s: no primary host", shown)
 	}
 	if port == "" {
 		port = "53"
 	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return nil, fmt.Errorf("%s: bad port %q (1 to 65535)", entry, port)
+		return nil, fmt.Errorf("%s: bad port %q (1 to 65535)", shown, port)
 	}
 	zone := strings.TrimPrefix(u.Path, "/")
 	if zone == "" || strings.Contains(zone, "/") {
-		return nil, fmt.Errorf("%s: want one zone name after the host, axfr://HOST[:PORT]/ZONE", entry)
+		return nil, fmt.Errorf("%s: want one zone name after the host, axfr://HOST[:PORT]/ZONE", shown)
 	}
 	if _, ok := dns.IsDomainName(zone); !ok || dns.Fqdn(zone) == "." {
-		return nil, fmt.Errorf("%s: zone %q is not a domain name", entry, zone)
+		return nil, fmt.Errorf("%s: zone %q is not a domain name", shown, zone)
 	}
 	zone = strings.ToLower(dns.Fqdn(zone))
 	opt = opt.withDefaults()
 	key, err := opt.TSIG.normalize()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", entry, err)
+		return nil, fmt.Errorf("%s: %w", shown, err)
 	}
 	z := &Zone{name: entry, zone: zone, host: host, port: port, opt: opt,
 		client: xfrClient{zone: zone, tsig: key, timeout: opt.Timeout, maxBytes: opt.MaxBytes},
@@ -254,14 +257,28 @@ func (z *Zone) refresh(ctx context.Context, deliver func(Content) error) error {
 			errs = append(errs, fmt.Errorf("%s: primary %s: %w", z.name, addr, err))
 			continue
 		}
+		if c == nil && z.refused && z.held != nil {
+			// The primary's serial went back to the zone held: the copy
+			// refused is no longer the primary's, and the zone held is
+			// offered again, so that the reload drops the copy it holds.
+			c, commit, err = z.reoffer(ctx, addr)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: primary %s: %w", z.name, addr, err))
+				continue
+			}
+		}
 		if c != nil {
 			if err := deliver(*c); err != nil {
+				z.refused = true
 				return refusedError(c, err)
 			}
+			z.refused = false
 			commit()
-			z.track.served(c)
+			if c.Transfer != TransferHeld { // else served and on disk already
+				z.track.served(c)
+				z.writeCache(c)
+			}
 			z.track.succeeded(now)
-			z.writeCache(c)
 			return nil
 		}
 		z.track.succeeded(now)
@@ -339,6 +356,25 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 			zap.Int("dropped", res.dropped))
 	}
 	return c, commit, nil
+}
+
+// reoffer is the zone held as content to deliver again, and the function
+// that makes it the zone held: its own records, or, when they were let go
+// for a whole transfer that was then refused (zoneCopy.release), the
+// primary's zone transferred whole again from addr.
+func (z *Zone) reoffer(ctx context.Context, addr string) (*Content, func(), error) {
+	c := &Content{Source: z.name, Kind: KindZone, Fetched: time.Now(), Zone: z.zone, Serial: z.held.soa.Serial, Transfer: TransferHeld}
+	if !z.held.released {
+		c.Records = z.held.records()
+		return c, func() {}, nil
+	}
+	res, err := z.client.transfer(ctx, addr, nil, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.Serial, c.Transfer = res.soa.Serial, TransferAXFR
+	c.Records = append([]dns.RR{res.soa}, res.rrs...)
+	return c, func() { z.held = newZoneCopy(res.soa, res.rrs) }, nil
 }
 
 // releaseHeld lets the records of the zone held go before a whole zone

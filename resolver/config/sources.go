@@ -142,8 +142,9 @@ func (c *Config) validateRemote(errs *configErrors, path []any, entry string) {
 	opt := c.SourceOptions()
 	opt.TSIG = nil // the key is checked at its own keys
 	if _, err := source.New(entry, opt); err != nil {
-		msg := strings.TrimPrefix(err.Error(), entry+": ")
-		errs.add(path, "%q: %s", entry, msg)
+		shown := source.Redact(entry)
+		msg := strings.TrimPrefix(err.Error(), shown+": ")
+		errs.add(path, "%q: %s", shown, msg)
 	}
 }
 

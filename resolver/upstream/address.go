@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/dnsfence/dnsfence/blocklist/source"
 )
 
 // Kind is the protocol an upstream speaks.
@@ -111,6 +113,11 @@ func ParseAddress(s string) (Address, error) {
 	if !isURL {
 		return parsePlain(s)
 	}
+	// A user or password before the host is refused first, and the
+	// error shows it redacted: every later error quotes s.
+	if shown := source.Redact(s); shown != s {
+		return Address{}, fmt.Errorf("%q: a user or password before @ is not supported", shown)
+	}
 	var a Address
 	switch strings.ToLower(scheme) {
 	case "tls":
@@ -127,9 +134,6 @@ func ParseAddress(s string) (Address, error) {
 	u, err := url.Parse("x://" + rest)
 	if err != nil {
 		return Address{}, fmt.Errorf("%q is not a URL: %w", s, urlReason(err))
-	}
-	if u.User != nil {
-		return Address{}, fmt.Errorf("%q: a user or password before @ is not supported", s)
 	}
 	if u.RawQuery != "" || u.ForceQuery {
 		return Address{}, fmt.Errorf("%q: a query string (?...) is not supported; queries are sent by POST", s)

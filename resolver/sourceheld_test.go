@@ -1,0 +1,139 @@
+package resolver
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist/source"
+	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestURLHeldCopyDroppedWhenServerGoesBack: a URL list that shrinks past
+// reload.max_shrink is held; when the server then goes back to the copy
+// served (the same bytes: a 304 to the conditional GET), no copy is held
+// any more (metric, /readyz), a later SIGHUP, sent for any reason, does
+// not apply the copy the server stopped serving, and the list served
+// stays the server's.
+func TestURLHeldCopyDroppedWhenServerGoesBack(t *testing.T) {
+	up := startUpstream(t, nil)
+	v1 := names(8, "tiktok.com", "douyin.com")
+	srv := startListServer(t, map[string]string{"/tiktok.txt": v1})
+	list := srv.URL + "/tiktok.txt"
+	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+upstream_timeout: 500ms
+allowed_clients: ["127.0.0.0/28"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s"]
+sources: {refresh: 1s, cache_dir: cache}
+`, up.addr, list)})
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	const gov = "127.0.0.1"
+	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."))
+
+	// A truncated list for a moment: held, the full list still served.
+	srv.set("/tiktok.txt", "tiktok.com\n", "")
+	require.Eventually(t, func() bool { _, held := f.handler.held.Load(list); return held }, 5*time.Second, 20*time.Millisecond)
+	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."))
+
+	// The server goes back to the list served; a poll confirms it.
+	srv.set("/tiktok.txt", v1, "")
+	restored := time.Now()
+	require.Eventually(t, func() bool {
+		st := f.status(t, list)
+		return st.LastError == nil && st.LastSuccess.After(restored)
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, sha256.Sum256([]byte(v1)), f.status(t, list).SHA256, "the source serves v1")
+
+	_, held := f.handler.held.Load(list)
+	assert.False(t, held, "the server serves the copy served again: no newer copy is held")
+	v, _ := metricValue(t, f.registry, "dnsfence_source_held", "source", list)
+	assert.Zero(t, v, "dnsfence_source_held")
+	_, why := f.ready(t)
+	assert.NotContains(t, why, "held by reload.max_shrink", "/readyz")
+
+	// A SIGHUP (for an unrelated edit, say) must not apply the truncated
+	// copy the server no longer serves.
+	require.NoError(t, f.reloader.Reload(true))
+	assert.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."),
+		"SIGHUP applied a held copy that the server had already withdrawn")
+	// Nor does the list served drift from the source's copy for good:
+	// the polls (304 to v1's ETag) never deliver v1 again.
+	assert.Eventually(t, func() bool {
+		v, _ := metricValue(t, f.registry, "dnsfence_source_entries", "source", list)
+		return v == 10
+	}, 4*time.Second, 50*time.Millisecond, "the list served stays the withdrawn copy while the source reports v1 (sha256 %x)",
+		f.status(t, list).SHA256)
+}
+
+// TestListURLCredentialsNeverShown: a list URL with credentials is
+// refused, and neither the source's error nor the configuration's (printed
+// at start, logged at every reload that reads it) shows them.
+func TestListURLCredentialsNeverShown(t *testing.T) {
+	const secret = "s3cr3t-token"
+	entry := "https://reader:" + secret + "@lists.example.gov/tiktok.txt"
+
+	_, err := source.New(entry, source.Options{})
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), secret, "source.New's error")
+
+	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["127.0.0.1:53"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s"]
+sources: {cache_dir: cache}
+`, entry)})
+	_, err = config.Load(filepath.Join(dir, "dnsfence.yaml"))
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), secret, "the configuration error")
+}
+
+// TestZoneHeldCopyDroppedWhenSerialGoesBack is the zone form of
+// TestURLHeldCopyDroppedWhenServerGoesBack: a zone that
+// shrinks past reload.max_shrink (serial 2) is held; the primary then
+// goes back to the zone held (serial 1 again, a reverted zone file), so
+// nothing is held any more, and a SIGHUP does not apply the withdrawn
+// copy.
+func TestZoneHeldCopyDroppedWhenSerialGoesBack(t *testing.T) {
+	const zone = "rpz.test."
+	up := startUpstream(t, nil)
+	key := newTSIGKey(t)
+	port := freePort(t)
+	listen := fmt.Sprintf("127.0.0.1:%d", port)
+	full := []string{"tiktok.com CNAME .", "douyin.com CNAME ."}
+	for i := range 8 {
+		full = append(full, fmt.Sprintf("n%d.example CNAME .", i))
+	}
+	p := startBIND(t, &bindPrimary{zone: zone, notifyPort: port, key: &key}, rpzText(zone, 1, full...))
+	entry := p.entry()
+	f := startSourceFence(t, zoneConfig(t, up.addr, entry, key), listen)
+	const gov = "127.0.0.2"
+	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."))
+
+	p.setZone(rpzText(zone, 2, "tiktok.com CNAME ."), 2)
+	notifyFrom(t, f.addr, "127.0.0.1", zone)
+	require.Eventually(t, func() bool { _, held := f.handler.held.Load(entry); return held }, 5*time.Second, 20*time.Millisecond)
+	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."), "the full zone still served")
+
+	p.setZone(rpzText(zone, 1, full...), 1)
+	notifyFrom(t, f.addr, "127.0.0.1", zone)
+	require.Eventually(t, func() bool { _, held := f.handler.held.Load(entry); return !held }, 5*time.Second, 20*time.Millisecond,
+		"the primary serves the zone held again: nothing newer is held")
+	v, _ := metricValue(t, f.registry, "dnsfence_source_held", "source", entry)
+	assert.Zero(t, v, "dnsfence_source_held")
+	require.NoError(t, f.reloader.Reload(true))
+	assert.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."), "SIGHUP applied a withdrawn copy")
+	assert.Equal(t, uint32(1), f.status(t, entry).Serial)
+}
