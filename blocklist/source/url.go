@@ -133,8 +133,12 @@ func (s *URL) Status() Status { return s.track.status() }
 
 // Run delivers the disk copy at once, then fetches at start and every
 // Options.Refresh (sooner, backing off from a second, after a failure)
-// until ctx is done.
+// until ctx is done. After a copy refused by deliver, an unchanged list
+// (a 304, the same bytes) delivers the copy held again, once.
 func (s *URL) Run(ctx context.Context, deliver func(Content) error) {
+	// A stopped source (a reload that drops or changes it) leaves no
+	// keep-alive connection behind for the transport's idle timeout.
+	defer s.client.CloseIdleConnections()
 	s.loadCache(deliver)
 	backoff := time.Second
 	for {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -421,6 +422,59 @@ func TestURLRefusedByReceiver(t *testing.T) {
 	assert.Equal(t, "tiktok.com\n", string(c.Body))
 	waitFile(t, cachePath(opt.CacheDir, entry))
 	waitStatus(t, src, func(st Status) bool { return st.HasContent && st.LastError == nil })
+}
+
+// TestURLRefusedThenUnchangedOffersTheCopyHeld: after a copy is refused
+// (a reload guard holds it), a server that goes back to the copy served
+// (a 304 to its validators) gets that copy delivered again, once, so that
+// the receiver can drop the one it holds; later polls deliver nothing.
+func TestURLRefusedThenUnchangedOffersTheCopyHeld(t *testing.T) {
+	srv := newListServer(t, "tiktok.com\ndouyin.com\n")
+	srv.set(func(s *listServer) { s.etag = `"v1"` })
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+	rec.waitCount(t, 1)
+
+	rec.setRefuse(errors.New("held: the list shrank"))
+	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\n"), `"v2"` })
+	require.Eventually(t, func() bool { return src.Status().Failures >= 1 }, waitFor, tick)
+	rec.setRefuse(nil)
+	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\ndouyin.com\n"), `"v1"` })
+
+	c := rec.waitCount(t, 2)
+	assert.Equal(t, "tiktok.com\ndouyin.com\n", string(c.Body), "the copy held, offered again")
+	require.Eventually(t, func() bool { _, nm, _ := srv.counts(); return nm >= 3 }, waitFor, tick)
+	assert.Equal(t, 2, rec.count(), "offered once")
+	waitStatus(t, src, func(st Status) bool { return st.LastError == nil && st.HasContent })
+}
+
+// TestURLStopClosesConnections: when Run returns, the source's idle
+// keep-alive connection to the server is closed, not left for the
+// transport's idle timeout (90 s) with its goroutines.
+func TestURLStopClosesConnections(t *testing.T) {
+	var open atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("tiktok.com\n"))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := &receiver{}
+	stop := runWith(t, src, rec)
+	rec.waitCount(t, 1)
+	require.Positive(t, open.Load())
+	stop()
+	assert.Eventually(t, func() bool { return open.Load() == 0 }, 2*time.Second, tick, "connections left open")
 }
 
 // TestRedact: the user information of an entry, whatever it holds, is

@@ -152,7 +152,9 @@ func (z *Zone) Notify(from netip.Addr) bool {
 }
 
 // Run delivers the disk copy at once, then checks the primary at start and
-// on the SOA's timers and NOTIFY until ctx is done.
+// on the SOA's timers and NOTIFY until ctx is done. After a copy refused
+// by deliver, a primary back at the serial held delivers the zone held
+// again, once (reoffer).
 func (z *Zone) Run(ctx context.Context, deliver func(Content) error) {
 	z.loadCache(deliver)
 	backoff := time.Second
