@@ -100,6 +100,33 @@ sources: {cache_dir: cache}
 	assert.NotContains(t, err.Error(), secret, "the configuration error")
 }
 
+// TestConfigErrorsHideListCredentials: every error the configuration
+// reports about a list entry with credentials (all are reported at once)
+// shows it redacted: cache_dir required "(ENTRY here)", a scheme that is
+// not fetched.
+func TestConfigErrorsHideListCredentials(t *testing.T) {
+	const secret = "s3cr3t-token"
+	for name, tc := range map[string]struct{ entry, sources string }{
+		"no cache_dir": {"https://reader:" + secret + "@lists.example.gov/tiktok.txt", ""},
+		"ftp list":     {"ftp://reader:" + secret + "@lists.example.gov/tiktok.txt", "sources: {cache_dir: cache}"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["127.0.0.1:53"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s"]
+%s
+`, tc.entry, tc.sources)})
+			_, err := config.Load(filepath.Join(dir, "dnsfence.yaml"))
+			require.Error(t, err)
+			assert.NotContains(t, err.Error(), secret)
+		})
+	}
+}
+
 // TestZoneHeldCopyDroppedWhenSerialGoesBack is the zone form of
 // TestURLHeldCopyDroppedWhenServerGoesBack: a zone that
 // shrinks past reload.max_shrink (serial 2) is held; the primary then

@@ -333,15 +333,18 @@ func New(entry string, opt Options) (Source, error) {
 // Redact is entry as an error, a log line or a metric may show it: the
 // user information before the host (scheme://USER:PASSWORD@HOST/...), a
 // secret whether it is a name, a password or a token, replaced by
-// "xxxxx", whether or not the rest parses as a URL. The authority ends at
-// the first '/', '?' or '#' (RFC 3986 §3.2).
+// "xxxxx". In a URL the authority ends at the first '/', '?' or '#'
+// (RFC 3986 §3.2); an entry that does not parse as one (a password with
+// a '/' in it, written unescaped) shows nothing before its last '@'.
 func Redact(entry string) string {
 	scheme, rest, ok := strings.Cut(entry, "://")
 	if !ok {
 		return entry
 	}
 	authority := rest
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+	if _, err := url.Parse(entry); err != nil {
+		authority = rest // what ends the authority is not known: all of it may be
+	} else if i := strings.IndexAny(rest, "/?#"); i >= 0 {
 		authority = rest[:i]
 	}
 	at := strings.LastIndexByte(authority, '@')

@@ -513,6 +513,12 @@ func TestSourceErrorsHideCredentials(t *testing.T) {
 		"ftp://reader:" + secret + "@lists.example.gov/l.txt",
 		"axfr://reader:" + secret + "@192.0.2.1/rpz.example",
 		"axfr://reader:" + secret + "@192.0.2.1:0/rpz.example",
+		// A '/', '?' or '#' in the password (base64 has '/'), unescaped:
+		// url.Parse fails, reading the text before it as HOST:PORT.
+		"https://reader:ab/" + secret + "@lists.example.gov/l.txt",
+		"https://reader:ab?" + secret + "@lists.example.gov/l.txt",
+		"https://reader:ab#" + secret + "@lists.example.gov/l.txt",
+		"axfr://reader:ab/" + secret + "@192.0.2.1/rpz.example",
 	} {
 		t.Run(entry, func(t *testing.T) {
 			_, err := New(entry, Options{})

@@ -21,6 +21,7 @@ import (
 	"unicode"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/blocklist/source"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"go.yaml.in/yaml/v3"
 )
@@ -749,9 +750,9 @@ func (c *Config) validatePolicyFiles(errs *configErrors, i int) {
 				c.validateRemote(errs, at, f)
 			case strings.Contains(f, "://"):
 				if files.key == "client_files" {
-					errs.add(at, "%q is a URL; client range files are read from disk only: give a file path, %s", f, example(at))
+					errs.add(at, "%q is a URL; client range files are read from disk only: give a file path, %s", source.Redact(f), example(at))
 				} else {
-					errs.add(at, "%q: only https://, http:// (to a loopback host) and axfr:// lists are fetched; give one of those or a file path, %s", f, example(at))
+					errs.add(at, "%q: only https://, http:// (to a loopback host) and axfr:// lists are fetched; give one of those or a file path, %s", source.Redact(f), example(at))
 				}
 			case c.ReadFile != nil && !c.Embedded:
 				if fi, err := os.Stat(c.Path(f)); err != nil {

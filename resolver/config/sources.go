@@ -121,7 +121,7 @@ func (c *Config) validateSources(errs *configErrors) {
 	switch {
 	case dir == "" && len(remote) > 0:
 		// At the first remote list's line: the key is not in the file.
-		errs.addLine(c.remoteLine(errs, remote[0]), at("cache_dir"), "required with remote lists (%s here): it keeps the last good copy of each, so that a restart without network still blocks; %s", remote[0], example(at("cache_dir")))
+		errs.addLine(c.remoteLine(errs, remote[0]), at("cache_dir"), "required with remote lists (%s here): it keeps the last good copy of each, so that a restart without network still blocks; %s", source.Redact(remote[0]), example(at("cache_dir")))
 	case dir != "" && c.ReadFile != nil && !c.Embedded:
 		fi, err := os.Stat(c.Path(dir))
 		switch {

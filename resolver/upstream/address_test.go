@@ -104,6 +104,7 @@ func TestParseAddressHidesCredentials(t *testing.T) {
 		"quic://" + secret + "@9.9.9.9#dns.quad9.net",
 		"https://user:" + secret + " x@dns.quad9.net/dns-query", // not a URL
 		"HTTPS://user:" + secret + "@[2620:fe::fe]:8443/dns-query",
+		"https://user:ab/" + secret + "@dns.quad9.net/dns-query", // a '/' in the password
 	} {
 		t.Run(in, func(t *testing.T) {
 			_, err := ParseAddress(in)
