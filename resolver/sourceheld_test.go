@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dnsfence/dnsfence/blocklist/source"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -75,40 +74,20 @@ sources: {refresh: 1s, cache_dir: cache}
 		f.status(t, list).SHA256)
 }
 
-// TestListURLCredentialsNeverShown: a list URL with credentials is
-// refused, and neither the source's error nor the configuration's (printed
-// at start, logged at every reload that reads it) shows them.
-func TestListURLCredentialsNeverShown(t *testing.T) {
-	const secret = "s3cr3t-token"
-	entry := "https://reader:" + secret + "@lists.example.gov/tiktok.txt"
-
-	_, err := source.New(entry, source.Options{})
-	require.Error(t, err)
-	assert.NotContains(t, err.Error(), secret, "source.New's error")
-
-	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["127.0.0.1:53"]
-policies:
-  - name: gov
-    clients: ["127.0.0.1/32"]
-    block: ["%s"]
-sources: {cache_dir: cache}
-`, entry)})
-	_, err = config.Load(filepath.Join(dir, "dnsfence.yaml"))
-	require.Error(t, err)
-	assert.NotContains(t, err.Error(), secret, "the configuration error")
-}
-
-// TestConfigErrorsHideListCredentials: every error the configuration
-// reports about a list entry with credentials (all are reported at once)
-// shows it redacted: cache_dir required "(ENTRY here)", a scheme that is
-// not fetched.
+// TestConfigErrorsHideListCredentials: a list URL with credentials is
+// refused, and every error the configuration reports about it (all are
+// reported at once, printed at start and logged at every reload that reads
+// the file) shows it redacted: the refusal itself, cache_dir required
+// "(ENTRY here)", a scheme that is not fetched, a client range file that
+// is a URL. (TestSourceErrorsHideCredentials covers source.New's own.)
 func TestConfigErrorsHideListCredentials(t *testing.T) {
 	const secret = "s3cr3t-token"
-	for name, tc := range map[string]struct{ entry, sources string }{
-		"no cache_dir": {"https://reader:" + secret + "@lists.example.gov/tiktok.txt", ""},
-		"ftp list":     {"ftp://reader:" + secret + "@lists.example.gov/tiktok.txt", "sources: {cache_dir: cache}"},
+	const url = "https://reader:" + secret + "@lists.example.gov/tiktok.txt"
+	for name, tc := range map[string]struct{ policy, sources string }{
+		"refused":         {`block: ["` + url + `"]`, "sources: {cache_dir: cache}"},
+		"no cache_dir":    {`block: ["` + url + `"]`, ""},
+		"ftp list":        {`block: ["ftp://reader:` + secret + `@lists.example.gov/tiktok.txt"]`, "sources: {cache_dir: cache}"},
+		"client file URL": {`client_files: ["` + url + `"]`, ""},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
@@ -117,11 +96,12 @@ upstreams: ["127.0.0.1:53"]
 policies:
   - name: gov
     clients: ["127.0.0.1/32"]
-    block: ["%s"]
+    %s
 %s
-`, tc.entry, tc.sources)})
+`, tc.policy, tc.sources)})
 			_, err := config.Load(filepath.Join(dir, "dnsfence.yaml"))
 			require.Error(t, err)
+			assert.Contains(t, err.Error(), "xxxxx@", "the entry is named, redacted")
 			assert.NotContains(t, err.Error(), secret)
 		})
 	}

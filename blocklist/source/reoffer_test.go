@@ -5,38 +5,60 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// TestZoneRefusedWholeTransferOfferedAgain: a whole transfer (serial 2) refused by
-// the receiver after the zone held (serial 1) let its records go; the
-// primary goes back to serial 1: the zone is offered again once, whole,
-// with the records of serial 1, and later checks deliver nothing.
-func TestZoneRefusedWholeTransferOfferedAgain(t *testing.T) {
-	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a", "b"), nil)
-	opt := zoneTestOptions(t, nil)
-	z, rec := startZone(t, p, opt)
-	rec.waitCount(t, 1)
+// TestZoneRefusedCopyOfferedAgain: a newer zone (serial 2) is refused by
+// the receiver; the primary goes back to serial 1, the zone held: it is
+// offered again once, with the records of serial 1, and later checks
+// deliver nothing. Refused as an IXFR, the zone held kept its records and
+// they are offered, with no transfer; refused as a whole transfer, the
+// records were let go first, and serial 1 is transferred whole again.
+func TestZoneRefusedCopyOfferedAgain(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		ixfr      bool
+		transfer  string
+		transfers map[string]uint64
+	}{
+		{name: "whole transfer refused", transfer: TransferAXFR, transfers: map[string]uint64{TransferAXFR: 2}},
+		{name: "IXFR refused", ixfr: true, transfer: TransferHeld, transfers: map[string]uint64{TransferAXFR: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startFakePrimary(t, testZone, 1, cnames(testZone, "a", "b"), nil)
+			z, rec := startZone(t, p, zoneTestOptions(t, nil))
+			rec.waitCount(t, 1)
 
-	rec.setRefuse(errors.New("held: the zone shrank"))
-	p.update(func(p *fakePrimary) { p.soa, p.records = testSOA(testZone, 2), cnames(testZone, "a") })
-	poke(t, z)
-	require.Eventually(t, func() bool { return z.Status().Failures >= 1 }, waitFor, tick)
-	assert.Equal(t, 1, rec.count())
+			rec.setRefuse(errors.New("held: the zone shrank"))
+			p.update(func(p *fakePrimary) {
+				p.soa, p.records = testSOA(testZone, 2), cnames(testZone, "a")
+				if tc.ixfr {
+					p.ixfr = func(uint32) []dns.RR {
+						return ixfrAnswer(testZone, ixfrStep{from: 1, to: 2, del: cnames(testZone, "b")})
+					}
+				}
+			})
+			poke(t, z)
+			require.Eventually(t, func() bool { return z.Status().Failures >= 1 }, waitFor, tick)
+			assert.Equal(t, 1, rec.count())
 
-	rec.setRefuse(nil)
-	p.update(func(p *fakePrimary) { p.soa, p.records = testSOA(testZone, 1), cnames(testZone, "a", "b") })
-	poke(t, z)
-	c := rec.waitCount(t, 2)
-	assert.Equal(t, uint32(1), c.Serial)
-	assert.Equal(t, []string{"a", "b"}, owners(c))
-	for range 3 {
-		poke(t, z)
+			rec.setRefuse(nil)
+			p.update(func(p *fakePrimary) { p.soa, p.records, p.ixfr = testSOA(testZone, 1), cnames(testZone, "a", "b"), nil })
+			poke(t, z)
+			c := rec.waitCount(t, 2)
+			assert.Equal(t, uint32(1), c.Serial)
+			assert.Equal(t, tc.transfer, c.Transfer)
+			assert.Equal(t, []string{"a", "b"}, owners(c))
+			for range 3 {
+				poke(t, z)
+			}
+			time.Sleep(300 * time.Millisecond)
+			assert.Equal(t, 2, rec.count(), "offered once")
+			st := waitStatus(t, z, func(st Status) bool { return st.LastError == nil })
+			assert.Equal(t, uint32(1), st.Serial)
+			assert.Equal(t, tc.transfers, st.Transfers, "a transfer is counted only when one was made")
+		})
 	}
-	time.Sleep(300 * time.Millisecond)
-	assert.Equal(t, 2, rec.count(), "offered once")
-	st := waitStatus(t, z, func(st Status) bool { return st.LastError == nil })
-	assert.Equal(t, uint32(1), st.Serial)
-	assert.Equal(t, uint64(2), st.Transfers[TransferAXFR], "serial 1 transferred again, its records having been let go")
 }

@@ -341,11 +341,11 @@ func Redact(entry string) string {
 	if !ok {
 		return entry
 	}
-	authority := rest
-	if _, err := url.Parse(entry); err != nil {
-		authority = rest // what ends the authority is not known: all of it may be
-	} else if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		authority = rest[:i]
+	authority := rest // unparsed, where it ends is not known: all of it may be
+	if _, err := url.Parse(entry); err == nil {
+		if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+			authority = rest[:i]
+		}
 	}
 	at := strings.LastIndexByte(authority, '@')
 	if at < 0 {

@@ -277,60 +277,57 @@ for name in "${SERVERS[@]}"; do
 done
 # serves NAME PATH: bare and floor answer only the blocked path.
 serves() { [ "$2" = blocked ] || { [ "$1" != bare ] && [ "$1" != floor ]; }; }
-# missfile TAG: names no run has asked before, so every query misses.
-missfile() { awk -v r="$1" 'BEGIN{for(i=1;i<=1500000;i++) printf "m%d.%s.example.net A\n", i, r}' >"$tmp/miss.txt"; }
+# queries PATH TAG: the query file of PATH; for cache-miss a new one, of
+# names no run has asked before (TAG tells the runs apart), so that every
+# query misses.
+queries() {
+	case $1 in
+	blocked) echo "$tmp/blocked.txt" ;;
+	cache-hit) echo "$tmp/hit.txt" ;;
+	cache-miss)
+		awk -v r="$2" 'BEGIN{for(i=1;i<=1500000;i++) printf "m%d.%s.example.net A\n", i, r}' >"$tmp/miss.txt"
+		echo "$tmp/miss.txt"
+		;;
+	esac
+}
 declare -A RUNQPS RUNLOST RUNSTEAL RUNCPU RUNCLOST RUNMEAN RUNP99
 # runqps NAME PATH RUN: one saturated run.
 runqps() {
-	local name=$1 path=$2 run=$3 r
-	case $path in
-	blocked) r=$(perf "$name" "$tmp/blocked.txt") ;;
-	cache-hit) r=$(perf "$name" "$tmp/hit.txt") ;;
-	cache-miss)
-		missfile "$name$run"
-		r=$(perf "$name" "$tmp/miss.txt")
-		;;
-	esac
+	local name=$1 path=$2 r
+	r=$(perf "$name" "$(queries "$path" "$name$3")")
 	RUNQPS[$name/$path]+="$(cut -d' ' -f1 <<<"$r") "
 	RUNSTEAL[$name/$path]=$((${RUNSTEAL[$name/$path]:-0} + $(cut -d' ' -f3 <<<"$r")))
 	RUNLOST[$name/$path]+="$(cut -d' ' -f4 <<<"$r") "
 }
 # runcpu NAME PATH RUN: CPU per query at a fixed offered rate.
 runcpu() {
-	local name=$1 path=$2 run=$3 f r
-	case $path in
-	blocked) f="$tmp/blocked.txt" ;;
-	cache-hit) f="$tmp/hit.txt" ;;
-	cache-miss)
-		missfile "${name}cpu$run"
-		f="$tmp/miss.txt"
-		;;
-	esac
-	r=$(cpuperf "$name" "$f")
+	local name=$1 path=$2 r
+	r=$(cpuperf "$name" "$(queries "$path" "${name}cpu$3")")
 	RUNCPU[$name/$path]+="$(cut -d' ' -f1 <<<"$r") "
 	RUNCLOST[$name/$path]+="$(cut -d' ' -f3 <<<"$r") "
 }
 # runlat NAME PATH: mean and 99th percentile latency at 5,000 qps.
 runlat() {
-	local name=$1 path=$2 f=$tmp/blocked.txt r
-	[ "$path" = cache-hit ] && f=$tmp/hit.txt
-	r=$(latperf "$name" "$f")
+	local name=$1 path=$2 r
+	r=$(latperf "$name" "$(queries "$path")")
 	RUNMEAN[$name/$path]+="${r% *} "
 	RUNP99[$name/$path]+="${r#* } "
 }
+# words LIST: a space-separated list's items, a line each.
+words() { tr ' ' '\n' <<<"$1" | grep .; }
 # report NAME PATH: the medians of its runs, kept and printed.
 report() {
 	local k=$1/$2
-	QPS[$k]=$(tr ' ' '\n' <<<"${RUNQPS[$k]}" | grep . | median)
+	QPS[$k]=$(words "${RUNQPS[$k]}" | median)
 	STEAL[$k]=${RUNSTEAL[$k]:-0}
-	LOST[$k]=$(tr ' ' '\n' <<<"${RUNLOST[$k]}" | grep . | sort -n | tail -1)
+	LOST[$k]=$(words "${RUNLOST[$k]}" | sort -n | tail -1)
 	printf '%-9s %-10s qps: median %8.0f of [%s]  lost %% [%s]  cpu steal ticks: %d\n' "$1" "$2" "${QPS[$k]}" "${RUNQPS[$k]% }" "${RUNLOST[$k]% }" "${STEAL[$k]}"
-	CPUQ[$k]=$(tr ' ' '\n' <<<"${RUNCPU[$k]}" | grep . | median)
-	LOSTC[$k]=$(tr ' ' '\n' <<<"${RUNCLOST[$k]}" | grep . | sort -n | tail -1)
+	CPUQ[$k]=$(words "${RUNCPU[$k]}" | median)
+	LOSTC[$k]=$(words "${RUNCLOST[$k]}" | sort -n | tail -1)
 	printf '%-9s %-10s CPU per query at %d qps offered: median %.2f us of [%s], lost %% [%s]\n' "$1" "$2" "$CPU_QPS" "${CPUQ[$k]}" "${RUNCPU[$k]% }" "${RUNCLOST[$k]% }"
 	if [ -n "${RUNMEAN[$k]:-}" ]; then
-		LATM[$k]=$(tr ' ' '\n' <<<"${RUNMEAN[$k]}" | grep . | median)
-		LATP[$k]=$(tr ' ' '\n' <<<"${RUNP99[$k]}" | grep . | median)
+		LATM[$k]=$(words "${RUNMEAN[$k]}" | median)
+		LATP[$k]=$(words "${RUNP99[$k]}" | median)
 		printf '%-9s %-10s latency at 5000 qps: mean %.3f ms, p99 %.3f ms (medians of [%s] and [%s])\n' \
 			"$1" "$2" "${LATM[$k]}" "${LATP[$k]}" "${RUNMEAN[$k]% }" "${RUNP99[$k]% }"
 	fi
@@ -394,7 +391,7 @@ echo "RESULT floor      blocked: floor ${CPUQ[floor/blocked]:-0} us/query at $CP
 echo
 echo "| server | path | qps (median) | lost % (max) | CPU us/query at $CPU_QPS qps | lost % there | mean ms at 5k qps | p99 ms at 5k qps | RSS MB | steal ticks |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-for k in ${BENCH_SERVERS:-dnsfence unbound dnsdist coredns bare floor}; do
+for k in "${SERVERS[@]}"; do
 	for p in blocked cache-hit cache-miss; do
 		[ -n "${STEAL[$k/$p]:-}" ] || continue
 		printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n' "$k" "$p" "${QPS[$k/$p]}" "${LOST[$k/$p]:-}" "${CPUQ[$k/$p]:-}" \
