@@ -24,10 +24,10 @@ import (
 // The zone transfer tests run BIND's named as the primary of an RPZ zone,
 // on a port of 127.0.0.1, with its files in a folder of the test's.
 
-// needBinary returns the path of a program the test needs. Without it the
-// test is skipped on a developer's machine and fails under CI=true, where
-// .ci/run installs it.
-func needBinary(t testing.TB, name string) string {
+// needBinary returns the path of a program the test needs, from the
+// Debian package pkg. Without it the test is skipped on a developer's
+// machine and fails under CI=true, where .ci/run installs it.
+func needBinary(t testing.TB, name, pkg string) string {
 	t.Helper()
 	if path, err := exec.LookPath(name); err == nil {
 		return path
@@ -36,9 +36,9 @@ func needBinary(t testing.TB, name string) string {
 		return path
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed (CI=true: .ci/run installs it)", name)
+		t.Fatalf("%s is required under CI=true: apt-get install %s", name, pkg)
 	}
-	t.Skipf("%s is not installed", name)
+	t.Skipf("%s not installed (apt-get install %s)", name, pkg)
 	return ""
 }
 
@@ -113,7 +113,7 @@ func (s *syncBuffer) String() string {
 // answers.
 func startBIND(t testing.TB, p *bindPrimary, zoneText string) *bindPrimary {
 	t.Helper()
-	p.t, p.dir, p.bin = t, t.TempDir(), needBinary(t, "named")
+	p.t, p.dir, p.bin = t, t.TempDir(), needBinary(t, "named", "bind9")
 	if p.port == 0 {
 		p.port = freePort(t)
 	}

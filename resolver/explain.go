@@ -251,9 +251,6 @@ func (e Explanation) String() string {
 		for _, cr := range e.Beaten {
 			fmt.Fprintf(&b, "  beats wider range %s of policy %q (%s)\n", cr.Range.Prefix, cr.Policy.Name, where(cr.Range))
 		}
-		if !e.Range.Policy.Blocks() {
-			b.WriteString("  the policy has no block lists: an exemption\n")
-		}
 	}
 	fmt.Fprintf(&b, "name %s type %s", e.Name, e.Type)
 	if e.Typed != "" {

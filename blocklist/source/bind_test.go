@@ -19,10 +19,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// needBinary returns the path of a program the test needs. Without it the
-// test is skipped on a developer's machine and fails under CI=true, where
-// .ci/run installs it.
-func needBinary(t testing.TB, name string) string {
+// needBinary returns the path of a program the test needs, from the
+// Debian package pkg. Without it the test is skipped on a developer's
+// machine and fails under CI=true, where .ci/run installs it.
+func needBinary(t testing.TB, name, pkg string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err == nil {
@@ -33,9 +33,9 @@ func needBinary(t testing.TB, name string) string {
 		return path
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed (CI=true: .ci/run installs it): %v", name, err)
+		t.Fatalf("%s is required under CI=true: apt-get install %s (%v)", name, pkg, err)
 	}
-	t.Skipf("%s is not installed: %v", name, err)
+	t.Skipf("%s not installed (apt-get install %s): %v", name, pkg, err)
 	return ""
 }
 
@@ -111,7 +111,7 @@ func (s *syncBuffer) String() string {
 // answers.
 func startBIND(t testing.TB, cfg bindConfig, zoneText string) *bindPrimary {
 	t.Helper()
-	p := &bindPrimary{t: t, dir: t.TempDir(), port: cfg.port, cfg: cfg, bin: needBinary(t, "named")}
+	p := &bindPrimary{t: t, dir: t.TempDir(), port: cfg.port, cfg: cfg, bin: needBinary(t, "named", "bind9")}
 	if p.port == 0 {
 		p.port = freePort(t)
 	}

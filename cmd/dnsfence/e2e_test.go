@@ -267,7 +267,8 @@ policies:
 }
 
 // TestEmbeddedDefault runs `dnsfence` with no flags, exactly as README's
-// first command, and checks that dig shows a block at once. Only blocked
+// first command, and checks that dig shows a block at once, and README's
+// dig session as dnsfence prints it. Only blocked
 // names are asked: anything else would be forwarded to the machine's real
 // resolvers, which tests never contact.
 func TestEmbeddedDefault(t *testing.T) {
@@ -293,6 +294,7 @@ func TestEmbeddedDefault(t *testing.T) {
 	assert.Contains(t, out, "EDE: 15 (Blocked)")
 	out = p.dig(t, "www.capcut.com")
 	assert.Contains(t, out, "status: NXDOMAIN", "the ByteDance list is built in too")
+	checkREADMEDigSession(t, p)
 	// README: ::1 is in the government range and served; metrics answer on
 	// 127.0.0.1:9153.
 	if c, err := net.ListenPacket("udp", "[::1]:0"); err == nil {

@@ -713,7 +713,7 @@ func (c *Config) validatePolicies(errs *configErrors) {
 		for j, s := range p.Clients {
 			pfx, err := blocklist.ParsePrefix(s)
 			if err != nil {
-				errs.add(at("clients", j), "%s, or list a file of ranges in client_files", prefixProblem(s, err, at("clients", j)))
+				errs.add(at("clients", j), "%s", orClientFiles(prefixProblem(s, err, at("clients", j))))
 				continue
 			}
 			if other, dup := owner[pfx]; dup {
@@ -882,6 +882,16 @@ func parsePrefixes(errs *configErrors, path []any, list []string) []netip.Prefix
 		out = append(out, p)
 	}
 	return out
+}
+
+// orClientFiles adds to problem, a policy's inline range's prefixProblem,
+// the other place ranges may be written: as a sentence of its own after a
+// question ("did you mean 10.0.0.0/8?").
+func orClientFiles(problem string) string {
+	if strings.HasSuffix(problem, "?") {
+		return problem + " Or list a file of ranges in client_files"
+	}
+	return problem + ", or list a file of ranges in client_files"
 }
 
 // prefixProblem says why s is not an address range and how to write one.

@@ -35,7 +35,7 @@ func needUnbound(t *testing.T) string {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("unbound is required under CI=true: apt-get install unbound")
 		}
-		t.Skip("unbound not installed")
+		t.Skip("unbound not installed (apt-get install unbound)")
 	}
 	return path
 }

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// readmeExample is one command of a console block of README.md and the
+// output shown under it.
+type readmeExample struct {
+	line    int // README.md's line of the command
+	command string
+	output  []string
+}
+
+// readmeExamples reads README.md's console blocks into their commands
+// (the lines after "$ ") and outputs, and the YAML blocks whose first line
+// names a file ("# bad.yaml") into files, by name.
+func readmeExamples(t *testing.T) (examples []readmeExample, files map[string]string) {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	files = map[string]string{}
+	lines := strings.Split(string(b), "\n")
+	for i := 0; i < len(lines); i++ {
+		lang, ok := strings.CutPrefix(lines[i], "```")
+		if !ok || lang == "" {
+			continue
+		}
+		start := i + 1
+		for i++; i < len(lines) && lines[i] != "```"; i++ {
+		}
+		block := lines[start:i]
+		switch {
+		case lang == "yaml" && len(block) > 0 && strings.HasPrefix(block[0], "# ") && strings.HasSuffix(block[0], ".yaml"):
+			files[strings.TrimPrefix(block[0], "# ")] = strings.Join(block[1:], "\n") + "\n"
+		case lang == "console":
+			for j, l := range block {
+				if cmd, ok := strings.CutPrefix(l, "$ "); ok {
+					examples = append(examples, readmeExample{line: start + j + 1, command: cmd})
+				} else if len(examples) > 0 {
+					ex := &examples[len(examples)-1]
+					ex.output = append(ex.output, l)
+				}
+			}
+		}
+	}
+	return examples, files
+}
+
+// TestREADMECommands runs README's `dnsfence check` and `dnsfence explain`
+// examples as a reader would, from the repository's root with the YAML
+// files README shows, and checks that the output and exit code (`echo $?`)
+// are what README shows, line for line.
+func TestREADMECommands(t *testing.T) {
+	bin := binary(t)
+	examples, files := readmeExamples(t)
+	dir := t.TempDir()
+	root, err := filepath.Abs("../..")
+	require.NoError(t, err)
+	require.NoError(t, os.Symlink(filepath.Join(root, "configs"), filepath.Join(dir, "configs")))
+	for name, text := range files {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644))
+	}
+	ran, code := 0, -1
+	for _, ex := range examples {
+		args := strings.Fields(ex.command)
+		switch {
+		case len(args) > 1 && args[0] == "dnsfence" && (args[1] == "check" || args[1] == "explain"):
+			cmd := exec.Command(bin, args[1:]...)
+			cmd.Dir = dir
+			out, err := cmd.CombinedOutput()
+			code = 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else {
+				require.NoError(t, err)
+			}
+			assert.Equal(t, strings.Join(ex.output, "\n"), strings.TrimSuffix(string(out), "\n"),
+				"README.md:%d: %s", ex.line, ex.command)
+			ran++
+		case ex.command == "echo $?" && code >= 0:
+			require.Len(t, ex.output, 1, "README.md:%d", ex.line)
+			assert.Equal(t, ex.output[0], strconv.Itoa(code), "README.md:%d: the exit code of the command before", ex.line)
+		}
+	}
+	assert.GreaterOrEqual(t, ran, 3, "README's check and explain examples")
+}
+
+// checkREADMEDigSession checks README's dig session against dnsfence
+// serving the embedded default at p: each `dig … CH TXT …explain…` shows
+// what dnsfence answers, and the audit line shown for the block names the
+// list's line, entry and SHA-256 as they are.
+func checkREADMEDigSession(t *testing.T, p *process) {
+	t.Helper()
+	examples, _ := readmeExamples(t)
+	explained := 0
+	for _, ex := range examples {
+		args := strings.Fields(ex.command)
+		if len(args) < 5 || args[0] != "dig" || args[1] != "@127.0.0.1" || args[2] != "-p" || !strings.Contains(ex.command, ".explain.dnsfence.") {
+			continue
+		}
+		out := p.dig(t, args[4:]...) // after "dig @127.0.0.1 -p 5353": p's address
+		assert.Equal(t, strings.Join(ex.output, "\n"), strings.TrimSuffix(out, "\n"), "README.md:%d: %s", ex.line, ex.command)
+		explained++
+	}
+	assert.GreaterOrEqual(t, explained, 1, "README's explain queries")
+
+	b, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(b), "one audit line for the block:\n\n```json\n")
+	require.True(t, ok, "README's audit line")
+	line, _, _ := strings.Cut(rest, "\n")
+	var shown struct {
+		List   string `json:"list"`
+		Line   int    `json:"line"`
+		Entry  string `json:"entry"`
+		SHA256 string `json:"list_sha256"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(line), &shown))
+	list, err := os.ReadFile(filepath.Join("../../configs", shown.List))
+	require.NoError(t, err)
+	sum := sha256.Sum256(list)
+	assert.True(t, strings.HasPrefix(hex.EncodeToString(sum[:]), strings.TrimSuffix(shown.SHA256, "…")),
+		"README's list_sha256 %s is not %s's", shown.SHA256, shown.List)
+	at := strings.Split(string(list), "\n")
+	require.Less(t, shown.Line-1, len(at))
+	assert.Equal(t, shown.Entry, strings.Fields(at[shown.Line-1])[0], "README's audit line: %s line %d", shown.List, shown.Line)
+}
