@@ -84,7 +84,8 @@ type Content struct {
 	// Source is the Name of the source that delivered it.
 	Source string
 	Kind   Kind
-	// FromCache is set for the copy read from the cache directory at start.
+	// FromCache is set for the copy read from the cache directory at start,
+	// until the network confirms it.
 	FromCache bool
 	// Fetched is when this copy was fetched from the network (for a disk
 	// copy: when it was originally fetched).

@@ -182,12 +182,18 @@ func (s *URL) poll(ctx context.Context, deliver func(Content) error) error {
 	if notModified || (s.held != nil && c.SHA256 == s.held.SHA256) {
 		// Unchanged (a 304, or the same bytes from a server that ignores
 		// conditional requests): the copy held is confirmed, with the
-		// newest validators.
+		// newest validators, which the disk copy keeps too, so that a
+		// restart asks with them.
+		s.held.FromCache = false // the disk copy, if it was one, is the server's
+		etag, lastModified := s.held.ETag, s.held.LastModified
 		if c.ETag != "" {
 			s.held.ETag = c.ETag
 		}
 		if c.LastModified != "" {
 			s.held.LastModified = c.LastModified
+		}
+		if s.held.ETag != etag || s.held.LastModified != lastModified {
+			s.writeCache(s.held)
 		}
 		if s.refused {
 			// The copy refused is no longer the server's: the one held is

@@ -379,6 +379,45 @@ func TestURLRestartFromCacheWithServerDown(t *testing.T) {
 	assert.Empty(t, Missing([]Source{second}))
 }
 
+// TestURLNotModifiedValidatorsKeptOnDisk: a 304 that names a new ETag (a
+// CDN that changed its validator, not the list) updates the disk copy's
+// validators, so that a restart asks with the server's newest one rather
+// than one it may no longer match (a whole download instead of a 304).
+func TestURLNotModifiedValidatorsKeptOnDisk(t *testing.T) {
+	var served, notModified atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if inm := r.Header.Get("If-None-Match"); inm == `"v1"` || inm == `"v2"` {
+			notModified.Add(1)
+			w.Header().Set("ETag", `"v2"`)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		served.Add(1)
+		w.Header().Set("ETag", `"v1"`)
+		w.Write([]byte("tiktok.com\n"))
+	}))
+	t.Cleanup(srv.Close)
+	opt := testOptions(t)
+	entry := srv.URL + "/l.txt"
+	first, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	rec := run(t, first)
+	assert.Equal(t, `"v1"`, rec.waitCount(t, 1).ETag)
+	require.Eventually(t, func() bool {
+		meta, _, err := readCache(cachePath(opt.CacheDir, entry), entry, "body")
+		return err == nil && meta.ETag == `"v2"` && notModified.Load() >= 2
+	}, waitFor, tick, "the disk copy takes the 304's ETag")
+	assert.Equal(t, 1, rec.count(), "a 304 delivers nothing")
+
+	// A restart delivers the disk copy with the new ETag, and its first
+	// request is answered 304.
+	second, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	assert.Equal(t, `"v2"`, run(t, second).waitCount(t, 1).ETag)
+	require.Eventually(t, func() bool { return second.Status().LastSuccess.After(time.Now().Add(-time.Second)) }, waitFor, tick)
+	assert.EqualValues(t, 1, served.Load(), "one whole download, by the first source")
+}
+
 func TestURLCorruptCacheIgnored(t *testing.T) {
 	srv := newListServer(t, "tiktok.com\n")
 	opt := testOptions(t)
@@ -447,6 +486,36 @@ func TestURLRefusedThenUnchangedOffersTheCopyHeld(t *testing.T) {
 	require.Eventually(t, func() bool { _, nm, _ := srv.counts(); return nm >= 3 }, waitFor, tick)
 	assert.Equal(t, 2, rec.count(), "offered once")
 	waitStatus(t, src, func(st Status) bool { return st.LastError == nil && st.HasContent })
+}
+
+// TestURLReofferedDiskCopyIsTheServers: a disk copy that the server then
+// confirms (a 304) is the server's copy; offered again after a refused
+// one, it is not reported as the disk's.
+func TestURLReofferedDiskCopyIsTheServers(t *testing.T) {
+	srv := newListServer(t, "tiktok.com\ndouyin.com\n")
+	srv.set(func(s *listServer) { s.etag = `"v1"` })
+	opt := testOptions(t)
+	entry := srv.URL + "/l.txt"
+	first, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	stopFirst := runWith(t, first, &receiver{})
+	waitFile(t, cachePath(opt.CacheDir, entry))
+	stopFirst()
+
+	second, err := NewURL(entry, opt) // a restart
+	require.NoError(t, err)
+	rec := run(t, second)
+	assert.True(t, rec.waitCount(t, 1).FromCache)
+	waitStatus(t, second, func(st Status) bool { return !st.FromCache && st.LastError == nil })
+
+	rec.setRefuse(errors.New("held: the list shrank"))
+	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\n"), `"v2"` })
+	require.Eventually(t, func() bool { return second.Status().Failures >= 1 }, waitFor, tick)
+	rec.setRefuse(nil)
+	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\ndouyin.com\n"), `"v1"` })
+	c := rec.waitCount(t, 2)
+	assert.Equal(t, "tiktok.com\ndouyin.com\n", string(c.Body), "the copy held, offered again")
+	assert.False(t, c.FromCache, "confirmed by the server before")
 }
 
 // TestURLStopClosesConnections: when Run returns, the source's idle
