@@ -30,6 +30,7 @@ func TestZoneRefusedCopyOfferedAgain(t *testing.T) {
 			p := startFakePrimary(t, testZone, 1, cnames(testZone, "a", "b"), nil)
 			z, rec := startZone(t, p, zoneTestOptions(t, nil))
 			rec.waitCount(t, 1)
+			since := waitStatus(t, z, func(st Status) bool { return st.HasContent }).VersionSince
 
 			rec.setRefuse(errors.New("held: the zone shrank"))
 			p.update(func(p *fakePrimary) {
@@ -59,6 +60,8 @@ func TestZoneRefusedCopyOfferedAgain(t *testing.T) {
 			st := waitStatus(t, z, func(st Status) bool { return st.LastError == nil })
 			assert.Equal(t, uint32(1), st.Serial)
 			assert.Equal(t, tc.transfers, st.Transfers, "a transfer is counted only when one was made")
+			assert.True(t, st.VersionSince.Equal(since), "serial 1 was first fetched at %v, not %v", since, st.VersionSince)
+			assert.True(t, c.Fetched.Equal(since), "the copy offered again was fetched at %v, not %v", since, c.Fetched)
 		})
 	}
 }

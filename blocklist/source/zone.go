@@ -365,7 +365,8 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 // for a whole transfer that was then refused (zoneCopy.release), the
 // primary's zone transferred whole again from addr.
 func (z *Zone) reoffer(ctx context.Context, addr string) (*Content, func(), error) {
-	c := &Content{Source: z.name, Kind: KindZone, Fetched: time.Now(), Zone: z.zone, Serial: z.held.soa.Serial, Transfer: TransferHeld}
+	// The version held was first fetched when it was first served.
+	c := &Content{Source: z.name, Kind: KindZone, Fetched: z.track.status().VersionSince, Zone: z.zone, Serial: z.held.soa.Serial, Transfer: TransferHeld}
 	if !z.held.released {
 		c.Records = z.held.records()
 		return c, func() {}, nil
@@ -373,6 +374,9 @@ func (z *Zone) reoffer(ctx context.Context, addr string) (*Content, func(), erro
 	res, err := z.client.transfer(ctx, addr, nil, nil)
 	if err != nil {
 		return nil, nil, err
+	}
+	if res.soa.Serial != c.Serial {
+		c.Fetched = time.Now() // another version than the one held
 	}
 	c.Serial, c.Transfer = res.soa.Serial, TransferAXFR
 	c.Records = append([]dns.RR{res.soa}, res.rrs...)
