@@ -60,6 +60,9 @@ type URL struct {
 	// refused is set while the newest copy delivered was refused (a
 	// reload guard holds it until SIGHUP): Run's goroutine's.
 	refused bool
+	// diskStale is set while the disk copy is not the copy held (its last
+	// write failed): an unchanged poll writes it again. Run's goroutine's.
+	diskStale bool
 }
 
 var _ Source = (*URL)(nil)
@@ -182,8 +185,8 @@ func (s *URL) poll(ctx context.Context, deliver func(Content) error) error {
 	if notModified || (s.held != nil && c.SHA256 == s.held.SHA256) {
 		// Unchanged (a 304, or the same bytes from a server that ignores
 		// conditional requests): the copy held is confirmed, with the
-		// newest validators, which the disk copy keeps too, so that a
-		// restart asks with them.
+		// newest validators, which the status reports and the disk copy
+		// keeps too, so that a restart asks with them.
 		s.held.FromCache = false // the disk copy, if it was one, is the server's
 		etag, lastModified := s.held.ETag, s.held.LastModified
 		if c.ETag != "" {
@@ -193,6 +196,10 @@ func (s *URL) poll(ctx context.Context, deliver func(Content) error) error {
 			s.held.LastModified = c.LastModified
 		}
 		if s.held.ETag != etag || s.held.LastModified != lastModified {
+			s.track.served(s.held)
+			s.diskStale = true
+		}
+		if s.diskStale {
 			s.writeCache(s.held)
 		}
 		if s.refused {
@@ -348,6 +355,7 @@ func (s *URL) writeCache(c *Content) {
 	}
 	err := writeCache(cachePath(s.opt.CacheDir, s.key), cacheMeta{Source: s.key, Kind: "body", Fetched: c.Fetched,
 		ETag: c.ETag, LastModified: c.LastModified}, c.Body)
+	s.diskStale = err != nil
 	s.track.cacheResult(err)
 	if err != nil {
 		s.opt.Log.Warn("list source: keeping the disk copy failed", zap.String("source", s.name), zap.Error(err))

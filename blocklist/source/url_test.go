@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -385,8 +387,9 @@ func TestURLRestartFromCacheWithServerDown(t *testing.T) {
 // than one it may no longer match (a whole download instead of a 304).
 func TestURLNotModifiedValidatorsKeptOnDisk(t *testing.T) {
 	var served, notModified atomic.Int32
+	var v1Gone atomic.Bool // from then on only "v2" is answered 304
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if inm := r.Header.Get("If-None-Match"); inm == `"v1"` || inm == `"v2"` {
+		if inm := r.Header.Get("If-None-Match"); (inm == `"v1"` && !v1Gone.Load()) || inm == `"v2"` {
 			notModified.Add(1)
 			w.Header().Set("ETag", `"v2"`)
 			w.WriteHeader(http.StatusNotModified)
@@ -408,14 +411,63 @@ func TestURLNotModifiedValidatorsKeptOnDisk(t *testing.T) {
 		return err == nil && meta.ETag == `"v2"` && notModified.Load() >= 2
 	}, waitFor, tick, "the disk copy takes the 304's ETag")
 	assert.Equal(t, 1, rec.count(), "a 304 delivers nothing")
+	assert.Equal(t, `"v2"`, first.Status().Version, "the status reports the newest validator")
 
 	// A restart delivers the disk copy with the new ETag, and its first
-	// request is answered 304.
+	// request, with "v2", is answered 304 (the old "v1" no longer would be).
+	v1Gone.Store(true)
 	second, err := NewURL(entry, opt)
 	require.NoError(t, err)
 	assert.Equal(t, `"v2"`, run(t, second).waitCount(t, 1).ETag)
 	require.Eventually(t, func() bool { return second.Status().LastSuccess.After(time.Now().Add(-time.Second)) }, waitFor, tick)
 	assert.EqualValues(t, 1, served.Load(), "one whole download, by the first source")
+}
+
+// TestURLDiskCopyWrittenAgainAfterAFailedWrite: while the disk copy cannot
+// be written (a directory stands where the file goes, which fails the
+// rename even for root), a 304 names a new ETag; once the folder is
+// writable again, the next unchanged poll writes the copy with it, and
+// CacheError (dnsfence_source_cache_ok) clears, without waiting for the
+// list to change.
+func TestURLDiskCopyWrittenAgainAfterAFailedWrite(t *testing.T) {
+	var newETag atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inm := r.Header.Get("If-None-Match")
+		switch {
+		case newETag.Load() && (inm == `"v1"` || inm == `"v2"`):
+			w.Header().Set("ETag", `"v2"`)
+			w.WriteHeader(http.StatusNotModified)
+		case !newETag.Load() && inm == `"v1"`:
+			w.Header().Set("ETag", `"v1"`)
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			w.Header().Set("ETag", `"v1"`)
+			w.Write([]byte("tiktok.com\n"))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	opt := testOptions(t)
+	entry := srv.URL + "/l.txt"
+	src, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	rec := run(t, src)
+	rec.waitCount(t, 1)
+	path := cachePath(opt.CacheDir, entry)
+	waitFile(t, path)
+
+	require.NoError(t, os.Remove(path))
+	require.NoError(t, os.Mkdir(path, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(path, "x"), nil, 0o644))
+	newETag.Store(true)
+	waitStatus(t, src, func(st Status) bool { return st.CacheError != nil })
+
+	require.NoError(t, os.RemoveAll(path))
+	require.Eventually(t, func() bool {
+		meta, _, err := readCache(path, entry, "body")
+		return err == nil && meta.ETag == `"v2"`
+	}, waitFor, tick, "the disk copy is written once the folder is writable again")
+	waitStatus(t, src, func(st Status) bool { return st.CacheError == nil })
+	assert.Equal(t, 1, rec.count(), "nothing delivered again")
 }
 
 func TestURLCorruptCacheIgnored(t *testing.T) {
@@ -478,8 +530,8 @@ func TestURLRefusedThenUnchangedOffersTheCopyHeld(t *testing.T) {
 	rec.setRefuse(errors.New("held: the list shrank"))
 	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\n"), `"v2"` })
 	require.Eventually(t, func() bool { return src.Status().Failures >= 1 }, waitFor, tick)
-	rec.setRefuse(nil)
 	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\ndouyin.com\n"), `"v1"` })
+	rec.setRefuse(nil) // after the server went back: a poll under way may not deliver "v2" now
 
 	c := rec.waitCount(t, 2)
 	assert.Equal(t, "tiktok.com\ndouyin.com\n", string(c.Body), "the copy held, offered again")
@@ -511,8 +563,8 @@ func TestURLReofferedDiskCopyIsTheServers(t *testing.T) {
 	rec.setRefuse(errors.New("held: the list shrank"))
 	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\n"), `"v2"` })
 	require.Eventually(t, func() bool { return second.Status().Failures >= 1 }, waitFor, tick)
-	rec.setRefuse(nil)
 	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\ndouyin.com\n"), `"v1"` })
+	rec.setRefuse(nil) // after the server went back: a poll under way may not deliver "v2" now
 	c := rec.waitCount(t, 2)
 	assert.Equal(t, "tiktok.com\ndouyin.com\n", string(c.Body), "the copy held, offered again")
 	assert.False(t, c.FromCache, "confirmed by the server before")
