@@ -62,6 +62,10 @@ type Zone struct {
 	// refused is set while the newest copy delivered was refused (a
 	// reload guard holds it until SIGHUP): Run's goroutine's.
 	refused bool
+	// diskStale is set while the disk copy is not the zone held (its last
+	// write failed): a check that finds the zone current writes it again.
+	// Run's goroutine's.
+	diskStale bool
 }
 
 var _ Source = (*Zone)(nil)
@@ -284,6 +288,9 @@ func (z *Zone) refresh(ctx context.Context, deliver func(Content) error) error {
 			return nil
 		}
 		z.track.succeeded(now)
+		if z.diskStale {
+			z.writeHeld()
+		}
 		return nil
 	}
 	return errors.Join(errs...)
@@ -490,10 +497,21 @@ func (z *Zone) writeCache(c *Content) {
 		return
 	}
 	err := z.writeCacheFile(c)
+	z.diskStale = err != nil
 	z.track.cacheResult(err)
 	if err != nil {
 		z.opt.Log.Warn("zone source: keeping the disk copy failed", zap.String("source", z.name), zap.Error(err))
 	}
+}
+
+// writeHeld writes the zone held to the disk copy, unless its records
+// were let go for a whole transfer (zoneCopy.release).
+func (z *Zone) writeHeld() {
+	if z.held == nil || z.held.released {
+		return
+	}
+	z.writeCache(&Content{Source: z.name, Kind: KindZone, Fetched: z.track.status().VersionSince, Zone: z.zone,
+		Serial: z.held.soa.Serial, Records: z.held.records()})
 }
 
 func (z *Zone) writeCacheFile(c *Content) error {

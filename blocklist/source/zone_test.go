@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -295,6 +297,42 @@ func TestZoneRestartFromCache(t *testing.T) {
 	assert.Equal(t, TransferIXFR, c.Transfer)
 	assert.Equal(t, []string{"*.b", "a", "c", `we\.ird`}, owners(c))
 	waitStatus(t, again, func(st Status) bool { return !st.FromCache && st.Serial == 6 })
+}
+
+// TestZoneDiskCopyWrittenAgainAfterAFailedWrite: the first transfer's disk
+// copy cannot be written (a directory stands where the file goes, which
+// fails the rename even for root); once the folder is writable again, the
+// next check, which finds the zone current, writes the zone held, and
+// CacheError (dnsfence_source_cache_ok) clears. Before, nothing was
+// written until the serial changed, and a restart with the primary down
+// had no copy to serve.
+func TestZoneDiskCopyWrittenAgainAfterAFailedWrite(t *testing.T) {
+	p := startFakePrimary(t, testZone, 5, cnames(testZone, "a", "b"), nil)
+	opt := zoneTestOptions(t, nil)
+	z, err := NewZone("axfr://"+p.addr+"/rpz.test", opt)
+	require.NoError(t, err)
+	path := cachePath(opt.CacheDir, z.Name())
+	require.NoError(t, os.MkdirAll(path, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(path, "x"), nil, 0o644))
+	rec := &receiver{}
+	stop := runWith(t, z, rec)
+	first := rec.waitCount(t, 1)
+	waitStatus(t, z, func(st Status) bool { return st.CacheError != nil })
+
+	require.NoError(t, os.RemoveAll(path))
+	poke(t, z)
+	waitStatus(t, z, func(st Status) bool { return st.CacheError == nil && st.LastError == nil })
+	waitFile(t, path)
+	stop()
+	assert.Equal(t, 1, rec.count(), "the zone is current: nothing delivered again")
+
+	// A restart delivers that disk copy before any network.
+	_, rec2 := startZone(t, p, opt)
+	c := rec2.waitCount(t, 1)
+	assert.True(t, c.FromCache)
+	assert.Equal(t, uint32(5), c.Serial)
+	assert.Equal(t, owners(first), owners(c))
+	assert.True(t, c.Fetched.Equal(first.Fetched), "the disk copy keeps the zone's fetch time")
 }
 
 func TestZoneCorruptCacheIgnored(t *testing.T) {
