@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
 )
 
 // readmeDefaultRow is one row of README's configuration table whose
@@ -78,4 +79,18 @@ func settingOf(t *testing.T, v any, key string) any {
 	}
 	t.Fatalf("no setting %q", key)
 	return nil
+}
+
+// TestREADMEYAMLBlocks: every YAML block of README.md is YAML a reader can
+// paste (an unquoted "::1/128" in a flow list is not).
+func TestREADMEYAMLBlocks(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	blocks := strings.Split(string(b), "```yaml\n")[1:]
+	require.NotEmpty(t, blocks)
+	for _, block := range blocks {
+		block, _, _ = strings.Cut(block, "```")
+		var v any
+		assert.NoError(t, yaml.Unmarshal([]byte(block), &v), "README's YAML block:\n%s", block)
+	}
 }
