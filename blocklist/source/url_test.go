@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -381,46 +382,72 @@ func TestURLRestartFromCacheWithServerDown(t *testing.T) {
 	assert.Empty(t, Missing([]Source{second}))
 }
 
-// TestURLNotModifiedValidatorsKeptOnDisk: a 304 that names a new ETag (a
-// CDN that changed its validator, not the list) updates the disk copy's
-// validators, so that a restart asks with the server's newest one rather
-// than one it may no longer match (a whole download instead of a 304).
-func TestURLNotModifiedValidatorsKeptOnDisk(t *testing.T) {
-	var served, notModified atomic.Int32
-	var v1Gone atomic.Bool // from then on only "v2" is answered 304
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if inm := r.Header.Get("If-None-Match"); (inm == `"v1"` && !v1Gone.Load()) || inm == `"v2"` {
-			notModified.Add(1)
-			w.Header().Set("ETag", `"v2"`)
+// etagServer serves one list whose ETag may change while its body does
+// not, as a CDN's can: a request naming an ETag of accept gets a 304 that
+// names etag; any other gets the body, with etag.
+type etagServer struct {
+	*httptest.Server
+	mu                  sync.Mutex
+	etag                string
+	accept              []string
+	served, notModified atomic.Int32
+}
+
+func newETagServer(t *testing.T, body string) *etagServer {
+	s := &etagServer{etag: `"v1"`, accept: []string{`"v1"`}}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		etag, ok := s.etag, slices.Contains(s.accept, r.Header.Get("If-None-Match"))
+		s.mu.Unlock()
+		w.Header().Set("ETag", etag)
+		if ok {
+			s.notModified.Add(1)
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
-		served.Add(1)
-		w.Header().Set("ETag", `"v1"`)
-		w.Write([]byte("tiktok.com\n"))
+		s.served.Add(1)
+		w.Write([]byte(body))
 	}))
-	t.Cleanup(srv.Close)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// set makes etag the server's ETag, answering 304 to those of accept.
+func (s *etagServer) set(etag string, accept ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.etag, s.accept = etag, accept
+}
+
+// TestURLNotModifiedValidatorsKeptOnDisk: a 304 that names a new ETag (a
+// CDN that changed its validator, not the list) updates the disk copy's
+// validators and the status, so that a restart asks with the server's
+// newest one rather than one it may no longer match (a whole download
+// instead of a 304).
+func TestURLNotModifiedValidatorsKeptOnDisk(t *testing.T) {
+	srv := newETagServer(t, "tiktok.com\n")
 	opt := testOptions(t)
 	entry := srv.URL + "/l.txt"
 	first, err := NewURL(entry, opt)
 	require.NoError(t, err)
 	rec := run(t, first)
 	assert.Equal(t, `"v1"`, rec.waitCount(t, 1).ETag)
+	srv.set(`"v2"`, `"v1"`, `"v2"`)
 	require.Eventually(t, func() bool {
 		meta, _, err := readCache(cachePath(opt.CacheDir, entry), entry, "body")
-		return err == nil && meta.ETag == `"v2"` && notModified.Load() >= 2
+		return err == nil && meta.ETag == `"v2"` && srv.notModified.Load() >= 2
 	}, waitFor, tick, "the disk copy takes the 304's ETag")
 	assert.Equal(t, 1, rec.count(), "a 304 delivers nothing")
 	assert.Equal(t, `"v2"`, first.Status().Version, "the status reports the newest validator")
 
 	// A restart delivers the disk copy with the new ETag, and its first
 	// request, with "v2", is answered 304 (the old "v1" no longer would be).
-	v1Gone.Store(true)
+	srv.set(`"v2"`, `"v2"`)
 	second, err := NewURL(entry, opt)
 	require.NoError(t, err)
 	assert.Equal(t, `"v2"`, run(t, second).waitCount(t, 1).ETag)
 	require.Eventually(t, func() bool { return second.Status().LastSuccess.After(time.Now().Add(-time.Second)) }, waitFor, tick)
-	assert.EqualValues(t, 1, served.Load(), "one whole download, by the first source")
+	assert.EqualValues(t, 1, srv.served.Load(), "one whole download, by the first source")
 }
 
 // TestURLDiskCopyWrittenAgainAfterAFailedWrite: while the disk copy cannot
@@ -430,22 +457,7 @@ func TestURLNotModifiedValidatorsKeptOnDisk(t *testing.T) {
 // CacheError (dnsfence_source_cache_ok) clears, without waiting for the
 // list to change.
 func TestURLDiskCopyWrittenAgainAfterAFailedWrite(t *testing.T) {
-	var newETag atomic.Bool
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		inm := r.Header.Get("If-None-Match")
-		switch {
-		case newETag.Load() && (inm == `"v1"` || inm == `"v2"`):
-			w.Header().Set("ETag", `"v2"`)
-			w.WriteHeader(http.StatusNotModified)
-		case !newETag.Load() && inm == `"v1"`:
-			w.Header().Set("ETag", `"v1"`)
-			w.WriteHeader(http.StatusNotModified)
-		default:
-			w.Header().Set("ETag", `"v1"`)
-			w.Write([]byte("tiktok.com\n"))
-		}
-	}))
-	t.Cleanup(srv.Close)
+	srv := newETagServer(t, "tiktok.com\n")
 	opt := testOptions(t)
 	entry := srv.URL + "/l.txt"
 	src, err := NewURL(entry, opt)
@@ -458,7 +470,7 @@ func TestURLDiskCopyWrittenAgainAfterAFailedWrite(t *testing.T) {
 	require.NoError(t, os.Remove(path))
 	require.NoError(t, os.Mkdir(path, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(path, "x"), nil, 0o644))
-	newETag.Store(true)
+	srv.set(`"v2"`, `"v1"`, `"v2"`)
 	waitStatus(t, src, func(st Status) bool { return st.CacheError != nil })
 
 	require.NoError(t, os.RemoveAll(path))
