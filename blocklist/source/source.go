@@ -407,6 +407,15 @@ func (t *tracker) update(fn func(st *Status)) {
 	fn(&t.st)
 }
 
+// cacheFailing reports whether the last write or read of the disk copy
+// failed (Status.CacheError): the disk copy is not the copy held, and is
+// written again at the next chance.
+func (t *tracker) cacheFailing() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.st.CacheError != nil
+}
+
 // attempt records that the network is being asked.
 func (t *tracker) attempt(now time.Time) { t.update(func(st *Status) { st.LastAttempt = now }) }
 

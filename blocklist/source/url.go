@@ -60,9 +60,6 @@ type URL struct {
 	// refused is set while the newest copy delivered was refused (a
 	// reload guard holds it until SIGHUP): Run's goroutine's.
 	refused bool
-	// diskStale is set while the disk copy is not the copy held (its last
-	// write failed): an unchanged poll writes it again. Run's goroutine's.
-	diskStale bool
 }
 
 var _ Source = (*URL)(nil)
@@ -195,11 +192,11 @@ func (s *URL) poll(ctx context.Context, deliver func(Content) error) error {
 		if c.LastModified != "" {
 			s.held.LastModified = c.LastModified
 		}
-		if s.held.ETag != etag || s.held.LastModified != lastModified {
+		validators := s.held.ETag != etag || s.held.LastModified != lastModified
+		if validators {
 			s.track.served(s.held)
-			s.diskStale = true
 		}
-		if s.diskStale {
+		if validators || s.track.cacheFailing() {
 			s.writeCache(s.held)
 		}
 		if s.refused {
@@ -355,7 +352,6 @@ func (s *URL) writeCache(c *Content) {
 	}
 	err := writeCache(cachePath(s.opt.CacheDir, s.key), cacheMeta{Source: s.key, Kind: "body", Fetched: c.Fetched,
 		ETag: c.ETag, LastModified: c.LastModified}, c.Body)
-	s.diskStale = err != nil
 	s.track.cacheResult(err)
 	if err != nil {
 		s.opt.Log.Warn("list source: keeping the disk copy failed", zap.String("source", s.name), zap.Error(err))

@@ -527,6 +527,19 @@ func TestURLRefusedByReceiver(t *testing.T) {
 	waitStatus(t, src, func(st Status) bool { return st.HasContent && st.LastError == nil })
 }
 
+// refuseThenGoBack has rec refuse the copy the server serves next
+// (douyin.com withdrawn, ETag "v2") until src counts the failure; then the
+// server goes back to the copy served before (both names, "v1") and rec
+// accepts again.
+func refuseThenGoBack(t *testing.T, srv *listServer, src Source, rec *receiver) {
+	t.Helper()
+	rec.setRefuse(errors.New("held: the list shrank"))
+	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\n"), `"v2"` })
+	require.Eventually(t, func() bool { return src.Status().Failures >= 1 }, waitFor, tick)
+	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\ndouyin.com\n"), `"v1"` })
+	rec.setRefuse(nil) // after the server went back: a poll under way may not deliver "v2" now
+}
+
 // TestURLRefusedThenUnchangedOffersTheCopyHeld: after a copy is refused
 // (a reload guard holds it), a server that goes back to the copy served
 // (a 304 to its validators) gets that copy delivered again, once, so that
@@ -539,11 +552,7 @@ func TestURLRefusedThenUnchangedOffersTheCopyHeld(t *testing.T) {
 	rec := run(t, src)
 	rec.waitCount(t, 1)
 
-	rec.setRefuse(errors.New("held: the list shrank"))
-	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\n"), `"v2"` })
-	require.Eventually(t, func() bool { return src.Status().Failures >= 1 }, waitFor, tick)
-	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\ndouyin.com\n"), `"v1"` })
-	rec.setRefuse(nil) // after the server went back: a poll under way may not deliver "v2" now
+	refuseThenGoBack(t, srv, src, rec)
 
 	c := rec.waitCount(t, 2)
 	assert.Equal(t, "tiktok.com\ndouyin.com\n", string(c.Body), "the copy held, offered again")
@@ -572,11 +581,7 @@ func TestURLReofferedDiskCopyIsTheServers(t *testing.T) {
 	assert.True(t, rec.waitCount(t, 1).FromCache)
 	waitStatus(t, second, func(st Status) bool { return !st.FromCache && st.LastError == nil })
 
-	rec.setRefuse(errors.New("held: the list shrank"))
-	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\n"), `"v2"` })
-	require.Eventually(t, func() bool { return second.Status().Failures >= 1 }, waitFor, tick)
-	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\ndouyin.com\n"), `"v1"` })
-	rec.setRefuse(nil) // after the server went back: a poll under way may not deliver "v2" now
+	refuseThenGoBack(t, srv, second, rec)
 	c := rec.waitCount(t, 2)
 	assert.Equal(t, "tiktok.com\ndouyin.com\n", string(c.Body), "the copy held, offered again")
 	assert.False(t, c.FromCache, "confirmed by the server before")

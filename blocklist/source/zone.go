@@ -62,10 +62,6 @@ type Zone struct {
 	// refused is set while the newest copy delivered was refused (a
 	// reload guard holds it until SIGHUP): Run's goroutine's.
 	refused bool
-	// diskStale is set while the disk copy is not the zone held (its last
-	// write failed): a check that finds the zone current writes it again.
-	// Run's goroutine's.
-	diskStale bool
 }
 
 var _ Source = (*Zone)(nil)
@@ -288,8 +284,8 @@ func (z *Zone) refresh(ctx context.Context, deliver func(Content) error) error {
 			return nil
 		}
 		z.track.succeeded(now)
-		if z.diskStale {
-			z.writeHeld()
+		if z.track.cacheFailing() {
+			z.writeHeld() // the disk copy is not the zone held: again
 		}
 		return nil
 	}
@@ -372,22 +368,26 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 // for a whole transfer that was then refused (zoneCopy.release), the
 // primary's zone transferred whole again from addr.
 func (z *Zone) reoffer(ctx context.Context, addr string) (*Content, func(), error) {
-	// The version held was first fetched when it was first served.
-	c := &Content{Source: z.name, Kind: KindZone, Fetched: z.track.status().VersionSince, Zone: z.zone, Serial: z.held.soa.Serial, Transfer: TransferHeld}
 	if !z.held.released {
-		c.Records = z.held.records()
-		return c, func() {}, nil
+		return z.heldContent(), func() {}, nil
 	}
 	res, err := z.client.transfer(ctx, addr, nil, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	if res.soa.Serial != c.Serial {
-		c.Fetched = time.Now() // another version than the one held
+	c := &Content{Source: z.name, Kind: KindZone, Fetched: time.Now(), Zone: z.zone, Serial: res.soa.Serial, Transfer: TransferAXFR,
+		Records: append([]dns.RR{res.soa}, res.rrs...)}
+	if c.Serial == z.held.soa.Serial {
+		c.Fetched = z.track.status().VersionSince // the version held, fetched again
 	}
-	c.Serial, c.Transfer = res.soa.Serial, TransferAXFR
-	c.Records = append([]dns.RR{res.soa}, res.rrs...)
 	return c, func() { z.held = newZoneCopy(res.soa, res.rrs) }, nil
+}
+
+// heldContent is the zone held as content (TransferHeld), its records not
+// let go: fetched when its version was first served.
+func (z *Zone) heldContent() *Content {
+	return &Content{Source: z.name, Kind: KindZone, Fetched: z.track.status().VersionSince, Zone: z.zone,
+		Serial: z.held.soa.Serial, Transfer: TransferHeld, Records: z.held.records()}
 }
 
 // releaseHeld lets the records of the zone held go before a whole zone
@@ -497,7 +497,6 @@ func (z *Zone) writeCache(c *Content) {
 		return
 	}
 	err := z.writeCacheFile(c)
-	z.diskStale = err != nil
 	z.track.cacheResult(err)
 	if err != nil {
 		z.opt.Log.Warn("zone source: keeping the disk copy failed", zap.String("source", z.name), zap.Error(err))
@@ -510,8 +509,7 @@ func (z *Zone) writeHeld() {
 	if z.held == nil || z.held.released {
 		return
 	}
-	z.writeCache(&Content{Source: z.name, Kind: KindZone, Fetched: z.track.status().VersionSince, Zone: z.zone,
-		Serial: z.held.soa.Serial, Records: z.held.records()})
+	z.writeCache(z.heldContent())
 }
 
 func (z *Zone) writeCacheFile(c *Content) error {
