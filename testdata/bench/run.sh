@@ -16,6 +16,10 @@
 #   cache-miss every name new, so every query goes upstream
 #   latency    the blocked and cache-hit paths at a fixed 5,000 qps: mean
 #              and 99th percentile latency (dnsperf -v, every query's)
+#   paired     the same latency with the servers asked in turn, query by
+#              query, 5,000 qps in all (benchlat): every server's figure
+#              from the same moments of the machine, where dnsperf's runs
+#              one after the other spread up to 2x on a virtual machine
 #   cpu        every path at a fixed offered 60,000 qps (BENCH_CPU_QPS):
 #              the server's CPU time (utime+stime in /proc/PID/stat) over
 #              the run divided by the queries answered, in microseconds: the
@@ -89,6 +93,7 @@ fi
 go build -o "$tmp/upstream" ./cmd/benchupstream
 go build -o "$tmp/bare" ./cmd/benchbare
 go build -o "$tmp/probe" ./cmd/benchprobe
+go build -o "$tmp/benchlat" ./cmd/benchlat
 
 # Query files.
 for i in $(seq 1 10000); do echo "w$i.tiktok.com A"; done >"$tmp/blocked.txt"
@@ -251,9 +256,20 @@ latperf() {
 		awk '{a[NR]=$1; s+=$1} END{ if (NR == 0) print "0 0"; else { i=int(NR*0.99); if (i < 1) i=1; printf "%.3f %.3f\n", s/NR, a[i] } }'
 }
 
+# pairedlat PATH ROUND -> a line a server: "name sent answered lost mean_ms
+# median_ms p99_ms", every server that serves PATH asked in turn by
+# benchlat, 5,000 qps in all, in an order drawn anew each round (ROUND
+# seeds it).
+pairedlat() {
+	local path=$1 round=$2 name
+	local -a args=()
+	for name in "${SERVERS[@]}"; do serves "$name" "$path" && args+=(-server "$name=127.0.0.1:${PORT[$name]}"); done
+	taskset -c "$LOAD_CPU" "$tmp/benchlat" -seed "$round" -source $GOV -file "$(queries "$path")" -qps 5000 -duration "${SECS}s" "${args[@]}"
+}
+
 rss() { awk '/VmRSS/{printf "%d", $2/1024}' "/proc/$1/status"; } # MB
 
-declare -A QPS LAT CPUQ LATM LATP RSS STEAL LOST LOSTC
+declare -A QPS LAT CPUQ LATM LATP PAIRM PAIRP RSS STEAL LOST LOSTC
 taskset -c "$LOAD_CPU" "$tmp/upstream" -listen "127.0.0.1:$UPSTREAM_PORT" 2>"$tmp/upstream.log" &
 pids+=("$!")
 
@@ -290,7 +306,7 @@ queries() {
 		;;
 	esac
 }
-declare -A RUNQPS RUNLOST RUNSTEAL RUNCPU RUNCLOST RUNMEAN RUNP99
+declare -A RUNQPS RUNLOST RUNSTEAL RUNCPU RUNCLOST RUNMEAN RUNP99 PAIRMEAN PAIRP99 PAIRLOST
 # runqps NAME PATH RUN: one saturated run.
 runqps() {
 	local name=$1 path=$2 r
@@ -313,6 +329,15 @@ runlat() {
 	RUNMEAN[$name/$path]+="${r% *} "
 	RUNP99[$name/$path]+="${r#* } "
 }
+# runpaired PATH ROUND: one round of benchlat over every server of PATH.
+runpaired() {
+	local name sent answered lost mean median p99
+	while read -r name sent answered lost mean median p99; do
+		PAIRMEAN[$name/$1]+="$mean "
+		PAIRP99[$name/$1]+="$p99 "
+		PAIRLOST[$name/$1]+="$lost "
+	done < <(pairedlat "$1" "$2")
+}
 # words LIST: a space-separated list's items, a line each.
 words() { tr ' ' '\n' <<<"$1" | grep .; }
 # report NAME PATH: the medians of its runs, kept and printed.
@@ -331,6 +356,12 @@ report() {
 		printf '%-9s %-10s latency at 5000 qps: mean %.3f ms, p99 %.3f ms (medians of [%s] and [%s])\n' \
 			"$1" "$2" "${LATM[$k]}" "${LATP[$k]}" "${RUNMEAN[$k]% }" "${RUNP99[$k]% }"
 	fi
+	if [ -n "${PAIRMEAN[$k]:-}" ]; then
+		PAIRM[$k]=$(words "${PAIRMEAN[$k]}" | median)
+		PAIRP[$k]=$(words "${PAIRP99[$k]}" | median)
+		printf '%-9s %-10s paired latency, 5000 qps in all: mean %.4f ms, p99 %.4f ms (medians of [%s] and [%s]), lost [%s]\n' \
+			"$1" "$2" "${PAIRM[$k]}" "${PAIRP[$k]}" "${PAIRMEAN[$k]% }" "${PAIRP99[$k]% }" "${PAIRLOST[$k]% }"
+	fi
 }
 for path in blocked cache-hit; do
 	if [ "$path" = cache-hit ]; then
@@ -345,6 +376,7 @@ for path in blocked cache-hit; do
 	for run in $(seq 1 "$LAT_RUNS"); do
 		for name in "${SERVERS[@]}"; do serves "$name" "$path" && runlat "$name" "$path"; done
 	done
+	for run in $(seq 1 "$LAT_RUNS"); do runpaired "$path" "$run"; done
 	for name in "${SERVERS[@]}"; do serves "$name" "$path" && report "$name" "$path"; done
 done
 for name in "${SERVERS[@]}"; do
@@ -379,6 +411,28 @@ echo "RESULT blocked    dnsfence $(printf %.0f "${QPS[dnsfence/blocked]}") qps:$
 echo "RESULT cache-hit  dnsfence $(printf %.0f "${QPS[dnsfence/cache-hit]}") qps:$(ratios cache-hit), x$(ratio "${QPS[dnsfence/cache-hit]}" "${QPS[bare/blocked]}") bare (its only path)"
 echo "RESULT cache-miss dnsfence $(printf %.0f "${QPS[dnsfence/cache-miss]}") qps:$(ratios cache-miss)"
 echo "RESULT latency    dnsfence ${LAT[dnsfence]} ms at 5000 qps: x$(ratio "${LAT[dnsfence]}" "${LAT[unbound]}") unbound, x$(ratio "${LAT[dnsfence]}" "${LAT[dnsdist]}") dnsdist, x$(ratio "${LAT[dnsfence]}" "${LAT[coredns]}") coredns, x$(ratio "${LAT[dnsfence]}" "${LAT[bare]}") bare miekg/dns"
+# pairedratios PATH FIELD: dnsfence's paired figure (mean or p99) against
+# each other server's, the medians' ratio and the range of the rounds'.
+pairedratios() {
+	local p=$1 arr=$2 k out="" r
+	for k in unbound dnsdist coredns bare floor; do
+		[ -n "${PAIRM[$k/$p]:-}" ] || continue
+		if [ "$arr" = mean ]; then
+			r=$(paste -d' ' <(words "${PAIRMEAN[dnsfence/$p]}") <(words "${PAIRMEAN[$k/$p]}"))
+			out+=" x$(ratio "${PAIRM[dnsfence/$p]}" "${PAIRM[$k/$p]}")"
+		else
+			r=$(paste -d' ' <(words "${PAIRP99[dnsfence/$p]}") <(words "${PAIRP99[$k/$p]}"))
+			out+=" x$(ratio "${PAIRP[dnsfence/$p]}" "${PAIRP[$k/$p]}")"
+		fi
+		out+=" $k (rounds $(awk '$2 > 0 {printf "%.2f\n", $1 / $2}' <<<"$r" | sort -n | sed -n '1p;$p' | paste -sd-)),"
+	done
+	echo "${out%,}"
+}
+for p in blocked cache-hit; do
+	[ -n "${PAIRM[dnsfence/$p]:-}" ] || continue
+	echo "RESULT paired     $p mean: dnsfence ${PAIRM[dnsfence/$p]} ms:$(pairedratios "$p" mean)"
+	echo "RESULT paired     $p p99:  dnsfence ${PAIRP[dnsfence/$p]} ms:$(pairedratios "$p" p99)"
+done
 for p in blocked cache-hit cache-miss; do
 	echo "RESULT cpu        $p: dnsfence ${CPUQ[dnsfence/$p]:-0} us/query at $CPU_QPS qps offered: x$(ratio "${CPUQ[dnsfence/$p]:-0}" "${CPUQ[unbound/$p]:-0}") unbound, x$(ratio "${CPUQ[dnsfence/$p]:-0}" "${CPUQ[dnsdist/$p]:-0}") dnsdist"
 done
@@ -389,13 +443,13 @@ echo "RESULT floor      blocked: floor ${CPUQ[floor/blocked]:-0} us/query at $CP
 
 # The table: every server and path, from this run.
 echo
-echo "| server | path | qps (median) | lost % (max) | CPU us/query at $CPU_QPS qps | lost % there | mean ms at 5k qps | p99 ms at 5k qps | RSS MB | steal ticks |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| server | path | qps (median) | lost % (max) | CPU us/query at $CPU_QPS qps | lost % there | mean ms at 5k qps | p99 ms at 5k qps | paired mean ms | paired p99 ms | RSS MB | steal ticks |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for k in "${SERVERS[@]}"; do
 	for p in blocked cache-hit cache-miss; do
 		[ -n "${STEAL[$k/$p]:-}" ] || continue
-		printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n' "$k" "$p" "${QPS[$k/$p]}" "${LOST[$k/$p]:-}" "${CPUQ[$k/$p]:-}" \
-			"${LOSTC[$k/$p]:-}" "${LATM[$k/$p]:--}" "${LATP[$k/$p]:--}" "${RSS[$k]:-}" "${STEAL[$k/$p]}"
+		printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$k" "$p" "${QPS[$k/$p]}" "${LOST[$k/$p]:-}" "${CPUQ[$k/$p]:-}" \
+			"${LOSTC[$k/$p]:-}" "${LATM[$k/$p]:--}" "${LATP[$k/$p]:--}" "${PAIRM[$k/$p]:--}" "${PAIRP[$k/$p]:--}" "${RSS[$k]:-}" "${STEAL[$k/$p]}"
 	done
 done
 echo "# CPU steal over the whole run: $(($(steal) - STEAL0)) ticks of $HZ a second; load average now $(cut -d' ' -f1-3 /proc/loadavg)"
