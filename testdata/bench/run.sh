@@ -257,13 +257,15 @@ latperf() {
 }
 
 # pairedlat PATH ROUND -> a line a server: "name sent answered lost mean_ms
-# median_ms p99_ms", every server that serves PATH asked in turn by
-# benchlat, 5,000 qps in all, in an order drawn anew each round (ROUND
-# seeds it).
+# p25_ms median_ms p99_ms", every server that serves PATH asked in turn by
+# benchlat, 5,000 qps in all (so 5,000 / the servers' count each), in an
+# order drawn anew each round of servers (ROUND seeds it); nothing when no
+# server serves PATH.
 pairedlat() {
 	local path=$1 round=$2 name
 	local -a args=()
 	for name in "${SERVERS[@]}"; do serves "$name" "$path" && args+=(-server "$name=127.0.0.1:${PORT[$name]}"); done
+	[ ${#args[@]} -gt 0 ] || return 0
 	taskset -c "$LOAD_CPU" "$tmp/benchlat" -seed "$round" -source $GOV -file "$(queries "$path")" -qps 5000 -duration "${SECS}s" "${args[@]}"
 }
 
@@ -329,14 +331,19 @@ runlat() {
 	RUNMEAN[$name/$path]+="${r% *} "
 	RUNP99[$name/$path]+="${r#* } "
 }
-# runpaired PATH ROUND: one round of benchlat over every server of PATH.
+# runpaired PATH ROUND: one round of benchlat over every server of PATH;
+# a round that fails is said, and left out.
 runpaired() {
-	local name sent answered lost mean median p99
-	while read -r name sent answered lost mean median p99; do
+	local out name sent answered lost mean p25 median p99
+	if ! out=$(pairedlat "$1" "$2"); then
+		echo "# paired latency: benchlat failed on $1, round $2" >&2
+		return 0
+	fi
+	while read -r name sent answered lost mean p25 median p99; do
 		PAIRMEAN[$name/$1]+="$mean "
 		PAIRP99[$name/$1]+="$p99 "
 		PAIRLOST[$name/$1]+="$lost "
-	done < <(pairedlat "$1" "$2")
+	done <<<"$out"
 }
 # words LIST: a space-separated list's items, a line each.
 words() { tr ' ' '\n' <<<"$1" | grep .; }
@@ -412,19 +419,20 @@ echo "RESULT cache-hit  dnsfence $(printf %.0f "${QPS[dnsfence/cache-hit]}") qps
 echo "RESULT cache-miss dnsfence $(printf %.0f "${QPS[dnsfence/cache-miss]}") qps:$(ratios cache-miss)"
 echo "RESULT latency    dnsfence ${LAT[dnsfence]} ms at 5000 qps: x$(ratio "${LAT[dnsfence]}" "${LAT[unbound]}") unbound, x$(ratio "${LAT[dnsfence]}" "${LAT[dnsdist]}") dnsdist, x$(ratio "${LAT[dnsfence]}" "${LAT[coredns]}") coredns, x$(ratio "${LAT[dnsfence]}" "${LAT[bare]}") bare miekg/dns"
 # pairedratios PATH FIELD: dnsfence's paired figure (mean or p99) against
-# each other server's, the medians' ratio and the range of the rounds'.
+# each other server's: the median of the rounds' ratios (each round's two
+# figures come from the same seconds) and their range.
 pairedratios() {
 	local p=$1 arr=$2 k out="" r
 	for k in unbound dnsdist coredns bare floor; do
-		[ -n "${PAIRM[$k/$p]:-}" ] || continue
+		[ -n "${PAIRM[$k/$p]:-}" ] && [ -n "${PAIRM[dnsfence/$p]:-}" ] || continue
 		if [ "$arr" = mean ]; then
 			r=$(paste -d' ' <(words "${PAIRMEAN[dnsfence/$p]}") <(words "${PAIRMEAN[$k/$p]}"))
-			out+=" x$(ratio "${PAIRM[dnsfence/$p]}" "${PAIRM[$k/$p]}")"
 		else
 			r=$(paste -d' ' <(words "${PAIRP99[dnsfence/$p]}") <(words "${PAIRP99[$k/$p]}"))
-			out+=" x$(ratio "${PAIRP[dnsfence/$p]}" "${PAIRP[$k/$p]}")"
 		fi
-		out+=" $k (rounds $(awk '$2 > 0 {printf "%.2f\n", $1 / $2}' <<<"$r" | sort -n | sed -n '1p;$p' | paste -sd-)),"
+		r=$(awk '$1 > 0 && $2 > 0 {printf "%.3f\n", $1 / $2}' <<<"$r" | sort -n)
+		[ -n "$r" ] || continue
+		out+=" x$(median <<<"$r" | xargs printf %.2f) $k (rounds $(sed -n '1p;$p' <<<"$r" | xargs printf '%.2f\n' | paste -sd-)),"
 	done
 	echo "${out%,}"
 }
