@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -315,7 +316,7 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 	limits := rules.Limits()
 	slots := make(chan struct{}, limits.TCPPipeline)
 	timeout := limits.TCPReadTimeout
-	r := bufio.NewReaderSize(c, tcpReadBuffer)
+	r := bufio.NewReaderSize(takenBefore{c, &s.closing}, tcpReadBuffer)
 	var length [2]byte
 	var small []byte // the buffer of queries up to tcpSmallQuery octets, kept
 	holding := false
@@ -399,9 +400,28 @@ func (s *tcpServer) serveMessage(c *tcpConn, m []byte) (resume func()) {
 	return s.handler.ServeInline(w, req)
 }
 
+// takenBefore reads the connection until stopped is set: what a read
+// brings in after that is not taken (an error, the connection's loop
+// ends). stopAccepting's past deadline fails a read not yet begun, but
+// the runtime's poller, woken by it, still takes bytes that arrive before
+// the connection's goroutine runs again (as it did on UDP:
+// udpServer.stopReading).
+type takenBefore struct {
+	net.Conn
+	stopped *atomic.Bool
+}
+
+func (t takenBefore) Read(b []byte) (int, error) {
+	n, err := t.Conn.Read(b)
+	if t.stopped.Load() {
+		return 0, os.ErrDeadlineExceeded
+	}
+	return n, err
+}
+
 // stopAccepting closes the listener and makes every open connection stop
 // reading queries, without waiting: the queries a connection has read are
-// still answered on it.
+// still answered on it, and no query that arrives after it returns is.
 func (s *tcpServer) stopAccepting() {
 	s.stop1.Do(func() {
 		s.mu.Lock()
