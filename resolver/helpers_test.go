@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
@@ -170,16 +171,9 @@ func silentUpstream(t *testing.T) string {
 }
 
 // closedPort is a loopback UDP/TCP port with nothing listening: queries to
-// it fail at once with "connection refused".
-func closedPort(t *testing.T) string {
-	t.Helper()
-	pc, ln, err := listenBoth("127.0.0.1:0")
-	require.NoError(t, err)
-	addr := pc.LocalAddr().String()
-	pc.Close()
-	ln.Close()
-	return addr
-}
+// it fail at once with "connection refused". It is held until the test
+// ends (testnet.RefusingAddr), so no other test process takes it.
+func closedPort(t *testing.T) string { return testnet.RefusingAddr(t) }
 
 // fence is a running dnsfence under test.
 type fence struct {

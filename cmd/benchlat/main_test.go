@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -141,14 +142,7 @@ func TestServersTakeTurnsInRounds(t *testing.T) {
 func TestLostQueries(t *testing.T) {
 	queries, err := readQueries(writeQueries(t, "a.example A\n"))
 	require.NoError(t, err)
-	// A port held by a socket connected elsewhere: the kernel finds no
-	// socket for benchlat's datagrams and refuses them (ICMP port
-	// unreachable), and no other process can take the port meanwhile, as
-	// it could a port closed to free it.
-	holder, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9})
-	require.NoError(t, err)
-	t.Cleanup(func() { holder.Close() })
-	refused := netip.MustParseAddrPort(holder.LocalAddr().String())
+	refused := netip.MustParseAddrPort(testnet.RefusingAddr(t)) // held: no other process takes it
 	const timeout = 50 * time.Millisecond
 	list := servers{
 		{name: "silent", addr: startRaw(t, func([]byte) [][]byte { return nil }), timeout: timeout},

@@ -6,11 +6,11 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
@@ -279,10 +279,10 @@ func TestEncryptedClose(t *testing.T) {
 // TestEncryptedRefused: a TCP port nothing listens on refuses the
 // connection, and the error says so (ErrConnRefused), for DoT and DoH.
 func TestEncryptedRefused(t *testing.T) {
-	port := strconv.Itoa(unusedTCPPort(t))
+	addr := testnet.RefusingAddr(t)
 	for _, s := range []string{
-		"tls://127.0.0.1:" + port + "#" + testServerName,
-		"https://127.0.0.1:" + port + "/dns-query#" + testServerName,
+		"tls://" + addr + "#" + testServerName,
+		"https://" + addr + "/dns-query#" + testServerName,
 	} {
 		t.Run(s, func(t *testing.T) {
 			tr := newEncryptedTransport(t, s, Options{Timeout: 5 * time.Second})

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
 )
@@ -155,15 +156,9 @@ func askedSilentUpstream(t *testing.T) (addr string, asked <-chan struct{}) {
 }
 
 // closedPort is a loopback UDP/TCP port with nothing listening: queries to
-// it fail at once with "connection refused".
-func closedPort(t *testing.T) string {
-	t.Helper()
-	pc, ln := listenBoth(t)
-	addr := pc.LocalAddr().String()
-	pc.Close()
-	ln.Close()
-	return addr
-}
+// it fail at once with "connection refused". It is held until the test
+// ends (testnet.RefusingAddr), so no other test process takes it.
+func closedPort(t *testing.T) string { return testnet.RefusingAddr(t) }
 
 // question builds a query with RD set, optionally with EDNS.
 func question(name string, qtype uint16, edns bool) *dns.Msg {

@@ -1,0 +1,34 @@
+package testnet
+
+import (
+	"errors"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestRefusingAddrRefusesAndHolds(t *testing.T) {
+	addr := RefusingAddr(t)
+
+	c, err := net.Dial("udp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err = c.Write([]byte("query"))
+	require.NoError(t, err)
+	_, err = c.Read(make([]byte, 64))
+	assert.True(t, errors.Is(err, syscall.ECONNREFUSED), "UDP: %v", err)
+
+	_, err = net.DialTimeout("tcp", addr, 5*time.Second)
+	assert.True(t, errors.Is(err, syscall.ECONNREFUSED), "TCP: %v", err)
+
+	// Held: nothing else binds it, on either transport.
+	_, err = net.ListenPacket("udp", addr)
+	assert.Error(t, err, "UDP port taken")
+	_, err = net.Listen("tcp", addr)
+	assert.Error(t, err, "TCP port taken")
+}
