@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -105,6 +106,9 @@ type DoHOptions struct {
 type DoHServer struct {
 	opt DoHOptions
 	srv *http.Server
+	// stopped is set by stopTaking: a request that reaches ServeHTTP after
+	// it gets 503, whatever connection it came on.
+	stopped atomic.Bool
 }
 
 var _ http.Handler = (*DoHServer)(nil)
@@ -190,16 +194,34 @@ func (s *DoHServer) Serve(ln net.Listener) error {
 	return err
 }
 
-// Shutdown stops accepting, lets the requests in progress finish (HTTP/2
-// clients get GOAWAY) and closes the connections, or gives up when ctx
-// ends.
-func (s *DoHServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+// Shutdown stops accepting, answers a request that arrives from now on
+// 503 (stopTaking), lets the requests in progress finish (HTTP/2 clients
+// get GOAWAY) and closes the connections, or gives up when ctx ends.
+func (s *DoHServer) Shutdown(ctx context.Context) error {
+	s.stopTaking()
+	return s.srv.Shutdown(ctx)
+}
+
+// stopTaking answers every request that reaches ServeHTTP from now on
+// with 503 Service Unavailable (and, over HTTP/1.1, Connection: close),
+// without waiting. net/http's Shutdown alone does not stop a request
+// that arrives on an open connection first: an HTTP/1.1 connection
+// already reading its next request, or an HTTP/2 stream opened before
+// the GOAWAY that Shutdown has the connection's goroutine send.
+func (s *DoHServer) stopTaking() { s.stopped.Store(true) }
 
 // Close closes the listener and every connection at once.
 func (s *DoHServer) Close() error { return s.srv.Close() }
 
 // ServeHTTP answers one DoH request.
 func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.stopped.Load() {
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
 	if r.URL.Path != DoHPath {
 		http.NotFound(w, r)
 		return

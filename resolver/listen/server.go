@@ -337,15 +337,18 @@ func (s *Server) closeAll() {
 // without waiting: the UDP sockets are no longer read (a query arriving now
 // waits in the kernel until the socket closes, unanswered), the TCP and
 // TLS listeners close, open TCP and TLS connections read no further
-// query, and the QUIC listeners take no new connection or stream. (The
-// HTTPS listeners stop in Shutdown's first step, which closes them and
-// sends GOAWAY at once.)
+// query, the HTTPS listeners answer every request from now on 503 (they
+// close in Shutdown's first step, which sends HTTP/2 clients GOAWAY), and
+// the QUIC listeners take no new connection or stream.
 func (s *Server) stopTaking() {
 	for _, u := range s.udp {
 		u.stopReading()
 	}
 	for _, t := range s.tcp {
 		t.stopAccepting()
+	}
+	for _, d := range s.doh {
+		d.srv.stopTaking()
 	}
 	for _, q := range s.doq {
 		q.srv.startDraining()

@@ -1,15 +1,20 @@
 package listen
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 )
@@ -102,5 +107,71 @@ func TestTCPNothingReadAfterStopAccepting(t *testing.T) {
 		require.NoError(t, s.Shutdown(context.Background())) // the connection's loop has ended
 		require.Equal(t, before, served.Load(), "stop %d: a query written after stopAccepting was taken", i)
 		c.Close()
+	}
+}
+
+// TestServerStopTakingEveryTransport: once stopTaking has returned (what
+// SIGTERM's "stopped taking queries" line follows), a query asked on a
+// connection opened and used before it is not answered, on any transport:
+// DoT reads no further query, DoQ refuses the stream, DoH (HTTP/2 and
+// plain HTTP/1.1) answers 503; none reaches the Handler. DoH used to go on
+// answering until its Shutdown ran, after the line was logged, and an
+// HTTP/2 stream opened before the GOAWAY is answered even then.
+func TestServerStopTakingEveryTransport(t *testing.T) {
+	e := newEncryptedSetup(t)
+	dot, err := e.dialTLS(t, "127.0.0.1", nil)
+	require.NoError(t, err)
+	doq, err := (&doqSetup{ca: e.ca, addr: e.addrs[QUIC]}).dial(t)
+	require.NoError(t, err)
+	h2 := (&dohSetup{ca: e.ca}).client(false)
+	h1 := &http.Client{Timeout: 5 * time.Second}
+	dohURL := map[string]string{"h2": "https://" + e.addrs[HTTPS] + DoHPath, "h1": "http://" + e.addrs["http"] + DoHPath}
+	dohClient := map[string]*http.Client{"h2": h2, "h1": h1}
+	ask := map[string]func(name string) (*dns.Msg, error){
+		TLS: func(name string) (*dns.Msg, error) {
+			_ = dot.SetDeadline(time.Now().Add(2 * time.Second))
+			return streamExchange(dot, query(name))
+		},
+		QUIC: func(name string) (*dns.Msg, error) { return doqExchange(doq, query(name)) },
+	}
+	for _, v := range []string{"h2", "h1"} {
+		ask[v] = func(name string) (*dns.Msg, error) {
+			resp, err := dohClient[v].Post(dohURL[v], DoHContentType, bytes.NewReader(mustPack(t, query(name))))
+			if err != nil {
+				return nil, err
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return nil, err
+			}
+			if resp.StatusCode != http.StatusOK {
+				if v == "h1" {
+					assert.True(t, resp.Close, "HTTP/1.1: the connection is closed after the refusal")
+				}
+				return nil, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
+			}
+			if v == "h2" {
+				assert.Equal(t, 2, resp.ProtoMajor)
+			}
+			m := new(dns.Msg)
+			return m, m.Unpack(body)
+		}
+	}
+	for tr, f := range ask {
+		r, err := f("before-" + tr + ".blocked.test")
+		require.NoError(t, err, tr)
+		require.Equal(t, dns.RcodeNameError, r.Rcode, tr)
+	}
+
+	e.srv.stopTaking()
+	for tr, f := range ask {
+		r, err := f("after-" + tr + ".blocked.test")
+		assert.Error(t, err, "%s: a query asked after stopTaking was answered: %v", tr, r)
+		if strings.HasPrefix(tr, "h") {
+			assert.ErrorContains(t, err, "503 Service Unavailable", tr)
+		}
+		_, seen := e.handler.seenFor("after-" + tr + ".blocked.test")
+		assert.False(t, seen, "%s: the Handler was given a query asked after stopTaking", tr)
 	}
 }
