@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command benchlat measures the latency of several DNS servers at once, one
 // query at a time and taking turns, so that every server's figure is taken
 // in the same moments of the machine.
@@ -35,7 +37,8 @@
 // is allocated while asking, so no collection needs the goroutine to
 // stop; the runtime's preemption signal, every 10 ms, ends a call early
 // (EINTR) and it is made again. The run ends after -duration even when a
-// server answers nothing, give or take one -timeout.
+// server answers nothing, give or take one -timeout. Linux only, for
+// those system calls.
 package main
 
 import (
@@ -179,10 +182,11 @@ func dial(src netip.Addr, addr netip.AddrPort, timeout time.Duration) (int, erro
 	default:
 		return -1, fmt.Errorf("asking %s from %s: one address family for both", addr, src)
 	}
-	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM, 0)
 	if err != nil {
 		return -1, err
 	}
+	unix.CloseOnExec(fd)
 	if err := setTimeout(fd, timeout); err != nil {
 		unix.Close(fd)
 		return -1, err

@@ -13,7 +13,7 @@ import (
 // refuses UDP datagrams (ICMP port unreachable: a connected client reads
 // ECONNREFUSED) and TCP connections (RST) until the test ends.
 //
-// The port stays held meanwhile, by a UDP socket connected elsewhere (the
+// The port stays held meanwhile, by a UDP socket connected to itself (the
 // kernel finds no socket for datagrams from anyone else) and a TCP socket
 // bound but not listening, neither with SO_REUSEADDR or SO_REUSEPORT, so
 // no other socket can bind it. A port closed to free it could be taken by
@@ -22,7 +22,7 @@ import (
 func RefusingAddr(t testing.TB) string {
 	t.Helper()
 	for range 10 {
-		udp, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		udp, err := socket(unix.SOCK_DGRAM)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -32,14 +32,14 @@ func RefusingAddr(t testing.TB) string {
 			var sa unix.Sockaddr
 			if sa, err = unix.Getsockname(udp); err == nil {
 				port = sa.(*unix.SockaddrInet4).Port
-				err = unix.Connect(udp, &unix.SockaddrInet4{Addr: loopback, Port: 9})
+				err = unix.Connect(udp, sa) // to itself: nobody else's datagram is its
 			}
 		}
 		if err != nil {
 			unix.Close(udp)
 			t.Fatal(err)
 		}
-		tcp, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		tcp, err := socket(unix.SOCK_STREAM)
 		if err != nil {
 			unix.Close(udp)
 			t.Fatal(err)
@@ -57,4 +57,14 @@ func RefusingAddr(t testing.TB) string {
 	}
 	t.Fatal("no loopback port free on both UDP and TCP in 10 tries")
 	return ""
+}
+
+// socket is an IPv4 socket of type typ, closed on exec (SOCK_CLOEXEC is
+// not on every system).
+func socket(typ int) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, typ, 0)
+	if err == nil {
+		unix.CloseOnExec(fd)
+	}
+	return fd, err
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -54,6 +55,7 @@ func TestUDPNothingReadAfterStopReading(t *testing.T) {
 		go s.serve()
 		c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
 		require.NoError(t, err)
+		require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
 		if i%2 == 0 { // a loop that has read before, and one that has not
 			_, err = c.Write(q)
 			require.NoError(t, err)
@@ -64,7 +66,11 @@ func TestUDPNothingReadAfterStopReading(t *testing.T) {
 		s.stopReading()
 		_, err = c.Write(q)
 		require.NoError(t, err)
-		<-s.done // the loop has ended: whatever it read, it served before
+		select {
+		case <-s.done: // the loop has ended: whatever it read, it served before
+		case <-time.After(10 * time.Second):
+			t.Fatalf("stop %d: the read loop did not end", i)
+		}
 		require.Equal(t, before, served.Load(), "stop %d: a query sent after stopReading was taken", i)
 		s.drain(nil)
 		c.Close()
@@ -104,7 +110,13 @@ func TestTCPNothingReadAfterStopAccepting(t *testing.T) {
 		s.stopTaking()
 		_, err = c.Write(frame)
 		require.NoError(t, err)
-		require.NoError(t, s.Shutdown(context.Background())) // the connection's loop has ended
+		go func() { // closes on the server's FIN, as a client does: the server lingers for it
+			_, _ = io.Copy(io.Discard, c)
+			c.Close()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		require.NoError(t, s.Shutdown(ctx)) // the connection's loop has ended
+		cancel()
 		require.Equal(t, before, served.Load(), "stop %d: a query written after stopAccepting was taken", i)
 		c.Close()
 	}
@@ -173,5 +185,145 @@ func TestServerStopTakingEveryTransport(t *testing.T) {
 		}
 		_, seen := e.handler.seenFor("after-" + tr + ".blocked.test")
 		assert.False(t, seen, "%s: the Handler was given a query asked after stopTaking", tr)
+	}
+}
+
+// TestStopAnswersReachPipeliningClient: a client that pipelines a query
+// after the stop, on a connection with one in flight, gets the answer to
+// the one in flight and then the server's orderly close, on TCP and DoT.
+// The connection used to be closed with the late query unread, which
+// makes the kernel reset it (RFC 1122 §4.2.2.13): the answers still in
+// the server's send queue, not yet reached a distant client, are thrown
+// away, and some clients' systems drop those received but not read. Now
+// it is closed as net/http closes one: the answers, a FIN (DoT:
+// close_notify first), what the client sends meanwhile read and dropped,
+// then the close.
+func TestStopAnswersReachPipeliningClient(t *testing.T) {
+	e := newEncryptedSetup(t)
+	conns := map[string]net.Conn{}
+	c, err := net.DialTimeout("tcp", e.addrs[UDP], 5*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	conns[TCP] = c
+	conns[TLS], err = e.dialTLS(t, "127.0.0.1", nil)
+	require.NoError(t, err)
+	write := func(tr, name string) {
+		b := mustPack(t, query(name))
+		_, err := conns[tr].Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...))
+		require.NoError(t, err, tr)
+	}
+	for tr, c := range conns {
+		require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+		write(tr, tr+".slow.test")
+	}
+	require.Eventually(t, func() bool { return e.up.waiting.Load() == 2 }, 5*time.Second, 5*time.Millisecond)
+	e.srv.stopTaking()
+	for tr := range conns {
+		write(tr, "late-"+tr+".blocked.test")
+	}
+	time.Sleep(50 * time.Millisecond) // the late queries are in the server's kernel
+	e.up.releaseSlow()
+	time.Sleep(300 * time.Millisecond) // the connections are closed: a reset would be here
+	for tr, c := range conns {
+		var n uint16
+		require.NoError(t, binary.Read(c, binary.BigEndian, &n), "%s: the answer in flight is read", tr)
+		buf := make([]byte, n)
+		_, err := io.ReadFull(c, buf)
+		require.NoError(t, err, tr)
+		r := new(dns.Msg)
+		require.NoError(t, r.Unpack(buf), tr)
+		assert.Equal(t, tr+".slow.test.", r.Question[0].Name)
+		_, err = c.Read(make([]byte, 1))
+		assert.ErrorIs(t, err, io.EOF, "%s: then the server's orderly close, nothing more", tr)
+	}
+}
+
+// TestDoTNothingReadAfterStopAccepting is TestTCPNothingReadAfterStopAccepting
+// on DNS over TLS, straight from the client and through a trusted proxy's
+// PROXY v2 header: takenBefore sits above crypto/tls and the PROXY
+// reader, so a record decrypted after the stop brings no query in.
+func TestDoTNothingReadAfterStopAccepting(t *testing.T) {
+	stops := 60
+	if testing.Short() {
+		stops = 10
+	}
+	for i := range stops {
+		e := newEncryptedSetup(t)
+		var header *proxyproto.Header
+		from := "127.0.0.1"
+		if i%2 == 1 {
+			from = "127.0.0.3" // proxyRules trust it
+			header = &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+				SourceAddr:      &net.TCPAddr{IP: net.ParseIP("198.51.100.7"), Port: 40000},
+				DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 853}}
+		}
+		c, err := e.dialTLS(t, from, header)
+		require.NoError(t, err)
+		r, err := streamExchange(c, query("before.blocked.test")) // the connection's loop waits in its read
+		require.NoError(t, err)
+		require.Equal(t, dns.RcodeNameError, r.Rcode)
+		e.srv.stopTaking()
+		late := fmt.Sprintf("after-%d.blocked.test", i)
+		b := mustPack(t, query(late))
+		_, err = c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...))
+		require.NoError(t, err)
+		go func() { // closes on the server's close_notify and FIN
+			_, _ = io.Copy(io.Discard, c)
+			c.Close()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		require.NoError(t, e.srv.Shutdown(ctx))
+		cancel()
+		_, seen := e.handler.seenFor(late)
+		require.False(t, seen, "stop %d (from %s): a query written after stopAccepting was taken", i, from)
+	}
+}
+
+// gatedWire answers every query on a worker once release is closed.
+type gatedWire struct {
+	echoWire
+	started chan struct{}
+	release chan struct{}
+}
+
+func (g gatedWire) ServeWire(w ResponseWriter, b []byte) (func(), bool) {
+	b[2] |= 0x80 // QR
+	answer := append([]byte(nil), b...)
+	return func() {
+		g.started <- struct{}{}
+		<-g.release
+		_, _ = w.Write(answer)
+	}, true
+}
+
+// TestUDPDrainCutShortEndsWriter: a drain whose deadline ends with a query
+// still being answered closes the socket at once, and the goroutine that
+// writes resumed answers ends once that query is given up, instead of
+// waiting for more answers forever.
+func TestUDPDrainCutShortEndsWriter(t *testing.T) {
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	h := gatedWire{started: make(chan struct{}, 1), release: make(chan struct{})}
+	s := newUDPServer(pc, h, func(string, string) {}, zap.NewNop(), AcceptQuery, func([]byte, error) {})
+	go s.serve()
+	c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Write(packedQuery(t))
+	require.NoError(t, err)
+	select {
+	case <-h.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the query was not resumed")
+	}
+	s.stopReading()
+	done := make(chan struct{})
+	close(done)
+	s.drain(done) // cut short: the query is still in progress
+	close(h.release)
+	select {
+	case <-s.outDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer of resumed answers did not end")
 	}
 }

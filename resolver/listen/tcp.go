@@ -301,7 +301,11 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 	defer func() {
 		c.send()
 		pending.Wait() // every query taken from the buffer gets its answer before the close
-		c.Close()
+		if s.closing.Load() && !c.broken.Load() {
+			c.closeGently()
+		} else {
+			c.Close()
+		}
 		c.release()
 		<-s.slots
 		s.mu.Lock()
@@ -417,6 +421,42 @@ func (t takenBefore) Read(b []byte) (int, error) {
 		return 0, os.ErrDeadlineExceeded
 	}
 	return n, err
+}
+
+// stopLinger is how long a connection closed by the stop waits, after its
+// last answer and its FIN, for the client to close its side: net/http's
+// rstAvoidanceDelay.
+const stopLinger = 500 * time.Millisecond
+
+// closeGently closes a connection the stop has ended, once its answers
+// are written, as net/http's closeWriteAndWait does: close_notify on DNS
+// over TLS, a FIN, then what the client sends meanwhile (queries pipelined
+// after the stop) read and dropped until it closes too, for at most
+// stopLinger (or until drain's deadline closes the connection). A plain
+// Close with those queries unread makes the kernel reset the connection
+// (RFC 1122 §4.2.2.13), throwing away the answers in its send queue that
+// have not reached the client yet.
+func (c *tcpConn) closeGently() {
+	defer c.Close()
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		_ = tc.CloseWrite()
+	}
+	raw := c.Conn
+	for {
+		switch w := raw.(type) {
+		case interface{ NetConn() net.Conn }: // *tls.Conn
+			raw = w.NetConn()
+			continue
+		case *proxyproto.Conn:
+			raw = w.Raw()
+			continue
+		}
+		break
+	}
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		_ = raw.SetReadDeadline(time.Now().Add(stopLinger))
+		_, _ = io.Copy(io.Discard, raw)
+	}
 }
 
 // stopAccepting closes the listener and makes every open connection stop

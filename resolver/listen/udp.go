@@ -366,7 +366,14 @@ func (s *udpServer) serve() {
 			continue
 		}
 		if s.stopped.Load() {
-			return // read after stopReading: taken after the stop, so not answered
+			// A batch that returned after stopReading (the poller woken by
+			// the deadline took it) is not answered: some of it may have
+			// arrived before the stop, as what still waits in the kernel
+			// did, and none of it is answered either.
+			for range n {
+				s.count(UDP, ResultDropped)
+			}
+			return
 		}
 		for i := 0; i < n; i++ {
 			m := &in[i]
@@ -465,8 +472,8 @@ func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 // socket. A past deadline fails every later read before it is tried, but
 // not a read under way: the runtime's poller, woken by the deadline,
 // still takes a datagram that arrives before the loop runs again (about
-// one stop in forty here), so the loop also drops a batch read after
-// stopped is set.
+// one stop in forty here), so the loop also drops, counted as dropped, a
+// batch whose read returns after stopped is set.
 func (s *udpServer) stopReading() {
 	s.stopped.Store(true)
 	_ = s.pc.SetReadDeadline(time.Now())
@@ -488,6 +495,12 @@ func (s *udpServer) finish(done <-chan struct{}) {
 		close(s.out) // nothing writes to it any more
 		<-s.outDone
 	case <-done:
+		// The answers still coming fail on the closed socket; writeOut
+		// ends once the last is given up.
+		go func() {
+			<-finished
+			close(s.out)
+		}()
 	}
 	s.workers.close()
 	s.pc.Close()
