@@ -56,7 +56,8 @@ type DoHOptions struct {
 	Handler Handler
 	// Count, when set, counts the requests the listener answers itself:
 	// ResultBadRequest for every 4xx, "formerr" and "notimp" for the DNS
-	// rejections of DESIGN.md §1 step 1. Transport is HTTPS.
+	// rejections of DESIGN.md §1 step 1, ResultDropped for a 503 after the
+	// stop. Transport is HTTPS.
 	Count Counter
 	// Log gets net/http's own complaints (TLS handshake errors, panics)
 	// at debug level. Nil: discarded.
@@ -202,9 +203,9 @@ func (s *DoHServer) Shutdown(ctx context.Context) error {
 	return s.srv.Shutdown(ctx)
 }
 
-// stopTaking answers every request that reaches ServeHTTP from now on
-// with 503 Service Unavailable (and, over HTTP/1.1, Connection: close),
-// without waiting. net/http's Shutdown alone does not stop a request
+// stopTaking answers every request whose query has not been taken yet
+// (ServeHTTP checks before and after reading it) with 503 Service
+// Unavailable and Connection: close (refuseStopped), without waiting. net/http's Shutdown alone does not stop a request
 // that arrives on an open connection first: an HTTP/1.1 connection
 // already reading its next request, or an HTTP/2 stream opened before
 // the GOAWAY that Shutdown has the connection's goroutine send.
@@ -216,10 +217,7 @@ func (s *DoHServer) Close() error { return s.srv.Close() }
 // ServeHTTP answers one DoH request.
 func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.stopped.Load() {
-		if r.ProtoMajor == 1 {
-			w.Header().Set("Connection", "close")
-		}
-		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		s.refuseStopped(w)
 		return
 	}
 	if r.URL.Path != DoHPath {
@@ -250,6 +248,12 @@ func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	remote, err := s.remoteAddr(r)
 	if err != nil {
 		s.refuse(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if s.stopped.Load() {
+		// The stop came while the request was read (a POST's body): not
+		// taken, as a TCP query half read at the stop is not.
+		s.refuseStopped(w)
 		return
 	}
 	chk := checkQuery(msg)
@@ -336,6 +340,16 @@ func dohPOSTQuery(w http.ResponseWriter, r *http.Request) (msg []byte, status in
 		return nil, http.StatusBadRequest, "empty body"
 	}
 	return msg, 0, ""
+}
+
+// refuseStopped answers a request that came after stopTaking 503, counted
+// as dropped (it gets no DNS answer). Connection: close ends an HTTP/1.1
+// connection after it, and makes net/http send an HTTP/2 one's GOAWAY at
+// once.
+func (s *DoHServer) refuseStopped(w http.ResponseWriter) {
+	s.count(ResultDropped)
+	w.Header().Set("Connection", "close")
+	http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 }
 
 // refuse answers a request that carries no usable query, and counts it.

@@ -1,9 +1,12 @@
 package listen
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -186,6 +189,33 @@ func TestServerStopTakingEveryTransport(t *testing.T) {
 		_, seen := e.handler.seenFor("after-" + tr + ".blocked.test")
 		assert.False(t, seen, "%s: the Handler was given a query asked after stopTaking", tr)
 	}
+	assert.Equal(t, 2, e.counts.get(HTTPS, ResultDropped), "each DoH refusal counted as dropped")
+}
+
+// TestDoHBodyAfterStopTaking: a POST whose headers came before stopTaking
+// and whose body (the query) comes after is not answered: 503, as a TCP
+// query half read at the stop is not taken.
+func TestDoHBodyAfterStopTaking(t *testing.T) {
+	e := newEncryptedSetup(t)
+	c, err := net.DialTimeout("tcp", e.addrs["http"], 5*time.Second)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	body := mustPack(t, query("late-body.blocked.test"))
+	_, err = fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: dnsfence\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n",
+		DoHPath, DoHContentType, len(body))
+	require.NoError(t, err)
+	time.Sleep(100 * time.Millisecond) // the handler waits for the body (if not, the stop refuses it sooner)
+	e.srv.stopTaking()
+	_, err = c.Write(body)
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.True(t, resp.Close)
+	_, seen := e.handler.seenFor("late-body.blocked.test")
+	assert.False(t, seen, "the Handler was given the query")
 }
 
 // TestStopAnswersReachPipeliningClient: a client that pipelines a query
@@ -205,8 +235,14 @@ func TestStopAnswersReachPipeliningClient(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
 	conns[TCP] = c
-	conns[TLS], err = e.dialTLS(t, "127.0.0.1", nil)
+	rawTLS, err := net.DialTimeout("tcp", e.addrs[TLS], 5*time.Second)
 	require.NoError(t, err)
+	t.Cleanup(func() { rawTLS.Close() })
+	seen := &eofSeen{Conn: rawTLS}
+	tc := tls.Client(seen, clientTLS(e.ca, ALPNDoT))
+	require.NoError(t, tc.SetDeadline(time.Now().Add(10*time.Second)))
+	require.NoError(t, tc.Handshake())
+	conns[TLS] = tc
 	write := func(tr, name string) {
 		b := mustPack(t, query(name))
 		_, err := conns[tr].Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...))
@@ -235,7 +271,28 @@ func TestStopAnswersReachPipeliningClient(t *testing.T) {
 		assert.Equal(t, tr+".slow.test.", r.Question[0].Name)
 		_, err = c.Read(make([]byte, 1))
 		assert.ErrorIs(t, err, io.EOF, "%s: then the server's orderly close, nothing more", tr)
+		if tr == TLS {
+			// crypto/tls reads a FIN between records as io.EOF too: the
+			// socket beneath must not have ended before close_notify.
+			assert.False(t, seen.eof.Load(), "DoT: close_notify before the FIN")
+			_, err = rawTLS.Read(make([]byte, 1))
+			assert.ErrorIs(t, err, io.EOF, "DoT: the FIN after close_notify, not a reset")
+		}
 	}
+}
+
+// eofSeen is a connection that remembers whether a read met its end.
+type eofSeen struct {
+	net.Conn
+	eof atomic.Bool
+}
+
+func (c *eofSeen) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if errors.Is(err, io.EOF) {
+		c.eof.Store(true)
+	}
+	return n, err
 }
 
 // TestDoTNothingReadAfterStopAccepting is TestTCPNothingReadAfterStopAccepting

@@ -438,24 +438,39 @@ const stopLinger = 500 * time.Millisecond
 // have not reached the client yet.
 func (c *tcpConn) closeGently() {
 	defer c.Close()
-	if tc, ok := c.Conn.(*tls.Conn); ok {
+	if tc, ok := c.Conn.(*TLSConn); ok {
+		// At most crypto/tls's 5 s write deadline, for a client that
+		// reads nothing; drain's deadline closes the socket beneath.
 		_ = tc.CloseWrite()
 	}
-	raw := c.Conn
-	for {
-		switch w := raw.(type) {
-		case interface{ NetConn() net.Conn }: // *tls.Conn
-			raw = w.NetConn()
-			continue
-		case *proxyproto.Conn:
-			raw = w.Raw()
-			continue
-		}
-		break
+	raw := rawConn(c.Conn)
+	cw, ok := raw.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
 	}
-	if cw, ok := raw.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-		_ = raw.SetReadDeadline(time.Now().Add(stopLinger))
-		_, _ = io.Copy(io.Discard, raw)
+	// stopAccepting may set its past deadline after ours, when it reaches
+	// this connection late: the linger goes on to its end.
+	end := time.Now().Add(stopLinger)
+	for {
+		_ = raw.SetReadDeadline(end)
+		_, err := io.Copy(io.Discard, raw)
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(end) {
+			return
+		}
+	}
+}
+
+// rawConn is the TCP connection beneath c's TLS and PROXY protocol layers.
+func rawConn(c net.Conn) net.Conn {
+	for {
+		switch w := c.(type) {
+		case interface{ NetConn() net.Conn }: // *TLSConn, *tls.Conn
+			c = w.NetConn()
+		case *proxyproto.Conn:
+			c = w.Raw()
+		default:
+			return c
+		}
 	}
 }
 
@@ -487,7 +502,9 @@ func (s *tcpServer) drain(done <-chan struct{}) {
 		case <-done:
 			s.mu.Lock()
 			for c := range s.conns {
-				c.Close()
+				// The socket itself: a TLS Close would first wait, for up
+				// to 5 s, to write close_notify to a client reading nothing.
+				rawConn(c.Conn).Close()
 			}
 			s.mu.Unlock()
 		}
