@@ -384,3 +384,35 @@ func TestUDPDrainCutShortEndsWriter(t *testing.T) {
 		t.Fatal("the writer of resumed answers did not end")
 	}
 }
+
+// TestCloseGentlyLingersThroughALateDeadline: stopAccepting sets its past
+// read deadline on every connection as it reaches it, possibly after that
+// connection's closeGently has begun to linger: the linger still lasts
+// stopLinger, and the client then reads the FIN, no reset, even with a
+// query sent during the linger.
+func TestCloseGentlyLingersThroughALateDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer client.Close()
+	server, err := ln.Accept()
+	require.NoError(t, err)
+	c := &tcpConn{Conn: server}
+	start := time.Now()
+	lingered := make(chan time.Duration, 1)
+	go func() {
+		c.closeGently()
+		lingered <- time.Since(start)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	require.NoError(t, c.SetReadDeadline(time.Now())) // stopAccepting, late
+	_, err = client.Write(packedQuery(t))             // a query pipelined after the stop
+	require.NoError(t, err)
+	d := <-lingered
+	assert.GreaterOrEqual(t, d, stopLinger, "the linger was cut short")
+	require.NoError(t, client.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = client.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF, "the FIN, not a reset")
+}
