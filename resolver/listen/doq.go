@@ -66,7 +66,8 @@ type DoQOptions struct {
 	Handler Handler
 	// Count, when set, counts the queries the listener answers or refuses
 	// itself: ResultBadRequest for each protocol error, "formerr" and
-	// "notimp" for the DNS rejections of DESIGN.md §1 step 1. Transport
+	// "notimp" for the DNS rejections of DESIGN.md §1 step 1,
+	// ResultDropped for a query whose end came after the stop. Transport
 	// is QUIC.
 	Count Counter
 	// Log gets lifecycle and protocol-error lines at debug level. Nil:
@@ -286,6 +287,13 @@ func (s *DoQServer) closeAll() {
 	s.wg.Wait()
 }
 
+// isDraining reports whether Shutdown or Close has been called.
+func (s *DoQServer) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
 // streamStarted counts a query in progress; false once draining.
 func (s *DoQServer) streamStarted() bool {
 	s.mu.Lock()
@@ -437,6 +445,13 @@ func (s *DoQServer) serveStream(conn *quic.Conn, st *quic.Stream) {
 		default:
 			st.CancelWrite(DoQInternalError)
 		}
+		return
+	}
+	if s.isDraining() {
+		// The query's end came after the stop: not taken, as a TCP query
+		// half read at the stop is not.
+		s.count(ResultDropped)
+		st.CancelWrite(DoQNoError)
 		return
 	}
 	if len(b) < 2 || int(binary.BigEndian.Uint16(b)) != len(b)-2 {

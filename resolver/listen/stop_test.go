@@ -416,3 +416,30 @@ func TestCloseGentlyLingersThroughALateDeadline(t *testing.T) {
 	_, err = client.Read(make([]byte, 1))
 	assert.ErrorIs(t, err, io.EOF, "the FIN, not a reset")
 }
+
+// TestDoQQueryEndAfterStopTaking: a DoQ query whose stream began before
+// stopTaking and whose end (the rest of the query and STREAM FIN) came
+// after is not answered, as a TCP query half read at the stop is not.
+func TestDoQQueryEndAfterStopTaking(t *testing.T) {
+	e := newEncryptedSetup(t)
+	conn, err := (&doqSetup{ca: e.ca, addr: e.addrs[QUIC]}).dial(t)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := conn.OpenStreamSync(ctx)
+	require.NoError(t, err)
+	require.NoError(t, st.SetDeadline(time.Now().Add(5*time.Second)))
+	b := mustPack(t, query("late-end.blocked.test"))
+	framed := append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
+	_, err = st.Write(framed[:5])
+	require.NoError(t, err)
+	time.Sleep(100 * time.Millisecond) // the server has taken the stream (if not, the stop refuses it sooner)
+	e.srv.stopTaking()
+	_, err = st.Write(framed[5:])
+	require.NoError(t, err)
+	require.NoError(t, st.Close())
+	out, err := io.ReadAll(st)
+	assert.Error(t, err, "the stream is reset, not answered: %x", out)
+	_, seen := e.handler.seenFor("late-end.blocked.test")
+	assert.False(t, seen, "the Handler was given the query")
+}
