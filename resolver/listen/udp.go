@@ -56,6 +56,7 @@ type udpServer struct {
 	// late are the answers of detached queries written within another
 	// goroutine's batch (Within).
 	late lateAnswers
+	loop udpLoop
 }
 
 // lateAnswers are the answers of detached queries written within another
@@ -153,7 +154,44 @@ func newUDPServer(pc *net.UDPConn, h Handler, count Counter, log *zap.Logger, ac
 	s.workers.done = s.async.Done
 	s.batch = NewBatchConn(pc)
 	s.late = lateAnswers{s: s, batch: newPooledBatch()}
+	s.loop = newUDPLoop(s)
 	return s
+}
+
+// udpLoop is the read loop's own memory, made with the server rather than
+// when the loop's goroutine first runs: once Start has returned, nothing
+// the loop and its writer use is still to be allocated, not even for the
+// first batch that fills a slot.
+type udpLoop struct {
+	in  []ipv4.Message
+	out outBatch
+	// bufs are the slots' answer buffers; PackBuffer grows one for a
+	// larger answer.
+	bufs [][]byte
+	// writers are the slots' ResponseWriters, reused batch after batch; a
+	// query that left the batch keeps its writer, and the slot gets a new
+	// one.
+	writers []*udpWriter
+	// written is the writer's batch (writeOut).
+	written pooledBatch
+}
+
+func newUDPLoop(s *udpServer) udpLoop {
+	l := udpLoop{in: make([]ipv4.Message, udpBatch), out: newOutBatch(), bufs: make([][]byte, udpBatch),
+		writers: make([]*udpWriter, udpBatch), written: newPooledBatch()}
+	// The buffers' slice headers side by side: ReadBatch looks at each of
+	// them every call, and reads them in one sweep of memory rather than
+	// one scattered allocation each.
+	inBufs := make([][]byte, udpBatch)
+	for i := range l.in {
+		inBufs[i] = make([]byte, udpReadBuf)
+		l.in[i].Buffers = inBufs[i : i+1 : i+1]
+		// The address ReadBatch writes each sender's into, IPv6's size.
+		l.in[i].Addr = &net.UDPAddr{IP: make(net.IP, 0, net.IPv6len)}
+		l.bufs[i] = make([]byte, 0, udpReadBuf)
+		l.writers[i] = &udpWriter{s: s}
+	}
+	return l
 }
 
 // udpWriter is the ResponseWriter of one datagram. Inside the batch its
@@ -271,7 +309,7 @@ func (w *udpWriter) Hijack()             {}
 // whatever has queued up; it ends when out is closed.
 func (s *udpServer) writeOut() {
 	defer close(s.outDone)
-	batch := newPooledBatch()
+	batch := s.loop.written
 	for p := range s.out {
 		batch.add(p)
 		// Let the queries that are ready to answer queue theirs first: the
@@ -338,24 +376,7 @@ func (s *udpServer) send(batch []ipv4.Message) {
 func (s *udpServer) serve() {
 	defer close(s.done)
 	go s.writeOut()
-	in := make([]ipv4.Message, udpBatch)
-	// The buffers' slice headers side by side: ReadBatch looks at each of
-	// them every call, and reads them in one sweep of memory rather than
-	// one scattered allocation each.
-	inBufs := make([][]byte, udpBatch)
-	for i := range in {
-		inBufs[i] = make([]byte, udpReadBuf)
-		in[i].Buffers = inBufs[i : i+1 : i+1]
-	}
-	out := newOutBatch()
-	bufs := make([][]byte, udpBatch)
-	for i := range bufs {
-		bufs[i] = make([]byte, 0, udpReadBuf) // PackBuffer grows it for a larger answer
-	}
-	// writers are the slots' ResponseWriters, reused batch after batch; a
-	// query that left the batch keeps its writer, and the slot gets a new
-	// one.
-	writers := make([]*udpWriter, udpBatch)
+	in, out, bufs, writers := s.loop.in, s.loop.out, s.loop.bufs, s.loop.writers
 	for {
 		n, err := s.batch.ReadBatch(in, 0)
 		if err != nil {
@@ -386,7 +407,7 @@ func (s *udpServer) serve() {
 				continue
 			}
 			w := writers[i]
-			if w == nil || w.alone {
+			if w.alone {
 				w = &udpWriter{s: s}
 				writers[i] = w
 			}
