@@ -107,8 +107,8 @@ type DoHOptions struct {
 type DoHServer struct {
 	opt DoHOptions
 	srv *http.Server
-	// stopped is set by stopTaking: a request that reaches ServeHTTP after
-	// it gets 503, whatever connection it came on.
+	// stopped is set by stopTaking: a request whose query ServeHTTP has
+	// not taken by then gets 503, whatever connection it came on.
 	stopped atomic.Bool
 }
 
@@ -205,10 +205,11 @@ func (s *DoHServer) Shutdown(ctx context.Context) error {
 
 // stopTaking answers every request whose query has not been taken yet
 // (ServeHTTP checks before and after reading it) with 503 Service
-// Unavailable and Connection: close (refuseStopped), without waiting. net/http's Shutdown alone does not stop a request
-// that arrives on an open connection first: an HTTP/1.1 connection
-// already reading its next request, or an HTTP/2 stream opened before
-// the GOAWAY that Shutdown has the connection's goroutine send.
+// Unavailable and Connection: close (refuseStopped), without waiting.
+// net/http's Shutdown alone does not stop a request that arrives on an
+// open connection first: an HTTP/1.1 connection already reading its next
+// request, or an HTTP/2 stream opened before the GOAWAY that Shutdown has
+// the connection's goroutine send.
 func (s *DoHServer) stopTaking() { s.stopped.Store(true) }
 
 // Close closes the listener and every connection at once.
