@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/blocklist/source"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/gaissmai/bart"
@@ -77,7 +78,7 @@ func (p *Policy) compile() {
 	p.blockedText = make(map[string]string, len(p.Block))
 	p.passthru, p.blockIPs, p.allowIPs = nil, nil, nil
 	for i, l := range p.Block {
-		p.blockedText[l.File()] = fmt.Sprintf("blocked by policy %q, list %s", p.Name, l.File())
+		p.blockedText[l.File()] = blockedText(p.Name, l.File())
 		if pl, ok := l.(passthruList); ok && pl.HasPassthru() {
 			p.passthru = append(p.passthru, i)
 		}
@@ -97,7 +98,14 @@ func (p *Policy) BlockedText(list string) string {
 	if t, ok := p.blockedText[list]; ok {
 		return t
 	}
-	return fmt.Sprintf("blocked by policy %q, list %s", p.Name, list)
+	return blockedText(p.Name, list)
+}
+
+// blockedText is the EDE 15 text of a block by policy's list: a remote
+// list named without its query string or fragment (source.ClientName),
+// which every client shown a block would read.
+func blockedText(policy, list string) string {
+	return fmt.Sprintf("blocked by policy %q, list %s", policy, source.ClientName(list))
 }
 
 // Blocks reports whether the policy can block anything at all; an exemption

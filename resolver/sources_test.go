@@ -231,7 +231,7 @@ rewrite.example CNAME walled.garden.example.
 `,
 	})
 	list := srv.URL + "/tiktok.txt"
-	pin := srv.URL + "/pinned.txt#sha256=" + hex.EncodeToString(pinSum[:])
+	pin := srv.URL + "/pinned.txt?key=s3cr3t#sha256=" + hex.EncodeToString(pinSum[:])
 	rpzURL := srv.URL + "/policy.rpz"
 	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
@@ -268,6 +268,14 @@ sources: {refresh: 1s, cache_dir: cache, max_bytes: 4096}
 		v, ok = metricValue(t, f.registry, "dnsfence_source_last_success_timestamp_seconds", "source", list)
 		assert.True(t, ok)
 		assert.Greater(t, v, float64(time.Now().Add(-time.Minute).Unix()))
+		// The EDE text every blocked client reads names a remote list
+		// without its query string (a token, here) or fragment.
+		r := ask(t, f.addr, gov, "udp", question("capcut.com.", dns.TypeA, true))
+		require.Equal(t, dns.RcodeNameError, r.Rcode)
+		e15 := ede(r)
+		require.NotNil(t, e15)
+		assert.Equal(t, `blocked by policy "gov", list `+srv.URL+"/pinned.txt", e15.ExtraText)
+		assert.NotContains(t, r.String(), "s3cr3t")
 		e := f.handler.Snapshot().Explain(netipMustParse(gov), "www.tiktok.com.", dns.TypeA)
 		assert.Contains(t, e.String(), fmt.Sprintf("www.tiktok.com. blocked by %s line 1 (sha256 %s): tiktok.com", list, hex.EncodeToString(sum[:])))
 	})

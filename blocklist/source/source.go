@@ -331,6 +331,21 @@ func New(entry string, opt Options) (Source, error) {
 	return nil, fmt.Errorf("%s: not a remote source (https://, http:// or axfr://)", Redact(entry))
 }
 
+// ClientName is entry as an answer to a client names it (the EDE text of a
+// blocked answer): Redact's, without the query string and the fragment,
+// which may hold a token (https://lists.example/tiktok.txt?key=SECRET)
+// and tell a client nothing it needs. A file path is returned as it is.
+func ClientName(entry string) string {
+	if !IsRemote(entry) {
+		return entry
+	}
+	shown := Redact(entry)
+	if i := strings.IndexAny(shown, "?#"); i >= 0 {
+		shown = shown[:i]
+	}
+	return shown
+}
+
 // Redact is entry as an error, a log line or a metric may show it: the
 // user information before the host (scheme://USER:PASSWORD@HOST/...), a
 // secret whether it is a name, a password or a token, replaced by

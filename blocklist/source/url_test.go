@@ -635,6 +635,24 @@ func TestRedact(t *testing.T) {
 	}
 }
 
+// TestClientName: a remote list as a blocked answer's EDE text names it,
+// without user information, query string or fragment; a file path as it is.
+func TestClientName(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://lists.example.gov/l.txt?key=s3cr3t":            "https://lists.example.gov/l.txt",
+		"https://lists.example.gov/l.txt?key=s3cr3t#sha256=00":  "https://lists.example.gov/l.txt",
+		"https://lists.example.gov/l.txt#sha256=00":             "https://lists.example.gov/l.txt",
+		"HTTPS://user:pw@lists.example.gov/l.txt?x=1":           "HTTPS://xxxxx@lists.example.gov/l.txt",
+		"http://127.0.0.1:8080/export?token=s3cr3t&format=host": "http://127.0.0.1:8080/export",
+		"axfr://192.0.2.1:53/rpz.example?tsig=xfr-key":          "axfr://192.0.2.1:53/rpz.example",
+		"https://lists.example.gov/l.txt":                       "https://lists.example.gov/l.txt",
+		"lists/tiktok?.txt":                                     "lists/tiktok?.txt",
+		"/etc/dnsfence/lists/tiktok.txt":                        "/etc/dnsfence/lists/tiktok.txt",
+	} {
+		assert.Equal(t, want, ClientName(in), in)
+	}
+}
+
 // TestSourceErrorsHideCredentials: every error New returns for an entry
 // with user information shows the entry redacted: the refusal of the
 // credentials and any other problem found first (a URL that does not
