@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/blocklist/source"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 )
@@ -230,6 +231,16 @@ func (s *Snapshot) ExplainAnswer(e *Explanation, resp *dns.Msg) {
 
 // String is the explanation as `dnsfence explain` prints it.
 func (e Explanation) String() string {
+	return e.text(func(list string) string { return list })
+}
+
+// ClientString is String as a DNS client is answered it (the CHAOS
+// explain query): remote lists named without their query string or
+// fragment (source.ClientName), as in a blocked answer's EDE text.
+func (e Explanation) ClientString() string { return e.text(source.ClientName) }
+
+// text is the explanation with remote lists named by listName.
+func (e Explanation) text(listName func(string) string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "client %s\n", e.Client)
 	if !e.Allowed {
@@ -258,13 +269,13 @@ func (e Explanation) String() string {
 	}
 	b.WriteString("\n")
 	if e.HasPolicy && e.Range.Policy.Blocks() {
-		fmt.Fprintf(&b, "  %s\n", describe(e.Name, decisionOfName(e)))
+		fmt.Fprintf(&b, "  %s\n", describe(e.Name, decisionOfName(e), listName))
 	}
 	inspected := e.HasPolicy && e.Range.Policy.Blocks() && !decisionOfName(e).Allowed
 	for i, h := range e.Hops {
 		fmt.Fprintf(&b, "  answer %d: %s\n", i+1, h.Record)
 		if inspected {
-			fmt.Fprintf(&b, "    %s\n", describe(h.Name, h.Decision))
+			fmt.Fprintf(&b, "    %s\n", describe(h.Name, h.Decision, listName))
 		}
 	}
 	if len(e.Hops) > 0 && !inspected {
@@ -283,12 +294,12 @@ func decisionOfName(e Explanation) Decision {
 	return e.Decision
 }
 
-func describe(name string, d Decision) string {
+func describe(name string, d Decision, listName func(string) string) string {
 	switch {
 	case d.Blocked:
-		return fmt.Sprintf("%s blocked by %s: %s%s", name, entryWhere(d), entryText(d), actionNote(d))
+		return fmt.Sprintf("%s blocked by %s: %s%s", name, entryWhere(d, listName), entryText(d), actionNote(d))
 	case d.Allowed:
-		return fmt.Sprintf("%s allowed by %s: %s (allow beats block)", name, entryWhere(d), entryText(d))
+		return fmt.Sprintf("%s allowed by %s: %s (allow beats block)", name, entryWhere(d, listName), entryText(d))
 	}
 	return fmt.Sprintf("%s is on no list of the policy", name)
 }
@@ -296,18 +307,19 @@ func describe(name string, d Decision) string {
 // entryWhere names where a list entry was written: `file:line` for a list
 // file, `URL line N (sha256 HEX)` for a list fetched by URL, `axfr://...
 // serial N, owner OWNER` for a zone transfer, which has no lines; an RPZ
-// file or URL adds the trigger's owner name.
-func entryWhere(d Decision) string {
+// file or URL adds the trigger's owner name. A remote list is named by
+// listName.
+func entryWhere(d Decision, listName func(string) string) string {
 	e := d.Entry
 	l := e.List
 	file := l.File()
 	if isTransfer(file) {
 		serial, _ := l.Serial()
-		return fmt.Sprintf("%s serial %d, owner %s", file, serial, e.Owner(d.Trigger))
+		return fmt.Sprintf("%s serial %d, owner %s", listName(file), serial, e.Owner(d.Trigger))
 	}
 	var b strings.Builder
 	if config.IsRemote(file) {
-		fmt.Fprintf(&b, "%s line %d (sha256 %s)", file, e.Line, l.Hash())
+		fmt.Fprintf(&b, "%s line %d (sha256 %s)", listName(file), e.Line, l.Hash())
 	} else {
 		fmt.Fprintf(&b, "%s:%d", file, e.Line)
 	}

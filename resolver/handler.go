@@ -944,7 +944,7 @@ func (h *Handler) explain(q *query, name string) reply {
 		addEDE(m, dns.ExtendedErrorCodeProhibited, "client not in explain_clients")
 		return msgReply(m, ResultRefused)
 	}
-	text := snap.Explain(q.client, name, dns.TypeA).String()
+	text := snap.Explain(q.client, name, dns.TypeA).ClientString()
 	txt := &dns.TXT{Hdr: dns.RR_Header{Name: req.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassCHAOS}}
 	// A TXT string holds at most 255 octets; miekg/dns reads Txt in
 	// presentation form, so the backslashes of escaped names are escaped

@@ -276,6 +276,13 @@ sources: {refresh: 1s, cache_dir: cache, max_bytes: 4096}
 		require.NotNil(t, e15)
 		assert.Equal(t, `blocked by policy "gov", list `+srv.URL+"/pinned.txt", e15.ExtraText)
 		assert.NotContains(t, r.String(), "s3cr3t")
+		// So does the CHAOS explain answer (explain_clients: loopback).
+		r = ask(t, f.addr, gov, "udp", chaosQuestion("capcut.com.explain.dnsfence."))
+		require.Equal(t, dns.RcodeSuccess, r.Rcode)
+		assert.Contains(t, r.String(), srv.URL+"/pinned.txt line 1")
+		assert.NotContains(t, r.String(), "s3cr3t")
+		assert.Contains(t, f.handler.Snapshot().Explain(netipMustParse(gov), "capcut.com.", dns.TypeA).String(), pin,
+			"dnsfence explain, the operator's, names the whole entry")
 		e := f.handler.Snapshot().Explain(netipMustParse(gov), "www.tiktok.com.", dns.TypeA)
 		assert.Contains(t, e.String(), fmt.Sprintf("www.tiktok.com. blocked by %s line 1 (sha256 %s): tiktok.com", list, hex.EncodeToString(sum[:])))
 	})
