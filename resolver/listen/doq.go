@@ -122,9 +122,10 @@ type DoQServer struct {
 	tr       *quic.Transport
 	ln       *quic.Listener
 	conns    map[*doqConn]struct{}
-	streams  int           // queries in progress, over every connection
-	draining bool          // Shutdown or Close was called
-	drained  chan struct{} // closed when draining and streams is 0
+	streams  int                       // queries in progress, over every connection
+	reading  map[*quic.Stream]struct{} // streams whose query is still being read
+	draining bool                      // Shutdown or Close was called
+	drained  chan struct{}             // closed when draining and streams is 0
 	wg       sync.WaitGroup
 }
 
@@ -149,7 +150,8 @@ func NewDoQServer(opt DoQOptions) *DoQServer {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &DoQServer{opt: opt, log: log, conns: map[*doqConn]struct{}{}, drained: make(chan struct{})}
+	return &DoQServer{opt: opt, log: log, conns: map[*doqConn]struct{}{}, reading: map[*quic.Stream]struct{}{},
+		drained: make(chan struct{})}
 }
 
 // errTooManyConns refuses a connection attempt over MaxConns.
@@ -269,6 +271,9 @@ func (s *DoQServer) startDraining() {
 	if s.ln != nil {
 		s.ln.Close()
 	}
+	for st := range s.reading {
+		_ = st.SetReadDeadline(time.Now()) // a query not read whole by now is not taken
+	}
 	if s.streams == 0 {
 		close(s.drained)
 	}
@@ -292,6 +297,24 @@ func (s *DoQServer) isDraining() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.draining
+}
+
+// startReading registers st as reading its query, so that startDraining
+// can end the read; a stream registered once draining has begun gets its
+// past deadline here. stopReading undoes it.
+func (s *DoQServer) startReading(st *quic.Stream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reading[st] = struct{}{}
+	if s.draining {
+		_ = st.SetReadDeadline(time.Now())
+	}
+}
+
+func (s *DoQServer) stopReading(st *quic.Stream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.reading, st)
 }
 
 // streamStarted counts a query in progress; false once draining.
@@ -430,7 +453,17 @@ func (s *DoQServer) serveStream(conn *quic.Conn, st *quic.Stream) {
 		}
 	}()
 	_ = st.SetReadDeadline(time.Now().Add(s.opt.ReadTimeout))
+	s.startReading(st)
 	b, err := io.ReadAll(io.LimitReader(st, 2+dns.MaxMsgSize+1))
+	s.stopReading(st)
+	if s.isDraining() && (err == nil || errors.Is(err, os.ErrDeadlineExceeded)) {
+		// The query's end came after the stop, or had not come: not
+		// taken, as a TCP query half read at the stop is not.
+		s.count(ResultDropped)
+		st.CancelRead(DoQNoError)
+		st.CancelWrite(DoQNoError)
+		return
+	}
 	if err != nil {
 		var se *quic.StreamError
 		var ae *quic.ApplicationError
@@ -445,13 +478,6 @@ func (s *DoQServer) serveStream(conn *quic.Conn, st *quic.Stream) {
 		default:
 			st.CancelWrite(DoQInternalError)
 		}
-		return
-	}
-	if s.isDraining() {
-		// The query's end came after the stop: not taken, as a TCP query
-		// half read at the stop is not.
-		s.count(ResultDropped)
-		st.CancelWrite(DoQNoError)
 		return
 	}
 	if len(b) < 2 || int(binary.BigEndian.Uint16(b)) != len(b)-2 {

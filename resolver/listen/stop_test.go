@@ -18,6 +18,7 @@ import (
 
 	"github.com/miekg/dns"
 	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -440,6 +441,46 @@ func TestDoQQueryEndAfterStopTaking(t *testing.T) {
 	require.NoError(t, st.Close())
 	out, err := io.ReadAll(st)
 	assert.Error(t, err, "the stream is reset, not answered: %x", out)
+	var se *quic.StreamError
+	if assert.ErrorAs(t, err, &se) {
+		assert.Equal(t, quic.StreamErrorCode(DoQNoError), se.ErrorCode)
+	}
 	_, seen := e.handler.seenFor("late-end.blocked.test")
 	assert.False(t, seen, "the Handler was given the query")
+	assert.Equal(t, 1, e.counts.get(QUIC, ResultDropped), "taken before the stop, dropped after it")
+}
+
+// TestDoQHalfQueryAtStop: a DoQ stream with half a query when stopTaking
+// comes, and nothing more after, is ended at once (dropped, DOQ_NO_ERROR):
+// it does not hold Shutdown until its read timeout, which then closed the
+// whole connection as a protocol error.
+func TestDoQHalfQueryAtStop(t *testing.T) {
+	e := newEncryptedSetup(t)
+	conn, err := (&doqSetup{ca: e.ca, addr: e.addrs[QUIC]}).dial(t)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := conn.OpenStreamSync(ctx)
+	require.NoError(t, err)
+	require.NoError(t, st.SetDeadline(time.Now().Add(5*time.Second)))
+	b := mustPack(t, query("half.blocked.test"))
+	_, err = st.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)[:5])
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		e.srv.doq[0].srv.mu.Lock()
+		defer e.srv.doq[0].srv.mu.Unlock()
+		return len(e.srv.doq[0].srv.reading) == 1
+	}, 5*time.Second, time.Millisecond, "the server reads the stream")
+	e.srv.stopTaking()
+	// Well within the server's read timeout (proxyRules: 2 s), which
+	// would end the read anyway.
+	require.NoError(t, st.SetReadDeadline(time.Now().Add(time.Second)))
+	_, err = io.ReadAll(st)
+	var se *quic.StreamError
+	if assert.ErrorAs(t, err, &se, "reset at the stop") {
+		assert.Equal(t, quic.StreamErrorCode(DoQNoError), se.ErrorCode)
+	}
+	require.Eventually(t, func() bool { return e.counts.get(QUIC, ResultDropped) == 1 }, time.Second, time.Millisecond)
+	assert.Zero(t, e.counts.get(QUIC, ResultBadRequest), "no protocol error")
+	assert.NoError(t, conn.Context().Err(), "the connection stays open until Shutdown closes it")
 }
