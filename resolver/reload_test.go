@@ -220,6 +220,11 @@ func TestReloadUnderLoad(t *testing.T) {
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	stopClients := sync.OnceFunc(func() {
+		close(stop)
+		wg.Wait()
+	})
+	t.Cleanup(stopClients) // also when a wait below fails the test
 	var asked, wrong atomic.Int64
 	var mu sync.Mutex
 	var failures []string
@@ -260,8 +265,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		require.Eventually(t, func() bool { return asked.Load() >= n+5 }, 10*time.Second, 100*time.Microsecond,
 			"no query answered after reload %d", i)
 	}
-	close(stop)
-	wg.Wait()
+	stopClients()
 	assert.Zero(t, wrong.Load(), "wrong or lost answers: %v", failures)
 	assert.GreaterOrEqual(t, asked.Load(), int64(1000))
 	assert.GreaterOrEqual(t, r.Status().Successes, uint64(200))

@@ -108,7 +108,9 @@ type pooledBatch struct {
 	held []*[]byte
 }
 
-func newPooledBatch() pooledBatch { return pooledBatch{outBatch: newOutBatch()} }
+func newPooledBatch() pooledBatch {
+	return pooledBatch{outBatch: newOutBatch(), held: make([]*[]byte, 0, udpBatch)}
+}
 
 // add appends the answer p; the batch holds at most udpBatch.
 func (b *pooledBatch) add(p outPacket) {
@@ -155,13 +157,15 @@ func newUDPServer(pc *net.UDPConn, h Handler, count Counter, log *zap.Logger, ac
 	s.batch = NewBatchConn(pc)
 	s.late = lateAnswers{s: s, batch: newPooledBatch()}
 	s.loop = newUDPLoop(s)
+	s.flushers = make([]Flusher, 0, udpBatch)
 	return s
 }
 
 // udpLoop is the read loop's own memory, made with the server rather than
-// when the loop's goroutine first runs: once Start has returned, nothing
-// the loop and its writer use is still to be allocated, not even for the
-// first batch that fills a slot.
+// when the loop's goroutine first runs: once Start has returned, the loop
+// and its writer allocate nothing for a query answered inline, not even
+// for the first batch that fills a slot (on Linux's recvmmsg path; the
+// x/net fallback makes each sender's address anew).
 type udpLoop struct {
 	in  []ipv4.Message
 	out outBatch
@@ -309,7 +313,7 @@ func (w *udpWriter) Hijack()             {}
 // whatever has queued up; it ends when out is closed.
 func (s *udpServer) writeOut() {
 	defer close(s.outDone)
-	batch := s.loop.written
+	batch := &s.loop.written
 	for p := range s.out {
 		batch.add(p)
 		// Let the queries that are ready to answer queue theirs first: the
