@@ -67,8 +67,8 @@ type DoQOptions struct {
 	// Count, when set, counts the queries the listener answers or refuses
 	// itself: ResultBadRequest for each protocol error, "formerr" and
 	// "notimp" for the DNS rejections of DESIGN.md §1 step 1,
-	// ResultDropped for a query whose end came after the stop. Transport
-	// is QUIC.
+	// ResultDropped for a query not read whole before the stop (Shutdown).
+	// Transport is QUIC.
 	Count Counter
 	// Log gets lifecycle and protocol-error lines at debug level. Nil:
 	// discarded.
@@ -125,6 +125,7 @@ type DoQServer struct {
 	streams  int                       // queries in progress, over every connection
 	reading  map[*quic.Stream]struct{} // streams whose query is still being read
 	draining bool                      // Shutdown or Close was called
+	closing  bool                      // Close was called
 	drained  chan struct{}             // closed when draining and streams is 0
 	wg       sync.WaitGroup
 }
@@ -256,6 +257,9 @@ func (s *DoQServer) linger() time.Duration {
 
 // Close closes every connection at once, with DOQ_NO_ERROR.
 func (s *DoQServer) Close() error {
+	s.mu.Lock()
+	s.closing = true // reads end with their connections, not as dropped
+	s.mu.Unlock()
 	s.startDraining()
 	s.closeAll()
 	return nil
@@ -271,8 +275,10 @@ func (s *DoQServer) startDraining() {
 	if s.ln != nil {
 		s.ln.Close()
 	}
-	for st := range s.reading {
-		_ = st.SetReadDeadline(time.Now()) // a query not read whole by now is not taken
+	if !s.closing {
+		for st := range s.reading {
+			_ = st.SetReadDeadline(time.Now()) // a query not read whole by now is not taken
+		}
 	}
 	if s.streams == 0 {
 		close(s.drained)
@@ -292,29 +298,24 @@ func (s *DoQServer) closeAll() {
 	s.wg.Wait()
 }
 
-// isDraining reports whether Shutdown or Close has been called.
-func (s *DoQServer) isDraining() bool {
+// readQuery reads st's query, at most max octets, registered in reading
+// meanwhile so that the stop can end the read (startDraining). taken is
+// false when the stop came first: the read ended by it, or done after it.
+func (s *DoQServer) readQuery(st *quic.Stream, max int64) (b []byte, taken bool, err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.draining
-}
-
-// startReading registers st as reading its query, so that startDraining
-// can end the read; a stream registered once draining has begun gets its
-// past deadline here. stopReading undoes it.
-func (s *DoQServer) startReading(st *quic.Stream) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.reading[st] = struct{}{}
-	if s.draining {
-		_ = st.SetReadDeadline(time.Now())
+	if s.draining && !s.closing {
+		_ = st.SetReadDeadline(time.Now()) // registered after the stop
 	}
-}
-
-func (s *DoQServer) stopReading(st *quic.Stream) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.reading, st)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.reading, st)
+		taken = !s.draining || s.closing || (err != nil && !errors.Is(err, os.ErrDeadlineExceeded))
+	}()
+	b, err = io.ReadAll(io.LimitReader(st, max))
+	return b, true, err
 }
 
 // streamStarted counts a query in progress; false once draining.
@@ -453,10 +454,8 @@ func (s *DoQServer) serveStream(conn *quic.Conn, st *quic.Stream) {
 		}
 	}()
 	_ = st.SetReadDeadline(time.Now().Add(s.opt.ReadTimeout))
-	s.startReading(st)
-	b, err := io.ReadAll(io.LimitReader(st, 2+dns.MaxMsgSize+1))
-	s.stopReading(st)
-	if s.isDraining() && (err == nil || errors.Is(err, os.ErrDeadlineExceeded)) {
+	b, taken, err := s.readQuery(st, 2+dns.MaxMsgSize+1)
+	if !taken {
 		// The query's end came after the stop, or had not come: not
 		// taken, as a TCP query half read at the stop is not.
 		s.count(ResultDropped)

@@ -434,7 +434,7 @@ func TestDoQQueryEndAfterStopTaking(t *testing.T) {
 	framed := append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
 	_, err = st.Write(framed[:5])
 	require.NoError(t, err)
-	time.Sleep(100 * time.Millisecond) // the server has taken the stream (if not, the stop refuses it sooner)
+	waitDoQReading(t, e.srv.doq[0].srv, 1) // the server has taken the stream and reads it
 	e.srv.stopTaking()
 	_, err = st.Write(framed[5:])
 	require.NoError(t, err)
@@ -466,11 +466,7 @@ func TestDoQHalfQueryAtStop(t *testing.T) {
 	b := mustPack(t, query("half.blocked.test"))
 	_, err = st.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)[:5])
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		e.srv.doq[0].srv.mu.Lock()
-		defer e.srv.doq[0].srv.mu.Unlock()
-		return len(e.srv.doq[0].srv.reading) == 1
-	}, 5*time.Second, time.Millisecond, "the server reads the stream")
+	waitDoQReading(t, e.srv.doq[0].srv, 1)
 	e.srv.stopTaking()
 	// Well within the server's read timeout (proxyRules: 2 s), which
 	// would end the read anyway.
@@ -483,4 +479,33 @@ func TestDoQHalfQueryAtStop(t *testing.T) {
 	require.Eventually(t, func() bool { return e.counts.get(QUIC, ResultDropped) == 1 }, time.Second, time.Millisecond)
 	assert.Zero(t, e.counts.get(QUIC, ResultBadRequest), "no protocol error")
 	assert.NoError(t, conn.Context().Err(), "the connection stays open until Shutdown closes it")
+}
+
+// waitDoQReading waits until n streams of s are reading their query.
+func waitDoQReading(t *testing.T, s *DoQServer, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.reading) == n
+	}, 5*time.Second, time.Millisecond, "%d streams reading", n)
+}
+
+// TestDoQCloseDropsNothing: Close ends a half-read query with its
+// connection; it is not counted as dropped, as a query the stop ended is.
+func TestDoQCloseDropsNothing(t *testing.T) {
+	e := newEncryptedSetup(t)
+	conn, err := (&doqSetup{ca: e.ca, addr: e.addrs[QUIC]}).dial(t)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := conn.OpenStreamSync(ctx)
+	require.NoError(t, err)
+	_, err = st.Write([]byte{0, 40, 0, 0, 1})
+	require.NoError(t, err)
+	srv := e.srv.doq[0].srv
+	waitDoQReading(t, srv, 1)
+	require.NoError(t, srv.Close()) // waits for the stream's goroutine
+	assert.Zero(t, e.counts.get(QUIC, ResultDropped))
+	waitDoQReading(t, srv, 0)
 }

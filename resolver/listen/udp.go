@@ -163,9 +163,9 @@ func newUDPServer(pc *net.UDPConn, h Handler, count Counter, log *zap.Logger, ac
 
 // udpLoop is the read loop's own memory, made with the server rather than
 // when the loop's goroutine first runs: once Start has returned, the loop
-// and its writer allocate nothing for a query answered inline, not even
-// for the first batch that fills a slot (on Linux's recvmmsg path; the
-// x/net fallback makes each sender's address anew).
+// allocates nothing for a query answered inline, not even for the first
+// batch that fills a slot (on Linux's recvmmsg path; the x/net fallback
+// makes each sender's address anew), nor the writer for its batch.
 type udpLoop struct {
 	in  []ipv4.Message
 	out outBatch
