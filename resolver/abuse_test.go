@@ -99,9 +99,14 @@ func TestUniqueMissesPastTheLimitServfail(t *testing.T) {
 	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nrate_limit: {rate: 0}\nlimits: {upstream_inflight: 4}", 1)
 	cfg = strings.Replace(cfg, "upstream_timeout: 300ms", "upstream_timeout: 4s", 1)
 	f := startFence(t, cfg, testFiles, silentUpstream(t))
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	defer conn.Close()
+	// Room for every answer before the first is read: at the default
+	// 208 KiB the kernel kept 256 (each datagram costs ~830 octets of
+	// buffer) and dropped the rest whenever the server answered them all
+	// before this goroutine read (seen with GOMAXPROCS=1 under load).
+	require.NoError(t, conn.SetReadBuffer(1<<20))
 	dst, _ := net.ResolveUDPAddr("udp", f.addr)
 	const n = 300
 	for i := 0; i < n; i++ {
@@ -110,9 +115,11 @@ func TestUniqueMissesPastTheLimitServfail(t *testing.T) {
 		_, _ = conn.WriteTo(b, dst)
 	}
 	var servfail atomic.Int32
-	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
 	buf := make([]byte, 4096)
 	for {
+		// A second from the last answer: the SERVFAILs come at once, the
+		// upstream (silent) never answers the four it holds.
+		_ = conn.SetReadDeadline(time.Now().Add(time.Second))
 		k, _, err := conn.ReadFrom(buf)
 		if err != nil {
 			break
