@@ -114,10 +114,7 @@ func TestTCPNothingReadAfterStopAccepting(t *testing.T) {
 		s.stopTaking()
 		_, err = c.Write(frame)
 		require.NoError(t, err)
-		go func() { // closes on the server's FIN, as a client does: the server lingers for it
-			_, _ = io.Copy(io.Discard, c)
-			c.Close()
-		}()
+		closeAfterServer(c)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		require.NoError(t, s.Shutdown(ctx)) // the connection's loop has ended
 		cancel()
@@ -245,8 +242,7 @@ func TestStopAnswersReachPipeliningClient(t *testing.T) {
 	require.NoError(t, tc.Handshake())
 	conns[TLS] = tc
 	write := func(tr, name string) {
-		b := mustPack(t, query(name))
-		_, err := conns[tr].Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...))
+		_, err := conns[tr].Write(frames(t, query(name)))
 		require.NoError(t, err, tr)
 	}
 	for tr, c := range conns {
@@ -322,13 +318,9 @@ func TestDoTNothingReadAfterStopAccepting(t *testing.T) {
 		require.Equal(t, dns.RcodeNameError, r.Rcode)
 		e.srv.stopTaking()
 		late := fmt.Sprintf("after-%d.blocked.test", i)
-		b := mustPack(t, query(late))
-		_, err = c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...))
+		_, err = c.Write(frames(t, query(late)))
 		require.NoError(t, err)
-		go func() { // closes on the server's close_notify and FIN
-			_, _ = io.Copy(io.Discard, c)
-			c.Close()
-		}()
+		closeAfterServer(c)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		require.NoError(t, e.srv.Shutdown(ctx))
 		cancel()
@@ -423,20 +415,9 @@ func TestCloseGentlyLingersThroughALateDeadline(t *testing.T) {
 // after is not answered, as a TCP query half read at the stop is not.
 func TestDoQQueryEndAfterStopTaking(t *testing.T) {
 	e := newEncryptedSetup(t)
-	conn, err := (&doqSetup{ca: e.ca, addr: e.addrs[QUIC]}).dial(t)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := conn.OpenStreamSync(ctx)
-	require.NoError(t, err)
-	require.NoError(t, st.SetDeadline(time.Now().Add(5*time.Second)))
-	b := mustPack(t, query("late-end.blocked.test"))
-	framed := append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
-	_, err = st.Write(framed[:5])
-	require.NoError(t, err)
-	waitDoQReading(t, e.srv.doq[0].srv, 1) // the server has taken the stream and reads it
+	_, st, rest := halfDoQQuery(t, e, "late-end.blocked.test")
 	e.srv.stopTaking()
-	_, err = st.Write(framed[5:])
+	_, err := st.Write(rest)
 	require.NoError(t, err)
 	require.NoError(t, st.Close())
 	out, err := io.ReadAll(st)
@@ -456,22 +437,12 @@ func TestDoQQueryEndAfterStopTaking(t *testing.T) {
 // whole connection as a protocol error.
 func TestDoQHalfQueryAtStop(t *testing.T) {
 	e := newEncryptedSetup(t)
-	conn, err := (&doqSetup{ca: e.ca, addr: e.addrs[QUIC]}).dial(t)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := conn.OpenStreamSync(ctx)
-	require.NoError(t, err)
-	require.NoError(t, st.SetDeadline(time.Now().Add(5*time.Second)))
-	b := mustPack(t, query("half.blocked.test"))
-	_, err = st.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)[:5])
-	require.NoError(t, err)
-	waitDoQReading(t, e.srv.doq[0].srv, 1)
+	conn, st, _ := halfDoQQuery(t, e, "half.blocked.test")
 	e.srv.stopTaking()
 	// Well within the server's read timeout (proxyRules: 2 s), which
 	// would end the read anyway.
 	require.NoError(t, st.SetReadDeadline(time.Now().Add(time.Second)))
-	_, err = io.ReadAll(st)
+	_, err := io.ReadAll(st)
 	var se *quic.StreamError
 	if assert.ErrorAs(t, err, &se, "reset at the stop") {
 		assert.Equal(t, quic.StreamErrorCode(DoQNoError), se.ErrorCode)
@@ -479,6 +450,34 @@ func TestDoQHalfQueryAtStop(t *testing.T) {
 	require.Eventually(t, func() bool { return e.counts.get(QUIC, ResultDropped) == 1 }, time.Second, time.Millisecond)
 	assert.Zero(t, e.counts.get(QUIC, ResultBadRequest), "no protocol error")
 	assert.NoError(t, conn.Context().Err(), "the connection stays open until Shutdown closes it")
+}
+
+// halfDoQQuery opens a DoQ stream to e and writes the first five octets
+// of name's framed query, then waits until the server reads the stream;
+// rest is the remainder of the query.
+func halfDoQQuery(t *testing.T, e *encryptedSetup, name string) (conn *quic.Conn, st *quic.Stream, rest []byte) {
+	t.Helper()
+	conn, err := (&doqSetup{ca: e.ca, addr: e.addrs[QUIC]}).dial(t)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err = conn.OpenStreamSync(ctx)
+	require.NoError(t, err)
+	require.NoError(t, st.SetDeadline(time.Now().Add(5*time.Second)))
+	framed := frames(t, query(name))
+	_, err = st.Write(framed[:5])
+	require.NoError(t, err)
+	waitDoQReading(t, e.srv.doq[0].srv, 1)
+	return conn, st, framed[5:]
+}
+
+// closeAfterServer reads c until the server closes it, then closes it, as
+// a client does: a server stopped lingers for that close (closeGently).
+func closeAfterServer(c net.Conn) {
+	go func() {
+		_, _ = io.Copy(io.Discard, c)
+		c.Close()
+	}()
 }
 
 // waitDoQReading waits until n streams of s are reading their query.
@@ -495,16 +494,8 @@ func waitDoQReading(t *testing.T, s *DoQServer, n int) {
 // connection; it is not counted as dropped, as a query the stop ended is.
 func TestDoQCloseDropsNothing(t *testing.T) {
 	e := newEncryptedSetup(t)
-	conn, err := (&doqSetup{ca: e.ca, addr: e.addrs[QUIC]}).dial(t)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := conn.OpenStreamSync(ctx)
-	require.NoError(t, err)
-	_, err = st.Write([]byte{0, 40, 0, 0, 1})
-	require.NoError(t, err)
+	halfDoQQuery(t, e, "closed.blocked.test")
 	srv := e.srv.doq[0].srv
-	waitDoQReading(t, srv, 1)
 	require.NoError(t, srv.Close()) // waits for the stream's goroutine
 	assert.Zero(t, e.counts.get(QUIC, ResultDropped))
 	waitDoQReading(t, srv, 0)
