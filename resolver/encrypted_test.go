@@ -555,7 +555,7 @@ func TestEncryptedProxiesTrusted(t *testing.T) {
 trusted_proxies: ["127.0.0.9/32"]`, 1)
 	e := startEncryptedFence(t, p, cfg, up.addr)
 
-	xff := func(from, client string) *dns.Msg {
+	doh := func(from string, header ...string) (*dns.Msg, int) {
 		t.Helper()
 		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
 		c := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}, Timeout: 5 * time.Second}
@@ -564,20 +564,40 @@ trusted_proxies: ["127.0.0.9/32"]`, 1)
 		req, err := http.NewRequest(http.MethodPost, "http://"+e.addrs["http"]+listen.DoHPath, bytes.NewReader(b))
 		require.NoError(t, err)
 		req.Header.Set("Content-Type", listen.DoHContentType)
-		req.Header.Set("X-Forwarded-For", client)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Add(header[i], header[i+1])
+		}
 		resp, err := c.Do(req)
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		body, err := io.ReadAll(resp.Body)
 		require.NoError(t, err)
-		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+		if resp.StatusCode != http.StatusOK {
+			return nil, resp.StatusCode
+		}
 		r := new(dns.Msg)
 		require.NoError(t, r.Unpack(body))
+		return r, resp.StatusCode
+	}
+	xff := func(from, client string) *dns.Msg {
+		t.Helper()
+		r, status := doh(from, "X-Forwarded-For", client)
+		require.Equal(t, http.StatusOK, status)
 		return r
 	}
 	assert.Equal(t, dns.RcodeNameError, xff("127.0.0.9", "127.0.0.2").Rcode, "a trusted proxy names a government device")
 	assert.Equal(t, dns.RcodeSuccess, xff("127.0.0.9", "127.0.0.8").Rcode, "a trusted proxy names another client")
 	assert.Equal(t, dns.RcodeSuccess, xff("127.0.0.8", "127.0.0.2").Rcode, "an untrusted peer's header is ignored")
+	// A proxy that appends to X-Forwarded-For (nginx, HAProxy's
+	// forwardfor) passes a Forwarded header through as the device wrote
+	// it: the government device 127.0.0.2 naming a client in no policy
+	// there is refused, not answered for that client. Headers that agree
+	// are believed.
+	r, status := doh("127.0.0.9", "Forwarded", "for=127.0.0.8", "X-Forwarded-For", "127.0.0.2")
+	assert.Equal(t, http.StatusBadRequest, status, "headers that disagree: %v", r)
+	r, status = doh("127.0.0.9", "X-Forwarded-For", "127.0.0.8, 127.0.0.2", "Forwarded", `for="127.0.0.2:4000"`)
+	require.Equal(t, http.StatusOK, status)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode, "headers that agree name the government device")
 
 	dot := func(from, client string) (*dns.Msg, error) {
 		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
@@ -607,4 +627,39 @@ trusted_proxies: ["127.0.0.9/32"]`, 1)
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
 	_, err = dot("127.0.0.8", "127.0.0.2")
 	assert.Error(t, err, "a PROXY header from anyone else is not a TLS handshake")
+}
+
+// TestDoHAnswersArePrivate: a DoH GET is one URL for every client (ID 0,
+// RFC 8484 §4.1) while its answer depends on who asks, so the answer is
+// marked private: a shared HTTP cache in front (a TLS-terminating proxy
+// with a cache, a CDN) must not serve a client in no policy's answer to a
+// government device asking the same URL (RFC 9111 §5.2.2.7).
+func TestDoHAnswersArePrivate(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	m := question("www.tiktok.com.", dns.TypeA, false)
+	m.Id = 0
+	b, err := m.Pack()
+	require.NoError(t, err)
+	url := "http://" + e.addrs["http"] + listen.DoHPath + "?dns=" + base64.RawURLEncoding.EncodeToString(b)
+	get := func(from string) (int, string) {
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}, Timeout: 5 * time.Second}
+		resp, err := c.Get(url)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		r := new(dns.Msg)
+		require.NoError(t, r.Unpack(body))
+		return r.Rcode, resp.Header.Get("Cache-Control")
+	}
+	govRcode, govCC := get("127.0.0.1")
+	otherRcode, otherCC := get("127.0.0.8")
+	require.Equal(t, dns.RcodeNameError, govRcode, "government-devices")
+	require.Equal(t, dns.RcodeSuccess, otherRcode, "no policy: the same URL, another answer")
+	assert.Equal(t, "private, max-age=60", govCC)
+	assert.Equal(t, "private, max-age=300", otherCC)
 }

@@ -285,7 +285,11 @@ func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", DoHContentType)
 	h.Set("Content-Length", strconv.Itoa(len(reply)))
-	h.Set("Cache-Control", "max-age="+strconv.FormatUint(uint64(cacheMaxAge(replyMsg)), 10))
+	// private: the answer is this client's (its policy decided it), and a
+	// shared HTTP cache in front would hand it to others asking the same
+	// URL (RFC 9111 §5.2.2.7; RFC 8484 §5.1 has GETs use ID 0, so one
+	// question is one URL for everyone).
+	h.Set("Cache-Control", "private, max-age="+strconv.FormatUint(uint64(cacheMaxAge(replyMsg)), 10))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(reply)
 }
@@ -390,40 +394,61 @@ func (s *DoHServer) remoteAddr(r *http.Request) (net.Addr, error) {
 }
 
 // forwardedClient finds the client in a trusted proxy's Forwarded (RFC
-// 7239) or, when there is none, X-Forwarded-For header. Each proxy appends
-// the address it saw, so the list is read from the right: the first entry
-// that is not itself a trusted proxy is the client (entries further left
-// may be anything the client wrote); when every entry is trusted, the
-// leftmost. ok is false when neither header is present; an entry that is
-// not an IP address ("unknown", an obfuscated node, garbage) is an error.
+// 7239) and X-Forwarded-For headers. Each proxy appends the address it
+// saw, so a list is read from the right: the first entry that is not
+// itself a trusted proxy is the client (entries further left may be
+// anything the client wrote); when every entry is trusted, the leftmost.
+// ok is false when neither header is present; an entry that is not an IP
+// address ("unknown", an obfuscated node, garbage) is an error.
+//
+// When both headers are present they must name the same client address:
+// a proxy writes one of them and passes the other through as the client
+// sent it (nginx's $proxy_add_x_forwarded_for and HAProxy's forwardfor
+// leave a Forwarded header alone), and which one it wrote is not known
+// here, so either may be the client's own choice of policy. Headers that
+// disagree are an error (the request gets 400); when they agree,
+// Forwarded's node is the client (it may carry a port).
 func forwardedClient(h http.Header, trusted func(netip.Addr) bool) (client netip.AddrPort, ok bool, err error) {
-	var nodes []string
-	if fw := h.Values("Forwarded"); len(fw) > 0 {
-		for _, line := range fw {
-			for _, elem := range splitQuoted(line, ',') {
-				node, found := "", false
-				for _, pair := range splitQuoted(elem, ';') {
-					k, v, _ := strings.Cut(strings.TrimSpace(pair), "=")
-					if strings.EqualFold(k, "for") {
-						node, found = unquote(v), true
-					}
+	var fwd, xff []string
+	for _, line := range h.Values("Forwarded") {
+		for _, elem := range splitQuoted(line, ',') {
+			node, found := "", false
+			for _, pair := range splitQuoted(elem, ';') {
+				k, v, _ := strings.Cut(strings.TrimSpace(pair), "=")
+				if strings.EqualFold(k, "for") {
+					node, found = unquote(v), true
 				}
-				if !found {
-					return client, false, errors.New("forwarded header: an element without for=")
-				}
-				nodes = append(nodes, node)
 			}
-		}
-	} else {
-		for _, line := range h.Values("X-Forwarded-For") {
-			for _, n := range strings.Split(line, ",") {
-				nodes = append(nodes, strings.TrimSpace(n))
+			if !found {
+				return client, false, errors.New("forwarded header: an element without for=")
 			}
+			fwd = append(fwd, node)
 		}
 	}
-	if len(nodes) == 0 {
-		return client, false, nil
+	for _, line := range h.Values("X-Forwarded-For") {
+		for _, n := range strings.Split(line, ",") {
+			xff = append(xff, strings.TrimSpace(n))
+		}
 	}
+	client, ok, err = rightmostClient(fwd, trusted)
+	if err != nil {
+		return client, false, err
+	}
+	other, found, err := rightmostClient(xff, trusted)
+	switch {
+	case err != nil:
+		return client, false, err
+	case !ok:
+		return other, found, nil
+	case found && other.Addr() != client.Addr():
+		return client, false, fmt.Errorf("a trusted proxy's Forwarded header names client %s and its X-Forwarded-For %s", client.Addr(), other.Addr())
+	}
+	return client, true, nil
+}
+
+// rightmostClient is the client a forwarded-for list names (see
+// forwardedClient); ok is false for an empty list.
+func rightmostClient(nodes []string, trusted func(netip.Addr) bool) (client netip.AddrPort, ok bool, err error) {
 	for i := len(nodes) - 1; i >= 0; i-- {
 		ap, err := parseNode(nodes[i])
 		if err != nil {
@@ -433,7 +458,7 @@ func forwardedClient(h http.Header, trusted func(netip.Addr) bool) (client netip
 			return ap, true, nil
 		}
 	}
-	return client, false, nil // not reached
+	return client, false, nil
 }
 
 // parseNode parses one forwarded-for node: an IP address, optionally in

@@ -129,12 +129,12 @@ func TestDoHAnswers(t *testing.T) {
 		rcode  int
 		maxAge string
 	}{
-		{"h2 GET blocked", false, false, "a.blocked.test", dns.RcodeNameError, "max-age=60"},
-		{"h2 POST blocked", false, true, "b.blocked.test", dns.RcodeNameError, "max-age=60"},
-		{"h2 GET forwarded", false, false, "a.example.org", dns.RcodeSuccess, "max-age=300"},
-		{"h2 POST forwarded", false, true, "b.example.org", dns.RcodeSuccess, "max-age=300"},
-		{"http/1.1 GET blocked", true, false, "c.blocked.test", dns.RcodeNameError, "max-age=60"},
-		{"http/1.1 POST forwarded", true, true, "c.example.org", dns.RcodeSuccess, "max-age=300"},
+		{"h2 GET blocked", false, false, "a.blocked.test", dns.RcodeNameError, "private, max-age=60"},
+		{"h2 POST blocked", false, true, "b.blocked.test", dns.RcodeNameError, "private, max-age=60"},
+		{"h2 GET forwarded", false, false, "a.example.org", dns.RcodeSuccess, "private, max-age=300"},
+		{"h2 POST forwarded", false, true, "b.example.org", dns.RcodeSuccess, "private, max-age=300"},
+		{"http/1.1 GET blocked", true, false, "c.blocked.test", dns.RcodeNameError, "private, max-age=60"},
+		{"http/1.1 POST forwarded", true, true, "c.example.org", dns.RcodeSuccess, "private, max-age=300"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -262,7 +262,7 @@ func TestDoHRejectsAsTCPDoes(t *testing.T) {
 	assert.Equal(t, 1, d.counts.get(HTTPS, resultNotimp))
 	r, resp := dohPost(t, c, d.url, two)
 	assert.Equal(t, dns.RcodeFormatError, r.Rcode)
-	assert.Equal(t, "max-age=0", resp.Header.Get("Cache-Control"))
+	assert.Equal(t, "private, max-age=0", resp.Header.Get("Cache-Control"))
 	assert.Equal(t, 1, d.counts.get(HTTPS, resultFormerr))
 
 	// A query the Handler drops gets 500: over HTTP something is said.
@@ -328,8 +328,16 @@ func TestDoHForwardedFor(t *testing.T) {
 			header: map[string][]string{"Forwarded": {`for="[2001:db8::7]:4711";by=10.9.9.9`}}, client: "[2001:db8::7]:4711"},
 		{name: "trusted, Forwarded chain", trusted: true,
 			header: map[string][]string{"Forwarded": {`for=192.0.2.66, for="[2001:db8::8]", for="[2001:db8::99]"`}}, client: "[2001:db8::8]:0"},
-		{name: "trusted, Forwarded wins over X-Forwarded-For", trusted: true,
-			header: map[string][]string{"Forwarded": {"for=10.1.2.6"}, "X-Forwarded-For": {"10.1.2.7"}}, client: "10.1.2.6:0"},
+		{name: "trusted, Forwarded and X-Forwarded-For agree", trusted: true,
+			header: map[string][]string{"Forwarded": {`for="10.1.2.6:4711"`}, "X-Forwarded-For": {"192.0.2.66, 10.1.2.6"}}, client: "10.1.2.6:4711"},
+		// The proxy appended to one, the client wrote the other: which is
+		// which is not known, so neither is believed.
+		{name: "trusted, Forwarded and X-Forwarded-For disagree", trusted: true,
+			header: map[string][]string{"Forwarded": {"for=10.1.2.6"}, "X-Forwarded-For": {"10.1.2.7"}}, status: 400},
+		{name: "trusted, X-Forwarded-For disagrees with Forwarded", trusted: true,
+			header: map[string][]string{"X-Forwarded-For": {"10.1.2.6"}, "Forwarded": {"for=192.0.2.66, for=10.1.2.7"}}, status: 400},
+		{name: "trusted, X-Forwarded-For garbage beside Forwarded", trusted: true,
+			header: map[string][]string{"Forwarded": {"for=10.1.2.6"}, "X-Forwarded-For": {"client.example"}}, status: 400},
 		{name: "trusted, IPv4-mapped unmapped", trusted: true, header: map[string][]string{"X-Forwarded-For": {"::ffff:10.1.2.8"}}, client: "10.1.2.8:0"},
 		{name: "trusted, Forwarded unknown", trusted: true, header: map[string][]string{"Forwarded": {"for=unknown"}}, status: 400},
 		{name: "trusted, Forwarded obfuscated", trusted: true, header: map[string][]string{"Forwarded": {"for=_hidden"}}, status: 400},
