@@ -579,7 +579,10 @@ func TestReadyzAfterReloadTrouble(t *testing.T) {
 // configuration keys that changed.
 func TestReloadAuditTrail(t *testing.T) {
 	up := startUpstream(t, nil)
-	f := startFence(t, rangesConfig, rangesFiles(fourRanges), up.addr)
+	files := rangesFiles(fourRanges)
+	// Two entries kept: a list whose only entry goes is held.
+	files["tiktok.txt"] = "tiktok.com\nkept1.example\nkept2.example\n"
+	f := startFence(t, rangesConfig, files, up.addr)
 	core, logs := observer.New(zap.InfoLevel)
 	r := watching(t, f, zap.New(core))
 	list := filepath.Join(f.dir, "tiktok.txt")
@@ -596,7 +599,7 @@ func TestReloadAuditTrail(t *testing.T) {
 		return all[len(all)-1].ContextMap()
 	}
 
-	// 25 entries added, the one there removed.
+	// 25 entries added, one of the three there removed.
 	var b strings.Builder
 	var added []any
 	for i := range 25 {
@@ -605,7 +608,7 @@ func TestReloadAuditTrail(t *testing.T) {
 			added = append(added, fmt.Sprintf("n%02d.example", i))
 		}
 	}
-	writeAtomic(t, list, b.String())
+	writeAtomic(t, list, b.String()+"kept1.example\nkept2.example\n")
 	waitReloads(1)
 	l := last("list reloaded")
 	assert.Equal(t, list, l[logList])

@@ -468,14 +468,24 @@ func heldChanges(prev, next *Snapshot) []error {
 		return nil
 	}
 	var errs []error
+	// Only a block list's shrinking is held: an allow list that shrinks
+	// blocks more.
+	blockLists := map[string]bool{}
+	for _, p := range next.Policies {
+		for _, l := range p.Block {
+			blockLists[l.File()] = true
+		}
+	}
+	shrunkLists := map[string]bool{}
 	for _, path := range slices.Sorted(maps.Keys(next.Lists)) {
 		l := next.Lists[path]
 		old, ok := prev.Lists[path]
-		if !ok || old == l {
+		if !ok || old == l || !blockLists[path] {
 			continue
 		}
 		if err := listShrink(path, old, l, maxShrink); err != nil {
 			errs = append(errs, err)
+			shrunkLists[path] = true
 		}
 	}
 	for _, path := range slices.Sorted(maps.Keys(next.Ranges)) {
@@ -489,6 +499,7 @@ func heldChanges(prev, next *Snapshot) []error {
 		}
 	}
 	errs = append(errs, carvedOut(prev, next)...)
+	errs = append(errs, policyUnblocked(prev, next, maxShrink, shrunkLists)...)
 	return append(errs, removedProtection(prev, next)...)
 }
 
@@ -496,12 +507,26 @@ func heldChanges(prev, next *Snapshot) []error {
 // a log-only policy, a new one) when devices in it fell to a blocking
 // policy before: the most specific range decides, so a narrower range
 // added to a file or the configuration takes them out of the block as
-// surely as removing theirs. A blocking policy switched off is
+// surely as removing theirs. A range of another blocking policy is held
+// the same way when that policy blocks less (allows, or does not list,
+// something the devices' policy blocked): a carve-out for a team that
+// must keep an app. A blocking policy switched off is
 // removedProtection's.
 func carvedOut(prev, next *Snapshot) []error {
 	var errs []error
 	for _, cr := range next.byClient.AllSorted() {
-		if blocking(cr.Policy) || blocking(policyNamed(prev, cr.Policy.Name)) {
+		if blocking(cr.Policy) {
+			was, ok := prev.PolicyForPrefix(cr.Range.Prefix)
+			if !ok || !blocking(was.Policy) || was.Policy.Name == cr.Policy.Name {
+				continue
+			}
+			u := blocksLess(was.Policy, cr.Policy)
+			if err := u.heldError(fmt.Sprintf("%s of policy %s takes devices of %s out of blocking policy %s", cr.Range.Prefix, cr.Policy.Name, was.Range.Prefix, was.Policy.Name), true); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if blocking(policyNamed(prev, cr.Policy.Name)) {
 			continue
 		}
 		was, ok := prev.PolicyForPrefix(cr.Range.Prefix)

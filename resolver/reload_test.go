@@ -118,13 +118,13 @@ func TestReloadKeepsLastGoodState(t *testing.T) {
 		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "tiktok.com."), "still blocked")
 		assert.Contains(t, r.Status().Err.Error(), "tiktok.txt")
 		assert.Contains(t, r.Status().Err.Error(), "does not exist")
-		writeAtomic(t, list, "tiktok.com\nreturned.example\n")
+		writeAtomic(t, list, testFiles["tiktok.txt"]+"returned.example\n")
 		require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "returned.example.") == dns.RcodeNameError },
 			10*time.Second, 10*time.Millisecond)
 	})
 
 	t.Run("bad lines are skipped, the rest loads", func(t *testing.T) {
-		writeAtomic(t, list, "tiktok.com\nbad..line\nreturned.example\ngood.example\n")
+		writeAtomic(t, list, "tiktok.com\nbad..line\nreturned.example\ngood.example\ntiktokcdn.com\ntiktokv.com.edgekey.net\n")
 		require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "good.example.") == dns.RcodeNameError },
 			10*time.Second, 10*time.Millisecond)
 		warn := logs.FilterMessage("skipped bad lines").All()
@@ -254,7 +254,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		}()
 	}
 	for i := 0; i < 200; i++ {
-		writeAtomic(t, list, fmt.Sprintf("# version %d\ntiktok.com\nv%d.example\n", i, i))
+		writeAtomic(t, list, fmt.Sprintf("# version %d\n%sv%d.example\n", i, testFiles["tiktok.txt"], i))
 		require.NoError(t, r.Reload(false))
 		// Every snapshot answers a query asked after it was published (the
 		// fifth answer from now: four clients may each have one in

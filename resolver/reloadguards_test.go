@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -125,4 +127,175 @@ func TestCoverageKept(t *testing.T) {
 			assert.Equal(t, tc.want6, v6)
 		})
 	}
+}
+
+// reloaderOf is a Reloader of f without a watcher: Reload(false) is the
+// watcher's reload, Reload(true) SIGHUP's, one at a time.
+func reloaderOf(f *fence) *Reloader {
+	path := f.handler.Snapshot().Config.File
+	return NewReloader(zap.NewNop(), f.handler, func() (*config.Config, error) { return config.Load(path) })
+}
+
+// namesUnder is n distinct list lines under the domain suffix.
+func namesUnder(prefix string, n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "%s%d.example\n", prefix, i)
+	}
+	return b.String()
+}
+
+// allowConfig is rangesConfig with an allow list on the government policy,
+// as configs/dnsfence.yaml ships it.
+var allowConfig = strings.Replace(rangesConfig, `    block: ["tiktok.txt", "bytedance.txt"]`,
+	`    block: ["tiktok.txt", "bytedance.txt"]`+"\n"+`    allow: ["allow.txt"]`, 1)
+
+// A block list's guard counts the entries that no longer block, not the
+// entries left: a list overwritten by another of the same size (`cp
+// bytedance.txt tiktok.txt`, a symlink retargeted) loses every name it
+// blocked, and a list edited entry by entry within max_shrink is applied.
+func TestBlockListReplacedIsHeld(t *testing.T) {
+	up := startUpstream(t, nil)
+	files := rangesFiles("127.2.0.0/16\n")
+	files["tiktok.txt"] = "tiktok.com\n" + namesUnder("tt", 9)
+	f := startFence(t, rangesConfig, files, up.addr)
+	r := reloaderOf(f)
+	require.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "www.tiktok.com."))
+
+	writeAtomic(t, filepath.Join(f.dir, "tiktok.txt"), namesUnder("other", 10)) // 10 entries to 10 others
+	err := r.Reload(false)
+	require.ErrorIs(t, err, ErrShrink, "10 of 10 entries no longer block")
+	assert.Contains(t, err.Error(), "10 of its 10 entries no longer block in policy government-devices")
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "www.tiktok.com."), "government device released at once")
+
+	// Four of ten swapped for others: under max_shrink (half), applied.
+	writeAtomic(t, filepath.Join(f.dir, "tiktok.txt"), "tiktok.com\n"+namesUnder("tt", 5)+namesUnder("new", 4))
+	require.NoError(t, r.Reload(false))
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "new3.example."))
+	assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "127.2.5.1", "tt8.example."))
+}
+
+// An allow entry beats every block entry: an allow list grown over the
+// block lists (the block list copied over it, or a slip: `tiktok.com`
+// for `ads.tiktok.com`), or one added to a blocking policy, takes names
+// out of the block as surely as a block list emptied. Any such name is
+// held, as an exemption range is; an allow entry that allows nothing the
+// policy blocked, and an allow list that shrinks (blocking more), apply
+// at once; SIGHUP applies what is held.
+func TestAllowListGrowthOverTheBlockIsHeld(t *testing.T) {
+	up := startUpstream(t, nil)
+	allowFiles := func() map[string]string {
+		files := rangesFiles("127.2.0.0/16\n")
+		files["allow.txt"] = "ads.tiktok.com\nx.tiktok.com\n"
+		return files
+	}
+	t.Run("allow list grows over a block entry", func(t *testing.T) {
+		f := startFence(t, allowConfig, allowFiles(), up.addr)
+		r := reloaderOf(f)
+		require.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "www.tiktok.com."))
+		require.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "127.2.5.1", "ads.tiktok.com."))
+		path := filepath.Join(f.dir, "allow.txt")
+
+		writeAtomic(t, path, "ads.tiktok.com\nx.tiktok.com\nexample.org\n") // allows nothing blocked
+		require.NoError(t, r.Reload(false))
+
+		writeAtomic(t, path, "ads.tiktok.com\nx.tiktok.com\nexample.org\ntiktok.com\n")
+		err := r.Reload(false)
+		require.ErrorIs(t, err, ErrExempted)
+		assert.Contains(t, err.Error(), "policy government-devices: ")
+		assert.Contains(t, err.Error(), "tiktok.com (allowed by "+path+":4)")
+		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "www.tiktok.com."), "government device released at once")
+
+		// An entry below a block entry: only that name is allowed, and
+		// still held.
+		writeAtomic(t, path, "ads.tiktok.com\nx.tiktok.com\nexample.org\nwww.tiktok.com\n")
+		require.ErrorIs(t, r.Reload(false), ErrExempted)
+		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "www.tiktok.com."))
+
+		require.NoError(t, r.Reload(true), "SIGHUP applies it")
+		assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "127.2.5.1", "www.tiktok.com."))
+	})
+	t.Run("allow list shrinks", func(t *testing.T) {
+		f := startFence(t, allowConfig, allowFiles(), up.addr)
+		r := reloaderOf(f)
+		writeAtomic(t, filepath.Join(f.dir, "allow.txt"), "")
+		require.NoError(t, r.Reload(false), "an allow list emptied blocks more")
+		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "ads.tiktok.com."))
+	})
+	t.Run("configuration adds an allow list", func(t *testing.T) {
+		f := startFence(t, rangesConfig, rangesFiles("127.2.0.0/16\n"), up.addr)
+		r := reloaderOf(f)
+		path := filepath.Join(f.dir, "dnsfence.yaml")
+		old, err := os.ReadFile(path)
+		require.NoError(t, err)
+		// A slip that names the block list itself.
+		writeAtomic(t, path, strings.Replace(string(old), `    block: ["tiktok.txt", "bytedance.txt"]`,
+			`    block: ["tiktok.txt", "bytedance.txt"]`+"\n"+`    allow: ["tiktok.txt"]`, 1))
+		require.ErrorIs(t, r.Reload(false), ErrExempted)
+		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "www.tiktok.com."), "government device released at once")
+	})
+}
+
+// An RPZ block list's triggers turned from `CNAME .` to `CNAME
+// rpz-passthru.` (one sed over the zone, or the primary's zone edited so)
+// keep the list's size, and a passthru entry beats the block entries of
+// every other list of the policy: bytedance.txt's `tiktok.com` too.
+func TestRPZTriggersTurnedPassthruAreHeld(t *testing.T) {
+	up := startUpstream(t, nil)
+	conf := strings.Replace(rangesConfig, `block: ["tiktok.txt", "bytedance.txt"]`, `block: ["tiktok.rpz", "bytedance.txt"]`, 1)
+	files := rangesFiles("127.2.0.0/16\n")
+	delete(files, "tiktok.txt")
+	files["bytedance.txt"] = "capcut.com\ntiktok.com\n"
+	files["tiktok.rpz"] = rpzHead + "tiktok.com CNAME .\n*.tiktok.com CNAME .\nbytedance.com CNAME .\n*.bytedance.com CNAME .\n"
+	f := startFence(t, conf, files, up.addr)
+	r := reloaderOf(f)
+	require.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "www.tiktok.com."))
+	path := filepath.Join(f.dir, "tiktok.rpz")
+
+	// One trigger of four: under max_shrink, but an allow all the same.
+	writeAtomic(t, path, rpzHead+"tiktok.com CNAME .\n*.tiktok.com CNAME rpz-passthru.\nbytedance.com CNAME .\n*.bytedance.com CNAME .\n")
+	err := r.Reload(false)
+	require.ErrorIs(t, err, ErrExempted)
+	assert.Contains(t, err.Error(), "*.tiktok.com (allowed by "+path+":6)")
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "www.tiktok.com."), "government device released at once")
+
+	// The same trigger removed instead: the plain list still blocks the
+	// names below tiktok.com, so nothing is lost.
+	writeAtomic(t, path, rpzHead+"tiktok.com CNAME .\nbytedance.com CNAME .\n*.bytedance.com CNAME .\n")
+	require.NoError(t, r.Reload(false))
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "www.tiktok.com."))
+}
+
+// A range added to another blocking policy that lets more through (the
+// README's carve-out for a team that must keep an app: a policy with an
+// allow list) takes devices out of the government policy as an exemption
+// range does: held. A range added to a blocking policy that blocks as
+// much is not.
+func TestRangeMovedToABlockingPolicyThatBlocksLessIsHeld(t *testing.T) {
+	up := startUpstream(t, nil)
+	conf := rangesConfig + `  - name: social-media-team
+    client_files: ["social.txt"]
+    block: ["bytedance.txt"]
+    allow: ["tiktok.txt"]
+  - name: stricter
+    client_files: ["stricter.txt"]
+    block: ["tiktok.txt", "bytedance.txt", "more.txt"]
+`
+	files := rangesFiles("127.2.0.0/16\n")
+	files["social.txt"] = "127.0.0.40/32\n"
+	files["stricter.txt"] = "127.0.0.41/32\n"
+	files["more.txt"] = "example.net\n"
+	f := startFence(t, conf, files, up.addr)
+	r := reloaderOf(f)
+	require.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "www.tiktok.com."))
+
+	writeAtomic(t, filepath.Join(f.dir, "stricter.txt"), "127.0.0.41/32\n127.2.128.0/17\n")
+	require.NoError(t, r.Reload(false), "devices moved to a policy that blocks more")
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.200.1", "example.net."))
+
+	writeAtomic(t, filepath.Join(f.dir, "social.txt"), "127.0.0.40/32\n127.2.0.0/17\n")
+	err := r.Reload(false)
+	require.ErrorIs(t, err, ErrExempted, "half the government /16 moves to a policy that allows TikTok")
+	assert.Contains(t, err.Error(), "127.2.0.0/17 of policy social-media-team takes devices of 127.2.0.0/16 out of blocking policy government-devices")
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "www.tiktok.com."), "government device released at once")
 }

@@ -102,7 +102,7 @@ func TestReloadFolderComesBack(t *testing.T) {
 			list := filepath.Join(f.dir, "lists", "tiktok.txt")
 			require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nswapped.example\nlater.example\n"), 0o644))
 			require.Eventually(t, blocked("later.example."), 10*time.Second, 10*time.Millisecond)
-			writeAtomic(t, list, "tiktok.com\nlast.example\n")
+			writeAtomic(t, list, "tiktok.com\nlater.example\nlast.example\n")
 			require.Eventually(t, blocked("last.example."), 10*time.Second, 10*time.Millisecond)
 			assert.False(t, blocked("swapped.example.")(), "the edit replaced the list")
 			assert.Empty(t, *f.handler.unwatched.Load(), "every file watched")

@@ -144,3 +144,44 @@ func TestZoneHeldCopyDroppedWhenSerialGoesBack(t *testing.T) {
 	assert.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."), "SIGHUP applied a withdrawn copy")
 	assert.Equal(t, uint32(1), f.status(t, entry).Serial)
 }
+
+// TestURLAllowListGrowthHeld: a remote allow list's new copy that allows
+// a name the policy blocks is held like a shrinking block list's: the
+// copy served stays, dnsfence_source_held says so, SIGHUP applies it. An
+// entry that allows nothing blocked applies at once.
+func TestURLAllowListGrowthHeld(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/allow.txt": "ads.tiktok.com\n"})
+	list := srv.URL + "/allow.txt"
+	dir := writeTree(t, map[string]string{"tiktok.txt": "tiktok.com\n", "dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+upstream_timeout: 500ms
+allowed_clients: ["127.0.0.0/28"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["tiktok.txt"]
+    allow: ["%s"]
+sources: {refresh: 1s, cache_dir: cache}
+`, up.addr, list)})
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	const gov = "127.0.0.1"
+	require.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "ads.tiktok.com."))
+	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "www.tiktok.com."))
+
+	srv.set("/allow.txt", "ads.tiktok.com\nexample.org\n", "")
+	require.Eventually(t, func() bool {
+		v, _ := metricValue(t, f.registry, "dnsfence_source_entries", "source", list)
+		return v == 2
+	}, 10*time.Second, 20*time.Millisecond, "an entry that allows nothing blocked applies")
+
+	srv.set("/allow.txt", "ads.tiktok.com\nexample.org\nwww.tiktok.com\n", "")
+	require.Eventually(t, func() bool { _, held := f.handler.held.Load(list); return held }, 10*time.Second, 20*time.Millisecond)
+	assert.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "www.tiktok.com."), "the government device released")
+	v, _ := metricValue(t, f.registry, "dnsfence_source_held", "source", list)
+	assert.Equal(t, 1.0, v, "dnsfence_source_held")
+
+	require.NoError(t, f.reloader.Reload(true))
+	assert.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "www.tiktok.com."), "SIGHUP applies it")
+}

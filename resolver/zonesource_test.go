@@ -161,7 +161,8 @@ func TestZoneSource(t *testing.T) {
 		assert.Equal(t, uint32(2), st.Serial)
 
 		// The primary returns with a new serial: its NOTIFY at load.
-		p.restart(rpzText(zone, 3, "tiktok.com CNAME .", "capcut.com CNAME .", "lemon8.com CNAME ."))
+		p.restart(rpzText(zone, 3, "tiktok.com CNAME .", "*.tiktok.com CNAME .", "bytedance.com CNAME rpz-drop.",
+			"capcut.com CNAME .", "24.0.100.51.198.rpz-ip CNAME .", "lemon8.com CNAME ."))
 		g.eventuallyRcode(t, gov, "lemon8.com.", dns.RcodeNameError, 10*time.Second)
 		assert.Equal(t, uint32(3), g.status(t, entry).Serial)
 		assert.False(t, g.status(t, entry).FromCache)

@@ -290,7 +290,7 @@ sources:
 
 	// The primary returns with a new serial, and says so.
 	require.NoError(t, os.RemoveAll(filepath.Join(n.dir, "zone.db.jnl")))
-	n.writeZone(rpzZone(3, "tiktok.com CNAME .", "hypic.com CNAME ."))
+	n.writeZone(rpzZone(3, "tiktok.com CNAME .", "*.tiktok.com CNAME .", "douyin.com CNAME *.", "hypic.com CNAME ."))
 	n.start()
 	require.Eventually(t, func() bool { return p.status(t, "hypic.com") == "NXDOMAIN" }, 10*time.Second, 50*time.Millisecond)
 	assert.Equal(t, "NOERROR", p.status(t, "lemon8.com"), "serial 3 no longer lists it")
