@@ -222,15 +222,34 @@ func FuzzParseRPZ(f *testing.F) {
 	})
 }
 
-// FuzzParseRanges checks that no input crashes the range parser and that
-// every range is canonical.
+// FuzzParseRanges checks that no input crashes the range parser, that
+// every range is canonical, and that every line that is not blank or a `#`
+// comment is a range or a reported bad line: none is skipped without a
+// word.
 //
 // The input saved the Windows way gives the same ranges and errors.
 func FuzzParseRanges(f *testing.F) {
 	seedFiles(f, "*.ranges")
 	seedWindows(f, "127.0.0.0/24", "# c", "2001:db8::/32 # v6", "10.0.0.0/33")
+	seedWindows(f, "[2001:db8::]/32", "!10.0.0.0/8", "[section]", "\t[10.0.0.0/8] # x")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rf, err := ParseRanges("fuzz.txt", data)
+		if n, _ := BadLines(err); n <= maxReported {
+			seen := map[int]bool{}
+			for _, r := range rf.Ranges {
+				seen[r.Line] = true
+			}
+			if err != nil {
+				for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+					seen[e.(*ParseError).Line] = true
+				}
+			}
+			for line, text := range Lines(string(data)) {
+				if text = strings.TrimSpace(text); text != "" && text[0] != '#' && !seen[line] {
+					t.Fatalf("line %d %q is neither a range nor reported", line, text)
+				}
+			}
+		}
 		if win, ok := windowsSaved(data); ok {
 			wrf, werr := ParseRanges("fuzz.txt", win)
 			if !slices.Equal(rf.Ranges, wrf.Ranges) || fmt.Sprint(err) != fmt.Sprint(werr) {

@@ -114,6 +114,9 @@ func TestParseReportsEveryBadLineBounded(t *testing.T) {
 	assert.Equal(t, maxReported+1, strings.Count(err.Error(), "\n")+1)
 	assert.Contains(t, err.Error(), "junk.txt: 10 more bad lines not shown")
 	assert.Equal(t, 1, l.Len())
+	n, first := BadLines(err)
+	assert.Equal(t, maxReported+10, n, "those not shown counted too")
+	assert.EqualError(t, first, `junk.txt:1: empty label: "bad..name"`)
 }
 
 func TestDuplicates(t *testing.T) {
@@ -267,6 +270,56 @@ func TestParseRangesURL(t *testing.T) {
 	assert.ErrorIs(t, err, ErrRangeURL)
 	assert.Equal(t, `networks/gov.txt:2: a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet): "https://example.org/gov-ranges.txt"`, err.Error())
 	require.Len(t, rf.Ranges, 1, "the good line still loads")
+}
+
+// TestParseRangesReportsEveryLine: in a client range file only `#`
+// starts a comment. A line a list would skip as an Adblock comment or
+// header (`!`, `[`) is a range the operator wrote: each is reported as
+// file:line with what was meant, never dropped without a word, and the
+// good line beside it still loads.
+func TestParseRangesReportsEveryLine(t *testing.T) {
+	tests := []struct {
+		name string
+		line string
+		want string // the error; "" for a comment
+	}{
+		{name: "IPv6 prefix in brackets", line: "[2001:db8::]/32",
+			want: `ranges.txt:2: a client range is written without brackets, did you mean 2001:db8::/32: "[2001:db8::]/32"`},
+		{name: "IPv6 address in brackets", line: "[2001:db8::1]",
+			want: `ranges.txt:2: a client range is written without brackets, did you mean 2001:db8::1/128: "[2001:db8::1]"`},
+		{name: "IPv4 prefix in brackets", line: "[10.0.0.0/8]",
+			want: `ranges.txt:2: a client range is written without brackets, did you mean 10.0.0.0/8: "[10.0.0.0/8]"`},
+		{name: "bracketed with a comment", line: "  [2001:db8::]/32   # v6 devices",
+			want: `ranges.txt:2: a client range is written without brackets, did you mean 2001:db8::/32: "[2001:db8::]/32"`},
+		{name: "section header", line: "[section]",
+			want: `ranges.txt:2: not an IP address or CIDR prefix: "[section]"`},
+		{name: "adblock header", line: "[Adblock Plus 2.0]",
+			want: `ranges.txt:2: not an IP address or CIDR prefix: "[Adblock Plus 2.0]"`},
+		{name: "brackets and host bits", line: "[10.1.2.3/8]",
+			want: `ranges.txt:2: not an IP address or CIDR prefix: "[10.1.2.3/8]"`},
+		{name: "negated range", line: "!10.0.0.0/8",
+			want: `ranges.txt:2: "!" is neither a comment nor an exclusion in a client range file (comments start with "#"; to leave devices out, put their range in a policy of its own): "!10.0.0.0/8"`},
+		{name: "adblock comment", line: "! press office",
+			want: `ranges.txt:2: "!" is neither a comment nor an exclusion in a client range file (comments start with "#"; to leave devices out, put their range in a policy of its own): "! press office"`},
+		{name: "comment", line: "# [2001:db8::]/32"},
+		{name: "indented comment", line: "\t# !10.0.0.0/8"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rf, err := ParseRanges("ranges.txt", []byte("10.1.0.0/16\n"+tc.line+"\n"))
+			require.Len(t, rf.Ranges, 1, "the good line loads")
+			assert.Equal(t, netip.MustParsePrefix("10.1.0.0/16"), rf.Ranges[0].Prefix)
+			if tc.want == "" {
+				assert.NoError(t, err)
+				return
+			}
+			assert.EqualError(t, err, tc.want)
+			n, first := BadLines(err)
+			assert.Equal(t, 1, n)
+			require.NotNil(t, first)
+			assert.Equal(t, 2, first.Line)
+		})
+	}
 }
 
 func TestParsePrefix(t *testing.T) {

@@ -68,6 +68,8 @@ var (
 	ErrTooManyLines   = errors.New("list files end at line 16,777,215")
 	ErrURL            = errors.New("a URL is not a list entry")
 	ErrRangeURL       = errors.New("a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet)")
+	ErrRangeBrackets  = errors.New("a client range is written without brackets")
+	ErrRangeExclude   = errors.New(`"!" is neither a comment nor an exclusion in a client range file (comments start with "#"; to leave devices out, put their range in a policy of its own)`)
 )
 
 // hostsNames are the standard entries of a hosts file; a hosts-format list
@@ -143,8 +145,8 @@ func (p *textParser) parse(data string, first int) int {
 	return next
 }
 
-// parseLine reads a line the general way, as forEachLine hands it over
-// (lineContent): every form, every error.
+// parseLine reads a line the general way, as lineContent hands it over:
+// every form, every error.
 func (p *textParser) parseLine(line int, text string) {
 	name, b, errs := p.name, p.b, &p.errs
 	if line > maxLine {
@@ -453,27 +455,26 @@ func normalizeAny(s string, dst []byte) ([]byte, error) {
 	return dst, nil
 }
 
-// forEachLine calls fn with the 1-based number and the content of every line
-// that is not blank or a comment, with comments removed. Lines come from
-// Lines: a byte-order mark and CRLF line ends are no part of them. `#`
-// starts a comment at the start of a line or after white space (so
-// `example.com##.ad`, an Adblock cosmetic rule, is rejected rather than read
-// as example.com). Lines starting with `!` or `[` are Adblock comments and
-// headers.
-func forEachLine(data string, fn func(line int, text string)) {
-	for line, text := range Lines(data) {
-		if text, ok := lineContent(text); ok {
-			fn(line, text)
-		}
-	}
-}
-
-// lineContent is the content of a line as forEachLine hands it over:
-// without surrounding white space and comments; false for a blank or
-// comment line.
+// lineContent is the content of a list file's line as the general way
+// reads it (parseLine): without surrounding white space and comments;
+// false for a blank or comment line. Besides `#` comments (commentless),
+// lines starting with `!` or `[` are Adblock comments and headers. A client
+// range file has no such lines: ParseRanges reads with commentless alone.
 func lineContent(text string) (string, bool) {
 	text = strings.TrimSpace(text)
-	if text == "" || text[0] == '#' || text[0] == '!' || text[0] == '[' {
+	if text != "" && (text[0] == '!' || text[0] == '[') {
+		return "", false
+	}
+	return commentless(text)
+}
+
+// commentless is text without surrounding white space and without its
+// comment; false for a blank line or a comment. `#` starts a comment at the
+// start of a line or after white space (so `example.com##.ad`, an Adblock
+// cosmetic rule, is rejected rather than read as example.com).
+func commentless(text string) (string, bool) {
+	text = strings.TrimSpace(text)
+	if text == "" || text[0] == '#' {
 		return "", false
 	}
 	for i := 1; i < len(text); i++ {
@@ -545,7 +546,47 @@ func (e *errorList) addOwner(file string, line int, owner string, err error) {
 
 func (e *errorList) err() error {
 	if e.dropped > 0 {
-		e.errs = append(e.errs, fmt.Errorf("%s: %d more bad lines not shown", e.file, e.dropped))
+		e.errs = append(e.errs, &moreBadLines{file: e.file, n: e.dropped})
 	}
 	return errors.Join(e.errs...)
+}
+
+// moreBadLines stands for the bad lines of a file past maxReported: counted,
+// not reported one by one.
+type moreBadLines struct {
+	file string
+	n    int
+}
+
+func (e *moreBadLines) Error() string {
+	return fmt.Sprintf("%s: %d more bad lines not shown", e.file, e.n)
+}
+
+// BadLines counts the bad lines (or skipped records) in warn, the error
+// Parse, ReadList, FromZone or ParseRanges return beside what they
+// loaded, those past the ones reported one by one included, and returns
+// the first; 0 and nil for a nil warn.
+func BadLines(warn error) (n int, first *ParseError) {
+	var walk func(error)
+	walk = func(err error) {
+		var pe *ParseError
+		var more *moreBadLines
+		switch j, ok := err.(interface{ Unwrap() []error }); {
+		case ok:
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+		case errors.As(err, &more):
+			n += more.n
+		case errors.As(err, &pe):
+			n++
+			if first == nil {
+				first = pe
+			}
+		case err != nil:
+			n++
+		}
+	}
+	walk(warn)
+	return n, first
 }

@@ -21,28 +21,60 @@ type RangeFile struct {
 	Ranges []Range
 }
 
-// ParseRanges parses the content of a client range file.
+// ParseRanges parses the content of a client range file. Only `#` starts
+// a comment (at the start of a line or after white space): every other
+// line that is not blank is a range or a bad line reported as file:line.
+// The Adblock comments and headers of a list (`!`, `[`) are bad lines here,
+// each said why: `[2001:db8::]/32` is an IPv6 range written as in a URL,
+// `!10.0.0.0/8` a range meant to be left out, and neither may be dropped
+// without a word.
 func ParseRanges(name string, data []byte) (*RangeFile, error) {
 	rf := &RangeFile{File: name, Sum: sha256.Sum256(data)}
 	var errs errorList
-	forEachLine(string(data), func(line int, text string) {
-		first, rest := nextField(text)
-		if rest != "" {
-			errs.add(name, line, rest, ErrTrailing)
-			return
+	for line, text := range Lines(string(data)) {
+		text, ok := commentless(text)
+		if !ok {
+			continue
 		}
-		if strings.Contains(first, "://") {
+		first, rest := nextField(text)
+		switch {
+		case text[0] == '!':
+			errs.add(name, line, text, ErrRangeExclude)
+			continue
+		case text[0] == '[':
+			errs.add(name, line, text, bracketed(first, rest))
+			continue
+		case rest != "":
+			errs.add(name, line, rest, ErrTrailing)
+			continue
+		case strings.Contains(first, "://"):
 			errs.add(name, line, first, ErrRangeURL)
-			return
+			continue
 		}
 		p, err := ParsePrefix(first)
 		if err != nil {
 			errs.add(name, line, first, err)
-			return
+			continue
 		}
 		rf.Ranges = append(rf.Ranges, Range{Prefix: p, File: name, Line: line})
-	})
+	}
 	return rf, errs.err()
+}
+
+// bracketed says what is wrong with a range line starting with `[`, whose
+// first field is first: an address in brackets (`[2001:db8::1]`,
+// `[2001:db8::]/32`, `[10.0.0.0/8]`) is named with the range meant, any
+// other line (an INI section, an Adblock header) is not a range.
+func bracketed(first, rest string) error {
+	if rest == "" {
+		inner, bits, _ := strings.Cut(first[1:], "]")
+		if bits == "" || bits[0] == '/' && !strings.Contains(inner, "/") {
+			if p, err := ParsePrefix(inner + bits); err == nil {
+				return fmt.Errorf("%w, did you mean %s", ErrRangeBrackets, p)
+			}
+		}
+	}
+	return ErrBadRange
 }
 
 // ParsePrefix parses an IP address (a /32 or /128) or a CIDR prefix.

@@ -274,6 +274,10 @@ func TestRPZProblemsBounded(t *testing.T) {
 	assert.Len(t, leaves(err), maxReported+1)
 	assert.Contains(t, err.Error(), "junk.rpz: 50 more bad lines not shown")
 	assert.Equal(t, 1, l.Len())
+	n, first := BadLines(err)
+	assert.Equal(t, 150, n)
+	require.NotNil(t, first)
+	assert.Equal(t, "h0.example.rpz.example.gov.", first.Owner)
 }
 
 // TestRPZAllAndContains checks All in zone order (name and response-IP

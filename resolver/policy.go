@@ -293,7 +293,8 @@ func (s *Snapshot) PolicyTable() *bart.Table[ClientRange] { return s.byClient }
 // BuildSnapshot loads every list and range file the configuration names and
 // compiles the policies. Files whose content is unchanged since prev are
 // reused without parsing. Bad lines are skipped and returned in Warnings; a
-// file that cannot be read, a range claimed by two policies, or a policy
+// file that cannot be read, a list file of only bad lines (ErrOnlyBadLines:
+// not one entry, but lines), a range claimed by two policies, or a policy
 // whose client files yield no usable range while it has no other
 // (ErrNoClientRanges) fails the build so that the caller keeps its last
 // good snapshot. It reads the configuration and the files it names only:
@@ -360,6 +361,9 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 			return l
 		}
 		l, warn, err := readList(cfg, path, prev.list(path))
+		if err == nil {
+			err = onlyBadLines(path, l, warn)
+		}
 		if err != nil {
 			fatal = append(fatal, fmt.Errorf("reading list: %w", err))
 			return nil
@@ -461,6 +465,35 @@ func (s *Snapshot) list(path string) *blocklist.List {
 		return nil
 	}
 	return s.Lists[path]
+}
+
+// ErrOnlyBadLines marks a list, a file or a remote list's copy, that has
+// lines but not one entry could be read of them: onlyBadLines.
+var ErrOnlyBadLines = errors.New("not one entry could be read")
+
+// onlyBadLines is the error for the list what (a file, or a source's copy
+// and its version), loaded as l with the bad lines warn, when l has no
+// entry and warn has bad lines: no list is all junk. It is an HTML page or
+// a file of another format saved under the list's name, and loaded it
+// would block nothing (or, as an allow list, allow nothing) while looking
+// loaded; refused, a file stops the start, fails `check` and fails the
+// reload, which keeps the last good state, and a copy keeps the one
+// served. nil otherwise: a list with no lines, or only comments, is an
+// empty list. The rule is the same for block and allow lists, local and
+// remote alike.
+func onlyBadLines(what string, l *blocklist.List, warn error) error {
+	if warn == nil || l != nil && l.Len() > 0 {
+		return nil
+	}
+	n, first := blocklist.BadLines(warn)
+	lines := "bad lines"
+	if n == 1 {
+		lines = "bad line"
+	}
+	if first == nil {
+		return fmt.Errorf("%s: %w, only %d %s: %w", what, ErrOnlyBadLines, n, lines, warn)
+	}
+	return fmt.Errorf("%s: %w, only %d %s, the first %v; refusing it", what, ErrOnlyBadLines, n, lines, first)
 }
 
 // readList reads and parses the list file at path, or returns prev, the

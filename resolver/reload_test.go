@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -130,6 +131,31 @@ func TestReloadKeepsLastGoodState(t *testing.T) {
 		warn := logs.FilterMessage("skipped bad lines").All()
 		require.NotEmpty(t, warn)
 		assert.Contains(t, fmt.Sprint(warn[len(warn)-1].ContextMap()["error"]), list+`:2: empty label: "bad..line"`)
+	})
+
+	t.Run("list of only bad lines fails, its fix picked up", func(t *testing.T) {
+		before := failures()
+		failed, _ := metricValue(t, f.registry, "dnsfence_reloads_total", "result", "failure")
+		writeAtomic(t, list, htmlPage)
+		require.Eventually(t, func() bool { return failures() > before }, 10*time.Second, 10*time.Millisecond)
+		st := r.Status()
+		// assert, not require: the fix below is written whatever happens,
+		// for the subtests after this one.
+		assert.ErrorIs(t, st.Err, ErrOnlyBadLines)
+		assert.False(t, st.Held, "a failure, not a change SIGHUP applies")
+		assert.ErrorContains(t, st.Err, list+": not one entry could be read, only 3 bad lines, the first "+list+":1: ")
+		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "good.example."), "the last good list still blocks")
+		if logged := logs.FilterMessage("reload failed, keeping the last good state").All(); assert.NotEmpty(t, logged) {
+			assert.Equal(t, zapcore.ErrorLevel, logged[len(logged)-1].Level)
+			assert.Contains(t, fmt.Sprint(logged[len(logged)-1].ContextMap()["error"]), list+":1: ")
+		}
+		v, _ := metricValue(t, f.registry, "dnsfence_reloads_total", "result", "failure")
+		assert.Greater(t, v, failed)
+
+		writeAtomic(t, list, "tiktok.com\nreturned.example\ngood.example\nfixed.example\n")
+		require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "fixed.example.") == dns.RcodeNameError },
+			10*time.Second, 10*time.Millisecond)
+		assert.True(t, r.Status().OK)
 	})
 
 	t.Run("broken config is held, its fix applied", func(t *testing.T) {

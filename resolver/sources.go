@@ -314,7 +314,7 @@ const (
 // .rpz), a zone's records as RPZ (with base, the list of the copy before,
 // only the changes of an IXFR are applied). Bad lines and records are
 // skipped and returned as warn; a body of which nothing could be read but
-// bad lines is refused (err), as no list file is all junk.
+// bad lines is refused (err, onlyBadLines), as a list file is.
 func buildSourceList(name string, c source.Content, base *blocklist.List) (l *blocklist.List, warn error, how string, err error) {
 	switch c.Kind {
 	case source.KindBody:
@@ -344,8 +344,8 @@ func buildSourceList(name string, c source.Content, base *blocklist.List) (l *bl
 	if l == nil {
 		return nil, nil, "", fmt.Errorf("%s: %w", name, warn)
 	}
-	if l.Len() == 0 && warn != nil {
-		return nil, nil, "", fmt.Errorf("%s (%s): not one entry could be read, only bad lines; refusing it: %w", name, c.Version(), warn)
+	if err := onlyBadLines(fmt.Sprintf("%s (%s)", name, c.Version()), l, warn); err != nil {
+		return nil, nil, "", err
 	}
 	return l, warn, builtWhole, nil
 }

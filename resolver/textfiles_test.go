@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -301,4 +302,107 @@ func TestUTF16FilesAreRefused(t *testing.T) {
 		require.ErrorIs(t, err, blocklist.ErrNotText)
 		assert.Contains(t, err.Error(), "c.yaml:1: not UTF-8 text")
 	})
+}
+
+// htmlPage is a web page saved under a list's name (`curl -o` of the page
+// that shows the list): three lines, not one entry.
+const htmlPage = "<!DOCTYPE html>\n<html><head><title>tiktok.txt · lists</title></head>\n<body><pre>tiktok.com</pre></body></html>\n"
+
+// onlyBadLinesConfig is rangeFileConfig with an RPZ block list beside
+// tiktok.txt and an allow list.
+var onlyBadLinesConfig = strings.Replace(rangeFileConfig, `block: ["tiktok.txt"]`,
+	"block: [\"tiktok.txt\", \"capcut.rpz\"]\n    allow: [\"allow.txt\"]", 1)
+
+// TestListOfOnlyBadLinesIsRefused: a list file that has lines but not one
+// entry could be read of them (an HTML page saved as the list, a file of
+// another format) would load as an empty list that blocks nothing while
+// dnsfence reports itself ready. It is an error naming the file, how many
+// bad lines it has and the first, at start and at reload, SIGHUP too,
+// which keeps the last good state: the rule a URL's copy has. Block and
+// allow lists alike. A file with no lines or only comments is an empty
+// list, and one entry among bad lines leaves warnings only.
+func TestListOfOnlyBadLinesIsRefused(t *testing.T) {
+	conf := onlyBadLinesConfig
+	good := map[string]string{"gov.txt": "127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n",
+		"capcut.rpz": rpzHead + "capcut.com CNAME .\n", "allow.txt": "ads.tiktok.com\n"}
+	up := startUpstream(t, nil)
+	with := func(file, content string) map[string]string {
+		files := map[string]string{"c.yaml": strings.ReplaceAll(conf, "{{upstreams}}", `["`+up.addr+`"]`)}
+		for k, v := range good {
+			files[k] = v
+		}
+		files[file] = content
+		return files
+	}
+	for _, tc := range []struct {
+		name, file, content string
+		bad                 int    // bad lines
+		first               string // the first, after file:
+	}{
+		{name: "block list saved as a web page", file: "tiktok.txt", content: htmlPage,
+			bad: 3, first: `1: unexpected text after the entry: "html>"`},
+		{name: "RPZ zone of unsupported records", file: "capcut.rpz", content: rpzHead + "capcut.com A 192.0.2.1\n*.capcut.com A 192.0.2.1\n",
+			bad: 2, first: "5: capcut.com.rpz.example.gov.: local data is not supported"},
+		{name: "allow list of exception rules", file: "allow.txt", content: "@@||ads.tiktok.com^\n",
+			bad: 1, first: `1: exception rules (@@) are not supported, put the name in an allow list: "@@||ads.tiktok.com^"`},
+	} {
+		want := func(dir string) string {
+			path := filepath.Join(dir, tc.file)
+			lines := "bad lines"
+			if tc.bad == 1 {
+				lines = "bad line"
+			}
+			return fmt.Sprintf("reading list: %s: not one entry could be read, only %d %s, the first %s:%s", path, tc.bad, lines, path, tc.first)
+		}
+		t.Run("start/"+tc.name, func(t *testing.T) {
+			dir := writeTree(t, with(tc.file, tc.content))
+			cfg, err := config.Load(filepath.Join(dir, "c.yaml"))
+			require.NoError(t, err)
+			_, err = BuildSnapshot(cfg, nil)
+			require.ErrorIs(t, err, ErrOnlyBadLines)
+			assert.Contains(t, err.Error(), want(dir))
+		})
+		t.Run("reload/"+tc.name, func(t *testing.T) {
+			f := startFence(t, conf, good, up.addr)
+			r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) {
+				return config.Load(filepath.Join(f.dir, "dnsfence.yaml"))
+			})
+			writeAtomic(t, filepath.Join(f.dir, tc.file), tc.content)
+			err := r.Reload(false)
+			require.ErrorIs(t, err, ErrOnlyBadLines)
+			assert.NotErrorIs(t, err, ErrHeld, "a failure, not a change SIGHUP applies")
+			assert.Contains(t, err.Error(), want(f.dir))
+			require.ErrorIs(t, r.Reload(true), ErrOnlyBadLines, "SIGHUP refuses it too")
+			st := r.Status()
+			assert.False(t, st.OK)
+			assert.EqualValues(t, 2, st.Failures)
+			v, _ := metricValue(t, f.registry, "dnsfence_reloads_total", "result", "failure")
+			assert.Equal(t, 2.0, v)
+			assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.9", "www.tiktok.com."), "the last good state still applies")
+			assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.9", "capcut.com."))
+			assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "127.0.0.9", "ads.tiktok.com."))
+
+			writeAtomic(t, filepath.Join(f.dir, tc.file), good[tc.file])
+			require.NoError(t, r.Reload(false), "the fix applies")
+		})
+	}
+	for _, tc := range []struct {
+		name, file, content string
+		warnings            int
+	}{
+		{name: "empty block list", file: "tiktok.txt", content: ""},
+		{name: "block list of comments only", file: "tiktok.txt", content: "# to be filled in\n\n! Adblock comment\n[Adblock Plus 2.0]\n"},
+		{name: "empty allow list", file: "allow.txt", content: "# none yet\n"},
+		{name: "RPZ zone with no trigger", file: "capcut.rpz", content: rpzHead},
+		{name: "one entry among bad lines", file: "tiktok.txt", content: htmlPage + "tiktok.com\n", warnings: 1},
+	} {
+		t.Run("accepted/"+tc.name, func(t *testing.T) {
+			dir := writeTree(t, with(tc.file, tc.content))
+			cfg, err := config.Load(filepath.Join(dir, "c.yaml"))
+			require.NoError(t, err)
+			snap, err := BuildSnapshot(cfg, nil)
+			require.NoError(t, err)
+			assert.Len(t, snap.Warnings, tc.warnings)
+		})
+	}
 }

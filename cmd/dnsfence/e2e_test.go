@@ -529,8 +529,15 @@ policies:
 	}{
 		{name: "clean", starts: true},
 		{name: "junk line in a block list", files: map[string]string{"block.txt": "tiktok.com\nbad..example\n"}, starts: true, mention: "block.txt:2"},
-		{name: "junk line in an allow list", files: map[string]string{"allow.txt": "||x.example^$third-party\n"}, starts: true, mention: "allow.txt:1"},
+		{name: "junk line in an allow list", files: map[string]string{"allow.txt": "ads.tiktok.com\n||x.example^$third-party\n"}, starts: true, mention: "allow.txt:2"},
 		{name: "bad line in a range file beside a good one", files: map[string]string{"ranges.txt": "10.1.0.0/16\n10.1.2.3/8\n"}, starts: true, mention: "ranges.txt:2"},
+		{name: "range in brackets in a range file", files: map[string]string{"ranges.txt": "10.1.0.0/16\n[2001:db8::]/32\n"}, starts: true, mention: "ranges.txt:2: a client range is written without brackets, did you mean 2001:db8::/32"},
+		{name: "negated range in a range file", files: map[string]string{"ranges.txt": "10.1.0.0/16\n!10.2.0.0/16\n"}, starts: true, mention: "ranges.txt:2"},
+		{name: "block list of only bad lines (a web page)", files: map[string]string{"block.txt": "<!DOCTYPE html>\n<html><body><pre>tiktok.com</pre></body></html>\n"},
+			mention: "block.txt: not one entry could be read, only 2 bad lines, the first "},
+		{name: "allow list of only bad lines", files: map[string]string{"allow.txt": "||x.example^$third-party\n"}, mention: "allow.txt: not one entry could be read, only 1 bad line"},
+		{name: "block list of comments only", files: map[string]string{"block.txt": "# to be filled in\n"}, starts: true},
+		{name: "empty allow list", files: map[string]string{"allow.txt": ""}, starts: true},
 		{name: "missing block list", files: map[string]string{"block.txt": ""}, config: strings.Replace(base, "block.txt", "missing.txt", 1), mention: "missing.txt"},
 		{name: "missing range file", config: strings.Replace(base, "ranges.txt", "missing-ranges.txt", 1), mention: "missing-ranges.txt"},
 		{name: "unknown key", config: base + "bogus_key: 1\n", mention: "bogus_key"},
@@ -564,6 +571,10 @@ policies:
 			if tc.mention != "" {
 				assert.Contains(t, checkOut, tc.mention)
 				assert.Contains(t, serveOut, tc.mention)
+			}
+			if started && tc.mention != "" {
+				code, out := runCmd("check", "-strict", "-config", config)
+				assert.Equal(t, 1, code, "a skipped line fails check -strict: %s", out)
 			}
 		})
 	}
