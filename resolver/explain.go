@@ -19,16 +19,21 @@ type outcome struct {
 	// result is ResultRefused (outside allowed_clients), ResultBlocked, or
 	// ResultForwarded (also in shadow mode, and for an allowed name).
 	result    string
-	policy    ClientRange // the most specific policy range holding the client, when hasPolicy
+	policy    ClientRange // the range whose policy decides (Snapshot.PolicyForClient), when hasPolicy
 	hasPolicy bool
 	decision  Decision // the name under the policy's lists, when the policy blocks anything
 	shadow    bool     // a shadow-mode policy (action: log) blocks it: recorded as a block, forwarded
+	// wider: the client is a network wider than policy's range, a range of
+	// a blocking policy inside it, which decides for the whole network
+	// (fail closed).
+	wider bool
 }
 
 // decide is steps 3 to 5 for a query from source (the transport peer,
 // which allowed_clients applies to) deciding for client (the network
 // policies are matched against: source itself, or what a trusted proxy
-// named) and asking for qname.
+// named; PolicyForClient says which policy a network gets) and asking for
+// qname.
 func (s *Snapshot) decide(source netip.Addr, client netip.Prefix, qname string) outcome {
 	// 3. May they ask at all.
 	if !s.Allowed(source) {
@@ -36,7 +41,7 @@ func (s *Snapshot) decide(source netip.Addr, client netip.Prefix, qname string) 
 	}
 	// 4. Which policy; 5. is the name blocked.
 	o := outcome{result: ResultForwarded}
-	o.policy, o.hasPolicy = s.PolicyForPrefix(client)
+	o.policy, o.hasPolicy, o.wider = s.PolicyForClient(client)
 	if pol := o.policy.Policy; o.hasPolicy && pol.Blocks() {
 		o.decision = pol.Decide(qname)
 		if o.decision.Blocked {
@@ -100,7 +105,7 @@ type Explanation struct {
 	Allowed   bool          // the client is inside allowed_clients
 	AllowedBy netip.Prefix  // the allowed_clients range holding it
 	HasPolicy bool          // a policy range holds the client
-	Range     ClientRange   // the most specific range, when HasPolicy
+	Range     ClientRange   // the range whose policy decides (Snapshot.PolicyForClient), when HasPolicy
 	Beaten    []ClientRange // wider ranges holding the client that lost to Range
 	Decision  Decision
 	Hops      []Hop // the names of the upstream answer, with -resolve
@@ -111,6 +116,18 @@ type Explanation struct {
 	// Shadow: a shadow-mode policy (action: log) blocks it; the query is
 	// forwarded and recorded as a block.
 	Shadow bool
+	// Subnet is the network an EDNS Client Subnet option from the trusted
+	// proxy Proxy named, which policies are matched against; allowed_clients
+	// applies to Proxy. Subnet is invalid when the client is an address.
+	Subnet netip.Prefix
+	Proxy  netip.Addr
+	// Wider: Subnet is wider than Range, a range of a blocking policy inside
+	// it, so that policy decides (fail closed, Snapshot.PolicyForClient);
+	// Held is the range holding the whole of Subnet whose policy it would
+	// otherwise get, when HasHeld.
+	Wider   bool
+	Held    ClientRange
+	HasHeld bool
 }
 
 // Hop is one name of an upstream answer's chain and its decision.
@@ -125,16 +142,38 @@ type Hop struct {
 // ExplainAnswer adds that.
 func (s *Snapshot) Explain(client netip.Addr, name string, qtype uint16) Explanation {
 	client = client.Unmap()
-	e := Explanation{Client: client, Name: dns.Fqdn(name), Type: dns.Type(qtype).String()}
-	e.set(s.decide(client, hostPrefix(client), e.Name))
-	e.AllowedBy, _, e.Allowed = s.allowed.LookupPrefixLPM(hostPrefix(client))
+	return s.explainQuery(client, hostPrefix(client), name, qtype)
+}
+
+// ExplainFor is Explain for the client a query identifies (identify): a
+// network an ECS option from a trusted proxy names is explained as that
+// network, with allowed_clients applied to the proxy, as the query is
+// decided.
+func (s *Snapshot) ExplainFor(id Identity, name string, qtype uint16) Explanation {
+	e := s.explainQuery(id.Source, id.Client, name, qtype)
+	if id.Via == IdentityECS {
+		e.Subnet, e.Proxy = id.Client, id.Source
+	}
+	return e
+}
+
+// explainQuery is Explain for a query from source deciding for client
+// (decide's arguments).
+func (s *Snapshot) explainQuery(source netip.Addr, client netip.Prefix, name string, qtype uint16) Explanation {
+	e := Explanation{Client: client.Addr(), Name: dns.Fqdn(name), Type: dns.Type(qtype).String()}
+	e.set(s.decide(source, client, e.Name))
+	e.AllowedBy, _, e.Allowed = s.allowed.LookupPrefixLPM(hostPrefix(source))
 	if !e.Allowed {
 		// The range the client would have, for the reason text.
-		e.Range, e.HasPolicy = s.PolicyFor(client)
+		e.Range, e.HasPolicy, e.Wider = s.PolicyForClient(client)
+		return e
+	}
+	if e.Wider {
+		e.Held, e.HasHeld = s.PolicyForPrefix(client)
 		return e
 	}
 	if e.HasPolicy {
-		for _, cr := range s.byClient.Supernets(hostPrefix(client)) {
+		for _, cr := range s.byClient.Supernets(client) {
 			if cr.Range.Prefix != e.Range.Range.Prefix {
 				e.Beaten = append(e.Beaten, cr)
 			}
@@ -146,7 +185,7 @@ func (s *Snapshot) Explain(client netip.Addr, name string, qtype uint16) Explana
 // set takes the decision o and says what the client gets for it.
 func (e *Explanation) set(o outcome) {
 	e.Result, e.Shadow = o.result, o.shadow
-	e.Range, e.HasPolicy, e.Decision = o.policy, o.hasPolicy, o.decision
+	e.Range, e.HasPolicy, e.Wider, e.Decision = o.policy, o.hasPolicy, o.wider, o.decision
 	switch {
 	case o.result == ResultRefused:
 		e.Rcode = "REFUSED"
@@ -172,7 +211,7 @@ func (e *Explanation) set(o outcome) {
 
 // outcome is the decision e holds.
 func (e *Explanation) outcome() outcome {
-	return outcome{result: e.Result, policy: e.Range, hasPolicy: e.HasPolicy, decision: e.Decision, shadow: e.Shadow}
+	return outcome{result: e.Result, policy: e.Range, hasPolicy: e.HasPolicy, wider: e.Wider, decision: e.Decision, shadow: e.Shadow}
 }
 
 // Forwarded reports whether the query is sent upstream and answered as the
@@ -242,7 +281,11 @@ func (e Explanation) ClientString() string { return e.text(source.ClientName) }
 // text is the explanation with remote lists named by listName.
 func (e Explanation) text(listName func(string) string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "client %s\n", e.Client)
+	if e.Subnet.IsValid() {
+		fmt.Fprintf(&b, "client %s (EDNS Client Subnet from trusted proxy %s)\n", e.Subnet, e.Proxy)
+	} else {
+		fmt.Fprintf(&b, "client %s\n", e.Client)
+	}
 	if !e.Allowed {
 		b.WriteString("  not in allowed_clients: every UDP query is REFUSED, every TCP connection closed at accept\n")
 		if e.HasPolicy {
@@ -253,7 +296,21 @@ func (e Explanation) text(listName func(string) string) string {
 		fmt.Fprintf(&b, "verdict: %s (%s)\n", e.verdict(), e.Rcode)
 		return b.String()
 	}
-	fmt.Fprintf(&b, "  allowed by allowed_clients range %s\n", e.AllowedBy)
+	if e.Subnet.IsValid() {
+		fmt.Fprintf(&b, "  proxy %s allowed by allowed_clients range %s\n", e.Proxy, e.AllowedBy)
+	} else {
+		fmt.Fprintf(&b, "  allowed by allowed_clients range %s\n", e.AllowedBy)
+	}
+	if e.Wider {
+		fmt.Fprintf(&b, "  subnet %s is wider than range %s (%s) of blocking policy %q: its devices may be in that range, so that policy applies (fail closed)\n",
+			e.Subnet, e.Range.Range.Prefix, where(e.Range.Range), e.Range.Policy.Name)
+		if e.HasHeld {
+			fmt.Fprintf(&b, "  instead of policy %q from range %s (%s), which holds the whole subnet\n",
+				e.Held.Policy.Name, e.Held.Range.Prefix, where(e.Held.Range))
+		} else {
+			b.WriteString("  instead of no policy: no range holds the whole subnet\n")
+		}
+	}
 	if !e.HasPolicy {
 		b.WriteString("  in no policy range: queries are forwarded untouched\n")
 	} else {

@@ -420,6 +420,14 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 	if !q.snap.Allowed(q.id.Source) {
 		return msgReply(refusedReply(req), ResultRefused), true
 	}
+	// Two ECS options from a trusted proxy name no one client: not used,
+	// and the query refused (RFC 7871 §7.5: an ECS option a forwarder will
+	// not use SHOULD get REFUSED), never decided for the proxy itself.
+	if q.id.ManyECS {
+		m := newReply(req, dns.RcodeRefused)
+		addEDE(m, dns.ExtendedErrorCodeOther, "more than one EDNS Client Subnet option")
+		return msgReply(m, ResultRefused), true
+	}
 	if question.Qtype == dns.TypeAXFR || question.Qtype == dns.TypeIXFR {
 		m := newReply(req, dns.RcodeRefused)
 		addEDE(m, dns.ExtendedErrorCodeNotSupported, "zone transfers are not forwarded")
@@ -944,7 +952,7 @@ func (h *Handler) explain(q *query, name string) reply {
 		addEDE(m, dns.ExtendedErrorCodeProhibited, "client not in explain_clients")
 		return msgReply(m, ResultRefused)
 	}
-	text := snap.Explain(q.client, name, dns.TypeA).ClientString()
+	text := snap.ExplainFor(q.id, name, dns.TypeA).ClientString()
 	txt := &dns.TXT{Hdr: dns.RR_Header{Name: req.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassCHAOS}}
 	// A TXT string holds at most 255 octets; miekg/dns reads Txt in
 	// presentation form, so the backslashes of escaped names are escaped

@@ -28,6 +28,9 @@ type Identity struct {
 	// ECS is the option that named the client, echoed in the answer so that
 	// an ECS-aware cache in the forwarder keeps answers per subnet.
 	ECS *dns.EDNS0_SUBNET
+	// ManyECS: a trusted proxy's query carried more than one ECS option,
+	// which name no one client: it is refused (Handler.answerInline).
+	ManyECS bool
 }
 
 // hostPrefix is the single-address prefix of a.
@@ -38,13 +41,21 @@ func hostPrefix(a netip.Addr) netip.Prefix {
 // identify works out who is asking. The transport source counts unless it
 // is a trusted proxy: then a PROXY protocol header (a listen.ProxiedAddr)
 // or an EDNS Client Subnet option names the client. ECS from anyone else
-// is ignored.
+// is ignored. A trusted proxy's query with more than one ECS option is
+// ManyECS: RFC 7871 says nothing of it, and BIND takes the first, but a
+// forwarder that passes a device's own option on ahead of the one it adds
+// would let the device pick its policy.
 func identify(snap *Snapshot, w dns.ResponseWriter, req *dns.Msg) Identity {
 	id, believeECS := peerIdentity(snap, w)
 	if !believeECS {
 		return id
 	}
-	if ecs := findECS(req); ecs != nil {
+	ecs, n := ecsOptions(req)
+	if n > 1 {
+		id.ManyECS = true
+		return id
+	}
+	if ecs != nil {
 		if p, ok := ecsPrefix(ecs); ok {
 			id.Client, id.Via, id.ECS = p, IdentityECS, ecs
 		}
@@ -85,18 +96,28 @@ func transportOf(w dns.ResponseWriter) string {
 	return listen.TCP
 }
 
-// findECS returns the query's EDNS Client Subnet option, if any.
+// findECS returns the query's first EDNS Client Subnet option, if any.
 func findECS(req *dns.Msg) *dns.EDNS0_SUBNET {
+	e, _ := ecsOptions(req)
+	return e
+}
+
+// ecsOptions returns the query's first EDNS Client Subnet option, if any,
+// and how many it has.
+func ecsOptions(req *dns.Msg) (first *dns.EDNS0_SUBNET, n int) {
 	opt := req.IsEdns0()
 	if opt == nil {
-		return nil
+		return nil, 0
 	}
 	for _, o := range opt.Option {
 		if e, ok := o.(*dns.EDNS0_SUBNET); ok {
-			return e
+			if first == nil {
+				first = e
+			}
+			n++
 		}
 	}
-	return nil
+	return first, n
 }
 
 // ecsPrefix is the network an ECS option names: its address masked to the
@@ -104,11 +125,19 @@ func findECS(req *dns.Msg) *dns.EDNS0_SUBNET {
 // 7871 §6) are rejected. An IPv4 network written as IPv4-mapped IPv6
 // (::ffff:192.0.2.0/120, as a dual-stack proxy may see its IPv4 clients)
 // is that IPv4 network, as a mapped source address is on every transport
-// (DESIGN.md §1.2): else no IPv4 range would hold it.
+// (DESIGN.md §1.2): else no IPv4 range would hold it. FAMILY 0 with no
+// address (dig's +subnet=0, where RFC 7871 §7.1.2 asks for the
+// transport's family) is ::/0: any device, which PolicyForClient reads
+// as either family.
 func ecsPrefix(e *dns.EDNS0_SUBNET) (netip.Prefix, bool) {
 	var addr netip.Addr
 	bits := int(e.SourceNetmask)
 	switch e.Family {
+	case 0:
+		if bits != 0 {
+			return netip.Prefix{}, false
+		}
+		return netip.PrefixFrom(netip.IPv6Unspecified(), 0), true
 	case 1:
 		a, ok := netip.AddrFromSlice(e.Address)
 		if !ok || e.SourceNetmask > 32 {

@@ -225,6 +225,13 @@ type Snapshot struct {
 	trusted  *bart.Table[struct{}]
 	explain  *bart.Table[struct{}]
 	exempt   *bart.Table[struct{}] // rate_limit.exempt
+
+	// blockingIn holds the ranges of each blocking policy (blocking), a
+	// table a policy in the configuration's order, for PolicyForClient: the
+	// first policy with a range inside a network is found without walking
+	// every range inside it (a /0 holds them all). indexBlocking makes it
+	// from byClient wherever byClient is made.
+	blockingIn []*bart.Table[ClientRange]
 }
 
 // DoHCanaryList is the built-in list name that blocks Firefox's canary.
@@ -258,6 +265,72 @@ func (s *Snapshot) PolicyForPrefix(client netip.Prefix) (ClientRange, bool) {
 		return s.byClient.Lookup(client.Addr())
 	}
 	return s.byClient.LookupPrefix(client)
+}
+
+// PolicyForClient returns the policy a query for client is decided with.
+// For a single address it is PolicyFor's. A shorter network (an EDNS
+// Client Subnet source prefix from a trusted proxy) stands for devices
+// anywhere inside it: RFC 7871 §7.1.2 lets a forwarder pass on a client's
+// prefix as short as /0, and forwarders truncate every client to /24 or /56
+// by default (§11.1), often wider than a government range. So the policy
+// of the most specific range holding the whole network (PolicyForPrefix)
+// stands only when it is blocking; otherwise, when a range of a blocking
+// policy lies inside the network, its devices may be there, and that
+// policy decides instead (fail closed): of several, the first in the
+// configuration's policy order, so the choice never depends on the table's
+// layout. wider reports that case: cr.Range is inside client.
+func (s *Snapshot) PolicyForClient(client netip.Prefix) (cr ClientRange, ok, wider bool) {
+	cr, ok = s.PolicyForPrefix(client)
+	if client.Bits() == client.Addr().BitLen() || ok && blocking(cr.Policy) {
+		return cr, ok, false
+	}
+	if in, found := s.blockingInside(client); found {
+		return in, true, true
+	}
+	return cr, ok, false
+}
+
+// mappedIPv4 is where IPv4 addresses sit in IPv6 (::ffff:0:0/96).
+var mappedIPv4 = netip.MustParsePrefix("::ffff:0:0/96")
+
+// blockingInside returns a range of the first blocking policy that has one
+// inside client, the first of that policy's in address order. An IPv6
+// network holding all of ::ffff:0:0/96 holds every IPv4 device too, as
+// ecsPrefix reads an IPv4-mapped network as IPv4; a /0 of either family
+// (RFC 7871 §7.1.2: no address at all) stands for every device of both.
+func (s *Snapshot) blockingInside(client netip.Prefix) (ClientRange, bool) {
+	nets := [2]netip.Prefix{client}
+	switch {
+	case client.Addr().Is6() && client.Bits() <= mappedIPv4.Bits() && client.Contains(mappedIPv4.Addr()):
+		nets[1] = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	case client.Bits() == 0:
+		nets[1] = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	}
+	for _, t := range s.blockingIn {
+		for _, n := range nets {
+			for _, cr := range t.Subnets(n) { // none for the invalid zero Prefix
+				return cr, true
+			}
+		}
+	}
+	return ClientRange{}, false
+}
+
+// indexBlocking makes blockingIn from byClient and Policies.
+func (s *Snapshot) indexBlocking() {
+	tables := make(map[*Policy]*bart.Table[ClientRange])
+	s.blockingIn = nil
+	for _, p := range s.Policies {
+		if blocking(p) {
+			tables[p] = new(bart.Table[ClientRange])
+			s.blockingIn = append(s.blockingIn, tables[p])
+		}
+	}
+	for pfx, cr := range s.byClient.All() {
+		if t := tables[cr.Policy]; t != nil {
+			t.Insert(pfx, cr)
+		}
+	}
 }
 
 // Allowed reports whether addr may use the resolver at all.
@@ -441,6 +514,7 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 	if len(fatal) > 0 {
 		return nil, errors.Join(fatal...)
 	}
+	s.indexBlocking()
 	return s, nil
 }
 

@@ -79,7 +79,9 @@ func TestClientIdentityFromECS(t *testing.T) {
 		{name: "trusted ECS subnet inside the range", from: "127.0.0.2", ecs: "10.1.2.0/24", wantRcode: dns.RcodeNameError, wantScope: 24},
 		{name: "trusted ECS selects the exemption", from: "127.0.0.2", ecs: "10.20.30.0/24", wantRcode: dns.RcodeSuccess, wantScope: 24},
 		{name: "trusted ECS wider than the exemption gets the wider policy", from: "127.0.0.2", ecs: "10.20.0.0/16", wantRcode: dns.RcodeNameError, wantScope: 16},
-		{name: "trusted ECS wider than every range selects none", from: "127.0.0.2", ecs: "10.0.0.0/7", wantRcode: dns.RcodeSuccess, wantScope: 7},
+		// No range holds all of 10.0.0.0/7, but the government range 10/8
+		// lies inside it: its devices may be asking (fail closed).
+		{name: "trusted ECS wider than the government range gets its policy", from: "127.0.0.2", ecs: "10.0.0.0/7", wantRcode: dns.RcodeNameError, wantScope: 7},
 		{name: "trusted forwarder without ECS is itself", from: "127.0.0.2", wantRcode: dns.RcodeSuccess, wantScope: -1},
 	}
 	for _, tc := range tests {
@@ -120,6 +122,227 @@ func TestClientIdentityFromECS(t *testing.T) {
 	assert.True(t, sawECS, "logs say which source gave the identity")
 }
 
+// ecsWiderConfig: 127.0.0.2 is a trusted forwarder. gov holds
+// 10.128.0.0/9, the single device 127.0.0.3 and, from a client file,
+// 10.1.5.5 and 10.20.30.200 (a government device inside the press
+// office's exempt /24); refusing, after gov in the file, holds
+// 10.1.0.0/16.
+const ecsWiderConfig = `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+upstream_timeout: 300ms
+allowed_clients: ["127.0.0.0/8", "10.0.0.0/8"]
+trusted_proxies: ["127.0.0.2/32"]
+explain_clients: ["127.0.0.0/8", "10.0.0.0/8"]
+log: {queries: all}
+policies:
+  - name: gov
+    clients: ["10.128.0.0/9", "127.0.0.3/32"]
+    client_files: ["devices.txt"]
+    block: ["tiktok.txt"]
+  - name: press
+    clients: ["10.20.30.0/24"]
+  - name: refusing
+    clients: ["10.1.0.0/16"]
+    block: ["tiktok.txt"]
+    action: refused
+`
+
+// TestECSWiderThanABlockingRange: a trusted forwarder's ECS network that no
+// range of a blocking policy holds whole, while one lies inside it, stands
+// for devices that may be in that range, so that policy decides (fail
+// closed). A forwarder passes on a client's SOURCE PREFIX-LENGTH down to 0
+// (RFC 7871 §7.1.2) and truncates every client to /24 by default (Unbound's
+// max-client-subnet-ipv4), wider than a /32 government device; before, such
+// a network got no policy, or the exemption that held it, and TikTok.
+// Networks held whole by a blocking policy, or by an exemption with no
+// blocking range inside, keep their policy. The audit line names the
+// range that decided; the answer's aliases are inspected under that
+// policy; the ECS scope echoed is the whole source prefix.
+func TestECSWiderThanABlockingRange(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name != "cloaked.example." {
+			return defaultAnswer(w, r)
+		}
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = []dns.RR{mustRR("cloaked.example. 300 IN CNAME p16.tiktokcdn.com."), mustRR("p16.tiktokcdn.com. 300 IN A 192.0.2.5")}
+		return m
+	})
+	core, logs := observer.New(zap.InfoLevel)
+	files := map[string]string{"devices.txt": "10.1.5.5\n10.20.30.200\n"}
+	for k, v := range testFiles {
+		files[k] = v
+	}
+	f := startFenceLog(t, zap.New(core), ecsWiderConfig, files, up.addr)
+	tests := []struct {
+		name      string
+		ecs       string            // the option, as withECS writes it
+		opt       *dns.EDNS0_SUBNET // an option withECS cannot write, instead
+		qname     string            // www.tiktok.com. when empty
+		wantRcode int
+		wantRange string // the audit line's range
+	}{
+		{name: "source /0 passed on by the forwarder", ecs: "10.1.2.3/0", wantRcode: dns.RcodeNameError, wantRange: "10.1.5.5/32"},
+		{name: "source /1", ecs: "10.1.2.3/1", wantRcode: dns.RcodeNameError, wantRange: "10.1.5.5/32"},
+		{name: "a /32 government device truncated to /24", ecs: "127.0.0.0/24", wantRcode: dns.RcodeNameError, wantRange: "127.0.0.3/32"},
+		{name: "family 0 without an address (dig +subnet=0)", opt: &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 0, SourceNetmask: 0},
+			wantRcode: dns.RcodeNameError, wantRange: "10.1.5.5/32"},
+		{name: "ipv6 ::/0 stands for ipv4 devices too", opt: &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 2, SourceNetmask: 0, Address: net.IPv6zero},
+			wantRcode: dns.RcodeNameError, wantRange: "10.1.5.5/32"},
+		{name: "the exemption's /24 holds a government device", ecs: "10.20.30.0/24", wantRcode: dns.RcodeNameError, wantRange: "10.20.30.200/32"},
+		// refusing's 10.1.0.0/16 comes first in address order, gov first in
+		// the configuration.
+		{name: "of several blocking policies inside, the configuration's first", ecs: "10.0.0.0/8", wantRcode: dns.RcodeNameError, wantRange: "10.1.5.5/32"},
+		{name: "cname cloaking inspected under the blocking policy", ecs: "127.0.0.0/24", qname: "cloaked.example.",
+			wantRcode: dns.RcodeNameError, wantRange: "127.0.0.3/32"},
+		// Unchanged.
+		{name: "held whole by a blocking policy keeps it", ecs: "10.1.0.0/16", wantRcode: dns.RcodeRefused, wantRange: "10.1.0.0/16"},
+		{name: "held whole by an exemption with no blocking range inside", ecs: "10.20.30.0/25", wantRcode: dns.RcodeSuccess, wantRange: "10.20.30.0/24"},
+	}
+	for _, tc := range tests {
+		for _, network := range []string{"udp", "tcp"} {
+			t.Run(tc.name+" over "+network, func(t *testing.T) {
+				qname := tc.qname
+				if qname == "" {
+					qname = "www.tiktok.com."
+				}
+				m := question(qname, dns.TypeA, true)
+				if tc.opt != nil {
+					m.IsEdns0().Option = append(m.IsEdns0().Option, tc.opt)
+				} else {
+					withECS(m, tc.ecs)
+				}
+				source := findECS(m).SourceNetmask
+				logs.TakeAll()
+				r := ask(t, f.addr, "127.0.0.2", network, m)
+				assert.Equal(t, tc.wantRcode, r.Rcode, "got %s %v", dns.RcodeToString[r.Rcode], r.Answer)
+				if tc.wantRcode != dns.RcodeSuccess {
+					assert.Empty(t, r.Answer)
+				}
+				echoed := findECS(r)
+				require.NotNil(t, echoed, "ECS echoed")
+				assert.Equal(t, source, echoed.SourceScope, "scope: the whole source prefix")
+				lines := logs.FilterMessage("query").All()
+				require.Len(t, lines, 1)
+				assert.Equal(t, tc.wantRange, lines[0].ContextMap()[logRange])
+			})
+		}
+	}
+
+	chaos := func(t *testing.T, ecs string) string {
+		t.Helper()
+		m := new(dns.Msg)
+		m.SetQuestion("www.tiktok.com.explain.dnsfence.", dns.TypeTXT)
+		m.Question[0].Qclass = dns.ClassCHAOS
+		m.SetEdns0(1232, false)
+		r := ask(t, f.addr, "127.0.0.2", "tcp", withECS(m, ecs))
+		require.Equal(t, dns.RcodeSuccess, r.Rcode)
+		require.Len(t, r.Answer, 1, r.String())
+		return strings.Join(r.Answer[0].(*dns.TXT).Txt, "\n")
+	}
+	t.Run("explain: wider than a blocking range, in no range", func(t *testing.T) {
+		text := chaos(t, "127.0.0.0/24")
+		assert.Contains(t, text, "client 127.0.0.0/24 (EDNS Client Subnet from trusted proxy 127.0.0.2)\n")
+		assert.Contains(t, text, "  proxy 127.0.0.2 allowed by allowed_clients range 127.0.0.0/8\n")
+		assert.Regexp(t, `\n  subnet 127\.0\.0\.0/24 is wider than range 127\.0\.0\.3/32 \(\S+:\d+\) of blocking policy \\"gov\\": `+
+			`its devices may be in that range, so that policy applies \(fail closed\)\n`, text)
+		assert.Contains(t, text, "  instead of no policy: no range holds the whole subnet\n")
+		assert.Contains(t, text, "  www.tiktok.com. blocked by ")
+		assert.True(t, strings.HasSuffix(text, "verdict: blocked (NXDOMAIN)"), text)
+	})
+	t.Run("explain: the exemption's /24 holds a government device", func(t *testing.T) {
+		text := chaos(t, "10.20.30.0/24")
+		assert.Contains(t, text, "is wider than range 10.20.30.200/32 (")
+		assert.Regexp(t, `\n  instead of policy \\"press\\" from range 10\.20\.30\.0/24 \(\S+:\d+\), which holds the whole subnet\n`, text)
+		assert.True(t, strings.HasSuffix(text, "verdict: blocked (NXDOMAIN)"), text)
+	})
+	t.Run("explain: held whole by an exemption with no blocking range inside", func(t *testing.T) {
+		text := chaos(t, "10.20.30.0/25")
+		assert.NotContains(t, text, "wider than")
+		assert.Contains(t, text, `policy \"press\" (exemption: no block lists) from range 10.20.30.0/24`)
+		assert.True(t, strings.HasSuffix(text, "verdict: forwarded (from upstream)"), text)
+	})
+}
+
+// TestECSWiderThanABlockingRangeAfterAListChange: a remote list's new copy
+// is swapped into the snapshot with its policies remade (withList), and a
+// network wider than the government range is decided with the new copy
+// too, as the range's own devices are.
+func TestECSWiderThanABlockingRangeAfterAListChange(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/tiktok.txt": names(8, "tiktok.com")})
+	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+upstream_timeout: 500ms
+allowed_clients: ["127.0.0.0/28"]
+trusted_proxies: ["127.0.0.2/32"]
+policies:
+  - name: gov
+    clients: ["127.0.0.3/32"]
+    block: ["%s/tiktok.txt"]
+sources: {refresh: 1s, cache_dir: cache}
+`, up.addr, srv.URL)})
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	wide := func() int {
+		return ask(t, f.addr, "127.0.0.2", "udp", withECS(question("capcut.com.", dns.TypeA, true), "127.0.0.0/24")).Rcode
+	}
+	require.Equal(t, dns.RcodeSuccess, wide(), "not on the first copy")
+	srv.set("/tiktok.txt", names(8, "tiktok.com", "capcut.com"), "")
+	f.eventuallyRcode(t, "127.0.0.3", "capcut.com.", dns.RcodeNameError, 10*time.Second)
+	assert.Equal(t, dns.RcodeNameError, wide(), "the wider network is decided with the new copy")
+}
+
+// TestECSWiderThanABlockingRangeEncrypted: DNS over TLS, HTTPS and QUIC
+// read a trusted proxy's ECS option as UDP and TCP do, so a network wider
+// than the government range 127.0.0.0/30 gets its policy, and two options
+// get REFUSED.
+func TestECSWiderThanABlockingRangeEncrypted(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	cfg := strings.Replace(encryptedConfig(p), "blocked_ttl: 60", `blocked_ttl: 60
+trusted_proxies: ["127.0.0.9/32"]`, 1)
+	e := startEncryptedFence(t, p, cfg, up.addr)
+	for _, a := range encryptedAskers(e) {
+		t.Run(a.name, func(t *testing.T) {
+			r, err := a.ask("127.0.0.9", withECS(question("www.tiktok.com.", dns.TypeA, true), "127.0.0.0/24"))
+			require.NoError(t, err)
+			assert.Equal(t, dns.RcodeNameError, r.Rcode, "got %s %v", dns.RcodeToString[r.Rcode], r.Answer)
+			r, err = a.ask("127.0.0.9", withECS(withECS(question("www.tiktok.com.", dns.TypeA, true), "127.0.0.1/32"), "127.0.0.8/32"))
+			require.NoError(t, err)
+			assert.Equal(t, dns.RcodeRefused, r.Rcode, "two ECS options: got %s %v", dns.RcodeToString[r.Rcode], r.Answer)
+		})
+	}
+}
+
+// TestTwoECSOptionsRefused: a trusted forwarder's query with two ECS
+// options names no one client. RFC 7871 does not say what a server does
+// with one (BIND takes the first); taking either lets a device whose own
+// option a forwarder passes on ahead of the one it adds pick its policy,
+// and deciding for the forwarder itself puts it in none. It is REFUSED
+// (RFC 7871 §7.5: an ECS option a forwarder will not use) over UDP and
+// TCP. From anyone else ECS is ignored, one option or two.
+func TestTwoECSOptionsRefused(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, identityConfig, testFiles, up.addr)
+	two := func() *dns.Msg {
+		// The device's own option first: the exemption; then the
+		// forwarder's: a government device.
+		return withECS(withECS(question("www.tiktok.com.", dns.TypeA, true), "10.20.30.4/32"), "10.1.2.3/32")
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		r := ask(t, f.addr, "127.0.0.2", network, two())
+		assert.Equal(t, dns.RcodeRefused, r.Rcode, "trusted over %s: got %s %v", network, dns.RcodeToString[r.Rcode], r.Answer)
+		assert.Empty(t, r.Answer)
+		require.NotNil(t, ede(r))
+		assert.Equal(t, "more than one EDNS Client Subnet option", ede(r).ExtraText)
+		r = ask(t, f.addr, "127.0.0.3", network, two())
+		assert.Equal(t, dns.RcodeNameError, r.Rcode, "untrusted government device over %s: ECS ignored", network)
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
+}
+
 func TestECSPrefixParsing(t *testing.T) {
 	tests := []struct {
 		name string
@@ -137,6 +360,9 @@ func TestECSPrefixParsing(t *testing.T) {
 		{name: "shorter than the mapping: ipv6", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 80, Address: net.ParseIP("::ffff:10.1.2.3")}, want: "::/80"},
 		{name: "ipv4 mask too long", ecs: dns.EDNS0_SUBNET{Family: 1, SourceNetmask: 33, Address: net.IP{10, 1, 2, 3}}},
 		{name: "ipv6 mask too long", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 129, Address: net.ParseIP("2001:db8::1")}},
+		// FAMILY 0 with no address (dig +subnet=0): any device.
+		{name: "family 0, no address", ecs: dns.EDNS0_SUBNET{Family: 0, SourceNetmask: 0}, want: "::/0"},
+		{name: "family 0 with a prefix", ecs: dns.EDNS0_SUBNET{Family: 0, SourceNetmask: 8, Address: net.IP{10, 0, 0, 0}}},
 		{name: "unknown family", ecs: dns.EDNS0_SUBNET{Family: 3, SourceNetmask: 8, Address: net.IP{10, 0, 0, 0}}},
 		{name: "family mismatch", ecs: dns.EDNS0_SUBNET{Family: 1, SourceNetmask: 24, Address: net.ParseIP("2001:db8::1")}},
 		{name: "no address", ecs: dns.EDNS0_SUBNET{Family: 1, SourceNetmask: 0}},

@@ -400,6 +400,7 @@ func (s *Snapshot) withList(name string, l *blocklist.List, warn error) *Snapsho
 		cr.Policy = policies[cr.Policy]
 		n.byClient.Insert(pfx, cr)
 	}
+	n.indexBlocking()
 	return &n
 }
 
