@@ -82,6 +82,10 @@ func TestParseBadLines(t *testing.T) {
 		{name: "URL of an address", line: "http://192.0.2.7/", wantErr: ErrURL,
 			wantMsg: `lists/x.txt:2: a URL is not a list entry (and lists hold names, not addresses): "http://192.0.2.7/"`},
 		{name: "URL with an IPv6 address", line: "http://[2001:db8::1]/", wantErr: ErrURL},
+		// An AdGuard directive that pulls in another file's names: not a
+		// comment, whose "!" it starts with.
+		{name: "include directive", line: " !#include tiktok-extra.txt", wantErr: ErrInclude,
+			wantMsg: `lists/x.txt:2: "!#include" is not followed (name the included list in the policy itself): "!#include tiktok-extra.txt"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -70,6 +70,10 @@ var (
 	ErrRangeURL       = errors.New("a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet)")
 	ErrRangeBrackets  = errors.New("a client range is written without brackets")
 	ErrRangeExclude   = errors.New(`"!" is neither a comment nor an exclusion in a client range file (comments start with "#"; to leave devices out, put their range in a policy of its own)`)
+	// ErrInclude is an Adblock/AdGuard `!#include` directive: the names of
+	// the file it names would not be in the list, so it is reported, not
+	// skipped as the comment its "!" looks like.
+	ErrInclude = errors.New(`"!#include" is not followed (name the included list in the policy itself)`)
 )
 
 // hostsNames are the standard entries of a hosts file; a hosts-format list
@@ -137,6 +141,10 @@ func (p *textParser) parse(data string, first int) int {
 				p.b.addLater(n, line)
 				continue
 			}
+		}
+		if directive := strings.TrimSpace(text); strings.HasPrefix(directive, "!#include") {
+			p.errs.add(p.name, line, directive, ErrInclude)
+			continue
 		}
 		if text, ok := lineContent(text); ok {
 			p.parseLine(line, text)
