@@ -16,6 +16,7 @@ import (
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/gaissmai/bart"
 	"go.uber.org/zap"
 )
 
@@ -500,6 +501,7 @@ func heldChanges(prev, next *Snapshot) []error {
 	}
 	errs = append(errs, carvedOut(prev, next)...)
 	errs = append(errs, policyUnblocked(prev, next, maxShrink, shrunkLists)...)
+	errs = append(errs, clientsWidened(prev, next)...)
 	return append(errs, removedProtection(prev, next)...)
 }
 
@@ -537,6 +539,50 @@ func carvedOut(prev, next *Snapshot) []error {
 			cr.Policy.Name, ErrRemoved, cr.Range.Prefix, cr.Policy.Name, was.Range.Prefix, was.Policy.Name))
 	}
 	return errs
+}
+
+// clientsWidened holds the two client settings that take devices of a
+// blocking range out of its policy without touching the range:
+// trusted_proxies grown over it (a device there could name any client,
+// of any policy or none, by ECS, a PROXY header or Forwarded), and
+// allowed_clients no longer holding all of it (its devices get REFUSED
+// and turn to whatever other resolver they have, which does not block).
+func clientsWidened(prev, next *Snapshot) []error {
+	var errs []error
+	file := next.Config.File
+	for p := range next.trusted.All() {
+		if _, ok := prev.trusted.LookupPrefix(p); ok {
+			continue // trusted before
+		}
+		for _, t := range next.blockingIn {
+			if !t.OverlapsPrefix(p) {
+				continue
+			}
+			cr := overlapping(t, p)
+			errs = append(errs, fmt.Errorf("%s: %w: trusted_proxies %s overlaps range %s of blocking policy %s: a device there could name any client by ECS, a PROXY header or Forwarded; SIGHUP accepts it",
+				file, ErrRemoved, p, cr.Range.Prefix, cr.Policy.Name))
+			break
+		}
+	}
+	for _, cr := range next.byClient.AllSorted() {
+		if blocking(cr.Policy) && prev.allowedPart(cr.Range.Prefix) == allowedAll && next.allowedPart(cr.Range.Prefix) != allowedAll {
+			errs = append(errs, fmt.Errorf("%s: %w: allowed_clients no longer holds all of range %s of blocking policy %s: its devices would get REFUSED and turn to another resolver; SIGHUP accepts it",
+				file, ErrRemoved, cr.Range.Prefix, cr.Policy.Name))
+		}
+	}
+	return errs
+}
+
+// overlapping is a range of t that overlaps p: one holding p, or the first
+// inside it.
+func overlapping(t *bart.Table[ClientRange], p netip.Prefix) ClientRange {
+	if cr, ok := t.LookupPrefix(p); ok {
+		return cr
+	}
+	for _, cr := range t.Subnets(p) {
+		return cr
+	}
+	return ClientRange{}
 }
 
 // blocking reports whether p blocks its clients' queries (log-only does

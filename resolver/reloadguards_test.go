@@ -299,3 +299,39 @@ func TestRangeMovedToABlockingPolicyThatBlocksLessIsHeld(t *testing.T) {
 	assert.Contains(t, err.Error(), "127.2.0.0/17 of policy social-media-team takes devices of 127.2.0.0/16 out of blocking policy government-devices")
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "www.tiktok.com."), "government device released at once")
 }
+
+// Two client settings take devices out of a blocking policy without
+// touching its ranges: trusted_proxies grown over a government range (a
+// device there could name any client by ECS, a PROXY header or
+// Forwarded) and allowed_clients narrowed over one (its devices get
+// REFUSED and turn to another resolver). Both are held; a proxy outside
+// every blocking range, and allowed_clients narrowed elsewhere, apply.
+func TestClientSettingsWidenedAreHeld(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, rangesConfig, rangesFiles("127.2.0.0/16\n"), up.addr)
+	r := reloaderOf(f)
+	path := filepath.Join(f.dir, "dnsfence.yaml")
+	good, err := os.ReadFile(path)
+	require.NoError(t, err)
+	edit := func(old, new string) error {
+		t.Helper()
+		require.Contains(t, string(good), old)
+		writeAtomic(t, path, strings.Replace(string(good), old, new, 1))
+		return r.Reload(false)
+	}
+	const allowed = `allowed_clients: ["127.0.0.0/8"]`
+
+	err = edit(allowed, allowed+"\n"+`trusted_proxies: ["127.2.3.0/24"]`)
+	require.ErrorIs(t, err, ErrRemoved)
+	assert.Contains(t, err.Error(), "trusted_proxies 127.2.3.0/24 overlaps range 127.2.0.0/16 of blocking policy government-devices")
+	m := withECS(question("www.tiktok.com.", dns.TypeA, true), "127.0.0.9/32")
+	assert.Equal(t, dns.RcodeNameError, ask(t, f.addr, "127.2.3.4", "udp", m).Rcode, "the government device names a client in no policy")
+
+	err = edit(allowed, `allowed_clients: ["127.0.0.0/15", "127.2.0.0/17"]`)
+	require.ErrorIs(t, err, ErrRemoved)
+	assert.Contains(t, err.Error(), "allowed_clients no longer holds all of range 127.2.0.0/16 of blocking policy government-devices")
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.200.1", "www.tiktok.com."), "still answered, still blocked")
+
+	require.NoError(t, edit(allowed, allowed+"\n"+`trusted_proxies: ["127.9.0.1/32"]`), "a proxy outside every blocking range")
+	require.NoError(t, edit(allowed, `allowed_clients: ["127.0.0.0/14"]`), "allowed_clients narrowed outside every blocking range")
+}
