@@ -305,6 +305,10 @@ func TestParseRangesReportsEveryLine(t *testing.T) {
 			want: `ranges.txt:2: "!" is neither a comment nor an exclusion in a client range file (comments start with "#"; to leave devices out, put their range in a policy of its own): "!10.0.0.0/8"`},
 		{name: "adblock comment", line: "! press office",
 			want: `ranges.txt:2: "!" is neither a comment nor an exclusion in a client range file (comments start with "#"; to leave devices out, put their range in a policy of its own): "! press office"`},
+		{name: "IPv4-compatible address", line: "::10.0.0.1",
+			want: `ranges.txt:2: an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client, did you mean 10.0.0.1/32: "::10.0.0.1"`},
+		{name: "IPv4-compatible prefix", line: "::10.2.0.0/112",
+			want: `ranges.txt:2: an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client, did you mean 10.2.0.0/16: "::10.2.0.0/112"`},
 		{name: "comment", line: "# [2001:db8::]/32"},
 		{name: "indented comment", line: "\t# !10.0.0.0/8"},
 	}

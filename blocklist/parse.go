@@ -69,6 +69,7 @@ var (
 	ErrURL            = errors.New("a URL is not a list entry")
 	ErrRangeURL       = errors.New("a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet)")
 	ErrRangeBrackets  = errors.New("a client range is written without brackets")
+	ErrIPv4Compatible = errors.New("an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client")
 	ErrRangeExclude   = errors.New(`"!" is neither a comment nor an exclusion in a client range file (comments start with "#"; to leave devices out, put their range in a policy of its own)`)
 	// ErrInclude is an Adblock/AdGuard `!#include` directive: the names of
 	// the file it names would not be in the list, so it is reported, not

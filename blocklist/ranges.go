@@ -104,6 +104,13 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		}
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
+	if a := p.Addr().As16(); p.Addr().Is6() && strings.Contains(s, ".") && [12]byte(a[:12]) == [12]byte{} && p.Bits() >= 96 {
+		// `::10.0.0.1`: an IPv4-compatible address (RFC 4291 §2.5.5.1,
+		// deprecated), which no client has: an IPv4 client is matched by
+		// its IPv4 address.
+		return netip.Prefix{}, fmt.Errorf("%w, did you mean %s", ErrIPv4Compatible,
+			netip.PrefixFrom(netip.AddrFrom4([4]byte(a[12:])), p.Bits()-96))
+	}
 	if p.Masked() != p {
 		return netip.Prefix{}, fmt.Errorf("%w, did you mean %s", ErrHostBits, p.Masked())
 	}
