@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/bits"
 	"slices"
 	"unsafe"
 
@@ -332,4 +333,90 @@ func lastDot(b []byte) int {
 		}
 	}
 	return -1
+}
+
+// Delta is how l differs from old when one was made from the other by
+// Update, any number of times (an IXFR's copy and the copy before it):
+// the name triggers old holds that l does not hold with the same action
+// (removed, with old's action) and those l holds that old does not
+// (added, with l's), each once, from the changes alone: a change of ten
+// triggers to a zone of a million costs ten, not a walk of the zone. ok is
+// false when the two are not copies of one list built whole; only a walk
+// of both compares those. Response-IP triggers are not compared.
+func (l *List) Delta(old *List) (removed, added []TriggerEntry, ok bool) {
+	if l == nil || old == nil || l.zone == nil || old.zone == nil || len(l.nodes) == 0 ||
+		len(l.nodes) != len(old.nodes) || &l.nodes[0] != &old.nodes[0] || len(l.acts) == 0 || &l.acts[0] != &old.acts[0] {
+		return nil, nil, false
+	}
+	var buf []byte
+	for w := range max(len(l.gone), len(old.gone)) {
+		var was, now uint64
+		if w < len(old.gone) {
+			was = old.gone[w]
+		}
+		if w < len(l.gone) {
+			now = l.gone[w]
+		}
+		for x := was ^ now; x != 0; x &= x - 1 {
+			bit := uint32(w*64 + bits.TrailingZeros64(x))
+			id, wildcard := bit/2, bit%2 == 1
+			buf = l.appendName(buf[:0], id)
+			e := TriggerEntry{Entry: Entry{Name: string(buf), Line: l.triggerLine(id, wildcard)}, Trigger: l.trigger(id, !wildcard)}
+			if was&(1<<(bit%64)) == 0 { // live in old, gone in l
+				e.List = old
+				removed = append(removed, e)
+			} else {
+				e.List = l
+				added = append(added, e)
+			}
+		}
+	}
+	overs := func(o *List) map[string]TriggerEntry {
+		m := map[string]TriggerEntry{}
+		if o != nil {
+			for e, t := range o.allTriggers() {
+				m[overKey(e.Name, t.Wildcard)] = TriggerEntry{Entry: e, Trigger: t}
+			}
+		}
+		return m
+	}
+	was, now := overs(old.over), overs(l.over)
+	for _, k := range slices.Sorted(maps.Keys(was)) {
+		if n, ok := now[k]; !ok || n.Trigger != was[k].Trigger {
+			e := was[k]
+			e.List = old
+			removed = append(removed, e)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(now)) {
+		if o, ok := was[k]; !ok || o.Trigger != now[k].Trigger {
+			e := now[k]
+			e.List = l
+			added = append(added, e)
+		}
+	}
+	// A trigger of the list built whole removed by one update and added
+	// back by a later one is gone from the table and in the overlay: no
+	// change.
+	key := func(e TriggerEntry) string {
+		return overKey(e.Name, e.Trigger.Wildcard) + " " + e.Trigger.Action.String()
+	}
+	both := map[string]bool{}
+	for _, e := range removed {
+		both[key(e)] = true
+	}
+	back := map[string]bool{}
+	for _, e := range added {
+		if both[key(e)] {
+			back[key(e)] = true
+		}
+	}
+	keep := func(e TriggerEntry) bool { return back[key(e)] }
+	return slices.DeleteFunc(removed, keep), slices.DeleteFunc(added, keep), true
+}
+
+// TriggerEntry is an entry with what it does, as Delta reports them.
+type TriggerEntry struct {
+	Entry
+	Trigger Trigger
 }

@@ -275,3 +275,61 @@ func BenchmarkUpdate1M(b *testing.B) {
 		}
 	}
 }
+
+// TestDelta: the triggers one updated copy of a list lost and gained
+// against another copy of the same list, through chained updates, from
+// the changes alone (a trigger put back is no change, an action changed
+// is one removed and one added); lists built apart are not compared.
+func TestDelta(t *testing.T) {
+	base := transferList(t, rrs(t,
+		"tiktok.com.rpz.example.gov. 300 IN CNAME .",
+		"*.tiktok.com.rpz.example.gov. 300 IN CNAME .",
+		"capcut.com.rpz.example.gov. 300 IN CNAME .",
+		"lemon8.com.rpz.example.gov. 300 IN CNAME .",
+	))
+	str := func(es []TriggerEntry) []string {
+		var out []string
+		for _, e := range es {
+			name := e.Name
+			if e.Trigger.Wildcard {
+				name = "*." + name
+			}
+			out = append(out, name+" "+e.Trigger.Action.String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	// One: capcut.com gone, *.tiktok.com turned passthru, douyin.com new.
+	one, err := base.Update([32]byte{1}, 2,
+		feed(rrs(t, "capcut.com.rpz.example.gov. 300 IN CNAME .", "*.tiktok.com.rpz.example.gov. 300 IN CNAME .")),
+		feed(rrs(t, "*.tiktok.com.rpz.example.gov. 300 IN CNAME rpz-passthru.", "douyin.com.rpz.example.gov. 300 IN CNAME .")))
+	require.NoError(t, err)
+	removed, added, ok := one.Delta(base)
+	require.True(t, ok)
+	assert.Equal(t, []string{"*.tiktok.com NXDOMAIN", "capcut.com NXDOMAIN"}, str(removed))
+	assert.Equal(t, []string{"*.tiktok.com passthru", "douyin.com NXDOMAIN"}, str(added))
+	for _, e := range removed {
+		assert.Same(t, base, e.List)
+	}
+
+	// Two, from one: capcut.com back, douyin.com gone again, lemon8.com gone.
+	two, err := one.Update([32]byte{2}, 3,
+		feed(rrs(t, "douyin.com.rpz.example.gov. 300 IN CNAME .", "lemon8.com.rpz.example.gov. 300 IN CNAME .")),
+		feed(rrs(t, "capcut.com.rpz.example.gov. 300 IN CNAME .")))
+	require.NoError(t, err)
+	removed, added, ok = two.Delta(one)
+	require.True(t, ok)
+	assert.Equal(t, []string{"douyin.com NXDOMAIN", "lemon8.com NXDOMAIN"}, str(removed))
+	assert.Equal(t, []string{"capcut.com NXDOMAIN"}, str(added))
+	// Against the list built whole: capcut.com is no change.
+	removed, added, ok = two.Delta(base)
+	require.True(t, ok)
+	assert.Equal(t, []string{"*.tiktok.com NXDOMAIN", "lemon8.com NXDOMAIN"}, str(removed))
+	assert.Equal(t, []string{"*.tiktok.com passthru"}, str(added))
+
+	_, _, ok = base.Delta(transferList(t, rrs(t, "tiktok.com.rpz.example.gov. 300 IN CNAME .")))
+	assert.False(t, ok, "built apart")
+	plain, _ := Parse("x.txt", []byte("tiktok.com\n"))
+	_, _, ok = plain.Delta(plain)
+	assert.False(t, ok, "not an RPZ list")
+}

@@ -479,3 +479,24 @@ func (l *List) containsPrefix(s string) bool {
 	_, ok := l.ips.Get(p)
 	return ok
 }
+
+// IPTriggers yields the response-IP triggers alone, as AllTriggers does
+// (the prefix in text as Name), in no set order: a zone of a million name
+// triggers and ten of these costs ten.
+func (l *List) IPTriggers() iter.Seq2[Entry, Trigger] {
+	return func(yield func(Entry, Trigger) bool) {
+		if l == nil || l.ips == nil {
+			return
+		}
+		for _, v := range l.ips.All() {
+			if !yield(Entry{List: l, Name: v.name, Line: v.line}, Trigger{Action: v.action}) {
+				return
+			}
+		}
+	}
+}
+
+// IsRPZ reports whether l was read as an RPZ zone: its name entries match
+// one name each (or the names below, `*.`), where a plain list's entry
+// matches its name and every name below it.
+func (l *List) IsRPZ() bool { return l != nil && l.zone != nil }

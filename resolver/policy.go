@@ -280,8 +280,12 @@ func (s *Snapshot) PolicyForPrefix(client netip.Prefix) (ClientRange, bool) {
 // configuration's policy order, so the choice never depends on the table's
 // layout. wider reports that case: cr.Range is inside client.
 func (s *Snapshot) PolicyForClient(client netip.Prefix) (cr ClientRange, ok, wider bool) {
-	cr, ok = s.PolicyForPrefix(client)
-	if client.Bits() == client.Addr().BitLen() || ok && blocking(cr.Policy) {
+	if client.Bits() == client.Addr().BitLen() {
+		cr, ok = s.byClient.Lookup(client.Addr())
+		return cr, ok, false
+	}
+	cr, ok = s.byClient.LookupPrefix(client)
+	if ok && blocking(cr.Policy) {
 		return cr, ok, false
 	}
 	if in, found := s.blockingInside(client); found {
@@ -487,7 +491,14 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 				rangeWarnings[path] = warn
 			}
 			if len(rf.Ranges) == 0 {
-				empty = append(empty, noRanges(path, p.Name, rangeWarnings[path]))
+				if warn := rangeWarnings[path]; warn != nil {
+					// A web page or a misformatted export: its devices
+					// would be in no policy, whatever else the policy
+					// holds. Refused, as a list of only bad lines is.
+					fatal = append(fatal, fmt.Errorf("reading client ranges: %w", badLinesOnly(path, warn)))
+					continue
+				}
+				empty = append(empty, noRanges(path, p.Name))
 			}
 			ranges = append(ranges, rf.Ranges...)
 		}
@@ -523,13 +534,10 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 var ErrNoClientRanges = errors.New("no usable client range")
 
 // noRanges is the error for the client file at path, of policy, that
-// yields no range; bad holds its bad lines (file:line: what is wrong).
-func noRanges(path, policy string, bad error) error {
-	err := fmt.Errorf("%s: %w for policy %q, which has no other range: it would apply to no device", path, ErrNoClientRanges, policy)
-	if bad == nil {
-		return fmt.Errorf("%w (the file holds no ranges)", err)
-	}
-	return fmt.Errorf("%w; the file's bad lines:\n%w", err, bad)
+// holds no range and no bad line (one with bad lines only is refused
+// whatever the policy: badLinesOnly).
+func noRanges(path, policy string) error {
+	return fmt.Errorf("%s: %w for policy %q, which has no other range: it would apply to no device (the file holds no ranges)", path, ErrNoClientRanges, policy)
 }
 
 // list is the list the snapshot loaded from path; nil for none, or no
@@ -559,6 +567,12 @@ func onlyBadLines(what string, l *blocklist.List, warn error) error {
 	if warn == nil || l != nil && l.Len() > 0 {
 		return nil
 	}
+	return badLinesOnly(what, warn)
+}
+
+// badLinesOnly is the error for a file called what that yields nothing
+// but the bad lines warn holds.
+func badLinesOnly(what string, warn error) error {
 	n, first := blocklist.BadLines(warn)
 	lines := "bad lines"
 	if n == 1 {

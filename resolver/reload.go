@@ -462,7 +462,10 @@ func shrunk(old, n, maxShrink float64) bool { return n < old*(1-maxShrink) }
 
 // heldChanges lists what the fail-closed guards hold in going from prev to
 // next, each error naming the file or policy, what it lost and the error
-// kind (ErrShrink, ErrRangeShrink, ErrRemoved).
+// kind: a block list or range file shrunk (ErrShrink, ErrRangeShrink),
+// names or answer addresses a blocking policy blocked now allowed, or
+// devices moved to a policy that blocks less (ErrExempted), protection
+// taken out of the configuration (ErrRemoved).
 func heldChanges(prev, next *Snapshot) []error {
 	maxShrink := guardShrink(prev.Config, next.Config)
 	if maxShrink <= 0 {
@@ -516,16 +519,22 @@ func heldChanges(prev, next *Snapshot) []error {
 // removedProtection's.
 func carvedOut(prev, next *Snapshot) []error {
 	var errs []error
+	// Ranges moved between two blocking policies, by the pair: what the
+	// devices lose is the same for every range of a pair, worked out once.
+	type pair struct{ was, now *Policy }
+	moved := map[pair][]netip.Prefix{}
+	var pairs []pair
 	for _, cr := range next.byClient.AllSorted() {
 		if blocking(cr.Policy) {
 			was, ok := prev.PolicyForPrefix(cr.Range.Prefix)
 			if !ok || !blocking(was.Policy) || was.Policy.Name == cr.Policy.Name {
 				continue
 			}
-			u := blocksLess(was.Policy, cr.Policy)
-			if err := u.heldError(fmt.Sprintf("%s of policy %s takes devices of %s out of blocking policy %s", cr.Range.Prefix, cr.Policy.Name, was.Range.Prefix, was.Policy.Name), true); err != nil {
-				errs = append(errs, err)
+			k := pair{was.Policy, cr.Policy}
+			if moved[k] == nil {
+				pairs = append(pairs, k)
 			}
+			moved[k] = append(moved[k], cr.Range.Prefix)
 			continue
 		}
 		if blocking(policyNamed(prev, cr.Policy.Name)) {
@@ -538,7 +547,26 @@ func carvedOut(prev, next *Snapshot) []error {
 		errs = append(errs, fmt.Errorf("%s: %w: %s of policy %s takes devices of %s out of blocking policy %s; SIGHUP accepts it",
 			cr.Policy.Name, ErrRemoved, cr.Range.Prefix, cr.Policy.Name, was.Range.Prefix, was.Policy.Name))
 	}
+	for _, k := range pairs {
+		u := blocksLess(k.was, k.now)
+		ranges := moved[k]
+		what := fmt.Sprintf("%s of policy %s takes devices of %s out of blocking policy %s",
+			ranges[0], k.now.Name, wasRange(prev, ranges[0]), k.was.Name)
+		if len(ranges) > 1 {
+			what = fmt.Sprintf("%d ranges of policy %s (first %s) take devices out of blocking policy %s",
+				len(ranges), k.now.Name, ranges[0], k.was.Name)
+		}
+		if err := u.heldError(what, true); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errs
+}
+
+// wasRange is the range of prev whose policy decided for p.
+func wasRange(prev *Snapshot, p netip.Prefix) netip.Prefix {
+	cr, _ := prev.PolicyForPrefix(p)
+	return cr.Range.Prefix
 }
 
 // clientsWidened holds the two client settings that take devices of a
@@ -729,10 +757,6 @@ func countString(n float64) string {
 	return fmt.Sprintf("2^%g", math.Log2(n))
 }
 
-// enforces reports whether a policy blocks rather than only records
-// (shadow mode, action log) or exempts.
-func enforces(p *Policy) bool { return p.Blocks() && p.Action != config.ActionLog }
-
 // removedProtection lists what the new configuration takes away from each
 // policy that blocked in prev: the policy, its blocking, a block list
 // (the built-in DoH canary too), an inline range, a client file.
@@ -751,7 +775,7 @@ func removedProtection(prev, next *Snapshot) []error {
 		errs = append(errs, fmt.Errorf("%s: %s: %w; SIGHUP accepts it", file, fmt.Sprintf(format, args...), ErrRemoved))
 	}
 	for i, op := range prev.Policies {
-		if !enforces(op) {
+		if !blocking(op) {
 			continue
 		}
 		np, ok := nextPolicy[op.Name]
@@ -759,7 +783,7 @@ func removedProtection(prev, next *Snapshot) []error {
 			held("blocking policy %q removed", op.Name)
 			continue
 		}
-		if !enforces(np) {
+		if !blocking(np) {
 			held("policy %q no longer blocks (action %s, %d block lists)", op.Name, np.Action, len(np.Block))
 			continue
 		}
@@ -850,7 +874,7 @@ func (r *Reloader) logChanges(prev, next *Snapshot, t Trigger, took time.Duratio
 			continue
 		}
 		rangesChanged++
-		blocking := slices.ContainsFunc(next.Policies, func(p *Policy) bool { return p.Name == name && enforces(p) })
+		blocking := slices.ContainsFunc(next.Policies, func(p *Policy) bool { return p.Name == name && blocking(p) })
 		r.log.Info("policy ranges changed", zap.String(logPolicy, name), zap.Bool("blocking", blocking),
 			zap.Int("ranges", len(after[name])), zap.Int("added", d.added), zap.Int("removed", d.removed),
 			zap.Strings(logAddedRanges, d.addedNames), zap.Strings(logRemovedRanges, d.removedNames))

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/blocklist/rpz"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -334,4 +336,127 @@ func TestClientSettingsWidenedAreHeld(t *testing.T) {
 
 	require.NoError(t, edit(allowed, allowed+"\n"+`trusted_proxies: ["127.9.0.1/32"]`), "a proxy outside every blocking range")
 	require.NoError(t, edit(allowed, `allowed_clients: ["127.0.0.0/14"]`), "allowed_clients narrowed outside every blocking range")
+}
+
+// snapshotsOf builds a snapshot from conf and files, then one from edit's
+// files over it, as a reload does, without holding anything.
+func snapshotsOf(t *testing.T, conf string, files, edit map[string]string) (prev, next *Snapshot) {
+	t.Helper()
+	path := writeConfig(t, conf, files, "127.0.0.1:1")
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	prev, err = BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	for name, content := range edit {
+		require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(path), name), []byte(content), 0o644))
+	}
+	cfg, err = config.Load(path)
+	require.NoError(t, err)
+	next, err = BuildSnapshot(cfg, prev)
+	require.NoError(t, err)
+	return prev, next
+}
+
+const rpzGuardConfig = `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+allowed_clients: ["127.0.0.0/8"]
+policies:
+  - name: government-devices
+    clients: ["127.2.0.0/16"]
+    block: ["tiktok.txt", "cdn.rpz"]
+    allow: ["allow.rpz", "allow.txt"]
+`
+
+// The guard asks every name and address two policies decide alike: a
+// response-IP trigger's prefix is not its first address alone (a
+// narrower trigger may decide that one), and a plain entry is not its
+// name alone (an RPZ passthru for the apex may allow that one, the names
+// below still blocked). Each edit here allows what was blocked only past
+// a narrower entry, and is held.
+func TestNestedEntriesAllowedAreHeld(t *testing.T) {
+	base := map[string]string{
+		"tiktok.txt": "tiktok.com\n",
+		"cdn.rpz":    rpzHead + "tiktok.com CNAME rpz-passthru.\n24.0.2.0.192.rpz-ip CNAME .\n25.0.2.0.192.rpz-ip CNAME .\n",
+		"allow.rpz":  rpzHead + "press.example CNAME rpz-passthru.\n",
+		"allow.txt":  "press.example\n",
+	}
+	tests := []struct {
+		name, file, content, allowed string
+	}{
+		{"a /24 turned passthru under a /25 still blocked", "cdn.rpz",
+			rpzHead + "tiktok.com CNAME rpz-passthru.\n24.0.2.0.192.rpz-ip CNAME rpz-passthru.\n25.0.2.0.192.rpz-ip CNAME .\n", "answer address 192.0.2.128"},
+		{"an allowed /24 over a /25 blocked", "allow.rpz",
+			rpzHead + "press.example CNAME rpz-passthru.\n24.0.2.0.192.rpz-ip CNAME rpz-passthru.\n", "answer address 192.0.2.0"},
+		{"an allow entry for an apex only the RPZ let through", "allow.txt",
+			"press.example\ntiktok.com\n", "*.tiktok.com"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			prev, next := snapshotsOf(t, rpzGuardConfig, base, map[string]string{tc.file: tc.content})
+			err := errors.Join(heldChanges(prev, next)...)
+			require.ErrorIs(t, err, ErrExempted)
+			assert.Contains(t, err.Error(), tc.allowed+" (allowed by ")
+		})
+	}
+	t.Run("a /25 turned passthru inside a blocked /24", func(t *testing.T) {
+		prev, next := snapshotsOf(t, rpzGuardConfig, base, map[string]string{"cdn.rpz": rpzHead +
+			"tiktok.com CNAME rpz-passthru.\n24.0.2.0.192.rpz-ip CNAME .\n25.128.2.0.192.rpz-ip CNAME rpz-passthru.\n"})
+		err := errors.Join(heldChanges(prev, next)...)
+		require.ErrorIs(t, err, ErrExempted)
+		assert.Contains(t, err.Error(), "answer address 192.0.2.128 (allowed by ")
+	})
+}
+
+// A zone source's IXFR updates its list in place of a walk (Update), and
+// the guard reads the update's own changes (Delta): the triggers removed
+// and added. Triggers replaced past max_shrink, or one turned passthru,
+// are held as a file's would be; a small change is not.
+func TestZoneUpdateGuarded(t *testing.T) {
+	const zone = "rpz.example.gov."
+	records := func(lines ...string) func(rpz.Handler) {
+		return func(h rpz.Handler) {
+			var rrs []dns.RR
+			for _, l := range lines {
+				r, err := dns.NewRR(l)
+				require.NoError(t, err)
+				rrs = append(rrs, r)
+			}
+			rpz.FromRecords(zone, rrs, h)
+		}
+	}
+	trig := func(name, target string) string { return name + "." + zone + " 300 IN CNAME " + target }
+	conf := `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+allowed_clients: ["127.0.0.0/8"]
+policies:
+  - name: government-devices
+    clients: ["127.2.0.0/16"]
+    block: ["zone.rpz"]
+`
+	body := rpzHead + "tiktok.com CNAME .\n*.tiktok.com CNAME .\ncapcut.com CNAME .\nlemon8.com CNAME .\n"
+	path := writeConfig(t, conf, map[string]string{"zone.rpz": body}, "127.0.0.1:1")
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	prev, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	name := filepath.Join(filepath.Dir(path), "zone.rpz")
+	l := prev.Lists[name]
+	update := func(remove, add []string) error {
+		t.Helper()
+		n, err := l.Update([32]byte{9}, 8, records(remove...), records(add...))
+		require.NoError(t, err)
+		return errors.Join(heldChanges(prev, prev.withList(name, n, nil))...)
+	}
+	err = update([]string{trig("tiktok.com", "."), trig("*.tiktok.com", "."), trig("capcut.com", ".")},
+		[]string{trig("a.example", "."), trig("b.example", "."), trig("c.example", ".")})
+	require.ErrorIs(t, err, ErrShrink, "three of four triggers replaced")
+	assert.Contains(t, err.Error(), "3 of its 4 entries no longer block")
+
+	err = update([]string{trig("*.tiktok.com", ".")}, []string{trig("*.tiktok.com", "rpz-passthru.")})
+	require.ErrorIs(t, err, ErrExempted)
+	assert.Contains(t, err.Error(), "*.tiktok.com (allowed by ")
+
+	assert.NoError(t, update([]string{trig("lemon8.com", ".")}, []string{trig("douyin.com", ".")}), "one of four replaced")
 }

@@ -145,23 +145,25 @@ policies:
 `
 
 // TestRangeFileWithNoUsableRange checks that a client range file that
-// yields no range, for a policy with no other, is an error that names the
-// file and its bad lines, at start and at reload (which keeps the last good
-// state), and only a warning when the policy has another range.
+// yields no range is an error that names the file (and its first bad
+// line), at start and at reload (which keeps the last good state): one of
+// bad lines only whatever else the policy holds (a web page saved under
+// its name: its devices would be in no policy), one with no lines at all
+// for a policy with no other range.
 func TestRangeFileWithNoUsableRange(t *testing.T) {
 	conf := rangeFileConfig
 	bad := []struct {
 		name    string
 		content string
+		err     error
 		want    []string // in the error
 	}{
-		{name: "bad lines only", content: "10.0.0.0/33\r\n127.0.0.1/8\n",
-			want: []string{`gov.txt: no usable client range for policy "gov", which has no other range`,
-				`gov.txt:1: not an IP address or CIDR prefix: "10.0.0.0/33"`,
-				`gov.txt:2: prefix has host bits set, did you mean 127.0.0.0/8: "127.0.0.1/8"`}},
-		{name: "comments only", content: "# to be filled in\n\n",
+		{name: "bad lines only", content: "10.0.0.0/33\r\n127.0.0.1/8\n", err: ErrOnlyBadLines,
+			want: []string{`gov.txt: not one entry could be read, only 2 bad lines, the first `,
+				`gov.txt:1: not an IP address or CIDR prefix: "10.0.0.0/33"; refusing it`}},
+		{name: "comments only", content: "# to be filled in\n\n", err: ErrNoClientRanges,
 			want: []string{`gov.txt: no usable client range for policy "gov", which has no other range: it would apply to no device (the file holds no ranges)`}},
-		{name: "empty", content: "",
+		{name: "empty", content: "", err: ErrNoClientRanges,
 			want: []string{`gov.txt: no usable client range for policy "gov"`}},
 	}
 	up := startUpstream(t, nil)
@@ -172,7 +174,7 @@ func TestRangeFileWithNoUsableRange(t *testing.T) {
 			cfg, err := config.Load(filepath.Join(dir, "c.yaml"))
 			require.NoError(t, err)
 			_, err = BuildSnapshot(cfg, nil)
-			require.ErrorIs(t, err, ErrNoClientRanges)
+			require.ErrorIs(t, err, tc.err)
 			for _, w := range tc.want {
 				assert.Contains(t, err.Error(), filepath.Join(dir, w))
 			}
@@ -184,7 +186,7 @@ func TestRangeFileWithNoUsableRange(t *testing.T) {
 			})
 			writeAtomic(t, filepath.Join(f.dir, "gov.txt"), tc.content)
 			err := r.Reload(true) // even SIGHUP refuses it
-			require.ErrorIs(t, err, ErrNoClientRanges)
+			require.ErrorIs(t, err, tc.err)
 			for _, w := range tc.want {
 				assert.Contains(t, err.Error(), filepath.Join(f.dir, w))
 			}
@@ -192,9 +194,17 @@ func TestRangeFileWithNoUsableRange(t *testing.T) {
 			assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.9", "tiktok.com."), "the last good ranges still apply")
 		})
 	}
-	t.Run("another range in the policy: a warning", func(t *testing.T) {
+	t.Run("another range in the policy: bad lines only still refused", func(t *testing.T) {
 		dir := writeTree(t, map[string]string{"gov.txt": "10.0.0.0/33\n", "more.txt": "127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n",
 			"c.yaml": strings.ReplaceAll(strings.Replace(conf, `["gov.txt"]`, `["gov.txt", "more.txt"]`, 1), "{{upstreams}}", `["`+up.addr+`"]`)})
+		cfg, err := config.Load(filepath.Join(dir, "c.yaml"))
+		require.NoError(t, err)
+		_, err = BuildSnapshot(cfg, nil)
+		require.ErrorIs(t, err, ErrOnlyBadLines)
+	})
+	t.Run("a bad line beside a range: a warning", func(t *testing.T) {
+		dir := writeTree(t, map[string]string{"gov.txt": "10.0.0.0/33\n127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n",
+			"c.yaml": strings.ReplaceAll(conf, "{{upstreams}}", `["`+up.addr+`"]`)})
 		cfg, err := config.Load(filepath.Join(dir, "c.yaml"))
 		require.NoError(t, err)
 		snap, err := BuildSnapshot(cfg, nil)

@@ -19,36 +19,27 @@ import (
 // is held: a deliberate one is a SIGHUP away.
 var ErrExempted = fmt.Errorf("%w: names a blocking policy blocked would be allowed", ErrHeld)
 
-// A probe stands for what one list entry matches, to ask two policies
-// whether they block it: a name (an RPZ `*.` trigger's probe is a name
-// below its owner, "*.owner") or, for a response-IP trigger, the first
-// address of its prefix. An entry that overlaps another, above or below
-// it, is caught by one of the two entries' probes: an allow entry above a
-// block entry allows the block entry's probe, one below it is blocked in
-// its own probe.
+// A probe is one name or answer address that two policies are asked
+// about, standing for every name (address) they decide alike.
+//
+// Names: the lists' entries are a tree, and a name is decided by the
+// entries on its path, so the entries of every list involved and, for an
+// entry that matches the names below it too (a plain list's; an RPZ
+// list's `*.name`), the name "*.entry", which stands for the names below
+// it that no deeper entry holds, are all there is to ask: an allow entry
+// above a block entry allows the block entry's probe, one below it is
+// blocked in its own.
+//
+// Addresses: a prefix's first address and the one just past its end,
+// of every response-IP trigger of both policies, cut the address space
+// into spans that no trigger splits (addressProbes).
 type probe struct {
 	name string
-	addr netip.Addr // valid for a response-IP trigger
-	// block is the file of the block list whose blocking entry this is
-	// the probe of; "" for an allowing entry's.
+	addr netip.Addr // an answer address: valid for a response-IP probe
+	// block is the file of the block list whose entry the probe is of,
+	// counted against it when the entry no longer blocks; "" for an
+	// allowing entry's probe, and for the second probe of an entry.
 	block string
-}
-
-// probeOf is the probe of a list entry and its trigger.
-func probeOf(e blocklist.Entry, t blocklist.Trigger) probe {
-	var pr probe
-	switch p, ok := e.Prefix(); {
-	case ok:
-		pr.addr = p.Masked().Addr()
-	case t.Wildcard:
-		pr.name = "*." + e.Name
-	default:
-		pr.name = e.Name
-	}
-	if t.Action != blocklist.ActionPassthru && e.List != nil {
-		pr.block = e.List.File()
-	}
-	return pr
 }
 
 func (pr probe) String() string {
@@ -74,17 +65,137 @@ type triggerLister interface {
 	Len() int
 }
 
-// probesOf yields the probes of the entries of lists whose trigger keep
-// says to; those of an allow list are allowing whatever their trigger.
-func probesOf(lists []List, keep func(blocklist.Trigger) bool) iter.Seq[probe] {
+// ipTriggerLister is a list that can say its response-IP triggers alone:
+// blocklist.List.IPTriggers.
+type ipTriggerLister interface {
+	IPTriggers() iter.Seq2[blocklist.Entry, blocklist.Trigger]
+}
+
+// rpzList is a list read as an RPZ zone, whose name triggers match one
+// name each (or the names below, `*.`): blocklist.List.IsRPZ.
+type rpzList interface {
+	IsRPZ() bool
+}
+
+// What an entry does, to choose the entries a probe is made of: a block
+// list's entries block, except its RPZ passthru triggers, which allow;
+// every entry of an allow list allows.
+func blockingTrigger(t blocklist.Trigger) bool { return t.Action != blocklist.ActionPassthru }
+func passthruTrigger(t blocklist.Trigger) bool { return t.Action == blocklist.ActionPassthru }
+func anyTrigger(blocklist.Trigger) bool        { return true }
+
+// nameProbes yields the name probes of the entries of lists that keep
+// says to, marked as a block list's when block.
+func nameProbes(lists []List, keep func(blocklist.Trigger) bool, block bool) iter.Seq[probe] {
 	return func(yield func(probe) bool) {
 		for _, l := range lists {
 			tl, ok := l.(triggerLister)
 			if !ok {
 				continue
 			}
+			r, ok := l.(rpzList)
+			plain := !ok || !r.IsRPZ()
 			for e, t := range tl.AllTriggers() {
-				if keep(t) && !yield(probeOf(e, t)) {
+				if !keep(t) {
+					continue
+				}
+				if _, ip := e.Prefix(); ip {
+					continue // addressProbes'
+				}
+				pr := probe{name: e.Name}
+				if t.Wildcard {
+					pr.name = "*." + e.Name
+				}
+				if block {
+					pr.block = l.File()
+				}
+				if !yield(pr) {
+					return
+				}
+				if plain {
+					// The names below the entry, which its own name
+					// may not decide for (an RPZ passthru for the apex
+					// alone); counted against the list once, above.
+					if !yield(probe{name: "*." + e.Name}) {
+						return
+					}
+				}
+			}
+		}
+	}
+}
+
+// addressProbes yields the boundaries of every response-IP trigger of the
+// policies (the first address of each prefix, and the one after its last),
+// each once: two addresses between which no boundary lies are decided
+// alike by every list of them, so these are all there is to ask.
+func addressProbes(policies ...*Policy) iter.Seq[probe] {
+	return func(yield func(probe) bool) {
+		seen := map[netip.Addr]bool{}
+		for _, p := range policies {
+			for _, l := range slices.Concat(p.Block, p.Allow) {
+				il, ok := l.(ipTriggerLister)
+				if !ok {
+					continue
+				}
+				for e := range il.IPTriggers() {
+					pfx, ok := e.Prefix()
+					if !ok {
+						continue
+					}
+					for _, a := range [2]netip.Addr{pfx.Masked().Addr(), pastPrefix(pfx)} {
+						if a.IsValid() && !seen[a] {
+							seen[a] = true
+							if !yield(probe{addr: a}) {
+								return
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// pastPrefix is the address after p's last, or the zero Addr when p ends
+// its address space.
+func pastPrefix(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	last, _ := netip.AddrFromSlice(b)
+	return last.Next()
+}
+
+// hasAddressTriggers reports whether a list of p has response-IP triggers.
+func hasAddressTriggers(p *Policy) bool { return len(p.blockIPs)+len(p.allowIPs) > 0 }
+
+// allowingList is a list that can allow: an allow list (every entry
+// allows) or a block list with passthru triggers (those allow).
+type allowingList struct {
+	l    List
+	keep func(blocklist.Trigger) bool
+}
+
+// allowingLists is every list of p that can allow.
+func allowingLists(p *Policy) []allowingList {
+	a := make([]allowingList, 0, len(p.Allow)+len(p.Block))
+	for _, l := range p.Allow {
+		a = append(a, allowingList{l, anyTrigger})
+	}
+	for _, l := range p.Block {
+		a = append(a, allowingList{l, passthruTrigger})
+	}
+	return a
+}
+
+// allowingProbes yields the name probes of what the lists allow.
+func allowingProbes(lists []allowingList) iter.Seq[probe] {
+	return func(yield func(probe) bool) {
+		for _, a := range lists {
+			for pr := range nameProbes([]List{a.l}, a.keep, false) {
+				if !yield(pr) {
 					return
 				}
 			}
@@ -92,37 +203,26 @@ func probesOf(lists []List, keep func(blocklist.Trigger) bool) iter.Seq[probe] {
 	}
 }
 
-// What a list's entries do: block lists block, except their RPZ passthru
-// triggers; every entry of an allow list allows.
-func blocks(t blocklist.Trigger) bool   { return t.Action != blocklist.ActionPassthru }
-func passthru(t blocklist.Trigger) bool { return t.Action == blocklist.ActionPassthru }
-func every(blocklist.Trigger) bool      { return true }
-
-// allowingLists is every list of p that can allow.
-func allowingLists(p *Policy) []allowingList {
-	var a []allowingList
-	for _, l := range p.Allow {
-		a = append(a, allowingList{l, every})
-	}
-	for _, l := range p.Block {
-		a = append(a, allowingList{l, passthru})
-	}
-	return a
+// matchesIn reports whether list l has an entry for the name probe pr
+// that keep says to.
+func matchesIn(l List, pr probe, keep func(blocklist.Trigger) bool) bool {
+	_, t, ok := matchTrigger(l, pr.name)
+	return ok && keep(t)
 }
 
 // unblocked is what was blocked by one policy and is not by another:
-// what the other allows (exempted), with what allows it, and the
-// blocking entries no entry matches any more (removed), by their list.
+// what the other allows (exempted), with what allows it, and the entries
+// whose names no entry blocks any more (removed), by their list.
 type unblocked struct {
 	exempted      map[probe]bool
 	exemptedNames []string // the first maxLogged, "name (allowed by file:line)"
 	removed       map[string]int
 }
 
-// compare asks was and now about every probe. A name is counted once as
-// exempted; an entry as removed once in its own list (the probes are
-// each list's entries, once each), so that no set of every probe is
-// kept: a changed list of a million entries is walked, not copied.
+// compare asks was and now about every probe. A probe is counted once as
+// exempted; an entry as removed once in its own list (the probes are each
+// list's entries, once each), so that no set of every probe is kept: a
+// changed list of a million entries is walked, not copied.
 func (u *unblocked) compare(was, now *Policy, probes iter.Seq[probe]) {
 	for pr := range probes {
 		before := pr.decide(was)
@@ -148,16 +248,22 @@ func (u *unblocked) compare(was, now *Policy, probes iter.Seq[probe]) {
 				}
 				u.exemptedNames = append(u.exemptedNames, fmt.Sprintf("%s (%s)", pr, by))
 			}
-		case pr.block != "":
-			if u.removed == nil {
-				u.removed = map[string]int{}
+		default:
+			block := pr.block
+			if pr.addr.IsValid() && before.Entry.List != nil {
+				block = before.Entry.List.File() // each boundary once
 			}
-			u.removed[pr.block]++
+			if block != "" {
+				if u.removed == nil {
+					u.removed = map[string]int{}
+				}
+				u.removed[block]++
+			}
 		}
 	}
 }
 
-// heldError is the hold of what u found, or nil: every exempted name,
+// heldError is the hold of what u found, or nil: every exempted probe,
 // and, when strict, every removed one too (a move between policies); what
 // says whose decisions they were.
 func (u *unblocked) heldError(what string, strict bool) error {
@@ -183,16 +289,16 @@ func (u *unblocked) heldError(what string, strict bool) error {
 // tiktok.txt`) past maxShrink of its entries (ErrShrink; shrunk lists are
 // listShrink's). Only a policy whose lists changed is looked at, and only
 // entries whose decision a changed list can have turned: a blocking
-// entry its own list's new copy lacks or that a changed allowing list
-// (an allow list, a block list with passthru triggers) matches, and the
-// entries of the changed allowing lists. The rest cost a lookup each: a
-// changed list of a million entries adds about as much as its diff for
-// the log.
+// entry its own list's new copy lacks or that a changed allowing list (an
+// allow list, a block list with passthru triggers) matches, and the
+// entries of the changed allowing lists; the rest cost a lookup each. A
+// policy with response-IP triggers has its address boundaries asked
+// (addressProbes: few).
 func policyUnblocked(prev, next *Snapshot, maxShrink float64, shrunkLists map[string]bool) []error {
 	var errs []error
 	for _, np := range next.Policies {
 		op := policyNamed(prev, np.Name)
-		if op == nil || !enforces(op) || !enforces(np) {
+		if op == nil || !blocking(op) || !blocking(np) {
 			continue // removedProtection's
 		}
 		oldAllow, oldBlock, newBlock := byFile(op.Allow), byFile(op.Block), byFile(np.Block)
@@ -201,35 +307,61 @@ func policyUnblocked(prev, next *Snapshot, maxShrink float64, shrunkLists map[st
 		var changedOld []List        // the running copies of those
 		for _, l := range np.Allow {
 			if oldAllow[l.File()] != l {
-				allowing = append(allowing, allowingList{l, every})
+				allowing = append(allowing, allowingList{l, anyTrigger})
 			}
 		}
+		var deltaProbes []probe // of the changed lists an IXFR's Delta says
 		for _, l := range op.Block {
-			if n := newBlock[l.File()]; n != l {
-				changed[l.File()] = n
+			n := newBlock[l.File()]
+			if n == l {
+				continue
+			}
+			changed[l.File()] = n
+			removed, added, ok := listDelta(l, n)
+			if !ok {
 				changedOld = append(changedOld, l)
+				continue
+			}
+			for _, e := range removed {
+				if _, ip := e.Prefix(); !ip && blockingTrigger(e.Trigger) {
+					deltaProbes = append(deltaProbes, triggerProbe(e, l.File()))
+				}
+			}
+			if slices.ContainsFunc(added, func(e blocklist.TriggerEntry) bool { return passthruTrigger(e.Trigger) }) {
+				allowing = append(allowing, allowingList{n, passthruTrigger})
 			}
 		}
 		for _, l := range np.Block {
-			if pl, ok := l.(passthruList); ok && pl.HasPassthru() && oldBlock[l.File()] != l {
-				allowing = append(allowing, allowingList{l, passthru})
+			old := oldBlock[l.File()]
+			if pl, ok := l.(passthruList); !ok || !pl.HasPassthru() || old == l {
+				continue
+			}
+			if _, _, ok := listDelta(old, l); !ok {
+				allowing = append(allowing, allowingList{l, passthruTrigger})
 			}
 		}
-		// An allowing list changed: any blocking entry may be allowed now.
-		blockProbes := probesOf(op.Block, blocks)
-		switch {
-		case len(allowing) == 0 && len(changed) == 0:
+		if len(np.passthru) > 0 && !slices.Equal(files(op.Block), files(np.Block)) {
+			// Block lists reordered: a passthru entry beats the blocks of
+			// the lists before it only, so any of them may allow more.
+			allowing = allowingLists(np)
+		}
+		if len(allowing) == 0 && len(changed) == 0 {
 			continue
-		case len(allowing) == 0:
-			blockProbes = probesOf(changedOld, blocks)
+		}
+		blockProbes := nameProbes(op.Block, blockingTrigger, true)
+		if len(allowing) == 0 {
+			blockProbes = concat(nameProbes(changedOld, blockingTrigger, true), slices.Values(deltaProbes))
 		}
 		var u unblocked
-		u.compare(op, np, concat(filter(blockProbes, func(pr probe) bool {
-			if n, ok := changed[pr.block]; ok && (n == nil || !blocksIn(n, pr)) {
+		u.compare(op, np, concat(filterProbes(blockProbes, func(pr probe) bool {
+			if n, ok := changed[pr.block]; ok && (n == nil || !matchesIn(n, pr, blockingTrigger)) {
 				return true
 			}
-			return slices.ContainsFunc(allowing, func(a allowingList) bool { return a.allows(pr) })
+			return slices.ContainsFunc(allowing, func(a allowingList) bool { return matchesIn(a.l, pr, a.keep) })
 		}), allowingProbes(allowing)))
+		if hasAddressTriggers(op) || hasAddressTriggers(np) {
+			u.compare(op, np, addressProbes(op, np))
+		}
 		if err := u.heldError("policy "+np.Name, false); err != nil {
 			errs = append(errs, err)
 		}
@@ -246,74 +378,40 @@ func policyUnblocked(prev, next *Snapshot, maxShrink float64, shrunkLists map[st
 	return errs
 }
 
-// blocksIn reports whether list l has a blocking trigger for pr.
-func blocksIn(l List, pr probe) bool {
-	if pr.addr.IsValid() {
-		al, ok := l.(addressList)
-		if !ok {
-			return false
-		}
-		_, t, ok := al.MatchIP(pr.addr)
-		return ok && blocks(t)
-	}
-	_, t, ok := matchTrigger(l, pr.name)
-	return ok && blocks(t)
-}
-
-// allowingList is a list that can allow: an allow list (every entry
-// allows) or a block list with passthru triggers (those allow).
-type allowingList struct {
-	l    List
-	keep func(blocklist.Trigger) bool
-}
-
-// allows reports whether a's list has an entry that allows pr.
-func (a allowingList) allows(pr probe) bool {
-	if pr.addr.IsValid() {
-		al, ok := a.l.(addressList)
-		if !ok {
-			return false
-		}
-		_, t, ok := al.MatchIP(pr.addr)
-		return ok && a.keep(t)
-	}
-	_, t, ok := matchTrigger(a.l, pr.name)
-	return ok && a.keep(t)
-}
-
-// allowingProbes yields the probes of what the lists allow.
-func allowingProbes(lists []allowingList) iter.Seq[probe] {
-	return func(yield func(probe) bool) {
-		for _, a := range lists {
-			for pr := range probesOf([]List{a.l}, a.keep) {
-				pr.block = ""
-				if !yield(pr) {
-					return
-				}
-			}
-		}
-	}
-}
-
-// filter yields the probes keep says to.
-func filter(probes iter.Seq[probe], keep func(probe) bool) iter.Seq[probe] {
-	return func(yield func(probe) bool) {
-		for pr := range probes {
-			if keep(pr) && !yield(pr) {
-				return
-			}
-		}
-	}
-}
-
 // blocksLess is what devices moved from a range of blocking policy was
 // (of the running snapshot) to one of blocking policy now (of the new)
 // lose: was's blocked names and addresses that now allows or does not
 // list.
 func blocksLess(was, now *Policy) *unblocked {
 	u := new(unblocked)
-	u.compare(was, now, concat(probesOf(was.Block, blocks), allowingProbes(allowingLists(now))))
+	u.compare(was, now, concat(nameProbes(was.Block, blockingTrigger, true), allowingProbes(allowingLists(now))))
+	if hasAddressTriggers(was) || hasAddressTriggers(now) {
+		u.compare(was, now, addressProbes(was, now))
+	}
 	return u
+}
+
+// listDelta is blocklist.List.Delta of the new copy n against old: the
+// triggers an IXFR's update removed and added, known without a walk of
+// the list. ok is false for lists that are not two copies of one RPZ
+// list built whole (a file, a zone transferred whole again).
+func listDelta(old, n List) (removed, added []blocklist.TriggerEntry, ok bool) {
+	o, ok1 := old.(*blocklist.List)
+	l, ok2 := n.(*blocklist.List)
+	if !ok1 || !ok2 {
+		return nil, nil, false
+	}
+	return l.Delta(o)
+}
+
+// triggerProbe is the name probe of an RPZ trigger of the block list
+// file.
+func triggerProbe(e blocklist.TriggerEntry, file string) probe {
+	pr := probe{name: e.Name, block: file}
+	if e.Trigger.Wildcard {
+		pr.name = "*." + e.Name
+	}
+	return pr
 }
 
 // byFile is lists by file name.
@@ -323,6 +421,26 @@ func byFile(lists []List) map[string]List {
 		m[l.File()] = l
 	}
 	return m
+}
+
+// files is the file names of lists, in order.
+func files(lists []List) []string {
+	names := make([]string, len(lists))
+	for i, l := range lists {
+		names[i] = l.File()
+	}
+	return names
+}
+
+// filterProbes yields the probes keep says to.
+func filterProbes(probes iter.Seq[probe], keep func(probe) bool) iter.Seq[probe] {
+	return func(yield func(probe) bool) {
+		for pr := range probes {
+			if keep(pr) && !yield(pr) {
+				return
+			}
+		}
+	}
 }
 
 // concat yields the probes of each sequence in turn.

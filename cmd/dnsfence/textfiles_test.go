@@ -83,8 +83,8 @@ policies:
 			require.ErrorAs(t, err, &ee, string(out))
 			assert.Equal(t, 1, ee.ExitCode())
 			text := strings.ReplaceAll(string(out), `\"`, `"`) // serve logs JSON
-			assert.Contains(t, text, gov+`: no usable client range for policy "gov"`)
-			assert.Contains(t, text, gov+`:2: not an IP address or CIDR prefix: "10.0.0.0/33"`)
+			assert.Contains(t, text, gov+`: not one entry could be read, only 1 bad line, the first `)
+			assert.Contains(t, text, gov+`:2: not an IP address or CIDR prefix: "10.0.0.0/33"; refusing it`)
 		})
 	}
 }

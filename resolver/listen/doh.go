@@ -401,13 +401,15 @@ func (s *DoHServer) remoteAddr(r *http.Request) (net.Addr, error) {
 // ok is false when neither header is present; an entry that is not an IP
 // address ("unknown", an obfuscated node, garbage) is an error.
 //
-// When both headers are present they must name the same client address:
+// When both headers name a client they must name the same address:
 // a proxy writes one of them and passes the other through as the client
 // sent it (nginx's $proxy_add_x_forwarded_for and HAProxy's forwardfor
 // leave a Forwarded header alone), and which one it wrote is not known
 // here, so either may be the client's own choice of policy. Headers that
 // disagree are an error (the request gets 400); when they agree,
-// Forwarded's node is the client (it may carry a port).
+// Forwarded's node is the client (it may carry a port). A header whose
+// every entry is a trusted proxy names no client: the other header's
+// client is believed (a chain whose nearer proxy writes one header only).
 func forwardedClient(h http.Header, trusted func(netip.Addr) bool) (client netip.AddrPort, ok bool, err error) {
 	var fwd, xff []string
 	for _, line := range h.Values("Forwarded") {
@@ -427,38 +429,49 @@ func forwardedClient(h http.Header, trusted func(netip.Addr) bool) (client netip
 	}
 	for _, line := range h.Values("X-Forwarded-For") {
 		for _, n := range strings.Split(line, ",") {
-			xff = append(xff, strings.TrimSpace(n))
+			if n = strings.TrimSpace(n); n != "" { // an empty header line names no one
+				xff = append(xff, n)
+			}
 		}
 	}
-	client, ok, err = rightmostClient(fwd, trusted)
+	client, ok, proxied, err := rightmostClient(fwd, trusted)
 	if err != nil {
 		return client, false, err
 	}
-	other, found, err := rightmostClient(xff, trusted)
+	other, found, otherProxied, err := rightmostClient(xff, trusted)
 	switch {
 	case err != nil:
 		return client, false, err
-	case !ok:
+	case !ok || proxied && found && !otherProxied:
+		// No Forwarded, or one that names trusted proxies only (a proxy
+		// nearer the device wrote X-Forwarded-For alone): the client is
+		// X-Forwarded-For's.
 		return other, found, nil
-	case found && other.Addr() != client.Addr():
+	case !found || otherProxied && !proxied:
+		return client, true, nil
+	case other.Addr() != client.Addr():
 		return client, false, fmt.Errorf("a trusted proxy's Forwarded header names client %s and its X-Forwarded-For %s", client.Addr(), other.Addr())
 	}
 	return client, true, nil
 }
 
 // rightmostClient is the client a forwarded-for list names (see
-// forwardedClient); ok is false for an empty list.
-func rightmostClient(nodes []string, trusted func(netip.Addr) bool) (client netip.AddrPort, ok bool, err error) {
+// forwardedClient); ok is false for an empty list, and proxied is true
+// when every entry is a trusted proxy (client is then the leftmost).
+func rightmostClient(nodes []string, trusted func(netip.Addr) bool) (client netip.AddrPort, ok, proxied bool, err error) {
 	for i := len(nodes) - 1; i >= 0; i-- {
 		ap, err := parseNode(nodes[i])
 		if err != nil {
-			return client, false, err
+			return client, false, false, err
 		}
-		if i == 0 || !trusted(ap.Addr()) {
-			return ap, true, nil
+		if !trusted(ap.Addr()) {
+			return ap, true, false, nil
+		}
+		if i == 0 {
+			return ap, true, true, nil
 		}
 	}
-	return client, false, nil
+	return client, false, false, nil
 }
 
 // parseNode parses one forwarded-for node: an IP address, optionally in

@@ -336,6 +336,14 @@ func TestDoHForwardedFor(t *testing.T) {
 			header: map[string][]string{"Forwarded": {"for=10.1.2.6"}, "X-Forwarded-For": {"10.1.2.7"}}, status: 400},
 		{name: "trusted, X-Forwarded-For disagrees with Forwarded", trusted: true,
 			header: map[string][]string{"X-Forwarded-For": {"10.1.2.6"}, "Forwarded": {"for=192.0.2.66, for=10.1.2.7"}}, status: 400},
+		// A chain whose nearer proxy (10.9.9.9) writes X-Forwarded-For
+		// only, the farther one both: Forwarded names a proxy, no client.
+		{name: "trusted chain, Forwarded names only a proxy", trusted: true,
+			header: map[string][]string{"X-Forwarded-For": {"10.1.2.3, 10.9.9.9"}, "Forwarded": {"for=10.9.9.9"}}, client: "10.1.2.3:0"},
+		{name: "trusted chain, X-Forwarded-For names only a proxy", trusted: true,
+			header: map[string][]string{"X-Forwarded-For": {"10.9.9.9"}, "Forwarded": {"for=10.1.2.3, for=10.9.9.9"}}, client: "10.1.2.3:0"},
+		{name: "trusted, an empty X-Forwarded-For beside Forwarded", trusted: true,
+			header: map[string][]string{"X-Forwarded-For": {""}, "Forwarded": {"for=10.1.2.4"}}, client: "10.1.2.4:0"},
 		{name: "trusted, X-Forwarded-For garbage beside Forwarded", trusted: true,
 			header: map[string][]string{"Forwarded": {"for=10.1.2.6"}, "X-Forwarded-For": {"client.example"}}, status: 400},
 		{name: "trusted, IPv4-mapped unmapped", trusted: true, header: map[string][]string{"X-Forwarded-For": {"::ffff:10.1.2.8"}}, client: "10.1.2.8:0"},
