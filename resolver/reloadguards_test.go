@@ -426,15 +426,8 @@ func TestZoneUpdateGuarded(t *testing.T) {
 		}
 	}
 	trig := func(name, target string) string { return name + "." + zone + " 300 IN CNAME " + target }
-	conf := `
-listen: ["127.0.0.1:0"]
-upstreams: {{upstreams}}
-allowed_clients: ["127.0.0.0/8"]
-policies:
-  - name: government-devices
-    clients: ["127.2.0.0/16"]
-    block: ["zone.rpz"]
-`
+	conf := strings.Replace(rpzGuardConfig, `block: ["tiktok.txt", "cdn.rpz"]
+    allow: ["allow.rpz", "allow.txt"]`, `block: ["zone.rpz"]`, 1)
 	body := rpzHead + "tiktok.com CNAME .\n*.tiktok.com CNAME .\ncapcut.com CNAME .\nlemon8.com CNAME .\n"
 	path := writeConfig(t, conf, map[string]string{"zone.rpz": body}, "127.0.0.1:1")
 	cfg, err := config.Load(path)

@@ -24,17 +24,7 @@ func TestURLHeldCopyDroppedWhenServerGoesBack(t *testing.T) {
 	v1 := names(8, "tiktok.com", "douyin.com")
 	srv := startListServer(t, map[string]string{"/tiktok.txt": v1})
 	list := srv.URL + "/tiktok.txt"
-	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-upstream_timeout: 500ms
-allowed_clients: ["127.0.0.0/28"]
-policies:
-  - name: gov
-    clients: ["127.0.0.1/32"]
-    block: ["%s"]
-sources: {refresh: 1s, cache_dir: cache}
-`, up.addr, list)})
+	dir := writeTree(t, map[string]string{"dnsfence.yaml": heldSourceConfig(up.addr, fmt.Sprintf(`block: [%q]`, list))})
 	f := startSourceFence(t, dir, "127.0.0.1:0")
 	const gov = "127.0.0.1"
 	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."))
@@ -153,18 +143,8 @@ func TestURLAllowListGrowthHeld(t *testing.T) {
 	up := startUpstream(t, nil)
 	srv := startListServer(t, map[string]string{"/allow.txt": "ads.tiktok.com\n"})
 	list := srv.URL + "/allow.txt"
-	dir := writeTree(t, map[string]string{"tiktok.txt": "tiktok.com\n", "dnsfence.yaml": fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-upstream_timeout: 500ms
-allowed_clients: ["127.0.0.0/28"]
-policies:
-  - name: gov
-    clients: ["127.0.0.1/32"]
-    block: ["tiktok.txt"]
-    allow: ["%s"]
-sources: {refresh: 1s, cache_dir: cache}
-`, up.addr, list)})
+	dir := writeTree(t, map[string]string{"tiktok.txt": "tiktok.com\n",
+		"dnsfence.yaml": heldSourceConfig(up.addr, fmt.Sprintf("block: [\"tiktok.txt\"]\n    allow: [%q]", list))})
 	f := startSourceFence(t, dir, "127.0.0.1:0")
 	const gov = "127.0.0.1"
 	require.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "ads.tiktok.com."))
@@ -184,4 +164,21 @@ sources: {refresh: 1s, cache_dir: cache}
 
 	require.NoError(t, f.reloader.Reload(true))
 	assert.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "www.tiktok.com."), "SIGHUP applies it")
+}
+
+// heldSourceConfig is the configuration of the held-copy tests: policy
+// gov for 127.0.0.1 with lists (its block and allow keys), sources polled
+// every second into cache/.
+func heldSourceConfig(upstream, lists string) string {
+	return fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: [%q]
+upstream_timeout: 500ms
+allowed_clients: ["127.0.0.0/28"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    %s
+sources: {refresh: 1s, cache_dir: cache}
+`, upstream, lists)
 }
