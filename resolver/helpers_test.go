@@ -329,3 +329,9 @@ func testForwarder(upstreams []string, timeout time.Duration, fastest bool) *ups
 	}
 	return f
 }
+
+// findECS returns the message's first EDNS Client Subnet option, if any.
+func findECS(req *dns.Msg) *dns.EDNS0_SUBNET {
+	e, _ := ecsOptions(req)
+	return e
+}

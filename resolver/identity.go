@@ -96,12 +96,6 @@ func transportOf(w dns.ResponseWriter) string {
 	return listen.TCP
 }
 
-// findECS returns the query's first EDNS Client Subnet option, if any.
-func findECS(req *dns.Msg) *dns.EDNS0_SUBNET {
-	e, _ := ecsOptions(req)
-	return e
-}
-
 // ecsOptions returns the query's first EDNS Client Subnet option, if any,
 // and how many it has.
 func ecsOptions(req *dns.Msg) (first *dns.EDNS0_SUBNET, n int) {
