@@ -339,13 +339,16 @@ func lastDot(b []byte) int {
 // Update, any number of times (an IXFR's copy and the copy before it):
 // the name triggers old holds that l does not hold with the same action
 // (removed, with old's action) and those l holds that old does not
-// (added, with l's), each once, from the changes alone: a change of ten
-// triggers to a zone of a million costs ten, not a walk of the zone. ok is
+// (added, with l's), each once, from the changes alone: the bit sets of
+// removed triggers (two bits a node: 31,250 words for a million) and the
+// overlays of added ones are compared, the names of the changed triggers
+// alone built, not a walk of the zone's names (59 us against 364 ms for a
+// record of a million-trigger zone in TestZoneUpdateGuarded's setting). ok is
 // false when the two are not copies of one list built whole; only a walk
 // of both compares those. Response-IP triggers are not compared.
 func (l *List) Delta(old *List) (removed, added []TriggerEntry, ok bool) {
-	if l == nil || old == nil || l.zone == nil || old.zone == nil || len(l.nodes) == 0 ||
-		len(l.nodes) != len(old.nodes) || &l.nodes[0] != &old.nodes[0] || len(l.acts) == 0 || &l.acts[0] != &old.acts[0] {
+	if l == nil || old == nil || l.zone == nil || old.zone == nil || len(l.nodes) == 0 || len(l.nodes) != len(old.nodes) ||
+		&l.nodes[0] != &old.nodes[0] || len(l.acts) == 0 || len(l.acts) != len(old.acts) || &l.acts[0] != &old.acts[0] {
 		return nil, nil, false
 	}
 	var buf []byte

@@ -453,3 +453,62 @@ func TestZoneUpdateGuarded(t *testing.T) {
 
 	assert.NoError(t, update([]string{trig("lemon8.com", ".")}, []string{trig("douyin.com", ".")}), "one of four replaced")
 }
+
+// An IXFR that only removes a blocking `*.` trigger from a list that has
+// passthru triggers leaves the names below it to a passthru above it in
+// the list, names another list's entries hold apart from the removed
+// trigger's probe: b.rpz's `*.tiktok.cdn.example` passthru allowed the
+// probe "*.tiktok.cdn.example" before, while www.tiktok.cdn.example
+// (b.rpz's own exact trigger) was blocked and is allowed now by a.rpz's
+// `*.cdn.example` passthru. Held by the update's path (Delta) as by a
+// file edit's.
+func TestZoneUpdateRemovingAWildcardUnderAPassthruIsHeld(t *testing.T) {
+	const zone = "rpz.example.gov."
+	conf := strings.Replace(rpzGuardConfig, `block: ["tiktok.txt", "cdn.rpz"]
+    allow: ["allow.rpz", "allow.txt"]`, `block: ["a.rpz", "b.rpz"]`, 1)
+	aBody := rpzHead + "*.cdn.example CNAME rpz-passthru.\n*.tiktok.cdn.example CNAME .\ncapcut.com CNAME .\n"
+	bBody := rpzHead + "*.tiktok.cdn.example CNAME rpz-passthru.\nwww.tiktok.cdn.example CNAME .\n"
+	path := writeConfig(t, conf, map[string]string{"a.rpz": aBody, "b.rpz": bBody}, "127.0.0.1:1")
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	prev, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	name := filepath.Join(filepath.Dir(path), "a.rpz")
+	l := prev.Lists[name]
+	rr, err := dns.NewRR("*.tiktok.cdn.example." + zone + " 300 IN CNAME .")
+	require.NoError(t, err)
+	n, err := l.Update([32]byte{9}, 8, func(h rpz.Handler) { rpz.FromRecords(zone, []dns.RR{rr}, h) }, func(rpz.Handler) {})
+	require.NoError(t, err)
+	next := prev.withList(name, n, nil)
+
+	was, now := policyNamed(prev, "government-devices"), policyNamed(next, "government-devices")
+	require.True(t, was.Decide("www.tiktok.cdn.example").Blocked)
+	require.True(t, now.Decide("www.tiktok.cdn.example").Allowed, "www.tiktok.cdn.example is allowed after the IXFR")
+
+	err = errors.Join(heldChanges(prev, next)...)
+	assert.ErrorIs(t, err, ErrExempted, "IXFR (Delta path): www.tiktok.cdn.example allowed now, not held")
+
+	// The same change as a file edit (no Delta) is held.
+	require.NoError(t, os.WriteFile(name, []byte(rpzHead+"*.cdn.example CNAME rpz-passthru.\ncapcut.com CNAME .\n"), 0o644))
+	cfg, err = config.Load(path)
+	require.NoError(t, err)
+	next2, err := BuildSnapshot(cfg, prev)
+	require.NoError(t, err)
+	assert.ErrorIs(t, errors.Join(heldChanges(prev, next2)...), ErrExempted, "file edit path")
+}
+
+// A response-IP trigger removed counts once against its list however
+// many address boundaries it decided: the addresses just past another
+// list's /32s inside a removed /16 are boundaries too, and counted each
+// they read one trigger of four as five of four no longer blocking
+// (ErrShrink).
+func TestAddressTriggerRemovedCountsOnce(t *testing.T) {
+	conf := strings.Replace(rpzGuardConfig, `block: ["tiktok.txt", "cdn.rpz"]
+    allow: ["allow.rpz", "allow.txt"]`, `block: ["a.rpz", "b.rpz"]`, 1)
+	a := "a.example CNAME .\nb.example CNAME .\nc.example CNAME .\n"
+	b := rpzHead + "32.1.0.0.10.rpz-ip CNAME .\n32.3.0.0.10.rpz-ip CNAME .\n32.5.0.0.10.rpz-ip CNAME .\n32.7.0.0.10.rpz-ip CNAME .\n"
+	prev, next := snapshotsOf(t, conf, map[string]string{"a.rpz": rpzHead + "16.0.0.0.10.rpz-ip CNAME .\n" + a, "b.rpz": b},
+		map[string]string{"a.rpz": rpzHead + a})
+	err := errors.Join(heldChanges(prev, next)...)
+	assert.NoError(t, err, "one response-IP trigger of four removed")
+}

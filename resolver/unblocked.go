@@ -38,7 +38,8 @@ type probe struct {
 	addr netip.Addr // an answer address: valid for a response-IP probe
 	// block is the file of the block list whose entry the probe is of,
 	// counted against it when the entry no longer blocks; "" for an
-	// allowing entry's probe, and for the second probe of an entry.
+	// allowing entry's probe, for the second probe of an entry, and for an
+	// address (counted by the trigger that blocked it).
 	block string
 }
 
@@ -217,6 +218,7 @@ type unblocked struct {
 	exempted      map[probe]bool
 	exemptedNames []string // the first maxLogged, "name (allowed by file:line)"
 	removed       map[string]int
+	counted       map[blocklist.Entry]bool // response-IP triggers counted in removed
 }
 
 // compare asks was and now about every probe. A probe is counted once as
@@ -250,8 +252,17 @@ func (u *unblocked) compare(was, now *Policy, probes iter.Seq[probe]) {
 			}
 		default:
 			block := pr.block
-			if pr.addr.IsValid() && before.Entry.List != nil {
-				block = before.Entry.List.File() // each boundary once
+			if e := before.Entry; pr.addr.IsValid() && e.List != nil {
+				// The trigger that blocked it, once however many
+				// boundaries it decided.
+				if u.counted[e] {
+					continue
+				}
+				if u.counted == nil {
+					u.counted = map[blocklist.Entry]bool{}
+				}
+				u.counted[e] = true
+				block = e.List.File()
 			}
 			if block != "" {
 				if u.removed == nil {
@@ -291,9 +302,14 @@ func (u *unblocked) heldError(what string, strict bool) error {
 // entries whose decision a changed list can have turned: a blocking
 // entry its own list's new copy lacks or that a changed allowing list (an
 // allow list, a block list with passthru triggers) matches, and the
-// entries of the changed allowing lists; the rest cost a lookup each. A
-// policy with response-IP triggers has its address boundaries asked
-// (addressProbes: few).
+// entries of the changed allowing lists; the rest cost a lookup each. An
+// RPZ list an IXFR updated says its own changes (blocklist.List.Delta):
+// the triggers it removed are asked, and it counts as an allowing list
+// only when it gained a passthru trigger, or lost a `*.` one while it
+// holds passthru triggers; a 1M-trigger zone is not walked for a record.
+// Block lists' order does not matter: a passthru trigger that matches a
+// name beats every list's block (Decide). A policy with response-IP
+// triggers has its address boundaries asked (addressProbes: few).
 func policyUnblocked(prev, next *Snapshot, maxShrink float64, shrunkLists map[string]bool) []error {
 	var errs []error
 	for _, np := range next.Policies {
@@ -310,7 +326,8 @@ func policyUnblocked(prev, next *Snapshot, maxShrink float64, shrunkLists map[st
 				allowing = append(allowing, allowingList{l, anyTrigger})
 			}
 		}
-		var deltaProbes []probe // of the changed lists an IXFR's Delta says
+		var deltaProbes []probe    // of the changed lists an IXFR's Delta says
+		delta := map[string]bool{} // those lists
 		for _, l := range op.Block {
 			n := newBlock[l.File()]
 			if n == l {
@@ -322,28 +339,28 @@ func policyUnblocked(prev, next *Snapshot, maxShrink float64, shrunkLists map[st
 				changedOld = append(changedOld, l)
 				continue
 			}
+			delta[l.File()] = true
+			uncovered := false
 			for _, e := range removed {
-				if _, ip := e.Prefix(); !ip && blockingTrigger(e.Trigger) {
+				if blockingTrigger(e.Trigger) {
 					deltaProbes = append(deltaProbes, triggerProbe(e, l.File()))
+					// A `*.` trigger gone from a list with passthru
+					// triggers may leave the names below it to a
+					// passthru above it in the list (the most specific
+					// trigger of a list decides), names that other
+					// lists' entries hold apart from its probe.
+					uncovered = uncovered || e.Trigger.Wildcard
 				}
 			}
-			if slices.ContainsFunc(added, func(e blocklist.TriggerEntry) bool { return passthruTrigger(e.Trigger) }) {
+			pl, ok := n.(passthruList)
+			if ok && pl.HasPassthru() && uncovered || slices.ContainsFunc(added, func(e blocklist.TriggerEntry) bool { return passthruTrigger(e.Trigger) }) {
 				allowing = append(allowing, allowingList{n, passthruTrigger})
 			}
 		}
 		for _, l := range np.Block {
-			old := oldBlock[l.File()]
-			if pl, ok := l.(passthruList); !ok || !pl.HasPassthru() || old == l {
-				continue
-			}
-			if _, _, ok := listDelta(old, l); !ok {
+			if pl, ok := l.(passthruList); ok && pl.HasPassthru() && oldBlock[l.File()] != l && !delta[l.File()] {
 				allowing = append(allowing, allowingList{l, passthruTrigger})
 			}
-		}
-		if len(np.passthru) > 0 && !slices.Equal(files(op.Block), files(np.Block)) {
-			// Block lists reordered: a passthru entry beats the blocks of
-			// the lists before it only, so any of them may allow more.
-			allowing = allowingLists(np)
 		}
 		if len(allowing) == 0 && len(changed) == 0 {
 			continue
@@ -421,15 +438,6 @@ func byFile(lists []List) map[string]List {
 		m[l.File()] = l
 	}
 	return m
-}
-
-// files is the file names of lists, in order.
-func files(lists []List) []string {
-	names := make([]string, len(lists))
-	for i, l := range lists {
-		names[i] = l.File()
-	}
-	return names
 }
 
 // filterProbes yields the probes keep says to.

@@ -398,22 +398,28 @@ func (s *DoHServer) remoteAddr(r *http.Request) (net.Addr, error) {
 // saw, so a list is read from the right: the first entry that is not
 // itself a trusted proxy is the client (entries further left may be
 // anything the client wrote); when every entry is trusted, the leftmost.
-// ok is false when neither header is present; an entry that is not an IP
-// address ("unknown", an obfuscated node, garbage) is an error.
+// ok is false when neither header is present (an empty header line is
+// none); an entry that is not an IP address ("unknown", an obfuscated
+// node, garbage) is an error.
 //
-// When both headers name a client they must name the same address:
-// a proxy writes one of them and passes the other through as the client
-// sent it (nginx's $proxy_add_x_forwarded_for and HAProxy's forwardfor
-// leave a Forwarded header alone), and which one it wrote is not known
-// here, so either may be the client's own choice of policy. Headers that
-// disagree are an error (the request gets 400); when they agree,
-// Forwarded's node is the client (it may carry a port). A header whose
-// every entry is a trusted proxy names no client: the other header's
-// client is believed (a chain whose nearer proxy writes one header only).
+// When both headers are present, which one a proxy wrote is not known
+// here: a proxy appends to one and passes the other through as the
+// device sent it (nginx's $proxy_add_x_forwarded_for and HAProxy's
+// forwardfor leave a Forwarded header alone), so either may be the
+// device's own choice of client. They must name the same client address
+// (Forwarded's node is then the client: it may carry a port), or the
+// request is an error (400). One exception: a header that names trusted
+// proxies only, the same ones, in order, that end the other header's
+// list (a chain whose nearer proxy writes X-Forwarded-For alone and whose
+// farther one appends to both), names no client of its own; the other
+// header's client is believed.
 func forwardedClient(h http.Header, trusted func(netip.Addr) bool) (client netip.AddrPort, ok bool, err error) {
 	var fwd, xff []string
 	for _, line := range h.Values("Forwarded") {
 		for _, elem := range splitQuoted(line, ',') {
+			if strings.TrimSpace(elem) == "" {
+				continue // an empty line, or a trailing comma
+			}
 			node, found := "", false
 			for _, pair := range splitQuoted(elem, ';') {
 				k, v, _ := strings.Cut(strings.TrimSpace(pair), "=")
@@ -429,49 +435,76 @@ func forwardedClient(h http.Header, trusted func(netip.Addr) bool) (client netip
 	}
 	for _, line := range h.Values("X-Forwarded-For") {
 		for _, n := range strings.Split(line, ",") {
-			if n = strings.TrimSpace(n); n != "" { // an empty header line names no one
+			if n = strings.TrimSpace(n); n != "" {
 				xff = append(xff, n)
 			}
 		}
 	}
-	client, ok, proxied, err := rightmostClient(fwd, trusted)
+	f, err := parseChain(fwd, trusted)
 	if err != nil {
 		return client, false, err
 	}
-	other, found, otherProxied, err := rightmostClient(xff, trusted)
+	x, err := parseChain(xff, trusted)
 	switch {
 	case err != nil:
 		return client, false, err
-	case !ok || proxied && found && !otherProxied:
-		// No Forwarded, or one that names trusted proxies only (a proxy
-		// nearer the device wrote X-Forwarded-For alone): the client is
-		// X-Forwarded-For's.
-		return other, found, nil
-	case !found || otherProxied && !proxied:
-		return client, true, nil
-	case other.Addr() != client.Addr():
-		return client, false, fmt.Errorf("a trusted proxy's Forwarded header names client %s and its X-Forwarded-For %s", client.Addr(), other.Addr())
+	case len(f.nodes) == 0 && len(x.nodes) == 0:
+		return client, false, nil
+	case len(f.nodes) == 0:
+		return x.client(), true, nil
+	case len(x.nodes) == 0:
+		return f.client(), true, nil
+	case f.proxied() && !x.proxied() && x.endsWith(f.nodes):
+		return x.client(), true, nil
+	case x.proxied() && !f.proxied() && f.endsWith(x.nodes):
+		return f.client(), true, nil
+	case f.client().Addr() != x.client().Addr():
+		return client, false, fmt.Errorf("a trusted proxy's Forwarded header names client %s and its X-Forwarded-For %s", f.client().Addr(), x.client().Addr())
 	}
-	return client, true, nil
+	return f.client(), true, nil
 }
 
-// rightmostClient is the client a forwarded-for list names (see
-// forwardedClient); ok is false for an empty list, and proxied is true
-// when every entry is a trusted proxy (client is then the leftmost).
-func rightmostClient(nodes []string, trusted func(netip.Addr) bool) (client netip.AddrPort, ok, proxied bool, err error) {
-	for i := len(nodes) - 1; i >= 0; i-- {
-		ap, err := parseNode(nodes[i])
+// chain is a forwarded-for list, parsed: at is the client's index (see
+// forwardedClient).
+type chain struct {
+	nodes []netip.AddrPort
+	at    int
+	all   bool // every node is a trusted proxy
+}
+
+// parseChain parses nodes and finds the client among them.
+func parseChain(nodes []string, trusted func(netip.Addr) bool) (chain, error) {
+	c := chain{nodes: make([]netip.AddrPort, len(nodes)), all: true}
+	for i, n := range nodes {
+		ap, err := parseNode(n)
 		if err != nil {
-			return client, false, false, err
+			return chain{}, err
 		}
-		if !trusted(ap.Addr()) {
-			return ap, true, false, nil
-		}
-		if i == 0 {
-			return ap, true, true, nil
+		c.nodes[i] = ap
+	}
+	for c.at = len(c.nodes) - 1; c.at > 0 && trusted(c.nodes[c.at].Addr()); c.at-- {
+	}
+	c.all = len(c.nodes) > 0 && trusted(c.nodes[c.at].Addr())
+	return c, nil
+}
+
+func (c chain) client() netip.AddrPort { return c.nodes[c.at] }
+func (c chain) proxied() bool          { return c.all }
+
+// endsWith reports whether the trusted proxies after c's client end with
+// the addresses of proxies, in order.
+func (c chain) endsWith(proxies []netip.AddrPort) bool {
+	after := c.nodes[c.at+1:]
+	if len(proxies) > len(after) {
+		return false
+	}
+	tail := after[len(after)-len(proxies):]
+	for i, p := range proxies {
+		if tail[i].Addr() != p.Addr() {
+			return false
 		}
 	}
-	return client, false, false, nil
+	return true
 }
 
 // parseNode parses one forwarded-for node: an IP address, optionally in

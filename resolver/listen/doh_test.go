@@ -342,6 +342,10 @@ func TestDoHForwardedFor(t *testing.T) {
 			header: map[string][]string{"X-Forwarded-For": {"10.1.2.3, 10.9.9.9"}, "Forwarded": {"for=10.9.9.9"}}, client: "10.1.2.3:0"},
 		{name: "trusted chain, X-Forwarded-For names only a proxy", trusted: true,
 			header: map[string][]string{"X-Forwarded-For": {"10.9.9.9"}, "Forwarded": {"for=10.1.2.3, for=10.9.9.9"}}, client: "10.1.2.3:0"},
+		// A trusted hop that writes no header, behind a proxy that sets
+		// X-Forwarded-For to it: the Forwarded header is the device's.
+		{name: "trusted, X-Forwarded-For names a proxy that is not Forwarded's", trusted: true,
+			header: map[string][]string{"X-Forwarded-For": {"10.9.9.9"}, "Forwarded": {"for=10.7.7.7"}}, status: 400},
 		{name: "trusted, an empty X-Forwarded-For beside Forwarded", trusted: true,
 			header: map[string][]string{"X-Forwarded-For": {""}, "Forwarded": {"for=10.1.2.4"}}, client: "10.1.2.4:0"},
 		{name: "trusted, X-Forwarded-For garbage beside Forwarded", trusted: true,
@@ -609,4 +613,66 @@ func TestDoHGracefulShutdown(t *testing.T) {
 	d.up.releaseSlow()
 	assert.Equal(t, http.StatusOK, <-got)
 	wg.Wait()
+}
+
+// TestForwardedDeviceCannotChooseClient: whatever a device writes in
+// either header, one or two trusted proxies appending to one or both
+// headers leave it its own address or an error (400), never a client of
+// its choice (forwardedClient), over every such combination.
+func TestForwardedDeviceCannotChooseClient(t *testing.T) {
+	const dev, p1, victim = "10.1.2.3", "10.9.9.9", "10.7.7.7"
+	trusted := func(a netip.Addr) bool { return a.String() == p1 || a.String() == "10.9.9.8" }
+	devVals := [][]string{nil, {""}, {"10.9.9.8"}, {victim}, {victim + ", 10.9.9.8"}, {"10.9.9.8, " + victim}, {dev}, {"10.9.9.8", victim}}
+	type hop struct{ xff, fwd bool }
+	chains := [][]hop{}
+	for _, a := range []hop{{true, false}, {false, true}, {true, true}} {
+		chains = append(chains, []hop{a})
+		for _, b := range []hop{{true, false}, {false, true}, {true, true}} {
+			chains = append(chains, []hop{a, b})
+		}
+	}
+	for _, dx := range devVals {
+		for _, df := range devVals {
+			for _, chain := range chains {
+				xff := strings.Join(dx, ", ")
+				var fwd []string
+				for _, v := range df {
+					if v == "" {
+						continue
+					}
+					for _, n := range strings.Split(v, ", ") {
+						fwd = append(fwd, "for="+n)
+					}
+				}
+				hasX, hasF := dx != nil, len(fwd) > 0
+				from := dev
+				for _, h := range chain {
+					if h.xff {
+						if hasX && xff != "" {
+							xff += ", " + from
+						} else {
+							xff = from
+						}
+						hasX = true
+					}
+					if h.fwd {
+						fwd = append(fwd, "for="+from)
+						hasF = true
+					}
+					from = p1
+				}
+				hdr := http.Header{}
+				if hasX {
+					hdr.Set("X-Forwarded-For", xff)
+				}
+				if hasF {
+					hdr.Set("Forwarded", strings.Join(fwd, ", "))
+				}
+				c, ok, err := forwardedClient(hdr, trusted)
+				if err == nil && (!ok || c.Addr().String() != dev) {
+					t.Errorf("%v: client %v ok %v", hdr, c, ok)
+				}
+			}
+		}
+	}
 }
