@@ -152,6 +152,20 @@ func startEncryptedFence(t *testing.T, p *testPKI, text string, upstreams ...str
 	return e
 }
 
+// proxiedEncryptedConfig is encryptedConfig with 127.0.0.9 a trusted
+// proxy.
+func proxiedEncryptedConfig(p *testPKI) string {
+	return strings.Replace(encryptedConfig(p), "blocked_ttl: 60", `blocked_ttl: 60
+trusted_proxies: ["127.0.0.9/32"]`, 1)
+}
+
+// plainHTTPFrom is an HTTP client (for the http:// DoH listener) that
+// connects from the local address from.
+func plainHTTPFrom(from string) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}, Timeout: 5 * time.Second}
+}
+
 // dotAsk asks m over DNS over TLS from the local address from.
 func (e *encryptedFence) dotAsk(from string, m *dns.Msg) (*dns.Msg, error) {
 	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
@@ -551,14 +565,12 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 func TestEncryptedProxiesTrusted(t *testing.T) {
 	up := startUpstream(t, nil)
 	p := newTestPKI(t)
-	cfg := strings.Replace(encryptedConfig(p), "blocked_ttl: 60", `blocked_ttl: 60
-trusted_proxies: ["127.0.0.9/32"]`, 1)
+	cfg := proxiedEncryptedConfig(p)
 	e := startEncryptedFence(t, p, cfg, up.addr)
 
 	doh := func(from string, header ...string) (*dns.Msg, int) {
 		t.Helper()
-		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-		c := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}, Timeout: 5 * time.Second}
+		c := plainHTTPFrom(from)
 		b, err := question("www.tiktok.com.", dns.TypeA, true).Pack()
 		require.NoError(t, err)
 		req, err := http.NewRequest(http.MethodPost, "http://"+e.addrs["http"]+listen.DoHPath, bytes.NewReader(b))
@@ -644,8 +656,7 @@ func TestDoHAnswersArePrivate(t *testing.T) {
 	require.NoError(t, err)
 	url := "http://" + e.addrs["http"] + listen.DoHPath + "?dns=" + base64.RawURLEncoding.EncodeToString(b)
 	get := func(from string) (int, string) {
-		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-		c := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}, Timeout: 5 * time.Second}
+		c := plainHTTPFrom(from)
 		resp, err := c.Get(url)
 		require.NoError(t, err)
 		defer resp.Body.Close()

@@ -439,7 +439,7 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 		}
 		l, warn, err := readList(cfg, path, prev.list(path))
 		if err == nil {
-			err = onlyBadLines(path, l, warn)
+			err = onlyBadLines(path, l.Len(), warn)
 		}
 		if err != nil {
 			fatal = append(fatal, fmt.Errorf("reading list: %w", err))
@@ -491,11 +491,11 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 				rangeWarnings[path] = warn
 			}
 			if len(rf.Ranges) == 0 {
-				if warn := rangeWarnings[path]; warn != nil {
+				if err := onlyBadLines(path, 0, rangeWarnings[path]); err != nil {
 					// A web page or a misformatted export: its devices
 					// would be in no policy, whatever else the policy
 					// holds. Refused, as a list of only bad lines is.
-					fatal = append(fatal, fmt.Errorf("reading client ranges: %w", badLinesOnly(path, warn)))
+					fatal = append(fatal, fmt.Errorf("reading client ranges: %w", err))
 					continue
 				}
 				empty = append(empty, noRanges(path, p.Name))
@@ -535,7 +535,7 @@ var ErrNoClientRanges = errors.New("no usable client range")
 
 // noRanges is the error for the client file at path, of policy, that
 // holds no range and no bad line (one with bad lines only is refused
-// whatever the policy: badLinesOnly).
+// whatever the policy: onlyBadLines).
 func noRanges(path, policy string) error {
 	return fmt.Errorf("%s: %w for policy %q, which has no other range: it would apply to no device (the file holds no ranges)", path, ErrNoClientRanges, policy)
 }
@@ -553,26 +553,21 @@ func (s *Snapshot) list(path string) *blocklist.List {
 // lines but not one entry could be read of them: onlyBadLines.
 var ErrOnlyBadLines = errors.New("not one entry could be read")
 
-// onlyBadLines is the error for the list what (a file, or a source's copy
-// and its version), loaded as l with the bad lines warn, when l has no
-// entry and warn has bad lines: no list is all junk. It is an HTML page or
-// a file of another format saved under the list's name, and loaded it
-// would block nothing (or, as an allow list, allow nothing) while looking
+// onlyBadLines is the error for the file what (a list file, a source's
+// copy and its version, a client range file) that yields entries entries
+// and the bad lines warn, when it has no entry but bad lines: no file is
+// all junk. It is an HTML page or a file of another format saved under
+// the file's name, and loaded it would block nothing (or, as an allow
+// list, allow nothing; as a range file, hold no device) while looking
 // loaded; refused, a file stops the start, fails `check` and fails the
 // reload, which keeps the last good state, and a copy keeps the one
-// served. nil otherwise: a list with no lines, or only comments, is an
-// empty list. The rule is the same for block and allow lists, local and
+// served. nil otherwise: a file with no lines, or only comments, is
+// empty. The rule is the same for block and allow lists, local and
 // remote alike.
-func onlyBadLines(what string, l *blocklist.List, warn error) error {
-	if warn == nil || l != nil && l.Len() > 0 {
+func onlyBadLines(what string, entries int, warn error) error {
+	if warn == nil || entries > 0 {
 		return nil
 	}
-	return badLinesOnly(what, warn)
-}
-
-// badLinesOnly is the error for a file called what that yields nothing
-// but the bad lines warn holds.
-func badLinesOnly(what string, warn error) error {
 	n, first := blocklist.BadLines(warn)
 	lines := "bad lines"
 	if n == 1 {

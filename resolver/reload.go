@@ -523,6 +523,7 @@ func carvedOut(prev, next *Snapshot) []error {
 	// devices lose is the same for every range of a pair, worked out once.
 	type pair struct{ was, now *Policy }
 	moved := map[pair][]netip.Prefix{}
+	wasRange := map[pair]netip.Prefix{} // the range of was the first one fell in
 	var pairs []pair
 	for _, cr := range next.byClient.AllSorted() {
 		if blocking(cr.Policy) {
@@ -533,6 +534,7 @@ func carvedOut(prev, next *Snapshot) []error {
 			k := pair{was.Policy, cr.Policy}
 			if moved[k] == nil {
 				pairs = append(pairs, k)
+				wasRange[k] = was.Range.Prefix
 			}
 			moved[k] = append(moved[k], cr.Range.Prefix)
 			continue
@@ -551,7 +553,7 @@ func carvedOut(prev, next *Snapshot) []error {
 		u := blocksLess(k.was, k.now)
 		ranges := moved[k]
 		what := fmt.Sprintf("%s of policy %s takes devices of %s out of blocking policy %s",
-			ranges[0], k.now.Name, wasRange(prev, ranges[0]), k.was.Name)
+			ranges[0], k.now.Name, wasRange[k], k.was.Name)
 		if len(ranges) > 1 {
 			what = fmt.Sprintf("%d ranges of policy %s (first %s) take devices out of blocking policy %s",
 				len(ranges), k.now.Name, ranges[0], k.was.Name)
@@ -561,12 +563,6 @@ func carvedOut(prev, next *Snapshot) []error {
 		}
 	}
 	return errs
-}
-
-// wasRange is the range of prev whose policy decided for p.
-func wasRange(prev *Snapshot, p netip.Prefix) netip.Prefix {
-	cr, _ := prev.PolicyForPrefix(p)
-	return cr.Range.Prefix
 }
 
 // clientsWidened holds the two client settings that take devices of a
@@ -874,8 +870,8 @@ func (r *Reloader) logChanges(prev, next *Snapshot, t Trigger, took time.Duratio
 			continue
 		}
 		rangesChanged++
-		blocking := slices.ContainsFunc(next.Policies, func(p *Policy) bool { return p.Name == name && blocking(p) })
-		r.log.Info("policy ranges changed", zap.String(logPolicy, name), zap.Bool("blocking", blocking),
+		blocks := slices.ContainsFunc(next.Policies, func(p *Policy) bool { return p.Name == name && blocking(p) })
+		r.log.Info("policy ranges changed", zap.String(logPolicy, name), zap.Bool("blocking", blocks),
 			zap.Int("ranges", len(after[name])), zap.Int("added", d.added), zap.Int("removed", d.removed),
 			zap.Strings(logAddedRanges, d.addedNames), zap.Strings(logRemovedRanges, d.removedNames))
 	}

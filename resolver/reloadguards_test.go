@@ -343,18 +343,22 @@ func TestClientSettingsWidenedAreHeld(t *testing.T) {
 func snapshotsOf(t *testing.T, conf string, files, edit map[string]string) (prev, next *Snapshot) {
 	t.Helper()
 	path := writeConfig(t, conf, files, "127.0.0.1:1")
-	cfg, err := config.Load(path)
-	require.NoError(t, err)
-	prev, err = BuildSnapshot(cfg, nil)
-	require.NoError(t, err)
+	prev = loadSnapshot(t, path, nil)
 	for name, content := range edit {
 		require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(path), name), []byte(content), 0o644))
 	}
-	cfg, err = config.Load(path)
+	return prev, loadSnapshot(t, path, prev)
+}
+
+// loadSnapshot builds the snapshot of the configuration at path over prev
+// (nil: a start), as a reload does, without holding anything.
+func loadSnapshot(t *testing.T, path string, prev *Snapshot) *Snapshot {
+	t.Helper()
+	cfg, err := config.Load(path)
 	require.NoError(t, err)
-	next, err = BuildSnapshot(cfg, prev)
+	s, err := BuildSnapshot(cfg, prev)
 	require.NoError(t, err)
-	return prev, next
+	return s
 }
 
 const rpzGuardConfig = `
@@ -430,10 +434,7 @@ func TestZoneUpdateGuarded(t *testing.T) {
     allow: ["allow.rpz", "allow.txt"]`, `block: ["zone.rpz"]`, 1)
 	body := rpzHead + "tiktok.com CNAME .\n*.tiktok.com CNAME .\ncapcut.com CNAME .\nlemon8.com CNAME .\n"
 	path := writeConfig(t, conf, map[string]string{"zone.rpz": body}, "127.0.0.1:1")
-	cfg, err := config.Load(path)
-	require.NoError(t, err)
-	prev, err := BuildSnapshot(cfg, nil)
-	require.NoError(t, err)
+	prev := loadSnapshot(t, path, nil)
 	name := filepath.Join(filepath.Dir(path), "zone.rpz")
 	l := prev.Lists[name]
 	update := func(remove, add []string) error {
@@ -442,7 +443,7 @@ func TestZoneUpdateGuarded(t *testing.T) {
 		require.NoError(t, err)
 		return errors.Join(heldChanges(prev, prev.withList(name, n, nil))...)
 	}
-	err = update([]string{trig("tiktok.com", "."), trig("*.tiktok.com", "."), trig("capcut.com", ".")},
+	err := update([]string{trig("tiktok.com", "."), trig("*.tiktok.com", "."), trig("capcut.com", ".")},
 		[]string{trig("a.example", "."), trig("b.example", "."), trig("c.example", ".")})
 	require.ErrorIs(t, err, ErrShrink, "three of four triggers replaced")
 	assert.Contains(t, err.Error(), "3 of its 4 entries no longer block")
@@ -469,10 +470,7 @@ func TestZoneUpdateRemovingAWildcardUnderAPassthruIsHeld(t *testing.T) {
 	aBody := rpzHead + "*.cdn.example CNAME rpz-passthru.\n*.tiktok.cdn.example CNAME .\ncapcut.com CNAME .\n"
 	bBody := rpzHead + "*.tiktok.cdn.example CNAME rpz-passthru.\nwww.tiktok.cdn.example CNAME .\n"
 	path := writeConfig(t, conf, map[string]string{"a.rpz": aBody, "b.rpz": bBody}, "127.0.0.1:1")
-	cfg, err := config.Load(path)
-	require.NoError(t, err)
-	prev, err := BuildSnapshot(cfg, nil)
-	require.NoError(t, err)
+	prev := loadSnapshot(t, path, nil)
 	name := filepath.Join(filepath.Dir(path), "a.rpz")
 	l := prev.Lists[name]
 	rr, err := dns.NewRR("*.tiktok.cdn.example." + zone + " 300 IN CNAME .")
@@ -490,11 +488,7 @@ func TestZoneUpdateRemovingAWildcardUnderAPassthruIsHeld(t *testing.T) {
 
 	// The same change as a file edit (no Delta) is held.
 	require.NoError(t, os.WriteFile(name, []byte(rpzHead+"*.cdn.example CNAME rpz-passthru.\ncapcut.com CNAME .\n"), 0o644))
-	cfg, err = config.Load(path)
-	require.NoError(t, err)
-	next2, err := BuildSnapshot(cfg, prev)
-	require.NoError(t, err)
-	assert.ErrorIs(t, errors.Join(heldChanges(prev, next2)...), ErrExempted, "file edit path")
+	assert.ErrorIs(t, errors.Join(heldChanges(prev, loadSnapshot(t, path, prev))...), ErrExempted, "file edit path")
 }
 
 // A response-IP trigger removed counts once against its list however

@@ -301,8 +301,7 @@ sources: {refresh: 1s, cache_dir: cache}
 func TestECSWiderThanABlockingRangeEncrypted(t *testing.T) {
 	up := startUpstream(t, nil)
 	p := newTestPKI(t)
-	cfg := strings.Replace(encryptedConfig(p), "blocked_ttl: 60", `blocked_ttl: 60
-trusted_proxies: ["127.0.0.9/32"]`, 1)
+	cfg := proxiedEncryptedConfig(p)
 	e := startEncryptedFence(t, p, cfg, up.addr)
 	for _, a := range encryptedAskers(e) {
 		t.Run(a.name, func(t *testing.T) {

@@ -344,7 +344,7 @@ func buildSourceList(name string, c source.Content, base *blocklist.List) (l *bl
 	if l == nil {
 		return nil, nil, "", fmt.Errorf("%s: %w", name, warn)
 	}
-	if err := onlyBadLines(fmt.Sprintf("%s (%s)", name, c.Version()), l, warn); err != nil {
+	if err := onlyBadLines(fmt.Sprintf("%s (%s)", name, c.Version()), l.Len(), warn); err != nil {
 		return nil, nil, "", err
 	}
 	return l, warn, builtWhole, nil

@@ -103,10 +103,7 @@ func nameProbes(lists []List, keep func(blocklist.Trigger) bool, block bool) ite
 				if _, ip := e.Prefix(); ip {
 					continue // addressProbes'
 				}
-				pr := probe{name: e.Name}
-				if t.Wildcard {
-					pr.name = "*." + e.Name
-				}
+				pr := triggerProbe(e.Name, t.Wildcard, "")
 				if block {
 					pr.block = l.File()
 				}
@@ -221,10 +218,11 @@ type unblocked struct {
 	counted       map[blocklist.Entry]bool // response-IP triggers counted in removed
 }
 
-// compare asks was and now about every probe. A probe is counted once as
-// exempted; an entry as removed once in its own list (the probes are each
-// list's entries, once each), so that no set of every probe is kept: a
-// changed list of a million entries is walked, not copied.
+// compare asks was and now about every probe, adding to what earlier
+// calls found. A probe is counted once as exempted; an entry as removed
+// once in its own list (the probes are each list's entries, once each),
+// so that no set of every probe is kept: a changed list of a million
+// entries is walked, not copied.
 func (u *unblocked) compare(was, now *Policy, probes iter.Seq[probe]) {
 	for pr := range probes {
 		before := pr.decide(was)
@@ -343,7 +341,7 @@ func policyUnblocked(prev, next *Snapshot, maxShrink float64, shrunkLists map[st
 			uncovered := false
 			for _, e := range removed {
 				if blockingTrigger(e.Trigger) {
-					deltaProbes = append(deltaProbes, triggerProbe(e, l.File()))
+					deltaProbes = append(deltaProbes, triggerProbe(e.Name, e.Trigger.Wildcard, l.File()))
 					// A `*.` trigger gone from a list with passthru
 					// triggers may leave the names below it to a
 					// passthru above it in the list (the most specific
@@ -365,17 +363,22 @@ func policyUnblocked(prev, next *Snapshot, maxShrink float64, shrunkLists map[st
 		if len(allowing) == 0 && len(changed) == 0 {
 			continue
 		}
-		blockProbes := nameProbes(op.Block, blockingTrigger, true)
-		if len(allowing) == 0 {
-			blockProbes = concat(nameProbes(changedOld, blockingTrigger, true), slices.Values(deltaProbes))
-		}
-		var u unblocked
-		u.compare(op, np, concat(filterProbes(blockProbes, func(pr probe) bool {
+		// A blocking entry is asked when its list's new copy lacks it or a
+		// changed allowing list matches it.
+		turned := func(pr probe) bool {
 			if n, ok := changed[pr.block]; ok && (n == nil || !matchesIn(n, pr, blockingTrigger)) {
 				return true
 			}
 			return slices.ContainsFunc(allowing, func(a allowingList) bool { return matchesIn(a.l, pr, a.keep) })
-		}), allowingProbes(allowing)))
+		}
+		var u unblocked
+		if len(allowing) > 0 {
+			u.compare(op, np, filterProbes(nameProbes(op.Block, blockingTrigger, true), turned))
+		} else {
+			u.compare(op, np, filterProbes(nameProbes(changedOld, blockingTrigger, true), turned))
+			u.compare(op, np, filterProbes(slices.Values(deltaProbes), turned))
+		}
+		u.compare(op, np, allowingProbes(allowing))
 		if hasAddressTriggers(op) || hasAddressTriggers(np) {
 			u.compare(op, np, addressProbes(op, np))
 		}
@@ -401,7 +404,8 @@ func policyUnblocked(prev, next *Snapshot, maxShrink float64, shrunkLists map[st
 // list.
 func blocksLess(was, now *Policy) *unblocked {
 	u := new(unblocked)
-	u.compare(was, now, concat(nameProbes(was.Block, blockingTrigger, true), allowingProbes(allowingLists(now))))
+	u.compare(was, now, nameProbes(was.Block, blockingTrigger, true))
+	u.compare(was, now, allowingProbes(allowingLists(now)))
 	if hasAddressTriggers(was) || hasAddressTriggers(now) {
 		u.compare(was, now, addressProbes(was, now))
 	}
@@ -421,14 +425,13 @@ func listDelta(old, n List) (removed, added []blocklist.TriggerEntry, ok bool) {
 	return l.Delta(o)
 }
 
-// triggerProbe is the name probe of an RPZ trigger of the block list
-// file.
-func triggerProbe(e blocklist.TriggerEntry, file string) probe {
-	pr := probe{name: e.Name, block: file}
-	if e.Trigger.Wildcard {
-		pr.name = "*." + e.Name
+// triggerProbe is the name probe of a trigger for name (or, wildcard,
+// the names below it) of the block list file ("" for an allowing one).
+func triggerProbe(name string, wildcard bool, file string) probe {
+	if wildcard {
+		name = "*." + name
 	}
-	return pr
+	return probe{name: name, block: file}
 }
 
 // byFile is lists by file name.
@@ -446,19 +449,6 @@ func filterProbes(probes iter.Seq[probe], keep func(probe) bool) iter.Seq[probe]
 		for pr := range probes {
 			if keep(pr) && !yield(pr) {
 				return
-			}
-		}
-	}
-}
-
-// concat yields the probes of each sequence in turn.
-func concat(seqs ...iter.Seq[probe]) iter.Seq[probe] {
-	return func(yield func(probe) bool) {
-		for _, s := range seqs {
-			for pr := range s {
-				if !yield(pr) {
-					return
-				}
 			}
 		}
 	}

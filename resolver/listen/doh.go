@@ -454,9 +454,9 @@ func forwardedClient(h http.Header, trusted func(netip.Addr) bool) (client netip
 		return x.client(), true, nil
 	case len(x.nodes) == 0:
 		return f.client(), true, nil
-	case f.proxied() && !x.proxied() && x.endsWith(f.nodes):
+	case f.all && !x.all && x.endsWith(f.nodes):
 		return x.client(), true, nil
-	case x.proxied() && !f.proxied() && f.endsWith(x.nodes):
+	case x.all && !f.all && f.endsWith(x.nodes):
 		return f.client(), true, nil
 	case f.client().Addr() != x.client().Addr():
 		return client, false, fmt.Errorf("a trusted proxy's Forwarded header names client %s and its X-Forwarded-For %s", f.client().Addr(), x.client().Addr())
@@ -474,7 +474,7 @@ type chain struct {
 
 // parseChain parses nodes and finds the client among them.
 func parseChain(nodes []string, trusted func(netip.Addr) bool) (chain, error) {
-	c := chain{nodes: make([]netip.AddrPort, len(nodes)), all: true}
+	c := chain{nodes: make([]netip.AddrPort, len(nodes))}
 	for i, n := range nodes {
 		ap, err := parseNode(n)
 		if err != nil {
@@ -482,14 +482,16 @@ func parseChain(nodes []string, trusted func(netip.Addr) bool) (chain, error) {
 		}
 		c.nodes[i] = ap
 	}
-	for c.at = len(c.nodes) - 1; c.at > 0 && trusted(c.nodes[c.at].Addr()); c.at-- {
+	c.at = len(c.nodes) - 1
+	for c.at > 0 && trusted(c.nodes[c.at].Addr()) {
+		c.at--
 	}
 	c.all = len(c.nodes) > 0 && trusted(c.nodes[c.at].Addr())
 	return c, nil
 }
 
+// client is the client the chain names (see forwardedClient).
 func (c chain) client() netip.AddrPort { return c.nodes[c.at] }
-func (c chain) proxied() bool          { return c.all }
 
 // endsWith reports whether the trusted proxies after c's client end with
 // the addresses of proxies, in order.
