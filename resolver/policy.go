@@ -232,6 +232,11 @@ type Snapshot struct {
 	// every range inside it (a /0 holds them all). indexBlocking makes it
 	// from byClient wherever byClient is made.
 	blockingIn []*bart.Table[ClientRange]
+
+	// peaks holds, by path, the most each list and client range file held
+	// since the last start or SIGHUP, for the shrink guards (keepPeaks; a
+	// path missing holds its peak now, as in the first snapshot).
+	peaks map[string]peak
 }
 
 // DoHCanaryList is the built-in list name that blocks Firefox's canary.

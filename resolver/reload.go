@@ -439,6 +439,7 @@ func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted [
 	if err := ConnectUpstreams(next, prev, r.handler.metrics); err != nil {
 		return nil, nil, err
 	}
+	next.keepPeaks(prev, force)
 	r.warnRestartNeeded(prev.Config, cfg)
 	return next, accepted, nil
 }
@@ -459,6 +460,65 @@ func guardShrink(old, cfg *config.Config) float64 {
 
 // shrunk reports whether n is more than maxShrink below old.
 func shrunk(old, n, maxShrink float64) bool { return n < old*(1-maxShrink) }
+
+// peak is the most a list or client range file held since the last start
+// or SIGHUP. The shrink guards measure a change against it as well as
+// against the state running, so that a list cut by a third, and a third
+// again a moment later, is held at the second cut: each change is within
+// max_shrink, what the devices lost is not.
+type peak struct {
+	entries int     // a list's entries
+	ranges  int     // a range file's ranges
+	v4, v6  float64 // the IPv4 and IPv6 addresses they cover
+}
+
+// peakOf is the most the list or range file at path held in s since the
+// last start or SIGHUP (what it holds now, at least).
+func (s *Snapshot) peakOf(path string) peak {
+	p, ok := s.peaks[path]
+	if ok {
+		return p
+	}
+	if l, ok := s.Lists[path]; ok {
+		p.entries = l.Len()
+	}
+	if rf, ok := s.Ranges[path]; ok {
+		p.ranges = len(rf.Ranges)
+		p.v4, p.v6 = coverage(rf.Ranges)
+	}
+	return p
+}
+
+// keepPeaks sets next's peaks from prev's, once the guards let next
+// through: the most each file held since the last start or SIGHUP, now
+// included. reset (SIGHUP, which accepts what the files hold) starts them
+// again from what next holds.
+func (next *Snapshot) keepPeaks(prev *Snapshot, reset bool) {
+	peaks := make(map[string]peak, len(next.Lists)+len(next.Ranges))
+	for path, l := range next.Lists {
+		p := peak{entries: l.Len()}
+		if _, ok := prev.Lists[path]; ok && !reset {
+			p.entries = max(p.entries, prev.peakOf(path).entries)
+		}
+		peaks[path] = p
+	}
+	for path, rf := range next.Ranges {
+		p := peaks[path]
+		old, ok := prev.Ranges[path]
+		was := prev.peakOf(path)
+		if ok && !reset && old.Sum == rf.Sum {
+			p.ranges, p.v4, p.v6 = was.ranges, was.v4, was.v6
+		} else {
+			p.ranges = len(rf.Ranges)
+			p.v4, p.v6 = coverage(rf.Ranges)
+			if ok && !reset {
+				p.ranges, p.v4, p.v6 = max(p.ranges, was.ranges), max(p.v4, was.v4), max(p.v6, was.v6)
+			}
+		}
+		peaks[path] = p
+	}
+	next.peaks = peaks
+}
 
 // heldChanges lists what the fail-closed guards hold in going from prev to
 // next, each error naming the file or policy, what it lost and the error
@@ -487,7 +547,7 @@ func heldChanges(prev, next *Snapshot) []error {
 		if !ok || old == l || !blockLists[path] {
 			continue
 		}
-		if err := listShrink(path, old, l, maxShrink); err != nil {
+		if err := listShrink(path, old.Len(), prev.peakOf(path).entries, l, maxShrink); err != nil {
 			errs = append(errs, err)
 			shrunkLists[path] = true
 		}
@@ -498,7 +558,7 @@ func heldChanges(prev, next *Snapshot) []error {
 		if !ok || old.Sum == rf.Sum {
 			continue
 		}
-		if err := rangeShrink(old, rf, maxShrink); err != nil {
+		if err := rangeShrink(old, rf, prev.peakOf(path), maxShrink); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -623,33 +683,51 @@ func policyNamed(s *Snapshot, name string) *Policy {
 	return nil
 }
 
-// listShrink holds the list at path going from old to l when it lost
-// more than maxShrink of its entries (0: never).
-func listShrink(path string, old, l *blocklist.List, maxShrink float64) error {
-	if maxShrink <= 0 || !shrunk(float64(old.Len()), float64(l.Len()), maxShrink) {
+// listShrink holds the list at path going from old entries to l when it
+// lost more than maxShrink (0: never) of old's entries or of peak, the
+// most it held since the last start or SIGHUP: cuts each within
+// max_shrink are held once they add up past it.
+func listShrink(path string, old, peak int, l *blocklist.List, maxShrink float64) error {
+	if maxShrink <= 0 || !shrunk(float64(max(old, peak)), float64(l.Len()), maxShrink) {
 		return nil
 	}
-	return fmt.Errorf("%s: %w: %d to %d entries (max_shrink %g); SIGHUP accepts it",
-		path, ErrShrink, old.Len(), l.Len(), maxShrink)
+	return fmt.Errorf("%s: %w: %s (max_shrink %g); SIGHUP accepts it",
+		path, ErrShrink, fell("%s to %s entries", float64(old), float64(peak), float64(l.Len())), maxShrink)
+}
+
+// fell says how a measure went from old to n, format taking the two
+// (`%s to %s ranges`), and, when it was higher at some point since the
+// last start or SIGHUP (peak), that it was: "8 to 4 ranges, 16 at most
+// since the last start or SIGHUP".
+func fell(format string, old, peak, n float64) string {
+	s := fmt.Sprintf(format, countString(old), countString(n))
+	if peak > old {
+		s += fmt.Sprintf(", %s at most since the last start or SIGHUP", countString(peak))
+	}
+	return s
 }
 
 // rangeShrink holds a client range file that lost more than maxShrink of
 // its ranges, or of the IPv4 or IPv6 addresses they cover: a /8 that
 // becomes a /24 is one line still, but almost every device it held is
 // gone. IPv4 and IPv6 are measured apart, or any IPv6 range would dwarf
-// every IPv4 one.
-func rangeShrink(old, rf *blocklist.RangeFile, maxShrink float64) error {
+// every IPv4 one. Each is measured against old and against pk, the most
+// the file held since the last start or SIGHUP.
+func rangeShrink(old, rf *blocklist.RangeFile, pk peak, maxShrink float64) error {
 	var what []string
-	if shrunk(float64(len(old.Ranges)), float64(len(rf.Ranges)), maxShrink) {
-		what = append(what, fmt.Sprintf("%d to %d ranges", len(old.Ranges), len(rf.Ranges)))
-	}
 	old4, old6 := coverage(old.Ranges)
 	new4, new6 := coverage(rf.Ranges)
-	if shrunk(old4, new4, maxShrink) {
-		what = append(what, fmt.Sprintf("IPv4 addresses covered %s to %s", countString(old4), countString(new4)))
-	}
-	if shrunk(old6, new6, maxShrink) {
-		what = append(what, fmt.Sprintf("IPv6 addresses covered %s to %s", countString(old6), countString(new6)))
+	for _, m := range []struct {
+		format       string
+		old, peak, n float64
+	}{
+		{"%s to %s ranges", float64(len(old.Ranges)), float64(pk.ranges), float64(len(rf.Ranges))},
+		{"IPv4 addresses covered %s to %s", old4, pk.v4, new4},
+		{"IPv6 addresses covered %s to %s", old6, pk.v6, new6},
+	} {
+		if shrunk(max(m.old, m.peak), m.n, maxShrink) {
+			what = append(what, fell(m.format, m.old, m.peak, m.n))
+		}
 	}
 	if len(what) == 0 {
 		// As many addresses, but others: those no longer covered are lost.

@@ -12,11 +12,13 @@ import (
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/blocklist/rpz"
+	"github.com/dnsfence/dnsfence/blocklist/source"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -505,4 +507,100 @@ func TestAddressTriggerRemovedCountsOnce(t *testing.T) {
 		map[string]string{"a.rpz": rpzHead + a})
 	err := errors.Join(heldChanges(prev, next)...)
 	assert.NoError(t, err, "one response-IP trigger of four removed")
+}
+
+// Cuts that each stay within max_shrink are held once they add up past
+// it: each change is measured against the most the file held since the
+// last start or SIGHUP as well as against the state running. SIGHUP
+// accepts the cut and measures from there on.
+func TestShrinkAddsUpUntilSIGHUP(t *testing.T) {
+	up := startUpstream(t, nil)
+	files := rangesFiles("127.2.0.0/16\n")
+	files["tiktok.txt"] = names(99, "tiktok.com") // 100 entries
+	f := startFence(t, rangesConfig, files, up.addr)
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	list := filepath.Join(f.dir, "tiktok.txt")
+	networks := filepath.Join(f.dir, "networks.txt")
+	const gov = "127.2.100.1" // in the /16 and the /17, not the /18
+	blocked := func(name string) bool { return rcodeOf(t, f.addr, gov, name) == dns.RcodeNameError }
+	entries := func() int { return f.handler.Snapshot().Lists[list].Len() }
+
+	writeAtomic(t, list, names(59, "tiktok.com"))
+	require.NoError(t, r.Reload(false), "100 to 60: within max_shrink")
+	require.Equal(t, 60, entries())
+
+	writeAtomic(t, list, names(34, "tiktok.com"))
+	err := r.Reload(false)
+	require.ErrorIs(t, err, ErrShrink, "60 to 35 is within max_shrink, 100 to 35 is not")
+	assert.Contains(t, err.Error(), list+": change held: list shrank more than reload.max_shrink allows: 60 to 35 entries, 100 at most since the last start or SIGHUP (max_shrink 0.5)")
+	assert.Equal(t, 60, entries(), "held")
+	assert.True(t, blocked("tracker50.example."))
+
+	// A change to another file neither resets the peak nor gets past it.
+	writeAtomic(t, networks, "127.2.0.0/17\n")
+	require.ErrorIs(t, r.Reload(false), ErrShrink, "the list's cut is still held")
+	writeAtomic(t, list, names(59, "tiktok.com"))
+	require.NoError(t, r.Reload(false), "the list as it was, and half of the range file's addresses")
+	assert.True(t, blocked("tracker50.example."))
+
+	writeAtomic(t, networks, "127.2.0.0/18\n")
+	err = r.Reload(false)
+	require.ErrorIs(t, err, ErrRangeShrink, "32768 to 16384 is within max_shrink, 65536 to 16384 is not")
+	assert.Contains(t, err.Error(), networks+": change held: client range file shrank more than reload.max_shrink allows: IPv4 addresses covered 32768 to 16384, 65536 at most since the last start or SIGHUP (max_shrink 0.5)")
+	assert.True(t, blocked("www.tiktok.com."), "the device outside the /18 is still covered")
+
+	// SIGHUP accepts both and measures from there.
+	writeAtomic(t, list, names(34, "tiktok.com"))
+	require.NoError(t, r.Reload(true))
+	assert.Equal(t, 35, entries())
+	assert.False(t, blocked("www.tiktok.com."), "SIGHUP applied the /18")
+	writeAtomic(t, list, names(19, "tiktok.com"))
+	require.NoError(t, r.Reload(false), "35 to 20: within max_shrink of what SIGHUP accepted")
+	assert.Equal(t, 20, entries())
+	writeAtomic(t, networks, "127.2.0.0/19\n")
+	require.NoError(t, r.Reload(false), "16384 to 8192")
+}
+
+// A remote list's copies add up as files do: the peak is kept across the
+// copies a source applies, and SIGHUP (which applies the one held)
+// starts it again.
+func TestSourceShrinkAddsUpUntilSIGHUP(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/tiktok.txt": names(99, "tiktok.com")})
+	list := srv.URL + "/tiktok.txt"
+	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+allowed_clients: ["127.0.0.0/28"]
+log: {queries: none}
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s"]
+sources: {refresh: 1h, cache_dir: cache}
+`, up.addr, list)})
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	f.reloader.mu.Lock()
+	rs := f.reloader.sources[list]
+	f.reloader.mu.Unlock()
+	require.NotNil(t, rs)
+	body := func(n int) source.Content {
+		return source.Content{Source: list, Kind: source.KindBody, Body: []byte(names(n-1, "tiktok.com"))}
+	}
+	entries := func() int { return f.handler.Snapshot().Lists[list].Len() }
+	require.Equal(t, 100, entries())
+
+	require.NoError(t, f.reloader.applySource(rs, body(60)))
+	require.Equal(t, 60, entries())
+	err := f.reloader.applySource(rs, body(35))
+	require.ErrorIs(t, err, ErrShrink)
+	assert.Contains(t, err.Error(), "60 to 35 entries, 100 at most since the last start or SIGHUP")
+	assert.Equal(t, 60, entries(), "held")
+	assert.Equal(t, dns.RcodeNameError, f.rcode(t, "127.0.0.1", "tracker50.example."))
+
+	require.NoError(t, f.reloader.Reload(true))
+	assert.Equal(t, 35, entries(), "SIGHUP applied the copy held")
+	require.NoError(t, f.reloader.applySource(rs, body(20)), "35 to 20")
+	assert.Equal(t, 20, entries())
 }

@@ -268,6 +268,7 @@ func (r *Reloader) applySource(rs *runningSource, c source.Content) error {
 			zap.String("version", c.Version()), zap.Bool("from_cache", c.FromCache), zap.Duration("took", time.Since(start)))
 		return nil
 	}
+	next.keepPeaks(prev, false)
 	r.handler.storeLists(next)
 	old := rs.list
 	rs.list, rs.pending = l, nil
@@ -300,7 +301,7 @@ func (r *Reloader) startShrink(prev *Snapshot, rs *runningSource, l *blocklist.L
 	if prev != nil || rs.list == nil || r.startCfg == nil {
 		return nil
 	}
-	return listShrink(rs.src.Name(), rs.list, l, r.startCfg.Reload.MaxShrink)
+	return listShrink(rs.src.Name(), rs.list.Len(), 0, l, r.startCfg.Reload.MaxShrink)
 }
 
 // How a source's list was built, for the log.
