@@ -27,6 +27,13 @@ type outcome struct {
 	// a blocking policy inside it, which decides for the whole network
 	// (fail closed).
 	wider bool
+	// also is the snapshot, when more blocking policies than policy's have
+	// a range inside the client network and none blocks the name itself
+	// (Snapshot.alsoDeciding): inspect asks each of them about the answer,
+	// as decide did about the name, for client and name.
+	also   *Snapshot
+	client netip.Prefix
+	name   string
 }
 
 // decide is steps 3 to 5 for a query from source (the transport peer,
@@ -45,14 +52,36 @@ func (s *Snapshot) decide(source netip.Addr, client netip.Prefix, qname string) 
 	if pol := o.policy.Policy; o.hasPolicy && pol.Blocks() {
 		o.decision = pol.Decide(qname)
 		if o.decision.Blocked {
-			if pol.Action == config.ActionLog {
-				o.shadow = true // decided and recorded as a block, but forwarded
-			} else {
-				o.result = ResultBlocked
-			}
+			o.block(o.decision)
+			return o
+		}
+	}
+	// A network whose devices may be in ranges of several blocking
+	// policies is blocked by any of them (fail closed): a stricter policy
+	// nested in a wider one, or two beside each other.
+	for cr := range s.alsoDeciding(client, o.policy.Policy) {
+		d := cr.Policy.Decide(qname)
+		if d.Blocked {
+			o.policy, o.hasPolicy, o.wider = cr, true, true
+			o.block(d)
+			return o
+		}
+		if !d.Allowed {
+			o.also, o.client, o.name = s, client, qname
 		}
 	}
 	return o
+}
+
+// block records d, a block by the outcome's policy: a blocked query, or in
+// shadow mode (action: log) a block recorded and forwarded.
+func (o *outcome) block(d Decision) {
+	o.decision = d
+	if o.policy.Policy.Action == config.ActionLog {
+		o.shadow = true
+	} else {
+		o.result = ResultBlocked
+	}
 }
 
 // inspect is step 8 on the answer resp of a forwarded query: a CNAME or
@@ -67,33 +96,70 @@ func (o *outcome) inspect(resp *dns.Msg) (via string) {
 	if !o.inspects() {
 		return ""
 	}
-	pol := o.policy.Policy
-	d, via, ok := chainDecision(pol, resp)
+	if o.inspectsOwn() {
+		if d, via, ok := answerDecision(o.policy.Policy, resp); ok {
+			o.block(d)
+			return via
+		}
+	}
+	if o.also == nil {
+		return ""
+	}
+	for cr := range o.also.alsoDeciding(o.client, o.policy.Policy) {
+		if cr.Policy.Decide(o.name).Allowed {
+			continue
+		}
+		if d, via, ok := answerDecision(cr.Policy, resp); ok {
+			o.policy, o.hasPolicy, o.wider = cr, true, true
+			o.block(d)
+			return via
+		}
+	}
+	return ""
+}
+
+// answerDecision is pol's block of the answer resp: a name its alias
+// chain reaches (chainDecision), else, when pol has response-IP triggers,
+// an address in it (addressDecision).
+func answerDecision(pol *Policy, resp *dns.Msg) (d Decision, via string, ok bool) {
+	d, via, ok = chainDecision(pol, resp)
 	if !ok && pol.InspectsAddresses() {
 		d, via, ok = addressDecision(pol, resp)
 	}
-	if !ok {
-		return ""
-	}
-	o.decision = d
-	if pol.Action == config.ActionLog {
-		o.shadow = true
-	} else {
-		o.result = ResultBlocked
-	}
-	return via
+	return d, via, ok
 }
 
 // inspects reports whether inspect looks at the answer at all: whether
 // anything in it could change the outcome. The wire path unpacks an answer
 // only for the queries that do, and then only when the answer holds a name
-// other than the question's (cacheEntry.addsNames) or the policy has
-// response-IP triggers (Handler.inspectEntry): the question's name was
-// decided already. An inspection of anything else in an answer must
-// change Handler.inspectEntry too.
+// other than the question's (cacheEntry.addsNames) or a policy asked has
+// response-IP triggers (Handler.inspectEntry, inspectsAddresses): the
+// question's name was decided already. An inspection of anything else in
+// an answer must change Handler.inspectEntry too.
 func (o *outcome) inspects() bool {
-	pol := o.policy.Policy
-	return o.result == ResultForwarded && o.hasPolicy && pol.Blocks() && !o.decision.Allowed && !o.shadow
+	return o.result == ResultForwarded && !o.shadow && (o.inspectsOwn() || o.also != nil)
+}
+
+// inspectsOwn reports whether the outcome's own policy asks about the
+// answer: it blocks something and did not allow the name.
+func (o *outcome) inspectsOwn() bool {
+	return o.hasPolicy && o.policy.Policy.Blocks() && !o.decision.Allowed
+}
+
+// inspectsAddresses reports whether a policy inspect asks has response-IP
+// triggers, which look at every address of the answer.
+func (o *outcome) inspectsAddresses() bool {
+	if o.inspectsOwn() && o.policy.Policy.InspectsAddresses() {
+		return true
+	}
+	if o.also != nil {
+		for cr := range o.also.alsoDeciding(o.client, o.policy.Policy) {
+			if cr.Policy.InspectsAddresses() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Explanation is the decision for one client and name, with every reason.
@@ -128,6 +194,16 @@ type Explanation struct {
 	Wider   bool
 	Held    ClientRange
 	HasHeld bool
+	// Also are ranges of the other blocking policies Subnet is decided
+	// with, one each: their devices may be in it too, so a name (or an
+	// answer) any of them blocks is blocked (Snapshot.alsoDeciding).
+	Also []ClientRange
+
+	// also, decided and name are the outcome's, for ExplainAnswer's
+	// inspection under every policy in Also.
+	also    *Snapshot
+	decided netip.Prefix
+	name    string
 }
 
 // Hop is one name of an upstream answer's chain and its decision.
@@ -168,6 +244,14 @@ func (s *Snapshot) explainQuery(source netip.Addr, client netip.Prefix, name str
 		e.Range, e.HasPolicy, e.Wider = s.PolicyForClient(client)
 		return e
 	}
+	if e.HasPolicy {
+		if held, ok := s.PolicyForPrefix(client); ok && e.Wider && blocking(held.Policy) && held.Policy != e.Range.Policy {
+			e.Also = append(e.Also, held) // decided first, and did not block
+		}
+		for cr := range s.alsoDeciding(client, e.Range.Policy) {
+			e.Also = append(e.Also, cr)
+		}
+	}
 	if e.Wider {
 		e.Held, e.HasHeld = s.PolicyForPrefix(client)
 		return e
@@ -186,6 +270,7 @@ func (s *Snapshot) explainQuery(source netip.Addr, client netip.Prefix, name str
 func (e *Explanation) set(o outcome) {
 	e.Result, e.Shadow = o.result, o.shadow
 	e.Range, e.HasPolicy, e.Wider, e.Decision = o.policy, o.hasPolicy, o.wider, o.decision
+	e.also, e.decided, e.name = o.also, o.client, o.name
 	switch {
 	case o.result == ResultRefused:
 		e.Rcode = "REFUSED"
@@ -211,7 +296,8 @@ func (e *Explanation) set(o outcome) {
 
 // outcome is the decision e holds.
 func (e *Explanation) outcome() outcome {
-	return outcome{result: e.Result, policy: e.Range, hasPolicy: e.HasPolicy, wider: e.Wider, decision: e.Decision, shadow: e.Shadow}
+	return outcome{result: e.Result, policy: e.Range, hasPolicy: e.HasPolicy, wider: e.Wider, decision: e.Decision, shadow: e.Shadow,
+		also: e.also, client: e.decided, name: e.name}
 }
 
 // Forwarded reports whether the query is sent upstream and answered as the
@@ -241,7 +327,14 @@ func (s *Snapshot) ExplainAnswer(e *Explanation, resp *dns.Msg) {
 	if !e.Forwarded() {
 		return
 	}
-	inspect := e.HasPolicy && e.Range.Policy.Blocks() && !e.Decision.Allowed
+	// Inspected first: when a policy of Also blocks the answer, the hops
+	// are shown under it.
+	o := e.outcome()
+	blocked := o.inspect(resp) != ""
+	if blocked {
+		e.set(o)
+	}
+	inspect := e.HasPolicy && e.Range.Policy.Blocks() && !e.Range.Policy.Decide(e.Name).Allowed
 	for _, rr := range resp.Answer {
 		h := Hop{Record: strings.ReplaceAll(rr.String(), "\t", " "), Name: rr.Header().Name}
 		if target, ok := aliasTarget(rr); ok {
@@ -261,11 +354,9 @@ func (s *Snapshot) ExplainAnswer(e *Explanation, resp *dns.Msg) {
 		}
 		e.Hops = append(e.Hops, h)
 	}
-	if o := e.outcome(); o.inspect(resp) != "" {
-		e.set(o)
-		return
+	if !blocked {
+		e.Rcode = dns.RcodeToString[resp.Rcode] + " from upstream"
 	}
-	e.Rcode = dns.RcodeToString[resp.Rcode] + " from upstream"
 }
 
 // String is the explanation as `dnsfence explain` prints it.
@@ -304,10 +395,10 @@ func (e Explanation) text(listName func(string) string) string {
 	if e.Wider {
 		fmt.Fprintf(&b, "  subnet %s is wider than range %s (%s) of blocking policy %q: its devices may be in that range, so that policy applies (fail closed)\n",
 			e.Subnet, e.Range.Range.Prefix, where(e.Range.Range), e.Range.Policy.Name)
-		if e.HasHeld {
+		if e.HasHeld && !blocking(e.Held.Policy) {
 			fmt.Fprintf(&b, "  instead of policy %q from range %s (%s), which holds the whole subnet\n",
 				e.Held.Policy.Name, e.Held.Range.Prefix, where(e.Held.Range))
-		} else {
+		} else if !e.HasHeld {
 			b.WriteString("  instead of no policy: no range holds the whole subnet\n")
 		}
 	}
@@ -320,6 +411,10 @@ func (e Explanation) text(listName func(string) string) string {
 			fmt.Fprintf(&b, "  beats wider range %s of policy %q (%s)\n", cr.Range.Prefix, cr.Policy.Name, where(cr.Range))
 		}
 	}
+	for _, cr := range e.Also {
+		fmt.Fprintf(&b, "  and blocking policy %q from range %s (%s): its devices may be in the subnet too, and a name any of these policies blocks is blocked\n",
+			cr.Policy.Name, cr.Range.Prefix, where(cr.Range))
+	}
 	fmt.Fprintf(&b, "name %s type %s", e.Name, e.Type)
 	if e.Typed != "" {
 		fmt.Fprintf(&b, " (typed as %s)", e.Typed)
@@ -327,6 +422,9 @@ func (e Explanation) text(listName func(string) string) string {
 	b.WriteString("\n")
 	if e.HasPolicy && e.Range.Policy.Blocks() {
 		fmt.Fprintf(&b, "  %s\n", describe(e.Name, decisionOfName(e), listName))
+	}
+	for _, cr := range e.Also {
+		fmt.Fprintf(&b, "  under policy %q: %s\n", cr.Policy.Name, describe(e.Name, cr.Policy.Decide(e.Name), listName))
 	}
 	inspected := e.HasPolicy && e.Range.Policy.Blocks() && !decisionOfName(e).Allowed
 	for i, h := range e.Hops {

@@ -629,7 +629,7 @@ func (h *Handler) inspect(q *query, resp *dns.Msg) bool {
 // It returns the reply to give instead of e's (the blocked answer, or the
 // SERVFAIL of an answer that no longer unpacks) and true, or false.
 func (h *Handler) inspectEntry(q *query, e *cacheEntry) (reply, bool) {
-	if !q.out.inspects() || !e.addsNames() && !q.out.policy.Policy.InspectsAddresses() {
+	if !q.out.inspects() || !e.addsNames() && !q.out.inspectsAddresses() {
 		return reply{}, false
 	}
 	msg := e.message()

@@ -3,6 +3,7 @@ package resolver
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
 	"sync"
 	"time"
@@ -283,7 +284,9 @@ func (s *Snapshot) PolicyForPrefix(client netip.Prefix) (ClientRange, bool) {
 // policy lies inside the network, its devices may be there, and that
 // policy decides instead (fail closed): of several, the first in the
 // configuration's policy order, so the choice never depends on the table's
-// layout. wider reports that case: cr.Range is inside client.
+// layout. wider reports that case: cr.Range is inside client. The other
+// blocking policies with a range inside the network decide with it
+// (alsoDeciding): a name any of them blocks is blocked.
 func (s *Snapshot) PolicyForClient(client netip.Prefix) (cr ClientRange, ok, wider bool) {
 	if client.Bits() == client.Addr().BitLen() {
 		cr, ok = s.byClient.Lookup(client.Addr())
@@ -303,11 +306,21 @@ func (s *Snapshot) PolicyForClient(client netip.Prefix) (cr ClientRange, ok, wid
 var mappedIPv4 = netip.MustParsePrefix("::ffff:0:0/96")
 
 // blockingInside returns a range of the first blocking policy that has one
-// inside client, the first of that policy's in address order. An IPv6
-// network holding all of ::ffff:0:0/96 holds every IPv4 device too, as
-// ecsPrefix reads an IPv4-mapped network as IPv4; a /0 of either family
-// (RFC 7871 §7.1.2: no address at all) stands for every device of both.
+// inside client (blockingRanges).
 func (s *Snapshot) blockingInside(client netip.Prefix) (ClientRange, bool) {
+	for cr := range s.blockingRanges(client) {
+		return cr, true
+	}
+	return ClientRange{}, false
+}
+
+// blockingRanges yields, for each blocking policy with a range inside the
+// network client, in the configuration's order, the first such range in
+// address order. An IPv6 network holding all of ::ffff:0:0/96 holds every
+// IPv4 device too, as ecsPrefix reads an IPv4-mapped network as IPv4; a
+// /0 of either family (RFC 7871 §7.1.2: no address at all) stands for
+// every device of both.
+func (s *Snapshot) blockingRanges(client netip.Prefix) iter.Seq[ClientRange] {
 	nets := [2]netip.Prefix{client}
 	switch {
 	case client.Addr().Is6() && client.Bits() <= mappedIPv4.Bits() && client.Contains(mappedIPv4.Addr()):
@@ -315,14 +328,41 @@ func (s *Snapshot) blockingInside(client netip.Prefix) (ClientRange, bool) {
 	case client.Bits() == 0:
 		nets[1] = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 	}
-	for _, t := range s.blockingIn {
-		for _, n := range nets {
-			for _, cr := range t.Subnets(n) { // none for the invalid zero Prefix
-				return cr, true
+	return func(yield func(ClientRange) bool) {
+		for _, t := range s.blockingIn {
+			if cr, ok := firstSubnet(t, nets); ok && !yield(cr) {
+				return
 			}
 		}
 	}
+}
+
+// firstSubnet is the first range of t inside one of nets, in their order.
+func firstSubnet(t *bart.Table[ClientRange], nets [2]netip.Prefix) (ClientRange, bool) {
+	for _, n := range nets {
+		for _, cr := range t.Subnets(n) { // none for the invalid zero Prefix
+			return cr, true
+		}
+	}
 	return ClientRange{}, false
+}
+
+// alsoDeciding yields, for a network client, a range inside it of each
+// blocking policy other than first (blockingRanges): their devices may be
+// in the network as well as first's, so a query for it is blocked when any
+// of them blocks (decide, inspect). Nothing for a single address, which
+// one range decides.
+func (s *Snapshot) alsoDeciding(client netip.Prefix, first *Policy) iter.Seq[ClientRange] {
+	return func(yield func(ClientRange) bool) {
+		if client.Bits() == client.Addr().BitLen() {
+			return
+		}
+		for cr := range s.blockingRanges(client) {
+			if cr.Policy != first && !yield(cr) {
+				return
+			}
+		}
+	}
 }
 
 // indexBlocking makes blockingIn from byClient and Policies.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/http/httptest"
 	"os"
 	"slices"
@@ -262,6 +263,126 @@ func TestECSWiderThanABlockingRange(t *testing.T) {
 		assert.NotContains(t, text, "wider than")
 		assert.Contains(t, text, `policy \"press\" (exemption: no block lists) from range 10.20.30.0/24`)
 		assert.True(t, strings.HasSuffix(text, "verdict: forwarded (from upstream)"), text)
+	})
+}
+
+// ecsNestedConfig: 127.0.0.2 is a trusted forwarder. gov holds 10.0.0.0/8
+// and the device 127.0.0.3, blocks TikTok and allows larksuite.com; strict,
+// inside gov's /8 with 10.1.2.0/26 and beside it with the device
+// 127.0.0.4, also blocks ByteDance's other apps, larksuite.com among them,
+// and one answer address (a response-IP trigger).
+const ecsNestedConfig = `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+upstream_timeout: 300ms
+allowed_clients: ["127.0.0.0/8", "10.0.0.0/8"]
+trusted_proxies: ["127.0.0.2/32"]
+explain_clients: ["127.0.0.0/8", "10.0.0.0/8"]
+log: {queries: all}
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8", "127.0.0.3/32"]
+    block: ["tiktok.txt"]
+    allow: ["lark.txt"]
+  - name: strict
+    clients: ["10.1.2.0/26", "127.0.0.4/32"]
+    block: ["tiktok.txt", "bytedance.txt", "lark.txt", "ip.rpz"]
+`
+
+// TestECSNetworkDecidedByEveryBlockingPolicyInIt: a trusted forwarder's
+// ECS network may hold devices of every blocking policy with a range in
+// it, so a name (or an answer) is blocked when any of them blocks it: a
+// stricter policy nested in a wider one's range (10.1.2.0/26 in 10.0.0.0/8:
+// a forwarder's /24 of it got gov's decision alone, and CapCut), or two
+// beside each other in a network neither holds (127.0.0.0/24: the
+// configuration's first decided alone). Over the cache as well as fresh
+// answers; a network with one blocking policy only is unchanged.
+func TestECSNetworkDecidedByEveryBlockingPolicyInIt(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		switch r.Question[0].Name {
+		case "cloaked.example.":
+			m.Answer = []dns.RR{mustRR("cloaked.example. 300 IN CNAME capcut.com."), mustRR("capcut.com. 300 IN A 192.0.2.7")}
+		case "addr.example.":
+			m.Answer = []dns.RR{mustRR("addr.example. 300 IN A 192.0.2.5")}
+		default:
+			return defaultAnswer(w, r)
+		}
+		return m
+	})
+	core, logs := observer.New(zap.InfoLevel)
+	files := map[string]string{
+		"lark.txt": "larksuite.com\n",
+		"ip.rpz":   rpzHead + "32.5.2.0.192.rpz-ip CNAME .\n",
+	}
+	for k, v := range testFiles {
+		files[k] = v
+	}
+	f := startFenceLog(t, zap.New(core), ecsNestedConfig, files, up.addr)
+	tests := []struct {
+		ecs, qname string
+		wantRcode  int
+		wantRange  string // the audit line's
+	}{
+		{"10.1.2.0/24", "capcut.com.", dns.RcodeNameError, "10.1.2.0/26"},
+		{"10.1.2.0/24", "larksuite.com.", dns.RcodeNameError, "10.1.2.0/26"}, // gov allows it, strict blocks it
+		{"10.1.2.0/24", "www.tiktok.com.", dns.RcodeNameError, "10.0.0.0/8"},
+		{"10.1.2.0/24", "cloaked.example.", dns.RcodeNameError, "10.1.2.0/26"}, // a CNAME to a name strict blocks
+		{"10.1.2.0/24", "addr.example.", dns.RcodeNameError, "10.1.2.0/26"},    // an address strict blocks
+		{"10.1.2.0/24", "www.example.org.", dns.RcodeSuccess, "10.0.0.0/8"},
+		{"10.0.0.0/8", "capcut.com.", dns.RcodeNameError, "10.1.2.0/26"},
+		{"127.0.0.0/24", "capcut.com.", dns.RcodeNameError, "127.0.0.4/32"},
+		{"127.0.0.0/24", "cloaked.example.", dns.RcodeNameError, "127.0.0.4/32"},
+		// One blocking policy: unchanged.
+		{"10.1.3.0/24", "capcut.com.", dns.RcodeSuccess, "10.0.0.0/8"},
+		{"10.1.3.0/24", "larksuite.com.", dns.RcodeSuccess, "10.0.0.0/8"},
+		{"10.1.3.0/24", "addr.example.", dns.RcodeSuccess, "10.0.0.0/8"},
+		{"10.1.2.0/26", "www.example.org.", dns.RcodeSuccess, "10.1.2.0/26"},
+		{"10.1.2.0/26", "addr.example.", dns.RcodeNameError, "10.1.2.0/26"},
+	}
+	for _, tc := range tests {
+		// Twice: the second answer comes from the cache.
+		for _, pass := range []string{"fresh", "cached"} {
+			t.Run(tc.ecs+" "+tc.qname+" "+pass, func(t *testing.T) {
+				logs.TakeAll()
+				r := ask(t, f.addr, "127.0.0.2", "udp", withECS(question(tc.qname, dns.TypeA, true), tc.ecs))
+				assert.Equal(t, tc.wantRcode, r.Rcode, "got %s %v", dns.RcodeToString[r.Rcode], r.Answer)
+				if tc.wantRcode != dns.RcodeSuccess {
+					assert.Empty(t, r.Answer)
+				}
+				lines := logs.FilterMessage("query").All()
+				require.Len(t, lines, 1)
+				assert.Equal(t, tc.wantRange, lines[0].ContextMap()[logRange])
+			})
+		}
+	}
+
+	t.Run("explain names every policy the network is decided with", func(t *testing.T) {
+		m := chaosQuestion("larksuite.com.explain.dnsfence.")
+		m.SetEdns0(1232, false)
+		r := ask(t, f.addr, "127.0.0.2", "tcp", withECS(m, "10.1.2.0/24"))
+		require.Equal(t, dns.RcodeSuccess, r.Rcode)
+		require.Len(t, r.Answer, 1, r.String())
+		text := strings.Join(r.Answer[0].(*dns.TXT).Txt, "\n")
+		assert.Regexp(t, `\n  subnet 10\.1\.2\.0/24 is wider than range 10\.1\.2\.0/26 \(\S+\) of blocking policy \\"strict\\"`, text)
+		assert.Regexp(t, `\n  and blocking policy \\"gov\\" from range 10\.0\.0\.0/8 \(\S+\): its devices may be in the subnet too`, text)
+		assert.NotContains(t, text, "instead of policy", "gov decides too")
+		assert.Regexp(t, `\n  larksuite\.com\. blocked by \S+lark\.txt:1: larksuite\.com\n`, text)
+		assert.Regexp(t, `\n  under policy \\"gov\\": larksuite\.com\. allowed by \S+lark\.txt:1`, text)
+		assert.True(t, strings.HasSuffix(text, "verdict: blocked (NXDOMAIN)"), text)
+
+		snap := f.handler.Snapshot()
+		id := Identity{Source: netip.MustParseAddr("127.0.0.2"), Client: netip.MustParsePrefix("10.1.2.0/24"), Via: IdentityECS}
+		e := snap.ExplainFor(id, "cloaked.example.", dns.TypeA)
+		require.Equal(t, ResultForwarded, e.Result, "the name itself is on no list")
+		resp := new(dns.Msg)
+		resp.SetQuestion("cloaked.example.", dns.TypeA)
+		resp.Answer = []dns.RR{mustRR("cloaked.example. 300 IN CNAME capcut.com."), mustRR("capcut.com. 300 IN A 192.0.2.7")}
+		snap.ExplainAnswer(&e, resp)
+		assert.Equal(t, ResultBlocked, e.Result)
+		assert.Equal(t, "strict", e.Range.Policy.Name, "the answer is blocked by strict")
+		assert.Contains(t, e.String(), "capcut.com. blocked by ")
 	})
 }
 
