@@ -41,8 +41,8 @@ func ParseRanges(name string, data []byte) (*RangeFile, error) {
 		case text[0] == '!':
 			errs.add(name, line, text, ErrRangeExclude)
 			continue
-		case text[0] == '[':
-			errs.add(name, line, text, bracketed(first, rest))
+		case text[0] == '[' && rest != "":
+			errs.add(name, line, text, ErrBadRange) // an INI section, an Adblock header
 			continue
 		case rest != "":
 			errs.add(name, line, rest, ErrTrailing)
@@ -61,17 +61,15 @@ func ParseRanges(name string, data []byte) (*RangeFile, error) {
 	return rf, errs.err()
 }
 
-// bracketed says what is wrong with a range line starting with `[`, whose
-// first field is first: an address in brackets (`[2001:db8::1]`,
-// `[2001:db8::]/32`, `[10.0.0.0/8]`) is named with the range meant, any
-// other line (an INI section, an Adblock header) is not a range.
-func bracketed(first, rest string) error {
-	if rest == "" {
-		inner, bits, _ := strings.Cut(first[1:], "]")
-		if bits == "" || bits[0] == '/' && !strings.Contains(inner, "/") {
-			if p, err := ParsePrefix(inner + bits); err == nil {
-				return fmt.Errorf("%w, did you mean %s", ErrRangeBrackets, p)
-			}
+// bracketed says what is wrong with s, a range starting with `[`: an
+// address in brackets (`[2001:db8::1]`, `[2001:db8::]/32`, `[10.0.0.0/8]`)
+// is named with the range meant, anything else (an INI section) is not a
+// range.
+func bracketed(s string) error {
+	inner, bits, _ := strings.Cut(s[1:], "]")
+	if bits == "" || bits[0] == '/' && !strings.Contains(inner, "/") {
+		if p, err := ParsePrefix(inner + bits); err == nil {
+			return fmt.Errorf("%w, did you mean %s", ErrRangeBrackets, p)
 		}
 	}
 	return ErrBadRange
@@ -80,8 +78,14 @@ func bracketed(first, rest string) error {
 // ParsePrefix parses an IP address (a /32 or /128) or a CIDR prefix.
 // IPv4-mapped IPv6 forms are turned into plain IPv4, because clients are
 // matched by their unmapped address. A prefix with host bits set is an error:
-// `10.1.2.3/8` is more likely a typo than a wish for 10.0.0.0/8.
+// `10.1.2.3/8` is more likely a typo than a wish for 10.0.0.0/8. So are an
+// address in brackets (ErrRangeBrackets) and an IPv4-compatible one
+// (ErrIPv4Compatible); those three errors end with ", did you mean" and
+// the range meant.
 func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.HasPrefix(s, "[") {
+		return netip.Prefix{}, bracketed(s)
+	}
 	var p netip.Prefix
 	if strings.Contains(s, "/") {
 		var err error

@@ -897,10 +897,11 @@ func orClientFiles(problem string) string {
 // prefixProblem says why s is not an address range and how to write one.
 func prefixProblem(s string, err error, at []any) string {
 	ex := example(at)
-	if errors.Is(err, blocklist.ErrHostBits) {
-		if _, masked, ok := strings.Cut(err.Error(), "did you mean "); ok {
-			return fmt.Sprintf("%q has host bits set; did you mean %s?", s, masked)
+	if what, meant, ok := strings.Cut(err.Error(), ", did you mean "); ok { // blocklist.ParsePrefix knows the range meant
+		if errors.Is(err, blocklist.ErrHostBits) {
+			return fmt.Sprintf("%q has host bits set; did you mean %s?", s, meant)
 		}
+		return fmt.Sprintf("%q: %s; did you mean %s?", s, what, meant)
 	}
 	addr, bits, slash := strings.Cut(s, "/")
 	a, aerr := netip.ParseAddr(addr)
