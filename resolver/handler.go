@@ -947,7 +947,7 @@ var txtEscaper = strings.NewReplacer(`\`, `\\`)
 // string a line, to clients in explain_clients only.
 func (h *Handler) explain(q *query, name string) reply {
 	req, snap := q.req, q.snap
-	if !snap.ExplainAllowed(q.client) {
+	if !snap.ExplainAllowed(q.id.Client) {
 		m := newReply(req, dns.RcodeRefused)
 		addEDE(m, dns.ExtendedErrorCodeProhibited, "client not in explain_clients")
 		return msgReply(m, ResultRefused)

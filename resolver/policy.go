@@ -315,19 +315,10 @@ func (s *Snapshot) blockingInside(client netip.Prefix) (ClientRange, bool) {
 }
 
 // blockingRanges yields, for each blocking policy with a range inside the
-// network client, in the configuration's order, the first such range in
-// address order. An IPv6 network holding all of ::ffff:0:0/96 holds every
-// IPv4 device too, as ecsPrefix reads an IPv4-mapped network as IPv4; a
-// /0 of either family (RFC 7871 §7.1.2: no address at all) stands for
-// every device of both.
+// network client (in each family it holds devices of, devicesIn), in the
+// configuration's order, the first such range in address order.
 func (s *Snapshot) blockingRanges(client netip.Prefix) iter.Seq[ClientRange] {
-	nets := [2]netip.Prefix{client}
-	switch {
-	case client.Addr().Is6() && client.Bits() <= mappedIPv4.Bits() && client.Contains(mappedIPv4.Addr()):
-		nets[1] = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-	case client.Bits() == 0:
-		nets[1] = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
-	}
+	nets := devicesIn(client)
 	return func(yield func(ClientRange) bool) {
 		for _, t := range s.blockingIn {
 			if cr, ok := firstSubnet(t, nets); ok && !yield(cr) {
@@ -335,6 +326,22 @@ func (s *Snapshot) blockingRanges(client netip.Prefix) iter.Seq[ClientRange] {
 			}
 		}
 	}
+}
+
+// devicesIn is the network client as the networks of each family it
+// holds devices of: client, and the whole other family (the second, else
+// invalid) for an IPv6 network holding all of ::ffff:0:0/96, which ecsPrefix
+// reads as IPv4, and for a /0 of either family (RFC 7871 §7.1.2: no
+// address at all).
+func devicesIn(client netip.Prefix) [2]netip.Prefix {
+	nets := [2]netip.Prefix{client}
+	switch {
+	case client.Addr().Is6() && client.Bits() <= mappedIPv4.Bits() && client.Contains(mappedIPv4.Addr()):
+		nets[1] = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	case client.Bits() == 0:
+		nets[1] = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	}
+	return nets
 }
 
 // firstSubnet is the first range of t inside one of nets, in their order.
@@ -393,9 +400,20 @@ func (s *Snapshot) Trusted(addr netip.Addr) bool {
 	return s.trusted.Contains(addr)
 }
 
-// ExplainAllowed reports whether addr may ask the CHAOS explain query.
-func (s *Snapshot) ExplainAllowed(addr netip.Addr) bool {
-	return s.explain.Contains(addr)
+// ExplainAllowed reports whether client may ask the CHAOS explain query: an
+// address in explain_clients, or a network (an ECS option's, whose asking
+// device may be anywhere in it) every address of which is, both families
+// of a network standing for both (devicesIn).
+func (s *Snapshot) ExplainAllowed(client netip.Prefix) bool {
+	if client.Bits() == client.Addr().BitLen() {
+		return s.explain.Contains(client.Addr())
+	}
+	for _, n := range devicesIn(client) {
+		if _, ok := s.explain.LookupPrefix(n); n.IsValid() && !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // RateExempt reports whether addr is never rate limited.

@@ -386,6 +386,39 @@ func TestECSNetworkDecidedByEveryBlockingPolicyInIt(t *testing.T) {
 	})
 }
 
+// TestExplainOverECSNeedsTheWholeNetwork: the device asking through a
+// trusted forwarder may be anywhere in the ECS network, so explain_clients
+// must hold all of it, not its first address: a /24 whose first half is
+// in explain_clients is refused, and so is a /0 (both families) unless
+// both are.
+func TestExplainOverECSNeedsTheWholeNetwork(t *testing.T) {
+	up := startUpstream(t, nil)
+	for _, tc := range []struct {
+		explain, ecs string
+		want         int
+	}{
+		{`["10.0.0.0/25"]`, "10.0.0.0/25", dns.RcodeSuccess},
+		{`["10.0.0.0/25"]`, "10.0.0.0/26", dns.RcodeSuccess},
+		{`["10.0.0.0/25"]`, "10.0.0.5/32", dns.RcodeSuccess},
+		{`["10.0.0.0/25"]`, "10.0.0.0/24", dns.RcodeRefused}, // its first address is in, half of it is not
+		{`["0.0.0.0/0"]`, "0.0.0.0/0", dns.RcodeRefused},     // a /0 stands for IPv6 devices too
+		{`["0.0.0.0/0", "::/0"]`, "0.0.0.0/0", dns.RcodeSuccess},
+	} {
+		t.Run(tc.explain+" "+tc.ecs, func(t *testing.T) {
+			conf := strings.Replace(ecsWiderConfig, `explain_clients: ["127.0.0.0/8", "10.0.0.0/8"]`, "explain_clients: "+tc.explain, 1)
+			files := map[string]string{"devices.txt": "10.1.5.5\n"}
+			for k, v := range testFiles {
+				files[k] = v
+			}
+			f := startFence(t, conf, files, up.addr)
+			m := chaosQuestion("www.tiktok.com.explain.dnsfence.")
+			m.SetEdns0(1232, false)
+			r := ask(t, f.addr, "127.0.0.2", "udp", withECS(m, tc.ecs))
+			assert.Equal(t, tc.want, r.Rcode, "got %s", dns.RcodeToString[r.Rcode])
+		})
+	}
+}
+
 // TestECSWiderThanABlockingRangeAfterAListChange: a remote list's new copy
 // is swapped into the snapshot with its policies remade (withList), and a
 // network wider than the government range is decided with the new copy
