@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"io"
-	"os"
 	"slices"
 	"unsafe"
 )
@@ -27,18 +26,18 @@ const readPiece = 1 << 20
 // text): the file must not be loaded. warn is Parse's: the bad lines,
 // skipped. An RPZ file (a name ending in `.rpz`) is read whole, since a
 // zone's records may span lines, and so is a file that is not a regular
-// file (a named pipe cannot be read twice).
+// file (a named pipe cannot be read twice). No file is waited for longer
+// than Open waits.
 func ReadList(path string, prev *List) (l *List, warn, err error) {
 	if isRPZ(path) {
-		return ParseRead(path, prev, os.ReadFile)
+		return ParseRead(path, prev, ReadFile)
 	}
-	f, err := os.Open(path)
+	f, err := Open(path)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil || !info.Mode().IsRegular() {
+	if !f.Regular() {
 		// Read whole from f: a named pipe opened again would wait for
 		// another writer.
 		data, err := io.ReadAll(f)
@@ -52,11 +51,11 @@ func ReadList(path string, prev *List) (l *List, warn, err error) {
 		if [32]byte(h.Sum(nil)) == prev.Sum() {
 			return prev, nil, nil
 		}
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
+		if err := f.Rewind(); err != nil {
 			return nil, nil, err
 		}
 	}
-	return readText(path, f, info.Size(), readPiece)
+	return readText(path, f, f.Size(), readPiece)
 }
 
 // ParseRead is ReadList for a file that read returns whole (the embedded

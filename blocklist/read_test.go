@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -306,4 +307,66 @@ func FuzzReadText(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestOpenDoesNotWaitForeverForAPipe: a named pipe with no writer, or a
+// writer that never writes, fails after PipeIdle instead of blocking the
+// open or the read for ever; a writer that comes within it is read.
+func TestOpenDoesNotWaitForeverForAPipe(t *testing.T) {
+	idle := PipeIdle
+	PipeIdle = 300 * time.Millisecond
+	t.Cleanup(func() { PipeIdle = idle })
+	path := filepath.Join(t.TempDir(), "pipe.txt")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skip("no named pipes here:", err)
+	}
+	timed := func(read func() error) (time.Duration, error) {
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- read() }()
+		select {
+		case err := <-done:
+			return time.Since(start), err
+		case <-time.After(10 * time.Second):
+			t.Fatal("still reading after 10s")
+			return 0, nil
+		}
+	}
+
+	took, err := timed(func() error { _, err := ReadFile(path); return err })
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "no writer")
+	assert.Contains(t, err.Error(), "nothing was written to the named pipe within 300ms")
+	assert.GreaterOrEqual(t, took, PipeIdle)
+
+	_, _, err = ReadList(path, nil)
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "ReadList, no writer")
+	_, err = timed(func() error { _, _, err := ReadList(path+".rpz", nil); return err })
+	require.ErrorIs(t, err, fs.ErrNotExist)
+
+	// A writer that holds the pipe open and writes nothing.
+	w, err := os.OpenFile(path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	_, err = timed(func() error { _, err := ReadFile(path); return err })
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "a silent writer")
+	// One that writes part of a list and stops.
+	_, err = w.WriteString("tiktok.com\n")
+	require.NoError(t, err)
+	_, err = timed(func() error { _, err := ReadFile(path); return err })
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "a writer that stopped")
+	require.NoError(t, w.Close())
+
+	// A writer that comes a moment after the read began.
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_, _ = f.WriteString("tiktok.com\ncapcut.com\n")
+	}()
+	var l *List
+	_, err = timed(func() (err error) { l, _, err = ReadList(path, nil); return err })
+	require.NoError(t, err)
+	assert.Equal(t, 2, l.Len())
 }

@@ -403,14 +403,21 @@ func hashFiles(files []string) map[string]fileState {
 }
 
 // hashFile hashes a file as it streams by: a million-entry list is never
-// held in memory for it.
+// held in memory for it. A file that is not regular (a named pipe) is not
+// read: what the watcher read of a pipe the reload would not get. It
+// hashes as empty.
 func hashFile(path string) fileState {
-	f, err := os.Open(path)
+	f, err := Open(path)
 	if err != nil {
 		return fileState{missing: true}
 	}
 	defer f.Close()
 	h := sha256.New()
+	if !f.Regular() {
+		var st fileState
+		h.Sum(st.sum[:0])
+		return st
+	}
 	if _, err := io.Copy(h, f); err != nil {
 		return fileState{missing: true}
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -603,4 +604,41 @@ sources: {refresh: 1h, cache_dir: cache}
 	assert.Equal(t, 35, entries(), "SIGHUP applied the copy held")
 	require.NoError(t, f.reloader.applySource(rs, body(20)), "35 to 20")
 	assert.Equal(t, 20, entries())
+}
+
+// A list file replaced by a named pipe that no one writes held the
+// watcher in its open(2) for ever: no later change was seen, and a SIGHUP
+// waited on the reload's lock. Now the pipe's reload fails after
+// blocklist.PipeIdle, keeping the last good state, and the next change
+// applies.
+func TestNamedPipeListDoesNotStopReloads(t *testing.T) {
+	idle := blocklist.PipeIdle
+	blocklist.PipeIdle = 300 * time.Millisecond
+	t.Cleanup(func() { blocklist.PipeIdle = idle })
+	up := startUpstream(t, nil)
+	f := startFence(t, reloadConfig, testFiles, up.addr)
+	r := watching(t, f, zaptest.NewLogger(t))
+	list := filepath.Join(f.dir, "tiktok.txt")
+	require.NoError(t, os.Remove(list))
+	if err := syscall.Mkfifo(list, 0o644); err != nil {
+		t.Skip("no named pipes here:", err)
+	}
+	st := settledStatus(t, r)
+	require.Error(t, st.Err)
+	assert.Contains(t, st.Err.Error(), "nothing was written to the named pipe")
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "www.tiktok.com."), "the last good list")
+
+	done := make(chan error, 1)
+	go func() { done <- r.Reload(true) }()
+	select {
+	case err := <-done:
+		require.Error(t, err, "SIGHUP does not apply a pipe nobody writes")
+	case <-time.After(20 * time.Second):
+		t.Fatal("SIGHUP still waiting after 20s")
+	}
+
+	require.NoError(t, os.Remove(list))
+	writeAtomic(t, list, testFiles["tiktok.txt"]+"lemon8-app.com\n")
+	require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "lemon8-app.com.") == dns.RcodeNameError },
+		10*time.Second, 10*time.Millisecond, "the next change applies")
 }

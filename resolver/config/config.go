@@ -139,7 +139,8 @@ type Config struct {
 	File string `yaml:"-"`
 	// ReadFile reads the range files the configuration names, and the
 	// list files of the embedded default (the others are read in pieces,
-	// blocklist.ReadList); os.ReadFile unless the configuration is the
+	// blocklist.ReadList); blocklist.ReadFile (os.ReadFile that never
+	// waits long for a named pipe) unless the configuration is the
 	// embedded default.
 	ReadFile func(path string) ([]byte, error) `yaml:"-"`
 	// Embedded marks the built-in default, whose files are compiled in.
@@ -294,7 +295,7 @@ func (c *Config) Path(p string) string {
 // ("dnsfence.yaml: reading the configuration: no such file or directory"),
 // wrapping the reason (errors.Is(err, fs.ErrNotExist) for a missing file).
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := blocklist.ReadFile(path)
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
@@ -302,7 +303,7 @@ func Load(path string) (*Config, error) {
 		}
 		return nil, &Error{File: path, Err: fmt.Errorf("reading the configuration: %w", err)}
 	}
-	return Parse(path, data, os.ReadFile)
+	return Parse(path, data, blocklist.ReadFile)
 }
 
 // Parse decodes and validates configuration content. file names it in
@@ -1030,7 +1031,7 @@ func (c *Config) ResolveUpstreams() ([]string, error) {
 			out = append(out, u)
 			continue
 		}
-		data, err := os.ReadFile(u)
+		data, err := blocklist.ReadFile(u)
 		if err == nil {
 			err = blocklist.CheckText(u, data)
 		}
