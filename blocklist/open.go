@@ -19,12 +19,18 @@ var PipeIdle = 10 * time.Second
 // pipePoll is how often a named pipe with no writer yet is read again.
 const pipePoll = 10 * time.Millisecond
 
+// maxPipeBytes is the most a file that is not a regular file is read, in
+// octets: a device that never ends (a list linked to /dev/zero, `yes >
+// pipe`) fails there instead of filling memory. Ten times a
+// million-entry list; a variable for tests only.
+var maxPipeBytes int64 = 256 << 20
+
 // File is a list, range or configuration file opened for reading by Open.
 type File struct {
 	f      *os.File
 	info   fs.FileInfo
 	opened time.Time
-	got    bool // a pipe sent something: its end of file is the end
+	read   int64 // octets read of a file that is not regular
 }
 
 // Open opens the file at path for reading without waiting for a named
@@ -64,22 +70,27 @@ func (f *File) Regular() bool { return f.info.Mode().IsRegular() }
 func (f *File) Size() int64 { return f.info.Size() }
 
 // Read reads from the file. From a file that is not regular each read
-// waits at most PipeIdle (os.ErrDeadlineExceeded). A pipe that has sent
-// nothing reads as empty until a writer comes (fifo(7): no writer is end
-// of file), so its end of file before any data is waited past, up to
-// PipeIdle after Open, and is then an error: an empty list from a pipe is
-// more likely a writer that never came.
+// waits at most PipeIdle (os.ErrDeadlineExceeded), and reading more than
+// maxPipeBytes in all is an error. A pipe that has sent nothing reads as
+// empty until a writer comes (fifo(7): no writer is end of file), so its
+// end of file before any data is waited past, up to PipeIdle after Open,
+// and is then an error: an empty list from a pipe is more likely a writer
+// that never came.
 func (f *File) Read(p []byte) (int, error) {
 	if f.Regular() {
 		return f.f.Read(p)
 	}
+	if f.read >= maxPipeBytes {
+		return 0, fmt.Errorf("%s: not a regular file, and more than %d octets long", f.f.Name(), maxPipeBytes)
+	}
+	p = p[:min(int64(len(p)), maxPipeBytes-f.read)]
 	for {
 		// A pipe is in the runtime's poller, which the deadline needs; a
 		// file that cannot have one (a character device) reads as before.
 		_ = f.f.SetReadDeadline(time.Now().Add(PipeIdle))
 		n, err := f.f.Read(p)
-		f.got = f.got || n > 0
-		if err != io.EOF || f.got || f.info.Mode()&fs.ModeNamedPipe == 0 || len(p) == 0 {
+		f.read += int64(n)
+		if err != io.EOF || f.read > 0 || f.info.Mode()&fs.ModeNamedPipe == 0 || len(p) == 0 {
 			return n, err
 		}
 		if time.Since(f.opened) >= PipeIdle {

@@ -25,9 +25,9 @@ const readPiece = 1 << 20
 // err is an error reading the file, or CheckText's (the file is not UTF-8
 // text): the file must not be loaded. warn is Parse's: the bad lines,
 // skipped. An RPZ file (a name ending in `.rpz`) is read whole, since a
-// zone's records may span lines, and so is a file that is not a regular
-// file (a named pipe cannot be read twice). No file is waited for longer
-// than Open waits.
+// zone's records may span lines. A file that is not a regular file (a
+// named pipe cannot be read twice) is parsed as it is read, and compared
+// with prev after. No file is waited for longer than Open waits.
 func ReadList(path string, prev *List) (l *List, warn, err error) {
 	if isRPZ(path) {
 		return ParseRead(path, prev, ReadFile)
@@ -38,10 +38,14 @@ func ReadList(path string, prev *List) (l *List, warn, err error) {
 	}
 	defer f.Close()
 	if !f.Regular() {
-		// Read whole from f: a named pipe opened again would wait for
-		// another writer.
-		data, err := io.ReadAll(f)
-		return parseWhole(path, prev, data, err)
+		// Parsed as it is read, once: a named pipe opened again would wait
+		// for another writer, and a device that never ends fails at its
+		// first piece (not text) or at maxPipeBytes.
+		l, warn, err := readText(path, f, 0, readPiece)
+		if err == nil && prev != nil && l.Sum() == prev.Sum() {
+			return prev, nil, nil
+		}
+		return l, warn, err
 	}
 	if prev != nil {
 		h := sha256.New()

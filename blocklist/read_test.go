@@ -370,3 +370,26 @@ func TestOpenDoesNotWaitForeverForAPipe(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 2, l.Len())
 }
+
+// TestDeviceThatNeverEnds: a list linked to /dev/zero or /dev/urandom
+// fails at its first piece (not text), and any file that is not regular
+// fails at maxPipeBytes (1 MiB here) instead of filling memory.
+func TestDeviceThatNeverEnds(t *testing.T) {
+	limit := maxPipeBytes
+	maxPipeBytes = 1 << 20
+	t.Cleanup(func() { maxPipeBytes = limit })
+	dir := t.TempDir()
+	for _, dev := range []string{"/dev/zero", "/dev/urandom"} {
+		if _, err := os.Stat(dev); err != nil {
+			t.Skip("no", dev)
+		}
+		path := filepath.Join(dir, filepath.Base(dev)+".txt")
+		require.NoError(t, os.Symlink(dev, path))
+		_, _, err := ReadList(path, nil)
+		require.ErrorIs(t, err, ErrNotText, dev)
+	}
+	data, err := ReadFile("/dev/zero")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "/dev/zero: not a regular file, and more than 1048576 octets long")
+	assert.Len(t, data, 1<<20, "read up to the limit, no further")
+}
