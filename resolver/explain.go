@@ -59,7 +59,7 @@ func (s *Snapshot) decide(source netip.Addr, client netip.Prefix, qname string) 
 	// A network whose devices may be in ranges of several blocking
 	// policies is blocked by any of them (fail closed): a stricter policy
 	// nested in a wider one, or two beside each other.
-	for cr := range s.alsoDeciding(client, o.policy.Policy) {
+	for _, cr := range s.alsoDeciding(client, o.policy.Policy) {
 		d := cr.Policy.Decide(qname)
 		if d.Blocked {
 			o.policy, o.hasPolicy, o.wider = cr, true, true
@@ -105,7 +105,7 @@ func (o *outcome) inspect(resp *dns.Msg) (via string) {
 	if o.also == nil {
 		return ""
 	}
-	for cr := range o.also.alsoDeciding(o.client, o.policy.Policy) {
+	for _, cr := range o.also.alsoDeciding(o.client, o.policy.Policy) {
 		if cr.Policy.Decide(o.name).Allowed {
 			continue
 		}
@@ -153,7 +153,7 @@ func (o *outcome) inspectsAddresses() bool {
 		return true
 	}
 	if o.also != nil {
-		for cr := range o.also.alsoDeciding(o.client, o.policy.Policy) {
+		for _, cr := range o.also.alsoDeciding(o.client, o.policy.Policy) {
 			if cr.Policy.InspectsAddresses() {
 				return true
 			}
@@ -248,9 +248,7 @@ func (s *Snapshot) explainQuery(source netip.Addr, client netip.Prefix, name str
 		if held, ok := s.PolicyForPrefix(client); ok && e.Wider && blocking(held.Policy) && held.Policy != e.Range.Policy {
 			e.Also = append(e.Also, held) // decided first, and did not block
 		}
-		for cr := range s.alsoDeciding(client, e.Range.Policy) {
-			e.Also = append(e.Also, cr)
-		}
+		e.Also = append(e.Also, s.alsoDeciding(client, e.Range.Policy)...)
 	}
 	if e.Wider {
 		e.Held, e.HasHeld = s.PolicyForPrefix(client)
