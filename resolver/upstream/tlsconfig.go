@@ -6,7 +6,8 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"os"
+
+	"github.com/dnsfence/dnsfence/blocklist"
 )
 
 // LoadRoots is the pool that verifies upstream certificates: the system's
@@ -23,7 +24,10 @@ func LoadRoots(caFile string) (*x509.CertPool, error) {
 	if caFile == "" {
 		return pool, nil
 	}
-	data, err := os.ReadFile(caFile)
+	// Through blocklist.ReadFile: configuration validation reads it on
+	// every reload, and os.ReadFile's open(2) of a named pipe with no
+	// writer would hold that reload, and every one after it, for ever.
+	data, err := blocklist.ReadFile(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading upstream_ca: %w", err)
 	}

@@ -1,0 +1,46 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/stretchr/testify/require"
+)
+
+// TestUpstreamCANamedPipeDoesNotStopLoad: config.Load reads the file
+// upstream_ca names (checkEncrypted -> upstream.LoadRoots) with
+// os.ReadFile, whose open(2) of a named pipe with no writer waits for ever.
+// Every reload loads the configuration under the Reloader's lock, so one
+// upstream_ca replaced by a pipe stops every reload (and every remote
+// list's apply, which takes the same lock) for good, as a list file did
+// before 89e9113. It must fail after blocklist.PipeIdle like a list.
+func TestUpstreamCANamedPipeDoesNotStopLoad(t *testing.T) {
+	idle := blocklist.PipeIdle
+	blocklist.PipeIdle = 200 * time.Millisecond
+	t.Cleanup(func() { blocklist.PipeIdle = idle })
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := syscall.Mkfifo(ca, 0o600); err != nil {
+		t.Skip("no named pipes here:", err)
+	}
+	path := filepath.Join(dir, "dnsfence.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`upstreams: ["tls://127.0.0.1:853#dns.test"]
+upstream_ca: ca.pem
+`), 0o600))
+	done := make(chan error, 1)
+	go func() { _, err := Load(path); done <- err }()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+	case <-time.After(5 * time.Second):
+		// The goroutine stays in open(2): release it for the next tests.
+		if f, err := os.OpenFile(ca, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+		t.Fatal("config.Load still reading upstream_ca (a named pipe) after 5s")
+	}
+}
