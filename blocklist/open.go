@@ -25,6 +25,11 @@ const pipePoll = 10 * time.Millisecond
 // million-entry list; a variable for tests only.
 var maxPipeBytes int64 = 256 << 20
 
+// pipeWhole bounds a whole read of a file that is not regular, in
+// PipeIdle: a pipe whose writer never stops renews its read deadline, and
+// a character device (/dev/zero) has none.
+const pipeWhole = 6
+
 // File is a list, range or configuration file opened for reading by Open.
 type File struct {
 	f      *os.File
@@ -84,10 +89,20 @@ func (f *File) Read(p []byte) (int, error) {
 		return 0, fmt.Errorf("%s: not a regular file, and more than %d octets long", f.f.Name(), maxPipeBytes)
 	}
 	p = p[:min(int64(len(p)), maxPipeBytes-f.read)]
+	end := f.opened.Add(pipeWhole * PipeIdle)
 	for {
+		now := time.Now()
+		if !now.Before(end) {
+			return 0, fmt.Errorf("%s: %w: not a regular file, still sending after %s", f.f.Name(), os.ErrDeadlineExceeded, pipeWhole*PipeIdle)
+		}
 		// A pipe is in the runtime's poller, which the deadline needs; a
-		// file that cannot have one (a character device) reads as before.
-		_ = f.f.SetReadDeadline(time.Now().Add(PipeIdle))
+		// file that cannot have one (a character device) is bounded by
+		// end and maxPipeBytes alone.
+		deadline := now.Add(PipeIdle)
+		if end.Before(deadline) {
+			deadline = end
+		}
+		_ = f.f.SetReadDeadline(deadline)
 		n, err := f.f.Read(p)
 		f.read += int64(n)
 		if err != io.EOF || f.read > 0 || f.info.Mode()&fs.ModeNamedPipe == 0 || len(p) == 0 {

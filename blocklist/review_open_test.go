@@ -1,0 +1,73 @@
+package blocklist
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestNonRegularFileReadIsBounded: Open bounds how long a pipe may stay
+// silent (PipeIdle a read), but nothing bounds a file that is not regular
+// and never stops sending: a character device (/dev/zero, /dev/urandom
+// named as a list, range or configuration file, or a symlink swapped to
+// one) has no deadline at all (SetReadDeadline fails and is ignored), and
+// a pipe whose writer keeps writing (`yes tiktok.com > list.txt`) renews
+// PipeIdle with every read. ReadList, ReadFile and config.Load read such a
+// file whole (io.ReadAll) under the Reloader's lock: the reload, and every
+// one after it, waits until memory runs out.
+func TestNonRegularFileReadIsBounded(t *testing.T) {
+	idle := PipeIdle
+	PipeIdle = 200 * time.Millisecond
+	t.Cleanup(func() { PipeIdle = idle })
+
+	t.Run("character device", func(t *testing.T) {
+		f, err := Open("/dev/zero")
+		if err != nil {
+			t.Skip("no /dev/zero:", err)
+		}
+		defer f.Close()
+		// 1 GiB at most (into io.Discard), so that a failing run ends.
+		n, err := io.Copy(io.Discard, io.LimitReader(f, 1<<30))
+		require.Error(t, err, "/dev/zero read %d bytes without error: ReadList would read it for ever", n)
+	})
+
+	t.Run("pipe that keeps sending", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "list.txt")
+		if err := syscall.Mkfifo(path, 0o600); err != nil {
+			t.Skip("no named pipes here:", err)
+		}
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			w, err := os.OpenFile(path, os.O_WRONLY, 0)
+			if err != nil {
+				return
+			}
+			defer w.Close()
+			tick := time.NewTicker(20 * time.Millisecond) // well within PipeIdle
+			defer tick.Stop()
+			for deadline := time.After(6 * time.Second); ; {
+				select {
+				case <-stop:
+					return
+				case <-deadline:
+					return
+				case <-tick.C:
+					if _, err := w.WriteString("tiktok.com\n"); err != nil {
+						return
+					}
+				}
+			}
+		}()
+		start := time.Now()
+		_, err := ReadFile(path)
+		took := time.Since(start)
+		require.Less(t, took, 3*time.Second, "a pipe read for %s (err %v): as long as its writer writes", took, err)
+		require.Error(t, err)
+	})
+}
