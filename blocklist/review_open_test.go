@@ -1,6 +1,7 @@
 package blocklist
 
 import (
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -70,4 +71,42 @@ func TestNonRegularFileReadIsBounded(t *testing.T) {
 		require.Less(t, took, 3*time.Second, "a pipe read for %s (err %v): as long as its writer writes", took, err)
 		require.Error(t, err)
 	})
+}
+
+// TestHashFileLeavesAPipesWriterAlone: the watcher's hash (Run, and
+// WaitComplete on SIGHUP) opened a named pipe to see that it is one,
+// releasing a writer waiting in open(2) (`gen > list.txt`) into a pipe it
+// closed at once: what the writer wrote was lost (EPIPE, or discarded
+// with the pipe), and the reload that followed waited PipeIdle and failed.
+func TestHashFileLeavesAPipesWriterAlone(t *testing.T) {
+	idle := PipeIdle
+	PipeIdle = 500 * time.Millisecond
+	t.Cleanup(func() { PipeIdle = idle })
+	path := filepath.Join(t.TempDir(), "list.txt")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skip("no named pipes here:", err)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		w, err := os.OpenFile(path, os.O_WRONLY, 0) // waits for a reader
+		if err != nil {
+			wrote <- err
+			return
+		}
+		_, err = w.WriteString("tiktok.com\ncapcut.com\n")
+		wrote <- errors.Join(err, w.Close())
+	}()
+	time.Sleep(100 * time.Millisecond) // the writer waits in open(2)
+	st := hashFile(path)
+	time.Sleep(100 * time.Millisecond) // the watcher's debounce before the reload
+	l, _, err := ReadList(path, nil)
+	require.NoError(t, err, "the writer's list was lost to the watcher's hash (state %+v, writer: %v)", st, func() error {
+		select {
+		case err := <-wrote:
+			return err
+		default:
+			return nil
+		}
+	}())
+	require.Equal(t, 2, l.Len())
 }

@@ -114,6 +114,9 @@ const maxArmPasses = 8
 type fileState struct {
 	sum     [32]byte
 	missing bool
+	// irregular: not a regular file (a named pipe), which is neither opened
+	// nor read; its state is that it is one.
+	irregular bool
 }
 
 // NewWatcher returns a Watcher with the given debounce period.
@@ -201,7 +204,7 @@ func (w *Watcher) Watch(files []string, known map[string][32]byte) error {
 	}
 	w.reported = make(map[string]fileState, len(abs))
 	for _, a := range abs {
-		if sum, ok := knownAbs[a]; ok {
+		if sum, ok := knownAbs[a]; ok && !irregular(a) {
 			w.reported[a] = fileState{sum: sum}
 		} else {
 			w.reported[a] = hashFile(a)
@@ -404,9 +407,14 @@ func hashFiles(files []string) map[string]fileState {
 
 // hashFile hashes a file as it streams by: a million-entry list is never
 // held in memory for it. A file that is not regular (a named pipe) is not
-// read: what the watcher read of a pipe the reload would not get. It
-// hashes as empty.
+// opened, let alone read: what the watcher read of a pipe the reload would
+// not get, and opening it releases a writer waiting in open(2) into a pipe
+// closed a moment later. Its state is that it is not regular (irregular),
+// which Watch reports as applied too: a pipe's content cannot be compared.
 func hashFile(path string) fileState {
+	if irregular(path) {
+		return fileState{irregular: true}
+	}
 	f, err := Open(path)
 	if err != nil {
 		return fileState{missing: true}
@@ -414,9 +422,7 @@ func hashFile(path string) fileState {
 	defer f.Close()
 	h := sha256.New()
 	if !f.Regular() {
-		var st fileState
-		h.Sum(st.sum[:0])
-		return st
+		return fileState{irregular: true} // swapped in since the Stat
 	}
 	if _, err := io.Copy(h, f); err != nil {
 		return fileState{missing: true}
@@ -424,6 +430,13 @@ func hashFile(path string) fileState {
 	var st fileState
 	h.Sum(st.sum[:0])
 	return st
+}
+
+// irregular reports whether path (its symlinks followed) is a file that is
+// not regular and not a folder: a named pipe, a device.
+func irregular(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && !fi.Mode().IsRegular() && !fi.IsDir()
 }
 
 func sameStates(a, b map[string]fileState) bool {

@@ -1,0 +1,76 @@
+package resolver
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+)
+
+// TestNamedPipeListIsNotReloadedAgainAndAgain: a list served through a
+// named pipe by a generator (`while :; do gen > tiktok.txt; done`) is read
+// by the reload (ReadList reads a pipe whole). But the watcher hashes a
+// file that is not regular as empty, while Watch takes the applied list's
+// sum (the content's) as what was reported: every reload that applies is
+// followed, two debounce periods later, by another, for ever (with a
+// one-shot writer: by one that waits PipeIdle and fails, so the status is
+// failed and /readyz turns 503 after unready_after). And each hash opens
+// the pipe, releasing a writer waiting in open(2) into a pipe that is
+// closed at once: what it writes is lost.
+func TestNamedPipeListIsNotReloadedAgainAndAgain(t *testing.T) {
+	idle := blocklist.PipeIdle
+	blocklist.PipeIdle = 500 * time.Millisecond
+	t.Cleanup(func() { blocklist.PipeIdle = idle })
+	up := startUpstream(t, nil)
+	f := startFence(t, reloadConfig, testFiles, up.addr)
+	r := watching(t, f, zap.NewNop())
+	list := filepath.Join(f.dir, "tiktok.txt")
+	content := testFiles["tiktok.txt"] + "lemon8-app.com\n"
+	require.NoError(t, os.Remove(list))
+	if err := syscall.Mkfifo(list, 0o644); err != nil {
+		t.Skip("no named pipes here:", err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			w, err := os.OpenFile(list, os.O_WRONLY, 0) // waits for a reader
+			if err != nil {
+				return
+			}
+			select {
+			case <-stop:
+				w.Close()
+				return
+			default:
+			}
+			_, _ = w.WriteString(content)
+			w.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		// Release the writer from its open(2).
+		if rd, err := os.OpenFile(list, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+			<-done
+			rd.Close()
+		}
+	})
+	require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "lemon8-app.com.") == dns.RcodeNameError },
+		10*time.Second, 10*time.Millisecond, "the piped list applies")
+	time.Sleep(500 * time.Millisecond)
+	st := r.Status()
+	before := st.Successes + st.Failures
+	time.Sleep(2 * time.Second)
+	st = r.Status()
+	assert.Equal(t, before, st.Successes+st.Failures, "reloads with nothing changed: %d more in 2s (last error %v)",
+		st.Successes+st.Failures-before, st.Err)
+}
