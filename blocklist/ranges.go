@@ -67,6 +67,9 @@ func ParseRanges(name string, data []byte) (*RangeFile, error) {
 // range.
 func bracketed(s string) error {
 	inner, bits, _ := strings.Cut(s[1:], "]")
+	if strings.HasPrefix(inner, "[") {
+		return ErrBadRange // not parsed again: one level a bracket would be O(n^2)
+	}
 	if bits == "" || bits[0] == '/' && !strings.Contains(inner, "/") {
 		if p, err := ParsePrefix(inner + bits); err == nil {
 			return fmt.Errorf("%w, did you mean %s", ErrRangeBrackets, p)
