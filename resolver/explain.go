@@ -245,10 +245,16 @@ func (s *Snapshot) explainQuery(source netip.Addr, client netip.Prefix, name str
 		return e
 	}
 	if e.HasPolicy {
-		if held, ok := s.PolicyForPrefix(client); ok && e.Wider && blocking(held.Policy) && held.Policy != e.Range.Policy {
+		held, ok := s.PolicyForPrefix(client)
+		ok = ok && e.Wider && blocking(held.Policy) && held.Policy != e.Range.Policy
+		if ok {
 			e.Also = append(e.Also, held) // decided first, and did not block
 		}
-		e.Also = append(e.Also, s.alsoDeciding(client, e.Range.Policy)...)
+		for _, cr := range s.alsoDeciding(client, e.Range.Policy) {
+			if !ok || cr.Policy != held.Policy { // held names that policy already
+				e.Also = append(e.Also, cr)
+			}
+		}
 	}
 	if e.Wider {
 		e.Held, e.HasHeld = s.PolicyForPrefix(client)
