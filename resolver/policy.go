@@ -489,10 +489,14 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 	}
 	var fatal []error
 	rangeWarnings := map[string]error{} // bad lines of each client file, by path
+	failed := map[string]bool{}         // lists that did not load, read once (a pipe waits PipeIdle)
 	loadList := func(path string) List {
 		path = cfg.Path(path)
 		if l, ok := s.Lists[path]; ok {
 			return l
+		}
+		if failed[path] {
+			return nil
 		}
 		if config.IsRemote(path) {
 			l := remote[path]
@@ -508,6 +512,7 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 		}
 		if err != nil {
 			fatal = append(fatal, fmt.Errorf("reading list: %w", err))
+			failed[path] = true
 			return nil
 		}
 		if warn != nil {
