@@ -99,6 +99,33 @@ func TestExplainGolden(t *testing.T) {
 	}
 }
 
+// TestExplainNetworkGolden: a CLIENT network is explained as a trusted
+// proxy's EDNS Client Subnet option names it: under every blocking policy
+// whose devices may be in it (a government /26 inside a department's /8).
+func TestExplainNetworkGolden(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+	}{
+		{name: "explain-network-nested-blocks", args: []string{"10.1.2.0/24", "capcut.com"}, wantCode: 1},
+		{name: "explain-network-allowed-by-one", args: []string{"10.1.2.0/24", "x.ads.tiktok.com"}, wantCode: 1},
+		{name: "explain-network-one-policy", args: []string{"-proxy", "10.9.9.9", "10.1.3.0/24", "capcut.com"}, wantCode: 0},
+		{name: "explain-network-untrusted-proxy", args: []string{"-proxy", "10.1.1.1", "10.1.2.0/24", "capcut.com"}, wantCode: 2},
+		{name: "explain-network-host-bits", args: []string{"10.1.2.3/24", "capcut.com"}, wantCode: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := runCmd(append([]string{"explain", "-config", "testdata/ops/ecs.yaml"}, tc.args...)...)
+			assert.Equal(t, tc.wantCode, code, out)
+			golden(t, tc.name+".txt", out)
+		})
+	}
+	code, out := runCmd("explain", "-config", "testdata/ops/lints.yaml", "10.1.2.0/24", "capcut.com")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, out, "trusted_proxies is empty")
+}
+
 func TestExplainResolveGolden(t *testing.T) {
 	up := chainUpstream(t, map[string][]string{
 		"cloaked.example.": {"cloaked.example. 300 IN CNAME edge.example.net.", "edge.example.net. 300 IN CNAME p16.tiktok.com.", "p16.tiktok.com. 60 IN A 192.0.2.7"},

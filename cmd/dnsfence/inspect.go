@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -196,6 +197,7 @@ type explainOptions struct {
 	config  *string
 	resolve *bool
 	json    *bool
+	proxy   *string
 }
 
 func explainFlags() explainOptions {
@@ -205,6 +207,8 @@ func explainFlags() explainOptions {
 		config:  configFlag(fs),
 		resolve: fs.Bool("resolve", false, "also ask the upstreams and explain the answer's CNAME/DNAME chain hop by hop"),
 		json:    fs.Bool("json", false, "print the explanation as JSON"),
+		proxy: fs.String("proxy", "", "for a CLIENT network (10.1.2.0/24): the trusted proxy whose EDNS Client Subnet option names it\n"+
+			"(default: the first address of trusted_proxies)"),
 	}
 }
 
@@ -241,7 +245,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		return explainError
 	}
 	configPath, resolve, asJSON := opts.config, opts.resolve, opts.json
-	client, err := netip.ParseAddr(rest[0])
+	client, subnet, err := explainClient(rest[0])
 	if err != nil {
 		fmt.Fprintf(stderr, "dnsfence explain: client: %v\n", err)
 		return explainError
@@ -279,7 +283,17 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 				r.Name, r.Content.Fetched.UTC().Format(time.RFC3339), r.Err)
 		}
 	}
-	e := snap.Explain(client, name, qtype)
+	var e resolver.Explanation
+	if subnet.IsValid() {
+		proxy, err := explainProxy(snap.Config, *opts.proxy)
+		if err != nil {
+			fmt.Fprintf(stderr, "dnsfence explain: %v\n", err)
+			return explainError
+		}
+		e = snap.ExplainFor(resolver.Identity{Source: proxy, Client: subnet, Via: resolver.IdentityECS}, name, qtype)
+	} else {
+		e = snap.Explain(client, name, qtype)
+	}
 	if name != rest[1] {
 		e.Typed = rest[1]
 	}
@@ -309,4 +323,49 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprint(stdout, e.String())
 	return explainCode(e)
+}
+
+// explainClient reads explain's CLIENT: an address, or a network (CIDR)
+// as a trusted proxy's EDNS Client Subnet option names one, masked and
+// IPv4-mapped forms read as IPv4 as the option is (subnet valid then).
+func explainClient(arg string) (client netip.Addr, subnet netip.Prefix, err error) {
+	if !strings.Contains(arg, "/") {
+		client, err = netip.ParseAddr(arg)
+		return client, netip.Prefix{}, err
+	}
+	p, err := netip.ParsePrefix(arg)
+	if err != nil {
+		return netip.Addr{}, netip.Prefix{}, fmt.Errorf("%q is neither an IP address nor a network (10.1.2.0/24)", arg)
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	if p.Masked() != p {
+		return netip.Addr{}, netip.Prefix{}, fmt.Errorf("%q has host bits set; did you mean %s?", arg, p.Masked())
+	}
+	return p.Addr(), p, nil
+}
+
+// explainProxy is the trusted proxy a network is explained as coming
+// from: proxy, which must be in trusted_proxies (another's ECS option is
+// not believed), or the first address of trusted_proxies.
+func explainProxy(cfg *config.Config, proxy string) (netip.Addr, error) {
+	trusted := cfg.TrustedPrefixes()
+	if proxy == "" {
+		if len(trusted) == 0 {
+			return netip.Addr{}, errors.New("a network is named only by a trusted proxy's EDNS Client Subnet option, and trusted_proxies is empty")
+		}
+		return trusted[0].Addr(), nil
+	}
+	a, err := netip.ParseAddr(proxy)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("-proxy: %w", err)
+	}
+	a = a.Unmap()
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("-proxy %s is not in trusted_proxies: the EDNS Client Subnet option it sends is not believed", a)
 }

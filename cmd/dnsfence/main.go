@@ -6,7 +6,7 @@
 //
 //	dnsfence [serve] [-config FILE]                    serve
 //	dnsfence check [-config FILE] [-strict]            validate and summarise
-//	dnsfence explain [-config FILE] CLIENT NAME [TYPE] why a name is blocked or not
+//	dnsfence explain [-config FILE] CLIENT NAME [TYPE] why a name is blocked or not (CLIENT an address or an ECS network)
 //	dnsfence version                                   the version
 //	dnsfence help [COMMAND]                            usage
 //
@@ -64,7 +64,8 @@ func init() {
 			"exit 0 when serve would start with them (skipped lines are warnings), 1 when it would not;\n" +
 			"with -strict, warnings exit 1 too", runCheck,
 			func() *flag.FlagSet { return checkFlags().fs }},
-		{"explain", "CLIENT_IP NAME [TYPE]", "the decision for one client's query and every reason for it;\n" +
+		{"explain", "CLIENT NAME [TYPE]", "the decision for one client's query and every reason for it;\n" +
+			"CLIENT is an address, or a network (10.1.2.0/24) as a trusted proxy's EDNS Client Subnet names one;\n" +
 			"exit 0 forwarded, 1 blocked, 2 error, 3 refused (client outside allowed_clients)", runExplain,
 			func() *flag.FlagSet { return explainFlags().fs }},
 		{"health", "", "ask a running dnsfence's /readyz (for Docker's HEALTHCHECK, which has no curl in the image);\n" +
