@@ -556,14 +556,23 @@ type jsonHop struct {
 	Decision jsonDecision `json:"decision"`
 }
 
+// jsonAlso is a policy of Explanation.Also and its decision on the name.
+type jsonAlso struct {
+	jsonRange
+	Decision jsonDecision `json:"decision"`
+}
+
 type jsonExplanation struct {
 	Client    string        `json:"client"`
+	Subnet    string        `json:"subnet,omitempty"` // an ECS network from proxy
+	Proxy     string        `json:"proxy,omitempty"`
 	Allowed   bool          `json:"allowed"`
 	AllowedBy string        `json:"allowed_by,omitempty"`
 	Policy    *jsonRange    `json:"policy,omitempty"`
 	Action    string        `json:"action,omitempty"`
 	Exemption bool          `json:"exemption,omitempty"`
 	Beaten    []jsonRange   `json:"beats,omitempty"`
+	Also      []jsonAlso    `json:"also,omitempty"` // the other blocking policies the subnet is decided under
 	Name      string        `json:"name"`
 	Typed     string        `json:"typed,omitempty"`
 	Type      string        `json:"type"`
@@ -602,6 +611,12 @@ func (e Explanation) MarshalJSON() ([]byte, error) {
 		Verdict: e.verdict(), Rcode: e.Rcode}
 	if e.Allowed {
 		j.AllowedBy = e.AllowedBy.String()
+	}
+	if e.Subnet.IsValid() {
+		j.Subnet, j.Proxy = e.Subnet.String(), e.Proxy.String()
+	}
+	for _, cr := range e.Also {
+		j.Also = append(j.Also, jsonAlso{toJSONRange(cr), toJSONDecision(e.Name, cr.Policy.Decide(e.Name))})
 	}
 	if e.HasPolicy {
 		r := toJSONRange(e.Range)

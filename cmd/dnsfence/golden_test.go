@@ -113,6 +113,7 @@ func TestExplainNetworkGolden(t *testing.T) {
 		{name: "explain-network-one-policy", args: []string{"-proxy", "10.9.9.9", "10.1.3.0/24", "capcut.com"}, wantCode: 0},
 		{name: "explain-network-untrusted-proxy", args: []string{"-proxy", "10.1.1.1", "10.1.2.0/24", "capcut.com"}, wantCode: 2},
 		{name: "explain-network-host-bits", args: []string{"10.1.2.3/24", "capcut.com"}, wantCode: 2},
+		{name: "explain-network-json", args: []string{"-json", "10.1.2.0/24", "x.ads.tiktok.com"}, wantCode: 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
