@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/miekg/dns"
 )
 
 // TestECSNetworkLosesNoDevicesBlock is the fail-closed rule for networks
@@ -16,7 +17,8 @@ import (
 // the network is blocked. Random configurations of four policies (nested
 // and side-by-side ranges in 10.0.0.0/24, block and allow lists, exemptions,
 // shadow mode) and every network of /24 to /32 in a random sample, each
-// name of the lists asked for every address in the network.
+// name of the lists asked for every address in the network, and for a
+// third of the networks with answers whose CNAME leads to each name.
 func TestECSNetworkLosesNoDevicesBlock(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 14))
 	files := map[string]string{
@@ -72,18 +74,42 @@ func TestECSNetworkLosesNoDevicesBlock(t *testing.T) {
 			continue
 		}
 		configs++
-		for range 12 {
+		for i := range 12 {
 			bits := 24 + rng.IntN(9)
 			n := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(rng.IntN(256))}), bits).Masked()
 			networks++
+			// The answers too, for a third of the networks: a CNAME from
+			// the name asked to each name of the lists.
+			targets := []string{""}
+			if i%3 == 0 {
+				targets = names
+			}
 			for _, name := range names {
-				got := snap.decide(source, n, name)
-				for a := n.Addr(); n.Contains(a); a = a.Next() {
-					alone := snap.decide(a, netip.PrefixFrom(a, 32), name)
-					checks++
-					if alone.result == ResultBlocked && got.result != ResultBlocked {
-						t.Fatalf("network %s asking %s is %s, but %s alone is blocked by policy %s\nconfiguration:\n%s",
-							n, name, got.result, a, alone.policy.Policy.Name, b.String())
+				for _, target := range targets {
+					var resp *dns.Msg
+					if target != "" {
+						resp = new(dns.Msg)
+						resp.SetQuestion(name, dns.TypeA)
+						resp.Answer = []dns.RR{mustRR("%s 60 IN CNAME %s", name, target), mustRR("%s 60 IN A 192.0.2.1", target)}
+					}
+					blocked := func(client netip.Prefix, from netip.Addr) (bool, string) {
+						o := snap.decide(from, client, name)
+						if resp != nil {
+							o.inspect(resp)
+						}
+						if o.result != ResultBlocked {
+							return false, ""
+						}
+						return true, o.policy.Policy.Name
+					}
+					got, _ := blocked(n, source)
+					for a := n.Addr(); n.Contains(a); a = a.Next() {
+						alone, by := blocked(netip.PrefixFrom(a, 32), a)
+						checks++
+						if alone && !got {
+							t.Fatalf("network %s asking %s (answer CNAME %q) is not blocked, but %s alone is, by policy %s\nconfiguration:\n%s",
+								n, name, target, a, by, b.String())
+						}
 					}
 				}
 			}
