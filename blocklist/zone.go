@@ -60,12 +60,14 @@ type ipEntry struct {
 	name   string // the prefix in text, made once so that MatchIP formats nothing
 	line   int
 	action Action
-	// spellings counts the zone's records that write this prefix with
-	// this action: one prefix has several spellings (`zz` or the zero
-	// groups written out, leading zeros, an IPv4 address mapped into
-	// IPv6). An update that deletes one of several is not applied as a
-	// change (ErrNotExact): the list is built whole from the zone, which
-	// keeps the trigger while another record holds it.
+	// spellings counts the zone's records that write this prefix, with
+	// this action or another one (a conflict, reported and not applied):
+	// one prefix has several spellings (`zz` or the zero groups written
+	// out, leading zeros, an IPv4 address mapped into IPv6). An update
+	// that deletes one of several is not applied as a change
+	// (ErrNotExact): the list is built whole from the zone, which keeps
+	// a trigger while another record holds it (the conflicting one, once
+	// the trigger that won is deleted).
 	spellings int
 }
 
@@ -256,13 +258,13 @@ func (b *builder) addIP(t rpz.Trigger, line int, errs *errorList) {
 		l.ips = &bart.Table[ipEntry]{}
 	}
 	if prev, ok := l.ips.Get(p); ok {
+		prev.spellings++
+		l.ips.Insert(p, prev)
 		if prev.action != a {
 			errs.addOwner(l.file, t.Line, t.Owner, conflict(t, prev.line))
 			return
 		}
 		l.dups = append(l.dups, Duplicate{Name: prev.name, Line: line, FirstLine: prev.line})
-		prev.spellings++
-		l.ips.Insert(p, prev)
 		return
 	}
 	l.ips.Insert(p, ipEntry{name: p.String(), line: line, action: a, spellings: 1})
