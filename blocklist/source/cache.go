@@ -36,8 +36,9 @@ type cacheMeta struct {
 	Serial       uint32    `json:"serial,omitempty"`
 }
 
-// cachePath is the file that keeps the copy of the source called key (the
-// source's name without a pin): readable, and unique by a hash of key.
+// cachePath is the file that keeps the copy of the source called key (a
+// zone's name; a URL without its fragment, and its pin when it has one):
+// readable, and unique by a hash of key.
 func cachePath(dir, key string) string {
 	sum := sha256.Sum256([]byte(key))
 	var b strings.Builder

@@ -47,13 +47,17 @@ var (
 // http:// is accepted for loopback hosts only (tests, a local mirror):
 // anything else travels in the clear and could be altered on the way.
 type URL struct {
-	name   string   // the entry as configured
-	key    string   // the URL without its fragment: the cache's key
-	url    *url.URL // without its fragment
-	pin    *[32]byte
-	opt    Options
-	client *http.Client
-	track  tracker
+	name string // the entry as configured
+	key  string // the URL without its fragment
+	// cacheKey names the disk copy: key, and the pin when there is one,
+	// so that the same URL listed pinned and unpinned (or with two pins)
+	// keeps a disk copy per entry, neither overwriting the other's.
+	cacheKey string
+	url      *url.URL // without its fragment
+	pin      *[32]byte
+	opt      Options
+	client   *http.Client
+	track    tracker
 
 	// held is the copy served, owned by Run's goroutine.
 	held *Content
@@ -95,7 +99,10 @@ func NewURL(entry string, opt Options) (*URL, error) {
 		s.pin = (*[32]byte)(sum)
 	}
 	u.Fragment, u.RawFragment = "", ""
-	s.url, s.key = u, u.String()
+	s.url, s.key, s.cacheKey = u, u.String(), u.String()
+	if s.pin != nil {
+		s.cacheKey += "#sha256=" + hex.EncodeToString(s.pin[:])
+	}
 	s.track.st = Status{Name: entry, Kind: KindBody}
 	// Options.Timeout bounds the wait for the answer's headers; the whole
 	// fetch, a body of up to max_bytes on a slow link, gets transferLimit.
@@ -327,7 +334,12 @@ func (s *URL) readCopy() (*Content, error) {
 	if s.opt.CacheDir == "" {
 		return nil, ErrNoCopy
 	}
-	meta, body, err := readCache(cachePath(s.opt.CacheDir, s.key), s.key, "body")
+	meta, body, err := readCache(cachePath(s.opt.CacheDir, s.cacheKey), s.cacheKey, "body")
+	if errors.Is(err, ErrNoCopy) && s.cacheKey != s.key {
+		// Written before disk copies were kept per pin: the URL's own,
+		// used when it still matches the pin.
+		meta, body, err = readCache(cachePath(s.opt.CacheDir, s.key), s.key, "body")
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -350,7 +362,7 @@ func (s *URL) writeCache(c *Content) {
 	if s.opt.CacheDir == "" {
 		return
 	}
-	err := writeCache(cachePath(s.opt.CacheDir, s.key), cacheMeta{Source: s.key, Kind: "body", Fetched: c.Fetched,
+	err := writeCache(cachePath(s.opt.CacheDir, s.cacheKey), cacheMeta{Source: s.cacheKey, Kind: "body", Fetched: c.Fetched,
 		ETag: c.ETag, LastModified: c.LastModified}, c.Body)
 	s.track.cacheResult(err)
 	if err != nil {
