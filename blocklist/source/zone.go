@@ -332,9 +332,14 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 		return nil, nil, err
 	}
 	if res.kind == "" || have != nil && !serialNewer(res.soa.Serial, have.Serial) {
-		// The IXFR found the zone held current, or the zone changed back
-		// between the SOA query and the transfer: nothing newer.
-		return nil, nil, nil
+		// The SOA query said the primary has a newer zone, its transfer
+		// that it has not: a primary out of step with itself (a load
+		// balancer in front of primaries that differ), or the zone
+		// changed back in between. The zone held is kept, and the look
+		// is a failure, so that a zone never refreshed does not report a
+		// success at every look; the next look asks again.
+		return nil, nil, fmt.Errorf("primary's SOA has serial %d, but its transfer serial %d, not newer than the %d held; keeping the zone held",
+			soa.Serial, res.soa.Serial, have.Serial)
 	}
 	c := &Content{Source: z.name, Kind: KindZone, Fetched: time.Now(), Zone: z.zone, Serial: res.soa.Serial, Transfer: res.kind}
 	var commit func()
