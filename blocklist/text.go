@@ -64,17 +64,33 @@ func linesFrom(data string, first int) iter.Seq2[int, string] {
 // ErrNotText is CheckText's error: the file is not UTF-8 text.
 var ErrNotText = errors.New("not UTF-8 text")
 
+// NotTextError is CheckText's error: where the file stops being UTF-8
+// text and why. It wraps ErrNotText.
+type NotTextError struct {
+	File   string
+	Line   int    // 1-based
+	Reason string // what was found and how to fix it
+}
+
+// Error is "file:line: not UTF-8 text: reason".
+func (e *NotTextError) Error() string {
+	return fmt.Sprintf("%s:%d: %v: %s", e.File, e.Line, ErrNotText, e.Reason)
+}
+
+// Unwrap gives ErrNotText.
+func (e *NotTextError) Unwrap() error { return ErrNotText }
+
 // CheckText returns an error naming file and the line when data is not
 // UTF-8 text: UTF-16 or UTF-32, which Windows saves as "Unicode" (a
 // byte-order mark FF FE, FE FF or 00 00 FE FF), or anything with a NUL
 // octet (UTF-16 without a mark, or a binary file). Read as UTF-8, every
 // line of such a file would be skipped as invalid, so a list or a range
 // file would load empty and block nothing: it must be refused, as a file
-// that cannot be read is, never loaded. The error wraps ErrNotText.
+// that cannot be read is, never loaded. The error is a *NotTextError.
 func CheckText(file string, data []byte) error {
 	for _, bom := range [][]byte{{0xFF, 0xFE}, {0xFE, 0xFF}, {0, 0, 0xFE, 0xFF}} {
 		if bytes.HasPrefix(data, bom) {
-			return fmt.Errorf("%s:1: %w: it starts with the byte-order mark % X of UTF-16 or UTF-32; save it as UTF-8", file, ErrNotText, bom)
+			return &NotTextError{File: file, Line: 1, Reason: fmt.Sprintf("it starts with the byte-order mark % X of UTF-16 or UTF-32; save it as UTF-8", bom)}
 		}
 	}
 	return checkNUL(file, data, 0, 1)
@@ -85,7 +101,7 @@ func CheckText(file string, data []byte) error {
 func checkNUL(file string, data []byte, from, first int) error {
 	if i := bytes.IndexByte(data[from:], 0); i >= 0 {
 		line := first + bytes.Count(data[:from+i], []byte{'\n'})
-		return fmt.Errorf("%s:%d: %w: a NUL octet (UTF-16 without a byte-order mark, or a binary file); save it as UTF-8", file, line, ErrNotText)
+		return &NotTextError{File: file, Line: line, Reason: "a NUL octet (UTF-16 without a byte-order mark, or a binary file); save it as UTF-8"}
 	}
 	return nil
 }

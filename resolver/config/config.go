@@ -330,7 +330,11 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 	// decoder reads the text without a byte-order mark.
 	sum := sha256.Sum256(data)
 	if err := blocklist.CheckText(file, data); err != nil {
-		return nil, err
+		var nt *blocklist.NotTextError
+		if errors.As(err, &nt) {
+			return nil, &Error{File: file, Line: nt.Line, Err: fmt.Errorf("%w: %s", blocklist.ErrNotText, nt.Reason)}
+		}
+		return nil, &Error{File: file, Err: err}
 	}
 	data = blocklist.Text(data)
 	var root yaml.Node
