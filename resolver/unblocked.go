@@ -278,7 +278,7 @@ func (u *unblocked) compare(was, now *Policy, probes iter.Seq[probe]) {
 func (u *unblocked) heldError(what string, strict bool) error {
 	var parts []string
 	if len(u.exempted) > 0 {
-		parts = append(parts, fmt.Sprintf("%d now allowed, first %s", len(u.exempted), strings.Join(u.exemptedNames, ", ")))
+		parts = append(parts, fmt.Sprintf("%d names now allowed (a *.name stands for the names below it), first %s", len(u.exempted), strings.Join(u.exemptedNames, ", ")))
 	}
 	if strict {
 		for _, file := range slices.Sorted(maps.Keys(u.removed)) {

@@ -124,7 +124,7 @@ func TestExplainNetworkGolden(t *testing.T) {
 	}
 	code, out := runCmd("explain", "-config", "testdata/ops/lints.yaml", "10.1.2.0/24", "capcut.com")
 	assert.Equal(t, 2, code)
-	assert.Contains(t, out, "trusted_proxies is empty")
+	assert.Contains(t, out, "testdata/ops/lints.yaml has no trusted_proxies: explain one address")
 }
 
 func TestExplainResolveGolden(t *testing.T) {
@@ -163,7 +163,8 @@ func TestExplainUsage(t *testing.T) {
 	assert.Contains(t, out, "usage: dnsfence explain")
 	code, out = runCmd("explain", "-config", "testdata/ops/lints.yaml", "not-an-ip", "tiktok.com")
 	assert.Equal(t, 2, code)
-	assert.Contains(t, out, "client: ")
+	assert.Contains(t, out, `client: "not-an-ip" is neither an IP address nor a network (10.1.2.0/24); the order is CLIENT NAME`)
+	assert.NotContains(t, out, "ParseAddr", "no Go words")
 	code, out = runCmd("explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "BOGUS")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, out, `unknown query type "BOGUS"`)
@@ -211,8 +212,12 @@ func TestCommandLine(t *testing.T) {
 		{"help of an unknown command", []string{"help", "bogus"}, 2, []string{`unknown command "bogus"`}},
 		{"serve takes no arguments", []string{"serve", "dnsfence.yaml"}, 2, []string{`unexpected argument "dnsfence.yaml"`, "-config dnsfence.yaml"}},
 		{"a bare config path", []string{"-config", "x.yaml", "y.yaml"}, 2, []string{`unexpected argument "y.yaml"`}},
+		{"a flag before the command", []string{"-config", "x.yaml", "check"}, 2,
+			[]string{`unexpected argument "check" (the command comes first, its flags after it: ` + "`dnsfence check -config FILE`)"}},
+		{"a config path as the command", []string{"configs/dnsfence.yaml"}, 2,
+			[]string{`unknown command "configs/dnsfence.yaml" (a configuration file? ` + "`dnsfence -config configs/dnsfence.yaml`)"}},
 		{"unknown flag", []string{"check", "-bogus"}, 2, []string{"flag provided but not defined: -bogus", "usage: dnsfence check"}},
-		{"explain needs a client and a name", []string{"explain", "10.1.2.3"}, 2, []string{"usage: dnsfence explain"}},
+		{"explain needs a client and a name", []string{"explain", "10.1.2.3"}, 2, []string{"dnsfence explain: 1 arguments (10.1.2.3); give CLIENT NAME [TYPE]", "usage: dnsfence explain"}},
 		{"explain with a bad client", []string{"explain", "not-an-ip", "tiktok.com"}, 2, []string{"client"}},
 		{"explain with a bad type", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "BOGUS"}, 2, []string{`unknown query type "BOGUS"`}},
 		{"explain with a missing config", []string{"explain", "-config", "testdata/missing.yaml", "10.1.2.3", "tiktok.com"}, 2, []string{"missing.yaml"}},

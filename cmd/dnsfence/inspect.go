@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -241,6 +240,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if len(rest) < 2 || len(rest) > 3 {
+		fmt.Fprintf(stderr, "dnsfence explain: %d arguments (%s); give CLIENT NAME [TYPE]\n\n", len(rest), strings.Join(rest, " "))
 		fs.Usage()
 		return explainError
 	}
@@ -329,13 +329,16 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 // as a trusted proxy's EDNS Client Subnet option names one, masked and
 // IPv4-mapped forms read as IPv4 as the option is (subnet valid then).
 func explainClient(arg string) (client netip.Addr, subnet netip.Prefix, err error) {
+	notClient := fmt.Errorf("%q is neither an IP address nor a network (10.1.2.0/24); the order is CLIENT NAME, e.g. dnsfence explain 10.1.2.3 www.tiktok.com", arg)
 	if !strings.Contains(arg, "/") {
-		client, err = netip.ParseAddr(arg)
-		return client, netip.Prefix{}, err
+		if client, err = netip.ParseAddr(arg); err != nil {
+			return netip.Addr{}, netip.Prefix{}, notClient
+		}
+		return client, netip.Prefix{}, nil
 	}
 	p, err := netip.ParsePrefix(arg)
 	if err != nil {
-		return netip.Addr{}, netip.Prefix{}, fmt.Errorf("%q is neither an IP address nor a network (10.1.2.0/24)", arg)
+		return netip.Addr{}, netip.Prefix{}, notClient
 	}
 	if p.Addr().Is4In6() && p.Bits() >= 96 {
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
@@ -353,7 +356,8 @@ func explainProxy(cfg *config.Config, proxy string) (netip.Addr, error) {
 	trusted := cfg.TrustedPrefixes()
 	if proxy == "" {
 		if len(trusted) == 0 {
-			return netip.Addr{}, errors.New("a network is named only by a trusted proxy's EDNS Client Subnet option, and trusted_proxies is empty")
+			return netip.Addr{}, fmt.Errorf("a network is named only by a trusted proxy's EDNS Client Subnet option, and %s has no trusted_proxies: "+
+				"explain one address (10.1.2.3), or list the forwarder in trusted_proxies", cfg.File)
 		}
 		return trusted[0].Addr(), nil
 	}

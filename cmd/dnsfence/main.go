@@ -88,7 +88,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if c, ok := commandNamed(args[0]); ok {
 		return c.run(args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "dnsfence: unknown command %q\n\n", args[0])
+	fmt.Fprintf(stderr, "dnsfence: unknown command %q", args[0])
+	if strings.ContainsAny(args[0], "./") {
+		fmt.Fprintf(stderr, " (a configuration file? `dnsfence -config %s`)", args[0])
+	}
+	fmt.Fprint(stderr, "\n\n")
 	usage(stderr)
 	return 2
 }
@@ -249,7 +253,13 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if done {
 		return code
 	}
-	if !noArguments("serve", rest, "did you mean `dnsfence -config %s`?", stderr) {
+	hint := "did you mean `dnsfence -config %s`?"
+	if len(rest) > 0 {
+		if _, ok := commandNamed(rest[0]); ok {
+			hint = "the command comes first, its flags after it: `dnsfence %s -config FILE`"
+		}
+	}
+	if !noArguments("serve", rest, hint, stderr) {
 		return 2
 	}
 	configPath, version, cpuProfile := opts.config, opts.version, opts.cpuProfile
@@ -455,7 +465,7 @@ func healthFlags() healthOptions {
 	fs := flag.NewFlagSet("dnsfence health", flag.ContinueOnError)
 	return healthOptions{
 		fs:      fs,
-		url:     fs.String("url", "http://127.0.0.1:9153/readyz", "the readiness URL of the running dnsfence (its `http` address)"),
+		url:     fs.String("url", "http://127.0.0.1:9153/readyz", "the readiness `URL` of the running dnsfence (at its http address)"),
 		timeout: fs.Duration("timeout", 3*time.Second, "how long to wait for the answer"),
 	}
 }

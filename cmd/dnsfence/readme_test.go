@@ -44,7 +44,8 @@ func readmeExamples(t *testing.T) (examples []readmeExample, files map[string]st
 		block := lines[start:i]
 		switch {
 		case lang == "yaml" && len(block) > 0 && strings.HasPrefix(block[0], "# ") && strings.HasSuffix(block[0], ".yaml"):
-			files[strings.TrimPrefix(block[0], "# ")] = strings.Join(block[1:], "\n") + "\n"
+			// The file as a reader copies it, its name's comment line included.
+			files[strings.TrimPrefix(block[0], "# ")] = strings.Join(block, "\n") + "\n"
 		case lang == "console":
 			for j, l := range block {
 				if cmd, ok := strings.CutPrefix(l, "$ "); ok {
