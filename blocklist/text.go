@@ -105,3 +105,17 @@ func checkNUL(file string, data []byte, from, first int) error {
 	}
 	return nil
 }
+
+// Markup returns the start of data (at most 20 octets) when it is markup,
+// an HTML or XML page (a captive portal, an error page, a web view of a
+// list saved instead of the raw file), and "" otherwise: no list or range
+// format starts with '<' followed by a letter, '!' or '?'.
+func Markup(data []byte) string {
+	text := bytes.TrimLeft(data, "\ufeff \t\r\n\f\v")
+	if len(text) > 1 && text[0] == '<' {
+		if c := text[1] | 0x20; c >= 'a' && c <= 'z' || text[1] == '!' || text[1] == '?' {
+			return string(text[:min(len(text), 20)])
+		}
+	}
+	return ""
+}

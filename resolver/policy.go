@@ -3,6 +3,7 @@ package resolver
 import (
 	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"net/netip"
 	"sync"
@@ -509,6 +510,9 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 		l, warn, err := readList(cfg, path, prev.list(path))
 		if err == nil {
 			err = onlyBadLines(path, l.Len(), warn)
+			if err != nil && !cfg.Embedded {
+				err = markupHint(path, err)
+			}
 		}
 		if err != nil {
 			fatal = append(fatal, fmt.Errorf("reading list: %w", err))
@@ -647,6 +651,22 @@ func onlyBadLines(what string, entries int, warn error) error {
 		return fmt.Errorf("%s: %w, only %d %s: %w", what, ErrOnlyBadLines, n, lines, warn)
 	}
 	return fmt.Errorf("%s: %w, only %d %s, the first %v; refusing it", what, ErrOnlyBadLines, n, lines, first)
+}
+
+// markupHint adds to err, a list file's onlyBadLines error, what the file
+// is when it starts as a web page does: a page saved in place of the list.
+func markupHint(path string, err error) error {
+	f, oerr := blocklist.Open(path)
+	if oerr != nil || !f.Regular() {
+		return err
+	}
+	defer f.Close()
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(f, head)
+	if start := blocklist.Markup(head[:n]); start != "" {
+		return fmt.Errorf("%w (it starts with %q: a web page saved in place of the list? save the raw list)", err, start)
+	}
+	return err
 }
 
 // readList reads and parses the list file at path, or returns prev, the

@@ -371,6 +371,11 @@ func TestListOfOnlyBadLinesIsRefused(t *testing.T) {
 			_, err = BuildSnapshot(cfg, nil)
 			require.ErrorIs(t, err, ErrOnlyBadLines)
 			assert.Contains(t, err.Error(), want(dir))
+			if strings.HasPrefix(tc.content, "<") {
+				assert.Contains(t, err.Error(), `(it starts with "<!DOCTYPE html>\n<htm": a web page saved in place of the list? save the raw list)`)
+			} else {
+				assert.NotContains(t, err.Error(), "web page")
+			}
 		})
 		t.Run("reload/"+tc.name, func(t *testing.T) {
 			f := startFence(t, conf, good, up.addr)

@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"go.uber.org/zap"
 )
 
@@ -297,13 +298,8 @@ func checkText(body []byte) error {
 	if !utf8.Valid(body) {
 		return fmt.Errorf("%w: invalid UTF-8", ErrBinary)
 	}
-	text := bytes.TrimLeft(body, "\ufeff \t\r\n\f\v")
-	if len(text) > 1 && text[0] == '<' {
-		c := text[1] | 0x20
-		if c >= 'a' && c <= 'z' || text[1] == '!' || text[1] == '?' {
-			end := min(len(text), 20)
-			return fmt.Errorf("%w: starts with %q", ErrHTML, text[:end])
-		}
+	if start := blocklist.Markup(body); start != "" {
+		return fmt.Errorf("%w: starts with %q", ErrHTML, start)
 	}
 	return nil
 }
