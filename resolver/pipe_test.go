@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -25,18 +26,12 @@ import (
 // the pipe, releasing a writer waiting in open(2) into a pipe that is
 // closed at once: what it writes is lost.
 func TestNamedPipeListIsNotReloadedAgainAndAgain(t *testing.T) {
-	idle := blocklist.PipeIdle
-	blocklist.PipeIdle = 500 * time.Millisecond
-	t.Cleanup(func() { blocklist.PipeIdle = idle })
 	up := startUpstream(t, nil)
 	f := startFence(t, reloadConfig, testFiles, up.addr)
 	r := watching(t, f, zap.NewNop())
 	list := filepath.Join(f.dir, "tiktok.txt")
 	content := testFiles["tiktok.txt"] + "lemon8-app.com\n"
-	require.NoError(t, os.Remove(list))
-	if err := syscall.Mkfifo(list, 0o644); err != nil {
-		t.Skip("no named pipes here:", err)
-	}
+	toNamedPipe(t, list, 500*time.Millisecond)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -73,4 +68,38 @@ func TestNamedPipeListIsNotReloadedAgainAndAgain(t *testing.T) {
 	st = r.Status()
 	assert.Equal(t, before, st.Successes+st.Failures, "reloads with nothing changed: %d more in 2s (last error %v)",
 		st.Successes+st.Failures-before, st.Err)
+}
+
+// TestPipeListSharedByPoliciesIsWaitedForOnce: README says a list
+// replaced by a named pipe is waited for "10 s at most". BuildSnapshot
+// reads a list once per policy naming it when the read fails (loadList
+// keeps only lists that loaded), so a pipe named by testConfig's three
+// policies holds every reload 3 x PipeIdle (30 s), and reports it three
+// times.
+func TestPipeListSharedByPoliciesIsWaitedForOnce(t *testing.T) {
+	path := writeConfig(t, testConfig, testFiles, "127.0.0.1:53")
+	list := filepath.Join(filepath.Dir(path), "tiktok.txt")
+	toNamedPipe(t, list, 300*time.Millisecond)
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	start := time.Now()
+	_, err = BuildSnapshot(cfg, nil)
+	took := time.Since(start)
+	require.Error(t, err)
+	require.Less(t, took, 2*blocklist.PipeIdle, "the pipe was waited for %s: %v", took, err)
+}
+
+// toNamedPipe replaces the file at path with a named pipe no one writes
+// yet, and makes blocklist.PipeIdle idle until the test ends, so that
+// waiting for the pipe takes a moment; the test skips where there are no
+// named pipes.
+func toNamedPipe(t *testing.T, path string, idle time.Duration) {
+	t.Helper()
+	was := blocklist.PipeIdle
+	blocklist.PipeIdle = idle
+	t.Cleanup(func() { blocklist.PipeIdle = was })
+	require.NoError(t, os.Remove(path))
+	if err := syscall.Mkfifo(path, 0o644); err != nil {
+		t.Skip("no named pipes here:", err)
+	}
 }

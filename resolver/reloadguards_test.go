@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -612,17 +611,11 @@ sources: {refresh: 1h, cache_dir: cache}
 // blocklist.PipeIdle, keeping the last good state, and the next change
 // applies.
 func TestNamedPipeListDoesNotStopReloads(t *testing.T) {
-	idle := blocklist.PipeIdle
-	blocklist.PipeIdle = 300 * time.Millisecond
-	t.Cleanup(func() { blocklist.PipeIdle = idle })
 	up := startUpstream(t, nil)
 	f := startFence(t, reloadConfig, testFiles, up.addr)
 	r := watching(t, f, zaptest.NewLogger(t))
 	list := filepath.Join(f.dir, "tiktok.txt")
-	require.NoError(t, os.Remove(list))
-	if err := syscall.Mkfifo(list, 0o644); err != nil {
-		t.Skip("no named pipes here:", err)
-	}
+	toNamedPipe(t, list, 300*time.Millisecond)
 	st := settledStatus(t, r)
 	require.Error(t, st.Err)
 	assert.Contains(t, st.Err.Error(), "nothing was written to the named pipe")
