@@ -103,3 +103,35 @@ func toNamedPipe(t *testing.T, path string, idle time.Duration) {
 		t.Skip("no named pipes here:", err)
 	}
 }
+
+// TestMarkupHintLeavesAPipeAlone: a list replaced by a named pipe whose
+// writer sends only bad lines is refused (ErrOnlyBadLines). markupHint,
+// which looks for a web page in the refused file, must not open the pipe
+// again: an open read end releases the next writer waiting in open(2)
+// into a pipe no one reads (what it writes is lost), and markupHint
+// returned without closing it, so it stayed open after BuildSnapshot.
+func TestMarkupHintLeavesAPipeAlone(t *testing.T) {
+	path := writeConfig(t, testConfig, testFiles, "127.0.0.1:53")
+	list := filepath.Join(filepath.Dir(path), "tiktok.txt")
+	toNamedPipe(t, list, 2*time.Second)
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	wrote := make(chan error, 1)
+	go func() {
+		w, err := os.OpenFile(list, os.O_WRONLY, 0) // waits for the reload's reader
+		if err == nil {
+			_, err = w.WriteString("<html><body>not a list</body></html>\n")
+			w.Close()
+		}
+		wrote <- err
+	}()
+	_, err = BuildSnapshot(cfg, nil)
+	require.ErrorIs(t, err, ErrOnlyBadLines)
+	require.NoError(t, <-wrote)
+	// A writer that does not wait opens only while a reader is there.
+	w, err := os.OpenFile(list, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+	if err == nil {
+		w.Close()
+	}
+	assert.ErrorIs(t, err, syscall.ENXIO, "the named pipe is still open for reading after BuildSnapshot")
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"iter"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -655,12 +656,21 @@ func onlyBadLines(what string, entries int, warn error) error {
 
 // markupHint adds to err, a list file's onlyBadLines error, what the file
 // is when it starts as a web page does: a page saved in place of the list.
+// A file that is not regular is not opened again: an open read end of a
+// named pipe releases a writer waiting in open(2) into a pipe closed at
+// once, and what it writes is lost.
 func markupHint(path string, err error) error {
+	if fi, serr := os.Stat(path); serr != nil || !fi.Mode().IsRegular() {
+		return err
+	}
 	f, oerr := blocklist.Open(path)
-	if oerr != nil || !f.Regular() {
+	if oerr != nil {
 		return err
 	}
 	defer f.Close()
+	if !f.Regular() { // replaced since the Stat
+		return err
+	}
 	head := make([]byte, 512)
 	n, _ := io.ReadFull(f, head)
 	if start := blocklist.Markup(head[:n]); start != "" {
