@@ -210,6 +210,34 @@ func noArguments(name string, rest []string, hint string, stderr io.Writer) bool
 	return false
 }
 
+// firstArgument is the first argument of args that is neither one of
+// fs's flags nor a flag's value, as fs.Parse would find it, without
+// parsing: the flags after it may be another command's.
+func firstArgument(fs *flag.FlagSet, args []string) (string, bool) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			if i+1 < len(args) {
+				return args[i+1], true
+			}
+			return "", false
+		}
+		if len(a) < 2 || a[0] != '-' {
+			return a, true
+		}
+		name, _, value := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		f := fs.Lookup(name)
+		if f == nil || value {
+			continue
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			continue
+		}
+		i++ // the flag's value
+	}
+	return "", false
+}
+
 // configFlag defines the -config flag every command that loads the
 // configuration takes.
 func configFlag(fs *flag.FlagSet) *string {
@@ -249,17 +277,19 @@ func loadConfig(path string) (*config.Config, error) {
 
 func runServe(args []string, stdout, stderr io.Writer) int {
 	opts := serveFlags()
+	// A command after serve's flags (dnsfence -config FILE check -strict)
+	// is said to come first before its own flags (-strict) fail serve's.
+	if a, ok := firstArgument(opts.fs, args); ok {
+		if _, ok := commandNamed(a); ok {
+			noArguments("serve", []string{a}, "the command comes first, its flags after it: `dnsfence %s -config FILE`", stderr)
+			return 2
+		}
+	}
 	rest, code, done := parseCommand("serve", opts.fs, args, stderr)
 	if done {
 		return code
 	}
-	hint := "did you mean `dnsfence -config %s`?"
-	if len(rest) > 0 {
-		if _, ok := commandNamed(rest[0]); ok {
-			hint = "the command comes first, its flags after it: `dnsfence %s -config FILE`"
-		}
-	}
-	if !noArguments("serve", rest, hint, stderr) {
+	if !noArguments("serve", rest, "did you mean `dnsfence -config %s`?", stderr) {
 		return 2
 	}
 	configPath, version, cpuProfile := opts.config, opts.version, opts.cpuProfile
