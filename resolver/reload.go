@@ -470,6 +470,10 @@ type peak struct {
 	entries int     // a list's entries
 	ranges  int     // a range file's ranges
 	v4, v6  float64 // the IPv4 and IPv6 addresses they cover
+	// base is a range file's ranges at the last start or SIGHUP: ranges
+	// moved a step at a time, each within max_shrink, lose its devices
+	// as surely as a range file cut a step at a time.
+	base []blocklist.Range
 }
 
 // peakOf is the most the list or range file at path held in s since the
@@ -485,6 +489,7 @@ func (s *Snapshot) peakOf(path string) peak {
 	if rf, ok := s.Ranges[path]; ok {
 		p.ranges = len(rf.Ranges)
 		p.v4, p.v6 = coverage(rf.Ranges)
+		p.base = rf.Ranges
 	}
 	return p
 }
@@ -507,12 +512,14 @@ func (next *Snapshot) keepPeaks(prev *Snapshot, reset bool) {
 		old, ok := prev.Ranges[path]
 		was := prev.peakOf(path)
 		if ok && !reset && old.Sum == rf.Sum {
-			p.ranges, p.v4, p.v6 = was.ranges, was.v4, was.v6
+			p.ranges, p.v4, p.v6, p.base = was.ranges, was.v4, was.v6, was.base
 		} else {
 			p.ranges = len(rf.Ranges)
 			p.v4, p.v6 = coverage(rf.Ranges)
+			p.base = rf.Ranges
 			if ok && !reset {
 				p.ranges, p.v4, p.v6 = max(p.ranges, was.ranges), max(p.v4, was.v4), max(p.v6, was.v6)
+				p.base = was.base
 			}
 		}
 		peaks[path] = p
@@ -738,6 +745,18 @@ func rangeShrink(old, rf *blocklist.RangeFile, pk peak, maxShrink float64) error
 		}
 		if lost6 > old6*maxShrink {
 			what = append(what, fmt.Sprintf("IPv6 addresses no longer covered %s of %s", countString(lost6), countString(old6)))
+		}
+	}
+	if len(what) == 0 && pk.base != nil {
+		// Moved a step at a time: against the ranges of the last start
+		// or SIGHUP.
+		base4, base6 := coverage(pk.base)
+		kept4, kept6 := coverageKept(pk.base, rf.Ranges)
+		if lost4 := base4 - kept4; lost4 > base4*maxShrink {
+			what = append(what, fmt.Sprintf("IPv4 addresses no longer covered %s of the %s covered at the last start or SIGHUP", countString(lost4), countString(base4)))
+		}
+		if lost6 := base6 - kept6; lost6 > base6*maxShrink {
+			what = append(what, fmt.Sprintf("IPv6 addresses no longer covered %s of the %s covered at the last start or SIGHUP", countString(lost6), countString(base6)))
 		}
 	}
 	if len(what) == 0 {

@@ -635,3 +635,37 @@ func TestNamedPipeListDoesNotStopReloads(t *testing.T) {
 	require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "lemon8-app.com.") == dns.RcodeNameError },
 		10*time.Second, 10*time.Millisecond, "the next change applies")
 }
+
+// TestRangeMovesAddUpUntilSIGHUP: the peaks hold cuts that each stay
+// within max_shrink once they add up past it, but measured only sizes. A
+// range file whose networks are moved a quarter at a time keeps its size,
+// and each move (a quarter of what it covers) was measured against the
+// state running alone: four reloads, none held, took every device of
+// 127.2.0.0/16 out of the blocking policy. Now a move is measured against
+// the ranges of the last start or SIGHUP too.
+func TestRangeMovesAddUpUntilSIGHUP(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, rangesConfig, rangesFiles("127.2.0.0/18\n127.2.64.0/18\n127.2.128.0/18\n127.2.192.0/18\n"), up.addr)
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	networks := filepath.Join(f.dir, "networks.txt")
+	steps := []string{
+		"127.3.0.0/18\n127.2.64.0/18\n127.2.128.0/18\n127.2.192.0/18\n",
+		"127.3.0.0/18\n127.3.64.0/18\n127.2.128.0/18\n127.2.192.0/18\n",
+		"127.3.0.0/18\n127.3.64.0/18\n127.3.128.0/18\n127.2.192.0/18\n",
+		"127.3.0.0/18\n127.3.64.0/18\n127.3.128.0/18\n127.3.192.0/18\n",
+	}
+	var err error
+	for _, s := range steps {
+		writeAtomic(t, networks, s)
+		if err = r.Reload(false); err != nil {
+			break
+		}
+	}
+	require.ErrorIs(t, err, ErrHeld, "every device of 127.2.0.0/16 out of the blocking policy, a quarter a reload")
+	assert.Contains(t, err.Error(), "IPv4 addresses no longer covered 49152 of the 65536 covered at the last start or SIGHUP")
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.128.1", "tiktok.com."), "a device of the third quarter, still blocked")
+	require.NoError(t, r.Reload(true), "SIGHUP accepts the move")
+	writeAtomic(t, networks, steps[3])
+	require.NoError(t, r.Reload(false), "the last quarter, against what SIGHUP accepted")
+}
