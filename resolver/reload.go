@@ -468,6 +468,7 @@ func shrunk(old, n, maxShrink float64) bool { return n < old*(1-maxShrink) }
 // max_shrink, what the devices lost is not.
 type peak struct {
 	entries int     // a list's entries
+	list    List    // the list as it was at the last start or SIGHUP (baseReplaced)
 	ranges  int     // a range file's ranges
 	v4, v6  float64 // the IPv4 and IPv6 addresses they cover
 	// base is a range file's ranges at the last start or SIGHUP: ranges
@@ -484,7 +485,7 @@ func (s *Snapshot) peakOf(path string) peak {
 		return p
 	}
 	if l, ok := s.Lists[path]; ok {
-		p.entries = l.Len()
+		p.entries, p.list = l.Len(), l
 	}
 	if rf, ok := s.Ranges[path]; ok {
 		p.ranges = len(rf.Ranges)
@@ -501,9 +502,10 @@ func (s *Snapshot) peakOf(path string) peak {
 func (next *Snapshot) keepPeaks(prev *Snapshot, reset bool) {
 	peaks := make(map[string]peak, len(next.Lists)+len(next.Ranges))
 	for path, l := range next.Lists {
-		p := peak{entries: l.Len()}
+		p := peak{entries: l.Len(), list: l}
 		if _, ok := prev.Lists[path]; ok && !reset {
-			p.entries = max(p.entries, prev.peakOf(path).entries)
+			was := prev.peakOf(path)
+			p.entries, p.list = max(p.entries, was.entries), was.list
 		}
 		peaks[path] = p
 	}

@@ -152,7 +152,9 @@ func TestReloadKeepsLastGoodState(t *testing.T) {
 		v, _ := metricValue(t, f.registry, "dnsfence_reloads_total", "result", "failure")
 		assert.Greater(t, v, failed)
 
-		writeAtomic(t, list, "tiktok.com\nreturned.example\ngood.example\nfixed.example\n")
+		// The fix keeps the list's entries of the start: more than half of
+		// them gone since would be held (baseReplaced).
+		writeAtomic(t, list, testFiles["tiktok.txt"]+"returned.example\ngood.example\nfixed.example\n")
 		require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "fixed.example.") == dns.RcodeNameError },
 			10*time.Second, 10*time.Millisecond)
 		assert.True(t, r.Status().OK)

@@ -669,3 +669,42 @@ func TestRangeMovesAddUpUntilSIGHUP(t *testing.T) {
 	writeAtomic(t, networks, steps[3])
 	require.NoError(t, r.Reload(false), "the last quarter, against what SIGHUP accepted")
 }
+
+// TestListReplacementAddsUpUntilSIGHUP: a block list whose entries are
+// replaced a third at a time keeps its size, so its peak never sees it,
+// and each step's entries that no longer block are within max_shrink of
+// the state running: three reloads took every name blocked at start out
+// of the block, none held. The entries replaced since the last start or
+// SIGHUP now add up against the most the list had; SIGHUP accepts the
+// change and counts again from there.
+func TestListReplacementAddsUpUntilSIGHUP(t *testing.T) {
+	up := startUpstream(t, nil)
+	files := rangesFiles("127.2.0.0/16\n")
+	files["tiktok.txt"] = namesUnder("a", 90)
+	f := startFence(t, rangesConfig, files, up.addr)
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	list := filepath.Join(f.dir, "tiktok.txt")
+	a := strings.SplitAfter(namesUnder("a", 90), "\n")
+	var err error
+	for _, s := range []string{
+		namesUnder("b", 30) + strings.Join(a[30:], ""),
+		namesUnder("b", 60) + strings.Join(a[60:], ""),
+		namesUnder("b", 90),
+	} {
+		writeAtomic(t, list, s)
+		if err = r.Reload(false); err != nil {
+			break
+		}
+	}
+	require.ErrorIs(t, err, ErrShrink, "a third a reload: the second is held")
+	assert.Contains(t, err.Error(), list+": change held: list shrank more than reload.max_shrink allows: 60 of the 90 entries it had at the last start or SIGHUP no longer block in policy government-devices (replaced, not only removed; max_shrink 0.5)")
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.0.1", "a89.example."), "a name of the last third, still blocked")
+
+	require.NoError(t, r.Reload(true), "SIGHUP accepts the second step")
+	assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "127.2.0.1", "a30.example."))
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.0.1", "b59.example."))
+	running := strings.SplitAfter(namesUnder("b", 60)+strings.Join(a[60:], ""), "\n")
+	writeAtomic(t, list, namesUnder("c", 30)+strings.Join(running[30:], ""))
+	require.NoError(t, r.Reload(false), "a third replaced since the SIGHUP")
+}

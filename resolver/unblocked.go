@@ -394,6 +394,46 @@ func policyUnblocked(prev, next *Snapshot, maxShrink float64, shrunkLists map[st
 			errs = append(errs, fmt.Errorf("%s: %w: %d of its %d entries no longer block in policy %s (replaced, not only removed; max_shrink %g); SIGHUP accepts it",
 				file, ErrShrink, u.removed[file], l.Len(), np.Name, maxShrink))
 		}
+		errs = append(errs, baseReplaced(prev, np, changed, oldBlock, maxShrink, shrunkLists)...)
+	}
+	return errs
+}
+
+// baseReplaced holds a block list of np that changed when more than
+// maxShrink of the entries it had at the last start or SIGHUP (its peak's
+// list) are gone from it and no longer block in np: a list replaced a
+// third at a time, each change within max_shrink of the state running,
+// is as gone as one replaced at once. Only lists changed before since
+// then are walked (for the first change the base is the state running,
+// which policyUnblocked measured), so an edit walks the list's base copy
+// once more; an IXFR that removed nothing blocking walks nothing.
+func baseReplaced(prev *Snapshot, np *Policy, changed map[string]List, oldBlock map[string]List, maxShrink float64, shrunkLists map[string]bool) []error {
+	var errs []error
+	for _, file := range slices.Sorted(maps.Keys(changed)) {
+		n := changed[file]
+		base := prev.peakOf(file).list
+		if n == nil || shrunkLists[file] || base == nil || base == oldBlock[file] {
+			continue
+		}
+		if removed, _, ok := listDelta(oldBlock[file], n); ok && !slices.ContainsFunc(removed, func(e blocklist.TriggerEntry) bool { return blockingTrigger(e.Trigger) }) {
+			continue
+		}
+		total, gone := 0, 0
+		for pr := range nameProbes([]List{base}, blockingTrigger, true) {
+			if pr.block == "" {
+				continue // an entry's second probe
+			}
+			total++
+			if !matchesIn(n, pr, blockingTrigger) && !pr.decide(np).Blocked {
+				gone++
+			}
+		}
+		if total == 0 || !shrunk(float64(total), float64(total-gone), maxShrink) {
+			continue
+		}
+		shrunkLists[file] = true
+		errs = append(errs, fmt.Errorf("%s: %w: %d of the %d entries it had at the last start or SIGHUP no longer block in policy %s (replaced, not only removed; max_shrink %g); SIGHUP accepts it",
+			file, ErrShrink, gone, total, np.Name, maxShrink))
 	}
 	return errs
 }
