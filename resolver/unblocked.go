@@ -278,7 +278,11 @@ func (u *unblocked) compare(was, now *Policy, probes iter.Seq[probe]) {
 func (u *unblocked) heldError(what string, strict bool) error {
 	var parts []string
 	if len(u.exempted) > 0 {
-		parts = append(parts, fmt.Sprintf("%d names now allowed (a *.name stands for the names below it), first %s", len(u.exempted), strings.Join(u.exemptedNames, ", ")))
+		names := "names"
+		if len(u.exempted) == 1 {
+			names = "name"
+		}
+		parts = append(parts, fmt.Sprintf("%d %s now allowed (a *.name stands for the names below it), first %s", len(u.exempted), names, strings.Join(u.exemptedNames, ", ")))
 	}
 	if strict {
 		for _, file := range slices.Sorted(maps.Keys(u.removed)) {
