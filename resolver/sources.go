@@ -62,6 +62,10 @@ type runningSource struct {
 	// from a copy a fail-closed guard held, which SIGHUP applies.
 	list    *blocklist.List
 	pending *blocklist.List
+	// startPeak is the most entries a copy held before the first snapshot
+	// had (startShrink): two quick copies, each within max_shrink of the
+	// one before, are held once they add up past it, as after it.
+	startPeak int
 }
 
 // sourceKey identifies the options a source was made with.
@@ -263,6 +267,7 @@ func (r *Reloader) applySource(rs *runningSource, c source.Content) error {
 		// No snapshot yet (Start builds the first with it), or one that
 		// does not use the list any more.
 		rs.list, rs.pending = l, nil
+		rs.startPeak = max(rs.startPeak, l.Len())
 		r.handler.setHeld(name, false)
 		r.log.Info("list source loaded", zap.String(logList, name), zap.Int("entries", l.Len()),
 			zap.String("version", c.Version()), zap.Bool("from_cache", c.FromCache), zap.Duration("took", time.Since(start)))
@@ -295,13 +300,14 @@ func (r *Reloader) applySource(rs *runningSource, c source.Content) error {
 }
 
 // startShrink is heldChanges' list guard for a copy l of rs that comes
-// before the first snapshot (prev nil): against the copy rs holds, under
-// the starting configuration's reload.max_shrink; r.mu is held.
+// before the first snapshot (prev nil): against the copy rs holds and the
+// most a copy held before (startPeak), under the starting configuration's
+// reload.max_shrink; r.mu is held.
 func (r *Reloader) startShrink(prev *Snapshot, rs *runningSource, l *blocklist.List) error {
 	if prev != nil || rs.list == nil || r.startCfg == nil {
 		return nil
 	}
-	return listShrink(rs.src.Name(), rs.list.Len(), 0, l, r.startCfg.Reload.MaxShrink)
+	return listShrink(rs.src.Name(), rs.list.Len(), rs.startPeak, l, r.startCfg.Reload.MaxShrink)
 }
 
 // How a source's list was built, for the log.

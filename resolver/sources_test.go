@@ -423,4 +423,11 @@ func TestSourceCopyBeforeTheFirstSnapshotIsGuarded(t *testing.T) {
 	assert.Nil(t, rs.pending)
 	_, held = h.held.Load(name)
 	assert.False(t, held)
+
+	// Another cut within max_shrink of the one before, but not of the
+	// 100 the disk copy had: the cuts add up as they do after the start.
+	err = r.applySource(rs, body(names(44, "tiktok.com")))
+	require.ErrorIs(t, err, ErrShrink)
+	assert.Contains(t, err.Error(), "80 to 45 entries, 100 at most since the last start or SIGHUP")
+	assert.Equal(t, 80, rs.list.Len())
 }
