@@ -216,6 +216,9 @@ type unblocked struct {
 	exemptedNames []string // the first maxLogged, "name (allowed by file:line)"
 	removed       map[string]int
 	counted       map[blocklist.Entry]bool // response-IP triggers counted in removed
+	// lost: some probe blocked by was is neither blocked nor allowed by
+	// now, counted against a list or not (an entry's second probe).
+	lost bool
 }
 
 // compare asks was and now about every probe, adding to what earlier
@@ -249,6 +252,7 @@ func (u *unblocked) compare(was, now *Policy, probes iter.Seq[probe]) {
 				u.exemptedNames = append(u.exemptedNames, fmt.Sprintf("%s (%s)", pr, by))
 			}
 		default:
+			u.lost = true
 			block := pr.block
 			if e := before.Entry; pr.addr.IsValid() && e.List != nil {
 				// The trigger that blocked it, once however many
@@ -398,28 +402,32 @@ func policyUnblocked(prev, next *Snapshot, maxShrink float64, shrunkLists map[st
 			errs = append(errs, fmt.Errorf("%s: %w: %d of its %d entries no longer block in policy %s (replaced, not only removed; max_shrink %g); SIGHUP accepts it",
 				file, ErrShrink, u.removed[file], l.Len(), np.Name, maxShrink))
 		}
-		errs = append(errs, baseReplaced(prev, np, changed, oldBlock, maxShrink, shrunkLists)...)
+		if u.lost {
+			errs = append(errs, baseReplaced(prev, np, oldBlock, maxShrink, shrunkLists)...)
+		}
 	}
 	return errs
 }
 
-// baseReplaced holds a block list of np that changed when more than
-// maxShrink of the entries it had at the last start or SIGHUP (its peak's
-// list) are gone from it and no longer block in np: a list replaced a
-// third at a time, each change within max_shrink of the state running,
-// is as gone as one replaced at once. Only lists changed before since
-// then are walked (for the first change the base is the state running,
-// which policyUnblocked measured), so an edit walks the list's base copy
-// once more; an IXFR that removed nothing blocking walks nothing.
-func baseReplaced(prev *Snapshot, np *Policy, changed map[string]List, oldBlock map[string]List, maxShrink float64, shrunkLists map[string]bool) []error {
+// baseReplaced holds a block list of np when more than maxShrink of the
+// entries it had at the last start or SIGHUP (its peak's list) are gone
+// from it and no longer block in np: a list replaced a third at a time,
+// each change within max_shrink of the state running, is as gone as one
+// replaced at once. Every list of np changed since then before this
+// reload is walked, not only those this reload changed: entries moved to
+// another list of the policy and dropped from there a reload later are
+// lost to the first list as surely (for a list's first change the base is
+// the state running, which policyUnblocked measured). Called only when
+// the reload unblocked something in np (unblocked.lost): otherwise no
+// entry of a base can have stopped blocking since the last reload, which
+// the guards let through.
+func baseReplaced(prev *Snapshot, np *Policy, oldBlock map[string]List, maxShrink float64, shrunkLists map[string]bool) []error {
 	var errs []error
-	for _, file := range slices.Sorted(maps.Keys(changed)) {
-		n := changed[file]
+	for _, n := range np.Block {
+		file := n.File()
 		base := prev.peakOf(file).list
-		if n == nil || shrunkLists[file] || base == nil || base == oldBlock[file] {
-			continue
-		}
-		if removed, _, ok := listDelta(oldBlock[file], n); ok && !slices.ContainsFunc(removed, func(e blocklist.TriggerEntry) bool { return blockingTrigger(e.Trigger) }) {
+		old, ok := oldBlock[file]
+		if !ok || shrunkLists[file] || base == nil || base == old {
 			continue
 		}
 		total, gone := 0, 0
