@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,3 +53,25 @@ func TestBaseLostThroughAnotherListIsHeld(t *testing.T) {
 	require.ErrorIs(t, err, ErrShrink, "60 of tiktok.txt's 90 entries of the last SIGHUP no longer block")
 }
 
+// Response-IP triggers replaced a third at a time: baseReplaced walks
+// name triggers only.
+func TestAddressTriggerReplacementsAddUpUntilSIGHUP(t *testing.T) {
+	conf := strings.Replace(rpzGuardConfig, `block: ["tiktok.txt", "cdn.rpz"]
+    allow: ["allow.rpz", "allow.txt"]`, `block: ["tiktok.txt", "ip.rpz"]`, 1)
+	ips := func(third int, from, to int) string {
+		var b strings.Builder
+		for i := from; i < to; i++ {
+			fmt.Fprintf(&b, "32.%d.%d.0.10.rpz-ip CNAME .\n", i, third)
+		}
+		return b.String()
+	}
+	g := newGuardSteps(t, conf, map[string]string{"tiktok.txt": "tiktok.com\n", "ip.rpz": rpzHead + ips(1, 0, 90)})
+	var err error
+	for i, body := range []string{ips(2, 0, 30) + ips(1, 30, 90), ips(2, 0, 60) + ips(1, 60, 90), ips(2, 0, 90)} {
+		if err = g.step(false, map[string]string{"ip.rpz": rpzHead + body}); err != nil {
+			t.Logf("step %d held: %v", i+1, err)
+			break
+		}
+	}
+	require.ErrorIs(t, err, ErrShrink, "all 90 answer-address triggers of the last SIGHUP replaced, none held")
+}

@@ -440,6 +440,32 @@ func baseReplaced(prev *Snapshot, np *Policy, oldBlock map[string]List, maxShrin
 				gone++
 			}
 		}
+		// Response-IP triggers of the base: gone when the new copy has
+		// no blocking trigger for the prefix and its first address no
+		// longer blocks in np.
+		if il, ok := base.(ipTriggerLister); ok {
+			var kept map[netip.Prefix]bool
+			for e, t := range il.IPTriggers() {
+				pfx, ok := e.Prefix()
+				if !ok || !blockingTrigger(t) {
+					continue
+				}
+				if kept == nil {
+					kept = map[netip.Prefix]bool{}
+					if nl, ok := n.(ipTriggerLister); ok {
+						for ne, nt := range nl.IPTriggers() {
+							if q, ok := ne.Prefix(); ok && blockingTrigger(nt) {
+								kept[q.Masked()] = true
+							}
+						}
+					}
+				}
+				total++
+				if d, _ := np.DecideAddress(pfx.Masked().Addr()); !kept[pfx.Masked()] && !d.Blocked {
+					gone++
+				}
+			}
+		}
 		if total == 0 || !shrunk(float64(total), float64(total-gone), maxShrink) {
 			continue
 		}
