@@ -3,6 +3,8 @@ package resolver
 import (
 	"errors"
 	"fmt"
+	"github.com/dnsfence/dnsfence/blocklist/rpz"
+	"github.com/miekg/dns"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,4 +76,43 @@ func TestAddressTriggerReplacementsAddUpUntilSIGHUP(t *testing.T) {
 		}
 	}
 	require.ErrorIs(t, err, ErrShrink, "all 90 answer-address triggers of the last SIGHUP replaced, none held")
+}
+
+// IXFRs replacing a zone's triggers a third at a time are held at the
+// second, measured by Delta against the base (no walk of the zone).
+func TestZoneReplacementsAddUpByDelta(t *testing.T) {
+	const zone = "rpz.example.gov."
+	conf := strings.Replace(rpzGuardConfig, `block: ["tiktok.txt", "cdn.rpz"]
+    allow: ["allow.rpz", "allow.txt"]`, `block: ["zone.rpz"]`, 1)
+	var b strings.Builder
+	b.WriteString(rpzHead)
+	for i := range 90 {
+		fmt.Fprintf(&b, "a%d.example CNAME .\n", i)
+	}
+	path := writeConfig(t, conf, map[string]string{"zone.rpz": b.String()}, "127.0.0.1:1")
+	prev := loadSnapshot(t, path, nil)
+	name := filepath.Join(filepath.Dir(path), "zone.rpz")
+	recs := func(p string, from, to int) func(rpz.Handler) {
+		var rrs []dns.RR
+		for i := from; i < to; i++ {
+			r, err := dns.NewRR(fmt.Sprintf("%s%d.example.%s 300 IN CNAME .", p, i, zone))
+			require.NoError(t, err)
+			rrs = append(rrs, r)
+		}
+		return func(h rpz.Handler) { rpz.FromRecords(zone, rrs, h) }
+	}
+	var err error
+	for step := range 3 {
+		n, uerr := prev.Lists[name].Update([32]byte{byte(step + 1)}, uint32(8+step), recs("a", step*30, step*30+30), recs("b", step*30, step*30+30))
+		require.NoError(t, uerr)
+		next := prev.withList(name, n, nil)
+		if err = errors.Join(heldChanges(prev, next)...); err != nil {
+			require.Equal(t, 1, step, "held at the second IXFR")
+			break
+		}
+		next.keepPeaks(prev, false)
+		prev = next
+	}
+	require.ErrorIs(t, err, ErrShrink)
+	require.Contains(t, err.Error(), "60 of the 90 entries it had at the last start or SIGHUP")
 }

@@ -467,14 +467,24 @@ func shrunk(old, n, maxShrink float64) bool { return n < old*(1-maxShrink) }
 // again a moment later, is held at the second cut: each change is within
 // max_shrink, what the devices lost is not.
 type peak struct {
-	entries int     // a list's entries
-	list    List    // the list as it was at the last start or SIGHUP (baseReplaced)
-	ranges  int     // a range file's ranges
-	v4, v6  float64 // the IPv4 and IPv6 addresses they cover
+	entries int  // a list's entries
+	list    List // the list as it was at the last start or SIGHUP (baseReplaced)
+	// names counts list's blocking name triggers, once, for the IXFRs
+	// that baseReplaced measures by Delta against list.
+	names  *baseCount
+	ranges int     // a range file's ranges
+	v4, v6 float64 // the IPv4 and IPv6 addresses they cover
 	// base is a range file's ranges at the last start or SIGHUP: ranges
 	// moved a step at a time, each within max_shrink, lose its devices
 	// as surely as a range file cut a step at a time.
 	base []blocklist.Range
+}
+
+// baseCount is a count worked out once, shared by the snapshots that keep
+// one peak.
+type baseCount struct {
+	once sync.Once
+	n    int
 }
 
 // peakOf is the most the list or range file at path held in s since the
@@ -485,7 +495,7 @@ func (s *Snapshot) peakOf(path string) peak {
 		return p
 	}
 	if l, ok := s.Lists[path]; ok {
-		p.entries, p.list = l.Len(), l
+		p.entries, p.list, p.names = l.Len(), l, new(baseCount)
 	}
 	if rf, ok := s.Ranges[path]; ok {
 		p.ranges = len(rf.Ranges)
@@ -502,10 +512,10 @@ func (s *Snapshot) peakOf(path string) peak {
 func (next *Snapshot) keepPeaks(prev *Snapshot, reset bool) {
 	peaks := make(map[string]peak, len(next.Lists)+len(next.Ranges))
 	for path, l := range next.Lists {
-		p := peak{entries: l.Len(), list: l}
+		p := peak{entries: l.Len(), list: l, names: new(baseCount)}
 		if _, ok := prev.Lists[path]; ok && !reset {
 			was := prev.peakOf(path)
-			p.entries, p.list = max(p.entries, was.entries), was.list
+			p.entries, p.list, p.names = max(p.entries, was.entries), was.list, was.names
 		}
 		peaks[path] = p
 	}

@@ -425,19 +425,44 @@ func baseReplaced(prev *Snapshot, np *Policy, oldBlock map[string]List, maxShrin
 	var errs []error
 	for _, n := range np.Block {
 		file := n.File()
-		base := prev.peakOf(file).list
+		pk := prev.peakOf(file)
+		base := pk.list
 		old, ok := oldBlock[file]
 		if !ok || shrunkLists[file] || base == nil || base == old {
 			continue
 		}
 		total, gone := 0, 0
-		for pr := range nameProbes([]List{base}, blockingTrigger, true) {
-			if pr.block == "" {
-				continue // an entry's second probe
-			}
-			total++
+		gone1 := func(pr probe) {
 			if !matchesIn(n, pr, blockingTrigger) && !pr.decide(np).Blocked {
 				gone++
+			}
+		}
+		countNames := func() int {
+			c := 0
+			for pr := range nameProbes([]List{base}, blockingTrigger, true) {
+				if pr.block != "" { // not an entry's second probe
+					c++
+				}
+			}
+			return c
+		}
+		if removed, _, ok := listDelta(base, n); ok && pk.names != nil {
+			// A zone updated by IXFRs since the base: the triggers gone
+			// since are Delta's, and the base's count is worked out once.
+			pk.names.once.Do(func() { pk.names.n = countNames() })
+			total = pk.names.n
+			for _, e := range removed {
+				if blockingTrigger(e.Trigger) {
+					gone1(triggerProbe(e.Name, e.Trigger.Wildcard, file))
+				}
+			}
+		} else {
+			for pr := range nameProbes([]List{base}, blockingTrigger, true) {
+				if pr.block == "" {
+					continue // an entry's second probe
+				}
+				total++
+				gone1(pr)
 			}
 		}
 		// Response-IP triggers of the base: gone when the new copy has
