@@ -437,19 +437,16 @@ func baseReplaced(prev *Snapshot, np *Policy, oldBlock map[string]List, maxShrin
 				gone++
 			}
 		}
-		countNames := func() int {
-			c := 0
-			for pr := range nameProbes([]List{base}, blockingTrigger, true) {
-				if pr.block != "" { // not an entry's second probe
-					c++
-				}
-			}
-			return c
-		}
+		// One probe an entry (not an entry's second, for the names below).
+		entries := filterProbes(nameProbes([]List{base}, blockingTrigger, true), func(pr probe) bool { return pr.block != "" })
 		if removed, _, ok := listDelta(base, n); ok && pk.names != nil {
 			// A zone updated by IXFRs since the base: the triggers gone
 			// since are Delta's, and the base's count is worked out once.
-			pk.names.once.Do(func() { pk.names.n = countNames() })
+			pk.names.once.Do(func() {
+				for range entries {
+					pk.names.n++
+				}
+			})
 			total = pk.names.n
 			for _, e := range removed {
 				if blockingTrigger(e.Trigger) {
@@ -457,10 +454,7 @@ func baseReplaced(prev *Snapshot, np *Policy, oldBlock map[string]List, maxShrin
 				}
 			}
 		} else {
-			for pr := range nameProbes([]List{base}, blockingTrigger, true) {
-				if pr.block == "" {
-					continue // an entry's second probe
-				}
+			for pr := range entries {
 				total++
 				gone1(pr)
 			}
