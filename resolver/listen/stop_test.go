@@ -417,9 +417,15 @@ func TestDoQQueryEndAfterStopTaking(t *testing.T) {
 	e := newEncryptedSetup(t)
 	_, st, rest := halfDoQQuery(t, e, "late-end.blocked.test")
 	e.srv.stopTaking()
-	_, err := st.Write(rest)
-	require.NoError(t, err)
-	require.NoError(t, st.Close())
+	// The stop ends the stream's read at once (TestDoQHalfQueryAtStop), so
+	// the server's STOP_SENDING may reach the client before these: a write
+	// or close of a canceled stream fails then, which is the same outcome.
+	if _, err := st.Write(rest); err != nil {
+		t.Logf("write after the stop: %v", err)
+	}
+	if err := st.Close(); err != nil {
+		t.Logf("close after the stop: %v", err)
+	}
 	out, err := io.ReadAll(st)
 	assert.Error(t, err, "the stream is reset, not answered: %x", out)
 	var se *quic.StreamError
