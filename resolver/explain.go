@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/dnsfence/dnsfence/blocklist"
@@ -27,13 +28,11 @@ type outcome struct {
 	// a blocking policy inside it, which decides for the whole network
 	// (fail closed).
 	wider bool
-	// also is the snapshot, when more blocking policies than policy's have
-	// a range inside the client network and none blocks the name itself
-	// (Snapshot.alsoDeciding): inspect asks each of them about the answer,
-	// as decide did about the name, for client and name.
-	also   *Snapshot
-	client netip.Prefix
-	name   string
+	// also are ranges of the other blocking policies with a range inside
+	// the client network (Snapshot.alsoDeciding) that neither block nor
+	// allow the name: inspect asks each of them about the answer, as
+	// decide asked them about the name.
+	also []ClientRange
 }
 
 // decide is steps 3 to 5 for a query from source (the transport peer,
@@ -59,7 +58,9 @@ func (s *Snapshot) decide(source netip.Addr, client netip.Prefix, qname string) 
 	// A network whose devices may be in ranges of several blocking
 	// policies is blocked by any of them (fail closed): a stricter policy
 	// nested in a wider one, or two beside each other.
-	for _, cr := range s.alsoDeciding(client, o.policy.Policy) {
+	others := s.alsoDeciding(client, o.policy.Policy)
+	ask := others[:0] // those that neither block nor allow the name
+	for _, cr := range others {
 		d := cr.Policy.Decide(qname)
 		if d.Blocked {
 			o.policy, o.hasPolicy, o.wider = cr, true, true
@@ -67,8 +68,11 @@ func (s *Snapshot) decide(source netip.Addr, client netip.Prefix, qname string) 
 			return o
 		}
 		if !d.Allowed {
-			o.also, o.client, o.name = s, client, qname
+			ask = append(ask, cr)
 		}
+	}
+	if len(ask) > 0 {
+		o.also = ask
 	}
 	return o
 }
@@ -102,13 +106,7 @@ func (o *outcome) inspect(resp *dns.Msg) (via string) {
 			return via
 		}
 	}
-	if o.also == nil {
-		return ""
-	}
-	for _, cr := range o.also.alsoDeciding(o.client, o.policy.Policy) {
-		if cr.Policy.Decide(o.name).Allowed {
-			continue
-		}
+	for _, cr := range o.also {
 		if d, via, ok := answerDecision(cr.Policy, resp); ok {
 			o.policy, o.hasPolicy, o.wider = cr, true, true
 			o.block(d)
@@ -152,14 +150,7 @@ func (o *outcome) inspectsAddresses() bool {
 	if o.inspectsOwn() && o.policy.Policy.InspectsAddresses() {
 		return true
 	}
-	if o.also != nil {
-		for _, cr := range o.also.alsoDeciding(o.client, o.policy.Policy) {
-			if cr.Policy.InspectsAddresses() {
-				return true
-			}
-		}
-	}
-	return false
+	return slices.ContainsFunc(o.also, func(cr ClientRange) bool { return cr.Policy.InspectsAddresses() })
 }
 
 // Explanation is the decision for one client and name, with every reason.
@@ -199,11 +190,9 @@ type Explanation struct {
 	// answer) any of them blocks is blocked (Snapshot.alsoDeciding).
 	Also []ClientRange
 
-	// also, decided and name are the outcome's, for ExplainAnswer's
-	// inspection under every policy in Also.
-	also    *Snapshot
-	decided netip.Prefix
-	name    string
+	// also is the outcome's, for ExplainAnswer's inspection under the
+	// policies of Also that did not allow the name.
+	also []ClientRange
 }
 
 // Hop is one name of an upstream answer's chain and its decision.
@@ -274,7 +263,7 @@ func (s *Snapshot) explainQuery(source netip.Addr, client netip.Prefix, name str
 func (e *Explanation) set(o outcome) {
 	e.Result, e.Shadow = o.result, o.shadow
 	e.Range, e.HasPolicy, e.Wider, e.Decision = o.policy, o.hasPolicy, o.wider, o.decision
-	e.also, e.decided, e.name = o.also, o.client, o.name
+	e.also = o.also
 	switch {
 	case o.result == ResultRefused:
 		e.Rcode = "REFUSED"
@@ -301,7 +290,7 @@ func (e *Explanation) set(o outcome) {
 // outcome is the decision e holds.
 func (e *Explanation) outcome() outcome {
 	return outcome{result: e.Result, policy: e.Range, hasPolicy: e.HasPolicy, wider: e.Wider, decision: e.Decision, shadow: e.Shadow,
-		also: e.also, client: e.decided, name: e.name}
+		also: e.also}
 }
 
 // Forwarded reports whether the query is sent upstream and answered as the
