@@ -2,6 +2,7 @@ package blocklist
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -76,6 +77,21 @@ func bracketed(s string) error {
 		}
 	}
 	return ErrBadRange
+}
+
+// Meant is the message for s when err, from ParsePrefix, knows the range
+// meant: `"10.1.2.3/24" has host bits set; did you mean 10.1.2.0/24?`, or
+// `"[2001:db8::]/32": a client range is written without brackets; did
+// you mean 2001:db8::/32?`. ok is false for any other error.
+func Meant(s string, err error) (msg string, ok bool) {
+	what, meant, ok := strings.Cut(err.Error(), ", did you mean ")
+	if !ok {
+		return "", false
+	}
+	if errors.Is(err, ErrHostBits) {
+		return fmt.Sprintf("%q has host bits set; did you mean %s?", s, meant), true
+	}
+	return fmt.Sprintf("%q: %s; did you mean %s?", s, what, meant), true
 }
 
 // ParsePrefix parses an IP address (a /32 or /128) or a CIDR prefix.

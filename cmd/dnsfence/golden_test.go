@@ -170,6 +170,39 @@ func TestExplainUsage(t *testing.T) {
 	assert.Contains(t, out, `unknown query type "BOGUS"`)
 }
 
+// TestExplainClientForms: CLIENT is read as client ranges are, and as the
+// listeners read a peer: an IPv4-mapped address or network is its IPv4
+// form, an address's zone is dropped, and a range written in brackets, an
+// IPv4-compatible address or a network with host bits set is refused
+// with the range meant.
+func TestExplainClientForms(t *testing.T) {
+	explain := func(client string) (int, string) {
+		return runCmd("explain", "-config", "testdata/ops/ecs.yaml", client, "capcut.com")
+	}
+	for alias, client := range map[string]string{
+		"::ffff:10.1.2.3":     "10.1.2.3",
+		"::ffff:10.1.2.0/120": "10.1.2.0/24",
+		"fe80::1%eth0":        "fe80::1",
+		"2001:db8::1":         "2001:db8::1",
+	} {
+		wantCode, want := explain(client)
+		code, out := explain(alias)
+		assert.Equal(t, wantCode, code, alias)
+		assert.Equal(t, want, out, "%s explained as %s", alias, client)
+	}
+	for client, want := range map[string]string{
+		"10.1.2.3/24":     `client: "10.1.2.3/24" has host bits set; did you mean 10.1.2.0/24?`,
+		"[2001:db8::]/32": `client: "[2001:db8::]/32": a client range is written without brackets; did you mean 2001:db8::/32?`,
+		"[10.1.2.3]":      `client: "[10.1.2.3]": a client range is written without brackets; did you mean 10.1.2.3/32?`,
+		"::10.1.2.3":      `client: "::10.1.2.3": an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client; did you mean 10.1.2.3/32?`,
+		"10.1.2.0/33":     `client: "10.1.2.0/33" is neither an IP address nor a network`,
+	} {
+		code, out := explain(client)
+		assert.Equal(t, 2, code, client)
+		assert.Contains(t, out, want)
+	}
+}
+
 func TestVersionFlag(t *testing.T) {
 	code, out := runCmd("-version")
 	assert.Equal(t, 0, code)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -326,25 +327,24 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 }
 
 // explainClient reads explain's CLIENT: an address, or a network (CIDR)
-// as a trusted proxy's EDNS Client Subnet option names one, masked and
-// IPv4-mapped forms read as IPv4 as the option is (subnet valid then).
+// as a trusted proxy's EDNS Client Subnet option names one, read as
+// client ranges are (blocklist.ParsePrefix: IPv4-mapped forms as IPv4;
+// host bits, brackets and IPv4-compatible forms refused with the range
+// meant). subnet is valid for a network only. An address's zone
+// (`fe80::1%eth0`) is dropped, as the listeners drop a peer's.
 func explainClient(arg string) (client netip.Addr, subnet netip.Prefix, err error) {
-	notClient := fmt.Errorf("%q is neither an IP address nor a network (10.1.2.0/24); the order is CLIENT NAME, e.g. dnsfence explain 10.1.2.3 www.tiktok.com", arg)
-	if !strings.Contains(arg, "/") {
-		if client, err = netip.ParseAddr(arg); err != nil {
-			return netip.Addr{}, netip.Prefix{}, notClient
-		}
-		return client, netip.Prefix{}, nil
+	if a, err := netip.ParseAddr(arg); err == nil && a.Zone() != "" {
+		return a.Unmap().WithZone(""), netip.Prefix{}, nil
 	}
-	p, err := netip.ParsePrefix(arg)
+	p, err := blocklist.ParsePrefix(arg)
 	if err != nil {
-		return netip.Addr{}, netip.Prefix{}, notClient
+		if msg, ok := blocklist.Meant(arg, err); ok {
+			return netip.Addr{}, netip.Prefix{}, errors.New(msg)
+		}
+		return netip.Addr{}, netip.Prefix{}, fmt.Errorf("%q is neither an IP address nor a network (10.1.2.0/24); the order is CLIENT NAME, e.g. dnsfence explain 10.1.2.3 www.tiktok.com", arg)
 	}
-	if p.Addr().Is4In6() && p.Bits() >= 96 {
-		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-	}
-	if p.Masked() != p {
-		return netip.Addr{}, netip.Prefix{}, fmt.Errorf("%q has host bits set; did you mean %s?", arg, p.Masked())
+	if !strings.Contains(arg, "/") {
+		return p.Addr(), netip.Prefix{}, nil
 	}
 	return p.Addr(), p, nil
 }

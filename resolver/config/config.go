@@ -902,11 +902,8 @@ func orClientFiles(problem string) string {
 // prefixProblem says why s is not an address range and how to write one.
 func prefixProblem(s string, err error, at []any) string {
 	ex := example(at)
-	if what, meant, ok := strings.Cut(err.Error(), ", did you mean "); ok { // blocklist.ParsePrefix knows the range meant
-		if errors.Is(err, blocklist.ErrHostBits) {
-			return fmt.Sprintf("%q has host bits set; did you mean %s?", s, meant)
-		}
-		return fmt.Sprintf("%q: %s; did you mean %s?", s, what, meant)
+	if msg, ok := blocklist.Meant(s, err); ok {
+		return msg
 	}
 	addr, bits, slash := strings.Cut(s, "/")
 	a, aerr := netip.ParseAddr(addr)
