@@ -72,10 +72,10 @@ func TestNamedPipeListIsNotReloadedAgainAndAgain(t *testing.T) {
 
 // TestPipeListSharedByPoliciesIsWaitedForOnce: README says a list
 // replaced by a named pipe is waited for "10 s at most". BuildSnapshot
-// reads a list once per policy naming it when the read fails (loadList
-// keeps only lists that loaded), so a pipe named by testConfig's three
-// policies holds every reload 3 x PipeIdle (30 s), and reports it three
-// times.
+// used to read a list once per policy naming it when the read failed
+// (loadList kept only lists that loaded), so a pipe named by testConfig's
+// three policies held every reload 3 x PipeIdle (30 s) and was reported
+// three times; a failed list is now read once, its error kept.
 func TestPipeListSharedByPoliciesIsWaitedForOnce(t *testing.T) {
 	path := writeConfig(t, testConfig, testFiles, "127.0.0.1:53")
 	list := filepath.Join(filepath.Dir(path), "tiktok.txt")

@@ -522,17 +522,16 @@ func (next *Snapshot) keepPeaks(prev *Snapshot, reset bool) {
 	for path, rf := range next.Ranges {
 		p := peaks[path]
 		old, ok := prev.Ranges[path]
-		was := prev.peakOf(path)
-		if ok && !reset && old.Sum == rf.Sum {
-			p.ranges, p.v4, p.v6, p.base = was.ranges, was.v4, was.v6, was.base
-		} else {
-			p.ranges = len(rf.Ranges)
+		switch was := prev.peakOf(path); {
+		case !ok || reset:
+			p.ranges, p.base = len(rf.Ranges), rf.Ranges
 			p.v4, p.v6 = coverage(rf.Ranges)
-			p.base = rf.Ranges
-			if ok && !reset {
-				p.ranges, p.v4, p.v6 = max(p.ranges, was.ranges), max(p.v4, was.v4), max(p.v6, was.v6)
-				p.base = was.base
-			}
+		case old.Sum == rf.Sum:
+			p.ranges, p.v4, p.v6, p.base = was.ranges, was.v4, was.v6, was.base
+		default:
+			v4, v6 := coverage(rf.Ranges)
+			p.ranges, p.v4, p.v6 = max(len(rf.Ranges), was.ranges), max(v4, was.v4), max(v6, was.v6)
+			p.base = was.base
 		}
 		peaks[path] = p
 	}
