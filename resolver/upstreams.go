@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,33 @@ import (
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 )
+
+// UpstreamAddresses is what cfg's upstreams forward to, as written with
+// every resolv.conf path read for its nameservers on port 53, leaving out
+// dnsfence itself (config.ResolveUpstreams); FallbackUpstreams for the
+// embedded default when they name none. It fails, as serve and `check`
+// do, when a resolv.conf cannot be read or no upstream is left.
+func UpstreamAddresses(cfg *config.Config) ([]string, error) {
+	addrs, err := cfg.ResolveUpstreams()
+	if err != nil {
+		return nil, err
+	}
+	if len(addrs) == 0 && cfg.Embedded {
+		addrs = FallbackUpstreams
+	}
+	if len(addrs) > 0 {
+		return addrs, nil
+	}
+	var confs []string
+	for _, u := range cfg.Upstreams {
+		if config.IsResolvConf(u) {
+			confs = append(confs, u)
+		}
+	}
+	return nil, fmt.Errorf("%s: upstreams: no usable upstream: %s names no nameserver but dnsfence itself "+
+		"(its listen addresses, or any loopback address when it listens on a wildcard address on port 53); "+
+		"give the upstream resolvers as IP:port", cfg.File, strings.Join(confs, " and "))
+}
 
 // ConnectUpstreams gives snap, which must not be published yet, the
 // forwarder to the upstreams its configuration names: those written, with
@@ -35,15 +63,9 @@ import (
 // left, a resolv.conf cannot be read, or upstream_ca cannot be loaded.
 func ConnectUpstreams(snap, prev *Snapshot, m *Metrics) error {
 	cfg := snap.Config
-	addrs, err := cfg.ResolveUpstreams()
+	addrs, err := UpstreamAddresses(cfg)
 	if err != nil {
 		return err
-	}
-	if len(addrs) == 0 && cfg.Embedded {
-		addrs = FallbackUpstreams
-	}
-	if len(addrs) == 0 {
-		return fmt.Errorf("%s: upstreams: no usable upstream", cfg.File)
 	}
 	opts := upstream.Options{
 		Timeout: cfg.UpstreamTimeout,

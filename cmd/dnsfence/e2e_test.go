@@ -549,6 +549,12 @@ policies:
 		{name: "bad log level", config: base + "log: {level: loud}\n", mention: "log.level"},
 		{name: "bad action", config: strings.Replace(base, `block: ["block.txt"]`, "block: [\"block.txt\"]\n    action: drop", 1), mention: "action"},
 		{name: "no upstream", config: strings.Replace(base, `upstreams: ["127.0.0.1:53"]`, `upstreams: []`, 1), mention: "upstreams"},
+		{name: "resolv.conf naming no nameserver", files: map[string]string{"resolv.conf": "search example.org\n"},
+			config: strings.Replace(base, `upstreams: ["127.0.0.1:53"]`, `upstreams: ["./resolv.conf"]`, 1), mention: "./resolv.conf names no nameserver"},
+		{name: "resolv.conf beside the configuration", files: map[string]string{"resolv.conf": "nameserver 127.0.0.1\n"},
+			config: strings.Replace(base, `upstreams: ["127.0.0.1:53"]`, `upstreams: ["./resolv.conf"]`, 1), starts: true},
+		{name: "resolv.conf saved as UTF-16", files: map[string]string{"resolv.conf": "\xFF\xFEn\x00s\x00\r\x00\n\x00"},
+			config: strings.Replace(base, `upstreams: ["127.0.0.1:53"]`, `upstreams: ["./resolv.conf"]`, 1), mention: "resolv.conf:1: not UTF-8 text"},
 		{name: "block list saved as UTF-16", files: map[string]string{"block.txt": "\xFF\xFEt\x00i\x00k\x00t\x00o\x00k\x00.\x00c\x00o\x00m\x00\r\x00\n\x00"}, mention: "block.txt:1: not UTF-8 text"},
 		{name: "range file with a NUL octet", files: map[string]string{"ranges.txt": "10.1.0.0/16\n10.2\x00.0.0/16\n"}, mention: "ranges.txt:2: not UTF-8 text"},
 	} {

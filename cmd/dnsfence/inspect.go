@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -112,6 +113,13 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	// The upstreams as serve reads them (a resolv.conf's nameservers),
+	// none asked.
+	upstreams, err := resolver.UpstreamAddresses(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
 	fmt.Fprintf(stdout, "config %s\n", cfg.File)
 	fmt.Fprintf(stdout, "listen %s\n", strings.Join(cfg.Listen, " "))
 	for _, l := range []struct {
@@ -127,7 +135,10 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "tls.cert %s: expires %s (in %d days)\n", cfg.Path(cfg.TLS.Cert),
 			notAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
 	}
-	fmt.Fprintf(stdout, "upstreams %s\n", strings.Join(cfg.Upstreams, " ")) // as written: check asks none and reads no resolv.conf
+	fmt.Fprintf(stdout, "upstreams %s\n", strings.Join(cfg.Upstreams, " "))
+	if !slices.Equal(upstreams, cfg.Upstreams) {
+		fmt.Fprintf(stdout, "  forwards to %s\n", strings.Join(upstreams, " "))
+	}
 	if cfg.UpstreamCA != "" {
 		fmt.Fprintf(stdout, "upstream_ca %s\n", cfg.Path(cfg.UpstreamCA))
 	}

@@ -9,19 +9,20 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestCheckAndExplainReadNoResolvConf: check and explain load the
-// configuration and its lists only. Upstreams written as a resolv.conf
-// path are not read (this one names no nameserver, which serve refuses
-// when it starts), and check prints them as written. Before, both read
-// it and failed with "no usable upstream".
-func TestCheckAndExplainReadNoResolvConf(t *testing.T) {
+// TestCheckReadsResolvConfAsServeDoes: check loads everything serve does
+// at start, upstreams written as a resolv.conf path included, and exits 1
+// when serve would refuse them; explain decides without upstreams and
+// reads none. A resolv.conf that names no nameserver, which serve refuses,
+// passed check before (it printed the path as written, and the systemd
+// unit's check before a start or reload said ok).
+func TestCheckReadsResolvConfAsServeDoes(t *testing.T) {
 	dir := t.TempDir()
 	rc := filepath.Join(dir, "resolv.conf")
 	config := filepath.Join(dir, "c.yaml")
 	for name, content := range map[string]string{
 		rc:                               "# written by a DHCP client that found no server\nsearch example.org\n",
 		filepath.Join(dir, "tiktok.txt"): "tiktok.com\n",
-		config: `upstreams: ["` + rc + `"]
+		config: `upstreams: ["./resolv.conf"]
 allowed_clients: ["10.0.0.0/8"]
 policies:
   - name: gov
@@ -33,9 +34,9 @@ policies:
 	}
 
 	code, out := runCmd("check", "-config", config)
-	assert.Equal(t, 0, code, out)
-	assert.Contains(t, out, "\nupstreams "+rc+"\n")
-	assert.Contains(t, out, "\nok\n")
+	assert.Equal(t, 1, code, out)
+	assert.Contains(t, out, "upstreams: no usable upstream: ./resolv.conf names no nameserver but dnsfence itself")
+	assert.NotContains(t, out, "\nok\n")
 
 	code, out = runCmd("explain", "-config", config, "10.1.2.3", "www.tiktok.com")
 	assert.Equal(t, explainBlocked, code, out)
@@ -46,4 +47,11 @@ policies:
 	code, out = runCmd("explain", "-config", config, "-resolve", "10.1.2.3", "www.example.org")
 	assert.Equal(t, explainError, code, out)
 	assert.Contains(t, out, "no usable upstream")
+
+	// A nameserver, read from the configuration's folder whatever the
+	// working directory: check prints what serve will forward to.
+	require.NoError(t, os.WriteFile(rc, []byte("nameserver 192.0.2.53\nnameserver ::1\n"), 0o644))
+	code, out = runCmd("check", "-config", config)
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, "\nupstreams ./resolv.conf\n  forwards to 192.0.2.53:53 [::1]:53\n")
 }

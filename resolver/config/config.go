@@ -663,9 +663,10 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 	}
 	for i, u := range c.Upstreams {
 		at := []any{"upstreams", i}
-		if isResolvConf(u) {
-			if _, err := os.Stat(u); err != nil && !c.Embedded && c.ReadFile != nil {
-				errs.add(at, "%s; give the path of a resolv.conf file, or IP:port, %s", fileProblem(u, err), example(at))
+		if IsResolvConf(u) {
+			if _, err := os.Stat(c.Path(u)); err != nil && !c.Embedded && c.ReadFile != nil {
+				errs.add(at, "%s; give the path of a resolv.conf file (relative paths start at the configuration file's folder), or IP:port, %s",
+					fileProblem(c.Path(u), err), example(at))
 			}
 			continue
 		}
@@ -1008,13 +1009,14 @@ func enumProblem(v, what string, values ...string) string {
 	return fmt.Sprintf("%q is not %s; give %s", v, what, list)
 }
 
-// isResolvConf reports an upstream written as a path to a resolv.conf file,
+// IsResolvConf reports an upstream written as a path to a resolv.conf file,
 // as CoreDNS's `forward . /etc/resolv.conf` does.
-func isResolvConf(u string) bool {
+func IsResolvConf(u string) bool {
 	return strings.HasPrefix(u, "/") || strings.HasPrefix(u, "./")
 }
 
-// ResolveUpstreams expands resolv.conf paths into their nameservers (port
+// ResolveUpstreams expands resolv.conf paths (relative to the
+// configuration file's folder, as every path) into their nameservers (port
 // 53), leaving out any that is dnsfence itself: one of its listen addresses,
 // or any loopback address when it listens on a wildcard address on port 53.
 func (c *Config) ResolveUpstreams() ([]string, error) {
@@ -1028,13 +1030,14 @@ func (c *Config) ResolveUpstreams() ([]string, error) {
 	}
 	var out []string
 	for _, u := range c.Upstreams {
-		if !isResolvConf(u) {
+		if !IsResolvConf(u) {
 			out = append(out, u)
 			continue
 		}
-		data, err := blocklist.ReadFile(u)
+		path := c.Path(u)
+		data, err := blocklist.ReadFile(path)
 		if err == nil {
-			err = blocklist.CheckText(u, data)
+			err = blocklist.CheckText(path, data)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading upstreams: %w", err)
