@@ -665,8 +665,11 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 		at := []any{"upstreams", i}
 		if IsResolvConf(u) {
 			if _, err := os.Stat(c.Path(u)); err != nil && !c.Embedded && c.ReadFile != nil {
-				errs.add(at, "%s; give the path of a resolv.conf file (relative paths start at the configuration file's folder), or IP:port, %s",
-					fileProblem(c.Path(u), err), example(at))
+				where := ""
+				if !filepath.IsAbs(u) {
+					where = " (relative paths start at the configuration file's folder)"
+				}
+				errs.add(at, "%s; give the path of a resolv.conf file%s, or IP:port, %s", fileProblem(u, err), where, example(at))
 			}
 			continue
 		}
