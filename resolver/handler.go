@@ -655,8 +655,8 @@ var errOverloaded = errors.New("too many upstream queries in flight")
 // resolve returns a private shallow copy of the upstream answer for a cache
 // miss (for upstreamReply, which writes no shared part of it),
 // identical concurrent misses sharing one upstream query; when every
-// upstream fails (timeouts, errors, unusable answers, or SERVFAIL, REFUSED
-// or NOTIMP: Forward's error), a stale cached answer if serve_stale allows
+// upstream fails (timeouts, errors, unusable answers, or SERVFAIL, REFUSED,
+// NOTIMP, FORMERR or BADVERS: Forward's error), a stale cached answer if serve_stale allows
 // (RFC 8767 §4), which forward marks with EDE 3.
 func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (*dns.Msg, string, error) {
 	now := time.Now()
@@ -710,8 +710,8 @@ func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key c
 // of the last upstream answer when it was a SERVFAIL, which may say why
 // (DNSSEC Bogus, say), but never EDE 3 or 19: those speak of stale data,
 // and a SERVFAIL holds none. The RCODE is always SERVFAIL, never an
-// upstream's REFUSED or NOTIMP: those speak of the upstream's dealings with
-// dnsfence, not of the client's query.
+// upstream's REFUSED, NOTIMP, FORMERR or BADVERS: those speak of the
+// upstream's dealings with dnsfence, not of the client's query.
 func failureAnswer(req *dns.Msg, ue *upstream.UpstreamError) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetRcode(req, dns.RcodeServerFailure)

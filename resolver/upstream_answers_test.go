@@ -134,6 +134,8 @@ var failureRcodes = []struct {
 	{name: "SERVFAIL", rcode: dns.RcodeServerFailure, kind: "rcode_servfail"},
 	{name: "REFUSED", rcode: dns.RcodeRefused, kind: "rcode_refused"},
 	{name: "NOTIMP", rcode: dns.RcodeNotImplemented, kind: "rcode_notimp"},
+	{name: "FORMERR", rcode: dns.RcodeFormatError, kind: "rcode_formerr"},
+	{name: "BADVERS", rcode: dns.RcodeBadVers, kind: "rcode_badvers"},
 }
 
 // TestFailoverOnFailureRcodes: an upstream answering SERVFAIL, REFUSED or
@@ -652,4 +654,65 @@ func TestCachedServfailCountsAsServfail(t *testing.T) {
 	assert.Contains(t, body, `dnsfence_queries_total{result="servfail",transport="udp"} 3`+"\n")
 	assert.Contains(t, body, `dnsfence_queries_total{result="forwarded",transport="udp"} 0`+"\n")
 	assert.Less(t, up.count.Load(), int64(3), "the later SERVFAILs came from the cache")
+}
+
+// noEDNSUpstream answers as a server without EDNS does (RFC 6891 §7): a
+// query with an OPT record gets FORMERR with no OPT, the question echoed
+// unless noQuestion; a query without one the default answer.
+func noEDNSUpstream(noQuestion bool) func(dns.ResponseWriter, *dns.Msg) *dns.Msg {
+	return func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.IsEdns0() == nil {
+			return defaultAnswer(w, r)
+		}
+		m := new(dns.Msg)
+		m.SetRcode(r, dns.RcodeFormatError)
+		m.RecursionAvailable = true
+		if noQuestion {
+			m.Question = nil
+		}
+		return m
+	}
+}
+
+// TestUpstreamFormerrIsNotTheClients: an upstream's FORMERR says it could
+// not read dnsfence's query (our OPT record, to a server without EDNS),
+// not the client's, which dnsfence read and checked: it is failed over as
+// SERVFAIL, REFUSED and NOTIMP are, the next upstream answers, and when
+// none does the client gets SERVFAIL, never FORMERR (RFC 1035 §4.1.1:
+// FORMERR is "unable to interpret the query"; RFC 6891 §7).
+func TestUpstreamFormerrIsNotTheClients(t *testing.T) {
+	for _, noQuestion := range []bool{false, true} {
+		t.Run(fmt.Sprintf("question left out %v", noQuestion), func(t *testing.T) {
+			bad := startUpstream(t, noEDNSUpstream(noQuestion))
+			good := startUpstream(t, nil)
+			f := govFence(t, "upstream_timeout: 2s\nupstream_strategy: ordered", bad.addr, good.addr)
+			only := govFence(t, "upstream_timeout: 2s", bad.addr)
+			i := 0
+			for _, network := range []string{"udp", "tcp"} {
+				for _, edns := range []bool{true, false} {
+					i++
+					name := fmt.Sprintf("n%d.example.org.", i)
+					start := time.Now()
+					r := ask(t, f.addr, "", network, question(name, dns.TypeA, edns))
+					assert.Less(t, time.Since(start), time.Second, "failed over on the answer, not on a timeout")
+					assert.Equal(t, dns.RcodeSuccess, r.Rcode, "%s edns %v: the second upstream's answer", network, edns)
+					if assert.Len(t, r.Answer, 1) {
+						assert.Equal(t, "192.0.2.1", r.Answer[0].(*dns.A).A.String())
+					}
+
+					r = ask(t, only.addr, "", network, question(name, dns.TypeA, edns))
+					assert.Equal(t, dns.RcodeServerFailure, r.Rcode, "%s edns %v: the client's query was well formed", network, edns)
+					if edns {
+						e := ede(r)
+						if assert.NotNil(t, e) {
+							assert.Equal(t, uint16(dns.ExtendedErrorCodeNoReachableAuthority), e.InfoCode)
+							assert.Equal(t, "upstream answered FORMERR", e.ExtraText)
+						}
+					}
+				}
+			}
+			assert.GreaterOrEqual(t, upstreamErrors(t, f.registry, bad.addr)["rcode_formerr"], 1.0)
+			assert.Contains(t, f.handler.Snapshot().Forwarder().Down(), bad.addr)
+		})
+	}
 }

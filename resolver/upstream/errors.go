@@ -34,9 +34,10 @@ var (
 )
 
 // RcodeError is an upstream answer whose RCODE says the upstream could not
-// answer: SERVFAIL, REFUSED or NOTIMP. That upstream counts as failing and
-// the next one is asked, as Unbound does with its forwarders. The
-// Forwarder makes it of such an answer from any Transport.
+// answer: SERVFAIL, REFUSED, NOTIMP, or FORMERR or BADVERS (failureRcode).
+// That upstream counts as failing and the next one is asked, as Unbound
+// does with its forwarders. The Forwarder makes it of such an answer from
+// any Transport.
 type RcodeError struct {
 	Rcode  int
 	Answer *dns.Msg // the upstream's answer, as received
@@ -46,9 +47,18 @@ func (e *RcodeError) Error() string { return "answered " + dns.RcodeToString[e.R
 
 // failureRcode reports whether an upstream answering rcode could not
 // answer: a client gets nothing from it that another upstream could not do
-// better.
+// better. FORMERR and BADVERS are among them: they speak of the query
+// dnsfence sent, not of the client's, which dnsfence read and checked
+// itself (RFC 1035 §4.1.1: FORMERR, "unable to interpret the query"; a
+// server without EDNS answers our OPT record so, RFC 6891 §7; BADVERS, to
+// our EDNS version 0, RFC 6891 §6.1.3). Relayed, they would tell a client
+// whose query was well formed that it was not.
 func failureRcode(rcode int) bool {
-	return rcode == dns.RcodeServerFailure || rcode == dns.RcodeRefused || rcode == dns.RcodeNotImplemented
+	switch rcode {
+	case dns.RcodeServerFailure, dns.RcodeRefused, dns.RcodeNotImplemented, dns.RcodeFormatError, dns.RcodeBadVers:
+		return true
+	}
+	return false
 }
 
 // Upstream error kinds as counted and logged: the `kind` label of
@@ -64,6 +74,8 @@ const (
 	kindServfail  = "rcode_servfail"
 	kindRefused   = "rcode_refused"
 	kindNotimp    = "rcode_notimp"
+	kindFormerr   = "rcode_formerr"
+	kindBadvers   = "rcode_badvers"
 	// kindCertificate: an encrypted upstream's certificate did not verify
 	// (wrong name, untrusted root, expired).
 	kindCertificate = "certificate"
@@ -74,13 +86,14 @@ const (
 
 // errorKinds is every kind errorKind returns, for series that exist from
 // the start.
-var errorKinds = []string{kindServfail, kindRefused, kindNotimp,
+var errorKinds = []string{kindServfail, kindRefused, kindNotimp, kindFormerr, kindBadvers,
 	kindTooBig, kindMalformed, kindMismatch, kindWrongID, kindCertificate, kindProtocol, kindTimeout, kindNetwork}
 
 // errorKind names the cause of a failed upstream exchange: rcode_servfail,
-// rcode_refused, rcode_notimp, too_big, malformed, mismatch, wrong_id,
-// timeout or network. An unusable answer names the exchange even when the
-// retry over TCP then timed out: an answer came.
+// rcode_refused, rcode_notimp, rcode_formerr, rcode_badvers, too_big,
+// malformed, mismatch, wrong_id, timeout or network. An unusable answer
+// names the exchange even when the retry over TCP then timed out: an
+// answer came.
 func errorKind(err error) string {
 	var re *RcodeError
 	switch {
@@ -92,6 +105,10 @@ func errorKind(err error) string {
 			return kindRefused
 		case dns.RcodeNotImplemented:
 			return kindNotimp
+		case dns.RcodeFormatError:
+			return kindFormerr
+		case dns.RcodeBadVers:
+			return kindBadvers
 		}
 		return "rcode_" + strings.ToLower(dns.RcodeToString[re.Rcode])
 	case errors.Is(err, ErrAnswerTooBig):
@@ -123,8 +140,8 @@ func isTimeout(err error) bool {
 type UpstreamError struct {
 	Errs    []error
 	Timeout bool // every failure was a timeout: no upstream reachable
-	// Answer is the last upstream answer whose RCODE was SERVFAIL, REFUSED
-	// or NOTIMP; nil when no upstream answered so.
+	// Answer is the last upstream answer whose RCODE was a failure
+	// (failureRcode); nil when no upstream answered so.
 	Answer    *dns.Msg
 	kinds     []string // errorKind of each of Errs
 	upstreams []string // the upstream of each of Errs
@@ -225,6 +242,8 @@ var kindTexts = map[string]string{
 	kindServfail:    "upstream answered SERVFAIL",
 	kindRefused:     "upstream answered REFUSED",
 	kindNotimp:      "upstream answered NOTIMP",
+	kindFormerr:     "upstream answered FORMERR",
+	kindBadvers:     "upstream answered BADVERS",
 	kindTooBig:      ErrAnswerTooBig.Error(),
 	kindMalformed:   ErrAnswerMalformed.Error(),
 	kindMismatch:    ErrAnswerMismatch.Error(),

@@ -20,8 +20,9 @@ import (
 // Forwarder sends queries to the upstream resolvers, those up first, by
 // the strategy's order. A try that is slow (past hedgeDelay) is joined by a
 // try to the next upstream, and a try that fails (a timeout, a network
-// error, an unusable answer, or an answer whose RCODE is SERVFAIL, REFUSED
-// or NOTIMP) is followed at once by the next; the first usable answer wins.
+// error, an unusable answer, or an answer whose RCODE is SERVFAIL, REFUSED,
+// NOTIMP, FORMERR or BADVERS: failureRcode) is followed at once by the
+// next; the first usable answer wins.
 // Tries beyond a query's first are bounded per upstream (takeRetry), so
 // that a burst of failures on one upstream does not flood the next.
 //
@@ -502,8 +503,8 @@ func (f *Forwarder) markDown(u *upstreamState) {
 }
 
 // probe asks a down upstream for the root NS set every probeEvery until it
-// answers usably (an RCODE other than SERVFAIL, REFUSED and NOTIMP, the
-// rule queries follow) or the Forwarder is closed; each failure is
+// answers usably (an RCODE that is no failureRcode, the rule queries
+// follow) or the Forwarder is closed; each failure is
 // recorded in its window, which orders the upstreams when all are down.
 func (f *Forwarder) probe(u *upstreamState) {
 	defer func() {
@@ -604,7 +605,7 @@ func upstreamQuery(req *dns.Msg) *dns.Msg {
 // hedgeDelay of its upstream is joined by a try to the next upstream (a
 // hedge: the first stays in flight, until its own timeout or an answer);
 // a try that fails (it times out, cannot reach its upstream, gets an
-// unusable answer or one whose RCODE is SERVFAIL, REFUSED or NOTIMP) is
+// unusable answer or one whose RCODE is a failure, failureRcode) is
 // followed at once by the next. The first usable answer is returned; the
 // tries still in flight run on in the background to their own end, and
 // are counted by what actually happened to them: a hedged try that loses
@@ -860,7 +861,7 @@ func (f *Forwarder) takeRetry(u *upstreamState) bool {
 // exchange is one try against one upstream over its transport (over TCP
 // from the start when overTCP and the transport has TCP). Whatever the
 // transport, an answer that is not a response to q (its ID and question)
-// is ErrAnswerMismatch, and one whose RCODE is SERVFAIL, REFUSED or NOTIMP
+// is ErrAnswerMismatch, and one whose RCODE is a failure (failureRcode)
 // an *RcodeError, for the probes as for queries: an upstream that refuses
 // everything stays down.
 func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, u *upstreamState, overTCP bool) (*dns.Msg, error) {

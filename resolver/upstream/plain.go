@@ -95,8 +95,8 @@ func (p *Plain) Address() string { return p.addr }
 // truncated or unusable (the UDP cause is counted when TCP then answers).
 // The error wraps ErrAnswerUnusable for an answer that cannot be used over
 // either, is a timeout (isTimeout) when none came in time, and wraps
-// net.ErrClosed after Close. An answer whose RCODE is SERVFAIL, REFUSED or
-// NOTIMP is an answer: telling those apart is the Forwarder's.
+// net.ErrClosed after Close. An answer whose RCODE is a failure
+// (failureRcode) is an answer: telling those apart is the Forwarder's.
 func (p *Plain) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 	return p.exchange(ctx, q, false)
 }

@@ -210,6 +210,7 @@ func TestErrorKindsOfAnyTransport(t *testing.T) {
 		{name: "SERVFAIL", exchange: answer(func(m *dns.Msg) { m.Rcode = dns.RcodeServerFailure }), kind: "rcode_servfail", rcode: dns.RcodeServerFailure},
 		{name: "REFUSED", exchange: answer(func(m *dns.Msg) { m.Rcode = dns.RcodeRefused }), kind: "rcode_refused", rcode: dns.RcodeRefused},
 		{name: "NOTIMP", exchange: answer(func(m *dns.Msg) { m.Rcode = dns.RcodeNotImplemented }), kind: "rcode_notimp", rcode: dns.RcodeNotImplemented},
+		{name: "FORMERR", exchange: answer(func(m *dns.Msg) { m.Rcode = dns.RcodeFormatError }), kind: "rcode_formerr", rcode: dns.RcodeFormatError},
 		{name: "another question", exchange: answer(func(m *dns.Msg) { m.Question[0].Name = "other.example." }), kind: "mismatch"},
 		{name: "another ID", exchange: answer(func(m *dns.Msg) { m.Id ^= 1 }), kind: "mismatch"},
 		{name: "not a response", exchange: answer(func(m *dns.Msg) { m.Response = false }), kind: "mismatch"},

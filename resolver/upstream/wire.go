@@ -111,14 +111,13 @@ func (f *Forwarder) tryWire(ctx context.Context, q []byte, up *upstreamState) (W
 }
 
 // exchangeWire is exchange for a query in wire form: an answer whose RCODE
-// is SERVFAIL, REFUSED or NOTIMP is an *RcodeError holding it as a
-// message.
+// is a failure (failureRcode) is an *RcodeError holding it as a message.
 func (f *Forwarder) exchangeWire(ctx context.Context, q []byte, u *upstreamState) (WireAnswer, error) {
 	return usableWire(u.wire.exchangeWire(ctx, q))
 }
 
-// usableWire is exchangeWire's check of an answer: one whose RCODE is
-// SERVFAIL, REFUSED or NOTIMP is an *RcodeError holding it as a message.
+// usableWire is exchangeWire's check of an answer: one whose RCODE is a
+// failure (failureRcode) is an *RcodeError holding it as a message.
 func usableWire(a WireAnswer, err error) (WireAnswer, error) {
 	if err != nil {
 		return WireAnswer{}, err
