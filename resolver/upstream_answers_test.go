@@ -716,3 +716,55 @@ func TestUpstreamFormerrIsNotTheClients(t *testing.T) {
 		})
 	}
 }
+
+// truncatedAnswer is the default answer for r with TC set: a server that
+// cut it short, over TCP as over UDP.
+func truncatedAnswer(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+	m := defaultAnswer(w, r)
+	m.Truncated = true
+	return m
+}
+
+// TestTruncatedStreamAnswerIsUnusable: an upstream answer with TC set that
+// came over TCP (the retry of a truncated UDP answer, or a query that came
+// over TCP) is cut short with no larger transport left to ask: it is
+// unusable, failed over to the next upstream, and never relayed as a
+// whole answer (the client's TC is dnsfence's own, set only when it cuts
+// the answer, RFC 1035 §4.1.1, §4.2.2) nor cached. With no upstream left
+// the client gets SERVFAIL naming the cause.
+func TestTruncatedStreamAnswerIsUnusable(t *testing.T) {
+	craft := func(q *dns.Msg) []byte {
+		m := truncatedAnswer(nil, q)
+		m.Answer = nil
+		return packed(m)
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			bad, tcp := craftedUpstream(t, craft, truncatedAnswer)
+			good := startUpstream(t, nil)
+			f := govFence(t, "upstream_timeout: 2s\nupstream_strategy: ordered", bad, good.addr)
+			only := govFence(t, "upstream_timeout: 2s", bad)
+
+			r := ask(t, f.addr, "", network, question("cut.example.org.", dns.TypeA, true))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+			assert.False(t, r.Truncated)
+			require.Len(t, r.Answer, 1)
+			assert.Equal(t, "192.0.2.1", r.Answer[0].(*dns.A).A.String())
+			assert.Equal(t, 1, clientQueries(good), "the next upstream was asked")
+			assert.Contains(t, f.handler.Snapshot().Forwarder().Down(), bad)
+
+			for i := range 2 {
+				r = ask(t, only.addr, "", network, question("cut.example.org.", dns.TypeA, true))
+				assert.Equal(t, dns.RcodeServerFailure, r.Rcode, "ask %d: a cut answer is no whole one", i)
+				assert.False(t, r.Truncated)
+				assert.Empty(t, r.Answer)
+				if e := ede(r); assert.NotNil(t, e) {
+					assert.Equal(t, uint16(dns.ExtendedErrorCodeNetworkError), e.InfoCode)
+					assert.Contains(t, e.ExtraText, "truncated")
+				}
+			}
+			assert.GreaterOrEqual(t, len(tcp.queries()), 3, "asked over TCP each time: nothing was cached")
+			assert.GreaterOrEqual(t, upstreamErrors(t, only.registry, bad)["truncated"], 1.0)
+		})
+	}
+}

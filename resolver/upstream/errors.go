@@ -21,7 +21,10 @@ var ErrAllUpstreamsFailed = errors.New("no upstream answered")
 // parse, or one too big for the UDP receive buffer ends the wait for it at
 // once and the query is asked again over TCP: a datagram is never accepted
 // unless its ID, question and source match (RFC 5452 §9.1), and over TCP an
-// off-path sender cannot inject one. A datagram with an ID never sent on the
+// off-path sender cannot inject one. An answer with TC set that came over
+// TCP or an encrypted transport (ErrAnswerTruncated) has no larger
+// transport left to be asked over: it is unusable, and the next upstream is
+// asked. A datagram with an ID never sent on the
 // socket is dropped and the query waits on for its own answer (a spoofer
 // cannot end the wait); if none comes, its timeout error is also
 // ErrAnswerWrongID, and so counted: the upstream did send something.
@@ -31,6 +34,7 @@ var (
 	ErrAnswerMalformed = fmt.Errorf("%w: malformed", ErrAnswerUnusable)
 	ErrAnswerMismatch  = fmt.Errorf("%w: not for the question asked", ErrAnswerUnusable)
 	ErrAnswerWrongID   = fmt.Errorf("%w: query ID never sent", ErrAnswerUnusable)
+	ErrAnswerTruncated = fmt.Errorf("%w: truncated over a stream", ErrAnswerUnusable)
 )
 
 // RcodeError is an upstream answer whose RCODE says the upstream could not
@@ -71,6 +75,7 @@ const (
 	kindMalformed = "malformed"
 	kindMismatch  = "mismatch"
 	kindWrongID   = "wrong_id"
+	kindTruncated = "truncated"
 	kindServfail  = "rcode_servfail"
 	kindRefused   = "rcode_refused"
 	kindNotimp    = "rcode_notimp"
@@ -87,11 +92,11 @@ const (
 // errorKinds is every kind errorKind returns, for series that exist from
 // the start.
 var errorKinds = []string{kindServfail, kindRefused, kindNotimp, kindFormerr, kindBadvers,
-	kindTooBig, kindMalformed, kindMismatch, kindWrongID, kindCertificate, kindProtocol, kindTimeout, kindNetwork}
+	kindTooBig, kindMalformed, kindMismatch, kindWrongID, kindTruncated, kindCertificate, kindProtocol, kindTimeout, kindNetwork}
 
 // errorKind names the cause of a failed upstream exchange: rcode_servfail,
 // rcode_refused, rcode_notimp, rcode_formerr, rcode_badvers, too_big,
-// malformed, mismatch, wrong_id, timeout or network. An unusable answer
+// malformed, mismatch, wrong_id, truncated, timeout or network. An unusable answer
 // names the exchange even when the retry over TCP then timed out: an
 // answer came.
 func errorKind(err error) string {
@@ -119,6 +124,8 @@ func errorKind(err error) string {
 		return kindMismatch
 	case errors.Is(err, ErrAnswerWrongID):
 		return kindWrongID
+	case errors.Is(err, ErrAnswerTruncated):
+		return kindTruncated
 	case isCertificateError(err):
 		return kindCertificate
 	case errors.Is(err, ErrProtocol):
@@ -248,6 +255,7 @@ var kindTexts = map[string]string{
 	kindMalformed:   ErrAnswerMalformed.Error(),
 	kindMismatch:    ErrAnswerMismatch.Error(),
 	kindWrongID:     ErrAnswerWrongID.Error(),
+	kindTruncated:   ErrAnswerTruncated.Error(),
 	kindCertificate: "upstream certificate did not verify",
 	kindProtocol:    ErrProtocol.Error(),
 }

@@ -861,9 +861,13 @@ func (f *Forwarder) takeRetry(u *upstreamState) bool {
 // exchange is one try against one upstream over its transport (over TCP
 // from the start when overTCP and the transport has TCP). Whatever the
 // transport, an answer that is not a response to q (its ID and question)
-// is ErrAnswerMismatch, and one whose RCODE is a failure (failureRcode)
-// an *RcodeError, for the probes as for queries: an upstream that refuses
-// everything stays down.
+// is ErrAnswerMismatch, one whose RCODE is a failure (failureRcode) an
+// *RcodeError, for the probes as for queries (an upstream that refuses
+// everything stays down), and one with TC set ErrAnswerTruncated: it came
+// over a stream, or over TCP after a truncated UDP answer, so it is cut
+// short with nothing larger left to ask over (RFC 1035 §4.2.2), and
+// relayed it would reach the client as a whole answer (the client's TC is
+// dnsfence's own, set only when it cuts the answer itself).
 func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, u *upstreamState, overTCP bool) (*dns.Msg, error) {
 	var resp *dns.Msg
 	var err error
@@ -880,6 +884,9 @@ func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, u *upstreamState, 
 	}
 	if failureRcode(resp.Rcode) {
 		return nil, &RcodeError{Rcode: resp.Rcode, Answer: resp}
+	}
+	if resp.Truncated {
+		return nil, ErrAnswerTruncated
 	}
 	return resp, nil
 }

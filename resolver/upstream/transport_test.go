@@ -214,6 +214,7 @@ func TestErrorKindsOfAnyTransport(t *testing.T) {
 		{name: "another question", exchange: answer(func(m *dns.Msg) { m.Question[0].Name = "other.example." }), kind: "mismatch"},
 		{name: "another ID", exchange: answer(func(m *dns.Msg) { m.Id ^= 1 }), kind: "mismatch"},
 		{name: "not a response", exchange: answer(func(m *dns.Msg) { m.Response = false }), kind: "mismatch"},
+		{name: "truncated over a stream", exchange: answer(func(m *dns.Msg) { m.Truncated = true }), kind: "truncated"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

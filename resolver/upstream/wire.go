@@ -117,7 +117,9 @@ func (f *Forwarder) exchangeWire(ctx context.Context, q []byte, u *upstreamState
 }
 
 // usableWire is exchangeWire's check of an answer: one whose RCODE is a
-// failure (failureRcode) is an *RcodeError holding it as a message.
+// failure (failureRcode) is an *RcodeError holding it as a message, and
+// one with TC set ErrAnswerTruncated, as exchange says (a truncated
+// datagram was asked again over TCP before this: only a TCP answer can).
 func usableWire(a WireAnswer, err error) (WireAnswer, error) {
 	if err != nil {
 		return WireAnswer{}, err
@@ -125,6 +127,9 @@ func usableWire(a WireAnswer, err error) (WireAnswer, error) {
 	if a.Msg != nil {
 		if failureRcode(a.Msg.Rcode) {
 			return WireAnswer{}, &RcodeError{Rcode: a.Msg.Rcode, Answer: a.Msg}
+		}
+		if a.Msg.Truncated {
+			return WireAnswer{}, ErrAnswerTruncated
 		}
 		return a, nil
 	}
