@@ -418,8 +418,9 @@ func (c *Cache) servable(e *cacheEntry, now time.Time) bool {
 // and with an SOA in the authority section at most that SOA's MINIMUM: a
 // negative answer's TTL is the smaller of the SOA's TTL and MINIMUM (RFC
 // 2308 §5), after a CNAME chain too, and no record of the answer may be
-// served past its own. NXDOMAIN and NODATA without an SOA are not cached;
-// an upstream SERVFAIL is, briefly.
+// served past its own. NXDOMAIN and NODATA without an SOA are not cached,
+// a NODATA after a CNAME chain among them (answerLifetime); an upstream
+// SERVFAIL is, briefly.
 func cacheTTL(m *dns.Msg, minTTL, maxTTL uint32) (time.Duration, bool) {
 	ttl, soa := ^uint32(0), false
 	for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
@@ -427,20 +428,39 @@ func cacheTTL(m *dns.Msg, minTTL, maxTTL uint32) (time.Duration, bool) {
 			ttl = min(ttl, rr.Header().Ttl)
 		}
 	}
+	relevant := len(m.Answer) > 0
+	if len(m.Question) == 1 {
+		qtype := m.Question[0].Qtype
+		relevant = slices.ContainsFunc(m.Answer, func(rr dns.RR) bool { return answers(qtype, rr.Header().Rrtype) })
+	}
 	for _, rr := range m.Ns {
 		if s, ok := rr.(*dns.SOA); ok {
 			ttl, soa = min(ttl, s.Minttl), true
 			break
 		}
 	}
-	return answerLifetime(m.Rcode, len(m.Answer), ttl, soa, minTTL, maxTTL)
+	return answerLifetime(m.Rcode, relevant, ttl, soa, minTTL, maxTTL)
+}
+
+// answers reports whether an answer record of type rrtype answers a
+// question of type qtype (RFC 2308 §2.2's "relevant answer"): it is of that
+// type, or the question is for every type (ANY). A CNAME or DNAME that
+// leads elsewhere answers only a question for its own type.
+func answers(qtype, rrtype uint16) bool {
+	return rrtype == qtype || qtype == dns.TypeANY
 }
 
 // answerLifetime is cacheTTL's verdict from what it read of an answer
-// (message or wire form): its RCODE, its answer records, the smallest TTL
-// of its answer and authority records (and of the authority SOA's MINIMUM,
-// when soa says it has one).
-func answerLifetime(rcode, answers int, ttl uint32, soa bool, minTTL, maxTTL uint32) (time.Duration, bool) {
+// (message or wire form): its RCODE, whether its answer section holds a
+// record of the type asked (relevant), the smallest TTL of its answer and
+// authority records (and of the authority SOA's MINIMUM, when soa says it
+// has one). A NOERROR answer without a relevant record is a NODATA (RFC
+// 2308 §2.2), after a CNAME chain too: like an NXDOMAIN, it is cached only
+// with an SOA, whose TTL and MINIMUM bound how long the type's absence
+// holds (§5: negative answers without an SOA SHOULD NOT be cached). Kept
+// for the CNAME's TTL instead, it would deny the type for as long as the
+// alias lasts.
+func answerLifetime(rcode int, relevant bool, ttl uint32, soa bool, minTTL, maxTTL uint32) (time.Duration, bool) {
 	clamp := func(t uint32) time.Duration {
 		return time.Duration(min(max(t, minTTL), maxTTL)) * time.Second
 	}
@@ -451,7 +471,7 @@ func answerLifetime(rcode, answers int, ttl uint32, soa bool, minTTL, maxTTL uin
 	default:
 		return 0, false
 	}
-	if negative := rcode == dns.RcodeNameError || answers == 0; negative && !soa {
+	if negative := rcode == dns.RcodeNameError || !relevant; negative && !soa {
 		return 0, false
 	}
 	return clamp(ttl), true

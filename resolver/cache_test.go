@@ -66,6 +66,12 @@ func TestCacheTTLs(t *testing.T) {
 			"x.example.org. 3600 IN CNAME v4only.example.org.", sprintf(soa, 3600, 60)), max: 86400, wantTTL: 60 * time.Second},
 		{name: "nodata after a CNAME: the SOA TTL", msg: answerWith("x.example.org.", dns.TypeAAAA, dns.RcodeSuccess,
 			"x.example.org. 3600 IN CNAME v4only.example.org.", sprintf(soa, 45, 900)), max: 86400, wantTTL: 45 * time.Second},
+		{name: "nodata after a CNAME without SOA not cached", msg: answerWith("x.example.org.", dns.TypeAAAA, dns.RcodeSuccess,
+			"x.example.org. 3600 IN CNAME v4only.example.org."), max: 86400},
+		{name: "positive: the CNAME asked for", msg: answerWith("x.example.org.", dns.TypeCNAME, dns.RcodeSuccess,
+			"x.example.org. 300 IN CNAME y.example.org."), max: 86400, wantTTL: 300 * time.Second},
+		{name: "positive: ANY", msg: answerWith("x.example.org.", dns.TypeANY, dns.RcodeSuccess,
+			"x.example.org. 300 IN CNAME y.example.org."), max: 86400, wantTTL: 300 * time.Second},
 		{name: "servfail briefly", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeServerFailure), max: 86400, wantTTL: 5 * time.Second},
 		{name: "servfail never longer than max_ttl", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeServerFailure), max: 2, wantTTL: 2 * time.Second},
 		{name: "refused not cached", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeRefused), max: 86400},
@@ -417,4 +423,56 @@ func TestWireCacheMatchesMessagePath(t *testing.T) {
 	ede.SetEdns0(1232, false)
 	ede.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: 6}}
 	assert.Nil(t, makeWire(ede))
+}
+
+// TestNodataAfterCNAMEWithoutSOANotCached: an answer whose alias chain
+// ends in no record of the type asked is a NODATA (RFC 2308 §2.2: "no
+// relevant answers"), and without an SOA it says nothing of how long the
+// type's absence holds: it is not cached (§5: negative answers without an
+// SOA SHOULD NOT be), like a NODATA or NXDOMAIN without an SOA and without
+// a CNAME, rather than kept for the CNAME's hour. The same answer with the
+// SOA is cached for the SOA's negative TTL; a question for the CNAME
+// itself, or for ANY, is answered by the CNAME and cached for its TTL.
+func TestNodataAfterCNAMEWithoutSOANotCached(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		q := r.Question[0]
+		m.Answer = []dns.RR{mustRR("%s 3600 IN CNAME v4only.example.org.", q.Name)}
+		if strings.Contains(q.Name, ".soa.") {
+			m.Ns = []dns.RR{mustRR("example.org. 3600 IN SOA ns.example.org. h.example.org. 1 3600 600 86400 60")}
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	tests := []struct {
+		name   string
+		qtype  uint16
+		cached bool
+	}{
+		{name: "alias.example.org.", qtype: dns.TypeAAAA},
+		{name: "soa.example.org.", qtype: dns.TypeAAAA, cached: true},
+		{name: "cname.example.org.", qtype: dns.TypeCNAME, cached: true},
+		{name: "any.example.org.", qtype: dns.TypeANY, cached: true},
+	}
+	for _, tc := range tests {
+		for _, network := range []string{"udp", "tcp"} {
+			t.Run(tc.name+network, func(t *testing.T) {
+				name := network + "." + tc.name
+				before := up.count.Load()
+				for range 2 {
+					r := ask(t, f.addr, "", network, question(name, tc.qtype, true))
+					assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+					require.Len(t, r.Answer, 1)
+					assert.Equal(t, dns.TypeCNAME, r.Answer[0].Header().Rrtype)
+				}
+				want := int64(2)
+				if tc.cached {
+					want = 1
+				}
+				assert.Equal(t, want, up.count.Load()-before, "upstream queries for two askings")
+			})
+		}
+	}
 }

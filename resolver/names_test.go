@@ -206,12 +206,20 @@ var aliasAnswers = map[string][]string{
 	"ns.example.":            {"ns.example. 300 IN NS ns1.tiktok.com."},
 }
 
-// aliasUpstream answers from aliasAnswers.
+// aliasUpstream answers from aliasAnswers. An answer whose chain ends in
+// no record of the type asked is a NODATA (RFC 2308 §2.2), and carries the
+// SOA an authoritative server's NODATA does, so that it is cached (§5).
 func aliasUpstream(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(r)
+	relevant := false
 	for _, s := range aliasAnswers[strings.ToLower(r.Question[0].Name)] {
-		m.Answer = append(m.Answer, mustRR("%s", s))
+		rr := mustRR("%s", s)
+		m.Answer = append(m.Answer, rr)
+		relevant = relevant || rr.Header().Rrtype == r.Question[0].Qtype
+	}
+	if !relevant {
+		m.Ns = []dns.RR{mustRR("example. 300 IN SOA ns.example. hostmaster.example. 1 3600 600 86400 300")}
 	}
 	return m
 }

@@ -68,7 +68,7 @@ func makeWire(m *dns.Msg) *wireAnswer {
 type wireShape struct {
 	rcode     int
 	truncated bool
-	answers   int    // records in the answer section
+	relevant  bool   // the answer section holds a record of the type asked (answers)
 	minTTL    uint32 // the smallest TTL of the answer and authority records; ^0 for none
 	soa       bool   // the authority section holds an SOA: soaTTL is the smaller of its TTL and MINIMUM
 	soaTTL    uint32
@@ -90,8 +90,7 @@ func wireOf(b []byte, w *wireAnswer) (wireShape, bool) {
 	}
 	flags := dnswire.Flags(b)
 	sh.rcode, sh.truncated, sh.minTTL = int(flags&0xF), flags&dnswire.FlagTC != 0, ^uint32(0)
-	sh.answers = int(dnswire.ANCount(b))
-	records := sh.answers + int(dnswire.NSCount(b)) + int(dnswire.ARCount(b))
+	records := int(dnswire.ANCount(b)) + int(dnswire.NSCount(b)) + int(dnswire.ARCount(b))
 	w.qnameEnd, w.qnameOnly, w.ttls = q.NameEnd, true, w.inline[:0]
 	if records > len(w.inline) {
 		w.ttls = make([]ttlAt, 0, records)
@@ -115,8 +114,11 @@ func wireOf(b []byte, w *wireAnswer) (wireShape, bool) {
 		if r.Section == dnswire.Additional {
 			return true
 		}
-		if r.Section == dnswire.Answer && w.qnameOnly {
-			w.qnameOnly = !aliasType(r.Type) && ownedBy(b, r, qname)
+		if r.Section == dnswire.Answer {
+			sh.relevant = sh.relevant || answers(q.Type, r.Type)
+			if w.qnameOnly {
+				w.qnameOnly = !aliasType(r.Type) && ownedBy(b, r, qname)
+			}
 		}
 		sh.minTTL = min(sh.minTTL, r.TTL)
 		if r.Section == dnswire.Authority && r.Type == dnswire.TypeSOA && !sh.soa {
@@ -157,7 +159,7 @@ func (sh *wireShape) cacheTTL(minTTL, maxTTL uint32) (time.Duration, bool) {
 	if sh.soa {
 		ttl = min(ttl, sh.soaTTL)
 	}
-	return answerLifetime(sh.rcode, sh.answers, ttl, sh.soa, minTTL, maxTTL)
+	return answerLifetime(sh.rcode, sh.relevant, ttl, sh.soa, minTTL, maxTTL)
 }
 
 // appendCached writes into b the answer from the entry e to the query read
