@@ -400,7 +400,8 @@ func (s *DoHServer) remoteAddr(r *http.Request) (net.Addr, error) {
 // anything the client wrote); when every entry is trusted, the leftmost.
 // ok is false when neither header is present (an empty header line is
 // none); an entry that is not an IP address ("unknown", an obfuscated
-// node, garbage) is an error.
+// node, garbage) is an error, and so is a Forwarded line that ends inside
+// a quoted-string, which would hide what a proxy appended after it.
 //
 // When both headers are present, which one a proxy wrote is not known
 // here: a proxy appends to one and passes the other through as the
@@ -416,12 +417,20 @@ func (s *DoHServer) remoteAddr(r *http.Request) (net.Addr, error) {
 func forwardedClient(h http.Header, trusted func(netip.Addr) bool) (client netip.AddrPort, ok bool, err error) {
 	var fwd, xff []string
 	for _, line := range h.Values("Forwarded") {
-		for _, elem := range splitQuoted(line, ',') {
+		elems, closed := splitQuoted(line, ',')
+		if !closed {
+			// Read as quoted text, what a proxy appended to this line
+			// after the device's open quote would be lost, and the
+			// device's own for= taken for the client.
+			return client, false, errors.New("forwarded header: a quoted-string without its closing quote")
+		}
+		for _, elem := range elems {
 			if strings.TrimSpace(elem) == "" {
 				continue // an empty line, or a trailing comma
 			}
 			node, found := "", false
-			for _, pair := range splitQuoted(elem, ';') {
+			pairs, _ := splitQuoted(elem, ';') // the line's quotes are closed, so each element's are
+			for _, pair := range pairs {
 				k, v, _ := strings.Cut(strings.TrimSpace(pair), "=")
 				if strings.EqualFold(k, "for") {
 					node, found = unquote(v), true
@@ -522,9 +531,12 @@ func parseNode(s string) (netip.AddrPort, error) {
 	return netip.AddrPort{}, fmt.Errorf("forwarded client %q is not an IP address", s)
 }
 
-// splitQuoted splits s at sep outside double-quoted strings.
-func splitQuoted(s string, sep byte) []string {
-	var parts []string
+// splitQuoted splits s at sep outside double-quoted strings (RFC 9110
+// §5.6.4: a quoted-string runs to the next '"' not escaped by a
+// backslash). closed is false when s ends inside a quoted-string: the
+// header is malformed, and where the string was meant to end cannot be
+// known.
+func splitQuoted(s string, sep byte) (parts []string, closed bool) {
 	quoted, escaped, start := false, false, 0
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
@@ -539,7 +551,7 @@ func splitQuoted(s string, sep byte) []string {
 			start = i + 1
 		}
 	}
-	return append(parts, s[start:])
+	return append(parts, s[start:]), !quoted
 }
 
 // unquote removes the quotes of an RFC 7230 quoted-string, and its

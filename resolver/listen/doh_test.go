@@ -676,3 +676,44 @@ func TestForwardedDeviceCannotChooseClient(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardedUnclosedQuoteNamesNoClient: a device that opens a
+// quoted-string in its own Forwarded element and never closes it (RFC 7239
+// §4, RFC 9110 §5.6.4) must not swallow the element a trusted proxy
+// appends to the same line (nginx's `proxy_set_header Forwarded
+// "$http_forwarded, for=$remote_addr"`): read as quoted text, the proxy's
+// entry vanished and the device's own for= named the client of its choice.
+// Such a header is malformed: the request gets 400, never an answer.
+func TestForwardedUnclosedQuoteNamesNoClient(t *testing.T) {
+	const dev, victim = "10.1.2.3", "10.7.7.7"
+	trusted := func(a netip.Addr) bool { return a.String() == "127.0.0.1" }
+	tests := []struct {
+		name, device string
+	}{
+		{name: "quote opened in another parameter", device: `for=` + victim + `;x="`},
+		{name: "quote opened after a backslash", device: `for=` + victim + `;x=\"`},
+		{name: "quote left open by a final backslash", device: `for=` + victim + `;by="a\`},
+		{name: "quote opened in a second element", device: `for=192.0.2.1, for=` + victim + `;proto="https`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{}
+			h.Set("Forwarded", tc.device+", for="+dev) // the proxy appends to the device's line
+			client, ok, err := forwardedClient(h, trusted)
+			assert.Error(t, err, "client %v ok %v", client, ok)
+			assert.False(t, ok)
+		})
+	}
+
+	d := newDoHSetup(t, false, func(o *DoHOptions) { o.Trusted = trusted })
+	req, err := http.NewRequest("GET", d.url+"?dns="+base64.RawURLEncoding.EncodeToString(mustPack(t, query("q.blocked.test"))), nil)
+	require.NoError(t, err)
+	req.Header.Set("Forwarded", tests[0].device+", for="+dev)
+	resp, err := d.client(false).Do(req)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	_, seen := d.handler.seenFor("q.blocked.test")
+	assert.False(t, seen, "not answered for a client the device chose")
+}
