@@ -90,8 +90,11 @@ type DoQOptions struct {
 	// connection may have open at once (QUIC MAX_STREAMS); a client cannot
 	// open more. Default DefaultDoQMaxStreams.
 	MaxStreams int
-	// HandshakeTimeout bounds the QUIC handshake. Default
-	// DefaultDoQHandshakeTimeout.
+	// HandshakeTimeout bounds the QUIC handshake: a connection attempt
+	// whose client falls silent for that long is dropped and its place
+	// in MaxConns given back. quic-go's HandshakeIdleTimeout, so a client
+	// that keeps sending without finishing is dropped at twice it.
+	// Default DefaultDoQHandshakeTimeout.
 	HandshakeTimeout time.Duration
 	// ReadTimeout bounds the arrival of a stream's whole query and its
 	// STREAM FIN. Default DefaultDoQReadTimeout.

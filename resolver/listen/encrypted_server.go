@@ -132,15 +132,18 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 			return fail(addr, err)
 		}
 		srv := NewDoQServer(DoQOptions{
-			Handler:     s.cfg.Handler,
-			Count:       s.cfg.Count,
-			Log:         s.log.Named("doq"),
-			TLS:         cfg,
-			Admit:       s.admitter(QUIC),
-			MaxConns:    limits.TCPConnections,
-			MaxStreams:  limits.TCPPipeline,
-			ReadTimeout: limits.TCPReadTimeout,
-			IdleTimeout: limits.TCPIdleTimeout,
+			Handler:    s.cfg.Handler,
+			Count:      s.cfg.Count,
+			Log:        s.log.Named("doq"),
+			TLS:        cfg,
+			Admit:      s.admitter(QUIC),
+			MaxConns:   limits.TCPConnections,
+			MaxStreams: limits.TCPPipeline,
+			// A stalled handshake holds a connection place: as long as
+			// on DoT and DoH, not DoQ's own default.
+			HandshakeTimeout: limits.TCPReadTimeout,
+			ReadTimeout:      limits.TCPReadTimeout,
+			IdleTimeout:      limits.TCPIdleTimeout,
 		})
 		s.doq = append(s.doq, &doqListener{srv: srv, pc: pc})
 		s.wg.Go(func() {

@@ -323,3 +323,106 @@ func TestServerShutdownEncrypted(t *testing.T) {
 	}
 	require.NoError(t, <-stopped)
 }
+
+// vanishedClient is the socket of a QUIC client that sent its first
+// Initial and was gone: every later datagram is dropped and nothing is
+// read (a client that lost its network, or a spoofed source address).
+// It is not a *net.UDPConn, whose batched reads and writes quic-go would
+// use instead of ReadFrom and WriteTo.
+type vanishedClient struct {
+	net.PacketConn
+	mu   sync.Mutex
+	sent bool
+	gone chan struct{}
+}
+
+func (v *vanishedClient) WriteTo(b []byte, a net.Addr) (int, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.sent {
+		return len(b), nil
+	}
+	v.sent = true
+	return v.PacketConn.WriteTo(b, a)
+}
+
+func (v *vanishedClient) ReadFrom([]byte) (int, net.Addr, error) {
+	<-v.gone
+	return 0, nil, net.ErrClosed
+}
+
+func (v *vanishedClient) Close() error {
+	close(v.gone)
+	return v.PacketConn.Close()
+}
+
+func (v *vanishedClient) SetReadBuffer(n int) error {
+	return v.PacketConn.(*net.UDPConn).SetReadBuffer(n)
+}
+
+func (v *vanishedClient) SetWriteBuffer(n int) error {
+	return v.PacketConn.(*net.UDPConn).SetWriteBuffer(n)
+}
+
+// oneDoQRules allow loopback, one stream connection at a time, and
+// tcp_read_timeout 500 ms.
+type oneDoQRules struct{}
+
+func (oneDoQRules) Allowed(peer netip.Addr) bool { return peer.IsLoopback() }
+func (oneDoQRules) Trusted(netip.Addr) bool      { return false }
+func (oneDoQRules) Limits() Limits {
+	return Limits{TCPConnections: 1, TCPConnectionsPerClient: 8, TCPPipeline: 8, TCPReadTimeout: 500 * time.Millisecond,
+		TCPIdleTimeout: 5 * time.Second, UDPReceiveBuffer: 1 << 16, UDPSendBuffer: 1 << 16}
+}
+
+// TestServerDoQStalledHandshake: a QUIC handshake whose client vanished
+// after its first Initial holds a DoQ connection place for
+// limits.tcp_read_timeout, as a stalled TLS handshake does on DoT and DoH
+// (README: "a stalled TLS handshake is closed after
+// limits.tcp_read_timeout"), not for DoQ's own default of 5 s.
+func TestServerDoQStalledHandshake(t *testing.T) {
+	ca := newTestCA(t)
+	files, _ := writePair(t, ca)
+	store, _ := startStore(t, files, time.Hour)
+	srv := New(Config{Handler: newTestHandler(newTestUpstream(t)), Rules: func() Rules { return oneDoQRules{} }})
+	probe, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := probe.LocalAddr().(*net.UDPAddr)
+	require.NoError(t, probe.Close())
+	require.NoError(t, srv.StartEncrypted(Encrypted{QUIC: []string{addr.String()}, Cert: store}))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	dial := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c, err := quic.DialAddr(ctx, addr.String(), clientTLS(ca, ALPNDoQ), &quic.Config{})
+		if err == nil {
+			_ = c.CloseWithError(0, "")
+		}
+		return err
+	}
+
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	vanished := &vanishedClient{PacketConn: udp, gone: make(chan struct{})}
+	tr := &quic.Transport{Conn: vanished}
+	t.Cleanup(func() {
+		_ = vanished.Close() // the Transport does not close a socket it was given
+		_ = tr.Close()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	_, err = tr.Dial(ctx, addr, clientTLS(ca, ALPNDoQ), &quic.Config{})
+	cancel()
+	require.Error(t, err, "the vanished client never completes its handshake")
+	stalled := time.Now()
+
+	var te *quic.TransportError
+	require.ErrorAs(t, dial(), &te, "the stalled handshake holds the one place")
+	assert.Equal(t, quic.ConnectionRefused, te.ErrorCode)
+	require.Eventually(t, func() bool { return dial() == nil }, 10*time.Second, 50*time.Millisecond)
+	assert.Less(t, time.Since(stalled), 2500*time.Millisecond,
+		"the place came back after tcp_read_timeout (500 ms), not DoQ's default handshake timeout (5 s)")
+}
