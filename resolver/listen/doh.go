@@ -83,8 +83,10 @@ type DoHOptions struct {
 	// progress (RFC 9113 §5.1.2; streams beyond it are refused). Default
 	// DefaultDoHMaxStreams.
 	MaxStreams int
-	// ReadHeaderTimeout bounds the TLS handshake and a request's headers.
-	// Default DefaultDoHReadHeaderTimeout.
+	// ReadHeaderTimeout bounds the TLS handshake and a request's headers;
+	// a connection's first request must be in within twice it of the
+	// accept, over HTTP/2 too (firstRequest). Default
+	// DefaultDoHReadHeaderTimeout.
 	ReadHeaderTimeout time.Duration
 	// ReadTimeout bounds reading a whole request, body included. Default
 	// DefaultDoHReadTimeout.
@@ -153,6 +155,7 @@ func NewDoHServer(opt DoHOptions) *DoHServer {
 		IdleTimeout:       opt.IdleTimeout,
 		MaxHeaderBytes:    maxDoHHeaderBytes,
 		ErrorLog:          errLog,
+		ConnContext:       withCappedConn,
 	}
 	return s
 }
@@ -183,6 +186,7 @@ func ParseDoHListen(addr string) (hostport string, plain bool, err error) {
 // error that stopped it.
 func (s *DoHServer) Serve(ln net.Listener) error {
 	capped := newCappedListener(ln, s.opt.MaxConns, s.opt.Admit)
+	capped.firstRequest = 2 * s.opt.ReadHeaderTimeout
 	var err error
 	if s.opt.TLS != nil {
 		err = s.srv.ServeTLS(capped, "", "") // the certificate comes from TLSConfig
@@ -217,6 +221,9 @@ func (s *DoHServer) Close() error { return s.srv.Close() }
 
 // ServeHTTP answers one DoH request.
 func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if c, ok := r.Context().Value(cappedConnKey{}).(*cappedConn); ok {
+		c.requested()
+	}
 	if s.stopped.Load() {
 		s.refuseStopped(w)
 		return
@@ -649,6 +656,16 @@ type cappedListener struct {
 	net.Listener
 	slots chan struct{}
 	admit func(netip.Addr) (func(), bool)
+	// firstRequest, when set, closes a connection that has not brought
+	// its first request to ServeHTTP that long after its accept, as a
+	// DNS over TCP connection without its first query is closed at
+	// tcp_read_timeout (RFC 7766 §6.2.3: a server may close a connection
+	// to free its resources). net/http bounds an HTTP/1.1 connection's
+	// handshake and first request with ReadHeaderTimeout each, but waits
+	// 10 s for an HTTP/2 client's preface whatever its timeouts, then
+	// IdleTimeout for a request: a client could hold a place that long
+	// without a query.
+	firstRequest time.Duration
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -688,7 +705,13 @@ func (l *cappedListener) Accept() (net.Conn, error) {
 			}
 			release = r
 		}
-		return &cappedConn{Conn: c, release: func() { release(); <-l.slots }}, nil
+		cc := &cappedConn{Conn: c, release: func() { release(); <-l.slots }}
+		if l.firstRequest > 0 {
+			// Closing the socket fails net/http's read, which then closes
+			// cc and gives its place back.
+			cc.silent = time.AfterFunc(l.firstRequest, func() { _ = c.Close() })
+		}
+		return cc, nil
 	}
 }
 
@@ -702,10 +725,37 @@ type cappedConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
+	// silent, when set, closes the connection unless requested stops it
+	// first (cappedListener.firstRequest).
+	silent *time.Timer
+}
+
+// requested records that a request of the connection reached ServeHTTP.
+func (c *cappedConn) requested() {
+	if c.silent != nil {
+		c.silent.Stop()
+	}
 }
 
 func (c *cappedConn) Close() error {
 	err := c.Conn.Close()
+	c.requested()
 	c.once.Do(c.release)
 	return err
+}
+
+// cappedConnKey is the request context key of the request's *cappedConn.
+type cappedConnKey struct{}
+
+// withCappedConn is the http.Server's ConnContext: it keeps the
+// connection's *cappedConn (beneath TLS on https) in the context every
+// request of the connection inherits, for ServeHTTP to mark it requested.
+func withCappedConn(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if cc, ok := c.(*cappedConn); ok {
+		return context.WithValue(ctx, cappedConnKey{}, cc)
+	}
+	return ctx
 }

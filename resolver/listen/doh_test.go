@@ -485,6 +485,57 @@ func TestDoHStalledHandshake(t *testing.T) {
 	assert.Less(t, time.Since(start), timeout+2*time.Second)
 }
 
+// TestDoHSilentConnectionAfterHandshake: a connection that finishes its
+// TLS handshake and then sends no request is closed within twice the
+// read-header timeout of its accept, over HTTP/2 as over HTTP/1.1, and its
+// place is given back: net/http alone waits 10 s for an HTTP/2 client's
+// preface, whatever the timeouts, and then IdleTimeout for its first
+// request, so a client could hold places for 10 s and more each without a
+// query, where a plain DNS over TCP connection holds one for
+// tcp_read_timeout.
+func TestDoHSilentConnectionAfterHandshake(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	var released atomic.Int64
+	d := newDoHSetup(t, false, func(o *DoHOptions) {
+		o.ReadHeaderTimeout = timeout
+		o.IdleTimeout = 5 * time.Second
+		o.Admit = func(netip.Addr) (func(), bool) { return func() { released.Add(1) }, true }
+	})
+	tests := []struct {
+		name    string
+		alpn    string
+		preface bool // the client sends the HTTP/2 preface and SETTINGS, then nothing
+	}{
+		{name: "HTTP/2, nothing after the handshake", alpn: ALPNHTTP2},
+		{name: "HTTP/2, preface and no request", alpn: ALPNHTTP2, preface: true},
+		{name: "HTTP/1.1, nothing after the handshake", alpn: ALPNHTTP1},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := tls.Dial("tcp", d.addr, clientTLS(d.ca, tc.alpn))
+			require.NoError(t, err)
+			defer c.Close()
+			require.Equal(t, tc.alpn, c.ConnectionState().NegotiatedProtocol)
+			if tc.preface {
+				_, err := io.WriteString(c, http2.ClientPreface)
+				require.NoError(t, err)
+				require.NoError(t, http2.NewFramer(c, nil).WriteSettings())
+			}
+			start := time.Now()
+			_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+			_, err = io.Copy(io.Discard, c) // until the server closes
+			var ne net.Error
+			require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server closed it")
+			assert.Less(t, time.Since(start), 2*timeout+time.Second, "closed after %v", time.Since(start))
+			require.Eventually(t, func() bool { return released.Load() == int64(i+1) }, 5*time.Second, 10*time.Millisecond,
+				"its place given back")
+		})
+	}
+	// A client that asks in time is served.
+	r, _ := dohGet(t, d.client(false), d.url, query("www.blocked.test"))
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+}
+
 // TestDoHConnectionCap: at MaxConns, a new connection waits until one
 // closes; Admit refuses a peer at accept.
 func TestDoHConnectionCap(t *testing.T) {
