@@ -29,8 +29,8 @@ const (
 // the socket buffers and the connection cap when it starts, the others at
 // each connection.
 type Limits struct {
-	TCPConnections          int           // TCP connections open at once, over every listener (read at Start)
-	TCPConnectionsPerClient int           // open TCP connections of one client network (read at accept)
+	TCPConnections          int           // stream connections open at once on each listener: TCP, DoT, DoH, DoQ (read at Start)
+	TCPConnectionsPerClient int           // open stream connections of one client network, over every listener (read at accept)
 	TCPPipeline             int           // queries of one TCP connection answered at once
 	TCPReadTimeout          time.Duration // wait for a new connection's first query, whole
 	TCPIdleTimeout          time.Duration // wait for each later query of a connection, whole
