@@ -76,15 +76,18 @@ type DoQOptions struct {
 	// TLS is the server TLS configuration: ServerTLSConfig(store,
 	// ALPNDoQ). QUIC always negotiates TLS 1.3.
 	TLS *tls.Config
-	// Admit, when set, decides after the handshake (when the peer's
-	// address is proven) whether a connection from peer is served;
-	// release is called once when it closes. A refused connection is
-	// closed with DOQ_EXCESSIVE_LOAD.
+	// Admit, when set, decides whether a connection from peer is served,
+	// once the peer's address is proven: before the handshake for an
+	// attempt that proved it with a token (a Retry's or NEW_TOKEN's,
+	// refused with CONNECTION_REFUSED, as TCP is at accept), else when
+	// the handshake is done (refused with DOQ_EXCESSIVE_LOAD). release is
+	// called once when the connection closes.
 	Admit func(peer netip.Addr) (release func(), ok bool)
 	// MaxConns caps the connections open or in handshake at once; a
 	// connection attempt beyond it is refused before the handshake with
-	// the QUIC transport error CONNECTION_REFUSED. Default
-	// DefaultDoQMaxConns.
+	// the QUIC transport error CONNECTION_REFUSED. Once half of it is
+	// taken, every attempt must first prove its source address with a
+	// Retry (verifySourceAddress). Default DefaultDoQMaxConns.
 	MaxConns int
 	// MaxStreams is how many queries (bidirectional streams) one
 	// connection may have open at once (QUIC MAX_STREAMS); a client cannot
@@ -120,6 +123,11 @@ type DoQServer struct {
 	// open counts connections from their first packet to their close,
 	// for MaxConns; changed only in connContext and its AfterFunc.
 	open atomic.Int64
+	// unproven counts, by source address, the connection attempts in
+	// handshake whose address is not proven (verifySourceAddress); an
+	// address with none has no entry.
+	unprovenMu sync.Mutex
+	unproven   map[netip.Addr]int
 
 	mu       sync.Mutex
 	tr       *quic.Transport
@@ -155,7 +163,7 @@ func NewDoQServer(opt DoQOptions) *DoQServer {
 		log = zap.NewNop()
 	}
 	return &DoQServer{opt: opt, log: log, conns: map[*doqConn]struct{}{}, reading: map[*quic.Stream]struct{}{},
-		drained: make(chan struct{})}
+		unproven: map[netip.Addr]int{}, drained: make(chan struct{})}
 }
 
 // errTooManyConns refuses a connection attempt over MaxConns.
@@ -168,7 +176,7 @@ func (s *DoQServer) Serve(pc net.PacketConn) error {
 	if s.opt.TLS == nil || !slices.Contains(s.opt.TLS.NextProtos, ALPNDoQ) {
 		return fmt.Errorf("doq: the TLS configuration must offer ALPN %q", ALPNDoQ)
 	}
-	tr := &quic.Transport{Conn: pc, ConnContext: s.connContext}
+	tr := &quic.Transport{Conn: pc, ConnContext: s.connContext, VerifySourceAddress: s.verifySourceAddress}
 	ln, err := tr.Listen(s.opt.TLS, &quic.Config{
 		HandshakeIdleTimeout: s.opt.HandshakeTimeout,
 		// QUIC's own idle timeout silently drops a peer that vanished;
@@ -211,15 +219,87 @@ func (s *DoQServer) Serve(pc net.PacketConn) error {
 	}
 }
 
+// doqUnprovenPerAddress is how many connection attempts one source
+// address may have in handshake before it proves the address: the next
+// gets a Retry.
+const doqUnprovenPerAddress = 4
+
+// verifySourceAddress is the Transport's VerifySourceAddress: whether a
+// connection attempt without a token must first prove its source address
+// with a Retry (RFC 9000 §8.1.2), one round trip more. Every attempt must
+// while half of MaxConns are taken, so that Initials from spoofed
+// addresses, which never finish a handshake, cannot hold more than half
+// (each holds its place for up to twice HandshakeTimeout); and an attempt
+// from an address that already has doqUnprovenPerAddress in handshake
+// unproven, which Admit cannot count before they finish. A proven address
+// is admitted before its handshake (connContext).
+func (s *DoQServer) verifySourceAddress(a net.Addr) bool {
+	if 2*s.open.Load() >= int64(s.opt.MaxConns) {
+		return true
+	}
+	s.unprovenMu.Lock()
+	defer s.unprovenMu.Unlock()
+	return s.unproven[udpPeer(a)] >= doqUnprovenPerAddress
+}
+
+// handshakeKey is the connection context key of the func that ends an
+// unproven attempt's count in unproven; admittedKey marks a connection
+// Admit took before its handshake.
+type (
+	handshakeKey struct{}
+	admittedKey  struct{}
+)
+
+// errNotAdmitted refuses a proven connection attempt Admit refused.
+var errNotAdmitted = errors.New("doq: connection not admitted")
+
 // connContext counts a connection attempt against MaxConns before its
-// handshake, and gives the slot back when the connection ends.
-func (s *DoQServer) connContext(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
+// handshake, and gives the slot back when the connection ends. An attempt
+// whose address is proven is admitted (Admit) now, as TCP is at accept;
+// one whose address is not is counted in unproven until its handshake
+// ends, and admitted after it (serveConn).
+func (s *DoQServer) connContext(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
 	if s.open.Add(1) > int64(s.opt.MaxConns) {
 		s.open.Add(-1)
 		return nil, errTooManyConns
 	}
 	context.AfterFunc(ctx, func() { s.open.Add(-1) })
-	return ctx, nil
+	peer := udpPeer(info.RemoteAddr)
+	if info.AddrVerified {
+		if s.opt.Admit == nil {
+			return ctx, nil
+		}
+		release, ok := s.opt.Admit(peer)
+		if !ok {
+			return nil, errNotAdmitted // quic-go cancels ctx: the place is given back
+		}
+		context.AfterFunc(ctx, release)
+		return context.WithValue(ctx, admittedKey{}, true), nil
+	}
+	s.unprovenMu.Lock()
+	s.unproven[peer]++
+	s.unprovenMu.Unlock()
+	var once sync.Once
+	done := func() {
+		once.Do(func() {
+			s.unprovenMu.Lock()
+			defer s.unprovenMu.Unlock()
+			if s.unproven[peer]--; s.unproven[peer] <= 0 {
+				delete(s.unproven, peer)
+			}
+		})
+	}
+	context.AfterFunc(ctx, done)
+	return context.WithValue(ctx, handshakeKey{}, done), nil
+}
+
+// udpPeer is a UDP address's IP, unmapped and without a zone, as every
+// listener names a peer.
+func udpPeer(a net.Addr) netip.Addr {
+	if u, ok := a.(*net.UDPAddr); ok {
+		return u.AddrPort().Addr().Unmap().WithZone("")
+	}
+	return netip.Addr{}
 }
 
 // Shutdown stops accepting connections and queries, waits for the queries
@@ -360,11 +440,12 @@ type doqConn struct {
 // goroutine, until it closes.
 func (s *DoQServer) serveConn(conn *quic.Conn) {
 	defer s.wg.Done()
-	var peer netip.Addr
-	if a, ok := conn.RemoteAddr().(*net.UDPAddr); ok {
-		peer = a.AddrPort().Addr().Unmap().WithZone("")
+	ctx := conn.Context()
+	if done, ok := ctx.Value(handshakeKey{}).(func()); ok {
+		done() // the handshake is over: the address is proven now
 	}
-	if s.opt.Admit != nil {
+	if s.opt.Admit != nil && ctx.Value(admittedKey{}) == nil {
+		peer := udpPeer(conn.RemoteAddr())
 		release, ok := s.opt.Admit(peer)
 		if !ok {
 			_ = conn.CloseWithError(DoQExcessiveLoad, "connection refused")

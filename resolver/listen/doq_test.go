@@ -287,16 +287,25 @@ func TestDoQIdleClose(t *testing.T) {
 
 // TestDoQLimits: MaxConns refuses connections beyond it before the
 // handshake; MaxStreams bounds the queries of one connection; Admit's
-// refusal closes with DOQ_EXCESSIVE_LOAD.
+// refusal is CONNECTION_REFUSED before the handshake of an attempt that
+// proved its address (by the Retry asked for while half of MaxConns are
+// taken), DOQ_EXCESSIVE_LOAD after the handshake of one that did not.
 func TestDoQLimits(t *testing.T) {
 	var refuse atomic.Bool
+	var refused atomic.Int64
 	d := newDoQSetup(t, func(o *DoQOptions) {
 		o.MaxConns = 2
 		o.MaxStreams = 3
 		// A refused client's retransmitted Initial can start a handshake
 		// that holds a place until this runs out.
 		o.HandshakeTimeout = 300 * time.Millisecond
-		o.Admit = func(netip.Addr) (func(), bool) { return func() {}, !refuse.Load() }
+		o.Admit = func(netip.Addr) (func(), bool) {
+			if refuse.Load() {
+				refused.Add(1)
+				return nil, false
+			}
+			return func() {}, true
+		}
 	})
 	c1, err := d.dial(t)
 	require.NoError(t, err)
@@ -331,12 +340,18 @@ func TestDoQLimits(t *testing.T) {
 	wg.Wait()
 
 	// Closing one frees a place (once any handshake of a refused attempt
-	// has run out); a refused peer gets DOQ_EXCESSIVE_LOAD.
+	// has run out). With c1 holding half the places, an attempt proves
+	// its address by a Retry first, and a refused peer is refused before
+	// its handshake, as TCP closes at accept; with none open, after it.
 	require.NoError(t, c2.CloseWithError(0, ""))
 	refuse.Store(true)
+	require.Eventually(t, func() bool { _, err = d.dial(t); return refused.Load() > 0 }, 5*time.Second, 20*time.Millisecond)
+	require.ErrorAs(t, err, &te, "refused before the handshake")
+	assert.Equal(t, quic.ConnectionRefused, te.ErrorCode)
+	require.NoError(t, c1.CloseWithError(0, ""))
 	var c3 *quic.Conn
 	require.Eventually(t, func() bool { c3, err = d.dial(t); return err == nil }, 5*time.Second, 20*time.Millisecond)
-	assert.Equal(t, int64(DoQExcessiveLoad), closeCode(c3))
+	assert.Equal(t, int64(DoQExcessiveLoad), closeCode(c3), "refused after the handshake")
 }
 
 // TestDoQRefusesOtherALPN: a QUIC client that does not speak "doq" fails
