@@ -674,3 +674,72 @@ func TestDoHAnswersArePrivate(t *testing.T) {
 	assert.Equal(t, "private, max-age=60", govCC)
 	assert.Equal(t, "private, max-age=300", otherCC)
 }
+
+// TestDoHNegativeWithoutSOANotHTTPCached: a negative answer without an
+// SOA (RFC 2308 §5: SHOULD NOT be cached) gets max-age=0 over DoH, as
+// dnsfence's own cache keeps it for no time; a NODATA or NXDOMAIN at the
+// end of a CNAME chain among them. Before, Cache-Control said the CNAME's
+// TTL (an hour here), so a browser's HTTP cache was told there is no AAAA
+// for alias.example.org for an hour, the very thing 5db0b3c stopped the
+// cache from doing.
+func TestDoHNegativeWithoutSOANotHTTPCached(t *testing.T) {
+	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		q := r.Question[0]
+		cname := func(target string) dns.RR {
+			rr, err := dns.NewRR(q.Name + " 3600 IN CNAME " + target)
+			require.NoError(t, err)
+			return rr
+		}
+		switch q.Name {
+		case "alias.example.org.": // A only: AAAA is a NODATA after the CNAME
+			m.Answer = append(m.Answer, cname("v4only.example.org."))
+			if q.Qtype == dns.TypeA {
+				rr, err := dns.NewRR("v4only.example.org. 300 IN A 192.0.2.1")
+				require.NoError(t, err)
+				m.Answer = append(m.Answer, rr)
+			}
+		case "gone.example.org.":
+			m.Rcode = dns.RcodeNameError
+			m.Answer = append(m.Answer, cname("nx.example.org."))
+		}
+		return m
+	})
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	ask := func(name string, qtype uint16) (int, string) {
+		m := question(name, qtype, false)
+		m.Id = 0
+		b, err := m.Pack()
+		require.NoError(t, err)
+		resp, err := plainHTTPFrom("127.0.0.8").Get("http://" + e.addrs["http"] + listen.DoHPath + "?dns=" + base64.RawURLEncoding.EncodeToString(b))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		r := new(dns.Msg)
+		require.NoError(t, r.Unpack(body))
+		return r.Rcode, resp.Header.Get("Cache-Control")
+	}
+	for _, tc := range []struct {
+		name   string
+		qname  string
+		qtype  uint16
+		rcode  int
+		maxAge string
+	}{
+		{"A through the CNAME: positive", "alias.example.org.", dns.TypeA, dns.RcodeSuccess, "private, max-age=300"},
+		{"CNAME asked: positive", "alias.example.org.", dns.TypeCNAME, dns.RcodeSuccess, "private, max-age=3600"},
+		{"NODATA after the CNAME, no SOA", "alias.example.org.", dns.TypeAAAA, dns.RcodeSuccess, "private, max-age=0"},
+		{"NXDOMAIN after the CNAME, no SOA", "gone.example.org.", dns.TypeA, dns.RcodeNameError, "private, max-age=0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rcode, cc := ask(tc.qname, tc.qtype)
+			assert.Equal(t, tc.rcode, rcode)
+			assert.Equal(t, tc.maxAge, cc)
+		})
+	}
+}

@@ -144,10 +144,14 @@ func padReply(req *dns.Msg, b []byte) []byte {
 // (the negative-caching TTL of RFC 2308 §5 is the smaller of the SOA's
 // TTL and MINIMUM, for an NXDOMAIN or NODATA at the end of a CNAME chain
 // too). An answer with no records at all (SERVFAIL, REFUSED, FORMERR)
-// gets 0: not to be reused.
+// gets 0: not to be reused. So does a negative answer without an SOA (an
+// NXDOMAIN, or a NOERROR with no record of the type asked, after a CNAME
+// chain too): RFC 2308 §5 says it SHOULD NOT be cached, and dnsfence's
+// own cache keeps it for no time (resolver.answerLifetime); the CNAME's
+// TTL would deny the name or type for as long as the alias lasts.
 func cacheMaxAge(m *dns.Msg) uint32 {
 	ttl := uint32(math.MaxUint32)
-	found := false
+	found, soa := false, false
 	for i, sec := range [][]dns.RR{m.Answer, m.Ns} {
 		for _, rr := range sec {
 			h := rr.Header()
@@ -156,13 +160,35 @@ func cacheMaxAge(m *dns.Msg) uint32 {
 			}
 			found = true
 			ttl = min(ttl, h.Ttl)
-			if soa, ok := rr.(*dns.SOA); ok && i == 1 {
-				ttl = min(ttl, soa.Minttl)
+			if s, ok := rr.(*dns.SOA); ok && i == 1 {
+				ttl, soa = min(ttl, s.Minttl), true
 			}
 		}
 	}
-	if !found {
+	if !found || negative(m) && !soa {
 		return 0
 	}
 	return ttl
+}
+
+// negative reports whether m is an NXDOMAIN or a NODATA: a NOERROR whose
+// answer section holds no record of the type asked (RFC 2308 §2.2), the
+// question being for one type (not ANY). Without one question, a NOERROR
+// is negative when its answer section is empty.
+func negative(m *dns.Msg) bool {
+	switch {
+	case m.Rcode == dns.RcodeNameError:
+		return true
+	case m.Rcode != dns.RcodeSuccess:
+		return false
+	case len(m.Question) != 1:
+		return len(m.Answer) == 0
+	}
+	qtype := m.Question[0].Qtype
+	for _, rr := range m.Answer {
+		if t := rr.Header().Rrtype; t == qtype || qtype == dns.TypeANY {
+			return false
+		}
+	}
+	return true
 }

@@ -232,6 +232,14 @@ func TestCacheMaxAge(t *testing.T) {
 		{"negative: SOA TTL below its MINIMUM", &dns.Msg{Ns: []dns.RR{rr("a. 30 IN SOA ns. h. 1 2 3 4 900")}}, 30},
 		{"SOA MINIMUM not used with answers", &dns.Msg{Answer: []dns.RR{rr("a. 300 IN SOA ns. h. 1 2 3 4 5")}}, 300},
 		{"no records", &dns.Msg{MsgHdr: dns.MsgHdr{Rcode: dns.RcodeServerFailure}}, 0},
+		{"NODATA after a CNAME without an SOA", &dns.Msg{Question: []dns.Question{{Name: "a.", Qtype: dns.TypeAAAA, Qclass: dns.ClassINET}},
+			Answer: []dns.RR{rr("a. 300 IN CNAME b.")}}, 0},
+		{"NXDOMAIN after a CNAME without an SOA", &dns.Msg{MsgHdr: dns.MsgHdr{Rcode: dns.RcodeNameError},
+			Question: []dns.Question{{Name: "a.", Qtype: dns.TypeA, Qclass: dns.ClassINET}}, Answer: []dns.RR{rr("a. 300 IN CNAME b.")}}, 0},
+		{"the CNAME asked for", &dns.Msg{Question: []dns.Question{{Name: "a.", Qtype: dns.TypeCNAME, Qclass: dns.ClassINET}},
+			Answer: []dns.RR{rr("a. 300 IN CNAME b.")}}, 300},
+		{"ANY", &dns.Msg{Question: []dns.Question{{Name: "a.", Qtype: dns.TypeANY, Qclass: dns.ClassINET}},
+			Answer: []dns.RR{rr("a. 300 IN CNAME b.")}}, 300},
 		{"zero TTL", &dns.Msg{Answer: []dns.RR{rr("a. 0 IN A 192.0.2.1")}}, 0},
 	}
 	for _, tc := range tests {
