@@ -203,6 +203,21 @@ func TestExplainClientForms(t *testing.T) {
 	}
 }
 
+// TestExplainClientZoneHidesNoForm: a zone on CLIENT is dropped, and the
+// address is then read as any other: `::10.1.2.3%eth0` is the
+// IPv4-compatible form refused without the zone, not the IPv6 client
+// ::a01:203 (the zone's branch returned it before ParsePrefix saw it).
+func TestExplainClientZoneHidesNoForm(t *testing.T) {
+	code, out := runCmd("explain", "-config", "testdata/ops/ecs.yaml", "::10.1.2.3%eth0", "capcut.com")
+	assert.Equal(t, 2, code, out)
+	assert.Contains(t, out, `client: "::10.1.2.3%eth0": an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client; did you mean 10.1.2.3/32?`)
+
+	wantCode, want := runCmd("explain", "-config", "testdata/ops/ecs.yaml", "10.1.2.3", "capcut.com")
+	code, out = runCmd("explain", "-config", "testdata/ops/ecs.yaml", "::ffff:10.1.2.3%eth0", "capcut.com")
+	assert.Equal(t, wantCode, code)
+	assert.Equal(t, want, out, "an IPv4-mapped address with a zone is its IPv4 form")
+}
+
 func TestVersionFlag(t *testing.T) {
 	code, out := runCmd("-version")
 	assert.Equal(t, 0, code)

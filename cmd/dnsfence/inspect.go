@@ -344,10 +344,13 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 // meant). subnet is valid for a network only. An address's zone
 // (`fe80::1%eth0`) is dropped, as the listeners drop a peer's.
 func explainClient(arg string) (client netip.Addr, subnet netip.Prefix, err error) {
+	addr := arg
 	if a, err := netip.ParseAddr(arg); err == nil && a.Zone() != "" {
-		return a.Unmap().WithZone(""), netip.Prefix{}, nil
+		// Read without its zone, as written (`::10.1.2.3` keeps its
+		// dotted form, which ParsePrefix refuses).
+		addr, _, _ = strings.Cut(arg, "%")
 	}
-	p, err := blocklist.ParsePrefix(arg)
+	p, err := blocklist.ParsePrefix(addr)
 	if err != nil {
 		if msg, ok := blocklist.Meant(arg, err); ok {
 			return netip.Addr{}, netip.Prefix{}, errors.New(msg)
