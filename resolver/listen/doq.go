@@ -123,11 +123,12 @@ type DoQServer struct {
 	// open counts connections from their first packet to their close,
 	// for MaxConns; changed only in connContext and its AfterFunc.
 	open atomic.Int64
-	// unproven counts, by source address, the connection attempts in
-	// handshake whose address is not proven (verifySourceAddress); an
-	// address with none has no entry.
+	// unproven counts, by client network (ClientNetwork: a /32, or a /56
+	// for IPv6, as the per-client cap counts), the connection attempts in
+	// handshake whose address is not proven (verifySourceAddress); a
+	// network with none has no entry.
 	unprovenMu sync.Mutex
-	unproven   map[netip.Addr]int
+	unproven   map[netip.Prefix]int
 
 	mu       sync.Mutex
 	tr       *quic.Transport
@@ -163,7 +164,7 @@ func NewDoQServer(opt DoQOptions) *DoQServer {
 		log = zap.NewNop()
 	}
 	return &DoQServer{opt: opt, log: log, conns: map[*doqConn]struct{}{}, reading: map[*quic.Stream]struct{}{},
-		unproven: map[netip.Addr]int{}, drained: make(chan struct{})}
+		unproven: map[netip.Prefix]int{}, drained: make(chan struct{})}
 }
 
 // errTooManyConns refuses a connection attempt over MaxConns.
@@ -219,9 +220,9 @@ func (s *DoQServer) Serve(pc net.PacketConn) error {
 	}
 }
 
-// doqUnprovenPerAddress is how many connection attempts one source
-// address may have in handshake before it proves the address: the next
-// gets a Retry.
+// doqUnprovenPerAddress is how many connection attempts one client
+// network (ClientNetwork) may have in handshake before it proves its
+// address: the next gets a Retry.
 const doqUnprovenPerAddress = 4
 
 // verifySourceAddress is the Transport's VerifySourceAddress: whether a
@@ -230,8 +231,8 @@ const doqUnprovenPerAddress = 4
 // while half of MaxConns are taken, so that Initials from spoofed
 // addresses, which never finish a handshake, cannot hold more than half
 // (each holds its place for up to twice HandshakeTimeout); and an attempt
-// from an address that already has doqUnprovenPerAddress in handshake
-// unproven, which Admit cannot count before they finish. A proven address
+// from a client network that already has doqUnprovenPerAddress in
+// handshake unproven, which Admit cannot count before they finish. A proven address
 // is admitted before its handshake (connContext).
 func (s *DoQServer) verifySourceAddress(a net.Addr) bool {
 	if 2*s.open.Load() >= int64(s.opt.MaxConns) {
@@ -239,7 +240,7 @@ func (s *DoQServer) verifySourceAddress(a net.Addr) bool {
 	}
 	s.unprovenMu.Lock()
 	defer s.unprovenMu.Unlock()
-	return s.unproven[udpPeer(a)] >= doqUnprovenPerAddress
+	return s.unproven[ClientNetwork(udpPeer(a))] >= doqUnprovenPerAddress
 }
 
 // handshakeKey is the connection context key of the func that ends an
@@ -276,16 +277,17 @@ func (s *DoQServer) connContext(ctx context.Context, info *quic.ClientInfo) (con
 		context.AfterFunc(ctx, release)
 		return context.WithValue(ctx, admittedKey{}, true), nil
 	}
+	network := ClientNetwork(peer)
 	s.unprovenMu.Lock()
-	s.unproven[peer]++
+	s.unproven[network]++
 	s.unprovenMu.Unlock()
 	var once sync.Once
 	done := func() {
 		once.Do(func() {
 			s.unprovenMu.Lock()
 			defer s.unprovenMu.Unlock()
-			if s.unproven[peer]--; s.unproven[peer] <= 0 {
-				delete(s.unproven, peer)
+			if s.unproven[network]--; s.unproven[network] <= 0 {
+				delete(s.unproven, network)
 			}
 		})
 	}
@@ -296,10 +298,7 @@ func (s *DoQServer) connContext(ctx context.Context, info *quic.ClientInfo) (con
 // udpPeer is a UDP address's IP, unmapped and without a zone, as every
 // listener names a peer.
 func udpPeer(a net.Addr) netip.Addr {
-	if u, ok := a.(*net.UDPAddr); ok {
-		return u.AddrPort().Addr().Unmap().WithZone("")
-	}
-	return netip.Addr{}
+	return peerAddr(a).Unmap().WithZone("")
 }
 
 // Shutdown stops accepting connections and queries, waits for the queries

@@ -2,6 +2,7 @@ package listen
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -201,4 +202,35 @@ func TestDoQRetryPerAddress(t *testing.T) {
 	r, err := doqExchange(c, query("www.example.org."))
 	require.NoError(t, err)
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+}
+
+// TestDoQUnprovenCountsByClientNetwork: unproven attempts are counted by
+// client network, a /56 for IPv6 as tcp_connections_per_client counts,
+// so a host rotating its source address within its /64 gets a Retry as
+// one address does; every count ends with its attempt.
+func TestDoQUnprovenCountsByClientNetwork(t *testing.T) {
+	s := NewDoQServer(DoQOptions{MaxConns: 100})
+	from := func(ip string) net.Addr { return &net.UDPAddr{IP: net.ParseIP(ip), Port: 4433} }
+	var cancels []context.CancelFunc
+	for i := range doqUnprovenPerAddress {
+		a := from(fmt.Sprintf("2001:db8:0:1::%x", i+1))
+		assert.False(t, s.verifySourceAddress(a), "attempt %d", i)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancels = append(cancels, cancel)
+		_, err := s.connContext(ctx, &quic.ClientInfo{RemoteAddr: a})
+		require.NoError(t, err)
+	}
+	assert.True(t, s.verifySourceAddress(from("2001:db8:0:1::ffff")), "another address of the same /64")
+	assert.True(t, s.verifySourceAddress(from("2001:db8:0:ff::1")), "of the same /56")
+	assert.False(t, s.verifySourceAddress(from("2001:db8:0:100::1")), "of another /56")
+	assert.False(t, s.verifySourceAddress(from("192.0.2.1")))
+	for _, cancel := range cancels {
+		cancel()
+	}
+	require.Eventually(t, func() bool {
+		s.unprovenMu.Lock()
+		defer s.unprovenMu.Unlock()
+		return len(s.unproven) == 0 && s.open.Load() == 0
+	}, 5*time.Second, 5*time.Millisecond, "every count ends with its attempt")
+	assert.False(t, s.verifySourceAddress(from("2001:db8:0:1::ffff")))
 }
