@@ -123,7 +123,12 @@ func (s *limitShard) bucketFor(r *rateLimiter, key netip.Prefix, now time.Time) 
 		return b
 	}
 	const most = maxBuckets / limitShards
-	if len(s.buckets) >= most || now.Sub(s.lastPrune) > time.Minute {
+	// A full shard is swept for idle buckets once a second at most, any
+	// other once a minute: sweeping a full shard (4,096 buckets, the best
+	// part of a millisecond under the shard's lock) for every new client
+	// let a flood of spoofed sources, each a new client, make each of its
+	// queries cost that once the shards were full.
+	if now.Sub(s.lastPrune) > time.Minute || len(s.buckets) >= most && now.Sub(s.lastPrune) > time.Second {
 		// A bucket idle for a minute has refilled: forgetting it changes
 		// nothing for its client.
 		for k, b := range s.buckets {

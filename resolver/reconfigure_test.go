@@ -2,11 +2,13 @@ package resolver
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -156,4 +158,44 @@ func TestRateLimiterShards(t *testing.T) {
 	assert.Greater(t, used, limitShards/2, "clients spread over the shards")
 	var off *rateLimiter
 	assert.True(t, off.allow(netipMustParse("10.0.0.1"), now), "nil: no limit")
+}
+
+// TestRateLimiterFullShardsStayCheap: once a flood of spoofed sources has
+// filled every shard, each further new source goes to the overflow bucket
+// at about the cost of a known client's query: a full shard is not swept
+// for idle buckets again for every new source (4,096 buckets under the
+// shard's lock each time made 20,000 new sources cost many times what
+// filling the whole limiter did). Idle buckets are still forgotten.
+func TestRateLimiterFullShardsStayCheap(t *testing.T) {
+	l := newRateLimiter(config.RateLimit{Rate: 200, Burst: 400})
+	now := time.Unix(1000, 0)
+	n := uint32(0)
+	next := func() netip.Addr {
+		n++
+		return netip.AddrFrom4([4]byte{10 | byte(n>>24), byte(n >> 16), byte(n >> 8), byte(n)})
+	}
+	start := time.Now()
+	for filled := 0; filled < maxBuckets; { // every shard full, none over
+		a := next()
+		if s := l.shard(listen.ClientNetwork(a)); len(s.buckets) < maxBuckets/limitShards {
+			l.allow(a, now)
+			filled++
+		}
+	}
+	fill := time.Since(start)
+	const spoofed = 20000
+	start = time.Now()
+	for i := range spoofed {
+		assert.True(t, l.allow(next(), now.Add(2*time.Second+time.Duration(i)*time.Microsecond)))
+	}
+	flood := time.Since(start)
+	t.Logf("%d sources filled the limiter in %v; %d more took %v", maxBuckets, fill, spoofed, flood)
+	assert.Less(t, flood, fill, "new sources past a full limiter cost more than filling it")
+
+	l.allow(next(), now.Add(2*time.Minute))
+	held := 0
+	for i := range l.shards {
+		held += len(l.shards[i].buckets)
+	}
+	assert.Less(t, held, maxBuckets, "idle buckets of a full limiter not forgotten")
 }
