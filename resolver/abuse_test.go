@@ -150,3 +150,63 @@ func TestRateLimitDropsUDPRefusesTCP(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, dns.RcodeRefused, r.Rcode)
 }
+
+// TestUnallowedSourcesShareOneBucket: sources outside allowed_clients, as
+// a flood of spoofed ones would be, share one bucket of the rate limit:
+// none takes a bucket of its own (a flood of them would fill the limiter,
+// and every allowed client new to it would then share the overflow bucket
+// with the flood and be dropped), and the REFUSED answers they are sent
+// in all are held to the one rate, whatever number of addresses they
+// come from, so that dnsfence reflects no more towards forty spoofed
+// victims than towards one. Allowed clients keep buckets of their own.
+func TestUnallowedSourcesShareOneBucket(t *testing.T) {
+	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nrate_limit: {rate: 0.001, burst: 3, exempt: []}", 1)
+	up := startUpstream(t, defaultAnswer)
+	f := startFence(t, cfg, testFiles, up.addr)
+	server, err := net.ResolveUDPAddr("udp", f.addr)
+	require.NoError(t, err)
+	wire, err := question("www.example.com.", dns.TypeA, true).Pack()
+	require.NoError(t, err)
+	const sources = 40
+	conns := make([]*net.UDPConn, 0, sources)
+	for i := range sources { // 127.0.0.20 to 127.0.0.59: outside 127.0.0.0/28
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(20+i))})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		_, err = c.WriteToUDP(wire, server)
+		require.NoError(t, err)
+		conns = append(conns, c)
+	}
+	deadline := time.Now().Add(time.Second)
+	refused := 0
+	buf := make([]byte, 1500)
+	for _, c := range conns {
+		_ = c.SetReadDeadline(deadline)
+		n, err := c.Read(buf)
+		if err != nil {
+			continue
+		}
+		var r dns.Msg
+		require.NoError(t, r.Unpack(buf[:n]))
+		assert.Equal(t, dns.RcodeRefused, r.Rcode)
+		refused++
+	}
+	t.Logf("%d unallowed sources, %d REFUSED answers", sources, refused)
+	assert.LessOrEqual(t, refused, 3, "REFUSED answers past the burst of one bucket")
+	held := 0
+	lim := f.handler.limiter.Load()
+	for i := range lim.shards {
+		s := &lim.shards[i]
+		s.mu.Lock()
+		held += len(s.buckets)
+		s.mu.Unlock()
+	}
+	assert.Zero(t, held, "unallowed sources took buckets of the rate limit")
+	answered := 0
+	for range 3 {
+		if r, err := exchange(f.addr, "127.0.0.1", "udp", question("www.example.com.", dns.TypeA, false)); err == nil && r.Rcode == dns.RcodeSuccess {
+			answered++
+		}
+	}
+	assert.Equal(t, 3, answered, "an allowed client's own burst")
+}

@@ -459,16 +459,25 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 // admit applies the client's rate limit. Over it, a UDP query is dropped
 // (an answer would make dnsfence an amplifier) and one on any other
 // transport refused: limited is true and r is that. Blocked answers count
-// too.
+// too. Every source outside allowed_clients, to be refused, shares one
+// bucket (unallowedBucket).
 func (h *Handler) admit(q *query) (r reply, limited bool) {
 	snap := q.snap
 	limiter := h.limiter.Load()
-	if limiter == nil || snap.RateExempt(q.client) || limiter.allow(q.client, q.start) {
+	if limiter == nil || snap.RateExempt(q.client) {
+		return reply{}, false
+	}
+	allowed := snap.Allowed(q.id.Source)
+	if allowed && limiter.allow(q.client, q.start) || !allowed && limiter.allowUnallowed(q.start) {
 		return reply{}, false
 	}
 	h.metrics.rateLimited.WithLabelValues(q.transport).Inc()
-	if limiter.shouldLog(q.client, q.start) {
+	switch {
+	case allowed && limiter.shouldLog(q.client, q.start):
 		h.log.Warn("client over its rate limit", zap.String(logClient, q.client.String()),
+			zap.Float64("rate", snap.Config.RateLimit.Rate), zap.Int("burst", snap.Config.RateLimit.Burst))
+	case !allowed && limiter.shouldLogUnallowed(q.start):
+		h.log.Warn("sources outside allowed_clients over the rate limit they share", zap.String(logClient, q.client.String()),
 			zap.Float64("rate", snap.Config.RateLimit.Rate), zap.Int("burst", snap.Config.RateLimit.Burst))
 	}
 	if !q.stream() {

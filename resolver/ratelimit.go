@@ -34,6 +34,22 @@ type rateLimiter struct {
 	rate   float64 // queries a second; above 0
 	burst  int     // queries
 	shards [limitShards]limitShard
+	// unallowed is the one bucket of every source outside
+	// allowed_clients (allowUnallowed).
+	unallowed unallowedBucket
+}
+
+// unallowedBucket is the bucket that every source outside allowed_clients
+// shares: such a source is refused, and as often as not spoofed, so it
+// takes no bucket of its own (a flood of them would fill the limiter and
+// send every allowed client new to it to the overflow bucket), and the
+// REFUSED answers sent to all of them together are held to one client's
+// rate (dnsfence reflects no more towards many spoofed victims than
+// towards one).
+type unallowedBucket struct {
+	lim    *rate.Limiter
+	mu     sync.Mutex
+	logged time.Time
 }
 
 // limitShard holds the buckets of the client networks that hash to it.
@@ -63,6 +79,7 @@ func newRateLimiter(cfg config.RateLimit) *rateLimiter {
 		s.buckets = map[netip.Prefix]*bucket{}
 		s.overflow = &bucket{lim: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst)}
 	}
+	r.unallowed.lim = rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst)
 	return r
 }
 
@@ -93,6 +110,29 @@ func (r *rateLimiter) allow(client netip.Addr, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.bucketFor(r, key, now).lim.AllowN(now, 1)
+}
+
+// allowUnallowed takes a token for a source outside allowed_clients from
+// the bucket all of them share, reporting false when they are over its
+// rate. A nil limiter allows everything.
+func (r *rateLimiter) allowUnallowed(now time.Time) bool {
+	return r == nil || r.unallowed.lim.AllowN(now, 1)
+}
+
+// shouldLogUnallowed reports whether the sources outside allowed_clients
+// being over their shared rate may be logged now: once a minute at most.
+func (r *rateLimiter) shouldLogUnallowed(now time.Time) bool {
+	if r == nil {
+		return false
+	}
+	u := &r.unallowed
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if now.Sub(u.logged) < time.Minute {
+		return false
+	}
+	u.logged = now
+	return true
 }
 
 // shouldLog reports whether an over-limit client may be logged now: once a
