@@ -651,24 +651,8 @@ func TestDoHAnswersArePrivate(t *testing.T) {
 	p := newTestPKI(t)
 	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
 	m := question("www.tiktok.com.", dns.TypeA, false)
-	m.Id = 0
-	b, err := m.Pack()
-	require.NoError(t, err)
-	url := "http://" + e.addrs["http"] + listen.DoHPath + "?dns=" + base64.RawURLEncoding.EncodeToString(b)
-	get := func(from string) (int, string) {
-		c := plainHTTPFrom(from)
-		resp, err := c.Get(url)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		require.Equal(t, http.StatusOK, resp.StatusCode)
-		r := new(dns.Msg)
-		require.NoError(t, r.Unpack(body))
-		return r.Rcode, resp.Header.Get("Cache-Control")
-	}
-	govRcode, govCC := get("127.0.0.1")
-	otherRcode, otherCC := get("127.0.0.8")
+	govRcode, govCC := dohGet(t, e.addrs["http"], "127.0.0.1", m)
+	otherRcode, otherCC := dohGet(t, e.addrs["http"], "127.0.0.8", m)
 	require.Equal(t, dns.RcodeNameError, govRcode, "government-devices")
 	require.Equal(t, dns.RcodeSuccess, otherRcode, "no policy: the same URL, another answer")
 	assert.Equal(t, "private, max-age=60", govCC)
@@ -710,19 +694,7 @@ func TestDoHNegativeWithoutSOANotHTTPCached(t *testing.T) {
 	p := newTestPKI(t)
 	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
 	ask := func(name string, qtype uint16) (int, string) {
-		m := question(name, qtype, false)
-		m.Id = 0
-		b, err := m.Pack()
-		require.NoError(t, err)
-		resp, err := plainHTTPFrom("127.0.0.8").Get("http://" + e.addrs["http"] + listen.DoHPath + "?dns=" + base64.RawURLEncoding.EncodeToString(b))
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		require.Equal(t, http.StatusOK, resp.StatusCode)
-		r := new(dns.Msg)
-		require.NoError(t, r.Unpack(body))
-		return r.Rcode, resp.Header.Get("Cache-Control")
+		return dohGet(t, e.addrs["http"], "127.0.0.8", question(name, qtype, false))
 	}
 	for _, tc := range []struct {
 		name   string
@@ -742,4 +714,24 @@ func TestDoHNegativeWithoutSOANotHTTPCached(t *testing.T) {
 			assert.Equal(t, tc.maxAge, cc)
 		})
 	}
+}
+
+// dohGet asks m (its ID made 0) by DoH GET from the plain-HTTP listener at
+// addr, from the source address from, and returns the answer's RCODE and
+// the Cache-Control header; any status but 200 fails the test.
+func dohGet(t *testing.T, addr, from string, m *dns.Msg) (rcode int, cacheControl string) {
+	t.Helper()
+	m = m.Copy()
+	m.Id = 0
+	b, err := m.Pack()
+	require.NoError(t, err)
+	resp, err := plainHTTPFrom(from).Get("http://" + addr + listen.DoHPath + "?dns=" + base64.RawURLEncoding.EncodeToString(b))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	r := new(dns.Msg)
+	require.NoError(t, r.Unpack(body))
+	return r.Rcode, resp.Header.Get("Cache-Control")
 }
