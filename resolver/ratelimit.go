@@ -1,7 +1,7 @@
 package resolver
 
 import (
-	"encoding/binary"
+	"hash/maphash"
 	"net/netip"
 	"sync"
 	"time"
@@ -34,6 +34,11 @@ type rateLimiter struct {
 	rate   float64 // queries a second; above 0
 	burst  int     // queries
 	shards [limitShards]limitShard
+	// seed keys the hash that picks a client network's shard, so that
+	// sources cannot be chosen to fall in one shard (filling its buckets
+	// with a 64th of the addresses, and sending its new clients to the
+	// overflow bucket).
+	seed maphash.Seed
 	// unallowed is the one bucket of every source outside
 	// allowed_clients (allowUnallowed).
 	unallowed unallowedBucket
@@ -73,7 +78,7 @@ func newRateLimiter(cfg config.RateLimit) *rateLimiter {
 	if cfg.Rate <= 0 {
 		return nil
 	}
-	r := &rateLimiter{rate: cfg.Rate, burst: cfg.Burst}
+	r := &rateLimiter{rate: cfg.Rate, burst: cfg.Burst, seed: maphash.MakeSeed()}
 	for i := range r.shards {
 		s := &r.shards[i]
 		s.buckets = map[netip.Prefix]*bucket{}
@@ -95,8 +100,7 @@ func (r *rateLimiter) reconfigured(cfg config.RateLimit) *rateLimiter {
 // shard is the part of the limiter that holds key's bucket.
 func (r *rateLimiter) shard(key netip.Prefix) *limitShard {
 	a := key.Addr().As16()
-	h := (binary.LittleEndian.Uint64(a[:8]) ^ binary.LittleEndian.Uint64(a[8:])) * 0x9e3779b97f4a7c15
-	return &r.shards[h>>(64-limitShardBits)]
+	return &r.shards[maphash.Bytes(r.seed, a[:])>>(64-limitShardBits)]
 }
 
 // allow takes a token for client, reporting false when it is over its

@@ -199,3 +199,37 @@ func TestRateLimiterFullShardsStayCheap(t *testing.T) {
 	}
 	assert.Less(t, held, maxBuckets, "idle buckets of a full limiter not forgotten")
 }
+
+// TestRateLimiterShardsAreKeyed: which shard holds a client network is
+// decided by a hash keyed afresh for each limiter, so sources cannot be
+// chosen to fall in one shard: the networks that share a shard in one
+// limiter spread over most shards in another. Before, the hash was a fixed
+// multiplication: networks found to share a shard shared it in every
+// dnsfence, and a 64th of the limiter's addresses filled one shard.
+func TestRateLimiterShardsAreKeyed(t *testing.T) {
+	cfg := config.RateLimit{Rate: 10, Burst: 10}
+	a, b := newRateLimiter(cfg), newRateLimiter(cfg)
+	index := func(l *rateLimiter, key netip.Prefix) int {
+		s := l.shard(key)
+		for i := range l.shards {
+			if &l.shards[i] == s {
+				return i
+			}
+		}
+		t.Fatalf("%s: no shard", key)
+		return -1
+	}
+	var together []netip.Prefix // networks that share a's shard 0
+	for i := range 1 << 14 {
+		key := listen.ClientNetwork(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 1}))
+		if index(a, key) == 0 {
+			together = append(together, key)
+		}
+	}
+	require.Greater(t, len(together), 128, "about a 64th of 16,384 networks")
+	shards := map[int]bool{}
+	for _, key := range together {
+		shards[index(b, key)] = true
+	}
+	assert.Greater(t, len(shards), limitShards/2, "%d networks of one shard of a fall in %d shards of b", len(together), len(shards))
+}
