@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 )
 
@@ -428,26 +429,13 @@ func cacheTTL(m *dns.Msg, minTTL, maxTTL uint32) (time.Duration, bool) {
 			ttl = min(ttl, rr.Header().Ttl)
 		}
 	}
-	relevant := len(m.Answer) > 0
-	if len(m.Question) == 1 {
-		qtype := m.Question[0].Qtype
-		relevant = slices.ContainsFunc(m.Answer, func(rr dns.RR) bool { return answers(qtype, rr.Header().Rrtype) })
-	}
 	for _, rr := range m.Ns {
 		if s, ok := rr.(*dns.SOA); ok {
 			ttl, soa = min(ttl, s.Minttl), true
 			break
 		}
 	}
-	return answerLifetime(m.Rcode, relevant, ttl, soa, minTTL, maxTTL)
-}
-
-// answers reports whether an answer record of type rrtype answers a
-// question of type qtype (RFC 2308 §2.2's "relevant answer"): it is of that
-// type, or the question is for every type (ANY). A CNAME or DNAME that
-// leads elsewhere answers only a question for its own type.
-func answers(qtype, rrtype uint16) bool {
-	return rrtype == qtype || qtype == dns.TypeANY
+	return answerLifetime(m.Rcode, listen.Relevant(m), ttl, soa, minTTL, maxTTL)
 }
 
 // answerLifetime is cacheTTL's verdict from what it read of an answer

@@ -68,7 +68,7 @@ func makeWire(m *dns.Msg) *wireAnswer {
 type wireShape struct {
 	rcode     int
 	truncated bool
-	relevant  bool   // the answer section holds a record of the type asked (answers)
+	relevant  bool   // the answer section holds a record of the type asked (dnswire.Answers)
 	minTTL    uint32 // the smallest TTL of the answer and authority records; ^0 for none
 	soa       bool   // the authority section holds an SOA: soaTTL is the smaller of its TTL and MINIMUM
 	soaTTL    uint32
@@ -115,7 +115,7 @@ func wireOf(b []byte, w *wireAnswer) (wireShape, bool) {
 			return true
 		}
 		if r.Section == dnswire.Answer {
-			sh.relevant = sh.relevant || answers(q.Type, r.Type)
+			sh.relevant = sh.relevant || dnswire.Answers(q.Type, r.Type)
 			if w.qnameOnly {
 				w.qnameOnly = !aliasType(r.Type) && ownedBy(b, r, qname)
 			}

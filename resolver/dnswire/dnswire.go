@@ -36,8 +36,17 @@ const (
 	TypeAAAA  = 28
 	TypeDNAME = 39
 	TypeOPT   = 41
+	TypeANY   = 255
 	ClassINET = 1
 )
+
+// Answers reports whether an answer record of type rrtype answers a
+// question of type qtype (RFC 2308 §2.2's "relevant answer"): it is of that
+// type, or the question is for every type (ANY). A CNAME or DNAME that
+// leads elsewhere answers only a question for its own type.
+func Answers(qtype, rrtype uint16) bool {
+	return rrtype == qtype || qtype == TypeANY
+}
 
 // Other types whose RDATA holds names (rdataFits).
 const (

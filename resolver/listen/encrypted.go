@@ -3,7 +3,9 @@ package listen
 import (
 	"encoding/binary"
 	"math"
+	"slices"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 )
 
@@ -171,24 +173,20 @@ func cacheMaxAge(m *dns.Msg) uint32 {
 	return ttl
 }
 
-// negative reports whether m is an NXDOMAIN or a NODATA: a NOERROR whose
-// answer section holds no record of the type asked (RFC 2308 §2.2), the
-// question being for one type (not ANY). Without one question, a NOERROR
-// is negative when its answer section is empty.
+// negative reports whether m is an NXDOMAIN or a NODATA: a NOERROR
+// without a relevant answer (Relevant).
 func negative(m *dns.Msg) bool {
-	switch {
-	case m.Rcode == dns.RcodeNameError:
-		return true
-	case m.Rcode != dns.RcodeSuccess:
-		return false
-	case len(m.Question) != 1:
-		return len(m.Answer) == 0
+	return m.Rcode == dns.RcodeNameError || m.Rcode == dns.RcodeSuccess && !Relevant(m)
+}
+
+// Relevant reports whether m's answer section holds a record answering its
+// question (dnswire.Answers: RFC 2308 §2.2); a NOERROR without one is a
+// NODATA, after a CNAME chain too. Without one question, whether the
+// answer section holds any record.
+func Relevant(m *dns.Msg) bool {
+	if len(m.Question) != 1 {
+		return len(m.Answer) > 0
 	}
 	qtype := m.Question[0].Qtype
-	for _, rr := range m.Answer {
-		if t := rr.Header().Rrtype; t == qtype || qtype == dns.TypeANY {
-			return false
-		}
-	}
-	return true
+	return slices.ContainsFunc(m.Answer, func(rr dns.RR) bool { return dnswire.Answers(qtype, rr.Header().Rrtype) })
 }
