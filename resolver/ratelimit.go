@@ -52,9 +52,8 @@ type rateLimiter struct {
 // rate (dnsfence reflects no more towards many spoofed victims than
 // towards one).
 type unallowedBucket struct {
-	lim    *rate.Limiter
-	mu     sync.Mutex
-	logged time.Time
+	mu sync.Mutex // guards logged (lim is safe on its own)
+	bucket
 }
 
 // limitShard holds the buckets of the client networks that hash to it.
@@ -132,11 +131,7 @@ func (r *rateLimiter) shouldLogUnallowed(now time.Time) bool {
 	u := &r.unallowed
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if now.Sub(u.logged) < time.Minute {
-		return false
-	}
-	u.logged = now
-	return true
+	return u.mayLog(now)
 }
 
 // shouldLog reports whether an over-limit client may be logged now: once a
@@ -153,6 +148,12 @@ func (r *rateLimiter) shouldLog(client netip.Addr, now time.Time) bool {
 	if b == nil {
 		b = s.overflow
 	}
+	return b.mayLog(now)
+}
+
+// mayLog reports whether b's client, over its limit, may be logged now:
+// once a minute at most. The caller holds the lock that guards b.
+func (b *bucket) mayLog(now time.Time) bool {
 	if now.Sub(b.logged) < time.Minute {
 		return false
 	}
