@@ -117,6 +117,9 @@ type cacheEntry struct {
 	life        uint32        // the cap on every TTL, in seconds: ttl, or no cap (^0) for an answer with no cache lifetime
 	hits        atomic.Int32
 	prefetching atomic.Bool
+	// refreshFailed is when every upstream last failed to refresh the
+	// expired entry (Unix nanoseconds; 0: never), for stale_refresh_time.
+	refreshFailed atomic.Int64
 	wireOnce    sync.Once
 	// wire is the wire form: set by putWire before the entry is stored;
 	// for an entry made by put, made at its first hit (wireForm). nil: the
@@ -240,17 +243,53 @@ func (e *cacheEntry) prefetchFailed() { e.prefetching.Store(false) }
 
 // stale returns an expired answer still inside the serve-stale window, for
 // when every upstream failed (RFC 8767). A cached SERVFAIL is no answer and
-// is never served stale.
-func (c *Cache) stale(key cacheKey, now time.Time) *dns.Msg {
-	window := c.cfg.ServeStale
-	if window <= 0 || c.cfg.Size == 0 {
+// is never served stale. failed says the upstreams were asked and failed
+// (not a local limit): then the entry is served stale at once for
+// stale_refresh_time (staleUnrefreshed).
+func (c *Cache) stale(key cacheKey, now time.Time, failed bool) *dns.Msg {
+	e := c.staleEntry(key, now)
+	if e == nil {
+		return nil
+	}
+	if failed {
+		e.refreshFailed.Store(now.UnixNano())
+	}
+	return e.aged(now, staleTTL)
+}
+
+// staleUnrefreshed returns the expired answer for key, to be served stale
+// without asking the upstreams, when every upstream failed to refresh it
+// less than stale_refresh_time ago: RFC 8767 §5's failure recheck timer
+// (refresh from failing upstreams at most that often; BIND's
+// stale-refresh-time), which also spares every client the wait for the
+// upstreams' timeouts during an outage. nil otherwise: ask them.
+func (c *Cache) staleUnrefreshed(key cacheKey, now time.Time) *dns.Msg {
+	if c.cfg.StaleRefreshTime <= 0 {
+		return nil
+	}
+	e := c.staleEntry(key, now)
+	if e == nil {
+		return nil
+	}
+	failed := e.refreshFailed.Load()
+	if failed == 0 || now.UnixNano()-failed >= int64(c.cfg.StaleRefreshTime) {
+		return nil
+	}
+	return e.aged(now, staleTTL)
+}
+
+// staleEntry is the entry for key that may be served stale at now: expired
+// or not, inside the serve-stale window, and no SERVFAIL; nil when there
+// is none or serve_stale is off.
+func (c *Cache) staleEntry(key cacheKey, now time.Time) *cacheEntry {
+	if c.cfg.ServeStale <= 0 || c.cfg.Size == 0 {
 		return nil
 	}
 	e, ok := c.t.get(key)
 	if !ok || !c.servable(e, now) || e.rcode == dns.RcodeServerFailure {
 		return nil
 	}
-	return e.aged(now, staleTTL)
+	return e
 }
 
 // put caches an upstream answer for as long as RFC 2308 and the TTL bounds

@@ -187,10 +187,54 @@ func TestCacheServeStaleAndPrefetch(t *testing.T) {
 
 	fresh, _ := c.get(key, now.Add(101*time.Second))
 	assert.Nil(t, fresh)
-	stale := c.stale(key, now.Add(101*time.Second))
+	stale := c.stale(key, now.Add(101*time.Second), false)
 	require.NotNil(t, stale)
 	assert.Equal(t, uint32(30), stale.Answer[0].Header().Ttl)
-	assert.Nil(t, c.stale(key, now.Add(100*time.Second+time.Hour)), "past the stale window")
+	assert.Nil(t, c.stale(key, now.Add(100*time.Second+time.Hour), false), "past the stale window")
+}
+
+// TestCacheStaleRefreshTime: an expired answer that every upstream failed
+// to refresh is served stale without asking them for stale_refresh_time
+// after that failure (RFC 8767 §5's failure recheck timer), then they are
+// asked again; a failure that asked no upstream (a local limit) starts no
+// such wait, nor does a fresh answer, and 0 turns it off.
+func TestCacheStaleRefreshTime(t *testing.T) {
+	msg := answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess, "a.example.org. 100 IN A 192.0.2.1")
+	key := keyOf(msg)
+	now := time.Unix(1_000_000, 0)
+	expired := now.Add(200 * time.Second)
+	cfg := config.Cache{Size: 100, MaxTTL: 86400, ServeStale: time.Hour, StaleRefreshTime: 30 * time.Second}
+
+	c := NewCache(cfg)
+	c.put(key, msg, now)
+	assert.Nil(t, c.staleUnrefreshed(key, expired), "no failure yet: ask the upstreams")
+	require.NotNil(t, c.stale(key, expired, false))
+	assert.Nil(t, c.staleUnrefreshed(key, expired.Add(time.Second)), "no upstream was asked: ask them")
+
+	require.NotNil(t, c.stale(key, expired, true))
+	for _, after := range []time.Duration{0, time.Second, 29 * time.Second} {
+		st := c.staleUnrefreshed(key, expired.Add(after))
+		if assert.NotNil(t, st, "%v after every upstream failed: stale at once", after) {
+			assert.Equal(t, uint32(30), st.Answer[0].Header().Ttl)
+		}
+	}
+	assert.Nil(t, c.staleUnrefreshed(key, expired.Add(30*time.Second)), "refresh time over: ask again")
+	require.NotNil(t, c.stale(key, expired.Add(31*time.Second), true), "they failed again")
+	assert.NotNil(t, c.staleUnrefreshed(key, expired.Add(60*time.Second)), "the wait starts at the last failure")
+	assert.Nil(t, c.staleUnrefreshed(key, now.Add(100*time.Second+time.Hour)), "past the stale window")
+
+	c.put(key, msg, expired.Add(61*time.Second))
+	assert.Nil(t, c.staleUnrefreshed(key, expired.Add(62*time.Second)), "refreshed: a fresh entry has no failure")
+
+	off := NewCache(config.Cache{Size: 100, MaxTTL: 86400, ServeStale: time.Hour})
+	off.put(key, msg, now)
+	require.NotNil(t, off.stale(key, expired, true))
+	assert.Nil(t, off.staleUnrefreshed(key, expired.Add(time.Second)), "stale_refresh_time 0: ask on every query")
+
+	noStale := NewCache(config.Cache{Size: 100, MaxTTL: 86400, StaleRefreshTime: time.Minute})
+	noStale.put(key, msg, now)
+	assert.Nil(t, noStale.stale(key, expired, true))
+	assert.Nil(t, noStale.staleUnrefreshed(key, expired), "serve_stale off: nothing stale")
 }
 
 func TestCacheIsBounded(t *testing.T) {

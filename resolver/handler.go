@@ -449,11 +449,23 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 
 	// 7. Forward: the cache first; the upstreams are resume's.
 	q.key = keyOf(req)
-	e, prefetch := h.cache.Load().get(q.key, q.start)
-	if e == nil {
-		return reply{}, false
+	return h.fromCache(q)
+}
+
+// fromCache is step 7's cache lookup for q, whose key is set: a hit, or an
+// expired answer served stale while stale_refresh_time holds off the
+// upstreams that failed to refresh it (staleUnrefreshed); ok is false for
+// a miss, which goes upstream (resume).
+func (h *Handler) fromCache(q *query) (r reply, ok bool) {
+	cache := h.cache.Load()
+	if e, prefetch := cache.get(q.key, q.start); e != nil {
+		return h.cached(q, e, prefetch), true
 	}
-	return h.cached(q, e, prefetch), true
+	if stale := cache.staleUnrefreshed(q.key, q.start); stale != nil {
+		h.metrics.cacheLookup(cacheStale)
+		return h.forwarded(q, stale, upstreamStale, nil), true
+	}
+	return reply{}, false
 }
 
 // admit applies the client's rate limit. Over it, a UDP query is dropped
@@ -572,9 +584,19 @@ func (h *Handler) forwarded(q *query, resp *dns.Msg, upstream string, err error)
 	}
 	m := upstreamReply(req, resp)
 	if upstream == upstreamStale {
-		addEDE(m, dns.ExtendedErrorCodeStaleAnswer, "every upstream failed; answer from cache past its TTL")
+		addEDE(m, staleEDE(resp.Rcode), "every upstream failed; answer from cache past its TTL")
 	}
 	return msgReply(m, ResultForwarded)
+}
+
+// staleEDE is the Extended DNS Error of a stale answer of RCODE rcode: 19
+// "Stale NXDOMAIN Answer" for an NXDOMAIN, else 3 "Stale Answer" (RFC 8914
+// §4.4, §4.20).
+func staleEDE(rcode int) uint16 {
+	if rcode == dns.RcodeNameError {
+		return dns.ExtendedErrorCodeStaleNXDOMAINAnswer
+	}
+	return dns.ExtendedErrorCodeStaleAnswer
 }
 
 // failure is the SERVFAIL of a query whose upstreams failed with err,
@@ -666,12 +688,12 @@ var errOverloaded = errors.New("too many upstream queries in flight")
 // identical concurrent misses sharing one upstream query; when every
 // upstream fails (timeouts, errors, unusable answers, or SERVFAIL, REFUSED,
 // NOTIMP, FORMERR or BADVERS: Forward's error), a stale cached answer if serve_stale allows
-// (RFC 8767 §4), which forward marks with EDE 3.
+// (RFC 8767 §4), which forwarded marks with EDE 3 or 19 (staleEDE).
 func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (*dns.Msg, string, error) {
 	now := time.Now()
 	msg, upstream, err := h.fetch(ctx, snap, req, key, tcp)
 	if err != nil {
-		if stale := h.cache.Load().stale(key, now); stale != nil {
+		if stale := h.cache.Load().stale(key, now, upstreamsFailed(err)); stale != nil {
 			h.metrics.cacheLookup(cacheStale)
 			return stale, upstreamStale, nil
 		}
@@ -679,6 +701,13 @@ func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, key
 	}
 	own := *msg
 	return &own, upstream, nil
+}
+
+// upstreamsFailed reports whether err says every upstream was asked and
+// failed, rather than that none could be asked (errOverloaded).
+func upstreamsFailed(err error) bool {
+	var ue *upstream.UpstreamError
+	return errors.As(err, &ue)
 }
 
 // fetch asks the upstreams once for every concurrent identical query and

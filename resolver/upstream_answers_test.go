@@ -544,7 +544,9 @@ func TestServeStaleOnEveryFailure(t *testing.T) {
 	t.Run("every kind of failure serves stale", func(t *testing.T) {
 		var mode atomic.Int32
 		up := modeUpstream(t, &mode)
-		f := govFence(t, "upstream_timeout: 300ms\ncache: {max_ttl: 1, serve_stale: 1h}", up.addr)
+		// stale_refresh_time 0: every query asks the upstreams first
+		// (TestStaleRefreshTime has the wait between).
+		f := govFence(t, "upstream_timeout: 300ms\ncache: {max_ttl: 1, serve_stale: 1h, stale_refresh_time: 0s}", up.addr)
 		isFresh(t, ask(t, f.addr, "", "udp", question(name, dns.TypeA, true)))
 		isFresh(t, ask(t, f.addr, "", "udp", question(name, dns.TypeA, true))) // a hit
 
@@ -604,6 +606,105 @@ func TestServeStaleOnEveryFailure(t *testing.T) {
 	})
 }
 
+// TestStaleRefreshTime: once every upstream failed to refresh an expired
+// answer, it is served stale at once, without asking them, for
+// stale_refresh_time (RFC 8767 §5: refresh from failing upstreams at most
+// every 30 s), whatever the path the query takes (UDP, TCP; the wire and
+// message forms); then one query asks them again. A stale NXDOMAIN carries
+// EDE 19, any other stale answer EDE 3 (RFC 8914 §4.20, §4.4); the policy
+// still applies to both.
+func TestStaleRefreshTime(t *testing.T) {
+	var mode atomic.Int32
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if mode.Load() == modeSilent {
+			return nil
+		}
+		if q := r.Question[0]; strings.HasPrefix(q.Name, "nx.") {
+			m := rcodeAnswer(dns.RcodeNameError)(w, r)
+			m.Ns = []dns.RR{mustRR("example.org. 1 IN SOA ns.example.org. h.example.org. 1 3600 600 86400 1")}
+			return m
+		}
+		return defaultAnswer(w, r)
+	})
+	f := govFence(t, "upstream_timeout: 300ms\ncache: {max_ttl: 1, serve_stale: 1h, stale_refresh_time: 3s}", up.addr)
+	questions := []*dns.Msg{
+		question("stale.example.org.", dns.TypeA, true),
+		question("nx.example.org.", dns.TypeA, true),
+		question("noedns.example.org.", dns.TypeAAAA, false),
+	}
+	for _, q := range questions {
+		r := ask(t, f.addr, "", "udp", q)
+		require.Empty(t, allEDEs(r), "fresh")
+	}
+	mode.Store(modeSilent)
+	time.Sleep(1100 * time.Millisecond) // past max_ttl
+	isStale := func(t *testing.T, q, r *dns.Msg) {
+		t.Helper()
+		switch {
+		case q.IsEdns0() == nil:
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+			assert.Nil(t, r.IsEdns0(), "no EDNS asked, none given")
+		case strings.HasPrefix(q.Question[0].Name, "nx."):
+			assert.Equal(t, dns.RcodeNameError, r.Rcode)
+			if edes := allEDEs(r); assert.Len(t, edes, 1) {
+				assert.Equal(t, uint16(dns.ExtendedErrorCodeStaleNXDOMAINAnswer), edes[0].InfoCode, "EDE 19")
+			}
+			if assert.Len(t, r.Ns, 1) {
+				assert.Equal(t, uint32(30), r.Ns[0].Header().Ttl)
+			}
+			return
+		default:
+			if edes := allEDEs(r); assert.Len(t, edes, 1) {
+				assert.Equal(t, uint16(dns.ExtendedErrorCodeStaleAnswer), edes[0].InfoCode, "EDE 3")
+			}
+		}
+		if assert.Len(t, r.Answer, 1) {
+			assert.Equal(t, uint32(30), r.Answer[0].Header().Ttl)
+		}
+	}
+	// The first query of each waits for the upstream's timeout, then is
+	// answered stale.
+	for _, q := range questions {
+		before := clientQueries(up)
+		isStale(t, q, ask(t, f.addr, "", "udp", q))
+		assert.Greater(t, clientQueries(up), before, "%s: the upstream was asked", q.Question[0].Name)
+	}
+	// Every later one is answered stale at once, over UDP and TCP.
+	before := clientQueries(up)
+	for _, network := range []string{"udp", "tcp", "udp"} {
+		for _, q := range questions {
+			start := time.Now()
+			isStale(t, q, ask(t, f.addr, "", network, q))
+			assert.Less(t, time.Since(start), 300*time.Millisecond, "%s over %s: no upstream timeout waited for", q.Question[0].Name, network)
+		}
+	}
+	assert.Equal(t, before, clientQueries(up), "within stale_refresh_time the upstream is not asked")
+	stale, _ := metricValue(t, f.registry, "dnsfence_cache_lookups_total", "result", "stale")
+	assert.Equal(t, float64(3+9), stale, "each counted a stale lookup")
+
+	// The policy applies to a stale answer as to any.
+	r := ask(t, f.addr, "", "udp", question("tiktok.com.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	assert.True(t, hasEDE(r, dns.ExtendedErrorCodeBlocked))
+
+	// Past stale_refresh_time the next query asks again (and, the upstream
+	// still silent, is answered stale); the one after it does not.
+	require.Eventually(t, func() bool {
+		ask(t, f.addr, "", "udp", questions[0])
+		return clientQueries(up) > before
+	}, 10*time.Second, 100*time.Millisecond)
+	after := clientQueries(up)
+	isStale(t, questions[0], ask(t, f.addr, "", "udp", questions[0]))
+	assert.Equal(t, after, clientQueries(up), "failed again: another wait")
+
+	// Recovered: once the wait is over, a fresh answer.
+	mode.Store(modeGood)
+	require.Eventually(t, func() bool {
+		r, err := exchange(f.addr, "", "udp", questions[0])
+		return err == nil && len(allEDEs(r)) == 0 && len(r.Answer) == 1
+	}, 10*time.Second, 100*time.Millisecond)
+}
+
 // TestCacheFailureNeverDisplacesAnswer: a cached SERVFAIL never replaces an
 // answer that is fresh or may be served stale, and is never served stale
 // itself.
@@ -622,7 +723,7 @@ func TestCacheFailureNeverDisplacesAnswer(t *testing.T) {
 
 	later := now.Add(10 * time.Minute) // expired, inside the stale window
 	c.putFailure(key, fail, later)
-	st := c.stale(key, later.Add(time.Second))
+	st := c.stale(key, later.Add(time.Second), true)
 	require.NotNil(t, st, "stale answer kept")
 	assert.Equal(t, dns.RcodeSuccess, st.Rcode)
 
@@ -631,7 +732,7 @@ func TestCacheFailureNeverDisplacesAnswer(t *testing.T) {
 	e, _ = c.get(other, now.Add(time.Second))
 	require.NotNil(t, e, "with no answer to keep, the failure is cached briefly")
 	assert.Equal(t, dns.RcodeServerFailure, e.msg.Rcode)
-	assert.Nil(t, c.stale(other, now.Add(time.Minute)), "a SERVFAIL is never served stale")
+	assert.Nil(t, c.stale(other, now.Add(time.Minute), true), "a SERVFAIL is never served stale")
 }
 
 // TestCachedServfailCountsAsServfail: while every upstream's SERVFAIL is

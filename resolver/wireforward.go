@@ -111,7 +111,7 @@ func (h *Handler) resolvedWire(q *query, c *wireCall) (*cacheEntry, *dns.Msg, st
 	case errors.Is(c.err, errNotWire):
 		return nil, nil, "", c.err
 	case c.err != nil:
-		if stale := h.cache.Load().stale(q.key, time.Now()); stale != nil {
+		if stale := h.cache.Load().stale(q.key, time.Now(), upstreamsFailed(c.err)); stale != nil {
 			h.metrics.cacheLookup(cacheStale)
 			return nil, stale, upstreamStale, nil
 		}
@@ -342,11 +342,7 @@ func (h *Handler) answerWire(q *query) (r reply, ok bool) {
 	}
 	// 7. Forward: the cache first; the upstreams are resume's.
 	q.key = q.wire.key()
-	e, prefetch := h.cache.Load().get(q.key, q.start)
-	if e == nil {
-		return reply{}, false
-	}
-	return h.cached(q, e, prefetch), true
+	return h.fromCache(q)
 }
 
 // later is the later of two times.

@@ -36,7 +36,8 @@ const (
 	DefaultMaxShrink        = 0.5
 	DefaultUnreadyAfter     = 5 * time.Minute
 	DefaultCacheSize        = 20000
-	DefaultCacheMaxTTL      = 86400 // seconds
+	DefaultCacheMaxTTL      = 86400            // seconds
+	DefaultStaleRefreshTime = 30 * time.Second // RFC 8767 §5's failure recheck timer
 	DefaultRate             = 200
 	DefaultTCPConnections   = 1000
 	DefaultTCPReadTimeout   = 2 * time.Second
@@ -188,8 +189,14 @@ type Cache struct {
 	// Prefetch refreshes popular answers shortly before they expire.
 	Prefetch bool `yaml:"prefetch"`
 	// ServeStale keeps answers this long past their TTL, to serve (with
-	// TTL 30 and EDE 3) when every upstream fails (RFC 8767); 0 is off.
+	// TTL 30, and EDE 3, or EDE 19 for an NXDOMAIN) when every upstream
+	// fails (RFC 8767); 0 is off.
 	ServeStale time.Duration `yaml:"serve_stale"`
+	// StaleRefreshTime is how long after every upstream failed to refresh
+	// an expired answer that answer is served stale at once, without
+	// asking them again (RFC 8767 §5's failure recheck timer, BIND's
+	// stale-refresh-time); 0 asks them on every query.
+	StaleRefreshTime time.Duration `yaml:"stale_refresh_time"`
 }
 
 // Log selects the log level, encoding and per-query lines.
@@ -404,6 +411,7 @@ func (c *Config) applyDefaults(written func(path ...any) bool) {
 	}
 	orDefault(&c.Cache.Size, DefaultCacheSize, written("cache", "size"))
 	orDefault(&c.Cache.MaxTTL, DefaultCacheMaxTTL, written("cache", "max_ttl"))
+	orDefault(&c.Cache.StaleRefreshTime, DefaultStaleRefreshTime, written("cache", "stale_refresh_time"))
 	c.Log.Level = cmp.Or(c.Log.Level, "info")
 	c.Log.Format = cmp.Or(c.Log.Format, "json")
 	c.Log.Output = cmp.Or(c.Log.Output, "stderr")
@@ -794,8 +802,13 @@ func (c *Config) validateCache(errs *configErrors) {
 		}
 		errs.add(at("min_ttl"), "min_ttl %d is above max_ttl %d%s; lower min_ttl or raise max_ttl", c.Cache.MinTTL, c.Cache.MaxTTL, def)
 	}
-	if c.Cache.ServeStale < 0 {
-		errs.add(at("serve_stale"), "%s is negative; give 0s (off) or a positive duration, %s", errs.written(at("serve_stale"), c.Cache.ServeStale), example(at("serve_stale")))
+	for _, d := range []struct {
+		key, off string
+		v        time.Duration
+	}{{"serve_stale", "off", c.Cache.ServeStale}, {"stale_refresh_time", "ask on every query", c.Cache.StaleRefreshTime}} {
+		if d.v < 0 {
+			errs.add(at(d.key), "%s is negative; give 0s (%s) or a positive duration, %s", errs.written(at(d.key), d.v), d.off, example(at(d.key)))
+		}
 	}
 }
 

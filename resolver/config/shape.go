@@ -56,6 +56,7 @@ var configExamples = map[string]string{
 	"cache.max_ttl":                     `86400`,
 	"cache.prefetch":                    `false`,
 	"cache.serve_stale":                 `1h`,
+	"cache.stale_refresh_time":          `30s`,
 	"log":                               `{level: info, format: json}`,
 	"log.level":                         `info`,
 	"log.format":                        `json`,
