@@ -120,7 +120,7 @@ type cacheEntry struct {
 	// refreshFailed is when every upstream last failed to refresh the
 	// expired entry (Unix nanoseconds; 0: never), for stale_refresh_time.
 	refreshFailed atomic.Int64
-	wireOnce    sync.Once
+	wireOnce      sync.Once
 	// wire is the wire form: set by putWire before the entry is stored;
 	// for an entry made by put, made at its first hit (wireForm). nil: the
 	// general path answers hits.
