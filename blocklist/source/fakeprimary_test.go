@@ -39,6 +39,9 @@ type fakePrimary struct {
 	forged bool
 	// perMessage is how many records each transfer message holds.
 	perMessage int
+	// xfrSOA, when set, is the SOA its transfers answer with instead of
+	// soa (a transfer view out of step with the SOA query's).
+	xfrSOA *dns.SOA
 	// queries are the QTYPEs asked, in order.
 	queries []uint16
 }
@@ -183,7 +186,11 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 		w.WriteMsg(m)
 		return
 	}
-	answer := append(append([]dns.RR{p.soa}, p.records...), p.soa)
+	xs := p.soa
+	if p.xfrSOA != nil {
+		xs = p.xfrSOA
+	}
+	answer := append(append([]dns.RR{xs}, p.records...), xs)
 	if qt == dns.TypeIXFR {
 		if p.ixfrRcode != 0 {
 			m.Rcode = p.ixfrRcode

@@ -65,3 +65,38 @@ func TestZoneRefusedCopyOfferedAgain(t *testing.T) {
 		})
 	}
 }
+
+// TestZoneReofferOlderTransferRefused: a whole copy (serial 6) is refused
+// by the receiver, so the records of serial 5 are let go; the primary's
+// SOA goes back to 5, the zone held, and the zone is transferred whole
+// again to offer it, but the transfer answers with serial 4 (a transfer
+// view out of step with the SOA query's). Serial 4 is older than the
+// zone held: it is not delivered, and the look is a failure.
+func TestZoneReofferOlderTransferRefused(t *testing.T) {
+	p := startFakePrimary(t, testZone, 5, cnames(testZone, "a", "b"), nil)
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	rec.waitCount(t, 1)
+
+	rec.setRefuse(errors.New("held: the zone shrank"))
+	p.update(func(p *fakePrimary) { p.soa, p.records = testSOA(testZone, 6), cnames(testZone, "a") })
+	poke(t, z)
+	require.Eventually(t, func() bool { return z.Status().Failures >= 1 }, waitFor, tick)
+
+	rec.setRefuse(nil)
+	p.update(func(p *fakePrimary) {
+		p.soa, p.xfrSOA, p.records = testSOA(testZone, 5), testSOA(testZone, 4), cnames(testZone, "a")
+	})
+	poke(t, z)
+	require.Eventually(t, func() bool { return z.Status().Failures >= 2 || rec.count() >= 2 }, waitFor, tick)
+	st := z.Status()
+	assert.ErrorContains(t, st.LastError, "older than the 5 held")
+	assert.Equal(t, 1, rec.count(), "serial 4 is not delivered over serial 5")
+	assert.Equal(t, uint32(5), st.Serial)
+
+	// The transfer view catches up: the zone held is offered again.
+	p.update(func(p *fakePrimary) { p.xfrSOA, p.records = nil, cnames(testZone, "a", "b") })
+	poke(t, z)
+	c := rec.waitCount(t, 2)
+	assert.Equal(t, uint32(5), c.Serial)
+	assert.Equal(t, []string{"a", "b"}, owners(c))
+}

@@ -380,6 +380,12 @@ func (z *Zone) reoffer(ctx context.Context, addr string) (*Content, func(), erro
 	if err != nil {
 		return nil, nil, err
 	}
+	if held := z.held.soa.Serial; res.soa.Serial != held && !serialNewer(res.soa.Serial, held) {
+		// The SOA query said the zone held, the transfer an older one (a
+		// primary out of step with itself): never a step back.
+		return nil, nil, fmt.Errorf("primary's SOA has serial %d, but its transfer serial %d, older than the %d held; keeping the zone held",
+			held, res.soa.Serial, held)
+	}
 	c := &Content{Source: z.name, Kind: KindZone, Fetched: time.Now(), Zone: z.zone, Serial: res.soa.Serial, Transfer: TransferAXFR,
 		Records: append([]dns.RR{res.soa}, res.rrs...)}
 	if c.Serial == z.held.soa.Serial {
