@@ -38,12 +38,14 @@ var (
 // URL is a list fetched over HTTP(S): at start and every Options.Refresh,
 // with a conditional GET (RFC 9110 §13: If-None-Match with the ETag,
 // If-Modified-Since with the Last-Modified the server gave), so an
-// unchanged list costs a 304. A body is refused, and the copy held kept,
-// when it is over Options.MaxBytes (not read past the limit), an HTML page
-// (Content-Type text/html or application/xhtml+xml, or a body that starts
-// with markup), binary (a NUL byte or invalid UTF-8), or does not match the
-// entry's `#sha256=HEX` pin. Redirects are followed up to MaxRedirects
-// times, never from https to http.
+// unchanged list costs a 304; a 304 to a request that sent no validator
+// (the server gave none) is an error, and the copy held kept. A body is
+// refused, and the copy held kept, when it is over Options.MaxBytes (not
+// read past the limit), an HTML page (Content-Type text/html or
+// application/xhtml+xml, or a body that starts with markup), binary (a NUL
+// byte or invalid UTF-8), or does not match the entry's `#sha256=HEX` pin.
+// Redirects are followed up to MaxRedirects times, never from https to
+// http.
 //
 // http:// is accepted for loopback hosts only (tests, a local mirror):
 // anything else travels in the clear and could be altered on the way.
@@ -232,7 +234,8 @@ func (s *URL) poll(ctx context.Context, deliver func(Content) error) error {
 }
 
 // fetch GETs the URL, conditionally on held's validators when held is not
-// nil. It returns the checked body, or notModified for a 304.
+// nil. It returns the checked body, or notModified for a 304 to a request
+// that sent a validator; a 304 to one that sent none is an error.
 func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.key, nil)
 	if err != nil {
@@ -255,9 +258,16 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 	refuse := func(err error) (*Content, bool, error) {
 		return nil, false, fmt.Errorf("fetching %s: refused: %w", s.name, err)
 	}
+	conditional := req.Header.Get("If-None-Match") != "" || req.Header.Get("If-Modified-Since") != ""
 	switch {
-	case resp.StatusCode == http.StatusNotModified && held != nil:
+	case resp.StatusCode == http.StatusNotModified && conditional:
 		return &Content{ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, true, nil
+	case resp.StatusCode == http.StatusNotModified:
+		// Not modified since nothing: a broken server or proxy (RFC 9110
+		// §15.4.5: a 304 answers a conditional request). Taken as
+		// "unchanged", the list would never be fetched again.
+		return refuse(fmt.Errorf("%w %s to a request without validators (no If-None-Match or If-Modified-Since sent)",
+			ErrStatus, resp.Status))
 	case resp.StatusCode != http.StatusOK:
 		return refuse(fmt.Errorf("%w %s", ErrStatus, resp.Status))
 	}

@@ -156,6 +156,58 @@ func TestURLUnchangedBodyNotRedelivered(t *testing.T) {
 	waitStatus(t, src, func(st Status) bool { return st.LastError == nil && st.HasContent })
 }
 
+// TestURLNotModifiedWithoutValidatorsFails: a server that gave no ETag
+// and no Last-Modified is asked unconditionally, so its 304 (a broken
+// server or proxy) cannot mean "unchanged": each is a failed fetch, the
+// copy held is kept, and the list is fetched again once the server
+// answers 200.
+func TestURLNotModifiedWithoutValidatorsFails(t *testing.T) {
+	var notModified atomic.Bool
+	var conditional, answered304 atomic.Int32
+	body := atomic.Pointer[string]{}
+	body.Store(new("tiktok.com\n"))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("If-None-Match") != "" || r.Header.Get("If-Modified-Since") != "" {
+			conditional.Add(1)
+		}
+		if notModified.Load() {
+			answered304.Add(1)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte(*body.Load()))
+	}))
+	t.Cleanup(srv.Close)
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+	rec.waitCount(t, 1)
+
+	notModified.Store(true)
+	require.Eventually(t, func() bool { return answered304.Load() >= 1 && src.Status().ConsecutiveFailures >= 2 },
+		waitFor, tick, "waiting for the 304s to be counted as failures")
+	st := src.Status()
+	require.ErrorIs(t, st.LastError, ErrStatus)
+	assert.ErrorContains(t, st.LastError, "304 Not Modified to a request without validators")
+	assert.Contains(t, st.LastError.Error(), srv.URL)
+	assert.True(t, st.HasContent, "the copy held is kept")
+	assert.Equal(t, 1, rec.count())
+	assert.Zero(t, conditional.Load(), "no validator to send")
+
+	// Fetch (check -fetch) asks unconditionally too.
+	_, err = src.Fetch(t.Context())
+	assert.ErrorContains(t, err, "304 Not Modified to a request without validators")
+
+	// The list changes and the server answers 200 again: fetched and
+	// delivered, and the failures end.
+	body.Store(new("tiktok.com\nbytedance.com\n"))
+	notModified.Store(false)
+	c := rec.waitCount(t, 2)
+	assert.Equal(t, "tiktok.com\nbytedance.com\n", string(c.Body))
+	waitStatus(t, src, func(st Status) bool { return st.LastError == nil && st.ConsecutiveFailures == 0 })
+}
+
 func TestURLRefused(t *testing.T) {
 	good := "tiktok.com\n"
 	big := strings.Repeat("a.example\n", 200) // 2000 bytes; the limit below is 1000
