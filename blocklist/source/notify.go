@@ -15,7 +15,9 @@ import (
 //
 // The answer to a NOTIFY:
 //   - from an address of the zone's primary: NOERROR, AA set, the question
-//     echoed (RFC 1996 §4.7), and the source checks the primary's SOA;
+//     echoed (RFC 1996 §4.7), and the source checks the primary's SOA (at
+//     once, or at the end of the second after the last check a NOTIFY
+//     asked for: see Zone.Notify);
 //   - from any other address: REFUSED, and nothing happens;
 //   - for a zone no source pulls: NOTAUTH (as BIND answers);
 //   - with a question count other than 1: FORMERR; with a QTYPE other than

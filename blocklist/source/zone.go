@@ -25,15 +25,16 @@ import (
 // Zone is an RPZ zone pulled from a DNS primary, as a secondary server
 // pulls it: an AXFR at start (RFC 5936); then an SOA query every SOA
 // refresh (every SOA retry after a failure), both capped by
-// Options.Refresh, and at once on a NOTIFY from the primary's address (RFC
-// 1996, see Notify); a newer serial (RFC 1982) is fetched by IXFR from the
-// serial held (RFC 1995), which the primary may answer with the
-// differences, the whole zone or, when unchanged, its SOA alone; an IXFR
-// refused as not implemented, or whose differences do not fit the zone
-// held, is followed by an AXFR. With Options.TSIG every query is signed and
-// every answer must carry a signature that verifies (RFC 8945). A transfer
-// that fails, is cut off, is over Options.MaxBytes or does not verify
-// changes nothing: the zone held is kept.
+// Options.Refresh, and on a NOTIFY from the primary's address (RFC 1996,
+// see Notify): at once, but at most once a second; a newer serial (RFC
+// 1982) is fetched by IXFR from the serial held (RFC 1995), which the
+// primary may answer with the differences, the whole zone or, when
+// unchanged, its SOA alone; an IXFR refused as not implemented, or whose
+// differences do not fit the zone held, is followed by an AXFR. With
+// Options.TSIG every query is signed and every answer must carry a
+// signature that verifies (RFC 8945). A transfer that fails, is cut off,
+// is over Options.MaxBytes or does not verify changes nothing: the zone
+// held is kept.
 //
 // The SOA expire timer is not followed: the zone held is served through
 // any outage of the primary, as the list it is (failing closed), with the
@@ -47,7 +48,8 @@ type Zone struct {
 	client xfrClient
 	track  tracker
 	// notify wakes Run for an SOA check; buffered, so a NOTIFY during a
-	// check asks for one more.
+	// check, or inside notifyInterval of the last it acted on, asks for
+	// one more.
 	notify chan struct{}
 	// lookup resolves a primary given by name.
 	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
@@ -127,9 +129,12 @@ func (z *Zone) Status() Status { return z.track.status() }
 
 // Notify is told of a NOTIFY for the zone (RFC 1996) that came from the
 // address from. It reports whether from is the primary's (an address the
-// primary was reached at), and if so asks Run for an SOA check at once: a
-// NOTIFY is only ever a hint to look, so a forged one costs at most one SOA
-// query.
+// primary was reached at), and if so asks Run for an SOA check: at once,
+// unless a NOTIFY led to one less than notifyInterval ago; then the check
+// is made when that interval is over, one for all the NOTIFYs that came
+// inside it. A NOTIFY is only ever a hint to look, so a forged one costs
+// at most one SOA query, and a stream of them (forged from the primary's
+// address: UDP, authenticated by its source address only) one a second.
 func (z *Zone) Notify(from netip.Addr) bool {
 	from = from.Unmap()
 	z.mu.Lock()
@@ -152,12 +157,14 @@ func (z *Zone) Notify(from netip.Addr) bool {
 }
 
 // Run delivers the disk copy at once, then checks the primary at start and
-// on the SOA's timers and NOTIFY until ctx is done. After a copy refused
-// by deliver, a primary back at the serial held delivers the zone held
-// again, once (reoffer).
+// on the SOA's timers and NOTIFY (at most once a notifyInterval, see
+// Notify) until ctx is done. After a copy refused by deliver, a primary
+// back at the serial held delivers the zone held again, once (reoffer).
 func (z *Zone) Run(ctx context.Context, deliver func(Content) error) {
 	z.loadCache(deliver)
 	backoff := time.Second
+	// notified is when the last check a NOTIFY asked for began.
+	var notified time.Time
 	for {
 		var next time.Duration
 		err := z.refresh(ctx, deliver)
@@ -180,10 +187,39 @@ func (z *Zone) Run(ctx context.Context, deliver func(Content) error) {
 			backoff = time.Second
 			next = soaTimer(z.held.soa.Refresh, z.opt.Refresh)
 		}
-		if !wait(ctx, next, z.notify) {
+		if !waitNotify(ctx, next, z.notify, &notified) {
 			return
 		}
 	}
+}
+
+// notifyInterval is the least time between two SOA checks of one zone
+// that NOTIFYs ask for. Without it a stream of NOTIFYs forged from the
+// primary's address had dnsfence query the primary as fast as it answered
+// (thousands a second on a LAN). BIND limits the same (serial-query-rate,
+// 20 a second for all its zones); a change a NOTIFY announces waits a
+// second at most.
+const notifyInterval = time.Second
+
+// waitNotify blocks for d or until ctx is done or notify fires, as wait
+// does; woken by notify less than notifyInterval after *notified, it
+// waits for the rest of that interval (the wake-up is kept, not dropped),
+// and it sets *notified to when it returns for a NOTIFY.
+func waitNotify(ctx context.Context, d time.Duration, notify <-chan struct{}, notified *time.Time) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	case <-notify:
+	}
+	if rest := time.Until(notified.Add(notifyInterval)); rest > 0 && !wait(ctx, rest, nil) {
+		return false
+	}
+	*notified = time.Now()
+	return true
 }
 
 // soaTimer returns an SOA timer (seconds) capped by limit; a zero timer

@@ -427,6 +427,76 @@ func TestNotifyFromOtherAddressRefused(t *testing.T) {
 	assert.Equal(t, dns.RcodeFormatError, n.Reply(netip.MustParseAddr("127.0.0.1"), q).Rcode)
 }
 
+// TestZoneNotifyFloodRateLimited: NOTIFYs from the primary's address
+// (anyone can forge its source address over UDP) sent back to back over
+// real sockets lead to at most one SOA query a second (notifyInterval),
+// not one each; the NOTIFYs inside a second are not lost (a check follows
+// when the second is over), and a NOTIFY after the burst still brings a
+// new serial.
+func TestZoneNotifyFloodRateLimited(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a", "b"), nil)
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	rec.waitCount(t, 1)
+	// The first look is over (its disk copy written): Run waits, ready to
+	// act on a NOTIFY at once.
+	waitStatus(t, z, func(st Status) bool { return !st.LastSuccess.IsZero() })
+	server := net.JoinHostPort("127.0.0.1", strconv.Itoa(serveNotify(t, NewNotifier([]Source{z}))))
+	c := &dns.Client{Timeout: 2 * time.Second}
+	conn, err := c.Dial(server)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	notify := func() {
+		t.Helper()
+		q := new(dns.Msg)
+		q.SetNotify(testZone)
+		m, _, err := c.ExchangeWithConn(q, conn)
+		require.NoError(t, err)
+		require.Equal(t, dns.RcodeToString[dns.RcodeSuccess], dns.RcodeToString[m.Rcode], "accepted")
+	}
+	soaQueries := func() int {
+		n := 0
+		for _, qt := range p.asked() {
+			if qt == dns.TypeSOA {
+				n++
+			}
+		}
+		return n
+	}
+	before := soaQueries()
+
+	// The first NOTIFY after a quiet time is acted on at once; then 200
+	// more come back to back.
+	start := time.Now()
+	notify()
+	require.Eventually(t, func() bool { return soaQueries()-before >= 1 }, waitFor, tick, "the first NOTIFY is acted on")
+	for range 200 {
+		notify()
+	}
+	during := soaQueries() - before
+	elapsed := time.Since(start)
+	// One check at once, then at most one a second: a bound that grows
+	// with the time all this took, so a slow machine does not fail it.
+	assert.LessOrEqual(t, during, 1+int(elapsed/notifyInterval), "SOA queries for 201 NOTIFYs in %v", elapsed)
+	assert.Equal(t, uint64(201), z.Status().NotifiesAccepted)
+
+	// The NOTIFYs that came inside the second are not lost: one more
+	// check follows.
+	require.Eventually(t, func() bool { return soaQueries()-before >= 2 }, waitFor, tick,
+		"waiting for the check the burst's NOTIFYs asked for")
+
+	// The zone changes and the primary sends one more NOTIFY: the check
+	// it asks for (perhaps at the end of a second) picks up the serial.
+	p.update(func(p *fakePrimary) {
+		p.soa = testSOA(testZone, 2)
+		p.records = cnames(testZone, "a", "b", "c")
+	})
+	notify()
+	got := rec.waitCount(t, 2)
+	assert.Equal(t, uint32(2), got.Serial)
+	assert.Equal(t, []string{"a", "b", "c"}, owners(got))
+	assert.Equal(t, uint64(202), z.Status().NotifiesAccepted)
+}
+
 func TestNewZoneErrors(t *testing.T) {
 	for _, tc := range []struct {
 		entry string
