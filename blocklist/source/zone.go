@@ -48,7 +48,7 @@ type Zone struct {
 	client xfrClient
 	track  tracker
 	// notify wakes Run for an SOA check; buffered, so a NOTIFY during a
-	// check, or inside notifyInterval of the last it acted on, asks for
+	// check, or inside NotifyInterval of the last it acted on, asks for
 	// one more.
 	notify chan struct{}
 	// lookup resolves a primary given by name.
@@ -130,7 +130,7 @@ func (z *Zone) Status() Status { return z.track.status() }
 // Notify is told of a NOTIFY for the zone (RFC 1996) that came from the
 // address from. It reports whether from is the primary's (an address the
 // primary was reached at), and if so asks Run for an SOA check: at once,
-// unless a NOTIFY led to one less than notifyInterval ago; then the check
+// unless a NOTIFY led to one less than NotifyInterval ago; then the check
 // is made when that interval is over, one for all the NOTIFYs that came
 // inside it. A NOTIFY is only ever a hint to look, so a forged one costs
 // at most one SOA query, and a stream of them (forged from the primary's
@@ -157,7 +157,7 @@ func (z *Zone) Notify(from netip.Addr) bool {
 }
 
 // Run delivers the disk copy at once, then checks the primary at start and
-// on the SOA's timers and NOTIFY (at most once a notifyInterval, see
+// on the SOA's timers and NOTIFY (at most once a NotifyInterval, see
 // Notify) until ctx is done. After a copy refused by deliver, a primary
 // back at the serial held delivers the zone held again, once (reoffer).
 func (z *Zone) Run(ctx context.Context, deliver func(Content) error) {
@@ -193,16 +193,16 @@ func (z *Zone) Run(ctx context.Context, deliver func(Content) error) {
 	}
 }
 
-// notifyInterval is the least time between two SOA checks of one zone
+// NotifyInterval is the least time between two SOA checks of one zone
 // that NOTIFYs ask for. Without it a stream of NOTIFYs forged from the
 // primary's address had dnsfence query the primary as fast as it answered
 // (thousands a second on a LAN). BIND limits the same (serial-query-rate,
 // 20 a second for all its zones); a change a NOTIFY announces waits a
 // second at most.
-const notifyInterval = time.Second
+const NotifyInterval = time.Second
 
 // waitNotify blocks for d or until ctx is done or notify fires, as wait
-// does; woken by notify less than notifyInterval after *notified, it
+// does; woken by notify less than NotifyInterval after *notified, it
 // waits for the rest of that interval (the wake-up is kept, not dropped),
 // and it sets *notified to when it returns for a NOTIFY.
 func waitNotify(ctx context.Context, d time.Duration, notify <-chan struct{}, notified *time.Time) bool {
@@ -215,7 +215,7 @@ func waitNotify(ctx context.Context, d time.Duration, notify <-chan struct{}, no
 		return true
 	case <-notify:
 	}
-	if rest := time.Until(notified.Add(notifyInterval)); rest > 0 && !wait(ctx, rest, nil) {
+	if rest := time.Until(notified.Add(NotifyInterval)); rest > 0 && !wait(ctx, rest, nil) {
 		return false
 	}
 	*notified = time.Now()

@@ -62,7 +62,7 @@ func zoneTestOptions(t testing.TB, key *TSIG) Options {
 // required; the source transfers it by AXFR, then the zone changes, BIND
 // sends NOTIFY to our listener, and the change arrives in under 2 s, not
 // counting the wait for the end of the second after the check BIND's
-// NOTIFY at its start led to (notifyInterval): by IXFR with
+// NOTIFY at its start led to (NotifyInterval): by IXFR with
 // ixfr-from-differences, by an AXFR-style answer without.
 func TestZoneFromBINDNotify(t *testing.T) {
 	for _, tc := range []struct {
@@ -100,8 +100,8 @@ func TestZoneFromBINDNotify(t *testing.T) {
 
 			start := time.Now()
 			p.setZone(rpzZone(zone, 2, "tiktok.com", "douyin.com", "*.douyin.com"), 2)
-			if !assert.Eventually(t, func() bool { return rec.count() >= 2 }, notifyInterval+2*time.Second, tick,
-				"the change did not arrive within 2 s (and notifyInterval) of the zone's reload") {
+			if !assert.Eventually(t, func() bool { return rec.count() >= 2 }, NotifyInterval+2*time.Second, tick,
+				"the change did not arrive within 2 s (and NotifyInterval) of the zone's reload") {
 				t.Fatalf("status: %+v\nnamed's log:\n%s", src.Status(), p.logText())
 			}
 			t.Logf("change served %v after the zone file was rewritten", time.Since(start))

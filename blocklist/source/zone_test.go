@@ -429,7 +429,7 @@ func TestNotifyFromOtherAddressRefused(t *testing.T) {
 
 // TestZoneNotifyFloodRateLimited: NOTIFYs from the primary's address
 // (anyone can forge its source address over UDP) sent back to back over
-// real sockets lead to at most one SOA query a second (notifyInterval),
+// real sockets lead to at most one SOA query a second (NotifyInterval),
 // not one each; the NOTIFYs inside a second are not lost (a check follows
 // when the second is over), and a NOTIFY after the burst still brings a
 // new serial.
@@ -476,7 +476,7 @@ func TestZoneNotifyFloodRateLimited(t *testing.T) {
 	elapsed := time.Since(start)
 	// One check at once, then at most one a second: a bound that grows
 	// with the time all this took, so a slow machine does not fail it.
-	assert.LessOrEqual(t, during, 1+int(elapsed/notifyInterval), "SOA queries for 201 NOTIFYs in %v", elapsed)
+	assert.LessOrEqual(t, during, 1+int(elapsed/NotifyInterval), "SOA queries for 201 NOTIFYs in %v", elapsed)
 	assert.Equal(t, uint64(201), z.Status().NotifiesAccepted)
 
 	// The NOTIFYs that came inside the second are not lost: one more
