@@ -10,12 +10,13 @@ import (
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/dnswire"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 )
 
-// ednsSize is the EDNS buffer size dnsfence advertises and uses upstream:
-// the DNS Flag Day 2020 value that avoids IP fragmentation.
-const ednsSize = 1232
+// ednsSize is the EDNS buffer size dnsfence advertises and uses upstream
+// (listen.EDNSSize).
+const ednsSize = listen.EDNSSize
 
 // SOA fields of blocked answers other than the TTLs, which are blocked_ttl.
 const (

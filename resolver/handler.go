@@ -410,7 +410,14 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 	case dns.RcodeBadVers:
 		return msgReply(newReply(req, rcode), ResultBadvers), true
 	default:
-		return msgReply(newReply(req, rcode), ResultFormerr), true
+		// A problem with the OPT itself (two, or one outside the
+		// additional section): the FORMERR carries our OPT, so that the
+		// client can tell it from a server without EDNS (RFC 6891 §7).
+		m := newReply(req, rcode)
+		if m.IsEdns0() == nil {
+			m.SetEdns0(ednsSize, misplacedDO(req))
+		}
+		return msgReply(m, ResultFormerr), true
 	}
 	question := req.Question[0]
 	// 3. May they ask at all: before anything is answered, a zone
@@ -1047,6 +1054,19 @@ func checkEDNS(req *dns.Msg) int {
 		return dns.RcodeBadVers
 	}
 	return dns.RcodeSuccess
+}
+
+// misplacedDO is the DO bit of the first OPT record in req's answer or
+// authority section, where checkEDNS found one.
+func misplacedDO(req *dns.Msg) bool {
+	for _, sec := range [...][]dns.RR{req.Answer, req.Ns} {
+		for _, rr := range sec {
+			if o, ok := rr.(*dns.OPT); ok {
+				return o.Do()
+			}
+		}
+	}
+	return false
 }
 
 // hopDecision decides the names one answer record leads to: its owner, then

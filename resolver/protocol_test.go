@@ -206,6 +206,32 @@ func TestEDNSVersionAndOPTCount(t *testing.T) {
 			m.Ns = append(m.Ns, &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: 1232}})
 			return m
 		}, dns.RcodeFormatError},
+		// RFC 6891 §7: an answer to a query with an OPT carries one,
+		// whatever its RCODE; a FORMERR without one says "no EDNS here",
+		// and the client falls back to plain DNS. The listener's own
+		// rejections too, for a query it does not take or cannot parse.
+		{"no question with EDNS is FORMERR", func() *dns.Msg {
+			m := new(dns.Msg)
+			m.Id = 4242
+			m.SetEdns0(1232, true)
+			return m
+		}, dns.RcodeFormatError},
+		{"two questions with EDNS are FORMERR", func() *dns.Msg {
+			m := question("example.org.", dns.TypeA, true)
+			m.Question = append(m.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+			return m
+		}, dns.RcodeFormatError},
+		{"UPDATE with EDNS is NOTIMP", func() *dns.Msg {
+			m := question("example.org.", dns.TypeSOA, true)
+			m.Opcode = dns.OpcodeUpdate
+			return m
+		}, dns.RcodeNotImplemented},
+		{"a malformed Client Subnet option is FORMERR", func() *dns.Msg {
+			m := question("example.org.", dns.TypeA, true)
+			// FAMILY 3 is no address family (RFC 7871 §6).
+			m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: []byte{0, 3, 0, 0}}}
+			return m
+		}, dns.RcodeFormatError},
 	} {
 		for _, transport := range []string{"udp", "tcp"} {
 			for _, from := range []string{"127.0.0.1", "127.0.0.8"} {
@@ -223,11 +249,18 @@ func TestEDNSVersionAndOPTCount(t *testing.T) {
 					assert.Equal(t, tc.rcode, r.Rcode, dns.RcodeToString[r.Rcode])
 					assert.Equal(t, m.Id, r.Id)
 					assert.Empty(t, r.Answer)
+					opt := r.IsEdns0()
 					if tc.rcode == dns.RcodeBadVers {
-						opt := r.IsEdns0()
 						require.NotNil(t, opt, "BADVERS needs an OPT to carry it")
 						assert.Equal(t, uint8(0), opt.Version(), "the version we speak")
 					}
+					require.NotNil(t, opt, "the query had an OPT: so has its answer (RFC 6891 §7)")
+					assert.Equal(t, uint8(0), opt.Version())
+					asked := m.IsEdns0()
+					if asked == nil {
+						asked = m.Ns[0].(*dns.OPT)
+					}
+					assert.Equal(t, asked.Do(), opt.Do(), "DO copied (RFC 3225 §3)")
 				})
 			}
 		}

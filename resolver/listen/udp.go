@@ -489,7 +489,61 @@ func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 	if action == dns.MsgRejectNotImplemented {
 		reply.Rcode = dns.RcodeNotImplemented
 	}
+	// RFC 6891 §7: a query with an OPT gets an OPT back, whatever the
+	// RCODE; a FORMERR without one would tell the client that EDNS is not
+	// spoken here.
+	if edns, do := queryOPT(b); edns {
+		reply.SetEdns0(EDNSSize, do)
+	}
 	return nil, reply
+}
+
+// EDNSSize is the EDNS buffer size dnsfence advertises in every OPT it
+// sends and uses upstream: the DNS Flag Day 2020 value that avoids IP
+// fragmentation.
+const EDNSSize = 1232
+
+// queryOPT reports whether the message b, which has a header, carries an
+// OPT record in its additional section, and that record's DO bit. It reads
+// only the names' lengths, types and RDATA lengths, so that it finds the
+// OPT of a message that does not parse otherwise (an option's data, an
+// unknown opcode's sections); a message it cannot read so has none.
+func queryOPT(b []byte) (edns, do bool) {
+	off := 12 // the header
+	skipName := func() bool {
+		for off < len(b) {
+			switch c := b[off]; {
+			case c == 0:
+				off++
+				return true
+			case c&0xC0 == 0xC0: // a pointer ends the name
+				off += 2
+				return off <= len(b)
+			case c&0xC0 != 0:
+				return false
+			default:
+				off += 1 + int(c)
+			}
+		}
+		return false
+	}
+	for range binary.BigEndian.Uint16(b[4:]) {
+		if !skipName() || off+4 > len(b) {
+			return false, false
+		}
+		off += 4
+	}
+	an, ns, ar := int(binary.BigEndian.Uint16(b[6:])), int(binary.BigEndian.Uint16(b[8:])), int(binary.BigEndian.Uint16(b[10:]))
+	for i := range an + ns + ar {
+		if !skipName() || off+10 > len(b) {
+			return false, false
+		}
+		if i >= an+ns && binary.BigEndian.Uint16(b[off:]) == dns.TypeOPT {
+			return true, b[off+6]&0x80 != 0 // the DO bit: the high bit of the flags after EXTENDED-RCODE and VERSION
+		}
+		off += 10 + int(binary.BigEndian.Uint16(b[off+8:]))
+	}
+	return false, false
 }
 
 // stopReading stops the read loop without waiting: no datagram that
