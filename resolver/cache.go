@@ -176,7 +176,7 @@ func (e *cacheEntry) addsNames() bool {
 // entry was stored: clamped to [minTTL, maxTTL] and the entry's life,
 // counting down to 0.
 func (e *cacheEntry) ttlAt(ttl, elapsed uint32) uint32 {
-	t := min(max(ttl, e.minTTL), e.maxTTL, e.life)
+	t := min(max(receivedTTL(ttl), e.minTTL), e.maxTTL, e.life)
 	if t > elapsed {
 		return t - elapsed
 	}
@@ -414,7 +414,7 @@ func clamped(msg *dns.Msg, minTTL, maxTTL uint32, life time.Duration, hasLife bo
 	for i, sec := range [...]*[]dns.RR{&msg.Answer, &msg.Ns, &msg.Extra} {
 		for j, rr := range *sec {
 			h := rr.Header()
-			ttl := min(max(h.Ttl, minTTL), limit)
+			ttl := min(max(receivedTTL(h.Ttl), minTTL), limit)
 			if h.Rrtype == dns.TypeOPT || ttl == h.Ttl {
 				continue
 			}
@@ -465,7 +465,7 @@ func cacheTTL(m *dns.Msg, minTTL, maxTTL uint32) (time.Duration, bool) {
 	ttl, soa := ^uint32(0), false
 	for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
 		for _, rr := range sec {
-			ttl = min(ttl, rr.Header().Ttl)
+			ttl = min(ttl, receivedTTL(rr.Header().Ttl))
 		}
 	}
 	for _, rr := range m.Ns {
@@ -475,6 +475,16 @@ func cacheTTL(m *dns.Msg, minTTL, maxTTL uint32) (time.Duration, bool) {
 		}
 	}
 	return answerLifetime(m.Rcode, listen.Relevant(m), ttl, soa, minTTL, maxTTL)
+}
+
+// receivedTTL is a record's TTL as received, read as RFC 2181 §8 says: a
+// TTL with its most significant bit set is treated as zero (a TTL is at
+// most 2^31 - 1), not clamped to max_ttl and cached for as long.
+func receivedTTL(ttl uint32) uint32 {
+	if ttl > config.MaxTTL {
+		return 0
+	}
+	return ttl
 }
 
 // answerLifetime is cacheTTL's verdict from what it read of an answer

@@ -363,3 +363,44 @@ func TestRepliesCompressed(t *testing.T) {
 		}
 	}
 }
+
+// TestTTLWithHighBitIsZero: a TTL received with its most significant bit
+// set is read as zero (RFC 2181 §8), as Unbound reads it: the record is
+// passed on with TTL 0 and the answer is not cached, rather than kept for
+// max_ttl. Cold and again, on the wire path (UDP) and the message path
+// (TCP), for an answer record and for a negative answer's SOA.
+func TestTTLWithHighBitIsZero(t *testing.T) {
+	const high = 1<<31 + 1
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		if strings.HasPrefix(q.Name, "nx") {
+			m.Rcode = dns.RcodeNameError
+			soa := mustRR("example.org. 300 IN SOA ns.example.org. host.example.org. 1 3600 600 86400 300")
+			soa.Header().Ttl = high
+			m.Ns = []dns.RR{soa}
+		} else {
+			a := mustRR("%s 300 IN A 192.0.2.1", q.Name)
+			a.Header().Ttl = high
+			m.Answer = []dns.RR{a}
+		}
+		if opt := r.IsEdns0(); opt != nil {
+			m.SetEdns0(1232, opt.Do())
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, qname := range []string{"a.example.org.", "nx.example.org."} {
+		for _, transport := range []string{"udp", "tcp"} {
+			before := up.count.Load()
+			for pass := range 2 {
+				r := ask(t, f.addr, "", transport, question(qname, dns.TypeA, true))
+				rrs := append(append([]dns.RR{}, r.Answer...), r.Ns...)
+				require.Len(t, rrs, 1, "%s %s", qname, transport)
+				assert.Zero(t, rrs[0].Header().Ttl, "%s %s pass %d: %s", qname, transport, pass, rrs[0])
+			}
+			assert.Equal(t, before+2, up.count.Load(), "%s %s: not cached", qname, transport)
+		}
+	}
+}

@@ -120,9 +120,9 @@ func wireOf(b []byte, w *wireAnswer) (wireShape, bool) {
 				w.qnameOnly = !aliasType(r.Type) && ownedBy(b, r, qname)
 			}
 		}
-		sh.minTTL = min(sh.minTTL, r.TTL)
+		sh.minTTL = min(sh.minTTL, receivedTTL(r.TTL))
 		if r.Section == dnswire.Authority && r.Type == dnswire.TypeSOA && !sh.soa {
-			sh.soa, sh.soaTTL = true, min(r.TTL, dnswire.SOAMinimum(b, r))
+			sh.soa, sh.soaTTL = true, min(receivedTTL(r.TTL), dnswire.SOAMinimum(b, r))
 		}
 		return true
 	})
