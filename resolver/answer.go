@@ -177,7 +177,7 @@ func blockedReply(req *dns.Msg, p *Policy, d Decision, ttl uint32, serial uint32
 	q := req.Question[0]
 	owner := soaOwner(q.Name, d, chain)
 	soa := &dns.SOA{
-		Hdr:     dns.RR_Header{Name: owner, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: ttl},
+		Hdr:     dns.RR_Header{Name: owner, Rrtype: dns.TypeSOA, Class: recordClass(q.Qclass), Ttl: ttl},
 		Ns:      soaMname,
 		Mbox:    soaRname,
 		Serial:  serial,
@@ -197,7 +197,7 @@ func blockedReply(req *dns.Msg, p *Policy, d Decision, ttl uint32, serial uint32
 		m = newReply(req, dns.RcodeRefused)
 	case p.Action == config.ActionNull:
 		m = newReply(req, dns.RcodeSuccess)
-		hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: q.Qclass, Ttl: ttl}
+		hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: recordClass(q.Qclass), Ttl: ttl}
 		switch q.Qtype {
 		case dns.TypeA:
 			m.Answer = []dns.RR{&dns.A{Hdr: hdr, A: net.IPv4zero.To4()}}
@@ -212,6 +212,18 @@ func blockedReply(req *dns.Msg, p *Policy, d Decision, ttl uint32, serial uint32
 	}
 	addEDE(m, dns.ExtendedErrorCodeBlocked, p.BlockedText(d.Entry.List.File()))
 	return m
+}
+
+// recordClass is the class of the records of dnsfence's own answer to a
+// question of class qclass: that class, as an answer comes from a zone of
+// the class asked (RFC 1034 §4.3.2; a CHAOS query's NXDOMAIN with an IN
+// SOA is FORMERR to BIND), except for ANY and NONE, which are QCLASS
+// values no record has (RFC 1035 §3.2.5, RFC 2136 §1.3): IN for those.
+func recordClass(qclass uint16) uint16 {
+	if qclass == dns.ClassANY || qclass == dns.ClassNONE {
+		return dns.ClassINET
+	}
+	return qclass
 }
 
 // soaOwner is the owner of a blocked answer's SOA: the matched entry, which
@@ -281,7 +293,7 @@ func (a *asked) appendBlocked(b []byte, rcode int, owner string, ttl, serial uin
 			return b, false
 		}
 		b = binary.BigEndian.AppendUint16(b, dns.TypeSOA)
-		b = binary.BigEndian.AppendUint16(b, dns.ClassINET)
+		b = binary.BigEndian.AppendUint16(b, recordClass(a.qclass))
 		b = binary.BigEndian.AppendUint32(b, ttl)
 		b = binary.BigEndian.AppendUint16(b, uint16(len(soaNames)+20))
 		b = append(b, soaNames...)

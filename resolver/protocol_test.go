@@ -404,3 +404,41 @@ func TestTTLWithHighBitIsZero(t *testing.T) {
 		}
 	}
 }
+
+// TestBlockedAnswerInTheQuestionsClass: the records of a blocked answer
+// are of the class asked (RFC 1034 §4.3.2 answers from the zone of the
+// query's class; RFC 2181 §5.1 keeps a response to one class), so that
+// BIND-based clients do not reject a CHAOS or HESIOD query's NXDOMAIN as
+// malformed; QCLASS ANY, a class no record has (RFC 1035 §3.2.5), gets IN.
+// Both packers: the NXDOMAIN packed straight to bytes (appendBlocked) and
+// the null action's message (blockedReply).
+func TestBlockedAnswerInTheQuestionsClass(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, tc := range []struct {
+		class, want uint16
+		from        string
+		qtype       uint16
+	}{
+		{dns.ClassCHAOS, dns.ClassCHAOS, "127.0.0.1", dns.TypeA},
+		{dns.ClassHESIOD, dns.ClassHESIOD, "127.0.0.1", dns.TypeTXT},
+		{dns.ClassANY, dns.ClassINET, "127.0.0.1", dns.TypeA},
+		{dns.ClassCHAOS, dns.ClassCHAOS, "127.0.0.7", dns.TypeTXT}, // null action: NODATA with the SOA
+		{dns.ClassCHAOS, dns.ClassCHAOS, "127.0.0.7", dns.TypeA},   // null action: 0.0.0.0
+		{dns.ClassANY, dns.ClassINET, "127.0.0.7", dns.TypeA},
+	} {
+		for _, transport := range []string{"udp", "tcp"} {
+			name := fmt.Sprintf("%s %s from %s %s", dns.ClassToString[tc.class], dns.TypeToString[tc.qtype], tc.from, transport)
+			t.Run(name, func(t *testing.T) {
+				m := question("www.tiktok.com.", tc.qtype, true)
+				m.Question[0].Qclass = tc.class
+				r := ask(t, f.addr, tc.from, transport, m)
+				assert.Equal(t, m.Question, r.Question)
+				rrs := append(append([]dns.RR{}, r.Answer...), r.Ns...)
+				require.Len(t, rrs, 1, r.String())
+				assert.Equal(t, tc.want, rrs[0].Header().Class, "%s", rrs[0])
+			})
+		}
+	}
+	assert.Zero(t, up.count.Load(), "blocked: nothing went upstream")
+}
