@@ -12,11 +12,13 @@ import (
 // listeners and the upstream sockets use it.
 type BatchConn interface {
 	// ReadBatch reads at least one datagram, waiting for it, and at most
-	// len(ms), each into its message's one buffer; it sets N, Flags and
-	// Addr (a *net.UDPAddr) of each read and returns how many were read.
+	// len(ms), each into its message's one buffer and its control
+	// messages into its OOB; it sets N, NN, Flags and Addr (a
+	// *net.UDPAddr) of each read and returns how many were read.
 	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	// WriteBatch sends ms, each to its Addr (nil on a connected socket),
-	// and returns how many were sent; an error is the first unsent one's.
+	// WriteBatch sends ms, each to its Addr (nil on a connected socket)
+	// with the control messages in its OOB, and returns how many were
+	// sent; an error is the first unsent one's.
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 

@@ -23,8 +23,10 @@ import (
 // The socket is non-blocking, so these calls never block: when nothing can
 // be read or sent the poller waits, as it does for x/net.
 //
-// Each message must have one buffer. Reads and writes may run at the same
-// time, and so may two writes.
+// Each message must have one buffer, and may have control messages (OOB):
+// a wildcard listener's read their destinations and set their answers'
+// sources with them. Reads and writes may run at the same time, and so may
+// two writes.
 type rawBatch struct {
 	rc   syscall.RawConn
 	ipv6 bool // the socket's family: addresses are written as IPv6
@@ -87,6 +89,18 @@ func (s *mmsgScratch) setBuffer(i int, buf []byte) {
 	s.hdrs[i] = mmsghdr{hdr: unix.Msghdr{Iov: &s.iovs[i], Iovlen: 1}}
 }
 
+// setControl gives message i the control messages in oob: to read into,
+// or to send; none when oob is empty.
+func (s *mmsgScratch) setControl(i int, oob []byte) {
+	h := &s.hdrs[i].hdr
+	h.Control = nil
+	h.SetControllen(0)
+	if len(oob) > 0 {
+		h.Control = unsafe.SliceData(oob)
+		h.SetControllen(len(oob))
+	}
+}
+
 func (s *mmsgScratch) prepare(n int) {
 	if cap(s.hdrs) < n {
 		s.hdrs = make([]mmsghdr, n)
@@ -118,7 +132,7 @@ func newRawBatch(c *net.UDPConn) (*rawBatch, error) {
 }
 
 // ReadBatch reads at least one datagram, waiting for it, and at most
-// len(ms); it sets N, Flags and Addr (a *net.UDPAddr) of each read. A
+// len(ms); it sets N, NN, Flags and Addr (a *net.UDPAddr) of each read. A
 // *net.UDPAddr already in Addr is overwritten in place rather than a new
 // one made: the caller that keeps an address past the next read copies it.
 func (b *rawBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
@@ -130,9 +144,11 @@ func (b *rawBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 	// for the few datagrams a call reads at a moderate rate.
 	reset := min(s.written, len(ms))
 	for i := range ms {
-		buf := ms[i].Buffers[0]
-		if iov := &s.iovs[i]; i < reset || iov.Base != unsafe.SliceData(buf) || uint64(iov.Len) != uint64(len(buf)) {
+		buf, oob := ms[i].Buffers[0], ms[i].OOB
+		if iov := &s.iovs[i]; i < reset || iov.Base != unsafe.SliceData(buf) || uint64(iov.Len) != uint64(len(buf)) ||
+			s.hdrs[i].hdr.Control != unsafe.SliceData(oob) {
 			s.setBuffer(i, buf)
+			s.setControl(i, oob)
 			s.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&s.names[i]))
 			s.hdrs[i].hdr.Namelen = unix.SizeofSockaddrAny
 		}
@@ -148,7 +164,7 @@ func (b *rawBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 	s.written = max(s.written, n)
 	for i := 0; i < n; i++ {
 		ms[i].N = int(s.hdrs[i].len)
-		ms[i].NN = 0
+		ms[i].NN = int(s.hdrs[i].hdr.Controllen)
 		ms[i].Flags = int(s.hdrs[i].hdr.Flags)
 		reuse, _ := ms[i].Addr.(*net.UDPAddr)
 		ms[i].Addr = nil
@@ -159,9 +175,10 @@ func (b *rawBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 	return n, nil
 }
 
-// WriteBatch sends ms, each to its Addr (nil on a connected socket), and
-// returns how many were sent; an error is the first message's. A message
-// whose address cannot be written is sent by no call, and fails as first.
+// WriteBatch sends ms, each to its Addr (nil on a connected socket) with
+// its OOB, and returns how many were sent; an error is the first
+// message's. A message whose address cannot be written is sent by no
+// call, and fails as first.
 func (b *rawBatch) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil
@@ -172,6 +189,7 @@ func (b *rawBatch) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 	s.prepare(len(ms))
 	for i := range ms {
 		s.setBuffer(i, ms[i].Buffers[0])
+		s.setControl(i, ms[i].OOB)
 		if a, ok := ms[i].Addr.(*net.UDPAddr); ok && a != nil {
 			l, err := b.putAddr(&s.names[i], a)
 			if err != nil {

@@ -201,8 +201,23 @@ func (s *Server) Start(listen []string) error {
 			}
 			socks = append(socks, info)
 		}
-		for _, pc := range pcs {
-			udp := newUDPServer(pc.(*net.UDPConn), s.cfg.Handler, s.cfg.Count, s.log, s.counted(UDP), s.invalid(UDP))
+		fromDst := make([]bool, len(pcs))
+		for i, pc := range pcs {
+			if fromDst[i], err = answerFromDst(pc.(*net.UDPConn)); err != nil {
+				for _, pc := range pcs {
+					pc.Close()
+				}
+				ln.Close()
+				s.closeAll()
+				return fmt.Errorf("listening on %s: asking for each datagram's destination: %w", addr, err)
+			}
+		}
+		if a := pcs[0].LocalAddr().(*net.UDPAddr); a.IP.IsUnspecified() && !fromDst[0] {
+			s.log.Warn("UDP answers to a wildcard listen address leave from the address the kernel's routing picks on this system, which clients of another of its addresses drop: listen on each address instead",
+				zap.String("address", a.String()))
+		}
+		for i, pc := range pcs {
+			udp := newUDPServer(pc.(*net.UDPConn), fromDst[i], s.cfg.Handler, s.cfg.Count, s.log, s.counted(UDP), s.invalid(UDP))
 			s.udp = append(s.udp, udp)
 			s.wg.Add(1)
 			go func() {

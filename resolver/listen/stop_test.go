@@ -55,7 +55,7 @@ func TestUDPNothingReadAfterStopReading(t *testing.T) {
 	for i := range 1000 {
 		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		require.NoError(t, err)
-		s := newUDPServer(pc, h, func(string, string) {}, zap.NewNop(), AcceptQuery, func([]byte, error) {})
+		s := newUDPServer(pc, false, h, func(string, string) {}, zap.NewNop(), AcceptQuery, func([]byte, error) {})
 		go s.serve()
 		c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
 		require.NoError(t, err)
@@ -354,7 +354,7 @@ func TestUDPDrainCutShortEndsWriter(t *testing.T) {
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	h := gatedWire{started: make(chan struct{}, 1), release: make(chan struct{})}
-	s := newUDPServer(pc, h, func(string, string) {}, zap.NewNop(), AcceptQuery, func([]byte, error) {})
+	s := newUDPServer(pc, false, h, func(string, string) {}, zap.NewNop(), AcceptQuery, func([]byte, error) {})
 	go s.serve()
 	c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
 	require.NoError(t, err)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -57,6 +58,10 @@ type udpServer struct {
 	// goroutine's batch (Within).
 	late lateAnswers
 	loop udpLoop
+	// fromDst says the socket is bound to a wildcard address and each
+	// answer is sent from the address its query was sent to
+	// (answerFromDst): reads take control messages, and answers carry one.
+	fromDst bool
 }
 
 // lateAnswers are the answers of detached queries written within another
@@ -108,13 +113,13 @@ type pooledBatch struct {
 	held []*[]byte
 }
 
-func newPooledBatch() pooledBatch {
-	return pooledBatch{outBatch: newOutBatch(), held: make([]*[]byte, 0, udpBatch)}
+func newPooledBatch(fromDst bool) pooledBatch {
+	return pooledBatch{outBatch: newOutBatch(fromDst), held: make([]*[]byte, 0, udpBatch)}
 }
 
 // add appends the answer p; the batch holds at most udpBatch.
 func (b *pooledBatch) add(p outPacket) {
-	b.outBatch = b.outBatch.add(*p.buf, p.addr)
+	b.outBatch = b.outBatch.add(*p.buf, p.addr, p.src)
 	b.held = append(b.held, p.buf)
 }
 
@@ -139,10 +144,12 @@ func (b *pooledBatch) send(s *udpServer) {
 }
 
 // outPacket is one answer for the writer: buf holds it, and goes back to
-// outBufs once sent.
+// outBufs once sent; src is the address it is sent from (the zero Addr:
+// the socket's).
 type outPacket struct {
 	buf  *[]byte
 	addr *net.UDPAddr
+	src  netip.Addr
 }
 
 // outBufs are the buffers of answers sent by the writer: an answer written
@@ -150,12 +157,14 @@ type outPacket struct {
 // sent it, so that neither allocates.
 var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-func newUDPServer(pc *net.UDPConn, h Handler, count Counter, log *zap.Logger, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) *udpServer {
+// newUDPServer serves h on pc; fromDst says pc is bound to a wildcard
+// address and set to give each datagram's destination (answerFromDst).
+func newUDPServer(pc *net.UDPConn, fromDst bool, h Handler, count Counter, log *zap.Logger, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) *udpServer {
 	s := &udpServer{pc: pc, handler: h, count: count, log: log, accept: accept, invalid: invalid, done: make(chan struct{}),
-		out: make(chan outPacket, 4*udpBatch), outDone: make(chan struct{}), workers: newWorkerPool(udpWorkers)}
+		out: make(chan outPacket, 4*udpBatch), outDone: make(chan struct{}), workers: newWorkerPool(udpWorkers), fromDst: fromDst}
 	s.workers.done = s.async.Done
 	s.batch = NewBatchConn(pc)
-	s.late = lateAnswers{s: s, batch: newPooledBatch()}
+	s.late = lateAnswers{s: s, batch: newPooledBatch(fromDst)}
 	s.loop = newUDPLoop(s)
 	s.flushers = make([]Flusher, 0, udpBatch)
 	return s
@@ -181,8 +190,8 @@ type udpLoop struct {
 }
 
 func newUDPLoop(s *udpServer) udpLoop {
-	l := udpLoop{in: make([]ipv4.Message, udpBatch), out: newOutBatch(), bufs: make([][]byte, udpBatch),
-		writers: make([]*udpWriter, udpBatch), written: newPooledBatch()}
+	l := udpLoop{in: make([]ipv4.Message, udpBatch), out: newOutBatch(s.fromDst), bufs: make([][]byte, udpBatch),
+		writers: make([]*udpWriter, udpBatch), written: newPooledBatch(s.fromDst)}
 	// The buffers' slice headers side by side: ReadBatch looks at each of
 	// them every call, and reads them in one sweep of memory rather than
 	// one scattered allocation each.
@@ -192,6 +201,10 @@ func newUDPLoop(s *udpServer) udpLoop {
 		l.in[i].Buffers = inBufs[i : i+1 : i+1]
 		// The address ReadBatch writes each sender's into, IPv6's size.
 		l.in[i].Addr = &net.UDPAddr{IP: make(net.IP, 0, net.IPv6len)}
+		if s.fromDst {
+			// Where the kernel writes the datagram's destination.
+			l.in[i].OOB = make([]byte, dstOOBSize)
+		}
 		l.bufs[i] = make([]byte, 0, udpReadBuf)
 		l.writers[i] = &udpWriter{s: s}
 	}
@@ -204,6 +217,10 @@ func newUDPLoop(s *udpServer) udpLoop {
 type udpWriter struct {
 	s      *udpServer
 	remote *net.UDPAddr
+	// local is the address the query was sent to, which the answer is
+	// sent from, on a socket bound to a wildcard address; the zero Addr
+	// otherwise. It is a value: a detached query keeps it as it is.
+	local  netip.Addr
 	buf    []byte // the batch's buffer for this slot
 	packed []byte // the answer packed into buf, to send with the batch
 	alone  bool   // left the batch: write directly
@@ -253,11 +270,11 @@ func (w *udpWriter) Within(b Batcher) { w.within = b }
 // it is written within, or by the writer.
 func (w *udpWriter) sendAlone(buf *[]byte) {
 	if w.within != nil {
-		w.s.late.add(outPacket{buf: buf, addr: w.remote})
+		w.s.late.add(outPacket{buf: buf, addr: w.remote, src: w.local})
 		w.within.AfterBatch(&w.s.late)
 		return
 	}
-	w.s.out <- outPacket{buf: buf, addr: w.remote}
+	w.s.out <- outPacket{buf: buf, addr: w.remote, src: w.local}
 }
 
 // AfterBatch asks the loop to call f.Flush once the batch is read through
@@ -338,21 +355,36 @@ func (s *udpServer) writeOut() {
 // outBatch is a batch of answers to send with one sendmmsg. Each message's
 // Buffers is a one-element window onto bufs, made once, so that adding an
 // answer allocates nothing (a [][]byte{b} per answer was the blocked path's
-// one allocation a query).
+// one allocation a query); so is its OOB onto oob, where the control
+// message that sets its source is written.
 type outBatch struct {
 	msgs []ipv4.Message
 	bufs [][]byte
+	// oob holds srcOOBSize bytes for each message, on a socket whose
+	// answers are sent from their queries' destinations (fromDst); nil
+	// otherwise.
+	oob []byte
 }
 
-func newOutBatch() outBatch {
-	return outBatch{msgs: make([]ipv4.Message, 0, udpBatch), bufs: make([][]byte, udpBatch)}
+func newOutBatch(fromDst bool) outBatch {
+	o := outBatch{msgs: make([]ipv4.Message, 0, udpBatch), bufs: make([][]byte, udpBatch)}
+	if fromDst {
+		o.oob = make([]byte, udpBatch*srcOOBSize)
+	}
+	return o
 }
 
-// add appends the answer b to addr; the batch holds at most udpBatch.
-func (o outBatch) add(b []byte, addr net.Addr) outBatch {
+// add appends the answer b to addr, sent from src unless that is the zero
+// Addr; the batch holds at most udpBatch.
+func (o outBatch) add(b []byte, addr net.Addr, src netip.Addr) outBatch {
 	i := len(o.msgs)
 	o.bufs[i] = b
-	o.msgs = append(o.msgs, ipv4.Message{Buffers: o.bufs[i : i+1 : i+1], Addr: addr})
+	m := ipv4.Message{Buffers: o.bufs[i : i+1 : i+1], Addr: addr}
+	if src.IsValid() && o.oob != nil {
+		oob := o.oob[i*srcOOBSize : (i+1)*srcOOBSize : (i+1)*srcOOBSize]
+		m.OOB = oob[:putSrc(oob, src)]
+	}
+	o.msgs = append(o.msgs, m)
 	return o
 }
 
@@ -416,9 +448,12 @@ func (s *udpServer) serve() {
 				writers[i] = w
 			}
 			*w = udpWriter{s: s, remote: remote, buf: bufs[i]}
+			if s.fromDst {
+				w.local = dstOf(m.OOB[:m.NN])
+			}
 			s.serveDatagram(w, m.Buffers[0][:m.N])
 			if w.packed != nil {
-				out = out.add(w.packed, remote)
+				out = out.add(w.packed, remote, w.local)
 			}
 		}
 		s.flush()

@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 )
@@ -46,6 +48,13 @@ func startEchoUDP(tb testing.TB, h echoWire) *net.UDPConn {
 // startWireUDP serves h on a loopback UDP socket and returns the server
 // and a client connected to it, with a minute to work.
 func startWireUDP(tb testing.TB, h WireHandler) (*Server, *net.UDPConn) {
+	return startWireUDPAt(tb, h, "127.0.0.1:0", "", "")
+}
+
+// startWireUDPAt is startWireUDP on the listen address given, with the
+// client connected to host at its port ("": the address listened on), from
+// the address from ("": the one the kernel picks).
+func startWireUDPAt(tb testing.TB, h WireHandler, listen, from, host string) (*Server, *net.UDPConn) {
 	var addr string
 	s := New(Config{
 		Handler: h,
@@ -54,11 +63,18 @@ func startWireUDP(tb testing.TB, h WireHandler) (*Server, *net.UDPConn) {
 		Sockets: func(socks []UDPSocket) { addr = socks[0].Conn.LocalAddr().String() },
 		Log:     zap.NewNop(),
 	})
-	require.NoError(tb, s.Start([]string{"127.0.0.1:0"}))
+	require.NoError(tb, s.Start([]string{listen}))
 	tb.Cleanup(func() { _ = s.Shutdown(context.Background()) })
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	require.NoError(tb, err)
-	c, err := net.DialUDP("udp", nil, ua)
+	if host != "" {
+		ua.IP = net.ParseIP(host)
+	}
+	var local *net.UDPAddr
+	if from != "" {
+		local = &net.UDPAddr{IP: net.ParseIP(from)}
+	}
+	c, err := net.DialUDP("udp", local, ua)
 	require.NoError(tb, err)
 	tb.Cleanup(func() { c.Close() })
 	require.NoError(tb, c.SetDeadline(time.Now().Add(time.Minute)))
@@ -155,5 +171,64 @@ func BenchmarkUDPLoopResume(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		echoBurst(b, c, query, answer, 1)
+	}
+}
+
+// TestUDPLoopWildcardAnswersFromTheAddressAsked: on a socket bound to
+// 0.0.0.0 or [::], answers leave from the address each query was sent to
+// (a client's connected socket takes no other), those written in the
+// loop's batch and those written by the writer for a resume alike; and
+// that costs no allocation: the loop's allocations are those of a socket
+// bound to one address (TestUDPLoopAllocatesNothingInline,
+// TestUDPLoopAllocationsOfAResume). It binds wildcard addresses and adds
+// ::2 to lo, so it runs in a network namespace of its own.
+func TestUDPLoopWildcardAnswersFromTheAddressAsked(t *testing.T) {
+	if !testnet.InNetns(t, "addr add ::2/128 dev lo") {
+		return
+	}
+	tests := []struct {
+		name   string
+		listen string
+		from   string // the client's address, which the kernel's routing answers from
+		to     string // the address asked
+	}{
+		{name: "IPv4", listen: "0.0.0.0:0", from: "127.0.0.1", to: "127.0.0.2"},
+		{name: "IPv6", listen: "[::]:0", from: "::1", to: "::2"},
+		{name: "IPv4 on IPv6", listen: "[::]:0", from: "127.0.0.1", to: "127.0.0.2"},
+	}
+	query, answer := packedQuery(t), make([]byte, 512)
+	for _, tc := range tests {
+		t.Run(tc.name+", inline", func(t *testing.T) {
+			_, c := startWireUDPAt(t, echoWire{}, tc.listen, tc.from, tc.to)
+			require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+			echoBurst(t, c, query, answer, 32) // warm: the loop's buffers, the poller
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			for range 100 {
+				echoBurst(t, c, query, answer, 20)
+			}
+			runtime.ReadMemStats(&after)
+			allocs := after.Mallocs - before.Mallocs
+			t.Logf("%d allocations over 2,000 queries", allocs)
+			assert.Less(t, allocs, uint64(100), "allocations over 2,000 queries answered inline")
+		})
+		t.Run(tc.name+", resumed", func(t *testing.T) {
+			_, c := startWireUDPAt(t, echoWire{resume: true}, tc.listen, tc.from, tc.to)
+			require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+			echoBurst(t, c, query, answer, 64) // warm: workers, the writer, outBufs
+			const queries = 2000
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			for range queries / 20 {
+				echoBurst(t, c, query, answer, 20)
+			}
+			runtime.ReadMemStats(&after)
+			if raceEnabled {
+				return // the race detector drops sync.Pool's buffers at random: allocations are counted without it
+			}
+			perQuery := float64(after.Mallocs-before.Mallocs) / queries
+			t.Logf("%.2f allocations a query", perQuery)
+			assert.Less(t, perQuery, 3.2, "allocations a query: the writer, and the handler's resume and its answer")
+		})
 	}
 }
