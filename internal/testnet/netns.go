@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -21,7 +22,8 @@ const netnsEnv = "DNSFENCE_TEST_NETNS"
 // false: the caller returns. Called inside, it brings lo up, runs each of
 // the ip commands given (such as "addr add ::2/128 dev lo"), and returns
 // true: the caller goes on with the test. Without `unshare -rn` (no
-// unprivileged user namespaces, no unshare) t is skipped.
+// unprivileged user namespaces, no unshare or ip) t is skipped, and fails
+// under CI=true.
 func InNetns(t *testing.T, ipCommands ...string) bool {
 	t.Helper()
 	if os.Getenv(netnsEnv) == t.Name() {
@@ -33,7 +35,11 @@ func InNetns(t *testing.T, ipCommands ...string) bool {
 		return true
 	}
 	if out, err := exec.Command("unshare", "-rn", "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Skipf("needs a network namespace of its own, and `unshare -rn ip link set lo up` failed: %v: %s", err, bytes.TrimSpace(out))
+		msg := fmt.Sprintf("needs a network namespace of its own, and `unshare -rn ip link set lo up` failed: %v: %s", err, bytes.TrimSpace(out))
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg + " (CI installs util-linux and iproute2: see .ci/run)")
+		}
+		t.Skip(msg)
 	}
 	cmd := exec.Command("unshare", "-rn", os.Args[0], "-test.run=^"+regexp.QuoteMeta(t.Name())+"$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), netnsEnv+"="+t.Name())
