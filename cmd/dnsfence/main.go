@@ -307,10 +307,17 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	// Signals are taken from the start: a SIGTERM while the lists load or
 	// the sockets open must stop dnsfence the orderly way, not by the
-	// default action (found by the shutdown test under CPU load).
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(signals)
+	// default action (found by the shutdown test under CPU load). SIGTERM
+	// and SIGINT have a channel of their own: the signal package drops a
+	// signal whose channel is full, and SIGHUPs queued there must never
+	// crowd out the one that stops dnsfence. SIGHUPs beyond one pending
+	// are one reload.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(stop)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -374,7 +381,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	log.Info("dnsfence started", zap.String("version", versionString()), zap.String("config", cfg.File),
 		zap.Strings("upstreams", snap.Forwarder().Upstreams()))
 
-	serveUntilStopped(log, signals, running{handler: handler, reloader: reloader, cert: cert, server: server,
+	serveUntilStopped(log, stop, hup, running{handler: handler, reloader: reloader, cert: cert, server: server,
 		stopSources: stopSources, budget: time.Duration(len(snap.Forwarder().Upstreams())+1) * cfg.UpstreamTimeout})
 	return 0
 }
@@ -427,11 +434,13 @@ type running struct {
 }
 
 // serveUntilStopped watches the files and serves until SIGTERM or SIGINT
-// (SIGHUP reloads everything, the certificate too), then stops in order:
-// /readyz turns not ready, the watching and the remote lists' refreshes
-// end, and the listeners stop taking queries and answer those in flight
-// within r.budget.
-func serveUntilStopped(log *zap.Logger, signals <-chan os.Signal, r running) {
+// on stop (a SIGHUP on hup reloads everything, the certificate too), then
+// stops in order: /readyz turns not ready, the watching and the remote
+// lists' refreshes end, and the listeners stop taking queries and answer
+// those in flight within r.budget. Reloads run beside the wait for stop:
+// a SIGHUP reload waits up to 5 s for a writer, and reads a named pipe for
+// up to a minute, and a SIGTERM must not wait behind it.
+func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
 	go func() {
@@ -439,17 +448,21 @@ func serveUntilStopped(log *zap.Logger, signals <-chan os.Signal, r running) {
 			log.Error("file watching stopped; SIGHUP still reloads", zap.Error(err))
 		}
 	}()
-
-	for sig := range signals {
-		if sig == syscall.SIGHUP {
-			log.Info("SIGHUP: reloading everything")
-			_ = r.reloader.Reload(true) // logged by the reloader
-			r.cert.Reload()             // logged when the pair changed
-			continue
+	go func() {
+		for {
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading everything")
+				_ = r.reloader.Reload(true) // logged by the reloader
+				r.cert.Reload()             // logged when the pair changed
+			}
 		}
-		log.Info("stopping", zap.String("signal", sig.String()))
-		break
-	}
+	}()
+
+	sig := <-stop
+	log.Info("stopping", zap.String("signal", sig.String()))
 	r.handler.Stopping() // /readyz: 503 while the queries in flight finish
 	stopWatching()
 	r.stopSources()

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -115,4 +116,49 @@ func serveUDPAndTCP(t *testing.T, h dns.Handler) string {
 	}
 	t.Fatal("no loopback port free on both UDP and TCP")
 	return ""
+}
+
+// TestSIGTERMDuringSIGHUPReload: a SIGTERM that comes while a SIGHUP
+// reload waits for a writer to finish a list (up to 5 s), with a second
+// SIGHUP already queued, stops dnsfence at once. Before the fix the reload
+// ran in the signal loop and the signal channel held one signal: the
+// queued SIGHUP filled it, the SIGTERM was dropped, and dnsfence went on
+// serving until it was killed (Kubernetes' grace period, systemd's
+// TimeoutStopSec), with /readyz 200 and no draining.
+func TestSIGTERMDuringSIGHUPReload(t *testing.T) {
+	upstream, _ := testUpstream(t)
+	dir := writeFiles(t, map[string]string{
+		"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+http: ""
+policies:
+  - name: government-devices
+    clients: ["127.0.0.0/30"]
+    block: ["lists/tiktok.txt"]
+`, upstream),
+		"lists/tiktok.txt": "tiktok.com\n",
+	})
+	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
+
+	// A writer holds the list open mid-write: SIGHUP waits for it.
+	w, err := os.OpenFile(filepath.Join(dir, "lists", "tiktok.txt"), os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	_, err = w.WriteString("bytedance.com\n")
+	require.NoError(t, err)
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+	p.waitLine(t, "SIGHUP: reloading everything")
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP)) // systemctl reload, twice
+	time.Sleep(200 * time.Millisecond)
+	sent := time.Now()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-p.done:
+		assert.NoError(t, err, "SIGTERM exits 0")
+		assert.Less(t, time.Since(sent), 4*time.Second, "SIGTERM waited for the SIGHUP reload")
+	case <-time.After(20 * time.Second):
+		t.Fatal("dnsfence did not stop on a SIGTERM sent during a SIGHUP reload")
+	}
 }
