@@ -136,6 +136,11 @@ type Reloader struct {
 	runCtx   context.Context
 	sources  map[string]*runningSource
 	startCfg *config.Config
+
+	// started is the configuration of the first snapshot reloaded from,
+	// whose sockets and fixed limits are those in effect until a restart
+	// (warnRestartNeeded); guarded by mu.
+	started *config.Config
 }
 
 // NewReloader returns a Reloader for the handler's state. load reads the
@@ -440,7 +445,10 @@ func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted [
 		return nil, nil, err
 	}
 	next.keepPeaks(prev, force)
-	r.warnRestartNeeded(prev.Config, cfg)
+	if r.started == nil {
+		r.started = prev.Config
+	}
+	r.warnRestartNeeded(r.started, cfg)
 	return next, accepted, nil
 }
 
@@ -914,7 +922,10 @@ func removedProtection(prev, next *Snapshot) []error {
 }
 
 // warnRestartNeeded logs settings that only a restart applies: sockets are
-// opened once.
+// opened once. old is the configuration dnsfence started with, not the
+// last reload's: its settings are still the ones in effect, so that every
+// reload while they differ says so, and one that goes back to them says
+// nothing.
 func (r *Reloader) warnRestartNeeded(old, cfg *config.Config) {
 	if !slices.Equal(old.Listen, cfg.Listen) {
 		r.log.Warn("listen changed: restart to apply, still serving the old addresses",

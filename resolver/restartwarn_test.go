@@ -1,0 +1,71 @@
+package resolver
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// TestRestartWarningsNameTheRunningSettings: the settings only a restart
+// applies (listen, http, ...) are compared with those dnsfence started
+// with, not with the last reload's configuration. Before the fix, a second
+// reload after `http` changed said nothing although the old address was
+// still served, and changing it back to the address served warned
+// "http changed: restart to apply, still serving the old address" with
+// running naming an address that was never served.
+func TestRestartWarningsNameTheRunningSettings(t *testing.T) {
+	up := startUpstream(t, nil)
+	base := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}", 1)
+	f := startFence(t, base+"http: \"127.0.0.1:25401\"\n", testFiles, up.addr)
+	path := f.handler.Snapshot().Config.File
+	core, logs := observer.New(zap.InfoLevel)
+	r := NewReloader(zap.New(core), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	original, err := os.ReadFile(path)
+	require.NoError(t, err)
+
+	reload := func(edit func(string) string) []observer.LoggedEntry {
+		t.Helper()
+		require.NoError(t, os.WriteFile(path, []byte(edit(string(original))), 0o644))
+		logs.TakeAll()
+		require.NoError(t, r.Reload(false))
+		return logs.FilterMessageSnippet("restart to apply").AllUntimed()
+	}
+	moved := func(s string) string {
+		s = strings.Replace(s, "127.0.0.1:25401", "127.0.0.1:25402", 1)
+		return strings.Replace(s, `listen: ["127.0.0.1:0"]`, `listen: ["127.0.0.1:5399"]`, 1)
+	}
+
+	warned := reload(moved)
+	require.Len(t, warned, 2, "http and listen changed")
+	for _, w := range warned {
+		fields := w.ContextMap()
+		switch {
+		case strings.HasPrefix(w.Message, "http changed"):
+			assert.Equal(t, "127.0.0.1:25401", fields["running"])
+			assert.Equal(t, "127.0.0.1:25402", fields["configured"])
+		case strings.HasPrefix(w.Message, "listen changed"):
+			assert.Equal(t, []any{"127.0.0.1:0"}, fields["running"])
+		default:
+			t.Errorf("unexpected warning %q", w.Message)
+		}
+	}
+
+	// Another change: the old sockets are still the ones served.
+	warned = reload(func(s string) string { return strings.Replace(moved(s), "blocked_ttl: 60", "blocked_ttl: 30", 1) })
+	require.Len(t, warned, 2, "a later reload still says the configured addresses are not served")
+	for _, w := range warned {
+		if strings.HasPrefix(w.Message, "http changed") {
+			assert.Equal(t, "127.0.0.1:25401", w.ContextMap()["running"])
+		}
+	}
+
+	// Back to what is served: nothing needs a restart.
+	warned = reload(func(s string) string { return s })
+	assert.Empty(t, warned, "the configuration names the sockets served")
+}
