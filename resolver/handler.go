@@ -119,6 +119,9 @@ type Handler struct {
 	held sync.Map
 	// stopping is set by Stopping: /readyz says not ready from then on.
 	stopping atomic.Bool
+	// readyProbes shares one probe of the upstreams among the /readyz
+	// requests that need one at once, by forwarder.
+	readyProbes singleflight.Group
 }
 
 // Stopping marks the handler as shutting down: /readyz answers 503 from

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist/source"
+	"github.com/dnsfence/dnsfence/resolver/upstream"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -77,9 +78,7 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 		return false, fmt.Sprintf("not ready: %v", errNoForwarder)
 	}
 	if last := fwd.LastAnswer(); last.IsZero() || time.Since(last) > window {
-		pctx, cancel := context.WithTimeout(ctx, fwd.Timeout())
-		defer cancel()
-		if err := fwd.Probe(pctx); err != nil {
+		if err := h.probe(ctx, fwd); err != nil {
 			return false, fmt.Sprintf("not ready: no upstream answered in the last %s: %v", window, err)
 		}
 	}
@@ -97,6 +96,24 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 		reason += fmt.Sprintf("; files not watched (edits apply on SIGHUP): %s", strings.Join(*u, " "))
 	}
 	return true, reason
+}
+
+// probe probes fwd's upstreams for /readyz. Requests at once share one
+// probe, so that readiness checks, however many, never send the upstreams
+// more than one probe each at a time; it runs for the upstream timeout at
+// most, whoever of its askers gives up.
+func (h *Handler) probe(ctx context.Context, fwd *upstream.Forwarder) error {
+	ch := h.readyProbes.DoChan(fmt.Sprintf("%p", fwd), func() (any, error) {
+		pctx, cancel := context.WithTimeout(context.Background(), fwd.Timeout())
+		defer cancel()
+		return nil, fwd.Probe(pctx)
+	})
+	select {
+	case res := <-ch:
+		return res.Err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // sourceReadiness says which remote lists have no copy yet (missing, which
