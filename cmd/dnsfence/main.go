@@ -576,6 +576,12 @@ func gcPercent(live uint64) int {
 	return int(min(100, max(20, 100*gcHeadroom/live)))
 }
 
+// httpMaxHeaderBytes bounds a request's header on the http endpoint: a
+// scrape or a probe sends a few hundred octets, and net/http's default (1
+// MiB a connection) let anyone who reaches the address hold that much
+// memory with each connection.
+const httpMaxHeaderBytes = 8 << 10
+
 // serveHTTP serves /metrics, /healthz and /readyz on addr; the returned
 // function stops it.
 func serveHTTP(log *zap.Logger, addr string, h http.Handler) (func(), error) {
@@ -583,7 +589,8 @@ func serveHTTP(log *zap.Logger, addr string, h http.Handler) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
+		MaxHeaderBytes: httpMaxHeaderBytes}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http endpoint stopped", zap.Error(err))
