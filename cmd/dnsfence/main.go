@@ -382,7 +382,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		zap.Strings("upstreams", snap.Forwarder().Upstreams()))
 
 	serveUntilStopped(log, stop, hup, running{handler: handler, reloader: reloader, cert: cert, server: server,
-		stopSources: stopSources, budget: time.Duration(len(snap.Forwarder().Upstreams())+1) * cfg.UpstreamTimeout})
+		stopSources: stopSources})
 	return 0
 }
 
@@ -430,14 +430,20 @@ type running struct {
 	cert        *resolver.Certificate
 	server      *resolver.Server
 	stopSources func()
-	budget      time.Duration // for the queries in flight at shutdown: every upstream's timeout, and one more
+}
+
+// shutdownBudget is how long the queries in flight at shutdown may take:
+// every upstream's timeout, and one more, as the snapshot serving then
+// has them (a reload may have added upstreams or raised the timeout).
+func shutdownBudget(snap *resolver.Snapshot) time.Duration {
+	return time.Duration(len(snap.Forwarder().Upstreams())+1) * snap.Config.UpstreamTimeout
 }
 
 // serveUntilStopped watches the files and serves until SIGTERM or SIGINT
 // on stop (a SIGHUP on hup reloads everything, the certificate too), then
 // stops in order: /readyz turns not ready, the watching and the remote
 // lists' refreshes end, and the listeners stop taking queries and answer
-// those in flight within r.budget. Reloads run beside the wait for stop:
+// those in flight within shutdownBudget. Reloads run beside the wait for stop:
 // a SIGHUP reload waits up to 5 s for a writer, and reads a named pipe for
 // up to a minute, and a SIGTERM must not wait behind it.
 func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
@@ -466,7 +472,7 @@ func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
 	r.handler.Stopping() // /readyz: 503 while the queries in flight finish
 	stopWatching()
 	r.stopSources()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), r.budget)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownBudget(r.handler.Snapshot()))
 	defer cancel()
 	if err := r.server.Shutdown(shutdownCtx); err != nil {
 		log.Warn("shutdown", zap.Error(err))

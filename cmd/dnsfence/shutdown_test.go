@@ -162,3 +162,59 @@ policies:
 		t.Fatal("dnsfence did not stop on a SIGTERM sent during a SIGHUP reload")
 	}
 }
+
+// TestShutdownWaitsAsLongAsTheRunningConfigurationSays: the time SIGTERM
+// gives the queries in flight (every upstream's timeout, and one more) is
+// the configuration's serving then, not the one dnsfence started with.
+// Before the fix a reload that raised upstream_timeout from 1 s to 6 s
+// still cut a query in flight after 2 s.
+func TestShutdownWaitsAsLongAsTheRunningConfigurationSays(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	var count atomic.Int64
+	upstream := serveUDPAndTCP(t, dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		count.Add(1)
+		<-release
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		rr, _ := dns.NewRR(r.Question[0].Name + " 300 IN A 192.0.2.1")
+		m.Answer = append(m.Answer, rr)
+		_ = w.WriteMsg(m)
+	}))
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	config := `
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+upstream_timeout: %s
+http: ""
+`
+	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(config, upstream, "1s")})
+	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"), []byte(fmt.Sprintf(config, upstream, "6s")), 0o644))
+	p.waitLine(t, "reloaded")
+
+	inflight := make(chan error, 1)
+	go func() {
+		c := &dns.Client{Net: "tcp", Timeout: 20 * time.Second}
+		m := new(dns.Msg)
+		m.SetQuestion("slow.example.org.", dns.TypeA)
+		r, _, err := c.Exchange(m, p.addr)
+		if err == nil && r.Rcode != dns.RcodeSuccess {
+			err = fmt.Errorf("answered %s", dns.RcodeToString[r.Rcode])
+		}
+		inflight <- err
+	}()
+	require.Eventually(t, func() bool { return count.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	p.waitLine(t, "stopped taking queries; answering those in flight")
+	time.Sleep(3 * time.Second) // past the 2 s the first configuration allowed, within the 12 s of the second
+	once.Do(func() { close(release) })
+	assert.NoError(t, <-inflight, "the query in flight is answered")
+	select {
+	case err := <-p.done:
+		assert.NoError(t, err, "SIGTERM exits 0")
+	case <-time.After(15 * time.Second):
+		t.Fatal("dnsfence did not stop on SIGTERM")
+	}
+}
