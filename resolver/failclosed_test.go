@@ -52,6 +52,39 @@ func heldWait(t *testing.T, r *Reloader, before uint64) ReloadStatus {
 	return r.Status()
 }
 
+// TestHeldThenFailedReloadIsAFailure: a reload that fails after a held
+// one is a failure in the metrics as in the reloader's status:
+// dnsfence_reload_held goes back to 0 (DnsfenceReloadFailing fires, not
+// DnsfenceReloadHeld, whose SIGHUP would not apply the held change), and
+// /readyz names the failure.
+func TestHeldThenFailedReloadIsAFailure(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, rangesConfig, rangesFiles(fourRanges), up.addr)
+	srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+	t.Cleanup(srv.Close)
+	r := watching(t, f, zap.NewNop())
+	path := filepath.Join(f.dir, "networks.txt")
+
+	require.NoError(t, os.WriteFile(path, nil, 0o644))
+	st := heldWait(t, r, 0)
+	require.True(t, st.Held)
+	_, body := get(t, srv.URL+"/metrics")
+	require.Contains(t, body, "\ndnsfence_reload_held 1\n")
+
+	// The configuration broken beside it: a plain failure.
+	conf := f.handler.Snapshot().Config.File
+	b, err := os.ReadFile(conf)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(conf, append(b, "upstream_timeout: soon\n"...), 0o644))
+	st = heldWait(t, r, st.Failures)
+	require.False(t, st.Held, "%v", st.Err)
+	assert.Contains(t, st.Err.Error(), "upstream_timeout")
+	_, body = get(t, srv.URL+"/metrics")
+	assert.Contains(t, body, "\ndnsfence_reload_held 0\n", "the status says failed, not held")
+	assert.Contains(t, body, "\ndnsfence_reload_ok 0\n")
+	assert.Contains(t, body, "dnsfence_reloads_total{result=\"failure\"} 1\n")
+}
+
 // TestRangeFileShrinkIsHeld empties or shrinks a government range file
 // while serving: the change is held (a warn line, dnsfence_reload_held),
 // government devices stay blocked over a real socket, and SIGHUP applies

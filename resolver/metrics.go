@@ -367,7 +367,9 @@ const (
 
 // reloaded counts a reload: err nil applied it (snapshotLoaded has set the
 // gauges), a held change (ErrHeld) or any other error kept the last good
-// state.
+// state. dnsfence_reload_held says what the reloader's status does: the
+// last reload was held; a failure after a held one clears it (SIGHUP
+// would not apply the held change, the broken file is what to fix).
 func (m *Metrics) reloaded(err error) {
 	if m == nil {
 		return
@@ -382,6 +384,7 @@ func (m *Metrics) reloaded(err error) {
 	default:
 		m.reloads.WithLabelValues(reloadFailed).Inc()
 		m.reloadOK.Set(0)
+		m.reloadHeld.Set(0)
 	}
 }
 
