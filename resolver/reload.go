@@ -112,6 +112,10 @@ type Reloader struct {
 
 	mu      sync.Mutex // serialises reloads from the watcher and SIGHUP
 	watcher *blocklist.Watcher
+	// watchLost is why watching ended or never started (nil while it
+	// runs, or before Watch): every file a later reload reads is reported
+	// unwatched for it too.
+	watchLost error
 	// newWatcher is blocklist.NewWatcher; tests make it fail.
 	newWatcher func(debounce time.Duration) (*blocklist.Watcher, error)
 	// unwatched is the last set of files reported as not watched, for
@@ -213,7 +217,10 @@ func (r *Reloader) Watch(ctx context.Context) error {
 	}
 	w, err := r.newWatcher(snap.Config.Reload.Debounce)
 	if err != nil {
+		r.mu.Lock()
+		r.watchLost = err
 		r.allUnwatched(snap, err)
+		r.mu.Unlock()
 		return err
 	}
 	defer w.Close()
@@ -225,7 +232,7 @@ func (r *Reloader) Watch(ctx context.Context) error {
 			zap.Strings(logFiles, open), zap.Duration("at_most", wait))
 	})
 	r.mu.Lock()
-	r.watcher = w
+	r.watcher, r.watchLost = w, nil
 	// Files not watched are reported through OnUnwatched from now on;
 	// publish where this watcher starts.
 	_ = w.Watch(watchedFiles(snap), appliedSums(snap))
@@ -239,12 +246,13 @@ func (r *Reloader) Watch(ctx context.Context) error {
 		_ = r.ReloadFor(Trigger{Kind: TriggerFiles, Files: c.Files}) // logged and counted by ReloadFor
 	})
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.watcher = nil
-	r.mu.Unlock()
 	if ctx.Err() == nil {
-		err := errors.New("the file watcher stopped")
-		r.allUnwatched(r.handler.Snapshot(), err)
-		return err
+		r.watchLost = errors.New("the file watcher stopped")
+		r.allUnwatched(r.handler.Snapshot(), r.watchLost)
+		r.handler.metrics.setWatchedFolders(0)
+		return r.watchLost
 	}
 	return nil
 }
@@ -369,12 +377,17 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	if r.AfterReload != nil {
 		r.AfterReload(next)
 	}
-	if r.watcher != nil {
+	switch {
+	case r.watcher != nil:
 		// New files in the configuration, or a swapped symlink, change what
 		// is watched; a folder that came back is watched anew. Files not
 		// watched are reported through OnUnwatched.
 		r.watcher.SetWriterWait(next.Config.Reload.WriterWait)
 		_ = r.watcher.Watch(watchedFiles(next), appliedSums(next))
+	case r.watchLost != nil:
+		// Nothing watches: the files this state reads, new ones among
+		// them, are all unwatched.
+		r.allUnwatched(next, r.watchLost)
 	}
 	return nil
 }

@@ -153,6 +153,21 @@ func TestUnwatchedFilesAreVisible(t *testing.T) {
 	assert.Contains(t, warn[0].ContextMap()["error"], "too many open files")
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "tiktok.com."), "still blocking")
 
+	// A SIGHUP that adds a list while nothing watches: the new list is
+	// unwatched too (it was not counted before the fix).
+	extra := filepath.Join(f.dir, "extra.txt")
+	require.NoError(t, os.WriteFile(extra, []byte("example.net\n"), 0o644))
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(string(b), `allow: ["allow.txt"]`, `allow: ["allow.txt", "extra.txt"]`, 1)), 0o644))
+	require.NoError(t, r.Reload(true))
+	require.Contains(t, f.handler.Snapshot().Lists, extra, "the reload read the new list")
+	_, body = get(t, srv.URL+"/metrics")
+	assert.Contains(t, body, "\ndnsfence_unwatched_files 6\n")
+	code, body = get(t, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, extra)
+
 	// Watching works again: the files are watched, the gauge is zero, and
 	// /readyz no longer names them.
 	r.newWatcher = blocklist.NewWatcher
