@@ -12,6 +12,7 @@ import (
 	"net/http/httptrace"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -51,8 +52,9 @@ func (e *HTTPStatusError) Unwrap() error { return ErrProtocol }
 // being the name the certificate must carry; the connection goes to the
 // address's host (an IP, or a name looked up through Options.Resolve). Only
 // an answer with status 200, content type application/dns-message and a
-// body of at most 65,535 octets is taken; redirects are not followed. A
-// query on a kept connection that breaks is sent once more on a new one.
+// body of at most 65,535 octets is taken; redirects are not followed. An
+// answer's TTLs are shortened by its Age header (RFC 8484 §5.1). A query on
+// a kept connection that breaks is sent once more on a new one.
 type dohTransport struct {
 	addr    Address
 	url     string
@@ -211,7 +213,43 @@ func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, got
 	if err != nil {
 		return nil, true, fmt.Errorf("dns over https: %w", err)
 	}
+	if age := httpAge(resp.Header.Get("Age")); age > 0 {
+		ageTTLs(m, age)
+	}
 	return m, true, nil
+}
+
+// httpAge is the seconds an Age header field value says an answer spent in
+// HTTP caches (RFC 9111 §5.1): its delta-seconds, 2^31 when larger (§1.2.2),
+// and 0 when there is none or it is not a number of seconds.
+func httpAge(v string) uint32 {
+	v = strings.TrimSpace(v)
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return 0
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || n > 1<<31 { // only digits: the error is too many of them
+		return 1 << 31
+	}
+	return uint32(n)
+}
+
+// ageTTLs takes age seconds off the TTL of every record of m, down to 0
+// (RFC 8484 §5.1: "DoH clients MUST account for the Age response header
+// field's value [RFC7234] when calculating the DNS TTL of a response"):
+// they were that old when they arrived. OPT is no record with a TTL (its
+// TTL field holds flags), and a TTL with its top bit set is left for the
+// cache to read as 0 (RFC 2181 §8).
+func ageTTLs(m *dns.Msg, age uint32) {
+	for _, section := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range section {
+			h := rr.Header()
+			if h.Rrtype == dns.TypeOPT || h.Ttl >= 1<<31 {
+				continue
+			}
+			h.Ttl -= min(h.Ttl, age)
+		}
+	}
 }
 
 // Close closes the connections; queries in flight get ErrClosed.

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -178,4 +180,72 @@ func TestDoHHostName(t *testing.T) {
 		assert.Equal(t, upstream, tr.Address())
 		assert.True(t, strings.HasPrefix(tr.(*dohTransport).url, "https://dns.test:"))
 	})
+}
+
+// TestDoHAge: an answer that waited in an HTTP cache says for how long in
+// its Age header, and its records' TTLs are that much shorter (RFC 8484
+// §5.1: "DoH clients MUST account for the Age response header field's
+// value"), never below zero; an Age that is not a number of seconds is
+// ignored (RFC 9111 §5.1, §1.2.2), and OPT's TTL field, which holds flags,
+// is never touched.
+func TestDoHAge(t *testing.T) {
+	pki := newPKI(t)
+	for _, tc := range []struct {
+		name    string
+		age     []string // the Age field lines; none: no Age
+		a, soa  uint32   // the TTLs expected of the A and SOA records
+		unknown uint32   // of the A record whose TTL has its top bit set
+	}{
+		{"no age", nil, 300, 60, 1 << 31},
+		{"age 100", []string{"100"}, 200, 0, 1 << 31},
+		{"age 0", []string{"0"}, 300, 60, 1 << 31},
+		{"age with spaces", []string{" 40 "}, 260, 20, 1 << 31},
+		{"age past every ttl", []string{"86400"}, 0, 0, 1 << 31},
+		{"age over 2^31", []string{"99999999999999999999"}, 0, 0, 1 << 31},
+		{"not a number", []string{"soon"}, 300, 60, 1 << 31},
+		{"negative", []string{"-5"}, 300, 60, 1 << 31},
+		{"first of two", []string{"10", "20"}, 290, 50, 1 << 31},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startDoH(t, pki.good, answerWithA)
+			srv.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+				body, err := io.ReadAll(r.Body)
+				if err != nil {
+					return false
+				}
+				q := new(dns.Msg)
+				if q.Unpack(body) != nil {
+					return false
+				}
+				m := answerWithA(q)
+				m.Answer[0].Header().Ttl = 300
+				rr, err := dns.NewRR("b.example. 300 IN A 192.0.2.2")
+				require.NoError(t, err)
+				rr.Header().Ttl = 1 << 31
+				m.Answer = append(m.Answer, rr)
+				soa, err := dns.NewRR("example. 60 IN SOA ns.example. host.example. 1 3600 600 86400 60")
+				require.NoError(t, err)
+				m.Ns = []dns.RR{soa}
+				b, err := m.Pack()
+				require.NoError(t, err)
+				w.Header().Set("Content-Type", "application/dns-message")
+				for _, v := range tc.age {
+					w.Header().Add("Age", v)
+				}
+				_, _ = w.Write(b)
+				return true
+			})
+			tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+			resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+			require.NoError(t, err)
+			require.Len(t, resp.Answer, 2)
+			require.Len(t, resp.Ns, 1)
+			assert.Equal(t, tc.a, resp.Answer[0].Header().Ttl, "A")
+			assert.Equal(t, tc.unknown, resp.Answer[1].Header().Ttl, "a TTL with its top bit set is left for the cache to read as 0")
+			assert.Equal(t, tc.soa, resp.Ns[0].Header().Ttl, "SOA")
+			require.NotNil(t, resp.IsEdns0())
+			assert.True(t, resp.IsEdns0().Do(), "OPT's flags are not aged")
+			assert.Equal(t, uint16(1232), resp.IsEdns0().UDPSize())
+		})
+	}
 }
