@@ -101,7 +101,7 @@ func (a Address) HostPort() string {
 //	IP or IP:PORT                        plain DNS, port 53
 //	tls://IP[:PORT]#NAME                 DNS over TLS, port 853
 //	https://HOST[:PORT][/PATH][#NAME]    DNS over HTTPS, port 443, path /dns-query
-//	quic://IP[:PORT]#NAME                DNS over QUIC, port 853
+//	quic://IP[:PORT]#NAME                DNS over QUIC, port 853 (never 53)
 //
 // An IPv6 address goes in brackets ("[2620:fe::fe]:853"). NAME is the name
 // the upstream's certificate must carry; an https URL whose host is a name
@@ -186,6 +186,12 @@ func ParseAddress(s string) (Address, error) {
 			return Address{}, fmt.Errorf("%q: the name after # %w", s, err)
 		}
 		a.ServerName = name
+	}
+	if a.Kind == KindQUIC && a.Port == plainPort {
+		// "DoQ connections MUST NOT use UDP port 53" (RFC 9250 §4.1.1): it
+		// would send QUIC to a plain DNS server, or be taken for DNS there.
+		return Address{}, fmt.Errorf("%q: DNS over QUIC never uses port 53 (RFC 9250 §4.1.1): quic://%s#%s",
+			s, net.JoinHostPort(a.Host, strconv.Itoa(doqPort)), a.ServerName)
 	}
 	a.text = s
 	return a, nil

@@ -63,6 +63,8 @@ func TestParseAddressErrors(t *testing.T) {
 		{"h3://dns.example/dns-query", `unknown scheme "h3"`},
 		{"udp://9.9.9.9:53", "plain DNS upstreams are written without a scheme: 9.9.9.9:53"},
 		{"tls://9.9.9.9:0#dns.quad9.net", `the port "0" is not a number from 1 to 65535`},
+		{"quic://9.9.9.9:53#dns.quad9.net", "DNS over QUIC never uses port 53 (RFC 9250 §4.1.1): quic://9.9.9.9:853#dns.quad9.net"},
+		{"quic://[2620:fe::fe]:53#dns.quad9.net", "never uses port 53"},
 		{"tls://9.9.9.9:70000#dns.quad9.net", `the port "70000"`},
 		{"tls://9.9.9.9:#dns.quad9.net", `the port ""`},
 		{"9.9.9.9:0", `the port "0"`},
