@@ -30,6 +30,10 @@ const (
 	// HTTP/2 PING checks it is still there, so that a dead connection is
 	// found before a query is lost on it.
 	dohPingAfter = 15 * time.Second
+	// dohHTTP1Conns is how many connections an upstream that speaks only
+	// HTTP/1.1 gets: the queries in flight to it at once, as each
+	// connection carries one request at a time.
+	dohHTTP1Conns = 16
 )
 
 // HTTPStatusError is a DoH answer whose HTTP status is not 200 OK. It is
@@ -54,11 +58,18 @@ func (e *HTTPStatusError) Unwrap() error { return ErrProtocol }
 // an answer with status 200, content type application/dns-message and a
 // body of at most 65,535 octets is taken; redirects are not followed. An
 // answer's TTLs are shortened by its Age header (RFC 8484 §5.1). A query on
-// a kept connection that breaks is sent once more on a new one.
+// a kept connection that breaks is sent once more on a new one. An upstream
+// that answers over HTTP/1.1, which has no streams, gets up to
+// dohHTTP1Conns connections from then on, so that a query waiting for a
+// slow answer does not hold up every other.
 type dohTransport struct {
-	addr    Address
-	url     string
-	tr      *http.Transport
+	addr Address
+	url  string
+	tr   *http.Transport // HTTP/2 over one connection (HTTP/1.1 until http1 is set)
+	// tr1 is HTTP/1.1 alone over up to dohHTTP1Conns connections, used once
+	// the upstream answered over HTTP/1.1 (http1 set).
+	tr1     *http.Transport
+	http1   atomic.Bool
 	timeout time.Duration
 	resolve func(ctx context.Context, host string) ([]netip.Addr, error)
 	life    context.Context // ends at Close: ends the requests in flight
@@ -86,17 +97,18 @@ func newDoH(addr Address, opts Options) *dohTransport {
 			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 		}
 	}
+	tlsConf := clientTLS(addr.ServerName, opts.RootCAs, "h2", "http/1.1")
 	t.tr = &http.Transport{
 		Proxy:               nil, // never HTTPS_PROXY from the environment
 		DialContext:         t.dial,
-		TLSClientConfig:     clientTLS(addr.ServerName, opts.RootCAs, "h2", "http/1.1"),
+		TLSClientConfig:     tlsConf,
 		TLSHandshakeTimeout: opts.Timeout,
 		ForceAttemptHTTP2:   true,
 		// One connection: queries that arrive together before it is up
 		// wait for it rather than each dialling its own, and then share
 		// it as HTTP/2 streams. (HTTP/2 still opens another when the
-		// upstream's MAX_CONCURRENT_STREAMS is reached; over HTTP/1.1,
-		// which the upstream may fall back to, queries go one at a time.)
+		// upstream's MAX_CONCURRENT_STREAMS is reached; an upstream that
+		// answers over HTTP/1.1 is asked through tr1 from then on.)
 		MaxConnsPerHost:        1,
 		IdleConnTimeout:        dohIdleTimeout,
 		MaxResponseHeaderBytes: 64 << 10,
@@ -106,6 +118,22 @@ func newDoH(addr Address, opts Options) *dohTransport {
 			PingTimeout:      opts.Timeout,
 			WriteByteTimeout: opts.Timeout,
 		},
+	}
+	tls1 := tlsConf.Clone() // the same session cache: a new connection resumes
+	tls1.NextProtos = []string{"http/1.1"}
+	var h1 http.Protocols
+	h1.SetHTTP1(true)
+	t.tr1 = &http.Transport{
+		Proxy:                  nil,
+		DialContext:            t.dial,
+		TLSClientConfig:        tls1,
+		TLSHandshakeTimeout:    opts.Timeout,
+		Protocols:              &h1,
+		MaxConnsPerHost:        dohHTTP1Conns,
+		MaxIdleConnsPerHost:    dohHTTP1Conns,
+		IdleConnTimeout:        dohIdleTimeout,
+		MaxResponseHeaderBytes: 64 << 10,
+		DisableCompression:     true,
 	}
 	return t
 }
@@ -190,11 +218,20 @@ func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, got
 	}
 	req.Header.Set("Content-Type", dohMediaType)
 	req.Header.Set("Accept", dohMediaType)
-	resp, err := t.tr.RoundTrip(req)
+	tr := t.tr
+	if t.http1.Load() {
+		tr = t.tr1
+	}
+	resp, err := tr.RoundTrip(req)
 	if err != nil {
 		return nil, got.Load(), fmt.Errorf("dns over https: %w", typedDialError(err))
 	}
 	defer resp.Body.Close()
+	if resp.ProtoMajor == 1 && !t.http1.Load() {
+		// No HTTP/2 here: from now on, a connection per query in flight.
+		t.http1.Store(true)
+		t.tr.CloseIdleConnections()
+	}
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // lets the connection be reused
 		return nil, true, fmt.Errorf("dns over https: %w", &HTTPStatusError{Status: resp.StatusCode})
@@ -256,5 +293,6 @@ func ageTTLs(m *dns.Msg, age uint32) {
 func (t *dohTransport) Close() error {
 	t.stop()
 	t.tr.CloseIdleConnections()
+	t.tr1.CloseIdleConnections()
 	return nil
 }

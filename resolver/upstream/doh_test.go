@@ -2,14 +2,17 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -248,4 +251,93 @@ func TestDoHAge(t *testing.T) {
 			assert.Equal(t, uint16(1232), resp.IsEdns0().UDPSize())
 		})
 	}
+}
+
+// TestDoHHTTP1: over an upstream that speaks only HTTP/1.1, which has one
+// request at a time on a connection, a query waiting for a slow answer
+// does not hold up the others: they go on connections of their own.
+func TestDoHHTTP1(t *testing.T) {
+	pki := newPKI(t)
+	up := plainTestUpstream(t, answerWithA)
+	release := make(chan struct{})
+	var slowArrived sync.Once
+	arrived := make(chan struct{})
+	var mu sync.Mutex
+	var versions []int
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		versions = append(versions, r.ProtoMajor)
+		mu.Unlock()
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		q := new(dns.Msg)
+		if q.Unpack(body) != nil {
+			http.Error(w, "bad query", http.StatusBadRequest)
+			return
+		}
+		if q.Question[0].Name == "slow.example." {
+			slowArrived.Do(func() { close(arrived) })
+			<-release
+		}
+		resp, err := dns.Exchange(q, up)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		b, err := resp.Pack()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/dns-message")
+		_, _ = w.Write(b)
+	})
+	hs := httptest.NewUnstartedServer(h) // without EnableHTTP2: HTTP/1.1 only
+	hs.TLS = &tls.Config{Certificates: []tls.Certificate{pki.good}, NextProtos: []string{"http/1.1"}}
+	hs.StartTLS()
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	upstream := "https://" + hs.Listener.Addr().String() + "/dns-query#" + testServerName
+	tr := newEncryptedTransport(t, upstream, pki.testOptions(t))
+
+	_, err := tr.Exchange(context.Background(), clientQuery("first.example.", false))
+	require.NoError(t, err)
+	slow := make(chan error, 1)
+	go func() {
+		resp, err := tr.Exchange(context.Background(), clientQuery("slow.example.", false))
+		if err == nil && len(resp.Answer) != 1 {
+			err = errors.New("no answer")
+		}
+		slow <- err
+	}()
+	<-arrived
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	exchangeConcurrently(t, &ctxTransport{tr, ctx}, 5)
+	close(release)
+	require.NoError(t, <-slow)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Len(t, versions, 7)
+	for _, v := range versions {
+		assert.Equal(t, 1, v, "HTTP/1.1")
+	}
+}
+
+// ctxTransport is a Transport whose exchanges end with ctx.
+type ctxTransport struct {
+	Transport
+	ctx context.Context
+}
+
+func (c *ctxTransport) Exchange(_ context.Context, q *dns.Msg) (*dns.Msg, error) {
+	return c.Transport.Exchange(c.ctx, q)
 }
