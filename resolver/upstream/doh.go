@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -74,6 +75,31 @@ type dohTransport struct {
 	resolve func(ctx context.Context, host string) ([]netip.Addr, error)
 	life    context.Context // ends at Close: ends the requests in flight
 	stop    context.CancelFunc
+
+	// mu guards conns, every connection dial made that is not closed yet,
+	// for Close to close: net/http keeps a connection whose request was
+	// cancelled in its idle pool, and goes on with a dial (and its TLS
+	// handshake) after the request that started it ended.
+	mu     sync.Mutex
+	conns  map[*dohConn]struct{}
+	closed bool
+}
+
+// dohConn is a connection of a dohTransport, which Close closes.
+type dohConn struct {
+	net.Conn
+	t    *dohTransport
+	once sync.Once
+}
+
+// Close closes the connection and forgets it.
+func (c *dohConn) Close() error {
+	c.once.Do(func() {
+		c.t.mu.Lock()
+		delete(c.t.conns, c)
+		c.t.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 func newDoH(addr Address, opts Options) *dohTransport {
@@ -91,6 +117,7 @@ func newDoH(addr Address, opts Options) *dohTransport {
 		resolve: opts.Resolve,
 		life:    life,
 		stop:    stop,
+		conns:   map[*dohConn]struct{}{},
 	}
 	if t.resolve == nil {
 		t.resolve = func(ctx context.Context, host string) ([]netip.Addr, error) {
@@ -162,7 +189,7 @@ func (t *dohTransport) dial(ctx context.Context, network, _ string) (net.Conn, e
 	for _, a := range addrs {
 		conn, err := d.DialContext(ctx, network, netip.AddrPortFrom(a.Unmap(), t.addr.Port).String())
 		if err == nil {
-			return conn, nil
+			return t.keep(conn)
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
@@ -170,6 +197,20 @@ func (t *dohTransport) dial(ctx context.Context, network, _ string) (net.Conn, e
 		}
 	}
 	return nil, typedDialError(errors.Join(errs...))
+}
+
+// keep adds conn to the connections Close closes, or closes it when the
+// transport is closed.
+func (t *dohTransport) keep(conn net.Conn) (net.Conn, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		_ = conn.Close()
+		return nil, ErrClosed
+	}
+	c := &dohConn{Conn: conn, t: t}
+	t.conns[c] = struct{}{}
+	return c, nil
 }
 
 // Exchange sends q and waits for its answer (see Transport and
@@ -289,9 +330,20 @@ func ageTTLs(m *dns.Msg, age uint32) {
 	}
 }
 
-// Close closes the connections; queries in flight get ErrClosed.
+// Close closes the connections, those in use and those still being made
+// too; queries in flight get ErrClosed.
 func (t *dohTransport) Close() error {
+	t.mu.Lock()
+	t.closed = true
+	conns := make([]*dohConn, 0, len(t.conns))
+	for c := range t.conns {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
 	t.stop()
+	for _, c := range conns {
+		_ = c.Close()
+	}
 	t.tr.CloseIdleConnections()
 	t.tr1.CloseIdleConnections()
 	return nil

@@ -341,3 +341,72 @@ type ctxTransport struct {
 func (c *ctxTransport) Exchange(_ context.Context, q *dns.Msg) (*dns.Msg, error) {
 	return c.Transport.Exchange(c.ctx, q)
 }
+
+// TestDoHCloseConnections: Close closes every connection, whether a query
+// was in flight on it (its request is cancelled, and the HTTP/2 connection
+// would otherwise stay in the idle pool) or it was still being made (a
+// dial net/http goes on with after its request ended), so that none stays
+// open, pinged, after a reload retired the transport.
+func TestDoHCloseConnections(t *testing.T) {
+	pki := newPKI(t)
+	for _, tc := range []struct {
+		name string
+		// handshake, when set, holds the server's TLS handshake until it
+		// returns.
+		handshake func()
+	}{
+		{"query in flight", nil},
+		{"handshake under way", func() { time.Sleep(300 * time.Millisecond) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			arrived := make(chan struct{}, 1)
+			hs := httptest.NewUnstartedServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+				arrived <- struct{}{}
+				<-r.Context().Done()
+			}))
+			hs.EnableHTTP2 = true
+			hs.TLS = &tls.Config{Certificates: []tls.Certificate{pki.good}}
+			if tc.handshake != nil {
+				hs.TLS.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+					tc.handshake()
+					return nil, nil
+				}
+			}
+			var mu sync.Mutex
+			states := map[net.Conn]http.ConnState{}
+			hs.Config.ConnState = func(c net.Conn, st http.ConnState) {
+				mu.Lock()
+				defer mu.Unlock()
+				states[c] = st
+			}
+			hs.StartTLS()
+			t.Cleanup(hs.Close)
+			open := func() int {
+				mu.Lock()
+				defer mu.Unlock()
+				n := 0
+				for _, st := range states {
+					if st != http.StateClosed && st != http.StateHijacked {
+						n++
+					}
+				}
+				return n
+			}
+			tr := newEncryptedTransport(t, "https://"+hs.Listener.Addr().String()+"/dns-query#"+testServerName, pki.testOptions(t))
+			done := make(chan error, 1)
+			go func() {
+				_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+				done <- err
+			}()
+			if tc.handshake == nil {
+				<-arrived
+			} else {
+				require.Eventually(t, func() bool { return open() == 1 }, 5*time.Second, 5*time.Millisecond)
+			}
+			require.NoError(t, tr.Close())
+			assert.ErrorIs(t, <-done, ErrClosed)
+			require.Eventually(t, func() bool { return open() == 0 }, 5*time.Second, 10*time.Millisecond,
+				"a connection is still open after Close")
+		})
+	}
+}
