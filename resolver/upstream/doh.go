@@ -3,6 +3,7 @@ package upstream
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -83,7 +84,17 @@ type dohTransport struct {
 	mu     sync.Mutex
 	conns  map[*dohConn]struct{}
 	closed bool
+	// failed is the last connection attempt's error (a dial or a TLS
+	// handshake), and failedAt when it came; nil once one succeeds. The
+	// queries that began before it get it instead of trying again in
+	// turn (dialTLS). Guarded by mu.
+	failed   error
+	failedAt time.Time
 }
+
+// dohStartKey is the context key of the time an Exchange began, which
+// dialTLS reads from the context net/http dials with.
+type dohStartKey struct{}
 
 // dohConn is a connection of a dohTransport, which Close closes.
 type dohConn struct {
@@ -126,11 +137,9 @@ func newDoH(addr Address, opts Options) *dohTransport {
 	}
 	tlsConf := clientTLS(addr.ServerName, opts.RootCAs, "h2", "http/1.1")
 	t.tr = &http.Transport{
-		Proxy:               nil, // never HTTPS_PROXY from the environment
-		DialContext:         t.dial,
-		TLSClientConfig:     tlsConf,
-		TLSHandshakeTimeout: opts.Timeout,
-		ForceAttemptHTTP2:   true,
+		Proxy:             nil, // never HTTPS_PROXY from the environment
+		DialTLSContext:    t.dialTLS(tlsConf),
+		ForceAttemptHTTP2: true,
 		// One connection: queries that arrive together before it is up
 		// wait for it rather than each dialling its own, and then share
 		// it as HTTP/2 streams. (HTTP/2 still opens another when the
@@ -152,9 +161,7 @@ func newDoH(addr Address, opts Options) *dohTransport {
 	h1.SetHTTP1(true)
 	t.tr1 = &http.Transport{
 		Proxy:                  nil,
-		DialContext:            t.dial,
-		TLSClientConfig:        tls1,
-		TLSHandshakeTimeout:    opts.Timeout,
+		DialTLSContext:         t.dialTLS(tls1),
 		Protocols:              &h1,
 		MaxConnsPerHost:        dohHTTP1Conns,
 		MaxIdleConnsPerHost:    dohHTTP1Conns,
@@ -168,6 +175,47 @@ func newDoH(addr Address, opts Options) *dohTransport {
 // Address is the upstream as configured:
 // "https://9.9.9.9/dns-query#dns.quad9.net".
 func (t *dohTransport) Address() string { return t.addr.String() }
+
+// dialTLS is the DialTLSContext of a transport with the TLS configuration
+// conf: dial, then the TLS handshake, within the upstream timeout. Queries
+// that wait together for a connection (behind MaxConnsPerHost) are handed
+// one at a time to it by net/http; when an attempt fails, those that began
+// before it get its error rather than each making one of their own, as the
+// queries waiting for a DoT or DoQ dial do.
+func (t *dohTransport) dialTLS(conf *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		start, _ := ctx.Value(dohStartKey{}).(time.Time)
+		t.mu.Lock()
+		failed := t.failed
+		if failed != nil && !t.failedAt.After(start) {
+			failed = nil // from before this query: try again
+		}
+		t.mu.Unlock()
+		if failed != nil {
+			return nil, failed
+		}
+		// net/http dials on after the request is cancelled (for a later
+		// one to use); the handshake is bounded here, as
+		// TLSHandshakeTimeout would have done.
+		ctx, cancel := context.WithTimeout(ctx, t.timeout)
+		defer cancel()
+		conn, err := t.dial(ctx, network, addr)
+		if err == nil {
+			tc := tls.Client(conn, conf)
+			if err = tc.HandshakeContext(ctx); err == nil {
+				t.mu.Lock()
+				t.failed = nil
+				t.mu.Unlock()
+				return tc, nil
+			}
+			_ = conn.Close()
+		}
+		t.mu.Lock()
+		t.failed, t.failedAt = err, time.Now()
+		t.mu.Unlock()
+		return nil, err
+	}
+}
 
 // dial connects to the upstream's host: its IP, or each address its name
 // has in turn until one answers. The address net/http asks for (the
@@ -226,6 +274,7 @@ func (t *dohTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, erro
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	defer context.AfterFunc(t.life, cancel)()
+	ctx = context.WithValue(ctx, dohStartKey{}, time.Now())
 	var broken error
 	for try := 0; ; try++ {
 		resp, gotConn, err := t.post(ctx, wq)

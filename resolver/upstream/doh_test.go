@@ -3,7 +3,9 @@ package upstream
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -409,4 +412,64 @@ func TestDoHCloseConnections(t *testing.T) {
 				"a connection is still open after Close")
 		})
 	}
+}
+
+// TestDoHFailedConnectionShared: queries that wait together for the
+// connection to an upstream all get the error of the one attempt that
+// failed (a certificate that does not verify, a refused connection), as
+// over DoT and DoQ, rather than each making a connection and a handshake
+// of its own in turn.
+func TestDoHFailedConnectionShared(t *testing.T) {
+	pki := newPKI(t)
+	const n = 20
+	t.Run("certificate", func(t *testing.T) {
+		srv := startDoH(t, pki.wrongName, answerWithA)
+		tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		errs := exchangeAll(tr, n)
+		for _, err := range errs {
+			var he x509.HostnameError
+			assert.ErrorAs(t, err, &he)
+		}
+		assert.LessOrEqual(t, srv.connections(), 2, "%d queries at once, one handshake (or two, if one came late)", n)
+		assert.Empty(t, srv.queries())
+		// A query after the failure tries again.
+		before := srv.connections()
+		_, err := tr.Exchange(context.Background(), clientQuery("later.example.", false))
+		assert.Error(t, err)
+		assert.Equal(t, before+1, srv.connections())
+	})
+	t.Run("closed before the handshake", func(t *testing.T) {
+		var accepted atomic.Int32
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				accepted.Add(1)
+				_ = c.Close() // before the handshake: a connection broken at once
+			}
+		}()
+		tr := newEncryptedTransport(t, "https://"+ln.Addr().String()+"/dns-query#"+testServerName, pki.testOptions(t))
+		for _, err := range exchangeAll(tr, n) {
+			assert.Error(t, err)
+		}
+		assert.LessOrEqual(t, int(accepted.Load()), 2, "%d queries at once, one connection (or two)", n)
+	})
+}
+
+// exchangeAll sends n queries to tr at once and returns their errors.
+func exchangeAll(tr Transport, n int) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, errs[i] = tr.Exchange(context.Background(), clientQuery(fmt.Sprintf("n%d.example.", i), false))
+		})
+	}
+	wg.Wait()
+	return errs
 }
