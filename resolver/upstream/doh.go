@@ -38,8 +38,8 @@ const (
 	dohHTTP1Conns = 16
 )
 
-// HTTPStatusError is a DoH answer whose HTTP status is not 200 OK. It is
-// an ErrProtocol.
+// HTTPStatusError is a DoH answer whose HTTP status is not a success
+// (2xx, RFC 8484 §4.2.1). It is an ErrProtocol.
 type HTTPStatusError struct {
 	Status int // the HTTP status code: 404, 502...
 }
@@ -57,7 +57,7 @@ func (e *HTTPStatusError) Unwrap() error { return ErrProtocol }
 // one kept connection. The request goes to https://NAME[:PORT]/PATH, NAME
 // being the name the certificate must carry; the connection goes to the
 // address's host (an IP, or a name looked up through Options.Resolve). Only
-// an answer with status 200, content type application/dns-message and a
+// an answer with a 2xx status, content type application/dns-message and a
 // body of at most 65,535 octets is taken; redirects are not followed. An
 // answer's TTLs are shortened by its Age header (RFC 8484 §5.1). A query on
 // a kept connection that breaks is sent once more on a new one. An upstream
@@ -322,7 +322,9 @@ func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, got
 		t.http1.Store(true)
 		t.tr.CloseIdleConnections()
 	}
-	if resp.StatusCode != http.StatusOK {
+	// Any 2xx: "A successful HTTP response with a 2xx status code ... is
+	// used for any valid DNS response" (RFC 8484 §4.2.1).
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // lets the connection be reused
 		return nil, true, fmt.Errorf("dns over https: %w", &HTTPStatusError{Status: resp.StatusCode})
 	}

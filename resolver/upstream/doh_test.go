@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -472,4 +473,51 @@ func exchangeAll(tr Transport, n int) []error {
 	}
 	wg.Wait()
 	return errs
+}
+
+// TestDoHSuccessStatus: any 2xx status is a successful answer (RFC 8484
+// §4.2.1: "A successful HTTP response with a 2xx status code ... is used
+// for any valid DNS response"), and its DNS message is taken, with the
+// same checks as one with 200.
+func TestDoHSuccessStatus(t *testing.T) {
+	pki := newPKI(t)
+	for _, status := range []int{http.StatusOK, http.StatusCreated, http.StatusNonAuthoritativeInfo} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			srv := startDoH(t, pki.good, answerWithA)
+			srv.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+				body, err := io.ReadAll(r.Body)
+				if err != nil {
+					return false
+				}
+				q := new(dns.Msg)
+				if q.Unpack(body) != nil {
+					return false
+				}
+				b, err := answerWithA(q).Pack()
+				if err != nil {
+					return false
+				}
+				w.Header().Set("Content-Type", "application/dns-message")
+				w.WriteHeader(status)
+				_, _ = w.Write(b)
+				return true
+			})
+			tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+			resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+			require.NoError(t, err)
+			require.Len(t, resp.Answer, 1)
+			assert.Equal(t, "192.0.2.1", resp.Answer[0].(*dns.A).A.String())
+		})
+	}
+	t.Run("204 without a message", func(t *testing.T) {
+		srv := startDoH(t, pki.good, answerWithA)
+		srv.setBefore(func(w http.ResponseWriter, _ *http.Request) bool {
+			w.WriteHeader(http.StatusNoContent)
+			return true
+		})
+		tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+		assert.Nil(t, resp)
+		assert.ErrorIs(t, err, ErrProtocol)
+	})
 }

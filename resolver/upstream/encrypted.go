@@ -49,7 +49,7 @@ var (
 	// ErrProtocol: the upstream broke its transport's protocol: an answer
 	// that does not parse, that is not a response, that answers another
 	// question or carries another ID, a DoH answer with an HTTP status other
-	// than 200 (*HTTPStatusError), another content type or a body over
+	// than 2xx (*HTTPStatusError), another content type or a body over
 	// 65,535 octets, a DoQ stream or connection reset with an error code
 	// (*DoQError), a DoQ answer with a non-zero ID or the
 	// edns-tcp-keepalive option (RFC 9250 §4.3.3, §5.5.2).

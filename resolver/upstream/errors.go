@@ -85,7 +85,7 @@ const (
 	// (wrong name, untrusted root, expired).
 	kindCertificate = "certificate"
 	// kindProtocol: an encrypted upstream broke its transport's protocol
-	// (ErrProtocol: an HTTP status other than 200, a DoQ error code).
+	// (ErrProtocol: an HTTP status other than 2xx, a DoQ error code).
 	kindProtocol = "protocol"
 )
 
