@@ -103,6 +103,10 @@ func newDoQ(addr Address, opts Options) *doqTransport {
 		quic: &quic.Config{
 			HandshakeIdleTimeout: opts.Timeout,
 			MaxIdleTimeout:       doqIdleTimeout,
+			// DoQ uses the client's bidirectional streams alone (RFC 9250
+			// §4.2): the server may open none.
+			MaxIncomingStreams:    -1,
+			MaxIncomingUniStreams: -1,
 		},
 		timeout: opts.Timeout,
 		life:    life,

@@ -182,3 +182,26 @@ func TestDoQCancel(t *testing.T) {
 	require.Eventually(t, func() bool { return len(srv.closeCodes()) == 1 }, 5*time.Second, 5*time.Millisecond)
 	assert.Equal(t, []uint64{doqNoError}, srv.closeCodes())
 }
+
+// TestDoQServerCannotOpenStreams: DoQ uses client-initiated bidirectional
+// streams only (RFC 9250 §4.2), so the client grants the server none:
+// a stream the server tries to open, of either kind, is never opened,
+// rather than accepted and left unread with its flow-control window held.
+func TestDoQServerCannotOpenStreams(t *testing.T) {
+	pki := newPKI(t)
+	opened := make(chan error, 2)
+	srv := startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err := conn.OpenStreamSync(ctx)
+		opened <- err
+		_, err = conn.OpenUniStreamSync(ctx)
+		opened <- err
+		serveDoQ(answerWithA)(s, conn, str)
+	})
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	exchangeConcurrently(t, tr, 1)
+	for _, kind := range []string{"bidirectional", "unidirectional"} {
+		assert.ErrorIs(t, <-opened, context.DeadlineExceeded, "the server opened a %s stream", kind)
+	}
+}
