@@ -170,8 +170,9 @@ func TestRangeFileShrinkIsHeld(t *testing.T) {
 		core, logs := observer.New(zap.InfoLevel)
 		r := watching(t, f, zap.New(core))
 		writeAtomic(t, filepath.Join(f.dir, "networks.txt"), "127.0.0.8/30\n127.0.0.12/30\n127.0.0.16/30\n127.0.0.24/30\n")
-		require.Eventually(t, func() bool { return logs.FilterMessage("reloaded").Len() == 1 }, 10*time.Second, 5*time.Millisecond)
-		assert.EqualValues(t, 1, r.Status().Successes)
+		// The status is published after the log line: wait for it.
+		require.Eventually(t, func() bool { return r.Status().Successes == 1 }, 10*time.Second, 5*time.Millisecond)
+		assert.Equal(t, 1, logs.FilterMessage("reloaded").Len())
 		assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "127.0.0.21", "www.tiktok.com."))
 		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.25", "www.tiktok.com."))
 		changed := logs.FilterMessage("policy ranges changed").All()
@@ -350,7 +351,8 @@ func TestPausedWriterIsNotApplied(t *testing.T) {
 		require.NoError(t, w.Close())
 		require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "127.0.0.9", "new.example.") == dns.RcodeNameError },
 			10*time.Second, 10*time.Millisecond)
-		require.Eventually(t, func() bool { return logs.FilterMessage("reloaded").Len() == 1 }, 10*time.Second, 5*time.Millisecond)
+		// The status is published after the log lines: wait for it.
+		require.Eventually(t, func() bool { return r.Status().Successes == 1 }, 10*time.Second, 5*time.Millisecond)
 		reloaded := logs.FilterMessage("list reloaded").All()
 		require.Len(t, reloaded, 1, "applied once, complete")
 		ctx := reloaded[0].ContextMap()
@@ -409,7 +411,9 @@ func TestWriterThatNeverClosesIsAppliedLoudly(t *testing.T) {
 	wrote := time.Now()
 	_, err = w.WriteString("new.example\n")
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return logs.FilterMessage("reloaded").Len() == 1 }, 10*time.Second, 5*time.Millisecond)
+	// The status is published after the log line: wait for it.
+	require.Eventually(t, func() bool { return r.Status().Successes == 1 }, 10*time.Second, 5*time.Millisecond)
+	assert.Equal(t, 1, logs.FilterMessage("reloaded").Len())
 	assert.GreaterOrEqual(t, time.Since(wrote), 300*time.Millisecond, "applied before reload.writer_wait")
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.9", "new.example."))
 	warn := logs.FilterMessage("applying files a writer still holds open: unchanged for reload.writer_wait").All()

@@ -72,6 +72,9 @@ func TestReloadOnListEdit(t *testing.T) {
 		10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "tiktok.com."), "old entries stay")
 
+	// The new state serves before the reload has logged and published its
+	// status (the log line, then the status): wait for the status.
+	require.Eventually(t, func() bool { return r.Status().Successes == 1 }, 10*time.Second, 5*time.Millisecond)
 	st := r.Status()
 	assert.True(t, st.OK)
 	assert.EqualValues(t, 1, st.Successes)
