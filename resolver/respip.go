@@ -39,11 +39,21 @@ func addressDecision(p *Policy, resp *dns.Msg) (Decision, string, bool) {
 
 // answerAddresses appends to buf the addresses rr points the client at:
 // an A or AAAA record's, or an HTTPS or SVCB record's address hints.
-// IPv4-mapped addresses are unmapped.
+// IPv4-mapped addresses are unmapped. An IPv6 address in the NAT64
+// Well-Known Prefix 64:ff9b::/96 (RFC 6052 §2.1), which a DNS64 upstream
+// synthesizes from an A record (RFC 6147) and which a device behind NAT64
+// reaches the IPv4 address through, is followed by that IPv4 address, so
+// that an IPv4 trigger applies to it as to the A record.
 func answerAddresses(rr dns.RR, buf []netip.Addr) []netip.Addr {
 	add := func(ip net.IP) {
-		if a, ok := netip.AddrFromSlice(ip); ok {
-			buf = append(buf, a.Unmap())
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			return
+		}
+		a = a.Unmap()
+		buf = append(buf, a)
+		if v4, ok := nat64Embedded(a); ok {
+			buf = append(buf, v4)
 		}
 	}
 	var params []dns.SVCBKeyValue
@@ -70,4 +80,20 @@ func answerAddresses(rr dns.RR, buf []netip.Addr) []netip.Addr {
 		}
 	}
 	return buf
+}
+
+// nat64WKP is the NAT64 Well-Known Prefix (RFC 6052 §2.1).
+var nat64WKP = netip.MustParsePrefix("64:ff9b::/96")
+
+// nat64Embedded is the IPv4 address a inside the NAT64 Well-Known Prefix
+// stands for (its last 32 bits, RFC 6052 §2.2); ok is false for any other
+// address. Network-specific NAT64 prefixes, whose length and so the
+// place of the IPv4 address only the network's operator knows, are not
+// read.
+func nat64Embedded(a netip.Addr) (netip.Addr, bool) {
+	if !a.Is6() || !nat64WKP.Contains(a) {
+		return netip.Addr{}, false
+	}
+	b := a.As16()
+	return netip.AddrFrom4([4]byte(b[12:])), true
 }
