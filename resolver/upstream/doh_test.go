@@ -426,7 +426,7 @@ func TestDoHFailedConnectionShared(t *testing.T) {
 	t.Run("certificate", func(t *testing.T) {
 		srv := startDoH(t, pki.wrongName, answerWithA)
 		tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-		errs := exchangeAll(tr, n)
+		errs := exchangeAll(tr, n, nil)
 		for _, err := range errs {
 			var he x509.HostnameError
 			assert.ErrorAs(t, err, &he)
@@ -444,32 +444,53 @@ func TestDoHFailedConnectionShared(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = ln.Close() })
+		// The first connection is broken only once every query has begun:
+		// a query that begins after the failure tries again (by design), and
+		// when the break came at once, queries whose goroutines had not run
+		// yet (under -race, under load) made a third and a fourth
+		// connection.
+		launched := make(chan struct{})
 		go func() {
-			for {
+			for first := true; ; first = false {
 				c, err := ln.Accept()
 				if err != nil {
 					return
 				}
 				accepted.Add(1)
-				_ = c.Close() // before the handshake: a connection broken at once
+				if first {
+					<-launched
+				}
+				_ = c.Close() // before the handshake: a connection broken
 			}
 		}()
 		tr := newEncryptedTransport(t, "https://"+ln.Addr().String()+"/dns-query#"+testServerName, pki.testOptions(t))
-		for _, err := range exchangeAll(tr, n) {
+		for _, err := range exchangeAll(tr, n, launched) {
 			assert.Error(t, err)
 		}
 		assert.LessOrEqual(t, int(accepted.Load()), 2, "%d queries at once, one connection (or two)", n)
 	})
 }
 
-// exchangeAll sends n queries to tr at once and returns their errors.
-func exchangeAll(tr Transport, n int) []error {
+// exchangeAll sends n queries to tr at once and returns their errors;
+// launched, when not nil, is closed once every query's goroutine is about
+// to call Exchange.
+func exchangeAll(tr Transport, n int, launched chan<- struct{}) []error {
 	errs := make([]error, n)
-	var wg sync.WaitGroup
+	qs := make([]*dns.Msg, n)
+	for i := range qs {
+		qs[i] = clientQuery(fmt.Sprintf("n%d.example.", i), false)
+	}
+	var wg, started sync.WaitGroup
+	started.Add(n)
 	for i := range n {
 		wg.Go(func() {
-			_, errs[i] = tr.Exchange(context.Background(), clientQuery(fmt.Sprintf("n%d.example.", i), false))
+			started.Done()
+			_, errs[i] = tr.Exchange(context.Background(), qs[i])
 		})
+	}
+	if launched != nil {
+		started.Wait()
+		close(launched)
 	}
 	wg.Wait()
 	return errs
