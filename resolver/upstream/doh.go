@@ -90,6 +90,11 @@ type dohTransport struct {
 	// turn (dialTLS). Guarded by mu.
 	failed   error
 	failedAt time.Time
+	// connectedAt is when the last connection attempt succeeded: an
+	// attempt that began before it and fails after it (another connection
+	// of tr1's, a slow lookup) is shared with no one, as the upstream has
+	// answered since. Guarded by mu.
+	connectedAt time.Time
 }
 
 // dohStartKey is the context key of the time an Exchange began, which
@@ -199,19 +204,22 @@ func (t *dohTransport) dialTLS(conf *tls.Config) func(ctx context.Context, netwo
 		// TLSHandshakeTimeout would have done.
 		ctx, cancel := context.WithTimeout(ctx, t.timeout)
 		defer cancel()
+		began := time.Now()
 		conn, err := t.dial(ctx, network, addr)
 		if err == nil {
 			tc := tls.Client(conn, conf)
 			if err = tc.HandshakeContext(ctx); err == nil {
 				t.mu.Lock()
-				t.failed = nil
+				t.failed, t.connectedAt = nil, time.Now()
 				t.mu.Unlock()
 				return tc, nil
 			}
 			_ = conn.Close()
 		}
 		t.mu.Lock()
-		t.failed, t.failedAt = err, time.Now()
+		if !t.connectedAt.After(began) {
+			t.failed, t.failedAt = err, time.Now()
+		}
 		t.mu.Unlock()
 		return nil, err
 	}

@@ -471,6 +471,52 @@ func TestDoHFailedConnectionShared(t *testing.T) {
 	})
 }
 
+// TestDoHLateFailureNotSharedAfterRecovery: an attempt to connect that
+// began before the upstream came back and fails after a later one has
+// connected (a slow lookup or dial, another of HTTP/1.1's connections) is
+// not handed to the queries that begin after the recovery: they connect.
+func TestDoHLateFailureNotSharedAfterRecovery(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoH(t, pki.good, answerWithA)
+	_, port, err := net.SplitHostPort(srv.srv.Listener.Addr().String())
+	require.NoError(t, err)
+	first, release := make(chan struct{}), make(chan struct{})
+	var lookups atomic.Int32
+	opts := pki.testOptions(t)
+	opts.Resolve = func(context.Context, string) ([]netip.Addr, error) {
+		if lookups.Add(1) == 1 {
+			close(first)
+			<-release
+			return nil, errors.New("lookup timed out")
+		}
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	tr := newEncryptedTransport(t, "https://"+testServerName+":"+port+"/dns-query", opts).(*dohTransport)
+	dial := tr.dialTLS(clientTLS(testServerName, opts.RootCAs, "h2", "http/1.1"))
+	begun := func(at time.Time) context.Context {
+		return context.WithValue(context.Background(), dohStartKey{}, at)
+	}
+
+	slow := make(chan error, 1)
+	go func() {
+		c, err := dial(begun(time.Now()), "tcp", "")
+		if c != nil {
+			_ = c.Close()
+		}
+		slow <- err
+	}()
+	<-first
+	c, err := dial(begun(time.Now()), "tcp", "") // the upstream answers
+	require.NoError(t, err)
+	_ = c.Close()
+	after := begun(time.Now()) // a query that begins after the recovery
+	close(release)
+	require.Error(t, <-slow, "the attempt begun before the recovery fails after it")
+	c, err = dial(after, "tcp", "")
+	require.NoError(t, err, "a query begun after the recovery was handed the older attempt's error")
+	_ = c.Close()
+}
+
 // exchangeAll sends n queries to tr at once and returns their errors;
 // launched, when not nil, is closed once every query's goroutine is about
 // to call Exchange.
