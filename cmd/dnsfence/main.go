@@ -460,6 +460,9 @@ func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
 			case <-watchCtx.Done():
 				return
 			case <-hup:
+				if watchCtx.Err() != nil {
+					return // stopping: a SIGHUP that came with the SIGTERM starts no reload
+				}
 				log.Info("SIGHUP: reloading everything")
 				_ = r.reloader.Reload(true) // logged by the reloader
 				r.cert.Reload()             // logged when the pair changed
