@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -146,6 +147,65 @@ func TestBuildSnapshotReadsNoResolvConf(t *testing.T) {
 			assert.Equal(t, dns.RcodeSuccess, reply.Rcode, "the running forwarder still serves")
 			assert.Len(t, reply.Answer, 1)
 			assert.Equal(t, int64(1), up.count.Load())
+		})
+	}
+}
+
+// TestHTTPSUpstreamWhoseLookupWouldLoopIsRefused: an https upstream
+// written with a host name, with no plain upstream to look it up, is looked
+// up by the system resolver; when the resolv.conf says that resolver is
+// dnsfence alone (a sidecar's), the lookup would come back to dnsfence and
+// every forwarded query time out. Such a configuration is refused, naming
+// the fix; a system resolver elsewhere, an address, a name in /etc/hosts
+// or a plain upstream beside it is taken.
+func TestHTTPSUpstreamWhoseLookupWouldLoopIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	resolvConf := filepath.Join(dir, "resolv.conf")
+	prev := systemResolvConf
+	systemResolvConf = resolvConf
+	t.Cleanup(func() { systemResolvConf = prev })
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "t.txt"), []byte("tiktok.com\n"), 0o644))
+	connect := func(t *testing.T, listen, upstreams string) error {
+		t.Helper()
+		path := filepath.Join(dir, "dnsfence.yaml")
+		text := fmt.Sprintf("listen: %s\nupstreams: %s\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    block: [t.txt]\n", listen, upstreams)
+		require.NoError(t, os.WriteFile(path, []byte(text), 0o644))
+		cfg, err := config.Load(path)
+		require.NoError(t, err)
+		snap, err := BuildSnapshot(cfg, nil)
+		require.NoError(t, err)
+		err = ConnectUpstreams(snap, nil, nil)
+		if err == nil {
+			t.Cleanup(snap.Forwarder().Close)
+		}
+		return err
+	}
+	for _, tc := range []struct {
+		name, resolv, listen, upstreams, wantErr string
+	}{
+		{"resolv.conf names dnsfence", "nameserver 127.0.0.1\n", `["127.0.0.1:53"]`, `["https://dns.test/dns-query"]`,
+			"names a host only the system resolver can look up, and " + resolvConf + " names no resolver but dnsfence itself"},
+		{"a wildcard on 53 and a loopback nameserver", "nameserver 127.0.0.53\n", `["0.0.0.0:53"]`, `["https://dns.test/dns-query"]`,
+			"https://IP/dns-query#dns.test"},
+		{"no nameserver, dnsfence on [::1]:53", "search example.org\n", `["[::1]:53"]`, `["https://dns.test/dns-query"]`,
+			"names no resolver but dnsfence itself"},
+		{"another resolver", "nameserver 127.0.0.1\nnameserver 127.0.0.2\n", `["127.0.0.1:53"]`, `["https://dns.test/dns-query"]`, ""},
+		{"dnsfence on another port", "nameserver 127.0.0.1\n", `["127.0.0.1:5353"]`, `["https://dns.test/dns-query"]`, ""},
+		{"an address", "nameserver 127.0.0.1\n", `["127.0.0.1:53"]`, `["https://127.0.0.2/dns-query#dns.test"]`, ""},
+		{"a name /etc/hosts holds", "nameserver 127.0.0.1\n", `["127.0.0.1:53"]`, `["https://localhost/dns-query"]`, ""},
+		{"a plain upstream to ask", "nameserver 127.0.0.1\n", `["127.0.0.1:53"]`, `["https://dns.test/dns-query", "127.0.0.2:53"]`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "a name /etc/hosts holds" && !inHostsFile("localhost") {
+				t.Skip("this machine's /etc/hosts does not name localhost")
+			}
+			require.NoError(t, os.WriteFile(resolvConf, []byte(tc.resolv), 0o644))
+			err := connect(t, tc.listen, tc.upstreams)
+			if tc.wantErr == "" {
+				assert.NoError(t, err)
+				return
+			}
+			assert.ErrorContains(t, err, tc.wantErr)
 		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -29,6 +30,9 @@ func UpstreamAddresses(cfg *config.Config) ([]string, error) {
 		addrs = FallbackUpstreams
 	}
 	if len(addrs) > 0 {
+		if err := systemLookupLoops(cfg, addrs); err != nil {
+			return nil, err
+		}
 		return addrs, nil
 	}
 	var confs []string
@@ -106,6 +110,62 @@ func ConnectUpstreams(snap, prev *Snapshot, m *Metrics) error {
 	snap.fwd = fwd
 	return nil
 }
+
+// systemResolvConf is the resolv.conf the system resolver reads (a
+// variable for tests).
+var systemResolvConf = "/etc/resolv.conf"
+
+// systemLookupLoops is the error of a configuration whose https upstream
+// is written with a host name that only the system resolver can look up
+// (there is no plain upstream to ask) while that resolver is dnsfence
+// alone (config.SystemResolverIsSelf), as in a container whose
+// resolv.conf names the dnsfence beside it: each connection's lookup
+// would come back to dnsfence, wait for that same upstream, and time out,
+// and every forwarded query fail. A name the hosts file gives an address
+// (inHostsFile) is found there first, and is no such loop.
+func systemLookupLoops(cfg *config.Config, addrs []string) error {
+	var named []upstream.Address
+	for _, a := range addrs {
+		pa, err := upstream.ParseAddress(a)
+		if err != nil {
+			continue
+		}
+		if pa.Kind == upstream.KindPlain {
+			return nil // the names are looked up through it (lookupThrough)
+		}
+		if pa.Kind == upstream.KindHTTPS {
+			named = append(named, pa)
+		}
+	}
+	for _, pa := range named {
+		a := pa.String()
+		if _, err := netip.ParseAddr(pa.Host); err == nil || inHostsFile(pa.Host) {
+			continue
+		}
+		if cfg.SystemResolverIsSelf(systemResolvConf) {
+			return fmt.Errorf("%s: upstreams: %s names a host only the system resolver can look up, and %s names no resolver but dnsfence itself: "+
+				"the lookup would come back to dnsfence and never be answered; write the upstream's address (https://IP/dns-query#%s), "+
+				"or add a plain upstream to look the name up", cfg.File, a, systemResolvConf, pa.Host)
+		}
+	}
+	return nil
+}
+
+// inHostsFile reports whether the hosts file (/etc/hosts) gives name an
+// address: Go's own resolver is asked with every DNS exchange failing, so
+// that only the file can answer.
+func inHostsFile(name string) bool {
+	r := &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
+		return nil, errNoDNS
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	addrs, err := r.LookupHost(ctx, name)
+	return err == nil && len(addrs) > 0
+}
+
+// errNoDNS is inHostsFile's resolver's every DNS exchange.
+var errNoDNS = errors.New("no DNS: the hosts file only")
 
 // retireForwarder retires the forwarder of prev when next, now published,
 // has another: queries that still hold prev finish on it, or go to next's,

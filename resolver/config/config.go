@@ -1036,43 +1036,78 @@ func IsResolvConf(u string) bool {
 // 53), leaving out any that is dnsfence itself: one of its listen addresses,
 // or any loopback address when it listens on a wildcard address on port 53.
 func (c *Config) ResolveUpstreams() ([]string, error) {
-	self := map[netip.AddrPort]bool{}
-	wildcard53 := false
-	for _, l := range c.Listen {
-		if ap, err := netip.ParseAddrPort(l); err == nil {
-			self[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = true
-			wildcard53 = wildcard53 || (ap.Addr().IsUnspecified() && ap.Port() == 53)
-		}
-	}
 	var out []string
 	for _, u := range c.Upstreams {
 		if !IsResolvConf(u) {
 			out = append(out, u)
 			continue
 		}
-		path := c.Path(u)
-		data, err := blocklist.ReadFile(path)
-		if err == nil {
-			err = blocklist.CheckText(path, data)
-		}
+		servers, _, err := c.resolvConfServers(c.Path(u))
 		if err != nil {
 			return nil, fmt.Errorf("reading upstreams: %w", err)
 		}
-		for _, line := range blocklist.Lines(string(data)) {
-			f := strings.Fields(line)
-			if len(f) < 2 || f[0] != "nameserver" {
-				continue
-			}
-			a, err := netip.ParseAddr(f[1])
-			if err != nil || a.Zone() != "" {
-				continue
-			}
-			ap := netip.AddrPortFrom(a.Unmap(), 53)
-			if self[ap] || (wildcard53 && ap.Addr().IsLoopback()) {
-				continue
-			}
+		for _, ap := range servers {
 			out = append(out, ap.String())
 		}
 	}
 	return out, nil
+}
+
+// resolvConfServers is the nameservers of the resolv.conf at path, on
+// port 53, but dnsfence itself (isSelf), and how many it names in all.
+func (c *Config) resolvConfServers(path string) (others []netip.AddrPort, all int, err error) {
+	data, err := blocklist.ReadFile(path)
+	if err == nil {
+		err = blocklist.CheckText(path, data)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, line := range blocklist.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		a, err := netip.ParseAddr(f[1])
+		if err != nil || a.Zone() != "" {
+			continue
+		}
+		all++
+		if ap := netip.AddrPortFrom(a.Unmap(), 53); !c.isSelf(ap) {
+			others = append(others, ap)
+		}
+	}
+	return others, all, nil
+}
+
+// isSelf reports whether ap is dnsfence itself: one of its listen
+// addresses, or any loopback address when it listens on a wildcard
+// address on port 53.
+func (c *Config) isSelf(ap netip.AddrPort) bool {
+	for _, l := range c.Listen {
+		if lp, err := netip.ParseAddrPort(l); err == nil {
+			la := lp.Addr().Unmap()
+			if lp.Port() == ap.Port() && (la == ap.Addr() || la.IsUnspecified() && ap.Addr().IsLoopback()) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// SystemResolverIsSelf reports whether the system resolver that the
+// resolv.conf at path describes is dnsfence alone: every nameserver it
+// names is dnsfence itself, or it names none and dnsfence listens on
+// 127.0.0.1:53 or [::1]:53, where a resolver goes then. A name dnsfence
+// asks the system to look up would come back to dnsfence. A file that
+// cannot be read says nothing: false.
+func (c *Config) SystemResolverIsSelf(path string) bool {
+	others, all, err := c.resolvConfServers(path)
+	if err != nil || len(others) > 0 {
+		return false
+	}
+	if all > 0 {
+		return true
+	}
+	return c.isSelf(netip.MustParseAddrPort("127.0.0.1:53")) || c.isSelf(netip.MustParseAddrPort("[::1]:53"))
 }
