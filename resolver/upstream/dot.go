@@ -72,6 +72,9 @@ type dotConn struct {
 	abandonedAt map[uint16]time.Time // when each was abandoned
 	load        int                  // queries between pick and release
 	broken      error                // why the connection is no longer used; set once
+	// lastRead is when the last frame came in (the dial's end before the
+	// first), for silent.
+	lastRead time.Time
 	ids         *rand.ChaCha8
 }
 
@@ -144,8 +147,30 @@ func (t *dotTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 		return wq.answer(b, id)
 	case <-ctx.Done():
 		c.abandon(id)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && c.silent() {
+			// Not one frame for a whole timeout, this query's answer or
+			// another's: the upstream stopped answering on this connection
+			// (its TCP still up). The next query dials anew rather than
+			// time out here too, as would every query until dotPipeline
+			// of them were abandoned.
+			c.fail(errSilent)
+		}
 		return nil, ctx.Err()
 	}
+}
+
+// errSilent breaks a connection on which a query's whole timeout passed
+// with nothing read.
+var errSilent = errors.New("no answer on the connection for a whole timeout")
+
+// silent reports whether nothing was read on c for a whole timeout (since
+// it was dialled, for one that has read nothing yet): a query that timed
+// out finds its connection silent only when no answer came in all that
+// time, not when the dial took part of its time.
+func (c *dotConn) silent() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Since(c.lastRead) >= c.t.timeout
 }
 
 // pick chooses the connection for a query: the least loaded, or a new one
@@ -231,6 +256,7 @@ func (c *dotConn) dial() {
 		c.broken = c.err
 	default:
 		c.conn = conn
+		c.lastRead = time.Now()
 		c.extendDeadline()
 		go c.read()
 	}
@@ -270,6 +296,7 @@ func (c *dotConn) read() {
 		}
 		id := uint16(b[0])<<8 | uint16(b[1])
 		c.mu.Lock()
+		c.lastRead = time.Now()
 		ch, ok := c.waiting[id]
 		if ok {
 			delete(c.waiting, id)

@@ -268,3 +268,47 @@ func TestDoTAbandonedExpire(t *testing.T) {
 	assert.Len(t, c.waiting, dotPipeline/2)
 	assert.Len(t, c.abandonedAt, dotPipeline/2)
 }
+
+// TestDoTSilentConnectionRedialled: an upstream that stops answering on a
+// connection it keeps open (a hung server, a middlebox holding the TCP
+// session) costs the query that times out on it, not every query after:
+// a connection with nothing read for a whole timeout is given up, and the
+// next query dials a new one. Before, queries went on timing out on it
+// until dotPipeline of them had been abandoned.
+func TestDoTSilentConnectionRedialled(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoT(t, pki.good, func(s *dotTestServer, conn net.Conn) {
+		if s.accepted.Load() != 1 {
+			serveFrames(answerWithA)(s, conn)
+			return
+		}
+		defer conn.Close()
+		answered := false
+		for {
+			b, err := readFrame(conn)
+			if err != nil {
+				return
+			}
+			s.rec.add(b)
+			if answered {
+				continue // hung: reads on, answers nothing
+			}
+			q := new(dns.Msg)
+			if q.Unpack(b) != nil || writeFrame(conn, answerWithA(q)) != nil {
+				return
+			}
+			answered = true
+		}
+	})
+	opts := pki.testOptions(t)
+	opts.Timeout = 300 * time.Millisecond
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), opts)
+	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+	require.NoError(t, err, "the first connection answers once")
+	_, err = tr.Exchange(context.Background(), clientQuery("b.example.", false))
+	require.Error(t, err, "then falls silent")
+	resp, err := tr.Exchange(context.Background(), clientQuery("c.example.", false))
+	require.NoError(t, err, "the next query goes on a new connection")
+	assert.Len(t, resp.Answer, 1)
+	assert.Equal(t, 2, srv.connections())
+}
