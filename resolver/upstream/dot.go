@@ -75,7 +75,7 @@ type dotConn struct {
 	// lastRead is when the last frame came in (the dial's end before the
 	// first), for silent.
 	lastRead time.Time
-	ids         *rand.ChaCha8
+	ids      *rand.ChaCha8
 }
 
 // brokenConnError is a connection that broke with the query in flight: the
