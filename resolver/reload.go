@@ -392,11 +392,12 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	return nil
 }
 
-// publishStatus makes st the status of the last reload, for Status and
-// /readyz.
+// publishStatus makes st the status of the last reload, for /readyz, then
+// for Status: whoever has seen a reload's Status finds /readyz saying it
+// too (TestReadyzAfterReloadTrouble read /readyz in between once).
 func (r *Reloader) publishStatus(st *ReloadStatus) {
-	r.status.Store(st)
 	r.handler.reload.Store(st)
+	r.status.Store(st)
 }
 
 // waitComplete waits until the running state's files, and those the
