@@ -489,16 +489,16 @@ func refusedError(c *Content, err error) error {
 }
 
 // wait blocks for d or until ctx is done or wake fires; it reports false
-// when ctx is done.
-func wait(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
+// when ctx is done, and woken when wake fired.
+func wait(ctx context.Context, d time.Duration, wake <-chan struct{}) (ok, woken bool) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false
+		return false, false
 	case <-t.C:
-		return true
+		return true, false
 	case <-wake:
-		return true
+		return true, true
 	}
 }

@@ -165,7 +165,7 @@ func (s *URL) Run(ctx context.Context, deliver func(Content) error) {
 		} else {
 			backoff = time.Second
 		}
-		if !wait(ctx, next, nil) {
+		if ok, _ := wait(ctx, next, nil); !ok {
 			return
 		}
 	}

@@ -206,17 +206,13 @@ const NotifyInterval = time.Second
 // waits for the rest of that interval (the wake-up is kept, not dropped),
 // and it sets *notified to when it returns for a NOTIFY.
 func waitNotify(ctx context.Context, d time.Duration, notify <-chan struct{}, notified *time.Time) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	case <-notify:
+	if ok, woken := wait(ctx, d, notify); !ok || !woken {
+		return ok
 	}
-	if rest := time.Until(notified.Add(NotifyInterval)); rest > 0 && !wait(ctx, rest, nil) {
-		return false
+	if rest := time.Until(notified.Add(NotifyInterval)); rest > 0 {
+		if ok, _ := wait(ctx, rest, nil); !ok {
+			return false
+		}
 	}
 	*notified = time.Now()
 	return true
