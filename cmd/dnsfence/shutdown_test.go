@@ -19,20 +19,7 @@ import (
 // TestSIGTERMStopsTakingQueriesFirst (issue 17 item 4): after SIGTERM the
 // binary answers no new query, answers the one in flight, and exits 0.
 func TestSIGTERMStopsTakingQueriesFirst(t *testing.T) {
-	release := make(chan struct{})
-	var once sync.Once
-	var count atomic.Int64
-	upstream := serveUDPAndTCP(t, dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		count.Add(1)
-		<-release
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.RecursionAvailable = true
-		rr, _ := dns.NewRR(r.Question[0].Name + " 300 IN A 192.0.2.1")
-		m.Answer = append(m.Answer, rr)
-		_ = w.WriteMsg(m)
-	}))
-	t.Cleanup(func() { once.Do(func() { close(release) }) }) // before the upstream's shutdown
+	upstream, count, releaseAll := heldUpstream(t)
 	dir := writeFiles(t, map[string]string{
 		"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
@@ -79,7 +66,7 @@ policies:
 	_, err = net.DialTimeout("tcp", p.addr, time.Second)
 	assert.Error(t, err, "the TCP listener is closed")
 
-	once.Do(func() { close(release) })
+	releaseAll()
 	got := <-inflight
 	require.NoError(t, got.err, "the query in flight is answered")
 	assert.Equal(t, dns.RcodeSuccess, got.r.Rcode)
@@ -91,6 +78,30 @@ policies:
 		t.Fatal("dnsfence did not stop on SIGTERM")
 	}
 	assert.Equal(t, int64(1), count.Load(), "nothing new reached the upstream")
+}
+
+// heldUpstream is a loopback upstream, over UDP and TCP, that counts the
+// queries it gets and answers each (an A record) only once release is
+// called; release may be called more than once, and is at the end of the
+// test, before the upstream's shutdown.
+func heldUpstream(t *testing.T) (addr string, count *atomic.Int64, release func()) {
+	t.Helper()
+	held := make(chan struct{})
+	var once sync.Once
+	count = new(atomic.Int64)
+	addr = serveUDPAndTCP(t, dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		count.Add(1)
+		<-held
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		rr, _ := dns.NewRR(r.Question[0].Name + " 300 IN A 192.0.2.1")
+		m.Answer = append(m.Answer, rr)
+		_ = w.WriteMsg(m)
+	}))
+	release = func() { once.Do(func() { close(held) }) }
+	t.Cleanup(release) // runs before serveUDPAndTCP's shutdown
+	return addr, count, release
 }
 
 // serveUDPAndTCP runs h on one loopback port over UDP and TCP until the
@@ -169,20 +180,7 @@ policies:
 // Before the fix a reload that raised upstream_timeout from 1 s to 6 s
 // still cut a query in flight after 2 s.
 func TestShutdownWaitsAsLongAsTheRunningConfigurationSays(t *testing.T) {
-	release := make(chan struct{})
-	var once sync.Once
-	var count atomic.Int64
-	upstream := serveUDPAndTCP(t, dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		count.Add(1)
-		<-release
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.RecursionAvailable = true
-		rr, _ := dns.NewRR(r.Question[0].Name + " 300 IN A 192.0.2.1")
-		m.Answer = append(m.Answer, rr)
-		_ = w.WriteMsg(m)
-	}))
-	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	upstream, count, releaseAll := heldUpstream(t)
 	config := `
 listen: ["127.0.0.1:0"]
 upstreams: ["%s"]
@@ -209,7 +207,7 @@ http: ""
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	p.waitLine(t, "stopped taking queries; answering those in flight")
 	time.Sleep(3 * time.Second) // past the 2 s the first configuration allowed, within the 12 s of the second
-	once.Do(func() { close(release) })
+	releaseAll()
 	assert.NoError(t, <-inflight, "the query in flight is answered")
 	select {
 	case err := <-p.done:
