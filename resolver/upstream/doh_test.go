@@ -216,12 +216,8 @@ func TestDoHAge(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startDoH(t, pki.good, answerWithA)
 			srv.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
-				body, err := io.ReadAll(r.Body)
-				if err != nil {
-					return false
-				}
-				q := new(dns.Msg)
-				if q.Unpack(body) != nil {
+				q := dohQuery(r)
+				if q == nil {
 					return false
 				}
 				m := answerWithA(q)
@@ -552,12 +548,8 @@ func TestDoHSuccessStatus(t *testing.T) {
 		t.Run(strconv.Itoa(status), func(t *testing.T) {
 			srv := startDoH(t, pki.good, answerWithA)
 			srv.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
-				body, err := io.ReadAll(r.Body)
-				if err != nil {
-					return false
-				}
-				q := new(dns.Msg)
-				if q.Unpack(body) != nil {
+				q := dohQuery(r)
+				if q == nil {
 					return false
 				}
 				b, err := answerWithA(q).Pack()
@@ -587,4 +579,18 @@ func TestDoHSuccessStatus(t *testing.T) {
 		assert.Nil(t, resp)
 		assert.ErrorIs(t, err, ErrProtocol)
 	})
+}
+
+// dohQuery is the DNS query of the DoH POST r, or nil when its body does
+// not hold one.
+func dohQuery(r *http.Request) *dns.Msg {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil
+	}
+	q := new(dns.Msg)
+	if q.Unpack(body) != nil {
+		return nil
+	}
+	return q
 }
