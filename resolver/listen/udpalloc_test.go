@@ -114,13 +114,7 @@ func TestUDPLoopAllocatesNothingInline(t *testing.T) {
 	c := startEchoUDP(t, echoWire{})
 	query, answer := packedQuery(t), make([]byte, 512)
 	echoBurst(t, c, query, answer, 32) // warm: the loop's buffers, the poller
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for range 100 {
-		echoBurst(t, c, query, answer, 20)
-	}
-	runtime.ReadMemStats(&after)
-	allocs := after.Mallocs - before.Mallocs
+	allocs := burstMallocs(t, c, query, answer, 2000)
 	require.Less(t, allocs, uint64(100), "allocations over 2,000 queries answered inline")
 }
 
@@ -151,13 +145,7 @@ func TestUDPLoopAllocationsOfAResume(t *testing.T) {
 	query, answer := packedQuery(t), make([]byte, 512)
 	echoBurst(t, c, query, answer, 64) // warm: workers, the writer, outBufs
 	const queries = 2000
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for range queries / 20 {
-		echoBurst(t, c, query, answer, 20)
-	}
-	runtime.ReadMemStats(&after)
-	perQuery := float64(after.Mallocs-before.Mallocs) / queries
+	perQuery := float64(burstMallocs(t, c, query, answer, queries)) / queries
 	require.Less(t, perQuery, 3.2, "allocations a query: the writer, and the handler's resume and its answer")
 }
 
@@ -202,13 +190,7 @@ func TestUDPLoopWildcardAnswersFromTheAddressAsked(t *testing.T) {
 			_, c := startWireUDPAt(t, echoWire{}, tc.listen, tc.from, tc.to)
 			require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
 			echoBurst(t, c, query, answer, 32) // warm: the loop's buffers, the poller
-			var before, after runtime.MemStats
-			runtime.ReadMemStats(&before)
-			for range 100 {
-				echoBurst(t, c, query, answer, 20)
-			}
-			runtime.ReadMemStats(&after)
-			allocs := after.Mallocs - before.Mallocs
+			allocs := burstMallocs(t, c, query, answer, 2000)
 			t.Logf("%d allocations over 2,000 queries", allocs)
 			assert.Less(t, allocs, uint64(100), "allocations over 2,000 queries answered inline")
 		})
@@ -217,18 +199,27 @@ func TestUDPLoopWildcardAnswersFromTheAddressAsked(t *testing.T) {
 			require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
 			echoBurst(t, c, query, answer, 64) // warm: workers, the writer, outBufs
 			const queries = 2000
-			var before, after runtime.MemStats
-			runtime.ReadMemStats(&before)
-			for range queries / 20 {
-				echoBurst(t, c, query, answer, 20)
-			}
-			runtime.ReadMemStats(&after)
+			mallocs := burstMallocs(t, c, query, answer, queries)
 			if raceEnabled {
 				return // the race detector drops sync.Pool's buffers at random: allocations are counted without it
 			}
-			perQuery := float64(after.Mallocs-before.Mallocs) / queries
+			perQuery := float64(mallocs) / queries
 			t.Logf("%.2f allocations a query", perQuery)
 			assert.Less(t, perQuery, 3.2, "allocations a query: the writer, and the handler's resume and its answer")
 		})
 	}
+}
+
+// burstMallocs asks c for n answers in bursts of 20 (echoBurst) and returns
+// the allocations the whole process made meanwhile (runtime.MemStats'
+// Mallocs: the client's sends and reads allocate nothing).
+func burstMallocs(t testing.TB, c *net.UDPConn, query, answer []byte, n int) uint64 {
+	t.Helper()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n / 20 {
+		echoBurst(t, c, query, answer, 20)
+	}
+	runtime.ReadMemStats(&after)
+	return after.Mallocs - before.Mallocs
 }
