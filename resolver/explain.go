@@ -17,7 +17,8 @@ import (
 // one decision function (decide, then inspect) that queries, the CHAOS
 // explain and `dnsfence explain` share (DESIGN.md §1 steps 3 to 5, and 8).
 type outcome struct {
-	// result is ResultRefused (outside allowed_clients), ResultBlocked, or
+	// result is ResultRefused (outside allowed_clients), ResultBlocked,
+	// ResultLocal (resolver.arpa, answered here: underResolverArpa), or
 	// ResultForwarded (also in shadow mode, and for an allowed name).
 	result    string
 	policy    ClientRange // the range whose policy decides (Snapshot.PolicyForClient), when hasPolicy
@@ -48,6 +49,12 @@ func (s *Snapshot) decide(source netip.Addr, client netip.Prefix, qname string) 
 	// 4. Which policy; 5. is the name blocked.
 	o := outcome{result: ResultForwarded}
 	o.policy, o.hasPolicy, o.wider = s.PolicyForClient(client)
+	// resolver.arpa is answered here for everyone it lets ask, whatever
+	// the policy (RFC 9462 §6.1: a forwarder SHOULD NOT forward it).
+	if underResolverArpa(qname) {
+		o.result = ResultLocal
+		return o
+	}
 	if pol := o.policy.Policy; o.hasPolicy && pol.Blocks() {
 		o.decision = pol.Decide(qname)
 		if o.decision.Blocked {
@@ -267,6 +274,8 @@ func (e *Explanation) set(o outcome) {
 	switch {
 	case o.result == ResultRefused:
 		e.Rcode = "REFUSED"
+	case o.result == ResultLocal:
+		e.Rcode = "NOERROR from dnsfence's own empty zone: resolver.arpa is never forwarded (RFC 9462 §6.1)"
 	case o.shadow:
 		e.Rcode = "from upstream (shadow mode records a block)"
 	case o.result == ResultBlocked && o.decision.Trigger.Action == blocklist.ActionDrop:
@@ -413,6 +422,11 @@ func (e Explanation) text(listName func(string) string) string {
 		fmt.Fprintf(&b, " (typed as %s)", e.Typed)
 	}
 	b.WriteString("\n")
+	if e.Result == ResultLocal {
+		b.WriteString("  under resolver.arpa, which dnsfence answers itself for every client: no designated resolver, so NODATA\n")
+		fmt.Fprintf(&b, "verdict: %s (%s)\n", e.verdict(), e.Rcode)
+		return b.String()
+	}
 	if e.HasPolicy && e.Range.Policy.Blocks() {
 		fmt.Fprintf(&b, "  %s\n", describe(e.Name, decisionOfName(e), listName))
 	}

@@ -61,6 +61,9 @@ const (
 	ResultDropped   = listen.ResultDropped
 	ResultExplained = "explained"
 	ResultNotify    = "notify" // a DNS NOTIFY (RFC 1996) for a zone source, answered
+	// ResultLocal is an answer dnsfence gives from its own zone without
+	// asking an upstream: resolver.arpa (RFC 9462, localReply).
+	ResultLocal = "local"
 )
 
 // Handler runs the pipeline of one query (DESIGN.md §1) top to bottom, in
@@ -455,6 +458,8 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 		return msgReply(refusedReply(req), ResultRefused), true
 	case ResultBlocked:
 		return h.blocked(q), true
+	case ResultLocal:
+		return msgReply(localReply(req), ResultLocal), true
 	}
 
 	// 7. Forward: the cache first; the upstreams are resume's.

@@ -61,7 +61,7 @@ type blockedSeries struct {
 
 // Query results that appear as the `result` label; ResultBadRequest only
 // with HTTPS and QUIC.
-var queryResults = []string{ResultBlocked, ResultForwarded, ResultRefused, ResultServfail, ResultFormerr, ResultNotimp, ResultBadvers, ResultDropped, ResultExplained, ResultNotify, listen.ResultBadRequest}
+var queryResults = []string{ResultBlocked, ResultForwarded, ResultRefused, ResultServfail, ResultFormerr, ResultNotimp, ResultBadvers, ResultDropped, ResultExplained, ResultNotify, ResultLocal, listen.ResultBadRequest}
 
 // labelIndex is the index of v in values, or -1. The values are the
 // constants a query's label is one of, so the comparison that matches is

@@ -339,6 +339,8 @@ func (h *Handler) answerWire(q *query) (r reply, ok bool) {
 		return msgReply(refusedReply(q.request()), ResultRefused), true
 	case ResultBlocked:
 		return h.blocked(q), true
+	case ResultLocal:
+		return msgReply(localReply(q.request()), ResultLocal), true
 	}
 	// 7. Forward: the cache first; the upstreams are resume's.
 	q.key = q.wire.key()

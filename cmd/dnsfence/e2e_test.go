@@ -257,6 +257,16 @@ policies:
 	assert.Contains(t, out, "verdict: blocked (NXDOMAIN)")
 	assert.Contains(t, out, "tiktok.txt:1: tiktok.com")
 
+	// resolver.arpa (RFC 9462 DDR) is dnsfence's own empty zone, for every
+	// client: no upstream designates its encrypted resolver to a device.
+	for _, from := range []string{"127.0.0.1", "127.0.1.1"} {
+		out = p.dig(t, "-b", from, "_dns.resolver.arpa", "SVCB")
+		assert.Contains(t, out, "status: NOERROR")
+		assert.Contains(t, out, "ANSWER: 0, AUTHORITY: 1")
+		assert.Regexp(t, `resolver\.arpa\.\s+10800\s+IN\s+SOA\s+resolver\.arpa\. nobody\.invalid\. 1 3600 1200 604800 10800`, out)
+	}
+	assert.Zero(t, count.Load(), "resolver.arpa never reaches the upstream")
+
 	// A source outside the government range passes.
 	out = p.dig(t, "-b", "127.0.1.1", "www.tiktok.com")
 	assert.Contains(t, out, "status: NOERROR")
