@@ -18,9 +18,10 @@ import (
 // explain and `dnsfence explain` share (DESIGN.md §1 steps 3 to 5, and 8).
 type outcome struct {
 	// result is ResultRefused (outside allowed_clients), ResultBlocked,
-	// ResultLocal (resolver.arpa, answered here: underResolverArpa), or
-	// ResultForwarded (also in shadow mode, and for an allowed name).
+	// ResultLocal (a name in local, answered here), or ResultForwarded
+	// (also in shadow mode, and for an allowed name).
 	result    string
+	local     *localZone  // the zone of a ResultLocal
 	policy    ClientRange // the range whose policy decides (Snapshot.PolicyForClient), when hasPolicy
 	hasPolicy bool
 	decision  Decision // the name under the policy's lists, when the policy blocks anything
@@ -49,10 +50,10 @@ func (s *Snapshot) decide(source netip.Addr, client netip.Prefix, qname string) 
 	// 4. Which policy; 5. is the name blocked.
 	o := outcome{result: ResultForwarded}
 	o.policy, o.hasPolicy, o.wider = s.PolicyForClient(client)
-	// resolver.arpa is answered here for everyone it lets ask, whatever
-	// the policy (RFC 9462 §6.1: a forwarder SHOULD NOT forward it).
-	if underResolverArpa(qname) {
-		o.result = ResultLocal
+	// The local zones are answered here for everyone it lets ask,
+	// whatever the policy: never forwarded (localZones).
+	if z, ok := localZoneOf(qname); ok {
+		o.result, o.local = ResultLocal, z
 		return o
 	}
 	if pol := o.policy.Policy; o.hasPolicy && pol.Blocks() {
@@ -200,6 +201,8 @@ type Explanation struct {
 	// also is the outcome's, for ExplainAnswer's inspection under the
 	// policies of Also that did not allow the name.
 	also []ClientRange
+	// local is the outcome's: the zone of a ResultLocal.
+	local *localZone
 }
 
 // Hop is one name of an upstream answer's chain and its decision.
@@ -270,12 +273,12 @@ func (s *Snapshot) explainQuery(source netip.Addr, client netip.Prefix, name str
 func (e *Explanation) set(o outcome) {
 	e.Result, e.Shadow = o.result, o.shadow
 	e.Range, e.HasPolicy, e.Wider, e.Decision = o.policy, o.hasPolicy, o.wider, o.decision
-	e.also = o.also
+	e.also, e.local = o.also, o.local
 	switch {
 	case o.result == ResultRefused:
 		e.Rcode = "REFUSED"
 	case o.result == ResultLocal:
-		e.Rcode = "NOERROR from dnsfence's own empty zone: resolver.arpa is never forwarded (RFC 9462 §6.1)"
+		e.Rcode = dns.RcodeToString[o.local.rcode] + " from dnsfence's own zone " + o.local.apex
 	case o.shadow:
 		e.Rcode = "from upstream (shadow mode records a block)"
 	case o.result == ResultBlocked && o.decision.Trigger.Action == blocklist.ActionDrop:
@@ -299,7 +302,7 @@ func (e *Explanation) set(o outcome) {
 // outcome is the decision e holds.
 func (e *Explanation) outcome() outcome {
 	return outcome{result: e.Result, policy: e.Range, hasPolicy: e.HasPolicy, wider: e.Wider, decision: e.Decision, shadow: e.Shadow,
-		also: e.also}
+		also: e.also, local: e.local}
 }
 
 // Forwarded reports whether the query is sent upstream and answered as the
@@ -423,7 +426,7 @@ func (e Explanation) text(listName func(string) string) string {
 	}
 	b.WriteString("\n")
 	if e.Result == ResultLocal {
-		b.WriteString("  under resolver.arpa, which dnsfence answers itself for every client: no designated resolver, so NODATA\n")
+		fmt.Fprintf(&b, "  in %s, which dnsfence answers itself for every client: %s\n", e.local.apex, e.local.why)
 		fmt.Fprintf(&b, "verdict: %s (%s)\n", e.verdict(), e.Rcode)
 		return b.String()
 	}

@@ -62,7 +62,7 @@ const (
 	ResultExplained = "explained"
 	ResultNotify    = "notify" // a DNS NOTIFY (RFC 1996) for a zone source, answered
 	// ResultLocal is an answer dnsfence gives from its own zone without
-	// asking an upstream: resolver.arpa (RFC 9462, localReply).
+	// asking an upstream: a name in one of localZones.
 	ResultLocal = "local"
 )
 
@@ -459,7 +459,7 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 	case ResultBlocked:
 		return h.blocked(q), true
 	case ResultLocal:
-		return msgReply(localReply(req), ResultLocal), true
+		return msgReply(q.out.local.reply(req), ResultLocal), true
 	}
 
 	// 7. Forward: the cache first; the upstreams are resume's.

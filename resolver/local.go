@@ -2,17 +2,55 @@ package resolver
 
 import (
 	"bytes"
+	"net"
 	"strings"
 
 	"github.com/miekg/dns"
 )
 
-// resolverArpa is the special-use zone of Discovery of Designated
-// Resolvers (RFC 9462): `_dns.resolver.arpa SVCB` asks the resolver a
-// client was given by address which encrypted resolvers it designates.
-const resolverArpa = "resolver.arpa."
+// localZone is a special-use zone dnsfence answers itself, for every
+// client allowed_clients lets ask, and never forwards: the RFCs that
+// reserve these names ask a caching or forwarding server not to send them
+// on.
+type localZone struct {
+	apex  string // the zone's name, lowercase, with its trailing dot
+	rcode int    // NOERROR (the zone exists, without data) or NXDOMAIN (no name exists)
+	// loopback: an A question for any name in it gets 127.0.0.1, AAAA ::1
+	// (localhost).
+	loopback bool
+	// why is the rule, as explain prints it after "answered here: ".
+	why string
+}
 
-// The locally served zone's SOA and TTLs (RFC 6303 §3: `@ 10800 IN SOA @
+// localZones are the zones answered locally (Unbound serves the same ones
+// by default). The rest of RFC 6761's and RFC 6303's names are forwarded
+// on purpose: a department's upstream answers its own private reverse
+// zones and home.arpa, and a DNS64 upstream synthesizes ipv4only.arpa's
+// AAAA for NAT64 prefix discovery (RFC 7050), which an answer here would
+// break.
+var localZones = [...]localZone{
+	// Discovery of Designated Resolvers: `_dns.resolver.arpa SVCB` asks
+	// the resolver a client was given by address which encrypted
+	// resolvers it designates. RFC 9462 §6.1: a forwarder SHOULD NOT
+	// forward it (forwarded, the upstream would designate its own
+	// resolver, which a device could then ask directly, past every policy
+	// here); §6.4: a locally served zone (RFC 6303); §4: a resolver that
+	// designates none, as dnsfence, answers NODATA.
+	{apex: "resolver.arpa.", rcode: dns.RcodeSuccess,
+		why: "resolver.arpa is never forwarded, and dnsfence designates no resolver (RFC 9462 §6.1, §4)"},
+	// RFC 7686 §2: caching DNS servers MUST answer NXDOMAIN for .onion
+	// names (a query sent on leaks the Tor service the device wants).
+	{apex: "onion.", rcode: dns.RcodeNameError, why: "onion names are never looked up (RFC 7686 §2)"},
+	// RFC 6761 §6.4: caching DNS servers SHOULD answer NXDOMAIN for
+	// .invalid names themselves.
+	{apex: "invalid.", rcode: dns.RcodeNameError, why: "invalid names are never looked up (RFC 6761 §6.4)"},
+	// RFC 6761 §6.3: caching DNS servers SHOULD answer address queries for
+	// localhost names with the loopback address, and others negatively.
+	{apex: "localhost.", rcode: dns.RcodeSuccess, loopback: true,
+		why: "localhost names are the loopback address (RFC 6761 §6.3)"},
+}
+
+// The SOA and TTLs of every local zone (RFC 6303 §3: `@ 10800 IN SOA @
 // nobody.invalid. 1 3600 1200 604800 10800`, `@ 10800 IN NS @`).
 const (
 	localTTL     = 10800 // seconds: every record's TTL and the SOA's MINIMUM
@@ -22,68 +60,99 @@ const (
 	localExpire  = 604800
 )
 
-// underResolverArpa reports whether qname, a domain name in presentation
-// form (any case, any escapes, with or without its trailing dot), is
-// resolver.arpa or a name below it. Labels decide, not characters:
-// `x\.resolver.arpa.`, whose last labels are "x.resolver" and "arpa", is
-// not below it, and `\114esolver.arpa.` is resolver.arpa.
-//
-// dnsfence designates no resolver, so it answers the whole zone itself:
-// RFC 9462 §6.1 says a forwarder SHOULD NOT forward these queries, and one
-// forwarded would let the upstream designate its own encrypted resolver,
-// which a device could then ask directly, past every policy here.
-func underResolverArpa(qname string) bool {
-	if strings.IndexByte(qname, '\\') >= 0 {
-		return escapedUnderResolverArpa(qname)
+// localZoneOf returns the local zone qname is in, if any: qname is a
+// domain name in presentation form (any case, any escapes, with or without
+// its trailing dot). Labels decide, not characters: `x\.resolver.arpa.`,
+// whose last labels are "x.resolver" and "arpa", is in none, and
+// `\114esolver.arpa.` is resolver.arpa.
+func localZoneOf(qname string) (*localZone, bool) {
+	name := strings.TrimSuffix(qname, ".")
+	// The TLD's length first: every query asks, and most for a TLD of
+	// another length (com, net, org) than any zone's. A TLD written with
+	// an escape (`\111nion`) may have any length: read as octets.
+	tld := 0
+	for i := len(name) - 1; i >= 0 && name[i] != '.'; i-- {
+		if name[i] == '\\' {
+			return escapedLocalZoneOf(qname)
+		}
+		tld++
 	}
-	if !strings.HasSuffix(qname, ".") {
-		qname += "."
+	switch tld {
+	case len("arpa"), len("onion"), len("invalid"), len("localhost"):
+	default:
+		return nil, false
 	}
-	n, z := len(qname), len(resolverArpa)
-	if n < z || !strings.EqualFold(qname[n-z:], resolverArpa) {
-		return false
+	if strings.IndexByte(name, '\\') >= 0 {
+		return escapedLocalZoneOf(qname) // `x\.resolver.arpa`: labels decide
 	}
-	return n == z || qname[n-z-1] == '.'
+	for i := range localZones {
+		z := &localZones[i]
+		apex := z.apex[:len(z.apex)-1]
+		n := len(name) - len(apex)
+		if n >= 0 && strings.EqualFold(name[n:], apex) && (n == 0 || name[n-1] == '.') {
+			return z, true
+		}
+	}
+	return nil, false
 }
 
-// escapedUnderResolverArpa is underResolverArpa for a name written with
-// escapes: its last two labels as octets (RFC 4343: ASCII letters
-// case-insensitively). A name that does not pack is no name at all.
-func escapedUnderResolverArpa(qname string) bool {
+// escapedLocalZoneOf is localZoneOf for a name written with escapes: its
+// labels as octets (RFC 4343: ASCII letters case-insensitively). A name
+// that does not pack is no name at all.
+func escapedLocalZoneOf(qname string) (*localZone, bool) {
 	var buf [256]byte
 	n, err := dns.PackDomainName(dns.Fqdn(qname), buf[:], 0, nil, false)
 	if err != nil {
-		return false
+		return nil, false
 	}
 	var labels [][]byte
 	for off := 0; off < n && buf[off] != 0; off += 1 + int(buf[off]) {
 		labels = append(labels, buf[off+1:off+1+int(buf[off])])
 	}
-	k := len(labels)
-	return k >= 2 && bytes.EqualFold(labels[k-2], []byte("resolver")) && bytes.EqualFold(labels[k-1], []byte("arpa"))
+	for i := range localZones {
+		z := &localZones[i]
+		apex := strings.Split(strings.TrimSuffix(z.apex, "."), ".")
+		if len(labels) < len(apex) {
+			continue
+		}
+		tail := labels[len(labels)-len(apex):]
+		match := true
+		for j, l := range apex {
+			match = match && bytes.EqualFold(tail[j], []byte(l))
+		}
+		if match {
+			return z, true
+		}
+	}
+	return nil, false
 }
 
-// localReply answers req, whose question name is under resolver.arpa, from
-// the locally served empty zone RFC 9462 §6.4 asks for (RFC 6303 §3's
-// shape): the SOA and the NS at the apex when asked for them, and NODATA
-// (NOERROR, no answer, the SOA in the authority section for RFC 2308
-// negative caching) for every other name and type, `_dns.resolver.arpa
-// SVCB` included: no resolver is designated.
-func localReply(req *dns.Msg) *dns.Msg {
+// reply answers req, whose question name is in z, from z's own records:
+// the SOA and the NS at the apex when asked for them, an address in a
+// loopback zone, and otherwise z's negative answer (NODATA, or NXDOMAIN)
+// with the SOA in the authority section for RFC 2308 negative caching.
+func (z *localZone) reply(req *dns.Msg) *dns.Msg {
 	q := req.Question[0]
 	class := recordClass(q.Qclass)
-	hdr := func(rrtype uint16) dns.RR_Header {
-		return dns.RR_Header{Name: resolverArpa, Rrtype: rrtype, Class: class, Ttl: localTTL}
+	hdr := func(name string, rrtype uint16) dns.RR_Header {
+		return dns.RR_Header{Name: name, Rrtype: rrtype, Class: class, Ttl: localTTL}
 	}
-	soa := &dns.SOA{Hdr: hdr(dns.TypeSOA), Ns: resolverArpa, Mbox: localRname, Serial: 1,
+	soa := &dns.SOA{Hdr: hdr(z.apex, dns.TypeSOA), Ns: z.apex, Mbox: localRname, Serial: 1,
 		Refresh: localRefresh, Retry: localRetry, Expire: localExpire, Minttl: localTTL}
-	m := newReply(req, dns.RcodeSuccess)
-	apex := strings.EqualFold(dns.Fqdn(q.Name), resolverArpa)
+	apex := strings.EqualFold(dns.Fqdn(q.Name), z.apex)
+	m := newReply(req, z.rcode)
+	if apex {
+		m.Rcode = dns.RcodeSuccess // the apex exists in every zone
+	}
 	switch {
 	case apex && q.Qtype == dns.TypeSOA:
 		m.Answer = []dns.RR{soa}
 	case apex && q.Qtype == dns.TypeNS:
-		m.Answer = []dns.RR{&dns.NS{Hdr: hdr(dns.TypeNS), Ns: resolverArpa}}
+		m.Answer = []dns.RR{&dns.NS{Hdr: hdr(z.apex, dns.TypeNS), Ns: z.apex}}
+	case z.loopback && q.Qtype == dns.TypeA:
+		m.Answer = []dns.RR{&dns.A{Hdr: hdr(q.Name, dns.TypeA), A: net.IPv4(127, 0, 0, 1).To4()}}
+	case z.loopback && q.Qtype == dns.TypeAAAA:
+		m.Answer = []dns.RR{&dns.AAAA{Hdr: hdr(q.Name, dns.TypeAAAA), AAAA: net.IPv6loopback}}
 	default:
 		m.Ns = []dns.RR{soa}
 	}

@@ -1,7 +1,9 @@
 package resolver
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -9,57 +11,84 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestUnderResolverArpa(t *testing.T) {
-	for name, want := range map[string]bool{
-		"resolver.arpa.":           true,
-		"resolver.arpa":            true,
-		"RESOLVER.Arpa.":           true,
-		"_dns.resolver.arpa.":      true,
-		"_DNS.RESOLVER.ARPA":       true,
-		"a.b.c.resolver.arpa.":     true,
-		`x\\.resolver.arpa.`:       true,  // the label `x\`, then resolver, arpa
-		`x\.resolver.arpa.`:        false, // the label "x.resolver", then arpa
-		`x\\\.resolver.arpa.`:      false,
-		`\114esolver.arpa.`:        true,
-		`_dns.resolver.\065RPA`:    true,
-		`resolver\.arpa.`:          false, // one label
-		`x.resolver\046arpa.`:      false, // \046 is a dot inside a label
-		"xresolver.arpa.":          false,
-		"resolver.arpa.example.":   false,
-		"arpa.":                    false,
-		"in-addr.arpa.":            false,
-		"esolver.arpa.":            false,
-		".":                        false,
-		"":                         false,
-		"_dns.resolver.arpa.net.":  false,
-		"_dns.resolver-arpa.":      false,
-		"www.tiktok.com.":          false,
-		"use-application-dns.net.": false,
+func TestLocalZoneOf(t *testing.T) {
+	for name, want := range map[string]string{
+		"resolver.arpa.":           "resolver.arpa.",
+		"resolver.arpa":            "resolver.arpa.",
+		"RESOLVER.Arpa.":           "resolver.arpa.",
+		"_dns.resolver.arpa.":      "resolver.arpa.",
+		"_DNS.RESOLVER.ARPA":       "resolver.arpa.",
+		"a.b.c.resolver.arpa.":     "resolver.arpa.",
+		`x\\.resolver.arpa.`:       "resolver.arpa.", // the label `x\`, then resolver, arpa
+		`x\.resolver.arpa.`:        "",               // the label "x.resolver", then arpa
+		`x\\\.resolver.arpa.`:      "",
+		`\114esolver.arpa.`:        "resolver.arpa.",
+		`_dns.resolver.\065RPA`:    "resolver.arpa.",
+		`resolver\.arpa.`:          "", // one label
+		`x.resolver\046arpa.`:      "", // \046 is a dot inside a label
+		"xresolver.arpa.":          "",
+		"resolver.arpa.example.":   "",
+		"arpa.":                    "",
+		"in-addr.arpa.":            "",
+		"10.in-addr.arpa.":         "", // a department's upstream answers its own reverse zones
+		"ipv4only.arpa.":           "", // a DNS64 upstream synthesizes its AAAA (RFC 7050)
+		"home.arpa.":               "",
+		"esolver.arpa.":            "",
+		".":                        "",
+		"":                         "",
+		"_dns.resolver.arpa.net.":  "",
+		"_dns.resolver-arpa.":      "",
+		"www.tiktok.com.":          "",
+		"use-application-dns.net.": "",
+		"onion.":                   "onion.",
+		"duckduckgogg42xjoc72x3sjasowoarfbgcmvfimaftt6twagswzczad.onion.": "onion.",
+		"x.ONION":            "onion.",
+		"onion.example.":     "",
+		`x.\111nion.`:        "onion.",
+		`x\.onion`:           "", // one label
+		`onion\.`:            "",
+		"xonion.":            "",
+		"invalid.":           "invalid.",
+		"anything.invalid.":  "invalid.",
+		`a\.b.invalid.`:      "invalid.",
+		"invalid.example.":   "",
+		"localhost.":         "localhost.",
+		"LocalHost":          "localhost.",
+		"app.localhost.":     "localhost.",
+		"localhost.example.": "",
+		"mylocalhost.":       "",
+		"test.":              "", // RFC 6761 §6.2: not special to caching servers
+		"example.":           "",
 	} {
-		assert.Equal(t, want, underResolverArpa(name), "%q", name)
+		z, ok := localZoneOf(name)
+		got := ""
+		if ok {
+			got = z.apex
+		}
+		assert.Equal(t, want, got, "%q", name)
 	}
 }
 
-// TestResolverArpaServedLocally: resolver.arpa (RFC 9462 DDR) is answered
-// from dnsfence's own empty zone and never forwarded (§6.5), on the wire
-// path (UDP) and the message path (TCP, and UDP queries the wire path does
-// not take), to every client it lets ask; the canary and the rest of the
-// policy are unchanged.
-func TestResolverArpaServedLocally(t *testing.T) {
+// TestLocalZonesServedLocally: the local zones (resolver.arpa, RFC 9462
+// DDR; onion; invalid; localhost) are answered from dnsfence's own records
+// and never forwarded, on the wire path (UDP) and the message path (TCP),
+// to every client allowed_clients lets ask, whatever its policy.
+func TestLocalZonesServedLocally(t *testing.T) {
 	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		// What an upstream designating its own resolver would say.
+		// What an upstream designating its own resolver would say, and an
+		// answer for every other name.
 		m := new(dns.Msg)
 		m.SetReply(r)
-		m.Answer = []dns.RR{mustRR(`_dns.resolver.arpa. 300 IN SVCB 1 dns.upstream.example. alpn=dot ipv4hint=192.0.2.53`)}
+		m.Answer = []dns.RR{mustRR(`%s 300 IN SVCB 1 dns.upstream.example. alpn=dot ipv4hint=192.0.2.53`, r.Question[0].Name)}
 		return m
 	})
 	f := startFence(t, testConfig, testFiles, up.addr)
-	asked := func(t *testing.T, name string, qtype uint16, from, network string, edns bool) *dns.Msg {
+	asked := func(t *testing.T, name string, qtype uint16, from, network string, edns bool, rcode int) *dns.Msg {
 		t.Helper()
 		q := question(name, qtype, edns)
 		r := ask(t, f.addr, from, network, q)
 		require.Equal(t, q.Id, r.Id)
-		require.Equal(t, dns.RcodeSuccess, r.Rcode)
+		require.Equal(t, rcode, r.Rcode, "%s %s", name, dns.TypeToString[qtype])
 		assert.True(t, r.Response && r.RecursionAvailable && !r.Authoritative && !r.Truncated)
 		assert.Equal(t, q.RecursionDesired, r.RecursionDesired)
 		require.Len(t, r.Question, 1)
@@ -67,76 +96,115 @@ func TestResolverArpaServedLocally(t *testing.T) {
 		assert.Equal(t, edns, r.IsEdns0() != nil, "an OPT only when the query had one (RFC 6891 §7)")
 		return r
 	}
-	wantSOA := func(t *testing.T, rr dns.RR) {
+	wantSOA := func(t *testing.T, apex string, rr dns.RR) {
 		t.Helper()
 		soa, ok := rr.(*dns.SOA)
 		require.True(t, ok, "%v", rr)
-		assert.Equal(t, "resolver.arpa.", soa.Hdr.Name)
+		assert.Equal(t, apex, soa.Hdr.Name)
 		assert.Equal(t, uint16(dns.ClassINET), soa.Hdr.Class)
 		assert.Equal(t, uint32(10800), soa.Hdr.Ttl)
 		assert.Equal(t, uint32(10800), soa.Minttl, "RFC 6303 §3's negative TTL")
-		assert.Equal(t, "resolver.arpa.", soa.Ns)
+		assert.Equal(t, apex, soa.Ns)
 		assert.Equal(t, "nobody.invalid.", soa.Mbox)
+	}
+	zones := []struct {
+		apex  string
+		below []string // names below the apex, as clients spell them
+		rcode int      // below the apex
+	}{
+		{"resolver.arpa.", []string{"_dns.resolver.arpa.", "_DNS.Resolver.ARPA.", "x.y.resolver.arpa."}, dns.RcodeSuccess},
+		{"onion.", []string{"duckduckgogg42xjoc72x3sjasowoarfbgcmvfimaftt6twagswzczad.onion.", "X.Onion."}, dns.RcodeNameError},
+		{"invalid.", []string{"host.invalid.", "a.b.INVALID."}, dns.RcodeNameError},
+		{"localhost.", []string{"app.localhost.", "LOCALHOST."}, dns.RcodeSuccess},
 	}
 	clients := map[string]string{
 		"a blocking policy": "127.0.0.1", "an exemption": "127.0.0.3", "no policy": "127.0.0.8",
 		"action refused": "127.0.0.6",
 	}
+	queries := 0
 	for who, from := range clients {
 		for _, network := range []string{"udp", "tcp"} {
 			for _, edns := range []bool{true, false} {
-				for _, name := range []string{"_dns.resolver.arpa.", "_DNS.Resolver.ARPA.", "resolver.arpa.", "x.y.resolver.arpa."} {
-					for _, qtype := range []uint16{dns.TypeSVCB, dns.TypeA, dns.TypeAAAA, dns.TypeHTTPS, dns.TypeTXT} {
-						r := asked(t, name, qtype, from, network, edns)
-						assert.Empty(t, r.Answer, "NODATA for %s %s from %s over %s", name, dns.TypeToString[qtype], who, network)
-						require.Len(t, r.Ns, 1)
-						wantSOA(t, r.Ns[0])
+				for _, z := range zones {
+					for _, name := range append([]string{z.apex}, z.below...) {
+						for _, qtype := range []uint16{dns.TypeSVCB, dns.TypeA, dns.TypeAAAA, dns.TypeHTTPS, dns.TypeTXT} {
+							rcode := z.rcode
+							if name == z.apex {
+								rcode = dns.RcodeSuccess // the apex exists
+							}
+							r := asked(t, name, qtype, from, network, edns, rcode)
+							queries++
+							if z.apex == "localhost." && (qtype == dns.TypeA || qtype == dns.TypeAAAA) {
+								require.Len(t, r.Answer, 1, "%s %s", name, dns.TypeToString[qtype])
+								assert.Equal(t, name, r.Answer[0].Header().Name)
+								assert.Equal(t, uint32(10800), r.Answer[0].Header().Ttl)
+								if a, ok := r.Answer[0].(*dns.A); ok {
+									assert.Equal(t, "127.0.0.1", a.A.String())
+								} else {
+									assert.Equal(t, "::1", r.Answer[0].(*dns.AAAA).AAAA.String())
+								}
+								assert.Empty(t, r.Ns)
+								continue
+							}
+							assert.Empty(t, r.Answer, "%s %s from %s over %s", name, dns.TypeToString[qtype], who, network)
+							require.Len(t, r.Ns, 1)
+							wantSOA(t, z.apex, r.Ns[0])
+						}
 					}
+					// The apex's own SOA and NS are the zone's records.
+					r := asked(t, z.apex, dns.TypeSOA, from, network, edns, dns.RcodeSuccess)
+					require.Len(t, r.Answer, 1)
+					wantSOA(t, z.apex, r.Answer[0])
+					assert.Empty(t, r.Ns)
+					r = asked(t, strings.ToUpper(z.apex), dns.TypeNS, from, network, edns, dns.RcodeSuccess)
+					require.Len(t, r.Answer, 1)
+					ns, ok := r.Answer[0].(*dns.NS)
+					require.True(t, ok)
+					assert.Equal(t, z.apex, ns.Ns)
+					assert.Equal(t, uint32(10800), ns.Hdr.Ttl)
+					queries += 2
 				}
-				// The apex's own SOA and NS are the zone's records.
-				r := asked(t, "resolver.arpa.", dns.TypeSOA, from, network, edns)
-				require.Len(t, r.Answer, 1)
-				wantSOA(t, r.Answer[0])
-				assert.Empty(t, r.Ns)
-				r = asked(t, "Resolver.Arpa.", dns.TypeNS, from, network, edns)
-				require.Len(t, r.Answer, 1)
-				ns, ok := r.Answer[0].(*dns.NS)
-				require.True(t, ok)
-				assert.Equal(t, "resolver.arpa.", ns.Ns)
-				assert.Equal(t, uint32(10800), ns.Hdr.Ttl)
 			}
 		}
 	}
-	assert.Zero(t, up.count.Load(), "nothing under resolver.arpa reaches an upstream")
+	assert.Zero(t, up.count.Load(), "nothing in a local zone reaches an upstream")
 
 	// Outside allowed_clients: REFUSED, as for any name.
 	r := ask(t, f.addr, "127.0.0.20", "udp", question("_dns.resolver.arpa.", dns.TypeSVCB, true))
 	assert.Equal(t, dns.RcodeRefused, r.Rcode)
 
-	// Names that only look like it are forwarded as any other.
-	for _, name := range []string{"resolver.arpa.example.", "xresolver.arpa."} {
+	// Names that only look like them are forwarded as any other, and so
+	// are the special-use zones left to the upstream.
+	forwarded := []string{"resolver.arpa.example.", "xresolver.arpa.", "onion.example.", "mylocalhost.",
+		"10.in-addr.arpa.", "ipv4only.arpa.", "home.arpa.", "test."}
+	for _, name := range forwarded {
 		r := ask(t, f.addr, "127.0.0.8", "udp", question(name, dns.TypeSVCB, true))
 		require.Equal(t, dns.RcodeSuccess, r.Rcode)
 		assert.NotEmpty(t, r.Answer, name)
 	}
-	assert.Equal(t, int64(2), up.count.Load())
+	assert.Equal(t, int64(len(forwarded)), up.count.Load())
 
 	body := scrape(t, f.registry)
-	assert.Contains(t, body, `dnsfence_queries_total{result="local",transport="udp"} 176`+"\n")
-	assert.Contains(t, body, `dnsfence_queries_total{result="local",transport="tcp"} 176`+"\n")
+	assert.Contains(t, body, fmt.Sprintf(`dnsfence_queries_total{result="local",transport="udp"} %d`+"\n", queries/2))
+	assert.Contains(t, body, fmt.Sprintf(`dnsfence_queries_total{result="local",transport="tcp"} %d`+"\n", queries/2))
 }
 
-// TestExplainResolverArpa: `dnsfence explain` and the CHAOS explain say
-// that resolver.arpa is answered here.
-func TestExplainResolverArpa(t *testing.T) {
+// TestExplainLocalZones: `dnsfence explain` (and so the CHAOS explain)
+// says that a local zone's names are answered here, and why.
+func TestExplainLocalZones(t *testing.T) {
 	up := startUpstream(t, nil)
 	f := startFence(t, testConfig, testFiles, up.addr)
-	e := f.handler.Snapshot().Explain(netip.MustParseAddr("127.0.0.1"), "_dns.resolver.arpa", dns.TypeSVCB)
-	assert.Equal(t, ResultLocal, e.Result)
-	assert.False(t, e.Forwarded())
-	text := e.String()
-	assert.Contains(t, text, `policy "government-devices"`)
-	assert.Contains(t, text, "never forwarded (RFC 9462 §6.1)")
-	assert.Contains(t, text, "verdict: local (")
-	assert.NotContains(t, text, "on no list")
+	for name, want := range map[string]string{
+		"_dns.resolver.arpa": "verdict: local (NOERROR from dnsfence's own zone resolver.arpa.)",
+		"x.onion":            "verdict: local (NXDOMAIN from dnsfence's own zone onion.)",
+	} {
+		e := f.handler.Snapshot().Explain(netip.MustParseAddr("127.0.0.1"), name, dns.TypeSVCB)
+		assert.Equal(t, ResultLocal, e.Result)
+		assert.False(t, e.Forwarded())
+		text := e.String()
+		assert.Contains(t, text, `policy "government-devices"`)
+		assert.Contains(t, text, "which dnsfence answers itself for every client")
+		assert.Contains(t, text, want)
+		assert.NotContains(t, text, "on no list")
+	}
 }

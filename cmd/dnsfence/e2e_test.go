@@ -258,14 +258,19 @@ policies:
 	assert.Contains(t, out, "tiktok.txt:1: tiktok.com")
 
 	// resolver.arpa (RFC 9462 DDR) is dnsfence's own empty zone, for every
-	// client: no upstream designates its encrypted resolver to a device.
+	// client: no upstream designates its encrypted resolver to a device;
+	// onion and localhost are answered here too.
 	for _, from := range []string{"127.0.0.1", "127.0.1.1"} {
 		out = p.dig(t, "-b", from, "_dns.resolver.arpa", "SVCB")
 		assert.Contains(t, out, "status: NOERROR")
 		assert.Contains(t, out, "ANSWER: 0, AUTHORITY: 1")
 		assert.Regexp(t, `resolver\.arpa\.\s+10800\s+IN\s+SOA\s+resolver\.arpa\. nobody\.invalid\. 1 3600 1200 604800 10800`, out)
 	}
-	assert.Zero(t, count.Load(), "resolver.arpa never reaches the upstream")
+	out = p.dig(t, "duckduckgogg42xjoc72x3sjasowoarfbgcmvfimaftt6twagswzczad.onion")
+	assert.Contains(t, out, "status: NXDOMAIN", "RFC 7686 §2")
+	out = p.dig(t, "+tcp", "localhost", "AAAA")
+	assert.Regexp(t, `localhost\.\s+10800\s+IN\s+AAAA\s+::1`, out)
+	assert.Zero(t, count.Load(), "no local zone's name reaches the upstream")
 
 	// A source outside the government range passes.
 	out = p.dig(t, "-b", "127.0.1.1", "www.tiktok.com")

@@ -225,7 +225,7 @@ func explainFlags() explainOptions {
 
 // Exit codes of explain, for scripts.
 const (
-	explainForwarded = 0 // the client gets the upstream's answer (also allowed and shadow verdicts), or dnsfence's own (local: resolver.arpa)
+	explainForwarded = 0 // the client gets the upstream's answer (also allowed and shadow verdicts), or dnsfence's own (local: resolver.arpa, onion, invalid, localhost)
 	explainBlocked   = 1 // the policy blocks it
 	explainError     = 2 // bad arguments, or the configuration does not load
 	explainRefused   = 3 // the client is outside allowed_clients
