@@ -208,3 +208,23 @@ func TestExplainLocalZones(t *testing.T) {
 		assert.NotContains(t, text, "on no list")
 	}
 }
+
+// FuzzLocalZoneOf: the fast look-up agrees with the one that reads every
+// name as octets, for any name that is one (packs).
+func FuzzLocalZoneOf(f *testing.F) {
+	for _, s := range []string{"_dns.resolver.arpa.", `x\.resolver.arpa.`, `\114esolver.arpa`, "x.onion", `x.\111nion.`,
+		"localhost", "a.invalid.", "www.tiktok.com.", "in-addr.arpa.", `x\\.onion.`, "."} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		var buf [256]byte
+		if _, err := dns.PackDomainName(dns.Fqdn(name), buf[:], 0, nil, false); err != nil {
+			return
+		}
+		z, ok := localZoneOf(name)
+		ref, refOK := escapedLocalZoneOf(name)
+		if ok != refOK || z != ref {
+			t.Fatalf("localZoneOf(%q) = %v %v, reading octets gives %v %v", name, z, ok, ref, refOK)
+		}
+	})
+}
