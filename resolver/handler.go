@@ -374,6 +374,10 @@ func (h *Handler) failed(q *query, r any) {
 	}
 }
 
+// serverClassText is the EDE text of the REFUSED to a CHAOS or HESIOD
+// query that is no explain question.
+const serverClassText = "CHAOS and HESIOD queries are not forwarded"
+
 // internalError is the EDE text of the SERVFAIL of a query whose handling
 // panicked.
 const internalError = "internal error"
@@ -458,7 +462,18 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 		return msgReply(refusedReply(req), ResultRefused), true
 	case ResultBlocked:
 		return h.blocked(q), true
-	case ResultLocal:
+	}
+	// CHAOS and HESIOD data is the answering server's own (RFC 4892's
+	// version.bind, hostname.bind, id.server): an upstream's would be the
+	// upstream's version and name given as dnsfence's, telling anyone who
+	// asks what answers behind it. Not forwarded, and not answered either
+	// (BIND's `version none`). The wire path takes class IN only.
+	if c := question.Qclass; c == dns.ClassCHAOS || c == dns.ClassHESIOD {
+		m := newReply(req, dns.RcodeRefused)
+		addEDE(m, dns.ExtendedErrorCodeNotSupported, serverClassText)
+		return msgReply(m, ResultRefused), true
+	}
+	if q.out.result == ResultLocal {
 		return msgReply(q.out.local.reply(req), ResultLocal), true
 	}
 
