@@ -43,6 +43,10 @@ var ErrRemoved = fmt.Errorf("%w: the configuration takes protection away from a 
 // being written when the wait for it ran out.
 var ErrIncomplete = fmt.Errorf("%w: a file is still being written", ErrHeld)
 
+// ErrStopping is the error of a reload that Stop came before or during:
+// it applied nothing.
+var ErrStopping = errors.New("dnsfence is stopping")
+
 // DefaultSIGHUPWait bounds how long SIGHUP waits for files that a writer
 // holds open or whose content still changes.
 const DefaultSIGHUPWait = 5 * time.Second
@@ -145,14 +149,92 @@ type Reloader struct {
 	// whose sockets and fixed limits are those in effect until a restart
 	// (warnRestartNeeded); guarded by mu.
 	started *config.Config
+
+	// stopMu orders Stop against the reloads: a reload counts itself in
+	// running, and stores its snapshot, only under stopMu and while
+	// stopped is unset, so that once Stop has set it no reload starts or
+	// stores anything, and running only counts down.
+	stopMu  sync.Mutex
+	stopped bool
+	running sync.WaitGroup
+	// stopping ends at Stop: a SIGHUP's wait for files being written ends
+	// with it.
+	stopping   context.Context
+	stopReload context.CancelFunc
 }
 
 // NewReloader returns a Reloader for the handler's state. load reads the
 // configuration (the same way startup did).
 func NewReloader(log *zap.Logger, h *Handler, load func() (*config.Config, error)) *Reloader {
 	r := &Reloader{handler: h, load: load, log: log, newWatcher: blocklist.NewWatcher, sighupWait: DefaultSIGHUPWait}
+	r.stopping, r.stopReload = context.WithCancel(context.Background())
 	r.status.Store(&ReloadStatus{Time: time.Now(), OK: true, LastSuccess: time.Now()})
 	return r
+}
+
+// Stop ends reloading, at shutdown, before the listeners stop: once it
+// returns no reload starts (ReloadFor returns ErrStopping), none under way
+// stores its snapshot (it drops it, closing the upstreams it connected),
+// no copy of a remote list is applied, and a SIGHUP waiting for files
+// being written stops waiting. The snapshot serving then is the last.
+// Wait waits for the reloads under way to end.
+func (r *Reloader) Stop() {
+	r.stopReload()
+	r.stopMu.Lock()
+	r.stopped = true
+	r.stopMu.Unlock()
+}
+
+// Wait waits, after Stop, until no reload is under way, or until ctx ends
+// (its error): a reload reading a named pipe may take PipeIdle, longer
+// than a shutdown may. A reload left behind so goes on, and stores
+// nothing, until it ends or the process does.
+func (r *Reloader) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		r.running.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the reload under way: %w", ctx.Err())
+	}
+}
+
+// begin counts a reload in running, unless Stop came first.
+func (r *Reloader) begin() bool {
+	r.stopMu.Lock()
+	defer r.stopMu.Unlock()
+	if r.stopped {
+		return false
+	}
+	r.running.Add(1)
+	return true
+}
+
+// storeUnlessStopped runs store, which publishes a snapshot, unless Stop
+// came first.
+func (r *Reloader) storeUnlessStopped(store func()) bool {
+	r.stopMu.Lock()
+	defer r.stopMu.Unlock()
+	if r.stopped {
+		return false
+	}
+	store()
+	return true
+}
+
+// notApplied logs a reload that Stop came before or during, and drops
+// next, the snapshot it built if any: the forwarder next connected, when
+// it is not prev's, is closed.
+func (r *Reloader) notApplied(t Trigger, prev, next *Snapshot) error {
+	if next != nil && next.fwd != nil && (prev == nil || next.fwd != prev.fwd) {
+		next.fwd.Close()
+	}
+	r.log.Info("reload not applied: dnsfence is stopping", t.fields()...)
+	return ErrStopping
 }
 
 // watchedFiles are the configuration file and every file it names.
@@ -318,13 +400,22 @@ func (r *Reloader) Reload(force bool) error {
 // that are complete: it first waits, up to DefaultSIGHUPWait, until no
 // watched file is held open by a writer and their content is stable over
 // reload.debounce, and refuses the reload (ErrIncomplete) otherwise.
+//
+// Once Stop has begun, ReloadFor applies nothing and returns ErrStopping.
 func (r *Reloader) ReloadFor(t Trigger) error {
+	if !r.begin() {
+		return r.notApplied(t, nil, nil)
+	}
+	defer r.running.Done()
 	var incomplete error
 	if t.forced() {
 		incomplete = r.waitComplete()
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.stopping.Err() != nil { // during the wait for files, or for mu
+		return r.notApplied(t, nil, nil)
+	}
 	start := time.Now()
 	prev := r.handler.Snapshot()
 	var next *Snapshot
@@ -361,10 +452,12 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 		}
 		return err
 	}
+	if !r.storeUnlessStopped(func() { r.handler.Store(next) }) {
+		return r.notApplied(t, prev, next)
+	}
 	if len(accepted) > 0 {
 		r.log.Warn("SIGHUP applied changes that a reload holds", append(t.fields(), zap.Error(errors.Join(accepted...)))...)
 	}
-	r.handler.Store(next)
 	r.handler.metrics.reloaded(nil)
 	retireForwarder(prev, next) // queries in flight on it finish there
 	r.acceptPending(next)
@@ -420,7 +513,7 @@ func (r *Reloader) waitComplete() error {
 	if len(files) == 0 {
 		return nil
 	}
-	err := blocklist.WaitComplete(context.Background(), w, files, snap.Config.Reload.Debounce, r.sighupWait)
+	err := blocklist.WaitComplete(r.stopping, w, files, snap.Config.Reload.Debounce, r.sighupWait)
 	if err != nil {
 		return fmt.Errorf("%w, SIGHUP applies only complete files; send it again once the writer has finished: %w", ErrIncomplete, err)
 	}

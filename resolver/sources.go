@@ -220,6 +220,10 @@ func (f failedSource) Status() source.Status {
 // refuses the copy: the source counts it as a failure and keeps offering
 // the one served.
 func (r *Reloader) applySource(rs *runningSource, c source.Content) error {
+	if !r.begin() {
+		return ErrStopping
+	}
+	defer r.running.Done()
 	start := time.Now()
 	name := rs.src.Name()
 	r.mu.Lock()
@@ -274,7 +278,9 @@ func (r *Reloader) applySource(rs *runningSource, c source.Content) error {
 		return nil
 	}
 	next.keepPeaks(prev, false)
-	r.handler.storeLists(next)
+	if !r.storeUnlessStopped(func() { r.handler.storeLists(next) }) {
+		return ErrStopping
+	}
 	old := rs.list
 	rs.list, rs.pending = l, nil
 	r.handler.setHeld(name, false)

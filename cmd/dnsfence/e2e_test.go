@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,18 +155,19 @@ func startBinary(t *testing.T, args ...string) *process {
 	return p
 }
 
-// waitLine waits for a log line with the given message.
-func (p *process) waitLine(t *testing.T, msg string) map[string]any {
+// waitLine waits for a log line with the given message, or with any of
+// them when there are more.
+func (p *process) waitLine(t *testing.T, msgs ...string) map[string]any {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
 		select {
 		case m := <-p.lines:
-			if m["msg"] == msg {
+			if msg, _ := m["msg"].(string); slices.Contains(msgs, msg) {
 				return m
 			}
 		case <-deadline:
-			t.Fatalf("no %q log line", msg)
+			t.Fatalf("no %q log line", msgs)
 		}
 	}
 }

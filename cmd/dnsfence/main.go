@@ -441,11 +441,13 @@ func shutdownBudget(snap *resolver.Snapshot) time.Duration {
 
 // serveUntilStopped watches the files and serves until SIGTERM or SIGINT
 // on stop (a SIGHUP on hup reloads everything, the certificate too), then
-// stops in order: /readyz turns not ready, the watching and the remote
-// lists' refreshes end, and the listeners stop taking queries and answer
-// those in flight within shutdownBudget. Reloads run beside the wait for stop:
-// a SIGHUP reload waits up to 5 s for a writer, and reads a named pipe for
-// up to a minute, and a SIGTERM must not wait behind it.
+// stops in order: /readyz turns not ready, reloading ends (none starts,
+// and one under way applies nothing), the watching and the remote lists'
+// refreshes end, the listeners stop taking queries and answer those in
+// flight, and a reload still under way is waited for, all within
+// shutdownBudget. Reloads run beside the wait for stop: a SIGHUP reload
+// waits up to 5 s for a writer (Stop ends that wait), and reads a named
+// pipe for up to a minute, and a SIGTERM must not wait behind it.
 func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
@@ -454,7 +456,9 @@ func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
 			log.Error("file watching stopped; SIGHUP still reloads", zap.Error(err))
 		}
 	}()
+	hupDone := make(chan struct{})
 	go func() {
+		defer close(hupDone)
 		for {
 			select {
 			case <-watchCtx.Done():
@@ -464,8 +468,10 @@ func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
 					return // stopping: a SIGHUP that came with the SIGTERM starts no reload
 				}
 				log.Info("SIGHUP: reloading everything")
-				_ = r.reloader.Reload(true) // logged by the reloader
-				r.cert.Reload()             // logged when the pair changed
+				if err := r.reloader.Reload(true); errors.Is(err, resolver.ErrStopping) { // logged by the reloader
+					return // the certificate is not reloaded either
+				}
+				r.cert.Reload() // logged when the pair changed
 			}
 		}
 	}()
@@ -473,12 +479,28 @@ func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
 	sig := <-stop
 	log.Info("stopping", zap.String("signal", sig.String()))
 	r.handler.Stopping() // /readyz: 503 while the queries in flight finish
+	// From here no reload publishes a snapshot: the one serving now is
+	// the last, and the budget is its.
+	r.reloader.Stop()
 	stopWatching()
 	r.stopSources()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownBudget(r.handler.Snapshot()))
 	defer cancel()
 	if err := r.server.Shutdown(shutdownCtx); err != nil {
 		log.Warn("shutdown", zap.Error(err))
+	}
+	// A reload under way (a SIGHUP reading a named pipe, a list being
+	// parsed) ends, its snapshot dropped, in what is left of the budget.
+	err := r.reloader.Wait(shutdownCtx)
+	if err == nil {
+		select {
+		case <-hupDone: // the SIGHUP's certificate reload too
+		case <-shutdownCtx.Done():
+			err = fmt.Errorf("waiting for the SIGHUP reload under way: %w", shutdownCtx.Err())
+		}
+	}
+	if err != nil {
+		log.Warn("stopped with a reload still under way; it applies nothing", zap.Error(err))
 	}
 	log.Info("stopped")
 }

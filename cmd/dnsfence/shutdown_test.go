@@ -216,3 +216,182 @@ http: ""
 		t.Fatal("dnsfence did not stop on SIGTERM")
 	}
 }
+
+// Reload outcomes, as the reloader logs them.
+const (
+	lineReloaded   = "reloaded"
+	lineNotApplied = "reload not applied: dnsfence is stopping"
+	lineFailed     = "reload failed, keeping the last good state"
+)
+
+// TestSIGTERMDropsTheReloadUnderWay: a SIGHUP reload still reading a list
+// (a named pipe whose writer has not written yet) when SIGTERM comes
+// applies nothing once it has read it, even though the stop is still
+// answering a query in flight. Before, it published its snapshot after
+// the listeners had stopped: a state no query was answered with, built
+// while dnsfence was going away.
+func TestSIGTERMDropsTheReloadUnderWay(t *testing.T) {
+	upstream, count, releaseAll := heldUpstream(t)
+	config, list := pipedListConfig(t, upstream, "5s")
+	p := startBinary(t, "-config", config)
+
+	inflight := make(chan error, 1)
+	go func() {
+		c := &dns.Client{Net: "tcp", Timeout: 20 * time.Second}
+		m := new(dns.Msg)
+		m.SetQuestion("slow.example.org.", dns.TypeA)
+		r, _, err := c.Exchange(m, p.addr)
+		if err == nil && r.Rcode != dns.RcodeSuccess {
+			err = fmt.Errorf("answered %s", dns.RcodeToString[r.Rcode])
+		}
+		inflight <- err
+	}()
+	require.Eventually(t, func() bool { return count.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
+
+	w := startPipeWriter(t, list, "tiktok.com\nbytedance.com\n")
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+	w.waitOpened(t) // the reload reads the list
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	p.waitLine(t, "stopped taking queries; answering those in flight")
+	w.write()
+	outcome := p.waitLine(t, lineReloaded, lineNotApplied, lineFailed)
+	assert.Equal(t, lineNotApplied, outcome["msg"], "the reload's outcome after SIGTERM: %v", outcome)
+	assert.Equal(t, "sighup", outcome["trigger"])
+
+	releaseAll()
+	assert.NoError(t, <-inflight, "the query in flight is answered")
+	select {
+	case err := <-p.done:
+		assert.NoError(t, err, "SIGTERM exits 0")
+	case <-time.After(15 * time.Second):
+		t.Fatal("dnsfence did not stop on SIGTERM")
+	}
+}
+
+// TestSIGTERMWaitsForTheReloadUnderWay: once the listeners have answered
+// the queries in flight, the stop waits for a SIGHUP reload still reading
+// a list, which then applies nothing; it waits no longer than the
+// shutdown budget ((upstreams + 1) × upstream_timeout), though a named
+// pipe may hold the reload for blocklist.PipeIdle (10 s). Before, the
+// process exited under the reload.
+func TestSIGTERMWaitsForTheReloadUnderWay(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout string // upstream_timeout: the budget is twice it
+		written bool   // the list's writer writes once the listeners are done
+		want    []string
+	}{
+		{"read within the budget", "5s", true, []string{lineNotApplied, "stopped"}},
+		{"not read within the budget", "1s", false,
+			[]string{"stopped with a reload still under way; it applies nothing", "stopped"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			upstream, _ := testUpstream(t)
+			config, list := pipedListConfig(t, upstream, tc.timeout)
+			p := startBinary(t, "-config", config)
+			w := startPipeWriter(t, list, "tiktok.com\nbytedance.com\n")
+			require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+			w.waitOpened(t)
+			sent := time.Now()
+			require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+			p.waitLine(t, "stopped taking queries; answering those in flight")
+			if tc.written {
+				w.write()
+			}
+			for _, msg := range tc.want {
+				p.waitLine(t, msg)
+			}
+			select {
+			case err := <-p.done:
+				assert.NoError(t, err, "SIGTERM exits 0")
+				assert.Less(t, time.Since(sent), 8*time.Second, "the stop waited past its budget")
+			case <-time.After(15 * time.Second):
+				t.Fatal("dnsfence did not stop on SIGTERM")
+			}
+		})
+	}
+}
+
+// pipedListConfig writes a configuration forwarding to upstream with
+// upstream_timeout timeout, whose blocking policy's list is a named pipe
+// (the test skips where there are none), and starts the writer that
+// gives dnsfence's start the list (tiktok.com). It returns the
+// configuration's path and the list's.
+func pipedListConfig(t *testing.T, upstream, timeout string) (config, list string) {
+	t.Helper()
+	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+upstream_timeout: %s
+http: ""
+reload: {debounce: 50ms}
+policies:
+  - name: government-devices
+    clients: ["127.0.0.0/30"]
+    block: ["lists/tiktok.txt"]
+`, upstream, timeout)})
+	list = filepath.Join(dir, "lists", "tiktok.txt")
+	require.NoError(t, os.MkdirAll(filepath.Dir(list), 0o755))
+	if err := syscall.Mkfifo(list, 0o644); err != nil {
+		t.Skip("no named pipes here:", err)
+	}
+	startPipeWriter(t, list, "tiktok.com\n").write()
+	return filepath.Join(dir, "dnsfence.yaml"), list
+}
+
+// pipeWriter writes a list into a named pipe once dnsfence opens it to
+// read it, and once the test says so.
+type pipeWriter struct {
+	opened  chan struct{} // closed once a reader has opened the pipe
+	release chan struct{} // closed by write
+	once    sync.Once
+}
+
+// startPipeWriter starts a writer of content into the named pipe at path:
+// it opens the pipe, which waits for a reader, and writes once write is
+// called (at once if it was before). A writer still waiting when the test
+// ends is let go.
+func startPipeWriter(t *testing.T, path, content string) *pipeWriter {
+	t.Helper()
+	w := &pipeWriter{opened: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f, err := os.OpenFile(path, os.O_WRONLY, 0) // waits for a reader
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		close(w.opened)
+		select {
+		case <-w.release:
+			_, _ = f.WriteString(content)
+		case <-t.Context().Done():
+		}
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-w.opened:
+		default:
+			// Still in open(2): a reader of our own lets it through.
+			if r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+				defer r.Close()
+			}
+		}
+		<-done
+	})
+	return w
+}
+
+// waitOpened waits, 10 s at most, until a reader has opened the pipe.
+func (w *pipeWriter) waitOpened(t *testing.T) {
+	t.Helper()
+	select {
+	case <-w.opened:
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing opened the named pipe to read it")
+	}
+}
+
+// write lets the writer write and close the pipe.
+func (w *pipeWriter) write() { w.once.Do(func() { close(w.release) }) }
