@@ -60,7 +60,10 @@ type dotConn struct {
 	conn  net.Conn      // set under mu before ready closes, read after
 	err   error         // why the dial failed
 
-	wmu sync.Mutex // one frame written at a time
+	// wturn is the turn to write, one frame at a time: a channel, so that
+	// a query whose deadline comes while another's frame is being written
+	// stops waiting then.
+	wturn chan struct{}
 
 	mu sync.Mutex
 	// waiting holds the channel of each query in flight by its ID. A nil
@@ -135,7 +138,13 @@ func (t *dotTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.write(wq.withID(id, true)); err != nil {
+	if started, err := c.write(ctx, wq.withID(id, true)); err != nil {
+		if !started {
+			// Its deadline came while another frame was being written:
+			// nothing of it went out.
+			c.forget(id)
+			return nil, ctx.Err()
+		}
 		c.fail(err)
 		return nil, c.brokenError()
 	}
@@ -202,7 +211,8 @@ func (t *dotTransport) pick() (*dotConn, error) {
 		}
 		var seed [32]byte
 		_, _ = crand.Read(seed[:]) // never fails on Linux (Go 1.24+ crashes instead)
-		best = &dotConn{t: t, ready: make(chan struct{}), waiting: map[uint16]chan []byte{}, ids: rand.NewChaCha8(seed)}
+		best = &dotConn{t: t, ready: make(chan struct{}), wturn: make(chan struct{}, 1), waiting: map[uint16]chan []byte{},
+			ids: rand.NewChaCha8(seed)}
 		t.conns = append(t.conns, best)
 		go best.dial()
 	}
@@ -336,13 +346,41 @@ func (c *dotConn) register() (uint16, chan []byte, error) {
 	return 0, nil, fmt.Errorf("dns over tls: no free query ID on the connection")
 }
 
-// write sends one framed query.
-func (c *dotConn) write(b []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_ = c.conn.SetWriteDeadline(time.Now().Add(c.t.timeout))
-	_, err := c.conn.Write(b)
-	return err
+// write sends one framed query by the query's own deadline (ctx's, which
+// exchangeRetrying sets no later than upstream_timeout after the query
+// began), not a timeout counted from the write: a write that starts late
+// (after a slow dial, or behind another frame) must not make the query
+// outlast its timeout. started is false when the deadline came before
+// the query's turn to write: nothing was written, and the connection is
+// as good as before. A write that fails, or ends at the deadline part
+// written, breaks the connection (a TLS connection whose write timed out
+// writes no more).
+func (c *dotConn) write(ctx context.Context, b []byte) (started bool, err error) {
+	select {
+	case c.wturn <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-c.wturn }()
+	if ctx.Err() != nil { // the turn and the deadline came together
+		return false, ctx.Err()
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(c.t.timeout)
+	}
+	_ = c.conn.SetWriteDeadline(deadline)
+	_, err = c.conn.Write(b)
+	return true, err
+}
+
+// forget frees the ID of a query that was never sent.
+func (c *dotConn) forget(id uint16) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ch, ok := c.waiting[id]; ok && ch != nil {
+		delete(c.waiting, id)
+	}
 }
 
 // abandon gives up on the query with ID id, keeping its ID taken until its

@@ -2,16 +2,19 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // exchangeConcurrently sends n queries at once, for n0.example. to n<n-1>.example.,
@@ -311,4 +314,68 @@ func TestDoTSilentConnectionRedialled(t *testing.T) {
 	require.NoError(t, err, "the next query goes on a new connection")
 	assert.Len(t, resp.Answer, 1)
 	assert.Equal(t, 2, srv.connections())
+}
+
+// TestDoTWriteEndsAtTheQueryDeadline: a query's frame is written by the
+// query's own deadline, not within a whole upstream_timeout counted from
+// the write. An upstream that reads nothing (its TCP window shut) holds
+// the write of a large query; before, that write, and the queries waiting
+// to write behind it, went on for the transport's timeout (20 s here)
+// whatever the query's deadline (500 ms).
+func TestDoTWriteEndsAtTheQueryDeadline(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoTOn(t, narrowListener(t), pki.good, func(*dotTestServer, net.Conn) {
+		<-t.Context().Done() // reads nothing: the client's frames fill the socket buffers
+	})
+	opts := pki.testOptions(t)
+	opts.Timeout = 20 * time.Second
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), opts)
+	// Four frames of 60 kB: more than the narrow connection takes before
+	// a write blocks (about 100 kB).
+	const n = 4
+	type result struct {
+		err  error
+		took time.Duration
+	}
+	results := make(chan result, n)
+	for i := range n {
+		go func() {
+			q := clientQuery(fmt.Sprintf("big%d.example.", i), false)
+			opt := q.IsEdns0()
+			opt.Option = append(opt.Option, &dns.EDNS0_LOCAL{Code: dns.EDNS0LOCALSTART, Data: make([]byte, 60000)})
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, err := tr.Exchange(ctx, q)
+			results <- result{err, time.Since(start)}
+		}()
+	}
+	for range n {
+		select {
+		case r := <-results:
+			assert.ErrorIs(t, r.err, context.DeadlineExceeded)
+			assert.Less(t, r.took, 5*time.Second, "the query outlasted its deadline: %v", r.err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("a query did not end")
+		}
+	}
+}
+
+// narrowListener is a TCP listener on 127.0.0.1 whose connections take
+// little before a writer to them blocks while nothing is read: a small
+// receive buffer, and a small MSS, by which Linux also sizes the writer's
+// send buffer. About 100 kB in all, against megabytes on loopback.
+func narrowListener(t *testing.T) net.Listener {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096),
+				unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, 536))
+		})
+		return errors.Join(err, serr)
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	return ln
 }

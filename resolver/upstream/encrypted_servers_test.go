@@ -83,12 +83,20 @@ type dotTestServer struct {
 
 func startDoT(t *testing.T, cert tls.Certificate, serve func(*dotTestServer, net.Conn)) *dotTestServer {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	return startDoTOn(t, ln, cert, serve)
+}
+
+// startDoTOn is startDoT on a TCP listener of the test's making (one whose
+// sockets take little before a writer blocks, say).
+func startDoTOn(t *testing.T, tcp net.Listener, cert tls.Certificate, serve func(*dotTestServer, net.Conn)) *dotTestServer {
+	t.Helper()
+	ln := tls.NewListener(tcp, &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		NextProtos:   []string{"dot"},
 		MinVersion:   tls.VersionTLS12,
 	})
-	require.NoError(t, err)
 	s := &dotTestServer{addr: ln.Addr().String()}
 	go func() {
 		for {
