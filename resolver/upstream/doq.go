@@ -73,7 +73,9 @@ func doqCodeName(code uint64) string {
 // that breaks the protocol (a non-zero ID, FIN before the whole message,
 // more than one answer, edns-tcp-keepalive: §4.3.3, §5.5.2) closes the
 // connection with DOQ_PROTOCOL_ERROR. A connection that closes or breaks
-// is dialled anew, and a query in flight on it is sent once more.
+// is dialled anew, and a query in flight on it is sent once more, unless
+// the upstream closed it with an error code (DOQ_EXCESSIVE_LOAD...): that
+// query fails with a *DoQError, and the Forwarder asks the next upstream.
 type doqTransport struct {
 	addr    Address
 	tls     *tls.Config
@@ -225,11 +227,12 @@ func (t *doqTransport) dial(d *doqDial) {
 	}
 }
 
-// streamError types an error of a query's stream: the stream reset by the
-// upstream is a *DoQError; the connection closing or breaking under the
-// query is a *brokenConnError (the query is sent once more), with a
-// *DoQError inside when the upstream closed it with an error code; a
-// stream ending before the whole answer came is a protocol error.
+// streamError types an error of a query's stream: the stream reset, or
+// the connection closed, by the upstream with an error code is a
+// *DoQError; the connection closing or breaking under the query otherwise
+// (DOQ_NO_ERROR, an idle timeout, a stateless reset, the network) is a
+// *brokenConnError (the query is sent once more); a stream ending before
+// the whole answer came is a protocol error.
 func (t *doqTransport) streamError(conn *quic.Conn, err error) error {
 	var se *quic.StreamError
 	var ae *quic.ApplicationError
@@ -245,7 +248,14 @@ func (t *doqTransport) streamError(conn *quic.Conn, err error) error {
 	}
 	t.forget(conn)
 	if errors.As(err, &ae) && ae.Remote && ae.ErrorCode != doqNoError {
-		err = fmt.Errorf("%w: %w", &DoQError{Code: uint64(ae.ErrorCode)}, err)
+		// The upstream closed the connection with an error code: it is
+		// overloaded (DOQ_EXCESSIVE_LOAD), or failed, or found us at fault
+		// (RFC 9250 §4.3). That is its answer, as a stream reset is: the
+		// query is not sent again on a new connection at once, which to an
+		// overloaded server is more load, but fails over to the next
+		// upstream, and this one counts as failing, as after a REFUSED
+		// answer. The next query to it dials anew.
+		return fmt.Errorf("dns over quic: %w: %w", &DoQError{Code: uint64(ae.ErrorCode)}, err)
 	}
 	return &brokenConnError{err: err}
 }

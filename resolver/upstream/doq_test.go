@@ -3,11 +3,13 @@ package upstream
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -72,9 +74,36 @@ func TestDoQBrokenConnection(t *testing.T) {
 	t.Run("every connection closed: one retry", func(t *testing.T) {
 		srv := startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
 			if _, ok := readDoQQuery(s, conn, str); ok {
+				_ = conn.CloseWithError(doqNoError, "going away")
+			}
+		})
+		tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+		resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+		assert.Nil(t, resp)
+		var be *brokenConnError
+		assert.ErrorAs(t, err, &be)
+		assert.Equal(t, 2, srv.connections(), "tried once more, not again")
+	})
+}
+
+// TestDoQExcessiveLoadFailsOver: an upstream that closes the connection
+// with DOQ_EXCESSIVE_LOAD (RFC 9250 §4.3) is overloaded. The query is not
+// sent to it again on a new connection, which would only add to its load,
+// but fails over to the next upstream at once, and the upstream counts as
+// failing (down, as its first exchange failed), as after a REFUSED
+// answer. Before, the query was sent once more on a new connection at
+// once.
+func TestDoQExcessiveLoadFailsOver(t *testing.T) {
+	pki := newPKI(t)
+	overloaded := func(t *testing.T) *doqTestServer {
+		return startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
+			if _, ok := readDoQQuery(s, conn, str); ok {
 				_ = conn.CloseWithError(doqExcessiveLoad, "busy")
 			}
 		})
+	}
+	t.Run("transport", func(t *testing.T) {
+		srv := overloaded(t)
 		tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
 		resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 		assert.Nil(t, resp)
@@ -82,8 +111,36 @@ func TestDoQBrokenConnection(t *testing.T) {
 		require.ErrorAs(t, err, &de)
 		assert.Equal(t, &DoQError{Code: doqExcessiveLoad}, de)
 		assert.ErrorIs(t, err, ErrProtocol)
-		assert.ErrorContains(t, err, "DOQ_EXCESSIVE_LOAD (4)")
-		assert.Equal(t, 2, srv.connections(), "tried once more, not again")
+		assert.ErrorContains(t, err, "the upstream closed the connection with DOQ_EXCESSIVE_LOAD (4)")
+		assert.Equal(t, 1, srv.connections(), "not sent again on a new connection")
+		assert.Len(t, srv.queries(), 1)
+	})
+	t.Run("forwarder", func(t *testing.T) {
+		srv := overloaded(t)
+		plain := plainTestUpstream(t, answerWithA)
+		reg := prometheus.NewRegistry()
+		opts := pki.testOptions(t)
+		opts.Metrics = NewMetrics(reg)
+		doq := srv.upstream(testServerName)
+		f, err := New([]string{doq, plain}, opts)
+		require.NoError(t, err)
+		t.Cleanup(f.Close)
+		f.started.Store(true) // no probes: only the query reaches the upstreams
+		resp, from, err := f.Forward(context.Background(), clientQuery("a.example.", false), false)
+		require.NoError(t, err)
+		assert.Equal(t, plain, from, "failed over")
+		assert.Len(t, resp.Answer, 1)
+		// The DoQ try may have been joined by a hedge to the plain
+		// upstream before it failed: it is recorded once it ends.
+		require.Eventually(t, func() bool { return slices.Equal(f.Down(), []string{doq}) }, 5*time.Second, 5*time.Millisecond,
+			"the overloaded upstream counts as failing (its first exchange failed)")
+		assert.Equal(t, map[string]float64{kindProtocol: 1}, upstreamErrors(t, reg, doq))
+		assert.Equal(t, 1, srv.connections(), "not sent again on a new connection")
+		assert.Len(t, srv.queries(), 1)
+		_, from, err = f.Forward(context.Background(), clientQuery("b.example.", false), false)
+		require.NoError(t, err)
+		assert.Equal(t, plain, from, "a down upstream is skipped while another is up")
+		assert.Len(t, srv.queries(), 1)
 	})
 }
 
