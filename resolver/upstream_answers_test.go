@@ -638,35 +638,11 @@ func TestStaleRefreshTime(t *testing.T) {
 	}
 	mode.Store(modeSilent)
 	time.Sleep(1100 * time.Millisecond) // past max_ttl
-	isStale := func(t *testing.T, q, r *dns.Msg) {
-		t.Helper()
-		switch {
-		case q.IsEdns0() == nil:
-			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
-			assert.Nil(t, r.IsEdns0(), "no EDNS asked, none given")
-		case strings.HasPrefix(q.Question[0].Name, "nx."):
-			assert.Equal(t, dns.RcodeNameError, r.Rcode)
-			if edes := allEDEs(r); assert.Len(t, edes, 1) {
-				assert.Equal(t, uint16(dns.ExtendedErrorCodeStaleNXDOMAINAnswer), edes[0].InfoCode, "EDE 19")
-			}
-			if assert.Len(t, r.Ns, 1) {
-				assert.Equal(t, uint32(30), r.Ns[0].Header().Ttl)
-			}
-			return
-		default:
-			if edes := allEDEs(r); assert.Len(t, edes, 1) {
-				assert.Equal(t, uint16(dns.ExtendedErrorCodeStaleAnswer), edes[0].InfoCode, "EDE 3")
-			}
-		}
-		if assert.Len(t, r.Answer, 1) {
-			assert.Equal(t, uint32(30), r.Answer[0].Header().Ttl)
-		}
-	}
 	// The first query of each waits for the upstream's timeout, then is
 	// answered stale.
 	for _, q := range questions {
 		before := clientQueries(up)
-		isStale(t, q, ask(t, f.addr, "", "udp", q))
+		isStaleAnswer(t, q, ask(t, f.addr, "", "udp", q))
 		assert.Greater(t, clientQueries(up), before, "%s: the upstream was asked", q.Question[0].Name)
 	}
 	// Every later one is answered stale at once, over UDP and TCP.
@@ -674,7 +650,7 @@ func TestStaleRefreshTime(t *testing.T) {
 	for _, network := range []string{"udp", "tcp", "udp"} {
 		for _, q := range questions {
 			start := time.Now()
-			isStale(t, q, ask(t, f.addr, "", network, q))
+			isStaleAnswer(t, q, ask(t, f.addr, "", network, q))
 			assert.Less(t, time.Since(start), 300*time.Millisecond, "%s over %s: no upstream timeout waited for", q.Question[0].Name, network)
 		}
 	}
@@ -694,7 +670,7 @@ func TestStaleRefreshTime(t *testing.T) {
 		return clientQueries(up) > before
 	}, 10*time.Second, 100*time.Millisecond)
 	after := clientQueries(up)
-	isStale(t, questions[0], ask(t, f.addr, "", "udp", questions[0]))
+	isStaleAnswer(t, questions[0], ask(t, f.addr, "", "udp", questions[0]))
 	assert.Equal(t, after, clientQueries(up), "failed again: another wait")
 
 	// Recovered: once the wait is over, a fresh answer.
@@ -703,6 +679,35 @@ func TestStaleRefreshTime(t *testing.T) {
 		r, err := exchange(f.addr, "", "udp", questions[0])
 		return err == nil && len(allEDEs(r)) == 0 && len(r.Answer) == 1
 	}, 10*time.Second, 100*time.Millisecond)
+}
+
+// isStaleAnswer asserts that r, the answer to q, is a stale one (RFC
+// 8767): TTL 30, EDE 19 "Stale NXDOMAIN Answer" for an NXDOMAIN (q's name
+// starts with "nx."), else EDE 3 "Stale Answer" (RFC 8914 §4.20, §4.4),
+// and no EDNS for a query without.
+func isStaleAnswer(t *testing.T, q, r *dns.Msg) {
+	t.Helper()
+	switch {
+	case q.IsEdns0() == nil:
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+		assert.Nil(t, r.IsEdns0(), "no EDNS asked, none given")
+	case strings.HasPrefix(q.Question[0].Name, "nx."):
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+		if edes := allEDEs(r); assert.Len(t, edes, 1) {
+			assert.Equal(t, uint16(dns.ExtendedErrorCodeStaleNXDOMAINAnswer), edes[0].InfoCode, "EDE 19")
+		}
+		if assert.Len(t, r.Ns, 1) {
+			assert.Equal(t, uint32(30), r.Ns[0].Header().Ttl)
+		}
+		return
+	default:
+		if edes := allEDEs(r); assert.Len(t, edes, 1) {
+			assert.Equal(t, uint16(dns.ExtendedErrorCodeStaleAnswer), edes[0].InfoCode, "EDE 3")
+		}
+	}
+	if assert.Len(t, r.Answer, 1) {
+		assert.Equal(t, uint32(30), r.Answer[0].Header().Ttl)
+	}
 }
 
 // TestCacheFailureNeverDisplacesAnswer: a cached SERVFAIL never replaces an
