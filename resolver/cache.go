@@ -278,6 +278,52 @@ func (c *Cache) staleUnrefreshed(key cacheKey, now time.Time) *dns.Msg {
 	return e.aged(now, staleTTL)
 }
 
+// staleUnanswered returns the expired answer for key, to be served stale
+// to a query the upstreams have not answered within
+// stale_answer_client_timeout (RFC 8767 §5's client response timer,
+// clientTimeout); nil when there is none, or when the entry is fresh
+// again (refreshed meanwhile: the query gets that answer as it comes).
+func (c *Cache) staleUnanswered(key cacheKey, now time.Time) *dns.Msg {
+	e := c.expiredEntry(key, now)
+	if e == nil {
+		return nil
+	}
+	return e.aged(now, staleTTL)
+}
+
+// clientTimeout is how much longer a query received at start may wait, at
+// now, for the upstreams' answer for key before it is answered stale
+// (staleUnanswered): RFC 8767 §5's client response timer,
+// stale_answer_client_timeout from the query's start. ok is false when no
+// timer applies: the timeout or serve_stale is off, or key has no expired
+// answer that may be served stale; the query waits for the upstreams, as
+// any miss does.
+func (c *Cache) clientTimeout(key cacheKey, start, now time.Time) (wait time.Duration, ok bool) {
+	timeout := c.cfg.StaleAnswerClientTimeout
+	if timeout <= 0 || c.expiredEntry(key, now) == nil {
+		return 0, false
+	}
+	return timeout - now.Sub(start), true
+}
+
+// failedRefresh records that every upstream failed, at now, to refresh the
+// answer for key, when it may be served stale (stale's failed, for a
+// refresh that no query waits for any more: fetchWithin).
+func (c *Cache) failedRefresh(key cacheKey, now time.Time) {
+	if e := c.staleEntry(key, now); e != nil {
+		e.refreshFailed.Store(now.UnixNano())
+	}
+}
+
+// expiredEntry is the entry staleEntry finds, when it is no longer fresh.
+func (c *Cache) expiredEntry(key cacheKey, now time.Time) *cacheEntry {
+	e := c.staleEntry(key, now)
+	if e == nil || now.Sub(e.stored) < e.ttl {
+		return nil
+	}
+	return e
+}
+
 // staleEntry is the entry for key that may be served stale at now: expired
 // or not, inside the serve-stale window, and no SERVFAIL; nil when there
 // is none or serve_stale is off.

@@ -237,6 +237,53 @@ func TestCacheStaleRefreshTime(t *testing.T) {
 	assert.Nil(t, noStale.staleUnrefreshed(key, expired), "serve_stale off: nothing stale")
 }
 
+// TestCacheClientTimeout: RFC 8767 §5's client response timer applies to
+// a query whose cached answer has expired and may be served stale, and
+// runs stale_answer_client_timeout from the query's start; not to a fresh
+// answer, one past the stale window, a cached SERVFAIL, nor with the
+// timeout or serve_stale off. Once it fires, the answer is served stale
+// (TTL 30), unless it is fresh again.
+func TestCacheClientTimeout(t *testing.T) {
+	msg := answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess, "a.example.org. 100 IN A 192.0.2.1")
+	key := keyOf(msg)
+	now := time.Unix(1_000_000, 0)
+	expired := now.Add(200 * time.Second)
+	cfg := config.Cache{Size: 100, MaxTTL: 86400, ServeStale: time.Hour, StaleAnswerClientTimeout: 1800 * time.Millisecond}
+
+	c := NewCache(cfg)
+	c.put(key, msg, now)
+	_, ok := c.clientTimeout(key, now, now.Add(time.Second))
+	assert.False(t, ok, "fresh: a hit, no timer")
+	assert.Nil(t, c.staleUnanswered(key, now.Add(time.Second)), "fresh: nothing stale to answer")
+	wait, ok := c.clientTimeout(key, expired, expired.Add(300*time.Millisecond))
+	assert.True(t, ok, "expired, inside the stale window")
+	assert.Equal(t, 1500*time.Millisecond, wait, "from the query's start")
+	if st := c.staleUnanswered(key, expired.Add(1800*time.Millisecond)); assert.NotNil(t, st) {
+		assert.Equal(t, uint32(30), st.Answer[0].Header().Ttl)
+	}
+	_, ok = c.clientTimeout(key, now, now.Add(100*time.Second+time.Hour))
+	assert.False(t, ok, "past the stale window")
+	assert.Nil(t, c.staleUnanswered(key, now.Add(100*time.Second+time.Hour)))
+
+	c.put(key, msg, expired.Add(time.Second))
+	assert.Nil(t, c.staleUnanswered(key, expired.Add(2*time.Second)), "refreshed meanwhile: fresh again")
+
+	fail := answerWith("f.example.org.", dns.TypeA, dns.RcodeServerFailure)
+	c.put(keyOf(fail), fail, now)
+	_, ok = c.clientTimeout(keyOf(fail), now.Add(6*time.Second), now.Add(6*time.Second))
+	assert.False(t, ok, "a SERVFAIL is never served stale")
+
+	for _, off := range []config.Cache{
+		{Size: 100, MaxTTL: 86400, ServeStale: time.Hour},
+		{Size: 100, MaxTTL: 86400, StaleAnswerClientTimeout: time.Second},
+	} {
+		c := NewCache(off)
+		c.put(key, msg, now)
+		_, ok := c.clientTimeout(key, expired, expired)
+		assert.False(t, ok, "timeout %v, serve_stale %v: no timer", off.StaleAnswerClientTimeout, off.ServeStale)
+	}
+}
+
 func TestCacheIsBounded(t *testing.T) {
 	c := NewCache(config.Cache{Size: 50, MaxTTL: 86400})
 	now := time.Now()

@@ -332,19 +332,24 @@ func (h *Handler) serveInline(q *query) (needsUpstream bool) {
 
 // resume is the upstream step of a query serveInline left: forward (or
 // forwardMessage, when asMessage: a miss already counted), then the one
-// write.
+// write, unless the query's client response timer answered it already
+// (clientTimer: the reply is none).
 func (h *Handler) resume(q *query, asMessage bool) {
 	defer h.done()
 	defer func() {
-		if r := recover(); r != nil {
+		if r := recover(); r != nil && q.claimAnswer() {
 			h.failed(q, r)
 		}
 	}()
+	var r reply
 	if asMessage {
-		h.write(q, h.forwardMessage(context.Background(), q))
-		return
+		r = h.forwardMessage(context.Background(), q)
+	} else {
+		r = h.forward(context.Background(), q)
 	}
-	h.write(q, h.forward(context.Background(), q))
+	if !r.none() {
+		h.write(q, r)
+	}
 }
 
 // done ends a query begun by serveInline.
@@ -492,7 +497,6 @@ func (h *Handler) fromCache(q *query) (r reply, ok bool) {
 		return h.cached(q, e, prefetch), true
 	}
 	if stale := cache.staleUnrefreshed(q.key, q.start); stale != nil {
-		h.metrics.cacheLookup(cacheStale)
 		return h.forwarded(q, stale, upstreamStale, nil), true
 	}
 	return reply{}, false
@@ -570,6 +574,7 @@ func malformedReply(q *query) reply {
 func (h *Handler) forward(ctx context.Context, q *query) reply {
 	h.metrics.cacheLookup(cacheMiss)
 	if q.wire.ok {
+		h.startClientTimer(q.left)
 		c := h.fetchWire(ctx, q)
 		r, ok := h.wireReply(q, c)
 		if c != &q.left.call {
@@ -582,39 +587,54 @@ func (h *Handler) forward(ctx context.Context, q *query) reply {
 	return h.forwardMessage(ctx, q)
 }
 
-// wireReply is forward's reply from the wire call c that asked for q; ok
-// is false when q must go upstream as a message (errNotWire).
+// wireReply is forward's reply from the wire call c that asked for q,
+// none when q's client response timer answered it meanwhile; ok is false
+// when q must go upstream as a message (errNotWire).
 func (h *Handler) wireReply(q *query, c *wireCall) (r reply, ok bool) {
 	e, resp, upstream, err := h.resolvedWire(q, c)
 	switch {
 	case errors.Is(err, errNotWire):
 		return reply{}, false
+	case !q.claimAnswer():
+		return reply{}, true
 	case e != nil:
 		return h.forwardedWire(q, e, upstream), true
 	}
 	return h.forwarded(q, resp, upstream, err), true
 }
 
-// forwardMessage is forward for a query that goes upstream as a message.
+// forwardMessage is forward for a query that goes upstream as a message;
+// its reply is none when the query's client response timer (a wire
+// query's, clientTimer) answered it meanwhile.
 func (h *Handler) forwardMessage(ctx context.Context, q *query) reply {
-	resp, upstream, err := h.resolve(ctx, q.snap, q.request(), q.key, q.upstreamTCP())
+	resp, upstream, err := h.resolve(ctx, q)
+	if !q.claimAnswer() {
+		return reply{}
+	}
 	return h.forwarded(q, resp, upstream, err)
 }
 
 // forwarded is forward's reply from the upstreams' answer resp as a
-// message, from upstream, or their error.
+// message, from upstream, or their error. It is where every stale answer
+// (upstreamStale) is made and counted: when every upstream failed
+// (resolve, resolvedWire), while stale_refresh_time holds them off
+// (fromCache), and when they have not answered within
+// stale_answer_client_timeout (fetchWithin, clientTimer).
 func (h *Handler) forwarded(q *query, resp *dns.Msg, upstream string, err error) reply {
 	req := q.request()
 	q.upstream = upstream
 	if err != nil {
 		return h.failure(q, err)
 	}
+	if upstream == upstreamStale {
+		h.metrics.cacheLookup(cacheStale)
+	}
 	if h.inspect(q, resp) {
 		return h.blocked(q)
 	}
 	m := upstreamReply(req, resp)
 	if upstream == upstreamStale {
-		addEDE(m, staleEDE(resp.Rcode), "every upstream failed; answer from cache past its TTL")
+		addEDE(m, staleEDE(resp.Rcode), "no usable upstream answer in time; answer from cache past its TTL")
 	}
 	return msgReply(m, ResultForwarded)
 }
@@ -713,24 +733,47 @@ const (
 // waiting on the upstreams.
 var errOverloaded = errors.New("too many upstream queries in flight")
 
-// resolve returns a private shallow copy of the upstream answer for a cache
-// miss (for upstreamReply, which writes no shared part of it),
+// resolve returns a private shallow copy of the upstream answer for the
+// cache miss q (for upstreamReply, which writes no shared part of it),
 // identical concurrent misses sharing one upstream query; when every
 // upstream fails (timeouts, errors, unusable answers, or SERVFAIL, REFUSED,
 // NOTIMP, FORMERR or BADVERS: Forward's error), a stale cached answer if serve_stale allows
-// (RFC 8767 §4), which forwarded marks with EDE 3 or 19 (staleEDE).
-func (h *Handler) resolve(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (*dns.Msg, string, error) {
+// (RFC 8767 §4), which forwarded marks with EDE 3 or 19 (staleEDE). An
+// expired answer that may be served stale is returned so as well when the
+// upstreams have not answered within stale_answer_client_timeout
+// (fetchWithin), unless q is a wire query whose own timer runs
+// (clientTimer).
+func (h *Handler) resolve(ctx context.Context, q *query) (*dns.Msg, string, error) {
+	snap, req, key, tcp := q.snap, q.request(), q.key, q.upstreamTCP()
 	now := time.Now()
-	msg, upstream, err := h.fetch(ctx, snap, req, key, tcp)
+	var msg *dns.Msg
+	var upstream string
+	var err error
+	if wait, ok := h.clientTimeout(q, now); ok {
+		msg, upstream, err = h.fetchWithin(ctx, snap, req, key, tcp, wait)
+		if upstream == upstreamStale {
+			return msg, upstream, err // its own copy
+		}
+	} else {
+		msg, upstream, err = h.fetch(ctx, snap, req, key, tcp)
+	}
 	if err != nil {
 		if stale := h.cache.Load().stale(key, now, upstreamsFailed(err)); stale != nil {
-			h.metrics.cacheLookup(cacheStale)
 			return stale, upstreamStale, nil
 		}
 		return nil, "", err
 	}
 	own := *msg
 	return &own, upstream, nil
+}
+
+// clientTimeout is Cache.clientTimeout for the message query q at now;
+// ok is false for a wire query whose own timer runs (clientTimer).
+func (h *Handler) clientTimeout(q *query, now time.Time) (wait time.Duration, ok bool) {
+	if q.timer() != nil {
+		return 0, false
+	}
+	return h.cache.Load().clientTimeout(q.key, q.start, now)
 }
 
 // upstreamsFailed reports whether err says every upstream was asked and
@@ -744,31 +787,93 @@ func upstreamsFailed(err error) bool {
 // caches the answer, or, when every upstream answered SERVFAIL, the failure
 // briefly. The returned message is shared: callers copy it.
 func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (*dns.Msg, string, error) {
-	type result struct {
-		msg      *dns.Msg
-		upstream string
-	}
 	v, err, _ := h.flight.Do(key.flight(tcp), func() (any, error) {
-		if !h.slots.acquire() {
-			return nil, errOverloaded
-		}
-		defer h.slots.release()
-		msg, from, err := snap.Forwarder().Forward(ctx, req, tcp)
-		if err != nil {
-			var ue *upstream.UpstreamError
-			if errors.As(err, &ue) && ue.AllServfail() {
-				h.cache.Load().putFailure(key, failureAnswer(req, ue), time.Now())
-			}
-			return nil, err
-		}
-		msg = h.cache.Load().put(key, msg, time.Now())
-		return result{msg, from}, nil
+		return h.ask(ctx, snap, req, key, tcp)
 	})
+	return fetched(v, err)
+}
+
+// fetchWithin is fetch for a query whose cached answer has expired but may
+// be served stale, within RFC 8767 §5's client response timer: when the
+// upstreams have not answered within wait, it returns that answer stale
+// (staleUnanswered, upstreamStale), and the upstream query goes on in the
+// background, which caches their answer, or records their failure for
+// stale_refresh_time, as resolve does for a query still waiting for it.
+// The queries sharing an upstream query each wait for their own time
+// (see clientTimer for why).
+func (h *Handler) fetchWithin(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool, wait time.Duration) (*dns.Msg, string, error) {
+	// The refresh may outlive the query, and a wire query's name is in its
+	// own memory (wireQuery.own).
+	key.name = strings.Clone(key.name)
+	ch := h.flight.DoChan(key.flight(tcp), func() (v any, err error) {
+		// DoChan panics again on a goroutine of its own, which nothing
+		// recovers: the process would end.
+		defer func() {
+			if r := recover(); r != nil {
+				h.log.Error("panic refreshing a stale answer", zap.Any("panic", r), zap.String(logQName, key.name),
+					zap.ByteString("stack", debug.Stack()))
+				err = errRefreshPanicked
+			}
+		}()
+		start := time.Now()
+		v, err = h.ask(ctx, snap, req, key, tcp)
+		if err != nil && upstreamsFailed(err) {
+			h.cache.Load().failedRefresh(key, start)
+		}
+		return v, err
+	})
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case res := <-ch:
+		return fetched(res.Val, res.Err)
+	case <-timer.C:
+	}
+	if stale := h.cache.Load().staleUnanswered(key, time.Now()); stale != nil {
+		return stale, upstreamStale, nil
+	}
+	res := <-ch // fresh again, or gone: the upstreams' answer, as it comes
+	return fetched(res.Val, res.Err)
+}
+
+// errRefreshPanicked is the error of an upstream query of fetchWithin's
+// that panicked.
+var errRefreshPanicked = errors.New("refreshing a stale answer failed")
+
+// fetchResult is an upstream answer fetch shares: the message, cached,
+// and where it came from.
+type fetchResult struct {
+	msg      *dns.Msg
+	upstream string
+}
+
+// fetched is fetch's result from what its upstream query returned.
+func fetched(v any, err error) (*dns.Msg, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	r := v.(result)
+	r := v.(fetchResult)
 	return r.msg, r.upstream, nil
+}
+
+// ask asks the upstreams for req, once for every identical query that
+// shares it (fetch, fetchWithin), and caches the answer (fetchResult), or,
+// when every upstream answered SERVFAIL, the failure briefly.
+func (h *Handler) ask(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (any, error) {
+	if !h.slots.acquire() {
+		return nil, errOverloaded
+	}
+	defer h.slots.release()
+	msg, from, err := snap.Forwarder().Forward(ctx, req, tcp)
+	if err != nil {
+		var ue *upstream.UpstreamError
+		if errors.As(err, &ue) && ue.AllServfail() {
+			h.cache.Load().putFailure(key, failureAnswer(req, ue), time.Now())
+		}
+		return nil, err
+	}
+	msg = h.cache.Load().put(key, msg, time.Now())
+	return fetchResult{msg, from}, nil
 }
 
 // failureAnswer is the SERVFAIL for req when no upstream answered usably,
@@ -834,6 +939,11 @@ type reply struct {
 
 // msgReply is the reply m, counted as result.
 func msgReply(m *dns.Msg, result string) reply { return reply{msg: m, result: result} }
+
+// none reports the zero reply, with no result: the query was answered
+// already, by its client response timer (clientTimer), and nothing is to
+// be sent or recorded.
+func (r reply) none() bool { return r.result == "" }
 
 // blocked is the blocked answer for q under its policy's action. The
 // common ones (NXDOMAIN or REFUSED, no Client Subnet to echo) are packed

@@ -148,7 +148,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	cacheVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dnsfence_cache_lookups_total",
-		Help: "Cache lookups for forwarded queries by result (hit, miss, stale: an expired answer served because the upstreams failed).",
+		Help: "Cache lookups for forwarded queries by result (hit, miss, stale: an expired answer served because the upstreams failed, or did not answer within cache.stale_answer_client_timeout).",
 	}, []string{"result"})
 	reg.MustRegister(cacheVec)
 	for i, r := range cacheResults {

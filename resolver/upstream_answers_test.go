@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // govConfig is one policy, gov, over 127.0.0.0/24, blocking lists/tiktok.txt;
@@ -707,6 +711,247 @@ func isStaleAnswer(t *testing.T, q, r *dns.Msg) {
 	}
 	if assert.Len(t, r.Answer, 1) {
 		assert.Equal(t, uint32(30), r.Answer[0].Header().Ttl)
+	}
+}
+
+// holdingUpstream is a test upstream whose answers live 1 s (TTL 1) until
+// hold; from then on it holds every answer (but the probes') until letGo,
+// and then answers with TTL 300. An answer cached before hold has expired
+// a second later, and its refresh hangs for as long as a test wants. A
+// name starting "nx." gets NXDOMAIN with an SOA (RFC 2308: cached for the
+// SOA's TTL), any other the default answer.
+type holdingUpstream struct {
+	*testUpstream
+	held    atomic.Bool
+	release chan struct{}
+	once    sync.Once
+}
+
+func startHoldingUpstream(t *testing.T) *holdingUpstream {
+	t.Helper()
+	u := &holdingUpstream{release: make(chan struct{})}
+	u.testUpstream = startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		q := r.Question[0]
+		ttl := uint32(1)
+		if q.Name != "." && u.held.Load() {
+			<-u.release
+			ttl = 300
+		}
+		if strings.HasPrefix(q.Name, "nx.") {
+			m := rcodeAnswer(dns.RcodeNameError)(w, r)
+			m.Ns = []dns.RR{mustRR("example.org. %d IN SOA ns.example.org. h.example.org. 1 3600 600 86400 300", ttl)}
+			return m
+		}
+		m := defaultAnswer(w, r)
+		for _, rr := range m.Answer {
+			rr.Header().Ttl = ttl
+		}
+		return m
+	})
+	t.Cleanup(u.letGo) // before the upstream's shutdown, which waits for its answers
+	return u
+}
+
+// hold has the upstream hold every answer from now on, until letGo.
+func (u *holdingUpstream) hold() { u.held.Store(true) }
+
+// letGo has the upstream give the answers it holds, and every later one.
+func (u *holdingUpstream) letGo() {
+	u.once.Do(func() {
+		u.held.Store(false)
+		close(u.release)
+	})
+}
+
+// expireAndHold asks each of questions with ask, as a client of h (its
+// answer fresh, lasting 1 s), waits until h's cache holds every answer
+// expired (it may still be served stale), and has up hold its answers from
+// then on: the next query for each is a refresh that hangs.
+func expireAndHold(t *testing.T, h *Handler, up *holdingUpstream, ask func(*dns.Msg) (*dns.Msg, error), questions ...*dns.Msg) {
+	t.Helper()
+	for _, q := range questions {
+		r, err := ask(q)
+		require.NoError(t, err)
+		require.Empty(t, allEDEs(r), "fresh")
+	}
+	require.Eventually(t, func() bool {
+		for _, q := range questions {
+			if e, _ := h.cache.Load().get(keyOf(q), time.Now()); e != nil {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, 10*time.Millisecond, "the answers expire")
+	up.hold()
+}
+
+// timed is ask's answer to q and how long it took to come.
+func timed(t *testing.T, ask func(*dns.Msg) (*dns.Msg, error), q *dns.Msg) (*dns.Msg, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	r, err := ask(q)
+	require.NoError(t, err)
+	return r, time.Since(start)
+}
+
+// staleTimerConfig is govConfig's extra lines of the client response timer
+// tests: serve_stale on, and an upstream timeout that a query must not
+// wait for.
+const staleTimerConfig = "upstream_timeout: 5s\ncache: {serve_stale: 1h, stale_answer_client_timeout: 200ms}"
+
+// TestStaleAnswerClientTimeout: RFC 8767 §5's client response timer. While
+// the upstream holds its answer (upstream_timeout 5 s), a query whose
+// cached answer has expired is answered stale (TTL 30, EDE 3, or 19 for
+// an NXDOMAIN) once stale_answer_client_timeout (200 ms) has passed, long
+// before the upstream would time out: over UDP (the wire path: the first
+// query is sent upstream by the listener and would be answered by the
+// upstream socket's reader; the next joins its call, on a worker) and over
+// TCP (the message path). A query that joins the refresh under way waits
+// for its own time from its own start, not the first query's (whose timer
+// has fired already), and asks the upstream nothing. Once the upstream
+// answers, the refresh is cached and the next query gets the fresh answer
+// from the cache, without asking again; every query got one answer,
+// counted and logged once, the timer's as stale.
+func TestStaleAnswerClientTimeout(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			up := startHoldingUpstream(t)
+			core, logs := observer.New(zapcore.InfoLevel)
+			f := startFenceLog(t, zap.New(core), fmt.Sprintf(govConfig, staleTimerConfig), govFiles, up.addr)
+			ask := func(q *dns.Msg) (*dns.Msg, error) { return exchange(f.addr, "", network, q) }
+			questions := []*dns.Msg{question("a.example.org.", dns.TypeA, true), question("nx.example.org.", dns.TypeA, true)}
+			expireAndHold(t, f.handler, up, ask, questions...)
+
+			before := up.distinct()
+			for _, q := range questions {
+				r, took := timed(t, ask, q)
+				isStaleAnswer(t, q, r)
+				assert.GreaterOrEqual(t, took, timeout, "%s: the upstream had its time", q.Question[0].Name)
+				assert.Less(t, took, 2*time.Second, "%s: answered by the timer, not after the upstream's timeout", q.Question[0].Name)
+			}
+			require.Eventually(t, func() bool { return up.distinct() == before+2 }, 5*time.Second, 10*time.Millisecond,
+				"each refresh asked the upstream (once: a resend is the same query)")
+
+			// A query joining the refresh under way: its own timer.
+			r, took := timed(t, ask, questions[0])
+			isStaleAnswer(t, questions[0], r)
+			assert.GreaterOrEqual(t, took, timeout, "a joining query waits for its own time, from its own start")
+			assert.Less(t, took, 2*time.Second)
+			assert.Equal(t, before+2, up.distinct(), "it joined the refresh under way")
+
+			// The upstream answers: the refresh is cached, and is the next
+			// answer, from the cache.
+			up.letGo()
+			require.Eventually(t, func() bool {
+				for _, q := range questions {
+					if e, _ := f.handler.cache.Load().get(keyOf(q), time.Now()); e == nil {
+						return false
+					}
+				}
+				return true
+			}, 5*time.Second, 10*time.Millisecond, "the refreshes are cached")
+			for _, q := range questions {
+				r, _ := timed(t, ask, q)
+				assert.Empty(t, allEDEs(r), "fresh")
+				ttls := append(append([]dns.RR(nil), r.Answer...), r.Ns...)
+				if assert.Len(t, ttls, 1) {
+					assert.Greater(t, ttls[0].Header().Ttl, uint32(30), "the refreshed answer's TTL")
+				}
+			}
+			assert.Equal(t, before+2, up.distinct(), "the fresh answers came from the cache")
+
+			// One answer a query: the refreshes, once in, sent nothing.
+			require.Eventually(t, func() bool { return testutilGauge(t, f, "dnsfence_inflight_queries") == 0 },
+				5*time.Second, 10*time.Millisecond)
+			asked := 2 + 2 + 1 + 2
+			answered, _ := metricValue(t, f.registry, "dnsfence_queries_total", "transport", network, "result", ResultForwarded)
+			assert.Equal(t, float64(asked), answered, "every query answered and counted once")
+			stale, _ := metricValue(t, f.registry, "dnsfence_cache_lookups_total", "result", "stale")
+			assert.Equal(t, float64(3), stale, "the timer's answers counted stale, once")
+			lines := logs.FilterMessage("query").All()
+			assert.Len(t, lines, asked, "one query line a query")
+			staleLines := logs.FilterMessage("query").FilterField(zap.String(logUpstream, upstreamStale)).All()
+			assert.Len(t, staleLines, 3, "the timer's answers logged as stale")
+		})
+	}
+}
+
+// TestStaleAnswerClientTimeoutEncrypted: over DNS over TLS, HTTPS and QUIC
+// too (the message path; DoH and DoQ send the answer once the handler has
+// returned), an expired answer whose refresh hangs is answered stale once
+// stale_answer_client_timeout has passed, not after the upstream's timeout
+// (10 s here, past the clients' 5 s: the bound leaves room for a
+// handshake).
+func TestStaleAnswerClientTimeoutEncrypted(t *testing.T) {
+	up := startHoldingUpstream(t)
+	p := newTestPKI(t)
+	cfg := strings.Replace(encryptedConfig(p), "upstream_timeout: 300ms",
+		"upstream_timeout: 10s\ncache: {serve_stale: 1h, stale_answer_client_timeout: 200ms}", 1)
+	e := startEncryptedFence(t, p, cfg, up.addr)
+	t.Cleanup(up.letGo) // before the fence's shutdown
+	askers := encryptedAskers(e)
+	questions := make([]*dns.Msg, len(askers))
+	for i, a := range askers {
+		questions[i] = question(strings.ReplaceAll(a.name, " ", "-")+".example.org.", dns.TypeA, true)
+	}
+	expireAndHold(t, e.handler, up, func(q *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, "", "udp", q) }, questions...)
+	for i, a := range askers {
+		t.Run(a.name, func(t *testing.T) {
+			r, took := timed(t, func(q *dns.Msg) (*dns.Msg, error) { return a.ask("127.0.0.1", q) }, questions[i])
+			isStaleAnswer(t, questions[i], r)
+			assert.GreaterOrEqual(t, took, 200*time.Millisecond)
+			assert.Less(t, took, 4*time.Second, "answered by the timer, not after the upstream's timeout")
+		})
+	}
+}
+
+// TestStaleAnswerClientTimeoutRefreshFails: a refresh that fails after
+// the timer has answered the query stale is recorded as any failed
+// refresh (stale_refresh_time): the next query is answered stale at once,
+// and the upstream is not asked. Over UDP, the wire path records it once
+// the upstream query ends; over TCP, the message path's refresh records
+// it itself, no query waiting for it any more.
+func TestStaleAnswerClientTimeoutRefreshFails(t *testing.T) {
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			up := startHoldingUpstream(t)
+			f := govFence(t, "upstream_timeout: 3s\ncache: {serve_stale: 1h, stale_answer_client_timeout: 200ms}", up.addr)
+			ask := func(q *dns.Msg) (*dns.Msg, error) { return exchange(f.addr, "", network, q) }
+			q := question("a.example.org.", dns.TypeA, true)
+			expireAndHold(t, f.handler, up, ask, q)
+			r, took := timed(t, ask, q)
+			isStaleAnswer(t, q, r)
+			assert.Less(t, took, 2*time.Second, "answered by the timer, before the upstream query fails")
+			require.Eventually(t, func() bool {
+				e, ok := f.handler.cache.Load().t.get(keyOf(q))
+				return ok && e.refreshFailed.Load() != 0
+			}, 10*time.Second, 10*time.Millisecond, "the refresh's failure is recorded")
+			before := up.distinct()
+			r, _ = timed(t, ask, q)
+			isStaleAnswer(t, q, r)
+			assert.Equal(t, before, up.distinct(), "within stale_refresh_time the upstream is not asked")
+		})
+	}
+}
+
+// TestStaleAnswerClientTimeoutOff: with stale_answer_client_timeout 0s a
+// query whose cached answer has expired waits for the upstreams, as
+// before the timer: here for the upstream's 2.5 s timeout, longer than
+// the 1.8 s default, and is then answered stale, every upstream having
+// failed.
+func TestStaleAnswerClientTimeoutOff(t *testing.T) {
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			up := startHoldingUpstream(t)
+			f := govFence(t, "upstream_timeout: 2500ms\ncache: {serve_stale: 1h, stale_answer_client_timeout: 0s}", up.addr)
+			ask := func(q *dns.Msg) (*dns.Msg, error) { return exchange(f.addr, "", network, q) }
+			q := question("a.example.org.", dns.TypeA, true)
+			expireAndHold(t, f.handler, up, ask, q)
+			r, took := timed(t, ask, q)
+			isStaleAnswer(t, q, r)
+			assert.GreaterOrEqual(t, took, 2500*time.Millisecond, "waited for the upstream's timeout")
+		})
 	}
 }
 

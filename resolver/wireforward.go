@@ -54,6 +54,11 @@ type wireLeft struct {
 	// keeps nothing of upq once the answer is in (everything that outlives
 	// it works on copies), so the memory may be reused.
 	reuse bool
+	// timer is the query's client response timer, when one runs
+	// (startClientTimer); nil otherwise. Here rather than in query: only a
+	// wire query has one, and query is what every miss of the message
+	// path allocates (ServeInline).
+	timer *clientTimer
 	// mem holds the query's own copy of its datagram and name, and upq
 	// after them, when all fit (wireQuery.own): the common query leaves
 	// with no allocation of its own.
@@ -73,7 +78,7 @@ func (l *wireLeft) release() {
 		return
 	}
 	releasedLeft(l)
-	l.query, l.h, l.upq, l.reuse = query{}, nil, nil, false
+	l.query, l.h, l.upq, l.reuse, l.timer = query{}, nil, nil, false, nil
 	l.call.e, l.call.msg, l.call.err, l.call.upstream = nil, nil, nil, ""
 	leftPool.Put(l)
 }
@@ -112,7 +117,6 @@ func (h *Handler) resolvedWire(q *query, c *wireCall) (*cacheEntry, *dns.Msg, st
 		return nil, nil, "", c.err
 	case c.err != nil:
 		if stale := h.cache.Load().stale(q.key, time.Now(), upstreamsFailed(c.err)); stale != nil {
-			h.metrics.cacheLookup(cacheStale)
 			return nil, stale, upstreamStale, nil
 		}
 		return nil, nil, "", c.err
@@ -256,6 +260,7 @@ func (h *Handler) startWire(q *query) bool {
 	}
 	h.metrics.cacheLookup(cacheMiss)
 	d.Detach()
+	h.startClientTimer(q.left) // detached first: the timer may answer it
 	batch, _ := q.w.(listen.Batcher)
 	q.left.h = h
 	f.StartWire(q.left.upq, q.left, batch)
@@ -266,9 +271,10 @@ func (h *Handler) startWire(q *query) bool {
 // (upstream.WireThen): the answer is cached, inspected, packed and
 // written as resume does it, where the upstream's reader calls it, and
 // within its batch when it has one, to go out with the batch's other
-// answers. Only a Forwarder replaced meanwhile by one with encrypted
-// upstreams (upstream.ErrNoWire) sends the query to the message path,
-// which waits, on a goroutine of its own.
+// answers; nothing is written when the query's client response timer
+// answered it stale meanwhile (clientTimer). Only a Forwarder replaced
+// meanwhile by one with encrypted upstreams (upstream.ErrNoWire) sends
+// the query to the message path, which waits, on a goroutine of its own.
 func (l *wireLeft) WireDone(a upstream.WireAnswer, from string, err error, batch listen.Batcher) {
 	h, q, c := l.h, &l.query, &l.call
 	d := q.w.(listen.Detacher)
@@ -283,15 +289,12 @@ func (l *wireLeft) WireDone(a upstream.WireAnswer, from string, err error, batch
 		}()
 		return
 	}
-	if batch != nil {
-		d.Within(batch)
-	}
 	l.reuse = true
 	defer l.release()
 	defer d.Done()
 	defer h.done()
 	defer func() {
-		if r := recover(); r != nil {
+		if r := recover(); r != nil && q.claimAnswer() {
 			h.failed(q, r)
 		}
 	}()
@@ -301,7 +304,117 @@ func (l *wireLeft) WireDone(a upstream.WireAnswer, from string, err error, batch
 		c.e, c.msg, c.upstream, c.err = h.storeWire(q, a, from, err)
 	}()
 	r, _ := h.wireReply(q, c) // never errNotWire: that was ErrNoWire above
+	if r.none() {
+		return // answered stale by its timer, which wrote outside the batch
+	}
+	if batch != nil {
+		d.Within(batch) // only now: the timer's write, if any, read it
+	}
 	h.write(q, r)
+}
+
+// clientTimer is RFC 8767 §5's client response timer of a wire query
+// whose cached answer has expired but may be served stale: when it fires
+// before the upstreams' answer is given, it answers the query stale
+// (fire), and the query's upstream side, once the upstreams answer or
+// fail, caches the answer or records the failure (stale_refresh_time) as
+// ever, and sends nothing (claim). A wire query has a timer of its own
+// because no goroutine may be waiting for it (startWire: WireDone answers
+// it); a message query waits for its time in fetchWithin.
+//
+// Every query has its own timer, from when it was received, one that
+// joins an upstream query under way (a wire call, or fetch's singleflight
+// call) too, not the timer of the query that asked: RFC 8767 §5 starts
+// the timer when a query is received, so that every client waits at most
+// stale_answer_client_timeout and, however late it joined, gives the
+// upstreams that long to answer it fresh; and the shared calls keep no
+// state for it.
+type clientTimer struct {
+	h *Handler
+	l *wireLeft // the query's; read by fire only until claim has run
+	// mu orders fire and claim: whichever runs first decides who answers,
+	// and fire writes holding it, so that claim returns only once the
+	// stale answer is sent (the query's memory is then reused).
+	mu sync.Mutex
+	t  *time.Timer
+	// answered is set by fire once it answers; claimed by claim, after
+	// which fire does nothing.
+	answered, claimed bool
+}
+
+// startClientTimer starts the client response timer of l's query, a wire
+// query that left for the upstreams, when one applies
+// (Cache.clientTimeout). With serve_stale off (the default) it costs a
+// comparison. It takes the wireLeft, not the query: a *query it kept
+// would move every ServeDNS query to the heap.
+func (h *Handler) startClientTimer(l *wireLeft) {
+	q := &l.query
+	wait, ok := h.cache.Load().clientTimeout(q.key, q.start, time.Now())
+	if !ok {
+		return
+	}
+	q.request() // read by fire and by the upstream side: made before either
+	t := &clientTimer{h: h, l: l}
+	l.timer = t
+	t.mu.Lock()
+	t.t = time.AfterFunc(wait, t.fire)
+	t.mu.Unlock()
+}
+
+// fire answers the query stale, unless the upstream side has claimed its
+// answer or there is no expired answer to serve any more (refreshed
+// meanwhile: the upstream side gives that answer).
+func (t *clientTimer) fire() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.claimed {
+		return
+	}
+	h, q := t.h, &t.l.query
+	stale := h.cache.Load().staleUnanswered(q.key, time.Now())
+	if stale == nil {
+		return
+	}
+	t.answered = true
+	defer func() {
+		if r := recover(); r != nil {
+			h.failed(q, r)
+		}
+	}()
+	h.write(q, h.forwarded(q, stale, upstreamStale, nil))
+}
+
+// claim reports whether the query's answer is still the upstream side's
+// to give, and then keeps fire from giving one: false once fire has
+// answered the query stale.
+func (t *clientTimer) claim() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.answered {
+		return false
+	}
+	if !t.claimed {
+		t.claimed = true
+		t.t.Stop()
+	}
+	return true
+}
+
+// timer is q's client response timer, when one runs (a wire query's).
+func (q *query) timer() *clientTimer {
+	if q.left == nil {
+		return nil
+	}
+	return q.left.timer
+}
+
+// claimAnswer is clientTimer.claim for q: true, for a query without a
+// timer, or when the upstream side is to answer it; false when the timer
+// answered it stale. Called once the upstreams' answer or failure is in,
+// before the reply is made (the timer's fire makes one with q too).
+func (q *query) claimAnswer() bool {
+	t := q.timer()
+	return t == nil || t.claim()
 }
 
 // forwardedWire is forward's reply from an answer in wire form: inspected

@@ -60,6 +60,10 @@ const (
 	// few tens of milliseconds without CPU. The kernel grants at most twice
 	// net.core.rmem_max (wmem_max for sending).
 	DefaultUDPBuffer = 4 << 20
+	// DefaultStaleAnswerClientTimeout is RFC 8767 §5's client response
+	// timer, the 1.8 s it recommends (as Unbound's
+	// serve-expired-client-timeout).
+	DefaultStaleAnswerClientTimeout = 1800 * time.Millisecond
 )
 
 // Bounds of limits.udp_receive_buffer and udp_send_buffer, in bytes: below
@@ -197,6 +201,13 @@ type Cache struct {
 	// asking them again (RFC 8767 §5's failure recheck timer, BIND's
 	// stale-refresh-time); 0 asks them on every query.
 	StaleRefreshTime time.Duration `yaml:"stale_refresh_time"`
+	// StaleAnswerClientTimeout is how long a query whose cached answer has
+	// expired, but may still be served stale, waits for the upstreams to
+	// refresh it before it is answered stale, the refresh going on in the
+	// background (RFC 8767 §5's client response timer; Unbound's
+	// serve-expired-client-timeout, BIND's stale-answer-client-timeout);
+	// 0 waits for the upstreams. It matters only with ServeStale.
+	StaleAnswerClientTimeout time.Duration `yaml:"stale_answer_client_timeout"`
 }
 
 // Log selects the log level, encoding and per-query lines.
@@ -412,6 +423,7 @@ func (c *Config) applyDefaults(written func(path ...any) bool) {
 	orDefault(&c.Cache.Size, DefaultCacheSize, written("cache", "size"))
 	orDefault(&c.Cache.MaxTTL, DefaultCacheMaxTTL, written("cache", "max_ttl"))
 	orDefault(&c.Cache.StaleRefreshTime, DefaultStaleRefreshTime, written("cache", "stale_refresh_time"))
+	orDefault(&c.Cache.StaleAnswerClientTimeout, DefaultStaleAnswerClientTimeout, written("cache", "stale_answer_client_timeout"))
 	c.Log.Level = cmp.Or(c.Log.Level, "info")
 	c.Log.Format = cmp.Or(c.Log.Format, "json")
 	c.Log.Output = cmp.Or(c.Log.Output, "stderr")
@@ -805,7 +817,11 @@ func (c *Config) validateCache(errs *configErrors) {
 	for _, d := range []struct {
 		key, off string
 		v        time.Duration
-	}{{"serve_stale", "off", c.Cache.ServeStale}, {"stale_refresh_time", "ask on every query", c.Cache.StaleRefreshTime}} {
+	}{
+		{"serve_stale", "off", c.Cache.ServeStale},
+		{"stale_refresh_time", "ask on every query", c.Cache.StaleRefreshTime},
+		{"stale_answer_client_timeout", "wait for the upstreams", c.Cache.StaleAnswerClientTimeout},
+	} {
 		if d.v < 0 {
 			errs.add(at(d.key), "%s is negative; give 0s (%s) or a positive duration, %s", errs.written(at(d.key), d.v), d.off, example(at(d.key)))
 		}

@@ -53,6 +53,7 @@ policies:
 	assert.Equal(t, 0.5, cfg.Reload.MaxShrink)
 	assert.Equal(t, 20000, cfg.Cache.Size)
 	assert.Equal(t, 30*time.Second, cfg.Cache.StaleRefreshTime, "RFC 8767 §5's failure recheck timer")
+	assert.Equal(t, 1800*time.Millisecond, cfg.Cache.StaleAnswerClientTimeout, "RFC 8767 §5's client response timer")
 	assert.Equal(t, 32, cfg.Limits.TCPConnectionsPerClient)
 	assert.Equal(t, 4<<20, cfg.Limits.UDPReceiveBuffer)
 	assert.Equal(t, 4<<20, cfg.Limits.UDPSendBuffer)
@@ -99,11 +100,15 @@ func TestConfigWrittenZero(t *testing.T) {
 	assert.Equal(t, DefaultUnreadyAfter, cfg.Reload.UnreadyAfter)
 	assert.Equal(t, DefaultCacheSize, cfg.Cache.Size)
 
-	cfg = load(t, "reload: {max_shrink: 0, unready_after: 0s}\ncache: {size: 0, stale_refresh_time: 0s}\n")
+	cfg = load(t, "reload: {max_shrink: 0, unready_after: 0s}\ncache: {size: 0, stale_refresh_time: 0s, stale_answer_client_timeout: 0s}\n")
 	assert.Zero(t, cfg.Reload.MaxShrink, "0 turns the shrink guard off")
 	assert.Zero(t, cfg.Reload.UnreadyAfter, "0 is never unready")
 	assert.Zero(t, cfg.Cache.Size, "0 turns the cache off")
 	assert.Zero(t, cfg.Cache.StaleRefreshTime, "0 asks the upstreams on every query")
+	assert.Zero(t, cfg.Cache.StaleAnswerClientTimeout, "0 waits for the upstreams")
+
+	cfg = load(t, "cache: {serve_stale: 1h, stale_answer_client_timeout: 200ms}\n")
+	assert.Equal(t, 200*time.Millisecond, cfg.Cache.StaleAnswerClientTimeout)
 }
 
 // TestConfigSources checks the remote lists and the sources settings as

@@ -57,6 +57,7 @@ var configExamples = map[string]string{
 	"cache.prefetch":                    `false`,
 	"cache.serve_stale":                 `1h`,
 	"cache.stale_refresh_time":          `30s`,
+	"cache.stale_answer_client_timeout": `1.8s`,
 	"log":                               `{level: info, format: json}`,
 	"log.level":                         `info`,
 	"log.format":                        `json`,
