@@ -1,10 +1,10 @@
 package resolver
 
 import (
-	"bytes"
 	"net"
 	"strings"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 )
 
@@ -97,8 +97,10 @@ func localZoneOf(qname string) (*localZone, bool) {
 }
 
 // escapedLocalZoneOf is localZoneOf for a name written with escapes: its
-// labels as octets (RFC 4343: ASCII letters case-insensitively). A name
-// that does not pack is no name at all.
+// labels as octets (RFC 4343: ASCII letters case-insensitively, every
+// other octet as itself; not Unicode's folding, which takes the octets
+// of `ſ` (U+017F) for an s and `re\197\191olver.arpa` for resolver.arpa).
+// A name that does not pack is no name at all.
 func escapedLocalZoneOf(qname string) (*localZone, bool) {
 	var buf [256]byte
 	n, err := dns.PackDomainName(dns.Fqdn(qname), buf[:], 0, nil, false)
@@ -118,7 +120,7 @@ func escapedLocalZoneOf(qname string) (*localZone, bool) {
 		tail := labels[len(labels)-len(apex):]
 		match := true
 		for j, l := range apex {
-			match = match && bytes.EqualFold(tail[j], []byte(l))
+			match = match && dnswire.EqualFold(tail[j], []byte(l))
 		}
 		if match {
 			return z, true

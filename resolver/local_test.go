@@ -58,7 +58,13 @@ func TestLocalZoneOf(t *testing.T) {
 		"localhost.example.": "",
 		"mylocalhost.":       "",
 		"test.":              "", // RFC 6761 §6.2: not special to caching servers
-		"example.":           "",
+		// Octets other than ASCII letters are compared as they are (RFC
+		// 4343), not folded as Unicode: 0xC5 0xBF is ſ (U+017F), whose
+		// Unicode folding is s.
+		`localho\197\191t.`:          "",
+		`_dns.re\197\191olver.arpa.`: "",
+		"localho\u017ft.":            "",
+		"example.":                   "",
 	} {
 		z, ok := localZoneOf(name)
 		got := ""
@@ -213,7 +219,7 @@ func TestExplainLocalZones(t *testing.T) {
 // name as octets, for any name that is one (packs).
 func FuzzLocalZoneOf(f *testing.F) {
 	for _, s := range []string{"_dns.resolver.arpa.", `x\.resolver.arpa.`, `\114esolver.arpa`, "x.onion", `x.\111nion.`,
-		"localhost", "a.invalid.", "www.tiktok.com.", "in-addr.arpa.", `x\\.onion.`, "."} {
+		"localhost", "a.invalid.", "www.tiktok.com.", "in-addr.arpa.", `x\\.onion.`, ".", "localho\u017ft.", `localho\197\191t.`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
@@ -265,4 +271,29 @@ func TestServerClassesNotForwarded(t *testing.T) {
 		}
 	}
 	assert.Zero(t, up.count.Load(), "no CHAOS or HESIOD query reached the upstream")
+}
+
+// TestLocalZonesAreNotFoldedAsUnicode: a name whose label holds the
+// octets of ſ (U+017F, which Unicode folds to s) where localhost or
+// resolver.arpa has an s is another name, forwarded as any other: names
+// are compared as octets, ASCII letters without case (RFC 4343). Before,
+// `localho\197\191t.` got 127.0.0.1 from dnsfence and
+// `_dns.re\197\191olver.arpa.` an empty answer.
+func TestLocalZonesAreNotFoldedAsUnicode(t *testing.T) {
+	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = []dns.RR{mustRR(`%s 300 IN A 192.0.2.7`, r.Question[0].Name)}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, name := range []string{`localho\197\191t.`, `app.localho\197\191t.`, `_dns.re\197\191olver.arpa.`} {
+		for _, network := range []string{"udp", "tcp"} {
+			r := ask(t, f.addr, "127.0.0.8", network, question(name, dns.TypeA, true))
+			require.Equal(t, dns.RcodeSuccess, r.Rcode, name)
+			require.Len(t, r.Answer, 1, "%s over %s", name, network)
+			assert.Equal(t, "192.0.2.7", r.Answer[0].(*dns.A).A.String(), "%s over %s: the upstream's answer", name, network)
+		}
+	}
+	assert.Equal(t, int64(3), up.count.Load(), "each name forwarded (over TCP from the cache)")
 }
