@@ -278,7 +278,7 @@ func (e *Explanation) set(o outcome) {
 	case o.result == ResultRefused:
 		e.Rcode = "REFUSED"
 	case o.result == ResultLocal:
-		e.Rcode = dns.RcodeToString[o.local.rcode] + " from dnsfence's own zone " + o.local.apex
+		e.Rcode = dns.RcodeToString[o.local.rcodeOf(e.Name)] + " from dnsfence's own zone " + o.local.apex
 	case o.shadow:
 		e.Rcode = "from upstream (shadow mode records a block)"
 	case o.result == ResultBlocked && o.decision.Trigger.Action == blocklist.ActionDrop:

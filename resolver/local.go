@@ -141,11 +141,8 @@ func (z *localZone) reply(req *dns.Msg) *dns.Msg {
 	}
 	soa := &dns.SOA{Hdr: hdr(z.apex, dns.TypeSOA), Ns: z.apex, Mbox: localRname, Serial: 1,
 		Refresh: localRefresh, Retry: localRetry, Expire: localExpire, Minttl: localTTL}
-	apex := strings.EqualFold(dns.Fqdn(q.Name), z.apex)
-	m := newReply(req, z.rcode)
-	if apex {
-		m.Rcode = dns.RcodeSuccess // the apex exists in every zone
-	}
+	apex := z.isApex(q.Name)
+	m := newReply(req, z.rcodeOf(q.Name))
 	switch {
 	case apex && q.Qtype == dns.TypeSOA:
 		m.Answer = []dns.RR{soa}
@@ -159,4 +156,20 @@ func (z *localZone) reply(req *dns.Msg) *dns.Msg {
 		m.Ns = []dns.RR{soa}
 	}
 	return m
+}
+
+// isApex reports whether qname, a name in z however spelt, is z's apex:
+// it has as many labels.
+func (z *localZone) isApex(qname string) bool {
+	return dns.CountLabel(qname) == dns.CountLabel(z.apex)
+}
+
+// rcodeOf is the RCODE of z's answer for qname, a name in z, whatever the
+// type asked: NOERROR at the apex, which exists in every zone, z's own
+// below it.
+func (z *localZone) rcodeOf(qname string) int {
+	if z.isApex(qname) {
+		return dns.RcodeSuccess
+	}
+	return z.rcode
 }

@@ -297,3 +297,40 @@ func TestLocalZonesAreNotFoldedAsUnicode(t *testing.T) {
 	}
 	assert.Equal(t, int64(3), up.count.Load(), "each name forwarded (over TCP from the cache)")
 }
+
+// TestExplainLocalZonesSaysTheAnswersRcode: `dnsfence explain` (and the
+// CHAOS explain) gives the RCODE a query for the name gets: NOERROR at a
+// zone's apex, which exists (the query's answer is NODATA, or the apex's
+// SOA or NS), the zone's own below it. Before, `dnsfence explain CLIENT
+// onion` said NXDOMAIN, and a query for onion. got NOERROR.
+func TestExplainLocalZonesSaysTheAnswersRcode(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, name := range []string{"onion.", "ONION.", "x.onion.", "invalid.", "a.invalid.", "localhost.", "a.localhost.",
+		"resolver.arpa.", "_dns.resolver.arpa."} {
+		for _, qtype := range []uint16{dns.TypeA, dns.TypeSOA, dns.TypeTXT} {
+			r := ask(t, f.addr, "127.0.0.1", "udp", question(name, qtype, true))
+			e := f.handler.Snapshot().Explain(netip.MustParseAddr("127.0.0.1"), name, qtype)
+			require.Equal(t, ResultLocal, e.Result)
+			want := dns.RcodeToString[r.Rcode] + " from dnsfence's own zone "
+			assert.True(t, strings.HasPrefix(e.Rcode, want), "%s %s: explained %q, answered %s", name, dns.TypeToString[qtype],
+				e.Rcode, dns.RcodeToString[r.Rcode])
+		}
+	}
+	assert.Zero(t, up.count.Load())
+}
+
+// TestLocalZoneApexHoweverSpelt: a zone's apex is its apex in any
+// spelling, as localZoneOf reads it: `\111nion.` is onion., whose SOA is
+// the answer, not NXDOMAIN.
+func TestLocalZoneApexHoweverSpelt(t *testing.T) {
+	for _, name := range []string{"onion.", "OnIoN.", `\111nion.`, `\105nvalid`} {
+		z, ok := localZoneOf(name)
+		require.True(t, ok, name)
+		req := question(name, dns.TypeSOA, false)
+		r := z.reply(req)
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode, name)
+		require.Len(t, r.Answer, 1, name)
+		assert.IsType(t, &dns.SOA{}, r.Answer[0])
+	}
+}
