@@ -562,10 +562,11 @@ type jsonHop struct {
 	Decision jsonDecision `json:"decision"`
 }
 
-// jsonAlso is a policy of Explanation.Also and its decision on the name.
+// jsonAlso is a policy of Explanation.Also and its decision on the name,
+// when its lists were asked (not for a name in a local zone).
 type jsonAlso struct {
 	jsonRange
-	Decision jsonDecision `json:"decision"`
+	Decision *jsonDecision `json:"decision,omitempty"`
 }
 
 type jsonExplanation struct {
@@ -583,9 +584,13 @@ type jsonExplanation struct {
 	Typed     string        `json:"typed,omitempty"`
 	Type      string        `json:"type"`
 	Decision  *jsonDecision `json:"decision,omitempty"`
-	Answer    []jsonHop     `json:"answer,omitempty"`
-	Verdict   string        `json:"verdict"`
-	Rcode     string        `json:"rcode"`
+	// LocalZone and LocalReason: the name is in one of dnsfence's own
+	// zones, answered without asking the policies' lists.
+	LocalZone   string    `json:"local_zone,omitempty"`
+	LocalReason string    `json:"local_reason,omitempty"`
+	Answer      []jsonHop `json:"answer,omitempty"`
+	Verdict     string    `json:"verdict"`
+	Rcode       string    `json:"rcode"`
 }
 
 func toJSONDecision(name string, d Decision) jsonDecision {
@@ -621,8 +626,19 @@ func (e Explanation) MarshalJSON() ([]byte, error) {
 	if e.Subnet.IsValid() {
 		j.Subnet, j.Proxy = e.Subnet.String(), e.Proxy.String()
 	}
+	// A name in a local zone is answered before any list is asked: as
+	// String, no decision of a policy on it, and the zone instead.
+	local := e.Result == ResultLocal
+	if local {
+		j.LocalZone, j.LocalReason = e.local.apex, e.local.why
+	}
 	for _, cr := range e.Also {
-		j.Also = append(j.Also, jsonAlso{toJSONRange(cr), toJSONDecision(e.Name, cr.Policy.Decide(e.Name))})
+		a := jsonAlso{jsonRange: toJSONRange(cr)}
+		if !local {
+			d := toJSONDecision(e.Name, cr.Policy.Decide(e.Name))
+			a.Decision = &d
+		}
+		j.Also = append(j.Also, a)
 	}
 	if e.HasPolicy {
 		r := toJSONRange(e.Range)
@@ -630,7 +646,7 @@ func (e Explanation) MarshalJSON() ([]byte, error) {
 		for _, cr := range e.Beaten {
 			j.Beaten = append(j.Beaten, toJSONRange(cr))
 		}
-		if e.Range.Policy.Blocks() {
+		if e.Range.Policy.Blocks() && !local {
 			d := toJSONDecision(e.Name, decisionOfName(e))
 			j.Decision = &d
 		}

@@ -1,7 +1,9 @@
 package resolver
 
 import (
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
@@ -332,5 +334,38 @@ func TestLocalZoneApexHoweverSpelt(t *testing.T) {
 		assert.Equal(t, dns.RcodeSuccess, r.Rcode, name)
 		require.Len(t, r.Answer, 1, name)
 		assert.IsType(t, &dns.SOA{}, r.Answer[0])
+	}
+}
+
+// TestExplainLocalZonesJSON: `dnsfence explain -json` says what String
+// says of a name in a local zone: the zone and why, and no decision of a
+// policy's lists, which were never asked. Before, it gave the zero
+// decision as the policy's, "blocked": false, here for a name the
+// policy's list does block (example.onion is on it), and no zone.
+func TestExplainLocalZonesJSON(t *testing.T) {
+	files := maps.Clone(testFiles)
+	files["tiktok.txt"] += "example.onion\n"
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, files, up.addr)
+	snap := f.handler.Snapshot()
+	require.True(t, snap.Explain(netip.MustParseAddr("127.0.0.1"), "x.example.onion", dns.TypeA).Result == ResultLocal)
+	for _, tc := range []struct {
+		name, client string
+	}{
+		{"x.example.onion", "127.0.0.1"},    // a blocking policy
+		{"x.example.onion", "127.0.0.6"},    // another
+		{"_dns.resolver.arpa", "127.0.0.8"}, // no policy
+	} {
+		e := snap.Explain(netip.MustParseAddr(tc.client), tc.name, dns.TypeA)
+		b, err := json.Marshal(e)
+		require.NoError(t, err)
+		var j map[string]any
+		require.NoError(t, json.Unmarshal(b, &j))
+		assert.Equal(t, "local", j["verdict"], "%s", b)
+		assert.NotContains(t, j, "decision", "no list was asked: %s", b)
+		z, _ := localZoneOf(tc.name)
+		assert.Equal(t, z.apex, j["local_zone"], "%s", b)
+		assert.Equal(t, z.why, j["local_reason"], "%s", b)
+		assert.NotContains(t, e.String(), "on no list")
 	}
 }

@@ -85,6 +85,7 @@ func TestExplainGolden(t *testing.T) {
 		{name: "explain-no-policy", args: []string{"172.31.0.1", "tiktok.com"}, wantCode: 0},
 		{name: "explain-not-allowed", args: []string{"203.0.113.9", "tiktok.com"}, wantCode: 3},
 		{name: "explain-resolver-arpa", args: []string{"10.1.2.3", "_dns.resolver.arpa", "SVCB"}, wantCode: 0},
+		{name: "explain-resolver-arpa-json", args: []string{"-json", "10.1.2.3", "_dns.resolver.arpa", "SVCB"}, wantCode: 0},
 		{name: "explain-json", args: []string{"-json", "10.20.30.4", "www.tiktok.com", "AAAA"}, wantCode: 0},
 		// Flags anywhere among the arguments.
 		{name: "explain-json", args: []string{"10.20.30.4", "www.tiktok.com", "AAAA", "-json"}, wantCode: 0},
