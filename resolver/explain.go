@@ -18,7 +18,7 @@ import (
 // explain and `dnsfence explain` share (DESIGN.md §1 steps 3 to 5, and 8).
 type outcome struct {
 	// result is ResultRefused (outside allowed_clients), ResultBlocked,
-	// ResultLocal (a name in local, answered here), or ResultForwarded
+	// ResultLocal (a name in one of localZones, answered here), or ResultForwarded
 	// (also in shadow mode, and for an allowed name).
 	result    string
 	local     *localZone  // the zone of a ResultLocal
@@ -176,7 +176,7 @@ type Explanation struct {
 	Hops      []Hop // the names of the upstream answer, with -resolve
 	Rcode     string
 	// Result is the outcome, in the words of a query's result:
-	// ResultRefused, ResultBlocked or ResultForwarded.
+	// ResultRefused, ResultBlocked, ResultLocal or ResultForwarded.
 	Result string
 	// Shadow: a shadow-mode policy (action: log) blocks it; the query is
 	// forwarded and recorded as a block.

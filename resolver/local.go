@@ -18,14 +18,16 @@ type localZone struct {
 	// loopback: an A question for any name in it gets 127.0.0.1, AAAA ::1
 	// (localhost).
 	loopback bool
-	// why is the rule, as explain prints it after "answered here: ".
+	// why is the rule, as explain prints it after "which dnsfence answers
+	// itself for every client: " (and -json as local_reason).
 	why string
 }
 
-// localZones are the zones answered locally (Unbound serves the same ones
-// by default). The rest of RFC 6761's and RFC 6303's names are forwarded
-// on purpose: a department's upstream answers its own private reverse
-// zones and home.arpa, and a DNS64 upstream synthesizes ipv4only.arpa's
+// localZones are the zones answered locally (Unbound serves these too by
+// default, and more: test., home.arpa. and the RFC 6303 reverse zones).
+// The rest of RFC 6761's and RFC 6303's names are forwarded on purpose: a
+// department's upstream answers its own private reverse zones and
+// home.arpa, and a DNS64 upstream synthesizes ipv4only.arpa's
 // AAAA for NAT64 prefix discovery (RFC 7050), which an answer here would
 // break.
 var localZones = [...]localZone{

@@ -186,9 +186,10 @@ func (r *Reloader) Stop() {
 }
 
 // Wait waits, after Stop, until no reload is under way, or until ctx ends
-// (its error): a reload reading a named pipe may take PipeIdle, longer
-// than a shutdown may. A reload left behind so goes on, and stores
-// nothing, until it ends or the process does.
+// (its error): a reload reading a named pipe may take up to a minute
+// (blocklist.PipeIdle for each read), longer than a shutdown may. A
+// reload left behind so goes on, and stores nothing, until it ends or the
+// process does.
 func (r *Reloader) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
