@@ -153,10 +153,13 @@ type Reloader struct {
 	// stopMu orders Stop against the reloads: a reload counts itself in
 	// running, and stores its snapshot, only under stopMu and while
 	// stopped is unset, so that once Stop has set it no reload starts or
-	// stores anything, and running only counts down.
+	// stores anything, and running only counts down. idle is closed, under
+	// stopMu, once stopped is set and running is 0: Wait's answer, there
+	// before Wait asks.
 	stopMu  sync.Mutex
 	stopped bool
-	running sync.WaitGroup
+	running int
+	idle    chan struct{}
 	// stopping ends at Stop: a SIGHUP's wait for files being written ends
 	// with it.
 	stopping   context.Context
@@ -166,7 +169,8 @@ type Reloader struct {
 // NewReloader returns a Reloader for the handler's state. load reads the
 // configuration (the same way startup did).
 func NewReloader(log *zap.Logger, h *Handler, load func() (*config.Config, error)) *Reloader {
-	r := &Reloader{handler: h, load: load, log: log, newWatcher: blocklist.NewWatcher, sighupWait: DefaultSIGHUPWait}
+	r := &Reloader{handler: h, load: load, log: log, newWatcher: blocklist.NewWatcher, sighupWait: DefaultSIGHUPWait,
+		idle: make(chan struct{})}
 	r.stopping, r.stopReload = context.WithCancel(context.Background())
 	r.status.Store(&ReloadStatus{Time: time.Now(), OK: true, LastSuccess: time.Now()})
 	return r
@@ -181,23 +185,28 @@ func NewReloader(log *zap.Logger, h *Handler, load func() (*config.Config, error
 func (r *Reloader) Stop() {
 	r.stopReload()
 	r.stopMu.Lock()
-	r.stopped = true
-	r.stopMu.Unlock()
+	defer r.stopMu.Unlock()
+	if !r.stopped {
+		r.stopped = true
+		if r.running == 0 {
+			close(r.idle)
+		}
+	}
 }
 
 // Wait waits, after Stop, until no reload is under way, or until ctx ends
 // (its error): a reload reading a named pipe may take up to a minute
 // (blocklist.PipeIdle for each read), longer than a shutdown may. A
 // reload left behind so goes on, and stores nothing, until it ends or the
-// process does.
+// process does. With none under way it returns nil, ctx ended or not.
 func (r *Reloader) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		r.running.Wait()
-		close(done)
-	}()
 	select {
-	case <-done:
+	case <-r.idle:
+		return nil
+	default:
+	}
+	select {
+	case <-r.idle:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for the reload under way: %w", ctx.Err())
@@ -211,8 +220,18 @@ func (r *Reloader) begin() bool {
 	if r.stopped {
 		return false
 	}
-	r.running.Add(1)
+	r.running++
 	return true
+}
+
+// end ends a reload that begin counted.
+func (r *Reloader) end() {
+	r.stopMu.Lock()
+	defer r.stopMu.Unlock()
+	r.running--
+	if r.stopped && r.running == 0 {
+		close(r.idle)
+	}
 }
 
 // storeUnlessStopped runs store, which publishes a snapshot, unless Stop
@@ -407,7 +426,7 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	if !r.begin() {
 		return r.notApplied(t, nil, nil)
 	}
-	defer r.running.Done()
+	defer r.end()
 	var incomplete error
 	if t.forced() {
 		incomplete = r.waitComplete()

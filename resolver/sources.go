@@ -223,7 +223,7 @@ func (r *Reloader) applySource(rs *runningSource, c source.Content) error {
 	if !r.begin() {
 		return ErrStopping
 	}
-	defer r.running.Done()
+	defer r.end()
 	start := time.Now()
 	name := rs.src.Name()
 	r.mu.Lock()

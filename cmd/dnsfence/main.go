@@ -492,17 +492,31 @@ func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
 	// A reload under way (a SIGHUP reading a named pipe, a list being
 	// parsed) ends, its snapshot dropped, in what is left of the budget.
 	err := r.reloader.Wait(shutdownCtx)
-	if err == nil {
-		select {
-		case <-hupDone: // the SIGHUP's certificate reload too
-		case <-shutdownCtx.Done():
-			err = fmt.Errorf("waiting for the SIGHUP reload under way: %w", shutdownCtx.Err())
-		}
+	if err == nil && !doneWithin(shutdownCtx, hupDone) { // the SIGHUP's certificate reload too
+		err = fmt.Errorf("waiting for the SIGHUP reload under way: %w", shutdownCtx.Err())
 	}
 	if err != nil {
 		log.Warn("stopped with a reload still under way; it applies nothing", zap.Error(err))
 	}
 	log.Info("stopped")
+}
+
+// doneWithin reports whether done is closed, or closes before ctx ends:
+// one closed already counts even when ctx has ended too (the queries in
+// flight took the whole shutdown budget), which a select of the two
+// would leave to chance.
+func doneWithin(ctx context.Context, done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+	}
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // laptopFriendly drops the embedded default's listen addresses whose
