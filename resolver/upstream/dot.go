@@ -140,10 +140,10 @@ func (t *dotTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 	}
 	if started, err := c.write(ctx, wq.withID(id, true)); err != nil {
 		if !started {
-			// Its deadline came while another frame was being written:
-			// nothing of it went out.
+			// Its deadline came (or was too close: minWriteTime) while
+			// another frame was being written: nothing of it went out.
 			c.forget(id)
-			return nil, ctx.Err()
+			return nil, err
 		}
 		c.fail(err)
 		return nil, c.brokenError()
@@ -369,10 +369,22 @@ func (c *dotConn) write(ctx context.Context, b []byte) (started bool, err error)
 	if !ok {
 		deadline = time.Now().Add(c.t.timeout)
 	}
+	if time.Until(deadline) < minWriteTime {
+		// No time to write in: a write that times out, even before its
+		// first octet went, leaves a TLS connection that writes no more
+		// (crypto/tls), and every query pipelined on it fails with it.
+		return false, context.DeadlineExceeded
+	}
 	_ = c.conn.SetWriteDeadline(deadline)
 	_, err = c.conn.Write(b)
 	return true, err
 }
+
+// minWriteTime is the least time before its deadline in which a DoT query
+// is still written: a frame goes out in microseconds when the connection
+// takes it, and one that would be cut off by its deadline breaks the
+// connection for every query on it.
+const minWriteTime = 5 * time.Millisecond
 
 // forget frees the ID of a query that was never sent.
 func (c *dotConn) forget(id uint16) {

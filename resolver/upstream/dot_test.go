@@ -379,3 +379,26 @@ func narrowListener(t *testing.T) net.Listener {
 	require.NoError(t, err)
 	return ln
 }
+
+// TestDoTNoWriteTooCloseToTheDeadline: a query with less than minWriteTime
+// left is not written (a write its deadline cuts off, even before the
+// first octet, leaves a TLS connection that writes no more, failing every
+// query pipelined on it): it ends with DeadlineExceeded, and the
+// connection goes on serving the next query.
+func TestDoTNoWriteTooCloseToTheDeadline(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoT(t, pki.good, serveFrames(answerWithA))
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	_, err := tr.Exchange(context.Background(), clientQuery("first.example.", false))
+	require.NoError(t, err)
+	for range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), minWriteTime/5)
+		_, err := tr.Exchange(ctx, clientQuery("late.example.", false))
+		cancel()
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	}
+	_, err = tr.Exchange(context.Background(), clientQuery("next.example.", false))
+	require.NoError(t, err)
+	assert.Len(t, srv.queries(), 2, "no late query was written")
+	assert.Equal(t, 1, srv.connections(), "the connection was kept")
+}
