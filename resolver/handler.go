@@ -379,9 +379,9 @@ func (h *Handler) failed(q *query, r any) {
 	}
 }
 
-// serverClassText is the EDE text of the REFUSED to a CHAOS or HESIOD
-// query that is no explain question.
-const serverClassText = "CHAOS and HESIOD queries are not forwarded"
+// serverClassText is the EDE text of the REFUSED to a CHAOS query that is
+// no explain question.
+const serverClassText = "CHAOS queries are not forwarded"
 
 // internalError is the EDE text of the SERVFAIL of a query whose handling
 // panicked.
@@ -468,12 +468,13 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 	case ResultBlocked:
 		return h.blocked(q), true
 	}
-	// CHAOS and HESIOD data is the answering server's own (RFC 4892's
-	// version.bind, hostname.bind, id.server): an upstream's would be the
-	// upstream's version and name given as dnsfence's, telling anyone who
-	// asks what answers behind it. Not forwarded, and not answered either
-	// (BIND's `version none`). The wire path takes class IN only.
-	if c := question.Qclass; c == dns.ClassCHAOS || c == dns.ClassHESIOD {
+	// CHAOS data is the answering server's own (RFC 4892's version.bind,
+	// hostname.bind, id.server): an upstream's would be the upstream's
+	// version and name given as dnsfence's, telling anyone who asks what
+	// answers behind it. Not forwarded, and not answered either (BIND's
+	// `version none`). HESIOD is zone data like IN's, and forwarded. The
+	// wire path takes class IN only.
+	if question.Qclass == dns.ClassCHAOS {
 		m := newReply(req, dns.RcodeRefused)
 		addEDE(m, dns.ExtendedErrorCodeNotSupported, serverClassText)
 		return msgReply(m, ResultRefused), true

@@ -237,13 +237,13 @@ func FuzzLocalZoneOf(f *testing.F) {
 	})
 }
 
-// TestServerClassesNotForwarded: a CHAOS or HESIOD query that is no
-// explain question (version.bind, id.server, hostname.bind: the answering
-// server's own data, RFC 4892) is REFUSED with EDE 21, never forwarded:
-// the upstream's version and name are not dnsfence's, and not for anyone
-// who asks. A blocked name is still blocked in the class asked
-// (TestBlockedAnswerInTheQuestionsClass) and the explain zone answers
-// (TestChaosExplainOfEscapedNames).
+// TestServerClassesNotForwarded: a CHAOS query that is no explain question
+// (version.bind, id.server, hostname.bind: the answering server's own
+// data, RFC 4892) is REFUSED with EDE 21, never forwarded: the upstream's
+// version and name are not dnsfence's, and not for anyone who asks. A
+// HESIOD query, zone data like IN's, is forwarded. A blocked name is still
+// blocked in the class asked (TestBlockedAnswerInTheQuestionsClass) and
+// the explain zone answers (TestChaosExplainOfEscapedNames).
 func TestServerClassesNotForwarded(t *testing.T) {
 	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		m := new(dns.Msg)
@@ -253,26 +253,33 @@ func TestServerClassesNotForwarded(t *testing.T) {
 		return m
 	})
 	f := startFence(t, testConfig, testFiles, up.addr)
-	for _, class := range []uint16{dns.ClassCHAOS, dns.ClassHESIOD} {
-		for _, name := range []string{"version.bind.", "VERSION.SERVER.", "id.server.", "hostname.bind.", "authors.bind.", "example.org.", "localhost."} {
-			for _, from := range []string{"127.0.0.1", "127.0.0.8"} { // a blocking policy, none
-				for _, network := range []string{"udp", "tcp"} {
-					m := question(name, dns.TypeTXT, true)
-					m.Question[0].Qclass = class
-					r := ask(t, f.addr, from, network, m)
-					desc := fmt.Sprintf("%s %s from %s over %s", dns.ClassToString[class], name, from, network)
-					assert.Equal(t, dns.RcodeRefused, r.Rcode, desc)
-					assert.Empty(t, r.Answer, desc)
-					assert.Equal(t, m.Question, r.Question, desc)
-					if e := ede(r); assert.NotNil(t, e, desc) {
-						assert.Equal(t, dns.ExtendedErrorCodeNotSupported, e.InfoCode)
-						assert.Equal(t, "CHAOS and HESIOD queries are not forwarded", e.ExtraText)
-					}
+	for _, from := range []string{"127.0.0.1", "127.0.0.8"} { // a blocking policy, none
+		for _, network := range []string{"udp", "tcp"} {
+			for _, name := range []string{"version.bind.", "VERSION.SERVER.", "id.server.", "hostname.bind.", "authors.bind.", "example.org.", "localhost."} {
+				m := question(name, dns.TypeTXT, true)
+				m.Question[0].Qclass = dns.ClassCHAOS
+				r := ask(t, f.addr, from, network, m)
+				desc := fmt.Sprintf("CH %s from %s over %s", name, from, network)
+				assert.Equal(t, dns.RcodeRefused, r.Rcode, desc)
+				assert.Empty(t, r.Answer, desc)
+				assert.Equal(t, m.Question, r.Question, desc)
+				if e := ede(r); assert.NotNil(t, e, desc) {
+					assert.Equal(t, dns.ExtendedErrorCodeNotSupported, e.InfoCode)
+					assert.Equal(t, "CHAOS queries are not forwarded", e.ExtraText)
 				}
 			}
 		}
 	}
-	assert.Zero(t, up.count.Load(), "no CHAOS or HESIOD query reached the upstream")
+	assert.Zero(t, up.count.Load(), "no CHAOS query reached the upstream")
+	for _, network := range []string{"udp", "tcp"} {
+		m := question("jdoe.passwd.ns.example.", dns.TypeTXT, true)
+		m.Question[0].Qclass = dns.ClassHESIOD
+		r := ask(t, f.addr, "127.0.0.1", network, m)
+		require.Equal(t, dns.RcodeSuccess, r.Rcode, network)
+		require.Len(t, r.Answer, 1, network)
+		assert.Equal(t, uint16(dns.ClassHESIOD), r.Answer[0].Header().Class)
+	}
+	assert.Equal(t, int64(2), up.count.Load(), "HESIOD is forwarded")
 }
 
 // TestLocalZonesAreNotFoldedAsUnicode: a name whose label holds the
