@@ -1032,7 +1032,7 @@ func (h *Handler) write(q *query, r reply) {
 		}
 	}
 	if m := r.msg; m != nil {
-		echoECS(m, q.id.ECS)
+		echoECS(m, q.id.ECS, r.result == ResultLocal)
 		// Names are compressed (RFC 1035 §4.1.4) in every answer: it never
 		// makes one longer, and the upstream's answer was compressed too.
 		m.Compress = true

@@ -161,17 +161,23 @@ func ecsPrefix(e *dns.EDNS0_SUBNET) (netip.Prefix, bool) {
 }
 
 // echoECS adds the client's ECS option to an answer with the scope the
-// decision was made for: the whole source prefix (RFC 7871 §7.2.1).
-func echoECS(m *dns.Msg, ecs *dns.EDNS0_SUBNET) {
+// decision was made for (RFC 7871 §7.2.1): the whole source prefix, or 0
+// for an answer that is every client's alike (anyClient: a local zone's),
+// which the proxy may then cache once for all.
+func echoECS(m *dns.Msg, ecs *dns.EDNS0_SUBNET, anyClient bool) {
 	opt := m.IsEdns0()
 	if ecs == nil || opt == nil {
 		return
+	}
+	scope := ecs.SourceNetmask
+	if anyClient {
+		scope = 0
 	}
 	opt.Option = append(opt.Option, &dns.EDNS0_SUBNET{
 		Code:          dns.EDNS0SUBNET,
 		Family:        ecs.Family,
 		SourceNetmask: ecs.SourceNetmask,
-		SourceScope:   ecs.SourceNetmask,
+		SourceScope:   scope,
 		Address:       ecs.Address,
 	})
 }

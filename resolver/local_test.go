@@ -376,3 +376,22 @@ func TestExplainLocalZonesJSON(t *testing.T) {
 		assert.NotContains(t, e.String(), "on no list")
 	}
 }
+
+// TestLocalZoneAnswerECSScope: through a trusted proxy, a local zone's
+// answer, the same for every client, echoes the proxy's ECS option with
+// scope 0 (RFC 7871 §7.2.1), so that the proxy caches it once for all; a
+// blocked answer, decided for the client's network, keeps its scope.
+func TestLocalZoneAnswerECSScope(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, identityConfig, testFiles, up.addr)
+	for _, network := range []string{"udp", "tcp"} {
+		for name, want := range map[string]uint8{"_dns.resolver.arpa.": 0, "localhost.": 0, "www.tiktok.com.": 24} {
+			r := ask(t, f.addr, "127.0.0.2", network, withECS(question(name, dns.TypeA, true), "10.1.2.0/24"))
+			e := findECS(r)
+			require.NotNil(t, e, "%s over %s", name, network)
+			assert.Equal(t, uint8(24), e.SourceNetmask)
+			assert.Equal(t, want, e.SourceScope, "%s over %s", name, network)
+		}
+	}
+	assert.Zero(t, up.count.Load())
+}
