@@ -45,7 +45,8 @@ func newReply(req *dns.Msg, rcode int) *dns.Msg {
 // sends, its own, forwarded or cached, packed or not, takes its header
 // from here:
 //   - ID and opcode of the query; QR set.
-//   - AA clear: a forwarder is no authority (RFC 1035 §4.1.1).
+//   - AA clear: a forwarder is no authority (RFC 1035 §4.1.1); only the
+//     answers of dnsfence's own zones set it afterwards (localZone.reply).
 //   - TC clear: it is set only when the reply is fitted to the client.
 //   - RD and CD copied from the query (RFC 1035 §4.1.1, RFC 4035 §3.2.2).
 //   - RA set: dnsfence offers recursion to every client it answers.

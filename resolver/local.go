@@ -145,6 +145,10 @@ func (z *localZone) reply(req *dns.Msg) *dns.Msg {
 		Refresh: localRefresh, Retry: localRetry, Expire: localExpire, Minttl: localTTL}
 	apex := z.isApex(q.Name)
 	m := newReply(req, z.rcodeOf(q.Name))
+	// The one answer dnsfence is an authority for (RFC 1035 §4.1.1): the
+	// zone is its own, as BIND's empty zones and Unbound's local zones
+	// are theirs (replyHeader clears AA on every other answer).
+	m.Authoritative = true
 	switch {
 	case apex && q.Qtype == dns.TypeSOA:
 		m.Answer = []dns.RR{soa}

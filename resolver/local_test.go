@@ -97,7 +97,7 @@ func TestLocalZonesServedLocally(t *testing.T) {
 		r := ask(t, f.addr, from, network, q)
 		require.Equal(t, q.Id, r.Id)
 		require.Equal(t, rcode, r.Rcode, "%s %s", name, dns.TypeToString[qtype])
-		assert.True(t, r.Response && r.RecursionAvailable && !r.Authoritative && !r.Truncated)
+		assert.True(t, r.Response && r.RecursionAvailable && r.Authoritative && !r.Truncated, "QR, RA and AA: the zone is dnsfence's own")
 		assert.Equal(t, q.RecursionDesired, r.RecursionDesired)
 		require.Len(t, r.Question, 1)
 		assert.Equal(t, q.Question[0], r.Question[0], "question echoed as asked")
