@@ -41,8 +41,16 @@ type outcome struct {
 // which allowed_clients applies to) deciding for client (the network
 // policies are matched against: source itself, or what a trusted proxy
 // named; PolicyForClient says which policy a network gets) and asking for
-// qname.
+// qname in class IN (the wire path's and explain's; decideClass for the
+// message path's other classes).
 func (s *Snapshot) decide(source netip.Addr, client netip.Prefix, qname string) outcome {
+	return s.decideClass(source, client, qname, dns.ClassINET)
+}
+
+// decideClass is decide for a question of class qclass: the local zones
+// are names of class IN (QCLASS ANY too, which asks every class); a name
+// of another class (HESIOD) is decided as any other name.
+func (s *Snapshot) decideClass(source netip.Addr, client netip.Prefix, qname string, qclass uint16) outcome {
 	// 3. May they ask at all.
 	if !s.Allowed(source) {
 		return outcome{result: ResultRefused}
@@ -52,9 +60,11 @@ func (s *Snapshot) decide(source netip.Addr, client netip.Prefix, qname string) 
 	o.policy, o.hasPolicy, o.wider = s.PolicyForClient(client)
 	// The local zones are answered here for everyone it lets ask,
 	// whatever the policy: never forwarded (localZones).
-	if z, ok := localZoneOf(qname); ok {
-		o.result, o.local = ResultLocal, z
-		return o
+	if qclass == dns.ClassINET || qclass == dns.ClassANY {
+		if z, ok := localZoneOf(qname); ok {
+			o.result, o.local = ResultLocal, z
+			return o
+		}
 	}
 	if pol := o.policy.Policy; o.hasPolicy && pol.Blocks() {
 		o.decision = pol.Decide(qname)

@@ -461,7 +461,7 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 	}
 
 	// 4. Which policy; 5. is the name blocked (decide checks 3 again).
-	q.out = q.snap.decide(q.id.Source, q.id.Client, question.Name)
+	q.out = q.snap.decideClass(q.id.Source, q.id.Client, question.Name, question.Qclass)
 	switch q.out.result {
 	case ResultRefused:
 		return msgReply(refusedReply(req), ResultRefused), true

@@ -395,3 +395,27 @@ func TestLocalZoneAnswerECSScope(t *testing.T) {
 	}
 	assert.Zero(t, up.count.Load())
 }
+
+// TestLocalZonesAreClassIN: the local zones are names of class IN (and of
+// QCLASS ANY, which asks for every class): a HESIOD question for
+// localhost or resolver.arpa is forwarded as any HESIOD question, never
+// answered with an A record or an SOA of class HS.
+func TestLocalZonesAreClassIN(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, network := range []string{"udp", "tcp"} {
+		for _, name := range []string{"localhost.", "_dns.resolver.arpa."} {
+			m := question(name, dns.TypeA, true)
+			m.Question[0].Qclass = dns.ClassHESIOD
+			r := ask(t, f.addr, "127.0.0.8", network, m)
+			assert.False(t, r.Authoritative, "%s over %s: not dnsfence's own answer", name, network)
+		}
+		m := question("localhost.", dns.TypeA, true)
+		m.Question[0].Qclass = dns.ClassANY
+		r := ask(t, f.addr, "127.0.0.8", network, m)
+		require.Len(t, r.Answer, 1, network)
+		assert.Equal(t, "127.0.0.1", r.Answer[0].(*dns.A).A.String())
+		assert.Equal(t, uint16(dns.ClassINET), r.Answer[0].Header().Class)
+	}
+	assert.Equal(t, int64(2), up.count.Load(), "each HESIOD question forwarded (over TCP, the answer cached over UDP)")
+}

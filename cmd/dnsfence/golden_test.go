@@ -256,7 +256,7 @@ func TestCommandLine(t *testing.T) {
 		{"help lists every command", []string{"help"}, 0, []string{"serve", "check", "explain", "health", "version", "help"}},
 		{"-h lists every command", []string{"-h"}, 0, []string{"check", "explain", "strict"}},
 		{"--help lists every command", []string{"--help"}, 0, []string{"check", "explain"}},
-		{"help of one command lists its flags", []string{"help", "explain"}, 0, []string{"-json", "-resolve", "-config", "exit 0 forwarded, 1 blocked, 2 error, 3 refused"}},
+		{"help of one command lists its flags", []string{"help", "explain"}, 0, []string{"-json", "-resolve", "-config", "exit 0 forwarded (or answered from dnsfence's own zones), 1 blocked, 2 error, 3 refused"}},
 		{"a command's -h", []string{"check", "-h"}, 0, []string{"-strict", "-config"}},
 		{"unknown command", []string{"bogus"}, 2, []string{`unknown command "bogus"`, "commands:"}},
 		{"help of an unknown command", []string{"help", "bogus"}, 2, []string{`unknown command "bogus"`}},
