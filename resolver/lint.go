@@ -26,7 +26,8 @@ func (w Warning) String() string {
 	return fmt.Sprintf("%s: %s", w.File, w.Msg)
 }
 
-// Lint looks for likely mistakes: ranges no client can reach, exemptions
+// Lint looks for likely mistakes: a configuration that blocks nothing,
+// ranges no client can reach, exemptions
 // that exempt nothing, blocking policies nested in each other, ranges only
 // partly inside allowed_clients, names both blocked and allowed by one
 // policy, the same list twice in one policy, the same entry in two lists of
@@ -88,6 +89,13 @@ func (s *Snapshot) Lint() []Warning {
 				}
 			}
 		}
+	}
+	if !slices.ContainsFunc(s.Policies, (*Policy).Blocks) {
+		// Loads, serves, and stops nothing: what dnsfence is for is
+		// missing (a policies section dropped, or every block list
+		// emptied out of the configuration).
+		ws = append(ws, Warning{s.Config.File, 0,
+			"no policy has a block list: every query is forwarded untouched, dnsfence blocks nothing"})
 	}
 	ws = append(ws, s.lintRepeats()...)
 	for _, path := range sortedKeys(s.Lists) {

@@ -54,6 +54,9 @@ func TestCheckGolden(t *testing.T) {
 		{name: "check-badlines", config: "testdata/ops/badlines.yaml", wantCode: 0},
 		// ... and -strict fails on them, for a team's CI.
 		{name: "check-badlines-strict", config: "testdata/ops/badlines.yaml", strict: true, wantCode: 1},
+		// A configuration without a block list serves, and blocks nothing.
+		{name: "check-nopolicy", config: "testdata/ops/nopolicy.yaml", wantCode: 0},
+		{name: "check-nopolicy-strict", config: "testdata/ops/nopolicy.yaml", strict: true, wantCode: 1},
 		{name: "check-shipped", config: "../../configs/dnsfence.yaml", wantCode: 0},
 		{name: "check-shipped-strict", config: "../../configs/dnsfence.yaml", strict: true, wantCode: 0},
 	}
