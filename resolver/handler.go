@@ -788,7 +788,8 @@ func upstreamsFailed(err error) bool {
 // caches the answer, or, when every upstream answered SERVFAIL, the failure
 // briefly. The returned message is shared: callers copy it.
 func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (*dns.Msg, string, error) {
-	v, err, _ := h.flight.Do(key.flight(tcp), func() (any, error) {
+	v, err, _ := h.flight.Do(key.flight(tcp), func() (v any, err error) {
+		defer h.recoverShared(key, &err)
 		return h.ask(ctx, snap, req, key, tcp)
 	})
 	return fetched(v, err)
@@ -807,15 +808,7 @@ func (h *Handler) fetchWithin(ctx context.Context, snap *Snapshot, req *dns.Msg,
 	// own memory (wireQuery.own).
 	key.name = strings.Clone(key.name)
 	ch := h.flight.DoChan(key.flight(tcp), func() (v any, err error) {
-		// DoChan panics again on a goroutine of its own, which nothing
-		// recovers: the process would end.
-		defer func() {
-			if r := recover(); r != nil {
-				h.log.Error("panic refreshing a stale answer", zap.Any("panic", r), zap.String(logQName, key.name),
-					zap.ByteString("stack", debug.Stack()))
-				err = errRefreshPanicked
-			}
-		}()
+		defer h.recoverShared(key, &err)
 		start := time.Now()
 		v, err = h.ask(ctx, snap, req, key, tcp)
 		if err != nil && upstreamsFailed(err) {
@@ -837,9 +830,25 @@ func (h *Handler) fetchWithin(ctx context.Context, snap *Snapshot, req *dns.Msg,
 	return fetched(res.Val, res.Err)
 }
 
-// errRefreshPanicked is the error of an upstream query of fetchWithin's
-// that panicked.
-var errRefreshPanicked = errors.New("refreshing a stale answer failed")
+// recoverShared, deferred by the function of an upstream query that
+// identical queries share (fetch's, fetchWithin's), logs its panic and
+// makes it the query's error, errSharedPanicked, for whoever still waits
+// for it. singleflight would panic again, in each Do caller but, once a
+// DoChan caller (fetchWithin) shares the call, on a goroutine of its own
+// that nothing recovers, ending the process; and a Do call and a DoChan
+// call of one key do share (a wire query whose own timer runs asks with
+// Do on the message path, as a prefetch does).
+func (h *Handler) recoverShared(key cacheKey, err *error) {
+	if r := recover(); r != nil {
+		h.log.Error("panic asking the upstreams", zap.Any("panic", r), zap.String(logQName, key.name),
+			zap.ByteString("stack", debug.Stack()))
+		*err = errSharedPanicked
+	}
+}
+
+// errSharedPanicked is the error of a shared upstream query that
+// panicked (recoverShared).
+var errSharedPanicked = errors.New("asking the upstreams failed")
 
 // fetchResult is an upstream answer fetch shares: the message, cached,
 // and where it came from.

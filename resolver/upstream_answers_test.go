@@ -955,6 +955,67 @@ func TestStaleAnswerClientTimeoutOff(t *testing.T) {
 	}
 }
 
+// TestStaleAnswerClientTimeoutSharedPanic: a panic in an upstream query
+// that fetch (singleflight's Do: a wire query whose own timer runs, on the
+// message path; a prefetch) shares with fetchWithin (DoChan: a TCP, DoT,
+// DoH or DoQ query answered stale at its timer) is logged and is an error
+// to whoever still waits for it; the process stays up. singleflight
+// panics again on a goroutine of its own, which nothing recovers, once a
+// DoChan caller shares the call. The panic here is a cache whose put
+// panics, standing in for any bug in ask.
+func TestStaleAnswerClientTimeoutSharedPanic(t *testing.T) {
+	up := startHoldingUpstream(t)
+	core, logs := observer.New(zapcore.InfoLevel)
+	f := startFenceLog(t, zap.New(core), fmt.Sprintf(govConfig, staleTimerConfig), govFiles, up.addr)
+	h := f.handler
+	q := question("a.example.org.", dns.TypeA, true)
+	expireAndHold(t, h, up, func(q *dns.Msg) (*dns.Msg, error) { return exchange(f.addr, "", "udp", q) }, q)
+	snap, key := h.Snapshot(), keyOf(q)
+
+	before := up.distinct()
+	type result struct {
+		err      error
+		panicked any
+	}
+	leader := make(chan result, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				leader <- result{panicked: r}
+			}
+		}()
+		_, _, err := h.fetch(context.Background(), snap, q, key, false)
+		leader <- result{err: err}
+	}()
+	require.Eventually(t, func() bool { return up.distinct() == before+1 }, 5*time.Second, 10*time.Millisecond,
+		"fetch's upstream query is under way")
+	// fetchWithin shares it, and its timer (0 left) answers it stale.
+	m, from, err := h.fetchWithin(context.Background(), snap, q, key, false, 0)
+	require.NoError(t, err)
+	assert.Equal(t, upstreamStale, from)
+	assert.NotNil(t, m)
+	assert.Equal(t, before+1, up.distinct(), "it shared fetch's upstream query")
+
+	cache := h.cache.Load()
+	h.cache.Store(&Cache{cfg: cache.cfg}) // no table: put panics
+	up.letGo()
+	var res result
+	select {
+	case res = <-leader:
+	case <-time.After(5 * time.Second):
+		t.Fatal("fetch did not return")
+	}
+	h.cache.Store(cache)
+	assert.Nil(t, res.panicked, "the panic is an error to fetch")
+	assert.ErrorIs(t, res.err, errSharedPanicked)
+	assert.Len(t, logs.FilterMessage("panic asking the upstreams").All(), 1, "logged once, with its stack")
+
+	// The process serves on.
+	r, err := exchange(f.addr, "", "tcp", question("b.example.org.", dns.TypeA, true))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+}
+
 // TestCacheFailureNeverDisplacesAnswer: a cached SERVFAIL never replaces an
 // answer that is fresh or may be served stale, and is never served stale
 // itself.
