@@ -1016,6 +1016,53 @@ func TestStaleAnswerClientTimeoutSharedPanic(t *testing.T) {
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
 }
 
+// TestStaleAnswerClientTimeoutFirePanics: a panic in a wire query's
+// client response timer (clientTimer.fire, on the timer's own goroutine)
+// becomes the query's one answer, SERVFAIL, as a panic anywhere else in
+// its handling does; the process stays up, and the refresh, once in,
+// sends nothing. The panic here is the timer's cache look-up, in a cache
+// with no table, standing in for any bug there.
+func TestStaleAnswerClientTimeoutFirePanics(t *testing.T) {
+	up := startHoldingUpstream(t)
+	f := govFence(t, "upstream_timeout: 5s\ncache: {serve_stale: 1h, stale_answer_client_timeout: 2s}", up.addr)
+	ask := func(q *dns.Msg) (*dns.Msg, error) { return exchange(f.addr, "", "udp", q) }
+	q := question("a.example.org.", dns.TypeA, true)
+	expireAndHold(t, f.handler, up, ask, q)
+
+	before := up.distinct()
+	type result struct {
+		r   *dns.Msg
+		err error
+	}
+	answer := make(chan result, 1)
+	go func() {
+		r, err := ask(q)
+		answer <- result{r, err}
+	}()
+	require.Eventually(t, func() bool { return up.distinct() == before+1 }, time.Second, time.Millisecond,
+		"the refresh is under way, the query's timer running")
+	cache := f.handler.cache.Load()
+	f.handler.cache.Store(&Cache{cfg: cache.cfg}) // no table: the timer's look-up panics
+	res := <-answer
+	f.handler.cache.Store(cache)
+	require.NoError(t, res.err)
+	assert.Equal(t, dns.RcodeServerFailure, res.r.Rcode)
+	if e := ede(res.r); assert.NotNil(t, e) {
+		assert.Equal(t, internalError, e.ExtraText)
+	}
+
+	up.letGo()
+	require.Eventually(t, func() bool { return testutilGauge(t, f, "dnsfence_inflight_queries") == 0 },
+		5*time.Second, 10*time.Millisecond, "the refresh ended")
+	forwarded, _ := metricValue(t, f.registry, "dnsfence_queries_total", "transport", "udp", "result", ResultForwarded)
+	assert.Equal(t, float64(1), forwarded, "the first query's only: the refresh sent nothing")
+
+	// The process serves on.
+	r, err := exchange(f.addr, "", "tcp", question("b.example.org.", dns.TypeA, true))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+}
+
 // TestCacheFailureNeverDisplacesAnswer: a cached SERVFAIL never replaces an
 // answer that is fresh or may be served stale, and is never served stale
 // itself.

@@ -363,7 +363,10 @@ func (h *Handler) startClientTimer(l *wireLeft) {
 
 // fire answers the query stale, unless the upstream side has claimed its
 // answer or there is no expired answer to serve any more (refreshed
-// meanwhile: the upstream side gives that answer).
+// meanwhile: the upstream side gives that answer). A panic from the
+// look-up on answers it SERVFAIL, as one anywhere in the query's handling
+// does: nothing recovers one on the timer's goroutine, and the process
+// would end.
 func (t *clientTimer) fire() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -371,16 +374,17 @@ func (t *clientTimer) fire() {
 		return
 	}
 	h, q := t.h, &t.l.query
+	defer func() {
+		if r := recover(); r != nil {
+			t.answered = true
+			h.failed(q, r)
+		}
+	}()
 	stale := h.cache.Load().staleUnanswered(q.key, time.Now())
 	if stale == nil {
 		return
 	}
 	t.answered = true
-	defer func() {
-		if r := recover(); r != nil {
-			h.failed(q, r)
-		}
-	}()
 	h.write(q, h.forwarded(q, stale, upstreamStale, nil))
 }
 
