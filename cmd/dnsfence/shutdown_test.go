@@ -36,20 +36,9 @@ policies:
 	})
 	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
 
-	type result struct {
-		r   *dns.Msg
-		err error
-	}
 	// The query in flight comes over TCP: before the fix, the TCP listener
 	// drained first while UDP went on answering.
-	inflight := make(chan result, 1)
-	go func() {
-		c := &dns.Client{Net: "tcp", Timeout: 20 * time.Second}
-		m := new(dns.Msg)
-		m.SetQuestion("slow.example.org.", dns.TypeA)
-		r, _, err := c.Exchange(m, p.addr)
-		inflight <- result{r, err}
-	}()
+	inflight := askInFlight(p)
 	require.Eventually(t, func() bool { return count.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
 
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
@@ -193,23 +182,13 @@ http: ""
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"), []byte(fmt.Sprintf(config, upstream, "6s")), 0o644))
 	p.waitLine(t, "reloaded")
 
-	inflight := make(chan error, 1)
-	go func() {
-		c := &dns.Client{Net: "tcp", Timeout: 20 * time.Second}
-		m := new(dns.Msg)
-		m.SetQuestion("slow.example.org.", dns.TypeA)
-		r, _, err := c.Exchange(m, p.addr)
-		if err == nil && r.Rcode != dns.RcodeSuccess {
-			err = fmt.Errorf("answered %s", dns.RcodeToString[r.Rcode])
-		}
-		inflight <- err
-	}()
+	inflight := askInFlight(p)
 	require.Eventually(t, func() bool { return count.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	p.waitLine(t, "stopped taking queries; answering those in flight")
 	time.Sleep(3 * time.Second) // past the 2 s the first configuration allowed, within the 12 s of the second
 	releaseAll()
-	assert.NoError(t, <-inflight, "the query in flight is answered")
+	assert.NoError(t, (<-inflight).answered(), "the query in flight is answered")
 	select {
 	case err := <-p.done:
 		assert.NoError(t, err, "SIGTERM exits 0")
@@ -236,17 +215,7 @@ func TestSIGTERMDropsTheReloadUnderWay(t *testing.T) {
 	config, list := pipedListConfig(t, upstream, "5s")
 	p := startBinary(t, "-config", config)
 
-	inflight := make(chan error, 1)
-	go func() {
-		c := &dns.Client{Net: "tcp", Timeout: 20 * time.Second}
-		m := new(dns.Msg)
-		m.SetQuestion("slow.example.org.", dns.TypeA)
-		r, _, err := c.Exchange(m, p.addr)
-		if err == nil && r.Rcode != dns.RcodeSuccess {
-			err = fmt.Errorf("answered %s", dns.RcodeToString[r.Rcode])
-		}
-		inflight <- err
-	}()
+	inflight := askInFlight(p)
 	require.Eventually(t, func() bool { return count.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
 
 	w := startPipeWriter(t, list, "tiktok.com\nbytedance.com\n")
@@ -260,7 +229,7 @@ func TestSIGTERMDropsTheReloadUnderWay(t *testing.T) {
 	assert.Equal(t, "sighup", outcome["trigger"])
 
 	releaseAll()
-	assert.NoError(t, <-inflight, "the query in flight is answered")
+	assert.NoError(t, (<-inflight).answered(), "the query in flight is answered")
 	select {
 	case err := <-p.done:
 		assert.NoError(t, err, "SIGTERM exits 0")
@@ -411,4 +380,32 @@ func TestDoneWithinPrefersDone(t *testing.T) {
 	for range 200 {
 		assert.True(t, doneWithin(ended, done))
 	}
+}
+
+// inFlightResult is what a query asked by askInFlight got.
+type inFlightResult struct {
+	r   *dns.Msg
+	err error
+}
+
+// answered is the error of a query in flight that got no NOERROR answer.
+func (res inFlightResult) answered() error {
+	if res.err == nil && res.r.Rcode != dns.RcodeSuccess {
+		return fmt.Errorf("answered %s", dns.RcodeToString[res.r.Rcode])
+	}
+	return res.err
+}
+
+// askInFlight asks p for slow.example.org over TCP, a query a held
+// upstream (heldUpstream) keeps in flight, and delivers what it gets.
+func askInFlight(p *process) <-chan inFlightResult {
+	inflight := make(chan inFlightResult, 1)
+	go func() {
+		c := &dns.Client{Net: "tcp", Timeout: 20 * time.Second}
+		m := new(dns.Msg)
+		m.SetQuestion("slow.example.org.", dns.TypeA)
+		r, _, err := c.Exchange(m, p.addr)
+		inflight <- inFlightResult{r, err}
+	}()
+	return inflight
 }
