@@ -299,11 +299,18 @@ func (c *Cache) staleUnanswered(key cacheKey, now time.Time) *dns.Msg {
 // answer that may be served stale; the query waits for the upstreams, as
 // any miss does.
 func (c *Cache) clientTimeout(key cacheKey, start, now time.Time) (wait time.Duration, ok bool) {
-	timeout := c.cfg.StaleAnswerClientTimeout
-	if timeout <= 0 || c.expiredEntry(key, now) == nil {
+	if !c.clientTimerOn() || c.expiredEntry(key, now) == nil {
 		return 0, false
 	}
-	return timeout - now.Sub(start), true
+	return c.cfg.StaleAnswerClientTimeout - now.Sub(start), true
+}
+
+// clientTimerOn reports whether a query may have a client response timer
+// at all (clientTimeout): the timeout and serve_stale on, and a cache. It
+// reads the settings only, so that a miss with either off (serve_stale
+// is, by default) asks no clock.
+func (c *Cache) clientTimerOn() bool {
+	return c.cfg.StaleAnswerClientTimeout > 0 && c.cfg.ServeStale > 0 && c.cfg.Size != 0
 }
 
 // failedRefresh records that every upstream failed, at now, to refresh the

@@ -349,7 +349,11 @@ type clientTimer struct {
 // would move every ServeDNS query to the heap.
 func (h *Handler) startClientTimer(l *wireLeft) {
 	q := &l.query
-	wait, ok := h.cache.Load().clientTimeout(q.key, q.start, time.Now())
+	c := h.cache.Load()
+	if !c.clientTimerOn() {
+		return // serve_stale off, the default: no clock asked
+	}
+	wait, ok := c.clientTimeout(q.key, q.start, time.Now())
 	if !ok {
 		return
 	}
