@@ -291,6 +291,28 @@ func (c *Cache) staleUnanswered(key cacheKey, now time.Time) *dns.Msg {
 	return e.aged(now, staleTTL)
 }
 
+// answerAtTimer is the answer for key of a query whose client response
+// timer has run out (clientTimer, fetchWithin), at now: the expired answer,
+// served stale (staleUnanswered, upstreamStale), or, when another upstream
+// query has refreshed it meanwhile (another transport's, a prefetch), the
+// fresh one (upstreamCache), without get's prefetch bookkeeping. nil when
+// there is neither (gone from the cache, or a SERVFAIL cached meanwhile):
+// the query waits for its own upstream query.
+func (c *Cache) answerAtTimer(key cacheKey, now time.Time) (*dns.Msg, string) {
+	if m := c.staleUnanswered(key, now); m != nil {
+		return m, upstreamStale
+	}
+	if c.cfg.Size == 0 {
+		return nil, ""
+	}
+	if e, ok := c.t.get(key); ok && now.Sub(e.stored) < e.ttl && e.rcode != dns.RcodeServerFailure {
+		if m := e.aged(now, 0); m != nil {
+			return m, upstreamCache
+		}
+	}
+	return nil, ""
+}
+
 // clientTimeout is how much longer a query received at start may wait, at
 // now, for the upstreams' answer for key before it is answered stale
 // (staleUnanswered): RFC 8767 §5's client response timer,

@@ -752,8 +752,8 @@ func (h *Handler) resolve(ctx context.Context, q *query) (*dns.Msg, string, erro
 	var err error
 	if wait, ok := h.clientTimeout(q, now); ok {
 		msg, upstream, err = h.fetchWithin(ctx, snap, req, key, tcp, wait)
-		if upstream == upstreamStale {
-			return msg, upstream, err // its own copy
+		if upstream == upstreamStale || upstream == upstreamCache {
+			return msg, upstream, err // its own copy, from answerAtTimer
 		}
 	} else {
 		msg, upstream, err = h.fetch(ctx, snap, req, key, tcp)
@@ -798,7 +798,8 @@ func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key c
 // fetchWithin is fetch for a query whose cached answer has expired but may
 // be served stale, within RFC 8767 §5's client response timer: when the
 // upstreams have not answered within wait, it returns that answer stale
-// (staleUnanswered, upstreamStale), and the upstream query goes on in the
+// (upstreamStale), or the fresh one another upstream query has cached
+// meanwhile (upstreamCache; Cache.answerAtTimer), and the upstream query goes on in the
 // background, which caches their answer, or records their failure for
 // stale_refresh_time, as resolve does for a query still waiting for it.
 // The queries sharing an upstream query each wait for their own time
@@ -823,10 +824,10 @@ func (h *Handler) fetchWithin(ctx context.Context, snap *Snapshot, req *dns.Msg,
 		return fetched(res.Val, res.Err)
 	case <-timer.C:
 	}
-	if stale := h.cache.Load().staleUnanswered(key, time.Now()); stale != nil {
-		return stale, upstreamStale, nil
+	if m, from := h.cache.Load().answerAtTimer(key, time.Now()); m != nil {
+		return m, from, nil
 	}
-	res := <-ch // fresh again, or gone: the upstreams' answer, as it comes
+	res := <-ch // gone from the cache: the upstreams' answer, as it comes
 	return fetched(res.Val, res.Err)
 }
 

@@ -1227,3 +1227,72 @@ func TestTruncatedStreamAnswerIsUnusable(t *testing.T) {
 		})
 	}
 }
+
+// TestStaleAnswerClientTimeoutRefreshedElsewhere: when the client response
+// timer runs out and another upstream query has refreshed the answer
+// meanwhile (here one of the other transport: UDP and TCP queries share
+// upstream queries in separate groups, and ask the upstream over their own
+// transport), the query gets that fresh answer at the timer, not a wait
+// for its own upstream query (5 s here) and then the fresh answer marked
+// stale. Both ways: the held query over UDP (the wire path's timer), and
+// over TCP (the message path's).
+func TestStaleAnswerClientTimeoutRefreshedElsewhere(t *testing.T) {
+	for _, heldNet := range []string{"udp", "tcp"} {
+		t.Run("held over "+heldNet, func(t *testing.T) {
+			var held atomic.Bool
+			release := make(chan struct{})
+			up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				ttl := uint32(1)
+				if r.Question[0].Name != "." && held.Load() {
+					if _, tcp := w.RemoteAddr().(*net.TCPAddr); tcp == (heldNet == "tcp") {
+						<-release
+					}
+					ttl = 300
+				}
+				m := defaultAnswer(w, r)
+				for _, rr := range m.Answer {
+					rr.Header().Ttl = ttl
+				}
+				return m
+			})
+			t.Cleanup(func() { close(release) }) // before the upstream's shutdown
+			f := govFence(t, "upstream_timeout: 5s\ncache: {serve_stale: 1h, stale_answer_client_timeout: 500ms}", up.addr)
+			other := map[string]string{"udp": "tcp", "tcp": "udp"}[heldNet]
+			q := question("a.example.org.", dns.TypeA, true)
+			r := ask(t, f.addr, "", heldNet, q)
+			require.Empty(t, allEDEs(r), "fresh")
+			require.Eventually(t, func() bool {
+				e, _ := f.handler.cache.Load().get(keyOf(q), time.Now())
+				return e == nil
+			}, 5*time.Second, 10*time.Millisecond, "the answer expires")
+			held.Store(true)
+
+			type result struct {
+				r    *dns.Msg
+				took time.Duration
+			}
+			first := make(chan result, 1)
+			go func() {
+				start := time.Now()
+				r, err := exchange(f.addr, "", heldNet, q)
+				assert.NoError(t, err)
+				first <- result{r, time.Since(start)}
+			}()
+			// The other transport's query, asked while the first waits,
+			// refreshes the answer before the first one's timer runs out.
+			time.Sleep(100 * time.Millisecond)
+			r = ask(t, f.addr, "", other, question("a.example.org.", dns.TypeA, true))
+			require.Empty(t, allEDEs(r), "refreshed fresh over %s", other)
+			require.Len(t, r.Answer, 1)
+			require.Greater(t, r.Answer[0].Header().Ttl, uint32(30))
+
+			got := <-first
+			require.NotNil(t, got.r)
+			assert.Less(t, got.took, 2500*time.Millisecond, "answered at its timer, not after its upstream query's 5 s")
+			assert.Empty(t, allEDEs(got.r), "the fresh answer, not one marked stale")
+			if assert.Len(t, got.r.Answer, 1) {
+				assert.Greater(t, got.r.Answer[0].Header().Ttl, uint32(30), "the refreshed TTL, not the stale 30")
+			}
+		})
+	}
+}

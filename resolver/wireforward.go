@@ -365,9 +365,10 @@ func (h *Handler) startClientTimer(l *wireLeft) {
 	t.mu.Unlock()
 }
 
-// fire answers the query stale, unless the upstream side has claimed its
-// answer or there is no expired answer to serve any more (refreshed
-// meanwhile: the upstream side gives that answer). A panic from the
+// fire answers the query stale, or fresh when another upstream query has
+// refreshed the answer meanwhile (Cache.answerAtTimer), unless the
+// upstream side has claimed its answer or the cache holds neither (the
+// upstream side then gives the upstreams' answer). A panic from the
 // look-up on answers it SERVFAIL, as one anywhere in the query's handling
 // does: nothing recovers one on the timer's goroutine, and the process
 // would end.
@@ -384,12 +385,12 @@ func (t *clientTimer) fire() {
 			h.failed(q, r)
 		}
 	}()
-	stale := h.cache.Load().staleUnanswered(q.key, time.Now())
-	if stale == nil {
+	m, from := h.cache.Load().answerAtTimer(q.key, time.Now())
+	if m == nil {
 		return
 	}
 	t.answered = true
-	h.write(q, h.forwarded(q, stale, upstreamStale, nil))
+	h.write(q, h.forwarded(q, m, from, nil))
 }
 
 // claim reports whether the query's answer is still the upstream side's
