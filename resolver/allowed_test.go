@@ -110,3 +110,29 @@ policies:
 	assert.Contains(t, all, "tiktok.txt:2")
 	assert.Equal(t, 1, strings.Count(all, "capcut.com is also in"), "each pair of lists once: %s", all)
 }
+
+// TestLintRangeListedTwice: a range a policy lists both inline and in a
+// client file, or in two files, is a warning (it stays the policy's while
+// either still lists it, so editing one does not take it away); the
+// decision is unchanged. Inline twice is an error of the configuration.
+func TestLintRangeListedTwice(t *testing.T) {
+	snap, err := buildConfig(t, `upstreams: ["127.0.0.1:53"]
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    client_files: [a.txt, b.txt]
+    block: [tiktok.txt]
+`, map[string]string{"tiktok.txt": "tiktok.com\n", "a.txt": "10.0.0.0/8\n172.16.0.0/12\n", "b.txt": "# again\n172.16.0.0/12\n"})
+	require.NoError(t, err)
+	var msgs []string
+	for _, w := range snap.Lint() {
+		msgs = append(msgs, w.String())
+	}
+	all := strings.Join(msgs, "\n")
+	assert.Regexp(t, `a\.txt:1: range 10\.0\.0\.0/8 of policy "gov" is listed already \(\S*dnsfence\.yaml:4\)`, all)
+	assert.Regexp(t, `b\.txt:2: range 172\.16\.0\.0/12 of policy "gov" is listed already \(\S*a\.txt:2\)`, all)
+	assert.Equal(t, 2, strings.Count(all, "is listed already"), all)
+	cr, ok := snap.PolicyForPrefix(netip.MustParsePrefix("172.16.1.0/24"))
+	require.True(t, ok)
+	assert.Equal(t, "gov", cr.Policy.Name)
+}

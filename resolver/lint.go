@@ -27,7 +27,7 @@ func (w Warning) String() string {
 }
 
 // Lint looks for likely mistakes: a configuration that blocks nothing,
-// ranges no client can reach, exemptions
+// a range a policy lists twice, ranges no client can reach, exemptions
 // that exempt nothing, blocking policies nested in each other, ranges only
 // partly inside allowed_clients, names both blocked and allowed by one
 // policy, the same list twice in one policy, the same entry in two lists of
@@ -96,6 +96,12 @@ func (s *Snapshot) Lint() []Warning {
 		// emptied out of the configuration).
 		ws = append(ws, Warning{s.Config.File, 0,
 			"no policy has a block list: every query is forwarded untouched, dnsfence blocks nothing"})
+	}
+	for _, rp := range s.repeats {
+		r, prior := rp[0].Range, rp[1].Range
+		ws = append(ws, Warning{r.File, r.Line, fmt.Sprintf(
+			"range %s of policy %q is listed already (%s): it stays the policy's while either lists it",
+			r.Prefix, rp[0].Policy.Name, where(prior))})
 	}
 	ws = append(ws, s.lintRepeats()...)
 	for _, path := range sortedKeys(s.Lists) {

@@ -224,10 +224,13 @@ type Snapshot struct {
 	fwd *upstream.Forwarder
 
 	byClient *bart.Table[ClientRange]
-	allowed  *bart.Table[struct{}]
-	trusted  *bart.Table[struct{}]
-	explain  *bart.Table[struct{}]
-	exempt   *bart.Table[struct{}] // rate_limit.exempt
+	// repeats are the ranges a policy lists again (inline and in a client
+	// file, or twice in files), each with the range it repeats, for Lint.
+	repeats [][2]ClientRange
+	allowed *bart.Table[struct{}]
+	trusted *bart.Table[struct{}]
+	explain *bart.Table[struct{}]
+	exempt  *bart.Table[struct{}] // rate_limit.exempt
 
 	// blockingIn holds the ranges of each blocking policy (blocking), a
 	// table a policy in the configuration's order, for PolicyForClient: the
@@ -586,7 +589,11 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 		for _, r := range ranges {
 			if prior, dup := s.byClient.Get(r.Prefix); dup {
 				if prior.Policy == p {
-					continue // the same range twice in one policy is harmless
+					// Harmless to the decision, but a likely mistake
+					// (Lint): one of the two lists is edited, and the
+					// range stays.
+					s.repeats = append(s.repeats, [2]ClientRange{{Policy: p, Range: r}, prior})
+					continue
 				}
 				fatal = append(fatal, fmt.Errorf("%s:%d: range %s of policy %q is already a range of policy %q (%s:%d); the same range in two policies is ambiguous",
 					r.File, r.Line, r.Prefix, p.Name, prior.Policy.Name, prior.Range.File, prior.Range.Line))

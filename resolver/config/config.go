@@ -745,7 +745,10 @@ func (c *Config) validatePolicies(errs *configErrors) {
 				errs.add(at("clients", j), "%s", orClientFiles(prefixProblem(s, err, at("clients", j))))
 				continue
 			}
-			if other, dup := owner[pfx]; dup {
+			if other, dup := owner[pfx]; dup && other == i {
+				errs.add(at("clients", j), "%s is listed twice in policy %q's clients: keep it once", pfx, p.Name)
+				continue
+			} else if dup {
 				errs.add(at("clients", j), "%s is already a range of policy %q; the same range in two policies is ambiguous: keep it in one", pfx, c.Policies[other].Name)
 				continue
 			}
