@@ -4,7 +4,7 @@ import (
 	"net"
 	"strings"
 
-	"github.com/dnsfence/dnsfence/resolver/dnswire"
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/miekg/dns"
 )
 
@@ -64,67 +64,33 @@ const (
 
 // localZoneOf returns the local zone qname is in, if any: qname is a
 // domain name in presentation form (any case, any escapes, with or without
-// its trailing dot). Labels decide, not characters: `x\.resolver.arpa.`,
-// whose last labels are "x.resolver" and "arpa", is in none, and
-// `\114esolver.arpa.` is resolver.arpa.
+// its trailing dot). Labels decide, not characters, as for the explain
+// zone (explainName): `x\.resolver.arpa.`, whose last labels are
+// "x.resolver" and "arpa", is in none, and `\114esolver.arpa.` is
+// resolver.arpa.
 func localZoneOf(qname string) (*localZone, bool) {
-	name := strings.TrimSuffix(qname, ".")
 	// The TLD's length first: every query asks, and most for a TLD of
 	// another length (com, net, org) than any zone's. A TLD written with
-	// an escape (`\111nion`) may have any length: read as octets.
-	tld := 0
+	// an escape (`\111nion`) may have any length.
+	name := strings.TrimSuffix(qname, ".")
+	tld, escaped := 0, false
 	for i := len(name) - 1; i >= 0 && name[i] != '.'; i-- {
 		if name[i] == '\\' {
-			return escapedLocalZoneOf(qname)
+			escaped = true
+			break
 		}
 		tld++
 	}
-	switch tld {
-	case len("arpa"), len("onion"), len("invalid"), len("localhost"):
+	switch {
+	case escaped:
+	case tld == len("arpa"), tld == len("onion"), tld == len("invalid"), tld == len("localhost"):
 	default:
 		return nil, false
 	}
-	if strings.IndexByte(name, '\\') >= 0 {
-		return escapedLocalZoneOf(qname) // `x\.resolver.arpa`: labels decide
-	}
 	for i := range localZones {
 		z := &localZones[i]
-		apex := z.apex[:len(z.apex)-1]
-		n := len(name) - len(apex)
-		if n >= 0 && strings.EqualFold(name[n:], apex) && (n == 0 || name[n-1] == '.') {
-			return z, true
-		}
-	}
-	return nil, false
-}
-
-// escapedLocalZoneOf is localZoneOf for a name written with escapes: its
-// labels as octets (RFC 4343: ASCII letters case-insensitively, every
-// other octet as itself; not Unicode's folding, which takes the octets
-// of `ſ` (U+017F) for an s and `re\197\191olver.arpa` for resolver.arpa).
-// A name that does not pack is no name at all.
-func escapedLocalZoneOf(qname string) (*localZone, bool) {
-	var buf [256]byte
-	n, err := dns.PackDomainName(dns.Fqdn(qname), buf[:], 0, nil, false)
-	if err != nil {
-		return nil, false
-	}
-	var labels [][]byte
-	for off := 0; off < n && buf[off] != 0; off += 1 + int(buf[off]) {
-		labels = append(labels, buf[off+1:off+1+int(buf[off])])
-	}
-	for i := range localZones {
-		z := &localZones[i]
-		apex := strings.Split(strings.TrimSuffix(z.apex, "."), ".")
-		if len(labels) < len(apex) {
-			continue
-		}
-		tail := labels[len(labels)-len(apex):]
-		match := true
-		for j, l := range apex {
-			match = match && dnswire.EqualFold(tail[j], []byte(l))
-		}
-		if match {
+		at, short := dns.PrevLabel(qname, dns.CountLabel(z.apex))
+		if !short && blocklist.SameName(qname[at:], z.apex) {
 			return z, true
 		}
 	}
