@@ -87,10 +87,23 @@ func localZoneOf(qname string) (*localZone, bool) {
 	default:
 		return nil, false
 	}
+	if escaped || strings.IndexByte(name, '\\') >= 0 {
+		// Escapes (`x\.resolver.arpa`, `\114esolver.arpa`): labels as
+		// octets.
+		for i := range localZones {
+			z := &localZones[i]
+			at, short := dns.PrevLabel(qname, dns.CountLabel(z.apex))
+			if !short && blocklist.SameName(qname[at:], z.apex) {
+				return z, true
+			}
+		}
+		return nil, false
+	}
 	for i := range localZones {
 		z := &localZones[i]
-		at, short := dns.PrevLabel(qname, dns.CountLabel(z.apex))
-		if !short && blocklist.SameName(qname[at:], z.apex) {
+		apex := z.apex[:len(z.apex)-1]
+		n := len(name) - len(apex)
+		if n >= 0 && strings.EqualFold(name[n:], apex) && (n == 0 || name[n-1] == '.') {
 			return z, true
 		}
 	}
