@@ -222,11 +222,7 @@ func (c *Cache) Len() int { return c.t.len() }
 // last tenth of its TTL, and nobody else is refreshing it.
 func (c *Cache) get(key cacheKey, now time.Time) (e *cacheEntry, prefetch bool) {
 	cfg := &c.cfg
-	if cfg.Size == 0 {
-		return nil, false
-	}
-	e, ok := c.t.get(key)
-	if !ok || now.Sub(e.stored) >= e.ttl {
+	if e = c.fresh(key, now); e == nil {
 		return nil, false
 	}
 	if !cfg.Prefetch {
@@ -236,6 +232,19 @@ func (c *Cache) get(key cacheKey, now time.Time) (e *cacheEntry, prefetch bool) 
 	prefetch = hits >= prefetchMin && e.ttl-now.Sub(e.stored) < e.ttl/prefetchAt &&
 		e.prefetching.CompareAndSwap(false, true)
 	return e, prefetch
+}
+
+// fresh is the entry for key still within its TTL at now, read-only, or
+// nil: get without the hit count.
+func (c *Cache) fresh(key cacheKey, now time.Time) *cacheEntry {
+	if c.cfg.Size == 0 {
+		return nil
+	}
+	e, ok := c.t.get(key)
+	if !ok || now.Sub(e.stored) >= e.ttl {
+		return nil
+	}
+	return e
 }
 
 // prefetchFailed lets the next hit near expiry refresh the entry again.
@@ -282,7 +291,7 @@ func (c *Cache) staleUnrefreshed(key cacheKey, now time.Time) *dns.Msg {
 // to a query the upstreams have not answered within
 // stale_answer_client_timeout (RFC 8767 §5's client response timer,
 // clientTimeout); nil when there is none, or when the entry is fresh
-// again (refreshed meanwhile: the query gets that answer as it comes).
+// again (refreshed meanwhile: answerAtTimer gives that one).
 func (c *Cache) staleUnanswered(key cacheKey, now time.Time) *dns.Msg {
 	e := c.expiredEntry(key, now)
 	if e == nil {
@@ -295,17 +304,14 @@ func (c *Cache) staleUnanswered(key cacheKey, now time.Time) *dns.Msg {
 // timer has run out (clientTimer, fetchWithin), at now: the expired answer,
 // served stale (staleUnanswered, upstreamStale), or, when another upstream
 // query has refreshed it meanwhile (another transport's, a prefetch), the
-// fresh one (upstreamCache), without get's prefetch bookkeeping. nil when
+// fresh one (upstreamCache; fresh, without get's hit count). nil when
 // there is neither (gone from the cache, or a SERVFAIL cached meanwhile):
 // the query waits for its own upstream query.
 func (c *Cache) answerAtTimer(key cacheKey, now time.Time) (*dns.Msg, string) {
 	if m := c.staleUnanswered(key, now); m != nil {
 		return m, upstreamStale
 	}
-	if c.cfg.Size == 0 {
-		return nil, ""
-	}
-	if e, ok := c.t.get(key); ok && now.Sub(e.stored) < e.ttl && e.rcode != dns.RcodeServerFailure {
+	if e := c.fresh(key, now); e != nil && e.rcode != dns.RcodeServerFailure {
 		if m := e.aged(now, 0); m != nil {
 			return m, upstreamCache
 		}

@@ -752,9 +752,6 @@ func (h *Handler) resolve(ctx context.Context, q *query) (*dns.Msg, string, erro
 	var err error
 	if wait, ok := h.clientTimeout(q, now); ok {
 		msg, upstream, err = h.fetchWithin(ctx, snap, req, key, tcp, wait)
-		if upstream == upstreamStale || upstream == upstreamCache {
-			return msg, upstream, err // its own copy, from answerAtTimer
-		}
 	} else {
 		msg, upstream, err = h.fetch(ctx, snap, req, key, tcp)
 	}
