@@ -152,16 +152,15 @@ type Reloader struct {
 
 	// stopMu orders Stop against the reloads: a reload counts itself in
 	// running, and stores its snapshot, only under stopMu and while
-	// stopped is unset, so that once Stop has set it no reload starts or
-	// stores anything, and running only counts down. idle is closed, under
-	// stopMu, once stopped is set and running is 0: Wait's answer, there
-	// before Wait asks.
+	// stopping has not ended, so that once Stop has ended it no reload
+	// starts or stores anything, and running only counts down. idle is
+	// closed, under stopMu, once stopping has ended and running is 0:
+	// Wait's answer, there before Wait asks.
 	stopMu  sync.Mutex
-	stopped bool
 	running int
 	idle    chan struct{}
-	// stopping ends at Stop: a SIGHUP's wait for files being written ends
-	// with it.
+	// stopping ends at Stop (under stopMu): a SIGHUP's wait for files
+	// being written ends with it.
 	stopping   context.Context
 	stopReload context.CancelFunc
 }
@@ -183,11 +182,10 @@ func NewReloader(log *zap.Logger, h *Handler, load func() (*config.Config, error
 // being written stops waiting. The snapshot serving then is the last.
 // Wait waits for the reloads under way to end.
 func (r *Reloader) Stop() {
-	r.stopReload()
 	r.stopMu.Lock()
 	defer r.stopMu.Unlock()
-	if !r.stopped {
-		r.stopped = true
+	if r.stopping.Err() == nil {
+		r.stopReload()
 		if r.running == 0 {
 			close(r.idle)
 		}
@@ -217,7 +215,7 @@ func (r *Reloader) Wait(ctx context.Context) error {
 func (r *Reloader) begin() bool {
 	r.stopMu.Lock()
 	defer r.stopMu.Unlock()
-	if r.stopped {
+	if r.stopping.Err() != nil {
 		return false
 	}
 	r.running++
@@ -229,7 +227,7 @@ func (r *Reloader) end() {
 	r.stopMu.Lock()
 	defer r.stopMu.Unlock()
 	r.running--
-	if r.stopped && r.running == 0 {
+	if r.stopping.Err() != nil && r.running == 0 {
 		close(r.idle)
 	}
 }
@@ -239,7 +237,7 @@ func (r *Reloader) end() {
 func (r *Reloader) storeUnlessStopped(store func()) bool {
 	r.stopMu.Lock()
 	defer r.stopMu.Unlock()
-	if r.stopped {
+	if r.stopping.Err() != nil {
 		return false
 	}
 	store()
