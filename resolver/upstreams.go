@@ -138,15 +138,17 @@ func systemLookupLoops(cfg *config.Config, addrs []string) error {
 		}
 	}
 	for _, pa := range named {
-		a := pa.String()
 		if _, err := netip.ParseAddr(pa.Host); err == nil || inHostsFile(pa.Host) {
 			continue
 		}
-		if cfg.SystemResolverIsSelf(systemResolvConf) {
-			return fmt.Errorf("%s: upstreams: %s names a host only the system resolver can look up, and %s names no resolver but dnsfence itself: "+
-				"the lookup would come back to dnsfence and never be answered; write the upstream's address (https://IP/dns-query#%s), "+
-				"or add a plain upstream to look the name up", cfg.File, a, systemResolvConf, pa.Host)
+		// The first host the system resolver must look up decides: the
+		// resolver is the same for every one.
+		if !cfg.SystemResolverIsSelf(systemResolvConf) {
+			return nil
 		}
+		return fmt.Errorf("%s: upstreams: %s names a host only the system resolver can look up, and %s names no resolver but dnsfence itself: "+
+			"the lookup would come back to dnsfence and never be answered; write the upstream's address (https://IP/dns-query#%s), "+
+			"or add a plain upstream to look the name up", cfg.File, pa.String(), systemResolvConf, pa.Host)
 	}
 	return nil
 }
