@@ -216,21 +216,30 @@ func writeFiles(t *testing.T, files map[string]string) string {
 	return dir
 }
 
-func TestEndToEndWithDig(t *testing.T) {
-	needDig(t)
-	upstream, count := testUpstream(t)
-	dir := writeFiles(t, map[string]string{
+// govFiles writes the smallest blocking configuration, listening on a
+// free port, forwarding to upstream, with extra lines before its policy
+// (e.g. "upstream_timeout: 5s\n"), and lists/tiktok.txt blocking
+// tiktok.com for 127.0.0.0/30; it returns the folder.
+func govFiles(t *testing.T, upstream, extra string) string {
+	t.Helper()
+	return writeFiles(t, map[string]string{
 		"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: ["%s"]
 http: ""
-policies:
+%spolicies:
   - name: government-devices
     clients: ["127.0.0.0/30"]
     block: ["lists/tiktok.txt"]
-`, upstream),
+`, upstream, extra),
 		"lists/tiktok.txt": "tiktok.com\n",
 	})
+}
+
+func TestEndToEndWithDig(t *testing.T) {
+	needDig(t)
+	upstream, count := testUpstream(t)
+	dir := govFiles(t, upstream, "")
 	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
 
 	out := p.dig(t, "www.tiktok.com")

@@ -21,19 +21,7 @@ import (
 // binary answers no new query, answers the one in flight, and exits 0.
 func TestSIGTERMStopsTakingQueriesFirst(t *testing.T) {
 	upstream, count, releaseAll := heldUpstream(t)
-	dir := writeFiles(t, map[string]string{
-		"dnsfence.yaml": fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-upstream_timeout: 5s
-http: ""
-policies:
-  - name: government-devices
-    clients: ["127.0.0.0/30"]
-    block: ["lists/tiktok.txt"]
-`, upstream),
-		"lists/tiktok.txt": "tiktok.com\n",
-	})
+	dir := govFiles(t, upstream, "upstream_timeout: 5s\n")
 	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
 
 	// The query in flight comes over TCP: before the fix, the TCP listener
@@ -128,18 +116,7 @@ func serveUDPAndTCP(t *testing.T, h dns.Handler) string {
 // TimeoutStopSec), with /readyz 200 and no draining.
 func TestSIGTERMDuringSIGHUPReload(t *testing.T) {
 	upstream, _ := testUpstream(t)
-	dir := writeFiles(t, map[string]string{
-		"dnsfence.yaml": fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-http: ""
-policies:
-  - name: government-devices
-    clients: ["127.0.0.0/30"]
-    block: ["lists/tiktok.txt"]
-`, upstream),
-		"lists/tiktok.txt": "tiktok.com\n",
-	})
+	dir := govFiles(t, upstream, "")
 	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
 
 	// A writer holds the list open mid-write: SIGHUP waits for it.
