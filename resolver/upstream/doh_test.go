@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -258,46 +259,21 @@ func TestDoHAge(t *testing.T) {
 // does not hold up the others: they go on connections of their own.
 func TestDoHHTTP1(t *testing.T) {
 	pki := newPKI(t)
-	up := plainTestUpstream(t, answerWithA)
+	srv := startDoHWith(t, pki.good, answerWithA, false)
 	release := make(chan struct{})
 	var slowArrived sync.Once
 	arrived := make(chan struct{})
-	var mu sync.Mutex
-	var versions []int
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		versions = append(versions, r.ProtoMajor)
-		mu.Unlock()
+	srv.setBefore(func(_ http.ResponseWriter, r *http.Request) bool {
+		// Holds the slow query; the server reads the body again after.
 		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			return
-		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		q := new(dns.Msg)
-		if q.Unpack(body) != nil {
-			http.Error(w, "bad query", http.StatusBadRequest)
-			return
-		}
-		if q.Question[0].Name == "slow.example." {
+		if err == nil && q.Unpack(body) == nil && q.Question[0].Name == "slow.example." {
 			slowArrived.Do(func() { close(arrived) })
 			<-release
 		}
-		resp, err := dns.Exchange(q, up)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		b, err := resp.Pack()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/dns-message")
-		_, _ = w.Write(b)
+		return false
 	})
-	hs := httptest.NewUnstartedServer(h) // without EnableHTTP2: HTTP/1.1 only
-	hs.TLS = &tls.Config{Certificates: []tls.Certificate{pki.good}, NextProtos: []string{"http/1.1"}}
-	hs.StartTLS()
-	t.Cleanup(hs.Close)
 	t.Cleanup(func() {
 		select {
 		case <-release:
@@ -305,7 +281,7 @@ func TestDoHHTTP1(t *testing.T) {
 			close(release)
 		}
 	})
-	upstream := "https://" + hs.Listener.Addr().String() + "/dns-query#" + testServerName
+	upstream := srv.upstream(testServerName)
 	tr := newEncryptedTransport(t, upstream, pki.testOptions(t))
 
 	_, err := tr.Exchange(context.Background(), clientQuery("first.example.", false))
@@ -324,8 +300,7 @@ func TestDoHHTTP1(t *testing.T) {
 	exchangeConcurrently(t, &ctxTransport{tr, ctx}, 5)
 	close(release)
 	require.NoError(t, <-slow)
-	mu.Lock()
-	defer mu.Unlock()
+	versions := srv.httpVersions()
 	assert.Len(t, versions, 7)
 	for _, v := range versions {
 		assert.Equal(t, 1, v, "HTTP/1.1")

@@ -207,6 +207,12 @@ type dohTestServer struct {
 
 func startDoH(t *testing.T, cert tls.Certificate, answer func(*dns.Msg) *dns.Msg) *dohTestServer {
 	t.Helper()
+	return startDoHWith(t, cert, answer, true)
+}
+
+// startDoHWith is startDoH, speaking HTTP/1.1 alone unless http2.
+func startDoHWith(t *testing.T, cert tls.Certificate, answer func(*dns.Msg) *dns.Msg, http2 bool) *dohTestServer {
+	t.Helper()
 	up := plainTestUpstream(t, answer)
 	s := &dohTestServer{}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -249,9 +255,12 @@ func startDoH(t *testing.T, cert tls.Certificate, answer func(*dns.Msg) *dns.Msg
 		w.Header().Set("Content-Type", "application/dns-message")
 		_, _ = w.Write(b)
 	}))
-	s.srv.EnableHTTP2 = true
+	s.srv.EnableHTTP2 = http2
 	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes the tests make fail
 	s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	if !http2 {
+		s.srv.TLS.NextProtos = []string{"http/1.1"}
+	}
 	s.srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
 		if tc, ok := c.(*tls.Conn); ok && st == http.StateActive {
 			s.mu.Lock()
