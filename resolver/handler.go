@@ -109,6 +109,9 @@ type Handler struct {
 	// write (after resume, for one that needed it), so Wait can wait for
 	// them.
 	inflight sync.WaitGroup
+	// designated are the encrypted listeners `_dns.resolver.arpa SVCB`
+	// designates (RFC 9462): nil until they listen.
+	designated atomic.Pointer[designation]
 	// unwatched are the files the reloader cannot watch, for /readyz.
 	unwatched atomic.Pointer[[]string]
 	// reload is the outcome of the last reload, for /readyz; nil before
@@ -480,7 +483,7 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 		return msgReply(m, ResultRefused), true
 	}
 	if q.out.result == ResultLocal {
-		return msgReply(q.out.local.reply(req), ResultLocal), true
+		return msgReply(h.localReply(q, req), ResultLocal), true
 	}
 
 	// 7. Forward: the cache first; the upstreams are resume's.

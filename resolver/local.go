@@ -36,10 +36,11 @@ var localZones = [...]localZone{
 	// resolvers it designates. RFC 9462 §6.1: a forwarder SHOULD NOT
 	// forward it (forwarded, the upstream would designate its own
 	// resolver, which a device could then ask directly, past every policy
-	// here); §6.4: a locally served zone (RFC 6303); §4: a resolver that
-	// designates none, as dnsfence, answers NODATA.
+	// here); §6.4: a locally served zone (RFC 6303); §4: the SVCB records
+	// of the resolvers it designates, dnsfence's own encrypted listeners
+	// (Handler.localReply), and NODATA when it designates none.
 	{apex: "resolver.arpa.", rcode: dns.RcodeSuccess,
-		why: "resolver.arpa is never forwarded, and dnsfence designates no resolver (RFC 9462 §6.1, §4)"},
+		why: "resolver.arpa is never forwarded (RFC 9462 §6.1); _dns.resolver.arpa SVCB names dnsfence's own encrypted listeners, if it has any and ddr is not false, and every other question gets NODATA (§4)"},
 	// RFC 7686 §2: caching DNS servers MUST answer NXDOMAIN for .onion
 	// names (a query sent on leaks the Tor service the device wants).
 	{apex: "onion.", rcode: dns.RcodeNameError, why: "onion names are never looked up (RFC 7686 §2)"},

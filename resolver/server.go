@@ -55,14 +55,21 @@ func (s *Server) Start(addrs []string) error { return s.ln.Start(addrs) }
 // listen_tls, listen_https and listen_quic addresses (DESIGN.md §8),
 // serving cert (nil when every address is plain http://). The queries go
 // through the same Handler, with the same admission, trust and limits, as
-// on UDP and TCP (listen.Server.StartEncrypted). On error every socket the
+// on UDP and TCP (listen.Server.StartEncrypted), and those with TLS are
+// the resolvers `_dns.resolver.arpa SVCB` designates (RFC 9462). On error every socket the
 // Server opened is closed.
 func (s *Server) StartEncrypted(cfg *config.Config, cert *Certificate) error {
 	e := listen.Encrypted{TLS: cfg.ListenTLS, HTTPS: cfg.ListenHTTPS, QUIC: cfg.ListenQUIC}
 	if cert != nil {
 		e.Cert = cert.Store
 	}
-	return s.ln.StartEncrypted(e)
+	if err := s.ln.StartEncrypted(e); err != nil {
+		return err
+	}
+	if cert != nil {
+		s.handler.designate(s.ln.Endpoints(), cert.Store)
+	}
+	return nil
 }
 
 // Shutdown stops every transport from taking new queries first, then waits

@@ -462,7 +462,7 @@ func (h *Handler) answerWire(q *query) (r reply, ok bool) {
 	case ResultBlocked:
 		return h.blocked(q), true
 	case ResultLocal:
-		return msgReply(q.out.local.reply(q.request()), ResultLocal), true
+		return msgReply(h.localReply(q, q.request()), ResultLocal), true
 	}
 	// 7. Forward: the cache first; the upstreams are resume's.
 	q.key = q.wire.key()

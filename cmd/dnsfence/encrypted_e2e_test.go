@@ -985,3 +985,45 @@ func TestCheckCertificateEndToEnd(t *testing.T) {
 	assert.Equal(t, 1, code, out)
 	assert.Contains(t, out, "no PEM CERTIFICATE block")
 }
+
+// TestDDREndToEnd: against the built binary, `dig _dns.resolver.arpa
+// SVCB` (RFC 9462) gets the binary's own encrypted listeners, DoH, DoT and
+// DoQ in that order, each at the port it listens on, and kdig, told only
+// what the DoT and DoH records say (address hint, port, target as the
+// name the certificate must carry), gets the government device's NXDOMAIN
+// over each.
+func TestDDREndToEnd(t *testing.T) {
+	ca := newE2ECA(t, "dnsfence e2e CA")
+	upstream, count := testUpstream(t)
+	config, _, _ := encryptedFiles(t, ca, []string{upstream}, "")
+	p := startBinary(t, "-config", config)
+	addrs := p.encryptedAddrs(t, "tls", "https", "quic")
+
+	out := p.dig(t, "_dns.resolver.arpa", "SVCB", "+short")
+	// dig 9.18 prints dohpath as key7.
+	re := regexp.MustCompile(`^(\d+) (\S+) alpn="(\S+)" port=(\d+) ipv4hint=(\S+)(?: key7="(\S+)")?$`)
+	var got [][]string
+	for line := range strings.Lines(strings.TrimSpace(out)) {
+		m := re.FindStringSubmatch(strings.TrimSpace(line))
+		require.NotNil(t, m, "an SVCB record: %q in %s", line, out)
+		got = append(got, m[1:])
+	}
+	require.Len(t, got, 3, out)
+	for i, want := range []struct{ alpn, transport, dohpath string }{
+		{"h2", "https", "/dns-query{?dns}"}, {"dot", "tls", ""}, {"doq", "quic", ""},
+	} {
+		_, port, err := net.SplitHostPort(addrs[want.transport])
+		require.NoError(t, err)
+		assert.Equal(t, []string{fmt.Sprint(i + 1), e2eServerName + ".", want.alpn, port, "127.0.0.1", want.dohpath}, got[i], out)
+	}
+	for _, rec := range got[:2] {
+		kdigArgs := []string{"-b", "127.0.0.1", "+tls", "www.tiktok.com"}
+		if rec[2] == "h2" {
+			kdigArgs[2] = "+https=" + strings.TrimSuffix(rec[5], "{?dns}")
+		}
+		rcode, ede, _ := parseKdig(t, kdig(t, ca, net.JoinHostPort(rec[4], rec[3]), kdigArgs...))
+		assert.Equal(t, "NXDOMAIN", rcode, rec[2])
+		assert.Equal(t, 15, ede, rec[2])
+	}
+	assert.Zero(t, count.Load(), "neither the designation nor the blocked names went upstream")
+}

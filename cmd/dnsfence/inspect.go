@@ -108,7 +108,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := snap.Config
 	// The certificate pair, as serve reads it before listening.
-	notAfter, err := cfg.CheckCertificate()
+	leaf, err := cfg.CheckCertificate()
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -130,10 +130,14 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s %s\n", l.key, strings.Join(l.addrs, " "))
 		}
 	}
-	if cfg.TLS.Cert != "" {
-		left := time.Until(notAfter)
+	if leaf != nil {
+		left := time.Until(leaf.NotAfter)
 		fmt.Fprintf(stdout, "tls.cert %s: expires %s (in %d days)\n", cfg.Path(cfg.TLS.Cert),
-			notAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
+			leaf.NotAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
+	}
+	designated, ddrWarnings := resolver.DesignationCheck(cfg, leaf)
+	if designated != "" {
+		fmt.Fprintf(stdout, "ddr _dns.resolver.arpa SVCB designates %s (RFC 9462)\n", designated)
 	}
 	fmt.Fprintf(stdout, "upstreams %s\n", strings.Join(cfg.Upstreams, " "))
 	if !slices.Equal(upstreams, cfg.Upstreams) {
@@ -187,7 +191,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 			warnings = append(warnings, fmt.Sprintf("remote list %s: %v", r.Name, r.Err))
 		}
 	}
-	for _, w := range snap.Lint() {
+	for _, w := range append(snap.Lint(), ddrWarnings...) {
 		warnings = append(warnings, w.String())
 	}
 	for _, w := range warnings {

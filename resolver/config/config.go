@@ -135,6 +135,11 @@ type Config struct {
 	ListenHTTPS []string `yaml:"listen_https"`
 	// ListenQUIC are the addresses served with DNS over QUIC (RFC 9250).
 	ListenQUIC []string `yaml:"listen_quic"`
+	// DDR answers `_dns.resolver.arpa SVCB` with the encrypted listeners
+	// above that dnsfence terminates TLS for (RFC 9462 §4, Discovery of
+	// Designated Resolvers), so that devices given dnsfence by address
+	// move to them; NODATA when false. Default: true.
+	DDR bool `yaml:"ddr"`
 	// UpstreamCA is a PEM file of extra roots that encrypted upstreams'
 	// certificates are verified against, besides the system's.
 	UpstreamCA string `yaml:"upstream_ca"`
@@ -417,6 +422,9 @@ func (c *Config) applyDefaults(written func(path ...any) bool) {
 		c.ExplainClients = DefaultExplainClients
 	}
 	orDefault(&c.BlockedTTL, DefaultBlockedTTL, written("blocked_ttl"))
+	if !written("ddr") {
+		c.DDR = true
+	}
 	for i := range c.Policies {
 		c.Policies[i].Action = cmp.Or(c.Policies[i].Action, ActionNXDomain)
 	}

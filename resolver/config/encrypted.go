@@ -1,10 +1,10 @@
 package config
 
 import (
+	"crypto/x509"
 	"net/netip"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
@@ -143,22 +143,29 @@ func protocolOf(key string) string {
 
 // CheckCertificate reads the tls pair as the listeners load it
 // (listen.CheckPair: the chain parses, the key is the leaf's, the leaf has
-// not expired and may serve TLS) and returns the leaf's expiry. With no
-// tls.cert it returns the zero time and nil. The error is an *Error at
-// tls.cert's line: "dnsfence.yaml:3: tls.cert: why". serve calls it before
-// listening and `check` prints the expiry it returns.
-func (c *Config) CheckCertificate() (notAfter time.Time, err error) {
+// not expired and may serve TLS) and returns the leaf. With no tls.cert
+// it returns nil, nil. The error is an *Error at tls.cert's line:
+// "dnsfence.yaml:3: tls.cert: why". serve calls it before listening and
+// `check` prints the expiry of the leaf it returns.
+func (c *Config) CheckCertificate() (leaf *x509.Certificate, err error) {
 	if c.TLS.Cert == "" {
-		return time.Time{}, nil
+		return nil, nil
 	}
-	notAfter, err = listen.CheckPair(c.Path(c.TLS.Cert), c.Path(c.TLS.Key))
+	leaf, err = listen.CheckPair(c.Path(c.TLS.Cert), c.Path(c.TLS.Key))
 	if err != nil {
-		return time.Time{}, &Error{File: c.File, Line: c.tlsLine, Key: "tls.cert", Err: err}
+		return nil, &Error{File: c.File, Line: c.tlsLine, Key: "tls.cert", Err: err}
 	}
-	return notAfter, nil
+	return leaf, nil
 }
 
 // Encrypted reports whether any encrypted listener is configured.
 func (c *Config) Encrypted() bool {
 	return len(c.ListenTLS)+len(c.ListenHTTPS)+len(c.ListenQUIC) > 0
+}
+
+// Designates reports whether dnsfence designates its own encrypted
+// listeners to devices that ask `_dns.resolver.arpa SVCB` (the ddr key,
+// RFC 9462 §4): unless ddr is false, whenever it has any.
+func (c *Config) Designates() bool {
+	return c.DDR && c.Encrypted()
 }

@@ -78,10 +78,10 @@ tls:
   key: certs/dnsfence.key
 `), os.ReadFile)
 			require.NoError(t, err, "the content is read by CheckCertificate, not by Parse")
-			notAfter, err := cfg.CheckCertificate()
+			leaf, err := cfg.CheckCertificate()
 			if tc.want == "" {
 				require.NoError(t, err)
-				assert.True(t, notAfter.Equal(later), "expiry %s, want %s", notAfter, later)
+				assert.True(t, leaf.NotAfter.Equal(later), "expiry %s, want %s", leaf.NotAfter, later)
 				return
 			}
 			require.Error(t, err)
@@ -92,16 +92,16 @@ tls:
 			assert.Contains(t, err.Error(), path+":4: tls.cert: ")
 			assert.Contains(t, err.Error(), filepath.Join(dir, "certs/dnsfence.crt"))
 			assert.Contains(t, err.Error(), tc.want)
-			assert.True(t, notAfter.IsZero())
+			assert.Nil(t, leaf)
 		})
 	}
 
 	t.Run("no tls", func(t *testing.T) {
 		cfg, err := Parse("c.yaml", []byte(`upstreams: ["127.0.0.1:53"]`), nil)
 		require.NoError(t, err)
-		notAfter, err := cfg.CheckCertificate()
+		leaf, err := cfg.CheckCertificate()
 		assert.NoError(t, err)
-		assert.True(t, notAfter.IsZero())
+		assert.Nil(t, leaf)
 	})
 }
 

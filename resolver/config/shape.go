@@ -93,6 +93,7 @@ var configExamples = map[string]string{
 	"listen_https[]":                    `127.0.0.1:443`,
 	"listen_quic":                       `["127.0.0.1:853"]`,
 	"listen_quic[]":                     `127.0.0.1:853`,
+	"ddr":                               `true`,
 	"upstream_ca":                       `certs/pdns-ca.pem`,
 	"sources":                           `{refresh: 1h, cache_dir: /var/lib/dnsfence/sources}`,
 	"sources.refresh":                   `1h`,

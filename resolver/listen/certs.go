@@ -104,18 +104,19 @@ func NewCertStore(certFile, keyFile string, opt CertOptions) (*CertStore, error)
 
 // CheckPair validates a certificate pair as NewCertStore and a reload do,
 // for `dnsfence check`: the chain parses, the key is the leaf's, the leaf
-// has not expired and may serve TLS. It returns the leaf's expiry.
-func CheckPair(certFile, keyFile string) (notAfter time.Time, err error) {
+// has not expired and may serve TLS. It returns the leaf (its NotAfter is
+// the expiry).
+func CheckPair(certFile, keyFile string) (leaf *x509.Certificate, err error) {
 	s := &CertStore{certFile: certFile, keyFile: keyFile}
 	certPEM, keyPEM, _, err := s.read()
 	if err != nil {
-		return time.Time{}, err
+		return nil, err
 	}
 	p, err := parsePair(certFile, keyFile, certPEM, keyPEM, time.Now())
 	if err != nil {
-		return time.Time{}, err
+		return nil, err
 	}
-	return p.notAfter, nil
+	return p.cert.Leaf, nil
 }
 
 // GetCertificate is the tls.Config callback: the pair current at the

@@ -222,7 +222,7 @@ func TestCheckPair(t *testing.T) {
 				assert.Contains(t, err.Error(), tc.want)
 			default:
 				require.NoError(t, err)
-				assert.True(t, got.Equal(notAfter), "notAfter %s, want %s", got, notAfter)
+				assert.True(t, got.NotAfter.Equal(notAfter), "notAfter %s, want %s", got.NotAfter, notAfter)
 			}
 		})
 	}

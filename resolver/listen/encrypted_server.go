@@ -26,6 +26,23 @@ type Encrypted struct {
 	Cert *CertStore
 }
 
+// Endpoint is one encrypted listener a Server opened with TLS: what a
+// client needs to reach it.
+type Endpoint struct {
+	// Transport is TLS, HTTPS or QUIC.
+	Transport string
+	// Addr is the address the listener is bound to, its port the one
+	// picked for port 0; an unspecified address (0.0.0.0, ::) serves
+	// every address of the host (:: IPv4 as well).
+	Addr netip.AddrPort
+}
+
+// Endpoints are the encrypted listeners StartEncrypted opened with TLS
+// (DNS over HTTPS's http:// listeners, whose TLS a proxy in front
+// terminates, are not among them), in the order of its addresses: DNS
+// over TLS, then HTTPS, then QUIC.
+func (s *Server) Endpoints() []Endpoint { return s.endpoints }
+
 // dohListener is one DNS over HTTPS listener of a Server.
 type dohListener struct {
 	srv *DoHServer
@@ -78,6 +95,7 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 		}
 		dot := newTCPServer(ln, s.cfg, s.log, s.admission, limits.TCPConnections, s.counted(TLS), s.invalid(TLS), cfg)
 		s.tcp = append(s.tcp, dot)
+		s.endpoint(TLS, ln.Addr())
 		s.wg.Go(dot.serve)
 		s.log.Info("listening", zap.String("address", ln.Addr().String()), zap.Strings("transports", []string{TLS}))
 	}
@@ -110,6 +128,9 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 			IdleTimeout:       limits.TCPIdleTimeout,
 		})
 		s.doh = append(s.doh, &dohListener{srv: srv})
+		if !plain {
+			s.endpoint(HTTPS, ln.Addr())
+		}
 		s.wg.Go(func() {
 			if err := srv.Serve(ln); err != nil {
 				s.log.Error("DNS over HTTPS listener stopped", zap.String("address", ln.Addr().String()), zap.Error(err))
@@ -146,6 +167,7 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 			IdleTimeout:      limits.TCPIdleTimeout,
 		})
 		s.doq = append(s.doq, &doqListener{srv: srv, pc: pc})
+		s.endpoint(QUIC, pc.LocalAddr())
 		s.wg.Go(func() {
 			if err := srv.Serve(pc); err != nil {
 				s.log.Error("DNS over QUIC listener stopped", zap.String("address", pc.LocalAddr().String()), zap.Error(err))
@@ -154,6 +176,19 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 		s.log.Info("listening", zap.String("address", pc.LocalAddr().String()), zap.Strings("transports", []string{QUIC}))
 	}
 	return nil
+}
+
+// endpoint records a listener StartEncrypted opened with TLS at addr, a
+// *net.TCPAddr or *net.UDPAddr.
+func (s *Server) endpoint(transport string, addr net.Addr) {
+	var ap netip.AddrPort
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	}
+	s.endpoints = append(s.endpoints, Endpoint{Transport: transport, Addr: ap})
 }
 
 // trusted reports whether peer is a trusted proxy under the rules of the

@@ -81,7 +81,10 @@ type Server struct {
 	tcp []*tcpServer // TCP, and DNS over TLS
 	doh []*dohListener
 	doq []*doqListener
-	wg  sync.WaitGroup
+	// endpoints are the listeners StartEncrypted opened with TLS, in the
+	// order it opened them (Endpoints).
+	endpoints []Endpoint
+	wg        sync.WaitGroup
 	// admission decides which connections every stream listener serves.
 	admission *admission
 }

@@ -290,8 +290,23 @@ func (w *udpWriter) AfterBatch(f Flusher) {
 }
 
 func (w *udpWriter) Transport() string    { return UDP }
-func (w *udpWriter) LocalAddr() net.Addr  { return w.s.pc.LocalAddr() }
 func (w *udpWriter) RemoteAddr() net.Addr { return w.remote }
+
+// LocalAddr is the address the query was sent to: on a socket bound to a
+// wildcard address, the datagram's own destination (IP_PKTINFO), where
+// one was read; the socket's address otherwise.
+func (w *udpWriter) LocalAddr() net.Addr {
+	a := w.s.pc.LocalAddr()
+	if !w.local.IsValid() {
+		return a
+	}
+	port := 0
+	if u, ok := a.(*net.UDPAddr); ok {
+		port = u.Port
+	}
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(w.local, uint16(port)))
+}
+
 func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 	if w.alone {
 		buf := outBufs.Get().(*[]byte)

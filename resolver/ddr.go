@@ -1,0 +1,247 @@
+package resolver
+
+import (
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/listen"
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+// Discovery of Designated Resolvers (RFC 9462). A device given dnsfence by
+// address (DHCP, router advertisement) asks it `_dns.resolver.arpa SVCB`
+// to learn which encrypted resolvers stand for it, and moves to one it can
+// verify: the certificate must carry the address the device asked (§4.2),
+// or (§4.3) the designated resolver have that same private address.
+// dnsfence designates its own DNS over HTTPS, TLS and QUIC listeners, so
+// that the queries of such devices are encrypted on the wire and still go
+// through the same policies (a device is the same peer address on every
+// transport).
+
+// ddrName is the name a device asks (RFC 9462 §4).
+const ddrName = "_dns.resolver.arpa."
+
+// ddrTTL is the TTL of the designation's records, in seconds: short, so
+// that a device learns a listener or certificate change (ddr turned off,
+// a restart on other ports) within minutes, where the local zones' other
+// records keep RFC 6303's three hours.
+const ddrTTL = 300
+
+// DoH's path template (RFC 9461 §5, RFC 6570): the path dnsfence serves
+// DNS over HTTPS on, with the `dns` variable of a GET.
+const ddrDoHPath = listen.DoHPath + "{?dns}"
+
+// designation is what dnsfence designates: its encrypted listeners and the
+// certificate they serve, set once they listen (Server.StartEncrypted).
+type designation struct {
+	endpoints []listen.Endpoint
+	// leaf is the certificate the listeners serve now (it reloads).
+	leaf func() *x509.Certificate
+}
+
+// designate records the encrypted listeners dnsfence designates, and the
+// certificate they serve: from then on `_dns.resolver.arpa SVCB` is
+// answered with them, unless the configuration's ddr is false.
+func (h *Handler) designate(endpoints []listen.Endpoint, cert *listen.CertStore) {
+	if len(endpoints) == 0 || cert == nil {
+		return
+	}
+	h.designated.Store(&designation{endpoints: endpoints, leaf: cert.Leaf})
+	if snap := h.Snapshot(); snap == nil || !snap.Config.Designates() {
+		return
+	}
+	if target, ok := certHost(cert.Leaf()); ok {
+		h.log.Info("designating the encrypted listeners to devices that ask _dns.resolver.arpa SVCB (RFC 9462)",
+			zap.String("target", target))
+	} else {
+		h.log.Warn(noHostDesignated)
+	}
+}
+
+// noHostDesignated says that a certificate naming no host designates
+// nothing, at start and in `check`.
+const noHostDesignated = "ddr: the certificate (tls.cert) names no host in its subjectAltName, so no encrypted resolver is designated: devices asking _dns.resolver.arpa SVCB get NODATA (RFC 9462 §4); add the listeners' DNS name to it, or set ddr: false"
+
+// isDDRQuestion reports whether q asks for the designated resolvers: an
+// SVCB question for `_dns.resolver.arpa`, however spelt.
+func isDDRQuestion(q dns.Question) bool {
+	return q.Qtype == dns.TypeSVCB && blocklist.SameName(q.Name, ddrName)
+}
+
+// localReply is the answer of a query for a name in one of dnsfence's own
+// zones (q.out.local): the zone's own records, or for
+// `_dns.resolver.arpa SVCB` the designated resolvers when there are any.
+func (h *Handler) localReply(q *query, req *dns.Msg) *dns.Msg {
+	m := q.out.local.reply(req)
+	question := req.Question[0]
+	if !isDDRQuestion(question) || !q.snap.Config.Designates() {
+		return m
+	}
+	d := h.designated.Load()
+	if d == nil {
+		return m
+	}
+	var local netip.Addr
+	if q.w != nil {
+		local = addrOf(q.w.LocalAddr())
+	}
+	answer, extra := d.records(recordClass(question.Qclass), local)
+	if len(answer) == 0 {
+		return m
+	}
+	m.Answer, m.Ns = answer, nil
+	m.Extra = append(extra, m.Extra...)
+	return m
+}
+
+// addrOf is the IP address of a listener's net.Addr (a *net.UDPAddr or
+// *net.TCPAddr), IPv4 unmapped; the zero Addr for any other.
+func addrOf(a net.Addr) netip.Addr {
+	var ip net.IP
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ip = a.IP
+	case *net.TCPAddr:
+		ip = a.IP
+	}
+	addr, _ := netip.AddrFromSlice(ip)
+	return addr.Unmap()
+}
+
+// records are the designation's SVCB records for a query sent to the
+// address local (the zero Addr when unknown), of class class, one for each
+// listener in the order DNS over HTTPS, TLS, QUIC (SvcPriority 1, 2, …:
+// HTTPS first, which every DDR client speaks), and the A and AAAA records
+// of the target's address hints for the additional section (RFC 9462 §4:
+// SHOULD, to spare the device a lookup). None when the certificate names
+// no host to be the target (TargetName, which the device verifies the
+// certificate against, RFC 9461 §5).
+func (d *designation) records(class uint16, local netip.Addr) (answer, extra []dns.RR) {
+	target, ok := certHost(d.leaf())
+	if !ok {
+		return nil, nil
+	}
+	hdr := func(name string, rrtype uint16) dns.RR_Header {
+		return dns.RR_Header{Name: name, Rrtype: rrtype, Class: class, Ttl: ddrTTL}
+	}
+	seen := map[netip.Addr]bool{}
+	for _, transport := range [...]string{listen.HTTPS, listen.TLS, listen.QUIC} {
+		for _, e := range d.endpoints {
+			if e.Transport != transport {
+				continue
+			}
+			rr := &dns.SVCB{Hdr: hdr(ddrName, dns.TypeSVCB), Priority: uint16(len(answer) + 1), Target: target}
+			rr.Value = append(rr.Value, &dns.SVCBAlpn{Alpn: []string{alpnOf(transport)}},
+				&dns.SVCBPort{Port: e.Addr.Port()})
+			if hint, ok := hintFor(e.Addr.Addr(), local); ok {
+				if hint.Is4() {
+					rr.Value = append(rr.Value, &dns.SVCBIPv4Hint{Hint: []net.IP{hint.AsSlice()}})
+				} else {
+					rr.Value = append(rr.Value, &dns.SVCBIPv6Hint{Hint: []net.IP{hint.AsSlice()}})
+				}
+				if !seen[hint] {
+					seen[hint] = true
+					if hint.Is4() {
+						extra = append(extra, &dns.A{Hdr: hdr(target, dns.TypeA), A: hint.AsSlice()})
+					} else {
+						extra = append(extra, &dns.AAAA{Hdr: hdr(target, dns.TypeAAAA), AAAA: hint.AsSlice()})
+					}
+				}
+			}
+			if transport == listen.HTTPS {
+				rr.Value = append(rr.Value, &dns.SVCBDoHPath{Template: ddrDoHPath})
+			}
+			answer = append(answer, rr)
+		}
+	}
+	return answer, extra
+}
+
+// alpnOf is the SVCB alpn of a transport (RFC 9461 §4.1; §5 for DNS over
+// HTTPS, which dnsfence serves on HTTP/2).
+func alpnOf(transport string) string {
+	switch transport {
+	case listen.HTTPS:
+		return listen.ALPNHTTP2
+	case listen.QUIC:
+		return listen.ALPNDoQ
+	}
+	return listen.ALPNDoT
+}
+
+// hintFor is the address hint of a listener bound to bound, for a query
+// sent to local: bound itself when it is one address; for a wildcard
+// listener, the address the device asked, which the listener serves (the
+// designated resolver shares it: RFC 9462 §4.3's opportunistic discovery
+// works too), when known and of a family it serves (0.0.0.0 serves IPv4
+// only, :: both). ok is false when no address can be given: the device
+// then looks up the target's own.
+func hintFor(bound, local netip.Addr) (netip.Addr, bool) {
+	bound = bound.Unmap()
+	if !bound.IsUnspecified() {
+		return bound, bound.IsValid()
+	}
+	if !local.IsValid() || local.IsUnspecified() || (bound.Is4() && !local.Is4()) {
+		return netip.Addr{}, false
+	}
+	return local, true
+}
+
+// certHost is the designated resolvers' TargetName: the first host name
+// (no wildcard) of the certificate's subjectAltName, lowercase with its
+// trailing dot; ok is false when it names none.
+func certHost(leaf *x509.Certificate) (string, bool) {
+	if leaf == nil {
+		return "", false
+	}
+	for _, name := range leaf.DNSNames {
+		if name == "" || strings.HasPrefix(name, "*") {
+			continue
+		}
+		if _, ok := dns.IsDomainName(name); ok {
+			return dns.Fqdn(strings.ToLower(name)), true
+		}
+	}
+	return "", false
+}
+
+// DesignationCheck is `check`'s look at what dnsfence designates (the
+// ddr key) with cfg and its certificate leaf (nil without tls.cert): the
+// target name devices are sent to ("" when none is designated), and
+// warnings when the designation cannot work as meant: a certificate that
+// names no host (nothing designated), or lacks an address of `listen`
+// that devices may be given and must find in it to verify the
+// designation (RFC 9462 §4.2; without it only devices on the same private
+// address use it, unverified, §4.3). Wildcard and loopback addresses are
+// not looked for.
+func DesignationCheck(cfg *config.Config, leaf *x509.Certificate) (target string, ws []Warning) {
+	if !cfg.Designates() || leaf == nil {
+		return "", nil
+	}
+	target, ok := certHost(leaf)
+	if !ok {
+		return "", []Warning{{File: cfg.File, Msg: noHostDesignated}}
+	}
+	for _, l := range cfg.Listen {
+		ap, err := netip.ParseAddrPort(l)
+		if err != nil {
+			continue
+		}
+		addr := ap.Addr().Unmap()
+		if addr.IsUnspecified() || addr.IsLoopback() || slices.ContainsFunc(leaf.IPAddresses, func(ip net.IP) bool {
+			a, _ := netip.AddrFromSlice(ip)
+			return a.Unmap() == addr
+		}) {
+			continue
+		}
+		ws = append(ws, Warning{File: cfg.File, Msg: fmt.Sprintf("ddr: listen address %s is not in the certificate (tls.cert): devices given it cannot verify the encrypted resolvers it designates (RFC 9462 §4.2), and only those on a private address use them unverified (§4.3); add it to the certificate's subjectAltName, or set ddr: false", addr)})
+	}
+	return target, ws
+}

@@ -1,0 +1,471 @@
+package resolver
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/internal/testnet"
+	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/listen"
+	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// designated is one SVCB record of a DDR answer, as a device reads it.
+type designated struct {
+	priority uint16
+	target   string
+	alpn     []string
+	port     uint16
+	hints    []netip.Addr
+	dohpath  string
+}
+
+// readDesignation reads the SVCB records of r (RFC 9461's keys).
+func readDesignation(t *testing.T, r *dns.Msg) []designated {
+	t.Helper()
+	var out []designated
+	for _, rr := range r.Answer {
+		svcb, ok := rr.(*dns.SVCB)
+		require.True(t, ok, "an SVCB record: %s", rr)
+		d := designated{priority: svcb.Priority, target: svcb.Target}
+		for _, kv := range svcb.Value {
+			switch v := kv.(type) {
+			case *dns.SVCBAlpn:
+				d.alpn = v.Alpn
+			case *dns.SVCBPort:
+				d.port = v.Port
+			case *dns.SVCBIPv4Hint:
+				for _, ip := range v.Hint {
+					a, _ := netip.AddrFromSlice(ip.To4())
+					d.hints = append(d.hints, a)
+				}
+			case *dns.SVCBIPv6Hint:
+				for _, ip := range v.Hint {
+					a, _ := netip.AddrFromSlice(ip)
+					d.hints = append(d.hints, a)
+				}
+			case *dns.SVCBDoHPath:
+				d.dohpath = v.Template
+			default:
+				t.Fatalf("an SvcParam a DNS SVCB record does not carry: %s", kv)
+			}
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// verifiedDiscovery is RFC 9462 §4.2's check of a designated resolver by a
+// device that asked asked (the unencrypted resolver's address): the chain
+// to the device's roots, for the target name, and asked among the
+// certificate's IP addresses.
+func verifiedDiscovery(roots *x509.CertPool, target string, asked netip.Addr, alpn string) *tls.Config {
+	return &tls.Config{
+		RootCAs: roots, ServerName: strings.TrimSuffix(target, "."), NextProtos: []string{alpn}, MinVersion: tls.VersionTLS12,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			for _, ip := range cs.PeerCertificates[0].IPAddresses {
+				if a, ok := netip.AddrFromSlice(ip); ok && a.Unmap() == asked {
+					return nil
+				}
+			}
+			return fmt.Errorf("the certificate does not carry %s, the address the device asked", asked)
+		},
+	}
+}
+
+// askDesignated asks m of the designated resolver d, at its first address
+// hint, as a device that verified it would: over d's protocol, its DoH
+// path from the template.
+func askDesignated(d designated, cfg *tls.Config, from string, m *dns.Msg) (*dns.Msg, error) {
+	if len(d.hints) == 0 {
+		return nil, errors.New("no address hint")
+	}
+	addr := netip.AddrPortFrom(d.hints[0], d.port).String()
+	b, err := m.Pack()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out []byte
+	switch d.alpn[0] {
+	case listen.ALPNDoT:
+		dl := &tls.Dialer{NetDialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}, Config: cfg}
+		c, err := dl.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		dc := &dns.Conn{Conn: c}
+		if err := dc.WriteMsg(m); err != nil {
+			return nil, err
+		}
+		return dc.ReadMsg()
+	case listen.ALPNHTTP2:
+		path, ok := strings.CutSuffix(d.dohpath, "{?dns}")
+		if !ok {
+			return nil, fmt.Errorf("dohpath %q is no template with a dns variable", d.dohpath)
+		}
+		tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext,
+			TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+		defer tr.CloseIdleConnections()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+path, bytes.NewReader(b))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", listen.DoHContentType)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.ProtoMajor != 2 {
+			return nil, fmt.Errorf("DoH over %s, not HTTP/2 as the alpn says", resp.Proto)
+		}
+		if out, err = io.ReadAll(resp.Body); err != nil {
+			return nil, err
+		}
+	case listen.ALPNDoQ:
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(from, "0"))
+		if err != nil {
+			return nil, err
+		}
+		defer pc.Close()
+		qt := &quic.Transport{Conn: pc}
+		defer qt.Close()
+		c, err := qt.Dial(ctx, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)), cfg, &quic.Config{})
+		if err != nil {
+			return nil, err
+		}
+		defer c.CloseWithError(0, "")
+		st, err := c.OpenStreamSync(ctx)
+		if err != nil {
+			return nil, err
+		}
+		q := m.Copy()
+		q.Id = 0 // RFC 9250 §4.2.1
+		if b, err = q.Pack(); err != nil {
+			return nil, err
+		}
+		_ = st.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := st.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)); err != nil {
+			return nil, err
+		}
+		_ = st.Close()
+		framed, err := io.ReadAll(st)
+		if err != nil {
+			return nil, err
+		}
+		if len(framed) < 2 {
+			return nil, errors.New("no framed answer")
+		}
+		out = framed[2:]
+	default:
+		return nil, fmt.Errorf("alpn %v", d.alpn)
+	}
+	r := new(dns.Msg)
+	return r, r.Unpack(out)
+}
+
+// TestDDRDesignatesOwnListeners: a device given dnsfence by address asks
+// `_dns.resolver.arpa SVCB` (RFC 9462 §4) and gets dnsfence's own DNS
+// over HTTPS, TLS and QUIC listeners, on every transport it may ask on:
+// one SVCB record each, in that order of priority, the certificate's host
+// name as target, the alpn, the port each listens on, the address hint,
+// DoH's path template (RFC 9461), and the target's address in the
+// additional section; never the plain-HTTP DoH listener (its TLS is a
+// proxy's). Each designated resolver passes a device's verified discovery
+// (§4.2: the certificate for the target carries the address asked) and
+// blocks for the device's policy as dnsfence does on UDP: the designation
+// moves a government device to encrypted DNS, not past its policy.
+func TestDDRDesignatesOwnListeners(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	ports := map[string]uint16{}
+	for _, tr := range []string{listen.TLS, listen.HTTPS, listen.QUIC} {
+		ports[tr] = netip.MustParseAddrPort(e.addrs[tr]).Port()
+	}
+	asked := netip.MustParseAddr("127.0.0.1")
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			for _, name := range []string{"_dns.resolver.arpa.", "_DNS.Resolver.ARPA.", `\095dns.resolver.arpa.`} {
+				r := ask(t, e.addr, "127.0.0.2", network, question(name, dns.TypeSVCB, true))
+				require.Equal(t, dns.RcodeSuccess, r.Rcode, name)
+				assert.True(t, r.Authoritative, "dnsfence's own zone")
+				assert.Empty(t, r.Ns, "an answer, not NODATA")
+				got := readDesignation(t, r)
+				require.Len(t, got, 3, name)
+				for i, want := range []struct {
+					alpn, transport string
+				}{{"h2", listen.HTTPS}, {"dot", listen.TLS}, {"doq", listen.QUIC}} {
+					d := got[i]
+					assert.Equal(t, uint16(i+1), d.priority)
+					assert.Equal(t, testServerName+".", d.target)
+					assert.Equal(t, []string{want.alpn}, d.alpn)
+					assert.Equal(t, ports[want.transport], d.port, want.transport)
+					assert.Equal(t, []netip.Addr{asked}, d.hints)
+					if want.transport == listen.HTTPS {
+						assert.Equal(t, "/dns-query{?dns}", d.dohpath)
+					} else {
+						assert.Empty(t, d.dohpath)
+					}
+				}
+				for _, rr := range r.Answer {
+					assert.Equal(t, "_dns.resolver.arpa.", rr.Header().Name)
+					assert.Equal(t, uint32(ddrTTL), rr.Header().Ttl)
+				}
+				var addrs []string
+				for _, rr := range r.Extra {
+					if a, ok := rr.(*dns.A); ok {
+						assert.Equal(t, testServerName+".", a.Hdr.Name)
+						addrs = append(addrs, a.A.String())
+					}
+				}
+				assert.Equal(t, []string{"127.0.0.1"}, addrs, "the target's address, once")
+				require.NotNil(t, r.IsEdns0(), "the OPT kept")
+			}
+		})
+	}
+
+	assert.Zero(t, up.count.Load(), "resolver.arpa is never forwarded")
+	r := ask(t, e.addr, "127.0.0.2", "udp", question(ddrName, dns.TypeSVCB, true))
+	for _, d := range readDesignation(t, r) {
+		t.Run(d.alpn[0], func(t *testing.T) {
+			cfg := verifiedDiscovery(p.pool, d.target, asked, d.alpn[0])
+			blocked, err := askDesignated(d, cfg, "127.0.0.2", question("www.tiktok.com.", dns.TypeA, true))
+			require.NoError(t, err)
+			assert.Equal(t, dns.RcodeNameError, blocked.Rcode, "the government device's policy, over the designated resolver")
+			before := up.count.Load()
+			passed, err := askDesignated(d, cfg, "127.0.0.8", question("ddr-"+d.alpn[0]+".example.org.", dns.TypeA, true))
+			require.NoError(t, err)
+			assert.Equal(t, dns.RcodeSuccess, passed.Rcode)
+			require.Len(t, passed.Answer, 1)
+			assert.Equal(t, before+1, up.count.Load())
+
+			// A device that asked another address than the certificate
+			// carries fails verified discovery (§4.2): the check above
+			// is a real one.
+			_, err = askDesignated(d, verifiedDiscovery(p.pool, d.target, netip.MustParseAddr("127.0.0.3"), d.alpn[0]),
+				"127.0.0.2", question("www.tiktok.com.", dns.TypeA, true))
+			assert.ErrorContains(t, err, "does not carry 127.0.0.3")
+		})
+	}
+
+	// Other questions in the zone stay NODATA with the SOA, and the
+	// designation is counted as a local answer.
+	before := up.count.Load()
+	for _, q := range []*dns.Msg{question(ddrName, dns.TypeA, true), question(ddrName, dns.TypeHTTPS, true),
+		question("_dns.x.resolver.arpa.", dns.TypeSVCB, true), question("resolver.arpa.", dns.TypeSVCB, true)} {
+		r := ask(t, e.addr, "127.0.0.2", "udp", q)
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode, q.Question[0].String())
+		assert.Empty(t, r.Answer, q.Question[0].String())
+		require.Len(t, r.Ns, 1)
+		assert.Equal(t, dns.TypeSOA, r.Ns[0].Header().Rrtype)
+	}
+	assert.Equal(t, before, up.count.Load(), "resolver.arpa is never forwarded")
+	assert.Contains(t, scrape(t, e.registry), `dnsfence_queries_total{result="local",transport="udp"}`)
+
+	// Over each encrypted transport too (a device already on one may ask).
+	for _, a := range encryptedAskers(e) {
+		r, err := a.ask("127.0.0.2", question(ddrName, dns.TypeSVCB, true))
+		require.NoError(t, err, a.name)
+		assert.Len(t, r.Answer, 3, a.name)
+	}
+}
+
+// TestDDROff: with ddr: false, or without an encrypted listener that
+// dnsfence terminates TLS for, `_dns.resolver.arpa SVCB` is NODATA (RFC
+// 9462 §4: designating none), never forwarded.
+func TestDDROff(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	for name, text := range map[string]string{
+		"ddr false": strings.Replace(encryptedConfig(p), "blocked_ttl: 60", "blocked_ttl: 60\nddr: false", 1),
+		"only plain http DoH": strings.Replace(testConfig, `listen: ["127.0.0.1:0"]`,
+			`listen: ["127.0.0.1:0"]`+"\nlisten_https: [\"http://127.0.0.1:0\"]", 1),
+		"no encrypted listener": testConfig,
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := startEncryptedFence(t, p, text, up.addr)
+			r := ask(t, e.addr, "127.0.0.2", "udp", question(ddrName, dns.TypeSVCB, true))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+			assert.Empty(t, r.Answer)
+			require.Len(t, r.Ns, 1)
+			assert.Equal(t, dns.TypeSOA, r.Ns[0].Header().Rrtype)
+		})
+	}
+	assert.Zero(t, up.count.Load())
+}
+
+// TestDDRHints: the address hint of each listener, for a query sent to an
+// address: a listener bound to one address is designated at it; a
+// wildcard one at the address the device asked, when it serves that
+// address's family.
+func TestDDRHints(t *testing.T) {
+	a := netip.MustParseAddr
+	for _, c := range []struct {
+		bound, local string
+		want         string // "" for no hint
+	}{
+		{"127.0.0.1", "127.0.0.1", "127.0.0.1"},
+		{"192.0.2.53", "127.0.0.1", "192.0.2.53"}, // the listener's own address, whatever was asked
+		{"0.0.0.0", "192.0.2.7", "192.0.2.7"},
+		{"0.0.0.0", "2001:db8::7", ""}, // 0.0.0.0 serves IPv4 only
+		{"::", "2001:db8::7", "2001:db8::7"},
+		{"::", "192.0.2.7", "192.0.2.7"}, // :: takes IPv4 too
+		{"::", "::ffff:192.0.2.7", "192.0.2.7"},
+		{"::ffff:192.0.2.53", "", "192.0.2.53"},
+		{"::", "", ""}, // the address asked unknown
+		{"::", "::", ""},
+	} {
+		var local netip.Addr
+		if c.local != "" {
+			local = a(c.local).Unmap()
+		}
+		got, ok := hintFor(a(c.bound), local)
+		if c.want == "" {
+			assert.False(t, ok, "%s asked at %s: %s", c.bound, c.local, got)
+			continue
+		}
+		assert.True(t, ok, "%s asked at %s", c.bound, c.local)
+		assert.Equal(t, a(c.want), got, "%s asked at %s", c.bound, c.local)
+	}
+}
+
+// TestDDRTarget: the target is the certificate's first host name, not a
+// wildcard; a certificate naming no host designates nothing.
+func TestDDRTarget(t *testing.T) {
+	for _, c := range []struct {
+		names []string
+		want  string
+	}{
+		{[]string{"DNS.Agency.Example"}, "dns.agency.example."},
+		{[]string{"*.agency.example", "dns.agency.example"}, "dns.agency.example."},
+		{[]string{"*.agency.example"}, ""},
+		{nil, ""},
+	} {
+		leaf := &x509.Certificate{DNSNames: c.names}
+		got, ok := certHost(leaf)
+		assert.Equal(t, c.want, got, "%v", c.names)
+		assert.Equal(t, c.want != "", ok, "%v", c.names)
+		d := &designation{endpoints: []listen.Endpoint{{Transport: listen.TLS, Addr: netip.MustParseAddrPort("127.0.0.1:853")}},
+			leaf: func() *x509.Certificate { return leaf }}
+		answer, _ := d.records(dns.ClassINET, netip.Addr{})
+		assert.Equal(t, c.want != "", len(answer) == 1, "%v", c.names)
+	}
+}
+
+// TestDDRWildcardListeners: listeners bound to wildcard addresses are
+// designated at the address the device asked, learnt from the query
+// itself on UDP (IP_PKTINFO, through the batched read loop) and TCP: a
+// device that asked 127.0.0.2 or ::2 is sent back there, where its
+// verified discovery expects the resolver (RFC 9462 §4.2, §4.3), not to
+// the address routing picks. Go listens on 0.0.0.0 with a socket that
+// takes IPv6 too (it reports [::]), so the DoH listener is designated at
+// ::2 as well, where it answers (TestDDRHints has a socket of IPv4
+// alone). It binds wildcard addresses and adds ::2 to lo, so it runs in a
+// network namespace of its own.
+func TestDDRWildcardListeners(t *testing.T) {
+	if !testnet.InNetns(t, "addr add ::2/128 dev lo") {
+		return
+	}
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	text := strings.Replace(testConfig, `listen: ["127.0.0.1:0"]`, fmt.Sprintf(`listen: ["[::]:0"]
+tls: {cert: %q, key: %q}
+listen_tls: ["[::]:0"]
+listen_https: ["0.0.0.0:0"]`, p.certFile, p.keyFile), 1)
+	e := startEncryptedFence(t, p, text, up.addr)
+	_, port, err := net.SplitHostPort(e.addr)
+	require.NoError(t, err)
+	dotPort := netip.MustParseAddrPort(e.addrs[listen.TLS]).Port()
+	dohPort := netip.MustParseAddrPort(e.addrs[listen.HTTPS]).Port()
+	for _, to := range []string{"127.0.0.1", "127.0.0.2", "::1", "::2"} {
+		for _, network := range []string{"udp", "tcp"} {
+			t.Run(network+" to "+to, func(t *testing.T) {
+				from := "127.0.0.1"
+				if strings.Contains(to, ":") {
+					from = "::1"
+				}
+				var r *dns.Msg
+				if network == "udp" {
+					r = askConnected(t, net.JoinHostPort(to, port), from, question(ddrName, dns.TypeSVCB, true))
+				} else {
+					r = ask(t, net.JoinHostPort(to, port), from, "tcp", question(ddrName, dns.TypeSVCB, true))
+				}
+				got := readDesignation(t, r)
+				require.Len(t, got, 2)
+				assert.Equal(t, []string{"h2"}, got[0].alpn)
+				assert.Equal(t, dohPort, got[0].port)
+				assert.Equal(t, []string{"dot"}, got[1].alpn)
+				assert.Equal(t, dotPort, got[1].port)
+				for _, d := range got {
+					require.Equal(t, []netip.Addr{netip.MustParseAddr(to)}, d.hints, d.alpn)
+					// The hint is where the listener is.
+					dl := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+					c, err := dl.Dial("tcp", netip.AddrPortFrom(d.hints[0], d.port).String())
+					require.NoError(t, err, d.alpn)
+					c.Close()
+				}
+			})
+		}
+	}
+}
+
+// TestDesignationCheck: `check` names the target devices are sent to, and
+// warns when the designation cannot work as meant: a certificate naming
+// no host (nothing designated), or one without an address of listen that
+// devices may be given (they cannot verify it, RFC 9462 §4.2); not for
+// wildcard and loopback addresses, nor with ddr: false or no encrypted
+// listener.
+func TestDesignationCheck(t *testing.T) {
+	leaf := &x509.Certificate{DNSNames: []string{"dns.agency.example"},
+		IPAddresses: []net.IP{net.ParseIP("10.0.0.53"), net.ParseIP("2001:db8::53")}}
+	for _, c := range []struct {
+		name, yaml string
+		leaf       *x509.Certificate
+		target     string
+		warnings   []string
+	}{
+		{"every address in the certificate", `listen: ["10.0.0.53:53", "[2001:db8::53]:53", "127.0.0.1:53", "0.0.0.0:5353"]`, leaf,
+			"dns.agency.example.", nil},
+		{"an address missing", `listen: ["10.0.0.53:53", "10.0.0.54:53", "[::ffff:10.0.0.53]:5353"]`, leaf,
+			"dns.agency.example.", []string{"ddr: listen address 10.0.0.54 is not in the certificate (tls.cert)"}},
+		{"no host", `listen: ["10.0.0.53:53"]`, &x509.Certificate{DNSNames: []string{"*.agency.example"}, IPAddresses: leaf.IPAddresses},
+			"", []string{"ddr: the certificate (tls.cert) names no host"}},
+		{"ddr false", "listen: [\"10.0.0.54:53\"]\nddr: false", leaf, "", nil},
+		{"no encrypted listener", `listen: ["10.0.0.54:53"]`, nil, "", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			text := c.yaml + "\nupstreams: [\"127.0.0.1:53\"]\n"
+			if c.leaf != nil {
+				text += "listen_tls: [\"10.0.0.53:853\"]\ntls: {cert: c.pem, key: k.pem}\n"
+			}
+			cfg, err := config.Parse("c.yaml", []byte(text), nil)
+			require.NoError(t, err)
+			target, ws := DesignationCheck(cfg, c.leaf)
+			assert.Equal(t, c.target, target)
+			require.Len(t, ws, len(c.warnings))
+			for i, w := range ws {
+				assert.Contains(t, w.String(), "c.yaml: "+c.warnings[i])
+			}
+		})
+	}
+}
