@@ -1,16 +1,11 @@
 package resolver
 
 import (
-	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -20,7 +15,6 @@ import (
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
-	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -96,91 +90,19 @@ func askDesignated(d designated, cfg *tls.Config, from string, m *dns.Msg) (*dns
 		return nil, errors.New("no address hint")
 	}
 	addr := netip.AddrPortFrom(d.hints[0], d.port).String()
-	b, err := m.Pack()
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	var out []byte
 	switch d.alpn[0] {
 	case listen.ALPNDoT:
-		dl := &tls.Dialer{NetDialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}, Config: cfg}
-		c, err := dl.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		dc := &dns.Conn{Conn: c}
-		if err := dc.WriteMsg(m); err != nil {
-			return nil, err
-		}
-		return dc.ReadMsg()
+		return askDoT(addr, from, cfg, m)
 	case listen.ALPNHTTP2:
 		path, ok := strings.CutSuffix(d.dohpath, "{?dns}")
 		if !ok {
 			return nil, fmt.Errorf("dohpath %q is no template with a dns variable", d.dohpath)
 		}
-		tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext,
-			TLSClientConfig: cfg, ForceAttemptHTTP2: true}
-		defer tr.CloseIdleConnections()
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+path, bytes.NewReader(b))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Content-Type", listen.DoHContentType)
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		if resp.ProtoMajor != 2 {
-			return nil, fmt.Errorf("DoH over %s, not HTTP/2 as the alpn says", resp.Proto)
-		}
-		if out, err = io.ReadAll(resp.Body); err != nil {
-			return nil, err
-		}
+		return askDoH("https://"+addr+path, from, cfg, m, false)
 	case listen.ALPNDoQ:
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(from, "0"))
-		if err != nil {
-			return nil, err
-		}
-		defer pc.Close()
-		qt := &quic.Transport{Conn: pc}
-		defer qt.Close()
-		c, err := qt.Dial(ctx, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)), cfg, &quic.Config{})
-		if err != nil {
-			return nil, err
-		}
-		defer c.CloseWithError(0, "")
-		st, err := c.OpenStreamSync(ctx)
-		if err != nil {
-			return nil, err
-		}
-		q := m.Copy()
-		q.Id = 0 // RFC 9250 §4.2.1
-		if b, err = q.Pack(); err != nil {
-			return nil, err
-		}
-		_ = st.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := st.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)); err != nil {
-			return nil, err
-		}
-		_ = st.Close()
-		framed, err := io.ReadAll(st)
-		if err != nil {
-			return nil, err
-		}
-		if len(framed) < 2 {
-			return nil, errors.New("no framed answer")
-		}
-		out = framed[2:]
-	default:
-		return nil, fmt.Errorf("alpn %v", d.alpn)
+		return askDoQ(addr, from, cfg, m)
 	}
-	r := new(dns.Msg)
-	return r, r.Unpack(out)
+	return nil, fmt.Errorf("alpn %v", d.alpn)
 }
 
 // TestDDRDesignatesOwnListeners: a device given dnsfence by address asks

@@ -168,8 +168,29 @@ func plainHTTPFrom(from string) *http.Client {
 
 // dotAsk asks m over DNS over TLS from the local address from.
 func (e *encryptedFence) dotAsk(from string, m *dns.Msg) (*dns.Msg, error) {
+	return askDoT(e.addrs[listen.TLS], from, e.pki.clientTLS(listen.ALPNDoT), m)
+}
+
+// dohAsk asks m over DNS over HTTPS (or plain HTTP when plain) from the
+// local address from, by GET or POST.
+func (e *encryptedFence) dohAsk(from string, m *dns.Msg, get, plain bool) (*dns.Msg, error) {
+	url := "https://" + e.addrs[listen.HTTPS] + listen.DoHPath
+	if plain {
+		url = "http://" + e.addrs["http"] + listen.DoHPath
+	}
+	return askDoH(url, from, e.pki.clientTLS(), m, get)
+}
+
+// doqAsk asks m over DNS over QUIC from the local address from.
+func (e *encryptedFence) doqAsk(from string, m *dns.Msg) (*dns.Msg, error) {
+	return askDoQ(e.addrs[listen.QUIC], from, e.pki.clientTLS(listen.ALPNDoQ), m)
+}
+
+// askDoT asks m of the DNS over TLS server at addr from the local address
+// from, with cfg.
+func askDoT(addr, from string, cfg *tls.Config, m *dns.Msg) (*dns.Msg, error) {
 	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-	c, err := tls.DialWithDialer(d, "tcp", e.addrs[listen.TLS], e.pki.clientTLS(listen.ALPNDoT))
+	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -182,17 +203,14 @@ func (e *encryptedFence) dotAsk(from string, m *dns.Msg) (*dns.Msg, error) {
 	return dc.ReadMsg()
 }
 
-// dohAsk asks m over DNS over HTTPS (or plain HTTP when plain) from the
-// local address from, by GET or POST.
-func (e *encryptedFence) dohAsk(from string, m *dns.Msg, get, plain bool) (*dns.Msg, error) {
+// askDoH asks m at the DNS over HTTPS url (or plain HTTP) from the local
+// address from, with cfg, by GET or POST; an answer over HTTPS must come
+// over HTTP/2 (the ALPN dnsfence is designated with).
+func askDoH(url, from string, cfg *tls.Config, m *dns.Msg, get bool) (*dns.Msg, error) {
 	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-	tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: e.pki.clientTLS(), ForceAttemptHTTP2: true}
+	tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: cfg, ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	url := "https://" + e.addrs[listen.HTTPS] + listen.DoHPath
-	if plain {
-		url = "http://" + e.addrs["http"] + listen.DoHPath
-	}
 	b, err := m.Pack()
 	if err != nil {
 		return nil, err
@@ -214,12 +232,16 @@ func (e *encryptedFence) dohAsk(from string, m *dns.Msg, get, plain bool) (*dns.
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("http status %d: %s", resp.StatusCode, body)
 	}
+	if resp.TLS != nil && resp.ProtoMajor != 2 {
+		return nil, fmt.Errorf("DNS over HTTPS over %s, not HTTP/2", resp.Proto)
+	}
 	r := new(dns.Msg)
 	return r, r.Unpack(body)
 }
 
-// doqAsk asks m over DNS over QUIC from the local address from.
-func (e *encryptedFence) doqAsk(from string, m *dns.Msg) (*dns.Msg, error) {
+// askDoQ asks m of the DNS over QUIC server at addr from the local address
+// from, with cfg.
+func askDoQ(addr, from string, cfg *tls.Config, m *dns.Msg) (*dns.Msg, error) {
 	pc, err := net.ListenPacket("udp", net.JoinHostPort(from, "0"))
 	if err != nil {
 		return nil, err
@@ -227,13 +249,13 @@ func (e *encryptedFence) doqAsk(from string, m *dns.Msg) (*dns.Msg, error) {
 	defer pc.Close()
 	qt := &quic.Transport{Conn: pc}
 	defer qt.Close()
-	raddr, err := net.ResolveUDPAddr("udp", e.addrs[listen.QUIC])
+	raddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := qt.Dial(ctx, raddr, e.pki.clientTLS(listen.ALPNDoQ), &quic.Config{})
+	c, err := qt.Dial(ctx, raddr, cfg, &quic.Config{})
 	if err != nil {
 		return nil, err
 	}
