@@ -251,12 +251,14 @@ func (c *Cache) fresh(key cacheKey, now time.Time) *cacheEntry {
 func (e *cacheEntry) prefetchFailed() { e.prefetching.Store(false) }
 
 // stale returns an expired answer still inside the serve-stale window, for
-// when every upstream failed (RFC 8767). A cached SERVFAIL is no answer and
-// is never served stale. failed says the upstreams were asked and failed
-// (not a local limit): then the entry is served stale at once for
-// stale_refresh_time (staleUnrefreshed).
+// when every upstream failed (RFC 8767 §4). A cached SERVFAIL is no answer
+// and is never served stale; nor is an entry fresh at now, which another
+// upstream query stored meanwhile (answerOnFailure gives that one as it
+// is). failed says the upstreams were asked and failed (not a local
+// limit): then the entry is served stale at once for stale_refresh_time
+// (staleUnrefreshed).
 func (c *Cache) stale(key cacheKey, now time.Time, failed bool) *dns.Msg {
-	e := c.staleEntry(key, now)
+	e := c.expiredEntry(key, now)
 	if e == nil {
 		return nil
 	}
@@ -264,6 +266,21 @@ func (c *Cache) stale(key cacheKey, now time.Time, failed bool) *dns.Msg {
 		e.refreshFailed.Store(now.UnixNano())
 	}
 	return e.aged(now, staleTTL)
+}
+
+// answerOnFailure is the answer for key of a query whose own upstream
+// query failed, at now (after the failure): the expired answer, served
+// stale (stale, upstreamStale: TTL 30 and EDE 3 or 19, RFC 8767 §4), or,
+// when another upstream query has refreshed it meanwhile (another
+// transport's, a prefetch), the fresh one as a cache hit gives it
+// (upstreamCache: its remaining TTL, no EDE), as answerAtTimer does at a
+// query's client response timer. failed is stale's. nil when there is
+// neither: the query gets the upstreams' failure.
+func (c *Cache) answerOnFailure(key cacheKey, now time.Time, failed bool) (*dns.Msg, string) {
+	if m := c.stale(key, now, failed); m != nil {
+		return m, upstreamStale
+	}
+	return c.freshAnswer(key, now)
 }
 
 // staleUnrefreshed returns the expired answer for key, to be served stale
@@ -311,6 +328,14 @@ func (c *Cache) answerAtTimer(key cacheKey, now time.Time) (*dns.Msg, string) {
 	if m := c.staleUnanswered(key, now); m != nil {
 		return m, upstreamStale
 	}
+	return c.freshAnswer(key, now)
+}
+
+// freshAnswer is the fresh answer for key at now, aged to now, from
+// upstreamCache, for a query whose upstream query another one overtook
+// (answerAtTimer, answerOnFailure): fresh, without get's hit count, and
+// never a cached SERVFAIL. nil when there is none.
+func (c *Cache) freshAnswer(key cacheKey, now time.Time) (*dns.Msg, string) {
 	if e := c.fresh(key, now); e != nil && e.rcode != dns.RcodeServerFailure {
 		if m := e.aged(now, 0); m != nil {
 			return m, upstreamCache

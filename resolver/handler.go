@@ -742,8 +742,9 @@ var errOverloaded = errors.New("too many upstream queries in flight")
 // identical concurrent misses sharing one upstream query; when every
 // upstream fails (timeouts, errors, unusable answers, or SERVFAIL, REFUSED,
 // NOTIMP, FORMERR or BADVERS: Forward's error), a stale cached answer if serve_stale allows
-// (RFC 8767 §4), which forwarded marks with EDE 3 or 19 (staleEDE). An
-// expired answer that may be served stale is returned so as well when the
+// (RFC 8767 §4), which forwarded marks with EDE 3 or 19 (staleEDE), or the
+// fresh one another upstream query cached meanwhile, as a cache hit
+// (Cache.answerOnFailure). An expired answer that may be served stale is returned so as well when the
 // upstreams have not answered within stale_answer_client_timeout
 // (fetchWithin), unless q is a wire query whose own timer runs
 // (clientTimer).
@@ -759,8 +760,8 @@ func (h *Handler) resolve(ctx context.Context, q *query) (*dns.Msg, string, erro
 		msg, upstream, err = h.fetch(ctx, snap, req, key, tcp)
 	}
 	if err != nil {
-		if stale := h.cache.Load().stale(key, now, upstreamsFailed(err)); stale != nil {
-			return stale, upstreamStale, nil
+		if m, from := h.cache.Load().answerOnFailure(key, time.Now(), upstreamsFailed(err)); m != nil {
+			return m, from, nil
 		}
 		return nil, "", err
 	}

@@ -1296,3 +1296,114 @@ func TestStaleAnswerClientTimeoutRefreshedElsewhere(t *testing.T) {
 		})
 	}
 }
+
+// TestServeStaleRefreshedElsewhere: when a query's own upstream query
+// fails and another upstream query has refreshed the answer meanwhile
+// (here one of the other transport: UDP and TCP queries share upstream
+// queries in separate groups, and ask the upstream over their own
+// transport), the query gets that fresh answer as a cache hit gives it
+// (its remaining TTL, no EDE), not the fresh answer marked stale (TTL 30,
+// EDE 3, or 19 for an NXDOMAIN: RFC 8767 §4, RFC 8914). Both ways, the
+// held query over UDP (the wire path) and over TCP (the message path),
+// with no client response timer (stale_answer_client_timeout 0s) and
+// with one that has not run out when the upstream fails.
+func TestServeStaleRefreshedElsewhere(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		heldNet string
+		timer   string // stale_answer_client_timeout
+	}{
+		{name: "held over udp, no timer", heldNet: "udp", timer: "0s"},
+		{name: "held over tcp, no timer", heldNet: "tcp", timer: "0s"},
+		{name: "held over udp, timer", heldNet: "udp", timer: "10s"},
+		{name: "held over tcp, timer", heldNet: "tcp", timer: "10s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Until held, answers live 1 s; from then on the held
+			// transport's queries wait for letGo and get SERVFAIL, the
+			// other's are answered at once and live 300 s.
+			var held atomic.Bool
+			release := make(chan struct{})
+			up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				q := r.Question[0]
+				ttl := uint32(1)
+				if q.Name != "." && held.Load() {
+					if _, tcp := w.RemoteAddr().(*net.TCPAddr); tcp == (tc.heldNet == "tcp") {
+						<-release
+						return rcodeAnswer(dns.RcodeServerFailure)(w, r)
+					}
+					ttl = 300
+				}
+				if strings.HasPrefix(q.Name, "nx.") {
+					m := rcodeAnswer(dns.RcodeNameError)(w, r)
+					m.Ns = []dns.RR{mustRR("example.org. %d IN SOA ns.example.org. h.example.org. 1 3600 600 86400 %d", ttl, ttl)}
+					return m
+				}
+				m := defaultAnswer(w, r)
+				for _, rr := range m.Answer {
+					rr.Header().Ttl = ttl
+				}
+				return m
+			})
+			letGo := sync.OnceFunc(func() { close(release) })
+			t.Cleanup(letGo) // before the upstream's shutdown
+			f := govFence(t, "upstream_timeout: 5s\ncache: {serve_stale: 1h, stale_answer_client_timeout: "+tc.timer+"}", up.addr)
+			other := map[string]string{"udp": "tcp", "tcp": "udp"}[tc.heldNet]
+			questions := []*dns.Msg{question("a.example.org.", dns.TypeA, true), question("nx.example.org.", dns.TypeA, true)}
+			for _, q := range questions {
+				r := ask(t, f.addr, "", tc.heldNet, q)
+				require.Empty(t, allEDEs(r), "fresh")
+			}
+			require.Eventually(t, func() bool {
+				for _, q := range questions {
+					if e, _ := f.handler.cache.Load().get(keyOf(q), time.Now()); e != nil {
+						return false
+					}
+				}
+				return true
+			}, 5*time.Second, 10*time.Millisecond, "the answers expire")
+			held.Store(true)
+
+			before := up.distinct()
+			answers := make([]chan *dns.Msg, len(questions))
+			for i, q := range questions {
+				answers[i] = make(chan *dns.Msg, 1)
+				own := q.Copy() // packing writes to the message: the later asks use q
+				go func() {
+					r, err := exchange(f.addr, "", tc.heldNet, own)
+					assert.NoError(t, err)
+					answers[i] <- r
+				}()
+			}
+			require.Eventually(t, func() bool { return up.distinct() >= before+len(questions) }, 5*time.Second, 10*time.Millisecond,
+				"the held queries' refreshes are under way")
+			// The other transport's queries refresh the answers while the
+			// held ones wait.
+			for _, q := range questions {
+				r := ask(t, f.addr, "", other, q)
+				require.Empty(t, allEDEs(r), "refreshed fresh over %s", other)
+				ttls := append(append([]dns.RR(nil), r.Answer...), r.Ns...)
+				require.Len(t, ttls, 1)
+				require.Greater(t, ttls[0].Header().Ttl, uint32(30))
+			}
+			letGo() // the held refreshes fail
+
+			for i, q := range questions {
+				r := <-answers[i]
+				require.NotNil(t, r)
+				name := q.Question[0].Name
+				want := dns.RcodeSuccess
+				if strings.HasPrefix(name, "nx.") {
+					want = dns.RcodeNameError
+				}
+				assert.Equal(t, want, r.Rcode, name)
+				assert.Empty(t, allEDEs(r), "%s: the fresh answer, not one marked stale", name)
+				ttls := append(append([]dns.RR(nil), r.Answer...), r.Ns...)
+				if assert.Len(t, ttls, 1, name) {
+					assert.Greater(t, ttls[0].Header().Ttl, uint32(30), "%s: the refreshed TTL, not the stale 30", name)
+					assert.LessOrEqual(t, ttls[0].Header().Ttl, uint32(300), "%s: what is left of it", name)
+				}
+			}
+		})
+	}
+}

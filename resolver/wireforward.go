@@ -108,16 +108,17 @@ type wireFlights struct {
 
 // resolvedWire is resolve for a wire query, from the call c that asked
 // the upstreams for it: the answer in wire form (e), or as a private
-// shallow copy of a message (an answer the wire cache cannot hold, or a
-// stale one), and where it came from; errNotWire when it must go
-// upstream as a message.
+// shallow copy of a message (an answer the wire cache cannot hold, or,
+// when every upstream failed, Cache.answerOnFailure's: a stale one or the
+// fresh one another upstream query cached meanwhile), and where it came
+// from; errNotWire when it must go upstream as a message.
 func (h *Handler) resolvedWire(q *query, c *wireCall) (*cacheEntry, *dns.Msg, string, error) {
 	switch {
 	case errors.Is(c.err, errNotWire):
 		return nil, nil, "", c.err
 	case c.err != nil:
-		if stale := h.cache.Load().stale(q.key, time.Now(), upstreamsFailed(c.err)); stale != nil {
-			return nil, stale, upstreamStale, nil
+		if m, from := h.cache.Load().answerOnFailure(q.key, time.Now(), upstreamsFailed(c.err)); m != nil {
+			return nil, m, from, nil
 		}
 		return nil, nil, "", c.err
 	case c.msg != nil:
