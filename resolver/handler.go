@@ -106,8 +106,9 @@ type Handler struct {
 	// wireFlights is flight for the misses of the wire path.
 	wireFlights wireFlights
 	// inflight counts queries being answered, from serveInline until the
-	// write (after resume, for one that needed it), so Wait can wait for
-	// them.
+	// write (after resume, for one that needed it), and the upstream
+	// refreshes that outlive a query answered at its client response
+	// timer (outlive), so Wait can wait for them (begin, done).
 	inflight sync.WaitGroup
 	// designated are the encrypted listeners `_dns.resolver.arpa SVCB`
 	// designates (RFC 9462): nil until they listen.
@@ -291,9 +292,11 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 }
 
-// Wait waits until no query is being answered, or until ctx ends, then
-// returning ctx's error. Server.Shutdown calls it once the listeners have
-// stopped taking queries.
+// Wait waits until no query is being answered and no refresh a query
+// answered at its client response timer left going is under way (their
+// answers are cached by then), or until ctx ends, then returning ctx's
+// error. Server.Shutdown calls it once the listeners have stopped taking
+// queries.
 func (h *Handler) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
@@ -312,10 +315,7 @@ func (h *Handler) Wait(ctx context.Context) error {
 // one is known without waiting. It reports whether the answer needs an
 // upstream instead: then the query stays in flight until resume ends.
 func (h *Handler) serveInline(q *query) (needsUpstream bool) {
-	h.inflight.Add(1)
-	if h.metrics != nil {
-		h.metrics.inflight.Inc()
-	}
+	h.begin()
 	defer func() {
 		if r := recover(); r != nil {
 			h.failed(q, r)
@@ -355,7 +355,16 @@ func (h *Handler) resume(q *query, asMessage bool) {
 	}
 }
 
-// done ends a query begun by serveInline.
+// begin counts a query (serveInline) or a refresh that outlives its query
+// (outlive) in flight, for Wait and dnsfence_inflight_queries, until done.
+func (h *Handler) begin() {
+	h.inflight.Add(1)
+	if h.metrics != nil {
+		h.metrics.inflight.Inc()
+	}
+}
+
+// done ends what begin counted.
 func (h *Handler) done() {
 	if h.metrics != nil {
 		h.metrics.inflight.Dec()
@@ -801,8 +810,9 @@ func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key c
 // upstreams have not answered within wait, it returns that answer stale
 // (upstreamStale), or the fresh one another upstream query has cached
 // meanwhile (upstreamCache; Cache.answerAtTimer), and the upstream query goes on in the
-// background, which caches their answer, or records their failure for
-// stale_refresh_time, as resolve does for a query still waiting for it.
+// background, counted in flight until it ends (outlive), which caches their
+// answer, or records their failure for stale_refresh_time, as resolve does
+// for a query still waiting for it.
 // The queries sharing an upstream query each wait for their own time
 // (see clientTimer for why).
 func (h *Handler) fetchWithin(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool, wait time.Duration) (*dns.Msg, string, error) {
@@ -826,10 +836,27 @@ func (h *Handler) fetchWithin(ctx context.Context, snap *Snapshot, req *dns.Msg,
 	case <-timer.C:
 	}
 	if m, from := h.cache.Load().answerAtTimer(key, time.Now()); m != nil {
+		h.outlive(ch)
 		return m, from, nil
 	}
 	res := <-ch // gone from the cache: the upstreams' answer, as it comes
 	return fetched(res.Val, res.Err)
+}
+
+// outlive keeps the upstream query whose result ch gives counted in
+// flight (begin) until it ends, for a query fetchWithin answered at its
+// timer, which no longer waits for it: Shutdown (Wait) waits for the
+// refresh within its budget, so that none writes the cache after the
+// server has stopped, and dnsfence_inflight_queries counts it, as a wire
+// query answered at its timer stays counted until its refresh ends
+// (WireDone, fetchWire). Called while the query is still counted, so
+// that Wait never sees the count reach zero in between.
+func (h *Handler) outlive(ch <-chan singleflight.Result) {
+	h.begin()
+	go func() {
+		defer h.done()
+		<-ch
+	}()
 }
 
 // recoverShared, deferred by the function of an upstream query that

@@ -1407,3 +1407,40 @@ func TestServeStaleRefreshedElsewhere(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownWaitsForStaleRefresh: a query of the message path (TCP)
+// answered stale at its client response timer leaves its refresh going
+// (RFC 8767 §5); the refresh is counted in flight
+// (dnsfence_inflight_queries) until it ends, as a wire query answered at
+// its timer is, and Shutdown waits for it within its budget: it runs out
+// while the upstream holds the refresh, and once the upstream answers,
+// Shutdown returns only after the refresh has cached its answer.
+func TestShutdownWaitsForStaleRefresh(t *testing.T) {
+	up := startHoldingUpstream(t)
+	f := govFence(t, staleTimerConfig, up.addr)
+	ask := func(q *dns.Msg) (*dns.Msg, error) { return exchange(f.addr, "", "tcp", q) }
+	q := question("a.example.org.", dns.TypeA, true)
+	expireAndHold(t, f.handler, up, ask, q)
+
+	before := up.distinct()
+	r, err := ask(q)
+	require.NoError(t, err)
+	isStaleAnswer(t, q, r)
+	require.Equal(t, before+1, up.distinct(), "the refresh is under way, held")
+	assert.Eventually(t, func() bool { return testutilGauge(t, f, "dnsfence_inflight_queries") == 1 },
+		5*time.Second, 10*time.Millisecond, "the query is answered; its refresh is counted in flight")
+
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, f.server.Shutdown(ctx), context.DeadlineExceeded, "Shutdown waits for the refresh under way")
+
+	up.letGo()
+	ctx, cancel = context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, f.server.Shutdown(ctx), "the refresh ends within the budget")
+	e, _ := f.handler.cache.Load().get(keyOf(q), time.Now())
+	if assert.NotNil(t, e, "the refresh's answer was cached before Shutdown returned") {
+		assert.Greater(t, e.ttl, 30*time.Second, "the upstream's answer, TTL 300")
+	}
+	assert.Equal(t, float64(0), testutilGauge(t, f, "dnsfence_inflight_queries"), "nothing left in flight")
+}
