@@ -117,7 +117,8 @@ func addrOf(a net.Addr) netip.Addr {
 
 // records are the designation's SVCB records for a query sent to the
 // address local (the zero Addr when unknown), of class class, one for each
-// listener in the order DNS over HTTPS, TLS, QUIC (SvcPriority 1, 2, …:
+// listener the device can reach (unreachable) in the order DNS over
+// HTTPS, TLS, QUIC (SvcPriority 1, 2, …:
 // HTTPS first, which every DDR client speaks), and the A and AAAA records
 // of the target's address hints for the additional section (RFC 9462 §4:
 // SHOULD, to spare the device a lookup). None when the certificate names
@@ -134,7 +135,7 @@ func (d *designation) records(class uint16, local netip.Addr) (answer, extra []d
 	seen := map[netip.Addr]bool{}
 	for _, transport := range [...]string{listen.HTTPS, listen.TLS, listen.QUIC} {
 		for _, e := range d.endpoints {
-			if e.Transport != transport {
+			if e.Transport != transport || unreachable(e.Addr.Addr(), local) {
 				continue
 			}
 			rr := &dns.SVCB{Hdr: hdr(ddrName, dns.TypeSVCB), Priority: uint16(len(answer) + 1), Target: target}
@@ -174,6 +175,14 @@ func alpnOf(transport string) string {
 		return listen.ALPNDoQ
 	}
 	return listen.ALPNDoT
+}
+
+// unreachable reports whether a listener bound to bound cannot be reached
+// by a device that asked local (the zero Addr when unknown): one on a
+// loopback address, unless the device asked on loopback itself (a
+// sidecar's, or a laptop's own dnsfence).
+func unreachable(bound, local netip.Addr) bool {
+	return bound.Unmap().IsLoopback() && !local.IsLoopback()
 }
 
 // hintFor is the address hint of a listener bound to bound, for a query

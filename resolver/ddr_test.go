@@ -287,7 +287,7 @@ func TestDDRTarget(t *testing.T) {
 		got, ok := certHost(leaf)
 		assert.Equal(t, c.want, got, "%v", c.names)
 		assert.Equal(t, c.want != "", ok, "%v", c.names)
-		d := &designation{endpoints: []listen.Endpoint{{Transport: listen.TLS, Addr: netip.MustParseAddrPort("127.0.0.1:853")}},
+		d := &designation{endpoints: []listen.Endpoint{{Transport: listen.TLS, Addr: netip.MustParseAddrPort("192.0.2.53:853")}},
 			leaf: func() *x509.Certificate { return leaf }}
 		answer, _ := d.records(dns.ClassINET, netip.Addr{})
 		assert.Equal(t, c.want != "", len(answer) == 1, "%v", c.names)
@@ -390,4 +390,38 @@ func TestDesignationCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDDRLoopbackListeners: a listener bound to a loopback address is
+// designated only to a device that asked on loopback (a sidecar's own
+// dnsfence): any other device would be sent to its own loopback.
+func TestDDRLoopbackListeners(t *testing.T) {
+	leaf := &x509.Certificate{DNSNames: []string{"dns.agency.example"}}
+	d := &designation{leaf: func() *x509.Certificate { return leaf }, endpoints: []listen.Endpoint{
+		{Transport: listen.TLS, Addr: netip.MustParseAddrPort("127.0.0.1:853")},
+		{Transport: listen.TLS, Addr: netip.MustParseAddrPort("[::1]:853")},
+		{Transport: listen.TLS, Addr: netip.MustParseAddrPort("10.0.0.53:853")},
+		{Transport: listen.TLS, Addr: netip.MustParseAddrPort("[::]:8853")},
+	}}
+	hints := func(local string) []string {
+		var asked netip.Addr
+		if local != "" {
+			asked = netip.MustParseAddr(local)
+		}
+		answer, _ := d.records(dns.ClassINET, asked)
+		var out []string
+		for i, rr := range answer {
+			svcb := rr.(*dns.SVCB)
+			assert.Equal(t, uint16(i+1), svcb.Priority, "priorities in order, none skipped")
+			s := fmt.Sprint(svcb.Value[1]) // the port
+			if len(svcb.Value) > 2 {
+				s = fmt.Sprint(svcb.Value[2]) + ":" + s
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	assert.Equal(t, []string{"127.0.0.1:853", "::1:853", "10.0.0.53:853", "127.0.0.2:8853"}, hints("127.0.0.2"))
+	assert.Equal(t, []string{"10.0.0.53:853", "10.0.0.9:8853"}, hints("10.0.0.9"))
+	assert.Equal(t, []string{"10.0.0.53:853", "8853"}, hints(""), "the address asked unknown: no loopback listener, no hint for the wildcard one")
 }
