@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -76,6 +77,9 @@ func doqCodeName(code uint64) string {
 // is dialled anew, and a query in flight on it is sent once more, unless
 // the upstream closed it with an error code (DOQ_EXCESSIVE_LOAD...): that
 // query fails with a *DoQError, and the Forwarder asks the next upstream.
+// Such a close is one failure of the upstream, whatever the queries in
+// flight on it: the first query to see it fails as it is, the others with
+// an alreadyCounted error.
 type doqTransport struct {
 	addr    Address
 	tls     *tls.Config
@@ -85,15 +89,25 @@ type doqTransport struct {
 	stop    context.CancelFunc
 
 	mu      sync.Mutex
-	conn    *quic.Conn // the kept connection; nil or closed: dial anew
-	dialing *doqDial   // the dial in progress, if any, shared by the queries waiting for it
+	conn    *doqConn // the kept connection; nil or closed: dial anew
+	dialing *doqDial // the dial in progress, if any, shared by the queries waiting for it
 	closed  bool
+}
+
+// doqConn is a connection of a doqTransport.
+type doqConn struct {
+	*quic.Conn
+	// closeCounted is set by the first query that finds the connection
+	// closed by the upstream with an error code: that query's failure is
+	// the close's, counted once against the upstream's health; those of the
+	// other queries in flight on it are alreadyCounted.
+	closeCounted atomic.Bool
 }
 
 // doqDial is a dial in progress.
 type doqDial struct {
 	done chan struct{} // closed when conn or err is set
-	conn *quic.Conn
+	conn *doqConn
 	err  error
 }
 
@@ -179,7 +193,7 @@ func (t *doqTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 
 // connection is the kept connection, dialled (once for all the queries
 // that wait for it) when there is none or it has closed.
-func (t *doqTransport) connection(ctx context.Context) (*quic.Conn, error) {
+func (t *doqTransport) connection(ctx context.Context) (*doqConn, error) {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -223,7 +237,8 @@ func (t *doqTransport) dial(d *doqDial) {
 	case err != nil:
 		d.err = fmt.Errorf("connecting over quic: %w", typedDialError(err))
 	default:
-		t.conn, d.conn = conn, conn
+		c := &doqConn{Conn: conn}
+		t.conn, d.conn = c, c
 	}
 }
 
@@ -233,7 +248,7 @@ func (t *doqTransport) dial(d *doqDial) {
 // (DOQ_NO_ERROR, an idle timeout, a stateless reset, the network) is a
 // *brokenConnError (the query is sent once more); a stream ending before
 // the whole answer came is a protocol error.
-func (t *doqTransport) streamError(conn *quic.Conn, err error) error {
+func (t *doqTransport) streamError(conn *doqConn, err error) error {
 	var se *quic.StreamError
 	var ae *quic.ApplicationError
 	switch {
@@ -254,8 +269,15 @@ func (t *doqTransport) streamError(conn *quic.Conn, err error) error {
 		// query is not sent again on a new connection at once, which to an
 		// overloaded server is more load, but fails over to the next
 		// upstream, and this one counts as failing, as after a REFUSED
-		// answer. The next query to it dials anew.
-		return fmt.Errorf("dns over quic: %w: %w", &DoQError{Code: uint64(ae.ErrorCode)}, err)
+		// answer: once for the close, not once for each query in flight
+		// on the connection, so that one close (a server restarting) does
+		// not mark the upstream down at once. The next query to it dials
+		// anew.
+		err = fmt.Errorf("dns over quic: %w: %w", &DoQError{Code: uint64(ae.ErrorCode)}, err)
+		if !conn.closeCounted.CompareAndSwap(false, true) {
+			return &alreadyCounted{err}
+		}
+		return err
 	}
 	return &brokenConnError{err: err}
 }
@@ -277,14 +299,14 @@ func connectionClosed(err error) bool {
 // protocolError closes conn with DOQ_PROTOCOL_ERROR, as RFC 9250 §4.3.3
 // asks of a peer that finds the protocol broken; err (an ErrProtocol)
 // says why.
-func (t *doqTransport) protocolError(conn *quic.Conn, err error) error {
+func (t *doqTransport) protocolError(conn *doqConn, err error) error {
 	t.forget(conn)
 	_ = conn.CloseWithError(doqProtocolError, err.Error())
 	return fmt.Errorf("dns over quic: %w", err)
 }
 
 // forget drops conn as the kept connection, if it still is.
-func (t *doqTransport) forget(conn *quic.Conn) {
+func (t *doqTransport) forget(conn *doqConn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.conn == conn {

@@ -3,7 +3,11 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/bits"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -142,6 +146,80 @@ func TestDoQExcessiveLoadFailsOver(t *testing.T) {
 		assert.Equal(t, plain, from, "a down upstream is skipped while another is up")
 		assert.Len(t, srv.queries(), 1)
 	})
+}
+
+// TestDoQCloseCountsOnce: an upstream that closes a connection with an
+// error code (RFC 9250 §4.3) under several queries, as a server restarting
+// or shedding load does, has failed once, not once per query in flight:
+// each of them still fails over to the next upstream, and its error is
+// counted in dnsfence_upstream_errors_total, but the upstream's health
+// window takes one failure, so that one close does not mark down an
+// upstream that had been answering. Before, each held query counted: 6
+// failures in a window of 10, down at once.
+func TestDoQCloseCountsOnce(t *testing.T) {
+	const answered, held = 4, 6
+	pki := newPKI(t)
+	for _, tc := range []struct {
+		name string
+		code uint64
+	}{
+		{name: "DOQ_EXCESSIVE_LOAD", code: doqExcessiveLoad},
+		{name: "DOQ_INTERNAL_ERROR", code: doqInternalError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var holding atomic.Int32
+			srv := startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
+				q, ok := readDoQQuery(s, conn, str)
+				switch {
+				case !ok:
+				case !strings.HasPrefix(q.Question[0].Name, "held"):
+					_ = writeFrame(str, answerWithA(q))
+					_ = str.Close()
+				case holding.Add(1) == held:
+					// Every held query is in flight, unanswered: close
+					// under all of them.
+					_ = conn.CloseWithError(quic.ApplicationErrorCode(tc.code), "restarting")
+				}
+			})
+			plain := plainTestUpstream(t, answerWithA)
+			reg := prometheus.NewRegistry()
+			opts := pki.testOptions(t)
+			opts.Metrics = NewMetrics(reg)
+			doq := srv.upstream(testServerName)
+			f, err := New([]string{doq, plain}, opts)
+			require.NoError(t, err)
+			t.Cleanup(f.Close)
+			f.started.Store(true) // no probes: only the queries reach the upstreams
+			for i := range answered {
+				_, from, err := f.Forward(context.Background(), clientQuery(fmt.Sprintf("a%d.example.", i), false), false)
+				require.NoError(t, err)
+				require.Equal(t, doq, from)
+			}
+
+			var wg sync.WaitGroup
+			for i := range held {
+				wg.Go(func() {
+					_, from, err := f.Forward(context.Background(), clientQuery(fmt.Sprintf("held%d.example.", i), false), false)
+					assert.NoError(t, err)
+					assert.Equal(t, plain, from, "failed over (or hedged) to the next upstream")
+				})
+			}
+			wg.Wait()
+			// The DoQ tries end after the queries that a hedge answered:
+			// each holds a reference until it is recorded.
+			require.Eventually(t, func() bool { return f.refs.Load() == 0 }, 5*time.Second, 5*time.Millisecond)
+			require.Equal(t, int32(held), holding.Load(), "every held query reached the upstream")
+
+			w := f.upstreams[0].health.w.Load()
+			fails, n := bits.OnesCount32(uint32(w)), int(w>>32)
+			assert.Equal(t, 1, fails, "one close, one failure")
+			assert.Equal(t, answered+1, n, "the window took the close once")
+			assert.Empty(t, f.Down(), "an upstream that answered is not down for one close")
+			assert.Equal(t, map[string]float64{kindProtocol: held}, upstreamErrors(t, reg, doq),
+				"each query's failed exchange is still counted")
+			assert.Equal(t, 1, srv.connections(), "not sent again on a new connection")
+		})
+	}
 }
 
 // TestDoQErrors: the upstream's error codes and broken answers are typed

@@ -65,6 +65,23 @@ func failureRcode(rcode int) bool {
 	return false
 }
 
+// alreadyCounted is the failure of a query whose cause another query has
+// counted against the upstream's health already: one event that fails many
+// queries at once (a DoQ connection the upstream closed with an error code
+// under them) is one failure of the upstream, not one per query, so that
+// it alone cannot mark the upstream down. The query still fails, is
+// counted in dnsfence_upstream_errors_total by its cause, and fails over.
+type alreadyCounted struct{ error }
+
+func (e *alreadyCounted) Unwrap() error { return e.error }
+
+// countsAgainst reports whether a failed exchange counts against its
+// upstream's health: any failure but an alreadyCounted one.
+func countsAgainst(err error) bool {
+	var ac *alreadyCounted
+	return !errors.As(err, &ac)
+}
+
 // Upstream error kinds as counted and logged: the `kind` label of
 // dnsfence_upstream_errors_total. errorKind names the kind of any
 // Transport's error.

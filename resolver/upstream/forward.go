@@ -321,7 +321,9 @@ func (f *Forwarder) explore(u *upstreamState) {
 	defer cancel()
 	start := time.Now()
 	if _, err := f.exchange(ctx, probeQuery(), u, false); err != nil {
-		f.failed(u)
+		if countsAgainst(err) {
+			f.failed(u)
+		}
 		return
 	}
 	f.succeeded(u, start, time.Since(start))
@@ -529,7 +531,9 @@ func (f *Forwarder) probe(u *upstreamState) {
 			f.succeeded(u, start, time.Since(start))
 			return
 		}
-		u.health.record(true)
+		if countsAgainst(err) {
+			u.health.record(true)
+		}
 		timer.Reset(f.probeEvery)
 	}
 }
@@ -803,7 +807,7 @@ func (f *Forwarder) try(ctx context.Context, q *dns.Msg, up *upstreamState, over
 
 // record counts an exchange with up that began at start and ended with
 // err, and keeps it in up's health: a success, or a failure unless ctx
-// ended it.
+// ended it or another query counted its cause already (alreadyCounted).
 func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Time, err error) {
 	took := time.Since(start)
 	if err == nil && up.seconds != nil {
@@ -814,7 +818,7 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 	switch {
 	case err == nil:
 		f.succeeded(up, start, took)
-	case ctx.Err() == nil:
+	case ctx.Err() == nil && countsAgainst(err):
 		f.failed(up)
 	}
 }
