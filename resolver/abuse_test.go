@@ -3,8 +3,10 @@ package resolver
 import (
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -209,4 +211,146 @@ func TestUnallowedSourcesShareOneBucket(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 3, answered, "an allowed client's own burst")
+}
+
+// TestRateLimitHoldsRejectedMessages: the FORMERR and NOTIMP the listener
+// answers a message with before any query is parsed of it (no question,
+// a body that does not parse, an opcode other than QUERY) take tokens of
+// the client's rate limit like every other answer: past the burst they
+// are dropped on UDP, the client's well-formed queries share the bucket,
+// and over TCP such a message gets REFUSED. Sources outside
+// allowed_clients share their one bucket for these too, so a flood of
+// malformed datagrams from spoofed sources is not reflected one for one.
+// Before, every one of them was answered.
+func TestRateLimitHoldsRejectedMessages(t *testing.T) {
+	const burst, sent = 3, 10
+	cfg := strings.Replace(testConfig, "log: {queries: all}", fmt.Sprintf("log: {queries: none}\nrate_limit: {rate: 0.001, burst: %d, exempt: []}", burst), 1)
+	up := startUpstream(t, defaultAnswer)
+	f := startFence(t, cfg, testFiles, up.addr)
+	server, err := net.ResolveUDPAddr("udp", f.addr)
+	require.NoError(t, err)
+	pack := func(m *dns.Msg) []byte {
+		b, err := m.Pack()
+		require.NoError(t, err)
+		return b
+	}
+	noQuestion := pack(&dns.Msg{MsgHdr: dns.MsgHdr{Id: 7}})
+	full := pack(question("example.org.", dns.TypeA, false))
+	cutShort := full[:len(full)-3]
+	update := question("example.org.", dns.TypeSOA, false)
+	update.Opcode = dns.OpcodeUpdate
+	notimp := pack(update)
+
+	// answers sends each packet from a socket of its own on source, and
+	// returns the answers that came, by RCODE; none comes within half a
+	// second of the last.
+	answers := func(t *testing.T, source net.IP, pkts ...[]byte) map[int]int {
+		t.Helper()
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: source})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		for _, p := range pkts {
+			_, err := c.WriteToUDP(p, server)
+			require.NoError(t, err)
+		}
+		got := map[int]int{}
+		buf := make([]byte, 1500)
+		for {
+			require.NoError(t, c.SetReadDeadline(time.Now().Add(500*time.Millisecond)))
+			n, err := c.Read(buf)
+			if err != nil {
+				return got
+			}
+			var r dns.Msg
+			require.NoError(t, r.Unpack(buf[:n]))
+			got[r.Rcode]++
+		}
+	}
+	repeat := func(p []byte, n int) [][]byte {
+		out := make([][]byte, n)
+		for i := range out {
+			out[i] = p
+		}
+		return out
+	}
+
+	for _, tc := range []struct {
+		name   string
+		client string // in allowed_clients, a bucket of its own
+		pkt    []byte
+		rcode  int
+	}{
+		{name: "no question: FORMERR", client: "127.0.0.8", pkt: noQuestion, rcode: dns.RcodeFormatError},
+		{name: "body does not parse: FORMERR", client: "127.0.0.9", pkt: cutShort, rcode: dns.RcodeFormatError},
+		{name: "opcode UPDATE: NOTIMP", client: "127.0.0.10", pkt: notimp, rcode: dns.RcodeNotImplemented},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ip := net.ParseIP(tc.client)
+			assert.Equal(t, map[int]int{tc.rcode: burst}, answers(t, ip, repeat(tc.pkt, sent)...),
+				"the burst is answered, the rest dropped")
+			assert.Empty(t, answers(t, ip, full), "a well-formed query shares the bucket the rejects spent")
+
+			c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 5 * time.Second}).Dial("tcp", f.addr)
+			require.NoError(t, err)
+			defer c.Close()
+			require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+			dc := &dns.Conn{Conn: c}
+			_, err = dc.Write(tc.pkt)
+			require.NoError(t, err)
+			r, err := dc.ReadMsg()
+			require.NoError(t, err)
+			assert.Equal(t, dns.RcodeRefused, r.Rcode, "over the limit on TCP: REFUSED")
+		})
+	}
+
+	t.Run("spoofed sources outside allowed_clients", func(t *testing.T) {
+		conns := make([]*net.UDPConn, 2*sent)
+		for i := range conns { // 127.0.0.20 to 127.0.0.39
+			c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(20+i))})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = c.Close() })
+			_, err = c.WriteToUDP(noQuestion, server)
+			require.NoError(t, err)
+			conns[i] = c
+		}
+		// Each socket is read on its own, all at once: a read whose
+		// deadline has passed fails without looking for an answer.
+		rcodes := make(chan int, len(conns))
+		var wg sync.WaitGroup
+		for _, c := range conns {
+			wg.Go(func() {
+				buf := make([]byte, 1500)
+				_ = c.SetReadDeadline(time.Now().Add(time.Second))
+				n, err := c.Read(buf)
+				if err != nil {
+					return
+				}
+				var r dns.Msg
+				if assert.NoError(t, r.Unpack(buf[:n])) {
+					rcodes <- r.Rcode
+				}
+			})
+		}
+		wg.Wait()
+		close(rcodes)
+		got := map[int]int{}
+		for rcode := range rcodes {
+			got[rcode]++
+		}
+		assert.Equal(t, map[int]int{dns.RcodeFormatError: burst}, got, "one bucket for them all")
+	})
+
+	srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+	defer srv.Close()
+	_, body := get(t, srv.URL+"/metrics")
+	for _, want := range []string{
+		fmt.Sprintf(`dnsfence_ratelimited_total{transport="udp"} %d`, 3*(sent-burst+1)+2*sent-burst),
+		`dnsfence_ratelimited_total{transport="tcp"} 3`,
+		fmt.Sprintf(`dnsfence_queries_total{result="formerr",transport="udp"} %d`, 3*burst),
+		fmt.Sprintf(`dnsfence_queries_total{result="notimp",transport="udp"} %d`, burst),
+		fmt.Sprintf(`dnsfence_queries_total{result="dropped",transport="udp"} %d`, 3*(sent-burst+1)+2*sent-burst),
+		`dnsfence_queries_total{result="refused",transport="tcp"} 3`,
+	} {
+		assert.Contains(t, body, want+"\n")
+	}
 }

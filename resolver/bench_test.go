@@ -261,7 +261,7 @@ func rawAnswer(out, q []byte) []byte {
 // parsed and answered inline, and resumed at once when it needs an
 // upstream.
 func serveBytes(h *Handler, w listen.ResponseWriter, b []byte) {
-	if resume := listen.ServeDatagram(h, w, b, listen.AcceptQuery, func([]byte, error) {}); resume != nil {
+	if resume := listen.ServeDatagram(h, w, b, listen.AcceptQuery, func([]byte, error) {}, nil); resume != nil {
 		resume()
 	}
 }

@@ -518,17 +518,31 @@ func (h *Handler) fromCache(q *query) (r reply, ok bool) {
 // admit applies the client's rate limit. Over it, a UDP query is dropped
 // (an answer would make dnsfence an amplifier) and one on any other
 // transport refused: limited is true and r is that. Blocked answers count
-// too. Every source outside allowed_clients, to be refused, shares one
-// bucket (unallowedBucket).
+// too, and so do the FORMERR and NOTIMP of messages the listener rejected
+// (ServeReject). Every source outside allowed_clients, to be refused,
+// shares one bucket (unallowedBucket).
 func (h *Handler) admit(q *query) (r reply, limited bool) {
+	if !h.overLimit(q) {
+		return reply{}, false
+	}
+	if !q.stream() {
+		return reply{result: ResultDropped}, true
+	}
+	return msgReply(newReply(q.req, dns.RcodeRefused), ResultRefused), true
+}
+
+// overLimit takes a token for q's client (admit), and reports whether
+// there was none: the client is over its rate limit, which is counted and
+// logged at most once a minute.
+func (h *Handler) overLimit(q *query) bool {
 	snap := q.snap
 	limiter := h.limiter.Load()
 	if limiter == nil || snap.RateExempt(q.client) {
-		return reply{}, false
+		return false
 	}
 	allowed := snap.Allowed(q.id.Source)
 	if allowed && limiter.allow(q.client, q.start) || !allowed && limiter.allowUnallowed(q.start) {
-		return reply{}, false
+		return false
 	}
 	h.metrics.rateLimited.WithLabelValues(q.transport).Inc()
 	switch {
@@ -539,11 +553,37 @@ func (h *Handler) admit(q *query) (r reply, limited bool) {
 		h.log.Warn("sources outside allowed_clients over the rate limit they share", zap.String(logClient, q.client.String()),
 			zap.Float64("rate", snap.Config.RateLimit.Rate), zap.Int("burst", snap.Config.RateLimit.Burst))
 	}
-	if !q.stream() {
-		return reply{result: ResultDropped}, true
-	}
-	return msgReply(newReply(q.req, dns.RcodeRefused), ResultRefused), true
+	return true
 }
+
+// ServeReject answers a message the listener rejected before any query
+// was parsed of it (listen.RejectHandler): reject, its FORMERR or NOTIMP,
+// counted as result. Such an answer takes a token of the client's rate
+// limit like every other (admit), so that a flood of malformed datagrams
+// from spoofed sources is not reflected one for one: over the limit it is
+// dropped on UDP, and REFUSED on every other transport. The client is the
+// transport peer (or the one a PROXY header named): an EDNS Client Subnet
+// option cannot be read from a message that did not parse.
+func (h *Handler) ServeReject(w listen.ResponseWriter, reject *dns.Msg, result string) {
+	q := query{w: w, transport: w.Transport(), snap: h.state.Load()}
+	if q.snap != nil {
+		q.start = time.Now()
+		q.id, _ = peerIdentity(q.snap, w)
+		q.client = q.id.Client.Addr()
+		if h.overLimit(&q) {
+			if !q.stream() {
+				h.metrics.query(q.transport, ResultDropped)
+				return
+			}
+			// reject has the query's ID, opcode, RD bit and OPT.
+			reject, result = newReply(reject, dns.RcodeRefused), ResultRefused
+		}
+	}
+	h.metrics.query(q.transport, result)
+	_ = w.WriteMsg(reject)
+}
+
+var _ listen.RejectHandler = (*Handler)(nil)
 
 // cached is the reply from the cache entry e, inspected as a fresh answer
 // would be; prefetch refreshes e in the background.

@@ -107,7 +107,7 @@ func FuzzWirePath(f *testing.F) {
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		serve := func(h listen.Handler) [][]byte {
 			w := &rawRecorder{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
-			if resume := listen.ServeDatagram(h, w, pkt, listen.AcceptQuery, func([]byte, error) {}); resume != nil {
+			if resume := listen.ServeDatagram(h, w, pkt, listen.AcceptQuery, func([]byte, error) {}, nil); resume != nil {
 				resume()
 			}
 			return w.written

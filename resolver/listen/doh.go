@@ -271,8 +271,7 @@ func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	dw := &dohWriter{remote: remote, r: r}
 	if chk.reject != nil {
-		s.count(chk.result)
-		_ = dw.WriteMsg(chk.reject)
+		answerReject(s.opt.Handler, dw, chk.reject, s.opt.Count)
 	} else if resume := s.opt.Handler.ServeInline(dw, chk.req); resume != nil {
 		resume()
 	}

@@ -586,8 +586,7 @@ func (s *DoQServer) serveStream(conn *quic.Conn, st *quic.Stream) {
 	}
 	w := &doqWriter{conn: conn}
 	if chk.reject != nil {
-		s.count(chk.result)
-		_ = w.WriteMsg(chk.reject)
+		answerReject(s.opt.Handler, w, chk.reject, s.opt.Count)
 	} else if resume := s.opt.Handler.ServeInline(w, chk.req); resume != nil {
 		resume()
 	}

@@ -41,6 +41,42 @@ type Handler interface {
 	ServeInline(w ResponseWriter, req *dns.Msg) (resume func())
 }
 
+// RejectHandler is a Handler that also answers the messages a listener
+// rejects before any query is parsed of them: an opcode other than QUERY
+// (NOTIMP), a question count other than one or a body that does not parse
+// (FORMERR). Its rules for every answer (the per-client rate limit) then
+// hold for these too: a flood of malformed datagrams from spoofed sources
+// gets no more answers than one of queries would.
+type RejectHandler interface {
+	Handler
+	// ServeReject answers a rejected message: reject is the listener's
+	// reply to it, which carries the query's ID, opcode, RD bit and OPT
+	// record (RFC 6891 §7), and result its Counter result (ResultFormerr,
+	// ResultNotimp). It writes reject to w, or what its rules make of it
+	// instead (nothing, or another RCODE), and counts what it did: the
+	// listener counts nothing of it.
+	ServeReject(w ResponseWriter, reject *dns.Msg, result string)
+}
+
+// answerReject answers a message the listener rejected with reject (a
+// FORMERR or NOTIMP of AcceptMessage or checkQuery): through h when it is
+// a RejectHandler, else written here and counted with count (nil counts
+// nothing).
+func answerReject(h Handler, w ResponseWriter, reject *dns.Msg, count Counter) {
+	result := ResultFormerr
+	if reject.Rcode == dns.RcodeNotImplemented {
+		result = ResultNotimp
+	}
+	if rh, ok := h.(RejectHandler); ok {
+		rh.ServeReject(w, reject, result)
+		return
+	}
+	if count != nil {
+		count(w.Transport(), result)
+	}
+	_ = w.WriteMsg(reject)
+}
+
 // Counter counts a query a listener answers or drops itself, before the
 // Handler sees it: transport is one of the names above, result a query
 // result such as "dropped" or "formerr".

@@ -130,33 +130,27 @@ func AcceptQuery(dh dns.Header) dns.MsgAcceptAction {
 	return dns.MsgAccept
 }
 
-// counted wraps AcceptQuery to count what it rejects or drops, since those
-// packets never reach the handler.
+// counted wraps AcceptQuery to count what it drops, since those packets
+// never reach the handler. What it rejects is counted where it is
+// answered (answerReject): the Handler may drop the answer.
 func (s *Server) counted(transport string) dns.MsgAcceptFunc {
 	return func(dh dns.Header) dns.MsgAcceptAction {
 		action := AcceptQuery(dh)
-		switch action {
-		case dns.MsgIgnore:
+		if action == dns.MsgIgnore {
 			s.cfg.Count(transport, ResultDropped)
-		case dns.MsgReject:
-			s.cfg.Count(transport, ResultFormerr)
-		case dns.MsgRejectNotImplemented:
-			s.cfg.Count(transport, ResultNotimp)
 		}
 		return action
 	}
 }
 
-// invalid counts packets that did not parse: without a full header they are
-// dropped (any answer could be used to amplify); with one, the server
-// answered FORMERR.
+// invalid counts packets that did not parse and are dropped: those
+// without a full header (any answer could be used to amplify). One with
+// a header gets FORMERR, counted where it is answered (answerReject).
 func (s *Server) invalid(transport string) dns.MsgInvalidFunc {
 	const headerSize = 12
 	return func(m []byte, _ error) {
 		if len(m) < headerSize {
 			s.cfg.Count(transport, ResultDropped)
-		} else {
-			s.cfg.Count(transport, ResultFormerr)
 		}
 	}
 }

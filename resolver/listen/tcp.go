@@ -41,6 +41,7 @@ type tcpServer struct {
 	transport string      // TCP, or TLS when tls is set
 	tls       *tls.Config // nil: plain TCP
 	handler   Handler
+	count     Counter
 	rules     func() Rules
 	log       *zap.Logger
 	admission *admission
@@ -69,7 +70,7 @@ func newTCPServer(ln net.Listener, cfg Config, log *zap.Logger, a *admission, ma
 	if tlsConfig != nil {
 		transport = TLS
 	}
-	return &tcpServer{ln: ln, transport: transport, tls: tlsConfig, handler: cfg.Handler, rules: cfg.Rules, log: log,
+	return &tcpServer{ln: ln, transport: transport, tls: tlsConfig, handler: cfg.Handler, count: cfg.Count, rules: cfg.Rules, log: log,
 		admission: a, accept: accept, invalid: invalid,
 		slots: make(chan struct{}, maxConns), stopping: make(chan struct{}), conns: map[*tcpConn]struct{}{}}
 }
@@ -393,7 +394,7 @@ func (s *tcpServer) serveMessage(c *tcpConn, m []byte) (resume func()) {
 	w := &tcpWriter{conn: c, transport: s.transport}
 	req, reject := AcceptMessage(m, s.accept, s.invalid)
 	if reject != nil {
-		_ = w.WriteMsg(reject)
+		answerReject(s.handler, w, reject, s.count)
 	}
 	if req == nil {
 		return nil

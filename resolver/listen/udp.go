@@ -488,7 +488,7 @@ func (s *udpServer) flush() {
 
 // serveDatagram answers one datagram, inline when it needs no upstream.
 func (s *udpServer) serveDatagram(w *udpWriter, b []byte) {
-	resume := ServeDatagram(s.handler, w, b, s.accept, s.invalid)
+	resume := ServeDatagram(s.handler, w, b, s.accept, s.invalid, s.count)
 	if resume == nil {
 		return
 	}

@@ -52,9 +52,11 @@ type Batcher interface {
 
 // ServeDatagram is what the UDP listener does with one datagram b: it
 // offers it to a WireHandler, else parses it (AcceptMessage with accept
-// and invalid, replying to a rejected one) and gives the query to
-// h.ServeInline. It returns the resume of a query that needs an upstream.
-func ServeDatagram(h Handler, w ResponseWriter, b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) (resume func()) {
+// and invalid, answering a rejected one through answerReject, which counts
+// it with count) and gives the query to h.ServeInline. It returns the
+// resume of a query that needs an upstream.
+func ServeDatagram(h Handler, w ResponseWriter, b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc,
+	count Counter) (resume func()) {
 	if wh, ok := h.(WireHandler); ok {
 		if resume, handled := wh.ServeWire(w, b); handled {
 			return resume
@@ -62,7 +64,7 @@ func ServeDatagram(h Handler, w ResponseWriter, b []byte, accept dns.MsgAcceptFu
 	}
 	req, reject := AcceptMessage(b, accept, invalid)
 	if reject != nil {
-		_ = w.WriteMsg(reject)
+		answerReject(h, w, reject, count)
 	}
 	if req == nil {
 		return nil
