@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -321,11 +322,30 @@ func TestDoTSilentConnectionRedialled(t *testing.T) {
 // the write. An upstream that reads nothing (its TCP window shut) holds
 // the write of a large query; before, that write, and the queries waiting
 // to write behind it, went on for the transport's timeout (20 s here)
-// whatever the query's deadline (500 ms).
+// whatever the query's deadline (500 ms). The server then reads what
+// reached it: fewer octets than the frames hold, or no write was held by
+// full socket buffers and the test would pass without the fix.
 func TestDoTWriteEndsAtTheQueryDeadline(t *testing.T) {
 	pki := newPKI(t)
-	srv := startDoTOn(t, narrowListener(t), pki.good, func(*dotTestServer, net.Conn) {
-		<-t.Context().Done() // reads nothing: the client's frames fill the socket buffers
+	release := make(chan struct{})
+	// received counts the octets that reached the server, over every
+	// connection it served (a query whose write ended at its deadline may
+	// be tried once more on a new one, which carries nothing).
+	var received atomic.Int64
+	var serving, served atomic.Int32
+	srv := startDoTOn(t, narrowListener(t), pki.good, func(_ *dotTestServer, conn net.Conn) {
+		serving.Add(1)
+		defer served.Add(1)
+		// Reads nothing while the queries run: the client's frames fill
+		// the socket buffers. Then it reads what reached it.
+		select {
+		case <-release:
+		case <-t.Context().Done():
+			return
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _ := io.Copy(io.Discard, conn)
+		received.Add(n)
 	})
 	opts := pki.testOptions(t)
 	opts.Timeout = 20 * time.Second
@@ -338,11 +358,15 @@ func TestDoTWriteEndsAtTheQueryDeadline(t *testing.T) {
 		took time.Duration
 	}
 	results := make(chan result, n)
+	var frames int64 // the octets of every frame, as written
 	for i := range n {
+		q := clientQuery(fmt.Sprintf("big%d.example.", i), false)
+		opt := q.IsEdns0()
+		opt.Option = append(opt.Option, &dns.EDNS0_LOCAL{Code: dns.EDNS0LOCALSTART, Data: make([]byte, 60000)})
+		wq, err := packPadded(q, false)
+		require.NoError(t, err)
+		frames += int64(len(wq.withID(0, true)))
 		go func() {
-			q := clientQuery(fmt.Sprintf("big%d.example.", i), false)
-			opt := q.IsEdns0()
-			opt.Option = append(opt.Option, &dns.EDNS0_LOCAL{Code: dns.EDNS0LOCALSTART, Data: make([]byte, 60000)})
 			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 			defer cancel()
 			start := time.Now()
@@ -359,6 +383,15 @@ func TestDoTWriteEndsAtTheQueryDeadline(t *testing.T) {
 			t.Fatal("a query did not end")
 		}
 	}
+	// The precondition: a write was held, part written, when its deadline
+	// came. Every frame whole at the server would mean the buffers took
+	// them all, no write blocked, and the deadline of a write was never
+	// tried.
+	close(release)
+	require.Eventually(t, func() bool { return serving.Load() > 0 && served.Load() == serving.Load() }, 10*time.Second, 5*time.Millisecond,
+		"the server read what reached it")
+	t.Logf("%d of the frames' %d octets reached the server", received.Load(), frames)
+	assert.Less(t, received.Load(), frames, "the server received every frame: no write was held by full socket buffers")
 }
 
 // narrowListener is a TCP listener on 127.0.0.1 whose connections take
