@@ -251,33 +251,35 @@ func (c *Cache) fresh(key cacheKey, now time.Time) *cacheEntry {
 func (e *cacheEntry) prefetchFailed() { e.prefetching.Store(false) }
 
 // stale returns an expired answer still inside the serve-stale window, for
-// when every upstream failed (RFC 8767 §4). A cached SERVFAIL is no answer
-// and is never served stale; nor is an entry fresh at now, which another
-// upstream query stored meanwhile (answerOnFailure gives that one as it
-// is). failed says the upstreams were asked and failed (not a local
-// limit): then the entry is served stale at once for stale_refresh_time
-// (staleUnrefreshed).
-func (c *Cache) stale(key cacheKey, now time.Time, failed bool) *dns.Msg {
+// when every upstream failed (RFC 8767 §4), at now, for a query that found
+// the answer expired at start. A cached SERVFAIL is no answer and is never
+// served stale; nor is an entry fresh at now, which another upstream query
+// stored meanwhile (answerOnFailure gives that one as it is). failed says
+// the upstreams were asked and failed (not a local limit): then the entry
+// the query was refreshing is served stale at once for stale_refresh_time
+// (failedRefresh, staleUnrefreshed).
+func (c *Cache) stale(key cacheKey, start, now time.Time, failed bool) *dns.Msg {
 	e := c.expiredEntry(key, now)
 	if e == nil {
 		return nil
 	}
 	if failed {
-		e.refreshFailed.Store(now.UnixNano())
+		c.failedRefresh(key, start, now)
 	}
 	return e.aged(now, staleTTL)
 }
 
-// answerOnFailure is the answer for key of a query whose own upstream
-// query failed, at now (after the failure): the expired answer, served
-// stale (stale, upstreamStale: TTL 30 and EDE 3 or 19, RFC 8767 §4), or,
-// when another upstream query has refreshed it meanwhile (another
-// transport's, a prefetch), the fresh one as a cache hit gives it
-// (upstreamCache: its remaining TTL, no EDE), as answerAtTimer does at a
-// query's client response timer. failed is stale's. nil when there is
-// neither: the query gets the upstreams' failure.
-func (c *Cache) answerOnFailure(key cacheKey, now time.Time, failed bool) (*dns.Msg, string) {
-	if m := c.stale(key, now, failed); m != nil {
+// answerOnFailure is the answer for key of a query received at start
+// whose own upstream query failed, at now (after the failure): the
+// expired answer, served stale (stale, upstreamStale: TTL 30 and EDE 3 or
+// 19, RFC 8767 §4), or, when another upstream query has refreshed it
+// meanwhile (another transport's, a prefetch), the fresh one as a cache
+// hit gives it (upstreamCache: its remaining TTL, no EDE), as
+// answerAtTimer does at a query's client response timer. failed is
+// stale's. nil when there is neither: the query gets the upstreams'
+// failure.
+func (c *Cache) answerOnFailure(key cacheKey, start, now time.Time, failed bool) (*dns.Msg, string) {
+	if m := c.stale(key, start, now, failed); m != nil {
 		return m, upstreamStale
 	}
 	return c.freshAnswer(key, now)
@@ -367,10 +369,15 @@ func (c *Cache) clientTimerOn() bool {
 }
 
 // failedRefresh records that every upstream failed, at now, to refresh the
-// answer for key, when it may be served stale (stale's failed, for a
-// refresh that no query waits for any more: fetchWithin).
-func (c *Cache) failedRefresh(key cacheKey, now time.Time) {
-	if e := c.staleEntry(key, now); e != nil {
+// answer for key, on the entry the refresh was for: one expired at start,
+// when the refresh began (or the query that asked for it came), that may
+// be served stale. stale calls it for a query whose own upstream query
+// failed, fetchWithin for a refresh no query waits for any more. An entry
+// another upstream query (another transport's, a prefetch) stored since
+// start is not expired at start and keeps no failure: once it expires,
+// the upstreams are asked for it, not held off for stale_refresh_time.
+func (c *Cache) failedRefresh(key cacheKey, start, now time.Time) {
+	if e := c.expiredEntry(key, start); e != nil {
 		e.refreshFailed.Store(now.UnixNano())
 	}
 }

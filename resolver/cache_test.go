@@ -187,10 +187,11 @@ func TestCacheServeStaleAndPrefetch(t *testing.T) {
 
 	fresh, _ := c.get(key, now.Add(101*time.Second))
 	assert.Nil(t, fresh)
-	stale := c.stale(key, now.Add(101*time.Second), false)
+	expired, past := now.Add(101*time.Second), now.Add(100*time.Second+time.Hour)
+	stale := c.stale(key, expired, expired, false)
 	require.NotNil(t, stale)
 	assert.Equal(t, uint32(30), stale.Answer[0].Header().Ttl)
-	assert.Nil(t, c.stale(key, now.Add(100*time.Second+time.Hour), false), "past the stale window")
+	assert.Nil(t, c.stale(key, past, past, false), "past the stale window")
 }
 
 // TestCacheStaleRefreshTime: an expired answer that every upstream failed
@@ -208,10 +209,10 @@ func TestCacheStaleRefreshTime(t *testing.T) {
 	c := NewCache(cfg)
 	c.put(key, msg, now)
 	assert.Nil(t, c.staleUnrefreshed(key, expired), "no failure yet: ask the upstreams")
-	require.NotNil(t, c.stale(key, expired, false))
+	require.NotNil(t, c.stale(key, expired, expired, false))
 	assert.Nil(t, c.staleUnrefreshed(key, expired.Add(time.Second)), "no upstream was asked: ask them")
 
-	require.NotNil(t, c.stale(key, expired, true))
+	require.NotNil(t, c.stale(key, expired, expired, true))
 	for _, after := range []time.Duration{0, time.Second, 29 * time.Second} {
 		st := c.staleUnrefreshed(key, expired.Add(after))
 		if assert.NotNil(t, st, "%v after every upstream failed: stale at once", after) {
@@ -219,21 +220,29 @@ func TestCacheStaleRefreshTime(t *testing.T) {
 		}
 	}
 	assert.Nil(t, c.staleUnrefreshed(key, expired.Add(30*time.Second)), "refresh time over: ask again")
-	require.NotNil(t, c.stale(key, expired.Add(31*time.Second), true), "they failed again")
+	again := expired.Add(31 * time.Second)
+	require.NotNil(t, c.stale(key, again, again, true), "they failed again")
 	assert.NotNil(t, c.staleUnrefreshed(key, expired.Add(60*time.Second)), "the wait starts at the last failure")
 	assert.Nil(t, c.staleUnrefreshed(key, now.Add(100*time.Second+time.Hour)), "past the stale window")
 
 	c.put(key, msg, expired.Add(61*time.Second))
 	assert.Nil(t, c.staleUnrefreshed(key, expired.Add(62*time.Second)), "refreshed: a fresh entry has no failure")
 
+	// A refresh begun before the entry was stored (by another upstream
+	// query) was not refreshing it: its failure is not the entry's.
+	began := expired.Add(60 * time.Second)
+	c.failedRefresh(key, began, expired.Add(62*time.Second))
+	require.NotNil(t, c.stale(key, began, now.Add(200*time.Second+time.Hour), true), "expired since")
+	assert.Nil(t, c.staleUnrefreshed(key, now.Add(200*time.Second+time.Hour)), "no failure of its own: ask the upstreams")
+
 	off := NewCache(config.Cache{Size: 100, MaxTTL: 86400, ServeStale: time.Hour})
 	off.put(key, msg, now)
-	require.NotNil(t, off.stale(key, expired, true))
+	require.NotNil(t, off.stale(key, expired, expired, true))
 	assert.Nil(t, off.staleUnrefreshed(key, expired.Add(time.Second)), "stale_refresh_time 0: ask on every query")
 
 	noStale := NewCache(config.Cache{Size: 100, MaxTTL: 86400, StaleRefreshTime: time.Minute})
 	noStale.put(key, msg, now)
-	assert.Nil(t, noStale.stale(key, expired, true))
+	assert.Nil(t, noStale.stale(key, expired, expired, true))
 	assert.Nil(t, noStale.staleUnrefreshed(key, expired), "serve_stale off: nothing stale")
 }
 

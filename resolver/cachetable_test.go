@@ -391,10 +391,11 @@ func TestCacheStaleWithinItsKeep(t *testing.T) {
 	off := NewCache(config.Cache{Size: 100, MaxTTL: 86400})
 	off.put(key, msg, now)
 	on := off.With(config.Cache{Size: 100, MaxTTL: 86400, ServeStale: time.Hour})
-	assert.Nil(t, on.stale(key, now.Add(61*time.Second), true), "stored with no window")
+	expired := now.Add(61 * time.Second)
+	assert.Nil(t, on.stale(key, expired, expired, true), "stored with no window")
 	on.put(key, msg, now)
-	assert.NotNil(t, on.stale(key, now.Add(61*time.Second), true), "stored with one")
+	assert.NotNil(t, on.stale(key, expired, expired, true), "stored with one")
 
 	disabled := on.With(config.Cache{Size: 0, MaxTTL: 86400, ServeStale: time.Hour})
-	assert.Nil(t, disabled.stale(key, now.Add(61*time.Second), true), "the cache is off")
+	assert.Nil(t, disabled.stale(key, expired, expired, true), "the cache is off")
 }

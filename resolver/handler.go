@@ -809,7 +809,7 @@ func (h *Handler) resolve(ctx context.Context, q *query) (*dns.Msg, string, erro
 		msg, upstream, err = h.fetch(ctx, snap, req, key, tcp)
 	}
 	if err != nil {
-		if m, from := h.cache.Load().answerOnFailure(key, time.Now(), upstreamsFailed(err)); m != nil {
+		if m, from := h.cache.Load().answerOnFailure(key, q.start, time.Now(), upstreamsFailed(err)); m != nil {
 			return m, from, nil
 		}
 		return nil, "", err
@@ -864,7 +864,7 @@ func (h *Handler) fetchWithin(ctx context.Context, snap *Snapshot, req *dns.Msg,
 		start := time.Now()
 		v, err = h.ask(ctx, snap, req, key, tcp)
 		if err != nil && upstreamsFailed(err) {
-			h.cache.Load().failedRefresh(key, start)
+			h.cache.Load().failedRefresh(key, start, time.Now())
 		}
 		return v, err
 	})

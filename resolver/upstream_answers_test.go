@@ -1081,7 +1081,8 @@ func TestCacheFailureNeverDisplacesAnswer(t *testing.T) {
 
 	later := now.Add(10 * time.Minute) // expired, inside the stale window
 	c.putFailure(key, fail, later)
-	st := c.stale(key, later.Add(time.Second), true)
+	failed := later.Add(time.Second)
+	st := c.stale(key, failed, failed, true)
 	require.NotNil(t, st, "stale answer kept")
 	assert.Equal(t, dns.RcodeSuccess, st.Rcode)
 
@@ -1090,7 +1091,8 @@ func TestCacheFailureNeverDisplacesAnswer(t *testing.T) {
 	e, _ = c.get(other, now.Add(time.Second))
 	require.NotNil(t, e, "with no answer to keep, the failure is cached briefly")
 	assert.Equal(t, dns.RcodeServerFailure, e.msg.Rcode)
-	assert.Nil(t, c.stale(other, now.Add(time.Minute), true), "a SERVFAIL is never served stale")
+	failed = now.Add(time.Minute)
+	assert.Nil(t, c.stale(other, failed, failed, true), "a SERVFAIL is never served stale")
 }
 
 // TestCachedServfailCountsAsServfail: while every upstream's SERVFAIL is
@@ -1443,4 +1445,108 @@ func TestShutdownWaitsForStaleRefresh(t *testing.T) {
 		assert.Greater(t, e.ttl, 30*time.Second, "the upstream's answer, TTL 300")
 	}
 	assert.Equal(t, float64(0), testutilGauge(t, f, "dnsfence_inflight_queries"), "nothing left in flight")
+}
+
+// TestStaleRefreshFailureAfterRefreshElsewhere: a refresh whose upstream
+// query fails records the failure (stale_refresh_time, RFC 8767 §5's
+// failure recheck timer: the answer is then served stale at once, the
+// upstreams not asked) on the answer it was refreshing, one that had
+// expired when it began, and not on the answer another upstream query
+// (here one of the other transport) cached while it was under way: once
+// that one expires, the next query asks the upstream. The held refresh
+// over TCP (the message path: fetchWithin's own once its timer has
+// answered the query, resolve's with no timer) and over UDP (the wire
+// path), failing while the other answer is still fresh and once it has
+// expired.
+func TestStaleRefreshFailureAfterRefreshElsewhere(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		heldNet string
+		timer   string // stale_answer_client_timeout
+		expired bool   // the held refresh fails once the other answer has expired
+	}{
+		{name: "held over tcp, timer, fails while fresh", heldNet: "tcp", timer: "200ms"},
+		{name: "held over tcp, timer, fails once expired", heldNet: "tcp", timer: "200ms", expired: true},
+		{name: "held over tcp, no timer, fails once expired", heldNet: "tcp", timer: "0s", expired: true},
+		{name: "held over udp, timer, fails while fresh", heldNet: "udp", timer: "200ms"},
+		{name: "held over udp, timer, fails once expired", heldNet: "udp", timer: "200ms", expired: true},
+		{name: "held over udp, no timer, fails once expired", heldNet: "udp", timer: "0s", expired: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Until held, answers live 1 s; from then on the held
+			// transport's queries wait for letGo and get SERVFAIL, the
+			// other's are answered at once and live otherTTL.
+			otherTTL := uint32(3)
+			if tc.expired {
+				otherTTL = 1
+			}
+			var held atomic.Bool
+			release := make(chan struct{})
+			up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				ttl := uint32(1)
+				if r.Question[0].Name != "." && held.Load() {
+					if _, tcp := w.RemoteAddr().(*net.TCPAddr); tcp == (tc.heldNet == "tcp") {
+						<-release
+						return rcodeAnswer(dns.RcodeServerFailure)(w, r)
+					}
+					ttl = otherTTL
+				}
+				m := defaultAnswer(w, r)
+				for _, rr := range m.Answer {
+					rr.Header().Ttl = ttl
+				}
+				return m
+			})
+			letGo := sync.OnceFunc(func() { close(release) })
+			t.Cleanup(letGo) // before the upstream's shutdown
+			f := govFence(t, "upstream_timeout: 5s\ncache: {serve_stale: 1h, stale_refresh_time: 1h, stale_answer_client_timeout: "+
+				tc.timer+"}", up.addr)
+			other := map[string]string{"udp": "tcp", "tcp": "udp"}[tc.heldNet]
+			q := question("a.example.org.", dns.TypeA, true)
+			expired := func() bool {
+				e, _ := f.handler.cache.Load().get(keyOf(q), time.Now())
+				return e == nil
+			}
+			r := ask(t, f.addr, "", tc.heldNet, q)
+			require.Empty(t, allEDEs(r), "fresh")
+			require.Eventually(t, expired, 5*time.Second, 10*time.Millisecond, "the answer expires")
+			held.Store(true)
+
+			before := up.distinct()
+			answered := make(chan *dns.Msg, 1)
+			own := q.Copy() // packing writes to the message: the later asks use q
+			go func() {
+				r, err := exchange(f.addr, "", tc.heldNet, own)
+				assert.NoError(t, err)
+				answered <- r
+			}()
+			require.Eventually(t, func() bool { return up.distinct() >= before+1 }, 5*time.Second, 10*time.Millisecond,
+				"the held refresh is under way")
+			// The other transport's query refreshes the answer while the
+			// held refresh waits.
+			r = ask(t, f.addr, "", other, q)
+			require.Empty(t, allEDEs(r), "refreshed over %s", other)
+			require.Len(t, r.Answer, 1)
+			require.Equal(t, otherTTL, r.Answer[0].Header().Ttl, "the other transport's answer")
+			if tc.expired {
+				require.Eventually(t, expired, 5*time.Second, 10*time.Millisecond, "the refreshed answer expires")
+			}
+			letGo() // the held refresh fails
+			if r := <-answered; assert.NotNil(t, r) {
+				assert.Equal(t, dns.RcodeSuccess, r.Rcode, "the held query's answer")
+			}
+			require.Eventually(t, func() bool { return testutilGauge(t, f, "dnsfence_inflight_queries") == 0 },
+				5*time.Second, 10*time.Millisecond, "the held refresh has ended")
+			require.Eventually(t, expired, 5*time.Second, 10*time.Millisecond, "the refreshed answer expires")
+
+			before = up.distinct()
+			r = ask(t, f.addr, "", other, q)
+			assert.Equal(t, before+1, up.distinct(),
+				"the failure is not the refreshed answer's: the upstream is asked, not the answer served stale")
+			assert.Empty(t, allEDEs(r), "the upstream's answer, not a stale one")
+			if assert.Len(t, r.Answer, 1) {
+				assert.Equal(t, otherTTL, r.Answer[0].Header().Ttl, "the upstream's answer, not a stale one")
+			}
+		})
+	}
 }

@@ -117,7 +117,7 @@ func (h *Handler) resolvedWire(q *query, c *wireCall) (*cacheEntry, *dns.Msg, st
 	case errors.Is(c.err, errNotWire):
 		return nil, nil, "", c.err
 	case c.err != nil:
-		if m, from := h.cache.Load().answerOnFailure(q.key, time.Now(), upstreamsFailed(c.err)); m != nil {
+		if m, from := h.cache.Load().answerOnFailure(q.key, q.start, time.Now(), upstreamsFailed(c.err)); m != nil {
 			return nil, m, from, nil
 		}
 		return nil, nil, "", c.err
