@@ -106,9 +106,10 @@ type Handler struct {
 	// wireFlights is flight for the misses of the wire path.
 	wireFlights wireFlights
 	// inflight counts queries being answered, from serveInline until the
-	// write (after resume, for one that needed it), and the upstream
+	// write (after resume, for one that needed it), the upstream
 	// refreshes that outlive a query answered at its client response
-	// timer (outlive), so Wait can wait for them (begin, done).
+	// timer (outlive), and prefetches (startPrefetch), so Wait can wait
+	// for them (begin, done).
 	inflight sync.WaitGroup
 	// designated are the encrypted listeners `_dns.resolver.arpa SVCB`
 	// designates (RFC 9462): nil until they listen.
@@ -293,10 +294,10 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 }
 
 // Wait waits until no query is being answered and no refresh a query
-// answered at its client response timer left going is under way (their
-// answers are cached by then), or until ctx ends, then returning ctx's
-// error. Server.Shutdown calls it once the listeners have stopped taking
-// queries.
+// answered at its client response timer left going, nor any prefetch, is
+// under way (their answers are cached by then), or until ctx ends, then
+// returning ctx's error. Server.Shutdown calls it once the listeners have
+// stopped taking queries.
 func (h *Handler) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
@@ -355,8 +356,9 @@ func (h *Handler) resume(q *query, asMessage bool) {
 	}
 }
 
-// begin counts a query (serveInline) or a refresh that outlives its query
-// (outlive) in flight, for Wait and dnsfence_inflight_queries, until done.
+// begin counts a query (serveInline), a refresh that outlives its query
+// (outlive) or a prefetch (startPrefetch) in flight, for Wait and
+// dnsfence_inflight_queries, until done.
 func (h *Handler) begin() {
 	h.inflight.Add(1)
 	if h.metrics != nil {
@@ -985,16 +987,24 @@ func failureAnswer(req *dns.Msg, ue *upstream.UpstreamError) *dns.Msg {
 
 // startPrefetch refreshes the cache entry e, which a lookup for q found
 // due and claimed (Cache.get's prefetch), in the background: a claim not
-// acted on would leave e never refreshed.
+// acted on would leave e never refreshed. The prefetch is counted in
+// flight (begin) until it ends, as a refresh that outlives its query is
+// (outlive): Shutdown (Wait) waits for it within its budget, so that none
+// writes the cache after the server has stopped, and
+// dnsfence_inflight_queries counts it. Called while q is still counted,
+// so that Wait never sees the count reach zero in between.
 func (h *Handler) startPrefetch(q *query, e *cacheEntry) {
 	key := q.key
 	key.name = strings.Clone(key.name) // a wire query's is the pool's
+	h.begin()
 	go h.prefetch(q.snap, e, q.request().Copy(), key, q.upstreamTCP())
 }
 
-// prefetch refreshes the cache entry e in the background; when the
-// upstreams fail, a later hit tries again.
+// prefetch refreshes the cache entry e in the background, and ends what
+// startPrefetch counted in flight; when the upstreams fail, a later hit
+// tries again.
 func (h *Handler) prefetch(snap *Snapshot, e *cacheEntry, req *dns.Msg, key cacheKey, tcp bool) {
+	defer h.done()
 	if _, _, err := h.fetch(context.Background(), snap, req, key, tcp); err != nil {
 		e.prefetchFailed()
 	}

@@ -125,7 +125,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dnsfence_inflight_queries",
-			Help: "Queries being answered right now; a query answered stale at its client response timer (cache.stale_answer_client_timeout) counts until its upstream refresh ends.",
+			Help: "Queries being answered right now; a query answered stale at its client response timer (cache.stale_answer_client_timeout) counts until its upstream refresh ends, and a prefetch (cache.prefetch) counts until it ends.",
 		}),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsfence_ratelimited_total",

@@ -1550,3 +1550,56 @@ func TestStaleRefreshFailureAfterRefreshElsewhere(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownWaitsForPrefetch: a cache hit in the last tenth of a
+// popular answer's TTL (cache.prefetch) answers the query at once and
+// refreshes the answer in the background; the prefetch is counted in
+// flight (dnsfence_inflight_queries) until it ends, as a refresh that
+// outlives its query is, and Shutdown waits for it within its budget: it
+// runs out while the upstream holds the prefetch, and once the upstream
+// answers, Shutdown returns only after the prefetch has cached its
+// answer. Over UDP (the wire path) and TCP (the message path).
+func TestShutdownWaitsForPrefetch(t *testing.T) {
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			up := startHoldingUpstream(t)
+			// min_ttl 3: the upstream's TTL 1 lives 3 s, its last tenth
+			// (300 ms) long enough to hit.
+			f := govFence(t, "upstream_timeout: 5s\ncache: {prefetch: true, min_ttl: 3}", up.addr)
+			q := question("a.example.org.", dns.TypeA, true)
+			for range 2 { // a miss, then a hit: popular
+				r := ask(t, f.addr, "", network, q)
+				require.Len(t, r.Answer, 1)
+			}
+			require.Eventually(t, func() bool {
+				e, ok := f.handler.cache.Load().t.get(keyOf(q))
+				return ok && e.ttl-time.Since(e.stored) < e.ttl/prefetchAt
+			}, 5*time.Second, 10*time.Millisecond, "the answer is in the last tenth of its TTL")
+			up.hold()
+
+			before := up.distinct()
+			r := ask(t, f.addr, "", network, q)
+			assert.Empty(t, allEDEs(r), "a cache hit")
+			require.Len(t, r.Answer, 1)
+			assert.LessOrEqual(t, r.Answer[0].Header().Ttl, uint32(1), "what is left of the cached answer")
+			require.Eventually(t, func() bool { return up.distinct() == before+1 }, 5*time.Second, 10*time.Millisecond,
+				"the prefetch is under way, held")
+			assert.Eventually(t, func() bool { return testutilGauge(t, f, "dnsfence_inflight_queries") == 1 },
+				5*time.Second, 10*time.Millisecond, "the query is answered; its prefetch is counted in flight")
+
+			ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+			defer cancel()
+			assert.ErrorIs(t, f.server.Shutdown(ctx), context.DeadlineExceeded, "Shutdown waits for the prefetch under way")
+
+			up.letGo()
+			ctx, cancel = context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			require.NoError(t, f.server.Shutdown(ctx), "the prefetch ends within the budget")
+			e, _ := f.handler.cache.Load().get(keyOf(q), time.Now())
+			if assert.NotNil(t, e, "the prefetch's answer was cached before Shutdown returned") {
+				assert.Greater(t, e.ttl, 30*time.Second, "the upstream's answer, TTL 300")
+			}
+			assert.Equal(t, float64(0), testutilGauge(t, f, "dnsfence_inflight_queries"), "nothing left in flight")
+		})
+	}
+}
