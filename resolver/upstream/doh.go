@@ -197,7 +197,9 @@ func (t *dohTransport) dialTLS(conf *tls.Config) func(ctx context.Context, netwo
 		}
 		t.mu.Unlock()
 		if failed != nil {
-			return nil, failed
+			// The query that made the attempt counted it against the
+			// upstream: one failed dial is one failure.
+			return nil, &alreadyCounted{failed}
 		}
 		// net/http dials on after the request is cancelled (for a later
 		// one to use); the handshake is bounded here, as

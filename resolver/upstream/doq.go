@@ -109,6 +109,9 @@ type doqDial struct {
 	done chan struct{} // closed when conn or err is set
 	conn *doqConn
 	err  error
+	// errTaken counts err against the upstream once, whatever the number
+	// of queries that waited for the dial.
+	errTaken sharedFailure
 }
 
 func newDoQ(addr Address, opts Options) *doqTransport {
@@ -213,7 +216,7 @@ func (t *doqTransport) connection(ctx context.Context) (*doqConn, error) {
 	t.mu.Unlock()
 	select {
 	case <-d.done:
-		return d.conn, d.err
+		return d.conn, d.errTaken.take(d.err)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

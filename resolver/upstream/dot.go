@@ -59,6 +59,9 @@ type dotConn struct {
 	ready chan struct{} // closed when the dial ended: conn or err is set
 	conn  net.Conn      // set under mu before ready closes, read after
 	err   error         // why the dial failed
+	// errTaken counts err against the upstream once, whatever the number
+	// of queries that waited for the dial.
+	errTaken sharedFailure
 
 	// wturn is the turn to write, one frame at a time: a channel, so that
 	// a query whose deadline comes while another's frame is being written
@@ -132,7 +135,7 @@ func (t *dotTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 		return nil, ctx.Err()
 	}
 	if c.err != nil {
-		return nil, c.err
+		return nil, c.errTaken.take(c.err)
 	}
 	id, ch, err := c.register()
 	if err != nil {

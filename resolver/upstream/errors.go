@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/miekg/dns"
 )
@@ -74,6 +75,20 @@ func failureRcode(rcode int) bool {
 type alreadyCounted struct{ error }
 
 func (e *alreadyCounted) Unwrap() error { return e.error }
+
+// sharedFailure is one failure every query waiting on it gets (a dial
+// they all waited for): the first query to take it counts it against the
+// upstream's health, the others take it alreadyCounted.
+type sharedFailure struct{ taken atomic.Bool }
+
+// take is err for the query that takes it first, and alreadyCounted for
+// every later one; nil for nil.
+func (s *sharedFailure) take(err error) error {
+	if err == nil || s.taken.CompareAndSwap(false, true) {
+		return err
+	}
+	return &alreadyCounted{err}
+}
 
 // countsAgainst reports whether a failed exchange counts against its
 // upstream's health: any failure but an alreadyCounted one.

@@ -1,0 +1,104 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/bits"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestSharedDialFailureCountsOnce: queries that wait together for one
+// connection attempt to an encrypted upstream share its failure, and the
+// failure counts once against the upstream's health, as one DoQ close
+// does (TestDoQCloseCountsOnce): one failed handshake under six queries is
+// one failure of 32, where it was six. Each query still fails over to the
+// next upstream and is counted in dnsfence_upstream_errors_total.
+func TestSharedDialFailureCountsOnce(t *testing.T) {
+	const queries = 6
+	const stall = 300 * time.Millisecond // the handshake's, so that every query waits for it
+	for _, scheme := range []string{"tls", "https", "quic"} {
+		t.Run(scheme, func(t *testing.T) {
+			var attempts atomic.Int32
+			var addr string
+			if scheme == "quic" {
+				// A handshake that fails after a while: no certificate.
+				ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{
+					NextProtos: []string{"doq"},
+					GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+						attempts.Add(1)
+						time.Sleep(stall)
+						return nil, errors.New("no certificate here")
+					},
+				}, &quic.Config{})
+				require.NoError(t, err)
+				t.Cleanup(func() { _ = ln.Close() })
+				addr = ln.Addr().String()
+			} else {
+				// A TLS server that closes every connection unanswered.
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				require.NoError(t, err)
+				t.Cleanup(func() { _ = ln.Close() })
+				go func() {
+					for {
+						c, err := ln.Accept()
+						if err != nil {
+							return
+						}
+						attempts.Add(1)
+						go func() {
+							time.Sleep(stall)
+							_ = c.Close()
+						}()
+					}
+				}()
+				addr = ln.Addr().String()
+			}
+			enc := fmt.Sprintf("%s://%s#%s", scheme, addr, testServerName)
+			if scheme == "https" {
+				enc = fmt.Sprintf("https://%s/dns-query#%s", addr, testServerName)
+			}
+			plain := plainTestUpstream(t, answerWithA)
+			pki := newPKI(t)
+			reg := prometheus.NewRegistry()
+			opts := pki.testOptions(t)
+			opts.Metrics = NewMetrics(reg)
+			f, err := New([]string{enc, plain}, opts)
+			require.NoError(t, err)
+			t.Cleanup(f.Close)
+			f.started.Store(true) // no probes: only the queries reach the upstreams
+
+			var wg sync.WaitGroup
+			for i := range queries {
+				wg.Go(func() {
+					_, from, err := f.Forward(context.Background(), clientQuery(fmt.Sprintf("q%d.example.", i), false), false)
+					assert.NoError(t, err)
+					assert.Equal(t, plain, from, "failed over (or hedged) to the next upstream")
+				})
+			}
+			wg.Wait()
+			require.Eventually(t, func() bool { return f.refs.Load() == 0 }, 10*time.Second, 5*time.Millisecond)
+			require.Equal(t, int32(1), attempts.Load(), "the queries waited for one attempt")
+
+			w := f.upstreams[0].health.w.Load()
+			fails, n := bits.OnesCount32(uint32(w)), int(w>>32)
+			assert.Equal(t, 1, fails, "one failed attempt, one failure")
+			assert.Equal(t, 1, n, "the window took the attempt once")
+			var failed float64
+			for _, v := range upstreamErrors(t, reg, enc) {
+				failed += v
+			}
+			assert.Equal(t, float64(queries), failed, "each query's failed exchange is still counted")
+		})
+	}
+}
