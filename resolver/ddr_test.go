@@ -1,11 +1,14 @@
 package resolver
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
+	"github.com/pires/go-proxyproto"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -204,11 +208,18 @@ func TestDDRDesignatesOwnListeners(t *testing.T) {
 	assert.Equal(t, before, up.count.Load(), "resolver.arpa is never forwarded")
 	assert.Contains(t, scrape(t, e.registry), `dnsfence_queries_total{result="local",transport="udp"}`)
 
-	// Over each encrypted transport too (a device already on one may ask).
+	// Over each encrypted transport too (a device already on one may ask),
+	// but the plain-HTTP listener's: a proxy relays its requests, so the
+	// address the device asked is not known and the loopback listeners
+	// are not designated (TestDDRBehindAProxy).
 	for _, a := range encryptedAskers(e) {
 		r, err := a.ask("127.0.0.2", question(ddrName, dns.TypeSVCB, true))
 		require.NoError(t, err, a.name)
-		assert.Len(t, r.Answer, 3, a.name)
+		want := 3
+		if strings.Contains(a.name, "behind a proxy") {
+			want = 0
+		}
+		assert.Len(t, r.Answer, want, a.name)
 	}
 }
 
@@ -424,4 +435,93 @@ func TestDDRLoopbackListeners(t *testing.T) {
 	assert.Equal(t, []string{"127.0.0.1:853", "::1:853", "10.0.0.53:853", "127.0.0.2:8853"}, hints("127.0.0.2"))
 	assert.Equal(t, []string{"10.0.0.53:853", "10.0.0.9:8853"}, hints("10.0.0.9"))
 	assert.Equal(t, []string{"10.0.0.53:853", "8853"}, hints(""), "the address asked unknown: no loopback listener, no hint for the wildcard one")
+}
+
+// TestDDRBehindAProxy: a query a proxy relayed does not say which address
+// the device asked, but for PROXY protocol v2's destination: a DoH request
+// on the plain-HTTP listener (a TLS-terminating proxy's) or naming its
+// client in X-Forwarded-For came to dnsfence's side of the proxy, here
+// loopback, and the device is not sent to dnsfence's loopback listeners;
+// one from the device itself is (it asked on loopback). On DoT, a trusted
+// proxy's PROXY header names the address the device asked.
+func TestDDRBehindAProxy(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, proxiedEncryptedConfig(p), up.addr)
+	ddr := question(ddrName, dns.TypeSVCB, true)
+	b, err := ddr.Pack()
+	require.NoError(t, err)
+	viaHTTP := func(url, from string, header ...string) *dns.Msg {
+		t.Helper()
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: p.clientTLS(), ForceAttemptHTTP2: true}
+		defer tr.CloseIdleConnections()
+		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", listen.DoHContentType)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Add(header[i], header[i+1])
+		}
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+		r := new(dns.Msg)
+		require.NoError(t, r.Unpack(body))
+		require.Equal(t, dns.RcodeSuccess, r.Rcode)
+		return r
+	}
+	plain := "http://" + e.addrs["http"] + listen.DoHPath
+	tlsURL := "https://" + e.addrs[listen.HTTPS] + listen.DoHPath
+	for _, c := range []struct {
+		name string
+		r    *dns.Msg
+		want int // SVCB records
+	}{
+		{"udp from the device", ask(t, e.addr, "127.0.0.2", "udp", ddr), 3},
+		{"https from the device", viaHTTP(tlsURL, "127.0.0.2"), 3},
+		{"plain http from a trusted proxy naming the device", viaHTTP(plain, "127.0.0.9", "X-Forwarded-For", "127.0.0.2"), 0},
+		{"plain http from a proxy naming no one", viaHTTP(plain, "127.0.0.9"), 0},
+		{"plain http from an untrusted peer", viaHTTP(plain, "127.0.0.8", "X-Forwarded-For", "127.0.0.2"), 0},
+		{"https from a trusted proxy naming the device", viaHTTP(tlsURL, "127.0.0.9", "X-Forwarded-For", "127.0.0.2"), 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			readDesignation(t, c.r)
+			assert.Len(t, c.r.Answer, c.want)
+			if c.want == 0 {
+				require.Len(t, c.r.Ns, 1, "NODATA: %v", c.r)
+				assert.Equal(t, dns.TypeSOA, c.r.Ns[0].Header().Rrtype)
+				for _, rr := range c.r.Extra {
+					assert.Equal(t, dns.TypeOPT, rr.Header().Rrtype, "no address for the target: %v", c.r)
+				}
+			}
+		})
+	}
+
+	// DoT from a trusted proxy with PROXY v2: the header's destination is
+	// the address the device asked.
+	dot := func(dst string) *dns.Msg {
+		t.Helper()
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}
+		raw, err := d.Dial("tcp", e.addrs[listen.TLS])
+		require.NoError(t, err)
+		defer raw.Close()
+		h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+			SourceAddr:      &net.TCPAddr{IP: net.ParseIP("127.0.0.2"), Port: 40000},
+			DestinationAddr: &net.TCPAddr{IP: net.ParseIP(dst), Port: 853}}
+		_, err = h.WriteTo(raw)
+		require.NoError(t, err)
+		c := tls.Client(raw, p.clientTLS(listen.ALPNDoT))
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		dc := &dns.Conn{Conn: c}
+		require.NoError(t, dc.WriteMsg(ddr))
+		r, err := dc.ReadMsg()
+		require.NoError(t, err)
+		return r
+	}
+	assert.Len(t, dot("127.0.0.1").Answer, 3, "the device asked the proxy on loopback")
+	assert.Empty(t, dot("192.0.2.53").Answer, "the device asked the proxy at 192.0.2.53")
+	assert.Zero(t, up.count.Load(), "resolver.arpa is never forwarded")
 }

@@ -638,7 +638,19 @@ var _ dns.ConnectionStater = (*dohWriter)(nil)
 
 func (w *dohWriter) Transport() string    { return HTTPS }
 func (w *dohWriter) RemoteAddr() net.Addr { return w.remote }
+
+// LocalAddr is the address the client sent the request to: its
+// connection's local address, when the client connected itself. A request
+// a proxy relayed went to the proxy's address, which is not known here:
+// one on the plain-HTTP listener (only a TLS-terminating proxy in front
+// uses it) or naming its client in Forwarded or X-Forwarded-For gets the
+// unspecified address, as does one whose address net/http did not record.
+// Discovery of Designated Resolvers hands out this address: the proxy's
+// side of dnsfence, often loopback, would send the device elsewhere.
 func (w *dohWriter) LocalAddr() net.Addr {
+	if _, proxied := w.remote.(*ProxiedAddr); proxied || w.r.TLS == nil {
+		return &net.TCPAddr{}
+	}
 	if a, ok := w.r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		return a
 	}
