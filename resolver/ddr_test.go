@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -524,4 +525,41 @@ func TestDDRBehindAProxy(t *testing.T) {
 	assert.Len(t, dot("127.0.0.1").Answer, 3, "the device asked the proxy on loopback")
 	assert.Empty(t, dot("192.0.2.53").Answer, "the device asked the proxy at 192.0.2.53")
 	assert.Zero(t, up.count.Load(), "resolver.arpa is never forwarded")
+}
+
+// TestDDRCheckAgreesWithServe: what `check` says is designated
+// (DesignationCheck) is what a device asking dnsfence gets: with a
+// certificate but only an http:// DoH listener, whose TLS a proxy holds,
+// nothing is designated, and check says nothing either.
+func TestDDRCheckAgreesWithServe(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	for _, c := range []struct {
+		name, https string
+		target      string // "" for none designated
+	}{
+		{"https", `["127.0.0.1:0"]`, testServerName + "."},
+		{"only plain http", `["http://127.0.0.1:0"]`, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := startEncryptedFence(t, p, strings.Replace(testConfig, `listen: ["127.0.0.1:0"]`, fmt.Sprintf(`listen: ["127.0.0.1:0"]
+tls: {cert: %q, key: %q}
+listen_https: %s`, p.certFile, p.keyFile, c.https), 1), up.addr)
+			r := ask(t, e.addr, "127.0.0.2", "udp", question(ddrName, dns.TypeSVCB, true))
+			require.Equal(t, dns.RcodeSuccess, r.Rcode)
+			var served string
+			if got := readDesignation(t, r); len(got) > 0 {
+				served = got[0].target
+			}
+			assert.Equal(t, c.target, served, "served")
+
+			cfg, err := config.Load(filepath.Join(e.dir, "dnsfence.yaml"))
+			require.NoError(t, err)
+			leaf, err := cfg.CheckCertificate()
+			require.NoError(t, err)
+			target, ws := DesignationCheck(cfg, leaf)
+			assert.Equal(t, c.target, target, "check")
+			assert.Empty(t, ws)
+		})
+	}
 }

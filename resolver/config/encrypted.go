@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/dnsfence/dnsfence/resolver/listen"
@@ -165,7 +166,18 @@ func (c *Config) Encrypted() bool {
 
 // Designates reports whether dnsfence designates its own encrypted
 // listeners to devices that ask `_dns.resolver.arpa SVCB` (the ddr key,
-// RFC 9462 §4): unless ddr is false, whenever it has any.
+// RFC 9462 §4): unless ddr is false, whenever it has one it terminates
+// TLS for. An http:// DoH listener is not one (a proxy in front holds its
+// TLS), so `check` does not promise a designation that serve never makes.
 func (c *Config) Designates() bool {
-	return c.DDR && c.Encrypted()
+	if !c.DDR {
+		return false
+	}
+	if len(c.ListenTLS)+len(c.ListenQUIC) > 0 {
+		return true
+	}
+	return slices.ContainsFunc(c.ListenHTTPS, func(a string) bool {
+		_, plain, err := listen.ParseDoHListen(a)
+		return err == nil && !plain
+	})
 }
