@@ -102,17 +102,17 @@ func (h *Handler) localReply(q *query, req *dns.Msg) *dns.Msg {
 }
 
 // addrOf is the IP address of a listener's net.Addr (a *net.UDPAddr or
-// *net.TCPAddr), IPv4 unmapped; the zero Addr for any other.
+// *net.TCPAddr), IPv4 unmapped, with its zone (a link-local address's
+// interface); the zero Addr for any other.
 func addrOf(a net.Addr) netip.Addr {
-	var ip net.IP
+	var ap netip.AddrPort
 	switch a := a.(type) {
 	case *net.UDPAddr:
-		ip = a.IP
+		ap = a.AddrPort()
 	case *net.TCPAddr:
-		ip = a.IP
+		ap = a.AddrPort()
 	}
-	addr, _ := netip.AddrFromSlice(ip)
-	return addr.Unmap()
+	return ap.Addr().Unmap()
 }
 
 // records are the designation's SVCB records for a query sent to the
@@ -180,9 +180,22 @@ func alpnOf(transport string) string {
 // unreachable reports whether a listener bound to bound cannot be reached
 // by a device that asked local (the zero Addr when unknown): one on a
 // loopback address, unless the device asked on loopback itself (a
-// sidecar's, or a laptop's own dnsfence).
+// sidecar's, or a laptop's own dnsfence); one on a link-local address,
+// which answers on its own link only and whose hint carries no zone,
+// unless the device asked on a link-local address of the same family, on
+// that link where both zones are known (a TCP connection's local address
+// has one, a datagram's IP_PKTINFO destination none).
 func unreachable(bound, local netip.Addr) bool {
-	return bound.Unmap().IsLoopback() && !local.IsLoopback()
+	bound, local = bound.Unmap(), local.Unmap()
+	switch {
+	case bound.IsLoopback():
+		return !local.IsLoopback()
+	case bound.IsLinkLocalUnicast():
+		sameLink := local.IsLinkLocalUnicast() && local.Is4() == bound.Is4() &&
+			(bound.Zone() == "" || local.Zone() == "" || bound.Zone() == local.Zone())
+		return !sameLink
+	}
+	return false
 }
 
 // hintFor is the address hint of a listener bound to bound, for a query

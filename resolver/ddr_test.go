@@ -563,3 +563,81 @@ listen_https: %s`, p.certFile, p.keyFile, c.https), 1), up.addr)
 		})
 	}
 }
+
+// TestDDRLinkLocalListeners: a listener bound to an IPv6 link-local
+// address answers on its own link only, and an address hint carries no
+// zone: it is designated only to a device that asked on a link-local
+// address (of the listener's link, where the query says: a TCP
+// connection's local address has the zone, a datagram's IPV6_PKTINFO
+// address does not), never to one that asked at an IPv4 or loopback
+// address, which would be sent where it cannot connect. It adds fe80::53
+// to lo, so it runs in a network namespace of its own.
+func TestDDRLinkLocalListeners(t *testing.T) {
+	if !testnet.InNetns(t, "addr add fe80::53/64 dev lo") {
+		return
+	}
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	text := strings.Replace(testConfig, `listen: ["127.0.0.1:0"]`, fmt.Sprintf(`listen: ["[::]:0"]
+tls: {cert: %q, key: %q}
+listen_tls: ["[fe80::53%%lo]:0", "127.0.0.1:0"]`, p.certFile, p.keyFile), 1)
+	text = strings.Replace(text, `allowed_clients: ["127.0.0.0/28", "::1/128"]`, `allowed_clients: ["127.0.0.0/28", "::1/128", "fe80::/10"]`, 1)
+	e := startEncryptedFence(t, p, text, up.addr)
+	_, port, err := net.SplitHostPort(e.addr)
+	require.NoError(t, err)
+	for _, c := range []struct {
+		to   string
+		want []string // the hints, one record each
+	}{
+		{"127.0.0.1", []string{"127.0.0.1"}},
+		{"fe80::53%lo", []string{"fe80::53"}},
+	} {
+		for _, network := range []string{"udp", "tcp"} {
+			t.Run(network+" to "+c.to, func(t *testing.T) {
+				r := ask(t, net.JoinHostPort(c.to, port), "", network, question(ddrName, dns.TypeSVCB, true))
+				var hints []string
+				for _, d := range readDesignation(t, r) {
+					for _, h := range d.hints {
+						hints = append(hints, h.String())
+					}
+				}
+				assert.Equal(t, c.want, hints, "%v", r)
+			})
+		}
+	}
+}
+
+// TestDDRReachable: which listeners a device that asked an address can
+// be sent to: a loopback one from loopback only, a link-local one from a
+// link-local address of its family only, and of its link where both
+// zones are known.
+func TestDDRReachable(t *testing.T) {
+	for _, c := range []struct {
+		bound, local string // local "" when unknown
+		want         bool
+	}{
+		{"10.0.0.53", "", true},
+		{"10.0.0.53", "192.0.2.7", true},
+		{"127.0.0.1", "127.0.0.2", true},
+		{"127.0.0.1", "::1", true},
+		{"::ffff:127.0.0.1", "10.0.0.9", false},
+		{"127.0.0.1", "", false},
+		{"fe80::53%eth0", "fe80::1%eth0", true},
+		{"fe80::53%eth0", "fe80::1", true}, // the zone of a datagram's destination is not read
+		{"fe80::53", "fe80::1%eth0", true},
+		{"fe80::53%eth0", "fe80::1%eth1", false},
+		{"fe80::53%eth0", "2001:db8::53", false},
+		{"fe80::53%eth0", "10.0.0.53", false},
+		{"fe80::53%eth0", "169.254.0.9", false},
+		{"fe80::53%eth0", "", false},
+		{"169.254.0.53", "169.254.0.9", true},
+		{"169.254.0.53", "10.0.0.53", false},
+		{"::", "10.0.0.53", true},
+	} {
+		var local netip.Addr
+		if c.local != "" {
+			local = netip.MustParseAddr(c.local)
+		}
+		assert.Equal(t, c.want, !unreachable(netip.MustParseAddr(c.bound), local), "%s asked at %q", c.bound, c.local)
+	}
+}
