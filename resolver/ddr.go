@@ -81,11 +81,21 @@ func isDDRQuestion(q dns.Question) bool {
 func (h *Handler) localReply(q *query, req *dns.Msg) *dns.Msg {
 	m := q.out.local.reply(req)
 	question := req.Question[0]
-	if !isDDRQuestion(question) || !q.snap.Config.Designates() {
+	if !isDDRQuestion(question) {
 		return m
 	}
+	// Not designating (yet, or now): the NODATA is cached as long as a
+	// designation would be (RFC 2308 §5: the SOA's TTL and MINIMUM), not
+	// the zone's three hours, so that a device asks again soon after
+	// dnsfence starts designating (encrypted listeners start after the
+	// plain ones; ddr turned back on).
+	for _, rr := range m.Ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			soa.Hdr.Ttl, soa.Minttl = ddrTTL, ddrTTL
+		}
+	}
 	d := h.designated.Load()
-	if d == nil {
+	if d == nil || !q.snap.Config.Designates() {
 		return m
 	}
 	var local netip.Addr
@@ -119,9 +129,9 @@ func addrOf(a net.Addr) netip.Addr {
 // address local (the zero Addr when unknown), of class class, one for each
 // listener the device can reach (unreachable) in the order DNS over
 // HTTPS, TLS, QUIC (SvcPriority 1, 2, …:
-// HTTPS first, which every DDR client speaks), and the A and AAAA records
-// of the target's address hints for the additional section (RFC 9462 §4:
-// SHOULD, to spare the device a lookup). None when the certificate names
+// HTTPS first, which every DDR client speaks), and the target's A or AAAA
+// record for the additional section when every record's hint is one
+// address (RFC 9462 §4: SHOULD, to spare the device a lookup). None when the certificate names
 // no host to be the target (TargetName, which the device verifies the
 // certificate against, RFC 9461 §5).
 func (d *designation) records(class uint16, local netip.Addr) (answer, extra []dns.RR) {
@@ -132,7 +142,10 @@ func (d *designation) records(class uint16, local netip.Addr) (answer, extra []d
 	hdr := func(name string, rrtype uint16) dns.RR_Header {
 		return dns.RR_Header{Name: name, Rrtype: rrtype, Class: class, Ttl: ddrTTL}
 	}
-	seen := map[netip.Addr]bool{}
+	// shared is the one address every record's hint gives, if they agree
+	// (sharedOK).
+	var shared netip.Addr
+	sharedOK := true
 	for _, transport := range [...]string{listen.HTTPS, listen.TLS, listen.QUIC} {
 		for _, e := range d.endpoints {
 			if e.Transport != transport || unreachable(e.Addr.Addr(), local) {
@@ -147,20 +160,28 @@ func (d *designation) records(class uint16, local netip.Addr) (answer, extra []d
 				} else {
 					rr.Value = append(rr.Value, &dns.SVCBIPv6Hint{Hint: []net.IP{hint.AsSlice()}})
 				}
-				if !seen[hint] {
-					seen[hint] = true
-					if hint.Is4() {
-						extra = append(extra, &dns.A{Hdr: hdr(target, dns.TypeA), A: hint.AsSlice()})
-					} else {
-						extra = append(extra, &dns.AAAA{Hdr: hdr(target, dns.TypeAAAA), AAAA: hint.AsSlice()})
-					}
+				if !shared.IsValid() {
+					shared = hint
 				}
+				sharedOK = sharedOK && hint == shared
+			} else {
+				sharedOK = false
 			}
 			if transport == listen.HTTPS {
 				rr.Value = append(rr.Value, &dns.SVCBDoHPath{Template: ddrDoHPath})
 			}
 			answer = append(answer, rr)
 		}
+	}
+	// The target's address, when it is every listener's: a device prefers
+	// the target's A and AAAA records to the hints (RFC 9460 §7.3), so
+	// listeners on different addresses are left to their hints.
+	switch {
+	case !sharedOK || !shared.IsValid():
+	case shared.Is4():
+		extra = []dns.RR{&dns.A{Hdr: hdr(target, dns.TypeA), A: shared.AsSlice()}}
+	default:
+		extra = []dns.RR{&dns.AAAA{Hdr: hdr(target, dns.TypeAAAA), AAAA: shared.AsSlice()}}
 	}
 	return answer, extra
 }

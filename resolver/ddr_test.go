@@ -226,7 +226,10 @@ func TestDDRDesignatesOwnListeners(t *testing.T) {
 
 // TestDDROff: with ddr: false, or without an encrypted listener that
 // dnsfence terminates TLS for, `_dns.resolver.arpa SVCB` is NODATA (RFC
-// 9462 §4: designating none), never forwarded.
+// 9462 §4: designating none), never forwarded, and cached no longer than a
+// designation (the SOA's TTL and MINIMUM 300 s, RFC 2308 §5), so that a
+// device asks again soon once dnsfence designates; the zone's other
+// negative answers keep RFC 6303's 10800 s.
 func TestDDROff(t *testing.T) {
 	up := startUpstream(t, nil)
 	p := newTestPKI(t)
@@ -242,7 +245,14 @@ func TestDDROff(t *testing.T) {
 			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
 			assert.Empty(t, r.Answer)
 			require.Len(t, r.Ns, 1)
-			assert.Equal(t, dns.TypeSOA, r.Ns[0].Header().Rrtype)
+			soa, ok := r.Ns[0].(*dns.SOA)
+			require.True(t, ok, "the SOA: %s", r.Ns[0])
+			assert.Equal(t, uint32(ddrTTL), soa.Hdr.Ttl)
+			assert.Equal(t, uint32(ddrTTL), soa.Minttl)
+
+			r = ask(t, e.addr, "127.0.0.2", "udp", question(ddrName, dns.TypeA, true))
+			require.Len(t, r.Ns, 1)
+			assert.Equal(t, uint32(localTTL), r.Ns[0].Header().Ttl, "another question of the zone")
 		})
 	}
 	assert.Zero(t, up.count.Load())
@@ -640,4 +650,36 @@ func TestDDRReachable(t *testing.T) {
 		}
 		assert.Equal(t, c.want, !unreachable(netip.MustParseAddr(c.bound), local), "%s asked at %q", c.bound, c.local)
 	}
+}
+
+// TestDDRAdditionalAddress: the target's A or AAAA record goes in the
+// additional section only when every record's hint is that one address: a
+// device prefers the target's addresses to the hints (RFC 9460 §7.3), so
+// listeners on different addresses, or one without a hint, are left to
+// their hints.
+func TestDDRAdditionalAddress(t *testing.T) {
+	leaf := &x509.Certificate{DNSNames: []string{"dns.agency.example"}}
+	extra := func(local string, endpoints ...string) []string {
+		d := &designation{leaf: func() *x509.Certificate { return leaf }}
+		for _, e := range endpoints {
+			d.endpoints = append(d.endpoints, listen.Endpoint{Transport: listen.TLS, Addr: netip.MustParseAddrPort(e)})
+		}
+		var asked netip.Addr
+		if local != "" {
+			asked = netip.MustParseAddr(local)
+		}
+		answer, extra := d.records(dns.ClassINET, asked)
+		require.Len(t, answer, len(endpoints))
+		var out []string
+		for _, rr := range extra {
+			assert.Equal(t, "dns.agency.example.", rr.Header().Name)
+			out = append(out, strings.Join(strings.Fields(rr.String())[3:], " "))
+		}
+		return out
+	}
+	assert.Equal(t, []string{"A 10.0.0.53"}, extra("10.0.0.9", "10.0.0.53:853", "10.0.0.53:8853"))
+	assert.Equal(t, []string{"A 10.0.0.9"}, extra("10.0.0.9", "[::]:853", "10.0.0.9:8853"))
+	assert.Equal(t, []string{"AAAA 2001:db8::53"}, extra("2001:db8::9", "[2001:db8::53]:853"))
+	assert.Empty(t, extra("10.0.0.9", "10.0.0.53:853", "10.0.0.54:853"), "two addresses")
+	assert.Empty(t, extra("", "10.0.0.53:853", "[::]:853"), "one listener without a hint")
 }
