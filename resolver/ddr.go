@@ -259,11 +259,13 @@ func certHost(leaf *x509.Certificate) (string, bool) {
 // ddr key) with cfg and its certificate leaf (nil without tls.cert): the
 // target name devices are sent to ("" when none is designated), and
 // warnings when the designation cannot work as meant: a certificate that
-// names no host (nothing designated), or lacks an address of `listen`
+// names no host (nothing designated), lacks an address of `listen`
 // that devices may be given and must find in it to verify the
 // designation (RFC 9462 §4.2; without it only devices on the same private
-// address use it, unverified, §4.3). Wildcard and loopback addresses are
-// not looked for.
+// address use it, unverified, §4.3), or carries no address at all while
+// `listen` has a wildcard one; and encrypted listeners all on loopback
+// while `listen` is not (devices are designated none). Loopback `listen`
+// addresses are not looked at.
 func DesignationCheck(cfg *config.Config, leaf *x509.Certificate) (target string, ws []Warning) {
 	if !cfg.Designates() || leaf == nil {
 		return "", nil
@@ -272,19 +274,34 @@ func DesignationCheck(cfg *config.Config, leaf *x509.Certificate) (target string
 	if !ok {
 		return "", []Warning{{File: cfg.File, Msg: noHostDesignated}}
 	}
+	// The encrypted listeners with TLS: if every one is on loopback, a
+	// device asking at any other address is designated none.
+	encryptedLoopback := true
+	for _, a := range slices.Concat(cfg.ListenTLS, cfg.ListenHTTPS, cfg.ListenQUIC) {
+		hostport, plain, err := listen.ParseDoHListen(a) // host:port as it is, for the other two
+		if ap, perr := netip.ParseAddrPort(hostport); err == nil && !plain && (perr != nil || !ap.Addr().Unmap().IsLoopback()) {
+			encryptedLoopback = false
+		}
+	}
 	for _, l := range cfg.Listen {
 		ap, err := netip.ParseAddrPort(l)
 		if err != nil {
 			continue
 		}
 		addr := ap.Addr().Unmap()
-		if addr.IsUnspecified() || addr.IsLoopback() || slices.ContainsFunc(leaf.IPAddresses, func(ip net.IP) bool {
+		switch {
+		case addr.IsLoopback():
+		case encryptedLoopback:
+			ws = append(ws, Warning{File: cfg.File, Msg: fmt.Sprintf("ddr: every encrypted listener is on a loopback address, so devices asking at listen address %s are designated none (RFC 9462); listen_tls, listen_https or listen_quic on an address they reach does, or set ddr: false", l)})
+		case addr.IsUnspecified() && len(leaf.IPAddresses) == 0:
+			ws = append(ws, Warning{File: cfg.File, Msg: fmt.Sprintf("ddr: listen address %s serves every address of the host, and the certificate (tls.cert) carries none: devices cannot verify the encrypted resolvers it designates (RFC 9462 §4.2), and only those on a private address use them unverified (§4.3); add the addresses devices are given to its subjectAltName, or set ddr: false", l)})
+		case addr.IsUnspecified() || slices.ContainsFunc(leaf.IPAddresses, func(ip net.IP) bool {
 			a, _ := netip.AddrFromSlice(ip)
 			return a.Unmap() == addr
-		}) {
-			continue
+		}):
+		default:
+			ws = append(ws, Warning{File: cfg.File, Msg: fmt.Sprintf("ddr: listen address %s is not in the certificate (tls.cert): devices given it cannot verify the encrypted resolvers it designates (RFC 9462 §4.2), and only those on a private address use them unverified (§4.3); add it to the certificate's subjectAltName, or set ddr: false", addr)})
 		}
-		ws = append(ws, Warning{File: cfg.File, Msg: fmt.Sprintf("ddr: listen address %s is not in the certificate (tls.cert): devices given it cannot verify the encrypted resolvers it designates (RFC 9462 §4.2), and only those on a private address use them unverified (§4.3); add it to the certificate's subjectAltName, or set ddr: false", addr)})
 	}
 	return target, ws
 }

@@ -396,11 +396,20 @@ func TestDesignationCheck(t *testing.T) {
 			"", []string{"ddr: the certificate (tls.cert) names no host"}},
 		{"ddr false", "listen: [\"10.0.0.54:53\"]\nddr: false", leaf, "", nil},
 		{"no encrypted listener", `listen: ["10.0.0.54:53"]`, nil, "", nil},
+		{"a wildcard address, a certificate without addresses", `listen: ["0.0.0.0:53", "[::]:5353"]`,
+			&x509.Certificate{DNSNames: leaf.DNSNames}, "dns.agency.example.", []string{
+				"ddr: listen address 0.0.0.0:53 serves every address of the host, and the certificate (tls.cert) carries none",
+				"ddr: listen address [::]:5353 serves every address of the host, and the certificate (tls.cert) carries none"}},
+		{"encrypted listeners on loopback only", "listen: [\"10.0.0.53:53\", \"127.0.0.1:53\"]\nlisten_quic: [\"127.0.0.1:853\"]\nlisten_https: [\"[::1]:443\", \"http://10.0.0.53:80\"]",
+			leaf, "dns.agency.example.", []string{"ddr: every encrypted listener is on a loopback address, so devices asking at listen address 10.0.0.53:53 are designated none"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			text := c.yaml + "\nupstreams: [\"127.0.0.1:53\"]\n"
 			if c.leaf != nil {
-				text += "listen_tls: [\"10.0.0.53:853\"]\ntls: {cert: c.pem, key: k.pem}\n"
+				text += "tls: {cert: c.pem, key: k.pem}\n"
+				if !strings.Contains(c.yaml, "listen_quic") {
+					text += "listen_tls: [\"10.0.0.53:853\"]\n"
+				}
 			}
 			cfg, err := config.Parse("c.yaml", []byte(text), nil)
 			require.NoError(t, err)
