@@ -692,3 +692,25 @@ func TestDDRAdditionalAddress(t *testing.T) {
 	assert.Empty(t, extra("10.0.0.9", "10.0.0.53:853", "10.0.0.54:853"), "two addresses")
 	assert.Empty(t, extra("", "10.0.0.53:853", "[::]:853"), "one listener without a hint")
 }
+
+// TestDDRReloads: ddr takes effect at a reload, both ways, without a
+// restart: the listeners keep serving, and are designated again once ddr
+// is true again.
+func TestDDRReloads(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	designations := func() int {
+		r := ask(t, e.addr, "127.0.0.2", "udp", question(ddrName, dns.TypeSVCB, true))
+		require.Equal(t, dns.RcodeSuccess, r.Rcode)
+		return len(r.Answer)
+	}
+	require.Equal(t, 3, designations())
+	reconfigure(t, e.fence, "blocked_ttl: 60", "blocked_ttl: 60\nddr: false")
+	assert.Zero(t, designations(), "ddr: false")
+	r, err := e.dotAsk("127.0.0.2", question("www.tiktok.com.", dns.TypeA, true))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode, "the listeners serve on")
+	reconfigure(t, e.fence, "ddr: false", "ddr: true")
+	assert.Equal(t, 3, designations(), "ddr: true again")
+}
