@@ -269,14 +269,19 @@ func TestEndToEndWithDig(t *testing.T) {
 	assert.Contains(t, out, "tiktok.txt:1: tiktok.com")
 
 	// resolver.arpa (RFC 9462 DDR) is dnsfence's own empty zone, for every
-	// client: no upstream designates its encrypted resolver to a device;
-	// onion and localhost are answered here too.
+	// client: no upstream designates its encrypted resolver to a device,
+	// and without encrypted listeners dnsfence designates none either: a
+	// NODATA cached 300 s, as long as a designation (TestDDREndToEnd has
+	// one), where the zone's other names keep RFC 6303's 10800 s; onion
+	// and localhost are answered here too.
 	for _, from := range []string{"127.0.0.1", "127.0.1.1"} {
 		out = p.dig(t, "-b", from, "_dns.resolver.arpa", "SVCB")
 		assert.Contains(t, out, "status: NOERROR")
 		assert.Contains(t, out, "ANSWER: 0, AUTHORITY: 1")
-		assert.Regexp(t, `resolver\.arpa\.\s+10800\s+IN\s+SOA\s+resolver\.arpa\. nobody\.invalid\. 1 3600 1200 604800 10800`, out)
+		assert.Regexp(t, `resolver\.arpa\.\s+300\s+IN\s+SOA\s+resolver\.arpa\. nobody\.invalid\. 1 3600 1200 604800 300`, out)
 	}
+	out = p.dig(t, "_dns.resolver.arpa", "TXT")
+	assert.Regexp(t, `resolver\.arpa\.\s+10800\s+IN\s+SOA\s+resolver\.arpa\. nobody\.invalid\. 1 3600 1200 604800 10800`, out)
 	out = p.dig(t, "duckduckgogg42xjoc72x3sjasowoarfbgcmvfimaftt6twagswzczad.onion")
 	assert.Contains(t, out, "status: NXDOMAIN", "RFC 7686 §2")
 	out = p.dig(t, "+tcp", "localhost", "AAAA")
