@@ -87,7 +87,8 @@ type dohTransport struct {
 	// failed is the last connection attempt's error (a dial or a TLS
 	// handshake), and failedAt when it came; nil once one succeeds. The
 	// queries that began before it get it instead of trying again in
-	// turn (dialTLS). Guarded by mu.
+	// turn (dialTLS), as the query that made it does: each its share of
+	// one failure of the upstream (sharedFailure). Guarded by mu.
 	failed   error
 	failedAt time.Time
 	// connectedAt is when the last connection attempt succeeded: an
@@ -197,9 +198,7 @@ func (t *dohTransport) dialTLS(conf *tls.Config) func(ctx context.Context, netwo
 		}
 		t.mu.Unlock()
 		if failed != nil {
-			// The query that made the attempt counted it against the
-			// upstream: one failed dial is one failure.
-			return nil, &alreadyCounted{failed}
+			return nil, failed // one failed attempt is one failure of the upstream
 		}
 		// net/http dials on after the request is cancelled (for a later
 		// one to use); the handshake is bounded here, as
@@ -220,6 +219,7 @@ func (t *dohTransport) dialTLS(conf *tls.Config) func(ctx context.Context, netwo
 		}
 		t.mu.Lock()
 		if !t.connectedAt.After(began) {
+			err = new(sharedFailure).share(err)
 			t.failed, t.failedAt = err, time.Now()
 		}
 		t.mu.Unlock()

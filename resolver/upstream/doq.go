@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -78,8 +77,7 @@ func doqCodeName(code uint64) string {
 // the upstream closed it with an error code (DOQ_EXCESSIVE_LOAD...): that
 // query fails with a *DoQError, and the Forwarder asks the next upstream.
 // Such a close is one failure of the upstream, whatever the queries in
-// flight on it: the first query to see it fails as it is, the others with
-// an alreadyCounted error.
+// flight on it: each query fails with its share of it (sharedFailure).
 type doqTransport struct {
 	addr    Address
 	tls     *tls.Config
@@ -97,11 +95,10 @@ type doqTransport struct {
 // doqConn is a connection of a doqTransport.
 type doqConn struct {
 	*quic.Conn
-	// closeCounted is set by the first query that finds the connection
-	// closed by the upstream with an error code: that query's failure is
-	// the close's, counted once against the upstream's health; those of the
-	// other queries in flight on it are alreadyCounted.
-	closeCounted atomic.Bool
+	// closed makes the upstream's close of the connection with an error
+	// code one failure of its health, whatever the number of queries in
+	// flight on it.
+	closed sharedFailure
 }
 
 // doqDial is a dial in progress.
@@ -109,9 +106,9 @@ type doqDial struct {
 	done chan struct{} // closed when conn or err is set
 	conn *doqConn
 	err  error
-	// errTaken counts err against the upstream once, whatever the number
+	// failure makes err one failure of the upstream, whatever the number
 	// of queries that waited for the dial.
-	errTaken sharedFailure
+	failure sharedFailure
 }
 
 func newDoQ(addr Address, opts Options) *doqTransport {
@@ -216,7 +213,7 @@ func (t *doqTransport) connection(ctx context.Context) (*doqConn, error) {
 	t.mu.Unlock()
 	select {
 	case <-d.done:
-		return d.conn, d.errTaken.take(d.err)
+		return d.conn, d.failure.share(d.err)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -276,11 +273,7 @@ func (t *doqTransport) streamError(conn *doqConn, err error) error {
 		// on the connection, so that one close (a server restarting) does
 		// not mark the upstream down at once. The next query to it dials
 		// anew.
-		err = fmt.Errorf("dns over quic: %w: %w", &DoQError{Code: uint64(ae.ErrorCode)}, err)
-		if !conn.closeCounted.CompareAndSwap(false, true) {
-			return &alreadyCounted{err}
-		}
-		return err
+		return conn.closed.share(fmt.Errorf("dns over quic: %w: %w", &DoQError{Code: uint64(ae.ErrorCode)}, err))
 	}
 	return &brokenConnError{err: err}
 }

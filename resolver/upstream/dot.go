@@ -59,9 +59,9 @@ type dotConn struct {
 	ready chan struct{} // closed when the dial ended: conn or err is set
 	conn  net.Conn      // set under mu before ready closes, read after
 	err   error         // why the dial failed
-	// errTaken counts err against the upstream once, whatever the number
+	// failure makes err one failure of the upstream, whatever the number
 	// of queries that waited for the dial.
-	errTaken sharedFailure
+	failure sharedFailure
 
 	// wturn is the turn to write, one frame at a time: a channel, so that
 	// a query whose deadline comes while another's frame is being written
@@ -135,7 +135,7 @@ func (t *dotTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 		return nil, ctx.Err()
 	}
 	if c.err != nil {
-		return nil, c.errTaken.take(c.err)
+		return nil, c.failure.share(c.err)
 	}
 	id, ch, err := c.register()
 	if err != nil {

@@ -66,35 +66,43 @@ func failureRcode(rcode int) bool {
 	return false
 }
 
-// alreadyCounted is the failure of a query whose cause another query has
-// counted against the upstream's health already: one event that fails many
-// queries at once (a DoQ connection the upstream closed with an error code
-// under them) is one failure of the upstream, not one per query, so that
-// it alone cannot mark the upstream down. The query still fails, is
-// counted in dnsfence_upstream_errors_total by its cause, and fails over.
-type alreadyCounted struct{ error }
+// sharedFailure is one event that fails several queries at once (a
+// connection attempt they all waited for, a DoQ connection the upstream
+// closed with an error code under them): it is one failure of the
+// upstream, not one per query, so that it alone cannot mark the upstream
+// down. Each query gets it as its own error (share), fails over, and is
+// counted in dnsfence_upstream_errors_total by its cause; the first of
+// them recorded in the upstream's health window counts it there
+// (countsAgainst), the others are left out. The count is taken where a
+// failure is recorded, not where the error is handed out, so that an
+// exchange that records none (a readiness probe, Probe; a try whose
+// caller gave up) does not use it up and leave the event counted by no
+// one.
+type sharedFailure struct{ counted atomic.Bool }
 
-func (e *alreadyCounted) Unwrap() error { return e.error }
-
-// sharedFailure is one failure every query waiting on it gets (a dial
-// they all waited for): the first query to take it counts it against the
-// upstream's health, the others take it alreadyCounted.
-type sharedFailure struct{ taken atomic.Bool }
-
-// take is err for the query that takes it first, and alreadyCounted for
-// every later one; nil for nil.
-func (s *sharedFailure) take(err error) error {
-	if err == nil || s.taken.CompareAndSwap(false, true) {
-		return err
+// share is err as one query's share of s; nil for nil.
+func (s *sharedFailure) share(err error) error {
+	if err == nil {
+		return nil
 	}
-	return &alreadyCounted{err}
+	return &sharedError{error: err, of: s}
 }
 
-// countsAgainst reports whether a failed exchange counts against its
-// upstream's health: any failure but an alreadyCounted one.
+// sharedError is a query's share of a sharedFailure.
+type sharedError struct {
+	error
+	of *sharedFailure
+}
+
+func (e *sharedError) Unwrap() error { return e.error }
+
+// countsAgainst reports whether a failed exchange, about to be recorded in
+// its upstream's health window, counts against the upstream: any failure
+// but the share of a sharedFailure another exchange has counted already.
+// Call it only to record the failure when it reports true.
 func countsAgainst(err error) bool {
-	var ac *alreadyCounted
-	return !errors.As(err, &ac)
+	var se *sharedError
+	return !errors.As(err, &se) || se.of.counted.CompareAndSwap(false, true)
 }
 
 // Upstream error kinds as counted and logged: the `kind` label of

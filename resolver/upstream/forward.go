@@ -807,7 +807,8 @@ func (f *Forwarder) try(ctx context.Context, q *dns.Msg, up *upstreamState, over
 
 // record counts an exchange with up that began at start and ended with
 // err, and keeps it in up's health: a success, or a failure unless ctx
-// ended it or another query counted its cause already (alreadyCounted).
+// ended it or another query counted its cause already (sharedFailure:
+// countsAgainst is asked only for a failure that is to be recorded).
 func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Time, err error) {
 	took := time.Since(start)
 	if err == nil && up.seconds != nil {
