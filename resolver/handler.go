@@ -996,8 +996,11 @@ func failureAnswer(req *dns.Msg, ue *upstream.UpstreamError) *dns.Msg {
 func (h *Handler) startPrefetch(q *query, e *cacheEntry) {
 	key := q.key
 	key.name = strings.Clone(key.name) // a wire query's is the pool's
+	req, tcp := q.request().Copy(), q.upstreamTCP()
+	// Counted once nothing before the goroutine can fail: a count taken
+	// and never ended would hold Shutdown for its whole budget.
 	h.begin()
-	go h.prefetch(q.snap, e, q.request().Copy(), key, q.upstreamTCP())
+	go h.prefetch(q.snap, e, req, key, tcp)
 }
 
 // prefetch refreshes the cache entry e in the background, and ends what
