@@ -1429,19 +1429,29 @@ func TestShutdownWaitsForStaleRefresh(t *testing.T) {
 	require.NoError(t, err)
 	isStaleAnswer(t, q, r)
 	require.Equal(t, before+1, up.distinct(), "the refresh is under way, held")
+	shutdownWaitsFor(t, f, up, q, "refresh")
+}
+
+// shutdownWaitsFor checks that what (a refresh or a prefetch of q's
+// answer, which up holds) is counted in flight once the query is
+// answered, and that Shutdown waits for it: a budget of 500 ms runs out,
+// and once up lets it go, Shutdown returns with its answer (TTL 300)
+// cached and nothing left in flight.
+func shutdownWaitsFor(t *testing.T, f *fence, up *holdingUpstream, q *dns.Msg, what string) {
+	t.Helper()
 	assert.Eventually(t, func() bool { return testutilGauge(t, f, "dnsfence_inflight_queries") == 1 },
-		5*time.Second, 10*time.Millisecond, "the query is answered; its refresh is counted in flight")
+		5*time.Second, 10*time.Millisecond, "the query is answered; its %s is counted in flight", what)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel()
-	assert.ErrorIs(t, f.server.Shutdown(ctx), context.DeadlineExceeded, "Shutdown waits for the refresh under way")
+	assert.ErrorIs(t, f.server.Shutdown(ctx), context.DeadlineExceeded, "Shutdown waits for the %s under way", what)
 
 	up.letGo()
 	ctx, cancel = context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	require.NoError(t, f.server.Shutdown(ctx), "the refresh ends within the budget")
+	require.NoError(t, f.server.Shutdown(ctx), "the %s ends within the budget", what)
 	e, _ := f.handler.cache.Load().get(keyOf(q), time.Now())
-	if assert.NotNil(t, e, "the refresh's answer was cached before Shutdown returned") {
+	if assert.NotNil(t, e, "the %s's answer was cached before Shutdown returned", what) {
 		assert.Greater(t, e.ttl, 30*time.Second, "the upstream's answer, TTL 300")
 	}
 	assert.Equal(t, float64(0), testutilGauge(t, f, "dnsfence_inflight_queries"), "nothing left in flight")
@@ -1584,22 +1594,7 @@ func TestShutdownWaitsForPrefetch(t *testing.T) {
 			assert.LessOrEqual(t, r.Answer[0].Header().Ttl, uint32(1), "what is left of the cached answer")
 			require.Eventually(t, func() bool { return up.distinct() == before+1 }, 5*time.Second, 10*time.Millisecond,
 				"the prefetch is under way, held")
-			assert.Eventually(t, func() bool { return testutilGauge(t, f, "dnsfence_inflight_queries") == 1 },
-				5*time.Second, 10*time.Millisecond, "the query is answered; its prefetch is counted in flight")
-
-			ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
-			defer cancel()
-			assert.ErrorIs(t, f.server.Shutdown(ctx), context.DeadlineExceeded, "Shutdown waits for the prefetch under way")
-
-			up.letGo()
-			ctx, cancel = context.WithTimeout(t.Context(), 5*time.Second)
-			defer cancel()
-			require.NoError(t, f.server.Shutdown(ctx), "the prefetch ends within the budget")
-			e, _ := f.handler.cache.Load().get(keyOf(q), time.Now())
-			if assert.NotNil(t, e, "the prefetch's answer was cached before Shutdown returned") {
-				assert.Greater(t, e.ttl, 30*time.Second, "the upstream's answer, TTL 300")
-			}
-			assert.Equal(t, float64(0), testutilGauge(t, f, "dnsfence_inflight_queries"), "nothing left in flight")
+			shutdownWaitsFor(t, f, up, q, "prefetch")
 		})
 	}
 }

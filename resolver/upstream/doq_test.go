@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -121,15 +120,8 @@ func TestDoQExcessiveLoadFailsOver(t *testing.T) {
 	})
 	t.Run("forwarder", func(t *testing.T) {
 		srv := overloaded(t)
-		plain := plainTestUpstream(t, answerWithA)
-		reg := prometheus.NewRegistry()
-		opts := pki.testOptions(t)
-		opts.Metrics = NewMetrics(reg)
 		doq := srv.upstream(testServerName)
-		f, err := New([]string{doq, plain}, opts)
-		require.NoError(t, err)
-		t.Cleanup(f.Close)
-		f.started.Store(true) // no probes: only the query reaches the upstreams
+		f, plain, reg := failoverForwarder(t, pki, doq)
 		resp, from, err := f.Forward(context.Background(), clientQuery("a.example.", false), false)
 		require.NoError(t, err)
 		assert.Equal(t, plain, from, "failed over")
@@ -181,15 +173,8 @@ func TestDoQCloseCountsOnce(t *testing.T) {
 					_ = conn.CloseWithError(quic.ApplicationErrorCode(tc.code), "restarting")
 				}
 			})
-			plain := plainTestUpstream(t, answerWithA)
-			reg := prometheus.NewRegistry()
-			opts := pki.testOptions(t)
-			opts.Metrics = NewMetrics(reg)
 			doq := srv.upstream(testServerName)
-			f, err := New([]string{doq, plain}, opts)
-			require.NoError(t, err)
-			t.Cleanup(f.Close)
-			f.started.Store(true) // no probes: only the queries reach the upstreams
+			f, plain, reg := failoverForwarder(t, pki, doq)
 			for i := range answered {
 				_, from, err := f.Forward(context.Background(), clientQuery(fmt.Sprintf("a%d.example.", i), false), false)
 				require.NoError(t, err)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
 
@@ -194,4 +195,20 @@ func unusedTCPPort(t *testing.T) int {
 	port := ln.Addr().(*net.TCPAddr).Port
 	require.NoError(t, ln.Close())
 	return port
+}
+
+// failoverForwarder is a Forwarder of the encrypted upstream enc, then a
+// plain one answering A 192.0.2.1 (plain), counting into reg, that sends
+// no probes: only the test's queries reach the upstreams.
+func failoverForwarder(t *testing.T, pki *testPKI, enc string) (f *Forwarder, plain string, reg *prometheus.Registry) {
+	t.Helper()
+	plain = plainTestUpstream(t, answerWithA)
+	reg = prometheus.NewRegistry()
+	opts := pki.testOptions(t)
+	opts.Metrics = NewMetrics(reg)
+	f, err := New([]string{enc, plain}, opts)
+	require.NoError(t, err)
+	t.Cleanup(f.Close)
+	f.started.Store(true)
+	return f, plain, reg
 }

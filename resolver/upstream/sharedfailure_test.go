@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -31,15 +30,7 @@ func TestSharedDialFailureCountsOnce(t *testing.T) {
 		t.Run(scheme, func(t *testing.T) {
 			var attempts atomic.Int32
 			enc := stallingUpstream(t, scheme, stall, &attempts)
-			plain := plainTestUpstream(t, answerWithA)
-			pki := newPKI(t)
-			reg := prometheus.NewRegistry()
-			opts := pki.testOptions(t)
-			opts.Metrics = NewMetrics(reg)
-			f, err := New([]string{enc, plain}, opts)
-			require.NoError(t, err)
-			t.Cleanup(f.Close)
-			f.started.Store(true) // no probes: only the queries reach the upstreams
+			f, plain, reg := failoverForwarder(t, newPKI(t), enc)
 
 			var wg sync.WaitGroup
 			for i := range queries {
