@@ -54,7 +54,18 @@ func OpenCertificate(log *zap.Logger, cfg *config.Config, m *Metrics) (*Certific
 	log.Info("TLS certificate loaded", zap.String("cert", cfg.Path(cfg.TLS.Cert)), zap.String("key", cfg.Path(cfg.TLS.Key)),
 		zap.String("subject", store.Leaf().Subject.String()), zap.Strings("names", store.Leaf().DNSNames),
 		zap.Time("not_after", store.NotAfter()))
+	c.warnNoHost()
 	return c, nil
+}
+
+// warnNoHost warns when the certificate served names no host: clients
+// that connect by name cannot verify it, and no encrypted resolver is
+// designated (ddr, RFC 9462), at start and at every reload that serves
+// such a certificate.
+func (c *Certificate) warnNoHost() {
+	if _, ok := certHost(c.Store.Leaf()); !ok {
+		c.log.Warn(noHostDesignated, zap.Strings("names", c.Store.Leaf().DNSNames))
+	}
 }
 
 // Reload reads the pair now (SIGHUP) and reports it as the watch does
@@ -89,6 +100,7 @@ func (c *Certificate) reloaded(notAfter time.Time, err error) {
 	c.m.certificate(notAfter, certReloaded)
 	c.log.Info("TLS certificate reloaded", zap.String("subject", c.Store.Leaf().Subject.String()),
 		zap.Strings("names", c.Store.Leaf().DNSNames), zap.Time("not_after", notAfter))
+	c.warnNoHost()
 }
 
 // certMetrics are the series of the server certificate, registered when

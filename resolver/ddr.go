@@ -57,17 +57,18 @@ func (h *Handler) designate(endpoints []listen.Endpoint, cert *listen.CertStore)
 	if snap := h.Snapshot(); snap == nil || !snap.Config.Designates() {
 		return
 	}
+	// A certificate naming no host is warned about where it is loaded
+	// (Certificate.warnNoHost), at start and at each reload.
 	if target, ok := certHost(cert.Leaf()); ok {
 		h.log.Info("designating the encrypted listeners to devices that ask _dns.resolver.arpa SVCB (RFC 9462)",
 			zap.String("target", target))
-	} else {
-		h.log.Warn(noHostDesignated)
 	}
 }
 
-// noHostDesignated says that a certificate naming no host designates
-// nothing, at start and in `check`.
-const noHostDesignated = "ddr: the certificate (tls.cert) names no host in its subjectAltName, so no encrypted resolver is designated: devices asking _dns.resolver.arpa SVCB get NODATA (RFC 9462 §4); add the listeners' DNS name to it, or set ddr: false"
+// noHostDesignated says that a certificate naming no host is verified by
+// no client that connects by name and designates nothing, when it is
+// loaded and in `check`.
+const noHostDesignated = "the TLS certificate (tls.cert) names no host in its subjectAltName: clients that connect by name cannot verify it, and no encrypted resolver is designated (ddr): devices asking _dns.resolver.arpa SVCB get NODATA (RFC 9462 §4); add the listeners' DNS name to it"
 
 // isDDRQuestion reports whether q asks for the designated resolvers: an
 // SVCB question for `_dns.resolver.arpa`, however spelt.

@@ -2,14 +2,21 @@ package resolver
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,8 +27,12 @@ import (
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 	"github.com/pires/go-proxyproto"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // designated is one SVCB record of a DDR answer, as a device reads it.
@@ -393,7 +404,7 @@ func TestDesignationCheck(t *testing.T) {
 		{"an address missing", `listen: ["10.0.0.53:53", "10.0.0.54:53", "[::ffff:10.0.0.53]:5353"]`, leaf,
 			"dns.agency.example.", []string{"ddr: listen address 10.0.0.54 is not in the certificate (tls.cert)"}},
 		{"no host", `listen: ["10.0.0.53:53"]`, &x509.Certificate{DNSNames: []string{"*.agency.example"}, IPAddresses: leaf.IPAddresses},
-			"", []string{"ddr: the certificate (tls.cert) names no host"}},
+			"", []string{"the TLS certificate (tls.cert) names no host"}},
 		{"ddr false", "listen: [\"10.0.0.54:53\"]\nddr: false", leaf, "", nil},
 		{"no encrypted listener", `listen: ["10.0.0.54:53"]`, nil, "", nil},
 		{"a wildcard address, a certificate without addresses", `listen: ["0.0.0.0:53", "[::]:5353"]`,
@@ -713,4 +724,62 @@ func TestDDRReloads(t *testing.T) {
 	assert.Equal(t, dns.RcodeNameError, r.Rcode, "the listeners serve on")
 	reconfigure(t, e.fence, "ddr: false", "ddr: true")
 	assert.Equal(t, 3, designations(), "ddr: true again")
+}
+
+// TestCertificateWithoutHostWarned: a certificate that names no host
+// (only an IP address) is verified by no client that connects by name and
+// designates nothing: serve warns when it loads one, at start and at a
+// reload, and not for one that names a host.
+func TestCertificateWithoutHostWarned(t *testing.T) {
+	dir := t.TempDir()
+	// A self-signed pair for 127.0.0.1 alone (the store checks the pair
+	// and its dates, not its chain).
+	noHost := func(name string) (certFile, keyFile string) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "127.0.0.1"},
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+			NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		require.NoError(t, err)
+		kder, err := x509.MarshalPKCS8PrivateKey(key)
+		require.NoError(t, err)
+		certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+		require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+		require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600))
+		return certFile, keyFile
+	}
+	certFile, keyFile := noHost("served")
+	core, logs := observer.New(zapcore.InfoLevel)
+	cfgDir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf("upstreams: [\"127.0.0.1:53\"]\ntls: {cert: %q, key: %q}\nlisten_tls: [\"127.0.0.1:0\"]\n", certFile, keyFile)})
+	cfg, err := config.Load(filepath.Join(cfgDir, "dnsfence.yaml"))
+	require.NoError(t, err)
+	cert, err := OpenCertificate(zap.New(core), cfg, NewMetrics(prometheus.NewRegistry()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cert.Close() })
+	warned := func() int { return logs.FilterMessage(noHostDesignated).Len() }
+	assert.Equal(t, 1, warned(), "at start")
+
+	// A pair that names a host: reloaded, no warning.
+	named := newTestPKI(t)
+	for _, f := range [][2]string{{named.keyFile, keyFile}, {named.certFile, certFile}} {
+		b, err := os.ReadFile(f[0])
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(f[1], b, 0o600))
+	}
+	cert.Reload()
+	require.Equal(t, []string{testServerName}, cert.Store.Leaf().DNSNames)
+	assert.Equal(t, 1, warned(), "no warning for a certificate that names a host")
+
+	// Back to one that names none: warned again.
+	other, otherKey := noHost("other")
+	for _, f := range [][2]string{{otherKey, keyFile}, {other, certFile}} {
+		b, err := os.ReadFile(f[0])
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(f[1], b, 0o600))
+	}
+	cert.Reload()
+	require.Empty(t, cert.Store.Leaf().DNSNames)
+	assert.Equal(t, 2, warned(), "at the reload")
 }
