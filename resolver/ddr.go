@@ -96,7 +96,10 @@ func (h *Handler) localReply(q *query, req *dns.Msg) *dns.Msg {
 		}
 	}
 	d := h.designated.Load()
-	if d == nil || !q.snap.Config.Designates() {
+	// The listeners running decide what is designated, not the keys a
+	// reload read: listen_tls, listen_https and listen_quic take effect at
+	// a restart (a reload that drops them leaves them serving).
+	if d == nil || !q.snap.Config.DDR {
 		return m
 	}
 	var local netip.Addr

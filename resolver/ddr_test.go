@@ -783,3 +783,21 @@ func TestCertificateWithoutHostWarned(t *testing.T) {
 	require.Empty(t, cert.Store.Leaf().DNSNames)
 	assert.Equal(t, 2, warned(), "at the reload")
 }
+
+// TestDDRListenersUntilRestart: the listeners running are designated, not
+// the keys a reload read: a reload that drops listen_tls, listen_https and
+// listen_quic leaves those listeners serving until a restart (a restart
+// warning says so), and they stay designated.
+func TestDDRListenersUntilRestart(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	reconfigure(t, e.fence, `listen_tls: ["127.0.0.1:0"]
+listen_https: ["127.0.0.1:0", "http://127.0.0.1:0"]
+listen_quic: ["127.0.0.1:0"]`, "")
+	r := ask(t, e.addr, "127.0.0.2", "udp", question(ddrName, dns.TypeSVCB, true))
+	assert.Len(t, r.Answer, 3, "the listeners serve on, designated")
+	r, err := e.dotAsk("127.0.0.2", question("www.tiktok.com.", dns.TypeA, true))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode, "the DoT listener serves on")
+}
