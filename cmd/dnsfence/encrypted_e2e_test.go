@@ -986,7 +986,8 @@ func TestCheckCertificateEndToEnd(t *testing.T) {
 	assert.Contains(t, out, "no PEM CERTIFICATE block")
 }
 
-// TestDDREndToEnd: against the built binary, `dig _dns.resolver.arpa
+// TestDDREndToEnd: `dnsfence check` names the target devices are sent to,
+// serve logs it, and against the built binary `dig _dns.resolver.arpa
 // SVCB` (RFC 9462) gets the binary's own encrypted listeners, DoH, DoT and
 // DoQ in that order, each at the port it listens on, and kdig, told only
 // what the DoT and DoH records say (address hint, port, target as the
@@ -996,10 +997,15 @@ func TestDDREndToEnd(t *testing.T) {
 	ca := newE2ECA(t, "dnsfence e2e CA")
 	upstream, count := testUpstream(t)
 	config, _, _ := encryptedFiles(t, ca, []string{upstream}, "")
+	code, out := runCmd("check", "-config", config)
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, "ddr _dns.resolver.arpa SVCB designates "+e2eServerName+". (RFC 9462)\n", "check names the target")
 	p := startBinary(t, "-config", config)
 	addrs := p.encryptedAddrs(t, "tls", "https", "quic")
+	line := p.waitLine(t, "designating the encrypted listeners to devices that ask _dns.resolver.arpa SVCB (RFC 9462)")
+	assert.Equal(t, e2eServerName+".", line["target"], "serve logs the target")
 
-	out := p.dig(t, "_dns.resolver.arpa", "SVCB", "+short")
+	out = p.dig(t, "_dns.resolver.arpa", "SVCB", "+short")
 	// dig 9.18 prints dohpath as key7.
 	re := regexp.MustCompile(`^(\d+) (\S+) alpn="(\S+)" port=(\d+) ipv4hint=(\S+)(?: key7="(\S+)")?$`)
 	var got [][]string
