@@ -104,7 +104,8 @@ func (h *Handler) localReply(q *query, req *dns.Msg) *dns.Msg {
 	}
 	var local netip.Addr
 	if q.w != nil {
-		local = addrOf(q.w.LocalAddr())
+		// IPv4 unmapped, with its zone (a link-local address's interface).
+		local = listen.AddrPortOf(q.w.LocalAddr()).Addr().Unmap()
 	}
 	answer, extra := d.records(recordClass(question.Qclass), local)
 	if len(answer) == 0 {
@@ -113,20 +114,6 @@ func (h *Handler) localReply(q *query, req *dns.Msg) *dns.Msg {
 	m.Answer, m.Ns = answer, nil
 	m.Extra = append(extra, m.Extra...)
 	return m
-}
-
-// addrOf is the IP address of a listener's net.Addr (a *net.UDPAddr or
-// *net.TCPAddr), IPv4 unmapped, with its zone (a link-local address's
-// interface); the zero Addr for any other.
-func addrOf(a net.Addr) netip.Addr {
-	var ap netip.AddrPort
-	switch a := a.(type) {
-	case *net.UDPAddr:
-		ap = a.AddrPort()
-	case *net.TCPAddr:
-		ap = a.AddrPort()
-	}
-	return ap.Addr().Unmap()
 }
 
 // records are the designation's SVCB records for a query sent to the
@@ -280,13 +267,10 @@ func DesignationCheck(cfg *config.Config, leaf *x509.Certificate) (target string
 	}
 	// The encrypted listeners with TLS: if every one is on loopback, a
 	// device asking at any other address is designated none.
-	encryptedLoopback := true
-	for _, a := range slices.Concat(cfg.ListenTLS, cfg.ListenHTTPS, cfg.ListenQUIC) {
-		hostport, plain, err := listen.ParseDoHListen(a) // host:port as it is, for the other two
-		if ap, perr := netip.ParseAddrPort(hostport); err == nil && !plain && (perr != nil || !ap.Addr().Unmap().IsLoopback()) {
-			encryptedLoopback = false
-		}
-	}
+	encryptedLoopback := !slices.ContainsFunc(cfg.TLSListeners(), func(a string) bool {
+		ap, err := netip.ParseAddrPort(a)
+		return err != nil || !ap.Addr().Unmap().IsLoopback()
+	})
 	for _, l := range cfg.Listen {
 		ap, err := netip.ParseAddrPort(l)
 		if err != nil {

@@ -4,7 +4,6 @@ import (
 	"crypto/x509"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
 
 	"github.com/dnsfence/dnsfence/resolver/listen"
@@ -170,14 +169,19 @@ func (c *Config) Encrypted() bool {
 // TLS for. An http:// DoH listener is not one (a proxy in front holds its
 // TLS), so `check` does not promise a designation that serve never makes.
 func (c *Config) Designates() bool {
-	if !c.DDR {
-		return false
+	return c.DDR && len(c.TLSListeners()) > 0
+}
+
+// TLSListeners are the "host:port" addresses of the encrypted listeners
+// dnsfence terminates TLS for: listen_tls, listen_https but its http://
+// ones, listen_quic, in that order.
+func (c *Config) TLSListeners() []string {
+	var out []string
+	out = append(out, c.ListenTLS...)
+	for _, a := range c.ListenHTTPS {
+		if hostport, plain, err := listen.ParseDoHListen(a); err == nil && !plain {
+			out = append(out, hostport)
+		}
 	}
-	if len(c.ListenTLS)+len(c.ListenQUIC) > 0 {
-		return true
-	}
-	return slices.ContainsFunc(c.ListenHTTPS, func(a string) bool {
-		_, plain, err := listen.ParseDoHListen(a)
-		return err == nil && !plain
-	})
+	return append(out, c.ListenQUIC...)
 }

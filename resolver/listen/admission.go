@@ -143,12 +143,17 @@ func ClientNetwork(a netip.Addr) netip.Prefix {
 
 // peerAddr is the IP address of a connection's remote end; the zero Addr
 // when it has none.
-func peerAddr(a net.Addr) netip.Addr {
+func peerAddr(a net.Addr) netip.Addr { return AddrPortOf(a).Addr() }
+
+// AddrPortOf is the address and port of a socket's net.Addr (a
+// *net.TCPAddr or *net.UDPAddr, as listeners and connections give them),
+// as it is (IPv4-mapped, zone kept); the zero AddrPort for any other.
+func AddrPortOf(a net.Addr) netip.AddrPort {
 	switch a := a.(type) {
 	case *net.TCPAddr:
-		return a.AddrPort().Addr()
+		return a.AddrPort()
 	case *net.UDPAddr:
-		return a.AddrPort().Addr()
+		return a.AddrPort()
 	}
-	return netip.Addr{}
+	return netip.AddrPort{}
 }

@@ -178,17 +178,9 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 	return nil
 }
 
-// endpoint records a listener StartEncrypted opened with TLS at addr, a
-// *net.TCPAddr or *net.UDPAddr.
+// endpoint records a listener StartEncrypted opened with TLS at addr.
 func (s *Server) endpoint(transport string, addr net.Addr) {
-	var ap netip.AddrPort
-	switch a := addr.(type) {
-	case *net.TCPAddr:
-		ap = a.AddrPort()
-	case *net.UDPAddr:
-		ap = a.AddrPort()
-	}
-	s.endpoints = append(s.endpoints, Endpoint{Transport: transport, Addr: ap})
+	s.endpoints = append(s.endpoints, Endpoint{Transport: transport, Addr: AddrPortOf(addr)})
 }
 
 // trusted reports whether peer is a trusted proxy under the rules of the
