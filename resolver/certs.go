@@ -1,7 +1,9 @@
 package resolver
 
 import (
+	"crypto/x509"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
@@ -28,6 +30,9 @@ type Certificate struct {
 	Store *listen.CertStore
 	log   *zap.Logger
 	m     *Metrics
+	// served, when set, is told each certificate the listeners start to
+	// serve after a reload (Server.StartEncrypted: DDR's warnings).
+	served atomic.Pointer[func(leaf *x509.Certificate)]
 }
 
 // OpenCertificate loads the tls pair of cfg (config.CheckCertificate
@@ -101,6 +106,9 @@ func (c *Certificate) reloaded(notAfter time.Time, err error) {
 	c.log.Info("TLS certificate reloaded", zap.String("subject", c.Store.Leaf().Subject.String()),
 		zap.Strings("names", c.Store.Leaf().DNSNames), zap.Time("not_after", notAfter))
 	c.warnNoHost()
+	if served := c.served.Load(); served != nil {
+		(*served)(c.Store.Leaf())
+	}
 }
 
 // certMetrics are the series of the server certificate, registered when

@@ -65,6 +65,34 @@ func (h *Handler) designate(endpoints []listen.Endpoint, cert *listen.CertStore)
 	}
 }
 
+// warnDesignation logs what DesignationCheck (`check`) warns about the
+// designation with the configuration in force and leaf, the certificate
+// served, when the listeners start and at each certificate reload: a
+// renewed certificate that lost a `listen` address leaves devices given
+// it unable to verify the designation (RFC 9462 §4.2). A certificate
+// naming no host is logged by Certificate.warnNoHost, ddr on or off.
+func (h *Handler) warnDesignation(leaf *x509.Certificate) {
+	snap := h.Snapshot()
+	if snap == nil {
+		return
+	}
+	_, ws := DesignationCheck(snap.Config, leaf)
+	for _, w := range ws {
+		if w.Msg != noHostDesignated {
+			h.log.Warn(w.Msg, zap.Strings("names", leaf.DNSNames), zap.Strings("addresses", certAddresses(leaf)))
+		}
+	}
+}
+
+// certAddresses are the IP addresses of leaf's subjectAltName, as text.
+func certAddresses(leaf *x509.Certificate) []string {
+	s := make([]string, len(leaf.IPAddresses))
+	for i, ip := range leaf.IPAddresses {
+		s[i] = ip.String()
+	}
+	return s
+}
+
 // noHostDesignated says that a certificate naming no host is verified by
 // no client that connects by name and designates nothing, when it is
 // loaded and in `check`.

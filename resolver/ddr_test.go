@@ -732,25 +732,7 @@ func TestDDRReloads(t *testing.T) {
 // reload, and not for one that names a host.
 func TestCertificateWithoutHostWarned(t *testing.T) {
 	dir := t.TempDir()
-	// A self-signed pair for 127.0.0.1 alone (the store checks the pair
-	// and its dates, not its chain).
-	noHost := func(name string) (certFile, keyFile string) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		require.NoError(t, err)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "127.0.0.1"},
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-			NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		require.NoError(t, err)
-		kder, err := x509.MarshalPKCS8PrivateKey(key)
-		require.NoError(t, err)
-		certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-		require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
-		require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600))
-		return certFile, keyFile
-	}
-	certFile, keyFile := noHost("served")
+	certFile, keyFile := selfSignedPair(t, dir, "served", nil, []net.IP{net.IPv4(127, 0, 0, 1)})
 	core, logs := observer.New(zapcore.InfoLevel)
 	cfgDir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf("upstreams: [\"127.0.0.1:53\"]\ntls: {cert: %q, key: %q}\nlisten_tls: [\"127.0.0.1:0\"]\n", certFile, keyFile)})
 	cfg, err := config.Load(filepath.Join(cfgDir, "dnsfence.yaml"))
@@ -763,25 +745,88 @@ func TestCertificateWithoutHostWarned(t *testing.T) {
 
 	// A pair that names a host: reloaded, no warning.
 	named := newTestPKI(t)
-	for _, f := range [][2]string{{named.keyFile, keyFile}, {named.certFile, certFile}} {
-		b, err := os.ReadFile(f[0])
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(f[1], b, 0o600))
-	}
+	replacePair(t, named.certFile, named.keyFile, certFile, keyFile)
 	cert.Reload()
 	require.Equal(t, []string{testServerName}, cert.Store.Leaf().DNSNames)
 	assert.Equal(t, 1, warned(), "no warning for a certificate that names a host")
 
 	// Back to one that names none: warned again.
-	other, otherKey := noHost("other")
-	for _, f := range [][2]string{{otherKey, keyFile}, {other, certFile}} {
+	other, otherKey := selfSignedPair(t, dir, "other", nil, []net.IP{net.IPv4(127, 0, 0, 1)})
+	replacePair(t, other, otherKey, certFile, keyFile)
+	cert.Reload()
+	require.Empty(t, cert.Store.Leaf().DNSNames)
+	assert.Equal(t, 2, warned(), "at the reload")
+}
+
+// selfSignedPair writes a self-signed pair for dnsNames and ips to
+// dir/name.crt and dir/name.key (the certificate store checks a pair and
+// its dates, not its chain).
+func selfSignedPair(t *testing.T, dir, name string, dnsNames []string, ips []net.IP) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: name},
+		DNSNames: dnsNames, IPAddresses: ips,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600))
+	return certFile, keyFile
+}
+
+// replacePair copies the pair certFile, keyFile over the served pair
+// servedCert, servedKey, key first.
+func replacePair(t *testing.T, certFile, keyFile, servedCert, servedKey string) {
+	t.Helper()
+	for _, f := range [][2]string{{keyFile, servedKey}, {certFile, servedCert}} {
 		b, err := os.ReadFile(f[0])
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(f[1], b, 0o600))
 	}
-	cert.Reload()
-	require.Empty(t, cert.Store.Leaf().DNSNames)
-	assert.Equal(t, 2, warned(), "at the reload")
+}
+
+// TestDesignationWarnedAtReload: what `check` warns about the designation
+// (DesignationCheck) serve logs too, for the certificate served when the
+// listeners start and for each one a reload serves: a renewed certificate
+// that lost the addresses devices are given leaves them unable to verify
+// the designation (RFC 9462 §4.2), which was otherwise unseen until the
+// next `check`.
+func TestDesignationWarnedAtReload(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	text := strings.Replace(encryptedConfig(p), `listen: ["127.0.0.1:0"]`, `listen: ["0.0.0.0:0"]`, 1)
+	text = strings.Replace(text, `listen_tls: ["127.0.0.1:0"]`, `listen_tls: ["0.0.0.0:0"]`, 1)
+	e := startEncryptedFence(t, p, text, up.addr)
+	const noAddress = "serves every address of the host, and the certificate (tls.cert) carries none"
+	warned := func() int { return e.logs.FilterMessageSnippet(noAddress).Len() }
+	assert.Zero(t, warned(), "the test pair carries 127.0.0.1 and 127.0.0.2")
+	assert.Zero(t, e.logs.FilterMessageSnippet("ddr:").Len(), "no warning at start")
+
+	// Renewed with the host name and no address.
+	original, err := os.ReadFile(p.certFile)
+	require.NoError(t, err)
+	originalKey, err := os.ReadFile(p.keyFile)
+	require.NoError(t, err)
+	renewedCert, renewedKey := selfSignedPair(t, t.TempDir(), "renewed", []string{testServerName}, nil)
+	replacePair(t, renewedCert, renewedKey, p.certFile, p.keyFile)
+	e.cert.Reload()
+	require.Empty(t, e.cert.Store.Leaf().IPAddresses, "the renewed pair is served")
+	assert.Equal(t, 1, warned(), "at the reload")
+	_, ws := DesignationCheck(e.handler.Snapshot().Config, e.cert.Store.Leaf())
+	require.Len(t, ws, 1)
+	assert.Equal(t, 1, e.logs.FilterMessage(ws[0].Msg).Len(), "serve logs what check says")
+
+	// Back to a pair with the addresses: nothing more.
+	require.NoError(t, os.WriteFile(p.keyFile, originalKey, 0o600))
+	require.NoError(t, os.WriteFile(p.certFile, original, 0o600))
+	e.cert.Reload()
+	require.NotEmpty(t, e.cert.Store.Leaf().IPAddresses)
+	assert.Equal(t, 1, warned(), "no warning for a pair that carries addresses")
 }
 
 // TestDDRListenersUntilRestart: the listeners running are designated, not

@@ -94,6 +94,8 @@ type encryptedFence struct {
 	*fence
 	pki   *testPKI
 	addrs map[string]string // by transport; "http" for the plain DoH listener
+	cert  *Certificate
+	logs  *observer.ObservedLogs
 }
 
 // encryptedConfig is testConfig with every encrypted listener on a free
@@ -140,7 +142,7 @@ func startEncryptedFence(t *testing.T, p *testPKI, text string, upstreams ...str
 		h.Snapshot().Forwarder().Close()
 	})
 	e := &encryptedFence{fence: &fence{addr: srv.Addrs()[0], handler: h, server: srv, dir: dir, registry: reg}, pki: p,
-		addrs: map[string]string{}}
+		addrs: map[string]string{}, cert: cert, logs: logs}
 	for _, l := range logs.FilterMessage("listening").All() {
 		f := l.ContextMap()
 		tr := fmt.Sprint(f["transports"].([]any)[0])

@@ -68,6 +68,11 @@ func (s *Server) StartEncrypted(cfg *config.Config, cert *Certificate) error {
 	}
 	if cert != nil {
 		s.handler.designate(s.ln.Endpoints(), cert.Store)
+		// What `check` warns about the designation, for the certificate
+		// served now and for each one a reload serves.
+		warn := s.handler.warnDesignation
+		cert.served.Store(&warn)
+		warn(cert.Store.Leaf())
 	}
 	return nil
 }
