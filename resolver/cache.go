@@ -382,6 +382,18 @@ func (c *Cache) failedRefresh(key cacheKey, start, now time.Time) {
 	}
 }
 
+// failedPrefetch records that every upstream failed, at now, to refresh
+// e, the entry for key a prefetch was for (it began while e was fresh),
+// when e is still the entry and has expired: the prefetch was then the
+// refresh of an expired answer, which failedRefresh records for
+// stale_refresh_time. Nothing is recorded on an entry still fresh (the
+// next hit prefetches again) or one another upstream query stored since.
+func (c *Cache) failedPrefetch(key cacheKey, e *cacheEntry, now time.Time) {
+	if c.expiredEntry(key, now) == e {
+		e.refreshFailed.Store(now.UnixNano())
+	}
+}
+
 // expiredEntry is the entry staleEntry finds, when it is no longer fresh.
 func (c *Cache) expiredEntry(key cacheKey, now time.Time) *cacheEntry {
 	e := c.staleEntry(key, now)

@@ -1005,11 +1005,18 @@ func (h *Handler) startPrefetch(q *query, e *cacheEntry) {
 
 // prefetch refreshes the cache entry e in the background, and ends what
 // startPrefetch counted in flight; when the upstreams fail, a later hit
-// tries again.
+// tries again, and once e has expired the failure is recorded on it
+// (Cache.failedPrefetch) for stale_refresh_time, as a query's own refresh
+// records it: the queries that found e expired meanwhile joined this
+// upstream query, and those answered at their client response timer no
+// longer wait for it to record the failure.
 func (h *Handler) prefetch(snap *Snapshot, e *cacheEntry, req *dns.Msg, key cacheKey, tcp bool) {
 	defer h.done()
 	if _, _, err := h.fetch(context.Background(), snap, req, key, tcp); err != nil {
 		e.prefetchFailed()
+		if upstreamsFailed(err) {
+			h.cache.Load().failedPrefetch(key, e, time.Now())
+		}
 	}
 }
 

@@ -1598,3 +1598,76 @@ func TestShutdownWaitsForPrefetch(t *testing.T) {
 		})
 	}
 }
+
+// TestStaleRefreshFailureOfAPrefetch: a query that finds the answer
+// expired while a prefetch of it is under way joins the prefetch's upstream
+// query, and is answered stale at its client response timer; when the
+// prefetch then fails, the failure is recorded on the expired answer
+// (stale_refresh_time, RFC 8767 §5's failure recheck timer) as the
+// query's own refresh would have recorded it: the next query is answered
+// stale at once, the failing upstream not asked again. Over UDP (the wire
+// path) and TCP (the message path).
+func TestStaleRefreshFailureOfAPrefetch(t *testing.T) {
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			// Until held, answers (TTL 1, min_ttl 3: they live 3 s); from
+			// then on queries wait for letGo and get SERVFAIL.
+			var held atomic.Bool
+			release := make(chan struct{})
+			up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				if r.Question[0].Name != "." && held.Load() {
+					<-release
+					return rcodeAnswer(dns.RcodeServerFailure)(w, r)
+				}
+				m := defaultAnswer(w, r)
+				for _, rr := range m.Answer {
+					rr.Header().Ttl = 1
+				}
+				return m
+			})
+			letGo := sync.OnceFunc(func() { close(release) })
+			t.Cleanup(letGo) // before the upstream's shutdown
+			f := govFence(t, "upstream_timeout: 10s\ncache: {prefetch: true, min_ttl: 3, serve_stale: 1h, stale_refresh_time: 1h, stale_answer_client_timeout: 200ms}", up.addr)
+			q := question("a.example.org.", dns.TypeA, true)
+			for range 2 { // a miss, then a hit: popular
+				r := ask(t, f.addr, "", network, q)
+				require.Len(t, r.Answer, 1)
+			}
+			require.Eventually(t, func() bool {
+				e, ok := f.handler.cache.Load().t.get(keyOf(q))
+				return ok && e.ttl-time.Since(e.stored) < e.ttl/prefetchAt
+			}, 5*time.Second, 10*time.Millisecond, "the answer is in the last tenth of its TTL")
+			held.Store(true)
+			before := up.distinct()
+			r := ask(t, f.addr, "", network, q)
+			require.Empty(t, allEDEs(r), "a cache hit, which starts the prefetch")
+			require.Eventually(t, func() bool { return up.distinct() == before+1 }, 5*time.Second, 10*time.Millisecond,
+				"the prefetch is under way, held")
+			require.Eventually(t, func() bool {
+				e, _ := f.handler.cache.Load().get(keyOf(q), time.Now())
+				return e == nil
+			}, 5*time.Second, 10*time.Millisecond, "the answer expires")
+
+			r = ask(t, f.addr, "", network, q)
+			if edes := allEDEs(r); assert.Len(t, edes, 1) {
+				assert.Equal(t, dns.ExtendedErrorCodeStaleAnswer, edes[0].InfoCode, "stale at its timer")
+			}
+			if network == "tcp" {
+				// The wire path (UDP) shares upstream queries among its
+				// own queries, not with the message path's prefetch.
+				assert.Equal(t, before+1, up.distinct(), "the prefetch's upstream query, shared")
+			}
+			letGo() // the prefetch fails
+			require.Eventually(t, func() bool { return testutilGauge(t, f, "dnsfence_inflight_queries") == 0 },
+				5*time.Second, 10*time.Millisecond, "the prefetch has ended")
+
+			settled := up.distinct()
+			r = ask(t, f.addr, "", network, q)
+			assert.Equal(t, settled, up.distinct(), "served stale for stale_refresh_time, the failing upstream not asked")
+			if edes := allEDEs(r); assert.Len(t, edes, 1) {
+				assert.Equal(t, dns.ExtendedErrorCodeStaleAnswer, edes[0].InfoCode, "stale")
+			}
+			require.Len(t, r.Answer, 1)
+		})
+	}
+}
