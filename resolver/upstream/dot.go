@@ -132,7 +132,9 @@ func (t *dotTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 	select {
 	case <-c.ready:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		// The attempt hangs past this query's deadline: its share of
+		// the attempt's one failure (sharedAs).
+		return nil, c.failure.share(ctx.Err())
 	}
 	if c.err != nil {
 		return nil, c.failure.share(c.err)
