@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,10 +96,6 @@ type dohTransport struct {
 	// of tr1's, a slow lookup) is shared with no one, as the upstream has
 	// answered since. Guarded by mu.
 	connectedAt time.Time
-	// attempts are the connection attempts under way, oldest first: a
-	// query whose deadline comes while it waits for a connection gets its
-	// share of the oldest one's failure (hungAttempt). Guarded by mu.
-	attempts []*sharedFailure
 }
 
 // dohStartKey is the context key of the time an Exchange began, which
@@ -210,15 +205,6 @@ func (t *dohTransport) dialTLS(conf *tls.Config) func(ctx context.Context, netwo
 		// TLSHandshakeTimeout would have done.
 		ctx, cancel := context.WithTimeout(ctx, t.timeout)
 		defer cancel()
-		failure := new(sharedFailure)
-		t.mu.Lock()
-		t.attempts = append(t.attempts, failure)
-		t.mu.Unlock()
-		defer func() {
-			t.mu.Lock()
-			t.attempts = slices.DeleteFunc(t.attempts, func(a *sharedFailure) bool { return a == failure })
-			t.mu.Unlock()
-		}()
 		began := time.Now()
 		conn, err := t.dial(ctx, network, addr)
 		if err == nil {
@@ -233,7 +219,7 @@ func (t *dohTransport) dialTLS(conf *tls.Config) func(ctx context.Context, netwo
 		}
 		t.mu.Lock()
 		if !t.connectedAt.After(began) {
-			err = failure.share(err)
+			err = new(sharedFailure).share(err)
 			t.failed, t.failedAt = err, time.Now()
 		}
 		t.mu.Unlock()
@@ -308,11 +294,7 @@ func (t *dohTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, erro
 		case t.life.Err() != nil:
 			return nil, ErrClosed
 		case ctx.Err() != nil:
-			err = exchangeCtxError(ctx, "dns over https", broken)
-			if !gotConn {
-				err = t.hungAttempt(ctx, err)
-			}
-			return nil, err
+			return nil, exchangeCtxError(ctx, "dns over https", broken)
 		case !gotConn || errors.Is(err, ErrProtocol) || try == 1:
 			// No connection (refused, a bad certificate), or the upstream
 			// answered: nothing a new connection would change.
@@ -320,25 +302,6 @@ func (t *dohTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, erro
 		}
 		broken = err
 	}
-}
-
-// hungAttempt is err, the deadline of a query (its ctx) that came while it
-// waited for a connection, as its share of the oldest connection attempt
-// under way, or of the one that failed while it waited (sharedAs, as a
-// DoT or DoQ query waiting for a dial gets it): an attempt that hangs past
-// the deadlines of the queries waiting for it is one failure of the
-// upstream. err as it is when there is neither.
-func (t *dohTransport) hungAttempt(ctx context.Context, err error) error {
-	start, _ := ctx.Value(dohStartKey{}).(time.Time)
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch {
-	case len(t.attempts) > 0:
-		return t.attempts[0].share(err)
-	case t.failed != nil && t.failedAt.After(start):
-		return sharedAs(t.failed, err)
-	}
-	return err
 }
 
 // post sends one request. gotConn reports that it got as far as a

@@ -215,9 +215,7 @@ func (t *doqTransport) connection(ctx context.Context) (*doqConn, error) {
 	case <-d.done:
 		return d.conn, d.failure.share(d.err)
 	case <-ctx.Done():
-		// The attempt hangs past this query's deadline: its share of
-		// the attempt's one failure (sharedAs).
-		return nil, d.failure.share(ctx.Err())
+		return nil, ctx.Err()
 	}
 }
 

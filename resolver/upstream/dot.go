@@ -132,9 +132,7 @@ func (t *dotTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 	select {
 	case <-c.ready:
 	case <-ctx.Done():
-		// The attempt hangs past this query's deadline: its share of
-		// the attempt's one failure (sharedAs).
-		return nil, c.failure.share(ctx.Err())
+		return nil, ctx.Err()
 	}
 	if c.err != nil {
 		return nil, c.failure.share(c.err)

@@ -272,7 +272,7 @@ func exchangeRetrying(ctx context.Context, timeout time.Duration, doing string, 
 		case closed != nil && closed():
 			return nil, ErrClosed
 		case ctx.Err() != nil:
-			return nil, sharedAs(err, exchangeCtxError(ctx, doing, broken))
+			return nil, exchangeCtxError(ctx, doing, broken)
 		case !errors.As(err, &be) || n == 1:
 			return nil, err
 		}

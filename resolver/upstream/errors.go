@@ -88,20 +88,6 @@ func (s *sharedFailure) share(err error) error {
 	return &sharedError{error: err, of: s}
 }
 
-// sharedAs is err as the same share of a sharedFailure as of, when of is
-// one; err as it is otherwise. A try that waited for a connection attempt
-// until the query's deadline (of, the attempt's failure shared) ends with
-// the deadline's error (err), which stays its share of the attempt, so
-// that an attempt that hangs past the queries' deadlines is one failure
-// of the upstream, as one that fails is.
-func sharedAs(of, err error) error {
-	var se *sharedError
-	if errors.As(of, &se) {
-		return se.of.share(err)
-	}
-	return err
-}
-
 // sharedError is a query's share of a sharedFailure.
 type sharedError struct {
 	error

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -162,59 +161,6 @@ func TestSharedFailureCountedByAQuery(t *testing.T) {
 					return
 				}
 			}
-		})
-	}
-}
-
-// TestHungDialCountsOnce: queries that wait together for one connection
-// attempt that hangs past their upstream_timeout share it as they share
-// one that fails (TestSharedDialFailureCountsOnce): each query times out,
-// is counted in dnsfence_upstream_errors_total, and the attempt counts
-// once against the upstream's health, where it was one timeout for every
-// query that waited. One lost handshake under a burst of queries is one
-// failure, not enough to mark a server down.
-func TestHungDialCountsOnce(t *testing.T) {
-	const queries = 6
-	const timeout = 300 * time.Millisecond
-	const stall = 5 * timeout // the handshake hangs past every query's time
-	pki := newPKI(t)
-	for _, scheme := range []string{"tls", "https", "quic"} {
-		t.Run(scheme, func(t *testing.T) {
-			var attempts atomic.Int32
-			enc := stallingUpstream(t, scheme, stall, &attempts)
-			reg := prometheus.NewRegistry()
-			opts := pki.testOptions(t)
-			opts.Timeout, opts.Metrics = timeout, NewMetrics(reg)
-			f, err := New([]string{enc}, opts)
-			require.NoError(t, err)
-			t.Cleanup(f.Close)
-			f.started.Store(true)    // no exploring probes
-			f.probeEvery = time.Hour // nor the probes of a down upstream
-
-			var wg sync.WaitGroup
-			for i := range queries {
-				wg.Go(func() {
-					_, _, err := f.Forward(context.Background(), clientQuery(fmt.Sprintf("q%d.example.", i), false), false)
-					// The query's deadline, or (QUIC) the handshake's
-					// idle timeout, the same length, as it came first.
-					if assert.Error(t, err) {
-						assert.Regexp(t, "deadline exceeded|timeout", err.Error(), "timed out")
-					}
-				})
-			}
-			wg.Wait()
-			require.Eventually(t, func() bool { return f.refs.Load() == 0 }, 10*time.Second, 5*time.Millisecond)
-			require.Equal(t, int32(1), attempts.Load(), "the queries waited for one attempt")
-
-			w := f.upstreams[0].health.w.Load()
-			fails, n := bits.OnesCount32(uint32(w)), int(w>>32)
-			assert.Equal(t, 1, fails, "one hung attempt, one failure")
-			assert.Equal(t, 1, n, "the window took the attempt once")
-			var failed float64
-			for _, v := range upstreamErrors(t, reg, enc) {
-				failed += v
-			}
-			assert.Equal(t, float64(queries), failed, "each query's timeout is still counted")
 		})
 	}
 }
