@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -453,15 +452,10 @@ func (h *Handler) notify(q *query) (reply, bool) {
 // peerAddr is the packet's own source address: the socket peer, which for
 // a connection that began with a PROXY header is the proxy.
 func peerAddr(w dns.ResponseWriter) netip.Addr {
-	switch a := w.RemoteAddr().(type) {
-	case *net.UDPAddr:
-		return a.AddrPort().Addr().Unmap()
-	case *net.TCPAddr:
-		return a.AddrPort().Addr().Unmap()
-	case *listen.ProxiedAddr:
+	if a, ok := w.RemoteAddr().(*listen.ProxiedAddr); ok {
 		return a.Proxy.Addr().Unmap()
 	}
-	return netip.Addr{}
+	return listen.AddrPortOf(w.RemoteAddr()).Addr().Unmap()
 }
 
 // FetchSources fetches each remote list cfg names once and builds its
