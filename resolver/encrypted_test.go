@@ -415,6 +415,45 @@ func TestEncryptedAnswersNotFitted(t *testing.T) {
 	}
 }
 
+// TestEncryptedRejectsCarryOPT: the FORMERR and NOTIMP an encrypted
+// listener answers itself, before the Handler, carry an OPT record when
+// the message had one, with its DO bit, over every transport as over UDP
+// and TCP (RFC 6891 §7: a responder MUST include an OPT record in its
+// response to a request that had one; a client otherwise takes the server
+// for one without EDNS).
+func TestEncryptedRejectsCarryOPT(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	twoQuestions := question("example.org.", dns.TypeA, true)
+	twoQuestions.Question = append(twoQuestions.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+	twoQuestions.IsEdns0().SetDo()
+	status := question("example.org.", dns.TypeA, true)
+	status.Opcode = dns.OpcodeStatus
+	for _, a := range encryptedAskers(e) {
+		t.Run(a.name, func(t *testing.T) {
+			for _, tc := range []struct {
+				name  string
+				m     *dns.Msg
+				rcode int
+				do    bool
+			}{
+				{name: "two questions", m: twoQuestions, rcode: dns.RcodeFormatError, do: true},
+				{name: "opcode STATUS", m: status, rcode: dns.RcodeNotImplemented},
+			} {
+				r, err := a.ask("127.0.0.8", tc.m)
+				require.NoError(t, err, tc.name)
+				assert.Equal(t, tc.rcode, r.Rcode, tc.name)
+				opt := r.IsEdns0()
+				if assert.NotNil(t, opt, "%s: the query's OPT answered with one", tc.name) {
+					assert.Equal(t, tc.do, opt.Do(), "%s: the DO bit echoed", tc.name)
+				}
+			}
+		})
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
+}
+
 // scrape returns the registry's metrics in the text format.
 func scrape(t *testing.T, reg *prometheus.Registry) string {
 	t.Helper()

@@ -43,7 +43,8 @@ type queryCheck struct {
 // ResultBadRequest (the caller answers HTTP 400, or closes the DoQ
 // connection with DOQ_PROTOCOL_ERROR); an opcode other than QUERY:
 // NOTIMP; a question count other than one (in the header or in fact), or
-// a body that does not parse: FORMERR.
+// a body that does not parse: FORMERR. A NOTIMP or FORMERR to a message
+// with an OPT record carries one, as AcceptMessage's do (RFC 6891 §7).
 func checkQuery(b []byte) queryCheck {
 	if len(b) < msgHeaderSize {
 		return queryCheck{result: ResultBadRequest}
@@ -62,6 +63,11 @@ func checkQuery(b []byte) queryCheck {
 		m.Opcode = int(bits>>11) & 0xF
 		m.RecursionDesired = bits&(1<<8) != 0
 		m.Rcode = rcode
+		// RFC 6891 §7: a query with an OPT gets an OPT back, whatever the
+		// RCODE.
+		if edns, do := queryOPT(b); edns {
+			m.SetEdns0(EDNSSize, do)
+		}
 		return queryCheck{reject: m, result: result}
 	}
 	if opcode := int(bits>>11) & 0xF; opcode != dns.OpcodeQuery {
