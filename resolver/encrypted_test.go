@@ -454,6 +454,57 @@ func TestEncryptedRejectsCarryOPT(t *testing.T) {
 	assert.Zero(t, up.count.Load(), "nothing went upstream")
 }
 
+// TestEncryptedRejectsPadded: a padded query gets a padded answer over
+// every encrypted transport, a FORMERR or NOTIMP the listener answers
+// itself as much as an answer from the Handler (RFC 7830 §3: responders
+// MUST pad the response to a query with the Padding option; RFC 8467
+// §4.1's 468-octet blocks), so that its length does not tell an observer
+// what was asked.
+func TestEncryptedRejectsPadded(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	padded := func(m *dns.Msg) *dns.Msg {
+		opt := m.IsEdns0()
+		opt.Option = append(opt.Option, &dns.EDNS0_PADDING{Padding: make([]byte, 128-m.Len()%128-4)})
+		return m
+	}
+	twoQuestions := question("example.org.", dns.TypeA, true)
+	twoQuestions.Question = append(twoQuestions.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+	status := question("example.org.", dns.TypeA, true)
+	status.Opcode = dns.OpcodeStatus
+	for _, a := range encryptedAskers(e) {
+		t.Run(a.name, func(t *testing.T) {
+			for _, tc := range []struct {
+				name  string
+				m     *dns.Msg
+				rcode int
+			}{
+				{name: "answered", m: padded(question("www.tiktok.com.", dns.TypeA, true)), rcode: dns.RcodeNameError},
+				{name: "two questions", m: padded(twoQuestions.Copy()), rcode: dns.RcodeFormatError},
+				{name: "opcode STATUS", m: padded(status.Copy()), rcode: dns.RcodeNotImplemented},
+			} {
+				r, err := a.ask("127.0.0.2", tc.m)
+				require.NoError(t, err, tc.name)
+				assert.Equal(t, tc.rcode, r.Rcode, tc.name)
+				opt := r.IsEdns0()
+				require.NotNil(t, opt, tc.name)
+				var pad *dns.EDNS0_PADDING
+				for _, o := range opt.Option {
+					if o, ok := o.(*dns.EDNS0_PADDING); ok {
+						pad = o
+					}
+				}
+				require.NotNil(t, pad, "%s: the answer carries the Padding option", tc.name)
+				r.Compress = true // as the listener packs it
+				b, err := r.Pack()
+				require.NoError(t, err)
+				assert.Zero(t, len(b)%468, "%s: %d octets, not a multiple of 468", tc.name, len(b))
+			}
+		})
+	}
+}
+
 // scrape returns the registry's metrics in the text format.
 func scrape(t *testing.T, reg *prometheus.Registry) string {
 	t.Helper()

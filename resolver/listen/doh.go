@@ -281,7 +281,7 @@ func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no answer", http.StatusInternalServerError)
 		return
 	}
-	reply = padReply(chk.req, reply)
+	reply = padReply(paddedQuery(chk.req, msg), reply)
 	if replyMsg == nil {
 		replyMsg = new(dns.Msg)
 		if replyMsg.Unpack(reply) != nil {

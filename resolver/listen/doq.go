@@ -596,7 +596,7 @@ func (s *DoQServer) serveStream(conn *quic.Conn, st *quic.Stream) {
 		st.CancelWrite(DoQInternalError)
 		return
 	}
-	reply = padReply(chk.req, reply)
+	reply = padReply(paddedQuery(chk.req, msg), reply)
 	frame := make([]byte, 2+len(reply))
 	binary.BigEndian.PutUint16(frame, uint16(len(reply)))
 	copy(frame[2:], reply)

@@ -96,7 +96,7 @@ func (s *framingServer) serveConn(c *TLSConn, h Handler) {
 		if reply == nil {
 			return
 		}
-		reply = padReply(chk.req, reply)
+		reply = padReply(paddedQuery(chk.req, b), reply)
 		if _, err := c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(reply))), reply...)); err != nil {
 			return
 		}

@@ -101,15 +101,55 @@ func hasPadding(m *dns.Msg) bool {
 	return false
 }
 
+// paddedQuery reports whether a query asks for a padded answer (RFC 7830
+// §3): req's OPT record carries the Padding option, or, for a message the
+// listener rejected without parsing it (req nil), the OPT record of its
+// bytes b does (rawPadding), so that its FORMERR or NOTIMP is padded too.
+func paddedQuery(req *dns.Msg, b []byte) bool {
+	if req != nil {
+		return hasPadding(req)
+	}
+	return rawPadding(b)
+}
+
+// rawPadding reports whether the message b carries an OPT record (found as
+// queryOPT finds it) with a Padding option among the options its RDATA
+// holds whole.
+func rawPadding(b []byte) bool {
+	if len(b) < msgHeaderSize {
+		return false
+	}
+	off, ok := findOPT(b)
+	if !ok {
+		return false
+	}
+	rdata := b[off+10:]
+	if n := int(binary.BigEndian.Uint16(b[off+8:])); n < len(rdata) {
+		rdata = rdata[:n]
+	}
+	for len(rdata) >= 4 {
+		code, n := binary.BigEndian.Uint16(rdata), int(binary.BigEndian.Uint16(rdata[2:]))
+		if 4+n > len(rdata) {
+			return false
+		}
+		if code == dns.EDNS0PADDING {
+			return true
+		}
+		rdata = rdata[4+n:]
+	}
+	return false
+}
+
 // padReply pads the packed reply b to a multiple of responsePaddingBlock
-// octets when the query was padded and the reply has an OPT record to
-// carry the Padding option (RFC 7830 §4, RFC 8467 §4.1): an encrypted
-// answer's length then says little about the name asked. Any Padding
-// option the reply had is replaced. It returns b unchanged when there is
-// nothing to pad, when b does not parse, or when padding would take the
-// reply past 65,535 octets.
-func padReply(req *dns.Msg, b []byte) []byte {
-	if req == nil || !hasPadding(req) {
+// octets when padded (the query was: paddedQuery) and the reply has an
+// OPT record to carry the Padding option (RFC 7830 §3, RFC 8467 §4.1):
+// an encrypted answer's length then says little about the name asked.
+// Responders MUST pad the answer to a padded query, a FORMERR or NOTIMP
+// as much as any. Any Padding option the reply had is replaced. It
+// returns b unchanged when there is nothing to pad, when b does not
+// parse, or when padding would take the reply past 65,535 octets.
+func padReply(padded bool, b []byte) []byte {
+	if !padded {
 		return b
 	}
 	m := new(dns.Msg)
@@ -139,11 +179,11 @@ func padReply(req *dns.Msg, b []byte) []byte {
 		return b
 	}
 	pad.Padding = make([]byte, n)
-	padded, err := m.Pack()
-	if err != nil || len(padded) != len(unpadded)+n {
+	out, err := m.Pack()
+	if err != nil || len(out) != len(unpadded)+n {
 		return b
 	}
-	return padded
+	return out
 }
 
 // cacheMaxAge is the HTTP freshness lifetime of a DoH answer in seconds

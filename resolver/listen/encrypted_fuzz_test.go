@@ -55,6 +55,15 @@ func FuzzCheckQuery(f *testing.F) {
 		b, _ = m.Pack()
 		f.Add(b)
 	}
+	// Padded queries the listener rejects: two questions, opcode STATUS.
+	two := query("example.org")
+	two.Question = append(two.Question, two.Question[0])
+	two.IsEdns0().Option = append(two.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, 5)})
+	b, _ := two.Pack()
+	f.Add(b)
+	two.Question, two.Opcode = two.Question[:1], dns.OpcodeStatus
+	b, _ = two.Pack()
+	f.Add(b)
 	f.Add([]byte{0, 0, 0x28, 0, 0, 1, 0, 0, 0, 0, 0, 0})
 	f.Add([]byte{0, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -69,6 +78,17 @@ func FuzzCheckQuery(f *testing.F) {
 			if chk.result != resultFormerr && chk.result != resultNotimp {
 				t.Fatalf("result %q", chk.result)
 			}
+			packed, err := chk.reject.Pack()
+			if err != nil {
+				t.Fatalf("rejection does not pack: %v", err)
+			}
+			padded := padReply(paddedQuery(nil, b), packed)
+			if err := new(dns.Msg).Unpack(padded); err != nil {
+				t.Fatalf("padded rejection does not parse: %v", err)
+			}
+			if rawPadding(b) && len(padded)%responsePaddingBlock != 0 {
+				t.Fatalf("rejection padded to %d octets", len(padded))
+			}
 		case chk.req != nil:
 			if len(chk.req.Question) != 1 || chk.req.Response {
 				t.Fatalf("not one question: %v", chk.req)
@@ -82,7 +102,7 @@ func FuzzCheckQuery(f *testing.F) {
 			if err != nil {
 				return
 			}
-			padded := padReply(chk.req, packed)
+			padded := padReply(paddedQuery(chk.req, b), packed)
 			if err := new(dns.Msg).Unpack(padded); err != nil {
 				t.Fatalf("padded reply does not parse: %v", err)
 			}

@@ -393,14 +393,14 @@ func frameBuffered(r *bufio.Reader) bool {
 func (s *tcpServer) serveMessage(c *tcpConn, m []byte) (resume func()) {
 	w := &tcpWriter{conn: c, transport: s.transport}
 	req, reject := AcceptMessage(m, s.accept, s.invalid)
+	// RFC 7830 §3, RFC 8467 §4.1: a padded query gets a padded answer,
+	// on DNS over TLS; a rejected one too.
+	w.pad = s.tls != nil && paddedQuery(req, m)
 	if reject != nil {
 		answerReject(s.handler, w, reject, s.count)
 	}
 	if req == nil {
 		return nil
-	}
-	if s.tls != nil && hasPadding(req) {
-		w.padFor = req // RFC 8467 §4.1: a padded query gets a padded answer
 	}
 	return s.handler.ServeInline(w, req)
 }
@@ -516,9 +516,9 @@ func (s *tcpServer) drain(done <-chan struct{}) {
 type tcpWriter struct {
 	conn      *tcpConn
 	transport string
-	// padFor is the query when it was padded on DNS over TLS: the answer
-	// is padded too (padReply). Nil on TCP.
-	padFor *dns.Msg
+	// pad is set when the query was padded on DNS over TLS: the answer is
+	// padded too (padReply). Never on TCP.
+	pad bool
 }
 
 var _ ResponseWriter = (*tcpWriter)(nil)
@@ -531,10 +531,10 @@ func (w *tcpWriter) WriteMsg(m *dns.Msg) error {
 	if err != nil {
 		return err
 	}
-	return w.conn.writeFrame(padReply(w.padFor, b))
+	return w.conn.writeFrame(padReply(w.pad, b))
 }
 func (w *tcpWriter) Write(b []byte) (int, error) {
-	return len(b), w.conn.writeFrame(padReply(w.padFor, b))
+	return len(b), w.conn.writeFrame(padReply(w.pad, b))
 }
 func (w *tcpWriter) Close() error        { return nil } // the connection outlives one query
 func (w *tcpWriter) TsigStatus() error   { return nil }

@@ -559,7 +559,19 @@ const EDNSSize = 1232
 // OPT of a message that does not parse otherwise (an option's data, an
 // unknown opcode's sections); a message it cannot read so has none.
 func queryOPT(b []byte) (edns, do bool) {
-	off := 12 // the header
+	off, ok := findOPT(b)
+	if !ok {
+		return false, false
+	}
+	return true, b[off+6]&0x80 != 0 // the DO bit: the high bit of the flags after EXTENDED-RCODE and VERSION
+}
+
+// findOPT is the offset in b, which has a header, of the first OPT
+// record of its additional section, after the record's owner name (at its
+// TYPE), as queryOPT reads it; ok is false when there is none, or b
+// cannot be read so far. The record's fixed fields (10 octets) are in b.
+func findOPT(b []byte) (off int, ok bool) {
+	off = 12 // the header
 	skipName := func() bool {
 		for off < len(b) {
 			switch c := b[off]; {
@@ -579,21 +591,21 @@ func queryOPT(b []byte) (edns, do bool) {
 	}
 	for range binary.BigEndian.Uint16(b[4:]) {
 		if !skipName() || off+4 > len(b) {
-			return false, false
+			return 0, false
 		}
 		off += 4
 	}
 	an, ns, ar := int(binary.BigEndian.Uint16(b[6:])), int(binary.BigEndian.Uint16(b[8:])), int(binary.BigEndian.Uint16(b[10:]))
 	for i := range an + ns + ar {
 		if !skipName() || off+10 > len(b) {
-			return false, false
+			return 0, false
 		}
 		if i >= an+ns && binary.BigEndian.Uint16(b[off:]) == dns.TypeOPT {
-			return true, b[off+6]&0x80 != 0 // the DO bit: the high bit of the flags after EXTENDED-RCODE and VERSION
+			return off, true
 		}
 		off += 10 + int(binary.BigEndian.Uint16(b[off+8:]))
 	}
-	return false, false
+	return 0, false
 }
 
 // stopReading stops the read loop without waiting: no datagram that
