@@ -63,8 +63,9 @@ type DoHOptions struct {
 	// at debug level. Nil: discarded.
 	Log *zap.Logger
 	// TLS is the server TLS configuration (ServerTLSConfig(store,
-	// ALPNHTTP2, ALPNHTTP1)). Nil serves plain HTTP/1.1, for an http://
-	// listen address behind a TLS-terminating proxy.
+	// ALPNHTTP2, ALPNHTTP1)). Nil serves plain HTTP/1.1 and HTTP/2 with
+	// prior knowledge (h2c), for an http:// listen address behind a
+	// TLS-terminating proxy.
 	TLS *tls.Config
 	// Trusted reports whether a peer (unmapped, no zone) is a trusted
 	// proxy, whose Forwarded or X-Forwarded-For header names the client.
@@ -102,7 +103,8 @@ type DoHOptions struct {
 
 // DoHServer serves DNS over HTTPS (RFC 8484) on DoHPath: GET with the
 // query base64url-encoded (no padding) in dns=, and POST with an
-// application/dns-message body, over HTTP/2 and HTTP/1.1. Every answer is
+// application/dns-message body, over HTTP/2 and HTTP/1.1 (without TLS,
+// HTTP/2 with prior knowledge). Every answer is
 // 200 with Content-Type application/dns-message and Cache-Control max-age
 // from its TTLs, whatever its RCODE; requests that carry no usable query
 // get 400, 404, 405, 413, 414 or 415.
@@ -143,6 +145,12 @@ func NewDoHServer(opt DoHOptions) *DoHServer {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(opt.TLS != nil)
+	// Without TLS (a TLS-terminating proxy in front), HTTP/2 with prior
+	// knowledge (h2c) too: a proxy that forwards the clients' HTTP/2 as
+	// it is (HAProxy's proto h2, Envoy, Caddy's h2c://) speaks it, and it
+	// is all Unbound's http-notls-downstream speaks. RFC 8484 §5.2: HTTP/2
+	// is the minimum RECOMMENDED version for DoH.
+	protocols.SetUnencryptedHTTP2(opt.TLS == nil)
 	errLog, _ := zap.NewStdLogAt(opt.Log, zap.DebugLevel)
 	s.srv = &http.Server{
 		Handler:           s,

@@ -293,6 +293,28 @@ func TestDoHPlainHTTP(t *testing.T) {
 	assert.Equal(t, HTTPS, s.transport)
 }
 
+// TestDoHPlainHTTP2: the http:// listener serves HTTP/2 with prior
+// knowledge (h2c) as well as HTTP/1.1, for a TLS-terminating proxy that
+// forwards its clients' HTTP/2 as it is (RFC 8484 §5.2: HTTP/2 is the
+// minimum RECOMMENDED version; Unbound's cleartext DoH speaks only h2c).
+func TestDoHPlainHTTP2(t *testing.T) {
+	d := newDoHSetup(t, true, nil)
+	protocols := new(http.Protocols)
+	protocols.SetUnencryptedHTTP2(true)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Protocols: protocols}}
+	t.Cleanup(c.CloseIdleConnections)
+	r, resp := dohGet(t, c, d.url, query("www.blocked.test"))
+	assert.Equal(t, 2, resp.ProtoMajor, "HTTP/2 without TLS")
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	r, resp = dohPost(t, c, d.url, query("example.org"))
+	assert.Equal(t, 2, resp.ProtoMajor, "HTTP/2 without TLS")
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	assert.Equal(t, DoHContentType, resp.Header.Get("Content-Type"))
+	s, ok := d.handler.seenFor("example.org")
+	require.True(t, ok)
+	assert.Equal(t, HTTPS, s.transport)
+}
+
 // TestDoHForwardedFor: Forwarded and X-Forwarded-For name the client only
 // when the peer is a trusted proxy; then the Handler sees a *ProxiedAddr.
 func TestDoHForwardedFor(t *testing.T) {
