@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -286,4 +287,23 @@ func TestBlockedCountedAcrossReload(t *testing.T) {
 	f.handler.metrics.blockedBy(policy(next), list, false)
 	f.handler.metrics.blockedBy(policy(old), list, false)
 	assert.Equal(t, before+2, count())
+}
+
+// TestREADMEQueryResults: README's row for dnsfence_queries_total names
+// every result the counter has, bad_request (DoH and DoQ requests refused
+// without a DNS answer) among them: an operator reading it learns what
+// each transport counts.
+func TestREADMEQueryResults(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	var row string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "| `dnsfence_queries_total{transport,result}`") {
+			row = line
+		}
+	}
+	require.NotEmpty(t, row, "README has a row for dnsfence_queries_total")
+	for _, r := range queryResults {
+		assert.Contains(t, row, "`"+r+"`", "README names the result %q", r)
+	}
 }
