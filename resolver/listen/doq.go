@@ -245,10 +245,12 @@ func (s *DoQServer) verifySourceAddress(a net.Addr) bool {
 
 // handshakeKey is the connection context key of the func that ends an
 // unproven attempt's count in unproven; admittedKey marks a connection
-// Admit took before its handshake.
+// Admit took before its handshake; handshookKey is the key of the
+// *atomic.Bool serveConn sets once the handshake is done.
 type (
 	handshakeKey struct{}
 	admittedKey  struct{}
+	handshookKey struct{}
 )
 
 // errNotAdmitted refuses a proven connection attempt Admit refused.
@@ -265,6 +267,15 @@ func (s *DoQServer) connContext(ctx context.Context, info *quic.ClientInfo) (con
 		return nil, errTooManyConns
 	}
 	context.AfterFunc(ctx, func() { s.open.Add(-1) })
+	// A connection that ends before its handshake is done is logged at
+	// debug level, as DoT's and DoH's are (handshakeFailed).
+	handshook := new(atomic.Bool)
+	context.AfterFunc(ctx, func() {
+		if !handshook.Load() {
+			s.handshakeFailed(info.RemoteAddr, context.Cause(ctx))
+		}
+	})
+	ctx = context.WithValue(ctx, handshookKey{}, handshook)
 	peer := udpPeer(info.RemoteAddr)
 	if info.AddrVerified {
 		if s.opt.Admit == nil {
@@ -440,6 +451,9 @@ type doqConn struct {
 func (s *DoQServer) serveConn(conn *quic.Conn) {
 	defer s.wg.Done()
 	ctx := conn.Context()
+	if handshook, ok := ctx.Value(handshookKey{}).(*atomic.Bool); ok {
+		handshook.Store(true)
+	}
 	if done, ok := ctx.Value(handshakeKey{}).(func()); ok {
 		done() // the handshake is over: the address is proven now
 	}
@@ -514,6 +528,22 @@ func (s *DoQServer) checkIdle(c *doqConn) {
 		wait = s.opt.IdleTimeout - since
 	}
 	c.idle.Reset(wait)
+}
+
+// handshakeFailed logs at debug level a connection attempt from client
+// that ended with cause before its QUIC handshake was done: a client that
+// does not trust the certificate or offers another ALPN, or one that
+// vanished. Not when the stop or an admission refusal ended it.
+func (s *DoQServer) handshakeFailed(client net.Addr, cause error) {
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if draining || errors.Is(cause, errTooManyConns) || errors.Is(cause, errNotAdmitted) {
+		return
+	}
+	if ce := s.log.Check(zap.DebugLevel, "QUIC handshake failed"); ce != nil {
+		ce.Write(zap.Stringer("client", client), zap.Error(cause))
+	}
 }
 
 // protocolError closes conn with DOQ_PROTOCOL_ERROR (RFC 9250 §4.3.3) and

@@ -426,3 +426,55 @@ func TestServerDoQStalledHandshake(t *testing.T) {
 	assert.Less(t, time.Since(stalled), 2500*time.Millisecond,
 		"the place came back after tcp_read_timeout (500 ms), not DoQ's default handshake timeout (5 s)")
 }
+
+// TestEncryptedHandshakeFailuresLogged: a DNS over TLS or QUIC connection
+// whose handshake fails (here a client that shares no ALPN protocol with
+// the listener, and one that does not trust its certificate) is logged at
+// debug level with the client's address and why, as DoH's net/http logs
+// its own: an operator whose devices cannot connect sees why.
+func TestEncryptedHandshakeFailuresLogged(t *testing.T) {
+	ca := newTestCA(t)
+	files, _ := writePair(t, ca)
+	store, _ := startStore(t, files, time.Hour)
+	core, logs := observer.New(zapcore.DebugLevel)
+	srv := New(Config{Handler: newTestHandler(newTestUpstream(t)), Rules: func() Rules { return proxyRules{} }, Log: zap.New(core)})
+	require.NoError(t, srv.StartEncrypted(Encrypted{TLS: []string{"127.0.0.1:0"}, QUIC: []string{"127.0.0.1:0"}, Cert: store}))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	addrs := map[string]string{}
+	for _, ep := range srv.Endpoints() {
+		addrs[ep.Transport] = ep.Addr.String()
+	}
+	untrusting := clientTLS(newTestCA(t), ALPNDoT) // another CA: the listener's certificate is not trusted
+	for _, cfg := range []*tls.Config{clientTLS(ca, "h2"), untrusting} {
+		c, err := tls.Dial("tcp", addrs[TLS], cfg)
+		if err == nil {
+			// TLS 1.3 clients learn of a server's refusal on read.
+			_, err = streamExchange(c, query("example.org"))
+			c.Close()
+		}
+		require.Error(t, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, cfg := range []*tls.Config{clientTLS(ca, "doq-i02"), clientTLS(newTestCA(t), ALPNDoQ)} {
+		c, err := quic.DialAddr(ctx, addrs[QUIC], cfg, &quic.Config{})
+		if err == nil {
+			_ = c.CloseWithError(0, "")
+		}
+		require.Error(t, err)
+	}
+	for _, msg := range []string{"TLS handshake failed", "QUIC handshake failed"} {
+		require.Eventually(t, func() bool { return logs.FilterMessage(msg).Len() == 2 }, 5*time.Second, 10*time.Millisecond,
+			"%s: logged once for each failed connection", msg)
+		for _, l := range logs.FilterMessage(msg).All() {
+			assert.Equal(t, zapcore.DebugLevel, l.Level)
+			assert.Contains(t, l.ContextMap()["client"], "127.0.0.1:", msg)
+			assert.NotEmpty(t, l.ContextMap()["error"], msg)
+			t.Logf("%s: %v", msg, l.ContextMap())
+		}
+	}
+}

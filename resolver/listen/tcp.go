@@ -335,6 +335,7 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 			return // shutdown set its deadline before ours
 		}
 		if _, err := io.ReadFull(r, length[:]); err != nil {
+			s.handshakeFailed(c, err)
 			return
 		}
 		n := int(binary.BigEndian.Uint16(length[:]))
@@ -373,6 +374,22 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 			defer func() { <-slots }()
 			resume()
 		}()
+	}
+}
+
+// handshakeFailed logs at debug level, as the DoH listener's net/http
+// does, a DNS over TLS connection whose read ended with err before its
+// TLS handshake completed: a client that does not trust the certificate,
+// shares no TLS version or ALPN protocol with it, stalls, or speaks plain
+// DNS to the TLS port (Unbound logs each too). A connection the stop
+// ended is not logged.
+func (s *tcpServer) handshakeFailed(c *tcpConn, err error) {
+	tc, ok := c.Conn.(*TLSConn)
+	if !ok || s.closing.Load() || tc.ConnectionState().HandshakeComplete {
+		return
+	}
+	if ce := s.log.Check(zap.DebugLevel, "TLS handshake failed"); ce != nil {
+		ce.Write(zap.String("transport", TLS), zap.Stringer("client", c.remoteAddr()), zap.Error(err))
 	}
 }
 
