@@ -2,11 +2,13 @@ package resolver
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -168,6 +170,63 @@ func rawExchange(t *testing.T, server string, b []byte) []byte {
 	n, err := c.Read(buf)
 	require.NoError(t, err)
 	return buf[:n]
+}
+
+// rawExchangeTCP sends b over one TCP connection to server and returns the
+// raw answer.
+func rawExchangeTCP(t *testing.T, server string, b []byte) []byte {
+	t.Helper()
+	c, err := net.Dial("tcp", server)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(3*time.Second)))
+	_, err = c.Write(append([]byte{byte(len(b) >> 8), byte(len(b))}, b...))
+	require.NoError(t, err)
+	var n [2]byte
+	_, err = io.ReadFull(c, n[:])
+	require.NoError(t, err)
+	buf := make([]byte, int(n[0])<<8|int(n[1]))
+	_, err = io.ReadFull(c, buf)
+	require.NoError(t, err)
+	return buf
+}
+
+// TestQuestionCutShortIsFormerr: a question is QNAME, QTYPE and QCLASS
+// (RFC 1035 §4.1.2); a query that ends before its QCLASS, or its QTYPE, is
+// a format error (§4.1.1), on UDP and TCP, and nothing goes upstream. miekg/dns unpacks such a question with
+// QCLASS (or QTYPE) 0, and a query cut after its QTYPE was forwarded as a
+// question of class 0 that the client never asked.
+func TestQuestionCutShortIsFormerr(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	whole, err := question("example.org.", dns.TypeA, false).Pack()
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name string
+		cut  int // octets taken off the end
+	}{
+		{"no QCLASS", 2},
+		{"no QTYPE nor QCLASS", 4},
+	} {
+		for _, transport := range []string{"udp", "tcp"} {
+			t.Run(tc.name+" "+transport, func(t *testing.T) {
+				b := whole[:len(whole)-tc.cut]
+				var raw []byte
+				if transport == "udp" {
+					raw = rawExchange(t, f.addr, b)
+				} else {
+					raw = rawExchangeTCP(t, f.addr, b)
+				}
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(raw))
+				assert.Equal(t, dns.RcodeFormatError, r.Rcode, dns.RcodeToString[r.Rcode])
+				assert.Equal(t, dnswire.ID(b), r.Id)
+				assert.True(t, r.Response)
+				assert.Empty(t, r.Answer)
+			})
+		}
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
 }
 
 // TestEDNSVersionAndOPTCount: RFC 6891 §6.1.1 and §6.1.3, on both

@@ -247,9 +247,9 @@ func TestDoHStatusCodes(t *testing.T) {
 }
 
 // TestDoHRejectsAsTCPDoes: a message the DNS listeners answer themselves
-// (an opcode other than QUERY, two questions) gets that DNS answer over
-// DoH too, counted; a query the Handler drops gets 500; an answer sent as
-// a query gets 400.
+// (an opcode other than QUERY, two questions, a question cut short) gets
+// that DNS answer over DoH too, counted; a query the Handler drops gets
+// 500; an answer sent as a query gets 400.
 func TestDoHRejectsAsTCPDoes(t *testing.T) {
 	d := newDoHSetup(t, false, nil)
 	c := d.client(false)
@@ -264,6 +264,21 @@ func TestDoHRejectsAsTCPDoes(t *testing.T) {
 	assert.Equal(t, dns.RcodeFormatError, r.Rcode)
 	assert.Equal(t, "private, max-age=0", resp.Header.Get("Cache-Control"))
 	assert.Equal(t, 1, d.counts.get(HTTPS, resultFormerr))
+
+	// A question cut short before its QCLASS is FORMERR (RFC 1035
+	// §4.1.2), never a question of class 0 for the Handler.
+	cut := query("example.org")
+	cut.Extra = nil
+	b := mustPack(t, cut)
+	resp4, err := c.Post(d.url, DoHContentType, bytes.NewReader(b[:len(b)-2]))
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp4.Body)
+	resp4.Body.Close()
+	require.NoError(t, err)
+	r = new(dns.Msg)
+	require.NoError(t, r.Unpack(body))
+	assert.Equal(t, dns.RcodeFormatError, r.Rcode)
+	assert.Equal(t, 2, d.counts.get(HTTPS, resultFormerr))
 
 	// A query the Handler drops gets 500: over HTTP something is said.
 	resp3, err := c.Post(d.url, DoHContentType, bytes.NewReader(mustPack(t, query("x.drop.test"))))

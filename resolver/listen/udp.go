@@ -501,8 +501,9 @@ func (s *udpServer) serveDatagram(w *udpWriter, b []byte) {
 // AcceptMessage takes a raw message as miekg/dns's server would, as every
 // listener does before its Handler sees it: without a header it is dropped
 // (nil, nil: any answer could be used to amplify); a header the accept
-// function rejects, or a body that does not parse (RFC 1035 §4.1.1), gets
-// the FORMERR (or NOTIMP) reply returned as reject; else the parsed query
+// function rejects, or a body that does not parse (RFC 1035 §4.1.1) or
+// ends inside its question (questionsWhole), gets the FORMERR (or NOTIMP)
+// reply returned as reject; else the parsed query
 // is returned as req. invalid is told of a message that does not parse.
 func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) (req, reject *dns.Msg) {
 	const headerSize = 12
@@ -521,7 +522,7 @@ func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 	action := accept(dh)
 	if action == dns.MsgAccept {
 		req = new(dns.Msg)
-		if err := req.Unpack(b); err == nil {
+		if err := req.Unpack(b); err == nil && questionsWhole(b) {
 			return req, nil
 		}
 		invalid(b, dns.ErrBuf)
@@ -571,33 +572,13 @@ func queryOPT(b []byte) (edns, do bool) {
 // TYPE), as queryOPT reads it; ok is false when there is none, or b
 // cannot be read so far. The record's fixed fields (10 octets) are in b.
 func findOPT(b []byte) (off int, ok bool) {
-	off = 12 // the header
-	skipName := func() bool {
-		for off < len(b) {
-			switch c := b[off]; {
-			case c == 0:
-				off++
-				return true
-			case c&0xC0 == 0xC0: // a pointer ends the name
-				off += 2
-				return off <= len(b)
-			case c&0xC0 != 0:
-				return false
-			default:
-				off += 1 + int(c)
-			}
-		}
-		return false
-	}
-	for range binary.BigEndian.Uint16(b[4:]) {
-		if !skipName() || off+4 > len(b) {
-			return 0, false
-		}
-		off += 4
+	off, ok = skipQuestions(b)
+	if !ok {
+		return 0, false
 	}
 	an, ns, ar := int(binary.BigEndian.Uint16(b[6:])), int(binary.BigEndian.Uint16(b[8:])), int(binary.BigEndian.Uint16(b[10:]))
 	for i := range an + ns + ar {
-		if !skipName() || off+10 > len(b) {
+		if off, ok = skipName(b, off); !ok || off+10 > len(b) {
 			return 0, false
 		}
 		if i >= an+ns && binary.BigEndian.Uint16(b[off:]) == dns.TypeOPT {
@@ -606,6 +587,50 @@ func findOPT(b []byte) (off int, ok bool) {
 		off += 10 + int(binary.BigEndian.Uint16(b[off+8:]))
 	}
 	return 0, false
+}
+
+// skipName returns the offset after the name at off in b, reading only
+// its labels' lengths (a compression pointer ends a name); ok is false
+// when b ends first or a length is of a reserved kind.
+func skipName(b []byte, off int) (end int, ok bool) {
+	for off < len(b) {
+		switch c := b[off]; {
+		case c == 0:
+			return off + 1, true
+		case c&0xC0 == 0xC0: // a pointer ends the name
+			return off + 2, off+2 <= len(b)
+		case c&0xC0 != 0:
+			return 0, false
+		default:
+			off += 1 + int(c)
+		}
+	}
+	return 0, false
+}
+
+// skipQuestions returns the offset after the question section of b, a
+// message with a header, as QDCOUNT gives it; ok is false when b ends
+// before the last question's QTYPE and QCLASS do.
+func skipQuestions(b []byte) (end int, ok bool) {
+	off := 12 // the header
+	for range binary.BigEndian.Uint16(b[4:]) {
+		if off, ok = skipName(b, off); !ok || off+4 > len(b) {
+			return 0, false
+		}
+		off += 4
+	}
+	return off, true
+}
+
+// questionsWhole reports whether b, a message with a header, holds every
+// question QDCOUNT gives it whole: its name, QTYPE and QCLASS (RFC 1035
+// §4.1.2). miekg/dns unpacks a question the message ends in after its
+// name or its QTYPE as one of QTYPE or QCLASS 0: a query cut short there
+// would be answered, and forwarded, as a question of class 0 that nobody
+// asked, where it is a format error.
+func questionsWhole(b []byte) bool {
+	_, ok := skipQuestions(b)
+	return ok
 }
 
 // stopReading stops the read loop without waiting: no datagram that
