@@ -140,6 +140,7 @@ var failureRcodes = []struct {
 	{name: "NOTIMP", rcode: dns.RcodeNotImplemented, kind: "rcode_notimp"},
 	{name: "FORMERR", rcode: dns.RcodeFormatError, kind: "rcode_formerr"},
 	{name: "BADVERS", rcode: dns.RcodeBadVers, kind: "rcode_badvers"},
+	{name: "BADCOOKIE", rcode: dns.RcodeBadCookie, kind: "rcode_badcookie"},
 }
 
 // TestFailoverOnFailureRcodes: an upstream answering SERVFAIL, REFUSED or

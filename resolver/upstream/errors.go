@@ -39,7 +39,8 @@ var (
 )
 
 // RcodeError is an upstream answer whose RCODE says the upstream could not
-// answer: SERVFAIL, REFUSED, NOTIMP, or FORMERR or BADVERS (failureRcode).
+// answer: SERVFAIL, REFUSED, NOTIMP, or FORMERR, BADVERS or BADCOOKIE
+// (failureRcode).
 // That upstream counts as failing and the next one is asked, as Unbound
 // does with its forwarders. The Forwarder makes it of such an answer from
 // any Transport.
@@ -52,15 +53,18 @@ func (e *RcodeError) Error() string { return "answered " + dns.RcodeToString[e.R
 
 // failureRcode reports whether an upstream answering rcode could not
 // answer: a client gets nothing from it that another upstream could not do
-// better. FORMERR and BADVERS are among them: they speak of the query
-// dnsfence sent, not of the client's, which dnsfence read and checked
-// itself (RFC 1035 §4.1.1: FORMERR, "unable to interpret the query"; a
-// server without EDNS answers our OPT record so, RFC 6891 §7; BADVERS, to
-// our EDNS version 0, RFC 6891 §6.1.3). Relayed, they would tell a client
-// whose query was well formed that it was not.
+// better. FORMERR, BADVERS and BADCOOKIE are among them: they speak of
+// the query dnsfence sent, not of the client's, which dnsfence read and
+// checked itself (RFC 1035 §4.1.1: FORMERR, "unable to interpret the
+// query"; a server without EDNS answers our OPT record so, RFC 6891 §7;
+// BADVERS, to our EDNS version 0, RFC 6891 §6.1.3; BADCOOKIE, of the
+// cookie of dnsfence's hop, RFC 7873 §5.2.3, which sends none: the
+// client's cookie stays on the client's). Relayed, they would tell a
+// client whose query was well formed that it was not, and a client that
+// sent no cookie a BADCOOKIE, which RFC 7873 §5.2.1 never gives it.
 func failureRcode(rcode int) bool {
 	switch rcode {
-	case dns.RcodeServerFailure, dns.RcodeRefused, dns.RcodeNotImplemented, dns.RcodeFormatError, dns.RcodeBadVers:
+	case dns.RcodeServerFailure, dns.RcodeRefused, dns.RcodeNotImplemented, dns.RcodeFormatError, dns.RcodeBadVers, dns.RcodeBadCookie:
 		return true
 	}
 	return false
@@ -121,6 +125,7 @@ const (
 	kindNotimp    = "rcode_notimp"
 	kindFormerr   = "rcode_formerr"
 	kindBadvers   = "rcode_badvers"
+	kindBadcookie = "rcode_badcookie"
 	// kindCertificate: an encrypted upstream's certificate did not verify
 	// (wrong name, untrusted root, expired).
 	kindCertificate = "certificate"
@@ -131,11 +136,12 @@ const (
 
 // errorKinds is every kind errorKind returns, for series that exist from
 // the start.
-var errorKinds = []string{kindServfail, kindRefused, kindNotimp, kindFormerr, kindBadvers,
+var errorKinds = []string{kindServfail, kindRefused, kindNotimp, kindFormerr, kindBadvers, kindBadcookie,
 	kindTooBig, kindMalformed, kindMismatch, kindWrongID, kindTruncated, kindCertificate, kindProtocol, kindTimeout, kindNetwork}
 
 // errorKind names the cause of a failed upstream exchange: rcode_servfail,
-// rcode_refused, rcode_notimp, rcode_formerr, rcode_badvers, too_big,
+// rcode_refused, rcode_notimp, rcode_formerr, rcode_badvers,
+// rcode_badcookie, too_big,
 // malformed, mismatch, wrong_id, truncated, timeout or network. An unusable answer
 // names the exchange even when the retry over TCP then timed out: an
 // answer came.
@@ -154,6 +160,8 @@ func errorKind(err error) string {
 			return kindFormerr
 		case dns.RcodeBadVers:
 			return kindBadvers
+		case dns.RcodeBadCookie:
+			return kindBadcookie
 		}
 		return "rcode_" + strings.ToLower(dns.RcodeToString[re.Rcode])
 	case errors.Is(err, ErrAnswerTooBig):
@@ -291,6 +299,7 @@ var kindTexts = map[string]string{
 	kindNotimp:      "upstream answered NOTIMP",
 	kindFormerr:     "upstream answered FORMERR",
 	kindBadvers:     "upstream answered BADVERS",
+	kindBadcookie:   "upstream answered BADCOOKIE",
 	kindTooBig:      ErrAnswerTooBig.Error(),
 	kindMalformed:   ErrAnswerMalformed.Error(),
 	kindMismatch:    ErrAnswerMismatch.Error(),
