@@ -1104,7 +1104,7 @@ func packedCached(q *query, e *cacheEntry, result string) (reply, bool) {
 
 // write is where every answer leaves (DESIGN.md §1 steps 9 and 10): it
 // fits r to the client (maxSize; a packed answer too big is built as a
-// message and truncated, TC set), records the query (metrics, then the
+// message and truncated: truncate), records the query (metrics, then the
 // audit line, before the client can see the answer) and sends it. A
 // dropped query is counted and gets nothing.
 func (h *Handler) write(q *query, r reply) {
@@ -1135,14 +1135,7 @@ func (h *Handler) write(q *query, r reply) {
 		// makes one longer, and the upstream's answer was compressed too.
 		m.Compress = true
 		if m.Len() > limit {
-			m.Truncate(limit)
-			if m.Len() > limit {
-				// Truncate keeps the OPT whole, and an upstream's
-				// Extended DNS Errors, copied into it, may alone be over
-				// the limit (RFC 6891 §7 bounds the whole datagram).
-				shrinkOPT(m, limit)
-				m.Truncate(limit)
-			}
+			truncate(m, limit)
 		}
 		r.rcode = m.Rcode
 	}
@@ -1156,6 +1149,25 @@ func (h *Handler) write(q *query, r reply) {
 	if err != nil {
 		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
 	}
+}
+
+// truncate cuts m to limit octets, and sets TC only when a record of the
+// answer or authority section was left out (as BIND does). Records the
+// additional section has no room for are extra information, and RFC 2181
+// §9 says TC is not set merely for lack of room for them: a client would
+// ask again over TCP for nothing. miekg/dns's Truncate sets TC when any
+// record is left out.
+func truncate(m *dns.Msg, limit int) {
+	tc, answers, authority := m.Truncated, len(m.Answer), len(m.Ns)
+	m.Truncate(limit)
+	if m.Len() > limit {
+		// Truncate keeps the OPT whole, and an upstream's Extended DNS
+		// Errors, copied into it, may alone be over the limit (RFC 6891
+		// §7 bounds the whole datagram).
+		shrinkOPT(m, limit)
+		m.Truncate(limit)
+	}
+	m.Truncated = tc || len(m.Answer) < answers || len(m.Ns) < authority
 }
 
 // shrinkOPT makes m's OPT record fit an answer of limit octets: the

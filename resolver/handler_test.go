@@ -403,6 +403,60 @@ func TestTruncationToClientSize(t *testing.T) {
 	}
 }
 
+// TestTruncationLeavesExtraWithoutTC: an answer whose answer section fits
+// the client's size and whose additional records do not goes out without
+// those records and without TC (RFC 2181 §9: TC is not set merely for
+// lack of room for extra information; the client would ask again over
+// TCP for nothing), cold and cached, without EDNS and with a 512-octet
+// buffer; an authority section cut short sets TC.
+func TestTruncationLeavesExtraWithoutTC(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		name := r.Question[0].Name
+		m.Answer = []dns.RR{mustRR("%s 300 IN MX 10 mx.example.org.", name)}
+		for i := range 12 {
+			rr := mustRR(`mx.example.org. 300 IN TXT "%s"`, strings.Repeat(string(rune('a'+i)), 40))
+			if strings.HasPrefix(name, "authority.") {
+				m.Ns = append(m.Ns, rr)
+			} else {
+				m.Extra = append(m.Extra, rr)
+			}
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, tc := range []struct {
+		name   string
+		qname  string
+		edns   bool
+		wantTC bool
+	}{
+		{name: "additional, no edns", qname: "additional.example.org.", wantTC: false},
+		{name: "additional, edns 512", qname: "additional.example.net.", edns: true, wantTC: false},
+		{name: "authority, no edns", qname: "authority.example.org.", wantTC: true},
+		{name: "authority, edns 512", qname: "authority.example.net.", edns: true, wantTC: true},
+	} {
+		for _, pass := range []string{"cold", "cached"} {
+			t.Run(tc.name+" "+pass, func(t *testing.T) {
+				req := question(tc.qname, dns.TypeMX, false)
+				if tc.edns {
+					req.SetEdns0(512, false)
+				}
+				b, err := req.Pack()
+				require.NoError(t, err)
+				raw := rawExchange(t, f.addr, b)
+				assert.LessOrEqual(t, len(raw), 512)
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(raw))
+				assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+				require.Len(t, r.Answer, 1, "the answer section fits")
+				assert.Equal(t, tc.wantTC, r.Truncated)
+				assert.Equal(t, tc.edns, r.IsEdns0() != nil, "the OPT stays when records go (RFC 6891 §7)")
+			})
+		}
+	}
+}
+
 func TestUpstreamFailover(t *testing.T) {
 	up := startUpstream(t, nil)
 
