@@ -1274,8 +1274,10 @@ func chainDecision(p *Policy, resp *dns.Msg) (Decision, string, bool) {
 }
 
 // checkEDNS is RFC 6891's check of a query's OPT record: more than one OPT,
-// or an OPT outside the additional section, is FORMERR (§6.1.1); an EDNS
-// version above 0 is BADVERS (§6.1.3), answered with our OPT of version 0.
+// an OPT outside the additional section (§6.1.1) or one owned by another
+// name than the root (§6.1.2: OWNER MUST be 0, as Unbound and BIND
+// require) is FORMERR; an EDNS version above 0 is BADVERS (§6.1.3),
+// answered with our OPT of version 0.
 // It returns RcodeSuccess for a query without EDNS or with one good OPT.
 func checkEDNS(req *dns.Msg) int {
 	for _, sec := range [...][]dns.RR{req.Answer, req.Ns} {
@@ -1293,6 +1295,9 @@ func checkEDNS(req *dns.Msg) int {
 			}
 			opt = o
 		}
+	}
+	if opt != nil && opt.Hdr.Name != "." {
+		return dns.RcodeFormatError
 	}
 	if opt != nil && opt.Version() != 0 {
 		return dns.RcodeBadVers

@@ -260,6 +260,11 @@ func TestEDNSVersionAndOPTCount(t *testing.T) {
 			m.Extra = append(m.Extra, &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: 512}})
 			return m
 		}, dns.RcodeFormatError},
+		{"an OPT owned by another name than the root is FORMERR", func() *dns.Msg {
+			m := question("example.org.", dns.TypeA, true)
+			m.IsEdns0().Hdr.Name = "example.org."
+			return m
+		}, dns.RcodeFormatError},
 		{"an OPT in the authority section is FORMERR", func() *dns.Msg {
 			m := question("example.org.", dns.TypeA, false)
 			m.Ns = append(m.Ns, &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: 1232}})
