@@ -229,6 +229,48 @@ func TestQuestionCutShortIsFormerr(t *testing.T) {
 	assert.Zero(t, up.count.Load(), "nothing went upstream")
 }
 
+// TestQuestionNamePointerIsFormerr: a compression pointer refers to a
+// prior occurrence of a name (RFC 1035 §4.1.4), and a query's only
+// question has none before it; a QNAME with a pointer, forward past the
+// question or back into the header (whose ID and flags would be read as
+// labels), is a format error, on UDP and TCP, as Unbound answers it, and
+// nothing goes upstream.
+func TestQuestionNamePointerIsFormerr(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	header := func(id uint16) []byte {
+		return []byte{byte(id >> 8), byte(id), 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}
+	}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+	}{
+		// example.org. spelt after the question, which points at it.
+		{"forward", append(append(header(0x1234), 0xC0, 18, 0, 1, 0, 1), 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'o', 'r', 'g', 0)},
+		// www. then the rest of the name forward.
+		{"forward after a label", append(append(header(0x1234), 3, 'w', 'w', 'w', 0xC0, 22, 0, 1, 0, 1), 3, 'o', 'r', 'g', 0)},
+		// ID 0x0161 and the flags read as the labels "a" and "\000".
+		{"into the header", append(header(0x0161), 0xC0, 0, 0, 1, 0, 1)},
+	} {
+		for _, transport := range []string{"udp", "tcp"} {
+			t.Run(tc.name+" "+transport, func(t *testing.T) {
+				var raw []byte
+				if transport == "udp" {
+					raw = rawExchange(t, f.addr, tc.b)
+				} else {
+					raw = rawExchangeTCP(t, f.addr, tc.b)
+				}
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(raw))
+				assert.Equal(t, dns.RcodeFormatError, r.Rcode, dns.RcodeToString[r.Rcode])
+				assert.Equal(t, dnswire.ID(tc.b), r.Id)
+				assert.Empty(t, r.Answer)
+			})
+		}
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
+}
+
 // TestEDNSVersionAndOPTCount: RFC 6891 §6.1.1 and §6.1.3, on both
 // transports, from every kind of client, before anything else is decided.
 func TestEDNSVersionAndOPTCount(t *testing.T) {

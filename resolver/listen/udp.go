@@ -501,8 +501,9 @@ func (s *udpServer) serveDatagram(w *udpWriter, b []byte) {
 // AcceptMessage takes a raw message as miekg/dns's server would, as every
 // listener does before its Handler sees it: without a header it is dropped
 // (nil, nil: any answer could be used to amplify); a header the accept
-// function rejects, or a body that does not parse (RFC 1035 §4.1.1) or
-// ends inside its question (questionsWhole), gets the FORMERR (or NOTIMP)
+// function rejects, or a body that does not parse (RFC 1035 §4.1.1),
+// ends inside its question (questionsWhole) or points into or past it
+// (qnameUncompressed), gets the FORMERR (or NOTIMP)
 // reply returned as reject; else the parsed query
 // is returned as req. invalid is told of a message that does not parse.
 func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) (req, reject *dns.Msg) {
@@ -522,7 +523,7 @@ func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 	action := accept(dh)
 	if action == dns.MsgAccept {
 		req = new(dns.Msg)
-		if err := req.Unpack(b); err == nil && questionsWhole(b) {
+		if err := req.Unpack(b); err == nil && questionsWhole(b) && qnameUncompressed(b) {
 			return req, nil
 		}
 		invalid(b, dns.ErrBuf)
@@ -631,6 +632,28 @@ func skipQuestions(b []byte) (end int, ok bool) {
 func questionsWhole(b []byte) bool {
 	_, ok := skipQuestions(b)
 	return ok
+}
+
+// qnameUncompressed reports whether the first question of b, a message
+// with a header, spells its name without a compression pointer. A pointer
+// refers to a prior occurrence of a name (RFC 1035 §4.1.4), and a query's
+// question has none before it: a pointer there points forward, or into
+// the header, whose ID and flags miekg/dns reads as labels, and the query
+// was forwarded as a name the client never wrote. Unbound answers FORMERR;
+// BIND takes no forward pointer.
+func qnameUncompressed(b []byte) bool {
+	if binary.BigEndian.Uint16(b[4:]) == 0 {
+		return true
+	}
+	for off := 12; off < len(b); off += 1 + int(b[off]) {
+		switch c := b[off]; {
+		case c == 0:
+			return true
+		case c&0xC0 != 0:
+			return false
+		}
+	}
+	return false
 }
 
 // stopReading stops the read loop without waiting: no datagram that
