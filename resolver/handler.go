@@ -792,7 +792,7 @@ var errOverloaded = errors.New("too many upstream queries in flight")
 // cache miss q (for upstreamReply, which writes no shared part of it),
 // identical concurrent misses sharing one upstream query; when every
 // upstream fails (timeouts, errors, unusable answers, or SERVFAIL, REFUSED,
-// NOTIMP, FORMERR, BADVERS or BADCOOKIE: Forward's error), a stale cached answer if serve_stale allows
+// NOTIMP, FORMERR, BADVERS, BADCOOKIE or another failure RCODE: Forward's error), a stale cached answer if serve_stale allows
 // (RFC 8767 §4), which forwarded marks with EDE 3 or 19 (staleEDE), or the
 // fresh one another upstream query cached meanwhile, as a cache hit
 // (Cache.answerOnFailure). An expired answer that may be served stale is returned so as well when the
@@ -964,7 +964,7 @@ func (h *Handler) ask(ctx context.Context, snap *Snapshot, req *dns.Msg, key cac
 // of the last upstream answer when it was a SERVFAIL, which may say why
 // (DNSSEC Bogus, say), but never EDE 3 or 19: those speak of stale data,
 // and a SERVFAIL holds none. The RCODE is always SERVFAIL, never an
-// upstream's REFUSED, NOTIMP, FORMERR, BADVERS or BADCOOKIE: those speak of the
+// upstream's REFUSED, NOTIMP, FORMERR, BADVERS, BADCOOKIE or other RCODE: those speak of the
 // upstream's dealings with dnsfence, not of the client's query.
 func failureAnswer(req *dns.Msg, ue *upstream.UpstreamError) *dns.Msg {
 	m := new(dns.Msg)

@@ -134,6 +134,7 @@ var failureRcodes = []struct {
 	name  string
 	rcode int
 	kind  string
+	text  string // the EDE's text, when not "upstream answered NAME"
 }{
 	{name: "SERVFAIL", rcode: dns.RcodeServerFailure, kind: "rcode_servfail"},
 	{name: "REFUSED", rcode: dns.RcodeRefused, kind: "rcode_refused"},
@@ -141,6 +142,11 @@ var failureRcodes = []struct {
 	{name: "FORMERR", rcode: dns.RcodeFormatError, kind: "rcode_formerr"},
 	{name: "BADVERS", rcode: dns.RcodeBadVers, kind: "rcode_badvers"},
 	{name: "BADCOOKIE", rcode: dns.RcodeBadCookie, kind: "rcode_badcookie"},
+	// RCODEs no query is answered with: UPDATE's, DSO's, unassigned.
+	{name: "NOTAUTH", rcode: dns.RcodeNotAuth, kind: "rcode_other", text: "upstream answered an RCODE no query is answered with"},
+	{name: "YXRRSET", rcode: dns.RcodeYXRrset, kind: "rcode_other", text: "upstream answered an RCODE no query is answered with"},
+	{name: "DSOTYPENI", rcode: 11, kind: "rcode_other", text: "upstream answered an RCODE no query is answered with"},
+	{name: "RCODE12", rcode: 12, kind: "rcode_other", text: "upstream answered an RCODE no query is answered with"},
 }
 
 // TestFailoverOnFailureRcodes: an upstream answering SERVFAIL, REFUSED or
@@ -207,7 +213,11 @@ func TestAllUpstreamsAnswerFailureRcodes(t *testing.T) {
 			edes := allEDEs(r)
 			require.NotEmpty(t, edes)
 			assert.Equal(t, uint16(dns.ExtendedErrorCodeNoReachableAuthority), edes[0].InfoCode)
-			assert.Equal(t, "upstream answered "+rc.name, edes[0].ExtraText)
+			text := rc.text
+			if text == "" {
+				text = "upstream answered " + rc.name
+			}
+			assert.Equal(t, text, edes[0].ExtraText)
 			assert.False(t, hasEDE(r, dns.ExtendedErrorCodeStaleAnswer), "EDE 3 only on a stale answer")
 			assert.Equal(t, rc.rcode == dns.RcodeServerFailure, hasEDE(r, dns.ExtendedErrorCodeDNSBogus),
 				"a SERVFAIL's own EDE is relayed, a REFUSED's or NOTIMP's is not")

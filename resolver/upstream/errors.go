@@ -39,8 +39,8 @@ var (
 )
 
 // RcodeError is an upstream answer whose RCODE says the upstream could not
-// answer: SERVFAIL, REFUSED, NOTIMP, or FORMERR, BADVERS or BADCOOKIE
-// (failureRcode).
+// answer: SERVFAIL, REFUSED, NOTIMP, or FORMERR, BADVERS, BADCOOKIE, or
+// one no query is answered with (failureRcode).
 // That upstream counts as failing and the next one is asked, as Unbound
 // does with its forwarders. The Forwarder makes it of such an answer from
 // any Transport.
@@ -62,12 +62,17 @@ func (e *RcodeError) Error() string { return "answered " + dns.RcodeToString[e.R
 // client's cookie stays on the client's). Relayed, they would tell a
 // client whose query was well formed that it was not, and a client that
 // sent no cookie a BADCOOKIE, which RFC 7873 §5.2.1 never gives it.
+// So is every RCODE but NOERROR, NXDOMAIN and YXDOMAIN (a DNAME
+// substitution too long, RFC 6672 §2.2): the others answer UPDATE (RFC
+// 2136: YXRRSET, NXRRSET, NOTAUTH, NOTZONE), DSO (RFC 8490: DSOTYPENI),
+// TSIG and TKEY (RFC 8945, RFC 2930), or are unassigned, and no query
+// is answered with one (Unbound answers SERVFAIL for them too).
 func failureRcode(rcode int) bool {
 	switch rcode {
-	case dns.RcodeServerFailure, dns.RcodeRefused, dns.RcodeNotImplemented, dns.RcodeFormatError, dns.RcodeBadVers, dns.RcodeBadCookie:
-		return true
+	case dns.RcodeSuccess, dns.RcodeNameError, dns.RcodeYXDomain:
+		return false
 	}
-	return false
+	return true
 }
 
 // sharedFailure is one event that fails several queries at once (a
@@ -126,6 +131,8 @@ const (
 	kindFormerr   = "rcode_formerr"
 	kindBadvers   = "rcode_badvers"
 	kindBadcookie = "rcode_badcookie"
+	// kindOtherRcode: an RCODE no query is answered with (failureRcode).
+	kindOtherRcode = "rcode_other"
 	// kindCertificate: an encrypted upstream's certificate did not verify
 	// (wrong name, untrusted root, expired).
 	kindCertificate = "certificate"
@@ -136,12 +143,12 @@ const (
 
 // errorKinds is every kind errorKind returns, for series that exist from
 // the start.
-var errorKinds = []string{kindServfail, kindRefused, kindNotimp, kindFormerr, kindBadvers, kindBadcookie,
+var errorKinds = []string{kindServfail, kindRefused, kindNotimp, kindFormerr, kindBadvers, kindBadcookie, kindOtherRcode,
 	kindTooBig, kindMalformed, kindMismatch, kindWrongID, kindTruncated, kindCertificate, kindProtocol, kindTimeout, kindNetwork}
 
 // errorKind names the cause of a failed upstream exchange: rcode_servfail,
 // rcode_refused, rcode_notimp, rcode_formerr, rcode_badvers,
-// rcode_badcookie, too_big,
+// rcode_badcookie, rcode_other, too_big,
 // malformed, mismatch, wrong_id, truncated, timeout or network. An unusable answer
 // names the exchange even when the retry over TCP then timed out: an
 // answer came.
@@ -163,7 +170,7 @@ func errorKind(err error) string {
 		case dns.RcodeBadCookie:
 			return kindBadcookie
 		}
-		return "rcode_" + strings.ToLower(dns.RcodeToString[re.Rcode])
+		return kindOtherRcode
 	case errors.Is(err, ErrAnswerTooBig):
 		return kindTooBig
 	case errors.Is(err, ErrAnswerMalformed):
@@ -300,6 +307,7 @@ var kindTexts = map[string]string{
 	kindFormerr:     "upstream answered FORMERR",
 	kindBadvers:     "upstream answered BADVERS",
 	kindBadcookie:   "upstream answered BADCOOKIE",
+	kindOtherRcode:  "upstream answered an RCODE no query is answered with",
 	kindTooBig:      ErrAnswerTooBig.Error(),
 	kindMalformed:   ErrAnswerMalformed.Error(),
 	kindMismatch:    ErrAnswerMismatch.Error(),

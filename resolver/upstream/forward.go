@@ -21,7 +21,8 @@ import (
 // the strategy's order. A try that is slow (past hedgeDelay) is joined by a
 // try to the next upstream, and a try that fails (a timeout, a network
 // error, an unusable answer, or an answer whose RCODE is SERVFAIL, REFUSED,
-// NOTIMP, FORMERR, BADVERS or BADCOOKIE: failureRcode) is followed at once by the
+// NOTIMP, FORMERR, BADVERS, BADCOOKIE or another RCODE no query is
+// answered with: failureRcode) is followed at once by the
 // next; the first usable answer wins.
 // Tries beyond a query's first are bounded per upstream (takeRetry), so
 // that a burst of failures on one upstream does not flood the next.
