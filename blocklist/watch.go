@@ -564,6 +564,38 @@ func changedFiles(now, reported map[string]fileState) []string {
 // for their content to be complete ran out.
 var ErrBeingWritten = errors.New("still being written")
 
+// Unsettled returns, sorted, those of the files in sums (each with the
+// content hash it was read with) that may not have been read complete:
+// their content is not that any more (changed, or gone, since), or a
+// writer holds the file open now (as far as w knows; w may be nil). Run
+// and WaitComplete find the files complete before a reload reads them,
+// but a writer may start on one in between (the reload reads after the
+// others have been parsed, a second or more behind a large list): what
+// the reload read of it may be a file caught mid-write, and is not to be
+// applied. A file that is not regular (a named pipe) is left out: it is
+// read once, to its writer's end, and cannot be compared.
+func Unsettled(w *Watcher, sums map[string][32]byte) []string {
+	var out []string
+	for p, sum := range sums {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			continue
+		}
+		st := hashFile(a)
+		switch {
+		case st.irregular:
+		case st.missing || st.sum != sum:
+			out = append(out, p)
+		case w != nil:
+			if open, _ := w.writers.heldOpen(symlinkChain(a)); len(open) > 0 {
+				out = append(out, p)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // WaitComplete waits until files are complete: none is held open by a
 // writer that modified it (as far as w knows; w may be nil when nothing is
 // watched) and their content is the same twice, quiet apart. A forced

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -511,6 +513,113 @@ func TestSIGHUPWaitsForCompleteFiles(t *testing.T) {
 		require.Eventually(t, func() bool { return len(sizes()) > 0 }, 10*time.Second, 10*time.Millisecond)
 		assert.Equal(t, []int{3}, sizes())
 	})
+}
+
+// TestWriterStartingWhileReloadReads starts a writer on a list in place
+// after the files were found complete and before the reload reads them
+// (a large list parsed first leaves it a second): the reload read a
+// half-written list, which it applied (a quarter of the list gone, within
+// reload.max_shrink) or, on SIGHUP, applied whatever its size, so that
+// tiktok.com was forwarded to government devices while the writer held
+// the file. Now such a reload applies nothing; the watcher applies the
+// complete file once the writer closes it, and SIGHUP is refused.
+func TestWriterStartingWhileReloadReads(t *testing.T) {
+	up := startUpstream(t, nil)
+	const full = "a.example\nb.example\nc.example\ntiktok.com\n"
+	tests := []struct {
+		name    string
+		partial string // what the writer has written when the reload reads
+		loadAt  int    // the configuration load the writer starts after
+		reload  func(t *testing.T, r *Reloader, dir string) error
+	}{
+		{name: "a change the watcher reports", partial: "a.example\nb.example\nc.example\n", loadAt: 1,
+			reload: func(t *testing.T, r *Reloader, dir string) error {
+				writeAtomic(t, filepath.Join(dir, "bytedance.txt"), "capcut.com\nlemon8-app.com\n")
+				return nil
+			}},
+		// SIGHUP's wait loads the configuration first, for the files it
+		// names; the build loads it again.
+		{name: "SIGHUP", partial: "a.example\n", loadAt: 2,
+			reload: func(t *testing.T, r *Reloader, _ string) error { return r.Reload(true) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			files := rangesFiles(fourRanges)
+			files["tiktok.txt"] = full
+			f := startFence(t, rangesConfig, files, up.addr)
+			core, logs := observer.New(zap.InfoLevel)
+			r := watching(t, f, zap.New(core))
+			list := filepath.Join(f.dir, "tiktok.txt")
+			var mu sync.Mutex
+			var sizes []int // entries of every tiktok.txt served
+			r.AfterReload = func(s *Snapshot) {
+				mu.Lock()
+				defer mu.Unlock()
+				sizes = append(sizes, s.Lists[list].Len())
+			}
+			writer := make(chan *os.File, 1)
+			loads := 0
+			r.mu.Lock()
+			load := r.load
+			r.load = func() (*config.Config, error) {
+				cfg, err := load()
+				if loads++; loads == tc.loadAt {
+					w, werr := os.OpenFile(list, os.O_TRUNC|os.O_WRONLY, 0)
+					if assert.NoError(t, werr) {
+						_, werr = w.WriteString(tc.partial)
+						assert.NoError(t, werr)
+						writer <- w
+						// The writer watch has seen it open.
+						assert.Eventually(t, func() bool {
+							return len(blocklist.Unsettled(r.watcher, map[string][32]byte{list: sha256.Sum256([]byte(tc.partial))})) == 1
+						}, 5*time.Second, time.Millisecond)
+					}
+				}
+				return cfg, err
+			}
+			r.mu.Unlock()
+
+			err := tc.reload(t, r, f.dir)
+			var w *os.File
+			select {
+			case w = <-writer:
+			case <-time.After(10 * time.Second):
+				require.FailNow(t, "no reload read the files")
+			}
+			t.Cleanup(func() { w.Close() })
+			if tc.loadAt == 2 {
+				require.ErrorIs(t, err, ErrIncomplete)
+				assert.ErrorIs(t, err, ErrReadMidWrite)
+				assert.Contains(t, err.Error(), list+": a writer holds it open, or it changed since")
+				assert.Len(t, logs.FilterMessage("SIGHUP reload refused, keeping the last good state: a file is still being written").All(), 1)
+			} else {
+				require.Eventually(t, func() bool {
+					return logs.FilterMessage("files changed while they were read: applying them once they settle").Len() > 0 || r.Status().Successes+r.Status().Failures > 0
+				}, 10*time.Second, 5*time.Millisecond, "the reload never ended")
+			}
+			assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.9", "tiktok.com."), "the half-written list was served")
+			assert.Zero(t, r.Status().Successes)
+
+			_, err = w.WriteString(full[len(tc.partial):])
+			require.NoError(t, err)
+			require.NoError(t, w.Close())
+			if tc.loadAt == 2 {
+				require.NoError(t, r.Reload(true), "SIGHUP again, the writer done")
+			} else {
+				require.Eventually(t, func() bool { return r.Status().Successes > 0 }, 10*time.Second, 5*time.Millisecond,
+					"the watcher never applied the complete file")
+			}
+			assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.9", "tiktok.com."))
+			if tc.loadAt == 1 {
+				assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.9", "lemon8-app.com."))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, n := range sizes {
+				assert.Equal(t, 4, n, "only the complete list was ever served")
+			}
+		})
+	}
 }
 
 // TestReadyzAfterReloadTrouble: /readyz names a failing or held reload in

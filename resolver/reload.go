@@ -43,6 +43,26 @@ var ErrRemoved = fmt.Errorf("%w: the configuration takes protection away from a 
 // being written when the wait for it ran out.
 var ErrIncomplete = fmt.Errorf("%w: a file is still being written", ErrHeld)
 
+// ErrReadMidWrite marks a reload that applied nothing because a file
+// changed, or a writer held it open, while the reload read the files: what
+// it read may be a file caught mid-write. A reload of the watcher's leaves
+// the change to the watcher, which reports it again once it settles; a
+// forced one is refused as ErrIncomplete.
+var ErrReadMidWrite = errors.New("files changed while the reload read them")
+
+// readMidWriteError is ErrReadMidWrite's: the files that changed, or that
+// a writer held, and every file the reload read (for the watcher to watch
+// until they settle).
+type readMidWriteError struct {
+	files, watch []string
+}
+
+func (e *readMidWriteError) Error() string {
+	return fmt.Sprintf("%s: %s: a writer holds it open, or it changed since", ErrReadMidWrite, strings.Join(e.files, ", "))
+}
+
+func (e *readMidWriteError) Unwrap() error { return ErrReadMidWrite }
+
 // ErrStopping is the error of a reload that Stop came before or during:
 // it applied nothing.
 var ErrStopping = errors.New("dnsfence is stopping")
@@ -442,6 +462,23 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	if err == nil {
 		next, accepted, err = r.build(prev, t.forced())
 	}
+	if errors.Is(err, ErrReadMidWrite) {
+		if !t.forced() {
+			// Not a failure: the files are being written. The watcher
+			// measures them against the state served again, and reports
+			// them once their writer is done.
+			r.log.Info("files changed while they were read: applying them once they settle", append(t.fields(), zap.Error(err))...)
+			if mid := (*readMidWriteError)(nil); r.watcher != nil && errors.As(err, &mid) {
+				// The files of the configuration read too: a list it
+				// names anew is the one a writer may hold.
+				files := append(watchedFiles(prev), mid.watch...)
+				slices.Sort(files)
+				_ = r.watcher.Watch(slices.Compact(files), appliedSums(prev))
+			}
+			return err
+		}
+		err = fmt.Errorf("%w, SIGHUP applies only complete files; send it again once the writer has finished: %w", ErrIncomplete, err)
+	}
 	status := *r.status.Load()
 	status.Time = time.Now()
 	if err != nil {
@@ -556,6 +593,14 @@ func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted [
 	}
 	if err != nil {
 		return nil, nil, err
+	}
+	// The watcher, or SIGHUP's wait, found the files complete before they
+	// were read; a writer that started on one since may have been caught
+	// mid-write. Such a read is neither applied nor held nor counted.
+	if !next.Config.Embedded {
+		if moved := blocklist.Unsettled(r.watcher, appliedSums(next)); len(moved) > 0 {
+			return nil, nil, &readMidWriteError{files: moved, watch: watchedFiles(next)}
+		}
 	}
 	for _, w := range next.Warnings {
 		r.log.Warn("skipped bad lines", zap.Error(w))
