@@ -323,6 +323,38 @@ func TestWatcherFolderComesBack(t *testing.T) {
 	}
 }
 
+// TestWatcherWriterInAFolderThatCameBack deletes the lists folder, makes
+// it again and starts a writer on the list at once, before the watcher
+// watches the folder again (a download into a folder made anew): the
+// writer's open is never seen, and the first half of the list, stable
+// while the writer pauses, was reported as the list. The writers of a
+// folder are looked up when it is watched.
+func TestWatcherWriterInAFolderThatCameBack(t *testing.T) {
+	const first, rest = "a.example\n", "b.example\nc.example\n"
+	base := filepath.Join(t.TempDir(), "etc")
+	lists := filepath.Join(base, "lists")
+	file := filepath.Join(lists, "list.txt")
+	require.NoError(t, os.MkdirAll(lists, 0o755))
+	require.NoError(t, os.WriteFile(file, []byte("old.example\n"), 0o644))
+	settled := make(chan bool, 64)
+	rec := startWatchSettling(t, func(changed bool) { settled <- changed }, file)
+	waitQuiet(t, settled)
+
+	require.NoError(t, os.RemoveAll(lists))
+	require.NoError(t, os.Mkdir(lists, 0o755))
+	f, err := os.Create(file)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	_, err = f.WriteString(first)
+	require.NoError(t, err)
+	require.Never(t, func() bool { got, _ := rec.last(); return got == first }, time.Second, 10*time.Millisecond,
+		"the half the writer has written was reported")
+	_, err = f.WriteString(rest)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	eventually(t, rec, first+rest)
+}
+
 // TestWatcherFolderGoneThenBack deletes the folder and lets the deletion be
 // reported (a reload that fails) before the folder returns: the watcher
 // itself must see the folder come back, with no reload to re-arm it.

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -26,8 +28,9 @@ import (
 // folders.
 //
 // What it cannot see: a file written through mmap (no IN_MODIFY), a writer
-// that opened the file before its folder was watched, and a second writer
-// that has not written yet when the first one closes. For those, and for a
+// that opened the file before its folder was watched and that /proc does
+// not show (writingNow: another user's process, dnsfence not root), and
+// a second writer that has not written yet when the first one closes. For those, and for a
 // writer that never closes the file, the Watcher's quiet period stays the
 // rule.
 type writers struct {
@@ -95,7 +98,104 @@ func (w *writers) add(dir string) error {
 	}
 	w.dirs[dir] = wd
 	w.wds[wd] = append(w.wds[wd], dir)
+	w.adoptWriters(dir, time.Now())
 	return nil
+}
+
+// adoptWriters holds the files of dir that a process has open for
+// writing now. A writer that opened a file before its folder was watched
+// is never seen opening it: a lists folder deleted and made again, and a
+// list downloaded into it at once, is watched again only at the next
+// re-arm, and the download's first half, stable while the network
+// pauses, would be taken for the whole file. w.mu must be held.
+func (w *writers) adoptWriters(dir string, now time.Time) {
+	for target, n := range writingNow(func(p string) bool { return filepath.Dir(p) == dir }) {
+		f := w.files[target]
+		if f == nil {
+			f = &openFile{}
+			w.files[target] = f
+		}
+		// Its close-for-writing ends it, as for a writer seen opening; the
+		// writer wait counts from the file's last change, which is when
+		// this writer last wrote, if it wrote at all.
+		f.opens += n
+		f.modified = now
+		if fi, err := os.Stat(target); err == nil && fi.ModTime().Before(now) {
+			f.modified = fi.ModTime()
+		}
+	}
+}
+
+// openNow is heldOpen, and, for those of paths whose folder is not
+// watched (a list a configuration edit names in a new folder), whether a
+// process has them open for writing now: the checks before and after a
+// reload reads its files must not take a writer they could not watch for
+// none.
+func (w *writers) openNow(paths []string) []string {
+	open, _ := w.heldOpen(paths)
+	unwatched := map[string]bool{}
+	w.mu.Lock()
+	for _, p := range paths {
+		if _, ok := w.dirs[filepath.Dir(p)]; !ok {
+			unwatched[p] = true
+		}
+	}
+	w.mu.Unlock()
+	if len(unwatched) > 0 {
+		for p := range writingNow(func(p string) bool { return unwatched[p] }) {
+			open = append(open, p)
+		}
+	}
+	slices.Sort(open)
+	return slices.Compact(open)
+}
+
+// writingNow counts, by path, the descriptors open for writing on the
+// files that match, as /proc shows them: those of dnsfence's own user's
+// processes, or of every process when it runs as root. A writer dnsfence
+// may not see stays unseen, and the quiet period rules it.
+func writingNow(match func(path string) bool) map[string]int {
+	out := map[string]int{}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	for _, proc := range procs {
+		if _, err := strconv.Atoi(proc.Name()); err != nil {
+			continue
+		}
+		fdDir := filepath.Join("/proc", proc.Name(), "fd")
+		fds, err := os.ReadDir(fdDir)
+		if err != nil {
+			continue // gone, or another user's
+		}
+		for _, fd := range fds {
+			target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
+			if err != nil || !filepath.IsAbs(target) || !match(target) {
+				continue
+			}
+			if openForWriting(filepath.Join("/proc", proc.Name(), "fdinfo", fd.Name())) {
+				out[target]++
+			}
+		}
+	}
+	return out
+}
+
+// openForWriting reports whether the descriptor whose /proc fdinfo file is
+// info was opened for writing (O_WRONLY or O_RDWR).
+func openForWriting(info string) bool {
+	data, err := os.ReadFile(info)
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "flags:"); ok {
+			flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+			return err == nil && flags&unix.O_ACCMODE != unix.O_RDONLY
+		}
+	}
+	return false
 }
 
 func (w *writers) addWatch(dir string) (int32, error) {

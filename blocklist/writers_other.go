@@ -15,4 +15,5 @@ func (w *writers) add(string) error                        { return nil }
 func (w *writers) remove(string)                           {}
 func (w *writers) heldOpen([]string) ([]string, time.Time) { return nil, time.Time{} }
 func (w *writers) forget([]string)                         {}
+func (w *writers) openNow([]string) []string               { return nil }
 func (w *writers) closedC() <-chan struct{}                { return w.closed }

@@ -74,37 +74,44 @@ func TestExemptionInsideABlockingRangeIsHeld(t *testing.T) {
 }
 
 // The configuration swaps a block list for a new file that a writer still
-// holds open, half written. The watcher's reload applies nothing while the
-// writer holds it, and watches the new file for its close; SIGHUP must
+// holds open, half written, in the folder of the configuration or in a
+// folder not watched before. The watcher's reload applies nothing while
+// the writer holds it, and watches the new file for its close; SIGHUP must
 // wait for the new file, but it waited only for the running state's files
-// and applied the half-written list.
+// and applied the half-written list, and a writer in a folder that was not
+// watched was not seen at all.
 func TestSIGHUPWaitsForANewListBeingWritten(t *testing.T) {
 	up := startUpstream(t, nil)
-	files := rangesFiles(fourRanges)
-	files["tiktok.txt"] = "tiktok.com\ntiktokv.com\n"
-	f := startFence(t, rangesConfig, files, up.addr)
-	core, logs := observer.New(zap.InfoLevel)
-	r := watching(t, f, zap.New(core))
-	r.sighupWait = 300 * time.Millisecond
+	for _, list := range []string{"tiktok2.txt", "new/tiktok2.txt"} {
+		t.Run(list, func(t *testing.T) {
+			files := rangesFiles(fourRanges)
+			files["tiktok.txt"] = "tiktok.com\ntiktokv.com\n"
+			f := startFence(t, rangesConfig, files, up.addr)
+			core, logs := observer.New(zap.InfoLevel)
+			r := watching(t, f, zap.New(core))
+			r.sighupWait = 300 * time.Millisecond
 
-	w, err := os.OpenFile(filepath.Join(f.dir, "tiktok2.txt"), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	require.NoError(t, err)
-	defer w.Close()
-	_, err = w.WriteString("tiktok.com\n") // tiktokv.com still to come
-	require.NoError(t, err)
-	path := filepath.Join(f.dir, "dnsfence.yaml")
-	old, err := os.ReadFile(path)
-	require.NoError(t, err)
-	writeAtomic(t, path, strings.Replace(string(old), `"tiktok.txt"`, `"tiktok2.txt"`, 1))
-	require.Eventually(t, func() bool {
-		return logs.FilterMessage("files changed but a writer still holds them open: applying once it closes them").
-			FilterField(zap.Strings(logFiles, []string{filepath.Join(f.dir, "tiktok2.txt")})).Len() > 0
-	}, 10*time.Second, 5*time.Millisecond, "the watcher does not wait for the new list's writer")
-	assert.Zero(t, r.Status().Successes+r.Status().Failures, "a reload applied or held the half-written list")
+			require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(f.dir, list)), 0o755))
+			w, err := os.OpenFile(filepath.Join(f.dir, list), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+			require.NoError(t, err)
+			defer w.Close()
+			_, err = w.WriteString("tiktok.com\n") // tiktokv.com still to come
+			require.NoError(t, err)
+			path := filepath.Join(f.dir, "dnsfence.yaml")
+			old, err := os.ReadFile(path)
+			require.NoError(t, err)
+			writeAtomic(t, path, strings.Replace(string(old), `"tiktok.txt"`, `"`+list+`"`, 1))
+			require.Eventually(t, func() bool {
+				return logs.FilterMessage("files changed but a writer still holds them open: applying once it closes them").
+					FilterField(zap.Strings(logFiles, []string{filepath.Join(f.dir, list)})).Len() > 0
+			}, 10*time.Second, 5*time.Millisecond, "the watcher does not wait for the new list's writer")
+			assert.Zero(t, r.Status().Successes+r.Status().Failures, "a reload applied or held the half-written list")
 
-	err = r.Reload(true)
-	assert.ErrorIs(t, err, ErrIncomplete, "SIGHUP applied a list a writer still holds open")
-	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.9", "tiktokv.com."), "half-written list served")
+			err = r.Reload(true)
+			assert.ErrorIs(t, err, ErrIncomplete, "SIGHUP applied a list a writer still holds open")
+			assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.9", "tiktokv.com."), "half-written list served")
+		})
+	}
 }
 
 // TestCoverageKept: the addresses two sets of ranges both cover, each once,
