@@ -298,14 +298,7 @@ func TestWatcherFolderComesBack(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			base := filepath.Join(t.TempDir(), "etc")
-			lists := filepath.Join(base, "lists")
-			file := filepath.Join(lists, "list.txt")
-			require.NoError(t, os.MkdirAll(lists, 0o755))
-			require.NoError(t, os.WriteFile(file, []byte("a.example\n"), 0o644))
-			settled := make(chan bool, 64)
-			rec := startWatchSettling(t, func(changed bool) { settled <- changed }, file)
-			waitQuiet(t, settled)
+			base, lists, file, rec, settled := watchedListFolder(t, "a.example\n")
 
 			tc.replace(t, base, lists, file, "b.example\n")
 			eventually(t, rec, "b.example\n")
@@ -323,6 +316,23 @@ func TestWatcherFolderComesBack(t *testing.T) {
 	}
 }
 
+// watchedListFolder writes content to etc/lists/list.txt in a new
+// temporary folder and watches the list until it has settled once: base is
+// etc, lists the folder, file the list, and settled receives each later
+// settling.
+func watchedListFolder(t *testing.T, content string) (base, lists, file string, rec *watchRecorder, settled chan bool) {
+	t.Helper()
+	base = filepath.Join(t.TempDir(), "etc")
+	lists = filepath.Join(base, "lists")
+	file = filepath.Join(lists, "list.txt")
+	require.NoError(t, os.MkdirAll(lists, 0o755))
+	require.NoError(t, os.WriteFile(file, []byte(content), 0o644))
+	settled = make(chan bool, 64)
+	rec = startWatchSettling(t, func(changed bool) { settled <- changed }, file)
+	waitQuiet(t, settled)
+	return base, lists, file, rec, settled
+}
+
 // TestWatcherWriterInAFolderThatCameBack deletes the lists folder, makes
 // it again and starts a writer on the list at once, before the watcher
 // watches the folder again (a download into a folder made anew): the
@@ -331,14 +341,7 @@ func TestWatcherFolderComesBack(t *testing.T) {
 // folder are looked up when it is watched.
 func TestWatcherWriterInAFolderThatCameBack(t *testing.T) {
 	const first, rest = "a.example\n", "b.example\nc.example\n"
-	base := filepath.Join(t.TempDir(), "etc")
-	lists := filepath.Join(base, "lists")
-	file := filepath.Join(lists, "list.txt")
-	require.NoError(t, os.MkdirAll(lists, 0o755))
-	require.NoError(t, os.WriteFile(file, []byte("old.example\n"), 0o644))
-	settled := make(chan bool, 64)
-	rec := startWatchSettling(t, func(changed bool) { settled <- changed }, file)
-	waitQuiet(t, settled)
+	_, lists, file, rec, _ := watchedListFolder(t, "old.example\n")
 
 	require.NoError(t, os.RemoveAll(lists))
 	require.NoError(t, os.Mkdir(lists, 0o755))
@@ -369,14 +372,7 @@ func TestWatcherFolderGoneThenBack(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			base := filepath.Join(t.TempDir(), "etc")
-			lists := filepath.Join(base, "lists")
-			file := filepath.Join(lists, "list.txt")
-			require.NoError(t, os.MkdirAll(lists, 0o755))
-			require.NoError(t, os.WriteFile(file, []byte("a.example\n"), 0o644))
-			settled := make(chan bool, 64)
-			rec := startWatchSettling(t, func(changed bool) { settled <- changed }, file)
-			waitQuiet(t, settled)
+			base, lists, file, rec, settled := watchedListFolder(t, "a.example\n")
 
 			require.NoError(t, tc.remove(base, lists))
 			eventually(t, rec, "<missing>")

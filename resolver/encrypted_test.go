@@ -425,11 +425,8 @@ func TestEncryptedRejectsCarryOPT(t *testing.T) {
 	up := startUpstream(t, nil)
 	p := newTestPKI(t)
 	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
-	twoQuestions := question("example.org.", dns.TypeA, true)
-	twoQuestions.Question = append(twoQuestions.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+	twoQuestions, status := rejectedQueries()
 	twoQuestions.IsEdns0().SetDo()
-	status := question("example.org.", dns.TypeA, true)
-	status.Opcode = dns.OpcodeStatus
 	for _, a := range encryptedAskers(e) {
 		t.Run(a.name, func(t *testing.T) {
 			for _, tc := range []struct {
@@ -454,6 +451,17 @@ func TestEncryptedRejectsCarryOPT(t *testing.T) {
 	assert.Zero(t, up.count.Load(), "nothing went upstream")
 }
 
+// rejectedQueries are queries with EDNS that an encrypted listener answers
+// itself: one with two questions (FORMERR) and one of opcode STATUS
+// (NOTIMP).
+func rejectedQueries() (twoQuestions, status *dns.Msg) {
+	twoQuestions = question("example.org.", dns.TypeA, true)
+	twoQuestions.Question = append(twoQuestions.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+	status = question("example.org.", dns.TypeA, true)
+	status.Opcode = dns.OpcodeStatus
+	return twoQuestions, status
+}
+
 // TestEncryptedRejectsPadded: a padded query gets a padded answer over
 // every encrypted transport, a FORMERR or NOTIMP the listener answers
 // itself as much as an answer from the Handler (RFC 7830 §3: responders
@@ -469,10 +477,7 @@ func TestEncryptedRejectsPadded(t *testing.T) {
 		opt.Option = append(opt.Option, &dns.EDNS0_PADDING{Padding: make([]byte, 128-m.Len()%128-4)})
 		return m
 	}
-	twoQuestions := question("example.org.", dns.TypeA, true)
-	twoQuestions.Question = append(twoQuestions.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
-	status := question("example.org.", dns.TypeA, true)
-	status.Opcode = dns.OpcodeStatus
+	twoQuestions, status := rejectedQueries()
 	for _, a := range encryptedAskers(e) {
 		t.Run(a.name, func(t *testing.T) {
 			for _, tc := range []struct {

@@ -1588,14 +1588,7 @@ func TestShutdownWaitsForPrefetch(t *testing.T) {
 			// (300 ms) long enough to hit.
 			f := govFence(t, "upstream_timeout: 5s\ncache: {prefetch: true, min_ttl: 3}", up.addr)
 			q := question("a.example.org.", dns.TypeA, true)
-			for range 2 { // a miss, then a hit: popular
-				r := ask(t, f.addr, "", network, q)
-				require.Len(t, r.Answer, 1)
-			}
-			require.Eventually(t, func() bool {
-				e, ok := f.handler.cache.Load().t.get(keyOf(q))
-				return ok && e.ttl-time.Since(e.stored) < e.ttl/prefetchAt
-			}, 5*time.Second, 10*time.Millisecond, "the answer is in the last tenth of its TTL")
+			prefetchDue(t, f, network, q)
 			up.hold()
 
 			before := up.distinct()
@@ -1608,6 +1601,21 @@ func TestShutdownWaitsForPrefetch(t *testing.T) {
 			shutdownWaitsFor(t, f, up, q, "prefetch")
 		})
 	}
+}
+
+// prefetchDue makes the answer to q popular (a miss, then a hit, over
+// network) and waits until it is in the last tenth of its TTL: the next hit
+// starts a prefetch (cache.prefetch).
+func prefetchDue(t *testing.T, f *fence, network string, q *dns.Msg) {
+	t.Helper()
+	for range 2 {
+		r := ask(t, f.addr, "", network, q)
+		require.Len(t, r.Answer, 1)
+	}
+	require.Eventually(t, func() bool {
+		e, ok := f.handler.cache.Load().t.get(keyOf(q))
+		return ok && e.ttl-time.Since(e.stored) < e.ttl/prefetchAt
+	}, 5*time.Second, 10*time.Millisecond, "the answer is in the last tenth of its TTL")
 }
 
 // TestStaleRefreshFailureOfAPrefetch: a query that finds the answer
@@ -1640,14 +1648,7 @@ func TestStaleRefreshFailureOfAPrefetch(t *testing.T) {
 			t.Cleanup(letGo) // before the upstream's shutdown
 			f := govFence(t, "upstream_timeout: 10s\ncache: {prefetch: true, min_ttl: 3, serve_stale: 1h, stale_refresh_time: 1h, stale_answer_client_timeout: 200ms}", up.addr)
 			q := question("a.example.org.", dns.TypeA, true)
-			for range 2 { // a miss, then a hit: popular
-				r := ask(t, f.addr, "", network, q)
-				require.Len(t, r.Answer, 1)
-			}
-			require.Eventually(t, func() bool {
-				e, ok := f.handler.cache.Load().t.get(keyOf(q))
-				return ok && e.ttl-time.Since(e.stored) < e.ttl/prefetchAt
-			}, 5*time.Second, 10*time.Millisecond, "the answer is in the last tenth of its TTL")
+			prefetchDue(t, f, network, q)
 			held.Store(true)
 			before := up.distinct()
 			r := ask(t, f.addr, "", network, q)
