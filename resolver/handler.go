@@ -1358,13 +1358,27 @@ func aliasTarget(rr dns.RR) (string, bool) {
 	return target, true
 }
 
-// validQuestion rejects meta types that never appear in a question.
+// validQuestion rejects meta types that never appear in a question
+// (metaQType).
 func validQuestion(q dns.Question) bool {
-	switch q.Qtype {
-	case dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY, dns.TypeNone:
-		return false
+	return !metaQType(q.Qtype) && q.Name != ""
+}
+
+// metaQType reports whether a question of type qtype is a format error:
+// 0, OPT, TSIG and TKEY, which are never asked for (RFC 6891 §6.1.1, RFC
+// 8945 §4.1, RFC 2930), MAILA and MAILB (RFC 1035 §3.2.3, obsolete), and
+// the rest of the meta-TYPE range 128-248 (RFC 6895 §3.1): answered
+// FORMERR here, as Unbound and NSD answer them, and never forwarded, where
+// an upstream's FORMERR or NOTIMP to them would count against its health
+// for a query the client made up. ANY (255) and the zone transfers
+// (REFUSED, handled apart) are not among them.
+func metaQType(qtype uint16) bool {
+	switch {
+	case qtype == dns.TypeNone, qtype == dns.TypeOPT, qtype == dns.TypeTSIG, qtype == dns.TypeTKEY,
+		qtype == dns.TypeMAILA, qtype == dns.TypeMAILB:
+		return true
 	}
-	return q.Name != ""
+	return qtype >= 128 && qtype <= 248
 }
 
 // logQuery writes the audit line of a blocked query (log.queries: blocked)

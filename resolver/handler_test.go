@@ -868,3 +868,26 @@ func TestAppendOwnerAsCompressName(t *testing.T) {
 		require.Equal(t, want, got, "question %s, owner %s", qname, owner)
 	}
 }
+
+// TestMetaQTypesAreFormerr: a question for a meta-TYPE no query asks for
+// (0, OPT, TSIG, TKEY, MAILA, MAILB, and 128-248, RFC 6895 §3.1) gets
+// FORMERR from dnsfence itself, as Unbound and NSD answer it, on UDP (the
+// wire path) and TCP, and is never forwarded: an upstream's FORMERR to it
+// would count against the upstream's health, so that any client could
+// have the upstreams marked down. ANY and ordinary types are forwarded.
+func TestMetaQTypesAreFormerr(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, network := range []string{"udp", "tcp"} {
+		for _, qtype := range []uint16{0, dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY, dns.TypeMAILA, dns.TypeMAILB, 128, 200, 248} {
+			r := ask(t, f.addr, "127.0.0.9", network, question("example.org.", qtype, true))
+			assert.Equal(t, dns.RcodeFormatError, r.Rcode, "%s: type %d", network, qtype)
+		}
+		assert.Zero(t, up.count.Load(), "%s: nothing forwarded", network)
+	}
+	for _, qtype := range []uint16{dns.TypeANY, dns.TypeA, 127, 65280} {
+		r := ask(t, f.addr, "127.0.0.9", "udp", question("example.org.", qtype, true))
+		assert.NotEqual(t, dns.RcodeFormatError, r.Rcode, "type %d is forwarded", qtype)
+	}
+	assert.Equal(t, int64(4), up.count.Load(), "ANY, A, 127 and a private-use type forwarded")
+}

@@ -71,8 +71,7 @@ func readWireQuery(b []byte, buf *[maxNameText]byte) (wq wireQuery, ok bool) {
 	if !ok || q.Class != dns.ClassINET {
 		return wq, false // CHAOS (explain) and other classes: the message path
 	}
-	switch q.Type {
-	case dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY, dns.TypeNone, dns.TypeAXFR, dns.TypeIXFR:
+	if metaQType(q.Type) || q.Type == dns.TypeAXFR || q.Type == dns.TypeIXFR {
 		return wq, false // refused or FORMERR: the message path says which
 	}
 	wq = wireQuery{ok: true, b: b, q: q, flags: flags, qtype: q.Type, qclass: q.Class}
