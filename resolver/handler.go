@@ -397,6 +397,21 @@ func (h *Handler) failed(q *query, r any) {
 // no explain question.
 const serverClassText = "CHAOS queries are not forwarded"
 
+// unservedClassText is the EDE text of the REFUSED to a query of a class
+// that is not forwarded (forwardedClass).
+const unservedClassText = "only classes IN and HS are forwarded"
+
+// forwardedClass reports whether a query of class qclass goes upstream:
+// IN, HS (zone data like IN's) and ANY (RFC 1035 §3.2.5). CHAOS is
+// answered apart.
+func forwardedClass(qclass uint16) bool {
+	switch qclass {
+	case dns.ClassINET, dns.ClassHESIOD, dns.ClassANY:
+		return true
+	}
+	return false
+}
+
 // internalError is the EDE text of the SERVFAIL of a query whose handling
 // panicked.
 const internalError = "internal error"
@@ -491,6 +506,16 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 	if question.Qclass == dns.ClassCHAOS {
 		m := newReply(req, dns.RcodeRefused)
 		addEDE(m, dns.ExtendedErrorCodeNotSupported, serverClassText)
+		return msgReply(m, ResultRefused), true
+	}
+	// A class no zone data is in (NONE and 0, never a query's, RFC 2136
+	// §2.4, RFC 6895 §3.2; unassigned, private use, reserved): answered
+	// as CHAOS is, not forwarded, where an upstream's REFUSED or NOTIMP
+	// to it would count against the upstream's health for a query the
+	// client made up.
+	if !forwardedClass(question.Qclass) {
+		m := newReply(req, dns.RcodeRefused)
+		addEDE(m, dns.ExtendedErrorCodeNotSupported, unservedClassText)
 		return msgReply(m, ResultRefused), true
 	}
 	if q.out.result == ResultLocal {

@@ -548,3 +548,36 @@ func TestBlockedAnswerInTheQuestionsClass(t *testing.T) {
 	}
 	assert.Zero(t, up.count.Load(), "blocked: nothing went upstream")
 }
+
+// TestUnservedClassesRefused: a query of a class no zone data is in (NONE,
+// 0, unassigned, private use) gets REFUSED with EDE 21 from dnsfence
+// itself, as a CHAOS query does, on UDP and TCP, and is never forwarded:
+// the upstream's REFUSED to it counted against the upstream's health, so
+// that any client could have the upstreams marked down. IN, HS and ANY
+// are forwarded; a blocked name is blocked in any class.
+func TestUnservedClassesRefused(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, network := range []string{"udp", "tcp"} {
+		for _, class := range []uint16{0, dns.ClassNONE, 2, 5, 253, 256, 65280, 65535} {
+			m := question("example.org.", dns.TypeA, true)
+			m.Question[0].Qclass = class
+			r := ask(t, f.addr, "127.0.0.9", network, m)
+			assert.Equal(t, dns.RcodeRefused, r.Rcode, "%s: class %d", network, class)
+			if edes := allEDEs(r); assert.Len(t, edes, 1, "%s: class %d", network, class) {
+				assert.Equal(t, dns.ExtendedErrorCodeNotSupported, edes[0].InfoCode)
+			}
+			assert.Equal(t, m.Question, r.Question)
+		}
+		assert.Zero(t, up.count.Load(), "%s: nothing forwarded", network)
+	}
+	for _, class := range []uint16{dns.ClassINET, dns.ClassHESIOD, dns.ClassANY} {
+		m := question("example.org.", dns.TypeA, true)
+		m.Question[0].Qclass = class
+		ask(t, f.addr, "127.0.0.9", "udp", m)
+	}
+	assert.Equal(t, int64(3), up.count.Load(), "IN, HS and ANY forwarded")
+	m := question("www.tiktok.com.", dns.TypeA, true)
+	m.Question[0].Qclass = dns.ClassNONE
+	assert.Equal(t, dns.RcodeNameError, ask(t, f.addr, "127.0.0.1", "udp", m).Rcode, "blocked in any class")
+}
