@@ -1683,3 +1683,35 @@ func TestStaleRefreshFailureOfAPrefetch(t *testing.T) {
 		})
 	}
 }
+
+// TestDeclinedANYLeavesHealth: an upstream that declines QTYPE ANY (NOTIMP,
+// as Cloudflare's resolvers answer it, RFC 8482 §4; or REFUSED) and
+// answers every other query is not marked down by clients asking ANY: the
+// ANY query fails over to the next upstream and is counted by its RCODE,
+// and the upstream keeps answering A first. UDP (the wire path) and TCP.
+func TestDeclinedANYLeavesHealth(t *testing.T) {
+	for _, rcode := range []int{dns.RcodeNotImplemented, dns.RcodeRefused} {
+		t.Run(dns.RcodeToString[rcode], func(t *testing.T) {
+			declines := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				if r.Question[0].Qtype == dns.TypeANY {
+					return rcodeAnswer(rcode)(w, r)
+				}
+				return defaultAnswer(w, r)
+			})
+			other := startUpstream(t, nil)
+			f := govFence(t, "upstream_timeout: 2s\nupstream_strategy: ordered", declines.addr, other.addr)
+			for i := range 40 {
+				network := []string{"udp", "tcp"}[i%2]
+				r := ask(t, f.addr, "", network, question(fmt.Sprintf("any%d.example.org.", i), dns.TypeANY, true))
+				assert.Equal(t, dns.RcodeSuccess, r.Rcode, "answered by the next upstream")
+			}
+			assert.Empty(t, f.handler.Snapshot().Forwarder().Down(), "declining ANY is no failure of the upstream")
+			kind := "rcode_" + strings.ToLower(dns.RcodeToString[rcode])
+			assert.Equal(t, map[string]float64{kind: 40}, upstreamErrors(t, f.registry, declines.addr))
+			before := clientQueries(other)
+			r := ask(t, f.addr, "", "udp", question("a.example.org.", dns.TypeA, true))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+			assert.Equal(t, before, clientQueries(other), "the first upstream still answers A")
+		})
+	}
+}

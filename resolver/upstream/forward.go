@@ -820,9 +820,25 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 	switch {
 	case err == nil:
 		f.succeeded(up, start, took)
-	case ctx.Err() == nil && countsAgainst(err):
+	case ctx.Err() == nil && !declinedANY(err) && countsAgainst(err):
 		f.failed(up)
 	}
+}
+
+// declinedANY reports whether err is an upstream's NOTIMP or REFUSED to a
+// query of QTYPE ANY, which a server may decline (RFC 8482 §4; Cloudflare's
+// resolvers answer NOTIMP): it speaks of the query, not of the upstream's
+// health, which it leaves as it was, so that a client asking ANY (qmail
+// does) cannot have upstreams that answer every other query marked down.
+// The query still fails over to the next upstream, and is counted by its
+// RCODE in dnsfence_upstream_errors_total.
+func declinedANY(err error) bool {
+	var re *RcodeError
+	if !errors.As(err, &re) || re.Answer == nil || len(re.Answer.Question) != 1 {
+		return false
+	}
+	return re.Answer.Question[0].Qtype == dns.TypeANY &&
+		(re.Rcode == dns.RcodeNotImplemented || re.Rcode == dns.RcodeRefused)
 }
 
 // hedgeDelay is how long a try to u may go unanswered before the next
