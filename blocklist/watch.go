@@ -587,7 +587,7 @@ func Unsettled(w *Watcher, sums map[string][32]byte) []string {
 		case st.missing || st.sum != sum:
 			out = append(out, p)
 		case w != nil:
-			if open := w.writers.openNow(symlinkChain(a)); len(open) > 0 {
+			if open := w.writers.openNow(symlinkChain(a), time.Duration(w.writerWait.Load())); len(open) > 0 {
 				out = append(out, p)
 			}
 		}
@@ -627,7 +627,7 @@ func WaitComplete(ctx context.Context, w *Watcher, files []string, quiet, limit 
 		now := hashFiles(abs)
 		var open []string
 		if w != nil {
-			open = w.writers.openNow(chain)
+			open = w.writers.openNow(chain, time.Duration(w.writerWait.Load()))
 		}
 		if len(open) == 0 && sameStates(now, before) {
 			return nil

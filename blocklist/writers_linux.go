@@ -130,12 +130,20 @@ func (w *writers) adoptWriters(dir string, now time.Time) {
 // watched (a list a configuration edit names in a new folder), whether a
 // process has them open for writing now: the checks before and after a
 // reload reads its files must not take a writer they could not watch for
-// none.
-func (w *writers) openNow(paths []string) []string {
-	open, _ := w.heldOpen(paths)
+// none. A file unchanged for wait is not counted, whoever holds it: the
+// Watcher applies it then (a writer that never closes it), and one found
+// in /proc may never have written at all (a shell's `exec 3>>list`, a tool
+// that opens its files read-write), so a SIGHUP waiting for it to close
+// would be refused for as long as it runs.
+func (w *writers) openNow(paths []string, wait time.Duration) []string {
+	now := time.Now()
+	var open []string
 	unwatched := map[string]bool{}
 	w.mu.Lock()
 	for _, p := range paths {
+		if f, ok := w.files[p]; ok && !f.modified.IsZero() && now.Sub(f.modified) < wait {
+			open = append(open, p)
+		}
 		if _, ok := w.dirs[filepath.Dir(p)]; !ok {
 			unwatched[p] = true
 		}
@@ -143,6 +151,9 @@ func (w *writers) openNow(paths []string) []string {
 	w.mu.Unlock()
 	if len(unwatched) > 0 {
 		for p := range writingNow(func(p string) bool { return unwatched[p] }) {
+			if fi, err := os.Stat(p); err == nil && now.Sub(fi.ModTime()) >= wait {
+				continue
+			}
 			open = append(open, p)
 		}
 	}

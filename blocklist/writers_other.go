@@ -10,10 +10,10 @@ type writers struct{ closed chan struct{} }
 
 func newWriters() (*writers, error) { return &writers{closed: make(chan struct{})}, nil }
 
-func (w *writers) close() error                            { return nil }
-func (w *writers) add(string) error                        { return nil }
-func (w *writers) remove(string)                           {}
-func (w *writers) heldOpen([]string) ([]string, time.Time) { return nil, time.Time{} }
-func (w *writers) forget([]string)                         {}
-func (w *writers) openNow([]string) []string               { return nil }
-func (w *writers) closedC() <-chan struct{}                { return w.closed }
+func (w *writers) close() error                             { return nil }
+func (w *writers) add(string) error                         { return nil }
+func (w *writers) remove(string)                            {}
+func (w *writers) heldOpen([]string) ([]string, time.Time)  { return nil, time.Time{} }
+func (w *writers) forget([]string)                          {}
+func (w *writers) openNow([]string, time.Duration) []string { return nil }
+func (w *writers) closedC() <-chan struct{}                 { return w.closed }

@@ -1,11 +1,13 @@
 package resolver
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -423,6 +425,42 @@ func TestWriterThatNeverClosesIsAppliedLoudly(t *testing.T) {
 	assert.Equal(t, zapcore.WarnLevel, warn[0].Level)
 	assert.Equal(t, []any{list}, warn[0].ContextMap()[logFiles])
 	assert.EqualValues(t, 1, r.Status().Successes)
+}
+
+// TestSIGHUPNotRefusedForAnIdleWriter: a process that has had a list open
+// for writing since before dnsfence watched its folder, and writes nothing
+// (a shell's `exec 3>>list`, a tool that opens its files read-write), is
+// found in /proc and taken for a writer. The watcher gives such a writer
+// up once the list has stayed unchanged for reload.writer_wait, but only
+// when another file changes; SIGHUP waited for it to close the file and
+// was refused for as long as it ran (counted as a failed reload, /readyz
+// unready after reload.unready_after), the list unchanged since before the
+// start.
+func TestSIGHUPNotRefusedForAnIdleWriter(t *testing.T) {
+	up := startUpstream(t, nil)
+	conf := strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, writer_wait: 300ms}", 1)
+	f := startFence(t, conf, rangesFiles(fourRanges), up.addr)
+	holdOpenForWriting(t, filepath.Join(f.dir, "tiktok.txt"))
+	r := watching(t, f, zap.NewNop())
+	r.sighupWait = 300 * time.Millisecond
+
+	require.Eventually(t, func() bool { return r.Reload(true) == nil }, 10*time.Second, 5*time.Millisecond,
+		"SIGHUP refused while a process that never wrote the list holds it open")
+	assert.Zero(t, r.Status().Failures)
+}
+
+// holdOpenForWriting starts a process that opens path for appending,
+// writes nothing and keeps it open until the test ends.
+func holdOpenForWriting(t *testing.T, path string) {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", `exec 3>>"$0" && echo open && exec sleep 600`, path)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "open\n", line)
 }
 
 // TestSIGHUPWaitsForCompleteFiles sends SIGHUP (Reload(true)) while a
