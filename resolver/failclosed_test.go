@@ -553,6 +553,52 @@ func TestSIGHUPWaitsForCompleteFiles(t *testing.T) {
 	})
 }
 
+// TestFilesChangingWhileEveryReloadReadsThemIsLoud rewrites the
+// configuration (complete each time, as a configuration-management run
+// that stamps the time in a comment does) while every reload reads the
+// files: each reload applied nothing, logged at info, counted nothing and
+// left /readyz ready, so that a block entry added beside it was never
+// applied, for as long as the rewrites went on, and no one was told. Once
+// reloads have applied nothing for this for reload.writer_wait, each is a
+// failed reload: logged at error, counted, and named by /readyz.
+func TestFilesChangingWhileEveryReloadReadsThemIsLoud(t *testing.T) {
+	up := startUpstream(t, nil)
+	conf := strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, writer_wait: 300ms}", 1)
+	f := startFence(t, conf, rangesFiles(fourRanges), up.addr)
+	srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+	t.Cleanup(srv.Close)
+	core, logs := observer.New(zap.InfoLevel)
+	r := watching(t, f, zap.New(core))
+	path := f.handler.Snapshot().Config.File
+	loads := 0
+	r.mu.Lock()
+	load := r.load
+	r.load = func() (*config.Config, error) {
+		cfg, err := load()
+		loads++
+		b, rerr := os.ReadFile(path)
+		if assert.NoError(t, rerr) {
+			writeAtomic(t, path, fmt.Sprintf("%s# run %d\n", b, loads))
+		}
+		return cfg, err
+	}
+	r.mu.Unlock()
+
+	writeAtomic(t, filepath.Join(f.dir, "bytedance.txt"), "capcut.com\nlemon8-app.com\n")
+	st := heldWait(t, r, 0)
+	assert.False(t, st.Held)
+	require.ErrorIs(t, st.Err, ErrReadMidWrite)
+	assert.Contains(t, st.Err.Error(), path)
+	assert.Zero(t, st.Successes, "a read caught mid-write was applied")
+	failed := logs.FilterMessage("reload failed, keeping the last good state").All()
+	require.NotEmpty(t, failed)
+	assert.Equal(t, zapcore.ErrorLevel, failed[0].Level)
+	_, body := get(t, srv.URL+"/metrics")
+	assert.Contains(t, body, "\ndnsfence_reload_ok 0\n")
+	_, body = get(t, srv.URL+"/readyz")
+	assert.Contains(t, body, "files changed while the reload read them")
+}
+
 // TestWriterStartingWhileReloadReads starts a writer on a list in place
 // after the files were found complete and before the reload reads them
 // (a large list parsed first leaves it a second): the reload read a

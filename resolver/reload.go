@@ -50,6 +50,11 @@ var ErrIncomplete = fmt.Errorf("%w: a file is still being written", ErrHeld)
 // forced one is refused as ErrIncomplete.
 var ErrReadMidWrite = errors.New("files changed while the reload read them")
 
+// errStillChanging marks reloads that applied nothing because files
+// changed while they were read (ErrReadMidWrite) for longer than
+// reload.writer_wait: a failed reload.
+var errStillChanging = errors.New("files kept changing while the reloads read them")
+
 // readMidWriteError is ErrReadMidWrite's: the files that changed, or that
 // a writer held, and every file the reload read (for the watcher to watch
 // until they settle).
@@ -150,6 +155,12 @@ type Reloader struct {
 	// AfterReload, when set, runs after each successful reload (main tunes
 	// the garbage collector there). Set it before Watch or Reload.
 	AfterReload func(*Snapshot)
+
+	// midWriteSince is when the reloads of the watcher that applied
+	// nothing because files changed while they were read (ErrReadMidWrite)
+	// began, one after another; zero when the last reload was not one.
+	// Guarded by mu.
+	midWriteSince time.Time
 
 	// sighupWait bounds how long a forced reload waits for files still
 	// being written; DefaultSIGHUPWait, shorter in tests.
@@ -462,12 +473,15 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	if err == nil {
 		next, accepted, err = r.build(prev, t.forced())
 	}
-	if errors.Is(err, ErrReadMidWrite) {
+	midWrite := errors.Is(err, ErrReadMidWrite)
+	if !midWrite || t.forced() {
+		r.midWriteSince = time.Time{}
+	}
+	if midWrite {
 		if !t.forced() {
-			// Not a failure: the files are being written. The watcher
-			// measures them against the state served again, and reports
-			// them once their writer is done.
-			r.log.Info("files changed while they were read: applying them once they settle", append(t.fields(), zap.Error(err))...)
+			// Not a failure while the files are being written: the
+			// watcher measures them against the state served again, and
+			// reports them once their writer is done.
 			if mid := (*readMidWriteError)(nil); r.watcher != nil && errors.As(err, &mid) {
 				// The files of the configuration read too: a list it
 				// names anew is the one a writer may hold.
@@ -475,9 +489,23 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 				slices.Sort(files)
 				_ = r.watcher.Watch(slices.Compact(files), appliedSums(prev))
 			}
-			return err
+			if r.midWriteSince.IsZero() {
+				r.midWriteSince = time.Now()
+			}
+			wait := prev.Config.Reload.WriterWait
+			if since := time.Since(r.midWriteSince); since >= wait {
+				// Files that change while every reload reads them are never
+				// applied: a failure, logged, counted and named by /readyz,
+				// as a writer that never closes a file is not waited for
+				// unseen.
+				err = fmt.Errorf("%w, every reload for %s (reload.writer_wait is %s): %w", errStillChanging, since.Round(time.Millisecond), wait, err)
+			} else {
+				r.log.Info("files changed while they were read: applying them once they settle", append(t.fields(), zap.Error(err))...)
+				return err
+			}
+		} else {
+			err = fmt.Errorf("%w, SIGHUP applies only complete files; send it again once the writer has finished: %w", ErrIncomplete, err)
 		}
-		err = fmt.Errorf("%w, SIGHUP applies only complete files; send it again once the writer has finished: %w", ErrIncomplete, err)
 	}
 	status := *r.status.Load()
 	status.Time = time.Now()
