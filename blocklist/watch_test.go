@@ -1,6 +1,7 @@
 package blocklist
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"maps"
@@ -356,6 +357,36 @@ func TestWatcherWriterInAFolderThatCameBack(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
 	eventually(t, rec, first+rest)
+}
+
+// TestUnsettledSeesAWriterThatJustWrote starts a writer (another
+// process) that truncates the list, writes its first line and pauses,
+// and asks Unsettled about that line the moment the writer says it wrote:
+// the writer watch's goroutine had often not read the open and the write
+// yet (run lags the kernel by as long as the scheduler takes to wake it),
+// and the half was taken for a file no writer holds, so a reload that
+// read it just before applied it.
+func TestUnsettledSeesAWriterThatJustWrote(t *testing.T) {
+	const half = "a.example\n"
+	file := filepath.Join(t.TempDir(), "list.txt")
+	require.NoError(t, os.WriteFile(file, []byte("old.example\n"), 0o644))
+	w, err := NewWatcher(50 * time.Millisecond)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	require.NoError(t, w.Watch([]string{file}, nil))
+	for i := range 40 {
+		cmd := exec.Command("sh", "-c", `exec 3>"$0" && printf 'a.example\n' >&3 && echo written && exec sleep 600`, file)
+		out, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		line, err := bufio.NewReader(out).ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, "written\n", line)
+		assert.Equal(t, []string{file}, Unsettled(w, map[string][32]byte{file: sha256.Sum256([]byte(half))}),
+			"write %d: a writer holding the list, half written, was not seen", i)
+		require.NoError(t, cmd.Process.Kill())
+		_ = cmd.Wait()
+	}
 }
 
 // TestWatcherFolderGoneThenBack deletes the folder and lets the deletion be

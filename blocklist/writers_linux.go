@@ -35,6 +35,10 @@ import (
 // rule.
 type writers struct {
 	file *os.File // the inotify instance, read by the goroutine run starts
+	// readMu is held by whoever reads the instance and applies what it
+	// read (run, sync), so that events are applied in the order queued.
+	// It is taken before mu.
+	readMu sync.Mutex
 
 	mu   sync.Mutex
 	wds  map[int32][]string // watch descriptor: the folders watched through it
@@ -136,6 +140,7 @@ func (w *writers) adoptWriters(dir string, now time.Time) {
 // that opens its files read-write), so a SIGHUP waiting for it to close
 // would be refused for as long as it runs.
 func (w *writers) openNow(paths []string, wait time.Duration) []string {
+	w.sync()
 	now := time.Now()
 	var open []string
 	unwatched := map[string]bool{}
@@ -290,23 +295,81 @@ func (w *writers) closedC() <-chan struct{} { return w.closed }
 // run reads events until the instance is closed.
 func (w *writers) run() {
 	defer close(w.done)
-	var buf [unix.SizeofInotifyEvent * 256]byte
+	rc, err := w.file.SyscallConn()
+	if err != nil {
+		return
+	}
+	var buf [eventBuffer]byte
 	for {
-		n, err := w.file.Read(buf[:])
-		if err != nil {
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			w.readMu.Lock()
+			defer w.readMu.Unlock()
+			n, err := unix.Read(int(fd), buf[:])
+			for err == unix.EINTR {
+				n, err = unix.Read(int(fd), buf[:])
+			}
+			if err == unix.EAGAIN {
+				return false // nothing queued: wait for the poller
+			}
+			if err != nil {
+				rerr = err
+				return true
+			}
+			w.events(buf[:n], time.Now())
+			return true
+		})
+		if err != nil || rerr != nil {
 			// Closed, or broken: files stay as last known, and one held
 			// for good falls back to the Watcher's writer wait.
 			return
 		}
-		now := time.Now()
-		for off := 0; off+unix.SizeofInotifyEvent <= n; {
-			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
-			nameAt := off + unix.SizeofInotifyEvent
-			end := min(nameAt+int(ev.Len), n)
-			name := unix.ByteSliceToString(buf[nameAt:end])
-			w.handle(ev.Wd, ev.Mask, ev.Cookie, name, now)
-			off = nameAt + int(ev.Len)
+	}
+}
+
+// sync applies the events the kernel has queued and run has not read
+// yet: a check made after it sees every open and write made before it.
+// run reads on its own goroutine, woken by the runtime's poller, and lags
+// the writes by as much as the scheduler lets it (milliseconds on busy
+// cores): a writer that opened a list with O_TRUNC and wrote its first
+// half just before a reload read it was not yet known when Unsettled
+// asked, and the half was applied.
+func (w *writers) sync() {
+	rc, err := w.file.SyscallConn()
+	if err != nil {
+		return
+	}
+	w.readMu.Lock()
+	defer w.readMu.Unlock()
+	var buf [eventBuffer]byte
+	_ = rc.Control(func(fd uintptr) {
+		for {
+			n, err := unix.Read(int(fd), buf[:])
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || n <= 0 {
+				return // EAGAIN: nothing more queued
+			}
+			w.events(buf[:n], time.Now())
 		}
+	})
+}
+
+// eventBuffer is the size of a read of the instance: room for many
+// events, and for one with the longest name.
+const eventBuffer = unix.SizeofInotifyEvent * 256
+
+// events applies the events of one read.
+func (w *writers) events(buf []byte, now time.Time) {
+	n := len(buf)
+	for off := 0; off+unix.SizeofInotifyEvent <= n; {
+		ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+		nameAt := off + unix.SizeofInotifyEvent
+		end := min(nameAt+int(ev.Len), n)
+		name := unix.ByteSliceToString(buf[nameAt:end])
+		w.handle(ev.Wd, ev.Mask, ev.Cookie, name, now)
+		off = nameAt + int(ev.Len)
 	}
 }
 
