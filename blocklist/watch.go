@@ -596,6 +596,35 @@ func Unsettled(w *Watcher, sums map[string][32]byte) []string {
 	return out
 }
 
+// holdersOf says which processes hold files open for writing, for an
+// error about them: " (by pid N (command), …)", or nothing when /proc
+// names none (another user's process, a writer gone since).
+func holdersOf(files []string) string {
+	var resolved []string
+	for _, f := range files {
+		chain := symlinkChain(f)
+		resolved = append(resolved, chain[len(chain)-1])
+	}
+	if h := Holders(resolved); len(h) > 0 {
+		return " (by " + strings.Join(h, ", ") + ")"
+	}
+	return ""
+}
+
+// UnsettledReason says why Unsettled returned file, for an error naming
+// it: its content changed since it was read, or a writer holds it open
+// (naming the processes /proc shows).
+func UnsettledReason(file string, sum [32]byte) string {
+	a, err := filepath.Abs(file)
+	if err != nil {
+		return "it changed since it was read"
+	}
+	if st := hashFile(a); st.missing || st.sum != sum {
+		return "it changed since it was read"
+	}
+	return "a writer holds it open" + holdersOf([]string{a})
+}
+
 // WaitComplete waits until files are complete: none is held open by a
 // writer that modified it (as far as w knows; w may be nil when nothing is
 // watched) and their content is the same twice, quiet apart. A forced
@@ -635,7 +664,7 @@ func WaitComplete(ctx context.Context, w *Watcher, files []string, quiet, limit 
 		if !time.Now().Before(deadline) {
 			if len(open) > 0 {
 				slices.Sort(open)
-				return fmt.Errorf("%s: %w: a writer still holds it open after %s", strings.Join(slices.Compact(open), ", "), ErrBeingWritten, limit)
+				return fmt.Errorf("%s: %w: a writer still holds it open after %s%s", strings.Join(slices.Compact(open), ", "), ErrBeingWritten, limit, holdersOf(open))
 			}
 			return fmt.Errorf("%s: %w: its content still changed after %s", strings.Join(changedFiles(now, before), ", "), ErrBeingWritten, limit)
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -680,7 +681,7 @@ func TestWaitComplete(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond)
 	err = WaitComplete(ctx, w, []string{path}, 20*time.Millisecond, 200*time.Millisecond)
 	require.ErrorIs(t, err, ErrBeingWritten)
-	assert.Contains(t, err.Error(), path+": still being written: a writer still holds it open after 200ms")
+	assert.Contains(t, err.Error(), fmt.Sprintf("%s: still being written: a writer still holds it open after 200ms (by pid %d (", path, os.Getpid()))
 
 	result := make(chan error, 1)
 	go func() { result <- WaitComplete(ctx, w, []string{path}, 20*time.Millisecond, 10*time.Second) }()

@@ -198,6 +198,44 @@ func writingNow(match func(path string) bool) map[string]int {
 	return out
 }
 
+// Holders names the processes that have one of paths (absolute, as the
+// kernel resolves them: the last of a symlink chain) open for writing
+// now, as "pid N (command)", sorted: what an operator told that a file is
+// still being written needs to find the writer. Only processes /proc
+// shows (writingNow's) are named.
+func Holders(paths []string) []string {
+	want := map[string]bool{}
+	for _, p := range paths {
+		want[p] = true
+	}
+	var out []string
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	for _, proc := range procs {
+		if _, err := strconv.Atoi(proc.Name()); err != nil {
+			continue
+		}
+		fdDir := filepath.Join("/proc", proc.Name(), "fd")
+		fds, err := os.ReadDir(fdDir)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
+			if err != nil || !want[target] || !openForWriting(filepath.Join("/proc", proc.Name(), "fdinfo", fd.Name())) {
+				continue
+			}
+			comm, _ := os.ReadFile(filepath.Join("/proc", proc.Name(), "comm"))
+			out = append(out, fmt.Sprintf("pid %s (%s)", proc.Name(), strings.TrimSpace(string(comm))))
+			break
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // openForWriting reports whether the descriptor whose /proc fdinfo file is
 // info was opened for writing (O_WRONLY or O_RDWR).
 func openForWriting(info string) bool {

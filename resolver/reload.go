@@ -60,10 +60,17 @@ var errStillChanging = errors.New("files kept changing while the reloads read th
 // until they settle).
 type readMidWriteError struct {
 	files, watch []string
+	// why says, for each of files, why: "it changed since it was read",
+	// or "a writer holds it open" and by which processes.
+	why []string
 }
 
 func (e *readMidWriteError) Error() string {
-	return fmt.Sprintf("%s: %s: a writer holds it open, or it changed since", ErrReadMidWrite, strings.Join(e.files, ", "))
+	parts := make([]string, len(e.files))
+	for i, f := range e.files {
+		parts[i] = f + ": " + e.why[i]
+	}
+	return fmt.Sprintf("%s: %s", ErrReadMidWrite, strings.Join(parts, "; "))
 }
 
 func (e *readMidWriteError) Unwrap() error { return ErrReadMidWrite }
@@ -626,8 +633,13 @@ func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted [
 	// were read; a writer that started on one since may have been caught
 	// mid-write. Such a read is neither applied nor held nor counted.
 	if !next.Config.Embedded {
-		if moved := blocklist.Unsettled(r.watcher, appliedSums(next)); len(moved) > 0 {
-			return nil, nil, &readMidWriteError{files: moved, watch: watchedFiles(next)}
+		sums := appliedSums(next)
+		if moved := blocklist.Unsettled(r.watcher, sums); len(moved) > 0 {
+			why := make([]string, len(moved))
+			for i, f := range moved {
+				why[i] = blocklist.UnsettledReason(f, sums[f])
+			}
+			return nil, nil, &readMidWriteError{files: moved, watch: watchedFiles(next), why: why}
 		}
 	}
 	for _, w := range next.Warnings {
