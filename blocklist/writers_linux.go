@@ -172,29 +172,10 @@ func (w *writers) openNow(paths []string, wait time.Duration) []string {
 // may not see stays unseen, and the quiet period rules it.
 func writingNow(match func(path string) bool) map[string]int {
 	out := map[string]int{}
-	procs, err := os.ReadDir("/proc")
-	if err != nil {
-		return out
-	}
-	for _, proc := range procs {
-		if _, err := strconv.Atoi(proc.Name()); err != nil {
-			continue
-		}
-		fdDir := filepath.Join("/proc", proc.Name(), "fd")
-		fds, err := os.ReadDir(fdDir)
-		if err != nil {
-			continue // gone, or another user's
-		}
-		for _, fd := range fds {
-			target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
-			if err != nil || !filepath.IsAbs(target) || !match(target) {
-				continue
-			}
-			if openForWriting(filepath.Join("/proc", proc.Name(), "fdinfo", fd.Name())) {
-				out[target]++
-			}
-		}
-	}
+	writerFDs(match, func(_, path string) bool {
+		out[path]++
+		return true
+	})
 	return out
 }
 
@@ -209,9 +190,23 @@ func Holders(paths []string) []string {
 		want[p] = true
 	}
 	var out []string
+	writerFDs(func(p string) bool { return want[p] }, func(pid, _ string) bool {
+		comm, _ := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+		out = append(out, fmt.Sprintf("pid %s (%s)", pid, strings.TrimSpace(string(comm))))
+		return false // each process once
+	})
+	slices.Sort(out)
+	return out
+}
+
+// writerFDs calls found with each descriptor open for writing on a file
+// whose path (absolute, as readlink gives it) matches, that /proc shows:
+// its process's pid and the path. found reports whether to go on with
+// the rest of that process's descriptors.
+func writerFDs(match func(path string) bool, found func(pid, path string) (more bool)) {
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
-		return nil
+		return
 	}
 	for _, proc := range procs {
 		if _, err := strconv.Atoi(proc.Name()); err != nil {
@@ -220,20 +215,19 @@ func Holders(paths []string) []string {
 		fdDir := filepath.Join("/proc", proc.Name(), "fd")
 		fds, err := os.ReadDir(fdDir)
 		if err != nil {
-			continue
+			continue // gone, or another user's
 		}
 		for _, fd := range fds {
 			target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
-			if err != nil || !want[target] || !openForWriting(filepath.Join("/proc", proc.Name(), "fdinfo", fd.Name())) {
+			if err != nil || !filepath.IsAbs(target) || !match(target) ||
+				!openForWriting(filepath.Join("/proc", proc.Name(), "fdinfo", fd.Name())) {
 				continue
 			}
-			comm, _ := os.ReadFile(filepath.Join("/proc", proc.Name(), "comm"))
-			out = append(out, fmt.Sprintf("pid %s (%s)", proc.Name(), strings.TrimSpace(string(comm))))
-			break
+			if !found(proc.Name(), target) {
+				break
+			}
 		}
 	}
-	slices.Sort(out)
-	return out
 }
 
 // openForWriting reports whether the descriptor whose /proc fdinfo file is
