@@ -564,18 +564,27 @@ func changedFiles(now, reported map[string]fileState) []string {
 // for their content to be complete ran out.
 var ErrBeingWritten = errors.New("still being written")
 
-// Unsettled returns, sorted, those of the files in sums (each with the
-// content hash it was read with) that may not have been read complete:
-// their content is not that any more (changed, or gone, since), or a
-// writer holds the file open now (as far as w knows; w may be nil). Run
-// and WaitComplete find the files complete before a reload reads them,
-// but a writer may start on one in between (the reload reads after the
-// others have been parsed, a second or more behind a large list): what
-// the reload read of it may be a file caught mid-write, and is not to be
-// applied. A file that is not regular (a named pipe) is left out: it is
-// read once, to its writer's end, and cannot be compared.
-func Unsettled(w *Watcher, sums map[string][32]byte) []string {
-	var out []string
+// UnsettledFile is a file Unsettled found that may not have been read
+// complete, and why, for an error naming it.
+type UnsettledFile struct {
+	File string
+	// Why is "it changed since it was read", or "a writer holds it open"
+	// and the processes /proc names as writing it.
+	Why string
+}
+
+// Unsettled returns, sorted by file, those of the files in sums (each
+// with the content hash it was read with) that may not have been read
+// complete: their content is not that any more (changed, or gone, since),
+// or a writer holds the file open now (as far as w knows; w may be nil).
+// Run and WaitComplete find the files complete before a reload reads
+// them, but a writer may start on one in between (the reload reads after
+// the others have been parsed, a second or more behind a large list):
+// what the reload read of it may be a file caught mid-write, and is not
+// to be applied. A file that is not regular (a named pipe) is left out:
+// it is read once, to its writer's end, and cannot be compared.
+func Unsettled(w *Watcher, sums map[string][32]byte) []UnsettledFile {
+	var out []UnsettledFile
 	for p, sum := range sums {
 		a, err := filepath.Abs(p)
 		if err != nil {
@@ -585,14 +594,14 @@ func Unsettled(w *Watcher, sums map[string][32]byte) []string {
 		switch {
 		case st.irregular:
 		case st.missing || st.sum != sum:
-			out = append(out, p)
+			out = append(out, UnsettledFile{File: p, Why: "it changed since it was read"})
 		case w != nil:
 			if open := w.writers.openNow(symlinkChain(a), time.Duration(w.writerWait.Load())); len(open) > 0 {
-				out = append(out, p)
+				out = append(out, UnsettledFile{File: p, Why: "a writer holds it open" + holdersOf([]string{a})})
 			}
 		}
 	}
-	slices.Sort(out)
+	slices.SortFunc(out, func(x, y UnsettledFile) int { return strings.Compare(x.File, y.File) })
 	return out
 }
 
@@ -609,20 +618,6 @@ func holdersOf(files []string) string {
 		return " (by " + strings.Join(h, ", ") + ")"
 	}
 	return ""
-}
-
-// UnsettledReason says why Unsettled returned file, for an error naming
-// it: its content changed since it was read, or a writer holds it open
-// (naming the processes /proc shows).
-func UnsettledReason(file string, sum [32]byte) string {
-	a, err := filepath.Abs(file)
-	if err != nil {
-		return "it changed since it was read"
-	}
-	if st := hashFile(a); st.missing || st.sum != sum {
-		return "it changed since it was read"
-	}
-	return "a writer holds it open" + holdersOf([]string{a})
 }
 
 // WaitComplete waits until files are complete: none is held open by a

@@ -383,11 +383,20 @@ func TestUnsettledSeesAWriterThatJustWrote(t *testing.T) {
 		line, err := bufio.NewReader(out).ReadString('\n')
 		require.NoError(t, err)
 		require.Equal(t, "written\n", line)
-		assert.Equal(t, []string{file}, Unsettled(w, map[string][32]byte{file: sha256.Sum256([]byte(half))}),
+		assert.Equal(t, []string{file}, unsettledFiles(Unsettled(w, map[string][32]byte{file: sha256.Sum256([]byte(half))})),
 			"write %d: a writer holding the list, half written, was not seen", i)
 		require.NoError(t, cmd.Process.Kill())
 		_ = cmd.Wait()
 	}
+}
+
+// unsettledFiles are the files of Unsettled's answer.
+func unsettledFiles(us []UnsettledFile) []string {
+	var files []string
+	for _, u := range us {
+		files = append(files, u.File)
+	}
+	return files
 }
 
 // TestWatcherFolderGoneThenBack deletes the folder and lets the deletion be

@@ -332,31 +332,15 @@ func (w *writers) run() {
 		return
 	}
 	var buf [eventBuffer]byte
-	for {
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			w.readMu.Lock()
-			defer w.readMu.Unlock()
-			n, err := unix.Read(int(fd), buf[:])
-			for err == unix.EINTR {
-				n, err = unix.Read(int(fd), buf[:])
-			}
-			if err == unix.EAGAIN {
-				return false // nothing queued: wait for the poller
-			}
-			if err != nil {
-				rerr = err
-				return true
-			}
-			w.events(buf[:n], time.Now())
-			return true
-		})
-		if err != nil || rerr != nil {
-			// Closed, or broken: files stay as last known, and one held
-			// for good falls back to the Watcher's writer wait.
-			return
-		}
-	}
+	var rerr error
+	// Read returns only once the callback reports done: when the instance
+	// broke, or was closed (its error).
+	_ = rc.Read(func(fd uintptr) bool {
+		rerr = w.drain(int(fd), buf[:])
+		return rerr != nil
+	})
+	// Closed, or broken: files stay as last known, and one held for good
+	// falls back to the Watcher's writer wait.
 }
 
 // sync applies the events the kernel has queued and run has not read
@@ -371,21 +355,31 @@ func (w *writers) sync() {
 	if err != nil {
 		return
 	}
+	var buf [eventBuffer]byte
+	_ = rc.Control(func(fd uintptr) { _ = w.drain(int(fd), buf[:]) })
+}
+
+// drain reads and applies the events queued on the instance fd, through
+// buf, until none is left (nil), or the read fails (its error: the
+// instance broke). It holds readMu, so that run and sync apply events in
+// the order queued.
+func (w *writers) drain(fd int, buf []byte) error {
 	w.readMu.Lock()
 	defer w.readMu.Unlock()
-	var buf [eventBuffer]byte
-	_ = rc.Control(func(fd uintptr) {
-		for {
-			n, err := unix.Read(int(fd), buf[:])
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil || n <= 0 {
-				return // EAGAIN: nothing more queued
-			}
-			w.events(buf[:n], time.Now())
+	for {
+		n, err := unix.Read(fd, buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return nil
+		case err != nil:
+			return err
+		case n <= 0:
+			return nil
 		}
-	})
+		w.events(buf[:n], time.Now())
+	}
 }
 
 // eventBuffer is the size of a read of the instance: room for many

@@ -79,18 +79,9 @@ func (h *Handler) warnDesignation(leaf *x509.Certificate) {
 	_, ws := DesignationCheck(snap.Config, leaf)
 	for _, w := range ws {
 		if w.Msg != noHostDesignated {
-			h.log.Warn(w.Msg, zap.Strings("names", leaf.DNSNames), zap.Strings("addresses", certAddresses(leaf)))
+			h.log.Warn(w.Msg, zap.Strings("names", leaf.DNSNames), zap.Stringers("addresses", leaf.IPAddresses))
 		}
 	}
-}
-
-// certAddresses are the IP addresses of leaf's subjectAltName, as text.
-func certAddresses(leaf *x509.Certificate) []string {
-	s := make([]string, len(leaf.IPAddresses))
-	for i, ip := range leaf.IPAddresses {
-		s[i] = ip.String()
-	}
-	return s
 }
 
 // noHostDesignated says that a certificate naming no host is verified by

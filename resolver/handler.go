@@ -1398,9 +1398,8 @@ func validQuestion(q dns.Question) bool {
 // for a query the client made up. ANY (255) and the zone transfers
 // (REFUSED, handled apart) are not among them.
 func metaQType(qtype uint16) bool {
-	switch {
-	case qtype == dns.TypeNone, qtype == dns.TypeOPT, qtype == dns.TypeTSIG, qtype == dns.TypeTKEY,
-		qtype == dns.TypeMAILA, qtype == dns.TypeMAILB:
+	switch qtype {
+	case dns.TypeNone, dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY, dns.TypeMAILA, dns.TypeMAILB:
 		return true
 	}
 	return qtype >= 128 && qtype <= 248

@@ -56,19 +56,17 @@ var ErrReadMidWrite = errors.New("files changed while the reload read them")
 var errStillChanging = errors.New("files kept changing while the reloads read them")
 
 // readMidWriteError is ErrReadMidWrite's: the files that changed, or that
-// a writer held, and every file the reload read (for the watcher to watch
-// until they settle).
+// a writer held, each with why, and every file the reload read (for the
+// watcher to watch until they settle).
 type readMidWriteError struct {
-	files, watch []string
-	// why says, for each of files, why: "it changed since it was read",
-	// or "a writer holds it open" and by which processes.
-	why []string
+	files []blocklist.UnsettledFile
+	watch []string
 }
 
 func (e *readMidWriteError) Error() string {
 	parts := make([]string, len(e.files))
 	for i, f := range e.files {
-		parts[i] = f + ": " + e.why[i]
+		parts[i] = f.File + ": " + f.Why
 	}
 	return fmt.Sprintf("%s: %s", ErrReadMidWrite, strings.Join(parts, "; "))
 }
@@ -484,35 +482,33 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	if !midWrite || t.forced() {
 		r.midWriteSince = time.Time{}
 	}
-	if midWrite {
-		if !t.forced() {
-			// Not a failure while the files are being written: the
-			// watcher measures them against the state served again, and
-			// reports them once their writer is done.
-			if mid := (*readMidWriteError)(nil); r.watcher != nil && errors.As(err, &mid) {
-				// The files of the configuration read too: a list it
-				// names anew is the one a writer may hold.
-				files := append(watchedFiles(prev), mid.watch...)
-				slices.Sort(files)
-				_ = r.watcher.Watch(slices.Compact(files), appliedSums(prev))
-			}
-			if r.midWriteSince.IsZero() {
-				r.midWriteSince = time.Now()
-			}
-			wait := prev.Config.Reload.WriterWait
-			if since := time.Since(r.midWriteSince); since >= wait {
-				// Files that change while every reload reads them are never
-				// applied: a failure, logged, counted and named by /readyz,
-				// as a writer that never closes a file is not waited for
-				// unseen.
-				err = fmt.Errorf("%w, every reload for %s (reload.writer_wait is %s): %w", errStillChanging, since.Round(time.Millisecond), wait, err)
-			} else {
-				r.log.Info("files changed while they were read: applying them once they settle", append(t.fields(), zap.Error(err))...)
-				return err
-			}
-		} else {
-			err = fmt.Errorf("%w, SIGHUP applies only complete files; send it again once the writer has finished: %w", ErrIncomplete, err)
+	switch {
+	case midWrite && t.forced():
+		err = fmt.Errorf("%w, SIGHUP applies only complete files; send it again once the writer has finished: %w", ErrIncomplete, err)
+	case midWrite:
+		// Not a failure while the files are being written: the watcher
+		// measures them against the state served again, and reports them
+		// once their writer is done.
+		if mid := (*readMidWriteError)(nil); r.watcher != nil && errors.As(err, &mid) {
+			// The files of the configuration read too: a list it names
+			// anew is the one a writer may hold.
+			files := append(watchedFiles(prev), mid.watch...)
+			slices.Sort(files)
+			_ = r.watcher.Watch(slices.Compact(files), appliedSums(prev))
 		}
+		if r.midWriteSince.IsZero() {
+			r.midWriteSince = time.Now()
+		}
+		wait := prev.Config.Reload.WriterWait
+		since := time.Since(r.midWriteSince)
+		if since < wait {
+			r.log.Info("files changed while they were read: applying them once they settle", append(t.fields(), zap.Error(err))...)
+			return err
+		}
+		// Files that change while every reload reads them are never
+		// applied: a failure, logged, counted and named by /readyz, as a
+		// writer that never closes a file is not waited for unseen.
+		err = fmt.Errorf("%w, every reload for %s (reload.writer_wait is %s): %w", errStillChanging, since.Round(time.Millisecond), wait, err)
 	}
 	status := *r.status.Load()
 	status.Time = time.Now()
@@ -633,13 +629,8 @@ func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted [
 	// were read; a writer that started on one since may have been caught
 	// mid-write. Such a read is neither applied nor held nor counted.
 	if !next.Config.Embedded {
-		sums := appliedSums(next)
-		if moved := blocklist.Unsettled(r.watcher, sums); len(moved) > 0 {
-			why := make([]string, len(moved))
-			for i, f := range moved {
-				why[i] = blocklist.UnsettledReason(f, sums[f])
-			}
-			return nil, nil, &readMidWriteError{files: moved, watch: watchedFiles(next), why: why}
+		if moved := blocklist.Unsettled(r.watcher, appliedSums(next)); len(moved) > 0 {
+			return nil, nil, &readMidWriteError{files: moved, watch: watchedFiles(next)}
 		}
 	}
 	for _, w := range next.Warnings {

@@ -80,9 +80,9 @@ func checkQuery(b []byte) queryCheck {
 	// miekg/dns stops reading questions where the message ends, whatever
 	// QDCOUNT said: a header claiming one question and none after it
 	// parses with none, one cut short after its name or QTYPE parses
-	// with QTYPE or QCLASS 0 (questionsWhole), and one whose name is a
-	// pointer reads another name (qnameUncompressed).
-	if err := req.Unpack(b); err != nil || len(req.Question) != 1 || !questionsWhole(b) || !qnameUncompressed(b) {
+	// with QTYPE or QCLASS 0, and one whose name is a pointer reads
+	// another name (questionSound).
+	if err := req.Unpack(b); err != nil || len(req.Question) != 1 || !questionSound(b) {
 		return reply(dns.RcodeFormatError, resultFormerr)
 	}
 	return queryCheck{req: req}

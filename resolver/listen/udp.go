@@ -502,10 +502,9 @@ func (s *udpServer) serveDatagram(w *udpWriter, b []byte) {
 // listener does before its Handler sees it: without a header it is dropped
 // (nil, nil: any answer could be used to amplify); a header the accept
 // function rejects, or a body that does not parse (RFC 1035 §4.1.1),
-// ends inside its question (questionsWhole) or points into or past it
-// (qnameUncompressed), gets the FORMERR (or NOTIMP)
-// reply returned as reject; else the parsed query
-// is returned as req. invalid is told of a message that does not parse.
+// ends inside its question or points into or past it (questionSound),
+// gets the FORMERR (or NOTIMP) reply returned as reject; else the parsed
+// query is returned as req. invalid is told of a message that does not parse.
 func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) (req, reject *dns.Msg) {
 	const headerSize = 12
 	if len(b) < headerSize {
@@ -523,7 +522,7 @@ func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 	action := accept(dh)
 	if action == dns.MsgAccept {
 		req = new(dns.Msg)
-		if err := req.Unpack(b); err == nil && questionsWhole(b) && qnameUncompressed(b) {
+		if err := req.Unpack(b); err == nil && questionSound(b) {
 			return req, nil
 		}
 		invalid(b, dns.ErrBuf)
@@ -623,25 +622,24 @@ func skipQuestions(b []byte) (end int, ok bool) {
 	return off, true
 }
 
-// questionsWhole reports whether b, a message with a header, holds every
-// question QDCOUNT gives it whole: its name, QTYPE and QCLASS (RFC 1035
-// §4.1.2). miekg/dns unpacks a question the message ends in after its
-// name or its QTYPE as one of QTYPE or QCLASS 0: a query cut short there
-// would be answered, and forwarded, as a question of class 0 that nobody
-// asked, where it is a format error.
-func questionsWhole(b []byte) bool {
-	_, ok := skipQuestions(b)
-	return ok
-}
-
-// qnameUncompressed reports whether the first question of b, a message
-// with a header, spells its name without a compression pointer. A pointer
-// refers to a prior occurrence of a name (RFC 1035 §4.1.4), and a query's
-// question has none before it: a pointer there points forward, or into
-// the header, whose ID and flags miekg/dns reads as labels, and the query
-// was forwarded as a name the client never wrote. Unbound answers FORMERR;
-// BIND takes no forward pointer.
-func qnameUncompressed(b []byte) bool {
+// questionSound reports whether the question section of b, a message with
+// a header that miekg/dns unpacked, is what a query's must be where
+// miekg/dns does not check it:
+//   - every question QDCOUNT gives is whole: its name, QTYPE and QCLASS
+//     (RFC 1035 §4.1.2). miekg/dns unpacks a question the message ends in
+//     after its name or its QTYPE as one of QTYPE or QCLASS 0: a query cut
+//     short there would be answered, and forwarded, as a question of class
+//     0 that nobody asked, where it is a format error;
+//   - the first question spells its name without a compression pointer. A
+//     pointer refers to a prior occurrence of a name (RFC 1035 §4.1.4), and
+//     a query's question has none before it: a pointer there points
+//     forward, or into the header, whose ID and flags miekg/dns reads as
+//     labels, and the query was forwarded as a name the client never
+//     wrote. Unbound answers FORMERR; BIND takes no forward pointer.
+func questionSound(b []byte) bool {
+	if _, ok := skipQuestions(b); !ok {
+		return false
+	}
 	if binary.BigEndian.Uint16(b[4:]) == 0 {
 		return true
 	}
