@@ -364,9 +364,24 @@ func TestEncryptedTransportsSamePipeline(t *testing.T) {
 		`dnsfence_connections_refused_total{reason="not_allowed",transport="https"} 3`,
 		`dnsfence_connections_refused_total{reason="not_allowed",transport="quic"} 1`,
 		`dnsfence_queries_total{result="bad_request",transport="https"} 0`,
+		`dnsfence_tls_handshake_failures_total{transport="tls"} 0`,
+		`dnsfence_tls_handshake_failures_total{transport="https"} 0`,
+		`dnsfence_tls_handshake_failures_total{transport="quic"} 0`,
 	} {
 		assert.Contains(t, body, want+"\n")
 	}
+
+	// A device offering DoH's ALPN to the DoT port fails its handshake:
+	// counted.
+	c, err := tls.Dial("tcp", e.addrs[listen.TLS], p.clientTLS(listen.ALPNHTTP2))
+	if err == nil {
+		_, err = c.Read(make([]byte, 1)) // TLS 1.3 clients learn of a refusal on read
+		c.Close()
+	}
+	require.Error(t, err)
+	require.Eventually(t, func() bool {
+		return strings.Contains(scrape(t, e.registry), `dnsfence_tls_handshake_failures_total{transport="tls"} 1`+"\n")
+	}, 5*time.Second, 10*time.Millisecond)
 
 	// A DoH request without a query is a bad request, counted.
 	resp, err := http.Get("http://" + e.addrs["http"] + listen.DoHPath)

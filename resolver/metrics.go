@@ -31,6 +31,7 @@ type Metrics struct {
 	inflight        prometheus.Gauge
 	rateLimited     *prometheus.CounterVec // transport
 	connsRefused    *prometheus.CounterVec // transport, reason
+	handshakes      *prometheus.CounterVec // transport: failed TLS handshakes
 	connsOpen       *prometheus.GaugeVec   // transport
 	udpBuffer       *prometheus.GaugeVec   // direction
 	udpDrops        *listen.DropCounter
@@ -135,6 +136,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnsfence_connections_refused_total",
 			Help: "Connections closed at accept, by transport and reason (not_allowed: outside allowed_clients; per_client_limit: the client already holds limits.tcp_connections_per_client).",
 		}, []string{"transport", "reason"}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsfence_tls_handshake_failures_total",
+			Help: "Connections to the DNS over TLS, HTTPS and QUIC listeners whose TLS handshake failed after the client sent something (an untrusted or expired certificate, a name or address the certificate lacks, no shared TLS version or ALPN protocol, a stall, plain DNS or HTTP to the port), by transport (tls, https, quic); the listeners log each at debug level.",
+		}, []string{"transport"}),
 		connsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dnsfence_connections_open",
 			Help: "Connections open now, by transport; limits.tcp_connections bounds them.",
@@ -160,7 +165,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, m.udpDrops.Total)
 	reg.MustRegister(m.queries, m.blocked, m.listEntries,
 		m.reloads, m.reloadSuccess, m.reloadOK, m.reloadHeld, m.policyRanges, m.skippedLines, m.unwatched, m.watchedFolders, m.inflight, m.rateLimited,
-		m.connsRefused, m.connsOpen, m.udpBuffer, drops)
+		m.connsRefused, m.handshakes, m.connsOpen, m.udpBuffer, drops)
 	// Series a network team alerts on exist from the start, at zero.
 	for _, tr := range transports {
 		m.rateLimited.WithLabelValues(tr)
@@ -186,6 +191,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 		m.connsOpen.WithLabelValues(tr)
 	}
+	for _, tr := range encryptedTransports {
+		m.handshakes.WithLabelValues(tr)
+	}
 	return m
 }
 
@@ -194,6 +202,17 @@ var transports = []string{listen.UDP, listen.TCP, listen.TLS, listen.HTTPS, list
 
 // streamTransports are the transports with connections.
 var streamTransports = []string{listen.TCP, listen.TLS, listen.HTTPS, listen.QUIC}
+
+// encryptedTransports are the transports with a TLS handshake.
+var encryptedTransports = []string{listen.TLS, listen.HTTPS, listen.QUIC}
+
+// handshakeFailed counts a connection whose TLS handshake failed.
+func (m *Metrics) handshakeFailed(transport string) {
+	if m == nil {
+		return
+	}
+	m.handshakes.WithLabelValues(transport).Inc()
+}
 
 // connectionRefused counts a connection closed at accept.
 func (m *Metrics) connectionRefused(transport, reason string) {

@@ -36,8 +36,9 @@ func newServer(log *zap.Logger, h *Handler, serve listen.Handler) *Server {
 			}
 			return nil
 		},
-		Connections: m.connections,
-		Refused:     m.connectionRefused,
+		Connections:     m.connections,
+		Refused:         m.connectionRefused,
+		HandshakeFailed: m.handshakeFailed,
 		Sockets: func(socks []listen.UDPSocket) {
 			s.sockets = socks
 			m.udpSockets(socks)

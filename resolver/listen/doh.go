@@ -62,6 +62,9 @@ type DoHOptions struct {
 	// Log gets net/http's own complaints (TLS handshake errors, panics)
 	// at debug level. Nil: discarded.
 	Log *zap.Logger
+	// HandshakeFailed, when set, counts a connection whose TLS handshake
+	// failed after the client sent something (Config.HandshakeFailed).
+	HandshakeFailed func()
 	// TLS is the server TLS configuration (ServerTLSConfig(store,
 	// ALPNHTTP2, ALPNHTTP1)). Nil serves plain HTTP/1.1 and HTTP/2 with
 	// prior knowledge (h2c), for an http:// listen address behind a
@@ -164,8 +167,22 @@ func NewDoHServer(opt DoHOptions) *DoHServer {
 		MaxHeaderBytes:    maxDoHHeaderBytes,
 		ErrorLog:          errLog,
 		ConnContext:       withCappedConn,
+		ConnState:         s.connState,
 	}
 	return s
+}
+
+// connState counts, once net/http has closed it, a connection whose TLS
+// handshake failed (handshakeFailed): net/http logs the failure, with no
+// hook to count it. Not after the stop, which closes connections in their
+// handshake too.
+func (s *DoHServer) connState(c net.Conn, state http.ConnState) {
+	if state != http.StateClosed || s.opt.HandshakeFailed == nil || s.stopped.Load() {
+		return
+	}
+	if tc, ok := c.(*tls.Conn); ok && handshakeFailed(tc) {
+		s.opt.HandshakeFailed()
+	}
 }
 
 // ParseDoHListen splits a listen_https address: "host:port" and
@@ -724,7 +741,7 @@ func (l *cappedListener) Accept() (net.Conn, error) {
 			}
 			release = r
 		}
-		cc := &cappedConn{Conn: c, release: func() { release(); <-l.slots }}
+		cc := &cappedConn{heardConn: heardConn{Conn: c}, release: func() { release(); <-l.slots }}
 		if l.firstRequest > 0 {
 			// Closing the socket fails net/http's read, which then closes
 			// cc and gives its place back.
@@ -739,9 +756,10 @@ func (l *cappedListener) Close() error {
 	return l.Listener.Close()
 }
 
-// cappedConn gives its slot back when closed, once.
+// cappedConn gives its slot back when closed, once, and notes whether
+// the client sent anything (handshakeFailed).
 type cappedConn struct {
-	net.Conn
+	heardConn
 	once    sync.Once
 	release func()
 	// silent, when set, closes the connection unless requested stops it

@@ -99,6 +99,10 @@ type DoQOptions struct {
 	// that keeps sending without finishing is dropped at twice it.
 	// Default DefaultDoQHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// HandshakeFailed, when set, counts a connection attempt whose QUIC
+	// handshake failed (Config.HandshakeFailed; the stop and admission
+	// refusals are not counted).
+	HandshakeFailed func()
 	// ReadTimeout bounds the arrival of a stream's whole query and its
 	// STREAM FIN. Default DefaultDoQReadTimeout.
 	ReadTimeout time.Duration
@@ -530,16 +534,19 @@ func (s *DoQServer) checkIdle(c *doqConn) {
 	c.idle.Reset(wait)
 }
 
-// handshakeFailed logs at debug level a connection attempt from client
-// that ended with cause before its QUIC handshake was done: a client that
-// does not trust the certificate or offers another ALPN, or one that
-// vanished. Not when the stop or an admission refusal ended it.
+// handshakeFailed logs at debug level, and counts, a connection attempt
+// from client that ended with cause before its QUIC handshake was done: a
+// client that does not trust the certificate or offers another ALPN, or
+// one that vanished. Not when the stop or an admission refusal ended it.
 func (s *DoQServer) handshakeFailed(client net.Addr, cause error) {
 	s.mu.Lock()
 	draining := s.draining
 	s.mu.Unlock()
 	if draining || errors.Is(cause, errTooManyConns) || errors.Is(cause, errNotAdmitted) {
 		return
+	}
+	if s.opt.HandshakeFailed != nil {
+		s.opt.HandshakeFailed()
 	}
 	if ce := s.log.Check(zap.DebugLevel, "QUIC handshake failed"); ce != nil {
 		ce.Write(zap.Stringer("client", client), zap.Error(cause))

@@ -115,12 +115,13 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 			return fail(addr, err)
 		}
 		srv := NewDoHServer(DoHOptions{
-			Handler: s.cfg.Handler,
-			Count:   s.cfg.Count,
-			Log:     s.log.Named("doh"),
-			TLS:     cfg,
-			Trusted: s.trusted,
-			Admit:   s.admitter(HTTPS),
+			Handler:         s.cfg.Handler,
+			Count:           s.cfg.Count,
+			Log:             s.log.Named("doh"),
+			HandshakeFailed: func() { s.cfg.HandshakeFailed(HTTPS) },
+			TLS:             cfg,
+			Trusted:         s.trusted,
+			Admit:           s.admitter(HTTPS),
 			// At the cap the listener is not accepted from, as on TCP.
 			MaxConns:          limits.TCPConnections,
 			MaxStreams:        limits.TCPPipeline,
@@ -163,6 +164,7 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 			// A stalled handshake holds a connection place: as long as
 			// on DoT and DoH, not DoQ's own default.
 			HandshakeTimeout: limits.TCPReadTimeout,
+			HandshakeFailed:  func() { s.cfg.HandshakeFailed(QUIC) },
 			ReadTimeout:      limits.TCPReadTimeout,
 			IdleTimeout:      limits.TCPIdleTimeout,
 		})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
@@ -427,18 +428,29 @@ func TestServerDoQStalledHandshake(t *testing.T) {
 		"the place came back after tcp_read_timeout (500 ms), not DoQ's default handshake timeout (5 s)")
 }
 
-// TestEncryptedHandshakeFailuresLogged: a DNS over TLS or QUIC connection
-// whose handshake fails (here a client that shares no ALPN protocol with
-// the listener, and one that does not trust its certificate) is logged at
-// debug level with the client's address and why, as DoH's net/http logs
-// its own: an operator whose devices cannot connect sees why.
-func TestEncryptedHandshakeFailuresLogged(t *testing.T) {
+// TestEncryptedHandshakeFailures: a connection whose TLS or QUIC
+// handshake fails (a client that shares no ALPN protocol with the
+// listener, one that does not trust its certificate, plain DNS to the DoT
+// port) is logged at debug level with the client's address and why (DoH's
+// by net/http) and counted by transport: an operator whose devices cannot
+// connect sees that they cannot, and why. One closed before its first
+// byte (a load balancer's TCP check) is not counted, nor one the stop
+// ended.
+func TestEncryptedHandshakeFailures(t *testing.T) {
 	ca := newTestCA(t)
 	files, _ := writePair(t, ca)
 	store, _ := startStore(t, files, time.Hour)
 	core, logs := observer.New(zapcore.DebugLevel)
-	srv := New(Config{Handler: newTestHandler(newTestUpstream(t)), Rules: func() Rules { return proxyRules{} }, Log: zap.New(core)})
-	require.NoError(t, srv.StartEncrypted(Encrypted{TLS: []string{"127.0.0.1:0"}, QUIC: []string{"127.0.0.1:0"}, Cert: store}))
+	var mu sync.Mutex
+	failed := map[string]int{}
+	srv := New(Config{Handler: newTestHandler(newTestUpstream(t)), Rules: func() Rules { return proxyRules{} }, Log: zap.New(core),
+		HandshakeFailed: func(transport string) {
+			mu.Lock()
+			defer mu.Unlock()
+			failed[transport]++
+		}})
+	require.NoError(t, srv.StartEncrypted(Encrypted{TLS: []string{"127.0.0.1:0"}, HTTPS: []string{"127.0.0.1:0"},
+		QUIC: []string{"127.0.0.1:0"}, Cert: store}))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -448,27 +460,63 @@ func TestEncryptedHandshakeFailuresLogged(t *testing.T) {
 	for _, ep := range srv.Endpoints() {
 		addrs[ep.Transport] = ep.Addr.String()
 	}
-	untrusting := clientTLS(newTestCA(t), ALPNDoT) // another CA: the listener's certificate is not trusted
-	for _, cfg := range []*tls.Config{clientTLS(ca, "h2"), untrusting} {
-		c, err := tls.Dial("tcp", addrs[TLS], cfg)
+	counted := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(failed)
+	}
+
+	// Connected and closed with nothing sent: no TLS client.
+	for _, tr := range []string{TLS, HTTPS} {
+		c, err := net.Dial("tcp", addrs[tr])
+		require.NoError(t, err)
+		require.NoError(t, c.Close())
+	}
+	require.Eventually(t, func() bool { return logs.FilterMessage("TLS handshake failed").Len() == 1 }, 5*time.Second, 10*time.Millisecond,
+		"the closed DoT connection is logged")
+
+	untrusting := newTestCA(t) // another CA: the listener's certificate is not trusted
+	for _, tc := range []struct {
+		transport string
+		cfg       *tls.Config
+	}{
+		{TLS, clientTLS(ca, "h2")},
+		{TLS, clientTLS(untrusting, ALPNDoT)},
+		{HTTPS, clientTLS(ca, ALPNDoT)},
+		{HTTPS, clientTLS(untrusting, ALPNHTTP2)},
+	} {
+		c, err := tls.Dial("tcp", addrs[tc.transport], tc.cfg)
 		if err == nil {
 			// TLS 1.3 clients learn of a server's refusal on read.
 			_, err = streamExchange(c, query("example.org"))
 			c.Close()
 		}
-		require.Error(t, err)
+		require.Error(t, err, tc.transport)
 	}
+	// Plain DNS to the DoT port.
+	c, err := net.Dial("tcp", addrs[TLS])
+	require.NoError(t, err)
+	_, _ = streamExchange(c, query("example.org"))
+	c.Close()
+
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for _, cfg := range []*tls.Config{clientTLS(ca, "doq-i02"), clientTLS(newTestCA(t), ALPNDoQ)} {
+	for _, cfg := range []*tls.Config{clientTLS(ca, "doq-i02"), clientTLS(untrusting, ALPNDoQ)} {
 		c, err := quic.DialAddr(ctx, addrs[QUIC], cfg, &quic.Config{})
 		if err == nil {
 			_ = c.CloseWithError(0, "")
 		}
 		require.Error(t, err)
 	}
+	want := map[string]int{TLS: 3, HTTPS: 2, QUIC: 2}
+	assert.Eventually(t, func() bool { return maps.Equal(counted(), want) }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, want, counted(), "each failed handshake counted once, the silent connections not")
 	for _, msg := range []string{"TLS handshake failed", "QUIC handshake failed"} {
-		require.Eventually(t, func() bool { return logs.FilterMessage(msg).Len() == 2 }, 5*time.Second, 10*time.Millisecond,
+		n := want[QUIC]
+		if msg == "TLS handshake failed" {
+			n = want[TLS] + 1 // and the silent connection
+		}
+		require.Eventually(t, func() bool { return logs.FilterMessage(msg).Len() == n }, 5*time.Second, 10*time.Millisecond,
 			"%s: logged once for each failed connection", msg)
 		for _, l := range logs.FilterMessage(msg).All() {
 			assert.Equal(t, zapcore.DebugLevel, l.Level)
@@ -477,4 +525,19 @@ func TestEncryptedHandshakeFailuresLogged(t *testing.T) {
 			t.Logf("%s: %v", msg, l.ContextMap())
 		}
 	}
+	// DoH's are net/http's own log lines.
+	require.Eventually(t, func() bool { return logs.FilterMessageSnippet("TLS handshake error").Len() >= want[HTTPS] }, 5*time.Second,
+		10*time.Millisecond, "DoH's failed handshakes logged")
+
+	// A stop ends handshakes under way: not counted.
+	c, err = net.Dial("tcp", addrs[TLS])
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Write([]byte{0x16, 0x03, 0x01}) // the start of a ClientHello
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond) // read by now, mostly; counted or not, the stop ends it uncounted
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	require.NoError(t, srv.Shutdown(sctx))
+	assert.Equal(t, want, counted())
 }

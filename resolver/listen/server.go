@@ -66,6 +66,14 @@ type Config struct {
 	// Refused counts a connection closed at accept, by transport and reason
 	// (RefusedNotAllowed, RefusedPerClient).
 	Refused func(transport, reason string)
+	// HandshakeFailed counts a DNS over TLS, HTTPS or QUIC connection,
+	// by transport (TLS, HTTPS, QUIC), whose TLS handshake failed: the
+	// client sent something (a ClientHello, or bytes that are not TLS)
+	// and the handshake did not complete (an untrusted certificate, no
+	// shared version or ALPN protocol, a stall, plain DNS to the port).
+	// Not counted: a connection closed before its first byte, one the stop
+	// ended, one refused at admission.
+	HandshakeFailed func(transport string)
 	// Sockets is told of the UDP sockets Start opened, with the buffers the
 	// kernel granted them.
 	Sockets func([]UDPSocket)
@@ -99,6 +107,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Refused == nil {
 		cfg.Refused = func(string, string) {}
+	}
+	if cfg.HandshakeFailed == nil {
+		cfg.HandshakeFailed = func(string) {}
 	}
 	if cfg.Sockets == nil {
 		cfg.Sockets = func([]UDPSocket) {}

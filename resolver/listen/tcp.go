@@ -45,8 +45,11 @@ type tcpServer struct {
 	rules     func() Rules
 	log       *zap.Logger
 	admission *admission
-	accept    dns.MsgAcceptFunc
-	invalid   dns.MsgInvalidFunc
+	// handshakeFailures counts a failed DNS over TLS handshake
+	// (Config.HandshakeFailed).
+	handshakeFailures func(transport string)
+	accept            dns.MsgAcceptFunc
+	invalid           dns.MsgInvalidFunc
 	// slots holds a token per connection accepted and not yet closed:
 	// limits.tcp_connections. When it is full the listener is not
 	// accepted from, so new connections wait in the kernel's backlog.
@@ -71,7 +74,7 @@ func newTCPServer(ln net.Listener, cfg Config, log *zap.Logger, a *admission, ma
 		transport = TLS
 	}
 	return &tcpServer{ln: ln, transport: transport, tls: tlsConfig, handler: cfg.Handler, count: cfg.Count, rules: cfg.Rules, log: log,
-		admission: a, accept: accept, invalid: invalid,
+		admission: a, handshakeFailures: cfg.HandshakeFailed, accept: accept, invalid: invalid,
 		slots: make(chan struct{}, maxConns), stopping: make(chan struct{}), conns: map[*tcpConn]struct{}{}}
 }
 
@@ -381,12 +384,16 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 // does, a DNS over TLS connection whose read ended with err before its
 // TLS handshake completed: a client that does not trust the certificate,
 // shares no TLS version or ALPN protocol with it, stalls, or speaks plain
-// DNS to the TLS port (Unbound logs each too). A connection the stop
-// ended is not logged.
+// DNS to the TLS port (Unbound logs each too). It counts it too
+// (Config.HandshakeFailed) when the client sent anything. A connection
+// the stop ended is neither.
 func (s *tcpServer) handshakeFailed(c *tcpConn, err error) {
 	tc, ok := c.Conn.(*TLSConn)
 	if !ok || s.closing.Load() || tc.ConnectionState().HandshakeComplete {
 		return
+	}
+	if handshakeFailed(tc.Conn) {
+		s.handshakeFailures(TLS)
 	}
 	if ce := s.log.Check(zap.DebugLevel, "TLS handshake failed"); ce != nil {
 		ce.Write(zap.String("transport", TLS), zap.Stringer("client", c.remoteAddr()), zap.Error(err))

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -54,8 +55,36 @@ type TLSConn struct {
 // ServerTLSConfig; its NextProtos should be ALPNDoT for DNS over TLS). The
 // handshake must complete within handshakeTimeout (> 0) or c is closed.
 func ServerTLS(c net.Conn, cfg *tls.Config, handshakeTimeout time.Duration) *TLSConn {
-	return &TLSConn{Conn: tls.Server(c, cfg), timeout: handshakeTimeout}
+	return &TLSConn{Conn: tls.Server(&heardConn{Conn: c}, cfg), timeout: handshakeTimeout}
 }
+
+// handshakeFailed reports whether c's TLS handshake failed: it did not
+// complete, though the client sent something (a ClientHello, or bytes
+// that are not TLS). A connection closed, or left idle, before its first
+// byte is no TLS client: a load balancer's TCP health check, a port scan.
+func handshakeFailed(c *tls.Conn) bool {
+	h, ok := c.NetConn().(interface{ heard() bool })
+	return ok && h.heard() && !c.ConnectionState().HandshakeComplete
+}
+
+// heardConn notes whether its peer has sent anything (handshakeFailed).
+type heardConn struct {
+	net.Conn
+	got atomic.Bool
+}
+
+func (c *heardConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && !c.got.Load() {
+		c.got.Store(true)
+	}
+	return n, err
+}
+
+func (c *heardConn) heard() bool { return c.got.Load() }
+
+// NetConn is the connection beneath (rawConn).
+func (c *heardConn) NetConn() net.Conn { return c.Conn }
 
 // Handshake runs the TLS handshake once, within the timeout; later calls
 // return the first outcome. On failure the connection is closed.
