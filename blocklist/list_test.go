@@ -107,6 +107,57 @@ func TestParseBadLines(t *testing.T) {
 	}
 }
 
+// TestParseAddressesAreNotNames: an address is reported however a list
+// writes it, as a line of an address alone is; none is kept as a name of
+// digits (which no query asks for, and which would count as an entry, so
+// that a file of addresses alone loaded as a list blocking nothing).
+func TestParseAddressesAreNotNames(t *testing.T) {
+	data := strings.Join([]string{
+		"||10.0.0.1^",                // 1: Adblock
+		"*.10.0.0.2",                 // 2: leading wildcard
+		"0.0.0.0 10.0.0.3",           // 3: hosts line, read the fast way
+		"0.0.0.0 10.0.0.4 a.example", // 4: hosts line, read the general way
+		"127.0.0.1  127.0.0.1",       // 5
+		"\uff11\uff10.0.0.5",         // 6: full-width digits
+		"||1.2.3^",                   // 7: digits that are no address
+		"0.0.0.0 0.0.0.0",            // 8: a standard hosts name, skipped silently
+		"||b.example^",               // 9
+		"4.3.2.1.in-addr.arpa",       // 10: a name with digits
+		"",
+	}, "\n")
+	l, warn := Parse("lists/ips.txt", []byte(data))
+	var got []string
+	for e := range l.All() {
+		got = append(got, fmt.Sprintf("%s:%d", e.Name, e.Line))
+	}
+	assert.Equal(t, []string{"a.example:4", "b.example:9", "4.3.2.1.in-addr.arpa:10"}, got)
+	assert.EqualError(t, warn, strings.Join([]string{
+		`lists/ips.txt:1: an address alone is not a domain name: "||10.0.0.1^"`,
+		`lists/ips.txt:2: an address alone is not a domain name: "*.10.0.0.2"`,
+		`lists/ips.txt:3: an address alone is not a domain name: "10.0.0.3"`,
+		`lists/ips.txt:4: an address alone is not a domain name: "10.0.0.4"`,
+		`lists/ips.txt:5: an address alone is not a domain name: "127.0.0.1"`,
+		`lists/ips.txt:6: an address alone is not a domain name: "１０.0.0.5"`,
+		`lists/ips.txt:7: invalid IP address: "||1.2.3^"`,
+	}, "\n"))
+	for _, n := range []string{"10.0.0.1", "10.0.0.2", "x.10.0.0.2", "10.0.0.3", "10.0.0.4", "127.0.0.1", "10.0.0.5", "1.2.3", "0.0.0.0"} {
+		_, ok := l.Match(n)
+		assert.False(t, ok, "%s matched", n)
+	}
+	for _, n := range []string{"a.example", "www.b.example", "4.3.2.1.in-addr.arpa"} {
+		_, ok := l.Match(n)
+		assert.True(t, ok, "%s not matched", n)
+	}
+
+	// A file of addresses alone has no entry: its owner is told it blocks
+	// nothing (the resolver refuses a list of only bad lines).
+	l, warn = Parse("lists/ips.txt", []byte("||10.0.0.1^\n0.0.0.0 10.0.0.3\n*.10.0.0.2\n"))
+	assert.Equal(t, 0, l.Len())
+	n, first := BadLines(warn)
+	assert.Equal(t, 3, n)
+	assert.EqualError(t, first, `lists/ips.txt:1: an address alone is not a domain name: "||10.0.0.1^"`)
+}
+
 func TestParseReportsEveryBadLineBounded(t *testing.T) {
 	var b strings.Builder
 	for i := 0; i < maxReported+10; i++ {

@@ -183,7 +183,7 @@ func (p *textParser) parseLine(line int, text string) {
 			if hostsNames[strings.ToLower(host)] {
 				continue
 			}
-			if n, err := normalizeEntry(host, p.buf[:0]); err != nil {
+			if n, err := p.entryName(host); err != nil {
 				errs.add(name, line, host, err)
 			} else {
 				b.addLater(n, line)
@@ -198,12 +198,31 @@ func (p *textParser) parseLine(line int, text string) {
 	entry, err := stripForm(first)
 	if err == nil {
 		var n []byte
-		if n, err = normalizeEntry(entry, p.buf[:0]); err == nil {
+		if n, err = p.entryName(entry); err == nil {
 			b.addLater(n, line)
 			return
 		}
 	}
 	errs.add(name, line, first, err)
+}
+
+// entryName is the stored form of a name of a line (normalizeEntry),
+// in p.buf, or what is wrong with it. A name of digits and dots alone is
+// an address, however it is written (`||10.0.0.1^`, `*.10.0.0.1`, the
+// names of a hosts line, full-width digits), as a line of an address
+// alone is (ErrAddrOnly, or ErrBadAddr for digits that are no address):
+// no query is for such a name, so the entry would block nothing while the
+// line meant to block the address, and, counted as an entry, it would let
+// a file of nothing but addresses load as a list.
+func (p *textParser) entryName(s string) ([]byte, error) {
+	n, err := normalizeEntry(s, p.buf[:0])
+	if err != nil || hasNonDigit(unsafe.String(unsafe.SliceData(n), len(n))) {
+		return n, err
+	}
+	if _, err := netip.ParseAddr(string(n)); err == nil {
+		return nil, ErrAddrOnly
+	}
+	return nil, ErrBadAddr
 }
 
 // plainEntry is the stored form of the name of a line that is a name
@@ -214,8 +233,9 @@ func (p *textParser) parseLine(line int, text string) {
 // every step of the general way but normalizeEntry returns them as they
 // are: they have no comment, URL, decoration or wildcard, no white space
 // but the one after a hosts line's address (lineContent, nextField,
-// stripForm), and a name alone is not taken for an address (looksLikeAddr).
-// What is left is normalizeEntry, which plainName does in one pass.
+// stripForm), and their name is not all digits and dots (looksLikeAddr for
+// a name alone, entryName for a hosts line's). What is left is
+// normalizeEntry, which plainName does in one pass.
 func plainEntry(text string, dst []byte) ([]byte, bool) {
 	name, hosts := cutHostsAddr(text)
 	n, ok := plainName(name, dst)
@@ -224,7 +244,7 @@ func plainEntry(text string, dst []byte) ([]byte, bool) {
 		return nil, false
 	case hosts && hostsNames[string(n[len(dst):])]:
 		return nil, false // skipped, the general way (which looks it up as written)
-	case !hosts && !hasNonDigit(name):
+	case !hasNonDigit(name):
 		return nil, false // all digits and dots: an address, which the general way reports
 	}
 	return n, true
