@@ -82,6 +82,25 @@ func TestParseBadLines(t *testing.T) {
 		{name: "URL of an address", line: "http://192.0.2.7/", wantErr: ErrURL,
 			wantMsg: `lists/x.txt:2: a URL is not a list entry (and lists hold names, not addresses): "http://192.0.2.7/"`},
 		{name: "URL with an IPv6 address", line: "http://[2001:db8::1]/", wantErr: ErrURL},
+		// Other programs' syntax is named for what it is, not for the
+		// first thing a name cannot have.
+		{name: "regular expression", line: `/^ad[0-9]*\.tiktok\.com$/`, wantErr: ErrRegex,
+			wantMsg: `lists/x.txt:2: regular expressions (/.../) are not supported (write the names they are meant to block): "/^ad[0-9]*\\.tiktok\\.com$/"`},
+		{name: "regular expression with spaces and options", line: `/^ads? [0-9]/$important`, wantErr: ErrRegex},
+		{name: "dnsmasq address", line: "address=/tiktok.com/0.0.0.0", wantErr: ErrDirective,
+			wantMsg: `lists/x.txt:2: a dnsmasq or unbound directive is not a list entry (to block tiktok.com and the names below it, write tiktok.com): "address=/tiktok.com/0.0.0.0"`},
+		{name: "dnsmasq address of ::", line: "address=/tiktok.com/::", wantErr: ErrDirective},
+		{name: "dnsmasq server", line: "server=/tiktok.com/", wantErr: ErrDirective},
+		{name: "unbound local-zone", line: `local-zone: "tiktok.com." always_nxdomain`, wantErr: ErrDirective,
+			wantMsg: `lists/x.txt:2: a dnsmasq or unbound directive is not a list entry (to block tiktok.com and the names below it, write tiktok.com): "local-zone: \"tiktok.com.\" always_nxdomain"`},
+		{name: "unbound local-data", line: `local-data: "tiktok.com A 0.0.0.0"`, wantErr: ErrDirective},
+		{name: "unbound server clause", line: "server:", wantErr: ErrDirective,
+			wantMsg: `lists/x.txt:2: a dnsmasq or unbound directive is not a list entry: "server:"`},
+		{name: "name with a port", line: "tiktok.com:443", wantErr: ErrBadChar,
+			wantMsg: `lists/x.txt:2: invalid character in name: "tiktok.com:443"`},
+		{name: "v2fly prefix", line: "full:tiktok.com", wantErr: ErrBadChar},
+		{name: "hosts IPv4 address with a zone", line: "0.0.0.0%lo0 tiktok.com", wantErr: ErrBadAddr,
+			wantMsg: `lists/x.txt:2: invalid IP address: "0.0.0.0%lo0"`},
 		// An AdGuard directive that pulls in another file's names: not a
 		// comment, whose "!" it starts with.
 		{name: "include directive", line: " !#include tiktok-extra.txt", wantErr: ErrInclude,

@@ -67,6 +67,8 @@ var (
 	ErrHostBits       = errors.New("prefix has host bits set")
 	ErrTooManyLines   = errors.New("list files end at line 16,777,215")
 	ErrURL            = errors.New("a URL is not a list entry")
+	ErrRegex          = errors.New("regular expressions (/.../) are not supported (write the names they are meant to block)")
+	ErrDirective      = errors.New("a dnsmasq or unbound directive is not a list entry")
 	ErrRangeURL       = errors.New("a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet)")
 	ErrRangeBrackets  = errors.New("a client range is written without brackets")
 	ErrIPv4Compatible = errors.New("an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client")
@@ -165,6 +167,10 @@ func (p *textParser) parseLine(line int, text string) {
 	first, rest := nextField(text)
 	if strings.IndexByte(first, ':') >= 0 && strings.Contains(first, "://") {
 		errs.add(name, line, first, urlEntry(first))
+		return
+	}
+	if err := otherSyntax(text); err != nil {
+		errs.add(name, line, text, err)
 		return
 	}
 	if looksLikeAddr(first) { // checked first: ParseAddr allocates its error
@@ -372,6 +378,45 @@ func urlEntry(s string) error {
 	return fmt.Errorf("%w (write the name alone: %s)", ErrURL, u.Hostname())
 }
 
+// otherSyntax says what a line (as lineContent gives it) of another
+// program's syntax is: an Adblock or Blocky regular expression
+// (`/^ads?\./`, `/ads/$important`), or a dnsmasq (`address=/a.com/0.0.0.0`,
+// `server=/a.com/`) or unbound (`local-zone: "a.com" always_nxdomain`)
+// directive, which names the name to write instead. Read as names, their
+// reason would be beside the point (`invalid IP address: "local-zone:"`,
+// `wildcards are only allowed as a leading "*."` for a regular
+// expression's `*`). nil for any other line.
+func otherSyntax(text string) error {
+	if len(text) > 1 && text[0] == '/' && (text[len(text)-1] == '/' || strings.Contains(text, "/$")) {
+		return ErrRegex
+	}
+	first, rest := nextField(text)
+	if head, names, ok := strings.Cut(first, "=/"); ok {
+		switch head {
+		case "address", "server", "local", "ipset", "nftset":
+			domain, _, _ := strings.Cut(names, "/")
+			return directiveError(domain)
+		}
+	}
+	switch first {
+	case "local-zone:", "local-data:", "server:":
+		domain, _ := nextField(rest)
+		domain, _ = nextField(strings.ReplaceAll(domain, `"`, " "))
+		return directiveError(domain)
+	}
+	return nil
+}
+
+// directiveError is ErrDirective naming the entry to write instead, should
+// the directive be meant to block: one may forward or rewrite its name
+// instead (`server=/a.com/10.0.0.53`, `local-zone: "a.com" transparent`).
+func directiveError(domain string) error {
+	if domain = strings.TrimSuffix(domain, "."); domain == "" {
+		return ErrDirective
+	}
+	return fmt.Errorf("%w (to block %s and the names below it, write %s)", ErrDirective, domain, domain)
+}
+
 // stripForm removes the decoration of the accepted entry forms.
 func stripForm(s string) (string, error) {
 	switch {
@@ -533,18 +578,29 @@ func trimBlank(s string) string {
 	return s
 }
 
-// looksLikeAddr reports text that was meant as an address (all digits and
-// dots, or containing a colon) but did not parse as one.
+// looksLikeAddr reports text that was meant as an address, whether or
+// not it parses as one: digits and dots (IPv4), or hexadecimal digits,
+// dots and at least one colon (IPv6), either with a `%zone`
+// (`fe80::1%lo0`, `0.0.0.0%lo0` of a hosts file). Other text with a colon
+// (`tiktok.com:443`, v2fly's `full:tiktok.com`) is not taken for an
+// address: it is reported as the name it is.
 func looksLikeAddr(s string) bool {
-	if strings.Contains(s, ":") && !strings.HasPrefix(s, "||") {
-		return true
+	if i := strings.IndexByte(s, '%'); i >= 0 {
+		s = s[:i]
 	}
+	colon, hex := false, false
 	for i := 0; i < len(s); i++ {
-		if (s[i] < '0' || s[i] > '9') && s[i] != '.' {
+		switch c := s[i]; {
+		case '0' <= c && c <= '9', c == '.':
+		case c == ':':
+			colon = true
+		case 'a' <= c|0x20 && c|0x20 <= 'f':
+			hex = true
+		default:
 			return false
 		}
 	}
-	return s != ""
+	return s != "" && (colon || !hex)
 }
 
 // errorList collects the bad lines of one file, bounded by maxReported.
