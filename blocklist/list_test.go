@@ -23,6 +23,9 @@ func TestParseForms(t *testing.T) {
 		{name: "leading wildcard", line: "*.tiktok.com", want: []string{"tiktok.com"}},
 		{name: "leading dot", line: ".tiktok.com", want: []string{"tiktok.com"}},
 		{name: "adblock", line: "||tiktok.com^", want: []string{"tiktok.com"}},
+		{name: "adblock important", line: "||tiktok.com^$important", want: []string{"tiktok.com"}},
+		{name: "adblock end anchor", line: "||tiktok.com^|", want: []string{"tiktok.com"}},
+		{name: "adblock wildcard", line: "||*.tiktok.com^", want: []string{"tiktok.com"}},
 		{name: "hosts one name", line: "0.0.0.0 tiktok.com", want: []string{"tiktok.com"}},
 		{name: "hosts many names", line: "127.0.0.1\ttiktok.com  www.tiktokv.com", want: []string{"tiktok.com", "www.tiktokv.com"}},
 		{name: "hosts ipv6", line: ":: tiktok.com", want: []string{"tiktok.com"}},
@@ -62,7 +65,13 @@ func TestParseBadLines(t *testing.T) {
 			wantMsg: `lists/x.txt:2: empty label: "tiktok..com"`},
 		{name: "bad char", line: "tik$tok.com", wantErr: ErrBadChar},
 		{name: "inner wildcard", line: "v*.tiktokcdn-eu.com", wantErr: ErrWildcard},
-		{name: "adblock options", line: "||tiktok.com^$important", wantErr: ErrAdblockOptions},
+		{name: "adblock options", line: "||tiktok.com^$dnstype=AAAA", wantErr: ErrAdblockOptions},
+		{name: "adblock options besides important", line: "||tiktok.com^$important,client=10.0.0.1", wantErr: ErrAdblockOptions},
+		{name: "adblock badfilter", line: "||tiktok.com^$badfilter", wantErr: ErrAdblockOptions},
+		{name: "adblock single pipe", line: "|tiktok.com^", wantErr: ErrAdblockForm,
+			wantMsg: `lists/x.txt:2: adblock rules must have the form ||name^: "|tiktok.com^"`},
+		{name: "adblock without pipes", line: "tiktok.com^", wantErr: ErrAdblockForm},
+		{name: "adblock inner wildcard", line: "||*.*.tiktok.com^", wantErr: ErrWildcard},
 		{name: "adblock without caret", line: "||tiktok.com", wantErr: ErrAdblockForm},
 		{name: "exception", line: "@@||tiktok.com^", wantErr: ErrException},
 		{name: "address alone", line: "10.0.0.1", wantErr: ErrAddrOnly},
@@ -175,6 +184,49 @@ func TestParseAddressesAreNotNames(t *testing.T) {
 	n, first := BadLines(warn)
 	assert.Equal(t, 3, n)
 	assert.EqualError(t, first, `lists/ips.txt:1: an address alone is not a domain name: "||10.0.0.1^"`)
+}
+
+// TestAdblockRulesForDNS: the Adblock rules that mean, for a DNS name, a
+// name and the names below it (AdGuard DNS filtering syntax) block them;
+// those that mean something else are reported and block nothing.
+func TestAdblockRulesForDNS(t *testing.T) {
+	data := strings.Join([]string{
+		"[Adblock Plus 2.0]",
+		"||tiktok.com^$important",                // 2: ranks it above exceptions only
+		"||*.tiktokcdn.com^",                     // 3: the names below tiktokcdn.com
+		"||tiktokv.com^|",                        // 4: ^| ends the address as ^ does
+		"||capcut.com^$dnstype=AAAA",             // 5: AAAA queries only
+		"|lemon8.com^",                           // 6: lemon8.com alone
+		"lark.com^",                              // 7: any name ending in lark.com
+		"||pangle.io^$important,client=10.0.0.1", // 8: one client only
+		"",
+	}, "\n")
+	l, warn := Parse("lists/adguard.txt", []byte(data))
+	assert.EqualError(t, warn, strings.Join([]string{
+		`lists/adguard.txt:5: adblock options ($...) are not supported: "||capcut.com^$dnstype=AAAA"`,
+		`lists/adguard.txt:6: adblock rules must have the form ||name^: "|lemon8.com^"`,
+		`lists/adguard.txt:7: adblock rules must have the form ||name^: "lark.com^"`,
+		`lists/adguard.txt:8: adblock options ($...) are not supported: "||pangle.io^$important,client=10.0.0.1"`,
+	}, "\n"))
+	for query, want := range map[string]string{
+		"tiktok.com":         "tiktok.com:2",
+		"www.tiktok.com":     "tiktok.com:2",
+		"p16.tiktokcdn.com":  "tiktokcdn.com:3",
+		"tiktokcdn.com":      "tiktokcdn.com:3", // as `*.tiktokcdn.com` reads
+		"api.tiktokv.com":    "tiktokv.com:4",
+		"nottiktok.com":      "",
+		"tiktok.com.example": "",
+		"capcut.com":         "",
+		"lemon8.com":         "",
+		"lark.com":           "",
+		"pangle.io":          "",
+	} {
+		got := ""
+		if e, ok := l.Match(query); ok {
+			got = fmt.Sprintf("%s:%d", e.Name, e.Line)
+		}
+		assert.Equal(t, want, got, query)
+	}
 }
 
 func TestParseReportsEveryBadLineBounded(t *testing.T) {

@@ -91,7 +91,8 @@ var hostsNames = map[string]bool{
 // Parse builds a List from file content. name is how errors and matches
 // refer to the file. Every accepted form means "this domain and every name
 // below it": `example.com`, `*.example.com`, `.example.com`, hosts lines
-// (`0.0.0.0 a.example b.example`) and Adblock rules (`||example.com^`).
+// (`0.0.0.0 a.example b.example`) and Adblock rules (`||example.com^`,
+// with `$important` or `^|`, and `||*.example.com^`; see stripForm).
 // The file may start with a byte-order mark and use CRLF line ends (see
 // Lines).
 //
@@ -425,12 +426,27 @@ func stripForm(s string) (string, error) {
 	case strings.HasPrefix(s, "||"):
 		s = s[2:]
 		if i := strings.IndexByte(s, '$'); i >= 0 {
-			return "", ErrAdblockOptions
+			// $important ranks a rule above exception rules (AdGuard DNS
+			// filtering syntax), which a list here has none of: the rule
+			// blocks what it blocks without it. Every other option
+			// narrows, widens or turns the rule (client, dnstype,
+			// denyallow, badfilter, dnsrewrite) or is not for DNS.
+			if s[i+1:] != "important" {
+				return "", ErrAdblockOptions
+			}
+			s = s[:i]
 		}
+		// `^|`: the address ends there, as it does after `^` closing a name.
+		s = strings.TrimSuffix(s, "|")
 		if !strings.HasSuffix(s, "^") || strings.Count(s, "^") != 1 {
 			return "", ErrAdblockForm
 		}
-		s = s[:len(s)-1]
+		// `||*.name^` is the names below name: read as `*.name` is.
+		s = strings.TrimPrefix(s[:len(s)-1], "*.")
+	case strings.HasPrefix(s, "|"), strings.HasSuffix(s, "^"):
+		// `|name^` (that name alone) and `name^` (any name ending in it,
+		// `xname` too) are not this or the names below it.
+		return "", ErrAdblockForm
 	case strings.HasPrefix(s, "*."):
 		s = s[2:]
 	case strings.HasPrefix(s, "."):

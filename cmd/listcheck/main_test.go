@@ -42,7 +42,7 @@ func TestRunFixtures(t *testing.T) {
   patterns, not comparable: 1
     ||v*.tiktokcdn-eu.com^ (line 3; no shipped entry covers tiktokcdn-eu.com)
   unsupported lines: 1
-    testdata/adblock.txt:4: ||x.example.com^$important (adblock options ($...) are not supported)
+    testdata/adblock.txt:4: ||x.example.com^$dnstype=AAAA (adblock options ($...) are not supported)
 
 == reference testdata/tiktok.yml (adguard): 4 names, 1 patterns, 0 unsupported lines
   covered by testdata/shipped/a.txt: 1
