@@ -69,6 +69,7 @@ var (
 	ErrURL            = errors.New("a URL is not a list entry")
 	ErrRegex          = errors.New("regular expressions (/.../) are not supported (write the names they are meant to block)")
 	ErrDirective      = errors.New("a dnsmasq or unbound directive is not a list entry")
+	ErrCosmetic       = errors.New("an Adblock cosmetic rule (##, #@#, #$#, …) hides part of a web page and blocks no name")
 	ErrRangeURL       = errors.New("a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet)")
 	ErrRangeBrackets  = errors.New("a client range is written without brackets")
 	ErrIPv4Compatible = errors.New("an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client")
@@ -381,7 +382,8 @@ func urlEntry(s string) error {
 
 // otherSyntax says what a line (as lineContent gives it) of another
 // program's syntax is: an Adblock or Blocky regular expression
-// (`/^ads?\./`, `/ads/$important`), or a dnsmasq (`address=/a.com/0.0.0.0`,
+// (`/^ads?\./`, `/ads/$important`), an Adblock cosmetic rule
+// (`tiktok.com##.banner`, `tiktok.com#$#body { }`), or a dnsmasq (`address=/a.com/0.0.0.0`,
 // `server=/a.com/`) or unbound (`local-zone: "a.com" always_nxdomain`)
 // directive, which names the name to write instead. Read as names, their
 // reason would be beside the point (`invalid IP address: "local-zone:"`,
@@ -392,6 +394,9 @@ func otherSyntax(text string) error {
 		return ErrRegex
 	}
 	first, rest := nextField(text)
+	if i := strings.IndexByte(first, '#'); i > 0 && strings.IndexByte(first[i+1:], '#') >= 0 {
+		return ErrCosmetic
+	}
 	if head, names, ok := strings.Cut(first, "=/"); ok {
 		switch head {
 		case "address", "server", "local", "ipset", "nftset":
