@@ -81,12 +81,17 @@ var (
 )
 
 // hostsNames are the standard entries of a hosts file; a hosts-format list
-// copied from /etc/hosts carries them and they are skipped silently.
+// copied from /etc/hosts carries them and they are skipped silently: those
+// of StevenBlack's hosts and Debian's, and Red Hat's (Fedora, RHEL, Amazon
+// Linux: `127.0.0.1 localhost localhost.localdomain localhost4
+// localhost4.localdomain4`, and the same with 6 on `::1`).
 var hostsNames = map[string]bool{
 	"localhost": true, "localhost.localdomain": true, "local": true,
 	"broadcasthost": true, "ip6-localhost": true, "ip6-loopback": true,
 	"ip6-localnet": true, "ip6-mcastprefix": true, "ip6-allnodes": true,
 	"ip6-allrouters": true, "ip6-allhosts": true, "0.0.0.0": true,
+	"localhost4": true, "localhost4.localdomain4": true,
+	"localhost6": true, "localhost6.localdomain6": true,
 }
 
 // Parse builds a List from file content. name is how errors and matches
