@@ -176,10 +176,6 @@ func (p *textParser) parseLine(line int, text string) {
 		errs.add(name, line, first, urlEntry(first))
 		return
 	}
-	if err := otherSyntax(text); err != nil {
-		errs.add(name, line, text, err)
-		return
-	}
 	if looksLikeAddr(first) { // checked first: ParseAddr allocates its error
 		if _, err := netip.ParseAddr(first); err != nil {
 			errs.add(name, line, first, ErrBadAddr)
@@ -205,7 +201,7 @@ func (p *textParser) parseLine(line int, text string) {
 		return
 	}
 	if rest != "" {
-		errs.add(name, line, rest, ErrTrailing)
+		p.bad(line, text, first, rest, rest, ErrTrailing)
 		return
 	}
 	entry, err := stripForm(first)
@@ -216,7 +212,18 @@ func (p *textParser) parseLine(line int, text string) {
 			return
 		}
 	}
-	errs.add(name, line, first, err)
+	p.bad(line, text, first, rest, first, err)
+}
+
+// bad reports the line text (first its first field, rest the others),
+// which is no entry, as token and err say, or, when it is another
+// program's syntax, as that (otherSyntax): asked only of a bad line, so
+// that the lines that are entries pay nothing for it.
+func (p *textParser) bad(line int, text, first, rest, token string, err error) {
+	if other := otherSyntax(text, first, rest); other != nil {
+		token, err = text, other
+	}
+	p.errs.add(p.name, line, token, err)
 }
 
 // entryName is the stored form of a name of a line (normalizeEntry),
@@ -385,8 +392,8 @@ func urlEntry(s string) error {
 	return fmt.Errorf("%w (write the name alone: %s)", ErrURL, u.Hostname())
 }
 
-// otherSyntax says what a line (as lineContent gives it) of another
-// program's syntax is: an Adblock or Blocky regular expression
+// otherSyntax says what a line (text, as lineContent gives it; first its
+// first field, rest the others) of another program's syntax is: an Adblock or Blocky regular expression
 // (`/^ads?\./`, `/ads/$important`), an Adblock cosmetic rule
 // (`tiktok.com##.banner`, `tiktok.com#$#body { }`), or a dnsmasq (`address=/a.com/0.0.0.0`,
 // `server=/a.com/`) or unbound (`local-zone: "a.com" always_nxdomain`)
@@ -394,11 +401,10 @@ func urlEntry(s string) error {
 // reason would be beside the point (`invalid IP address: "local-zone:"`,
 // `wildcards are only allowed as a leading "*."` for a regular
 // expression's `*`). nil for any other line.
-func otherSyntax(text string) error {
+func otherSyntax(text, first, rest string) error {
 	if len(text) > 1 && text[0] == '/' && (text[len(text)-1] == '/' || strings.Contains(text, "/$")) {
 		return ErrRegex
 	}
-	first, rest := nextField(text)
 	if i := strings.IndexByte(first, '#'); i > 0 && strings.IndexByte(first[i+1:], '#') >= 0 {
 		return ErrCosmetic
 	}
