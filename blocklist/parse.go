@@ -69,6 +69,7 @@ var (
 	ErrURL            = errors.New("a URL is not a list entry")
 	ErrRegex          = errors.New("regular expressions (/.../) are not supported (write the names they are meant to block)")
 	ErrDirective      = errors.New("a dnsmasq or unbound directive is not a list entry")
+	ErrZoneRecord     = errors.New("a DNS zone record is not a list entry (a Response Policy Zone is read from a file whose name ends in .rpz)")
 	ErrCosmetic       = errors.New("an Adblock cosmetic rule (##, #@#, #$#, …) hides part of a web page and blocks no name")
 	ErrRangeURL       = errors.New("a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet)")
 	ErrRangeBrackets  = errors.New("a client range is written without brackets")
@@ -394,7 +395,8 @@ func urlEntry(s string) error {
 
 // otherSyntax says what a line (text, as lineContent gives it; first its
 // first field, rest the others) of another program's syntax is: an Adblock or Blocky regular expression
-// (`/^ads?\./`, `/ads/$important`), an Adblock cosmetic rule
+// (`/^ads?\./`, `/ads/$important`), a zone file's record (a policy zone
+// in a file not named *.rpz), an Adblock cosmetic rule
 // (`tiktok.com##.banner`, `tiktok.com#$#body { }`), or a dnsmasq (`address=/a.com/0.0.0.0`,
 // `server=/a.com/`) or unbound (`local-zone: "a.com" always_nxdomain`)
 // directive, which names the name to write instead. Read as names, their
@@ -421,7 +423,33 @@ func otherSyntax(text, first, rest string) error {
 		domain, _ = nextField(strings.ReplaceAll(domain, `"`, " "))
 		return directiveError(domain)
 	}
+	if zoneRecord(first, rest) {
+		return ErrZoneRecord
+	}
 	return nil
+}
+
+// zoneRecord reports a line of a zone file (RFC 1035 §5.1): a `$TTL`,
+// `$ORIGIN` or `$INCLUDE` directive, or a record, its owner first, then an
+// optional TTL and class, then a type a policy zone has (`*.tiktok.com
+// CNAME .`, `tiktok.com 300 IN CNAME rpz-passthru.`).
+func zoneRecord(first, rest string) bool {
+	switch strings.ToUpper(first) {
+	case "$TTL", "$ORIGIN", "$INCLUDE":
+		return true
+	}
+	field, rest := nextField(rest)
+	if field != "" && !hasNonDigit(field) {
+		field, rest = nextField(rest) // the TTL
+	}
+	if strings.EqualFold(field, "IN") {
+		field, _ = nextField(rest)
+	}
+	switch strings.ToUpper(field) {
+	case "SOA", "NS", "CNAME", "DNAME", "A", "AAAA", "TXT", "PTR", "MX", "SVCB", "HTTPS":
+		return true
+	}
+	return false
 }
 
 // directiveError is ErrDirective naming the entry to write instead, should
