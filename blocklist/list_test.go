@@ -163,6 +163,8 @@ func TestParseAddressesAreNotNames(t *testing.T) {
 		"0.0.0.0 0.0.0.0",            // 8: a standard hosts name, skipped silently
 		"||b.example^",               // 9
 		"4.3.2.1.in-addr.arpa",       // 10: a name with digits
+		"||2001:db8::1^",             // 11: IPv6
+		"0.0.0.0 ::1",                // 12
 		"",
 	}, "\n")
 	l, warn := Parse("lists/ips.txt", []byte(data))
@@ -179,6 +181,8 @@ func TestParseAddressesAreNotNames(t *testing.T) {
 		`lists/ips.txt:5: an address alone is not a domain name: "127.0.0.1"`,
 		`lists/ips.txt:6: an address alone is not a domain name: "１０.0.0.5"`,
 		`lists/ips.txt:7: invalid IP address: "||1.2.3^"`,
+		`lists/ips.txt:11: an address alone is not a domain name: "||2001:db8::1^"`,
+		`lists/ips.txt:12: an address alone is not a domain name: "::1"`,
 	}, "\n"))
 	for _, n := range []string{"10.0.0.1", "10.0.0.2", "x.10.0.0.2", "10.0.0.3", "10.0.0.4", "127.0.0.1", "10.0.0.5", "1.2.3", "0.0.0.0"} {
 		_, ok := l.Match(n)

@@ -234,11 +234,19 @@ func (p *textParser) bad(line int, text, first, rest, token string, err error) {
 // alone is (ErrAddrOnly, or ErrBadAddr for digits that are no address):
 // no query is for such a name, so the entry would block nothing while the
 // line meant to block the address, and, counted as an entry, it would let
-// a file of nothing but addresses load as a list.
+// a file of nothing but addresses load as a list. An IPv6 address there
+// (`||2001:db8::1^`, `0.0.0.0 ::1`), which no name can be, is named as
+// one too, not as an invalid character.
 func (p *textParser) entryName(s string) ([]byte, error) {
 	n, err := normalizeEntry(s, p.buf[:0])
-	if err != nil || hasNonDigit(unsafe.String(unsafe.SliceData(n), len(n))) {
-		return n, err
+	if err != nil {
+		if _, aerr := netip.ParseAddr(s); aerr == nil {
+			return nil, ErrAddrOnly
+		}
+		return nil, err
+	}
+	if hasNonDigit(unsafe.String(unsafe.SliceData(n), len(n))) {
+		return n, nil
 	}
 	if _, err := netip.ParseAddr(string(n)); err == nil {
 		return nil, ErrAddrOnly
