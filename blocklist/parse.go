@@ -58,7 +58,7 @@ var (
 	ErrWildcard       = errors.New("wildcards are only allowed as a leading \"*.\"")
 	ErrAdblockOptions = errors.New("adblock options ($...) are not supported")
 	ErrAdblockForm    = errors.New("adblock rules must have the form ||name^")
-	ErrException      = errors.New("exception rules (@@) are not supported, put the name in an allow list")
+	ErrException      = errors.New("exception rules (@@) are not supported")
 	ErrAddrOnly       = errors.New("an address alone is not a domain name")
 	ErrBadAddr        = errors.New("invalid IP address")
 	ErrTrailing       = errors.New("unexpected text after the entry")
@@ -474,6 +474,14 @@ func directiveError(domain string) error {
 func stripForm(s string) (string, error) {
 	switch {
 	case strings.HasPrefix(s, "@@"):
+		// An exception rule allows what its rule would block. Where a name
+		// is allowed is the policy's allow key, not a line: the same file
+		// may be a block list elsewhere, where reading it would block.
+		if name, err := stripForm(s[2:]); err == nil {
+			if n, err := normalizeEntry(name, nil); err == nil {
+				return "", fmt.Errorf("%w (to allow %s and the names below it, write %s in a list under a policy's allow)", ErrException, n, n)
+			}
+		}
 		return "", ErrException
 	case strings.HasPrefix(s, "||"):
 		s = s[2:]
