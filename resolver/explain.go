@@ -220,6 +220,10 @@ type Hop struct {
 	Record   string // the record as text
 	Name     string // the name decided: the target of an alias (aliasTarget), else the owner; a blocked owner first
 	Decision Decision
+	// Outranked marks an address a passthru trigger holds whose zone
+	// blocked the answer all the same, by the longer prefix holding
+	// another of its addresses (addressDecision).
+	Outranked bool
 }
 
 // Explain decides name for client exactly as a query from client would be
@@ -366,6 +370,8 @@ func (s *Snapshot) ExplainAnswer(e *Explanation, resp *dns.Msg) {
 					break
 				}
 			}
+			_, isIP := h.Decision.Entry.Prefix()
+			h.Outranked = isIP && h.Decision.Allowed && e.Decision.Blocked && h.Decision.Entry.List == e.Decision.Entry.List
 		}
 		e.Hops = append(e.Hops, h)
 	}
@@ -449,7 +455,11 @@ func (e Explanation) text(listName func(string) string) string {
 	inspected := e.HasPolicy && e.Range.Policy.Blocks() && !decisionOfName(e).Allowed
 	for i, h := range e.Hops {
 		fmt.Fprintf(&b, "  answer %d: %s\n", i+1, h.Record)
-		if inspected {
+		switch {
+		case inspected && h.Outranked:
+			fmt.Fprintf(&b, "    %s passthru by %s: %s, outranked: a longer prefix of the zone holds another address of the answer\n",
+				h.Name, entryWhere(h.Decision, listName), entryText(h.Decision))
+		case inspected:
 			fmt.Fprintf(&b, "    %s\n", describe(h.Name, h.Decision, listName))
 		}
 	}

@@ -349,3 +349,98 @@ func localDialer(network, from string) *net.Dialer {
 	}
 	return &net.Dialer{LocalAddr: &net.UDPAddr{IP: ip}}
 }
+
+var respIPPrecedenceFiles = map[string]string{
+	"policy.rpz": rpzHead + `16.0.0.64.100.rpz-ip CNAME rpz-passthru.
+32.7.113.0.203.rpz-ip CNAME .
+32.20.113.0.203.rpz-ip CNAME rpz-passthru.
+8.0.0.0.10.rpz-ip CNAME .
+16.0.0.16.172.rpz-ip CNAME *.
+24.0.2.0.192.rpz-ip CNAME .
+32.9.2.0.192.rpz-ip CNAME rpz-passthru.
+128.1.zz.db8.2001.rpz-ip CNAME .
+`,
+}
+
+// TestResponseIPPrecedence: when the addresses of one answer fall under
+// several response-IP triggers of one zone, the trigger with the longest
+// prefix decides for the whole answer, and of two as long the one holding
+// the smaller address, an IPv4 prefix counting as the IPv4-mapped prefix
+// it stands for (draft-vixie-dnsop-dns-rpz, Precedence Rules; BIND ARM,
+// RPZ rules 4 and 5; BIND 9.18 answers each of these as asserted), in
+// whatever order the upstream gives the records. A passthru for one
+// address does not let through another that a longer prefix blocks, and a
+// shorter prefix's action does not override a longer one's.
+func TestResponseIPPrecedence(t *testing.T) {
+	records := map[string][]string{
+		"passthru-short.example.net.": {"A 100.64.1.1", "A 203.0.113.7"},
+		"block-long.example.net.":     {"A 203.0.113.7", "A 100.64.1.1"},
+		"nxdomain-short.example.net.": {"A 10.1.2.3", "A 172.16.5.5"},
+		"nodata-long.example.net.":    {"A 172.16.5.5", "A 10.1.2.3"},
+		"passthru-long.example.net.":  {"A 192.0.2.5", "A 192.0.2.9"},
+		"tie-smaller-block.example.":  {"A 203.0.113.20", "A 203.0.113.7"},
+		"v6-longer-than-v4.example.":  {"A 100.64.1.1", "AAAA 2001:db8::1"},
+		"no-trigger-for-any.example.": {"A 198.18.0.1", "A 198.18.0.2"},
+		"passthru-only-tie.example.":  {"A 203.0.113.20", "A 203.0.113.40"},
+	}
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		for _, rec := range records[r.Question[0].Name] {
+			m.Answer = append(m.Answer, mustRR("%s 300 IN %s", r.Question[0].Name, rec))
+		}
+		return m
+	})
+	log, logs := observed(t)
+	f := startFenceLog(t, log, rpzActionsConfig, map[string]string{"capcut.txt": "capcut.com\n", "policy.rpz": respIPPrecedenceFiles["policy.rpz"]}, up.addr)
+
+	for _, tc := range []struct {
+		name  string
+		rcode int    // -1: forwarded, the upstream's records
+		via   string // the address whose trigger decided
+	}{
+		{"passthru-short.example.net.", dns.RcodeNameError, "203.0.113.7"},
+		{"block-long.example.net.", dns.RcodeNameError, "203.0.113.7"},
+		{"nxdomain-short.example.net.", dns.RcodeSuccess, "172.16.5.5"},
+		{"nodata-long.example.net.", dns.RcodeSuccess, "172.16.5.5"},
+		{"passthru-long.example.net.", -1, ""},
+		{"tie-smaller-block.example.", dns.RcodeNameError, "203.0.113.7"},
+		{"v6-longer-than-v4.example.", dns.RcodeNameError, "2001:db8::1"},
+		{"no-trigger-for-any.example.", -1, ""},
+		{"passthru-only-tie.example.", -1, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, network := range []string{"udp", "tcp"} {
+				r := ask(t, f.addr, "127.0.0.1", network, question(tc.name, dns.TypeANY, true))
+				if tc.rcode < 0 {
+					assert.Equal(t, dns.RcodeSuccess, r.Rcode, network)
+					assert.Len(t, r.Answer, len(records[tc.name]), network)
+					continue
+				}
+				assert.Equal(t, tc.rcode, r.Rcode, network)
+				assert.Empty(t, r.Answer, network)
+				require.Len(t, r.Ns, 1, network)
+				assert.Equal(t, dns.TypeSOA, r.Ns[0].Header().Rrtype, network)
+				require.NotNil(t, ede(r), network)
+				assert.Equal(t, dns.ExtendedErrorCodeBlocked, ede(r).InfoCode, network)
+			}
+			if tc.via != "" {
+				line, ok := auditLine(logs, tc.name)
+				require.True(t, ok)
+				assert.Equal(t, tc.via, line[logVia])
+			}
+		})
+	}
+
+	// `dnsfence explain -resolve` reaches the same verdict, and says why
+	// the passthru address did not let the answer stand.
+	snap := f.handler.Snapshot()
+	e := snap.Explain(netipMustParse("127.0.0.1"), "passthru-short.example.net.", dns.TypeA)
+	resp, _, err := snap.Forwarder().Forward(t.Context(), question("passthru-short.example.net.", dns.TypeA, false), false)
+	require.NoError(t, err)
+	snap.ExplainAnswer(&e, resp)
+	assert.Equal(t, ResultBlocked, e.Result)
+	assert.Contains(t, e.String(), "100.64.1.1 passthru by "+f.dir+"/policy.rpz:5 owner 16.0.0.64.100.rpz-ip.rpz.example.gov.: 100.64.0.0/16, outranked")
+	assert.Contains(t, e.String(), "203.0.113.7 blocked by "+f.dir+"/policy.rpz:6")
+}
