@@ -136,3 +136,34 @@ policies:
 	require.True(t, ok)
 	assert.Equal(t, "gov", cr.Policy.Name)
 }
+
+// TestLintPublicSuffixRPZ: only a trigger that blocks the domains under a
+// public suffix is warned about: an RPZ `*.co.uk`, not `co.uk` itself
+// (an RPZ trigger for a name matches that name only) and not a response-IP
+// trigger, whose prefix in text (`2001:db8::1/128`, one "label" to the
+// public suffix list) names no domain; a plain list's `co.uk` is.
+func TestLintPublicSuffixRPZ(t *testing.T) {
+	snap, err := buildConfig(t, `upstreams: ["127.0.0.1:53"]
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    block: [policy.rpz, plain.txt]
+`, map[string]string{
+		"policy.rpz": "$ORIGIN rpz.example.gov.\n@ SOA localhost. root.localhost. 1 3600 600 86400 60\n" +
+			"co.uk CNAME .\n" + // line 3
+			"*.co.uk CNAME .\n" + // line 4
+			"128.1.zz.db8.2001.rpz-ip CNAME .\n" + // line 5
+			"48.zz.b.db8.2001.rpz-ip CNAME .\n" + // line 6
+			"24.0.2.0.192.rpz-ip CNAME .\n", // line 7
+		"plain.txt": "com.au\n",
+	})
+	require.NoError(t, err)
+	var msgs []string
+	for _, w := range snap.Lint() {
+		msgs = append(msgs, w.String())
+	}
+	all := strings.Join(msgs, "\n")
+	assert.Contains(t, all, "policy.rpz:4: co.uk is a public suffix")
+	assert.Contains(t, all, "plain.txt:1: com.au is a public suffix")
+	assert.Equal(t, 2, strings.Count(all, "is a public suffix"), all)
+}

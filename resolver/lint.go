@@ -106,7 +106,13 @@ func (s *Snapshot) Lint() []Warning {
 	ws = append(ws, s.lintRepeats()...)
 	for _, path := range sortedKeys(s.Lists) {
 		l := s.Lists[path]
-		for e := range l.All() {
+		for e, t := range l.AllTriggers() {
+			if _, ip := e.Prefix(); ip || l.IsRPZ() && !t.Wildcard {
+				// A response-IP trigger names no domain, and an RPZ
+				// trigger for a name matches that name only: neither
+				// blocks the domains registered under a suffix.
+				continue
+			}
 			if suffix, _ := publicsuffix.PublicSuffix(e.Name); suffix == e.Name {
 				ws = append(ws, Warning{path, e.Line, fmt.Sprintf(
 					"%s is a public suffix: it blocks every domain registered under it", e.Name)})
