@@ -137,7 +137,12 @@ type List struct {
 	acts     []uint8
 	wildLine map[uint32]int
 	ips      *bart.Table[ipEntry] // response-IP triggers
-	zone     *zoneInfo
+	// ipsMapped is set once ips holds an IPv6 prefix that holds all of
+	// ::ffff:0:0/96 (holdsMapped), which MatchIP then looks up for an
+	// IPv4 address no IPv4 prefix holds; never cleared by Update (a
+	// removal leaves it costing a lookup, not a wrong answer).
+	ipsMapped bool
+	zone      *zoneInfo
 	// A list Update made shares the tables above with the list it was
 	// built whole as, and never writes them: gone marks the triggers
 	// removed since (two bits a node: exact, wildcard; nil: none), over

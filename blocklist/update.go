@@ -193,6 +193,7 @@ func (u *updater) add(t rpz.Trigger) {
 			return
 		}
 		l.ips.Insert(t.Prefix, ipEntry{name: t.Prefix.String(), line: line, action: Action(t.Action), spellings: 1})
+		l.ipsMapped = l.ipsMapped || holdsMapped(t.Prefix)
 		l.count++
 		return
 	}

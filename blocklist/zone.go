@@ -268,6 +268,7 @@ func (b *builder) addIP(t rpz.Trigger, line int, errs *errorList) {
 		return
 	}
 	l.ips.Insert(p, ipEntry{name: p.String(), line: line, action: a, spellings: 1})
+	l.ipsMapped = l.ipsMapped || holdsMapped(p)
 	l.count++
 	if a == ActionPassthru {
 		l.zone.passthru = true
@@ -328,15 +329,36 @@ func (l *List) triggerLine(id uint32, wildcard bool) int {
 // it), and its trigger's action. An IPv4-mapped IPv6 address is matched
 // as the IPv4 address it maps, and a zone is ignored. Only RPZ lists have
 // such entries (HasIPTriggers). MatchIP does not allocate.
+//
+// RPZ matches an IPv4 address as the IPv4-mapped IPv6 address it stands
+// for (BIND keys both families in one tree: `120.6400.c633.ffff.zz` is
+// `24.0.100.51.198`, which parseIPTrigger reads alike), so an IPv6 prefix
+// shorter than /96 that holds all of ::ffff:0:0/96 (`80.zz.rpz-ip`, ::/80)
+// holds every IPv4 address too, and BIND blocks every A record with it.
+// Such a prefix is found for an IPv4 address that no IPv4 prefix holds;
+// one that does is the longer prefix and wins.
 func (l *List) MatchIP(addr netip.Addr) (Entry, Trigger, bool) {
 	if l == nil || l.ips == nil {
 		return Entry{}, Trigger{}, false
 	}
-	v, ok := l.ips.Lookup(addr.Unmap().WithZone(""))
+	a := addr.Unmap().WithZone("")
+	v, ok := l.ips.Lookup(a)
+	if !ok && l.ipsMapped && a.Is4() {
+		v, ok = l.ips.Lookup(netip.AddrFrom16(a.As16()))
+	}
 	if !ok {
 		return Entry{}, Trigger{}, false
 	}
 	return Entry{List: l, Name: v.name, Line: v.line}, Trigger{Action: v.action}, true
+}
+
+// mappedIPv4 is where RPZ, as BIND, places IPv4 addresses among IPv6 ones.
+var mappedIPv4 = netip.MustParsePrefix("::ffff:0:0/96")
+
+// holdsMapped reports whether p is an IPv6 prefix that holds every
+// IPv4-mapped address, and so every IPv4 address to RPZ (MatchIP).
+func holdsMapped(p netip.Prefix) bool {
+	return p.Addr().Is6() && p.Bits() < mappedIPv4.Bits() && p.Contains(mappedIPv4.Addr())
 }
 
 // Prefix is the prefix of a response-IP trigger's entry (from MatchIP or

@@ -182,6 +182,59 @@ func TestMatchIP(t *testing.T) {
 	assert.False(t, ok, "a response-IP trigger is no name entry")
 }
 
+// TestMatchIPMappedIPv6Prefix: an IPv6 prefix shorter than /96 that holds
+// all of ::ffff:0:0/96 holds every IPv4 address, as RPZ (BIND) matches an
+// IPv4 address as the IPv4-mapped address it stands for; an IPv4 prefix
+// holding the address is longer and wins. One that holds only part of
+// the IPv6 space below it (2001:db8::/32) holds no IPv4 address.
+func TestMatchIPMappedIPv6Prefix(t *testing.T) {
+	l := zoneList(t,
+		"80.zz.rpz-ip CNAME .", // 5: ::/80
+		"24.0.2.0.192.rpz-ip CNAME rpz-passthru.",
+		"32.zz.db8.2001.rpz-ip CNAME *.",
+	)
+	for _, tc := range []struct {
+		addr   string
+		prefix string // "" for no match
+		action Action
+	}{
+		{"198.51.100.1", "::/80", ActionNXDOMAIN},
+		{"::ffff:198.51.100.1", "::/80", ActionNXDOMAIN},
+		{"0.0.0.1", "::/80", ActionNXDOMAIN},
+		{"192.0.2.1", "192.0.2.0/24", ActionPassthru},
+		{"::1", "::/80", ActionNXDOMAIN},
+		{"2001:db8::1", "2001:db8::/32", ActionNODATA},
+		{"2001:db9::1", "", 0},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			e, tr, ok := l.MatchIP(netip.MustParseAddr(tc.addr))
+			if tc.prefix == "" {
+				assert.False(t, ok, "matched %+v", e)
+				return
+			}
+			require.True(t, ok)
+			assert.Equal(t, tc.prefix, e.Name)
+			assert.Equal(t, tc.action, tr.Action)
+		})
+	}
+	only6 := zoneList(t, "32.zz.db8.2001.rpz-ip CNAME .", "96.zz.rpz-ip CNAME .") // ::/96 holds no mapped address
+	_, _, ok := only6.MatchIP(netip.MustParseAddr("198.51.100.1"))
+	assert.False(t, ok)
+	allocs := testing.AllocsPerRun(100, func() { l.MatchIP(netip.MustParseAddr("198.51.100.1")) })
+	assert.Zero(t, allocs)
+
+	// Added by an IXFR, it holds every IPv4 address as if built whole.
+	x := transferList(t, rrs(t, "rpz.example.gov. 60 SOA a. b. 1 2 3 4 5", "32.zz.db8.2001.rpz-ip.rpz.example.gov. 60 CNAME ."))
+	u, err := x.Update([32]byte{}, 2, feed(nil), feed(rrs(t, "80.zz.rpz-ip.rpz.example.gov. 60 CNAME rpz-drop.")))
+	require.NoError(t, err)
+	e, tr, ok := u.MatchIP(netip.MustParseAddr("198.51.100.1"))
+	require.True(t, ok)
+	assert.Equal(t, "::/80", e.Name)
+	assert.Equal(t, ActionDrop, tr.Action)
+	_, _, ok = x.MatchIP(netip.MustParseAddr("198.51.100.1"))
+	assert.False(t, ok, "the list updated is unchanged")
+}
+
 func TestRPZMatchDoesNotAllocate(t *testing.T) {
 	l := zoneList(t, "24.0.2.0.192.rpz-ip CNAME .", "48.zz.db8.2001.rpz-ip CNAME .")
 	for _, a := range []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("::ffff:192.0.2.1")} {
