@@ -13,7 +13,7 @@ func TestRPZWildcardAndPassthruReach(t *testing.T) {
 	zone := "$TTL 60\n@ SOA ns. h. 1 1 1 1 1\n@ NS ns.\n" +
 		"*.tiktok.com CNAME .\n" +
 		"ok.tiktok.com CNAME rpz-passthru.\n" +
-		"TikTok.NET. CNAME .\n"
+		"TikTok.NET CNAME .\n"
 	l, err := Parse("z.rpz", []byte(zone))
 	if err != nil {
 		t.Logf("warnings: %v", err)

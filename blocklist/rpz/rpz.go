@@ -121,7 +121,12 @@ type Handler struct {
 type Zone struct {
 	// Origin is the zone apex, fully qualified: the name given for a
 	// transfer; for a file, the owner of its SOA record when that is its
-	// first record, else its first $ORIGIN, else the root.
+	// first record, else its first $ORIGIN, else the root. A name a file
+	// writes relative with no $ORIGIN in effect is below the SOA owner
+	// when the SOA comes first written in full (BIND requires the zone to
+	// be named so), else below the root; in a file whose SOA comes first
+	// owned by @ with no $ORIGIN, which names no zone, an owner written in
+	// full is reported (ErrUnnamedZone).
 	Origin string
 	// Serial is the SOA serial (RFC 1035 §3.3.13); SOA reports whether
 	// the zone had an SOA record at its apex.
@@ -143,6 +148,7 @@ var (
 	ErrClientIP      = errors.New("client-IP triggers (rpz-client-ip) are not supported: the policy's clients choose who is blocked")
 	ErrUnknownLabel  = errors.New("unknown RPZ trigger label")
 	ErrOutsideZone   = errors.New("owner name is outside the zone")
+	ErrUnnamedZone   = errors.New("owner name written in full (ending in a dot) in a zone file that does not name its zone (no $ORIGIN, its SOA owned by @): BIND takes the zone's name from named.conf and reads this as a trigger below it, dnsfence cannot tell which; add $ORIGIN with the zone's name, or write the owner relative to it")
 	ErrNoOwner       = errors.New("no owner name: a record that leaves it out repeats the owner of the record before, and there is none")
 	ErrApexData      = errors.New("a record at the zone apex other than SOA and NS is not a trigger")
 	ErrWildcard      = errors.New("a wildcard is only a leading \"*.\" label")
@@ -165,7 +171,7 @@ var (
 // repeat). file names the input in problems. The error is that of reading
 // r, if any.
 func Parse(file string, r io.Reader, h Handler) (Zone, error) {
-	lr := newLineReader(r, ".")
+	lr := newLineReader(r, noOrigin)
 	d := decoder{h: h}
 	for {
 		base := lr.line
@@ -238,25 +244,79 @@ func FromSeq(zone string, rrs iter.Seq[dns.RR], h Handler) Zone {
 	return d.zone
 }
 
+// noOrigin is the origin a zone file is read with until it gives one
+// ($ORIGIN): a name no zone has, so that a name the file writes relative
+// (without a trailing dot) can be told from one it writes in full
+// (fromFile).
+const noOrigin = "dnsfence-no-origin.invalid."
+
 // decoder turns records into triggers.
 type decoder struct {
 	h         Handler
 	zone      Zone
 	apexKnown bool
+	// unnamed marks a file whose first record is its SOA owned by @ (or
+	// by a relative name) with no $ORIGIN before it: BIND takes the
+	// zone's name from named.conf, and reads a relative owner as below
+	// it, as dnsfence does (below the root, Origin), and an owner written
+	// in full as itself, which must then end in that name dnsfence does
+	// not know (ErrUnnamedZone).
+	unnamed bool
+	// base is what noOrigin stands for in a file: the zone's name when
+	// its SOA comes first written in full (BIND requires the zone named
+	// so), else the root; "" for a transfer.
+	base string
 }
 
 // setApex fixes the zone apex from the first record: its owner when it is
-// an SOA, else the first $ORIGIN, else the root.
+// an SOA, else the first $ORIGIN, else the root. An SOA owned by @ with no
+// $ORIGIN names no zone: the root then, and the zone unnamed.
 func (d *decoder) setApex(rr dns.RR, firstOrigin string) {
-	d.apexKnown = true
+	d.apexKnown, d.base = true, "."
 	switch {
 	case rr.Header().Rrtype == dns.TypeSOA:
-		d.zone.Origin = dns.CanonicalName(rr.Header().Name)
+		o, relative := fromFile(rr.Header().Name, ".")
+		d.zone.Origin, d.unnamed = dns.CanonicalName(o), relative
+		if !relative {
+			d.base = d.zone.Origin
+		}
 	case firstOrigin != "":
-		d.zone.Origin = dns.CanonicalName(firstOrigin)
+		o, _ := fromFile(firstOrigin, ".")
+		d.zone.Origin = dns.CanonicalName(o)
 	default:
 		d.zone.Origin = "."
 	}
+}
+
+// fromFile is a name as the zone parser read it from a file, fully
+// qualified: a name written relative with no $ORIGIN in effect (it ends
+// in noOrigin) is taken below origin, and relative reports so.
+func fromFile(name, origin string) (_ string, relative bool) {
+	rel, ok := cutNoOrigin(name)
+	switch {
+	case !ok:
+		return name, false
+	case rel == "":
+		return origin, true
+	case origin == ".":
+		return rel + ".", true
+	}
+	return rel + "." + origin, true
+}
+
+// cutNoOrigin is name without its noOrigin suffix ("" for noOrigin
+// itself), and whether it had one.
+func cutNoOrigin(name string) (string, bool) {
+	if len(name) < len(noOrigin) || !strings.EqualFold(name[len(name)-len(noOrigin):], noOrigin) {
+		return "", false
+	}
+	if len(name) == len(noOrigin) {
+		return "", true
+	}
+	if cut := len(name) - len(noOrigin) - 1; name[cut] == '.' && !escapedAt(name, cut) {
+		return name[:cut], true
+	}
+	return "", false
 }
 
 func (d *decoder) problem(p Problem) {
@@ -276,10 +336,17 @@ func (d *decoder) trigger(t Trigger) {
 // record applies or reports one record found at line.
 func (d *decoder) record(rr dns.RR, line int) {
 	hdr := rr.Header()
-	owner := hdr.Name
+	owner, relName := hdr.Name, false
+	if d.base != "" { // a file's: a transfer's names are in full
+		owner, relName = fromFile(hdr.Name, d.base)
+	}
 	bad := func(err error) { d.problem(Problem{Line: line, Owner: owner, Err: err}) }
 	if owner == "" {
 		d.problem(Problem{Line: line, Err: ErrNoOwner})
+		return
+	}
+	if d.unnamed && !relName && owner != "." {
+		bad(ErrUnnamedZone)
 		return
 	}
 	rel, ok := relative(owner, d.zone.Origin)
@@ -339,7 +406,11 @@ func (d *decoder) record(rr dns.RR, line int) {
 		bad(fmt.Errorf("%w (%s record; the actions are CNAME ., *., rpz-passthru. and rpz-drop.)", ErrLocalData, dns.TypeToString[hdr.Rrtype]))
 		return
 	}
-	if t.Action, err = action(cname.Target, rel); err != nil {
+	target := cname.Target
+	if d.base != "" {
+		target, _ = fromFile(target, ".") // a relative target is taken below the root, as it always was
+	}
+	if t.Action, err = action(target, rel); err != nil {
 		bad(err)
 		return
 	}

@@ -208,6 +208,8 @@ func TestParseOrigin(t *testing.T) {
 		{"relative $ORIGIN", "$ORIGIN rpz.example.gov.\n@ 60 SOA a. b. 1 2 3 4 5\n$ORIGIN tiktok.com\nwww CNAME .\n", "rpz.example.gov.", []string{"www.tiktok.com"}},
 		{"no origin at all: the root", "tiktok.com CNAME .\n*.tiktok.com. CNAME .\n", ".", []string{"tiktok.com", "tiktok.com"}},
 		{"relative names and @ at the root", "@ 60 SOA a. b. 1 2 3 4 5\n@ NS a.\ntiktok.com CNAME .\n", ".", []string{"tiktok.com"}},
+		{"SOA owner in full, names relative to it", "rpz.example.gov. 60 SOA a. b. 1 2 3 4 5\n@ NS a.\ntiktok.com CNAME .\n*.tiktok.com CNAME .\n", "rpz.example.gov.", []string{"tiktok.com", "tiktok.com"}},
+		{"relative $ORIGIN with none before", "$ORIGIN tiktok.com\nwww CNAME .\n", "tiktok.com.", []string{"www"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := parse(t, tc.text)
@@ -219,6 +221,29 @@ func TestParseOrigin(t *testing.T) {
 			}
 			assert.Equal(t, tc.names, names)
 		})
+	}
+}
+
+// TestParseUnnamedZone: a file whose SOA is owned by @ with no $ORIGIN
+// does not name its zone; BIND takes the name from named.conf, reads a
+// relative owner below it, as dnsfence does (below the root), and an owner
+// written in full as itself. Such an owner (`tiktok.com.rpz.example.gov.`)
+// was taken as the trigger for the name it spells, tiktok.com.rpz.example.gov,
+// and tiktok.com, which BIND blocks, was silently forwarded; it is
+// reported now, naming the fix. A relative CNAME target is read below the
+// root as before (`CNAME rpz-drop` is the drop action).
+func TestParseUnnamedZone(t *testing.T) {
+	r := parse(t, head+"douyin.com CNAME .\ntiktok.com.rpz.example.gov. CNAME .\n*.tiktok.com.rpz.example.gov. CNAME .\nbytedance.com CNAME rpz-drop\n")
+	assert.Equal(t, ".", r.zone.Origin)
+	assert.Equal(t, []Trigger{
+		{Owner: "douyin.com.", Line: 4, Name: "douyin.com", Action: NXDOMAIN},
+		{Owner: "bytedance.com.", Line: 7, Name: "bytedance.com", Action: Drop},
+	}, r.triggers)
+	require.Len(t, r.problems, 2)
+	for i, owner := range []string{"tiktok.com.rpz.example.gov.", "*.tiktok.com.rpz.example.gov."} {
+		assert.Equal(t, 5+i, r.problems[i].Line)
+		assert.Equal(t, owner, r.problems[i].Owner)
+		assert.ErrorIs(t, r.problems[i].Err, ErrUnnamedZone)
 	}
 }
 
