@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -563,5 +564,23 @@ func TestNodesKnowTheirChildren(t *testing.T) {
 		e, ok := l.Match(fmt.Sprintf("x.b.a%d.example.", i))
 		require.True(t, ok)
 		assert.Equal(t, fmt.Sprintf("b.a%d.example", i), e.Name, "past a%d.example, an entry with a child", i)
+	}
+}
+
+// TestExceptionRuleOfManyAts reads a line of `@` (an exception rule of an
+// exception rule, ...) of a megabyte, as a list at a URL can hold one up to
+// sources.max_bytes: stripForm read it by recursing once for every `@@`, a
+// frame each, so that 8 MB of `@` overflowed the goroutine stack (a fatal
+// error, not a panic: the process ended). The stack is bounded here to 8
+// MB, which the line overflows only by recursing.
+func TestExceptionRuleOfManyAts(t *testing.T) {
+	defer debug.SetMaxStack(debug.SetMaxStack(8 << 20))
+	line := strings.Repeat("@", 1<<20) + "||tiktok.com^"
+	l, err := Parse("ats.txt", []byte("||bytedance.com^\n"+line+"\n"))
+	if !errors.Is(err, ErrException) {
+		t.Fatalf("err = %v, want ErrException", err)
+	}
+	if l == nil || l.Len() != 1 {
+		t.Fatalf("list = %v, want bytedance.com alone", l)
 	}
 }

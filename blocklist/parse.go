@@ -477,6 +477,13 @@ func stripForm(s string) (string, error) {
 		// An exception rule allows what its rule would block. Where a name
 		// is allowed is the policy's allow key, not a line: the same file
 		// may be a block list elsewhere, where reading it would block.
+		// The rule is read once, not again for each further `@@`: a line
+		// of `@` alone would recurse once for every two of its octets,
+		// and a list's line has no bound but the file's (a URL's copy up
+		// to sources.max_bytes).
+		if strings.HasPrefix(s[2:], "@@") {
+			return "", ErrException
+		}
 		if name, err := stripForm(s[2:]); err == nil {
 			if n, err := normalizeEntry(name, nil); err == nil {
 				return "", fmt.Errorf("%w (to allow %s and the names below it, write %s in a list under a policy's allow)", ErrException, n, n)
