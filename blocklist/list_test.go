@@ -79,6 +79,8 @@ func TestParseBadLines(t *testing.T) {
 		{name: "adblock without caret", line: "||tiktok.com", wantErr: ErrAdblockForm},
 		{name: "exception", line: "@@||tiktok.com^", wantErr: ErrException,
 			wantMsg: `lists/x.txt:2: exception rules (@@) are not supported (to allow tiktok.com and the names below it, write tiktok.com in a list under a policy's allow): "@@||tiktok.com^"`},
+		{name: "exception of an address", line: "@@||10.0.0.1^", wantErr: ErrException,
+			wantMsg: `lists/x.txt:2: exception rules (@@) are not supported: "@@||10.0.0.1^"`},
 		{name: "exception of no name", line: "@@/ads/", wantErr: ErrException,
 			wantMsg: `lists/x.txt:2: exception rules (@@) are not supported: "@@/ads/"`},
 		{name: "address alone", line: "10.0.0.1", wantErr: ErrAddrOnly},

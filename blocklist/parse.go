@@ -485,7 +485,9 @@ func stripForm(s string) (string, error) {
 			return "", ErrException
 		}
 		if name, err := stripForm(s[2:]); err == nil {
-			if n, err := normalizeEntry(name, nil); err == nil {
+			// A name of digits and dots is an address (entryName), which
+			// an allow list refuses as a block list does: no hint then.
+			if n, err := normalizeEntry(name, nil); err == nil && hasNonDigit(string(n)) {
 				return "", fmt.Errorf("%w (to allow %s and the names below it, write %s in a list under a policy's allow)", ErrException, n, n)
 			}
 		}
