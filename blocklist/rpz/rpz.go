@@ -148,7 +148,7 @@ var (
 	ErrClientIP      = errors.New("client-IP triggers (rpz-client-ip) are not supported: the policy's clients choose who is blocked")
 	ErrUnknownLabel  = errors.New("unknown RPZ trigger label")
 	ErrOutsideZone   = errors.New("owner name is outside the zone")
-	ErrUnnamedZone   = errors.New("owner name written in full (ending in a dot) in a zone file that does not name its zone (no $ORIGIN, its SOA owned by @): BIND takes the zone's name from named.conf and reads this as a trigger below it, dnsfence cannot tell which; add $ORIGIN with the zone's name, or write the owner relative to it")
+	ErrUnnamedZone   = errors.New("owner name written in full (ending in a dot), or below an $ORIGIN given after the SOA, in a zone file that does not name its zone (its SOA owned by @ with no $ORIGIN before it): BIND takes the zone's name from named.conf and reads this as a trigger below it, dnsfence cannot tell which; put $ORIGIN with the zone's name before the SOA, or write the owner relative to the SOA with no $ORIGIN")
 	ErrNoOwner       = errors.New("no owner name: a record that leaves it out repeats the owner of the record before, and there is none")
 	ErrApexData      = errors.New("a record at the zone apex other than SOA and NS is not a trigger")
 	ErrWildcard      = errors.New("a wildcard is only a leading \"*.\" label")

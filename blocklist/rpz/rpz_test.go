@@ -247,6 +247,23 @@ func TestParseUnnamedZone(t *testing.T) {
 	}
 }
 
+// TestParseUnnamedZoneOriginAfterSOA: an $ORIGIN given after an SOA owned
+// by @ does not name the zone (the SOA already stands at the apex BIND takes
+// from named.conf), so an owner written relative below it is reported as one
+// written in full is; the report must say so, and name the fix, $ORIGIN
+// before the SOA: it said "written in full (ending in a dot)" of an owner
+// written without one, and "add $ORIGIN" to a file that has one.
+func TestParseUnnamedZoneOriginAfterSOA(t *testing.T) {
+	r := parse(t, head+"$ORIGIN rpz.example.gov.\ntiktok.com CNAME .\n")
+	assert.Empty(t, r.triggers)
+	require.Len(t, r.problems, 1)
+	p := r.problems[0]
+	assert.Equal(t, "tiktok.com.rpz.example.gov.", p.Owner)
+	assert.ErrorIs(t, p.Err, ErrUnnamedZone)
+	assert.Contains(t, p.Err.Error(), "or below an $ORIGIN given after the SOA")
+	assert.Contains(t, p.Err.Error(), "put $ORIGIN with the zone's name before the SOA")
+}
+
 func TestParseReadError(t *testing.T) {
 	boom := errors.New("disk on fire")
 	_, err := Parse("x.rpz", &failingReader{"a.example CNAME .\n", boom}, Handler{})
