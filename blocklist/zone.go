@@ -343,9 +343,24 @@ func (l *List) MatchIP(addr netip.Addr) (Entry, Trigger, bool) {
 	}
 	a := addr.Unmap().WithZone("")
 	v, ok := l.ips.Lookup(a)
-	if !ok && l.ipsMapped && a.Is4() {
-		v, ok = l.ips.Lookup(netip.AddrFrom16(a.As16()))
+	if !ok {
+		if l.ipsMapped && a.Is4() {
+			return l.matchMapped(a)
+		}
+		return Entry{}, Trigger{}, false
 	}
+	return Entry{List: l, Name: v.name, Line: v.line}, Trigger{Action: v.action}, true
+}
+
+// matchMapped is MatchIP for an IPv4 address a that no IPv4 prefix holds,
+// in a list with a prefix that holds all of ::ffff:0:0/96 (ipsMapped): a
+// call of its own, so that the second lookup costs MatchIP nothing when
+// the list has no such prefix (a second one written in MatchIP made every
+// IPv4 miss about 20% slower, BenchmarkMatchIP/miss-v4).
+//
+//go:noinline
+func (l *List) matchMapped(a netip.Addr) (Entry, Trigger, bool) {
+	v, ok := l.ips.Lookup(netip.AddrFrom16(a.As16()))
 	if !ok {
 		return Entry{}, Trigger{}, false
 	}
