@@ -370,8 +370,11 @@ func (s *Snapshot) ExplainAnswer(e *Explanation, resp *dns.Msg) {
 					break
 				}
 			}
+			// Outranked by a prefix only: a name of the zone the chain
+			// reaches (chainDecision) blocks before any address is asked.
 			_, isIP := h.Decision.Entry.Prefix()
-			h.Outranked = isIP && h.Decision.Allowed && e.Decision.Blocked && h.Decision.Entry.List == e.Decision.Entry.List
+			_, byIP := e.Decision.Entry.Prefix()
+			h.Outranked = isIP && byIP && h.Decision.Allowed && e.Decision.Blocked && h.Decision.Entry.List == e.Decision.Entry.List
 		}
 		e.Hops = append(e.Hops, h)
 	}

@@ -444,3 +444,43 @@ func TestResponseIPPrecedence(t *testing.T) {
 	assert.Contains(t, e.String(), "100.64.1.1 passthru by "+f.dir+"/policy.rpz:5 owner 16.0.0.64.100.rpz-ip.rpz.example.gov.: 100.64.0.0/16, outranked")
 	assert.Contains(t, e.String(), "203.0.113.7 blocked by "+f.dir+"/policy.rpz:6")
 }
+
+// TestExplainOutrankedOnlyByAddress: explain -resolve marks a passthru
+// address "outranked" only when a response-IP trigger of its zone blocked
+// the answer. An answer blocked by a name of the same zone that its alias
+// chain reaches (a QNAME trigger, which RPZ ranks above every response-IP
+// trigger of the zone) was said to be blocked because "a longer prefix of
+// the zone holds another address of the answer", of an answer with one
+// address and no such prefix.
+func TestExplainOutrankedOnlyByAddress(t *testing.T) {
+	records := []string{
+		"www.chain.example. 300 IN CNAME evil.chain.example.",
+		"evil.chain.example. 300 IN CNAME edge.chain.example.",
+		"edge.chain.example. 300 IN A 100.64.1.1",
+	}
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		for _, rec := range records {
+			m.Answer = append(m.Answer, mustRR("%s", rec))
+		}
+		return m
+	})
+	log, _ := observed(t)
+	f := startFenceLog(t, log, rpzActionsConfig, map[string]string{"capcut.txt": "capcut.com\n",
+		"policy.rpz": rpzHead + "evil.chain.example CNAME .\n16.0.0.64.100.rpz-ip CNAME rpz-passthru.\n"}, up.addr)
+
+	r := ask(t, f.addr, "127.0.0.1", "udp", question("www.chain.example.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeNameError, r.Rcode, "the chain reaches a blocked name")
+
+	snap := f.handler.Snapshot()
+	e := snap.Explain(netipMustParse("127.0.0.1"), "www.chain.example.", dns.TypeA)
+	resp, _, err := snap.Forwarder().Forward(t.Context(), question("www.chain.example.", dns.TypeA, false), false)
+	require.NoError(t, err)
+	snap.ExplainAnswer(&e, resp)
+	assert.Equal(t, ResultBlocked, e.Result)
+	require.Len(t, e.Hops, 3)
+	assert.False(t, e.Hops[2].Outranked, "blocked by a name, not by a longer prefix")
+	assert.NotContains(t, e.String(), "outranked")
+}
