@@ -149,6 +149,7 @@ var (
 	ErrUnknownLabel  = errors.New("unknown RPZ trigger label")
 	ErrOutsideZone   = errors.New("owner name is outside the zone")
 	ErrUnnamedZone   = errors.New("owner name written in full (ending in a dot), or below an $ORIGIN given after the SOA, in a zone file that does not name its zone (its SOA owned by @ with no $ORIGIN before it): BIND takes the zone's name from named.conf and reads this as a trigger below it, dnsfence cannot tell which; put $ORIGIN with the zone's name before the SOA, or write the owner relative to the SOA with no $ORIGIN")
+	ErrOriginTwice   = errors.New("owner name ends in the zone's name twice: written without its trailing dot, a name in full is read below the zone, as BIND reads it (tiktok.com.rpz.example.gov, in zone rpz.example.gov, is the trigger for tiktok.com.rpz.example.gov, which no query asks for); write tiktok.com.rpz.example.gov. or tiktok.com")
 	ErrNoOwner       = errors.New("no owner name: a record that leaves it out repeats the owner of the record before, and there is none")
 	ErrApexData      = errors.New("a record at the zone apex other than SOA and NS is not a trigger")
 	ErrWildcard      = errors.New("a wildcard is only a leading \"*.\" label")
@@ -354,6 +355,10 @@ func (d *decoder) record(rr dns.RR, line int) {
 		bad(ErrOutsideZone)
 		return
 	}
+	if endsInZone(rel, d.zone.Origin) {
+		bad(ErrOriginTwice)
+		return
+	}
 	if rel == "" {
 		switch hdr.Rrtype {
 		case dns.TypeSOA:
@@ -466,6 +471,26 @@ func qnameTrigger(rel string) (string, bool, error) {
 		return "", false, ErrWideWildcard
 	}
 	return name, wildcard, nil
+}
+
+// endsInZone reports whether rel, an owner relative to the zone apex
+// origin, ends in the apex's name (or is it): `tiktok.com.rpz.example.gov`
+// in zone rpz.example.gov, an owner meant in full and written without its
+// trailing dot, which BIND reads below the zone and so as a trigger no
+// query meets, while dnsfence before 22f1d9b read it, in a file whose SOA
+// comes first written in full, as the trigger for tiktok.com: the change
+// of meaning is reported (ErrOriginTwice), not silent. It does not
+// allocate (a transfer calls it for every record).
+func endsInZone(rel, origin string) bool {
+	if origin == "." || rel == "" {
+		return false
+	}
+	z := origin[:len(origin)-1]
+	if len(rel) == len(z) {
+		return strings.EqualFold(rel, z)
+	}
+	cut := len(rel) - len(z) - 1
+	return cut > 0 && rel[cut] == '.' && !escapedAt(rel, cut) && strings.EqualFold(rel[cut+1:], z)
 }
 
 // relative is owner without the apex origin (both fully qualified,

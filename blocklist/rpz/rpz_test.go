@@ -264,6 +264,46 @@ func TestParseUnnamedZoneOriginAfterSOA(t *testing.T) {
 	assert.Contains(t, p.Err.Error(), "put $ORIGIN with the zone's name before the SOA")
 }
 
+// TestParseOwnerEndsInZoneTwice: an owner meant in full and written
+// without its trailing dot (`tiktok.com.rpz.example.gov` in zone
+// rpz.example.gov) is read below the zone, as BIND reads it, and so
+// triggers for tiktok.com.rpz.example.gov.rpz.example.gov, which no query
+// meets. In a file whose SOA comes first written in full, dnsfence read it
+// as the trigger for tiktok.com until owners written relative were read
+// below that SOA (22f1d9b), and then forwarded tiktok.com without a word:
+// it is reported now, under an $ORIGIN too, naming the fix.
+func TestParseOwnerEndsInZoneTwice(t *testing.T) {
+	for _, zone := range []string{
+		"rpz.example.gov. SOA localhost. root.localhost. 1 3600 600 86400 60\n",
+		"$ORIGIN rpz.example.gov.\n@ SOA localhost. root.localhost. 1 3600 600 86400 60\n",
+		"$ORIGIN RPZ.Example.GOV.\n@ SOA localhost. root.localhost. 1 3600 600 86400 60\n",
+	} {
+		r := parse(t, zone+"  NS localhost.\ndouyin.com CNAME .\ntiktok.com.rpz.example.gov CNAME .\n*.TikTok.com.RPZ.example.gov CNAME .\nrpz.example.gov CNAME .\n")
+		assert.Equal(t, []string{"douyin.com"}, triggerNames(r.triggers), zone)
+		require.Len(t, r.problems, 3, zone)
+		for _, p := range r.problems {
+			assert.ErrorIs(t, p.Err, ErrOriginTwice, zone)
+		}
+	}
+	// A transfer's owners are in full: the same owner there is the same
+	// mistake made in the primary's file.
+	rr, err := dns.NewRR("tiktok.com.rpz.example.gov.rpz.example.gov. 300 IN CNAME .")
+	require.NoError(t, err)
+	var r result
+	FromRecords("rpz.example.gov.", []dns.RR{rr}, r.handler())
+	assert.Empty(t, r.triggers)
+	require.Len(t, r.problems, 1)
+	assert.ErrorIs(t, r.problems[0].Err, ErrOriginTwice)
+}
+
+func triggerNames(ts []Trigger) []string {
+	var names []string
+	for _, t := range ts {
+		names = append(names, t.Name)
+	}
+	return names
+}
+
 func TestParseReadError(t *testing.T) {
 	boom := errors.New("disk on fire")
 	_, err := Parse("x.rpz", &failingReader{"a.example CNAME .\n", boom}, Handler{})
