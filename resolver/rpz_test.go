@@ -1,12 +1,15 @@
 package resolver
 
 import (
+	"context"
 	"net"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -483,4 +486,49 @@ func TestExplainOutrankedOnlyByAddress(t *testing.T) {
 	require.Len(t, e.Hops, 3)
 	assert.False(t, e.Hops[2].Outranked, "blocked by a name, not by a longer prefix")
 	assert.NotContains(t, e.String(), "outranked")
+}
+
+// TestRPZRelativePassthruTarget: in a zone file whose SOA comes first
+// written in full, `CNAME rpz-passthru` without its trailing dot is, to
+// BIND, a CNAME to rpz-passthru.rpz.example.gov., which rewrites the
+// answer, not the passthru that lets it through. Since owners written
+// relative are read below that SOA (22f1d9b), dnsfence took the line as a
+// passthru for newsroom.capcut.com, which beats the block of every list:
+// capcut.txt blocked it, and it was forwarded (before, the line was
+// refused as outside the zone, and it stayed blocked). The line is
+// reported and skipped; the name stays blocked, over UDP and TCP.
+func TestRPZRelativePassthruTarget(t *testing.T) {
+	up := startUpstream(t, nil)
+	path := writeConfig(t, rpzActionsConfig, map[string]string{
+		"capcut.txt": "capcut.com\n",
+		"policy.rpz": "rpz.example.gov. 300 IN SOA localhost. root.localhost. 7 3600 600 86400 60\n" +
+			"tiktok.com CNAME .\n" +
+			"newsroom.capcut.com CNAME rpz-passthru\n",
+	}, up.addr)
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	snap, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	if assert.Len(t, snap.Warnings, 1, "the line is reported") {
+		assert.ErrorContains(t, snap.Warnings[0], "policy.rpz:3: newsroom.capcut.com.rpz.example.gov.: rpz-passthru written without its trailing dot")
+	}
+	m := NewMetrics(prometheus.NewRegistry())
+	require.NoError(t, ConnectUpstreams(snap, nil, m))
+	log := zaptest.NewLogger(t)
+	h := NewHandler(log, snap, m)
+	srv := newServer(log, h, h)
+	require.NoError(t, srv.Start([]string{"127.0.0.1:0"}))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		h.Snapshot().Forwarder().Close()
+	})
+	addr := srv.Addrs()[0]
+	for _, network := range []string{"udp", "tcp"} {
+		r := ask(t, addr, "127.0.0.1", network, question("newsroom.capcut.com.", dns.TypeA, true))
+		assert.Equal(t, dns.RcodeNameError, r.Rcode, "%s: capcut.txt blocks it; the line is no passthru", network)
+		r = ask(t, addr, "127.0.0.1", network, question("tiktok.com.", dns.TypeA, true))
+		assert.Equal(t, dns.RcodeNameError, r.Rcode, "%s: the zone's owners written relative are below its SOA", network)
+	}
 }

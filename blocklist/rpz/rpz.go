@@ -138,28 +138,29 @@ type Zone struct {
 
 // Reasons a record is skipped. Problems wrap them; test with errors.Is.
 var (
-	ErrLocalData     = errors.New("local data is not supported")
-	ErrRewrite       = errors.New("a CNAME to another name (a rewrite) is not supported")
-	ErrNoTarget      = errors.New("a CNAME without a target")
-	ErrTCPOnly       = errors.New("the rpz-tcp-only action is not supported")
-	ErrUnknownAction = errors.New("unknown RPZ action")
-	ErrNSDNAME       = errors.New("NSDNAME triggers (rpz-nsdname) are not supported")
-	ErrNSIP          = errors.New("NSIP triggers (rpz-nsip) are not supported")
-	ErrClientIP      = errors.New("client-IP triggers (rpz-client-ip) are not supported: the policy's clients choose who is blocked")
-	ErrUnknownLabel  = errors.New("unknown RPZ trigger label")
-	ErrOutsideZone   = errors.New("owner name is outside the zone")
-	ErrUnnamedZone   = errors.New("owner name written in full (ending in a dot), or below an $ORIGIN given after the SOA, in a zone file that does not name its zone (its SOA owned by @ with no $ORIGIN before it): BIND takes the zone's name from named.conf and reads this as a trigger below it, dnsfence cannot tell which; put $ORIGIN with the zone's name before the SOA, or write the owner relative to the SOA with no $ORIGIN")
-	ErrOriginTwice   = errors.New("owner name ends in the zone's name twice: written without its trailing dot, a name in full is read below the zone, as BIND reads it (tiktok.com.rpz.example.gov, in zone rpz.example.gov, is the trigger for tiktok.com.rpz.example.gov, which no query asks for); write tiktok.com.rpz.example.gov. or tiktok.com")
-	ErrNoOwner       = errors.New("no owner name: a record that leaves it out repeats the owner of the record before, and there is none")
-	ErrApexData      = errors.New("a record at the zone apex other than SOA and NS is not a trigger")
-	ErrWildcard      = errors.New("a wildcard is only a leading \"*.\" label")
-	ErrWideWildcard  = errors.New("a wildcard of a single label would block a whole top-level domain")
-	ErrClass         = errors.New("only class IN records are triggers")
-	ErrSyntax        = errors.New("zone syntax")
-	ErrPrefixLength  = errors.New("bad prefix length in rpz-ip trigger")
-	ErrAddress       = errors.New("bad address in rpz-ip trigger")
-	ErrZZ            = errors.New("bad zz in rpz-ip trigger: it stands for one run of zero groups of an IPv6 address, once")
-	ErrHostBits      = errors.New("rpz-ip prefix has host bits set")
+	ErrLocalData        = errors.New("local data is not supported")
+	ErrRewrite          = errors.New("a CNAME to another name (a rewrite) is not supported")
+	ErrNoTarget         = errors.New("a CNAME without a target")
+	ErrTCPOnly          = errors.New("the rpz-tcp-only action is not supported")
+	ErrUnknownAction    = errors.New("unknown RPZ action")
+	ErrNSDNAME          = errors.New("NSDNAME triggers (rpz-nsdname) are not supported")
+	ErrNSIP             = errors.New("NSIP triggers (rpz-nsip) are not supported")
+	ErrClientIP         = errors.New("client-IP triggers (rpz-client-ip) are not supported: the policy's clients choose who is blocked")
+	ErrUnknownLabel     = errors.New("unknown RPZ trigger label")
+	ErrOutsideZone      = errors.New("owner name is outside the zone")
+	ErrUnnamedZone      = errors.New("owner name written in full (ending in a dot), or below an $ORIGIN given after the SOA, in a zone file that does not name its zone (its SOA owned by @ with no $ORIGIN before it): BIND takes the zone's name from named.conf and reads this as a trigger below it, dnsfence cannot tell which; put $ORIGIN with the zone's name before the SOA, or write the owner relative to the SOA with no $ORIGIN")
+	ErrRelativePassthru = errors.New("rpz-passthru written without its trailing dot is no passthru: BIND reads it below the zone, as a CNAME to another name; write rpz-passthru.")
+	ErrOriginTwice      = errors.New("owner name ends in the zone's name twice: written without its trailing dot, a name in full is read below the zone, as BIND reads it (tiktok.com.rpz.example.gov, in zone rpz.example.gov, is the trigger for tiktok.com.rpz.example.gov, which no query asks for); write tiktok.com.rpz.example.gov. or tiktok.com")
+	ErrNoOwner          = errors.New("no owner name: a record that leaves it out repeats the owner of the record before, and there is none")
+	ErrApexData         = errors.New("a record at the zone apex other than SOA and NS is not a trigger")
+	ErrWildcard         = errors.New("a wildcard is only a leading \"*.\" label")
+	ErrWideWildcard     = errors.New("a wildcard of a single label would block a whole top-level domain")
+	ErrClass            = errors.New("only class IN records are triggers")
+	ErrSyntax           = errors.New("zone syntax")
+	ErrPrefixLength     = errors.New("bad prefix length in rpz-ip trigger")
+	ErrAddress          = errors.New("bad address in rpz-ip trigger")
+	ErrZZ               = errors.New("bad zz in rpz-ip trigger: it stands for one run of zero groups of an IPv6 address, once")
+	ErrHostBits         = errors.New("rpz-ip prefix has host bits set")
 )
 
 // Parse reads an RPZ zone file from r, as dns.ZoneParser reads zone files
@@ -411,11 +412,18 @@ func (d *decoder) record(rr dns.RR, line int) {
 		bad(fmt.Errorf("%w (%s record; the actions are CNAME ., *., rpz-passthru. and rpz-drop.)", ErrLocalData, dns.TypeToString[hdr.Rrtype]))
 		return
 	}
-	target := cname.Target
+	target, relTarget := cname.Target, false
 	if d.base != "" {
-		target, _ = fromFile(target, ".") // a relative target is taken below the root, as it always was
+		target, relTarget = fromFile(target, ".") // a relative target is taken below the root, as it always was
 	}
-	if t.Action, err = action(target, rel); err != nil {
+	if t.Action, err = action(target, rel); err == nil && relTarget && t.Action == Passthru {
+		// BIND reads it below the zone: a CNAME to another name, which
+		// rewrites the answer, never the passthru that lets it through
+		// and beats every block of every list. Blocking targets written
+		// so (rpz-drop, *) stay actions: they block either way.
+		err = ErrRelativePassthru
+	}
+	if err != nil {
 		bad(err)
 		return
 	}

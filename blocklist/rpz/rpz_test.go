@@ -304,6 +304,34 @@ func triggerNames(ts []Trigger) []string {
 	return names
 }
 
+// TestParseRelativePassthru: `CNAME rpz-passthru` without its trailing
+// dot is to BIND a CNAME to a name below the zone, never the passthru
+// action, in a zone named by its SOA, by $ORIGIN or by named.conf alone:
+// it is reported, where a file whose SOA comes first written in full took
+// it as passthru since 22f1d9b, and one starting `@ SOA` always did. The
+// blocking targets written so stay actions (rpz-drop: the drop action,
+// TestParseUnnamedZone).
+func TestParseRelativePassthru(t *testing.T) {
+	for _, zone := range []string{
+		"rpz.example.gov. SOA localhost. root.localhost. 1 3600 600 86400 60\n",
+		"@ SOA localhost. root.localhost. 1 3600 600 86400 60\n",
+		"$ORIGIN rpz.example.gov.\n@ SOA localhost. root.localhost. 1 3600 600 86400 60\n",
+	} {
+		r := parse(t, zone+"ok.tiktok.com CNAME rpz-passthru\nok.capcut.com CNAME rpz-passthru.\n")
+		var got []string
+		for _, tr := range r.triggers {
+			got = append(got, tr.Name+" "+tr.Action.String())
+		}
+		require.Len(t, r.problems, 1, zone)
+		assert.Contains(t, got, "ok.capcut.com passthru", zone)
+		assert.NotContains(t, got, "ok.tiktok.com passthru", zone)
+		assert.Contains(t, r.problems[0].Owner, "ok.tiktok.com.", zone)
+		if !strings.HasPrefix(zone, "$ORIGIN") { // there: a rewrite to rpz-passthru.rpz.example.gov., as before
+			assert.ErrorIs(t, r.problems[0].Err, ErrRelativePassthru, zone)
+		}
+	}
+}
+
 func TestParseReadError(t *testing.T) {
 	boom := errors.New("disk on fire")
 	_, err := Parse("x.rpz", &failingReader{"a.example CNAME .\n", boom}, Handler{})
