@@ -463,11 +463,16 @@ func zoneRecord(first, rest string) bool {
 // directiveError is ErrDirective naming the entry to write instead, should
 // the directive be meant to block: one may forward or rewrite its name
 // instead (`server=/a.com/10.0.0.53`, `local-zone: "a.com" transparent`).
+// Only a name a list takes is named, in the form it stores: a directive's
+// domain may be a single label (`local=/lan/`), dnsmasq's `#` (every
+// domain), an address's reverse zone or no name at all, and writing it
+// would be a bad line again.
 func directiveError(domain string) error {
-	if domain = strings.TrimSuffix(domain, "."); domain == "" {
+	n, err := normalizeEntry(domain, nil)
+	if err != nil || !hasNonDigit(string(n)) {
 		return ErrDirective
 	}
-	return fmt.Errorf("%w (to block %s and the names below it, write %s)", ErrDirective, domain, domain)
+	return fmt.Errorf("%w (to block %s and the names below it, write %s)", ErrDirective, n, n)
 }
 
 // stripForm removes the decoration of the accepted entry forms.
