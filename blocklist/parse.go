@@ -672,17 +672,27 @@ func trimBlank(s string) string {
 // not it parses as one: digits and dots (IPv4), or hexadecimal digits,
 // dots and at least one colon (IPv6), either with a `%zone`
 // (`fe80::1%lo0`, `0.0.0.0%lo0` of a hosts file). Other text with a colon
-// (`tiktok.com:443`, v2fly's `full:tiktok.com`) is not taken for an
-// address: it is reported as the name it is.
+// (`tiktok.com:443`, v2fly's `full:tiktok.com`, and `ad.de:443`, whose
+// letters are all hexadecimal) is not taken for an address: it is
+// reported as the name it is.
 func looksLikeAddr(s string) bool {
 	if i := strings.IndexByte(s, '%'); i >= 0 {
 		s = s[:i]
 	}
-	colon, hex := false, false
+	colon, hex, dot := false, false, false
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
-		case '0' <= c && c <= '9', c == '.':
+		case '0' <= c && c <= '9':
+		case c == '.':
+			dot = true
 		case c == ':':
+			if dot && hex {
+				// An IPv6 address has dots only in its IPv4 tail, of
+				// digits, after its last colon: this is a name and a
+				// port (`dead.beef:80`, `ad.de:443`; `10.0.0.1:53` is
+				// still the invalid address it is).
+				return false
+			}
 			colon = true
 		case 'a' <= c|0x20 && c|0x20 <= 'f':
 			hex = true
