@@ -154,7 +154,8 @@ policies:
 			"*.co.uk CNAME .\n" + // line 4
 			"128.1.zz.db8.2001.rpz-ip CNAME .\n" + // line 5
 			"48.zz.b.db8.2001.rpz-ip CNAME .\n" + // line 6
-			"24.0.2.0.192.rpz-ip CNAME .\n", // line 7
+			"24.0.2.0.192.rpz-ip CNAME .\n" + // line 7
+			"*.org.uk CNAME rpz-passthru.\n", // line 8
 		"plain.txt": "com.au\n",
 	})
 	require.NoError(t, err)
@@ -165,5 +166,7 @@ policies:
 	all := strings.Join(msgs, "\n")
 	assert.Contains(t, all, "policy.rpz:4: co.uk is a public suffix")
 	assert.Contains(t, all, "plain.txt:1: com.au is a public suffix")
-	assert.Equal(t, 2, strings.Count(all, "is a public suffix"), all)
+	// A passthru of a suffix allows what it names, it blocks nothing.
+	assert.Contains(t, all, "policy.rpz:8: org.uk is a public suffix: it lets through, past the block entries of every list, every domain registered under it")
+	assert.Equal(t, 3, strings.Count(all, "is a public suffix"), all)
 }

@@ -114,8 +114,13 @@ func (s *Snapshot) Lint() []Warning {
 				continue
 			}
 			if suffix, _ := publicsuffix.PublicSuffix(e.Name); suffix == e.Name {
+				does := "blocks"
+				if t.Action == blocklist.ActionPassthru {
+					// `*.co.uk CNAME rpz-passthru.`: the widest allow there is.
+					does = "lets through, past the block entries of every list,"
+				}
 				ws = append(ws, Warning{path, e.Line, fmt.Sprintf(
-					"%s is a public suffix: it blocks every domain registered under it", e.Name)})
+					"%s is a public suffix: it %s every domain registered under it", e.Name, does)})
 			}
 		}
 		for _, d := range l.Duplicates() {
