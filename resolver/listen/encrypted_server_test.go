@@ -529,15 +529,34 @@ func TestEncryptedHandshakeFailures(t *testing.T) {
 	require.Eventually(t, func() bool { return logs.FilterMessageSnippet("TLS handshake error").Len() >= want[HTTPS] }, 5*time.Second,
 		10*time.Millisecond, "DoH's failed handshakes logged")
 
-	// A stop ends handshakes under way: not counted.
+	// A stop ends handshakes under way: not counted. The listener has
+	// read the client's ClientHello once its ServerHello arrives.
 	c, err = net.Dial("tcp", addrs[TLS])
 	require.NoError(t, err)
 	defer c.Close()
-	_, err = c.Write([]byte{0x16, 0x03, 0x01}) // the start of a ClientHello
+	_, err = c.Write(clientHello(t, clientTLS(ca, ALPNDoT)))
 	require.NoError(t, err)
-	time.Sleep(50 * time.Millisecond) // read by now, mostly; counted or not, the stop ends it uncounted
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	require.NoError(t, err, "the ServerHello")
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
 	require.NoError(t, srv.Shutdown(sctx))
 	assert.Equal(t, want, counted())
+}
+
+// clientHello is the first flight a TLS client with cfg sends: its
+// ClientHello record.
+func clientHello(t *testing.T, cfg *tls.Config) []byte {
+	t.Helper()
+	client, capture := net.Pipe()
+	defer capture.Close()
+	go func() {
+		defer client.Close()
+		_ = tls.Client(client, cfg).Handshake() // ends when capture closes
+	}()
+	b := make([]byte, 1<<16)
+	n, err := capture.Read(b) // crypto/tls writes the flight in one Write
+	require.NoError(t, err)
+	return b[:n]
 }
