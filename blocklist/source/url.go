@@ -33,6 +33,7 @@ var (
 	ErrBinary    = errors.New("body is binary, not a text list")
 	ErrRedirects = fmt.Errorf("more than %d redirects", MaxRedirects)
 	ErrStatus    = errors.New("unexpected HTTP status")
+	ErrCutShort  = errors.New("body is cut short: its last line has no line end, as the copy held's has")
 )
 
 // URL is a list fetched over HTTP(S): at start and every Options.Refresh,
@@ -43,7 +44,9 @@ var (
 // refused, and the copy held kept, when it is over Options.MaxBytes (not
 // read past the limit), an HTML page (Content-Type text/html or
 // application/xhtml+xml, or a body that starts with markup), binary (a NUL
-// byte or invalid UTF-8), or does not match the entry's `#sha256=HEX` pin.
+// byte or invalid UTF-8), cut short (its last line has no line end while
+// the copy held's has: see cutShort), or does not match the entry's
+// `#sha256=HEX` pin.
 // Redirects are followed up to MaxRedirects times, never from https to
 // http.
 //
@@ -293,8 +296,32 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 	if s.pin != nil && sum != *s.pin {
 		return refuse(fmt.Errorf("%w: got %x", ErrPin, sum))
 	}
+	if s.pin == nil && held != nil && cutShort(body, held.Body) {
+		return refuse(fmt.Errorf("%w (%d bytes, ending %q)", ErrCutShort, len(body), lastLine(body)))
+	}
 	return &Content{Source: s.name, Kind: KindBody, Fetched: time.Now(), Body: body, SHA256: sum,
 		ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, false, nil
+}
+
+// cutShort reports whether body looks cut off in the middle of a line: it
+// does not end with a line end, and held, the copy served, does. HTTP
+// frames a body that a server sends until it closes the connection
+// (neither Content-Length nor chunked), or whose Content-Length it took
+// from a file being written, as complete however short it is; such a body
+// cut mid-line would lose the names after the cut (up to max_shrink of
+// them pass the shrink guard) and add the cut name. A list that never
+// ends with a line end is not refused for it.
+func cutShort(body, held []byte) bool {
+	return len(body) > 0 && body[len(body)-1] != '\n' && len(held) > 0 && held[len(held)-1] == '\n'
+}
+
+// lastLine is the end of body's last line, for an error.
+func lastLine(body []byte) string {
+	line := body[bytes.LastIndexByte(body, '\n')+1:]
+	if len(line) > 40 {
+		line = line[len(line)-40:]
+	}
+	return string(line)
 }
 
 // checkText refuses a body that is no text list: binary (a NUL byte,

@@ -763,3 +763,70 @@ func TestNewURLErrors(t *testing.T) {
 	assert.False(t, IsRemote("lists/tiktok.txt"))
 	assert.False(t, IsRemote("https:/x"))
 }
+
+// TestURLCutShortRefused: a body that ends in the middle of a line, when
+// the copy held ends with a line end, is refused and the copy held kept:
+// one a server sends until it closes the connection (no Content-Length,
+// not chunked: HTTP sees it complete however short), and one whose
+// Content-Length is short of the file (a file served while it is being
+// written). Either, cut here, lost 40% of the list, within max_shrink, and
+// added the name cut in two. The complete body is delivered at the
+// next poll, and a list that never ends with a line end is not refused.
+func TestURLCutShortRefused(t *testing.T) {
+	const whole = "tiktok.com\ndouyin.com\nbytedance.com\ncapcut.com\nlemon8-app.com\n"
+	cut := whole[:strings.Index(whole, "capcut")+4] // "…bytedance.com\ncapc"
+	for _, tc := range []struct {
+		name  string
+		serve func(w http.ResponseWriter)
+	}{
+		{name: "close-delimited", serve: func(w http.ResponseWriter) {
+			conn, bw, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n%s", cut)
+			bw.Flush()
+			conn.Close()
+		}},
+		{name: "content-length short", serve: func(w http.ResponseWriter) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(cut)))
+			w.Write([]byte(cut))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var cutNow atomic.Bool
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				if cutNow.Load() {
+					tc.serve(w)
+					return
+				}
+				w.Write([]byte(whole))
+			}))
+			t.Cleanup(srv.Close)
+			src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+			require.NoError(t, err)
+			rec := run(t, src)
+			require.Equal(t, whole, string(rec.waitCount(t, 1).Body))
+
+			cutNow.Store(true)
+			st := waitError(t, src, ErrCutShort)
+			assert.ErrorContains(t, st.LastError, `ending "capc"`)
+			assert.Equal(t, sha256.Sum256([]byte(whole)), st.SHA256, "the copy held stays")
+			assert.Equal(t, 1, rec.count(), "a body cut short is never delivered")
+
+			cutNow.Store(false)
+			waitStatus(t, src, func(st Status) bool { return st.LastError == nil && st.ConsecutiveFailures == 0 })
+			assert.Equal(t, 1, rec.count(), "the complete body is the copy held: nothing to deliver")
+		})
+	}
+
+	t.Run("a list without a final line end", func(t *testing.T) {
+		srv := newListServer(t, "tiktok.com\ndouyin.com")
+		src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+		require.NoError(t, err)
+		rec := run(t, src)
+		rec.waitCount(t, 1)
+		srv.set(func(s *listServer) { s.body = []byte("tiktok.com\ndouyin.com\ncapcut.com") })
+		assert.Equal(t, "tiktok.com\ndouyin.com\ncapcut.com", string(rec.waitCount(t, 2).Body))
+	})
+}
