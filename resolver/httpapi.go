@@ -29,8 +29,9 @@ const DefaultReadyWindow = 30 * time.Second
 // reloads have failed or been held for reload.unready_after: the state
 // served is older than the files, and the body says why; and 503 from the
 // moment the process starts shutting down (Handler.Stopping). A ready answer
-// names a reload failing or held for less time, and the files that are not
-// watched for changes, if any.
+// names a reload failing or held for less time, the remote lists served
+// from a last good copy or whose disk copy cannot be kept, and the files
+// that are not watched for changes, if any.
 func HTTPHandler(h *Handler, gatherer prometheus.Gatherer, readyWindow time.Duration) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
@@ -118,8 +119,8 @@ func (h *Handler) probe(ctx context.Context, fwd *upstream.Forwarder) error {
 
 // sourceReadiness says which remote lists have no copy yet (missing, which
 // makes /readyz not ready), and which serve their last good copy because
-// their server fails or their newest copy was refused or held (trouble,
-// which does not).
+// their server fails or their newest copy was refused or held, or whose
+// disk copy cannot be kept (trouble, which does not).
 func (h *Handler) sourceReadiness() (missing, trouble string) {
 	rem := h.remote.Load()
 	if rem == nil {
@@ -146,6 +147,11 @@ func (h *Handler) sourceReadiness() (missing, trouble string) {
 		} else if st.LastError != nil {
 			notes = append(notes, fmt.Sprintf("remote list %s: serving the last good copy (version %s, fetched %s) after %d failures: %v",
 				st.Name, st.Version, st.VersionSince.UTC().Format(time.RFC3339), st.ConsecutiveFailures, st.LastError))
+		}
+		if st.CacheError != nil {
+			// Served all the same; a restart while the server is down
+			// would start without the list (dnsfence_source_cache_ok 0).
+			notes = append(notes, fmt.Sprintf("remote list %s: no disk copy of the copy served in sources.cache_dir (a restart while its server is down would start without it): %v", st.Name, st.CacheError))
 		}
 	}
 	return "", strings.Join(notes, "; ")

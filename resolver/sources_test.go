@@ -431,3 +431,45 @@ func TestSourceCopyBeforeTheFirstSnapshotIsGuarded(t *testing.T) {
 	assert.Contains(t, err.Error(), "80 to 45 entries, 100 at most since the last start or SIGHUP")
 	assert.Equal(t, 80, rs.list.Len())
 }
+
+// TestDiskCopyFailingNamedByReadyz: while a source's disk copy cannot be
+// written (a file stands where sources.cache_dir was), /readyz stays 200
+// but names the list and why, as it names files it cannot watch: the list
+// served still blocks, but a restart while the server is down would start
+// without it. Before, only dnsfence_source_cache_ok said so. Once the
+// folder is back, the next check writes the copy and the note goes.
+func TestDiskCopyFailingNamedByReadyz(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/tiktok.txt": names(8, "tiktok.com")})
+	list := srv.URL + "/tiktok.txt"
+	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+allowed_clients: ["127.0.0.0/28"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s"]
+sources: {refresh: 1s, cache_dir: cache}
+`, up.addr, list)})
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	ready, why := f.ready(t)
+	require.True(t, ready, why)
+	require.NotContains(t, why, list)
+
+	cache := filepath.Join(dir, "cache")
+	require.NoError(t, os.RemoveAll(cache))
+	require.NoError(t, os.WriteFile(cache, []byte("not a folder\n"), 0o600))
+	srv.set("/tiktok.txt", names(8, "tiktok.com", "douyin.com"), "")
+	f.eventuallyRcode(t, "127.0.0.1", "douyin.com.", dns.RcodeNameError, 5*time.Second)
+	require.Eventually(t, func() bool { return f.status(t, list).CacheError != nil }, 5*time.Second, 20*time.Millisecond)
+	ready, why = f.ready(t)
+	assert.True(t, ready, "the list served still blocks: %s", why)
+	assert.Contains(t, why, "remote list "+list+": no disk copy of the copy served in sources.cache_dir")
+
+	require.NoError(t, os.Remove(cache))
+	require.Eventually(t, func() bool {
+		ready, why := f.ready(t)
+		return ready && !strings.Contains(why, list)
+	}, 5*time.Second, 20*time.Millisecond)
+}
