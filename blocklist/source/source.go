@@ -502,3 +502,17 @@ func wait(ctx context.Context, d time.Duration, wake <-chan struct{}) (ok, woken
 		return true, true
 	}
 }
+
+// logFailed logs a failed fetch or transfer of the source name, a list
+// or zone (kind): "<kind> source failed; <kept>" at warn level while it
+// has a copy, served still; at error level while it has none, since its
+// list then serves empty and blocks none of its names (the fail-closed
+// table of README.md).
+func logFailed(log *zap.Logger, kind, kept, name string, err error, hasCopy bool) {
+	fields := []zap.Field{zap.String("source", name), zap.Error(err), zap.Bool("has_copy", hasCopy)}
+	if hasCopy {
+		log.Warn(kind+" source failed; "+kept, fields...)
+		return
+	}
+	log.Error(kind+" source failed; no copy yet, so its list blocks none of its names", fields...)
+}

@@ -161,8 +161,7 @@ func (s *URL) Run(ctx context.Context, deliver func(Content) error) {
 				return
 			}
 			s.track.failed(time.Now(), err)
-			s.opt.Log.Warn("list source failed; keeping the last good copy", zap.String("source", s.name),
-				zap.Error(err), zap.Bool("has_copy", s.held != nil))
+			logFailed(s.opt.Log, "list", "keeping the last good copy", s.name, err, s.held != nil)
 			next = min(backoff, s.opt.Refresh)
 			backoff = min(2*backoff, s.opt.Refresh)
 		} else {

@@ -20,6 +20,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // listServer is an HTTP server in the test whose answer can change.
@@ -829,4 +832,58 @@ func TestURLCutShortRefused(t *testing.T) {
 		srv.set(func(s *listServer) { s.body = []byte("tiktok.com\ndouyin.com\ncapcut.com") })
 		assert.Equal(t, "tiktok.com\ndouyin.com\ncapcut.com", string(rec.waitCount(t, 2).Body))
 	})
+}
+
+// TestSourceFailureLoggedByCopy: a failed fetch is logged at warn level
+// while the source holds a copy, which it keeps serving, and at error level
+// while it holds none, saying that its list blocks none of its names: the
+// log said "keeping the last good copy" of a copy there was not.
+func TestSourceFailureLoggedByCopy(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	var up atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if !up.Load() {
+			http.Error(w, "down", http.StatusInternalServerError)
+			return
+		}
+		w.Write([]byte("tiktok.com\n"))
+	}))
+	t.Cleanup(srv.Close)
+	opt := testOptions(t)
+	opt.Log = zap.New(core)
+	src, err := NewURL(srv.URL+"/l.txt", opt)
+	require.NoError(t, err)
+	rec := run(t, src)
+	const noCopy = "list source failed; no copy yet, so its list blocks none of its names"
+	require.Eventually(t, func() bool { return logs.FilterMessage(noCopy).Len() > 0 }, waitFor, tick)
+	for _, l := range logs.FilterMessage(noCopy).All() {
+		assert.Equal(t, zapcore.ErrorLevel, l.Level)
+		assert.Equal(t, false, l.ContextMap()["has_copy"])
+	}
+	assert.Zero(t, logs.FilterMessage("list source failed; keeping the last good copy").Len())
+
+	up.Store(true)
+	rec.waitCount(t, 1)
+	up.Store(false)
+	const kept = "list source failed; keeping the last good copy"
+	require.Eventually(t, func() bool { return logs.FilterMessage(kept).Len() > 0 }, waitFor, tick)
+	for _, l := range logs.FilterMessage(kept).All() {
+		assert.Equal(t, zapcore.WarnLevel, l.Level)
+		assert.Equal(t, true, l.ContextMap()["has_copy"])
+	}
+
+	// A zone whose primary does not answer, with no copy: the same.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	primary := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens there now
+	zcore, zlogs := observer.New(zapcore.WarnLevel)
+	zopt := testOptions(t)
+	zopt.Log = zap.New(zcore)
+	zsrc, err := New("axfr://"+primary+"/rpz.example.gov", zopt)
+	require.NoError(t, err)
+	run(t, zsrc)
+	const zoneNoCopy = "zone source failed; no copy yet, so its list blocks none of its names"
+	require.Eventually(t, func() bool { return zlogs.FilterMessage(zoneNoCopy).Len() > 0 }, waitFor, tick)
+	assert.Equal(t, zapcore.ErrorLevel, zlogs.FilterMessage(zoneNoCopy).All()[0].Level)
 }

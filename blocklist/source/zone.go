@@ -173,8 +173,7 @@ func (z *Zone) Run(ctx context.Context, deliver func(Content) error) {
 				return
 			}
 			z.track.failed(time.Now(), err)
-			z.opt.Log.Warn("zone source failed; keeping the zone held", zap.String("source", z.name),
-				zap.Error(err), zap.Bool("has_copy", z.held != nil))
+			logFailed(z.opt.Log, "zone", "keeping the zone held", z.name, err, z.held != nil)
 		}
 		switch {
 		case z.held == nil:
