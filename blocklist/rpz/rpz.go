@@ -149,7 +149,7 @@ var (
 	ErrUnknownLabel     = errors.New("unknown RPZ trigger label")
 	ErrOutsideZone      = errors.New("owner name is outside the zone")
 	ErrUnnamedZone      = errors.New("owner name written in full (ending in a dot), or below an $ORIGIN given after the SOA, in a zone file that does not name its zone (its SOA owned by @ with no $ORIGIN before it): BIND takes the zone's name from named.conf and reads this as a trigger below it, dnsfence cannot tell which; put $ORIGIN with the zone's name before the SOA, or write the owner relative to the SOA with no $ORIGIN")
-	ErrRelativePassthru = errors.New("rpz-passthru written without its trailing dot is no passthru: BIND reads it below the zone, as a CNAME to another name; write rpz-passthru.")
+	ErrRelativePassthru = errors.New("rpz-passthru written without its trailing dot is no passthru: BIND reads it below the zone, as a CNAME to another name (write rpz-passthru. with the dot)")
 	ErrOriginTwice      = errors.New("owner name ends in the zone's name twice: written without its trailing dot, a name in full is read below the zone, as BIND reads it (tiktok.com.rpz.example.gov, in zone rpz.example.gov, is the trigger for tiktok.com.rpz.example.gov, which no query asks for); write tiktok.com.rpz.example.gov. or tiktok.com")
 	ErrNoOwner          = errors.New("no owner name: a record that leaves it out repeats the owner of the record before, and there is none")
 	ErrApexData         = errors.New("a record at the zone apex other than SOA and NS is not a trigger")
