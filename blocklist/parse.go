@@ -34,6 +34,9 @@ type ParseError struct {
 	// transfer `name owner: what is wrong`.
 	Owner string
 	Err   error // what is wrong with it
+	// Kept marks an RPZ record that was applied as read, not skipped: its
+	// meaning is in doubt (rpz.ErrUnnamedZone), so it is reported.
+	Kept bool
 }
 
 func (e *ParseError) Error() string {
@@ -719,14 +722,15 @@ func (e *errorList) add(file string, line int, text string, err error) {
 	e.errs = append(e.errs, &ParseError{File: file, Line: line, Text: strings.Clone(text), Err: err})
 }
 
-// addOwner records a skipped RPZ record.
-func (e *errorList) addOwner(file string, line int, owner string, err error) {
+// addOwner records a skipped RPZ record, or with kept one applied as read
+// whose meaning is in doubt (ParseError.Kept).
+func (e *errorList) addOwner(file string, line int, owner string, err error, kept bool) {
 	e.file = file
 	if len(e.errs) >= maxReported {
 		e.dropped++
 		return
 	}
-	e.errs = append(e.errs, &ParseError{File: file, Line: line, Text: strings.Clone(owner), Owner: strings.Clone(owner), Err: err})
+	e.errs = append(e.errs, &ParseError{File: file, Line: line, Text: strings.Clone(owner), Owner: strings.Clone(owner), Err: err, Kept: kept})
 }
 
 func (e *errorList) err() error {

@@ -125,7 +125,7 @@ func FromZone(name string, sum [32]byte, sizeHint int, read func(rpz.Handler) (r
 				line = seq // a transfer has no lines: its position among the triggers
 			}
 			if line > maxLine {
-				errs.addOwner(name, t.Line, t.Owner, ErrTooManyLines)
+				errs.addOwner(name, t.Line, t.Owner, ErrTooManyLines, false)
 				return
 			}
 			l.zone.lines = max(l.zone.lines, line)
@@ -135,7 +135,7 @@ func FromZone(name string, sum [32]byte, sizeHint int, read func(rpz.Handler) (r
 			}
 			var err error
 			if buf, err = foldName(t.Name, buf[:0]); err != nil {
-				errs.addOwner(name, t.Line, t.Owner, err)
+				errs.addOwner(name, t.Line, t.Owner, err, false)
 				return
 			}
 			b.addTrigger(buf, t, line, &errs)
@@ -145,7 +145,7 @@ func FromZone(name string, sum [32]byte, sizeHint int, read func(rpz.Handler) (r
 				errs.add(name, p.Line, p.Token, p.Err)
 				return
 			}
-			errs.addOwner(name, p.Line, p.Owner, p.Err)
+			errs.addOwner(name, p.Line, p.Owner, p.Err, p.Kept)
 		},
 	}
 	z, err := read(h)
@@ -201,7 +201,7 @@ func (b *builder) addTrigger(name []byte, t rpz.Trigger, line int, errs *errorLi
 	if prev := k >> shift & 7; prev != 0 {
 		first := l.triggerLine(id, wildcard)
 		if Action(prev-1) != a {
-			errs.addOwner(l.file, t.Line, t.Owner, conflict(t, first))
+			errs.addOwner(l.file, t.Line, t.Owner, conflict(t, first), false)
 			return
 		}
 		display := string(name)
@@ -261,7 +261,7 @@ func (b *builder) addIP(t rpz.Trigger, line int, errs *errorList) {
 		prev.spellings++
 		l.ips.Insert(p, prev)
 		if prev.action != a {
-			errs.addOwner(l.file, t.Line, t.Owner, conflict(t, prev.line))
+			errs.addOwner(l.file, t.Line, t.Owner, conflict(t, prev.line), false)
 			return
 		}
 		l.dups = append(l.dups, Duplicate{Name: prev.name, Line: line, FirstLine: prev.line})

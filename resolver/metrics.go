@@ -350,7 +350,7 @@ func (m *Metrics) listsLoaded(s *Snapshot) {
 	for _, w := range s.Warnings {
 		for _, e := range leafErrors(w) {
 			var pe *blocklist.ParseError
-			if errors.As(e, &pe) {
+			if errors.As(e, &pe) && !pe.Kept {
 				m.skippedLines.WithLabelValues(pe.File).Inc()
 			}
 		}

@@ -101,13 +101,16 @@ type Trigger struct {
 	Action Action
 }
 
-// Problem is a record that was reported and skipped, or a line the zone
-// parser could not read.
+// Problem is a record that was reported and skipped (or, Kept, applied
+// as read), or a line the zone parser could not read.
 type Problem struct {
 	Line  int    // as Trigger.Line: 0 for a record of a zone transfer
 	Owner string // the record's owner name; empty for a syntax error
 	Token string // for a syntax error, the text it stopped at
 	Err   error  // what is wrong, wrapping one of the Err values below
+	// Kept marks a record applied as read, whose meaning is in doubt
+	// (ErrUnnamedZone): reported, not skipped.
+	Kept bool
 }
 
 // Handler receives what a zone holds, in zone order. Either func may be
@@ -126,7 +129,8 @@ type Zone struct {
 	// when the SOA comes first written in full (BIND requires the zone to
 	// be named so), else below the root; in a file whose SOA comes first
 	// owned by @ with no $ORIGIN, which names no zone, an owner written in
-	// full is reported (ErrUnnamedZone).
+	// full is read as written and reported (Problem.Kept, ErrUnnamedZone),
+	// or, for a passthru, skipped.
 	Origin string
 	// Serial is the SOA serial (RFC 1035 §3.3.13); SOA reports whether
 	// the zone had an SOA record at its apex.
@@ -347,10 +351,12 @@ func (d *decoder) record(rr dns.RR, line int) {
 		d.problem(Problem{Line: line, Err: ErrNoOwner})
 		return
 	}
-	if d.unnamed && !relName && owner != "." {
-		bad(ErrUnnamedZone)
-		return
-	}
+	// An owner in full in a file that names no zone: BIND reads it below
+	// the zone named.conf names, which dnsfence cannot know. It is read as
+	// written, the apex the root, as it always was (a block stays a block:
+	// fail closed), and reported as kept; a passthru so read is skipped,
+	// since it would let through a name the zone may never have meant.
+	doubt := d.unnamed && !relName && owner != "."
 	rel, ok := relative(owner, d.zone.Origin)
 	if !ok {
 		bad(ErrOutsideZone)
@@ -427,7 +433,26 @@ func (d *decoder) record(rr dns.RR, line int) {
 		bad(err)
 		return
 	}
+	if doubt {
+		if t.Action == Passthru {
+			bad(ErrUnnamedZone)
+			return
+		}
+		d.problem(Problem{Line: line, Owner: owner, Kept: true,
+			Err: fmt.Errorf("%w; not skipped: read as written, a trigger for %s, so that it blocks", ErrUnnamedZone, triggerText(t))})
+	}
 	d.trigger(t)
+}
+
+// triggerText is the name or prefix t triggers for, in text.
+func triggerText(t Trigger) string {
+	switch {
+	case t.Prefix.IsValid():
+		return t.Prefix.String()
+	case t.Wildcard:
+		return "the names below " + t.Name
+	}
+	return t.Name
 }
 
 // action reads the CNAME target of a trigger.

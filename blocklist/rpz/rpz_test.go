@@ -227,38 +227,62 @@ func TestParseOrigin(t *testing.T) {
 // TestParseUnnamedZone: a file whose SOA is owned by @ with no $ORIGIN
 // does not name its zone; BIND takes the name from named.conf, reads a
 // relative owner below it, as dnsfence does (below the root), and an owner
-// written in full as itself. Such an owner (`tiktok.com.rpz.example.gov.`)
-// was taken as the trigger for the name it spells, tiktok.com.rpz.example.gov,
-// and tiktok.com, which BIND blocks, was silently forwarded; it is
-// reported now, naming the fix. A relative CNAME target is read below the
-// root as before (`CNAME rpz-drop` is the drop action).
+// written in full as itself, which dnsfence cannot tell from a name below
+// the root. Such an owner (`tiktok.com.rpz.example.gov.`, which BIND reads
+// as the trigger for tiktok.com; `bytedance.com.`, which BIND ignores as
+// outside the zone) was taken silently as the trigger for the name it
+// spells. It still is, so that a block stays a block (fail closed: the
+// review of the first fix, which skipped it, found bytedance.com forwarded
+// after an upgrade), and is reported as kept, naming the fix; a passthru
+// written so is skipped, since it would let a name through. A relative
+// CNAME target is read below the root as before (`CNAME rpz-drop` is the
+// drop action).
 func TestParseUnnamedZone(t *testing.T) {
-	r := parse(t, head+"douyin.com CNAME .\ntiktok.com.rpz.example.gov. CNAME .\n*.tiktok.com.rpz.example.gov. CNAME .\nbytedance.com CNAME rpz-drop\n")
+	r := parse(t, head+"douyin.com CNAME .\ntiktok.com.rpz.example.gov. CNAME .\n*.tiktok.com.rpz.example.gov. CNAME .\n"+
+		"bytedance.com CNAME rpz-drop\ncapcut.com. CNAME .\nok.capcut.com. CNAME rpz-passthru.\n")
 	assert.Equal(t, ".", r.zone.Origin)
 	assert.Equal(t, []Trigger{
 		{Owner: "douyin.com.", Line: 4, Name: "douyin.com", Action: NXDOMAIN},
+		{Owner: "tiktok.com.rpz.example.gov.", Line: 5, Name: "tiktok.com.rpz.example.gov", Action: NXDOMAIN},
+		{Owner: "*.tiktok.com.rpz.example.gov.", Line: 6, Name: "tiktok.com.rpz.example.gov", Wildcard: true, Action: NXDOMAIN},
 		{Owner: "bytedance.com.", Line: 7, Name: "bytedance.com", Action: Drop},
+		{Owner: "capcut.com.", Line: 8, Name: "capcut.com", Action: NXDOMAIN},
 	}, r.triggers)
-	require.Len(t, r.problems, 2)
-	for i, owner := range []string{"tiktok.com.rpz.example.gov.", "*.tiktok.com.rpz.example.gov."} {
-		assert.Equal(t, 5+i, r.problems[i].Line)
-		assert.Equal(t, owner, r.problems[i].Owner)
-		assert.ErrorIs(t, r.problems[i].Err, ErrUnnamedZone)
+	require.Len(t, r.problems, 4)
+	for i, want := range []struct {
+		owner string
+		line  int
+		kept  bool
+		text  string
+	}{
+		{"tiktok.com.rpz.example.gov.", 5, true, "not skipped: read as written, a trigger for tiktok.com.rpz.example.gov, so that it blocks"},
+		{"*.tiktok.com.rpz.example.gov.", 6, true, "a trigger for the names below tiktok.com.rpz.example.gov"},
+		{"capcut.com.", 8, true, "a trigger for capcut.com,"},
+		{"ok.capcut.com.", 9, false, "put $ORIGIN with the zone's name before the SOA"},
+	} {
+		p := r.problems[i]
+		assert.Equal(t, want.line, p.Line, want.owner)
+		assert.Equal(t, want.owner, p.Owner)
+		assert.Equal(t, want.kept, p.Kept, want.owner)
+		assert.ErrorIs(t, p.Err, ErrUnnamedZone)
+		assert.Contains(t, p.Err.Error(), want.text)
 	}
 }
 
 // TestParseUnnamedZoneOriginAfterSOA: an $ORIGIN given after an SOA owned
 // by @ does not name the zone (the SOA already stands at the apex BIND takes
 // from named.conf), so an owner written relative below it is reported as one
-// written in full is; the report must say so, and name the fix, $ORIGIN
-// before the SOA: it said "written in full (ending in a dot)" of an owner
-// written without one, and "add $ORIGIN" to a file that has one.
+// written in full is (and kept as written); the report must say so, and
+// name the fix, $ORIGIN before the SOA: it said "written in full (ending in
+// a dot)" of an owner written without one, and "add $ORIGIN" to a file that
+// has one.
 func TestParseUnnamedZoneOriginAfterSOA(t *testing.T) {
 	r := parse(t, head+"$ORIGIN rpz.example.gov.\ntiktok.com CNAME .\n")
-	assert.Empty(t, r.triggers)
+	assert.Equal(t, []Trigger{{Owner: "tiktok.com.rpz.example.gov.", Line: 5, Name: "tiktok.com.rpz.example.gov", Action: NXDOMAIN}}, r.triggers)
 	require.Len(t, r.problems, 1)
 	p := r.problems[0]
 	assert.Equal(t, "tiktok.com.rpz.example.gov.", p.Owner)
+	assert.True(t, p.Kept)
 	assert.ErrorIs(t, p.Err, ErrUnnamedZone)
 	assert.Contains(t, p.Err.Error(), "or below an $ORIGIN given after the SOA")
 	assert.Contains(t, p.Err.Error(), "put $ORIGIN with the zone's name before the SOA")
