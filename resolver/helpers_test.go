@@ -218,12 +218,33 @@ func startFenceLog(t *testing.T, log *zap.Logger, text string, files map[string]
 // rather than the handler h itself (wrap nil: h).
 func startFenceServing(t *testing.T, log *zap.Logger, text string, files map[string]string, wrap func(*Handler) listen.Handler, upstreams ...string) *fence {
 	t.Helper()
-	path := writeConfig(t, text, files, upstreams...)
+	f, warnings := launchFence(t, log, writeConfig(t, text, files, upstreams...), wrap)
+	require.Empty(t, warnings)
+	return f
+}
+
+// startFenceWarned is startFence for lists with bad lines: it returns
+// what was reported of them, a line each (file:line: what), in order.
+func startFenceWarned(t *testing.T, text string, files map[string]string, upstreams ...string) (*fence, []string) {
+	t.Helper()
+	f, warnings := launchFence(t, zaptest.NewLogger(t), writeConfig(t, text, files, upstreams...), nil)
+	var lines []string
+	for _, w := range warnings {
+		for _, e := range leafErrors(w) {
+			lines = append(lines, e.Error())
+		}
+	}
+	return f, lines
+}
+
+// launchFence serves the configuration at path as startFenceServing does,
+// returning the snapshot's warnings.
+func launchFence(t *testing.T, log *zap.Logger, path string, wrap func(*Handler) listen.Handler) (*fence, []error) {
+	t.Helper()
 	cfg, err := config.Load(path)
 	require.NoError(t, err)
 	snap, err := BuildSnapshot(cfg, nil)
 	require.NoError(t, err)
-	require.Empty(t, snap.Warnings)
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	require.NoError(t, ConnectUpstreams(snap, nil, m))
@@ -240,7 +261,7 @@ func startFenceServing(t *testing.T, log *zap.Logger, text string, files map[str
 		_ = srv.Shutdown(ctx)
 		h.Snapshot().Forwarder().Close()
 	})
-	return &fence{addr: srv.Addrs()[0], handler: h, server: srv, dir: filepath.Dir(path), registry: reg}
+	return &fence{addr: srv.Addrs()[0], handler: h, server: srv, dir: filepath.Dir(path), registry: reg}, snap.Warnings
 }
 
 // ask sends m from the given loopback source address ("" for 127.0.0.1)

@@ -1,16 +1,13 @@
 package resolver
 
 import (
-	"context"
 	"net"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -500,36 +497,19 @@ func TestExplainOutrankedOnlyByAddress(t *testing.T) {
 // reported and skipped; the name stays blocked, over UDP and TCP.
 func TestRPZRelativePassthruTarget(t *testing.T) {
 	up := startUpstream(t, nil)
-	path := writeConfig(t, rpzActionsConfig, map[string]string{
+	f, warnings := startFenceWarned(t, rpzActionsConfig, map[string]string{
 		"capcut.txt": "capcut.com\n",
 		"policy.rpz": "rpz.example.gov. 300 IN SOA localhost. root.localhost. 7 3600 600 86400 60\n" +
 			"tiktok.com CNAME .\n" +
 			"newsroom.capcut.com CNAME rpz-passthru\n",
 	}, up.addr)
-	cfg, err := config.Load(path)
-	require.NoError(t, err)
-	snap, err := BuildSnapshot(cfg, nil)
-	require.NoError(t, err)
-	if assert.Len(t, snap.Warnings, 1, "the line is reported") {
-		assert.ErrorContains(t, snap.Warnings[0], "policy.rpz:3: newsroom.capcut.com.rpz.example.gov.: rpz-passthru written without its trailing dot")
+	if assert.Len(t, warnings, 1, "the line is reported") {
+		assert.Contains(t, warnings[0], "policy.rpz:3: newsroom.capcut.com.rpz.example.gov.: rpz-passthru written without its trailing dot")
 	}
-	m := NewMetrics(prometheus.NewRegistry())
-	require.NoError(t, ConnectUpstreams(snap, nil, m))
-	log := zaptest.NewLogger(t)
-	h := NewHandler(log, snap, m)
-	srv := newServer(log, h, h)
-	require.NoError(t, srv.Start([]string{"127.0.0.1:0"}))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		h.Snapshot().Forwarder().Close()
-	})
-	addr := srv.Addrs()[0]
 	for _, network := range []string{"udp", "tcp"} {
-		r := ask(t, addr, "127.0.0.1", network, question("newsroom.capcut.com.", dns.TypeA, true))
+		r := ask(t, f.addr, "127.0.0.1", network, question("newsroom.capcut.com.", dns.TypeA, true))
 		assert.Equal(t, dns.RcodeNameError, r.Rcode, "%s: capcut.txt blocks it; the line is no passthru", network)
-		r = ask(t, addr, "127.0.0.1", network, question("tiktok.com.", dns.TypeA, true))
+		r = ask(t, f.addr, "127.0.0.1", network, question("tiktok.com.", dns.TypeA, true))
 		assert.Equal(t, dns.RcodeNameError, r.Rcode, "%s: the zone's owners written relative are below its SOA", network)
 	}
 }
@@ -544,48 +524,23 @@ func TestRPZRelativePassthruTarget(t *testing.T) {
 // passthru written so is skipped, and the name it meant stays blocked.
 func TestRPZUnnamedZoneOwnersInFullBlock(t *testing.T) {
 	up := startUpstream(t, nil)
-	path := writeConfig(t, rpzActionsConfig, map[string]string{
+	f, warnings := startFenceWarned(t, rpzActionsConfig, map[string]string{
 		"capcut.txt": "capcut.com\n",
 		"policy.rpz": "$TTL 300\n@ SOA localhost. root.localhost. 7 3600 600 86400 60\n  NS localhost.\n" +
 			"tiktok.com CNAME .\n" +
 			"bytedance.com. CNAME .\n" +
 			"newsroom.capcut.com. CNAME rpz-passthru.\n",
 	}, up.addr)
-	cfg, err := config.Load(path)
-	require.NoError(t, err)
-	snap, err := BuildSnapshot(cfg, nil)
-	require.NoError(t, err)
-	var warnings []string
-	for _, w := range snap.Warnings {
-		for _, e := range leafErrors(w) {
-			warnings = append(warnings, e.Error())
-		}
-	}
 	require.Len(t, warnings, 2, "%q", warnings)
 	assert.Contains(t, warnings[0], "policy.rpz:5: bytedance.com.: owner name written in full")
 	assert.Contains(t, warnings[0], "not skipped: read as written, a trigger for bytedance.com, so that it blocks")
 	assert.Contains(t, warnings[1], "policy.rpz:6: newsroom.capcut.com.: owner name written in full")
 	assert.NotContains(t, warnings[1], "not skipped")
-	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
-	m.snapshotLoaded(snap)
-	skipped, _ := metricValue(t, reg, "dnsfence_skipped_lines", "file", filepath.Join(filepath.Dir(path), "policy.rpz"))
+	skipped, _ := metricValue(t, f.registry, "dnsfence_skipped_lines", "file", filepath.Join(f.dir, "policy.rpz"))
 	assert.Equal(t, 1.0, skipped, "the passthru is skipped; the block is kept")
-	require.NoError(t, ConnectUpstreams(snap, nil, m))
-	log := zaptest.NewLogger(t)
-	h := NewHandler(log, snap, m)
-	srv := newServer(log, h, h)
-	require.NoError(t, srv.Start([]string{"127.0.0.1:0"}))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		h.Snapshot().Forwarder().Close()
-	})
-	addr := srv.Addrs()[0]
 	for _, network := range []string{"udp", "tcp"} {
 		for _, name := range []string{"tiktok.com.", "bytedance.com.", "newsroom.capcut.com."} {
-			r := ask(t, addr, "127.0.0.1", network, question(name, dns.TypeA, true))
+			r := ask(t, f.addr, "127.0.0.1", network, question(name, dns.TypeA, true))
 			assert.Equal(t, dns.RcodeNameError, r.Rcode, "%s %s", network, name)
 		}
 	}
