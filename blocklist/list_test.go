@@ -56,6 +56,20 @@ func TestParseForms(t *testing.T) {
 	}
 }
 
+// TestParseConditionalBranches: AdGuard's `!#if (condition)`, `!#else`
+// and `!#endif` are comments, and the rules of every branch are read,
+// whatever the condition (README: a list blocks at least what it blocks in
+// any branch), as AdGuard Home reads them for DNS.
+func TestParseConditionalBranches(t *testing.T) {
+	l, err := Parse("test.txt", []byte("!#if (adguard_app_windows)\n||tiktok.com^\n!#else\n||douyin.com^\n!#endif\n!#if !adguard\ncapcut.com\n!#endif\n"))
+	require.NoError(t, err, "the directives are no bad lines")
+	var got []string
+	for e := range l.All() {
+		got = append(got, e.Name)
+	}
+	assert.ElementsMatch(t, []string{"tiktok.com", "douyin.com", "capcut.com"}, got)
+}
+
 func TestParseBadLines(t *testing.T) {
 	tests := []struct {
 		name    string
