@@ -222,9 +222,10 @@ type Options struct {
 	// TSIG signs zone transfer requests and SOA queries and is required on
 	// their answers (sources.tsig); nil: none.
 	TSIG *TSIG
-	// Timeout bounds the wait for an HTTP answer's headers, an SOA query,
-	// and each read of a zone transfer; a whole fetch or transfer is
-	// bounded by ten minutes and MaxBytes. Default DefaultTimeout.
+	// Timeout bounds the wait for an HTTP answer's headers and for each
+	// octet of its body, an SOA query, and each read of a zone transfer;
+	// a whole fetch or transfer is bounded by ten minutes and MaxBytes.
+	// Default DefaultTimeout.
 	Timeout time.Duration
 	// Log receives warnings (a failed fetch or transfer) and lifecycle
 	// lines; nil: none.

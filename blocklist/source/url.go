@@ -34,6 +34,7 @@ var (
 	ErrRedirects = fmt.Errorf("more than %d redirects", MaxRedirects)
 	ErrStatus    = errors.New("unexpected HTTP status")
 	ErrCutShort  = errors.New("body is cut short: its last line has no line end, as the copy held's has")
+	ErrStalled   = errors.New("body stalled")
 )
 
 // URL is a list fetched over HTTP(S): at start and every Options.Refresh,
@@ -239,6 +240,8 @@ func (s *URL) poll(ctx context.Context, deliver func(Content) error) error {
 // nil. It returns the checked body, or notModified for a 304 to a request
 // that sent a validator; a 304 to one that sent none is an error.
 func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified bool, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.key, nil)
 	if err != nil {
 		return nil, false, fmt.Errorf("fetching %s: %w", s.name, err)
@@ -281,8 +284,11 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 	}
 	// Read one byte past the limit, and no more, to tell "at the limit"
 	// from "over it".
-	body, err := io.ReadAll(io.LimitReader(resp.Body, s.opt.MaxBytes+1))
+	body, err := io.ReadAll(io.LimitReader(newStallReader(resp.Body, s.opt.Timeout, cancel), s.opt.MaxBytes+1))
 	if err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrStalled) {
+			err = cause
+		}
 		return nil, false, fmt.Errorf("fetching %s: reading body: %w", s.name, err)
 	}
 	if int64(len(body)) > s.opt.MaxBytes {
@@ -300,6 +306,34 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 	}
 	return &Content{Source: s.name, Kind: KindBody, Fetched: time.Now(), Body: body, SHA256: sum,
 		ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, false, nil
+}
+
+// stallReader reads a body, and cancels its request (stop) when no octet
+// of it arrived for idle: a server that sends its headers, then stalls,
+// fails after Options.Timeout, as one that sends no headers does, not at
+// transferLimit (ten minutes) with its source's failure unseen meanwhile.
+// A slow body that keeps coming is read to its end.
+type stallReader struct {
+	r     io.Reader
+	idle  time.Duration
+	timer *time.Timer
+}
+
+func newStallReader(r io.Reader, idle time.Duration, stop context.CancelCauseFunc) *stallReader {
+	return &stallReader{r: r, idle: idle, timer: time.AfterFunc(idle, func() {
+		stop(fmt.Errorf("%w: no octet of it for %v", ErrStalled, idle))
+	})}
+}
+
+func (s *stallReader) Read(b []byte) (int, error) {
+	n, err := s.r.Read(b)
+	if n > 0 {
+		s.timer.Reset(s.idle)
+	}
+	if err != nil {
+		s.timer.Stop()
+	}
+	return n, err
 }
 
 // cutShort reports whether body looks cut off in the middle of a line: it

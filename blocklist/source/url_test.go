@@ -887,3 +887,53 @@ func TestSourceFailureLoggedByCopy(t *testing.T) {
 	require.Eventually(t, func() bool { return zlogs.FilterMessage(zoneNoCopy).Len() > 0 }, waitFor, tick)
 	assert.Equal(t, zapcore.ErrorLevel, zlogs.FilterMessage(zoneNoCopy).All()[0].Level)
 }
+
+// TestURLStalledBodyFails: a server that sends its headers and part of the
+// body, then nothing, fails after Options.Timeout without a byte, counted
+// and the copy held kept, not at the ten minutes a whole fetch may take,
+// with nothing to see meanwhile; a slow body whose bytes keep coming within
+// the timeout is read to its end.
+func TestURLStalledBodyFails(t *testing.T) {
+	const whole = "tiktok.com\ndouyin.com\n"
+	var mode atomic.Int32 // 0 whole, 1 stalled, 2 slow
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch mode.Load() {
+		case 0:
+			w.Write([]byte(whole))
+		case 1:
+			w.Header().Set("Content-Length", strconv.Itoa(len(whole)+len("capcut.com\n")))
+			w.Write([]byte(whole))
+			w.(http.Flusher).Flush()
+			select { // and nothing more
+			case <-release:
+			case <-r.Context().Done():
+			}
+		case 2:
+			pace := time.NewTicker(150 * time.Millisecond) // a line within the 400 ms timeout each
+			defer pace.Stop()
+			for _, line := range []string{"tiktok.com\n", "douyin.com\n", "capcut.com\n"} {
+				<-pace.C
+				w.Write([]byte(line))
+				w.(http.Flusher).Flush()
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+	opt := testOptions(t)
+	opt.Timeout = 400 * time.Millisecond
+	src, err := NewURL(srv.URL+"/l.txt", opt)
+	require.NoError(t, err)
+	rec := run(t, src)
+	require.Equal(t, whole, string(rec.waitCount(t, 1).Body))
+
+	mode.Store(1)
+	st := waitError(t, src, ErrStalled)
+	assert.ErrorContains(t, st.LastError, "no octet of it for 400ms")
+	assert.Equal(t, sha256.Sum256([]byte(whole)), st.SHA256, "the copy held stays")
+	assert.Equal(t, 1, rec.count())
+
+	mode.Store(2)
+	assert.Equal(t, "tiktok.com\ndouyin.com\ncapcut.com\n", string(rec.waitCount(t, 2).Body), "a slow body is read to its end")
+}
