@@ -276,6 +276,45 @@ func TestAdblockRulesForDNS(t *testing.T) {
 	}
 }
 
+// TestBracketLineReportedUnlessHeader: a line in brackets whole is an
+// Adblock header and skipped; a line that only starts with `[` is no
+// header, and is reported with its file and line, not skipped in silence:
+// `[*.]capcut.com`, Chrome's pattern for capcut.com and the names below
+// it, blocked nothing with no word.
+func TestBracketLineReportedUnlessHeader(t *testing.T) {
+	data := strings.Join([]string{
+		"[Adblock Plus 2.0]", // 1: header
+		"  [AdGuard]  ",      // 2: header
+		"[*.]capcut.com",     // 3: Chrome's pattern
+		"[::] lemon8.com",    // 4: a hosts line with its address in brackets
+		"[||pangle.io^",      // 5: a stray bracket
+		"||tiktok.com^",      // 6
+		"",
+	}, "\n")
+	l, warn := Parse("lists/adguard.txt", []byte(data))
+	assert.EqualError(t, warn, strings.Join([]string{
+		`lists/adguard.txt:3: wildcards are only allowed as a leading "*.": "[*.]capcut.com"`,
+		`lists/adguard.txt:4: unexpected text after the entry: "lemon8.com"`,
+		`lists/adguard.txt:5: adblock rules must have the form ||name^: "[||pangle.io^"`,
+	}, "\n"))
+	assert.Equal(t, 1, l.Len())
+	for query, want := range map[string]bool{
+		"tiktok.com":     true,
+		"www.tiktok.com": true,
+		"capcut.com":     false,
+		"lemon8.com":     false,
+		"pangle.io":      false,
+	} {
+		_, ok := l.Match(query)
+		assert.Equal(t, want, ok, query)
+	}
+
+	// A file of headers alone is an empty list, as before.
+	l, warn = Parse("lists/adguard.txt", []byte("[Adblock Plus 2.0]\n[AdGuard]\n"))
+	assert.NoError(t, warn)
+	assert.Equal(t, 0, l.Len())
+}
+
 func TestParseReportsEveryBadLineBounded(t *testing.T) {
 	var b strings.Builder
 	for i := 0; i < maxReported+10; i++ {

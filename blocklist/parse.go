@@ -625,11 +625,16 @@ func normalizeAny(s string, dst []byte) ([]byte, error) {
 // lineContent is the content of a list file's line as the general way
 // reads it (parseLine): without surrounding white space and comments;
 // false for a blank or comment line. Besides `#` comments (commentless),
-// lines starting with `!` or `[` are Adblock comments and headers. A client
-// range file has no such lines: ParseRanges reads with commentless alone.
+// lines starting with `!` are Adblock comments, and a line in brackets
+// whole (`[Adblock Plus 2.0]`) is an Adblock header. Any other line that
+// starts with `[` is read, and reported, as the general way reads it:
+// `[*.]tiktok.com` (Chrome's pattern for a site and the names below it)
+// was meant to block, and skipped like a header it blocked nothing and
+// nobody was told. A client range file has no such lines: ParseRanges
+// reads with commentless alone.
 func lineContent(text string) (string, bool) {
 	text = strings.TrimSpace(text)
-	if text != "" && (text[0] == '!' || text[0] == '[') {
+	if text != "" && (text[0] == '!' || text[0] == '[' && text[len(text)-1] == ']') {
 		return "", false
 	}
 	return commentless(text)
