@@ -92,7 +92,7 @@ func TestParseBadLines(t *testing.T) {
 		{name: "adblock inner wildcard", line: "||*.*.tiktok.com^", wantErr: ErrWildcard},
 		{name: "adblock without caret", line: "||tiktok.com", wantErr: ErrAdblockForm},
 		{name: "exception", line: "@@||tiktok.com^", wantErr: ErrException,
-			wantMsg: `lists/x.txt:2: exception rules (@@) are not supported (to allow tiktok.com and the names below it, write tiktok.com in a list under a policy's allow): "@@||tiktok.com^"`},
+			wantMsg: `lists/x.txt:2: exception rules (@@) are not supported (to allow tiktok.com and the names below it, write tiktok.com in a list under a policy's allow, unless an $important rule of this list covers it, which ranks above the exception): "@@||tiktok.com^"`},
 		{name: "dnsmasq directive of a single label", line: "local=/lan/", wantErr: ErrDirective,
 			wantMsg: `lists/x.txt:2: a dnsmasq or unbound directive is not a list entry: "local=/lan/"`},
 		{name: "dnsmasq directive of every domain", line: "address=/#/0.0.0.0", wantErr: ErrDirective,

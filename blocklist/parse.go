@@ -496,7 +496,7 @@ func stripForm(s string) (string, error) {
 			// A name of digits and dots is an address (entryName), which
 			// an allow list refuses as a block list does: no hint then.
 			if n, err := normalizeEntry(name, nil); err == nil && hasNonDigit(string(n)) {
-				return "", fmt.Errorf("%w (to allow %s and the names below it, write %s in a list under a policy's allow)", ErrException, n, n)
+				return "", fmt.Errorf("%w (to allow %s and the names below it, write %s in a list under a policy's allow, unless an $important rule of this list covers it, which ranks above the exception)", ErrException, n, n)
 			}
 		}
 		return "", ErrException

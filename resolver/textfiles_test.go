@@ -354,7 +354,7 @@ func TestListOfOnlyBadLinesIsRefused(t *testing.T) {
 		{name: "RPZ zone of unsupported records", file: "capcut.rpz", content: rpzHead + "capcut.com A 192.0.2.1\n*.capcut.com A 192.0.2.1\n",
 			bad: 2, first: "5: capcut.com.rpz.example.gov.: local data is not supported"},
 		{name: "allow list of exception rules", file: "allow.txt", content: "@@||ads.tiktok.com^\n",
-			bad: 1, first: `1: exception rules (@@) are not supported (to allow ads.tiktok.com and the names below it, write ads.tiktok.com in a list under a policy's allow): "@@||ads.tiktok.com^"`},
+			bad: 1, first: `1: exception rules (@@) are not supported (to allow ads.tiktok.com and the names below it, write ads.tiktok.com in a list under a policy's allow, unless an $important rule of this list covers it, which ranks above the exception): "@@||ads.tiktok.com^"`},
 	} {
 		want := func(dir string) string {
 			path := filepath.Join(dir, tc.file)
