@@ -478,6 +478,23 @@ func directiveError(domain string) error {
 	return fmt.Errorf("%w (to block %s and the names below it, write %s)", ErrDirective, n, n)
 }
 
+// onlyImportant reports options, a rule's text after its `$`, that are
+// `important` alone, as AdGuard reads them: in any case, and repeated or
+// with an empty option beside it (`$IMPORTANT`, `$important,`), which
+// AdGuard's rule engine blocks on as on `$important`.
+func onlyImportant(options string) bool {
+	important := false
+	for opt := range strings.SplitSeq(options, ",") {
+		switch {
+		case strings.EqualFold(opt, "important"):
+			important = true
+		case opt != "":
+			return false
+		}
+	}
+	return important
+}
+
 // stripForm removes the decoration of the accepted entry forms.
 func stripForm(s string) (string, error) {
 	switch {
@@ -508,7 +525,7 @@ func stripForm(s string) (string, error) {
 			// blocks what it blocks without it. Every other option
 			// narrows, widens or turns the rule (client, dnstype,
 			// denyallow, badfilter, dnsrewrite) or is not for DNS.
-			if s[i+1:] != "important" {
+			if !onlyImportant(s[i+1:]) {
 				return "", ErrAdblockOptions
 			}
 			s = s[:i]
