@@ -296,9 +296,9 @@ func (d *decoder) setApex(rr dns.RR, firstOrigin string) {
 
 // fromFile is a name as the zone parser read it from a file, fully
 // qualified: a name written relative with no $ORIGIN in effect (it ends
-// in noOrigin) is taken below origin, and relative reports so.
-func fromFile(name, origin string) (_ string, relative bool) {
-	rel, ok := cutNoOrigin(name)
+// in noOrigin) is taken below origin, and wasRelative reports so.
+func fromFile(name, origin string) (_ string, wasRelative bool) {
+	rel, ok := relative(name, noOrigin)
 	switch {
 	case !ok:
 		return name, false
@@ -308,21 +308,6 @@ func fromFile(name, origin string) (_ string, relative bool) {
 		return rel + ".", true
 	}
 	return rel + "." + origin, true
-}
-
-// cutNoOrigin is name without its noOrigin suffix ("" for noOrigin
-// itself), and whether it had one.
-func cutNoOrigin(name string) (string, bool) {
-	if len(name) < len(noOrigin) || !strings.EqualFold(name[len(name)-len(noOrigin):], noOrigin) {
-		return "", false
-	}
-	if len(name) == len(noOrigin) {
-		return "", true
-	}
-	if cut := len(name) - len(noOrigin) - 1; name[cut] == '.' && !escapedAt(name, cut) {
-		return name[:cut], true
-	}
-	return "", false
 }
 
 func (d *decoder) problem(p Problem) {
