@@ -196,7 +196,7 @@ func (p *textParser) parseLine(line int, text string) {
 			if hostsNames[strings.ToLower(host)] {
 				continue
 			}
-			if n, err := p.entryName(host); err != nil {
+			if n, err := entryName(host, p.buf[:0]); err != nil {
 				errs.add(name, line, host, err)
 			} else {
 				b.addLater(n, line)
@@ -211,7 +211,7 @@ func (p *textParser) parseLine(line int, text string) {
 	entry, err := stripForm(first)
 	if err == nil {
 		var n []byte
-		if n, err = p.entryName(entry); err == nil {
+		if n, err = entryName(entry, p.buf[:0]); err == nil {
 			b.addLater(n, line)
 			return
 		}
@@ -231,7 +231,7 @@ func (p *textParser) bad(line int, text, first, rest, token string, err error) {
 }
 
 // entryName is the stored form of a name of a line (normalizeEntry),
-// in p.buf, or what is wrong with it. A name of digits and dots alone is
+// appended to dst, or what is wrong with it. A name of digits and dots alone is
 // an address, however it is written (`||10.0.0.1^`, `*.10.0.0.1`, the
 // names of a hosts line, full-width digits), as a line of an address
 // alone is (ErrAddrOnly, or ErrBadAddr for digits that are no address):
@@ -240,8 +240,8 @@ func (p *textParser) bad(line int, text, first, rest, token string, err error) {
 // a file of nothing but addresses load as a list. An IPv6 address there
 // (`||2001:db8::1^`, `0.0.0.0 ::1`), which no name can be, is named as
 // one too, not as an invalid character.
-func (p *textParser) entryName(s string) ([]byte, error) {
-	n, err := normalizeEntry(s, p.buf[:0])
+func entryName(s string, dst []byte) ([]byte, error) {
+	n, err := normalizeEntry(s, dst)
 	if err != nil {
 		if _, aerr := netip.ParseAddr(s); aerr == nil {
 			return nil, ErrAddrOnly
@@ -471,8 +471,8 @@ func zoneRecord(first, rest string) bool {
 // domain), an address's reverse zone or no name at all, and writing it
 // would be a bad line again.
 func directiveError(domain string) error {
-	n, err := normalizeEntry(domain, nil)
-	if err != nil || !hasNonDigit(string(n)) {
+	n, err := entryName(domain, nil)
+	if err != nil {
 		return ErrDirective
 	}
 	return fmt.Errorf("%w (to block %s and the names below it, write %s)", ErrDirective, n, n)
@@ -512,7 +512,7 @@ func stripForm(s string) (string, error) {
 		if name, err := stripForm(s[2:]); err == nil {
 			// A name of digits and dots is an address (entryName), which
 			// an allow list refuses as a block list does: no hint then.
-			if n, err := normalizeEntry(name, nil); err == nil && hasNonDigit(string(n)) {
+			if n, err := entryName(name, nil); err == nil {
 				return "", fmt.Errorf("%w (to allow %s and the names below it, write %s in a list under a policy's allow, unless an $important rule of this list covers it, which ranks above the exception)", ErrException, n, n)
 			}
 		}
