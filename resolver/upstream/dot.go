@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"sync"
 	"time"
@@ -57,7 +56,7 @@ type dotTransport struct {
 type dotConn struct {
 	t     *dotTransport
 	ready chan struct{} // closed when the dial ended: conn or err is set
-	conn  net.Conn      // set under mu before ready closes, read after
+	conn  *tls.Conn     // set under mu before ready closes, read after
 	err   error         // why the dial failed
 	// failure makes err one failure of the upstream, whatever the number
 	// of queries that waited for the dial.
@@ -148,7 +147,6 @@ func (t *dotTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 			c.forget(id)
 			return nil, err
 		}
-		c.fail(err)
 		return nil, c.brokenError()
 	}
 	select {
@@ -268,7 +266,7 @@ func (c *dotConn) dial() {
 		c.err = fmt.Errorf("connecting over tls: %w", typedDialError(err))
 		c.broken = c.err
 	default:
-		c.conn = conn
+		c.conn = conn.(*tls.Conn)
 		c.lastRead = time.Now()
 		c.extendDeadline()
 		go c.read()
@@ -289,8 +287,12 @@ func (c *dotConn) extendDeadline() {
 // read hands each answer to the query waiting for its ID, until the
 // connection fails or is idle for dotIdleTimeout. An answer with an ID
 // nothing waits for (a duplicate) is dropped; a frame too short to hold a
-// DNS header breaks the connection.
+// DNS header breaks the connection. It closes the connection when it ends
+// (fail wakes it): crypto/tls's Close sends close_notify (RFC 8446 §6.1)
+// and waits up to 5 s for room to, which an upstream that reads nothing
+// does not make; that wait is this goroutine's, not a query's.
 func (c *dotConn) read() {
+	defer c.conn.Close()
 	var hdr [2]byte
 	for {
 		if _, err := io.ReadFull(c.conn, hdr[:]); err != nil {
@@ -309,6 +311,10 @@ func (c *dotConn) read() {
 		}
 		id := uint16(b[0])<<8 | uint16(b[1])
 		c.mu.Lock()
+		if c.broken != nil { // fail's deadline must not be pushed back
+			c.mu.Unlock()
+			return
+		}
 		c.lastRead = time.Now()
 		ch, ok := c.waiting[id]
 		if ok {
@@ -356,8 +362,8 @@ func (c *dotConn) register() (uint16, chan []byte, error) {
 // outlast its timeout. started is false when the deadline came before
 // the query's turn to write: nothing was written, and the connection is
 // as good as before. A write that fails, or ends at the deadline part
-// written, breaks the connection (a TLS connection whose write timed out
-// writes no more).
+// written, breaks the connection (fail; a TLS connection whose write
+// timed out writes no more).
 func (c *dotConn) write(ctx context.Context, b []byte) (started bool, err error) {
 	select {
 	case c.wturn <- struct{}{}:
@@ -379,7 +385,14 @@ func (c *dotConn) write(ctx context.Context, b []byte) (started bool, err error)
 		return false, context.DeadlineExceeded
 	}
 	_ = c.conn.SetWriteDeadline(deadline)
-	_, err = c.conn.Write(b)
+	if _, err = c.conn.Write(b); err != nil {
+		c.fail(err)
+		// A record cut part way: the stream can carry nothing more, not
+		// even close_notify, which read's Close would append to the cut
+		// record after waiting up to 5 s for room. The socket beneath TLS
+		// is closed now (after fail, so that err is what broke c).
+		_ = c.conn.NetConn().Close()
+	}
 	return true, err
 }
 
@@ -433,8 +446,9 @@ func (c *dotConn) release() {
 	c.mu.Unlock()
 }
 
-// fail marks c broken by err, wakes every query waiting on it, closes it
-// and takes it out of the pool.
+// fail marks c broken by err, wakes every query waiting on it and takes it
+// out of the pool, without waiting: read, woken by a read deadline in the
+// past, closes the connection.
 func (c *dotConn) fail(err error) {
 	c.mu.Lock()
 	if c.broken != nil {
@@ -448,11 +462,10 @@ func (c *dotConn) fail(err error) {
 		}
 	}
 	c.waiting = nil
-	conn := c.conn
-	c.mu.Unlock()
-	if conn != nil {
-		_ = conn.Close()
+	if c.conn != nil {
+		_ = c.conn.SetReadDeadline(time.Now()) // wakes read, which closes it
 	}
+	c.mu.Unlock()
 	c.t.remove(c)
 }
 
