@@ -33,7 +33,7 @@ type Limits struct {
 	TCPConnectionsPerClient int           // open stream connections of one client network, over every listener (read at accept)
 	TCPPipeline             int           // queries of one TCP connection answered at once
 	TCPReadTimeout          time.Duration // wait for a new connection's first query, whole
-	TCPIdleTimeout          time.Duration // wait for each later query of a connection, whole
+	TCPIdleTimeout          time.Duration // wait for each later query of a connection, whole, from its last answer
 	UDPReceiveBuffer        int           // SO_RCVBUF asked for each UDP socket, in bytes (read at Start)
 	UDPSendBuffer           int           // SO_SNDBUF asked for each UDP socket, in bytes (read at Start)
 }

@@ -96,6 +96,15 @@ type tcpConn struct {
 	remote  net.Addr // the client, resolved after the first read
 	once    sync.Once
 	release func() // returns the connection's admission
+
+	// idleMu guards inflight, stopped and the read deadlines set after
+	// the first query: the connection is idle only once every query read
+	// on it has its answer (RFC 7766 §3), and its idle timeout runs from
+	// then, not from the last query read, so a query sent while another
+	// waits on its upstream is still read.
+	idleMu   sync.Mutex
+	inflight int  // queries read and not yet answered by their resume
+	stopped  bool // stopAccepting set its past deadline: it stays
 }
 
 // remoteAddr is the client's address: the PROXY header's source when a
@@ -298,8 +307,10 @@ const tcpReadBuffer = 4 << 10
 // that answers go out as they are ready, in any order (RFC 7766 §6.2.1.1).
 // The inline answers to the queries of one read are held and written
 // together before the next wait for input. The first query must arrive
-// within the read timeout, later ones within the idle timeout, each whole:
-// a client sending a byte at a time cannot hold a connection longer.
+// within the read timeout, later ones within the idle timeout of the
+// connection's last answer (while a query waits on its upstream the
+// connection is not idle: awaitQuery), each whole: a client sending a
+// byte at a time cannot hold a connection longer.
 func (s *tcpServer) serveConn(c *tcpConn) {
 	var pending sync.WaitGroup
 	defer func() {
@@ -333,8 +344,7 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 			c.send() // the read below may wait: the answers go now
 			holding = false
 		}
-		_ = c.SetReadDeadline(time.Now().Add(timeout))
-		if s.closing.Load() {
+		if !c.awaitQuery(timeout) || s.closing.Load() {
 			return // shutdown set its deadline before ours
 		}
 		if _, err := io.ReadFull(r, length[:]); err != nil {
@@ -372,12 +382,58 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 			slots <- struct{}{}
 		}
 		pending.Add(1)
+		c.began()
 		go func() {
 			defer pending.Done()
 			defer func() { <-slots }()
+			defer c.answered(limits.TCPIdleTimeout)
 			resume()
 		}()
 	}
+}
+
+// awaitQuery sets the deadline of the read of the next query: timeout
+// from now when every query read is answered; none while one waits on
+// its resume, whose answer starts the idle timeout (answered). It
+// reports false once stopAccepting has set its past deadline.
+func (c *tcpConn) awaitQuery(timeout time.Duration) bool {
+	c.idleMu.Lock()
+	defer c.idleMu.Unlock()
+	if c.stopped {
+		return false
+	}
+	var deadline time.Time
+	if c.inflight == 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	_ = c.SetReadDeadline(deadline)
+	return true
+}
+
+// began counts a query handed to its resume.
+func (c *tcpConn) began() {
+	c.idleMu.Lock()
+	c.inflight++
+	c.idleMu.Unlock()
+}
+
+// answered counts a resume's query answered; the last of them starts the
+// idle timeout, for the query being read or the next.
+func (c *tcpConn) answered(idle time.Duration) {
+	c.idleMu.Lock()
+	defer c.idleMu.Unlock()
+	if c.inflight--; c.inflight == 0 && !c.stopped {
+		_ = c.SetReadDeadline(time.Now().Add(idle))
+	}
+}
+
+// stopReading makes the read under way, and every later one, fail at
+// once; no answer moves the deadline again.
+func (c *tcpConn) stopReading() {
+	c.idleMu.Lock()
+	c.stopped = true
+	_ = c.SetReadDeadline(time.Now())
+	c.idleMu.Unlock()
 }
 
 // handshakeFailed logs at debug level, as the DoH listener's net/http
@@ -507,7 +563,7 @@ func (s *tcpServer) stopAccepting() {
 		s.mu.Lock()
 		s.closing.Store(true)
 		for c := range s.conns {
-			_ = c.SetReadDeadline(time.Now()) // unblock the read; answers still go out
+			c.stopReading() // unblock the read; answers still go out
 		}
 		s.mu.Unlock()
 		close(s.stopping)

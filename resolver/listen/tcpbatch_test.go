@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -278,4 +279,61 @@ func TestTCPStopsAfterWriteFailure(t *testing.T) {
 		return len(tcp.conns) == 0
 	}, 10*time.Second, 5*time.Millisecond, "the connection ends")
 	assert.LessOrEqual(t, h.calls.Load(), int32(2), "queries handled after the write failed")
+}
+
+// shortIdleRules are roomyRules with an idle timeout short enough to pass
+// within a test.
+type shortIdleRules struct{ roomyRules }
+
+const shortIdle = 200 * time.Millisecond
+
+func (shortIdleRules) Limits() Limits {
+	l := roomyRules{}.Limits()
+	l.TCPIdleTimeout = shortIdle
+	return l
+}
+
+// TestTCPIdleTimeoutStartsAfterLastAnswer: a connection is idle only once
+// every query read on it is answered (RFC 7766 §3, RFC 1035 §4.2.2), so a
+// query sent while an earlier one waits on its upstream longer than the
+// idle timeout is read and answered, and the connection closes idle
+// timeout after the last answer, not after the last query.
+func TestTCPIdleTimeoutStartsAfterLastAnswer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	h := &fakeHandler{release: make(chan struct{})}
+	serveTCP(t, ln, h, shortIdleRules{})
+	release := sync.OnceFunc(func() { close(h.release) })
+	t.Cleanup(release) // before the server's: its drain waits for the slow query
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	conn := &dns.Conn{Conn: c}
+
+	_, err = c.Write(frames(t, txtQuery("slow.", 1)))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.transports) == 1
+	}, 5*time.Second, time.Millisecond, "the slow query is read")
+	pace := time.NewTicker(shortIdle)
+	defer pace.Stop()
+	for range 3 {
+		<-pace.C // the slow query outlasts the idle timeout
+	}
+	_, err = c.Write(frames(t, txtQuery("fast.", 2)))
+	require.NoError(t, err, "the connection is not idle while a query waits")
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	r, err := conn.ReadMsg()
+	require.NoError(t, err, "a query sent while another waits is answered")
+	assert.Equal(t, uint16(2), r.Id)
+	release()
+	r, err = conn.ReadMsg()
+	require.NoError(t, err)
+	assert.Equal(t, uint16(1), r.Id)
+
+	// Idle now: closed after the idle timeout, with nothing more sent.
+	_, err = c.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF, "the idle connection is closed")
 }
