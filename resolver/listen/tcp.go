@@ -200,8 +200,13 @@ func (c *tcpConn) flushLocked() error {
 	return nil
 }
 
+// acceptRetryMax is the longest wait before accepting again after Accept
+// failed (out of file descriptors): net/http's.
+const acceptRetryMax = time.Second
+
 // serve accepts connections until the listener is closed.
 func (s *tcpServer) serve() {
+	var retry time.Duration // the wait after a failed Accept, doubled while it keeps failing
 	for {
 		select {
 		case s.slots <- struct{}{}:
@@ -214,10 +219,20 @@ func (s *tcpServer) serve() {
 			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			s.log.Warn("accepting a TCP connection", zap.Error(err))
-			time.Sleep(10 * time.Millisecond) // e.g. out of file descriptors
+			// E.g. out of file descriptors, which lasts until connections
+			// close: waiting longer each time (5 ms to 1 s, as net/http
+			// does; Unbound stops accepting for 2 s) keeps the log to a
+			// line a second rather than a hundred.
+			retry = min(max(2*retry, 5*time.Millisecond), acceptRetryMax)
+			s.log.Warn("accepting a TCP connection", zap.Error(err), zap.Duration("retry_in", retry))
+			select {
+			case <-time.After(retry):
+			case <-s.stopping:
+				return
+			}
 			continue
 		}
+		retry = 0
 		conn := s.admit(c)
 		if conn == nil {
 			<-s.slots

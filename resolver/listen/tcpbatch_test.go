@@ -7,10 +7,12 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -336,4 +338,53 @@ func TestTCPIdleTimeoutStartsAfterLastAnswer(t *testing.T) {
 	// Idle now: closed after the idle timeout, with nothing more sent.
 	_, err = c.Read(make([]byte, 1))
 	assert.ErrorIs(t, err, io.EOF, "the idle connection is closed")
+}
+
+// emfileListener fails its first fails Accepts as a process out of file
+// descriptors does, noting when each was asked, then accepts.
+type emfileListener struct {
+	net.Listener
+	fails int
+	mu    sync.Mutex
+	asked []time.Time
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	l.asked = append(l.asked, time.Now())
+	n := len(l.asked)
+	l.mu.Unlock()
+	if n <= l.fails {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestTCPAcceptFailuresBackOff: while Accept keeps failing (out of file
+// descriptors until connections close), the listener waits longer after
+// each failure, 5 ms doubling to a second, rather than retrying (and
+// logging a warning) every 10 ms; once Accept works again the client
+// waiting in the backlog is served.
+func TestTCPAcceptFailuresBackOff(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	const fails = 8
+	ln := &emfileListener{Listener: inner, fails: fails}
+	serveTCP(t, ln, &fakeHandler{}, fakeRules{})
+
+	c, err := net.Dial("tcp", inner.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	_, err = c.Write(frames(t, txtQuery("fast.", 1)))
+	require.NoError(t, err)
+	r := new(dns.Msg)
+	require.NoError(t, r.Unpack(readFrame(t, c)))
+	assert.Equal(t, uint16(1), r.Id, "served once Accept works")
+
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	require.Greater(t, len(ln.asked), fails)
+	// Waits of 5, 10, 20, 40, 80, 160 and 320 ms between the failures.
+	assert.GreaterOrEqual(t, ln.asked[fails-1].Sub(ln.asked[0]), 600*time.Millisecond,
+		"%d failed Accepts are not retried every 10 ms", fails)
 }
