@@ -31,6 +31,7 @@ type Metrics struct {
 	inflight        prometheus.Gauge
 	rateLimited     *prometheus.CounterVec // transport
 	connsRefused    *prometheus.CounterVec // transport, reason
+	connsClosed     *prometheus.CounterVec // transport, reason
 	handshakes      *prometheus.CounterVec // transport: failed TLS handshakes
 	connsOpen       *prometheus.GaugeVec   // transport
 	udpBuffer       *prometheus.GaugeVec   // direction
@@ -136,6 +137,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnsfence_connections_refused_total",
 			Help: "Connections closed at accept, by transport and reason (not_allowed: outside allowed_clients; per_client_limit: the client already holds limits.tcp_connections_per_client).",
 		}, []string{"transport", "reason"}),
+		connsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsfence_connections_closed_total",
+			Help: "Connections closed for what the client did after it was admitted, by transport and reason (not_reading: it left its answers unread, a write blocked for the write timeout or more answers waiting than one connection may hold).",
+		}, []string{"transport", "reason"}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsfence_tls_handshake_failures_total",
 			Help: "Connections to the DNS over TLS, HTTPS and QUIC listeners whose TLS handshake failed after the client sent something (an untrusted or expired certificate, a name or address the certificate lacks, no shared TLS version or ALPN protocol, a stall, plain DNS or HTTP to the port), by transport (tls, https, quic); the listeners log each at debug level.",
@@ -165,7 +170,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, m.udpDrops.Total)
 	reg.MustRegister(m.queries, m.blocked, m.listEntries,
 		m.reloads, m.reloadSuccess, m.reloadOK, m.reloadHeld, m.policyRanges, m.skippedLines, m.unwatched, m.watchedFolders, m.inflight, m.rateLimited,
-		m.connsRefused, m.handshakes, m.connsOpen, m.udpBuffer, drops)
+		m.connsRefused, m.connsClosed, m.handshakes, m.connsOpen, m.udpBuffer, drops)
 	// Series a network team alerts on exist from the start, at zero.
 	for _, tr := range transports {
 		m.rateLimited.WithLabelValues(tr)
@@ -188,6 +193,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, tr := range streamTransports {
 		for _, r := range listen.RefusedReasons() {
 			m.connsRefused.WithLabelValues(tr, r)
+		}
+		for _, r := range listen.ClosedReasons() {
+			m.connsClosed.WithLabelValues(tr, r)
 		}
 		m.connsOpen.WithLabelValues(tr)
 	}
@@ -220,6 +228,14 @@ func (m *Metrics) connectionRefused(transport, reason string) {
 		return
 	}
 	m.connsRefused.WithLabelValues(transport, reason).Inc()
+}
+
+// connectionClosed counts a connection closed for what its client did.
+func (m *Metrics) connectionClosed(transport, reason string) {
+	if m == nil {
+		return
+	}
+	m.connsClosed.WithLabelValues(transport, reason).Inc()
 }
 
 // connections tracks the connections served: delta 1 for one opened, -1

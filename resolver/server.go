@@ -38,6 +38,7 @@ func newServer(log *zap.Logger, h *Handler, serve listen.Handler) *Server {
 		},
 		Connections:     m.connections,
 		Refused:         m.connectionRefused,
+		Closed:          m.connectionClosed,
 		HandshakeFailed: m.handshakeFailed,
 		Sockets: func(socks []listen.UDPSocket) {
 			s.sockets = socks

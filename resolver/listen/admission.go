@@ -23,6 +23,16 @@ const (
 // each series of a counter by reason can exist (at zero) from the start.
 func RefusedReasons() []string { return []string{RefusedNotAllowed, RefusedPerClient} }
 
+// ClosedNotReading is the reason of dnsfence_connections_closed_total for a
+// connection whose client left its answers unread: a write blocked for
+// the write timeout, or more answers waiting than the listener holds for
+// one connection.
+const ClosedNotReading = "not_reading"
+
+// ClosedReasons are every reason a connection is closed after admission,
+// so that each series of the counter exists (at zero) from the start.
+func ClosedReasons() []string { return []string{ClosedNotReading} }
+
 // Log field keys of the listeners, the same as the resolver's.
 const (
 	logClient    = "client"

@@ -66,6 +66,9 @@ type Config struct {
 	// Refused counts a connection closed at accept, by transport and reason
 	// (RefusedNotAllowed, RefusedPerClient).
 	Refused func(transport, reason string)
+	// Closed counts a connection closed for what its client did after it
+	// was admitted, by transport and reason (ClosedReasons).
+	Closed func(transport, reason string)
 	// HandshakeFailed counts a DNS over TLS, HTTPS or QUIC connection,
 	// by transport (TLS, HTTPS, QUIC), whose TLS handshake failed: the
 	// client sent something (a ClientHello, or bytes that are not TLS)
@@ -107,6 +110,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Refused == nil {
 		cfg.Refused = func(string, string) {}
+	}
+	if cfg.Closed == nil {
+		cfg.Closed = func(string, string) {}
 	}
 	if cfg.HandshakeFailed == nil {
 		cfg.HandshakeFailed = func(string) {}

@@ -22,6 +22,16 @@ import (
 // cannot hold a goroutine.
 const tcpWriteTimeout = 10 * time.Second
 
+// tcpUnreadMax bounds the answers of one connection waiting to be written
+// (octets, framed): past it the client is taken as not reading and the
+// connection is closed (ClosedNotReading), so that the answers its
+// pipelined queries produce are not held for tcpWriteTimeout, up to
+// limits.tcp_pipeline of 64 KiB each (4 MiB a connection, 128 MiB a client
+// at the defaults). A client that reads has its answers written as they
+// come, one at a time; 512 KiB waiting is 64 answers of 8 KiB at once.
+// Unbound bounds the same with stream-wait-size (4 MB over all streams).
+const tcpUnreadMax = 512 << 10
+
 // proxyHeaderTimeout bounds the wait for a trusted proxy's PROXY header.
 const proxyHeaderTimeout = 2 * time.Second
 
@@ -48,6 +58,7 @@ type tcpServer struct {
 	// handshakeFailures counts a failed DNS over TLS handshake
 	// (Config.HandshakeFailed).
 	handshakeFailures func(transport string)
+	closedConns       func(transport, reason string) // Config.Closed
 	accept            dns.MsgAcceptFunc
 	invalid           dns.MsgInvalidFunc
 	// slots holds a token per connection accepted and not yet closed:
@@ -74,7 +85,7 @@ func newTCPServer(ln net.Listener, cfg Config, log *zap.Logger, a *admission, ma
 		transport = TLS
 	}
 	return &tcpServer{ln: ln, transport: transport, tls: tlsConfig, handler: cfg.Handler, count: cfg.Count, rules: cfg.Rules, log: log,
-		admission: a, handshakeFailures: cfg.HandshakeFailed, accept: accept, invalid: invalid,
+		admission: a, handshakeFailures: cfg.HandshakeFailed, closedConns: cfg.Closed, accept: accept, invalid: invalid,
 		slots: make(chan struct{}, maxConns), stopping: make(chan struct{}), conns: map[*tcpConn]struct{}{}}
 }
 
@@ -92,7 +103,12 @@ type tcpConn struct {
 	holding bool // under writeMu: frames wait in out for send
 	// broken is set once a write failed and closed the connection: the
 	// read loop stops, rather than answer what it has buffered to no one.
-	broken  atomic.Bool
+	broken atomic.Bool
+	// unread is the octets of the answers in writeFrame: being written,
+	// or waiting for writeMu (tcpUnreadMax).
+	unread atomic.Int64
+	// closed counts the connection closed for its client (Config.Closed).
+	closed  func(reason string)
 	remote  net.Addr // the client, resolved after the first read
 	once    sync.Once
 	release func() // returns the connection's admission
@@ -153,6 +169,13 @@ func (c *tcpConn) writeFrame(b []byte) error {
 	if len(b) > dns.MaxMsgSize {
 		return errors.New("message too large for TCP")
 	}
+	n := int64(2 + len(b))
+	if c.unread.Add(n) > tcpUnreadMax {
+		c.unread.Add(-n)
+		c.notReading()
+		return errNotReading
+	}
+	defer c.unread.Add(-n)
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.out = binary.BigEndian.AppendUint16(c.out, uint16(len(b)))
@@ -193,11 +216,28 @@ func (c *tcpConn) flushLocked() error {
 		// A client that does not read, or a half-written frame: the stream
 		// cannot go on. Closing ends the read loop too, and broken stops it
 		// answering the queries it has buffered.
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.notReading()
+		}
 		c.broken.Store(true)
 		c.Close()
 		return err
 	}
 	return nil
+}
+
+// errNotReading is the error of an answer not written because its client
+// left tcpUnreadMax of answers unread.
+var errNotReading = errors.New("the client reads no answers")
+
+// notReading closes the connection of a client that does not read its
+// answers, once, and counts it (ClosedNotReading). The write under way
+// fails at once; the answers waiting are dropped.
+func (c *tcpConn) notReading() {
+	if c.broken.CompareAndSwap(false, true) {
+		c.closed(ClosedNotReading)
+		c.Close()
+	}
 }
 
 // acceptRetryMax is the longest wait before accepting again after Accept
@@ -282,7 +322,8 @@ func (s *tcpServer) admit(c net.Conn) *tcpConn {
 		// goroutine, bounded like the first query.
 		c = ServerTLS(c, s.tls, s.handshakeTimeout())
 	}
-	return &tcpConn{Conn: c, proxy: pc, release: adm.release}
+	return &tcpConn{Conn: c, proxy: pc, release: adm.release,
+		closed: func(reason string) { s.closedConns(s.transport, reason) }}
 }
 
 // handshakeTimeout bounds a DNS over TLS handshake: limits.tcp_read_timeout,

@@ -388,3 +388,105 @@ func TestTCPAcceptFailuresBackOff(t *testing.T) {
 	assert.GreaterOrEqual(t, ln.asked[fails-1].Sub(ln.asked[0]), 600*time.Millisecond,
 		"%d failed Accepts are not retried every 10 ms", fails)
 }
+
+// slowBigAnswers answers every query from a resume (as a cache miss is)
+// with a TXT answer of about 60,000 octets, and keeps what each answer's
+// write returned.
+type slowBigAnswers struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (h *slowBigAnswers) ServeInline(w ResponseWriter, req *dns.Msg) func() {
+	return func() {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		var txt []string
+		for range 240 {
+			txt = append(txt, strings.Repeat("x", 250))
+		}
+		m.Answer = []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: req.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET}, Txt: txt}}
+		err := w.WriteMsg(m)
+		h.mu.Lock()
+		h.errs = append(h.errs, err)
+		h.mu.Unlock()
+	}
+}
+
+// pipelineRules are roomyRules with limits.tcp_pipeline at its default.
+type pipelineRules struct{ roomyRules }
+
+func (pipelineRules) Limits() Limits {
+	l := roomyRules{}.Limits()
+	l.TCPPipeline = 64
+	return l
+}
+
+// TestTCPClientNotReadingIsClosed: a client that pipelines queries with
+// large answers and reads none of them has its connection closed once
+// tcpUnreadMax of answers wait to be written, counted as not_reading; the
+// answers are not held for the write timeout (10 s), up to
+// limits.tcp_pipeline of 64 KiB each, which let 32 such connections of
+// one client hold 128 MiB (the sidecar deployment's whole memory limit).
+func TestTCPClientNotReadingIsClosed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	h := &slowBigAnswers{}
+	rules := pipelineRules{}
+	s := New(Config{Handler: h, Rules: func() Rules { return rules }, Log: zaptest.NewLogger(t)})
+	var closedMu sync.Mutex
+	var closed []string
+	s.cfg.Closed = func(transport, reason string) {
+		closedMu.Lock()
+		closed = append(closed, transport+" "+reason)
+		closedMu.Unlock()
+	}
+	tcp := newTCPServer(ln, s.cfg, s.log, s.admission, rules.Limits().TCPConnections, s.counted(TCP), s.invalid(TCP), nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tcp.serve()
+	}()
+	t.Cleanup(func() {
+		tcp.stopAccepting()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		tcp.drain(ctx.Done())
+		<-done
+	})
+
+	// A small receive buffer: the server's writes block after a few
+	// tens of kilobytes rather than megabytes.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	c, err := d.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	var qs []*dns.Msg
+	for i := range 64 {
+		qs = append(qs, txtQuery("big.", uint16(i)))
+	}
+	_, err = c.Write(frames(t, qs...))
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool {
+		tcp.mu.Lock()
+		defer tcp.mu.Unlock()
+		return len(tcp.conns) == 0
+	}, 20*time.Second, 5*time.Millisecond, "the connection ends")
+	h.mu.Lock()
+	notReading := 0
+	for _, err := range h.errs {
+		if errors.Is(err, errNotReading) {
+			notReading++
+		}
+	}
+	h.mu.Unlock()
+	assert.Positive(t, notReading, "answers past tcpUnreadMax dropped at once, not held for the write timeout")
+	closedMu.Lock()
+	defer closedMu.Unlock()
+	assert.Equal(t, []string{TCP + " " + ClosedNotReading}, closed, "counted once")
+}
