@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 )
@@ -419,11 +420,16 @@ func (c *Cache) staleEntry(key cacheKey, now time.Time) *cacheEntry {
 
 // put caches an upstream answer for as long as RFC 2308 and the TTL bounds
 // allow; answers that may not be cached are left out. Cached or not, it
-// returns the answer with its TTLs clamped (clamped), which is what is
+// returns the answer with its TTLs clamped (clamped), and for a key without
+// the DO bit without DNSSEC records (withoutDNSSEC), which is what is
 // cached and what the first client gets, so that it carries the same TTLs
-// as every later cache hit (DESIGN.md §10). msg itself is not modified.
+// and records as every later cache hit (DESIGN.md §10). msg itself is not
+// modified.
 func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) *dns.Msg {
 	cfg := &c.cfg
+	if !key.do {
+		msg = withoutDNSSEC(msg, key.qtype)
+	}
 	ttl, ok := cacheTTL(msg, cfg.MinTTL, cfg.MaxTTL)
 	msg = clamped(msg, cfg.MinTTL, cfg.MaxTTL, ttl, ok)
 	if cfg.Size == 0 || msg.Truncated || !ok || ttl <= 0 {
@@ -439,21 +445,58 @@ func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) *dns.Msg {
 	return msg
 }
 
+// withoutDNSSEC is msg without the records that authenticate DNSSEC data
+// (dnssecRecord) but those the question of type qtype asks for, for a
+// query without the DO bit: RFC 4035 §3.2.1 has the server side strip
+// them (MUST), as Unbound does; an upstream that sends them whatever
+// the DO bit of dnsfence's query would otherwise hand them to a client
+// that cannot read them. It copies only when a record goes: msg when none
+// does, else a shallow copy with new section arrays.
+func withoutDNSSEC(msg *dns.Msg, qtype uint16) *dns.Msg {
+	in := func(section int) func(dns.RR) bool {
+		return func(rr dns.RR) bool { return dnssecRecord(rr.Header().Rrtype, qtype, section) }
+	}
+	if !slices.ContainsFunc(msg.Answer, in(dnswire.Answer)) && !slices.ContainsFunc(msg.Ns, in(dnswire.Authority)) &&
+		!slices.ContainsFunc(msg.Extra, in(dnswire.Additional)) {
+		return msg
+	}
+	out := *msg
+	out.Answer = slices.DeleteFunc(slices.Clone(msg.Answer), in(dnswire.Answer))
+	out.Ns = slices.DeleteFunc(slices.Clone(msg.Ns), in(dnswire.Authority))
+	out.Extra = slices.DeleteFunc(slices.Clone(msg.Extra), in(dnswire.Additional))
+	return &out
+}
+
+// dnssecRecord reports whether a record of type rrtype in section of
+// the answer to a question of type qtype is one a query without the DO
+// bit must not get (withoutDNSSEC): an RRSIG, NSEC or NSEC3 (RFC 4035
+// §3.2.1, RFC 5155 §7.2), unless it answers the question (of its own
+// type, or ANY: "MUST NOT strip any DNSSEC RR types that the initiating
+// query explicitly requested").
+func dnssecRecord(rrtype, qtype uint16, section int) bool {
+	switch rrtype {
+	case dns.TypeRRSIG, dns.TypeNSEC, dns.TypeNSEC3:
+		return section != dnswire.Answer || !dnswire.Answers(qtype, rrtype)
+	}
+	return false
+}
+
 // putWire is put for an answer in wire form, b (an upstream's datagram,
 // which the entry copies): it returns the entry the answer is served
 // from, stored when RFC 2308 and the TTL bounds let it be cached, with its
 // TTLs clamped as put clamps them. The entry, its copy of b and of the
 // key's name are one allocation (newWireEntry). ok is false for an answer
-// the wire cache cannot hold (wireOf): the caller takes the message path
-// with it.
+// the wire cache cannot hold (wireOf), or that holds DNSSEC records a
+// query without the DO bit must not get (withoutDNSSEC): the caller takes
+// the message path with it.
 func (c *Cache) putWire(key cacheKey, b []byte, now time.Time) (*cacheEntry, bool) {
 	cfg := &c.cfg
 	e, mem := newWireEntry(len(b) + len(key.name))
 	_, b, key.name = appendOwned(mem, b, key.name)
 	e.stored, e.minTTL, e.maxTTL, e.life = now, cfg.MinTTL, cfg.MaxTTL, ^uint32(0)
 	sh, ok := wireOf(b, &e.ownWire)
-	if !ok {
-		return nil, false
+	if !ok || sh.dnssec && !key.do {
+		return nil, false // the message path's put strips the DNSSEC records
 	}
 	e.wire = &e.ownWire
 	ttl, hasLife := sh.cacheTTL(cfg.MinTTL, cfg.MaxTTL)

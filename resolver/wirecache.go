@@ -72,6 +72,9 @@ type wireShape struct {
 	minTTL    uint32 // the smallest TTL of the answer and authority records; ^0 for none
 	soa       bool   // the authority section holds an SOA: soaTTL is the smaller of its TTL and MINIMUM
 	soaTTL    uint32
+	// dnssec: the answer holds a DNSSEC record that a query without the
+	// DO bit must not get (dnssecRecord).
+	dnssec bool
 }
 
 // wireOf reads the answer b (a datagram or a packed message with one
@@ -111,6 +114,7 @@ func wireOf(b []byte, w *wireAnswer) (wireShape, bool) {
 			return true
 		}
 		w.ttls = append(w.ttls, ttlAt{off: int32(r.TTLOff), ttl: r.TTL})
+		sh.dnssec = sh.dnssec || dnssecRecord(r.Type, q.Type, r.Section)
 		if r.Section == dnswire.Additional {
 			return true
 		}

@@ -199,8 +199,11 @@ func TestWirePathKeepsCompressedAnswers(t *testing.T) {
 		qtype   uint16
 		rcode   int
 		records int // in the answer, authority and additional sections, OPT aside
+		do      bool
 	}{
-		{name: "cname chain", qname: "chain.cz.example.", qtype: dns.TypeA, records: 4},
+		// With DO: an RRSIG is for a client that asks for DNSSEC records
+		// (RFC 4035 §3.2.1; TestDNSSECRecordsOnlyWithDO).
+		{name: "cname chain", qname: "chain.cz.example.", qtype: dns.TypeA, records: 4, do: true},
 		{name: "mx with glue", qname: "mx.cz.example.", qtype: dns.TypeMX, records: 5},
 		{name: "soa in authority", qname: "nx.cz.example.", qtype: dns.TypeA, rcode: dns.RcodeNameError, records: 1},
 		{name: "srv target", qname: "srv.cz.example.", qtype: dns.TypeSRV, records: 2},
@@ -209,6 +212,9 @@ func TestWirePathKeepsCompressedAnswers(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			q := question(tc.qname, tc.qtype, true)
+			if tc.do {
+				q.IsEdns0().SetDo()
+			}
 			r := ask(t, f.addr, "127.0.0.4", "udp", q) // 127.0.0.4: no policy, nothing inspected
 			require.Equal(t, tc.rcode, r.Rcode, "%s", r)
 			assert.Len(t, append(append(append([]dns.RR(nil), r.Answer...), r.Ns...), r.Extra[:len(r.Extra)-1]...), tc.records)

@@ -43,6 +43,11 @@ func rfcMsg(r *dns.Msg) *dns.Msg {
 	case "rrsig":
 		m.Answer = []dns.RR{mustRR("%s 300 IN A 192.0.2.3", name),
 			mustRR("%s 300 IN RRSIG A 8 3 300 20300101000000 20200101000000 12345 rv.example. AAAA", name)}
+	case "nsec":
+		// A NODATA proved by an NSEC, signed.
+		m.Ns = []dns.RR{soa, mustRR("rv.example. 900 IN RRSIG SOA 8 2 900 20300101000000 20200101000000 12345 rv.example. AAAA"),
+			mustRR("%s 900 IN NSEC z.rv.example. A RRSIG NSEC", name),
+			mustRR("%s 900 IN RRSIG NSEC 8 3 900 20300101000000 20200101000000 12345 rv.example. AAAA", name)}
 	case "mid":
 		// About 700 octets: over 512, under 1232.
 		for i := range 16 {
@@ -207,5 +212,50 @@ func TestCacheHitInAnotherSpelling(t *testing.T) {
 		w, _ := ttlsZeroed(t, wire)
 		g, _ := ttlsZeroed(t, msg)
 		assert.Equal(t, g, w, name)
+	}
+}
+
+// TestDNSSECRecordsOnlyWithDO: an upstream that signs its answers whatever
+// the DO bit of dnsfence's query (rfcAnswer) gives RRSIG, NSEC and NSEC3
+// records only to a client that set DO; a client without it gets the
+// answer stripped of them, first from the upstream and then from the
+// cache, on the wire path and the message path alike (RFC 4035 §3.2.1:
+// "If the DO bit in an initiating query is not set, the name server side
+// MUST strip any authenticating DNSSEC RRs from the response", as Unbound
+// does), but for those the question asks for.
+func TestDNSSECRecordsOnlyWithDO(t *testing.T) {
+	up := startUpstream(t, rfcAnswer)
+	text := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 2s", 1)
+	p := startWirePair(t, text, up.addr)
+	tests := []struct {
+		rfcCase
+		want []uint16 // the types of the answer and authority records, in order
+	}{
+		{rfcCase{name: "signed, no edns", qname: "rrsig.rv.example.", qtype: dns.TypeA}, []uint16{dns.TypeA}},
+		{rfcCase{name: "signed, edns", qname: "rrsig.rv.example.", qtype: dns.TypeA, edns: true}, []uint16{dns.TypeA}},
+		{rfcCase{name: "signed, do", qname: "rrsig.rv.example.", qtype: dns.TypeA, edns: true, do: true},
+			[]uint16{dns.TypeA, dns.TypeRRSIG}},
+		{rfcCase{name: "nodata, edns", qname: "nsec.rv.example.", qtype: dns.TypeAAAA, edns: true}, []uint16{dns.TypeSOA}},
+		{rfcCase{name: "nodata, do", qname: "nsec.rv.example.", qtype: dns.TypeAAAA, edns: true, do: true},
+			[]uint16{dns.TypeSOA, dns.TypeRRSIG, dns.TypeNSEC, dns.TypeRRSIG}},
+		{rfcCase{name: "rrsig asked for", qname: "rrsig.rv.example.", qtype: dns.TypeRRSIG, edns: true},
+			[]uint16{dns.TypeA, dns.TypeRRSIG}},
+		{rfcCase{name: "any asked for", qname: "rrsig.rv.example.", qtype: dns.TypeANY, edns: true},
+			[]uint16{dns.TypeA, dns.TypeRRSIG}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, q := tc.pack(t)
+			for _, round := range []string{"miss", "hit"} {
+				for path, server := range map[string]string{"wire": p.wire, "msg": p.msg} {
+					r := checkRFC(t, path+" "+round, m, askRaw(t, server, "127.0.0.4", q))
+					var got []uint16
+					for _, rr := range append(r.Answer, r.Ns...) {
+						got = append(got, rr.Header().Rrtype)
+					}
+					assert.Equal(t, tc.want, got, "%s %s", path, round)
+				}
+			}
+		})
 	}
 }
