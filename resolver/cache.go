@@ -622,18 +622,23 @@ func (c *Cache) servable(e *cacheEntry, now time.Time) bool {
 }
 
 // cacheTTL is how long an answer may be cached: the smallest TTL of its
-// answer and authority records (clamped to [minTTL, maxTTL], in seconds),
-// and with an SOA in the authority section at most that SOA's MINIMUM: a
-// negative answer's TTL is the smaller of the SOA's TTL and MINIMUM (RFC
-// 2308 §5), after a CNAME chain too, and no record of the answer may be
-// served past its own. NXDOMAIN and NODATA without an SOA are not cached,
-// a NODATA after a CNAME chain among them (answerLifetime); an upstream
-// SERVFAIL is, briefly.
+// records, OPT aside (clamped to [minTTL, maxTTL], in seconds), and with
+// an SOA in the authority section at most that SOA's MINIMUM: a negative
+// answer's TTL is the smaller of the SOA's TTL and MINIMUM (RFC 2308 §5),
+// after a CNAME chain too, and no record of the answer may be served past
+// its own, an additional record's (glue) among them: kept longer, it would
+// be served with TTL 0 for the rest of the answer's life, though its
+// upstream said to ask again (RFC 1035 §3.2.1; Unbound's message cache
+// takes the smallest TTL of every section too). NXDOMAIN and NODATA
+// without an SOA are not cached, a NODATA after a CNAME chain among them
+// (answerLifetime); an upstream SERVFAIL is, briefly.
 func cacheTTL(m *dns.Msg, minTTL, maxTTL uint32) (time.Duration, bool) {
 	ttl, soa := ^uint32(0), false
-	for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
 		for _, rr := range sec {
-			ttl = min(ttl, receivedTTL(rr.Header().Ttl))
+			if rr.Header().Rrtype != dns.TypeOPT {
+				ttl = min(ttl, receivedTTL(rr.Header().Ttl))
+			}
 		}
 	}
 	for _, rr := range m.Ns {
@@ -657,8 +662,8 @@ func receivedTTL(ttl uint32) uint32 {
 
 // answerLifetime is cacheTTL's verdict from what it read of an answer
 // (message or wire form): its RCODE, whether its answer section holds a
-// record of the type asked (relevant), the smallest TTL of its answer and
-// authority records (and of the authority SOA's MINIMUM, when soa says it
+// record of the type asked (relevant), the smallest TTL of its records, OPT
+// aside (and of the authority SOA's MINIMUM, when soa says it
 // has one). A NOERROR answer without a relevant record is a NODATA (RFC
 // 2308 §2.2), after a CNAME chain too: like an NXDOMAIN, it is cached only
 // with an SOA, whose TTL and MINIMUM bound how long the type's absence

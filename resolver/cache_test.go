@@ -75,6 +75,10 @@ func TestCacheTTLs(t *testing.T) {
 		{name: "servfail briefly", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeServerFailure), max: 86400, wantTTL: 5 * time.Second},
 		{name: "servfail never longer than max_ttl", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeServerFailure), max: 2, wantTTL: 2 * time.Second},
 		{name: "refused not cached", msg: answerWith("x.example.org.", dns.TypeA, dns.RcodeRefused), max: 86400},
+		{name: "positive: an additional record's TTL", msg: withExtra(answerWith("m.example.org.", dns.TypeMX, dns.RcodeSuccess,
+			"m.example.org. 300 IN MX 10 mx.example.org."), "mx.example.org. 20 IN A 192.0.2.25"), max: 86400, wantTTL: 20 * time.Second},
+		{name: "positive: an additional TTL 0 not cached", msg: withExtra(answerWith("m.example.org.", dns.TypeMX, dns.RcodeSuccess,
+			"m.example.org. 300 IN MX 10 mx.example.org."), "mx.example.org. 0 IN A 192.0.2.25"), max: 86400},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,6 +112,16 @@ func TestCacheTTLs(t *testing.T) {
 }
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+// withExtra is m with the records rrs in its additional section, and an
+// OPT record (whose TTL field holds flags, not a TTL) after them.
+func withExtra(m *dns.Msg, rrs ...string) *dns.Msg {
+	for _, s := range rrs {
+		m.Extra = append(m.Extra, mustRR("%s", s))
+	}
+	m.SetEdns0(1232, false)
+	return m
+}
 
 // testutilGauge reads a gauge without labels from the fence's registry.
 func testutilGauge(t *testing.T, f *fence, name string) float64 {
@@ -574,5 +588,34 @@ func TestNodataAfterCNAMEWithoutSOANotCached(t *testing.T) {
 				assert.Equal(t, want, up.count.Load()-before, "upstream queries for two askings")
 			})
 		}
+	}
+}
+
+// TestGlueTTLBoundsTheCachedAnswer: an answer is cached no longer than its
+// additional records' TTL (RFC 1035 §3.2.1: the upstream said to ask again
+// by then), as Unbound's message cache does. Kept for the MX's five
+// minutes, its glue address would be served with TTL 0 all that time.
+func TestGlueTTLBoundsTheCachedAnswer(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		q := r.Question[0]
+		m.Answer = []dns.RR{mustRR("%s 300 IN MX 10 mx.%s", q.Name, q.Name)}
+		m.Extra = append([]dns.RR{mustRR("mx.%s 1 IN A 192.0.2.25", q.Name)}, m.Extra...)
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			name := network + ".glue.example.org."
+			before := up.count.Load()
+			asked := func() int64 { return up.count.Load() - before }
+			require.Eventually(t, func() bool {
+				r := ask(t, f.addr, "127.0.0.4", network, question(name, dns.TypeMX, true))
+				require.Len(t, r.Answer, 1)
+				require.Len(t, r.Extra, 2, "the glue and the OPT")
+				assert.Positive(t, r.Extra[0].Header().Ttl, "no record is served past its TTL")
+				return asked() >= 2
+			}, 5*time.Second, 100*time.Millisecond, "the answer expires with its glue: the upstream is asked again")
+		})
 	}
 }

@@ -69,7 +69,7 @@ type wireShape struct {
 	rcode     int
 	truncated bool
 	relevant  bool   // the answer section holds a record of the type asked (dnswire.Answers)
-	minTTL    uint32 // the smallest TTL of the answer and authority records; ^0 for none
+	minTTL    uint32 // the smallest TTL of the records, OPT aside; ^0 for none
 	soa       bool   // the authority section holds an SOA: soaTTL is the smaller of its TTL and MINIMUM
 	soaTTL    uint32
 	// dnssec: the answer holds a DNSSEC record that a query without the
@@ -115,16 +115,13 @@ func wireOf(b []byte, w *wireAnswer) (wireShape, bool) {
 		}
 		w.ttls = append(w.ttls, ttlAt{off: int32(r.TTLOff), ttl: r.TTL})
 		sh.dnssec = sh.dnssec || dnssecRecord(r.Type, q.Type, r.Section)
-		if r.Section == dnswire.Additional {
-			return true
-		}
+		sh.minTTL = min(sh.minTTL, receivedTTL(r.TTL))
 		if r.Section == dnswire.Answer {
 			sh.relevant = sh.relevant || dnswire.Answers(q.Type, r.Type)
 			if w.qnameOnly {
 				w.qnameOnly = !aliasType(r.Type) && ownedBy(b, r, qname)
 			}
 		}
-		sh.minTTL = min(sh.minTTL, receivedTTL(r.TTL))
 		if r.Section == dnswire.Authority && r.Type == dnswire.TypeSOA && !sh.soa {
 			sh.soa, sh.soaTTL = true, min(receivedTTL(r.TTL), dnswire.SOAMinimum(b, r))
 		}
