@@ -329,10 +329,10 @@ func liedAnswer(q *dns.Msg) *dns.Msg {
 
 // TestUnusableUDPAnswerIsAskedOverTCP: a UDP answer whose ID a query waits
 // for but that is too big for the receive buffer (5,666 bytes without TC),
-// does not parse, or answers another question ends that wait at once and
-// the same upstream is asked over TCP: the client gets the right answer
-// fast, the metric names the cause (never timeout), and the upstream stays
-// up. The bad datagram is never accepted.
+// does not parse, or answers another question or opcode ends that wait at
+// once and the same upstream is asked over TCP: the client gets the right
+// answer fast, the metric names the cause (never timeout), and the
+// upstream stays up. The bad datagram is never accepted.
 func TestUnusableUDPAnswerIsAskedOverTCP(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -359,6 +359,8 @@ func TestUnusableUDPAnswerIsAskedOverTCP(t *testing.T) {
 			craft: func(q *dns.Msg) []byte { m := liedAnswer(q); m.Question[0].Qtype = dns.TypeAAAA; return packed(m) }},
 		{name: "not a response", qtype: dns.TypeA, kind: "mismatch", answer: defaultAnswer,
 			craft: func(q *dns.Msg) []byte { m := liedAnswer(q); m.Response = false; return packed(m) }},
+		{name: "another opcode", qtype: dns.TypeA, kind: "mismatch", answer: defaultAnswer,
+			craft: func(q *dns.Msg) []byte { m := liedAnswer(q); m.Opcode = dns.OpcodeStatus; return packed(m) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -423,6 +425,9 @@ func TestUnusableAnswerErrors(t *testing.T) {
 			wantText: "upstream answer unusable: malformed"},
 		{name: "wrong question, TCP closed", fast: true, kind: "mismatch", is: upstream.ErrAnswerMismatch,
 			craft:    func(q *dns.Msg) []byte { m := liedAnswer(q); m.Question[0].Name = "other.example."; return packed(m) },
+			wantText: "upstream answer unusable: not for the question asked"},
+		{name: "another opcode, TCP closed", fast: true, kind: "mismatch", is: upstream.ErrAnswerMismatch,
+			craft:    func(q *dns.Msg) []byte { m := liedAnswer(q); m.Opcode = dns.OpcodeStatus; return packed(m) },
 			wantText: "upstream answer unusable: not for the question asked"},
 		{name: "wrong ID", kind: "wrong_id", is: upstream.ErrAnswerWrongID,
 			craft:    func(q *dns.Msg) []byte { m := liedAnswer(q); m.Id ^= 0x5a5a; return packed(m) },

@@ -169,11 +169,13 @@ func (p *Plain) exchangeTCP(ctx context.Context, q *dns.Msg, udpErr error) (*dns
 	return resp, nil
 }
 
-// checkAnswer checks that resp answers q: a response, with q's ID and
-// question. A failure RCODE without a question section is accepted, to be
-// told apart by its RCODE: some servers leave the question out of those.
+// checkAnswer checks that resp answers q: a response, with q's ID, opcode
+// (RFC 1035 §4.1.1: copied from the query into the response; an answer of
+// another is no answer to a QUERY, and Unbound takes none) and question.
+// A failure RCODE without a question section is accepted, to be told
+// apart by its RCODE: some servers leave the question out of those.
 func checkAnswer(resp, q *dns.Msg) error {
-	if !resp.Response || resp.Id != q.Id {
+	if !resp.Response || resp.Id != q.Id || resp.Opcode != q.Opcode {
 		return ErrAnswerMismatch
 	}
 	if len(resp.Question) == 0 && failureRcode(resp.Rcode) {
