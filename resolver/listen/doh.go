@@ -65,6 +65,9 @@ type DoHOptions struct {
 	// HandshakeFailed, when set, counts a connection whose TLS handshake
 	// failed after the client sent something (Config.HandshakeFailed).
 	HandshakeFailed func()
+	// Closed, when set, counts a connection closed for what its client
+	// did once admitted, by reason (Config.Closed).
+	Closed func(reason string)
 	// TLS is the server TLS configuration (ServerTLSConfig(store,
 	// ALPNHTTP2, ALPNHTTP1)). Nil serves plain HTTP/1.1 and HTTP/2 with
 	// prior knowledge (h2c), for an http:// listen address behind a
@@ -246,8 +249,9 @@ func (s *DoHServer) Close() error { return s.srv.Close() }
 
 // ServeHTTP answers one DoH request.
 func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if c, ok := r.Context().Value(cappedConnKey{}).(*cappedConn); ok {
-		c.requested()
+	conn, _ := r.Context().Value(cappedConnKey{}).(*cappedConn)
+	if conn != nil {
+		conn.requested()
 	}
 	if s.stopped.Load() {
 		s.refuseStopped(w)
@@ -321,6 +325,23 @@ func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// URL (RFC 9111 §5.2.2.7; RFC 8484 §5.1 has GETs use ID 0, so one
 	// question is one URL for everyone).
 	h.Set("Cache-Control", "private, max-age="+strconv.FormatUint(uint64(cacheMaxAge(replyMsg)), 10))
+	if conn != nil {
+		// An HTTP/2 client that grants no flow-control credit for its
+		// answers (RFC 9113 §5.2) while asking more: each would wait in
+		// Write for the write timeout, up to MaxStreams of them.
+		n := int64(len(reply))
+		if conn.unread.Add(n) > unreadMax {
+			conn.unread.Add(-n)
+			if conn.notReading.CompareAndSwap(false, true) {
+				if s.opt.Closed != nil {
+					s.opt.Closed(ClosedNotReading)
+				}
+				_ = conn.Close() // the socket: net/http's own close follows
+			}
+			return
+		}
+		defer conn.unread.Add(-n)
+	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(reply)
 }
@@ -765,6 +786,10 @@ type cappedConn struct {
 	// silent, when set, closes the connection unless requested stops it
 	// first (cappedListener.firstRequest).
 	silent *time.Timer
+	// unread is the octets of the answers being written on the
+	// connection (unreadMax).
+	unread     atomic.Int64
+	notReading atomic.Bool // closed for it, once
 }
 
 // requested records that a request of the connection reached ServeHTTP.

@@ -805,3 +805,51 @@ func TestForwardedUnclosedQuoteNamesNoClient(t *testing.T) {
 	_, seen := d.handler.seenFor("q.blocked.test")
 	assert.False(t, seen, "not answered for a client the device chose")
 }
+
+// TestDoHClientNotReadingIsClosed: an HTTP/2 client that grants no
+// flow-control credit for its answers while asking more has its connection
+// closed once unreadMax of answers wait to be written, counted as
+// not_reading, rather than each answer held for the write timeout, up to
+// MaxStreams of them.
+func TestDoHClientNotReadingIsClosed(t *testing.T) {
+	var closedMu sync.Mutex
+	var closed []string
+	d := newDoHSetup(t, false, func(o *DoHOptions) {
+		o.Handler = &slowBigAnswers{}
+		o.MaxStreams = 64
+		o.Closed = func(reason string) {
+			closedMu.Lock()
+			closed = append(closed, reason)
+			closedMu.Unlock()
+		}
+	})
+	// The smallest windows net/http allows, opened only as bodies are
+	// read, and no body is: answers of about 60,000 octets wait for credit.
+	tr := &http.Transport{TLSClientConfig: clientTLS(d.ca), ForceAttemptHTTP2: true,
+		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerConnection: 64 << 10, MaxReceiveBufferPerStream: 1 << 10}}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	query := mustPack(t, txtQuery("big.", 0))
+	var bodies sync.WaitGroup
+	for range 64 {
+		bodies.Go(func() {
+			resp, err := c.Post(d.url, DoHContentType, bytes.NewReader(query))
+			if err == nil {
+				t.Cleanup(func() { resp.Body.Close() }) // unread until the test ends
+			}
+		})
+	}
+	require.Eventually(t, func() bool {
+		closedMu.Lock()
+		defer closedMu.Unlock()
+		return len(closed) > 0
+	}, 10*time.Second, 5*time.Millisecond, "the connection is closed for the answers left unread")
+	bodies.Wait()
+	closedMu.Lock()
+	defer closedMu.Unlock()
+	// Once for each connection closed: net/http's client asks the queries
+	// the close failed again, on a new connection, which is closed too.
+	for _, reason := range closed {
+		assert.Equal(t, ClosedNotReading, reason)
+	}
+}

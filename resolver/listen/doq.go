@@ -103,6 +103,9 @@ type DoQOptions struct {
 	// handshake failed (Config.HandshakeFailed; the stop and admission
 	// refusals are not counted).
 	HandshakeFailed func()
+	// Closed, when set, counts a connection closed for what its client
+	// did once admitted, by reason (Config.Closed).
+	Closed func(reason string)
 	// ReadTimeout bounds the arrival of a stream's whole query and its
 	// STREAM FIN. Default DefaultDoQReadTimeout.
 	ReadTimeout time.Duration
@@ -448,6 +451,11 @@ type doqConn struct {
 	active int       // streams in progress
 	last   time.Time // when the last stream ended (or the connection began)
 	idle   *time.Timer
+
+	// unread is the octets of the answers being written on the
+	// connection's streams (unreadMax).
+	unread     atomic.Int64
+	notReading atomic.Bool // closed for it, once
 }
 
 // serveConn admits a connection and serves its streams, each on its own
@@ -512,7 +520,7 @@ func (s *DoQServer) serveConn(conn *quic.Conn) {
 				c.last = time.Now()
 				c.mu.Unlock()
 			}()
-			s.serveStream(conn, st)
+			s.serveStream(c, st)
 		}()
 	}
 }
@@ -565,7 +573,8 @@ func (s *DoQServer) protocolError(conn *quic.Conn, why string) {
 
 // serveStream reads the one query of st, has it answered, and writes the
 // answer followed by STREAM FIN.
-func (s *DoQServer) serveStream(conn *quic.Conn, st *quic.Stream) {
+func (s *DoQServer) serveStream(c *doqConn, st *quic.Stream) {
+	conn := c.conn
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("doq: answering a query panicked", zap.Any("panic", p))
@@ -637,6 +646,21 @@ func (s *DoQServer) serveStream(conn *quic.Conn, st *quic.Stream) {
 	frame := make([]byte, 2+len(reply))
 	binary.BigEndian.PutUint16(frame, uint16(len(reply)))
 	copy(frame[2:], reply)
+	n := int64(len(frame))
+	if c.unread.Add(n) > unreadMax {
+		// A client that grants no flow-control credit for its answers
+		// (RFC 9000 §4.1) while asking more: each would wait here for
+		// doqWriteTimeout, up to MaxStreams of them.
+		c.unread.Add(-n)
+		if c.notReading.CompareAndSwap(false, true) {
+			if s.opt.Closed != nil {
+				s.opt.Closed(ClosedNotReading)
+			}
+			_ = conn.CloseWithError(DoQExcessiveLoad, "answers left unread")
+		}
+		return
+	}
+	defer c.unread.Add(-n)
 	_ = st.SetWriteDeadline(time.Now().Add(doqWriteTimeout))
 	if _, err := st.Write(frame); err != nil {
 		st.CancelWrite(DoQInternalError)

@@ -401,3 +401,44 @@ func TestDoQShutdown(t *testing.T) {
 	assert.NoError(t, <-shut)
 	assert.Equal(t, int64(DoQNoError), closeCode(c))
 }
+
+// TestDoQClientNotReadingIsClosed: a client that grants no flow-control
+// credit for its answers while asking more has its connection closed with
+// DOQ_EXCESSIVE_LOAD once unreadMax of answers wait to be written,
+// counted as not_reading, rather than each answer held for the write
+// timeout (10 s), up to MaxStreams of them.
+func TestDoQClientNotReadingIsClosed(t *testing.T) {
+	var closedMu sync.Mutex
+	var closed []string
+	d := newDoQSetup(t, func(o *DoQOptions) {
+		o.Handler = &slowBigAnswers{}
+		o.MaxStreams = 64
+		o.Closed = func(reason string) {
+			closedMu.Lock()
+			closed = append(closed, reason)
+			closedMu.Unlock()
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// Stream windows of 1 KiB that the client never reads to open: each
+	// answer of about 60,000 octets waits for credit.
+	c, err := quic.DialAddr(ctx, d.addr, clientTLS(d.ca, ALPNDoQ),
+		&quic.Config{InitialStreamReceiveWindow: 1 << 10, MaxStreamReceiveWindow: 1 << 10})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.CloseWithError(0, "") })
+	for range 64 {
+		b, err := txtQuery("big.", 0).Pack()
+		require.NoError(t, err)
+		st, err := c.OpenStreamSync(ctx)
+		if err != nil {
+			break // closed already
+		}
+		_, _ = st.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...))
+		_ = st.Close()
+	}
+	assert.Equal(t, int64(DoQExcessiveLoad), closeCode(c), "closed for the answers left unread")
+	closedMu.Lock()
+	defer closedMu.Unlock()
+	assert.Equal(t, []string{ClosedNotReading}, closed, "counted once")
+}

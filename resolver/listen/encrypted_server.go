@@ -119,6 +119,7 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 			Count:           s.cfg.Count,
 			Log:             s.log.Named("doh"),
 			HandshakeFailed: func() { s.cfg.HandshakeFailed(HTTPS) },
+			Closed:          func(reason string) { s.cfg.Closed(HTTPS, reason) },
 			TLS:             cfg,
 			Trusted:         s.trusted,
 			Admit:           s.admitter(HTTPS),
@@ -165,6 +166,7 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 			// on DoT and DoH, not DoQ's own default.
 			HandshakeTimeout: limits.TCPReadTimeout,
 			HandshakeFailed:  func() { s.cfg.HandshakeFailed(QUIC) },
+			Closed:           func(reason string) { s.cfg.Closed(QUIC, reason) },
 			ReadTimeout:      limits.TCPReadTimeout,
 			IdleTimeout:      limits.TCPIdleTimeout,
 		})

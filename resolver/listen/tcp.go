@@ -22,15 +22,15 @@ import (
 // cannot hold a goroutine.
 const tcpWriteTimeout = 10 * time.Second
 
-// tcpUnreadMax bounds the answers of one connection waiting to be written
-// (octets, framed): past it the client is taken as not reading and the
-// connection is closed (ClosedNotReading), so that the answers its
-// pipelined queries produce are not held for tcpWriteTimeout, up to
-// limits.tcp_pipeline of 64 KiB each (4 MiB a connection, 128 MiB a client
-// at the defaults). A client that reads has its answers written as they
-// come, one at a time; 512 KiB waiting is 64 answers of 8 KiB at once.
-// Unbound bounds the same with stream-wait-size (4 MB over all streams).
-const tcpUnreadMax = 512 << 10
+// unreadMax bounds the answers of one TCP, DoT, DoH or DoQ connection
+// waiting to be written (octets): past it the client is taken as not reading
+// and the connection is closed (ClosedNotReading), so that the answers its
+// pipelined queries produce are not held for the write timeout (10 s), up
+// to limits.tcp_pipeline of 64 KiB each (4 MiB a connection, 128 MiB a
+// client at the defaults). A client that reads has its answers written as
+// they come; 512 KiB waiting is 64 answers of 8 KiB at once. Unbound
+// bounds the same with stream-wait-size (4 MB over all streams).
+const unreadMax = 512 << 10
 
 // proxyHeaderTimeout bounds the wait for a trusted proxy's PROXY header.
 const proxyHeaderTimeout = 2 * time.Second
@@ -105,7 +105,7 @@ type tcpConn struct {
 	// read loop stops, rather than answer what it has buffered to no one.
 	broken atomic.Bool
 	// unread is the octets of the answers in writeFrame: being written,
-	// or waiting for writeMu (tcpUnreadMax).
+	// or waiting for writeMu (unreadMax).
 	unread atomic.Int64
 	// closed counts the connection closed for its client (Config.Closed).
 	closed  func(reason string)
@@ -170,7 +170,7 @@ func (c *tcpConn) writeFrame(b []byte) error {
 		return errors.New("message too large for TCP")
 	}
 	n := int64(2 + len(b))
-	if c.unread.Add(n) > tcpUnreadMax {
+	if c.unread.Add(n) > unreadMax {
 		c.unread.Add(-n)
 		c.notReading()
 		return errNotReading
@@ -227,7 +227,7 @@ func (c *tcpConn) flushLocked() error {
 }
 
 // errNotReading is the error of an answer not written because its client
-// left tcpUnreadMax of answers unread.
+// left unreadMax of answers unread.
 var errNotReading = errors.New("the client reads no answers")
 
 // notReading closes the connection of a client that does not read its

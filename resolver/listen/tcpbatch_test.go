@@ -424,7 +424,7 @@ func (pipelineRules) Limits() Limits {
 
 // TestTCPClientNotReadingIsClosed: a client that pipelines queries with
 // large answers and reads none of them has its connection closed once
-// tcpUnreadMax of answers wait to be written, counted as not_reading; the
+// unreadMax of answers wait to be written, counted as not_reading; the
 // answers are not held for the write timeout (10 s), up to
 // limits.tcp_pipeline of 64 KiB each, which let 32 such connections of
 // one client hold 128 MiB (the sidecar deployment's whole memory limit).
@@ -485,7 +485,7 @@ func TestTCPClientNotReadingIsClosed(t *testing.T) {
 		}
 	}
 	h.mu.Unlock()
-	assert.Positive(t, notReading, "answers past tcpUnreadMax dropped at once, not held for the write timeout")
+	assert.Positive(t, notReading, "answers past unreadMax dropped at once, not held for the write timeout")
 	closedMu.Lock()
 	defer closedMu.Unlock()
 	assert.Equal(t, []string{TCP + " " + ClosedNotReading}, closed, "counted once")
