@@ -220,7 +220,7 @@ func (c *tcpConn) flushLocked() error {
 			c.notReading()
 		}
 		c.broken.Store(true)
-		c.Close()
+		c.abort()
 		return err
 	}
 	return nil
@@ -236,9 +236,17 @@ var errNotReading = errors.New("the client reads no answers")
 func (c *tcpConn) notReading() {
 	if c.broken.CompareAndSwap(false, true) {
 		c.closed(ClosedNotReading)
-		c.Close()
+		c.abort()
 	}
 }
+
+// abort closes the socket beneath TLS and the PROXY protocol at once, for
+// a stream that can carry nothing more: a write failed, maybe with a TLS
+// record cut part way, or the client reads nothing. crypto/tls's Close
+// would first write close_notify, appended to the cut record (garbage to
+// the client), after waiting up to 5 s for room in a send buffer the
+// client does not empty, with writeMu held.
+func (c *tcpConn) abort() { _ = rawConn(c.Conn).Close() }
 
 // acceptRetryMax is the longest wait before accepting again after Accept
 // failed (out of file descriptors): net/http's.

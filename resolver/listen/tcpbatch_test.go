@@ -2,6 +2,7 @@ package listen
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -489,4 +490,116 @@ func TestTCPClientNotReadingIsClosed(t *testing.T) {
 	closedMu.Lock()
 	defer closedMu.Unlock()
 	assert.Equal(t, []string{TCP + " " + ClosedNotReading}, closed, "counted once")
+}
+
+// cutListener's connections run every write deadline 50 times faster
+// (tcpWriteTimeout's 10 s is 200 ms) and count the writes that reach the
+// open socket after a write failed: once a TLS record is cut part way,
+// nothing more may go on the stream.
+type cutListener struct {
+	net.Listener
+	afterCut atomic.Int64
+}
+
+func (l *cutListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &cutConn{Conn: c, afterCut: &l.afterCut}, nil
+}
+
+type cutConn struct {
+	net.Conn
+	afterCut *atomic.Int64
+	cut      atomic.Bool // a write failed
+	closed   atomic.Bool
+}
+
+func (c *cutConn) SetWriteDeadline(t time.Time) error {
+	if !t.IsZero() {
+		t = time.Now().Add(time.Until(t) / 50)
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *cutConn) Write(b []byte) (int, error) {
+	if c.cut.Load() && !c.closed.Load() {
+		c.afterCut.Add(1)
+	}
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.cut.Store(true)
+	}
+	return n, err
+}
+
+func (c *cutConn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
+}
+
+// TestDoTWriteTimeoutClosesBeneathTLS: a DNS over TLS answer whose write
+// times out (a client that reads nothing) leaves a TLS record cut part
+// way, so the socket beneath TLS is closed at once: crypto/tls's Close
+// would first append close_notify to the cut record, garbage to the
+// client, after waiting up to 5 s for room in a send buffer the client
+// does not empty, holding the connection, its slot and its writeMu (the
+// mistake the upstream DoT transport's 3f45b5e fixed on its side).
+func TestDoTWriteTimeoutClosesBeneathTLS(t *testing.T) {
+	ca := newTestCA(t)
+	files, _ := writePair(t, ca)
+	store, _ := startStore(t, files, time.Hour)
+	inner, err := net.Listen("tcp", "127.0.29.1:0")
+	require.NoError(t, err)
+	ln := &cutListener{Listener: inner}
+	rules := roomyRules{}
+	s := New(Config{Handler: &slowBigAnswers{}, Rules: func() Rules { return rules }, Log: zaptest.NewLogger(t)})
+	var closedMu sync.Mutex
+	var closed []string
+	s.cfg.Closed = func(transport, reason string) {
+		closedMu.Lock()
+		closed = append(closed, transport+" "+reason)
+		closedMu.Unlock()
+	}
+	dot := newTCPServer(ln, s.cfg, s.log, s.admission, rules.Limits().TCPConnections, s.counted(TLS), s.invalid(TLS),
+		ServerTLSConfig(store, ALPNDoT))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		dot.serve()
+	}()
+	t.Cleanup(func() {
+		dot.stopAccepting()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		dot.drain(ctx.Done())
+		<-done
+	})
+
+	// A small receive buffer, never read: an answer's write blocks.
+	d := &tls.Dialer{NetDialer: &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}, Config: clientTLS(ca, ALPNDoT)}
+	c, err := d.Dial("tcp", inner.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	var qs []*dns.Msg
+	for i := range 64 { // 4 MB of answers, at most tcp_pipeline (4) waiting: under unreadMax
+		qs = append(qs, txtQuery("big.", uint16(i)))
+	}
+	_, err = c.Write(frames(t, qs...))
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool {
+		dot.mu.Lock()
+		defer dot.mu.Unlock()
+		return len(dot.conns) == 0
+	}, 10*time.Second, 5*time.Millisecond, "the connection ends")
+	assert.Zero(t, ln.afterCut.Load(), "writes on the socket after the answer's write was cut")
+	closedMu.Lock()
+	defer closedMu.Unlock()
+	assert.Equal(t, []string{TLS + " " + ClosedNotReading}, closed, "counted once")
 }
