@@ -276,6 +276,9 @@ func TestTCPStopsAfterWriteFailure(t *testing.T) {
 	}
 	_, err = c.Write(frames(t, qs...))
 	require.NoError(t, err)
+	// The connection is served before it is waited for to end: an accept
+	// not yet registered is no connection ended.
+	require.Eventually(t, func() bool { return h.calls.Load() > 0 }, 10*time.Second, 5*time.Millisecond, "a query is answered")
 	require.Eventually(t, func() bool {
 		tcp.mu.Lock()
 		defer tcp.mu.Unlock()
@@ -473,6 +476,13 @@ func TestTCPClientNotReadingIsClosed(t *testing.T) {
 	_, err = c.Write(frames(t, qs...))
 	require.NoError(t, err)
 
+	// Closed for not reading first: the server may not have registered
+	// the connection yet, and an unregistered one is not one ended.
+	require.Eventually(t, func() bool {
+		closedMu.Lock()
+		defer closedMu.Unlock()
+		return len(closed) > 0
+	}, 20*time.Second, 5*time.Millisecond, "the connection is closed for the answers left unread")
 	require.Eventually(t, func() bool {
 		tcp.mu.Lock()
 		defer tcp.mu.Unlock()
