@@ -336,7 +336,10 @@ func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				if s.opt.Closed != nil {
 					s.opt.Closed(ClosedNotReading)
 				}
-				_ = conn.Close() // the socket: net/http's own close follows
+				// The socket, as the first-request timer closes it: net/http's
+				// read fails and its close of conn gives the slot back once
+				// its goroutines are done, not before.
+				_ = conn.heardConn.Conn.Close()
 			}
 			return
 		}
