@@ -329,21 +329,19 @@ func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// An HTTP/2 client that grants no flow-control credit for its
 		// answers (RFC 9113 §5.2) while asking more: each would wait in
 		// Write for the write timeout, up to MaxStreams of them.
-		n := int64(len(reply))
-		if conn.unread.Add(n) > unreadMax {
-			conn.unread.Add(-n)
-			if conn.notReading.CompareAndSwap(false, true) {
-				if s.opt.Closed != nil {
-					s.opt.Closed(ClosedNotReading)
-				}
-				// The socket, as the first-request timer closes it: net/http's
-				// read fails and its close of conn gives the slot back once
-				// its goroutines are done, not before.
-				_ = conn.heardConn.Conn.Close()
+		notReading := func() {
+			if s.opt.Closed != nil {
+				s.opt.Closed(ClosedNotReading)
 			}
+			// The socket, as the first-request timer closes it: net/http's
+			// read fails and its close of conn gives the slot back once
+			// its goroutines are done, not before.
+			_ = conn.heardConn.Conn.Close()
+		}
+		if !conn.unread.take(len(reply), notReading) {
 			return
 		}
-		defer conn.unread.Add(-n)
+		defer conn.unread.done(len(reply))
 	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(reply)
@@ -789,10 +787,8 @@ type cappedConn struct {
 	// silent, when set, closes the connection unless requested stops it
 	// first (cappedListener.firstRequest).
 	silent *time.Timer
-	// unread is the octets of the answers being written on the
-	// connection (unreadMax).
-	unread     atomic.Int64
-	notReading atomic.Bool // closed for it, once
+	// unread counts the answers being written on the connection.
+	unread unread
 }
 
 // requested records that a request of the connection reached ServeHTTP.

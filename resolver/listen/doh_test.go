@@ -812,16 +812,11 @@ func TestForwardedUnclosedQuoteNamesNoClient(t *testing.T) {
 // not_reading, rather than each answer held for the write timeout, up to
 // MaxStreams of them.
 func TestDoHClientNotReadingIsClosed(t *testing.T) {
-	var closedMu sync.Mutex
-	var closed []string
+	closed := &closedLog{}
 	d := newDoHSetup(t, false, func(o *DoHOptions) {
 		o.Handler = &slowBigAnswers{}
 		o.MaxStreams = 64
-		o.Closed = func(reason string) {
-			closedMu.Lock()
-			closed = append(closed, reason)
-			closedMu.Unlock()
-		}
+		o.Closed = closed.addReason
 	})
 	// The smallest windows net/http allows, opened only as bodies are
 	// read, and no body is: answers of about 60,000 octets wait for credit.
@@ -839,17 +834,11 @@ func TestDoHClientNotReadingIsClosed(t *testing.T) {
 			}
 		})
 	}
-	require.Eventually(t, func() bool {
-		closedMu.Lock()
-		defer closedMu.Unlock()
-		return len(closed) > 0
-	}, 10*time.Second, 5*time.Millisecond, "the connection is closed for the answers left unread")
+	closed.wait(t, 10*time.Second)
 	bodies.Wait()
-	closedMu.Lock()
-	defer closedMu.Unlock()
 	// Once for each connection closed: net/http's client asks the queries
 	// the close failed again, on a new connection, which is closed too.
-	for _, reason := range closed {
+	for _, reason := range closed.all() {
 		assert.Equal(t, ClosedNotReading, reason)
 	}
 }

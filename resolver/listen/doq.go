@@ -452,10 +452,9 @@ type doqConn struct {
 	last   time.Time // when the last stream ended (or the connection began)
 	idle   *time.Timer
 
-	// unread is the octets of the answers being written on the
-	// connection's streams (unreadMax).
-	unread     atomic.Int64
-	notReading atomic.Bool // closed for it, once
+	// unread counts the answers being written on the connection's
+	// streams.
+	unread unread
 }
 
 // serveConn admits a connection and serves its streams, each on its own
@@ -646,21 +645,19 @@ func (s *DoQServer) serveStream(c *doqConn, st *quic.Stream) {
 	frame := make([]byte, 2+len(reply))
 	binary.BigEndian.PutUint16(frame, uint16(len(reply)))
 	copy(frame[2:], reply)
-	n := int64(len(frame))
-	if c.unread.Add(n) > unreadMax {
-		// A client that grants no flow-control credit for its answers
-		// (RFC 9000 §4.1) while asking more: each would wait here for
-		// doqWriteTimeout, up to MaxStreams of them.
-		c.unread.Add(-n)
-		if c.notReading.CompareAndSwap(false, true) {
-			if s.opt.Closed != nil {
-				s.opt.Closed(ClosedNotReading)
-			}
-			_ = conn.CloseWithError(DoQExcessiveLoad, "answers left unread")
+	// A client that grants no flow-control credit for its answers (RFC
+	// 9000 §4.1) while asking more: each would wait here for
+	// doqWriteTimeout, up to MaxStreams of them.
+	notReading := func() {
+		if s.opt.Closed != nil {
+			s.opt.Closed(ClosedNotReading)
 		}
+		_ = conn.CloseWithError(DoQExcessiveLoad, "answers left unread")
+	}
+	if !c.unread.take(len(frame), notReading) {
 		return
 	}
-	defer c.unread.Add(-n)
+	defer c.unread.done(len(frame))
 	_ = st.SetWriteDeadline(time.Now().Add(doqWriteTimeout))
 	if _, err := st.Write(frame); err != nil {
 		st.CancelWrite(DoQInternalError)

@@ -408,16 +408,11 @@ func TestDoQShutdown(t *testing.T) {
 // counted as not_reading, rather than each answer held for the write
 // timeout (10 s), up to MaxStreams of them.
 func TestDoQClientNotReadingIsClosed(t *testing.T) {
-	var closedMu sync.Mutex
-	var closed []string
+	closed := &closedLog{}
 	d := newDoQSetup(t, func(o *DoQOptions) {
 		o.Handler = &slowBigAnswers{}
 		o.MaxStreams = 64
-		o.Closed = func(reason string) {
-			closedMu.Lock()
-			closed = append(closed, reason)
-			closedMu.Unlock()
-		}
+		o.Closed = closed.addReason
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -438,7 +433,5 @@ func TestDoQClientNotReadingIsClosed(t *testing.T) {
 		_ = st.Close()
 	}
 	assert.Equal(t, int64(DoQExcessiveLoad), closeCode(c), "closed for the answers left unread")
-	closedMu.Lock()
-	defer closedMu.Unlock()
-	assert.Equal(t, []string{ClosedNotReading}, closed, "counted once")
+	assert.Equal(t, []string{ClosedNotReading}, closed.all(), "counted once")
 }

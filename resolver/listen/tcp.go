@@ -36,6 +36,31 @@ const tcpWriteTimeout = 10 * time.Second
 // same with stream-wait-size (4 MB over all streams, answers dropped).
 const unreadMax = 1 << 20
 
+// unread counts the octets of a connection's answers waiting to be written
+// (unreadMax).
+type unread struct {
+	octets atomic.Int64
+	closed atomic.Bool // notReading ran
+}
+
+// take counts n more octets waiting and reports whether they fit: past
+// unreadMax they are not counted, and notReading (which closes the
+// connection and counts it, ClosedNotReading) runs, once. The caller
+// gives n back (done) once its answer is written.
+func (u *unread) take(n int, notReading func()) bool {
+	if u.octets.Add(int64(n)) <= unreadMax {
+		return true
+	}
+	u.octets.Add(-int64(n))
+	if u.closed.CompareAndSwap(false, true) {
+		notReading()
+	}
+	return false
+}
+
+// done gives back n octets take counted.
+func (u *unread) done(n int) { u.octets.Add(-int64(n)) }
+
 // proxyHeaderTimeout bounds the wait for a trusted proxy's PROXY header.
 const proxyHeaderTimeout = 2 * time.Second
 
@@ -108,9 +133,9 @@ type tcpConn struct {
 	// broken is set once a write failed and closed the connection: the
 	// read loop stops, rather than answer what it has buffered to no one.
 	broken atomic.Bool
-	// unread is the octets of the answers in writeFrame: being written,
-	// or waiting for writeMu (unreadMax).
-	unread atomic.Int64
+	// unread counts the answers in writeFrame: being written, or
+	// waiting for writeMu.
+	unread unread
 	// closed counts the connection closed for its client (Config.Closed).
 	closed  func(reason string)
 	remote  net.Addr // the client, resolved after the first read
@@ -173,13 +198,11 @@ func (c *tcpConn) writeFrame(b []byte) error {
 	if len(b) > dns.MaxMsgSize {
 		return errors.New("message too large for TCP")
 	}
-	n := int64(2 + len(b))
-	if c.unread.Add(n) > unreadMax {
-		c.unread.Add(-n)
-		c.notReading()
+	n := 2 + len(b)
+	if !c.unread.take(n, c.notReading) {
 		return errNotReading
 	}
-	defer c.unread.Add(-n)
+	defer c.unread.done(n)
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.out = binary.BigEndian.AppendUint16(c.out, uint16(len(b)))

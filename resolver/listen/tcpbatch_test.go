@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -438,13 +439,8 @@ func TestTCPClientNotReadingIsClosed(t *testing.T) {
 	h := &slowBigAnswers{}
 	rules := pipelineRules{}
 	s := New(Config{Handler: h, Rules: func() Rules { return rules }, Log: zaptest.NewLogger(t)})
-	var closedMu sync.Mutex
-	var closed []string
-	s.cfg.Closed = func(transport, reason string) {
-		closedMu.Lock()
-		closed = append(closed, transport+" "+reason)
-		closedMu.Unlock()
-	}
+	closed := &closedLog{}
+	s.cfg.Closed = closed.add
 	tcp := newTCPServer(ln, s.cfg, s.log, s.admission, rules.Limits().TCPConnections, s.counted(TCP), s.invalid(TCP), nil)
 	done := make(chan struct{})
 	go func() {
@@ -478,11 +474,7 @@ func TestTCPClientNotReadingIsClosed(t *testing.T) {
 
 	// Closed for not reading first: the server may not have registered
 	// the connection yet, and an unregistered one is not one ended.
-	require.Eventually(t, func() bool {
-		closedMu.Lock()
-		defer closedMu.Unlock()
-		return len(closed) > 0
-	}, 20*time.Second, 5*time.Millisecond, "the connection is closed for the answers left unread")
+	closed.wait(t, 20*time.Second)
 	require.Eventually(t, func() bool {
 		tcp.mu.Lock()
 		defer tcp.mu.Unlock()
@@ -497,9 +489,7 @@ func TestTCPClientNotReadingIsClosed(t *testing.T) {
 	}
 	h.mu.Unlock()
 	assert.Positive(t, notReading, "answers past unreadMax dropped at once, not held for the write timeout")
-	closedMu.Lock()
-	defer closedMu.Unlock()
-	assert.Equal(t, []string{TCP + " " + ClosedNotReading}, closed, "counted once")
+	assert.Equal(t, []string{TCP + " " + ClosedNotReading}, closed.all(), "counted once")
 }
 
 // cutListener's connections run every write deadline 50 times faster
@@ -565,13 +555,8 @@ func TestDoTWriteTimeoutClosesBeneathTLS(t *testing.T) {
 	ln := &cutListener{Listener: inner}
 	rules := roomyRules{}
 	s := New(Config{Handler: &slowBigAnswers{}, Rules: func() Rules { return rules }, Log: zaptest.NewLogger(t)})
-	var closedMu sync.Mutex
-	var closed []string
-	s.cfg.Closed = func(transport, reason string) {
-		closedMu.Lock()
-		closed = append(closed, transport+" "+reason)
-		closedMu.Unlock()
-	}
+	closed := &closedLog{}
+	s.cfg.Closed = closed.add
 	dot := newTCPServer(ln, s.cfg, s.log, s.admission, rules.Limits().TCPConnections, s.counted(TLS), s.invalid(TLS),
 		ServerTLSConfig(store, ALPNDoT))
 	done := make(chan struct{})
@@ -603,13 +588,43 @@ func TestDoTWriteTimeoutClosesBeneathTLS(t *testing.T) {
 	_, err = c.Write(frames(t, qs...))
 	require.NoError(t, err)
 
+	// Closed first: the server may not have registered the connection
+	// yet, and an unregistered one is not one ended.
+	closed.wait(t, 10*time.Second)
 	require.Eventually(t, func() bool {
 		dot.mu.Lock()
 		defer dot.mu.Unlock()
 		return len(dot.conns) == 0
 	}, 10*time.Second, 5*time.Millisecond, "the connection ends")
 	assert.Zero(t, ln.afterCut.Load(), "writes on the socket after the answer's write was cut")
-	closedMu.Lock()
-	defer closedMu.Unlock()
-	assert.Equal(t, []string{TLS + " " + ClosedNotReading}, closed, "counted once")
+	assert.Equal(t, []string{TLS + " " + ClosedNotReading}, closed.all(), "counted once")
+}
+
+// closedLog records the connections a listener closed for their client
+// (Config.Closed, and the DoH and DoQ servers' Closed), "transport reason"
+// or the reason alone.
+type closedLog struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (l *closedLog) add(transport, reason string) { l.addReason(transport + " " + reason) }
+
+func (l *closedLog) addReason(reason string) {
+	l.mu.Lock()
+	l.reasons = append(l.reasons, reason)
+	l.mu.Unlock()
+}
+
+func (l *closedLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.reasons)
+}
+
+// wait waits up to limit for a connection to be closed for its client.
+func (l *closedLog) wait(t *testing.T, limit time.Duration) {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(l.all()) > 0 }, limit, 5*time.Millisecond,
+		"the connection is closed for the answers left unread")
 }
