@@ -262,7 +262,9 @@ var errNotReading = errors.New("the client reads no answers")
 // fails at once; the answers waiting are dropped.
 func (c *tcpConn) notReading() {
 	if c.broken.CompareAndSwap(false, true) {
-		c.closed(ClosedNotReading)
+		if c.closed != nil { // nil on a connection no listener made
+			c.closed(ClosedNotReading)
+		}
 		c.abort()
 	}
 }
