@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -500,4 +501,51 @@ func sysctlInt(t *testing.T, name string) int {
 	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	require.NoError(t, err)
 	return n
+}
+
+// TestNotReadingClientCounted: a TCP client that pipelines queries for
+// large answers and reads none of them has its connection closed by the
+// listener (listen.TestTCPClientNotReadingIsClosed), and the server counts
+// it in dnsfence_connections_closed_total{reason="not_reading"}, whose
+// series exists at zero from the start.
+func TestNotReadingClientCounted(t *testing.T) {
+	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		var txt []string
+		for range 240 {
+			txt = append(txt, strings.Repeat("x", 250))
+		}
+		m.Answer = []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60},
+			Txt: txt}}
+		return m
+	})
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 5s", 1)
+	f := startFence(t, cfg, testFiles, up.addr)
+	closed := func() float64 {
+		v, ok := metricValue(t, f.registry, "dnsfence_connections_closed_total", "transport", "tcp", "reason", listen.ClosedNotReading)
+		require.True(t, ok, "the series exists from the start")
+		return v
+	}
+	require.Zero(t, closed())
+
+	// A small receive buffer, never read: the answers wait to be written.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.5")}, Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	c, err := d.Dial("tcp", f.addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	var frames []byte
+	for i := range 64 { // a name each: every answer comes from the upstream, on its own goroutine
+		b, err := question(fmt.Sprintf("big%d.example.org.", i), dns.TypeTXT, false).Pack()
+		require.NoError(t, err)
+		frames = append(append(frames, byte(len(b)>>8), byte(len(b))), b...)
+	}
+	_, err = c.Write(frames)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return closed() == 1 }, 20*time.Second, 10*time.Millisecond,
+		"the connection closed for the answers left unread is counted")
 }
