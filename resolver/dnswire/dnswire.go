@@ -25,6 +25,10 @@ const (
 	FlagCD = 1 << 4
 )
 
+// Opcode is the OPCODE of a header's flags word (Flags): its four bits
+// after QR (RFC 1035 §4.1.1).
+func Opcode(flags uint16) int { return int(flags>>11) & 0xF }
+
 // Record types and classes this package looks into.
 const (
 	TypeA     = 1

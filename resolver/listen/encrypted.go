@@ -60,7 +60,7 @@ func checkQuery(b []byte) queryCheck {
 		m := new(dns.Msg)
 		m.Id = id
 		m.Response = true
-		m.Opcode = int(bits>>11) & 0xF
+		m.Opcode = dnswire.Opcode(bits)
 		m.RecursionDesired = bits&(1<<8) != 0
 		m.Rcode = rcode
 		// RFC 6891 §7: a query with an OPT gets an OPT back, whatever the
@@ -70,7 +70,7 @@ func checkQuery(b []byte) queryCheck {
 		}
 		return queryCheck{reject: m, result: result}
 	}
-	if opcode := int(bits>>11) & 0xF; opcode != dns.OpcodeQuery {
+	if dnswire.Opcode(bits) != dns.OpcodeQuery {
 		return reply(dns.RcodeNotImplemented, resultNotimp)
 	}
 	if qdcount != 1 {

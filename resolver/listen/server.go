@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -138,7 +139,7 @@ func AcceptQuery(dh dns.Header) dns.MsgAcceptAction {
 	if dh.Bits&qr != 0 {
 		return dns.MsgIgnore
 	}
-	if opcode := int(dh.Bits>>11) & 0xF; opcode != dns.OpcodeQuery && opcode != dns.OpcodeNotify {
+	if opcode := dnswire.Opcode(dh.Bits); opcode != dns.OpcodeQuery && opcode != dns.OpcodeNotify {
 		return dns.MsgRejectNotImplemented
 	}
 	if dh.Qdcount != 1 {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 	"golang.org/x/net/ipv4"
@@ -534,7 +535,7 @@ func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 	reply := new(dns.Msg)
 	reply.Id = dh.Id
 	reply.Response = true
-	reply.Opcode = int(dh.Bits>>11) & 0xF
+	reply.Opcode = dnswire.Opcode(dh.Bits)
 	reply.RecursionDesired = dh.Bits&(1<<8) != 0
 	reply.Rcode = dns.RcodeFormatError
 	if action == dns.MsgRejectNotImplemented {

@@ -202,9 +202,6 @@ func queryMessage(q []byte) (*dns.Msg, error) {
 	return qm, nil
 }
 
-// opcodeBits are the OPCODE's in the second header word (RFC 1035 §4.1.1).
-const opcodeBits = 0xF << 11
-
 // checkWire checks the datagram raw as checkAnswer checks a message: a
 // response with q's ID, opcode and question. It reads raw through (dnswire.Walk);
 // one it cannot read so is unpacked and checked as a message, and a
@@ -230,7 +227,7 @@ func checkWire(raw, q []byte) (WireAnswer, error) {
 		return checkAsMessage(raw, q)
 	}
 	if dnswire.Flags(raw)&dnswire.FlagQR == 0 || dnswire.ID(raw) != dnswire.ID(q) ||
-		dnswire.Flags(raw)&opcodeBits != dnswire.Flags(q)&opcodeBits {
+		dnswire.Opcode(dnswire.Flags(raw)) != dnswire.Opcode(dnswire.Flags(q)) {
 		return WireAnswer{}, ErrAnswerMismatch
 	}
 	if rq.Type != qq.Type || rq.Class != qq.Class ||
