@@ -187,7 +187,7 @@ type hedgedWire struct {
 
 	mu       sync.Mutex
 	state    int                // hedgeWaiting, hedgeRest, hedgeDone
-	stopRest context.CancelFunc // ends the others' tries once the query has its result
+	stopRest context.CancelFunc // ends the others' hedges and failovers once the query has its result
 	// firstFailed is closed when the first try fails while the others
 	// are being asked (a hedge went out first): they fail over at once.
 	firstFailed chan struct{}
@@ -251,8 +251,18 @@ func (h *hedgedWire) askRest(reason string) {
 	f.refs.Add(1) // forwardHedged's, while it runs: the query's own goes when it ends
 	defer f.release()
 	giveUp := h.start.Add(time.Duration(len(h.order)) * f.timeout)
+	// ctx ends the hedging and failover once the query has its result
+	// (stopRest), not the tries sent: each runs on to its own answer or
+	// timeout and counts for its upstream by what happened to it, as
+	// Forward's do (a try ended here would count as a network error the
+	// upstream never had, and a silent upstream only hedged to would
+	// never be found down).
+	newTry := f.newWireTry(h.q, h.own)
 	a, from, err := forwardHedged(ctx, f, h.order[1:], continued{h.order[0], reason, giveUp, firstFailed},
-		f.newWireTry(h.q, h.own))
+		func(up *upstreamState) func(context.Context) (WireAnswer, error) {
+			try := newTry(up)
+			return func(ctx context.Context) (WireAnswer, error) { return try(context.WithoutCancel(ctx)) }
+		})
 	h.mu.Lock()
 	h.settle(false, a, from, err, nil)
 }

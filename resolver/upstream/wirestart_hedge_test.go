@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -51,4 +52,35 @@ func TestHedgingStopsOnceAnswered(t *testing.T) {
 			assert.Zero(t, third.Load(), "the query was answered by the first upstream: the third must not be asked")
 		})
 	}
+}
+
+// TestStartWireHedgeRunsOn: a started query answered by its first try
+// after the hedge to a silent upstream went out leaves that hedge running
+// to its own timeout, as a hedge of Forward does (README: the slower try
+// counts for its upstream by what happened to it): it is counted as the
+// timeout it is, never as a network error that the upstream did not have
+// (the hedge ended by dnsfence itself when the query had its answer).
+func TestStartWireHedgeRunsOn(t *testing.T) {
+	silent, asked := askedSilentUpstream(t)
+	a := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name != "." {
+			<-asked // answers only once the hedge to the silent upstream is out
+		}
+		return defaultAnswer(w, r)
+	})
+	reg := prometheus.NewRegistry()
+	f, err := New([]string{a.addr, silent}, Options{Timeout: 500 * time.Millisecond, Metrics: NewMetrics(reg)})
+	require.NoError(t, err)
+	defer f.Close()
+	then := make(thenChan, 2)
+	f.StartWire(wireQuestion("runs-on.example.org.", dns.TypeA), then, nil)
+	r := then.wait(t)
+	require.NoError(t, r.err)
+	assert.Equal(t, a.addr, r.from)
+	assert.Equal(t, map[string]float64{retryHedge: 1}, upstreamCounts(t, reg, "dnsfence_upstream_retries_total", silent, "reason"))
+	errs := func() map[string]float64 {
+		return upstreamCounts(t, reg, "dnsfence_upstream_errors_total", silent, "kind")
+	}
+	require.Eventually(t, func() bool { return len(errs()) > 0 }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, map[string]float64{kindTimeout: 1}, errs(), "the hedge ran to its own timeout")
 }
