@@ -509,6 +509,10 @@ func (f *Forwarder) markDown(u *upstreamState) {
 // answers usably (an RCODE that is no failureRcode, the rule queries
 // follow) or the Forwarder is closed; each failure is
 // recorded in its window, which orders the upstreams when all are down.
+// Each probe waits for its answer on its own goroutine, up to the
+// timeout, while the next ones go out on time: an upstream that answers
+// again is found within probeEvery, not once a probe sent while it was
+// silent has timed out.
 func (f *Forwarder) probe(u *upstreamState) {
 	defer func() {
 		u.probing.Store(false)
@@ -518,24 +522,27 @@ func (f *Forwarder) probe(u *upstreamState) {
 			go f.probe(u)
 		}
 	}()
-	timer := time.NewTimer(f.probeEvery)
-	defer timer.Stop()
+	tick := time.NewTicker(f.probeEvery)
+	defer tick.Stop()
 	for !f.closed.Load() && u.down.Load() {
-		<-timer.C
-		if !f.acquire() {
+		<-tick.C
+		if !u.down.Load() || !f.acquire() {
 			return
 		}
-		start := time.Now()
-		_, err := f.exchange(context.Background(), probeQuery(), u, false)
-		f.release()
-		if err == nil {
-			f.succeeded(u, start, time.Since(start))
-			return
-		}
-		if countsAgainst(err) {
-			u.health.record(true)
-		}
-		timer.Reset(f.probeEvery)
+		go func() {
+			defer f.release()
+			start := time.Now()
+			_, err := f.exchange(context.Background(), probeQuery(), u, false)
+			if err == nil {
+				f.succeeded(u, start, time.Since(start))
+				return
+			}
+			// A probe sent while the upstream was silent may time out
+			// after another brought it back: that says nothing of it now.
+			if countsAgainst(err) && u.down.Load() {
+				u.health.record(true)
+			}
+		}()
 	}
 }
 

@@ -3,7 +3,10 @@ package upstream
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -135,4 +138,53 @@ func TestRefusedPortFailsEveryQuery(t *testing.T) {
 		}
 	}
 	assert.Zero(t, slow, "queries that waited for a timeout")
+}
+
+// TestProbedEverySecond: a down upstream is probed every probeEvery
+// (README: "probed every second"), whether or not the probe before has
+// its answer yet: one that answers again while a probe sent to it when
+// silent waits out its timeout is back up at the next probe. Before, the
+// next probe waited for that timeout and then a pause, so an upstream
+// back after an outage was found a timeout plus a second later (3 s at
+// the default 2 s; dnsdist's health check finds it within its 1 s
+// interval), and with every upstream down clients waited that long.
+func TestProbedEverySecond(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { pc.Close() })
+	var answering atomic.Bool
+	probed := make(chan struct{})
+	var once sync.Once
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:n]) != nil {
+				continue
+			}
+			if !answering.Load() {
+				once.Do(func() { close(probed) })
+				continue
+			}
+			_, _ = pc.WriteTo(packed(defaultAnswer(nil, q)), from)
+		}
+	}()
+	f := NewForwarder([]string{pc.LocalAddr().String()}, 5*time.Second, false)
+	defer f.Close()
+	f.probeEvery = 100 * time.Millisecond
+	u := f.upstreams[0]
+	f.markDown(u)
+	select {
+	case <-probed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the down upstream was never probed")
+	}
+	answering.Store(true) // the first probe goes unanswered, waiting out its 5 s
+	back := time.Now()
+	require.Eventually(t, func() bool { return !u.down.Load() }, 10*time.Second, 5*time.Millisecond)
+	assert.Less(t, time.Since(back), time.Second, "back up at the next probe, not once the silent probe timed out")
 }
