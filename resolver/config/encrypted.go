@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/x509"
+	"fmt"
 	"net/netip"
 	"os"
 	"strings"
@@ -89,45 +90,94 @@ func (c *Config) validateEncrypted(errs *configErrors) {
 }
 
 // checkSharedPorts reports two listeners of one transport on one address:
-// listen (UDP and TCP), listen_tls and listen_https share TCP ports, and
-// listen and listen_quic UDP ones. Port 0 picks a free port for each, so
-// it never clashes.
+// listen (UDP and TCP), listen_tls, listen_https and the http endpoint
+// share TCP ports, and listen and listen_quic UDP ones. The same address
+// twice in one key clashes too, and so does a wildcard address (0.0.0.0,
+// or [::], which takes IPv4 too) with any other of its family on its
+// port: bind refuses the second socket, and `check` would have said ok
+// (unbound-checkconf: "present twice, cannot bind same ports twice").
+// Port 0 picks a free port for each, so it never clashes.
 func (c *Config) checkSharedPorts(errs *configErrors) {
 	type owner struct {
+		ap  netip.AddrPort
 		key string
-		i   int
+		i   int // -1: a key of one value (http)
 	}
-	tcp, udp := map[netip.AddrPort]owner{}, map[netip.AddrPort]owner{}
-	take := func(m map[netip.AddrPort]owner, key string, i int, s string) {
+	var tcp, udp []owner
+	reported := map[string]bool{} // listen's TCP and UDP clash once
+	take := func(m *[]owner, key string, i int, s string) {
 		ap, err := netip.ParseAddrPort(s)
+		if host, port, ok := strings.Cut(s, ":"); err != nil && host == "" && isDigits(port) && ok {
+			ap, err = netip.ParseAddrPort("[::]:" + port) // http: ":9153", every address
+		}
 		if err != nil || ap.Port() == 0 {
 			return // reported above, or a free port each
 		}
-		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		if o, ok := m[ap]; ok {
-			if key == "listen" && o.key == "listen" {
-				return // the same address twice in listen: bind says so
+		ap = netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
+		at := []any{key, i}
+		if i < 0 {
+			at = []any{key}
+		}
+		defer func() { *m = append(*m, owner{ap, key, i}) }()
+		for _, o := range *m {
+			if o.ap.Port() != ap.Port() || !sameSocket(o.ap.Addr(), ap.Addr()) {
+				continue
 			}
-			errs.add([]any{key, i}, "%s is also %s[%d]: two listeners cannot share one port; give each its own", s, o.key, o.i)
+			k := fmt.Sprint(at)
+			if reported[k] {
+				return
+			}
+			reported[k] = true
+			name := fmt.Sprintf("%s[%d]", o.key, o.i)
+			if o.i < 0 {
+				name = o.key
+			}
+			switch {
+			case o.ap == ap:
+				errs.add(at, "%s is also %s: two listeners cannot share one port; give each its own", s, name)
+			case o.ap.Addr().IsUnspecified():
+				errs.add(at, "%s: %s %s already takes port %d on every address; two listeners cannot share one port: leave this one out, or give it its own port", s, name, o.ap, ap.Port())
+			default:
+				errs.add(at, "%s takes port %d on every address, %s of %s included; two listeners cannot share one port: leave %s out, or give it its own port", s, ap.Port(), o.ap, name, name)
+			}
 			return
 		}
-		m[ap] = owner{key, i}
 	}
 	for i, a := range c.Listen {
-		take(tcp, "listen", i, a)
-		take(udp, "listen", i, a)
+		take(&tcp, "listen", i, a)
+		take(&udp, "listen", i, a)
 	}
 	for i, a := range c.ListenTLS {
-		take(tcp, "listen_tls", i, a)
+		take(&tcp, "listen_tls", i, a)
 	}
 	for i, a := range c.ListenHTTPS {
 		if hp, _, err := listen.ParseDoHListen(a); err == nil {
-			take(tcp, "listen_https", i, hp)
+			take(&tcp, "listen_https", i, hp)
 		}
 	}
 	for i, a := range c.ListenQUIC {
-		take(udp, "listen_quic", i, a)
+		take(&udp, "listen_quic", i, a)
 	}
+	if c.HTTP != nil && *c.HTTP != "" {
+		take(&tcp, "http", -1, *c.HTTP)
+	}
+}
+
+// sameSocket reports whether sockets bound to a and b on one port clash:
+// the same address, or a wildcard and an address it takes (0.0.0.0 every
+// IPv4 one; [::] every one, IPv4 included, as a dual-stack socket).
+func sameSocket(a, b netip.Addr) bool {
+	switch {
+	case a == b:
+		return true
+	case a.IsUnspecified() && b.IsUnspecified():
+		return true // 0.0.0.0 and [::]: the dual-stack socket takes IPv4 too
+	case a.IsUnspecified():
+		return a.Is6() || b.Is4()
+	case b.IsUnspecified():
+		return b.Is6() || a.Is4()
+	}
+	return false
 }
 
 // protocolOf names the protocol of an encrypted listen key.
