@@ -717,6 +717,12 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 			errs.add(at, "%s; upstreams are IP addresses (dnsfence does not look its upstreams up), %s", msg, example(at))
 		case msg != "":
 			errs.add(at, "%s; give IP:port, %s (an IPv6 address in brackets: [2620:fe::fe]:53), or a resolv.conf path starting with / or ./", msg, example(at))
+		default:
+			// What the forwarder refuses at start (an IPv6 zone) is
+			// refused here, with its line, so that check says it too.
+			if _, err := upstream.ParseAddress(u); err != nil {
+				errs.add(at, "%v; give IP:port, %s", err, example(at))
+			}
 		}
 	}
 	if c.UpstreamStrategy != StrategyFastest && c.UpstreamStrategy != StrategyOrdered {
