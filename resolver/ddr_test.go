@@ -415,7 +415,7 @@ func TestDesignationCheck(t *testing.T) {
 			leaf, "dns.agency.example.", []string{"ddr: every encrypted listener is on a loopback address, so devices asking at listen address 10.0.0.53:53 are designated none"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			text := c.yaml + "\nupstreams: [\"127.0.0.1:53\"]\n"
+			text := c.yaml + "\nupstreams: [\"192.0.2.53:53\"]\n"
 			if c.leaf != nil {
 				text += "tls: {cert: c.pem, key: k.pem}\n"
 				if !strings.Contains(c.yaml, "listen_quic") {

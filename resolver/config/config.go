@@ -704,8 +704,10 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 		if strings.Contains(u, "://") {
 			// tls://, https:// and quic:// (DESIGN.md §8), as the
 			// forwarder reads them.
-			if _, err := upstream.ParseAddress(u); err != nil {
+			if a, err := upstream.ParseAddress(u); err != nil {
 				errs.add(at, "%v", err)
+			} else {
+				c.checkLoop(errs, at, u, a)
 			}
 			continue
 		}
@@ -720,8 +722,10 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 		default:
 			// What the forwarder refuses at start (an IPv6 zone) is
 			// refused here, with its line, so that check says it too.
-			if _, err := upstream.ParseAddress(u); err != nil {
+			if a, err := upstream.ParseAddress(u); err != nil {
 				errs.add(at, "%v; give IP:port, %s", err, example(at))
+			} else {
+				c.checkLoop(errs, at, u, a)
 			}
 		}
 	}
@@ -1126,6 +1130,49 @@ func (c *Config) isSelf(ap netip.AddrPort) bool {
 		}
 	}
 	return false
+}
+
+// checkLoop reports an upstream that is one of dnsfence's own listeners
+// of its transport (plain: listen, tls://: listen_tls, quic://:
+// listen_quic), or a loopback address of one listening on a wildcard
+// address: every query forwarded to it would come back to dnsfence, a
+// forwarding loop that answers SERVFAIL after upstream_timeout (CoreDNS's
+// loop plugin stops the server for it). A resolv.conf naming dnsfence
+// has that nameserver left out (isSelf); one written here is a mistake.
+func (c *Config) checkLoop(errs *configErrors, at []any, u string, a upstream.Address) {
+	ip, err := netip.ParseAddr(a.Host)
+	if err != nil {
+		return // a DoH upstream by name
+	}
+	ap := netip.AddrPortFrom(ip.Unmap(), a.Port)
+	key, addrs := "listen", c.Listen
+	switch a.Kind {
+	case upstream.KindTLS:
+		key, addrs = "listen_tls", c.ListenTLS
+	case upstream.KindQUIC:
+		key, addrs = "listen_quic", c.ListenQUIC
+	case upstream.KindPlain:
+	default:
+		return
+	}
+	if j := selfIndex(addrs, ap); j >= 0 {
+		errs.add(at, "%q is dnsfence itself (%s[%d] %s): every query forwarded there would come back, a forwarding loop; give the resolvers dnsfence forwards to", u, key, j, addrs[j])
+	}
+}
+
+// selfIndex is the index of the listen address of addrs that ap reaches
+// (the same address and port, or a loopback address on the port of a
+// wildcard address), or -1.
+func selfIndex(addrs []string, ap netip.AddrPort) int {
+	for j, l := range addrs {
+		if lp, err := netip.ParseAddrPort(l); err == nil && lp.Port() == ap.Port() && lp.Port() != 0 {
+			la := lp.Addr().Unmap()
+			if la == ap.Addr() || la.IsUnspecified() && ap.Addr().IsLoopback() && (la.Is6() || ap.Addr().Is4()) {
+				return j
+			}
+		}
+	}
+	return -1
 }
 
 // SystemResolverIsSelf reports whether the system resolver that the

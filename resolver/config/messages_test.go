@@ -61,7 +61,7 @@ func TestConfigMessages(t *testing.T) {
 			for _, sn := range readSnippets(t, table) {
 				cfg := sn.body
 				if !strings.Contains(cfg, "upstreams") {
-					cfg += "upstreams: [\"127.0.0.1:53\"]\n"
+					cfg += "upstreams: [\"192.0.2.53:53\"]\n"
 				}
 				_, err := Parse(filepath.Join(dir, "c.yaml"), []byte(cfg), os.ReadFile)
 				fmt.Fprintf(&out, "## %s\n%s", sn.title, sn.body)
@@ -198,7 +198,7 @@ func TestConfigExamples(t *testing.T) {
 		t.Run(k, func(t *testing.T) {
 			var tree, ex any
 			// The encrypted listeners' examples need the certificate.
-			require.NoError(t, yaml.Unmarshal([]byte(`{upstreams: ["127.0.0.1:53"], policies: [{name: p, clients: ["10.0.0.0/8"]}], tls: {cert: certs/dnsfence.crt, key: certs/dnsfence.key}}`), &tree))
+			require.NoError(t, yaml.Unmarshal([]byte(`{upstreams: ["192.0.2.53:53"], policies: [{name: p, clients: ["10.0.0.0/8"]}], tls: {cert: certs/dnsfence.crt, key: certs/dnsfence.key}}`), &tree))
 			require.NoError(t, yaml.Unmarshal([]byte(configExamples[k]), &ex))
 			data, err := yaml.Marshal(setPath(tree, k, ex))
 			require.NoError(t, err)
