@@ -422,7 +422,7 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 // quietly replaced with the default. written reports whether the file
 // has the key at path.
 func (c *Config) applyDefaults(written func(path ...any) bool) {
-	if len(c.Listen) == 0 {
+	if !written("listen") {
 		c.Listen = []string{DefaultListen}
 	}
 	orDefault(&c.UpstreamTimeout, DefaultUpstreamTimeout, written("upstream_timeout"))
@@ -674,6 +674,12 @@ func (c *Config) validate(errs *configErrors) {
 const MaxTTL = 1<<31 - 1
 
 func (c *Config) validateListen(errs *configErrors) {
+	if len(c.Listen) == 0 {
+		// `listen: []` is written, not left out: serving the default
+		// 127.0.0.1:5353 beside the encrypted listeners would be a
+		// surprise, and no listener at all serves nothing.
+		errs.add([]any{"listen"}, "[] is no address to serve DNS on; leave the key out for the default %s, or give addresses, %s", DefaultListen, example([]any{"listen"}))
+	}
 	for i, l := range c.Listen {
 		at := []any{"listen", i}
 		if msg, fix := addrPortProblem(l, 53, true); fix != "" {
