@@ -278,6 +278,9 @@ func TestCommandLine(t *testing.T) {
 		{"explain with a bad client", []string{"explain", "not-an-ip", "tiktok.com"}, 2, []string{"client"}},
 		{"explain with a bad type", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "BOGUS"}, 2, []string{`unknown query type "BOGUS"`}},
 		{"explain with a missing config", []string{"explain", "-config", "testdata/missing.yaml", "10.1.2.3", "tiktok.com"}, 2, []string{"missing.yaml"}},
+		{"an empty -config to check", []string{"check", "-config", ""}, 2, []string{"dnsfence check: -config is empty; give the configuration file, or leave -config out for the embedded default"}},
+		{"an empty -config= to explain", []string{"explain", "-config=", "10.1.2.3", "tiktok.com"}, 2, []string{"dnsfence explain: -config is empty"}},
+		{"an empty -config to serve", []string{"-config", ""}, 2, []string{"dnsfence serve: -config is empty"}},
 		{"version", []string{"version"}, 0, []string{"dnsfence"}},
 		{"-version", []string{"-version"}, 0, []string{"dnsfence"}},
 	} {

@@ -194,6 +194,16 @@ func parseCommand(name string, fs *flag.FlagSet, args []string, stderr io.Writer
 	case err != nil:
 		return nil, 2, true
 	}
+	// -config "" (a variable that was never set: -config "$CONFIG") is
+	// no request for the embedded default, which would check or serve
+	// a loopback test configuration in the deployment's place, as
+	// unbound-checkconf "" says it cannot open "".
+	empty := false
+	fs.Visit(func(f *flag.Flag) { empty = empty || f.Name == "config" && f.Value.String() == "" })
+	if empty {
+		fmt.Fprintf(stderr, "dnsfence %s: -config is empty; give the configuration file, or leave -config out for the embedded default\n", name)
+		return nil, 2, true
+	}
 	return rest, 0, false
 }
 
