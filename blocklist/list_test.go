@@ -85,6 +85,8 @@ func TestParseBadLines(t *testing.T) {
 		{name: "empty label", line: "tiktok..com", wantErr: ErrEmptyLabel,
 			wantMsg: `lists/x.txt:2: empty label: "tiktok..com"`},
 		{name: "bad char", line: "tik$tok.com", wantErr: ErrBadChar},
+		{name: "Latin-1 letter", line: "caf\xe9.example", wantErr: ErrNotUTF8Name,
+			wantMsg: `lists/x.txt:2: a name that is not UTF-8 text (a Latin-1 or Windows-1252 letter?); save the list as UTF-8: "caf\xe9.example"`},
 		{name: "inner wildcard", line: "v*.tiktokcdn-eu.com", wantErr: ErrWildcard},
 		{name: "adblock options", line: "||tiktok.com^$dnstype=AAAA", wantErr: ErrAdblockOptions},
 		{name: "adblock options besides important", line: "||tiktok.com^$important,client=10.0.0.1", wantErr: ErrAdblockOptions},

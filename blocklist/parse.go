@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
@@ -66,6 +67,7 @@ var (
 	ErrBadAddr        = errors.New("invalid IP address")
 	ErrTrailing       = errors.New("unexpected text after the entry")
 	ErrIDNA           = errors.New("invalid internationalised name")
+	ErrNotUTF8Name    = errors.New("a name that is not UTF-8 text (a Latin-1 or Windows-1252 letter?); save the list as UTF-8")
 	ErrBadRange       = errors.New("not an IP address or CIDR prefix")
 	ErrHostBits       = errors.New("prefix has host bits set")
 	ErrTooManyLines   = errors.New("list files end at line 16,777,215")
@@ -575,6 +577,11 @@ func NormalizeName(s string) (string, error) {
 func ToASCII(name string) (string, error) {
 	for i := 0; i < len(name); i++ {
 		if name[i] >= 0x80 {
+			if !utf8.ValidString(name) {
+				// idna would map the byte to U+FFFD and return the
+				// punycode of that: an entry no one meant.
+				return "", ErrNotUTF8Name
+			}
 			root := strings.HasSuffix(name, ".")
 			a, err := idna.Lookup.ToASCII(strings.TrimSuffix(name, "."))
 			if err != nil {
