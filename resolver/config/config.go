@@ -827,6 +827,11 @@ func (c *Config) validatePolicyFiles(errs *configErrors, i int) {
 					errs.add(at, "%s; give the path of a file (relative paths start at the configuration file's folder)", fileProblem(c.Path(f), err))
 				} else if fi.IsDir() {
 					errs.add(at, "%q is a folder; give the path of a file in it, %s", c.Path(f), example(at))
+				} else if err := canOpen(c.Path(f), fi); err != nil {
+					// A file dnsfence's user may not read (chmod 600 by
+					// another user) is said here, with its key and line,
+					// not later by the list reader with neither.
+					errs.add(at, "%s; give the path of a file the user dnsfence runs as can read", fileProblem(c.Path(f), err))
 				}
 			}
 		}
@@ -1068,6 +1073,20 @@ func fileProblem(path string, err error) string {
 		return fmt.Sprintf("file %q cannot be read: %v", path, pe.Err)
 	}
 	return fmt.Sprintf("file %q cannot be read: %v", path, err)
+}
+
+// canOpen reports why the file at path, described by fi, cannot be
+// opened for reading (no permission; a socket). A named pipe is not
+// opened: that would wait for its writer here.
+func canOpen(path string, fi fs.FileInfo) error {
+	if fi.Mode()&fs.ModeNamedPipe != 0 {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // enumProblem says that v is not one of values, with the one it most

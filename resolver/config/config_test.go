@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -233,6 +234,43 @@ func TestLoadUnreadableFile(t *testing.T) {
 			assert.Zero(t, ce.Line)
 			assert.Equal(t, tc.path+": "+tc.want, err.Error())
 			assert.Equal(t, tc.notExist, errors.Is(err, fs.ErrNotExist))
+		})
+	}
+}
+
+// TestConfigUnopenableListNamesItsKey: a list or range file that exists
+// but cannot be opened (a socket; a file dnsfence's user may not read)
+// was let through by the configuration, which only looked for it, and
+// the list reader then said "reading list: open unread.txt: permission
+// denied", with no key and no line of the configuration.
+func TestConfigUnopenableListNamesItsKey(t *testing.T) {
+	dir := writeTree(t, map[string]string{"l.txt": "tiktok.com\n", "unread.txt": "tiktok.com\n", "ranges.txt": "10.0.0.0/8\n"})
+	sock, err := net.Listen("unix", filepath.Join(dir, "sock.txt"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sock.Close() })
+	require.NoError(t, os.Chmod(filepath.Join(dir, "unread.txt"), 0))
+	require.NoError(t, os.Chmod(filepath.Join(dir, "ranges.txt"), 0))
+	tests := []struct {
+		name, policy, want string
+		unprivileged       bool // root reads a file of mode 000
+	}{
+		{name: "socket", policy: `block: ["sock.txt"]`,
+			want: `c.yaml:5: policies[0].block[0]: file "` + filepath.Join(dir, "sock.txt") + `" cannot be read: no such device or address; give the path of a file the user dnsfence runs as can read`},
+		{name: "mode 000 list", policy: `allow: ["unread.txt"]`, unprivileged: true,
+			want: `c.yaml:5: policies[0].allow[0]: file "` + filepath.Join(dir, "unread.txt") + `" cannot be read: permission denied; give the path of a file the user dnsfence runs as can read`},
+		{name: "mode 000 range file", policy: `client_files: ["ranges.txt"]`, unprivileged: true,
+			want: `c.yaml:5: policies[0].client_files[0]: file "` + filepath.Join(dir, "ranges.txt") + `" cannot be read: permission denied; give the path of a file the user dnsfence runs as can read`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.unprivileged && os.Geteuid() == 0 {
+				t.Skip("root reads a file of mode 000")
+			}
+			path := filepath.Join(dir, "c.yaml")
+			require.NoError(t, os.WriteFile(path, []byte("upstreams: [\"192.0.2.53:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    "+tc.policy+"\n"), 0o644))
+			_, err := Load(path)
+			require.Error(t, err)
+			assert.Equal(t, dir+string(filepath.Separator)+tc.want, err.Error())
 		})
 	}
 }
