@@ -282,6 +282,13 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dnsfence explain: name: %v\n", err)
 		return explainError
 	}
+	// A name no query can carry (an empty label, over 255 octets) is no
+	// question: "forwarded" for www..tiktok.com would read as "not
+	// blocked" to a script (dig: "is not a legal name").
+	if _, ok := dns.IsDomainName(name); !ok {
+		fmt.Fprintf(stderr, "dnsfence explain: name: %q is not a domain name (an empty label, a label over 63 octets, or over 255 octets in all); e.g. www.tiktok.com\n", rest[1])
+		return explainError
+	}
 	// Remote lists are fetched once (from their disk copies when the
 	// network fails): the decision needs every list.
 	snap, reports, err := loadSnapshot(*configPath, true, true)
