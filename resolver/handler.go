@@ -1081,11 +1081,13 @@ func (h *Handler) blocked(q *query) reply {
 		// DROP); counted and logged as dropped.
 		return reply{result: ResultDropped}
 	}
-	if (nodata || pol.Action == config.ActionNXDomain || pol.Action == config.ActionRefused) && q.id.ECS == nil {
+	canary := d.canary() // NXDOMAIN whatever the action
+	if (nodata || canary || pol.Action == config.ActionNXDomain || pol.Action == config.ActionRefused) && q.id.ECS == nil {
 		rcode := dns.RcodeNameError
 		switch {
 		case nodata:
 			rcode = dns.RcodeSuccess
+		case canary:
 		case pol.Action == config.ActionRefused:
 			rcode = dns.RcodeRefused
 		}

@@ -874,16 +874,21 @@ func TestDoHCanary(t *testing.T) {
 		wantRcode int
 	}{
 		{name: "blocking policy answers the canary NXDOMAIN", from: "127.0.0.1", wantRcode: dns.RcodeNameError},
+		{name: "so does a policy of action refused", from: "127.0.0.6", wantRcode: dns.RcodeNameError},
+		{name: "and one of action null, not 0.0.0.0", from: "127.0.0.7", wantRcode: dns.RcodeNameError},
 		{name: "exemption does not", from: "127.0.0.3", wantRcode: dns.RcodeSuccess},
 		{name: "no policy does not", from: "127.0.0.8", wantRcode: dns.RcodeSuccess},
 		{name: "turned off per policy", from: "127.0.0.9", wantRcode: dns.RcodeSuccess},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := ask(t, f.addr, tc.from, "udp", question("use-application-dns.net.", dns.TypeA, true))
-			assert.Equal(t, tc.wantRcode, r.Rcode)
-			if tc.wantRcode == dns.RcodeNameError {
-				assert.Contains(t, ede(r).ExtraText, DoHCanaryList)
+			for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
+				r := ask(t, f.addr, tc.from, "udp", question("use-application-dns.net.", qtype, true))
+				assert.Equal(t, tc.wantRcode, r.Rcode, dns.TypeToString[qtype])
+				if tc.wantRcode == dns.RcodeNameError {
+					assert.Empty(t, r.Answer, dns.TypeToString[qtype])
+					assert.Contains(t, ede(r).ExtraText, DoHCanaryList)
+				}
 			}
 		})
 	}
