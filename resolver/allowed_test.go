@@ -170,3 +170,45 @@ policies:
 	assert.Contains(t, all, "policy.rpz:8: org.uk is a public suffix: it lets through, past the block entries of every list, every domain registered under it")
 	assert.Equal(t, 3, strings.Count(all, "is a public suffix"), all)
 }
+
+// TestLintTrustedProxiesOverBlockingRange: trusted_proxies wider than one
+// address over a blocking range (0.0.0.0/0, a whole /24 of devices) was
+// accepted at start with no word, though every device there may then name
+// another client by ECS and leave the policy, and a reload that grows
+// trusted_proxies so is held as protection taken away; a forwarder's own
+// address inside the range is not warned about.
+func TestLintTrustedProxiesOverBlockingRange(t *testing.T) {
+	snap, err := buildConfig(t, `upstreams: ["127.0.0.1:53"]
+trusted_proxies: ["0.0.0.0/0", "10.1.0.53/32", "192.168.7.0/24"]
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    block: [tiktok.txt]
+  - name: lab
+    clients: ["192.168.7.0/25"]
+    block: [tiktok.txt]
+  - name: press
+    clients: ["10.20.30.0/24"]
+`, map[string]string{"tiktok.txt": "tiktok.com\n"})
+	require.NoError(t, err)
+	var msgs []string
+	for _, w := range snap.Lint() {
+		msgs = append(msgs, w.String())
+	}
+	all := strings.Join(msgs, "\n")
+	assert.Regexp(t, `dnsfence\.yaml:5: range 10\.0\.0\.0/8 of blocking policy "gov" overlaps trusted_proxies 0\.0\.0\.0/0: every device there may name another client`, all)
+	assert.Regexp(t, `dnsfence\.yaml:8: range 192\.168\.7\.0/25 of blocking policy "lab" overlaps trusted_proxies (0\.0\.0\.0/0|192\.168\.7\.0/24)`, all)
+	assert.Equal(t, 2, strings.Count(all, "overlaps trusted_proxies"), "one a range, the exemption none: %s", all)
+
+	snap, err = buildConfig(t, `upstreams: ["127.0.0.1:53"]
+trusted_proxies: ["10.1.0.53/32", "::1/128"]
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    block: [tiktok.txt]
+`, map[string]string{"tiktok.txt": "tiktok.com\n"})
+	require.NoError(t, err)
+	for _, w := range snap.Lint() {
+		assert.NotContains(t, w.String(), "trusted_proxies", "a forwarder's own address")
+	}
+}

@@ -63,6 +63,19 @@ func (s *Snapshot) Lint() []Warning {
 				"range %s of policy %q is only partly inside allowed_clients: its other clients get REFUSED for every query", r.Prefix, cr.Policy.Name)})
 		}
 		if cr.Policy.Blocks() {
+			// A trusted proxy of more than one address over a blocking
+			// range lets every device there name another client and
+			// leave the policy: the start of what a reload holds as
+			// protection taken away (clientsWidened). One address, the
+			// forwarder's own, is the usual setup.
+			for t := range s.trusted.All() {
+				if t.Overlaps(r.Prefix) && !t.IsSingleIP() {
+					ws = append(ws, Warning{r.File, r.Line, fmt.Sprintf(
+						"range %s of blocking policy %q overlaps trusted_proxies %s: every device there may name another client by ECS, a PROXY header or Forwarded, and so leave the policy; list only the forwarders' own addresses",
+						r.Prefix, cr.Policy.Name, t)})
+					break
+				}
+			}
 			for _, w := range wider {
 				if w.Policy.Blocks() && w.Policy != cr.Policy {
 					ws = append(ws, Warning{r.File, r.Line, fmt.Sprintf(

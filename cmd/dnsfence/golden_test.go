@@ -48,6 +48,8 @@ func TestCheckGolden(t *testing.T) {
 		wantCode int
 	}{
 		{name: "check-lints", config: "testdata/ops/lints.yaml", wantCode: 0},
+		{name: "check-lints-proxies", config: "testdata/ops/lints-proxies.yaml", wantCode: 0},
+		{name: "check-lints-proxies-strict", config: "testdata/ops/lints-proxies.yaml", strict: true, wantCode: 1},
 		{name: "check-clean", config: "testdata/ops/clean.yaml", wantCode: 0},
 		// Serve skips bad lines and starts, so check passes them with warnings
 		// (the systemd unit runs check before every start and reload) ...
