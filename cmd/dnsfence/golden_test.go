@@ -288,6 +288,8 @@ func TestCommandLine(t *testing.T) {
 		{"an empty -config= to explain", []string{"explain", "-config=", "10.1.2.3", "tiktok.com"}, 2, []string{"dnsfence explain: -config is empty"}},
 		{"an empty -config to serve", []string{"-config", ""}, 2, []string{"dnsfence serve: -config is empty"}},
 		{"version", []string{"version"}, 0, []string{"dnsfence"}},
+		{"version takes no arguments", []string{"version", "check"}, 2, []string{`dnsfence version: unexpected argument "check" (version takes no arguments)`}},
+		{"version's -h", []string{"version", "-h"}, 0, []string{"usage: dnsfence version"}},
 		{"-version", []string{"-version"}, 0, []string{"dnsfence"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -152,7 +152,17 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-func runVersion(_ []string, stdout, _ io.Writer) int {
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	// version takes nothing: `dnsfence version -config x.yaml` or `version
+	// check` is a slip that printing the version and exit 0 would hide.
+	if len(args) > 0 && isHelpFlag(args[0]) {
+		c, _ := commandNamed("version")
+		commandUsage(stdout, c)
+		return 0
+	}
+	if !noArguments("version", args, "version takes no arguments", stderr) {
+		return 2
+	}
 	fmt.Fprintln(stdout, versionString())
 	return 0
 }
