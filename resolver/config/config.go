@@ -751,6 +751,7 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 		errs.add([]any{"upstream_strategy"}, "%s", enumProblem(c.UpstreamStrategy, "a strategy", StrategyFastest, StrategyOrdered))
 	}
 	errs.positive([]any{"upstream_timeout"}, c.UpstreamTimeout)
+	errs.networkTimeout([]any{"upstream_timeout"}, c.UpstreamTimeout)
 }
 
 func (c *Config) validatePolicies(errs *configErrors) {
@@ -923,6 +924,7 @@ func (c *Config) validateLimits(errs *configErrors) {
 		d   time.Duration
 	}{{"tcp_read_timeout", c.Limits.TCPReadTimeout}, {"tcp_idle_timeout", c.Limits.TCPIdleTimeout}} {
 		errs.positive([]any{"limits", l.key}, l.d)
+		errs.networkTimeout([]any{"limits", l.key}, l.d)
 	}
 	for _, b := range []struct {
 		key  string
@@ -1043,6 +1045,17 @@ func (e *configErrors) positive(path []any, d time.Duration) {
 		e.add(path, "%s is negative; give a positive duration, %s", e.written(path, d), example(path))
 	case d == 0:
 		e.add(path, "%s is not a duration; give a positive one, or leave the key out for the default, %s", e.written(path, d), example(path))
+	}
+}
+
+// networkTimeout reports a timeout of a network exchange (an upstream
+// try, reading a TCP query) above zero and under a millisecond: no query
+// or answer crosses a network in it, so every upstream try, or every TCP,
+// DoT and DoH query, would fail, and the likely slip is the unit (2ns or
+// 2us for 2s). 0 and negatives are positive's.
+func (e *configErrors) networkTimeout(path []any, d time.Duration) {
+	if d > 0 && d < time.Millisecond {
+		e.add(path, "%s is under a millisecond: no query or answer crosses a network in it (a slip of the unit?); %s", e.written(path, d), example(path))
 	}
 }
 
