@@ -1168,19 +1168,9 @@ func (c *Config) resolvConfServers(path string) (others []netip.AddrPort, all in
 }
 
 // isSelf reports whether ap is dnsfence itself: one of its listen
-// addresses, or any loopback address when it listens on a wildcard
-// address on port 53.
-func (c *Config) isSelf(ap netip.AddrPort) bool {
-	for _, l := range c.Listen {
-		if lp, err := netip.ParseAddrPort(l); err == nil {
-			la := lp.Addr().Unmap()
-			if lp.Port() == ap.Port() && (la == ap.Addr() || la.IsUnspecified() && ap.Addr().IsLoopback()) {
-				return true
-			}
-		}
-	}
-	return false
-}
+// addresses, or a loopback address when it listens on a wildcard address
+// of ap's port (selfIndex).
+func (c *Config) isSelf(ap netip.AddrPort) bool { return selfIndex(c.Listen, ap) >= 0 }
 
 // checkLoop reports an upstream that is one of dnsfence's own listeners
 // of its transport (plain: listen, tls://: listen_tls, quic://:
