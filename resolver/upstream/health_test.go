@@ -3,7 +3,6 @@ package upstream
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,31 +148,17 @@ func TestRefusedPortFailsEveryQuery(t *testing.T) {
 // the default 2 s; dnsdist's health check finds it within its 1 s
 // interval), and with every upstream down clients waited that long.
 func TestProbedEverySecond(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { pc.Close() })
 	var answering atomic.Bool
 	probed := make(chan struct{})
 	var once sync.Once
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			q := new(dns.Msg)
-			if q.Unpack(buf[:n]) != nil {
-				continue
-			}
-			if !answering.Load() {
-				once.Do(func() { close(probed) })
-				continue
-			}
-			_, _ = pc.WriteTo(packed(defaultAnswer(nil, q)), from)
+	up := startUpstream(t, func(_ dns.ResponseWriter, q *dns.Msg) *dns.Msg {
+		if !answering.Load() {
+			once.Do(func() { close(probed) })
+			return nil // silent
 		}
-	}()
-	f := NewForwarder([]string{pc.LocalAddr().String()}, 5*time.Second, false)
+		return defaultAnswer(nil, q)
+	})
+	f := NewForwarder([]string{up.addr}, 5*time.Second, false)
 	defer f.Close()
 	f.probeEvery = 100 * time.Millisecond
 	u := f.upstreams[0]
