@@ -278,8 +278,8 @@ func (s *DoQServer) connContext(ctx context.Context, info *quic.ClientInfo) (con
 	// debug level, as DoT's and DoH's are (handshakeFailed).
 	handshook := new(atomic.Bool)
 	context.AfterFunc(ctx, func() {
-		if !handshook.Load() {
-			s.handshakeFailed(info.RemoteAddr, context.Cause(ctx))
+		if cause := context.Cause(ctx); !handshook.Load() && !closedByClientApplication(cause) {
+			s.handshakeFailed(info.RemoteAddr, cause)
 		}
 	})
 	ctx = context.WithValue(ctx, handshookKey{}, handshook)
@@ -311,6 +311,24 @@ func (s *DoQServer) connContext(ctx context.Context, info *quic.ClientInfo) (con
 	}
 	context.AfterFunc(ctx, done)
 	return context.WithValue(ctx, handshakeKey{}, done), nil
+}
+
+// closedByClientApplication reports whether cause is a close the
+// client's application chose: a CONNECTION_CLOSE of type 0x1d, or, in
+// the Initial and Handshake packets that carry it while the client cannot
+// know whether the listener has 1-RTT keys, of type 0x1c with
+// APPLICATION_ERROR (RFC 9000 §10.2.3). quic-go sends one only from a
+// connection its Dial returned, its handshake done; a client that fails
+// the handshake (a certificate it does not trust, another ALPN) closes
+// with CRYPTO_ERROR, and one that gives up on a stalled handshake sends
+// nothing. A client that connects and closes at once (a probe, a client
+// done with the connection) is often gone before serveConn marks the
+// connection handshook, or before quic-go hands it to Accept at all.
+func closedByClientApplication(cause error) bool {
+	var ae *quic.ApplicationError
+	var te *quic.TransportError
+	return errors.As(cause, &ae) && ae.Remote ||
+		errors.As(cause, &te) && te.Remote && te.ErrorCode == quic.ApplicationErrorErrorCode
 }
 
 // udpPeer is a UDP address's IP, unmapped and without a zone, as every

@@ -367,6 +367,30 @@ func TestDoQRefusesOtherALPN(t *testing.T) {
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
 }
 
+// TestDoQHandshakeDoneThenClosedNotCounted: a client that completes its
+// handshake and closes at once (a probe, a client done with the
+// connection) is no failed handshake, though it can be gone before the
+// listener's accept loop takes its connection: only the failed one is
+// counted. Seen in a soak: 34 of 300 such connections counted.
+func TestDoQHandshakeDoneThenClosedNotCounted(t *testing.T) {
+	var failed atomic.Int64
+	d := newDoQSetup(t, func(o *DoQOptions) { o.HandshakeFailed = func() { failed.Add(1) } })
+	for range 200 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := quic.DialAddr(ctx, d.addr, clientTLS(d.ca, ALPNDoQ), &quic.Config{})
+		cancel()
+		require.NoError(t, err)
+		_ = c.CloseWithError(0, "")
+	}
+	require.Eventually(t, func() bool { return d.srv.open.Load() == 0 }, 5*time.Second, 5*time.Millisecond,
+		"every connection ended")
+	// A handshake that fails, counted after the closes above.
+	_, err := d.dial(t, "h3")
+	require.Error(t, err)
+	require.Eventually(t, func() bool { return failed.Load() >= 1 }, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, int64(1), failed.Load(), "only the failed handshake counted, none of the 200 that completed")
+}
+
 // TestDoQShutdown: Shutdown answers the query in progress, then closes the
 // connection with DOQ_NO_ERROR.
 func TestDoQShutdown(t *testing.T) {
