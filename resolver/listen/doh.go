@@ -272,6 +272,10 @@ func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		msg = b
 	case http.MethodPost:
 		b, status, why := dohPOSTQuery(w, r)
+		if why == whyBodyUnread {
+			s.refuseUnread(w)
+			return
+		}
 		if status != 0 {
 			s.refuse(w, status, why)
 			return
@@ -393,7 +397,7 @@ func dohPOSTQuery(w http.ResponseWriter, r *http.Request) (msg []byte, status in
 	case errors.As(err, &mbe):
 		return nil, http.StatusRequestEntityTooLarge, tooLarge
 	case err != nil:
-		return nil, http.StatusBadRequest, "reading the body"
+		return nil, http.StatusBadRequest, whyBodyUnread
 	case len(msg) == 0:
 		return nil, http.StatusBadRequest, "empty body"
 	}
@@ -414,6 +418,24 @@ func (s *DoHServer) refuseStopped(w http.ResponseWriter) {
 func (s *DoHServer) refuse(w http.ResponseWriter, status int, why string) {
 	s.count(ResultBadRequest)
 	http.Error(w, why, status)
+}
+
+// whyBodyUnread is dohPOSTQuery's reason for a body that could not be
+// read (refuseUnread).
+const whyBodyUnread = "reading the body"
+
+// refuseUnread answers 400 to a POST whose body could not be read, and
+// counts it, unless the 400 cannot be sent: an HTTP/2 client that reset
+// the stream (RST_STREAM) before its body ended, or whose connection
+// ended, sent no bad request and gets no answer, as a DoQ client that
+// cancels its stream (RFC 9250 §4.3.1) is not counted either. net/http
+// has closed the stream by the time the body's read fails, so the flush
+// fails.
+func (s *DoHServer) refuseUnread(w http.ResponseWriter) {
+	http.Error(w, whyBodyUnread, http.StatusBadRequest)
+	if http.NewResponseController(w).Flush() == nil {
+		s.count(ResultBadRequest)
+	}
 }
 
 func (s *DoHServer) count(result string) {

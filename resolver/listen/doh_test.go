@@ -675,6 +675,65 @@ func TestDoHManyStreams(t *testing.T) {
 	<-readDone
 }
 
+// TestDoHResetStreamNotBadRequest: an HTTP/2 client that resets its POST
+// stream (RST_STREAM) before the body ended sent no bad request and gets
+// no 400: it is not counted bad_request, as a DoQ client that cancels its
+// stream is not. A POST whose body is no DNS message still is.
+func TestDoHResetStreamNotBadRequest(t *testing.T) {
+	d := newDoHSetup(t, false, nil)
+	conn, err := tls.Dial("tcp", d.addr, clientTLS(d.ca, "h2"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.Write([]byte(http2.ClientPreface))
+	require.NoError(t, err)
+	fr := http2.NewFramer(conn, conn)
+	require.NoError(t, fr.WriteSettings())
+	var hbuf bytes.Buffer
+	enc := hpack.NewEncoder(&hbuf)
+	post := func(id uint32) {
+		hbuf.Reset()
+		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", testServerName},
+			{":path", DoHPath}, {"content-type", DoHContentType}} {
+			require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
+		}
+		require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true}))
+	}
+	const resets = 20
+	id := uint32(1)
+	for range resets {
+		post(id)
+		require.NoError(t, fr.WriteData(id, false, mustPack(t, query("example.org"))[:5]))
+		require.NoError(t, fr.WriteRSTStream(id, http2.ErrCodeCancel))
+		id += 2
+	}
+	bad := id
+	post(bad)
+	require.NoError(t, fr.WriteData(bad, true, []byte{1, 2, 3, 4, 5}))
+
+	dec := hpack.NewDecoder(4096, nil)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	var statuses []string
+	for {
+		f, err := fr.ReadFrame()
+		require.NoError(t, err, "the 400 of the bad POST")
+		if h, ok := f.(*http2.HeadersFrame); ok {
+			fields, err := dec.DecodeFull(h.HeaderBlockFragment())
+			require.NoError(t, err)
+			for _, hf := range fields {
+				if hf.Name == ":status" {
+					statuses = append(statuses, fmt.Sprintf("%d:%s", h.StreamID, hf.Value))
+				}
+			}
+			if h.StreamID == bad {
+				break
+			}
+		}
+	}
+	assert.Equal(t, []string{fmt.Sprintf("%d:400", bad)}, statuses, "no answer to the reset streams")
+	require.Eventually(t, func() bool { return d.counts.get(HTTPS, ResultBadRequest) >= 1 }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, 1, d.counts.get(HTTPS, ResultBadRequest), "the bad POST counted, none of the %d reset streams", resets)
+}
+
 // TestDoHGracefulShutdown: Shutdown lets a query in progress finish.
 func TestDoHGracefulShutdown(t *testing.T) {
 	d := newDoHSetup(t, false, nil)
