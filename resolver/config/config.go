@@ -1201,13 +1201,16 @@ func (c *Config) checkLoop(errs *configErrors, at []any, u string, a upstream.Ad
 }
 
 // selfIndex is the index of the listen address of addrs that ap reaches
-// (the same address and port, or a loopback address on the port of a
-// wildcard address), or -1.
+// (the same address and port, or a loopback address of either family on
+// the port of a wildcard address), or -1. Go listens on 0.0.0.0 as on
+// [::], with one dual-stack socket (net: favoriteAddrFamily), so ::1
+// reaches a listener on 0.0.0.0 too; on a host without IPv6 there is no
+// ::1 to forward to.
 func selfIndex(addrs []string, ap netip.AddrPort) int {
 	for j, l := range addrs {
 		if lp, err := netip.ParseAddrPort(l); err == nil && lp.Port() == ap.Port() && lp.Port() != 0 {
 			la := lp.Addr().Unmap()
-			if la == ap.Addr() || la.IsUnspecified() && ap.Addr().IsLoopback() && (la.Is6() || ap.Addr().Is4()) {
+			if la == ap.Addr() || la.IsUnspecified() && ap.Addr().IsLoopback() {
 				return j
 			}
 		}

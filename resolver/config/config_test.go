@@ -203,6 +203,9 @@ search example.org
 		{name: "all nameservers on port 53", listen: []string{"127.0.0.1:5353"}, want: []string{"127.0.0.53:53", "127.0.0.1:53", "[::1]:53"}},
 		{name: "skips itself", listen: []string{"127.0.0.1:53"}, want: []string{"127.0.0.53:53", "[::1]:53"}},
 		{name: "wildcard listen on 53 skips loopback", listen: []string{"0.0.0.0:53", "[::]:53"}, want: nil},
+		// Go listens on 0.0.0.0 with one dual-stack socket, as on [::]:
+		// ::1 reaches it too.
+		{name: "0.0.0.0 on 53 skips ::1 too", listen: []string{"0.0.0.0:53"}, want: nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
