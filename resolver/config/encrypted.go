@@ -92,9 +92,9 @@ func (c *Config) validateEncrypted(errs *configErrors) {
 // checkSharedPorts reports two listeners of one transport on one address:
 // listen (UDP and TCP), listen_tls, listen_https and the http endpoint
 // share TCP ports, and listen and listen_quic UDP ones. The same address
-// twice in one key clashes too, and so does a wildcard address (0.0.0.0,
-// or [::], which takes IPv4 too) with any other of its family on its
-// port: bind refuses the second socket, and `check` would have said ok
+// twice in one key clashes too, and so does a wildcard address (0.0.0.0
+// or [::], each one dual-stack socket in Go) with any other on its port:
+// bind refuses the second socket, and `check` would have said ok
 // (unbound-checkconf: "present twice, cannot bind same ports twice").
 // Port 0 picks a free port for each, so it never clashes.
 func (c *Config) checkSharedPorts(errs *configErrors) {
@@ -164,20 +164,12 @@ func (c *Config) checkSharedPorts(errs *configErrors) {
 }
 
 // sameSocket reports whether sockets bound to a and b on one port clash:
-// the same address, or a wildcard and an address it takes (0.0.0.0 every
-// IPv4 one; [::] every one, IPv4 included, as a dual-stack socket).
+// the same address, or a wildcard and any other address. Go listens on a
+// wildcard of either family, 0.0.0.0 as [::], with one dual-stack socket
+// (net: favoriteAddrFamily), which takes every address of both: beside
+// 0.0.0.0:53, bind refuses [::1]:53 as it refuses 127.0.0.1:53.
 func sameSocket(a, b netip.Addr) bool {
-	switch {
-	case a == b:
-		return true
-	case a.IsUnspecified() && b.IsUnspecified():
-		return true // 0.0.0.0 and [::]: the dual-stack socket takes IPv4 too
-	case a.IsUnspecified():
-		return a.Is6() || b.Is4()
-	case b.IsUnspecified():
-		return b.Is6() || a.Is4()
-	}
-	return false
+	return a == b || a.IsUnspecified() || b.IsUnspecified()
 }
 
 // protocolOf names the protocol of an encrypted listen key.
