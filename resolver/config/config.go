@@ -366,16 +366,22 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 		return nil, yamlError(file, data, err)
 	}
 	// A second document (after ---) would be dropped unread: its keys
-	// must not look applied when they are not.
-	var next yaml.Node
-	if err := dec.Decode(&next); err != nil && !errors.Is(err, io.EOF) {
-		return nil, yamlError(file, data, err)
-	} else if err == nil && len(next.Content) > 0 && next.Content[0].Tag != "!!null" {
-		n := next.Content[0]
-		if n.Kind == yaml.MappingNode && len(n.Content) > 0 {
-			n = n.Content[0]
+	// must not look applied when they are not. Every document after the
+	// first is read, so that one after an empty one (--- ... ---) is
+	// found too; each Decode reads at least one line.
+	for range bytes.Count(data, []byte{'\n'}) + 1 {
+		var next yaml.Node
+		if err := dec.Decode(&next); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, yamlError(file, data, err)
+		} else if len(next.Content) > 0 && next.Content[0].Tag != "!!null" {
+			n := next.Content[0]
+			if n.Kind == yaml.MappingNode && len(n.Content) > 0 {
+				n = n.Content[0]
+			}
+			return nil, &Error{File: file, Line: n.Line, Err: fmt.Errorf("a second YAML document (after ---), which dnsfence would ignore: %s; keep one document: move its keys into the first and delete the ---", lineText(data, n.Line))}
 		}
-		return nil, &Error{File: file, Line: n.Line, Err: fmt.Errorf("a second YAML document (after ---), which dnsfence would ignore: %s; keep one document: move its keys into the first and delete the ---", lineText(data, n.Line))}
 	}
 	cfg := &Config{File: file, ReadFile: readFile, Embedded: embedded, Sum: sum}
 	errs := &configErrors{file: file, root: &root}
