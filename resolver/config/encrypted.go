@@ -113,7 +113,10 @@ func (c *Config) checkSharedPorts(errs *configErrors) {
 		if err != nil || ap.Port() == 0 {
 			return // reported above, or a free port each
 		}
-		ap = netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
+		// The zone stays: one link-local address on two interfaces
+		// ([fe80::1%eth0]:53, [fe80::1%eth1]:53) is two sockets, each
+		// bound to its interface, that bind lets share a port.
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		at := []any{key, i}
 		if i < 0 {
 			at = []any{key}
