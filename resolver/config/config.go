@@ -428,7 +428,9 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 // quietly replaced with the default. written reports whether the file
 // has the key at path.
 func (c *Config) applyDefaults(written func(path ...any) bool) {
-	if !written("listen") {
+	// Not written and empty: a listen given by a merge key (<<) is not
+	// in the mapping as written, but it is decoded.
+	if !written("listen") && len(c.Listen) == 0 {
 		c.Listen = []string{DefaultListen}
 	}
 	orDefault(&c.UpstreamTimeout, DefaultUpstreamTimeout, written("upstream_timeout"))

@@ -65,6 +65,18 @@ policies:
 	assert.Empty(t, cfg.RemoteLists())
 }
 
+// TestConfigListenByMergeKey: listen given by a YAML merge key (<<) is
+// not in the file's mapping as written, but it is decoded: it is served,
+// not replaced with the default 127.0.0.1:5353 that check then printed
+// with no word (8ef8c18 took "not written" for "left out").
+func TestConfigListenByMergeKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("<<: {listen: [\"127.0.0.1:53\", \"[::1]:53\"]}\nupstreams: [\"192.0.2.53:53\"]\n"), 0o644))
+	cfg, err := Load(path)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"127.0.0.1:53", "[::1]:53"}, cfg.Listen)
+}
+
 // TestConfigWrittenZero: a key written with 0 is taken as written, and
 // a key with no value as left out. `rate_limit: {rate: 0}` turned the
 // README's "rate: 0 turns it off" into the default 200 a second, because
