@@ -211,4 +211,26 @@ policies:
 	for _, w := range snap.Lint() {
 		assert.NotContains(t, w.String(), "trusted_proxies", "a forwarder's own address")
 	}
+
+	// Forwarders inside an exemption are no devices of the blocking
+	// range: the exemption's narrower range is theirs, there is no
+	// policy for them to leave. One range of them reaching past it is.
+	snap, err = buildConfig(t, `upstreams: ["127.0.0.1:53"]
+trusted_proxies: ["10.20.30.0/29", "172.16.0.0/23"]
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8", "172.16.0.0/16"]
+    block: [tiktok.txt]
+  - name: press
+    clients: ["10.20.30.0/24", "172.16.0.0/24"]
+`, map[string]string{"tiktok.txt": "tiktok.com\n"})
+	require.NoError(t, err)
+	msgs = nil
+	for _, w := range snap.Lint() {
+		if strings.Contains(w.String(), "trusted_proxies") {
+			msgs = append(msgs, w.String())
+		}
+	}
+	require.Len(t, msgs, 1, "the forwarders in the exemption: %s", msgs)
+	assert.Contains(t, msgs[0], `range 172.16.0.0/16 of blocking policy "gov" overlaps trusted_proxies 172.16.0.0/23`)
 }

@@ -67,9 +67,15 @@ func (s *Snapshot) Lint() []Warning {
 			// range lets every device there name another client and
 			// leave the policy: the start of what a reload holds as
 			// protection taken away (clientsWidened). One address, the
-			// forwarder's own, is the usual setup.
+			// forwarder's own, is the usual setup. Proxies wholly inside
+			// a narrower range are that range's devices, not this one's
+			// (forwarders in an exemption have no policy to leave); a
+			// narrower blocking range warns of them itself.
 			for t := range s.trusted.All() {
-				if t.Overlaps(r.Prefix) && !t.IsSingleIP() {
+				inNarrower := slices.ContainsFunc(narrower, func(n netip.Prefix) bool {
+					return n.Bits() <= t.Bits() && n.Contains(t.Addr())
+				})
+				if t.Overlaps(r.Prefix) && !t.IsSingleIP() && !inNarrower {
 					ws = append(ws, Warning{r.File, r.Line, fmt.Sprintf(
 						"range %s of blocking policy %q overlaps trusted_proxies %s: every device there may name another client by ECS, a PROXY header or Forwarded, and so leave the policy; list only the forwarders' own addresses",
 						r.Prefix, cr.Policy.Name, t)})
