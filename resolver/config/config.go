@@ -1187,6 +1187,10 @@ func (c *Config) isSelf(ap netip.AddrPort) bool { return selfIndex(c.Listen, ap)
 // forwarding loop that answers SERVFAIL after upstream_timeout (CoreDNS's
 // loop plugin stops the server for it). A resolv.conf naming dnsfence
 // has that nameserver left out (isSelf); one written here is a mistake.
+// Under a wildcard address only 127.0.0.1 and ::1 are taken for
+// dnsfence: another loopback address written here may be a service that
+// address translation sends elsewhere before any socket sees it (Docker's
+// embedded DNS at 127.0.0.11:53 in a user-defined network).
 func (c *Config) checkLoop(errs *configErrors, at []any, u string, a upstream.Address) {
 	ip, err := netip.ParseAddr(a.Host)
 	if err != nil {
@@ -1203,7 +1207,7 @@ func (c *Config) checkLoop(errs *configErrors, at []any, u string, a upstream.Ad
 	default:
 		return
 	}
-	if j := selfIndex(addrs, ap); j >= 0 {
+	if j := selfIndex(addrs, ap); j >= 0 && (!wildcard(addrs[j]) || ap.Addr() == localhost4 || ap.Addr() == netip.IPv6Loopback()) {
 		errs.add(at, "%q is dnsfence itself (%s[%d] %s): every query forwarded there would come back, a forwarding loop; give the resolvers dnsfence forwards to", u, key, j, addrs[j])
 	}
 }
@@ -1214,6 +1218,14 @@ func (c *Config) checkLoop(errs *configErrors, at []any, u string, a upstream.Ad
 // [::], with one dual-stack socket (net: favoriteAddrFamily), so ::1
 // reaches a listener on 0.0.0.0 too; on a host without IPv6 there is no
 // ::1 to forward to.
+var localhost4 = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+
+// wildcard reports whether the listen address l is 0.0.0.0 or [::].
+func wildcard(l string) bool {
+	lp, err := netip.ParseAddrPort(l)
+	return err == nil && lp.Addr().IsUnspecified()
+}
+
 func selfIndex(addrs []string, ap netip.AddrPort) int {
 	for j, l := range addrs {
 		if lp, err := netip.ParseAddrPort(l); err == nil && lp.Port() == ap.Port() && lp.Port() != 0 {
