@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/dnsfence/dnsfence/blocklist"
+	"io"
 	"regexp"
 	"slices"
 	"strconv"
@@ -186,8 +187,7 @@ func syntaxLine(data []byte, problem string, from int) int {
 		if budget -= end; budget < 0 {
 			return 0
 		}
-		var n yaml.Node
-		if err := yaml.Unmarshal(data[:end], &n); err != nil {
+		if err := decodeAll(data[:end]); err != nil {
 			p := strings.TrimPrefix(err.Error(), "yaml: ")
 			if g := yamlLine.FindStringSubmatch(p); g != nil {
 				p = g[2]
@@ -198,6 +198,21 @@ func syntaxLine(data []byte, problem string, from int) int {
 		}
 	}
 	return 0
+}
+
+// decodeAll decodes every YAML document of data, as parse reads the
+// first and looks into the one after it: an error only the second
+// raises ("" x, a value and text after it) is found again too.
+func decodeAll(data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
 }
 
 // unclosedQuote is the first line up to line last that opens a quoted
