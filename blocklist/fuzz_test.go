@@ -10,10 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 	"github.com/dnsfence/dnsfence/blocklist/rpz"
 	"github.com/miekg/dns"
+	"golang.org/x/net/idna"
 )
 
 // seedFiles adds every file of testdata/ matching pattern to the corpus.
@@ -81,12 +83,26 @@ func FuzzParse(f *testing.F) {
 			if err != nil || n != e.Name {
 				t.Fatalf("stored entry %q is not normalised (%q, %v)", e.Name, n, err)
 			}
+			if u, _ := idna.Punycode.ToUnicode(e.Name); strings.ContainsRune(u, utf8.RuneError) {
+				if line := lineOf(data, e.Line); !strings.Contains(strings.ToLower(line), "xn--") && !strings.Contains(line, "\uFFFD") {
+					t.Fatalf("entry %q (%q) stands for U+FFFD, not written on its line %d: %q", e.Name, u, e.Line, line)
+				}
+			}
 			m, ok := l.Match("x." + strings.ToUpper(e.Name) + ".")
 			if !ok || !strings.HasSuffix(e.Name, m.Folded()) || m.Name != strings.ToUpper(m.Folded()) {
 				t.Fatalf("entry %q does not match its subdomain (got %q)", e.Name, m.Name)
 			}
 		}
 	})
+}
+
+// lineOf is line n (1-based) of data, or "" past its end.
+func lineOf(data []byte, n int) string {
+	lines := strings.Split(string(data), "\n")
+	if n < 1 || n > len(lines) {
+		return ""
+	}
+	return lines[n-1]
 }
 
 // FuzzParseFastWay checks the way Parse reads most lines (plainEntry)
@@ -129,6 +145,8 @@ func FuzzPlainName(f *testing.F) {
 		switch {
 		case ok && (err != nil || string(n) != string(pn)):
 			t.Fatalf("plainName(%q) = %q, normalizeAny: %q, %v", s, pn, n, err)
+		case err == nil && !utf8.ValidString(s):
+			t.Fatalf("normalizeAny takes %q, which is not UTF-8, as %q", s, n)
 		case !ok && err == nil && isASCII(s):
 			t.Fatalf("plainName does not take %q, normalizeAny does (%q)", s, n)
 		}
