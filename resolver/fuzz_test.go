@@ -95,7 +95,17 @@ func FuzzHandler(f *testing.F) {
 		f.Add(b)
 	}
 
-	h := fuzzHandler(f, fuzzConfig(f), time.Now())
+	path, loaded := fuzzConfig(f), time.Now()
+	h := fuzzHandler(f, path, loaded)
+	// The same policy with the actions whose blocked answer is not
+	// NXDOMAIN: the DoH canary is answered NXDOMAIN whatever the action.
+	byAction := map[config.Action]*Handler{}
+	for _, action := range []config.Action{config.ActionNull, config.ActionRefused} {
+		byAction[action] = fuzzHandler(f, withAction(f, path, action), loaded)
+	}
+	f.Add(packQuestion(f, question("use-application-dns.net.", dns.TypeA, true)))
+	f.Add(packQuestion(f, question("Use-Application-DNS.net.", dns.TypeAAAA, false)))
+	f.Add(packQuestion(f, question("x.use-application-dns.net.", dns.TypeHTTPS, true)))
 
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		// As the UDP listener does: accept or reject the raw packet, then
@@ -128,7 +138,54 @@ func FuzzHandler(f *testing.F) {
 		if resp.IsEdns0() != nil && !carriesOPT(&hdr) {
 			t.Fatal("OPT in the answer to a query without EDNS")
 		}
+		if len(hdr.Question) != 1 || !isCanary(hdr.Question[0].Name) || resp.Rcode != dns.RcodeNameError {
+			return
+		}
+		// The canary, blocked NXDOMAIN under action nxdomain: so under
+		// every action.
+		for action, ah := range byAction {
+			req, _ := listen.AcceptMessage(pkt, listen.AcceptQuery, func([]byte, error) {})
+			aw := &recorder{remote: w.remote}
+			if resume := ah.ServeInline(aw, req); resume != nil {
+				resume()
+			}
+			if len(aw.written) != 1 {
+				t.Fatalf("action %s: %d answers written, want 1", action, len(aw.written))
+			}
+			if got := aw.written[0]; got.Rcode != dns.RcodeNameError || len(got.Answer) != 0 {
+				t.Fatalf("the DoH canary %q under action %s: %s, %d answers; under nxdomain: NXDOMAIN", hdr.Question[0].Name, action, dns.RcodeToString[got.Rcode], len(got.Answer))
+			}
+		}
 	})
+}
+
+// isCanary reports whether name is the DoH canary or a name under it.
+func isCanary(name string) bool {
+	name = strings.ToLower(dns.Fqdn(name))
+	return name == "use-application-dns.net." || strings.HasSuffix(name, ".use-application-dns.net.")
+}
+
+// withAction writes beside the configuration at path one whose policy
+// has action, and returns its path.
+func withAction(f *testing.F, path string, action config.Action) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		f.Fatal(err)
+	}
+	p := filepath.Join(filepath.Dir(path), "c-"+string(action)+".yaml")
+	if err := os.WriteFile(p, append(data, "    action: "+string(action)+"\n"...), 0o644); err != nil {
+		f.Fatal(err)
+	}
+	return p
+}
+
+// packQuestion is m packed.
+func packQuestion(f *testing.F, m *dns.Msg) []byte {
+	b, err := m.Pack()
+	if err != nil {
+		f.Fatal(err)
+	}
+	return b
 }
 
 // carriesOPT reports whether m has an OPT record in any section: one
