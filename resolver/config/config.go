@@ -1230,12 +1230,22 @@ func selfIndex(addrs []string, ap netip.AddrPort) int {
 	for j, l := range addrs {
 		if lp, err := netip.ParseAddrPort(l); err == nil && lp.Port() == ap.Port() && lp.Port() != 0 {
 			la := lp.Addr().Unmap()
-			if la == ap.Addr() || la.IsUnspecified() && ap.Addr().IsLoopback() {
+			if sameHost(la, ap.Addr()) || la.IsUnspecified() && ap.Addr().IsLoopback() {
 				return j
 			}
 		}
 	}
 	return -1
+}
+
+// sameHost reports whether a and b are one address, a zone written on
+// one of them alone aside: [::1%lo]:53 is the listener [::1]:53 reaches.
+// Two zones that differ are two interfaces (fe80::1%eth0, fe80::1%eth1).
+func sameHost(a, b netip.Addr) bool {
+	if a.Zone() == "" || b.Zone() == "" {
+		return a.WithZone("") == b.WithZone("")
+	}
+	return a == b
 }
 
 // SystemResolverIsSelf reports whether the system resolver that the
