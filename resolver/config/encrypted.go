@@ -136,6 +136,8 @@ func (c *Config) checkSharedPorts(errs *configErrors) {
 				name = o.key
 			}
 			switch {
+			case key == "http" && c.HTTP == nil:
+				errs.add(at, "the endpoint's default address %s (http left out) is on the port of %s %s: two listeners cannot share one port; set http to another address (http: \"127.0.0.1:9154\"), or \"\" to turn the endpoint off", s, name, o.ap)
 			case o.ap == ap:
 				errs.add(at, "%s is also %s: two listeners cannot share one port; give each its own", s, name)
 			case o.ap.Addr().IsUnspecified():
@@ -163,6 +165,11 @@ func (c *Config) checkSharedPorts(errs *configErrors) {
 	}
 	if c.HTTP != nil && *c.HTTP != "" {
 		take(&tcp, "http", -1, *c.HTTP)
+	} else if c.HTTP == nil && !c.Embedded {
+		// Left out, the endpoint serves on its default address, and
+		// clashes there as written (the embedded default goes on
+		// without it).
+		take(&tcp, "http", -1, DefaultHTTP)
 	}
 }
 

@@ -183,6 +183,8 @@ func checkNoClash(t *testing.T, cfg *Config) {
 	add(&udp, "listen_quic", cfg.ListenQUIC)
 	if cfg.HTTP != nil {
 		add(&tcp, "http", []string{*cfg.HTTP})
+	} else {
+		add(&tcp, "http (left out)", []string{DefaultHTTP})
 	}
 	for _, m := range [][]sock{tcp, udp} {
 		for i := range m {
