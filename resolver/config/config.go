@@ -1207,7 +1207,7 @@ func (c *Config) checkLoop(errs *configErrors, at []any, u string, a upstream.Ad
 	default:
 		return
 	}
-	if j := selfIndex(addrs, ap); j >= 0 && (!wildcard(addrs[j]) || ap.Addr() == localhost4 || ap.Addr() == netip.IPv6Loopback()) {
+	if j := selfIndex(addrs, ap); j >= 0 && (!wildcard(addrs[j]) || sentTo(ap.Addr()) == localhost4 || sentTo(ap.Addr()) == netip.IPv6Loopback()) {
 		errs.add(at, "%q is dnsfence itself (%s[%d] %s): every query forwarded there would come back, a forwarding loop; give the resolvers dnsfence forwards to", u, key, j, addrs[j])
 	}
 }
@@ -1217,25 +1217,40 @@ func (c *Config) checkLoop(errs *configErrors, at []any, u string, a upstream.Ad
 // the port of a wildcard address), or -1. Go listens on 0.0.0.0 as on
 // [::], with one dual-stack socket (net: favoriteAddrFamily), so ::1
 // reaches a listener on 0.0.0.0 too; on a host without IPv6 there is no
-// ::1 to forward to.
+// ::1 to forward to. An upstream at 0.0.0.0 or [::] is the host itself
+// (sentTo).
+func selfIndex(addrs []string, ap netip.AddrPort) int {
+	a := sentTo(ap.Addr())
+	for j, l := range addrs {
+		if lp, err := netip.ParseAddrPort(l); err == nil && lp.Port() == ap.Port() && lp.Port() != 0 {
+			la := lp.Addr().Unmap()
+			if sameHost(la, a) || la.IsUnspecified() && a.IsLoopback() {
+				return j
+			}
+		}
+	}
+	return -1
+}
+
+// sentTo is the address a datagram to a reaches: 127.0.0.1 or [::1] for
+// 0.0.0.0 or [::] (the host itself, as Linux and the BSDs route it), a
+// otherwise.
+func sentTo(a netip.Addr) netip.Addr {
+	switch {
+	case a.IsUnspecified() && a.Is4():
+		return localhost4
+	case a.IsUnspecified():
+		return netip.IPv6Loopback()
+	}
+	return a
+}
+
 var localhost4 = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 
 // wildcard reports whether the listen address l is 0.0.0.0 or [::].
 func wildcard(l string) bool {
 	lp, err := netip.ParseAddrPort(l)
 	return err == nil && lp.Addr().IsUnspecified()
-}
-
-func selfIndex(addrs []string, ap netip.AddrPort) int {
-	for j, l := range addrs {
-		if lp, err := netip.ParseAddrPort(l); err == nil && lp.Port() == ap.Port() && lp.Port() != 0 {
-			la := lp.Addr().Unmap()
-			if sameHost(la, ap.Addr()) || la.IsUnspecified() && ap.Addr().IsLoopback() {
-				return j
-			}
-		}
-	}
-	return -1
 }
 
 // sameHost reports whether a and b are one address, a zone written on
