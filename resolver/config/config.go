@@ -387,12 +387,14 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 	errs := &configErrors{file: file, root: &root}
 	// Wrong YAML types, unknown and repeated keys, in plain words; the
 	// decoder below then fills in everything else.
-	checkShape(errs, &root)
+	badMerge := checkShape(errs, &root)
 	strict := yaml.NewDecoder(bytes.NewReader(data))
 	strict.KnownFields(true) // unknown keys are errors, each one reported
 	if err := strict.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 		var te *yaml.TypeError
-		if !errors.As(err, &te) {
+		if !errors.As(err, &te) && badMerge {
+			return nil, errs.err() // the shape check has said it at its line
+		} else if !errors.As(err, &te) {
 			return nil, yamlError(file, data, err)
 		}
 		// Type errors leave the rest decoded: validate it too, so that

@@ -145,16 +145,23 @@ type shapeChecker struct {
 	// budget bounds the nodes visited: aliases can make a small file a
 	// very large tree.
 	budget int
+	// badMerge is set when a merge key's value is no mapping: the decoder
+	// then stops with an error of no line, which this check has said at
+	// its line.
+	badMerge bool
 }
 
 // checkShape reports every value of root whose YAML type cannot be the Go
-// type of its key, every unknown key and every key given twice.
-func checkShape(errs *configErrors, root *yaml.Node) {
+// type of its key, every unknown key and every key given twice. It
+// reports whether a merge key (<<) has a value that is no mapping, an
+// alias of one or a list of those, on which the decoder stops.
+func checkShape(errs *configErrors, root *yaml.Node) (badMerge bool) {
 	if root == nil || len(root.Content) == 0 {
-		return
+		return false
 	}
 	s := &shapeChecker{errs: errs, budget: 100000}
 	s.value(root.Content[0], reflect.TypeFor[Config](), nil)
+	return s.badMerge
 }
 
 // value checks node n against Go type t at path.
@@ -227,6 +234,13 @@ func (s *shapeChecker) mapping(n *yaml.Node, t reflect.Type, path []any) {
 		}
 		first[key{k.Kind, k.Value}] = k.Line
 	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k, v := n.Content[i], n.Content[i+1]; k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" && !mergeable(v) {
+			s.errs.record(k.Line, path, "<< (a YAML merge key) takes a mapping, an alias of one or a list of those, e.g. <<: *defaults")
+			s.errs.skip = append(s.errs.skip, keyName(path))
+			s.badMerge = true
+		}
+	}
 	fields := yamlFields(t)
 	for _, pair := range mappingPairs(n, 0) {
 		k, v := pair[0], pair[1]
@@ -277,6 +291,23 @@ func mappingPairs(n *yaml.Node, depth int) [][2]*yaml.Node {
 		}
 	}
 	return out
+}
+
+// mergeable reports whether the decoder merges v, the value of a merge
+// key: a mapping, an alias of one, or a list of those.
+func mergeable(v *yaml.Node) bool {
+	isMap := func(n *yaml.Node) bool {
+		return n.Kind == yaml.MappingNode || n.Kind == yaml.AliasNode && (n.Alias == nil || n.Alias.Kind == yaml.MappingNode)
+	}
+	if v.Kind != yaml.SequenceNode {
+		return isMap(v)
+	}
+	for _, c := range v.Content {
+		if !isMap(c) {
+			return false
+		}
+	}
+	return true
 }
 
 // mergeSources are the mappings a merge key's value names: one alias or a
