@@ -151,6 +151,10 @@ func ParseAddress(s string) (Address, error) {
 	}
 	ip, ipErr := netip.ParseAddr(host)
 	switch {
+	case ipErr != nil && strings.HasSuffix(host, ".") && isAddr(strings.TrimSuffix(host, ".")):
+		// An address with a name's trailing dot would be looked up as a
+		// name (https) or refused as one (tls, quic).
+		return Address{}, fmt.Errorf("%q: %q is an IP address with a trailing dot; write it without the dot", s, host)
 	case ipErr == nil && ip.Zone() != "":
 		return Address{}, fmt.Errorf("%q: an IPv6 zone (%%%s) is not supported", s, ip.Zone())
 	case ipErr == nil && ip.Is6() && !strings.HasPrefix(u.Host, "["):
@@ -232,6 +236,12 @@ func parsePlain(s string) (Address, error) {
 		return Address{}, fmt.Errorf("%q: the port %q is not a number from 1 to 65535", s, port)
 	}
 	return Address{Kind: KindPlain, Host: ip.Unmap().String(), Port: uint16(n), text: s}, nil
+}
+
+// isAddr reports whether s is an IP address.
+func isAddr(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
 }
 
 // serverName checks a name a certificate is to carry: a host name (without

@@ -52,6 +52,9 @@ func TestParseAddressErrors(t *testing.T) {
 		want string // in the error
 	}{
 		{"tls://9.9.9.9:853", "missing; write it after #: tls://9.9.9.9:853#dns.example.net"},
+		{"https://9.9.9.9./dns-query", `"9.9.9.9." is an IP address with a trailing dot; write it without the dot`},
+		{"https://0.0.0.0.", "an IP address with a trailing dot"},
+		{"tls://9.9.9.9.:853#dns.quad9.net", "an IP address with a trailing dot"},
 		{"tls://9.9.9.9:853#", "missing"},
 		{"quic://9.9.9.9", "missing; write it after #"},
 		{"https://9.9.9.9/dns-query", "missing; write it after #"},
