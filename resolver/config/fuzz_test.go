@@ -97,12 +97,7 @@ func FuzzConfig(f *testing.F) {
 // and that a byte that is not UTF-8 is reported on its own line.
 func checkErrorPlaces(t *testing.T, data []byte, err error) {
 	t.Helper()
-	var list []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		list = j.Unwrap()
-	} else {
-		list = []error{err}
-	}
+	list := joined(err)
 	// YAML ends a line at a CR alone too (a classic Mac file), and names
 	// its lines so; dnsfence's own line finding counts LFs.
 	lines := 1 + bytes.Count(data, []byte{'\n'}) + bytes.Count(data, []byte{'\r'}) - bytes.Count(data, []byte("\r\n"))

@@ -90,6 +90,14 @@ func TestConfigMessages(t *testing.T) {
 // configuration error must never show, outside the quoted values it echoes.
 var goInternals = []string{"!!", "cannot unmarshal", "time.Duration", "uint32", "int64", "float64", "[]string", "struct {", "resolver.", "config.", "yaml:"}
 
+// joined is the errors err joins (errors.Join), or err alone.
+func joined(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
 var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
 // checkConfigErrors asserts what every configuration error must be: one
@@ -97,12 +105,7 @@ var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 // in line order with those about missing keys last.
 func checkConfigErrors(t *testing.T, err error) {
 	t.Helper()
-	var list []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		list = j.Unwrap()
-	} else {
-		list = []error{err}
-	}
+	list := joined(err)
 	require.NotEmpty(t, list)
 	last := 0
 	for _, e := range list {

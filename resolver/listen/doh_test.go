@@ -604,6 +604,22 @@ func TestDoHConnectionCap(t *testing.T) {
 	require.Error(t, err, "a refused peer is reset at accept")
 }
 
+// h2Frames opens an HTTP/2 connection to d's listener, with the client
+// preface and settings sent, for a test to write frames of its own; the
+// connection closes when the test ends.
+func h2Frames(t *testing.T, d *dohSetup) (*tls.Conn, *http2.Framer) {
+	t.Helper()
+	conn, err := tls.Dial("tcp", d.addr, clientTLS(d.ca, "h2"))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	require.Equal(t, "h2", conn.ConnectionState().NegotiatedProtocol)
+	_, err = conn.Write([]byte(http2.ClientPreface))
+	require.NoError(t, err)
+	fr := http2.NewFramer(conn, conn)
+	require.NoError(t, fr.WriteSettings())
+	return conn, fr
+}
+
 // TestDoHManyStreams: a client that opens 1,000 streams on one HTTP/2
 // connection, ignoring the server's stream limit, gets the excess refused
 // and holds at most MaxStreams queries in progress, while another
@@ -612,14 +628,7 @@ func TestDoHManyStreams(t *testing.T) {
 	const maxStreams = 20
 	d := newDoHSetup(t, false, func(o *DoHOptions) { o.MaxStreams = maxStreams })
 
-	conn, err := tls.Dial("tcp", d.addr, clientTLS(d.ca, "h2"))
-	require.NoError(t, err)
-	defer conn.Close()
-	require.Equal(t, "h2", conn.ConnectionState().NegotiatedProtocol)
-	_, err = conn.Write([]byte(http2.ClientPreface))
-	require.NoError(t, err)
-	fr := http2.NewFramer(conn, conn)
-	require.NoError(t, fr.WriteSettings())
+	conn, fr := h2Frames(t, d)
 
 	var hbuf bytes.Buffer
 	enc := hpack.NewEncoder(&hbuf)
@@ -681,13 +690,7 @@ func TestDoHManyStreams(t *testing.T) {
 // stream is not. A POST whose body is no DNS message still is.
 func TestDoHResetStreamNotBadRequest(t *testing.T) {
 	d := newDoHSetup(t, false, nil)
-	conn, err := tls.Dial("tcp", d.addr, clientTLS(d.ca, "h2"))
-	require.NoError(t, err)
-	defer conn.Close()
-	_, err = conn.Write([]byte(http2.ClientPreface))
-	require.NoError(t, err)
-	fr := http2.NewFramer(conn, conn)
-	require.NoError(t, fr.WriteSettings())
+	conn, fr := h2Frames(t, d)
 	var hbuf bytes.Buffer
 	enc := hpack.NewEncoder(&hbuf)
 	post := func(id uint32) {
