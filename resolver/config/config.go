@@ -22,6 +22,7 @@ import (
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/blocklist/source"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"go.yaml.in/yaml/v3"
 )
@@ -1200,16 +1201,31 @@ func (c *Config) checkLoop(errs *configErrors, at []any, u string, a upstream.Ad
 	}
 	ap := netip.AddrPortFrom(ip.Unmap(), a.Port)
 	key, addrs := "listen", c.Listen
+	var shown []string // the listen addresses as written, when not addrs
 	switch a.Kind {
 	case upstream.KindTLS:
 		key, addrs = "listen_tls", c.ListenTLS
 	case upstream.KindQUIC:
 		key, addrs = "listen_quic", c.ListenQUIC
+	case upstream.KindHTTPS:
+		// A DoH listener's address without its path; an http:// one
+		// (behind a balancer) is no TLS server to loop through.
+		key, addrs, shown = "listen_https", nil, c.ListenHTTPS
+		for _, l := range c.ListenHTTPS {
+			hp, plain, err := listen.ParseDoHListen(l)
+			if err != nil || plain {
+				hp = "" // keeps the indexes; errors are validateEncrypted's
+			}
+			addrs = append(addrs, hp)
+		}
 	case upstream.KindPlain:
 	default:
 		return
 	}
 	if j := selfIndex(addrs, ap); j >= 0 && (!wildcard(addrs[j]) || sentTo(ap.Addr()) == localhost4 || sentTo(ap.Addr()) == netip.IPv6Loopback()) {
+		if shown != nil {
+			addrs = shown
+		}
 		errs.add(at, "%q is dnsfence itself (%s[%d] %s): every query forwarded there would come back, a forwarding loop; give the resolvers dnsfence forwards to", u, key, j, addrs[j])
 	}
 }
