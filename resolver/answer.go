@@ -194,12 +194,9 @@ func blockedReply(req *dns.Msg, p *Policy, d Decision, ttl uint32, serial uint32
 		// (RFC 2308 §2.2), whatever the policy's action.
 		m = newReply(req, dns.RcodeSuccess)
 		m.Ns = []dns.RR{soa}
-	case d.canary():
-		m = newReply(req, dns.RcodeNameError)
-		m.Ns = []dns.RR{soa}
-	case p.Action == config.ActionRefused:
+	case d.action(p) == config.ActionRefused:
 		m = newReply(req, dns.RcodeRefused)
-	case p.Action == config.ActionNull:
+	case d.action(p) == config.ActionNull:
 		m = newReply(req, dns.RcodeSuccess)
 		hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: recordClass(q.Qclass), Ttl: ttl}
 		switch q.Qtype {

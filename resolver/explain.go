@@ -299,10 +299,8 @@ func (e *Explanation) set(o outcome) {
 		e.Rcode = "no answer at all: the RPZ trigger's action is rpz-drop"
 	case o.result == ResultBlocked && o.decision.Trigger.Action == blocklist.ActionNODATA:
 		e.Rcode = "NOERROR without records (NODATA): the RPZ trigger's action is CNAME *."
-	case o.result == ResultBlocked && o.decision.canary():
-		e.Rcode = "NXDOMAIN"
 	case o.result == ResultBlocked:
-		switch e.Range.Policy.Action {
+		switch o.decision.action(e.Range.Policy) {
 		case config.ActionRefused:
 			e.Rcode = "REFUSED"
 		case config.ActionNull:

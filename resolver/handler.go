@@ -1081,14 +1081,13 @@ func (h *Handler) blocked(q *query) reply {
 		// DROP); counted and logged as dropped.
 		return reply{result: ResultDropped}
 	}
-	canary := d.canary() // NXDOMAIN whatever the action
-	if (nodata || canary || pol.Action == config.ActionNXDomain || pol.Action == config.ActionRefused) && q.id.ECS == nil {
+	action := d.action(pol)
+	if (nodata || action == config.ActionNXDomain || action == config.ActionRefused) && q.id.ECS == nil {
 		rcode := dns.RcodeNameError
 		switch {
 		case nodata:
 			rcode = dns.RcodeSuccess
-		case canary:
-		case pol.Action == config.ActionRefused:
+		case action == config.ActionRefused:
 			rcode = dns.RcodeRefused
 		}
 		bufp := answerBufs.Get().(*[]byte)

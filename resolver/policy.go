@@ -248,13 +248,16 @@ type Snapshot struct {
 // DoHCanaryList is the built-in list name that blocks Firefox's canary.
 const DoHCanaryList = "builtin:doh-canary"
 
-// canary reports a decision of the built-in DoH canary list, whose answer
-// is NXDOMAIN whatever the policy's action: Mozilla asks networks for
-// NXDOMAIN, and Firefox versions before the 0.0.0.0 rule took a null
+// action is the action a block by d takes under p: p's, but nxdomain for
+// the built-in DoH canary list whatever p's action: Mozilla asks networks
+// for NXDOMAIN, and Firefox versions before the 0.0.0.0 rule took a null
 // action's address as "no filtering here" and turned their own DoH on,
 // past dnsfence; a REFUSED sends a stub on to its next nameserver.
-func (d Decision) canary() bool {
-	return d.Entry.List != nil && d.Entry.List.File() == DoHCanaryList
+func (d Decision) action(p *Policy) config.Action {
+	if d.Entry.List != nil && d.Entry.List.File() == DoHCanaryList {
+		return config.ActionNXDomain
+	}
+	return p.Action
 }
 
 // dohCanary is the built-in list holding use-application-dns.net: a

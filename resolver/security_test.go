@@ -862,7 +862,7 @@ func TestNoCrossClientLeak(t *testing.T) {
 
 func TestDoHCanary(t *testing.T) {
 	up := startUpstream(t, nil)
-	cfg := testConfig + `  - name: canary-off
+	cfg := strings.Replace(testConfig, "blocked_ttl: 60", "blocked_ttl: 60\nexplain_clients: [\"127.0.0.0/28\"]", 1) + `  - name: canary-off
     clients: ["127.0.0.9/32"]
     block: ["tiktok.txt"]
     doh_canary: false
@@ -889,6 +889,14 @@ func TestDoHCanary(t *testing.T) {
 					assert.Empty(t, r.Answer, dns.TypeToString[qtype])
 					assert.Contains(t, ede(r).ExtraText, DoHCanaryList)
 				}
+			}
+			if tc.wantRcode == dns.RcodeNameError {
+				// explain says the answer the canary gets, not the action's.
+				m := question("use-application-dns.net.explain.dnsfence.", dns.TypeTXT, false)
+				m.Question[0].Qclass = dns.ClassCHAOS
+				r := ask(t, f.addr, tc.from, "udp", m)
+				require.Len(t, r.Answer, 1)
+				assert.Contains(t, strings.Join(r.Answer[0].(*dns.TXT).Txt, "\n"), "verdict: blocked (NXDOMAIN)")
 			}
 		})
 	}

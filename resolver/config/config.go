@@ -393,9 +393,10 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 	strict.KnownFields(true) // unknown keys are errors, each one reported
 	if err := strict.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 		var te *yaml.TypeError
-		if !errors.As(err, &te) && badMerge {
-			return nil, errs.err() // the shape check has said it at its line
-		} else if !errors.As(err, &te) {
+		if !errors.As(err, &te) {
+			if badMerge {
+				return nil, errs.err() // the shape check has said it at its line
+			}
 			return nil, yamlError(file, data, err)
 		}
 		// Type errors leave the rest decoded: validate it too, so that
@@ -1222,7 +1223,8 @@ func (c *Config) checkLoop(errs *configErrors, at []any, u string, a upstream.Ad
 	default:
 		return
 	}
-	if j := selfIndex(addrs, ap); j >= 0 && (!wildcard(addrs[j]) || sentTo(ap.Addr()) == localhost4 || sentTo(ap.Addr()) == netip.IPv6Loopback()) {
+	to := sentTo(ap.Addr())
+	if j := selfIndex(addrs, ap); j >= 0 && (!wildcard(addrs[j]) || to == localhost4 || to == netip.IPv6Loopback()) {
 		if shown != nil {
 			addrs = shown
 		}
