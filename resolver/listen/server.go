@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -281,15 +280,18 @@ func (s *Server) reportBuffers(limits Limits, socks []UDPSocket) {
 // listenShared opens n UDP sockets sharing addr with SO_REUSEPORT, so the
 // kernel spreads queries over n read loops (one per core), and a TCP
 // listener on the same port. Port 0 picks one free port for all of them:
-// a port no socket has, taken by a socket without SO_REUSEPORT and then
-// bound by the group. Left to pick a port for a socket with
-// SO_REUSEPORT, the kernel may give one that another process of the same
-// user holds with SO_REUSEPORT, and the two then share its queries. A
-// window remains between the probe's close and the group's bind, in
-// which such a process could take the port; the probe cannot stay open,
-// as the group could not bind beside it.
+// the TCP listener's, which the kernel picks free for TCP (a port an
+// outgoing connection had in the last minute, in TIME_WAIT, is not: a
+// UDP pick often was, on a machine making many connections), then
+// checked free for UDP by a socket without SO_REUSEPORT and bound by the
+// group. Left to pick a port for a socket with SO_REUSEPORT, the kernel
+// may give one that another process of the same user holds with
+// SO_REUSEPORT, and the two then share its queries. A window remains
+// between the probe's close and the group's bind, in which such a process
+// could take the port; the probe cannot stay open, as the group could not
+// bind beside it.
 func listenShared(addr string, n int) ([]net.PacketConn, net.Listener, error) {
-	host, port, err := net.SplitHostPort(addr)
+	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -300,48 +302,52 @@ func listenShared(addr string, n int) ([]net.PacketConn, net.Listener, error) {
 		})
 		return errors.Join(err, serr)
 	}}
-	closeAll := func(pcs []net.PacketConn) {
+	closeAll := func(pcs []net.PacketConn, ln net.Listener) {
 		for _, pc := range pcs {
 			pc.Close()
 		}
+		if ln != nil {
+			ln.Close()
+		}
 	}
 	for try := 0; ; try++ {
+		// again: with port 0, whether to pick another port after err.
+		again := func(err error) bool { return port == "0" && try < 10 && errors.Is(err, unix.EADDRINUSE) }
 		at := addr
+		var ln net.Listener
 		if port == "0" {
-			probe, err := net.ListenPacket("udp", addr)
-			if err != nil {
+			if ln, err = net.Listen("tcp", addr); err != nil {
 				return nil, nil, err
 			}
-			at = probe.LocalAddr().String()
+			at = ln.Addr().String()
+			probe, err := net.ListenPacket("udp", at)
+			if err != nil {
+				ln.Close()
+				if again(err) {
+					continue // a UDP socket has the TCP pick
+				}
+				return nil, nil, err
+			}
 			probe.Close()
 		}
-		first, err := lc.ListenPacket(context.Background(), "udp", at)
-		if err != nil {
-			if port == "0" && try < 10 && errors.Is(err, unix.EADDRINUSE) {
-				continue // taken since the probe: another port
-			}
-			return nil, nil, err
-		}
-		pcs := []net.PacketConn{first}
-		actual := net.JoinHostPort(host, strconv.Itoa(first.LocalAddr().(*net.UDPAddr).Port))
+		var pcs []net.PacketConn
 		for len(pcs) < n && err == nil {
 			var pc net.PacketConn
-			if pc, err = lc.ListenPacket(context.Background(), "udp", actual); err == nil {
+			if pc, err = lc.ListenPacket(context.Background(), "udp", at); err == nil {
 				pcs = append(pcs, pc)
 			}
 		}
-		var ln net.Listener
-		if err == nil {
-			ln, err = net.Listen("tcp", actual)
+		if err == nil && ln == nil {
+			ln, err = net.Listen("tcp", at)
 		}
 		if err == nil {
 			return pcs, ln, nil
 		}
-		closeAll(pcs)
-		// With port 0 the kernel's UDP pick may be taken on TCP: try again.
-		if port != "0" || try >= 10 {
+		closeAll(pcs, ln)
+		if !again(err) {
 			return nil, nil, err
 		}
+		// taken since the probe: another port
 	}
 }
 

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -151,6 +153,43 @@ func TestServerServesAHandler(t *testing.T) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	assert.ElementsMatch(t, []string{UDP, UDP, TCP, TCP}, h.transports)
+}
+
+// TestListenSharedPortZeroAmidTCP: port 0 finds a port free for TCP too
+// on a machine whose TCP ports are mostly held (by outgoing connections
+// in TIME_WAIT, which block a listener's bind: a CI run failed to start a
+// test's server so, "listen tcp 127.0.0.1:35584: bind: address already
+// in use", after eleven UDP picks). In a network namespace of its own the
+// kernel picks from 100 ports, 90 of them held by TCP sockets bound
+// without SO_REUSEADDR; 50 starts on port 0 must all succeed. Picking the
+// UDP port first, a start failed within the first five in each of three
+// runs.
+func TestListenSharedPortZeroAmidTCP(t *testing.T) {
+	if !testnet.InNetns(t) {
+		return
+	}
+	require.NoError(t, os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 40099"), 0o644))
+	held := 0
+	for port := 40000; port < 40100 && held < 90; port++ {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		require.NoError(t, err)
+		t.Cleanup(func() { unix.Close(fd) })
+		if unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}) == nil {
+			held++
+		}
+	}
+	require.Equal(t, 90, held)
+	for i := range 50 {
+		pcs, ln, err := listenShared("127.0.0.1:0", 2)
+		require.NoError(t, err, "start %d", i)
+		port := pcs[0].LocalAddr().(*net.UDPAddr).Port
+		assert.Equal(t, port, ln.Addr().(*net.TCPAddr).Port)
+		for _, pc := range pcs {
+			assert.Equal(t, port, pc.LocalAddr().(*net.UDPAddr).Port)
+			pc.Close()
+		}
+		ln.Close()
+	}
 }
 
 // TestListenSharedPortZeroJoinsNoOtherGroup: port 0 takes a port no socket
