@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
@@ -129,7 +130,7 @@ func BenchmarkBlockedReply(b *testing.B) {
 // list match, cache, answer, pack) without sockets, as ServeDNS.
 func BenchmarkHandler(b *testing.B) {
 	u := &testUpstream{}
-	pc, ln, err := listenBoth("127.0.0.1:0")
+	pc, ln, err := testnet.ListenBoth()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -122,7 +122,7 @@ func (u *testUpstream) queries() []seenQuery {
 func startUpstream(t *testing.T, answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg) *testUpstream {
 	t.Helper()
 	u := &testUpstream{answer: answer}
-	pc, ln, err := listenBoth("127.0.0.1:0")
+	pc, ln, err := testnet.ListenBoth()
 	require.NoError(t, err)
 	u.addr = pc.LocalAddr().String()
 	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: u}, {Listener: ln, Handler: u}} {
@@ -147,7 +147,7 @@ func (u *testUpstream) stop() {
 // answers: a dead upstream that makes every try time out.
 func silentUpstream(t *testing.T) string {
 	t.Helper()
-	pc, ln, err := listenBoth("127.0.0.1:0")
+	pc, ln, err := testnet.ListenBoth()
 	require.NoError(t, err)
 	t.Cleanup(func() { pc.Close(); ln.Close() })
 	go func() {

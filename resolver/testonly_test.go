@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"net"
 	"slices"
 	"time"
 
@@ -9,25 +8,6 @@ import (
 )
 
 // Helpers that only tests use, kept out of the binary.
-
-// listenBoth opens UDP and TCP on the same address and port; with port 0,
-// the kernel's UDP pick may be taken on TCP, so it tries again.
-func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
-	for try := 0; ; try++ {
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return nil, nil, err
-		}
-		ln, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err == nil {
-			return pc, ln, nil
-		}
-		pc.Close()
-		if try >= 10 {
-			return nil, nil, err
-		}
-	}
-}
 
 // setEvery changes the interval.
 func (l *warnLimiter) setEvery(d time.Duration) {

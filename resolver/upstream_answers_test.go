@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/miekg/dns"
@@ -252,7 +253,7 @@ func TestAllUpstreamsAnswerFailureRcodes(t *testing.T) {
 // once). tcp counts the TCP queries.
 func craftedUpstream(t *testing.T, craft func(q *dns.Msg) []byte, answer func(dns.ResponseWriter, *dns.Msg) *dns.Msg) (addr string, tcp *testUpstream) {
 	t.Helper()
-	pc, ln, err := listenBoth("127.0.0.1:0")
+	pc, ln, err := testnet.ListenBoth()
 	require.NoError(t, err)
 	t.Cleanup(func() { pc.Close() })
 	serveDatagrams(pc, func(b []byte) []byte {

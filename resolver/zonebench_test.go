@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist/source"
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -152,7 +153,7 @@ func (p *benchPrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 func runBenchPrimary(n int) {
 	p := &benchPrimary{n: n, serial: 1}
 	p.axfr = p.pack(1)
-	pc, ln, err := listenBoth("127.0.0.1:0")
+	pc, ln, err := testnet.ListenBoth()
 	if err != nil {
 		panic(err)
 	}

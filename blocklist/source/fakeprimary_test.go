@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
 )
@@ -110,17 +111,9 @@ func (f fakeTSIG) Verify(msg []byte, t *dns.TSIG) error {
 // listenBoth listens on one port of 127.0.0.1 for both UDP and TCP.
 func listenBoth(t testing.TB) (net.PacketConn, net.Listener) {
 	t.Helper()
-	for range 20 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		require.NoError(t, err)
-		l, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err == nil {
-			return pc, l
-		}
-		pc.Close()
-	}
-	t.Fatal("no port of 127.0.0.1 free for both UDP and TCP")
-	return nil, nil
+	pc, l, err := testnet.ListenBoth()
+	require.NoError(t, err)
+	return pc, l
 }
 
 func testSOA(zone string, serial uint32) *dns.SOA {

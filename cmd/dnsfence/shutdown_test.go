@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -86,25 +87,16 @@ func heldUpstream(t *testing.T) (addr string, count *atomic.Int64, release func(
 // test ends.
 func serveUDPAndTCP(t *testing.T, h dns.Handler) string {
 	t.Helper()
-	for try := 0; try < 10; try++ {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		require.NoError(t, err)
-		ln, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err != nil {
-			pc.Close() // the port is taken on TCP: another one
-			continue
-		}
-		for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
-			started := make(chan struct{})
-			srv.NotifyStartedFunc = func() { close(started) }
-			go func() { _ = srv.ActivateAndServe() }()
-			<-started
-			t.Cleanup(func() { _ = srv.Shutdown() })
-		}
-		return pc.LocalAddr().String()
+	pc, ln, err := testnet.ListenBoth()
+	require.NoError(t, err)
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go func() { _ = srv.ActivateAndServe() }()
+		<-started
+		t.Cleanup(func() { _ = srv.Shutdown() })
 	}
-	t.Fatal("no loopback port free on both UDP and TCP")
-	return ""
+	return pc.LocalAddr().String()
 }
 
 // TestSIGTERMDuringSIGHUPReload: a SIGTERM that comes while a SIGHUP

@@ -22,32 +22,37 @@ import (
 func RefusingAddr(t testing.TB) string {
 	t.Helper()
 	for range 10 {
-		udp, err := socket(unix.SOCK_DGRAM)
+		loopback := [4]byte{127, 0, 0, 1}
+		tcp, err := socket(unix.SOCK_STREAM)
 		if err != nil {
 			t.Fatal(err)
 		}
-		loopback := [4]byte{127, 0, 0, 1}
 		port := 0
-		if err = unix.Bind(udp, &unix.SockaddrInet4{Addr: loopback}); err == nil {
+		if err = unix.Bind(tcp, &unix.SockaddrInet4{Addr: loopback}); err == nil {
 			var sa unix.Sockaddr
-			if sa, err = unix.Getsockname(udp); err == nil {
+			if sa, err = unix.Getsockname(tcp); err == nil {
 				port = sa.(*unix.SockaddrInet4).Port
-				err = unix.Connect(udp, sa) // to itself: nobody else's datagram is its
 			}
 		}
 		if err != nil {
-			unix.Close(udp)
+			unix.Close(tcp)
 			t.Fatal(err)
 		}
-		tcp, err := socket(unix.SOCK_STREAM)
+		udp, err := socket(unix.SOCK_DGRAM)
 		if err != nil {
-			unix.Close(udp)
+			unix.Close(tcp)
 			t.Fatal(err)
 		}
-		if err := unix.Bind(tcp, &unix.SockaddrInet4{Addr: loopback, Port: port}); err != nil {
-			unix.Close(udp) // the port is taken on TCP: another one
+		sa := &unix.SockaddrInet4{Addr: loopback, Port: port}
+		if err := unix.Bind(udp, sa); err != nil {
+			unix.Close(udp) // the port is taken on UDP: another one
 			unix.Close(tcp)
 			continue
+		}
+		if err := unix.Connect(udp, sa); err != nil { // to itself: nobody else's datagram is its
+			unix.Close(udp)
+			unix.Close(tcp)
+			t.Fatal(err)
 		}
 		t.Cleanup(func() {
 			unix.Close(udp)
@@ -57,6 +62,28 @@ func RefusingAddr(t testing.TB) string {
 	}
 	t.Fatal("no loopback port free on both UDP and TCP in 10 tries")
 	return ""
+}
+
+// ListenBoth listens on one port of 127.0.0.1 for both UDP and TCP until
+// the caller closes them: a test upstream's. The kernel picks the port for
+// TCP, where it is most often taken (an outgoing connection's port is held
+// for a minute after it closes, in TIME_WAIT, against any listener), and
+// the UDP socket then binds it, another pick when a UDP socket has it.
+func ListenBoth() (net.PacketConn, net.Listener, error) {
+	for try := 0; ; try++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, nil, err
+		}
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		ln.Close()
+		if try >= 10 {
+			return nil, nil, err
+		}
+	}
 }
 
 // socket is an IPv4 socket of type typ, closed on exec (SOCK_CLOEXEC is

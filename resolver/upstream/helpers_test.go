@@ -84,17 +84,9 @@ func (u *testUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 // listenBoth opens UDP and TCP on the same loopback port.
 func listenBoth(t *testing.T) (net.PacketConn, net.Listener) {
 	t.Helper()
-	for range 20 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		require.NoError(t, err)
-		ln, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err == nil {
-			return pc, ln
-		}
-		pc.Close() // the TCP port is taken: another one
-	}
-	t.Fatal("no loopback port free for both UDP and TCP")
-	return nil, nil
+	pc, ln, err := testnet.ListenBoth()
+	require.NoError(t, err)
+	return pc, ln
 }
 
 // startUpstream runs a test upstream on 127.0.0.1 until the test ends.
