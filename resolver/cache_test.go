@@ -619,3 +619,113 @@ func TestGlueTTLBoundsTheCachedAnswer(t *testing.T) {
 		})
 	}
 }
+
+// TestLargeAnswersNotCached: an answer over maxCachedAnswer octets (4,096,
+// dnsdist's maximumEntrySize) is forwarded every time and never cached,
+// on the message path (over TCP, or after a truncated datagram) and the
+// wire path alike, so that cache.size bounds the cache's memory: with
+// 60 KB answers from a zone anyone can serve, 20,000 entries held 2.2 GB.
+// An answer at the bound is cached.
+func TestLargeAnswersNotCached(t *testing.T) {
+	// txtOf is an answer to r of about n octets: TXT records of 255-octet
+	// strings.
+	txtOf := func(r *dns.Msg, n int) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		name := r.Question[0].Name
+		for left := n; left > 0; left -= 256 + 12 {
+			m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300},
+				Txt: []string{strings.Repeat("x", 255)}})
+		}
+		return m
+	}
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		size := 60000
+		if strings.HasPrefix(r.Question[0].Name, "small.") {
+			size = 3500
+		}
+		m := txtOf(r, size)
+		if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+			m.Truncated, m.Answer = true, nil
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, tc := range []struct {
+		name   string
+		cached bool
+	}{{"big.example.org.", false}, {"small.example.org.", true}} {
+		for _, network := range []string{"udp", "tcp"} {
+			name := network + "." + tc.name
+			if tc.cached {
+				name = "small." + network + ".example.org."
+			}
+			before := up.count.Load()
+			for range 2 {
+				r := ask(t, f.addr, "", network, question(name, dns.TypeTXT, true))
+				require.Equal(t, dns.RcodeSuccess, r.Rcode, name)
+				if network == "tcp" {
+					require.NotEmpty(t, r.Answer, name)
+				}
+			}
+			// Over UDP an upstream query is a truncated datagram and a
+			// TCP try; a cached answer's second asking is a hit.
+			want := int64(1)
+			if network == "udp" {
+				want = 2
+			}
+			if !tc.cached {
+				want *= 2
+			}
+			assert.Equal(t, want, up.count.Load()-before, "%s %s: upstream queries for two askings", network, name)
+		}
+	}
+
+	// At the bound, both paths: put (a message; its length compressed, as
+	// it is served) and putWire (an answer that came in wire form: an
+	// encrypted upstream's, or a datagram).
+	c := NewCache(config.Cache{Size: 100, MaxTTL: 86400})
+	now := time.Now()
+	for _, size := range []int{maxCachedAnswer, maxCachedAnswer + 1, 60000} {
+		m := sizedAnswer(t, fmt.Sprintf("n%d.example.org.", size), size)
+		raw, err := m.Pack()
+		require.NoError(t, err)
+		require.Len(t, raw, size)
+		cached := size <= maxCachedAnswer
+		key := keyOf(m)
+		e, ok := c.putWire(key, raw, now)
+		require.True(t, ok)
+		require.NotNil(t, e, "served from, cached or not")
+		_, hit := c.t.get(key)
+		assert.Equal(t, cached, hit, "putWire, %d octets", size)
+
+		key.qtype = dns.TypeANY // another key for the same answer
+		key.sum = cacheKeySum(key)
+		m.Compress = false // as unpacked: put measures it compressed
+		c.put(key, m, now)
+		_, hit = c.t.get(key)
+		assert.Equal(t, cached, hit, "put, %d octets", size)
+	}
+}
+
+// sizedAnswer is a TXT answer for name that packs, compressed, to exactly
+// size octets (size ≥ 600).
+func sizedAnswer(t *testing.T, name string, size int) *dns.Msg {
+	t.Helper()
+	m := question(name, dns.TypeTXT, false)
+	m.Response, m.Compress = true, true
+	txt := func(n int) dns.RR {
+		return &dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300},
+			Txt: []string{strings.Repeat("x", n)}}
+	}
+	const rrOver = 2 + 10 + 1 // a compressed owner, type to rdlength, the string's length octet
+	for {
+		left := size - m.Len() - rrOver
+		if left <= 255 {
+			m.Answer = append(m.Answer, txt(left))
+			break
+		}
+		m.Answer = append(m.Answer, txt(min(255, left-rrOver)))
+	}
+	return m
+}
