@@ -1694,6 +1694,45 @@ func TestStaleRefreshFailureOfAPrefetch(t *testing.T) {
 	}
 }
 
+// TestFailedValidationLeavesHealth: validating upstreams that answer a
+// bogus name with the SERVFAIL RFC 4035 §5.5 asks of them, its Extended
+// DNS Error saying why (DNSSEC Bogus, Signature Expired: RFC 8914), and
+// every other name as usual, are not marked down by clients asking for
+// bogus names (measured against Unbound 1.17 with ede: yes, which
+// dnsfence marked down after 40 of them, where Unbound forwarding to it
+// and dnsdist kept it up): each such query still fails over to the next
+// upstream and is counted by its RCODE, the client gets the SERVFAIL with
+// the validator's EDE, and the first upstream keeps answering first. UDP
+// (the wire path) and TCP.
+func TestFailedValidationLeavesHealth(t *testing.T) {
+	for _, code := range []uint16{dns.ExtendedErrorCodeDNSBogus, dns.ExtendedErrorCodeSignatureExpired} {
+		t.Run(dns.ExtendedErrorCodeToString[code], func(t *testing.T) {
+			validator := func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				if dns.IsSubDomain("bogus.example.", r.Question[0].Name) {
+					return rcodeAnswer(dns.RcodeServerFailure, &dns.EDNS0_EDE{InfoCode: code, ExtraText: "validation failure"})(w, r)
+				}
+				return defaultAnswer(w, r)
+			}
+			first, second := startUpstream(t, validator), startUpstream(t, validator)
+			f := govFence(t, "upstream_timeout: 2s\nupstream_strategy: ordered", first.addr, second.addr)
+			for i := range 40 {
+				network := []string{"udp", "tcp"}[i%2]
+				r := ask(t, f.addr, "", network, question(fmt.Sprintf("n%d.bogus.example.", i), dns.TypeA, true))
+				assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
+				assert.True(t, hasEDE(r, code), "the validator's EDE is passed on")
+			}
+			assert.Empty(t, f.handler.Snapshot().Forwarder().Down(), "a bogus name is no failure of its validator")
+			for _, u := range []*testUpstream{first, second} {
+				assert.Equal(t, map[string]float64{"rcode_servfail": 40}, upstreamErrors(t, f.registry, u.addr))
+			}
+			before := clientQueries(second)
+			r := ask(t, f.addr, "", "udp", question("a.example.org.", dns.TypeA, true))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+			assert.Equal(t, before, clientQueries(second), "the first upstream still answers A")
+		})
+	}
+}
+
 // TestDeclinedANYLeavesHealth: an upstream that declines QTYPE ANY (NOTIMP,
 // as Cloudflare's resolvers answer it, RFC 8482 §4; or REFUSED) and
 // answers every other query is not marked down by clients asking ANY: the

@@ -827,9 +827,48 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 	switch {
 	case err == nil:
 		f.succeeded(up, start, took)
-	case ctx.Err() == nil && !declinedANY(err) && countsAgainst(err):
+	case ctx.Err() == nil && !declinedANY(err) && !failedValidation(err) && countsAgainst(err):
 		f.failed(up)
 	}
+}
+
+// failedValidation reports whether err is a validating upstream's SERVFAIL
+// that says, by an Extended DNS Error, that the data failed DNSSEC
+// validation (RFC 8914 §4.2, §4.3 and §4.6 to §4.13: codes 1, 2 and 5 to
+// 12, DNSSEC Bogus and Signature Expired among them): the SERVFAIL that
+// RFC 4035 §5.5 requires of a validator for bogus data, which speaks of
+// the zone asked about, not of the upstream, whose health it leaves as it
+// was, so that a client asking for a name whose signatures are broken
+// (every query, again and again: nothing a client can fix) cannot have
+// a validating upstream marked down. Unbound's infra cache and dnsdist's
+// backend state (measured with Unbound 1.17 and dnsdist 1.7 in front of a
+// validating Unbound: 40 bogus names each) keep the server up too. The
+// query still fails over to the next upstream, whose validator may judge
+// otherwise (another trust anchor, a clock that is right), and is counted
+// by its RCODE in dnsfence_upstream_errors_total. A SERVFAIL without such
+// an EDE (a validator with Unbound's ede: no) is a failure as before.
+func failedValidation(err error) bool {
+	var re *RcodeError
+	if !errors.As(err, &re) || re.Rcode != dns.RcodeServerFailure || re.Answer == nil {
+		return false
+	}
+	opt := re.Answer.IsEdns0()
+	if opt == nil {
+		return false
+	}
+	for _, o := range opt.Option {
+		if e, ok := o.(*dns.EDNS0_EDE); ok {
+			switch e.InfoCode {
+			case dns.ExtendedErrorCodeUnsupportedDNSKEYAlgorithm, dns.ExtendedErrorCodeUnsupportedDSDigestType,
+				dns.ExtendedErrorCodeDNSSECIndeterminate, dns.ExtendedErrorCodeDNSBogus,
+				dns.ExtendedErrorCodeSignatureExpired, dns.ExtendedErrorCodeSignatureNotYetValid,
+				dns.ExtendedErrorCodeDNSKEYMissing, dns.ExtendedErrorCodeRRSIGsMissing,
+				dns.ExtendedErrorCodeNoZoneKeyBitSet, dns.ExtendedErrorCodeNSECMissing:
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // declinedANY reports whether err is an upstream's NOTIMP or REFUSED to a
