@@ -1733,6 +1733,42 @@ func TestFailedValidationLeavesHealth(t *testing.T) {
 	}
 }
 
+// TestRefusedNoRecursionLeavesHealth: upstreams that refuse a query
+// without RD (Unbound does for every client its access-control allows
+// without allow_snoop, its default, with EDE 20) and answer every
+// recursive query are not marked down by clients sending RD=0 (dig
+// +norec: 40 of them had dnsfence mark its one Unbound 1.17 upstream down):
+// each such query still fails over and is counted by its RCODE, its client
+// gets the SERVFAIL of every upstream failing (never a relayed REFUSED),
+// and the first upstream keeps answering recursive queries first. UDP
+// (the wire path) and TCP.
+func TestRefusedNoRecursionLeavesHealth(t *testing.T) {
+	snoopProof := func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if !r.RecursionDesired {
+			return rcodeAnswer(dns.RcodeRefused, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeNotAuthoritative})(w, r)
+		}
+		return defaultAnswer(w, r)
+	}
+	first, second := startUpstream(t, snoopProof), startUpstream(t, snoopProof)
+	f := govFence(t, "upstream_timeout: 2s\nupstream_strategy: ordered", first.addr, second.addr)
+	for i := range 40 {
+		network := []string{"udp", "tcp"}[i%2]
+		q := question(fmt.Sprintf("norec%d.example.org.", i), dns.TypeA, true)
+		q.RecursionDesired = false
+		r := ask(t, f.addr, "", network, q)
+		assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
+		assert.False(t, r.RecursionDesired, "RD copied")
+	}
+	assert.Empty(t, f.handler.Snapshot().Forwarder().Down(), "refusing RD=0 is no failure of the upstream")
+	for _, u := range []*testUpstream{first, second} {
+		assert.Equal(t, map[string]float64{"rcode_refused": 40}, upstreamErrors(t, f.registry, u.addr))
+	}
+	before := clientQueries(second)
+	r := ask(t, f.addr, "", "udp", question("a.example.org.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	assert.Equal(t, before, clientQueries(second), "the first upstream still answers recursive queries")
+}
+
 // TestDeclinedANYLeavesHealth: an upstream that declines QTYPE ANY (NOTIMP,
 // as Cloudflare's resolvers answer it, RFC 8482 §4; or REFUSED) and
 // answers every other query is not marked down by clients asking ANY: the

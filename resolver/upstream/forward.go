@@ -827,9 +827,27 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 	switch {
 	case err == nil:
 		f.succeeded(up, start, took)
-	case ctx.Err() == nil && !declinedANY(err) && !failedValidation(err) && countsAgainst(err):
+	case ctx.Err() == nil && !declinedANY(err) && !failedValidation(err) && !refusedNoRecursion(err) && countsAgainst(err):
 		f.failed(up)
 	}
+}
+
+// refusedNoRecursion reports whether err is an upstream's REFUSED to a
+// query without RD, which dnsfence sends on as the client sent it (RFC
+// 1035 §4.1.1: the client asks for the upstream's cache, not for
+// recursion): a recursive server may refuse it, and Unbound does for every
+// client its access-control allows without allow_snoop (its default, with
+// EDE 20 "Not Authoritative"), against cache snooping. It speaks of the
+// query, not of the upstream's health, which it leaves as it was, so that
+// a client sending RD=0 (dig +norec, a snooping scan) cannot have
+// upstreams that answer every recursive query marked down: 40 of them had
+// dnsfence mark its one Unbound 1.17 upstream down, where an Unbound
+// forwarder and dnsdist 1.7 relayed the REFUSED and kept it up. The query
+// still fails over and is counted by its RCODE. RFC 1035 §4.1.1 has RD
+// copied into the answer, so the answer's RD is the query's.
+func refusedNoRecursion(err error) bool {
+	var re *RcodeError
+	return errors.As(err, &re) && re.Rcode == dns.RcodeRefused && re.Answer != nil && !re.Answer.RecursionDesired
 }
 
 // failedValidation reports whether err is a validating upstream's SERVFAIL
