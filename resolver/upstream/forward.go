@@ -827,9 +827,18 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 	switch {
 	case err == nil:
 		f.succeeded(up, start, took)
-	case ctx.Err() == nil && !declinedANY(err) && !failedValidation(err) && !refusedNoRecursion(err) && countsAgainst(err):
+	case ctx.Err() == nil && !ofTheQuery(err) && countsAgainst(err):
 		f.failed(up)
 	}
+}
+
+// ofTheQuery reports whether err is an upstream's answer that speaks of
+// the query, not of the upstream's health, which it leaves as it was: a
+// declined ANY, a failed DNSSEC validation, a REFUSED without RD. A client
+// can send such queries again and again; none of them may have an
+// upstream that answers every other query marked down.
+func ofTheQuery(err error) bool {
+	return declinedANY(err) || failedValidation(err) || refusedNoRecursion(err)
 }
 
 // refusedNoRecursion reports whether err is an upstream's REFUSED to a
