@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -99,6 +100,17 @@ type doqConn struct {
 	// code one failure of its health, whatever the number of queries in
 	// flight on it.
 	closed sharedFailure
+	// lastRead is when an answer last came in on the connection (the
+	// dial's end before the first), in Unix nanoseconds, for silent.
+	lastRead atomic.Int64
+}
+
+// silent reports whether no answer came in on c for a whole timeout
+// (since it was dialled, for one that has answered nothing yet), as
+// dotConn.silent does for DoT: QUIC acknowledges packets below DNS, so a
+// server that no longer answers on a connection keeps it from going idle.
+func (c *doqConn) silent(timeout time.Duration) bool {
+	return time.Since(time.Unix(0, c.lastRead.Load())) >= timeout
 }
 
 // doqDial is a dial in progress.
@@ -144,12 +156,28 @@ func (t *doqTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, erro
 }
 
 // try sends the query on a stream of the kept connection and reads its
-// answer.
+// answer. A query whose whole timeout passed with no answer read on the
+// connection, its own or another's, gives the connection up: the
+// upstream stopped answering on it (a hung server behind a QUIC stack
+// that still acknowledges, or one restarted without a stateless reset,
+// whose connection quic-go keeps until its idle timeout), and the next
+// query dials anew rather than time out on it too. Queries still in
+// flight on it are sent once more on the new one (brokenConnError).
 func (t *doqTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error) {
 	conn, err := t.connection(ctx)
 	if err != nil {
 		return nil, err
 	}
+	resp, err := t.ask(ctx, conn, wq)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && conn.silent(t.timeout) {
+		t.forget(conn)
+		_ = conn.CloseWithError(doqNoError, errSilent.Error())
+	}
+	return resp, err
+}
+
+// ask sends the query on a stream of conn and reads its answer.
+func (t *doqTransport) ask(ctx context.Context, conn *doqConn, wq *wireQuery) (*dns.Msg, error) {
 	str, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		return nil, t.streamError(conn, err)
@@ -173,6 +201,7 @@ func (t *doqTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 	if _, err := io.ReadFull(str, b); err != nil {
 		return nil, t.streamError(conn, err)
 	}
+	conn.lastRead.Store(time.Now().UnixNano())
 	// The server ends the stream after its answer (§4.2); anything more on
 	// it is a second answer, which a query never has.
 	var more [1]byte
@@ -238,6 +267,7 @@ func (t *doqTransport) dial(d *doqDial) {
 		d.err = fmt.Errorf("connecting over quic: %w", typedDialError(err))
 	default:
 		c := &doqConn{Conn: conn}
+		c.lastRead.Store(time.Now().UnixNano())
 		t.conn, d.conn = c, c
 	}
 }

@@ -269,6 +269,46 @@ func TestDoQErrors(t *testing.T) {
 	}
 }
 
+// TestDoQSilentConnectionRedialled: an upstream that stops answering on a
+// connection its QUIC stack keeps alive (a hung server process behind a
+// live QUIC stack, which acknowledges every packet, so the connection
+// never goes idle; or a server restarted without stateless resets, whose
+// old connection quic-go keeps until its idle timeout, 30 s) costs the
+// query that times out on it, not every query after: a connection with no
+// answer read for a whole timeout is given up, and the next query dials a
+// new one, as a DoT connection is (TestDoTSilentConnectionRedialled).
+// Before, every query timed out on it for as long as it lived: with this
+// upstream alone, SERVFAIL for each, where dnsproxy's DoQ client, given
+// the same server, lost one query and answered the next on a new
+// connection.
+func TestDoQSilentConnectionRedialled(t *testing.T) {
+	pki := newPKI(t)
+	var answered atomic.Bool
+	srv := startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
+		if s.accepted.Load() == 1 && answered.Swap(true) {
+			// Hung: reads the query, answers nothing, keeps the stream.
+			if _, ok := readDoQQuery(s, conn, str); ok {
+				<-str.Context().Done()
+			}
+			return
+		}
+		serveDoQ(answerWithA)(s, conn, str)
+	})
+	opts := pki.testOptions(t)
+	opts.Timeout = 300 * time.Millisecond
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), opts)
+	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+	require.NoError(t, err, "the first connection answers once")
+	_, err = tr.Exchange(context.Background(), clientQuery("b.example.", false))
+	require.ErrorIs(t, err, context.DeadlineExceeded, "then falls silent")
+	resp, err := tr.Exchange(context.Background(), clientQuery("c.example.", false))
+	require.NoError(t, err, "the next query goes on a new connection")
+	assert.Len(t, resp.Answer, 1)
+	assert.Equal(t, 2, srv.connections())
+	require.Eventually(t, func() bool { return len(srv.closeCodes()) == 1 }, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, []uint64{doqNoError}, srv.closeCodes(), "the silent connection is closed with DOQ_NO_ERROR")
+}
+
 // TestDoQCancel: a query whose ctx ends cancels its stream with
 // DOQ_REQUEST_CANCELLED (RFC 9250 §4.3.2); Close closes the connection with
 // DOQ_NO_ERROR.
