@@ -107,6 +107,17 @@ type dohConn struct {
 	net.Conn
 	t    *dohTransport
 	once sync.Once
+	// lastAnswer is when a response last came in on the connection (the
+	// connect's end before the first), in Unix nanoseconds, for silent.
+	lastAnswer atomic.Int64
+}
+
+// silent reports whether no response came in on c for a whole timeout, as
+// dotConn.silent does for DoT: HTTP/2 PINGs are answered below the
+// requests, so a server that no longer answers them on a connection keeps
+// it from being found dead.
+func (c *dohConn) silent(timeout time.Duration) bool {
+	return time.Since(time.Unix(0, c.lastAnswer.Load())) >= timeout
 }
 
 // Close closes the connection and forgets it.
@@ -267,6 +278,7 @@ func (t *dohTransport) keep(conn net.Conn) (net.Conn, error) {
 		return nil, ErrClosed
 	}
 	c := &dohConn{Conn: conn, t: t}
+	c.lastAnswer.Store(time.Now().UnixNano())
 	t.conns[c] = struct{}{}
 	return c, nil
 }
@@ -306,12 +318,29 @@ func (t *dohTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, erro
 
 // post sends one request. gotConn reports that it got as far as a
 // connection (with its TLS handshake done): an error after that is the
-// connection breaking or the upstream's answer being unusable.
-func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, gotConn bool, _ error) {
+// connection breaking or the upstream's answer being unusable. A request
+// whose whole timeout passed with no response read on its connection, its
+// own or another's, closes the connection: the upstream stopped answering
+// on it, and the next query dials anew rather than time out on it too
+// (requests still in flight on it are sent once more on the new one).
+func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, gotConn bool, err error) {
 	var got atomic.Bool
+	var conn atomic.Pointer[dohConn]
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		GotConn: func(httptrace.GotConnInfo) { got.Store(true) },
+		GotConn: func(info httptrace.GotConnInfo) {
+			got.Store(true)
+			if tc, ok := info.Conn.(*tls.Conn); ok {
+				if c, ok := tc.NetConn().(*dohConn); ok {
+					conn.Store(c)
+				}
+			}
+		},
 	})
+	defer func() {
+		if c := conn.Load(); err != nil && c != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && c.silent(t.timeout) {
+			_ = c.Close()
+		}
+	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(wq.wire))
 	if err != nil {
 		return nil, false, fmt.Errorf("dns over https: %w", err)
@@ -327,6 +356,9 @@ func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, got
 		return nil, got.Load(), fmt.Errorf("dns over https: %w", typedDialError(err))
 	}
 	defer resp.Body.Close()
+	if c := conn.Load(); c != nil {
+		c.lastAnswer.Store(time.Now().UnixNano())
+	}
 	if resp.ProtoMajor == 1 && !t.http1.Load() {
 		// No HTTP/2 here: from now on, a connection per query in flight.
 		t.http1.Store(true)

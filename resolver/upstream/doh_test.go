@@ -140,6 +140,48 @@ func TestDoHBrokenConnection(t *testing.T) {
 	assert.Len(t, srv.httpVersions(), 2, "the query went out twice")
 }
 
+// TestDoHSilentConnectionRedialled: an upstream that stops answering on a
+// kept HTTP/2 connection whose HTTP/2 layer stays up (a wedged backend
+// behind a proxy that still answers PINGs, so the connection is never
+// found dead) costs the query that times out on it, not every query
+// after: a connection with no response read for a whole timeout is
+// closed, and the next query dials a new one, as a DoT connection is
+// (TestDoTSilentConnectionRedialled). Before, every query timed out on it
+// for as long as it lived: with this upstream alone, SERVFAIL for each,
+// where dnsproxy's DoH client, given the same server, lost one query and
+// answered the next on a new connection.
+func TestDoHSilentConnectionRedialled(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoH(t, pki.good, answerWithA)
+	var mu sync.Mutex
+	first, answered := "", false
+	srv.setBefore(func(_ http.ResponseWriter, r *http.Request) bool {
+		mu.Lock()
+		if first == "" {
+			first = r.RemoteAddr
+		}
+		hung := r.RemoteAddr == first && answered
+		answered = answered || r.RemoteAddr == first
+		mu.Unlock()
+		if hung {
+			<-r.Context().Done() // answers nothing on the first connection
+		}
+		return hung
+	})
+	opts := pki.testOptions(t)
+	opts.Timeout = 300 * time.Millisecond
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), opts)
+	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+	require.NoError(t, err, "the first connection answers once")
+	_, err = tr.Exchange(context.Background(), clientQuery("b.example.", false))
+	require.ErrorIs(t, err, context.DeadlineExceeded, "then falls silent")
+	resp, err := tr.Exchange(context.Background(), clientQuery("c.example.", false))
+	require.NoError(t, err, "the next query goes on a new connection")
+	assert.Len(t, resp.Answer, 1)
+	assert.Equal(t, 2, srv.connections())
+	assert.Equal(t, []int{2, 2, 2}, srv.httpVersions(), "over HTTP/2")
+}
+
 // TestDoHHostName: an https upstream written with a host name connects to
 // the addresses Options.Resolve gives for it, and verifies the certificate
 // for that name.
