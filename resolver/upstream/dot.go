@@ -285,9 +285,10 @@ func (c *dotConn) extendDeadline() {
 }
 
 // read hands each answer to the query waiting for its ID, until the
-// connection fails or is idle for dotIdleTimeout. An answer with an ID
-// nothing waits for (a duplicate) is dropped; a frame too short to hold a
-// DNS header breaks the connection. It closes the connection when it ends
+// connection fails or is idle for dotIdleTimeout. An answer to an
+// abandoned query is dropped; one with an ID no query on the connection
+// was sent with, or a frame too short to hold a DNS header, breaks the
+// connection. It closes the connection when it ends
 // (fail wakes it): crypto/tls's Close sends close_notify (RFC 8446 §6.1)
 // and waits up to 5 s for room to, which an upstream that reads nothing
 // does not make; that wait is this goroutine's, not a query's.
@@ -315,14 +316,23 @@ func (c *dotConn) read() {
 			c.mu.Unlock()
 			return
 		}
-		c.lastRead = time.Now()
 		ch, ok := c.waiting[id]
-		if ok {
-			delete(c.waiting, id)
-			if ch == nil {
-				c.abandoned--
-				delete(c.abandonedAt, id)
-			}
+		if !ok {
+			// No query on c was sent with this ID, in flight or abandoned
+			// (an answer later than dotAbandonedFor too): the upstream's
+			// side answers something other than our queries, a proxy that
+			// mixes up its backends' IDs. Every query on c would time out,
+			// the frames keeping c from being found silent: it is given up,
+			// and its queries sent once more on another.
+			c.mu.Unlock()
+			c.fail(fmt.Errorf("%w: an answer with ID %d, which no query on the connection has", ErrProtocol, id))
+			return
+		}
+		c.lastRead = time.Now()
+		delete(c.waiting, id)
+		if ch == nil {
+			c.abandoned--
+			delete(c.abandonedAt, id)
 		}
 		c.extendDeadline()
 		c.mu.Unlock()

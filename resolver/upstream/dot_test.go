@@ -222,6 +222,45 @@ func TestDoTBadFrame(t *testing.T) {
 	assert.Equal(t, 2, srv.connections())
 }
 
+// TestDoTUnknownIDBreaksConnection: a frame whose ID no query on the
+// connection was sent with, in flight or abandoned (TestDoTAbandonedID),
+// says the upstream's side of the connection answers something other than
+// our queries (a proxy in front that mixes up its backends' IDs): the
+// connection is given up and the query in flight sent once more on a new
+// one. Before, the frame was dropped as a duplicate, and every query on
+// the connection timed out, up to dotPipeline of them while it stayed the
+// least loaded, its stream of wrong frames keeping it from being found
+// silent; given the same server, dnsproxy, CoreDNS forward and Unbound
+// each lost no query.
+func TestDoTUnknownIDBreaksConnection(t *testing.T) {
+	pki := newPKI(t)
+	var answered atomic.Bool
+	srv := startDoT(t, pki.good, func(s *dotTestServer, conn net.Conn) {
+		if s.accepted.Load() != 1 {
+			serveFrames(answerWithA)(s, conn)
+			return
+		}
+		serveFrames(func(q *dns.Msg) *dns.Msg {
+			m := answerWithA(q)
+			if answered.Swap(true) {
+				m.Id ^= 0x5a5a // another ID than the query's
+			}
+			return m
+		})(s, conn)
+	})
+	opts := pki.testOptions(t)
+	opts.Timeout = time.Second
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), opts)
+	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+	require.NoError(t, err, "the first connection answers once")
+	resp, err := tr.Exchange(context.Background(), clientQuery("b.example.", false))
+	require.NoError(t, err, "then answers another ID: the query goes again on a new connection")
+	require.Len(t, resp.Answer, 1)
+	assert.Equal(t, "b.example.", resp.Answer[0].Header().Name)
+	assert.Equal(t, 2, srv.connections())
+	assert.Len(t, srv.queries(), 3)
+}
+
 // TestDoTAbandonedExpire: the IDs of queries the upstream never answers
 // are freed after dotAbandonedFor, so a busy connection does not run out of
 // them.
