@@ -107,17 +107,11 @@ type dohConn struct {
 	net.Conn
 	t    *dohTransport
 	once sync.Once
-	// lastAnswer is when a response last came in on the connection (the
-	// connect's end before the first), in Unix nanoseconds, for silent.
-	lastAnswer atomic.Int64
-}
-
-// silent reports whether no response came in on c for a whole timeout, as
-// dotConn.silent does for DoT: HTTP/2 PINGs are answered below the
-// requests, so a server that no longer answers them on a connection keeps
-// it from being found dead.
-func (c *dohConn) silent(timeout time.Duration) bool {
-	return time.Since(time.Unix(0, c.lastAnswer.Load())) >= timeout
+	// answered is when a response last came in on the connection (the
+	// connect's end before the first). HTTP/2 PINGs are answered below
+	// the requests, so a server that no longer answers them on a
+	// connection keeps it from being found dead.
+	answered lastAnswer
 }
 
 // Close closes the connection and forgets it.
@@ -278,7 +272,7 @@ func (t *dohTransport) keep(conn net.Conn) (net.Conn, error) {
 		return nil, ErrClosed
 	}
 	c := &dohConn{Conn: conn, t: t}
-	c.lastAnswer.Store(time.Now().UnixNano())
+	c.answered.mark()
 	t.conns[c] = struct{}{}
 	return c, nil
 }
@@ -337,7 +331,7 @@ func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, got
 		},
 	})
 	defer func() {
-		if c := conn.Load(); err != nil && c != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && c.silent(t.timeout) {
+		if c := conn.Load(); err != nil && c != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && c.answered.silent(t.timeout) {
 			_ = c.Close()
 		}
 	}()
@@ -357,7 +351,7 @@ func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, got
 	}
 	defer resp.Body.Close()
 	if c := conn.Load(); c != nil {
-		c.lastAnswer.Store(time.Now().UnixNano())
+		c.answered.mark()
 	}
 	if resp.ProtoMajor == 1 && !t.http1.Load() {
 		// No HTTP/2 here: from now on, a connection per query in flight.

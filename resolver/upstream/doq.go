@@ -100,17 +100,25 @@ type doqConn struct {
 	// code one failure of its health, whatever the number of queries in
 	// flight on it.
 	closed sharedFailure
-	// lastRead is when an answer last came in on the connection (the
-	// dial's end before the first), in Unix nanoseconds, for silent.
-	lastRead atomic.Int64
+	// answered is when an answer last came in on the connection (the
+	// dial's end before the first). QUIC acknowledges packets below DNS,
+	// so a server that no longer answers on a connection keeps it from
+	// going idle.
+	answered lastAnswer
 }
 
-// silent reports whether no answer came in on c for a whole timeout
-// (since it was dialled, for one that has answered nothing yet), as
-// dotConn.silent does for DoT: QUIC acknowledges packets below DNS, so a
-// server that no longer answers on a connection keeps it from going idle.
-func (c *doqConn) silent(timeout time.Duration) bool {
-	return time.Since(time.Unix(0, c.lastRead.Load())) >= timeout
+// lastAnswer is when an answer last came in on a kept DoQ or DoH
+// connection, in Unix nanoseconds, to find the connection silent as
+// dotConn.silent finds a DoT one: a query that timed out gives its
+// connection up when no answer came in on it for a whole timeout.
+type lastAnswer struct{ at atomic.Int64 }
+
+// mark records an answer now (or the connection's dial).
+func (l *lastAnswer) mark() { l.at.Store(time.Now().UnixNano()) }
+
+// silent reports whether no answer came in for a whole timeout.
+func (l *lastAnswer) silent(timeout time.Duration) bool {
+	return time.Since(time.Unix(0, l.at.Load())) >= timeout
 }
 
 // doqDial is a dial in progress.
@@ -169,7 +177,7 @@ func (t *doqTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 		return nil, err
 	}
 	resp, err := t.ask(ctx, conn, wq)
-	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && conn.silent(t.timeout) {
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && conn.answered.silent(t.timeout) {
 		t.forget(conn)
 		_ = conn.CloseWithError(doqNoError, errSilent.Error())
 	}
@@ -201,7 +209,7 @@ func (t *doqTransport) ask(ctx context.Context, conn *doqConn, wq *wireQuery) (*
 	if _, err := io.ReadFull(str, b); err != nil {
 		return nil, t.streamError(conn, err)
 	}
-	conn.lastRead.Store(time.Now().UnixNano())
+	conn.answered.mark()
 	// The server ends the stream after its answer (§4.2); anything more on
 	// it is a second answer, which a query never has.
 	var more [1]byte
@@ -267,7 +275,7 @@ func (t *doqTransport) dial(d *doqDial) {
 		d.err = fmt.Errorf("connecting over quic: %w", typedDialError(err))
 	default:
 		c := &doqConn{Conn: conn}
-		c.lastRead.Store(time.Now().UnixNano())
+		c.answered.mark()
 		t.conn, d.conn = c, c
 	}
 }

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -211,4 +213,23 @@ func failoverForwarder(t *testing.T, pki *testPKI, enc string) (f *Forwarder, pl
 	t.Cleanup(f.Close)
 	f.started.Store(true)
 	return f, plain, reg
+}
+
+// checkSilentRedialled asks tr three times, of an upstream that answers
+// the first query on its first connection and nothing more on it: the
+// second query fails (with wantErr, when not nil), and the third must be
+// answered on a second connection (connections counts the upstream's).
+func checkSilentRedialled(t *testing.T, tr Transport, wantErr error, connections func() int) {
+	t.Helper()
+	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+	require.NoError(t, err, "the first connection answers once")
+	_, err = tr.Exchange(context.Background(), clientQuery("b.example.", false))
+	require.Error(t, err, "then falls silent")
+	if wantErr != nil {
+		require.ErrorIs(t, err, wantErr)
+	}
+	resp, err := tr.Exchange(context.Background(), clientQuery("c.example.", false))
+	require.NoError(t, err, "the next query goes on a new connection")
+	assert.Len(t, resp.Answer, 1)
+	assert.Equal(t, 2, connections())
 }
