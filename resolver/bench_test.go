@@ -140,7 +140,7 @@ func BenchmarkHandler(b *testing.B) {
 	b.Cleanup(func() { _ = srv.Shutdown(); ln.Close() })
 
 	snap := benchSnapshot(b, 100, u.addr)
-	if err := ConnectUpstreams(snap, nil, nil); err != nil {
+	if err := ConnectUpstreams(nil, snap, nil, nil); err != nil {
 		b.Fatal(err)
 	}
 	h := NewHandler(zap.NewNop(), snap, nil)
@@ -470,7 +470,7 @@ func inlinePaths() []struct {
 func wireBenchHandler(b *testing.B) *Handler {
 	snap := benchSnapshot(b, 100, rawUpstream(b))
 	m := NewMetrics(prometheus.NewRegistry())
-	if err := ConnectUpstreams(snap, nil, m); err != nil {
+	if err := ConnectUpstreams(nil, snap, nil, m); err != nil {
 		b.Fatal(err)
 	}
 	return NewHandler(zap.NewNop(), snap, m)

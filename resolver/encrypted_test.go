@@ -127,7 +127,7 @@ func startEncryptedFence(t *testing.T, p *testPKI, text string, upstreams ...str
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	require.NoError(t, ConnectUpstreams(snap, nil, m))
+	require.NoError(t, ConnectUpstreams(nil, snap, nil, m))
 	h := NewHandler(log, snap, m)
 	cert, err := OpenCertificate(log, cfg, m)
 	require.NoError(t, err)

@@ -130,7 +130,7 @@ func TestBuildSnapshotReadsNoResolvConf(t *testing.T) {
 			require.NoError(t, err, "BuildSnapshot does not read resolv.conf")
 			assert.Len(t, snap.Policies, 4)
 			assert.Nil(t, snap.Forwarder(), "nor build a forwarder")
-			err = ConnectUpstreams(snap, nil, nil)
+			err = ConnectUpstreams(nil, snap, nil, nil)
 			assert.ErrorContains(t, err, tc.wantErr)
 			assert.Nil(t, snap.Forwarder())
 
@@ -174,7 +174,7 @@ func TestHTTPSUpstreamWhoseLookupWouldLoopIsRefused(t *testing.T) {
 		require.NoError(t, err)
 		snap, err := BuildSnapshot(cfg, nil)
 		require.NoError(t, err)
-		err = ConnectUpstreams(snap, nil, nil)
+		err = ConnectUpstreams(nil, snap, nil, nil)
 		if err == nil {
 			t.Cleanup(snap.Forwarder().Close)
 		}

@@ -293,7 +293,7 @@ func fuzzHandler(f *testing.F, path string, loaded time.Time) *Handler {
 		f.Fatal(err)
 	}
 	snap.Loaded = loaded // before it is served: read-only from then on
-	if err := ConnectUpstreams(snap, nil, nil); err != nil {
+	if err := ConnectUpstreams(nil, snap, nil, nil); err != nil {
 		f.Fatal(err)
 	}
 	return NewHandler(zap.NewNop(), snap, nil)

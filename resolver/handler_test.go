@@ -637,7 +637,7 @@ func TestPanicBecomesServfail(t *testing.T) {
 	f := startFence(t, testConfig, testFiles, up.addr)
 	snap, err := BuildSnapshot(f.handler.Snapshot().Config, nil)
 	require.NoError(t, err)
-	require.NoError(t, ConnectUpstreams(snap, f.handler.Snapshot(), nil))
+	require.NoError(t, ConnectUpstreams(nil, snap, f.handler.Snapshot(), nil))
 	p := snap.Policies[0]
 	p.Block = append([]List{panicList{}}, p.Block...)
 	f.handler.Store(snap)

@@ -247,7 +247,7 @@ func launchFence(t *testing.T, log *zap.Logger, path string, wrap func(*Handler)
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	require.NoError(t, ConnectUpstreams(snap, nil, m))
+	require.NoError(t, ConnectUpstreams(nil, snap, nil, m))
 	h := NewHandler(log, snap, m)
 	var serve listen.Handler = h
 	if wrap != nil {

@@ -131,7 +131,7 @@ func reconfigure(t *testing.T, f *fence, old, new string) {
 	require.NoError(t, err)
 	snap, err := BuildSnapshot(cfg, f.handler.Snapshot())
 	require.NoError(t, err)
-	require.NoError(t, ConnectUpstreams(snap, f.handler.Snapshot(), f.handler.metrics))
+	require.NoError(t, ConnectUpstreams(nil, snap, f.handler.Snapshot(), f.handler.metrics))
 	f.handler.Store(snap)
 }
 

@@ -112,7 +112,7 @@ func TestReadiness(t *testing.T) {
 	require.NoError(t, err)
 	snap, err := BuildSnapshot(cfg, nil)
 	require.NoError(t, err)
-	require.NoError(t, ConnectUpstreams(snap, nil, h.metrics))
+	require.NoError(t, ConnectUpstreams(nil, snap, nil, h.metrics))
 	h.Store(snap)
 	code, body = get(t, srv.URL+"/readyz")
 	assert.Equal(t, http.StatusOK, code, body)

@@ -642,7 +642,7 @@ func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted [
 		}
 		accepted = held
 	}
-	if err := ConnectUpstreams(next, prev, r.handler.metrics); err != nil {
+	if err := ConnectUpstreams(r.log.Named("upstream"), next, prev, r.handler.metrics); err != nil {
 		return nil, nil, err
 	}
 	next.keepPeaks(prev, force)

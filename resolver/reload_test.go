@@ -330,7 +330,7 @@ reload: {max_shrink: 0}
 	require.NoError(t, err)
 	snap, err := BuildSnapshot(cfg, nil)
 	require.NoError(t, err)
-	require.NoError(t, ConnectUpstreams(snap, nil, nil))
+	require.NoError(t, ConnectUpstreams(nil, snap, nil, nil))
 	h := NewHandler(zap.NewNop(), snap, nil)
 	r := NewReloader(zap.NewNop(), h, func() (*config.Config, error) { return config.Load(conf) })
 

@@ -101,7 +101,7 @@ func (r *Reloader) Start(ctx context.Context, cfg *config.Config) (*Snapshot, er
 	if err != nil {
 		return nil, err
 	}
-	if err := ConnectUpstreams(snap, nil, r.handler.metrics); err != nil {
+	if err := ConnectUpstreams(r.log.Named("upstream"), snap, nil, r.handler.metrics); err != nil {
 		return nil, err
 	}
 	r.handler.Store(snap)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
+	"go.uber.org/zap"
 )
 
 // UpstreamAddresses is what cfg's upstreams forward to, as written with
@@ -53,7 +54,8 @@ func UpstreamAddresses(cfg *config.Config) ([]string, error) {
 // until snap is published (nil at start): its forwarder is kept when the
 // upstreams, upstream_timeout and upstream_strategy are unchanged, else
 // the new one inherits what it learnt of the upstreams both name
-// (upstream.Rebuild). Exchanges are counted into m (nil: not counted).
+// (upstream.Rebuild). Exchanges are counted into m (nil: not counted), and
+// an upstream marked down or back up is logged to log (nil: not logged).
 //
 // Encrypted upstreams (tls://, https://, quic://) are verified against the
 // system's roots plus upstream_ca, and an https upstream written with a
@@ -65,7 +67,7 @@ func UpstreamAddresses(cfg *config.Config) ([]string, error) {
 // publishes; whoever publishes snap then retires a forwarder that snap
 // replaced (Reloader.ReloadFor does). It fails when no usable upstream is
 // left, a resolv.conf cannot be read, or upstream_ca cannot be loaded.
-func ConnectUpstreams(snap, prev *Snapshot, m *Metrics) error {
+func ConnectUpstreams(log *zap.Logger, snap, prev *Snapshot, m *Metrics) error {
 	cfg := snap.Config
 	addrs, err := UpstreamAddresses(cfg)
 	if err != nil {
@@ -74,6 +76,7 @@ func ConnectUpstreams(snap, prev *Snapshot, m *Metrics) error {
 	opts := upstream.Options{
 		Timeout: cfg.UpstreamTimeout,
 		Fastest: cfg.UpstreamStrategy == config.StrategyFastest,
+		Log:     log,
 	}
 	var plain []string
 	encrypted := false

@@ -63,7 +63,7 @@ func startWirePair(t *testing.T, text string, upstreams ...string) wirePair {
 		require.NoError(t, err)
 		snap.Loaded = loaded // before it is served: read-only from then on
 		m := NewMetrics(prometheus.NewRegistry())
-		require.NoError(t, ConnectUpstreams(snap, nil, m))
+		require.NoError(t, ConnectUpstreams(nil, snap, nil, m))
 		log := zaptest.NewLogger(t)
 		h := NewHandler(log, snap, m)
 		var addr string

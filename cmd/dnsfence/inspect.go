@@ -323,7 +323,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	if *resolve && e.Forwarded() {
 		req := new(dns.Msg)
 		req.SetQuestion(e.Name, qtype)
-		if err := resolver.ConnectUpstreams(snap, nil, nil); err != nil {
+		if err := resolver.ConnectUpstreams(nil, snap, nil, nil); err != nil {
 			fmt.Fprintf(stderr, "resolve: %v\n", err)
 			return explainError
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 )
 
 // Forwarder sends queries to the upstream resolvers, those up first, by
@@ -70,6 +71,7 @@ type Forwarder struct {
 	fastest bool
 	// roots verified the encrypted upstreams' certificates (Options.RootCAs).
 	roots *x509.CertPool
+	log   *zap.Logger // an upstream marked down or back up (Options.Log)
 }
 
 // Health and retry parameters.
@@ -106,6 +108,9 @@ type upstreamState struct {
 	probing atomic.Bool   // a probe goroutine is running for it
 	rtt     atomic.Int64  // smoothed round-trip time in ns; 0 until measured
 	health  healthWindowBits
+	// downSince is when it was last marked down (Unix nanoseconds), for
+	// the log line when it is back up.
+	downSince atomic.Int64
 	// retries is the tries beyond their query's first in flight to it.
 	retries atomic.Int64
 	// seconds is its series of dnsfence_upstream_seconds, found once
@@ -172,6 +177,9 @@ type Options struct {
 	Fastest bool
 	// Metrics counts exchanges, errors and retries; nil counts nothing.
 	Metrics *Metrics
+	// Log has a line for each upstream marked down (a warning, with the
+	// failure that did it) and back up; nil logs nothing.
+	Log *zap.Logger
 	// NewTransport makes the transport of one upstream address as
 	// configured; nil is NewTransport.
 	NewTransport func(addr string, opts Options) (Transport, error)
@@ -209,6 +217,10 @@ func New(addrs []string, opts Options) (*Forwarder, error) {
 		metrics:    opts.Metrics,
 		probeEvery: time.Second,
 		roots:      opts.RootCAs,
+		log:        opts.Log,
+	}
+	if f.log == nil {
+		f.log = zap.NewNop()
 	}
 	for _, addr := range addrs {
 		t, err := newTransport(addr, opts)
@@ -286,6 +298,7 @@ func (f *Forwarder) inherit(prev *Forwarder) {
 				u.rtt.Store(p.rtt.Load())
 				u.health.w.Store(p.health.w.Load())
 				u.down.Store(p.down.Load())
+				u.downSince.Store(p.downSince.Load())
 			}
 		}
 	}
@@ -323,7 +336,7 @@ func (f *Forwarder) explore(u *upstreamState) {
 	start := time.Now()
 	if _, err := f.exchange(ctx, probeQuery(), u, false); err != nil {
 		if countsAgainst(err) {
-			f.failed(u)
+			f.failed(u, err)
 		}
 		return
 	}
@@ -476,22 +489,33 @@ func (f *Forwarder) noneDown() bool {
 
 // succeeded records a usable answer from u, asked at start, after took:
 // its round-trip time, and, if u was down, that it is up again with its
-// window cleared.
+// window cleared (logged).
 func (f *Forwarder) succeeded(u *upstreamState, start time.Time, took time.Duration) {
 	u.observe(took)
 	if u.down.Load() {
 		u.health.reset()
-		u.down.Store(false)
+		if u.down.CompareAndSwap(true, false) {
+			f.log.Info("upstream back up", zap.String("upstream", u.addr),
+				zap.Duration("down_for", time.Since(time.Unix(0, u.downSince.Load())).Round(time.Millisecond)))
+		}
 	} else {
 		u.health.record(false)
 	}
 	f.lastOK.Store(start.Add(took).UnixNano()) // now, without asking the clock again
 }
 
-// failed records a failed exchange with u, and marks it down when more
-// than half of its window failed.
-func (f *Forwarder) failed(u *upstreamState) {
+// failed records a failed exchange with u, failing with err, and marks
+// it down when more than half of its window failed: logged as a warning
+// naming err, as dnsdist logs a backend marked down, since a client sees
+// nothing of it while another upstream answers (an encrypted upstream
+// whose certificate expired, say).
+func (f *Forwarder) failed(u *upstreamState, err error) {
 	if fails, n := u.health.record(true); fails*2 > n {
+		if !u.down.Load() && u.down.CompareAndSwap(false, true) {
+			u.downSince.Store(time.Now().UnixNano())
+			f.log.Warn("upstream down: skipped while another is up, probed every second", zap.String("upstream", u.addr),
+				zap.Error(err), zap.Int("failed", fails), zap.Int("exchanges", n))
+		}
 		f.markDown(u)
 	}
 }
@@ -828,7 +852,7 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 	case err == nil:
 		f.succeeded(up, start, took)
 	case ctx.Err() == nil && !ofTheQuery(err) && countsAgainst(err):
-		f.failed(up)
+		f.failed(up, err)
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestAllDownOrder: when every upstream is down, the one with the fewest
@@ -93,7 +95,7 @@ func TestHealthWindow(t *testing.T) {
 			u := f.upstreams[0]
 			for _, o := range tc.outcomes {
 				if o == 'f' {
-					f.failed(u)
+					f.failed(u, ErrAnswerMalformed)
 				} else {
 					f.succeeded(u, time.Now(), time.Millisecond)
 				}
@@ -172,4 +174,50 @@ func TestProbedEverySecond(t *testing.T) {
 	back := time.Now()
 	require.Eventually(t, func() bool { return !u.down.Load() }, 10*time.Second, 5*time.Millisecond)
 	assert.Less(t, time.Since(back), time.Second, "back up at the next probe, not once the silent probe timed out")
+}
+
+// TestDownAndBackUpLogged: an upstream marked down is logged once, as a
+// warning naming the failure that did it, however many queries and probes
+// fail while it stays down, and once as it comes back up, with how long it
+// was down: an encrypted upstream whose certificate expired while another
+// answers was seen only in dnsfence_upstream_errors_total, where dnsdist
+// logs every backend it marks down.
+func TestDownAndBackUpLogged(t *testing.T) {
+	var refusing atomic.Bool
+	var asked atomic.Int64
+	refusing.Store(true)
+	up := startUpstream(t, func(_ dns.ResponseWriter, q *dns.Msg) *dns.Msg {
+		asked.Add(1)
+		m := defaultAnswer(nil, q)
+		if refusing.Load() {
+			m.Rcode, m.Answer = dns.RcodeRefused, nil
+		}
+		return m
+	})
+	core, logs := observer.New(zap.InfoLevel)
+	f, err := New([]string{up.addr}, Options{Timeout: time.Second, Log: zap.New(core)})
+	require.NoError(t, err)
+	defer f.Close()
+	f.probeEvery = 20 * time.Millisecond
+	for range 5 {
+		_, _, err := f.Forward(context.Background(), clientQuery("a.example.", false), false)
+		require.Error(t, err)
+	}
+	require.Eventually(t, func() bool { return asked.Load() >= 10 }, 5*time.Second, 5*time.Millisecond, "probed while down")
+	down := logs.FilterMessageSnippet("upstream down").AllUntimed()
+	require.Len(t, down, 1, "one line while it stays down")
+	assert.Equal(t, zap.WarnLevel, down[0].Level)
+	fields := down[0].ContextMap()
+	assert.Equal(t, up.addr, fields["upstream"])
+	assert.Contains(t, fields["error"], "REFUSED")
+
+	refusing.Store(false)
+	require.Eventually(t, func() bool { return len(f.Down()) == 0 }, 5*time.Second, 5*time.Millisecond)
+	back := logs.FilterMessage("upstream back up").AllUntimed()
+	require.Len(t, back, 1)
+	assert.Equal(t, up.addr, back[0].ContextMap()["upstream"])
+	assert.Positive(t, back[0].ContextMap()["down_for"])
+	_, _, err = f.Forward(context.Background(), clientQuery("b.example.", false), false)
+	require.NoError(t, err)
+	assert.Equal(t, 2, logs.Len(), "nothing more while it answers")
 }
