@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -201,6 +202,42 @@ func TestAuditLimiterReportsSuppressed(t *testing.T) {
 	ok, n := a.allow(c, 2, now.Add(time.Minute))
 	assert.True(t, ok)
 	assert.Equal(t, 5, n, "the next line says how many were suppressed")
+}
+
+// TestAuditLimiterBounded floods the audit limiter with the addresses of
+// an IPv6 network, each over its cap so that its window has lines
+// suppressed: every window was kept (1,000,000 addresses held 131 MB), so
+// the addresses a flood of blocked queries can bring, a trusted proxy's
+// ECS or a /64's, took memory without bound.
+func TestAuditLimiterBounded(t *testing.T) {
+	var a auditLimiter
+	addr := func(i int) netip.Addr {
+		b := netip.MustParseAddr("fd00::").As16()
+		b[12], b[13], b[14], b[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+		return netip.AddrFrom16(b)
+	}
+	now := time.Unix(1000, 0)
+	const clients = maxAuditClients + 1000
+	granted := 0
+	for i := 0; i < clients; i++ {
+		for j := 0; j < 3; j++ {
+			if ok, _ := a.allow(addr(i), 2, now); ok {
+				granted++
+			}
+		}
+	}
+	assert.LessOrEqual(t, len(a.clients), maxAuditClients, "windows held past the bound")
+	assert.Equal(t, 2*maxAuditClients+2, granted, "the clients past the bound share one window")
+
+	// A minute on, the windows over, suppressed lines and all, make room.
+	later := now.Add(time.Minute + time.Second)
+	ok, n := a.allow(addr(clients), 2, later)
+	assert.True(t, ok)
+	assert.Zero(t, n)
+	assert.Equal(t, 1, len(a.clients), "the windows over forgotten once the limiter is full")
+	ok, n = a.allow(addr(0), 2, later)
+	assert.True(t, ok)
+	assert.Zero(t, n, "a forgotten window's count is gone")
 }
 
 func TestChaosExplain(t *testing.T) {
