@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net"
 	"net/http"
@@ -57,7 +56,7 @@ type DoHOptions struct {
 	// Count, when set, counts the requests the listener answers itself:
 	// ResultBadRequest for every 4xx, "formerr" and "notimp" for the DNS
 	// rejections of DESIGN.md §1 step 1, ResultDropped for a 503 after the
-	// stop. Transport is HTTPS.
+	// stop or past BodyBudget. Transport is HTTPS.
 	Count Counter
 	// Log gets net/http's own complaints (TLS handshake errors, panics)
 	// at debug level. Nil: discarded.
@@ -105,6 +104,11 @@ type DoHOptions struct {
 	// IdleTimeout closes a connection with no request for that long.
 	// Default DefaultDoHIdleTimeout.
 	IdleTimeout time.Duration
+	// BodyBudget bounds the octets of the POST bodies held while they
+	// arrive, over all the listener's connections, past the first 512 of
+	// each (queryBudget): a POST that would go past it is answered 503 and
+	// counted dropped. Default DefaultQueryBudget.
+	BodyBudget int64
 }
 
 // DoHServer serves DNS over HTTPS (RFC 8484) on DoHPath: GET with the
@@ -120,6 +124,8 @@ type DoHServer struct {
 	// stopped is set by stopTaking: a request whose query ServeHTTP has
 	// not taken by then gets 503, whatever connection it came on.
 	stopped atomic.Bool
+	// bodies holds the POST bodies arriving to opt.BodyBudget.
+	bodies queryBudget
 }
 
 var _ http.Handler = (*DoHServer)(nil)
@@ -144,10 +150,13 @@ func NewDoHServer(opt DoHOptions) *DoHServer {
 	if opt.IdleTimeout <= 0 {
 		opt.IdleTimeout = DefaultDoHIdleTimeout
 	}
+	if opt.BodyBudget <= 0 {
+		opt.BodyBudget = DefaultQueryBudget
+	}
 	if opt.Log == nil {
 		opt.Log = zap.NewNop()
 	}
-	s := &DoHServer{opt: opt}
+	s := &DoHServer{opt: opt, bodies: queryBudget{max: opt.BodyBudget}}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(opt.TLS != nil)
@@ -271,7 +280,12 @@ func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		msg = b
 	case http.MethodPost:
-		b, status, why := dohPOSTQuery(w, r)
+		b, held, status, why := s.dohPOSTQuery(w, r)
+		defer s.bodies.give(held)
+		if why == whyBodyBusy {
+			s.refuseBusy(w)
+			return
+		}
 		if why == whyBodyUnread {
 			s.refuseUnread(w)
 			return
@@ -381,27 +395,31 @@ func dohGETQuery(r *http.Request) (msg []byte, status int, why string) {
 }
 
 // dohPOSTQuery is the query of a POST: its application/dns-message body of
-// at most 65,535 octets (RFC 8484 §4.1, §6).
-func dohPOSTQuery(w http.ResponseWriter, r *http.Request) (msg []byte, status int, why string) {
+// at most 65,535 octets (RFC 8484 §4.1, §6), and the octets of the budget
+// it took (queryBudget.read), which the caller gives back once it has
+// answered.
+func (s *DoHServer) dohPOSTQuery(w http.ResponseWriter, r *http.Request) (msg []byte, held int64, status int, why string) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != DoHContentType {
-		return nil, http.StatusUnsupportedMediaType, "Content-Type must be " + DoHContentType
+		return nil, 0, http.StatusUnsupportedMediaType, "Content-Type must be " + DoHContentType
 	}
 	tooLarge := fmt.Sprintf("a DNS message is at most %d octets", dns.MaxMsgSize)
 	if r.ContentLength > dns.MaxMsgSize {
-		return nil, http.StatusRequestEntityTooLarge, tooLarge
+		return nil, 0, http.StatusRequestEntityTooLarge, tooLarge
 	}
-	msg, err = io.ReadAll(http.MaxBytesReader(w, r.Body, dns.MaxMsgSize))
+	msg, held, err = s.bodies.read(http.MaxBytesReader(w, r.Body, dns.MaxMsgSize))
 	var mbe *http.MaxBytesError
 	switch {
+	case errors.Is(err, errQueryBudget):
+		return nil, held, http.StatusServiceUnavailable, whyBodyBusy
 	case errors.As(err, &mbe):
-		return nil, http.StatusRequestEntityTooLarge, tooLarge
+		return nil, held, http.StatusRequestEntityTooLarge, tooLarge
 	case err != nil:
-		return nil, http.StatusBadRequest, whyBodyUnread
+		return nil, held, http.StatusBadRequest, whyBodyUnread
 	case len(msg) == 0:
-		return nil, http.StatusBadRequest, "empty body"
+		return nil, held, http.StatusBadRequest, "empty body"
 	}
-	return msg, 0, ""
+	return msg, held, 0, ""
 }
 
 // refuseStopped answers a request that came after stopTaking 503, counted
@@ -423,6 +441,19 @@ func (s *DoHServer) refuse(w http.ResponseWriter, status int, why string) {
 // whyBodyUnread is dohPOSTQuery's reason for a body that could not be
 // read (refuseUnread).
 const whyBodyUnread = "reading the body"
+
+// whyBodyBusy is dohPOSTQuery's reason for a body past the listener's
+// BodyBudget (refuseBusy).
+const whyBodyBusy = "too many query octets being received; try again"
+
+// refuseBusy answers 503 to a POST whose body would take the listener
+// past its BodyBudget, counted as dropped (it gets no DNS answer), as
+// Unbound resets the streams past http-query-buffer-size: a device that
+// pads its queries to 468 octets (RFC 8467) never meets it.
+func (s *DoHServer) refuseBusy(w http.ResponseWriter) {
+	s.count(ResultDropped)
+	http.Error(w, whyBodyBusy, http.StatusServiceUnavailable)
+}
 
 // refuseUnread answers 400 to a POST whose body could not be read, and
 // counts it, unless the 400 cannot be sent: an HTTP/2 client that reset

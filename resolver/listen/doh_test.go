@@ -904,3 +904,53 @@ func TestDoHClientNotReadingIsClosed(t *testing.T) {
 		assert.Equal(t, ClosedNotReading, reason)
 	}
 }
+
+// TestDoHBodyBudget: POST bodies that a client starts and never ends are
+// held by the listener until ReadTimeout; past the first 512 octets of
+// each they take from one budget over all its connections, and a POST
+// that would go past it gets 503, counted dropped, while a query that
+// fits in 512 octets is answered, as is the large one once the budget is
+// given back. Without the budget 60 connections of 64 such bodies held
+// 212 MB.
+func TestDoHBodyBudget(t *testing.T) {
+	const budget = 4096
+	d := newDoHSetup(t, false, func(o *DoHOptions) { o.BodyBudget = budget })
+	conn, fr := h2Frames(t, d)
+	go func() { // the server's frames, read so that it never waits on them
+		for {
+			if _, err := fr.ReadFrame(); err != nil {
+				return
+			}
+		}
+	}()
+	var hbuf bytes.Buffer
+	enc := hpack.NewEncoder(&hbuf)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", testServerName},
+		{":path", DoHPath}, {"content-type", DoHContentType}} {
+		require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
+	}
+	require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hbuf.Bytes(), EndHeaders: true}))
+	require.NoError(t, fr.WriteData(1, false, make([]byte, 4000))) // held: 512 free, 3,584 of the budget
+
+	padded := func(size int) []byte {
+		m := query("large.example.org")
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, size)})
+		return mustPack(t, m)
+	}
+	large := padded(2000) // 1,536 octets of the budget past its first 512
+	c := d.client(false)
+	status := func(body []byte) int {
+		resp, err := c.Post(d.url, DoHContentType, bytes.NewReader(body))
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Eventually(t, func() bool { return status(large) == http.StatusServiceUnavailable }, 5*time.Second, 10*time.Millisecond,
+		"a body past the budget answered while another one held it")
+	assert.Equal(t, http.StatusOK, status(mustPack(t, query("small.example.org"))), "a query of 512 octets or less takes no budget")
+	assert.GreaterOrEqual(t, d.counts.get(HTTPS, ResultDropped), 1, "the 503 counted dropped")
+
+	conn.Close() // the held body's stream ends with its connection
+	require.Eventually(t, func() bool { return status(large) == http.StatusOK }, 5*time.Second, 10*time.Millisecond,
+		"the budget given back")
+}

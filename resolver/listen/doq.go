@@ -67,8 +67,8 @@ type DoQOptions struct {
 	// Count, when set, counts the queries the listener answers or refuses
 	// itself: ResultBadRequest for each protocol error, "formerr" and
 	// "notimp" for the DNS rejections of DESIGN.md §1 step 1,
-	// ResultDropped for a query not read whole before the stop (Shutdown).
-	// Transport is QUIC.
+	// ResultDropped for a query not read whole before the stop (Shutdown)
+	// or past QueryBudget. Transport is QUIC.
 	Count Counter
 	// Log gets lifecycle and protocol-error lines at debug level. Nil:
 	// discarded.
@@ -113,6 +113,12 @@ type DoQOptions struct {
 	// no query in progress for that long (RFC 9250 §5.5). Default
 	// DefaultDoQIdleTimeout.
 	IdleTimeout time.Duration
+	// QueryBudget bounds the octets of the queries held while they
+	// arrive, over all the listener's connections, past the first 512 of
+	// each stream (queryBudget): a stream whose query would go past it is
+	// reset with DOQ_EXCESSIVE_LOAD and counted dropped. Default
+	// DefaultQueryBudget.
+	QueryBudget int64
 }
 
 // DoQServer serves DNS over dedicated QUIC connections (RFC 9250): ALPN
@@ -147,6 +153,9 @@ type DoQServer struct {
 	closing  bool                      // Close was called
 	drained  chan struct{}             // closed when draining and streams is 0
 	wg       sync.WaitGroup
+
+	// queries holds the queries arriving to opt.QueryBudget.
+	queries queryBudget
 }
 
 // NewDoQServer returns a DoQServer; Serve runs it.
@@ -166,12 +175,15 @@ func NewDoQServer(opt DoQOptions) *DoQServer {
 	if opt.IdleTimeout <= 0 {
 		opt.IdleTimeout = DefaultDoQIdleTimeout
 	}
+	if opt.QueryBudget <= 0 {
+		opt.QueryBudget = DefaultQueryBudget
+	}
 	log := opt.Log
 	if log == nil {
 		log = zap.NewNop()
 	}
 	return &DoQServer{opt: opt, log: log, conns: map[*doqConn]struct{}{}, reading: map[*quic.Stream]struct{}{},
-		unproven: map[netip.Prefix]int{}, drained: make(chan struct{})}
+		unproven: map[netip.Prefix]int{}, drained: make(chan struct{}), queries: queryBudget{max: opt.QueryBudget}}
 }
 
 // errTooManyConns refuses a connection attempt over MaxConns.
@@ -419,7 +431,9 @@ func (s *DoQServer) closeAll() {
 // readQuery reads st's query, at most max octets, registered in reading
 // meanwhile so that the stop can end the read (startDraining). taken is
 // false when the stop came first: the read ended by it, or done after it.
-func (s *DoQServer) readQuery(st *quic.Stream, max int64) (b []byte, taken bool, err error) {
+// held is what the query took of s.queries, to give back once it is
+// answered, whatever the error.
+func (s *DoQServer) readQuery(st *quic.Stream, max int64) (b []byte, held int64, taken bool, err error) {
 	s.mu.Lock()
 	s.reading[st] = struct{}{}
 	if s.draining && !s.closing {
@@ -432,8 +446,8 @@ func (s *DoQServer) readQuery(st *quic.Stream, max int64) (b []byte, taken bool,
 		delete(s.reading, st)
 		taken = !s.draining || s.closing || (err != nil && !errors.Is(err, os.ErrDeadlineExceeded))
 	}()
-	b, err = io.ReadAll(io.LimitReader(st, max))
-	return b, true, err
+	b, held, err = s.queries.read(io.LimitReader(st, max))
+	return b, held, true, err
 }
 
 // streamStarted counts a query in progress; false once draining.
@@ -600,7 +614,8 @@ func (s *DoQServer) serveStream(c *doqConn, st *quic.Stream) {
 		}
 	}()
 	_ = st.SetReadDeadline(time.Now().Add(s.opt.ReadTimeout))
-	b, taken, err := s.readQuery(st, 2+dns.MaxMsgSize+1)
+	b, held, taken, err := s.readQuery(st, 2+dns.MaxMsgSize+1)
+	defer s.queries.give(held)
 	if !taken {
 		// The query's end came after the stop, or had not come: not
 		// taken, as a TCP query half read at the stop is not.
@@ -613,6 +628,12 @@ func (s *DoQServer) serveStream(c *doqConn, st *quic.Stream) {
 		var se *quic.StreamError
 		var ae *quic.ApplicationError
 		switch {
+		case errors.Is(err, errQueryBudget):
+			// As Unbound resets the streams past its buffers' bound; the
+			// query gets no answer.
+			s.count(ResultDropped)
+			st.CancelRead(DoQExcessiveLoad)
+			st.CancelWrite(DoQExcessiveLoad)
 		case errors.As(err, &se) && se.Remote:
 			// The client cancelled the query (RFC 9250 §4.3.1).
 			st.CancelWrite(DoQRequestCancelled)

@@ -459,3 +459,47 @@ func TestDoQClientNotReadingIsClosed(t *testing.T) {
 	assert.Equal(t, int64(DoQExcessiveLoad), closeCode(c), "closed for the answers left unread")
 	assert.Equal(t, []string{ClosedNotReading}, closed.all(), "counted once")
 }
+
+// TestDoQQueryBudget: queries that a client starts and never ends are
+// held by the listener until ReadTimeout; past the first 512 octets of
+// each stream they take from one budget over all its connections, and a
+// stream whose query would go past it is reset with DOQ_EXCESSIVE_LOAD,
+// counted dropped, while a query that fits in 512 octets is answered, as
+// is the large one once the budget is given back. Without the budget 60
+// connections of 64 such queries took the process to 253 MB.
+func TestDoQQueryBudget(t *testing.T) {
+	const budget = 4096
+	d := newDoQSetup(t, func(o *DoQOptions) { o.QueryBudget = budget })
+	hog, err := d.dial(t)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	held, err := hog.OpenStreamSync(ctx)
+	require.NoError(t, err)
+	_, err = held.Write(append([]byte{0x10, 0x00}, make([]byte, 3998)...)) // 4,000 octets, no FIN: 3,584 of the budget
+	require.NoError(t, err)
+
+	padded := func(size int) *dns.Msg {
+		m := query("large.example.org")
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, size)})
+		return m
+	}
+	large := padded(2000) // 1,536 octets of the budget past its first 512
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	var se *quic.StreamError
+	require.Eventually(t, func() bool {
+		_, err := doqExchange(c, large)
+		return errors.As(err, &se) && se.ErrorCode == DoQExcessiveLoad
+	}, 5*time.Second, 10*time.Millisecond, "a query past the budget answered while another one held it")
+	r, err := doqExchange(c, query("small.example.org"))
+	require.NoError(t, err, "a query of 512 octets or less takes no budget")
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	assert.GreaterOrEqual(t, d.counts.get(QUIC, ResultDropped), 1, "the reset counted dropped")
+
+	require.NoError(t, hog.CloseWithError(0, "")) // the held query's stream ends with its connection
+	require.Eventually(t, func() bool {
+		_, err := doqExchange(c, large) // answered: what the test upstream says to it is its own affair
+		return err == nil
+	}, 5*time.Second, 10*time.Millisecond, "the budget given back")
+}
