@@ -8,12 +8,15 @@ import (
 
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
-	"golang.org/x/time/rate"
 )
 
 // maxBuckets bounds the rate limiter's memory. Past it, idle clients are
 // forgotten; if it is still full (a flood from many spoofed sources), new
-// clients share one overflow bucket (one a shard).
+// clients share one overflow bucket (one a shard). A bucket is a value of
+// its shard's map, 40 octets with its key and 95 with the map's room: a
+// full limiter holds 25 MB, where a *rate.Limiter and a *bucket of times
+// for each, keyed by netip.Prefix, held 240 octets a bucket, 63 MB
+// (Unbound's ratelimit-size and ip-ratelimit-size are 4 MB).
 const maxBuckets = 1 << 18
 
 // limitShards is how many parts the rate limiter's buckets are split into,
@@ -42,6 +45,8 @@ type rateLimiter struct {
 	// unallowed is the one bucket of every source outside
 	// allowed_clients (allowUnallowed).
 	unallowed unallowedBucket
+	// perNano is rate in tokens a nanosecond.
+	perNano float64
 }
 
 // unallowedBucket is the bucket that every source outside allowed_clients
@@ -52,23 +57,45 @@ type rateLimiter struct {
 // rate (dnsfence reflects no more towards many spoofed victims than
 // towards one).
 type unallowedBucket struct {
-	mu sync.Mutex // guards logged (lim is safe on its own)
+	mu sync.Mutex // guards bucket
 	bucket
 }
 
 // limitShard holds the buckets of the client networks that hash to it.
 type limitShard struct {
 	mu        sync.Mutex
-	buckets   map[netip.Prefix]*bucket
-	overflow  *bucket
+	buckets   map[networkKey]bucket
+	overflow  bucket
 	lastPrune time.Time
 	_         [64]byte // keeps neighbouring shards' locks off one cache line
 }
 
+// networkKey is a client network (listen.ClientNetwork: a /32 or a /56)
+// as the 16 octets of its address: an IPv4 one IPv4-mapped, which no
+// IPv6 /56 is, since its last nine octets are zero.
+type networkKey [16]byte
+
+// bucket is a token bucket, as golang.org/x/time/rate's Limiter takes
+// tokens (a full bucket to start with, refilled at the rate up to the
+// burst), kept as a value of its shard's map and changed under its lock.
 type bucket struct {
-	lim    *rate.Limiter
-	seen   time.Time
-	logged time.Time
+	tokens float64 // at last
+	last   int64   // Unix nanoseconds of the last take: when the client was last seen
+	logged int64   // Unix nanoseconds of the last log line about it; 0 for none
+}
+
+// take refills b for the time since its last take and takes a token,
+// reporting false when there was none.
+func (b *bucket) take(r *rateLimiter, now int64) bool {
+	if elapsed := now - b.last; elapsed > 0 {
+		b.tokens = min(b.tokens+float64(elapsed)*r.perNano, float64(r.burst))
+	}
+	b.last = max(b.last, now)
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // newRateLimiter returns the limiter of cfg, or nil when cfg turns rate
@@ -77,13 +104,13 @@ func newRateLimiter(cfg config.RateLimit) *rateLimiter {
 	if cfg.Rate <= 0 {
 		return nil
 	}
-	r := &rateLimiter{rate: cfg.Rate, burst: cfg.Burst, seed: maphash.MakeSeed()}
+	r := &rateLimiter{rate: cfg.Rate, burst: cfg.Burst, seed: maphash.MakeSeed(), perNano: cfg.Rate / 1e9}
 	for i := range r.shards {
 		s := &r.shards[i]
-		s.buckets = map[netip.Prefix]*bucket{}
-		s.overflow = &bucket{lim: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst)}
+		s.buckets = map[networkKey]bucket{}
+		s.overflow = r.full()
 	}
-	r.unallowed.lim = rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst)
+	r.unallowed.bucket = r.full()
 	return r
 }
 
@@ -96,11 +123,20 @@ func (r *rateLimiter) reconfigured(cfg config.RateLimit) *rateLimiter {
 	return newRateLimiter(cfg)
 }
 
+// full is a bucket of burst tokens, as a client's starts.
+func (r *rateLimiter) full() bucket { return bucket{tokens: float64(r.burst)} }
+
 // shard is the part of the limiter that holds key's bucket.
 func (r *rateLimiter) shard(key netip.Prefix) *limitShard {
-	a := key.Addr().As16()
-	return &r.shards[maphash.Bytes(r.seed, a[:])>>(64-limitShardBits)]
+	return r.shardOf(networkKeyOf(key))
 }
+
+func (r *rateLimiter) shardOf(k networkKey) *limitShard {
+	return &r.shards[maphash.Bytes(r.seed, k[:])>>(64-limitShardBits)]
+}
+
+// networkKeyOf is the key of a client network.
+func networkKeyOf(network netip.Prefix) networkKey { return network.Addr().As16() }
 
 // allow takes a token for client, reporting false when it is over its
 // rate. A nil limiter (rate limiting off) allows everything.
@@ -108,18 +144,24 @@ func (r *rateLimiter) allow(client netip.Addr, now time.Time) bool {
 	if r == nil {
 		return true
 	}
-	key := listen.ClientNetwork(client)
-	s := r.shard(key)
+	key := networkKeyOf(listen.ClientNetwork(client))
+	s := r.shardOf(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.bucketFor(r, key, now).lim.AllowN(now, 1)
+	return s.take(r, key, now)
 }
 
 // allowUnallowed takes a token for a source outside allowed_clients from
 // the bucket all of them share, reporting false when they are over its
 // rate. A nil limiter allows everything.
 func (r *rateLimiter) allowUnallowed(now time.Time) bool {
-	return r == nil || r.unallowed.lim.AllowN(now, 1)
+	if r == nil {
+		return true
+	}
+	u := &r.unallowed
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.take(r, now.UnixNano())
 }
 
 // shouldLogUnallowed reports whether the sources outside allowed_clients
@@ -140,32 +182,38 @@ func (r *rateLimiter) shouldLog(client netip.Addr, now time.Time) bool {
 	if r == nil {
 		return false
 	}
-	key := listen.ClientNetwork(client)
-	s := r.shard(key)
+	key := networkKeyOf(listen.ClientNetwork(client))
+	s := r.shardOf(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := s.buckets[key]
-	if b == nil {
-		b = s.overflow
+	b, ok := s.buckets[key]
+	if !ok {
+		return s.overflow.mayLog(now)
 	}
-	return b.mayLog(now)
+	logs := b.mayLog(now)
+	s.buckets[key] = b
+	return logs
 }
 
 // mayLog reports whether b's client, over its limit, may be logged now:
 // once a minute at most. The caller holds the lock that guards b.
 func (b *bucket) mayLog(now time.Time) bool {
-	if now.Sub(b.logged) < time.Minute {
+	t := now.UnixNano()
+	if b.logged != 0 && t-b.logged < int64(time.Minute) {
 		return false
 	}
-	b.logged = now
+	b.logged = t
 	return true
 }
 
-// bucketFor finds or makes the bucket of key; s.mu is held.
-func (s *limitShard) bucketFor(r *rateLimiter, key netip.Prefix, now time.Time) *bucket {
-	if b := s.buckets[key]; b != nil {
-		b.seen = now
-		return b
+// take takes a token from the bucket of key, made full when it has none
+// (or from the overflow bucket); s.mu is held.
+func (s *limitShard) take(r *rateLimiter, key networkKey, now time.Time) bool {
+	t := now.UnixNano()
+	if b, ok := s.buckets[key]; ok {
+		allowed := b.take(r, t)
+		s.buckets[key] = b
+		return allowed
 	}
 	const most = maxBuckets / limitShards
 	// A full shard is swept for idle buckets once a second at most, any
@@ -177,16 +225,17 @@ func (s *limitShard) bucketFor(r *rateLimiter, key netip.Prefix, now time.Time) 
 		// A bucket idle for a minute has refilled: forgetting it changes
 		// nothing for its client.
 		for k, b := range s.buckets {
-			if now.Sub(b.seen) > time.Minute {
+			if t-b.last > int64(time.Minute) {
 				delete(s.buckets, k)
 			}
 		}
 		s.lastPrune = now
 	}
 	if len(s.buckets) >= most {
-		return s.overflow
+		return s.overflow.take(r, t)
 	}
-	b := &bucket{lim: rate.NewLimiter(rate.Limit(r.rate), r.burst), seen: now}
+	b := r.full()
+	allowed := b.take(r, t)
 	s.buckets[key] = b
-	return b
+	return allowed
 }

@@ -3,6 +3,7 @@ package resolver
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -158,6 +159,37 @@ func TestRateLimiterShards(t *testing.T) {
 	assert.Greater(t, used, limitShards/2, "clients spread over the shards")
 	var off *rateLimiter
 	assert.True(t, off.allow(netipMustParse("10.0.0.1"), now), "nil: no limit")
+}
+
+// TestRateLimiterFullIsSmall: a limiter that a flood of new client
+// networks (spoofed sources, or the /56s of an IPv6 network) has filled
+// holds its maxBuckets buckets in 25 MB of heap. A *rate.Limiter
+// and a *bucket of times for each, keyed by netip.Prefix, held 240
+// octets a bucket: 63 MB, where Unbound's ratelimit-size is 4 MB.
+func TestRateLimiterFullIsSmall(t *testing.T) {
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	l := newRateLimiter(config.RateLimit{Rate: 200, Burst: 400})
+	now := time.Unix(1000, 0)
+	for i := range 2 * maxBuckets {
+		b := netip.MustParseAddr("fd00::").As16()
+		b[4], b[5], b[6] = byte(i>>16), byte(i>>8), byte(i) // a /56 each
+		l.allow(netip.AddrFrom16(b), now)
+	}
+	held := 0
+	for i := range l.shards {
+		held += len(l.shards[i].buckets)
+	}
+	used := heap() - before
+	runtime.KeepAlive(l)
+	t.Logf("%d buckets in %.1f MB, %d octets each", held, float64(used)/1e6, used/uint64(held))
+	assert.Greater(t, held, maxBuckets*9/10, "the limiter filled")
+	assert.Less(t, used, uint64(32<<20), "a full limiter's heap")
 }
 
 // TestRateLimiterFullShardsStayCheap: once a flood of spoofed sources has
