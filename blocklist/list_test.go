@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -335,6 +336,32 @@ func TestParseReportsEveryBadLineBounded(t *testing.T) {
 	n, first := BadLines(err)
 	assert.Equal(t, maxReported+10, n, "those not shown counted too")
 	assert.EqualError(t, first, `junk.txt:1: empty label: "bad..name"`)
+}
+
+// TestParseReportsLongLinesCut: the text of a bad line is kept and shown
+// up to maxReportedText octets and its length. A list's line is as long
+// as the list (a URL's body up to sources.max_bytes): 100 lines of one
+// 600,000-octet token were kept whole, 60 MB in the warnings a snapshot
+// holds, and logged as one line of 60 MB.
+func TestParseReportsLongLinesCut(t *testing.T) {
+	token := strings.Repeat("é", 300000) // 600,000 octets, no character cut in two
+	var b strings.Builder
+	b.WriteString("ok.example\n")
+	const lines = 10
+	for range lines {
+		b.WriteString(token + "..example\n")
+	}
+	l, err := Parse("long.txt", []byte(b.String()))
+	require.Error(t, err)
+	assert.Equal(t, 1, l.Len())
+	n, first := BadLines(err)
+	assert.Equal(t, lines, n)
+	require.NotNil(t, first)
+	assert.LessOrEqual(t, len(first.Text), maxReportedText+32, "the text kept")
+	assert.True(t, utf8.ValidString(first.Text), "cut at a character's start")
+	assert.True(t, strings.HasPrefix(first.Text, token[:maxReportedText]))
+	assert.True(t, strings.HasSuffix(first.Text, "… (600009 octets)"), first.Text[maxReportedText:])
+	assert.Less(t, len(err.Error()), lines*(maxReportedText+100), "the text of every bad line shown")
 }
 
 func TestDuplicates(t *testing.T) {

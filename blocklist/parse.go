@@ -748,7 +748,30 @@ func (e *errorList) add(file string, line int, text string, err error) {
 		e.dropped++
 		return
 	}
-	e.errs = append(e.errs, &ParseError{File: file, Line: line, Text: strings.Clone(text), Err: err})
+	e.errs = append(e.errs, &ParseError{File: file, Line: line, Text: reportedText(text), Err: err})
+}
+
+// maxReportedText bounds the octets of a bad line's text that its
+// ParseError keeps: more than any name a line can spell (253 octets,
+// 1,012 with each one escaped as \DDD). A list's lines are as long as
+// its body, up to sources.max_bytes for a URL's: a body of 100 lines of
+// one 600,000-octet token each was kept whole in the snapshot's warnings
+// (a heap of 191 MB for a list of one entry) and logged as one line of
+// 60 MB.
+const maxReportedText = 1024
+
+// reportedText is a copy of text (which may be a slice of the file) to
+// report, cut after maxReportedText octets, at a UTF-8 character's
+// start, with how long it was.
+func reportedText(text string) string {
+	if len(text) <= maxReportedText {
+		return strings.Clone(text)
+	}
+	cut := maxReportedText
+	for cut > 0 && !utf8.RuneStart(text[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d octets)", text[:cut], len(text))
 }
 
 // addOwner records a skipped RPZ record, or with kept one applied as read
@@ -759,7 +782,8 @@ func (e *errorList) addOwner(file string, line int, owner string, err error, kep
 		e.dropped++
 		return
 	}
-	e.errs = append(e.errs, &ParseError{File: file, Line: line, Text: strings.Clone(owner), Owner: strings.Clone(owner), Err: err, Kept: kept})
+	owner = reportedText(owner)
+	e.errs = append(e.errs, &ParseError{File: file, Line: line, Text: owner, Owner: owner, Err: err, Kept: kept})
 }
 
 func (e *errorList) err() error {
