@@ -536,16 +536,28 @@ func TestECSPrefixParsing(t *testing.T) {
 // askOverProxy sends a PROXY v2 header naming client, then a query.
 func askOverProxy(t *testing.T, server, from, client string, m *dns.Msg) (*dns.Msg, error) {
 	t.Helper()
+	return askOverProxyAs(t, server, from, client, proxyproto.TCPv4, m)
+}
+
+// askOverProxyAs is askOverProxy with the header's transport protocol:
+// proxyproto.UDPv4 or UDPv6 for a client that asked the proxy over UDP.
+func askOverProxyAs(t *testing.T, server, from, client string, proto proxyproto.AddressFamilyAndProtocol, m *dns.Msg) (*dns.Msg, error) {
+	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 2 * time.Second}
 	c, err := d.Dial("tcp", server)
 	require.NoError(t, err)
 	defer c.Close()
+	dst := c.RemoteAddr().(*net.TCPAddr)
+	var src, to net.Addr = &net.TCPAddr{IP: net.ParseIP(client), Port: 40000}, dst
+	if proto.IsDatagram() {
+		src, to = &net.UDPAddr{IP: net.ParseIP(client), Port: 40000}, &net.UDPAddr{IP: dst.IP, Port: dst.Port}
+	}
 	h := &proxyproto.Header{
 		Version:           2,
 		Command:           proxyproto.PROXY,
-		TransportProtocol: proxyproto.TCPv4,
-		SourceAddr:        &net.TCPAddr{IP: net.ParseIP(client), Port: 40000},
-		DestinationAddr:   c.RemoteAddr(),
+		TransportProtocol: proto,
+		SourceAddr:        src,
+		DestinationAddr:   to,
 	}
 	_, err = h.WriteTo(c)
 	require.NoError(t, err)
@@ -585,6 +597,36 @@ func TestClientIdentityFromProxyProtocol(t *testing.T) {
 	// Plain TCP from the trusted proxy, without a header, still works.
 	r = ask(t, f.addr, "127.0.0.2", "tcp", question("example.org.", dns.TypeA, false))
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+}
+
+// TestProxyHeaderOfAUDPClient: a trusted proxy that relays a query its
+// client sent over UDP on a TCP connection says so in its PROXY v2 header
+// (UDP over IPv4, 0x12; over IPv6, 0x22), as dnsdist does towards a
+// TCP-only or DoT backend; the header names the client all the same. It
+// was taken for the proxy itself, so a government device's query got the
+// proxy's policy and was forwarded.
+func TestProxyHeaderOfAUDPClient(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, identityConfig, testFiles, up.addr)
+
+	tests := []struct {
+		name   string
+		proto  proxyproto.AddressFamilyAndProtocol
+		client string
+		want   int
+	}{
+		{name: "TCP over IPv4", proto: proxyproto.TCPv4, client: "10.1.2.3", want: dns.RcodeNameError},
+		{name: "UDP over IPv4", proto: proxyproto.UDPv4, client: "10.1.2.3", want: dns.RcodeNameError},
+		{name: "UDP over IPv6, IPv4-mapped", proto: proxyproto.UDPv6, client: "::ffff:10.1.2.3", want: dns.RcodeNameError},
+		{name: "UDP over IPv4, exempt client", proto: proxyproto.UDPv4, client: "10.20.30.4", want: dns.RcodeSuccess},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := askOverProxyAs(t, f.addr, "127.0.0.2", tc.client, tc.proto, question("www.tiktok.com.", dns.TypeA, false))
+			require.NoError(t, err)
+			assert.Equal(t, dns.RcodeToString[tc.want], dns.RcodeToString[r.Rcode])
+		})
+	}
 }
 
 func TestRateLimit(t *testing.T) {

@@ -168,12 +168,28 @@ func (c *tcpConn) remoteAddr() net.Addr {
 		if !ok {
 			return
 		}
-		c.remote = peer // a header without a TCP source (LOCAL, UNIX): the proxy itself
-		if client, ok := pc.RemoteAddr().(*net.TCPAddr); ok && pc.ProxyHeader().Command.IsProxy() {
+		c.remote = peer // a header without an IP source (LOCAL, UNSPEC, UNIX): the proxy itself
+		if client, ok := proxiedSource(pc.RemoteAddr()); ok && pc.ProxyHeader().Command.IsProxy() {
 			c.remote = &ProxiedAddr{TCPAddr: client, Proxy: peer.AddrPort()}
 		}
 	})
 	return c.remote
+}
+
+// proxiedSource is the client a PROXY header's source address names,
+// whichever transport the header gives it: a proxy that relays a query its
+// client sent over UDP on a TCP or TLS connection says UDP (0x12, 0x22 in
+// PROXY v2), as dnsdist does for such a query to a TCP-only or DoT backend,
+// and the address is that client's all the same. Taking the proxy for the
+// client there would give a government device's query the proxy's policy.
+func proxiedSource(a net.Addr) (*net.TCPAddr, bool) {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a, true
+	case *net.UDPAddr:
+		return &net.TCPAddr{IP: a.IP, Port: a.Port, Zone: a.Zone}, true
+	}
+	return nil, false
 }
 
 // tcpOutMax bounds the frames held for one write (octets): past it they
