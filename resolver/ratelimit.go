@@ -80,8 +80,13 @@ type networkKey [16]byte
 // burst), kept as a value of its shard's map and changed under its lock.
 type bucket struct {
 	tokens float64 // at last
-	last   int64   // Unix nanoseconds of the last take: when the client was last seen
-	logged int64   // Unix nanoseconds of the last log line about it; 0 for none
+	// last and logged are times in nanoseconds since cacheEpoch, a
+	// monotonic reading (sinceEpoch), as x/time/rate compared time.Time
+	// values by their monotonic readings: a wall clock stepped back an
+	// hour (NTP at boot, a VM resumed) would otherwise refill no bucket
+	// for that hour, and rate-limit every client at once.
+	last   int64 // the last take: when the client was last seen
+	logged int64 // the last log line about it; 0 for none
 }
 
 // take refills b for the time since its last take and takes a token,
@@ -161,7 +166,7 @@ func (r *rateLimiter) allowUnallowed(now time.Time) bool {
 	u := &r.unallowed
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.take(r, now.UnixNano())
+	return u.take(r, sinceEpoch(now))
 }
 
 // shouldLogUnallowed reports whether the sources outside allowed_clients
@@ -198,7 +203,7 @@ func (r *rateLimiter) shouldLog(client netip.Addr, now time.Time) bool {
 // mayLog reports whether b's client, over its limit, may be logged now:
 // once a minute at most. The caller holds the lock that guards b.
 func (b *bucket) mayLog(now time.Time) bool {
-	t := now.UnixNano()
+	t := sinceEpoch(now)
 	if b.logged != 0 && t-b.logged < int64(time.Minute) {
 		return false
 	}
@@ -209,7 +214,7 @@ func (b *bucket) mayLog(now time.Time) bool {
 // take takes a token from the bucket of key, made full when it has none
 // (or from the overflow bucket); s.mu is held.
 func (s *limitShard) take(r *rateLimiter, key networkKey, now time.Time) bool {
-	t := now.UnixNano()
+	t := sinceEpoch(now)
 	if b, ok := s.buckets[key]; ok {
 		allowed := b.take(r, t)
 		s.buckets[key] = b
@@ -235,6 +240,7 @@ func (s *limitShard) take(r *rateLimiter, key networkKey, now time.Time) bool {
 		return s.overflow.take(r, t)
 	}
 	b := r.full()
+	b.last = t
 	allowed := b.take(r, t)
 	s.buckets[key] = b
 	return allowed
