@@ -1149,9 +1149,14 @@ func (r *Reloader) warnRestartNeeded(old, cfg *config.Config) {
 				zap.Strings("running", l.old), zap.Strings("configured", l.cfg))
 		}
 	}
-	if old.Path(old.TLS.Cert) != cfg.Path(cfg.TLS.Cert) || old.Path(old.TLS.Key) != cfg.Path(cfg.TLS.Key) {
+	switch oldCert, oldKey := old.Path(old.TLS.Cert), old.Path(old.TLS.Key); {
+	case oldCert == cfg.Path(cfg.TLS.Cert) && oldKey == cfg.Path(cfg.TLS.Key):
+	case oldCert == "" && oldKey == "":
+		r.log.Warn("tls set: restart to apply; no certificate is loaded until then",
+			zap.String("configured_cert", cfg.Path(cfg.TLS.Cert)), zap.String("configured_key", cfg.Path(cfg.TLS.Key)))
+	default:
 		r.log.Warn("tls.cert or tls.key names other files: restart to apply; the files named at start are still watched and served",
-			zap.String("cert", old.Path(old.TLS.Cert)), zap.String("key", old.Path(old.TLS.Key)))
+			zap.String("cert", oldCert), zap.String("key", oldKey))
 	}
 	if old.HTTPAddr() != cfg.HTTPAddr() {
 		r.log.Warn("http changed: restart to apply, still serving the old address",

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -68,4 +69,22 @@ func TestRestartWarningsNameTheRunningSettings(t *testing.T) {
 	// Back to what is served: nothing needs a restart.
 	warned = reload(func(s string) string { return s })
 	assert.Empty(t, warned, "the configuration names the sockets served")
+
+	// TLS where there was none: no certificate is loaded until a restart,
+	// and no file "named at start" (the configuration's folder, before).
+	p := newTestPKI(t)
+	warned = reload(func(s string) string {
+		return s + fmt.Sprintf("listen_tls: [\"127.0.0.1:0\"]\ntls: {cert: %q, key: %q}\n", p.certFile, p.keyFile)
+	})
+	require.Len(t, warned, 2, "listen_tls and tls")
+	for _, w := range warned {
+		switch {
+		case strings.HasPrefix(w.Message, "listen_tls changed"):
+		case strings.HasPrefix(w.Message, "tls set: restart to apply"):
+			assert.Equal(t, p.certFile, w.ContextMap()["configured_cert"])
+			assert.Equal(t, p.keyFile, w.ContextMap()["configured_key"])
+		default:
+			t.Errorf("unexpected warning %q %v", w.Message, w.ContextMap())
+		}
+	}
 }

@@ -306,9 +306,10 @@ func (c *Config) HTTPAddr() string {
 }
 
 // Path resolves a path written in the configuration against its folder. A
-// remote list (IsRemote) is returned as written: it names no file.
+// remote list (IsRemote) is returned as written: it names no file; so is
+// "", a path left out (tls.cert without tls), which is not the folder.
 func (c *Config) Path(p string) string {
-	if c.Embedded || filepath.IsAbs(p) || c.File == "" || IsRemote(p) {
+	if p == "" || c.Embedded || filepath.IsAbs(p) || c.File == "" || IsRemote(p) {
 		return p
 	}
 	return filepath.Join(filepath.Dir(c.File), p)
