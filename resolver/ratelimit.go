@@ -131,11 +131,6 @@ func (r *rateLimiter) reconfigured(cfg config.RateLimit) *rateLimiter {
 // full is a bucket of burst tokens, as a client's starts.
 func (r *rateLimiter) full() bucket { return bucket{tokens: float64(r.burst)} }
 
-// shard is the part of the limiter that holds key's bucket.
-func (r *rateLimiter) shard(key netip.Prefix) *limitShard {
-	return r.shardOf(networkKeyOf(key))
-}
-
 func (r *rateLimiter) shardOf(k networkKey) *limitShard {
 	return &r.shards[maphash.Bytes(r.seed, k[:])>>(64-limitShardBits)]
 }

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"net/netip"
 	"slices"
 	"time"
 
@@ -48,4 +49,10 @@ func appendBlocked(b []byte, req *dns.Msg, rcode int, owner string, ttl, serial 
 func appendCached(b []byte, e *cacheEntry, req *dns.Msg, now time.Time, maxSize int) ([]byte, bool) {
 	a := askedOf(req)
 	return a.appendCached(b, e, now, maxSize)
+}
+
+// shard is the part of the limiter that holds the bucket of the client
+// network key.
+func (r *rateLimiter) shard(key netip.Prefix) *limitShard {
+	return r.shardOf(networkKeyOf(key))
 }
