@@ -13,6 +13,7 @@ import (
 	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -454,5 +455,58 @@ func TestForwarderEncryptedFailover(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestTLSAlertIsProtocolKind: an encrypted upstream that ends the handshake
+// with a TLS alert (no ALPN protocol in common: a DoT server that speaks
+// only h2, a DoQ server of a draft's "doq-i02"; a TLS version it does not
+// take) is counted as kind "protocol", the upstream breaking its
+// transport's rules, not "network", which says the path to it failed and
+// sends an operator to the firewall (DnsfenceUpstreamsDown's runbook).
+func TestTLSAlertIsProtocolKind(t *testing.T) {
+	pki := newPKI(t)
+	tlsServer := func(cfg *tls.Config) string {
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					_ = c.(*tls.Conn).Handshake()
+				}()
+			}
+		}()
+		return "tls://" + ln.Addr().String() + "#" + testServerName
+	}
+	quicServer := func(alpn string) string {
+		ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pki.good}, NextProtos: []string{alpn}}, &quic.Config{})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = ln.Close() })
+		return "quic://" + ln.Addr().String() + "#" + testServerName
+	}
+	for _, tc := range []struct{ name, upstream string }{
+		{"DoT, ALPN h2 only", tlsServer(&tls.Config{Certificates: []tls.Certificate{pki.good}, NextProtos: []string{"h2"}})},
+		{"DoT, TLS 1.1 at most", tlsServer(&tls.Config{Certificates: []tls.Certificate{pki.good}, MaxVersion: tls.VersionTLS11})},
+		{"DoQ, ALPN doq-i02 only", quicServer("doq-i02")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			opts := pki.testOptions(t)
+			opts.Metrics = NewMetrics(reg)
+			f, err := New([]string{tc.upstream}, opts)
+			require.NoError(t, err)
+			t.Cleanup(f.Close)
+			_, _, err = f.Forward(context.Background(), clientQuery("a.example.", false), false)
+			require.Error(t, err)
+			var ue *UpstreamError
+			require.ErrorAs(t, err, &ue)
+			assert.Equal(t, "protocol", ue.Causes(), "%v", err)
+		})
 	}
 }

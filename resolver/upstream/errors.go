@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
 )
 
 // ErrAllUpstreamsFailed is returned when no upstream gave a usable answer.
@@ -137,7 +138,8 @@ const (
 	// (wrong name, untrusted root, expired).
 	kindCertificate = "certificate"
 	// kindProtocol: an encrypted upstream broke its transport's protocol
-	// (ErrProtocol: an HTTP status other than 2xx, a DoQ error code).
+	// (ErrProtocol: an HTTP status other than 2xx, a DoQ error code), or
+	// ended the handshake with a TLS alert (isTLSAlert).
 	kindProtocol = "protocol"
 )
 
@@ -183,7 +185,7 @@ func errorKind(err error) string {
 		return kindTruncated
 	case isCertificateError(err):
 		return kindCertificate
-	case errors.Is(err, ErrProtocol):
+	case errors.Is(err, ErrProtocol), isTLSAlert(err):
 		return kindProtocol
 	case isTimeout(err):
 		return kindTimeout
@@ -315,6 +317,18 @@ var kindTexts = map[string]string{
 	kindTruncated:   ErrAnswerTruncated.Error(),
 	kindCertificate: "upstream certificate did not verify",
 	kindProtocol:    ErrProtocol.Error(),
+}
+
+// isTLSAlert reports whether err is the upstream ending a TLS handshake
+// with an alert, over TLS (crypto/tls's "remote error") or QUIC (a
+// CRYPTO_ERROR it sent, RFC 9001 §4.8): no ALPN protocol in common (RFC
+// 7301 §3.2), a TLS version it does not take. The path to it works; the
+// two ends do not agree.
+func isTLSAlert(err error) bool {
+	var oe *net.OpError
+	var te *quic.TransportError
+	return errors.As(err, &oe) && oe.Op == "remote error" ||
+		errors.As(err, &te) && te.Remote && te.ErrorCode.IsCryptoError()
 }
 
 // isCertificateError reports whether err is a TLS certificate that did not
