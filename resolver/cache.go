@@ -441,7 +441,11 @@ func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) *dns.Msg {
 	}
 	ttl, ok := cacheTTL(msg, cfg.MinTTL, cfg.MaxTTL)
 	msg = clamped(msg, cfg.MinTTL, cfg.MaxTTL, ttl, ok)
-	if cfg.Size == 0 || msg.Truncated || !ok || ttl <= 0 || tooLargeToCache(msg) {
+	if cfg.Size == 0 || msg.Truncated || !ok || ttl <= 0 {
+		return msg
+	}
+	if tooLargeToCache(msg) {
+		c.superseded(key, now)
 		return msg
 	}
 	keep := ttl + cfg.ServeStale
@@ -465,6 +469,18 @@ func tooLargeToCache(msg *dns.Msg) bool {
 	}
 	m.Compress = true
 	return m.Len() > maxCachedAnswer
+}
+
+// superseded removes the answer cached for key, by an answer at now too
+// large to cache (tooLargeToCache) that supersedes it: left in the cache,
+// the old answer, once expired, would be served stale within serve_stale
+// (by the client response timer, when the upstream takes longer than
+// stale_answer_client_timeout for the large answer, as one asked over TCP
+// after a truncated datagram may) to every query until the window ends,
+// though the upstream answers each refresh; before maxCachedAnswer the
+// new answer replaced it.
+func (c *Cache) superseded(key cacheKey, now time.Time) {
+	c.t.forget(key, now)
 }
 
 // withoutDNSSEC is msg without the records that authenticate DNSSEC data
@@ -526,7 +542,11 @@ func (c *Cache) putWire(key cacheKey, b []byte, now time.Time) (*cacheEntry, boo
 	if hasLife {
 		e.life = uint32(ttl / time.Second)
 	}
-	if cfg.Size == 0 || sh.truncated || !hasLife || ttl <= 0 || len(b) > maxCachedAnswer {
+	if cfg.Size == 0 || sh.truncated || !hasLife || ttl <= 0 {
+		return e, true
+	}
+	if len(b) > maxCachedAnswer {
+		c.superseded(key, now)
 		return e, true
 	}
 	e.keep = ttl + cfg.ServeStale

@@ -729,3 +729,61 @@ func sizedAnswer(t *testing.T, name string, size int) *dns.Msg {
 	}
 	return m
 }
+
+// TestLargeAnswerSupersedesStale: an answer that has grown past
+// maxCachedAnswer since it was cached is not cached itself, but it
+// supersedes the answer cached before, which must not be served stale
+// any more: with serve_stale and the client response timer, an upstream
+// slower than the timer (a large answer comes over TCP after a truncated
+// datagram) would otherwise have the old answer served stale to every
+// query for the whole serve-stale window, though the upstream answers
+// each refresh.
+func TestLargeAnswerSupersedesStale(t *testing.T) {
+	var big atomic.Bool
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		name := r.Question[0].Name
+		if !big.Load() {
+			m.Answer = []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 1},
+				Txt: []string{"old"}}}
+			return m
+		}
+		time.Sleep(400 * time.Millisecond) // slower than the client response timer
+		for range 20 {
+			m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300},
+				Txt: []string{strings.Repeat("n", 255)}})
+		}
+		if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+			m.Truncated, m.Answer = true, nil
+		}
+		return m
+	})
+	f := govFence(t, "upstream_timeout: 5s\ncache: {serve_stale: 1h, stale_answer_client_timeout: 100ms}", up.addr)
+	for _, network := range []string{"tcp", "udp"} {
+		t.Run(network, func(t *testing.T) {
+			big.Store(false)
+			q := question(network+".grown.example.org.", dns.TypeTXT, true)
+			r := ask(t, f.addr, "", network, q)
+			require.Len(t, r.Answer, 1)
+			require.Eventually(t, func() bool {
+				e, _ := f.handler.cache.Load().get(keyOf(q), time.Now())
+				return e == nil
+			}, 5*time.Second, 10*time.Millisecond, "the small answer expires")
+			big.Store(true)
+
+			// The first query after the growth is answered stale by its
+			// timer, as RFC 8767 §5 allows; its refresh goes on.
+			r = ask(t, f.addr, "", network, q)
+			isStaleAnswer(t, q, r)
+			require.Eventually(t, func() bool { return testutilGauge(t, f, "dnsfence_inflight_queries") == 0 },
+				5*time.Second, 10*time.Millisecond, "the refresh ends")
+
+			// The upstream answered the refresh: the old answer is
+			// superseded, and the next query gets the new one.
+			r = ask(t, f.addr, "", "tcp", q)
+			assert.Empty(t, allEDEs(r), "not the superseded answer, stale")
+			assert.Len(t, r.Answer, 20, "the answer the upstream gives now")
+		})
+	}
+}

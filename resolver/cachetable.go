@@ -144,6 +144,19 @@ func (t *cacheTable) set(key cacheKey, e *cacheEntry, now time.Time) {
 	s.hand = i + 1
 }
 
+// forget removes the entry stored for key, unless it was stored after
+// now: an answer stored by another upstream query since is newer than
+// the one that supersedes the entry (Cache.superseded).
+func (t *cacheTable) forget(key cacheKey, now time.Time) {
+	h := key.sum
+	s := t.shard(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i, ok := s.index[h]; ok && s.ring[i].key == key && !s.ring[i].e.stored.After(now) {
+		s.remove(int(i))
+	}
+}
+
 // reclaim looks at the next two slots of its own sweep, apart from the
 // CLOCK hand, removing those expired: two, so that the sweep passes every
 // slot within some stores even while each store makes the ring one
