@@ -36,9 +36,12 @@ var errQueryBudget = errors.New("the listener holds as many query octets as it m
 // read reads r to its end. Its first queryFree octets take no budget; the
 // room for more is taken from b as the query grows, and taken is how much
 // was: the caller gives it back (give) once it no longer holds the query,
-// errQueryBudget or not.
+// errQueryBudget or not. The free buffer has room for one octet more than
+// queryFree: a reader that gives its end only on a read after its last
+// octets (an HTTP/2 body) would otherwise have a query of exactly
+// queryFree octets grow its buffer, and take from the budget, to find it.
 func (b *queryBudget) read(r io.Reader) (msg []byte, taken int64, err error) {
-	buf := make([]byte, 0, queryFree)
+	buf := make([]byte, 0, queryFree+1)
 	for {
 		if len(buf) == cap(buf) {
 			grow := int64(cap(buf))

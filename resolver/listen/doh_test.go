@@ -930,14 +930,14 @@ func TestDoHBodyBudget(t *testing.T) {
 		require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
 	}
 	require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hbuf.Bytes(), EndHeaders: true}))
-	require.NoError(t, fr.WriteData(1, false, make([]byte, 4000))) // held: 512 free, 3,584 of the budget
+	require.NoError(t, fr.WriteData(1, false, make([]byte, 4000))) // held: 513 free, 3,591 of the budget
 
 	padded := func(size int) []byte {
 		m := query("large.example.org")
 		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, size)})
 		return mustPack(t, m)
 	}
-	large := padded(2000) // 1,536 octets of the budget past its first 512
+	large := padded(2000) // 1,539 octets of the budget past its first 513
 	c := d.client(false)
 	status := func(body []byte) int {
 		resp, err := c.Post(d.url, DoHContentType, bytes.NewReader(body))
@@ -953,4 +953,51 @@ func TestDoHBodyBudget(t *testing.T) {
 	conn.Close() // the held body's stream ends with its connection
 	require.Eventually(t, func() bool { return status(large) == http.StatusOK }, 5*time.Second, 10*time.Millisecond,
 		"the budget given back")
+}
+
+// TestDoHBodyBudgetQueryOf512: a query of exactly 512 octets takes no
+// budget either, over HTTP/2, whose body gives its end only on a read
+// after its last octets: with the budget held by another client's body,
+// it is answered, not refused 503.
+func TestDoHBodyBudgetQueryOf512(t *testing.T) {
+	const budget = 3591 + 256 // the held body's, and less than 513 more
+	d := newDoHSetup(t, false, func(o *DoHOptions) { o.BodyBudget = budget })
+	conn, fr := h2Frames(t, d)
+	t.Cleanup(func() { conn.Close() })
+	go func() { // the server's frames, read so that it never waits on them
+		for {
+			if _, err := fr.ReadFrame(); err != nil {
+				return
+			}
+		}
+	}()
+	var hbuf bytes.Buffer
+	enc := hpack.NewEncoder(&hbuf)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", testServerName},
+		{":path", DoHPath}, {"content-type", DoHContentType}} {
+		require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
+	}
+	require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hbuf.Bytes(), EndHeaders: true}))
+	require.NoError(t, fr.WriteData(1, false, make([]byte, 4000))) // held: 513 free, 3,591 of the budget
+
+	padded := func(size int) []byte {
+		m := query("large.example.org")
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, size)})
+		return mustPack(t, m)
+	}
+	large := padded(2000)
+	q512 := padded(512 - len(padded(0)))
+	require.Len(t, q512, 512)
+	c := d.client(false)
+	status := func(body []byte) int {
+		resp, err := c.Post(d.url, DoHContentType, bytes.NewReader(body))
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Eventually(t, func() bool { return status(large) == http.StatusServiceUnavailable }, 5*time.Second, 10*time.Millisecond,
+		"the budget is held")
+	for range 5 {
+		assert.Equal(t, http.StatusOK, status(q512), "a query of 512 octets takes no budget")
+	}
 }

@@ -476,7 +476,7 @@ func TestDoQQueryBudget(t *testing.T) {
 	defer cancel()
 	held, err := hog.OpenStreamSync(ctx)
 	require.NoError(t, err)
-	_, err = held.Write(append([]byte{0x10, 0x00}, make([]byte, 3998)...)) // 4,000 octets, no FIN: 3,584 of the budget
+	_, err = held.Write(append([]byte{0x10, 0x00}, make([]byte, 3998)...)) // 4,000 octets, no FIN: 3,591 of the budget
 	require.NoError(t, err)
 
 	padded := func(size int) *dns.Msg {
@@ -484,7 +484,7 @@ func TestDoQQueryBudget(t *testing.T) {
 		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, size)})
 		return m
 	}
-	large := padded(2000) // 1,536 octets of the budget past its first 512
+	large := padded(2000) // 1,539 octets of the budget past its first 513
 	c, err := d.dial(t)
 	require.NoError(t, err)
 	var se *quic.StreamError
