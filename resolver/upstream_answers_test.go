@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1797,6 +1798,60 @@ func TestDeclinedANYLeavesHealth(t *testing.T) {
 			r := ask(t, f.addr, "", "udp", question("a.example.org.", dns.TypeA, true))
 			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
 			assert.Equal(t, before, clientQueries(other), "the first upstream still answers A")
+		})
+	}
+}
+
+// TestBrokenUpstreamNotKeptUpByOfTheQuery: the answers that leave an
+// upstream's health as it was (ofTheQuery) do so because they speak of the
+// query, not of the upstream; an upstream that gives them to every query
+// is broken all the same and is marked down: a validator whose clock or
+// trust anchor is wrong, which fails every name, the root among them,
+// with an EDE of DNSSEC (Signature Expired), and one that refuses every
+// query with RD clear in its answers. Before, neither was ever marked
+// down: every query went to it first and failed over, and
+// DnsfenceUpstreamsDown never fired. UDP (the wire path) and TCP.
+func TestBrokenUpstreamNotKeptUpByOfTheQuery(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		answer func(dns.ResponseWriter, *dns.Msg) *dns.Msg
+	}{
+		{"validator failing every name", rcodeAnswer(dns.RcodeServerFailure,
+			&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeSignatureExpired, ExtraText: "validation failure"})},
+		{"refusing every query, RD clear", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+			m := rcodeAnswer(dns.RcodeRefused)(w, r)
+			m.RecursionDesired = false
+			return m
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var breaks atomic.Bool // it breaks after it was found up
+			broken := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				if breaks.Load() {
+					return tc.answer(w, r)
+				}
+				return defaultAnswer(w, r)
+			})
+			good := startUpstream(t, defaultAnswer)
+			f := govFence(t, "upstream_timeout: 2s\nupstream_strategy: ordered", broken.addr, good.addr)
+			for i := range 20 {
+				r := ask(t, f.addr, "", "udp", question(fmt.Sprintf("before%d.example.org.", i), dns.TypeA, true))
+				require.Equal(t, dns.RcodeSuccess, r.Rcode)
+			}
+			require.Empty(t, f.handler.Snapshot().Forwarder().Down())
+			breaks.Store(true)
+			for i := range 40 {
+				network := []string{"udp", "tcp"}[i%2]
+				r := ask(t, f.addr, "", network, question(fmt.Sprintf("n%d.example.org.", i), dns.TypeA, true))
+				assert.Equal(t, dns.RcodeSuccess, r.Rcode, "failed over")
+			}
+			i := 0
+			require.Eventually(t, func() bool { // the queries go on
+				i++
+				r := ask(t, f.addr, "", "udp", question(fmt.Sprintf("after%d.example.org.", i), dns.TypeA, true))
+				assert.Equal(t, dns.RcodeSuccess, r.Rcode, "failed over")
+				return slices.Contains(f.handler.Snapshot().Forwarder().Down(), broken.addr)
+			}, 10*time.Second, 10*time.Millisecond, "the broken upstream is marked down")
 		})
 	}
 }

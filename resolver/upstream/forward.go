@@ -111,6 +111,10 @@ type upstreamState struct {
 	// downSince is when it was last marked down (Unix nanoseconds), for
 	// the log line when it is back up.
 	downSince atomic.Int64
+	// checking is set while a check of its health runs (checkHealth), and
+	// checked is when the last one began (Unix nanoseconds).
+	checking atomic.Bool
+	checked  atomic.Int64
 	// retries is the tries beyond their query's first in flight to it.
 	retries atomic.Int64
 	// seconds is its series of dnsfence_upstream_seconds, found once
@@ -851,9 +855,53 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 	switch {
 	case err == nil:
 		f.succeeded(up, start, took)
-	case ctx.Err() == nil && !ofTheQuery(err) && countsAgainst(err):
+	case ctx.Err() != nil:
+	case ofTheQuery(err):
+		f.checkHealth(up)
+	case countsAgainst(err):
 		f.failed(up, err)
 	}
+}
+
+// checkEvery is how often at most an upstream's health is checked after
+// an answer that leaves it as it was (checkHealth).
+const checkEvery = 100 * time.Millisecond
+
+// checkHealth asks u for the root NS set, as a probe does, after an
+// answer of u's that speaks of its query (ofTheQuery), and records the
+// outcome in its health: such an answer leaves the health as it was
+// because another query would have been answered, and an upstream that
+// gives it to every query is broken all the same (a validator whose clock
+// or trust anchor is wrong fails every name, the root's among them, with
+// a DNSSEC EDE; an upstream refusing every query with RD clear in its
+// answers), and without the check would never be marked down, every
+// query going to it first. One check at a time, at most every checkEvery:
+// clients asking for bogus names add at most ten root NS queries a second
+// to a healthy validator, which answers them from its cache.
+func (f *Forwarder) checkHealth(u *upstreamState) {
+	now := time.Now().UnixNano()
+	if now-u.checked.Load() < int64(checkEvery) || !u.checking.CompareAndSwap(false, true) {
+		return
+	}
+	if !f.acquire() {
+		u.checking.Store(false)
+		return
+	}
+	u.checked.Store(now)
+	go func() {
+		defer u.checking.Store(false)
+		defer f.release()
+		ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+		defer cancel()
+		start := time.Now()
+		_, err := f.exchange(ctx, probeQuery(), u, false)
+		switch {
+		case err == nil:
+			f.succeeded(u, start, time.Since(start))
+		case countsAgainst(err):
+			f.failed(u, err)
+		}
+	}()
 }
 
 // ofTheQuery reports whether err is an upstream's answer that speaks of
