@@ -67,6 +67,13 @@ func (a *auditLimiter) allow(client netip.Addr, perMinute int, now time.Time) (b
 	w.lines++
 	n := w.suppressed
 	w.suppressed = 0
+	if w == &a.overflow {
+		// The overflow window's suppressed lines are those of every client
+		// sharing it: reported on this client's line, they would credit it
+		// with other addresses' blocked queries. Lost to the log, as a
+		// forgotten window's are, not to the metrics.
+		n = 0
+	}
 	return true, n
 }
 

@@ -240,6 +240,42 @@ func TestAuditLimiterBounded(t *testing.T) {
 	assert.Zero(t, n, "a forgotten window's count is gone")
 }
 
+// TestAuditOverflowSuppressedNotMisattributed: the lines suppressed in
+// the overflow window, which clients new to a full limiter share, are not
+// reported as suppressed on another client's line: an audit line says
+// how many of its own client's lines were left out (README: Audit trail),
+// and a device that had none left out must not be credited with a flood
+// of other addresses' blocked queries. The flood's 65,536 addresses keep
+// their windows (each asks again within the minute), so the limiter stays
+// full.
+func TestAuditOverflowSuppressedNotMisattributed(t *testing.T) {
+	var a auditLimiter
+	addr := func(i int) netip.Addr {
+		b := netip.MustParseAddr("fd00::").As16()
+		b[12], b[13], b[14], b[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+		return netip.AddrFrom16(b)
+	}
+	flood := func(now time.Time) {
+		for i := range maxAuditClients {
+			a.allow(addr(i), 1, now)
+		}
+	}
+	now := time.Unix(1000, 0)
+	flood(now)
+	other, device := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	ok, _ := a.allow(other, 1, now)
+	require.True(t, ok, "the overflow window's line")
+	for range 5 {
+		ok, _ = a.allow(other, 1, now)
+		require.False(t, ok, "suppressed")
+	}
+	later := now.Add(time.Minute + time.Second)
+	flood(later) // the flood goes on: the limiter stays full
+	ok, n := a.allow(device, 1, later)
+	require.True(t, ok)
+	assert.Zero(t, n, "none of the device's lines was suppressed")
+}
+
 func TestChaosExplain(t *testing.T) {
 	up := startUpstream(t, nil)
 	cfg := strings.Replace(testConfig, "blocked_ttl: 60", "blocked_ttl: 60\nexplain_clients: [\"127.0.0.1/32\", \"127.0.0.3/32\"]", 1)
