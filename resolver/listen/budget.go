@@ -16,6 +16,14 @@ const DefaultQueryBudget = 4 << 20
 // another.
 const queryFree = 512
 
+// dohFree and doqFree are queryBudget.read's free room for a query of
+// queryFree octets over DoH (a POST body) and DoQ (its stream, which
+// holds its length first, RFC 9250 §4.2), and the read that finds its end.
+const (
+	dohFree = queryFree + 1
+	doqFree = 2 + queryFree + 1
+)
+
 // queryBudget bounds the octets of the queries one DoH or DoQ listener
 // holds while they arrive, over all its connections, past the first
 // queryFree of each. A listener may have MaxConns connections of
@@ -33,15 +41,16 @@ type queryBudget struct {
 // listener past its budget.
 var errQueryBudget = errors.New("the listener holds as many query octets as it may")
 
-// read reads r to its end. Its first queryFree octets take no budget; the
+// read reads r to its end. Its first free octets take no budget; the
 // room for more is taken from b as the query grows, and taken is how much
 // was: the caller gives it back (give) once it no longer holds the query,
-// errQueryBudget or not. The free buffer has room for one octet more than
-// queryFree: a reader that gives its end only on a read after its last
-// octets (an HTTP/2 body) would otherwise have a query of exactly
-// queryFree octets grow its buffer, and take from the budget, to find it.
-func (b *queryBudget) read(r io.Reader) (msg []byte, taken int64, err error) {
-	buf := make([]byte, 0, queryFree+1)
+// errQueryBudget or not. free is room for the query's framing and one
+// octet more than queryFree: a reader that gives its end only on a read
+// after its last octets (an HTTP/2 body, a QUIC stream) would otherwise
+// have a query of exactly queryFree octets grow its buffer, and take from
+// the budget, to find it (dohFree, doqFree).
+func (b *queryBudget) read(r io.Reader, free int) (msg []byte, taken int64, err error) {
+	buf := make([]byte, 0, free)
 	for {
 		if len(buf) == cap(buf) {
 			grow := int64(cap(buf))

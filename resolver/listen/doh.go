@@ -407,7 +407,7 @@ func (s *DoHServer) dohPOSTQuery(w http.ResponseWriter, r *http.Request) (msg []
 	if r.ContentLength > dns.MaxMsgSize {
 		return nil, 0, http.StatusRequestEntityTooLarge, tooLarge
 	}
-	msg, held, err = s.bodies.read(http.MaxBytesReader(w, r.Body, dns.MaxMsgSize))
+	msg, held, err = s.bodies.read(http.MaxBytesReader(w, r.Body, dns.MaxMsgSize), dohFree)
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.Is(err, errQueryBudget):

@@ -446,7 +446,7 @@ func (s *DoQServer) readQuery(st *quic.Stream, max int64) (b []byte, held int64,
 		delete(s.reading, st)
 		taken = !s.draining || s.closing || (err != nil && !errors.Is(err, os.ErrDeadlineExceeded))
 	}()
-	b, held, err = s.queries.read(io.LimitReader(st, max))
+	b, held, err = s.queries.read(io.LimitReader(st, max), doqFree)
 	return b, held, true, err
 }
 

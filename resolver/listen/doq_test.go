@@ -476,7 +476,7 @@ func TestDoQQueryBudget(t *testing.T) {
 	defer cancel()
 	held, err := hog.OpenStreamSync(ctx)
 	require.NoError(t, err)
-	_, err = held.Write(append([]byte{0x10, 0x00}, make([]byte, 3998)...)) // 4,000 octets, no FIN: 3,591 of the budget
+	_, err = held.Write(append([]byte{0x10, 0x00}, make([]byte, 3998)...)) // 4,000 octets, no FIN: 3,605 of the budget
 	require.NoError(t, err)
 
 	padded := func(size int) *dns.Msg {
@@ -484,7 +484,7 @@ func TestDoQQueryBudget(t *testing.T) {
 		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, size)})
 		return m
 	}
-	large := padded(2000) // 1,539 octets of the budget past its first 513
+	large := padded(2000) // 3,605 octets of the budget past its first 515
 	c, err := d.dial(t)
 	require.NoError(t, err)
 	var se *quic.StreamError
@@ -502,4 +502,45 @@ func TestDoQQueryBudget(t *testing.T) {
 		_, err := doqExchange(c, large) // answered: what the test upstream says to it is its own affair
 		return err == nil
 	}, 5*time.Second, 10*time.Millisecond, "the budget given back")
+}
+
+// TestDoQQueryBudgetQueryOf512: a query of 512 octets, as RFC 8467 pads
+// one of 385 to 512, takes no budget over DoQ either, where its stream
+// holds two octets more, its length: with the budget held by another
+// client's unended query, it is answered, not reset.
+func TestDoQQueryBudgetQueryOf512(t *testing.T) {
+	const budget = 3605 + 200 // the held query's, and less than 515 more
+	d := newDoQSetup(t, func(o *DoQOptions) { o.QueryBudget = budget })
+	hog, err := d.dial(t)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	held, err := hog.OpenStreamSync(ctx)
+	require.NoError(t, err)
+	_, err = held.Write(append([]byte{0x10, 0x00}, make([]byte, 3998)...)) // 4,000 octets, no FIN: 3,605 of the budget
+	require.NoError(t, err)
+
+	padded := func(size int) *dns.Msg {
+		m := query("large.example.org")
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, size)})
+		return m
+	}
+	base, err := padded(0).Pack()
+	require.NoError(t, err)
+	q512 := padded(512 - len(base))
+	packed, err := q512.Pack()
+	require.NoError(t, err)
+	require.Len(t, packed, 512)
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	var se *quic.StreamError
+	require.Eventually(t, func() bool {
+		_, err := doqExchange(c, padded(2000))
+		return errors.As(err, &se) && se.ErrorCode == DoQExcessiveLoad
+	}, 5*time.Second, 10*time.Millisecond, "the budget is held")
+	for range 5 {
+		r, err := doqExchange(c, q512)
+		require.NoError(t, err, "a query of 512 octets takes no budget")
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	}
 }
