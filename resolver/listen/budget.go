@@ -18,10 +18,10 @@ const queryFree = 512
 
 // dohFree and doqFree are queryBudget.read's free room for a query of
 // queryFree octets over DoH (a POST body) and DoQ (its stream, which
-// holds its length first, RFC 9250 §4.2), and the read that finds its end.
+// holds its length first, RFC 9250 §4.2).
 const (
-	dohFree = queryFree + 1
-	doqFree = 2 + queryFree + 1
+	dohFree = queryFree
+	doqFree = 2 + queryFree
 )
 
 // queryBudget bounds the octets of the queries one DoH or DoQ listener
@@ -44,15 +44,23 @@ var errQueryBudget = errors.New("the listener holds as many query octets as it m
 // read reads r to its end. Its first free octets take no budget; the
 // room for more is taken from b as the query grows, and taken is how much
 // was: the caller gives it back (give) once it no longer holds the query,
-// errQueryBudget or not. free is room for the query's framing and one
-// octet more than queryFree: a reader that gives its end only on a read
-// after its last octets (an HTTP/2 body, a QUIC stream) would otherwise
-// have a query of exactly queryFree octets grow its buffer, and take from
-// the budget, to find it (dohFree, doqFree).
+// errQueryBudget or not. free is the room for a query of queryFree octets
+// with its framing (dohFree, doqFree). A full buffer grows only once an
+// octet more has come: a stream that ends on a read after its last octets
+// (an HTTP/2 body's END_STREAM in a frame of its own, a QUIC FIN) would
+// otherwise take room for octets that never come, a query of exactly
+// queryFree octets (or 1,024, 2,048, …) the budget it is meant never to
+// wait on.
 func (b *queryBudget) read(r io.Reader, free int) (msg []byte, taken int64, err error) {
 	buf := make([]byte, 0, free)
+	var one [1]byte
 	for {
+		into := buf[len(buf):cap(buf)]
 		if len(buf) == cap(buf) {
+			into = one[:]
+		}
+		n, err := r.Read(into)
+		if n > 0 && len(buf) == cap(buf) {
 			grow := int64(cap(buf))
 			if b.held.Add(grow) > b.max {
 				b.held.Add(-grow)
@@ -61,10 +69,10 @@ func (b *queryBudget) read(r io.Reader, free int) (msg []byte, taken int64, err 
 			taken += grow
 			more := make([]byte, len(buf), int64(cap(buf))+grow)
 			copy(more, buf)
-			buf = more
+			buf = append(more, one[0])
+		} else {
+			buf = buf[:len(buf)+n]
 		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
 		if errors.Is(err, io.EOF) {
 			return buf, taken, nil
 		}

@@ -87,7 +87,7 @@ func FuzzQueryBudget(f *testing.F) {
 				}
 				want := bytes.Clone(body.rest)
 				before := b.held.Load()
-				msg, taken, err := b.read(body)
+				msg, taken, err := b.read(body, dohFree)
 				outstanding = append(outstanding, taken)
 				switch {
 				case taken < 0 || taken > 0 && taken > 2*length-queryFree:
