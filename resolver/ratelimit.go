@@ -103,6 +103,11 @@ func (b *bucket) take(r *rateLimiter, now int64) bool {
 	return true
 }
 
+// refilled reports whether b holds its burst again at now.
+func (b *bucket) refilled(r *rateLimiter, now int64) bool {
+	return b.tokens+float64(now-b.last)*r.perNano >= float64(r.burst)
+}
+
 // newRateLimiter returns the limiter of cfg, or nil when cfg turns rate
 // limiting off (a rate of 0).
 func newRateLimiter(cfg config.RateLimit) *rateLimiter {
@@ -222,10 +227,13 @@ func (s *limitShard) take(r *rateLimiter, key networkKey, now time.Time) bool {
 	// let a flood of spoofed sources, each a new client, make each of its
 	// queries cost that once the shards were full.
 	if now.Sub(s.lastPrune) > time.Minute || len(s.buckets) >= most && now.Sub(s.lastPrune) > time.Second {
-		// A bucket idle for a minute has refilled: forgetting it changes
-		// nothing for its client.
+		// A bucket idle for a minute and refilled to its burst changes
+		// nothing for its client when forgotten. A minute alone refills
+		// no bucket whose burst takes longer at its rate (a burst of 120
+		// at 1 a second): forgetting it drained gave its client a full
+		// burst anew every minute.
 		for k, b := range s.buckets {
-			if t-b.last > int64(time.Minute) {
+			if t-b.last > int64(time.Minute) && b.refilled(r, t) {
 				delete(s.buckets, k)
 			}
 		}

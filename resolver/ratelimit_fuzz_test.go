@@ -65,6 +65,17 @@ func FuzzRateLimiter(f *testing.F) {
 	f.Add(seq(3, 3, op(0, false, 0, 0), op(0, true, 0, 0), op(0, true, 0, 0), op(0, true, 0, 0), op(0, true, 0, 0), op(0, false, 100, 0)))
 	// The wall clock stepped back an hour: the bucket refills all the same.
 	f.Add(seq(3, 1, op(1, false, 0, 0), op(1, true, 0, 0), op(1, false, 100, -60), op(1, false, 100, 0)))
+	// Drained, then idle for more than a minute, with a burst more than a
+	// minute refills, while a new client of its shard comes.
+	drained := []byte{0, 19}
+	for range 20 {
+		drained = append(drained, op(2, true, 0, 0)...)
+	}
+	drained = append(drained, op(3, false, 6200, 0)...)
+	for range 20 {
+		drained = append(drained, op(2, true, 0, 0)...)
+	}
+	f.Add(drained)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) < 2 {
 			return
