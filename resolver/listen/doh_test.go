@@ -913,38 +913,10 @@ func TestDoHClientNotReadingIsClosed(t *testing.T) {
 // given back. Without the budget 60 connections of 64 such bodies held
 // 212 MB.
 func TestDoHBodyBudget(t *testing.T) {
-	const budget = 4096
-	d := newDoHSetup(t, false, func(o *DoHOptions) { o.BodyBudget = budget })
-	conn, fr := h2Frames(t, d)
-	go func() { // the server's frames, read so that it never waits on them
-		for {
-			if _, err := fr.ReadFrame(); err != nil {
-				return
-			}
-		}
-	}()
-	var hbuf bytes.Buffer
-	enc := hpack.NewEncoder(&hbuf)
-	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", testServerName},
-		{":path", DoHPath}, {"content-type", DoHContentType}} {
-		require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
-	}
-	require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hbuf.Bytes(), EndHeaders: true}))
-	require.NoError(t, fr.WriteData(1, false, make([]byte, 4000))) // held: 513 free, 3,591 of the budget
-
-	padded := func(size int) []byte {
-		m := query("large.example.org")
-		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, size)})
-		return mustPack(t, m)
-	}
-	large := padded(2000) // 1,539 octets of the budget past its first 513
-	c := d.client(false)
-	status := func(body []byte) int {
-		resp, err := c.Post(d.url, DoHContentType, bytes.NewReader(body))
-		require.NoError(t, err)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	d := newDoHSetup(t, false, func(o *DoHOptions) { o.BodyBudget = 4096 })
+	conn := holdDoHBody(t, d)
+	large := paddedBody(t, 2000) // 1,536 octets of the budget past its first 512
+	status := postStatus(t, d)
 	require.Eventually(t, func() bool { return status(large) == http.StatusServiceUnavailable }, 5*time.Second, 10*time.Millisecond,
 		"a body past the budget answered while another one held it")
 	assert.Equal(t, http.StatusOK, status(mustPack(t, query("small.example.org"))), "a query of 512 octets or less takes no budget")
@@ -960,10 +932,29 @@ func TestDoHBodyBudget(t *testing.T) {
 // after its last octets: with the budget held by another client's body,
 // it is answered, not refused 503.
 func TestDoHBodyBudgetQueryOf512(t *testing.T) {
-	const budget = 3591 + 256 // the held body's, and less than 513 more
-	d := newDoHSetup(t, false, func(o *DoHOptions) { o.BodyBudget = budget })
-	conn, fr := h2Frames(t, d)
+	d := newDoHSetup(t, false, func(o *DoHOptions) { o.BodyBudget = heldDoHBody + 256 }) // less than 512 more
+	conn := holdDoHBody(t, d)
 	t.Cleanup(func() { conn.Close() })
+	q512 := paddedBody(t, 512-len(paddedBody(t, 0)))
+	require.Len(t, q512, 512)
+	status := postStatus(t, d)
+	require.Eventually(t, func() bool { return status(paddedBody(t, 2000)) == http.StatusServiceUnavailable }, 5*time.Second, 10*time.Millisecond,
+		"the budget is held")
+	for range 5 {
+		assert.Equal(t, http.StatusOK, status(q512), "a query of 512 octets takes no budget")
+	}
+}
+
+// heldDoHBody is the budget holdDoHBody's body takes: 4,000 octets, the
+// first 512 free, then its buffer grown to 1,024, 2,048 and 4,096.
+const heldDoHBody = 512 + 1024 + 2048
+
+// holdDoHBody starts a POST on a connection of its own whose body of
+// 4,000 octets never ends (heldDoHBody of the budget) and returns the
+// connection, whose close gives the budget back.
+func holdDoHBody(t *testing.T, d *dohSetup) net.Conn {
+	t.Helper()
+	conn, fr := h2Frames(t, d)
 	go func() { // the server's frames, read so that it never waits on them
 		for {
 			if _, err := fr.ReadFrame(); err != nil {
@@ -978,26 +969,20 @@ func TestDoHBodyBudgetQueryOf512(t *testing.T) {
 		require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
 	}
 	require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hbuf.Bytes(), EndHeaders: true}))
-	require.NoError(t, fr.WriteData(1, false, make([]byte, 4000))) // held: 513 free, 3,591 of the budget
+	require.NoError(t, fr.WriteData(1, false, make([]byte, 4000)))
+	return conn
+}
 
-	padded := func(size int) []byte {
-		m := query("large.example.org")
-		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, size)})
-		return mustPack(t, m)
-	}
-	large := padded(2000)
-	q512 := padded(512 - len(padded(0)))
-	require.Len(t, q512, 512)
+// paddedBody is a query with size octets of EDNS padding, packed.
+func paddedBody(t *testing.T, size int) []byte { return mustPack(t, withPadding(size)) }
+
+// postStatus is a function that POSTs a body to d and returns the status.
+func postStatus(t *testing.T, d *dohSetup) func(body []byte) int {
 	c := d.client(false)
-	status := func(body []byte) int {
+	return func(body []byte) int {
 		resp, err := c.Post(d.url, DoHContentType, bytes.NewReader(body))
 		require.NoError(t, err)
 		resp.Body.Close()
 		return resp.StatusCode
-	}
-	require.Eventually(t, func() bool { return status(large) == http.StatusServiceUnavailable }, 5*time.Second, 10*time.Millisecond,
-		"the budget is held")
-	for range 5 {
-		assert.Equal(t, http.StatusOK, status(q512), "a query of 512 octets takes no budget")
 	}
 }

@@ -468,23 +468,9 @@ func TestDoQClientNotReadingIsClosed(t *testing.T) {
 // is the large one once the budget is given back. Without the budget 60
 // connections of 64 such queries took the process to 253 MB.
 func TestDoQQueryBudget(t *testing.T) {
-	const budget = 4096
-	d := newDoQSetup(t, func(o *DoQOptions) { o.QueryBudget = budget })
-	hog, err := d.dial(t)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	held, err := hog.OpenStreamSync(ctx)
-	require.NoError(t, err)
-	_, err = held.Write(append([]byte{0x10, 0x00}, make([]byte, 3998)...)) // 4,000 octets, no FIN: 3,605 of the budget
-	require.NoError(t, err)
-
-	padded := func(size int) *dns.Msg {
-		m := query("large.example.org")
-		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, size)})
-		return m
-	}
-	large := padded(2000) // 3,605 octets of the budget past its first 515
+	d := newDoQSetup(t, func(o *DoQOptions) { o.QueryBudget = 4096 })
+	hog := holdDoQQuery(t, d)
+	large := withPadding(2000) // 1,544 octets of the budget past its first 514
 	c, err := d.dial(t)
 	require.NoError(t, err)
 	var se *quic.StreamError
@@ -509,25 +495,11 @@ func TestDoQQueryBudget(t *testing.T) {
 // holds two octets more, its length: with the budget held by another
 // client's unended query, it is answered, not reset.
 func TestDoQQueryBudgetQueryOf512(t *testing.T) {
-	const budget = 3605 + 200 // the held query's, and less than 515 more
-	d := newDoQSetup(t, func(o *DoQOptions) { o.QueryBudget = budget })
-	hog, err := d.dial(t)
+	d := newDoQSetup(t, func(o *DoQOptions) { o.QueryBudget = heldDoQQuery + 200 }) // less than 514 more
+	holdDoQQuery(t, d)
+	base, err := withPadding(0).Pack()
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	held, err := hog.OpenStreamSync(ctx)
-	require.NoError(t, err)
-	_, err = held.Write(append([]byte{0x10, 0x00}, make([]byte, 3998)...)) // 4,000 octets, no FIN: 3,605 of the budget
-	require.NoError(t, err)
-
-	padded := func(size int) *dns.Msg {
-		m := query("large.example.org")
-		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, size)})
-		return m
-	}
-	base, err := padded(0).Pack()
-	require.NoError(t, err)
-	q512 := padded(512 - len(base))
+	q512 := withPadding(512 - len(base))
 	packed, err := q512.Pack()
 	require.NoError(t, err)
 	require.Len(t, packed, 512)
@@ -535,7 +507,7 @@ func TestDoQQueryBudgetQueryOf512(t *testing.T) {
 	require.NoError(t, err)
 	var se *quic.StreamError
 	require.Eventually(t, func() bool {
-		_, err := doqExchange(c, padded(2000))
+		_, err := doqExchange(c, withPadding(2000))
 		return errors.As(err, &se) && se.ErrorCode == DoQExcessiveLoad
 	}, 5*time.Second, 10*time.Millisecond, "the budget is held")
 	for range 5 {
@@ -543,4 +515,32 @@ func TestDoQQueryBudgetQueryOf512(t *testing.T) {
 		require.NoError(t, err, "a query of 512 octets takes no budget")
 		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
 	}
+}
+
+// heldDoQQuery is the budget holdDoQQuery's stream takes: 4,000 octets,
+// the first 514 free (a query of 512 and its length), then its buffer
+// grown to 1,028, 2,056 and 4,112.
+const heldDoQQuery = 514 + 1028 + 2056
+
+// holdDoQQuery opens a stream on a connection of its own and writes 4,000
+// octets of a query that never ends (heldDoQQuery of the budget); the
+// connection's close gives the budget back.
+func holdDoQQuery(t *testing.T, d *doqSetup) *quic.Conn {
+	t.Helper()
+	hog, err := d.dial(t)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	held, err := hog.OpenStreamSync(ctx)
+	require.NoError(t, err)
+	_, err = held.Write(append([]byte{0x10, 0x00}, make([]byte, 3998)...)) // no FIN
+	require.NoError(t, err)
+	return hog
+}
+
+// withPadding is a query with size octets of EDNS padding.
+func withPadding(size int) *dns.Msg {
+	m := query("large.example.org")
+	m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, size)})
+	return m
 }
