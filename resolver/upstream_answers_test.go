@@ -1715,21 +1715,12 @@ func TestFailedValidationLeavesHealth(t *testing.T) {
 				return defaultAnswer(w, r)
 			}
 			first, second := startUpstream(t, validator), startUpstream(t, validator)
-			f := govFence(t, "upstream_timeout: 2s\nupstream_strategy: ordered", first.addr, second.addr)
-			for i := range 40 {
-				network := []string{"udp", "tcp"}[i%2]
-				r := ask(t, f.addr, "", network, question(fmt.Sprintf("n%d.bogus.example.", i), dns.TypeA, true))
+			checkLeavesHealth(t, first, second, "rcode_servfail", func(i int) *dns.Msg {
+				return question(fmt.Sprintf("n%d.bogus.example.", i), dns.TypeA, true)
+			}, func(r *dns.Msg) {
 				assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
 				assert.True(t, hasEDE(r, code), "the validator's EDE is passed on")
-			}
-			assert.Empty(t, f.handler.Snapshot().Forwarder().Down(), "a bogus name is no failure of its validator")
-			for _, u := range []*testUpstream{first, second} {
-				assert.Equal(t, map[string]float64{"rcode_servfail": 40}, upstreamErrors(t, f.registry, u.addr))
-			}
-			before := clientQueries(second)
-			r := ask(t, f.addr, "", "udp", question("a.example.org.", dns.TypeA, true))
-			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
-			assert.Equal(t, before, clientQueries(second), "the first upstream still answers A")
+			}, first, second)
 		})
 	}
 }
@@ -1751,23 +1742,34 @@ func TestRefusedNoRecursionLeavesHealth(t *testing.T) {
 		return defaultAnswer(w, r)
 	}
 	first, second := startUpstream(t, snoopProof), startUpstream(t, snoopProof)
-	f := govFence(t, "upstream_timeout: 2s\nupstream_strategy: ordered", first.addr, second.addr)
-	for i := range 40 {
-		network := []string{"udp", "tcp"}[i%2]
+	checkLeavesHealth(t, first, second, "rcode_refused", func(i int) *dns.Msg {
 		q := question(fmt.Sprintf("norec%d.example.org.", i), dns.TypeA, true)
 		q.RecursionDesired = false
-		r := ask(t, f.addr, "", network, q)
+		return q
+	}, func(r *dns.Msg) {
 		assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
 		assert.False(t, r.RecursionDesired, "RD copied")
+	}, first, second)
+}
+
+// checkLeavesHealth asks 40 queries (query(i), over UDP and TCP in turn)
+// of a fence over the upstreams first and second, in that order, checking
+// each answer with each: then neither upstream is marked down, each of
+// counted has 40 errors of kind, and an A query still goes to first.
+func checkLeavesHealth(t *testing.T, first, second *testUpstream, kind string, query func(i int) *dns.Msg, each func(*dns.Msg), counted ...*testUpstream) {
+	t.Helper()
+	f := govFence(t, "upstream_timeout: 2s\nupstream_strategy: ordered", first.addr, second.addr)
+	for i := range 40 {
+		each(ask(t, f.addr, "", []string{"udp", "tcp"}[i%2], query(i)))
 	}
-	assert.Empty(t, f.handler.Snapshot().Forwarder().Down(), "refusing RD=0 is no failure of the upstream")
-	for _, u := range []*testUpstream{first, second} {
-		assert.Equal(t, map[string]float64{"rcode_refused": 40}, upstreamErrors(t, f.registry, u.addr))
+	assert.Empty(t, f.handler.Snapshot().Forwarder().Down(), "an answer of the query is no failure of the upstream")
+	for _, u := range counted {
+		assert.Equal(t, map[string]float64{kind: 40}, upstreamErrors(t, f.registry, u.addr))
 	}
 	before := clientQueries(second)
 	r := ask(t, f.addr, "", "udp", question("a.example.org.", dns.TypeA, true))
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
-	assert.Equal(t, before, clientQueries(second), "the first upstream still answers recursive queries")
+	assert.Equal(t, before, clientQueries(second), "the first upstream still answers A")
 }
 
 // TestDeclinedANYLeavesHealth: an upstream that declines QTYPE ANY (NOTIMP,
@@ -1785,19 +1787,9 @@ func TestDeclinedANYLeavesHealth(t *testing.T) {
 				return defaultAnswer(w, r)
 			})
 			other := startUpstream(t, nil)
-			f := govFence(t, "upstream_timeout: 2s\nupstream_strategy: ordered", declines.addr, other.addr)
-			for i := range 40 {
-				network := []string{"udp", "tcp"}[i%2]
-				r := ask(t, f.addr, "", network, question(fmt.Sprintf("any%d.example.org.", i), dns.TypeANY, true))
-				assert.Equal(t, dns.RcodeSuccess, r.Rcode, "answered by the next upstream")
-			}
-			assert.Empty(t, f.handler.Snapshot().Forwarder().Down(), "declining ANY is no failure of the upstream")
-			kind := "rcode_" + strings.ToLower(dns.RcodeToString[rcode])
-			assert.Equal(t, map[string]float64{kind: 40}, upstreamErrors(t, f.registry, declines.addr))
-			before := clientQueries(other)
-			r := ask(t, f.addr, "", "udp", question("a.example.org.", dns.TypeA, true))
-			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
-			assert.Equal(t, before, clientQueries(other), "the first upstream still answers A")
+			checkLeavesHealth(t, declines, other, "rcode_"+strings.ToLower(dns.RcodeToString[rcode]), func(i int) *dns.Msg {
+				return question(fmt.Sprintf("any%d.example.org.", i), dns.TypeANY, true)
+			}, func(r *dns.Msg) { assert.Equal(t, dns.RcodeSuccess, r.Rcode, "answered by the next upstream") }, declines)
 		})
 	}
 }
