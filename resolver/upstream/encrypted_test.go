@@ -372,26 +372,12 @@ func TestEncryptedStalledHandshake(t *testing.T) {
 // used.
 func TestDoTOldTLS(t *testing.T) {
 	pki := newPKI(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+	addr := serveTLS(t, &tls.Config{
 		Certificates: []tls.Certificate{pki.good},
 		MinVersion:   tls.VersionTLS10,
 		MaxVersion:   tls.VersionTLS11,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = readFrame(c)
-			}()
-		}
-	}()
-	tr := newEncryptedTransport(t, "tls://"+ln.Addr().String()+"#"+testServerName, pki.testOptions(t))
+	}, func(c net.Conn) { _, _ = readFrame(c) })
+	tr := newEncryptedTransport(t, "tls://"+addr+"#"+testServerName, pki.testOptions(t))
 	resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 	assert.Nil(t, resp)
 	assert.ErrorContains(t, err, "protocol version")
@@ -467,22 +453,7 @@ func TestForwarderEncryptedFailover(t *testing.T) {
 func TestTLSAlertIsProtocolKind(t *testing.T) {
 	pki := newPKI(t)
 	tlsServer := func(cfg *tls.Config) string {
-		ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					_ = c.(*tls.Conn).Handshake()
-				}()
-			}
-		}()
-		return "tls://" + ln.Addr().String() + "#" + testServerName
+		return "tls://" + serveTLS(t, cfg, func(c net.Conn) { _ = c.(*tls.Conn).Handshake() }) + "#" + testServerName
 	}
 	quicServer := func(alpn string) string {
 		ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pki.good}, NextProtos: []string{alpn}}, &quic.Config{})
@@ -509,4 +480,27 @@ func TestTLSAlertIsProtocolKind(t *testing.T) {
 			assert.Equal(t, "protocol", ue.Causes(), "%v", err)
 		})
 	}
+}
+
+// serveTLS accepts TLS connections with cfg on a loopback port until the
+// test ends, handing each to handle on its own goroutine and closing it
+// after; it returns the address.
+func serveTLS(t *testing.T, cfg *tls.Config, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
