@@ -498,7 +498,7 @@ func (f *Forwarder) succeeded(u *upstreamState, start time.Time, took time.Durat
 	u.observe(took)
 	if u.down.Load() {
 		u.health.reset()
-		if u.down.CompareAndSwap(true, false) {
+		if u.down.CompareAndSwap(true, false) && !f.closed.Load() {
 			f.log.Info("upstream back up", zap.String("upstream", u.addr),
 				zap.Duration("down_for", time.Since(time.Unix(0, u.downSince.Load())).Round(time.Millisecond)))
 		}
@@ -513,10 +513,17 @@ func (f *Forwarder) succeeded(u *upstreamState, start time.Time, took time.Durat
 // naming err, as dnsdist logs a backend marked down, since a client sees
 // nothing of it while another upstream answers (an encrypted upstream
 // whose certificate expired, say).
+// A retired Forwarder (Retire) logs nothing: the exchanges it finishes
+// after a reload would otherwise log a change its successor, which keeps
+// the upstream's health from then on, never made, or log one twice.
 func (f *Forwarder) failed(u *upstreamState, err error) {
 	if fails, n := u.health.record(true); fails*2 > n {
-		if !u.down.Load() && u.down.CompareAndSwap(false, true) {
+		// downSince is written before down is, so that a success that finds
+		// u down reads when it went down, not the time before.
+		if !u.down.Load() {
 			u.downSince.Store(time.Now().UnixNano())
+		}
+		if !u.down.Load() && u.down.CompareAndSwap(false, true) && !f.closed.Load() {
 			f.log.Warn("upstream down: skipped while another is up, probed every second", zap.String("upstream", u.addr),
 				zap.Error(err), zap.Int("failed", fails), zap.Int("exchanges", n))
 		}

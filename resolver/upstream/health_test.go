@@ -221,3 +221,23 @@ func TestDownAndBackUpLogged(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 2, logs.Len(), "nothing more while it answers")
 }
+
+// TestRetiredForwarderLogsNoChange: a Forwarder retired by a reload logs
+// no upstream down or back up for the exchanges it still finishes: its
+// successor keeps the upstreams' health, and would log the same change
+// again, or never log the back up that follows the retired one's down.
+func TestRetiredForwarderLogsNoChange(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	f, err := New([]string{"127.0.0.1:9"}, Options{Timeout: time.Second, Log: zap.New(core)})
+	require.NoError(t, err)
+	next, err := New([]string{"127.0.0.1:9"}, Options{Timeout: time.Second})
+	require.NoError(t, err)
+	defer next.Close()
+	f.Retire(next)
+	u := f.upstreams[0]
+	f.failed(u, ErrAnswerMalformed)
+	require.True(t, u.down.Load())
+	f.succeeded(u, time.Now(), time.Millisecond)
+	require.False(t, u.down.Load())
+	assert.Zero(t, logs.Len(), "%v", logs.AllUntimed())
+}
