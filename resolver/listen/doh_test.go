@@ -915,7 +915,7 @@ func TestDoHClientNotReadingIsClosed(t *testing.T) {
 func TestDoHBodyBudget(t *testing.T) {
 	d := newDoHSetup(t, false, func(o *DoHOptions) { o.BodyBudget = 4096 })
 	conn := holdDoHBody(t, d)
-	large := paddedBody(t, 2000) // 1,536 octets of the budget past its first 512
+	large := paddedBody(t, 2000) // 2,050 octets: 3,584 of the budget past its first 512
 	status := postStatus(t, d)
 	require.Eventually(t, func() bool { return status(large) == http.StatusServiceUnavailable }, 5*time.Second, 10*time.Millisecond,
 		"a body past the budget answered while another one held it")

@@ -470,7 +470,7 @@ func TestDoQClientNotReadingIsClosed(t *testing.T) {
 func TestDoQQueryBudget(t *testing.T) {
 	d := newDoQSetup(t, func(o *DoQOptions) { o.QueryBudget = 4096 })
 	hog := holdDoQQuery(t, d)
-	large := withPadding(2000) // 1,544 octets of the budget past its first 514
+	large := withPadding(2000) // 2,052 octets with its length: 1,542 of the budget past its first 514
 	c, err := d.dial(t)
 	require.NoError(t, err)
 	var se *quic.StreamError
