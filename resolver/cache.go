@@ -22,13 +22,13 @@ const (
 	prefetchAt  = 10              // prefetch when under 1/prefetchAt of the TTL is left
 	prefetchMin = 2               // ... and the entry was read at least this often
 	// maxCachedAnswer is the largest answer cached, in octets of its wire
-	// form, so that cache.size bounds the cache's memory: 20,000 answers of
-	// 3,850 octets held 162 MB of heap (message and wire form), where
-	// 20,000 of 60 KB over TCP held 1.78 GB, a cache any client could fill in
-	// half a minute with
-	// the names of a zone that serves such answers. dnsdist's packet cache
-	// has the same bound (maximumEntrySize, 4,096); a larger answer is
-	// forwarded every time, identical queries still sharing one.
+	// form, so that cache.size bounds the cache's memory: 20,000 answers
+	// of 3,850 octets held 162 MB of heap (message and wire form), where
+	// 20,000 of 60 KB over TCP held 1.78 GB, a cache any client could fill
+	// in half a minute with the names of a zone that serves such answers.
+	// dnsdist's packet cache has the same bound (maximumEntrySize, 4,096);
+	// a larger answer is forwarded every time, identical queries still
+	// sharing one, and removes the answer it supersedes (cacheTable.forget).
 	maxCachedAnswer = 4096
 )
 
@@ -445,7 +445,7 @@ func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) *dns.Msg {
 		return msg
 	}
 	if tooLargeToCache(msg) {
-		c.superseded(key, now)
+		c.t.forget(key, now)
 		return msg
 	}
 	keep := ttl + cfg.ServeStale
@@ -469,18 +469,6 @@ func tooLargeToCache(msg *dns.Msg) bool {
 	}
 	m.Compress = true
 	return m.Len() > maxCachedAnswer
-}
-
-// superseded removes the answer cached for key, by an answer at now too
-// large to cache (tooLargeToCache) that supersedes it: left in the cache,
-// the old answer, once expired, would be served stale within serve_stale
-// (by the client response timer, when the upstream takes longer than
-// stale_answer_client_timeout for the large answer, as one asked over TCP
-// after a truncated datagram may) to every query until the window ends,
-// though the upstream answers each refresh; before maxCachedAnswer the
-// new answer replaced it.
-func (c *Cache) superseded(key cacheKey, now time.Time) {
-	c.t.forget(key, now)
 }
 
 // withoutDNSSEC is msg without the records that authenticate DNSSEC data
@@ -546,7 +534,7 @@ func (c *Cache) putWire(key cacheKey, b []byte, now time.Time) (*cacheEntry, boo
 		return e, true
 	}
 	if len(b) > maxCachedAnswer {
-		c.superseded(key, now)
+		c.t.forget(key, now)
 		return e, true
 	}
 	e.keep = ttl + cfg.ServeStale

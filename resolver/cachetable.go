@@ -145,8 +145,14 @@ func (t *cacheTable) set(key cacheKey, e *cacheEntry, now time.Time) {
 }
 
 // forget removes the entry stored for key, unless it was stored after
-// now: an answer stored by another upstream query since is newer than
-// the one that supersedes the entry (Cache.superseded).
+// now, for an answer at now too large to cache (maxCachedAnswer) that
+// supersedes it: left in the cache, the old answer, once expired, would be
+// served stale within serve_stale (by the client response timer, when the
+// upstream takes longer than stale_answer_client_timeout for the large
+// answer, as one asked over TCP after a truncated datagram may) to every
+// query until the window ends, though the upstream answers each refresh.
+// An answer stored by another upstream query since is newer than the one
+// that supersedes the entry, and is kept.
 func (t *cacheTable) forget(key cacheKey, now time.Time) {
 	h := key.sum
 	s := t.shard(h)

@@ -204,6 +204,13 @@ func TestAuditLimiterReportsSuppressed(t *testing.T) {
 	assert.Equal(t, 5, n, "the next line says how many were suppressed")
 }
 
+// floodAddr is the i-th address of fd00::/96, one of a flood's clients.
+func floodAddr(i int) netip.Addr {
+	b := netip.MustParseAddr("fd00::").As16()
+	b[12], b[13], b[14], b[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+	return netip.AddrFrom16(b)
+}
+
 // TestAuditLimiterBounded floods the audit limiter with the addresses of
 // an IPv6 network, each over its cap so that its window has lines
 // suppressed: every window was kept (1,000,000 addresses held 131 MB), so
@@ -211,11 +218,7 @@ func TestAuditLimiterReportsSuppressed(t *testing.T) {
 // ECS or a /64's, took memory without bound.
 func TestAuditLimiterBounded(t *testing.T) {
 	var a auditLimiter
-	addr := func(i int) netip.Addr {
-		b := netip.MustParseAddr("fd00::").As16()
-		b[12], b[13], b[14], b[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
-		return netip.AddrFrom16(b)
-	}
+	addr := floodAddr
 	now := time.Unix(1000, 0)
 	const clients = maxAuditClients + 1000
 	granted := 0
@@ -250,11 +253,7 @@ func TestAuditLimiterBounded(t *testing.T) {
 // full.
 func TestAuditOverflowSuppressedNotMisattributed(t *testing.T) {
 	var a auditLimiter
-	addr := func(i int) netip.Addr {
-		b := netip.MustParseAddr("fd00::").As16()
-		b[12], b[13], b[14], b[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
-		return netip.AddrFrom16(b)
-	}
+	addr := floodAddr
 	flood := func(now time.Time) {
 		for i := range maxAuditClients {
 			a.allow(addr(i), 1, now)

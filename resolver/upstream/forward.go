@@ -334,17 +334,25 @@ func (f *Forwarder) explore(u *upstreamState) {
 	if !f.acquire() {
 		return
 	}
+	f.askRoot(u, min(f.timeout, exploreMax))
+}
+
+// askRoot asks u for the root NS set (probeQuery), waiting up to timeout,
+// and records the outcome in its health as a query's is: explore's and
+// checkHealth's one exchange. The caller has acquired f; askRoot releases
+// it.
+func (f *Forwarder) askRoot(u *upstreamState, timeout time.Duration) {
 	defer f.release()
-	ctx, cancel := context.WithTimeout(context.Background(), min(f.timeout, exploreMax))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
-	if _, err := f.exchange(ctx, probeQuery(), u, false); err != nil {
-		if countsAgainst(err) {
-			f.failed(u, err)
-		}
-		return
+	_, err := f.exchange(ctx, probeQuery(), u, false)
+	switch {
+	case err == nil:
+		f.succeeded(u, start, time.Since(start))
+	case countsAgainst(err):
+		f.failed(u, err)
 	}
-	f.succeeded(u, start, time.Since(start))
 }
 
 // probeQuery is the question the probes ask: the root NS set, which any
@@ -518,14 +526,14 @@ func (f *Forwarder) succeeded(u *upstreamState, start time.Time, took time.Durat
 // the upstream's health from then on, never made, or log one twice.
 func (f *Forwarder) failed(u *upstreamState, err error) {
 	if fails, n := u.health.record(true); fails*2 > n {
-		// downSince is written before down is, so that a success that finds
-		// u down reads when it went down, not the time before.
 		if !u.down.Load() {
+			// downSince is written before down is, so that a success that
+			// finds u down reads when it went down, not the time before.
 			u.downSince.Store(time.Now().UnixNano())
-		}
-		if !u.down.Load() && u.down.CompareAndSwap(false, true) && !f.closed.Load() {
-			f.log.Warn("upstream down: skipped while another is up, probed every second", zap.String("upstream", u.addr),
-				zap.Error(err), zap.Int("failed", fails), zap.Int("exchanges", n))
+			if u.down.CompareAndSwap(false, true) && !f.closed.Load() {
+				f.log.Warn("upstream down: skipped while another is up, probed every second", zap.String("upstream", u.addr),
+					zap.Error(err), zap.Int("failed", fails), zap.Int("exchanges", n))
+			}
 		}
 		f.markDown(u)
 	}
@@ -897,17 +905,7 @@ func (f *Forwarder) checkHealth(u *upstreamState) {
 	u.checked.Store(now)
 	go func() {
 		defer u.checking.Store(false)
-		defer f.release()
-		ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
-		defer cancel()
-		start := time.Now()
-		_, err := f.exchange(ctx, probeQuery(), u, false)
-		switch {
-		case err == nil:
-			f.succeeded(u, start, time.Since(start))
-		case countsAgainst(err):
-			f.failed(u, err)
-		}
+		f.askRoot(u, f.timeout)
 	}()
 }
 
