@@ -197,7 +197,7 @@ func buildWith(t testing.TB, names []string, direct func(i int) bool) *List {
 			b.addLater([]byte(name), i+1)
 		}
 	}
-	l := b.finish([32]byte{})
+	l := b.finish([32]byte{}, nil)
 	requireTree(t, l)
 	return l
 }

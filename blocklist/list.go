@@ -126,6 +126,11 @@ type List struct {
 	seed  maphash.Seed
 	count int // entries
 	dups  []Duplicate
+	// warn is what the build reported beside the list (bad lines and
+	// records skipped, or kept in doubt): kept with the list, so that a
+	// list reused unchanged (ReadList's prev) or updated (Update) reports
+	// what the one it stands for did.
+	warn error
 
 	// The rest is for RPZ lists (zone.go); all nil for a plain list.
 	// acts holds each node's triggers, parallel to nodes: the action + 1
@@ -168,6 +173,12 @@ func (l *List) Len() int { return l.count }
 
 // Duplicates lists entries that were repeated in the file.
 func (l *List) Duplicates() []Duplicate { return l.dups }
+
+// Warnings is the error Parse, ReadList or FromZone returned beside the
+// list when it was built (its bad lines and skipped records, see BadLines
+// and Skipped), nil for none. A list ReadList reused (prev) or Update made
+// has the warnings of the list it was built whole as.
+func (l *List) Warnings() error { return l.warn }
 
 // All yields every entry in file order. Each entry's name is built from its
 // labels: this is for reports and reloads, not for queries.
@@ -778,9 +789,12 @@ func (b *builder) resize(n int) {
 	}
 }
 
-func (b *builder) finish(sum [32]byte) *List {
+// finish completes the list built, of content sum, with the bad lines
+// warn its build reported.
+func (b *builder) finish(sum [32]byte, warn error) *List {
 	b.flush()
 	l := b.list
+	l.warn = warn
 	l.labels = b.labels.String()
 	if b.labels.Cap()-b.labels.Len() > b.labels.Len()/4 {
 		l.labels = strings.Clone(l.labels) // drop the slack of the builder's growth

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -682,4 +684,45 @@ func TestExceptionRuleOfManyAts(t *testing.T) {
 	if l == nil || l.Len() != 1 {
 		t.Fatalf("list = %v, want bytedance.com alone", l)
 	}
+}
+
+// TestSkippedCountsEveryLine: Skipped counts the lines past the ones
+// reported one by one, by file, and not the records applied as read
+// (ParseError.Kept); a list ReadList reuses unchanged has the warnings of
+// the list it stands for.
+func TestSkippedCountsEveryLine(t *testing.T) {
+	var b strings.Builder
+	for range maxReported + 10 {
+		b.WriteString("bad..name\n")
+	}
+	b.WriteString("ok.example\n")
+	_, junk := Parse("junk.txt", []byte(b.String()))
+	// An unnamed zone: an owner written in full is kept (a trigger, in
+	// doubt), a passthru so written is skipped.
+	var z strings.Builder
+	z.WriteString("$TTL 300\n@ SOA localhost. root.localhost. 7 3600 600 86400 60\n  NS localhost.\n")
+	for i := range maxReported + 5 {
+		fmt.Fprintf(&z, "kept%d.example. CNAME .\n", i)
+	}
+	for i := range 7 {
+		fmt.Fprintf(&z, "pass%d.example. CNAME rpz-passthru.\n", i)
+	}
+	l, zone := Parse("policy.rpz", []byte(z.String()))
+	assert.Equal(t, maxReported+5, l.Len(), "the kept triggers")
+	n, _ := BadLines(zone)
+	assert.Equal(t, maxReported+12, n, "every report")
+	assert.Equal(t, map[string]int{"junk.txt": maxReported + 10, "policy.rpz": 7}, Skipped(errors.Join(junk, zone)))
+	assert.Empty(t, Skipped(nil))
+
+	path := filepath.Join(t.TempDir(), "junk.txt")
+	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
+	first, warn, err := ReadList(path, nil)
+	require.NoError(t, err)
+	require.Error(t, warn)
+	again, warn, err := ReadList(path, first)
+	require.NoError(t, err)
+	assert.Same(t, first, again, "reused unchanged")
+	assert.NoError(t, warn, "reported when it was read")
+	assert.Equal(t, first.Warnings(), again.Warnings())
+	assert.Equal(t, map[string]int{path: maxReported + 10}, Skipped(again.Warnings()))
 }

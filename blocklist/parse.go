@@ -116,7 +116,8 @@ func Parse(name string, data []byte) (*List, error) {
 	}
 	p := newTextParser(name, data)
 	p.parse(unsafe.String(unsafe.SliceData(data), len(data)), 1)
-	return p.b.finish(sha256.Sum256(data)), p.errs.err()
+	l := p.b.finish(sha256.Sum256(data), p.errs.err())
+	return l, l.warn
 }
 
 // textParser reads the lines of a list file into a List, the whole file
@@ -738,7 +739,8 @@ func looksLikeAddr(s string) bool {
 // errorList collects the bad lines of one file, bounded by maxReported.
 type errorList struct {
 	errs    []error
-	dropped int
+	dropped int // past maxReported
+	skipped int // of those dropped, the ones not kept (ParseError.Kept)
 	file    string
 }
 
@@ -746,6 +748,7 @@ func (e *errorList) add(file string, line int, text string, err error) {
 	e.file = file
 	if len(e.errs) >= maxReported {
 		e.dropped++
+		e.skipped++
 		return
 	}
 	e.errs = append(e.errs, &ParseError{File: file, Line: line, Text: reportedText(text), Err: err})
@@ -780,6 +783,9 @@ func (e *errorList) addOwner(file string, line int, owner string, err error, kep
 	e.file = file
 	if len(e.errs) >= maxReported {
 		e.dropped++
+		if !kept {
+			e.skipped++
+		}
 		return
 	}
 	owner = reportedText(owner)
@@ -788,7 +794,7 @@ func (e *errorList) addOwner(file string, line int, owner string, err error, kep
 
 func (e *errorList) err() error {
 	if e.dropped > 0 {
-		e.errs = append(e.errs, &moreBadLines{file: e.file, n: e.dropped})
+		e.errs = append(e.errs, &moreBadLines{file: e.file, n: e.dropped, skipped: e.skipped})
 	}
 	return errors.Join(e.errs...)
 }
@@ -796,8 +802,9 @@ func (e *errorList) err() error {
 // moreBadLines stands for the bad lines of a file past maxReported: counted,
 // not reported one by one.
 type moreBadLines struct {
-	file string
-	n    int
+	file    string
+	n       int
+	skipped int // of n, those not kept
 }
 
 func (e *moreBadLines) Error() string {
@@ -809,26 +816,49 @@ func (e *moreBadLines) Error() string {
 // loaded, those past the ones reported one by one included, and returns
 // the first; 0 and nil for a nil warn.
 func BadLines(warn error) (n int, first *ParseError) {
-	var walk func(error)
-	walk = func(err error) {
-		var pe *ParseError
-		var more *moreBadLines
-		switch j, ok := err.(interface{ Unwrap() []error }); {
-		case ok:
-			for _, e := range j.Unwrap() {
-				walk(e)
-			}
-		case errors.As(err, &more):
-			n += more.n
-		case errors.As(err, &pe):
-			n++
-			if first == nil {
-				first = pe
-			}
-		case err != nil:
-			n++
+	eachBadLine(warn, func(_ string, lines, _ int, pe *ParseError) {
+		n += lines
+		if first == nil {
+			first = pe
 		}
-	}
-	walk(warn)
+	})
 	return n, first
+}
+
+// Skipped counts, by file, the lines and records warn (as BadLines reads
+// it, or several such joined) reports skipped, those past the ones
+// reported one by one included: a record applied as read whose meaning is
+// in doubt (ParseError.Kept) is not counted. Files with none are absent.
+func Skipped(warn error) map[string]int {
+	out := map[string]int{}
+	eachBadLine(warn, func(file string, _, skipped int, _ *ParseError) {
+		if skipped > 0 && file != "" {
+			out[file] += skipped
+		}
+	})
+	return out
+}
+
+// eachBadLine calls f for each report in warn: a ParseError (pe; one line,
+// skipped unless Kept), a count of lines not reported one by one (pe nil),
+// or another error (one line of no file, skipped).
+func eachBadLine(warn error, f func(file string, lines, skipped int, pe *ParseError)) {
+	var pe *ParseError
+	var more *moreBadLines
+	switch j, ok := warn.(interface{ Unwrap() []error }); {
+	case ok:
+		for _, e := range j.Unwrap() {
+			eachBadLine(e, f)
+		}
+	case errors.As(warn, &more):
+		f(more.file, more.n, more.skipped, nil)
+	case errors.As(warn, &pe):
+		skipped := 1
+		if pe.Kept {
+			skipped = 0
+		}
+		f(pe.File, 1, skipped, pe)
+	case warn != nil:
+		f("", 1, 1, nil)
+	}
 }

@@ -134,7 +134,8 @@ func readText(name string, r io.Reader, size int64, piece int) (l *List, warn, e
 			buf = buf[:cap(buf)]
 		}
 	}
-	return p.b.finish([32]byte(h.Sum(nil))), p.errs.err(), nil
+	l = p.b.finish([32]byte(h.Sum(nil)), p.errs.err())
+	return l, l.warn, nil
 }
 
 // estimate is the room the list of a file of size octets will need, from

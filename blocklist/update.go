@@ -43,9 +43,10 @@ const MaxOverlay = 16384
 // builds the list whole again and Match stays one table's walk.
 //
 // Update is exact or it fails: a trigger to remove that the list does not
-// hold with that action, a trigger to add that it already holds, or an
-// added record that is not a trigger dnsfence applies (which FromZone
-// would report) returns an error wrapping ErrNotExact and no List; the
+// hold with that action, a trigger to add that it already holds, or a
+// record added or removed that is not a trigger dnsfence applies (which
+// FromZone reports: the list's Warnings would no longer be the zone's)
+// returns an error wrapping ErrNotExact and no List; the
 // caller then builds the list from the whole zone with FromZone, which
 // reports what is wrong.
 func (l *List) Update(sum [32]byte, serial uint32, remove, add func(rpz.Handler)) (*List, error) {
@@ -62,11 +63,13 @@ func (l *List) Update(sum [32]byte, serial uint32, remove, add func(rpz.Handler)
 			u.over[overKey(e.Name, t.Wildcard)] = overTrigger{name: e.Name, wildcard: t.Wildcard, action: t.Action, line: e.Line}
 		}
 	}
-	remove(rpz.Handler{Trigger: u.remove})
-	add(rpz.Handler{
-		Trigger: u.add,
-		Problem: func(p rpz.Problem) { u.fail(fmt.Errorf("%s: %w", p.Owner, p.Err)) },
-	})
+	// A record of the change that the list would report (a bad owner, an
+	// unsupported trigger) makes the update inexact: the list built whole
+	// reports it, and its warnings are then those of the zone it holds
+	// (the list updated keeps l's, for the records that stay).
+	problem := func(p rpz.Problem) { u.fail(fmt.Errorf("%s: %w", p.Owner, p.Err)) }
+	remove(rpz.Handler{Trigger: u.remove, Problem: problem})
+	add(rpz.Handler{Trigger: u.add, Problem: problem})
 	if u.err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotExact, u.err)
 	}
@@ -253,7 +256,7 @@ func (u *updater) overlay() *List {
 	for _, t := range slices.SortedFunc(maps.Values(u.over), func(a, b overTrigger) int { return cmp.Compare(a.line, b.line) }) {
 		b.addTrigger([]byte(t.name), rpz.Trigger{Owner: t.name, Wildcard: t.wildcard, Action: rpz.Action(t.action)}, t.line, &errs)
 	}
-	return b.finish(l.sum)
+	return b.finish(l.sum, nil)
 }
 
 // goneBit is the bit of the gone set that marks node id's exact or

@@ -333,3 +333,29 @@ func TestDelta(t *testing.T) {
 	_, _, ok = plain.Delta(plain)
 	assert.False(t, ok, "not an RPZ list")
 }
+
+// TestUpdateKeepsWarnings: a list Update makes reports the records its
+// zone skipped, as the list built whole from the new zone would; removing
+// a skipped record is not exact (the list built whole no longer reports
+// it).
+func TestUpdateKeepsWarnings(t *testing.T) {
+	base := rrs(t,
+		"rpz.example.gov. 60 SOA a. b. 1 2 3 4 5",
+		"tiktok.com.rpz.example.gov. 60 CNAME .",
+		"local.example.rpz.example.gov. 60 A 192.0.2.1",
+	)
+	old, warn := FromZone("axfr://127.0.0.1/rpz.example.gov", [32]byte{}, len(base), func(h rpz.Handler) (rpz.Zone, error) {
+		return rpz.FromRecords(updateZone, base, h), nil
+	})
+	require.Error(t, warn)
+	assert.Equal(t, warn, old.Warnings())
+	assert.Equal(t, map[string]int{"axfr://127.0.0.1/rpz.example.gov": 1}, Skipped(old.Warnings()))
+
+	l, err := old.Update([32]byte{}, 2, feed(nil), feed(rrs(t, "douyin.com.rpz.example.gov. 60 CNAME .")))
+	require.NoError(t, err)
+	assert.Equal(t, warn, l.Warnings(), "the skipped record is still in the zone")
+
+	l, err = l.Update([32]byte{}, 3, feed(rrs(t, "local.example.rpz.example.gov. 60 A 192.0.2.1")), feed(nil))
+	assert.ErrorIs(t, err, ErrNotExact, "a skipped record removed")
+	assert.Nil(t, l)
+}

@@ -153,7 +153,8 @@ func FromZone(name string, sum [32]byte, sizeHint int, read func(rpz.Handler) (r
 		return nil, err
 	}
 	l.zone.origin, l.zone.serial, l.zone.soa = z.Origin, z.Serial, z.SOA
-	return b.finish(sum), errs.err()
+	l = b.finish(sum, errs.err())
+	return l, l.warn
 }
 
 // foldName writes the stored form of a trigger name in presentation form:

@@ -105,7 +105,7 @@ func TestZoneReplacementsAddUpByDelta(t *testing.T) {
 	for step := range 3 {
 		n, uerr := prev.Lists[name].Update([32]byte{byte(step + 1)}, uint32(8+step), recs("a", step*30, step*30+30), recs("b", step*30, step*30+30))
 		require.NoError(t, uerr)
-		next := prev.withList(name, n, nil)
+		next := prev.withList(name, n)
 		if err = errors.Join(heldChanges(prev, next)...); err != nil {
 			require.Equal(t, 1, step, "held at the second IXFR")
 			break

@@ -356,3 +356,15 @@ func findECS(req *dns.Msg) *dns.EDNS0_SUBNET {
 	e, _ := ecsOptions(req)
 	return e
 }
+
+// leafErrors flattens errors joined with errors.Join.
+func leafErrors(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, leafErrors(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}

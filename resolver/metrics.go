@@ -363,13 +363,8 @@ func (m *Metrics) listsLoaded(s *Snapshot) {
 	for path := range s.Ranges {
 		m.skippedLines.WithLabelValues(path).Set(0)
 	}
-	for _, w := range s.Warnings {
-		for _, e := range leafErrors(w) {
-			var pe *blocklist.ParseError
-			if errors.As(e, &pe) && !pe.Kept {
-				m.skippedLines.WithLabelValues(pe.File).Inc()
-			}
-		}
+	for file, n := range blocklist.Skipped(errors.Join(s.Warnings...)) {
+		m.skippedLines.WithLabelValues(file).Set(float64(n))
 	}
 	counters := map[*Policy][]blockedSeries{}
 	for _, p := range s.Policies {
@@ -379,18 +374,6 @@ func (m *Metrics) listsLoaded(s *Snapshot) {
 		}
 	}
 	m.blockedCounters.Store(&counters)
-}
-
-// leafErrors flattens errors joined with errors.Join.
-func leafErrors(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, leafErrors(e)...)
-		}
-		return out
-	}
-	return []error{err}
 }
 
 // Outcomes of a reload, as the result label of dnsfence_reloads_total.

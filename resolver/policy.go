@@ -216,7 +216,10 @@ type Snapshot struct {
 	Lists    map[string]*blocklist.List      // by resolved path
 	Ranges   map[string]*blocklist.RangeFile // by resolved path
 	Loaded   time.Time
-	// Warnings are bad lines that were skipped while loading.
+	// Warnings are the bad lines of the snapshot's lists and client range
+	// files, one error a file that has any (blocklist.BadLines reads one):
+	// those of a list reused unchanged or kept from the snapshot before
+	// included (blocklist.List.Warnings).
 	Warnings []error
 
 	// fwd asks the upstreams: set once by ConnectUpstreams before the
@@ -520,12 +523,15 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 			if l == nil {
 				l, _ = blocklist.Parse(path, nil) // no copy yet: nothing to match
 			}
+			if w := l.Warnings(); w != nil {
+				s.Warnings = append(s.Warnings, w)
+			}
 			s.Lists[path] = l
 			return l
 		}
-		l, warn, err := readList(cfg, path, prev.list(path))
+		l, _, err := readList(cfg, path, prev.list(path))
 		if err == nil {
-			err = onlyBadLines(path, l.Len(), warn)
+			err = onlyBadLines(path, l.Len(), l.Warnings())
 			if err != nil && !cfg.Embedded {
 				err = markupHint(path, err)
 			}
@@ -535,8 +541,8 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 			failed[path] = true
 			return nil
 		}
-		if warn != nil {
-			s.Warnings = append(s.Warnings, warn)
+		if w := l.Warnings(); w != nil {
+			s.Warnings = append(s.Warnings, w)
 		}
 		s.Lists[path] = l
 		return l

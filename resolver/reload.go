@@ -633,7 +633,7 @@ func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted [
 			return nil, nil, &readMidWriteError{files: moved, watch: watchedFiles(next)}
 		}
 	}
-	for _, w := range next.Warnings {
+	for _, w := range next.newWarnings(prev) {
 		r.log.Warn("skipped bad lines", zap.Error(w))
 	}
 	if held := heldChanges(prev, next); len(held) > 0 {

@@ -454,7 +454,7 @@ func TestZoneUpdateGuarded(t *testing.T) {
 		t.Helper()
 		n, err := l.Update([32]byte{9}, 8, records(remove...), records(add...))
 		require.NoError(t, err)
-		return errors.Join(heldChanges(prev, prev.withList(name, n, nil))...)
+		return errors.Join(heldChanges(prev, prev.withList(name, n))...)
 	}
 	err := update([]string{trig("tiktok.com", "."), trig("*.tiktok.com", "."), trig("capcut.com", ".")},
 		[]string{trig("a.example", "."), trig("b.example", "."), trig("c.example", ".")})
@@ -490,7 +490,7 @@ func TestZoneUpdateRemovingAWildcardUnderAPassthruIsHeld(t *testing.T) {
 	require.NoError(t, err)
 	n, err := l.Update([32]byte{9}, 8, func(h rpz.Handler) { rpz.FromRecords(zone, []dns.RR{rr}, h) }, func(rpz.Handler) {})
 	require.NoError(t, err)
-	next := prev.withList(name, n, nil)
+	next := prev.withList(name, n)
 
 	was, now := policyNamed(prev, "government-devices"), policyNamed(next, "government-devices")
 	require.True(t, was.Decide("www.tiktok.cdn.example").Blocked)

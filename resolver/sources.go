@@ -247,7 +247,7 @@ func (r *Reloader) applySource(rs *runningSource, c source.Content) error {
 	prev := r.handler.Snapshot()
 	var next *Snapshot
 	if prev != nil {
-		next = prev.withList(name, l, warn)
+		next = prev.withList(name, l)
 	}
 	// Before the first snapshot, the copy held (the disk copy, read at
 	// start) is what the first snapshot would serve: a network copy that
@@ -369,10 +369,10 @@ func rpzURL(name string) bool {
 	return err == nil && strings.HasSuffix(strings.ToLower(u.Path), ".rpz")
 }
 
-// withList is s with the list called name replaced by l (with its bad
-// lines warn): the policies that use it recompiled, the rest shared. It is
-// nil when s has no list of that name.
-func (s *Snapshot) withList(name string, l *blocklist.List, warn error) *Snapshot {
+// withList is s with the list called name replaced by l (and its bad
+// lines by l's): the policies that use it recompiled, the rest shared. It
+// is nil when s has no list of that name.
+func (s *Snapshot) withList(name string, l *blocklist.List) *Snapshot {
 	old, ok := s.Lists[name]
 	if !ok {
 		return nil
@@ -387,8 +387,8 @@ func (s *Snapshot) withList(name string, l *blocklist.List, warn error) *Snapsho
 			n.Warnings = append(n.Warnings, w)
 		}
 	}
-	if warn != nil {
-		n.Warnings = append(n.Warnings, warn)
+	if w := l.Warnings(); w != nil {
+		n.Warnings = append(n.Warnings, w)
 	}
 	swap := func(ls []List) []List {
 		out := slices.Clone(ls)
@@ -419,13 +419,26 @@ func (s *Snapshot) withList(name string, l *blocklist.List, warn error) *Snapsho
 // warningOf reports whether a snapshot warning holds the bad lines of the
 // list called name.
 func warningOf(w error, name string) bool {
-	for _, e := range leafErrors(w) {
-		var pe *blocklist.ParseError
-		if errors.As(e, &pe) {
-			return pe.File == name
+	_, first := blocklist.BadLines(w)
+	return first != nil && first.File == name
+}
+
+// newWarnings are the warnings of s that prev did not have: all but those
+// of the lists s took from prev unchanged (reported when they were read).
+// A client range file is read at each build, and its bad lines reported
+// each time.
+func (s *Snapshot) newWarnings(prev *Snapshot) []error {
+	var out []error
+	for _, w := range s.Warnings {
+		_, first := blocklist.BadLines(w)
+		if first != nil && prev != nil {
+			if l, ok := s.Lists[first.File]; ok && l == prev.Lists[first.File] {
+				continue
+			}
 		}
+		out = append(out, w)
 	}
-	return false
+	return out
 }
 
 // notify answers a NOTIFY (RFC 1996) for a zone a source pulls with the

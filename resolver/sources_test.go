@@ -473,3 +473,52 @@ sources: {refresh: 1s, cache_dir: cache}
 		return ready && !strings.Contains(why, list)
 	}, 5*time.Second, 20*time.Millisecond)
 }
+
+// TestSkippedLinesKept: dnsfence_skipped_lines counts every bad line of
+// each list, those past the hundred reported one by one included, and
+// keeps counting them while the list is served: a remote list's from its
+// first copy, a list reused unchanged by a reload (which does not report
+// its bad lines again), a copy applied later.
+func TestSkippedLinesKept(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/l.txt": "tiktok.com\nbad..name\n"})
+	list := srv.URL + "/l.txt"
+	many := "capcut.com\n" + strings.Repeat("bad..name\n", 150)
+	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+allowed_clients: ["127.0.0.0/28"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s", "many.txt", "other.txt"]
+sources: {refresh: 1s, cache_dir: cache}
+`, up.addr, list), "many.txt": many, "other.txt": "douyin.com\n"})
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	manyPath, other := filepath.Join(dir, "many.txt"), filepath.Join(dir, "other.txt")
+	skipped := func(file string) float64 {
+		t.Helper()
+		v, ok := metricValue(t, f.registry, "dnsfence_skipped_lines", "file", file)
+		require.True(t, ok, file)
+		return v
+	}
+	assert.Equal(t, 1.0, skipped(list), "the remote list's first copy")
+	assert.Equal(t, 150.0, skipped(manyPath), "past the hundred reported")
+	assert.Equal(t, 0.0, skipped(other))
+
+	require.NoError(t, os.WriteFile(other, []byte("douyin.com\nlemon8.com\nx..y\n"), 0o644))
+	reported := len(f.logs.FilterMessage("skipped bad lines").All())
+	require.NoError(t, f.reloader.Reload(false))
+	assert.Equal(t, 1.0, skipped(list), "a remote list kept by a reload")
+	assert.Equal(t, 150.0, skipped(manyPath), "a list reused unchanged")
+	assert.Equal(t, 1.0, skipped(other))
+	again := f.logs.FilterMessage("skipped bad lines").All()[reported:]
+	require.Len(t, again, 1, "only the file that changed is reported")
+	assert.Contains(t, fmt.Sprint(again[0].ContextMap()["error"]), other+":3:")
+	assert.Equal(t, dns.RcodeNameError, f.rcode(t, "127.0.0.1", "lemon8.com."))
+
+	// A copy applied later: its bad lines replace the first copy's.
+	srv.set("/l.txt", "tiktok.com\nbad..name\nx..y\nz..w\n", "")
+	require.Eventually(t, func() bool { return skipped(list) == 3 }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, 150.0, skipped(manyPath))
+}

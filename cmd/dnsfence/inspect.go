@@ -182,11 +182,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	for _, r := range reports {
-		if r.Warnings != nil {
-			for line := range strings.SplitSeq(r.Warnings.Error(), "\n") {
-				warnings = append(warnings, line+" (line skipped)")
-			}
-		}
+		// The bad lines of a copy read are in the snapshot's warnings.
 		if r.Err != nil {
 			warnings = append(warnings, fmt.Sprintf("remote list %s: %v", r.Name, r.Err))
 		}

@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/configs"
 	"github.com/dnsfence/dnsfence/resolver"
 	"github.com/dnsfence/dnsfence/resolver/config"
@@ -669,9 +670,13 @@ func serveHTTP(log *zap.Logger, addr string, h http.Handler) (func(), error) {
 	}, nil
 }
 
-// logSnapshot logs the policies and list sizes, and every skipped line.
+// logSnapshot logs the policies and list sizes, and every skipped line
+// of the files (a remote list's source logs those of each copy it reads).
 func logSnapshot(log *zap.Logger, snap *resolver.Snapshot) {
 	for _, w := range snap.Warnings {
+		if _, first := blocklist.BadLines(w); first != nil && config.IsRemote(first.File) {
+			continue
+		}
 		log.Warn("skipped bad lines", zap.Error(w))
 	}
 	for path, l := range snap.Lists {

@@ -296,3 +296,29 @@ sources:
 	assert.Equal(t, "NOERROR", p.status(t, "lemon8.com"), "serial 3 no longer lists it")
 	p.stop(t, syscall.SIGTERM)
 }
+
+// TestCheckFetchBadLinesOnce: `check -fetch` reports a remote list's bad
+// lines once, beside a list file's, and -strict fails on them.
+func TestCheckFetchBadLinesOnce(t *testing.T) {
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "capcut.com\nbad..remote\n")
+	}))
+	t.Cleanup(web.Close)
+	list := web.URL + "/bytedance.txt"
+	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["127.0.0.1:53"]
+allowed_clients: ["127.0.0.0/8"]
+policies:
+  - name: government-devices
+    clients: ["127.0.0.1/32"]
+    block: ["%s", "local.txt"]
+sources: {cache_dir: cache}
+`, list), "local.txt": "tiktok.com\nbad..local\n"})
+	cfg := filepath.Join(dir, "dnsfence.yaml")
+	code, out := runCmd("check", "-config", cfg, "-fetch", "-strict")
+	assert.Equal(t, 1, code, out)
+	assert.Equal(t, 1, strings.Count(out, "bad..remote"), out)
+	assert.Equal(t, 1, strings.Count(out, "bad..local"), out)
+	assert.Contains(t, out, "2 warnings, 0 errors")
+}
