@@ -269,12 +269,7 @@ func craftedUpstream(t *testing.T, craft func(q *dns.Msg) []byte, answer func(dn
 		ln.Close()
 		return tcp.addr, tcp
 	}
-	srv := &dns.Server{Listener: ln, Handler: tcp}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { _ = srv.Shutdown() })
+	testnet.Serve(t, &dns.Server{Listener: ln, Handler: tcp})
 	return tcp.addr, tcp
 }
 

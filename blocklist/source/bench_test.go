@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
 )
@@ -59,13 +60,7 @@ func startBenchPrimary(b *testing.B, zone string, n int) *benchPrimary {
 	}
 	pc, l := listenBoth(b)
 	p.addr = l.Addr().String()
-	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: p}, {Listener: l, Handler: p}} {
-		started := make(chan struct{})
-		srv.NotifyStartedFunc = func() { close(started) }
-		go srv.ActivateAndServe()
-		<-started
-		b.Cleanup(func() { srv.Shutdown() })
-	}
+	testnet.Serve(b, &dns.Server{PacketConn: pc, Handler: p}, &dns.Server{Listener: l, Handler: p})
 	return p
 }
 

@@ -58,16 +58,9 @@ func startFakePrimary(t testing.TB, zone string, serial uint32, records []dns.RR
 	if secret != nil {
 		tp = fakeTSIG{p: p, secret: secret}
 	}
-	for _, srv := range []*dns.Server{
-		{PacketConn: pc, Handler: p, TsigProvider: tp},
-		{Listener: l, Handler: p, TsigProvider: tp, ReadTimeout: 5 * time.Second},
-	} {
-		started := make(chan struct{})
-		srv.NotifyStartedFunc = func() { close(started) }
-		go srv.ActivateAndServe()
-		<-started
-		t.Cleanup(func() { srv.Shutdown() })
-	}
+	testnet.Serve(t,
+		&dns.Server{PacketConn: pc, Handler: p, TsigProvider: tp},
+		&dns.Server{Listener: l, Handler: p, TsigProvider: tp, ReadTimeout: 5 * time.Second})
 	return p
 }
 

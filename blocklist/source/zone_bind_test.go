@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -31,11 +32,7 @@ func serveNotify(t testing.TB, n *Notifier) int {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	require.NoError(t, err)
-	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, Handler: n, NotifyStartedFunc: func() { close(started) }}
-	go srv.ActivateAndServe()
-	<-started
-	t.Cleanup(func() { srv.Shutdown() })
+	testnet.Serve(t, &dns.Server{PacketConn: pc, Handler: n})
 	return pc.LocalAddr().(*net.UDPAddr).Port
 }
 

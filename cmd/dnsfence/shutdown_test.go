@@ -89,13 +89,7 @@ func serveUDPAndTCP(t *testing.T, h dns.Handler) string {
 	t.Helper()
 	pc, ln, err := testnet.ListenBoth()
 	require.NoError(t, err)
-	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
-		started := make(chan struct{})
-		srv.NotifyStartedFunc = func() { close(started) }
-		go func() { _ = srv.ActivateAndServe() }()
-		<-started
-		t.Cleanup(func() { _ = srv.Shutdown() })
-	}
+	testnet.Serve(t, &dns.Server{PacketConn: pc, Handler: h}, &dns.Server{Listener: ln, Handler: h})
 	return pc.LocalAddr().String()
 }
 

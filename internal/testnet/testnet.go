@@ -6,8 +6,23 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 )
+
+// Serve starts each server (its PacketConn or Listener already set: see
+// ListenBoth), returns once each is serving, and shuts them down when the
+// test ends.
+func Serve(t testing.TB, servers ...*dns.Server) {
+	t.Helper()
+	for _, srv := range servers {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go func() { _ = srv.ActivateAndServe() }()
+		<-started
+		t.Cleanup(func() { _ = srv.Shutdown() })
+	}
+}
 
 // RefusingAddr returns a 127.0.0.1 address ("127.0.0.1:PORT") whose port
 // refuses UDP datagrams (ICMP port unreachable: a connected client reads

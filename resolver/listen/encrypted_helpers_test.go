@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
 )
@@ -201,14 +202,8 @@ func newTestUpstream(t *testing.T) *testUpstream {
 		}
 		_ = w.WriteMsg(m)
 	})}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() {
-		u.releaseSlow()
-		_ = srv.Shutdown()
-	})
+	testnet.Serve(t, srv)
+	t.Cleanup(u.releaseSlow) // before the server's shutdown: cleanups run last first
 	return u
 }
 

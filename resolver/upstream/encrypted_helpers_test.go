@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
@@ -162,11 +163,7 @@ func plainTestUpstream(t *testing.T, answer func(*dns.Msg) *dns.Msg) string {
 			_ = w.WriteMsg(m)
 		}
 	})}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { _ = srv.Shutdown() })
+	testnet.Serve(t, srv)
 	return pc.LocalAddr().String()
 }
 

@@ -95,14 +95,8 @@ func startUpstream(t *testing.T, answer func(w dns.ResponseWriter, r *dns.Msg) *
 	u := &testUpstream{answer: answer}
 	pc, ln := listenBoth(t)
 	u.addr = pc.LocalAddr().String()
-	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: u}, {Listener: ln, Handler: u}} {
-		started := make(chan struct{})
-		srv.NotifyStartedFunc = func() { close(started) }
-		go func() { _ = srv.ActivateAndServe() }()
-		<-started
-		u.servers = append(u.servers, srv)
-		t.Cleanup(func() { _ = srv.Shutdown() })
-	}
+	u.servers = []*dns.Server{{PacketConn: pc, Handler: u}, {Listener: ln, Handler: u}}
+	testnet.Serve(t, u.servers...)
 	return u
 }
 
