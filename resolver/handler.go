@@ -985,18 +985,18 @@ func (h *Handler) ask(ctx context.Context, snap *Snapshot, req *dns.Msg, key cac
 // failureAnswer is the SERVFAIL for req when no upstream answered usably,
 // in the form of an upstream answer, so that it is cached and relayed like
 // one: it always has an OPT (upstreamReply drops it for a client without
-// EDNS) holding our EDE (UpstreamError.EDE), then the Extended DNS Errors
-// of the last upstream answer when it was a SERVFAIL, which may say why
-// (DNSSEC Bogus, say), but never EDE 3 or 19: those speak of stale data,
-// and a SERVFAIL holds none. The RCODE is always SERVFAIL, never an
+// EDNS) holding the Extended DNS Errors of the last upstream answer when
+// it was a SERVFAIL, which may say why (DNSSEC Bogus, say: first, for a
+// client that shows one EDE, as Unbound and dnsdist relay it alone), but
+// never EDE 3 or 19: those speak of stale data, and a SERVFAIL holds none;
+// then our own (UpstreamError.EDE). The RCODE is always SERVFAIL, never an
 // upstream's REFUSED, NOTIMP, FORMERR, BADVERS, BADCOOKIE or other RCODE: those speak of the
 // upstream's dealings with dnsfence, not of the client's query.
 func failureAnswer(req *dns.Msg, ue *upstream.UpstreamError) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetRcode(req, dns.RcodeServerFailure)
 	m.RecursionAvailable = true
-	code, text := ue.EDE()
-	opts := []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: code, ExtraText: text}}
+	var opts []dns.EDNS0
 	if a := ue.Answer; a != nil && a.Rcode == dns.RcodeServerFailure && a.IsEdns0() != nil {
 		for _, o := range a.IsEdns0().Option {
 			if e, ok := o.(*dns.EDNS0_EDE); ok && e.InfoCode != dns.ExtendedErrorCodeStaleAnswer &&
@@ -1005,6 +1005,8 @@ func failureAnswer(req *dns.Msg, ue *upstream.UpstreamError) *dns.Msg {
 			}
 		}
 	}
+	code, text := ue.EDE()
+	opts = append(opts, &dns.EDNS0_EDE{InfoCode: code, ExtraText: text})
 	m.SetEdns0(ednsSize, false)
 	m.IsEdns0().Option = opts
 	return m
