@@ -1697,21 +1697,29 @@ func TestStaleRefreshFailureOfAPrefetch(t *testing.T) {
 	}
 }
 
-// TestFailedValidationLeavesHealth: validating upstreams that answer a
-// bogus name with the SERVFAIL RFC 4035 §5.5 asks of them, its Extended
-// DNS Error saying why (DNSSEC Bogus, Signature Expired: RFC 8914), and
-// every other name as usual, are not marked down by clients asking for
-// bogus names (measured against Unbound 1.17 with ede: yes, which
-// dnsfence marked down after 40 of them, where Unbound forwarding to it
-// and dnsdist kept it up): each such query still fails over to the next
+// TestFailedValidationLeavesHealth: recursive upstreams that answer a
+// name they cannot resolve with SERVFAIL, and every other name as usual,
+// are not marked down by clients asking for such names: a validator's
+// SERVFAIL for a bogus name (RFC 4035 §5.5), its Extended DNS Error saying
+// why (DNSSEC Bogus, Signature Expired: RFC 8914) or none (Unbound's
+// default, ede: no), and a lame zone's. Measured against Unbound 1.17,
+// which dnsfence marked down after 40 of them, where Unbound forwarding to
+// it and dnsdist kept it up: each such query still fails over to the next
 // upstream and is counted by its RCODE, the client gets the SERVFAIL with
-// the validator's EDE, and the first upstream keeps answering first. UDP
+// the upstream's EDE, and the first upstream keeps answering first. UDP
 // (the wire path) and TCP.
 func TestFailedValidationLeavesHealth(t *testing.T) {
-	for _, code := range []uint16{dns.ExtendedErrorCodeDNSBogus, dns.ExtendedErrorCodeSignatureExpired} {
-		t.Run(dns.ExtendedErrorCodeToString[code], func(t *testing.T) {
+	for _, code := range []uint16{dns.ExtendedErrorCodeDNSBogus, dns.ExtendedErrorCodeSignatureExpired, 0} {
+		name := dns.ExtendedErrorCodeToString[code]
+		if code == 0 {
+			name = "no EDE (ede: no, or a lame zone)"
+		}
+		t.Run(name, func(t *testing.T) {
 			validator := func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 				if dns.IsSubDomain("bogus.example.", r.Question[0].Name) {
+					if code == 0 {
+						return rcodeAnswer(dns.RcodeServerFailure)(w, r)
+					}
 					return rcodeAnswer(dns.RcodeServerFailure, &dns.EDNS0_EDE{InfoCode: code, ExtraText: "validation failure"})(w, r)
 				}
 				return defaultAnswer(w, r)
@@ -1721,7 +1729,9 @@ func TestFailedValidationLeavesHealth(t *testing.T) {
 				return question(fmt.Sprintf("n%d.bogus.example.", i), dns.TypeA, true)
 			}, func(r *dns.Msg) {
 				assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
-				assert.True(t, hasEDE(r, code), "the validator's EDE is passed on")
+				if code != 0 {
+					assert.True(t, hasEDE(r, code), "the validator's EDE is passed on")
+				}
 			}, first, second)
 		})
 	}
@@ -1812,6 +1822,7 @@ func TestBrokenUpstreamNotKeptUpByOfTheQuery(t *testing.T) {
 	}{
 		{"validator failing every name", rcodeAnswer(dns.RcodeServerFailure,
 			&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeSignatureExpired, ExtraText: "validation failure"})},
+		{"resolution broken, SERVFAIL for every name", rcodeAnswer(dns.RcodeServerFailure)},
 		{"refusing every query, RD clear", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 			m := rcodeAnswer(dns.RcodeRefused)(w, r)
 			m.RecursionDesired = false

@@ -318,7 +318,15 @@ func TestWirePathMatchesMessagePath(t *testing.T) {
 	// collide about once in a million runs.
 	seen := map[string][][]byte{}
 	ids, zeros := map[uint16]int{}, 0
-	queries := up.queries()
+	var queries []seenQuery
+	for _, s := range up.queries() {
+		// The upstream's SERVFAIL had dnsfence check its health with the
+		// root NS query (checkHealth), AD clear: not a client's query.
+		if s.msg.Question[0].Name == "." && !s.msg.AuthenticatedData {
+			continue
+		}
+		queries = append(queries, s)
+	}
 	for _, s := range queries {
 		ids[s.msg.Id]++
 		if s.msg.Id == 0 {

@@ -911,11 +911,11 @@ func (f *Forwarder) checkHealth(u *upstreamState) {
 
 // ofTheQuery reports whether err is an upstream's answer that speaks of
 // the query, not of the upstream's health, which it leaves as it was: a
-// declined ANY, a failed DNSSEC validation, a REFUSED without RD. A client
-// can send such queries again and again; none of them may have an
-// upstream that answers every other query marked down.
+// SERVFAIL, a declined ANY, a REFUSED without RD. A client can send such
+// queries again and again; none of them may have an upstream that answers
+// every other query marked down.
 func ofTheQuery(err error) bool {
-	return declinedANY(err) || failedValidation(err) || refusedNoRecursion(err)
+	return answeredServfail(err) || declinedANY(err) || refusedNoRecursion(err)
 }
 
 // refusedNoRecursion reports whether err is an upstream's REFUSED to a
@@ -936,43 +936,26 @@ func refusedNoRecursion(err error) bool {
 	return errors.As(err, &re) && re.Rcode == dns.RcodeRefused && re.Answer != nil && !re.Answer.RecursionDesired
 }
 
-// failedValidation reports whether err is a validating upstream's SERVFAIL
-// that says, by an Extended DNS Error, that the data failed DNSSEC
-// validation (RFC 8914 §4.2, §4.3 and §4.6 to §4.13: codes 1, 2 and 5 to
-// 12, DNSSEC Bogus and Signature Expired among them): the SERVFAIL that
-// RFC 4035 §5.5 requires of a validator for bogus data, which speaks of
-// the zone asked about, not of the upstream, whose health it leaves as it
-// was, so that a client asking for a name whose signatures are broken
-// (every query, again and again: nothing a client can fix) cannot have
-// a validating upstream marked down. Unbound's infra cache and dnsdist's
-// backend state (measured with Unbound 1.17 and dnsdist 1.7 in front of a
-// validating Unbound: 40 bogus names each) keep the server up too. The
-// query still fails over to the next upstream, whose validator may judge
-// otherwise (another trust anchor, a clock that is right), and is counted
-// by its RCODE in dnsfence_upstream_errors_total. A SERVFAIL without such
-// an EDE (a validator with Unbound's ede: no) is a failure as before.
-func failedValidation(err error) bool {
+// answeredServfail reports whether err is an upstream's SERVFAIL: a
+// recursive server's word that it could not resolve the name asked (a
+// lame or unreachable zone, RFC 1035 §4.1.1), or a validator's that the
+// data failed DNSSEC validation (RFC 4035 §5.5; with an Extended DNS Error
+// saying why, RFC 8914 codes 1, 2, 5 to 12, or without one: Unbound's
+// default is ede: no). It speaks of the zone asked about, not of the
+// upstream, whose health it leaves as it was, so that a client asking for
+// a lame or bogus name (every query, again and again: nothing a client can
+// fix) cannot have upstreams that answer every other name marked down: 40
+// such queries marked a healthy validating Unbound 1.17 down, where
+// Unbound forwarding to it, dnsdist 1.7 and CoreDNS's forward plugin keep
+// a server up (their health comes from their own probes). The query still
+// fails over to the next upstream, whose view may differ (another trust
+// anchor, another path to the zone), and is counted by its RCODE in
+// dnsfence_upstream_errors_total; an upstream whose own resolution is
+// broken fails the root NS query the answer has it asked (checkHealth),
+// and is marked down by that.
+func answeredServfail(err error) bool {
 	var re *RcodeError
-	if !errors.As(err, &re) || re.Rcode != dns.RcodeServerFailure || re.Answer == nil {
-		return false
-	}
-	opt := re.Answer.IsEdns0()
-	if opt == nil {
-		return false
-	}
-	for _, o := range opt.Option {
-		if e, ok := o.(*dns.EDNS0_EDE); ok {
-			switch e.InfoCode {
-			case dns.ExtendedErrorCodeUnsupportedDNSKEYAlgorithm, dns.ExtendedErrorCodeUnsupportedDSDigestType,
-				dns.ExtendedErrorCodeDNSSECIndeterminate, dns.ExtendedErrorCodeDNSBogus,
-				dns.ExtendedErrorCodeSignatureExpired, dns.ExtendedErrorCodeSignatureNotYetValid,
-				dns.ExtendedErrorCodeDNSKEYMissing, dns.ExtendedErrorCodeRRSIGsMissing,
-				dns.ExtendedErrorCodeNoZoneKeyBitSet, dns.ExtendedErrorCodeNSECMissing:
-				return true
-			}
-		}
-	}
-	return false
+	return errors.As(err, &re) && re.Rcode == dns.RcodeServerFailure
 }
 
 // declinedANY reports whether err is an upstream's NOTIMP or REFUSED to a
