@@ -72,6 +72,12 @@ func FuzzParse(f *testing.F) {
 	seedWindows(f, "0.0.0.0 tiktok.com", "*.tiktokv.com", ".tiktokcdn.com", "||capcut.com^", "# c", "bad..x")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l, err := Parse("fuzz.txt", data)
+		if l.Warnings() != err {
+			t.Fatalf("the list keeps %v, Parse returned %v", l.Warnings(), err)
+		}
+		if n, _ := BadLines(err); Skipped(err)["fuzz.txt"] != n {
+			t.Fatalf("Skipped counts %d of the %d bad lines", Skipped(err)["fuzz.txt"], n)
+		}
 		if win, ok := windowsSaved(data); ok {
 			wl, werr := Parse("fuzz.txt", win)
 			if !slices.Equal(entries(l), entries(wl)) || fmt.Sprint(err) != fmt.Sprint(werr) {
@@ -193,6 +199,21 @@ func FuzzParseRPZ(f *testing.F) {
 			t.Skip()
 		}
 		l, err := Parse("fuzz.rpz", data)
+		if l != nil && l.Warnings() != err {
+			t.Fatalf("the list keeps %v, Parse returned %v", l.Warnings(), err)
+		}
+		// Every report is skipped but those kept (ParseError.Kept).
+		reports, _ := BadLines(err)
+		kept := 0
+		for _, e := range leaves(err) {
+			var pe *ParseError
+			if errors.As(e, &pe) && pe.Kept {
+				kept++
+			}
+		}
+		if skipped := Skipped(err)["fuzz.rpz"]; skipped > reports-kept || reports <= maxReported && skipped != reports-kept {
+			t.Fatalf("Skipped counts %d of %d reports, %d of them kept", skipped, reports, kept)
+		}
 		for _, e := range leaves(err) {
 			var pe *ParseError
 			if e != nil && !errors.As(e, &pe) && !strings.HasPrefix(e.Error(), "fuzz.rpz: ") {
