@@ -42,9 +42,18 @@ func UpstreamAddresses(cfg *config.Config) ([]string, error) {
 			confs = append(confs, u)
 		}
 	}
+	hint := ""
+	for _, ap := range cfg.ResolvConfSelf() {
+		if a := ap.Addr(); a.IsLoopback() && a != netip.IPv6Loopback() && a != netip.AddrFrom4([4]byte{127, 0, 0, 1}) {
+			// Written as an upstream, it is taken as another server
+			// (config's checkLoop): Docker's embedded DNS is one.
+			hint = fmt.Sprintf(" (a nameserver at another loopback address, such as Docker's embedded DNS at 127.0.0.11, is taken as another server when written so: upstreams: [%q])", ap.String())
+			break
+		}
+	}
 	return nil, fmt.Errorf("%s: upstreams: no usable upstream: %s names no nameserver but dnsfence itself "+
 		"(its listen addresses, or any loopback address when it listens on a wildcard address on port 53); "+
-		"give the upstream resolvers as IP:port", cfg.File, strings.Join(confs, " and "))
+		"give the upstream resolvers as IP:port%s", cfg.File, strings.Join(confs, " and "), hint)
 }
 
 // ConnectUpstreams gives snap, which must not be published yet, the

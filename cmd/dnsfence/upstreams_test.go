@@ -55,3 +55,31 @@ policies:
 	assert.Equal(t, 0, code, out)
 	assert.Contains(t, out, "\nupstreams ./resolv.conf\n  forwards to 192.0.2.53:53 [::1]:53\n")
 }
+
+// TestCheckResolvConfOfADockerNetwork: a container's resolv.conf in a
+// user-defined Docker network names Docker's embedded DNS, 127.0.0.11,
+// which dnsfence listening on a wildcard address on port 53 leaves out as
+// itself; the error says how to forward to it, and written so it is taken
+// as another server, as check then shows.
+func TestCheckResolvConfOfADockerNetwork(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "c.yaml")
+	write := func(upstreams string) {
+		t.Helper()
+		require.NoError(t, os.WriteFile(config, []byte(`listen: ["[::]:53"]
+upstreams: [`+upstreams+`]
+allowed_clients: ["10.0.0.0/8"]
+`), 0o644))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver 127.0.0.11\noptions ndots:0\n"), 0o644))
+	write(`"./resolv.conf"`)
+	code, out := runCmd("check", "-config", config)
+	assert.Equal(t, 1, code, out)
+	assert.Contains(t, out, "./resolv.conf names no nameserver but dnsfence itself")
+	assert.Contains(t, out, `Docker's embedded DNS at 127.0.0.11, is taken as another server when written so: upstreams: ["127.0.0.11:53"]`)
+
+	write(`"127.0.0.11:53"`)
+	code, out = runCmd("check", "-config", config)
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, "\nupstreams 127.0.0.11:53\n")
+}

@@ -1153,15 +1153,29 @@ func (c *Config) ResolveUpstreams() ([]string, error) {
 	return out, nil
 }
 
+// ResolvConfSelf is the nameservers, on port 53, of the configuration's
+// resolv.conf upstreams that ResolveUpstreams leaves out as dnsfence
+// itself (isSelf); those of a file that cannot be read are not known.
+func (c *Config) ResolvConfSelf() []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, u := range c.Upstreams {
+		if IsResolvConf(u) {
+			_, self, _ := c.resolvConfServers(c.Path(u))
+			out = append(out, self...)
+		}
+	}
+	return out
+}
+
 // resolvConfServers is the nameservers of the resolv.conf at path, on
-// port 53, but dnsfence itself (isSelf), and how many it names in all.
-func (c *Config) resolvConfServers(path string) (others []netip.AddrPort, all int, err error) {
+// port 53, but dnsfence itself (isSelf), and those that are (self).
+func (c *Config) resolvConfServers(path string) (others, self []netip.AddrPort, err error) {
 	data, err := blocklist.ReadFile(path)
 	if err == nil {
 		err = blocklist.CheckText(path, data)
 	}
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	for _, line := range blocklist.Lines(string(data)) {
 		f := strings.Fields(line)
@@ -1172,12 +1186,13 @@ func (c *Config) resolvConfServers(path string) (others []netip.AddrPort, all in
 		if err != nil || a.Zone() != "" {
 			continue
 		}
-		all++
 		if ap := netip.AddrPortFrom(a.Unmap(), 53); !c.isSelf(ap) {
 			others = append(others, ap)
+		} else {
+			self = append(self, ap)
 		}
 	}
-	return others, all, nil
+	return others, self, nil
 }
 
 // isSelf reports whether ap is dnsfence itself: one of its listen
@@ -1291,11 +1306,11 @@ func sameHost(a, b netip.Addr) bool {
 // asks the system to look up would come back to dnsfence. A file that
 // cannot be read says nothing: false.
 func (c *Config) SystemResolverIsSelf(path string) bool {
-	others, all, err := c.resolvConfServers(path)
+	others, self, err := c.resolvConfServers(path)
 	if err != nil || len(others) > 0 {
 		return false
 	}
-	if all > 0 {
+	if len(self) > 0 {
 		return true
 	}
 	return c.isSelf(netip.MustParseAddrPort("127.0.0.1:53")) || c.isSelf(netip.MustParseAddrPort("[::1]:53"))
