@@ -1179,14 +1179,22 @@ func (h *Handler) write(q *query, r reply) {
 	}
 }
 
-// truncate cuts m to limit octets, and sets TC only when a record of the
-// answer or authority section was left out (as BIND does). Records the
-// additional section has no room for are extra information, and RFC 2181
-// §9 says TC is not set merely for lack of room for them: a client would
-// ask again over TCP for nothing. miekg/dns's Truncate sets TC when any
+// truncate cuts m to limit octets, and sets TC only when a record the
+// response requires was left out (RFC 2181 §9): one of the answer
+// section, or of the authority section but for the NS RRset (and its
+// RRSIGs) beside a non-empty answer section. Records the additional
+// section has no room for are extra information, and so is the NS RRset
+// of a positive answer (RFC 1034 §6.2.1's answer has an empty authority
+// section; NSD, Unbound and dnsdist leave it out without TC): §9 says TC
+// is not set merely for lack of room for them, as a client would ask
+// again over TCP for nothing, and that the RRset that does not fit is then
+// left out whole. An authority section of no answer is the answer's
+// substance (a negative answer's SOA, a referral's NS), and its other
+// records may be required (an NSEC proving a wildcard answer, RFC 4035
+// §3.1.3.3): cutting them sets TC. miekg/dns's Truncate sets TC when any
 // record is left out.
 func truncate(m *dns.Msg, limit int) {
-	tc, answers, authority := m.Truncated, len(m.Answer), len(m.Ns)
+	tc, answers, authority := m.Truncated, len(m.Answer), m.Ns
 	m.Truncate(limit)
 	if m.Len() > limit {
 		// Truncate keeps the OPT whole, and an upstream's Extended DNS
@@ -1195,7 +1203,37 @@ func truncate(m *dns.Msg, limit int) {
 		shrinkOPT(m, limit)
 		m.Truncate(limit)
 	}
-	m.Truncated = tc || len(m.Answer) < answers || len(m.Ns) < authority
+	cut := authority[len(m.Ns):] // Truncate keeps a section's first records
+	m.Truncated = tc || len(m.Answer) < answers || len(cut) > 0 && (answers == 0 || !allNS(cut))
+	if !m.Truncated && len(cut) > 0 {
+		// The NS RRset cut short goes whole, with its RRSIGs: a signed
+		// RRset is never sent without them (RFC 4035 §3.1.1).
+		n := len(m.Ns)
+		for n > 0 && rrsetType(m.Ns[n-1]) == dns.TypeNS && strings.EqualFold(m.Ns[n-1].Header().Name, cut[0].Header().Name) {
+			n--
+		}
+		m.Ns = m.Ns[:n]
+	}
+}
+
+// allNS reports whether every record of rrs is an NS record or an RRSIG
+// covering NS records.
+func allNS(rrs []dns.RR) bool {
+	for _, rr := range rrs {
+		if rrsetType(rr) != dns.TypeNS {
+			return false
+		}
+	}
+	return true
+}
+
+// rrsetType is the type of the RRset rr belongs to or, for an RRSIG, the
+// type it covers.
+func rrsetType(rr dns.RR) uint16 {
+	if sig, ok := rr.(*dns.RRSIG); ok {
+		return sig.TypeCovered
+	}
+	return rr.Header().Rrtype
 }
 
 // shrinkOPT makes m's OPT record fit an answer of limit octets: the

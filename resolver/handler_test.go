@@ -457,6 +457,70 @@ func TestTruncationLeavesExtraWithoutTC(t *testing.T) {
 	}
 }
 
+// TestTruncationLeavesAuthorityNSWithoutTC: the NS RRset an upstream puts
+// in the authority section of a positive answer is extra information, not
+// part of the answer (RFC 1034 §6.2.1's example answer has an empty
+// authority section), so leaving it out for lack of room sets no TC (RFC
+// 2181 §9: TC only when an RRset required as part of the response could not
+// be included; NSD, Unbound and dnsdist answer so), cold and cached, without
+// EDNS and with a 512-octet buffer. With no answer records the authority
+// section is the answer's substance (a referral's NS, a negative answer's
+// SOA), and cutting it sets TC, as does cutting any other authority record
+// (an NSEC proving a wildcard answer, RFC 4035 §3.1.3.3).
+func TestTruncationLeavesAuthorityNSWithoutTC(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		name := r.Question[0].Name
+		m.Answer = nil
+		if !strings.HasPrefix(name, "noanswer.") {
+			m.Answer = []dns.RR{mustRR("%s 300 IN MX 10 mx.example.org.", name)}
+		}
+		for i := range 12 {
+			m.Ns = append(m.Ns, mustRR("example.org. 300 IN NS %s.ns.example.org.", strings.Repeat(string(rune('a'+i)), 40)))
+		}
+		if strings.HasPrefix(name, "signed.") {
+			m.Ns = append(m.Ns, mustRR("example.org. 300 IN RRSIG NS 13 2 300 20300101000000 20200101000000 12345 example.org. "+
+				"dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdA=="))
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, tc := range []struct {
+		name     string
+		qname    string
+		edns, do bool
+		answers  int
+		wantTC   bool
+	}{
+		{name: "NS, no edns", qname: "ns.example.org.", answers: 1, wantTC: false},
+		{name: "NS, edns 512", qname: "ns.example.net.", edns: true, answers: 1, wantTC: false},
+		{name: "NS and its RRSIG, edns 512 DO", qname: "signed.example.org.", edns: true, do: true, answers: 1, wantTC: false},
+		{name: "no answer, NS, no edns", qname: "noanswer.example.org.", answers: 0, wantTC: true},
+	} {
+		for _, pass := range []string{"cold", "cached"} {
+			t.Run(tc.name+" "+pass, func(t *testing.T) {
+				req := question(tc.qname, dns.TypeMX, false)
+				if tc.edns {
+					req.SetEdns0(512, tc.do)
+				}
+				b, err := req.Pack()
+				require.NoError(t, err)
+				raw := rawExchange(t, f.addr, b)
+				assert.LessOrEqual(t, len(raw), 512)
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(raw))
+				assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+				require.Len(t, r.Answer, tc.answers, "the answer section fits")
+				assert.Equal(t, tc.wantTC, r.Truncated)
+				if !tc.wantTC {
+					assert.Empty(t, r.Ns, "with TC clear an RRset that does not fit is left out whole (RFC 2181 §9)")
+				}
+				assert.Equal(t, tc.edns, r.IsEdns0() != nil, "the OPT stays when records go (RFC 6891 §7)")
+			})
+		}
+	}
+}
+
 func TestUpstreamFailover(t *testing.T) {
 	up := startUpstream(t, nil)
 
