@@ -1188,13 +1188,14 @@ func (h *Handler) write(q *query, r reply) {
 // section; NSD, Unbound and dnsdist leave it out without TC): §9 says TC
 // is not set merely for lack of room for them, as a client would ask
 // again over TCP for nothing, and that the RRset that does not fit is then
-// left out whole. An authority section of no answer is the answer's
-// substance (a negative answer's SOA, a referral's NS), and its other
-// records may be required (an NSEC proving a wildcard answer, RFC 4035
-// §3.1.3.3): cutting them sets TC. miekg/dns's Truncate sets TC when any
-// record is left out.
+// left out whole (leaveOutWhole). An authority section of no answer is
+// the answer's substance (a negative answer's SOA, a referral's NS), and
+// its other records may be required (an NSEC proving a wildcard answer,
+// RFC 4035 §3.1.3.3): cutting them sets TC. miekg/dns's Truncate sets TC
+// when any record is left out.
 func truncate(m *dns.Msg, limit int) {
 	tc, answers, authority := m.Truncated, len(m.Answer), m.Ns
+	extra := withoutOPT(m.Extra) // a copy: Truncate moves the OPT in place
 	m.Truncate(limit)
 	if m.Len() > limit {
 		// Truncate keeps the OPT whole, and an upstream's Extended DNS
@@ -1205,15 +1206,43 @@ func truncate(m *dns.Msg, limit int) {
 	}
 	cut := authority[len(m.Ns):] // Truncate keeps a section's first records
 	m.Truncated = tc || len(m.Answer) < answers || len(cut) > 0 && (answers == 0 || !allNS(cut))
-	if !m.Truncated && len(cut) > 0 {
-		// The NS RRset cut short goes whole, with its RRSIGs: a signed
-		// RRset is never sent without them (RFC 4035 §3.1.1).
-		n := len(m.Ns)
-		for n > 0 && rrsetType(m.Ns[n-1]) == dns.TypeNS && strings.EqualFold(m.Ns[n-1].Header().Name, cut[0].Header().Name) {
-			n--
-		}
-		m.Ns = m.Ns[:n]
+	if m.Truncated {
+		return // a part of an RRset may stay (§9); the client asks again
 	}
+	if len(cut) > 0 {
+		m.Ns = leaveOutWhole(m.Ns, cut[0])
+	}
+	if kept := withoutOPT(m.Extra); len(kept) < len(extra) {
+		kept = leaveOutWhole(kept, extra[len(kept)])
+		if opt := m.IsEdns0(); opt != nil {
+			kept = append(kept, opt)
+		}
+		m.Extra = kept
+	}
+}
+
+// leaveOutWhole drops from the end of kept, the records of a section that
+// fitted, those of the RRset of next, the first record that did not: an
+// RRset that does not fit goes whole, with its RRSIGs (a signed RRset is
+// never sent without them, RFC 4035 §3.1.1).
+func leaveOutWhole(kept []dns.RR, next dns.RR) []dns.RR {
+	h, typ := next.Header(), rrsetType(next)
+	n := len(kept)
+	for n > 0 && rrsetType(kept[n-1]) == typ && kept[n-1].Header().Class == h.Class && strings.EqualFold(kept[n-1].Header().Name, h.Name) {
+		n--
+	}
+	return kept[:n]
+}
+
+// withoutOPT is a new slice of the records of rrs but OPT records.
+func withoutOPT(rrs []dns.RR) []dns.RR {
+	out := make([]dns.RR, 0, len(rrs))
+	for _, rr := range rrs {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			out = append(out, rr)
+		}
+	}
+	return out
 }
 
 // allNS reports whether every record of rrs is an NS record or an RRSIG

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http/httptest"
@@ -516,6 +517,52 @@ func TestTruncationLeavesAuthorityNSWithoutTC(t *testing.T) {
 					assert.Empty(t, r.Ns, "with TC clear an RRset that does not fit is left out whole (RFC 2181 §9)")
 				}
 				assert.Equal(t, tc.edns, r.IsEdns0() != nil, "the OPT stays when records go (RFC 6891 §7)")
+			})
+		}
+	}
+}
+
+// TestTruncationLeavesAdditionalRRsetWhole: an additional RRset that does
+// not fit whole in the client's size is left out whole, with TC clear (RFC
+// 2181 §9: "the entire RRSet that will not fit in the response should be
+// omitted, and the reply sent as is, with the TC bit clear"; NSD and
+// dnsdist answer so), while the RRsets before it that fit stay, cold and
+// cached, without EDNS and with a 512-octet buffer. A part of an RRset
+// with TC clear would be taken for all of it.
+func TestTruncationLeavesAdditionalRRsetWhole(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		m.Answer = []dns.RR{mustRR("%s 300 IN MX 10 mx.example.org.", r.Question[0].Name)}
+		m.Extra = append([]dns.RR{mustRR("glue.example.org. 300 IN A 192.0.2.99")}, m.Extra...)
+		for i := range 30 {
+			m.Extra = append(m.Extra, mustRR("mx.example.org. 300 IN A 192.0.2.%d", i+1))
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, edns := range []bool{false, true} {
+		for _, pass := range []string{"cold", "cached"} {
+			t.Run(fmt.Sprintf("edns %v %s", edns, pass), func(t *testing.T) {
+				req := question(fmt.Sprintf("whole-%v.example.org.", edns), dns.TypeMX, false)
+				if edns {
+					req.SetEdns0(512, false)
+				}
+				b, err := req.Pack()
+				require.NoError(t, err)
+				raw := rawExchange(t, f.addr, b)
+				assert.LessOrEqual(t, len(raw), 512)
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(raw))
+				require.Len(t, r.Answer, 1, "the answer section fits")
+				assert.False(t, r.Truncated, "additional records left out set no TC")
+				var extra []string
+				for _, rr := range r.Extra {
+					if rr.Header().Rrtype != dns.TypeOPT {
+						extra = append(extra, rr.Header().Name)
+					}
+				}
+				assert.Equal(t, []string{"glue.example.org."}, extra, "the RRset that fits stays, the one that does not goes whole")
+				assert.Equal(t, edns, r.IsEdns0() != nil, "the OPT stays when records go (RFC 6891 §7)")
 			})
 		}
 	}
