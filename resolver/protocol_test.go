@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -223,6 +224,58 @@ func TestQuestionCutShortIsFormerr(t *testing.T) {
 				assert.Equal(t, dnswire.ID(b), r.Id)
 				assert.True(t, r.Response)
 				assert.Empty(t, r.Answer)
+			})
+		}
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
+}
+
+// TestRecordsCutShortIsFormerr: the header's ANCOUNT, NSCOUNT and ARCOUNT
+// give the number of records in each section (RFC 1035 §4.1.1); a query
+// that ends before the records they count is a format error, as NSD,
+// Unbound and dnsdist answer it, on UDP and TCP, and nothing goes upstream.
+// miekg/dns stops reading records where the message ends, whatever the
+// counts said, and such a query was answered as if it had none (a query
+// whose OPT was lost, answered as one without EDNS). The FORMERR carries
+// an OPT when the query's is there (RFC 6891 §7).
+func TestRecordsCutShortIsFormerr(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	plain, err := question("example.org.", dns.TypeA, false).Pack()
+	require.NoError(t, err)
+	withOPT, err := question("example.org.", dns.TypeA, true).Pack()
+	require.NoError(t, err)
+	count := func(b []byte, at, n int) []byte {
+		b = bytes.Clone(b)
+		b[at], b[at+1] = byte(n>>8), byte(n)
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		edns bool
+	}{
+		{"ANCOUNT 1, no record", count(plain, 6, 1), false},
+		{"NSCOUNT 1, no record", count(plain, 8, 1), false},
+		{"ARCOUNT 1, no record", count(plain, 10, 1), false},
+		{"ARCOUNT 2, one OPT", count(withOPT, 10, 2), true},
+		{"OPT cut in its fixed fields", withOPT[:len(withOPT)-3], false},
+	} {
+		for _, transport := range []string{"udp", "tcp"} {
+			t.Run(tc.name+" "+transport, func(t *testing.T) {
+				var raw []byte
+				if transport == "udp" {
+					raw = rawExchange(t, f.addr, tc.b)
+				} else {
+					raw = rawExchangeTCP(t, f.addr, tc.b)
+				}
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(raw))
+				assert.Equal(t, dns.RcodeFormatError, r.Rcode, dns.RcodeToString[r.Rcode])
+				assert.Equal(t, dnswire.ID(tc.b), r.Id)
+				assert.True(t, r.Response)
+				assert.Empty(t, r.Answer)
+				assert.Equal(t, tc.edns, r.IsEdns0() != nil, "an OPT when the query's is there")
 			})
 		}
 	}

@@ -81,8 +81,9 @@ func checkQuery(b []byte) queryCheck {
 	// QDCOUNT said: a header claiming one question and none after it
 	// parses with none, one cut short after its name or QTYPE parses
 	// with QTYPE or QCLASS 0, and one whose name is a pointer reads
-	// another name (questionSound).
-	if err := req.Unpack(b); err != nil || len(req.Question) != 1 || !questionSound(b) {
+	// another name (questionSound); so it stops reading records too
+	// (recordsWhole).
+	if err := req.Unpack(b); err != nil || len(req.Question) != 1 || !questionSound(b) || !recordsWhole(b) {
 		return reply(dns.RcodeFormatError, resultFormerr)
 	}
 	return queryCheck{req: req}

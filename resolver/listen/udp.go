@@ -504,6 +504,7 @@ func (s *udpServer) serveDatagram(w *udpWriter, b []byte) {
 // (nil, nil: any answer could be used to amplify); a header the accept
 // function rejects, or a body that does not parse (RFC 1035 §4.1.1),
 // ends inside its question or points into or past it (questionSound),
+// or ends before the records its header counts (recordsWhole),
 // gets the FORMERR (or NOTIMP) reply returned as reject; else the parsed
 // query is returned as req. invalid is told of a message that does not parse.
 func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) (req, reject *dns.Msg) {
@@ -523,7 +524,7 @@ func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 	action := accept(dh)
 	if action == dns.MsgAccept {
 		req = new(dns.Msg)
-		if err := req.Unpack(b); err == nil && questionSound(b) {
+		if err := req.Unpack(b); err == nil && questionSound(b) && recordsWhole(b) {
 			return req, nil
 		}
 		invalid(b, dns.ErrBuf)
@@ -653,6 +654,30 @@ func questionSound(b []byte) bool {
 		}
 	}
 	return false
+}
+
+// recordsWhole reports whether b, a message with a header whose questions
+// are whole (questionSound), holds every record its ANCOUNT, NSCOUNT and
+// ARCOUNT count (RFC 1035 §4.1.1), reading only the owner names' lengths,
+// the fixed fields and RDLENGTH. miekg/dns stops reading records where
+// the message ends, whatever the counts said: a query claiming an OPT (or
+// any record) and ending before it parsed as one without, and was
+// answered as such, where NSD, Unbound and dnsdist answer FORMERR.
+func recordsWhole(b []byte) bool {
+	off, ok := skipQuestions(b)
+	if !ok {
+		return false
+	}
+	an, ns, ar := int(binary.BigEndian.Uint16(b[6:])), int(binary.BigEndian.Uint16(b[8:])), int(binary.BigEndian.Uint16(b[10:]))
+	for range an + ns + ar {
+		if off, ok = skipName(b, off); !ok || off+10 > len(b) {
+			return false
+		}
+		if off += 10 + int(binary.BigEndian.Uint16(b[off+8:])); off > len(b) {
+			return false
+		}
+	}
+	return true
 }
 
 // stopReading stops the read loop without waiting: no datagram that
