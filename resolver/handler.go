@@ -471,6 +471,22 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 	if !q.snap.Allowed(q.id.Source) {
 		return msgReply(refusedReply(req), ResultRefused), true
 	}
+	// A query signed with TSIG (RFC 8945): dnsfence shares a key with no
+	// client and cannot forward the message unchanged with its TSIG, as
+	// §5.5 asks a forwarder to (it asks with its own ID and OPT, which
+	// the MAC covers), so it answers as a server that does not know the
+	// key (§5.2.1): NOTAUTH, with an unsigned TSIG of error BADKEY
+	// (§5.3.2), and the query goes nowhere. Answered as if unsigned, the
+	// client's check of the answer fails, and it cannot tell why.
+	if tsig := req.IsTsig(); tsig != nil {
+		m := newReply(req, dns.RcodeNotAuth)
+		m.Extra = append(m.Extra, &dns.TSIG{
+			Hdr:       dns.RR_Header{Name: tsig.Hdr.Name, Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
+			Algorithm: tsig.Algorithm, TimeSigned: tsig.TimeSigned, Fudge: tsig.Fudge,
+			OrigId: tsig.OrigId, Error: dns.RcodeBadKey,
+		})
+		return msgReply(m, ResultRefused), true
+	}
 	// Two ECS options from a trusted proxy name no one client: not used,
 	// and the query refused (RFC 7871 §7.5: an ECS option a forwarder will
 	// not use SHOULD get REFUSED), never decided for the proxy itself.

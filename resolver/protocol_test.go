@@ -282,6 +282,50 @@ func TestRecordsCutShortIsFormerr(t *testing.T) {
 	assert.Zero(t, up.count.Load(), "nothing went upstream")
 }
 
+// TestTSIGQueryIsNotAuth: dnsfence shares a TSIG key with no client, and
+// a forwarder that does not know the key must forward the message
+// unchanged with its TSIG (RFC 8945 §5.5), which dnsfence never does (its
+// own ID and OPT go upstream); so a signed query is answered as by a
+// server that does not know the key (§5.2.1): NOTAUTH with an unsigned
+// TSIG (MAC size 0, §5.3.2) of error BADKEY, the TSIG last (§4.2), on UDP
+// and TCP, with and without EDNS, and nothing goes upstream. NSD answers
+// so, and dnsdist passes the query on to an upstream that does.
+func TestTSIGQueryIsNotAuth(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	const key = "client-key."
+	for _, edns := range []bool{false, true} {
+		for _, transport := range []string{"udp", "tcp"} {
+			t.Run(fmt.Sprintf("edns %v %s", edns, transport), func(t *testing.T) {
+				req := question("example.org.", dns.TypeA, edns)
+				req.SetTsig(key, dns.HmacSHA256, 300, time.Now().Unix())
+				b, _, err := dns.TsigGenerate(req, "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0", "", false)
+				require.NoError(t, err)
+				var raw []byte
+				if transport == "udp" {
+					raw = rawExchange(t, f.addr, b)
+				} else {
+					raw = rawExchangeTCP(t, f.addr, b)
+				}
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(raw))
+				assert.Equal(t, dns.RcodeNotAuth, r.Rcode, dns.RcodeToString[r.Rcode])
+				assert.Equal(t, req.Id, r.Id)
+				assert.Empty(t, r.Answer)
+				tsig := r.IsTsig()
+				require.NotNil(t, tsig, "a TSIG, the last record")
+				assert.Equal(t, key, tsig.Hdr.Name)
+				assert.Equal(t, dns.HmacSHA256, tsig.Algorithm)
+				assert.Equal(t, uint16(dns.RcodeBadKey), tsig.Error)
+				assert.Zero(t, tsig.MACSize, "unsigned")
+				assert.Equal(t, req.Id, tsig.OrigId)
+				assert.Equal(t, edns, r.IsEdns0() != nil)
+			})
+		}
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
+}
+
 // TestQuestionNamePointerIsFormerr: a compression pointer refers to a
 // prior occurrence of a name (RFC 1035 §4.1.4), and a query's only
 // question has none before it; a QNAME with a pointer, forward past the
