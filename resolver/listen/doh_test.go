@@ -259,6 +259,7 @@ func TestDoHRejectsAsTCPDoes(t *testing.T) {
 	two.Question = append(two.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
 	r, _ := dohPost(t, c, d.url, notify)
 	assert.Equal(t, dns.RcodeNotImplemented, r.Rcode)
+	assert.True(t, r.RecursionAvailable, "RA, as in every reply of dnsfence's")
 	assert.Equal(t, 1, d.counts.get(HTTPS, resultNotimp))
 	r, resp := dohPost(t, c, d.url, two)
 	assert.Equal(t, dns.RcodeFormatError, r.Rcode)

@@ -244,6 +244,7 @@ func TestDoQRejectsAsTCPDoes(t *testing.T) {
 	r, err := doqExchange(c, notify)
 	require.NoError(t, err)
 	assert.Equal(t, dns.RcodeNotImplemented, r.Rcode)
+	assert.True(t, r.RecursionAvailable, "RA, as in every reply of dnsfence's")
 	two := query("example.org")
 	two.Question = append(two.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
 	r, err = doqExchange(c, two)

@@ -49,7 +49,6 @@ func checkQuery(b []byte) queryCheck {
 	if len(b) < msgHeaderSize {
 		return queryCheck{result: ResultBadRequest}
 	}
-	id := binary.BigEndian.Uint16(b[0:])
 	bits := binary.BigEndian.Uint16(b[2:])
 	qdcount := binary.BigEndian.Uint16(b[4:])
 	const qr = 1 << 15
@@ -57,18 +56,7 @@ func checkQuery(b []byte) queryCheck {
 		return queryCheck{result: ResultBadRequest}
 	}
 	reply := func(rcode int, result string) queryCheck {
-		m := new(dns.Msg)
-		m.Id = id
-		m.Response = true
-		m.Opcode = dnswire.Opcode(bits)
-		m.RecursionDesired = bits&(1<<8) != 0
-		m.Rcode = rcode
-		// RFC 6891 §7: a query with an OPT gets an OPT back, whatever the
-		// RCODE.
-		if edns, do := queryOPT(b); edns {
-			m.SetEdns0(EDNSSize, do)
-		}
-		return queryCheck{reject: m, result: result}
+		return queryCheck{reject: rejectReply(b, rcode), result: result}
 	}
 	if dnswire.Opcode(bits) != dns.OpcodeQuery {
 		return reply(dns.RcodeNotImplemented, resultNotimp)

@@ -533,22 +533,32 @@ func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 	if action == dns.MsgIgnore {
 		return nil, nil
 	}
-	reply := new(dns.Msg)
-	reply.Id = dh.Id
-	reply.Response = true
-	reply.Opcode = dnswire.Opcode(dh.Bits)
-	reply.RecursionDesired = dh.Bits&(1<<8) != 0
-	reply.Rcode = dns.RcodeFormatError
 	if action == dns.MsgRejectNotImplemented {
-		reply.Rcode = dns.RcodeNotImplemented
+		return nil, rejectReply(b, dns.RcodeNotImplemented)
 	}
-	// RFC 6891 §7: a query with an OPT gets an OPT back, whatever the
-	// RCODE; a FORMERR without one would tell the client that EDNS is not
-	// spoken here.
+	return nil, rejectReply(b, dns.RcodeFormatError)
+}
+
+// rejectReply is the reply with rcode (FORMERR, NOTIMP) a listener sends
+// itself to the message b, which has a whole header: its ID, opcode and
+// RD, with RA set as in every reply of dnsfence's (RFC 1035 §4.1.1: it
+// says recursion is available here, whatever the query), and an OPT when
+// b carries one (RFC 6891 §7: a query with an OPT gets an OPT back,
+// whatever the RCODE; a FORMERR without one would tell the client that
+// EDNS is not spoken here).
+func rejectReply(b []byte, rcode int) *dns.Msg {
+	bits := binary.BigEndian.Uint16(b[2:])
+	m := new(dns.Msg)
+	m.Id = binary.BigEndian.Uint16(b[0:])
+	m.Response = true
+	m.Opcode = dnswire.Opcode(bits)
+	m.RecursionDesired = bits&(1<<8) != 0
+	m.RecursionAvailable = true
+	m.Rcode = rcode
 	if edns, do := queryOPT(b); edns {
-		reply.SetEdns0(EDNSSize, do)
+		m.SetEdns0(EDNSSize, do)
 	}
-	return nil, reply
+	return m
 }
 
 // EDNSSize is the EDNS buffer size dnsfence advertises in every OPT it
