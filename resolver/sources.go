@@ -424,13 +424,18 @@ func warningOf(w error, name string) bool {
 }
 
 // newWarnings are the warnings of s that prev did not have: all but those
-// of the lists s took from prev unchanged (reported when they were read).
+// of the lists s took from prev unchanged (reported when they were read)
+// and those of remote lists, whose source logs the bad lines of each copy
+// as it reads it (a copy a guard held, which SIGHUP applies, among them).
 // A client range file is read at each build, and its bad lines reported
 // each time.
 func (s *Snapshot) newWarnings(prev *Snapshot) []error {
 	var out []error
 	for _, w := range s.Warnings {
 		_, first := blocklist.BadLines(w)
+		if first != nil && config.IsRemote(first.File) {
+			continue
+		}
 		if first != nil && prev != nil {
 			if l, ok := s.Lists[first.File]; ok && l == prev.Lists[first.File] {
 				continue

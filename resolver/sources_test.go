@@ -522,3 +522,46 @@ sources: {refresh: 1s, cache_dir: cache}
 	require.Eventually(t, func() bool { return skipped(list) == 3 }, 5*time.Second, 10*time.Millisecond)
 	assert.Equal(t, 150.0, skipped(manyPath))
 }
+
+// TestHeldCopyBadLinesLoggedOnce: the bad lines of a remote list's copy
+// are logged once, by its source when the copy is read, also when a guard
+// holds the copy and SIGHUP applies it later: the reload reads no copy
+// anew (the copy held was logged when it came), and counts its bad lines.
+func TestHeldCopyBadLinesLoggedOnce(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/l.txt": names(40, "tiktok.com")})
+	list := srv.URL + "/l.txt"
+	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+allowed_clients: ["127.0.0.0/28"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s"]
+sources: {refresh: 1s, cache_dir: cache}
+`, up.addr, list)})
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	badLines := func() int {
+		n := 0
+		for _, e := range f.logs.FilterMessage("skipped bad lines").All() {
+			if strings.Contains(fmt.Sprint(e.ContextMap()["error"]), "held..bad") {
+				n++
+			}
+		}
+		return n
+	}
+	srv.set("/l.txt", "tiktok.com\nheld..bad\n", "")
+	require.Eventually(t, func() bool {
+		_, held := f.handler.held.Load(list)
+		return held
+	}, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, 1, badLines(), "logged by the source as it read the copy")
+
+	require.NoError(t, f.reloader.Reload(true))
+	assert.Equal(t, dns.RcodeSuccess, f.rcode(t, "127.0.0.1", "tracker1.example."), "SIGHUP applied the copy held")
+	assert.Equal(t, 1, badLines(), "not logged again by the reload that applies it")
+	v, ok := metricValue(t, f.registry, "dnsfence_skipped_lines", "file", list)
+	require.True(t, ok)
+	assert.Equal(t, 1.0, v)
+}
