@@ -41,8 +41,11 @@ type seenQuery struct {
 	tcp bool
 }
 
-// distinct counts the queries received, a query sent again over UDP (the
-// same ID and question: a resend of a slow one) once.
+// distinct counts the queries received for clients, a query sent again
+// over UDP (the same ID and question: a resend of a slow one) once. The
+// root NS query is not counted: dnsfence asks it on its own, at moments of
+// its own (a probe; the health check a SERVFAIL has it make, on a
+// goroutine of its own, checkHealth), as clientQueries leaves it out.
 func (u *testUpstream) distinct() int {
 	type sent struct {
 		id  uint16
@@ -53,6 +56,9 @@ func (u *testUpstream) distinct() int {
 	defer u.mu.Unlock()
 	once := map[sent]bool{}
 	for _, s := range u.seen {
+		if s.msg.Question[0].Name == "." {
+			continue
+		}
 		once[sent{s.msg.Id, s.tcp, s.msg.Question[0]}] = true
 	}
 	return len(once)
