@@ -1814,7 +1814,11 @@ func TestDeclinedANYLeavesHealth(t *testing.T) {
 // with an EDE of DNSSEC (Signature Expired), and one that refuses every
 // query with RD clear in its answers. Before, neither was ever marked
 // down: every query went to it first and failed over, and
-// DnsfenceUpstreamsDown never fired. UDP (the wire path) and TCP.
+// DnsfenceUpstreamsDown never fired. So is a forwarder whose own upstream
+// is down, which SERVFAILs every name but answers the root NS query from
+// its cache: its SERVFAIL to a query the other upstream answers is a
+// failure (it was never marked down, the health checks it passes). UDP
+// (the wire path) and TCP.
 func TestBrokenUpstreamNotKeptUpByOfTheQuery(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -1823,6 +1827,17 @@ func TestBrokenUpstreamNotKeptUpByOfTheQuery(t *testing.T) {
 		{"validator failing every name", rcodeAnswer(dns.RcodeServerFailure,
 			&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeSignatureExpired, ExtraText: "validation failure"})},
 		{"resolution broken, SERVFAIL for every name", rcodeAnswer(dns.RcodeServerFailure)},
+		{"resolution broken, the root NS set still cached", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+			// A forwarder whose own upstream is down: the root NS query
+			// of the health check is answered from its cache, every
+			// other name SERVFAILs while the other upstream answers it.
+			if r.Question[0].Name == "." && r.Question[0].Qtype == dns.TypeNS {
+				m := defaultAnswer(w, r)
+				m.Answer = append(m.Answer, mustRR(". 518400 IN NS a.root-servers.net."))
+				return m
+			}
+			return rcodeAnswer(dns.RcodeServerFailure)(w, r)
+		}},
 		{"refusing every query, RD clear", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 			m := rcodeAnswer(dns.RcodeRefused)(w, r)
 			m.RecursionDesired = false

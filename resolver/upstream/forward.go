@@ -688,16 +688,20 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool) (*d
 		if err == nil {
 			return resp, up.addr, nil
 		}
+		f.unansweredServfail(up, err)
 		return nil, "", oneFailed(up, err)
 	}
 	f.inflight.Add(1)
 	defer f.inflight.Add(-1)
-	return forwardHedged(ctx, f, order, continued{}, func(up *upstreamState) func(context.Context) (*dns.Msg, error) {
+	sf := new(servfails)
+	resp, from, err := forwardHedged(ctx, f, order, continued{servfails: sf}, func(up *upstreamState) func(context.Context) (*dns.Msg, error) {
 		// Its own message: a try sets the ID it is sent with, and packing
 		// writes the OPT record.
 		tq := upstreamQuery(req)
 		return func(ctx context.Context) (*dns.Msg, error) { return f.try(ctx, tq, up, overTCP) }
 	})
+	sf.end(f, err == nil)
+	return resp, from, err
 }
 
 // oneFailed is the error of a query whose one try, to up, failed with err.
@@ -712,8 +716,9 @@ func oneFailed(up *upstreamState, err error) error {
 // where the query waits, makes the try to up that then runs on its own
 // goroutine (counted and recorded, as try does). from is a query whose
 // first try went to an upstream before order (a started query's hedge or
-// failover); the zero value, a query's own start. The caller holds a
-// reference on f, and counts the query in f.inflight.
+// failover); the zero value, a query's own start. Each try's SERVFAIL goes
+// to from.servfails, which the caller ends when the query has its result.
+// The caller holds a reference on f, and counts the query in f.inflight.
 func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamState, from continued,
 	newTry func(up *upstreamState) func(context.Context) (A, error)) (A, string, error) {
 	var none A
@@ -750,6 +755,7 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 			if reason != "" {
 				up.retries.Add(-1)
 			}
+			from.servfails.add(f, up, err)
 			results <- result{i, resp, err}
 		}()
 		return true
@@ -832,6 +838,9 @@ type continued struct {
 	after  *upstreamState
 	reason string
 	giveUp time.Time
+	// servfails takes the SERVFAILs of the query's tries, which its end
+	// judges (servfails.end); nil judges none.
+	servfails *servfails
 	// firstFailed is closed when the first try, still in flight when
 	// forwardHedged took over, fails; nil when it had failed already.
 	firstFailed <-chan struct{}
@@ -871,10 +880,77 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 	case err == nil:
 		f.succeeded(up, start, took)
 	case ctx.Err() != nil:
+	case answeredServfail(err):
+		// Judged by the query's end: a failure of up when another
+		// upstream answered the query, else a health check (servfails).
 	case ofTheQuery(err):
 		f.checkHealth(up)
 	case countsAgainst(err):
 		f.failed(up, err)
+	}
+}
+
+// servfails are the SERVFAILs one query's tries got (a query of more than
+// one upstream), judged when the query ends (end): when another upstream
+// answered it usably, a SERVFAIL without a DNSSEC Extended DNS Error spoke
+// of the upstream, not of the name (a forwarder whose own upstream is
+// down, which still answers the root NS query from its cache), and is a
+// failure of it; when none did, the SERVFAIL leaves the upstream's health
+// as it was and has it checked (unansweredServfail). A try that ends after
+// the query did is judged as it ends.
+type servfails struct {
+	mu       sync.Mutex
+	ended    bool
+	answered bool
+	ups      []*upstreamState
+	errs     []error
+}
+
+// add takes the outcome err of a try to up: kept when it is a SERVFAIL
+// (answeredServfail), judged at once when the query has ended.
+func (s *servfails) add(f *Forwarder, up *upstreamState, err error) {
+	if s == nil || !answeredServfail(err) {
+		return
+	}
+	s.mu.Lock()
+	if !s.ended {
+		s.ups, s.errs = append(s.ups, up), append(s.errs, err)
+		s.mu.Unlock()
+		return
+	}
+	answered := s.answered
+	s.mu.Unlock()
+	f.judgeServfail(up, err, answered)
+}
+
+// end judges the SERVFAILs of a query that ended, answered or not.
+func (s *servfails) end(f *Forwarder, answered bool) {
+	s.mu.Lock()
+	s.ended, s.answered = true, answered
+	ups, errs := s.ups, s.errs
+	s.ups, s.errs = nil, nil
+	s.mu.Unlock()
+	for i, up := range ups {
+		f.judgeServfail(up, errs[i], answered)
+	}
+}
+
+// judgeServfail records up's SERVFAIL err to a query that another upstream
+// answered usably (answered) or that none did.
+func (f *Forwarder) judgeServfail(up *upstreamState, err error, answered bool) {
+	if answered && !failedValidation(err) {
+		f.failed(up, err)
+		return
+	}
+	f.unansweredServfail(up, err)
+}
+
+// unansweredServfail is what up's SERVFAIL err to a query no other
+// upstream answered does: its health is left as it was and checked
+// (checkHealth).
+func (f *Forwarder) unansweredServfail(up *upstreamState, err error) {
+	if answeredServfail(err) {
+		f.checkHealth(up)
 	}
 }
 
@@ -941,21 +1017,53 @@ func refusedNoRecursion(err error) bool {
 // lame or unreachable zone, RFC 1035 §4.1.1), or a validator's that the
 // data failed DNSSEC validation (RFC 4035 §5.5; with an Extended DNS Error
 // saying why, RFC 8914 codes 1, 2, 5 to 12, or without one: Unbound's
-// default is ede: no). It speaks of the zone asked about, not of the
-// upstream, whose health it leaves as it was, so that a client asking for
-// a lame or bogus name (every query, again and again: nothing a client can
-// fix) cannot have upstreams that answer every other name marked down: 40
-// such queries marked a healthy validating Unbound 1.17 down, where
-// Unbound forwarding to it, dnsdist 1.7 and CoreDNS's forward plugin keep
-// a server up (their health comes from their own probes). The query still
-// fails over to the next upstream, whose view may differ (another trust
-// anchor, another path to the zone), and is counted by its RCODE in
-// dnsfence_upstream_errors_total; an upstream whose own resolution is
-// broken fails the root NS query the answer has it asked (checkHealth),
-// and is marked down by that.
+// default is ede: no). When no upstream answers the query, it speaks of
+// the zone asked about, not of the upstream, whose health it leaves as it
+// was, so that a client asking for a lame or bogus name (every query,
+// again and again: nothing a client can fix) cannot have upstreams that
+// answer every other name marked down: 40 such queries marked a healthy
+// validating Unbound 1.17 down. The query still fails over to the next
+// upstream, whose view may differ (another trust anchor, another path to
+// the zone), and is counted by its RCODE in dnsfence_upstream_errors_total.
+// When another upstream answers the query, the SERVFAIL spoke of the
+// upstream that gave it (a forwarder whose own upstream is down answers
+// the root NS query from its cache, and SERVFAILs every other name), and
+// is a failure of it but for a failed validation (servfails); record
+// leaves a SERVFAIL to the query's end.
 func answeredServfail(err error) bool {
 	var re *RcodeError
 	return errors.As(err, &re) && re.Rcode == dns.RcodeServerFailure
+}
+
+// failedValidation reports whether err is a validating upstream's SERVFAIL
+// whose Extended DNS Error says the data failed DNSSEC validation (RFC
+// 8914 §4.2, §4.3 and §4.6 to §4.13: codes 1, 2 and 5 to 12, DNSSEC Bogus
+// and Signature Expired among them). Another upstream that answers the
+// same query usably may not validate: such a SERVFAIL is never a failure
+// of the validator (servfails), so that clients asking for bogus names
+// cannot have every query sent to the upstream that does not validate.
+func failedValidation(err error) bool {
+	var re *RcodeError
+	if !errors.As(err, &re) || re.Rcode != dns.RcodeServerFailure || re.Answer == nil {
+		return false
+	}
+	opt := re.Answer.IsEdns0()
+	if opt == nil {
+		return false
+	}
+	for _, o := range opt.Option {
+		if e, ok := o.(*dns.EDNS0_EDE); ok {
+			switch e.InfoCode {
+			case dns.ExtendedErrorCodeUnsupportedDNSKEYAlgorithm, dns.ExtendedErrorCodeUnsupportedDSDigestType,
+				dns.ExtendedErrorCodeDNSSECIndeterminate, dns.ExtendedErrorCodeDNSBogus,
+				dns.ExtendedErrorCodeSignatureExpired, dns.ExtendedErrorCodeSignatureNotYetValid,
+				dns.ExtendedErrorCodeDNSKEYMissing, dns.ExtendedErrorCodeRRSIGsMissing,
+				dns.ExtendedErrorCodeNoZoneKeyBitSet, dns.ExtendedErrorCodeNSECMissing:
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // declinedANY reports whether err is an upstream's NOTIMP or REFUSED to a

@@ -82,11 +82,15 @@ func (f *Forwarder) ForwardWire(ctx context.Context, q []byte) (WireAnswer, stri
 		if err == nil {
 			return a, up.addr, nil
 		}
+		f.unansweredServfail(up, err)
 		return WireAnswer{}, "", oneFailed(up, err)
 	}
 	f.inflight.Add(1)
 	defer f.inflight.Add(-1)
-	return forwardHedged(ctx, f, order, continued{}, f.newWireTry(q, dnswire.ID(q)))
+	sf := new(servfails)
+	a, from, err := forwardHedged(ctx, f, order, continued{servfails: sf}, f.newWireTry(q, dnswire.ID(q)))
+	sf.end(f, err == nil)
+	return a, from, err
 }
 
 // newWireTry is forwardHedged's newTry for the query q in wire form whose
