@@ -1226,10 +1226,10 @@ func truncate(m *dns.Msg, limit int) {
 		return // a part of an RRset may stay (§9); the client asks again
 	}
 	if len(cut) > 0 {
-		m.Ns = leaveOutWhole(m.Ns, cut[0])
+		m.Ns = leaveOutWhole(m.Ns, cut)
 	}
 	if kept := withoutOPT(m.Extra); len(kept) < len(extra) {
-		kept = leaveOutWhole(kept, extra[len(kept)])
+		kept = leaveOutWhole(kept, extra[len(kept):])
 		if opt := m.IsEdns0(); opt != nil {
 			kept = append(kept, opt)
 		}
@@ -1237,17 +1237,38 @@ func truncate(m *dns.Msg, limit int) {
 	}
 }
 
-// leaveOutWhole drops from the end of kept, the records of a section that
-// fitted, those of the RRset of next, the first record that did not: an
-// RRset that does not fit goes whole, with its RRSIGs (a signed RRset is
-// never sent without them, RFC 4035 §3.1.1).
-func leaveOutWhole(kept []dns.RR, next dns.RR) []dns.RR {
-	h, typ := next.Header(), rrsetType(next)
-	n := len(kept)
-	for n > 0 && rrsetType(kept[n-1]) == typ && kept[n-1].Header().Class == h.Class && strings.EqualFold(kept[n-1].Header().Name, h.Name) {
-		n--
+// leaveOutWhole drops from kept, the records of a section that fitted,
+// those of every RRset of which a record is in cut, the records that did
+// not: an RRset that does not fit goes whole, with its RRSIGs (a signed
+// RRset is never sent without them, RFC 4035 §3.1.1), its records before
+// another RRset's too (RFC 2181 §5: an RRset is every record of one owner,
+// class and type, wherever it stands in the section).
+func leaveOutWhole(kept, cut []dns.RR) []dns.RR {
+	gone := make(map[rrsetKey]bool, len(cut))
+	for _, rr := range cut {
+		gone[keyOfRRset(rr)] = true
 	}
-	return kept[:n]
+	out := make([]dns.RR, 0, len(kept))
+	for _, rr := range kept {
+		if !gone[keyOfRRset(rr)] {
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
+// rrsetKey names an RRset: its owner (lowercased, RFC 4343), class and
+// type (rrsetType: an RRSIG is of the RRset it covers).
+type rrsetKey struct {
+	owner string
+	class uint16
+	typ   uint16
+}
+
+// keyOfRRset is the RRset rr belongs to.
+func keyOfRRset(rr dns.RR) rrsetKey {
+	h := rr.Header()
+	return rrsetKey{owner: strings.ToLower(h.Name), class: h.Class, typ: rrsetType(rr)}
 }
 
 // withoutOPT is a new slice of the records of rrs but OPT records.

@@ -1,0 +1,54 @@
+package resolver
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestTruncateLeavesSplitRRsetWhole: an RRset whose records are not next
+// to each other in a section (RFC 2181 §5: an RRset is every record of one
+// owner, class and type, wherever it stands) and of which one record does
+// not fit is left out whole when TC stays clear (§9), the records of it
+// before another RRset too: a part of it with TC clear is taken for all
+// of it. The RRsets that fit stay. Found by FuzzTruncate.
+func TestTruncateLeavesSplitRRsetWhole(t *testing.T) {
+	ns := func(i int) dns.RR {
+		return mustRR("example.org. 300 IN NS %s.ns.example.org.", strings.Repeat(string(rune('a'+i)), 40))
+	}
+	ds := mustRR("example.org. 300 IN DS 1 13 2 0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20")
+	t.Run("authority NS", func(t *testing.T) {
+		m := question("apart.example.org.", dns.TypeMX, false)
+		m.Response = true
+		m.Answer = []dns.RR{mustRR("apart.example.org. 300 IN MX 10 x.example.org.")}
+		m.Ns = []dns.RR{ns(0), ns(1), ns(2), ds}
+		for i := 3; i < 12; i++ {
+			m.Ns = append(m.Ns, ns(i))
+		}
+		truncate(m, 512)
+		require.Len(t, m.Answer, 1)
+		assert.False(t, m.Truncated, "only the NS RRset beside the answer goes")
+		assert.Equal(t, []dns.RR{ds}, m.Ns, "the NS RRset goes whole, its first three records too")
+	})
+	t.Run("additional A", func(t *testing.T) {
+		m := question("apart.example.org.", dns.TypeMX, true)
+		m.Response = true
+		m.Answer = []dns.RR{mustRR("apart.example.org. 300 IN MX 10 x.example.org.")}
+		glue := mustRR("glue.example.org. 300 IN A 192.0.2.99")
+		m.Extra = []dns.RR{glue}
+		for i := range 20 {
+			m.Extra = append(m.Extra, mustRR("x.example.org. 300 IN A 192.0.2.%d", i+1), mustRR("x.example.org. 300 IN AAAA 2001:db8::%d", i+1))
+		}
+		m.SetEdns0(1232, false) // the OPT last, as upstreamReply puts it
+		truncate(m, 512)
+		b, err := m.Pack()
+		require.NoError(t, err)
+		assert.LessOrEqual(t, len(b), 512)
+		assert.False(t, m.Truncated)
+		require.NotNil(t, m.IsEdns0(), "the OPT stays (RFC 6891 §7)")
+		assert.Equal(t, []dns.RR{glue, m.IsEdns0()}, m.Extra, "the A and AAAA RRsets of x go whole")
+	})
+}
