@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1212,12 +1213,18 @@ func (h *Handler) write(q *query, r reply) {
 func truncate(m *dns.Msg, limit int) {
 	tc, answers, authority := m.Truncated, len(m.Answer), m.Ns
 	extra := withoutOPT(m.Extra) // a copy: Truncate moves the OPT in place
+	all := [...][]dns.RR{m.Answer, m.Ns, slices.Clone(m.Extra)}
 	m.Truncate(limit)
 	if m.Len() > limit {
 		// Truncate keeps the OPT whole, and an upstream's Extended DNS
 		// Errors, copied into it, may alone be over the limit (RFC 6891
-		// §7 bounds the whole datagram).
+		// §7 bounds the whole datagram): then it kept no record. The OPT
+		// is shrunk to fit beside the header and question, and the
+		// records are fitted again beside it, where they were all left
+		// out, and TC set, for texts that are not part of the answer
+		// (RFC 8914 §2: for people, not for resolution).
 		shrinkOPT(m, limit)
+		m.Answer, m.Ns, m.Extra = all[0], all[1], all[2]
 		m.Truncate(limit)
 	}
 	cut := authority[len(m.Ns):] // Truncate keeps a section's first records

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -51,4 +52,34 @@ func TestTruncateLeavesSplitRRsetWhole(t *testing.T) {
 		require.NotNil(t, m.IsEdns0(), "the OPT stays (RFC 6891 §7)")
 		assert.Equal(t, []dns.RR{glue, m.IsEdns0()}, m.Extra, "the A and AAAA RRsets of x go whole")
 	})
+}
+
+// TestTruncateShrinksOPTBeforeCutting: an answer whose OPT alone, with an
+// upstream's long Extended DNS Error text, does not fit the client's size
+// beside the header and question keeps the records that fit once the
+// texts are gone (RFC 8914 §2: they are for people, not for resolution),
+// with TC clear when all of them do (RFC 2181 §9), and the EDE's code.
+// Found by FuzzTruncate.
+func TestTruncateShrinksOPTBeforeCutting(t *testing.T) {
+	for _, n := range []int{10, 40} {
+		t.Run(fmt.Sprint(n, " records"), func(t *testing.T) {
+			m := question("stale.example.org.", dns.TypeA, false)
+			m.Response = true
+			for i := range n {
+				m.Answer = append(m.Answer, mustRR("stale.example.org. 300 IN A 192.0.2.%d", i+1))
+			}
+			m.SetEdns0(1232, false)
+			m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleAnswer, ExtraText: strings.Repeat("the upstream's text ", 25)}}
+			truncate(m, 512)
+			b, err := m.Pack()
+			require.NoError(t, err)
+			assert.LessOrEqual(t, len(b), 512)
+			fit := min(n, (512-12-23-11-6)/16) // header, question, OPT and EDE code, A records of a compressed name
+			assert.Len(t, m.Answer, fit, "the records that fit beside the OPT without the text")
+			assert.Equal(t, n > fit, m.Truncated)
+			require.NotNil(t, m.IsEdns0(), "the OPT stays (RFC 6891 §7)")
+			require.Len(t, m.IsEdns0().Option, 1)
+			assert.Equal(t, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleAnswer}, m.IsEdns0().Option[0], "the EDE's code stays, its text goes")
+		})
+	}
 }
