@@ -464,6 +464,13 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 		}
 		return msgReply(m, ResultFormerr), true
 	}
+	// A TSIG record anywhere but last in the additional section, or more
+	// than one (RFC 8945 §5.2): the message is dropped and FORMERR
+	// returned. IsTsig sees only the last record: a TSIG before the OPT
+	// was forwarded as an unsigned query, and its answer went unsigned.
+	if misplacedTSIG(req) {
+		return msgReply(newReply(req, dns.RcodeFormatError), ResultFormerr), true
+	}
 	question := req.Question[0]
 	// 3. May they ask at all: before anything is answered, a zone
 	// transfer's refusal and an explanation too (a client outside
@@ -1410,6 +1417,20 @@ func chainDecision(p *Policy, resp *dns.Msg) (Decision, string, bool) {
 		}
 	}
 	return Decision{}, "", false
+}
+
+// misplacedTSIG reports whether req carries a TSIG record other than
+// one, the last record of its additional section (RFC 8945 §5.2).
+func misplacedTSIG(req *dns.Msg) bool {
+	n := 0
+	for _, sec := range [...][]dns.RR{req.Answer, req.Ns, req.Extra} {
+		for _, rr := range sec {
+			if rr.Header().Rrtype == dns.TypeTSIG {
+				n++
+			}
+		}
+	}
+	return n > 1 || n == 1 && req.IsTsig() == nil
 }
 
 // checkEDNS is RFC 6891's check of a query's OPT record: more than one OPT,

@@ -326,6 +326,54 @@ func TestTSIGQueryIsNotAuth(t *testing.T) {
 	assert.Zero(t, up.count.Load(), "nothing went upstream")
 }
 
+// TestMisplacedTSIGIsFormerr: a TSIG record must be the last record of
+// the additional section, and there is at most one (RFC 8945 §5.2): a
+// query with a TSIG before its OPT, in another section, or with two, is
+// dropped and answered FORMERR, unsigned, with an OPT when it has one (RFC
+// 6891 §7), on UDP and TCP, and nothing goes upstream. Found by
+// FuzzHandler.
+func TestMisplacedTSIGIsFormerr(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	tsig := func() dns.RR {
+		return &dns.TSIG{Hdr: dns.RR_Header{Name: "client-key.", Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
+			Algorithm: dns.HmacSHA256, TimeSigned: uint64(time.Now().Unix()), Fudge: 300, MACSize: 32,
+			MAC: strings.Repeat("ab", 32), OrigId: 7}
+	}
+	for _, tc := range []struct {
+		name  string
+		edns  bool
+		place func(m *dns.Msg)
+	}{
+		{name: "before the OPT", edns: true, place: func(m *dns.Msg) { m.Extra = append([]dns.RR{tsig()}, m.Extra...) }},
+		{name: "two", place: func(m *dns.Msg) { m.Extra = append(m.Extra, tsig(), tsig()) }},
+		{name: "in the authority section", place: func(m *dns.Msg) { m.Ns = append(m.Ns, tsig()) }},
+	} {
+		for _, transport := range []string{"udp", "tcp"} {
+			t.Run(tc.name+" "+transport, func(t *testing.T) {
+				req := question("example.org.", dns.TypeA, tc.edns)
+				tc.place(req)
+				b, err := req.Pack()
+				require.NoError(t, err)
+				var raw []byte
+				if transport == "udp" {
+					raw = rawExchange(t, f.addr, b)
+				} else {
+					raw = rawExchangeTCP(t, f.addr, b)
+				}
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(raw))
+				assert.Equal(t, dns.RcodeFormatError, r.Rcode, dns.RcodeToString[r.Rcode])
+				assert.Equal(t, req.Id, r.Id)
+				assert.Empty(t, r.Answer)
+				assert.Nil(t, r.IsTsig(), "unsigned")
+				assert.Equal(t, tc.edns, r.IsEdns0() != nil)
+			})
+		}
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
+}
+
 // TestQuestionNamePointerIsFormerr: a compression pointer refers to a
 // prior occurrence of a name (RFC 1035 §4.1.4), and a query's only
 // question has none before it; a QNAME with a pointer, forward past the
