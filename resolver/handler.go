@@ -1216,8 +1216,29 @@ func (h *Handler) write(q *query, r reply) {
 // the answer's substance (a negative answer's SOA, a referral's NS), and
 // its other records may be required (an NSEC proving a wildcard answer,
 // RFC 4035 §3.1.3.3): cutting them sets TC. miekg/dns's Truncate sets TC
-// when any record is left out.
+// when any record is left out, and leaves a message whose last record is
+// a TSIG as it is, however long: the TSIG is set aside and the rest fitted
+// to the room it leaves (fitRecords); it goes back last when it fits, and
+// is left out with TC set when it does not (the NOTAUTH to a signed query
+// of a 512-octet client, whose TSIG carries the query's key and algorithm
+// names, RFC 8945 §5.2.1), so that the client asks again over TCP.
 func truncate(m *dns.Msg, limit int) {
+	tsig := m.IsTsig()
+	if tsig == nil {
+		fitRecords(m, limit)
+		return
+	}
+	m.Extra = slices.Clone(m.Extra[:len(m.Extra)-1])
+	fitRecords(m, limit-dns.Len(tsig))
+	if m.Len()+dns.Len(tsig) > limit {
+		m.Truncated = true
+		return
+	}
+	m.Extra = append(m.Extra, tsig)
+}
+
+// fitRecords is truncate for a message without a TSIG last.
+func fitRecords(m *dns.Msg, limit int) {
 	tc, answers, authority := m.Truncated, len(m.Answer), m.Ns
 	extra := withoutOPT(m.Extra) // a copy: Truncate moves the OPT in place
 	all := [...][]dns.RR{m.Answer, m.Ns, slices.Clone(m.Extra)}

@@ -83,3 +83,54 @@ func TestTruncateShrinksOPTBeforeCutting(t *testing.T) {
 		})
 	}
 }
+
+// TestTruncateFitsTSIGAnswer: miekg/dns's Truncate leaves a message whose
+// last record is a TSIG as it is; truncate fits the rest beside it, keeps
+// it last when it fits, and leaves it out with TC set when it does not,
+// so that no answer is over the client's size: the NOTAUTH to a signed
+// query of a client without EDNS whose TSIG names a long key and
+// algorithm (RFC 8945 §5.2.1), and an upstream's answer with a TSIG last
+// (upstreamReply keeps it). Found while writing FuzzTruncate.
+func TestTruncateFitsTSIGAnswer(t *testing.T) {
+	long := strings.Repeat(strings.Repeat("k", 63)+".", 3)
+	tsig := func(name string) *dns.TSIG {
+		return &dns.TSIG{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
+			Algorithm: "x" + long, TimeSigned: 1700000000, Fudge: 300, Error: dns.RcodeBadKey}
+	}
+	t.Run("NOTAUTH of long names", func(t *testing.T) {
+		m := question(strings.Repeat("q", 63)+"."+long, dns.TypeA, false)
+		m.Response, m.Rcode = true, dns.RcodeNotAuth
+		m.Extra = []dns.RR{tsig("a" + long)}
+		require.Greater(t, m.Len(), 512)
+		truncate(m, 512)
+		b, err := m.Pack()
+		require.NoError(t, err)
+		assert.LessOrEqual(t, len(b), 512)
+		assert.True(t, m.Truncated, "the TSIG left out: the client asks again over TCP")
+		assert.Nil(t, m.IsTsig())
+	})
+	for _, limit := range []int{512, 1232} {
+		t.Run(fmt.Sprint("answer with a TSIG last, ", limit), func(t *testing.T) {
+			m := question("a.example.org.", dns.TypeA, false)
+			m.Response = true
+			for i := range 100 {
+				m.Answer = append(m.Answer, mustRR("a.example.org. 300 IN A 192.0.2.%d", i+1))
+			}
+			sig := tsig("key.example.")
+			sig.Algorithm = dns.HmacSHA256
+			m.Extra = []dns.RR{sig}
+			m.Compress = true
+			truncate(m, limit)
+			b, err := m.Pack()
+			require.NoError(t, err)
+			assert.LessOrEqual(t, len(b), limit)
+			assert.True(t, m.Truncated, "answer records cut")
+			assert.NotEmpty(t, m.Answer)
+			if limit > 512 {
+				// Truncate fits nothing to less than 512 octets: at 512 the
+				// TSIG finds no room beside the records, and TC is set.
+				assert.NotNil(t, m.IsTsig(), "the TSIG fits beside what was kept, last")
+			}
+		})
+	}
+}
