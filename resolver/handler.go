@@ -468,7 +468,11 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 	// than one (RFC 8945 §5.2): the message is dropped and FORMERR
 	// returned. IsTsig sees only the last record: a TSIG before the OPT
 	// was forwarded as an unsigned query, and its answer went unsigned.
-	if misplacedTSIG(req) {
+	// So is a TSIG without RDATA, which miekg/dns unpacks with no
+	// algorithm name (RFC 1035 §4.1.1: it cannot be interpreted): the
+	// NOTAUTH's TSIG that copied it packed without one, and no client
+	// could read it.
+	if badTSIG(req) {
 		return msgReply(newReply(req, dns.RcodeFormatError), ResultFormerr), true
 	}
 	question := req.Question[0]
@@ -1440,9 +1444,10 @@ func chainDecision(p *Policy, resp *dns.Msg) (Decision, string, bool) {
 	return Decision{}, "", false
 }
 
-// misplacedTSIG reports whether req carries a TSIG record other than
-// one, the last record of its additional section (RFC 8945 §5.2).
-func misplacedTSIG(req *dns.Msg) bool {
+// badTSIG reports whether req carries a TSIG record other than one, the
+// last record of its additional section (RFC 8945 §5.2), or one without
+// RDATA (no algorithm name: a name on the wire has at least the root's).
+func badTSIG(req *dns.Msg) bool {
 	n := 0
 	for _, sec := range [...][]dns.RR{req.Answer, req.Ns, req.Extra} {
 		for _, rr := range sec {
@@ -1451,7 +1456,8 @@ func misplacedTSIG(req *dns.Msg) bool {
 			}
 		}
 	}
-	return n > 1 || n == 1 && req.IsTsig() == nil
+	tsig := req.IsTsig()
+	return n > 1 || n == 1 && (tsig == nil || tsig.Algorithm == "")
 }
 
 // checkEDNS is RFC 6891's check of a query's OPT record: more than one OPT,

@@ -374,6 +374,42 @@ func TestMisplacedTSIGIsFormerr(t *testing.T) {
 	assert.Zero(t, up.count.Load(), "nothing went upstream")
 }
 
+// TestTSIGWithoutRDATAIsFormerr: a TSIG record whose RDLENGTH is 0 has no
+// algorithm name, time or MAC: the query cannot be interpreted (RFC 1035
+// §4.1.1), and gets FORMERR, unsigned, on UDP and TCP, with and without
+// EDNS; nothing goes upstream. Its NOTAUTH copied the missing algorithm
+// name into a TSIG that packed without one, which no client could read.
+// Found by FuzzHandler.
+func TestTSIGWithoutRDATAIsFormerr(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, edns := range []bool{false, true} {
+		for _, transport := range []string{"udp", "tcp"} {
+			t.Run(fmt.Sprintf("edns %v %s", edns, transport), func(t *testing.T) {
+				req := question("example.org.", dns.TypeA, edns)
+				b, err := req.Pack()
+				require.NoError(t, err)
+				// key. TSIG ANY, TTL 0, RDLENGTH 0: the last record.
+				b = append(b, 3, 'k', 'e', 'y', 0, 0, byte(dns.TypeTSIG), 0, byte(dns.ClassANY), 0, 0, 0, 0, 0, 0)
+				b[11]++ // ARCOUNT
+				var raw []byte
+				if transport == "udp" {
+					raw = rawExchange(t, f.addr, b)
+				} else {
+					raw = rawExchangeTCP(t, f.addr, b)
+				}
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(raw), "the answer parses")
+				assert.Equal(t, dns.RcodeFormatError, r.Rcode, dns.RcodeToString[r.Rcode])
+				assert.Equal(t, req.Id, r.Id)
+				assert.Nil(t, r.IsTsig(), "unsigned")
+				assert.Equal(t, edns, r.IsEdns0() != nil)
+			})
+		}
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
+}
+
 // TestQuestionNamePointerIsFormerr: a compression pointer refers to a
 // prior occurrence of a name (RFC 1035 §4.1.4), and a query's only
 // question has none before it; a QNAME with a pointer, forward past the
