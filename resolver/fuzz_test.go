@@ -76,8 +76,11 @@ func chaosQuestion(name string) *dns.Msg {
 // handler, the way the UDP listener does (ServeInline, then resume when it
 // is returned), and checks that every accepted query gets exactly one
 // answer that packs, carries the query's ID and fits the client's UDP
-// size. Forwarding goes to a closed loopback port, so the pipeline runs to
-// the end without waiting.
+// size. A query carrying a TSIG never goes upstream (ServeInline answers
+// it itself), and is answered NOTAUTH with an unsigned BADKEY TSIG, or
+// FORMERR when the TSIG is misplaced (checkTSIGAnswer). Forwarding goes
+// to a closed loopback port, so the pipeline runs to the end without
+// waiting.
 func FuzzHandler(f *testing.F) {
 	seed(f, "testdata/packets/*.bin")
 	for _, m := range []*dns.Msg{
@@ -104,6 +107,18 @@ func FuzzHandler(f *testing.F) {
 		byAction[action] = fuzzHandler(f, withAction(f, path, action), loaded)
 	}
 	f.Add(packQuestion(f, question("use-application-dns.net.", dns.TypeA, true)))
+	// Signed with TSIG (RFC 8945): as dig -y signs, and with the TSIG
+	// before the OPT, or twice (§5.2: FORMERR).
+	for _, m := range tsigQueries() {
+		f.Add(packQuestion(f, m))
+	}
+	// Counts above the records the query holds (RFC 1035 §4.1.1): ARCOUNT
+	// 2 with one OPT, ANCOUNT 1 with none.
+	for at, n := range map[int]byte{10: 2, 7: 1} {
+		b := packQuestion(f, question("example.org.", dns.TypeA, true))
+		b[at] = n
+		f.Add(b)
+	}
 	f.Add(packQuestion(f, question("Use-Application-DNS.net.", dns.TypeAAAA, false)))
 	f.Add(packQuestion(f, question("x.use-application-dns.net.", dns.TypeHTTPS, true)))
 
@@ -121,7 +136,11 @@ func FuzzHandler(f *testing.F) {
 		if req == nil {
 			return // dropped
 		}
+		tsigs, tsigLast := tsigsOf(req)
 		if resume := h.ServeInline(w, req); resume != nil {
+			if tsigs > 0 {
+				t.Fatalf("a query carrying a TSIG goes upstream: %s", req)
+			}
 			resume()
 		}
 		hdr := *req
@@ -138,6 +157,7 @@ func FuzzHandler(f *testing.F) {
 		if resp.IsEdns0() != nil && !carriesOPT(&hdr) {
 			t.Fatal("OPT in the answer to a query without EDNS")
 		}
+		checkTSIGAnswer(t, &hdr, resp, tsigs, tsigLast)
 		if len(hdr.Question) != 1 || !isCanary(hdr.Question[0].Name) || resp.Rcode != dns.RcodeNameError {
 			return
 		}
@@ -297,4 +317,73 @@ func fuzzHandler(f *testing.F, path string, loaded time.Time) *Handler {
 		f.Fatal(err)
 	}
 	return NewHandler(zap.NewNop(), snap, nil)
+}
+
+// tsigQueries are A queries signed with TSIG (RFC 8945), with a key
+// dnsfence does not know: the TSIG last, with and without EDNS; before the
+// OPT; and twice.
+func tsigQueries() []*dns.Msg {
+	tsig := func() *dns.TSIG {
+		return &dns.TSIG{Hdr: dns.RR_Header{Name: "key.example.", Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
+			Algorithm: dns.HmacSHA256, TimeSigned: 1700000000, Fudge: 300, MACSize: 32,
+			MAC: strings.Repeat("ab", 32), OrigId: 4242}
+	}
+	signed := question("example.org.", dns.TypeA, false)
+	signed.Extra = append(signed.Extra, tsig())
+	withOPT := question("example.org.", dns.TypeA, true)
+	withOPT.Extra = append(withOPT.Extra, tsig())
+	before := question("example.org.", dns.TypeA, true)
+	before.Extra = append([]dns.RR{tsig()}, before.Extra...)
+	twice := question("example.org.", dns.TypeA, false)
+	twice.Extra = append(twice.Extra, tsig(), tsig())
+	return []*dns.Msg{signed, withOPT, before, twice}
+}
+
+// tsigsOf is how many TSIG records req carries, in any section, and
+// whether one of them is the last record of its additional section.
+func tsigsOf(req *dns.Msg) (n int, last bool) {
+	for _, sec := range [][]dns.RR{req.Answer, req.Ns, req.Extra} {
+		for _, rr := range sec {
+			if rr.Header().Rrtype == dns.TypeTSIG {
+				n++
+			}
+		}
+	}
+	return n, len(req.Extra) > 0 && req.Extra[len(req.Extra)-1].Header().Rrtype == dns.TypeTSIG
+}
+
+// checkTSIGAnswer checks resp, the answer to req, which carries tsigs TSIG
+// records (last one the last additional record when last): a query with
+// one TSIG, last, gets NOTAUTH with an unsigned TSIG of error BADKEY for
+// the query's key (RFC 8945 §5.2.1, §5.3.2), one with a TSIG elsewhere or
+// more than one FORMERR (§5.2), unless an earlier check answers it (a
+// malformed question or OPT, an opcode other than QUERY); none answers
+// with a TSIG.
+func checkTSIGAnswer(t *testing.T, req, resp *dns.Msg, tsigs int, last bool) {
+	t.Helper()
+	rtsig := resp.IsTsig()
+	if tsigs == 0 {
+		if rtsig != nil {
+			t.Fatalf("a TSIG in the answer to an unsigned query: %s", resp)
+		}
+		return
+	}
+	switch resp.Rcode {
+	case dns.RcodeFormatError, dns.RcodeNotImplemented, dns.RcodeBadVers:
+		if rtsig != nil {
+			t.Fatalf("%s with a TSIG: %s", dns.RcodeToString[resp.Rcode], resp)
+		}
+		return
+	case dns.RcodeNotAuth:
+	default:
+		t.Fatalf("a query carrying %d TSIG records (last %v) answered %s: %s", tsigs, last, dns.RcodeToString[resp.Rcode], resp)
+	}
+	if tsigs != 1 || !last {
+		t.Fatalf("NOTAUTH to a query carrying %d TSIG records (last %v), not FORMERR (RFC 8945 §5.2)", tsigs, last)
+	}
+	qtsig := req.Extra[len(req.Extra)-1].(*dns.TSIG)
+	if rtsig == nil || rtsig.Error != dns.RcodeBadKey || rtsig.MACSize != 0 || rtsig.MAC != "" ||
+		!strings.EqualFold(rtsig.Hdr.Name, qtsig.Hdr.Name) || rtsig.OrigId != qtsig.OrigId || rtsig.Algorithm != qtsig.Algorithm {
+		t.Fatalf("NOTAUTH without the unsigned BADKEY TSIG for %v: %s", qtsig, resp)
+	}
 }
