@@ -263,16 +263,7 @@ func TestRecordsCutShortIsFormerr(t *testing.T) {
 	} {
 		for _, transport := range []string{"udp", "tcp"} {
 			t.Run(tc.name+" "+transport, func(t *testing.T) {
-				var raw []byte
-				if transport == "udp" {
-					raw = rawExchange(t, f.addr, tc.b)
-				} else {
-					raw = rawExchangeTCP(t, f.addr, tc.b)
-				}
-				r := new(dns.Msg)
-				require.NoError(t, r.Unpack(raw))
-				assert.Equal(t, dns.RcodeFormatError, r.Rcode, dns.RcodeToString[r.Rcode])
-				assert.Equal(t, dnswire.ID(tc.b), r.Id)
+				r := askFormerr(t, f.addr, transport, tc.b)
 				assert.True(t, r.Response)
 				assert.Empty(t, r.Answer)
 				assert.Equal(t, tc.edns, r.IsEdns0() != nil, "an OPT when the query's is there")
@@ -435,16 +426,7 @@ func TestQuestionNamePointerIsFormerr(t *testing.T) {
 	} {
 		for _, transport := range []string{"udp", "tcp"} {
 			t.Run(tc.name+" "+transport, func(t *testing.T) {
-				var raw []byte
-				if transport == "udp" {
-					raw = rawExchange(t, f.addr, tc.b)
-				} else {
-					raw = rawExchangeTCP(t, f.addr, tc.b)
-				}
-				r := new(dns.Msg)
-				require.NoError(t, r.Unpack(raw))
-				assert.Equal(t, dns.RcodeFormatError, r.Rcode, dns.RcodeToString[r.Rcode])
-				assert.Equal(t, dnswire.ID(tc.b), r.Id)
+				r := askFormerr(t, f.addr, transport, tc.b)
 				assert.Empty(t, r.Answer)
 			})
 		}
@@ -761,4 +743,21 @@ func TestUnservedClassesRefused(t *testing.T) {
 	m := question("www.tiktok.com.", dns.TypeA, true)
 	m.Question[0].Qclass = dns.ClassNONE
 	assert.Equal(t, dns.RcodeNameError, ask(t, f.addr, "127.0.0.1", "udp", m).Rcode, "blocked in any class")
+}
+
+// askFormerr sends the raw query b to addr over transport (udp or tcp),
+// and checks that the answer is a FORMERR to b's ID, which it returns.
+func askFormerr(t *testing.T, addr, transport string, b []byte) *dns.Msg {
+	t.Helper()
+	var raw []byte
+	if transport == "udp" {
+		raw = rawExchange(t, addr, b)
+	} else {
+		raw = rawExchangeTCP(t, addr, b)
+	}
+	r := new(dns.Msg)
+	require.NoError(t, r.Unpack(raw))
+	assert.Equal(t, dns.RcodeFormatError, r.Rcode, dns.RcodeToString[r.Rcode])
+	assert.Equal(t, dnswire.ID(b), r.Id)
+	return r
 }
