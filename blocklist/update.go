@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/bits"
 	"slices"
+	"strings"
 	"unsafe"
 
 	"github.com/dnsfence/dnsfence/blocklist/rpz"
@@ -68,8 +69,25 @@ func (l *List) Update(sum [32]byte, serial uint32, remove, add func(rpz.Handler)
 	// reports it, and its warnings are then those of the zone it holds
 	// (the list updated keeps l's, for the records that stay).
 	problem := func(p rpz.Problem) { u.fail(fmt.Errorf("%s: %w", p.Owner, p.Err)) }
-	remove(rpz.Handler{Trigger: u.remove, Problem: problem})
-	add(rpz.Handler{Trigger: u.add, Problem: problem})
+	// A trigger at an owner the list reports (a second trigger there with
+	// another action, skipped as ErrConflict) changes what is reported of
+	// it: removing the kept one leaves the report stale, and the list
+	// built whole says what the zone now holds.
+	reported := reportedOwners(l.warn)
+	checked := func(apply func(rpz.Trigger)) func(rpz.Trigger) {
+		if len(reported) == 0 {
+			return apply
+		}
+		return func(t rpz.Trigger) {
+			if reported[strings.ToLower(t.Owner)] {
+				u.fail(fmt.Errorf("%s: an owner whose records the list reports", t.Owner))
+				return
+			}
+			apply(t)
+		}
+	}
+	remove(rpz.Handler{Trigger: checked(u.remove), Problem: problem})
+	add(rpz.Handler{Trigger: checked(u.add), Problem: problem})
 	if u.err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotExact, u.err)
 	}
@@ -426,4 +444,20 @@ func (l *List) Delta(old *List) (removed, added []TriggerEntry, ok bool) {
 type TriggerEntry struct {
 	Entry
 	Trigger Trigger
+}
+
+// reportedOwners is the owner names (lower case) of the records warn, a
+// list's Warnings, reports one by one; those past maxReported are not
+// known by name.
+func reportedOwners(warn error) map[string]bool {
+	var out map[string]bool
+	eachBadLine(warn, func(_ string, _, _ int, pe *ParseError) {
+		if pe != nil && pe.Owner != "" {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[strings.ToLower(pe.Owner)] = true
+		}
+	})
+	return out
 }

@@ -359,3 +359,27 @@ func TestUpdateKeepsWarnings(t *testing.T) {
 	assert.ErrorIs(t, err, ErrNotExact, "a skipped record removed")
 	assert.Nil(t, l)
 }
+
+// TestUpdateAtReportedOwnerNotExact: a zone with two triggers at one owner
+// (the first kept, the second reported as ErrConflict): an update that
+// removes the kept one is not exact, so that the list built whole reports
+// what the zone then holds (nothing), where the updated list kept the
+// stale conflict in its Warnings.
+func TestUpdateAtReportedOwnerNotExact(t *testing.T) {
+	base := rrs(t,
+		"rpz.example.gov. 60 SOA a. b. 1 2 3 4 5",
+		"tiktok.com.rpz.example.gov. 60 CNAME rpz-passthru.",
+		"tiktok.com.rpz.example.gov. 60 CNAME .",
+		"douyin.com.rpz.example.gov. 60 CNAME .",
+	)
+	old, warn := FromZone("axfr://127.0.0.1/rpz.example.gov", [32]byte{}, len(base), func(h rpz.Handler) (rpz.Zone, error) {
+		return rpz.FromRecords(updateZone, base, h), nil
+	})
+	require.ErrorIs(t, warn, ErrConflict)
+	l, err := old.Update([32]byte{}, 2, feed(rrs(t, "TikTok.com.rpz.example.gov. 60 CNAME rpz-passthru.")), feed(nil))
+	assert.ErrorIs(t, err, ErrNotExact, "the kept trigger of a reported owner removed")
+	assert.Nil(t, l)
+	l, err = old.Update([32]byte{}, 2, feed(rrs(t, "douyin.com.rpz.example.gov. 60 CNAME .")), feed(nil))
+	require.NoError(t, err, "another owner")
+	assert.Equal(t, warn, l.Warnings())
+}
