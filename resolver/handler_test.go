@@ -439,16 +439,7 @@ func TestTruncationLeavesExtraWithoutTC(t *testing.T) {
 	} {
 		for _, pass := range []string{"cold", "cached"} {
 			t.Run(tc.name+" "+pass, func(t *testing.T) {
-				req := question(tc.qname, dns.TypeMX, false)
-				if tc.edns {
-					req.SetEdns0(512, false)
-				}
-				b, err := req.Pack()
-				require.NoError(t, err)
-				raw := rawExchange(t, f.addr, b)
-				assert.LessOrEqual(t, len(raw), 512)
-				r := new(dns.Msg)
-				require.NoError(t, r.Unpack(raw))
+				r := askMX512(t, f.addr, tc.qname, tc.edns, false)
 				assert.Equal(t, dns.RcodeSuccess, r.Rcode)
 				require.Len(t, r.Answer, 1, "the answer section fits")
 				assert.Equal(t, tc.wantTC, r.Truncated)
@@ -500,16 +491,7 @@ func TestTruncationLeavesAuthorityNSWithoutTC(t *testing.T) {
 	} {
 		for _, pass := range []string{"cold", "cached"} {
 			t.Run(tc.name+" "+pass, func(t *testing.T) {
-				req := question(tc.qname, dns.TypeMX, false)
-				if tc.edns {
-					req.SetEdns0(512, tc.do)
-				}
-				b, err := req.Pack()
-				require.NoError(t, err)
-				raw := rawExchange(t, f.addr, b)
-				assert.LessOrEqual(t, len(raw), 512)
-				r := new(dns.Msg)
-				require.NoError(t, r.Unpack(raw))
+				r := askMX512(t, f.addr, tc.qname, tc.edns, tc.do)
 				assert.Equal(t, dns.RcodeSuccess, r.Rcode)
 				require.Len(t, r.Answer, tc.answers, "the answer section fits")
 				assert.Equal(t, tc.wantTC, r.Truncated)
@@ -543,16 +525,7 @@ func TestTruncationLeavesAdditionalRRsetWhole(t *testing.T) {
 	for _, edns := range []bool{false, true} {
 		for _, pass := range []string{"cold", "cached"} {
 			t.Run(fmt.Sprintf("edns %v %s", edns, pass), func(t *testing.T) {
-				req := question(fmt.Sprintf("whole-%v.example.org.", edns), dns.TypeMX, false)
-				if edns {
-					req.SetEdns0(512, false)
-				}
-				b, err := req.Pack()
-				require.NoError(t, err)
-				raw := rawExchange(t, f.addr, b)
-				assert.LessOrEqual(t, len(raw), 512)
-				r := new(dns.Msg)
-				require.NoError(t, r.Unpack(raw))
+				r := askMX512(t, f.addr, fmt.Sprintf("whole-%v.example.org.", edns), edns, false)
 				require.Len(t, r.Answer, 1, "the answer section fits")
 				assert.False(t, r.Truncated, "additional records left out set no TC")
 				var extra []string
@@ -1001,4 +974,22 @@ func TestMetaQTypesAreFormerr(t *testing.T) {
 		assert.NotEqual(t, dns.RcodeFormatError, r.Rcode, "type %d is forwarded", qtype)
 	}
 	assert.Equal(t, int64(4), up.count.Load(), "ANY, A, 127 and a private-use type forwarded")
+}
+
+// askMX512 asks addr over UDP for qname's MX as a client of 512 octets
+// would (with edns, an OPT of buffer size 512 and do; else none), checks
+// that the answer fits them, and returns it.
+func askMX512(t *testing.T, addr, qname string, edns, do bool) *dns.Msg {
+	t.Helper()
+	req := question(qname, dns.TypeMX, false)
+	if edns {
+		req.SetEdns0(512, do)
+	}
+	b, err := req.Pack()
+	require.NoError(t, err)
+	raw := rawExchange(t, addr, b)
+	assert.LessOrEqual(t, len(raw), 512)
+	r := new(dns.Msg)
+	require.NoError(t, r.Unpack(raw))
+	return r
 }

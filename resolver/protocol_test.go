@@ -212,16 +212,7 @@ func TestQuestionCutShortIsFormerr(t *testing.T) {
 		for _, transport := range []string{"udp", "tcp"} {
 			t.Run(tc.name+" "+transport, func(t *testing.T) {
 				b := whole[:len(whole)-tc.cut]
-				var raw []byte
-				if transport == "udp" {
-					raw = rawExchange(t, f.addr, b)
-				} else {
-					raw = rawExchangeTCP(t, f.addr, b)
-				}
-				r := new(dns.Msg)
-				require.NoError(t, r.Unpack(raw))
-				assert.Equal(t, dns.RcodeFormatError, r.Rcode, dns.RcodeToString[r.Rcode])
-				assert.Equal(t, dnswire.ID(b), r.Id)
+				r := askFormerr(t, f.addr, transport, b)
 				assert.True(t, r.Response)
 				assert.Empty(t, r.Answer)
 			})
@@ -292,14 +283,7 @@ func TestTSIGQueryIsNotAuth(t *testing.T) {
 				req.SetTsig(key, dns.HmacSHA256, 300, time.Now().Unix())
 				b, _, err := dns.TsigGenerate(req, "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0", "", false)
 				require.NoError(t, err)
-				var raw []byte
-				if transport == "udp" {
-					raw = rawExchange(t, f.addr, b)
-				} else {
-					raw = rawExchangeTCP(t, f.addr, b)
-				}
-				r := new(dns.Msg)
-				require.NoError(t, r.Unpack(raw))
+				r := rawAsk(t, f.addr, transport, b)
 				assert.Equal(t, dns.RcodeNotAuth, r.Rcode, dns.RcodeToString[r.Rcode])
 				assert.Equal(t, req.Id, r.Id)
 				assert.Empty(t, r.Answer)
@@ -346,16 +330,7 @@ func TestMisplacedTSIGIsFormerr(t *testing.T) {
 				tc.place(req)
 				b, err := req.Pack()
 				require.NoError(t, err)
-				var raw []byte
-				if transport == "udp" {
-					raw = rawExchange(t, f.addr, b)
-				} else {
-					raw = rawExchangeTCP(t, f.addr, b)
-				}
-				r := new(dns.Msg)
-				require.NoError(t, r.Unpack(raw))
-				assert.Equal(t, dns.RcodeFormatError, r.Rcode, dns.RcodeToString[r.Rcode])
-				assert.Equal(t, req.Id, r.Id)
+				r := askFormerr(t, f.addr, transport, b)
 				assert.Empty(t, r.Answer)
 				assert.Nil(t, r.IsTsig(), "unsigned")
 				assert.Equal(t, tc.edns, r.IsEdns0() != nil)
@@ -383,16 +358,7 @@ func TestTSIGWithoutRDATAIsFormerr(t *testing.T) {
 				// key. TSIG ANY, TTL 0, RDLENGTH 0: the last record.
 				b = append(b, 3, 'k', 'e', 'y', 0, 0, byte(dns.TypeTSIG), 0, byte(dns.ClassANY), 0, 0, 0, 0, 0, 0)
 				b[11]++ // ARCOUNT
-				var raw []byte
-				if transport == "udp" {
-					raw = rawExchange(t, f.addr, b)
-				} else {
-					raw = rawExchangeTCP(t, f.addr, b)
-				}
-				r := new(dns.Msg)
-				require.NoError(t, r.Unpack(raw), "the answer parses")
-				assert.Equal(t, dns.RcodeFormatError, r.Rcode, dns.RcodeToString[r.Rcode])
-				assert.Equal(t, req.Id, r.Id)
+				r := askFormerr(t, f.addr, transport, b)
 				assert.Nil(t, r.IsTsig(), "unsigned")
 				assert.Equal(t, edns, r.IsEdns0() != nil)
 			})
@@ -749,6 +715,16 @@ func TestUnservedClassesRefused(t *testing.T) {
 // and checks that the answer is a FORMERR to b's ID, which it returns.
 func askFormerr(t *testing.T, addr, transport string, b []byte) *dns.Msg {
 	t.Helper()
+	r := rawAsk(t, addr, transport, b)
+	assert.Equal(t, dns.RcodeFormatError, r.Rcode, dns.RcodeToString[r.Rcode])
+	assert.Equal(t, dnswire.ID(b), r.Id)
+	return r
+}
+
+// rawAsk sends the raw query b to addr over transport (udp or tcp) and
+// returns the answer, which must parse.
+func rawAsk(t *testing.T, addr, transport string, b []byte) *dns.Msg {
+	t.Helper()
 	var raw []byte
 	if transport == "udp" {
 		raw = rawExchange(t, addr, b)
@@ -756,8 +732,6 @@ func askFormerr(t *testing.T, addr, transport string, b []byte) *dns.Msg {
 		raw = rawExchangeTCP(t, addr, b)
 	}
 	r := new(dns.Msg)
-	require.NoError(t, r.Unpack(raw))
-	assert.Equal(t, dns.RcodeFormatError, r.Rcode, dns.RcodeToString[r.Rcode])
-	assert.Equal(t, dnswire.ID(b), r.Id)
+	require.NoError(t, r.Unpack(raw), "the answer parses")
 	return r
 }
