@@ -85,6 +85,8 @@ type bindPrimary struct {
 	notifyPort int    // also-notify target on 127.0.0.1; 0: none
 	key        *tsigKey
 	ixfr       bool // ixfr-from-differences
+	signNotify bool // also-notify with the key: NOTIFYs signed
+	debug      int  // named's -d: 3 logs the answer to each NOTIFY
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -158,6 +160,9 @@ controls { };
 	notify := ""
 	if p.notifyPort != 0 {
 		notify = fmt.Sprintf("also-notify { 127.0.0.1 port %d; };", p.notifyPort)
+		if p.signNotify {
+			notify = fmt.Sprintf("also-notify { 127.0.0.1 port %d key %q; };", p.notifyPort, p.key.name)
+		}
 	}
 	fmt.Fprintf(&b, "zone %q { type primary; file %q; allow-transfer { %s }; %s };\n",
 		strings.TrimSuffix(p.zone, "."), p.zoneFile(), transfer, notify)
@@ -180,7 +185,7 @@ func (p *bindPrimary) start() {
 	p.t.Helper()
 	p.mu.Lock()
 	p.log = &syncBuffer{}
-	p.cmd = exec.Command(p.bin, "-g", "-4", "-n", "1", "-c", filepath.Join(p.dir, "named.conf"))
+	p.cmd = exec.Command(p.bin, "-g", "-4", "-n", "1", "-d", strconv.Itoa(p.debug), "-c", filepath.Join(p.dir, "named.conf"))
 	p.cmd.Dir = p.dir
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	require.NoError(p.t, p.cmd.Start())

@@ -456,15 +456,47 @@ func (h *Handler) notify(q *query) (reply, bool) {
 	if rem == nil || rem.notifier == nil || len(q.req.Question) != 1 || !rem.zones[strings.ToLower(dns.Fqdn(q.req.Question[0].Name))] {
 		return reply{}, false
 	}
-	m := rem.notifier.Reply(peerAddr(q.w), q.req)
+	if badTSIG(q.req) {
+		// A TSIG not last, two, or one without RDATA (RFC 8945 §5.2), as
+		// for a query: IsTsig sees none, and the NOTIFY would be taken
+		// as unsigned.
+		return msgReply(newReply(q.req, dns.RcodeFormatError), ResultFormerr), true
+	}
+	var tsig error
+	if q.req.IsTsig() != nil {
+		var wire []byte
+		if r, ok := q.w.(listen.Received); ok {
+			wire = r.Received()
+		}
+		tsig = rem.notifier.Verify(q.req, wire)
+	}
+	m := rem.notifier.Reply(peerAddr(q.w), q.req, tsig)
 	if m == nil {
 		return reply{}, false
 	}
-	if m.Rcode == dns.RcodeRefused {
+	switch {
+	case tsig != nil:
+		h.log.Debug("NOTIFY not acted on: its TSIG does not verify", zap.String(logClient, peerAddr(q.w).String()),
+			zap.String(logQName, q.req.Question[0].Name), zap.Error(tsig))
+	case m.Rcode == dns.RcodeRefused:
 		h.log.Debug("NOTIFY refused: not from the zone's primary", zap.String(logClient, peerAddr(q.w).String()),
 			zap.String(logQName, q.req.Question[0].Name))
 	}
-	return msgReply(m, ResultNotify), true
+	if m.IsTsig() == nil {
+		return msgReply(m, ResultNotify), true
+	}
+	b, err := rem.notifier.Pack(m, q.req)
+	if err != nil {
+		h.log.Error("signing the answer to a NOTIFY", zap.Error(err))
+		return msgReply(servfailReply(q.req, dns.ExtendedErrorCodeOther, internalError), ResultServfail), true
+	}
+	if len(b) > q.maxSize() {
+		// A zone and a key name of some hundreds of octets each, to a
+		// client of 512: TC, and the primary asks again over TCP.
+		m.Extra, m.Truncated = m.Extra[:len(m.Extra)-1], true
+		return msgReply(m, ResultNotify), true
+	}
+	return reply{wire: b, rcode: m.Rcode, result: ResultNotify}, true
 }
 
 // peerAddr is the packet's own source address: the socket peer, which for

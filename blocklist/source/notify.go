@@ -1,9 +1,13 @@
 package source
 
 import (
-	"net"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -23,40 +27,92 @@ import (
 //   - with a question count other than 1: FORMERR; with a QTYPE other than
 //     SOA or a class other than IN: NOTIMP.
 //
-// A NOTIFY is authenticated by its source address only (TSIG on it is not
-// checked): it is a hint to look, and the look itself, the SOA query and
-// the transfer, is signed and verified when sources.tsig is set.
+// A NOTIFY is authenticated by its source address: it is a hint to look,
+// and the look itself, the SOA query and the transfer, is signed and
+// verified when sources.tsig is set. A NOTIFY may come signed too (BIND
+// signs it for `also-notify { ADDRESS key NAME; }`): its TSIG is then
+// checked as a server checks a request's (RFC 8945 §5.2), and a NOTIFY
+// whose key is not a zone's, or whose MAC or time is wrong, gets NOTAUTH
+// with the TSIG error (BADKEY, BADSIG, BADTIME) and is not acted on. The
+// answer to one whose signature holds is signed with the same key (§5.3),
+// which the primary requires: it takes an unsigned answer to a signed
+// NOTIFY for a failed one, and sends it again. An unsigned NOTIFY is
+// still taken from the primary's address, as before.
 type Notifier struct {
 	zones map[string][]*Zone // by apex
+	keys  map[string]*TSIG   // the zones' TSIG keys, by name
 }
-
-var _ dns.Handler = (*Notifier)(nil)
 
 // NewNotifier returns a Notifier for the Zone sources among srcs.
 func NewNotifier(srcs []Source) *Notifier {
-	n := &Notifier{zones: map[string][]*Zone{}}
+	n := &Notifier{zones: map[string][]*Zone{}, keys: map[string]*TSIG{}}
 	for _, s := range srcs {
 		if z, ok := s.(*Zone); ok {
 			n.zones[z.zone] = append(n.zones[z.zone], z)
+			if k := z.client.tsig; k != nil {
+				n.keys[k.Name] = k
+			}
 		}
 	}
 	return n
 }
 
+// Verify checks the TSIG of req, a signed message whose octets as received
+// are wire (what the MAC covers, RFC 8945 §4.3): nil when the signature
+// holds; dns.ErrSecret when no zone has its key, known by name and
+// algorithm both (§5.2.1), as when wire is nil; dns.ErrSig for a wrong MAC
+// (§5.2.2); dns.ErrTime when its time is outside its fudge (§5.2.3).
+// Reply takes the result.
+func (n *Notifier) Verify(req *dns.Msg, wire []byte) error {
+	t := req.IsTsig()
+	if t == nil {
+		return errors.New("the message is not signed")
+	}
+	k := n.keys[strings.ToLower(t.Hdr.Name)]
+	if k == nil || wire == nil || dns.CanonicalName(t.Algorithm) != k.Algorithm {
+		return fmt.Errorf("%w: key %s of algorithm %s is not sources.tsig", dns.ErrSecret, t.Hdr.Name, t.Algorithm)
+	}
+	switch err := dns.TsigVerify(wire, k.Secret, "", false); {
+	case errors.Is(err, dns.ErrTime):
+		return fmt.Errorf("%w: signed at %s, more than its fudge of %d s from now", err,
+			time.Unix(int64(t.TimeSigned), 0).UTC().Format(time.RFC3339), t.Fudge)
+	case err != nil:
+		return fmt.Errorf("%w: the MAC is not that of key %s", err, t.Hdr.Name)
+	}
+	return nil
+}
+
 // Reply answers the NOTIFY req, which came from the address from, and acts
 // on it. from must be the packet's own source address (the socket peer),
 // never an address the message names (EDNS Client Subnet, PROXY,
-// Forwarded): it is all that authenticates a NOTIFY. It returns nil when req is not a NOTIFY (opcode 4): the caller
-// answers that as it answers any other opcode.
-func (n *Notifier) Reply(from netip.Addr, req *dns.Msg) *dns.Msg {
+// Forwarded): it is what authenticates an unsigned NOTIFY. tsig is what
+// Verify says of req's TSIG; it is not read for an unsigned req. The answer to
+// a signed req ends in a TSIG record, which Pack signs. Reply returns nil
+// when req is not a NOTIFY (opcode 4): the caller answers that as it
+// answers any other opcode.
+func (n *Notifier) Reply(from netip.Addr, req *dns.Msg, tsig error) *dns.Msg {
 	if req.Opcode != dns.OpcodeNotify || req.Response {
 		return nil
 	}
-	m := new(dns.Msg)
-	m.SetReply(req)
-	if req.IsEdns0() != nil {
-		m.SetEdns0(dns.DefaultMsgSize, false)
+	t := req.IsTsig()
+	if t == nil {
+		return n.answer(from, req)
 	}
+	if rcode := signedRcode(tsig); rcode != dns.RcodeSuccess {
+		// Not acted on, and answered NOTAUTH (RFC 8945 §5.2).
+		m := newAnswer(req)
+		m.Rcode = dns.RcodeNotAuth
+		m.Extra = append(m.Extra, answerTSIG(t, rcode))
+		return m
+	}
+	m := n.answer(from, req)
+	m.Extra = append(m.Extra, answerTSIG(t, dns.RcodeSuccess))
+	return m
+}
+
+// answer is Reply's answer to the NOTIFY req whose TSIG, if any, holds.
+func (n *Notifier) answer(from netip.Addr, req *dns.Msg) *dns.Msg {
+	m := newAnswer(req)
 	if len(req.Question) != 1 {
 		m.Question = nil
 		m.Rcode = dns.RcodeFormatError
@@ -86,23 +142,63 @@ func (n *Notifier) Reply(from netip.Addr, req *dns.Msg) *dns.Msg {
 	return m
 }
 
-// ServeDNS answers a NOTIFY on a listener of its own (a dns.Server);
-// any other query gets NOTIMP, and a response is dropped.
-func (n *Notifier) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	if req.Response {
-		return // never answer an answer
+// newAnswer is the empty answer to req, with an OPT when req has one.
+func newAnswer(req *dns.Msg) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	if req.IsEdns0() != nil {
+		m.SetEdns0(dns.DefaultMsgSize, false)
 	}
-	var from netip.Addr
-	switch a := w.RemoteAddr().(type) {
-	case *net.UDPAddr:
-		from = a.AddrPort().Addr()
-	case *net.TCPAddr:
-		from = a.AddrPort().Addr()
+	return m
+}
+
+// signedRcode is the TSIG error of a request whose check (Verify) gave
+// err: NOERROR when it holds.
+func signedRcode(err error) int {
+	switch {
+	case err == nil:
+		return dns.RcodeSuccess
+	case errors.Is(err, dns.ErrTime):
+		return dns.RcodeBadTime
+	case errors.Is(err, dns.ErrSig):
+		return dns.RcodeBadSig
 	}
-	m := n.Reply(from.Unmap(), req)
-	if m == nil {
-		m = new(dns.Msg)
-		m.SetRcode(req, dns.RcodeNotImplemented)
+	return dns.RcodeBadKey
+}
+
+// answerTSIG is the TSIG record of the answer to a request signed with t,
+// of TSIG error rcode (RFC 8945 §5.3): signed (by Pack) at the time of
+// answering, but for BADTIME, which keeps the request's time and tells
+// the server's in Other Data (§5.2.3), and BADKEY and BADSIG, which go
+// unsigned (§5.3.2).
+func answerTSIG(t *dns.TSIG, rcode int) *dns.TSIG {
+	now := uint64(time.Now().Unix())
+	a := &dns.TSIG{
+		Hdr:       dns.RR_Header{Name: t.Hdr.Name, Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
+		Algorithm: t.Algorithm, TimeSigned: now, Fudge: t.Fudge, OrigId: t.OrigId, Error: uint16(rcode),
 	}
-	w.WriteMsg(m)
+	switch rcode {
+	case dns.RcodeBadTime:
+		var other [8]byte
+		binary.BigEndian.PutUint64(other[:], now)
+		a.TimeSigned, a.OtherLen, a.OtherData = t.TimeSigned, 6, hex.EncodeToString(other[2:])
+	case dns.RcodeBadKey, dns.RcodeBadSig:
+		a.TimeSigned = t.TimeSigned
+	}
+	return a
+}
+
+// Pack packs m, Reply's answer to req: signed with req's key, over req's
+// MAC (RFC 8945 §4.3.1), when it ends in a TSIG that is to be signed.
+func (n *Notifier) Pack(m, req *dns.Msg) ([]byte, error) {
+	t, reqTSIG := m.IsTsig(), req.IsTsig()
+	if t == nil || reqTSIG == nil {
+		return m.Pack()
+	}
+	secret := ""
+	if k := n.keys[strings.ToLower(t.Hdr.Name)]; k != nil {
+		secret = k.Secret
+	}
+	b, _, err := dns.TsigGenerate(m, secret, reqTSIG.MAC, false)
+	return b, err
 }

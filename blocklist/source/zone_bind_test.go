@@ -32,7 +32,25 @@ func serveNotify(t testing.TB, n *Notifier) int {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	require.NoError(t, err)
-	testnet.Serve(t, &dns.Server{PacketConn: pc, Handler: n})
+	// dns.Server checks a signed message's TSIG with the zones' secrets
+	// and signs the answer to one (TsigStatus and WriteMsg), as the
+	// resolver's listeners do with Notifier.Verify and Notifier.Pack.
+	secrets := map[string]string{}
+	for name, k := range n.keys {
+		secrets[name] = k.Secret
+	}
+	handler := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		if req.Response {
+			return // never answer an answer
+		}
+		m := n.Reply(w.RemoteAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), req, w.TsigStatus())
+		if m == nil {
+			m = new(dns.Msg)
+			m.SetRcode(req, dns.RcodeNotImplemented)
+		}
+		_ = w.WriteMsg(m)
+	})
+	testnet.Serve(t, &dns.Server{PacketConn: pc, Handler: handler, TsigSecret: secrets})
 	return pc.LocalAddr().(*net.UDPAddr).Port
 }
 

@@ -417,14 +417,14 @@ func TestNotifyFromOtherAddressRefused(t *testing.T) {
 	n := NewNotifier([]Source{z})
 	q := new(dns.Msg)
 	q.SetNotify("rpz.test.")
-	m := n.Reply(netip.MustParseAddr("::ffff:127.0.0.1"), q)
+	m := n.Reply(netip.MustParseAddr("::ffff:127.0.0.1"), q, nil)
 	require.NotNil(t, m)
 	assert.Equal(t, dns.RcodeSuccess, m.Rcode)
 	q.Opcode = dns.OpcodeQuery
-	assert.Nil(t, n.Reply(netip.MustParseAddr("127.0.0.1"), q))
+	assert.Nil(t, n.Reply(netip.MustParseAddr("127.0.0.1"), q, nil))
 	q.Opcode = dns.OpcodeNotify
 	q.Question = append(q.Question, q.Question[0])
-	assert.Equal(t, dns.RcodeFormatError, n.Reply(netip.MustParseAddr("127.0.0.1"), q).Rcode)
+	assert.Equal(t, dns.RcodeFormatError, n.Reply(netip.MustParseAddr("127.0.0.1"), q, nil).Rcode)
 }
 
 // TestZoneNotifyFloodRateLimited: NOTIFYs from the primary's address

@@ -29,6 +29,16 @@ type ResponseWriter interface {
 	Transport() string
 }
 
+// Received is a ResponseWriter that keeps the octets of its message as
+// they came, while Handler.ServeInline runs: what a TSIG's MAC covers (RFC
+// 8945 §4.3), which the message unpacked does not keep. The UDP and TCP
+// listeners' writers (DNS over TLS too) have it.
+type Received interface {
+	// Received returns the message's octets, which belong to the
+	// listener: nil once ServeInline returned.
+	Received() []byte
+}
+
 // Handler answers the queries a listener reads.
 type Handler interface {
 	// ServeInline answers req when it can without waiting on an upstream

@@ -580,7 +580,7 @@ func frameBuffered(r *bufio.Reader) bool {
 // loop's buffer: nothing keeps it), returning the handler's resume when
 // the answer needs one.
 func (s *tcpServer) serveMessage(c *tcpConn, m []byte) (resume func()) {
-	w := &tcpWriter{conn: c, transport: s.transport}
+	w := &tcpWriter{conn: c, transport: s.transport, received: m}
 	req, reject := AcceptMessage(m, s.accept, s.invalid)
 	// RFC 7830 §3, RFC 8467 §4.1: a padded query gets a padded answer,
 	// on DNS over TLS; a rejected one too.
@@ -591,7 +591,9 @@ func (s *tcpServer) serveMessage(c *tcpConn, m []byte) (resume func()) {
 	if req == nil {
 		return nil
 	}
-	return s.handler.ServeInline(w, req)
+	resume = s.handler.ServeInline(w, req)
+	w.received = nil // m is the read loop's: resume must not see it
+	return resume
 }
 
 // takenBefore reads the connection until stopped is set: what a read
@@ -708,9 +710,16 @@ type tcpWriter struct {
 	// pad is set when the query was padded on DNS over TLS: the answer is
 	// padded too (padReply). Never on TCP.
 	pad bool
+	// received is the message's octets while ServeInline runs (Received).
+	received []byte
 }
 
-var _ ResponseWriter = (*tcpWriter)(nil)
+var (
+	_ ResponseWriter = (*tcpWriter)(nil)
+	_ Received       = (*tcpWriter)(nil)
+)
+
+func (w *tcpWriter) Received() []byte { return w.received }
 
 func (w *tcpWriter) Transport() string    { return w.transport }
 func (w *tcpWriter) LocalAddr() net.Addr  { return w.conn.LocalAddr() }

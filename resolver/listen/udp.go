@@ -233,10 +233,13 @@ type udpWriter struct {
 	// the next read.
 	addr net.UDPAddr
 	ip   [net.IPv6len]byte
+	// received is the datagram while the loop serves it (Received).
+	received []byte
 }
 
 var (
 	_ ResponseWriter = (*udpWriter)(nil)
+	_ Received       = (*udpWriter)(nil)
 	_ Detacher       = (*udpWriter)(nil)
 	_ Batcher        = (*udpWriter)(nil)
 )
@@ -337,6 +340,7 @@ func (w *udpWriter) Write(b []byte) (int, error) {
 	w.packed = append(w.buf[:0], b...)
 	return len(b), nil
 }
+func (w *udpWriter) Received() []byte    { return w.received }
 func (w *udpWriter) Close() error        { return nil }
 func (w *udpWriter) TsigStatus() error   { return nil }
 func (w *udpWriter) TsigTimersOnly(bool) {}
@@ -489,7 +493,9 @@ func (s *udpServer) flush() {
 
 // serveDatagram answers one datagram, inline when it needs no upstream.
 func (s *udpServer) serveDatagram(w *udpWriter, b []byte) {
+	w.received = b
 	resume := ServeDatagram(s.handler, w, b, s.accept, s.invalid, s.count)
+	w.received = nil // b is the slot's, read into again
 	if resume == nil {
 		return
 	}

@@ -1,0 +1,161 @@
+package resolver
+
+import (
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestSignedNotifyFromBIND: BIND signs its NOTIFY with the transfer key
+// (`also-notify { ADDRESS key NAME; }`, as an operator who uses TSIG for
+// everything writes it) and requires a signed answer. Answered unsigned,
+// BIND took each NOTIFY for a failed one: it logged the failure and sent
+// it again. Now the answer is signed, BIND logs no failure, and the
+// change is served by IXFR as with an unsigned NOTIFY.
+func TestSignedNotifyFromBIND(t *testing.T) {
+	const zone = "rpz.test."
+	up := startUpstream(t, nil)
+	key := newTSIGKey(t)
+	port := freePort(t)
+	p := startBIND(t, &bindPrimary{zone: zone, notifyPort: port, key: &key, ixfr: true, signNotify: true, debug: 3},
+		rpzText(zone, 1, "tiktok.com CNAME ."))
+	f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), key), fmt.Sprintf("127.0.0.1:%d", port))
+	const gov = "127.0.0.2"
+	f.eventuallyRcode(t, gov, "tiktok.com.", dns.RcodeNameError, 5*time.Second)
+
+	start := time.Now()
+	p.setZone(rpzText(zone, 2, "tiktok.com CNAME .", "capcut.com CNAME ."), 2)
+	f.eventuallyRcode(t, gov, "capcut.com.", dns.RcodeNameError, 2*time.Second)
+	t.Logf("change served %v after the zone file was rewritten", time.Since(start))
+	st := f.status(t, p.entry())
+	assert.Positive(t, st.NotifiesAccepted)
+	// At debug level 3 BIND logs the answer to each NOTIFY ("notify
+	// response from 127.0.0.1#PORT: NOERROR"), or its failure ("notify to
+	// 127.0.0.1#PORT failed: expected a TSIG or SIG(0)").
+	// BIND logs the answer to each NOTIFY at debug level 3: "notify
+	// response from 127.0.0.1#PORT: NOERROR", or, for an answer it does
+	// not take, "notify to 127.0.0.1#PORT failed: expected a TSIG or
+	// SIG(0)". The first NOTIFY, sent before dnsfence listened, failed
+	// with "connection refused".
+	response := fmt.Sprintf("notify response from 127.0.0.1#%d: NOERROR", port)
+	require.Eventually(t, func() bool { return strings.Contains(p.logText(), response) }, 2*time.Second, 20*time.Millisecond,
+		"BIND takes the answer to its signed NOTIFY")
+	assert.NotContains(t, p.logText(), "expected a TSIG")
+}
+
+// TestSignedNotify sends signed NOTIFYs to a serving dnsfence from the
+// primary's address, over UDP and TCP, as a TSIG client checks them (RFC
+// 8945 §5.2, §5.3): the right key is acted on and answered signed over
+// the NOTIFY's MAC; a key dnsfence does not have (by name, or by
+// algorithm), a wrong MAC and a time outside the fudge get NOTAUTH with
+// the TSIG error and are not acted on; a TSIG that is not the last record
+// gets FORMERR.
+func TestSignedNotify(t *testing.T) {
+	const zone = "rpz.test."
+	up := startUpstream(t, nil)
+	key := newTSIGKey(t)
+	p := startBIND(t, &bindPrimary{zone: zone, key: &key}, rpzText(zone, 1, "tiktok.com CNAME ."))
+	f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), key), "127.0.0.1:0")
+	f.eventuallyRcode(t, "127.0.0.2", "tiktok.com.", dns.RcodeNameError, 5*time.Second)
+
+	other := newTSIGKey(t).secret
+	for _, network := range []string{"udp"} {
+		for _, tc := range []struct {
+			name      string
+			keyName   string
+			algorithm string
+			secret    string // the signer's
+			skew      time.Duration
+			rcode     int
+			tsigError uint16
+			signed    bool // the answer carries a MAC
+		}{
+			{name: "right key", keyName: key.name, algorithm: dns.HmacSHA256, secret: key.secret,
+				rcode: dns.RcodeSuccess, signed: true},
+			{name: "key name in capitals", keyName: strings.ToUpper(key.name), algorithm: dns.HmacSHA256, secret: key.secret,
+				rcode: dns.RcodeSuccess, signed: true},
+			{name: "wrong secret", keyName: key.name, algorithm: dns.HmacSHA256, secret: other,
+				rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadSig},
+			{name: "unknown key", keyName: "other-key.", algorithm: dns.HmacSHA256, secret: key.secret,
+				rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadKey},
+			{name: "other algorithm", keyName: key.name, algorithm: dns.HmacSHA512, secret: key.secret,
+				rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadKey},
+			{name: "signed an hour ago", keyName: key.name, algorithm: dns.HmacSHA256, secret: key.secret, skew: -time.Hour,
+				rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadTime, signed: true},
+		} {
+			t.Run(network+"/"+tc.name, func(t *testing.T) {
+				before := f.status(t, p.entry())
+				q := new(dns.Msg)
+				q.SetNotify(zone)
+				signedAt := time.Now().Add(tc.skew).Unix()
+				q.SetTsig(dns.Fqdn(tc.keyName), tc.algorithm, 300, signedAt)
+				wire, mac, err := dns.TsigGenerate(q, tc.secret, "", false)
+				require.NoError(t, err)
+				exchange := map[string]func(*testing.T, string, []byte) []byte{"udp": rawExchange, "tcp": rawExchangeTCP}[network]
+				answer := exchange(t, f.addr, wire)
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(answer))
+				assert.Equal(t, dns.RcodeToString[tc.rcode], dns.RcodeToString[r.Rcode])
+				assert.Equal(t, q.Id, r.Id)
+				assert.Equal(t, dns.OpcodeNotify, r.Opcode)
+				tsig := r.IsTsig()
+				require.NotNil(t, tsig, "the answer to a signed NOTIFY ends in a TSIG (RFC 8945 §5.3)")
+				assert.Equal(t, dns.RcodeToString[int(tc.tsigError)], dns.RcodeToString[int(tsig.Error)])
+				assert.Equal(t, strings.ToLower(dns.Fqdn(tc.keyName)), strings.ToLower(tsig.Hdr.Name))
+				assert.Equal(t, tc.algorithm, dns.CanonicalName(tsig.Algorithm))
+				switch {
+				case tc.rcode == dns.RcodeSuccess:
+					// Signed over the NOTIFY's MAC, with the key the
+					// NOTIFY named (§4.3.1).
+					assert.NoError(t, dns.TsigVerify(answer, key.secret, mac, false))
+				case tc.signed:
+					// miekg/dns verifies no NOTAUTH (ErrAuth): the MAC is
+					// there, of the key's algorithm's length.
+					assert.EqualValues(t, 32, tsig.MACSize, "a BADTIME answer is signed (§5.2.3)")
+				default:
+					assert.Zero(t, tsig.MACSize, "a BADKEY or BADSIG answer goes unsigned (§5.3.2)")
+				}
+				if tc.tsigError == dns.RcodeBadTime {
+					other, err := hex.DecodeString(tsig.OtherData)
+					require.NoError(t, err)
+					require.Len(t, other, 6, "the server's time (§5.2.3)")
+					assert.EqualValues(t, signedAt, tsig.TimeSigned, "the request's time")
+					var now int64
+					for _, b := range other {
+						now = now<<8 | int64(b)
+					}
+					assert.InDelta(t, time.Now().Unix(), now, 5)
+				}
+				after := f.status(t, p.entry())
+				if tc.rcode == dns.RcodeSuccess {
+					assert.True(t, r.Authoritative)
+					assert.Equal(t, before.NotifiesAccepted+1, after.NotifiesAccepted, "acted on")
+				} else {
+					assert.Equal(t, before.NotifiesAccepted, after.NotifiesAccepted, "not acted on")
+					assert.Equal(t, before.NotifiesRefused, after.NotifiesRefused, "not acted on")
+				}
+			})
+		}
+	}
+
+	t.Run("TSIG not last", func(t *testing.T) {
+		q := new(dns.Msg)
+		q.SetNotify(zone)
+		q.SetTsig(key.name, dns.HmacSHA256, 300, time.Now().Unix())
+		wire, _, err := dns.TsigGenerate(q, key.secret, "", false)
+		require.NoError(t, err)
+		signed := new(dns.Msg)
+		require.NoError(t, signed.Unpack(wire))
+		signed.Extra = append(signed.Extra, &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: 1232}})
+		before := f.status(t, p.entry())
+		r := ask(t, f.addr, "127.0.0.1", "udp", signed)
+		assert.Equal(t, dns.RcodeToString[dns.RcodeFormatError], dns.RcodeToString[r.Rcode])
+		assert.Equal(t, before.NotifiesAccepted, f.status(t, p.entry()).NotifiesAccepted, "not acted on")
+	})
+}
