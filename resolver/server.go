@@ -32,7 +32,7 @@ func newServer(log *zap.Logger, h *Handler, serve listen.Handler) *Server {
 		Count:   m.query,
 		Rules: func() listen.Rules {
 			if snap := h.Snapshot(); snap != nil {
-				return listenRules{snap}
+				return listenRules{snap: snap, h: h}
 			}
 			return nil
 		},
@@ -91,9 +91,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // listenRules are a snapshot's rules for the listeners.
-type listenRules struct{ snap *Snapshot }
+type listenRules struct {
+	snap *Snapshot
+	h    *Handler
+}
 
-func (r listenRules) Allowed(peer netip.Addr) bool { return r.snap.Allowed(peer) }
+// Allowed admits allowed_clients, and a zone source's primary, whose
+// NOTIFY may come over TCP (RFC 1996 §3.1: BIND's after one unanswered
+// over UDP) from outside allowed_clients. Its queries are still REFUSED.
+func (r listenRules) Allowed(peer netip.Addr) bool {
+	return r.snap.Allowed(peer) || r.h != nil && r.h.primary(peer)
+}
 func (r listenRules) Trusted(peer netip.Addr) bool { return r.snap.Trusted(peer) }
 func (r listenRules) Limits() listen.Limits {
 	l := r.snap.Config.Limits

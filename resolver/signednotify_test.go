@@ -65,7 +65,7 @@ func TestSignedNotify(t *testing.T) {
 	f.eventuallyRcode(t, "127.0.0.2", "tiktok.com.", dns.RcodeNameError, 5*time.Second)
 
 	other := newTSIGKey(t).secret
-	for _, network := range []string{"udp"} {
+	for _, network := range []string{"udp", "tcp"} {
 		for _, tc := range []struct {
 			name      string
 			keyName   string
@@ -158,4 +158,34 @@ func TestSignedNotify(t *testing.T) {
 		assert.Equal(t, dns.RcodeToString[dns.RcodeFormatError], dns.RcodeToString[r.Rcode])
 		assert.Equal(t, before.NotifiesAccepted, f.status(t, p.entry()).NotifiesAccepted, "not acted on")
 	})
+}
+
+// TestNotifyOverTCP: a zone's primary sits outside allowed_clients, and
+// its NOTIFY may come over TCP (RFC 1996 §3.1; BIND sends it so after one
+// went unanswered over UDP). Its connections were closed at accept, as
+// any other peer's outside allowed_clients: now the primary's address is
+// admitted, its NOTIFY taken, and its queries still REFUSED; another
+// peer outside allowed_clients is still closed at accept.
+func TestNotifyOverTCP(t *testing.T) {
+	const zone = "rpz.test."
+	up := startUpstream(t, nil)
+	key := newTSIGKey(t)
+	p := startBIND(t, &bindPrimary{zone: zone, key: &key}, rpzText(zone, 1, "tiktok.com CNAME ."))
+	f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), key), "127.0.0.1:0")
+	f.eventuallyRcode(t, "127.0.0.2", "tiktok.com.", dns.RcodeNameError, 5*time.Second)
+
+	before := f.status(t, p.entry()).NotifiesAccepted
+	m := new(dns.Msg)
+	m.SetNotify(zone)
+	r := ask(t, f.addr, "127.0.0.1", "tcp", m)
+	assert.Equal(t, dns.RcodeToString[dns.RcodeSuccess], dns.RcodeToString[r.Rcode])
+	assert.True(t, r.Authoritative)
+	assert.Equal(t, before+1, f.status(t, p.entry()).NotifiesAccepted)
+	r = ask(t, f.addr, "127.0.0.1", "tcp", question("www.example.org.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeToString[dns.RcodeRefused], dns.RcodeToString[r.Rcode], "the primary is no client")
+
+	_, err := exchange(f.addr, "127.0.0.3", "tcp", question("www.example.org.", dns.TypeA, true))
+	assert.Error(t, err, "closed at accept: neither a client nor the primary")
+	v, _ := metricValue(t, f.registry, "dnsfence_connections_refused_total", "transport", "tcp", "reason", "not_allowed")
+	assert.Equal(t, 1.0, v)
 }

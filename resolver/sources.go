@@ -499,6 +499,13 @@ func (h *Handler) notify(q *query) (reply, bool) {
 	return reply{wire: b, rcode: m.Rcode, result: ResultNotify}, true
 }
 
+// primary reports whether addr is an address a zone source's primary was
+// last reached at: one NOTIFY is taken from.
+func (h *Handler) primary(addr netip.Addr) bool {
+	rem := h.remote.Load()
+	return rem != nil && rem.notifier != nil && rem.notifier.Primary(addr)
+}
+
 // peerAddr is the packet's own source address: the socket peer, which for
 // a connection that began with a PROXY header is the proxy.
 func peerAddr(w dns.ResponseWriter) netip.Addr {

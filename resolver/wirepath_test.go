@@ -67,7 +67,7 @@ func startWirePair(t *testing.T, text string, upstreams ...string) wirePair {
 		log := zaptest.NewLogger(t)
 		h := NewHandler(log, snap, m)
 		var addr string
-		srv := listen.New(listen.Config{Handler: wrap(h), Rules: func() listen.Rules { return listenRules{h.Snapshot()} }, Log: log,
+		srv := listen.New(listen.Config{Handler: wrap(h), Rules: func() listen.Rules { return listenRules{snap: h.Snapshot(), h: h} }, Log: log,
 			Sockets: func(socks []listen.UDPSocket) { addr = socks[0].Conn.LocalAddr().String() }})
 		require.NoError(t, srv.Start([]string{"127.0.0.1:0"}))
 		t.Cleanup(func() {

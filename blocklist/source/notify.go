@@ -57,6 +57,19 @@ func NewNotifier(srcs []Source) *Notifier {
 	return n
 }
 
+// Primary reports whether addr is an address the primary of one of the
+// zones was last reached at: one a NOTIFY is taken from.
+func (n *Notifier) Primary(addr netip.Addr) bool {
+	for _, zones := range n.zones {
+		for _, z := range zones {
+			if z.primary(addr) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Verify checks the TSIG of req, a signed message whose octets as received
 // are wire (what the MAC covers, RFC 8945 §4.3): nil when the signature
 // holds; dns.ErrSecret when no zone has its key, known by name and

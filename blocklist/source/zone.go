@@ -136,10 +136,7 @@ func (z *Zone) Status() Status { return z.track.status() }
 // at most one SOA query, and a stream of them (forged from the primary's
 // address: UDP, authenticated by its source address only) one a second.
 func (z *Zone) Notify(from netip.Addr) bool {
-	from = from.Unmap()
-	z.mu.Lock()
-	ok := slices.Contains(z.primaries, from)
-	z.mu.Unlock()
+	ok := z.primary(from)
 	z.track.update(func(st *Status) {
 		if ok {
 			st.NotifiesAccepted++
@@ -154,6 +151,13 @@ func (z *Zone) Notify(from netip.Addr) bool {
 		}
 	}
 	return ok
+}
+
+// primary reports whether addr is one the primary was last reached at.
+func (z *Zone) primary(addr netip.Addr) bool {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return slices.Contains(z.primaries, addr.Unmap())
 }
 
 // Run delivers the disk copy at once, then checks the primary at start and
