@@ -46,6 +46,9 @@ type Forwarder struct {
 	metrics   *Metrics      // nil: not counted
 	// probeEvery is the pause between probes of a down upstream.
 	probeEvery time.Duration
+	// flapWindow and flapLogEvery damp the log of a flapping upstream
+	// (logDown): flapWindow, flapLogEvery by default.
+	flapWindow, flapLogEvery time.Duration
 	// closed is set by Retire: no more probes, and Forward and Probe go to
 	// the successor.
 	closed atomic.Bool
@@ -96,6 +99,11 @@ const (
 	// exploreMax bounds the wait of the first probe of an upstream not yet
 	// measured (never over the upstream timeout).
 	exploreMax = time.Second
+	// flapWindow: an upstream marked down again less than this after its
+	// probe found it back up is flapping (logDown).
+	flapWindow = 10 * time.Second
+	// flapLogEvery: a flapping upstream is logged once in this long.
+	flapLogEvery = time.Minute
 )
 
 // upstreamState is the health, latency and transport of one upstream.
@@ -111,6 +119,14 @@ type upstreamState struct {
 	// downSince is when it was last marked down (Unix nanoseconds), for
 	// the log line when it is back up.
 	downSince atomic.Int64
+	// upSince is when it was last found back up (Unix nanoseconds; 0 while
+	// never down), flapping is set while it is marked down again within
+	// flapWindow of that, flaps counts such downs not yet logged, and
+	// flapLogged is when the last was (logDown).
+	upSince    atomic.Int64
+	flapping   atomic.Bool
+	flaps      atomic.Int64
+	flapLogged atomic.Int64
 	// checking is set while a check of its health runs (checkHealth), and
 	// checked is when the last one began (Unix nanoseconds).
 	checking atomic.Bool
@@ -215,13 +231,15 @@ func New(addrs []string, opts Options) (*Forwarder, error) {
 		newTransport = NewTransport
 	}
 	f := &Forwarder{
-		fastest:    opts.Fastest,
-		addrs:      slices.Clone(addrs),
-		timeout:    opts.Timeout,
-		metrics:    opts.Metrics,
-		probeEvery: time.Second,
-		roots:      opts.RootCAs,
-		log:        opts.Log,
+		fastest:      opts.Fastest,
+		addrs:        slices.Clone(addrs),
+		timeout:      opts.Timeout,
+		metrics:      opts.Metrics,
+		probeEvery:   time.Second,
+		flapWindow:   flapWindow,
+		flapLogEvery: flapLogEvery,
+		roots:        opts.RootCAs,
+		log:          opts.Log,
 	}
 	if f.log == nil {
 		f.log = zap.NewNop()
@@ -501,19 +519,26 @@ func (f *Forwarder) noneDown() bool {
 
 // succeeded records a usable answer from u, asked at start, after took:
 // its round-trip time, and, if u was down, that it is up again with its
-// window cleared (logged).
+// window cleared (logged, but while it flaps: see logDown).
 func (f *Forwarder) succeeded(u *upstreamState, start time.Time, took time.Duration) {
 	u.observe(took)
+	now := start.Add(took) // without asking the clock again
 	if u.down.Load() {
 		u.health.reset()
-		if u.down.CompareAndSwap(true, false) && !f.closed.Load() {
+		u.upSince.Store(now.UnixNano())
+		if u.down.CompareAndSwap(true, false) && !f.closed.Load() && !u.flapping.Load() {
 			f.log.Info("upstream back up", zap.String("upstream", u.addr),
 				zap.Duration("down_for", time.Since(time.Unix(0, u.downSince.Load())).Round(time.Millisecond)))
 		}
 	} else {
 		u.health.record(false)
+		if u.flapping.Load() && now.Sub(time.Unix(0, u.upSince.Load())) >= f.flapWindow && u.flapping.CompareAndSwap(true, false) &&
+			!f.closed.Load() {
+			f.log.Info("upstream back up and steady after flapping", zap.String("upstream", u.addr),
+				zap.Int64("flaps_not_logged", u.flaps.Swap(0)))
+		}
 	}
-	f.lastOK.Store(start.Add(took).UnixNano()) // now, without asking the clock again
+	f.lastOK.Store(now.UnixNano())
 }
 
 // failed records a failed exchange with u, failing with err, and marks
@@ -529,14 +554,44 @@ func (f *Forwarder) failed(u *upstreamState, err error) {
 		if !u.down.Load() {
 			// downSince is written before down is, so that a success that
 			// finds u down reads when it went down, not the time before.
-			u.downSince.Store(time.Now().UnixNano())
+			now := time.Now()
+			u.downSince.Store(now.UnixNano())
 			if u.down.CompareAndSwap(false, true) && !f.closed.Load() {
-				f.log.Warn("upstream down: skipped while another is up, probed every second", zap.String("upstream", u.addr),
-					zap.Error(err), zap.Int("failed", fails), zap.Int("exchanges", n))
+				f.logDown(u, now, err, fails, n)
 			}
 		}
 		f.markDown(u)
 	}
+}
+
+// logDown logs u marked down at now by err, its window's fails of n
+// exchanges failed. An upstream marked down again within flapWindow of
+// its probe finding it back up is flapping: one that answers the probe's
+// root NS query and fails the clients' queries (a forwarder whose own
+// upstream is down answers that query from its cache) went down and back
+// up every second or two, each time with a warning and a line back up.
+// Its downs are logged once a flapLogEvery, with how many there were, its
+// back ups not at all, and one line says when it stays up for flapWindow
+// (succeeded). The downs of an upstream that is not flapping are each
+// logged.
+func (f *Forwarder) logDown(u *upstreamState, now time.Time, err error, fails, n int) {
+	up := u.upSince.Load()
+	if up == 0 || now.Sub(time.Unix(0, up)) >= f.flapWindow {
+		u.flapping.Store(false)
+		f.log.Warn("upstream down: skipped while another is up, probed every second", zap.String("upstream", u.addr),
+			zap.Error(err), zap.Int("failed", fails), zap.Int("exchanges", n))
+		return
+	}
+	u.flapping.Store(true)
+	flaps := u.flaps.Add(1)
+	last := u.flapLogged.Load()
+	if last != 0 && now.Sub(time.Unix(0, last)) < f.flapLogEvery || !u.flapLogged.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	u.flaps.Add(-flaps)
+	f.log.Warn("upstream flapping: down again soon after its probe found it up; logged once a minute while it flaps",
+		zap.String("upstream", u.addr), zap.Error(err), zap.Int64("flaps", flaps),
+		zap.Duration("up_for", now.Sub(time.Unix(0, up)).Round(time.Millisecond)))
 }
 
 // markDown marks u down and starts probing it.

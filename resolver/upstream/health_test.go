@@ -241,3 +241,65 @@ func TestRetiredForwarderLogsNoChange(t *testing.T) {
 	require.False(t, u.down.Load())
 	assert.Zero(t, logs.Len(), "%v", logs.AllUntimed())
 }
+
+// TestFlappingUpstreamLoggedOnce: an upstream that answers the probe's
+// root NS query from its cache and SERVFAILs every client query that
+// another upstream answers (a forwarder whose own upstream is down) is
+// found back up by each probe and marked down again by the next query:
+// it logged a warning and a line back up each time, a pair a second at
+// the default probe interval. Now its first down is logged, then one
+// line saying it flaps (once a flapLogEvery), nothing for each flap; and
+// once it answers again and stays up for flapWindow, one line says so.
+func TestFlappingUpstreamLoggedOnce(t *testing.T) {
+	var broken atomic.Bool
+	broken.Store(true)
+	flaky := startUpstream(t, func(w dns.ResponseWriter, q *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, q)
+		if broken.Load() && (q.Question[0].Name != "." || q.Question[0].Qtype != dns.TypeNS) {
+			m.Rcode, m.Answer = dns.RcodeServerFailure, nil
+		}
+		return m
+	})
+	good := startUpstream(t, defaultAnswer)
+	core, logs := observer.New(zap.InfoLevel)
+	f, err := New([]string{flaky.addr, good.addr}, Options{Timeout: time.Second, Log: zap.New(core)})
+	require.NoError(t, err)
+	defer f.Close()
+	f.probeEvery, f.flapWindow = 20*time.Millisecond, 2*time.Second
+	u := f.upstreams[0]
+
+	// Queries for 1.5 s, at most 300: each probe (every 20 ms) brings
+	// the flaky one back up, and the next query that tries it SERVFAILs.
+	var backUps int
+	wasDown := false
+	for i, start := 0, time.Now(); i < 300 && time.Since(start) < 1500*time.Millisecond; i++ {
+		_, _, err := f.Forward(context.Background(), clientQuery(fmt.Sprintf("n%d.example.", i), false), false)
+		require.NoError(t, err, "the good upstream answers")
+		if d := u.down.Load(); wasDown && !d {
+			backUps++
+		}
+		wasDown = u.down.Load()
+		time.Sleep(5 * time.Millisecond)
+	}
+	require.GreaterOrEqual(t, backUps, 5, "it flapped")
+	assert.Len(t, logs.FilterMessageSnippet("upstream down").AllUntimed(), 1, "the first down")
+	assert.Len(t, logs.FilterMessage("upstream back up").AllUntimed(), 1, "the first back up")
+	flapping := logs.FilterMessageSnippet("upstream flapping").AllUntimed()
+	require.Len(t, flapping, 1, "one line while it flaps, inside flapLogEvery")
+	assert.Equal(t, zap.WarnLevel, flapping[0].Level)
+	assert.Equal(t, flaky.addr, flapping[0].ContextMap()["upstream"])
+	assert.Contains(t, flapping[0].ContextMap()["error"], "SERVFAIL")
+
+	// It answers again: back up at the next probe, and steady once up
+	// for flapWindow while it answers.
+	broken.Store(false)
+	require.Eventually(t, func() bool {
+		_, _, err := f.Forward(context.Background(), clientQuery("steady.example.", false), false)
+		require.NoError(t, err)
+		return logs.FilterMessageSnippet("steady after flapping").Len() == 1
+	}, 5*time.Second, 50*time.Millisecond)
+	steady := logs.FilterMessageSnippet("steady after flapping").AllUntimed()
+	assert.Positive(t, steady[0].ContextMap()["flaps_not_logged"])
+	assert.False(t, u.down.Load())
+	assert.Equal(t, 4, logs.Len(), "%v", logs.AllUntimed())
+}
