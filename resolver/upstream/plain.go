@@ -173,10 +173,21 @@ func (p *Plain) exchangeTCP(ctx context.Context, q *dns.Msg, udpErr error) (*dns
 // (RFC 1035 §4.1.1: copied from the query into the response; an answer of
 // another is no answer to a QUERY, and Unbound takes none) and question.
 // A failure RCODE without a question section is accepted, to be told
-// apart by its RCODE: some servers leave the question out of those.
+// apart by its RCODE: some servers leave the question out of those. An
+// answer that carries a TSIG record is malformed: a TSIG signs the answer
+// to a signed request (RFC 8945 §5.3), and no query dnsfence sends is
+// signed, so it is no data of the answer; relayed, it failed every
+// client's check of the answer, and cached it stayed for the answer's
+// TTL (RFC 8945 §4: a meta-record, never cached). miekg/dns fails such an answer over
+// TCP already (dns.ErrSecret).
 func checkAnswer(resp, q *dns.Msg) error {
 	if !resp.Response || resp.Id != q.Id || resp.Opcode != q.Opcode {
 		return ErrAnswerMismatch
+	}
+	for _, rr := range resp.Extra {
+		if rr.Header().Rrtype == dns.TypeTSIG {
+			return fmt.Errorf("%w: a TSIG record in the answer to an unsigned query", ErrAnswerMalformed)
+		}
 	}
 	if len(resp.Question) == 0 && failureRcode(resp.Rcode) {
 		return nil

@@ -1,0 +1,51 @@
+package resolver
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// signedAnswer is defaultAnswer with a TSIG record last, as no answer to
+// dnsfence's unsigned queries should carry.
+func signedAnswer(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+	m := defaultAnswer(w, r)
+	m.Extra = append(m.Extra, &dns.TSIG{
+		Hdr:       dns.RR_Header{Name: "upstream-key.", Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
+		Algorithm: dns.HmacSHA256, TimeSigned: uint64(time.Now().Unix()), Fudge: 300,
+		MACSize: 32, MAC: fmt.Sprintf("%064x", 1), OrigId: r.Id,
+	})
+	return m
+}
+
+// TestUpstreamTSIGNotRelayed: an upstream whose answers carry a TSIG
+// record (dnsfence signs no query; RFC 8945 §5.3 signs the answer to a
+// signed request) answered a query over UDP, and the answer was cached,
+// where the same answer over TCP failed (miekg/dns has no secret for it):
+// a lone such upstream gave NOERROR or SERVFAIL by the client's transport.
+// Now such an answer is malformed on every path: another upstream's
+// answer is taken, and with no other the query gets SERVFAIL; no answer
+// carries the TSIG.
+func TestUpstreamTSIGNotRelayed(t *testing.T) {
+	signing := startUpstream(t, signedAnswer)
+	good := startUpstream(t, defaultAnswer)
+	both := govFence(t, "upstream_timeout: 1s\nupstream_strategy: ordered", signing.addr, good.addr)
+	alone := govFence(t, "upstream_timeout: 1s", signing.addr)
+	for i, network := range []string{"udp", "tcp", "udp"} { // the last from the cache, if any
+		name := fmt.Sprintf("n%d.example.org.", i%2)
+		r := ask(t, both.addr, "", network, question(name, dns.TypeA, true))
+		assert.Equal(t, dns.RcodeToString[dns.RcodeSuccess], dns.RcodeToString[r.Rcode], network)
+		require.NotEmpty(t, r.Answer, network)
+		assert.Nil(t, r.IsTsig(), "%s: the upstream's TSIG is not relayed", network)
+
+		r = ask(t, alone.addr, "", network, question(name, dns.TypeA, true))
+		assert.Equal(t, dns.RcodeToString[dns.RcodeServerFailure], dns.RcodeToString[r.Rcode], network)
+		assert.Nil(t, r.IsTsig(), network)
+	}
+	v, _ := metricValue(t, alone.registry, "dnsfence_upstream_errors_total", "upstream", signing.addr, "kind", "malformed")
+	assert.Positive(t, v)
+}
