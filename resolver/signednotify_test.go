@@ -58,11 +58,7 @@ func TestSignedNotifyFromBIND(t *testing.T) {
 // gets FORMERR.
 func TestSignedNotify(t *testing.T) {
 	const zone = "rpz.test."
-	up := startUpstream(t, nil)
-	key := newTSIGKey(t)
-	p := startBIND(t, &bindPrimary{zone: zone, key: &key}, rpzText(zone, 1, "tiktok.com CNAME ."))
-	f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), key), "127.0.0.1:0")
-	f.eventuallyRcode(t, "127.0.0.2", "tiktok.com.", dns.RcodeNameError, 5*time.Second)
+	key, p, f := keyedZoneFence(t, zone)
 
 	other := newTSIGKey(t).secret
 	for _, network := range []string{"udp", "tcp"} {
@@ -168,11 +164,7 @@ func TestSignedNotify(t *testing.T) {
 // peer outside allowed_clients is still closed at accept.
 func TestNotifyOverTCP(t *testing.T) {
 	const zone = "rpz.test."
-	up := startUpstream(t, nil)
-	key := newTSIGKey(t)
-	p := startBIND(t, &bindPrimary{zone: zone, key: &key}, rpzText(zone, 1, "tiktok.com CNAME ."))
-	f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), key), "127.0.0.1:0")
-	f.eventuallyRcode(t, "127.0.0.2", "tiktok.com.", dns.RcodeNameError, 5*time.Second)
+	_, p, f := keyedZoneFence(t, zone)
 
 	before := f.status(t, p.entry()).NotifiesAccepted
 	m := new(dns.Msg)
@@ -188,4 +180,17 @@ func TestNotifyOverTCP(t *testing.T) {
 	assert.Error(t, err, "closed at accept: neither a client nor the primary")
 	v, _ := metricValue(t, f.registry, "dnsfence_connections_refused_total", "transport", "tcp", "reason", "not_allowed")
 	assert.Equal(t, 1.0, v)
+}
+
+// keyedZoneFence starts BIND as the primary of zone, which blocks
+// tiktok.com, with a TSIG key, and a dnsfence on 127.0.0.1 that transfers
+// it with that key, once it blocks by it.
+func keyedZoneFence(t *testing.T, zone string) (tsigKey, *bindPrimary, *sourceFence) {
+	t.Helper()
+	up := startUpstream(t, nil)
+	key := newTSIGKey(t)
+	p := startBIND(t, &bindPrimary{zone: zone, key: &key}, rpzText(zone, 1, "tiktok.com CNAME ."))
+	f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), key), "127.0.0.1:0")
+	f.eventuallyRcode(t, "127.0.0.2", "tiktok.com.", dns.RcodeNameError, 5*time.Second)
+	return key, p, f
 }
