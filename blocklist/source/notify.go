@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -85,7 +86,9 @@ func (n *Notifier) Verify(req *dns.Msg, wire []byte) error {
 	if k == nil || wire == nil || dns.CanonicalName(t.Algorithm) != k.Algorithm {
 		return fmt.Errorf("%w: key %s of algorithm %s is not sources.tsig", dns.ErrSecret, t.Hdr.Name, t.Algorithm)
 	}
-	switch err := dns.TsigVerify(wire, k.Secret, "", false); {
+	// TsigVerify writes into the octets it checks (the ID, the record
+	// count): wire is the listener's, so a copy.
+	switch err := dns.TsigVerify(slices.Clone(wire), k.Secret, "", false); {
 	case errors.Is(err, dns.ErrTime):
 		return fmt.Errorf("%w: signed at %s, more than its fudge of %d s from now", err,
 			time.Unix(int64(t.TimeSigned), 0).UTC().Format(time.RFC3339), t.Fudge)
