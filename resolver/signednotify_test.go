@@ -54,8 +54,8 @@ func TestSignedNotifyFromBIND(t *testing.T) {
 // 8945 §5.2, §5.3): the right key is acted on and answered signed over
 // the NOTIFY's MAC; a key dnsfence does not have (by name, or by
 // algorithm), a wrong MAC and a time outside the fudge get NOTAUTH with
-// the TSIG error and are not acted on; a TSIG that is not the last record
-// gets FORMERR.
+// the TSIG error and are not acted on, counted refused and warned of once;
+// a TSIG that is not the last record gets FORMERR.
 func TestSignedNotify(t *testing.T) {
 	const zone = "rpz.test."
 	key, p, f := keyedZoneFence(t, zone)
@@ -134,11 +134,21 @@ func TestSignedNotify(t *testing.T) {
 					assert.Equal(t, before.NotifiesAccepted+1, after.NotifiesAccepted, "acted on")
 				} else {
 					assert.Equal(t, before.NotifiesAccepted, after.NotifiesAccepted, "not acted on")
-					assert.Equal(t, before.NotifiesRefused, after.NotifiesRefused, "not acted on")
+					assert.Equal(t, before.NotifiesRefused+1, after.NotifiesRefused, "counted refused")
 				}
 			})
 		}
 	}
+
+	// From the primary's address, a NOTIFY whose TSIG does not verify is
+	// most likely a key that differs between the two: warned of, once in
+	// warnEvery for the zone, however many came (12 above), and counted.
+	warned := f.logs.FilterMessageSnippet("NOTIFY from the zone's primary not acted on").AllUntimed()
+	require.Len(t, warned, 1)
+	assert.Equal(t, zone, warned[0].ContextMap()[logQName])
+	assert.Contains(t, warned[0].ContextMap()["error"], "xfr-key.", "names the key")
+	v, _ := metricValue(t, f.registry, "dnsfence_source_notifies_total", "source", p.entry(), "result", "refused")
+	assert.Equal(t, 8.0, v, "the 8 that did not verify")
 
 	t.Run("TSIG not last", func(t *testing.T) {
 		q := new(dns.Msg)

@@ -474,13 +474,23 @@ func (h *Handler) notify(q *query) (reply, bool) {
 	if m == nil {
 		return reply{}, false
 	}
-	switch {
+	switch from, zone := peerAddr(q.w), q.req.Question[0].Name; {
+	case tsig != nil && h.primary(from):
+		// From the primary's address, most likely a key that differs
+		// between the two: said at most once in warnEvery a zone, since
+		// anyone can send one from that address over UDP.
+		if ok, suppressed := h.notifyWarn.allow([]string{strings.ToLower(zone)}, time.Now()); ok {
+			h.log.Warn("NOTIFY from the zone's primary not acted on: its TSIG does not verify (sources.tsig); the zone waits for its next SOA check",
+				zap.String(logClient, from.String()), zap.String(logQName, zone), zap.Error(tsig), zap.Int("suppressed", suppressed))
+			break
+		}
+		fallthrough
 	case tsig != nil:
-		h.log.Debug("NOTIFY not acted on: its TSIG does not verify", zap.String(logClient, peerAddr(q.w).String()),
-			zap.String(logQName, q.req.Question[0].Name), zap.Error(tsig))
+		h.log.Debug("NOTIFY not acted on: its TSIG does not verify", zap.String(logClient, from.String()),
+			zap.String(logQName, zone), zap.Error(tsig))
 	case m.Rcode == dns.RcodeRefused:
-		h.log.Debug("NOTIFY refused: not from the zone's primary", zap.String(logClient, peerAddr(q.w).String()),
-			zap.String(logQName, q.req.Question[0].Name))
+		h.log.Debug("NOTIFY refused: not from the zone's primary", zap.String(logClient, from.String()),
+			zap.String(logQName, zone))
 	}
 	if m.IsTsig() == nil {
 		return msgReply(m, ResultNotify), true

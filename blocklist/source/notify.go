@@ -23,7 +23,8 @@ import (
 //     echoed (RFC 1996 §4.7), and the source checks the primary's SOA (at
 //     once, or at the end of the second after the last check a NOTIFY
 //     asked for: see Zone.Notify);
-//   - from any other address: REFUSED, and nothing happens;
+//   - from any other address: REFUSED, and nothing happens (counted
+//     refused, as a signed one whose TSIG does not verify is);
 //   - for a zone no source pulls: NOTAUTH (as BIND answers);
 //   - with a question count other than 1: FORMERR; with a QTYPE other than
 //     SOA or a class other than IN: NOTIMP.
@@ -115,7 +116,13 @@ func (n *Notifier) Reply(from netip.Addr, req *dns.Msg, tsig error) *dns.Msg {
 		return n.answer(from, req)
 	}
 	if rcode := signedRcode(tsig); rcode != dns.RcodeSuccess {
-		// Not acted on, and answered NOTAUTH (RFC 8945 §5.2).
+		// Not acted on, and answered NOTAUTH (RFC 8945 §5.2); counted
+		// refused for the zone it names.
+		if len(req.Question) == 1 {
+			for _, z := range n.zones[strings.ToLower(req.Question[0].Name)] {
+				z.notifyRefused()
+			}
+		}
 		m := newAnswer(req)
 		m.Rcode = dns.RcodeNotAuth
 		m.Extra = append(m.Extra, answerTSIG(t, rcode))

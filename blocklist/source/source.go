@@ -184,7 +184,8 @@ type Status struct {
 
 	// Transfers counts the zone transfers applied, by type (TransferAXFR,
 	// TransferIXFR); NotifiesAccepted and NotifiesRefused count NOTIFY
-	// messages from the primary's address and from others.
+	// messages from the primary's address and from others, and those
+	// whose TSIG did not verify (Notifier).
 	Transfers        map[string]uint64
 	NotifiesAccepted uint64
 	NotifiesRefused  uint64

@@ -153,6 +153,11 @@ func (z *Zone) Notify(from netip.Addr) bool {
 	return ok
 }
 
+// notifyRefused counts a NOTIFY for the zone not acted on for its TSIG.
+func (z *Zone) notifyRefused() {
+	z.track.update(func(st *Status) { st.NotifiesRefused++ })
+}
+
 // primary reports whether addr is one the primary was last reached at.
 func (z *Zone) primary(addr netip.Addr) bool {
 	z.mu.Lock()
