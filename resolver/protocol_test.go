@@ -735,3 +735,44 @@ func rawAsk(t *testing.T, addr, transport string, b []byte) *dns.Msg {
 	require.NoError(t, r.Unpack(raw), "the answer parses")
 	return r
 }
+
+// withOption is a query for name with EDNS and the one option code with
+// data, packed.
+func withOption(t *testing.T, name string, code uint16, data []byte) []byte {
+	t.Helper()
+	m := question(name, dns.TypeA, true)
+	m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_LOCAL{Code: code, Data: data}}
+	b, err := m.Pack()
+	require.NoError(t, err)
+	return b
+}
+
+// TestMalformedCookieIsFormerr: a COOKIE option is a Client Cookie of 8
+// octets, alone or with a Server Cookie of 8 to 32; one shorter than 8,
+// of 9 to 15 or longer than 40 octets MUST get FORMERR (RFC 7873 §5.2.2),
+// on UDP (the wire path and the message path) and TCP, and nothing goes
+// upstream. miekg/dns unpacks a cookie of any length, and such a query
+// was forwarded as if it had none. Well-formed cookies are forwarded.
+func TestMalformedCookieIsFormerr(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	cookie := func(n int) []byte { return bytes.Repeat([]byte{0xC0}, n) }
+	for _, n := range []int{0, 1, 7, 9, 12, 15, 41, 64} {
+		for _, transport := range []string{"udp", "tcp"} {
+			t.Run(fmt.Sprintf("%d octets %s", n, transport), func(t *testing.T) {
+				r := askFormerr(t, f.addr, transport, withOption(t, "cookie.example.org.", dns.EDNS0COOKIE, cookie(n)))
+				assert.Empty(t, r.Answer)
+				assert.NotNil(t, r.IsEdns0(), "the query had an OPT: so has its answer (RFC 6891 §7)")
+			})
+		}
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
+	for _, n := range []int{8, 16, 24, 40} {
+		for _, transport := range []string{"udp", "tcp"} {
+			name := fmt.Sprintf("cookie%d-%s.example.org.", n, transport)
+			r := rawAsk(t, f.addr, transport, withOption(t, name, dns.EDNS0COOKIE, cookie(n)))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode, "a cookie of %d octets over %s: %s", n, transport, dns.RcodeToString[r.Rcode])
+		}
+	}
+	assert.Equal(t, int64(8), up.count.Load(), "the well-formed ones went upstream")
+}

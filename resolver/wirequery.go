@@ -134,15 +134,17 @@ func readWireQuery(b []byte, buf *[maxNameText]byte) (wq wireQuery, ok bool) {
 }
 
 // plainOption reports whether a query's EDNS option of code with data is
-// one miekg/dns unpacks whatever its data (a cookie, padding, NSID, the
-// DNSSEC algorithm lists) or a well-formed Client Subnet: options the wire
-// path ignores, as the message path does, knowing that the message path
-// would not have answered FORMERR for them. Any other option takes the
-// message path.
+// one miekg/dns unpacks whatever its data (padding, NSID, the DNSSEC
+// algorithm lists), a well-formed cookie (dnswire.OptionSound) or a
+// well-formed Client Subnet: options the wire path ignores, as the message
+// path does, knowing that the message path would not have answered
+// FORMERR for them. Any other option takes the message path.
 func plainOption(code uint16, data []byte) bool {
 	switch code {
-	case dns.EDNS0COOKIE, dns.EDNS0PADDING, dns.EDNS0NSID, dns.EDNS0DAU, dns.EDNS0DHU, dns.EDNS0N3U:
+	case dns.EDNS0PADDING, dns.EDNS0NSID, dns.EDNS0DAU, dns.EDNS0DHU, dns.EDNS0N3U:
 		return true
+	case dns.EDNS0COOKIE:
+		return dnswire.OptionSound(code, data)
 	case dns.EDNS0SUBNET:
 		// miekg/dns's checks (EDNS0_SUBNET.unpack).
 		if len(data) < 4 {

@@ -29,6 +29,26 @@ const (
 // after QR (RFC 1035 §4.1.1).
 func Opcode(flags uint16) int { return int(flags>>11) & 0xF }
 
+// EDNS option codes this package checks (OptionSound).
+const (
+	OptionCookie = 10 // DNS Cookie, RFC 7873
+)
+
+// OptionSound reports whether the EDNS option code, with data, of a
+// query is well formed where its RFC asks a server to answer FORMERR to
+// one that is not. Any other option is sound: unknown options are
+// ignored (RFC 6891 §6.1.2).
+//   - COOKIE (RFC 7873 §5.2.2): a Client Cookie of 8 octets, alone or
+//     followed by a Server Cookie of 8 to 32 (RFC 9018 §4): 8, or 16 to
+//     40 octets in all. Shorter, 9 to 15, or longer MUST get FORMERR.
+func OptionSound(code uint16, data []byte) bool {
+	switch code {
+	case OptionCookie:
+		return len(data) == 8 || len(data) >= 16 && len(data) <= 40
+	}
+	return true
+}
+
 // Record types and classes this package looks into.
 const (
 	TypeA     = 1

@@ -70,8 +70,9 @@ func checkQuery(b []byte) queryCheck {
 	// parses with none, one cut short after its name or QTYPE parses
 	// with QTYPE or QCLASS 0, and one whose name is a pointer reads
 	// another name (questionSound); so it stops reading records too
-	// (recordsWhole).
-	if err := req.Unpack(b); err != nil || len(req.Question) != 1 || !questionSound(b) || !recordsWhole(b) {
+	// (recordsWhole); and it takes options RFCs make format errors
+	// (optionsSound).
+	if err := req.Unpack(b); err != nil || len(req.Question) != 1 || !questionSound(b) || !recordsWhole(b) || !optionsSound(b) {
 		return reply(dns.RcodeFormatError, resultFormerr)
 	}
 	return queryCheck{req: req}

@@ -64,3 +64,53 @@ func TestRecordsCutShortRejected(t *testing.T) {
 		})
 	}
 }
+
+// TestMalformedOptionsRejected: a query whose COOKIE option is not 8, nor
+// 16 to 40 octets (RFC 7873 §5.2.2) gets FORMERR, with an OPT, from every
+// listener: the plain ones (AcceptMessage: UDP, TCP, DNS over TLS) and
+// the encrypted ones (checkQuery: HTTPS, QUIC). Well-formed ones pass.
+func TestMalformedOptionsRejected(t *testing.T) {
+	withOption := func(code uint16, data []byte) []byte {
+		q := new(dns.Msg)
+		q.SetQuestion("example.org.", dns.TypeA)
+		q.SetEdns0(1232, false)
+		q.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_LOCAL{Code: code, Data: data}}
+		b, err := q.Pack()
+		require.NoError(t, err)
+		return b
+	}
+	accept := func(dns.Header) dns.MsgAcceptAction { return dns.MsgAccept }
+	invalid := func([]byte, error) {}
+	for _, tc := range []struct {
+		name    string
+		b       []byte
+		formerr bool
+	}{
+		{name: "client cookie", b: withOption(dns.EDNS0COOKIE, make([]byte, 8))},
+		{name: "client and server cookie", b: withOption(dns.EDNS0COOKIE, make([]byte, 16))},
+		{name: "longest cookie", b: withOption(dns.EDNS0COOKIE, make([]byte, 40))},
+		{name: "empty cookie", b: withOption(dns.EDNS0COOKIE, nil), formerr: true},
+		{name: "client cookie of 7", b: withOption(dns.EDNS0COOKIE, make([]byte, 7)), formerr: true},
+		{name: "server cookie of 1", b: withOption(dns.EDNS0COOKIE, make([]byte, 9)), formerr: true},
+		{name: "server cookie of 7", b: withOption(dns.EDNS0COOKIE, make([]byte, 15)), formerr: true},
+		{name: "server cookie of 33", b: withOption(dns.EDNS0COOKIE, make([]byte, 41)), formerr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, reject := AcceptMessage(tc.b, accept, invalid)
+			chk := checkQuery(tc.b)
+			for name, got := range map[string]struct{ req, reject *dns.Msg }{
+				"plain": {req, reject}, "encrypted": {chk.req, chk.reject},
+			} {
+				if !tc.formerr {
+					assert.NotNil(t, got.req, name)
+					assert.Nil(t, got.reject, name)
+					continue
+				}
+				assert.Nil(t, got.req, name)
+				require.NotNil(t, got.reject, name)
+				assert.Equal(t, dns.RcodeFormatError, got.reject.Rcode, name)
+				assert.NotNil(t, got.reject.IsEdns0(), name+": an OPT, as the query had")
+			}
+		})
+	}
+}

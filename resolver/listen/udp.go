@@ -530,7 +530,7 @@ func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 	action := accept(dh)
 	if action == dns.MsgAccept {
 		req = new(dns.Msg)
-		if err := req.Unpack(b); err == nil && questionSound(b) && recordsWhole(b) {
+		if err := req.Unpack(b); err == nil && questionSound(b) && recordsWhole(b) && optionsSound(b) {
 			return req, nil
 		}
 		invalid(b, dns.ErrBuf)
@@ -583,6 +583,30 @@ func queryOPT(b []byte) (edns, do bool) {
 		return false, false
 	}
 	return true, b[off+6]&0x80 != 0 // the DO bit: the high bit of the flags after EXTENDED-RCODE and VERSION
+}
+
+// optionsSound reports whether every option of the OPT record of b, a
+// message whose records are whole (recordsWhole), is well formed where
+// its RFC asks for FORMERR otherwise (dnswire.OptionSound). miekg/dns
+// unpacks a DNS Cookie of any length: one RFC 7873 §5.2.2 makes a format
+// error was answered, and forwarded, as if the query had none.
+func optionsSound(b []byte) bool {
+	off, ok := findOPT(b)
+	if !ok {
+		return true
+	}
+	rdata := b[off+10 : off+10+int(binary.BigEndian.Uint16(b[off+8:]))]
+	for len(rdata) >= 4 {
+		code, n := binary.BigEndian.Uint16(rdata), int(binary.BigEndian.Uint16(rdata[2:]))
+		if 4+n > len(rdata) {
+			return true // miekg/dns refuses it: not this check's
+		}
+		if !dnswire.OptionSound(code, rdata[4:4+n]) {
+			return false
+		}
+		rdata = rdata[4+n:]
+	}
+	return true
 }
 
 // findOPT is the offset in b, which has a header, of the first OPT
