@@ -776,3 +776,63 @@ func TestMalformedCookieIsFormerr(t *testing.T) {
 	}
 	assert.Equal(t, int64(8), up.count.Load(), "the well-formed ones went upstream")
 }
+
+// TestMalformedSubnetIsFormerr: a Client Subnet option's ADDRESS holds
+// exactly the octets its SOURCE PREFIX-LENGTH needs, with no bit set past
+// it (RFC 7871 §6: too many octets or bits past the prefix SHOULD get
+// FORMERR). miekg/dns read any address length and masked it, so that a
+// trusted proxy's malformed option named a network it did not write, and
+// an untrusted client's was forwarded. Now each gets FORMERR, from a
+// trusted proxy, a device and a government device alike, on UDP and TCP,
+// and nothing goes upstream; well-formed options still decide as before.
+func TestMalformedSubnetIsFormerr(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, identityConfig, map[string]string{"tiktok.txt": "tiktok.com\n"}, up.addr)
+	subnet := func(data ...byte) *dns.Msg {
+		m := question("www.tiktok.com.", dns.TypeA, true)
+		m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: data}}
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		m    *dns.Msg
+	}{
+		{"bits past the prefix: 10.20.30.4/24", subnet(0, 1, 24, 0, 10, 20, 30, 4)},
+		{"bits past the prefix: 10.20.31.0/23", subnet(0, 1, 23, 0, 10, 20, 31)},
+		{"too many octets: 10.0.0.0/8 in four", subnet(0, 1, 8, 0, 10, 0, 0, 0)},
+		{"too many octets: /0 with an address", subnet(0, 1, 0, 0, 10)},
+		{"too few octets: /24 in one", subnet(0, 1, 24, 0, 10)},
+		{"too many octets: IPv6 /32 in sixteen", subnet(0, 2, 32, 0, 0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)},
+		{"family 0 with an address", subnet(0, 0, 0, 0, 10)},
+	} {
+		for _, transport := range []string{"udp", "tcp"} {
+			for _, from := range []string{"127.0.0.2", "127.0.0.1", "127.0.0.3"} {
+				t.Run(fmt.Sprintf("%s %s from %s", tc.name, transport, from), func(t *testing.T) {
+					r := ask(t, f.addr, from, transport, tc.m)
+					assert.Equal(t, dns.RcodeFormatError, r.Rcode, dns.RcodeToString[r.Rcode])
+					assert.Equal(t, tc.m.Id, r.Id)
+					assert.Empty(t, r.Answer)
+					assert.NotNil(t, r.IsEdns0(), "the query had an OPT: so has its answer (RFC 6891 §7)")
+				})
+			}
+		}
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
+	for _, tc := range []struct {
+		name  string
+		m     *dns.Msg
+		rcode int
+	}{
+		{"10.20.30.0/24, the exemption", subnet(0, 1, 24, 0, 10, 20, 30), dns.RcodeSuccess},
+		{"10.20.16.0/20, in the government range", subnet(0, 1, 20, 0, 10, 20, 16), dns.RcodeNameError},
+		{"10.1.2.3/32", subnet(0, 1, 32, 0, 10, 1, 2, 3), dns.RcodeNameError},
+		// A network wider than the government range gets its policy.
+		{"IPv4 /0, any client", subnet(0, 1, 0, 0), dns.RcodeNameError},
+		{"family 0 /0, any client", subnet(0, 0, 0, 0), dns.RcodeNameError},
+	} {
+		for _, transport := range []string{"udp", "tcp"} {
+			r := ask(t, f.addr, "127.0.0.2", transport, tc.m)
+			assert.Equal(t, tc.rcode, r.Rcode, "%s over %s from the trusted proxy: %s", tc.name, transport, dns.RcodeToString[r.Rcode])
+		}
+	}
+}

@@ -135,30 +135,16 @@ func readWireQuery(b []byte, buf *[maxNameText]byte) (wq wireQuery, ok bool) {
 
 // plainOption reports whether a query's EDNS option of code with data is
 // one miekg/dns unpacks whatever its data (padding, NSID, the DNSSEC
-// algorithm lists), a well-formed cookie (dnswire.OptionSound) or a
-// well-formed Client Subnet: options the wire path ignores, as the message
-// path does, knowing that the message path would not have answered
-// FORMERR for them. Any other option takes the message path.
+// algorithm lists), or a well-formed cookie or Client Subnet
+// (dnswire.OptionSound): options the wire path ignores, as the message
+// path does, knowing that the listener would not have answered FORMERR
+// for them. Any other option takes the message path.
 func plainOption(code uint16, data []byte) bool {
 	switch code {
 	case dns.EDNS0PADDING, dns.EDNS0NSID, dns.EDNS0DAU, dns.EDNS0DHU, dns.EDNS0N3U:
 		return true
-	case dns.EDNS0COOKIE:
+	case dns.EDNS0COOKIE, dns.EDNS0SUBNET:
 		return dnswire.OptionSound(code, data)
-	case dns.EDNS0SUBNET:
-		// miekg/dns's checks (EDNS0_SUBNET.unpack).
-		if len(data) < 4 {
-			return false
-		}
-		family, source, scope := binary.BigEndian.Uint16(data), data[2], data[3]
-		switch family {
-		case 0:
-			return source == 0
-		case 1:
-			return source <= 32 && scope <= 32
-		case 2:
-			return source <= 128 && scope <= 128
-		}
 	}
 	return false
 }

@@ -31,6 +31,7 @@ func Opcode(flags uint16) int { return int(flags>>11) & 0xF }
 
 // EDNS option codes this package checks (OptionSound).
 const (
+	OptionSubnet = 8  // EDNS Client Subnet, RFC 7871
 	OptionCookie = 10 // DNS Cookie, RFC 7873
 )
 
@@ -41,12 +42,49 @@ const (
 //   - COOKIE (RFC 7873 §5.2.2): a Client Cookie of 8 octets, alone or
 //     followed by a Server Cookie of 8 to 32 (RFC 9018 §4): 8, or 16 to
 //     40 octets in all. Shorter, 9 to 15, or longer MUST get FORMERR.
+//   - Client Subnet (RFC 7871 §6): see subnetSound.
 func OptionSound(code uint16, data []byte) bool {
 	switch code {
 	case OptionCookie:
 		return len(data) == 8 || len(data) >= 16 && len(data) <= 40
+	case OptionSubnet:
+		return subnetSound(data)
 	}
 	return true
+}
+
+// subnetSound reports whether data is a well-formed Client Subnet option
+// (RFC 7871 §6): FAMILY 1 (IPv4) or 2 (IPv6) with SOURCE and SCOPE
+// PREFIX-LENGTHs no longer than the address, and an ADDRESS of exactly
+// the octets SOURCE PREFIX-LENGTH needs with no bit set past it: too many
+// octets, or bits past the prefix, SHOULD get FORMERR, and too few are no
+// address the option's prefix can be read from. FAMILY 0 is taken with a
+// SOURCE PREFIX-LENGTH of 0 and no address (dig's +subnet=0), as
+// miekg/dns takes it.
+func subnetSound(data []byte) bool {
+	if len(data) < 4 {
+		return false
+	}
+	family, source, scope := binary.BigEndian.Uint16(data), int(data[2]), int(data[3])
+	addr := data[4:]
+	switch family {
+	case 0:
+		return source == 0 && len(addr) == 0
+	case 1:
+		if source > 32 || scope > 32 {
+			return false
+		}
+	case 2:
+		if source > 128 || scope > 128 {
+			return false
+		}
+	default:
+		return false
+	}
+	if len(addr) != (source+7)/8 {
+		return false
+	}
+	return source%8 == 0 || addr[len(addr)-1]&(0xFF>>(source%8)) == 0
 }
 
 // Record types and classes this package looks into.

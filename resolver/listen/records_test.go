@@ -66,7 +66,9 @@ func TestRecordsCutShortRejected(t *testing.T) {
 }
 
 // TestMalformedOptionsRejected: a query whose COOKIE option is not 8, nor
-// 16 to 40 octets (RFC 7873 §5.2.2) gets FORMERR, with an OPT, from every
+// 16 to 40 octets (RFC 7873 §5.2.2), or whose Client Subnet address has
+// other octets than its prefix needs or bits past it (RFC 7871 §6), gets
+// FORMERR, with an OPT, from every
 // listener: the plain ones (AcceptMessage: UDP, TCP, DNS over TLS) and
 // the encrypted ones (checkQuery: HTTPS, QUIC). Well-formed ones pass.
 func TestMalformedOptionsRejected(t *testing.T) {
@@ -94,6 +96,13 @@ func TestMalformedOptionsRejected(t *testing.T) {
 		{name: "server cookie of 1", b: withOption(dns.EDNS0COOKIE, make([]byte, 9)), formerr: true},
 		{name: "server cookie of 7", b: withOption(dns.EDNS0COOKIE, make([]byte, 15)), formerr: true},
 		{name: "server cookie of 33", b: withOption(dns.EDNS0COOKIE, make([]byte, 41)), formerr: true},
+		{name: "subnet 192.0.2.0/24", b: withOption(dns.EDNS0SUBNET, []byte{0, 1, 24, 0, 192, 0, 2})},
+		{name: "subnet 2001:db8::/33", b: withOption(dns.EDNS0SUBNET, []byte{0, 2, 33, 0, 0x20, 1, 0xd, 0xb8, 0})},
+		{name: "subnet family 0", b: withOption(dns.EDNS0SUBNET, []byte{0, 0, 0, 0})},
+		{name: "subnet bits past the prefix", b: withOption(dns.EDNS0SUBNET, []byte{0, 1, 24, 0, 192, 0, 2, 1}), formerr: true},
+		{name: "subnet bits past the prefix in its last octet", b: withOption(dns.EDNS0SUBNET, []byte{0, 2, 33, 0, 0x20, 1, 0xd, 0xb8, 0x40}), formerr: true},
+		{name: "subnet too many octets", b: withOption(dns.EDNS0SUBNET, []byte{0, 1, 8, 0, 10, 0, 0, 0}), formerr: true},
+		{name: "subnet too few octets", b: withOption(dns.EDNS0SUBNET, []byte{0, 1, 24, 0, 10}), formerr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, reject := AcceptMessage(tc.b, accept, invalid)

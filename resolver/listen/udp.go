@@ -589,7 +589,10 @@ func queryOPT(b []byte) (edns, do bool) {
 // message whose records are whole (recordsWhole), is well formed where
 // its RFC asks for FORMERR otherwise (dnswire.OptionSound). miekg/dns
 // unpacks a DNS Cookie of any length: one RFC 7873 §5.2.2 makes a format
-// error was answered, and forwarded, as if the query had none.
+// error was answered, and forwarded, as if the query had none; and a
+// Client Subnet address of any length, masked: one with too many octets
+// or bits past its prefix (RFC 7871 §6) was read as a network its sender
+// did not write.
 func optionsSound(b []byte) bool {
 	off, ok := findOPT(b)
 	if !ok {
