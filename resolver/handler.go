@@ -478,6 +478,9 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 	if badTSIG(req) {
 		return msgReply(newReply(req, dns.RcodeFormatError), ResultFormerr), true
 	}
+	if strayRecords(req) {
+		return msgReply(newReply(req, dns.RcodeFormatError), ResultFormerr), true
+	}
 	question := req.Question[0]
 	// 3. May they ask at all: before anything is answered, a zone
 	// transfer's refusal and an explanation too (a client outside
@@ -1461,6 +1464,34 @@ func badTSIG(req *dns.Msg) bool {
 	}
 	tsig := req.IsTsig()
 	return n > 1 || n == 1 && (tsig == nil || tsig.Algorithm == "")
+}
+
+// strayRecords reports whether req, a QUERY, carries records no query
+// has a place for: any in the answer section, any in the authority
+// section but an IXFR's SOA (RFC 1995 §3: the client's version of the
+// zone; the IXFR is then refused as a zone transfer), or in the
+// additional section any but the OPT and a TSIG. A query asks; records
+// beside its question say nothing dnsfence could use (RFC 1035 §4.1.1
+// defines no meaning for them), and it was answered for its question
+// alone, where Unbound answers FORMERR and NSD, behind dnsdist, too. A
+// NOTIFY, whose answer section may carry the zone's SOA (RFC 1996 §3.7),
+// is answered before this check.
+func strayRecords(req *dns.Msg) bool {
+	if len(req.Answer) > 0 {
+		return true
+	}
+	ixfr := len(req.Question) == 1 && req.Question[0].Qtype == dns.TypeIXFR
+	for _, rr := range req.Ns {
+		if !ixfr || rr.Header().Rrtype != dns.TypeSOA {
+			return true
+		}
+	}
+	for _, rr := range req.Extra {
+		if t := rr.Header().Rrtype; t != dns.TypeOPT && t != dns.TypeTSIG {
+			return true
+		}
+	}
+	return false
 }
 
 // checkEDNS is RFC 6891's check of a query's OPT record: more than one OPT,

@@ -836,3 +836,75 @@ func TestMalformedSubnetIsFormerr(t *testing.T) {
 		}
 	}
 }
+
+// TestStrayRecordsAreFormerr: a query with a record in its answer or
+// authority section, or one other than the OPT (and a TSIG) in its
+// additional section, gets FORMERR, as Unbound and NSD answer it, on UDP
+// and TCP, with an OPT when the query had one, and nothing goes upstream.
+// Such a query was forwarded for its question, its records dropped.
+func TestStrayRecordsAreFormerr(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	rr := func(s string) dns.RR {
+		r, err := dns.NewRR(s)
+		require.NoError(t, err)
+		return r
+	}
+	for _, tc := range []struct {
+		name string
+		msg  func() *dns.Msg
+	}{
+		{"an A record in the answer section", func() *dns.Msg {
+			m := question("stray.example.org.", dns.TypeA, true)
+			m.Answer = []dns.RR{rr("stray.example.org. 60 IN A 192.0.2.1")}
+			return m
+		}},
+		{"an NS record in the authority section", func() *dns.Msg {
+			m := question("stray.example.org.", dns.TypeA, true)
+			m.Ns = []dns.RR{rr("example.org. 60 IN NS ns.example.org.")}
+			return m
+		}},
+		{"an A record beside the OPT", func() *dns.Msg {
+			m := question("stray.example.org.", dns.TypeA, true)
+			m.Extra = append([]dns.RR{rr("ns.example.org. 60 IN A 192.0.2.1")}, m.Extra...)
+			return m
+		}},
+		{"an A record in the additional section without EDNS", func() *dns.Msg {
+			m := question("stray.example.org.", dns.TypeA, false)
+			m.Extra = []dns.RR{rr("ns.example.org. 60 IN A 192.0.2.1")}
+			return m
+		}},
+		{"a blocked name with an A record in the answer section", func() *dns.Msg {
+			m := question("www.tiktok.com.", dns.TypeA, true)
+			m.Answer = []dns.RR{rr("www.tiktok.com. 60 IN A 192.0.2.1")}
+			return m
+		}},
+		{"an IXFR with an A record in the authority section", func() *dns.Msg {
+			m := question("example.org.", dns.TypeIXFR, true)
+			m.Ns = []dns.RR{rr("example.org. 60 IN A 192.0.2.1")}
+			return m
+		}},
+	} {
+		for _, transport := range []string{"udp", "tcp"} {
+			t.Run(tc.name+" "+transport, func(t *testing.T) {
+				m := tc.msg()
+				b, err := m.Pack()
+				require.NoError(t, err)
+				r := askFormerr(t, f.addr, transport, b)
+				assert.Empty(t, r.Answer)
+				assert.Equal(t, m.IsEdns0() != nil, r.IsEdns0() != nil, "an OPT when the query had one (RFC 6891 §7)")
+			})
+		}
+	}
+	// An IXFR carries the client's SOA in its authority section (RFC
+	// 1995 §3): it is refused as a zone transfer, as before.
+	ixfr := new(dns.Msg)
+	ixfr.SetIxfr("example.org.", 1, "ns.example.org.", "hostmaster.example.org.")
+	ixfr.SetEdns0(1232, false)
+	r := ask(t, f.addr, "", "tcp", ixfr)
+	assert.Equal(t, dns.RcodeRefused, r.Rcode, "an IXFR with its SOA: %s", dns.RcodeToString[r.Rcode])
+	if e := ede(r); assert.NotNil(t, e, "the refusal says why") {
+		assert.Equal(t, dns.ExtendedErrorCodeNotSupported, e.InfoCode)
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
+}
