@@ -869,3 +869,53 @@ func dohGet(t *testing.T, addr, from string, m *dns.Msg) (rcode int, cacheContro
 	require.NoError(t, r.Unpack(body))
 	return r.Rcode, resp.Header.Get("Cache-Control")
 }
+
+// TestKeepaliveTimeoutInQuery: an edns-tcp-keepalive option with a
+// TIMEOUT (OPTION-LENGTH 2) in a query over TCP or DNS over TLS gets
+// FORMERR (RFC 7828 §3.2), with an OPT, and does not go upstream; one
+// without a TIMEOUT is forwarded, and over UDP and HTTPS the option is
+// ignored (RFC 7828 §3.2: MUST ignore it over UDP) whatever it holds. The
+// TIMEOUT was taken over TCP and DNS over TLS as over UDP. (DNS over QUIC
+// closes the connection for the option at all, RFC 9250 §5.5.2: its own
+// tests.)
+func TestKeepaliveTimeoutInQuery(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	keepalive := func(data ...byte) *dns.Msg {
+		m := question("keepalive.example.org.", dns.TypeA, true)
+		m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_LOCAL{Code: dns.EDNS0TCPKEEPALIVE, Data: data}}
+		return m
+	}
+	type asker struct {
+		name string
+		ask  func(from string, m *dns.Msg) (*dns.Msg, error)
+	}
+	askers := []asker{
+		{"udp", func(from string, m *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, from, "udp", m) }},
+		{"tcp", func(from string, m *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, from, "tcp", m) }},
+	}
+	for _, a := range encryptedAskers(e) {
+		if a.transport != listen.QUIC {
+			askers = append(askers, asker{a.name, a.ask})
+		}
+	}
+	for _, a := range askers {
+		t.Run(a.name, func(t *testing.T) {
+			stream := a.name == "tcp" || a.name == "tls"
+			before := up.count.Load()
+			r, err := a.ask("127.0.0.8", keepalive(0, 100))
+			require.NoError(t, err)
+			if stream {
+				assert.Equal(t, dns.RcodeFormatError, r.Rcode, "a TIMEOUT: %s", dns.RcodeToString[r.Rcode])
+				assert.NotNil(t, r.IsEdns0(), "the query had an OPT: so has its answer (RFC 6891 §7)")
+				assert.Equal(t, before, up.count.Load(), "nothing went upstream")
+			} else {
+				assert.Equal(t, dns.RcodeSuccess, r.Rcode, "a TIMEOUT, ignored: %s", dns.RcodeToString[r.Rcode])
+			}
+			r, err = a.ask("127.0.0.8", keepalive())
+			require.NoError(t, err)
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode, "no TIMEOUT: %s", dns.RcodeToString[r.Rcode])
+		})
+	}
+}

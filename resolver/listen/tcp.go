@@ -582,6 +582,9 @@ func frameBuffered(r *bufio.Reader) bool {
 func (s *tcpServer) serveMessage(c *tcpConn, m []byte) (resume func()) {
 	w := &tcpWriter{conn: c, transport: s.transport, received: m}
 	req, reject := AcceptMessage(m, s.accept, s.invalid)
+	if req != nil && keepaliveTimeout(m) {
+		req, reject = nil, rejectReply(m, dns.RcodeFormatError)
+	}
 	// RFC 7830 §3, RFC 8467 §4.1: a padded query gets a padded answer,
 	// on DNS over TLS; a rejected one too.
 	w.pad = s.tls != nil && paddedQuery(req, m)
@@ -594,6 +597,20 @@ func (s *tcpServer) serveMessage(c *tcpConn, m []byte) (resume func()) {
 	resume = s.handler.ServeInline(w, req)
 	w.received = nil // m is the read loop's: resume must not see it
 	return resume
+}
+
+// keepaliveTimeout reports whether the query m, which AcceptMessage
+// took, carries an edns-tcp-keepalive option with a TIMEOUT: RFC 7828 §3.2
+// has a client omit it in queries (OPTION-LENGTH 0) and a server answer
+// FORMERR to one that gives it over TCP, as Unbound does (with
+// edns-tcp-keepalive on); DNS over TLS is TCP too (RFC 7858 §3.4). Over
+// UDP the option MUST be ignored (ibid.); DNS over QUIC closes the
+// connection for the option at all (RFC 9250 §5.5.2, DoQServer); DNS over
+// HTTPS has no TCP connection of its own for it to keep, and takes it.
+func keepaliveTimeout(m []byte) bool {
+	return !eachOption(m, func(code uint16, data []byte) bool {
+		return code != dns.EDNS0TCPKEEPALIVE || len(data) == 0
+	})
 }
 
 // takenBefore reads the connection until stopped is set: what a read

@@ -594,6 +594,15 @@ func queryOPT(b []byte) (edns, do bool) {
 // or bits past its prefix (RFC 7871 §6) was read as a network its sender
 // did not write.
 func optionsSound(b []byte) bool {
+	return eachOption(b, dnswire.OptionSound)
+}
+
+// eachOption calls fn with each option of the OPT record of b, a message
+// whose records are whole (recordsWhole), in order, until fn returns
+// false; it reports whether none did. A message without an OPT, or an
+// option that runs past the OPT's RDATA (which miekg/dns refuses to
+// unpack), ends it with true.
+func eachOption(b []byte, fn func(code uint16, data []byte) bool) bool {
 	off, ok := findOPT(b)
 	if !ok {
 		return true
@@ -602,9 +611,9 @@ func optionsSound(b []byte) bool {
 	for len(rdata) >= 4 {
 		code, n := binary.BigEndian.Uint16(rdata), int(binary.BigEndian.Uint16(rdata[2:]))
 		if 4+n > len(rdata) {
-			return true // miekg/dns refuses it: not this check's
+			return true
 		}
-		if !dnswire.OptionSound(code, rdata[4:4+n]) {
+		if !fn(code, rdata[4:4+n]) {
 			return false
 		}
 		rdata = rdata[4+n:]
