@@ -49,3 +49,45 @@ func TestUpstreamTSIGNotRelayed(t *testing.T) {
 	v, _ := metricValue(t, alone.registry, "dnsfence_upstream_errors_total", "upstream", signing.addr, "kind", "malformed")
 	assert.Positive(t, v)
 }
+
+// TestUpstreamTSIGInAnySectionNotRelayed: a TSIG record in the answer or
+// authority section of an upstream's answer (RFC 8945 §5.2: it belongs
+// last in the additional section, and nowhere in the answer to an
+// unsigned query) was taken, relayed and cached where one last in the
+// additional section is malformed: checkAnswer looked at that section
+// only. Such an answer is malformed too, on UDP (the wire path leaves it
+// to the message path, dnswire.Walk not reading a TSIG's RDATA) and TCP.
+func TestUpstreamTSIGInAnySectionNotRelayed(t *testing.T) {
+	tsig := func(r *dns.Msg) dns.RR {
+		return signedAnswer(nil, r).IsTsig()
+	}
+	for _, tc := range []struct {
+		name  string
+		place func(m, r *dns.Msg)
+	}{
+		{name: "answer", place: func(m, r *dns.Msg) { m.Answer = append(m.Answer, tsig(r)) }},
+		{name: "authority", place: func(m, r *dns.Msg) { m.Ns = append(m.Ns, tsig(r)) }},
+		{name: "additional, before the OPT", place: func(m, r *dns.Msg) { m.Extra = append([]dns.RR{tsig(r)}, m.Extra...) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			signing := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				m := defaultAnswer(w, r)
+				tc.place(m, r)
+				return m
+			})
+			alone := govFence(t, "upstream_timeout: 1s", signing.addr)
+			for i, network := range []string{"udp", "tcp", "udp"} { // the last from the cache, if any
+				for _, edns := range []bool{true, false} {
+					name := fmt.Sprintf("n%d.example.org.", i%2)
+					r := ask(t, alone.addr, "", network, question(name, dns.TypeA, edns))
+					assert.Equal(t, dns.RcodeToString[dns.RcodeServerFailure], dns.RcodeToString[r.Rcode], "%s, edns %v", network, edns)
+					for _, rr := range append(append(r.Answer, r.Ns...), r.Extra...) {
+						assert.NotEqual(t, dns.TypeTSIG, rr.Header().Rrtype, "%s, edns %v: %v", network, edns, rr)
+					}
+				}
+			}
+			v, _ := metricValue(t, alone.registry, "dnsfence_upstream_errors_total", "upstream", signing.addr, "kind", "malformed")
+			assert.Positive(t, v)
+		})
+	}
+}

@@ -179,14 +179,17 @@ func (p *Plain) exchangeTCP(ctx context.Context, q *dns.Msg, udpErr error) (*dns
 // signed, so it is no data of the answer; relayed, it failed every
 // client's check of the answer, and cached it stayed for the answer's
 // TTL (RFC 8945 §4: a meta-record, never cached). miekg/dns fails such an answer over
-// TCP already (dns.ErrSecret).
+// TCP already (dns.ErrSecret), but only when the TSIG is last: one in
+// any other section is no better, and is looked for in all three.
 func checkAnswer(resp, q *dns.Msg) error {
 	if !resp.Response || resp.Id != q.Id || resp.Opcode != q.Opcode {
 		return ErrAnswerMismatch
 	}
-	for _, rr := range resp.Extra {
-		if rr.Header().Rrtype == dns.TypeTSIG {
-			return fmt.Errorf("%w: a TSIG record in the answer to an unsigned query", ErrAnswerMalformed)
+	for _, sec := range [...][]dns.RR{resp.Answer, resp.Ns, resp.Extra} {
+		for _, rr := range sec {
+			if rr.Header().Rrtype == dns.TypeTSIG {
+				return fmt.Errorf("%w: a TSIG record in the answer to an unsigned query", ErrAnswerMalformed)
+			}
 		}
 	}
 	if len(resp.Question) == 0 && failureRcode(resp.Rcode) {
