@@ -573,7 +573,7 @@ func (f *Forwarder) failed(u *upstreamState, err error) {
 // Its downs are logged once a flapLogEvery, with how many there were, its
 // back ups not at all, and one line says when it stays up for flapWindow
 // (succeeded). The downs of an upstream that is not flapping are each
-// logged.
+// logged, and so is the first of each bout of flapping.
 func (f *Forwarder) logDown(u *upstreamState, now time.Time, err error, fails, n int) {
 	up := u.upSince.Load()
 	if up == 0 || now.Sub(time.Unix(0, up)) >= f.flapWindow {
@@ -582,10 +582,15 @@ func (f *Forwarder) logDown(u *upstreamState, now time.Time, err error, fails, n
 			zap.Error(err), zap.Int("failed", fails), zap.Int("exchanges", n))
 		return
 	}
-	u.flapping.Store(true)
+	// The first down of a bout is logged however soon after the last
+	// bout's line: the line before it said the upstream was back up.
+	first := !u.flapping.Swap(true)
+	if first {
+		u.flaps.Store(0)
+	}
 	flaps := u.flaps.Add(1)
 	last := u.flapLogged.Load()
-	if last != 0 && now.Sub(time.Unix(0, last)) < f.flapLogEvery || !u.flapLogged.CompareAndSwap(last, now.UnixNano()) {
+	if !first && last != 0 && now.Sub(time.Unix(0, last)) < f.flapLogEvery || !u.flapLogged.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
 	u.flaps.Add(-flaps)

@@ -303,3 +303,63 @@ func TestFlappingUpstreamLoggedOnce(t *testing.T) {
 	assert.False(t, u.down.Load())
 	assert.Equal(t, 4, logs.Len(), "%v", logs.AllUntimed())
 }
+
+// TestFlappingAgainLogged: an upstream that flapped, was logged steady,
+// went down and back up (both logged) and then down again within
+// flapWindow is flapping anew: that down was not logged when the last
+// flap line was less than flapLogEvery before, so the last line said it
+// was back up while it was down, and stayed down. The first down of each
+// bout of flapping is logged.
+func TestFlappingAgainLogged(t *testing.T) {
+	const (
+		answers = iota // every query
+		broken         // the probe's root NS query only: SERVFAIL to the others
+		dead           // SERVFAIL to all
+	)
+	var mode atomic.Int32
+	mode.Store(broken)
+	flaky := startUpstream(t, func(w dns.ResponseWriter, q *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, q)
+		probe := q.Question[0].Name == "." && q.Question[0].Qtype == dns.TypeNS
+		if mo := mode.Load(); mo == dead || mo == broken && !probe {
+			m.Rcode, m.Answer = dns.RcodeServerFailure, nil
+		}
+		return m
+	})
+	good := startUpstream(t, defaultAnswer)
+	core, logs := observer.New(zap.InfoLevel)
+	f, err := New([]string{flaky.addr, good.addr}, Options{Timeout: time.Second, Log: zap.New(core)})
+	require.NoError(t, err)
+	defer f.Close()
+	f.probeEvery, f.flapWindow = 20*time.Millisecond, 300*time.Millisecond
+	u := f.upstreams[0]
+	i := 0
+	query := func() {
+		i++
+		_, _, err := f.Forward(context.Background(), clientQuery(fmt.Sprintf("n%d.example.", i), false), false)
+		require.NoError(t, err, "the good upstream answers")
+	}
+	count := func(snippet string) int { return logs.FilterMessageSnippet(snippet).Len() }
+
+	// A first bout of flapping, logged, then steady.
+	require.Eventually(t, func() bool { query(); return count("upstream flapping") == 1 }, 5*time.Second, 5*time.Millisecond)
+	mode.Store(answers)
+	require.Eventually(t, func() bool { query(); return count("steady after flapping") == 1 }, 5*time.Second, 20*time.Millisecond)
+
+	// Down, long after it came back: logged; and back up: logged.
+	mode.Store(broken)
+	require.Eventually(t, func() bool { query(); return count("upstream back up") == 3 }, 5*time.Second, 5*time.Millisecond,
+		"%v", logs.AllUntimed())
+	require.Equal(t, 2, count("upstream down"), "%v", logs.AllUntimed())
+
+	// Down again at once, and for good: a second bout, whose first down
+	// says so, the last line not being that it is back up.
+	mode.Store(dead)
+	require.Eventually(t, func() bool { query(); return u.down.Load() }, 5*time.Second, 5*time.Millisecond)
+	all := logs.AllUntimed()
+	require.NotEmpty(t, all)
+	last := all[len(all)-1]
+	assert.Equal(t, zap.WarnLevel, last.Level, "%v", all)
+	assert.Contains(t, last.Message, "upstream flapping", "%v", all)
+	assert.Equal(t, 2, count("upstream flapping"), "%v", all)
+}
