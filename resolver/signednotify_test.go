@@ -204,3 +204,72 @@ func keyedZoneFence(t *testing.T, zone string) (tsigKey, *bindPrimary, *sourceFe
 	f.eventuallyRcode(t, "127.0.0.2", "tiktok.com.", dns.RcodeNameError, 5*time.Second)
 	return key, p, f
 }
+
+// TestSignedNotifyOtherZone: a NOTIFY signed with sources.tsig for a zone
+// no source pulls (one a reload removed, whose primary still notifies)
+// was answered NOTIMP unsigned, as an unsigned one is: RFC 8945 §5.3 signs
+// the answer to a request whose TSIG holds, and BIND takes an unsigned
+// answer for a failed NOTIFY ("expected a TSIG or SIG(0)") and sends it
+// again. It is answered NOTAUTH (as BIND answers a NOTIFY for a zone it
+// does not serve), signed over its MAC; one signed with a key dnsfence
+// does not have gets NOTAUTH with BADKEY, unsigned; an unsigned one is
+// still NOTIMP. Nothing is acted on.
+func TestSignedNotifyOtherZone(t *testing.T) {
+	const zone = "rpz.test."
+	key, p, f := keyedZoneFence(t, zone)
+	before := f.status(t, p.entry())
+	for _, network := range []string{"udp", "tcp"} {
+		exchange := map[string]func(*testing.T, string, []byte) []byte{"udp": rawExchange, "tcp": rawExchangeTCP}[network]
+		for _, tc := range []struct {
+			name      string
+			keyName   string // none: unsigned
+			rcode     int
+			tsigError uint16
+		}{
+			{name: "right key", keyName: key.name, rcode: dns.RcodeNotAuth, tsigError: dns.RcodeSuccess},
+			{name: "unknown key", keyName: "other-key.", rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadKey},
+			{name: "unsigned", rcode: dns.RcodeNotImplemented},
+		} {
+			t.Run(network+"/"+tc.name, func(t *testing.T) {
+				q := new(dns.Msg)
+				q.SetNotify("other.test.")
+				wire, err := q.Pack()
+				require.NoError(t, err)
+				mac := ""
+				if tc.keyName != "" {
+					q.SetTsig(tc.keyName, dns.HmacSHA256, 300, time.Now().Unix())
+					wire, mac, err = dns.TsigGenerate(q, key.secret, "", false)
+					require.NoError(t, err)
+				}
+				answer := exchange(t, f.addr, wire)
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(answer))
+				assert.Equal(t, dns.RcodeToString[tc.rcode], dns.RcodeToString[r.Rcode])
+				assert.Equal(t, q.Id, r.Id)
+				tsig := r.IsTsig()
+				if tc.keyName == "" {
+					assert.Nil(t, tsig)
+					return
+				}
+				require.NotNil(t, tsig, "the answer to a signed NOTIFY ends in a TSIG (RFC 8945 §5.3)")
+				assert.Equal(t, dns.RcodeToString[int(tc.tsigError)], dns.RcodeToString[int(tsig.Error)])
+				if tc.tsigError == dns.RcodeSuccess {
+					// miekg/dns verifies no NOTAUTH (ErrAuth): the
+					// MAC is signed again over the NOTIFY's, as BIND
+					// checks it.
+					again := r.Copy()
+					got := again.IsTsig().MAC
+					again.IsTsig().MAC, again.IsTsig().MACSize = "", 0
+					_, want, err := dns.TsigGenerate(again, key.secret, mac, false)
+					require.NoError(t, err)
+					assert.Equal(t, want, got, "signed over the NOTIFY's MAC")
+				} else {
+					assert.Zero(t, tsig.MACSize, "a BADKEY answer goes unsigned (§5.3.2)")
+				}
+			})
+		}
+	}
+	after := f.status(t, p.entry())
+	assert.Equal(t, before.NotifiesAccepted, after.NotifiesAccepted, "nothing acted on")
+	assert.Equal(t, before.NotifiesRefused, after.NotifiesRefused, "nor counted for rpz.test.")
+}

@@ -449,11 +449,19 @@ func (s *Snapshot) newWarnings(prev *Snapshot) []error {
 // notify answers a NOTIFY (RFC 1996) for a zone a source pulls with the
 // zone sources' Notifier, checked against the packet's own source address
 // (the socket peer, never a client a PROXY header or an ECS option names);
-// ok is false for a NOTIFY of any other zone, answered as any opcode other
-// than QUERY is (NOTIMP).
+// ok is false for an unsigned NOTIFY of any other zone, answered as any
+// opcode other than QUERY is (NOTIMP). A signed one of another zone is
+// checked and answered as the Notifier answers it (NOTAUTH), signed when
+// its TSIG holds (RFC 8945 §5.3): a primary whose zone no source pulls
+// any more (a reload removed it) takes an unsigned answer for a failed
+// NOTIFY, and sends it again.
 func (h *Handler) notify(q *query) (reply, bool) {
 	rem := h.remote.Load()
-	if rem == nil || rem.notifier == nil || len(q.req.Question) != 1 || !rem.zones[strings.ToLower(dns.Fqdn(q.req.Question[0].Name))] {
+	if rem == nil || rem.notifier == nil || len(q.req.Question) != 1 {
+		return reply{}, false
+	}
+	pulled := rem.zones[strings.ToLower(dns.Fqdn(q.req.Question[0].Name))]
+	if !pulled && q.req.IsTsig() == nil {
 		return reply{}, false
 	}
 	if badTSIG(q.req) {
@@ -475,7 +483,7 @@ func (h *Handler) notify(q *query) (reply, bool) {
 		return reply{}, false
 	}
 	switch from, zone := peerAddr(q.w), q.req.Question[0].Name; {
-	case tsig != nil && h.primary(from):
+	case tsig != nil && pulled && h.primary(from):
 		// From the primary's address, most likely a key that differs
 		// between the two: said at most once in warnEvery a zone, since
 		// anyone can send one from that address over UDP.
