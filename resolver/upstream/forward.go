@@ -525,20 +525,37 @@ func (f *Forwarder) succeeded(u *upstreamState, start time.Time, took time.Durat
 	now := start.Add(took) // without asking the clock again
 	if u.down.Load() {
 		u.health.reset()
-		u.upSince.Store(now.UnixNano())
-		if u.down.CompareAndSwap(true, false) && !f.closed.Load() && !u.flapping.Load() {
+		up := now.UnixNano()
+		u.upSince.Store(up)
+		switch {
+		case !u.down.CompareAndSwap(true, false) || f.closed.Load():
+		case !u.flapping.Load():
 			f.log.Info("upstream back up", zap.String("upstream", u.addr),
 				zap.Duration("down_for", time.Since(time.Unix(0, u.downSince.Load())).Round(time.Millisecond)))
+		default:
+			// Its back up goes unlogged: said steady after flapWindow
+			// if it is still up then, whether or not a query asks it
+			// meanwhile (a second upstream of an ordered list gets none
+			// once the first is back).
+			time.AfterFunc(f.flapWindow, func() { f.steady(u, up) })
 		}
 	} else {
 		u.health.record(false)
-		if u.flapping.Load() && now.Sub(time.Unix(0, u.upSince.Load())) >= f.flapWindow && u.flapping.CompareAndSwap(true, false) &&
-			!f.closed.Load() {
-			f.log.Info("upstream back up and steady after flapping", zap.String("upstream", u.addr),
-				zap.Int64("flaps_not_logged", u.flaps.Swap(0)))
+		if up := u.upSince.Load(); u.flapping.Load() && now.Sub(time.Unix(0, up)) >= f.flapWindow {
+			f.steady(u, up)
 		}
 	}
 	f.lastOK.Store(now.UnixNano())
+}
+
+// steady logs that u, flapping, has been up since up (Unix nanoseconds)
+// for flapWindow: once a bout, and only while it is still up since then.
+func (f *Forwarder) steady(u *upstreamState, up int64) {
+	if u.down.Load() || u.upSince.Load() != up || f.closed.Load() || !u.flapping.CompareAndSwap(true, false) {
+		return
+	}
+	f.log.Info("upstream back up and steady after flapping", zap.String("upstream", u.addr),
+		zap.Int64("flaps_not_logged", u.flaps.Swap(0)))
 }
 
 // failed records a failed exchange with u, failing with err, and marks

@@ -363,3 +363,42 @@ func TestFlappingAgainLogged(t *testing.T) {
 	assert.Contains(t, last.Message, "upstream flapping", "%v", all)
 	assert.Equal(t, 2, count("upstream flapping"), "%v", all)
 }
+
+// TestFlappingUpstreamSteadyUnasked: a flapping upstream's back ups are
+// not logged, and the line saying it is steady came only with a query it
+// answered flapWindow after its probe found it up: one no query asks
+// once it answers again (the second of an ordered list, its first back)
+// stayed 'flapping' in the log, up for good. It is said steady
+// flapWindow after it came back, asked or not.
+func TestFlappingUpstreamSteadyUnasked(t *testing.T) {
+	var broken atomic.Bool
+	broken.Store(true)
+	flaky := startUpstream(t, func(w dns.ResponseWriter, q *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, q)
+		if broken.Load() && (q.Question[0].Name != "." || q.Question[0].Qtype != dns.TypeNS) {
+			m.Rcode, m.Answer = dns.RcodeServerFailure, nil
+		}
+		return m
+	})
+	good := startUpstream(t, defaultAnswer)
+	core, logs := observer.New(zap.InfoLevel)
+	f, err := New([]string{flaky.addr, good.addr}, Options{Timeout: time.Second, Log: zap.New(core)})
+	require.NoError(t, err)
+	defer f.Close()
+	f.probeEvery, f.flapWindow = 20*time.Millisecond, 300*time.Millisecond
+	u := f.upstreams[0]
+	i := 0
+	require.Eventually(t, func() bool {
+		i++
+		_, _, err := f.Forward(context.Background(), clientQuery(fmt.Sprintf("n%d.example.", i), false), false)
+		require.NoError(t, err, "the good upstream answers")
+		return logs.FilterMessageSnippet("upstream flapping").Len() == 1
+	}, 5*time.Second, 5*time.Millisecond)
+
+	// It answers again, and no query asks it.
+	broken.Store(false)
+	require.Eventually(t, func() bool { return logs.FilterMessageSnippet("steady after flapping").Len() == 1 },
+		5*time.Second, 20*time.Millisecond, "%v", logs.AllUntimed())
+	assert.False(t, u.down.Load())
+	assert.False(t, u.flapping.Load())
+}
