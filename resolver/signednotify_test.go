@@ -273,3 +273,76 @@ func TestSignedNotifyOtherZone(t *testing.T) {
 	assert.Equal(t, before.NotifiesAccepted, after.NotifiesAccepted, "nothing acted on")
 	assert.Equal(t, before.NotifiesRefused, after.NotifiesRefused, "nor counted for rpz.test.")
 }
+
+// TestSignedNotifyTruncatedMAC: RFC 8945 §5.2.2.1 lets a signer truncate
+// its MAC (BIND's hmac-sha256-128 keys do) to no less than 10 octets and
+// half the algorithm's: such a MAC is checked over its length, and then,
+// sources.tsig truncating none, is too short for local policy: NOTAUTH
+// with BADTRUNC (§5.2.4), signed (§5.3.2). One of another length (0, 8,
+// more than the algorithm's) is a format error: FORMERR. All of them were
+// answered BADSIG, as a wrong key is, and a primary whose key truncates
+// was warned of as one whose key differs. None is acted on.
+func TestSignedNotifyTruncatedMAC(t *testing.T) {
+	const zone = "rpz.test."
+	key, p, f := keyedZoneFence(t, zone)
+	other := newTSIGKey(t).secret
+	for _, network := range []string{"udp", "tcp"} {
+		exchange := map[string]func(*testing.T, string, []byte) []byte{"udp": rawExchange, "tcp": rawExchangeTCP}[network]
+		for _, tc := range []struct {
+			name      string
+			secret    string
+			size      int // octets of the MAC kept
+			rcode     int
+			tsigError uint16
+		}{
+			{name: "16 of 32", secret: key.secret, size: 16, rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadTrunc},
+			{name: "20 of 32", secret: key.secret, size: 20, rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadTrunc},
+			{name: "16 of 32, other key", secret: other, size: 16, rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadSig},
+			{name: "15 of 32", secret: key.secret, size: 15, rcode: dns.RcodeFormatError},
+			{name: "8 of 32", secret: key.secret, size: 8, rcode: dns.RcodeFormatError},
+			{name: "none", secret: key.secret, size: 0, rcode: dns.RcodeFormatError},
+			{name: "33", secret: key.secret, size: 33, rcode: dns.RcodeFormatError},
+		} {
+			t.Run(network+"/"+tc.name, func(t *testing.T) {
+				before := f.status(t, p.entry())
+				q := new(dns.Msg)
+				q.SetNotify(zone)
+				q.SetTsig(key.name, dns.HmacSHA256, 300, time.Now().Unix())
+				wire, mac, err := dns.TsigGenerate(q, tc.secret, "", false)
+				require.NoError(t, err)
+				signed := new(dns.Msg)
+				require.NoError(t, signed.Unpack(wire))
+				mac = (mac + "ff")[:2*tc.size]
+				signed.IsTsig().MAC, signed.IsTsig().MACSize = mac, uint16(tc.size)
+				wire, err = signed.Pack()
+				require.NoError(t, err)
+
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(exchange(t, f.addr, wire)))
+				assert.Equal(t, dns.RcodeToString[tc.rcode], dns.RcodeToString[r.Rcode])
+				assert.Equal(t, signed.Id, r.Id)
+				tsig := r.IsTsig()
+				switch tc.tsigError {
+				case 0:
+					assert.Nil(t, tsig, "the message is dropped, FORMERR returned")
+				case dns.RcodeBadSig:
+					require.NotNil(t, tsig)
+					assert.Equal(t, dns.RcodeToString[dns.RcodeBadSig], dns.RcodeToString[int(tsig.Error)])
+					assert.Zero(t, tsig.MACSize, "unsigned (§5.3.2)")
+				default:
+					require.NotNil(t, tsig)
+					assert.Equal(t, dns.RcodeToString[int(tc.tsigError)], dns.RcodeToString[int(tsig.Error)])
+					// Signed over the truncated MAC (§5.2.2.1), as BIND
+					// checks it: miekg/dns verifies no NOTAUTH.
+					again := r.Copy()
+					got := again.IsTsig().MAC
+					again.IsTsig().MAC, again.IsTsig().MACSize = "", 0
+					_, want, err := dns.TsigGenerate(again, key.secret, mac, false)
+					require.NoError(t, err)
+					assert.Equal(t, want, got, "signed over the NOTIFY's MAC")
+				}
+				assert.Equal(t, before.NotifiesAccepted, f.status(t, p.entry()).NotifiesAccepted, "not acted on")
+			})
+		}
+	}
+}

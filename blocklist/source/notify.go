@@ -1,10 +1,16 @@
 package source
 
 import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"net/netip"
 	"slices"
 	"strings"
@@ -75,8 +81,10 @@ func (n *Notifier) Primary(addr netip.Addr) bool {
 // Verify checks the TSIG of req, a signed message whose octets as received
 // are wire (what the MAC covers, RFC 8945 §4.3): nil when the signature
 // holds; dns.ErrSecret when no zone has its key, known by name and
-// algorithm both (§5.2.1), as when wire is nil; dns.ErrSig for a wrong MAC
-// (§5.2.2); dns.ErrTime when its time is outside its fudge (§5.2.3).
+// algorithm both (§5.2.1), as when wire is nil; errMACSize for a MAC of a
+// length §5.2.2.1 rules out; dns.ErrSig for a wrong MAC (§5.2.2);
+// dns.ErrTime when its time is outside its fudge (§5.2.3); errTruncated
+// for a right MAC truncated (§5.2.4).
 // Reply takes the result.
 func (n *Notifier) Verify(req *dns.Msg, wire []byte) error {
 	t := req.IsTsig()
@@ -87,14 +95,89 @@ func (n *Notifier) Verify(req *dns.Msg, wire []byte) error {
 	if k == nil || wire == nil || dns.CanonicalName(t.Algorithm) != k.Algorithm {
 		return fmt.Errorf("%w: key %s of algorithm %s is not sources.tsig", dns.ErrSecret, t.Hdr.Name, t.Algorithm)
 	}
+	// A MAC of another length than the algorithm's (RFC 8945 §5.2.2.1):
+	// longer, or shorter than 10 octets or half of it, is a format
+	// error; else it is truncated, checked as far as it goes, and then
+	// too short for sources.tsig, which truncates none (§5.2.4).
+	full := macSize(k.Algorithm)
+	if n := int(t.MACSize); n > full || n < max(10, full/2) {
+		return fmt.Errorf("%w: %d octets, where %s has %d (RFC 8945 §5.2.2.1)", errMACSize, n, k.Algorithm, full)
+	}
 	// TsigVerify writes into the octets it checks (the ID, the record
 	// count): wire is the listener's, so a copy.
-	switch err := dns.TsigVerify(slices.Clone(wire), k.Secret, "", false); {
+	switch err := dns.TsigVerifyWithProvider(slices.Clone(wire), hmacMAC{k.Secret}, "", false); {
 	case errors.Is(err, dns.ErrTime):
 		return fmt.Errorf("%w: signed at %s, more than its fudge of %d s from now", err,
 			time.Unix(int64(t.TimeSigned), 0).UTC().Format(time.RFC3339), t.Fudge)
 	case err != nil:
 		return fmt.Errorf("%w: the MAC is not that of key %s", err, t.Hdr.Name)
+	case int(t.MACSize) < full:
+		return fmt.Errorf("%w: %d octets of %d", errTruncated, t.MACSize, full)
+	}
+	return nil
+}
+
+// errMACSize is Verify's error for a MAC whose length RFC 8945 §5.2.2.1
+// rules out: Reply answers FORMERR.
+var errMACSize = errors.New("the TSIG's MAC is of a length no key truncates it to")
+
+// errTruncated is Verify's error for a MAC truncated as RFC 8945 §5.2.2.1
+// allows, which sources.tsig does not (BADTRUNC, §5.2.4).
+var errTruncated = errors.New("the TSIG's MAC is truncated, and sources.tsig is not")
+
+// hmacMAC is the HMAC of a key in base64, as miekg/dns computes it, but
+// checking a MAC truncated as RFC 8945 §5.2.2.1 allows over its length
+// (miekg/dns takes a whole MAC only, and says BADSIG of a truncated one).
+type hmacMAC struct{ secret string }
+
+// macSize is the length of algorithm's MAC, whole.
+func macSize(algorithm string) int {
+	if h := hashOf(algorithm); h != nil {
+		return h().Size()
+	}
+	return 0
+}
+
+// hashOf is the hash of a TSIG algorithm: nil for one miekg/dns does not
+// sign with.
+func hashOf(algorithm string) func() hash.Hash {
+	switch dns.CanonicalName(algorithm) {
+	case dns.HmacSHA1:
+		return sha1.New
+	case dns.HmacSHA224:
+		return sha256.New224
+	case dns.HmacSHA256:
+		return sha256.New
+	case dns.HmacSHA384:
+		return sha512.New384
+	case dns.HmacSHA512:
+		return sha512.New
+	}
+	return nil
+}
+
+func (p hmacMAC) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
+	secret, err := base64.StdEncoding.DecodeString(p.secret)
+	if err != nil {
+		return nil, err
+	}
+	h := hashOf(t.Algorithm)
+	if h == nil {
+		return nil, dns.ErrKeyAlg
+	}
+	mac := hmac.New(h, secret)
+	mac.Write(msg)
+	return mac.Sum(nil), nil
+}
+
+func (p hmacMAC) Verify(msg []byte, t *dns.TSIG) error {
+	want, err := p.Generate(msg, t)
+	if err != nil {
+		return err
+	}
+	got, err := hex.DecodeString(t.MAC)
+	if err != nil || len(got) == 0 || len(got) > len(want) || !hmac.Equal(got, want[:len(got)]) {
+		return dns.ErrSig
 	}
 	return nil
 }
@@ -116,14 +199,19 @@ func (n *Notifier) Reply(from netip.Addr, req *dns.Msg, tsig error) *dns.Msg {
 		return n.answer(from, req)
 	}
 	if rcode := signedRcode(tsig); rcode != dns.RcodeSuccess {
-		// Not acted on, and answered NOTAUTH (RFC 8945 §5.2); counted
-		// refused for the zone it names.
+		// Not acted on, and answered NOTAUTH (RFC 8945 §5.2), or FORMERR
+		// for a MAC of a length ruled out (§5.2.2.1); counted refused for
+		// the zone it names.
 		if len(req.Question) == 1 {
 			for _, z := range n.zones[strings.ToLower(req.Question[0].Name)] {
 				z.notifyRefused()
 			}
 		}
 		m := newAnswer(req)
+		if errors.Is(tsig, errMACSize) {
+			m.Rcode = dns.RcodeFormatError
+			return m
+		}
 		m.Rcode = dns.RcodeNotAuth
 		m.Extra = append(m.Extra, answerTSIG(t, rcode))
 		return m
@@ -185,6 +273,8 @@ func signedRcode(err error) int {
 		return dns.RcodeBadTime
 	case errors.Is(err, dns.ErrSig):
 		return dns.RcodeBadSig
+	case errors.Is(err, errTruncated):
+		return dns.RcodeBadTrunc
 	}
 	return dns.RcodeBadKey
 }

@@ -2,6 +2,7 @@ package source
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +14,8 @@ import (
 // another, as the resolver's handler does (Verify, Reply, Pack), and
 // checks: nothing panics; a message that is no NOTIFY request gets no
 // answer; the answer to a signed NOTIFY ends in a TSIG of the same key
-// name; a signed NOTIFY that does not verify is answered NOTAUTH and not
+// name, but the FORMERR to one whose MAC is of a length RFC 8945
+// §5.2.2.1 rules out for the key; a signed NOTIFY that does not verify is answered NOTAUTH and not
 // acted on; a NOTIFY is acted on only from the primary's address, and
 // then answered NOERROR; the answer to one that verified is signed over
 // its MAC with the key, so that the primary takes it; Pack never fails on
@@ -43,6 +45,18 @@ func FuzzNotifyTSIG(f *testing.F) {
 	f.Add(sign(key.Secret, "other.", dns.HmacSHA256, now), true)
 	f.Add(sign(key.Secret, "xfr-key.", dns.HmacSHA1, now), true)
 	f.Add(sign(key.Secret, "xfr-key.", dns.HmacSHA256, now.Add(-time.Hour)), true)
+	for _, size := range []int{0, 8, 16} { // truncated (RFC 8945 §5.2.2.1)
+		m := new(dns.Msg)
+		if err := m.Unpack(sign(key.Secret, "xfr-key.", dns.HmacSHA256, now)); err != nil {
+			f.Fatal(err)
+		}
+		m.IsTsig().MAC, m.IsTsig().MACSize = m.IsTsig().MAC[:2*size], uint16(size)
+		b, err := m.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, true)
+	}
 	unsigned := new(dns.Msg)
 	unsigned.SetNotify("rpz.test.")
 	b, _ := unsigned.Pack()
@@ -87,6 +101,16 @@ func FuzzNotifyTSIG(f *testing.F) {
 			t.Fatalf("acted on from %s, rcode %s, signed %v, check %v", from, dns.RcodeToString[m.Rcode], signed, tsig)
 		}
 		if !signed {
+			return
+		}
+		if rt := req.IsTsig(); m.Rcode == dns.RcodeFormatError {
+			// Only for a MAC of the key, name and algorithm, whose
+			// length is outside 16 to 32 octets (RFC 8945 §5.2.2.1 for
+			// hmac-sha256): the message is dropped, FORMERR unsigned.
+			if strings.ToLower(rt.Hdr.Name) != "xfr-key." || dns.CanonicalName(rt.Algorithm) != dns.HmacSHA256 ||
+				rt.MACSize >= 16 && rt.MACSize <= 32 || m.IsTsig() != nil {
+				t.Fatalf("FORMERR for a MAC of %d octets of key %s, %s, answer signed %v", rt.MACSize, rt.Hdr.Name, rt.Algorithm, m.IsTsig() != nil)
+			}
 			return
 		}
 		got := m.IsTsig()
