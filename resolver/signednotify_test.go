@@ -346,3 +346,43 @@ func TestSignedNotifyTruncatedMAC(t *testing.T) {
 		}
 	}
 }
+
+// TestSignedNotifyWrongKeyFromBIND: BIND signs its NOTIFY with a key
+// whose secret differs from sources.tsig's. The answer, NOTAUTH with
+// BADSIG and no MAC (RFC 8945 §5.3.2), carried a Time Signed of 0
+// (miekg/dns's TsigGenerate writes 0 into an unsigned TSIG), which BIND
+// checks first: it logged 'notify to ... failed: clocks are
+// unsynchronized', sending an operator to look at the clocks where the
+// key differs. The answer keeps the NOTIFY's time, and BIND logs the
+// TSIG error; dnsfence answers BADSIG with the NOTIFY's time on UDP too.
+func TestSignedNotifyWrongKeyFromBIND(t *testing.T) {
+	const zone = "rpz.test."
+	up := startUpstream(t, nil)
+	key := newTSIGKey(t)
+	bindKey := key
+	bindKey.secret = newTSIGKey(t).secret
+	port := freePort(t)
+	p := startBIND(t, &bindPrimary{zone: zone, notifyPort: port, key: &bindKey, ixfr: true, signNotify: true, debug: 3},
+		rpzText(zone, 1, "tiktok.com CNAME ."))
+	f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), key), fmt.Sprintf("127.0.0.1:%d", port))
+	p.setZone(rpzText(zone, 2, "tiktok.com CNAME .", "capcut.com CNAME ."), 2)
+
+	failed := fmt.Sprintf("notify to 127.0.0.1#%d failed: ", port)
+	require.Eventually(t, func() bool {
+		return strings.Count(p.logText(), failed) > strings.Count(p.logText(), failed+"connection refused")
+	}, 5*time.Second, 20*time.Millisecond, "BIND's NOTIFY answered")
+	assert.False(t, strings.Contains(p.logText(), "clocks are unsynchronized"), "BIND blames the clocks")
+	assert.True(t, strings.Contains(p.logText(), failed+"tsig indicates error"), "BIND reads the TSIG error")
+
+	q := new(dns.Msg)
+	q.SetNotify(zone)
+	signedAt := time.Now().Add(-time.Minute).Unix()
+	q.SetTsig(key.name, dns.HmacSHA256, 300, signedAt)
+	wire, _, err := dns.TsigGenerate(q, bindKey.secret, "", false)
+	require.NoError(t, err)
+	r := new(dns.Msg)
+	require.NoError(t, r.Unpack(rawExchange(t, f.addr, wire)))
+	require.NotNil(t, r.IsTsig())
+	assert.Equal(t, dns.RcodeToString[dns.RcodeBadSig], dns.RcodeToString[int(r.IsTsig().Error)])
+	assert.EqualValues(t, signedAt, r.IsTsig().TimeSigned, "the NOTIFY's time")
+}

@@ -302,10 +302,14 @@ func answerTSIG(t *dns.TSIG, rcode int) *dns.TSIG {
 }
 
 // Pack packs m, Reply's answer to req: signed with req's key, over req's
-// MAC (RFC 8945 §4.3.1), when it ends in a TSIG that is to be signed.
+// MAC (RFC 8945 §4.3.1), when it ends in a TSIG that is to be signed. A
+// BADKEY or BADSIG one is packed as it is, unsigned, with the request's
+// time: miekg/dns's TsigGenerate writes a time of 0 into it, which BIND
+// reads first, and logs the NOTIFY as failed for 'clocks are
+// unsynchronized', where its key is what differs.
 func (n *Notifier) Pack(m, req *dns.Msg) ([]byte, error) {
 	t, reqTSIG := m.IsTsig(), req.IsTsig()
-	if t == nil || reqTSIG == nil {
+	if t == nil || reqTSIG == nil || t.Error == dns.RcodeBadKey || t.Error == dns.RcodeBadSig {
 		return m.Pack()
 	}
 	secret := ""
