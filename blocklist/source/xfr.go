@@ -2,8 +2,15 @@ package source
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"net"
 	"strings"
 	"time"
@@ -72,13 +79,30 @@ func (c *xfrClient) pack(m *dns.Msg) (wire []byte, mac string, err error) {
 	return wire, mac, nil
 }
 
+// maxUnsigned is how many messages of a transfer in a row may come
+// without a TSIG, the first and the last always signed: RFC 8945 §5.3.1
+// has a client accept up to 99 between two signed ones, and BIND takes
+// 100 (NSD 103), for a primary that counts the signed one among them.
+const maxUnsigned = 100
+
+// tsigChain follows the signatures of one exchange's answers (RFC 8945
+// §5.3.1): the first chains to the request's MAC, each later signed one
+// to the signed one before and the unsigned messages between them.
+type tsigChain struct {
+	mac      string // the MAC the next signed message chains to
+	unsigned []byte // the unsigned messages since it, as received, back to back
+	count    int    // how many they are
+}
+
 // check verifies an answer: its ID and flags, its RCODE, and, when a key is
-// set, its signature (RFC 8945 §5.3: the first answer chains to the
-// request's MAC; each later message of a transfer to the one before, over
-// the timers only). It returns the MAC the next message chains to.
-func (c *xfrClient) check(what string, q, m *dns.Msg, wire []byte, mac string, later bool) (string, error) {
+// set, its signature: the first answer (later false) must be signed and
+// chains to the request's MAC; a later message of a transfer may come
+// unsigned, up to maxUnsigned in a row, and the next signed one covers
+// them (RFC 8945 §5.3.1). chain is the state of the signatures so far,
+// updated.
+func (c *xfrClient) check(what string, q, m *dns.Msg, wire []byte, chain *tsigChain, later bool) error {
 	if m.Id != q.Id || !m.Response || m.Opcode != dns.OpcodeQuery {
-		return "", fmt.Errorf("%s: answer does not match the query (ID %d, QR %t, opcode %d)", what, m.Id, m.Response, m.Opcode)
+		return fmt.Errorf("%s: answer does not match the query (ID %d, QR %t, opcode %d)", what, m.Id, m.Response, m.Opcode)
 	}
 	ts := m.IsTsig()
 	if m.Rcode != dns.RcodeSuccess {
@@ -86,25 +110,85 @@ func (c *xfrClient) check(what string, q, m *dns.Msg, wire []byte, mac string, l
 		if ts != nil {
 			e.tsigErr = ts.Error
 		}
-		return "", e
+		return e
 	}
 	if !later && (len(m.Question) != 1 || !strings.EqualFold(m.Question[0].Name, q.Question[0].Name) ||
 		m.Question[0].Qtype != q.Question[0].Qtype) {
-		return "", fmt.Errorf("%s: answer is for another question", what)
+		return fmt.Errorf("%s: answer is for another question", what)
 	}
 	if c.tsig == nil {
-		return "", nil
+		return nil
 	}
 	if ts == nil {
-		return "", fmt.Errorf("%s: %w: answer is not signed", what, ErrTSIG)
+		if !later {
+			return fmt.Errorf("%s: %w: answer is not signed", what, ErrTSIG)
+		}
+		if chain.count == maxUnsigned {
+			return fmt.Errorf("%s: %w: more than %d messages in a row not signed", what, ErrTSIG, maxUnsigned)
+		}
+		chain.unsigned = append(chain.unsigned, wire...)
+		chain.count++
+		return nil
 	}
 	if !strings.EqualFold(ts.Hdr.Name, c.tsig.Name) {
-		return "", fmt.Errorf("%s: %w: answer signed with key %q, not %q", what, ErrTSIG, ts.Hdr.Name, c.tsig.Name)
+		return fmt.Errorf("%s: %w: answer signed with key %q, not %q", what, ErrTSIG, ts.Hdr.Name, c.tsig.Name)
 	}
-	if err := dns.TsigVerify(wire, c.tsig.Secret, mac, later); err != nil {
-		return "", fmt.Errorf("%s: %w: answer does not verify: %w", what, ErrTSIG, err)
+	if alg := dns.CanonicalName(ts.Algorithm); alg != c.tsig.Algorithm {
+		return fmt.Errorf("%s: %w: answer signed with algorithm %s, not %s", what, ErrTSIG, alg, c.tsig.Algorithm)
 	}
-	return ts.MAC, nil
+	v := chainedTSIG{secret: c.tsig.Secret, unsigned: chain.unsigned}
+	if chain.mac != "" {
+		v.at = 2 + len(chain.mac)/2
+	}
+	if err := dns.TsigVerifyWithProvider(wire, v, chain.mac, later); err != nil {
+		return fmt.Errorf("%s: %w: answer does not verify: %w", what, ErrTSIG, err)
+	}
+	chain.mac, chain.unsigned, chain.count = ts.MAC, chain.unsigned[:0], 0
+	return nil
+}
+
+// chainedTSIG is the HMAC of a signed message of a transfer that may
+// follow unsigned ones (RFC 8945 §5.3.1): miekg/dns gives it the MAC
+// chained to (its length first), the message and the timers, and the
+// unsigned messages go between the MAC and the message.
+type chainedTSIG struct {
+	secret   string
+	at       int // where the unsigned messages go: the octets of the MAC chained to
+	unsigned []byte
+}
+
+// tsigHashes are the hash functions of the TSIG algorithms.
+var tsigHashes = map[string]func() hash.Hash{
+	dns.HmacSHA1: sha1.New, dns.HmacSHA224: sha256.New224, dns.HmacSHA256: sha256.New,
+	dns.HmacSHA384: sha512.New384, dns.HmacSHA512: sha512.New,
+}
+
+func (c chainedTSIG) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
+	secret, err := base64.StdEncoding.DecodeString(c.secret)
+	if err != nil {
+		return nil, err
+	}
+	alg := tsigHashes[dns.CanonicalName(t.Algorithm)]
+	if alg == nil {
+		return nil, dns.ErrKeyAlg
+	}
+	h := hmac.New(alg, secret)
+	h.Write(msg[:c.at])
+	h.Write(c.unsigned)
+	h.Write(msg[c.at:])
+	return h.Sum(nil), nil
+}
+
+func (c chainedTSIG) Verify(msg []byte, t *dns.TSIG) error {
+	want, err := c.Generate(msg, t)
+	if err != nil {
+		return err
+	}
+	got, err := hex.DecodeString(t.MAC)
+	if err != nil || !hmac.Equal(got, want) {
+		return dns.ErrSig
+	}
+	return nil
 }
 
 // dial connects to addr over network, closing the connection when ctx is
@@ -174,7 +258,7 @@ func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.M
 		if network == "udp" && m.Id != q.Id {
 			continue
 		}
-		if _, err := c.check("SOA query", q, m, buf[:n], mac, false); err != nil {
+		if err := c.check("SOA query", q, m, buf[:n], &tsigChain{mac: mac}, false); err != nil {
 			return nil, err
 		}
 		return m, nil
@@ -233,6 +317,7 @@ func (c *xfrClient) transfer(ctx context.Context, addr string, have *dns.SOA, wh
 	if _, err := co.Write(wire); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
+	chain := tsigChain{mac: mac}
 	p := xfrParser{zone: c.zone, ixfr: have != nil, whole: whole}
 	if have != nil {
 		p.have = have.Serial
@@ -259,7 +344,7 @@ func (c *xfrClient) transfer(ctx context.Context, addr string, have *dns.SOA, wh
 		if err := m.Unpack(buf[:n]); err != nil {
 			return nil, fmt.Errorf("%s: message %d: %w", what, msgs+1, err)
 		}
-		if mac, err = c.check(what, q, m, buf[:n], mac, msgs > 0); err != nil {
+		if err := c.check(what, q, m, buf[:n], &chain, msgs > 0); err != nil {
 			return nil, err
 		}
 		for _, rr := range m.Answer {
@@ -272,6 +357,9 @@ func (c *xfrClient) transfer(ctx context.Context, addr string, have *dns.SOA, wh
 		}
 		if len(m.Answer) == 0 {
 			return nil, fmt.Errorf("%s: message %d has no records", what, msgs+1)
+		}
+		if p.done && chain.count > 0 {
+			return nil, fmt.Errorf("%s: %w: the last message is not signed", what, ErrTSIG)
 		}
 	}
 	return &p.res, nil

@@ -32,7 +32,8 @@ import (
 // unchanged, its SOA alone; an IXFR refused as not implemented, or whose
 // differences do not fit the zone held, is followed by an AXFR. With
 // Options.TSIG every query is signed and every answer must carry a
-// signature that verifies (RFC 8945). A transfer that fails, is cut off,
+// signature that verifies (RFC 8945; of a transfer, the first and last
+// messages, and at least every hundredth, §5.3.1). A transfer that fails, is cut off,
 // is over Options.MaxBytes or does not verify changes nothing: the zone
 // held is kept.
 //
