@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -26,12 +27,11 @@ func newKey(t testing.TB, name string) *TSIG {
 	return &TSIG{Name: name, Algorithm: "hmac-sha256", Secret: base64.StdEncoding.EncodeToString(secret)}
 }
 
-// serveNotify serves n on a UDP port of 127.0.0.1 until the test ends and
-// returns the port.
+// serveNotify serves n on a port of 127.0.0.1, over UDP and TCP (Knot
+// sends NOTIFY over TCP), until the test ends and returns the port.
 func serveNotify(t testing.TB, n *Notifier) int {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
+	pc, l := listenBoth(t)
 	// dns.Server checks a signed message's TSIG with the zones' secrets
 	// and signs the answer to one (TsigStatus and WriteMsg), as the
 	// resolver's listeners do with Notifier.Verify and Notifier.Pack.
@@ -43,14 +43,16 @@ func serveNotify(t testing.TB, n *Notifier) int {
 		if req.Response {
 			return // never answer an answer
 		}
-		m := n.Reply(w.RemoteAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), req, w.TsigStatus())
+		from := netip.MustParseAddrPort(w.RemoteAddr().String()).Addr().Unmap()
+		m := n.Reply(from, req, w.TsigStatus())
 		if m == nil {
 			m = new(dns.Msg)
 			m.SetRcode(req, dns.RcodeNotImplemented)
 		}
 		_ = w.WriteMsg(m)
 	})
-	testnet.Serve(t, &dns.Server{PacketConn: pc, Handler: handler, TsigSecret: secrets})
+	testnet.Serve(t, &dns.Server{PacketConn: pc, Handler: handler, TsigSecret: secrets},
+		&dns.Server{Listener: l, Handler: handler, TsigSecret: secrets, ReadTimeout: 5 * time.Second})
 	return pc.LocalAddr().(*net.UDPAddr).Port
 }
 
