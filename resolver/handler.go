@@ -89,9 +89,6 @@ type Handler struct {
 	// upstreamWarn throttles the "upstreams failed" line: one an upstream
 	// per warnEvery, with the count of lines suppressed.
 	upstreamWarn warnLimiter
-	// notifyWarn throttles the warning of a NOTIFY from a zone's primary
-	// whose TSIG does not verify, by zone.
-	notifyWarn warnLimiter
 	// cache, slots and limiter outlive snapshots: what they hold (answers,
 	// slots taken, clients' tokens) is kept across reloads. Store sets them
 	// to each snapshot's settings before publishing it, once a snapshot;

@@ -483,17 +483,9 @@ func (h *Handler) notify(q *query) (reply, bool) {
 		return reply{}, false
 	}
 	switch from, zone := peerAddr(q.w), q.req.Question[0].Name; {
-	case tsig != nil && pulled && h.primary(from):
-		// From the primary's address, most likely a key that differs
-		// between the two: said at most once in warnEvery a zone, since
-		// anyone can send one from that address over UDP.
-		if ok, suppressed := h.notifyWarn.allow([]string{strings.ToLower(zone)}, time.Now()); ok {
-			h.log.Warn("NOTIFY from the zone's primary not acted on: its TSIG does not verify (sources.tsig); the zone waits for its next SOA check",
-				zap.String(logClient, from.String()), zap.String(logQName, zone), zap.Error(tsig), zap.Int("suppressed", suppressed))
-			break
-		}
-		fallthrough
 	case tsig != nil:
+		// Warned of by the zone (at most once a minute), this line for
+		// each.
 		h.log.Debug("NOTIFY not acted on: its TSIG does not verify", zap.String(logClient, from.String()),
 			zap.String(logQName, zone), zap.Error(tsig))
 	case m.Rcode == dns.RcodeRefused:

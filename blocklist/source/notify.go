@@ -29,8 +29,9 @@ import (
 //     echoed (RFC 1996 §4.7), and the source checks the primary's SOA (at
 //     once, or at the end of the second after the last check a NOTIFY
 //     asked for: see Zone.Notify);
-//   - from any other address: REFUSED, and nothing happens (counted
-//     refused, as a signed one whose TSIG does not verify is);
+//   - from any other address: REFUSED, and nothing happens but a
+//     warning (Zone.Notify), counted refused as a signed one whose TSIG
+//     does not verify is;
 //   - for a zone no source pulls: NOTAUTH (as BIND answers);
 //   - with a question count other than 1: FORMERR; with a QTYPE other than
 //     SOA or a class other than IN: NOTIMP.
@@ -200,11 +201,11 @@ func (n *Notifier) Reply(from netip.Addr, req *dns.Msg, tsig error) *dns.Msg {
 	}
 	if rcode := signedRcode(tsig); rcode != dns.RcodeSuccess {
 		// Not acted on, and answered NOTAUTH (RFC 8945 §5.2), or FORMERR
-		// for a MAC of a length ruled out (§5.2.2.1); counted refused for
-		// the zone it names.
+		// for a MAC of a length ruled out (§5.2.2.1); counted refused and
+		// logged by the zone it names.
 		if len(req.Question) == 1 {
 			for _, z := range n.zones[strings.ToLower(req.Question[0].Name)] {
-				z.notifyRefused()
+				z.rejectNotify(from, tsig)
 			}
 		}
 		m := newAnswer(req)

@@ -59,6 +59,10 @@ type Zone struct {
 	// primaries are the addresses the primary was last reached at: a
 	// NOTIFY from any other is refused. Guarded by mu.
 	primaries []netip.Addr
+	// warned limits the warnings of NOTIFYs not acted on to one a
+	// NotifyWarnInterval for each reason (notifyNotPrimary,
+	// notifyBadTSIG). Guarded by mu.
+	warned [2]notifyWarning
 
 	// held is the zone served, owned by Run's goroutine.
 	held *zoneCopy
@@ -150,13 +154,70 @@ func (z *Zone) Notify(from netip.Addr) bool {
 		case z.notify <- struct{}{}:
 		default: // a check is already asked for
 		}
+	} else {
+		z.warnNotify(notifyNotPrimary, from, nil)
 	}
 	return ok
 }
 
-// notifyRefused counts a NOTIFY for the zone not acted on for its TSIG.
-func (z *Zone) notifyRefused() {
+// rejectNotify is told of a NOTIFY for the zone, from the address from,
+// whose TSIG does not verify (err, Notifier.Verify's): it is not acted on,
+// but counted as refused and logged, as one from another address is.
+func (z *Zone) rejectNotify(from netip.Addr, err error) {
 	z.track.update(func(st *Status) { st.NotifiesRefused++ })
+	z.warnNotify(notifyBadTSIG, from, err)
+}
+
+// Why a NOTIFY was not acted on: the index of Zone.warned.
+const (
+	notifyNotPrimary = iota // from an address not the primary's
+	notifyBadTSIG           // signed, and the signature does not verify
+)
+
+// NotifyWarnInterval is the least time between two warnings of a zone's
+// NOTIFYs not acted on for one reason. RFC 1996 §3.10 has a NOTIFY from a
+// host not the zone's primary logged, which tells the operator of a
+// primary that sends its NOTIFYs from another address than the one its
+// secondaries know (BIND without notify-source, Knot without a remote's
+// via, NSD without outgoing-interface, on a host of several addresses)
+// why its changes wait for the zone's refresh; a flood of NOTIFYs forged
+// over UDP costs a line a minute.
+const NotifyWarnInterval = time.Minute
+
+// notifyWarning is when NOTIFYs not acted on for one reason were last
+// logged, and how many were not logged since.
+type notifyWarning struct {
+	last      time.Time
+	notLogged int
+}
+
+// warnNotify logs a NOTIFY from the address from that is not acted on for
+// why, unless one was logged for why less than NotifyWarnInterval ago.
+func (z *Zone) warnNotify(why int, from netip.Addr, err error) {
+	now := time.Now()
+	z.mu.Lock()
+	w := &z.warned[why]
+	if !w.last.IsZero() && now.Sub(w.last) < NotifyWarnInterval {
+		w.notLogged++
+		z.mu.Unlock()
+		return
+	}
+	notLogged := w.notLogged
+	w.last, w.notLogged = now, 0
+	primaries := make([]string, len(z.primaries))
+	for i, a := range z.primaries {
+		primaries[i] = a.String()
+	}
+	z.mu.Unlock()
+	fields := []zap.Field{zap.String("source", z.name), zap.String("from", from.String()),
+		zap.Strings("primary", primaries), zap.Int("not_logged_since", notLogged)}
+	switch why {
+	case notifyNotPrimary:
+		z.opt.Log.Warn("NOTIFY refused: not from an address of the zone's primary; the primary must send it from one "+
+			"(BIND notify-source, Knot remote via, NSD outgoing-interface)", fields...)
+	case notifyBadTSIG:
+		z.opt.Log.Warn("NOTIFY not acted on: its TSIG does not verify with sources.tsig", append(fields, zap.Error(err))...)
+	}
 }
 
 // primary reports whether addr is one the primary was last reached at.
