@@ -29,8 +29,9 @@ type fakePrimary struct {
 	// ixfr, when set, returns the answer records to an IXFR from serial
 	// have; nil answers AXFR-style (the whole zone).
 	ixfr func(have uint32) []dns.RR
-	// ixfrRcode, when set, is the RCODE of every IXFR answer.
-	ixfrRcode int
+	// ixfrRcode, when set, is the RCODE of every IXFR answer;
+	// axfrRcode of every AXFR answer.
+	ixfrRcode, axfrRcode int
 	// cutAfter, when > 0, closes a transfer's connection after that many
 	// messages, before the closing SOA.
 	cutAfter int
@@ -177,6 +178,12 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 		xs = p.xfrSOA
 	}
 	answer := append(append([]dns.RR{xs}, p.records...), xs)
+	if qt == dns.TypeAXFR && p.axfrRcode != 0 {
+		m.Rcode = p.axfrRcode
+		sign(m)
+		w.WriteMsg(m)
+		return
+	}
 	if qt == dns.TypeIXFR {
 		if p.ixfrRcode != 0 {
 			m.Rcode = p.ixfrRcode
@@ -186,6 +193,14 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 		}
 		if p.ixfr != nil {
 			answer = p.ixfr(q.Ns[0].(*dns.SOA).Serial)
+		}
+		if len(answer) == 0 {
+			// A primary that does not know IXFR: NODATA, its SOA in
+			// the authority section.
+			m.Ns = []dns.RR{p.soa}
+			sign(m)
+			w.WriteMsg(m)
+			return
 		}
 	}
 	for i, msgs := 0, 0; i < len(answer); msgs++ {

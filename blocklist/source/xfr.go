@@ -266,6 +266,11 @@ func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.M
 	return nil, fmt.Errorf("SOA query: no answer with ID %d", q.Id)
 }
 
+// errNoIXFR is an IXFR answered NOERROR with no record at all: the answer
+// of a primary that does not know IXFR and takes it for a query of an
+// unknown type (BIND's secondary takes it so, and asks for an AXFR).
+var errNoIXFR = errors.New("answer holds no record: the primary does not know IXFR")
+
 // xfrResult is what a zone transfer brought.
 type xfrResult struct {
 	// kind is TransferAXFR or TransferIXFR; "" when an IXFR found the zone
@@ -291,7 +296,8 @@ type xfrResult struct {
 // alone (nothing changed). The answer is read whole before anything is
 // returned: a transfer cut off, over Options.MaxBytes or that does not
 // verify returns an error and nothing else. whole, when not nil, is called
-// as soon as an IXFR's answer turns out to be the whole zone (AXFR-style).
+// as soon as the answer turns out to be the whole zone: at an AXFR's first
+// record, or an IXFR's answered AXFR-style.
 func (c *xfrClient) transfer(ctx context.Context, addr string, have *dns.SOA, whole func()) (*xfrResult, error) {
 	what := TransferAXFR
 	q := new(dns.Msg)
@@ -356,6 +362,9 @@ func (c *xfrClient) transfer(ctx context.Context, addr string, have *dns.SOA, wh
 			}
 		}
 		if len(m.Answer) == 0 {
+			if p.ixfr && msgs == 0 {
+				return nil, fmt.Errorf("%s: %w", what, errNoIXFR)
+			}
 			return nil, fmt.Errorf("%s: message %d has no records", what, msgs+1)
 		}
 		if p.done && chain.count > 0 {
@@ -379,7 +388,7 @@ type xfrParser struct {
 	zone  string
 	ixfr  bool
 	have  uint32 // the serial held, for an IXFR
-	whole func() // told that an IXFR's answer is the whole zone; may be nil
+	whole func() // told that the answer is the whole zone; may be nil
 	state int
 	n     int // records read
 	done  bool
@@ -400,6 +409,9 @@ func (p *xfrParser) add(rr dns.RR) error {
 		p.res.soa = soa
 		p.res.kind = TransferAXFR
 		p.state = stateAXFR
+		if !p.ixfr && p.whole != nil {
+			p.whole()
+		}
 		if p.ixfr {
 			p.state = stateIXFRSecond
 			if !serialNewer(soa.Serial, p.have) {

@@ -29,13 +29,14 @@ import (
 // see Notify): at once, but at most once a second; a newer serial (RFC
 // 1982) is fetched by IXFR from the serial held (RFC 1995), which the
 // primary may answer with the differences, the whole zone or, when
-// unchanged, its SOA alone; an IXFR refused as not implemented, or whose
-// differences do not fit the zone held, is followed by an AXFR. With
-// Options.TSIG every query is signed and every answer must carry a
-// signature that verifies (RFC 8945; of a transfer, the first and last
-// messages, and at least every hundredth, §5.3.1). A transfer that fails, is cut off,
-// is over Options.MaxBytes or does not verify changes nothing: the zone
-// held is kept.
+// unchanged, its SOA alone; an IXFR answered with an RCODE other than
+// NOERROR (a TSIG error aside) or with no record, or whose differences do
+// not fit the zone held, is followed by an AXFR. With Options.TSIG every
+// query is signed and every answer must carry a signature that verifies
+// (RFC 8945; of a transfer, the first and last messages, and at least
+// every hundredth, §5.3.1). A transfer that fails, is cut off, is over
+// Options.MaxBytes or does not verify changes nothing: the zone held is
+// kept.
 //
 // The SOA expire timer is not followed: the zone held is served through
 // any outage of the primary, as the list it is (failing closed), with the
@@ -423,12 +424,16 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 		ch, err = z.held.plan(res.diffs)
 	}
 	var rc *rcodeError
-	if have != nil && (errors.Is(err, errNotExact) || errors.As(err, &rc) && (rc.rcode == dns.RcodeNotImplemented ||
-		rc.rcode == dns.RcodeFormatError) && rc.tsigErr == 0 || err == nil && res.condensed) {
-		// The primary cannot give differences that fit the zone held:
-		// take the whole zone.
-		z.releaseHeld()
-		res, err = z.client.transfer(ctx, addr, nil, nil)
+	if have != nil && (errors.Is(err, errNotExact) || errors.Is(err, errNoIXFR) || errors.As(err, &rc) && rc.tsigErr == 0 ||
+		err == nil && res.condensed) {
+		// The primary cannot give differences that fit the zone held, or
+		// will not give them: take the whole zone. An IXFR answered with
+		// any RCODE but a TSIG error is followed by an AXFR, as BIND's
+		// secondary follows it (NOTIMP and FORMERR from a primary without
+		// IXFR, REFUSED or SERVFAIL from one that serves AXFR alone); the
+		// AXFR's own answer decides. The records held go once it
+		// brings a zone, not before: an AXFR refused too keeps them.
+		res, err = z.client.transfer(ctx, addr, nil, z.releaseHeld)
 	}
 	if err != nil {
 		return nil, nil, err

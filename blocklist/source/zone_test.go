@@ -105,6 +105,33 @@ func TestZoneIXFRFallbacks(t *testing.T) {
 			wantAsked: []uint16{dns.TypeSOA, dns.TypeIXFR, dns.TypeAXFR},
 			wantType:  TransferAXFR,
 		},
+		// A primary that serves AXFR alone may refuse IXFR or fail it, or
+		// take it for a query of an unknown type: BIND's secondary asks
+		// for an AXFR after any of them.
+		{
+			name:      "refused",
+			setup:     func(p *fakePrimary) { p.ixfrRcode = dns.RcodeRefused },
+			wantAsked: []uint16{dns.TypeSOA, dns.TypeIXFR, dns.TypeAXFR},
+			wantType:  TransferAXFR,
+		},
+		{
+			name:      "server failure",
+			setup:     func(p *fakePrimary) { p.ixfrRcode = dns.RcodeServerFailure },
+			wantAsked: []uint16{dns.TypeSOA, dns.TypeIXFR, dns.TypeAXFR},
+			wantType:  TransferAXFR,
+		},
+		{
+			name:      "not authoritative, no TSIG error",
+			setup:     func(p *fakePrimary) { p.ixfrRcode = dns.RcodeNotAuth },
+			wantAsked: []uint16{dns.TypeSOA, dns.TypeIXFR, dns.TypeAXFR},
+			wantType:  TransferAXFR,
+		},
+		{
+			name:      "no record: IXFR unknown",
+			setup:     func(p *fakePrimary) { p.ixfr = func(uint32) []dns.RR { return nil } },
+			wantAsked: []uint16{dns.TypeSOA, dns.TypeIXFR, dns.TypeAXFR},
+			wantType:  TransferAXFR,
+		},
 		{
 			name: "condensed: the new SOA alone",
 			setup: func(p *fakePrimary) {
@@ -197,7 +224,7 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 		{name: "unsigned answer", key: key, setup: func(p *fakePrimary) { p.unsigned = true }, want: "not signed", is: ErrTSIG},
 		{name: "answer signed with another secret", key: key, setup: func(p *fakePrimary) { p.forged = true }, want: "does not verify", is: ErrTSIG},
 		{name: "serial older", setup: func(p *fakePrimary) { p.soa = testSOA(testZone, 0) }, want: "older than the 1 held"},
-		{name: "refused", setup: func(p *fakePrimary) { p.ixfrRcode = dns.RcodeRefused }, want: "REFUSED"},
+		{name: "refused", setup: func(p *fakePrimary) { p.ixfrRcode, p.axfrRcode = dns.RcodeRefused, dns.RcodeRefused }, want: "AXFR: primary answered REFUSED"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var secret map[string]string
@@ -230,7 +257,7 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 
 			// Once the primary behaves, the next look picks the change up.
 			p.update(func(p *fakePrimary) {
-				p.cutAfter, p.unsigned, p.forged, p.ixfrRcode = 0, false, false, 0
+				p.cutAfter, p.unsigned, p.forged, p.ixfrRcode, p.axfrRcode = 0, false, false, 0, 0
 				p.soa = testSOA(testZone, 3)
 				p.records = cnames(testZone, "a", "b")
 			})
