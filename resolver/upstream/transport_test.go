@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -229,7 +230,12 @@ func TestErrorKindsOfAnyTransport(t *testing.T) {
 			assert.Equal(t, tc.kind, ue.Causes())
 			assert.Equal(t, tc.timeout, ue.Timeout)
 			assert.Equal(t, map[string]float64{tc.kind: 1}, upstreamErrors(t, reg, up.addr))
-			assert.Equal(t, []string{up.addr}, f.Down(), "a failed first exchange marks it down")
+			// A SERVFAIL no other upstream answered is judged by a root NS
+			// check of its own (checkHealth), which runs beside the query:
+			// under load it had not ended when Down was read (1 of 12 cases
+			// in one CI run, beside two helpers' tests).
+			assert.Eventually(t, func() bool { return slices.Equal(f.Down(), []string{up.addr}) }, 2*time.Second, time.Millisecond,
+				"a failed first exchange marks it down: %v", f.Down())
 			if tc.rcode == 0 {
 				assert.Nil(t, ue.Answer)
 			} else if assert.NotNil(t, ue.Answer) {
