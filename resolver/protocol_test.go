@@ -908,3 +908,47 @@ func TestStrayRecordsAreFormerr(t *testing.T) {
 	}
 	assert.Zero(t, up.count.Load(), "nothing went upstream")
 }
+
+// TestBadVersionBeforeOptions: a query whose OPT is of a VERSION other
+// than 0 gets BADVERS (RFC 6891 §6.1.3), whatever its options hold: they
+// are that version's, and BIND answers BADVERS before it reads any. A
+// COOKIE of 2 octets, a Client Subnet with a bit past its prefix (dig
+// +edns=1 +cookie=0102, +ednsopt=8:0001180001) and, over TCP, an
+// edns-tcp-keepalive with a TIMEOUT in such an OPT got FORMERR, the
+// listener checking them by version 0's rules before the handler saw the
+// version, so that the client was not told to fall back to version 0.
+// Nothing goes upstream; the same options in a version 0 OPT still get
+// FORMERR.
+func TestBadVersionBeforeOptions(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	query := func(version uint8, code uint16, data ...byte) *dns.Msg {
+		m := question("version.example.org.", dns.TypeA, true)
+		m.IsEdns0().SetVersion(version)
+		m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_LOCAL{Code: code, Data: data}}
+		return m
+	}
+	for _, tc := range []struct {
+		name       string
+		code       uint16
+		data       []byte
+		transports []string
+	}{
+		{"a cookie of 2 octets", dns.EDNS0COOKIE, []byte{1, 2}, []string{"udp", "tcp"}},
+		{"a subnet with a bit past its prefix", dns.EDNS0SUBNET, []byte{0, 1, 24, 0, 1, 2, 3, 4}, []string{"udp", "tcp"}},
+		{"a keepalive with a TIMEOUT", dns.EDNS0TCPKEEPALIVE, []byte{0, 100}, []string{"tcp"}},
+	} {
+		for _, transport := range tc.transports {
+			t.Run(tc.name+" "+transport, func(t *testing.T) {
+				r := ask(t, f.addr, "", transport, query(1, tc.code, tc.data...))
+				assert.Equal(t, dns.RcodeBadVers, r.Rcode, "version 1: %s", dns.RcodeToString[r.Rcode])
+				if assert.NotNil(t, r.IsEdns0()) {
+					assert.Zero(t, r.IsEdns0().Version(), "the answer says the version spoken")
+				}
+				r = ask(t, f.addr, "", transport, query(0, tc.code, tc.data...))
+				assert.Equal(t, dns.RcodeFormatError, r.Rcode, "version 0: %s", dns.RcodeToString[r.Rcode])
+			})
+		}
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
+}

@@ -123,3 +123,37 @@ func TestMalformedOptionsRejected(t *testing.T) {
 		})
 	}
 }
+
+// TestOptionsOfOtherVersionsNotRead: the options of an OPT of a VERSION
+// other than 0 are not checked by version 0's rules on any listener
+// (AcceptMessage: UDP, TCP, DNS over TLS; checkQuery: HTTPS, QUIC;
+// keepaliveTimeout: TCP, DNS over TLS): the query goes to the Handler,
+// which answers BADVERS (RFC 6891 §6.1.3). Such a query with a COOKIE of
+// 2 octets got FORMERR from the listener.
+func TestOptionsOfOtherVersionsNotRead(t *testing.T) {
+	query := func(version uint8, code uint16, data []byte) []byte {
+		q := new(dns.Msg)
+		q.SetQuestion("example.org.", dns.TypeA)
+		q.SetEdns0(1232, false)
+		q.IsEdns0().SetVersion(version)
+		q.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_LOCAL{Code: code, Data: data}}
+		b, err := q.Pack()
+		require.NoError(t, err)
+		return b
+	}
+	accept := func(dns.Header) dns.MsgAcceptAction { return dns.MsgAccept }
+	invalid := func([]byte, error) {}
+	for _, version := range []uint8{1, 255} {
+		b := query(version, dns.EDNS0COOKIE, []byte{1, 2})
+		req, reject := AcceptMessage(b, accept, invalid)
+		assert.NotNil(t, req, "version %d: plain", version)
+		assert.Nil(t, reject, "version %d: plain", version)
+		chk := checkQuery(b)
+		assert.NotNil(t, chk.req, "version %d: encrypted", version)
+		assert.Nil(t, chk.reject, "version %d: encrypted", version)
+		assert.False(t, keepaliveTimeout(query(version, dns.EDNS0TCPKEEPALIVE, []byte{0, 100})), "version %d", version)
+	}
+	_, reject := AcceptMessage(query(0, dns.EDNS0COOKIE, []byte{1, 2}), accept, invalid)
+	assert.NotNil(t, reject, "version 0: FORMERR")
+	assert.True(t, keepaliveTimeout(query(0, dns.EDNS0TCPKEEPALIVE, []byte{0, 100})), "version 0")
+}

@@ -601,10 +601,13 @@ func optionsSound(b []byte) bool {
 // whose records are whole (recordsWhole), in order, until fn returns
 // false; it reports whether none did. A message without an OPT, or an
 // option that runs past the OPT's RDATA (which miekg/dns refuses to
-// unpack), ends it with true.
+// unpack), ends it with true; so does an OPT of a VERSION other than 0,
+// whose options are not read: they are that version's, and the query gets
+// BADVERS (RFC 6891 §6.1.3; the Handler's checkEDNS), as BIND answers it
+// before it reads any option, not FORMERR for an option version 0 rules.
 func eachOption(b []byte, fn func(code uint16, data []byte) bool) bool {
 	off, ok := findOPT(b)
-	if !ok {
+	if !ok || b[off+5] != 0 { // VERSION: after TYPE, CLASS and EXTENDED-RCODE
 		return true
 	}
 	rdata := b[off+10 : off+10+int(binary.BigEndian.Uint16(b[off+8:]))]
