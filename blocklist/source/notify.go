@@ -30,8 +30,9 @@ import (
 //     once, or at the end of the second after the last check a NOTIFY
 //     asked for: see Zone.Notify);
 //   - from any other address: REFUSED, and nothing happens but a
-//     warning (Zone.Notify), counted refused as a signed one whose TSIG
-//     does not verify is;
+//     warning (when no source of the zone takes it: two may pull it from
+//     two primaries), counted refused as a signed one whose TSIG does
+//     not verify is;
 //   - for a zone no source pulls: NOTAUTH (as BIND answers);
 //   - with a question count other than 1: FORMERR; with a QTYPE other than
 //     SOA or a class other than IN: NOTIMP.
@@ -247,6 +248,12 @@ func (n *Notifier) answer(from netip.Addr, req *dns.Msg) *dns.Msg {
 		}
 	}
 	if !accepted {
+		// Warned of only when no source took it: two sources may pull the
+		// zone from two primaries, and a NOTIFY one acts on is no other
+		// primary's mistake.
+		for _, z := range zones {
+			z.warnNotify(notifyNotPrimary, from, nil)
+		}
 		m.Rcode = dns.RcodeRefused
 		return m
 	}

@@ -112,3 +112,41 @@ func TestNotifyFromAnotherAddressOfNSD(t *testing.T) {
 	require.True(t, src.Notify(netip.MustParseAddr("127.0.49.2")), "the next check")
 	assert.Equal(t, []string{"douyin.com", "tiktok.com"}, owners(rec.waitCount(t, 2)))
 }
+
+// TestNotifyOfOneSourceOfTwoNotWarned: two sources may pull one zone,
+// each from its own primary (NewNotifier keeps every source of an apex).
+// A NOTIFY from either primary is acted on by its source and answered
+// NOERROR; the other source, whose primary did not send it, has nothing
+// to warn of. Each such NOTIFY was logged by the other source as
+// 'NOTIFY refused: not from an address of the zone's primary', telling
+// the operator to change a primary that was right. A NOTIFY neither
+// source takes is still logged, by each.
+func TestNotifyOfOneSourceOfTwoNotWarned(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	var zones []*Zone
+	var srcs []Source
+	for _, primary := range []string{"127.0.0.1", "127.0.49.2"} {
+		z, err := NewZone("axfr://"+primary+":5300/rpz.test", Options{Log: zap.New(core)})
+		require.NoError(t, err)
+		zones, srcs = append(zones, z), append(srcs, z)
+	}
+	n := NewNotifier(srcs)
+	notify := new(dns.Msg)
+	notify.SetNotify("rpz.test.")
+	notPrimary := "NOTIFY refused: not from an address of the zone's primary; the primary must send it from one " +
+		"(BIND notify-source, Knot remote via, NSD outgoing-interface)"
+
+	for i, from := range []string{"127.0.0.1", "127.0.49.2"} {
+		assert.Equal(t, dns.RcodeSuccess, n.Reply(netip.MustParseAddr(from), notify, nil).Rcode, from)
+		assert.Len(t, zones[i].notify, 1, "%s: its source looks", from)
+	}
+	assert.Empty(t, logs.FilterMessage(notPrimary).AllUntimed(), "acted on: nothing to warn of")
+
+	assert.Equal(t, dns.RcodeRefused, n.Reply(netip.MustParseAddr("127.0.49.3"), notify, nil).Rcode)
+	lines := logs.FilterMessage(notPrimary).AllUntimed()
+	require.Len(t, lines, 2, "a line from each source")
+	for i, l := range lines {
+		assert.Equal(t, zones[i].Name(), l.ContextMap()["source"])
+		assert.Equal(t, "127.0.49.3", l.ContextMap()["from"])
+	}
+}

@@ -141,6 +141,8 @@ func (z *Zone) Status() Status { return z.track.status() }
 // inside it. A NOTIFY is only ever a hint to look, so a forged one costs
 // at most one SOA query, and a stream of them (forged from the primary's
 // address: UDP, authenticated by its source address only) one a second.
+// One from another address is counted refused here, and warned of by the
+// Notifier when no source of the zone takes it.
 func (z *Zone) Notify(from netip.Addr) bool {
 	ok := z.primary(from)
 	z.track.update(func(st *Status) {
@@ -155,8 +157,6 @@ func (z *Zone) Notify(from netip.Addr) bool {
 		case z.notify <- struct{}{}:
 		default: // a check is already asked for
 		}
-	} else {
-		z.warnNotify(notifyNotPrimary, from, nil)
 	}
 	return ok
 }
