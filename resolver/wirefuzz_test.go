@@ -24,17 +24,36 @@ func wireSeeds(f *testing.F) {
 		&dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: net.IPv4(10, 0, 0, 0).To4()},
 		&dns.EDNS0_PADDING{Padding: make([]byte, 12)},
 	}
+	// Options the listeners answer FORMERR (a cookie of 7 octets, a
+	// Client Subnet with an octet past its prefix or a bit set past it)
+	// and their well-formed neighbours (RFC 7873 §5.2.2, RFC 7871 §6).
+	var optionSeeds []*dns.Msg
+	for _, o := range []dns.EDNS0{
+		&dns.EDNS0_LOCAL{Code: dns.EDNS0COOKIE, Data: []byte{1, 2, 3, 4, 5, 6, 7}},
+		&dns.EDNS0_LOCAL{Code: dns.EDNS0COOKIE, Data: make([]byte, 16)},
+		&dns.EDNS0_LOCAL{Code: dns.EDNS0COOKIE, Data: make([]byte, 41)},
+		&dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: []byte{0, 1, 24, 0, 10, 20, 30, 4}},
+		&dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: []byte{0, 1, 23, 0, 10, 20, 31}},
+		&dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: []byte{0, 1, 24, 0, 10, 20, 30}},
+		&dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: []byte{0, 0, 0, 0}},
+		&dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: []byte{0, 2, 129, 0}},
+		&dns.EDNS0_LOCAL{Code: dns.EDNS0TCPKEEPALIVE, Data: []byte{0, 100}},
+	} {
+		m := question("opt.example.org.", dns.TypeA, true)
+		m.IsEdns0().Option = []dns.EDNS0{o}
+		optionSeeds = append(optionSeeds, m)
+	}
 	do := question("Do.Example.ORG.", dns.TypeAAAA, true)
 	do.IsEdns0().SetDo()
 	do.CheckingDisabled, do.AuthenticatedData = true, true
-	for _, m := range []*dns.Msg{
+	for _, m := range append([]*dns.Msg{
 		question("www.tiktok.com.", dns.TypeA, true),
 		question("example.org.", dns.TypeHTTPS, false),
 		question(".", dns.TypeNS, true),
 		question(`x\.tiktok.com.`, dns.TypeTXT, true),
 		question(strings.Repeat("a", 63)+"."+strings.Repeat("b", 63)+"."+strings.Repeat("c", 63)+"."+strings.Repeat("d", 61)+".", dns.TypeA, true),
 		withOpts, do,
-	} {
+	}, optionSeeds...) {
 		b, err := m.Pack()
 		if err != nil {
 			f.Fatal(err)
@@ -58,6 +77,12 @@ func FuzzReadWireQuery(f *testing.F) {
 		m := new(dns.Msg)
 		if err := m.Unpack(b); err != nil {
 			t.Fatalf("the wire path took a query miekg/dns cannot unpack: %v", err)
+		}
+		// The listeners take it too: the wire path answers nothing
+		// the message path would have answered FORMERR (options
+		// dnswire.OptionSound calls malformed, records cut short).
+		if req, _ := listen.AcceptMessage(b, listen.AcceptQuery, func([]byte, error) {}); req == nil {
+			t.Fatalf("the wire path took a query the listener refuses: %s", m)
 		}
 		if m.Response || m.Opcode != dns.OpcodeQuery || len(m.Question) != 1 || !validQuestion(m.Question[0]) ||
 			checkEDNS(m) != dns.RcodeSuccess || m.Question[0].Qclass != dns.ClassINET {
