@@ -127,6 +127,11 @@ type upstreamState struct {
 	flapping   atomic.Bool
 	flaps      atomic.Int64
 	flapLogged atomic.Int64
+	// lines is held over a change of down and the line that says so
+	// (succeeded, failed, steady), so that the lines come in the order
+	// of the changes: a back up whose line was written after the down
+	// that followed it left 'upstream back up' last, the upstream down.
+	lines sync.Mutex
 	// checking is set while a check of its health runs (checkHealth), and
 	// checked is when the last one began (Unix nanoseconds).
 	checking atomic.Bool
@@ -524,6 +529,8 @@ func (f *Forwarder) succeeded(u *upstreamState, start time.Time, took time.Durat
 	u.observe(took)
 	now := start.Add(took) // without asking the clock again
 	if u.down.Load() {
+		u.lines.Lock()
+		defer u.lines.Unlock()
 		u.health.reset()
 		up := now.UnixNano()
 		u.upSince.Store(up)
@@ -551,6 +558,8 @@ func (f *Forwarder) succeeded(u *upstreamState, start time.Time, took time.Durat
 // steady logs that u, flapping, has been up since up (Unix nanoseconds)
 // for flapWindow: once a bout, and only while it is still up since then.
 func (f *Forwarder) steady(u *upstreamState, up int64) {
+	u.lines.Lock()
+	defer u.lines.Unlock()
 	if u.down.Load() || u.upSince.Load() != up || f.closed.Load() || !u.flapping.CompareAndSwap(true, false) {
 		return
 	}
@@ -568,6 +577,8 @@ func (f *Forwarder) steady(u *upstreamState, up int64) {
 // the upstream's health from then on, never made, or log one twice.
 func (f *Forwarder) failed(u *upstreamState, err error) {
 	if fails, n := u.health.record(true); fails*2 > n {
+		u.lines.Lock()
+		defer u.lines.Unlock()
 		if !u.down.Load() {
 			// downSince is written before down is, so that a success that
 			// finds u down reads when it went down, not the time before.

@@ -1,0 +1,85 @@
+package upstream
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// holdCore is a zapcore.Core that holds the write of one message until
+// release is closed, saying when it began (held): a goroutine paused
+// between a change of an upstream's state and its line.
+type holdCore struct {
+	zapcore.Core
+	message string
+	once    sync.Once
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (c *holdCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	return ce.AddCore(e, c)
+}
+
+func (c *holdCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	if e.Message == c.message {
+		c.once.Do(func() { close(c.held) })
+		<-c.release
+	}
+	return c.Core.Write(e, fields)
+}
+
+// TestDownLineAfterBackUpLine: an upstream found back up while queries to
+// it fail at once is marked down again by them; the lines must come in
+// the order of the changes, so that the last says it is down. succeeded
+// marked it up and then logged it, and failed marked it down and logged it
+// in between: 'upstream back up' came last, with the upstream down (and
+// left so while no probe finds it up: its line unwritten, a failed whose
+// markDown ran after succeeded's change would also mark it down silently).
+func TestDownLineAfterBackUpLine(t *testing.T) {
+	obs, logs := observer.New(zap.InfoLevel)
+	core := &holdCore{Core: obs, message: "upstream back up", held: make(chan struct{}), release: make(chan struct{})}
+	f := NewForwarder([]string{"127.0.52.28:9", "127.0.52.28:10"}, time.Second, false)
+	defer f.Close()
+	f.log = zap.New(core)
+	u := f.upstreams[0]
+	u.probing.Store(true) // no probe: the test says when it answers
+	fail := errors.New("SERVFAIL")
+	f.failed(u, fail)
+	require.True(t, u.down.Load())
+
+	upDone, downDone := make(chan struct{}), make(chan struct{})
+	go func() { defer close(upDone); f.succeeded(u, time.Now(), 0) }()
+	select { // marked up, its line not yet written
+	case <-core.held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no 'upstream back up' line")
+	}
+	go func() {
+		defer close(downDone)
+		f.failed(u, fail)
+		f.failed(u, fail) // 2 of 3 failed: down
+	}()
+	select { // the failures go first, or wait for the line before them
+	case <-downDone:
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(core.release)
+	<-upDone
+	<-downDone
+
+	require.True(t, u.down.Load())
+	all := logs.AllUntimed()
+	require.NotEmpty(t, all)
+	last := all[len(all)-1].Message
+	assert.True(t, strings.HasPrefix(last, "upstream flapping") || strings.HasPrefix(last, "upstream down"),
+		"down, and the last line is %q", last)
+}
