@@ -83,3 +83,34 @@ func TestDownLineAfterBackUpLine(t *testing.T) {
 	assert.True(t, strings.HasPrefix(last, "upstream flapping") || strings.HasPrefix(last, "upstream down"),
 		"down, and the last line is %q", last)
 }
+
+// TestTwoBackUpsOneSteadyLine: two answers that find a flapping upstream
+// down at once (two probes' answers, a slow upstream) both brought it back
+// up, one after the other under its lock: the second overwrote the first's
+// time back up, whose steady timer then found its time gone, and set no
+// timer of its own (the upstream was up by then), so no line ever said the
+// upstream steady and 'upstream flapping' stayed its last line while up.
+// The second now finds it up and counts a success, and the first's timer
+// says it steady.
+func TestTwoBackUpsOneSteadyLine(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	f := NewForwarder([]string{"127.0.52.29:9", "127.0.52.29:10"}, time.Second, false)
+	defer f.Close()
+	f.log, f.flapWindow = zap.New(core), 50*time.Millisecond
+	u := f.upstreams[0]
+	u.probing.Store(true) // no probe: the test says when it answers
+	u.down.Store(true)
+	u.flapping.Store(true)
+
+	u.lines.Lock() // both answers come while the lock is held
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() { f.succeeded(u, time.Now(), 0) })
+	}
+	time.Sleep(50 * time.Millisecond) // both wait for the lock (if not, the second finds u up: no race to see)
+	u.lines.Unlock()
+	wg.Wait()
+	require.False(t, u.down.Load())
+	assert.Eventually(t, func() bool { return logs.FilterMessageSnippet("steady after flapping").Len() == 1 },
+		2*time.Second, 5*time.Millisecond, "%v", logs.AllUntimed())
+}

@@ -528,31 +528,46 @@ func (f *Forwarder) noneDown() bool {
 func (f *Forwarder) succeeded(u *upstreamState, start time.Time, took time.Duration) {
 	u.observe(took)
 	now := start.Add(took) // without asking the clock again
-	if u.down.Load() {
-		u.lines.Lock()
-		defer u.lines.Unlock()
-		u.health.reset()
-		up := now.UnixNano()
-		u.upSince.Store(up)
-		switch {
-		case !u.down.CompareAndSwap(true, false) || f.closed.Load():
-		case !u.flapping.Load():
-			f.log.Info("upstream back up", zap.String("upstream", u.addr),
-				zap.Duration("down_for", time.Since(time.Unix(0, u.downSince.Load())).Round(time.Millisecond)))
-		default:
-			// Its back up goes unlogged: said steady after flapWindow
-			// if it is still up then, whether or not a query asks it
-			// meanwhile (a second upstream of an ordered list gets none
-			// once the first is back).
-			time.AfterFunc(f.flapWindow, func() { f.steady(u, up) })
-		}
-	} else {
-		u.health.record(false)
-		if up := u.upSince.Load(); u.flapping.Load() && now.Sub(time.Unix(0, up)) >= f.flapWindow {
-			f.steady(u, up)
-		}
+	if u.down.Load() && f.backUp(u, now) {
+		return
+	}
+	u.health.record(false)
+	if up := u.upSince.Load(); u.flapping.Load() && now.Sub(time.Unix(0, up)) >= f.flapWindow {
+		f.steady(u, up)
 	}
 	f.lastOK.Store(now.UnixNano())
+}
+
+// backUp is succeeded for u found down, at now: it brings u back up with
+// its window cleared, and reports false when another success did so
+// first, while this one waited for u.lines (two probes' answers at once):
+// that one's upSince and steady timer stand, and this is a success of an
+// upstream up. Overwritten, the timer found its time gone and no line said
+// the upstream steady, flapping its last line while up.
+func (f *Forwarder) backUp(u *upstreamState, now time.Time) bool {
+	u.lines.Lock()
+	defer u.lines.Unlock()
+	if !u.down.Load() {
+		return false
+	}
+	u.health.reset()
+	up := now.UnixNano()
+	u.upSince.Store(up)
+	u.down.Store(false)
+	f.lastOK.Store(up)
+	switch {
+	case f.closed.Load():
+	case !u.flapping.Load():
+		f.log.Info("upstream back up", zap.String("upstream", u.addr),
+			zap.Duration("down_for", time.Since(time.Unix(0, u.downSince.Load())).Round(time.Millisecond)))
+	default:
+		// Its back up goes unlogged: said steady after flapWindow if it
+		// is still up then, whether or not a query asks it meanwhile (a
+		// second upstream of an ordered list gets none once the first is
+		// back).
+		time.AfterFunc(f.flapWindow, func() { f.steady(u, up) })
+	}
+	return true
 }
 
 // steady logs that u, flapping, has been up since up (Unix nanoseconds)
