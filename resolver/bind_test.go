@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
@@ -11,11 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -88,27 +87,8 @@ type bindPrimary struct {
 	signNotify bool // also-notify with the key: NOTIFYs signed
 	debug      int  // named's -d: 3 logs the answer to each NOTIFY
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	log *syncBuffer
-	gen int
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	proc testnet.Daemon
+	gen  int
 }
 
 // startBIND starts named for zone with zoneText and waits until it
@@ -183,40 +163,14 @@ func (p *bindPrimary) writeZone(text string) {
 // start runs named in the foreground and waits until it answers.
 func (p *bindPrimary) start() {
 	p.t.Helper()
-	p.mu.Lock()
-	p.log = &syncBuffer{}
-	p.cmd = exec.Command(p.bin, "-g", "-4", "-n", "1", "-d", strconv.Itoa(p.debug), "-c", filepath.Join(p.dir, "named.conf"))
-	p.cmd.Dir = p.dir
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	require.NoError(p.t, p.cmd.Start())
-	p.mu.Unlock()
+	p.proc.Start(p.t, p.dir, p.bin, "-g", "-4", "-n", "1", "-d", strconv.Itoa(p.debug), "-c", filepath.Join(p.dir, "named.conf"))
 	p.waitSerial(0, false)
 }
 
 // stop stops named (SIGTERM, then SIGKILL) and waits for it.
-func (p *bindPrimary) stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-done
-	}
-	p.cmd = nil
-}
+func (p *bindPrimary) stop() { p.proc.Stop() }
 
-func (p *bindPrimary) logText() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
+func (p *bindPrimary) logText() string { return p.proc.Log() }
 
 // restart starts a stopped named with a new zone file, as an operator who
 // replaced the file while it was down: the journal of the old one goes.
@@ -232,9 +186,7 @@ func (p *bindPrimary) restart(text string) {
 func (p *bindPrimary) setZone(text string, serial uint32) {
 	p.t.Helper()
 	p.writeZone(text)
-	p.mu.Lock()
-	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGHUP))
-	p.mu.Unlock()
+	p.proc.Signal(p.t, syscall.SIGHUP)
 	p.waitSerial(serial, true)
 }
 

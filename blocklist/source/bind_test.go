@@ -1,7 +1,6 @@
 package source
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -9,11 +8,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -90,29 +89,8 @@ type bindPrimary struct {
 	cfg  bindConfig
 	bin  string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	log *syncBuffer
-	gen int // zone file writes, to move its modification time on
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output and a test's
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	proc testnet.Daemon
+	gen  int // zone file writes, to move its modification time on
 }
 
 // startBIND starts named for cfg serving zoneText, and waits until it
@@ -182,52 +160,22 @@ func (p *bindPrimary) writeZone(text string) {
 	require.NoError(p.t, os.Chtimes(p.zoneFile(), mtime, mtime))
 }
 
-// start runs named in the foreground (-g: logs to stderr, kept in p.log)
-// and waits until it answers for the zone.
+// start runs named in the foreground (-g: logs to stderr, kept for
+// logText) and waits until it answers for the zone.
 func (p *bindPrimary) start() {
 	p.t.Helper()
-	p.mu.Lock()
-	p.log = &syncBuffer{}
-	p.cmd = exec.Command(p.bin, "-g", "-4", "-n", "1", "-c", filepath.Join(p.dir, "named.conf"))
-	p.cmd.Dir = p.dir
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	require.NoError(p.t, p.cmd.Start())
-	p.mu.Unlock()
+	p.proc.Start(p.t, p.dir, p.bin, "-g", "-4", "-n", "1", "-c", filepath.Join(p.dir, "named.conf"))
 	p.waitSerial(0, false)
 }
 
 // stop stops named (SIGTERM, then SIGKILL) and waits for it to exit.
-func (p *bindPrimary) stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-done
-	}
-	p.cmd = nil
-}
+func (p *bindPrimary) stop() { p.proc.Stop() }
 
 // logText returns what named has logged.
-func (p *bindPrimary) logText() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
+func (p *bindPrimary) logText() string { return p.proc.Log() }
 
 // reload makes named re-read its configuration and zone (SIGHUP).
-func (p *bindPrimary) reload() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGHUP))
-}
+func (p *bindPrimary) reload() { p.proc.Signal(p.t, syscall.SIGHUP) }
 
 // setZone replaces the zone and waits until named serves serial.
 func (p *bindPrimary) setZone(text string, serial uint32) {

@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -53,10 +53,8 @@ type daemon struct {
 	port int
 	zone string // apex, FQDN
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	log *syncBuffer
-	gen int // zone file writes, to move its modification time on
+	proc testnet.Daemon
+	gen  int // zone file writes, to move its modification time on
 }
 
 func (d *daemon) addr() string { return net.JoinHostPort(d.ip, strconv.Itoa(d.port)) }
@@ -79,43 +77,14 @@ func (d *daemon) writeZone(text string) {
 // start runs the daemon and waits until it answers for the zone.
 func (d *daemon) start() {
 	d.t.Helper()
-	d.mu.Lock()
-	d.log = &syncBuffer{}
-	d.cmd = exec.Command(d.args[0], d.args[1:]...)
-	d.cmd.Dir = d.dir
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	require.NoError(d.t, d.cmd.Start())
-	d.mu.Unlock()
+	d.proc.Start(d.t, d.dir, d.args...)
 	d.waitSerial(0, false)
 }
 
 // stop stops the daemon (SIGTERM, then SIGKILL) and waits for it.
-func (d *daemon) stop() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cmd == nil {
-		return
-	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = d.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-done
-	}
-	d.cmd = nil
-}
+func (d *daemon) stop() { d.proc.Stop() }
 
-func (d *daemon) logText() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.log == nil {
-		return ""
-	}
-	return d.log.String()
-}
+func (d *daemon) logText() string { return d.proc.Log() }
 
 // waitSerial waits until the daemon answers the zone's SOA (with serial,
 // when exact).
@@ -137,11 +106,7 @@ func (d *daemon) waitSerial(serial uint32, exact bool) {
 }
 
 // signal sends sig to the daemon.
-func (d *daemon) signal(sig os.Signal) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	require.NoError(d.t, d.cmd.Process.Signal(sig))
-}
+func (d *daemon) signal(sig os.Signal) { d.proc.Signal(d.t, sig) }
 
 // run runs a control command of the daemon's, failing the test if it
 // fails.

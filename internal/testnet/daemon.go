@@ -1,0 +1,88 @@
+package testnet
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Daemon is a server process a test runs in the foreground (named, nsd,
+// knotd), its output kept for Log. The zero Daemon is stopped; it is safe
+// for concurrent use.
+type Daemon struct {
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	log bytes.Buffer // guarded by mu, written by the process's output
+}
+
+// Start runs args[0] with args[1:] in the folder dir, failing t when it
+// cannot be started; its output from now on is Log's. Start a stopped
+// Daemon only.
+func (d *Daemon) Start(t testing.TB, dir string, args ...string) {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.log.Reset()
+	d.cmd = exec.Command(args[0], args[1:]...)
+	d.cmd.Dir = dir
+	d.cmd.Stdout, d.cmd.Stderr = (*daemonOutput)(d), (*daemonOutput)(d)
+	if err := d.cmd.Start(); err != nil {
+		d.cmd = nil
+		t.Fatalf("starting %s: %v", args[0], err)
+	}
+}
+
+// Stop stops the process (SIGTERM, then SIGKILL after 10 s) and waits for
+// it; a stopped Daemon is left as it is.
+func (d *Daemon) Stop() {
+	d.mu.Lock()
+	cmd := d.cmd
+	d.cmd = nil
+	d.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Signal sends sig to the running process, failing t when there is none
+// or the signal cannot be sent.
+func (d *Daemon) Signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil {
+		t.Fatal("signal to a daemon that is not running")
+	}
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v: %v", sig, err)
+	}
+}
+
+// Log is what the process wrote to its stdout and stderr since Start.
+func (d *Daemon) Log() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.log.String()
+}
+
+// daemonOutput writes a Daemon's output into its log under its lock.
+type daemonOutput Daemon
+
+func (o *daemonOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.log.Write(p)
+}
