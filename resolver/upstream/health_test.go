@@ -251,20 +251,7 @@ func TestRetiredForwarderLogsNoChange(t *testing.T) {
 // line saying it flaps (once a flapLogEvery), nothing for each flap; and
 // once it answers again and stays up for flapWindow, one line says so.
 func TestFlappingUpstreamLoggedOnce(t *testing.T) {
-	var broken atomic.Bool
-	broken.Store(true)
-	flaky := startUpstream(t, func(w dns.ResponseWriter, q *dns.Msg) *dns.Msg {
-		m := defaultAnswer(w, q)
-		if broken.Load() && (q.Question[0].Name != "." || q.Question[0].Qtype != dns.TypeNS) {
-			m.Rcode, m.Answer = dns.RcodeServerFailure, nil
-		}
-		return m
-	})
-	good := startUpstream(t, defaultAnswer)
-	core, logs := observer.New(zap.InfoLevel)
-	f, err := New([]string{flaky.addr, good.addr}, Options{Timeout: time.Second, Log: zap.New(core)})
-	require.NoError(t, err)
-	defer f.Close()
+	broken, flaky, f, logs := flappingPair(t)
 	f.probeEvery, f.flapWindow = 20*time.Millisecond, 2*time.Second
 	u := f.upstreams[0]
 
@@ -371,20 +358,7 @@ func TestFlappingAgainLogged(t *testing.T) {
 // stayed 'flapping' in the log, up for good. It is said steady
 // flapWindow after it came back, asked or not.
 func TestFlappingUpstreamSteadyUnasked(t *testing.T) {
-	var broken atomic.Bool
-	broken.Store(true)
-	flaky := startUpstream(t, func(w dns.ResponseWriter, q *dns.Msg) *dns.Msg {
-		m := defaultAnswer(w, q)
-		if broken.Load() && (q.Question[0].Name != "." || q.Question[0].Qtype != dns.TypeNS) {
-			m.Rcode, m.Answer = dns.RcodeServerFailure, nil
-		}
-		return m
-	})
-	good := startUpstream(t, defaultAnswer)
-	core, logs := observer.New(zap.InfoLevel)
-	f, err := New([]string{flaky.addr, good.addr}, Options{Timeout: time.Second, Log: zap.New(core)})
-	require.NoError(t, err)
-	defer f.Close()
+	broken, _, f, logs := flappingPair(t)
 	f.probeEvery, f.flapWindow = 20*time.Millisecond, 300*time.Millisecond
 	u := f.upstreams[0]
 	i := 0
@@ -401,4 +375,26 @@ func TestFlappingUpstreamSteadyUnasked(t *testing.T) {
 		5*time.Second, 20*time.Millisecond, "%v", logs.AllUntimed())
 	assert.False(t, u.down.Load())
 	assert.False(t, u.flapping.Load())
+}
+
+// flappingPair is a Forwarder of two upstreams, ordered, logging into
+// logs: flaky, which answers the root NS query and SERVFAILs every other
+// name while broken is set (as it is at first), and one that answers all.
+func flappingPair(t *testing.T) (broken *atomic.Bool, flaky *testUpstream, f *Forwarder, logs *observer.ObservedLogs) {
+	t.Helper()
+	broken = new(atomic.Bool)
+	broken.Store(true)
+	flaky = startUpstream(t, func(w dns.ResponseWriter, q *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, q)
+		if broken.Load() && (q.Question[0].Name != "." || q.Question[0].Qtype != dns.TypeNS) {
+			m.Rcode, m.Answer = dns.RcodeServerFailure, nil
+		}
+		return m
+	})
+	good := startUpstream(t, defaultAnswer)
+	core, logs := observer.New(zap.InfoLevel)
+	f, err := New([]string{flaky.addr, good.addr}, Options{Timeout: time.Second, Log: zap.New(core)})
+	require.NoError(t, err)
+	t.Cleanup(f.Close)
+	return broken, flaky, f, logs
 }
