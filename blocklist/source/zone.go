@@ -38,9 +38,17 @@ import (
 // Options.MaxBytes or does not verify changes nothing: the zone held is
 // kept.
 //
-// The SOA expire timer is not followed: the zone held is served through
-// any outage of the primary, as the list it is (failing closed), with the
-// source's Status saying how old it is.
+// The SOA expire timer does not empty the zone: the zone held is served
+// through any outage of the primary, as the list it is (failing closed),
+// with the source's Status saying how old it is. It ends one wait alone: a
+// primary whose serial went back (its zone re-created, or its serial reset
+// on purpose) is refused for the held SOA's expire (at least refresh plus
+// retry, as BIND clamps it), counted from the first look that found it
+// older, and then taken at its word by AXFR, as a BIND or Knot secondary
+// takes it once its copy has expired, but without the time between in
+// which those serve no zone. The reload guards judge that transfer as any
+// other (a zone that shrank past max_shrink is held). A restart counts the
+// wait afresh.
 type Zone struct {
 	name   string // the entry as configured
 	zone   string // apex, lowercase FQDN
@@ -70,6 +78,9 @@ type Zone struct {
 	// refused is set while the newest copy delivered was refused (a
 	// reload guard holds it until SIGHUP): Run's goroutine's.
 	refused bool
+	// olderSince is when a look first found the primary's serial older
+	// than the zone held, zero while it is not: Run's goroutine's.
+	olderSince time.Time
 }
 
 var _ Source = (*Zone)(nil)
@@ -407,11 +418,17 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 	var have *dns.SOA
 	if z.held != nil {
 		have = z.held.soa
-		if !serialNewer(soa.Serial, have.Serial) {
-			if soa.Serial != have.Serial {
-				return nil, nil, fmt.Errorf("primary has serial %d, older than the %d held; keeping the zone held", soa.Serial, have.Serial)
-			}
+		switch {
+		case serialNewer(soa.Serial, have.Serial):
+			z.olderSince = time.Time{}
+		case soa.Serial == have.Serial:
+			z.olderSince = time.Time{}
 			return nil, nil, nil
+		default:
+			if err := z.older(soa.Serial); err != nil {
+				return nil, nil, err
+			}
+			have = nil // the primary's zone, whole, whatever its serial
 		}
 	}
 	// A whole zone in answer to the IXFR, or in the AXFR after it: the
@@ -473,6 +490,27 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 			zap.Int("dropped", res.dropped))
 	}
 	return c, commit, nil
+}
+
+// older judges a primary whose serial is older than the zone held's:
+// an error that keeps the zone held until the held SOA's expire (at least
+// its refresh plus retry) has passed since the first look that found it
+// older; then nil, with a warning, and the zone is transferred whole.
+func (z *Zone) older(serial uint32) error {
+	held := z.held.soa
+	expire := time.Duration(max(held.Expire, held.Refresh+held.Retry)) * time.Second
+	now := time.Now()
+	if z.olderSince.IsZero() {
+		z.olderSince = now
+	}
+	if at := z.olderSince.Add(expire); now.Before(at) {
+		return fmt.Errorf("primary has serial %d, older than the %d held; keeping the zone held, until %s if the primary keeps it (the held SOA's expire, %s)",
+			serial, held.Serial, at.UTC().Format(time.RFC3339), expire)
+	}
+	z.opt.Log.Warn("zone primary's serial went back and stayed back for the held SOA's expire; transferring its zone whole",
+		zap.String("source", z.name), zap.Uint32("serial", serial), zap.Uint32("held_serial", held.Serial),
+		zap.Time("older_since", z.olderSince), zap.Duration("expire", expire))
+	return nil
 }
 
 // reoffer is the zone held as content to deliver again, and the function

@@ -1,0 +1,102 @@
+package source
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// shortSOA is testSOA with timers of seconds: refresh and retry 1 s,
+// expire 2 s.
+func shortSOA(serial uint32) *dns.SOA {
+	soa := testSOA(testZone, serial)
+	soa.Refresh, soa.Retry, soa.Expire = 1, 1, 2
+	return soa
+}
+
+// TestZoneSerialBackTakenAfterExpire: a primary whose serial went back
+// (its zone re-created with serial 5 where 100 was held) was refused at
+// every look for as long as dnsfence ran, and after a restart too (the
+// disk copy held 100): the zone held was served for good, and the
+// primary's changes never arrived, with no way but deleting the disk copy.
+// BIND and Knot take such a primary's zone once their copy has expired.
+// dnsfence now keeps the zone held for the held SOA's expire from the
+// first look that found the serial older, then transfers the primary's
+// zone whole; a look in between that finds the held serial again starts
+// the wait afresh, and the reload guards still judge what is transferred.
+func TestZoneSerialBackTakenAfterExpire(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
+	p.update(func(p *fakePrimary) { p.soa = shortSOA(100) })
+	opt := zoneTestOptions(t, nil)
+	opt.Log = zap.New(core)
+	z, rec := startZone(t, p, opt)
+	require.Equal(t, uint32(100), rec.waitCount(t, 1).Serial)
+
+	// Back at 5: refused, with the time it will be taken.
+	p.update(func(p *fakePrimary) { p.soa, p.records = shortSOA(5), cnames(testZone, "a", "d") })
+	began := time.Now()
+	poke(t, z)
+	require.Eventually(t, func() bool { return z.Status().LastError != nil }, waitFor, tick)
+	assert.ErrorContains(t, z.Status().LastError, "primary has serial 5, older than the 100 held; keeping the zone held, until ")
+	assert.ErrorContains(t, z.Status().LastError, "(the held SOA's expire, 2s)")
+	assert.Equal(t, 1, rec.count())
+
+	// Back at 100 before the expire: the wait ends; at 5 again, it
+	// starts afresh.
+	p.update(func(p *fakePrimary) { p.soa, p.records = shortSOA(100), cnames(testZone, "a", "b", "c") })
+	require.Eventually(t, func() bool { return z.Status().LastError == nil }, waitFor, tick)
+	p.update(func(p *fakePrimary) { p.soa, p.records = shortSOA(5), cnames(testZone, "a", "d") })
+	again := time.Now()
+	require.Eventually(t, func() bool { return z.Status().LastError != nil }, waitFor, tick)
+
+	c := rec.waitCount(t, 2)
+	assert.GreaterOrEqual(t, time.Since(again), 2*time.Second, "taken an expire after the second look found it older")
+	assert.GreaterOrEqual(t, time.Since(began), 2*time.Second)
+	assert.Equal(t, uint32(5), c.Serial)
+	assert.Equal(t, TransferAXFR, c.Transfer)
+	assert.Equal(t, []string{"a", "d"}, owners(c))
+	assert.Equal(t, 1, c.Added)
+	assert.Equal(t, 2, c.Removed)
+	require.Eventually(t, func() bool { return z.Status().Serial == 5 && z.Status().LastError == nil }, waitFor, tick)
+	lines := logs.FilterMessage("zone primary's serial went back and stayed back for the held SOA's expire; transferring its zone whole").AllUntimed()
+	require.Len(t, lines, 1)
+	assert.EqualValues(t, 5, lines[0].ContextMap()["serial"])
+	assert.EqualValues(t, 100, lines[0].ContextMap()["held_serial"])
+
+	// The disk copy is the primary's zone now: a restart serves 5.
+	copied, err := z.readCopy()
+	require.NoError(t, err)
+	assert.Equal(t, uint32(5), copied.Serial)
+}
+
+// TestZoneSerialBackStillGuarded: the zone a primary whose serial went
+// back is transferred once the expire has passed goes through the reload
+// guards as any other: refused (a max_shrink), the zone held is kept and
+// served, and the look is a failure.
+func TestZoneSerialBackStillGuarded(t *testing.T) {
+	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
+	p.update(func(p *fakePrimary) { p.soa = shortSOA(100) })
+	z, err := NewZone("axfr://"+p.addr+"/rpz.test", zoneTestOptions(t, nil))
+	require.NoError(t, err)
+	rec := &receiver{}
+	runWith(t, z, rec)
+	rec.waitCount(t, 1)
+	refused := errors.New("shrank past max_shrink")
+	rec.setRefuse(refused)
+
+	p.update(func(p *fakePrimary) { p.soa, p.records = shortSOA(5), cnames(testZone, "a") })
+	require.Eventually(t, func() bool {
+		err := z.Status().LastError
+		return err != nil && errors.Is(err, refused)
+	}, 4*waitFor, tick, "the whole zone is offered once the expire has passed, and refused")
+	assert.Equal(t, 1, rec.count())
+	assert.Equal(t, uint32(100), z.Status().Serial, "the zone held is kept")
+}
