@@ -41,7 +41,7 @@ var (
 		"Zone transfers applied, by type (AXFR, IXFR).",
 		[]string{"source", "type"}, nil)
 	sourceNotifiesDesc = prometheus.NewDesc("dnsfence_source_notifies_total",
-		"DNS NOTIFY messages for the zone, by result: accepted (from the primary's address) or refused (from any other, or signed with a TSIG that does not verify).",
+		"DNS NOTIFY messages for the zone, by result: accepted (from the primary's address) or refused (acted on by no source of the zone: from another address, or signed with a TSIG that does not verify).",
 		[]string{"source", "result"}, nil)
 )
 

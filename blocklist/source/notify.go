@@ -30,9 +30,10 @@ import (
 //     once, or at the end of the second after the last check a NOTIFY
 //     asked for: see Zone.Notify);
 //   - from any other address: REFUSED, and nothing happens but a
-//     warning (when no source of the zone takes it: two may pull it from
-//     two primaries), counted refused as a signed one whose TSIG does
-//     not verify is;
+//     warning, and a count of refused for each source of the zone, as
+//     for a signed one whose TSIG does not verify (when no source of the
+//     zone takes it: two may pull it from two primaries; one that does
+//     counts it accepted, the other neither);
 //   - for a zone no source pulls: NOTAUTH (as BIND answers);
 //   - with a question count other than 1: FORMERR; with a QTYPE other than
 //     SOA or a class other than IN: NOTIMP.
@@ -206,7 +207,7 @@ func (n *Notifier) Reply(from netip.Addr, req *dns.Msg, tsig error) *dns.Msg {
 		// logged by the zone it names.
 		if len(req.Question) == 1 {
 			for _, z := range n.zones[strings.ToLower(req.Question[0].Name)] {
-				z.rejectNotify(from, tsig)
+				z.rejectNotify(notifyBadTSIG, from, tsig)
 			}
 		}
 		m := newAnswer(req)
@@ -248,11 +249,11 @@ func (n *Notifier) answer(from netip.Addr, req *dns.Msg) *dns.Msg {
 		}
 	}
 	if !accepted {
-		// Warned of only when no source took it: two sources may pull the
-		// zone from two primaries, and a NOTIFY one acts on is no other
-		// primary's mistake.
+		// Counted refused and warned of only when no source took it: two
+		// sources may pull the zone from two primaries, and a NOTIFY one
+		// acts on is no other primary's mistake.
 		for _, z := range zones {
-			z.warnNotify(notifyNotPrimary, from, nil)
+			z.rejectNotify(notifyNotPrimary, from, nil)
 		}
 		m.Rcode = dns.RcodeRefused
 		return m

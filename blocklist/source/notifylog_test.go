@@ -117,10 +117,12 @@ func TestNotifyFromAnotherAddressOfNSD(t *testing.T) {
 // each from its own primary (NewNotifier keeps every source of an apex).
 // A NOTIFY from either primary is acted on by its source and answered
 // NOERROR; the other source, whose primary did not send it, has nothing
-// to warn of. Each such NOTIFY was logged by the other source as
-// 'NOTIFY refused: not from an address of the zone's primary', telling
-// the operator to change a primary that was right. A NOTIFY neither
-// source takes is still logged, by each.
+// to warn of, nor to count. Each such NOTIFY was logged by the other
+// source as 'NOTIFY refused: not from an address of the zone's primary',
+// telling the operator to change a primary that was right, and counted
+// refused in its dnsfence_source_notifies_total though it was answered
+// NOERROR and acted on. A NOTIFY neither source takes is still logged
+// and counted refused, by each.
 func TestNotifyOfOneSourceOfTwoNotWarned(t *testing.T) {
 	core, logs := observer.New(zapcore.WarnLevel)
 	var zones []*Zone
@@ -141,6 +143,10 @@ func TestNotifyOfOneSourceOfTwoNotWarned(t *testing.T) {
 		assert.Len(t, zones[i].notify, 1, "%s: its source looks", from)
 	}
 	assert.Empty(t, logs.FilterMessage(notPrimary).AllUntimed(), "acted on: nothing to warn of")
+	for _, z := range zones {
+		assert.EqualValues(t, 1, z.Status().NotifiesAccepted, z.Name())
+		assert.Zero(t, z.Status().NotifiesRefused, "%s: the other's NOTIFY was acted on, not refused", z.Name())
+	}
 
 	assert.Equal(t, dns.RcodeRefused, n.Reply(netip.MustParseAddr("127.0.49.3"), notify, nil).Rcode)
 	lines := logs.FilterMessage(notPrimary).AllUntimed()
@@ -148,5 +154,8 @@ func TestNotifyOfOneSourceOfTwoNotWarned(t *testing.T) {
 	for i, l := range lines {
 		assert.Equal(t, zones[i].Name(), l.ContextMap()["source"])
 		assert.Equal(t, "127.0.49.3", l.ContextMap()["from"])
+	}
+	for _, z := range zones {
+		assert.EqualValues(t, 1, z.Status().NotifiesRefused, z.Name())
 	}
 }

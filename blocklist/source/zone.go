@@ -152,32 +152,27 @@ func (z *Zone) Status() Status { return z.track.status() }
 // inside it. A NOTIFY is only ever a hint to look, so a forged one costs
 // at most one SOA query, and a stream of them (forged from the primary's
 // address: UDP, authenticated by its source address only) one a second.
-// One from another address is counted refused here, and warned of by the
-// Notifier when no source of the zone takes it.
+// One from another address changes nothing here: the Notifier counts it
+// refused and warns of it (rejectNotify) when no source of the zone takes
+// it, since two sources may pull the zone from two primaries.
 func (z *Zone) Notify(from netip.Addr) bool {
-	ok := z.primary(from)
-	z.track.update(func(st *Status) {
-		if ok {
-			st.NotifiesAccepted++
-		} else {
-			st.NotifiesRefused++
-		}
-	})
-	if ok {
-		select {
-		case z.notify <- struct{}{}:
-		default: // a check is already asked for
-		}
+	if !z.primary(from) {
+		return false
 	}
-	return ok
+	z.track.update(func(st *Status) { st.NotifiesAccepted++ })
+	select {
+	case z.notify <- struct{}{}:
+	default: // a check is already asked for
+	}
+	return true
 }
 
 // rejectNotify is told of a NOTIFY for the zone, from the address from,
-// whose TSIG does not verify (err, Notifier.Verify's): it is not acted on,
-// but counted as refused and logged, as one from another address is.
-func (z *Zone) rejectNotify(from netip.Addr, err error) {
+// that no source acts on, for reason (notifyNotPrimary, or notifyBadTSIG
+// with Notifier.Verify's err): it is counted refused and warned of.
+func (z *Zone) rejectNotify(reason int, from netip.Addr, err error) {
 	z.track.update(func(st *Status) { st.NotifiesRefused++ })
-	z.warnNotify(notifyBadTSIG, from, err)
+	z.warnNotify(reason, from, err)
 }
 
 // Why a NOTIFY was not acted on: the index of Zone.warned.
