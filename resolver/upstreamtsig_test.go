@@ -91,3 +91,49 @@ func TestUpstreamTSIGInAnySectionNotRelayed(t *testing.T) {
 		})
 	}
 }
+
+// sig0Answer is defaultAnswer with an RFC 2535 SIG over its A records in
+// the answer section (data, to relay) and a SIG(0) (RFC 2931) last in the
+// additional section, which signs the message to dnsfence alone.
+func sig0Answer(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+	m := defaultAnswer(w, r)
+	now := uint32(time.Now().Unix())
+	sig := func(name string, covered uint16, class uint16) *dns.SIG {
+		return &dns.SIG{RRSIG: dns.RRSIG{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeSIG, Class: class},
+			TypeCovered: covered, Algorithm: dns.ECDSAP256SHA256, Expiration: now + 300, Inception: now - 300,
+			KeyTag: 4711, SignerName: "upstream.example.", Signature: "c2lnbmF0dXJl"}}
+	}
+	if len(m.Answer) > 0 {
+		data := sig(m.Answer[0].Header().Name, dns.TypeA, dns.ClassINET)
+		data.Hdr.Ttl, data.Labels, data.OrigTtl = m.Answer[0].Header().Ttl, 3, m.Answer[0].Header().Ttl
+		m.Answer = append(m.Answer, data)
+	}
+	m.Extra = append(m.Extra, sig(".", 0, dns.ClassANY))
+	return m
+}
+
+// TestUpstreamSIG0Dropped: an upstream that signs its answers with SIG(0)
+// (RFC 2931, which a server may do to any answer) had the signature
+// relayed to the client, and cached with the answer, though dnsfence
+// changes the message it signs (the ID, the OPT), so that it could only
+// fail the client's check, and §3.1 has it never cached. It is now dropped
+// on every path (the wire path hands such an answer to the message path);
+// a SIG covering a type (RFC 2535 data) is relayed as before.
+func TestUpstreamSIG0Dropped(t *testing.T) {
+	signing := startUpstream(t, sig0Answer)
+	f := govFence(t, "upstream_timeout: 1s", signing.addr)
+	for i, network := range []string{"udp", "tcp", "udp", "tcp"} { // the last two from the cache
+		name := fmt.Sprintf("s%d.example.org.", i%2)
+		r := ask(t, f.addr, "", network, question(name, dns.TypeA, true))
+		require.Equal(t, dns.RcodeToString[dns.RcodeSuccess], dns.RcodeToString[r.Rcode], network)
+		var covered []string
+		for _, rr := range append(append([]dns.RR{}, r.Answer...), r.Extra...) {
+			if s, ok := rr.(*dns.SIG); ok {
+				covered = append(covered, dns.TypeToString[s.TypeCovered])
+			}
+		}
+		assert.Equal(t, []string{"A"}, covered, "%s %s: the SIG over the A records, and no SIG(0)", network, name)
+	}
+	v, _ := metricValue(t, f.registry, "dnsfence_upstream_errors_total", "upstream", signing.addr, "kind", "malformed")
+	assert.Zero(t, v)
+}

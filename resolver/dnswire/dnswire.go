@@ -436,7 +436,8 @@ const (
 // reads the names in it with seen: every name miekg/dns would read there,
 // so that none of them can point where Walk has not looked. A type whose
 // names miekg/dns reads but Walk does not (HIP, IPSECKEY, AMTRELAY, TKEY,
-// TSIG) does not fit.
+// TSIG) does not fit, nor does a SIG(0) (RFC 2931), which the message path
+// drops.
 func rdataFits(msg []byte, r Record, seen *Labels) int {
 	// skip: fixed octets before the first name; names: how many names;
 	// rest: what may follow them.
@@ -461,6 +462,10 @@ func rdataFits(msg []byte, r Record, seen *Labels) int {
 	case typeSVCB, typeHTTPS:
 		skip, rest = 2, nameThen
 	case typeRRSIG, typeSIG:
+		if r.Type == typeSIG && (r.End-r.RdOff < 2 || binary.BigEndian.Uint16(msg[r.RdOff:]) == 0) {
+			// A SIG(0) (RFC 2931): the message path drops it.
+			return unread
+		}
 		skip, rest = 18, nameThen
 	case typeNSEC, typeNXT:
 		rest = nameThen

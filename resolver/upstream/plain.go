@@ -181,6 +181,13 @@ func (p *Plain) exchangeTCP(ctx context.Context, q *dns.Msg, udpErr error) (*dns
 // TTL (RFC 8945 §4: a meta-record, never cached). miekg/dns fails such an answer over
 // TCP already (dns.ErrSecret), but only when the TSIG is last: one in
 // any other section is no better, and is looked for in all three.
+//
+// A SIG(0) (RFC 2931: a SIG record covering type 0, last in the
+// additional section), which a server may add to any answer, is dropped
+// from resp: it signs the message between the upstream and dnsfence,
+// which then changes it (the ID, the OPT), so that relayed it could only
+// fail the client's check, and it is never cached (§3.1). A SIG covering
+// any other type is data (RFC 2535's DNSSEC), kept.
 func checkAnswer(resp, q *dns.Msg) error {
 	if !resp.Response || resp.Id != q.Id || resp.Opcode != q.Opcode {
 		return ErrAnswerMismatch
@@ -190,6 +197,11 @@ func checkAnswer(resp, q *dns.Msg) error {
 			if rr.Header().Rrtype == dns.TypeTSIG {
 				return fmt.Errorf("%w: a TSIG record in the answer to an unsigned query", ErrAnswerMalformed)
 			}
+		}
+	}
+	if n := len(resp.Extra); n > 0 {
+		if sig, ok := resp.Extra[n-1].(*dns.SIG); ok && sig.TypeCovered == 0 {
+			resp.Extra = resp.Extra[:n-1]
 		}
 	}
 	if len(resp.Question) == 0 && failureRcode(resp.Rcode) {
