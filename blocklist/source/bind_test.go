@@ -75,6 +75,10 @@ type bindConfig struct {
 	notifyPort int
 	// key, when set, is the only way to transfer the zone.
 	key *TSIG
+	// keyAlgorithm, when set, is key's algorithm as named.conf gives
+	// it, where it differs from key.Algorithm (hmac-sha256-128: the
+	// MAC truncated to 128 bits, RFC 8945 §5.2.2.1).
+	keyAlgorithm string
 	// ixfrFromDifferences makes BIND keep a journal of the differences
 	// between zone file versions, and so answer IXFR with them.
 	ixfrFromDifferences bool
@@ -137,7 +141,11 @@ controls { };
 		map[bool]string{true: "yes", false: "no"}[p.cfg.ixfrFromDifferences])
 	transfer := "any;"
 	if key != nil {
-		fmt.Fprintf(&b, "key %q { algorithm %s; secret %q; };\n", key.Name, key.Algorithm, key.Secret)
+		alg := key.Algorithm
+		if p.cfg.keyAlgorithm != "" {
+			alg = p.cfg.keyAlgorithm
+		}
+		fmt.Fprintf(&b, "key %q { algorithm %s; secret %q; };\n", key.Name, alg, key.Secret)
 		transfer = fmt.Sprintf("key %q;", key.Name)
 	}
 	notify := ""

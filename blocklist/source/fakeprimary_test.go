@@ -39,6 +39,9 @@ type fakePrimary struct {
 	unsigned bool
 	// forged signs answers with another secret than the key's.
 	forged bool
+	// truncateMAC, when > 0, truncates the MAC of its answers to that
+	// many octets (RFC 8945 §5.2.2.1).
+	truncateMAC int
 	// perMessage is how many records each transfer message holds.
 	perMessage int
 	// xfrSOA, when set, is the SOA its transfers answer with instead of
@@ -87,7 +90,12 @@ func (f fakeTSIG) mac(msg []byte, t *dns.TSIG, forged bool) ([]byte, error) {
 }
 
 func (f fakeTSIG) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
-	return f.mac(msg, t, f.p.forged)
+	// Called from ServeDNS's write, which holds p.mu.
+	mac, err := f.mac(msg, t, f.p.forged)
+	if err == nil && f.p.truncateMAC > 0 {
+		mac = mac[:f.p.truncateMAC]
+	}
+	return mac, err
 }
 
 func (f fakeTSIG) Verify(msg []byte, t *dns.TSIG) error {

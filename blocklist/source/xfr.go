@@ -3,14 +3,10 @@ package source
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"net"
 	"strings"
 	"time"
@@ -133,12 +129,21 @@ func (c *xfrClient) check(what string, q, m *dns.Msg, wire []byte, chain *tsigCh
 	if !strings.EqualFold(ts.Hdr.Name, c.tsig.Name) {
 		return fmt.Errorf("%s: %w: answer signed with key %q, not %q", what, ErrTSIG, ts.Hdr.Name, c.tsig.Name)
 	}
-	if alg := dns.CanonicalName(ts.Algorithm); alg != c.tsig.Algorithm {
+	alg := dns.CanonicalName(ts.Algorithm)
+	if alg != c.tsig.Algorithm {
 		return fmt.Errorf("%s: %w: answer signed with algorithm %s, not %s", what, ErrTSIG, alg, c.tsig.Algorithm)
 	}
 	v := chainedTSIG{secret: c.tsig.Secret, unsigned: chain.unsigned}
 	if chain.mac != "" {
 		v.at = 2 + len(chain.mac)/2
+	}
+	if full := macSize(alg); int(ts.MACSize) < full {
+		// RFC 8945 §5.2.2.1 lets a key truncate its MAC; sources.tsig
+		// truncates none, and takes none truncated, as a BIND secondary
+		// whose key is whole does (BADTRUNC). A BIND primary whose key
+		// truncates answers a whole MAC with a whole one.
+		return fmt.Errorf("%s: %w: answer's MAC is truncated to %d octets of %s's %d (RFC 8945 §5.2.2.1); sources.tsig takes the whole MAC only",
+			what, ErrTSIG, ts.MACSize, alg, full)
 	}
 	if err := dns.TsigVerifyWithProvider(wire, v, chain.mac, later); err != nil {
 		return fmt.Errorf("%s: %w: answer does not verify: %w", what, ErrTSIG, err)
@@ -157,18 +162,12 @@ type chainedTSIG struct {
 	unsigned []byte
 }
 
-// tsigHashes are the hash functions of the TSIG algorithms.
-var tsigHashes = map[string]func() hash.Hash{
-	dns.HmacSHA1: sha1.New, dns.HmacSHA224: sha256.New224, dns.HmacSHA256: sha256.New,
-	dns.HmacSHA384: sha512.New384, dns.HmacSHA512: sha512.New,
-}
-
 func (c chainedTSIG) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
 	secret, err := base64.StdEncoding.DecodeString(c.secret)
 	if err != nil {
 		return nil, err
 	}
-	alg := tsigHashes[dns.CanonicalName(t.Algorithm)]
+	alg := hashOf(t.Algorithm)
 	if alg == nil {
 		return nil, dns.ErrKeyAlg
 	}

@@ -213,6 +213,22 @@ func TestZoneTSIGWithBIND(t *testing.T) {
 	}
 }
 
+// TestZoneTruncatingKeyWithBIND: a BIND primary whose key is
+// hmac-sha256-128 (a MAC truncated to 16 octets, RFC 8945 §5.2.2.1)
+// answers dnsfence's whole MAC with a whole one, so sources.tsig, whose
+// key is whole, transfers from it (a signed NOTIFY from it, BIND's own
+// request, comes truncated: TestSignedNotifyTruncatedMAC).
+func TestZoneTruncatingKeyWithBIND(t *testing.T) {
+	const zone = "rpz.test."
+	key := newKey(t, "xfr-key.")
+	p := startBIND(t, bindConfig{zone: zone, key: key, keyAlgorithm: "hmac-sha256-128"}, rpzZone(zone, 1, "tiktok.com"))
+	src, err := NewZone(p.entry(), zoneTestOptions(t, key))
+	require.NoError(t, err)
+	c := run(t, src).waitCount(t, 1)
+	assert.Equal(t, []string{"tiktok.com"}, owners(c))
+	assert.Contains(t, p.logText(), "AXFR started: TSIG xfr-key")
+}
+
 func atoi(t *testing.T, s string) int {
 	n, err := strconv.Atoi(s)
 	require.NoError(t, err)

@@ -223,6 +223,8 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 		}, want: "max_bytes"},
 		{name: "unsigned answer", key: key, setup: func(p *fakePrimary) { p.unsigned = true }, want: "not signed", is: ErrTSIG},
 		{name: "answer signed with another secret", key: key, setup: func(p *fakePrimary) { p.forged = true }, want: "does not verify", is: ErrTSIG},
+		{name: "answer's MAC truncated", key: key, setup: func(p *fakePrimary) { p.truncateMAC = 16 },
+			want: "answer's MAC is truncated to 16 octets of hmac-sha256.'s 32 (RFC 8945 §5.2.2.1); sources.tsig takes the whole MAC only", is: ErrTSIG},
 		{name: "serial older", setup: func(p *fakePrimary) { p.soa = testSOA(testZone, 0) }, want: "older than the 1 held"},
 		{name: "refused", setup: func(p *fakePrimary) { p.ixfrRcode, p.axfrRcode = dns.RcodeRefused, dns.RcodeRefused }, want: "AXFR: primary answered REFUSED"},
 	} {
@@ -257,7 +259,7 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 
 			// Once the primary behaves, the next look picks the change up.
 			p.update(func(p *fakePrimary) {
-				p.cutAfter, p.unsigned, p.forged, p.ixfrRcode, p.axfrRcode = 0, false, false, 0, 0
+				p.cutAfter, p.unsigned, p.forged, p.truncateMAC, p.ixfrRcode, p.axfrRcode = 0, false, false, 0, 0, 0
 				p.soa = testSOA(testZone, 3)
 				p.records = cnames(testZone, "a", "b")
 			})
