@@ -386,3 +386,95 @@ func TestSignedNotifyWrongKeyFromBIND(t *testing.T) {
 	assert.Equal(t, dns.RcodeToString[dns.RcodeBadSig], dns.RcodeToString[int(r.IsTsig().Error)])
 	assert.EqualValues(t, signedAt, r.IsTsig().TimeSigned, "the NOTIFY's time")
 }
+
+// TestSignedNotifyAnswerTooBigForUDP: a signed NOTIFY whose answer does
+// not fit the primary's UDP size (a zone and a key name of some hundreds
+// of octets each, and 512 octets) was answered with TC and its TSIG
+// dropped, unsigned, where RFC 8945 §5.3 answers with the question and the
+// TSIG alone, signed, TC set and NOERROR: the primary takes an unsigned
+// answer for a failed NOTIFY. It is so answered when that fits (the OPT's
+// 11 octets are what it saves), and with TC unsigned when even that does
+// not.
+func TestSignedNotifyAnswerTooBigForUDP(t *testing.T) {
+	const zone = "rpz.test."
+	up := startUpstream(t, nil)
+	key := newTSIGKey(t)
+	key.name = strings.Repeat(strings.Repeat("k", 62)+".", 3) + "xfr-key."
+	p := startBIND(t, &bindPrimary{zone: zone, key: &key}, rpzText(zone, 1, "tiktok.com CNAME ."))
+	f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), key), "127.0.0.1:0")
+	f.eventuallyRcode(t, "127.0.0.2", "tiktok.com.", dns.RcodeNameError, 5*time.Second)
+
+	// notify is a signed NOTIFY, with an OPT of 512, for a zone no source
+	// pulls whose name is n octets long in wire form (answered NOTAUTH,
+	// signed); answerLen the length of that answer with its OPT, or
+	// without.
+	notify := func(n int) (*dns.Msg, []byte, string) {
+		var b strings.Builder
+		for rest := n - 1; rest > 0; {
+			l := min(rest-1, 50)
+			if rest-(l+1) == 1 {
+				l-- // no empty label before the root
+			}
+			b.WriteString(strings.Repeat("z", l) + ".")
+			rest -= l + 1
+		}
+		q := new(dns.Msg)
+		q.SetNotify(b.String())
+		q.SetEdns0(512, false)
+		q.SetTsig(key.name, dns.HmacSHA256, 300, time.Now().Unix())
+		wire, mac, err := dns.TsigGenerate(q, key.secret, "", false)
+		require.NoError(t, err)
+		return q, wire, mac
+	}
+	answerLen := func(q *dns.Msg, mac string, opt bool) int {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Extra = nil
+		if opt {
+			m.SetEdns0(dns.DefaultMsgSize, false)
+		}
+		m.SetTsig(key.name, dns.HmacSHA256, 300, time.Now().Unix())
+		wire, _, err := dns.TsigGenerate(m, key.secret, mac, false)
+		require.NoError(t, err)
+		return len(wire)
+	}
+	var fitsBare, fitsNone int
+	for n := 3; n <= 255 && (fitsBare == 0 || fitsNone == 0); n++ {
+		q, _, mac := notify(n)
+		with, without := answerLen(q, mac, true), answerLen(q, mac, false)
+		if fitsBare == 0 && with > 512 && without <= 512 {
+			fitsBare = n
+		}
+		if without > 512 {
+			fitsNone = n
+		}
+	}
+	require.NotZero(t, fitsBare, "a zone name whose answer fits without its OPT alone")
+	require.NotZero(t, fitsNone, "a zone name whose answer fits in no form")
+
+	q, wire, mac := notify(fitsBare)
+	answer := rawExchange(t, f.addr, wire)
+	assert.LessOrEqual(t, len(answer), 512)
+	r := new(dns.Msg)
+	require.NoError(t, r.Unpack(answer))
+	assert.True(t, r.Truncated)
+	assert.Equal(t, dns.RcodeToString[dns.RcodeSuccess], dns.RcodeToString[r.Rcode])
+	assert.Equal(t, q.Question, r.Question)
+	require.Len(t, r.Extra, 1, "the TSIG alone")
+	tsig := r.IsTsig()
+	require.NotNil(t, tsig)
+	again := r.Copy()
+	got := again.IsTsig().MAC
+	again.IsTsig().MAC, again.IsTsig().MACSize = "", 0
+	_, want, err := dns.TsigGenerate(again, key.secret, mac, false)
+	require.NoError(t, err)
+	assert.Equal(t, want, got, "signed over the NOTIFY's MAC")
+
+	_, wire, _ = notify(fitsNone)
+	answer = rawExchange(t, f.addr, wire)
+	assert.LessOrEqual(t, len(answer), 512)
+	r = new(dns.Msg)
+	require.NoError(t, r.Unpack(answer))
+	assert.True(t, r.Truncated)
+	assert.Nil(t, r.IsTsig(), "nothing signed fits: TC, and the primary asks over TCP")
+}

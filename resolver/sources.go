@@ -492,18 +492,25 @@ func (h *Handler) notify(q *query) (reply, bool) {
 		h.log.Debug("NOTIFY refused: not from the zone's primary", zap.String(logClient, from.String()),
 			zap.String(logQName, zone))
 	}
-	if m.IsTsig() == nil {
+	t := m.IsTsig()
+	if t == nil {
 		return msgReply(m, ResultNotify), true
 	}
-	b, err := rem.notifier.Pack(m, q.req)
+	b, err := rem.notifier.Pack(m, q.req) // takes the TSIG out of m.Extra
 	if err != nil {
 		h.log.Error("signing the answer to a NOTIFY", zap.Error(err))
 		return msgReply(servfailReply(q.req, dns.ExtendedErrorCodeOther, internalError), ResultServfail), true
 	}
 	if len(b) > q.maxSize() {
 		// A zone and a key name of some hundreds of octets each, to a
-		// client of 512: TC, and the primary asks again over TCP.
-		m.Extra, m.Truncated = m.Extra[:len(m.Extra)-1], true
+		// client of 512: RFC 8945 §5.3 answers with the question and
+		// the TSIG alone, signed, TC set and NOERROR, and the primary
+		// asks again over TCP. When even that does not fit, TC unsigned.
+		m.Extra, m.Truncated, m.Rcode = []dns.RR{t}, true, dns.RcodeSuccess
+		if b, err = rem.notifier.Pack(m, q.req); err == nil && len(b) <= q.maxSize() {
+			return reply{wire: b, rcode: m.Rcode, result: ResultNotify}, true
+		}
+		m.Extra = nil
 		return msgReply(m, ResultNotify), true
 	}
 	return reply{wire: b, rcode: m.Rcode, result: ResultNotify}, true
