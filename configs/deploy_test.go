@@ -449,3 +449,46 @@ func TestKubernetesRemoteLists(t *testing.T) {
 	}
 	assert.Equal(t, "emptyDir", volumes[cfg.SourceOptions().CacheDir], "sources.cache_dir is a writable volume")
 }
+
+// TestSystemdUnitKeepsRemoteListCopies: under the shipped unit the disk
+// copies of remote lists (sources.cache_dir: /var/lib/dnsfence/sources in
+// dnsfence-remote-lists.yaml and in the README) must be writable and
+// outlive the process. DynamicUser= implies ProtectSystem=strict, which
+// leaves every path read-only but the unit's own StateDirectory= (and
+// ReadWritePaths=): without one, no copy is ever written
+// (dnsfence_source_cache_ok 0) and a restart while a list's server or
+// primary is down serves that list empty, its names not blocked.
+func TestSystemdUnitKeepsRemoteListCopies(t *testing.T) {
+	unit, err := os.ReadFile("deploy/systemd/dnsfence.service")
+	require.NoError(t, err)
+	var writable []string // folders the service may write, kept across restarts
+	for _, line := range strings.Split(string(unit), "\n") {
+		key, value, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok || strings.HasPrefix(key, "#") {
+			continue
+		}
+		for _, v := range strings.Fields(value) {
+			switch key {
+			case "StateDirectory":
+				writable = append(writable, path.Join("/var/lib", v))
+			case "ReadWritePaths":
+				writable = append(writable, path.Clean(strings.TrimLeft(v, "-+")))
+			}
+		}
+	}
+	data, err := os.ReadFile("deploy/dnsfence-remote-lists.yaml")
+	require.NoError(t, err)
+	var cfg struct {
+		Sources struct {
+			CacheDir string `yaml:"cache_dir"`
+		} `yaml:"sources"`
+	}
+	require.NoError(t, yaml.Unmarshal(data, &cfg))
+	cacheDir := path.Clean(cfg.Sources.CacheDir)
+	require.True(t, path.IsAbs(cacheDir), "sources.cache_dir %q", cfg.Sources.CacheDir)
+	kept := false
+	for _, w := range writable {
+		kept = kept || cacheDir == w || strings.HasPrefix(cacheDir, w+"/")
+	}
+	assert.True(t, kept, "sources.cache_dir %s is in no folder the unit may write (StateDirectory=, ReadWritePaths=: %v): under DynamicUser= and ProtectSystem=strict no disk copy of a remote list could be written", cacheDir, writable)
+}
