@@ -1123,7 +1123,8 @@ func removedProtection(prev, next *Snapshot) []error {
 }
 
 // warnRestartNeeded logs settings that only a restart applies: sockets are
-// opened once. old is the configuration dnsfence started with, not the
+// opened once, and so is the logger (log.format, log.output; its level is
+// set anew at each reload). old is the configuration dnsfence started with, not the
 // last reload's: its settings are still the ones in effect, so that every
 // reload while they differ says so, and one that goes back to them says
 // nothing.
@@ -1157,6 +1158,10 @@ func (r *Reloader) warnRestartNeeded(old, cfg *config.Config) {
 	default:
 		r.log.Warn("tls.cert or tls.key names other files: restart to apply; the files named at start are still watched and served",
 			zap.String("cert", oldCert), zap.String("key", oldKey))
+	}
+	if old.Log.Format != cfg.Log.Format || old.Log.Output != cfg.Log.Output {
+		r.log.Warn("log.format or log.output changed: restart to apply, still logging as before",
+			zap.String("running_format", old.Log.Format), zap.String("running_output", old.Log.Output))
 	}
 	if old.HTTPAddr() != cfg.HTTPAddr() {
 		r.log.Warn("http changed: restart to apply, still serving the old address",

@@ -88,3 +88,49 @@ func TestRestartWarningsNameTheRunningSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartWarningForLogFormatAndOutput: log.format and log.output take
+// a new logger, which only a restart builds (log.level and log.queries
+// apply at a reload). Before the fix a reload that changed them named them
+// in config_changed and said nothing else, while dnsfence went on logging
+// as it started.
+func TestRestartWarningForLogFormatAndOutput(t *testing.T) {
+	up := startUpstream(t, nil)
+	base := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}", 1)
+	f := startFence(t, base, testFiles, up.addr)
+	path := f.handler.Snapshot().Config.File
+	core, logs := observer.New(zap.InfoLevel)
+	r := NewReloader(zap.New(core), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	original, err := os.ReadFile(path)
+	require.NoError(t, err)
+	reload := func(log string) []observer.LoggedEntry {
+		t.Helper()
+		edited := strings.Replace(string(original), "log: {queries: none}", log, 1)
+		require.NotEqual(t, string(original), edited)
+		require.NoError(t, os.WriteFile(path, []byte(edited), 0o644))
+		logs.TakeAll()
+		require.NoError(t, r.Reload(false))
+		return logs.FilterMessageSnippet("restart to apply").AllUntimed()
+	}
+
+	for _, tc := range []struct {
+		name, log string
+		warned    bool
+	}{
+		{name: "format", log: "log: {queries: none, format: console}", warned: true},
+		{name: "output", log: "log: {queries: none, output: stdout}", warned: true},
+		{name: "level and queries apply", log: "log: {queries: all, level: debug}", warned: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			warned := reload(tc.log)
+			if !tc.warned {
+				assert.Empty(t, warned)
+				return
+			}
+			require.Len(t, warned, 1)
+			assert.Equal(t, "log.format or log.output changed: restart to apply, still logging as before", warned[0].Message)
+			assert.Equal(t, "json", warned[0].ContextMap()["running_format"])
+			assert.Equal(t, "stderr", warned[0].ContextMap()["running_output"])
+		})
+	}
+}

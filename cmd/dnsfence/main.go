@@ -344,7 +344,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	log, err := newLogger(cfg.Log)
+	log, level, err := newLogger(cfg.Log)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -369,7 +369,14 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	reloader := resolver.NewReloader(log.Named("reload"), handler, func() (*config.Config, error) {
 		return loadConfig(*configPath)
 	})
-	reloader.AfterReload = func(*resolver.Snapshot) { tuneGC(log) }
+	reloader.AfterReload = func(s *resolver.Snapshot) {
+		tuneGC(log)
+		// log.level applies at a reload (format and output need a new
+		// logger: the reloader says they wait for a restart).
+		if l, err := zapcore.ParseLevel(s.Config.Log.Level); err == nil {
+			level.SetLevel(l)
+		}
+	}
 	// Remote lists (URLs, zone transfers) start with their disk copies;
 	// the first snapshot waits briefly for each, then is published.
 	sourcesCtx, stopSources := context.WithCancel(context.Background())
@@ -692,11 +699,12 @@ func logSnapshot(log *zap.Logger, snap *resolver.Snapshot) {
 	}
 }
 
-// newLogger builds the zap logger the configuration asks for.
-func newLogger(c config.Log) (*zap.Logger, error) {
+// newLogger builds the zap logger the configuration asks for, and the
+// level it logs at, which a reload sets anew.
+func newLogger(c config.Log) (*zap.Logger, zap.AtomicLevel, error) {
 	level, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
-		return nil, fmt.Errorf("log.level: %w", err)
+		return nil, zap.AtomicLevel{}, fmt.Errorf("log.level: %w", err)
 	}
 	zc := zap.NewProductionConfig()
 	if c.Format == "console" {
@@ -708,7 +716,8 @@ func newLogger(c config.Log) (*zap.Logger, error) {
 	zc.EncoderConfig.TimeKey = "time"
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	zc.DisableStacktrace = true
-	return zc.Build()
+	log, err := zc.Build()
+	return log, zc.Level, err
 }
 
 // versionString is the module version and VCS revision of the build.
