@@ -50,9 +50,11 @@ import (
 // the same for the writer wait (SetWriterWait, default DefaultWriterWait):
 // the change is then reported with Change.Open naming the files.
 type Watcher struct {
-	fsw      *fsnotify.Watcher
-	writers  *writers
-	debounce time.Duration
+	fsw     *fsnotify.Watcher
+	writers *writers
+	// debounce is the quiet period, in nanoseconds: SetDebounce changes it
+	// while Run goes on, for the next event.
+	debounce atomic.Int64
 	// add starts watching a folder: fsw.Add, which tests make fail.
 	add func(dir string) error
 
@@ -130,15 +132,25 @@ func NewWatcher(debounce time.Duration) (*Watcher, error) {
 		fsw.Close()
 		return nil, fmt.Errorf("starting file watcher: %w", err)
 	}
-	w := &Watcher{fsw: fsw, writers: wr, add: fsw.Add, debounce: debounce,
+	w := &Watcher{fsw: fsw, writers: wr, add: fsw.Add,
 		relevant: map[string]bool{}, dirs: map[string]os.FileInfo{}, unwatched: map[string]error{},
 		recheck: make(chan struct{}, 1)}
+	w.debounce.Store(int64(debounce))
 	w.writerWait.Store(int64(DefaultWriterWait))
 	return w, nil
 }
 
 // Close stops watching.
 func (w *Watcher) Close() error { return errors.Join(w.fsw.Close(), w.writers.close()) }
+
+// SetDebounce sets the quiet period (d > 0), as a reload of
+// reload.debounce does. It may be called at any time: the next event is
+// debounced by it.
+func (w *Watcher) SetDebounce(d time.Duration) {
+	if d > 0 {
+		w.debounce.Store(int64(d))
+	}
+}
 
 // SetWriterWait sets how long a changed file that a writer still holds
 // open must stay unchanged before it is reported anyway (d > 0; default
@@ -465,7 +477,7 @@ func (w *Watcher) Run(ctx context.Context, changed func(Change)) {
 	defer rearm.Stop()
 	var pending map[string]fileState // hashes at the last quiet tick
 	waiting := false                 // a settled change waits for writers; told once
-	arm := func() { timer.Reset(w.debounce) }
+	arm := func() { timer.Reset(time.Duration(w.debounce.Load())) }
 	for {
 		select {
 		case <-ctx.Done():

@@ -561,6 +561,7 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 		// New files in the configuration, or a swapped symlink, change what
 		// is watched; a folder that came back is watched anew. Files not
 		// watched are reported through OnUnwatched.
+		r.watcher.SetDebounce(next.Config.Reload.Debounce)
 		r.watcher.SetWriterWait(next.Config.Reload.WriterWait)
 		_ = r.watcher.Watch(watchedFiles(next), appliedSums(next))
 	case r.watchLost != nil:

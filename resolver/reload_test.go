@@ -360,3 +360,28 @@ reload: {max_shrink: 0}
 	// list, i.e. no snapshot is retained.
 	assert.Less(t, growth, int64(4<<20))
 }
+
+// TestReloadAppliesDebounce: reload.debounce applies at a reload, to the
+// watcher's quiet period as to SIGHUP's. Before the fix the watcher kept
+// the period it started with: a reload from 3s to 20ms named
+// reload.debounce in its config_changed, and every edit after it still
+// waited two quiet periods of 3 s before it was served.
+func TestReloadAppliesDebounce(t *testing.T) {
+	up := startUpstream(t, nil)
+	slow := strings.Replace(reloadConfig, "reload: {debounce: 20ms}", "reload: {debounce: 3s}", 1)
+	require.NotEqual(t, reloadConfig, slow)
+	f := startFence(t, slow, testFiles, up.addr)
+	r := watching(t, f, zaptest.NewLogger(t))
+	conf := filepath.Join(f.dir, "dnsfence.yaml")
+	original, err := os.ReadFile(conf)
+	require.NoError(t, err)
+	writeAtomic(t, conf, strings.Replace(string(original), "reload: {debounce: 3s}", "reload: {debounce: 20ms}", 1))
+	require.NoError(t, r.Reload(false)) // applied at once, as SIGHUP would, not after the 3 s periods
+	require.Equal(t, 20*time.Millisecond, f.handler.Snapshot().Config.Reload.Debounce)
+
+	start := time.Now()
+	writeAtomic(t, filepath.Join(f.dir, "tiktok.txt"), testFiles["tiktok.txt"]+"new.example\n")
+	require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "www.new.example.") == dns.RcodeNameError },
+		15*time.Second, 10*time.Millisecond)
+	assert.Less(t, time.Since(start), 2*time.Second, "the edit waited for quiet periods of 20ms, not of the 3s dnsfence started with")
+}
