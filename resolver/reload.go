@@ -1160,6 +1160,12 @@ func (r *Reloader) warnRestartNeeded(old, cfg *config.Config) {
 		r.log.Warn("tls.cert or tls.key names other files: restart to apply; the files named at start are still watched and served",
 			zap.String("cert", oldCert), zap.String("key", oldKey))
 	}
+	if len(old.ListenHTTPS)+len(old.ListenQUIC) > 0 && (old.Limits.TCPPipeline != cfg.Limits.TCPPipeline ||
+		old.Limits.TCPReadTimeout != cfg.Limits.TCPReadTimeout || old.Limits.TCPIdleTimeout != cfg.Limits.TCPIdleTimeout) {
+		r.log.Warn("limits.tcp_pipeline, tcp_read_timeout or tcp_idle_timeout changed: restart to apply to the DNS over HTTPS and QUIC listeners (TCP and DoT apply it at once)",
+			zap.Int("tcp_pipeline", old.Limits.TCPPipeline), zap.Duration("tcp_read_timeout", old.Limits.TCPReadTimeout),
+			zap.Duration("tcp_idle_timeout", old.Limits.TCPIdleTimeout))
+	}
 	if old.Log.Format != cfg.Log.Format || old.Log.Output != cfg.Log.Output {
 		r.log.Warn("log.format or log.output changed: restart to apply, still logging as before",
 			zap.String("running_format", old.Log.Format), zap.String("running_output", old.Log.Output))

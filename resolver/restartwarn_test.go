@@ -134,3 +134,41 @@ func TestRestartWarningForLogFormatAndOutput(t *testing.T) {
 		})
 	}
 }
+
+// TestRestartWarningForEncryptedListenerLimits: DNS over HTTPS and QUIC
+// listeners take limits.tcp_pipeline, tcp_read_timeout and
+// tcp_idle_timeout when they start (TCP and DoT read them for each
+// connection). Before the fix a reload that changed them with such a
+// listener running named them in config_changed and said nothing, while
+// DoH and DoQ kept the old values.
+func TestRestartWarningForEncryptedListenerLimits(t *testing.T) {
+	up := startUpstream(t, nil)
+	base := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}", 1)
+	for _, tc := range []struct {
+		name, listeners string
+		warned          bool
+	}{
+		{name: "DoH", listeners: "listen_https: [\"http://127.0.0.1:0\"]\n", warned: true},
+		{name: "plain and TCP only", listeners: "", warned: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startFence(t, base+tc.listeners+"limits: {tcp_idle_timeout: 10s}\n", testFiles, up.addr)
+			path := f.handler.Snapshot().Config.File
+			core, logs := observer.New(zap.InfoLevel)
+			r := NewReloader(zap.New(core), f.handler, func() (*config.Config, error) { return config.Load(path) })
+			original, err := os.ReadFile(path)
+			require.NoError(t, err)
+			edited := strings.Replace(string(original), "tcp_idle_timeout: 10s", "tcp_idle_timeout: 30s", 1)
+			require.NotEqual(t, string(original), edited)
+			require.NoError(t, os.WriteFile(path, []byte(edited), 0o644))
+			require.NoError(t, r.Reload(false))
+			warned := logs.FilterMessageSnippet("restart to apply").AllUntimed()
+			if !tc.warned {
+				assert.Empty(t, warned)
+				return
+			}
+			require.Len(t, warned, 1)
+			assert.Equal(t, "limits.tcp_pipeline, tcp_read_timeout or tcp_idle_timeout changed: restart to apply to the DNS over HTTPS and QUIC listeners (TCP and DoT apply it at once)", warned[0].Message)
+		})
+	}
+}
