@@ -492,3 +492,74 @@ func TestSystemdUnitKeepsRemoteListCopies(t *testing.T) {
 	}
 	assert.True(t, kept, "sources.cache_dir %s is in no folder the unit may write (StateDirectory=, ReadWritePaths=: %v): under DynamicUser= and ProtectSystem=strict no disk copy of a remote list could be written", cacheDir, writable)
 }
+
+// TestDockerImageKeepsRemoteListCopies: in the shipped image the disk
+// copies of remote lists (sources.cache_dir of dnsfence-remote-lists.yaml)
+// must be writable by the image's user and may outlive the container. The
+// image had no such folder: uid 65532 cannot make one under /var/lib, no
+// copy was ever written (dnsfence_source_cache_ok 0), and a container
+// started while a list's server or primary was down served that list
+// empty. The image now makes the folder, owned by its user, in a VOLUME.
+func TestDockerImageKeepsRemoteListCopies(t *testing.T) {
+	data, err := os.ReadFile("deploy/Dockerfile")
+	require.NoError(t, err)
+	text := strings.ReplaceAll(string(data), "\\\n", " ")
+	var user string
+	var volumes, owned []string // VOLUME paths; paths COPY --chown'd to the user
+	var made []string           // folders made in the build stage under /out
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		switch f[0] {
+		case "USER":
+			user = f[1]
+		case "VOLUME":
+			volumes = append(volumes, f[1:]...)
+		case "COPY":
+			chown := ""
+			for _, a := range f[1:] {
+				if v, ok := strings.CutPrefix(a, "--chown="); ok {
+					chown = v
+				}
+			}
+			if chown != "" {
+				owned = append(owned, chown+" "+f[len(f)-1])
+			}
+		case "RUN":
+			for i, a := range f {
+				if a == "-p" && i+1 < len(f) && strings.HasPrefix(f[i+1], "/out/") {
+					made = append(made, path.Clean(strings.TrimPrefix(f[i+1], "/out")))
+				}
+			}
+		}
+	}
+	require.NotEmpty(t, user)
+	cfgData, err := os.ReadFile("deploy/dnsfence-remote-lists.yaml")
+	require.NoError(t, err)
+	var cfg struct {
+		Sources struct {
+			CacheDir string `yaml:"cache_dir"`
+		} `yaml:"sources"`
+	}
+	require.NoError(t, yaml.Unmarshal(cfgData, &cfg))
+	cacheDir := path.Clean(cfg.Sources.CacheDir)
+	under := func(dirs []string) bool {
+		for _, d := range dirs {
+			if cacheDir == d || strings.HasPrefix(cacheDir, d+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	assert.Contains(t, made, cacheDir, "the build stage makes sources.cache_dir")
+	var ownedDirs []string
+	for _, o := range owned {
+		if who, dir, _ := strings.Cut(o, " "); who == user {
+			ownedDirs = append(ownedDirs, path.Clean(dir))
+		}
+	}
+	assert.True(t, under(ownedDirs), "sources.cache_dir %s is copied into the image owned by USER %s (%v)", cacheDir, user, owned)
+	assert.True(t, under(volumes), "sources.cache_dir %s is in a VOLUME (%v)", cacheDir, volumes)
+}
