@@ -100,3 +100,29 @@ func TestZoneSerialBackStillGuarded(t *testing.T) {
 	assert.Equal(t, 1, rec.count())
 	assert.Equal(t, uint32(100), z.Status().Serial, "the zone held is kept")
 }
+
+// TestZoneSerialBackWaitsAgainAfterTake: once a primary whose serial went
+// back had its zone taken (5 where 100 was held), a look that found its
+// serial gone back again (3) took that zone at once, with no wait: the
+// time of the first look that found 5 older than 100 was kept after 5
+// became the zone held, and its expire had long passed. The wait counts
+// from the first look that finds the serial older than the zone held,
+// which is now 5: 3 is refused for the expire again.
+func TestZoneSerialBackWaitsAgainAfterTake(t *testing.T) {
+	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
+	p.update(func(p *fakePrimary) { p.soa = shortSOA(100) })
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	require.Equal(t, uint32(100), rec.waitCount(t, 1).Serial)
+
+	p.update(func(p *fakePrimary) { p.soa, p.records = shortSOA(5), cnames(testZone, "a", "d") })
+	poke(t, z)
+	require.Equal(t, uint32(5), rec.waitCount(t, 2).Serial)
+	require.Eventually(t, func() bool { return z.Status().Serial == 5 && z.Status().LastError == nil }, waitFor, tick)
+
+	p.update(func(p *fakePrimary) { p.soa, p.records = shortSOA(3), cnames(testZone, "e") })
+	poke(t, z)
+	require.Eventually(t, func() bool { return z.Status().LastError != nil || rec.count() > 2 }, waitFor, tick)
+	assert.Equal(t, 2, rec.count(), "serial 3 is not taken at once")
+	assert.ErrorContains(t, z.Status().LastError, "primary has serial 3, older than the 5 held; keeping the zone held, until ")
+	assert.Equal(t, uint32(5), z.Status().Serial)
+}

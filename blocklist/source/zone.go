@@ -385,6 +385,10 @@ func (z *Zone) refresh(ctx context.Context, deliver func(Content) error) error {
 			}
 			z.refused = false
 			commit()
+			// A new zone held: a serial older than it is waited for
+			// from the first look that finds it so, not from one that
+			// found a serial older than the zone it replaced.
+			z.olderSince = time.Time{}
 			if c.Transfer != TransferHeld { // else served and on disk already
 				z.track.served(c)
 				z.writeCache(c)
