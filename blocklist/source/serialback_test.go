@@ -126,3 +126,27 @@ func TestZoneSerialBackWaitsAgainAfterTake(t *testing.T) {
 	assert.ErrorContains(t, z.Status().LastError, "primary has serial 3, older than the 5 held; keeping the zone held, until ")
 	assert.Equal(t, uint32(5), z.Status().Serial)
 }
+
+// TestZoneSerialBackWaitDoesNotOverflow: the wait for a primary whose
+// serial went back is at least the held SOA's refresh plus retry; summed
+// in uint32, a refresh of 4294967295 and a retry of 1 made it 0 (with an
+// expire of 0), and the older zone was taken at the first look that found
+// it. The sum does not wrap now.
+func TestZoneSerialBackWaitDoesNotOverflow(t *testing.T) {
+	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
+	wrapping := func(serial uint32) *dns.SOA {
+		soa := testSOA(testZone, serial)
+		soa.Refresh, soa.Retry, soa.Expire = 4294967295, 1, 0
+		return soa
+	}
+	p.update(func(p *fakePrimary) { p.soa = wrapping(100) })
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	require.Equal(t, uint32(100), rec.waitCount(t, 1).Serial)
+
+	p.update(func(p *fakePrimary) { p.soa, p.records = wrapping(5), cnames(testZone, "a", "d") })
+	poke(t, z)
+	require.Eventually(t, func() bool { return z.Status().LastError != nil || rec.count() > 1 }, waitFor, tick)
+	assert.Equal(t, 1, rec.count(), "serial 5 is not taken at once")
+	assert.ErrorContains(t, z.Status().LastError, "primary has serial 5, older than the 100 held; keeping the zone held, until ")
+	assert.Equal(t, uint32(100), z.Status().Serial)
+}

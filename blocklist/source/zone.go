@@ -497,7 +497,9 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 // older; then nil, with a warning, and the zone is transferred whole.
 func (z *Zone) older(serial uint32) error {
 	held := z.held.soa
-	expire := time.Duration(max(held.Expire, held.Refresh+held.Retry)) * time.Second
+	// Summed in uint64: in uint32 a refresh of 4294967295 and a retry of
+	// 1 are 0.
+	expire := time.Duration(max(uint64(held.Expire), uint64(held.Refresh)+uint64(held.Retry))) * time.Second
 	now := time.Now()
 	if z.olderSince.IsZero() {
 		z.olderSince = now
