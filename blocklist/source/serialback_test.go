@@ -150,3 +150,26 @@ func TestZoneSerialBackWaitDoesNotOverflow(t *testing.T) {
 	assert.ErrorContains(t, z.Status().LastError, "primary has serial 5, older than the 100 held; keeping the zone held, until ")
 	assert.Equal(t, uint32(100), z.Status().Serial)
 }
+
+// TestZoneSerialBackWaitClamped: a held SOA whose expire is 4294967295
+// (136 years) kept a primary whose serial went back refused for as long as
+// dnsfence ran, as before the wait was added, though BIND, whose clamp the
+// wait follows, takes its zone after 24 weeks at most. The wait is now
+// clamped as BIND clamps it: the error says 24 weeks.
+func TestZoneSerialBackWaitClamped(t *testing.T) {
+	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
+	huge := func(serial uint32) *dns.SOA {
+		soa := testSOA(testZone, serial)
+		soa.Refresh, soa.Retry, soa.Expire = 1, 1, 4294967295
+		return soa
+	}
+	p.update(func(p *fakePrimary) { p.soa = huge(100) })
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	require.Equal(t, uint32(100), rec.waitCount(t, 1).Serial)
+
+	p.update(func(p *fakePrimary) { p.soa, p.records = huge(5), cnames(testZone, "a", "d") })
+	poke(t, z)
+	require.Eventually(t, func() bool { return z.Status().LastError != nil }, waitFor, tick)
+	assert.ErrorContains(t, z.Status().LastError, "primary has serial 5, older than the 100 held; keeping the zone held, until ")
+	assert.ErrorContains(t, z.Status().LastError, "(the held SOA's expire, 4032h0m0s)")
+}

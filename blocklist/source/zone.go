@@ -43,7 +43,7 @@ import (
 // with the source's Status saying how old it is. It ends one wait alone: a
 // primary whose serial went back (its zone re-created, or its serial reset
 // on purpose) is refused for the held SOA's expire (at least refresh plus
-// retry, as BIND clamps it), counted from the first look that found it
+// retry, at most 24 weeks, as BIND clamps it), counted from the first look that found it
 // older, and then taken at its word by AXFR, as a BIND or Knot secondary
 // takes it once its copy has expired, but without the time between in
 // which those serve no zone. The reload guards judge that transfer as any
@@ -491,15 +491,28 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 	return c, commit, nil
 }
 
+// The most a zone's SOA timers (seconds) count for in the wait for a
+// primary whose serial went back, as BIND clamps them (DNS_MAX_REFRESH,
+// DNS_MAX_RETRY, DNS_MAX_EXPIRE in lib/dns/zone.c).
+const (
+	maxSOARefresh = 4 * 7 * 24 * 3600  // 4 weeks
+	maxSOARetry   = 2 * 7 * 24 * 3600  // 2 weeks
+	maxSOAExpire  = 24 * 7 * 24 * 3600 // 24 weeks
+)
+
 // older judges a primary whose serial is older than the zone held's:
 // an error that keeps the zone held until the held SOA's expire (at least
-// its refresh plus retry) has passed since the first look that found it
+// its refresh plus retry, at most 24 weeks) has passed since the first look that found it
 // older; then nil, with a warning, and the zone is transferred whole.
 func (z *Zone) older(serial uint32) error {
 	held := z.held.soa
-	// Summed in uint64: in uint32 a refresh of 4294967295 and a retry of
-	// 1 are 0.
-	expire := time.Duration(max(uint64(held.Expire), uint64(held.Refresh)+uint64(held.Retry))) * time.Second
+	// Clamped as BIND clamps the timers of a zone it pulls (refresh at
+	// most 4 weeks, retry 2, expire from their sum to 24 weeks), so that
+	// an expire of 4294967295 (136 years) does not keep the zone held
+	// for good; summed in uint64: in uint32 a refresh of 4294967295 and
+	// a retry of 1 are 0.
+	least := uint64(min(held.Refresh, maxSOARefresh)) + uint64(min(held.Retry, maxSOARetry))
+	expire := time.Duration(min(max(uint64(held.Expire), least), maxSOAExpire)) * time.Second
 	now := time.Now()
 	if z.olderSince.IsZero() {
 		z.olderSince = now
