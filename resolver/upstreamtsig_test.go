@@ -137,3 +137,60 @@ func TestUpstreamSIG0Dropped(t *testing.T) {
 	v, _ := metricValue(t, f.registry, "dnsfence_upstream_errors_total", "upstream", signing.addr, "kind", "malformed")
 	assert.Zero(t, v)
 }
+
+// TestUpstreamSIG0NotLastNotRelayed: a SIG(0) (a SIG covering type 0)
+// anywhere but last in the additional section (RFC 2931 §3: it must be
+// last there) was relayed to the client and cached, where only one last
+// there is dropped; BIND's message parser refuses such a message
+// (DNS_R_BADSIG0), so a client reading with BIND's library (dig, a BIND
+// forwarder) could not read the answer at all. Such an answer is now
+// malformed, as a TSIG out of place is: another upstream's answer is
+// taken, and with no other the query gets SERVFAIL; no answer carries it.
+func TestUpstreamSIG0NotLastNotRelayed(t *testing.T) {
+	sig0 := func() dns.RR {
+		return &dns.SIG{RRSIG: dns.RRSIG{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeSIG, Class: dns.ClassANY},
+			Algorithm: dns.ECDSAP256SHA256, Expiration: uint32(time.Now().Unix()) + 300, Inception: uint32(time.Now().Unix()) - 300,
+			KeyTag: 4711, SignerName: "upstream.example.", Signature: "c2lnbmF0dXJl"}}
+	}
+	glue := func() dns.RR {
+		rr, err := dns.NewRR("ns.example.org. 300 IN A 192.0.2.53")
+		require.NoError(t, err)
+		return rr
+	}
+	for _, tc := range []struct {
+		name  string
+		place func(m *dns.Msg)
+	}{
+		{name: "answer", place: func(m *dns.Msg) { m.Answer = append(m.Answer, sig0()) }},
+		{name: "authority", place: func(m *dns.Msg) { m.Ns = append(m.Ns, sig0()) }},
+		{name: "additional, not last", place: func(m *dns.Msg) { m.Extra = append(append([]dns.RR{sig0()}, m.Extra...), glue()) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			signing := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				m := defaultAnswer(w, r)
+				tc.place(m)
+				return m
+			})
+			good := startUpstream(t, defaultAnswer)
+			alone := govFence(t, "upstream_timeout: 1s", signing.addr)
+			both := govFence(t, "upstream_timeout: 1s\nupstream_strategy: ordered", signing.addr, good.addr)
+			for i, network := range []string{"udp", "tcp", "udp"} { // the last from the cache, if any
+				for _, edns := range []bool{true, false} {
+					name := fmt.Sprintf("n%d.example.org.", i%2)
+					r := ask(t, alone.addr, "", network, question(name, dns.TypeA, edns))
+					assert.Equal(t, dns.RcodeToString[dns.RcodeServerFailure], dns.RcodeToString[r.Rcode], "%s, edns %v", network, edns)
+					r = ask(t, both.addr, "", network, question(name, dns.TypeA, edns))
+					assert.Equal(t, dns.RcodeToString[dns.RcodeSuccess], dns.RcodeToString[r.Rcode], "%s, edns %v", network, edns)
+					assert.NotEmpty(t, r.Answer, "%s, edns %v", network, edns)
+					for _, rr := range append(append(r.Answer, r.Ns...), r.Extra...) {
+						if s, ok := rr.(*dns.SIG); ok {
+							assert.NotZero(t, s.TypeCovered, "%s, edns %v: %v", network, edns, rr)
+						}
+					}
+				}
+			}
+			v, _ := metricValue(t, alone.registry, "dnsfence_upstream_errors_total", "upstream", signing.addr, "kind", "malformed")
+			assert.Positive(t, v)
+		})
+	}
+}

@@ -187,15 +187,21 @@ func (p *Plain) exchangeTCP(ctx context.Context, q *dns.Msg, udpErr error) (*dns
 // from resp: it signs the message between the upstream and dnsfence,
 // which then changes it (the ID, the OPT), so that relayed it could only
 // fail the client's check, and it is never cached (§3.1). A SIG covering
-// any other type is data (RFC 2535's DNSSEC), kept.
+// any other type is data (RFC 2535's DNSSEC), kept. A SIG(0) anywhere
+// else (another section, or followed by a record) makes the answer
+// malformed, as BIND's parser takes it (DNS_R_BADSIG0): relayed, a client
+// reading with BIND's library could not read it.
 func checkAnswer(resp, q *dns.Msg) error {
 	if !resp.Response || resp.Id != q.Id || resp.Opcode != q.Opcode {
 		return ErrAnswerMismatch
 	}
-	for _, sec := range [...][]dns.RR{resp.Answer, resp.Ns, resp.Extra} {
-		for _, rr := range sec {
+	for s, sec := range [...][]dns.RR{resp.Answer, resp.Ns, resp.Extra} {
+		for i, rr := range sec {
 			if rr.Header().Rrtype == dns.TypeTSIG {
 				return fmt.Errorf("%w: a TSIG record in the answer to an unsigned query", ErrAnswerMalformed)
+			}
+			if sig, ok := rr.(*dns.SIG); ok && sig.TypeCovered == 0 && (s != 2 || i != len(sec)-1) {
+				return fmt.Errorf("%w: a SIG(0) record not last in the additional section", ErrAnswerMalformed)
 			}
 		}
 	}
