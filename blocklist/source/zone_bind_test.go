@@ -306,3 +306,22 @@ func TestZonePrimaryDownWithBIND(t *testing.T) {
 	assert.Equal(t, []string{"douyin.com", "tiktok.com"}, owners(c))
 	require.Eventually(t, func() bool { st := second.Status(); return st.LastError == nil && !st.FromCache }, waitFor, tick)
 }
+
+// TestZoneLongNamesSignedWithBIND: a zone and a key name of some hundreds
+// of octets each make BIND's signed answer to the SOA query (over UDP,
+// 512 octets without EDNS) too big: BIND 9.18 answers TC, NOERROR, with
+// no question and the TSIG alone, signed (RFC 8945 §5.3). The SOA query
+// took that for an answer to another question and failed, at every look,
+// so the zone was never transferred; it now asks again over TCP, as for
+// any TC answer, and the zone arrives.
+func TestZoneLongNamesSignedWithBIND(t *testing.T) {
+	label := strings.Repeat("a", 60)
+	zone := strings.Repeat(label+".", 3) + strings.Repeat("a", 50) + ".rpz.test."
+	key := newKey(t, strings.Repeat(strings.Repeat("k", 60)+".", 4)+"key.")
+	p := startBIND(t, bindConfig{zone: zone, key: key}, rpzZone(zone, 1, "tiktok.com"))
+	src, err := NewZone(p.entry(), zoneTestOptions(t, key))
+	require.NoError(t, err)
+	c := run(t, src).waitCount(t, 1)
+	assert.Equal(t, []string{"tiktok.com"}, owners(c))
+	assert.Equal(t, uint32(1), c.Serial)
+}
