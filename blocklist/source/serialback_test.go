@@ -173,3 +173,29 @@ func TestZoneSerialBackWaitClamped(t *testing.T) {
 	assert.ErrorContains(t, z.Status().LastError, "primary has serial 5, older than the 100 held; keeping the zone held, until ")
 	assert.ErrorContains(t, z.Status().LastError, "(the held SOA's expire, 4032h0m0s)")
 }
+
+// TestZoneSerialBackZeroTimersStillWait: a held SOA whose refresh, retry
+// and expire are all 0 made the wait for a primary whose serial went back
+// none at all: an older serial seen at a single look (a stale primary
+// behind a load balancer, answering once) was taken at that look, the
+// step back the serial check is there to stop. A zero refresh or retry
+// now counts as the time dnsfence waits between looks for it
+// (sources.refresh), as it does for its looks.
+func TestZoneSerialBackZeroTimersStillWait(t *testing.T) {
+	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
+	zero := func(serial uint32) *dns.SOA {
+		soa := testSOA(testZone, serial)
+		soa.Refresh, soa.Retry, soa.Expire = 0, 0, 0
+		return soa
+	}
+	p.update(func(p *fakePrimary) { p.soa = zero(100) })
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	require.Equal(t, uint32(100), rec.waitCount(t, 1).Serial)
+
+	p.update(func(p *fakePrimary) { p.soa, p.records = zero(5), cnames(testZone, "a", "d") })
+	poke(t, z)
+	require.Eventually(t, func() bool { return z.Status().LastError != nil || rec.count() > 1 }, waitFor, tick)
+	assert.Equal(t, 1, rec.count(), "serial 5 is not taken at once")
+	assert.ErrorContains(t, z.Status().LastError, "primary has serial 5, older than the 100 held; keeping the zone held, until ")
+	assert.ErrorContains(t, z.Status().LastError, "(the held SOA's expire, 2h0m0s)")
+}

@@ -43,7 +43,8 @@ import (
 // with the source's Status saying how old it is. It ends one wait alone: a
 // primary whose serial went back (its zone re-created, or its serial reset
 // on purpose) is refused for the held SOA's expire (at least refresh plus
-// retry, at most 24 weeks, as BIND clamps it), counted from the first look that found it
+// retry, a zero one counting as Options.Refresh, at most 24 weeks, as
+// BIND clamps it), counted from the first look that found it
 // older, and then taken at its word by AXFR, as a BIND or Knot secondary
 // takes it once its copy has expired, but without the time between in
 // which those serve no zone. The reload guards judge that transfer as any
@@ -511,7 +512,18 @@ func (z *Zone) older(serial uint32) error {
 	// an expire of 4294967295 (136 years) does not keep the zone held
 	// for good; summed in uint64: in uint32 a refresh of 4294967295 and
 	// a retry of 1 are 0.
-	least := uint64(min(held.Refresh, maxSOARefresh)) + uint64(min(held.Retry, maxSOARetry))
+	// A zero refresh or retry counts as the time dnsfence waits between
+	// looks for it (soaTimer: sources.refresh), as BIND's counts as its
+	// min-refresh-time and min-retry-time: with all three timers 0 the
+	// wait was none, and an older serial seen at one look (a stale
+	// primary behind a load balancer, once) was taken at that look.
+	timer := func(secs, most uint32) uint64 {
+		if secs == 0 {
+			return uint64(z.opt.Refresh / time.Second)
+		}
+		return uint64(min(secs, most))
+	}
+	least := timer(held.Refresh, maxSOARefresh) + timer(held.Retry, maxSOARetry)
 	expire := time.Duration(min(max(uint64(held.Expire), least), maxSOAExpire)) * time.Second
 	now := time.Now()
 	if z.olderSince.IsZero() {
