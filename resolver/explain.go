@@ -134,6 +134,89 @@ func (o *outcome) inspect(resp *dns.Msg) (via string) {
 	return ""
 }
 
+// scrub is the rest of step 8 for an answer resp that stands (inspect
+// found nothing to block it for): the records of its authority and
+// additional sections that are a blocked name's, owned by one or an alias
+// of one (hopDecision), under any policy inspect asks, are left out: glue
+// for a name server under a blocked domain, the addresses of an MX or SRV
+// target under one, an alias into one. A device that takes an address
+// from those sections (a mail or SRV client, a cache downstream) would
+// otherwise reach the blocked name without asking for it. The authority
+// section's SOA and DNSSEC denial of existence (NSEC, NSEC3 and RRSIGs,
+// RFC 4035 §3.1.3) are kept (proofType): they hold no address, and a
+// validating device needs them whole to believe an answer (the NSEC
+// owned by tiktok.com. that proves tiktok0.com. does not exist). It
+// returns resp itself when nothing is left out, else a shallow copy with
+// sections of its own. wireAnswer.qnameOnly marks the answers it cannot
+// change.
+func (o *outcome) scrub(resp *dns.Msg) *dns.Msg {
+	if !o.inspects() {
+		return resp
+	}
+	ns, nsCut := o.leaveOutBlocked(resp.Ns, true)
+	extra, extraCut := o.leaveOutBlocked(resp.Extra, false)
+	if !nsCut && !extraCut {
+		return resp
+	}
+	m := *resp
+	m.Ns, m.Extra = ns, extra
+	return &m
+}
+
+// leaveOutBlocked is scrub for one section (the authority section when
+// authority is set): rrs without the records a policy inspect asks blocks
+// (blockedExtra), a new slice when any is left out (cut).
+func (o *outcome) leaveOutBlocked(rrs []dns.RR, authority bool) (kept []dns.RR, cut bool) {
+	for i, rr := range rrs {
+		if !o.blockedExtra(rr, authority) {
+			if cut {
+				kept = append(kept, rr)
+			}
+			continue
+		}
+		if !cut {
+			cut = true
+			kept = append(make([]dns.RR, 0, len(rrs)-1), rrs[:i]...)
+		}
+	}
+	if !cut {
+		return rrs, false
+	}
+	return kept, true
+}
+
+// blockedExtra reports whether rr, a record of the authority (authority
+// set) or additional section, is a blocked name's under a policy inspect
+// asks (scrub).
+func (o *outcome) blockedExtra(rr dns.RR, authority bool) bool {
+	t := rr.Header().Rrtype
+	if t == dns.TypeOPT || authority && proofType(t) {
+		return false
+	}
+	if o.inspectsOwn() {
+		if _, d := hopDecision(o.policy.Policy, rr); d.Blocked {
+			return true
+		}
+	}
+	for _, cr := range o.also {
+		if _, d := hopDecision(cr.Policy, rr); d.Blocked {
+			return true
+		}
+	}
+	return false
+}
+
+// proofType reports the types of an authority section that scrub keeps
+// whoever owns them: the SOA of a negative answer (RFC 2308) and the
+// DNSSEC records that prove it (RFC 4035 §3.1.3).
+func proofType(t uint16) bool {
+	switch t {
+	case dns.TypeSOA, dns.TypeNSEC, dns.TypeNSEC3, dns.TypeRRSIG:
+		return true
+	}
+	return false
+}
+
 // answerDecision is pol's block of the answer resp: a name its alias
 // chain reaches (chainDecision), else, when pol has response-IP triggers,
 // an address in it (addressDecision).

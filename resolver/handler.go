@@ -651,7 +651,7 @@ func (h *Handler) cached(q *query, e *cacheEntry, prefetch bool) reply {
 		h.startPrefetch(q, e)
 	}
 	q.upstream = upstreamCache
-	if r, replaced := h.inspectEntry(q, e); replaced {
+	if r, replaced := h.inspectEntry(q, e, q.start); replaced {
 		return r
 	}
 	result := e.result()
@@ -743,7 +743,7 @@ func (h *Handler) forwarded(q *query, resp *dns.Msg, upstream string, err error)
 	if h.inspect(q, resp) {
 		return h.blocked(q)
 	}
-	m := upstreamReply(req, resp)
+	m := upstreamReply(req, q.out.scrub(resp))
 	if upstream == upstreamStale {
 		addEDE(m, staleEDE(resp.Rcode), "no usable upstream answer in time; answer from cache past its TTL")
 	}
@@ -818,9 +818,10 @@ func (h *Handler) inspect(q *query, resp *dns.Msg) bool {
 // unpacking it only when that could change the outcome (outcome.inspects):
 // when it names more than the question (cacheEntry.addsNames), or when the
 // client's policy has response-IP triggers, which look at every address.
-// It returns the reply to give instead of e's (the blocked answer, or the
+// It returns the reply to give instead of e's (the blocked answer, the
+// answer aged to now without the records scrub leaves out, or the
 // SERVFAIL of an answer that no longer unpacks) and true, or false.
-func (h *Handler) inspectEntry(q *query, e *cacheEntry) (reply, bool) {
+func (h *Handler) inspectEntry(q *query, e *cacheEntry, now time.Time) (reply, bool) {
 	if !q.out.inspects() || !e.addsNames() && !q.out.inspectsAddresses() {
 		return reply{}, false
 	}
@@ -830,6 +831,10 @@ func (h *Handler) inspectEntry(q *query, e *cacheEntry) (reply, bool) {
 	}
 	if h.inspect(q, msg) {
 		return h.blocked(q), true
+	}
+	if q.out.scrub(msg) != msg {
+		m := e.aged(now, 0)
+		return msgReply(upstreamReply(q.request(), q.out.scrub(m)), e.result()), true
 	}
 	return reply{}, false
 }

@@ -20,9 +20,12 @@ type wireAnswer struct {
 	ttls     []ttlAt // every record's TTL
 	qnameEnd int     // end of the question name
 	// qnameOnly: every record of the answer section is owned by the
-	// question name and is no alias (CNAME, DNAME, HTTPS, SVCB), so the
-	// answer points the client at no name but the one it asked for, which
-	// was decided already: inspecting it (chainDecision) cannot block it.
+	// question name and is no alias (CNAME, DNAME, HTTPS, SVCB), the
+	// authority section holds nothing but an SOA and DNSSEC denial of
+	// existence (proofType), and the additional section nothing but the
+	// OPT, so the answer points the client at no name but the one it
+	// asked for, which was decided already: inspecting it (chainDecision)
+	// cannot block it, nor scrub leave anything out.
 	qnameOnly bool
 	// inline holds ttls for the commonest answers, of a few records.
 	inline [4]ttlAt
@@ -121,6 +124,8 @@ func wireOf(b []byte, w *wireAnswer) (wireShape, bool) {
 			if w.qnameOnly {
 				w.qnameOnly = !aliasType(r.Type) && ownedBy(b, r, qname)
 			}
+		} else if r.Section == dnswire.Additional || !proofType(r.Type) {
+			w.qnameOnly = false // a record scrub may leave out
 		}
 		if r.Section == dnswire.Authority && r.Type == dnswire.TypeSOA && !sh.soa {
 			sh.soa, sh.soaTTL = true, min(receivedTTL(r.TTL), dnswire.SOAMinimum(b, r))

@@ -432,7 +432,7 @@ func (q *query) claimAnswer() bool {
 // packed like a cache hit at the moment it was stored.
 func (h *Handler) forwardedWire(q *query, e *cacheEntry, from string) reply {
 	q.upstream = from
-	if r, replaced := h.inspectEntry(q, e); replaced {
+	if r, replaced := h.inspectEntry(q, e, e.stored); replaced {
 		return r
 	}
 	result := e.result()

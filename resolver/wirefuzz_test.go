@@ -184,6 +184,8 @@ func FuzzWireAnswer(f *testing.F) {
 		answerWith("t.example.org.", dns.TypeTXT, dns.RcodeSuccess, `t.example.org. 60 IN TXT "hello"`),
 		answerWith("m.example.org.", dns.TypeMX, dns.RcodeSuccess, `m.example.org. 60 IN MX 10 mx.example.org.`),
 		answerWith("s.example.org.", dns.TypeHTTPS, dns.RcodeSuccess, `s.example.org. 60 IN HTTPS 1 . alpn=h2`),
+		withSections(answerWith("g.example.org.", dns.TypeA, dns.RcodeSuccess, "g.example.org. 60 IN A 192.0.2.1"),
+			[]string{"example.org. 60 IN NS ns1.tiktok.com."}, []string{"ns1.tiktok.com. 60 IN A 192.0.2.53"}),
 	} {
 		for _, edns := range []bool{false, true} {
 			if edns {
@@ -251,6 +253,17 @@ func FuzzWireAnswer(f *testing.F) {
 					t.Fatalf("qnameOnly with %s", rr)
 				}
 			}
+			// Nothing outside the answer section that scrub could leave out.
+			for _, rr := range m.Ns {
+				if typ := rr.Header().Rrtype; !proofType(typ) {
+					t.Fatalf("qnameOnly with %s in the authority section", rr)
+				}
+			}
+			for _, rr := range m.Extra {
+				if rr.Header().Rrtype != dns.TypeOPT {
+					t.Fatalf("qnameOnly with %s in the additional section", rr)
+				}
+			}
 		}
 		sameAsInspected(t, b, &w)
 	})
@@ -313,4 +326,15 @@ func recordsSansTTL(m *dns.Msg) string {
 		sb.WriteString(";\n")
 	}
 	return sb.String()
+}
+
+// withSections adds authority and additional records to m.
+func withSections(m *dns.Msg, ns, extra []string) *dns.Msg {
+	for _, s := range ns {
+		m.Ns = append(m.Ns, mustRR("%s", s))
+	}
+	for _, s := range extra {
+		m.Extra = append(m.Extra, mustRR("%s", s))
+	}
+	return m
 }

@@ -1,0 +1,164 @@
+package resolver
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// extraSectionAnswers are upstream answers whose authority or additional
+// section holds records of a blocked name (glue, an MX or SRV target's
+// address, an NS at a blocked name, an alias into one) beside an answer
+// section that names nothing blocked.
+var extraSectionAnswers = map[string]struct {
+	rcode             int
+	answer, ns, extra []string
+}{
+	"glue.example.net.": {
+		answer: []string{"glue.example.net. 300 IN A 192.0.2.1"},
+		ns:     []string{"example.net. 300 IN NS ns1.tiktok.com.", "example.net. 300 IN NS ns.example.net."},
+		extra:  []string{"ns1.tiktok.com. 300 IN A 192.0.2.53", "ns.example.net. 300 IN A 192.0.2.54"},
+	},
+	"mail.example.net.": {
+		answer: []string{"mail.example.net. 300 IN MX 10 mx.tiktokcdn.com."},
+		extra:  []string{"mx.tiktokcdn.com. 300 IN A 192.0.2.25", "mx.tiktokcdn.com. 300 IN AAAA 2001:db8::25"},
+	},
+	"authority.example.net.": {
+		answer: []string{"authority.example.net. 300 IN A 192.0.2.2"},
+		ns:     []string{"tiktok.com. 300 IN NS ns.example.net."},
+	},
+	"alias.example.net.": {
+		answer: []string{"alias.example.net. 300 IN A 192.0.2.3"},
+		extra:  []string{"svc.example.net. 300 IN CNAME www.tiktok.com.", "svc.example.net. 300 IN HTTPS 1 edge.capcut.com. alpn=h2"},
+	},
+	// DNSSEC denial of existence owned by a blocked name: kept, so that a
+	// validating device can believe the NXDOMAIN.
+	"tiktok0.com.": {
+		rcode: dns.RcodeNameError,
+		ns: []string{"com. 900 IN SOA a.gtld-servers.net. nstld.verisign-grs.com. 1 1800 900 604800 86400",
+			"tiktok.com. 900 IN NSEC tiktok1.com. NS DS RRSIG NSEC",
+			"tiktok.com. 900 IN RRSIG NSEC 8 2 900 20300101000000 20200101000000 12345 com. AAAA"},
+	},
+	// The question is allowed: its whole answer stands (README, the
+	// precedence of allow).
+	"ads.tiktok.com.": {
+		answer: []string{"ads.tiktok.com. 300 IN A 192.0.2.4"},
+		extra:  []string{"www.tiktok.com. 300 IN A 192.0.2.5"},
+	},
+}
+
+// TestExtraSectionsLeaveOutBlockedNames: an answer that stands for a
+// government device carries no record of a name its policy blocks in its
+// authority or additional section (an A record of ns1.tiktok.com as glue,
+// the address of an MX target under tiktokcdn.com), fresh or from the
+// cache, over UDP (the wire path, with and without EDNS) and TCP, whoever
+// filled the cache; the rest of the answer stands. The press office, and
+// a client in no policy, get the upstream's answer whole. Such records were
+// relayed: a device that takes an address from the additional section (an
+// MX or SRV client, a cache downstream) reached a blocked name.
+func TestExtraSectionsLeaveOutBlockedNames(t *testing.T) {
+	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		a := extraSectionAnswers[strings.ToLower(r.Question[0].Name)]
+		m.Rcode = a.rcode
+		for _, s := range a.answer {
+			m.Answer = append(m.Answer, mustRR("%s", s))
+		}
+		for _, s := range a.ns {
+			m.Ns = append(m.Ns, mustRR("%s", s))
+		}
+		for _, s := range a.extra {
+			m.Extra = append(m.Extra, mustRR("%s", s))
+		}
+		if opt := r.IsEdns0(); opt != nil {
+			m.SetEdns0(4096, opt.Do())
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	owners := func(rrs []dns.RR) []string {
+		var names []string
+		for _, rr := range rrs {
+			if rr.Header().Rrtype != dns.TypeOPT {
+				names = append(names, strings.ToLower(rr.Header().Name)+" "+dns.TypeToString[rr.Header().Rrtype])
+			}
+		}
+		return names
+	}
+	whole := func(rrs []string) []string {
+		var names []string
+		for _, s := range rrs {
+			rr := mustRR("%s", s)
+			names = append(names, strings.ToLower(rr.Header().Name)+" "+dns.TypeToString[rr.Header().Rrtype])
+		}
+		return names
+	}
+	for _, tc := range []struct {
+		qname           string
+		qtype           uint16
+		wantNs, wantExt []string // what a government device gets
+	}{
+		{"glue.example.net.", dns.TypeA, []string{"example.net. NS", "example.net. NS"}, []string{"ns.example.net. A"}},
+		{"mail.example.net.", dns.TypeMX, nil, nil},
+		{"authority.example.net.", dns.TypeA, nil, nil},
+		{"alias.example.net.", dns.TypeA, nil, nil},
+		{"tiktok0.com.", dns.TypeA, []string{"com. SOA", "tiktok.com. NSEC", "tiktok.com. RRSIG"}, nil},
+		{"ads.tiktok.com.", dns.TypeA, nil, []string{"www.tiktok.com. A"}},
+	} {
+		t.Run(tc.qname, func(t *testing.T) {
+			a := extraSectionAnswers[tc.qname]
+			// The exempt press office first: its answer fills the cache.
+			for _, from := range []string{"127.0.0.3", "127.0.0.8"} {
+				r := ask(t, f.addr, from, "udp", doQuestion(tc.qname, tc.qtype))
+				require.Equal(t, a.rcode, r.Rcode, from)
+				assert.Equal(t, whole(a.answer), owners(r.Answer), from)
+				assert.Equal(t, whole(a.ns), owners(r.Ns), from)
+				assert.Equal(t, whole(a.extra), owners(r.Extra), from)
+			}
+			for _, ask1 := range []struct {
+				network string
+				edns    bool
+			}{{"udp", true}, {"udp", false}, {"tcp", true}} {
+				req := question(tc.qname, tc.qtype, false)
+				if ask1.edns {
+					req = doQuestion(tc.qname, tc.qtype)
+				}
+				r := ask(t, f.addr, "127.0.0.1", ask1.network, req)
+				require.Equal(t, a.rcode, r.Rcode, ask1)
+				assert.Equal(t, whole(a.answer), owners(r.Answer), ask1)
+				wantNs := tc.wantNs
+				if !ask1.edns {
+					wantNs = slices.DeleteFunc(slices.Clone(wantNs), func(s string) bool {
+						return strings.HasSuffix(s, " NSEC") || strings.HasSuffix(s, " RRSIG")
+					}) // no DO: no DNSSEC records (RFC 4035 §3.2.1)
+				}
+				assert.Equal(t, wantNs, owners(r.Ns), ask1)
+				assert.Equal(t, tc.wantExt, owners(r.Extra), ask1)
+			}
+		})
+	}
+	// A government device asking first gets the fresh answer so, and the
+	// press office after it the whole answer from the cache.
+	t.Run("fresh", func(t *testing.T) {
+		r := ask(t, f.addr, "127.0.0.1", "udp", question("glue.example.net.", dns.TypeAAAA, true))
+		require.Equal(t, dns.RcodeSuccess, r.Rcode)
+		assert.Equal(t, []string{"example.net. NS", "example.net. NS"}, owners(r.Ns))
+		assert.Equal(t, []string{"ns.example.net. A"}, owners(r.Extra))
+		r = ask(t, f.addr, "127.0.0.3", "udp", question("glue.example.net.", dns.TypeAAAA, true))
+		assert.Equal(t, []string{"ns1.tiktok.com. A", "ns.example.net. A"}, owners(r.Extra))
+	})
+}
+
+// doQuestion is question with EDNS and the DO bit set.
+func doQuestion(name string, qtype uint16) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	m.SetEdns0(1232, true)
+	return m
+}
