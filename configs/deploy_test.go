@@ -476,16 +476,7 @@ func TestSystemdUnitKeepsRemoteListCopies(t *testing.T) {
 			}
 		}
 	}
-	data, err := os.ReadFile("deploy/dnsfence-remote-lists.yaml")
-	require.NoError(t, err)
-	var cfg struct {
-		Sources struct {
-			CacheDir string `yaml:"cache_dir"`
-		} `yaml:"sources"`
-	}
-	require.NoError(t, yaml.Unmarshal(data, &cfg))
-	cacheDir := path.Clean(cfg.Sources.CacheDir)
-	require.True(t, path.IsAbs(cacheDir), "sources.cache_dir %q", cfg.Sources.CacheDir)
+	cacheDir := remoteListsCacheDir(t)
 	kept := false
 	for _, w := range writable {
 		kept = kept || cacheDir == w || strings.HasPrefix(cacheDir, w+"/")
@@ -536,15 +527,7 @@ func TestDockerImageKeepsRemoteListCopies(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, user)
-	cfgData, err := os.ReadFile("deploy/dnsfence-remote-lists.yaml")
-	require.NoError(t, err)
-	var cfg struct {
-		Sources struct {
-			CacheDir string `yaml:"cache_dir"`
-		} `yaml:"sources"`
-	}
-	require.NoError(t, yaml.Unmarshal(cfgData, &cfg))
-	cacheDir := path.Clean(cfg.Sources.CacheDir)
+	cacheDir := remoteListsCacheDir(t)
 	under := func(dirs []string) bool {
 		for _, d := range dirs {
 			if cacheDir == d || strings.HasPrefix(cacheDir, d+"/") {
@@ -562,4 +545,21 @@ func TestDockerImageKeepsRemoteListCopies(t *testing.T) {
 	}
 	assert.True(t, under(ownedDirs), "sources.cache_dir %s is copied into the image owned by USER %s (%v)", cacheDir, user, owned)
 	assert.True(t, under(volumes), "sources.cache_dir %s is in a VOLUME (%v)", cacheDir, volumes)
+}
+
+// remoteListsCacheDir is sources.cache_dir of the shipped
+// dnsfence-remote-lists.yaml, cleaned: an absolute path.
+func remoteListsCacheDir(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile("deploy/dnsfence-remote-lists.yaml")
+	require.NoError(t, err)
+	var cfg struct {
+		Sources struct {
+			CacheDir string `yaml:"cache_dir"`
+		} `yaml:"sources"`
+	}
+	require.NoError(t, yaml.Unmarshal(data, &cfg))
+	dir := path.Clean(cfg.Sources.CacheDir)
+	require.True(t, path.IsAbs(dir), "sources.cache_dir %q", cfg.Sources.CacheDir)
+	return dir
 }

@@ -127,28 +127,38 @@ func TestZoneSerialBackWaitsAgainAfterTake(t *testing.T) {
 	assert.Equal(t, uint32(5), z.Status().Serial)
 }
 
+// serialBack starts a fake primary of testZone at serial 100 whose SOA
+// has the timers refresh, retry and expire (seconds), has a Zone take it,
+// then has the primary's serial go back to 5 and the Zone look: the look
+// must keep serial 100 and say until when. It returns the Zone.
+func serialBack(t *testing.T, refresh, retry, expire uint32) *Zone {
+	t.Helper()
+	timed := func(serial uint32) *dns.SOA {
+		soa := testSOA(testZone, serial)
+		soa.Refresh, soa.Retry, soa.Expire = refresh, retry, expire
+		return soa
+	}
+	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
+	p.update(func(p *fakePrimary) { p.soa = timed(100) })
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	require.Equal(t, uint32(100), rec.waitCount(t, 1).Serial)
+
+	p.update(func(p *fakePrimary) { p.soa, p.records = timed(5), cnames(testZone, "a", "d") })
+	poke(t, z)
+	require.Eventually(t, func() bool { return z.Status().LastError != nil || rec.count() > 1 }, waitFor, tick)
+	assert.Equal(t, 1, rec.count(), "serial 5 is not taken at once")
+	assert.ErrorContains(t, z.Status().LastError, "primary has serial 5, older than the 100 held; keeping the zone held, until ")
+	assert.Equal(t, uint32(100), z.Status().Serial)
+	return z
+}
+
 // TestZoneSerialBackWaitDoesNotOverflow: the wait for a primary whose
 // serial went back is at least the held SOA's refresh plus retry; summed
 // in uint32, a refresh of 4294967295 and a retry of 1 made it 0 (with an
 // expire of 0), and the older zone was taken at the first look that found
 // it. The sum does not wrap now.
 func TestZoneSerialBackWaitDoesNotOverflow(t *testing.T) {
-	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
-	wrapping := func(serial uint32) *dns.SOA {
-		soa := testSOA(testZone, serial)
-		soa.Refresh, soa.Retry, soa.Expire = 4294967295, 1, 0
-		return soa
-	}
-	p.update(func(p *fakePrimary) { p.soa = wrapping(100) })
-	z, rec := startZone(t, p, zoneTestOptions(t, nil))
-	require.Equal(t, uint32(100), rec.waitCount(t, 1).Serial)
-
-	p.update(func(p *fakePrimary) { p.soa, p.records = wrapping(5), cnames(testZone, "a", "d") })
-	poke(t, z)
-	require.Eventually(t, func() bool { return z.Status().LastError != nil || rec.count() > 1 }, waitFor, tick)
-	assert.Equal(t, 1, rec.count(), "serial 5 is not taken at once")
-	assert.ErrorContains(t, z.Status().LastError, "primary has serial 5, older than the 100 held; keeping the zone held, until ")
-	assert.Equal(t, uint32(100), z.Status().Serial)
+	serialBack(t, 4294967295, 1, 0)
 }
 
 // TestZoneSerialBackWaitClamped: a held SOA whose expire is 4294967295
@@ -157,20 +167,7 @@ func TestZoneSerialBackWaitDoesNotOverflow(t *testing.T) {
 // wait follows, takes its zone after 24 weeks at most. The wait is now
 // clamped as BIND clamps it: the error says 24 weeks.
 func TestZoneSerialBackWaitClamped(t *testing.T) {
-	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
-	huge := func(serial uint32) *dns.SOA {
-		soa := testSOA(testZone, serial)
-		soa.Refresh, soa.Retry, soa.Expire = 1, 1, 4294967295
-		return soa
-	}
-	p.update(func(p *fakePrimary) { p.soa = huge(100) })
-	z, rec := startZone(t, p, zoneTestOptions(t, nil))
-	require.Equal(t, uint32(100), rec.waitCount(t, 1).Serial)
-
-	p.update(func(p *fakePrimary) { p.soa, p.records = huge(5), cnames(testZone, "a", "d") })
-	poke(t, z)
-	require.Eventually(t, func() bool { return z.Status().LastError != nil }, waitFor, tick)
-	assert.ErrorContains(t, z.Status().LastError, "primary has serial 5, older than the 100 held; keeping the zone held, until ")
+	z := serialBack(t, 1, 1, 4294967295)
 	assert.ErrorContains(t, z.Status().LastError, "(the held SOA's expire, 4032h0m0s)")
 }
 
@@ -182,20 +179,6 @@ func TestZoneSerialBackWaitClamped(t *testing.T) {
 // now counts as the time dnsfence waits between looks for it
 // (sources.refresh), as it does for its looks.
 func TestZoneSerialBackZeroTimersStillWait(t *testing.T) {
-	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
-	zero := func(serial uint32) *dns.SOA {
-		soa := testSOA(testZone, serial)
-		soa.Refresh, soa.Retry, soa.Expire = 0, 0, 0
-		return soa
-	}
-	p.update(func(p *fakePrimary) { p.soa = zero(100) })
-	z, rec := startZone(t, p, zoneTestOptions(t, nil))
-	require.Equal(t, uint32(100), rec.waitCount(t, 1).Serial)
-
-	p.update(func(p *fakePrimary) { p.soa, p.records = zero(5), cnames(testZone, "a", "d") })
-	poke(t, z)
-	require.Eventually(t, func() bool { return z.Status().LastError != nil || rec.count() > 1 }, waitFor, tick)
-	assert.Equal(t, 1, rec.count(), "serial 5 is not taken at once")
-	assert.ErrorContains(t, z.Status().LastError, "primary has serial 5, older than the 100 held; keeping the zone held, until ")
+	z := serialBack(t, 0, 0, 0)
 	assert.ErrorContains(t, z.Status().LastError, "(the held SOA's expire, 2h0m0s)")
 }
