@@ -193,17 +193,27 @@ func (o *outcome) blockedExtra(rr dns.RR, authority bool) bool {
 	if t == dns.TypeOPT || authority && proofType(t) {
 		return false
 	}
-	if o.inspectsOwn() {
+	if o.inspectsOwn() && leavesOut(o.policy.Policy) {
 		if _, d := hopDecision(o.policy.Policy, rr); d.Blocked {
 			return true
 		}
 	}
 	for _, cr := range o.also {
+		if !leavesOut(cr.Policy) {
+			continue
+		}
 		if _, d := hopDecision(cr.Policy, rr); d.Blocked {
 			return true
 		}
 	}
 	return false
+}
+
+// leavesOut reports whether scrub leaves out the records p blocks: not
+// for a policy in shadow mode (action: log), which records what it would
+// block and forwards every answer untouched.
+func leavesOut(p *Policy) bool {
+	return p.Action != config.ActionLog
 }
 
 // proofType reports the types of an authority section that scrub keeps

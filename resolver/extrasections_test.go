@@ -162,3 +162,57 @@ func doQuestion(name string, qtype uint16) *dns.Msg {
 	m.SetEdns0(1232, true)
 	return m
 }
+
+// TestExtraSectionsShadowModeWhole: a policy in shadow mode (action: log)
+// only records what it would block and forwards the answer untouched, so
+// a device of such a policy gets an answer's glue for ns1.tiktok.com, an
+// NS at tiktok.com and an alias into a blocked name whole, fresh and from
+// the cache, over UDP (the wire path) and TCP. scrub left them out, as if
+// the policy blocked: a shadow-mode trial changed the answers it was
+// there to watch.
+func TestExtraSectionsShadowModeWhole(t *testing.T) {
+	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		a := extraSectionAnswers[strings.ToLower(r.Question[0].Name)]
+		m.Rcode = a.rcode
+		for _, s := range a.answer {
+			m.Answer = append(m.Answer, mustRR("%s", s))
+		}
+		for _, s := range a.ns {
+			m.Ns = append(m.Ns, mustRR("%s", s))
+		}
+		for _, s := range a.extra {
+			m.Extra = append(m.Extra, mustRR("%s", s))
+		}
+		if opt := r.IsEdns0(); opt != nil {
+			m.SetEdns0(4096, opt.Do())
+		}
+		return m
+	})
+	shadow := strings.Replace(testConfig, "    allow: [\"allow.txt\"]\n", "    allow: [\"allow.txt\"]\n    action: log\n", 1)
+	require.NotEqual(t, testConfig, shadow)
+	f := startFence(t, shadow, testFiles, up.addr)
+	// Shadow mode still records a blocked question and forwards it.
+	r := ask(t, f.addr, "127.0.0.1", "udp", question("www.tiktok.com.", dns.TypeA, true))
+	require.NotEqual(t, dns.RcodeNameError, r.Rcode, "shadow mode forwards")
+	for _, qname := range []string{"glue.example.net.", "mail.example.net.", "authority.example.net.", "alias.example.net."} {
+		a := extraSectionAnswers[qname]
+		got := func(rrs []dns.RR) []string {
+			var out []string
+			for _, rr := range rrs {
+				if rr.Header().Rrtype != dns.TypeOPT {
+					out = append(out, rr.String())
+				}
+			}
+			return out
+		}
+		for _, network := range []string{"udp", "udp", "tcp"} { // fresh, then cached
+			r := ask(t, f.addr, "127.0.0.1", network, question(qname, dns.TypeA, true))
+			require.Equal(t, dns.RcodeSuccess, r.Rcode, qname)
+			assert.Len(t, got(r.Ns), len(a.ns), "%s over %s: %v", qname, network, got(r.Ns))
+			assert.Len(t, got(r.Extra), len(a.extra), "%s over %s: %v", qname, network, got(r.Extra))
+		}
+	}
+}
