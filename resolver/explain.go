@@ -165,22 +165,26 @@ func (o *outcome) scrub(resp *dns.Msg) *dns.Msg {
 
 // leaveOutBlocked is scrub for one section (the authority section when
 // authority is set): rrs without the records a policy inspect asks blocks
-// (blockedExtra), a new slice when any is left out (cut).
+// (blockedExtra), a new slice when any is left out (cut). A record left
+// out takes its whole RRset (owner, class and type) and the RRSIGs that
+// cover it along (keyOfRRset): a validating device checks each RRSIG over
+// the RRset as it was signed (RFC 4035 §5.3), and part of an RRset, or an
+// RRSIG without its RRset, does not verify.
 func (o *outcome) leaveOutBlocked(rrs []dns.RR, authority bool) (kept []dns.RR, cut bool) {
-	for i, rr := range rrs {
-		if !o.blockedExtra(rr, authority) {
-			if cut {
-				kept = append(kept, rr)
-			}
-			continue
-		}
-		if !cut {
-			cut = true
-			kept = append(make([]dns.RR, 0, len(rrs)-1), rrs[:i]...)
+	var gone []rrsetKey
+	for _, rr := range rrs {
+		if o.blockedExtra(rr, authority) {
+			gone = append(gone, keyOfRRset(rr))
 		}
 	}
-	if !cut {
+	if len(gone) == 0 {
 		return rrs, false
+	}
+	kept = make([]dns.RR, 0, len(rrs)-1)
+	for _, rr := range rrs {
+		if !slices.Contains(gone, keyOfRRset(rr)) {
+			kept = append(kept, rr)
+		}
 	}
 	return kept, true
 }

@@ -35,6 +35,26 @@ var extraSectionAnswers = map[string]struct {
 		answer: []string{"alias.example.net. 300 IN A 192.0.2.3"},
 		extra:  []string{"svc.example.net. 300 IN CNAME www.tiktok.com.", "svc.example.net. 300 IN HTTPS 1 edge.capcut.com. alpn=h2"},
 	},
+	// Signed RRsets: the NS and DS at tiktok.com with their RRSIGs, an
+	// HTTPS RRset of an unblocked name one of whose records points into a
+	// blocked name, and a CNAME into one, each with its RRSIG
+	// (TestExtraSectionsLeaveOutWholeRRsets).
+	"signed.example.net.": {
+		answer: []string{"signed.example.net. 300 IN A 192.0.2.6"},
+		ns: []string{"tiktok.com. 300 IN NS ns.example.net.",
+			"tiktok.com. 300 IN RRSIG NS 8 2 300 20300101000000 20200101000000 12345 tiktok.com. AAAA",
+			"tiktok.com. 300 IN DS 12345 8 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF",
+			"tiktok.com. 300 IN RRSIG DS 8 2 300 20300101000000 20200101000000 12345 com. AAAA",
+			"example.net. 300 IN NS ns.example.net.",
+			"example.net. 300 IN RRSIG NS 8 2 300 20300101000000 20200101000000 12345 example.net. AAAA"},
+		extra: []string{"svc.example.net. 300 IN HTTPS 1 edge.capcut.com. alpn=h2",
+			"svc.example.net. 300 IN HTTPS 2 svc.example.net. alpn=h2",
+			"svc.example.net. 300 IN RRSIG HTTPS 8 3 300 20300101000000 20200101000000 12345 example.net. AAAA",
+			"cname.example.net. 300 IN CNAME www.tiktok.com.",
+			"cname.example.net. 300 IN RRSIG CNAME 8 3 300 20300101000000 20200101000000 12345 example.net. AAAA",
+			"ns.example.net. 300 IN A 192.0.2.54",
+			"ns.example.net. 300 IN RRSIG A 8 3 300 20300101000000 20200101000000 12345 example.net. AAAA"},
+	},
 	// DNSSEC denial of existence owned by a blocked name: kept, so that a
 	// validating device can believe the NXDOMAIN.
 	"tiktok0.com.": {
@@ -215,4 +235,66 @@ func TestExtraSectionsShadowModeWhole(t *testing.T) {
 			assert.Len(t, got(r.Extra), len(a.extra), "%s over %s: %v", qname, network, got(r.Extra))
 		}
 	}
+}
+
+// TestExtraSectionsLeaveOutWholeRRsets: scrub leaves out a whole RRset and
+// the RRSIGs that cover it, never a part of one: a validating device (a
+// DNSSEC-validating stub or cache downstream) checks the signature over
+// the RRset as it was signed, and an RRSIG without its RRset, or over an
+// RRset with a record missing, makes it call the answer Bogus (Unbound
+// fails a message any of whose authority RRsets does not verify). The NS and
+// DS at tiktok.com went and their RRSIGs stayed (proofType kept every
+// RRSIG of the authority section), the HTTPS record into capcut.com went
+// and its RRset's other record and RRSIG stayed, and the CNAME into
+// www.tiktok.com went and its RRSIG stayed.
+func TestExtraSectionsLeaveOutWholeRRsets(t *testing.T) {
+	const qname = "signed.example.net."
+	a := extraSectionAnswers[qname]
+	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		for _, s := range a.answer {
+			m.Answer = append(m.Answer, mustRR("%s", s))
+		}
+		for _, s := range a.ns {
+			m.Ns = append(m.Ns, mustRR("%s", s))
+		}
+		for _, s := range a.extra {
+			m.Extra = append(m.Extra, mustRR("%s", s))
+		}
+		if opt := r.IsEdns0(); opt != nil {
+			m.SetEdns0(4096, opt.Do())
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	rrsets := func(rrs []dns.RR) []string {
+		var out []string
+		for _, rr := range rrs {
+			h := rr.Header()
+			switch v := rr.(type) {
+			case *dns.OPT:
+				continue
+			case *dns.RRSIG:
+				out = append(out, strings.ToLower(h.Name)+" RRSIG "+dns.TypeToString[v.TypeCovered])
+			default:
+				out = append(out, strings.ToLower(h.Name)+" "+dns.TypeToString[h.Rrtype])
+			}
+		}
+		return out
+	}
+	for _, ask1 := range []struct{ from, network string }{
+		{"127.0.0.1", "udp"}, {"127.0.0.1", "udp"}, {"127.0.0.1", "tcp"}, // fresh, then cached
+	} {
+		r := ask(t, f.addr, ask1.from, ask1.network, doQuestion(qname, dns.TypeA))
+		require.Equal(t, dns.RcodeSuccess, r.Rcode, ask1)
+		assert.Equal(t, []string{"example.net. NS", "example.net. RRSIG NS"}, rrsets(r.Ns), ask1)
+		assert.Equal(t, []string{"ns.example.net. A", "ns.example.net. RRSIG A"}, rrsets(r.Extra), ask1)
+	}
+	// The press office gets every RRset whole.
+	r := ask(t, f.addr, "127.0.0.3", "udp", doQuestion(qname, dns.TypeA))
+	require.Equal(t, dns.RcodeSuccess, r.Rcode)
+	assert.Len(t, rrsets(r.Ns), len(a.ns))
+	assert.Len(t, rrsets(r.Extra), len(a.extra))
 }
