@@ -142,13 +142,14 @@ func (o *outcome) inspect(resp *dns.Msg) (via string) {
 // target under one, an alias into one. A device that takes an address
 // from those sections (a mail or SRV client, a cache downstream) would
 // otherwise reach the blocked name without asking for it. The authority
-// section's SOA and DNSSEC denial of existence (NSEC, NSEC3 and RRSIGs,
-// RFC 4035 §3.1.3) are kept (proofType): they hold no address, and a
-// validating device needs them whole to believe an answer (the NSEC
-// owned by tiktok.com. that proves tiktok0.com. does not exist). It
-// returns resp itself when nothing is left out, else a shallow copy with
-// sections of its own. wireAnswer.qnameOnly marks the answers it cannot
-// change.
+// section's SOA and DNSSEC denial of existence (NSEC, NSEC3 and the
+// RRSIGs over them, RFC 4035 §3.1.3) are kept (proofType): they hold no
+// address, and a validating device needs them whole to believe an answer
+// (the NSEC owned by tiktok.com. that proves tiktok0.com. does not
+// exist); an RRSIG over any other type is a blocked name's as its RRset
+// is. It returns resp itself when nothing is left out, else a shallow
+// copy with sections of its own. wireAnswer.qnameOnly marks the answers
+// it cannot change.
 func (o *outcome) scrub(resp *dns.Msg) *dns.Msg {
 	if !o.inspects() {
 		return resp
@@ -194,7 +195,7 @@ func (o *outcome) leaveOutBlocked(rrs []dns.RR, authority bool) (kept []dns.RR, 
 // asks (scrub).
 func (o *outcome) blockedExtra(rr dns.RR, authority bool) bool {
 	t := rr.Header().Rrtype
-	if t == dns.TypeOPT || authority && proofType(t) {
+	if t == dns.TypeOPT || authority && proofType(rrsetType(rr)) {
 		return false
 	}
 	if o.inspectsOwn() && leavesOut(o.policy.Policy) {
@@ -220,12 +221,15 @@ func leavesOut(p *Policy) bool {
 	return p.Action != config.ActionLog
 }
 
-// proofType reports the types of an authority section that scrub keeps
-// whoever owns them: the SOA of a negative answer (RFC 2308) and the
-// DNSSEC records that prove it (RFC 4035 §3.1.3).
+// proofType reports the RRsets of an authority section that scrub keeps
+// whoever owns them, by their type (rrsetType: for an RRSIG, the type it
+// covers): the SOA of a negative answer (RFC 2308) and the DNSSEC records
+// that prove it (RFC 4035 §3.1.3), with their RRSIGs. An RRSIG over an NS,
+// DS or any other RRset is not kept so: it is a blocked name's as that
+// RRset is, and is left out with it, or alone.
 func proofType(t uint16) bool {
 	switch t {
-	case dns.TypeSOA, dns.TypeNSEC, dns.TypeNSEC3, dns.TypeRRSIG:
+	case dns.TypeSOA, dns.TypeNSEC, dns.TypeNSEC3:
 		return true
 	}
 	return false

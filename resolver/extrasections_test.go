@@ -63,6 +63,17 @@ var extraSectionAnswers = map[string]struct {
 			"tiktok.com. 900 IN NSEC tiktok1.com. NS DS RRSIG NSEC",
 			"tiktok.com. 900 IN RRSIG NSEC 8 2 900 20300101000000 20200101000000 12345 com. AAAA"},
 	},
+	// The same proof beside an RRSIG owned by tiktok.com over its DS,
+	// whose RRset is not there: it proves nothing and is a blocked name's
+	// record, left out (FuzzScrub found it kept: proofType kept every
+	// RRSIG of the authority section).
+	"tiktok2.com.": {
+		rcode: dns.RcodeNameError,
+		ns: []string{"com. 900 IN SOA a.gtld-servers.net. nstld.verisign-grs.com. 1 1800 900 604800 86400",
+			"tiktok.com. 900 IN NSEC tiktok3.com. NS DS RRSIG NSEC",
+			"tiktok.com. 900 IN RRSIG NSEC 8 2 900 20300101000000 20200101000000 12345 com. AAAA",
+			"tiktok.com. 900 IN RRSIG DS 8 2 900 20300101000000 20200101000000 12345 com. AAAA"},
+	},
 	// The question is allowed: its whole answer stands (README, the
 	// precedence of allow).
 	"ads.tiktok.com.": {
@@ -129,6 +140,7 @@ func TestExtraSectionsLeaveOutBlockedNames(t *testing.T) {
 		{"authority.example.net.", dns.TypeA, nil, nil},
 		{"alias.example.net.", dns.TypeA, nil, nil},
 		{"tiktok0.com.", dns.TypeA, []string{"com. SOA", "tiktok.com. NSEC", "tiktok.com. RRSIG"}, nil},
+		{"tiktok2.com.", dns.TypeA, []string{"com. SOA", "tiktok.com. NSEC", "tiktok.com. RRSIG"}, nil},
 		{"ads.tiktok.com.", dns.TypeA, nil, []string{"www.tiktok.com. A"}},
 	} {
 		t.Run(tc.qname, func(t *testing.T) {
@@ -297,4 +309,28 @@ func TestExtraSectionsLeaveOutWholeRRsets(t *testing.T) {
 	require.Equal(t, dns.RcodeSuccess, r.Rcode)
 	assert.Len(t, rrsets(r.Ns), len(a.ns))
 	assert.Len(t, rrsets(r.Extra), len(a.extra))
+}
+
+// TestWireOfSignedProof: the wire cache marks a signed negative answer,
+// its SOA, NSEC and the RRSIG over the NSEC, as naming only the question
+// (qnameOnly), so its cache hits take the fast path; beside an RRSIG over
+// a DS, which scrub may leave out, it does not.
+func TestWireOfSignedProof(t *testing.T) {
+	for _, tc := range []struct {
+		qname         string
+		wantQnameOnly bool
+	}{{"tiktok0.com.", true}, {"tiktok2.com.", false}} {
+		t.Run(tc.qname, func(t *testing.T) {
+			a := extraSectionAnswers[tc.qname]
+			m := answerWith(tc.qname, dns.TypeA, a.rcode)
+			m = withSections(m, a.ns, nil)
+			m.SetEdns0(1232, true)
+			b, err := m.Pack()
+			require.NoError(t, err)
+			var w wireAnswer
+			_, ok := wireOf(b, &w)
+			require.True(t, ok)
+			assert.Equal(t, tc.wantQnameOnly, w.qnameOnly)
+		})
+	}
 }

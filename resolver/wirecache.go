@@ -22,8 +22,8 @@ type wireAnswer struct {
 	// qnameOnly: every record of the answer section is owned by the
 	// question name and is no alias (CNAME, DNAME, HTTPS, SVCB), the
 	// authority section holds nothing but an SOA and DNSSEC denial of
-	// existence (proofType), and the additional section nothing but the
-	// OPT, so the answer points the client at no name but the one it
+	// existence, and RRSIGs over them (proofType, wireRRsetType), and the
+	// additional section nothing but the OPT, so the answer points the client at no name but the one it
 	// asked for, which was decided already: inspecting it (chainDecision)
 	// cannot block it, nor scrub leave anything out.
 	qnameOnly bool
@@ -124,7 +124,7 @@ func wireOf(b []byte, w *wireAnswer) (wireShape, bool) {
 			if w.qnameOnly {
 				w.qnameOnly = !aliasType(r.Type) && ownedBy(b, r, qname)
 			}
-		} else if r.Section == dnswire.Additional || !proofType(r.Type) {
+		} else if r.Section == dnswire.Additional || !proofType(wireRRsetType(b, r)) {
 			w.qnameOnly = false // a record scrub may leave out
 		}
 		if r.Section == dnswire.Authority && r.Type == dnswire.TypeSOA && !sh.soa {
@@ -142,6 +142,18 @@ func wireOf(b []byte, w *wireAnswer) (wireShape, bool) {
 	binary.BigEndian.PutUint16(b, 0)
 	w.wire = b
 	return sh, true
+}
+
+// wireRRsetType is rrsetType for the record r of b: the type an RRSIG
+// covers, the first octets of its RDATA; 0 for one too short to say.
+func wireRRsetType(b []byte, r dnswire.Record) uint16 {
+	if r.Type != dns.TypeRRSIG {
+		return r.Type
+	}
+	if r.End-r.RdOff < 2 {
+		return 0
+	}
+	return binary.BigEndian.Uint16(b[r.RdOff:])
 }
 
 // aliasType reports the types whose target aliasTarget follows.
