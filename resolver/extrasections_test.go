@@ -14,10 +14,7 @@ import (
 // section holds records of a blocked name (glue, an MX or SRV target's
 // address, an NS at a blocked name, an alias into one) beside an answer
 // section that names nothing blocked.
-var extraSectionAnswers = map[string]struct {
-	rcode             int
-	answer, ns, extra []string
-}{
+var extraSectionAnswers = map[string]extraSectionAnswer{
 	"glue.example.net.": {
 		answer: []string{"glue.example.net. 300 IN A 192.0.2.1"},
 		ns:     []string{"example.net. 300 IN NS ns1.tiktok.com.", "example.net. 300 IN NS ns.example.net."},
@@ -82,6 +79,40 @@ var extraSectionAnswers = map[string]struct {
 	},
 }
 
+// extraSectionAnswer is an upstream answer of extraSectionAnswers, in
+// master file text, by section.
+type extraSectionAnswer struct {
+	rcode             int
+	answer, ns, extra []string
+}
+
+// fill sets m's RCODE to a's and appends a's records to its sections.
+func (a extraSectionAnswer) fill(m *dns.Msg) {
+	m.Rcode = a.rcode
+	for _, s := range a.answer {
+		m.Answer = append(m.Answer, mustRR("%s", s))
+	}
+	for _, s := range a.ns {
+		m.Ns = append(m.Ns, mustRR("%s", s))
+	}
+	for _, s := range a.extra {
+		m.Extra = append(m.Extra, mustRR("%s", s))
+	}
+}
+
+// extraSectionUpstream answers r with its name's extraSectionAnswers
+// entry, and an OPT of 4096 with r's DO bit when r has an OPT.
+func extraSectionUpstream(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.RecursionAvailable = true
+	extraSectionAnswers[strings.ToLower(r.Question[0].Name)].fill(m)
+	if opt := r.IsEdns0(); opt != nil {
+		m.SetEdns0(4096, opt.Do())
+	}
+	return m
+}
+
 // TestExtraSectionsLeaveOutBlockedNames: an answer that stands for a
 // government device carries no record of a name its policy blocks in its
 // authority or additional section (an A record of ns1.tiktok.com as glue,
@@ -92,26 +123,7 @@ var extraSectionAnswers = map[string]struct {
 // relayed: a device that takes an address from the additional section (an
 // MX or SRV client, a cache downstream) reached a blocked name.
 func TestExtraSectionsLeaveOutBlockedNames(t *testing.T) {
-	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.RecursionAvailable = true
-		a := extraSectionAnswers[strings.ToLower(r.Question[0].Name)]
-		m.Rcode = a.rcode
-		for _, s := range a.answer {
-			m.Answer = append(m.Answer, mustRR("%s", s))
-		}
-		for _, s := range a.ns {
-			m.Ns = append(m.Ns, mustRR("%s", s))
-		}
-		for _, s := range a.extra {
-			m.Extra = append(m.Extra, mustRR("%s", s))
-		}
-		if opt := r.IsEdns0(); opt != nil {
-			m.SetEdns0(4096, opt.Do())
-		}
-		return m
-	})
+	up := startUpstream(t, extraSectionUpstream)
 	f := startFence(t, testConfig, testFiles, up.addr)
 	owners := func(rrs []dns.RR) []string {
 		var names []string
@@ -203,26 +215,7 @@ func doQuestion(name string, qtype uint16) *dns.Msg {
 // the policy blocked: a shadow-mode trial changed the answers it was
 // there to watch.
 func TestExtraSectionsShadowModeWhole(t *testing.T) {
-	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.RecursionAvailable = true
-		a := extraSectionAnswers[strings.ToLower(r.Question[0].Name)]
-		m.Rcode = a.rcode
-		for _, s := range a.answer {
-			m.Answer = append(m.Answer, mustRR("%s", s))
-		}
-		for _, s := range a.ns {
-			m.Ns = append(m.Ns, mustRR("%s", s))
-		}
-		for _, s := range a.extra {
-			m.Extra = append(m.Extra, mustRR("%s", s))
-		}
-		if opt := r.IsEdns0(); opt != nil {
-			m.SetEdns0(4096, opt.Do())
-		}
-		return m
-	})
+	up := startUpstream(t, extraSectionUpstream)
 	shadow := strings.Replace(testConfig, "    allow: [\"allow.txt\"]\n", "    allow: [\"allow.txt\"]\n    action: log\n", 1)
 	require.NotEqual(t, testConfig, shadow)
 	f := startFence(t, shadow, testFiles, up.addr)
@@ -262,24 +255,7 @@ func TestExtraSectionsShadowModeWhole(t *testing.T) {
 func TestExtraSectionsLeaveOutWholeRRsets(t *testing.T) {
 	const qname = "signed.example.net."
 	a := extraSectionAnswers[qname]
-	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.RecursionAvailable = true
-		for _, s := range a.answer {
-			m.Answer = append(m.Answer, mustRR("%s", s))
-		}
-		for _, s := range a.ns {
-			m.Ns = append(m.Ns, mustRR("%s", s))
-		}
-		for _, s := range a.extra {
-			m.Extra = append(m.Extra, mustRR("%s", s))
-		}
-		if opt := r.IsEdns0(); opt != nil {
-			m.SetEdns0(4096, opt.Do())
-		}
-		return m
-	})
+	up := startUpstream(t, extraSectionUpstream)
 	f := startFence(t, testConfig, testFiles, up.addr)
 	rrsets := func(rrs []dns.RR) []string {
 		var out []string
