@@ -1,11 +1,9 @@
 package source
 
 import (
-	"crypto/hmac"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -108,7 +106,7 @@ func (n *Notifier) Verify(req *dns.Msg, wire []byte) error {
 	}
 	// TsigVerify writes into the octets it checks (the ID, the record
 	// count): wire is the listener's, so a copy.
-	switch err := dns.TsigVerifyWithProvider(slices.Clone(wire), hmacMAC{k.Secret}, "", false); {
+	switch err := dns.TsigVerifyWithProvider(slices.Clone(wire), hmacTSIG{secret: k.Secret}, "", false); {
 	case errors.Is(err, dns.ErrTime):
 		return fmt.Errorf("%w: signed at %s, more than its fudge of %d s from now", err,
 			time.Unix(int64(t.TimeSigned), 0).UTC().Format(time.RFC3339), t.Fudge)
@@ -127,11 +125,6 @@ var errMACSize = errors.New("the TSIG's MAC is of a length no key truncates it t
 // errTruncated is Verify's error for a MAC truncated as RFC 8945 §5.2.2.1
 // allows, which sources.tsig does not (BADTRUNC, §5.2.4).
 var errTruncated = errors.New("the TSIG's MAC is truncated, and sources.tsig is not")
-
-// hmacMAC is the HMAC of a key in base64, as miekg/dns computes it, but
-// checking a MAC truncated as RFC 8945 §5.2.2.1 allows over its length
-// (miekg/dns takes a whole MAC only, and says BADSIG of a truncated one).
-type hmacMAC struct{ secret string }
 
 // macSize is the length of algorithm's MAC, whole.
 func macSize(algorithm string) int {
@@ -155,32 +148,6 @@ func hashOf(algorithm string) func() hash.Hash {
 		return sha512.New384
 	case dns.HmacSHA512:
 		return sha512.New
-	}
-	return nil
-}
-
-func (p hmacMAC) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
-	secret, err := base64.StdEncoding.DecodeString(p.secret)
-	if err != nil {
-		return nil, err
-	}
-	h := hashOf(t.Algorithm)
-	if h == nil {
-		return nil, dns.ErrKeyAlg
-	}
-	mac := hmac.New(h, secret)
-	mac.Write(msg)
-	return mac.Sum(nil), nil
-}
-
-func (p hmacMAC) Verify(msg []byte, t *dns.TSIG) error {
-	want, err := p.Generate(msg, t)
-	if err != nil {
-		return err
-	}
-	got, err := hex.DecodeString(t.MAC)
-	if err != nil || len(got) == 0 || len(got) > len(want) || !hmac.Equal(got, want[:len(got)]) {
-		return dns.ErrSig
 	}
 	return nil
 }

@@ -137,7 +137,7 @@ func (c *xfrClient) check(what string, q, m *dns.Msg, wire []byte, chain *tsigCh
 	if alg != c.tsig.Algorithm {
 		return fmt.Errorf("%s: %w: answer signed with algorithm %s, not %s", what, ErrTSIG, alg, c.tsig.Algorithm)
 	}
-	v := chainedTSIG{secret: c.tsig.Secret, unsigned: chain.unsigned}
+	v := hmacTSIG{secret: c.tsig.Secret, unsigned: chain.unsigned}
 	if chain.mac != "" {
 		v.at = 2 + len(chain.mac)/2
 	}
@@ -156,17 +156,21 @@ func (c *xfrClient) check(what string, q, m *dns.Msg, wire []byte, chain *tsigCh
 	return nil
 }
 
-// chainedTSIG is the HMAC of a signed message of a transfer that may
-// follow unsigned ones (RFC 8945 §5.3.1): miekg/dns gives it the MAC
-// chained to (its length first), the message and the timers, and the
-// unsigned messages go between the MAC and the message.
-type chainedTSIG struct {
+// hmacTSIG is the HMAC of a key in base64, as miekg/dns computes it, with
+// two additions. For a signed message of a transfer that follows unsigned
+// ones (RFC 8945 §5.3.1), miekg/dns gives it the MAC chained to (its
+// length first), the message and the timers, and the unsigned messages
+// go between the MAC and the message (at, unsigned; none for a single
+// message). And Verify checks a MAC truncated as §5.2.2.1 allows over its
+// length (miekg/dns takes a whole MAC only, and says BADSIG of a truncated
+// one): the callers judge the truncation itself.
+type hmacTSIG struct {
 	secret   string
 	at       int // where the unsigned messages go: the octets of the MAC chained to
 	unsigned []byte
 }
 
-func (c chainedTSIG) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
+func (c hmacTSIG) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
 	secret, err := base64.StdEncoding.DecodeString(c.secret)
 	if err != nil {
 		return nil, err
@@ -182,13 +186,13 @@ func (c chainedTSIG) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
 	return h.Sum(nil), nil
 }
 
-func (c chainedTSIG) Verify(msg []byte, t *dns.TSIG) error {
+func (c hmacTSIG) Verify(msg []byte, t *dns.TSIG) error {
 	want, err := c.Generate(msg, t)
 	if err != nil {
 		return err
 	}
 	got, err := hex.DecodeString(t.MAC)
-	if err != nil || !hmac.Equal(got, want) {
+	if err != nil || len(got) == 0 || len(got) > len(want) || !hmac.Equal(got, want[:len(got)]) {
 		return dns.ErrSig
 	}
 	return nil
