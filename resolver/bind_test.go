@@ -41,25 +41,6 @@ func needBinary(t testing.TB, name, pkg string) string {
 	return ""
 }
 
-// freePort returns a port of 127.0.0.1 free for both UDP and TCP at the
-// time of the call.
-func freePort(t testing.TB) int {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free for both UDP and TCP")
-	return 0
-}
-
 // tsigKey is a TSIG key as BIND and the configuration write it.
 type tsigKey struct{ name, algorithm, secret string }
 
@@ -88,7 +69,6 @@ type bindPrimary struct {
 	debug      int  // named's -d: 3 logs the answer to each NOTIFY
 
 	proc testnet.Daemon
-	gen  int
 }
 
 // startBIND starts named for zone with zoneText and waits until it
@@ -97,7 +77,7 @@ func startBIND(t testing.TB, p *bindPrimary, zoneText string) *bindPrimary {
 	t.Helper()
 	p.t, p.dir, p.bin = t, t.TempDir(), needBinary(t, "named", "bind9")
 	if p.port == 0 {
-		p.port = freePort(t)
+		p.port = testnet.FreePort(t, "127.0.0.1")
 	}
 	p.writeConfig()
 	p.writeZone(zoneText)
@@ -151,14 +131,8 @@ controls { };
 
 func (p *bindPrimary) zoneFile() string { return filepath.Join(p.dir, "zone.db") }
 
-// writeZone writes the zone file with a modification time later than any
-// before, so that a reload sees it changed within the same second.
-func (p *bindPrimary) writeZone(text string) {
-	p.gen++
-	require.NoError(p.t, os.WriteFile(p.zoneFile(), []byte(text), 0o600))
-	mtime := time.Now().Add(time.Duration(p.gen) * time.Second)
-	require.NoError(p.t, os.Chtimes(p.zoneFile(), mtime, mtime))
-}
+// writeZone writes the zone file, newer than before (testnet.WriteNewer).
+func (p *bindPrimary) writeZone(text string) { testnet.WriteNewer(p.t, p.zoneFile(), text) }
 
 // start runs named in the foreground and waits until it answers.
 func (p *bindPrimary) start() {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -23,7 +24,7 @@ func TestSignedNotifyFromBIND(t *testing.T) {
 	const zone = "rpz.test."
 	up := startUpstream(t, nil)
 	key := newTSIGKey(t)
-	port := freePort(t)
+	port := testnet.FreePort(t, "127.0.0.1")
 	p := startBIND(t, &bindPrimary{zone: zone, notifyPort: port, key: &key, ixfr: true, signNotify: true, debug: 3},
 		rpzText(zone, 1, "tiktok.com CNAME ."))
 	f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), key), fmt.Sprintf("127.0.0.1:%d", port))
@@ -351,7 +352,7 @@ func TestSignedNotifyWrongKeyFromBIND(t *testing.T) {
 	key := newTSIGKey(t)
 	bindKey := key
 	bindKey.secret = newTSIGKey(t).secret
-	port := freePort(t)
+	port := testnet.FreePort(t, "127.0.0.1")
 	p := startBIND(t, &bindPrimary{zone: zone, notifyPort: port, key: &bindKey, ixfr: true, signNotify: true, debug: 3},
 		rpzText(zone, 1, "tiktok.com CNAME ."))
 	f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), key), fmt.Sprintf("127.0.0.1:%d", port))

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -107,7 +108,7 @@ func TestZoneHeldCopyDroppedWhenSerialGoesBack(t *testing.T) {
 	const zone = "rpz.test."
 	up := startUpstream(t, nil)
 	key := newTSIGKey(t)
-	port := freePort(t)
+	port := testnet.FreePort(t, "127.0.0.1")
 	listen := fmt.Sprintf("127.0.0.1:%d", port)
 	full := []string{"tiktok.com CNAME .", "douyin.com CNAME ."}
 	for i := range 8 {

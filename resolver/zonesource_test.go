@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist/source"
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -50,7 +51,7 @@ func TestZoneSource(t *testing.T) {
 	const zone = "rpz.test."
 	up := startUpstream(t, respIPAnswer)
 	key := newTSIGKey(t)
-	port := freePort(t)
+	port := testnet.FreePort(t, "127.0.0.1")
 	listen := fmt.Sprintf("127.0.0.1:%d", port)
 	p := startBIND(t, &bindPrimary{zone: zone, notifyPort: port, key: &key, ixfr: true}, rpzText(zone, 1,
 		"tiktok.com CNAME .", "*.tiktok.com CNAME .", "douyin.com CNAME *.", "bytedance.com CNAME rpz-drop.",

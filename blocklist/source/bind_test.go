@@ -46,25 +46,6 @@ func executable(path string) bool {
 	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
 }
 
-// freePort returns a port of 127.0.0.1 free for both UDP and TCP at the
-// time of the call.
-func freePort(t testing.TB) int {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free for both UDP and TCP")
-	return 0
-}
-
 // bindConfig is how a test's BIND primary is set up.
 type bindConfig struct {
 	// port is the port of 127.0.0.1 named listens on; 0: a free one.
@@ -94,7 +75,6 @@ type bindPrimary struct {
 	bin  string
 
 	proc testnet.Daemon
-	gen  int // zone file writes, to move its modification time on
 }
 
 // startBIND starts named for cfg serving zoneText, and waits until it
@@ -103,7 +83,7 @@ func startBIND(t testing.TB, cfg bindConfig, zoneText string) *bindPrimary {
 	t.Helper()
 	p := &bindPrimary{t: t, dir: t.TempDir(), port: cfg.port, cfg: cfg, bin: needBinary(t, "named", "bind9")}
 	if p.port == 0 {
-		p.port = freePort(t)
+		p.port = testnet.FreePort(t, "127.0.0.1")
 	}
 	p.writeConfig(cfg.key)
 	p.writeZone(zoneText)
@@ -159,14 +139,8 @@ controls { };
 
 func (p *bindPrimary) zoneFile() string { return filepath.Join(p.dir, "zone.db") }
 
-// writeZone writes the zone file, with a modification time later than any
-// before, so that a reload sees it changed even within the same second.
-func (p *bindPrimary) writeZone(text string) {
-	p.gen++
-	require.NoError(p.t, os.WriteFile(p.zoneFile(), []byte(text), 0o600))
-	mtime := time.Now().Add(time.Duration(p.gen) * time.Second)
-	require.NoError(p.t, os.Chtimes(p.zoneFile(), mtime, mtime))
-}
+// writeZone writes the zone file, newer than before (testnet.WriteNewer).
+func (p *bindPrimary) writeZone(text string) { testnet.WriteNewer(p.t, p.zoneFile(), text) }
 
 // start runs named in the foreground (-g: logs to stderr, kept for
 // logText) and waits until it answers for the zone.

@@ -24,25 +24,6 @@ import (
 // port of its own loopback address (127.0.49.0/24), with its files in a
 // folder of the test's.
 
-// freePortAt returns a port of ip (a loopback address) free for both UDP
-// and TCP at the time of the call.
-func freePortAt(t testing.TB, ip string) int {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-		require.NoError(t, err)
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port)))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatalf("no port of %s free for both UDP and TCP", ip)
-	return 0
-}
-
 // daemon is a DNS server the test runs in the foreground, its output kept.
 type daemon struct {
 	t    testing.TB
@@ -54,7 +35,6 @@ type daemon struct {
 	zone string // apex, FQDN
 
 	proc testnet.Daemon
-	gen  int // zone file writes, to move its modification time on
 }
 
 func (d *daemon) addr() string { return net.JoinHostPort(d.ip, strconv.Itoa(d.port)) }
@@ -65,14 +45,8 @@ func (d *daemon) entry() string {
 
 func (d *daemon) zoneFile() string { return filepath.Join(d.dir, "zone.db") }
 
-// writeZone writes the zone file with a modification time later than any
-// before, so that a reload sees it changed within the same second.
-func (d *daemon) writeZone(text string) {
-	d.gen++
-	require.NoError(d.t, os.WriteFile(d.zoneFile(), []byte(text), 0o600))
-	mtime := time.Now().Add(time.Duration(d.gen) * time.Second)
-	require.NoError(d.t, os.Chtimes(d.zoneFile(), mtime, mtime))
-}
+// writeZone writes the zone file, newer than before (testnet.WriteNewer).
+func (d *daemon) writeZone(text string) { testnet.WriteNewer(d.t, d.zoneFile(), text) }
 
 // start runs the daemon and waits until it answers for the zone.
 func (d *daemon) start() {
@@ -143,7 +117,7 @@ func startNSD(t testing.TB, cfg primaryConfig, zoneText string) *nsdPrimary {
 	d := &daemon{t: t, name: "nsd", dir: t.TempDir(), ip: cfg.ip, zone: cfg.zone}
 	d.port = cfg.port
 	if d.port == 0 {
-		d.port = freePortAt(t, cfg.ip)
+		d.port = testnet.FreePort(t, cfg.ip)
 	}
 	p := &nsdPrimary{daemon: d, conf: filepath.Join(d.dir, "nsd.conf")}
 	var b strings.Builder
@@ -211,7 +185,7 @@ func startKnot(t testing.TB, cfg primaryConfig, zoneText string) *knotPrimary {
 	d := &daemon{t: t, name: "knotd", dir: t.TempDir(), ip: cfg.ip, zone: cfg.zone}
 	d.port = cfg.port
 	if d.port == 0 {
-		d.port = freePortAt(t, cfg.ip)
+		d.port = testnet.FreePort(t, cfg.ip)
 	}
 	conf := filepath.Join(d.dir, "knot.conf")
 	sock := filepath.Join(d.dir, "knot.sock")
@@ -309,7 +283,7 @@ func TestZoneFromNSDAndKnot(t *testing.T) {
 			key.Algorithm = tc.algorithm
 			// The source's entry needs the primary's port, the primary
 			// the listener's, which needs the source: a port chosen first.
-			port := freePortAt(t, tc.ip)
+			port := testnet.FreePort(t, tc.ip)
 			src, err := NewZone(fmt.Sprintf("axfr://%s:%d/rpz.test", tc.ip, port), zoneTestOptions(t, key))
 			require.NoError(t, err)
 			notifyPort := serveNotify(t, NewNotifier([]Source{src}))

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -92,7 +93,7 @@ func TestNotifyFromAnotherAddressOfNSD(t *testing.T) {
 	const zone = "rpz.test."
 	core, logs := observer.New(zapcore.WarnLevel)
 	key := newKey(t, "xfr-key.")
-	port := freePortAt(t, "127.0.49.2")
+	port := testnet.FreePort(t, "127.0.49.2")
 	opt := zoneTestOptions(t, key)
 	opt.Log = zap.New(core)
 	src, err := NewZone(fmt.Sprintf("axfr://127.0.49.2:%d/rpz.test", port), opt)

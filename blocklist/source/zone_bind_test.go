@@ -95,7 +95,7 @@ func TestZoneFromBINDNotify(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const zone = "rpz.test."
 			key := newKey(t, "xfr-key.")
-			port := freePort(t)
+			port := testnet.FreePort(t, "127.0.0.1")
 			src, err := NewZone(fmt.Sprintf("axfr://127.0.0.1:%d/rpz.test", port), zoneTestOptions(t, key))
 			require.NoError(t, err)
 			notifyPort := serveNotify(t, NewNotifier([]Source{src}))

@@ -1,24 +1,21 @@
 package main
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -32,10 +29,7 @@ type named struct {
 	port, notifyPort int
 	key              string // base64 secret of xfr-key. (hmac-sha256)
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	log bytes.Buffer
-	gen int
+	proc testnet.Daemon
 }
 
 func needNamed(t testing.TB) string {
@@ -53,30 +47,12 @@ func needNamed(t testing.TB) string {
 	return ""
 }
 
-// freePort is a port of 127.0.0.1 free for UDP and TCP when called.
-func freeTCPUDPPort(t testing.TB) int {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
-
 func startNamed(t *testing.T, notifyPort int, zoneText string) *named {
 	t.Helper()
 	secret := make([]byte, 32)
 	_, err := rand.Read(secret)
 	require.NoError(t, err)
-	n := &named{t: t, dir: t.TempDir(), port: freeTCPUDPPort(t), notifyPort: notifyPort, key: base64.StdEncoding.EncodeToString(secret)}
+	n := &named{t: t, dir: t.TempDir(), port: testnet.FreePort(t, "127.0.0.1"), notifyPort: notifyPort, key: base64.StdEncoding.EncodeToString(secret)}
 	conf := fmt.Sprintf(`options {
 	directory %q;
 	pid-file %q;
@@ -104,68 +80,27 @@ zone "rpz.test" { type primary; file "zone.db"; allow-transfer { key "xfr-key.";
 
 func (n *named) entry() string { return fmt.Sprintf("axfr://127.0.0.1:%d/rpz.test", n.port) }
 
+// writeZone writes the zone file, newer than before (testnet.WriteNewer).
 func (n *named) writeZone(text string) {
-	n.gen++
-	p := filepath.Join(n.dir, "zone.db")
-	require.NoError(n.t, os.WriteFile(p, []byte(text), 0o600))
-	mtime := time.Now().Add(time.Duration(n.gen) * time.Second)
-	require.NoError(n.t, os.Chtimes(p, mtime, mtime))
+	testnet.WriteNewer(n.t, filepath.Join(n.dir, "zone.db"), text)
 }
 
+// start runs named in the foreground (its log kept for logText) and
+// waits until it answers for the zone.
 func (n *named) start() {
-	n.mu.Lock()
-	n.log.Reset()
-	n.cmd = exec.Command(needNamed(n.t), "-g", "-4", "-n", "1", "-c", filepath.Join(n.dir, "named.conf"))
-	n.cmd.Dir = n.dir
-	n.cmd.Stdout, n.cmd.Stderr = &lockedWriter{&n.mu, &n.log}, &lockedWriter{&n.mu, &n.log}
-	require.NoError(n.t, n.cmd.Start())
-	n.mu.Unlock()
+	n.proc.Start(n.t, n.dir, needNamed(n.t), "-g", "-4", "-n", "1", "-c", filepath.Join(n.dir, "named.conf"))
 	n.waitSerial(0)
 }
 
-// lockedWriter writes to w under mu.
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
+func (n *named) logText() string { return n.proc.Log() }
 
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func (n *named) logText() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.log.String()
-}
-
-func (n *named) stop() {
-	n.mu.Lock()
-	cmd := n.cmd
-	n.cmd = nil
-	n.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
+// stop stops named (SIGTERM, then SIGKILL after 10 s) and waits for it.
+func (n *named) stop() { n.proc.Stop() }
 
 // setZone rewrites the zone and has named reload it, which sends NOTIFY.
 func (n *named) setZone(text string, serial uint32) {
 	n.writeZone(text)
-	n.mu.Lock()
-	require.NoError(n.t, n.cmd.Process.Signal(syscall.SIGHUP))
-	n.mu.Unlock()
+	n.proc.Signal(n.t, syscall.SIGHUP)
 	n.waitSerial(serial)
 }
 
@@ -212,14 +147,14 @@ func httpStatus(t *testing.T, url string) (int, string) {
 func TestRemoteListsEndToEnd(t *testing.T) {
 	needDig(t)
 	upstream, _ := testUpstream(t)
-	port := freeTCPUDPPort(t)
+	port := testnet.FreePort(t, "127.0.0.1")
 	n := startNamed(t, port, rpzZone(1, "tiktok.com CNAME .", "*.tiktok.com CNAME .", "douyin.com CNAME *."))
 	const listBody = "# from the central team\ncapcut.com\n"
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, listBody)
 	}))
 	list := web.URL + "/bytedance.txt"
-	httpPort := freeTCPUDPPort(t)
+	httpPort := testnet.FreePort(t, "127.0.0.1")
 	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:%d"]
 upstreams: ["%s"]
