@@ -1,8 +1,6 @@
 package source
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -92,17 +90,9 @@ func (p *sparsePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 		// messages, this one, and its timers alone.
 		now := uint64(time.Now().Unix())
 		prior, _ := hex.DecodeString(mac)
-		h := hmac.New(sha256.New, secret)
-		_ = binary.Write(h, binary.BigEndian, uint16(len(prior)))
-		h.Write(prior)
-		h.Write(unsigned)
-		h.Write(wire)
-		var timers [8]byte
-		binary.BigEndian.PutUint64(timers[:], now<<16|300)
-		h.Write(timers[:])
-		sum := h.Sum(nil)
+		sum := chainMAC(secret, prior, unsigned, wire, now, false)
 		sig := &dns.TSIG{Hdr: dns.RR_Header{Name: ts.Hdr.Name, Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
-			Algorithm: ts.Algorithm, TimeSigned: now, Fudge: 300, MACSize: uint16(len(sum)), MAC: hex.EncodeToString(sum), OrigId: r.Id}
+			Algorithm: ts.Algorithm, TimeSigned: now, Fudge: chainFudge, MACSize: uint16(len(sum)), MAC: hex.EncodeToString(sum), OrigId: r.Id}
 		buf := make([]byte, 512)
 		n, err := dns.PackRR(sig, buf, 0, nil, false)
 		if err != nil {
