@@ -251,7 +251,7 @@ func TestRetiredForwarderLogsNoChange(t *testing.T) {
 // line saying it flaps (once a flapLogEvery), nothing for each flap; and
 // once it answers again and stays up for flapWindow, one line says so.
 func TestFlappingUpstreamLoggedOnce(t *testing.T) {
-	broken, flaky, f, logs := flappingPair(t)
+	mode, flaky, f, logs := flappingPair(t)
 	f.probeEvery, f.flapWindow = 20*time.Millisecond, 2*time.Second
 	u := f.upstreams[0]
 
@@ -279,7 +279,7 @@ func TestFlappingUpstreamLoggedOnce(t *testing.T) {
 
 	// It answers again: back up at the next probe, and steady once up
 	// for flapWindow while it answers.
-	broken.Store(false)
+	mode.Store(flapAnswers)
 	require.Eventually(t, func() bool {
 		_, _, err := f.Forward(context.Background(), clientQuery("steady.example.", false), false)
 		require.NoError(t, err)
@@ -298,26 +298,7 @@ func TestFlappingUpstreamLoggedOnce(t *testing.T) {
 // was back up while it was down, and stayed down. The first down of each
 // bout of flapping is logged.
 func TestFlappingAgainLogged(t *testing.T) {
-	const (
-		answers = iota // every query
-		broken         // the probe's root NS query only: SERVFAIL to the others
-		dead           // SERVFAIL to all
-	)
-	var mode atomic.Int32
-	mode.Store(broken)
-	flaky := startUpstream(t, func(w dns.ResponseWriter, q *dns.Msg) *dns.Msg {
-		m := defaultAnswer(w, q)
-		probe := q.Question[0].Name == "." && q.Question[0].Qtype == dns.TypeNS
-		if mo := mode.Load(); mo == dead || mo == broken && !probe {
-			m.Rcode, m.Answer = dns.RcodeServerFailure, nil
-		}
-		return m
-	})
-	good := startUpstream(t, defaultAnswer)
-	core, logs := observer.New(zap.InfoLevel)
-	f, err := New([]string{flaky.addr, good.addr}, Options{Timeout: time.Second, Log: zap.New(core)})
-	require.NoError(t, err)
-	defer f.Close()
+	mode, _, f, logs := flappingPair(t)
 	f.probeEvery, f.flapWindow = 20*time.Millisecond, 300*time.Millisecond
 	u := f.upstreams[0]
 	i := 0
@@ -330,18 +311,18 @@ func TestFlappingAgainLogged(t *testing.T) {
 
 	// A first bout of flapping, logged, then steady.
 	require.Eventually(t, func() bool { query(); return count("upstream flapping") == 1 }, 5*time.Second, 5*time.Millisecond)
-	mode.Store(answers)
+	mode.Store(flapAnswers)
 	require.Eventually(t, func() bool { query(); return count("steady after flapping") == 1 }, 5*time.Second, 20*time.Millisecond)
 
 	// Down, long after it came back: logged; and back up: logged.
-	mode.Store(broken)
+	mode.Store(flapBroken)
 	require.Eventually(t, func() bool { query(); return count("upstream back up") == 3 }, 5*time.Second, 5*time.Millisecond,
 		"%v", logs.AllUntimed())
 	require.Equal(t, 2, count("upstream down"), "%v", logs.AllUntimed())
 
 	// Down again at once, and for good: a second bout, whose first down
 	// says so, the last line not being that it is back up.
-	mode.Store(dead)
+	mode.Store(flapDead)
 	require.Eventually(t, func() bool { query(); return u.down.Load() }, 5*time.Second, 5*time.Millisecond)
 	all := logs.AllUntimed()
 	require.NotEmpty(t, all)
@@ -358,7 +339,7 @@ func TestFlappingAgainLogged(t *testing.T) {
 // stayed 'flapping' in the log, up for good. It is said steady
 // flapWindow after it came back, asked or not.
 func TestFlappingUpstreamSteadyUnasked(t *testing.T) {
-	broken, _, f, logs := flappingPair(t)
+	mode, _, f, logs := flappingPair(t)
 	f.probeEvery, f.flapWindow = 20*time.Millisecond, 300*time.Millisecond
 	u := f.upstreams[0]
 	i := 0
@@ -370,31 +351,39 @@ func TestFlappingUpstreamSteadyUnasked(t *testing.T) {
 	}, 5*time.Second, 5*time.Millisecond)
 
 	// It answers again, and no query asks it.
-	broken.Store(false)
+	mode.Store(flapAnswers)
 	require.Eventually(t, func() bool { return logs.FilterMessageSnippet("steady after flapping").Len() == 1 },
 		5*time.Second, 20*time.Millisecond, "%v", logs.AllUntimed())
 	assert.False(t, u.down.Load())
 	assert.False(t, u.flapping.Load())
 }
 
+// How flappingPair's flaky upstream answers.
+const (
+	flapAnswers = iota // every query
+	flapBroken         // the probe's root NS query only: SERVFAIL to the others
+	flapDead           // SERVFAIL to all
+)
+
 // flappingPair is a Forwarder of two upstreams, ordered, logging into
-// logs: flaky, which answers the root NS query and SERVFAILs every other
-// name while broken is set (as it is at first), and one that answers all.
-func flappingPair(t *testing.T) (broken *atomic.Bool, flaky *testUpstream, f *Forwarder, logs *observer.ObservedLogs) {
+// logs: flaky, which answers as mode says (flapBroken at first), and one
+// that answers all.
+func flappingPair(t *testing.T) (mode *atomic.Int32, flaky *testUpstream, f *Forwarder, logs *observer.ObservedLogs) {
 	t.Helper()
-	broken = new(atomic.Bool)
-	broken.Store(true)
+	mode = new(atomic.Int32)
+	mode.Store(flapBroken)
 	flaky = startUpstream(t, func(w dns.ResponseWriter, q *dns.Msg) *dns.Msg {
 		m := defaultAnswer(w, q)
-		if broken.Load() && (q.Question[0].Name != "." || q.Question[0].Qtype != dns.TypeNS) {
+		probe := q.Question[0].Name == "." && q.Question[0].Qtype == dns.TypeNS
+		if mo := mode.Load(); mo == flapDead || mo == flapBroken && !probe {
 			m.Rcode, m.Answer = dns.RcodeServerFailure, nil
 		}
 		return m
 	})
 	good := startUpstream(t, defaultAnswer)
-	core, logs := observer.New(zap.InfoLevel)
+	core, observed := observer.New(zap.InfoLevel)
 	f, err := New([]string{flaky.addr, good.addr}, Options{Timeout: time.Second, Log: zap.New(core)})
 	require.NoError(t, err)
 	t.Cleanup(f.Close)
-	return broken, flaky, f, logs
+	return mode, flaky, f, observed
 }
