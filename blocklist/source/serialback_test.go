@@ -15,10 +15,25 @@ import (
 
 // shortSOA is testSOA with timers of seconds: refresh and retry 1 s,
 // expire 2 s.
-func shortSOA(serial uint32) *dns.SOA {
+func shortSOA(serial uint32) *dns.SOA { return timedSOA(serial, 1, 1, 2) }
+
+// timedSOA is testSOA with the timers refresh, retry and expire (seconds).
+func timedSOA(serial, refresh, retry, expire uint32) *dns.SOA {
 	soa := testSOA(testZone, serial)
-	soa.Refresh, soa.Retry, soa.Expire = 1, 1, 2
+	soa.Refresh, soa.Retry, soa.Expire = refresh, retry, expire
 	return soa
+}
+
+// takenAt100 starts a fake primary of testZone (records a, b and c) at
+// serial 100 with the SOA soa gives, and a Zone with opt that has taken
+// it.
+func takenAt100(t *testing.T, soa func(serial uint32) *dns.SOA, opt Options) (*fakePrimary, *Zone, *receiver) {
+	t.Helper()
+	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
+	p.update(func(p *fakePrimary) { p.soa = soa(100) })
+	z, rec := startZone(t, p, opt)
+	require.Equal(t, uint32(100), rec.waitCount(t, 1).Serial)
+	return p, z, rec
 }
 
 // TestZoneSerialBackTakenAfterExpire: a primary whose serial went back
@@ -33,12 +48,9 @@ func shortSOA(serial uint32) *dns.SOA {
 // the wait afresh, and the reload guards still judge what is transferred.
 func TestZoneSerialBackTakenAfterExpire(t *testing.T) {
 	core, logs := observer.New(zapcore.WarnLevel)
-	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
-	p.update(func(p *fakePrimary) { p.soa = shortSOA(100) })
 	opt := zoneTestOptions(t, nil)
 	opt.Log = zap.New(core)
-	z, rec := startZone(t, p, opt)
-	require.Equal(t, uint32(100), rec.waitCount(t, 1).Serial)
+	p, z, rec := takenAt100(t, shortSOA, opt)
 
 	// Back at 5: refused, with the time it will be taken.
 	p.update(func(p *fakePrimary) { p.soa, p.records = shortSOA(5), cnames(testZone, "a", "d") })
@@ -82,13 +94,7 @@ func TestZoneSerialBackTakenAfterExpire(t *testing.T) {
 // guards as any other: refused (a max_shrink), the zone held is kept and
 // served, and the look is a failure.
 func TestZoneSerialBackStillGuarded(t *testing.T) {
-	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
-	p.update(func(p *fakePrimary) { p.soa = shortSOA(100) })
-	z, err := NewZone("axfr://"+p.addr+"/rpz.test", zoneTestOptions(t, nil))
-	require.NoError(t, err)
-	rec := &receiver{}
-	runWith(t, z, rec)
-	rec.waitCount(t, 1)
+	p, z, rec := takenAt100(t, shortSOA, zoneTestOptions(t, nil))
 	refused := errors.New("shrank past max_shrink")
 	rec.setRefuse(refused)
 
@@ -109,10 +115,7 @@ func TestZoneSerialBackStillGuarded(t *testing.T) {
 // from the first look that finds the serial older than the zone held,
 // which is now 5: 3 is refused for the expire again.
 func TestZoneSerialBackWaitsAgainAfterTake(t *testing.T) {
-	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
-	p.update(func(p *fakePrimary) { p.soa = shortSOA(100) })
-	z, rec := startZone(t, p, zoneTestOptions(t, nil))
-	require.Equal(t, uint32(100), rec.waitCount(t, 1).Serial)
+	p, z, rec := takenAt100(t, shortSOA, zoneTestOptions(t, nil))
 
 	p.update(func(p *fakePrimary) { p.soa, p.records = shortSOA(5), cnames(testZone, "a", "d") })
 	poke(t, z)
@@ -133,15 +136,8 @@ func TestZoneSerialBackWaitsAgainAfterTake(t *testing.T) {
 // must keep serial 100 and say until when. It returns the Zone.
 func serialBack(t *testing.T, refresh, retry, expire uint32) *Zone {
 	t.Helper()
-	timed := func(serial uint32) *dns.SOA {
-		soa := testSOA(testZone, serial)
-		soa.Refresh, soa.Retry, soa.Expire = refresh, retry, expire
-		return soa
-	}
-	p := startFakePrimary(t, testZone, 100, cnames(testZone, "a", "b", "c"), nil)
-	p.update(func(p *fakePrimary) { p.soa = timed(100) })
-	z, rec := startZone(t, p, zoneTestOptions(t, nil))
-	require.Equal(t, uint32(100), rec.waitCount(t, 1).Serial)
+	timed := func(serial uint32) *dns.SOA { return timedSOA(serial, refresh, retry, expire) }
+	p, z, rec := takenAt100(t, timed, zoneTestOptions(t, nil))
 
 	p.update(func(p *fakePrimary) { p.soa, p.records = timed(5), cnames(testZone, "a", "d") })
 	poke(t, z)
