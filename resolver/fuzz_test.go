@@ -278,14 +278,7 @@ func FuzzECS(f *testing.F) {
 // for every loopback client and whose upstream refuses connections, and
 // returns the configuration's path.
 func fuzzConfig(f *testing.F) string {
-	dir := f.TempDir()
-	for name, content := range testFiles {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			f.Fatal(err)
-		}
-	}
-	path := filepath.Join(dir, "c.yaml")
-	text := `upstreams: ["127.0.0.1:9"]
+	return writeFuzzConfig(f, `upstreams: ["127.0.0.1:9"]
 upstream_timeout: 100ms
 log: {queries: none}
 policies:
@@ -293,17 +286,27 @@ policies:
     clients: ["127.0.0.0/8"]
     block: ["tiktok.txt"]
     allow: ["allow.txt"]
-`
+`)
+}
+
+// writeFuzzConfig writes testFiles and the configuration text into a
+// folder of f's, and returns the configuration's path.
+func writeFuzzConfig(f *testing.F, text string) string {
+	dir := f.TempDir()
+	for name, content := range testFiles {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			f.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "dnsfence.yaml")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		f.Fatal(err)
 	}
 	return path
 }
 
-// fuzzHandler serves the configuration at path, without metrics, with its
-// snapshot loaded at loaded: handlers given one time give blocked answers
-// with one SOA serial.
-func fuzzHandler(f *testing.F, path string, loaded time.Time) *Handler {
+// fuzzSnapshot loads the configuration at path and builds its snapshot.
+func fuzzSnapshot(f *testing.F, path string) *Snapshot {
 	cfg, err := config.Load(path)
 	if err != nil {
 		f.Fatal(err)
@@ -312,6 +315,14 @@ func fuzzHandler(f *testing.F, path string, loaded time.Time) *Handler {
 	if err != nil {
 		f.Fatal(err)
 	}
+	return snap
+}
+
+// fuzzHandler serves the configuration at path, without metrics, with its
+// snapshot loaded at loaded: handlers given one time give blocked answers
+// with one SOA serial.
+func fuzzHandler(f *testing.F, path string, loaded time.Time) *Handler {
+	snap := fuzzSnapshot(f, path)
 	snap.Loaded = loaded // before it is served: read-only from then on
 	if err := ConnectUpstreams(nil, snap, nil, nil); err != nil {
 		f.Fatal(err)

@@ -3,14 +3,11 @@ package resolver
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 )
 
@@ -199,31 +196,12 @@ func scrubInput(f *testing.F, m *dns.Msg) []byte {
 // (action: log) for 127.0.0.9 blocking what the government devices'
 // policy blocks.
 func scrubSnapshot(f *testing.F) *Snapshot {
-	dir := f.TempDir()
-	for name, content := range testFiles {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			f.Fatal(err)
-		}
-	}
-	text := strings.ReplaceAll(testConfig, "{{upstreams}}", `["127.0.0.1:9"]`) + `  - name: shadow
+	return fuzzSnapshot(f, writeFuzzConfig(f, strings.ReplaceAll(testConfig, "{{upstreams}}", `["127.0.0.1:9"]`)+`  - name: shadow
     clients: ["127.0.0.9/32"]
     block: ["tiktok.txt", "bytedance.txt"]
     allow: ["allow.txt"]
     action: log
-`
-	path := filepath.Join(dir, "dnsfence.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		f.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		f.Fatal(err)
-	}
-	snap, err := BuildSnapshot(cfg, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	return snap
+`))
 }
 
 // FuzzScrub builds upstream answers from a vocabulary of names (blocked,
