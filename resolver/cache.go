@@ -28,7 +28,8 @@ const (
 	// in half a minute with the names of a zone that serves such answers.
 	// dnsdist's packet cache has the same bound (maximumEntrySize, 4,096);
 	// a larger answer is forwarded every time, identical queries still
-	// sharing one, and removes the answer it supersedes (cacheTable.forget).
+	// sharing one, and removes the answer it supersedes (cacheTable.forget),
+	// as an answer with no cache lifetime does.
 	maxCachedAnswer = 4096
 )
 
@@ -428,7 +429,8 @@ func (c *Cache) staleEntry(key cacheKey, now time.Time) *cacheEntry {
 }
 
 // put caches an upstream answer for as long as RFC 2308 and the TTL bounds
-// allow; answers that may not be cached are left out. Cached or not, it
+// allow; answers that may not be cached are left out, and remove the
+// answer they supersede (cacheTable.forget). Cached or not, it
 // returns the answer with its TTLs clamped (clamped), and for a key without
 // the DO bit without DNSSEC records (withoutDNSSEC), which is what is
 // cached and what the first client gets, so that it carries the same TTLs
@@ -441,10 +443,10 @@ func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) *dns.Msg {
 	}
 	ttl, ok := cacheTTL(msg, cfg.MinTTL, cfg.MaxTTL)
 	msg = clamped(msg, cfg.MinTTL, cfg.MaxTTL, ttl, ok)
-	if cfg.Size == 0 || msg.Truncated || !ok || ttl <= 0 {
+	if cfg.Size == 0 || msg.Truncated {
 		return msg
 	}
-	if tooLargeToCache(msg) {
+	if !ok || ttl <= 0 || tooLargeToCache(msg) {
 		c.t.forget(key, now)
 		return msg
 	}
@@ -530,10 +532,10 @@ func (c *Cache) putWire(key cacheKey, b []byte, now time.Time) (*cacheEntry, boo
 	if hasLife {
 		e.life = uint32(ttl / time.Second)
 	}
-	if cfg.Size == 0 || sh.truncated || !hasLife || ttl <= 0 {
+	if cfg.Size == 0 || sh.truncated {
 		return e, true
 	}
-	if len(b) > maxCachedAnswer {
+	if !hasLife || ttl <= 0 || len(b) > maxCachedAnswer {
 		c.t.forget(key, now)
 		return e, true
 	}

@@ -787,3 +787,87 @@ func TestLargeAnswerSupersedesStale(t *testing.T) {
 		})
 	}
 }
+
+// TestUncacheableAnswerSupersedesStale: an upstream answer with no cache
+// lifetime (a record of TTL 0, a negative answer with an SOA of TTL or
+// MINIMUM 0, or one without an SOA, which RFC 2308 §5 says not to cache)
+// is not cached, but it supersedes the answer cached before: once the
+// upstreams fail, the old answer, which the upstream has since
+// contradicted, must not be served stale (Unbound issue 860: an NXDOMAIN
+// served stale for ever after the name got an A record of TTL 0; Unbound
+// now evicts the cached message when a TTL 0 answer comes, PR 866).
+func TestUncacheableAnswerSupersedesStale(t *testing.T) {
+	soa := func(name string, ttl, minimum uint32) dns.RR {
+		return mustRR("%s %d IN SOA ns.%s host.%s 1 3600 600 86400 %d", name, ttl, name, name, minimum)
+	}
+	rows := []struct {
+		name   string
+		before func(m *dns.Msg) // the answer cached, TTL 1
+		after  func(m *dns.Msg) // the answer that supersedes it
+	}{
+		{"a TTL 0 after an NXDOMAIN", func(m *dns.Msg) {
+			m.Rcode, m.Ns = dns.RcodeNameError, []dns.RR{soa(m.Question[0].Name, 1, 1)}
+		}, func(m *dns.Msg) {
+			m.Answer = []dns.RR{mustRR("%s 0 IN A 192.0.2.7", m.Question[0].Name)}
+		}},
+		{"an NXDOMAIN without SOA after an A", func(m *dns.Msg) {
+			m.Answer = []dns.RR{mustRR("%s 1 IN A 192.0.2.1", m.Question[0].Name)}
+		}, func(m *dns.Msg) {
+			m.Rcode = dns.RcodeNameError
+		}},
+		{"a NODATA of MINIMUM 0 after an A", func(m *dns.Msg) {
+			m.Answer = []dns.RR{mustRR("%s 1 IN A 192.0.2.1", m.Question[0].Name)}
+		}, func(m *dns.Msg) {
+			m.Ns = []dns.RR{soa(m.Question[0].Name, 300, 0)}
+		}},
+	}
+	var phase atomic.Int32 // 0: before, 1: after, 2: failing
+	var row atomic.Int32
+	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		if r.IsEdns0() != nil {
+			m.SetEdns0(1232, false)
+		}
+		if r.Question[0].Name == "." {
+			return m // the health probe
+		}
+		switch phase.Load() {
+		case 0:
+			rows[row.Load()].before(m)
+		case 1:
+			rows[row.Load()].after(m)
+		default:
+			m.Rcode = dns.RcodeServerFailure
+		}
+		return m
+	})
+	f := govFence(t, "cache: {serve_stale: 1h, stale_refresh_time: 0s}", up.addr)
+	for i, tc := range rows {
+		for _, network := range []string{"udp", "tcp"} {
+			t.Run(tc.name+"/"+network, func(t *testing.T) {
+				row.Store(int32(i))
+				phase.Store(0)
+				q := question(fmt.Sprintf("%s.r%d.superseded.example.org.", network, i), dns.TypeA, true)
+				ask(t, f.addr, "", network, q)
+				require.Eventually(t, func() bool {
+					e, _ := f.handler.cache.Load().get(keyOf(q), time.Now())
+					return e == nil
+				}, 5*time.Second, 10*time.Millisecond, "the cached answer expires")
+
+				phase.Store(1)
+				r := ask(t, f.addr, "", network, q)
+				require.Empty(t, allEDEs(r), "the upstream's new answer, not a stale one")
+
+				phase.Store(2)
+				r = ask(t, f.addr, "", network, q)
+				assert.Equal(t, dns.RcodeServerFailure, r.Rcode, "the superseded answer is not served stale")
+				for _, e := range allEDEs(r) {
+					assert.NotEqual(t, uint16(dns.ExtendedErrorCodeStaleAnswer), e.InfoCode)
+					assert.NotEqual(t, uint16(dns.ExtendedErrorCodeStaleNXDOMAINAnswer), e.InfoCode)
+				}
+			})
+		}
+	}
+}

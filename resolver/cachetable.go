@@ -145,13 +145,16 @@ func (t *cacheTable) set(key cacheKey, e *cacheEntry, now time.Time) {
 }
 
 // forget removes the entry stored for key, unless it was stored after
-// now, for an answer at now too large to cache (maxCachedAnswer) that
-// supersedes it: left in the cache, the old answer, once expired, would be
-// served stale within serve_stale (by the client response timer, when the
-// upstream takes longer than stale_answer_client_timeout for the large
-// answer, as one asked over TCP after a truncated datagram may) to every
-// query until the window ends, though the upstream answers each refresh.
-// An answer stored by another upstream query since is newer than the one
+// now, for an answer at now that supersedes it and is not cached: too
+// large to cache (maxCachedAnswer), or with no cache lifetime (a TTL of
+// 0, a negative answer without an SOA: cacheTTL). Left in the cache, the
+// old answer, once expired, would be served stale within serve_stale
+// when the upstreams next fail, or by the client response timer to every
+// query whose upstream takes longer than stale_answer_client_timeout (a
+// large answer asked over TCP after a truncated datagram), until the
+// window ends, though the upstream has since answered otherwise (as
+// Unbound evicts a cached message when a TTL 0 answer comes, PR 866). An
+// answer stored by another upstream query since is newer than the one
 // that supersedes the entry, and is kept.
 func (t *cacheTable) forget(key cacheKey, now time.Time) {
 	h := key.sum
