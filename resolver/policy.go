@@ -71,6 +71,10 @@ type Policy struct {
 	// triggers; both empty (and the answers' addresses never looked at)
 	// unless an RPZ list has some.
 	blockIPs, allowIPs []addressList
+	// canary is the built-in DoH canary list when the policy has it
+	// (doh_canary), else nil: a name it matches is blocked as the
+	// canary, whichever block list matched it first (Decide).
+	canary List
 }
 
 // compile works out what the policy's lists need besides a name match:
@@ -79,9 +83,12 @@ type Policy struct {
 // complete.
 func (p *Policy) compile() {
 	p.blockedText = make(map[string]string, len(p.Block))
-	p.passthru, p.blockIPs, p.allowIPs = nil, nil, nil
+	p.passthru, p.blockIPs, p.allowIPs, p.canary = nil, nil, nil, nil
 	for i, l := range p.Block {
 		p.blockedText[l.File()] = blockedText(p.Name, l.File())
+		if l.File() == DoHCanaryList {
+			p.canary = l
+		}
 		if pl, ok := l.(passthruList); ok && pl.HasPassthru() {
 			p.passthru = append(p.passthru, i)
 		}
@@ -131,7 +138,13 @@ type Decision struct {
 // (`CNAME rpz-passthru.`) is an allow entry too, and beats a block entry
 // of any list, before or after it; any other entry blocks with its action
 // (Decision.Trigger.Action: NXDOMAIN for every entry of a plain list, the trigger's
-// own for an RPZ list).
+// own for an RPZ list). A name the built-in DoH canary list matches is
+// that list's block whichever list matched it first, unless that list's
+// entry has an action of its own (an RPZ `CNAME *.` or `rpz-drop.`): an
+// operator's DoH-bypass list or RPZ feed listing use-application-dns.net
+// comes before the built-in list, and its entry would take the policy's
+// action (null's 0.0.0.0, refused's REFUSED), not the NXDOMAIN the canary
+// gets whatever the action (Decision.action).
 func (p *Policy) Decide(name string) Decision {
 	for _, l := range p.Allow {
 		if e, ok := l.Match(name); ok {
@@ -154,6 +167,11 @@ func (p *Policy) Decide(name string) Decision {
 			}
 			if a, at, ok := matchTrigger(p.Block[j], name); ok && at.Action == blocklist.ActionPassthru {
 				return Decision{Allowed: true, Entry: a, Trigger: at}
+			}
+		}
+		if t.Action == blocklist.ActionNXDOMAIN && p.canary != nil && l != p.canary {
+			if ce, ct, ok := matchTrigger(p.canary, name); ok {
+				return Decision{Blocked: true, Entry: ce, Trigger: ct}
 			}
 		}
 		return Decision{Blocked: true, Entry: e, Trigger: t}

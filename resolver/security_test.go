@@ -944,6 +944,83 @@ func TestDoHCanary(t *testing.T) {
 	}
 }
 
+// TestDoHCanaryListedByTheOperator: a block list of the operator's own
+// that lists the canary (a DoH-bypass list, an RPZ feed) comes before the
+// built-in one in the policy, and its entry was the one that blocked:
+// under action null the canary got A 0.0.0.0 and under refused REFUSED,
+// where README promises NXDOMAIN whatever the action. It gets NXDOMAIN,
+// on the wire path (UDP, no EDNS), the message path and TCP, and explain
+// says so; doh_canary: false still leaves it to the policy's action.
+func TestDoHCanaryListedByTheOperator(t *testing.T) {
+	up := startUpstream(t, nil)
+	cfg := strings.Replace(testConfig, "blocked_ttl: 60", "blocked_ttl: 60\nexplain_clients: [\"127.0.0.0/28\"]", 1) + `  - name: null-listing
+    clients: ["127.0.0.10/32"]
+    block: ["bypass.txt", "tiktok.txt"]
+    action: null
+  - name: refused-listing
+    clients: ["127.0.0.11/32"]
+    block: ["bypass.txt"]
+    action: refused
+  - name: rpz-listing
+    clients: ["127.0.0.12/32"]
+    block: ["bypass.rpz"]
+    action: null
+  - name: canary-off-listing
+    clients: ["127.0.0.13/32"]
+    block: ["bypass.txt"]
+    action: null
+    doh_canary: false
+`
+	files := map[string]string{
+		"bypass.txt": "dns.google\nuse-application-dns.net\n",
+		"bypass.rpz": rpzHead + "use-application-dns.net CNAME .\n",
+	}
+	for k, v := range testFiles {
+		files[k] = v
+	}
+	f := startFence(t, cfg, files, up.addr)
+	for _, tc := range []struct {
+		from      string
+		wantRcode int
+	}{
+		{"127.0.0.10", dns.RcodeNameError},
+		{"127.0.0.11", dns.RcodeNameError},
+		{"127.0.0.12", dns.RcodeNameError},
+		{"127.0.0.13", dns.RcodeSuccess}, // the operator's own entry, its policy's null
+	} {
+		for _, network := range []string{"udp", "tcp"} {
+			for _, edns := range []bool{false, true} {
+				for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
+					r := ask(t, f.addr, tc.from, network, question("use-application-dns.net.", qtype, edns))
+					what := fmt.Sprintf("from %s over %s, EDNS %v, %s", tc.from, network, edns, dns.TypeToString[qtype])
+					assert.Equal(t, tc.wantRcode, r.Rcode, what)
+					if tc.wantRcode == dns.RcodeNameError {
+						assert.Empty(t, r.Answer, what)
+						if edns {
+							assert.Contains(t, ede(r).ExtraText, DoHCanaryList, what)
+						}
+					}
+				}
+			}
+		}
+		if tc.wantRcode == dns.RcodeNameError {
+			m := question("use-application-dns.net.explain.dnsfence.", dns.TypeTXT, false)
+			m.Question[0].Qclass = dns.ClassCHAOS
+			r := ask(t, f.addr, tc.from, "udp", m)
+			require.Len(t, r.Answer, 1)
+			assert.Contains(t, strings.Join(r.Answer[0].(*dns.TXT).Txt, "\n"), "verdict: blocked (NXDOMAIN)", tc.from)
+		}
+	}
+	// The list's other names keep the policy's action.
+	r := ask(t, f.addr, "127.0.0.10", "udp", question("dns.google.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	require.Len(t, r.Answer, 1)
+	assert.Equal(t, "0.0.0.0", r.Answer[0].(*dns.A).A.String())
+	r = ask(t, f.addr, "127.0.0.11", "udp", question("dns.google.", dns.TypeA, false))
+	assert.Equal(t, dns.RcodeRefused, r.Rcode)
+	assert.Zero(t, up.count.Load(), "blocked: nothing went upstream")
+}
+
 func TestShippedDoHBypassList(t *testing.T) {
 	up := startUpstream(t, nil)
 	files := map[string]string{}
