@@ -41,6 +41,14 @@ func TestParseForms(t *testing.T) {
 		{name: "hosts Red Hat IPv6 names skipped", line: "::1         localhost localhost.localdomain localhost6 localhost6.localdomain6", want: nil},
 		{name: "hosts Red Hat name alone skipped", line: "127.0.0.1 localhost4.localdomain4", want: nil},
 		{name: "trailing comment", line: "tiktok.com # A: AGS", want: []string{"tiktok.com"}},
+		{name: "hosts trailing comment", line: "0.0.0.0 tiktok.com  #[Tracking.Cookie]", want: []string{"tiktok.com"}},
+		// Unicode white space is white space between fields and before a
+		// comment, as it is around the line (a line copied from a web
+		// page or a document carries no-break spaces).
+		{name: "hosts no-break space", line: "0.0.0.0\u00a0tiktok.com", want: []string{"tiktok.com"}},
+		{name: "hosts ideographic space between names", line: "0.0.0.0 tiktok.com\u3000www.tiktokv.com", want: []string{"tiktok.com", "www.tiktokv.com"}},
+		{name: "comment after a no-break space", line: "tiktok.com\u00a0# TikTok", want: []string{"tiktok.com"}},
+		{name: "hosts comment after a narrow no-break space", line: "0.0.0.0 tiktok.com\u202f#x", want: []string{"tiktok.com"}},
 		{name: "comment line", line: "# tiktok.com", want: nil},
 		{name: "adblock comment", line: "! Title: x", want: nil},
 		{name: "adblock header", line: "[Adblock Plus 2.0]", want: nil},
@@ -491,6 +499,7 @@ func TestParseRanges(t *testing.T) {
 		"10.0.0.0/33",
 		"fe80::1%eth0",
 		"10.0.0.0/8 extra",
+		"172.16.0.0/12\u00a0# a comment after a no-break space",
 	}, "\n")
 	rf, err := ParseRanges("networks/gov.txt", []byte(data))
 	require.Error(t, err)
@@ -498,7 +507,7 @@ func TestParseRanges(t *testing.T) {
 	for _, r := range rf.Ranges {
 		got = append(got, fmt.Sprintf("%s@%d", r.Prefix, r.Line))
 	}
-	assert.Equal(t, []string{"10.0.0.0/8@2", "192.0.2.7/32@3", "2001:db8::/32@4", "198.51.100.0/24@5"}, got)
+	assert.Equal(t, []string{"10.0.0.0/8@2", "192.0.2.7/32@3", "2001:db8::/32@4", "198.51.100.0/24@5", "172.16.0.0/12@11"}, got)
 	assert.Equal(t, strings.Join([]string{
 		`networks/gov.txt:6: prefix has host bits set, did you mean 10.0.0.0/8: "10.1.2.3/8"`,
 		`networks/gov.txt:7: not an IP address or CIDR prefix: "not-an-ip"`,

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 	"unsafe"
 
@@ -675,30 +676,37 @@ func commentless(text string) (string, bool) {
 		return "", false
 	}
 	for i := 1; i < len(text); i++ {
-		if text[i] == '#' && (text[i-1] == ' ' || text[i-1] == '\t') {
+		if text[i] != '#' {
+			continue
+		}
+		if r, _ := utf8.DecodeLastRuneInString(text[:i]); blank(r) {
 			return strings.TrimSpace(text[:i]), true
 		}
 	}
 	return text, true
 }
 
+// blank reports the white space that separates the fields of a line and
+// comes before its comment: Unicode's, as around the line (strings.TrimSpace),
+// so that a no-break space (U+00A0), an ideographic space (U+3000) and the
+// like, which a line copied from a web page or a document carries, are
+// white space there too; but not a carriage return, which ends a line.
+func blank(r rune) bool {
+	return r == ' ' || r == '\t' || r != '\r' && unicode.IsSpace(r)
+}
+
 // nextField splits off the first white-space separated field.
 func nextField(s string) (field, rest string) {
 	s = trimBlank(s)
-	for i := 0; i < len(s); i++ {
-		if s[i] == ' ' || s[i] == '\t' {
-			return s[:i], trimBlank(s[i:])
-		}
+	if i := strings.IndexFunc(s, blank); i >= 0 {
+		return s[:i], trimBlank(s[i:])
 	}
 	return s, ""
 }
 
-// trimBlank drops leading spaces and tabs.
+// trimBlank drops leading white space (blank).
 func trimBlank(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	return s
+	return strings.TrimLeftFunc(s, blank)
 }
 
 // looksLikeAddr reports text that was meant as an address, whether or
