@@ -104,7 +104,11 @@ func TestBlockedAnswer(t *testing.T) {
 
 	t.Run("every query type", func(t *testing.T) {
 		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeHTTPS, dns.TypeSVCB, dns.TypeMX,
-			dns.TypeTXT, dns.TypeANY, dns.TypeCNAME, dns.TypeNS, dns.TypeSOA, dns.TypeSRV, dns.TypePTR, dns.TypeCAA} {
+			dns.TypeTXT, dns.TypeANY, dns.TypeCNAME, dns.TypeNS, dns.TypeSOA, dns.TypeSRV, dns.TypePTR, dns.TypeCAA,
+			// DNSSEC's types, answered from the parent's side by a recursive
+			// resolver (Unbound's local-zone let a DS query through,
+			// NLnetLabs/unbound#1405), and types no RFC names.
+			dns.TypeDS, dns.TypeDNSKEY, dns.TypeRRSIG, dns.TypeNSEC, dns.TypeNULL, 65280, 65534} {
 			r := ask(t, f.addr, "", "udp", question("api.capcut.com.", qt, true))
 			assert.Equal(t, dns.RcodeNameError, r.Rcode, dns.TypeToString[qt])
 		}
@@ -235,6 +239,55 @@ func TestNullAction(t *testing.T) {
 		})
 	}
 	assert.Zero(t, up.count.Load())
+}
+
+// TestNullActionOnCloakedAnswer: an answer blocked for the CNAME it
+// holds (CNAME cloaking) takes the policy's null action too, A 0.0.0.0
+// and AAAA :: owned by the question name, NODATA for other types (Pi-hole
+// FTL took NXDOMAIN there whatever its blocking mode, pi-hole/FTL#990),
+// fresh and from the cache; the refusing policy's answer is REFUSED.
+func TestNullActionOnCloakedAnswer(t *testing.T) {
+	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = append(m.Answer, mustRR("cloaked.example. 300 IN CNAME edge.tiktokcdn.com."))
+		switch r.Question[0].Qtype {
+		case dns.TypeA:
+			m.Answer = append(m.Answer, mustRR("edge.tiktokcdn.com. 300 IN A 192.0.2.7"))
+		case dns.TypeAAAA:
+			m.Answer = append(m.Answer, mustRR("edge.tiktokcdn.com. 300 IN AAAA 2001:db8::7"))
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, tc := range []struct {
+		qtype    uint16
+		wantData string
+	}{{dns.TypeA, "0.0.0.0"}, {dns.TypeAAAA, "::"}, {dns.TypeTXT, ""}} {
+		for i := range 2 { // fresh, then from the cache
+			what := fmt.Sprintf("%s #%d", dns.TypeToString[tc.qtype], i)
+			r := ask(t, f.addr, "127.0.0.7", "udp", question("cloaked.example.", tc.qtype, true))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode, what)
+			require.NotNil(t, ede(r), what)
+			assert.Equal(t, dns.ExtendedErrorCodeBlocked, ede(r).InfoCode, what)
+			if tc.wantData == "" {
+				assert.Empty(t, r.Answer, what)
+				require.Len(t, r.Ns, 1, what)
+				assert.Equal(t, dns.TypeSOA, r.Ns[0].Header().Rrtype, what)
+				continue
+			}
+			require.Len(t, r.Answer, 1, what)
+			assert.Equal(t, "cloaked.example.", r.Answer[0].Header().Name, what)
+			switch rr := r.Answer[0].(type) {
+			case *dns.A:
+				assert.Equal(t, tc.wantData, rr.A.String(), what)
+			case *dns.AAAA:
+				assert.Equal(t, tc.wantData, rr.AAAA.String(), what)
+			}
+		}
+		r := ask(t, f.addr, "127.0.0.6", "udp", question("cloaked.example.", tc.qtype, true))
+		assert.Equal(t, dns.RcodeRefused, r.Rcode, dns.TypeToString[tc.qtype])
+	}
 }
 
 func TestCNAMECloaking(t *testing.T) {

@@ -71,6 +71,10 @@ func TestReloadOnListEdit(t *testing.T) {
 	require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "www.new.example.") == dns.RcodeNameError },
 		10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "tiktok.com."), "old entries stay")
+	// The name asked before the edit, its answer in the cache for 300 s,
+	// is blocked at once (PowerDNS Recursor served such a name from its
+	// cache until the TTL ran out, PowerDNS/pdns#14854).
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "new.example."), "a cached answer is no way past a new entry")
 
 	// The new state serves before the reload has logged and published its
 	// status (the log line, then the status): wait for the status.
