@@ -73,7 +73,10 @@ type Policy struct {
 	blockIPs, allowIPs []addressList
 	// canary is the built-in DoH canary list when the policy has it
 	// (doh_canary), else nil: a name it matches is blocked as the
-	// canary, whichever block list matched it first (Decide).
+	// canary, whichever block list matched it first (Decide). Nil under
+	// action nxdomain too, whose every block is the canary's NXDOMAIN:
+	// there the first list's entry stands, and a blocked name is not
+	// looked up a second time.
 	canary List
 }
 
@@ -86,7 +89,7 @@ func (p *Policy) compile() {
 	p.passthru, p.blockIPs, p.allowIPs, p.canary = nil, nil, nil, nil
 	for i, l := range p.Block {
 		p.blockedText[l.File()] = blockedText(p.Name, l.File())
-		if l.File() == DoHCanaryList {
+		if l.File() == DoHCanaryList && p.Action != config.ActionNXDomain {
 			p.canary = l
 		}
 		if pl, ok := l.(passthruList); ok && pl.HasPassthru() {
