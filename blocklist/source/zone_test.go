@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/blocklist/rpz"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -596,4 +598,65 @@ func TestInZone(t *testing.T) {
 		assert.Equal(t, dns.IsSubDomain("rpz.test.", tc.name), inZone(tc.name, "rpz.test."), "as miekg/dns says: %s", tc.name)
 	}
 	assert.True(t, inZone("anything.", "."))
+}
+
+// TestZoneRepeatedRecordRemovedOnce: a primary whose zone holds a record
+// twice (a database row repeated: PowerDNS issue 5494, duplicates in a
+// gmysql backend's AXFR), the same owner, type, class and RDATA, in any
+// case and with any TTL, is one record (RFC 2181 §5). An IXFR that turns
+// the passthru at ok into a block removes it once; the zone held, the
+// copy delivered and the disk copy a restart serves hold the block alone.
+// Before, the repeat stayed: the zone held ok's passthru next to its
+// block, and a list built from the whole zone (a restart from the disk
+// copy) kept the passthru, which beats every block.
+func TestZoneRepeatedRecordRemovedOnce(t *testing.T) {
+	passthru := func(owner string, ttl uint32) dns.RR {
+		return &dns.CNAME{Hdr: dns.RR_Header{Name: owner + "." + testZone, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: ttl},
+			Target: "rpz-passthru."}
+	}
+	for _, tc := range []struct {
+		name   string
+		repeat dns.RR
+	}{
+		{name: "the same record", repeat: passthru("ok", 60)},
+		{name: "another TTL", repeat: passthru("ok", 300)},
+		{name: "another case", repeat: passthru("OK", 60)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startFakePrimary(t, testZone, 1, []dns.RR{cname(testZone, "a"), passthru("ok", 60), tc.repeat}, nil)
+			opt := zoneTestOptions(t, nil)
+			z, rec := startZone(t, p, opt)
+			rec.waitCount(t, 1)
+			p.update(func(p *fakePrimary) {
+				p.soa = testSOA(testZone, 2)
+				p.ixfr = func(have uint32) []dns.RR {
+					return ixfrAnswer(testZone, ixfrStep{from: 1, to: 2, del: []dns.RR{passthru("ok", 60)}, add: cnames(testZone, "ok")})
+				}
+			})
+			poke(t, z)
+			c := rec.waitCount(t, 2)
+			assert.Equal(t, TransferIXFR, c.Transfer)
+			assert.Equal(t, []string{"a", "ok"}, owners(c))
+			assert.Equal(t, 1, c.Removed)
+			for _, rr := range c.Records {
+				if cn, ok := rr.(*dns.CNAME); ok {
+					assert.NotEqual(t, "rpz-passthru.", cn.Target, "left in the zone: %s", rr)
+				}
+			}
+			l, _ := blocklist.FromZone(z.Name(), [32]byte{}, len(c.Records), func(h rpz.Handler) (rpz.Zone, error) {
+				return rpz.FromRecords(c.Zone, c.Records, h), nil
+			})
+			_, tr, ok := l.MatchTrigger("ok")
+			require.True(t, ok)
+			assert.Equal(t, blocklist.ActionNXDOMAIN, tr.Action, "ok, built whole from the zone")
+
+			var disk *Content
+			require.Eventually(t, func() bool {
+				c, err := z.readCopy()
+				disk = c
+				return err == nil && c.Serial == 2
+			}, waitFor, tick, "waiting for the disk copy of serial 2")
+			assert.Equal(t, []string{"a", "ok"}, owners(*disk), "the disk copy a restart serves")
+		})
+	}
 }

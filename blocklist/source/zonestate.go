@@ -47,10 +47,26 @@ type zoneCopy struct {
 	prints   []uint64
 }
 
-// newZoneCopy indexes soa and rrs (which it keeps).
+// newZoneCopy indexes soa and rrs (which it keeps), each record once: a
+// record repeated in a whole zone (the same owner in any case, type,
+// class and RDATA, whatever the TTL: a primary whose database holds a
+// row twice) is one record (RFC 2181 §5: servers suppress such
+// duplicates), so that an IXFR that removes it removes it, as RFC 1995
+// removes a record from the zone. Kept twice, one removal left the other
+// in place: a primary that turned `ok CNAME rpz-passthru.` into
+// `ok CNAME .` left the passthru, which beats the block, in the zone held.
 func newZoneCopy(soa *dns.SOA, rrs []dns.RR) *zoneCopy {
 	z := &zoneCopy{soa: soa, rrs: rrs, dead: make([]bool, len(rrs)), live: len(rrs), seed: maphash.MakeSeed()}
 	z.reindex()
+	for i, rr := range z.rrs {
+		for pos := z.next[i]; pos >= 0; pos = z.next[pos] {
+			if !z.dead[pos] && dns.IsDuplicate(z.rrs[pos], rr) {
+				z.dead[i] = true
+				z.live--
+				break
+			}
+		}
+	}
 	return z
 }
 
