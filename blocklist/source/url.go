@@ -266,7 +266,7 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 	conditional := req.Header.Get("If-None-Match") != "" || req.Header.Get("If-Modified-Since") != ""
 	switch {
 	case resp.StatusCode == http.StatusNotModified && conditional:
-		return &Content{ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, true, nil
+		return &Content{ETag: resp.Header.Get("ETag"), LastModified: strongLastModified(resp.Header)}, true, nil
 	case resp.StatusCode == http.StatusNotModified:
 		// Not modified since nothing: a broken server or proxy (RFC 9110
 		// §15.4.5: a 304 answers a conditional request). Taken as
@@ -305,7 +305,30 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 		return refuse(fmt.Errorf("%w (%d bytes, ending %q)", ErrCutShort, len(body), lastLine(body)))
 	}
 	return &Content{Source: s.name, Kind: KindBody, Fetched: time.Now(), Body: body, SHA256: sum,
-		ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, false, nil
+		ETag: resp.Header.Get("ETag"), LastModified: strongLastModified(resp.Header)}, false, nil
+}
+
+// strongLastModified is the answer's Last-Modified when it may be sent back
+// as If-Modified-Since, else "": when it is at least a second before the
+// answer's Date (RFC 9110 §8.8.2.2). Last-Modified counts seconds, so a
+// list that changed again in the second its answer was sent (a generator
+// writing the file while it was fetched) keeps that Last-Modified: asked
+// If-Modified-Since that second, the server (one with no ETag: Go's
+// http.FileServer, Python's http.server) answers 304 for good, and the
+// later version is never fetched until the list changes again. Without
+// it the next fetch is unconditional, and the same bytes are not
+// delivered again.
+func strongLastModified(h http.Header) string {
+	lm := h.Get("Last-Modified")
+	modified, err := http.ParseTime(lm)
+	if err != nil {
+		return ""
+	}
+	date, err := http.ParseTime(h.Get("Date"))
+	if err != nil || date.Sub(modified) < time.Second {
+		return ""
+	}
+	return lm
 }
 
 // stallReader reads a body, and cancels its request (stop) when no octet

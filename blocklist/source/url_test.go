@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -936,4 +937,70 @@ func TestURLStalledBodyFails(t *testing.T) {
 
 	mode.Store(2)
 	assert.Equal(t, "tiktok.com\ndouyin.com\ncapcut.com\n", string(rec.waitCount(t, 2).Body), "a slow body is read to its end")
+}
+
+// TestURLLastModifiedOfTheSameSecondNotUsed: a server that gives
+// Last-Modified and no ETag (Go's http.FileServer, Python's http.server)
+// and whose list changed again in the second its answer was sent (a
+// generator writing the file while it was fetched) gives the same
+// Last-Modified for both versions, to the second: asked If-Modified-Since
+// that second, it answers 304 for good, and the later version was never
+// fetched, until the list changed again. A Last-Modified less than a
+// second before the answer's Date is a weak validator (RFC 9110 §8.8.2.2)
+// and is not sent back; one at least a second before it is.
+func TestURLLastModifiedOfTheSameSecondNotUsed(t *testing.T) {
+	const second = "Mon, 02 Jan 2006 15:04:05 GMT"
+	const later = "Mon, 02 Jan 2006 15:04:09 GMT"
+	var mu sync.Mutex
+	body, date := "tiktok.com\n", second
+	var ims []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		ims = append(ims, r.Header.Get("If-Modified-Since"))
+		w.Header().Set("Date", date)
+		w.Header().Set("Last-Modified", second)
+		// As Go's and Python's file servers compare, to the second.
+		if t, err := http.ParseTime(r.Header.Get("If-Modified-Since")); err == nil && !t.Before(mustParseTime(second)) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+	c := rec.waitCount(t, 1)
+	assert.Equal(t, "tiktok.com\n", string(c.Body))
+	assert.Empty(t, c.LastModified, "sent in the second it names: weak")
+
+	// Changed in the same second; every later answer is sent seconds
+	// after it.
+	mu.Lock()
+	body, date = "tiktok.com\nbytedance.com\n", later
+	mu.Unlock()
+	c = rec.waitCount(t, 2)
+	assert.Equal(t, "tiktok.com\nbytedance.com\n", string(c.Body))
+	assert.Equal(t, second, c.LastModified, "sent seconds after the second it names: strong")
+
+	// Now asked If-Modified-Since, and answered 304.
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return ims[len(ims)-1] == second
+	}, waitFor, tick)
+	assert.Equal(t, 2, rec.count())
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Empty(t, ims[1], "the first Last-Modified is not sent back")
+}
+
+func mustParseTime(s string) time.Time {
+	t, err := http.ParseTime(s)
+	if err != nil {
+		panic(err)
+	}
+	return t
 }
