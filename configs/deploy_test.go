@@ -459,22 +459,13 @@ func TestKubernetesRemoteLists(t *testing.T) {
 // (dnsfence_source_cache_ok 0) and a restart while a list's server or
 // primary is down serves that list empty, its names not blocked.
 func TestSystemdUnitKeepsRemoteListCopies(t *testing.T) {
-	unit, err := os.ReadFile("deploy/systemd/dnsfence.service")
-	require.NoError(t, err)
+	unit := systemdUnit(t)
 	var writable []string // folders the service may write, kept across restarts
-	for _, line := range strings.Split(string(unit), "\n") {
-		key, value, ok := strings.Cut(strings.TrimSpace(line), "=")
-		if !ok || strings.HasPrefix(key, "#") {
-			continue
-		}
-		for _, v := range strings.Fields(value) {
-			switch key {
-			case "StateDirectory":
-				writable = append(writable, path.Join("/var/lib", v))
-			case "ReadWritePaths":
-				writable = append(writable, path.Clean(strings.TrimLeft(v, "-+")))
-			}
-		}
+	for _, v := range unit["StateDirectory"] {
+		writable = append(writable, path.Join("/var/lib", v))
+	}
+	for _, v := range unit["ReadWritePaths"] {
+		writable = append(writable, path.Clean(strings.TrimLeft(v, "-+")))
 	}
 	cacheDir := remoteListsCacheDir(t)
 	kept := false
@@ -482,6 +473,38 @@ func TestSystemdUnitKeepsRemoteListCopies(t *testing.T) {
 		kept = kept || cacheDir == w || strings.HasPrefix(cacheDir, w+"/")
 	}
 	assert.True(t, kept, "sources.cache_dir %s is in no folder the unit may write (StateDirectory=, ReadWritePaths=: %v): under DynamicUser= and ProtectSystem=strict no disk copy of a remote list could be written", cacheDir, writable)
+}
+
+// TestSystemdUnitStartedOnceServing: the unit is ordered before
+// nss-lookup.target so that units resolving names at start-up wait for
+// dnsfence, but it was Type=simple, which systemd calls started as soon
+// as the process is, so they started while dnsfence still loaded its
+// lists (up to 10 s more for a remote list without a copy) and nothing
+// answered. Type=notify waits for dnsfence's READY=1, sent once every
+// listener answers (TestSystemdNotifiedOnceServing), as Unbound's and
+// dnsdist's units do.
+func TestSystemdUnitStartedOnceServing(t *testing.T) {
+	unit := systemdUnit(t)
+	require.Contains(t, unit["Before"], "nss-lookup.target")
+	assert.Equal(t, []string{"notify"}, unit["Type"], "a unit ordered before nss-lookup.target is started once it serves")
+	assert.Equal(t, []string{"main"}, unit["NotifyAccess"], "READY=1 comes from dnsfence itself")
+}
+
+// systemdUnit is the shipped unit's settings, each key's values (every
+// word of every line setting it) in order.
+func systemdUnit(t *testing.T) map[string][]string {
+	t.Helper()
+	data, err := os.ReadFile("deploy/systemd/dnsfence.service")
+	require.NoError(t, err)
+	unit := make(map[string][]string)
+	for _, line := range strings.Split(string(data), "\n") {
+		key, value, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok || strings.HasPrefix(key, "#") {
+			continue
+		}
+		unit[key] = append(unit[key], strings.Fields(value)...)
+	}
+	return unit
 }
 
 // TestDockerImageKeepsRemoteListCopies: in the shipped image the disk

@@ -408,6 +408,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("dnsfence started", zap.String("version", versionString()), zap.String("config", cfg.File),
 		zap.Strings("upstreams", snap.Forwarder().Upstreams()))
+	notifySystemd(log, "READY=1")
 
 	serveUntilStopped(log, stop, hup, running{handler: handler, reloader: reloader, cert: cert, server: server,
 		stopSources: stopSources})
@@ -506,6 +507,7 @@ func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
 
 	sig := <-stop
 	log.Info("stopping", zap.String("signal", sig.String()))
+	notifySystemd(log, "STOPPING=1")
 	r.handler.Stopping() // /readyz: 503 while the queries in flight finish
 	// From here no reload publishes a snapshot: the one serving now is
 	// the last, and the budget is its.
