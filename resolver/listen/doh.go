@@ -223,6 +223,7 @@ func ParseDoHListen(addr string) (hostport string, plain bool, err error) {
 // error that stopped it.
 func (s *DoHServer) Serve(ln net.Listener) error {
 	capped := newCappedListener(ln, s.opt.MaxConns, s.opt.Admit)
+	capped.log = s.opt.Log
 	capped.firstRequest = 2 * s.opt.ReadHeaderTimeout
 	var err error
 	if s.opt.TLS != nil {
@@ -777,6 +778,12 @@ type cappedListener struct {
 	// IdleTimeout for a request: a client could hold a place that long
 	// without a query.
 	firstRequest time.Duration
+	// log, when set, says at warn level that Accept failed (out of file
+	// descriptors), as the TCP listener does.
+	log *zap.Logger
+	// retry is the wait after a failed Accept, doubled while it keeps
+	// failing; net/http calls Accept from one goroutine.
+	retry time.Duration
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -786,6 +793,13 @@ func newCappedListener(ln net.Listener, max int, admit func(netip.Addr) (func(),
 	return &cappedListener{Listener: ln, slots: make(chan struct{}, max), admit: admit, closed: make(chan struct{})}
 }
 
+// Accept returns the next connection admitted, once there is room for it.
+// A failed Accept is waited out here, as tcpServer.serve waits it out
+// (5 ms doubling to acceptRetryMax) and logged at warn level, whatever the
+// error: net/http logs it only to the server's ErrorLog (debug level) and
+// stops serving for good on one it does not count as temporary (ENOBUFS,
+// ENOMEM, EPERM from accept(2)), leaving the DoH listener dead while
+// dnsfence runs on. Only the listener's close ends Serve.
 func (l *cappedListener) Accept() (net.Conn, error) {
 	for {
 		select {
@@ -796,8 +810,21 @@ func (l *cappedListener) Accept() (net.Conn, error) {
 		c, err := l.Listener.Accept()
 		if err != nil {
 			<-l.slots
-			return nil, err
+			if errors.Is(err, net.ErrClosed) {
+				return nil, err
+			}
+			l.retry = min(max(2*l.retry, 5*time.Millisecond), acceptRetryMax)
+			if l.log != nil {
+				l.log.Warn("accepting a TCP connection", zap.Error(err), zap.Duration("retry_in", l.retry))
+			}
+			select {
+			case <-time.After(l.retry):
+			case <-l.closed:
+				return nil, net.ErrClosed
+			}
+			continue
 		}
+		l.retry = 0
 		release := func() {}
 		if l.admit != nil {
 			var peer netip.Addr

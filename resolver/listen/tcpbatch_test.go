@@ -3,10 +3,12 @@ package listen
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime"
@@ -21,7 +23,10 @@ import (
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // countingListener counts the writes on the connections it accepts.
@@ -345,24 +350,39 @@ func TestTCPIdleTimeoutStartsAfterLastAnswer(t *testing.T) {
 	assert.ErrorIs(t, err, io.EOF, "the idle connection is closed")
 }
 
-// emfileListener fails its first fails Accepts as a process out of file
-// descriptors does, noting when each was asked, then accepts.
-type emfileListener struct {
+// acceptErrListener fails its first fails Accepts with errno (EMFILE when
+// unset, as a process out of file descriptors does), noting when each was
+// asked, then accepts.
+type acceptErrListener struct {
 	net.Listener
 	fails int
+	errno syscall.Errno
 	mu    sync.Mutex
 	asked []time.Time
 }
 
-func (l *emfileListener) Accept() (net.Conn, error) {
+func (l *acceptErrListener) Accept() (net.Conn, error) {
 	l.mu.Lock()
 	l.asked = append(l.asked, time.Now())
 	n := len(l.asked)
 	l.mu.Unlock()
 	if n <= l.fails {
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+		errno := l.errno
+		if errno == 0 {
+			errno = syscall.EMFILE
+		}
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", errno)}
 	}
 	return l.Listener.Accept()
+}
+
+// failedFor is the time from the first failed Accept to the last.
+func (l *acceptErrListener) failedFor(t *testing.T) time.Duration {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	require.Greater(t, len(l.asked), l.fails)
+	return l.asked[l.fails-1].Sub(l.asked[0])
 }
 
 // TestTCPAcceptFailuresBackOff: while Accept keeps failing (out of file
@@ -374,7 +394,7 @@ func TestTCPAcceptFailuresBackOff(t *testing.T) {
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	const fails = 8
-	ln := &emfileListener{Listener: inner, fails: fails}
+	ln := &acceptErrListener{Listener: inner, fails: fails}
 	serveTCP(t, ln, &fakeHandler{}, fakeRules{})
 
 	c, err := net.Dial("tcp", inner.Addr().String())
@@ -386,12 +406,53 @@ func TestTCPAcceptFailuresBackOff(t *testing.T) {
 	require.NoError(t, r.Unpack(readFrame(t, c)))
 	assert.Equal(t, uint16(1), r.Id, "served once Accept works")
 
-	ln.mu.Lock()
-	defer ln.mu.Unlock()
-	require.Greater(t, len(ln.asked), fails)
 	// Waits of 5, 10, 20, 40, 80, 160 and 320 ms between the failures.
-	assert.GreaterOrEqual(t, ln.asked[fails-1].Sub(ln.asked[0]), 600*time.Millisecond,
+	assert.GreaterOrEqual(t, ln.failedFor(t), 600*time.Millisecond,
 		"%d failed Accepts are not retried every 10 ms", fails)
+}
+
+// TestDoHAcceptFailuresBackOff: a DNS over HTTPS listener whose Accept
+// fails keeps accepting, waiting longer after each failure, and says so at
+// warn level, as the TCP and DoT listeners do
+// (TestTCPAcceptFailuresBackOff). net/http said it at debug level only
+// ("http: Accept error: … too many open files; retrying in 5ms", through
+// the server's ErrorLog), so a DoH listener out of file descriptors was
+// silent in the log where TCP's warned; and it gave up for good on an
+// error it does not count as temporary (ENOBUFS, ENOMEM, EPERM from
+// accept(2)): Serve returned, the listener took no connection again while
+// dnsfence ran on, /readyz 200 and DDR still designating it.
+func TestDoHAcceptFailuresBackOff(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENOBUFS} {
+		t.Run(errno.Error(), func(t *testing.T) {
+			core, logs := observer.New(zapcore.WarnLevel)
+			inner, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			const fails = 8
+			ln := &acceptErrListener{Listener: inner, fails: fails, errno: errno}
+			srv := NewDoHServer(DoHOptions{Handler: &fakeHandler{}, Trusted: trustNone, Log: zap.New(core)})
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(ln) }()
+			t.Cleanup(func() {
+				_ = srv.Close()
+				assert.NoError(t, <-served)
+			})
+
+			q := base64.RawURLEncoding.EncodeToString(mustPack(t, query("fast.")))
+			c := &http.Client{Timeout: 5 * time.Second}
+			resp, err := c.Get("http://" + inner.Addr().String() + DoHPath + "?dns=" + q)
+			require.NoError(t, err, "served once Accept works")
+			resp.Body.Close()
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+
+			warned := logs.FilterMessage("accepting a TCP connection").All()
+			require.NotEmpty(t, warned, "the failures are logged at warn level")
+			assert.Contains(t, warned[0].ContextMap()["error"], errno.Error())
+			assert.Less(t, len(warned), fails+1, "one line a failure at most")
+			// Waits of 5, 10, 20, 40, 80, 160 and 320 ms between the failures.
+			assert.GreaterOrEqual(t, ln.failedFor(t), 600*time.Millisecond,
+				"%d failed Accepts are not retried every 10 ms", fails)
+		})
+	}
 }
 
 // slowBigAnswers answers every query from a resume (as a cache miss is)
