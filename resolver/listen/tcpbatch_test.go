@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/net/ipv4"
 )
 
 // countingListener counts the writes on the connections it accepts.
@@ -453,6 +454,83 @@ func TestDoHAcceptFailuresBackOff(t *testing.T) {
 				"%d failed Accepts are not retried every 10 ms", fails)
 		})
 	}
+}
+
+// failingBatch fails its first fails reads with ENOMEM, noting when each
+// was asked, then reads from the socket.
+type failingBatch struct {
+	BatchConn
+	fails int
+	mu    sync.Mutex
+	asked []time.Time
+}
+
+func (b *failingBatch) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
+	b.mu.Lock()
+	b.asked = append(b.asked, time.Now())
+	n := len(b.asked)
+	b.mu.Unlock()
+	if n <= b.fails {
+		return 0, &net.OpError{Op: "read", Net: "udp", Err: os.NewSyscallError("recvmmsg", syscall.ENOMEM)}
+	}
+	return b.BatchConn.ReadBatch(ms, flags)
+}
+
+// TestUDPReadFailuresBackOff: a UDP socket whose read keeps failing (the
+// kernel out of memory for it) is read again after a wait that grows, as
+// a failing TCP or DoH Accept is (TestTCPAcceptFailuresBackOff,
+// TestDoHAcceptFailuresBackOff), not at once: the loop read again straight
+// away, so an error that lasts spun a core and wrote a warn line for each
+// try, thousands a second. Once reading works the query waiting is
+// answered, and a stop during a wait ends the loop at once.
+func TestUDPReadFailuresBackOff(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	s := newUDPServer(pc, false, echoWire{}, func(string, string) {}, zap.New(core), AcceptQuery, func([]byte, error) {})
+	const fails = 8
+	fb := &failingBatch{BatchConn: s.batch, fails: fails}
+	s.batch = fb
+	go s.serve()
+	t.Cleanup(func() {
+		s.stopReading()
+		s.drain(nil)
+	})
+	c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = c.Write(packedQuery(t))
+	require.NoError(t, err)
+	_, err = c.Read(make([]byte, 512))
+	require.NoError(t, err, "answered once reading works")
+
+	fb.mu.Lock()
+	asked := slices.Clone(fb.asked)
+	fb.mu.Unlock()
+	require.Greater(t, len(asked), fails)
+	// Waits of 5, 10, 20, 40, 80, 160 and 320 ms between the failures.
+	assert.GreaterOrEqual(t, asked[fails-1].Sub(asked[0]), 600*time.Millisecond,
+		"%d failed reads are not retried at once", fails)
+	assert.Len(t, logs.FilterMessage("reading UDP").All(), fails, "one warn line a failure")
+
+	// A stop while the loop waits out a failure ends it then.
+	pc2, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	s2 := newUDPServer(pc2, false, echoWire{}, func(string, string) {}, zap.NewNop(), AcceptQuery, func([]byte, error) {})
+	fb2 := &failingBatch{BatchConn: s2.batch, fails: 1000}
+	s2.batch = fb2
+	go s2.serve()
+	require.Eventually(t, func() bool { fb2.mu.Lock(); defer fb2.mu.Unlock(); return len(fb2.asked) >= 8 }, 5*time.Second, 5*time.Millisecond)
+	stopped := time.Now()
+	s2.stopReading()
+	select {
+	case <-s2.done:
+		assert.Less(t, time.Since(stopped), 500*time.Millisecond, "the wait ends at the stop")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the read loop did not end at the stop")
+	}
+	s2.drain(nil)
 }
 
 // slowBigAnswers answers every query from a resume (as a cache miss is)

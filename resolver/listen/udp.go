@@ -52,6 +52,10 @@ type udpServer struct {
 	// stopped is set by stopReading: a batch read after it is not
 	// answered (see stopReading).
 	stopped atomic.Bool
+	// stopping is closed by stopReading, once: it ends the wait after a
+	// failed read (serve).
+	stopping     chan struct{}
+	stoppingOnce sync.Once
 	// flushers are what the batch's queries asked to flush once it is
 	// read through (AfterBatch): the loop's own, reused.
 	flushers []Flusher
@@ -161,7 +165,7 @@ var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 // newUDPServer serves h on pc; fromDst says pc is bound to a wildcard
 // address and set to give each datagram's destination (answerFromDst).
 func newUDPServer(pc *net.UDPConn, fromDst bool, h Handler, count Counter, log *zap.Logger, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) *udpServer {
-	s := &udpServer{pc: pc, handler: h, count: count, log: log, accept: accept, invalid: invalid, done: make(chan struct{}),
+	s := &udpServer{pc: pc, handler: h, count: count, log: log, accept: accept, invalid: invalid, done: make(chan struct{}), stopping: make(chan struct{}),
 		out: make(chan outPacket, 4*udpBatch), outDone: make(chan struct{}), workers: newWorkerPool(udpWorkers), fromDst: fromDst}
 	s.workers.done = s.async.Done
 	s.batch = NewBatchConn(pc)
@@ -433,15 +437,26 @@ func (s *udpServer) serve() {
 	defer close(s.done)
 	go s.writeOut()
 	in, out, bufs, writers := s.loop.in, s.loop.out, s.loop.bufs, s.loop.writers
+	var retry time.Duration // the wait after a failed read, doubled while reads keep failing
 	for {
 		n, err := s.batch.ReadBatch(in, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
 				return // closed, or shut down by a past read deadline
 			}
-			s.log.Warn("reading UDP", zap.Error(err))
-			continue
+			// An error that lasts (the kernel out of memory for the read)
+			// is waited out as a failed TCP Accept is (tcpServer.serve),
+			// not tried again at once: that spun a core and wrote a warn
+			// line a try, thousands a second.
+			retry = min(max(2*retry, 5*time.Millisecond), acceptRetryMax)
+			s.log.Warn("reading UDP", zap.Error(err), zap.Duration("retry_in", retry))
+			select {
+			case <-time.After(retry):
+			case <-s.stopping:
+			}
+			continue // a stop's past deadline ends the next read
 		}
+		retry = 0
 		if s.stopped.Load() {
 			// A batch that returned after stopReading (the poller woken by
 			// the deadline took it) is not answered: some of it may have
@@ -745,6 +760,7 @@ func recordsWhole(b []byte) bool {
 func (s *udpServer) stopReading() {
 	s.stopped.Store(true)
 	_ = s.pc.SetReadDeadline(time.Now())
+	s.stoppingOnce.Do(func() { close(s.stopping) })
 }
 
 // drain waits for the read loop to end and the queries it read to be
