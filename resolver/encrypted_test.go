@@ -919,3 +919,64 @@ func TestKeepaliveTimeoutInQuery(t *testing.T) {
 		})
 	}
 }
+
+// TestAuditLineNamesTheProxy: a query whose client a trusted proxy named
+// (PROXY v2 on TCP and DoT, X-Forwarded-For on DoH) is logged with
+// "identity": "proxy", the client in "client" and the proxy in "source",
+// as the README says and as an ECS-named client's line has it
+// (TestClientIdentityFromECS). "source" held the client a second time, so
+// the audit trail did not say which load balancer or forwarder a blocked
+// query came through.
+func TestAuditLineNamesTheProxy(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, proxiedEncryptedConfig(p), up.addr)
+	blocked := question("www.tiktok.com.", dns.TypeA, true)
+
+	r, err := askOverProxy(t, e.addr, "127.0.0.9", "127.0.0.2", blocked)
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode, "tcp")
+
+	raw, err := (&net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}).Dial("tcp", e.addrs[listen.TLS])
+	require.NoError(t, err)
+	defer raw.Close()
+	h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+		SourceAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2"), Port: 40000}, DestinationAddr: raw.RemoteAddr()}
+	_, err = h.WriteTo(raw)
+	require.NoError(t, err)
+	c := tls.Client(raw, p.clientTLS(listen.ALPNDoT))
+	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	dc := &dns.Conn{Conn: c}
+	require.NoError(t, dc.WriteMsg(blocked))
+	r, err = dc.ReadMsg()
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode, "tls")
+
+	b, err := blocked.Pack()
+	require.NoError(t, err)
+	req, err := http.NewRequest(http.MethodPost, "http://"+e.addrs["http"]+listen.DoHPath, bytes.NewReader(b))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", listen.DoHContentType)
+	req.Header.Set("X-Forwarded-For", "127.0.0.2")
+	resp, err := plainHTTPFrom("127.0.0.9").Do(req)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.NoError(t, r.Unpack(body))
+	assert.Equal(t, dns.RcodeNameError, r.Rcode, "https")
+
+	seen := map[string]bool{}
+	for _, l := range e.logs.FilterMessage("query").All() {
+		f := l.ContextMap()
+		if f[logIdentity] != IdentityProxy {
+			continue
+		}
+		tr := fmt.Sprint(f["transport"])
+		seen[tr] = true
+		assert.Equal(t, "127.0.0.2", f[logClient], tr)
+		assert.Equal(t, "127.0.0.9", f[logSource], "%s: the proxy the query came through", tr)
+	}
+	assert.Equal(t, map[string]bool{listen.TCP: true, listen.TLS: true, listen.HTTPS: true}, seen)
+}

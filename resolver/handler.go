@@ -1643,7 +1643,7 @@ func (h *Handler) logQuery(q *query, result string, rcode int) {
 	fields = append(fields, zap.String(logClient, client), zap.String(logResult, result))
 	fields = append(fields, zap.String(logIdentity, q.id.Via))
 	if q.id.Via != IdentityTransport {
-		fields = append(fields, zap.String(logSource, q.id.Source.String()))
+		fields = append(fields, zap.String(logSource, q.id.Peer.String()))
 	}
 	if len(question) == 1 {
 		fields = append(fields,

@@ -18,8 +18,14 @@ const (
 // Identity is who a query is decided for.
 type Identity struct {
 	// Source is the transport peer: the client itself, or the trusted proxy
-	// that forwarded the query. allowed_clients applies to it.
+	// that forwarded the query. allowed_clients applies to it. A client
+	// named by a PROXY header or a DoH Forwarded or X-Forwarded-For header
+	// is its own Source: allowed_clients applies to it, as to a client
+	// that asks directly.
 	Source netip.Addr
+	// Peer is the address the query came from: Source, or the proxy that
+	// sent a PROXY or Forwarded header. The audit line's "source".
+	Peer netip.Addr
 	// Client is the network policies are matched against: a single address
 	// (/32 or /128), or the shorter prefix an ECS option gave.
 	Client netip.Prefix
@@ -76,9 +82,11 @@ func peerIdentity(snap *Snapshot, w dns.ResponseWriter) (id Identity, believeECS
 	case *listen.ProxiedAddr:
 		// The listener believes PROXY headers from trusted proxies only.
 		id.Source = a.AddrPort().Addr().Unmap().WithZone("")
+		id.Peer = a.Proxy.Addr().Unmap().WithZone("")
 		id.Client, id.Via = hostPrefix(id.Source), IdentityProxy
 		return id, false
 	}
+	id.Peer = id.Source
 	id.Client, id.Via = hostPrefix(id.Source), IdentityTransport
 	return id, snap.Trusted(id.Source)
 }
