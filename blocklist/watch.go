@@ -57,6 +57,9 @@ type Watcher struct {
 	debounce atomic.Int64
 	// add starts watching a folder: fsw.Add, which tests make fail.
 	add func(dir string) error
+	// lookEvery is how often Run re-arms and hashes the files without an
+	// event: rearmInterval, which tests shorten.
+	lookEvery time.Duration
 
 	mu    sync.Mutex
 	files []string // the files whose content matters, absolute
@@ -104,8 +107,9 @@ type Change struct {
 	Open []string
 }
 
-// rearmInterval is how often Run re-arms without any event: the kernel
-// drops a watch silently when its file system is unmounted.
+// rearmInterval is how often Run re-arms and looks at the files without
+// any event: the kernel drops a watch silently when its file system is
+// unmounted, and some changes give no event at all (see Run).
 const rearmInterval = time.Minute
 
 // maxArmPasses bounds the passes of one re-arm; each pass after the first
@@ -132,7 +136,7 @@ func NewWatcher(debounce time.Duration) (*Watcher, error) {
 		fsw.Close()
 		return nil, fmt.Errorf("starting file watcher: %w", err)
 	}
-	w := &Watcher{fsw: fsw, writers: wr, add: fsw.Add,
+	w := &Watcher{fsw: fsw, writers: wr, add: fsw.Add, lookEvery: rearmInterval,
 		relevant: map[string]bool{}, dirs: map[string]os.FileInfo{}, unwatched: map[string]error{},
 		recheck: make(chan struct{}, 1)}
 	w.debounce.Store(int64(debounce))
@@ -469,11 +473,18 @@ func sameStates(a, b map[string]fileState) bool {
 // for a writer that never closes it, unchanged for the writer wait).
 // changed may call Watch. Watch errors from the operating system (such as
 // a queue overflow) are treated as a possible change. Run re-arms before
-// each hash and once a rearmInterval.
+// each hash and once a rearmInterval, when it also hashes the files: a
+// content other than the one last reported is looked at as after an
+// event. That takes, within a minute, a change no event told of: a file
+// on a file system inotify does not see changed by another machine (NFS,
+// SMB, FUSE: fsnotify's documented limit), a folder that could not be
+// watched (OnUnwatched), or a read that failed for a moment (out of file
+// descriptors) and was reported as the file missing, whose reload then
+// failed. CoreDNS's hosts plugin looks every 5 s, Blocky at its refresh.
 func (w *Watcher) Run(ctx context.Context, changed func(Change)) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	rearm := time.NewTicker(rearmInterval)
+	rearm := time.NewTicker(w.lookEvery)
 	defer rearm.Stop()
 	var pending map[string]fileState // hashes at the last quiet tick
 	waiting := false                 // a settled change waits for writers; told once
@@ -509,8 +520,11 @@ func (w *Watcher) Run(ctx context.Context, changed func(Change)) {
 		case <-rearm.C:
 			w.mu.Lock()
 			added := w.arm()
+			files, reported := w.files, w.reported
 			w.mu.Unlock()
-			if added {
+			// A look already under way (pending) or waiting for a writer
+			// hashes the files itself.
+			if added || pending == nil && !waiting && len(changedFiles(hashFiles(files), reported)) > 0 {
 				pending = nil
 				arm()
 			}

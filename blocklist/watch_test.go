@@ -484,6 +484,45 @@ func TestWatcherReportsUnwatchedFiles(t *testing.T) {
 	require.Eventually(t, func() bool { return changes.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
 }
 
+// TestWatcherSeesChangesNoEventTells: a change that gives no event, as
+// one made on an NFS, SMB or FUSE mount by another machine (inotify sees
+// only this kernel's writes) or in a folder that cannot be watched, is
+// reported all the same within a look (rearmInterval, a minute; here
+// shortened), once, and the unchanged files are not reported at each
+// look. Before, such a change waited for a SIGHUP or for an event from
+// another file of the folder, and a read that failed for want of file
+// descriptors, reported as the file missing, left the reload that failed
+// on it failed until then.
+func TestWatcherSeesChangesNoEventTells(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "nfs", "list.txt")
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	require.NoError(t, os.WriteFile(path, []byte("a.example\n"), 0o644))
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	defer w.Close()
+	w.lookEvery = 50 * time.Millisecond
+	w.add = func(d string) error { return syscall.ENOSPC } // no event ever comes
+	require.Error(t, w.Watch([]string{path}, nil))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changes := make(chan Change, 16)
+	go w.Run(ctx, func(c Change) { changes <- c })
+
+	time.Sleep(5 * w.lookEvery)
+	require.Empty(t, changes, "nothing changed: nothing reported at each look")
+	require.NoError(t, os.WriteFile(path, []byte("b.example\n"), 0o644))
+	select {
+	case c := <-changes:
+		assert.Equal(t, []string{path}, c.Files)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "the change was never reported")
+	}
+	time.Sleep(5 * w.lookEvery)
+	assert.Empty(t, changes, "reported once")
+}
+
 // TestWatcherWaitsForWriterToClose writes a watched file the way a script
 // that pauses does: part of it, a pause longer than the debounce, the
 // rest, then close. Nothing may be reported until the writer closes the
