@@ -94,7 +94,7 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 	}
 	if u := h.unwatched.Load(); u != nil && len(*u) > 0 {
 		// Still ready: the loaded state is served; only edits wait.
-		reason += fmt.Sprintf("; files not watched (edits apply on SIGHUP): %s", strings.Join(*u, " "))
+		reason += fmt.Sprintf("; files not watched (edits apply at the once-a-minute look, or on SIGHUP): %s", strings.Join(*u, " "))
 	}
 	return true, reason
 }

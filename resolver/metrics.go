@@ -119,7 +119,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"file"}),
 		unwatched: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dnsfence_unwatched_files",
-			Help: "Files dnsfence reads (config, lists, client range files) whose changes it cannot watch for; their edits are not applied until they are watched again or SIGHUP. /readyz names them.",
+			Help: "Files dnsfence reads (config, lists, client range files) whose changes it cannot watch for; their edits are applied at the once-a-minute look, or on SIGHUP. /readyz names them.",
 		}),
 		watchedFolders: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dnsfence_watched_folders",

@@ -424,7 +424,7 @@ func (r *Reloader) setUnwatched(files map[string]error) {
 	for _, n := range names {
 		errs = append(errs, files[n])
 	}
-	r.log.Warn("files not watched: their edits are not applied until they are watched again or SIGHUP",
+	r.log.Warn("files not watched: their edits are applied at the once-a-minute look, or on SIGHUP",
 		zap.Strings("files", names), zap.Error(errors.Join(errs...)))
 }
 
