@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -979,4 +980,27 @@ func TestAuditLineNamesTheProxy(t *testing.T) {
 		assert.Equal(t, "127.0.0.9", f[logSource], "%s: the proxy the query came through", tr)
 	}
 	assert.Equal(t, map[string]bool{listen.TCP: true, listen.TLS: true, listen.HTTPS: true}, seen)
+}
+
+// TestReadyzNamesAStoppedListener: a listener that stopped serving on its
+// own (listen.Config.Stopped, wired to Handler.ListenerStopped) turns
+// /readyz 503, naming it, so that a load balancer takes out an instance
+// whose DNS over QUIC clients get no answer; the other transports still
+// answer. Before, /readyz said ready and the error log alone told.
+func TestReadyzNamesAStoppedListener(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	srv := httptest.NewServer(HTTPHandler(e.handler, e.registry, time.Minute))
+	t.Cleanup(srv.Close)
+	code, body := get(t, srv.URL+"/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+
+	e.handler.ListenerStopped(listen.QUIC, e.addrs[listen.QUIC], errors.New("doq: accepting: read udp: use of closed network connection"))
+	code, body = get(t, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Equal(t, "not ready: the quic listener on "+e.addrs[listen.QUIC]+" stopped: doq: accepting: read udp: use of closed network connection; restart dnsfence\n", body)
+	r, err := e.dotAsk("127.0.0.1", question("www.example.org.", dns.TypeA, true))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode, "the other listeners answer")
 }

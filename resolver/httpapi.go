@@ -28,7 +28,8 @@ const DefaultReadyWindow = 30 * time.Second
 // upstreams on demand); 503 with the reason otherwise. It is 503 too once
 // reloads have failed or been held for reload.unready_after: the state
 // served is older than the files, and the body says why; and 503 from the
-// moment the process starts shutting down (Handler.Stopping). A ready answer
+// moment the process starts shutting down (Handler.Stopping), and once a
+// listener has stopped serving on its own (Handler.ListenerStopped). A ready answer
 // names a reload failing or held for less time, the remote lists served
 // from a last good copy or whose disk copy cannot be kept, and the files
 // that are not watched for changes, if any.
@@ -48,6 +49,17 @@ func HTTPHandler(h *Handler, gatherer prometheus.Gatherer, readyWindow time.Dura
 	return mux
 }
 
+// ListenerStopped records that the transport's listener at addr stopped
+// serving for err (listen.Config.Stopped): /readyz answers 503, naming it,
+// until a restart, so that a load balancer or an anycast health check
+// takes out an instance whose DNS over QUIC or HTTPS clients get no
+// answer, where it said ready while the error log alone told.
+func (h *Handler) ListenerStopped(transport, addr string, err error) {
+	h.listenersMu.Lock()
+	defer h.listenersMu.Unlock()
+	h.listenersStopped = append(h.listenersStopped, fmt.Sprintf("the %s listener on %s stopped: %v", transport, addr, err))
+}
+
 // ready reports readiness and why.
 func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string) {
 	if h.stopping.Load() {
@@ -56,6 +68,12 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 	snap := h.Snapshot()
 	if snap == nil {
 		return false, "not ready: lists and client ranges are still loading"
+	}
+	h.listenersMu.Lock()
+	stopped := strings.Join(h.listenersStopped, "; ")
+	h.listenersMu.Unlock()
+	if stopped != "" {
+		return false, "not ready: " + stopped + "; restart dnsfence"
 	}
 	reloadTrouble := ""
 	if st := h.reload.Load(); st != nil && !st.OK && !st.FailingSince.IsZero() {

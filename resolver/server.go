@@ -44,7 +44,8 @@ func newServer(log *zap.Logger, h *Handler, serve listen.Handler) *Server {
 			s.sockets = socks
 			m.udpSockets(socks)
 		},
-		Log: log,
+		Stopped: h.ListenerStopped,
+		Log:     log,
 	})
 	return s
 }

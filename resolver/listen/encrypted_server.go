@@ -135,7 +135,7 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 		}
 		s.wg.Go(func() {
 			if err := srv.Serve(ln); err != nil {
-				s.log.Error("DNS over HTTPS listener stopped", zap.String("address", ln.Addr().String()), zap.Error(err))
+				s.stopped(HTTPS, ln.Addr().String(), err)
 			}
 		})
 		scheme := "https"
@@ -174,12 +174,22 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 		s.endpoint(QUIC, pc.LocalAddr())
 		s.wg.Go(func() {
 			if err := srv.Serve(pc); err != nil {
-				s.log.Error("DNS over QUIC listener stopped", zap.String("address", pc.LocalAddr().String()), zap.Error(err))
+				s.stopped(QUIC, pc.LocalAddr().String(), err)
 			}
 		})
 		s.log.Info("listening", zap.String("address", pc.LocalAddr().String()), zap.Strings("transports", []string{QUIC}))
 	}
 	return nil
+}
+
+// stopped logs that the transport's listener at addr stopped serving for
+// err, and tells Config.Stopped.
+func (s *Server) stopped(transport, addr string, err error) {
+	s.log.Error("listener stopped: restart dnsfence to serve on it again", zap.String("transport", transport),
+		zap.String("address", addr), zap.Error(err))
+	if s.cfg.Stopped != nil {
+		s.cfg.Stopped(transport, addr, err)
+	}
 }
 
 // endpoint records a listener StartEncrypted opened with TLS at addr.

@@ -3,6 +3,7 @@ package listen
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"maps"
 	"net"
@@ -46,6 +47,7 @@ type encryptedSetup struct {
 
 	mu      sync.Mutex
 	refused map[string]int // transport/reason
+	stopped []string       // transport address: error, as Config.Stopped tells
 }
 
 func newEncryptedSetup(t *testing.T) *encryptedSetup {
@@ -63,6 +65,11 @@ func newEncryptedSetup(t *testing.T) *encryptedSetup {
 		Refused: func(transport, reason string) {
 			e.mu.Lock()
 			e.refused[transport+"/"+reason]++
+			e.mu.Unlock()
+		},
+		Stopped: func(transport, addr string, err error) {
+			e.mu.Lock()
+			e.stopped = append(e.stopped, fmt.Sprintf("%s %s: %v", transport, addr, err))
 			e.mu.Unlock()
 		},
 		Log: zap.New(core),
@@ -559,4 +566,31 @@ func clientHello(t *testing.T, cfg *tls.Config) []byte {
 	n, err := capture.Read(b) // crypto/tls writes the flight in one Write
 	require.NoError(t, err)
 	return b[:n]
+}
+
+// TestServerStoppedListenerTold: a DNS over QUIC listener whose transport
+// fails (here its socket closed under it, as quic-go ends a listener on a
+// read error of its socket) is told to Config.Stopped, with its address
+// and the error, so that /readyz can say so; it was logged alone, and the
+// instance said ready while its DoQ clients got no answer. A Shutdown
+// tells nothing.
+func TestServerStoppedListenerTold(t *testing.T) {
+	e := newEncryptedSetup(t)
+	require.Len(t, e.srv.doq, 1)
+	require.NoError(t, e.srv.doq[0].pc.Close())
+	require.Eventually(t, func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return len(e.stopped) == 1
+	}, 10*time.Second, 5*time.Millisecond)
+	e.mu.Lock()
+	assert.Contains(t, e.stopped[0], QUIC+" "+e.addrs[QUIC]+": ")
+	e.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, e.srv.Shutdown(ctx))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	assert.Len(t, e.stopped, 1, "the other listeners' Shutdown is not a stop: %v", e.stopped)
 }

@@ -80,6 +80,13 @@ type Config struct {
 	// Sockets is told of the UDP sockets Start opened, with the buffers the
 	// kernel granted them.
 	Sockets func([]UDPSocket)
+	// Stopped, when set, is told that a listener stopped serving on its
+	// own, by transport (HTTPS, QUIC), address and the error that stopped
+	// it: a DNS over QUIC listener whose transport failed (quic-go ends it
+	// on a read error of its socket), a DNS over HTTPS one whose Serve
+	// failed. It stays stopped until a restart; never told at Shutdown.
+	// The UDP, TCP and DoT loops wait out their errors and never stop.
+	Stopped func(transport, addr string, err error)
 	Log     *zap.Logger
 }
 
