@@ -475,7 +475,8 @@ func sameStates(a, b map[string]fileState) bool {
 // a queue overflow) are treated as a possible change. Run re-arms before
 // each hash and once a rearmInterval, when it also hashes the files: a
 // content other than the one last reported is looked at as after an
-// event. That takes, within a minute, a change no event told of: a file
+// event, and reported once unchanged for the writer wait (unseen). That
+// takes, within a look, a change no event told of: a file
 // on a file system inotify does not see changed by another machine (NFS,
 // SMB, FUSE: fsnotify's documented limit), a folder that could not be
 // watched (OnUnwatched), or a read that failed for a moment (out of file
@@ -487,7 +488,14 @@ func (w *Watcher) Run(ctx context.Context, changed func(Change)) {
 	rearm := time.NewTicker(w.lookEvery)
 	defer rearm.Stop()
 	var pending map[string]fileState // hashes at the last quiet tick
+	var pendingAt time.Time          // when pending was hashed first
 	waiting := false                 // a settled change waits for writers; told once
+	// unseen says a look found the change, no event: no writer of it can
+	// be known (another machine's, on NFS; a folder not watched), and it
+	// is reported only once unchanged for the writer wait, as a change a
+	// writer never closes is; a quiet debounce alone would apply a file
+	// such a writer paused in.
+	unseen := false
 	arm := func() { timer.Reset(time.Duration(w.debounce.Load())) }
 	for {
 		select {
@@ -524,8 +532,11 @@ func (w *Watcher) Run(ctx context.Context, changed func(Change)) {
 			w.mu.Unlock()
 			// A look already under way (pending) or waiting for a writer
 			// hashes the files itself.
-			if added || pending == nil && !waiting && len(changedFiles(hashFiles(files), reported)) > 0 {
+			if added {
 				pending = nil
+				arm()
+			} else if pending == nil && !waiting && len(changedFiles(hashFiles(files), reported)) > 0 {
+				pending, unseen = nil, true
 				arm()
 			}
 		case <-timer.C:
@@ -538,8 +549,12 @@ func (w *Watcher) Run(ctx context.Context, changed func(Change)) {
 			w.mu.Unlock()
 			now := hashFiles(files)
 			if pending == nil || !sameStates(now, pending) {
-				pending = now // not settled yet: look again after a quiet period
+				pending, pendingAt = now, time.Now() // not settled yet: look again after a quiet period
 				arm()
+				continue
+			}
+			if wait := time.Duration(w.writerWait.Load()) - time.Since(pendingAt); unseen && wait > 0 {
+				timer.Reset(wait)
 				continue
 			}
 			change := Change{Files: changedFiles(now, reported)} // none: touched, rewritten with the same bytes, or chmod
@@ -559,7 +574,7 @@ func (w *Watcher) Run(ctx context.Context, changed func(Change)) {
 					change.Open = open
 				}
 			}
-			pending, waiting = nil, false
+			pending, waiting, unseen = nil, false, false
 			if len(change.Files) > 0 {
 				w.mu.Lock()
 				w.reported = now

@@ -502,6 +502,7 @@ func TestWatcherSeesChangesNoEventTells(t *testing.T) {
 	require.NoError(t, err)
 	defer w.Close()
 	w.lookEvery = 50 * time.Millisecond
+	w.SetWriterWait(100 * time.Millisecond)                // a change no event told of waits it out
 	w.add = func(d string) error { return syscall.ENOSPC } // no event ever comes
 	require.Error(t, w.Watch([]string{path}, nil))
 
@@ -521,6 +522,50 @@ func TestWatcherSeesChangesNoEventTells(t *testing.T) {
 	}
 	time.Sleep(5 * w.lookEvery)
 	assert.Empty(t, changes, "reported once")
+}
+
+// TestWatcherWaitsOutChangesNoEventTells: a change only the look finds
+// (another machine's write to a list on NFS, a folder not watched) has a
+// writer the watcher cannot know of, which may pause in the middle of the
+// file: it is reported once unchanged for the writer wait, as a change a
+// writer never closes is, not after a quiet debounce, which reported the
+// half-written list (here within 100 ms of the pause, a list that lost
+// its last names to every device of a blocking policy).
+func TestWatcherWaitsOutChangesNoEventTells(t *testing.T) {
+	const half, whole = "a.example\nb.exa", "a.example\nb.example\n"
+	dir := t.TempDir()
+	path := filepath.Join(dir, "nfs", "list.txt")
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	require.NoError(t, os.WriteFile(path, []byte("a.example\n"), 0o644))
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	defer w.Close()
+	w.lookEvery = 50 * time.Millisecond
+	w.SetWriterWait(time.Second)
+	w.add = func(d string) error { return syscall.ENOSPC } // no event ever comes
+	require.Error(t, w.Watch([]string{path}, nil))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changes := make(chan Change, 16)
+	go w.Run(ctx, func(c Change) { changes <- c })
+	require.Never(t, func() bool { return len(changes) > 0 }, 300*time.Millisecond, 10*time.Millisecond,
+		"nothing changed: nothing reported at the looks")
+
+	require.NoError(t, os.WriteFile(path, []byte(half), 0o644))
+	require.Never(t, func() bool { return len(changes) > 0 }, 600*time.Millisecond, 10*time.Millisecond,
+		"the half-written file reported after a quiet debounce")
+	require.NoError(t, os.WriteFile(path, []byte(whole), 0o644))
+	select {
+	case c := <-changes:
+		assert.Equal(t, []string{path}, c.Files)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "the change was never reported")
+	}
+	w.mu.Lock()
+	assert.Equal(t, fileState{sum: sha256.Sum256([]byte(whole))}, w.reported[path], "the whole file reported")
+	w.mu.Unlock()
+	require.Never(t, func() bool { return len(changes) > 0 }, 300*time.Millisecond, 10*time.Millisecond, "reported once")
 }
 
 // TestWatcherWaitsForWriterToClose writes a watched file the way a script
