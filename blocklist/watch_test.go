@@ -484,6 +484,30 @@ func TestWatcherReportsUnwatchedFiles(t *testing.T) {
 	require.Eventually(t, func() bool { return changes.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
 }
 
+// runUnseen runs a Watcher on a list (a.example) whose folder cannot be
+// watched, so that no event ever tells of its changes, as on an NFS mount
+// written by another machine: the look, every 50 ms, alone finds them, and
+// reports a change once unchanged for writerWait. Changes come on the
+// channel.
+func runUnseen(t *testing.T, writerWait time.Duration) (*Watcher, string, chan Change) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "nfs", "list.txt")
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	require.NoError(t, os.WriteFile(path, []byte("a.example\n"), 0o644))
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	w.lookEvery = 50 * time.Millisecond
+	w.SetWriterWait(writerWait)
+	w.add = func(d string) error { return syscall.ENOSPC } // no event ever comes
+	require.Error(t, w.Watch([]string{path}, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	changes := make(chan Change, 16)
+	go w.Run(ctx, func(c Change) { changes <- c })
+	return w, path, changes
+}
+
 // TestWatcherSeesChangesNoEventTells: a change that gives no event, as
 // one made on an NFS, SMB or FUSE mount by another machine (inotify sees
 // only this kernel's writes) or in a folder that cannot be watched, is
@@ -494,23 +518,7 @@ func TestWatcherReportsUnwatchedFiles(t *testing.T) {
 // descriptors, reported as the file missing, left the reload that failed
 // on it failed until then.
 func TestWatcherSeesChangesNoEventTells(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "nfs", "list.txt")
-	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
-	require.NoError(t, os.WriteFile(path, []byte("a.example\n"), 0o644))
-	w, err := NewWatcher(20 * time.Millisecond)
-	require.NoError(t, err)
-	defer w.Close()
-	w.lookEvery = 50 * time.Millisecond
-	w.SetWriterWait(100 * time.Millisecond)                // a change no event told of waits it out
-	w.add = func(d string) error { return syscall.ENOSPC } // no event ever comes
-	require.Error(t, w.Watch([]string{path}, nil))
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	changes := make(chan Change, 16)
-	go w.Run(ctx, func(c Change) { changes <- c })
-
+	w, path, changes := runUnseen(t, 100*time.Millisecond) // a change no event told of waits out the writer wait
 	require.Never(t, func() bool { return len(changes) > 0 }, 5*w.lookEvery, 10*time.Millisecond,
 		"nothing changed: nothing reported at each look")
 	require.NoError(t, os.WriteFile(path, []byte("b.example\n"), 0o644))
@@ -532,22 +540,7 @@ func TestWatcherSeesChangesNoEventTells(t *testing.T) {
 // its last names to every device of a blocking policy).
 func TestWatcherWaitsOutChangesNoEventTells(t *testing.T) {
 	const half, whole = "a.example\nb.exa", "a.example\nb.example\n"
-	dir := t.TempDir()
-	path := filepath.Join(dir, "nfs", "list.txt")
-	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
-	require.NoError(t, os.WriteFile(path, []byte("a.example\n"), 0o644))
-	w, err := NewWatcher(20 * time.Millisecond)
-	require.NoError(t, err)
-	defer w.Close()
-	w.lookEvery = 50 * time.Millisecond
-	w.SetWriterWait(time.Second)
-	w.add = func(d string) error { return syscall.ENOSPC } // no event ever comes
-	require.Error(t, w.Watch([]string{path}, nil))
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	changes := make(chan Change, 16)
-	go w.Run(ctx, func(c Change) { changes <- c })
+	w, path, changes := runUnseen(t, time.Second)
 	require.Never(t, func() bool { return len(changes) > 0 }, 300*time.Millisecond, 10*time.Millisecond,
 		"nothing changed: nothing reported at the looks")
 
