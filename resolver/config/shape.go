@@ -547,6 +547,11 @@ var looksLikeDuration = regexp.MustCompile(`^-?[0-9.]+\s*[a-zµ]+$`)
 func scalarProblem(n *yaml.Node, t reflect.Type, ttl bool) (msg string, exact bool) {
 	tag := n.ShortTag()
 	v := quoteValue(n)
+	if numeric := t.Kind() >= reflect.Int && t.Kind() <= reflect.Float64; numeric && n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 {
+		if msg := leadingZeroProblem(n.Value); msg != "" {
+			return msg, true
+		}
+	}
 	switch {
 	case t == durationType:
 		return durationProblem(n)
@@ -569,6 +574,25 @@ func scalarProblem(n *yaml.Node, t reflect.Type, ttl bool) (msg string, exact bo
 		return integerProblem(n, t, ttl)
 	}
 	return "", false
+}
+
+var leadingZero = regexp.MustCompile(`^([-+]?)0+([0-9][0-9_]*)$`)
+
+// leadingZeroProblem says what is wrong with a whole number written with
+// a leading zero, "" when v is none: YAML 1.1, which the decoder follows
+// here, reads 060 as octal (48) and 08 as a float, where YAML 1.2 and the
+// writer mean 60 and 8 (the 0644 of file modes, padded columns). Neither
+// is guessed. 0o60, 0x3c and 0 itself are what they say.
+func leadingZeroProblem(v string) string {
+	m := leadingZero.FindStringSubmatch(v)
+	if m == nil {
+		return ""
+	}
+	want := m[1] + m[2]
+	if oct, err := strconv.ParseInt(strings.ReplaceAll(m[2], "_", ""), 8, 64); err == nil && oct != 0 {
+		return fmt.Sprintf("%s has a leading zero, which YAML reads as octal (%s%d); write %s", v, m[1], oct, want)
+	}
+	return fmt.Sprintf("%s has a leading zero; write %s", v, want)
 }
 
 // durationProblem checks a duration: text with a unit, never a bare number
