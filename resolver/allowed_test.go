@@ -88,24 +88,30 @@ policies:
 }
 
 // TestLintRepeats: the same list twice in one policy, and the same entry in
-// two block lists of one policy, are warnings naming both places.
+// two block lists of one policy, are warnings naming both places, the
+// configuration's lines included.
 func TestLintRepeats(t *testing.T) {
 	snap, err := buildConfig(t, `upstreams: ["127.0.0.1:53"]
 policies:
   - name: gov
     clients: ["10.0.0.0/8"]
-    block: [tiktok.txt, bytedance.txt, tiktok.txt]
+    block:
+      - tiktok.txt
+      - bytedance.txt
+      - ./tiktok.txt
+    allow: [allow.txt, allow.txt]
   - name: other
     clients: ["10.1.0.0/16"]
     block: [tiktok.txt, bytedance.txt]
-`, map[string]string{"tiktok.txt": "tiktok.com\ncapcut.com\n", "bytedance.txt": "# ByteDance\nbytedance.com\ncapcut.com\n"})
+`, map[string]string{"tiktok.txt": "tiktok.com\ncapcut.com\n", "bytedance.txt": "# ByteDance\nbytedance.com\ncapcut.com\n", "allow.txt": "ads.tiktok.com\n"})
 	require.NoError(t, err)
 	var msgs []string
 	for _, w := range snap.Lint() {
 		msgs = append(msgs, w.String())
 	}
 	all := strings.Join(msgs, "\n")
-	assert.Contains(t, all, `dnsfence.yaml: policy "gov" names block list tiktok.txt twice`)
+	assert.Contains(t, all, `dnsfence.yaml:8: policy "gov" names block list ./tiktok.txt twice (first at line 6); keep one`)
+	assert.Contains(t, all, `dnsfence.yaml:9: policy "gov" names allow list allow.txt twice (first at line 9); keep one`)
 	assert.Contains(t, all, "bytedance.txt:3: capcut.com is also in ")
 	assert.Contains(t, all, "tiktok.txt:2")
 	assert.Equal(t, 1, strings.Count(all, "capcut.com is also in"), "each pair of lists once: %s", all)

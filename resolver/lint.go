@@ -213,15 +213,19 @@ func (s *Snapshot) lintRepeats() []Warning {
 			key   string
 			files []string
 		}{{"block", pc.Block}, {"allow", pc.Allow}} {
-			paths := map[string]bool{}
+			first := map[string]int{} // path to its first index
 			var lists []*blocklist.List
-			for _, f := range kind.files {
+			for j, f := range kind.files {
 				path := s.Config.Path(f)
-				if paths[path] {
-					ws = append(ws, Warning{File: s.Config.File, Msg: fmt.Sprintf("policy %q names %s list %s twice", pc.Name, kind.key, f)})
+				if i, ok := first[path]; ok {
+					msg := fmt.Sprintf("policy %q names %s list %s twice", pc.Name, kind.key, f)
+					if line := pc.Line(kind.key, i); line > 0 {
+						msg += fmt.Sprintf(" (first at line %d)", line)
+					}
+					ws = append(ws, Warning{File: s.Config.File, Line: pc.Line(kind.key, j), Msg: msg + "; keep one"})
 					continue
 				}
-				paths[path] = true
+				first[path] = j
 				if l, ok := s.Lists[path]; ok {
 					lists = append(lists, l)
 				}

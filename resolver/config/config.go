@@ -189,6 +189,9 @@ type Policy struct {
 	DoHCanary *bool `yaml:"doh_canary"`
 
 	clients []blocklist.Range
+	// lines holds the configuration file's line of each entry of
+	// client_files, block and allow, by key, for messages about them.
+	lines map[string][]int
 }
 
 // Cache bounds the answer cache.
@@ -296,6 +299,16 @@ func (r *RateLimit) ExemptPrefixes() []netip.Prefix { return slices.Clone(r.exem
 // configuration file and line it was written on (its client_files are read
 // when the snapshot is built).
 func (p *Policy) ClientRanges() []blocklist.Range { return slices.Clone(p.clients) }
+
+// Line is the configuration file's line of entry i of the policy's key
+// (client_files, block or allow), 0 when unknown (a configuration not
+// from a file).
+func (p *Policy) Line(key string, i int) int {
+	if i < 0 || i >= len(p.lines[key]) {
+		return 0
+	}
+	return p.lines[key][i]
+}
 
 // HTTPAddr is the metrics and health address, "" when disabled.
 func (c *Config) HTTPAddr() string {
@@ -825,6 +838,10 @@ func (c *Config) validatePolicyFiles(errs *configErrors, i int) {
 	}{{"client_files", p.ClientFiles}, {"block", p.Block}, {"allow", p.Allow}} {
 		for j, f := range files.paths {
 			at := []any{"policies", i, files.key, j}
+			if p.lines == nil {
+				p.lines = map[string][]int{}
+			}
+			p.lines[files.key] = append(p.lines[files.key], lineOf(errs.root, at))
 			switch {
 			case f == "":
 				errs.add(at, "empty path; give a file path, %s", example(at))
