@@ -174,6 +174,17 @@ func (s *shapeChecker) value(n *yaml.Node, t reflect.Type, path []any) {
 		return
 	}
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		if len(path) > 0 {
+			if _, item := path[len(path)-1].(int); item {
+				// The decoder drops a null item from a list, so an item
+				// a template or a half-deleted line left empty (`- `
+				// alone) would be gone without a word, and the items
+				// after it move up one: validate, which would name them
+				// at the wrong index and line, says nothing of the list.
+				s.errs.record(line, path, "an empty list item (a - or a comma with no value); give a value, %s, or delete the item", example(path))
+				s.errs.skip = append(s.errs.skip, keyName(path[:len(path)-1]))
+			}
+		}
 		return // an empty value: the default applies
 	}
 	for t.Kind() == reflect.Pointer {
