@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -210,6 +211,10 @@ func (s *shapeChecker) value(n *yaml.Node, t reflect.Type, path []any) {
 	case n.Kind != yaml.ScalarNode:
 		s.bad(line, path, "%s; give a single value, %s", shapeOf(n), example(path))
 	default:
+		if msg := typographicQuotes(n, t); msg != "" {
+			s.bad(line, path, "%s", msg)
+			return
+		}
 		if msg, exact := scalarProblem(n, t, strings.HasSuffix(schemaKey(path), "ttl")); exact {
 			s.bad(line, path, "%s", msg)
 		} else if msg != "" {
@@ -585,6 +590,32 @@ func scalarProblem(n *yaml.Node, t reflect.Type, ttl bool) (msg string, exact bo
 		return integerProblem(n, t, ttl)
 	}
 	return "", false
+}
+
+// curlyQuotes are the quotation marks a word processor, a wiki or a web
+// page writes for " and ': YAML takes them as text.
+const curlyQuotes = "“”„‟‘’‚‛«»"
+
+// typographicQuotes says what is wrong with a plain scalar that starts or
+// ends with a curly quotation mark (`upstreams: [“9.9.9.9:53”]`, copied
+// from a document), "" when n is none: the marks would be part of the
+// value, an upstream whose "port is not a number", a list file that does
+// not exist, a policy named “gov”.
+func typographicQuotes(n *yaml.Node, t reflect.Type) string {
+	if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+		return ""
+	}
+	first, _ := utf8.DecodeRuneInString(n.Value)
+	last, _ := utf8.DecodeLastRuneInString(n.Value)
+	if !strings.ContainsRune(curlyQuotes, first) && !strings.ContainsRune(curlyQuotes, last) {
+		return ""
+	}
+	inner := strings.TrimFunc(n.Value, func(r rune) bool { return strings.ContainsRune(curlyQuotes, r) })
+	want := strconv.Quote(inner)
+	if t.Kind() != reflect.String {
+		want = inner
+	}
+	return fmt.Sprintf("%s is in typographic quotes (“ ” or ‘ ’), as text copied from a document or a web page is, and they would be part of the value; write %s", strconv.Quote(n.Value), want)
 }
 
 var leadingZero = regexp.MustCompile(`^([-+]?)0+([0-9][0-9_]*)$`)
