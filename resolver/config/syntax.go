@@ -37,7 +37,7 @@ var syntaxHints = []struct{ problem, hint string }{
 	{"could not find expected ':'",
 		`a key without a colon, or a quoted value that never ends; write key: value`},
 	{"did not find expected node content",
-		`a value is missing (an empty item in a list, or a value starting with a reserved character); write the value, in quotes if it starts with one of [ ] { } , & * ! | > % @`},
+		`a value is missing (an empty item in a list, or a value starting with a reserved character); write the value, in quotes if it starts with one of [ ] { } , & * ! | > % @, or with : inside [ ] (an IPv6 address: ["::1/128"])`},
 	{"found unexpected end of stream",
 		`a quoted value is not closed; end it with the quote it starts with, e.g. name: "gov"`},
 	{"found unknown escape character",
