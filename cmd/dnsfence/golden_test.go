@@ -347,6 +347,29 @@ func TestHealthCommand(t *testing.T) {
 	code, out = runCmd("health", "-url", closed.URL+"/readyz", "-timeout", "1s")
 	assert.Equal(t, 1, code, out)
 	assert.Contains(t, out, "dnsfence health:")
+
+	// Flags that cannot ask are command-line errors, said before any
+	// request: a timeout of 0 or less would wait for ever on a dnsfence
+	// that takes the connection and never answers.
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no timeout", []string{"-timeout", "0s"}, "-timeout 0s is not a positive duration"},
+		{"negative timeout", []string{"-timeout", "-1s"}, "-timeout -1s is not a positive duration"},
+		{"address without a scheme", []string{"-url", "127.0.0.1:9153"}, `-url "127.0.0.1:9153" is not an http:// or https:// URL`},
+		{"another scheme", []string{"-url", "ftp://127.0.0.1/readyz"}, `-url "ftp://127.0.0.1/readyz" is not an http:// or https:// URL`},
+		{"no host", []string{"-url", "http:///readyz"}, `-url "http:///readyz" is not an http:// or https:// URL`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"health", "-url", ready.URL + "/readyz"}, tc.args...)
+			code, out := runCmd(args...)
+			assert.Equal(t, 2, code, out)
+			assert.Contains(t, out, "dnsfence health: "+tc.want)
+			assert.NotContains(t, out, "200 OK", "asked all the same")
+		})
+	}
 }
 
 // TestDockerfileHealthcheck: the image's HEALTHCHECK runs a command the

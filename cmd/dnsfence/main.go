@@ -21,6 +21,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -599,6 +600,18 @@ func runHealth(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if !noArguments("health", rest, "give the address with -url", stderr) {
+		return 2
+	}
+	// A bad flag is an error of the command line (2), not an unready
+	// dnsfence (1); and a timeout of 0 or less would be none at all
+	// (http.Client), a probe that waits for ever on a dnsfence that took
+	// the connection and never answers.
+	if *opts.timeout <= 0 {
+		fmt.Fprintf(stderr, "dnsfence health: -timeout %s is not a positive duration; give one with a unit, e.g. -timeout 3s\n", *opts.timeout)
+		return 2
+	}
+	if u, err := url.Parse(*opts.url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		fmt.Fprintf(stderr, "dnsfence health: -url %q is not an http:// or https:// URL; give the readiness URL of dnsfence's http address, e.g. -url http://127.0.0.1:9153/readyz\n", *opts.url)
 		return 2
 	}
 	client := &http.Client{Timeout: *opts.timeout}
