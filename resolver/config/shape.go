@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"reflect"
 	"regexp"
 	"slices"
@@ -209,6 +210,10 @@ func (s *shapeChecker) value(n *yaml.Node, t reflect.Type, path []any) {
 			s.value(item, t.Elem(), append(slices.Clip(path), i))
 		}
 	case n.Kind != yaml.ScalarNode:
+		if addr := colonEnded(n); addr != "" {
+			s.bad(line, path, "%s ends with a colon, which YAML reads as a key; put the address in quotes: %q", addr, addr)
+			return
+		}
 		s.bad(line, path, "%s; give a single value, %s", shapeOf(n), example(path))
 	default:
 		if msg := typographicQuotes(n, t); msg != "" {
@@ -513,6 +518,25 @@ func editDistance(a, b string) int {
 		prev2, prev, cur = prev, cur, prev2
 	}
 	return prev[len(b)]
+}
+
+// colonEnded is the IPv6 address (or range) that mapping n was written
+// as, "" when it is no such thing: unquoted, `- 2001:db8::` and `- ::`
+// end with ": ", the mark of a key with no value (Blocky issue 1709;
+// AdGuard Home issue 5752, where `::` turned into "").
+func colonEnded(n *yaml.Node) string {
+	if n.Kind != yaml.MappingNode || len(n.Content) != 2 || n.Content[1].ShortTag() != "!!null" || n.Content[1].Value != "" {
+		return ""
+	}
+	k := n.Content[0]
+	if k.Kind != yaml.ScalarNode || k.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+		return ""
+	}
+	text := k.Value + ":"
+	if _, err := netip.ParseAddr(text); err == nil {
+		return text
+	}
+	return ""
 }
 
 // shapeOf says what a node is where it does not belong, in the words of
