@@ -52,6 +52,8 @@ var syntaxHints = []struct{ problem, hint string }{
 		"a value starts with a character YAML reserves (@ or `); put the value in quotes, e.g. name: \"@gov\""},
 	{"unknown anchor",
 		`an alias (*name) with no anchor (&name) above it; define the anchor first or quote the value, e.g. name: "*gov"`},
+	{"found incompatible YAML document",
+		`a %YAML directive of a version other than 1.1, which the YAML reader refuses (%YAML 1.2 included); delete the %YAML line: the file is read the same without it`},
 	{"did not find expected <document start>",
 		`text after the end of the configuration; every top-level key starts in column 1 as key: value`},
 	{"found unexpected document indicator",
