@@ -175,6 +175,28 @@ func TestExplainUsage(t *testing.T) {
 	code, out = runCmd("explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "BOGUS")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, out, `unknown query type "BOGUS"`)
+
+	// A NAME pasted as a URL, with a port, a path or white space is no
+	// question: explained as written it is on no list, "forwarded" (exit
+	// 0), which a script reads as "not blocked" for a blocked site.
+	for _, tc := range []struct{ name, want string }{
+		{"https://www.tiktok.com/@user", `"https://www.tiktok.com/@user" is not a domain name: a URL, a port, a path or white space is no part of one; did you mean www.tiktok.com?`},
+		{"http://user@www.TikTok.com:8080/x?y#z", "did you mean www.TikTok.com?"},
+		{"www.tiktok.com:443", "did you mean www.tiktok.com?"},
+		{"www.tiktok.com/@user", "did you mean www.tiktok.com?"},
+		{"www.tiktok.com ", "did you mean www.tiktok.com?"},
+		{"www tiktok com", `"www tiktok com" is not a domain name: a URL, a port, a path or white space is no part of one; e.g. www.tiktok.com`},
+		{"https://", "e.g. www.tiktok.com"},
+	} {
+		code, out := runCmd("explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", tc.name)
+		assert.Equal(t, 2, code, "%s: %s", tc.name, out)
+		assert.Contains(t, out, "dnsfence explain: name: ", tc.name)
+		assert.Contains(t, out, tc.want, tc.name)
+	}
+	// Escapes are taken as written: a label may hold a / or a :.
+	code, out = runCmd("explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", `a\/b.tiktok.com`)
+	assert.Equal(t, 1, code, out)
+	assert.Contains(t, out, "verdict: blocked")
 }
 
 // TestExplainClientForms: CLIENT is read as client ranges are, and as the

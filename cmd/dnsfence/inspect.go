@@ -7,10 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/blocklist/source"
@@ -244,6 +247,39 @@ func explainCode(e resolver.Explanation) int {
 
 // runExplain prints the decision for one client and name and every reason;
 // the exit code is the verdict (explainForwarded and the others).
+// notHostName says what is wrong with a NAME pasted as a URL, a host and
+// port, a path or with white space (`https://www.tiktok.com/@user`,
+// `www.tiktok.com:443`), "" for any other: DNS lets a label hold those
+// octets, so the name would be explained as one no list holds,
+// "forwarded", which reads as "not blocked" to a script, as for an empty
+// label. A name written with \ escapes is taken as written.
+func notHostName(s string) string {
+	if strings.Contains(s, `\`) || !strings.ContainsFunc(s, func(r rune) bool { return strings.ContainsRune(":/@?#", r) || unicode.IsSpace(r) }) {
+		return ""
+	}
+	host := ""
+	switch u, err := url.Parse(strings.TrimSpace(s)); {
+	case err == nil && u.Scheme != "" && u.Host != "":
+		host = u.Hostname()
+	default:
+		host = strings.TrimSpace(s)
+		if h, port, err := net.SplitHostPort(host); err == nil && port != "" && strings.Trim(port, "0123456789") == "" {
+			host = h
+		}
+		if i := strings.IndexAny(host, "/?#"); i >= 0 {
+			host = host[:i]
+		}
+		if i := strings.LastIndex(host, "@"); i >= 0 {
+			host = host[i+1:]
+		}
+	}
+	msg := fmt.Sprintf("%q is not a domain name: a URL, a port, a path or white space is no part of one", s)
+	if _, ok := dns.IsDomainName(host); ok && host != "" && host != s && !strings.ContainsFunc(host, func(r rune) bool { return strings.ContainsRune(":/@?#", r) || unicode.IsSpace(r) }) {
+		return msg + "; did you mean " + host + "?"
+	}
+	return msg + "; e.g. www.tiktok.com"
+}
+
 func runExplain(args []string, stdout, stderr io.Writer) int {
 	opts := explainFlags()
 	fs := opts.fs
@@ -276,6 +312,10 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	name, err := blocklist.ToASCII(rest[1])
 	if err != nil {
 		fmt.Fprintf(stderr, "dnsfence explain: name: %v\n", err)
+		return explainError
+	}
+	if msg := notHostName(rest[1]); msg != "" {
+		fmt.Fprintf(stderr, "dnsfence explain: name: %s\n", msg)
 		return explainError
 	}
 	// A name no query can carry (an empty label, over 255 octets) is no
