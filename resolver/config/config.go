@@ -421,10 +421,12 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 		}
 	}
 	// `action: null` is YAML's null literal, which decodes as no value at
-	// all; take the plain word as written.
+	// all; take the plain word as written. Null and NULL are that literal
+	// too: taken as written, they are told, as NXDOMAIN is, to be
+	// written null, where as no value they were nxdomain without a word.
 	for i := range cfg.Policies {
-		if n := nodeAt(&root, []any{"policies", i, "action"}); n != nil && n.Tag == "!!null" && n.Value == "null" {
-			cfg.Policies[i].Action = ActionNull
+		if n := nodeAt(&root, []any{"policies", i, "action"}); n != nil && n.Tag == "!!null" && strings.EqualFold(n.Value, "null") {
+			cfg.Policies[i].Action = Action(n.Value)
 		}
 	}
 	// A key with no value (`upstream_timeout:`, `~`, `null`) is left out.
