@@ -792,8 +792,15 @@ func (c *Config) validatePolicies(errs *configErrors) {
 		p := &c.Policies[i]
 		at := func(rest ...any) []any { return append([]any{"policies", i}, rest...) }
 		switch first, dup := names[p.Name]; {
-		case p.Name == "":
+		case strings.TrimSpace(p.Name) == "":
 			errs.add(at("name"), "every policy needs a name; %s", example(at("name")))
+		case strings.TrimSpace(p.Name) != p.Name:
+			// The name is the policy's identity across reloads and in
+			// the audit line, the EDE text and the metrics: "gov " and
+			// "gov" would be two policies that read as one.
+			errs.add(at("name"), "%q has white space at its start or end; write %q", p.Name, strings.TrimSpace(p.Name))
+		case strings.ContainsFunc(p.Name, unicode.IsControl):
+			errs.add(at("name"), "%q holds a control character (a line break, a tab), which would break the log line, the EDE text and check's output; give a name on one line, %s", p.Name, example(at("name")))
 		case dup:
 			errs.add(at("name"), "%q is already the name of policies[%d]; give each policy its own name", p.Name, first)
 		default:
