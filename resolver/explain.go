@@ -168,26 +168,21 @@ func (o *outcome) scrub(resp *dns.Msg) *dns.Msg {
 // authority is set): rrs without the records a policy inspect asks blocks
 // (blockedExtra), a new slice when any is left out (cut). A record left
 // out takes its whole RRset (owner, class and type) and the RRSIGs that
-// cover it along (keyOfRRset): a validating device checks each RRSIG over
-// the RRset as it was signed (RFC 4035 §5.3), and part of an RRset, or an
-// RRSIG without its RRset, does not verify.
+// cover it along (leaveOutWhole, as a truncation does): a validating
+// device checks each RRSIG over the RRset as it was signed (RFC 4035
+// §5.3), and part of an RRset, or an RRSIG without its RRset, does not
+// verify.
 func (o *outcome) leaveOutBlocked(rrs []dns.RR, authority bool) (kept []dns.RR, cut bool) {
-	var gone []rrsetKey
+	var blocked []dns.RR
 	for _, rr := range rrs {
 		if o.blockedExtra(rr, authority) {
-			gone = append(gone, keyOfRRset(rr))
+			blocked = append(blocked, rr)
 		}
 	}
-	if len(gone) == 0 {
+	if len(blocked) == 0 {
 		return rrs, false
 	}
-	kept = make([]dns.RR, 0, len(rrs)-1)
-	for _, rr := range rrs {
-		if !slices.Contains(gone, keyOfRRset(rr)) {
-			kept = append(kept, rr)
-		}
-	}
-	return kept, true
+	return leaveOutWhole(rrs, blocked), true
 }
 
 // blockedExtra reports whether rr, a record of the authority (authority
