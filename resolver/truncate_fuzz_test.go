@@ -100,23 +100,6 @@ func truncateSeeds(f *testing.F) {
 	add(m, strings.Repeat("the upstream's text ", 25))
 }
 
-// rrsetOf is the RRset rr belongs to (RFC 2181 §5: owner, case folded,
-// class and type), an RRSIG with the RRset it covers (RFC 4035 §3.1.1).
-type rrsetOf struct {
-	owner string
-	class uint16
-	typ   uint16
-}
-
-func setKeyOf(rr dns.RR) rrsetOf {
-	h := rr.Header()
-	k := rrsetOf{owner: strings.ToLower(h.Name), class: h.Class, typ: h.Rrtype}
-	if s, ok := rr.(*dns.RRSIG); ok {
-		k.typ = s.TypeCovered
-	}
-	return k
-}
-
 // notOPT is rrs without its OPT records, in a new slice.
 func notOPT(rrs []dns.RR) []dns.RR {
 	var out []dns.RR
@@ -207,7 +190,7 @@ func FuzzTruncate(f *testing.F) {
 
 		lostRequired := len(ref.Answer) < len(orig.Answer)
 		for _, rr := range orig.Ns[len(ref.Ns):] {
-			if len(orig.Answer) == 0 || setKeyOf(rr).typ != dns.TypeNS {
+			if len(orig.Answer) == 0 || rrsetType(rr) != dns.TypeNS {
 				lostRequired = true
 			}
 		}
@@ -234,13 +217,13 @@ func FuzzTruncate(f *testing.F) {
 		}
 		// TC clear: every RRset with a record that did not fit goes whole.
 		whole := func(kept, all []dns.RR) []dns.RR {
-			cut := map[rrsetOf]bool{}
+			cut := map[rrsetKey]bool{}
 			for _, rr := range all[len(kept):] {
-				cut[setKeyOf(rr)] = true
+				cut[keyOfRRset(rr)] = true
 			}
 			var out []dns.RR
 			for _, rr := range kept {
-				if !cut[setKeyOf(rr)] {
+				if !cut[keyOfRRset(rr)] {
 					out = append(out, rr)
 				}
 			}
