@@ -128,29 +128,22 @@ func (z *zoneCopy) dropRepeats() {
 
 // repeatKey hashes rr so that two records dns.IsDuplicate calls the same
 // (of one owner) have the same key: its type, class and RDATA in wire
-// form, uncompressed, with every octet in lower case (the names in RDATA
-// compare in any case) and the TTL aside. A record that does not pack is
-// keyed by its type and class alone.
+// form, uncompressed (packedForCompare), with every octet in lower case
+// (the names in RDATA compare in any case) and the TTL aside. A record
+// that does not pack is keyed by its type and class alone.
 func repeatKey(seed maphash.Seed, rr dns.RR, scratch []byte) uint64 {
-	h := rr.Header()
-	n, err := dns.PackRR(rr, scratch, 0, nil, false)
+	b, owner, err := packedForCompare(rr, scratch)
 	if err != nil {
+		h := rr.Header()
 		return uint64(h.Rrtype)<<16 | uint64(h.Class)
 	}
-	b := scratch[:n]
-	for i, c := range b {
+	rest := b[owner:]
+	for i, c := range rest {
 		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
+			rest[i] = c + 'a' - 'A'
 		}
 	}
-	off := 0
-	for off < len(b) && b[off] != 0 {
-		off += 1 + int(b[off]) // past the owner, the same for the chain
-	}
-	if ttl := off + 1 + 4; ttl+4 <= len(b) {
-		clear(b[ttl : ttl+4])
-	}
-	return maphash.Bytes(seed, b[min(off, len(b)):])
+	return maphash.Bytes(seed, rest)
 }
 
 // reindex builds the hash table for every record of rrs.
@@ -239,25 +232,36 @@ func fingerprint(seed maphash.Seed, rr dns.RR, scratch []byte) uint64 {
 		h.WriteString(lowerName(c.Target))
 		return h.Sum64() ^ uint64(c.Hdr.Class)<<16 ^ uint64(dns.TypeCNAME)
 	}
-	n, err := dns.PackRR(rr, scratch, 0, nil, false)
+	b, _, err := packedForCompare(rr, scratch)
 	if err != nil {
 		return maphash.String(seed, strings.ToLower(rr.String()))
 	}
-	b := scratch[:n]
-	off := 0
-	for off < len(b) && b[off] != 0 {
-		end := min(off+1+int(b[off]), len(b))
-		for i := off + 1; i < end; i++ {
+	return maphash.Bytes(seed, b)
+}
+
+// packedForCompare packs rr into scratch as RFC 1995 compares records:
+// uncompressed, its owner name in lower case and its TTL zeroed. owner is
+// where the owner name's last (root) label starts: the type, class, TTL
+// and RDATA follow it.
+func packedForCompare(rr dns.RR, scratch []byte) (b []byte, owner int, err error) {
+	n, err := dns.PackRR(rr, scratch, 0, nil, false)
+	if err != nil {
+		return nil, 0, err
+	}
+	b = scratch[:n]
+	for owner < len(b) && b[owner] != 0 {
+		end := min(owner+1+int(b[owner]), len(b))
+		for i := owner + 1; i < end; i++ {
 			if 'A' <= b[i] && b[i] <= 'Z' {
 				b[i] += 'a' - 'A'
 			}
 		}
-		off = end
+		owner = end
 	}
-	if ttl := off + 1 + 4; ttl+4 <= len(b) {
+	if ttl := owner + 1 + 4; ttl+4 <= len(b) {
 		clear(b[ttl : ttl+4])
 	}
-	return maphash.Bytes(seed, b)
+	return b, min(owner, len(b)), nil
 }
 
 // find returns the position of a live record equal to rr (RFC 1995: same
