@@ -781,9 +781,9 @@ type cappedListener struct {
 	// log, when set, says at warn level that Accept failed (out of file
 	// descriptors), as the TCP listener does.
 	log *zap.Logger
-	// retry is the wait after a failed Accept, doubled while it keeps
-	// failing; net/http calls Accept from one goroutine.
-	retry time.Duration
+	// retry waits out a failed Accept; net/http calls Accept from one
+	// goroutine.
+	retry failWait
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -795,7 +795,7 @@ func newCappedListener(ln net.Listener, max int, admit func(netip.Addr) (func(),
 
 // Accept returns the next connection admitted, once there is room for it.
 // A failed Accept is waited out here, as tcpServer.serve waits it out
-// (5 ms doubling to acceptRetryMax) and logged at warn level, whatever the
+// (failWait) and logged at warn level, whatever the
 // error: net/http logs it only to the server's ErrorLog (debug level) and
 // stops serving for good on one it does not count as temporary (ENOBUFS,
 // ENOMEM, EPERM from accept(2)), leaving the DoH listener dead while
@@ -813,18 +813,12 @@ func (l *cappedListener) Accept() (net.Conn, error) {
 			if errors.Is(err, net.ErrClosed) {
 				return nil, err
 			}
-			l.retry = min(max(2*l.retry, 5*time.Millisecond), acceptRetryMax)
-			if l.log != nil {
-				l.log.Warn("accepting a TCP connection", zap.Error(err), zap.Duration("retry_in", l.retry))
-			}
-			select {
-			case <-time.After(l.retry):
-			case <-l.closed:
+			if !l.retry.wait(l.log, "accepting a TCP connection", err, l.closed) {
 				return nil, net.ErrClosed
 			}
 			continue
 		}
-		l.retry = 0
+		l.retry.reset()
 		release := func() {}
 		if l.admit != nil {
 			var peer netip.Addr

@@ -297,9 +297,35 @@ func (c *tcpConn) abort() { _ = rawConn(c.Conn).Close() }
 // failed (out of file descriptors): net/http's.
 const acceptRetryMax = time.Second
 
+// failWait waits out an accept or a read that failed (out of file
+// descriptors, the kernel out of memory), which lasts until connections
+// close or memory frees: 5 ms after the first failure, doubled while they
+// keep failing, at most acceptRetryMax (as net/http does; Unbound stops
+// accepting for 2 s), so the log has a line a second rather than a
+// hundred, and a core does not spin on the error.
+type failWait struct{ d time.Duration }
+
+// wait logs err under msg at warn level (nothing with a nil log) and waits
+// the next wait; false when stop closes first.
+func (f *failWait) wait(log *zap.Logger, msg string, err error, stop <-chan struct{}) bool {
+	f.d = min(max(2*f.d, 5*time.Millisecond), acceptRetryMax)
+	if log != nil {
+		log.Warn(msg, zap.Error(err), zap.Duration("retry_in", f.d))
+	}
+	select {
+	case <-time.After(f.d):
+		return true
+	case <-stop:
+		return false
+	}
+}
+
+// reset starts the waits again from 5 ms, after a success.
+func (f *failWait) reset() { f.d = 0 }
+
 // serve accepts connections until the listener is closed.
 func (s *tcpServer) serve() {
-	var retry time.Duration // the wait after a failed Accept, doubled while it keeps failing
+	var retry failWait
 	for {
 		select {
 		case s.slots <- struct{}{}:
@@ -312,20 +338,12 @@ func (s *tcpServer) serve() {
 			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// E.g. out of file descriptors, which lasts until connections
-			// close: waiting longer each time (5 ms to 1 s, as net/http
-			// does; Unbound stops accepting for 2 s) keeps the log to a
-			// line a second rather than a hundred.
-			retry = min(max(2*retry, 5*time.Millisecond), acceptRetryMax)
-			s.log.Warn("accepting a TCP connection", zap.Error(err), zap.Duration("retry_in", retry))
-			select {
-			case <-time.After(retry):
-			case <-s.stopping:
+			if !retry.wait(s.log, "accepting a TCP connection", err, s.stopping) {
 				return
 			}
 			continue
 		}
-		retry = 0
+		retry.reset()
 		conn := s.admit(c)
 		if conn == nil {
 			<-s.slots

@@ -437,7 +437,7 @@ func (s *udpServer) serve() {
 	defer close(s.done)
 	go s.writeOut()
 	in, out, bufs, writers := s.loop.in, s.loop.out, s.loop.bufs, s.loop.writers
-	var retry time.Duration // the wait after a failed read, doubled while reads keep failing
+	var retry failWait
 	for {
 		n, err := s.batch.ReadBatch(in, 0)
 		if err != nil {
@@ -445,18 +445,13 @@ func (s *udpServer) serve() {
 				return // closed, or shut down by a past read deadline
 			}
 			// An error that lasts (the kernel out of memory for the read)
-			// is waited out as a failed TCP Accept is (tcpServer.serve),
-			// not tried again at once: that spun a core and wrote a warn
-			// line a try, thousands a second.
-			retry = min(max(2*retry, 5*time.Millisecond), acceptRetryMax)
-			s.log.Warn("reading UDP", zap.Error(err), zap.Duration("retry_in", retry))
-			select {
-			case <-time.After(retry):
-			case <-s.stopping:
-			}
-			continue // a stop's past deadline ends the next read
+			// is waited out as a failed TCP Accept is, not tried again at
+			// once: that spun a core and wrote a warn line a try,
+			// thousands a second.
+			retry.wait(s.log, "reading UDP", err, s.stopping)
+			continue // stopped or not: a stop's past deadline ends the next read
 		}
-		retry = 0
+		retry.reset()
 		if s.stopped.Load() {
 			// A batch that returned after stopReading (the poller woken by
 			// the deadline took it) is not answered: some of it may have
