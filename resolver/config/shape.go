@@ -529,7 +529,7 @@ func colonEnded(n *yaml.Node) string {
 		return ""
 	}
 	k := n.Content[0]
-	if k.Kind != yaml.ScalarNode || k.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+	if k.Kind != yaml.ScalarNode || inQuotes(k) {
 		return ""
 	}
 	text := k.Value + ":"
@@ -537,6 +537,12 @@ func colonEnded(n *yaml.Node) string {
 		return text
 	}
 	return ""
+}
+
+// inQuotes reports a scalar written in quotes, single or double: text,
+// whatever it spells.
+func inQuotes(n *yaml.Node) bool {
+	return n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0
 }
 
 // shapeOf says what a node is where it does not belong, in the words of
@@ -570,7 +576,7 @@ func quoteValue(n *yaml.Node) string {
 	}
 	switch n.ShortTag() {
 	case "!!int", "!!float", "!!bool", "!!null":
-		if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 {
+		if !inQuotes(n) {
 			return v
 		}
 	}
@@ -587,7 +593,7 @@ var looksLikeDuration = regexp.MustCompile(`^-?[0-9.]+\s*[a-zµ]+$`)
 func scalarProblem(n *yaml.Node, t reflect.Type, ttl bool) (msg string, exact bool) {
 	tag := n.ShortTag()
 	v := quoteValue(n)
-	if numeric := t.Kind() >= reflect.Int && t.Kind() <= reflect.Float64; numeric && n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 {
+	if numeric := t.Kind() >= reflect.Int && t.Kind() <= reflect.Float64; numeric && !inQuotes(n) {
 		if msg := leadingZeroProblem(n.Value); msg != "" {
 			return msg, true
 		}
@@ -626,7 +632,7 @@ const curlyQuotes = "“”„‟‘’‚‛«»"
 // value, an upstream whose "port is not a number", a list file that does
 // not exist, a policy named “gov”.
 func typographicQuotes(n *yaml.Node, t reflect.Type) string {
-	if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+	if inQuotes(n) {
 		return ""
 	}
 	first, _ := utf8.DecodeRuneInString(n.Value)
