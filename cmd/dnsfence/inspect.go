@@ -245,8 +245,6 @@ func explainCode(e resolver.Explanation) int {
 	return explainForwarded
 }
 
-// runExplain prints the decision for one client and name and every reason;
-// the exit code is the verdict (explainForwarded and the others).
 // notHostName says what is wrong with a NAME pasted as a URL, a host and
 // port, a path or with white space (`https://www.tiktok.com/@user`,
 // `www.tiktok.com:443`), "" for any other: DNS lets a label hold those
@@ -254,7 +252,7 @@ func explainCode(e resolver.Explanation) int {
 // "forwarded", which reads as "not blocked" to a script, as for an empty
 // label. A name written with \ escapes is taken as written.
 func notHostName(s string) string {
-	if strings.Contains(s, `\`) || !strings.ContainsFunc(s, func(r rune) bool { return strings.ContainsRune(":/@?#", r) || unicode.IsSpace(r) }) {
+	if strings.Contains(s, `\`) || !strings.ContainsFunc(s, notInHostName) {
 		return ""
 	}
 	host := ""
@@ -274,12 +272,19 @@ func notHostName(s string) string {
 		}
 	}
 	msg := fmt.Sprintf("%q is not a domain name: a URL, a port, a path or white space is no part of one", s)
-	if _, ok := dns.IsDomainName(host); ok && host != "" && host != s && !strings.ContainsFunc(host, func(r rune) bool { return strings.ContainsRune(":/@?#", r) || unicode.IsSpace(r) }) {
+	if _, ok := dns.IsDomainName(host); ok && host != "" && host != s && !strings.ContainsFunc(host, notInHostName) {
 		return msg + "; did you mean " + host + "?"
 	}
 	return msg + "; e.g. www.tiktok.com"
 }
 
+// notInHostName reports the characters of a URL, a port or a path, and
+// white space, which a NAME pasted from elsewhere carries and a host name
+// never does.
+func notInHostName(r rune) bool { return strings.ContainsRune(":/@?#", r) || unicode.IsSpace(r) }
+
+// runExplain prints the decision for one client and name and every reason;
+// the exit code is the verdict (explainForwarded and the others).
 func runExplain(args []string, stdout, stderr io.Writer) int {
 	opts := explainFlags()
 	fs := opts.fs
