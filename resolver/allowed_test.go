@@ -39,7 +39,7 @@ func TestPolicyRangeOutsideAllowedClients(t *testing.T) {
 		{name: "IPv4 range outside the default", clients: `["198.51.100.0/24"]`, wantErr: `dnsfence.yaml:6: range 198.51.100.0/24 of policy "gov" is outside allowed_clients`},
 		{name: "global IPv6 range outside the default", clients: `["2001:db8:10::/48"]`, wantErr: `range 2001:db8:10::/48 of policy "gov" is outside allowed_clients`},
 		{name: "range file outside the default", clients: `[]`, files: `["ranges.txt"]`, wantErr: `ranges.txt:2: range 2001:db8:10::/48 of policy "gov" is outside allowed_clients`},
-		{name: "inside a wider allowed range", clients: `["10.1.0.0/16"]`},
+		{name: "inside a wider allowed range", clients: `["10.1.0.0/16", "fd00:1::/48"]`},
 		{name: "covered by two allowed halves", clients: `["10.0.0.0/8"]`, allowed: `["10.0.0.0/9", "10.128.0.0/9"]`},
 		{name: "listed in allowed_clients", clients: `["2001:db8:10::/48"]`, allowed: `["2001:db8::/32"]`},
 	} {
@@ -85,6 +85,79 @@ policies:
 		assert.Contains(t, e.String(), `policy "gov" range 10.0.0.0/8`)
 		assert.Contains(t, e.String(), "add the range to allowed_clients")
 	})
+}
+
+// TestLintOneFamily: a blocking policy of IPv4 ranges only, while
+// allowed_clients admits IPv6 clients (fc00::/7 by default), let a
+// dual-stack government device that asked over IPv6 have every name, and
+// nothing said so. It is one warning a family, at the first such policy's
+// first range; loopback and allowed ranges that some policy's range sits
+// in (an exemption is a decision) are not named.
+func TestLintOneFamily(t *testing.T) {
+	files := map[string]string{"tiktok.txt": "tiktok.com\n", "gov6.txt": "# v6 devices\n2001:db8:6::/48\n"}
+	for _, tc := range []struct {
+		name, config string
+		want         string // a regexp; "" for no such warning
+	}{
+		{name: "IPv4 only under the default allowed_clients", config: `policies:
+  - name: gov
+    block: [tiktok.txt]
+    clients: ["10.0.0.0/8"]
+`, want: `dnsfence\.yaml:5: blocking policy "gov" lists IPv4 ranges only, while allowed_clients admits IPv6 clients where no policy lists a range \(fc00::/7\): a dual-stack device that asks over IPv6 is in no policy and gets every name; add the devices' IPv6 ranges to the policy, or take those ranges out of allowed_clients$`},
+		{name: "IPv6 only from a range file, IPv4 allowed", config: `allowed_clients: ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "2001:db8::/32"]
+policies:
+  - name: gov
+    block: [tiktok.txt]
+    client_files: [gov6.txt]
+`, want: `gov6\.txt:2: blocking policy "gov" lists IPv6 ranges only, while allowed_clients admits IPv4 clients where no policy lists a range \(10\.0\.0\.0/8\): a dual-stack device that asks over IPv4`},
+		{name: "two policies, one warning", config: `policies:
+  - name: gov
+    block: [tiktok.txt]
+    clients: ["10.0.0.0/8"]
+  - name: lab
+    block: [tiktok.txt]
+    clients: ["192.168.0.0/16"]
+`, want: `dnsfence\.yaml:5: blocking policies "gov", "lab" list IPv4 ranges only, while allowed_clients admits IPv6 clients where no policy lists a range \(fc00::/7\)`},
+		{name: "both families", config: `policies:
+  - name: gov
+    block: [tiktok.txt]
+    clients: ["10.0.0.0/8", "fd00:10::/32"]
+`},
+		{name: "loopback alone of the other family", config: `allowed_clients: ["127.0.0.0/8", "::1/128", "10.0.0.0/8"]
+policies:
+  - name: gov
+    block: [tiktok.txt]
+    clients: ["10.0.0.0/8"]
+`},
+		{name: "the other family given to an exemption", config: `policies:
+  - name: gov
+    block: [tiktok.txt]
+    clients: ["10.0.0.0/8"]
+  - name: press
+    clients: ["fd00:20::/32"]
+`},
+		{name: "an exemption alone", config: `policies:
+  - name: press
+    clients: ["10.0.0.0/8"]
+`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			snap, err := buildConfig(t, "upstreams: [\"127.0.0.1:53\"]\n"+tc.config, files)
+			require.NoError(t, err)
+			var found []string
+			for _, w := range snap.Lint() {
+				if strings.Contains(w.Msg, "ranges only") {
+					found = append(found, w.String())
+				}
+			}
+			if tc.want == "" {
+				assert.Empty(t, found)
+				return
+			}
+			require.Len(t, found, 1)
+			assert.Regexp(t, tc.want, found[0])
+		})
+	}
 }
 
 // TestLintRepeats: the same list twice in one policy, and the same entry in

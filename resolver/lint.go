@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"golang.org/x/net/publicsuffix"
@@ -29,8 +31,9 @@ func (w Warning) String() string {
 // Lint looks for likely mistakes: a configuration that blocks nothing,
 // a range a policy lists twice, ranges no client can reach, exemptions
 // that exempt nothing, blocking policies nested in each other, ranges only
-// partly inside allowed_clients, names both blocked and allowed by one
-// policy, the same list twice in one policy, the same entry in two lists of
+// partly inside allowed_clients, blocking policies of one address family
+// where allowed_clients admits the other, names both blocked and allowed by
+// one policy, the same list twice in one policy, the same entry in two lists of
 // one policy, list entries that are public suffixes, and duplicate entries.
 // Warnings come sorted by file and line.
 func (s *Snapshot) Lint() []Warning {
@@ -123,6 +126,7 @@ func (s *Snapshot) Lint() []Warning {
 			r.Prefix, rp[0].Policy.Name, where(prior))})
 	}
 	ws = append(ws, s.lintRepeats()...)
+	ws = append(ws, s.lintOneFamily(ranges)...)
 	for _, path := range sortedKeys(s.Lists) {
 		l := s.Lists[path]
 		for e, t := range l.AllTriggers() {
@@ -200,6 +204,66 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// lintOneFamily finds blocking policies whose ranges are all IPv4 (or all
+// IPv6) while allowed_clients admits clients of the other family in ranges
+// where no policy lists any range. A dual-stack government device asks
+// over either family: over the one its policy does not list it is in no
+// policy, and every name is forwarded. Loopback is left out (the machine
+// itself); an allowed range with a policy range in it, blocking or not,
+// was thought of. One warning a family, at the first such policy's first
+// range, naming every such policy.
+func (s *Snapshot) lintOneFamily(ranges []ClientRange) []Warning {
+	first := map[*Policy]blocklist.Range{}
+	var has [2]map[*Policy]bool // by family: 0 IPv4, 1 IPv6
+	has[0], has[1] = map[*Policy]bool{}, map[*Policy]bool{}
+	for _, cr := range ranges {
+		if _, ok := first[cr.Policy]; !ok {
+			first[cr.Policy] = cr.Range
+		}
+		has[family(cr.Range.Prefix)][cr.Policy] = true
+	}
+	var ws []Warning
+	for f, name := range []string{"IPv4", "IPv6"} {
+		other := 1 - f
+		var names []string
+		var at blocklist.Range
+		for _, p := range s.Policies {
+			if p.Blocks() && has[f][p] && !has[other][p] {
+				if names == nil {
+					at = first[p]
+				}
+				names = append(names, strconv.Quote(p.Name))
+			}
+		}
+		var open []string
+		for _, a := range s.Config.AllowedPrefixes() {
+			if family(a) == other && !a.Addr().IsLoopback() && !slices.ContainsFunc(ranges, func(cr ClientRange) bool { return cr.Range.Prefix.Overlaps(a) }) {
+				open = append(open, a.String())
+			}
+		}
+		if names == nil || open == nil {
+			continue
+		}
+		otherName := []string{"IPv4", "IPv6"}[other]
+		who := "blocking policy " + names[0] + " lists"
+		if len(names) > 1 {
+			who = "blocking policies " + strings.Join(names, ", ") + " list"
+		}
+		ws = append(ws, Warning{at.File, at.Line, fmt.Sprintf(
+			"%s %s ranges only, while allowed_clients admits %s clients where no policy lists a range (%s): a dual-stack device that asks over %s is in no policy and gets every name; add the devices' %s ranges to the policy, or take those ranges out of allowed_clients",
+			who, name, otherName, strings.Join(open, ", "), otherName, otherName)})
+	}
+	return ws
+}
+
+// family is 0 for an IPv4 prefix, 1 for IPv6.
+func family(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return 0
+	}
+	return 1
 }
 
 // lintRepeats finds a list named twice in one policy, and an entry that two
