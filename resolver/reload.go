@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
@@ -101,11 +102,22 @@ const (
 	TriggerFiles  = "files"  // the watcher saw Files change
 	TriggerSIGHUP = "sighup" // SIGHUP: forced, accepts a held change
 	TriggerCall   = "call"   // Reload called directly
+	// TriggerRetry: a reload that failed reading a file for a reason that
+	// passes (readFailedForNow), tried again.
+	TriggerRetry = "retry"
+)
+
+// firstRetryWait and maxRetryWait bound the wait before a reload that
+// failed reading a file for a reason that passes is tried again: the
+// first wait, doubling while the reloads go on failing so.
+const (
+	firstRetryWait = time.Second
+	maxRetryWait   = time.Minute
 )
 
 // Trigger is what started a reload, for the audit trail.
 type Trigger struct {
-	Kind  string   // TriggerFiles, TriggerSIGHUP or TriggerCall
+	Kind  string   // TriggerFiles, TriggerSIGHUP, TriggerCall or TriggerRetry
 	Files []string // the files whose change was seen, for TriggerFiles
 }
 
@@ -171,6 +183,15 @@ type Reloader struct {
 	// being written; DefaultSIGHUPWait, shorter in tests.
 	sighupWait time.Duration
 
+	// retry tries again a reload that failed reading a file for a reason
+	// that passes (readFailedForNow), after retryWait: retryFirst
+	// (firstRetryWait, shorter in tests), doubling to maxRetryWait while
+	// the reloads fail so. Nil, and retryWait zero, once a reload
+	// applies or fails for another reason. Guarded by mu.
+	retry      *time.Timer
+	retryWait  time.Duration
+	retryFirst time.Duration
+
 	status atomic.Pointer[ReloadStatus]
 
 	// runCtx bounds the remote list sources (Start sets it); sources are
@@ -205,7 +226,7 @@ type Reloader struct {
 // configuration (the same way startup did).
 func NewReloader(log *zap.Logger, h *Handler, load func() (*config.Config, error)) *Reloader {
 	r := &Reloader{handler: h, load: load, log: log, newWatcher: blocklist.NewWatcher, sighupWait: DefaultSIGHUPWait,
-		idle: make(chan struct{})}
+		retryFirst: firstRetryWait, idle: make(chan struct{})}
 	r.stopping, r.stopReload = context.WithCancel(context.Background())
 	r.status.Store(&ReloadStatus{Time: time.Now(), OK: true, LastSuccess: time.Now()})
 	return r
@@ -520,13 +541,17 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 		}
 		// Logged and counted before the status is published: whoever sees
 		// the status finds the line and the metric that explain it.
-		if errors.Is(err, ErrIncomplete) {
+		wait := r.retryLater(err)
+		switch {
+		case errors.Is(err, ErrIncomplete):
 			r.log.Warn("SIGHUP reload refused, keeping the last good state: a file is still being written",
 				append(t.fields(), zap.Error(err))...)
-		} else if status.Held {
+		case status.Held:
 			r.log.Warn("reload held, keeping the last good state: SIGHUP applies it once the files are complete",
 				append(t.fields(), zap.Error(err))...)
-		} else {
+		case wait > 0:
+			r.log.Error("reload failed, keeping the last good state; trying again", append(t.fields(), zap.Error(err), zap.Duration("in", wait))...)
+		default:
 			r.log.Error("reload failed, keeping the last good state", append(t.fields(), zap.Error(err))...)
 		}
 		r.handler.metrics.reloaded(err)
@@ -545,6 +570,7 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 		r.log.Warn("SIGHUP applied changes that a reload holds", append(t.fields(), zap.Error(errors.Join(accepted...)))...)
 	}
 	r.handler.metrics.reloaded(nil)
+	r.retryLater(nil)
 	retireForwarder(prev, next) // queries in flight on it finish there
 	r.acceptPending(next)
 	r.syncSources(next.Config)
@@ -570,6 +596,40 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 		r.allUnwatched(next, r.watchLost)
 	}
 	return nil
+}
+
+// retryLater schedules a reload after a reload that failed with err, when
+// err is a read that failed for a reason that passes (readFailedForNow),
+// and returns the wait; otherwise (nil too) it cancels the one scheduled
+// and returns 0. No event tells that such a reason has passed: without
+// this the state failed to apply until the next edit or SIGHUP. Called
+// with mu held.
+func (r *Reloader) retryLater(err error) time.Duration {
+	if r.retry != nil {
+		r.retry.Stop()
+		r.retry = nil
+	}
+	if !readFailedForNow(err) {
+		r.retryWait = 0
+		return 0
+	}
+	r.retryWait = min(max(2*r.retryWait, r.retryFirst), maxRetryWait)
+	r.retry = time.AfterFunc(r.retryWait, func() { _ = r.ReloadFor(Trigger{Kind: TriggerRetry}) })
+	return r.retryWait
+}
+
+// readFailedForNow reports whether err is a failure to open or read a
+// file that passes without the file changing: the process or the system
+// out of file descriptors or memory, an interrupted or timed-out read, an
+// NFS file handle gone stale.
+func readFailedForNow(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM, syscall.ENOBUFS,
+		syscall.EAGAIN, syscall.EINTR, syscall.EIO, syscall.ESTALE, syscall.ETIMEDOUT} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
 // publishStatus makes st the status of the last reload, for /readyz, then

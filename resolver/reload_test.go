@@ -3,12 +3,14 @@ package resolver
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,6 +109,68 @@ func TestReloadUnchangedListsAreNotReparsed(t *testing.T) {
 	assert.Same(t, before.Lists[tiktok], after.Lists[tiktok], "unchanged list reused")
 	allow := filepath.Join(f.dir, "allow.txt")
 	assert.NotSame(t, before.Lists[allow], after.Lists[allow])
+}
+
+// TestReloadRetriesAReadThatFailedForNow: a reload whose own read failed
+// for a reason that passes (EMFILE: the process out of file descriptors,
+// while the watcher's read had worked) left the edit unapplied until the
+// next edit or SIGHUP, for no event tells that descriptors are free again.
+// Such a reload is now tried again, after a wait that doubles while it
+// fails so; a reload that fails for another reason (a broken file) is not,
+// and a reload that applies ends the retries.
+func TestReloadRetriesAReadThatFailedForNow(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, reloadConfig, testFiles, up.addr)
+	path := f.handler.Snapshot().Config.File
+	var failing atomic.Int32
+	core, logs := observer.New(zap.InfoLevel)
+	r := NewReloader(zap.New(core), f.handler, func() (*config.Config, error) {
+		if failing.Add(-1) >= 0 {
+			// What config.Load returns when open(2) finds no descriptor.
+			return nil, &config.Error{File: path, Err: fmt.Errorf("reading the configuration: %w",
+				&fs.PathError{Op: "open", Path: path, Err: syscall.EMFILE})}
+		}
+		return config.Load(path)
+	})
+	r.retryFirst = 20 * time.Millisecond
+	retrying := func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.retry != nil
+	}
+
+	writeAtomic(t, filepath.Join(f.dir, "tiktok.txt"), testFiles["tiktok.txt"]+"new.example\n")
+	failing.Store(2)
+	require.ErrorIs(t, r.ReloadFor(Trigger{Kind: TriggerFiles}), syscall.EMFILE)
+	require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "new.example.") == dns.RcodeNameError },
+		10*time.Second, 5*time.Millisecond, "the edit applied with no other trigger")
+	require.Eventually(t, func() bool { return r.Status().Successes == 1 }, 10*time.Second, 5*time.Millisecond)
+	assert.EqualValues(t, 2, r.Status().Failures)
+	var waits []time.Duration
+	for _, e := range logs.FilterMessage("reload failed, keeping the last good state; trying again").All() {
+		waits = append(waits, e.ContextMap()["in"].(time.Duration))
+	}
+	assert.Equal(t, []time.Duration{20 * time.Millisecond, 40 * time.Millisecond}, waits, "the wait doubles")
+	applied := logs.FilterMessage("reloaded").All()
+	require.Len(t, applied, 1)
+	assert.Equal(t, TriggerRetry, applied[0].ContextMap()[logTrigger])
+	assert.False(t, retrying(), "an applied reload ends the retries")
+
+	// A broken file is not tried again: only its fix, or SIGHUP, helps.
+	require.NoError(t, os.WriteFile(path, []byte("policies: [\n"), 0o644))
+	require.Error(t, r.ReloadFor(Trigger{Kind: TriggerFiles}))
+	assert.False(t, retrying())
+	require.Never(t, func() bool { return r.Status().Failures > 3 }, 200*time.Millisecond, 10*time.Millisecond)
+
+	// A retry scheduled, then a failure of another kind: the retry ends.
+	failing.Store(1)
+	require.Error(t, r.ReloadFor(Trigger{Kind: TriggerFiles}))
+	require.True(t, retrying())
+	r.mu.Lock()
+	r.retry.Reset(time.Hour) // the broken file's reload comes first
+	r.mu.Unlock()
+	require.Error(t, r.ReloadFor(Trigger{Kind: TriggerFiles}))
+	assert.False(t, retrying(), "a reload failing for another reason ends the retries")
 }
 
 func TestReloadKeepsLastGoodState(t *testing.T) {
