@@ -1,9 +1,14 @@
 package main
 
 import (
+	"net"
 	"net/http"
+	"os"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -37,4 +42,44 @@ func TestHTTPEndpointBoundsHeaders(t *testing.T) {
 	}
 	assert.Equal(t, http.StatusOK, get("scrape"))
 	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, get(strings.Repeat("x", 64<<10)))
+}
+
+// enobufsListener fails its first Accept with ENOBUFS, which net/http does
+// not count as temporary.
+type enobufsListener struct {
+	net.Listener
+	failed atomic.Bool
+}
+
+func (l *enobufsListener) Accept() (net.Conn, error) {
+	if !l.failed.Swap(true) {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.ENOBUFS)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestHTTPEndpointOutlivesAcceptFailures: one accept(2) failing with
+// ENOBUFS (the kernel short of buffers a moment) stopped the /metrics,
+// /healthz and /readyz endpoint for good, logged "http endpoint stopped",
+// while dnsfence served on: every scrape and probe after it failed. The
+// failure is now waited out and logged at warn level, and the endpoint
+// answers.
+func TestHTTPEndpointOutlivesAcceptFailures(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	core, logs := observer.New(zap.InfoLevel)
+	stop := serveHTTPOn(zap.New(core), &enobufsListener{Listener: inner}, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer stop()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + inner.Addr().String() + "/healthz")
+	require.NoError(t, err, "served after the failed accept")
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	warned := logs.FilterMessage("accepting a TCP connection").All()
+	require.Len(t, warned, 1)
+	assert.Equal(t, zap.WarnLevel, warned[0].Level)
+	assert.Contains(t, warned[0].ContextMap()["error"], "no buffer space")
+	assert.Empty(t, logs.FilterMessage("http endpoint stopped").All())
 }

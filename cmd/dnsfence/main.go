@@ -35,6 +35,7 @@ import (
 	"github.com/dnsfence/dnsfence/configs"
 	"github.com/dnsfence/dnsfence/resolver"
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
@@ -671,12 +672,20 @@ func gcPercent(live uint64) int {
 const httpMaxHeaderBytes = 8 << 10
 
 // serveHTTP serves /metrics, /healthz and /readyz on addr; the returned
-// function stops it.
+// function stops it. A failed accept is waited out, logged at warn level
+// (listen.Patient): net/http stopped the endpoint for good on ENOBUFS or
+// ENOMEM, and the probes and scrapes of a dnsfence still serving failed.
 func serveHTTP(log *zap.Logger, addr string, h http.Handler) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	return serveHTTPOn(log, ln, h), nil
+}
+
+// serveHTTPOn is serveHTTP on a listener of the caller's.
+func serveHTTPOn(log *zap.Logger, ln net.Listener, h http.Handler) func() {
+	ln = listen.Patient(ln, log)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
 		MaxHeaderBytes: httpMaxHeaderBytes}
 	go func() {
@@ -689,7 +698,7 @@ func serveHTTP(log *zap.Logger, addr string, h http.Handler) (func(), error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
-	}, nil
+	}
 }
 
 // logSnapshot logs the policies and list sizes, and every skipped line

@@ -222,8 +222,7 @@ func ParseDoHListen(addr string) (hostport string, plain bool, err error) {
 // when opt.TLS is set. It returns nil after Shutdown or Close, else the
 // error that stopped it.
 func (s *DoHServer) Serve(ln net.Listener) error {
-	capped := newCappedListener(ln, s.opt.MaxConns, s.opt.Admit)
-	capped.log = s.opt.Log
+	capped := newCappedListener(ln, s.opt.Log, s.opt.MaxConns, s.opt.Admit)
 	capped.firstRequest = 2 * s.opt.ReadHeaderTimeout
 	var err error
 	if s.opt.TLS != nil {
@@ -778,28 +777,19 @@ type cappedListener struct {
 	// IdleTimeout for a request: a client could hold a place that long
 	// without a query.
 	firstRequest time.Duration
-	// log, when set, says at warn level that Accept failed (out of file
-	// descriptors), as the TCP listener does.
-	log *zap.Logger
-	// retry waits out a failed Accept; net/http calls Accept from one
-	// goroutine.
-	retry failWait
-
 	closeOnce sync.Once
 	closed    chan struct{}
 }
 
-func newCappedListener(ln net.Listener, max int, admit func(netip.Addr) (func(), bool)) *cappedListener {
-	return &cappedListener{Listener: ln, slots: make(chan struct{}, max), admit: admit, closed: make(chan struct{})}
+// newCappedListener caps ln's connections at max. Its Accept failures are
+// waited out and logged to log (Patient), as the TCP listener's are.
+func newCappedListener(ln net.Listener, log *zap.Logger, max int, admit func(netip.Addr) (func(), bool)) *cappedListener {
+	return &cappedListener{Listener: Patient(ln, log), slots: make(chan struct{}, max), admit: admit, closed: make(chan struct{})}
 }
 
 // Accept returns the next connection admitted, once there is room for it.
-// A failed Accept is waited out here, as tcpServer.serve waits it out
-// (failWait) and logged at warn level, whatever the
-// error: net/http logs it only to the server's ErrorLog (debug level) and
-// stops serving for good on one it does not count as temporary (ENOBUFS,
-// ENOMEM, EPERM from accept(2)), leaving the DoH listener dead while
-// dnsfence runs on. Only the listener's close ends Serve.
+// A failed Accept is waited out by the Patient listener below, so only the
+// listener's close ends Serve.
 func (l *cappedListener) Accept() (net.Conn, error) {
 	for {
 		select {
@@ -810,15 +800,8 @@ func (l *cappedListener) Accept() (net.Conn, error) {
 		c, err := l.Listener.Accept()
 		if err != nil {
 			<-l.slots
-			if errors.Is(err, net.ErrClosed) {
-				return nil, err
-			}
-			if !l.retry.wait(l.log, "accepting a TCP connection", err, l.closed) {
-				return nil, net.ErrClosed
-			}
-			continue
+			return nil, err // closed
 		}
-		l.retry.reset()
 		release := func() {}
 		if l.admit != nil {
 			var peer netip.Addr

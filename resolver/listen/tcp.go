@@ -323,6 +323,46 @@ func (f *failWait) wait(log *zap.Logger, msg string, err error, stop <-chan stru
 // reset starts the waits again from 5 ms, after a success.
 func (f *failWait) reset() { f.d = 0 }
 
+// Patient returns ln with its Accept failures waited out (failWait) and
+// logged at warn level under "accepting a TCP connection" (nothing with a
+// nil log), whatever the error: Accept returns only a connection, or
+// net.ErrClosed once the listener is closed. net/http's Serve waits out
+// only the errors it counts as temporary and stops for good on the others
+// (ENOBUFS, ENOMEM, EPERM from accept(2)), leaving an endpoint dead while
+// dnsfence runs on; it logs them only to the server's ErrorLog. One
+// goroutine may call Accept at a time, as net/http does.
+func Patient(ln net.Listener, log *zap.Logger) net.Listener {
+	return &patientListener{Listener: ln, log: log, closed: make(chan struct{})}
+}
+
+type patientListener struct {
+	net.Listener
+	log       *zap.Logger
+	retry     failWait
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func (l *patientListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		switch {
+		case err == nil:
+			l.retry.reset()
+			return c, nil
+		case errors.Is(err, net.ErrClosed):
+			return nil, err
+		case !l.retry.wait(l.log, "accepting a TCP connection", err, l.closed):
+			return nil, net.ErrClosed
+		}
+	}
+}
+
+func (l *patientListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
 // serve accepts connections until the listener is closed.
 func (s *tcpServer) serve() {
 	var retry failWait
