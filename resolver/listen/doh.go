@@ -777,8 +777,8 @@ type cappedListener struct {
 	// IdleTimeout for a request: a client could hold a place that long
 	// without a query.
 	firstRequest time.Duration
-	closeOnce sync.Once
-	closed    chan struct{}
+	closeOnce    sync.Once
+	closed       chan struct{}
 }
 
 // newCappedListener caps ln's connections at max. Its Accept failures are
