@@ -286,14 +286,16 @@ func (s *Server) reportBuffers(limits Limits, socks []UDPSocket) {
 
 // listenShared opens n UDP sockets sharing addr with SO_REUSEPORT, so the
 // kernel spreads queries over n read loops (one per core), and a TCP
-// listener on the same port. Port 0 picks one free port for all of them:
-// the TCP listener's, which the kernel picks free for TCP (a port an
-// outgoing connection had in the last minute, in TIME_WAIT, is not: a
-// UDP pick often was, on a machine making many connections), then
-// checked free for UDP by a socket without SO_REUSEPORT and bound by the
-// group. Left to pick a port for a socket with SO_REUSEPORT, the kernel
-// may give one that another process of the same user holds with
-// SO_REUSEPORT, and the two then share its queries. A window remains
+// listener on the same port. The TCP listener binds first, then a UDP
+// socket without SO_REUSEPORT checks the port free for UDP, then the group
+// binds. A process of the same user holding the port with SO_REUSEPORT (a
+// second dnsfence started by mistake, or a server of another kind) would
+// otherwise be joined: the two share its queries, and the one that should
+// not answer answers some. A second dnsfence now fails at its TCP bind,
+// before it holds a UDP socket. Port 0 picks one free port for all of
+// them: the TCP listener's, which the kernel picks free for TCP (a port an
+// outgoing connection had in the last minute, in TIME_WAIT, is not: a UDP
+// pick often was, on a machine making many connections). A window remains
 // between the probe's close and the group's bind, in which such a process
 // could take the port; the probe cannot stay open, as the group could not
 // bind beside it.
@@ -320,32 +322,26 @@ func listenShared(addr string, n int) ([]net.PacketConn, net.Listener, error) {
 	for try := 0; ; try++ {
 		// again: with port 0, whether to pick another port after err.
 		again := func(err error) bool { return port == "0" && try < 10 && errors.Is(err, unix.EADDRINUSE) }
-		at := addr
-		var ln net.Listener
-		if port == "0" {
-			if ln, err = net.Listen("tcp", addr); err != nil {
-				return nil, nil, err
-			}
-			at = ln.Addr().String()
-			probe, err := net.ListenPacket("udp", at)
-			if err != nil {
-				ln.Close()
-				if again(err) {
-					continue // a UDP socket has the TCP pick
-				}
-				return nil, nil, err
-			}
-			probe.Close()
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, nil, err
 		}
+		at := ln.Addr().String()
+		probe, err := net.ListenPacket("udp", at)
+		if err != nil {
+			ln.Close()
+			if again(err) {
+				continue // a UDP socket has the TCP pick
+			}
+			return nil, nil, err
+		}
+		probe.Close()
 		var pcs []net.PacketConn
 		for len(pcs) < n && err == nil {
 			var pc net.PacketConn
 			if pc, err = lc.ListenPacket(context.Background(), "udp", at); err == nil {
 				pcs = append(pcs, pc)
 			}
-		}
-		if err == nil && ln == nil {
-			ln, err = net.Listen("tcp", at)
 		}
 		if err == nil {
 			return pcs, ln, nil

@@ -192,6 +192,59 @@ func TestListenSharedPortZeroAmidTCP(t *testing.T) {
 	}
 }
 
+// TestListenSharedJoinsNoOtherGroup: a port another process of the same
+// user holds with SO_REUSEPORT (a second dnsfence started by mistake, a
+// server of another kind) is not joined: the start fails, "address already
+// in use", before a UDP socket of the group is bound. At a fixed port the
+// group bound first: beside a UDP-only holder it started and shared the
+// port's queries with it, and a second dnsfence answered a share of the
+// first one's queries until its TCP bind failed.
+func TestListenSharedJoinsNoOtherGroup(t *testing.T) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+		return errors.Join(err, serr)
+	}}
+	held, err := lc.ListenPacket(context.Background(), "udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer held.Close()
+	addr := held.LocalAddr().String()
+	pcs, ln, err := listenShared(addr, 2)
+	if err == nil {
+		for _, pc := range pcs {
+			pc.Close()
+		}
+		ln.Close()
+	}
+	require.ErrorIs(t, err, unix.EADDRINUSE, "joined the group holding %s", addr)
+
+	// A dnsfence holding the port (its group and TCP): a second one fails.
+	first, firstLn, err := listenShared(freeAddr(t), 2)
+	require.NoError(t, err)
+	defer func() {
+		for _, pc := range first {
+			pc.Close()
+		}
+		firstLn.Close()
+	}()
+	_, _, err = listenShared(firstLn.Addr().String(), 2)
+	require.ErrorIs(t, err, unix.EADDRINUSE)
+	var op *net.OpError
+	require.ErrorAs(t, err, &op)
+	assert.Equal(t, "tcp", op.Net, "failed at the TCP bind, before holding a UDP socket")
+}
+
+// freeAddr is a loopback address with a port free for TCP and UDP.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	pcs, ln, err := listenShared("127.0.0.1:0", 1)
+	require.NoError(t, err)
+	pcs[0].Close()
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
 // TestListenSharedPortZeroJoinsNoOtherGroup: port 0 takes a port no socket
 // holds. 500 sockets of another group (as another process of the same
 // user would hold them, with SO_REUSEPORT) take 500 of the 28,000 or so
