@@ -2,10 +2,12 @@ package blocklist
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/blocklist/rpz"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -211,6 +213,101 @@ func requireSameList(t testing.TB, want, got *List) {
 	require.Equal(t, want.dups, got.dups)
 	require.Equal(t, want.count, got.count)
 	require.Equal(t, entries(want), entries(got))
+}
+
+// TestRPZBlockBeatsPassthruAtOneOwner: an owner with two triggers, an
+// rpz-passthru. and a block (an owner has one CNAME, RFC 1034 §3.6.2;
+// BIND and NSD refuse such a zone) kept the first. Written passthru first,
+// or sent so by a primary, the name was let through; written block first,
+// blocked: what a government device got hung on the order of two records.
+// The block is now kept whichever comes first, for a name, a wildcard and
+// a response-IP prefix, with the line of the block and the passthru
+// reported; of two block actions the first is still kept.
+func TestRPZBlockBeatsPassthruAtOneOwner(t *testing.T) {
+	l, err := Parse("policy.rpz", []byte(zoneHead+strings.Join([]string{
+		"a.example CNAME rpz-passthru.",           // 5
+		"a.example CNAME .",                       // 6: kept over line 5
+		"b.example CNAME .",                       // 7
+		"b.example CNAME rpz-passthru.",           // 8: skipped
+		"c.example CNAME rpz-drop.",               // 9
+		"*.c.example CNAME rpz-passthru.",         // 10
+		"*.c.example CNAME *.",                    // 11: kept over line 10
+		"d.example CNAME rpz-passthru.",           // 12
+		"*.d.example CNAME .",                     // 13
+		"d.example CNAME rpz-drop.",               // 14: kept over line 12
+		"*.e.example CNAME rpz-passthru.",         // 15
+		"e.example CNAME .",                       // 16
+		"*.e.example CNAME .",                     // 17: kept over line 15
+		"f.example CNAME .",                       // 18
+		"f.example CNAME rpz-drop.",               // 19: both block, the first kept
+		"24.0.2.0.192.rpz-ip CNAME rpz-passthru.", // 20
+		"24.0.2.0.192.rpz-ip CNAME .",             // 21: kept over line 20
+		"32.9.2.0.192.rpz-ip CNAME .",             // 22
+		"32.9.2.0.192.rpz-ip CNAME rpz-passthru.", // 23: skipped
+	}, "\n")+"\n"))
+	require.Error(t, err)
+	var got []string
+	for e, tr := range l.AllTriggers() {
+		got = append(got, fmt.Sprintf("%s@%d %v wildcard=%v", e.Name, e.Line, tr.Action, tr.Wildcard))
+	}
+	assert.ElementsMatch(t, []string{
+		"a.example@6 NXDOMAIN wildcard=false",
+		"b.example@7 NXDOMAIN wildcard=false",
+		"c.example@9 drop wildcard=false",
+		"c.example@11 NODATA wildcard=true",
+		"d.example@14 drop wildcard=false",
+		"d.example@13 NXDOMAIN wildcard=true",
+		"e.example@16 NXDOMAIN wildcard=false",
+		"e.example@17 NXDOMAIN wildcard=true",
+		"f.example@18 NXDOMAIN wildcard=false",
+		"192.0.2.0/24@21 NXDOMAIN wildcard=false",
+		"192.0.2.9/32@22 NXDOMAIN wildcard=false",
+	}, got)
+	assert.Equal(t, 11, l.Len())
+	for name, want := range map[string]Action{"a.example.": ActionNXDOMAIN, "b.example.": ActionNXDOMAIN,
+		"x.c.example.": ActionNODATA, "d.example.": ActionDrop, "x.e.example.": ActionNXDOMAIN} {
+		_, tr, ok := l.MatchTrigger(name)
+		require.True(t, ok, name)
+		assert.Equal(t, want, tr.Action, name)
+	}
+	for _, addr := range []string{"192.0.2.1", "192.0.2.9"} {
+		_, tr, ok := l.MatchIP(netip.MustParseAddr(addr))
+		require.True(t, ok, addr)
+		assert.Equal(t, ActionNXDOMAIN, tr.Action, addr)
+	}
+	var lines []string
+	for _, e := range leaves(err) {
+		lines = append(lines, e.Error())
+	}
+	assert.Equal(t, []string{
+		`policy.rpz:6: a.example.rpz.example.gov.: a second trigger for this owner with another action; this one is kept, not the rpz-passthru. (line 5): a block beats an rpz-passthru. at one owner`,
+		`policy.rpz:8: b.example.rpz.example.gov.: a second trigger for this owner with another action; the block is kept (line 7): a block beats an rpz-passthru. at one owner`,
+		`policy.rpz:11: *.c.example.rpz.example.gov.: a second trigger for this owner with another action; this one is kept, not the rpz-passthru. (line 10): a block beats an rpz-passthru. at one owner`,
+		`policy.rpz:14: d.example.rpz.example.gov.: a second trigger for this owner with another action; this one is kept, not the rpz-passthru. (line 12): a block beats an rpz-passthru. at one owner`,
+		`policy.rpz:17: *.e.example.rpz.example.gov.: a second trigger for this owner with another action; this one is kept, not the rpz-passthru. (line 15): a block beats an rpz-passthru. at one owner`,
+		`policy.rpz:19: f.example.rpz.example.gov.: a second trigger for this owner with another action; the first is kept (line 18)`,
+		`policy.rpz:21: 24.0.2.0.192.rpz-ip.rpz.example.gov.: a second trigger for this owner with another action; this one is kept, not the rpz-passthru. (line 20): a block beats an rpz-passthru. at one owner`,
+		`policy.rpz:23: 32.9.2.0.192.rpz-ip.rpz.example.gov.: a second trigger for this owner with another action; the block is kept (line 22): a block beats an rpz-passthru. at one owner`,
+	}, lines)
+	requireTree(t, l)
+
+	// A transfer sends records in no order a zone's author chose: the
+	// block is kept either way.
+	for _, order := range [][]string{{"CNAME rpz-passthru.", "CNAME ."}, {"CNAME .", "CNAME rpz-passthru."}} {
+		records := rrs(t,
+			"rpz.example.gov. 60 SOA a. b. 1 2 3 4 5",
+			"tiktok.com.rpz.example.gov. 60 "+order[0],
+			"tiktok.com.rpz.example.gov. 60 "+order[1],
+		)
+		x, err := FromZone("axfr://127.0.0.1/rpz.example.gov", [32]byte{}, len(records), func(h rpz.Handler) (rpz.Zone, error) {
+			return rpz.FromRecords(updateZone, records, h), nil
+		})
+		require.ErrorIs(t, err, ErrConflict)
+		assert.NotContains(t, err.Error(), "(line", "a transfer has no lines")
+		_, tr, ok := x.MatchTrigger("tiktok.com.")
+		require.True(t, ok)
+		assert.Equal(t, ActionNXDOMAIN, tr.Action, "%v", order)
+	}
 }
 
 // TestRPZSharedSuffixes covers the parents an RPZ zone's triggers share

@@ -361,8 +361,8 @@ func TestUpdateKeepsWarnings(t *testing.T) {
 }
 
 // TestUpdateAtReportedOwnerNotExact: a zone with two triggers at one owner
-// (the first kept, the second reported as ErrConflict): an update that
-// removes the kept one is not exact, so that the list built whole reports
+// (the block kept, the passthru reported as ErrConflict): an update that
+// removes one of them is not exact, so that the list built whole reports
 // what the zone then holds (nothing), where the updated list kept the
 // stale conflict in its Warnings.
 func TestUpdateAtReportedOwnerNotExact(t *testing.T) {
@@ -377,7 +377,7 @@ func TestUpdateAtReportedOwnerNotExact(t *testing.T) {
 	})
 	require.ErrorIs(t, warn, ErrConflict)
 	l, err := old.Update([32]byte{}, 2, feed(rrs(t, "TikTok.com.rpz.example.gov. 60 CNAME rpz-passthru.")), feed(nil))
-	assert.ErrorIs(t, err, ErrNotExact, "the kept trigger of a reported owner removed")
+	assert.ErrorIs(t, err, ErrNotExact, "a trigger of a reported owner removed")
 	assert.Nil(t, l)
 	l, err = old.Update([32]byte{}, 2, feed(rrs(t, "douyin.com.rpz.example.gov. 60 CNAME .")), feed(nil))
 	require.NoError(t, err, "another owner")

@@ -41,8 +41,11 @@ const (
 func (a Action) String() string { return rpz.Action(a).String() }
 
 // ErrConflict is a second trigger for an owner that already has one, with
-// another action (an owner can have one CNAME, RFC 1034 §3.6.2).
-var ErrConflict = errors.New("a second trigger for this owner with another action; the first is kept")
+// another action (an owner can have one CNAME, RFC 1034 §3.6.2). Of two
+// block actions the first is kept; a block is kept over an rpz-passthru.
+// whichever comes first, so that what the owner gets does not hang on the
+// order a file or a transfer lists the two in.
+var ErrConflict = errors.New("a second trigger for this owner with another action")
 
 // zoneInfo is what an RPZ list knows of its zone.
 type zoneInfo struct {
@@ -202,7 +205,13 @@ func (b *builder) addTrigger(name []byte, t rpz.Trigger, line int, errs *errorLi
 	if prev := k >> shift & 7; prev != 0 {
 		first := l.triggerLine(id, wildcard)
 		if Action(prev-1) != a {
-			errs.addOwner(l.file, t.Line, t.Owner, conflict(t, first), false)
+			if beats(a, Action(prev-1)) {
+				l.acts[id] = k&^(7<<shift) | uint8(a+1)<<shift
+				l.setTriggerLine(id, wildcard, line)
+				errs.addOwner(l.file, t.Line, t.Owner, conflict(t, Action(prev-1), first), true)
+				return
+			}
+			errs.addOwner(l.file, t.Line, t.Owner, conflict(t, Action(prev-1), first), false)
 			return
 		}
 		display := string(name)
@@ -229,6 +238,30 @@ func (b *builder) addTrigger(name []byte, t rpz.Trigger, line int, errs *errorLi
 		l.zone.passthru = true
 	}
 }
+
+// setTriggerLine moves the trigger of node id for the name (or, wildcard,
+// for the names below it) to line, keeping the line of its other trigger.
+func (l *List) setTriggerLine(id uint32, wildcard bool, line int) {
+	n := &l.nodes[id]
+	exact, wild := l.acts[id]&7 != 0, l.acts[id]>>3&7 != 0
+	if !exact || !wild {
+		n.line, n.hi = uint16(line), uint8(line>>16) // the node's one trigger
+		return
+	}
+	other := l.triggerLine(id, true)
+	if wildcard {
+		other = line
+	} else {
+		n.line, n.hi = uint16(line), uint8(line>>16)
+	}
+	l.acts[id] &^= 3 << 6
+	delete(l.wildLine, id)
+	l.setWildLine(id, other)
+}
+
+// beats reports whether a trigger of action a replaces one of action prev
+// at the same owner: a block beats a passthru (ErrConflict).
+func beats(a, prev Action) bool { return prev == ActionPassthru && a != ActionPassthru }
 
 // setWildLine records the line of the wildcard trigger of node id, which
 // has a trigger of its own on the node's line. Zones list `*.name` next
@@ -260,9 +293,15 @@ func (b *builder) addIP(t rpz.Trigger, line int, errs *errorList) {
 	}
 	if prev, ok := l.ips.Get(p); ok {
 		prev.spellings++
+		if beats(a, prev.action) {
+			errs.addOwner(l.file, t.Line, t.Owner, conflict(t, prev.action, prev.line), true)
+			prev.action, prev.line = a, line
+			l.ips.Insert(p, prev)
+			return
+		}
 		l.ips.Insert(p, prev)
 		if prev.action != a {
-			errs.addOwner(l.file, t.Line, t.Owner, conflict(t, prev.line), false)
+			errs.addOwner(l.file, t.Line, t.Owner, conflict(t, prev.action, prev.line), false)
 			return
 		}
 		l.dups = append(l.dups, Duplicate{Name: prev.name, Line: line, FirstLine: prev.line})
@@ -276,13 +315,21 @@ func (b *builder) addIP(t rpz.Trigger, line int, errs *errorList) {
 	}
 }
 
-// conflict is ErrConflict for t, naming the line of the trigger kept when
-// the zone has lines.
-func conflict(t rpz.Trigger, first int) error {
-	if t.Line == 0 {
-		return ErrConflict
+// conflict is ErrConflict for t, met at an owner that holds a trigger of
+// action held on line heldLine (named when the zone has lines). Of the two
+// the block is kept over a passthru, else the first.
+func conflict(t rpz.Trigger, held Action, heldLine int) error {
+	at := ""
+	if t.Line != 0 {
+		at = fmt.Sprintf(" (line %d)", heldLine)
 	}
-	return fmt.Errorf("%w (line %d)", ErrConflict, first)
+	switch {
+	case Action(t.Action) == ActionPassthru:
+		return fmt.Errorf("%w; the block is kept%s: a block beats an rpz-passthru. at one owner", ErrConflict, at)
+	case held == ActionPassthru:
+		return fmt.Errorf("%w; this one is kept, not the rpz-passthru.%s: a block beats an rpz-passthru. at one owner", ErrConflict, at)
+	}
+	return fmt.Errorf("%w; the first is kept%s", ErrConflict, at)
 }
 
 // triggers reports whether node id holds a trigger for the name itself

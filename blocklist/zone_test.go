@@ -292,7 +292,7 @@ func TestRPZProblems(t *testing.T) {
 		`lists/policy.rpz:13: 24.1.2.0.192.rpz-ip.rpz.example.gov.: rpz-ip prefix has host bits set: 192.0.2.1/24, did you mean 192.0.2.0/24`,
 		`lists/policy.rpz:14: 128.1.zz.db8.zz.2001.rpz-ip.rpz.example.gov.: bad zz in rpz-ip trigger: it stands for one run of zero groups of an IPv6 address, once`,
 		`lists/policy.rpz:15: a\.b.example.rpz.example.gov.: invalid character in name`,
-		`lists/policy.rpz:16: a.example.rpz.example.gov.: a second trigger for this owner with another action; the first is kept (line 5)`,
+		`lists/policy.rpz:16: a.example.rpz.example.gov.: a second trigger for this owner with another action; the block is kept (line 5): a block beats an rpz-passthru. at one owner`,
 		`lists/policy.rpz:17: zone syntax: garbage after rdata: "junk"`,
 	}, lines)
 	assert.Equal(t, []Duplicate{{Name: "a.example", Line: 20, FirstLine: 5}}, l.Duplicates())
