@@ -791,7 +791,7 @@ func (c *Config) validatePolicies(errs *configErrors) {
 	for i := range c.Policies {
 		p := &c.Policies[i]
 		at := func(rest ...any) []any { return append([]any{"policies", i}, rest...) }
-		switch first, dup := names[p.Name]; {
+		switch first, dup := names[strings.ToLower(p.Name)]; {
 		case strings.TrimSpace(p.Name) == "":
 			errs.add(at("name"), "every policy needs a name; %s", example(at("name")))
 		case strings.TrimSpace(p.Name) != p.Name:
@@ -801,10 +801,14 @@ func (c *Config) validatePolicies(errs *configErrors) {
 			errs.add(at("name"), "%q has white space at its start or end; write %q", p.Name, strings.TrimSpace(p.Name))
 		case strings.ContainsFunc(p.Name, unicode.IsControl):
 			errs.add(at("name"), "%q holds a control character (a line break, a tab), which would break the log line, the EDE text and check's output; give a name on one line, %s", p.Name, example(at("name")))
-		case dup:
+		case dup && c.Policies[first].Name == p.Name:
 			errs.add(at("name"), "%q is already the name of policies[%d]; give each policy its own name", p.Name, first)
+		case dup:
+			// Two policies that read as one in a log search, a
+			// dashboard's label filter or an EDE text read aloud.
+			errs.add(at("name"), "%q differs from %q, the name of policies[%d], in case only; give each policy a name of its own", p.Name, c.Policies[first].Name, first)
 		default:
-			names[p.Name] = i
+			names[strings.ToLower(p.Name)] = i
 		}
 		switch p.Action {
 		case ActionNXDomain, ActionRefused, ActionNull, ActionLog:
