@@ -404,8 +404,19 @@ func httpAge(v string) uint32 {
 // field's value [RFC7234] when calculating the DNS TTL of a response"):
 // they were that old when they arrived. OPT is no record with a TTL (its
 // TTL field holds flags), and a TTL with its top bit set is left for the
-// cache to read as 0 (RFC 2181 §8).
+// cache to read as 0 (RFC 2181 §8). The TTL of an SOA in the authority
+// section is first brought down to its MINIMUM: a negative answer holds
+// for the smaller of the two (RFC 2308 §5), and the age is taken off that,
+// or an NXDOMAIN 250 s old with MINIMUM 300 would deny the name for 300 s
+// more rather than 50. The MINIMUM itself is left as the zone signed it
+// (an RRSIG covers it, not the TTL), as a resolver's cache counts a
+// negative answer down in the SOA's TTL.
 func ageTTLs(m *dns.Msg, age uint32) {
+	for _, rr := range m.Ns {
+		if soa, ok := rr.(*dns.SOA); ok && soa.Hdr.Ttl < 1<<31 {
+			soa.Hdr.Ttl = min(soa.Hdr.Ttl, soa.Minttl)
+		}
+	}
 	for _, section := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
 		for _, rr := range section {
 			h := rr.Header()

@@ -289,6 +289,61 @@ func TestDoHAge(t *testing.T) {
 	}
 }
 
+// TestDoHAgeNegative: a negative answer's TTL is the smaller of its SOA's
+// TTL and MINIMUM (RFC 2308 §5), and an Age header shortens that too (RFC
+// 8484 §5.1: "DoH clients MUST account for the Age response header
+// field's value when calculating the DNS TTL of a response"): an NXDOMAIN
+// whose SOA has TTL 3600 and MINIMUM 300, 250 s in an HTTP cache, denies
+// the name for 50 s more, not 300. The SOA's TTL says so; its MINIMUM,
+// which an RRSIG covers, is left as signed.
+func TestDoHAgeNegative(t *testing.T) {
+	pki := newPKI(t)
+	for _, tc := range []struct {
+		name     string
+		age      string // the Age field; "": none
+		soaTTL   uint32 // the SOA record's TTL sent
+		expected uint32 // the SOA record's TTL expected
+	}{
+		{"no age", "", 3600, 3600},
+		{"age under minimum", "250", 3600, 50},
+		{"age past minimum", "400", 3600, 0},
+		{"ttl under minimum", "250", 280, 30},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startDoH(t, pki.good, answerWithA)
+			srv.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+				q := dohQuery(r)
+				if q == nil {
+					return false
+				}
+				m := new(dns.Msg)
+				m.SetRcode(q, dns.RcodeNameError)
+				soa, err := dns.NewRR("example. 3600 IN SOA ns.example. host.example. 1 3600 600 86400 300")
+				require.NoError(t, err)
+				soa.Header().Ttl = tc.soaTTL
+				m.Ns = []dns.RR{soa}
+				b, err := m.Pack()
+				require.NoError(t, err)
+				w.Header().Set("Content-Type", "application/dns-message")
+				if tc.age != "" {
+					w.Header().Set("Age", tc.age)
+				}
+				_, _ = w.Write(b)
+				return true
+			})
+			tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+			resp, err := tr.Exchange(context.Background(), clientQuery("nx.example.", false))
+			require.NoError(t, err)
+			assert.Equal(t, dns.RcodeNameError, resp.Rcode)
+			require.Len(t, resp.Ns, 1)
+			soa, ok := resp.Ns[0].(*dns.SOA)
+			require.True(t, ok)
+			assert.Equal(t, tc.expected, soa.Hdr.Ttl, "SOA TTL")
+			assert.Equal(t, uint32(300), soa.Minttl, "the MINIMUM is the zone's, as signed")
+		})
+	}
+}
+
 // TestDoHHTTP1: over an upstream that speaks only HTTP/1.1, which has one
 // request at a time on a connection, a query waiting for a slow answer
 // does not hold up the others: they go on connections of their own.
