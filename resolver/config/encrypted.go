@@ -19,6 +19,10 @@ const (
 	dohPort = 443
 )
 
+// plainPort is plain DNS's port (RFC 1035 §4.2), which DNS over QUIC never
+// uses (RFC 9250 §4.1.1).
+const plainPort = 53
+
 // validateEncrypted checks the keys of DESIGN.md §8: the encrypted listen
 // addresses, the certificate they need, and upstream_ca. The certificate
 // pair's content is not read here (CheckCertificate does, at start and in
@@ -48,6 +52,13 @@ func (c *Config) validateEncrypted(errs *configErrors) {
 			} else if msg != "" {
 				errs.add(at, "%s; give IP:port, %s (an IPv6 address in brackets: [::1]:%d)", msg, example(at), l.port)
 				continue
+			}
+			if ap, err := netip.ParseAddrPort(hostport); err == nil && ap.Port() == plainPort && l.key == "listen_quic" {
+				// "DoQ connections MUST NOT use UDP port 53" (RFC 9250
+				// §4.1.1), as a quic:// upstream never does: a device's
+				// plain DNS to that address would meet a QUIC listener.
+				errs.add(at, "%s: DNS over QUIC never uses port 53 (RFC 9250 §4.1.1), the port of plain DNS; write %s",
+					a, netip.AddrPortFrom(ap.Addr(), l.port))
 			}
 			if needs == "" && !plain {
 				needs = l.key
