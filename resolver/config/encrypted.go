@@ -19,8 +19,8 @@ const (
 	dohPort = 443
 )
 
-// plainPort is plain DNS's port (RFC 1035 §4.2), which DNS over QUIC never
-// uses (RFC 9250 §4.1.1).
+// plainPort is plain DNS's port (RFC 1035 §4.2), which DNS over TLS and
+// QUIC never use (RFC 7858 §3.1, RFC 9250 §4.1.1).
 const plainPort = 53
 
 // validateEncrypted checks the keys of DESIGN.md §8: the encrypted listen
@@ -34,7 +34,9 @@ func (c *Config) validateEncrypted(errs *configErrors) {
 		key   string
 		addrs []string
 		port  uint16
-	}{{"listen_tls", c.ListenTLS, dotPort}, {"listen_https", c.ListenHTTPS, dohPort}, {"listen_quic", c.ListenQUIC, dotPort}} {
+		rfc   string // the section that keeps the transport off port 53
+	}{{"listen_tls", c.ListenTLS, dotPort, "RFC 7858 §3.1"}, {"listen_https", c.ListenHTTPS, dohPort, ""},
+		{"listen_quic", c.ListenQUIC, dotPort, "RFC 9250 §4.1.1"}} {
 		for i, a := range l.addrs {
 			at := []any{l.key, i}
 			hostport, plain := a, false
@@ -53,12 +55,14 @@ func (c *Config) validateEncrypted(errs *configErrors) {
 				errs.add(at, "%s; give IP:port, %s (an IPv6 address in brackets: [::1]:%d)", msg, example(at), l.port)
 				continue
 			}
-			if ap, err := netip.ParseAddrPort(hostport); err == nil && ap.Port() == plainPort && l.key == "listen_quic" {
+			if ap, err := netip.ParseAddrPort(hostport); err == nil && ap.Port() == plainPort && l.rfc != "" {
 				// "DoQ connections MUST NOT use UDP port 53" (RFC 9250
-				// §4.1.1), as a quic:// upstream never does: a device's
-				// plain DNS to that address would meet a QUIC listener.
-				errs.add(at, "%s: DNS over QUIC never uses port 53 (RFC 9250 §4.1.1), the port of plain DNS; write %s",
-					a, netip.AddrPortFrom(ap.Addr(), l.port))
+				// §4.1.1), and DNS over TLS's port "MUST NOT be port 53"
+				// (RFC 7858 §3.1), as tls:// and quic:// upstreams never
+				// use it: a device's plain DNS to that address would meet
+				// a TLS or QUIC listener.
+				errs.add(at, "%s: DNS over %s never uses port 53 (%s), the port of plain DNS; write %s",
+					a, protocolOf(l.key), l.rfc, netip.AddrPortFrom(ap.Addr(), l.port))
 			}
 			if needs == "" && !plain {
 				needs = l.key

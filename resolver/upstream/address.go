@@ -99,7 +99,7 @@ func (a Address) HostPort() string {
 // ParseAddress parses one entry of `upstreams` (DESIGN.md §8):
 //
 //	IP or IP:PORT                        plain DNS, port 53
-//	tls://IP[:PORT]#NAME                 DNS over TLS, port 853
+//	tls://IP[:PORT]#NAME                 DNS over TLS, port 853 (never 53)
 //	https://HOST[:PORT][/PATH][#NAME]    DNS over HTTPS, port 443, path /dns-query
 //	quic://IP[:PORT]#NAME                DNS over QUIC, port 853 (never 53)
 //
@@ -196,6 +196,13 @@ func ParseAddress(s string) (Address, error) {
 		// would send QUIC to a plain DNS server, or be taken for DNS there.
 		return Address{}, fmt.Errorf("%q: DNS over QUIC never uses port 53 (RFC 9250 §4.1.1): quic://%s#%s",
 			s, net.JoinHostPort(a.Host, strconv.Itoa(doqPort)), a.ServerName)
+	}
+	if a.Kind == KindTLS && a.Port == plainPort {
+		// DNS over TLS on a port other than 853: "Such another port MUST
+		// NOT be port 53" (RFC 7858 §3.1), to keep TLS and cleartext DNS
+		// apart and downgrades out.
+		return Address{}, fmt.Errorf("%q: DNS over TLS never uses port 53 (RFC 7858 §3.1): tls://%s#%s",
+			s, net.JoinHostPort(a.Host, strconv.Itoa(dotPort)), a.ServerName)
 	}
 	a.text = s
 	return a, nil

@@ -68,6 +68,8 @@ func TestParseAddressErrors(t *testing.T) {
 		{"tls://9.9.9.9:0#dns.quad9.net", `the port "0" is not a number from 1 to 65535`},
 		{"quic://9.9.9.9:53#dns.quad9.net", "DNS over QUIC never uses port 53 (RFC 9250 §4.1.1): quic://9.9.9.9:853#dns.quad9.net"},
 		{"quic://[2620:fe::fe]:53#dns.quad9.net", "never uses port 53"},
+		{"tls://9.9.9.9:53#dns.quad9.net", "DNS over TLS never uses port 53 (RFC 7858 §3.1): tls://9.9.9.9:853#dns.quad9.net"},
+		{"tls://[2620:fe::fe]:53#dns.quad9.net", "never uses port 53"},
 		{"tls://9.9.9.9:70000#dns.quad9.net", `the port "70000"`},
 		{"tls://9.9.9.9:#dns.quad9.net", `the port ""`},
 		{"9.9.9.9:0", `the port "0"`},
