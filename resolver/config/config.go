@@ -714,6 +714,11 @@ func (c *Config) validateListen(errs *configErrors) {
 			errs.add(at, "%s; write %s", msg, fix)
 		} else if msg != "" {
 			errs.add(at, "%s; give IP:port, %s (an IPv6 address in brackets: [::1]:53)", msg, example(at))
+		} else if ap, err := netip.ParseAddrPort(l); err == nil && ap.Port() == dotPort {
+			// "DNS clients and servers MUST NOT use port 853 to
+			// transport cleartext DNS messages" (RFC 7858 §3.1).
+			errs.add(at, "%s: port 853 carries DNS over TLS and QUIC, never plain DNS (RFC 7858 §3.1); serve DNS over TLS there with listen_tls, or give listen another port, e.g. %s",
+				l, netip.AddrPortFrom(ap.Addr(), plainPort))
 		}
 	}
 	if c.HTTP == nil || *c.HTTP == "" {
@@ -766,9 +771,12 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 		case msg != "":
 			errs.add(at, "%s; give IP:port, %s (an IPv6 address in brackets: [2620:fe::fe]:53), or a resolv.conf path starting with / or ./", msg, example(at))
 		default:
-			// What the forwarder refuses at start (an IPv6 zone) is
-			// refused here, with its line, so that check says it too.
-			if a, err := upstream.ParseAddress(u); err != nil {
+			// What the forwarder refuses at start (an IPv6 zone, port
+			// 853) is refused here, with its line, so that check says it
+			// too.
+			if a, err := upstream.ParseAddress(u); errors.Is(err, upstream.ErrPlainOnEncryptedPort) {
+				errs.add(at, "%v", err) // it says what to write
+			} else if err != nil {
 				errs.add(at, "%v; give IP:port, %s", err, example(at))
 			} else {
 				c.checkLoop(errs, at, u, a)

@@ -64,6 +64,13 @@ func (c *Config) validateEncrypted(errs *configErrors) {
 				errs.add(at, "%s: DNS over %s never uses port 53 (%s), the port of plain DNS; write %s",
 					a, protocolOf(l.key), l.rfc, netip.AddrPortFrom(ap.Addr(), l.port))
 			}
+			if ap, err := netip.ParseAddrPort(hostport); err == nil && ap.Port() == dotPort && plain {
+				// DNS over plain HTTP is cleartext DNS: "DNS clients and
+				// servers MUST NOT use port 853 to transport cleartext
+				// DNS messages" (RFC 7858 §3.1).
+				errs.add(at, "%s: port 853 carries DNS over TLS and QUIC, never cleartext DNS, which plain HTTP is (RFC 7858 §3.1); give the http:// listener another port, e.g. http://%s",
+					a, netip.AddrPortFrom(ap.Addr(), 8080))
+			}
 			if needs == "" && !plain {
 				needs = l.key
 			}

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -51,6 +52,11 @@ const (
 // one RFC 8484 §4.1.1's examples and every public resolver use.
 const dohDefaultPath = "/dns-query"
 
+// ErrPlainOnEncryptedPort is a plain upstream on port 853, the port of DNS
+// over TLS and QUIC: "DNS clients and servers MUST NOT use port 853 to
+// transport cleartext DNS messages" (RFC 7858 §3.1).
+var ErrPlainOnEncryptedPort = errors.New("port 853 carries DNS over TLS and QUIC, never plain DNS (RFC 7858 §3.1)")
+
 // Address is a parsed upstream address.
 type Address struct {
 	Kind Kind
@@ -98,7 +104,7 @@ func (a Address) HostPort() string {
 
 // ParseAddress parses one entry of `upstreams` (DESIGN.md §8):
 //
-//	IP or IP:PORT                        plain DNS, port 53
+//	IP or IP:PORT                        plain DNS, port 53 (never 853)
 //	tls://IP[:PORT]#NAME                 DNS over TLS, port 853 (never 53)
 //	https://HOST[:PORT][/PATH][#NAME]    DNS over HTTPS, port 443, path /dns-query
 //	quic://IP[:PORT]#NAME                DNS over QUIC, port 853 (never 53)
@@ -241,6 +247,13 @@ func parsePlain(s string) (Address, error) {
 	n, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
 		return Address{}, fmt.Errorf("%q: the port %q is not a number from 1 to 65535", s, port)
+	}
+	if n == dotPort {
+		// Most likely DNS over TLS meant, its scheme left out: the
+		// queries would leave in cleartext, to a port where none is
+		// answered.
+		return Address{}, fmt.Errorf("%q: %w; write tls://%s#dns.example.net for DNS over TLS, or %s for plain DNS",
+			s, ErrPlainOnEncryptedPort, s, net.JoinHostPort(host, strconv.Itoa(plainPort)))
 	}
 	return Address{Kind: KindPlain, Host: ip.Unmap().String(), Port: uint16(n), text: s}, nil
 }

@@ -69,6 +69,8 @@ func TestParseAddressErrors(t *testing.T) {
 		{"quic://9.9.9.9:53#dns.quad9.net", "DNS over QUIC never uses port 53 (RFC 9250 §4.1.1): quic://9.9.9.9:853#dns.quad9.net"},
 		{"quic://[2620:fe::fe]:53#dns.quad9.net", "never uses port 53"},
 		{"tls://9.9.9.9:53#dns.quad9.net", "DNS over TLS never uses port 53 (RFC 7858 §3.1): tls://9.9.9.9:853#dns.quad9.net"},
+		{"9.9.9.9:853", "port 853 carries DNS over TLS and QUIC, never plain DNS (RFC 7858 §3.1); write tls://9.9.9.9:853#dns.example.net for DNS over TLS, or 9.9.9.9:53 for plain DNS"},
+		{"[2620:fe::fe]:853", "write tls://[2620:fe::fe]:853#dns.example.net for DNS over TLS, or [2620:fe::fe]:53 for plain DNS"},
 		{"tls://[2620:fe::fe]:53#dns.quad9.net", "never uses port 53"},
 		{"tls://9.9.9.9:70000#dns.quad9.net", `the port "70000"`},
 		{"tls://9.9.9.9:#dns.quad9.net", `the port ""`},
