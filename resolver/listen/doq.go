@@ -127,7 +127,8 @@ type DoQOptions struct {
 // back the same way on that stream. What breaks the mapping closes the
 // connection with DOQ_PROTOCOL_ERROR (§4.3.3): a message ID other than 0
 // (§4.2.1), a short or extra message, no STREAM FIN within ReadTimeout, a
-// message that is not a query, the edns-tcp-keepalive option (§5.5.2),
+// message that is not a query, the edns-tcp-keepalive option in any
+// message, one answered NOTIMP or FORMERR too (§5.5.2),
 // a unidirectional stream (refused by QUIC: MAX_STREAMS 0).
 type DoQServer struct {
 	opt DoQOptions
@@ -664,7 +665,7 @@ func (s *DoQServer) serveStream(c *doqConn, st *quic.Stream) {
 	case chk.req == nil && chk.reject == nil:
 		s.protocolError(conn, "not a DNS query")
 		return
-	case chk.req != nil && hasTCPKeepalive(chk.req):
+	case chk.req != nil && hasTCPKeepalive(chk.req), chk.reject != nil && carriesTCPKeepalive(msg):
 		s.protocolError(conn, "the edns-tcp-keepalive option")
 		return
 	}
@@ -718,6 +719,15 @@ func hasTCPKeepalive(m *dns.Msg) bool {
 		}
 	}
 	return false
+}
+
+// carriesTCPKeepalive reports whether the message b, one the listener
+// rejects without parsing it whole (NOTIMP, FORMERR: checkQuery), carries
+// the edns-tcp-keepalive option in an OPT record it can read: RFC 9250
+// §5.5.2 makes "a message containing" it a connection error, whatever
+// else is wrong with the message.
+func carriesTCPKeepalive(b []byte) bool {
+	return recordsWhole(b) && !eachOption(b, func(code uint16, _ []byte) bool { return code != dns.EDNS0TCPKEEPALIVE })
 }
 
 // doqWriter is the ResponseWriter of one DoQ query.

@@ -192,6 +192,15 @@ func TestDoQProtocolErrors(t *testing.T) {
 	answer.Response = true
 	keepalive := query("keepalive.example.org")
 	keepalive.IsEdns0().Option = append(keepalive.IsEdns0().Option, &dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE})
+	// A message the listener answers itself (NOTIMP, FORMERR) carries
+	// the option as much as a query the Handler answers (§5.5.2: "a
+	// message containing the edns-tcp-keepalive EDNS(0) Option").
+	keepaliveNotify := query("keepalive-notify.example.org")
+	keepaliveNotify.Opcode = dns.OpcodeNotify
+	keepaliveNotify.IsEdns0().Option = append(keepaliveNotify.IsEdns0().Option, &dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE})
+	keepaliveTwo := query("keepalive-two.example.org")
+	keepaliveTwo.Question = append(keepaliveTwo.Question, keepaliveTwo.Question[0])
+	keepaliveTwo.IsEdns0().Option = append(keepaliveTwo.IsEdns0().Option, &dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE})
 	good := frame(query("good.example.org"))
 	tests := []struct {
 		name  string
@@ -201,6 +210,8 @@ func TestDoQProtocolErrors(t *testing.T) {
 		{name: "message ID not 0", raw: frame(withID)},
 		{name: "an answer, not a query", raw: frame(answer)},
 		{name: "edns-tcp-keepalive", raw: frame(keepalive)},
+		{name: "edns-tcp-keepalive in a NOTIFY", raw: frame(keepaliveNotify)},
+		{name: "edns-tcp-keepalive in a query of two questions", raw: frame(keepaliveTwo)},
 		{name: "shorter than a header", raw: []byte{0, 4, 0, 0, 1, 0}},
 		{name: "FIN before the whole message", raw: good[:len(good)-3]},
 		{name: "two messages on one stream", raw: append(append([]byte(nil), good...), good...)},
