@@ -921,6 +921,89 @@ func TestKeepaliveTimeoutInQuery(t *testing.T) {
 	}
 }
 
+// TestUnreadOptionsIgnored: an EDNS option dnsfence does not read is
+// ignored whatever its data holds (RFC 6891 §6.1.2), over UDP, TCP and
+// every encrypted transport: the query is answered as if it had none, and
+// the option is not echoed; the options of an OPT of VERSION 1 are that
+// version's, and the query gets BADVERS (§6.1.3). Each of these got FORMERR
+// (and DoQ's none of them a closed connection), miekg/dns refusing the
+// whole query for data it reads otherwise (dig +ednsopt=1:ff, +ednsopt=9:
+// 000001, +edns=1 +noednsneg +ednsopt=8:ff; an edns-tcp-keepalive of one
+// octet, which RFC 7828 §3.2.1 has a server ignore over UDP). A keepalive
+// of one octet is still FORMERR over TCP and DNS over TLS, and closes a
+// DoQ connection (TestKeepaliveTimeoutInQuery's rules).
+func TestUnreadOptionsIgnored(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	withOption := func(version uint8, code uint16, data ...byte) *dns.Msg {
+		m := question("option.example.org.", dns.TypeA, true)
+		m.IsEdns0().SetVersion(version)
+		m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_LOCAL{Code: code, Data: data}}
+		return m
+	}
+	type asker struct {
+		name, transport string
+		ask             func(from string, m *dns.Msg) (*dns.Msg, error)
+	}
+	askers := []asker{
+		{"udp", listen.UDP, func(from string, m *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, from, "udp", m) }},
+		{"tcp", listen.TCP, func(from string, m *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, from, "tcp", m) }},
+	}
+	for _, a := range encryptedAskers(e) {
+		askers = append(askers, asker{a.name, a.transport, a.ask})
+	}
+	for i, tc := range []struct {
+		name   string
+		m      *dns.Msg
+		rcode  int
+		stream bool // over TCP, DNS over TLS and QUIC: the keepalive's rules
+	}{
+		{name: "LLQ of 1 octet", m: withOption(0, dns.EDNS0LLQ, 0xff), rcode: dns.RcodeSuccess},
+		{name: "UPDATE-LEASE of 3 octets", m: withOption(0, dns.EDNS0UL, 0, 0, 1), rcode: dns.RcodeSuccess},
+		{name: "EXPIRE of 3 octets", m: withOption(0, dns.EDNS0EXPIRE, 0, 0, 1), rcode: dns.RcodeSuccess},
+		{name: "Extended DNS Error of 1 octet", m: withOption(0, dns.EDNS0EDE, 0), rcode: dns.RcodeSuccess},
+		{name: "Report-Channel not a name", m: withOption(0, dns.EDNS0REPORTING, 0xff), rcode: dns.RcodeSuccess},
+		{name: "ZONEVERSION of 1 octet", m: withOption(0, dns.EDNS0ZONEVERSION, 1), rcode: dns.RcodeSuccess},
+		{name: "unassigned option 100", m: withOption(0, 100, 1, 2), rcode: dns.RcodeSuccess},
+		{name: "keepalive of 1 octet", m: withOption(0, dns.EDNS0TCPKEEPALIVE, 1), rcode: dns.RcodeSuccess, stream: true},
+		{name: "version 1, Client Subnet of 1 octet", m: withOption(1, dns.EDNS0SUBNET, 0xff), rcode: dns.RcodeBadVers},
+		{name: "version 1, EXPIRE of 3 octets", m: withOption(1, dns.EDNS0EXPIRE, 0, 0, 1), rcode: dns.RcodeBadVers},
+	} {
+		for j, a := range askers {
+			t.Run(tc.name+" "+a.name, func(t *testing.T) {
+				m := tc.m.Copy()
+				m.Question[0].Name = fmt.Sprintf("o%d-%d.example.org.", i, j) // not cached: each is forwarded
+				before := up.count.Load()
+				r, err := a.ask("127.0.0.8", m)
+				if tc.stream && a.transport == listen.QUIC {
+					assert.Error(t, err, "the connection closed (RFC 9250 §5.5.2)")
+					return
+				}
+				require.NoError(t, err)
+				want := tc.rcode
+				if tc.stream && (a.transport == listen.TCP || a.transport == listen.TLS) {
+					want = dns.RcodeFormatError
+				}
+				assert.Equal(t, want, r.Rcode, "%s", dns.RcodeToString[r.Rcode])
+				opt := r.IsEdns0()
+				if assert.NotNil(t, opt, "the query had an OPT: so has its answer (RFC 6891 §7)") {
+					assert.Zero(t, opt.Version())
+					for _, o := range opt.Option {
+						assert.Equal(t, uint16(dns.EDNS0PADDING), o.Option(), "no option echoed but padding")
+					}
+				}
+				if want == dns.RcodeSuccess {
+					assert.NotEmpty(t, r.Answer, "the upstream's answer")
+					assert.Equal(t, before+1, up.count.Load(), "forwarded")
+				} else {
+					assert.Equal(t, before, up.count.Load(), "nothing went upstream")
+				}
+			})
+		}
+	}
+}
+
 // TestAuditLineNamesTheProxy: a query whose client a trusted proxy named
 // (PROXY v2 on TCP and DoT, X-Forwarded-For on DoH) is logged with
 // "identity": "proxy", the client in "client" and the proxy in "source",

@@ -665,7 +665,7 @@ func (s *DoQServer) serveStream(c *doqConn, st *quic.Stream) {
 	case chk.req == nil && chk.reject == nil:
 		s.protocolError(conn, "not a DNS query")
 		return
-	case chk.req != nil && hasTCPKeepalive(chk.req), chk.reject != nil && carriesTCPKeepalive(msg):
+	case hasTCPKeepalive(msg):
 		s.protocolError(conn, "the edns-tcp-keepalive option")
 		return
 	}
@@ -706,28 +706,26 @@ func (s *DoQServer) serveStream(c *doqConn, st *quic.Stream) {
 	_ = st.Close() // STREAM FIN
 }
 
-// hasTCPKeepalive reports whether m carries the edns-tcp-keepalive option
-// (RFC 7828), which DoQ forbids (RFC 9250 §5.5.2).
-func hasTCPKeepalive(m *dns.Msg) bool {
-	opt := m.IsEdns0()
-	if opt == nil {
+// hasTCPKeepalive reports whether the message b, a query checkQuery took
+// or one it rejects (NOTIMP, FORMERR), carries the edns-tcp-keepalive
+// option (RFC 7828) in the OPT record of any version: RFC 9250 §5.5.2
+// makes "a message containing" it a DoQ connection error, whatever else
+// is wrong with the message. Read from the octets, as the parsed query
+// need not hold it (unpackQuery).
+func hasTCPKeepalive(b []byte) bool {
+	off, ok := findOPT(b)
+	if !ok {
 		return false
 	}
-	for _, o := range opt.Option {
-		if o.Option() == dns.EDNS0TCPKEEPALIVE {
+	start := off + 10
+	rdata := b[start:min(start+int(binary.BigEndian.Uint16(b[off+8:])), len(b))]
+	for len(rdata) >= 4 {
+		if binary.BigEndian.Uint16(rdata) == dns.EDNS0TCPKEEPALIVE {
 			return true
 		}
+		rdata = rdata[min(4+int(binary.BigEndian.Uint16(rdata[2:])), len(rdata)):]
 	}
 	return false
-}
-
-// carriesTCPKeepalive reports whether the message b, one the listener
-// rejects without parsing it whole (NOTIMP, FORMERR: checkQuery), carries
-// the edns-tcp-keepalive option in an OPT record it can read: RFC 9250
-// §5.5.2 makes "a message containing" it a connection error, whatever
-// else is wrong with the message.
-func carriesTCPKeepalive(b []byte) bool {
-	return recordsWhole(b) && !eachOption(b, func(code uint16, _ []byte) bool { return code != dns.EDNS0TCPKEEPALIVE })
 }
 
 // doqWriter is the ResponseWriter of one DoQ query.

@@ -64,15 +64,15 @@ func checkQuery(b []byte) queryCheck {
 	if qdcount != 1 {
 		return reply(dns.RcodeFormatError, resultFormerr)
 	}
-	req := new(dns.Msg)
 	// miekg/dns stops reading questions where the message ends, whatever
 	// QDCOUNT said: a header claiming one question and none after it
 	// parses with none, one cut short after its name or QTYPE parses
 	// with QTYPE or QCLASS 0, and one whose name is a pointer reads
 	// another name (questionSound); so it stops reading records too
 	// (recordsWhole); and it takes options RFCs make format errors
-	// (optionsSound).
-	if err := req.Unpack(b); err != nil || len(req.Question) != 1 || !questionSound(b) || !recordsWhole(b) || !optionsSound(b) {
+	// (optionsSound), and refuses some that dnsfence ignores (unpackQuery).
+	req := unpackQuery(b)
+	if req == nil || len(req.Question) != 1 || !questionSound(b) || !recordsWhole(b) || !optionsSound(b) {
 		return reply(dns.RcodeFormatError, resultFormerr)
 	}
 	return queryCheck{req: req}

@@ -539,8 +539,7 @@ func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 	}
 	action := accept(dh)
 	if action == dns.MsgAccept {
-		req = new(dns.Msg)
-		if err := req.Unpack(b); err == nil && questionSound(b) && recordsWhole(b) && optionsSound(b) {
+		if req = unpackQuery(b); req != nil && questionSound(b) && recordsWhole(b) && optionsSound(b) {
 			return req, nil
 		}
 		invalid(b, dns.ErrBuf)
@@ -593,6 +592,76 @@ func queryOPT(b []byte) (edns, do bool) {
 		return false, false
 	}
 	return true, b[off+6]&0x80 != 0 // the DO bit: the high bit of the flags after EXTENDED-RCODE and VERSION
+}
+
+// unpackQuery parses the query b as miekg/dns does, but for the EDNS
+// options dnsfence does not read from a parsed query; nil when it does not
+// parse. miekg/dns refuses a whole message for the data of an option it
+// knows and dnsfence ignores (an LLQ, UPDATE-LEASE, EXPIRE, Extended DNS
+// Error, Report-Channel or ZONEVERSION option of a length or form other
+// than its RFC's, an edns-tcp-keepalive of 1 octet) or of any option of an
+// OPT of a VERSION other than 0: such a query got FORMERR, where RFC 6891
+// §6.1.2 has a responder ignore an option it does not understand (RFC
+// 7828 §3.2.1 the keepalive over UDP), and §6.1.3 answer BADVERS to
+// another version, whatever its options hold. Such a b is parsed again
+// without those options (withoutUnreadOptions); a message that parses as
+// it is is parsed once, as before.
+func unpackQuery(b []byte) *dns.Msg {
+	req := new(dns.Msg)
+	if req.Unpack(b) == nil {
+		return req
+	}
+	rest, ok := withoutUnreadOptions(b)
+	if !ok {
+		return nil
+	}
+	req = new(dns.Msg)
+	if req.Unpack(rest) != nil {
+		return nil
+	}
+	return req
+}
+
+// withoutUnreadOptions is a copy of the message b whose first OPT record
+// keeps only the options dnsfence reads from a parsed query, those of a
+// version 0 OPT (readOption), in their order; ok is false when b has no
+// OPT record, or its RDATA is not made of whole options or ends past b
+// (miekg/dns refuses those, and so does the listener). The
+// edns-tcp-keepalive option is read from the octets (keepaliveTimeout,
+// hasTCPKeepalive), not from the parsed query.
+func withoutUnreadOptions(b []byte) (rest []byte, ok bool) {
+	off, ok := findOPT(b)
+	if !ok {
+		return nil, false
+	}
+	start := off + 10 // the RDATA: after TYPE, CLASS, TTL and RDLENGTH
+	end := start + int(binary.BigEndian.Uint16(b[off+8:]))
+	if end > len(b) {
+		return nil, false
+	}
+	version := b[off+5]
+	rest = append(make([]byte, 0, len(b)), b[:start]...)
+	for rdata := b[start:end]; len(rdata) > 0; {
+		if len(rdata) < 4 || 4+int(binary.BigEndian.Uint16(rdata[2:])) > len(rdata) {
+			return nil, false
+		}
+		n := 4 + int(binary.BigEndian.Uint16(rdata[2:]))
+		if version == 0 && readOption(binary.BigEndian.Uint16(rdata)) {
+			rest = append(rest, rdata[:n]...)
+		}
+		rdata = rdata[n:]
+	}
+	binary.BigEndian.PutUint16(rest[off+8:], uint16(len(rest)-start))
+	return append(rest, b[end:]...), true
+}
+
+// readOption reports whether dnsfence reads the EDNS option code from a
+// parsed query: a Client Subnet (a trusted proxy's names its client) and
+// Padding (an encrypted answer is padded). A Cookie and a Client Subnet
+// are checked in the octets (optionsSound); every other option is ignored
+// (RFC 6891 §6.1.2).
+func readOption(code uint16) bool {
+	return code == dns.EDNS0SUBNET || code == dns.EDNS0PADDING
 }
 
 // optionsSound reports whether every option of the OPT record of b, a
