@@ -1004,6 +1004,82 @@ func TestUnreadOptionsIgnored(t *testing.T) {
 	}
 }
 
+// TestBadVersionBeforeHeaderChecks: a message whose OPT is of VERSION 1
+// gets BADVERS, with an OPT of version 0 and its DO bit, whatever its
+// opcode and question count (RFC 6891 §6.1.3, as BIND answers it), over
+// UDP, TCP and every encrypted transport, and nothing goes upstream: an
+// unknown opcode with no question (dig +edns=1 +noednsneg +opcode=15
+// +header-only), UPDATE, NOTIFY, no question and a question of a
+// meta-TYPE got NOTIMP or FORMERR, the listener or the Handler deciding
+// them before the version, so that a client that speaks another version
+// was not told to fall back to 0. Two questions stay FORMERR (RFC 9619
+// §4: MUST; BIND decides it before the version). The same messages of
+// version 0 get what they got.
+func TestBadVersionBeforeHeaderChecks(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	type asker struct {
+		name, transport string
+		ask             func(from string, m *dns.Msg) (*dns.Msg, error)
+	}
+	askers := []asker{
+		{"udp", listen.UDP, func(from string, m *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, from, "udp", m) }},
+		{"tcp", listen.TCP, func(from string, m *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, from, "tcp", m) }},
+	}
+	for _, a := range encryptedAskers(e) {
+		askers = append(askers, asker{a.name, a.transport, a.ask})
+	}
+	withOpcode := func(opcode int) *dns.Msg {
+		m := question("version.example.org.", dns.TypeSOA, true)
+		m.Opcode = opcode
+		return m
+	}
+	noQuestion := withOpcode(15)
+	noQuestion.Question = nil
+	queryNoQuestion := withOpcode(dns.OpcodeQuery)
+	queryNoQuestion.Question = nil
+	twoQuestions := question("version.example.org.", dns.TypeA, true)
+	twoQuestions.Question = append(twoQuestions.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+	for _, tc := range []struct {
+		name     string
+		m        *dns.Msg
+		version0 int  // the RCODE of the same message of version 0
+		formerr  bool // FORMERR of version 1 too
+	}{
+		{name: "opcode 15 without a question", m: noQuestion, version0: dns.RcodeNotImplemented},
+		{name: "opcode STATUS", m: withOpcode(dns.OpcodeStatus), version0: dns.RcodeNotImplemented},
+		{name: "UPDATE", m: withOpcode(dns.OpcodeUpdate), version0: dns.RcodeNotImplemented},
+		{name: "NOTIFY", m: withOpcode(dns.OpcodeNotify), version0: dns.RcodeNotImplemented},
+		{name: "no question", m: queryNoQuestion, version0: dns.RcodeFormatError},
+		{name: "two questions", m: twoQuestions, version0: dns.RcodeFormatError, formerr: true},
+		{name: "a meta-TYPE", m: question("version.example.org.", dns.TypeOPT, true), version0: dns.RcodeFormatError},
+	} {
+		for _, a := range askers {
+			t.Run(tc.name+" "+a.name, func(t *testing.T) {
+				for _, version := range []uint8{1, 0} {
+					m := tc.m.Copy()
+					m.IsEdns0().SetVersion(version)
+					m.IsEdns0().SetDo()
+					r, err := a.ask("127.0.0.8", m)
+					require.NoError(t, err, "version %d", version)
+					want := tc.version0
+					if version != 0 && !tc.formerr {
+						want = dns.RcodeBadVers
+					}
+					assert.Equal(t, want, r.Rcode, "version %d: %s", version, dns.RcodeToString[r.Rcode])
+					assert.Equal(t, m.Opcode, r.Opcode, "version %d: the opcode echoed", version)
+					if opt := r.IsEdns0(); assert.NotNil(t, opt, "version %d: an OPT (RFC 6891 §7)", version) {
+						assert.Zero(t, opt.Version(), "the version spoken")
+						assert.True(t, opt.Do(), "DO copied")
+					}
+				}
+			})
+		}
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
+}
+
 // TestAuditLineNamesTheProxy: a query whose client a trusted proxy named
 // (PROXY v2 on TCP and DoT, X-Forwarded-For on DoH) is logged with
 // "identity": "proxy", the client in "client" and the proxy in "source",

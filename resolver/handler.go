@@ -58,7 +58,7 @@ const (
 	ResultServfail  = "servfail"
 	ResultFormerr   = listen.ResultFormerr
 	ResultNotimp    = listen.ResultNotimp
-	ResultBadvers   = "badvers"
+	ResultBadvers   = listen.ResultBadvers
 	ResultDropped   = listen.ResultDropped
 	ResultExplained = "explained"
 	ResultNotify    = "notify" // a DNS NOTIFY (RFC 1996) for a zone source, answered
@@ -435,6 +435,13 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 	q.client = q.id.Client.Addr()
 	if r, limited := h.admit(q); limited {
 		return r, true
+	}
+	// An OPT of another VERSION is answered BADVERS before anything else
+	// is decided (RFC 6891 §6.1.3, as BIND answers it; the listener's
+	// headerReject answers its own rejections so): a NOTIFY, or a question
+	// of a meta-TYPE, too; two questions or more stay FORMERR (RFC 9619 §4).
+	if len(req.Question) <= 1 && checkEDNS(req) == dns.RcodeBadVers {
+		return msgReply(newReply(req, dns.RcodeBadVers), ResultBadvers), true
 	}
 	// A NOTIFY for a zone source (RFC 1996) is the primary's, whoever
 	// allowed_clients lets ask: it is checked against the primary's

@@ -43,8 +43,10 @@ type queryCheck struct {
 // ResultBadRequest (the caller answers HTTP 400, or closes the DoQ
 // connection with DOQ_PROTOCOL_ERROR); an opcode other than QUERY:
 // NOTIMP; a question count other than one (in the header or in fact), or
-// a body that does not parse: FORMERR. A NOTIMP or FORMERR to a message
-// with an OPT record carries one, as AcceptMessage's do (RFC 6891 §7).
+// a body that does not parse: FORMERR; either of the first two BADVERS
+// when the OPT record is of a VERSION other than 0 (headerReject). A
+// NOTIMP or FORMERR to a message with an OPT record carries one, as
+// AcceptMessage's do (RFC 6891 §7).
 func checkQuery(b []byte) queryCheck {
 	if len(b) < msgHeaderSize {
 		return queryCheck{result: ResultBadRequest}
@@ -58,11 +60,18 @@ func checkQuery(b []byte) queryCheck {
 	reply := func(rcode int, result string) queryCheck {
 		return queryCheck{reject: rejectReply(b, rcode), result: result}
 	}
+	header := func(rcode int, result string) queryCheck {
+		chk := queryCheck{reject: headerReject(b, rcode), result: result}
+		if chk.reject.Rcode == dns.RcodeBadVers {
+			chk.result = ResultBadvers
+		}
+		return chk
+	}
 	if dnswire.Opcode(bits) != dns.OpcodeQuery {
-		return reply(dns.RcodeNotImplemented, resultNotimp)
+		return header(dns.RcodeNotImplemented, resultNotimp)
 	}
 	if qdcount != 1 {
-		return reply(dns.RcodeFormatError, resultFormerr)
+		return header(dns.RcodeFormatError, resultFormerr)
 	}
 	// miekg/dns stops reading questions where the message ends, whatever
 	// QDCOUNT said: a header claiming one question and none after it

@@ -75,8 +75,9 @@ func FuzzCheckQuery(f *testing.F) {
 			if !chk.reject.Response || chk.reject.Id != uint16(b[0])<<8|uint16(b[1]) {
 				t.Fatalf("bad rejection %v", chk.reject)
 			}
-			if chk.result != resultFormerr && chk.result != resultNotimp {
-				t.Fatalf("result %q", chk.result)
+			want := map[int]string{dns.RcodeFormatError: resultFormerr, dns.RcodeNotImplemented: resultNotimp, dns.RcodeBadVers: ResultBadvers}
+			if r, ok := want[chk.reject.Rcode]; !ok || chk.result != r {
+				t.Fatalf("result %q for %s", chk.result, dns.RcodeToString[chk.reject.Rcode])
 			}
 			packed, err := chk.reject.Pack()
 			if err != nil {

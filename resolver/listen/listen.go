@@ -74,8 +74,11 @@ type RejectHandler interface {
 // nothing).
 func answerReject(h Handler, w ResponseWriter, reject *dns.Msg, count Counter) {
 	result := ResultFormerr
-	if reject.Rcode == dns.RcodeNotImplemented {
+	switch reject.Rcode {
+	case dns.RcodeNotImplemented:
 		result = ResultNotimp
+	case dns.RcodeBadVers:
+		result = ResultBadvers
 	}
 	if rh, ok := h.(RejectHandler); ok {
 		rh.ServeReject(w, reject, result)

@@ -23,6 +23,7 @@ const (
 	ResultDropped = "dropped" // no answer: not a query, or nothing to answer
 	ResultFormerr = "formerr" // FORMERR: no single question, or a message that does not parse
 	ResultNotimp  = "notimp"  // NOTIMP: an opcode other than QUERY
+	ResultBadvers = "badvers" // BADVERS: an OPT record of a VERSION other than 0
 )
 
 // Limits bound what the listeners take. A Server reads them from Rules:

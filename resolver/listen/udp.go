@@ -549,12 +549,34 @@ func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 		return nil, nil
 	}
 	if action == dns.MsgRejectNotImplemented {
-		return nil, rejectReply(b, dns.RcodeNotImplemented)
+		return nil, headerReject(b, dns.RcodeNotImplemented)
+	}
+	if action == dns.MsgReject {
+		return nil, headerReject(b, dns.RcodeFormatError)
 	}
 	return nil, rejectReply(b, dns.RcodeFormatError)
 }
 
-// rejectReply is the reply with rcode (FORMERR, NOTIMP) a listener sends
+// headerReject is the reply to the message b, rejected for its header (an
+// opcode other than QUERY and NOTIFY: NOTIMP; a question count other than
+// one: FORMERR; rcode says which): BADVERS when b carries an OPT record of
+// a VERSION other than 0, which RFC 6891 §6.1.3 answers whatever else the
+// message holds, as BIND does, and as the Handler decides the version
+// before anything else: `dig +edns=1 +noednsneg +opcode=15 +header-only`
+// got NOTIMP, and a client that speaks another version is told to fall
+// back to 0 and ask again. A message of two questions or more stays
+// FORMERR (RFC 9619 §4: MUST; BIND decides it before the version too).
+func headerReject(b []byte, rcode int) *dns.Msg {
+	if binary.BigEndian.Uint16(b[4:]) > 1 {
+		return rejectReply(b, rcode)
+	}
+	if off, ok := findOPT(b); ok && b[off+5] != 0 { // VERSION: after TYPE, CLASS and EXTENDED-RCODE
+		rcode = dns.RcodeBadVers
+	}
+	return rejectReply(b, rcode)
+}
+
+// rejectReply is the reply with rcode (FORMERR, NOTIMP, BADVERS) a listener sends
 // itself to the message b, which has a whole header: its ID, opcode and
 // RD, with RA set as in every reply of dnsfence's (RFC 1035 §4.1.1: it
 // says recursion is available here, whatever the query), and an OPT when
