@@ -246,10 +246,7 @@ func TestRPZBlockBeatsPassthruAtOneOwner(t *testing.T) {
 		"32.9.2.0.192.rpz-ip CNAME rpz-passthru.", // 23: skipped
 	}, "\n")+"\n"))
 	require.Error(t, err)
-	var got []string
-	for e, tr := range l.AllTriggers() {
-		got = append(got, fmt.Sprintf("%s@%d %v wildcard=%v", e.Name, e.Line, tr.Action, tr.Wildcard))
-	}
+	got := triggerLines(l)
 	assert.ElementsMatch(t, []string{
 		"a.example@6 NXDOMAIN wildcard=false",
 		"b.example@7 NXDOMAIN wildcard=false",
@@ -310,6 +307,15 @@ func TestRPZBlockBeatsPassthruAtOneOwner(t *testing.T) {
 	}
 }
 
+// triggerLines writes each trigger of l as "name@line action wildcard=bool".
+func triggerLines(l *List) []string {
+	var out []string
+	for e, tr := range l.AllTriggers() {
+		out = append(out, fmt.Sprintf("%s@%d %v wildcard=%v", e.Name, e.Line, tr.Action, tr.Wildcard))
+	}
+	return out
+}
+
 // TestRPZSharedSuffixes covers the parents an RPZ zone's triggers share
 // with the trigger before them (builder.start): a trigger and its
 // wildcard, a repeat, a conflict, a skipped record and an escaped owner in
@@ -329,10 +335,7 @@ func TestRPZSharedSuffixes(t *testing.T) {
 	}, "\n")+"\n"))
 	require.Error(t, err)
 	assert.ErrorIs(t, err, ErrConflict)
-	var got []string
-	for e, tr := range l.AllTriggers() {
-		got = append(got, fmt.Sprintf("%s@%d %v wildcard=%v", e.Name, e.Line, tr.Action, tr.Wildcard))
-	}
+	got := triggerLines(l)
 	assert.Equal(t, []string{
 		"a.b.example.com@5 NXDOMAIN wildcard=false",
 		"a.b.example.com@6 NODATA wildcard=true",

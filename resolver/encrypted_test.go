@@ -21,6 +21,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -289,23 +290,31 @@ func askDoQ(addr, from string, cfg *tls.Config, m *dns.Msg) (*dns.Msg, error) {
 	return r, r.Unpack(out[2:])
 }
 
-// encryptedAskers ask a query over each encrypted transport.
-func encryptedAskers(e *encryptedFence) []struct {
+// asker asks a query over one transport of an encryptedFence, from a
+// source address ("" for any).
+type asker struct {
 	name      string
 	transport string
 	ask       func(from string, m *dns.Msg) (*dns.Msg, error)
-} {
-	return []struct {
-		name      string
-		transport string
-		ask       func(from string, m *dns.Msg) (*dns.Msg, error)
-	}{
+}
+
+// encryptedAskers ask a query over each encrypted transport.
+func encryptedAskers(e *encryptedFence) []asker {
+	return []asker{
 		{"tls", listen.TLS, e.dotAsk},
 		{"https GET", listen.HTTPS, func(from string, m *dns.Msg) (*dns.Msg, error) { return e.dohAsk(from, m, true, false) }},
 		{"https POST", listen.HTTPS, func(from string, m *dns.Msg) (*dns.Msg, error) { return e.dohAsk(from, m, false, false) }},
 		{"http POST behind a proxy", listen.HTTPS, func(from string, m *dns.Msg) (*dns.Msg, error) { return e.dohAsk(from, m, false, true) }},
 		{"quic", listen.QUIC, e.doqAsk},
 	}
+}
+
+// everyAsker asks a query over UDP, TCP and each encrypted transport.
+func everyAsker(e *encryptedFence) []asker {
+	return append([]asker{
+		{"udp", listen.UDP, func(from string, m *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, from, "udp", m) }},
+		{"tcp", listen.TCP, func(from string, m *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, from, "tcp", m) }},
+	}, encryptedAskers(e)...)
 }
 
 // TestEncryptedTransportsSamePipeline: over DNS over TLS, HTTPS (GET, POST,
@@ -888,19 +897,7 @@ func TestKeepaliveTimeoutInQuery(t *testing.T) {
 		m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_LOCAL{Code: dns.EDNS0TCPKEEPALIVE, Data: data}}
 		return m
 	}
-	type asker struct {
-		name string
-		ask  func(from string, m *dns.Msg) (*dns.Msg, error)
-	}
-	askers := []asker{
-		{"udp", func(from string, m *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, from, "udp", m) }},
-		{"tcp", func(from string, m *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, from, "tcp", m) }},
-	}
-	for _, a := range encryptedAskers(e) {
-		if a.transport != listen.QUIC {
-			askers = append(askers, asker{a.name, a.ask})
-		}
-	}
+	askers := slices.DeleteFunc(everyAsker(e), func(a asker) bool { return a.transport == listen.QUIC })
 	for _, a := range askers {
 		t.Run(a.name, func(t *testing.T) {
 			stream := a.name == "tcp" || a.name == "tls"
@@ -942,17 +939,7 @@ func TestUnreadOptionsIgnored(t *testing.T) {
 		m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_LOCAL{Code: code, Data: data}}
 		return m
 	}
-	type asker struct {
-		name, transport string
-		ask             func(from string, m *dns.Msg) (*dns.Msg, error)
-	}
-	askers := []asker{
-		{"udp", listen.UDP, func(from string, m *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, from, "udp", m) }},
-		{"tcp", listen.TCP, func(from string, m *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, from, "tcp", m) }},
-	}
-	for _, a := range encryptedAskers(e) {
-		askers = append(askers, asker{a.name, a.transport, a.ask})
-	}
+	askers := everyAsker(e)
 	for i, tc := range []struct {
 		name   string
 		m      *dns.Msg
@@ -1019,17 +1006,7 @@ func TestBadVersionBeforeHeaderChecks(t *testing.T) {
 	up := startUpstream(t, nil)
 	p := newTestPKI(t)
 	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
-	type asker struct {
-		name, transport string
-		ask             func(from string, m *dns.Msg) (*dns.Msg, error)
-	}
-	askers := []asker{
-		{"udp", listen.UDP, func(from string, m *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, from, "udp", m) }},
-		{"tcp", listen.TCP, func(from string, m *dns.Msg) (*dns.Msg, error) { return exchange(e.addr, from, "tcp", m) }},
-	}
-	for _, a := range encryptedAskers(e) {
-		askers = append(askers, asker{a.name, a.transport, a.ask})
-	}
+	askers := everyAsker(e)
 	withOpcode := func(opcode int) *dns.Msg {
 		m := question("version.example.org.", dns.TypeSOA, true)
 		m.Opcode = opcode
