@@ -474,6 +474,40 @@ sources: {refresh: 1s, cache_dir: cache}
 	}, 5*time.Second, 20*time.Millisecond)
 }
 
+// TestEmptyListBodyAtStartIsNoCopy: a list server that answers 200 with
+// an empty body when dnsfence first starts (no disk copy yet) gives the
+// list no copy, as a server that is down does: /readyz is 503 naming it
+// and the log says it blocks none of its names. It was taken as the list,
+// blocking nothing, with /readyz 200 and an info line "list source
+// loaded" with 0 entries. The server's real list is applied as soon as
+// it serves it.
+func TestEmptyListBodyAtStartIsNoCopy(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/tiktok.txt": ""})
+	list := srv.URL + "/tiktok.txt"
+	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+allowed_clients: ["127.0.0.0/28"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s"]
+sources: {refresh: 1s, cache_dir: cache}
+`, up.addr, list)})
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	ready, why := f.ready(t)
+	assert.False(t, ready, "an empty body is no copy of the list: %s", why)
+	assert.Contains(t, why, "remote lists without a copy")
+	assert.Contains(t, why, list)
+	assert.ErrorIs(t, f.status(t, list).LastError, source.ErrEmpty)
+	assert.True(t, logged(f.logs, "list source failed; no copy yet, so its list blocks none of its names", map[string]any{"source": list, "has_copy": false}))
+
+	srv.set("/tiktok.txt", names(8, "tiktok.com"), "")
+	f.eventuallyRcode(t, "127.0.0.1", "www.tiktok.com.", dns.RcodeNameError, 5*time.Second)
+	require.Eventually(t, func() bool { ready, _ := f.ready(t); return ready }, 5*time.Second, 20*time.Millisecond)
+}
+
 // TestSkippedLinesKept: dnsfence_skipped_lines counts every bad line of
 // each list, those past the hundred reported one by one included, and
 // keeps counting them while the list is served: a remote list's from its

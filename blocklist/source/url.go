@@ -34,6 +34,7 @@ var (
 	ErrRedirects = fmt.Errorf("more than %d redirects", MaxRedirects)
 	ErrStatus    = errors.New("unexpected HTTP status")
 	ErrCutShort  = errors.New("body is cut short: its last line has no line end, as the copy held's has")
+	ErrEmpty     = errors.New("body is empty, not a list")
 	ErrStalled   = errors.New("body stalled")
 )
 
@@ -43,11 +44,11 @@ var (
 // unchanged list costs a 304; a 304 to a request that sent no validator
 // (the server gave none) is an error, and the copy held kept. A body is
 // refused, and the copy held kept, when it is over Options.MaxBytes (not
-// read past the limit), an HTML page (Content-Type text/html or
-// application/xhtml+xml, or a body that starts with markup), binary (a NUL
-// byte or invalid UTF-8), cut short (its last line has no line end while
-// the copy held's has: see cutShort), or does not match the entry's
-// `#sha256=HEX` pin.
+// read past the limit), empty (see checkText), an HTML page (Content-Type
+// text/html or application/xhtml+xml, or a body that starts with markup),
+// binary (a NUL byte or invalid UTF-8), cut short (its last line has no
+// line end while the copy held's has: see cutShort), or does not match the
+// entry's `#sha256=HEX` pin.
 // Redirects are followed up to MaxRedirects times, never from https to
 // http.
 //
@@ -380,11 +381,19 @@ func lastLine(body []byte) string {
 	return string(line)
 }
 
-// checkText refuses a body that is no text list: binary (a NUL byte,
-// invalid UTF-8) or markup (an HTML page: a captive portal, an error page,
-// a web view of the file instead of the raw file). No list format starts
-// with '<'.
+// checkText refuses a body that is no text list: empty, binary (a NUL
+// byte, invalid UTF-8) or markup (an HTML page: a captive portal, an error
+// page, a web view of the file instead of the raw file). No list format
+// starts with '<'. An empty body (no octet but white space and a byte
+// order mark) is what a failed upload, a generator that wrote nothing or
+// a server's error served with 200 leaves, as Pi-hole's gravity takes it
+// ("Received empty file, using cached one"): taken as the list, it would
+// be a first start's list that blocks nothing with /readyz 200. A list
+// meant to be empty says so with a comment line.
 func checkText(body []byte) error {
+	if len(bytes.TrimSpace(bytes.TrimPrefix(body, []byte("\ufeff")))) == 0 {
+		return fmt.Errorf("%w (%d bytes)", ErrEmpty, len(body))
+	}
 	if i := bytes.IndexByte(body, 0); i >= 0 {
 		return fmt.Errorf("%w: NUL byte at offset %d", ErrBinary, i)
 	}

@@ -232,6 +232,9 @@ func TestURLRefused(t *testing.T) {
 		{name: "gzip bytes", body: "\x1f\x8b\x08\x00\x00\x00\x00\x00", want: ErrBinary},
 		{name: "invalid utf-8", body: "tiktok.com\n\xff\xfe\n", want: ErrBinary},
 		{name: "oversized", body: big, want: ErrTooBig},
+		{name: "empty", body: "", want: ErrEmpty},
+		{name: "blank lines", body: "\n\r\n \t\n", want: ErrEmpty},
+		{name: "byte order mark alone", body: "\ufeff\n", want: ErrEmpty},
 		{name: "not found", body: "", want: ErrStatus},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -285,6 +288,43 @@ func TestURLRefusedAtStartLeavesNoContent(t *testing.T) {
 	assert.False(t, st.HasContent)
 	assert.Equal(t, []string{src.Name()}, Missing([]Source{src}))
 	assert.Equal(t, 0, rec.count())
+}
+
+// TestURLEmptyBodyRefused: a 200 with an empty body (a failed upload, a
+// generator that wrote nothing) is no copy: at a first start the source
+// has none, as when its server is down, so /readyz names it (Missing)
+// where the empty list was served as the list, blocking nothing, with
+// /readyz 200. Pi-hole's gravity takes an empty file the same way ("using
+// cached one"). A list of only comments is a list, and empty.
+func TestURLEmptyBodyRefused(t *testing.T) {
+	srv := newListServer(t, "")
+	src, err := NewURL(srv.URL+"/list.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+	st := waitError(t, src, ErrEmpty)
+	assert.Contains(t, st.LastError.Error(), "body is empty, not a list (0 bytes)")
+	assert.False(t, st.HasContent)
+	assert.Equal(t, []string{src.Name()}, Missing([]Source{src}))
+	assert.Equal(t, 0, rec.count())
+
+	srv.set(func(s *listServer) { s.body = []byte("# no names yet\n") })
+	c := rec.waitCount(t, 1)
+	assert.Equal(t, "# no names yet\n", string(c.Body))
+	assert.Empty(t, Missing([]Source{src}))
+
+	// Nor is an empty disk copy (kept before empty bodies were refused)
+	// delivered at a restart with the server down.
+	opt := testOptions(t)
+	entry := srv.URL + "/old.txt"
+	require.NoError(t, writeCache(cachePath(opt.CacheDir, entry), cacheMeta{Source: entry, Kind: "body", Fetched: time.Now()}, nil))
+	srv.Close()
+	restarted, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	again := run(t, restarted)
+	require.Eventually(t, func() bool { return errors.Is(restarted.Status().CacheError, ErrEmpty) }, waitFor, tick,
+		"status: %+v", restarted.Status())
+	assert.Equal(t, 0, again.count())
+	assert.False(t, restarted.Status().HasContent)
 }
 
 func TestURLPinAccepted(t *testing.T) {
