@@ -190,6 +190,51 @@ policies:
 	assert.Equal(t, 1, strings.Count(all, "capcut.com is also in"), "each pair of lists once: %s", all)
 }
 
+// TestLintEmptyFiles: a block list with no entry (empty, blank lines,
+// comments only) and a client range file with no range, beside another
+// range of its policy, load and serve: the list blocks nothing, the file
+// puts no device in its policy. check said "0 warnings, ok" of them, so a
+// sync or a template that wrote an empty file passed a team's check
+// -strict, and a dnsfence started with it (no reload guard has anything
+// before a start) blocked nothing for those devices. Each is now a warning
+// at the configuration's line naming it; an empty allow list, which only
+// blocks more, is not, nor are lists and files that hold something.
+func TestLintEmptyFiles(t *testing.T) {
+	snap, err := buildConfig(t, `upstreams: ["127.0.0.1:53"]
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    client_files: [empty-ranges.txt, ranges.txt]
+    block:
+      - empty.txt
+      - comments.txt
+      - tiktok.txt
+    allow: [empty.txt]
+  - name: phones
+    client_files: [phones.txt, blank-ranges.txt]
+    block: [blank.txt]
+`, map[string]string{
+		"empty.txt": "", "comments.txt": "# tiktok.com, once the sync has run\n", "blank.txt": "\n\r\n\n",
+		"tiktok.txt": "tiktok.com\n", "empty-ranges.txt": "", "ranges.txt": "10.1.0.0/16\n",
+		"phones.txt": "172.16.0.0/12\n", "blank-ranges.txt": "# none yet\n\n",
+	})
+	require.NoError(t, err)
+	var got []string
+	for _, w := range snap.Lint() {
+		if strings.Contains(w.Msg, "holds no") {
+			got = append(got, w.String())
+		}
+	}
+	dir := filepath.Dir(snap.Config.File)
+	assert.Equal(t, []string{
+		filepath.Join(dir, "dnsfence.yaml") + `:5: client range file empty-ranges.txt of policy "gov" holds no range: it puts no device in the policy`,
+		filepath.Join(dir, "dnsfence.yaml") + `:7: block list empty.txt of policy "gov" holds no entry: it blocks nothing`,
+		filepath.Join(dir, "dnsfence.yaml") + `:8: block list comments.txt of policy "gov" holds no entry: it blocks nothing`,
+		filepath.Join(dir, "dnsfence.yaml") + `:12: client range file blank-ranges.txt of policy "phones" holds no range: it puts no device in the policy`,
+		filepath.Join(dir, "dnsfence.yaml") + `:13: block list blank.txt of policy "phones" holds no entry: it blocks nothing`,
+	}, got)
+}
+
 // TestLintRangeListedTwice: a range a policy lists both inline and in a
 // client file, or in two files, is a warning (it stays the policy's while
 // either still lists it, so editing one does not take it away); the

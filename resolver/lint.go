@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"golang.org/x/net/publicsuffix"
 )
 
@@ -28,8 +29,9 @@ func (w Warning) String() string {
 	return fmt.Sprintf("%s: %s", w.File, w.Msg)
 }
 
-// Lint looks for likely mistakes: a configuration that blocks nothing,
-// a range a policy lists twice, ranges no client can reach, exemptions
+// Lint looks for likely mistakes: a configuration that blocks nothing, a
+// block list or client range file that holds nothing, a range a policy
+// lists twice, ranges no client can reach, exemptions
 // that exempt nothing, blocking policies nested in each other, ranges only
 // partly inside allowed_clients, blocking policies of one address family
 // where allowed_clients admits the other, names both blocked and allowed by
@@ -126,6 +128,7 @@ func (s *Snapshot) Lint() []Warning {
 			r.Prefix, rp[0].Policy.Name, where(prior))})
 	}
 	ws = append(ws, s.lintRepeats()...)
+	ws = append(ws, s.lintEmpty()...)
 	ws = append(ws, s.lintOneFamily(ranges)...)
 	for _, path := range sortedKeys(s.Lists) {
 		l := s.Lists[path]
@@ -305,6 +308,34 @@ func (s *Snapshot) lintRepeats() []Warning {
 						ws = append(ws, Warning{b.File(), e.Line, fmt.Sprintf("%s is also in %s:%d", e.Name, a.File(), line)})
 					}
 				}
+			}
+		}
+	}
+	return ws
+}
+
+// lintEmpty warns of each block list that holds no entry and each client
+// range file that holds no range (no line, or comments only), at the
+// configuration's line naming it: the list blocks nothing, the file puts
+// no device in its policy (one of a policy with no other range is refused,
+// BuildSnapshot). Such a file is most often what a sync, a template or a
+// ConfigMap key that came out empty wrote; a running dnsfence holds it
+// (the reload guards), but a start has nothing before it, and check is
+// what runs first. Remote lists are left out: check without -fetch has no
+// copy of them to count, and a fetch says what it got.
+func (s *Snapshot) lintEmpty() []Warning {
+	var ws []Warning
+	for _, pc := range s.Config.Policies {
+		for j, f := range pc.Block {
+			if l, ok := s.Lists[s.Config.Path(f)]; ok && !config.IsRemote(f) && l.Len() == 0 {
+				ws = append(ws, Warning{s.Config.File, pc.Line("block", j), fmt.Sprintf(
+					"block list %s of policy %q holds no entry: it blocks nothing", f, pc.Name)})
+			}
+		}
+		for j, f := range pc.ClientFiles {
+			if rf, ok := s.Ranges[s.Config.Path(f)]; ok && len(rf.Ranges) == 0 {
+				ws = append(ws, Warning{s.Config.File, pc.Line("client_files", j), fmt.Sprintf(
+					"client range file %s of policy %q holds no range: it puts no device in the policy", f, pc.Name)})
 			}
 		}
 	}
