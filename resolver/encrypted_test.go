@@ -1122,7 +1122,9 @@ func TestAuditLineNamesTheProxy(t *testing.T) {
 // own (listen.Config.Stopped, wired to Handler.ListenerStopped) turns
 // /readyz 503, naming it, so that a load balancer takes out an instance
 // whose DNS over QUIC clients get no answer; the other transports still
-// answer. Before, /readyz said ready and the error log alone told.
+// answer. Before, /readyz said ready and the error log alone told. Once
+// the listener serves again (Handler.ListenerResumed: a DoQ listener is
+// opened again) it is ready again.
 func TestReadyzNamesAStoppedListener(t *testing.T) {
 	up := startUpstream(t, nil)
 	p := newTestPKI(t)
@@ -1135,8 +1137,19 @@ func TestReadyzNamesAStoppedListener(t *testing.T) {
 	e.handler.ListenerStopped(listen.QUIC, e.addrs[listen.QUIC], errors.New("doq: accepting: read udp: use of closed network connection"))
 	code, body = get(t, srv.URL+"/readyz")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
-	assert.Equal(t, "not ready: the quic listener on "+e.addrs[listen.QUIC]+" stopped: doq: accepting: read udp: use of closed network connection; restart dnsfence\n", body)
+	assert.Equal(t, "not ready: the quic listener on "+e.addrs[listen.QUIC]+" stopped: doq: accepting: read udp: use of closed network connection; it is being opened again\n", body)
 	r, err := e.dotAsk("127.0.0.1", question("www.example.org.", dns.TypeA, true))
 	require.NoError(t, err)
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode, "the other listeners answer")
+
+	// Opened again, it is ready; a DoH listener stopped stays named until
+	// a restart.
+	e.handler.ListenerStopped(listen.HTTPS, e.addrs[listen.HTTPS], errors.New("accept tcp: use of closed network connection"))
+	e.handler.ListenerResumed(listen.QUIC, e.addrs[listen.QUIC])
+	code, body = get(t, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Equal(t, "not ready: the https listener on "+e.addrs[listen.HTTPS]+" stopped: accept tcp: use of closed network connection; restart dnsfence\n", body)
+	e.handler.ListenerResumed(listen.HTTPS, e.addrs[listen.HTTPS])
+	code, body = get(t, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusOK, code, body)
 }

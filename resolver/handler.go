@@ -128,10 +128,12 @@ type Handler struct {
 	held sync.Map
 	// stopping is set by Stopping: /readyz says not ready from then on.
 	stopping atomic.Bool
-	// listenersStopped names the listeners that stopped serving on their
-	// own (ListenerStopped), for /readyz; guarded by listenersMu.
+	// listenersStopped says, for /readyz, why each listener that stopped
+	// serving on its own (ListenerStopped) and serves no more
+	// (ListenerResumed) stopped, by transport and address; guarded by
+	// listenersMu.
 	listenersMu      sync.Mutex
-	listenersStopped []string
+	listenersStopped map[string]string
 	// readyProbes shares one probe of the upstreams among the /readyz
 	// requests that need one at once, by forwarder.
 	readyProbes singleflight.Group

@@ -3,12 +3,14 @@ package resolver
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist/source"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,13 +53,29 @@ func HTTPHandler(h *Handler, gatherer prometheus.Gatherer, readyWindow time.Dura
 
 // ListenerStopped records that the transport's listener at addr stopped
 // serving for err (listen.Config.Stopped): /readyz answers 503, naming it,
-// until a restart, so that a load balancer or an anycast health check
-// takes out an instance whose DNS over QUIC or HTTPS clients get no
+// until it serves again (ListenerResumed; a DNS over QUIC listener is
+// opened again) or a restart, so that a load balancer or an anycast health
+// check takes out an instance whose DNS over QUIC or HTTPS clients get no
 // answer, where it said ready while the error log alone told.
 func (h *Handler) ListenerStopped(transport, addr string, err error) {
+	remedy := "restart dnsfence"
+	if transport == listen.QUIC {
+		remedy = "it is being opened again"
+	}
 	h.listenersMu.Lock()
 	defer h.listenersMu.Unlock()
-	h.listenersStopped = append(h.listenersStopped, fmt.Sprintf("the %s listener on %s stopped: %v", transport, addr, err))
+	if h.listenersStopped == nil {
+		h.listenersStopped = map[string]string{}
+	}
+	h.listenersStopped[transport+" "+addr] = fmt.Sprintf("the %s listener on %s stopped: %v; %s", transport, addr, err, remedy)
+}
+
+// ListenerResumed records that the transport's listener at addr, which
+// ListenerStopped told of, serves again (listen.Config.Resumed).
+func (h *Handler) ListenerResumed(transport, addr string) {
+	h.listenersMu.Lock()
+	defer h.listenersMu.Unlock()
+	delete(h.listenersStopped, transport+" "+addr)
 }
 
 // ready reports readiness and why.
@@ -70,10 +88,10 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 		return false, "not ready: lists and client ranges are still loading"
 	}
 	h.listenersMu.Lock()
-	stopped := strings.Join(h.listenersStopped, "; ")
+	stopped := strings.Join(slices.Sorted(maps.Values(h.listenersStopped)), "; ")
 	h.listenersMu.Unlock()
 	if stopped != "" {
-		return false, "not ready: " + stopped + "; restart dnsfence"
+		return false, "not ready: " + stopped
 	}
 	reloadTrouble := ""
 	if st := h.reload.Load(); st != nil && !st.OK && !st.FailingSince.IsZero() {

@@ -45,6 +45,7 @@ func newServer(log *zap.Logger, h *Handler, serve listen.Handler) *Server {
 			m.udpSockets(socks)
 		},
 		Stopped: h.ListenerStopped,
+		Resumed: h.ListenerResumed,
 		Log:     log,
 	})
 	return s

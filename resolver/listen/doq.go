@@ -153,6 +153,9 @@ type DoQServer struct {
 	draining bool                      // Shutdown or Close was called
 	closing  bool                      // Close was called
 	drained  chan struct{}             // closed when draining and streams is 0
+	// stopping is closed when draining starts: a wait to Serve again
+	// (Server.serveDoQ) ends at it.
+	stopping chan struct{}
 	wg       sync.WaitGroup
 
 	// queries holds the queries arriving to opt.QueryBudget.
@@ -184,7 +187,7 @@ func NewDoQServer(opt DoQOptions) *DoQServer {
 		log = zap.NewNop()
 	}
 	return &DoQServer{opt: opt, log: log, conns: map[*doqConn]struct{}{}, reading: map[*quic.Stream]struct{}{},
-		unproven: map[netip.Prefix]int{}, drained: make(chan struct{}), queries: queryBudget{max: opt.QueryBudget}}
+		unproven: map[netip.Prefix]int{}, drained: make(chan struct{}), stopping: make(chan struct{}), queries: queryBudget{max: opt.QueryBudget}}
 }
 
 // errTooManyConns refuses a connection attempt over MaxConns.
@@ -403,6 +406,7 @@ func (s *DoQServer) startDraining() {
 		return
 	}
 	s.draining = true
+	close(s.stopping)
 	if s.ln != nil {
 		s.ln.Close()
 	}

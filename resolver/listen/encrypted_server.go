@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -51,7 +53,66 @@ type dohListener struct {
 // doqListener is one DNS over QUIC listener of a Server, with its socket.
 type doqListener struct {
 	srv *DoQServer
-	pc  net.PacketConn
+	mu  sync.Mutex
+	pc  net.PacketConn // the socket served; serveDoQ replaces it
+}
+
+// socket is the socket the listener serves, or last served.
+func (l *doqListener) socket() net.PacketConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pc
+}
+
+// firstReopenWait and maxReopenWait bound the wait before a DNS over QUIC
+// listener that stopped is opened again: the first wait, doubled while
+// opening or serving fails at once.
+const (
+	firstReopenWait = time.Second
+	maxReopenWait   = time.Minute
+)
+
+// serveDoQ serves l until Shutdown. quic-go ends a listener on a read
+// error of its socket that it does not take as temporary (ENOMEM, ENOBUFS,
+// the socket closed under it); the listener is then told stopped (Config.
+// Stopped: /readyz 503) and its socket replaced by a new one at the same
+// address, after firstReopenWait doubling to maxReopenWait while that
+// fails, and told resumed once it serves again. Before, it stayed stopped,
+// its DoQ clients unanswered, until dnsfence was restarted.
+func (s *Server) serveDoQ(l *doqListener) {
+	addr := l.socket().LocalAddr().String()
+	wait := time.Duration(0)
+	for {
+		served := time.Now()
+		err := l.srv.Serve(l.socket())
+		if err == nil {
+			return // Shutdown or Close
+		}
+		if time.Since(served) > maxReopenWait {
+			wait = 0 // it served a while: a new failure, not the last one again
+		}
+		s.stopped(QUIC, addr, err)
+		for {
+			wait = min(max(2*wait, s.reopenFirst), maxReopenWait)
+			select {
+			case <-time.After(wait):
+			case <-l.srv.stopping:
+				return
+			}
+			_ = l.socket().Close()
+			pc, err := net.ListenPacket("udp", addr)
+			if err == nil {
+				l.mu.Lock()
+				l.pc = pc
+				l.mu.Unlock()
+				break
+			}
+			s.log.Warn("listener stopped: opening it again failed", zap.String("transport", QUIC),
+				zap.String("address", addr), zap.Error(err), zap.Duration("retry_in", min(2*wait, maxReopenWait)))
+		}
+		s.log.Info("listener opened again", zap.String("transport", QUIC), zap.String("address", addr))
+		s.cfg.Resumed(QUIC, addr)
+	}
 }
 
 // errNoCert is StartEncrypted's error when a listener needs a certificate
@@ -170,13 +231,10 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 			ReadTimeout:      limits.TCPReadTimeout,
 			IdleTimeout:      limits.TCPIdleTimeout,
 		})
-		s.doq = append(s.doq, &doqListener{srv: srv, pc: pc})
 		s.endpoint(QUIC, pc.LocalAddr())
-		s.wg.Go(func() {
-			if err := srv.Serve(pc); err != nil {
-				s.stopped(QUIC, pc.LocalAddr().String(), err)
-			}
-		})
+		l := &doqListener{srv: srv, pc: pc}
+		s.doq = append(s.doq, l)
+		s.wg.Go(func() { s.serveDoQ(l) })
 		s.log.Info("listening", zap.String("address", pc.LocalAddr().String()), zap.Strings("transports", []string{QUIC}))
 	}
 	return nil
@@ -185,8 +243,11 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 // stopped logs that the transport's listener at addr stopped serving for
 // err, and tells Config.Stopped.
 func (s *Server) stopped(transport, addr string, err error) {
-	s.log.Error("listener stopped: restart dnsfence to serve on it again", zap.String("transport", transport),
-		zap.String("address", addr), zap.Error(err))
+	msg := "listener stopped: restart dnsfence to serve on it again"
+	if transport == QUIC {
+		msg = "listener stopped: opening it again"
+	}
+	s.log.Error(msg, zap.String("transport", transport), zap.String("address", addr), zap.Error(err))
 	if s.cfg.Stopped != nil {
 		s.cfg.Stopped(transport, addr, err)
 	}

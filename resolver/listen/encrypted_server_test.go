@@ -48,6 +48,7 @@ type encryptedSetup struct {
 	mu      sync.Mutex
 	refused map[string]int // transport/reason
 	stopped []string       // transport address: error, as Config.Stopped tells
+	resumed []string       // transport address, as Config.Resumed tells
 }
 
 func newEncryptedSetup(t *testing.T) *encryptedSetup {
@@ -70,6 +71,11 @@ func newEncryptedSetup(t *testing.T) *encryptedSetup {
 		Stopped: func(transport, addr string, err error) {
 			e.mu.Lock()
 			e.stopped = append(e.stopped, fmt.Sprintf("%s %s: %v", transport, addr, err))
+			e.mu.Unlock()
+		},
+		Resumed: func(transport, addr string) {
+			e.mu.Lock()
+			e.resumed = append(e.resumed, transport+" "+addr)
 			e.mu.Unlock()
 		},
 		Log: zap.New(core),
@@ -566,6 +572,46 @@ func clientHello(t *testing.T, cfg *tls.Config) []byte {
 	n, err := capture.Read(b) // crypto/tls writes the flight in one Write
 	require.NoError(t, err)
 	return b[:n]
+}
+
+// TestServerReopensAStoppedQUICListener: a DNS over QUIC listener whose
+// transport failed (its socket closed under it, as quic-go ends a listener
+// on a read error of its socket) stayed stopped, its clients unanswered,
+// until dnsfence was restarted. It is now opened again at its address on
+// a new socket, a second later, told to Config.Resumed, and answers.
+func TestServerReopensAStoppedQUICListener(t *testing.T) {
+	e := newEncryptedSetup(t)
+	addr := e.addrs[QUIC]
+	ask := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c, err := quic.DialAddr(ctx, addr, clientTLS(e.ca, ALPNDoQ), &quic.Config{})
+		if err != nil {
+			return err
+		}
+		defer c.CloseWithError(0, "")
+		r, err := doqExchange(c, query("fast."))
+		if err == nil && r.Rcode != dns.RcodeSuccess {
+			err = fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
+		}
+		return err
+	}
+	require.NoError(t, ask())
+	require.NoError(t, e.srv.doq[0].socket().Close())
+	require.Eventually(t, func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return len(e.stopped) == 1
+	}, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return len(e.resumed) == 1
+	}, 10*time.Second, 5*time.Millisecond, "opened again")
+	e.mu.Lock()
+	assert.Equal(t, []string{QUIC + " " + addr}, e.resumed)
+	e.mu.Unlock()
+	require.NoError(t, ask(), "answered at the same address")
 }
 
 // TestServerStoppedListenerTold: a DNS over QUIC listener whose transport

@@ -85,9 +85,16 @@ type Config struct {
 	// own, by transport (HTTPS, QUIC), address and the error that stopped
 	// it: a DNS over QUIC listener whose transport failed (quic-go ends it
 	// on a read error of its socket), a DNS over HTTPS one whose Serve
-	// failed. It stays stopped until a restart; never told at Shutdown.
-	// The UDP, TCP and DoT loops wait out their errors and never stop.
+	// failed. A DNS over QUIC listener is opened again on a new socket at
+	// its address (Resumed tells when it serves); a DNS over HTTPS one,
+	// whose accept failures are waited out (Patient), stops only if its
+	// socket is closed under it, and stays stopped until a restart. Never
+	// told at Shutdown. The UDP, TCP and DoT loops wait out their errors
+	// and never stop.
 	Stopped func(transport, addr string, err error)
+	// Resumed, when set, is told that a listener Stopped told of serves
+	// again, by transport and address.
+	Resumed func(transport, addr string)
 	Log     *zap.Logger
 }
 
@@ -106,6 +113,10 @@ type Server struct {
 	wg        sync.WaitGroup
 	// admission decides which connections every stream listener serves.
 	admission *admission
+	// reopenFirst is the first wait before a stopped DNS over QUIC
+	// listener is opened again (serveDoQ): firstReopenWait, shorter in
+	// tests.
+	reopenFirst time.Duration
 }
 
 // New returns a Server for cfg; Start opens its sockets.
@@ -131,7 +142,10 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	return &Server{cfg: cfg, log: cfg.Log, admission: newAdmission(cfg)}
+	if cfg.Resumed == nil {
+		cfg.Resumed = func(string, string) {}
+	}
+	return &Server{cfg: cfg, log: cfg.Log, admission: newAdmission(cfg), reopenFirst: firstReopenWait}
 }
 
 // AcceptQuery is the first look at a packet, before it is parsed: answers
@@ -368,7 +382,7 @@ func (s *Server) closeAll() {
 	}
 	for _, q := range s.doq {
 		_ = q.srv.Close()
-		_ = q.pc.Close()
+		_ = q.socket().Close()
 	}
 	s.wg.Wait()
 }
@@ -419,7 +433,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, q := range s.doq {
 		drains.Go(func() {
 			_ = q.srv.Shutdown(ctx)
-			_ = q.pc.Close()
+			_ = q.socket().Close()
 		})
 	}
 	done := make(chan struct{})
