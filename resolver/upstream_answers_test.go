@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http/httptest"
@@ -1873,5 +1874,123 @@ func TestBrokenUpstreamNotKeptUpByOfTheQuery(t *testing.T) {
 				return slices.Contains(f.handler.Snapshot().Forwarder().Down(), broken.addr)
 			}, 10*time.Second, 10*time.Millisecond, "the broken upstream is marked down")
 		})
+	}
+}
+
+// dotUpstream serves u as DNS over TLS on 127.0.0.1, with p's certificate,
+// until the test ends, and returns its tls:// address, named
+// testServerName (a fence trusts it with upstream_ca: p.caFile).
+func dotUpstream(t *testing.T, p *testPKI, u *testUpstream) string {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(p.certFile, p.keyFile)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	tl := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"dot"}, MinVersion: tls.VersionTLS12})
+	testnet.Serve(t, &dns.Server{Listener: tl, Net: "tcp-tls", Handler: u})
+	return "tls://" + ln.Addr().String() + "#" + testServerName
+}
+
+// TestUnreadAnswerOptionsIgnored: an upstream answer whose OPT carries an
+// EDNS option dnsfence does not read is used whatever that option's data
+// holds (RFC 6891 §6.1.2: a requestor ignores an option it does not
+// understand), on every path an answer takes: a UDP query's wire path
+// (the answer read in wire form, then unpacked to be cached with its
+// options) and message path (a query with an option the wire path leaves
+// alone), a TCP query's TCP exchange, and a DNS over TLS upstream's. The
+// client gets the upstream's answer, without the option, and the
+// upstream is not counted as failing. An Extended DNS Error beside such an
+// option is relayed as before, in an answer as in a SERVFAIL. Each of
+// these was SERVFAIL with EDE 23 and the upstream marked down, miekg/dns
+// refusing the whole answer for the data of an option it knows (an EXPIRE
+// of 3 octets, an EDE of 1), and the SERVFAIL's EDE 6 was lost.
+func TestUnreadAnswerOptionsIgnored(t *testing.T) {
+	cases := []struct {
+		name  string
+		rcode int
+		opts  []dns.EDNS0
+		edes  []uint16 // the client's EDEs
+	}{
+		{name: "EXPIRE of 3 octets", opts: []dns.EDNS0{&dns.EDNS0_LOCAL{Code: dns.EDNS0EXPIRE, Data: []byte{0, 0, 1}}}},
+		{name: "Extended DNS Error of 1 octet", opts: []dns.EDNS0{&dns.EDNS0_LOCAL{Code: dns.EDNS0EDE, Data: []byte{0}}}},
+		{name: "keepalive of 1 octet", opts: []dns.EDNS0{&dns.EDNS0_LOCAL{Code: dns.EDNS0TCPKEEPALIVE, Data: []byte{1}}}},
+		{name: "LLQ of 1 octet", opts: []dns.EDNS0{&dns.EDNS0_LOCAL{Code: dns.EDNS0LLQ, Data: []byte{0xff}}}},
+		{name: "Report-Channel not a name", opts: []dns.EDNS0{&dns.EDNS0_LOCAL{Code: dns.EDNS0REPORTING, Data: []byte{0xff}}}},
+		{name: "an EDE beside an EXPIRE of 3 octets", edes: []uint16{dns.ExtendedErrorCodeOther}, opts: []dns.EDNS0{
+			&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeOther, ExtraText: "kept"},
+			&dns.EDNS0_LOCAL{Code: dns.EDNS0EXPIRE, Data: []byte{0, 0, 1}},
+		}},
+		{name: "SERVFAIL with EDE 6 beside an EXPIRE of 3 octets", rcode: dns.RcodeServerFailure, opts: []dns.EDNS0{
+			&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeDNSBogus},
+			&dns.EDNS0_LOCAL{Code: dns.EDNS0EXPIRE, Data: []byte{0, 0, 1}},
+		}},
+	}
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		var i int
+		if _, err := fmt.Sscanf(r.Question[0].Name, "r%d-", &i); err != nil || i >= len(cases) {
+			return m // a probe
+		}
+		m.Rcode = cases[i].rcode
+		if m.Rcode != dns.RcodeSuccess {
+			m.Answer = nil
+		}
+		if m.IsEdns0() == nil {
+			m.SetEdns0(1232, false)
+		}
+		m.IsEdns0().Option = cases[i].opts
+		return m
+	})
+	p := newTestPKI(t)
+	tlsUp := dotUpstream(t, p, up)
+	plain := govFence(t, "upstream_timeout: 2s", up.addr)
+	encrypted := govFence(t, fmt.Sprintf("upstream_timeout: 2s\nupstream_ca: %q", p.caFile), tlsUp)
+	withOption := func(m *dns.Msg) *dns.Msg {
+		// An option of no meaning: the wire path leaves the query to the
+		// message path.
+		m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_LOCAL{Code: dns.EDNS0LOCALSTART, Data: []byte{1}}}
+		return m
+	}
+	askers := []struct {
+		name     string
+		f        *fence
+		upstream string
+		network  string
+		query    func(*dns.Msg) *dns.Msg
+	}{
+		{"udp wire path", plain, up.addr, "udp", func(m *dns.Msg) *dns.Msg { return m }},
+		{"udp message path", plain, up.addr, "udp", withOption},
+		{"tcp", plain, up.addr, "tcp", func(m *dns.Msg) *dns.Msg { return m }},
+		{"dot", encrypted, tlsUp, "udp", func(m *dns.Msg) *dns.Msg { return m }},
+	}
+	for i, tc := range cases {
+		for j, a := range askers {
+			t.Run(tc.name+" "+a.name, func(t *testing.T) {
+				q := a.query(question(fmt.Sprintf("r%d-%d.example.org.", i, j), dns.TypeA, true))
+				r := ask(t, a.f.addr, "", a.network, q)
+				var codes []uint16
+				for _, e := range allEDEs(r) {
+					codes = append(codes, e.InfoCode)
+				}
+				if tc.rcode == dns.RcodeServerFailure {
+					assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
+					assert.Contains(t, codes, uint16(dns.ExtendedErrorCodeDNSBogus), "the upstream's EDE, relayed")
+					assert.NotContains(t, codes, uint16(dns.ExtendedErrorCodeNetworkError), "the answer was usable")
+					return
+				}
+				assert.Equal(t, dns.RcodeSuccess, r.Rcode, "%s, EDEs %v", dns.RcodeToString[r.Rcode], allEDEs(r))
+				if assert.Len(t, r.Answer, 1) {
+					assert.Equal(t, "192.0.2.1", r.Answer[0].(*dns.A).A.String())
+				}
+				assert.Equal(t, tc.edes, codes, "the upstream's EDEs, and nothing else")
+				if opt := r.IsEdns0(); assert.NotNil(t, opt) {
+					for _, o := range opt.Option {
+						assert.Equal(t, uint16(dns.EDNS0EDE), o.Option(), "no option relayed but EDEs")
+					}
+				}
+				assert.NotContains(t, a.f.handler.Snapshot().Forwarder().Down(), a.upstream)
+				assert.Zero(t, upstreamErrors(t, a.f.registry, a.upstream)["malformed"])
+			})
+		}
 	}
 }

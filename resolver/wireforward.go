@@ -3,7 +3,6 @@ package resolver
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,9 +228,8 @@ func (h *Handler) storeWire(q *query, a upstream.WireAnswer, from string, err er
 		if e, ok := cache.putWire(q.key, a.Raw, time.Now()); ok {
 			return e, nil, from, nil
 		}
-		msg = new(dns.Msg)
-		if err := msg.Unpack(a.Raw); err != nil {
-			return nil, nil, "", fmt.Errorf("%w: %w", upstream.ErrAnswerMalformed, err)
+		if msg, err = upstream.UnpackAnswer(a.Raw); err != nil {
+			return nil, nil, "", err
 		}
 	}
 	return nil, cache.put(q.key, msg, time.Now()), from, nil

@@ -521,3 +521,126 @@ func rdataNames(msg []byte, r Record, skip, names int, seen *Labels) (int, int) 
 func SOAMinimum(msg []byte, r Record) uint32 {
 	return binary.BigEndian.Uint32(msg[r.End-4:])
 }
+
+// FindOPT is the offset in b, which has a header, of the first OPT record
+// of its additional section, after the record's owner name (at its TYPE);
+// ok is false when there is none, or b cannot be read so far. It reads only
+// the names' lengths (a compression pointer ends a name: SkipName), the
+// types and the RDATA lengths, so that it finds the OPT of a message that
+// does not parse otherwise (an option's data, an unknown opcode's
+// sections). The record's fixed fields (10 octets) are in b.
+func FindOPT(b []byte) (off int, ok bool) {
+	off, ok = SkipQuestions(b)
+	if !ok {
+		return 0, false
+	}
+	an, ns, ar := int(ANCount(b)), int(NSCount(b)), int(ARCount(b))
+	for i := range an + ns + ar {
+		if off, ok = SkipName(b, off); !ok || off+10 > len(b) {
+			return 0, false
+		}
+		if i >= an+ns && binary.BigEndian.Uint16(b[off:]) == TypeOPT {
+			return off, true
+		}
+		off += 10 + int(binary.BigEndian.Uint16(b[off+8:]))
+	}
+	return 0, false
+}
+
+// SkipName returns the offset after the name at off in b, reading only
+// its labels' lengths (a compression pointer ends a name); ok is false
+// when b ends first or a length is of a reserved kind.
+func SkipName(b []byte, off int) (end int, ok bool) {
+	for off < len(b) {
+		switch c := b[off]; {
+		case c == 0:
+			return off + 1, true
+		case c&0xC0 == 0xC0: // a pointer ends the name
+			return off + 2, off+2 <= len(b)
+		case c&0xC0 != 0:
+			return 0, false
+		default:
+			off += 1 + int(c)
+		}
+	}
+	return 0, false
+}
+
+// SkipQuestions returns the offset after the question section of b, as
+// QDCOUNT gives it; ok is false when b has no whole header, or ends before
+// the last question's QTYPE and QCLASS do.
+func SkipQuestions(b []byte) (end int, ok bool) {
+	if len(b) < HeaderLen {
+		return 0, false
+	}
+	off := HeaderLen
+	for range QDCount(b) {
+		if off, ok = SkipName(b, off); !ok || off+4 > len(b) {
+			return 0, false
+		}
+		off += 4
+	}
+	return off, true
+}
+
+// WithoutOptions is a copy of the message b whose first OPT record keeps
+// only the options keep takes (given each option's code and data), in
+// their order; an OPT of a VERSION other than 0 keeps none, its options
+// being that version's, which dnsfence does not read (RFC 6891 §6.1.3).
+// ok is false when b has no OPT record, or its RDATA is not made of whole
+// options or ends past b (miekg/dns refuses those, and so does dnsfence).
+//
+// miekg/dns refuses a whole message for the data of an option it knows
+// and dnsfence may not read (an LLQ, UPDATE-LEASE, EXPIRE, Extended DNS
+// Error, Report-Channel or ZONEVERSION option of a length or form other
+// than its RFC's, an edns-tcp-keepalive of one octet), where RFC 6891
+// §6.1.2 has a responder and a requestor alike ignore an option they do
+// not understand: a query (listen's unpackQuery) or an upstream's answer
+// (upstream.UnpackAnswer) that does not parse as it is is parsed again
+// from this copy, without the options it is not read for.
+func WithoutOptions(b []byte, keep func(code uint16, data []byte) bool) (rest []byte, ok bool) {
+	off, ok := FindOPT(b)
+	if !ok {
+		return nil, false
+	}
+	start := off + 10 // the RDATA: after TYPE, CLASS, TTL and RDLENGTH
+	end := start + int(binary.BigEndian.Uint16(b[off+8:]))
+	if end > len(b) {
+		return nil, false
+	}
+	version := b[off+5] // after TYPE, CLASS and EXTENDED-RCODE
+	rest = append(make([]byte, 0, len(b)), b[:start]...)
+	for rdata := b[start:end]; len(rdata) > 0; {
+		if len(rdata) < 4 || 4+int(binary.BigEndian.Uint16(rdata[2:])) > len(rdata) {
+			return nil, false
+		}
+		n := 4 + int(binary.BigEndian.Uint16(rdata[2:]))
+		if version == 0 && keep(binary.BigEndian.Uint16(rdata), rdata[4:n]) {
+			rest = append(rest, rdata[:n]...)
+		}
+		rdata = rdata[n:]
+	}
+	binary.BigEndian.PutUint16(rest[off+8:], uint16(len(rest)-start))
+	return append(rest, b[end:]...), true
+}
+
+// HasOption reports whether the message b carries the EDNS option code in
+// its first OPT record, of any version, whatever its data: read from the
+// octets, for an option whose presence alone matters (the
+// edns-tcp-keepalive over DNS over QUIC, RFC 9250 §5.5.2), which a parsed
+// message need not hold (WithoutOptions).
+func HasOption(b []byte, code uint16) bool {
+	off, ok := FindOPT(b)
+	if !ok {
+		return false
+	}
+	start := off + 10
+	rdata := b[start:min(start+int(binary.BigEndian.Uint16(b[off+8:])), len(b))]
+	for len(rdata) >= 4 {
+		if binary.BigEndian.Uint16(rdata) == code {
+			return true
+		}
+		rdata = rdata[min(4+int(binary.BigEndian.Uint16(rdata[2:])), len(rdata)):]
+	}
+	return false
+}

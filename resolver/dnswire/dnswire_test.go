@@ -150,3 +150,55 @@ func TestEqualFold(t *testing.T) {
 	// Only ASCII letters fold: '[' (0x5B) is not '{' (0x7B).
 	assert.False(t, EqualFold([]byte("\x01[\x00"), []byte("\x01{\x00")))
 }
+
+// TestWithoutOptions: the copy keeps the options keep takes, in order, and
+// the rest of the message as it was (a record after the OPT too); an OPT of
+// another version keeps none; a message without an OPT, or whose options
+// run past its RDATA, has no copy. HasOption sees an option of any data.
+func TestWithoutOptions(t *testing.T) {
+	msg := func(version uint8, opts ...dns.EDNS0) []byte {
+		m := new(dns.Msg)
+		m.SetQuestion("a.example.", dns.TypeA)
+		m.Id, m.Response = 1, true
+		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: "a.example.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: []byte{192, 0, 2, 1}}}
+		m.SetEdns0(1232, true)
+		m.IsEdns0().SetVersion(version)
+		m.IsEdns0().Option = opts
+		m.Extra = append(m.Extra, &dns.TXT{Hdr: dns.RR_Header{Name: "b.example.", Rrtype: dns.TypeTXT, Class: dns.ClassINET}, Txt: []string{"after"}})
+		b, err := m.Pack()
+		require.NoError(t, err)
+		return b
+	}
+	expire := &dns.EDNS0_LOCAL{Code: dns.EDNS0EXPIRE, Data: []byte{0, 0, 1}}
+	ede := &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeDNSBogus, ExtraText: "bogus"}
+	short := &dns.EDNS0_LOCAL{Code: dns.EDNS0EDE, Data: []byte{6}}
+	keepEDE := func(code uint16, data []byte) bool { return code == dns.EDNS0EDE && len(data) >= 2 }
+
+	b := msg(0, expire, ede, short)
+	assert.Error(t, new(dns.Msg).Unpack(b), "miekg/dns refuses the EXPIRE and the short EDE")
+	assert.True(t, HasOption(b, dns.EDNS0EXPIRE))
+	assert.False(t, HasOption(b, dns.EDNS0PADDING))
+	rest, ok := WithoutOptions(b, keepEDE)
+	require.True(t, ok)
+	assert.Equal(t, msg(0, ede), rest, "the EDE kept, the rest as it was")
+	assert.False(t, HasOption(rest, dns.EDNS0EXPIRE))
+
+	rest, ok = WithoutOptions(msg(1, expire, ede), keepEDE)
+	require.True(t, ok)
+	assert.Equal(t, msg(1), rest, "another version's options: none kept")
+
+	noOPT := msg(0)
+	noOPT[11] = 0 // ARCOUNT 0: the OPT and the TXT are trailing octets
+	_, ok = WithoutOptions(noOPT, keepEDE)
+	assert.False(t, ok, "no OPT")
+	bad := msg(0, ede)
+	off, ok := FindOPT(bad)
+	require.True(t, ok)
+	_, ok = WithoutOptions(bad[:off+12], keepEDE)
+	assert.False(t, ok, "the RDATA cut short")
+	bad[off+10+3]++ // the EDE's OPTION-LENGTH runs past the RDATA
+	_, ok = WithoutOptions(bad, keepEDE)
+	assert.False(t, ok, "an option past the RDATA")
+	_, ok = FindOPT(bad[:HeaderLen-1])
+	assert.False(t, ok, "no whole header")
+}

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
@@ -717,19 +718,7 @@ func (s *DoQServer) serveStream(c *doqConn, st *quic.Stream) {
 // is wrong with the message. Read from the octets, as the parsed query
 // need not hold it (unpackQuery).
 func hasTCPKeepalive(b []byte) bool {
-	off, ok := findOPT(b)
-	if !ok {
-		return false
-	}
-	start := off + 10
-	rdata := b[start:min(start+int(binary.BigEndian.Uint16(b[off+8:])), len(b))]
-	for len(rdata) >= 4 {
-		if binary.BigEndian.Uint16(rdata) == dns.EDNS0TCPKEEPALIVE {
-			return true
-		}
-		rdata = rdata[min(4+int(binary.BigEndian.Uint16(rdata[2:])), len(rdata)):]
-	}
-	return false
+	return dnswire.HasOption(b, dns.EDNS0TCPKEEPALIVE)
 }
 
 // doqWriter is the ResponseWriter of one DoQ query.

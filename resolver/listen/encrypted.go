@@ -120,7 +120,7 @@ func rawPadding(b []byte) bool {
 	if len(b) < msgHeaderSize {
 		return false
 	}
-	off, ok := findOPT(b)
+	off, ok := dnswire.FindOPT(b)
 	if !ok {
 		return false
 	}

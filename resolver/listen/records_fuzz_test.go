@@ -11,7 +11,7 @@ import (
 
 // rawOPT reports whether the additional section of b, a message with a
 // header, holds a record of type OPT whose fixed fields are there, read
-// label by label and record by record apart from findOPT: a query whose
+// label by label and record by record apart from dnswire.FindOPT: a query whose
 // records are cut short after such an OPT still had one (RFC 6891 §7).
 func rawOPT(b []byte) bool {
 	off := 12
@@ -97,7 +97,7 @@ func FuzzRecordsWhole(f *testing.F) {
 		}
 		whole := recordsWhole(b)
 		m := new(dns.Msg)
-		if _, questions := skipQuestions(b); m.Unpack(b) == nil && questions {
+		if _, questions := dnswire.SkipQuestions(b); m.Unpack(b) == nil && questions {
 			an, ns, ar := binary.BigEndian.Uint16(b[6:]), binary.BigEndian.Uint16(b[8:]), binary.BigEndian.Uint16(b[10:])
 			want := len(m.Answer) == int(an) && len(m.Ns) == int(ns) && len(m.Extra) == int(ar)
 			if whole != want {

@@ -570,7 +570,7 @@ func headerReject(b []byte, rcode int) *dns.Msg {
 	if binary.BigEndian.Uint16(b[4:]) > 1 {
 		return rejectReply(b, rcode)
 	}
-	if off, ok := findOPT(b); ok && b[off+5] != 0 { // VERSION: after TYPE, CLASS and EXTENDED-RCODE
+	if off, ok := dnswire.FindOPT(b); ok && b[off+5] != 0 { // VERSION: after TYPE, CLASS and EXTENDED-RCODE
 		rcode = dns.RcodeBadVers
 	}
 	return rejectReply(b, rcode)
@@ -609,7 +609,7 @@ const EDNSSize = 1232
 // OPT of a message that does not parse otherwise (an option's data, an
 // unknown opcode's sections); a message it cannot read so has none.
 func queryOPT(b []byte) (edns, do bool) {
-	off, ok := findOPT(b)
+	off, ok := dnswire.FindOPT(b)
 	if !ok {
 		return false, false
 	}
@@ -626,14 +626,14 @@ func queryOPT(b []byte) (edns, do bool) {
 // §6.1.2 has a responder ignore an option it does not understand (RFC
 // 7828 §3.2.1 the keepalive over UDP), and §6.1.3 answer BADVERS to
 // another version, whatever its options hold. Such a b is parsed again
-// without those options (withoutUnreadOptions); a message that parses as
+// without those options (dnswire.WithoutOptions); a message that parses as
 // it is is parsed once, as before.
 func unpackQuery(b []byte) *dns.Msg {
 	req := new(dns.Msg)
 	if req.Unpack(b) == nil {
 		return req
 	}
-	rest, ok := withoutUnreadOptions(b)
+	rest, ok := dnswire.WithoutOptions(b, func(code uint16, _ []byte) bool { return readOption(code) })
 	if !ok {
 		return nil
 	}
@@ -644,44 +644,12 @@ func unpackQuery(b []byte) *dns.Msg {
 	return req
 }
 
-// withoutUnreadOptions is a copy of the message b whose first OPT record
-// keeps only the options dnsfence reads from a parsed query, those of a
-// version 0 OPT (readOption), in their order; ok is false when b has no
-// OPT record, or its RDATA is not made of whole options or ends past b
-// (miekg/dns refuses those, and so does the listener). The
-// edns-tcp-keepalive option is read from the octets (keepaliveTimeout,
-// hasTCPKeepalive), not from the parsed query.
-func withoutUnreadOptions(b []byte) (rest []byte, ok bool) {
-	off, ok := findOPT(b)
-	if !ok {
-		return nil, false
-	}
-	start := off + 10 // the RDATA: after TYPE, CLASS, TTL and RDLENGTH
-	end := start + int(binary.BigEndian.Uint16(b[off+8:]))
-	if end > len(b) {
-		return nil, false
-	}
-	version := b[off+5]
-	rest = append(make([]byte, 0, len(b)), b[:start]...)
-	for rdata := b[start:end]; len(rdata) > 0; {
-		if len(rdata) < 4 || 4+int(binary.BigEndian.Uint16(rdata[2:])) > len(rdata) {
-			return nil, false
-		}
-		n := 4 + int(binary.BigEndian.Uint16(rdata[2:]))
-		if version == 0 && readOption(binary.BigEndian.Uint16(rdata)) {
-			rest = append(rest, rdata[:n]...)
-		}
-		rdata = rdata[n:]
-	}
-	binary.BigEndian.PutUint16(rest[off+8:], uint16(len(rest)-start))
-	return append(rest, b[end:]...), true
-}
-
 // readOption reports whether dnsfence reads the EDNS option code from a
 // parsed query: a Client Subnet (a trusted proxy's names its client) and
 // Padding (an encrypted answer is padded). A Cookie and a Client Subnet
-// are checked in the octets (optionsSound); every other option is ignored
-// (RFC 6891 §6.1.2).
+// are checked in the octets (optionsSound), and the edns-tcp-keepalive is
+// read from them (keepaliveTimeout, hasTCPKeepalive); every other option
+// is ignored (RFC 6891 §6.1.2).
 func readOption(code uint16) bool {
 	return code == dns.EDNS0SUBNET || code == dns.EDNS0PADDING
 }
@@ -707,7 +675,7 @@ func optionsSound(b []byte) bool {
 // BADVERS (RFC 6891 §6.1.3; the Handler's checkEDNS), as BIND answers it
 // before it reads any option, not FORMERR for an option version 0 rules.
 func eachOption(b []byte, fn func(code uint16, data []byte) bool) bool {
-	off, ok := findOPT(b)
+	off, ok := dnswire.FindOPT(b)
 	if !ok || b[off+5] != 0 { // VERSION: after TYPE, CLASS and EXTENDED-RCODE
 		return true
 	}
@@ -725,61 +693,6 @@ func eachOption(b []byte, fn func(code uint16, data []byte) bool) bool {
 	return true
 }
 
-// findOPT is the offset in b, which has a header, of the first OPT
-// record of its additional section, after the record's owner name (at its
-// TYPE), as queryOPT reads it; ok is false when there is none, or b
-// cannot be read so far. The record's fixed fields (10 octets) are in b.
-func findOPT(b []byte) (off int, ok bool) {
-	off, ok = skipQuestions(b)
-	if !ok {
-		return 0, false
-	}
-	an, ns, ar := int(binary.BigEndian.Uint16(b[6:])), int(binary.BigEndian.Uint16(b[8:])), int(binary.BigEndian.Uint16(b[10:]))
-	for i := range an + ns + ar {
-		if off, ok = skipName(b, off); !ok || off+10 > len(b) {
-			return 0, false
-		}
-		if i >= an+ns && binary.BigEndian.Uint16(b[off:]) == dns.TypeOPT {
-			return off, true
-		}
-		off += 10 + int(binary.BigEndian.Uint16(b[off+8:]))
-	}
-	return 0, false
-}
-
-// skipName returns the offset after the name at off in b, reading only
-// its labels' lengths (a compression pointer ends a name); ok is false
-// when b ends first or a length is of a reserved kind.
-func skipName(b []byte, off int) (end int, ok bool) {
-	for off < len(b) {
-		switch c := b[off]; {
-		case c == 0:
-			return off + 1, true
-		case c&0xC0 == 0xC0: // a pointer ends the name
-			return off + 2, off+2 <= len(b)
-		case c&0xC0 != 0:
-			return 0, false
-		default:
-			off += 1 + int(c)
-		}
-	}
-	return 0, false
-}
-
-// skipQuestions returns the offset after the question section of b, a
-// message with a header, as QDCOUNT gives it; ok is false when b ends
-// before the last question's QTYPE and QCLASS do.
-func skipQuestions(b []byte) (end int, ok bool) {
-	off := 12 // the header
-	for range binary.BigEndian.Uint16(b[4:]) {
-		if off, ok = skipName(b, off); !ok || off+4 > len(b) {
-			return 0, false
-		}
-		off += 4
-	}
-	return off, true
-}
-
 // questionSound reports whether the question section of b, a message with
 // a header that miekg/dns unpacked, is what a query's must be where
 // miekg/dns does not check it:
@@ -795,7 +708,7 @@ func skipQuestions(b []byte) (end int, ok bool) {
 //     labels, and the query was forwarded as a name the client never
 //     wrote. Unbound answers FORMERR; BIND takes no forward pointer.
 func questionSound(b []byte) bool {
-	if _, ok := skipQuestions(b); !ok {
+	if _, ok := dnswire.SkipQuestions(b); !ok {
 		return false
 	}
 	if binary.BigEndian.Uint16(b[4:]) == 0 {
@@ -820,13 +733,13 @@ func questionSound(b []byte) bool {
 // any record) and ending before it parsed as one without, and was
 // answered as such, where NSD, Unbound and dnsdist answer FORMERR.
 func recordsWhole(b []byte) bool {
-	off, ok := skipQuestions(b)
+	off, ok := dnswire.SkipQuestions(b)
 	if !ok {
 		return false
 	}
 	an, ns, ar := int(binary.BigEndian.Uint16(b[6:])), int(binary.BigEndian.Uint16(b[8:])), int(binary.BigEndian.Uint16(b[10:]))
 	for range an + ns + ar {
-		if off, ok = skipName(b, off); !ok || off+10 > len(b) {
+		if off, ok = dnswire.SkipName(b, off); !ok || off+10 > len(b) {
 			return false
 		}
 		if off += 10 + int(binary.BigEndian.Uint16(b[off+8:])); off > len(b) {

@@ -104,7 +104,7 @@ func FuzzUpstreamAnswer(f *testing.F) {
 		case b, ok := <-w.answer:
 			if !ok {
 				err = w.err
-			} else if resp, err = unpackAnswer(b); err == nil {
+			} else if resp, err = UnpackAnswer(b); err == nil {
 				err = checkAnswer(resp, q)
 			}
 		default:

@@ -12,6 +12,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 )
 
 // defaultEncryptedTimeout is Options.Timeout when it is 0: the default
@@ -173,10 +174,11 @@ func (w *wireQuery) withID(id uint16, framed bool) []byte {
 // an error wrapping ErrProtocol. The answer gets the caller's ID back, loses
 // the hop-by-hop EDNS options (Padding, edns-tcp-keepalive: RFC 7830 §3,
 // RFC 7828 §3.3.2), and loses its OPT record altogether when the caller's
-// query had none: that OPT was only added to carry padding.
+// query had none: that OPT was only added to carry padding. Options
+// dnsfence does not read are ignored whatever their data (UnpackAnswer).
 func (w *wireQuery) answer(b []byte, id uint16) (*dns.Msg, error) {
-	resp := new(dns.Msg)
-	if err := resp.Unpack(b); err != nil {
+	resp, err := unpackMsg(b)
+	if err != nil {
 		return nil, fmt.Errorf("%w: malformed answer: %w", ErrProtocol, err)
 	}
 	switch {
@@ -192,13 +194,14 @@ func (w *wireQuery) answer(b []byte, id uint16) (*dns.Msg, error) {
 	case len(resp.Question) != 1 || !sameQuestionWire(resp.Question[0], w.q.Question[0]):
 		return nil, fmt.Errorf("%w: answer for another question", ErrProtocol)
 	}
+	if w.noKeepalive && dnswire.HasOption(b, dns.EDNS0TCPKEEPALIVE) {
+		// In the octets: the answer as parsed need not hold it (unpackMsg).
+		return nil, fmt.Errorf("%w: edns-tcp-keepalive in the answer", ErrProtocol)
+	}
 	resp.Id = w.q.Id
 	if opt := resp.IsEdns0(); opt != nil {
 		kept := opt.Option[:0]
 		for _, o := range opt.Option {
-			if o.Option() == dns.EDNS0TCPKEEPALIVE && w.noKeepalive {
-				return nil, fmt.Errorf("%w: edns-tcp-keepalive in the answer", ErrProtocol)
-			}
 			if c := o.Option(); c != dns.EDNS0PADDING && c != dns.EDNS0TCPKEEPALIVE {
 				kept = append(kept, o)
 			}

@@ -145,6 +145,13 @@ func TestWireAnswer(t *testing.T) {
 		{"keepalive over doq", wq, reply(q, 7, func(m *dns.Msg) {
 			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE, Timeout: 100})
 		}), 7, "edns-tcp-keepalive"},
+		{"keepalive of one octet over doq", wq, reply(q, 7, func(m *dns.Msg) {
+			// Left out of the answer as parsed (UnpackAnswer), still seen.
+			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_LOCAL{Code: dns.EDNS0TCPKEEPALIVE, Data: []byte{1}})
+		}), 7, "edns-tcp-keepalive"},
+		{"EXPIRE of 3 octets", wq, reply(q, 7, func(m *dns.Msg) {
+			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_LOCAL{Code: dns.EDNS0EXPIRE, Data: []byte{0, 0, 1}})
+		}), 7, ""},
 		{"no edns asked", wqNoEDNS, reply(clientQuery("a.example.", false), 7, nil), 7, ""},
 		{"no edns asked, extended rcode", wqNoEDNS, reply(clientQuery("a.example.", false), 7, func(m *dns.Msg) { m.Rcode = dns.RcodeBadCookie }), 7, "extended RCODE 23"},
 	} {

@@ -151,7 +151,7 @@ func (p *Plain) exchange(ctx context.Context, q *dns.Msg, overTCP bool) (*dns.Ms
 func (p *Plain) exchangeTCP(ctx context.Context, q *dns.Msg, udpErr error) (*dns.Msg, error) {
 	tctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	resp, _, err := p.tcp.ExchangeContext(tctx, q, p.addr)
+	resp, err := p.streamExchange(tctx, q)
 	if err != nil {
 		err = tcpError(err)
 	} else {
@@ -169,6 +169,38 @@ func (p *Plain) exchangeTCP(ctx context.Context, q *dns.Msg, udpErr error) (*dns
 	return resp, nil
 }
 
+// streamExchange is miekg/dns's TCP exchange (Client.ExchangeContext, its
+// errors for tcpError to type) but for the answer's parsing, which is
+// UnpackAnswer's: an EDNS option dnsfence does not read is ignored
+// whatever its data. One connection, q written and one answer read, within
+// ctx's deadline. An answer that carries a TSIG is left to checkAnswer
+// (miekg/dns's ReadMsg verified it, with no secret: dns.ErrSecret).
+func (p *Plain) streamExchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+	co, err := p.tcp.DialContext(ctx, p.addr)
+	if err != nil {
+		return nil, err
+	}
+	defer co.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = co.SetDeadline(deadline)
+	}
+	if err := co.WriteMsg(q); err != nil {
+		return nil, err
+	}
+	raw, err := co.ReadMsgHeader(nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := unpackMsg(raw)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Id != q.Id {
+		return nil, dns.ErrId
+	}
+	return resp, nil
+}
+
 // checkAnswer checks that resp answers q: a response, with q's ID, opcode
 // (RFC 1035 §4.1.1: copied from the query into the response; an answer of
 // another is no answer to a QUERY, and Unbound takes none) and question.
@@ -178,9 +210,8 @@ func (p *Plain) exchangeTCP(ctx context.Context, q *dns.Msg, udpErr error) (*dns
 // to a signed request (RFC 8945 §5.3), and no query dnsfence sends is
 // signed, so it is no data of the answer; relayed, it failed every
 // client's check of the answer, and cached it stayed for the answer's
-// TTL (RFC 8945 §4: a meta-record, never cached). miekg/dns fails such an answer over
-// TCP already (dns.ErrSecret), but only when the TSIG is last: one in
-// any other section is no better, and is looked for in all three.
+// TTL (RFC 8945 §4: a meta-record, never cached). It is looked for in
+// all three sections, over every transport.
 //
 // A SIG(0) (RFC 2931: a SIG record covering type 0, last in the
 // additional section), which a server may add to any answer, is dropped

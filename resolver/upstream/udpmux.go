@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
@@ -320,7 +321,7 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		if !ok {
 			return nil, w.err
 		}
-		resp, err := unpackAnswer(raw)
+		resp, err := UnpackAnswer(raw)
 		if err != nil {
 			return nil, err
 		}
@@ -332,14 +333,49 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 	}
 }
 
-// unpackAnswer parses an upstream's UDP answer; one that does not parse is
-// ErrAnswerMalformed.
-func unpackAnswer(raw []byte) (*dns.Msg, error) {
-	r := new(dns.Msg)
-	if err := r.Unpack(raw); err != nil {
+// UnpackAnswer parses an upstream's answer b, over any transport; one
+// that does not parse is ErrAnswerMalformed. An EDNS option dnsfence does
+// not read from answers (answerOption) is ignored whatever its data holds
+// (RFC 6891 §6.1.2: a requestor ignores an option it does not
+// understand), where miekg/dns refuses the whole message for the data of
+// some it knows (an EXPIRE of 3 octets, an Extended DNS Error of 1):
+// such an answer is parsed again without those options
+// (dnswire.WithoutOptions). An answer that parses as it is is parsed
+// once, as before.
+func UnpackAnswer(b []byte) (*dns.Msg, error) {
+	m, err := unpackMsg(b)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrAnswerMalformed, err)
 	}
-	return r, nil
+	return m, nil
+}
+
+// unpackMsg is UnpackAnswer with miekg/dns's error, for the caller to
+// type: the answer, or the error of b as it is.
+func unpackMsg(b []byte) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	err := m.Unpack(b)
+	if err == nil {
+		return m, nil
+	}
+	if rest, ok := dnswire.WithoutOptions(b, answerOption); ok {
+		if m = new(dns.Msg); m.Unpack(rest) == nil {
+			return m, nil
+		}
+	}
+	return nil, err
+}
+
+// answerOption reports whether dnsfence reads the EDNS option code, with
+// data, from an upstream's answer: an Extended DNS Error (RFC 8914),
+// relayed to the client and read in a validating upstream's SERVFAIL
+// (failedValidation), when it holds its 2-octet INFO-CODE (an EDE too short
+// for one says nothing, and is left out). Padding and the
+// edns-tcp-keepalive are dropped from answers (wireQuery.answer), the
+// keepalive of a DoQ answer looked for in the octets (dnswire.HasOption);
+// every other option is ignored.
+func answerOption(code uint16, data []byte) bool {
+	return code == dns.EDNS0EDE && len(data) >= 2
 }
 
 // upstreamBatch is how many answers one recvmmsg may read from an upstream

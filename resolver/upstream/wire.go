@@ -138,7 +138,7 @@ func usableWire(a WireAnswer, err error) (WireAnswer, error) {
 		return a, nil
 	}
 	if failureRcode(a.Rcode) {
-		m, err := unpackAnswer(a.Raw)
+		m, err := UnpackAnswer(a.Raw)
 		if err != nil {
 			return WireAnswer{}, err
 		}
@@ -209,7 +209,7 @@ func queryMessage(q []byte) (*dns.Msg, error) {
 // checkWire checks the datagram raw as checkAnswer checks a message: a
 // response with q's ID, opcode and question. It reads raw through (dnswire.Walk);
 // one it cannot read so is unpacked and checked as a message, and a
-// malformed one is ErrAnswerMalformed, as unpackAnswer says.
+// malformed one is ErrAnswerMalformed, as UnpackAnswer says.
 func checkWire(raw, q []byte) (WireAnswer, error) {
 	qq, _ := dnswire.ReadQuestion(q)
 	rq, ok := dnswire.ReadQuestion(raw)
@@ -244,7 +244,7 @@ func checkWire(raw, q []byte) (WireAnswer, error) {
 // checkAsMessage unpacks raw and checks it against q as the message path
 // does.
 func checkAsMessage(raw, q []byte) (WireAnswer, error) {
-	resp, err := unpackAnswer(raw)
+	resp, err := UnpackAnswer(raw)
 	if err != nil {
 		return WireAnswer{}, err
 	}
