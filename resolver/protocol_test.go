@@ -158,6 +158,82 @@ func TestBlockedAndOwnAnswersHeaderBits(t *testing.T) {
 	}
 }
 
+// unknownEDNSFlag is a bit of the OPT record's flags (its TTL's low 16
+// bits) that no RFC assigns: only DO (0x8000) is (RFC 3225, RFC 6891
+// §6.1.4).
+const unknownEDNSFlag = 0x0080
+
+// TestUnknownFlagsCleared: the header's Z bit (RFC 1035 §4.1.1: "Must be
+// zero in all queries and responses") and an EDNS flag no RFC assigns (RFC
+// 6891 §6.1.4: set to zero by senders, ignored by receivers), set by the
+// client and by the upstream, are clear in dnsfence's answers, cold and
+// from the cache, on the wire path (UDP) and the message path (UDP with an
+// option the wire path leaves alone, and TCP), and in its own answers (a
+// block); the client's are not passed upstream either, and DO is still
+// copied.
+func TestUnknownFlagsCleared(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		m.Zero = true
+		if opt := m.IsEdns0(); opt != nil {
+			opt.Hdr.Ttl |= unknownEDNSFlag
+		}
+		return m
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	withOption := func(m *dns.Msg) {
+		m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_LOCAL{Code: dns.EDNS0LOCALSTART, Data: []byte{1}}}
+	}
+	for _, tc := range []struct {
+		name    string
+		network string
+		edit    func(*dns.Msg)
+	}{
+		{"udp wire path", "udp", func(*dns.Msg) {}},
+		{"udp message path", "udp", withOption},
+		{"tcp", "tcp", func(*dns.Msg) {}},
+	} {
+		for _, do := range []bool{false, true} {
+			qname := fmt.Sprintf("flags-%s-%v.example.org.", strings.ReplaceAll(tc.name, " ", "-"), do)
+			for _, pass := range []struct{ name, qname string }{
+				{"cold", qname}, {"cached", qname}, {"blocked", "www.tiktok.com."},
+			} {
+				t.Run(fmt.Sprintf("%s do=%v %s", tc.name, do, pass.name), func(t *testing.T) {
+					req := question(pass.qname, dns.TypeA, true)
+					req.Zero = true
+					req.IsEdns0().Hdr.Ttl |= unknownEDNSFlag
+					if do {
+						req.IsEdns0().SetDo()
+					}
+					tc.edit(req)
+					before := up.count.Load()
+					r := ask(t, f.addr, "", tc.network, req)
+					if pass.name == "blocked" {
+						assert.Equal(t, dns.RcodeNameError, r.Rcode)
+					} else {
+						assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+						assert.Len(t, r.Answer, 1)
+					}
+					if pass.name == "cached" {
+						assert.Equal(t, before, up.count.Load(), "answered from the cache")
+					}
+					assert.False(t, r.Zero, "Z")
+					opt := r.IsEdns0()
+					require.NotNil(t, opt)
+					assert.Equal(t, do, opt.Do(), "DO copied")
+					assert.Zero(t, opt.Hdr.Ttl&0xFFFF&^0x8000, "no EDNS flag but DO: %#04x", opt.Hdr.Ttl&0xFFFF)
+				})
+			}
+		}
+	}
+	for _, q := range up.queries() {
+		assert.False(t, q.msg.Zero, "%s: Z sent upstream", q.msg.Question[0].Name)
+		if opt := q.msg.IsEdns0(); opt != nil {
+			assert.Zero(t, opt.Hdr.Ttl&unknownEDNSFlag, "%s: the client's EDNS flag sent upstream", q.msg.Question[0].Name)
+		}
+	}
+}
+
 // rawExchange sends b over UDP to server and returns the raw answer.
 func rawExchange(t *testing.T, server string, b []byte) []byte {
 	t.Helper()
