@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -878,6 +879,61 @@ func dohGet(t *testing.T, addr, from string, m *dns.Msg) (rcode int, cacheContro
 	r := new(dns.Msg)
 	require.NoError(t, r.Unpack(body))
 	return r.Rcode, resp.Header.Get("Cache-Control")
+}
+
+// TestDoTPipelineAnswersInOrderOfCompletion: queries pipelined on one DNS
+// over TLS connection are answered as each is ready (RFC 7858 §3.3: "MUST
+// ... process such queries in parallel ... send responses out of order"),
+// through the whole pipeline as TestTCPPipelineAnswersInOrderOfCompletion
+// over TCP: a blocked answer, and a forwarded one, are not held behind a
+// forwarded query whose upstream is slow, sent first; that one is answered
+// once its upstream answers.
+func TestDoTPipelineAnswersInOrderOfCompletion(t *testing.T) {
+	release := make(chan struct{})
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if strings.HasPrefix(r.Question[0].Name, "slow.") {
+			<-release
+		}
+		return defaultAnswer(w, r)
+	})
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(letGo) // before the upstream's shutdown
+	p := newTestPKI(t)
+	cfg := strings.Replace(encryptedConfig(p), "upstream_timeout: 300ms", "upstream_timeout: 5s", 1)
+	e := startEncryptedFence(t, p, cfg, up.addr)
+
+	c, err := tls.Dial("tcp", e.addrs[listen.TLS], p.clientTLS(listen.ALPNDoT))
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	dc := &dns.Conn{Conn: c}
+	slow := question("slow.example.org.", dns.TypeA, false)
+	blocked := question("www.tiktok.com.", dns.TypeA, false)
+	fast := question("fast.example.org.", dns.TypeA, false)
+	slow.Id, blocked.Id, fast.Id = 1, 2, 3
+	for _, m := range []*dns.Msg{slow, blocked, fast} {
+		require.NoError(t, dc.WriteMsg(m))
+	}
+	got := map[uint16]*dns.Msg{}
+	for range 2 {
+		r, err := dc.ReadMsg()
+		require.NoError(t, err)
+		got[r.Id] = r
+	}
+	if assert.Contains(t, got, uint16(2), "the blocked answer is not held behind the slow one") {
+		assert.Equal(t, dns.RcodeNameError, got[2].Rcode)
+	}
+	if assert.Contains(t, got, uint16(3), "the fast answer is not held behind the slow one") {
+		assert.Equal(t, dns.RcodeSuccess, got[3].Rcode)
+		assert.Equal(t, "fast.example.org.", got[3].Question[0].Name)
+	}
+	letGo()
+	r, err := dc.ReadMsg()
+	require.NoError(t, err)
+	assert.Equal(t, uint16(1), r.Id)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	assert.Equal(t, "slow.example.org.", r.Question[0].Name)
 }
 
 // TestKeepaliveTimeoutInQuery: an edns-tcp-keepalive option with a
