@@ -2,9 +2,16 @@ package upstream
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -466,4 +473,91 @@ func TestDoTNoWriteTooCloseToTheDeadline(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, srv.queries(), 2, "no late query was written")
 	assert.Equal(t, 1, srv.connections(), "the connection was kept")
+}
+
+// TestDoTServerName: the TLS ClientHello dnsfence sends to a tls://
+// upstream names the server the #NAME of its address (RFC 7858 §4.2, RFC
+// 8310 §8.1: the authentication domain name, sent in SNI, RFC 6066 §3),
+// written in any case and with or without its final dot, not the address,
+// on the first connection and on a redial (TLS session resumption
+// included); a server that picks its certificate by the name sent
+// (several resolvers on one address) then shows the right one. A #NAME
+// that is an IP address is sent as no name at all (RFC 6066 §3: "Literal
+// IPv4 and IPv6 addresses are not permitted"), and the certificate is
+// verified for that address.
+func TestDoTServerName(t *testing.T) {
+	pki := newPKI(t)
+	ipLeaf, ipCA := newIPLeaf(t)
+	opts := pki.testOptions(t)
+	opts.RootCAs.AddCert(ipCA)
+	var mu sync.Mutex
+	var sent []string
+	cfg := &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		// Every ClientHello, a resumption's too (which picks no
+		// certificate).
+		mu.Lock()
+		sent = append(sent, hello.ServerName)
+		mu.Unlock()
+		return nil, nil
+	}, GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		switch hello.ServerName {
+		case testServerName:
+			return &pki.good, nil
+		case "":
+			return &ipLeaf, nil
+		}
+		return &pki.wrongName, nil
+	}}
+	for _, tc := range []struct {
+		name, suffix, want string
+	}{
+		{"name", "#" + testServerName, testServerName},
+		{"name in capitals with a final dot", "#DNS.Test.", testServerName},
+		{"an IP address", "#127.0.0.1", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			srv := startDoTWith(t, ln, cfg, serveFrames(answerWithA))
+			mu.Lock()
+			sent = nil
+			mu.Unlock()
+			tr := newEncryptedTransport(t, "tls://"+srv.addr+tc.suffix, opts)
+			for i := range 2 {
+				q := clientQuery(fmt.Sprintf("sni%d.example.", i), false)
+				resp, err := tr.Exchange(context.Background(), q)
+				require.NoError(t, err, "exchange %d", i)
+				assert.Len(t, resp.Answer, 1)
+				srv.closeAll() // the next exchange dials again
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			require.Len(t, sent, 2, "one handshake a connection")
+			for i, name := range sent {
+				assert.Equal(t, tc.want, name, "handshake %d", i)
+			}
+			assert.Equal(t, []bool{false, true}, srv.resumed(), "the redial resumed the session")
+		})
+	}
+}
+
+// newIPLeaf is a certificate for the address 127.0.0.1 alone, and the CA
+// that signed it, for a client to trust.
+func newIPLeaf(t *testing.T) (tls.Certificate, *x509.Certificate) {
+	t.Helper()
+	ca, caKey := newCA(t, "dnsfence test CA for addresses")
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	require.NoError(t, err)
+	return tls.Certificate{Certificate: [][]byte{der, ca.Raw}, PrivateKey: key}, ca
 }

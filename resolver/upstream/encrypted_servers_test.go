@@ -92,11 +92,18 @@ func startDoT(t *testing.T, cert tls.Certificate, serve func(*dotTestServer, net
 // sockets take little before a writer blocks, say).
 func startDoTOn(t *testing.T, tcp net.Listener, cert tls.Certificate, serve func(*dotTestServer, net.Conn)) *dotTestServer {
 	t.Helper()
-	ln := tls.NewListener(tcp, &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{"dot"},
-		MinVersion:   tls.VersionTLS12,
-	})
+	return startDoTWith(t, tcp, &tls.Config{Certificates: []tls.Certificate{cert}}, serve)
+}
+
+// startDoTWith is startDoTOn with the server's TLS configuration (its
+// certificates, or how it picks one), to which it adds the ALPN "dot" and
+// TLS 1.2 or later.
+func startDoTWith(t *testing.T, tcp net.Listener, cfg *tls.Config, serve func(*dotTestServer, net.Conn)) *dotTestServer {
+	t.Helper()
+	cfg = cfg.Clone()
+	cfg.NextProtos = []string{"dot"}
+	cfg.MinVersion = tls.VersionTLS12
+	ln := tls.NewListener(tcp, cfg)
 	s := &dotTestServer{addr: ln.Addr().String()}
 	go func() {
 		for {
