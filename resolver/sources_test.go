@@ -432,6 +432,24 @@ func TestSourceCopyBeforeTheFirstSnapshotIsGuarded(t *testing.T) {
 	assert.Equal(t, 80, rs.list.Len())
 }
 
+// startOneURLFence starts a dnsfence whose one policy, for 127.0.0.1,
+// blocks the list at the URL list, refreshed every second with its disk
+// copy in the folder's cache, forwarding to upstream; dir is its folder.
+func startOneURLFence(t *testing.T, upstream, list string) (f *sourceFence, dir string) {
+	t.Helper()
+	dir = writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+allowed_clients: ["127.0.0.0/28"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s"]
+sources: {refresh: 1s, cache_dir: cache}
+`, upstream, list)})
+	return startSourceFence(t, dir, "127.0.0.1:0"), dir
+}
+
 // TestDiskCopyFailingNamedByReadyz: while a source's disk copy cannot be
 // written (a file stands where sources.cache_dir was), /readyz stays 200
 // but names the list and why, as it names files it cannot watch: the list
@@ -442,17 +460,7 @@ func TestDiskCopyFailingNamedByReadyz(t *testing.T) {
 	up := startUpstream(t, nil)
 	srv := startListServer(t, map[string]string{"/tiktok.txt": names(8, "tiktok.com")})
 	list := srv.URL + "/tiktok.txt"
-	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-allowed_clients: ["127.0.0.0/28"]
-policies:
-  - name: gov
-    clients: ["127.0.0.1/32"]
-    block: ["%s"]
-sources: {refresh: 1s, cache_dir: cache}
-`, up.addr, list)})
-	f := startSourceFence(t, dir, "127.0.0.1:0")
+	f, dir := startOneURLFence(t, up.addr, list)
 	ready, why := f.ready(t)
 	require.True(t, ready, why)
 	require.NotContains(t, why, list)
@@ -485,17 +493,7 @@ func TestEmptyListBodyAtStartIsNoCopy(t *testing.T) {
 	up := startUpstream(t, nil)
 	srv := startListServer(t, map[string]string{"/tiktok.txt": ""})
 	list := srv.URL + "/tiktok.txt"
-	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-allowed_clients: ["127.0.0.0/28"]
-policies:
-  - name: gov
-    clients: ["127.0.0.1/32"]
-    block: ["%s"]
-sources: {refresh: 1s, cache_dir: cache}
-`, up.addr, list)})
-	f := startSourceFence(t, dir, "127.0.0.1:0")
+	f, _ := startOneURLFence(t, up.addr, list)
 	ready, why := f.ready(t)
 	assert.False(t, ready, "an empty body is no copy of the list: %s", why)
 	assert.Contains(t, why, "remote lists without a copy")
@@ -565,17 +563,7 @@ func TestHeldCopyBadLinesLoggedOnce(t *testing.T) {
 	up := startUpstream(t, nil)
 	srv := startListServer(t, map[string]string{"/l.txt": names(40, "tiktok.com")})
 	list := srv.URL + "/l.txt"
-	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-allowed_clients: ["127.0.0.0/28"]
-policies:
-  - name: gov
-    clients: ["127.0.0.1/32"]
-    block: ["%s"]
-sources: {refresh: 1s, cache_dir: cache}
-`, up.addr, list)})
-	f := startSourceFence(t, dir, "127.0.0.1:0")
+	f, _ := startOneURLFence(t, up.addr, list)
 	badLines := func() int {
 		n := 0
 		for _, e := range f.logs.FilterMessage("skipped bad lines").All() {

@@ -78,23 +78,29 @@ func newCA(t *testing.T, cn string) (*x509.Certificate, *ecdsa.PrivateKey) {
 	return cert, key
 }
 
+// issueLeaf signs tmpl (its serial and names given) with ca as a server
+// certificate valid from an hour ago for a day, for a new P-256 key; it
+// returns the certificate's DER and the key.
+func issueLeaf(t *testing.T, tmpl *x509.Certificate, ca *x509.Certificate, caKey *ecdsa.PrivateKey) ([]byte, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+	tmpl.KeyUsage, tmpl.ExtKeyUsage = x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	require.NoError(t, err)
+	return der, key
+}
+
 // newLeaf makes a server certificate for name signed by ca, writes it (with
 // the CA after it) and its key to dir/base.crt and dir/base.key.
 func newLeaf(t *testing.T, dir, base, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey) tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
+	der, key := issueLeaf(t, &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: name},
 		DNSNames:     []string{name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	require.NoError(t, err)
+	}, ca, caKey)
 	keyDER, err := x509.MarshalECPrivateKey(key)
 	require.NoError(t, err)
 	certFile, keyFile := filepath.Join(dir, base+".crt"), filepath.Join(dir, base+".key")
