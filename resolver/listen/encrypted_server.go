@@ -52,9 +52,10 @@ type dohListener struct {
 
 // doqListener is one DNS over QUIC listener of a Server, with its socket.
 type doqListener struct {
-	srv *DoQServer
-	mu  sync.Mutex
-	pc  net.PacketConn // the socket served; serveDoQ replaces it
+	srv    *DoQServer
+	mu     sync.Mutex
+	pc     net.PacketConn // the socket served; serveDoQ replaces it
+	closed bool           // closeSocket was called: no socket replaces pc
 }
 
 // socket is the socket the listener serves, or last served.
@@ -62,6 +63,15 @@ func (l *doqListener) socket() net.PacketConn {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.pc
+}
+
+// closeSocket closes the listener's socket for good, at Shutdown or
+// Close: one serveDoQ opens after it is closed at once.
+func (l *doqListener) closeSocket() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	_ = l.pc.Close()
 }
 
 // firstReopenWait and maxReopenWait bound the wait before a DNS over QUIC
@@ -103,8 +113,15 @@ func (s *Server) serveDoQ(l *doqListener) {
 			pc, err := net.ListenPacket("udp", addr)
 			if err == nil {
 				l.mu.Lock()
-				l.pc = pc
+				closed := l.closed
+				if !closed {
+					l.pc = pc
+				}
 				l.mu.Unlock()
+				if closed { // Shutdown came in between
+					_ = pc.Close()
+					return
+				}
 				break
 			}
 			s.log.Warn("listener stopped: opening it again failed", zap.String("transport", QUIC),

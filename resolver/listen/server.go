@@ -382,7 +382,7 @@ func (s *Server) closeAll() {
 	}
 	for _, q := range s.doq {
 		_ = q.srv.Close()
-		_ = q.socket().Close()
+		q.closeSocket()
 	}
 	s.wg.Wait()
 }
@@ -433,7 +433,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, q := range s.doq {
 		drains.Go(func() {
 			_ = q.srv.Shutdown(ctx)
-			_ = q.socket().Close()
+			q.closeSocket()
 		})
 	}
 	done := make(chan struct{})
