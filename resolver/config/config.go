@@ -1079,8 +1079,17 @@ func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 	case !validPort(port, anyPort):
 		return fmt.Sprintf("%q: the port is not a number from %d to 65535", s, map[bool]int{true: 0, false: 1}[anyPort]), ""
 	}
-	if _, err := netip.ParseAddrPort(s); err != nil {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
 		return fmt.Sprintf("%q is not IP:port", s), ""
+	}
+	if a := ap.Addr(); a.Zone() != "" && !a.IsLinkLocalUnicast() && !a.IsLinkLocalMulticast() && !a.IsInterfaceLocalMulticast() && !a.IsLoopback() {
+		// Linux reads a zone only of an address whose scope is the link
+		// or the host (fe80::/10, ::1): [::%eth0] is [::], every address,
+		// which the checks that compare addresses (a forwarding loop, two
+		// listeners on one port) must see as such.
+		return fmt.Sprintf("%q: a zone (%%%s) names the interface of a link-local or loopback address only (fe80::/10, ::1), and %s is neither", s, a.Zone(), a.WithZone("")),
+			netip.AddrPortFrom(a.WithZone(""), ap.Port()).String()
 	}
 	return "", ""
 }
