@@ -284,11 +284,16 @@ func (d Decision) action(p *Policy) config.Action {
 	return p.Action
 }
 
-// dohCanary is the built-in list holding use-application-dns.net: a
-// network that answers NXDOMAIN for it tells Firefox not to enable its own
-// DNS-over-HTTPS, which would bypass dnsfence.
+// dohCanary is the built-in list of the names a network answers NXDOMAIN
+// for to turn a device's own encrypted DNS off, which would bypass
+// dnsfence: use-application-dns.net tells Firefox not to enable its
+// DNS-over-HTTPS (Mozilla's canary domain), and mask.icloud.com and
+// mask-h2.icloud.com tell Apple devices that iCloud Private Relay, which
+// sends every DNS query of the device through Apple's relay, is not
+// allowed on this network (Apple's "Prepare your network or web server
+// for iCloud Private Relay").
 var dohCanary = sync.OnceValue(func() *blocklist.List {
-	l, err := blocklist.Parse(DoHCanaryList, []byte("use-application-dns.net\n"))
+	l, err := blocklist.Parse(DoHCanaryList, []byte("use-application-dns.net\nmask.icloud.com\nmask-h2.icloud.com\n"))
 	if err != nil {
 		panic(err)
 	}

@@ -922,23 +922,29 @@ func TestDoHCanary(t *testing.T) {
 		{name: "no policy does not", from: "127.0.0.8", wantRcode: dns.RcodeSuccess},
 		{name: "turned off per policy", from: "127.0.0.9", wantRcode: dns.RcodeSuccess},
 	}
+	// Firefox's canary, and the two names Apple has networks answer
+	// NXDOMAIN for to turn iCloud Private Relay off, which sends every
+	// DNS query of the device through Apple's relay, past dnsfence.
+	canaries := []string{"use-application-dns.net.", "mask.icloud.com.", "mask-h2.icloud.com."}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
-				r := ask(t, f.addr, tc.from, "udp", question("use-application-dns.net.", qtype, true))
-				assert.Equal(t, tc.wantRcode, r.Rcode, dns.TypeToString[qtype])
-				if tc.wantRcode == dns.RcodeNameError {
-					assert.Empty(t, r.Answer, dns.TypeToString[qtype])
-					assert.Contains(t, ede(r).ExtraText, DoHCanaryList)
+			for _, name := range canaries {
+				for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeHTTPS} {
+					r := ask(t, f.addr, tc.from, "udp", question(name, qtype, true))
+					assert.Equal(t, tc.wantRcode, r.Rcode, "%s %s", name, dns.TypeToString[qtype])
+					if tc.wantRcode == dns.RcodeNameError {
+						assert.Empty(t, r.Answer, "%s %s", name, dns.TypeToString[qtype])
+						assert.Contains(t, ede(r).ExtraText, DoHCanaryList)
+					}
 				}
-			}
-			if tc.wantRcode == dns.RcodeNameError {
-				// explain says the answer the canary gets, not the action's.
-				m := question("use-application-dns.net.explain.dnsfence.", dns.TypeTXT, false)
-				m.Question[0].Qclass = dns.ClassCHAOS
-				r := ask(t, f.addr, tc.from, "udp", m)
-				require.Len(t, r.Answer, 1)
-				assert.Contains(t, strings.Join(r.Answer[0].(*dns.TXT).Txt, "\n"), "verdict: blocked (NXDOMAIN)")
+				if tc.wantRcode == dns.RcodeNameError {
+					// explain says the answer the canary gets, not the action's.
+					m := question(name+"explain.dnsfence.", dns.TypeTXT, false)
+					m.Question[0].Qclass = dns.ClassCHAOS
+					r := ask(t, f.addr, tc.from, "udp", m)
+					require.Len(t, r.Answer, 1)
+					assert.Contains(t, strings.Join(r.Answer[0].(*dns.TXT).Txt, "\n"), "verdict: blocked (NXDOMAIN)", name)
+				}
 			}
 		})
 	}

@@ -184,8 +184,10 @@ type Policy struct {
 	Allow       []string `yaml:"allow"`
 	Action      Action   `yaml:"action"`
 	// DoHCanary answers NXDOMAIN for use-application-dns.net, the name
-	// Firefox asks before turning on its own DNS-over-HTTPS. Default: on
-	// for policies that block.
+	// Firefox asks before turning on its own DNS-over-HTTPS, and for
+	// mask.icloud.com and mask-h2.icloud.com, which Apple devices ask
+	// before using iCloud Private Relay. Default: on for policies that
+	// block.
 	DoHCanary *bool `yaml:"doh_canary"`
 
 	clients []blocklist.Range
