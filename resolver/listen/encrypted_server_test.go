@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -612,6 +613,77 @@ func TestServerReopensAStoppedQUICListener(t *testing.T) {
 	assert.Equal(t, []string{QUIC + " " + addr}, e.resumed)
 	e.mu.Unlock()
 	require.NoError(t, ask(), "answered at the same address")
+}
+
+// closeTold is a socket that tells closed when Close is called on it.
+type closeTold struct {
+	net.PacketConn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *closeTold) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.PacketConn.Close()
+}
+
+// TestServerReopenDuringShutdownLeavesNoSocket: a DNS over QUIC listener
+// being opened again (serveDoQ) when Shutdown began put its new socket in
+// after Shutdown had closed the one it found, and nothing closed the new
+// one: Shutdown returned with the address still bound (an in-process
+// restart, or the next test, could not listen there), and Resumed was told
+// of a listener that no longer serves. Here Shutdown begins while the
+// stopped listener is being told Stopped, and has closed the old socket
+// before the reopen's wait: the reopen either sees the stop, or opens a
+// socket that must be closed. The wait's select picks either when both are
+// ready, so the race is run several times.
+func TestServerReopenDuringShutdownLeavesNoSocket(t *testing.T) {
+	ca := newTestCA(t)
+	files, _ := writePair(t, ca)
+	store, _ := startStore(t, files, time.Hour)
+	h := newTestHandler(newTestUpstream(t))
+	for i := range 12 {
+		var srv *Server
+		var resumed atomic.Int64
+		shutdown := make(chan error, 1)
+		told := &closeTold{closed: make(chan struct{})}
+		srv = New(Config{
+			Handler: h,
+			Rules:   func() Rules { return proxyRules{} },
+			Stopped: func(string, string, error) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				go func() { defer cancel(); shutdown <- srv.Shutdown(ctx) }()
+				// Shutdown has closed the socket it found (told) once
+				// the listener's stop was begun: the reopen comes after.
+				select {
+				case <-told.closed:
+				case <-time.After(10 * time.Second):
+					t.Error("Shutdown did not close the listener's socket")
+				}
+			},
+			Resumed: func(string, string) { resumed.Add(1) },
+		})
+		srv.reopenFirst = time.Nanosecond
+		require.NoError(t, srv.StartEncrypted(Encrypted{QUIC: []string{"127.0.0.1:0"}, Cert: store}))
+		l := srv.doq[0]
+		addr := l.socket().LocalAddr().String()
+		l.mu.Lock()
+		served := l.pc
+		told.PacketConn = served
+		l.pc = told
+		l.mu.Unlock()
+		require.NoError(t, served.Close()) // quic-go ends the listener: Stopped
+		select {
+		case err := <-shutdown:
+			require.NoError(t, err, "run %d", i)
+		case <-time.After(15 * time.Second):
+			t.Fatalf("run %d: Shutdown did not return", i)
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		require.NoError(t, err, "run %d: the address is still bound after Shutdown", i)
+		require.NoError(t, pc.Close())
+		assert.Zero(t, resumed.Load(), "run %d: Resumed told after Shutdown", i)
+	}
 }
 
 // TestServerStoppedListenerTold: a DNS over QUIC listener whose transport
