@@ -99,46 +99,80 @@ func TestLintOneFamily(t *testing.T) {
 		name, config string
 		want         string // a regexp; "" for no such warning
 	}{
-		{name: "IPv4 only under the default allowed_clients", config: `policies:
+		{name: "IPv4 only under the default allowed_clients", config: `listen: ["[::]:5353"]
+policies:
   - name: gov
     block: [tiktok.txt]
     clients: ["10.0.0.0/8"]
-`, want: `dnsfence\.yaml:5: blocking policy "gov" lists IPv4 ranges only, while allowed_clients admits IPv6 clients where no policy lists a range \(fc00::/7\): a dual-stack device that asks over IPv6 is in no policy and gets every name; add the devices' IPv6 ranges to the policy, or take those ranges out of allowed_clients$`},
-		{name: "IPv6 only from a range file, IPv4 allowed", config: `allowed_clients: ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "2001:db8::/32"]
+`, want: `dnsfence\.yaml:6: blocking policy "gov" lists IPv4 ranges only, while allowed_clients admits IPv6 clients where no policy lists a range \(fc00::/7\): a dual-stack device that asks over IPv6 is in no policy and gets every name; add the devices' IPv6 ranges to the policy, or take those ranges out of allowed_clients$`},
+		{name: "IPv6 only from a range file, IPv4 allowed", config: `listen: ["[::]:5353"]
+allowed_clients: ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "2001:db8::/32"]
 policies:
   - name: gov
     block: [tiktok.txt]
     client_files: [gov6.txt]
 `, want: `gov6\.txt:2: blocking policy "gov" lists IPv6 ranges only, while allowed_clients admits IPv4 clients where no policy lists a range \(10\.0\.0\.0/8\): a dual-stack device that asks over IPv4`},
-		{name: "two policies, one warning", config: `policies:
+		{name: "two policies, one warning", config: `listen: ["[::]:5353"]
+policies:
   - name: gov
     block: [tiktok.txt]
     clients: ["10.0.0.0/8"]
   - name: lab
     block: [tiktok.txt]
     clients: ["192.168.0.0/16"]
-`, want: `dnsfence\.yaml:5: blocking policies "gov", "lab" list IPv4 ranges only, while allowed_clients admits IPv6 clients where no policy lists a range \(fc00::/7\)`},
-		{name: "both families", config: `policies:
+`, want: `dnsfence\.yaml:6: blocking policies "gov", "lab" list IPv4 ranges only, while allowed_clients admits IPv6 clients where no policy lists a range \(fc00::/7\)`},
+		{name: "both families", config: `listen: ["[::]:5353"]
+policies:
   - name: gov
     block: [tiktok.txt]
     clients: ["10.0.0.0/8", "fd00:10::/32"]
 `},
-		{name: "loopback alone of the other family", config: `allowed_clients: ["127.0.0.0/8", "::1/128", "10.0.0.0/8"]
+		{name: "loopback alone of the other family", config: `listen: ["[::]:5353"]
+allowed_clients: ["127.0.0.0/8", "::1/128", "10.0.0.0/8"]
 policies:
   - name: gov
     block: [tiktok.txt]
     clients: ["10.0.0.0/8"]
 `},
-		{name: "the other family given to an exemption", config: `policies:
+		{name: "the other family given to an exemption", config: `listen: ["[::]:5353"]
+policies:
   - name: gov
     block: [tiktok.txt]
     clients: ["10.0.0.0/8"]
   - name: press
     clients: ["fd00:20::/32"]
 `},
-		{name: "an exemption alone", config: `policies:
+		{name: "an exemption alone", config: `listen: ["[::]:5353"]
+policies:
   - name: press
     clients: ["10.0.0.0/8"]
+`},
+		{name: "no listener takes IPv6 but from the machine", config: `listen: ["127.0.0.1:5353", "10.0.0.53:53", "[::1]:5353"]
+listen_https: ["http://10.0.0.53:8053"]
+policies:
+  - name: gov
+    block: [tiktok.txt]
+    clients: ["10.0.0.0/8"]
+`},
+		{name: "an IPv6 DoH listener", config: `listen_https: ["http://[fd00::53]:8053"]
+policies:
+  - name: gov
+    block: [tiktok.txt]
+    clients: ["10.0.0.0/8"]
+`, want: `dnsfence\.yaml:6: blocking policy "gov" lists IPv4 ranges only, while allowed_clients admits IPv6 clients`},
+		{name: "IPv4 listeners behind a trusted proxy", config: `listen: ["10.0.0.53:53"]
+trusted_proxies: ["10.0.0.2/32"]
+policies:
+  - name: gov
+    block: [tiktok.txt]
+    clients: ["10.0.0.0/8"]
+`, want: `dnsfence\.yaml:7: blocking policy "gov" lists IPv4 ranges only, while allowed_clients admits IPv6 clients`},
+		{name: "IPv6 only, no listener takes IPv4", config: `listen: ["[fd00::53]:53"]
+allowed_clients: ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "2001:db8::/32"]
+policies:
+  - name: gov
+    block: [tiktok.txt]
+    client_files: [gov6.txt]
 `},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

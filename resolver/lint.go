@@ -11,6 +11,7 @@ import (
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"golang.org/x/net/publicsuffix"
 )
 
@@ -215,9 +216,13 @@ func sortedKeys[V any](m map[string]V) []string {
 // over either family: over the one its policy does not list it is in no
 // policy, and every name is forwarded. Loopback is left out (the machine
 // itself); an allowed range with a policy range in it, blocking or not,
-// was thought of. One warning a family, at the first such policy's first
-// range, naming every such policy.
+// was thought of. A family no client can ask from is left out too: with
+// every listener on an address of the other family (the default
+// 127.0.0.1:5353, an IPv4 address of the host) and no trusted proxy to
+// name a client, no device asks over it. One warning a family, at the
+// first such policy's first range, naming every such policy.
 func (s *Snapshot) lintOneFamily(ranges []ClientRange) []Warning {
+	askable := s.askableFamilies()
 	first := map[*Policy]blocklist.Range{}
 	var has [2]map[*Policy]bool // by family: 0 IPv4, 1 IPv6
 	has[0], has[1] = map[*Policy]bool{}, map[*Policy]bool{}
@@ -246,7 +251,7 @@ func (s *Snapshot) lintOneFamily(ranges []ClientRange) []Warning {
 				open = append(open, a.String())
 			}
 		}
-		if names == nil || open == nil {
+		if names == nil || open == nil || !askable[other] {
 			continue
 		}
 		otherName := []string{"IPv4", "IPv6"}[other]
@@ -259,6 +264,37 @@ func (s *Snapshot) lintOneFamily(ranges []ClientRange) []Warning {
 			who, name, otherName, strings.Join(open, ", "), otherName, otherName)})
 	}
 	return ws
+}
+
+// askableFamilies reports, by family (0 IPv4, 1 IPv6), whether a client
+// of it other than the machine itself can ask dnsfence: a listener (plain
+// or encrypted) on an address of that family that is not loopback, or on a
+// wildcard one (one dual-stack socket, 0.0.0.0 as [::]), or a trusted
+// proxy, which names clients of either family. An address that does not
+// parse counts for both.
+func (s *Snapshot) askableFamilies() (askable [2]bool) {
+	if len(s.Config.TrustedPrefixes()) > 0 {
+		return [2]bool{true, true}
+	}
+	addrs := slices.Concat(s.Config.Listen, s.Config.ListenTLS, s.Config.ListenQUIC)
+	for _, a := range s.Config.ListenHTTPS {
+		if hostport, _, err := listen.ParseDoHListen(a); err == nil {
+			a = hostport
+		}
+		addrs = append(addrs, a)
+	}
+	for _, a := range addrs {
+		ap, err := netip.ParseAddrPort(a)
+		switch ip := ap.Addr().Unmap(); {
+		case err != nil || ip.IsUnspecified():
+			return [2]bool{true, true}
+		case ip.IsLoopback():
+			// The machine itself, left out of the ranges named too.
+		default:
+			askable[family(netip.PrefixFrom(ip, 0))] = true
+		}
+	}
+	return askable
 }
 
 // family is 0 for an IPv4 prefix, 1 for IPv6.
