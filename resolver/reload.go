@@ -614,7 +614,13 @@ func (r *Reloader) retryLater(err error) time.Duration {
 		return 0
 	}
 	r.retryWait = min(max(2*r.retryWait, r.retryFirst), maxRetryWait)
-	r.retry = time.AfterFunc(r.retryWait, func() { _ = r.ReloadFor(Trigger{Kind: TriggerRetry}) })
+	r.retry = time.AfterFunc(r.retryWait, func() {
+		// Stop cannot stop the timer (mu may be held by a reload for a
+		// minute): a retry due after it does nothing, and logs nothing.
+		if r.stopping.Err() == nil {
+			_ = r.ReloadFor(Trigger{Kind: TriggerRetry})
+		}
+	})
 	return r.retryWait
 }
 

@@ -111,6 +111,31 @@ func TestReloadUnchangedListsAreNotReparsed(t *testing.T) {
 	assert.NotSame(t, before.Lists[allow], after.Lists[allow])
 }
 
+// TestReloadRetryAfterStopDoesNothing: a reload tried again for a read
+// that failed for now (TestReloadRetriesAReadThatFailedForNow) was still
+// due after Stop, up to a minute later: its timer ran ReloadFor, which
+// logged "reload not applied: dnsfence is stopping" for a reload nobody
+// asked for, during or after the shutdown (and, with a test's logger,
+// after the test). A retry due after Stop now does nothing.
+func TestReloadRetryAfterStopDoesNothing(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, reloadConfig, testFiles, up.addr)
+	path := f.handler.Snapshot().Config.File
+	core, logs := observer.New(zap.InfoLevel)
+	r := NewReloader(zap.New(core), f.handler, func() (*config.Config, error) {
+		return nil, &config.Error{File: path, Err: fmt.Errorf("reading the configuration: %w",
+			&fs.PathError{Op: "open", Path: path, Err: syscall.EMFILE})}
+	})
+	r.retryFirst = 20 * time.Millisecond
+	require.ErrorIs(t, r.ReloadFor(Trigger{Kind: TriggerFiles}), syscall.EMFILE)
+	require.Equal(t, 1, logs.FilterMessage("reload failed, keeping the last good state; trying again").Len())
+	r.Stop()
+	require.NoError(t, r.Wait(context.Background()))
+	require.Never(t, func() bool { return logs.FilterMessage("reload not applied: dnsfence is stopping").Len() > 0 },
+		300*time.Millisecond, 10*time.Millisecond, "a retry ran after Stop")
+	assert.EqualValues(t, 1, r.Status().Failures)
+}
+
 // TestReloadRetriesAReadThatFailedForNow: a reload whose own read failed
 // for a reason that passes (EMFILE: the process out of file descriptors,
 // while the watcher's read had worked) left the edit unapplied until the
