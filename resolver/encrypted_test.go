@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -889,16 +888,7 @@ func dohGet(t *testing.T, addr, from string, m *dns.Msg) (rcode int, cacheContro
 // forwarded query whose upstream is slow, sent first; that one is answered
 // once its upstream answers.
 func TestDoTPipelineAnswersInOrderOfCompletion(t *testing.T) {
-	release := make(chan struct{})
-	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		if strings.HasPrefix(r.Question[0].Name, "slow.") {
-			<-release
-		}
-		return defaultAnswer(w, r)
-	})
-	var once sync.Once
-	letGo := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(letGo) // before the upstream's shutdown
+	up, letGo := startSlowUpstream(t)
 	p := newTestPKI(t)
 	cfg := strings.Replace(encryptedConfig(p), "upstream_timeout: 300ms", "upstream_timeout: 5s", 1)
 	e := startEncryptedFence(t, p, cfg, up.addr)

@@ -341,6 +341,24 @@ func startHeldFence(t *testing.T, extra string) (*fence, *testUpstream, chan str
 	return startFence(t, cfg, testFiles, up.addr), up, release
 }
 
+// startSlowUpstream starts an upstream that holds its answers to names
+// under "slow." until letGo is called (at the test's end at the latest),
+// and answers the others at once.
+func startSlowUpstream(t *testing.T) (up *testUpstream, letGo func()) {
+	t.Helper()
+	release := make(chan struct{})
+	up = startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if strings.HasPrefix(r.Question[0].Name, "slow.") {
+			<-release
+		}
+		return defaultAnswer(w, r)
+	})
+	var once sync.Once
+	letGo = func() { once.Do(func() { close(release) }) }
+	t.Cleanup(letGo) // before the upstream's shutdown
+	return up, letGo
+}
+
 // testForwarder is a forwarder to upstreams with a per-try timeout; fastest
 // tries the healthy upstreams by latency. Nothing is counted.
 func testForwarder(upstreams []string, timeout time.Duration, fastest bool) *upstream.Forwarder {

@@ -677,13 +677,7 @@ func TestLoopbackIsExemptByDefault(t *testing.T) {
 }
 
 func TestTCPPipelineAnswersInOrderOfCompletion(t *testing.T) {
-	release := make(chan struct{})
-	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		if strings.HasPrefix(r.Question[0].Name, "slow.") {
-			<-release
-		}
-		return defaultAnswer(w, r)
-	})
+	up, letGo := startSlowUpstream(t)
 	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 5s", 1)
 	f := startFence(t, cfg, testFiles, up.addr)
 
@@ -701,7 +695,7 @@ func TestTCPPipelineAnswersInOrderOfCompletion(t *testing.T) {
 	first, err := dc.ReadMsg()
 	require.NoError(t, err)
 	assert.Equal(t, uint16(2), first.Id, "the fast answer is not held behind the slow one")
-	close(release)
+	letGo()
 	second, err := dc.ReadMsg()
 	require.NoError(t, err)
 	assert.Equal(t, uint16(1), second.Id)
