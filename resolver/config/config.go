@@ -717,10 +717,8 @@ func (c *Config) validateListen(errs *configErrors) {
 		} else if msg != "" {
 			errs.add(at, "%s; give IP:port, %s (an IPv6 address in brackets: [::1]:53)", msg, example(at))
 		} else if ap, err := netip.ParseAddrPort(l); err == nil && ap.Port() == dotPort {
-			// "DNS clients and servers MUST NOT use port 853 to
-			// transport cleartext DNS messages" (RFC 7858 §3.1).
-			errs.add(at, "%s: port 853 carries DNS over TLS and QUIC, never plain DNS (RFC 7858 §3.1); serve DNS over TLS there with listen_tls, or give listen another port, e.g. %s",
-				l, netip.AddrPortFrom(ap.Addr(), plainPort))
+			errs.add(at, "%s: %v; serve DNS over TLS there with listen_tls, or give listen another port, e.g. %s",
+				l, upstream.ErrPlainOnEncryptedPort, netip.AddrPortFrom(ap.Addr(), plainPort))
 		}
 	}
 	if c.HTTP == nil || *c.HTTP == "" {

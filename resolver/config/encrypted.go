@@ -55,7 +55,8 @@ func (c *Config) validateEncrypted(errs *configErrors) {
 				errs.add(at, "%s; give IP:port, %s (an IPv6 address in brackets: [::1]:%d)", msg, example(at), l.port)
 				continue
 			}
-			if ap, err := netip.ParseAddrPort(hostport); err == nil && ap.Port() == plainPort && l.rfc != "" {
+			switch ap, _ := netip.ParseAddrPort(hostport); {
+			case ap.Port() == plainPort && l.rfc != "":
 				// "DoQ connections MUST NOT use UDP port 53" (RFC 9250
 				// §4.1.1), and DNS over TLS's port "MUST NOT be port 53"
 				// (RFC 7858 §3.1), as tls:// and quic:// upstreams never
@@ -63,8 +64,7 @@ func (c *Config) validateEncrypted(errs *configErrors) {
 				// a TLS or QUIC listener.
 				errs.add(at, "%s: DNS over %s never uses port 53 (%s), the port of plain DNS; write %s",
 					a, protocolOf(l.key), l.rfc, netip.AddrPortFrom(ap.Addr(), l.port))
-			}
-			if ap, err := netip.ParseAddrPort(hostport); err == nil && ap.Port() == dotPort && plain {
+			case ap.Port() == dotPort && plain:
 				// DNS over plain HTTP is cleartext DNS: "DNS clients and
 				// servers MUST NOT use port 853 to transport cleartext
 				// DNS messages" (RFC 7858 §3.1).

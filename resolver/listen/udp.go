@@ -567,7 +567,7 @@ func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 // back to 0 and ask again. A message of two questions or more stays
 // FORMERR (RFC 9619 §4: MUST; BIND decides it before the version too).
 func headerReject(b []byte, rcode int) *dns.Msg {
-	if binary.BigEndian.Uint16(b[4:]) > 1 {
+	if dnswire.QDCount(b) > 1 {
 		return rejectReply(b, rcode)
 	}
 	if off, ok := dnswire.FindOPT(b); ok && b[off+5] != 0 { // VERSION: after TYPE, CLASS and EXTENDED-RCODE
