@@ -442,7 +442,8 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 	// is decided (RFC 6891 §6.1.3, as BIND answers it; the listener's
 	// headerReject answers its own rejections so): a NOTIFY, or a question
 	// of a meta-TYPE, too; two questions or more stay FORMERR (RFC 9619 §4).
-	if len(req.Question) <= 1 && checkEDNS(req) == dns.RcodeBadVers {
+	edns := checkEDNS(req)
+	if len(req.Question) <= 1 && edns == dns.RcodeBadVers {
 		return msgReply(newReply(req, dns.RcodeBadVers), ResultBadvers), true
 	}
 	// A NOTIFY for a zone source (RFC 1996) is the primary's, whoever
@@ -463,15 +464,11 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 	if len(req.Question) != 1 || !validQuestion(req.Question[0]) {
 		return msgReply(newReply(req, dns.RcodeFormatError), ResultFormerr), true
 	}
-	switch rcode := checkEDNS(req); rcode {
-	case dns.RcodeSuccess:
-	case dns.RcodeBadVers:
-		return msgReply(newReply(req, rcode), ResultBadvers), true
-	default:
+	if edns != dns.RcodeSuccess { // BADVERS was answered above
 		// A problem with the OPT itself (two, or one outside the
 		// additional section): the FORMERR carries our OPT, so that the
 		// client can tell it from a server without EDNS (RFC 6891 §7).
-		m := newReply(req, rcode)
+		m := newReply(req, edns)
 		if m.IsEdns0() == nil {
 			m.SetEdns0(ednsSize, misplacedDO(req))
 		}
