@@ -230,7 +230,7 @@ func (s *Snapshot) lintOneFamily(ranges []ClientRange) []Warning {
 		if _, ok := first[cr.Policy]; !ok {
 			first[cr.Policy] = cr.Range
 		}
-		has[family(cr.Range.Prefix)][cr.Policy] = true
+		has[family(cr.Range.Prefix.Addr())][cr.Policy] = true
 	}
 	var ws []Warning
 	for f, name := range []string{"IPv4", "IPv6"} {
@@ -247,7 +247,7 @@ func (s *Snapshot) lintOneFamily(ranges []ClientRange) []Warning {
 		}
 		var open []string
 		for _, a := range s.Config.AllowedPrefixes() {
-			if family(a) == other && !a.Addr().IsLoopback() && !slices.ContainsFunc(ranges, func(cr ClientRange) bool { return cr.Range.Prefix.Overlaps(a) }) {
+			if family(a.Addr()) == other && !a.Addr().IsLoopback() && !slices.ContainsFunc(ranges, func(cr ClientRange) bool { return cr.Range.Prefix.Overlaps(a) }) {
 				open = append(open, a.String())
 			}
 		}
@@ -291,15 +291,15 @@ func (s *Snapshot) askableFamilies() (askable [2]bool) {
 		case ip.IsLoopback():
 			// The machine itself, left out of the ranges named too.
 		default:
-			askable[family(netip.PrefixFrom(ip, 0))] = true
+			askable[family(ip)] = true
 		}
 	}
 	return askable
 }
 
-// family is 0 for an IPv4 prefix, 1 for IPv6.
-func family(p netip.Prefix) int {
-	if p.Addr().Is4() {
+// family is 0 for an IPv4 address, 1 for IPv6.
+func family(a netip.Addr) int {
+	if a.Is4() {
 		return 0
 	}
 	return 1
