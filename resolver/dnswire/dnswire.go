@@ -611,36 +611,61 @@ func WithoutOptions(b []byte, keep func(code uint16, data []byte) bool) (rest []
 	version := b[off+5] // after TYPE, CLASS and EXTENDED-RCODE
 	rest = append(make([]byte, 0, len(b)), b[:start]...)
 	for rdata := b[start:end]; len(rdata) > 0; {
-		if len(rdata) < 4 || 4+int(binary.BigEndian.Uint16(rdata[2:])) > len(rdata) {
+		code, data, after, whole := NextOption(rdata)
+		if !whole {
 			return nil, false
 		}
-		n := 4 + int(binary.BigEndian.Uint16(rdata[2:]))
-		if version == 0 && keep(binary.BigEndian.Uint16(rdata), rdata[4:n]) {
-			rest = append(rest, rdata[:n]...)
+		if version == 0 && keep(code, data) {
+			rest = append(rest, rdata[:len(rdata)-len(after)]...)
 		}
-		rdata = rdata[n:]
+		rdata = after
 	}
 	binary.BigEndian.PutUint16(rest[off+8:], uint16(len(rest)-start))
 	return append(rest, b[end:]...), true
 }
 
 // HasOption reports whether the message b carries the EDNS option code in
-// its first OPT record, of any version, whatever its data: read from the
-// octets, for an option whose presence alone matters (the
-// edns-tcp-keepalive over DNS over QUIC, RFC 9250 §5.5.2), which a parsed
-// message need not hold (WithoutOptions).
+// its first OPT record, of any version, whatever its data, even one its
+// RDATA cuts short: read from the octets, for an option whose presence
+// alone matters (the edns-tcp-keepalive over DNS over QUIC, RFC 9250
+// §5.5.2; the Padding of a query rejected unparsed, RFC 7830 §3), which a
+// parsed message need not hold (WithoutOptions).
 func HasOption(b []byte, code uint16) bool {
-	off, ok := FindOPT(b)
-	if !ok {
-		return false
-	}
-	start := off + 10
-	rdata := b[start:min(start+int(binary.BigEndian.Uint16(b[off+8:])), len(b))]
-	for len(rdata) >= 4 {
+	rdata, _, ok := OPTData(b)
+	for ok && len(rdata) >= 4 {
 		if binary.BigEndian.Uint16(rdata) == code {
 			return true
 		}
-		rdata = rdata[min(4+int(binary.BigEndian.Uint16(rdata[2:])), len(rdata)):]
+		_, _, rdata, ok = NextOption(rdata)
 	}
 	return false
+}
+
+// OPTData is the RDATA of the first OPT record of b (FindOPT), cut where
+// b ends if its RDLENGTH runs past that, and the record's VERSION; ok is
+// false when b has no OPT record. NextOption reads the options from it.
+func OPTData(b []byte) (rdata []byte, version uint8, ok bool) {
+	off, ok := FindOPT(b)
+	if !ok {
+		return nil, 0, false
+	}
+	start := off + 10 // the RDATA: after TYPE, CLASS, TTL and RDLENGTH
+	end := min(start+int(binary.BigEndian.Uint16(b[off+8:])), len(b))
+	return b[start:end], b[off+5], true // VERSION: after TYPE, CLASS and EXTENDED-RCODE
+}
+
+// NextOption splits the first EDNS option off rdata, an OPT record's
+// RDATA or what is left of it: its OPTION-CODE, its OPTION-DATA and the
+// options after it (RFC 6891 §6.1.2). ok is false when rdata does not
+// begin with a whole option: fewer than 4 octets, or an OPTION-LENGTH
+// running past rdata.
+func NextOption(rdata []byte) (code uint16, data, rest []byte, ok bool) {
+	if len(rdata) < 4 {
+		return 0, nil, nil, false
+	}
+	n := 4 + int(binary.BigEndian.Uint16(rdata[2:]))
+	if n > len(rdata) {
+		return 0, nil, nil, false
+	}
+	return binary.BigEndian.Uint16(rdata), rdata[4:n], rdata[n:], true
 }

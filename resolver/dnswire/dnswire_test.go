@@ -154,7 +154,8 @@ func TestEqualFold(t *testing.T) {
 // TestWithoutOptions: the copy keeps the options keep takes, in order, and
 // the rest of the message as it was (a record after the OPT too); an OPT of
 // another version keeps none; a message without an OPT, or whose options
-// run past its RDATA, has no copy. HasOption sees an option of any data.
+// run past its RDATA, has no copy. HasOption sees an option of any data,
+// even one cut short.
 func TestWithoutOptions(t *testing.T) {
 	msg := func(version uint8, opts ...dns.EDNS0) []byte {
 		m := new(dns.Msg)
@@ -199,6 +200,9 @@ func TestWithoutOptions(t *testing.T) {
 	bad[off+10+3]++ // the EDE's OPTION-LENGTH runs past the RDATA
 	_, ok = WithoutOptions(bad, keepEDE)
 	assert.False(t, ok, "an option past the RDATA")
+	assert.True(t, HasOption(bad, dns.EDNS0EDE), "an option cut short is seen")
+	assert.True(t, HasOption(bad[:off+14], dns.EDNS0EDE), "and one past the message's end")
+	assert.False(t, HasOption(bad[:off+13], dns.EDNS0EDE), "but not a code cut short")
 	_, ok = FindOPT(bad[:HeaderLen-1])
 	assert.False(t, ok, "no whole header")
 }

@@ -105,40 +105,12 @@ func hasPadding(m *dns.Msg) bool {
 // paddedQuery reports whether a query asks for a padded answer (RFC 7830
 // §3): req's OPT record carries the Padding option, or, for a message the
 // listener rejected without parsing it (req nil), the OPT record of its
-// bytes b does (rawPadding), so that its FORMERR or NOTIMP is padded too.
+// bytes b does (dnswire.HasOption), so that its FORMERR or NOTIMP is padded too.
 func paddedQuery(req *dns.Msg, b []byte) bool {
 	if req != nil {
 		return hasPadding(req)
 	}
-	return rawPadding(b)
-}
-
-// rawPadding reports whether the message b carries an OPT record (found as
-// queryOPT finds it) with a Padding option among the options its RDATA
-// holds whole.
-func rawPadding(b []byte) bool {
-	if len(b) < msgHeaderSize {
-		return false
-	}
-	off, ok := dnswire.FindOPT(b)
-	if !ok {
-		return false
-	}
-	rdata := b[off+10:]
-	if n := int(binary.BigEndian.Uint16(b[off+8:])); n < len(rdata) {
-		rdata = rdata[:n]
-	}
-	for len(rdata) >= 4 {
-		code, n := binary.BigEndian.Uint16(rdata), int(binary.BigEndian.Uint16(rdata[2:]))
-		if 4+n > len(rdata) {
-			return false
-		}
-		if code == dns.EDNS0PADDING {
-			return true
-		}
-		rdata = rdata[4+n:]
-	}
-	return false
+	return dnswire.HasOption(b, dns.EDNS0PADDING)
 }
 
 // padReply pads the packed reply b to a multiple of responsePaddingBlock

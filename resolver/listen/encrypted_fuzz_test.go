@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 )
 
 // FuzzForwardedFor: any Forwarded or X-Forwarded-For header from a
@@ -87,7 +89,7 @@ func FuzzCheckQuery(f *testing.F) {
 			if err := new(dns.Msg).Unpack(padded); err != nil {
 				t.Fatalf("padded rejection does not parse: %v", err)
 			}
-			if rawPadding(b) && len(padded)%responsePaddingBlock != 0 {
+			if dnswire.HasOption(b, dns.EDNS0PADDING) && len(padded)%responsePaddingBlock != 0 {
 				t.Fatalf("rejection padded to %d octets", len(padded))
 			}
 		case chk.req != nil:

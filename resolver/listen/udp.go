@@ -675,20 +675,19 @@ func optionsSound(b []byte) bool {
 // BADVERS (RFC 6891 §6.1.3; the Handler's checkEDNS), as BIND answers it
 // before it reads any option, not FORMERR for an option version 0 rules.
 func eachOption(b []byte, fn func(code uint16, data []byte) bool) bool {
-	off, ok := dnswire.FindOPT(b)
-	if !ok || b[off+5] != 0 { // VERSION: after TYPE, CLASS and EXTENDED-RCODE
+	rdata, version, ok := dnswire.OPTData(b)
+	if !ok || version != 0 {
 		return true
 	}
-	rdata := b[off+10 : off+10+int(binary.BigEndian.Uint16(b[off+8:]))]
-	for len(rdata) >= 4 {
-		code, n := binary.BigEndian.Uint16(rdata), int(binary.BigEndian.Uint16(rdata[2:]))
-		if 4+n > len(rdata) {
+	for len(rdata) > 0 {
+		code, data, rest, whole := dnswire.NextOption(rdata)
+		if !whole {
 			return true
 		}
-		if !fn(code, rdata[4:4+n]) {
+		if !fn(code, data) {
 			return false
 		}
-		rdata = rdata[4+n:]
+		rdata = rest
 	}
 	return true
 }
