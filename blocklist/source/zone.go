@@ -114,7 +114,7 @@ func NewZone(entry string, opt Options) (*Zone, error) {
 	if zone == "" || strings.Contains(zone, "/") {
 		return nil, fmt.Errorf("%s: want one zone name after the host, axfr://HOST[:PORT]/ZONE", shown)
 	}
-	if _, ok := dns.IsDomainName(zone); !ok || dns.Fqdn(zone) == "." {
+	if !isDomainName(zone) || dns.Fqdn(zone) == "." {
 		return nil, fmt.Errorf("%s: zone %q is not a domain name", shown, zone)
 	}
 	zone = strings.ToLower(dns.Fqdn(zone))

@@ -529,6 +529,9 @@ func TestZoneNotifyFloodRateLimited(t *testing.T) {
 }
 
 func TestNewZoneErrors(t *testing.T) {
+	// A name of 256 octets in wire form, one more than RFC 1035 allows,
+	// which dns.IsDomainName takes (miekg/dns#1552).
+	long := strings.Repeat(strings.Repeat("a", 63)+".", 3) + strings.Repeat("b", 62)
 	for _, tc := range []struct {
 		entry string
 		tsig  *TSIG
@@ -542,6 +545,8 @@ func TestNewZoneErrors(t *testing.T) {
 		{entry: "axfr://127.0.0.1:70000/rpz.test", want: "bad port"},
 		{entry: "axfr://127.0.0.1/rpz.test?x=1", want: "nothing more"},
 		{entry: "axfr://127.0.0.1/rpz..test", want: "not a domain name"},
+		{entry: "axfr://127.0.0.1/" + long, want: "not a domain name"},
+		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Name: long, Algorithm: "hmac-sha256", Secret: "YWJj"}, want: "tsig: name:"},
 		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Name: "k.", Algorithm: "hmac-md5", Secret: "YWJj"}, want: "algorithm"},
 		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Name: "k.", Algorithm: "hmac-sha256", Secret: "not base64!"}, want: "secret"},
 		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Algorithm: "hmac-sha256", Secret: "YWJj"}, want: "tsig: name: empty"},
@@ -553,6 +558,9 @@ func TestNewZoneErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.entry)
 		})
 	}
+	// 255 octets, the most there is, are a name.
+	_, err := NewZone("axfr://127.0.0.1/"+long[1:], Options{TSIG: &TSIG{Name: long[1:], Algorithm: "hmac-sha256", Secret: "YWJj"}})
+	require.NoError(t, err)
 	z, err := NewZone("AXFR://[::1]/RPZ.Test.", Options{TSIG: &TSIG{Name: "Xfr-Key", Algorithm: "HMAC-SHA256.", Secret: "YWJj"}})
 	require.NoError(t, err)
 	assert.Equal(t, "rpz.test.", z.Origin())
