@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -1768,8 +1769,9 @@ func TestRefusedNoRecursionLeavesHealth(t *testing.T) {
 // checkLeavesHealth asks 40 queries (query(i), over UDP and TCP in turn)
 // of a fence over the upstreams first and second, in that order, checking
 // each answer with each: then neither upstream is marked down, each of
-// counted has 40 errors of kind, and an A query still goes to first.
-func checkLeavesHealth(t *testing.T, first, second *testUpstream, kind string, query func(i int) *dns.Msg, each func(*dns.Msg), counted ...*testUpstream) {
+// counted has 40 errors of kind, and an A query still goes to first. It
+// returns the fence.
+func checkLeavesHealth(t *testing.T, first, second *testUpstream, kind string, query func(i int) *dns.Msg, each func(*dns.Msg), counted ...*testUpstream) *fence {
 	t.Helper()
 	f := govFence(t, "upstream_timeout: 2s\nupstream_strategy: ordered", first.addr, second.addr)
 	for i := range 40 {
@@ -1783,6 +1785,54 @@ func checkLeavesHealth(t *testing.T, first, second *testUpstream, kind string, q
 	r := ask(t, f.addr, "", "udp", question("a.example.org.", dns.TypeA, true))
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
 	assert.Equal(t, before, clientQueries(second), "the first upstream still answers A")
+	return f
+}
+
+// TestUnreadRecordLeavesHealth: upstreams that pass on a record miekg/dns
+// will not unpack, though every record of the answer is well framed (an
+// HTTPS record whose ipv6hint holds an IPv4-mapped address, which Unbound
+// relays as it is), and answer every other name as usual, are not marked
+// down by clients asking for such a name: its owner wrote it. Each such
+// query still gets SERVFAIL, and is counted as malformed (before, over
+// TCP, as a network error: miekg/dns's SVCB errors are no *dns.Error),
+// and the first upstream keeps answering first. UDP (the wire path, which
+// refuses the answer where it unpacks it, upstream health aside) and TCP.
+func TestUnreadRecordLeavesHealth(t *testing.T) {
+	first, second := startUpstream(t, unreadHintAnswer), startUpstream(t, unreadHintAnswer)
+	f := checkLeavesHealth(t, first, second, "malformed", func(i int) *dns.Msg {
+		return question(fmt.Sprintf("n%d.svcb.example.", i), dns.TypeHTTPS, true)
+	}, func(r *dns.Msg) {
+		assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
+	})
+	for _, u := range []*testUpstream{first, second} {
+		assert.Equal(t, map[string]float64{"malformed": 20}, upstreamErrors(t, f.registry, u.addr), "each TCP query, on each upstream")
+	}
+}
+
+// unreadHintAnswer answers an HTTPS question below svcb.example. with an
+// HTTPS record whose ipv6hint holds ::ffff:192.0.2.7, written into the
+// octets: miekg/dns neither packs nor unpacks it ("expected ipv6, got
+// ipv4"). Other questions get defaultAnswer's.
+func unreadHintAnswer(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+	q := r.Question[0]
+	if q.Qtype != dns.TypeHTTPS || !dns.IsSubDomain("svcb.example.", q.Name) {
+		return defaultAnswer(w, r)
+	}
+	m := new(dns.Msg).SetReply(r)
+	m.RecursionAvailable = true
+	hint := net.ParseIP("2001:db8::7")
+	m.Answer = []dns.RR{&dns.HTTPS{SVCB: dns.SVCB{
+		Hdr:      dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: 60},
+		Priority: 1, Target: ".", Value: []dns.SVCBKeyValue{&dns.SVCBIPv6Hint{Hint: []net.IP{hint}}},
+	}}}
+	b, err := m.Pack()
+	if err != nil {
+		panic(err)
+	}
+	i := bytes.Index(b, hint)
+	copy(b[i:], net.ParseIP("::ffff:192.0.2.7").To16())
+	_, _ = w.Write(b)
+	return nil
 }
 
 // TestDeclinedANYLeavesHealth: an upstream that declines QTYPE ANY (NOTIMP,

@@ -1,10 +1,13 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -267,6 +270,64 @@ func TestDoQErrors(t *testing.T) {
 			assert.Equal(t, []uint64{doqProtocolError}, srv.closeCodes(), "closed with DOQ_PROTOCOL_ERROR")
 		})
 	}
+}
+
+// TestDoQUnreadRecordKeepsConnection: an answer whose records are well
+// framed but one of whose data miekg/dns will not unpack (an HTTPS
+// ipv6hint holding an IPv4-mapped address, which a recursive upstream
+// relays from the name's zone) fails its query with ErrAnswerRdata, which
+// speaks of the name, not of the upstream: the connection is not closed
+// with DOQ_PROTOCOL_ERROR, and the next query is answered on it. Before,
+// any client asking for such a name closed the shared connection under
+// every other query on it.
+func TestDoQUnreadRecordKeepsConnection(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoQ(t, pki.good, func(s *doqTestServer, conn *quic.Conn, str *quic.Stream) {
+		q, ok := readDoQQuery(s, conn, str)
+		if !ok {
+			return
+		}
+		if q.Question[0].Qtype != dns.TypeHTTPS {
+			_ = writeFrame(str, answerWithA(q))
+			_ = str.Close()
+			return
+		}
+		b := unreadHintAnswer(t, q)
+		_, _ = str.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...))
+		_ = str.Close()
+	})
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	q := clientQuery("a.svcb.example.", false)
+	q.Question[0].Qtype = dns.TypeHTTPS
+	resp, err := tr.Exchange(context.Background(), q)
+	assert.Nil(t, resp)
+	assert.ErrorIs(t, err, ErrAnswerRdata)
+	assert.NotErrorIs(t, err, ErrProtocol)
+	resp, err = tr.Exchange(context.Background(), clientQuery("b.example.", false))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeSuccess, resp.Rcode)
+	assert.Equal(t, 1, srv.connections(), "answered on the same connection")
+	assert.Empty(t, srv.closeCodes())
+}
+
+// unreadHintAnswer is the answer to q, an HTTPS question, with an HTTPS
+// record whose ipv6hint holds ::ffff:192.0.2.7, written into the octets:
+// miekg/dns neither packs nor unpacks it ("expected ipv6, got ipv4").
+func unreadHintAnswer(t *testing.T, q *dns.Msg) []byte {
+	t.Helper()
+	m := new(dns.Msg).SetReply(q)
+	hint := net.ParseIP("2001:db8::7")
+	m.Answer = []dns.RR{&dns.HTTPS{SVCB: dns.SVCB{
+		Hdr:      dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: 60},
+		Priority: 1, Target: ".", Value: []dns.SVCBKeyValue{&dns.SVCBIPv6Hint{Hint: []net.IP{hint}}},
+	}}}
+	b, err := m.Pack()
+	require.NoError(t, err)
+	i := bytes.Index(b, hint)
+	require.GreaterOrEqual(t, i, 0)
+	copy(b[i:], net.ParseIP("::ffff:192.0.2.7").To16())
+	require.Error(t, new(dns.Msg).Unpack(b))
+	return b
 }
 
 // TestDoQSilentConnectionRedialled: an upstream that stops answering on a

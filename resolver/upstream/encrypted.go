@@ -178,7 +178,12 @@ func (w *wireQuery) withID(id uint16, framed bool) []byte {
 // dnsfence does not read are ignored whatever their data (UnpackAnswer).
 func (w *wireQuery) answer(b []byte, id uint16) (*dns.Msg, error) {
 	resp, err := unpackMsg(b)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrAnswerRdata):
+		// The zone's data, not a broken upstream: its connection and
+		// the other queries on it stay.
+		return nil, err
+	case err != nil:
 		return nil, fmt.Errorf("%w: malformed answer: %w", ErrProtocol, err)
 	}
 	switch {

@@ -37,6 +37,15 @@ var (
 	ErrAnswerMismatch  = fmt.Errorf("%w: not for the question asked", ErrAnswerUnusable)
 	ErrAnswerWrongID   = fmt.Errorf("%w: query ID never sent", ErrAnswerUnusable)
 	ErrAnswerTruncated = fmt.Errorf("%w: truncated over a stream", ErrAnswerUnusable)
+	// ErrAnswerRdata is a malformed answer whose every record reads
+	// (dnswire.Walk: the header, the question, each record's owner, type,
+	// class, TTL and RDLENGTH, the names in its RDATA) but the RDATA of
+	// one of which miekg/dns will not unpack: an HTTPS record whose
+	// ipv6hint holds an IPv4-mapped address, SVCB keys out of order, a
+	// mandatory key list of odd length. Such data is the zone's, which
+	// any name's owner writes and a recursive upstream passes on as it
+	// is, so it speaks of the query, not of the upstream (ofTheQuery).
+	ErrAnswerRdata = fmt.Errorf("%w: a record's data miekg/dns does not read", ErrAnswerMalformed)
 )
 
 // RcodeError is an upstream answer whose RCODE says the upstream could not

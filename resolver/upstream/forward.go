@@ -1090,12 +1090,13 @@ func (f *Forwarder) checkHealth(u *upstreamState) {
 
 // ofTheQuery reports whether err is an upstream's answer that speaks of
 // the query, not of the upstream's health, which it leaves as it was: a
-// declined ANY, a REFUSED without RD (a SERVFAIL is judged by the query's
-// end: servfails). A client can send such queries again and again; none
-// of them may have an upstream that answers every other query marked
-// down.
+// declined ANY, a REFUSED without RD, an answer with a record miekg/dns
+// does not read (ErrAnswerRdata: the name's owner wrote it; a SERVFAIL is
+// judged by the query's end: servfails). A client can send such queries
+// again and again; none of them may have an upstream that answers every
+// other query marked down.
 func ofTheQuery(err error) bool {
-	return declinedANY(err) || refusedNoRecursion(err)
+	return declinedANY(err) || refusedNoRecursion(err) || errors.Is(err, ErrAnswerRdata)
 }
 
 // refusedNoRecursion reports whether err is an upstream's REFUSED to a

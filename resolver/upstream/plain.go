@@ -191,7 +191,7 @@ func (p *Plain) streamExchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error
 	if err != nil {
 		return nil, err
 	}
-	resp, err := unpackMsg(raw)
+	resp, err := UnpackAnswer(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -251,10 +251,14 @@ func checkAnswer(resp, q *dns.Msg) error {
 }
 
 // tcpError types an error of miekg/dns's TCP exchange: a wrong ID is
-// ErrAnswerWrongID, an answer that does not parse ErrAnswerMalformed.
+// ErrAnswerWrongID, an answer that does not parse ErrAnswerMalformed
+// (UnpackAnswer's, as streamExchange returns it: not every error of
+// miekg/dns's unpacking is a *dns.Error).
 func tcpError(err error) error {
 	var de *dns.Error
 	switch {
+	case errors.Is(err, ErrAnswerUnusable):
+		return err
 	case errors.Is(err, dns.ErrId):
 		return fmt.Errorf("%w: %w", ErrAnswerWrongID, err)
 	case errors.As(err, &de):

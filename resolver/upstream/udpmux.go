@@ -344,14 +344,20 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 // once, as before.
 func UnpackAnswer(b []byte) (*dns.Msg, error) {
 	m, err := unpackMsg(b)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrAnswerRdata):
+		return nil, err
+	case err != nil:
 		return nil, fmt.Errorf("%w: %w", ErrAnswerMalformed, err)
 	}
 	return m, nil
 }
 
 // unpackMsg is UnpackAnswer with miekg/dns's error, for the caller to
-// type: the answer, or the error of b as it is.
+// type: the answer, or the error of b as it is, but for an answer whose
+// records read through (rdataOnly), whose error wraps ErrAnswerRdata.
+// miekg/dns's errors cannot tell the two apart: those of the SVCB values
+// and of the EDNS Client Subnet option are not *dns.Error.
 func unpackMsg(b []byte) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	err := m.Unpack(b)
@@ -363,7 +369,21 @@ func unpackMsg(b []byte) (*dns.Msg, error) {
 			return m, nil
 		}
 	}
+	if rdataOnly(b) {
+		return nil, fmt.Errorf("%w: %w", ErrAnswerRdata, err)
+	}
 	return nil, err
+}
+
+// rdataOnly reports whether b, a message miekg/dns does not unpack, has
+// one question and records that dnswire.Walk reads through, so that what
+// miekg/dns refuses is the data of a record (ErrAnswerRdata).
+func rdataOnly(b []byte) bool {
+	if len(b) < dnswire.HeaderLen || dnswire.QDCount(b) != 1 {
+		return false
+	}
+	q, ok := dnswire.ReadQuestion(b)
+	return ok && dnswire.Walk(b, q.End, func(dnswire.Record) bool { return true })
 }
 
 // answerOption reports whether dnsfence reads the EDNS option code, with
