@@ -2,6 +2,7 @@ package listen
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -161,6 +162,16 @@ type DoQServer struct {
 
 	// queries holds the queries arriving to opt.QueryBudget.
 	queries queryBudget
+
+	// resetKey makes the stateless reset tokens of every transport Serve
+	// opens (RFC 9000 §10.3): a packet of a connection the socket no longer
+	// knows, one from before the listener was opened again
+	// (Server.serveDoQ), is answered with a stateless reset, and its
+	// client drops the connection at once rather than after its idle
+	// timeout. It is drawn once for the process and never leaves it: a key
+	// shared by instances behind one anycast address or balancer would have
+	// one reset another's connections (RFC 9000 §21.11).
+	resetKey quic.StatelessResetKey
 }
 
 // NewDoQServer returns a DoQServer; Serve runs it.
@@ -187,8 +198,10 @@ func NewDoQServer(opt DoQOptions) *DoQServer {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &DoQServer{opt: opt, log: log, conns: map[*doqConn]struct{}{}, reading: map[*quic.Stream]struct{}{},
+	s := &DoQServer{opt: opt, log: log, conns: map[*doqConn]struct{}{}, reading: map[*quic.Stream]struct{}{},
 		unproven: map[netip.Prefix]int{}, drained: make(chan struct{}), stopping: make(chan struct{}), queries: queryBudget{max: opt.QueryBudget}}
+	_, _ = rand.Read(s.resetKey[:]) // never fails on Linux (Go 1.24+ crashes instead)
+	return s
 }
 
 // errTooManyConns refuses a connection attempt over MaxConns.
@@ -201,7 +214,7 @@ func (s *DoQServer) Serve(pc net.PacketConn) error {
 	if s.opt.TLS == nil || !slices.Contains(s.opt.TLS.NextProtos, ALPNDoQ) {
 		return fmt.Errorf("doq: the TLS configuration must offer ALPN %q", ALPNDoQ)
 	}
-	tr := &quic.Transport{Conn: pc, ConnContext: s.connContext, VerifySourceAddress: s.verifySourceAddress}
+	tr := &quic.Transport{Conn: pc, ConnContext: s.connContext, VerifySourceAddress: s.verifySourceAddress, StatelessResetKey: &s.resetKey}
 	ln, err := tr.Listen(s.opt.TLS, &quic.Config{
 		HandshakeIdleTimeout: s.opt.HandshakeTimeout,
 		// QUIC's own idle timeout silently drops a peer that vanished;

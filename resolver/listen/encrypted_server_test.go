@@ -579,7 +579,10 @@ func clientHello(t *testing.T, cfg *tls.Config) []byte {
 // transport failed (its socket closed under it, as quic-go ends a listener
 // on a read error of its socket) stayed stopped, its clients unanswered,
 // until dnsfence was restarted. It is now opened again at its address on
-// a new socket, a second later, told to Config.Resumed, and answers.
+// a new socket, a second later, told to Config.Resumed, and answers. A
+// connection from before, which the new socket does not know, is ended at
+// its next packet by a stateless reset (RFC 9000 §10.3), not left to its
+// client's idle timeout.
 func TestServerReopensAStoppedQUICListener(t *testing.T) {
 	e := newEncryptedSetup(t)
 	addr := e.addrs[QUIC]
@@ -598,6 +601,13 @@ func TestServerReopensAStoppedQUICListener(t *testing.T) {
 		return err
 	}
 	require.NoError(t, ask())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	old, err := quic.DialAddr(ctx, addr, clientTLS(e.ca, ALPNDoQ), &quic.Config{MaxIdleTimeout: time.Minute})
+	require.NoError(t, err)
+	defer old.CloseWithError(0, "")
+	_, err = doqExchange(old, query("fast."))
+	require.NoError(t, err)
 	require.NoError(t, e.srv.doq[0].socket().Close())
 	require.Eventually(t, func() bool {
 		e.mu.Lock()
@@ -613,6 +623,15 @@ func TestServerReopensAStoppedQUICListener(t *testing.T) {
 	assert.Equal(t, []string{QUIC + " " + addr}, e.resumed)
 	e.mu.Unlock()
 	require.NoError(t, ask(), "answered at the same address")
+
+	go func() { _, _ = doqExchange(old, query("fast.")) }()
+	select {
+	case <-old.Context().Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection from before the reopen is still open")
+	}
+	var reset *quic.StatelessResetError
+	assert.ErrorAs(t, context.Cause(old.Context()), &reset)
 }
 
 // closeTold is a socket that tells closed when Close is called on it.
