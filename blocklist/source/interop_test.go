@@ -135,6 +135,8 @@ func startNSD(t testing.TB, cfg primaryConfig, zoneText string) *nsdPrimary {
 	verbosity: 2
 	logfile: ""
 	xfrd-reload-timeout: 0
+remote-control:
+	control-enable: no
 `, cfg.ip, d.port, d.dir, filepath.Join(d.dir, "nsd.pid"), filepath.Join(d.dir, "xfrd.state"),
 		filepath.Join(d.dir, "zone.list"))
 	acl := "NOKEY"
