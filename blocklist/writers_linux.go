@@ -291,6 +291,28 @@ func (w *writers) forgetDir(dir string) {
 	}
 }
 
+// overflowed starts again from what /proc shows after the kernel dropped
+// events because the queue was full (IN_Q_OVERFLOW: the reader starved
+// while thousands of events came): an open, a write or a close may be
+// among those lost, so what was known of the files is no guide. A
+// writer that truncated a list and paused half way, its open and writes
+// dropped, would be held by no one, and the half written list applied
+// after a quiet period; a close dropped would hold a file for the writer
+// wait. The writers /proc shows hold their files again, as for a folder
+// watched anew (adoptWriters); the Watcher is told to look again. w.mu
+// must be held.
+func (w *writers) overflowed(now time.Time) {
+	clear(w.files)
+	clear(w.moving)
+	for dir := range w.dirs {
+		w.adoptWriters(dir, now)
+	}
+	select {
+	case w.closed <- struct{}{}:
+	default:
+	}
+}
+
 // heldOpen returns those of paths that a writer holds open, with the time
 // of the latest modification among them.
 func (w *writers) heldOpen(paths []string) ([]string, time.Time) {
@@ -410,6 +432,10 @@ func (w *writers) handle(wd int32, mask, cookie uint32, name string, now time.Ti
 			w.forgetDir(dir)
 		}
 		delete(w.wds, wd)
+		return
+	}
+	if mask&unix.IN_Q_OVERFLOW != 0 {
+		w.overflowed(now)
 		return
 	}
 	if name == "" {

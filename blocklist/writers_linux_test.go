@@ -1,0 +1,95 @@
+//go:build linux
+
+package blocklist
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestWatcherWaitsForWriterAfterQueueOverflow: the writer watch's event
+// queue overflows (its reader starved while another file of the lists
+// folder is opened and closed thousands of times), and the kernel drops
+// the open and the writes of a writer that truncates the list and pauses
+// half way. What the writer watch knew is then no guide: the writer must
+// still be found, through /proc, and the half written list not reported.
+func TestWatcherWaitsForWriterAfterQueueOverflow(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "list.txt")
+	noise := filepath.Join(dir, "other.log")
+	require.NoError(t, os.WriteFile(path, []byte("old.example\n"), 0o644))
+	require.NoError(t, os.WriteFile(noise, nil, 0o644))
+	const debounce = 20 * time.Millisecond
+	w, err := NewWatcher(debounce)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	waits := make(chan []string, 16)
+	w.OnWriterWait(func(open []string, _ time.Duration) { waits <- open })
+	require.NoError(t, w.Watch([]string{path}, nil))
+	var mu sync.Mutex
+	var got []string
+	reported := func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), got...) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Run(ctx, func(c Change) {
+			data, err := os.ReadFile(path)
+			assert.NoError(t, err)
+			mu.Lock()
+			got = append(got, string(data))
+			mu.Unlock()
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// Hold the writer watch's reader, as a starved goroutine would be,
+	// and queue more events than the kernel keeps (fs.inotify.
+	// max_queued_events, 16384 by default): each open and close is two.
+	w.writers.readMu.Lock()
+	maxQueued := 16384
+	if data, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events"); err == nil {
+		var n int
+		if _, err := fmt.Sscan(string(data), &n); err == nil && n > 0 {
+			maxQueued = n
+		}
+	}
+	for range maxQueued/2 + 16 {
+		f, err := os.Open(noise)
+		if err != nil {
+			w.writers.readMu.Unlock()
+			require.NoError(t, err)
+		}
+		f.Close()
+	}
+	// The writer's open and writes find the queue full.
+	f, err := os.OpenFile(path, os.O_TRUNC|os.O_WRONLY, 0)
+	if err == nil {
+		_, err = f.WriteString("a.example\n")
+	}
+	w.writers.readMu.Unlock()
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+
+	select {
+	case open := <-waits:
+		assert.Equal(t, []string{path}, open)
+	case <-time.After(10 * time.Second):
+		assert.Fail(t, "the watcher never waited for the writer", "reported: %q", reported())
+	}
+	require.Never(t, func() bool { return len(reported()) > 0 }, 20*debounce, debounce,
+		"a file a writer holds open was reported after the writer watch's queue overflowed")
+	_, err = f.WriteString("b.example\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.Eventually(t, func() bool { return len(reported()) > 0 }, 10*time.Second, debounce)
+	assert.Equal(t, []string{"a.example\nb.example\n"}, reported(), "the complete file, once")
+}
