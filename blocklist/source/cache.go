@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist"
 )
 
 // The disk copy of a source is one file in the cache directory, written
@@ -144,7 +146,7 @@ func Cached(src Source) (Content, error) {
 // none.
 func readCache(path, source, kind string) (cacheMeta, []byte, error) {
 	var meta cacheMeta
-	data, err := os.ReadFile(path)
+	data, err := readCacheFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return meta, nil, ErrNoCopy
 	}
@@ -166,6 +168,24 @@ func readCache(path, source, kind string) (cacheMeta, []byte, error) {
 		return meta, nil, fmt.Errorf("reading cache %s: content does not match its SHA-256 (truncated or edited)", path)
 	}
 	return meta, payload, nil
+}
+
+// readCacheFile reads the disk copy at path, which writeCacheWith made a
+// regular file: anything else in its place (a named pipe, a device) is
+// refused unread. os.ReadFile's open(2) of a named pipe waits for a
+// writer for ever, and the source, stuck before its first fetch, never
+// asked the network: its list blocked none of its names with the server
+// up, no line logged, and Run deaf to its context.
+func readCacheFile(path string) ([]byte, error) {
+	f, err := blocklist.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if !f.Regular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	return io.ReadAll(f)
 }
 
 func checkBase64(s string) error {

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -597,6 +598,46 @@ func TestURLCorruptCacheIgnored(t *testing.T) {
 	assert.Contains(t, second.Status().CacheError.Error(), "does not match its SHA-256")
 	assert.Equal(t, 0, rec.count())
 	assert.False(t, second.Status().HasContent)
+}
+
+// TestURLDiskCopyNotARegularFile: a named pipe (or a device) where the
+// disk copy goes is refused unread, as a corrupt copy is, the list is
+// fetched from its server, and its copy replaces the pipe. Opened as a file, the pipe held the source
+// before its first fetch for good: its list blocked none of its names
+// with the server up, and nothing was logged.
+func TestURLDiskCopyNotARegularFile(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.70.1:0")
+	require.NoError(t, err)
+	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "tiktok.com\n")
+	})}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	opt := testOptions(t)
+	entry := srv.URL + "/l.txt"
+	path := cachePath(opt.CacheDir, entry)
+	require.NoError(t, syscall.Mkfifo(path, 0o600))
+
+	src, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	rec := &receiver{}
+	stop := runWith(t, src, rec)
+	t.Cleanup(func() {
+		// Release a reader stuck in open(2) on the pipe, if any, so
+		// that Run can return.
+		if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+		stop()
+	})
+	c := rec.waitCount(t, 1)
+	assert.Equal(t, "tiktok.com\n", string(c.Body))
+	assert.False(t, c.FromCache)
+	// The copy fetched takes the pipe's place.
+	waitStatus(t, src, func(st Status) bool { return st.HasContent && st.CacheError == nil })
+	_, body, err := readCache(path, entry, "body")
+	require.NoError(t, err)
+	assert.Equal(t, "tiktok.com\n", string(body))
 }
 
 func TestURLRefusedByReceiver(t *testing.T) {
