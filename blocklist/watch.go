@@ -668,6 +668,30 @@ func holdersOf(files []string) string {
 // limit it gives up with an error wrapping ErrBeingWritten that names the
 // files; it returns ctx's error if ctx ends first.
 func WaitComplete(ctx context.Context, w *Watcher, files []string, quiet, limit time.Duration) error {
+	return waitComplete(ctx, func(chain []string) []string {
+		if w == nil {
+			return nil
+		}
+		return w.writers.openNow(chain, time.Duration(w.writerWait.Load()))
+	}, files, quiet, limit)
+}
+
+// WaitCompleteUnwatched is WaitComplete before any Watcher runs, at
+// start: the writers are the processes /proc shows holding one of the
+// files open for writing (see Watcher), a file unchanged for writerWait
+// not counted, as a Watcher gives up on a writer that never closes.
+// Started while a list was being written (a download, a generator that
+// writes in pieces and pauses), dnsfence read and served its first half
+// until the writer was done: every name after the cut unblocked, with
+// nothing logged and /readyz ready, since a first load has nothing to
+// measure a shrink against.
+func WaitCompleteUnwatched(ctx context.Context, files []string, quiet, writerWait, limit time.Duration) error {
+	return waitComplete(ctx, func(chain []string) []string { return writingFor(chain, writerWait) }, files, quiet, limit)
+}
+
+// waitComplete is WaitComplete with open saying which of the paths (every
+// path on the way to each file) a writer holds open now.
+func waitComplete(ctx context.Context, open func(chain []string) []string, files []string, quiet, limit time.Duration) error {
 	abs := make([]string, 0, len(files))
 	var chain []string // every path on the way to each file: the writer is seen on the real one
 	for _, f := range files {
@@ -690,10 +714,7 @@ func WaitComplete(ctx context.Context, w *Watcher, files []string, quiet, limit 
 		case <-timer.C:
 		}
 		now := hashFiles(abs)
-		var open []string
-		if w != nil {
-			open = w.writers.openNow(chain, time.Duration(w.writerWait.Load()))
-		}
+		open := open(chain)
 		if len(open) == 0 && sameStates(now, before) {
 			return nil
 		}

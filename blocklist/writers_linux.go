@@ -4,6 +4,7 @@ package blocklist
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -155,15 +156,32 @@ func (w *writers) openNow(paths []string, wait time.Duration) []string {
 	}
 	w.mu.Unlock()
 	if len(unwatched) > 0 {
-		for p := range writingNow(func(p string) bool { return unwatched[p] }) {
-			if fi, err := os.Stat(p); err == nil && now.Sub(fi.ModTime()) >= wait {
-				continue
-			}
-			open = append(open, p)
-		}
+		open = append(open, writingFor(slices.Collect(maps.Keys(unwatched)), wait)...)
 	}
 	slices.Sort(open)
 	return slices.Compact(open)
+}
+
+// writingFor returns those of paths that a process /proc shows has open
+// for writing now (writingNow), leaving out a file unchanged for wait:
+// one found in /proc may never write at all (a shell's `exec 3>>list`).
+// A named pipe is left out too: it is read once, to its writer's end,
+// and its writer holds it open until then.
+func writingFor(paths []string, wait time.Duration) []string {
+	want := map[string]bool{}
+	for _, p := range paths {
+		want[p] = true
+	}
+	now := time.Now()
+	var open []string
+	for p := range writingNow(func(p string) bool { return want[p] }) {
+		fi, err := os.Stat(p)
+		if err == nil && (!fi.Mode().IsRegular() || now.Sub(fi.ModTime()) >= wait) {
+			continue
+		}
+		open = append(open, p)
+	}
+	return open
 }
 
 // writingNow counts, by path, the descriptors open for writing on the

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -77,8 +78,9 @@ func sourceKey(opt source.Options) string {
 }
 
 // Start starts the remote list sources cfg names (each delivers its disk
-// copy at once, then fetches), waits up to startWait for each to have a
-// first copy or to have tried the network once, and then builds the first
+// copy at once, then fetches), waits for the files cfg names to be
+// complete (waitFilesWritten), waits up to startWait for each source to
+// have a first copy or to have tried the network once, and then builds the first
 // snapshot from cfg and those copies, connects its upstreams (into the
 // Handler's metrics) and publishes it. Copies that arrive later are
 // applied as they come. The sources run until ctx ends. The snapshot's
@@ -89,6 +91,7 @@ func (r *Reloader) Start(ctx context.Context, cfg *config.Config) (*Snapshot, er
 	r.syncSources(cfg)
 	running := slices.Collect(maps.Values(r.sources))
 	r.mu.Unlock()
+	r.waitFilesWritten(ctx, cfg)
 	deadline := time.Now().Add(startWait)
 	for _, rs := range running {
 		for !firstCopy(rs.src.Status()) && time.Now().Before(deadline) && ctx.Err() == nil {
@@ -106,6 +109,45 @@ func (r *Reloader) Start(ctx context.Context, cfg *config.Config) (*Snapshot, er
 	}
 	r.handler.Store(snap)
 	return snap, nil
+}
+
+// waitFilesWritten waits, before the first snapshot reads them, until
+// the lists and client range files cfg names are complete: no process
+// /proc shows holds one open for writing (a file unchanged for
+// reload.writer_wait aside) and their content is stable over
+// reload.debounce, as a reload waits for them. A first load has no
+// snapshot to measure a shrink against: the first half of a list being
+// written would be served, every name after the cut unblocked. After
+// reload.writer_wait, a writer that still writes is given up on (warned):
+// its file is read as it is, and the watcher applies it once complete.
+func (r *Reloader) waitFilesWritten(ctx context.Context, cfg *config.Config) {
+	files := slices.DeleteFunc(configFiles(cfg), func(f string) bool { return f == cfg.File })
+	if len(files) == 0 {
+		return
+	}
+	start := time.Now()
+	err := blocklist.WaitCompleteUnwatched(ctx, files, cfg.Reload.Debounce, cfg.Reload.WriterWait, cfg.Reload.WriterWait)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("loading files still being written after reload.writer_wait; the watcher applies them once complete",
+				zap.Duration("writer_wait", cfg.Reload.WriterWait), zap.Error(err))
+		}
+		return
+	}
+	var held []string
+	for _, f := range files {
+		if p, err := filepath.EvalSymlinks(f); err == nil {
+			if p, err = filepath.Abs(p); err == nil {
+				held = append(held, p)
+			}
+		}
+	}
+	if writers := blocklist.Holders(held); len(writers) > 0 {
+		r.log.Warn("loading files a writer still holds open: unchanged for reload.writer_wait",
+			zap.Strings("writers", writers), zap.Duration("writer_wait", cfg.Reload.WriterWait))
+	} else if waited := time.Since(start); waited > time.Second {
+		r.log.Info("loading files once their writers were done", zap.Duration("waited", waited))
+	}
 }
 
 // firstCopy reports whether a source has content, or has been to the

@@ -1,0 +1,90 @@
+package resolver
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// startWriteConfig blocks tiktok.txt for 127.0.70.0/26. Its upstream is
+// never asked: every name the test asks is blocked.
+const startWriteConfig = `
+listen: ["127.0.70.3:0"]
+upstreams: ["127.0.70.9:53"]
+allowed_clients: ["127.0.70.0/24"]
+log: {queries: none}
+reload: {debounce: 20ms, writer_wait: 30s}
+policies:
+  - name: government-devices
+    clients: ["127.0.70.0/26"]
+    block: ["tiktok.txt"]
+`
+
+// TestStartWaitsForAListBeingWritten starts dnsfence while a list is
+// being written: truncated, its first half written, its writer paused
+// with the file open. The first snapshot has nothing to measure a shrink
+// against, so the half was served, and every name after the cut went
+// unblocked, with /readyz ready, until the writer was done. Start now
+// waits for the writer to close the file, and serves it whole.
+func TestStartWaitsForAListBeingWritten(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dnsfence.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(startWriteConfig), 0o644))
+	list := filepath.Join(dir, "tiktok.txt")
+	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nbyteoversea.com\n"), 0o644))
+	// The writer truncates the list and pauses half way.
+	writer, err := os.OpenFile(list, os.O_WRONLY|os.O_TRUNC, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { writer.Close() })
+	_, err = writer.WriteString("tiktok.com\nbyte")
+	require.NoError(t, err)
+
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	log, logs := observed(t)
+	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
+	r := NewReloader(log, h, func() (*config.Config, error) { return config.Load(path) })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	started := make(chan *Snapshot, 1)
+	go func() {
+		snap, err := r.Start(ctx, cfg)
+		assert.NoError(t, err)
+		started <- snap
+	}()
+	require.Never(t, func() bool { return len(started) > 0 }, time.Second, 10*time.Millisecond,
+		"the first snapshot was built while a writer held its list open, half written")
+
+	_, err = writer.WriteString("oversea.com\n")
+	require.NoError(t, err)
+	require.NoError(t, writer.Close())
+	var snap *Snapshot
+	select {
+	case snap = <-started:
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "Start did not return once the writer closed the list")
+	}
+	require.NotNil(t, snap)
+	assert.Equal(t, 2, snap.Lists[list].Len(), "the list whole")
+	assert.NotEmpty(t, logs.FilterMessage("loading files once their writers were done").All())
+
+	srv := NewServer(log, h)
+	require.NoError(t, srv.Start([]string{"127.0.70.3:0"}))
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = srv.Shutdown(sctx)
+		h.Snapshot().Forwarder().Close()
+	})
+	for _, name := range []string{"tiktok.com.", "byteoversea.com."} {
+		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, srv.Addrs()[0], "127.0.70.4", name), name)
+	}
+}
