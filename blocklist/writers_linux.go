@@ -332,8 +332,13 @@ func (w *writers) overflowed(now time.Time) {
 }
 
 // heldOpen returns those of paths that a writer holds open, with the time
-// of the latest modification among them.
+// of the latest modification among them, once every event queued before
+// it is applied (sync): run lags them by as much as the scheduler lets
+// it, by thousands of events after a queue overflow (overflowed), and a
+// writer's open not yet read would leave its half written file held by
+// no one.
 func (w *writers) heldOpen(paths []string) ([]string, time.Time) {
+	w.sync()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var open []string
