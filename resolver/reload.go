@@ -414,6 +414,38 @@ func (r *Reloader) Watch(ctx context.Context) error {
 	return nil
 }
 
+// KeepWatching runs Watch until ctx ends, and starts it again each time it
+// could not start (no inotify instance to be had: fs.inotify.
+// max_user_instances reached, EMFILE, ENOMEM) or stopped: after
+// firstRetryWait, doubling to maxRetryWait while it keeps failing, from
+// firstRetryWait again after a watcher that ran for maxRetryWait. Each
+// failure is logged at error level; meanwhile the files are reported not
+// watched (/readyz, dnsfence_unwatched_files) and SIGHUP still reloads. A
+// watcher started again applies the edits made while none watched, as
+// Watch compares the files with what was applied. An embedded
+// configuration has nothing to watch: it returns at once.
+func (r *Reloader) KeepWatching(ctx context.Context) {
+	wait := r.retryFirst
+	for {
+		began := time.Now()
+		err := r.Watch(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if time.Since(began) >= maxRetryWait {
+			wait = r.retryFirst
+		}
+		r.log.Error("file watching stopped; starting it again, SIGHUP still reloads",
+			zap.Duration("in", wait), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxRetryWait)
+	}
+}
+
 // allUnwatched reports every file of snap as not watched, for err.
 func (r *Reloader) allUnwatched(snap *Snapshot, err error) {
 	files := map[string]error{}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -188,4 +189,52 @@ func TestUnwatchedFilesAreVisible(t *testing.T) {
 	assert.Equal(t, http.StatusOK, code)
 	assert.NotContains(t, body, "not watched")
 	assert.Len(t, logs.FilterMessage("every file is watched again").All(), 1)
+}
+
+// TestKeepWatchingStartsTheWatcherAgain: no inotify instance could be
+// had when watching began (fs.inotify.max_user_instances reached), and
+// dnsfence never tried again: a list edited after the limit freed was
+// applied only at a SIGHUP or a restart, while README promised the
+// minute's look. KeepWatching tries again, after 1 s doubling to 1 min
+// (shorter here), logging each failure; the watcher that starts applies
+// the edit made while none watched, and later ones.
+func TestKeepWatchingStartsTheWatcherAgain(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, listsConfig, map[string]string{"lists/tiktok.txt": "tiktok.com\n"}, up.addr)
+	core, logs := observer.New(zap.InfoLevel)
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(zap.New(core), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	r.retryFirst = 20 * time.Millisecond
+	limit := errors.New("too many open files")
+	var tries atomic.Int32
+	r.newWatcher = func(debounce time.Duration) (*blocklist.Watcher, error) {
+		if tries.Add(1) <= 3 {
+			return nil, limit
+		}
+		return blocklist.NewWatcher(debounce)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.KeepWatching(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	blocked := func(name string) func() bool {
+		return func() bool { return rcodeOf(t, f.addr, "127.0.0.9", name) == dns.RcodeNameError }
+	}
+	list := filepath.Join(f.dir, "lists", "tiktok.txt")
+	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nmeanwhile.example\n"), 0o644))
+	require.Eventually(t, blocked("meanwhile.example."), 10*time.Second, 10*time.Millisecond,
+		"the edit made while nothing watched, applied once the watcher started")
+	require.Eventually(t, func() bool { return len(*f.handler.unwatched.Load()) == 0 }, 10*time.Second, 10*time.Millisecond)
+	failed := logs.FilterMessageSnippet("file watching stopped; starting it again").All()
+	require.Len(t, failed, 3)
+	assert.Equal(t, zap.ErrorLevel, failed[0].Level)
+	assert.Contains(t, failed[0].ContextMap()["error"], "too many open files")
+	assert.Equal(t, []any{20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond},
+		[]any{failed[0].ContextMap()["in"], failed[1].ContextMap()["in"], failed[2].ContextMap()["in"]}, "doubling")
+
+	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nmeanwhile.example\nlater.example\n"), 0o644))
+	require.Eventually(t, blocked("later.example."), 10*time.Second, 10*time.Millisecond, "and later edits")
 }

@@ -482,11 +482,7 @@ func shutdownBudget(snap *resolver.Snapshot) time.Duration {
 func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
-	go func() {
-		if err := r.reloader.Watch(watchCtx); err != nil {
-			log.Error("file watching stopped; SIGHUP still reloads", zap.Error(err))
-		}
-	}()
+	go r.reloader.KeepWatching(watchCtx)
 	hupDone := make(chan struct{})
 	go func() {
 		defer close(hupDone)
