@@ -107,6 +107,8 @@ type process struct {
 	addr  string // the UDP/TCP address it listens on
 	lines chan map[string]any
 	done  chan error
+	// early are the log lines before the "listening" line.
+	early []map[string]any
 }
 
 // startBinary runs the binary with args and waits until it listens.
@@ -141,6 +143,8 @@ func startBinary(t *testing.T, args ...string) *process {
 		case m := <-p.lines:
 			if m["msg"] == "listening" {
 				p.addr, _ = m["address"].(string)
+			} else {
+				p.early = append(p.early, m)
 			}
 		case err := <-p.done:
 			t.Fatalf("dnsfence exited before listening: %v", err)
@@ -690,4 +694,42 @@ func TestLogOutputStdout(t *testing.T) {
 	<-drained // Wait closes the pipe: read it to the end first
 	require.NoError(t, cmd.Wait())
 	assert.Empty(t, stderr.String(), "nothing on stderr")
+}
+
+// TestServeLogsCheckWarnings: a block list emptied while dnsfence was
+// stopped blocks nothing after a start, where a running dnsfence would
+// have held it: serve has no state before it to hold the change against,
+// and logged only "list loaded" with 0 entries at info. It now logs
+// check's warnings at start, this one naming the file and line of the
+// configuration that names the list.
+func TestServeLogsCheckWarnings(t *testing.T) {
+	up, _ := testUpstream(t)
+	dir := writeFiles(t, map[string]string{
+		"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+http: ""
+policies:
+  - name: government-devices
+    clients: ["127.0.0.0/30"]
+    block:
+      - lists/tiktok.txt
+      - lists/bytedance.txt
+`, up),
+		"lists/tiktok.txt":    "tiktok.com\n",
+		"lists/bytedance.txt": "# emptied by a sync\n",
+	})
+	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
+	var warned []map[string]any
+	for _, m := range p.early {
+		if m["msg"] == "likely mistake in the configuration (check -strict fails on it)" {
+			warned = append(warned, m)
+		}
+	}
+	require.Len(t, warned, 1, "%v", p.early)
+	assert.Equal(t, "warn", warned[0]["level"])
+	assert.Equal(t, filepath.Join(dir, "dnsfence.yaml"), warned[0]["file"])
+	assert.EqualValues(t, 10, warned[0]["line"])
+	assert.Equal(t, `block list lists/bytedance.txt of policy "government-devices" holds no entry: it blocks nothing`, warned[0]["warning"])
+	p.stop(t, syscall.SIGTERM)
 }

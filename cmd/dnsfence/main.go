@@ -697,14 +697,22 @@ func serveHTTPOn(log *zap.Logger, ln net.Listener, h http.Handler) func() {
 	}
 }
 
-// logSnapshot logs the policies and list sizes, and every skipped line
-// of the files (a remote list's source logs those of each copy it reads).
+// logSnapshot logs the policies and list sizes, every skipped line of the
+// files (a remote list's source logs those of each copy it reads), and
+// check's warnings (Snapshot.Lint).
 func logSnapshot(log *zap.Logger, snap *resolver.Snapshot) {
 	for _, w := range snap.Warnings {
 		if _, first := blocklist.BadLines(w); first != nil && config.IsRemote(first.File) {
 			continue
 		}
 		log.Warn("skipped bad lines", zap.Error(w))
+	}
+	// check's warnings too: a start has no state before it to hold a
+	// change against (a block list emptied while dnsfence was stopped
+	// blocks nothing), and serve may run where check never did.
+	for _, w := range snap.Lint() {
+		log.Warn("likely mistake in the configuration (check -strict fails on it)",
+			zap.String("file", w.File), zap.Int("line", w.Line), zap.String("warning", w.Msg))
 	}
 	for path, l := range snap.Lists {
 		log.Info("list loaded", zap.String("list", path), zap.Int("entries", l.Len()), zap.String("list_sha256", l.Hash()))
