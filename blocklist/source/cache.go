@@ -80,7 +80,8 @@ func writeCacheWith(path string, meta cacheMeta, sum [32]byte, write func(io.Wri
 	if err != nil {
 		return fmt.Errorf("writing cache: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	removeStaleTemps(filepath.Dir(path))
+	f, err := os.CreateTemp(filepath.Dir(path), tempPattern)
 	if err != nil {
 		return fmt.Errorf("writing cache: %w", err)
 	}
@@ -114,6 +115,32 @@ func writeCacheWith(path string, meta cacheMeta, sum [32]byte, write func(io.Wri
 		d.Close()
 	}
 	return nil
+}
+
+// tempPattern names the file a copy is written to before it is renamed
+// over the copy (os.CreateTemp's pattern).
+const tempPattern = ".tmp-*"
+
+// staleTemp is the age past which a temporary file in the cache folder is
+// one a process that stopped mid-write left (a crash, a kill -9, the
+// machine going down): a write takes at most the ten minutes a fetch or
+// transfer may take, and a copy of a zone is tens of megabytes that a
+// folder kept for years would fill up with.
+const staleTemp = time.Hour
+
+// removeStaleTemps removes the temporary files in dir (tempPattern) last
+// written more than staleTemp ago; what it cannot remove it leaves, as a
+// write of a copy goes on without it.
+func removeStaleTemps(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), strings.TrimSuffix(tempPattern, "*")) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleTemp {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // ErrNoCopy says a source has no disk copy (none was written yet, or no

@@ -579,6 +579,36 @@ func TestURLDiskCopyWrittenAgainAfterAFailedWrite(t *testing.T) {
 	assert.Equal(t, 1, rec.count(), "nothing delivered again")
 }
 
+// TestStaleTempFilesRemoved: a process stopped mid-write (a crash, a kill
+// -9) leaves the temporary file of a disk copy behind, tens of megabytes
+// for a zone, and nothing removed them: a cache folder kept for years
+// filled up. A write of a copy removes those last written over an hour
+// ago, and leaves a recent one (another source, or another dnsfence
+// sharing the folder, may be writing it) and files of other names.
+func TestStaleTempFilesRemoved(t *testing.T) {
+	srv := newETagServer(t, "tiktok.com\n")
+	opt := testOptions(t)
+	require.NoError(t, os.MkdirAll(opt.CacheDir, 0o750))
+	stale := filepath.Join(opt.CacheDir, ".tmp-123")
+	recent := filepath.Join(opt.CacheDir, ".tmp-456")
+	other := filepath.Join(opt.CacheDir, "notes.txt")
+	for _, f := range []string{stale, recent, other} {
+		require.NoError(t, os.WriteFile(f, []byte("half a copy"), 0o600))
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	require.NoError(t, os.Chtimes(stale, old, old))
+	require.NoError(t, os.Chtimes(other, old, old))
+	entry := srv.URL + "/l.txt"
+	src, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	rec := run(t, src)
+	rec.waitCount(t, 1)
+	waitFile(t, cachePath(opt.CacheDir, entry))
+	assert.NoFileExists(t, stale)
+	assert.FileExists(t, recent)
+	assert.FileExists(t, other)
+}
+
 func TestURLCorruptCacheIgnored(t *testing.T) {
 	srv := newListServer(t, "tiktok.com\n")
 	opt := testOptions(t)
