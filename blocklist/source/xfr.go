@@ -248,13 +248,26 @@ func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.M
 	if err != nil {
 		return nil, err
 	}
-	co.SetDeadline(time.Now().Add(c.timeout))
+	deadline := time.Now().Add(c.timeout)
+	co.SetDeadline(deadline)
 	if _, err := co.Write(wire); err != nil {
 		return nil, fmt.Errorf("SOA query: %w", err)
 	}
 	buf := make([]byte, dns.MaxMsgSize)
+	resend := soaResendFirst
 	for range 16 {
+		if network == "udp" {
+			co.SetReadDeadline(earliest(time.Now().Add(resend), deadline))
+		}
 		n, err := co.Read(buf)
+		if lost(err) && network == "udp" && time.Now().Before(deadline) {
+			// The query or its answer was lost: the same query again.
+			if _, err := co.Write(wire); err != nil {
+				return nil, fmt.Errorf("SOA query: %w", err)
+			}
+			resend *= 2
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("SOA query: %w", err)
 		}
@@ -271,6 +284,28 @@ func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.M
 		return m, nil
 	}
 	return nil, fmt.Errorf("SOA query: no answer with ID %d", q.Id)
+}
+
+// soaResendFirst is how long an SOA query over UDP waits for its answer
+// before it is sent again, doubling each time, within the query's timeout
+// (Options.Timeout): one datagram lost, of the query or its answer, cost
+// the whole timeout and then the SOA retry interval (minutes to hours)
+// before the zone was checked again. BIND and NSD send their refresh
+// queries again within seconds too.
+const soaResendFirst = 2 * time.Second
+
+// lost reports whether err is a read that timed out.
+func lost(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// earliest is the earlier of a and b.
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // errNoIXFR is an IXFR answered NOERROR with no record at all: the answer

@@ -704,3 +704,44 @@ func TestZoneManyRecordsOfOneOwner(t *testing.T) {
 	assert.False(t, z.dead[7])
 	assert.False(t, z.dead[9])
 }
+
+// TestSOAQueryResentOverUDP: one datagram lost, the SOA query's or its
+// answer's, cost the query's whole timeout and then the SOA retry
+// interval before the zone was checked again. The query is sent again
+// after 2 s (doubling) within its timeout, and the answer to the second
+// is taken.
+func TestSOAQueryResentOverUDP(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { pc.Close() })
+	asked := make(chan int, 4)
+	go func() {
+		buf := make([]byte, dns.MaxMsgSize)
+		for i := 1; ; i++ {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			asked <- i
+			if i == 1 {
+				continue // lost
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:n]) != nil {
+				continue
+			}
+			r := new(dns.Msg).SetReply(q)
+			r.Authoritative = true
+			r.Answer = []dns.RR{testSOA(testZone, 7)}
+			b, _ := r.Pack()
+			_, _ = pc.WriteTo(b, from)
+		}
+	}()
+	c := xfrClient{zone: testZone, timeout: 10 * time.Second, maxBytes: DefaultMaxBytes}
+	began := time.Now()
+	soa, err := c.querySOA(t.Context(), pc.LocalAddr().String())
+	require.NoError(t, err)
+	assert.Equal(t, uint32(7), soa.Serial)
+	assert.Less(t, time.Since(began), 5*time.Second, "answered after one resend, not the timeout")
+	assert.Len(t, asked, 2, "asked twice")
+}
