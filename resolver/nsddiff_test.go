@@ -518,7 +518,7 @@ func diffCorpus(signed []string) []diffQuery {
 		{name: ".", qtype: dns.TypeNS},
 	}
 	for _, zone := range signed {
-		for _, q := range []diffQuery{
+		qs = append(qs, []diffQuery{
 			{name: zone + ".", qtype: dns.TypeDNSKEY},
 			{name: zone + ".", qtype: dns.TypeSOA},
 			{name: zone + ".", qtype: dns.TypeMX},
@@ -537,9 +537,7 @@ func diffCorpus(signed []string) []diffQuery {
 			{name: "www.deleg." + zone + ".", qtype: dns.TypeA},
 			{name: "www.secure." + zone + ".", qtype: dns.TypeA},
 			{name: "secure." + zone + ".", qtype: dns.TypeDS},
-		} {
-			qs = append(qs, q)
-		}
+		}...)
 	}
 	// Types no query asks for (FORMERR), transfers (REFUSED), and the
 	// classes dnsfence does not forward (REFUSED): README step 1 and 3.
