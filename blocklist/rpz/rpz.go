@@ -461,20 +461,22 @@ func triggerText(t Trigger) string {
 	return t.Name
 }
 
-// action reads the CNAME target of a trigger.
+// action reads the CNAME target of a trigger, compared as the octets it
+// spells, as BIND compares it: `\*.` and `\042.` are `*.`, `rpz\-drop.`
+// is `rpz-drop.` (a file's escapes are kept in target).
 func action(target, rel string) (Action, error) {
-	switch strings.ToLower(target) {
-	case "":
+	switch {
+	case target == "":
 		return 0, ErrNoTarget
-	case ".":
+	case isName(target, "."):
 		return NXDOMAIN, nil
-	case "*.":
+	case isName(target, "*."):
 		return NODATA, nil
-	case "rpz-passthru.":
+	case isName(target, "rpz-passthru."):
 		return Passthru, nil
-	case "rpz-drop.":
+	case isName(target, "rpz-drop."):
 		return Drop, nil
-	case "rpz-tcp-only.":
+	case isName(target, "rpz-tcp-only."):
 		return 0, ErrTCPOnly
 	}
 	if t := dns.CanonicalName(target); strings.HasPrefix(t, "rpz-") && dns.CountLabel(t) == 1 {
@@ -571,6 +573,13 @@ func relative(owner, origin string) (string, bool) {
 		}
 		oe, re = ostart-1, rstart-1
 	}
+}
+
+// isName reports whether the fully qualified name (presentation form) is
+// name, compared as relative compares names.
+func isName(target, name string) bool {
+	rel, ok := relative(target, name)
+	return ok && rel == ""
 }
 
 // escapedAt reports whether the byte at i of a presentation-form name is
