@@ -489,18 +489,20 @@ func action(target, rel string) (Action, error) {
 }
 
 // qnameTrigger splits a relative owner into the trigger name and whether
-// it is a wildcard.
+// it is a wildcard: its first label spells the one octet `*`, written
+// `*`, `\*` or `\042`, as BIND reads each.
 func qnameTrigger(rel string) (string, bool, error) {
 	name, wildcard := rel, false
-	if rel == "*" {
+	first := rel[:firstLabelEnd(rel)]
+	if first == rel && isStar(first) {
 		return "", false, ErrWideWildcard
 	}
-	if strings.HasPrefix(rel, "*.") {
-		name, wildcard = rel[2:], true
+	if isStar(first) {
+		name, wildcard = rel[len(first)+1:], true
 	}
 	for end := len(name); end > 0; {
 		start := presname.LabelStart(name, end)
-		if name[start:end] == "*" {
+		if isStar(name[start:end]) {
 			return "", false, ErrWildcard
 		}
 		if start == 0 {
@@ -512,6 +514,30 @@ func qnameTrigger(rel string) (string, bool, error) {
 		return "", false, ErrWideWildcard
 	}
 	return name, wildcard, nil
+}
+
+// firstLabelEnd is where the first label of a presentation-form name
+// ends: at its first dot not escaped, or at its end.
+func firstLabelEnd(name string) int {
+	for i := 0; i < len(name); i++ {
+		switch name[i] {
+		case '\\':
+			i++ // the escaped byte; the digits of \DDD are no dots
+		case '.':
+			return i
+		}
+	}
+	return len(name)
+}
+
+// isStar reports whether a label in presentation form spells the one
+// octet `*`.
+func isStar(label string) bool {
+	if label == "" {
+		return false
+	}
+	c, n := presname.Octet(label, 0)
+	return c == '*' && n == len(label)
 }
 
 // endsInZone reports whether rel, an owner relative to the zone apex
