@@ -388,9 +388,11 @@ func (d *decoder) record(rr dns.RR, line int) {
 		bad(fmt.Errorf("%w (class %s)", ErrClass, dns.Class(hdr.Class)))
 		return
 	}
-	// The trigger kind is in the owner's last label before the apex.
+	// The trigger kind is in the owner's last label before the apex,
+	// read as the octets it spells (`rpz\-ip` is rpz-ip to BIND).
 	start := presname.LabelStart(rel, len(rel))
-	kind := strings.ToLower(rel[start:])
+	kind, _ := octetText(rel[start:])
+	kind = strings.ToLower(kind)
 	var (
 		t   = Trigger{Owner: owner, Line: line}
 		err error
@@ -399,8 +401,10 @@ func (d *decoder) record(rr dns.RR, line int) {
 	case "rpz-ip":
 		if start == 0 {
 			err = fmt.Errorf("%w: no prefix before rpz-ip", ErrPrefixLength)
+		} else if ip, ok := octetText(rel[:start-1]); !ok {
+			err = fmt.Errorf("%w: %q has a dot inside a label", ErrAddress, rel[:start-1])
 		} else {
-			t.Prefix, err = parseIPTrigger(rel[:start-1])
+			t.Prefix, err = parseIPTrigger(ip)
 		}
 	case "rpz-nsdname":
 		err = ErrNSDNAME
@@ -514,6 +518,26 @@ func qnameTrigger(rel string) (string, bool, error) {
 		return "", false, ErrWideWildcard
 	}
 	return name, wildcard, nil
+}
+
+// octetText is a presentation-form name (or part of one) with its escapes
+// resolved, labels still separated by dots: `32.\049.2.0.192` is
+// `32.1.2.0.192`. ok is false when an escape spells a dot, which the text
+// could not tell from a separator. A name without escapes is itself.
+func octetText(name string) (_ string, ok bool) {
+	if strings.IndexByte(name, '\\') < 0 {
+		return name, true
+	}
+	b := make([]byte, 0, len(name))
+	for i := 0; i < len(name); {
+		c, n := presname.Octet(name, i)
+		if c == '.' && n > 1 {
+			return "", false
+		}
+		b = append(b, c)
+		i += n
+	}
+	return string(b), true
 }
 
 // firstLabelEnd is where the first label of a presentation-form name

@@ -64,6 +64,10 @@ func TestParseTriggers(t *testing.T) {
 		{"ipv4 /24", "24.0.2.0.192.rpz-ip CNAME *.", Trigger{Owner: "24.0.2.0.192.rpz-ip.rpz.test.", Prefix: netip.MustParsePrefix("192.0.2.0/24"), Action: NODATA}},
 		{"ipv6 host", "128.1.zz.db8.2001.rpz-ip CNAME rpz-drop.", Trigger{Owner: "128.1.zz.db8.2001.rpz-ip.rpz.test.", Prefix: netip.MustParsePrefix("2001:db8::1/128"), Action: Drop}},
 		{"ipv6 /48 passthru", "48.zz.db8.2001.RPZ-IP CNAME rpz-passthru.", Trigger{Owner: "48.zz.db8.2001.RPZ-IP.rpz.test.", Prefix: netip.MustParsePrefix("2001:db8::/48"), Action: Passthru}},
+		{"escaped rpz-ip label", `32.1.2.0.192.rpz\-ip CNAME .`, Trigger{Owner: `32.1.2.0.192.rpz\-ip.rpz.test.`, Prefix: netip.MustParsePrefix("192.0.2.1/32"), Action: NXDOMAIN}},
+		{"decimal-escaped rpz-ip label", `32.1.2.0.192.\114PZ-IP CNAME *.`, Trigger{Owner: `32.1.2.0.192.\114PZ-IP.rpz.test.`, Prefix: netip.MustParsePrefix("192.0.2.1/32"), Action: NODATA}},
+		{"escaped address digits", `32.\049.2.0.192.rpz-ip CNAME .`, Trigger{Owner: `32.\049.2.0.192.rpz-ip.rpz.test.`, Prefix: netip.MustParsePrefix("192.0.2.1/32"), Action: NXDOMAIN}},
+		{"escaped zz", `48.\zz.db8.2001.rpz-ip CNAME .`, Trigger{Owner: `48.\zz.db8.2001.rpz-ip.rpz.test.`, Prefix: netip.MustParsePrefix("2001:db8::/48"), Action: NXDOMAIN}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := parse(t, "$ORIGIN rpz.test.\n"+head+tc.record+"\n")
@@ -103,6 +107,11 @@ func TestParseUnsupported(t *testing.T) {
 		{"NSDNAME wildcard", "*.tiktok.com.rpz-nsdname CNAME .", "*.tiktok.com.rpz-nsdname.rpz.test.", ErrNSDNAME, ""},
 		{"NSIP", "32.1.2.0.192.rpz-nsip CNAME .", "32.1.2.0.192.rpz-nsip.rpz.test.", ErrNSIP, ""},
 		{"client IP", "24.0.0.0.10.rpz-client-ip CNAME .", "24.0.0.0.10.rpz-client-ip.rpz.test.", ErrClientIP, ""},
+		{"escaped NSDNAME label", `ns1.tiktok.com.rpz\-nsdname CNAME .`, `ns1.tiktok.com.rpz\-nsdname.rpz.test.`, ErrNSDNAME, ""},
+		{"escaped NSIP label", `32.1.2.0.192.\114pz-nsip CNAME .`, `32.1.2.0.192.\114pz-nsip.rpz.test.`, ErrNSIP, ""},
+		{"escaped client-IP label", `24.0.0.0.10.rpz-client\-ip CNAME .`, `24.0.0.0.10.rpz-client\-ip.rpz.test.`, ErrClientIP, ""},
+		{"escaped unknown rpz label", `x.rpz\-foo CNAME .`, `x.rpz\-foo.rpz.test.`, ErrUnknownLabel, `rpz\-foo`},
+		{"escaped dot in an IP trigger", `32.1.2\.0.192.rpz-ip CNAME .`, `32.1.2\.0.192.rpz-ip.rpz.test.`, ErrAddress, "dot inside a label"},
 		{"unknown rpz label", "x.rpz-foo CNAME .", "x.rpz-foo.rpz.test.", ErrUnknownLabel, "rpz-foo"},
 		{"bad IP trigger", "33.1.2.0.192.rpz-ip CNAME .", "33.1.2.0.192.rpz-ip.rpz.test.", ErrPrefixLength, "/33"},
 		{"wildcard inside", "a.*.tiktok.com CNAME .", "a.*.tiktok.com.rpz.test.", ErrWildcard, ""},
