@@ -529,6 +529,12 @@ gone.zz CNAME *.
 		queries: qs([]uint16{dns.TypeA, dns.TypeAAAA}, "v4a.ip", "v4o.ip", "v6l.ip", "v6a.ip"),
 	},
 	{
+		name:    "mapped96",
+		text:    bindRPZHead + "96.0.0.ffff.zz.rpz-ip CNAME .\n104.0.c000.ffff.zz.rpz-ip CNAME *.\nnever.ex CNAME .\n",
+		queries: qs([]uint16{dns.TypeA, dns.TypeAAAA}, "v4o.ip", "v4a.ip", "v6m.ip", "v6a.ip"),
+		skipped: []string{"5"},
+	},
+	{
 		name:    "tie",
 		text:    bindRPZHead + "32.9.2.0.192.rpz-ip CNAME .\n32.5.100.51.198.rpz-ip CNAME rpz-passthru.\n128.1.zz.rpz-ip CNAME rpz-passthru.\n",
 		queries: qs([]uint16{dns.TypeA, dns.TypeANY}, "tie.ip", "tie6.ip"),
@@ -716,7 +722,8 @@ var bindRPZDocumented = reasons(
 	[]string{"README (answer inspection): an allowed name in the middle of a chain is not blocked, but a later blocked name (or address) still blocks the answer; BIND stops at the first trigger in the chain, a passthru too",
 		"qname cpass.ch. A", "respip cpip.ch. A"},
 	[]string{"README (RPZ): one prefix has several spellings (zz or the zero groups written out, an IPv4 prefix as its IPv4-mapped IPv6 one), each applied; BIND warns that a spelling is not its canonical one and never applies it (it looks the prefix up by its canonical name)",
-		"respip v4d.ip. A", "respip v4d.ip. ANY", "respip v6c.ip. AAAA", "respip v6c.ip. ANY"},
+		"respip v4d.ip. A", "respip v4d.ip. ANY", "respip v6c.ip. AAAA", "respip v6c.ip. ANY",
+		"mapped96 v4a.ip. A", "mapped96 v6m.ip. AAAA"},
 	[]string{"README (RPZ): an rpz-passthru. beats the block entries of every list; BIND takes the trigger of the first zone in its response-policy order that has one",
 		"two-zones x1.ex. A", "two-zones a.w1.ex. A"},
 	[]string{"judgement: README says of two prefixes as long the one holding the smaller address decides (as the BIND ARM says); BIND's code takes the lexically smallest trigger name, its labels least significant first (32.5.100.51.198 before 32.9.2.0.192)",

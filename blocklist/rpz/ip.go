@@ -14,8 +14,9 @@ import (
 // stands for the run of zero groups that `::` stands for in RFC 4291 §2.2
 // text (`48.zz.db8.2001` is 2001:db8::/48; `128.1.zz.db8.2001` is
 // 2001:db8::1/128). The prefix must have no host bits set, as a client
-// range must not. An IPv4-mapped IPv6 prefix (::ffff:0:0/96 and longer) is
-// the IPv4 prefix, since answers are matched by their unmapped address.
+// range must not. An IPv4-mapped IPv6 prefix (longer than ::ffff:0:0/96)
+// is the IPv4 prefix, since answers are matched by their unmapped address;
+// ::ffff:0:0/96 itself is refused, as IPv4's /0 is.
 func parseIPTrigger(s string) (netip.Prefix, error) {
 	labels := strings.Split(s, ".")
 	if len(labels) < 2 {
@@ -54,6 +55,11 @@ func parseIPTrigger(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%w: %s, did you mean %s", ErrHostBits, p, p.Masked())
 	}
 	if addr.Is4In6() && bits >= 96 {
+		if bits == 96 {
+			// An IPv4 prefix of length 0, which prefixLength refuses
+			// written so; BIND has no name for it and applies none.
+			return netip.Prefix{}, fmt.Errorf("%w: %s holds every IPv4 address, as an IPv4 prefix of length 0 would", ErrPrefixLength, p)
+		}
 		p = netip.PrefixFrom(addr.Unmap(), bits-96)
 	}
 	return p, nil

@@ -32,6 +32,9 @@ func TestParseIPTrigger(t *testing.T) {
 		{"120.200.c000.ffff.zz", "192.0.2.0/24", nil},
 		{"64.zz.ffff.zz", "", ErrZZ},
 		{"80.zz.ffff", "ffff::/80", nil},
+		{"96.0.0.ffff.zz", "", ErrPrefixLength}, // ::ffff:0:0/96: every IPv4 address
+		{"97.0.0.ffff.zz", "0.0.0.0/1", nil},
+		{"80.zz", "::/80", nil}, // holds ::ffff:0:0/96, and so every IPv4 address (List.MatchIP)
 		{"33.1.2.0.192", "", ErrPrefixLength},
 		{"129.1.zz.db8.2001", "", ErrPrefixLength},
 		{"0.0.0.0.0", "", ErrPrefixLength},
