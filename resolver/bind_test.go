@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,24 +21,6 @@ import (
 
 // The zone transfer tests run BIND's named as the primary of an RPZ zone,
 // on a port of 127.0.0.1, with its files in a folder of the test's.
-
-// needBinary returns the path of a program the test needs, from the
-// Debian package pkg. Without it the test is skipped on a developer's
-// machine and fails under CI=true, where .ci/run installs it.
-func needBinary(t testing.TB, name, pkg string) string {
-	t.Helper()
-	if path, err := exec.LookPath(name); err == nil {
-		return path
-	}
-	if path := filepath.Join("/usr/sbin", name); exec.Command(path, "-v").Run() == nil {
-		return path
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is required under CI=true: apt-get install %s", name, pkg)
-	}
-	t.Skipf("%s not installed (apt-get install %s)", name, pkg)
-	return ""
-}
 
 // tsigKey is a TSIG key as BIND and the configuration write it.
 type tsigKey struct{ name, algorithm, secret string }
@@ -75,7 +56,7 @@ type bindPrimary struct {
 // answers.
 func startBIND(t testing.TB, p *bindPrimary, zoneText string) *bindPrimary {
 	t.Helper()
-	p.t, p.dir, p.bin = t, t.TempDir(), needBinary(t, "named", "bind9")
+	p.t, p.dir, p.bin = t, t.TempDir(), testnet.NeedProgram(t, "named", "bind9")
 	if p.port == 0 {
 		p.port = testnet.FreePort(t, "127.0.0.1")
 	}

@@ -41,8 +41,8 @@ import (
 // named's and a policy of dnsfence's with the zone, and, for the answer
 // unfiltered, from 127.0.71.(101+i), a view of named's without a policy.
 func TestRPZAgainstBIND(t *testing.T) {
-	namedBin := needBinary(t, "named", "bind9")
-	nsdBin := needBinary(t, "nsd", "nsd")
+	namedBin := testnet.NeedProgram(t, "named", "bind9")
+	nsdBin := testnet.NeedProgram(t, "nsd", "nsd")
 	// named listens on the addresses of interfaces only.
 	if !testnet.InNetns(t, "addr add 127.0.71.2/32 dev lo") {
 		return

@@ -263,7 +263,7 @@ func signZone(t *testing.T, dir, zone, text string, nsec3 bool) string {
 // zones, and returns its address and the signed zones.
 func startDiffNSD(t *testing.T) (string, []string) {
 	t.Helper()
-	bin := needBinary(t, "nsd", "nsd")
+	bin := testnet.NeedProgram(t, "nsd", "nsd")
 	const ip = "127.0.68.1"
 	dir := t.TempDir()
 	zones, signed := diffZones(t, dir)

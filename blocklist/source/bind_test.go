@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,34 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// needBinary returns the path of a program the test needs, from the
-// Debian package pkg. Without it the test is skipped on a developer's
-// machine and fails under CI=true, where .ci/run installs it.
-func needBinary(t testing.TB, name, pkg string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	// Daemons live in /usr/sbin, which is not on every user's PATH. It is
-	// not run to see (knotd -v would start the daemon, not print its
-	// version).
-	if path := filepath.Join("/usr/sbin", name); executable(path) {
-		return path
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is required under CI=true: apt-get install %s (%v)", name, pkg, err)
-	}
-	t.Skipf("%s not installed (apt-get install %s): %v", name, pkg, err)
-	return ""
-}
-
-// executable reports whether path is a file someone may run.
-func executable(path string) bool {
-	st, err := os.Stat(path)
-	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
-}
 
 // bindConfig is how a test's BIND primary is set up.
 type bindConfig struct {
@@ -81,7 +52,7 @@ type bindPrimary struct {
 // answers.
 func startBIND(t testing.TB, cfg bindConfig, zoneText string) *bindPrimary {
 	t.Helper()
-	p := &bindPrimary{t: t, dir: t.TempDir(), port: cfg.port, cfg: cfg, bin: needBinary(t, "named", "bind9")}
+	p := &bindPrimary{t: t, dir: t.TempDir(), port: cfg.port, cfg: cfg, bin: testnet.NeedProgram(t, "named", "bind9")}
 	if p.port == 0 {
 		p.port = testnet.FreePort(t, "127.0.0.1")
 	}

@@ -113,7 +113,7 @@ type nsdPrimary struct {
 // answers.
 func startNSD(t testing.TB, cfg primaryConfig, zoneText string) *nsdPrimary {
 	t.Helper()
-	bin := needBinary(t, "nsd", "nsd")
+	bin := testnet.NeedProgram(t, "nsd", "nsd")
 	d := &daemon{t: t, name: "nsd", dir: t.TempDir(), ip: cfg.ip, zone: cfg.zone}
 	d.port = cfg.port
 	if d.port == 0 {
@@ -182,8 +182,8 @@ type knotPrimary struct {
 // answers IXFR with them.
 func startKnot(t testing.TB, cfg primaryConfig, zoneText string) *knotPrimary {
 	t.Helper()
-	bin := needBinary(t, "knotd", "knot")
-	control := needBinary(t, "knotc", "knot")
+	bin := testnet.NeedProgram(t, "knotd", "knot")
+	control := testnet.NeedProgram(t, "knotc", "knot")
 	d := &daemon{t: t, name: "knotd", dir: t.TempDir(), ip: cfg.ip, zone: cfg.zone}
 	d.port = cfg.port
 	if d.port == 0 {

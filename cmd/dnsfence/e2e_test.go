@@ -63,17 +63,6 @@ func binary(t *testing.T) string {
 	return binPath
 }
 
-// needDig skips without dig, except under CI where a missing dig fails.
-func needDig(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("dig"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("dig is required under CI=true: apt-get install bind9-dnsutils")
-		}
-		t.Skip("dig not found; install it with: apt-get install bind9-dnsutils")
-	}
-}
-
 // testUpstream answers A 192.0.2.1 for every name, on UDP and TCP.
 func testUpstream(t *testing.T) (string, *atomic.Int64) {
 	t.Helper()
@@ -237,7 +226,7 @@ http: ""
 }
 
 func TestEndToEndWithDig(t *testing.T) {
-	needDig(t)
+	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	upstream, count := testUpstream(t)
 	dir := govFiles(t, upstream, "")
 	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
@@ -303,7 +292,7 @@ func TestEndToEndWithDig(t *testing.T) {
 // names are asked: anything else would be forwarded to the machine's real
 // resolvers, which tests never contact.
 func TestEmbeddedDefault(t *testing.T) {
-	needDig(t)
+	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	if c, err := net.ListenPacket("udp", "127.0.0.1:5353"); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("127.0.0.1:5353 is taken: %v", err)
@@ -406,7 +395,7 @@ policies:
 // do and checks with dig that each change is served, that a collapse is held
 // until SIGHUP, and that a broken config is held until fixed.
 func TestEndToEndReload(t *testing.T) {
-	needDig(t)
+	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	upstream, _ := testUpstream(t)
 	var big strings.Builder
 	big.WriteString("tiktok.com\n")
@@ -622,7 +611,7 @@ policies:
 // §6.1.3), and a cached answer never carries AD to a client that set
 // neither AD nor DO, nor AA at all.
 func TestEndToEndProtocolWithDig(t *testing.T) {
-	needDig(t)
+	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)

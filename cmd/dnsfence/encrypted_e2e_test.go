@@ -29,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/assert"
@@ -101,25 +102,6 @@ func (ca *e2eCA) clientTLS(alpn ...string) *tls.Config {
 	return &tls.Config{RootCAs: ca.pool, ServerName: e2eServerName, NextProtos: alpn, MinVersion: tls.VersionTLS12}
 }
 
-// needProgram returns the path of a program the test needs; without it the
-// test is skipped, except under CI=true, where it fails.
-func needProgram(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		for _, dir := range []string{"/usr/sbin", "/usr/local/sbin"} {
-			if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
-				return filepath.Join(dir, name)
-			}
-		}
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required under CI=true: apt-get install %s", name, pkg)
-		}
-		t.Skipf("%s not found; install it with: apt-get install %s", name, pkg)
-	}
-	return p
-}
-
 // freePort is a loopback TCP port free a moment ago.
 func freePort(t *testing.T) string {
 	t.Helper()
@@ -170,7 +152,7 @@ func (p *process) encryptedAddrs(t *testing.T, want ...string) map[string]string
 // kdig runs kdig against addr with args and returns its output.
 func kdig(t *testing.T, ca *e2eCA, addr string, args ...string) string {
 	t.Helper()
-	bin := needProgram(t, "kdig", "knot-dnsutils")
+	bin := testnet.NeedProgram(t, "kdig", "knot-dnsutils")
 	host, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
 	all := append([]string{"@" + host, "-p", port, "+tls-ca=" + ca.file, "+tls-hostname=" + e2eServerName, "+time=5", "+retry=0"}, args...)
@@ -192,7 +174,7 @@ func kdigStatus(t *testing.T, out string) string {
 // version and the answer (nil unless 200).
 func curlDoH(t *testing.T, ca *e2eCA, addr, from string, m *dns.Msg, get bool) (status, version string, answer *dns.Msg) {
 	t.Helper()
-	bin := needProgram(t, "curl", "curl")
+	bin := testnet.NeedProgram(t, "curl", "curl")
 	_, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
 	wire, err := m.Pack()
@@ -605,7 +587,7 @@ listen_quic: ["127.0.0.1:0"]
 // anything. It is stopped at the end of the test.
 func startUnboundDoT(t *testing.T, certFile, keyFile string) string {
 	t.Helper()
-	bin := needProgram(t, "unbound", "unbound")
+	bin := testnet.NeedProgram(t, "unbound", "unbound")
 	dir := t.TempDir()
 	port := freePort(t)
 	conf := filepath.Join(dir, "unbound.conf")
@@ -697,7 +679,7 @@ upstream_strategy: ordered
 // plain one here): they never answer, and the second dnsfence's own
 // upstream never sees the query.
 func TestEncryptedUpstreamsEndToEnd(t *testing.T) {
-	needDig(t)
+	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	ca := newE2ECA(t, "dnsfence e2e CA")
 	untrustedCA := newE2ECA(t, "a CA nobody trusts")
 	dir := t.TempDir()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -18,7 +19,7 @@ import (
 // SIGHUP sent while a writer holds a truncated list open (the reload waits
 // for the writer and applies the complete list, never an empty one).
 func TestEndToEndFailClosed(t *testing.T) {
-	needDig(t)
+	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	upstream, _ := testUpstream(t)
 	const ranges = "127.0.0.0/30\n127.0.0.4/30\n127.0.0.8/30\n127.0.0.12/30\n"
 	dir := writeFiles(t, map[string]string{

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -32,20 +33,6 @@ import (
 
 // monitoringDir holds alerts.yaml, alerts_test.yaml and dashboard.json.
 const monitoringDir = "../../configs/monitoring"
-
-// needTool returns the path of a Prometheus tool; it skips without it,
-// except under CI=true where a missing tool fails.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required under CI=true: apt-get install prometheus", name)
-		}
-		t.Skipf("%s not found; install it with: apt-get install prometheus", name)
-	}
-	return path
-}
 
 // alertRule is one rule of alerts.yaml.
 type alertRule struct {
@@ -76,7 +63,7 @@ func loadAlerts(t *testing.T) []alertRule {
 
 // TestAlertRules runs promtool on the rules and their unit tests.
 func TestAlertRules(t *testing.T) {
-	promtool := needTool(t, "promtool")
+	promtool := testnet.NeedProgram(t, "promtool", "prometheus")
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -467,7 +454,7 @@ func exchangeFrom(network, from, server, qname string, timeout time.Duration) (*
 // shows every dnsfence series, and that every alert rule evaluates without
 // error, the ones this traffic must trigger included.
 func TestMonitoringAgainstPrometheus(t *testing.T) {
-	prometheus := needTool(t, "prometheus")
+	prometheus := testnet.NeedProgram(t, "prometheus", "prometheus")
 	started := time.Now()
 
 	upstream := serveUDPAndTCP(t, dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -80,7 +81,7 @@ policies:
 // (`dig "$(printf '\\001%.0s' $(seq 63)).tiktok.com"`), are blocked from
 // the government range, audited and explained with the entry.
 func TestEndToEndEscapedNamesWithDig(t *testing.T) {
-	needDig(t)
+	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	upstream, count := testUpstream(t)
 	dir := writeFiles(t, map[string]string{
 		"dnsfence.yaml": fmt.Sprintf(`

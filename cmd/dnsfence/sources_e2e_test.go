@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -30,21 +29,6 @@ type named struct {
 	key              string // base64 secret of xfr-key. (hmac-sha256)
 
 	proc testnet.Daemon
-}
-
-func needNamed(t testing.TB) string {
-	t.Helper()
-	if path, err := exec.LookPath("named"); err == nil {
-		return path
-	}
-	if exec.Command("/usr/sbin/named", "-v").Run() == nil {
-		return "/usr/sbin/named"
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("named is required under CI=true: apt-get install bind9")
-	}
-	t.Skip("named not found; install it with: apt-get install bind9")
-	return ""
 }
 
 func startNamed(t *testing.T, notifyPort int, zoneText string) *named {
@@ -88,7 +72,7 @@ func (n *named) writeZone(text string) {
 // start runs named in the foreground (its log kept for logText) and
 // waits until it answers for the zone.
 func (n *named) start() {
-	n.proc.Start(n.t, n.dir, needNamed(n.t), "-g", "-4", "-n", "1", "-c", filepath.Join(n.dir, "named.conf"))
+	n.proc.Start(n.t, n.dir, testnet.NeedProgram(n.t, "named", "bind9"), "-g", "-4", "-n", "1", "-c", filepath.Join(n.dir, "named.conf"))
 	n.waitSerial(0)
 }
 
@@ -145,7 +129,7 @@ func httpStatus(t *testing.T, url string) (int, string) {
 // once from sources.cache_dir; the primary back with a new serial is
 // picked up.
 func TestRemoteListsEndToEnd(t *testing.T) {
-	needDig(t)
+	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	upstream, _ := testUpstream(t)
 	port := testnet.FreePort(t, "127.0.0.1")
 	n := startNamed(t, port, rpzZone(1, "tiktok.com CNAME .", "*.tiktok.com CNAME .", "douyin.com CNAME *."))

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -22,7 +23,7 @@ func windows(text string) string { return "\ufeff" + strings.ReplaceAll(text, "\
 // device in the range on the byte-order mark's line asks, with dig, for the
 // name on the list's byte-order mark line, and gets NXDOMAIN.
 func TestEndToEndWindowsFiles(t *testing.T) {
-	needDig(t)
+	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	upstream, count := testUpstream(t)
 	dir := writeFiles(t, map[string]string{
 		"dnsfence.yaml": windows(fmt.Sprintf(`listen: ["127.0.0.1:0"]

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -434,7 +435,7 @@ func TestDoHForwardedFor(t *testing.T) {
 
 // TestDoHCurl: curl --data-binary POST and GET ?dns=, over HTTP/2.
 func TestDoHCurl(t *testing.T) {
-	curl := needBinary(t, "curl", "curl")
+	curl := testnet.NeedProgram(t, "curl", "curl")
 	d := newDoHSetup(t, false, nil)
 	dir := t.TempDir()
 	tests := []struct {
@@ -474,7 +475,7 @@ func TestDoHCurl(t *testing.T) {
 
 // TestDoHKdig: kdig +https, POST and GET.
 func TestDoHKdig(t *testing.T) {
-	kdig := needBinary(t, "kdig", "knot-dnsutils")
+	kdig := testnet.NeedProgram(t, "kdig", "knot-dnsutils")
 	d := newDoHSetup(t, false, nil)
 	host, port, _ := net.SplitHostPort(d.addr)
 	tests := []struct {

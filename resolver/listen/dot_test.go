@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -275,7 +276,7 @@ func TestDoTStalledHandshake(t *testing.T) {
 
 // TestDoTKdig: kdig +tls against the TLS wrapper.
 func TestDoTKdig(t *testing.T) {
-	kdig := needBinary(t, "kdig", "knot-dnsutils")
+	kdig := testnet.NeedProgram(t, "kdig", "knot-dnsutils")
 	d := newDoTSetup(t, 2*time.Second)
 	host, port, _ := net.SplitHostPort(d.addr)
 	tests := []struct {

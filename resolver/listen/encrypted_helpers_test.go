@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -133,20 +132,6 @@ func renameOver(t *testing.T, path string, content []byte) {
 // resumption, so that each connection sees the certificate served now.
 func clientTLS(ca *testCA, alpn ...string) *tls.Config {
 	return &tls.Config{RootCAs: ca.pool, ServerName: testServerName, NextProtos: alpn, MinVersion: tls.VersionTLS12}
-}
-
-// needBinary skips without the named program, except under CI=true where
-// a missing one fails.
-func needBinary(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required under CI=true: apt-get install %s", name, pkg)
-		}
-		t.Skipf("%s not installed (apt-get install %s)", name, pkg)
-	}
-	return p
 }
 
 // testUpstream is a plain DNS upstream on 127.0.0.1: A 192.0.2.1 with TTL

@@ -16,29 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// needUnbound is the unbound binary; without it the test is skipped,
-// except under CI=true, where a missing unbound fails it.
-func needUnbound(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("unbound")
-	if err != nil {
-		for _, p := range []string{"/usr/sbin/unbound", "/usr/local/sbin/unbound"} {
-			if _, serr := os.Stat(p); serr == nil {
-				return p
-			}
-		}
-		if os.Getenv("CI") == "true" {
-			t.Fatal("unbound is required under CI=true: apt-get install unbound")
-		}
-		t.Skip("unbound not installed (apt-get install unbound)")
-	}
-	return path
-}
 
 // startUnbound runs an Unbound serving DNS over TLS on 127.0.0.1 with the
 // given certificate, answering from local data only (a.test. A 192.0.2.1;
@@ -46,7 +28,7 @@ func needUnbound(t *testing.T) string {
 // It is stopped at the end of the test.
 func startUnbound(t *testing.T, certFile, keyFile string) string {
 	t.Helper()
-	bin := needUnbound(t)
+	bin := testnet.NeedProgram(t, "unbound", "unbound")
 	dir := t.TempDir()
 	port := unusedTCPPort(t)
 	conf := filepath.Join(dir, "unbound.conf")
