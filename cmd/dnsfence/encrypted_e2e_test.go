@@ -581,79 +581,6 @@ listen_quic: ["127.0.0.1:0"]
 	return &encryptedUpstream{addrs: p.encryptedAddrs(t, "tls", "https", "quic"), queries: count}
 }
 
-// startUnboundDoT runs an Unbound serving DNS over TLS on 127.0.0.1 with
-// the given pair, answering from local data only (www.example. A
-// 192.0.2.53; anything else under example. NXDOMAIN), so it never asks
-// anything. It is stopped at the end of the test.
-func startUnboundDoT(t *testing.T, certFile, keyFile string) string {
-	t.Helper()
-	bin := testnet.NeedProgram(t, "unbound", "unbound")
-	dir := t.TempDir()
-	port := freePort(t)
-	conf := filepath.Join(dir, "unbound.conf")
-	logFile := filepath.Join(dir, "unbound.log")
-	require.NoError(t, os.WriteFile(conf, fmt.Appendf(nil, `server:
-	verbosity: 1
-	num-threads: 1
-	interface: 127.0.0.1@%[1]s
-	tls-port: %[1]s
-	do-ip6: no
-	do-udp: no
-	tls-service-key: %[2]q
-	tls-service-pem: %[3]q
-	username: ""
-	chroot: ""
-	directory: %[4]q
-	pidfile: ""
-	use-syslog: no
-	logfile: %[5]q
-	access-control: 127.0.0.0/8 allow
-	module-config: "iterator"
-	so-reuseport: no
-	local-zone: "example." static
-	local-data: "www.example. 300 IN A 192.0.2.53"
-remote-control:
-	control-enable: no
-`, port, keyFile, certFile, dir, logFile), 0o600))
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "-d", "-c", conf)
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = &out, &out
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			logged, _ := os.ReadFile(logFile)
-			t.Logf("unbound output:\n%s\n%s", out.String(), logged)
-		}
-	})
-	addr := net.JoinHostPort("127.0.0.1", port)
-	require.Eventually(t, func() bool {
-		select {
-		case <-exited:
-			return true
-		default:
-		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = c.Close()
-		}
-		return err == nil
-	}, 20*time.Second, 20*time.Millisecond, "unbound did not start listening")
-	select {
-	case <-exited:
-		t.Fatal("unbound exited")
-	default:
-	}
-	return addr
-}
-
 // forwarder runs the binary forwarding to upstreams (in order, with
 // extra configuration lines, which set http or turn it off) and returns it.
 func forwarder(t *testing.T, upstreams []string, extra string) *process {
@@ -688,7 +615,7 @@ func TestEncryptedUpstreamsEndToEnd(t *testing.T) {
 	untrustedCert, untrustedKey, _ := untrustedCA.issue(t, dir, "untrusted", e2eServerName)
 	trust := fmt.Sprintf("upstream_ca: %q\nhttp: \"\"\n", ca.file)
 
-	unbound := startUnboundDoT(t, goodCert, goodKey)
+	unbound := testnet.StartUnboundDoT(t, goodCert, goodKey, "example.", "www.example. 300 IN A 192.0.2.53")
 	good := startEncryptedUpstream(t, goodCert, goodKey, "192.0.2.77")
 
 	answerOf := func(t *testing.T, p *process, name string) string {

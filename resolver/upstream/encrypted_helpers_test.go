@@ -191,17 +191,6 @@ func (r *queryRecorder) all() [][]byte {
 	return append([][]byte(nil), r.queries...)
 }
 
-// unusedTCPPort is a TCP port on 127.0.0.1 nothing listens on (listen, then
-// close), for a server started by a command or a refused connection.
-func unusedTCPPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
-	return port
-}
-
 // failoverForwarder is a Forwarder of the encrypted upstream enc, then a
 // plain one answering A 192.0.2.1 (plain), counting into reg, that sends
 // no probes: only the test's queries reach the upstreams.

@@ -1,16 +1,11 @@
 package upstream
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,81 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// startUnbound runs an Unbound serving DNS over TLS on 127.0.0.1 with the
-// given certificate, answering from local data only (a.test. A 192.0.2.1;
-// any other name under test. is NXDOMAIN), so it never queries anything.
-// It is stopped at the end of the test.
-func startUnbound(t *testing.T, certFile, keyFile string) string {
-	t.Helper()
-	bin := testnet.NeedProgram(t, "unbound", "unbound")
-	dir := t.TempDir()
-	port := unusedTCPPort(t)
-	conf := filepath.Join(dir, "unbound.conf")
-	logFile := filepath.Join(dir, "unbound.log")
-	require.NoError(t, os.WriteFile(conf, fmt.Appendf(nil, `server:
-	verbosity: 1
-	num-threads: 1
-	interface: 127.0.0.1@%[1]d
-	tls-port: %[1]d
-	do-ip6: no
-	do-udp: no
-	tls-service-key: %[2]q
-	tls-service-pem: %[3]q
-	username: ""
-	chroot: ""
-	directory: %[4]q
-	pidfile: ""
-	use-syslog: no
-	logfile: %[5]q
-	access-control: 127.0.0.0/8 allow
-	module-config: "iterator"
-	so-reuseport: no
-	incoming-num-tcp: 64
-	local-zone: "test." static
-	local-data: "a.test. 300 IN A 192.0.2.1"
-remote-control:
-	control-enable: no
-`, port, keyFile, certFile, dir, logFile), 0o600))
-	var stderr bytes.Buffer
-	cmd := exec.Command(bin, "-d", "-c", conf)
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = &stderr, &stderr
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			logged, _ := os.ReadFile(logFile)
-			t.Logf("unbound output:\n%s\n%s", stderr.String(), logged)
-		}
-	})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	require.Eventually(t, func() bool {
-		select {
-		case <-exited:
-			return true
-		default:
-		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = c.Close()
-		}
-		return err == nil
-	}, 20*time.Second, 20*time.Millisecond, "unbound did not start listening")
-	select {
-	case <-exited:
-		logged, _ := os.ReadFile(logFile)
-		t.Fatalf("unbound exited:\n%s\n%s", stderr.String(), logged)
-	default:
-	}
-	return addr
-}
 
 // tcpProxy relays TCP connections to target, counting them; breakNext
 // makes it close, instead of relaying, the next data a client sends: a
@@ -178,7 +98,7 @@ func (p *tcpProxy) closeAll() {
 func TestDoTUnbound(t *testing.T) {
 	pki := newPKI(t)
 	cert, key := pki.files("good")
-	unbound := startUnbound(t, cert, key)
+	unbound := testnet.StartUnboundDoT(t, cert, key, "test.", "a.test. 300 IN A 192.0.2.1")
 	proxy := startProxy(t, unbound)
 	upstream := "tls://" + proxy.addr + "#" + testServerName
 	tr := newEncryptedTransport(t, upstream, pki.testOptions(t))

@@ -1,0 +1,118 @@
+package testnet
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// StartUnboundDoT runs an Unbound serving DNS over TLS only, on a free
+// port of 127.0.0.1, with the certificate and key in certFile and keyFile
+// (PEM), answering from local data only, so that it never asks anything:
+// localZone (a FQDN, such as "example.") is a static zone holding the
+// records of localData (presentation format, one a line), and any other
+// name in it is NXDOMAIN. It returns "127.0.0.1:PORT" once Unbound accepts
+// connections, and stops it at the end of the test; its output and log are
+// in the test's log when the test failed. Without unbound the test is
+// skipped (failed under CI=true: NeedProgram).
+func StartUnboundDoT(t testing.TB, certFile, keyFile, localZone string, localData ...string) string {
+	t.Helper()
+	bin := NeedProgram(t, "unbound", "unbound")
+	dir := t.TempDir()
+	port := FreePort(t, "127.0.0.1")
+	conf := filepath.Join(dir, "unbound.conf")
+	logFile := filepath.Join(dir, "unbound.log")
+	var data bytes.Buffer
+	for _, rr := range localData {
+		fmt.Fprintf(&data, "\tlocal-data: %q\n", rr)
+	}
+	text := fmt.Sprintf(`server:
+	verbosity: 1
+	num-threads: 1
+	interface: 127.0.0.1@%[1]d
+	tls-port: %[1]d
+	do-ip6: no
+	do-udp: no
+	tls-service-key: %[2]q
+	tls-service-pem: %[3]q
+	username: ""
+	chroot: ""
+	directory: %[4]q
+	pidfile: ""
+	use-syslog: no
+	logfile: %[5]q
+	access-control: 127.0.0.0/8 allow
+	module-config: "iterator"
+	so-reuseport: no
+	incoming-num-tcp: 64
+	local-zone: %[6]q static
+%[7]sremote-control:
+	control-enable: no
+`, port, keyFile, certFile, dir, logFile, localZone, data.String())
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out lockedBuffer
+	cmd := exec.Command(bin, "-d", "-c", conf)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting unbound: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	logs := func() string {
+		logged, _ := os.ReadFile(logFile)
+		return out.String() + "\n" + string(logged)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("unbound output:\n%s", logs())
+		}
+	})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		select {
+		case <-exited:
+			t.Fatalf("unbound exited:\n%s", logs())
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			_ = c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("unbound did not start listening on %s:\n%s", addr, logs())
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer a process writes while a test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
