@@ -181,25 +181,7 @@ func startRootNSD(t *testing.T, bin, zone string) string {
 	const ip = "127.0.71.1"
 	port := testnet.FreePort(t, ip)
 	conf := filepath.Join(dir, "nsd.conf")
-	text := fmt.Sprintf(`server:
-	ip-address: %s@%d
-	do-ip6: no
-	zonesdir: %q
-	pidfile: %q
-	database: ""
-	xfrdfile: %q
-	zonelistfile: %q
-	username: ""
-	chroot: ""
-	server-count: 1
-	verbosity: 1
-	logfile: ""
-remote-control:
-	control-enable: no
-zone:
-	name: "."
-	zonefile: root.db
-`, ip, port, dir, filepath.Join(dir, "nsd.pid"), filepath.Join(dir, "xfrd.state"), filepath.Join(dir, "zone.list"))
+	text := testnet.NSDConf(ip, port, dir, 1, "") + "zone:\n\tname: \".\"\n\tzonefile: root.db\n"
 	require.NoError(t, os.WriteFile(conf, []byte(text), 0o600))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "root.db"), []byte(zone), 0o600))
 	var d testnet.Daemon

@@ -269,24 +269,8 @@ func startDiffNSD(t *testing.T) (string, []string) {
 	zones, signed := diffZones(t, dir)
 	port := testnet.FreePort(t, ip)
 	conf := filepath.Join(dir, "nsd.conf")
-	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`server:
-	ip-address: %s@%d
-	do-ip6: no
-	zonesdir: %q
-	pidfile: %q
-	database: ""
-	xfrdfile: %q
-	zonelistfile: %q
-	username: ""
-	chroot: ""
-	server-count: 1
-	verbosity: 1
-	logfile: ""
-	minimal-responses: no
-	refuse-any: no
-	rrl-ratelimit: 0
-	rrl-whitelist-ratelimit: 0
-%s`, ip, port, dir, filepath.Join(dir, "nsd.pid"), filepath.Join(dir, "xfrd.state"), filepath.Join(dir, "zone.list"), zones)), 0o600))
+	extra := "\tminimal-responses: no\n\trefuse-any: no\n\trrl-ratelimit: 0\n\trrl-whitelist-ratelimit: 0\n"
+	require.NoError(t, os.WriteFile(conf, []byte(testnet.NSDConf(ip, port, dir, 1, extra)+zones), 0o600))
 	var proc testnet.Daemon
 	proc.Start(t, dir, bin, "-d", "-c", conf)
 	t.Cleanup(proc.Stop)

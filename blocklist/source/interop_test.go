@@ -121,24 +121,7 @@ func startNSD(t testing.TB, cfg primaryConfig, zoneText string) *nsdPrimary {
 	}
 	p := &nsdPrimary{daemon: d, conf: filepath.Join(d.dir, "nsd.conf")}
 	var b strings.Builder
-	fmt.Fprintf(&b, `server:
-	ip-address: %s@%d
-	do-ip6: no
-	zonesdir: %q
-	pidfile: %q
-	database: ""
-	xfrdfile: %q
-	zonelistfile: %q
-	username: ""
-	chroot: ""
-	server-count: 1
-	verbosity: 2
-	logfile: ""
-	xfrd-reload-timeout: 0
-remote-control:
-	control-enable: no
-`, cfg.ip, d.port, d.dir, filepath.Join(d.dir, "nsd.pid"), filepath.Join(d.dir, "xfrd.state"),
-		filepath.Join(d.dir, "zone.list"))
+	b.WriteString(testnet.NSDConf(cfg.ip, d.port, d.dir, 2, "\txfrd-reload-timeout: 0\n"))
 	acl := "NOKEY"
 	if k := cfg.key; k != nil {
 		fmt.Fprintf(&b, "key:\n\tname: %q\n\talgorithm: %s\n\tsecret: %q\n", k.Name, strings.TrimSuffix(k.Algorithm, "."), k.Secret)
