@@ -722,3 +722,51 @@ policies:
 	assert.Equal(t, `block list lists/bytedance.txt of policy "government-devices" holds no entry: it blocks nothing`, warned[0]["warning"])
 	p.stop(t, syscall.SIGTERM)
 }
+
+// TestServeWaitsForAConfigBeingWritten starts the binary while its
+// configuration is being written in place, cut after its first block
+// list, the writer holding the file open. It was read as it was: the
+// second list, past the cut, blocked nothing. serve now reads it once the
+// writer is done, and both lists block.
+func TestServeWaitsForAConfigBeingWritten(t *testing.T) {
+	binary(t) // built before the writer's pause starts
+	up, _ := testUpstream(t)
+	dir := writeFiles(t, map[string]string{
+		"lists/tiktok.txt":    "tiktok.com\n",
+		"lists/bytedance.txt": "capcut.com\n",
+	})
+	conf := filepath.Join(dir, "dnsfence.yaml")
+	text := fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+http: ""
+policies:
+  - name: government-devices
+    clients: ["127.0.0.0/30"]
+    block:
+      - lists/tiktok.txt
+`, up)
+	writer, err := os.OpenFile(conf, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	require.NoError(t, err)
+	t.Cleanup(func() { writer.Close() })
+	_, err = writer.WriteString(text)
+	require.NoError(t, err)
+	go func() {
+		time.Sleep(time.Second)
+		_, _ = writer.WriteString("      - lists/bytedance.txt\n")
+		_ = writer.Close()
+	}()
+	p := startBinary(t, "-config", conf)
+	var policy map[string]any
+	for _, m := range p.early {
+		if m["msg"] == "policy" {
+			policy = m
+		}
+	}
+	require.NotNil(t, policy, "%v", p.early)
+	assert.Equal(t, []any{"lists/tiktok.txt", "lists/bytedance.txt"}, policy["block"],
+		"the configuration read at start, not a reload after it")
+	assert.Equal(t, "NXDOMAIN", p.status(t, "tiktok.com"))
+	assert.Equal(t, "NXDOMAIN", p.status(t, "capcut.com"), "the list past the cut")
+	p.stop(t, syscall.SIGTERM)
+}

@@ -285,6 +285,24 @@ func serveFlags() serveOptions {
 	}
 }
 
+// waitConfigWritten waits, before serve reads it, until the
+// configuration file at path is complete: no process /proc shows holds it
+// open for writing (a file unchanged for the default reload.writer_wait
+// aside) and its content is stable over the default reload.debounce, for
+// up to that writer_wait; then it is read as it is, with a line on stderr
+// (no logger yet: the file says how to log). A configuration written in
+// place while dnsfence starts (a template, a sync) would be read cut at a
+// line: policies or block lists past the cut missing, nothing to measure
+// that against, and every name they blocked answered. Reloads wait for
+// the configuration as for every file (Watcher).
+func waitConfigWritten(path string, stderr io.Writer) {
+	err := blocklist.WaitCompleteUnwatched(context.Background(), []string{path},
+		config.DefaultDebounce, blocklist.DefaultWriterWait, blocklist.DefaultWriterWait)
+	if err != nil {
+		fmt.Fprintf(stderr, "reading the configuration as it is: %v\n", err)
+	}
+}
+
 // loadConfig reads the configuration file, or the embedded default when
 // path is empty.
 func loadConfig(path string) (*config.Config, error) {
@@ -341,6 +359,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	if *configPath != "" {
+		waitConfigWritten(*configPath, stderr)
+	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
