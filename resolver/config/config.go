@@ -878,7 +878,7 @@ func (c *Config) validatePolicyFiles(errs *configErrors, i int) {
 				if fi, err := os.Stat(c.Path(f)); err != nil {
 					errs.add(at, "%s; give the path of a file (relative paths start at the configuration file's folder)", fileProblem(c.Path(f), err))
 				} else if fi.IsDir() {
-					errs.add(at, "%q is a folder; give the path of a file in it, %s", c.Path(f), example(at))
+					errs.add(at, "%q is a folder; give the path of a file in it, %s", c.Path(f), exampleIn(at, f, c.Path(f)))
 				} else if err := canOpen(c.Path(f), fi); err != nil {
 					// A file dnsfence's user may not read (chmod 600 by
 					// another user) is said here, with its key and line,

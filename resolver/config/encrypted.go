@@ -100,7 +100,7 @@ func (c *Config) validateEncrypted(errs *configErrors) {
 			errs.add(at, "%s; give the path of a PEM file (relative paths start at the configuration file's folder)", fileProblem(c.Path(f.path), err))
 			continue
 		} else if fi.IsDir() {
-			errs.add(at, "%q is a folder; give the path of a PEM file in it, %s", c.Path(f.path), example(at))
+			errs.add(at, "%q is a folder; give the path of a PEM file in it, %s", c.Path(f.path), exampleIn(at, f.path, c.Path(f.path)))
 			continue
 		}
 		if f.key == "" {

@@ -46,6 +46,8 @@ func TestConfigMessages(t *testing.T) {
 	dir := writeTree(t, map[string]string{
 		"lists/tiktok.txt":        "tiktok.com\n",
 		"lists/allow.txt":         "ads.tiktok.com\n",
+		"lists/bytedance.txt/new": "capcut.com\n", // a list made a folder
+		"empty/.keep":             "",
 		"networks/government.txt": "10.9.0.0/16\n",
 		"certs/dnsfence.crt":      "read at start, not by Parse\n",
 		"certs/dnsfence.key":      "read at start, not by Parse\n",

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -110,7 +112,11 @@ var configExamples = map[string]string{
 // example is "e.g. key: value" for a key of a mapping and "e.g. value" for
 // an item of a list: what the user writes on that line.
 func example(path []any) string {
-	ex := configExamples[schemaKey(path)]
+	return exampleOf(path, configExamples[schemaKey(path)])
+}
+
+// exampleOf is example with the value ex: "" when ex is.
+func exampleOf(path []any, ex string) string {
 	if ex == "" {
 		return ""
 	}
@@ -120,6 +126,22 @@ func example(path []any) string {
 		}
 	}
 	return "e.g. " + ex
+}
+
+// exampleIn is the example for the key at path, whose value f (as
+// written) names the folder dir where a file belongs: a file of the
+// folder (the first by name, not hidden), as the key would name it,
+// rather than the key's own example, which may be the very path given
+// (lists/tiktok.txt made a folder: "e.g. lists/tiktok.txt"); the key's
+// example when the folder holds no such file.
+func exampleIn(path []any, f, dir string) string {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
+			return exampleOf(path, filepath.Join(f, e.Name()))
+		}
+	}
+	return example(path)
 }
 
 // schemaKey is keyName without the indexes: "policies[].action".
