@@ -121,6 +121,12 @@ func writeCacheWith(path string, meta cacheMeta, sum [32]byte, write func(io.Wri
 // over the copy (os.CreateTemp's pattern).
 const tempPattern = ".tmp-*"
 
+// payloadPattern names the file a zone's records are written to before
+// its copy is (Zone.writeCacheFile): a process stopped mid-write leaves
+// it behind as it leaves a tempPattern file, and it is the larger of the
+// two, the whole zone.
+const payloadPattern = ".payload-*"
+
 // staleTemp is the age past which a temporary file in the cache folder is
 // one a process that stopped mid-write left (a crash, a kill -9, the
 // machine going down): a write takes at most the ten minutes a fetch or
@@ -128,13 +134,14 @@ const tempPattern = ".tmp-*"
 // folder kept for years would fill up with.
 const staleTemp = time.Hour
 
-// removeStaleTemps removes the temporary files in dir (tempPattern) last
-// written more than staleTemp ago; what it cannot remove it leaves, as a
-// write of a copy goes on without it.
+// removeStaleTemps removes the temporary files in dir (tempPattern and
+// payloadPattern) last written more than staleTemp ago; what it cannot
+// remove it leaves, as a write of a copy goes on without it.
 func removeStaleTemps(dir string) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), strings.TrimSuffix(tempPattern, "*")) {
+		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), strings.TrimSuffix(tempPattern, "*")) &&
+			!strings.HasPrefix(e.Name(), strings.TrimSuffix(payloadPattern, "*")) {
 			continue
 		}
 		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleTemp {

@@ -580,23 +580,27 @@ func TestURLDiskCopyWrittenAgainAfterAFailedWrite(t *testing.T) {
 }
 
 // TestStaleTempFilesRemoved: a process stopped mid-write (a crash, a kill
-// -9) leaves the temporary file of a disk copy behind, tens of megabytes
-// for a zone, and nothing removed them: a cache folder kept for years
-// filled up. A write of a copy removes those last written over an hour
-// ago, and leaves a recent one (another source, or another dnsfence
-// sharing the folder, may be writing it) and files of other names.
+// -9) leaves the temporary files of a disk copy behind (a zone's records,
+// .payload-*, and the copy, .tmp-*), tens of megabytes for a zone, and
+// nothing removed them: a cache folder kept for years filled up. A write
+// of a copy removes those last written over an hour ago, and leaves a
+// recent one (another source, or another dnsfence sharing the folder, may
+// be writing it) and files of other names.
 func TestStaleTempFilesRemoved(t *testing.T) {
 	srv := newETagServer(t, "tiktok.com\n")
 	opt := testOptions(t)
 	require.NoError(t, os.MkdirAll(opt.CacheDir, 0o750))
 	stale := filepath.Join(opt.CacheDir, ".tmp-123")
+	stalePayload := filepath.Join(opt.CacheDir, ".payload-789")
 	recent := filepath.Join(opt.CacheDir, ".tmp-456")
+	recentPayload := filepath.Join(opt.CacheDir, ".payload-012")
 	other := filepath.Join(opt.CacheDir, "notes.txt")
-	for _, f := range []string{stale, recent, other} {
+	for _, f := range []string{stale, stalePayload, recent, recentPayload, other} {
 		require.NoError(t, os.WriteFile(f, []byte("half a copy"), 0o600))
 	}
 	old := time.Now().Add(-2 * time.Hour)
 	require.NoError(t, os.Chtimes(stale, old, old))
+	require.NoError(t, os.Chtimes(stalePayload, old, old))
 	require.NoError(t, os.Chtimes(other, old, old))
 	entry := srv.URL + "/l.txt"
 	src, err := NewURL(entry, opt)
@@ -605,7 +609,9 @@ func TestStaleTempFilesRemoved(t *testing.T) {
 	rec.waitCount(t, 1)
 	waitFile(t, cachePath(opt.CacheDir, entry))
 	assert.NoFileExists(t, stale)
+	assert.NoFileExists(t, stalePayload, "a zone's records left by a write stopped half way")
 	assert.FileExists(t, recent)
+	assert.FileExists(t, recentPayload)
 	assert.FileExists(t, other)
 }
 

@@ -699,7 +699,7 @@ func (z *Zone) writeCacheFile(c *Content) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("writing cache: %w", err)
 	}
-	payload, err := os.CreateTemp(filepath.Dir(path), ".payload-*")
+	payload, err := os.CreateTemp(filepath.Dir(path), payloadPattern)
 	if err != nil {
 		return fmt.Errorf("writing cache: %w", err)
 	}
