@@ -404,7 +404,28 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	// the first snapshot waits briefly for each, then is published.
 	sourcesCtx, stopSources := context.WithCancel(context.Background())
 	defer stopSources()
+	// Start waits for the lists a writer holds open (up to
+	// reload.writer_wait) and for the remote lists' first copies (up to
+	// 10 s): a SIGTERM or SIGINT meanwhile ends the wait (with the
+	// sources, which end at a stop anyway), and dnsfence stops without
+	// serving, rather than after the wait, past systemd's TimeoutStopSec.
+	startDone := make(chan struct{})
+	stoppedAtStart := make(chan os.Signal, 1)
+	go func() {
+		defer close(stoppedAtStart)
+		select {
+		case sig := <-stop:
+			stoppedAtStart <- sig
+			stopSources()
+		case <-startDone:
+		}
+	}()
 	snap, err := reloader.Start(sourcesCtx, cfg)
+	close(startDone)
+	if sig, ok := <-stoppedAtStart; ok {
+		log.Info("stopping before serving", zap.String("signal", sig.String()))
+		return 0
+	}
 	if err != nil {
 		log.Error("loading lists, ranges and upstreams", zap.Error(err))
 		return 1

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -371,4 +374,92 @@ func askInFlight(p *process) <-chan inFlightResult {
 		inflight <- inFlightResult{r, err}
 	}()
 	return inflight
+}
+
+// TestSIGTERMWhileStartWaitsForAWriter: at start dnsfence waits, before
+// it reads them, for the lists a writer holds open, for up to
+// reload.writer_wait (30 s by default), and for the remote lists' first
+// copies for up to 10 s more. A SIGTERM then (systemctl stop, a container
+// stopped, a redeploy) went unheeded for the whole wait: dnsfence went on
+// to open its listeners and only then stopped, past systemd's 15 s
+// TimeoutStopSec and Docker's 10 s, which kill it. It now stops at once,
+// with status 0, without serving.
+func TestSIGTERMWhileStartWaitsForAWriter(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.72.1:0")
+	require.NoError(t, err)
+	httpAddr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	dir := writeFiles(t, map[string]string{
+		"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.72.1:0"]
+upstreams: ["127.0.72.9:53"]
+http: %q
+reload: {writer_wait: 30s}
+policies:
+  - name: government-devices
+    clients: ["127.0.72.0/30"]
+    block: [lists/tiktok.txt]
+`, httpAddr),
+		"lists/tiktok.txt": "tiktok.com\n",
+	})
+	// A writer holds the list open, half written.
+	writer, err := os.OpenFile(filepath.Join(dir, "lists/tiktok.txt"), os.O_WRONLY|os.O_TRUNC, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { writer.Close() })
+	_, err = writer.WriteString("tik")
+	require.NoError(t, err)
+
+	cmd := exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml"))
+	var out syncBuffer
+	cmd.Stderr = &out
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	// The metrics endpoint answers before the lists load: /readyz says
+	// not ready while Start waits for the writer.
+	client := &http.Client{Timeout: time.Second}
+	require.Eventually(t, func() bool {
+		resp, err := client.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}, 20*time.Second, 20*time.Millisecond, "dnsfence waiting for the writer: %s", &out)
+
+	sent := time.Now()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-done:
+		assert.NoError(t, err, "SIGTERM exits 0: %s", &out)
+		assert.Less(t, time.Since(sent), 5*time.Second)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("dnsfence did not stop on SIGTERM while it waited for a writer: %s", &out)
+	}
+	assert.NotContains(t, out.String(), `"msg":"dnsfence started"`, "stopped without serving")
+}
+
+// syncBuffer is a bytes.Buffer that a process's output and the test may
+// use at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
