@@ -78,9 +78,10 @@ func sourceKey(opt source.Options) string {
 }
 
 // Start starts the remote list sources cfg names (each delivers its disk
-// copy at once, then fetches), waits for the files cfg names to be
-// complete (waitFilesWritten), waits up to startWait for each source to
-// have a first copy or to have tried the network once, and then builds the first
+// copy at once, then fetches), waits up to startWait for each source to
+// have a first copy or to have tried the network once, then for the files
+// cfg names to be complete (waitFilesWritten: last, as a writer may begin
+// on a list while the sources are waited for), and then builds the first
 // snapshot from cfg and those copies, connects its upstreams (into the
 // Handler's metrics) and publishes it. Copies that arrive later are
 // applied as they come. The sources run until ctx ends. The snapshot's
@@ -91,13 +92,15 @@ func (r *Reloader) Start(ctx context.Context, cfg *config.Config) (*Snapshot, er
 	r.syncSources(cfg)
 	running := slices.Collect(maps.Values(r.sources))
 	r.mu.Unlock()
-	r.waitFilesWritten(ctx, cfg)
 	deadline := time.Now().Add(startWait)
 	for _, rs := range running {
 		for !firstCopy(rs.src.Status()) && time.Now().Before(deadline) && ctx.Err() == nil {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	// Last, right before the files are read: a writer that began on a
+	// list while the sources were waited for is waited for too.
+	r.waitFilesWritten(ctx, cfg)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	snap, err := BuildSnapshotWith(cfg, nil, r.remoteLists(false))
