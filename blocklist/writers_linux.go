@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -54,6 +55,10 @@ type writers struct {
 	// looks again at once.
 	closed chan struct{}
 	done   chan struct{}
+	// closing is set by close, so that run stops reading a queue that
+	// never empties (see sync) and close does not wait for the flood to
+	// end.
+	closing atomic.Bool
 }
 
 // openFile is what is known of one file's openers.
@@ -85,6 +90,7 @@ func newWriters() (*writers, error) {
 
 // close stops the instance and waits for its goroutine.
 func (w *writers) close() error {
+	w.closing.Store(true)
 	err := w.file.Close()
 	<-w.done
 	return err
@@ -381,7 +387,7 @@ func (w *writers) run() {
 	// Read returns only once the callback reports done: when the instance
 	// broke, or was closed (its error).
 	_ = rc.Read(func(fd uintptr) bool {
-		rerr = w.drain(int(fd), buf[:])
+		rerr = w.drain(int(fd), buf[:], -1)
 		return rerr != nil
 	})
 	// Closed, or broken: files stay as last known, and one held for good
@@ -395,24 +401,61 @@ func (w *writers) run() {
 // cores): a writer that opened a list with O_TRUNC and wrote its first
 // half just before a reload read it was not yet known when Unsettled
 // asked, and the half was applied.
+//
+// It reads only the octets queued when it begins (FIONREAD), not until
+// the queue is empty: while other processes open and close files of a
+// watched folder faster than events are applied (a tool polling a file
+// there, shell loops; thousands a second, the flood that overflows the
+// queue), the queue never empties, and heldOpen, openNow and every
+// Watcher look waiting on them hung for as long as the flood lasted.
 func (w *writers) sync() {
 	rc, err := w.file.SyscallConn()
 	if err != nil {
 		return
 	}
 	var buf [eventBuffer]byte
-	_ = rc.Control(func(fd uintptr) { _ = w.drain(int(fd), buf[:]) })
+	_ = rc.Control(func(fd uintptr) {
+		w.readMu.Lock()
+		defer w.readMu.Unlock()
+		// FIONREAD, TIOCINQ as x/sys/unix names it on Linux: the octets
+		// of the events queued.
+		queued, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ)
+		if err != nil {
+			queued = syncFallback
+		}
+		_ = w.drain(int(fd), buf[:], queued)
+	})
 }
 
+// syncFallback bounds what sync reads should FIONREAD fail: all the
+// events of a full queue (fs.inotify.max_queued_events, 16384 by
+// default) and more.
+const syncFallback = 16 << 20
+
 // drain reads and applies the events queued on the instance fd, through
-// buf, until none is left (nil), or the read fails (its error: the
-// instance broke). It holds readMu, so that run and sync apply events in
-// the order queued.
-func (w *writers) drain(fd int, buf []byte) error {
-	w.readMu.Lock()
-	defer w.readMu.Unlock()
-	for {
+// buf, until none is left (nil), the read fails (its error: the instance
+// broke), or, for a limit of 0 or more, at least limit octets were read.
+// Each read is applied under readMu, so that run and sync apply events
+// in the order queued; a drain without a limit (run's) takes readMu one
+// read at a time, so that a sync is never kept waiting by a queue that
+// never empties. A drain with a limit (sync's) is called with readMu
+// held.
+func (w *writers) drain(fd int, buf []byte, limit int) error {
+	for read := 0; limit < 0 || read < limit; {
+		if limit < 0 {
+			w.readMu.Lock()
+		}
 		n, err := unix.Read(fd, buf)
+		if err == nil && n > 0 {
+			w.events(buf[:n], time.Now())
+			read += n
+		}
+		if limit < 0 {
+			w.readMu.Unlock()
+			if w.closing.Load() {
+				return os.ErrClosed
+			}
+		}
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -423,8 +466,8 @@ func (w *writers) drain(fd int, buf []byte) error {
 		case n <= 0:
 			return nil
 		}
-		w.events(buf[:n], time.Now())
 	}
+	return nil
 }
 
 // eventBuffer is the size of a read of the instance: room for many

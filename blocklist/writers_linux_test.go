@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -92,4 +93,74 @@ func TestWatcherWaitsForWriterAfterQueueOverflow(t *testing.T) {
 	require.NoError(t, f.Close())
 	require.Eventually(t, func() bool { return len(reported()) > 0 }, 10*time.Second, debounce)
 	assert.Equal(t, []string{"a.example\nb.example\n"}, reported(), "the complete file, once")
+}
+
+// TestHeldOpenDuringAnEventFlood: sync read the writer watch's queue
+// until it was empty, and while other processes open and close files of
+// a watched folder faster than the events are applied (a tool polling a
+// file there; the flood that overflows the queue), it never is: heldOpen,
+// which the Watcher asks at every look, and openNow, which a reload and
+// a SIGHUP ask, hung for as long as the flood lasted, and with them the
+// Watcher and the reloads. sync now reads what was queued when it began.
+func TestHeldOpenDuringAnEventFlood(t *testing.T) {
+	dir := t.TempDir()
+	list := filepath.Join(dir, "list.txt")
+	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\n"), 0o644))
+	w, err := newWriters()
+	require.NoError(t, err)
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			w.close()
+		}
+	})
+	require.NoError(t, w.add(dir))
+
+	const flood = 4 * time.Second
+	began := time.Now()
+	for i := range 2 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestEventFloodHelper$")
+		cmd.Env = append(os.Environ(), "DNSFENCE_FLOOD_FILE="+filepath.Join(dir, fmt.Sprintf("noise%d", i)),
+			"DNSFENCE_FLOOD_FOR="+flood.String())
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	}
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(filepath.Join(dir, "noise1"))
+		return err == nil
+	}, flood/2, time.Millisecond, "the flood began")
+
+	calls := 0
+	for time.Since(began) < flood-2*time.Second {
+		asked := time.Now()
+		open, _ := w.heldOpen([]string{list})
+		took := time.Since(asked)
+		assert.Empty(t, open)
+		require.Less(t, took, 2*time.Second, "heldOpen waited for the flood to end (call %d)", calls+1)
+		calls++
+	}
+	assert.Positive(t, calls)
+	// Nor does closing the writer watch wait for the flood to end.
+	asked := time.Now()
+	closed = true
+	require.NoError(t, w.close())
+	assert.Less(t, time.Since(asked), time.Second, "close waited for the flood to end")
+}
+
+// TestEventFloodHelper opens and closes the file DNSFENCE_FLOOD_FILE as
+// fast as it can for DNSFENCE_FLOOD_FOR, when TestHeldOpenDuringAnEventFlood
+// runs it; otherwise it does nothing.
+func TestEventFloodHelper(t *testing.T) {
+	path := os.Getenv("DNSFENCE_FLOOD_FILE")
+	d, err := time.ParseDuration(os.Getenv("DNSFENCE_FLOOD_FOR"))
+	if path == "" || err != nil {
+		t.Skip("run by TestHeldOpenDuringAnEventFlood")
+	}
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		f, err := os.Create(path)
+		if err != nil {
+			return
+		}
+		f.Close()
+	}
 }
