@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -27,6 +28,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -739,6 +741,10 @@ func serveHTTPOn(log *zap.Logger, ln net.Listener, h http.Handler) func() {
 	}
 }
 
+// maxLintLogged is how many of check's warnings about one file serve logs
+// at start (logSnapshot).
+const maxLintLogged = 20
+
 // logSnapshot logs the policies and list sizes, every skipped line of the
 // files (a remote list's source logs those of each copy it reads), and
 // check's warnings (Snapshot.Lint).
@@ -751,10 +757,23 @@ func logSnapshot(log *zap.Logger, snap *resolver.Snapshot) {
 	}
 	// check's warnings too: a start has no state before it to hold a
 	// change against (a block list emptied while dnsfence was stopped
-	// blocks nothing), and serve may run where check never did.
+	// blocks nothing), and serve may run where check never did. The
+	// first maxLintLogged of each file: a list of many duplicate entries
+	// (lists concatenated) has one warning each, and a line each at every
+	// start would flood the journal (journald drops a service's lines past
+	// 10,000 in 30 s, "dnsfence started" among them); check lists them all.
+	shown := map[string]int{}
 	for _, w := range snap.Lint() {
-		log.Warn("likely mistake in the configuration (check -strict fails on it)",
-			zap.String("file", w.File), zap.Int("line", w.Line), zap.String("warning", w.Msg))
+		if shown[w.File]++; shown[w.File] <= maxLintLogged {
+			log.Warn("likely mistake in the configuration (check -strict fails on it)",
+				zap.String("file", w.File), zap.Int("line", w.Line), zap.String("warning", w.Msg))
+		}
+	}
+	for _, file := range slices.Sorted(maps.Keys(shown)) {
+		if n := shown[file] - maxLintLogged; n > 0 {
+			log.Warn("more likely mistakes in the configuration not logged; dnsfence check lists them",
+				zap.String("file", file), zap.Int("not_logged", n))
+		}
 	}
 	for path, l := range snap.Lists {
 		log.Info("list loaded", zap.String("list", path), zap.Int("entries", l.Len()), zap.String("list_sha256", l.Hash()))

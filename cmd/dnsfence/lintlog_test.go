@@ -1,0 +1,54 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dnsfence/dnsfence/resolver"
+	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// TestServeLogsCheckWarningsCapped: serve logs check's warnings at start,
+// one line each, and a list of many duplicate entries (lists
+// concatenated) has a warning each: 5,000 lines at every start, which
+// journald cuts at 10,000 in 30 s, dropping the lines after them. The
+// first maxLintLogged of each file are logged, then one line with the
+// count of the rest.
+func TestServeLogsCheckWarningsCapped(t *testing.T) {
+	var list strings.Builder
+	for i := range 5000 {
+		fmt.Fprintf(&list, "name%d.tiktok.com\n", i)
+	}
+	dir := writeFiles(t, map[string]string{
+		"dnsfence.yaml": `
+listen: ["127.0.72.1:0"]
+upstreams: ["127.0.72.9:53"]
+http: ""
+policies:
+  - name: government-devices
+    clients: ["127.0.72.0/30"]
+    block: [lists/tiktok.txt]
+`,
+		"lists/tiktok.txt": list.String() + list.String(),
+	})
+	cfg, err := config.Load(filepath.Join(dir, "dnsfence.yaml"))
+	require.NoError(t, err)
+	snap, err := resolver.BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	require.Len(t, snap.Lint(), 5000, "check's warnings: one a duplicate")
+
+	core, logs := observer.New(zap.WarnLevel)
+	logSnapshot(zap.New(core), snap)
+	lines := logs.FilterMessage("likely mistake in the configuration (check -strict fails on it)").All()
+	assert.Equal(t, maxLintLogged, len(lines), "lines logged")
+	rest := logs.FilterMessage("more likely mistakes in the configuration not logged; dnsfence check lists them").All()
+	require.Len(t, rest, 1)
+	assert.Equal(t, filepath.Join(dir, "lists/tiktok.txt"), rest[0].ContextMap()["file"])
+	assert.EqualValues(t, 5000-maxLintLogged, rest[0].ContextMap()["not_logged"])
+}
