@@ -523,7 +523,14 @@ func (w *Watcher) Run(ctx context.Context, changed func(Change)) {
 			arm()
 		case <-w.writers.closedC():
 			// A writer closed a file: look again now, keeping what was
-			// hashed, so that settled content is reported at once.
+			// hashed, so that settled content is reported at once. Or the
+			// writer watch's queue overflowed, and /proc showed no writer:
+			// one that opened a file among the events lost is unknown,
+			// and a change waits for the writer wait, as an unseen one
+			// (the look's heldOpen may read the overflow first).
+			if w.writers.takeBlindOverflow() {
+				pending, unseen = nil, true
+			}
 			arm()
 		case <-rearm.C:
 			w.mu.Lock()
@@ -560,6 +567,13 @@ func (w *Watcher) Run(ctx context.Context, changed func(Change)) {
 			change := Change{Files: changedFiles(now, reported)} // none: touched, rewritten with the same bytes, or chmod
 			if len(change.Files) > 0 {
 				open, last := w.writers.heldOpen(relevant)
+				if w.writers.takeBlindOverflow() {
+					// heldOpen read an overflow /proc showed no writer
+					// for: look again, as at the signal below.
+					pending, unseen = nil, true
+					arm()
+					continue
+				}
 				if len(open) > 0 {
 					slices.Sort(open)
 					if wait := time.Duration(w.writerWait.Load()) - time.Since(last); wait > 0 {

@@ -59,7 +59,15 @@ type writers struct {
 	// never empties (see sync) and close does not wait for the flood to
 	// end.
 	closing atomic.Bool
+	// blindOverflow is set when the queue overflowed and /proc showed no
+	// writer of the watched folders' files (overflowed), until the Watcher
+	// takes it (takeBlindOverflow).
+	blindOverflow atomic.Bool
 }
+
+// procWriters is writingNow; tests make it see nothing, as /proc does
+// under the shipped systemd unit (ProtectProc=invisible, DynamicUser).
+var procWriters = writingNow
 
 // openFile is what is known of one file's openers.
 type openFile struct {
@@ -119,8 +127,10 @@ func (w *writers) add(dir string) error {
 // list downloaded into it at once, is watched again only at the next
 // re-arm, and the download's first half, stable while the network
 // pauses, would be taken for the whole file. w.mu must be held.
-func (w *writers) adoptWriters(dir string, now time.Time) {
-	for target, n := range writingNow(func(p string) bool { return filepath.Dir(p) == dir }) {
+func (w *writers) adoptWriters(dir string, now time.Time) int {
+	adopted := 0
+	for target, n := range procWriters(func(p string) bool { return filepath.Dir(p) == dir }) {
+		adopted++
 		f := w.files[target]
 		if f == nil {
 			f = &openFile{}
@@ -135,6 +145,7 @@ func (w *writers) adoptWriters(dir string, now time.Time) {
 			f.modified = fi.ModTime()
 		}
 	}
+	return adopted
 }
 
 // openNow is heldOpen, and, for those of paths whose folder is not
@@ -323,13 +334,21 @@ func (w *writers) forgetDir(dir string) {
 // dropped, would be held by no one, and the half written list applied
 // after a quiet period; a close dropped would hold a file for the writer
 // wait. The writers /proc shows hold their files again, as for a folder
-// watched anew (adoptWriters); the Watcher is told to look again. w.mu
-// must be held.
+// watched anew (adoptWriters); the Watcher is told to look again. When
+// /proc shows no writer, it may be blind to them (the shipped systemd
+// unit's ProtectProc=invisible and DynamicUser, a Kubernetes sidecar in
+// another process namespace): no writer can be known, and the Watcher is
+// told so (takeBlindOverflow), to apply a change only once unchanged for
+// the writer wait, as one no event named. w.mu must be held.
 func (w *writers) overflowed(now time.Time) {
 	clear(w.files)
 	clear(w.moving)
+	adopted := 0
 	for dir := range w.dirs {
-		w.adoptWriters(dir, now)
+		adopted += w.adoptWriters(dir, now)
+	}
+	if adopted == 0 {
+		w.blindOverflow.Store(true)
 	}
 	select {
 	case w.closed <- struct{}{}:
@@ -371,6 +390,10 @@ func (w *writers) forget(paths []string) {
 		}
 	}
 }
+
+// takeBlindOverflow reports, once, that the queue overflowed and /proc
+// showed no writer then (overflowed).
+func (w *writers) takeBlindOverflow() bool { return w.blindOverflow.Swap(false) }
 
 // closedC is signalled each time a held file is closed.
 func (w *writers) closedC() <-chan struct{} { return w.closed }

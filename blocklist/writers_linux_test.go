@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -163,4 +164,82 @@ func TestEventFloodHelper(t *testing.T) {
 		}
 		f.Close()
 	}
+}
+
+// TestWatcherWaitsAfterQueueOverflowWithProcBlind: after the writer
+// watch's queue overflowed, the writers are found again in /proc
+// (overflowed). Under the shipped systemd unit (DynamicUser,
+// ProtectProc=invisible) and in a Kubernetes pod, /proc shows dnsfence
+// no writer of the lists: the writer whose open and writes were dropped
+// was held by no one, and its half written list reported after the quiet
+// period. With no writer found, a change now waits for the writer wait,
+// unchanged, as one no event named does.
+func TestWatcherWaitsAfterQueueOverflowWithProcBlind(t *testing.T) {
+	procWriters = func(func(string) bool) map[string]int { return nil }
+	t.Cleanup(func() { procWriters = writingNow })
+	dir := t.TempDir()
+	path := filepath.Join(dir, "list.txt")
+	noise := filepath.Join(dir, "other.log")
+	require.NoError(t, os.WriteFile(path, []byte("old.example\n"), 0o644))
+	require.NoError(t, os.WriteFile(noise, nil, 0o644))
+	const debounce = 20 * time.Millisecond
+	w, err := NewWatcher(debounce)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	w.SetWriterWait(3 * time.Second)
+	require.NoError(t, w.Watch([]string{path}, nil))
+	var mu sync.Mutex
+	var got []string
+	reported := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Run(ctx, func(c Change) {
+			data, err := os.ReadFile(path)
+			assert.NoError(t, err)
+			mu.Lock()
+			got = append(got, string(data))
+			mu.Unlock()
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// Overflow the queue with the reader held, as in
+	// TestWatcherWaitsForWriterAfterQueueOverflow.
+	w.writers.readMu.Lock()
+	maxQueued := 16384
+	if data, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events"); err == nil {
+		var n int
+		if _, err := fmt.Sscan(string(data), &n); err == nil && n > 0 {
+			maxQueued = n
+		}
+	}
+	for range maxQueued/2 + 16 {
+		f, err := os.Open(noise)
+		if err != nil {
+			w.writers.readMu.Unlock()
+			require.NoError(t, err)
+		}
+		f.Close()
+	}
+	f, err := os.OpenFile(path, os.O_TRUNC|os.O_WRONLY, 0)
+	if err == nil {
+		_, err = f.WriteString("a.example\n")
+	}
+	w.writers.readMu.Unlock()
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+
+	require.Never(t, func() bool { return len(reported()) > 0 }, time.Second, debounce,
+		"a half written file was reported after the queue overflowed, /proc showing no writer")
+	_, err = f.WriteString("b.example\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.Eventually(t, func() bool { return len(reported()) > 0 }, 15*time.Second, debounce)
+	assert.Equal(t, []string{"a.example\nb.example\n"}, reported(), "the complete file, once")
 }

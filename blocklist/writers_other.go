@@ -17,6 +17,7 @@ func (w *writers) heldOpen([]string) ([]string, time.Time)  { return nil, time.T
 func (w *writers) forget([]string)                          {}
 func (w *writers) openNow([]string, time.Duration) []string { return nil }
 func (w *writers) closedC() <-chan struct{}                 { return w.closed }
+func (w *writers) takeBlindOverflow() bool                  { return false }
 
 // writingFor finds no writer where /proc does not say which files a
 // process has open.
