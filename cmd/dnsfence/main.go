@@ -296,13 +296,33 @@ func serveFlags() serveOptions {
 // place while dnsfence starts (a template, a sync) would be read cut at a
 // line: policies or block lists past the cut missing, nothing to measure
 // that against, and every name they blocked answered. Reloads wait for
-// the configuration as for every file (Watcher).
-func waitConfigWritten(path string, stderr io.Writer) {
-	err := blocklist.WaitCompleteUnwatched(context.Background(), []string{path},
+// the configuration as for every file (Watcher). A signal on stop ends the
+// wait, and is returned: serve stops without serving, within systemd's
+// TimeoutStopSec; nil otherwise.
+func waitConfigWritten(path string, stop <-chan os.Signal, stderr io.Writer) os.Signal {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	stopped := make(chan os.Signal, 1)
+	go func() {
+		defer close(stopped)
+		select {
+		case sig := <-stop:
+			stopped <- sig
+			cancel()
+		case <-done:
+		}
+	}()
+	err := blocklist.WaitCompleteUnwatched(ctx, []string{path},
 		config.DefaultDebounce, blocklist.DefaultWriterWait, blocklist.DefaultWriterWait)
+	close(done)
+	if sig, ok := <-stopped; ok {
+		return sig
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "reading the configuration as it is: %v\n", err)
 	}
+	return nil
 }
 
 // loadConfig reads the configuration file, or the embedded default when
@@ -362,7 +382,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	if *configPath != "" {
-		waitConfigWritten(*configPath, stderr)
+		if sig := waitConfigWritten(*configPath, stop, stderr); sig != nil {
+			fmt.Fprintf(stderr, "stopping before serving: %v\n", sig)
+			return 0
+		}
 	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {

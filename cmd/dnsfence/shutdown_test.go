@@ -463,3 +463,43 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestSIGTERMWhileServeWaitsForTheConfig: serve waits for a configuration
+// a writer holds open (up to 30 s) before it reads it; a SIGTERM
+// meanwhile stops it at once, exit 0, without serving, within systemd's
+// TimeoutStopSec.
+func TestSIGTERMWhileServeWaitsForTheConfig(t *testing.T) {
+	bin := binary(t)
+	dir := writeFiles(t, map[string]string{"lists/tiktok.txt": "tiktok.com\n"})
+	conf := filepath.Join(dir, "dnsfence.yaml")
+	writer, err := os.OpenFile(conf, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	require.NoError(t, err)
+	t.Cleanup(func() { writer.Close() })
+	_, err = writer.WriteString("listen: [\"127.0.72.1:0\"]\nupstreams: [\"127.0.72.9:53\"]\n")
+	require.NoError(t, err)
+
+	cmd := exec.Command(bin, "-config", conf)
+	var out syncBuffer
+	cmd.Stderr = &out
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	time.Sleep(2 * time.Second) // well into the wait: the writer holds the file for 30 s
+	sent := time.Now()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-done:
+		assert.NoError(t, err, "SIGTERM exits 0: %s", &out)
+		assert.Less(t, time.Since(sent), 5*time.Second)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("dnsfence did not stop on SIGTERM while it waited for the configuration: %s", &out)
+	}
+	assert.Contains(t, out.String(), "stopping before serving: terminated")
+	assert.NotContains(t, out.String(), `"msg":"listening"`, "stopped without serving")
+}
