@@ -34,10 +34,10 @@ import (
 // with an empty list in its place until a first copy arrives (and /readyz
 // not ready until then).
 
-// startWait bounds how long Start waits for each source's first copy (its
+// StartWait bounds how long Start waits for each source's first copy (its
 // disk copy, or its first fetch) before the first snapshot is built
 // without it.
-const startWait = 10 * time.Second
+const StartWait = 10 * time.Second
 
 // remoteSources are the sources being run, as the Handler sees them: for
 // NOTIFY, /readyz and the metrics.
@@ -78,7 +78,7 @@ func sourceKey(opt source.Options) string {
 }
 
 // Start starts the remote list sources cfg names (each delivers its disk
-// copy at once, then fetches), waits up to startWait for each source to
+// copy at once, then fetches), waits up to StartWait for each source to
 // have a first copy or to have tried the network once, then for the files
 // cfg names to be complete (waitFilesWritten: last, as a writer may begin
 // on a list while the sources are waited for), and then builds the first
@@ -92,7 +92,7 @@ func (r *Reloader) Start(ctx context.Context, cfg *config.Config) (*Snapshot, er
 	r.syncSources(cfg)
 	running := slices.Collect(maps.Values(r.sources))
 	r.mu.Unlock()
-	deadline := time.Now().Add(startWait)
+	deadline := time.Now().Add(StartWait)
 	for _, rs := range running {
 		for !firstCopy(rs.src.Status()) && time.Now().Before(deadline) && ctx.Err() == nil {
 			time.Sleep(5 * time.Millisecond)

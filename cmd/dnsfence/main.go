@@ -325,6 +325,18 @@ func waitConfigWritten(path string, stop <-chan os.Signal, stderr io.Writer) os.
 	return nil
 }
 
+// startBudget is how long serve may take, from the configuration read,
+// to answer: Start's waits for the files a writer holds open (up to
+// reload.writer_wait) and for the remote lists' first copies (up to
+// resolver.StartWait), and a minute to load the lists and open the
+// listeners. It is sent to systemd (EXTEND_TIMEOUT_USEC, which only ever
+// lengthens the unit's TimeoutStartSec, 90 s by default): with a longer
+// writer_wait, systemd killed dnsfence mid-wait and started it again,
+// for as long as the writer stayed.
+func startBudget(cfg *config.Config) time.Duration {
+	return cfg.Reload.WriterWait + resolver.StartWait + time.Minute
+}
+
 // loadConfig reads the configuration file, or the embedded default when
 // path is empty.
 func loadConfig(path string) (*config.Config, error) {
@@ -434,6 +446,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	// 10 s): a SIGTERM or SIGINT meanwhile ends the wait (with the
 	// sources, which end at a stop anyway), and dnsfence stops without
 	// serving, rather than after the wait, past systemd's TimeoutStopSec.
+	notifySystemd(log, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", startBudget(cfg).Microseconds()))
 	startDone := make(chan struct{})
 	stoppedAtStart := make(chan os.Signal, 1)
 	go func() {

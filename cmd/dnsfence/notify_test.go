@@ -70,6 +70,9 @@ policies:
 		assert.Equal(t, want, string(buf[:n]))
 	}
 
+	// Start's waits may outlast the unit's TimeoutStartSec: writer_wait
+	// (30 s) + 10 s for remote lists + a minute.
+	next("EXTEND_TIMEOUT_USEC=100000000")
 	next("READY=1")
 	blocked := new(dns.Msg)
 	blocked.SetQuestion("www.tiktok.com.", dns.TypeA)
