@@ -36,50 +36,8 @@ func TestWatcherWaitsForWriterAfterQueueOverflow(t *testing.T) {
 	waits := make(chan []string, 16)
 	w.OnWriterWait(func(open []string, _ time.Duration) { waits <- open })
 	require.NoError(t, w.Watch([]string{path}, nil))
-	var mu sync.Mutex
-	var got []string
-	reported := func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), got...) }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		w.Run(ctx, func(c Change) {
-			data, err := os.ReadFile(path)
-			assert.NoError(t, err)
-			mu.Lock()
-			got = append(got, string(data))
-			mu.Unlock()
-		})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-
-	// Hold the writer watch's reader, as a starved goroutine would be,
-	// and queue more events than the kernel keeps (fs.inotify.
-	// max_queued_events, 16384 by default): each open and close is two.
-	w.writers.readMu.Lock()
-	maxQueued := 16384
-	if data, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events"); err == nil {
-		var n int
-		if _, err := fmt.Sscan(string(data), &n); err == nil && n > 0 {
-			maxQueued = n
-		}
-	}
-	for range maxQueued/2 + 16 {
-		f, err := os.Open(noise)
-		if err != nil {
-			w.writers.readMu.Unlock()
-			require.NoError(t, err)
-		}
-		f.Close()
-	}
-	// The writer's open and writes find the queue full.
-	f, err := os.OpenFile(path, os.O_TRUNC|os.O_WRONLY, 0)
-	if err == nil {
-		_, err = f.WriteString("a.example\n")
-	}
-	w.writers.readMu.Unlock()
-	require.NoError(t, err)
-	t.Cleanup(func() { f.Close() })
+	reported := runReporting(t, w, path)
+	f := overflowWithWriter(t, w, noise, path)
 
 	select {
 	case open := <-waits:
@@ -188,13 +146,24 @@ func TestWatcherWaitsAfterQueueOverflowWithProcBlind(t *testing.T) {
 	t.Cleanup(func() { w.Close() })
 	w.SetWriterWait(3 * time.Second)
 	require.NoError(t, w.Watch([]string{path}, nil))
+	reported := runReporting(t, w, path)
+	f := overflowWithWriter(t, w, noise, path)
+
+	require.Never(t, func() bool { return len(reported()) > 0 }, time.Second, debounce,
+		"a half written file was reported after the queue overflowed, /proc showing no writer")
+	_, err = f.WriteString("b.example\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.Eventually(t, func() bool { return len(reported()) > 0 }, 15*time.Second, debounce)
+	assert.Equal(t, []string{"a.example\nb.example\n"}, reported(), "the complete file, once")
+}
+
+// runReporting runs w until the test ends, and returns what it has
+// reported so far: the content of path at each change.
+func runReporting(t *testing.T, w *Watcher, path string) (reported func() []string) {
+	t.Helper()
 	var mu sync.Mutex
 	var got []string
-	reported := func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(got)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -208,9 +177,21 @@ func TestWatcherWaitsAfterQueueOverflowWithProcBlind(t *testing.T) {
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
 
-	// Overflow the queue with the reader held, as in
-	// TestWatcherWaitsForWriterAfterQueueOverflow.
+// overflowWithWriter holds the writer watch's reader, as a starved
+// goroutine would be, queues more events than the kernel keeps (fs.inotify.
+// max_queued_events, 16384 by default: each open and close of noise is
+// two), and then, the queue full, truncates path and writes its first
+// line: the writer's open and write are among the events dropped. It
+// returns the writer, still holding path open.
+func overflowWithWriter(t *testing.T, w *Watcher, noise, path string) *os.File {
+	t.Helper()
 	w.writers.readMu.Lock()
 	maxQueued := 16384
 	if data, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events"); err == nil {
@@ -234,12 +215,5 @@ func TestWatcherWaitsAfterQueueOverflowWithProcBlind(t *testing.T) {
 	w.writers.readMu.Unlock()
 	require.NoError(t, err)
 	t.Cleanup(func() { f.Close() })
-
-	require.Never(t, func() bool { return len(reported()) > 0 }, time.Second, debounce,
-		"a half written file was reported after the queue overflowed, /proc showing no writer")
-	_, err = f.WriteString("b.example\n")
-	require.NoError(t, err)
-	require.NoError(t, f.Close())
-	require.Eventually(t, func() bool { return len(reported()) > 0 }, 15*time.Second, debounce)
-	assert.Equal(t, []string{"a.example\nb.example\n"}, reported(), "the complete file, once")
+	return f
 }
