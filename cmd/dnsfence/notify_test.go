@@ -52,15 +52,7 @@ policies:
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
-	require.NoError(t, cmd.Start())
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	done := runProcess(t, cmd)
 	next := func(want string) {
 		t.Helper()
 		require.NoError(t, notes.SetReadDeadline(time.Now().Add(30*time.Second)))

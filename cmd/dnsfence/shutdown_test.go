@@ -412,15 +412,7 @@ policies:
 	cmd := exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml"))
 	var out syncBuffer
 	cmd.Stderr = &out
-	require.NoError(t, cmd.Start())
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	done := runProcess(t, cmd)
 	// The metrics endpoint answers before the lists load: /readyz says
 	// not ready while Start waits for the writer.
 	client := &http.Client{Timeout: time.Second}
@@ -481,15 +473,7 @@ func TestSIGTERMWhileServeWaitsForTheConfig(t *testing.T) {
 	cmd := exec.Command(bin, "-config", conf)
 	var out syncBuffer
 	cmd.Stderr = &out
-	require.NoError(t, cmd.Start())
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	done := runProcess(t, cmd)
 	time.Sleep(2 * time.Second) // well into the wait: the writer holds the file for 30 s
 	sent := time.Now()
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
@@ -502,4 +486,27 @@ func TestSIGTERMWhileServeWaitsForTheConfig(t *testing.T) {
 	}
 	assert.Contains(t, out.String(), "stopping before serving: terminated")
 	assert.NotContains(t, out.String(), `"msg":"listening"`, "stopped without serving")
+}
+
+// runProcess starts cmd and returns where its Wait's result arrives; a
+// process still running when the test ends is killed and waited for.
+func runProcess(t *testing.T, cmd *exec.Cmd) <-chan error {
+	t.Helper()
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		close(exited)
+		done <- err
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	return done
 }
