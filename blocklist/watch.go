@@ -693,14 +693,15 @@ func WaitComplete(ctx context.Context, w *Watcher, files []string, quiet, limit 
 // WaitCompleteUnwatched is WaitComplete before any Watcher runs, at
 // start: the writers are the processes /proc shows holding one of the
 // files open for writing (see Watcher), a file unchanged for writerWait
-// not counted, as a Watcher gives up on a writer that never closes.
+// not counted, as a Watcher gives up on a writer that never closes; it
+// gives up itself after writerWait.
 // Started while a list was being written (a download, a generator that
 // writes in pieces and pauses), dnsfence read and served its first half
 // until the writer was done: every name after the cut unblocked, with
 // nothing logged and /readyz ready, since a first load has nothing to
 // measure a shrink against.
-func WaitCompleteUnwatched(ctx context.Context, files []string, quiet, writerWait, limit time.Duration) error {
-	return waitComplete(ctx, func(chain []string) []string { return writingFor(chain, writerWait) }, files, quiet, limit)
+func WaitCompleteUnwatched(ctx context.Context, files []string, quiet, writerWait time.Duration) error {
+	return waitComplete(ctx, func(chain []string) []string { return writingFor(chain, writerWait) }, files, quiet, writerWait)
 }
 
 // waitComplete is WaitComplete with open saying which of the paths (every

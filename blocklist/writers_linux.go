@@ -65,8 +65,9 @@ type writers struct {
 	blindOverflow atomic.Bool
 }
 
-// procWriters is writingNow; tests make it see nothing, as /proc does
-// under the shipped systemd unit (ProtectProc=invisible, DynamicUser).
+// procWriters is writingNow, through which every look for writers in
+// /proc goes; tests make it see nothing, as /proc does under the shipped
+// systemd unit (ProtectProc=invisible, DynamicUser).
 var procWriters = writingNow
 
 // openFile is what is known of one file's openers.
@@ -191,7 +192,7 @@ func writingFor(paths []string, wait time.Duration) []string {
 	}
 	now := time.Now()
 	var open []string
-	for p := range writingNow(func(p string) bool { return want[p] }) {
+	for p := range procWriters(func(p string) bool { return want[p] }) {
 		fi, err := os.Stat(p)
 		if err == nil && (!fi.Mode().IsRegular() || now.Sub(fi.ModTime()) >= wait) {
 			continue

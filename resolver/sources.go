@@ -129,7 +129,7 @@ func (r *Reloader) waitFilesWritten(ctx context.Context, cfg *config.Config) {
 		return
 	}
 	start := time.Now()
-	err := blocklist.WaitCompleteUnwatched(ctx, files, cfg.Reload.Debounce, cfg.Reload.WriterWait, cfg.Reload.WriterWait)
+	err := blocklist.WaitCompleteUnwatched(ctx, files, cfg.Reload.Debounce, cfg.Reload.WriterWait)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("loading files still being written after reload.writer_wait; the watcher applies them once complete",

@@ -302,6 +302,22 @@ func serveFlags() serveOptions {
 func waitConfigWritten(path string, stop <-chan os.Signal, stderr io.Writer) os.Signal {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var err error
+	sig := waitUnlessStopped(stop, cancel, func() {
+		err = blocklist.WaitCompleteUnwatched(ctx, []string{path}, config.DefaultDebounce, blocklist.DefaultWriterWait)
+	})
+	if sig == nil && err != nil {
+		fmt.Fprintf(stderr, "reading the configuration as it is: %v\n", err)
+	}
+	return sig
+}
+
+// waitUnlessStopped runs wait; a signal on stop meanwhile calls cancel,
+// which must end wait soon, and is returned once wait has; nil when wait
+// ended first, the signal, if any, left on stop for serve. Start's waits
+// (for files being written, for remote lists) may last a minute: a
+// SIGTERM must end them within systemd's TimeoutStopSec, not after them.
+func waitUnlessStopped(stop <-chan os.Signal, cancel func(), wait func()) os.Signal {
 	done := make(chan struct{})
 	stopped := make(chan os.Signal, 1)
 	go func() {
@@ -313,16 +329,9 @@ func waitConfigWritten(path string, stop <-chan os.Signal, stderr io.Writer) os.
 		case <-done:
 		}
 	}()
-	err := blocklist.WaitCompleteUnwatched(ctx, []string{path},
-		config.DefaultDebounce, blocklist.DefaultWriterWait, blocklist.DefaultWriterWait)
+	wait()
 	close(done)
-	if sig, ok := <-stopped; ok {
-		return sig
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "reading the configuration as it is: %v\n", err)
-	}
-	return nil
+	return <-stopped // nil once closed empty
 }
 
 // startBudget is how long serve may take, from the configuration read,
@@ -447,20 +456,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	// sources, which end at a stop anyway), and dnsfence stops without
 	// serving, rather than after the wait, past systemd's TimeoutStopSec.
 	notifySystemd(log, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", startBudget(cfg).Microseconds()))
-	startDone := make(chan struct{})
-	stoppedAtStart := make(chan os.Signal, 1)
-	go func() {
-		defer close(stoppedAtStart)
-		select {
-		case sig := <-stop:
-			stoppedAtStart <- sig
-			stopSources()
-		case <-startDone:
-		}
-	}()
-	snap, err := reloader.Start(sourcesCtx, cfg)
-	close(startDone)
-	if sig, ok := <-stoppedAtStart; ok {
+	var snap *resolver.Snapshot
+	if sig := waitUnlessStopped(stop, stopSources, func() { snap, err = reloader.Start(sourcesCtx, cfg) }); sig != nil {
 		log.Info("stopping before serving", zap.String("signal", sig.String()))
 		return 0
 	}
