@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 )
 
 // startWriteConfig blocks tiktok.txt for 127.0.70.0/26. Its upstream is
@@ -52,19 +53,8 @@ func TestStartWaitsForAListBeingWritten(t *testing.T) {
 	_, err = writer.WriteString("tiktok.com\nbyte")
 	require.NoError(t, err)
 
-	cfg, err := config.Load(path)
-	require.NoError(t, err)
 	log, logs := observed(t)
-	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
-	r := NewReloader(log, h, func() (*config.Config, error) { return config.Load(path) })
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	started := make(chan *Snapshot, 1)
-	go func() {
-		snap, err := r.Start(ctx, cfg)
-		assert.NoError(t, err)
-		started <- snap
-	}()
+	h, started := startInBackground(t, log, path)
 	// Held past the second after which Start logs that it waited, by a
 	// margin for the goroutine's start on a busy machine: held exactly a
 	// second, a Start that began 20 ms late waited less than one.
@@ -145,19 +135,8 @@ policies:
 	list := filepath.Join(dir, "tiktok.txt")
 	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nbyteoversea.com\n"), 0o644))
 
-	cfg, err := config.Load(path)
-	require.NoError(t, err)
 	log, _ := observed(t)
-	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
-	r := NewReloader(log, h, func() (*config.Config, error) { return config.Load(path) })
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	started := make(chan *Snapshot, 1)
-	go func() {
-		snap, err := r.Start(ctx, cfg)
-		assert.NoError(t, err)
-		started <- snap
-	}()
+	_, started := startInBackground(t, log, path)
 	select {
 	case <-asked:
 	case <-time.After(10 * time.Second):
@@ -190,4 +169,25 @@ policies:
 	require.NotNil(t, snap)
 	t.Cleanup(func() { snap.Forwarder().Close() })
 	assert.Equal(t, 2, snap.Lists[list].Len(), "the list whole")
+}
+
+// startInBackground loads the configuration at path and runs a Reloader's
+// Start of it on a goroutine, for a Handler it returns; the first
+// snapshot arrives on started once Start returns. The sources run until
+// the test ends.
+func startInBackground(t *testing.T, log *zap.Logger, path string) (*Handler, <-chan *Snapshot) {
+	t.Helper()
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
+	r := NewReloader(log, h, func() (*config.Config, error) { return config.Load(path) })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	started := make(chan *Snapshot, 1)
+	go func() {
+		snap, err := r.Start(ctx, cfg)
+		assert.NoError(t, err)
+		started <- snap
+	}()
+	return h, started
 }

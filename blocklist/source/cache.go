@@ -140,8 +140,8 @@ const staleTemp = time.Hour
 func removeStaleTemps(dir string) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), strings.TrimSuffix(tempPattern, "*")) &&
-			!strings.HasPrefix(e.Name(), strings.TrimSuffix(payloadPattern, "*")) {
+		temp := func(pattern string) bool { return strings.HasPrefix(e.Name(), strings.TrimSuffix(pattern, "*")) }
+		if !e.Type().IsRegular() || !temp(tempPattern) && !temp(payloadPattern) {
 			continue
 		}
 		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleTemp {

@@ -425,15 +425,7 @@ policies:
 		return resp.StatusCode == http.StatusServiceUnavailable
 	}, 20*time.Second, 20*time.Millisecond, "dnsfence waiting for the writer: %s", &out)
 
-	sent := time.Now()
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-done:
-		assert.NoError(t, err, "SIGTERM exits 0: %s", &out)
-		assert.Less(t, time.Since(sent), 5*time.Second)
-	case <-time.After(10 * time.Second):
-		t.Fatalf("dnsfence did not stop on SIGTERM while it waited for a writer: %s", &out)
-	}
+	stopsAtOnce(t, cmd, done, &out, "while it waited for a writer")
 	assert.NotContains(t, out.String(), `"msg":"dnsfence started"`, "stopped without serving")
 }
 
@@ -475,15 +467,7 @@ func TestSIGTERMWhileServeWaitsForTheConfig(t *testing.T) {
 	cmd.Stderr = &out
 	done := runProcess(t, cmd)
 	time.Sleep(2 * time.Second) // well into the wait: the writer holds the file for 30 s
-	sent := time.Now()
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-done:
-		assert.NoError(t, err, "SIGTERM exits 0: %s", &out)
-		assert.Less(t, time.Since(sent), 5*time.Second)
-	case <-time.After(10 * time.Second):
-		t.Fatalf("dnsfence did not stop on SIGTERM while it waited for the configuration: %s", &out)
-	}
+	stopsAtOnce(t, cmd, done, &out, "while it waited for the configuration")
 	assert.Contains(t, out.String(), "stopping before serving: terminated")
 	assert.NotContains(t, out.String(), `"msg":"listening"`, "stopped without serving")
 }
@@ -509,4 +493,21 @@ func runProcess(t *testing.T, cmd *exec.Cmd) <-chan error {
 		}
 	})
 	return done
+}
+
+// stopsAtOnce sends SIGTERM to cmd, which runProcess runs (done), and
+// checks that it exits 0 within 5 s, well within systemd's
+// TimeoutStopSec; out is its output, for the messages, and while says
+// what it was doing.
+func stopsAtOnce(t *testing.T, cmd *exec.Cmd, done <-chan error, out fmt.Stringer, while string) {
+	t.Helper()
+	sent := time.Now()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-done:
+		assert.NoError(t, err, "SIGTERM exits 0: %s", out)
+		assert.Less(t, time.Since(sent), 5*time.Second)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("dnsfence did not stop on SIGTERM %s: %s", while, out)
+	}
 }
