@@ -694,28 +694,181 @@ func WaitComplete(ctx context.Context, w *Watcher, files []string, quiet, limit 
 // start: the writers are the processes /proc shows holding one of the
 // files open for writing (see Watcher), a file unchanged for writerWait
 // not counted, as a Watcher gives up on a writer that never closes; it
-// gives up itself after writerWait.
-// Started while a list was being written (a download, a generator that
-// writes in pieces and pauses), dnsfence read and served its first half
-// until the writer was done: every name after the cut unblocked, with
-// nothing logged and /readyz ready, since a first load has nothing to
-// measure a shrink against.
+// gives up itself after writerWait. serve waits so for a configuration
+// that did not parse at its first read (it may have been caught
+// mid-write by a writer /proc does not show).
 func WaitCompleteUnwatched(ctx context.Context, files []string, quiet, writerWait time.Duration) error {
 	return waitComplete(ctx, func(chain []string) []string { return writingFor(chain, writerWait) }, files, quiet, writerWait)
+}
+
+// WaitUnheld waits, before any Watcher runs, until no process /proc shows
+// holds one of files open for writing (a file unchanged for writerWait
+// not counted, as in WaitCompleteUnwatched), looking every poll, for up
+// to writerWait. After that it gives up with an error wrapping
+// ErrBeingWritten that names the files and their writers; it returns
+// ctx's error if ctx ends first. It does not wait for a quiet period:
+// ReadSteady checks the content after reading it.
+func WaitUnheld(ctx context.Context, files []string, poll, writerWait time.Duration) error {
+	_, chain, err := absChains(files)
+	if err != nil {
+		return err
+	}
+	_, err = waitUnheld(ctx, chain, max(poll, 10*time.Millisecond), writerWait, time.Now().Add(writerWait))
+	return err
+}
+
+// waitUnheld is WaitUnheld for every path on the way to the files, until
+// deadline; held reports whether a writer was found at all.
+func waitUnheld(ctx context.Context, chain []string, poll, writerWait time.Duration, deadline time.Time) (held bool, err error) {
+	for {
+		open := writingFor(chain, writerWait)
+		if len(open) == 0 {
+			return held, nil
+		}
+		held = true
+		if !time.Now().Before(deadline) {
+			slices.Sort(open)
+			return held, fmt.Errorf("%s: %w: a writer still holds it open after %s%s", strings.Join(slices.Compact(open), ", "), ErrBeingWritten, writerWait, holdersOf(open))
+		}
+		if err := sleepCtx(ctx, min(poll, max(time.Until(deadline), time.Millisecond))); err != nil {
+			return held, err
+		}
+	}
+}
+
+// ReadSteady calls read, at start (before any Watcher runs), until what
+// it read of the files it names was read complete, and returns how long
+// it waited before the read that stood. read reads the files and returns
+// the content hash it read each one with, by path (relative paths are
+// taken from the working folder); files are those the first read will
+// read, and a later read may read others (a configuration read again).
+// waited is 0 when the first read stood and no writer was waited for.
+// A read stands when, for every file it read:
+//   - no process /proc shows held it open for writing before the read
+//     (a file unchanged for writerWait aside; while one does, ReadSteady
+//     waits) nor does once the read is done and quiet has passed since
+//     it began;
+//   - its content was the same just before the read, as read, and then:
+//     unchanged for at least quiet and over the whole read.
+//
+// The quiet period runs while the files are parsed, where a wait for it
+// before the read (WaitCompleteUnwatched) added it to every start: a
+// million-entry list takes longer to read than the default debounce.
+// A file that is not regular (a named pipe) is read once, to its
+// writer's end, and not compared. After writerWait, ReadSteady gives
+// up: the last read stands, and the error wraps ErrBeingWritten, naming
+// the files. It returns read's error as soon as read fails, and ctx's if
+// ctx ends first. Before, dnsfence started while a list was being written
+// (a download, a generator that writes in pieces and pauses) read and
+// served its first half until the writer was done: every name after the
+// cut unblocked, with nothing logged and /readyz ready, since a first
+// load has nothing to measure a shrink against.
+func ReadSteady(ctx context.Context, files []string, quiet, writerWait time.Duration, read func() (map[string][32]byte, error)) (waited time.Duration, err error) {
+	start := time.Now()
+	deadline := start.Add(writerWait)
+	quiet = max(quiet, 10*time.Millisecond)
+	for again := false; ; again = true {
+		abs, chain, err := absChains(files)
+		if err != nil {
+			return 0, err
+		}
+		held, err := waitUnheld(ctx, chain, quiet, writerWait, deadline)
+		if err != nil && ctx.Err() != nil {
+			return 0, err
+		}
+		began := time.Now()
+		if held || again {
+			waited = began.Sub(start)
+		}
+		before := hashFiles(abs)
+		sums, err := read()
+		if err != nil {
+			return 0, err
+		}
+		if err := sleepCtx(ctx, time.Until(began.Add(quiet))); err != nil {
+			return 0, err
+		}
+		files = slices.Collect(maps.Keys(sums))
+		moved := unsteady(before, sums, writerWait)
+		if len(moved) == 0 {
+			return waited, nil
+		}
+		if !time.Now().Before(deadline) {
+			return waited, fmt.Errorf("%s: %w: still changing or held open by a writer after %s%s", strings.Join(moved, ", "), ErrBeingWritten, writerWait, holdersOf(moved))
+		}
+	}
+}
+
+// unsteady lists, sorted, the files of sums (each with the hash it was
+// read with) that may not have been read complete: not read with the
+// content they had before the read (before, by absolute path), or
+// holding another now, or held open by a writer now (writingFor). Named
+// pipes are left out.
+func unsteady(before map[string]fileState, sums map[string][32]byte, writerWait time.Duration) []string {
+	var out, chain []string
+	for p, sum := range sums {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			continue
+		}
+		then, known := before[a]
+		now := hashFile(a)
+		switch {
+		case then.irregular || now.irregular:
+		case !known || then.missing || now.missing || then.sum != sum || now.sum != sum:
+			out = append(out, p)
+		default:
+			chain = append(chain, symlinkChain(a)...)
+		}
+	}
+	if len(writingFor(chain, writerWait)) > 0 {
+		// Which of the files a writer holds: writingFor names the
+		// resolved paths, the sums the configured ones.
+		for p := range sums {
+			if a, err := filepath.Abs(p); err == nil && len(writingFor(symlinkChain(a), writerWait)) > 0 {
+				out = append(out, p)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// absChains returns files as absolute paths, and every path on the way
+// to each (symlinkChain): a writer is seen on the real one.
+func absChains(files []string) (abs, chain []string, err error) {
+	for _, f := range files {
+		a, err := filepath.Abs(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		abs = append(abs, a)
+		chain = append(chain, symlinkChain(a)...)
+	}
+	return abs, chain, nil
+}
+
+// sleepCtx sleeps for d, or until ctx ends, and returns ctx's error then.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // waitComplete is WaitComplete with open saying which of the paths (every
 // path on the way to each file) a writer holds open now.
 func waitComplete(ctx context.Context, open func(chain []string) []string, files []string, quiet, limit time.Duration) error {
-	abs := make([]string, 0, len(files))
-	var chain []string // every path on the way to each file: the writer is seen on the real one
-	for _, f := range files {
-		a, err := filepath.Abs(f)
-		if err != nil {
-			return err
-		}
-		abs = append(abs, a)
-		chain = append(chain, symlinkChain(a)...)
+	abs, chain, err := absChains(files)
+	if err != nil {
+		return err
 	}
 	quiet = max(quiet, 10*time.Millisecond)
 	deadline := time.Now().Add(limit)

@@ -79,13 +79,16 @@ func sourceKey(opt source.Options) string {
 
 // Start starts the remote list sources cfg names (each delivers its disk
 // copy at once, then fetches), waits up to StartWait for each source to
-// have a first copy or to have tried the network once, then for the files
-// cfg names to be complete (waitFilesWritten: last, as a writer may begin
-// on a list while the sources are waited for), and then builds the first
-// snapshot from cfg and those copies, connects its upstreams (into the
+// have a first copy or to have tried the network once, then builds the
+// first snapshot from cfg and those copies once the files it reads are
+// read complete (buildSteady: last, as a writer may begin on a list
+// while the sources are waited for), connects its upstreams (into the
 // Handler's metrics) and publishes it. Copies that arrive later are
-// applied as they come. The sources run until ctx ends. The snapshot's
-// build errors are BuildSnapshot's and ConnectUpstreams'.
+// applied as they come. The sources run until ctx ends. cfg is read just
+// before Start: if its file changes while Start reads the lists, Start
+// reads it again, and the snapshot's Config is the one it built. The
+// snapshot's build errors are BuildSnapshot's and ConnectUpstreams';
+// ctx's error if ctx ends before the files are read.
 func (r *Reloader) Start(ctx context.Context, cfg *config.Config) (*Snapshot, error) {
 	r.mu.Lock()
 	r.runCtx, r.startCfg = ctx, cfg
@@ -98,14 +101,25 @@ func (r *Reloader) Start(ctx context.Context, cfg *config.Config) (*Snapshot, er
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	// Last, right before the files are read: a writer that began on a
-	// list while the sources were waited for is waited for too.
-	r.waitFilesWritten(ctx, cfg)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	snap, err := BuildSnapshotWith(cfg, nil, r.remoteLists(false))
+	snap, err := r.buildSteady(ctx, cfg)
 	if err != nil {
 		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if snap.Config != cfg {
+		// What the caller started with cfg (listeners, logger) keeps
+		// it until a restart, as after a reload.
+		r.started, r.startCfg = cfg, snap.Config
+		r.syncSources(snap.Config)
+		r.warnRestartNeeded(cfg, snap.Config)
+	}
+	// A copy a source delivered while the files were read (applySource
+	// had no snapshot to apply it to, and kept it) is taken in.
+	for name, rs := range r.sources {
+		if l, ok := snap.Lists[name]; ok && rs.list != nil && l != rs.list {
+			snap = snap.withList(name, rs.list)
+		}
 	}
 	if err := ConnectUpstreams(r.log.Named("upstream"), snap, nil, r.handler.metrics); err != nil {
 		return nil, err
@@ -114,31 +128,55 @@ func (r *Reloader) Start(ctx context.Context, cfg *config.Config) (*Snapshot, er
 	return snap, nil
 }
 
-// waitFilesWritten waits, before the first snapshot reads them, until
-// the lists and client range files cfg names are complete: no process
-// /proc shows holds one open for writing (a file unchanged for
-// reload.writer_wait aside) and their content is stable over
-// reload.debounce, as a reload waits for them. A first load has no
-// snapshot to measure a shrink against: the first half of a list being
-// written would be served, every name after the cut unblocked. After
+// buildSteady builds the first snapshot from cfg and the remote lists'
+// copies once the lists, client range files and configuration it reads
+// were read complete (blocklist.ReadSteady): no process /proc shows
+// holds one open for writing (a file unchanged for reload.writer_wait
+// aside), and their content was the same before, during and
+// reload.debounce after the read began. A read that was not is read
+// again, the configuration with it. A first load has no snapshot to
+// measure a shrink against: the first half of a list being written would
+// be served, every name after the cut unblocked. After
 // reload.writer_wait, a writer that still writes is given up on (warned):
-// its file is read as it is, and the watcher applies it once complete.
-func (r *Reloader) waitFilesWritten(ctx context.Context, cfg *config.Config) {
-	files := slices.DeleteFunc(configFiles(cfg), func(f string) bool { return f == cfg.File })
-	if len(files) == 0 {
-		return
+// the last read is served, and the watcher applies the files once
+// complete.
+func (r *Reloader) buildSteady(ctx context.Context, cfg *config.Config) (*Snapshot, error) {
+	build := func(cfg *config.Config) (*Snapshot, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return BuildSnapshotWith(cfg, nil, r.remoteLists(false))
 	}
-	start := time.Now()
-	err := blocklist.WaitCompleteUnwatched(ctx, files, cfg.Reload.Debounce, cfg.Reload.WriterWait)
-	if err != nil {
-		if ctx.Err() == nil {
-			r.log.Warn("loading files still being written after reload.writer_wait; the watcher applies them once complete",
-				zap.Duration("writer_wait", cfg.Reload.WriterWait), zap.Error(err))
+	if cfg.Embedded {
+		return build(cfg)
+	}
+	var snap *Snapshot
+	reads := 0
+	waited, err := blocklist.ReadSteady(ctx, configFiles(cfg), cfg.Reload.Debounce, cfg.Reload.WriterWait, func() (map[string][32]byte, error) {
+		if reads++; reads > 1 {
+			// The configuration may be what changed: read it again.
+			next, err := r.load()
+			if err != nil {
+				return nil, err
+			}
+			cfg = next
 		}
-		return
+		var err error
+		if snap, err = build(cfg); err != nil {
+			return nil, err
+		}
+		return appliedSums(snap), nil
+	})
+	switch {
+	case errors.Is(err, blocklist.ErrBeingWritten):
+		r.log.Warn("loading files still being written after reload.writer_wait; the watcher applies them once complete",
+			zap.Duration("writer_wait", cfg.Reload.WriterWait), zap.Error(err))
+	case err != nil:
+		return nil, err
+	case waited > 0:
+		r.log.Info("loading files once their writers were done", zap.Duration("waited", waited), zap.Int("reads", reads))
 	}
 	var held []string
-	for _, f := range files {
+	for _, f := range configFiles(cfg) {
 		if p, err := filepath.EvalSymlinks(f); err == nil {
 			if p, err = filepath.Abs(p); err == nil {
 				held = append(held, p)
@@ -148,9 +186,8 @@ func (r *Reloader) waitFilesWritten(ctx context.Context, cfg *config.Config) {
 	if writers := blocklist.Holders(held); len(writers) > 0 {
 		r.log.Warn("loading files a writer still holds open: unchanged for reload.writer_wait",
 			zap.Strings("writers", writers), zap.Duration("writer_wait", cfg.Reload.WriterWait))
-	} else if waited := time.Since(start); waited > time.Second {
-		r.log.Info("loading files once their writers were done", zap.Duration("waited", waited))
 	}
+	return snap, nil
 }
 
 // firstCopy reports whether a source has content, or has been to the

@@ -95,28 +95,7 @@ func TestStartWaitsForAListBeingWritten(t *testing.T) {
 // unblocked, until the writer was done. The files are now waited for
 // last, right before they are read.
 func TestStartWaitsForAListWrittenWhileSourcesLoad(t *testing.T) {
-	asked := make(chan struct{}, 1)
-	release := make(chan struct{})
-	ln, err := net.Listen("tcp", "127.0.72.5:0")
-	require.NoError(t, err)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case asked <- struct{}{}:
-		default:
-		}
-		select {
-		case <-release:
-		case <-time.After(20 * time.Second):
-		}
-		_, _ = w.Write([]byte("douyin.com\n"))
-	}))
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.Start()
-	t.Cleanup(srv.Close)
-	var once sync.Once
-	releaseOnce := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(releaseOnce)
+	srvURL, asked, releaseOnce := heldRemoteList(t, "127.0.72.5:0")
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dnsfence.yaml")
@@ -131,7 +110,7 @@ policies:
   - name: government-devices
     clients: ["127.0.72.0/26"]
     block: ["tiktok.txt", "%s/remote.txt"]
-`, filepath.Join(dir, "cache"), srv.URL)), 0o644))
+`, filepath.Join(dir, "cache"), srvURL)), 0o644))
 	list := filepath.Join(dir, "tiktok.txt")
 	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nbyteoversea.com\n"), 0o644))
 
@@ -190,4 +169,90 @@ func startInBackground(t *testing.T, log *zap.Logger, path string) (*Handler, <-
 		started <- snap
 	}()
 	return h, started
+}
+
+// TestStartReadsAConfigChangedWhileStarting: serve reads the
+// configuration, then Start waits for the remote lists and reads the
+// files. A configuration written meanwhile by a writer /proc does not
+// show (ProtectProc=invisible) was never looked at again: its first read
+// was served, which may be a cut one, policies or lists past the cut
+// missing. Start now reads it again when it changed since it was read,
+// and serves the snapshot of the new one.
+func TestStartReadsAConfigChangedWhileStarting(t *testing.T) {
+	srvURL, asked, releaseOnce := heldRemoteList(t, "127.0.73.5:0")
+
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dnsfence.yaml")
+	text := func(lists string) string {
+		return fmt.Sprintf(`
+listen: ["127.0.73.3:0"]
+upstreams: ["127.0.73.9:53"]
+allowed_clients: ["127.0.73.0/24"]
+log: {queries: none}
+reload: {debounce: 20ms, writer_wait: 30s}
+sources: {cache_dir: %q}
+policies:
+  - name: government-devices
+    clients: ["127.0.73.0/26"]
+    block: [%s"%s/remote.txt"]
+`, filepath.Join(dir, "cache"), lists, srvURL)
+	}
+	require.NoError(t, os.WriteFile(path, []byte(text("tiktok.txt, ")), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tiktok.txt"), []byte("tiktok.com\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "capcut.txt"), []byte("capcut.com\n"), 0o644))
+
+	log, logs := observed(t)
+	_, started := startInBackground(t, log, path)
+	select {
+	case <-asked:
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "the remote list was not fetched")
+	}
+	// Written whole and closed: no writer for /proc to show.
+	require.NoError(t, os.WriteFile(path, []byte(text("tiktok.txt, capcut.txt, ")), 0o644))
+	releaseOnce()
+	var snap *Snapshot
+	select {
+	case snap = <-started:
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "Start did not return")
+	}
+	require.NotNil(t, snap)
+	t.Cleanup(func() { snap.Forwarder().Close() })
+	assert.Equal(t, []string{"tiktok.txt", "capcut.txt", srvURL + "/remote.txt"}, snap.Config.Policies[0].Block,
+		"the configuration as it is, not as serve first read it")
+	require.Contains(t, snap.Lists, filepath.Join(dir, "capcut.txt"))
+	assert.Equal(t, 1, snap.Lists[filepath.Join(dir, "capcut.txt")].Len())
+	assert.Equal(t, 1, snap.Lists[srvURL+"/remote.txt"].Len(), "the remote list's copy")
+	assert.NotEmpty(t, logs.FilterMessage("loading files once their writers were done").All())
+}
+
+// heldRemoteList serves a remote list (douyin.com) on addr whose answer
+// waits until release is called (or 20 s): asked gets a value when it is
+// first asked. release may be called more than once.
+func heldRemoteList(t *testing.T, addr string) (url string, asked <-chan struct{}, release func()) {
+	t.Helper()
+	askedC := make(chan struct{}, 1)
+	released := make(chan struct{})
+	ln, err := net.Listen("tcp", addr)
+	require.NoError(t, err)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case askedC <- struct{}{}:
+		default:
+		}
+		select {
+		case <-released:
+		case <-time.After(20 * time.Second):
+		}
+		_, _ = w.Write([]byte("douyin.com\n"))
+	}))
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	var once sync.Once
+	release = func() { once.Do(func() { close(released) }) }
+	t.Cleanup(release)
+	return srv.URL, askedC, release
 }

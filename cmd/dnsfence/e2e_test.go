@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/internal/testnet"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -709,18 +710,78 @@ policies:
 		"lists/bytedance.txt": "# emptied by a sync\n",
 	})
 	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
-	var warned []map[string]any
-	for _, m := range p.early {
-		if m["msg"] == "likely mistake in the configuration (check -strict fails on it)" {
+	// Logged once the listeners are open; every line of the run counted.
+	const lint = "likely mistake in the configuration (check -strict fails on it)"
+	first := p.waitLine(t, lint)
+	p.stop(t, syscall.SIGTERM)
+	warned := []map[string]any{first}
+	for _, m := range slices.Concat(p.early, drain(p.lines)) {
+		if m["msg"] == lint {
 			warned = append(warned, m)
 		}
 	}
-	require.Len(t, warned, 1, "%v", p.early)
+	require.Len(t, warned, 1, "%v", warned)
 	assert.Equal(t, "warn", warned[0]["level"])
 	assert.Equal(t, filepath.Join(dir, "dnsfence.yaml"), warned[0]["file"])
 	assert.EqualValues(t, 10, warned[0]["line"])
 	assert.Equal(t, `block list lists/bytedance.txt of policy "government-devices" holds no entry: it blocks nothing`, warned[0]["warning"])
-	p.stop(t, syscall.SIGTERM)
+}
+
+// drain returns the lines left on lines, without waiting.
+func drain(lines <-chan map[string]any) []map[string]any {
+	var out []map[string]any
+	for {
+		select {
+		case m := <-lines:
+			out = append(out, m)
+		default:
+			return out
+		}
+	}
+}
+
+// TestReadConfigCutByAnUnseenWriter: a configuration written in place
+// by a writer /proc does not show (ProtectProc=invisible), caught cut
+// mid-line, does not parse. serve reads a configuration as soon as no
+// writer holds it (Start checks it again after the lists are read); one
+// that does not parse is read again once its content is steady over the
+// default debounce, and is an error only then.
+func TestReadConfigCutByAnUnseenWriter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dnsfence.yaml")
+	whole := `
+listen: ["127.0.0.1:0"]
+upstreams: ["127.0.0.1:53"]
+http: ""
+policies:
+  - name: government-devices
+    clients: ["127.0.0.0/30"]
+    block: [tiktok.txt]
+`
+	require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(path), "tiktok.txt"), []byte("tiktok.com\n"), 0o644))
+	cut := len(whole) - len("ok.txt]\n")
+	require.NoError(t, os.WriteFile(path, []byte(whole[:cut]), 0o644))
+	go func() {
+		// Within the default debounce of the first read.
+		time.Sleep(config.DefaultDebounce / 4)
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		if err == nil {
+			_, _ = f.WriteString(whole[cut:])
+			_ = f.Close()
+		}
+	}()
+	var stderr strings.Builder
+	cfg, sig, err := readConfig(path, make(chan os.Signal), &stderr)
+	require.NoError(t, err)
+	require.Nil(t, sig)
+	require.Len(t, cfg.Policies, 1)
+	assert.Equal(t, []string{"tiktok.txt"}, cfg.Policies[0].Block)
+	assert.Empty(t, stderr.String())
+
+	// A configuration that stays broken is still an error, after the wait.
+	require.NoError(t, os.WriteFile(path, []byte(whole[:cut]), 0o644))
+	_, _, err = readConfig(path, make(chan os.Signal), &stderr)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), path)
 }
 
 // TestServeWaitsForAConfigBeingWritten starts the binary while its

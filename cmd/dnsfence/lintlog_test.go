@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// TestServeLogsCheckWarningsCapped: serve logs check's warnings at start,
-// one line each, and a list of many duplicate entries (lists
+// TestServeLogsCheckWarningsCapped: serve logs check's warnings at start
+// (logLint), one line each, and a list of many duplicate entries (lists
 // concatenated) has a warning each: 5,000 lines at every start, which
 // journald cuts at 10,000 in 30 s, dropping the lines after them. The
 // first maxLintLogged of each file are logged, then one line with the
@@ -44,7 +44,7 @@ policies:
 	require.Len(t, snap.Lint(), 5000, "check's warnings: one a duplicate")
 
 	core, logs := observer.New(zap.WarnLevel)
-	logSnapshot(zap.New(core), snap)
+	logLint(zap.New(core), snap)
 	lines := logs.FilterMessage("likely mistake in the configuration (check -strict fails on it)").All()
 	assert.Equal(t, maxLintLogged, len(lines), "lines logged")
 	rest := logs.FilterMessage("more likely mistakes in the configuration not logged; dnsfence check lists them").All()
