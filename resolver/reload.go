@@ -44,6 +44,13 @@ var ErrRemoved = fmt.Errorf("%w: the configuration takes protection away from a 
 // being written when the wait for it ran out.
 var ErrIncomplete = fmt.Errorf("%w: a file is still being written", ErrHeld)
 
+// ErrNoCopy marks a forced reload refused because a guard held its
+// change, measured with a remote list the configuration adds as empty:
+// the list's source has no copy yet (unreachable, or slower than
+// StartWait). SIGHUP accepts what the guards hold once they were shown
+// the lists it will serve.
+var ErrNoCopy = fmt.Errorf("%w: a remote list the configuration adds has no copy yet", ErrHeld)
+
 // ErrReadMidWrite marks a reload that applied nothing because a file
 // changed, or a writer held it open, while the reload read the files: what
 // it read may be a file caught mid-write. A reload of the watcher's leaves
@@ -518,6 +525,7 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	if t.forced() {
 		incomplete = r.waitComplete()
 	}
+	r.prefetchSources()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopping.Err() != nil { // during the wait for files, or for mu
@@ -578,6 +586,9 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 		case errors.Is(err, ErrIncomplete):
 			r.log.Warn("SIGHUP reload refused, keeping the last good state: a file is still being written",
 				append(t.fields(), zap.Error(err))...)
+		case errors.Is(err, ErrNoCopy):
+			r.log.Warn("SIGHUP reload refused, keeping the last good state: a remote list it adds has no copy yet",
+				append(t.fields(), zap.Error(err))...)
 		case status.Held:
 			r.log.Warn("reload held, keeping the last good state: SIGHUP applies it once the files are complete",
 				append(t.fields(), zap.Error(err))...)
@@ -588,6 +599,9 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 		}
 		r.handler.metrics.reloaded(err)
 		r.publishStatus(&status)
+		if prev != nil {
+			r.syncSources(prev.Config) // stops those prefetchSources started
+		}
 		if r.watcher != nil {
 			// A folder that came back is watched although nothing was
 			// applied, so that the fix is seen.
@@ -738,6 +752,10 @@ func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted [
 	if held := heldChanges(prev, next); len(held) > 0 {
 		if !force {
 			return nil, nil, errors.Join(held...)
+		}
+		if none := r.withoutCopy(prev, next); len(none) > 0 {
+			return nil, nil, fmt.Errorf("%w: %s; SIGHUP accepts the change once the list has a copy, or without that list: %w",
+				ErrNoCopy, strings.Join(none, ", "), errors.Join(held...))
 		}
 		accepted = held
 	}

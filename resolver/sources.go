@@ -95,12 +95,7 @@ func (r *Reloader) Start(ctx context.Context, cfg *config.Config) (*Snapshot, er
 	r.syncSources(cfg)
 	running := slices.Collect(maps.Values(r.sources))
 	r.mu.Unlock()
-	deadline := time.Now().Add(StartWait)
-	for _, rs := range running {
-		for !firstCopy(rs.src.Status()) && time.Now().Before(deadline) && ctx.Err() == nil {
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+	waitFirstCopies(ctx, running)
 	snap, err := r.buildSteady(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -190,6 +185,81 @@ func (r *Reloader) buildSteady(ctx context.Context, cfg *config.Config) (*Snapsh
 	return snap, nil
 }
 
+// waitFirstCopies waits until each of sources has a first copy or has
+// been to the network once (firstCopy), for up to StartWait in all, or
+// until ctx ends.
+func waitFirstCopies(ctx context.Context, sources []*runningSource) {
+	deadline := time.Now().Add(StartWait)
+	for _, rs := range sources {
+		for !firstCopy(rs.src.Status()) && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// prefetchSources starts the sources of the remote lists that the
+// configuration on disk names and no source runs yet, and waits for
+// their first copies as Start does (waitFirstCopies; Stop ends the
+// wait), before a reload reads the configuration. The reload that
+// applies it then serves their lists: it served them empty until the
+// first fetch (seconds, or for good with the source unreachable), so a
+// URL swapped for another by SIGHUP unblocked the old one's names
+// meanwhile, and a swap in an edit was held as if the new list were
+// empty. A reload that fails stops them again (syncSources of the
+// configuration served).
+func (r *Reloader) prefetchSources() {
+	r.mu.Lock()
+	started := r.runCtx != nil
+	r.mu.Unlock()
+	if !started {
+		return // not started: a Reloader of tests, or `check`
+	}
+	cfg, err := r.load()
+	if err != nil || cfg.Embedded {
+		return // the reload fails on it, or has no sources
+	}
+	r.mu.Lock()
+	opt := cfg.SourceOptions()
+	opt.Log = r.log.Named("source")
+	key := sourceKey(opt)
+	var added []*runningSource
+	for _, name := range cfg.RemoteLists() {
+		if _, ok := r.sources[name]; !ok {
+			rs := r.startSource(name, opt, key, nil)
+			r.sources[name] = rs
+			added = append(added, rs)
+		}
+	}
+	r.mu.Unlock()
+	waitFirstCopies(r.stopping, added)
+}
+
+// withoutCopy names the remote lists next adds to prev's configuration
+// that have no copy yet, each with its source's last error: a guard
+// measured next with them empty. Called with r.mu held.
+func (r *Reloader) withoutCopy(prev, next *Snapshot) []string {
+	var out []string
+	for _, name := range next.Config.RemoteLists() {
+		if slices.Contains(prev.Config.RemoteLists(), name) {
+			continue
+		}
+		rs, ok := r.sources[name]
+		if ok && (rs.list != nil || rs.pending != nil) {
+			continue
+		}
+		why := "not started"
+		if ok {
+			if st := rs.src.Status(); st.LastError != nil {
+				why = st.LastError.Error()
+			} else {
+				why = "not fetched yet"
+			}
+		}
+		out = append(out, fmt.Sprintf("%s (%s)", name, why))
+	}
+	return out
+}
+
 // firstCopy reports whether a source has content, or has been to the
 // network once (its disk copy, if any, read before).
 func firstCopy(st source.Status) bool {
@@ -244,8 +314,9 @@ func (r *Reloader) syncSources(cfg *config.Config) {
 			changed = true
 		}
 	}
-	if !changed && r.handler.remote.Load() != nil {
-		return
+	if rem := r.handler.remote.Load(); !changed && rem != nil && slices.EqualFunc(rem.srcs, want,
+		func(src source.Source, name string) bool { return r.sources[name] != nil && r.sources[name].src == src }) {
+		return // prefetchSources may have started some
 	}
 	rem := &remoteSources{zones: map[string]bool{}}
 	for _, name := range want {
