@@ -1,6 +1,7 @@
 package blocklist
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -69,6 +70,30 @@ func TestReadSteady(t *testing.T) {
 		assert.Zero(t, waited)
 		assert.Equal(t, []string{"tiktok.com\n"}, r.reads)
 		assert.GreaterOrEqual(t, time.Since(began), quiet, "stands once the quiet period has passed")
+	})
+
+	t.Run("the quiet period runs while the files are read", func(t *testing.T) {
+		// Not a timing of the machine: with a quiet period of a minute,
+		// a read that waited for it first would not begin within the
+		// test's 10 s.
+		path := newList(t)
+		const long = time.Minute
+		readBegan := make(chan time.Duration, 1)
+		began := time.Now()
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			_, _ = ReadSteady(cctx, []string{path}, long, 2*long, func() (map[string][32]byte, error) {
+				readBegan <- time.Since(began)
+				data, err := os.ReadFile(path)
+				return map[string][32]byte{path: sha256.Sum256(data)}, err
+			})
+		}()
+		select {
+		case <-readBegan:
+		case <-time.After(10 * time.Second):
+			require.FailNow(t, "the read waited for the quiet period")
+		}
 	})
 
 	t.Run("changed while read: read again", func(t *testing.T) {

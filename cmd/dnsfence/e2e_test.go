@@ -714,6 +714,8 @@ policies:
 	const lint = "likely mistake in the configuration (check -strict fails on it)"
 	first := p.waitLine(t, lint)
 	p.stop(t, syscall.SIGTERM)
+	assert.False(t, slices.ContainsFunc(p.early, func(m map[string]any) bool { return m["msg"] == lint }),
+		"logged before the listeners opened: a million-entry list's lint took 0.37 s of its start")
 	warned := []map[string]any{first}
 	for _, m := range slices.Concat(p.early, drain(p.lines)) {
 		if m["msg"] == lint {
