@@ -513,7 +513,13 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	log.Info("dnsfence started", zap.String("version", versionString()), zap.String("config", cfg.File),
 		zap.Strings("upstreams", snap.Forwarder().Upstreams()))
 	notifySystemd(log, "READY=1")
-	go logLint(log, snap)
+	go func() {
+		logLint(log, snap)
+		// Its walk of every entry leaves about 100 bytes of garbage an
+		// entry (15 MB more RSS under load with a million-entry list):
+		// returned to the system, as tuneGC returns the load's.
+		debug.FreeOSMemory()
+	}()
 
 	serveUntilStopped(log, stop, hup, running{handler: handler, reloader: reloader, cert: cert, server: server,
 		stopSources: stopSources})
