@@ -86,7 +86,9 @@ func sourceKey(opt source.Options) string {
 // Handler's metrics) and publishes it. Copies that arrive later are
 // applied as they come. The sources run until ctx ends. cfg is read just
 // before Start: if its file changes while Start reads the lists, Start
-// reads it again, and the snapshot's Config is the one it built. The
+// reads it again (waiting up to StartWait for the first copies of the
+// remote lists the new one adds), and the snapshot's Config is the one it
+// built. The
 // snapshot's build errors are BuildSnapshot's and ConnectUpstreams';
 // ctx's error if ctx ends before the files are read.
 func (r *Reloader) Start(ctx context.Context, cfg *config.Config) (*Snapshot, error) {
@@ -106,8 +108,23 @@ func (r *Reloader) Start(ctx context.Context, cfg *config.Config) (*Snapshot, er
 		// What the caller started with cfg (listeners, logger) keeps
 		// it until a restart, as after a reload.
 		r.started, r.startCfg = cfg, snap.Config
+		was := maps.Clone(r.sources)
 		r.syncSources(snap.Config)
 		r.warnRestartNeeded(cfg, snap.Config)
+		// A remote list the configuration read again adds (a list moved
+		// to a new URL) is waited for as at a start with it: built
+		// empty, it would be served so until its first fetch.
+		var added []*runningSource
+		for name, rs := range r.sources {
+			if was[name] != rs && rs.list == nil {
+				added = append(added, rs)
+			}
+		}
+		if len(added) > 0 {
+			r.mu.Unlock()
+			waitFirstCopies(ctx, added)
+			r.mu.Lock()
+		}
 	}
 	// A copy a source delivered while the files were read (applySource
 	// had no snapshot to apply it to, and kept it) is taken in.

@@ -256,3 +256,62 @@ func heldRemoteList(t *testing.T, addr string) (url string, asked <-chan struct{
 	t.Cleanup(release)
 	return srv.URL, askedC, release
 }
+
+// TestStartWaitsForARemoteListAConfigReadAgainAdds: Start reads the
+// configuration again when it changed while the lists were read. A
+// remote list the configuration read again adds (a list moved to a new
+// URL) had its source started only after the first snapshot was built,
+// with no wait for its first copy: the first snapshot served it empty,
+// every name it blocks answered, where a start with that configuration
+// waits up to StartWait for the copy.
+func TestStartWaitsForARemoteListAConfigReadAgainAdds(t *testing.T) {
+	heldURL, asked, releaseOnce := heldRemoteList(t, "127.0.74.5:0")
+	ln, err := net.Listen("tcp", "127.0.74.6:0")
+	require.NoError(t, err)
+	moved := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("tiktok.com\nbytedance.com\n"))
+	}))
+	moved.Listener.Close()
+	moved.Listener = ln
+	moved.Start()
+	t.Cleanup(moved.Close)
+
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dnsfence.yaml")
+	text := func(url string) string {
+		return fmt.Sprintf(`
+listen: ["127.0.74.3:0"]
+upstreams: ["127.0.74.9:53"]
+allowed_clients: ["127.0.74.0/24"]
+log: {queries: none}
+reload: {debounce: 20ms, writer_wait: 30s}
+sources: {cache_dir: %q}
+policies:
+  - name: government-devices
+    clients: ["127.0.74.0/26"]
+    block: ["%s"]
+`, filepath.Join(dir, "cache"), url)
+	}
+	require.NoError(t, os.WriteFile(path, []byte(text(heldURL+"/remote.txt")), 0o644))
+
+	log, _ := observed(t)
+	_, started := startInBackground(t, log, path)
+	select {
+	case <-asked:
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "the remote list was not fetched")
+	}
+	// The list moved: written whole and closed while Start waits.
+	require.NoError(t, os.WriteFile(path, []byte(text(moved.URL+"/remote.txt")), 0o644))
+	releaseOnce()
+	var snap *Snapshot
+	select {
+	case snap = <-started:
+	case <-time.After(20 * time.Second):
+		require.FailNow(t, "Start did not return")
+	}
+	require.NotNil(t, snap)
+	t.Cleanup(func() { snap.Forwarder().Close() })
+	require.Contains(t, snap.Lists, moved.URL+"/remote.txt")
+	assert.Equal(t, 2, snap.Lists[moved.URL+"/remote.txt"].Len(), "the first snapshot serves the moved list with its first copy")
+}
