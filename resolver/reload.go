@@ -208,6 +208,9 @@ type Reloader struct {
 	runCtx   context.Context
 	sources  map[string]*runningSource
 	startCfg *config.Config
+	// prefetching counts, for each source, the reloads under way that
+	// wait for its first copy (prefetchSources); guarded by mu.
+	prefetching map[*runningSource]int
 
 	// started is the configuration of the first snapshot reloaded from,
 	// whose sockets and fixed limits are those in effect until a restart
@@ -525,9 +528,12 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	if t.forced() {
 		incomplete = r.waitComplete()
 	}
-	r.prefetchSources()
+	prefetched := r.prefetchSources()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// On every way out, with mu held: the sources started for a
+	// configuration not applied stop again.
+	defer r.endPrefetch(prefetched)
 	if r.stopping.Err() != nil { // during the wait for files, or for mu
 		return r.notApplied(t, nil, nil)
 	}
@@ -599,9 +605,6 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 		}
 		r.handler.metrics.reloaded(err)
 		r.publishStatus(&status)
-		if prev != nil {
-			r.syncSources(prev.Config) // stops those prefetchSources started
-		}
 		if r.watcher != nil {
 			// A folder that came back is watched although nothing was
 			// applied, so that the fix is seen.

@@ -216,39 +216,83 @@ func waitFirstCopies(ctx context.Context, sources []*runningSource) {
 
 // prefetchSources starts the sources of the remote lists that the
 // configuration on disk names and no source runs yet, and waits for
-// their first copies as Start does (waitFirstCopies; Stop ends the
-// wait), before a reload reads the configuration. The reload that
-// applies it then serves their lists: it served them empty until the
-// first fetch (seconds, or for good with the source unreachable), so a
-// URL swapped for another by SIGHUP unblocked the old one's names
-// meanwhile, and a swap in an edit was held as if the new list were
-// empty. A reload that fails stops them again (syncSources of the
-// configuration served).
-func (r *Reloader) prefetchSources() {
+// the first copies of every list it adds to the running configuration's
+// (those another reload under way started among them) as Start does
+// (waitFirstCopies; Stop ends the wait), before a reload reads the
+// configuration. The reload that applies it then serves their lists: it
+// served them empty until the first fetch (seconds, or for good with the
+// source unreachable), so a URL swapped for another by SIGHUP unblocked
+// the old one's names meanwhile, and a swap in an edit was held as if the
+// new list were empty. It returns the sources it waited for, counted in
+// r.prefetching until the reload ends (endPrefetch): no other reload
+// stops them meanwhile, and the reload that does not apply them stops
+// them again.
+func (r *Reloader) prefetchSources() []*runningSource {
 	r.mu.Lock()
 	started := r.runCtx != nil
 	r.mu.Unlock()
 	if !started {
-		return // not started: a Reloader of tests, or `check`
+		return nil // not started: a Reloader of tests, or `check`
 	}
 	cfg, err := r.load()
 	if err != nil || cfg.Embedded {
-		return // the reload fails on it, or has no sources
+		return nil // the reload fails on it, or has no sources
 	}
 	r.mu.Lock()
 	opt := cfg.SourceOptions()
 	opt.Log = r.log.Named("source")
 	key := sourceKey(opt)
+	have := r.servedRemoteLists()
+	if r.prefetching == nil {
+		r.prefetching = map[*runningSource]int{}
+	}
 	var added []*runningSource
 	for _, name := range cfg.RemoteLists() {
-		if _, ok := r.sources[name]; !ok {
-			rs := r.startSource(name, opt, key, nil)
-			r.sources[name] = rs
-			added = append(added, rs)
+		if slices.Contains(have, name) {
+			continue
 		}
+		rs, ok := r.sources[name]
+		if !ok {
+			rs = r.startSource(name, opt, key, nil)
+			r.sources[name] = rs
+		}
+		r.prefetching[rs]++
+		added = append(added, rs)
 	}
 	r.mu.Unlock()
 	waitFirstCopies(r.stopping, added)
+	return added
+}
+
+// endPrefetch ends a reload's hold on the sources prefetchSources waited
+// for: one that no other reload under way holds and that the
+// configuration served does not name (the reload failed, was held, or
+// was not applied) stops. Called with r.mu held.
+func (r *Reloader) endPrefetch(sources []*runningSource) {
+	want := r.servedRemoteLists()
+	for _, rs := range sources {
+		if r.prefetching[rs]--; r.prefetching[rs] > 0 {
+			continue
+		}
+		delete(r.prefetching, rs)
+		if name := rs.src.Name(); r.sources[name] == rs && !slices.Contains(want, name) {
+			rs.cancel()
+			delete(r.sources, name)
+		}
+	}
+}
+
+// servedRemoteLists are the remote lists of the configuration served
+// (the one Start starts with before the first snapshot). Called with
+// r.mu held.
+func (r *Reloader) servedRemoteLists() []string {
+	if s := r.handler.Snapshot(); s != nil {
+		return s.Config.RemoteLists()
+	}
+	if r.startCfg != nil {
+		return r.startCfg.RemoteLists()
+	}
+	return nil
 }
 
 // withoutCopy names the remote lists next adds to prev's configuration
@@ -316,6 +360,9 @@ func (r *Reloader) syncSources(cfg *config.Config) {
 	}
 	changed := false
 	for name, rs := range r.sources {
+		if !slices.Contains(want, name) && r.prefetching[rs] > 0 {
+			continue // a reload under way waits for it (endPrefetch)
+		}
 		if !slices.Contains(want, name) || rs.key != key {
 			rs.cancel()
 			delete(r.sources, name)

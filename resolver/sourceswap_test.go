@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -86,4 +87,85 @@ sources: {refresh: 1h, cache_dir: cache}
 		require.NoError(t, f.reloader.Reload(true))
 		assert.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "tiktok.com."))
 	})
+}
+
+// TestPrefetchedSourceOwnedByItsReload: a reload that fails stopped every
+// source the running configuration does not name, those another reload
+// under way had started and was waiting for among them; and a reload did
+// not wait for a source another one had started and that had no copy
+// yet. An edit's reload (held: the old list taken out) running while a
+// SIGHUP waited for the new list's first copy stopped that source: the
+// SIGHUP waited out StartWait and was refused (ErrNoCopy, "not started")
+// though the copy came within a second. A reload that does not apply
+// (Stop came first, or a read mid-write) left the sources it started
+// running, unconfigured, until the next reload.
+func TestPrefetchedSourceOwnedByItsReload(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/a.txt": names(8, "tiktok.com", "douyin.com")})
+	slowURL, asked, release := heldRemoteList(t, "127.0.74.7:0")
+	slow := slowURL + "/b.txt"
+
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dnsfence.yaml")
+	configure := func(url string) {
+		require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+upstream_timeout: 500ms
+allowed_clients: ["127.0.0.0/28"]
+log: {queries: none}
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s"]
+sources: {refresh: 1h, cache_dir: cache}
+`, up.addr, url)), 0o644))
+	}
+	configure(srv.URL + "/a.txt")
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	running := func(name string) bool {
+		f.reloader.mu.Lock()
+		defer f.reloader.mu.Unlock()
+		_, ok := f.reloader.sources[name]
+		return ok
+	}
+
+	configure(slow)
+	sighup := make(chan error, 1)
+	go func() { sighup <- f.reloader.Reload(true) }()
+	select {
+	case <-asked:
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "the new list was not fetched")
+	}
+	edit := make(chan error, 1)
+	go func() { edit <- f.reloader.Reload(false) }()
+	time.Sleep(300 * time.Millisecond) // the edit's reload reads the configuration meanwhile
+	began := time.Now()
+	release()
+	select {
+	case err := <-sighup:
+		require.NoError(t, err)
+	case <-time.After(2 * StartWait):
+		require.FailNow(t, "SIGHUP did not return")
+	}
+	assert.Less(t, time.Since(began), StartWait/2, "SIGHUP waited out StartWait")
+	assert.Equal(t, 1, f.handler.Snapshot().Lists[slow].Len(), "served with its first copy")
+	<-edit
+	assert.True(t, running(slow))
+
+	// A reload Stop comes before: the source it started stops again.
+	stalledURL, asked2, _ := heldRemoteList(t, "127.0.74.8:0")
+	stalled := stalledURL + "/c.txt"
+	configure(stalled)
+	stopped := make(chan error, 1)
+	go func() { stopped <- f.reloader.Reload(true) }()
+	select {
+	case <-asked2:
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "the stalled list was not fetched")
+	}
+	f.reloader.Stop()
+	require.ErrorIs(t, <-stopped, ErrStopping)
+	assert.False(t, running(stalled), "the source of a reload not applied still runs")
 }
