@@ -135,3 +135,53 @@ func TestMarkupHintLeavesAPipeAlone(t *testing.T) {
 	}
 	assert.ErrorIs(t, err, syscall.ENXIO, "the named pipe is still open for reading after BuildSnapshot")
 }
+
+// TestPipeConfigIsReadOncePerReload: a reload reads the configuration
+// once. prefetchSources read it as well, before the reload did: a
+// configuration (or an upstream_ca) replaced by a named pipe with no
+// writer held every reload 2 x PipeIdle (README: "waits for its writer
+// 10 s at most"), and a one-shot writer's content went to the first
+// read, the reload's own finding the pipe empty.
+func TestPipeConfigIsReadOncePerReload(t *testing.T) {
+	srv := startListServer(t, map[string]string{"/a.txt": names(8, "tiktok.com")})
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dnsfence.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`
+listen: ["127.0.0.1:0"]
+upstreams: ["127.0.0.1:53"]
+allowed_clients: ["127.0.0.0/28"]
+log: {queries: none}
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["`+srv.URL+`/a.txt"]
+sources: {refresh: 1h, cache_dir: cache}
+`), 0o644))
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	content, err := os.ReadFile(path)
+	require.NoError(t, err)
+
+	toNamedPipe(t, path, time.Second)
+	start := time.Now()
+	require.Error(t, f.reloader.Reload(false))
+	assert.Less(t, time.Since(start), 1800*time.Millisecond, "the named pipe was waited for twice")
+
+	// A one-shot writer: the reload reads what it writes.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w, err := os.OpenFile(path, os.O_WRONLY, 0) // waits for a reader
+		if err == nil {
+			_, _ = w.WriteString(string(content))
+			w.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		// Release the writer from its open(2) if no reload read.
+		if rd, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+			<-done
+			rd.Close()
+		}
+	})
+	assert.NoError(t, f.reloader.Reload(false))
+}

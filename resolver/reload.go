@@ -528,7 +528,7 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	if t.forced() {
 		incomplete = r.waitComplete()
 	}
-	prefetched := r.prefetchSources()
+	prefetched, cfg, loaded, loadErr := r.prefetchSources()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// On every way out, with mu held: the sources started for a
@@ -543,7 +543,10 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	var accepted []error
 	err := incomplete
 	if err == nil {
-		next, accepted, err = r.build(prev, t.forced())
+		if !loaded {
+			cfg, loadErr = r.load()
+		}
+		next, accepted, err = r.build(prev, t.forced(), cfg, loadErr)
 	}
 	midWrite := errors.Is(err, ErrReadMidWrite)
 	if !midWrite || t.forced() {
@@ -722,14 +725,14 @@ func (r *Reloader) waitComplete() error {
 	return nil
 }
 
-// build loads the configuration and builds a snapshot from it, and, once
-// the guards let it through, its forwarder (ConnectUpstreams: the one of
-// prev when the upstreams are unchanged). It returns the changes the
-// guards hold: as the error unless force, else as accepted.
-func (r *Reloader) build(prev *Snapshot, force bool) (next *Snapshot, accepted []error, err error) {
-	cfg, err := r.load()
-	if err != nil {
-		return nil, nil, err
+// build builds a snapshot from the configuration as loaded (cfg, or the
+// error loading it), and, once the guards let it through, its forwarder
+// (ConnectUpstreams: the one of prev when the upstreams are unchanged).
+// It returns the changes the guards hold: as the error unless force, else
+// as accepted.
+func (r *Reloader) build(prev *Snapshot, force bool, cfg *config.Config, loadErr error) (next *Snapshot, accepted []error, err error) {
+	if loadErr != nil {
+		return nil, nil, loadErr
 	}
 	// SIGHUP applies the copies of remote lists a guard held, as it
 	// applies the files.

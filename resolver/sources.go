@@ -227,16 +227,21 @@ func waitFirstCopies(ctx context.Context, sources []*runningSource) {
 // r.prefetching until the reload ends (endPrefetch): no other reload
 // stops them meanwhile, and the reload that does not apply them stops
 // them again.
-func (r *Reloader) prefetchSources() []*runningSource {
+//
+// loaded reports whether cfg and err are the reload's read of the
+// configuration: a reload reads it once (a named pipe's writer writes it
+// once, and a pipe with none is waited for once). It is not when the
+// sources were waited for: the configuration may have changed meanwhile.
+func (r *Reloader) prefetchSources() (sources []*runningSource, cfg *config.Config, loaded bool, err error) {
 	r.mu.Lock()
 	started := r.runCtx != nil
 	r.mu.Unlock()
 	if !started {
-		return nil // not started: a Reloader of tests, or `check`
+		return nil, nil, false, nil // not started: a Reloader of tests, or `check`
 	}
-	cfg, err := r.load()
+	cfg, err = r.load()
 	if err != nil || cfg.Embedded {
-		return nil // the reload fails on it, or has no sources
+		return nil, cfg, true, err // the reload fails on it, or has no sources
 	}
 	r.mu.Lock()
 	opt := cfg.SourceOptions()
@@ -260,8 +265,11 @@ func (r *Reloader) prefetchSources() []*runningSource {
 		added = append(added, rs)
 	}
 	r.mu.Unlock()
+	if len(added) == 0 {
+		return nil, cfg, true, nil
+	}
 	waitFirstCopies(r.stopping, added)
-	return added
+	return added, nil, false, nil
 }
 
 // endPrefetch ends a reload's hold on the sources prefetchSources waited
