@@ -168,7 +168,16 @@ func (r *Reloader) buildSteady(ctx context.Context, cfg *config.Config) (*Snapsh
 			// The configuration may be what changed: read it again.
 			next, err := r.load()
 			if err != nil {
-				return nil, err
+				// Caught mid-write by a writer /proc does not show, as
+				// serve's read may be (readConfig): read again once
+				// steady, an error only then. A change meanwhile is
+				// seen by ReadSteady, which reads once more.
+				if err := blocklist.WaitCompleteUnwatched(ctx, []string{cfg.File}, cfg.Reload.Debounce, cfg.Reload.WriterWait); err != nil && ctx.Err() != nil {
+					return nil, err
+				}
+				if next, err = r.load(); err != nil {
+					return nil, err
+				}
 			}
 			cfg = next
 		}

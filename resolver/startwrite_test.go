@@ -315,3 +315,61 @@ policies:
 	require.Contains(t, snap.Lists, moved.URL+"/remote.txt")
 	assert.Equal(t, 2, snap.Lists[moved.URL+"/remote.txt"].Len(), "the first snapshot serves the moved list with its first copy")
 }
+
+// TestStartReadsAgainAConfigCaughtCutOnItsSecondRead: Start reads the
+// configuration again when it changed since serve read it, as written by
+// a writer /proc does not show. That second read may catch it cut, as
+// serve's first could: serve reads a configuration that does not parse
+// again once steady, but Start failed at once, and dnsfence did not
+// start.
+func TestStartReadsAgainAConfigCaughtCutOnItsSecondRead(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dnsfence.yaml")
+	text := func(lists string) string {
+		return fmt.Sprintf(`
+listen: ["127.0.74.3:0"]
+upstreams: ["127.0.74.9:53"]
+allowed_clients: ["127.0.74.0/24"]
+log: {queries: none}
+reload: {debounce: 200ms, writer_wait: 30s}
+policies:
+  - name: government-devices
+    clients: ["127.0.74.0/26"]
+    block: [%s]
+`, lists)
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tiktok.txt"), []byte("tiktok.com\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "capcut.txt"), []byte("capcut.com\n"), 0o644))
+	require.NoError(t, os.WriteFile(path, []byte(text("tiktok.txt")), 0o644))
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	// Changed since serve read it: Start reads it again.
+	whole := text("tiktok.txt, capcut.txt")
+	require.NoError(t, os.WriteFile(path, []byte(whole), 0o644))
+
+	log, _ := observed(t)
+	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
+	var once sync.Once
+	wrote := make(chan struct{})
+	r := NewReloader(log, h, func() (*config.Config, error) {
+		once.Do(func() {
+			// The unseen writer rewrites it in place: caught cut, then
+			// done a moment later.
+			cut := len(whole) - len("t.txt]\n")
+			require.NoError(t, os.WriteFile(path, []byte(whole[:cut]), 0o644))
+			go func() {
+				defer close(wrote)
+				time.Sleep(50 * time.Millisecond)
+				assert.NoError(t, os.WriteFile(path, []byte(whole), 0o644))
+			}()
+		})
+		return config.Load(path)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	snap, err := r.Start(ctx, cfg)
+	<-wrote
+	require.NoError(t, err)
+	t.Cleanup(func() { snap.Forwarder().Close() })
+	assert.Equal(t, []string{"tiktok.txt", "capcut.txt"}, snap.Config.Policies[0].Block)
+}
