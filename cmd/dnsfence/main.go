@@ -355,7 +355,8 @@ func startBudget(cfg *config.Config) time.Duration {
 // readConfig reads the configuration file at path once no writer holds
 // it (waitConfigWritten), or the embedded default when path is empty. A
 // file that does not parse is read again once steady: a writer /proc
-// does not show may have been caught mid-write. sig is a signal on stop
+// does not show may have been caught mid-write (a named pipe is read
+// once). sig is a signal on stop
 // that ended a wait.
 func readConfig(path string, stop <-chan os.Signal, stderr io.Writer) (cfg *config.Config, sig os.Signal, err error) {
 	if path == "" {
@@ -366,11 +367,22 @@ func readConfig(path string, stop <-chan os.Signal, stderr io.Writer) (cfg *conf
 		if sig := waitConfigWritten(path, steady, stop, stderr); sig != nil {
 			return nil, sig, nil
 		}
-		if cfg, err = loadConfig(path); err == nil {
+		if cfg, err = loadConfig(path); err == nil || !regularFile(path) {
+			// A named pipe is not read again: its content cannot be
+			// compared, and a second read takes its writer's next
+			// write (or waits blocklist.PipeIdle for none), its error
+			// in place of the one that says what is wrong.
 			break
 		}
 	}
 	return cfg, nil, err
+}
+
+// regularFile reports whether path (its symlinks followed) is a regular
+// file.
+func regularFile(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // loadConfig reads the configuration file, or the embedded default when
