@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -164,8 +165,10 @@ func (r *Reloader) buildSteady(ctx context.Context, cfg *config.Config) (*Snapsh
 	var snap *Snapshot
 	reads := 0
 	waited, err := blocklist.ReadSteady(ctx, configFiles(cfg), cfg.Reload.Debounce, cfg.Reload.WriterWait, func() (map[string][32]byte, error) {
-		if reads++; reads > 1 {
+		if reads++; reads > 1 && !irregularFile(cfg.File) {
 			// The configuration may be what changed: read it again.
+			// Not a named pipe: its content cannot be compared, and
+			// its writer wrote it once, to serve's read.
 			next, err := r.load()
 			if err != nil {
 				// Caught mid-write by a writer /proc does not show, as
@@ -209,6 +212,13 @@ func (r *Reloader) buildSteady(ctx context.Context, cfg *config.Config) (*Snapsh
 			zap.Strings("writers", writers), zap.Duration("writer_wait", cfg.Reload.WriterWait))
 	}
 	return snap, nil
+}
+
+// irregularFile reports whether path (its symlinks followed) is there
+// and not a regular file: a named pipe, a device.
+func irregularFile(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && !fi.Mode().IsRegular()
 }
 
 // waitFirstCopies waits until each of sources has a first copy or has

@@ -373,3 +373,58 @@ policies:
 	t.Cleanup(func() { snap.Forwarder().Close() })
 	assert.Equal(t, []string{"tiktok.txt", "capcut.txt"}, snap.Config.Policies[0].Block)
 }
+
+// TestStartDoesNotReadAPipedConfigAgain: a configuration served through
+// a named pipe (written once, to serve's read) was read again by Start
+// whenever a list changed while the lists were read: the second read
+// waited PipeIdle for a writer that had gone, twice (once more as a
+// configuration that did not load), and dnsfence did not start. A pipe's
+// content cannot be compared: it is not read again.
+func TestStartDoesNotReadAPipedConfigAgain(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dnsfence.yaml")
+	content := `
+listen: ["127.0.74.3:0"]
+upstreams: ["127.0.74.9:53"]
+allowed_clients: ["127.0.74.0/24"]
+log: {queries: none}
+reload: {debounce: 500ms, writer_wait: 30s}
+policies:
+  - name: government-devices
+    clients: ["127.0.74.0/26"]
+    block: [tiktok.txt]
+`
+	list := filepath.Join(dir, "tiktok.txt")
+	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\n"), 0o644))
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
+	toNamedPipe(t, path, time.Second)
+	go func() {
+		if w, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
+			_, _ = w.WriteString(content)
+			w.Close()
+		}
+	}()
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+
+	log, _ := observed(t)
+	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
+	r := NewReloader(log, h, func() (*config.Config, error) { return config.Load(path) })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() {
+		// In the quiet period after the first read: read again.
+		time.Sleep(100 * time.Millisecond)
+		f, err := os.OpenFile(list, os.O_APPEND|os.O_WRONLY, 0)
+		if err == nil {
+			_, _ = f.WriteString("byteoversea.com\n")
+			f.Close()
+		}
+	}()
+	start := time.Now()
+	snap, err := r.Start(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { snap.Forwarder().Close() })
+	assert.Less(t, time.Since(start), time.Second+500*time.Millisecond, "the pipe was waited for")
+	assert.Equal(t, 2, snap.Lists[list].Len(), "the list read again")
+}
