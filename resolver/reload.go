@@ -528,7 +528,15 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	if t.forced() {
 		incomplete = r.waitComplete()
 	}
-	prefetched, cfg, loaded, loadErr := r.prefetchSources()
+	var prefetched []*runningSource
+	var cfg *config.Config
+	var loaded bool
+	var loadErr error
+	if incomplete == nil {
+		// A SIGHUP refused for a file still being written starts no
+		// source, and does not wait for one before it says so.
+		prefetched, cfg, loaded, loadErr = r.prefetchSources()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// On every way out, with mu held: the sources started for a

@@ -169,3 +169,61 @@ sources: {refresh: 1h, cache_dir: cache}
 	require.ErrorIs(t, <-stopped, ErrStopping)
 	assert.False(t, running(stalled), "the source of a reload not applied still runs")
 }
+
+// TestSIGHUPRefusedIncompleteDoesNotPrefetch: a SIGHUP refused because a
+// file is still being written (ErrIncomplete) applies nothing, but it
+// started the sources of the lists the configuration on disk adds (a
+// half-written one's among them) and waited up to StartWait for their
+// first copies before it said so.
+func TestSIGHUPRefusedIncompleteDoesNotPrefetch(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/a.txt": names(8, "tiktok.com"), "/b.txt": names(8, "douyin.com")})
+	slowURL, asked, _ := heldRemoteList(t, "127.0.74.9:0")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dnsfence.yaml")
+	text := func(url string) string {
+		return fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+allowed_clients: ["127.0.0.0/28"]
+log: {queries: none}
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s/a.txt", "%s/b.txt"]
+sources: {refresh: 1h, cache_dir: cache}
+`, up.addr, srv.URL, url)
+	}
+	require.NoError(t, os.WriteFile(path, []byte(text(srv.URL)), 0o644))
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	f.reloader.sighupWait = 300 * time.Millisecond
+
+	// A writer that keeps writing: the configuration is never complete.
+	require.NoError(t, os.WriteFile(path, []byte(text(slowURL)), 0o644))
+	stop := make(chan struct{})
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if w, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0); err == nil {
+				_, _ = fmt.Fprintf(w, "# %d\n", i)
+				w.Close()
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-wrote })
+	start := time.Now()
+	err := f.reloader.Reload(true)
+	require.ErrorIs(t, err, ErrIncomplete)
+	assert.Less(t, time.Since(start), StartWait/2, "waited for the sources of a reload refused")
+	select {
+	case <-asked:
+		t.Error("the added list's source started for a reload refused")
+	default:
+	}
+}
