@@ -110,17 +110,27 @@ func TestReadSteady(t *testing.T) {
 	})
 
 	t.Run("changed in the quiet period after the read: read again", func(t *testing.T) {
+		// The write comes 20 ms into a quiet period of a second: the
+		// margin is for a busy machine, not a timing of it.
+		const long = time.Second
 		path := newList(t)
+		wrote := make(chan error, 1)
 		r := &steadyReader{path: path, after: func(read int) {
 			if read == 1 {
 				go func() {
-					time.Sleep(quiet / 5)
-					appendTo(t, path, "byteoversea.com\n")
+					time.Sleep(20 * time.Millisecond)
+					f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+					if err == nil {
+						_, err = f.WriteString("byteoversea.com\n")
+						err = errors.Join(err, f.Close())
+					}
+					wrote <- err
 				}()
 			}
 		}}
-		_, err := ReadSteady(ctx, []string{path}, quiet, time.Minute, r.read)
+		_, err := ReadSteady(ctx, []string{path}, long, time.Minute, r.read)
 		require.NoError(t, err)
+		require.NoError(t, <-wrote)
 		require.GreaterOrEqual(t, len(r.reads), 2, "the first read stood")
 		assert.Equal(t, "tiktok.com\nbyteoversea.com\n", r.reads[len(r.reads)-1])
 	})

@@ -821,11 +821,11 @@ func unsteady(before map[string]fileState, sums map[string][32]byte, writerWait 
 			chain = append(chain, symlinkChain(a)...)
 		}
 	}
-	if len(writingFor(chain, writerWait)) > 0 {
-		// Which of the files a writer holds: writingFor names the
-		// resolved paths, the sums the configured ones.
+	if open := writingFor(chain, writerWait); len(open) > 0 {
+		// Which of the files a writer holds: writingFor names paths on
+		// the way to them, the sums the configured ones.
 		for p := range sums {
-			if a, err := filepath.Abs(p); err == nil && len(writingFor(symlinkChain(a), writerWait)) > 0 {
+			if a, err := filepath.Abs(p); err == nil && slices.ContainsFunc(symlinkChain(a), func(c string) bool { return slices.Contains(open, c) }) {
 				out = append(out, p)
 			}
 		}

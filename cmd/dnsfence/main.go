@@ -503,7 +503,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	logSnapshot(log, snap)
-	tuneGC(log)
+	// As after a reload: the GC target, and log.level, which Start may
+	// have read anew (a configuration changed while it read the lists).
+	reloader.AfterReload(snap)
 
 	// The certificate of the encrypted listeners, watched until exit.
 	cert, err := resolver.OpenCertificate(log.Named("tls"), cfg, metrics)
