@@ -748,8 +748,9 @@ func waitUnheld(ctx context.Context, chain []string, poll, writerWait time.Durat
 //     (a file unchanged for writerWait aside; while one does, ReadSteady
 //     waits) nor does once the read is done and quiet has passed since
 //     it began;
-//   - its content was the same just before the read, as read, and then:
-//     unchanged for at least quiet and over the whole read.
+//   - it was not written to from just before the read until quiet or
+//     more after the read began and the read was done (its size and
+//     modification time), and its content then was the content read.
 //
 // The quiet period runs while the files are parsed, where a wait for it
 // before the read (WaitCompleteUnwatched) added it to every start: a
@@ -780,7 +781,7 @@ func ReadSteady(ctx context.Context, files []string, quiet, writerWait time.Dura
 		if held || again {
 			waited = began.Sub(start)
 		}
-		before := hashFiles(abs)
+		before := statFiles(abs)
 		sums, err := read()
 		if err != nil {
 			return 0, err
@@ -800,11 +801,15 @@ func ReadSteady(ctx context.Context, files []string, quiet, writerWait time.Dura
 }
 
 // unsteady lists, sorted, the files of sums (each with the hash it was
-// read with) that may not have been read complete: not read with the
-// content they had before the read (before, by absolute path), or
-// holding another now, or held open by a writer now (writingFor). Named
-// pipes are left out.
-func unsteady(before map[string]fileState, sums map[string][32]byte, writerWait time.Duration) []string {
+// read with) that may not have been read complete: modified since just
+// before the read (before, by absolute path: another file, size or
+// modification time), or holding other content than was read, or held
+// open by a writer now (writingFor). Named pipes are left out. The
+// content is compared after the read only: a hash before it too cost a
+// million-entry list's start 35-50 ms, and the modification time says
+// whether it was written to meanwhile (where it may lag, as on NFS, the
+// content read is still the content there).
+func unsteady(before map[string]os.FileInfo, sums map[string][32]byte, writerWait time.Duration) []string {
 	var out, chain []string
 	for p, sum := range sums {
 		a, err := filepath.Abs(p)
@@ -812,10 +817,13 @@ func unsteady(before map[string]fileState, sums map[string][32]byte, writerWait 
 			continue
 		}
 		then, known := before[a]
+		if known && then != nil && !then.Mode().IsRegular() {
+			continue
+		}
 		now := hashFile(a)
 		switch {
-		case then.irregular || now.irregular:
-		case !known || then.missing || now.missing || then.sum != sum || now.sum != sum:
+		case now.irregular:
+		case !known || then == nil || now.missing || now.sum != sum || !sameStat(then, a):
 			out = append(out, p)
 		default:
 			chain = append(chain, symlinkChain(a)...)
@@ -832,6 +840,27 @@ func unsteady(before map[string]fileState, sums map[string][32]byte, writerWait 
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// statFiles stats each of files (symlinks followed), by path: nil for
+// one that cannot be.
+func statFiles(files []string) map[string]os.FileInfo {
+	out := make(map[string]os.FileInfo, len(files))
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			fi = nil
+		}
+		out[f] = fi
+	}
+	return out
+}
+
+// sameStat reports whether path is still the file then describes, of the
+// same size and modification time: not written to since.
+func sameStat(then os.FileInfo, path string) bool {
+	now, err := os.Stat(path)
+	return err == nil && os.SameFile(then, now) && then.Size() == now.Size() && then.ModTime().Equal(now.ModTime())
 }
 
 // absChains returns files as absolute paths, and every path on the way
