@@ -35,20 +35,7 @@ func TestRemoteListSwappedForAnother(t *testing.T) {
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dnsfence.yaml")
-	configure := func(url string) {
-		require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-upstream_timeout: 500ms
-allowed_clients: ["127.0.0.0/28"]
-log: {queries: none}
-policies:
-  - name: gov
-    clients: ["127.0.0.1/32"]
-    block: ["%s"]
-sources: {refresh: 1h, cache_dir: cache}
-`, up.addr, url)), 0o644))
-	}
+	configure := func(url string) { writeOneListConfig(t, path, up.addr, url) }
 	configure(srv.URL + "/a.txt")
 	f := startSourceFence(t, dir, "127.0.0.1:0")
 	const gov = "127.0.0.1"
@@ -107,20 +94,7 @@ func TestPrefetchedSourceOwnedByItsReload(t *testing.T) {
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dnsfence.yaml")
-	configure := func(url string) {
-		require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-upstream_timeout: 500ms
-allowed_clients: ["127.0.0.0/28"]
-log: {queries: none}
-policies:
-  - name: gov
-    clients: ["127.0.0.1/32"]
-    block: ["%s"]
-sources: {refresh: 1h, cache_dir: cache}
-`, up.addr, url)), 0o644))
-	}
+	configure := func(url string) { writeOneListConfig(t, path, up.addr, url) }
 	configure(srv.URL + "/a.txt")
 	f := startSourceFence(t, dir, "127.0.0.1:0")
 	running := func(name string) bool {
@@ -226,4 +200,23 @@ sources: {refresh: 1h, cache_dir: cache}
 		t.Error("the added list's source started for a reload refused")
 	default:
 	}
+}
+
+// writeOneListConfig writes, at path, a configuration that forwards to
+// upstream and blocks the one list url for 127.0.0.1, its copies kept in
+// the folder's cache.
+func writeOneListConfig(t *testing.T, path, upstream, url string) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+upstream_timeout: 500ms
+allowed_clients: ["127.0.0.0/28"]
+log: {queries: none}
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s"]
+sources: {refresh: 1h, cache_dir: cache}
+`, upstream, url)), 0o644))
 }

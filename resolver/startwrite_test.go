@@ -139,14 +139,7 @@ policies:
 	_, err = writer.WriteString("oversea.com\n")
 	require.NoError(t, err)
 	require.NoError(t, writer.Close())
-	var snap *Snapshot
-	select {
-	case snap = <-started:
-	case <-time.After(10 * time.Second):
-		require.FailNow(t, "Start did not return once the writer closed the list")
-	}
-	require.NotNil(t, snap)
-	t.Cleanup(func() { snap.Forwarder().Close() })
+	snap := awaitStart(t, started, "Start did not return once the writer closed the list")
 	assert.Equal(t, 2, snap.Lists[list].Len(), "the list whole")
 }
 
@@ -184,18 +177,7 @@ func TestStartReadsAConfigChangedWhileStarting(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dnsfence.yaml")
 	text := func(lists string) string {
-		return fmt.Sprintf(`
-listen: ["127.0.73.3:0"]
-upstreams: ["127.0.73.9:53"]
-allowed_clients: ["127.0.73.0/24"]
-log: {queries: none}
-reload: {debounce: 20ms, writer_wait: 30s}
-sources: {cache_dir: %q}
-policies:
-  - name: government-devices
-    clients: ["127.0.73.0/26"]
-    block: [%s"%s/remote.txt"]
-`, filepath.Join(dir, "cache"), lists, srvURL)
+		return remoteStartConfig("127.0.73", filepath.Join(dir, "cache"), fmt.Sprintf(`%s"%s/remote.txt"`, lists, srvURL))
 	}
 	require.NoError(t, os.WriteFile(path, []byte(text("tiktok.txt, ")), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "tiktok.txt"), []byte("tiktok.com\n"), 0o644))
@@ -211,14 +193,7 @@ policies:
 	// Written whole and closed: no writer for /proc to show.
 	require.NoError(t, os.WriteFile(path, []byte(text("tiktok.txt, capcut.txt, ")), 0o644))
 	releaseOnce()
-	var snap *Snapshot
-	select {
-	case snap = <-started:
-	case <-time.After(10 * time.Second):
-		require.FailNow(t, "Start did not return")
-	}
-	require.NotNil(t, snap)
-	t.Cleanup(func() { snap.Forwarder().Close() })
+	snap := awaitStart(t, started, "Start did not return")
 	assert.Equal(t, []string{"tiktok.txt", "capcut.txt", srvURL + "/remote.txt"}, snap.Config.Policies[0].Block,
 		"the configuration as it is, not as serve first read it")
 	require.Contains(t, snap.Lists, filepath.Join(dir, "capcut.txt"))
@@ -279,18 +254,7 @@ func TestStartWaitsForARemoteListAConfigReadAgainAdds(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dnsfence.yaml")
 	text := func(url string) string {
-		return fmt.Sprintf(`
-listen: ["127.0.74.3:0"]
-upstreams: ["127.0.74.9:53"]
-allowed_clients: ["127.0.74.0/24"]
-log: {queries: none}
-reload: {debounce: 20ms, writer_wait: 30s}
-sources: {cache_dir: %q}
-policies:
-  - name: government-devices
-    clients: ["127.0.74.0/26"]
-    block: ["%s"]
-`, filepath.Join(dir, "cache"), url)
+		return remoteStartConfig("127.0.74", filepath.Join(dir, "cache"), fmt.Sprintf("%q", url))
 	}
 	require.NoError(t, os.WriteFile(path, []byte(text(heldURL+"/remote.txt")), 0o644))
 
@@ -304,14 +268,7 @@ policies:
 	// The list moved: written whole and closed while Start waits.
 	require.NoError(t, os.WriteFile(path, []byte(text(moved.URL+"/remote.txt")), 0o644))
 	releaseOnce()
-	var snap *Snapshot
-	select {
-	case snap = <-started:
-	case <-time.After(20 * time.Second):
-		require.FailNow(t, "Start did not return")
-	}
-	require.NotNil(t, snap)
-	t.Cleanup(func() { snap.Forwarder().Close() })
+	snap := awaitStart(t, started, "Start did not return")
 	require.Contains(t, snap.Lists, moved.URL+"/remote.txt")
 	assert.Equal(t, 2, snap.Lists[moved.URL+"/remote.txt"].Len(), "the first snapshot serves the moved list with its first copy")
 }
@@ -427,4 +384,39 @@ policies:
 	t.Cleanup(func() { snap.Forwarder().Close() })
 	assert.Less(t, time.Since(start), time.Second+500*time.Millisecond, "the pipe was waited for")
 	assert.Equal(t, 2, snap.Lists[list].Len(), "the list read again")
+}
+
+// remoteStartConfig is a configuration on the addresses of net (three
+// octets: "127.0.73") whose one policy blocks the lists of block (YAML
+// flow items) for the lower quarter of net's /24; remote lists' copies in
+// cache. Its upstream is never asked.
+func remoteStartConfig(net, cache, block string) string {
+	return fmt.Sprintf(`
+listen: ["%[1]s.3:0"]
+upstreams: ["%[1]s.9:53"]
+allowed_clients: ["%[1]s.0/24"]
+log: {queries: none}
+reload: {debounce: 20ms, writer_wait: 30s}
+sources: {cache_dir: %[2]q}
+policies:
+  - name: government-devices
+    clients: ["%[1]s.0/26"]
+    block: [%[3]s]
+`, net, cache, block)
+}
+
+// awaitStart waits up to 20 s for the snapshot of a Start begun by
+// startInBackground, failing the test with msg if none comes; its
+// forwarder is closed at the test's end.
+func awaitStart(t *testing.T, started <-chan *Snapshot, msg string) *Snapshot {
+	t.Helper()
+	var snap *Snapshot
+	select {
+	case snap = <-started:
+	case <-time.After(20 * time.Second):
+		require.FailNow(t, msg)
+	}
+	require.NotNil(t, snap)
+	t.Cleanup(func() { snap.Forwarder().Close() })
+	return snap
 }
