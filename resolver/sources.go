@@ -145,8 +145,9 @@ func (r *Reloader) Start(ctx context.Context, cfg *config.Config) (*Snapshot, er
 // copies once the lists, client range files and configuration it reads
 // were read complete (blocklist.ReadSteady): no process /proc shows
 // holds one open for writing (a file unchanged for reload.writer_wait
-// aside), and their content was the same before, during and
-// reload.debounce after the read began. A read that was not is read
+// aside), none was written to from just before the read until
+// reload.debounce after it began, and each one's content then is the
+// content read. A read that was not is read
 // again, the configuration with it. A first load has no snapshot to
 // measure a shrink against: the first half of a list being written would
 // be served, every name after the cut unblocked. After
