@@ -220,7 +220,7 @@ func (w *Watcher) Watch(files []string, known map[string][32]byte) error {
 	}
 	w.reported = make(map[string]fileState, len(abs))
 	for _, a := range abs {
-		if sum, ok := knownAbs[a]; ok && !irregular(a) {
+		if sum, ok := knownAbs[a]; ok && !Irregular(a) {
 			w.reported[a] = fileState{sum: sum}
 		} else {
 			w.reported[a] = hashFile(a)
@@ -428,7 +428,7 @@ func hashFiles(files []string) map[string]fileState {
 // closed a moment later. Its state is that it is not regular (irregular),
 // which Watch reports as applied too: a pipe's content cannot be compared.
 func hashFile(path string) fileState {
-	if irregular(path) {
+	if Irregular(path) {
 		return fileState{irregular: true}
 	}
 	f, err := Open(path)
@@ -448,9 +448,9 @@ func hashFile(path string) fileState {
 	return st
 }
 
-// irregular reports whether path (its symlinks followed) is a file that is
+// Irregular reports whether path (its symlinks followed) is a file that is
 // not regular and not a folder: a named pipe, a device.
-func irregular(path string) bool {
+func Irregular(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && !fi.Mode().IsRegular() && !fi.IsDir()
 }

@@ -530,12 +530,11 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	}
 	var prefetched []*runningSource
 	var cfg *config.Config
-	var loaded bool
 	var loadErr error
 	if incomplete == nil {
 		// A SIGHUP refused for a file still being written starts no
 		// source, and does not wait for one before it says so.
-		prefetched, cfg, loaded, loadErr = r.prefetchSources()
+		prefetched, cfg, loadErr = r.prefetchSources()
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -551,10 +550,12 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 	var accepted []error
 	err := incomplete
 	if err == nil {
-		if !loaded {
+		if cfg == nil && loadErr == nil {
 			cfg, loadErr = r.load()
 		}
-		next, accepted, err = r.build(prev, t.forced(), cfg, loadErr)
+		if err = loadErr; err == nil {
+			next, accepted, err = r.build(prev, t.forced(), cfg)
+		}
 	}
 	midWrite := errors.Is(err, ErrReadMidWrite)
 	if !midWrite || t.forced() {
@@ -733,15 +734,11 @@ func (r *Reloader) waitComplete() error {
 	return nil
 }
 
-// build builds a snapshot from the configuration as loaded (cfg, or the
-// error loading it), and, once the guards let it through, its forwarder
-// (ConnectUpstreams: the one of prev when the upstreams are unchanged).
-// It returns the changes the guards hold: as the error unless force, else
-// as accepted.
-func (r *Reloader) build(prev *Snapshot, force bool, cfg *config.Config, loadErr error) (next *Snapshot, accepted []error, err error) {
-	if loadErr != nil {
-		return nil, nil, loadErr
-	}
+// build builds a snapshot from the configuration cfg, and, once the
+// guards let it through, its forwarder (ConnectUpstreams: the one of
+// prev when the upstreams are unchanged). It returns the changes the
+// guards hold: as the error unless force, else as accepted.
+func (r *Reloader) build(prev *Snapshot, force bool, cfg *config.Config) (next *Snapshot, accepted []error, err error) {
 	// SIGHUP applies the copies of remote lists a guard held, as it
 	// applies the files.
 	if r.runCtx == nil {

@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net/netip"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -166,22 +165,17 @@ func (r *Reloader) buildSteady(ctx context.Context, cfg *config.Config) (*Snapsh
 	var snap *Snapshot
 	reads := 0
 	waited, err := blocklist.ReadSteady(ctx, configFiles(cfg), cfg.Reload.Debounce, cfg.Reload.WriterWait, func() (map[string][32]byte, error) {
-		if reads++; reads > 1 && !irregularFile(cfg.File) {
+		if reads++; reads > 1 && !blocklist.Irregular(cfg.File) {
 			// The configuration may be what changed: read it again.
 			// Not a named pipe: its content cannot be compared, and
 			// its writer wrote it once, to serve's read.
-			next, err := r.load()
+			// Caught mid-write by a writer /proc does not show, as
+			// serve's read may be, it is read again once steady, an
+			// error only then. A change meanwhile is seen by
+			// ReadSteady, which reads once more.
+			next, err := config.LoadSteady(ctx, cfg.File, cfg.Reload.Debounce, cfg.Reload.WriterWait, r.load, nil)
 			if err != nil {
-				// Caught mid-write by a writer /proc does not show, as
-				// serve's read may be (readConfig): read again once
-				// steady, an error only then. A change meanwhile is
-				// seen by ReadSteady, which reads once more.
-				if err := blocklist.WaitCompleteUnwatched(ctx, []string{cfg.File}, cfg.Reload.Debounce, cfg.Reload.WriterWait); err != nil && ctx.Err() != nil {
-					return nil, err
-				}
-				if next, err = r.load(); err != nil {
-					return nil, err
-				}
+				return nil, err
 			}
 			cfg = next
 		}
@@ -215,13 +209,6 @@ func (r *Reloader) buildSteady(ctx context.Context, cfg *config.Config) (*Snapsh
 	return snap, nil
 }
 
-// irregularFile reports whether path (its symlinks followed) is there
-// and not a regular file: a named pipe, a device.
-func irregularFile(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && !fi.Mode().IsRegular()
-}
-
 // waitFirstCopies waits until each of sources has a first copy or has
 // been to the network once (firstCopy), for up to StartWait in all, or
 // until ctx ends.
@@ -248,20 +235,21 @@ func waitFirstCopies(ctx context.Context, sources []*runningSource) {
 // stops them meanwhile, and the reload that does not apply them stops
 // them again.
 //
-// loaded reports whether cfg and err are the reload's read of the
+// cfg and err, unless both are nil, are the reload's read of the
 // configuration: a reload reads it once (a named pipe's writer writes it
-// once, and a pipe with none is waited for once). It is not when the
-// sources were waited for: the configuration may have changed meanwhile.
-func (r *Reloader) prefetchSources() (sources []*runningSource, cfg *config.Config, loaded bool, err error) {
+// once, and a pipe with none is waited for once). They are nil when the
+// sources were waited for (the configuration may have changed meanwhile)
+// or the Reloader was not started.
+func (r *Reloader) prefetchSources() (sources []*runningSource, cfg *config.Config, err error) {
 	r.mu.Lock()
 	started := r.runCtx != nil
 	r.mu.Unlock()
 	if !started {
-		return nil, nil, false, nil // not started: a Reloader of tests, or `check`
+		return nil, nil, nil // not started: a Reloader of tests, or `check`
 	}
 	cfg, err = r.load()
 	if err != nil || cfg.Embedded {
-		return nil, cfg, true, err // the reload fails on it, or has no sources
+		return nil, cfg, err // the reload fails on it, or has no sources
 	}
 	r.mu.Lock()
 	opt := cfg.SourceOptions()
@@ -286,10 +274,10 @@ func (r *Reloader) prefetchSources() (sources []*runningSource, cfg *config.Conf
 	}
 	r.mu.Unlock()
 	if len(added) == 0 {
-		return nil, cfg, true, nil
+		return nil, cfg, nil
 	}
 	waitFirstCopies(r.stopping, added)
-	return added, nil, false, nil
+	return added, nil, nil
 }
 
 // endPrefetch ends a reload's hold on the sources prefetchSources waited
@@ -386,7 +374,6 @@ func (r *Reloader) syncSources(cfg *config.Config) {
 	if r.sources == nil {
 		r.sources = map[string]*runningSource{}
 	}
-	changed := false
 	for name, rs := range r.sources {
 		if !slices.Contains(want, name) && r.prefetching[rs] > 0 {
 			continue // a reload under way waits for it (endPrefetch)
@@ -394,7 +381,6 @@ func (r *Reloader) syncSources(cfg *config.Config) {
 		if !slices.Contains(want, name) || rs.key != key {
 			rs.cancel()
 			delete(r.sources, name)
-			changed = true
 			if rs.key != key && slices.Contains(want, name) {
 				r.sources[name] = r.startSource(name, opt, key, rs.list)
 			}
@@ -403,12 +389,14 @@ func (r *Reloader) syncSources(cfg *config.Config) {
 	for _, name := range want {
 		if _, ok := r.sources[name]; !ok {
 			r.sources[name] = r.startSource(name, opt, key, nil)
-			changed = true
 		}
 	}
-	if rem := r.handler.remote.Load(); !changed && rem != nil && slices.EqualFunc(rem.srcs, want,
-		func(src source.Source, name string) bool { return r.sources[name] != nil && r.sources[name].src == src }) {
-		return // prefetchSources may have started some
+	// The Handler's view, for NOTIFY, /readyz and the metrics, is made
+	// anew when its sources are not those wanted (any started, stopped
+	// or restarted, here or by prefetchSources).
+	if rem := r.handler.remote.Load(); rem != nil && slices.EqualFunc(rem.srcs, want,
+		func(src source.Source, name string) bool { return r.sources[name].src == src }) {
+		return
 	}
 	rem := &remoteSources{zones: map[string]bool{}}
 	for _, name := range want {

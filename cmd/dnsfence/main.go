@@ -287,37 +287,6 @@ func serveFlags() serveOptions {
 	}
 }
 
-// waitConfigWritten waits, before serve reads it, while a process /proc
-// shows holds the configuration file at path open for writing (a file
-// unchanged for the default reload.writer_wait aside), for up to that
-// writer_wait; with steady, until its content is also stable over the
-// default reload.debounce, for a configuration that did not parse (a
-// writer /proc does not show may have been caught mid-write). Then it is
-// read as it is, with a line on stderr (no logger yet: the file says how
-// to log). A configuration written in place while dnsfence starts (a
-// template, a sync) would be read cut at a line: policies or block lists
-// past the cut missing, nothing to measure that against, and every name
-// they blocked answered. Start reads it again if it changed while the
-// lists were read, and reloads wait for it as for every file (Watcher).
-// A signal on stop ends the wait, and is returned: serve stops without
-// serving, within systemd's TimeoutStopSec; nil otherwise.
-func waitConfigWritten(path string, steady bool, stop <-chan os.Signal, stderr io.Writer) os.Signal {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var err error
-	sig := waitUnlessStopped(stop, cancel, func() {
-		if steady {
-			err = blocklist.WaitCompleteUnwatched(ctx, []string{path}, config.DefaultDebounce, blocklist.DefaultWriterWait)
-		} else {
-			err = blocklist.WaitUnheld(ctx, []string{path}, config.DefaultDebounce, blocklist.DefaultWriterWait)
-		}
-	})
-	if sig == nil && err != nil {
-		fmt.Fprintf(stderr, "reading the configuration as it is: %v\n", err)
-	}
-	return sig
-}
-
 // waitUnlessStopped runs wait; a signal on stop meanwhile calls cancel,
 // which must end wait soon, and is returned once wait has; nil when wait
 // ended first, the signal, if any, left on stop for serve. Start's waits
@@ -352,37 +321,32 @@ func startBudget(cfg *config.Config) time.Duration {
 	return cfg.Reload.WriterWait + resolver.StartWait + time.Minute
 }
 
-// readConfig reads the configuration file at path once no writer holds
-// it (waitConfigWritten), or the embedded default when path is empty. A
-// file that does not parse is read again once steady: a writer /proc
-// does not show may have been caught mid-write (a named pipe is read
-// once). sig is a signal on stop
-// that ended a wait.
+// readConfig reads the configuration file at path as config.LoadSteady
+// does, with the default reload.debounce and writer_wait (a wait that gave
+// up said on stderr: no logger yet, the file says how to log), or the
+// embedded default when path is empty. A configuration written in place
+// while dnsfence starts (a template, a sync) would be read cut at a line:
+// policies or block lists past the cut missing, nothing to measure that
+// against, and every name they blocked answered. Start reads it again if
+// it changed while the lists were read, and reloads wait for it as for
+// every file (Watcher). A signal on stop ends a wait, and is returned as
+// sig: serve stops without serving, within systemd's TimeoutStopSec.
 func readConfig(path string, stop <-chan os.Signal, stderr io.Writer) (cfg *config.Config, sig os.Signal, err error) {
 	if path == "" {
 		cfg, err = loadConfig(path)
 		return cfg, nil, err
 	}
-	for _, steady := range []bool{false, true} {
-		if sig := waitConfigWritten(path, steady, stop, stderr); sig != nil {
-			return nil, sig, nil
-		}
-		if cfg, err = loadConfig(path); err == nil || !regularFile(path) {
-			// A named pipe is not read again: its content cannot be
-			// compared, and a second read takes its writer's next
-			// write (or waits blocklist.PipeIdle for none), its error
-			// in place of the one that says what is wrong.
-			break
-		}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sig = waitUnlessStopped(stop, cancel, func() {
+		cfg, err = config.LoadSteady(ctx, path, config.DefaultDebounce, blocklist.DefaultWriterWait,
+			func() (*config.Config, error) { return loadConfig(path) },
+			func(err error) { fmt.Fprintf(stderr, "reading the configuration as it is: %v\n", err) })
+	})
+	if sig != nil {
+		return nil, sig, nil
 	}
 	return cfg, nil, err
-}
-
-// regularFile reports whether path (its symlinks followed) is a regular
-// file.
-func regularFile(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Mode().IsRegular()
 }
 
 // loadConfig reads the configuration file, or the embedded default when
@@ -821,7 +785,7 @@ func serveHTTPOn(log *zap.Logger, ln net.Listener, h http.Handler) func() {
 }
 
 // maxLintLogged is how many of check's warnings about one file serve logs
-// at start (logSnapshot).
+// at start (logLint).
 const maxLintLogged = 20
 
 // logSnapshot logs the policies and list sizes, and every skipped line of

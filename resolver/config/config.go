@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -328,6 +329,36 @@ func (c *Config) Path(p string) string {
 		return p
 	}
 	return filepath.Join(filepath.Dir(c.File), p)
+}
+
+// LoadSteady calls load, which reads the configuration file at path,
+// once no process /proc shows holds the file open for writing, and, when
+// load fails on a regular file, once more when the file's content is
+// stable over quiet (blocklist.WaitCompleteUnwatched): a writer /proc
+// does not show (the shipped unit's ProtectProc=invisible) may have been
+// caught mid-write, the configuration cut at a line. Either wait gives up
+// after writerWait, tells gaveUp (which may be nil) why, and the file is
+// read as it is. A named pipe is read once: a second read would take its
+// writer's next write, or wait for one. It returns load's result, or
+// ctx's error if ctx ends during a wait.
+func LoadSteady(ctx context.Context, path string, quiet, writerWait time.Duration, load func() (*Config, error), gaveUp func(error)) (*Config, error) {
+	waited := func(err error) error {
+		if err != nil && ctx.Err() == nil && gaveUp != nil {
+			gaveUp(err)
+		}
+		return ctx.Err()
+	}
+	if err := waited(blocklist.WaitUnheld(ctx, []string{path}, quiet, writerWait)); err != nil {
+		return nil, err
+	}
+	cfg, err := load()
+	if fi, serr := os.Stat(path); err == nil || serr != nil || !fi.Mode().IsRegular() {
+		return cfg, err
+	}
+	if err := waited(blocklist.WaitCompleteUnwatched(ctx, []string{path}, quiet, writerWait)); err != nil {
+		return nil, err
+	}
+	return load()
 }
 
 // Load reads, decodes and validates a configuration file, as Parse does.
