@@ -24,15 +24,7 @@ import (
 // half way. What the writer watch knew is then no guide: the writer must
 // still be found, through /proc, and the half written list not reported.
 func TestWatcherWaitsForWriterAfterQueueOverflow(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "list.txt")
-	noise := filepath.Join(dir, "other.log")
-	require.NoError(t, os.WriteFile(path, []byte("old.example\n"), 0o644))
-	require.NoError(t, os.WriteFile(noise, nil, 0o644))
-	const debounce = 20 * time.Millisecond
-	w, err := NewWatcher(debounce)
-	require.NoError(t, err)
-	t.Cleanup(func() { w.Close() })
+	w, path, noise := overflowWatcher(t)
 	waits := make(chan []string, 16)
 	w.OnWriterWait(func(open []string, _ time.Duration) { waits <- open })
 	require.NoError(t, w.Watch([]string{path}, nil))
@@ -45,12 +37,12 @@ func TestWatcherWaitsForWriterAfterQueueOverflow(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		assert.Fail(t, "the watcher never waited for the writer", "reported: %q", reported())
 	}
-	require.Never(t, func() bool { return len(reported()) > 0 }, 20*debounce, debounce,
+	require.Never(t, func() bool { return len(reported()) > 0 }, 20*overflowDebounce, overflowDebounce,
 		"a file a writer holds open was reported after the writer watch's queue overflowed")
-	_, err = f.WriteString("b.example\n")
+	_, err := f.WriteString("b.example\n")
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
-	require.Eventually(t, func() bool { return len(reported()) > 0 }, 10*time.Second, debounce)
+	require.Eventually(t, func() bool { return len(reported()) > 0 }, 10*time.Second, overflowDebounce)
 	assert.Equal(t, []string{"a.example\nb.example\n"}, reported(), "the complete file, once")
 }
 
@@ -135,26 +127,18 @@ func TestEventFloodHelper(t *testing.T) {
 func TestWatcherWaitsAfterQueueOverflowWithProcBlind(t *testing.T) {
 	procWriters = func(func(string) bool) map[string]int { return nil }
 	t.Cleanup(func() { procWriters = writingNow })
-	dir := t.TempDir()
-	path := filepath.Join(dir, "list.txt")
-	noise := filepath.Join(dir, "other.log")
-	require.NoError(t, os.WriteFile(path, []byte("old.example\n"), 0o644))
-	require.NoError(t, os.WriteFile(noise, nil, 0o644))
-	const debounce = 20 * time.Millisecond
-	w, err := NewWatcher(debounce)
-	require.NoError(t, err)
-	t.Cleanup(func() { w.Close() })
+	w, path, noise := overflowWatcher(t)
 	w.SetWriterWait(3 * time.Second)
 	require.NoError(t, w.Watch([]string{path}, nil))
 	reported := runReporting(t, w, path)
 	f := overflowWithWriter(t, w, noise, path)
 
-	require.Never(t, func() bool { return len(reported()) > 0 }, time.Second, debounce,
+	require.Never(t, func() bool { return len(reported()) > 0 }, time.Second, overflowDebounce,
 		"a half written file was reported after the queue overflowed, /proc showing no writer")
-	_, err = f.WriteString("b.example\n")
+	_, err := f.WriteString("b.example\n")
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
-	require.Eventually(t, func() bool { return len(reported()) > 0 }, 15*time.Second, debounce)
+	require.Eventually(t, func() bool { return len(reported()) > 0 }, 15*time.Second, overflowDebounce)
 	assert.Equal(t, []string{"a.example\nb.example\n"}, reported(), "the complete file, once")
 }
 
@@ -189,6 +173,25 @@ func runReporting(t *testing.T, w *Watcher, path string) (reported func() []stri
 // max_queued_events, 16384 by default: each open and close of noise is
 // two), and then, the queue full, truncates path and writes its first
 // line: the writer's open and write are among the events dropped. It
+// overflowDebounce is the debounce of overflowWatcher's Watcher.
+const overflowDebounce = 20 * time.Millisecond
+
+// overflowWatcher makes a list (old.example) and a file beside it for the
+// noise that overflows the writer watch's queue, and a Watcher of
+// overflowDebounce, not yet watching, closed at the test's end.
+func overflowWatcher(t *testing.T) (w *Watcher, path, noise string) {
+	t.Helper()
+	dir := t.TempDir()
+	path = filepath.Join(dir, "list.txt")
+	noise = filepath.Join(dir, "other.log")
+	require.NoError(t, os.WriteFile(path, []byte("old.example\n"), 0o644))
+	require.NoError(t, os.WriteFile(noise, nil, 0o644))
+	w, err := NewWatcher(overflowDebounce)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	return w, path, noise
+}
+
 // returns the writer, still holding path open.
 func overflowWithWriter(t *testing.T, w *Watcher, noise, path string) *os.File {
 	t.Helper()

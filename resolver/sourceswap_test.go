@@ -107,11 +107,7 @@ func TestPrefetchedSourceOwnedByItsReload(t *testing.T) {
 	configure(slow)
 	sighup := make(chan error, 1)
 	go func() { sighup <- f.reloader.Reload(true) }()
-	select {
-	case <-asked:
-	case <-time.After(10 * time.Second):
-		require.FailNow(t, "the new list was not fetched")
-	}
+	awaitFetch(t, asked)
 	edit := make(chan error, 1)
 	go func() { edit <- f.reloader.Reload(false) }()
 	time.Sleep(300 * time.Millisecond) // the edit's reload reads the configuration meanwhile

@@ -116,11 +116,7 @@ policies:
 
 	log, _ := observed(t)
 	_, started := startInBackground(t, log, path)
-	select {
-	case <-asked:
-	case <-time.After(10 * time.Second):
-		require.FailNow(t, "the remote list was not fetched")
-	}
+	awaitFetch(t, asked)
 	// Start waits for the remote list's first copy, well past the
 	// list's quiet period (20 ms).
 	require.Never(t, func() bool { return len(started) > 0 }, 500*time.Millisecond, 10*time.Millisecond)
@@ -185,11 +181,7 @@ func TestStartReadsAConfigChangedWhileStarting(t *testing.T) {
 
 	log, logs := observed(t)
 	_, started := startInBackground(t, log, path)
-	select {
-	case <-asked:
-	case <-time.After(10 * time.Second):
-		require.FailNow(t, "the remote list was not fetched")
-	}
+	awaitFetch(t, asked)
 	// Written whole and closed: no writer for /proc to show.
 	require.NoError(t, os.WriteFile(path, []byte(text("tiktok.txt, capcut.txt, ")), 0o644))
 	releaseOnce()
@@ -260,11 +252,7 @@ func TestStartWaitsForARemoteListAConfigReadAgainAdds(t *testing.T) {
 
 	log, _ := observed(t)
 	_, started := startInBackground(t, log, path)
-	select {
-	case <-asked:
-	case <-time.After(10 * time.Second):
-		require.FailNow(t, "the remote list was not fetched")
-	}
+	awaitFetch(t, asked)
 	// The list moved: written whole and closed while Start waits.
 	require.NoError(t, os.WriteFile(path, []byte(text(moved.URL+"/remote.txt")), 0o644))
 	releaseOnce()
@@ -419,4 +407,14 @@ func awaitStart(t *testing.T, started <-chan *Snapshot, msg string) *Snapshot {
 	require.NotNil(t, snap)
 	t.Cleanup(func() { snap.Forwarder().Close() })
 	return snap
+}
+
+// awaitFetch waits up to 10 s for heldRemoteList's list to be asked.
+func awaitFetch(t *testing.T, asked <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-asked:
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "the remote list was not fetched")
+	}
 }

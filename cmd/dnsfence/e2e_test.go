@@ -695,17 +695,7 @@ func TestLogOutputStdout(t *testing.T) {
 func TestServeLogsCheckWarnings(t *testing.T) {
 	up, _ := testUpstream(t)
 	dir := writeFiles(t, map[string]string{
-		"dnsfence.yaml": fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-http: ""
-policies:
-  - name: government-devices
-    clients: ["127.0.0.0/30"]
-    block:
-      - lists/tiktok.txt
-      - lists/bytedance.txt
-`, up),
+		"dnsfence.yaml":       blockingConfig(up, "lists/tiktok.txt", "lists/bytedance.txt"),
 		"lists/tiktok.txt":    "tiktok.com\n",
 		"lists/bytedance.txt": "# emptied by a sync\n",
 	})
@@ -786,6 +776,26 @@ policies:
 	assert.Contains(t, err.Error(), path)
 }
 
+// blockingConfig is a configuration that forwards to upstream and whose
+// one policy blocks lists for 127.0.0.0/30, its block list written one
+// item a line, last, so that a test may add to it.
+func blockingConfig(upstream string, lists ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+http: ""
+policies:
+  - name: government-devices
+    clients: ["127.0.0.0/30"]
+    block:
+`, upstream)
+	for _, l := range lists {
+		fmt.Fprintf(&b, "      - %s\n", l)
+	}
+	return b.String()
+}
+
 // TestServeWaitsForAConfigBeingWritten starts the binary while its
 // configuration is being written in place, cut after its first block
 // list, the writer holding the file open. It was read as it was: the
@@ -799,16 +809,7 @@ func TestServeWaitsForAConfigBeingWritten(t *testing.T) {
 		"lists/bytedance.txt": "capcut.com\n",
 	})
 	conf := filepath.Join(dir, "dnsfence.yaml")
-	text := fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-http: ""
-policies:
-  - name: government-devices
-    clients: ["127.0.0.0/30"]
-    block:
-      - lists/tiktok.txt
-`, up)
+	text := blockingConfig(up, "lists/tiktok.txt")
 	writer, err := os.OpenFile(conf, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	require.NoError(t, err)
 	t.Cleanup(func() { writer.Close() })
