@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -269,6 +270,41 @@ func TestGCPercent(t *testing.T) {
 	for _, tc := range tests {
 		assert.Equal(t, tc.want, gcPercent(tc.live), "live %d MB", tc.live>>20)
 	}
+}
+
+// TestWithGCPercent: the start's lint runs at its own GC target, and the
+// target after it is the one before, or the one a reload's tuneGC set
+// while it ran. A GOGC the operator set is never changed.
+func TestWithGCPercent(t *testing.T) {
+	t.Setenv("GOGC", "") // the test binary's, if any, aside
+	prior := debug.SetGCPercent(40)
+	defer debug.SetGCPercent(prior)
+
+	var during int
+	withGCPercent(lintGCPercent, func() { during = currentGCPercent() })
+	assert.Equal(t, lintGCPercent, during)
+	assert.Equal(t, 40, currentGCPercent(), "the target before the lint")
+
+	var reload int
+	withGCPercent(lintGCPercent, func() {
+		tuneGC(zap.NewNop())
+		reload = currentGCPercent()
+	})
+	require.NotEqual(t, 40, reload, "the test's heap is small: tuneGC keeps Go's default")
+	assert.Equal(t, reload, currentGCPercent(), "a reload's target, set during the lint, stays")
+
+	t.Setenv("GOGC", "70")
+	debug.SetGCPercent(70)
+	withGCPercent(lintGCPercent, func() { during = currentGCPercent() })
+	assert.Equal(t, 70, during, "GOGC set by the operator")
+	assert.Equal(t, 70, currentGCPercent())
+}
+
+// currentGCPercent reads the GC target without changing it.
+func currentGCPercent() int {
+	p := debug.SetGCPercent(100)
+	debug.SetGCPercent(p)
+	return p
 }
 
 // TestCommandLine: help, usage and mistakes on the command line never start
