@@ -225,7 +225,11 @@ func (s *shapeChecker) value(n *yaml.Node, t reflect.Type, path []any) {
 		s.mapping(n, t, path)
 	case t.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			s.bad(line, path, "%s; give a list, %s", shapeOf(n), listExample(n, path))
+			shape := shapeOf(n)
+			if _, curly := curlyInner(n); curly {
+				shape += " in " + curlyWhy
+			}
+			s.bad(line, path, "%s; give a list, %s", shape, listExample(n, path))
 			return
 		}
 		for i, item := range n.Content {
@@ -584,7 +588,11 @@ func shapeOf(n *yaml.Node) string {
 func listExample(n *yaml.Node, path []any) string {
 	leaf, _ := path[len(path)-1].(string)
 	if n.Kind == yaml.ScalarNode && leaf != "" && configExamples[schemaKey(path)+"[]"] != "" {
-		return "e.g. " + leaf + ": [" + strconv.Quote(n.Value) + "]"
+		v := n.Value
+		if inner, curly := curlyInner(n); curly {
+			v = inner
+		}
+		return "e.g. " + leaf + ": [" + strconv.Quote(v) + "]"
 	}
 	return example(path)
 }
@@ -654,20 +662,33 @@ const curlyQuotes = "“”„‟‘’‚‛«»"
 // value, an upstream whose "port is not a number", a list file that does
 // not exist, a policy named “gov”.
 func typographicQuotes(n *yaml.Node, t reflect.Type) string {
-	if inQuotes(n) {
+	inner, curly := curlyInner(n)
+	if !curly {
 		return ""
 	}
-	first, _ := utf8.DecodeRuneInString(n.Value)
-	last, _ := utf8.DecodeLastRuneInString(n.Value)
-	if !strings.ContainsRune(curlyQuotes, first) && !strings.ContainsRune(curlyQuotes, last) {
-		return ""
-	}
-	inner := strings.TrimFunc(n.Value, func(r rune) bool { return strings.ContainsRune(curlyQuotes, r) })
 	want := strconv.Quote(inner)
 	if t.Kind() != reflect.String {
 		want = inner
 	}
-	return fmt.Sprintf("%s is in typographic quotes (“ ” or ‘ ’), as text copied from a document or a web page is, and they would be part of the value; write %s", strconv.Quote(n.Value), want)
+	return fmt.Sprintf("%s is in %s; write %s", strconv.Quote(n.Value), curlyWhy, want)
+}
+
+// curlyWhy says why typographic quotes around a value are a mistake.
+const curlyWhy = "typographic quotes (“ ” or ‘ ’), as text copied from a document or a web page is, and they would be part of the value"
+
+// curlyInner is a plain scalar's value without the curly quotation marks
+// it starts or ends with, and whether it has any: a quoted scalar is
+// text, whatever it spells.
+func curlyInner(n *yaml.Node) (inner string, curly bool) {
+	if n.Kind != yaml.ScalarNode || inQuotes(n) {
+		return "", false
+	}
+	first, _ := utf8.DecodeRuneInString(n.Value)
+	last, _ := utf8.DecodeLastRuneInString(n.Value)
+	if !strings.ContainsRune(curlyQuotes, first) && !strings.ContainsRune(curlyQuotes, last) {
+		return "", false
+	}
+	return strings.TrimFunc(n.Value, func(r rune) bool { return strings.ContainsRune(curlyQuotes, r) }), true
 }
 
 var leadingZero = regexp.MustCompile(`^([-+]?)0+([0-9][0-9_]*)$`)
