@@ -227,7 +227,7 @@ func (s *shapeChecker) value(n *yaml.Node, t reflect.Type, path []any) {
 		if n.Kind != yaml.SequenceNode {
 			shape := shapeOf(n)
 			if _, curly := curlyInner(n); curly {
-				shape += " in " + curlyWhy
+				shape += " in " + curlyWhy("value")
 			}
 			s.bad(line, path, "%s; give a list, %s", shape, listExample(n, path))
 			return
@@ -388,6 +388,14 @@ func mergeSources(v *yaml.Node) []*yaml.Node {
 // absence is not reported a second time.
 func (s *shapeChecker) unknown(k *yaml.Node, fields map[string]reflect.StructField, path []any, n *yaml.Node) {
 	names := fieldNames(fields)
+	if inner, curly := curlyInner(k); curly && slices.Contains(names, inner) {
+		// “listen”: copied from a document with its quotes.
+		s.errs.record(k.Line, path, "key %s is in %s; write %s", strconv.Quote(k.Value), curlyWhy("key"), inner)
+		if nodeAt(&yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{n}}, []any{inner}) == nil {
+			s.errs.skip = append(s.errs.skip, keyName(append(slices.Clip(path), inner)))
+		}
+		return
+	}
 	guess := closest(k.Value, names)
 	where := keyElsewhere(k.Value, len(path) == 0)
 	if guess == "" && where == "" {
@@ -670,11 +678,14 @@ func typographicQuotes(n *yaml.Node, t reflect.Type) string {
 	if t.Kind() != reflect.String {
 		want = inner
 	}
-	return fmt.Sprintf("%s is in %s; write %s", strconv.Quote(n.Value), curlyWhy, want)
+	return fmt.Sprintf("%s is in %s; write %s", strconv.Quote(n.Value), curlyWhy("value"), want)
 }
 
-// curlyWhy says why typographic quotes around a value are a mistake.
-const curlyWhy = "typographic quotes (“ ” or ‘ ’), as text copied from a document or a web page is, and they would be part of the value"
+// curlyWhy says why typographic quotes around a value (or a key: what)
+// are a mistake.
+func curlyWhy(what string) string {
+	return "typographic quotes (“ ” or ‘ ’), as text copied from a document or a web page is, and they would be part of the " + what
+}
 
 // curlyInner is a plain scalar's value without the curly quotation marks
 // it starts or ends with, and whether it has any: a quoted scalar is
