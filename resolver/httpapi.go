@@ -119,8 +119,8 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 			return false, fmt.Sprintf("not ready: no upstream answered in the last %s: %v", window, err)
 		}
 	}
-	reason := fmt.Sprintf("ready: %d lists, %d policies, upstreams down: %d of %d",
-		len(snap.Lists), len(snap.Policies), len(fwd.Down()), len(fwd.Upstreams()))
+	reason := fmt.Sprintf("ready: %s, %s, upstreams down: %d of %d",
+		count(len(snap.Lists), "list", "lists"), count(len(snap.Policies), "policy", "policies"), len(fwd.Down()), len(fwd.Upstreams()))
 	if reloadTrouble != "" {
 		reason += "; " + reloadTrouble
 	}
@@ -191,4 +191,12 @@ func (h *Handler) sourceReadiness() (missing, trouble string) {
 		}
 	}
 	return "", strings.Join(notes, "; ")
+}
+
+// count writes n with its noun: one (n is 1) or many.
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }

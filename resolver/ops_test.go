@@ -95,6 +95,26 @@ func TestUpstreamErrorsAreCounted(t *testing.T) {
 	assert.Equal(t, []string{dead}, f.handler.Snapshot().Forwarder().Down())
 }
 
+// TestReadinessCountsInWords: /readyz counts one list and one policy in
+// the singular ("1 policies" before).
+func TestReadinessCountsInWords(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+log: {queries: none}
+policies:
+  - name: government-devices
+    clients: ["127.0.1.0/24"]
+    block: ["tiktok.txt"]
+`, map[string]string{"tiktok.txt": "tiktok.com\n"}, up.addr)
+	srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+	t.Cleanup(srv.Close)
+	code, body := get(t, srv.URL+"/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+	assert.Contains(t, body, "ready: 1 list, 1 policy, upstreams down: 0 of 1")
+}
+
 func TestReadiness(t *testing.T) {
 	up := startUpstream(t, nil)
 	reg := prometheus.NewRegistry()

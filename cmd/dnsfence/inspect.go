@@ -293,7 +293,15 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if len(rest) < 2 || len(rest) > 3 {
-		fmt.Fprintf(stderr, "dnsfence explain: %d arguments (%s); give CLIENT NAME [TYPE]\n\n", len(rest), strings.Join(rest, " "))
+		got := "no arguments"
+		switch len(rest) {
+		case 0:
+		case 1:
+			got = fmt.Sprintf("1 argument (%s)", rest[0])
+		default:
+			got = fmt.Sprintf("%d arguments (%s)", len(rest), strings.Join(rest, " "))
+		}
+		fmt.Fprintf(stderr, "dnsfence explain: %s; give CLIENT NAME [TYPE]\n\n", got)
 		fs.Usage()
 		return explainError
 	}

@@ -75,7 +75,7 @@ func init() {
 			"exit 0 forwarded (or answered from dnsfence's own zones), 1 blocked, 2 error, 3 refused (client outside allowed_clients)", runExplain,
 			func() *flag.FlagSet { return explainFlags().fs }},
 		{"health", "", "ask a running dnsfence's /readyz (for Docker's HEALTHCHECK, which has no curl in the image);\n" +
-			"exit 0 ready, 1 not ready or unreachable", runHealth,
+			"exit 0 ready, 1 not ready or unreachable, 2 bad command line", runHealth,
 			func() *flag.FlagSet { return healthFlags().fs }},
 		{"version", "", "print the version", runVersion, nil},
 		{"help", "[COMMAND]", "this text, or one command's usage and flags", runHelp, nil},
