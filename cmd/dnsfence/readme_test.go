@@ -60,8 +60,9 @@ func readmeExamples(t *testing.T) (examples []readmeExample, files map[string]st
 	return examples, files
 }
 
-// TestREADMECommands runs README's `dnsfence check` and `dnsfence explain`
-// examples as a reader would, from the repository's root with the YAML
+// TestREADMECommands runs README's `./dnsfence check` and `./dnsfence
+// explain` examples as a reader would (the binary built as README's
+// Commands says), from the repository's root with the YAML
 // files README shows, and checks that the output and exit code (`echo $?`)
 // are what README shows, line for line.
 func TestREADMECommands(t *testing.T) {
@@ -80,7 +81,9 @@ func TestREADMECommands(t *testing.T) {
 	for _, ex := range examples {
 		args := strings.Fields(ex.command)
 		switch {
-		case len(args) > 1 && args[0] == "dnsfence" && (args[1] == "check" || args[1] == "explain"):
+		case len(args) > 0 && args[0] == "dnsfence":
+			t.Errorf("README.md:%d: %s: a newcomer has no dnsfence on PATH; write ./dnsfence, as the Commands section builds it", ex.line, ex.command)
+		case len(args) > 1 && args[0] == "./dnsfence" && (args[1] == "check" || args[1] == "explain"):
 			cmd := exec.Command(bin, args[1:]...)
 			cmd.Dir = dir
 			out, err := cmd.CombinedOutput()
