@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -89,7 +90,7 @@ func TestRemoteListSwappedForAnother(t *testing.T) {
 func TestPrefetchedSourceOwnedByItsReload(t *testing.T) {
 	up := startUpstream(t, nil)
 	srv := startListServer(t, map[string]string{"/a.txt": names(8, "tiktok.com", "douyin.com")})
-	slowURL, asked, release := heldRemoteList(t, "127.0.74.7:0")
+	slowURL, asked, release := testnet.HeldList(t, "127.0.74.7:0")
 	slow := slowURL + "/b.txt"
 
 	dir := t.TempDir()
@@ -125,7 +126,7 @@ func TestPrefetchedSourceOwnedByItsReload(t *testing.T) {
 	assert.True(t, running(slow))
 
 	// A reload Stop comes before: the source it started stops again.
-	stalledURL, asked2, _ := heldRemoteList(t, "127.0.74.8:0")
+	stalledURL, asked2, _ := testnet.HeldList(t, "127.0.74.8:0")
 	stalled := stalledURL + "/c.txt"
 	configure(stalled)
 	stopped := make(chan error, 1)
@@ -148,7 +149,7 @@ func TestPrefetchedSourceOwnedByItsReload(t *testing.T) {
 func TestSIGHUPRefusedIncompleteDoesNotPrefetch(t *testing.T) {
 	up := startUpstream(t, nil)
 	srv := startListServer(t, map[string]string{"/a.txt": names(8, "tiktok.com"), "/b.txt": names(8, "douyin.com")})
-	slowURL, asked, _ := heldRemoteList(t, "127.0.74.9:0")
+	slowURL, asked, _ := testnet.HeldList(t, "127.0.74.9:0")
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dnsfence.yaml")
 	text := func(url string) string {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -95,7 +96,7 @@ func TestStartWaitsForAListBeingWritten(t *testing.T) {
 // unblocked, until the writer was done. The files are now waited for
 // last, right before they are read.
 func TestStartWaitsForAListWrittenWhileSourcesLoad(t *testing.T) {
-	srvURL, asked, releaseOnce := heldRemoteList(t, "127.0.72.5:0")
+	srvURL, asked, releaseOnce := testnet.HeldList(t, "127.0.72.5:0")
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dnsfence.yaml")
@@ -168,7 +169,7 @@ func startInBackground(t *testing.T, log *zap.Logger, path string) (*Handler, <-
 // missing. Start now reads it again when it changed since it was read,
 // and serves the snapshot of the new one.
 func TestStartReadsAConfigChangedWhileStarting(t *testing.T) {
-	srvURL, asked, releaseOnce := heldRemoteList(t, "127.0.73.5:0")
+	srvURL, asked, releaseOnce := testnet.HeldList(t, "127.0.73.5:0")
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dnsfence.yaml")
@@ -194,36 +195,6 @@ func TestStartReadsAConfigChangedWhileStarting(t *testing.T) {
 	assert.NotEmpty(t, logs.FilterMessage("loading files once their writers were done").All())
 }
 
-// heldRemoteList serves a remote list (douyin.com) on addr whose answer
-// waits until release is called (or 20 s): asked gets a value when it is
-// first asked. release may be called more than once.
-func heldRemoteList(t *testing.T, addr string) (url string, asked <-chan struct{}, release func()) {
-	t.Helper()
-	askedC := make(chan struct{}, 1)
-	released := make(chan struct{})
-	ln, err := net.Listen("tcp", addr)
-	require.NoError(t, err)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case askedC <- struct{}{}:
-		default:
-		}
-		select {
-		case <-released:
-		case <-time.After(20 * time.Second):
-		}
-		_, _ = w.Write([]byte("douyin.com\n"))
-	}))
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.Start()
-	t.Cleanup(srv.Close)
-	var once sync.Once
-	release = func() { once.Do(func() { close(released) }) }
-	t.Cleanup(release)
-	return srv.URL, askedC, release
-}
-
 // TestStartWaitsForARemoteListAConfigReadAgainAdds: Start reads the
 // configuration again when it changed while the lists were read. A
 // remote list the configuration read again adds (a list moved to a new
@@ -232,7 +203,7 @@ func heldRemoteList(t *testing.T, addr string) (url string, asked <-chan struct{
 // every name it blocks answered, where a start with that configuration
 // waits up to StartWait for the copy.
 func TestStartWaitsForARemoteListAConfigReadAgainAdds(t *testing.T) {
-	heldURL, asked, releaseOnce := heldRemoteList(t, "127.0.74.5:0")
+	heldURL, asked, releaseOnce := testnet.HeldList(t, "127.0.74.5:0")
 	ln, err := net.Listen("tcp", "127.0.74.6:0")
 	require.NoError(t, err)
 	moved := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

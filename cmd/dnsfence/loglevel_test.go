@@ -3,14 +3,13 @@ package main
 import (
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -54,25 +53,7 @@ policies:
 // first answer, as a reload's does: serve built its logger from its own
 // first read, at info.
 func TestStartAppliesALogLevelReadAnew(t *testing.T) {
-	released := make(chan struct{})
-	asked := make(chan struct{}, 1)
-	ln, err := net.Listen("tcp", "127.0.54.20:0")
-	require.NoError(t, err)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case asked <- struct{}{}:
-		default:
-		}
-		select {
-		case <-released:
-		case <-time.After(20 * time.Second):
-		}
-		_, _ = w.Write([]byte("douyin.com\n"))
-	}))
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.Start()
-	t.Cleanup(srv.Close)
+	srvURL, asked, release := testnet.HeldList(t, "127.0.54.20:0")
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dnsfence.yaml")
@@ -88,7 +69,7 @@ policies:
   - name: government-devices
     clients: ["127.0.54.16/30"]
     block: ["tiktok.txt", "%s/remote.txt"]
-`, level, filepath.Join(dir, "cache"), srv.URL)), 0o644)
+`, level, filepath.Join(dir, "cache"), srvURL)), 0o644)
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "tiktok.txt"), []byte("tiktok.com\n"), 0o644))
 	require.NoError(t, write("info"))
@@ -100,7 +81,7 @@ policies:
 		}
 		// Written whole and closed while the start waits for the copy.
 		rewritten <- write("debug")
-		close(released)
+		release()
 	}()
 	p := startBinary(t, "-config", path)
 	require.NoError(t, <-rewritten)
