@@ -317,6 +317,7 @@ func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	dw := &dohWriter{remote: remote, r: r}
+	dw.received = msg
 	if chk.reject != nil {
 		answerReject(s.opt.Handler, dw, chk.reject, s.opt.Count)
 	} else if resume := s.opt.Handler.ServeInline(dw, chk.req); resume != nil {
@@ -683,6 +684,9 @@ type heldReply struct {
 	mu    sync.Mutex
 	reply []byte   // the first reply written; later ones are refused
 	msg   *dns.Msg // reply parsed, when it came through WriteMsg
+	// received is the message answered, as it came; set before the
+	// Handler runs, never written after.
+	received []byte
 }
 
 func (h *heldReply) WriteMsg(m *dns.Msg) error {
@@ -721,6 +725,10 @@ func (h *heldReply) held() ([]byte, *dns.Msg) {
 	return h.reply, h.msg
 }
 
+// Received is the message as it came (Received): a signed NOTIFY's MAC
+// covers it. It is the listener's until the request is answered.
+func (h *heldReply) Received() []byte { return h.received }
+
 func (h *heldReply) Close() error        { return nil }
 func (h *heldReply) TsigStatus() error   { return nil }
 func (h *heldReply) TsigTimersOnly(bool) {}
@@ -734,6 +742,7 @@ type dohWriter struct {
 }
 
 var _ ResponseWriter = (*dohWriter)(nil)
+var _ Received = (*dohWriter)(nil)
 var _ dns.ConnectionStater = (*dohWriter)(nil)
 
 func (w *dohWriter) Transport() string    { return HTTPS }

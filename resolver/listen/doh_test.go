@@ -248,20 +248,30 @@ func TestDoHStatusCodes(t *testing.T) {
 }
 
 // TestDoHRejectsAsTCPDoes: a message the DNS listeners answer themselves
-// (an opcode other than QUERY, two questions, a question cut short) gets
-// that DNS answer over DoH too, counted; a query the Handler drops gets
-// 500; an answer sent as a query gets 400.
+// (an opcode other than QUERY and NOTIFY, two questions, a question cut
+// short) gets that DNS answer over DoH too, counted; a NOTIFY goes to the
+// Handler, as AcceptQuery sends it there, with its octets as they came
+// (Received: a signed one's MAC covers them); a query the Handler drops
+// gets 500; an answer sent as a query gets 400.
 func TestDoHRejectsAsTCPDoes(t *testing.T) {
 	d := newDoHSetup(t, false, nil)
 	c := d.client(false)
-	notify := query("example.org")
+	status := query("example.org")
+	status.Opcode = dns.OpcodeStatus
+	notify := query("notify.blocked.test")
 	notify.Opcode = dns.OpcodeNotify
 	two := query("example.org")
 	two.Question = append(two.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
-	r, _ := dohPost(t, c, d.url, notify)
+	r, _ := dohPost(t, c, d.url, status)
 	assert.Equal(t, dns.RcodeNotImplemented, r.Rcode)
 	assert.True(t, r.RecursionAvailable, "RA, as in every reply of dnsfence's")
 	assert.Equal(t, 1, d.counts.get(HTTPS, resultNotimp))
+	dohPost(t, c, d.url, notify)
+	s, ok := d.handler.seenFor("notify.blocked.test")
+	if assert.True(t, ok, "the NOTIFY went to the Handler") {
+		assert.Equal(t, mustPack(t, notify), s.received)
+	}
+	assert.Equal(t, 1, d.counts.get(HTTPS, resultNotimp), "not answered by the listener")
 	r, resp := dohPost(t, c, d.url, two)
 	assert.Equal(t, dns.RcodeFormatError, r.Rcode)
 	assert.Equal(t, "private, max-age=0", resp.Header.Get("Cache-Control"))

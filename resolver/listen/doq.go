@@ -688,6 +688,7 @@ func (s *DoQServer) serveStream(c *doqConn, st *quic.Stream) {
 		return
 	}
 	w := &doqWriter{conn: conn}
+	w.received = msg
 	if chk.reject != nil {
 		answerReject(s.opt.Handler, w, chk.reject, s.opt.Count)
 	} else if resume := s.opt.Handler.ServeInline(w, chk.req); resume != nil {
@@ -741,6 +742,7 @@ type doqWriter struct {
 }
 
 var _ ResponseWriter = (*doqWriter)(nil)
+var _ Received = (*doqWriter)(nil)
 var _ dns.ConnectionStater = (*doqWriter)(nil)
 
 func (w *doqWriter) Transport() string    { return QUIC }

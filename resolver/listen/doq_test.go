@@ -244,18 +244,28 @@ func TestDoQProtocolErrors(t *testing.T) {
 }
 
 // TestDoQRejectsAsTCPDoes: a DNS-level error is a DNS answer, not a
-// protocol error; a query the Handler drops resets its stream with
-// DOQ_INTERNAL_ERROR and the connection goes on.
+// protocol error; a NOTIFY goes to the Handler, as AcceptQuery sends it
+// there, with its octets as they came (Received); a query the Handler
+// drops resets its stream with DOQ_INTERNAL_ERROR and the connection goes
+// on.
 func TestDoQRejectsAsTCPDoes(t *testing.T) {
 	d := newDoQSetup(t, nil)
 	c, err := d.dial(t)
 	require.NoError(t, err)
-	notify := query("example.org")
-	notify.Opcode = dns.OpcodeNotify
-	r, err := doqExchange(c, notify)
+	status := query("example.org")
+	status.Opcode = dns.OpcodeStatus
+	r, err := doqExchange(c, status)
 	require.NoError(t, err)
 	assert.Equal(t, dns.RcodeNotImplemented, r.Rcode)
 	assert.True(t, r.RecursionAvailable, "RA, as in every reply of dnsfence's")
+	notify := query("notify.blocked.test")
+	notify.Opcode = dns.OpcodeNotify
+	_, err = doqExchange(c, notify)
+	require.NoError(t, err)
+	s, ok := d.handler.seenFor("notify.blocked.test")
+	if assert.True(t, ok, "the NOTIFY went to the Handler") {
+		assert.Equal(t, mustPack(t, notify), s.received)
+	}
 	two := query("example.org")
 	two.Question = append(two.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
 	r, err = doqExchange(c, two)

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -197,6 +198,7 @@ type seen struct {
 	transport string
 	remote    net.Addr
 	id        uint16
+	received  []byte // the message's octets, as the writer's Received gave them
 }
 
 // testHandler is the listen.Handler of these tests: names under
@@ -222,7 +224,11 @@ func newTestHandler(u *testUpstream) *testHandler {
 func (h *testHandler) ServeInline(w ResponseWriter, req *dns.Msg) func() {
 	q := req.Question[0]
 	h.mu.Lock()
-	h.seen[strings.ToLower(q.Name)] = seen{transport: w.Transport(), remote: w.RemoteAddr(), id: req.Id}
+	s := seen{transport: w.Transport(), remote: w.RemoteAddr(), id: req.Id}
+	if r, ok := w.(Received); ok {
+		s.received = slices.Clone(r.Received())
+	}
+	h.seen[strings.ToLower(q.Name)] = s
 	h.mu.Unlock()
 	if dns.IsSubDomain("drop.test.", strings.ToLower(q.Name)) {
 		return nil // no answer at all

@@ -31,8 +31,8 @@ type ResponseWriter interface {
 
 // Received is a ResponseWriter that keeps the octets of its message as
 // they came, while Handler.ServeInline runs: what a TSIG's MAC covers (RFC
-// 8945 §4.3), which the message unpacked does not keep. The UDP and TCP
-// listeners' writers (DNS over TLS too) have it.
+// 8945 §4.3), which the message unpacked does not keep. Every listener's
+// writer has it: UDP's, TCP's (DNS over TLS too), DoH's and DoQ's.
 type Received interface {
 	// Received returns the message's octets, which belong to the
 	// listener: nil once ServeInline returned.
