@@ -13,6 +13,7 @@ import (
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/miekg/dns"
@@ -744,6 +745,9 @@ func (h *Handler) forwardMessage(ctx context.Context, q *query) reply {
 func (h *Handler) forwarded(q *query, resp *dns.Msg, upstream string, err error) reply {
 	req := q.request()
 	q.upstream = upstream
+	if r, ok := h.unreadReply(q, err); ok {
+		return r
+	}
 	if err != nil {
 		return h.failure(q, err)
 	}
@@ -758,6 +762,61 @@ func (h *Handler) forwarded(q *query, resp *dns.Msg, upstream string, err error)
 		addEDE(m, staleEDE(resp.Rcode), "no usable upstream answer in time; answer from cache past its TTL")
 	}
 	return msgReply(m, ResultForwarded)
+}
+
+// unreadReply is forwarded's reply from an upstream answer with a record
+// miekg/dns does not read (upstream.UpstreamError's Unread), cached and
+// answered in wire form as the wire path does (putWire, forwardedWire): a
+// client whose answer needs no inspection gets it as the upstream sent it,
+// one whose policy inspects it SERVFAIL (README, Answer inspection), over
+// every transport and from every upstream transport, as over UDP from a
+// plain upstream. ok is false when err holds no such answer to q's
+// question, or the wire cache cannot hold it (an option but the hop's: an
+// Extended DNS Error, say; it is then SERVFAIL as before, as it is on the
+// wire path, which hands such an answer to the message path).
+func (h *Handler) unreadReply(q *query, err error) (reply, bool) {
+	var ue *upstream.UpstreamError
+	if err == nil || !errors.As(err, &ue) || !answersQuestion(ue.Unread, q.request()) {
+		return reply{}, false
+	}
+	raw := ue.Unread
+	if rest, ok := dnswire.WithoutOptions(raw, notHopByHop); ok {
+		raw = rest // an encrypted upstream's padding, say
+	}
+	e, ok := h.cache.Load().putWire(q.key, raw, time.Now())
+	if !ok {
+		return reply{}, false
+	}
+	return h.forwardedWire(q, e, ue.UnreadFrom), true
+}
+
+// notHopByHop reports whether an answer's EDNS option code is more than
+// its hop's: Padding and edns-tcp-keepalive are not (RFC 7830 §3, RFC 7828
+// §3.3.2), and an answer dnsfence relays drops them.
+func notHopByHop(code uint16, _ []byte) bool {
+	return code != dns.EDNS0PADDING && code != dns.EDNS0TCPKEEPALIVE
+}
+
+// answersQuestion reports whether b, a message miekg/dns does not unpack,
+// is a whole answer (QR, opcode QUERY, TC clear: a truncated one is
+// unusable over a stream, and was asked again over TCP after UDP) to
+// req's one question: its name the same, letters compared without case,
+// its type and class the same.
+func answersQuestion(b []byte, req *dns.Msg) bool {
+	if len(b) < dnswire.HeaderLen || len(req.Question) != 1 || dnswire.QDCount(b) != 1 {
+		return false
+	}
+	if flags := dnswire.Flags(b); flags&(1<<15) == 0 || flags&dnswire.FlagTC != 0 || dnswire.Opcode(flags) != dns.OpcodeQuery {
+		return false
+	}
+	got, ok := dnswire.ReadQuestion(b)
+	want := req.Question[0]
+	if !ok || got.Type != want.Qtype || got.Class != want.Qclass {
+		return false
+	}
+	name := make([]byte, 256)
+	n, err := dns.PackDomainName(want.Name, name, 0, nil, false)
+	return err == nil && dnswire.EqualFold(b[dnswire.HeaderLen:got.NameEnd], name[:n])
 }
 
 // staleEDE is the Extended DNS Error of a stale answer of RCODE rcode: 19

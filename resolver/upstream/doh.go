@@ -301,9 +301,10 @@ func (t *dohTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, erro
 			return nil, ErrClosed
 		case ctx.Err() != nil:
 			return nil, exchangeCtxError(ctx, "dns over https", broken)
-		case !gotConn || errors.Is(err, ErrProtocol) || try == 1:
+		case !gotConn || errors.Is(err, ErrProtocol) || errors.Is(err, ErrAnswerRdata) || try == 1:
 			// No connection (refused, a bad certificate), or the upstream
-			// answered: nothing a new connection would change.
+			// answered (a record miekg/dns does not read is the zone's):
+			// nothing a new connection would change.
 			return nil, err
 		}
 		broken = err

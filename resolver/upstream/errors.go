@@ -48,6 +48,19 @@ var (
 	ErrAnswerRdata = fmt.Errorf("%w: a record's data miekg/dns does not read", ErrAnswerMalformed)
 )
 
+// RdataError is an ErrAnswerRdata with the answer's octets: the zone's
+// data, which a client whose answer needs no inspection gets as the
+// upstream sent it (README, Answer inspection), whichever transport the
+// answer came over; the wire path's cache holds it so, and the message
+// path takes it from here (UpstreamError.Unread).
+type RdataError struct {
+	Raw []byte // the answer as it came, the caller's to keep
+	err error
+}
+
+func (e *RdataError) Error() string { return e.err.Error() }
+func (e *RdataError) Unwrap() error { return e.err }
+
 // RcodeError is an upstream answer whose RCODE says the upstream could not
 // answer: SERVFAIL, REFUSED, NOTIMP, or FORMERR, BADVERS, BADCOOKIE, or
 // one no query is answered with (failureRcode).
@@ -215,9 +228,15 @@ type UpstreamError struct {
 	Timeout bool // every failure was a timeout: no upstream reachable
 	// Answer is the last upstream answer whose RCODE was a failure
 	// (failureRcode); nil when no upstream answered so.
-	Answer    *dns.Msg
-	kinds     []string // errorKind of each of Errs
-	upstreams []string // the upstream of each of Errs
+	Answer *dns.Msg
+	// Unread is the last upstream answer with a record miekg/dns does
+	// not read (RdataError), as it came; nil when no upstream answered so.
+	// It is not checked against the query.
+	Unread []byte
+	// UnreadFrom is the upstream that sent Unread.
+	UnreadFrom string
+	kinds      []string // errorKind of each of Errs
+	upstreams  []string // the upstream of each of Errs
 }
 
 // add records the failure err of a try to upstream.
@@ -232,6 +251,10 @@ func (e *UpstreamError) add(upstream string, err error) {
 	var re *RcodeError
 	if errors.As(err, &re) {
 		e.Answer = re.Answer
+	}
+	var rd *RdataError
+	if errors.As(err, &rd) {
+		e.Unread, e.UnreadFrom = rd.Raw, upstream
 	}
 }
 

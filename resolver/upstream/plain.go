@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 )
 
@@ -92,7 +93,8 @@ func (p *Plain) resendUnanswered(delay func() (time.Duration, bool), count func(
 func (p *Plain) Address() string { return p.addr }
 
 // Exchange asks over UDP, and again over TCP when the UDP answer is
-// truncated or unusable (the UDP cause is counted when TCP then answers).
+// truncated or unusable (the UDP cause is counted when TCP then answers),
+// but for an answer with a record miekg/dns does not read (RdataError).
 // The error wraps ErrAnswerUnusable for an answer that cannot be used over
 // either, is a timeout (isTimeout) when none came in time, and wraps
 // net.ErrClosed after Close. An answer whose RCODE is a failure
@@ -132,6 +134,11 @@ func (p *Plain) exchange(ctx context.Context, q *dns.Msg, overTCP bool) (*dns.Ms
 		resp, err = p.mux.exchange(ctx, q) // the mux keeps the timeout
 		if err == nil {
 			err = checkAnswer(resp, q)
+		}
+		if rd := (*RdataError)(nil); errors.As(err, &rd) && dnswire.Flags(rd.Raw)&dnswire.FlagTC == 0 {
+			// The zone's data, which TCP would bring the same: taken as
+			// the wire path takes it, not asked again (a truncated one is).
+			return nil, err
 		}
 		if errors.Is(err, ErrAnswerUnusable) && !isTimeout(err) {
 			udpErr = err // the wait ended at once: ask again over TCP
