@@ -219,28 +219,40 @@ func askDoH(url, from string, cfg *tls.Config, m *dns.Msg, get bool) (*dns.Msg, 
 	if err != nil {
 		return nil, err
 	}
-	var resp *http.Response
-	if get {
-		resp, err = c.Get(url + "?dns=" + base64.RawURLEncoding.EncodeToString(b))
-	} else {
-		resp, err = c.Post(url, listen.DoHContentType, bytes.NewReader(b))
-	}
+	resp, body, err := dohRoundTrip(c, url, get, b)
 	if err != nil {
 		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("http status %d: %s", resp.StatusCode, body)
 	}
 	if resp.TLS != nil && resp.ProtoMajor != 2 {
 		return nil, fmt.Errorf("DNS over HTTPS over %s, not HTTP/2", resp.Proto)
 	}
 	r := new(dns.Msg)
 	return r, r.Unpack(body)
+}
+
+// dohRoundTrip sends the DNS message b to the DoH url by GET or POST and
+// returns the response (its body read and closed) and its body; a status
+// other than 200 is an error naming it and the body.
+func dohRoundTrip(c *http.Client, url string, get bool, b []byte) (*http.Response, []byte, error) {
+	var resp *http.Response
+	var err error
+	if get {
+		resp, err = c.Get(url + "?dns=" + base64.RawURLEncoding.EncodeToString(b))
+	} else {
+		resp, err = c.Post(url, listen.DoHContentType, bytes.NewReader(b))
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, nil, fmt.Errorf("http status %d: %s", resp.StatusCode, body)
+	}
+	return resp, body, nil
 }
 
 // askDoQ asks m of the DNS over QUIC server at addr from the local address

@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -549,23 +548,9 @@ func diffFramed(c net.Conn, b []byte) ([]byte, error) {
 
 // diffDoH asks b at url by GET or POST, and checks the HTTP version.
 func diffDoH(c *http.Client, url string, major int, get bool, b []byte, maxAge *int) ([]byte, error) {
-	var resp *http.Response
-	var err error
-	if get {
-		resp, err = c.Get(url + "?dns=" + base64.RawURLEncoding.EncodeToString(b))
-	} else {
-		resp, err = c.Post(url, listen.DoHContentType, bytes.NewReader(b))
-	}
+	resp, body, err := dohRoundTrip(c, url, get, b)
 	if err != nil {
 		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("http status %d: %s", resp.StatusCode, body)
 	}
 	if resp.ProtoMajor != major {
 		return nil, fmt.Errorf("over %s, not HTTP/%d", resp.Proto, major)
