@@ -779,22 +779,11 @@ func (h *Handler) unreadReply(q *query, err error) (reply, bool) {
 	if err == nil || !errors.As(err, &ue) || !answersQuestion(ue.Unread, q.request()) {
 		return reply{}, false
 	}
-	raw := ue.Unread
-	if rest, ok := dnswire.WithoutOptions(raw, notHopByHop); ok {
-		raw = rest // an encrypted upstream's padding, say
-	}
-	e, ok := h.cache.Load().putWire(q.key, raw, time.Now())
+	e, ok := h.cache.Load().putWire(q.key, ue.Unread, time.Now())
 	if !ok {
 		return reply{}, false
 	}
 	return h.forwardedWire(q, e, ue.UnreadFrom), true
-}
-
-// notHopByHop reports whether an answer's EDNS option code is more than
-// its hop's: Padding and edns-tcp-keepalive are not (RFC 7830 §3, RFC 7828
-// §3.3.2), and an answer dnsfence relays drops them.
-func notHopByHop(code uint16, _ []byte) bool {
-	return code != dns.EDNS0PADDING && code != dns.EDNS0TCPKEEPALIVE
 }
 
 // answersQuestion reports whether b, a message miekg/dns does not unpack,

@@ -207,7 +207,7 @@ func (w *wireQuery) answer(b []byte, id uint16) (*dns.Msg, error) {
 	if opt := resp.IsEdns0(); opt != nil {
 		kept := opt.Option[:0]
 		for _, o := range opt.Option {
-			if c := o.Option(); c != dns.EDNS0PADDING && c != dns.EDNS0TCPKEEPALIVE {
+			if !hopOption(o.Option()) {
 				kept = append(kept, o)
 			}
 		}
@@ -226,6 +226,13 @@ func (w *wireQuery) answer(b []byte, id uint16) (*dns.Msg, error) {
 		}
 	}
 	return resp, nil
+}
+
+// hopOption reports whether an answer's EDNS option code is its hop's
+// alone: Padding and edns-tcp-keepalive (RFC 7830 §3, RFC 7828 §3.3.2),
+// which an answer dnsfence relays leaves out.
+func hopOption(code uint16) bool {
+	return code == dns.EDNS0PADDING || code == dns.EDNS0TCPKEEPALIVE
 }
 
 // sameQuestionWire compares two questions, names in wire form and without

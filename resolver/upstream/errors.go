@@ -54,7 +54,7 @@ var (
 // answer came over; the wire path's cache holds it so, and the message
 // path takes it from here (UpstreamError.Unread).
 type RdataError struct {
-	Raw []byte // the answer as it came, the caller's to keep
+	Raw []byte // the answer as it came but for its hop's options (hopOption), the caller's to keep
 	err error
 }
 
@@ -230,8 +230,8 @@ type UpstreamError struct {
 	// (failureRcode); nil when no upstream answered so.
 	Answer *dns.Msg
 	// Unread is the last upstream answer with a record miekg/dns does
-	// not read (RdataError), as it came; nil when no upstream answered so.
-	// It is not checked against the query.
+	// not read (RdataError), as it came but for its hop's options; nil
+	// when no upstream answered so. It is not checked against the query.
 	Unread []byte
 	// UnreadFrom is the upstream that sent Unread.
 	UnreadFrom string

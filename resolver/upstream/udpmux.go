@@ -356,7 +356,7 @@ func UnpackAnswer(b []byte) (*dns.Msg, error) {
 // unpackMsg is UnpackAnswer with miekg/dns's error, for the caller to
 // type: the answer, or the error of b as it is, but for an answer whose
 // records read through (rdataOnly), whose error is an RdataError (wrapping
-// ErrAnswerRdata) with a copy of b.
+// ErrAnswerRdata) with a copy of b without its hop's options (hopOption).
 // miekg/dns's errors cannot tell the two apart: those of the SVCB values
 // and of the EDNS Client Subnet option are not *dns.Error.
 func unpackMsg(b []byte) (*dns.Msg, error) {
@@ -371,7 +371,11 @@ func unpackMsg(b []byte) (*dns.Msg, error) {
 		}
 	}
 	if rdataOnly(b) {
-		return nil, &RdataError{Raw: slices.Clone(b), err: fmt.Errorf("%w: %w", ErrAnswerRdata, err)}
+		raw, ok := dnswire.WithoutOptions(b, func(code uint16, _ []byte) bool { return !hopOption(code) })
+		if !ok {
+			raw = slices.Clone(b)
+		}
+		return nil, &RdataError{Raw: raw, err: fmt.Errorf("%w: %w", ErrAnswerRdata, err)}
 	}
 	return nil, err
 }
