@@ -41,12 +41,11 @@ type queryCheck struct {
 // listeners apply before the Handler (DESIGN.md §1 step 1): no full
 // header, or QR set (an answer, not a query): refused, result
 // ResultBadRequest (the caller answers HTTP 400, or closes the DoQ
-// connection with DOQ_PROTOCOL_ERROR); an opcode other than QUERY and
-// NOTIFY: NOTIMP (a NOTIFY goes to the Handler, as AcceptQuery has it:
-// answered by the Handler over UDP, TCP and DoT, its NOTIMP carried the
-// question there and none here); a question count other than one (in the header or in fact), or
-// a body that does not parse: FORMERR; either of the first two BADVERS
-// when the OPT record is of a VERSION other than 0 (headerReject). A
+// connection with DOQ_PROTOCOL_ERROR); an opcode the Handler does not
+// answer (handledOpcode): NOTIMP; a question count other than one (in
+// the header or in fact), or a body that does not parse: FORMERR; either
+// of the first two BADVERS when the OPT record is of a VERSION other
+// than 0 (headerReject). A
 // NOTIMP or FORMERR to a message with an OPT record carries one, as
 // AcceptMessage's do (RFC 6891 §7).
 func checkQuery(b []byte) queryCheck {
@@ -69,7 +68,7 @@ func checkQuery(b []byte) queryCheck {
 		}
 		return chk
 	}
-	if op := dnswire.Opcode(bits); op != dns.OpcodeQuery && op != dns.OpcodeNotify {
+	if !handledOpcode(dnswire.Opcode(bits)) {
 		return header(dns.RcodeNotImplemented, resultNotimp)
 	}
 	if qdcount != 1 {

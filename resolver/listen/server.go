@@ -160,13 +160,21 @@ func AcceptQuery(dh dns.Header) dns.MsgAcceptAction {
 	if dh.Bits&qr != 0 {
 		return dns.MsgIgnore
 	}
-	if opcode := dnswire.Opcode(dh.Bits); opcode != dns.OpcodeQuery && opcode != dns.OpcodeNotify {
+	if !handledOpcode(dnswire.Opcode(dh.Bits)) {
 		return dns.MsgRejectNotImplemented
 	}
 	if dh.Qdcount != 1 {
 		return dns.MsgReject
 	}
 	return dns.MsgAccept
+}
+
+// handledOpcode reports whether a message of opcode goes to the Handler:
+// QUERY, and NOTIFY (RFC 1996). Every listener answers the others NOTIMP
+// itself (AcceptQuery, checkQuery): DoH and DoQ once answered NOTIFY so,
+// where UDP, TCP and DoT hand it on.
+func handledOpcode(opcode int) bool {
+	return opcode == dns.OpcodeQuery || opcode == dns.OpcodeNotify
 }
 
 // counted wraps AcceptQuery to count what it drops, since those packets
