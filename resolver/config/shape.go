@@ -391,9 +391,7 @@ func (s *shapeChecker) unknown(k *yaml.Node, fields map[string]reflect.StructFie
 	if inner, curly := curlyInner(k); curly && slices.Contains(names, inner) {
 		// “listen”: copied from a document with its quotes.
 		s.errs.record(k.Line, path, "key %s is in %s; write %s", strconv.Quote(k.Value), curlyWhy("key"), inner)
-		if nodeAt(&yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{n}}, []any{inner}) == nil {
-			s.errs.skip = append(s.errs.skip, keyName(append(slices.Clip(path), inner)))
-		}
+		s.meant(n, path, inner)
 		return
 	}
 	guess := closest(k.Value, names)
@@ -404,9 +402,7 @@ func (s *shapeChecker) unknown(k *yaml.Node, fields map[string]reflect.StructFie
 	switch {
 	case guess != "":
 		s.errs.record(k.Line, path, "unknown key %q; did you mean %s?", k.Value, guess)
-		if nodeAt(&yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{n}}, []any{guess}) == nil {
-			s.errs.skip = append(s.errs.skip, keyName(append(slices.Clip(path), guess)))
-		}
+		s.meant(n, path, guess)
 	case where != "":
 		s.errs.record(k.Line, path, "unknown key %q here; %s is a key of %s", k.Value, k.Value, where)
 	default:
@@ -418,6 +414,15 @@ func (s *shapeChecker) unknown(k *yaml.Node, fields map[string]reflect.StructFie
 			level = keyName(path)
 		}
 		s.errs.record(k.Line, path, "unknown key %q; the keys of %s are %s", k.Value, level, strings.Join(names, ", "))
+	}
+}
+
+// meant marks key of the mapping n at path as written, under another
+// spelling the error already names, when n does not hold it: its absence
+// is not reported a second time.
+func (s *shapeChecker) meant(n *yaml.Node, path []any, key string) {
+	if nodeAt(&yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{n}}, []any{key}) == nil {
+		s.errs.skip = append(s.errs.skip, keyName(append(slices.Clip(path), key)))
 	}
 }
 
