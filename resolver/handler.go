@@ -13,7 +13,6 @@ import (
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver/config"
-	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/miekg/dns"
@@ -770,13 +769,14 @@ func (h *Handler) forwarded(q *query, resp *dns.Msg, upstream string, err error)
 // client whose answer needs no inspection gets it as the upstream sent it,
 // one whose policy inspects it SERVFAIL (README, Answer inspection), over
 // every transport and from every upstream transport, as over UDP from a
-// plain upstream. ok is false when err holds no such answer to q's
-// question, or the wire cache cannot hold it (an option but the hop's: an
-// Extended DNS Error, say; it is then SERVFAIL as before, as it is on the
-// wire path, which hands such an answer to the message path).
+// plain upstream. ok is false when err holds no such answer (a whole one
+// to the query's question: upstream.RdataError), or the wire cache cannot
+// hold it (an option but the hop's: an Extended DNS Error, say; it is
+// then SERVFAIL as before, as it is on the wire path, which hands such an
+// answer to the message path).
 func (h *Handler) unreadReply(q *query, err error) (reply, bool) {
 	var ue *upstream.UpstreamError
-	if err == nil || !errors.As(err, &ue) || !answersQuestion(ue.Unread, q.request()) {
+	if err == nil || !errors.As(err, &ue) || ue.Unread == nil {
 		return reply{}, false
 	}
 	e, ok := h.cache.Load().putWire(q.key, ue.Unread, time.Now())
@@ -784,28 +784,6 @@ func (h *Handler) unreadReply(q *query, err error) (reply, bool) {
 		return reply{}, false
 	}
 	return h.forwardedWire(q, e, ue.UnreadFrom), true
-}
-
-// answersQuestion reports whether b, a message miekg/dns does not unpack,
-// is a whole answer (QR, opcode QUERY, TC clear: a truncated one is
-// unusable over a stream, and was asked again over TCP after UDP) to
-// req's one question: its name the same, letters compared without case,
-// its type and class the same.
-func answersQuestion(b []byte, req *dns.Msg) bool {
-	if len(b) < dnswire.HeaderLen || len(req.Question) != 1 || dnswire.QDCount(b) != 1 {
-		return false
-	}
-	if flags := dnswire.Flags(b); flags&(1<<15) == 0 || flags&dnswire.FlagTC != 0 || dnswire.Opcode(flags) != dns.OpcodeQuery {
-		return false
-	}
-	got, ok := dnswire.ReadQuestion(b)
-	want := req.Question[0]
-	if !ok || got.Type != want.Qtype || got.Class != want.Qclass {
-		return false
-	}
-	name := make([]byte, 256)
-	n, err := dns.PackDomainName(want.Name, name, 0, nil, false)
-	return err == nil && dnswire.EqualFold(b[dnswire.HeaderLen:got.NameEnd], name[:n])
 }
 
 // staleEDE is the Extended DNS Error of a stale answer of RCODE rcode: 19

@@ -1792,21 +1792,24 @@ func checkLeavesHealth(t *testing.T, first, second *testUpstream, kind string, q
 // will not unpack, though every record of the answer is well framed (an
 // HTTPS record whose ipv6hint holds an IPv4-mapped address, which Unbound
 // relays as it is), and answer every other name as usual, are not marked
-// down by clients asking for such a name: its owner wrote it. Each such
-// query still gets SERVFAIL, and is counted as malformed (before, over
-// TCP, as a network error: miekg/dns's SVCB errors are no *dns.Error),
-// and the first upstream keeps answering first. UDP (the wire path, which
-// refuses the answer where it unpacks it, upstream health aside) and TCP.
+// down by clients asking for such a name: its owner wrote it. Such an
+// answer is the first upstream's answer to its query on the wire path
+// (UDP) and the message path (TCP) alike: the second upstream is never
+// asked, and no error is counted. A client whose policy inspects answers
+// still gets SERVFAIL. Before, over TCP, each such query failed over to
+// the second upstream, and was counted as malformed on both.
 func TestUnreadRecordLeavesHealth(t *testing.T) {
 	first, second := startUpstream(t, unreadHintAnswer), startUpstream(t, unreadHintAnswer)
-	f := checkLeavesHealth(t, first, second, "malformed", func(i int) *dns.Msg {
+	f := checkLeavesHealth(t, first, second, "", func(i int) *dns.Msg {
 		return question(fmt.Sprintf("n%d.svcb.example.", i), dns.TypeHTTPS, true)
 	}, func(r *dns.Msg) {
 		assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
 	})
 	for _, u := range []*testUpstream{first, second} {
-		assert.Equal(t, map[string]float64{"malformed": 20}, upstreamErrors(t, f.registry, u.addr), "each TCP query, on each upstream")
+		assert.Empty(t, upstreamErrors(t, f.registry, u.addr), "an answer, not an error")
 	}
+	assert.Equal(t, 41, clientQueries(first), "each query asked once, and the A query")
+	assert.Zero(t, clientQueries(second), "the first upstream's answer ended each query")
 }
 
 // unreadHintAnswer answers an HTTPS question below svcb.example. with an

@@ -176,12 +176,22 @@ func (w *wireQuery) withID(id uint16, framed bool) []byte {
 // RFC 7828 §3.3.2), and loses its OPT record altogether when the caller's
 // query had none: that OPT was only added to carry padding. Options
 // dnsfence does not read are ignored whatever their data (UnpackAnswer).
+// An answer with a record miekg/dns does not read is its RdataError,
+// checked and given the caller's ID as one it reads (checkUnread).
 func (w *wireQuery) answer(b []byte, id uint16) (*dns.Msg, error) {
+	if w.noKeepalive && dnswire.HasOption(b, dns.EDNS0TCPKEEPALIVE) {
+		// In the octets: the answer as parsed need not hold it (unpackMsg),
+		// nor can one miekg/dns does not read.
+		return nil, fmt.Errorf("%w: edns-tcp-keepalive in the answer", ErrProtocol)
+	}
 	resp, err := unpackMsg(b)
 	switch {
 	case errors.Is(err, ErrAnswerRdata):
 		// The zone's data, not a broken upstream: its connection and
-		// the other queries on it stay.
+		// the other queries on it stay, when it answers the query.
+		if cerr := checkUnread(err, id, w.q); cerr != err {
+			return nil, fmt.Errorf("%w: %v", ErrProtocol, cerr)
+		}
 		return nil, err
 	case err != nil:
 		return nil, fmt.Errorf("%w: malformed answer: %w", ErrProtocol, err)
@@ -198,10 +208,6 @@ func (w *wireQuery) answer(b []byte, id uint16) (*dns.Msg, error) {
 		// it answers.
 	case len(resp.Question) != 1 || !sameQuestionWire(resp.Question[0], w.q.Question[0]):
 		return nil, fmt.Errorf("%w: answer for another question", ErrProtocol)
-	}
-	if w.noKeepalive && dnswire.HasOption(b, dns.EDNS0TCPKEEPALIVE) {
-		// In the octets: the answer as parsed need not hold it (unpackMsg).
-		return nil, fmt.Errorf("%w: edns-tcp-keepalive in the answer", ErrProtocol)
 	}
 	resp.Id = w.q.Id
 	if opt := resp.IsEdns0(); opt != nil {

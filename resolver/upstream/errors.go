@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 	"github.com/quic-go/quic-go"
 )
@@ -53,13 +54,34 @@ var (
 // upstream sent it (README, Answer inspection), whichever transport the
 // answer came over; the wire path's cache holds it so, and the message
 // path takes it from here (UpstreamError.Unread).
+//
+// Each transport checks it against its query as checkAnswer checks a
+// message (checkUnread): an RdataError an exchange returns is to the
+// query's question, and carries the query's ID.
 type RdataError struct {
-	Raw []byte // the answer as it came but for its hop's options (hopOption), the caller's to keep
-	err error
+	Raw   []byte // the answer as it came but for its hop's options (hopOption), the caller's to keep
+	rcode int    // its RCODE, extended by its OPT record's
+	err   error
 }
 
 func (e *RdataError) Error() string { return e.err.Error() }
 func (e *RdataError) Unwrap() error { return e.err }
+
+// answer reports whether e is a whole answer: TC clear (a truncated one is
+// asked again over TCP, or cut short with nothing larger left to ask
+// over, as exchange says) and an RCODE that is no failure (failureRcode).
+// Such an answer is the upstream's answer to its query, as the wire path
+// takes it (checkWire): the next upstream is not asked.
+func (e *RdataError) answer() bool {
+	return dnswire.Flags(e.Raw)&dnswire.FlagTC == 0 && !failureRcode(e.rcode)
+}
+
+// unreadAnswer reports whether err is an exchange's whole answer with a
+// record miekg/dns does not read (RdataError.answer).
+func unreadAnswer(err error) bool {
+	var rd *RdataError
+	return errors.As(err, &rd) && rd.answer()
+}
 
 // RcodeError is an upstream answer whose RCODE says the upstream could not
 // answer: SERVFAIL, REFUSED, NOTIMP, or FORMERR, BADVERS, BADCOOKIE, or
@@ -229,9 +251,10 @@ type UpstreamError struct {
 	// Answer is the last upstream answer whose RCODE was a failure
 	// (failureRcode); nil when no upstream answered so.
 	Answer *dns.Msg
-	// Unread is the last upstream answer with a record miekg/dns does
-	// not read (RdataError), as it came but for its hop's options; nil
-	// when no upstream answered so. It is not checked against the query.
+	// Unread is the upstream answer with a record miekg/dns does not
+	// read that ended the query (RdataError.answer), as it came but for
+	// its hop's options, with the query's ID and question; nil when no
+	// upstream answered so.
 	Unread []byte
 	// UnreadFrom is the upstream that sent Unread.
 	UnreadFrom string
@@ -253,7 +276,7 @@ func (e *UpstreamError) add(upstream string, err error) {
 		e.Answer = re.Answer
 	}
 	var rd *RdataError
-	if errors.As(err, &rd) {
+	if errors.As(err, &rd) && rd.answer() {
 		e.Unread, e.UnreadFrom = rd.Raw, upstream
 	}
 }

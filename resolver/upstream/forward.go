@@ -803,8 +803,16 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool) (*d
 		tq := upstreamQuery(req)
 		return func(ctx context.Context) (*dns.Msg, error) { return f.try(ctx, tq, up, overTCP) }
 	})
-	sf.end(f, err == nil)
+	sf.end(f, answered(err))
 	return resp, from, err
+}
+
+// answered reports whether a query that ended with err was answered: err
+// is nil, or holds an upstream's whole answer with a record miekg/dns does
+// not read (UpstreamError.Unread).
+func answered(err error) bool {
+	var ue *UpstreamError
+	return err == nil || errors.As(err, &ue) && ue.Unread != nil
 }
 
 // oneFailed is the error of a query whose one try, to up, failed with err.
@@ -902,6 +910,9 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 				return r.resp, order[r.i].addr, nil
 			}
 			errs[r.i] = r.err
+			if unreadAnswer(r.err) {
+				return none, "", tried(order, errs)
+			}
 			if next(retryFailover) {
 				continue
 			}
@@ -922,13 +933,22 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 			}
 		}
 		if pending == 0 {
-			uerr := &UpstreamError{Timeout: true}
-			for i, err := range errs[:sent] {
-				uerr.add(order[i].addr, err)
-			}
-			return none, "", uerr
+			return none, "", tried(order, errs)
 		}
 	}
+}
+
+// tried is the *UpstreamError of a query's tries that ended, errs[i]
+// the error of its try to order[i] (nil for one not sent or still in
+// flight), in the order they were sent.
+func tried(order []*upstreamState, errs []error) *UpstreamError {
+	uerr := &UpstreamError{Timeout: true}
+	for i, err := range errs {
+		if err != nil {
+			uerr.add(order[i].addr, err)
+		}
+	}
+	return uerr
 }
 
 // continued is a query that forwardHedged continues after its first try
@@ -969,10 +989,15 @@ func (f *Forwarder) try(ctx context.Context, q *dns.Msg, up *upstreamState, over
 }
 
 // record counts an exchange with up that began at start and ended with
-// err, and keeps it in up's health: a success, or a failure unless ctx
-// ended it or another query counted its cause already (sharedFailure:
-// countsAgainst is asked only for a failure that is to be recorded).
+// err (a whole answer with a record miekg/dns does not read is an answer,
+// RdataError.answer), and keeps it in up's health: a success, or a
+// failure unless ctx ended it or another query counted its cause already
+// (sharedFailure: countsAgainst is asked only for a failure that is to be
+// recorded).
 func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Time, err error) {
+	if unreadAnswer(err) {
+		err = nil // an answer, as the wire path takes it (checkWire)
+	}
 	took := time.Since(start)
 	if err == nil && up.seconds != nil {
 		up.seconds.Observe(took.Seconds())
@@ -1090,11 +1115,12 @@ func (f *Forwarder) checkHealth(u *upstreamState) {
 
 // ofTheQuery reports whether err is an upstream's answer that speaks of
 // the query, not of the upstream's health, which it leaves as it was: a
-// declined ANY, a REFUSED without RD, an answer with a record miekg/dns
-// does not read (ErrAnswerRdata: the name's owner wrote it; a SERVFAIL is
-// judged by the query's end: servfails). A client can send such queries
-// again and again; none of them may have an upstream that answers every
-// other query marked down.
+// declined ANY, a REFUSED without RD, a truncated or failed answer with a
+// record miekg/dns does not read (ErrAnswerRdata: the name's owner wrote
+// it; a whole one is an answer, record says; a SERVFAIL is judged by the
+// query's end: servfails). A client can send such queries again and
+// again; none of them may have an upstream that answers every other query
+// marked down.
 func ofTheQuery(err error) bool {
 	return declinedANY(err) || refusedNoRecursion(err) || errors.Is(err, ErrAnswerRdata)
 }

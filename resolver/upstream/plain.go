@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -135,14 +136,18 @@ func (p *Plain) exchange(ctx context.Context, q *dns.Msg, overTCP bool) (*dns.Ms
 		if err == nil {
 			err = checkAnswer(resp, q)
 		}
-		if rd := (*RdataError)(nil); errors.As(err, &rd) && dnswire.Flags(rd.Raw)&dnswire.FlagTC == 0 {
+		var rd *RdataError
+		switch {
+		case errors.As(err, &rd) && dnswire.Flags(rd.Raw)&dnswire.FlagTC != 0:
+			// Truncated: asked again over TCP, as the wire path does.
+			return p.exchangeTCP(ctx, q, nil)
+		case rd != nil:
 			// The zone's data, which TCP would bring the same: taken as
-			// the wire path takes it, not asked again (a truncated one is).
+			// the wire path takes it, not asked again.
 			return nil, err
-		}
-		if errors.Is(err, ErrAnswerUnusable) && !isTimeout(err) {
+		case errors.Is(err, ErrAnswerUnusable) && !isTimeout(err):
 			udpErr = err // the wait ended at once: ask again over TCP
-		} else if err != nil {
+		case err != nil:
 			return nil, err
 		}
 	}
@@ -165,10 +170,10 @@ func (p *Plain) exchangeTCP(ctx context.Context, q *dns.Msg, udpErr error) (*dns
 		err = checkAnswer(resp, q)
 	}
 	if udpErr != nil {
-		if err != nil {
+		if err != nil && !unreadAnswer(err) {
 			return nil, fmt.Errorf("%w; over tcp: %w", udpErr, err)
 		}
-		p.metrics.done(p.addr, 0, udpErr) // recovered, but the upstream still misbehaved
+		p.metrics.done(p.addr, 0, udpErr) // TCP answered, but the upstream still misbehaved
 	}
 	if err != nil {
 		return nil, err
@@ -200,7 +205,7 @@ func (p *Plain) streamExchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error
 	}
 	resp, err := UnpackAnswer(raw)
 	if err != nil {
-		return nil, err
+		return nil, checkUnread(err, q.Id, q)
 	}
 	if resp.Id != q.Id {
 		return nil, dns.ErrId
@@ -255,6 +260,34 @@ func checkAnswer(resp, q *dns.Msg) error {
 		return ErrAnswerMismatch
 	}
 	return nil
+}
+
+// checkUnread checks an answer miekg/dns does not read (err, when it is
+// an *RdataError), which came with the ID id to the query q, as
+// checkAnswer checks a message: a response with the ID it was sent with,
+// q's opcode and q's one question (the name compared in wire form,
+// without regard to ASCII case, RFC 4343). It returns err, its answer then
+// carrying q's ID, or an error wrapping ErrAnswerWrongID or
+// ErrAnswerMismatch instead. Any other err is returned as it is.
+func checkUnread(err error, id uint16, q *dns.Msg) error {
+	var rd *RdataError
+	if !errors.As(err, &rd) {
+		return err
+	}
+	b, flags := rd.Raw, dnswire.Flags(rd.Raw)
+	if got := dnswire.ID(b); got != id {
+		return fmt.Errorf("%w: answer with ID %d to a query with ID %d", ErrAnswerWrongID, got, id)
+	}
+	if flags&dnswire.FlagQR == 0 || dnswire.Opcode(flags) != q.Opcode || len(q.Question) != 1 {
+		return ErrAnswerMismatch
+	}
+	got, _ := dnswire.ReadQuestion(b) // read through by unpackMsg
+	name, _, nerr := dns.UnpackDomainName(b, dnswire.HeaderLen)
+	if nerr != nil || !sameQuestionWire(dns.Question{Name: name, Qtype: got.Type, Qclass: got.Class}, q.Question[0]) {
+		return ErrAnswerMismatch
+	}
+	binary.BigEndian.PutUint16(b, q.Id)
+	return err
 }
 
 // tcpError types an error of miekg/dns's TCP exchange: a wrong ID is

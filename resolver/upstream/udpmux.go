@@ -323,7 +323,7 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		}
 		resp, err := UnpackAnswer(raw)
 		if err != nil {
-			return nil, err
+			return nil, checkUnread(err, id, q)
 		}
 		resp.Id = q.Id
 		return resp, nil
@@ -355,7 +355,7 @@ func UnpackAnswer(b []byte) (*dns.Msg, error) {
 
 // unpackMsg is UnpackAnswer with miekg/dns's error, for the caller to
 // type: the answer, or the error of b as it is, but for an answer whose
-// records read through (rdataOnly), whose error is an RdataError (wrapping
+// records read through (walkAnswer), whose error is an RdataError (wrapping
 // ErrAnswerRdata) with a copy of b without its hop's options (hopOption).
 // miekg/dns's errors cannot tell the two apart: those of the SVCB values
 // and of the EDNS Client Subnet option are not *dns.Error.
@@ -370,25 +370,16 @@ func unpackMsg(b []byte) (*dns.Msg, error) {
 			return m, nil
 		}
 	}
-	if rdataOnly(b) {
+	if _, rcode, ok := walkAnswer(b); ok {
+		// Every record reads through: what miekg/dns refuses is the
+		// data of one.
 		raw, ok := dnswire.WithoutOptions(b, func(code uint16, _ []byte) bool { return !hopOption(code) })
 		if !ok {
 			raw = slices.Clone(b)
 		}
-		return nil, &RdataError{Raw: raw, err: fmt.Errorf("%w: %w", ErrAnswerRdata, err)}
+		return nil, &RdataError{Raw: raw, rcode: rcode, err: fmt.Errorf("%w: %w", ErrAnswerRdata, err)}
 	}
 	return nil, err
-}
-
-// rdataOnly reports whether b, a message miekg/dns does not unpack, has
-// one question and records that dnswire.Walk reads through, so that what
-// miekg/dns refuses is the data of a record (ErrAnswerRdata).
-func rdataOnly(b []byte) bool {
-	if len(b) < dnswire.HeaderLen || dnswire.QDCount(b) != 1 {
-		return false
-	}
-	q, ok := dnswire.ReadQuestion(b)
-	return ok && dnswire.Walk(b, q.End, func(dnswire.Record) bool { return true })
 }
 
 // answerOption reports whether dnsfence reads the EDNS option code, with

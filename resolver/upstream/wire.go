@@ -89,7 +89,7 @@ func (f *Forwarder) ForwardWire(ctx context.Context, q []byte) (WireAnswer, stri
 	defer f.inflight.Add(-1)
 	sf := new(servfails)
 	a, from, err := forwardHedged(ctx, f, order, continued{servfails: sf}, f.newWireTry(q, dnswire.ID(q)))
-	sf.end(f, err == nil)
+	sf.end(f, answered(err))
 	return a, from, err
 }
 
@@ -212,18 +212,7 @@ func queryMessage(q []byte) (*dns.Msg, error) {
 // malformed one is ErrAnswerMalformed, as UnpackAnswer says.
 func checkWire(raw, q []byte) (WireAnswer, error) {
 	qq, _ := dnswire.ReadQuestion(q)
-	rq, ok := dnswire.ReadQuestion(raw)
-	rcode := int(dnswire.Flags(raw) & 0xF)
-	opts := 0
-	ok = ok && dnswire.QDCount(raw) == 1 && dnswire.Walk(raw, rq.End, func(r dnswire.Record) bool {
-		if r.Type == dnswire.TypeOPT {
-			if opts++; opts > 1 || r.Section != dnswire.Additional {
-				return false
-			}
-			rcode |= int(raw[r.TTLOff]) << 4
-		}
-		return true
-	})
+	rq, rcode, ok := walkAnswer(raw)
 	if !ok {
 		if dnswire.PointsIntoHeader(raw, rq.End) {
 			return WireAnswer{}, fmt.Errorf("%w: a name points into the header", ErrAnswerMalformed)
@@ -241,16 +230,38 @@ func checkWire(raw, q []byte) (WireAnswer, error) {
 	return WireAnswer{Raw: raw, Rcode: rcode}, nil
 }
 
+// walkAnswer reads the answer raw through as checkWire takes it: one
+// question, every record read (dnswire.Walk), one OPT record at most, in
+// the additional section. rq is its question, rcode its RCODE extended by
+// its OPT record's (RFC 6891 §6.1.3); ok is false when raw does not read so.
+func walkAnswer(raw []byte) (rq dnswire.Question, rcode int, ok bool) {
+	if rq, ok = dnswire.ReadQuestion(raw); !ok || dnswire.QDCount(raw) != 1 {
+		return rq, 0, false
+	}
+	rcode = int(dnswire.Flags(raw) & 0xF)
+	opts := 0
+	ok = dnswire.Walk(raw, rq.End, func(r dnswire.Record) bool {
+		if r.Type == dnswire.TypeOPT {
+			if opts++; opts > 1 || r.Section != dnswire.Additional {
+				return false
+			}
+			rcode |= int(raw[r.TTLOff]) << 4
+		}
+		return true
+	})
+	return rq, rcode, ok
+}
+
 // checkAsMessage unpacks raw and checks it against q as the message path
 // does.
 func checkAsMessage(raw, q []byte) (WireAnswer, error) {
-	resp, err := UnpackAnswer(raw)
-	if err != nil {
-		return WireAnswer{}, err
-	}
 	qm := new(dns.Msg)
 	if err := qm.Unpack(q); err != nil {
 		return WireAnswer{}, fmt.Errorf("unpacking the query: %w", err)
+	}
+	resp, err := UnpackAnswer(raw)
+	if err != nil {
+		return WireAnswer{}, checkUnread(err, qm.Id, qm)
 	}
 	// resp has q's ID, whatever it was sent with (exchangeWire).
 	if err := checkAnswer(resp, qm); err != nil {

@@ -328,6 +328,6 @@ func (h *hedgedWire) failure() error {
 func (h *hedgedWire) end(a WireAnswer, from string, err error, batch listen.Batcher) {
 	h.f.inflight.Add(-1)
 	h.then.WireDone(a, from, err, batch)
-	h.servfails.end(h.f, err == nil)
+	h.servfails.end(h.f, answered(err))
 	h.f.release()
 }
