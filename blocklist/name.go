@@ -49,6 +49,12 @@ var entryOctet = func() (t [256]bool) {
 	return t
 }()
 
+// IsDomainName reports whether s is a domain name in presentation form
+// that a query can carry: labels of 1 to 63 octets, 255 octets in all in
+// wire form (RFC 1035 §3.1), a trailing dot optional. Where
+// dns.IsDomainName lets names of 256 and 257 octets through, it does not.
+func IsDomainName(s string) bool { return presname.IsDomainName(s) }
+
 // SameName reports whether a and b, in presentation form, are the same
 // domain name: the same octets label by label, ASCII letters compared
 // case-insensitively (RFC 4343), a trailing dot optional. `www.\116iktok.com.`

@@ -258,7 +258,7 @@ func certHost(leaf *x509.Certificate) (string, bool) {
 		if name == "" || strings.HasPrefix(name, "*") {
 			continue
 		}
-		if _, ok := dns.IsDomainName(name); ok {
+		if blocklist.IsDomainName(name) {
 			return dns.Fqdn(strings.ToLower(name)), true
 		}
 	}

@@ -314,6 +314,8 @@ func TestDDRTarget(t *testing.T) {
 		{[]string{"DNS.Agency.Example"}, "dns.agency.example."},
 		{[]string{"*.agency.example", "dns.agency.example"}, "dns.agency.example."},
 		{[]string{"*.agency.example"}, ""},
+		// A name of 256 octets, which no query can carry, is passed over.
+		{[]string{strings.Repeat(strings.Repeat("a", 63)+".", 3) + strings.Repeat("b", 47) + ".agency.example", "dns.agency.example"}, "dns.agency.example."},
 		{nil, ""},
 	} {
 		leaf := &x509.Certificate{DNSNames: c.names}

@@ -221,7 +221,9 @@ func (lr *lineReader) Resume(errLine int) bool {
 
 // absolute resolves a name as written in a zone file against origin, as
 // the zone parser does: a name ending in an unescaped dot is absolute, `@`
-// is the origin.
+// is the origin. It takes what dns.IsDomainName takes, names of 256 and
+// 257 octets too, as the parser does: the origin of a parser made after
+// an error (Resume) is the one the failed parser had.
 func absolute(name, origin string) (string, bool) {
 	if name == "@" {
 		return origin, origin != ""

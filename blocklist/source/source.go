@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 )
@@ -293,22 +294,6 @@ func (k *TSIG) normalize() (*TSIG, error) {
 	return &TSIG{Name: name, Algorithm: alg, Secret: k.Secret}, nil
 }
 
-// isDomainName reports whether s is a domain name whose wire form fits the
-// 255 octets of RFC 1035 §3.1. dns.IsDomainName alone lets names of 256
-// and 257 octets through (https://github.com/miekg/dns/issues/1552, still
-// so in v1.1.73), and miekg/dns packs them as they are: a zone or key
-// named so would go to the primary in queries it cannot read, failing at
-// every transfer rather than when the configuration is checked. Packed
-// into 255 octets, such a name does not fit.
-func isDomainName(s string) bool {
-	if _, ok := dns.IsDomainName(s); !ok {
-		return false
-	}
-	var wire [255]byte
-	_, err := dns.PackDomainName(dns.Fqdn(s), wire[:], 0, nil, false)
-	return err == nil
-}
-
 func (k *TSIG) problems() [3]error {
 	name, alg, secret := k.Problems()
 	return [3]error{name, alg, secret}
@@ -324,7 +309,7 @@ func (k *TSIG) Problems() (name, algorithm, secret error) {
 	case k.Name == "" || n == ".":
 		name = errors.New("empty")
 	default:
-		if !isDomainName(n) {
+		if !presname.IsDomainName(n) {
 			name = fmt.Errorf("%q is not a domain name", k.Name)
 		}
 	}

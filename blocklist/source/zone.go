@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 )
@@ -114,7 +115,7 @@ func NewZone(entry string, opt Options) (*Zone, error) {
 	if zone == "" || strings.Contains(zone, "/") {
 		return nil, fmt.Errorf("%s: want one zone name after the host, axfr://HOST[:PORT]/ZONE", shown)
 	}
-	if !isDomainName(zone) || dns.Fqdn(zone) == "." {
+	if !presname.IsDomainName(zone) || dns.Fqdn(zone) == "." {
 		return nil, fmt.Errorf("%s: zone %q is not a domain name", shown, zone)
 	}
 	zone = strings.ToLower(dns.Fqdn(zone))

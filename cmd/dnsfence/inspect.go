@@ -272,7 +272,7 @@ func notHostName(s string) string {
 		}
 	}
 	msg := fmt.Sprintf("%q is not a domain name: a URL, a port, a path or white space is no part of one", s)
-	if _, ok := dns.IsDomainName(host); ok && host != "" && host != s && !strings.ContainsFunc(host, notInHostName) {
+	if blocklist.IsDomainName(host) && host != "" && host != s && !strings.ContainsFunc(host, notInHostName) {
 		return msg + "; did you mean " + host + "?"
 	}
 	return msg + "; e.g. www.tiktok.com"
@@ -334,7 +334,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	// A name no query can carry (an empty label, over 255 octets) is no
 	// question: "forwarded" for www..tiktok.com would read as "not
 	// blocked" to a script (dig: "is not a legal name").
-	if _, ok := dns.IsDomainName(name); !ok {
+	if !blocklist.IsDomainName(name) {
 		fmt.Fprintf(stderr, "dnsfence explain: name: %q is not a domain name (an empty label, a label over 63 octets, or over 255 octets in all); e.g. www.tiktok.com\n", rest[1])
 		return explainError
 	}

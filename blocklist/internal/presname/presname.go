@@ -5,7 +5,26 @@
 // and blocklist/rpz share it.
 package presname
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// IsDomainName reports whether s is a domain name in presentation form
+// whose wire form fits the 255 octets of RFC 1035 §3.1 (a trailing dot
+// optional: the root label is counted either way). dns.IsDomainName alone
+// lets names of 256 and 257 octets through
+// (https://github.com/miekg/dns/issues/1552, still so in v1.1.73), and
+// miekg/dns packs them as they are: no query can carry such a name.
+func IsDomainName(s string) bool {
+	if _, ok := dns.IsDomainName(s); !ok {
+		return false
+	}
+	var wire [255]byte
+	_, err := dns.PackDomainName(dns.Fqdn(s), wire[:], 0, nil, false)
+	return err == nil
+}
 
 // LabelStart is where the label that ends at end (before a separator, or
 // at the end of name) starts: after the last separator before end, or at

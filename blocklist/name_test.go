@@ -1,0 +1,41 @@
+package blocklist
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// TestIsDomainName: a name a query can carry has labels of 1 to 63 octets
+// and 255 octets in all in wire form (RFC 1035 §3.1), the root label
+// counted whether or not the name ends in a dot, an escape counted as the
+// one octet it stands for. dns.IsDomainName takes names of 256 and 257
+// octets (miekg/dns issue 1552); explain, DDR's target name and a zone
+// source's zone and key names took them with it.
+func TestIsDomainName(t *testing.T) {
+	// labels of 63 octets and one of n, with their dots: the wire form is
+	// the text's length plus 2 (the first length octet and the root).
+	name := func(n int) string {
+		return strings.Repeat(strings.Repeat("a", 63)+".", 3) + strings.Repeat("b", n)
+	}
+	for _, c := range []struct {
+		name string
+		want bool
+	}{
+		{name(61), true},        // 253 characters: 255 octets
+		{name(61) + ".", true},  // the same, fully qualified
+		{name(62), false},       // 256 octets
+		{name(62) + ".", false}, // the same, fully qualified
+		{name(63), false},       // 257 octets
+		{strings.Repeat("a", 63) + ".tiktok.com", true},
+		{strings.Repeat("a", 64) + ".tiktok.com", false},
+		{"www..tiktok.com", false},
+		{`www.\116iktok.com`, true},
+		{strings.Repeat(`\097`, 63) + ".tiktok.com", true}, // an escape is one octet
+		{".", true},
+		{"", false},
+	} {
+		assert.Equal(t, c.want, IsDomainName(c.name), "%d characters: %.40q", len(c.name), c.name)
+	}
+}
