@@ -621,8 +621,7 @@ func (f *Forwarder) logDown(u *upstreamState, now time.Time, err error, fails, n
 	up := u.upSince.Load()
 	if up == 0 || now.Sub(time.Unix(0, up)) >= f.flapWindow {
 		u.flapping.Store(false)
-		f.log.Warn("upstream down: skipped while another is up, probed every second", zap.String("upstream", u.addr),
-			zap.Error(err), zap.Int("failed", fails), zap.Int("exchanges", n))
+		f.log.Warn(f.downLine(), zap.String("upstream", u.addr), zap.Error(err), zap.Int("failed", fails), zap.Int("exchanges", n))
 		return
 	}
 	// The first down of a bout is logged however soon after the last
@@ -640,6 +639,15 @@ func (f *Forwarder) logDown(u *upstreamState, now time.Time, err error, fails, n
 	f.log.Warn("upstream flapping: down again soon after its probe found it up; logged once a minute while it flaps",
 		zap.String("upstream", u.addr), zap.Error(err), zap.Int64("flaps", flaps),
 		zap.Duration("up_for", now.Sub(time.Unix(0, up)).Round(time.Millisecond)))
+}
+
+// downLine is the warning of an upstream marked down, which says what
+// the queries do meanwhile: with one upstream, they still go to it.
+func (f *Forwarder) downLine() string {
+	if len(f.upstreams) == 1 {
+		return "upstream down: the only upstream, still asked, and probed every second"
+	}
+	return "upstream down: skipped while another is up, probed every second"
 }
 
 // markDown marks u down and starts probing it.

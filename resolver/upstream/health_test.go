@@ -207,6 +207,8 @@ func TestDownAndBackUpLogged(t *testing.T) {
 	down := logs.FilterMessageSnippet("upstream down").AllUntimed()
 	require.Len(t, down, 1, "one line while it stays down")
 	assert.Equal(t, zap.WarnLevel, down[0].Level)
+	assert.Equal(t, "upstream down: the only upstream, still asked, and probed every second", down[0].Message,
+		"no other upstream to skip it for")
 	fields := down[0].ContextMap()
 	assert.Equal(t, up.addr, fields["upstream"])
 	assert.Contains(t, fields["error"], "REFUSED")
@@ -269,7 +271,7 @@ func TestFlappingUpstreamLoggedOnce(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	require.GreaterOrEqual(t, backUps, 5, "it flapped")
-	assert.Len(t, logs.FilterMessageSnippet("upstream down").AllUntimed(), 1, "the first down")
+	assert.Len(t, logs.FilterMessage("upstream down: skipped while another is up, probed every second").AllUntimed(), 1, "the first down")
 	assert.Len(t, logs.FilterMessage("upstream back up").AllUntimed(), 1, "the first back up")
 	flapping := logs.FilterMessageSnippet("upstream flapping").AllUntimed()
 	require.Len(t, flapping, 1, "one line while it flaps, inside flapLogEvery")
