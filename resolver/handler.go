@@ -1221,11 +1221,17 @@ func (h *Handler) write(q *query, r reply) {
 	}
 	limit := q.maxSize()
 	if r.msg == nil && len(r.wire) > limit {
-		if r.cached != nil {
+		switch {
+		case r.cached != nil && r.cached.message() == nil:
+			// No message to fit record by record (an answer miekg/dns
+			// does not unpack): its header and question, with TC set.
+			a := q.asked()
+			r.wire = a.truncatedCached(r.wire, r.cached)
+		case r.cached != nil:
 			// Aged to when it was packed: a fresh answer is younger than
 			// its query.
 			r = agedReply(q, r.cached, later(q.start, r.cached.stored), r.result)
-		} else {
+		default:
 			r.msg = blockedMsg(q)
 		}
 	}

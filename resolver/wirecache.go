@@ -217,3 +217,20 @@ func (a *asked) appendCached(b []byte, e *cacheEntry, now time.Time, maxSize int
 	}
 	return b, len(b) <= maxSize
 }
+
+// truncatedCached cuts b, the answer appendCached packed from e to the
+// query read as a, to its header and question, with TC set and no record
+// but our OPT (when the query had EDNS): the answer to a UDP client too
+// small for it when e holds no message to fit to the client record by
+// record (cacheEntry.message: an answer miekg/dns does not unpack). The
+// client asks again over TCP (RFC 1035 §4.2.1, RFC 2181 §9), and gets it
+// whole, as dnsdist truncates an answer it cannot fit.
+func (a *asked) truncatedCached(b []byte, e *cacheEntry) []byte {
+	b = b[:e.wireForm().qnameEnd+4] // the question: its name, type and class
+	binary.BigEndian.PutUint16(b[2:], binary.BigEndian.Uint16(b[2:])|dnswire.FlagTC)
+	clear(b[6:dnswire.HeaderLen]) // no answer, authority or additional record
+	if a.edns {
+		b = a.appendOPT(b, 0, 0)
+	}
+	return b
+}
