@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -70,6 +71,51 @@ func TestCacheRulesUnreadTooBig(t *testing.T) {
 				// The whole answer, which the client's miekg/dns does not
 				// unpack either.
 				require.ErrorContains(t, err, "ipv6", what)
+			}
+			assert.Equal(t, 1, counter.get(name, dns.TypeHTTPS, dns.ClassINET, false, false), "%s then %s: cached", miss.name, hit.name)
+		}
+	}
+}
+
+// TestCacheRulesUnreadOtherSpelling: an answer miekg/dns does not unpack,
+// given as the upstream sent it to a client whose policy does not inspect
+// it, is given from the cache to a client that spells the name otherwise
+// (DNS 0x20) too, with the question as that client spelled it (RFC 4343,
+// README's case of names), over every transport. It was SERVFAIL: the
+// question was to be set in a message, which the answer cannot be made
+// into.
+func TestCacheRulesUnreadOtherSpelling(t *testing.T) {
+	rulesNeedAddrs(t)
+	p := newTestPKI(t)
+	counter := &rulesCounter{}
+	up := startRulesUpstream(t, rulesAnswer(counter))
+	e := startRulesFence(t, p, rulesListen, "", nil, up.addr)
+	// Asked in octets: the client's miekg/dns does not unpack the answer
+	// either.
+	var askers []diffAsker
+	for _, a := range diffAskers(t, e, rulesExempt) {
+		if !a.proxied {
+			askers = append(askers, a)
+		}
+	}
+	for _, miss := range askers {
+		for _, hit := range askers {
+			name := fmt.Sprintf("unread.%s-%s.example.org.", miss.name, hit.name)
+			for _, ask := range []struct {
+				a    diffAsker
+				name string
+			}{{miss, name}, {hit, "UnReAd" + name[len("unread"):]}} {
+				what := fmt.Sprintf("%s then %s: %s asks %s", miss.name, hit.name, ask.a.name, ask.name)
+				q, err := question(ask.name, dns.TypeHTTPS, true).Pack()
+				require.NoError(t, err)
+				b, err := ask.a.ask(q)
+				require.NoError(t, err, what)
+				require.GreaterOrEqual(t, len(b), dnswire.HeaderLen, what)
+				assert.Equal(t, dns.RcodeSuccess, int(dnswire.Flags(b)&0xF), "%s: RCODE", what)
+				assert.EqualValues(t, 1, dnswire.ANCount(b), "%s: the HTTPS record", what)
+				got, _, err := dns.UnpackDomainName(b, dnswire.HeaderLen)
+				require.NoError(t, err, what)
+				assert.Equal(t, ask.name, got, "%s: the question as the client spelled it", what)
 			}
 			assert.Equal(t, 1, counter.get(name, dns.TypeHTTPS, dns.ClassINET, false, false), "%s then %s: cached", miss.name, hit.name)
 		}

@@ -184,8 +184,8 @@ func (sh *wireShape) cacheTTL(minTTL, maxTTL uint32) (time.Duration, bool) {
 // as a: the header by replyHeader, TTLs aged to now as cacheEntry.aged
 // ages them, and our OPT (buffer 1232, the client's DO bit) when the query
 // had EDNS. It reports false when the general path must answer instead:
-// the client spells the name otherwise, or the answer would not fit
-// maxSize (octets).
+// the client spells the name otherwise (and e has a message to build the
+// answer from), or the answer would not fit maxSize (octets).
 func (a *asked) appendCached(b []byte, e *cacheEntry, now time.Time, maxSize int) ([]byte, bool) {
 	w := e.wireForm()
 	b = append(b[:0], w.wire...)
@@ -195,18 +195,28 @@ func (a *asked) appendCached(b []byte, e *cacheEntry, now time.Time, maxSize int
 	binary.BigEndian.PutUint16(b[0:], hdr.Id)
 	binary.BigEndian.PutUint16(b[2:], headerFlags(&hdr))
 	// The cached question's spelling must be the client's: records compress
-	// their names against it, so it cannot be rewritten in place. A client
-	// spelling the name otherwise (DNS 0x20) takes the general path.
+	// their names against it, so it is not rewritten in place. A client
+	// spelling the name otherwise (DNS 0x20) takes the general path, which
+	// builds the answer as a message, unless the entry has none (an answer
+	// miekg/dns does not unpack): its question is then rewritten in place,
+	// the same octets but for their case, and the names compressed against
+	// it read in the client's spelling too (names compare without case,
+	// RFC 4343).
 	qname := w.wire[dnswire.HeaderLen:w.qnameEnd]
-	if a.qnameWire != nil {
-		if !bytes.Equal(a.qnameWire, qname) {
+	asked := a.qnameWire
+	var scratch [256]byte
+	if asked == nil {
+		n, err := dns.PackDomainName(a.qname, scratch[:], 0, nil, false)
+		if err != nil {
 			return b, false
 		}
-	} else {
-		var scratch [256]byte
-		if n, err := dns.PackDomainName(a.qname, scratch[:], 0, nil, false); err != nil || !bytes.Equal(scratch[:n], qname) {
+		asked = scratch[:n]
+	}
+	if !bytes.Equal(asked, qname) {
+		if !dnswire.EqualFold(asked, qname) || e.message() != nil {
 			return b, false
 		}
+		copy(b[dnswire.HeaderLen:], asked)
 	}
 	elapsed := uint32(max(now.Sub(e.stored), 0) / time.Second)
 	for _, t := range w.ttls {
