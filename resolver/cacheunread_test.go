@@ -1,7 +1,9 @@
 package resolver
 
 import (
+	"encoding/binary"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 
@@ -118,6 +120,83 @@ func TestCacheRulesUnreadOtherSpelling(t *testing.T) {
 				assert.Equal(t, ask.name, got, "%s: the question as the client spelled it", what)
 			}
 			assert.Equal(t, 1, counter.get(name, dns.TypeHTTPS, dns.ClassINET, false, false), "%s then %s: cached", miss.name, hit.name)
+		}
+	}
+}
+
+// rawOptions are the EDNS options of the answer b, by code.
+func rawOptions(t *testing.T, b []byte) map[uint16][]byte {
+	t.Helper()
+	off, ok := dnswire.FindOPT(b)
+	if !ok {
+		return nil
+	}
+	out := map[uint16][]byte{}
+	rd := off + 10
+	end := rd + int(binary.BigEndian.Uint16(b[off+8:]))
+	for o := rd; o+4 <= end; {
+		code, n := binary.BigEndian.Uint16(b[o:]), int(binary.BigEndian.Uint16(b[o+2:]))
+		out[code] = b[o+4 : o+4+n]
+		o += 4 + n
+	}
+	return out
+}
+
+// TestCacheRulesUnreadECS: the answer to a query whose client a trusted
+// proxy names by EDNS Client Subnet echoes the option, the scope the
+// whole source prefix (RFC 7871 §7.2.1, README), an answer miekg/dns does
+// not unpack too, on its first answer and from the cache, over every
+// transport. The first answer left the option out, and the cache's hits
+// were SERVFAIL: the option was echoed into a message, which the answer
+// cannot be made into. An answer that unpacks is the reference.
+func TestCacheRulesUnreadECS(t *testing.T) {
+	rulesNeedAddrs(t)
+	p := newTestPKI(t)
+	counter := &rulesCounter{}
+	up := startRulesUpstream(t, rulesAnswer(counter))
+	e := startRulesFence(t, p, rulesListen, `trusted_proxies: ["127.0.77.9/32"]`, nil, up.addr)
+	var askers []diffAsker
+	for _, a := range diffAskers(t, e, "127.0.77.9") {
+		if !a.proxied {
+			askers = append(askers, a)
+		}
+	}
+	// Too big for a UDP client of 512 octets: cut with TC, the option
+	// echoed all the same.
+	m := question("unreadbig.ecs.example.org.", dns.TypeHTTPS, false)
+	m.SetEdns0(512, false)
+	m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 32, Address: net.ParseIP(rulesExempt).To4()}}
+	for i := range 2 {
+		r, n, err := askUDPRaw(e.addr, "127.0.77.9", m)
+		require.NoError(t, err)
+		assert.LessOrEqual(t, n, 512)
+		assert.True(t, r.Truncated, "%d: TC: %v", i, r)
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode, "%d", i)
+		if e := findECS(r); assert.NotNil(t, e, "%d: ECS echoed", i) {
+			assert.Equal(t, uint8(32), e.SourceScope)
+		}
+	}
+	for _, label := range []string{"plain", "unread"} {
+		for _, miss := range askers {
+			for _, hit := range askers {
+				name := fmt.Sprintf("%s.ecs.%s-%s.example.org.", label, miss.name, hit.name)
+				for i, a := range []diffAsker{miss, hit} {
+					what := fmt.Sprintf("%s: %s then %s: %d %s", label, miss.name, hit.name, i, a.name)
+					m := question(name, dns.TypeHTTPS, true)
+					if label == "plain" {
+						m.Question[0].Qtype = dns.TypeA
+					}
+					m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 32, Address: net.ParseIP(rulesExempt).To4()}}
+					q, err := m.Pack()
+					require.NoError(t, err)
+					b, err := a.ask(q)
+					require.NoError(t, err, what)
+					assert.Equal(t, dns.RcodeSuccess, int(dnswire.Flags(b)&0xF), "%s: RCODE", what)
+					assert.EqualValues(t, 1, dnswire.ANCount(b), what)
+					// Family 1, source and scope /32, the address.
+					assert.Equal(t, []byte{0, 1, 32, 32, 127, 0, 77, 20}, rawOptions(t, b)[dns.EDNS0SUBNET], "%s: ECS echoed", what)
+				}
+			}
 		}
 	}
 }

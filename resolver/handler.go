@@ -665,7 +665,10 @@ func (h *Handler) cached(q *query, e *cacheEntry, prefetch bool) reply {
 		return r
 	}
 	result := e.result()
-	if q.id.ECS == nil && e.wireForm() != nil {
+	// A query with a Client Subnet to echo takes the message, but for an
+	// answer that has none (miekg/dns does not unpack it): write echoes
+	// it into the packed answer (appendECSEcho).
+	if (q.id.ECS == nil || e.message() == nil) && e.wireForm() != nil {
 		if r, ok := packedCached(q, e, result); ok {
 			return r
 		}
@@ -1220,13 +1223,16 @@ func (h *Handler) write(q *query, r reply) {
 		defer answerBufs.Put(r.buf)
 	}
 	limit := q.maxSize()
+	if r.msg == nil && r.cached != nil {
+		r.wire = appendECSEcho(r.wire, q.id.ECS) // as echoECS echoes it into a message
+	}
 	if r.msg == nil && len(r.wire) > limit {
 		switch {
 		case r.cached != nil && r.cached.message() == nil:
 			// No message to fit record by record (an answer miekg/dns
 			// does not unpack): its header and question, with TC set.
 			a := q.asked()
-			r.wire = a.truncatedCached(r.wire, r.cached)
+			r.wire = appendECSEcho(a.truncatedCached(r.wire, r.cached), q.id.ECS)
 		case r.cached != nil:
 			// Aged to when it was packed: a fresh answer is younger than
 			// its query.

@@ -244,3 +244,29 @@ func (a *asked) truncatedCached(b []byte, e *cacheEntry) []byte {
 	}
 	return b
 }
+
+// appendECSEcho adds to b, an answer packed from a cache entry ending in
+// our OPT without options (appendCached, truncatedCached), the Client
+// Subnet option echoECS adds to an answer built as a message (RFC 7871
+// §7.2.1), packed as miekg/dns packs that one; b as it is for a query of
+// no Client Subnet (ecs nil) or an answer of another shape. Only an
+// answer miekg/dns does not unpack, which has no message to add it to, is
+// packed for a query with one.
+func appendECSEcho(b []byte, ecs *dns.EDNS0_SUBNET) []byte {
+	const optLen = 11 // root, TYPE, CLASS, TTL, RDLENGTH
+	n := len(b)
+	if ecs == nil || n < dnswire.HeaderLen+optLen || b[n-optLen] != 0 ||
+		binary.BigEndian.Uint16(b[n-optLen+1:]) != dns.TypeOPT || binary.BigEndian.Uint16(b[n-2:]) != 0 {
+		return b
+	}
+	m := new(dns.Msg)
+	m.SetEdns0(ednsSize, false)
+	echoECS(m, ecs, false)
+	packed, err := m.Pack()
+	if err != nil {
+		return b
+	}
+	option := packed[dnswire.HeaderLen+optLen:] // the header, the OPT's fixed fields, then its options
+	binary.BigEndian.PutUint16(b[n-2:], uint16(len(option)))
+	return append(b, option...)
+}
