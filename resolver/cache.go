@@ -303,6 +303,15 @@ func (c *Cache) answerOnFailure(key cacheKey, start, now time.Time, failed bool)
 // stale-refresh-time), which also spares every client the wait for the
 // upstreams' timeouts during an outage. nil otherwise: ask them.
 func (c *Cache) staleUnrefreshed(key cacheKey, now time.Time) *dns.Msg {
+	if e := c.unrefreshedEntry(key, now); e != nil {
+		return e.aged(now, staleTTL)
+	}
+	return nil
+}
+
+// unrefreshedEntry is the entry staleUnrefreshed serves stale: expired,
+// and held off the upstreams for stale_refresh_time; nil otherwise.
+func (c *Cache) unrefreshedEntry(key cacheKey, now time.Time) *cacheEntry {
 	if c.cfg.StaleRefreshTime <= 0 {
 		return nil
 	}
@@ -314,7 +323,24 @@ func (c *Cache) staleUnrefreshed(key cacheKey, now time.Time) *dns.Msg {
 	if failed == 0 || now.UnixNano()-failed >= int64(c.cfg.StaleRefreshTime) {
 		return nil
 	}
-	return e.aged(now, staleTTL)
+	return e
+}
+
+// unreadOnFailure is the entry answerOnFailure finds for key at now but
+// cannot give, having no message to give it as (an answer miekg/dns does
+// not unpack): the expired one, to be served stale (stale true), or the
+// fresh one another upstream query cached meanwhile. nil when there is
+// none, or answerOnFailure could give it.
+func (c *Cache) unreadOnFailure(key cacheKey, now time.Time) (e *cacheEntry, stale bool) {
+	if e = c.expiredEntry(key, now); e != nil {
+		stale = true
+	} else if e = c.fresh(key, now); e == nil || e.rcode == dns.RcodeServerFailure {
+		return nil, false
+	}
+	if e.message() != nil {
+		return nil, false
+	}
+	return e, stale
 }
 
 // staleUnanswered returns the expired answer for key, to be served stale

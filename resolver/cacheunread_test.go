@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
@@ -198,5 +200,77 @@ func TestCacheRulesUnreadECS(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestCacheRulesUnreadServeStale: an expired answer miekg/dns does not
+// unpack is served stale like any other once every upstream fails, to a
+// client whose policy does not inspect it, over every transport: every
+// TTL 30, EDE 3 (RFC 8767 §4, RFC 8914 §4.4); and, for
+// stale_refresh_time after that failure, without asking the upstreams
+// (RFC 8767 §5). It was SERVFAIL: the stale answer was made as a message,
+// which the answer cannot be made into.
+func TestCacheRulesUnreadServeStale(t *testing.T) {
+	rulesNeedAddrs(t)
+	p := newTestPKI(t)
+	counter := &rulesCounter{}
+	var failing atomic.Bool
+	good := rulesAnswer(counter)
+	up := startRulesUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if failing.Load() && r.Question[0].Name != "." {
+			counter.add(r)
+			m := new(dns.Msg)
+			m.SetRcode(r, dns.RcodeServerFailure)
+			return m
+		}
+		return good(w, r)
+	})
+	e := startRulesFence(t, p, rulesListen, "cache: {max_ttl: 1, serve_stale: 1h, stale_refresh_time: 1h, stale_answer_client_timeout: 0s}", nil, up.addr)
+	var askers []diffAsker
+	for _, a := range diffAskers(t, e, rulesExempt) {
+		if !a.proxied {
+			askers = append(askers, a)
+		}
+	}
+	ask := func(a diffAsker, name string) []byte {
+		q, err := question(name, dns.TypeHTTPS, true).Pack()
+		require.NoError(t, err)
+		b, err := a.ask(q)
+		require.NoError(t, err, a.name)
+		require.GreaterOrEqual(t, len(b), dnswire.HeaderLen, a.name)
+		return b
+	}
+	nameOf := func(a diffAsker) string { return "unread.stale-" + a.name + ".example.org." }
+	for _, a := range askers {
+		b := ask(a, nameOf(a))
+		require.EqualValues(t, 1, dnswire.ANCount(b), "%s: the fresh answer", a.name)
+	}
+	failing.Store(true)
+	for _, a := range askers {
+		name := nameOf(a)
+		var b []byte
+		require.Eventually(t, func() bool {
+			b = ask(a, name)
+			return rawOptions(t, b)[dns.EDNS0EDE] != nil
+		}, 10*time.Second, 50*time.Millisecond, "%s: expires", a.name)
+		asked := counter.get(name, dns.TypeHTTPS, dns.ClassINET, false, false)
+		for i := range 2 { // the failed refresh, then held off the upstreams
+			if i == 1 {
+				b = ask(a, name)
+			}
+			what := fmt.Sprintf("%s, %d", a.name, i)
+			assert.Equal(t, dns.RcodeSuccess, int(dnswire.Flags(b)&0xF), "%s: RCODE", what)
+			assert.EqualValues(t, 1, dnswire.ANCount(b), "%s: the HTTPS record", what)
+			assert.Equal(t, []byte{0, byte(dns.ExtendedErrorCodeStaleAnswer)}, rawOptions(t, b)[dns.EDNS0EDE][:2], "%s: EDE 3", what)
+			q, ok := dnswire.ReadQuestion(b)
+			require.True(t, ok, what)
+			require.True(t, dnswire.Walk(b, q.End, func(r dnswire.Record) bool {
+				if r.Type != dnswire.TypeOPT {
+					assert.EqualValues(t, 30, r.TTL, "%s: TTL", what)
+				}
+				return true
+			}), what)
+		}
+		assert.Equal(t, asked, counter.get(name, dns.TypeHTTPS, dns.ClassINET, false, false), "%s: stale_refresh_time holds the upstreams off", a.name)
 	}
 }

@@ -577,8 +577,11 @@ func (h *Handler) fromCache(q *query) (r reply, ok bool) {
 	if e, prefetch := cache.get(q.key, q.start); e != nil {
 		return h.cached(q, e, prefetch), true
 	}
-	if stale := cache.staleUnrefreshed(q.key, q.start); stale != nil {
-		return h.forwarded(q, stale, upstreamStale, nil), true
+	if e := cache.unrefreshedEntry(q.key, q.start); e != nil {
+		if stale := e.aged(q.start, staleTTL); stale != nil {
+			return h.forwarded(q, stale, upstreamStale, nil), true
+		}
+		return h.unreadFromCache(q, e, q.start, true), true
 	}
 	return reply{}, false
 }
@@ -751,6 +754,12 @@ func (h *Handler) forwarded(q *query, resp *dns.Msg, upstream string, err error)
 		return r
 	}
 	if err != nil {
+		// An answer miekg/dns does not unpack is served stale (or fresh,
+		// refreshed meanwhile) from its wire form: Cache.answerOnFailure
+		// gives messages.
+		if e, stale := h.cache.Load().unreadOnFailure(q.key, time.Now()); e != nil {
+			return h.unreadFromCache(q, e, time.Now(), stale)
+		}
 		return h.failure(q, err)
 	}
 	if upstream == upstreamStale {
@@ -761,9 +770,38 @@ func (h *Handler) forwarded(q *query, resp *dns.Msg, upstream string, err error)
 	}
 	m := upstreamReply(req, q.out.scrub(resp))
 	if upstream == upstreamStale {
-		addEDE(m, staleEDE(resp.Rcode), "no usable upstream answer in time; answer from cache past its TTL")
+		addEDE(m, staleEDE(resp.Rcode), staleText)
 	}
 	return msgReply(m, ResultForwarded)
+}
+
+// unreadFromCache is the reply from e, a cache entry miekg/dns does not
+// unpack, at now, to a query whose upstreams failed or are held off
+// (stale_refresh_time): served stale, with every TTL 30 and EDE 3 or 19
+// (RFC 8767 §4, staleEDE), when stale, else as a hit; packed from its wire
+// form (appendCached, staleCached), as forwarded makes the answer of an
+// entry with a message, and counted and logged alike.
+func (h *Handler) unreadFromCache(q *query, e *cacheEntry, now time.Time, stale bool) reply {
+	q.upstream = upstreamCache
+	if stale {
+		q.upstream = upstreamStale
+		h.metrics.cacheLookup(cacheStale)
+	}
+	if r, replaced := h.inspectEntry(q, e, now); replaced {
+		return r
+	}
+	bufp := answerBufs.Get().(*[]byte)
+	a := q.asked()
+	b, ok := a.appendCached((*bufp)[:0], e, now, dns.MaxMsgSize)
+	if !ok {
+		answerBufs.Put(bufp)
+		return malformedReply(q)
+	}
+	if stale {
+		b = a.staleCached(b, e)
+	}
+	*bufp = b
+	return reply{wire: b, buf: bufp, rcode: e.rcode, result: e.result(), cached: e}
 }
 
 // unreadReply is forwarded's reply from an upstream answer with a record
@@ -788,6 +826,9 @@ func (h *Handler) unreadReply(q *query, err error) (reply, bool) {
 	}
 	return h.forwardedWire(q, e, ue.UnreadFrom), true
 }
+
+// staleText is the text of a stale answer's Extended DNS Error.
+const staleText = "no usable upstream answer in time; answer from cache past its TTL"
 
 // staleEDE is the Extended DNS Error of a stale answer of RCODE rcode: 19
 // "Stale NXDOMAIN Answer" for an NXDOMAIN, else 3 "Stale Answer" (RFC 8914

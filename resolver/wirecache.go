@@ -246,17 +246,13 @@ func (a *asked) truncatedCached(b []byte, e *cacheEntry) []byte {
 }
 
 // appendECSEcho adds to b, an answer packed from a cache entry ending in
-// our OPT without options (appendCached, truncatedCached), the Client
-// Subnet option echoECS adds to an answer built as a message (RFC 7871
-// §7.2.1), packed as miekg/dns packs that one; b as it is for a query of
-// no Client Subnet (ecs nil) or an answer of another shape. Only an
-// answer miekg/dns does not unpack, which has no message to add it to, is
-// packed for a query with one.
+// our OPT (appendCached, truncatedCached), the Client Subnet option
+// echoECS adds to an answer built as a message (RFC 7871 §7.2.1), packed
+// as miekg/dns packs that one; b as it is for a query of no Client Subnet
+// (ecs nil). Only an answer miekg/dns does not unpack, which has no
+// message to add it to, is packed for a query with one.
 func appendECSEcho(b []byte, ecs *dns.EDNS0_SUBNET) []byte {
-	const optLen = 11 // root, TYPE, CLASS, TTL, RDLENGTH
-	n := len(b)
-	if ecs == nil || n < dnswire.HeaderLen+optLen || b[n-optLen] != 0 ||
-		binary.BigEndian.Uint16(b[n-optLen+1:]) != dns.TypeOPT || binary.BigEndian.Uint16(b[n-2:]) != 0 {
+	if ecs == nil {
 		return b
 	}
 	m := new(dns.Msg)
@@ -266,7 +262,34 @@ func appendECSEcho(b []byte, ecs *dns.EDNS0_SUBNET) []byte {
 	if err != nil {
 		return b
 	}
-	option := packed[dnswire.HeaderLen+optLen:] // the header, the OPT's fixed fields, then its options
-	binary.BigEndian.PutUint16(b[n-2:], uint16(len(option)))
+	return appendOption(b, packed[dnswire.HeaderLen+11:]) // after the header and the OPT's fixed fields
+}
+
+// staleCached makes b, the answer appendCached packed from e to the query
+// read as a, a stale one, as Cache.stale and forwarded make one from a
+// message: every TTL 30 and, when the query had EDNS, EDE 3 "Stale
+// Answer", or 19 "Stale NXDOMAIN Answer" for an NXDOMAIN (RFC 8767 §4,
+// RFC 8914 §4.4, §4.20).
+func (a *asked) staleCached(b []byte, e *cacheEntry) []byte {
+	for _, t := range e.wireForm().ttls {
+		binary.BigEndian.PutUint32(b[t.off:], staleTTL)
+	}
+	if !a.edns {
+		return b
+	}
+	option := binary.BigEndian.AppendUint16(nil, dns.EDNS0EDE)
+	option = binary.BigEndian.AppendUint16(option, uint16(2+len(staleText)))
+	option = binary.BigEndian.AppendUint16(option, staleEDE(e.rcode))
+	return appendOption(b, append(option, staleText...))
+}
+
+// appendOption adds the EDNS option (its code, length and data) to b's
+// OPT record, the last record of b; b as it is when it has none there.
+func appendOption(b, option []byte) []byte {
+	off, ok := dnswire.FindOPT(b) // at its TYPE
+	if !ok || off+10+int(binary.BigEndian.Uint16(b[off+8:])) != len(b) {
+		return b
+	}
+	binary.BigEndian.PutUint16(b[off+8:], binary.BigEndian.Uint16(b[off+8:])+uint16(len(option)))
 	return append(b, option...)
 }
