@@ -268,7 +268,7 @@ func (e *cacheEntry) prefetchFailed() { e.prefetching.Store(false) }
 // stored meanwhile (answerOnFailure gives that one as it is). failed says
 // the upstreams were asked and failed (not a local limit): then the entry
 // the query was refreshing is served stale at once for stale_refresh_time
-// (failedRefresh, staleUnrefreshed).
+// (failedRefresh, unrefreshedEntry).
 func (c *Cache) stale(key cacheKey, start, now time.Time, failed bool) *dns.Msg {
 	e := c.expiredEntry(key, now)
 	if e == nil {
@@ -296,21 +296,12 @@ func (c *Cache) answerOnFailure(key cacheKey, start, now time.Time, failed bool)
 	return c.freshAnswer(key, now)
 }
 
-// staleUnrefreshed returns the expired answer for key, to be served stale
+// unrefreshedEntry is the expired entry for key, to be served stale
 // without asking the upstreams, when every upstream failed to refresh it
 // less than stale_refresh_time ago: RFC 8767 §5's failure recheck timer
 // (refresh from failing upstreams at most that often; BIND's
 // stale-refresh-time), which also spares every client the wait for the
 // upstreams' timeouts during an outage. nil otherwise: ask them.
-func (c *Cache) staleUnrefreshed(key cacheKey, now time.Time) *dns.Msg {
-	if e := c.unrefreshedEntry(key, now); e != nil {
-		return e.aged(now, staleTTL)
-	}
-	return nil
-}
-
-// unrefreshedEntry is the entry staleUnrefreshed serves stale: expired,
-// and held off the upstreams for stale_refresh_time; nil otherwise.
 func (c *Cache) unrefreshedEntry(key cacheKey, now time.Time) *cacheEntry {
 	if c.cfg.StaleRefreshTime <= 0 {
 		return nil

@@ -222,42 +222,42 @@ func TestCacheStaleRefreshTime(t *testing.T) {
 
 	c := NewCache(cfg)
 	c.put(key, msg, now)
-	assert.Nil(t, c.staleUnrefreshed(key, expired), "no failure yet: ask the upstreams")
+	assert.Nil(t, c.unrefreshedEntry(key, expired), "no failure yet: ask the upstreams")
 	require.NotNil(t, c.stale(key, expired, expired, false))
-	assert.Nil(t, c.staleUnrefreshed(key, expired.Add(time.Second)), "no upstream was asked: ask them")
+	assert.Nil(t, c.unrefreshedEntry(key, expired.Add(time.Second)), "no upstream was asked: ask them")
 
 	require.NotNil(t, c.stale(key, expired, expired, true))
 	for _, after := range []time.Duration{0, time.Second, 29 * time.Second} {
-		st := c.staleUnrefreshed(key, expired.Add(after))
-		if assert.NotNil(t, st, "%v after every upstream failed: stale at once", after) {
-			assert.Equal(t, uint32(30), st.Answer[0].Header().Ttl)
+		e := c.unrefreshedEntry(key, expired.Add(after))
+		if assert.NotNil(t, e, "%v after every upstream failed: stale at once", after) {
+			assert.Equal(t, uint32(30), e.aged(expired.Add(after), staleTTL).Answer[0].Header().Ttl)
 		}
 	}
-	assert.Nil(t, c.staleUnrefreshed(key, expired.Add(30*time.Second)), "refresh time over: ask again")
+	assert.Nil(t, c.unrefreshedEntry(key, expired.Add(30*time.Second)), "refresh time over: ask again")
 	again := expired.Add(31 * time.Second)
 	require.NotNil(t, c.stale(key, again, again, true), "they failed again")
-	assert.NotNil(t, c.staleUnrefreshed(key, expired.Add(60*time.Second)), "the wait starts at the last failure")
-	assert.Nil(t, c.staleUnrefreshed(key, now.Add(100*time.Second+time.Hour)), "past the stale window")
+	assert.NotNil(t, c.unrefreshedEntry(key, expired.Add(60*time.Second)), "the wait starts at the last failure")
+	assert.Nil(t, c.unrefreshedEntry(key, now.Add(100*time.Second+time.Hour)), "past the stale window")
 
 	c.put(key, msg, expired.Add(61*time.Second))
-	assert.Nil(t, c.staleUnrefreshed(key, expired.Add(62*time.Second)), "refreshed: a fresh entry has no failure")
+	assert.Nil(t, c.unrefreshedEntry(key, expired.Add(62*time.Second)), "refreshed: a fresh entry has no failure")
 
 	// A refresh begun before the entry was stored (by another upstream
 	// query) was not refreshing it: its failure is not the entry's.
 	began := expired.Add(60 * time.Second)
 	c.failedRefresh(key, began, expired.Add(62*time.Second))
 	require.NotNil(t, c.stale(key, began, now.Add(200*time.Second+time.Hour), true), "expired since")
-	assert.Nil(t, c.staleUnrefreshed(key, now.Add(200*time.Second+time.Hour)), "no failure of its own: ask the upstreams")
+	assert.Nil(t, c.unrefreshedEntry(key, now.Add(200*time.Second+time.Hour)), "no failure of its own: ask the upstreams")
 
 	off := NewCache(config.Cache{Size: 100, MaxTTL: 86400, ServeStale: time.Hour})
 	off.put(key, msg, now)
 	require.NotNil(t, off.stale(key, expired, expired, true))
-	assert.Nil(t, off.staleUnrefreshed(key, expired.Add(time.Second)), "stale_refresh_time 0: ask on every query")
+	assert.Nil(t, off.unrefreshedEntry(key, expired.Add(time.Second)), "stale_refresh_time 0: ask on every query")
 
 	noStale := NewCache(config.Cache{Size: 100, MaxTTL: 86400, StaleRefreshTime: time.Minute})
 	noStale.put(key, msg, now)
 	assert.Nil(t, noStale.stale(key, expired, expired, true))
-	assert.Nil(t, noStale.staleUnrefreshed(key, expired), "serve_stale off: nothing stale")
+	assert.Nil(t, noStale.unrefreshedEntry(key, expired), "serve_stale off: nothing stale")
 }
 
 // TestCacheClientTimeout: RFC 8767 §5's client response timer applies to

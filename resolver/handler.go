@@ -570,7 +570,7 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 
 // fromCache is step 7's cache lookup for q, whose key is set: a hit, or an
 // expired answer served stale while stale_refresh_time holds off the
-// upstreams that failed to refresh it (staleUnrefreshed); ok is false for
+// upstreams that failed to refresh it (unrefreshedEntry); ok is false for
 // a miss, which goes upstream (resume).
 func (h *Handler) fromCache(q *query) (r reply, ok bool) {
 	cache := h.cache.Load()
