@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -75,7 +76,8 @@ func TestUpstreamFailureEDE(t *testing.T) {
 // socket: nothing panics; a datagram with another ID leaves the query
 // waiting; one with its ID ends the wait at once, and is accepted only when
 // it is a response to exactly the question asked, else it is an
-// ErrAnswerUnusable kind.
+// ErrAnswerUnusable kind. One with a record miekg/dns does not read
+// (RdataError) is held to the same (checkUnread), read from its octets.
 func FuzzUpstreamAnswer(f *testing.F) {
 	q := question("www.example.org.", dns.TypeA, true)
 	q.Id = 0x1234
@@ -86,6 +88,7 @@ func FuzzUpstreamAnswer(f *testing.F) {
 	f.Add(big)
 	f.Add(big[:upstreamBuf])
 	f.Add([]byte{0x12, 0x34, 0x81, 0x80})
+	f.Add(unreadHintAnswer(f, q))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		s := &upstreamSocket{pending: map[uint16]*waiter{}}
 		w := &waiter{answer: make(chan []byte, 1)}
@@ -113,6 +116,16 @@ func FuzzUpstreamAnswer(f *testing.F) {
 		if err != nil {
 			if !errors.Is(err, ErrAnswerUnusable) {
 				t.Fatalf("error of no kind: %v", err)
+			}
+			var rd *RdataError
+			if errors.As(err, &rd) && checkUnread(err, q.Id, q) == err {
+				b := rd.Raw
+				name, off, nerr := dns.UnpackDomainName(b, dnswire.HeaderLen)
+				if dnswire.Flags(b)&dnswire.FlagQR == 0 || dnswire.ID(b) != q.Id || dnswire.QDCount(b) != 1 || nerr != nil ||
+					off+4 > len(b) || !strings.EqualFold(name, q.Question[0].Name) ||
+					binary.BigEndian.Uint16(b[off:]) != q.Question[0].Qtype || binary.BigEndian.Uint16(b[off+2:]) != q.Question[0].Qclass {
+					t.Fatalf("accepted an unread answer for another question, or no answer: % x", b)
+				}
 			}
 			return
 		}

@@ -313,7 +313,7 @@ func TestDoQUnreadRecordKeepsConnection(t *testing.T) {
 // unreadHintAnswer is the answer to q, an HTTPS question, with an HTTPS
 // record whose ipv6hint holds ::ffff:192.0.2.7, written into the octets:
 // miekg/dns neither packs nor unpacks it ("expected ipv6, got ipv4").
-func unreadHintAnswer(t *testing.T, q *dns.Msg) []byte {
+func unreadHintAnswer(t testing.TB, q *dns.Msg) []byte {
 	t.Helper()
 	m := new(dns.Msg).SetReply(q)
 	hint := net.ParseIP("2001:db8::7")
