@@ -219,10 +219,11 @@ func newHedgedWire(f *Forwarder, order []*upstreamState, q []byte, then WireThen
 
 // firstEnded takes the first try's result: a failure while it was alone
 // asks the others at once (unless its hedge delay just passed and they
-// are being asked); anything else is settled by settle.
+// are being asked); anything else (an answer with a record miekg/dns does
+// not read too: the upstream's, unreadAnswer) is settled by settle.
 func (h *hedgedWire) firstEnded(a WireAnswer, from string, err error, batch listen.Batcher) {
 	h.mu.Lock()
-	if err != nil && h.state == hedgeWaiting {
+	if err != nil && !unreadAnswer(err) && h.state == hedgeWaiting {
 		h.firstDone, h.firstErr = true, err
 		h.mu.Unlock()
 		if h.timer.Stop() { // else it is asking the others already
@@ -274,31 +275,35 @@ func (h *hedgedWire) askRest(reason string) {
 
 // settle takes the result of one side (first: the first try; else the
 // others'), with h.mu held, which it releases: a usable answer wins
-// unless the other side's did; a failure waits for the other side, and
-// when both have failed the query ends with every failure.
+// unless the other side's did, and so does an upstream's whole answer
+// with a record miekg/dns does not read (the first try's unreadAnswer,
+// the others' answered), as forwardHedged takes it, ending the query with
+// the failures so far; a failure waits for the other side, and when both
+// have failed the query ends with every failure.
 func (h *hedgedWire) settle(first bool, a WireAnswer, from string, err error, batch listen.Batcher) {
 	if h.state == hedgeDone {
 		h.mu.Unlock()
 		return
 	}
-	if err == nil {
+	unread := err != nil && (first && unreadAnswer(err) || !first && answered(err))
+	if err == nil || unread {
 		h.state = hedgeDone
+		if unread {
+			h.failed(first, err)
+			err = h.failure()
+		}
 		stopRest := h.stopRest
 		h.mu.Unlock()
 		h.timer.Stop()
 		if stopRest != nil {
 			stopRest() // no more hedges or failovers for a query answered
 		}
-		h.end(a, from, nil, batch)
+		h.end(a, from, err, batch)
 		return
 	}
-	if first {
-		h.firstDone, h.firstErr = true, err
-		if h.firstFailed != nil {
-			close(h.firstFailed)
-		}
-	} else {
-		h.restDone, h.restErr = true, err
+	h.failed(first, err)
+	if first && h.firstFailed != nil {
+		close(h.firstFailed)
 	}
 	both := h.firstDone && h.restDone
 	if both {
@@ -310,11 +315,25 @@ func (h *hedgedWire) settle(first bool, a WireAnswer, from string, err error, ba
 	}
 }
 
-// failure is the error of a query every try of which failed: the first
-// try's, then the others' in the order they were sent.
+// failed keeps the error err of one side (first: the first try; else the
+// others'), with h.mu held.
+func (h *hedgedWire) failed(first bool, err error) {
+	if first {
+		h.firstDone, h.firstErr = true, err
+	} else {
+		h.restDone, h.restErr = true, err
+	}
+}
+
+// failure is the error of a query whose tries ended without a usable
+// answer: the first try's, then the others' in the order they were sent
+// (a side still in flight, when an answer with a record miekg/dns does
+// not read ended the query, has none).
 func (h *hedgedWire) failure() error {
 	uerr := &UpstreamError{Timeout: true}
-	uerr.add(h.order[0].addr, h.firstErr)
+	if h.firstErr != nil {
+		uerr.add(h.order[0].addr, h.firstErr)
+	}
 	var rest *UpstreamError // forwardHedged's every failure is one
 	if errors.As(h.restErr, &rest) {
 		for i, err := range rest.Errs {
