@@ -952,6 +952,9 @@ func (h *Handler) resolve(ctx context.Context, q *query) (*dns.Msg, string, erro
 		msg, upstream, err = h.fetch(ctx, snap, req, key, tcp)
 	}
 	if err != nil {
+		if unreadAnswered(err) {
+			return nil, "", err // the upstreams' answer (unreadReply), not a failure
+		}
 		if m, from := h.cache.Load().answerOnFailure(key, q.start, time.Now(), upstreamsFailed(err)); m != nil {
 			return m, from, nil
 		}
@@ -971,10 +974,22 @@ func (h *Handler) clientTimeout(q *query, now time.Time) (wait time.Duration, ok
 }
 
 // upstreamsFailed reports whether err says every upstream was asked and
-// failed, rather than that none could be asked (errOverloaded).
+// failed, rather than that none could be asked (errOverloaded) or that one
+// answered with a record miekg/dns does not read (unreadAnswered).
 func upstreamsFailed(err error) bool {
 	var ue *upstream.UpstreamError
-	return errors.As(err, &ue)
+	return errors.As(err, &ue) && ue.Unread == nil
+}
+
+// unreadAnswered reports whether err holds an upstream's whole answer
+// with a record miekg/dns does not read (upstream.UpstreamError's Unread):
+// the upstreams' answer to the query, which unreadReply gives and caches
+// as the wire path takes one that came whole over UDP, never a failure
+// that an expired answer is served stale for (RFC 8767 §4) or that
+// starts stale_refresh_time.
+func unreadAnswered(err error) bool {
+	var ue *upstream.UpstreamError
+	return errors.As(err, &ue) && ue.Unread != nil
 }
 
 // fetch asks the upstreams once for every concurrent identical query and

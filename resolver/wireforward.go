@@ -110,10 +110,12 @@ type wireFlights struct {
 // shallow copy of a message (an answer the wire cache cannot hold, or,
 // when every upstream failed, Cache.answerOnFailure's: a stale one or the
 // fresh one another upstream query cached meanwhile), and where it came
-// from; errNotWire when it must go upstream as a message.
+// from; errNotWire when it must go upstream as a message. An upstream's
+// answer with a record miekg/dns does not read is their answer, returned
+// as the error that holds it (unreadAnswered) for unreadReply.
 func (h *Handler) resolvedWire(q *query, c *wireCall) (*cacheEntry, *dns.Msg, string, error) {
 	switch {
-	case errors.Is(c.err, errNotWire):
+	case errors.Is(c.err, errNotWire), unreadAnswered(c.err):
 		return nil, nil, "", c.err
 	case c.err != nil:
 		if m, from := h.cache.Load().answerOnFailure(q.key, q.start, time.Now(), upstreamsFailed(c.err)); m != nil {

@@ -1,0 +1,145 @@
+package resolver
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/internal/testnet"
+	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+)
+
+// startUpstreamAt is startUpstream on the loopback address ip, UDP and TCP
+// on one free port.
+func startUpstreamAt(t *testing.T, ip string, answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg) *testUpstream {
+	t.Helper()
+	for range 20 {
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
+		require.NoError(t, err)
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err != nil {
+			_ = pc.Close() // the port is taken over TCP: another one
+			continue
+		}
+		u := &testUpstream{addr: pc.LocalAddr().String(), answer: answer}
+		u.servers = []*dns.Server{{PacketConn: pc, Handler: u}, {Listener: ln, Handler: u}}
+		testnet.Serve(t, u.servers...)
+		return u
+	}
+	t.Fatalf("no port free on %s for both UDP and TCP", ip)
+	return nil
+}
+
+// startFenceAt is startFence with every listener on ip's port 0 (the
+// configuration's listen key included).
+func startFenceAt(t *testing.T, ip, text string, files map[string]string, upstreams ...string) *fence {
+	t.Helper()
+	listen := net.JoinHostPort(ip, "0")
+	text = strings.ReplaceAll(text, "127.0.0.1:0", listen)
+	path := writeConfig(t, text, files, upstreams...)
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	snap, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	require.Empty(t, snap.Warnings)
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	require.NoError(t, ConnectUpstreams(nil, snap, nil, m))
+	log := zaptest.NewLogger(t)
+	h := NewHandler(log, snap, m)
+	srv := newServer(log, h, h)
+	require.NoError(t, srv.Start([]string{listen}))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		h.Snapshot().Forwarder().Close()
+	})
+	return &fence{addr: srv.Addrs()[0], handler: h, server: srv, dir: filepath.Dir(path), registry: reg}
+}
+
+// askOctets sends q to server over network from the address from and
+// returns the answer's octets, which miekg/dns need not read.
+func askOctets(t *testing.T, server, from, network string, q *dns.Msg) []byte {
+	t.Helper()
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if network == "tcp" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	} else {
+		d.LocalAddr = &net.UDPAddr{IP: net.ParseIP(from)}
+	}
+	c, err := d.Dial(network, server)
+	require.NoError(t, err)
+	defer c.Close()
+	co := &dns.Conn{Conn: c, UDPSize: 65535}
+	require.NoError(t, co.SetDeadline(time.Now().Add(5*time.Second)))
+	require.NoError(t, co.WriteMsg(q))
+	b, err := co.ReadMsgHeader(nil)
+	require.NoError(t, err)
+	return b
+}
+
+// TestUnreadAnswerRefreshesStale: an upstream's whole answer with a record
+// miekg/dns does not read is its answer to the query (README, Answer
+// inspection), as a readable one is: it refreshes an expired answer, which
+// a client in no policy then gets as the upstream sent it, never the
+// expired one served stale as if every upstream had failed (RFC 8767 §4).
+// Over TCP (the message path) and over UDP after a truncated datagram
+// (the wire path's retry over TCP), as the wire path takes such an answer
+// that came whole over UDP.
+func TestUnreadAnswerRefreshesStale(t *testing.T) {
+	hint := net.ParseIP("2001:db8::7").To16()
+	mapped := net.ParseIP("::ffff:192.0.2.7").To16()
+	for _, network := range []string{"tcp", "udp"} {
+		t.Run(network, func(t *testing.T) {
+			var unread atomic.Bool
+			up := startUpstreamAt(t, "127.0.78.3", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				q := r.Question[0]
+				if q.Qtype != dns.TypeHTTPS || !unread.Load() {
+					m := new(dns.Msg).SetReply(r)
+					m.RecursionAvailable = true
+					if q.Qtype == dns.TypeHTTPS {
+						m.Answer = []dns.RR{&dns.HTTPS{SVCB: dns.SVCB{
+							Hdr:      dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: 60},
+							Priority: 1, Target: ".", Value: []dns.SVCBKeyValue{&dns.SVCBIPv6Hint{Hint: []net.IP{hint}}},
+						}}}
+					}
+					return m
+				}
+				if _, tcp := w.RemoteAddr().(*net.TCPAddr); !tcp {
+					m := new(dns.Msg).SetReply(r)
+					m.Truncated = true // asked again over TCP
+					return m
+				}
+				return unreadHintAnswer(w, r)
+			})
+			f := startFenceAt(t, "127.0.78.3", fmt.Sprintf(govConfig, "upstream_timeout: 1s\ncache: {max_ttl: 1, serve_stale: 1h}"), govFiles, up.addr)
+			q := question("a.svcb.example.", dns.TypeHTTPS, true)
+			const client = "127.0.78.4" // in no policy: gets the answer as it came
+			fresh := new(dns.Msg)
+			require.NoError(t, fresh.Unpack(askOctets(t, f.addr, client, network, q)))
+			require.Len(t, fresh.Answer, 1)
+
+			unread.Store(true)
+			var b []byte
+			require.Eventually(t, func() bool {
+				b = askOctets(t, f.addr, client, network, q)
+				m := new(dns.Msg)
+				return m.Unpack(b) != nil || hasEDE(m, dns.ExtendedErrorCodeStaleAnswer)
+			}, 10*time.Second, 50*time.Millisecond, "the cached answer expires")
+			assert.True(t, bytes.Contains(b, mapped), "the upstream's answer, not the expired one served stale")
+			assert.False(t, bytes.Contains(b, hint), "not the expired answer")
+		})
+	}
+}
