@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/internal/testnet"
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -117,4 +118,30 @@ func TestUnreadAnswerEndsStartedQuery(t *testing.T) {
 		assert.NotNil(t, ue.Unread)
 		assert.Equal(t, second.addr, ue.UnreadFrom)
 	})
+}
+
+// TestUnreadAnswerOverTCPHasQueryID: a wire query's answer with a record
+// miekg/dns does not read that came over TCP after a truncated datagram
+// carries the query's own ID (UpstreamError.Unread: "with the query's ID"),
+// as an answer read over TCP does (exchangeTCPWire), not the fresh one the
+// retry over TCP was sent with. ForwardWire and StartWire alike.
+func TestUnreadAnswerOverTCPHasQueryID(t *testing.T) {
+	up := startUpstreamOn(t, "127.0.78.2", truncatedThenUnread(t))
+	f := NewForwarder([]string{up.addr}, 5*time.Second, false)
+	defer f.Close()
+	for _, started := range []bool{false, true} {
+		q := wireQuestion("id.svcb.example.", dns.TypeHTTPS)
+		var err error
+		if started {
+			then := make(thenChan, 2)
+			f.StartWire(q, then, nil)
+			err = then.wait(t).err
+		} else {
+			_, _, err = f.ForwardWire(context.Background(), q)
+		}
+		var ue *UpstreamError
+		require.ErrorAs(t, err, &ue)
+		require.NotNil(t, ue.Unread)
+		assert.Equal(t, uint16(0x1234), dnswire.ID(ue.Unread), "started %v: the query's own ID", started)
+	}
 }

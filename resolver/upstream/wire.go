@@ -180,13 +180,18 @@ func checkUDPWire(raw, q []byte, err error) (a WireAnswer, _ error, overTCP bool
 }
 
 // exchangeTCPWire asks q again over TCP, as a message, after a UDP answer
-// that was truncated or unusable (udpErr, nil for a truncated one).
+// that was truncated or unusable (udpErr, nil for a truncated one). The
+// answer, or one with a record miekg/dns does not read (RdataError), has
+// q's own ID, not the fresh one it was asked with.
 func (p *Plain) exchangeTCPWire(ctx context.Context, q []byte, udpErr error) (WireAnswer, error) {
 	qm, err := queryMessage(q)
 	if err != nil {
 		return WireAnswer{}, err
 	}
 	resp, err := p.exchangeTCP(ctx, qm, udpErr)
+	if rd := (*RdataError)(nil); errors.As(err, &rd) {
+		binary.BigEndian.PutUint16(rd.Raw, dnswire.ID(q)) // as resp's, below
+	}
 	if err != nil {
 		return WireAnswer{}, err
 	}
