@@ -260,13 +260,13 @@ func walkAnswer(raw []byte) (rq dnswire.Question, rcode int, ok bool) {
 // checkAsMessage unpacks raw and checks it against q as the message path
 // does.
 func checkAsMessage(raw, q []byte) (WireAnswer, error) {
+	resp, err := UnpackAnswer(raw) // never an RdataError: raw does not read through (walkAnswer)
+	if err != nil {
+		return WireAnswer{}, err
+	}
 	qm := new(dns.Msg)
 	if err := qm.Unpack(q); err != nil {
 		return WireAnswer{}, fmt.Errorf("unpacking the query: %w", err)
-	}
-	resp, err := UnpackAnswer(raw)
-	if err != nil {
-		return WireAnswer{}, checkUnread(err, qm.Id, qm)
 	}
 	// resp has q's ID, whatever it was sent with (exchangeWire).
 	if err := checkAnswer(resp, qm); err != nil {
