@@ -816,8 +816,8 @@ func (h *Handler) unreadFromCache(q *query, e *cacheEntry, now time.Time, stale 
 // then SERVFAIL as before, as it is on the wire path, which hands such an
 // answer to the message path).
 func (h *Handler) unreadReply(q *query, err error) (reply, bool) {
-	var ue *upstream.UpstreamError
-	if err == nil || !errors.As(err, &ue) || ue.Unread == nil {
+	ue, ok := errors.AsType[*upstream.UpstreamError](err) // no allocation: called for every answer
+	if !ok || ue.Unread == nil {
 		return reply{}, false
 	}
 	e, ok := h.cache.Load().putWire(q.key, ue.Unread, time.Now())
@@ -977,8 +977,8 @@ func (h *Handler) clientTimeout(q *query, now time.Time) (wait time.Duration, ok
 // failed, rather than that none could be asked (errOverloaded) or that one
 // answered with a record miekg/dns does not read (unreadAnswered).
 func upstreamsFailed(err error) bool {
-	var ue *upstream.UpstreamError
-	return errors.As(err, &ue) && ue.Unread == nil
+	ue, ok := errors.AsType[*upstream.UpstreamError](err)
+	return ok && ue.Unread == nil
 }
 
 // unreadAnswered reports whether err holds an upstream's whole answer
@@ -988,8 +988,8 @@ func upstreamsFailed(err error) bool {
 // that an expired answer is served stale for (RFC 8767 §4) or that
 // starts stale_refresh_time.
 func unreadAnswered(err error) bool {
-	var ue *upstream.UpstreamError
-	return errors.As(err, &ue) && ue.Unread != nil
+	ue, ok := errors.AsType[*upstream.UpstreamError](err) // no allocation: called for every wire answer
+	return ok && ue.Unread != nil
 }
 
 // fetch asks the upstreams once for every concurrent identical query and

@@ -79,8 +79,8 @@ func (e *RdataError) answer() bool {
 // unreadAnswer reports whether err is an exchange's whole answer with a
 // record miekg/dns does not read (RdataError.answer).
 func unreadAnswer(err error) bool {
-	var rd *RdataError
-	return errors.As(err, &rd) && rd.answer()
+	rd, ok := errors.AsType[*RdataError](err) // no allocation: called for every try
+	return ok && rd.answer()
 }
 
 // RcodeError is an upstream answer whose RCODE says the upstream could not

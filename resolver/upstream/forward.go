@@ -819,8 +819,8 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool) (*d
 // is nil, or holds an upstream's whole answer with a record miekg/dns does
 // not read (UpstreamError.Unread).
 func answered(err error) bool {
-	var ue *UpstreamError
-	return err == nil || errors.As(err, &ue) && ue.Unread != nil
+	ue, ok := errors.AsType[*UpstreamError](err) // no allocation: called for every query
+	return err == nil || ok && ue.Unread != nil
 }
 
 // oneFailed is the error of a query whose one try, to up, failed with err.
@@ -1170,8 +1170,8 @@ func refusedNoRecursion(err error) bool {
 // is a failure of it but for a failed validation (servfails); record
 // leaves a SERVFAIL to the query's end.
 func answeredServfail(err error) bool {
-	var re *RcodeError
-	return errors.As(err, &re) && re.Rcode == dns.RcodeServerFailure
+	re, ok := errors.AsType[*RcodeError](err) // no allocation: called for every try
+	return ok && re.Rcode == dns.RcodeServerFailure
 }
 
 // failedValidation reports whether err is a validating upstream's SERVFAIL
