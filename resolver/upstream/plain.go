@@ -136,12 +136,12 @@ func (p *Plain) exchange(ctx context.Context, q *dns.Msg, overTCP bool) (*dns.Ms
 		if err == nil {
 			err = checkAnswer(resp, q)
 		}
-		var rd *RdataError
+		rd, unread := errors.AsType[*RdataError](err) // no allocation: err is most often nil
 		switch {
-		case errors.As(err, &rd) && dnswire.Flags(rd.Raw)&dnswire.FlagTC != 0:
+		case unread && dnswire.Flags(rd.Raw)&dnswire.FlagTC != 0:
 			// Truncated: asked again over TCP, as the wire path does.
 			return p.exchangeTCP(ctx, q, nil)
-		case rd != nil:
+		case unread:
 			// The zone's data, which TCP would bring the same: taken as
 			// the wire path takes it, not asked again.
 			return nil, err
