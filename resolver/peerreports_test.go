@@ -24,17 +24,20 @@ import (
 // The tests of peer resolvers' bug reports run dnsfence, its upstream and
 // its client on addresses of 127.0.79.0/24 of their own: dnsfence on
 // peerListen, the upstream on peerUp, the client peerClient, outside the
-// blocking policy's range (so every answer is forwarded as it came).
+// blocking policy's range (so every answer is forwarded as it came), and
+// peerProxy, a trusted proxy naming its clients by EDNS Client Subnet.
 const (
 	peerListen = "127.0.79.1"
 	peerUp     = "127.0.79.2"
 	peerClient = "127.0.79.3"
+	peerProxy  = "127.0.79.9"
 )
 
 const peerConfig = `listen: ["` + peerListen + `:0"]
 upstreams: {{upstreams}}
 upstream_timeout: 2s
-allowed_clients: ["127.0.79.0/24"]
+allowed_clients: ["127.0.79.0/24", "198.51.100.0/24", "203.0.113.0/24"]
+trusted_proxies: ["` + peerProxy + `/32"]
 log: {queries: none}
 policies:
   - name: gov
@@ -45,7 +48,7 @@ policies:
 // peerNeedAddrs skips the test where 127.0.79.0/24 is not loopback.
 func peerNeedAddrs(t *testing.T) {
 	t.Helper()
-	for _, ip := range []string{peerListen, peerUp, peerClient} {
+	for _, ip := range []string{peerListen, peerUp, peerClient, peerProxy} {
 		ln, err := net.Listen("tcp", ip+":0")
 		if err != nil {
 			t.Skipf("%s is not a loopback address here: %v", ip, err)
