@@ -204,8 +204,8 @@ func (a *asked) appendCached(b []byte, e *cacheEntry, now time.Time, maxSize int
 	// RFC 4343).
 	qname := w.wire[dnswire.HeaderLen:w.qnameEnd]
 	asked := a.qnameWire
-	var scratch [256]byte
 	if asked == nil {
+		var scratch [256]byte // zeroed only here: a UDP hit has qnameWire
 		n, err := dns.PackDomainName(a.qname, scratch[:], 0, nil, false)
 		if err != nil {
 			return b, false
