@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
@@ -61,35 +60,7 @@ policies:
 // rulesNeedAddrs skips the test where 127.0.77.0/24 is not loopback.
 func rulesNeedAddrs(t *testing.T) {
 	t.Helper()
-	for _, ip := range []string{rulesListen, rulesMsgListen, rulesUp, rulesGov, rulesExempt} {
-		ln, err := net.Listen("tcp", ip+":0")
-		if err != nil {
-			t.Skipf("%s is not a loopback address here: %v", ip, err)
-		}
-		ln.Close()
-	}
-}
-
-// startRulesUpstream serves answer on rulesUp, UDP and TCP on one port.
-func startRulesUpstream(t *testing.T, answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg) *testUpstream {
-	t.Helper()
-	u := &testUpstream{answer: answer}
-	var pc net.PacketConn
-	var ln net.Listener
-	for try := 0; ; try++ {
-		var err error
-		ln, err = net.Listen("tcp", rulesUp+":0")
-		require.NoError(t, err)
-		if pc, err = net.ListenPacket("udp", ln.Addr().String()); err == nil {
-			break
-		}
-		ln.Close()
-		require.Less(t, try, 10, "no port of %s free for UDP and TCP", rulesUp)
-	}
-	u.addr = pc.LocalAddr().String()
-	u.servers = []*dns.Server{{PacketConn: pc, Handler: u}, {Listener: ln, Handler: u}}
-	testnet.Serve(t, u.servers...)
-	return u
+	needLoopback(t, rulesListen, rulesMsgListen, rulesUp, rulesGov, rulesExempt)
 }
 
 // startRulesFence serves rulesConfig (with extra lines) on ip with every
@@ -392,7 +363,7 @@ func TestCacheRulesEveryTransport(t *testing.T) {
 	} {
 		t.Run(cfg.name, func(t *testing.T) {
 			counter := &rulesCounter{}
-			up := startRulesUpstream(t, rulesAnswer(counter))
+			up := startUpstreamAt(t, rulesUp, rulesAnswer(counter))
 			e := startRulesFence(t, p, rulesListen, cfg.cache, nil, up.addr)
 			trs := rulesTransports(e)
 			for _, sc := range rulesScenarios {
@@ -460,7 +431,7 @@ func TestCacheRulesKeys(t *testing.T) {
 	rulesNeedAddrs(t)
 	p := newTestPKI(t)
 	counter := &rulesCounter{}
-	up := startRulesUpstream(t, rulesAnswer(counter))
+	up := startUpstreamAt(t, rulesUp, rulesAnswer(counter))
 	e := startRulesFence(t, p, rulesListen, "", nil, up.addr)
 	trs := rulesTransports(e)
 	t.Run("do", func(t *testing.T) {
@@ -571,7 +542,7 @@ func TestCacheRulesClientSize(t *testing.T) {
 	rulesNeedAddrs(t)
 	p := newTestPKI(t)
 	counter := &rulesCounter{}
-	up := startRulesUpstream(t, rulesAnswer(counter))
+	up := startUpstreamAt(t, rulesUp, rulesAnswer(counter))
 	e := startRulesFence(t, p, rulesListen, "", nil, up.addr)
 	type sizedTransport struct {
 		rulesTransport
@@ -649,7 +620,7 @@ func TestCacheRulesServeStale(t *testing.T) {
 	counter := &rulesCounter{}
 	var failing sync.Map // names whose queries get SERVFAIL: all, once "fail" is stored
 	good := rulesAnswer(counter)
-	up := startRulesUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+	up := startUpstreamAt(t, rulesUp, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		if _, ok := failing.Load("fail"); ok && r.Question[0].Name != "." {
 			counter.add(r)
 			m := new(dns.Msg)
@@ -733,7 +704,7 @@ func TestCacheRulesCountDown(t *testing.T) {
 	rulesNeedAddrs(t)
 	p := newTestPKI(t)
 	counter := &rulesCounter{}
-	up := startRulesUpstream(t, rulesAnswer(counter))
+	up := startUpstreamAt(t, rulesUp, rulesAnswer(counter))
 	e := startRulesFence(t, p, rulesListen, "", nil, up.addr)
 	trs := rulesTransports(e)
 	for _, sc := range []struct {

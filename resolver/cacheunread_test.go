@@ -27,7 +27,7 @@ func TestCacheRulesUnreadTooBig(t *testing.T) {
 	rulesNeedAddrs(t)
 	p := newTestPKI(t)
 	counter := &rulesCounter{}
-	up := startRulesUpstream(t, rulesAnswer(counter))
+	up := startUpstreamAt(t, rulesUp, rulesAnswer(counter))
 	e := startRulesFence(t, p, rulesListen, "", nil, up.addr)
 	udp := func(size uint16, msgPath bool) rulesTransport {
 		name := fmt.Sprintf("udp%d", size)
@@ -92,7 +92,7 @@ func TestCacheRulesUnreadOtherSpelling(t *testing.T) {
 	rulesNeedAddrs(t)
 	p := newTestPKI(t)
 	counter := &rulesCounter{}
-	up := startRulesUpstream(t, rulesAnswer(counter))
+	up := startUpstreamAt(t, rulesUp, rulesAnswer(counter))
 	e := startRulesFence(t, p, rulesListen, "", nil, up.addr)
 	// Asked in octets: the client's miekg/dns does not unpack the answer
 	// either.
@@ -155,7 +155,7 @@ func TestCacheRulesUnreadECS(t *testing.T) {
 	rulesNeedAddrs(t)
 	p := newTestPKI(t)
 	counter := &rulesCounter{}
-	up := startRulesUpstream(t, rulesAnswer(counter))
+	up := startUpstreamAt(t, rulesUp, rulesAnswer(counter))
 	e := startRulesFence(t, p, rulesListen, `trusted_proxies: ["127.0.77.9/32"]`, nil, up.addr)
 	var askers []diffAsker
 	for _, a := range diffAskers(t, e, "127.0.77.9") {
@@ -216,7 +216,7 @@ func TestCacheRulesUnreadServeStale(t *testing.T) {
 	counter := &rulesCounter{}
 	var failing atomic.Bool
 	good := rulesAnswer(counter)
-	up := startRulesUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+	up := startUpstreamAt(t, rulesUp, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		if failing.Load() && r.Question[0].Name != "." {
 			counter.add(r)
 			m := new(dns.Msg)

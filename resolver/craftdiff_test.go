@@ -2,7 +2,6 @@ package resolver
 
 import (
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -134,19 +133,8 @@ func craftAnswer(r *dns.Msg) *dns.Msg {
 // startCraftUpstream serves craftAnswer on 127.0.68.5, UDP and TCP.
 func startCraftUpstream(t *testing.T) string {
 	t.Helper()
-	var pc net.PacketConn
-	var ln net.Listener
-	for try := 0; ; try++ {
-		l, err := net.Listen("tcp", "127.0.68.5:0")
-		require.NoError(t, err)
-		p, err := net.ListenPacket("udp", l.Addr().String())
-		if err == nil {
-			pc, ln = p, l
-			break
-		}
-		l.Close()
-		require.Less(t, try, 10, "no port of 127.0.68.5 free for UDP and TCP")
-	}
+	pc, ln, err := testnet.ListenBothOn("127.0.68.5")
+	require.NoError(t, err)
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := craftAnswer(r)
 		m.Compress = true

@@ -127,13 +127,33 @@ func (u *testUpstream) queries() []seenQuery {
 // startUpstream runs a test upstream on 127.0.0.1 until the test ends.
 func startUpstream(t *testing.T, answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg) *testUpstream {
 	t.Helper()
+	return startUpstreamAt(t, "127.0.0.1", answer)
+}
+
+// startUpstreamAt is startUpstream on the loopback address ip, UDP and TCP
+// on one free port.
+func startUpstreamAt(t *testing.T, ip string, answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg) *testUpstream {
+	t.Helper()
 	u := &testUpstream{answer: answer}
-	pc, ln, err := testnet.ListenBoth()
+	pc, ln, err := testnet.ListenBothOn(ip)
 	require.NoError(t, err)
 	u.addr = pc.LocalAddr().String()
 	u.servers = []*dns.Server{{PacketConn: pc, Handler: u}, {Listener: ln, Handler: u}}
 	testnet.Serve(t, u.servers...)
 	return u
+}
+
+// needLoopback skips the test where one of ips is not a loopback address
+// it can listen on (127.0.0.0/8 is not all loopback on every system).
+func needLoopback(t *testing.T, ips ...string) {
+	t.Helper()
+	for _, ip := range ips {
+		ln, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Skipf("%s is not a loopback address here: %v", ip, err)
+		}
+		ln.Close()
+	}
 }
 
 // stop shuts the upstream down: it no longer answers.

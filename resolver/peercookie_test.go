@@ -21,7 +21,7 @@ import (
 func TestUpstreamCookieNotRelayed(t *testing.T) {
 	peerNeedAddrs(t)
 	const serverCookie = "a1a2a3a4a5a6a7a8"
-	up := startPeerUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+	up := startUpstreamAt(t, peerUp, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		m := defaultAnswer(w, r)
 		if m.IsEdns0() == nil {
 			m.SetEdns0(1232, false)

@@ -20,7 +20,7 @@ import (
 // message path and TCP.
 func TestCacheHitEchoesItsOwnClientSubnet(t *testing.T) {
 	peerNeedAddrs(t)
-	up := startPeerUpstream(t, nil)
+	up := startUpstreamAt(t, peerUp, nil)
 	addr := startPeerFence(t, up.addr)
 	subnets := []net.IP{net.IPv4(198, 51, 100, 0).To4(), net.IPv4(203, 0, 113, 0).To4()}
 	cases := []struct {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
@@ -48,35 +47,7 @@ policies:
 // peerNeedAddrs skips the test where 127.0.79.0/24 is not loopback.
 func peerNeedAddrs(t *testing.T) {
 	t.Helper()
-	for _, ip := range []string{peerListen, peerUp, peerClient, peerProxy} {
-		ln, err := net.Listen("tcp", ip+":0")
-		if err != nil {
-			t.Skipf("%s is not a loopback address here: %v", ip, err)
-		}
-		ln.Close()
-	}
-}
-
-// startPeerUpstream serves answer on peerUp, UDP and TCP on one port.
-func startPeerUpstream(t *testing.T, answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg) *testUpstream {
-	t.Helper()
-	u := &testUpstream{answer: answer}
-	var pc net.PacketConn
-	var ln net.Listener
-	for try := 0; ; try++ {
-		var err error
-		ln, err = net.Listen("tcp", peerUp+":0")
-		require.NoError(t, err)
-		if pc, err = net.ListenPacket("udp", ln.Addr().String()); err == nil {
-			break
-		}
-		ln.Close()
-		require.Less(t, try, 10, "no port of %s free for UDP and TCP", peerUp)
-	}
-	u.addr = pc.LocalAddr().String()
-	u.servers = []*dns.Server{{PacketConn: pc, Handler: u}, {Listener: ln, Handler: u}}
-	testnet.Serve(t, u.servers...)
-	return u
+	needLoopback(t, peerListen, peerUp, peerClient, peerProxy)
 }
 
 // startPeerFence serves peerConfig with the given upstream until the test

@@ -20,7 +20,7 @@ import (
 func TestTruncatedFailureAskedOverTCP(t *testing.T) {
 	peerNeedAddrs(t)
 	rcodes := []int{dns.RcodeServerFailure, dns.RcodeNameError, dns.RcodeRefused, dns.RcodeFormatError}
-	up := startPeerUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+	up := startUpstreamAt(t, peerUp, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		m := defaultAnswer(w, r)
 		var i int
 		if _, err := fmt.Sscanf(r.Question[0].Name, "tc%d-", &i); err != nil || i >= len(rcodes) {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,27 +18,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 )
-
-// startUpstreamAt is startUpstream on the loopback address ip, UDP and TCP
-// on one free port.
-func startUpstreamAt(t *testing.T, ip string, answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg) *testUpstream {
-	t.Helper()
-	for range 20 {
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
-		require.NoError(t, err)
-		ln, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err != nil {
-			_ = pc.Close() // the port is taken over TCP: another one
-			continue
-		}
-		u := &testUpstream{addr: pc.LocalAddr().String(), answer: answer}
-		u.servers = []*dns.Server{{PacketConn: pc, Handler: u}, {Listener: ln, Handler: u}}
-		testnet.Serve(t, u.servers...)
-		return u
-	}
-	t.Fatalf("no port free on %s for both UDP and TCP", ip)
-	return nil
-}
 
 // startFenceAt is startFence with every listener on ip's port 0 (the
 // configuration's listen key included).

@@ -80,13 +80,17 @@ func RefusingAddr(t testing.TB) string {
 }
 
 // ListenBoth listens on one port of 127.0.0.1 for both UDP and TCP until
-// the caller closes them: a test upstream's. The kernel picks the port for
+// the caller closes them: a test upstream's (ListenBothOn).
+func ListenBoth() (net.PacketConn, net.Listener, error) { return ListenBothOn("127.0.0.1") }
+
+// ListenBothOn listens on one port of the loopback address ip for both UDP
+// and TCP until the caller closes them. The kernel picks the port for
 // TCP, where it is most often taken (an outgoing connection's port is held
 // for a minute after it closes, in TIME_WAIT, against any listener), and
 // the UDP socket then binds it, another pick when a UDP socket has it.
-func ListenBoth() (net.PacketConn, net.Listener, error) {
+func ListenBothOn(ip string) (net.PacketConn, net.Listener, error) {
 	for try := 0; ; try++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 		if err != nil {
 			return nil, nil, err
 		}

@@ -92,9 +92,16 @@ func listenBoth(t *testing.T) (net.PacketConn, net.Listener) {
 // startUpstream runs a test upstream on 127.0.0.1 until the test ends.
 func startUpstream(t *testing.T, answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg) *testUpstream {
 	t.Helper()
-	u := &testUpstream{answer: answer}
-	pc, ln := listenBoth(t)
-	u.addr = pc.LocalAddr().String()
+	return startUpstreamOn(t, "127.0.0.1", answer)
+}
+
+// startUpstreamOn is startUpstream on the loopback address ip, UDP and TCP
+// on one free port.
+func startUpstreamOn(t *testing.T, ip string, answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg) *testUpstream {
+	t.Helper()
+	pc, ln, err := testnet.ListenBothOn(ip)
+	require.NoError(t, err)
+	u := &testUpstream{addr: pc.LocalAddr().String(), answer: answer}
 	u.servers = []*dns.Server{{PacketConn: pc, Handler: u}, {Listener: ln, Handler: u}}
 	testnet.Serve(t, u.servers...)
 	return u
