@@ -38,16 +38,7 @@ func TestUpstreamCookieNotRelayed(t *testing.T) {
 		return m
 	})
 	addr := startPeerFence(t, up.addr)
-	cases := []struct {
-		name    string
-		network string
-		other   bool // an option of no meaning besides: the message path
-	}{
-		{"udp wire path", "udp", false},
-		{"udp message path", "udp", true},
-		{"tcp", "tcp", false},
-	}
-	for i, tc := range cases {
+	for i, tc := range peerPaths {
 		t.Run(tc.name, func(t *testing.T) {
 			name := fmt.Sprintf("cookie%d.example.org.", i)
 			for _, cookie := range []string{"1111111111111111", "2222222222222222" + serverCookie} {
@@ -74,5 +65,5 @@ func TestUpstreamCookieNotRelayed(t *testing.T) {
 			}
 		}
 	}
-	assert.Equal(t, len(cases), clientQueries(up), "one upstream query a case: the second is a hit")
+	assert.Equal(t, len(peerPaths), clientQueries(up), "one upstream query a case: the second is a hit")
 }

@@ -23,16 +23,7 @@ func TestCacheHitEchoesItsOwnClientSubnet(t *testing.T) {
 	up := startUpstreamAt(t, peerUp, nil)
 	addr := startPeerFence(t, up.addr)
 	subnets := []net.IP{net.IPv4(198, 51, 100, 0).To4(), net.IPv4(203, 0, 113, 0).To4()}
-	cases := []struct {
-		name    string
-		network string
-		other   bool // an option of no meaning besides: the message path
-	}{
-		{"udp wire path", "udp", false},
-		{"udp message path", "udp", true},
-		{"tcp", "tcp", false},
-	}
-	for i, tc := range cases {
+	for i, tc := range peerPaths {
 		t.Run(tc.name, func(t *testing.T) {
 			name := fmt.Sprintf("ecs%d.example.org.", i)
 			for _, subnet := range subnets {
@@ -53,5 +44,5 @@ func TestCacheHitEchoesItsOwnClientSubnet(t *testing.T) {
 			}
 		})
 	}
-	assert.Equal(t, len(cases), clientQueries(up), "one upstream query a case: the second subnet's is a hit")
+	assert.Equal(t, len(peerPaths), clientQueries(up), "one upstream query a case: the second subnet's is a hit")
 }

@@ -44,6 +44,19 @@ policies:
     block: [lists/tiktok.txt]
 `
 
+// peerPaths are the ways a query of these tests reaches the cache: UDP on
+// the wire path, UDP on the message path (an EDNS option of no meaning
+// besides sends it there: other), and TCP.
+var peerPaths = []struct {
+	name    string
+	network string
+	other   bool
+}{
+	{"udp wire path", "udp", false},
+	{"udp message path", "udp", true},
+	{"tcp", "tcp", false},
+}
+
 // peerNeedAddrs skips the test where 127.0.79.0/24 is not loopback.
 func peerNeedAddrs(t *testing.T) {
 	t.Helper()
