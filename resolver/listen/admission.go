@@ -59,7 +59,10 @@ const (
 //  3. A peer whose network (a /32 for IPv4, a /56 for IPv6, as the rate
 //     limiter counts) already holds limits.tcp_connections_per_client
 //     connections is closed at once, so that one client cannot take the
-//     whole of limits.tcp_connections.
+//     whole of limits.tcp_connections. Before that, the connections of
+//     that network its client has finished with are counted no more
+//     (reclaim): closed by the client, nothing left to read or answer,
+//     their goroutines not yet run to see it.
 type admission struct {
 	rules       func() Rules
 	connections func(transport string, delta int)
@@ -67,17 +70,52 @@ type admission struct {
 	log         *zap.Logger
 
 	mu sync.Mutex
-	// open counts the admitted connections of each client network that are
-	// still open; a network with none has no entry, so the map holds at
-	// most limits.tcp_connections entries.
-	open map[netip.Prefix]int
+	// clients are the admitted connections of each client network that
+	// are still open; a network with none has no entry, so the map holds
+	// at most limits.tcp_connections entries.
+	clients map[netip.Prefix]*clientConns
+}
+
+// clientConns are the open connections of one client network.
+type clientConns struct {
+	open int
+	// finished holds, for those of them that can tell (slot.reclaimable),
+	// whether their client has finished with them.
+	finished map[*slot]func() bool
+}
+
+// slot is one admitted connection's place in its client network's count.
+type slot struct {
+	a         *admission
+	transport string
+	key       netip.Prefix
+	once      sync.Once
+	released  bool // under a.mu
+}
+
+// release returns the place, once: when the connection closes, or
+// earlier when reclaim finds its client finished with it.
+func (s *slot) release() { s.once.Do(func() { s.a.closed(s) }) }
+
+// reclaimable lets reclaim ask finished whether the connection's client
+// has finished with it, for as long as it holds its place. finished must
+// not block: reclaim runs on an accept.
+func (s *slot) reclaimable(finished func() bool) {
+	s.a.mu.Lock()
+	defer s.a.mu.Unlock()
+	if c := s.a.clients[s.key]; c != nil && !s.released {
+		if c.finished == nil {
+			c.finished = map[*slot]func() bool{}
+		}
+		c.finished[s] = finished
+	}
 }
 
 // newAdmission admits by cfg's Rules, counting into cfg's Connections
 // and Refused.
 func newAdmission(cfg Config) *admission {
 	return &admission{rules: cfg.Rules, connections: cfg.Connections, refused: cfg.Refused, log: cfg.Log,
-		open: map[netip.Prefix]int{}}
+		clients: map[netip.Prefix]*clientConns{}}
 }
 
 // admitted is what an admitted connection carries.
@@ -88,6 +126,9 @@ type admitted struct {
 	// proxy: the peer is a trusted proxy, whose connection may open with a
 	// PROXY protocol header naming the client.
 	proxy bool
+	// slot is the connection's place under the per-client cap; nil for a
+	// trusted proxy's, which has none.
+	slot *slot
 }
 
 // admit decides for a new connection from peer on transport (TCP). When
@@ -111,15 +152,15 @@ func (a *admission) admit(transport string, peer netip.Addr) (admitted, bool) {
 		reason = RefusedNotAllowed
 	default:
 		key := ClientNetwork(peer)
-		a.mu.Lock()
-		if a.open[key] < rules.Limits().TCPConnectionsPerClient {
-			a.open[key]++
-			a.mu.Unlock()
-			a.connections(transport, 1)
-			var once sync.Once
-			return admitted{release: func() { once.Do(func() { a.closed(transport, key) }) }}, true
+		limit := rules.Limits().TCPConnectionsPerClient
+		s := a.take(transport, key, limit)
+		if s == nil && a.reclaim(key) {
+			s = a.take(transport, key, limit)
 		}
-		a.mu.Unlock()
+		if s != nil {
+			a.connections(transport, 1)
+			return admitted{release: s.release, slot: s}, true
+		}
 		reason = RefusedPerClient
 	}
 	a.refused(transport, reason)
@@ -129,14 +170,67 @@ func (a *admission) admit(transport string, peer netip.Addr) (admitted, bool) {
 	return admitted{}, false
 }
 
-// closed returns the slot of a connection of the client network key.
-func (a *admission) closed(transport string, key netip.Prefix) {
+// take gives a connection on transport a place among the client network
+// key's, unless it already holds limit; nil then.
+func (a *admission) take(transport string, key netip.Prefix, limit int) *slot {
 	a.mu.Lock()
-	if a.open[key]--; a.open[key] <= 0 {
-		delete(a.open, key)
+	defer a.mu.Unlock()
+	c := a.clients[key]
+	if c == nil {
+		c = &clientConns{}
+	}
+	if c.open >= limit {
+		return nil
+	}
+	c.open++
+	a.clients[key] = c
+	return &slot{a: a, transport: transport, key: key}
+}
+
+// reclaim releases the place of one of the client network key's
+// connections whose client has finished with it, and reports whether it
+// found one. A client that closes a connection and opens the next at once (a
+// stub resolver retrying truncated answers over TCP, a connection a
+// query) would otherwise find its closed ones still counted until their
+// goroutines run to read the close, and be refused at its cap: about a
+// tenth of the connections of 32 churning at once, on two busy cores
+// (TestAdmissionReclaimsFinishedConnections).
+func (a *admission) reclaim(key netip.Prefix) bool {
+	a.mu.Lock()
+	var slots []*slot
+	var finished []func() bool
+	if c := a.clients[key]; c != nil {
+		for s, f := range c.finished {
+			slots = append(slots, s)
+			finished = append(finished, f)
+		}
 	}
 	a.mu.Unlock()
-	a.connections(transport, -1)
+	// Asked without the lock: each asks the kernel.
+	for i, s := range slots {
+		if finished[i]() {
+			s.release()
+			if ce := a.log.Check(zap.DebugLevel, "a connection its client has closed counted no more"); ce != nil {
+				ce.Write(zap.String(logClient, key.String()))
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// closed returns s's place.
+func (a *admission) closed(s *slot) {
+	a.mu.Lock()
+	s.released = true
+	if c := a.clients[s.key]; c != nil {
+		delete(c.finished, s)
+		if c.open--; c.open <= 0 {
+			delete(a.clients, s.key)
+		}
+	}
+	a.mu.Unlock()
+	a.connections(s.transport, -1)
 }
 
 // ClientNetwork is the network one client is counted as: a /32 for IPv4, a

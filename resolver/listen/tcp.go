@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -150,6 +151,32 @@ type tcpConn struct {
 	idleMu   sync.Mutex
 	inflight int  // queries read and not yet answered by their resume
 	stopped  bool // stopAccepting set its past deadline: it stays
+
+	// raw is the TCP socket beneath, which finished asks; nil when the
+	// listener's connections are not TCP.
+	raw syscall.RawConn
+	// waiting: the read loop has no whole query buffered, and is about
+	// to wait for the next (sending the answers it holds first).
+	waiting atomic.Bool
+}
+
+// finished reports whether the client has finished with the connection:
+// the read loop has no query buffered (waiting), every query read has its
+// answer, and the client has closed its end with nothing left unread
+// (peerClosed). The read loop has then only to send what it holds, read
+// the close and end; admission counts the connection no more (reclaim).
+// On DNS over TLS the client's close_notify is left unread until then,
+// so only a client that closes without one is seen so early.
+func (c *tcpConn) finished() bool {
+	if c.raw == nil || !c.waiting.Load() {
+		return false
+	}
+	c.idleMu.Lock()
+	idle := c.inflight == 0
+	c.idleMu.Unlock()
+	// No query can come after the close peerClosed sees, so a read loop
+	// that wakes meanwhile finds only the close.
+	return idle && peerClosed(c.raw)
 }
 
 // remoteAddr is the client's address: the PROXY header's source when a
@@ -413,6 +440,7 @@ func (s *tcpServer) serve() {
 // proxy under the rules current when it arrives: else the connection fails
 // and closes.
 func (s *tcpServer) admit(c net.Conn) *tcpConn {
+	accepted := c
 	peer := peerAddr(c.RemoteAddr())
 	adm, ok := s.admission.admit(s.transport, peer)
 	if !ok {
@@ -433,8 +461,15 @@ func (s *tcpServer) admit(c net.Conn) *tcpConn {
 		// goroutine, bounded like the first query.
 		c = ServerTLS(c, s.tls, s.handshakeTimeout())
 	}
-	return &tcpConn{Conn: c, proxy: pc, release: adm.release,
+	conn := &tcpConn{Conn: c, proxy: pc, release: adm.release,
 		closed: func(reason string) { s.closedConns(s.transport, reason) }}
+	if tc, isTCP := accepted.(*net.TCPConn); isTCP && adm.slot != nil {
+		if raw, err := tc.SyscallConn(); err == nil {
+			conn.raw = raw
+			adm.slot.reclaimable(conn.finished)
+		}
+	}
+	return conn
 }
 
 // handshakeTimeout bounds a DNS over TLS handshake: limits.tcp_read_timeout,
@@ -507,9 +542,14 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 	var small []byte // the buffer of queries up to tcpSmallQuery octets, kept
 	holding := false
 	for !s.closing.Load() && !c.broken.Load() {
-		if holding && !frameBuffered(r) {
-			c.send() // the read below may wait: the answers go now
-			holding = false
+		if !frameBuffered(r) {
+			// Nothing left to answer but what is held, and the read
+			// below may wait: the answers go now.
+			c.waiting.Store(true)
+			if holding {
+				c.send()
+				holding = false
+			}
 		}
 		if !c.awaitQuery(timeout) || s.closing.Load() {
 			return // shutdown set its deadline before ours
@@ -518,6 +558,7 @@ func (s *tcpServer) serveConn(c *tcpConn) {
 			s.handshakeFailed(c, err)
 			return
 		}
+		c.waiting.Store(false)
 		n := int(binary.BigEndian.Uint16(length[:]))
 		var m []byte
 		switch {
