@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -45,7 +46,9 @@ var (
 	// ipv6hint holds an IPv4-mapped address, SVCB keys out of order, a
 	// mandatory key list of odd length. Such data is the zone's, which
 	// any name's owner writes and a recursive upstream passes on as it
-	// is, so it speaks of the query, not of the upstream (ofTheQuery).
+	// is, so it speaks of the query, not of the upstream: a whole answer
+	// is the upstream's answer (RdataError.answer), any other is judged
+	// by its RCODE and TC bit as a readable one is (asReadable).
 	ErrAnswerRdata = fmt.Errorf("%w: a record's data miekg/dns does not read", ErrAnswerMalformed)
 )
 
@@ -81,6 +84,56 @@ func (e *RdataError) answer() bool {
 func unreadAnswer(err error) bool {
 	rd, ok := errors.AsType[*RdataError](err) // no allocation: called for every try
 	return ok && rd.answer()
+}
+
+// asReadable is the error of an exchange that ended with err, an
+// RdataError that is no whole answer (RdataError.answer), as that of the
+// same answer miekg/dns reads: one whose RCODE is a failure
+// (failureRcode) an *RcodeError holding its header, question and OPT
+// record (headerOnly: what the SERVFAIL tracker, failedValidation,
+// declinedANY and refusedNoRecursion read, and the Extended DNS Errors
+// relayed), one with TC set ErrAnswerTruncated (it came over a stream, or
+// over TCP after a truncated datagram: Plain.exchange asks again so). It
+// is then counted by its RCODE or as truncated, failed over, and judged
+// as a readable one is: a truncated answer counts against its upstream's
+// health, a SERVFAIL is judged by the query's end (servfails). The
+// record the name's owner wrote makes the answer no less cut short or
+// failed. Any other err is returned as it is. The order is exchange's:
+// the RCODE first.
+func asReadable(err error) error {
+	rd, ok := errors.AsType[*RdataError](err) // no allocation: called for every failed try
+	if !ok || rd.answer() {
+		return err
+	}
+	if failureRcode(rd.rcode) {
+		return &RcodeError{Rcode: rd.rcode, Answer: headerOnly(rd.Raw)}
+	}
+	return ErrAnswerTruncated
+}
+
+// headerOnly is the answer raw, which dnswire.Walk reads through, without
+// its records but its OPT: its header, question and EDNS (its Extended
+// DNS Errors), as a message; nil when miekg/dns does not unpack even
+// that.
+func headerOnly(raw []byte) *dns.Msg {
+	q, ok := dnswire.ReadQuestion(raw)
+	if !ok {
+		return nil
+	}
+	b := append(make([]byte, 0, q.End+64), raw[:q.End]...)
+	clear(b[6:dnswire.HeaderLen]) // no answer, authority or additional record
+	if off, ok := dnswire.FindOPT(raw); ok && off+10 <= len(raw) {
+		end := off + 10 + int(binary.BigEndian.Uint16(raw[off+8:]))
+		if end <= len(raw) {
+			b = append(append(b, 0), raw[off:end]...) // owned by the root
+			binary.BigEndian.PutUint16(b[10:], 1)
+		}
+	}
+	m, err := unpackMsg(b)
+	if err != nil {
+		return nil
+	}
+	return m
 }
 
 // RcodeError is an upstream answer whose RCODE says the upstream could not

@@ -1123,14 +1123,16 @@ func (f *Forwarder) checkHealth(u *upstreamState) {
 
 // ofTheQuery reports whether err is an upstream's answer that speaks of
 // the query, not of the upstream's health, which it leaves as it was: a
-// declined ANY, a REFUSED without RD, a truncated or failed answer with a
-// record miekg/dns does not read (ErrAnswerRdata: the name's owner wrote
-// it; a whole one is an answer, record says; a SERVFAIL is judged by the
-// query's end: servfails). A client can send such queries again and
-// again; none of them may have an upstream that answers every other query
-// marked down.
+// declined ANY, a REFUSED without RD (a SERVFAIL is judged by the query's
+// end: servfails). A client can send such queries again and again; none
+// of them may have an upstream that answers every other query marked
+// down. An answer with a record miekg/dns does not read is judged as the
+// same answer read would be (asReadable): a whole one is an answer
+// (record), a truncated one or one whose RCODE is a failure is what a
+// readable one is; the name's owner wrote the record, not the RCODE or
+// the TC bit.
 func ofTheQuery(err error) bool {
-	return declinedANY(err) || refusedNoRecursion(err) || errors.Is(err, ErrAnswerRdata)
+	return declinedANY(err) || refusedNoRecursion(err)
 }
 
 // refusedNoRecursion reports whether err is an upstream's REFUSED to a
@@ -1269,7 +1271,9 @@ func (f *Forwarder) takeRetry(u *upstreamState) bool {
 // over a stream, or over TCP after a truncated UDP answer, so it is cut
 // short with nothing larger left to ask over (RFC 1035 §4.2.2), and
 // relayed it would reach the client as a whole answer (the client's TC is
-// dnsfence's own, set only when it cuts the answer itself).
+// dnsfence's own, set only when it cuts the answer itself). An answer with
+// a record miekg/dns does not read is held to the same (asReadable): only
+// a whole one is the upstream's answer.
 func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, u *upstreamState, overTCP bool) (*dns.Msg, error) {
 	var resp *dns.Msg
 	var err error
@@ -1279,7 +1283,7 @@ func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, u *upstreamState, 
 		resp, err = u.t.Exchange(ctx, q)
 	}
 	if err != nil {
-		return nil, err
+		return nil, asReadable(err)
 	}
 	if err := checkAnswer(resp, q); err != nil {
 		return nil, err

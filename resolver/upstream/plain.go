@@ -170,7 +170,9 @@ func (p *Plain) exchangeTCP(ctx context.Context, q *dns.Msg, udpErr error) (*dns
 		err = checkAnswer(resp, q)
 	}
 	if udpErr != nil {
-		if err != nil && !unreadAnswer(err) {
+		// TCP answered, with a record miekg/dns does not read too (whole
+		// or not: asReadable takes a truncated one as it takes one read).
+		if _, unread := errors.AsType[*RdataError](err); err != nil && !unread {
 			return nil, fmt.Errorf("%w; over tcp: %w", udpErr, err)
 		}
 		p.metrics.done(p.addr, 0, udpErr) // TCP answered, but the upstream still misbehaved

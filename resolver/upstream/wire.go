@@ -123,10 +123,11 @@ func (f *Forwarder) exchangeWire(ctx context.Context, q []byte, u *upstreamState
 // usableWire is exchangeWire's check of an answer: one whose RCODE is a
 // failure (failureRcode) is an *RcodeError holding it as a message, and
 // one with TC set ErrAnswerTruncated, as exchange says (a truncated
-// datagram was asked again over TCP before this: only a TCP answer can).
+// datagram was asked again over TCP before this: only a TCP answer can);
+// one with a record miekg/dns does not read alike (asReadable).
 func usableWire(a WireAnswer, err error) (WireAnswer, error) {
 	if err != nil {
-		return WireAnswer{}, err
+		return WireAnswer{}, asReadable(err)
 	}
 	if a.Msg != nil {
 		if failureRcode(a.Msg.Rcode) {
@@ -140,7 +141,7 @@ func usableWire(a WireAnswer, err error) (WireAnswer, error) {
 	if failureRcode(a.Rcode) {
 		m, err := UnpackAnswer(a.Raw)
 		if err != nil {
-			return WireAnswer{}, err
+			return WireAnswer{}, asReadable(err)
 		}
 		return WireAnswer{}, &RcodeError{Rcode: m.Rcode, Answer: m}
 	}
