@@ -317,12 +317,12 @@ func (c *Cache) unrefreshedEntry(key cacheKey, now time.Time) *cacheEntry {
 	return e
 }
 
-// unreadOnFailure is the entry answerOnFailure finds for key at now but
-// cannot give, having no message to give it as (an answer miekg/dns does
-// not unpack): the expired one, to be served stale (stale true), or the
-// fresh one another upstream query cached meanwhile. nil when there is
-// none, or answerOnFailure could give it.
-func (c *Cache) unreadOnFailure(key cacheKey, now time.Time) (e *cacheEntry, stale bool) {
+// unreadEntry is the entry answerOnFailure and answerAtTimer find for key
+// at now but cannot give, having no message to give it as (an answer
+// miekg/dns does not unpack): the expired one, to be served stale (stale
+// true), or the fresh one another upstream query cached meanwhile. nil
+// when there is none, or they could give it.
+func (c *Cache) unreadEntry(key cacheKey, now time.Time) (e *cacheEntry, stale bool) {
 	if e = c.expiredEntry(key, now); e != nil {
 		stale = true
 	} else if e = c.fresh(key, now); e == nil || e.rcode == dns.RcodeServerFailure {

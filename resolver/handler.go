@@ -734,11 +734,14 @@ func (h *Handler) wireReply(q *query, c *wireCall) (r reply, ok bool) {
 // its reply is none when the query's client response timer (a wire
 // query's, clientTimer) answered it meanwhile.
 func (h *Handler) forwardMessage(ctx context.Context, q *query) reply {
-	resp, upstream, err := h.resolve(ctx, q)
+	res, err := h.resolve(ctx, q)
 	if !q.claimAnswer() {
 		return reply{}
 	}
-	return h.forwarded(q, resp, upstream, err)
+	if res.unread != nil {
+		return h.unreadFromCache(q, res.unread, time.Now(), res.upstream == upstreamStale)
+	}
+	return h.forwarded(q, res.msg, res.upstream, err)
 }
 
 // forwarded is forward's reply from the upstreams' answer resp as a
@@ -757,7 +760,7 @@ func (h *Handler) forwarded(q *query, resp *dns.Msg, upstream string, err error)
 		// An answer miekg/dns does not unpack is served stale (or fresh,
 		// refreshed meanwhile) from its wire form: Cache.answerOnFailure
 		// gives messages.
-		if e, stale := h.cache.Load().unreadOnFailure(q.key, time.Now()); e != nil {
+		if e, stale := h.cache.Load().unreadEntry(q.key, time.Now()); e != nil {
 			return h.unreadFromCache(q, e, time.Now(), stale)
 		}
 		return h.failure(q, err)
@@ -939,29 +942,32 @@ var errOverloaded = errors.New("too many upstream queries in flight")
 // (Cache.answerOnFailure). An expired answer that may be served stale is returned so as well when the
 // upstreams have not answered within stale_answer_client_timeout
 // (fetchWithin), unless q is a wire query whose own timer runs
-// (clientTimer).
-func (h *Handler) resolve(ctx context.Context, q *query) (*dns.Msg, string, error) {
+// (clientTimer); one miekg/dns does not unpack as the cache entry
+// (fetchResult.unread).
+func (h *Handler) resolve(ctx context.Context, q *query) (fetchResult, error) {
 	snap, req, key, tcp := q.snap, q.request(), q.key, q.upstreamTCP()
 	now := time.Now()
-	var msg *dns.Msg
-	var upstream string
+	var res fetchResult
 	var err error
 	if wait, ok := h.clientTimeout(q, now); ok {
-		msg, upstream, err = h.fetchWithin(ctx, snap, req, key, tcp, wait)
+		res, err = h.fetchWithin(ctx, snap, req, key, tcp, wait)
 	} else {
-		msg, upstream, err = h.fetch(ctx, snap, req, key, tcp)
+		res, err = h.fetch(ctx, snap, req, key, tcp)
 	}
 	if err != nil {
 		if unreadAnswered(err) {
-			return nil, "", err // the upstreams' answer (unreadReply), not a failure
+			return fetchResult{}, err // the upstreams' answer (unreadReply), not a failure
 		}
 		if m, from := h.cache.Load().answerOnFailure(key, q.start, time.Now(), upstreamsFailed(err)); m != nil {
-			return m, from, nil
+			return fetchResult{msg: m, upstream: from}, nil
 		}
-		return nil, "", err
+		return fetchResult{}, err
 	}
-	own := *msg
-	return &own, upstream, nil
+	if res.msg != nil {
+		own := *res.msg
+		res.msg = &own
+	}
+	return res, nil
 }
 
 // clientTimeout is Cache.clientTimeout for the message query q at now;
@@ -995,7 +1001,7 @@ func unreadAnswered(err error) bool {
 // fetch asks the upstreams once for every concurrent identical query and
 // caches the answer, or, when every upstream answered SERVFAIL, the failure
 // briefly. The returned message is shared: callers copy it.
-func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (*dns.Msg, string, error) {
+func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (fetchResult, error) {
 	v, err, _ := h.flight.Do(key.flight(tcp), func() (v any, err error) {
 		defer h.recoverShared(key, &err)
 		return h.ask(ctx, snap, req, key, tcp)
@@ -1007,13 +1013,15 @@ func (h *Handler) fetch(ctx context.Context, snap *Snapshot, req *dns.Msg, key c
 // be served stale, within RFC 8767 §5's client response timer: when the
 // upstreams have not answered within wait, it returns that answer stale
 // (upstreamStale), or the fresh one another upstream query has cached
-// meanwhile (upstreamCache; Cache.answerAtTimer), and the upstream query goes on in the
+// meanwhile (upstreamCache; Cache.answerAtTimer; an answer miekg/dns does
+// not unpack as its entry, Cache.unreadEntry, as clientTimer's fire
+// gives it), and the upstream query goes on in the
 // background, counted in flight until it ends (outlive), which caches their
 // answer, or records their failure for stale_refresh_time, as resolve does
 // for a query still waiting for it.
 // The queries sharing an upstream query each wait for their own time
 // (see clientTimer for why).
-func (h *Handler) fetchWithin(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool, wait time.Duration) (*dns.Msg, string, error) {
+func (h *Handler) fetchWithin(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool, wait time.Duration) (fetchResult, error) {
 	// The refresh may outlive the query, and a wire query's name is in its
 	// own memory (wireQuery.own).
 	key.name = strings.Clone(key.name)
@@ -1033,9 +1041,18 @@ func (h *Handler) fetchWithin(ctx context.Context, snap *Snapshot, req *dns.Msg,
 		return fetched(res.Val, res.Err)
 	case <-timer.C:
 	}
-	if m, from := h.cache.Load().answerAtTimer(key, time.Now()); m != nil {
+	cache, now := h.cache.Load(), time.Now()
+	if m, from := cache.answerAtTimer(key, now); m != nil {
 		h.outlive(ch)
-		return m, from, nil
+		return fetchResult{msg: m, upstream: from}, nil
+	}
+	if e, stale := cache.unreadEntry(key, now); e != nil {
+		h.outlive(ch)
+		from := upstreamCache
+		if stale {
+			from = upstreamStale
+		}
+		return fetchResult{unread: e, upstream: from}, nil
 	}
 	res := <-ch // gone from the cache: the upstreams' answer, as it comes
 	return fetched(res.Val, res.Err)
@@ -1078,19 +1095,21 @@ func (h *Handler) recoverShared(key cacheKey, err *error) {
 var errSharedPanicked = errors.New("asking the upstreams failed")
 
 // fetchResult is an upstream answer fetch shares: the message, cached,
-// and where it came from.
+// and where it came from; or, at a query's client response timer
+// (fetchWithin), the cache entry of an answer miekg/dns does not unpack,
+// served stale (upstreamStale) or fresh (upstreamCache).
 type fetchResult struct {
 	msg      *dns.Msg
+	unread   *cacheEntry
 	upstream string
 }
 
 // fetched is fetch's result from what its upstream query returned.
-func fetched(v any, err error) (*dns.Msg, string, error) {
+func fetched(v any, err error) (fetchResult, error) {
 	if err != nil {
-		return nil, "", err
+		return fetchResult{}, err
 	}
-	r := v.(fetchResult)
-	return r.msg, r.upstream, nil
+	return v.(fetchResult), nil
 }
 
 // ask asks the upstreams for req, once for every identical query that
@@ -1110,7 +1129,7 @@ func (h *Handler) ask(ctx context.Context, snap *Snapshot, req *dns.Msg, key cac
 		return nil, err
 	}
 	msg = h.cache.Load().put(key, msg, time.Now())
-	return fetchResult{msg, from}, nil
+	return fetchResult{msg: msg, upstream: from}, nil
 }
 
 // failureAnswer is the SERVFAIL for req when no upstream answered usably,
@@ -1170,7 +1189,7 @@ func (h *Handler) startPrefetch(q *query, e *cacheEntry) {
 // longer wait for it to record the failure.
 func (h *Handler) prefetch(snap *Snapshot, e *cacheEntry, req *dns.Msg, key cacheKey, tcp bool) {
 	defer h.done()
-	if _, _, err := h.fetch(context.Background(), snap, req, key, tcp); err != nil {
+	if _, err := h.fetch(context.Background(), snap, req, key, tcp); err != nil {
 		e.prefetchFailed()
 		if upstreamsFailed(err) {
 			h.cache.Load().failedPrefetch(key, e, time.Now())

@@ -1010,16 +1010,16 @@ func TestStaleAnswerClientTimeoutSharedPanic(t *testing.T) {
 				leader <- result{panicked: r}
 			}
 		}()
-		_, _, err := h.fetch(context.Background(), snap, q, key, false)
+		_, err := h.fetch(context.Background(), snap, q, key, false)
 		leader <- result{err: err}
 	}()
 	require.Eventually(t, func() bool { return up.distinct() == before+1 }, 5*time.Second, 10*time.Millisecond,
 		"fetch's upstream query is under way")
 	// fetchWithin shares it, and its timer (0 left) answers it stale.
-	m, from, err := h.fetchWithin(context.Background(), snap, q, key, false, 0)
+	stale, err := h.fetchWithin(context.Background(), snap, q, key, false, 0)
 	require.NoError(t, err)
-	assert.Equal(t, upstreamStale, from)
-	assert.NotNil(t, m)
+	assert.Equal(t, upstreamStale, stale.upstream)
+	assert.NotNil(t, stale.msg)
 	assert.Equal(t, before+1, up.distinct(), "it shared fetch's upstream query")
 
 	cache := h.cache.Load()

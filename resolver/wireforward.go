@@ -367,7 +367,8 @@ func (h *Handler) startClientTimer(l *wireLeft) {
 }
 
 // fire answers the query stale, or fresh when another upstream query has
-// refreshed the answer meanwhile (Cache.answerAtTimer), unless the
+// refreshed the answer meanwhile (Cache.answerAtTimer; Cache.unreadEntry
+// for an answer miekg/dns does not unpack), unless the
 // upstream side has claimed its answer or the cache holds neither (the
 // upstream side then gives the upstreams' answer). A panic from the
 // look-up on answers it SERVFAIL, as one anywhere in the query's handling
@@ -386,12 +387,17 @@ func (t *clientTimer) fire() {
 			h.failed(q, r)
 		}
 	}()
-	m, from := h.cache.Load().answerAtTimer(q.key, time.Now())
-	if m == nil {
+	cache, now := h.cache.Load(), time.Now()
+	if m, from := cache.answerAtTimer(q.key, now); m != nil {
+		t.answered = true
+		h.write(q, h.forwarded(q, m, from, nil))
 		return
 	}
-	t.answered = true
-	h.write(q, h.forwarded(q, m, from, nil))
+	// An answer miekg/dns does not unpack, from its wire form.
+	if e, stale := cache.unreadEntry(q.key, now); e != nil {
+		t.answered = true
+		h.write(q, h.unreadFromCache(q, e, now, stale))
+	}
 }
 
 // claim reports whether the query's answer is still the upstream side's

@@ -1,0 +1,108 @@
+package resolver
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// unreadClient is a client in no policy of govConfig (its policy covers
+// 127.0.0.0/24 only): it gets an answer miekg/dns does not read as the
+// upstream sent it.
+const unreadClient = "127.0.81.4"
+
+// heldUpstream is an upstream answering as unreadHintAnswer does, which
+// holds its answers to every question but the probes' while held.
+type heldUpstream struct {
+	*testUpstream
+	held atomic.Pointer[chan struct{}] // the hold under way, to wait on
+}
+
+// startHeldUpstream starts a heldUpstream on 127.0.0.1, not held.
+func startHeldUpstream(t *testing.T) *heldUpstream {
+	t.Helper()
+	u := &heldUpstream{}
+	u.testUpstream = startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if hold := u.held.Load(); hold != nil && r.Question[0].Name != "." {
+			<-*hold
+		}
+		return unreadHintAnswer(w, r)
+	})
+	return u
+}
+
+// hold holds the upstream's answers until the function it returns, or the
+// test's end, lets them go.
+func (u *heldUpstream) hold(t *testing.T) (letGo func()) {
+	t.Helper()
+	ch := make(chan struct{})
+	u.held.Store(&ch)
+	var once sync.Once
+	letGo = func() {
+		once.Do(func() {
+			u.held.Store(nil)
+			close(ch)
+		})
+	}
+	t.Cleanup(letGo) // registered after the fence's: runs before it stops
+	return letGo
+}
+
+// staleUnread asserts that b is the answer miekg/dns does not read served
+// stale: its HTTPS record, every TTL 30 and EDE 3 (RFC 8767 §4, RFC 8914
+// §4.4).
+func staleUnread(t *testing.T, b []byte, what string) {
+	t.Helper()
+	require.GreaterOrEqual(t, len(b), dnswire.HeaderLen, what)
+	assert.Equal(t, dns.RcodeSuccess, int(dnswire.Flags(b)&0xF), "%s: RCODE", what)
+	assert.EqualValues(t, 1, dnswire.ANCount(b), "%s: the HTTPS record", what)
+	if ede := rawOptions(t, b)[dns.EDNS0EDE]; assert.GreaterOrEqual(t, len(ede), 2, "%s: an EDE", what) {
+		assert.Equal(t, []byte{0, byte(dns.ExtendedErrorCodeStaleAnswer)}, ede[:2], "%s: EDE 3", what)
+	}
+	q, ok := dnswire.ReadQuestion(b)
+	require.True(t, ok, what)
+	require.True(t, dnswire.Walk(b, q.End, func(r dnswire.Record) bool {
+		if r.Type != dnswire.TypeOPT {
+			assert.EqualValues(t, 30, r.TTL, "%s: TTL", what)
+		}
+		return true
+	}), what)
+}
+
+// TestUnreadServedStaleAtClientTimeout: an expired answer miekg/dns does
+// not read is served stale at stale_answer_client_timeout while the
+// upstreams are slow to refresh it (RFC 8767 §5's client response timer),
+// like any other, to a client whose policy does not inspect it: every TTL
+// 30, EDE 3. UDP (the wire path's own timer, clientTimer) and TCP (the
+// message path's, fetchWithin). Before, the query waited for the
+// upstreams' failure (upstream_timeout, 3 s here) to be answered stale.
+func TestUnreadServedStaleAtClientTimeout(t *testing.T) {
+	needLoopback(t, unreadClient)
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			up := startHeldUpstream(t)
+			f := govFence(t, "upstream_timeout: 3s\ncache: {max_ttl: 1, serve_stale: 1h, stale_answer_client_timeout: 200ms}", up.addr)
+			q := question("a.svcb.example.", dns.TypeHTTPS, true)
+			b := askOctets(t, f.addr, unreadClient, network, q)
+			require.EqualValues(t, 1, dnswire.ANCount(b), "the fresh answer")
+			require.Nil(t, rawOptions(t, b)[dns.EDNS0EDE], "the fresh answer")
+
+			up.hold(t)
+			var took time.Duration
+			require.Eventually(t, func() bool {
+				start := time.Now()
+				b = askOctets(t, f.addr, unreadClient, network, q)
+				took = time.Since(start)
+				return rawOptions(t, b)[dns.EDNS0EDE] != nil
+			}, 10*time.Second, 50*time.Millisecond, "the cached answer expires")
+			staleUnread(t, b, "at the timer")
+			assert.Less(t, took, 2*time.Second, "answered at the timer (200 ms), not at the upstreams' failure (3 s)")
+		})
+	}
+}
