@@ -738,10 +738,13 @@ func (h *Handler) forwardMessage(ctx context.Context, q *query) reply {
 	if !q.claimAnswer() {
 		return reply{}
 	}
-	if res.unread != nil {
+	switch {
+	case res.unread == nil:
+		return h.forwarded(q, res.msg, res.upstream, err)
+	case res.upstream == upstreamStale, res.upstream == upstreamCache:
 		return h.unreadFromCache(q, res.unread, time.Now(), res.upstream == upstreamStale)
 	}
-	return h.forwarded(q, res.msg, res.upstream, err)
+	return h.forwardedWire(q, res.unread, res.upstream)
 }
 
 // forwarded is forward's reply from the upstreams' answer resp as a
@@ -753,9 +756,6 @@ func (h *Handler) forwardMessage(ctx context.Context, q *query) reply {
 func (h *Handler) forwarded(q *query, resp *dns.Msg, upstream string, err error) reply {
 	req := q.request()
 	q.upstream = upstream
-	if r, ok := h.unreadReply(q, err); ok {
-		return r
-	}
 	if err != nil {
 		// An answer miekg/dns does not unpack is served stale (or fresh,
 		// refreshed meanwhile) from its wire form: Cache.answerOnFailure
@@ -805,29 +805,6 @@ func (h *Handler) unreadFromCache(q *query, e *cacheEntry, now time.Time, stale 
 	}
 	*bufp = b
 	return reply{wire: b, buf: bufp, rcode: e.rcode, result: e.result(), cached: e}
-}
-
-// unreadReply is forwarded's reply from an upstream answer with a record
-// miekg/dns does not read (upstream.UpstreamError's Unread), cached and
-// answered in wire form as the wire path does (putWire, forwardedWire): a
-// client whose answer needs no inspection gets it as the upstream sent it,
-// one whose policy inspects it SERVFAIL (README, Answer inspection), over
-// every transport and from every upstream transport, as over UDP from a
-// plain upstream. ok is false when err holds no such answer (a whole one
-// to the query's question: upstream.RdataError), or the wire cache cannot
-// hold it (an option but the hop's: an Extended DNS Error, say; it is
-// then SERVFAIL as before, as it is on the wire path, which hands such an
-// answer to the message path).
-func (h *Handler) unreadReply(q *query, err error) (reply, bool) {
-	ue, ok := errors.AsType[*upstream.UpstreamError](err) // no allocation: called for every answer
-	if !ok || ue.Unread == nil {
-		return reply{}, false
-	}
-	e, ok := h.cache.Load().putWire(q.key, ue.Unread, time.Now())
-	if !ok {
-		return reply{}, false
-	}
-	return h.forwardedWire(q, e, ue.UnreadFrom), true
 }
 
 // staleText is the text of a stale answer's Extended DNS Error.
@@ -956,7 +933,7 @@ func (h *Handler) resolve(ctx context.Context, q *query) (fetchResult, error) {
 	}
 	if err != nil {
 		if unreadAnswered(err) {
-			return fetchResult{}, err // the upstreams' answer (unreadReply), not a failure
+			return fetchResult{}, err // the upstreams' answer, which the wire cache cannot hold (ask): no failure
 		}
 		if m, from := h.cache.Load().answerOnFailure(key, q.start, time.Now(), upstreamsFailed(err)); m != nil {
 			return fetchResult{msg: m, upstream: from}, nil
@@ -984,18 +961,17 @@ func (h *Handler) clientTimeout(q *query, now time.Time) (wait time.Duration, ok
 // answered with a record miekg/dns does not read (unreadAnswered).
 func upstreamsFailed(err error) bool {
 	ue, ok := errors.AsType[*upstream.UpstreamError](err)
-	return ok && ue.Unread == nil
+	return ok && !ue.Answered()
 }
 
 // unreadAnswered reports whether err holds an upstream's whole answer
-// with a record miekg/dns does not read (upstream.UpstreamError's Unread):
-// the upstreams' answer to the query, which unreadReply gives and caches
-// as the wire path takes one that came whole over UDP, never a failure
-// that an expired answer is served stale for (RFC 8767 §4) or that
-// starts stale_refresh_time.
+// with a record miekg/dns does not read (upstream.UpstreamError.Answered):
+// the upstreams' answer to the query, which ask and storeWire cache and
+// the query is given, never a failure that an expired answer is served
+// stale for (RFC 8767 §4) or that starts stale_refresh_time.
 func unreadAnswered(err error) bool {
-	ue, ok := errors.AsType[*upstream.UpstreamError](err) // no allocation: called for every wire answer
-	return ok && ue.Unread != nil
+	ue, _ := errors.AsType[*upstream.UpstreamError](err) // no allocation: called for every wire answer
+	return ue.Answered()
 }
 
 // fetch asks the upstreams once for every concurrent identical query and
@@ -1095,9 +1071,9 @@ func (h *Handler) recoverShared(key cacheKey, err *error) {
 var errSharedPanicked = errors.New("asking the upstreams failed")
 
 // fetchResult is an upstream answer fetch shares: the message, cached,
-// and where it came from; or, at a query's client response timer
-// (fetchWithin), the cache entry of an answer miekg/dns does not unpack,
-// served stale (upstreamStale) or fresh (upstreamCache).
+// and where it came from; or the cache entry of an answer miekg/dns does
+// not unpack, an upstream's (ask), or at a query's client response timer
+// (fetchWithin) served stale (upstreamStale) or fresh (upstreamCache).
 type fetchResult struct {
 	msg      *dns.Msg
 	unread   *cacheEntry
@@ -1114,7 +1090,10 @@ func fetched(v any, err error) (fetchResult, error) {
 
 // ask asks the upstreams for req, once for every identical query that
 // shares it (fetch, fetchWithin), and caches the answer (fetchResult), or,
-// when every upstream answered SERVFAIL, the failure briefly.
+// when every upstream answered SERVFAIL, the failure briefly. An answer
+// miekg/dns does not read is cached here too, in wire form (putWire), as
+// every answer is, so that a refresh no query waits for any more (a
+// prefetch, fetchWithin's past the client response timer) caches it.
 func (h *Handler) ask(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (any, error) {
 	if !h.slots.acquire() {
 		return nil, errOverloaded
@@ -1122,8 +1101,13 @@ func (h *Handler) ask(ctx context.Context, snap *Snapshot, req *dns.Msg, key cac
 	defer h.slots.release()
 	msg, from, err := snap.Forwarder().Forward(ctx, req, tcp)
 	if err != nil {
-		var ue *upstream.UpstreamError
-		if errors.As(err, &ue) && ue.AllServfail() {
+		ue, _ := errors.AsType[*upstream.UpstreamError](err)
+		switch {
+		case ue.Answered():
+			if e, ok := h.cache.Load().putWire(key, ue.Unread, time.Now()); ok {
+				return fetchResult{unread: e, upstream: ue.UnreadFrom}, nil
+			}
+		case ue != nil && ue.AllServfail():
 			h.cache.Load().putFailure(key, failureAnswer(req, ue), time.Now())
 		}
 		return nil, err

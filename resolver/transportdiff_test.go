@@ -1096,7 +1096,7 @@ func diffQueryPadded(q diffQuestion) bool {
 // answer with a record miekg/dns does not read, which an exempt client got
 // as the upstream sent it only over UDP from a plain upstream, SERVFAIL
 // (the upstream asked twice, nothing cached) everywhere else
-// (Handler.unreadReply).
+// (Handler.ask and storeWire cache it, forwardedWire answers it).
 func TestTransportDifferential(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the transport differential asks some thousands of questions")

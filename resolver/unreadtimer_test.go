@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,7 +19,10 @@ import (
 const unreadClient = "127.0.81.4"
 
 // heldUpstream is an upstream answering as unreadHintAnswer does, which
-// holds its answers to every question but the probes' while held.
+// holds its answers to every question but the probes' while held. Over
+// UDP it answers those with TC set and no record, so that the wire path
+// too gets the answer miekg/dns does not read from its retry over TCP
+// (as the message path does), not as a datagram it takes whole.
 type heldUpstream struct {
 	*testUpstream
 	held atomic.Pointer[chan struct{}] // the hold under way, to wait on
@@ -29,12 +33,32 @@ func startHeldUpstream(t *testing.T) *heldUpstream {
 	t.Helper()
 	u := &heldUpstream{}
 	u.testUpstream = startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		if hold := u.held.Load(); hold != nil && r.Question[0].Name != "." {
+		if r.Question[0].Name == "." {
+			return defaultAnswer(w, r)
+		}
+		if hold := u.held.Load(); hold != nil {
 			<-*hold
+		}
+		if _, tcp := w.RemoteAddr().(*net.TCPAddr); !tcp {
+			m := new(dns.Msg).SetReply(r)
+			m.Truncated = true
+			return m
 		}
 		return unreadHintAnswer(w, r)
 	})
 	return u
+}
+
+// tcpQueries counts the queries the upstream received over TCP but the
+// probes': one a refresh.
+func (u *heldUpstream) tcpQueries() int {
+	n := 0
+	for _, q := range u.queries() {
+		if q.tcp && q.msg.Question[0].Name != "." {
+			n++
+		}
+	}
+	return n
 }
 
 // hold holds the upstream's answers until the function it returns, or the
@@ -103,6 +127,77 @@ func TestUnreadServedStaleAtClientTimeout(t *testing.T) {
 			}, 10*time.Second, 50*time.Millisecond, "the cached answer expires")
 			staleUnread(t, b, "at the timer")
 			assert.Less(t, took, 2*time.Second, "answered at the timer (200 ms), not at the upstreams' failure (3 s)")
+		})
+	}
+}
+
+// TestUnreadRefreshNoQueryWaitsForCached: an upstream's answer miekg/dns
+// does not read that refreshes an expired or expiring answer is cached
+// when no query waits for it any more, as any answer is: the refresh of
+// a query answered stale at stale_answer_client_timeout (RFC 8767 §5: the
+// refresh goes on and its answer is cached), on the wire path's timer
+// (UDP) and the message path's (TCP), and a prefetch (cache.prefetch).
+// The next query is then a cache hit of the new answer, and the upstream
+// is not asked again. Before, the answer was dropped: the entry stayed
+// expired, and the next query asked the upstream again; each hit near
+// expiry prefetched again, and the entry expired all the same.
+func TestUnreadRefreshNoQueryWaitsForCached(t *testing.T) {
+	needLoopback(t, unreadClient)
+	ttlOf := func(b []byte) uint32 {
+		q, ok := dnswire.ReadQuestion(b)
+		require.True(t, ok)
+		ttl := uint32(0)
+		require.True(t, dnswire.Walk(b, q.End, func(r dnswire.Record) bool {
+			if r.Type == dns.TypeHTTPS {
+				ttl = r.TTL
+			}
+			return true
+		}))
+		return ttl
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run("timer/"+network, func(t *testing.T) {
+			up := startHeldUpstream(t)
+			f := govFence(t, "upstream_timeout: 3s\ncache: {max_ttl: 1, serve_stale: 1h, stale_answer_client_timeout: 200ms}", up.addr)
+			q := question("a.svcb.example.", dns.TypeHTTPS, true)
+			b := askOctets(t, f.addr, unreadClient, network, q)
+			require.EqualValues(t, 1, dnswire.ANCount(b), "the fresh answer")
+
+			letGo := up.hold(t)
+			require.Eventually(t, func() bool {
+				b = askOctets(t, f.addr, unreadClient, network, q)
+				return rawOptions(t, b)[dns.EDNS0EDE] != nil
+			}, 10*time.Second, 50*time.Millisecond, "the cached answer expires")
+			staleUnread(t, b, "at the timer")
+
+			letGo()
+			require.Eventually(t, func() bool { return gauge(t, f.registry, "dnsfence_inflight_queries") == 0 },
+				5*time.Second, 10*time.Millisecond, "the refresh ends")
+			asked := up.tcpQueries()
+			b = askOctets(t, f.addr, unreadClient, network, q)
+			assert.EqualValues(t, 1, dnswire.ANCount(b), "the HTTPS record")
+			assert.Nil(t, rawOptions(t, b)[dns.EDNS0EDE], "fresh: the refresh's answer, cached")
+			assert.Equal(t, asked, up.tcpQueries(), "a cache hit: the upstream is not asked again")
+		})
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run("prefetch/"+network, func(t *testing.T) {
+			up := startHeldUpstream(t)
+			f := govFence(t, "cache: {max_ttl: 2, prefetch: true}", up.addr)
+			q := question("a.svcb.example.", dns.TypeHTTPS, true)
+			b := askOctets(t, f.addr, unreadClient, network, q)
+			require.EqualValues(t, 2, ttlOf(b), "the fresh answer")
+			require.Equal(t, 1, up.tcpQueries())
+			// Hits, until one near expiry prefetches the answer and the
+			// prefetch's answer is served: its full TTL again.
+			require.Eventually(t, func() bool {
+				b = askOctets(t, f.addr, unreadClient, network, q)
+				return ttlOf(b) == 2 && up.tcpQueries() > 1
+			}, 10*time.Second, 20*time.Millisecond, "prefetched")
+			assert.Nil(t, rawOptions(t, b)[dns.EDNS0EDE])
+			assert.Equal(t, 2, up.tcpQueries(), "one prefetch, cached: no other prefetch, no miss")
+			misses, _ := metricValue(t, f.registry, "dnsfence_cache_lookups_total", "result", "miss")
+			assert.Equal(t, 1.0, misses, "the first query's miss only: the prefetch refreshed the answer before it expired")
 		})
 	}
 }

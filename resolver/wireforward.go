@@ -111,8 +111,9 @@ type wireFlights struct {
 // when every upstream failed, Cache.answerOnFailure's: a stale one or the
 // fresh one another upstream query cached meanwhile), and where it came
 // from; errNotWire when it must go upstream as a message. An upstream's
-// answer with a record miekg/dns does not read is their answer, returned
-// as the error that holds it (unreadAnswered) for unreadReply.
+// answer with a record miekg/dns does not read is their answer (storeWire
+// cached it: e); one the wire cache cannot hold is returned as the error
+// that holds it (unreadAnswered), no failure to be answered stale for.
 func (h *Handler) resolvedWire(q *query, c *wireCall) (*cacheEntry, *dns.Msg, string, error) {
 	switch {
 	case errors.Is(c.err, errNotWire), unreadAnswered(c.err):
@@ -211,15 +212,23 @@ func (h *Handler) askWire(ctx context.Context, q *query) (*cacheEntry, *dns.Msg,
 // storeWire caches the upstreams' answer a to q, from the upstream from,
 // or their error err: putWire, or put for an answer that came as a
 // message or that the wire cache cannot hold; a SERVFAIL from every
-// upstream is cached briefly, as fetch does. It returns the answer as
-// cached, or the error (errNotWire when q must go upstream as a message).
+// upstream is cached briefly, as fetch does. An upstream's whole answer
+// with a record miekg/dns does not read (the error's, unreadAnswered) is
+// cached with putWire too, whether q still waits for it or its client
+// response timer answered it meanwhile. It returns the answer as cached,
+// or the error (errNotWire when q must go upstream as a message).
 func (h *Handler) storeWire(q *query, a upstream.WireAnswer, from string, err error) (*cacheEntry, *dns.Msg, string, error) {
 	if errors.Is(err, upstream.ErrNoWire) {
 		return nil, nil, "", errNotWire
 	}
 	if err != nil {
-		var ue *upstream.UpstreamError
-		if errors.As(err, &ue) && ue.AllServfail() {
+		ue, _ := errors.AsType[*upstream.UpstreamError](err)
+		switch {
+		case ue.Answered():
+			if e, ok := h.cache.Load().putWire(q.key, ue.Unread, time.Now()); ok {
+				return e, nil, ue.UnreadFrom, nil
+			}
+		case ue != nil && ue.AllServfail():
 			h.cache.Load().putFailure(q.key, failureAnswer(q.request(), ue), time.Now())
 		}
 		return nil, nil, "", err

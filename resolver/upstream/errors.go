@@ -315,6 +315,13 @@ type UpstreamError struct {
 	upstreams  []string // the upstream of each of Errs
 }
 
+// Answered reports whether the query that ended with e was answered all
+// the same: an upstream's whole answer with a record miekg/dns does not
+// read ended it (Unread), the upstreams' answer to the query, which is
+// given and cached as any answer is, never a failure of theirs. False for
+// a nil e, so that it answers for any error: errors.AsType's result.
+func (e *UpstreamError) Answered() bool { return e != nil && e.Unread != nil }
+
 // add records the failure err of a try to upstream.
 func (e *UpstreamError) add(upstream string, err error) {
 	kind := errorKind(err)

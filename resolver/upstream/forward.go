@@ -817,10 +817,10 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool) (*d
 
 // answered reports whether a query that ended with err was answered: err
 // is nil, or holds an upstream's whole answer with a record miekg/dns does
-// not read (UpstreamError.Unread).
+// not read (UpstreamError.Answered).
 func answered(err error) bool {
-	ue, ok := errors.AsType[*UpstreamError](err) // no allocation: called for every query
-	return err == nil || ok && ue.Unread != nil
+	ue, _ := errors.AsType[*UpstreamError](err) // no allocation: called for every query
+	return err == nil || ue.Answered()
 }
 
 // oneFailed is the error of a query whose one try, to up, failed with err.
