@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 )
 
@@ -376,6 +378,12 @@ func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, got
 		return nil, true, fmt.Errorf("dns over https: %w: answer body over %d octets", ErrProtocol, maxStreamMessage)
 	}
 	m, err := wq.answer(body, 0)
+	if rd, unread := errors.AsType[*RdataError](err); unread {
+		// An answer miekg/dns does not read is aged in its octets.
+		if age := httpAge(resp.Header.Get("Age")); age > 0 {
+			ageWire(rd.Raw, age)
+		}
+	}
 	if err != nil {
 		return nil, true, fmt.Errorf("dns over https: %w", err)
 	}
@@ -427,6 +435,26 @@ func ageTTLs(m *dns.Msg, age uint32) {
 			h.Ttl -= min(h.Ttl, age)
 		}
 	}
+}
+
+// ageWire is ageTTLs for the answer b in wire form, which dnswire.Walk
+// reads through (an RdataError's): the TTLs in its octets.
+func ageWire(b []byte, age uint32) {
+	q, ok := dnswire.ReadQuestion(b)
+	if !ok {
+		return
+	}
+	dnswire.Walk(b, q.End, func(r dnswire.Record) bool {
+		ttl := r.TTL
+		if r.Type == dnswire.TypeOPT || ttl >= 1<<31 {
+			return true
+		}
+		if r.Section == dnswire.Authority && r.Type == dnswire.TypeSOA {
+			ttl = min(ttl, dnswire.SOAMinimum(b, r))
+		}
+		binary.BigEndian.PutUint32(b[r.TTLOff:], ttl-min(ttl, age))
+		return true
+	})
 }
 
 // Close closes the connections, those in use and those still being made
