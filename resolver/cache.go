@@ -535,6 +535,14 @@ func dnssecRecord(rrtype, qtype uint16, section int) bool {
 // query without the DO bit must not get (withoutDNSSEC): the caller takes
 // the message path with it.
 func (c *Cache) putWire(key cacheKey, b []byte, now time.Time) (*cacheEntry, bool) {
+	return c.putWireEDE(key, b, nil, now)
+}
+
+// putWireEDE is putWire for an answer whose upstream Extended DNS Errors,
+// edes (EDNS options, each its code, length and data), were taken out of
+// its OPT record (putUnread): they are passed on after the client's OPT
+// (wireAnswer.edes).
+func (c *Cache) putWireEDE(key cacheKey, b, edes []byte, now time.Time) (*cacheEntry, bool) {
 	cfg := &c.cfg
 	e, mem := newWireEntry(len(b) + len(key.name))
 	_, b, key.name = appendOwned(mem, b, key.name)
@@ -544,6 +552,7 @@ func (c *Cache) putWire(key cacheKey, b []byte, now time.Time) (*cacheEntry, boo
 		return nil, false // the message path's put strips the DNSSEC records
 	}
 	e.wire = &e.ownWire
+	e.ownWire.edes = edes
 	ttl, hasLife := sh.cacheTTL(cfg.MinTTL, cfg.MaxTTL)
 	e.rcode, e.ttl = sh.rcode, ttl
 	if hasLife {
@@ -562,6 +571,70 @@ func (c *Cache) putWire(key cacheKey, b []byte, now time.Time) (*cacheEntry, boo
 	}
 	c.t.set(key, e, now)
 	return e, true
+}
+
+// putUnread is putWire for an upstream's whole answer with a record
+// miekg/dns does not read, b (an RdataError's octets, or a datagram's),
+// which an exempt client gets as the upstream sent it (README, Answer
+// inspection) but for what is done to every answer read: its Extended
+// DNS Errors are passed on and its other EDNS options are not (its OPT,
+// when it has options or is not last, goes: the EDEs are kept apart,
+// wireAnswer.edes, and the client gets its own OPT), and a query without
+// the DO bit gets none of its DNSSEC records (dnssecRecord, as put's
+// withoutDNSSEC strips them). The records kept then have their names
+// written out in full (dnswire.Without), as one may have pointed into a
+// record left out. putWire alone cannot take such an answer, which was
+// SERVFAIL, or on the wire path an expired answer served stale for it.
+// ok is false for an answer dnswire does not read through.
+func (c *Cache) putUnread(key cacheKey, b []byte, now time.Time) (*cacheEntry, bool) {
+	q, ok := dnswire.ReadQuestion(b)
+	if !ok {
+		return nil, false
+	}
+	leftOut := func(r dnswire.Record) bool {
+		return r.Type == dnswire.TypeOPT || !key.do && dnssecRecord(r.Type, q.Type, r.Section)
+	}
+	var edes []byte
+	rebuild, opt := false, false
+	if !dnswire.Walk(b, q.End, func(r dnswire.Record) bool {
+		switch {
+		case r.Type == dnswire.TypeOPT:
+			opt = true
+			if r.End != r.RdOff {
+				rebuild, edes = true, answerEDEs(b[r.RdOff:r.End])
+			}
+		case opt || leftOut(r):
+			rebuild = true // a record after the OPT, or one to leave out
+		}
+		return true
+	}) {
+		return nil, false
+	}
+	if rebuild {
+		if b, ok = dnswire.Without(b, leftOut); !ok {
+			return nil, false
+		}
+	}
+	return c.putWireEDE(key, b, edes, now)
+}
+
+// answerEDEs is the Extended DNS Errors of the OPT RDATA rdata, as the
+// options they are (code, length, data), those too short for an
+// INFO-CODE left out as the message path leaves them (answerOption); nil
+// when there is none.
+func answerEDEs(rdata []byte) []byte {
+	var edes []byte
+	for len(rdata) > 0 {
+		code, data, rest, ok := dnswire.NextOption(rdata)
+		if !ok {
+			break
+		}
+		if code == dns.EDNS0EDE && len(data) >= 2 {
+			edes = append(edes, rdata[:len(rdata)-len(rest)]...)
+		}
+		rdata = rest
+	}
+	return edes
 }
 
 // appendOwned appends b and name to mem and returns mem, and the copies

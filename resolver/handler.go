@@ -756,6 +756,11 @@ func (h *Handler) forwardMessage(ctx context.Context, q *query) reply {
 func (h *Handler) forwarded(q *query, resp *dns.Msg, upstream string, err error) reply {
 	req := q.request()
 	q.upstream = upstream
+	if err != nil && unreadAnswered(err) {
+		// The upstreams' answer, which the cache could not hold
+		// (putUnread): no failure to serve an expired answer for.
+		return malformedReply(q)
+	}
 	if err != nil {
 		// An answer miekg/dns does not unpack is served stale (or fresh,
 		// refreshed meanwhile) from its wire form: Cache.answerOnFailure
@@ -933,7 +938,7 @@ func (h *Handler) resolve(ctx context.Context, q *query) (fetchResult, error) {
 	}
 	if err != nil {
 		if unreadAnswered(err) {
-			return fetchResult{}, err // the upstreams' answer, which the wire cache cannot hold (ask): no failure
+			return fetchResult{}, err // the upstreams' answer, which the cache could not hold (ask): no failure
 		}
 		if m, from := h.cache.Load().answerOnFailure(key, q.start, time.Now(), upstreamsFailed(err)); m != nil {
 			return fetchResult{msg: m, upstream: from}, nil
@@ -1091,8 +1096,8 @@ func fetched(v any, err error) (fetchResult, error) {
 // ask asks the upstreams for req, once for every identical query that
 // shares it (fetch, fetchWithin), and caches the answer (fetchResult), or,
 // when every upstream answered SERVFAIL, the failure briefly. An answer
-// miekg/dns does not read is cached here too, in wire form (putWire), as
-// every answer is, so that a refresh no query waits for any more (a
+// miekg/dns does not read is cached here too, in wire form (putUnread),
+// as every answer is, so that a refresh no query waits for any more (a
 // prefetch, fetchWithin's past the client response timer) caches it.
 func (h *Handler) ask(ctx context.Context, snap *Snapshot, req *dns.Msg, key cacheKey, tcp bool) (any, error) {
 	if !h.slots.acquire() {
@@ -1104,7 +1109,7 @@ func (h *Handler) ask(ctx context.Context, snap *Snapshot, req *dns.Msg, key cac
 		ue, _ := errors.AsType[*upstream.UpstreamError](err)
 		switch {
 		case ue.Answered():
-			if e, ok := h.cache.Load().putWire(key, ue.Unread, time.Now()); ok {
+			if e, ok := h.cache.Load().putUnread(key, ue.Unread, time.Now()); ok {
 				return fetchResult{unread: e, upstream: ue.UnreadFrom}, nil
 			}
 		case ue != nil && ue.AllServfail():

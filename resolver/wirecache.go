@@ -27,6 +27,11 @@ type wireAnswer struct {
 	// asked for, which was decided already: inspecting it (chainDecision)
 	// cannot block it, nor scrub leave anything out.
 	qnameOnly bool
+	// edes are the upstream's Extended DNS Errors (EDNS options, each its
+	// code, length and data), passed on after the client's OPT: set only
+	// for an answer miekg/dns does not read (Cache.putUnread); any other
+	// answer with options takes the general path.
+	edes []byte
 	// inline holds ttls for the commonest answers, of a few records.
 	inline [4]ttlAt
 }
@@ -223,7 +228,7 @@ func (a *asked) appendCached(b []byte, e *cacheEntry, now time.Time, maxSize int
 		binary.BigEndian.PutUint32(b[t.off:], e.ttlAt(t.ttl, elapsed))
 	}
 	if a.edns {
-		b = a.appendOPT(b, 0, 0)
+		b = appendOption(a.appendOPT(b, 0, 0), w.edes)
 	}
 	return b, len(b) <= maxSize
 }
@@ -240,7 +245,7 @@ func (a *asked) truncatedCached(b []byte, e *cacheEntry) []byte {
 	binary.BigEndian.PutUint16(b[2:], binary.BigEndian.Uint16(b[2:])|dnswire.FlagTC)
 	clear(b[6:dnswire.HeaderLen]) // no answer, authority or additional record
 	if a.edns {
-		b = a.appendOPT(b, 0, 0)
+		b = appendOption(a.appendOPT(b, 0, 0), e.wireForm().edes)
 	}
 	return b
 }
@@ -283,9 +288,13 @@ func (a *asked) staleCached(b []byte, e *cacheEntry) []byte {
 	return appendOption(b, append(option, staleText...))
 }
 
-// appendOption adds the EDNS option (its code, length and data) to b's
-// OPT record, the last record of b; b as it is when it has none there.
+// appendOption adds the EDNS option (its code, length and data; or
+// several, one after the other) to b's OPT record, the last record of b;
+// b as it is when it has none there, or option is empty.
 func appendOption(b, option []byte) []byte {
+	if len(option) == 0 {
+		return b
+	}
 	off, ok := dnswire.FindOPT(b) // at its TYPE
 	if !ok || off+10+int(binary.BigEndian.Uint16(b[off+8:])) != len(b) {
 		return b

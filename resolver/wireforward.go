@@ -213,9 +213,10 @@ func (h *Handler) askWire(ctx context.Context, q *query) (*cacheEntry, *dns.Msg,
 // or their error err: putWire, or put for an answer that came as a
 // message or that the wire cache cannot hold; a SERVFAIL from every
 // upstream is cached briefly, as fetch does. An upstream's whole answer
-// with a record miekg/dns does not read (the error's, unreadAnswered) is
-// cached with putWire too, whether q still waits for it or its client
-// response timer answered it meanwhile. It returns the answer as cached,
+// with a record miekg/dns does not read (the error's, unreadAnswered; or
+// a datagram's putWire cannot take as it came) is cached with putUnread,
+// whether q still waits for it or its client response timer answered it
+// meanwhile. It returns the answer as cached,
 // or the error (errNotWire when q must go upstream as a message).
 func (h *Handler) storeWire(q *query, a upstream.WireAnswer, from string, err error) (*cacheEntry, *dns.Msg, string, error) {
 	if errors.Is(err, upstream.ErrNoWire) {
@@ -225,7 +226,7 @@ func (h *Handler) storeWire(q *query, a upstream.WireAnswer, from string, err er
 		ue, _ := errors.AsType[*upstream.UpstreamError](err)
 		switch {
 		case ue.Answered():
-			if e, ok := h.cache.Load().putWire(q.key, ue.Unread, time.Now()); ok {
+			if e, ok := h.cache.Load().putUnread(q.key, ue.Unread, time.Now()); ok {
 				return e, nil, ue.UnreadFrom, nil
 			}
 		case ue != nil && ue.AllServfail():
@@ -240,7 +241,17 @@ func (h *Handler) storeWire(q *query, a upstream.WireAnswer, from string, err er
 			return e, nil, from, nil
 		}
 		if msg, err = upstream.UnpackAnswer(a.Raw); err != nil {
-			return nil, nil, "", err
+			rd, unread := errors.AsType[*upstream.RdataError](err)
+			if !unread {
+				return nil, nil, "", err
+			}
+			// A whole datagram (usableWire) with a record miekg/dns does
+			// not read that putWire cannot take as it came: the
+			// upstream's answer all the same.
+			if e, ok := cache.putUnread(q.key, rd.Raw, time.Now()); ok {
+				return e, nil, from, nil
+			}
+			return nil, nil, "", &upstream.UpstreamError{Unread: rd.Raw, UnreadFrom: from}
 		}
 	}
 	return nil, cache.put(q.key, msg, time.Now()), from, nil

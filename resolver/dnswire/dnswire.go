@@ -425,34 +425,28 @@ func walk(msg []byte, qend int, fn func(r Record) bool) int {
 }
 
 // RDATA layouts of the types miekg/dns reads names in (v1.1.73, the
-// types' unpack functions), by what precedes the first name and what
-// follows the names.
+// types' unpack functions), by what follows the names.
 const (
 	nameOnly = iota // the names fill the RDATA
 	nameThen        // opaque octets follow the names
+	soaTail         // SOA's five 32-bit fields follow the names
 )
 
-// rdataFits checks the RDATA of the types whose shape Walk knows, and
-// reads the names in it with seen: every name miekg/dns would read there,
-// so that none of them can point where Walk has not looked. A type whose
-// names miekg/dns reads but Walk does not (HIP, IPSECKEY, AMTRELAY, TKEY,
-// TSIG) does not fit, nor does a SIG(0) (RFC 2931), which the message path
-// drops.
-func rdataFits(msg []byte, r Record, seen *Labels) int {
-	// skip: fixed octets before the first name; names: how many names;
-	// rest: what may follow them.
-	skip, names, rest := 0, 1, nameOnly
+// rdataLayout is where the names miekg/dns reads in the RDATA of r are:
+// names of them after skip octets, then what rest says. names is 0 for a
+// type with none (its RDATA opaque to Walk, or an address rdataFits
+// checks). res is unread for a type whose names miekg/dns reads but Walk
+// does not (HIP, IPSECKEY, AMTRELAY, TKEY, TSIG), for a SIG(0) (RFC 2931),
+// which the message path drops, and for a NAPTR whose strings leave its
+// RDATA.
+func rdataLayout(msg []byte, r Record) (skip, names, rest, res int) {
+	names, rest = 1, nameOnly
 	switch r.Type {
-	case TypeA:
-		return fits(r.End-r.RdOff == 4)
-	case TypeAAAA:
-		return fits(r.End-r.RdOff == 16)
 	case TypeNS, TypeCNAME, TypePTR, TypeDNAME, typeMD, typeMF, typeMB, typeMG, typeMR, typeNSAPPTR:
 	case TypeMX, typeAFSDB, typeRT, typeKX, typeLP:
 		skip = 2
 	case TypeSOA:
-		end, res := rdataNames(msg, r, 0, 2, seen)
-		return max(res, fits(end == r.End-20))
+		names, rest = 2, soaTail
 	case typeMINFO, typeRP, typeTALINK:
 		names = 2
 	case typePX:
@@ -463,8 +457,7 @@ func rdataFits(msg []byte, r Record, seen *Labels) int {
 		skip, rest = 2, nameThen
 	case typeRRSIG, typeSIG:
 		if r.Type == typeSIG && (r.End-r.RdOff < 2 || binary.BigEndian.Uint16(msg[r.RdOff:]) == 0) {
-			// A SIG(0) (RFC 2931): the message path drops it.
-			return unread
+			return 0, 0, 0, unread // a SIG(0)
 		}
 		skip, rest = 18, nameThen
 	case typeNSEC, typeNXT:
@@ -475,18 +468,40 @@ func rdataFits(msg []byte, r Record, seen *Labels) int {
 		skip = 4
 		for range 3 {
 			if r.RdOff+skip >= r.End {
-				return unread
+				return 0, 0, 0, unread
 			}
 			skip += 1 + int(msg[r.RdOff+skip])
 		}
 	case typeHIP, typeIPSECKEY, typeAMTRELAY, typeTKEY, typeTSIG:
-		return unread
+		return 0, 0, 0, unread
 	default:
-		return read
+		return 0, 0, 0, read
+	}
+	return skip, names, rest, read
+}
+
+// rdataFits checks the RDATA of the types whose shape Walk knows, and
+// reads the names in it with seen: every name miekg/dns would read there
+// (rdataLayout), so that none of them can point where Walk has not
+// looked. A type whose names miekg/dns reads but Walk does not does not
+// fit, nor does a SIG(0).
+func rdataFits(msg []byte, r Record, seen *Labels) int {
+	switch r.Type {
+	case TypeA:
+		return fits(r.End-r.RdOff == 4)
+	case TypeAAAA:
+		return fits(r.End-r.RdOff == 16)
+	}
+	skip, names, rest, res := rdataLayout(msg, r)
+	if res != read || names == 0 {
+		return res
 	}
 	end, res := rdataNames(msg, r, skip, names, seen)
-	if res != read || rest == nameThen {
+	switch {
+	case res != read || rest == nameThen:
 		return res
+	case rest == soaTail:
+		return fits(end == r.End-20)
 	}
 	return fits(end == r.End)
 }
@@ -514,6 +529,101 @@ func rdataNames(msg []byte, r Record, skip, names int, seen *Labels) (int, int) 
 		off = end
 	}
 	return off, read
+}
+
+// Without is msg, which Walk reads through, without the records drop
+// reports (the question stays), as a new message: every name of the
+// records kept, their owners and the names in their RDATA that Walk reads
+// (rdataLayout), is written out in full, since it may have pointed into a
+// record left out. ok is false for a message Walk does not read, or one
+// that would be longer than a message may be.
+func Without(msg []byte, drop func(r Record) bool) (out []byte, ok bool) {
+	q, ok := ReadQuestion(msg)
+	if !ok {
+		return nil, false
+	}
+	out = append(make([]byte, 0, len(msg)+64), msg[:q.End]...)
+	var counts [4]uint16 // by section
+	ok = Walk(msg, q.End, func(r Record) bool {
+		if drop(r) {
+			return true
+		}
+		var kept bool
+		out, kept = appendRecord(out, msg, r)
+		counts[r.Section]++
+		return kept
+	})
+	if !ok || len(out) > 0xFFFF {
+		return nil, false
+	}
+	for sec := Answer; sec <= Additional; sec++ {
+		binary.BigEndian.PutUint16(out[4+2*sec:], counts[sec])
+	}
+	return out, true
+}
+
+// appendRecord appends the record r of msg to out, its names written out
+// in full (Without).
+func appendRecord(out, msg []byte, r Record) ([]byte, bool) {
+	out, _, ok := appendName(out, msg, r.Off)
+	if !ok {
+		return out, false
+	}
+	out = append(out, msg[r.TTLOff-4:r.TTLOff+4]...) // TYPE, CLASS, TTL
+	rdlen := len(out)
+	out = append(out, 0, 0)
+	skip, names, _, res := rdataLayout(msg, r)
+	if res != read {
+		return out, false
+	}
+	off := r.RdOff
+	if names > 0 {
+		out = append(out, msg[off:off+skip]...)
+		off += skip
+		for range names {
+			if out, off, ok = appendName(out, msg[:r.End], off); !ok {
+				return out, false
+			}
+		}
+	}
+	out = append(out, msg[off:r.End]...)
+	n := len(out) - rdlen - 2
+	binary.BigEndian.PutUint16(out[rdlen:], uint16(n))
+	return out, n <= 0xFFFF
+}
+
+// appendName appends the name at off in msg, which Walk has read, to out
+// without compression, following its pointers; end is where the name at
+// off ends (after its first pointer, or its root label).
+func appendName(out, msg []byte, off int) (_ []byte, end int, ok bool) {
+	end = -1
+	for range maxNameWire + maxPointers { // each step a label or a pointer
+		if off >= len(msg) {
+			return out, 0, false
+		}
+		c := int(msg[off])
+		switch {
+		case c == 0:
+			if end < 0 {
+				end = off + 1
+			}
+			return append(out, 0), end, true
+		case c&0xC0 == 0xC0:
+			if off+2 > len(msg) {
+				return out, 0, false
+			}
+			if end < 0 {
+				end = off + 2
+			}
+			off = int(binary.BigEndian.Uint16(msg[off:]) & 0x3FFF)
+		case c&0xC0 != 0 || off+1+c > len(msg):
+			return out, 0, false
+		default:
+			out = append(out, msg[off:off+1+c]...)
+			off += 1 + c
+		}
+	}
+	return out, 0, false
 }
 
 // SOAMinimum is the MINIMUM field of the SOA record r (RFC 1035 §3.3.13),

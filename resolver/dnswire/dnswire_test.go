@@ -206,3 +206,55 @@ func TestWithoutOptions(t *testing.T) {
 	_, ok = FindOPT(bad[:HeaderLen-1])
 	assert.False(t, ok, "no whole header")
 }
+
+// TestWithout: the records left out go, and every record kept reads as
+// it did, whatever its names pointed at (compressed against a record left
+// out: the RRSIG's signer name, the NSEC's next name), the counts of
+// each section set.
+func TestWithout(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.org.", dns.TypeMX)
+	m.Response = true
+	for _, s := range []string{
+		"www.example.org. 300 IN RRSIG MX 8 3 300 20300101000000 20200101000000 1 sig.example.net. AAAA",
+		"www.example.org. 300 IN MX 10 mail.sig.example.net.",
+		"www.example.org. 300 IN HTTPS 1 svc.sig.example.net. alpn=h2",
+		"www.example.org. 300 IN NAPTR 100 10 \"s\" \"SIP+D2U\" \"\" _sip._udp.sig.example.net.",
+		"www.example.org. 300 IN A 192.0.2.1",
+	} {
+		rr, err := dns.NewRR(s)
+		require.NoError(t, err)
+		m.Answer = append(m.Answer, rr)
+	}
+	for _, s := range []string{
+		"example.org. 300 IN NSEC next.sig.example.net. A RRSIG",
+		"example.org. 300 IN SOA ns.next.sig.example.net. host.example.org. 1 3600 600 86400 60",
+	} {
+		rr, err := dns.NewRR(s)
+		require.NoError(t, err)
+		m.Ns = append(m.Ns, rr)
+	}
+	m.SetEdns0(1232, false)
+	m.Compress = true
+	b, err := m.Pack()
+	require.NoError(t, err)
+	q, ok := ReadQuestion(b)
+	require.True(t, ok)
+	require.True(t, Walk(b, q.End, func(Record) bool { return true }))
+
+	out, ok := Without(b, func(r Record) bool { return r.Type == typeRRSIG || r.Type == typeNSEC })
+	require.True(t, ok)
+	got := new(dns.Msg)
+	require.NoError(t, got.Unpack(out))
+	want := m.Copy()
+	want.Answer, want.Ns = want.Answer[1:], want.Ns[1:]
+	assert.Equal(t, want.String(), got.String())
+
+	all, ok := Without(b, func(Record) bool { return false })
+	require.True(t, ok)
+	require.NoError(t, got.Unpack(all))
+	assert.Equal(t, m.String(), got.String(), "nothing left out")
+
+	_, ok = Without(b[:len(b)-1], func(Record) bool { return false })
+	assert.False(t, ok, "a message Walk does not read")
+}
