@@ -1041,9 +1041,12 @@ func policyNamed(s *Snapshot, name string) *Policy {
 // listShrink holds the list at path going from old entries to l when it
 // lost more than maxShrink (0: never) of old's entries or of peak, the
 // most it held since the last start or SIGHUP: cuts each within
-// max_shrink are held once they add up past it.
+// max_shrink are held once they add up past it. A list that does not
+// shrink is not held, however far below peak: it was let that far down
+// with the guards off (max_shrink 0) or looser, and holding it would
+// hold the entries it adds.
 func listShrink(path string, old, peak int, l *blocklist.List, maxShrink float64) error {
-	if maxShrink <= 0 || !shrunk(float64(max(old, peak)), float64(l.Len()), maxShrink) {
+	if maxShrink <= 0 || l.Len() >= old || !shrunk(float64(max(old, peak)), float64(l.Len()), maxShrink) {
 		return nil
 	}
 	return fmt.Errorf("%s: %w: %s (max_shrink %g); SIGHUP accepts it",
@@ -1067,7 +1070,9 @@ func fell(format string, old, peak, n float64) string {
 // becomes a /24 is one line still, but almost every device it held is
 // gone. IPv4 and IPv6 are measured apart, or any IPv6 range would dwarf
 // every IPv4 one. Each is measured against old and against pk, the most
-// the file held since the last start or SIGHUP.
+// the file held since the last start or SIGHUP, when it fell from old:
+// one that did not fall (ranges added) is not held however far below pk,
+// as listShrink does not hold a list that grows.
 func rangeShrink(old, rf *blocklist.RangeFile, pk peak, maxShrink float64) error {
 	var what []string
 	old4, old6 := coverage(old.Ranges)
@@ -1080,14 +1085,14 @@ func rangeShrink(old, rf *blocklist.RangeFile, pk peak, maxShrink float64) error
 		{"IPv4 addresses covered %s to %s", old4, pk.v4, new4},
 		{"IPv6 addresses covered %s to %s", old6, pk.v6, new6},
 	} {
-		if shrunk(max(m.old, m.peak), m.n, maxShrink) {
+		if m.n < m.old && shrunk(max(m.old, m.peak), m.n, maxShrink) {
 			what = append(what, fell(m.format, m.old, m.peak, m.n))
 		}
 	}
+	// As many addresses, but others: those no longer covered are lost.
+	kept4, kept6 := coverageKept(old.Ranges, rf.Ranges)
+	lost4, lost6 := old4-kept4, old6-kept6
 	if len(what) == 0 {
-		// As many addresses, but others: those no longer covered are lost.
-		kept4, kept6 := coverageKept(old.Ranges, rf.Ranges)
-		lost4, lost6 := old4-kept4, old6-kept6
 		if lost4 > old4*maxShrink {
 			what = append(what, fmt.Sprintf("IPv4 addresses no longer covered %s of %s", countString(lost4), countString(old4)))
 		}
@@ -1097,14 +1102,14 @@ func rangeShrink(old, rf *blocklist.RangeFile, pk peak, maxShrink float64) error
 	}
 	if len(what) == 0 && pk.base != nil {
 		// Moved a step at a time: against the ranges of the last start
-		// or SIGHUP.
+		// or SIGHUP, when this step loses addresses.
 		base4, base6 := coverage(pk.base)
-		kept4, kept6 := coverageKept(pk.base, rf.Ranges)
-		if lost4 := base4 - kept4; lost4 > base4*maxShrink {
-			what = append(what, fmt.Sprintf("IPv4 addresses no longer covered %s of the %s covered at the last start or SIGHUP", countString(lost4), countString(base4)))
+		bkept4, bkept6 := coverageKept(pk.base, rf.Ranges)
+		if gone4 := base4 - bkept4; lost4 > 0 && gone4 > base4*maxShrink {
+			what = append(what, fmt.Sprintf("IPv4 addresses no longer covered %s of the %s covered at the last start or SIGHUP", countString(gone4), countString(base4)))
 		}
-		if lost6 := base6 - kept6; lost6 > base6*maxShrink {
-			what = append(what, fmt.Sprintf("IPv6 addresses no longer covered %s of the %s covered at the last start or SIGHUP", countString(lost6), countString(base6)))
+		if gone6 := base6 - bkept6; lost6 > 0 && gone6 > base6*maxShrink {
+			what = append(what, fmt.Sprintf("IPv6 addresses no longer covered %s of the %s covered at the last start or SIGHUP", countString(gone6), countString(base6)))
 		}
 	}
 	if len(what) == 0 {
