@@ -719,3 +719,52 @@ func TestListReplacementAddsUpUntilSIGHUP(t *testing.T) {
 	writeAtomic(t, list, namesUnder("c", 30)+strings.Join(running[30:], ""))
 	require.NoError(t, r.Reload(false), "a third replaced since the SIGHUP")
 }
+
+// TestGrowthBelowThePeakApplies: a list or range file cut with the guards
+// off (max_shrink 0) or looser stays below the most it held since the
+// last start or SIGHUP once they are on again. Entries or ranges then
+// added were held as a shrink (`1 to 2 entries, 6 at most since the last
+// start or SIGHUP`, `IPv4 addresses covered 4 to 8, 88 at most …`; a
+// range file moved with the guards off: `IPv4 addresses no longer covered
+// 88 of the 88 covered at the last start or SIGHUP`), and every later
+// change with them, until SIGHUP: what narrows what devices reach must
+// apply at once. FuzzReloadSequence found it.
+func TestGrowthBelowThePeakApplies(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		file        string
+		cut, grown  string
+		cutShrink   float64 // max_shrink while the file is cut
+		grownShrink float64 // max_shrink when it grows
+		client      string  // a government device
+		qname       string  // blocked for it only once the file grew
+	}{
+		{name: "block list, guards off", file: "a.txt", cut: "n0.example\n", grown: "n0.example\nn3.example\n",
+			cutShrink: 0, grownShrink: 0.5, client: "127.0.82.17", qname: "n3.example"},
+		{name: "block list, max_shrink lowered", file: "a.txt", cut: "n0.example\nn1.example\nn2.example\n",
+			grown: "n0.example\nn1.example\nn2.example\nn3.example\n", cutShrink: 0.5, grownShrink: 0.25, client: "127.0.82.17", qname: "n3.example"},
+		{name: "range file, guards off", file: modelRanges, cut: "127.0.82.20/30\n", grown: "127.0.82.20/30\n127.0.82.24/30\n",
+			cutShrink: 0, grownShrink: 0.5, client: "127.0.82.25", qname: "n0.example"},
+		{name: "range file moved, guards off", file: modelRanges, cut: "127.0.82.192/26\n127.0.82.24/30\n",
+			grown: "127.0.82.192/26\n127.0.82.24/30\n127.0.82.28/30\n", cutShrink: 0, grownShrink: 0.5, client: "127.0.82.29", qname: "n0.example"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			run := startModel(t, 2) // a.txt of 6 entries, ranges.txt of 4 ranges (88 addresses), max_shrink 0.5
+			cfg := run.model.cfg
+			cfg.maxShrink = tc.cutShrink
+			run.writeConfig(cfg)
+			require.NoError(t, run.r.Reload(false))
+			run.write(tc.file, modelFile{content: []byte(tc.cut)})
+			require.NoError(t, run.r.Reload(false), "the cut is within max_shrink %g", tc.cutShrink)
+			cfg.maxShrink = tc.grownShrink
+			run.writeConfig(cfg)
+			require.NoError(t, run.r.Reload(false))
+
+			run.write(tc.file, modelFile{content: []byte(tc.grown)})
+			require.NoError(t, run.r.Reload(false), "what was added is held")
+			assert.Equal(t, "NXDOMAIN", run.h.Snapshot().Explain(netip.MustParseAddr(tc.client), tc.qname, dns.TypeA).Rcode)
+			held, _ := metricValue(t, run.reg, "dnsfence_reload_held")
+			assert.Zero(t, held)
+		})
+	}
+}

@@ -863,6 +863,12 @@ func FuzzReloadSequence(f *testing.F) {
 		{0, cfgShrink, 0, 0, watch, 0, 0, listEdit, list(0, 3), 0, watch, 0, 0},               // max_shrink 0 applied, then the guards are off
 		{2, cfgShrink, 0, 1, watch, 0, 0, listEdit, list(0, 0), 0x02, watch, 0, 0},            // max_shrink 0.25, then a cut of 2 of 6
 		{2, cfgBroken, 0, 0, watch, 0, 0, hup, 0, 0, cfgShrink, 0, 2, watch, 0, 0},
+		// Guards off, a cut, guards on: an entry or a range added was held
+		// (testdata/fuzz/FuzzReloadSequence), as was an entry added after
+		// max_shrink was lowered.
+		{2, cfgShrink, 0, 0, watch, 0, 0, listEdit, list(0, 0), 0x05, watch, 0, 0, cfgShrink, 0, 2, watch, 0, 0, listEdit, list(0, 1), 0x01, watch, 0, 0},
+		{2, cfgShrink, 0, 0, watch, 0, 0, rangeEdit, 0, 0x33, watch, 0, 0, cfgShrink, 0, 2, watch, 0, 0, rangeEdit, 1, 0x01, watch, 0, 0},
+		{2, listEdit, list(0, 0), 0x03, watch, 0, 0, cfgShrink, 0, 1, watch, 0, 0, listEdit, list(0, 1), 0x01, watch, 0, 0}, // configuration broken, then fixed
 		{2, midWrite, 0, 0x02, watch, 0, 0},                        // a dropped while the watcher's reload reads: nothing, then held
 		{2, midWrite, 0, 0x05, hup, 0, 0},                          // max_shrink written while SIGHUP reads: refused, then applied
 		{2, cfgBroken, 0, 0, midWrite, 1, 0x03, watch, 0, 0},       // broken when read, fixed meanwhile: failed
