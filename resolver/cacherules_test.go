@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -222,26 +221,17 @@ func rulesAnswer(counter *rulesCounter) func(w dns.ResponseWriter, r *dns.Msg) *
 			if label == "unreadbig" {
 				n = 12 // about 900 octets
 			}
-			hint := net.ParseIP("2001:db8::7")
 			for i := range n {
-				m.Answer = append(m.Answer, &dns.HTTPS{SVCB: dns.SVCB{
-					Hdr:      dns.RR_Header{Name: name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: 300},
-					Priority: uint16(i + 1), Target: fmt.Sprintf("svc%d.example.net.", i),
-					Value: []dns.SVCBKeyValue{&dns.SVCBAlpn{Alpn: []string{"h2", "h3"}}, &dns.SVCBIPv6Hint{Hint: []net.IP{hint}}},
-				}})
+				rr := hintRecord(name, uint16(i+1), fmt.Sprintf("svc%d.example.net.", i))
+				rr.Hdr.Ttl = 300
+				rr.Value = append([]dns.SVCBKeyValue{&dns.SVCBAlpn{Alpn: []string{"h2", "h3"}}}, rr.Value...)
+				m.Answer = append(m.Answer, rr)
 			}
 			if opt := r.IsEdns0(); opt != nil {
 				m.SetEdns0(1232, do)
 			}
 			m.Compress = true
-			b, err := m.Pack()
-			if err != nil {
-				panic(err)
-			}
-			for i := bytes.Index(b, hint); i >= 0; i = bytes.Index(b, hint) {
-				copy(b[i:], net.ParseIP("::ffff:192.0.2.7").To16())
-			}
-			_, _ = w.Write(b)
+			writeUnread(w, m)
 			return nil
 		case "signed": // an upstream that signs whatever the DO bit
 			m.Answer = []dns.RR{a(300, "192.0.2.1"),

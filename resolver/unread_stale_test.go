@@ -77,7 +77,6 @@ func askOctets(t *testing.T, server, from, network string, q *dns.Msg) []byte {
 // (the wire path's retry over TCP), as the wire path takes such an answer
 // that came whole over UDP.
 func TestUnreadAnswerRefreshesStale(t *testing.T) {
-	hint := net.ParseIP("2001:db8::7").To16()
 	mapped := net.ParseIP("::ffff:192.0.2.7").To16()
 	for _, network := range []string{"tcp", "udp"} {
 		t.Run(network, func(t *testing.T) {
@@ -88,10 +87,7 @@ func TestUnreadAnswerRefreshesStale(t *testing.T) {
 					m := new(dns.Msg).SetReply(r)
 					m.RecursionAvailable = true
 					if q.Qtype == dns.TypeHTTPS {
-						m.Answer = []dns.RR{&dns.HTTPS{SVCB: dns.SVCB{
-							Hdr:      dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: 60},
-							Priority: 1, Target: ".", Value: []dns.SVCBKeyValue{&dns.SVCBIPv6Hint{Hint: []net.IP{hint}}},
-						}}}
+						m.Answer = []dns.RR{hintRecord(q.Name, 1, ".")}
 					}
 					return m
 				}
@@ -117,7 +113,7 @@ func TestUnreadAnswerRefreshesStale(t *testing.T) {
 				return m.Unpack(b) != nil || hasEDE(m, dns.ExtendedErrorCodeStaleAnswer)
 			}, 10*time.Second, 50*time.Millisecond, "the cached answer expires")
 			assert.True(t, bytes.Contains(b, mapped), "the upstream's answer, not the expired one served stale")
-			assert.False(t, bytes.Contains(b, hint), "not the expired answer")
+			assert.False(t, bytes.Contains(b, unreadHint), "not the expired answer")
 		})
 	}
 }

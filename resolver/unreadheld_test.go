@@ -57,11 +57,7 @@ func unreadWithExtras(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 	}
 	m := new(dns.Msg).SetReply(r)
 	m.RecursionAvailable = true
-	hint := net.ParseIP("2001:db8::7")
-	m.Answer = []dns.RR{&dns.HTTPS{SVCB: dns.SVCB{
-		Hdr:      dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: 60},
-		Priority: 1, Target: ".", Value: []dns.SVCBKeyValue{&dns.SVCBIPv6Hint{Hint: []net.IP{hint}}},
-	}}}
+	m.Answer = []dns.RR{hintRecord(q.Name, 1, ".")}
 	m.SetEdns0(1232, false)
 	switch strings.ToLower(q.Name[:strings.IndexByte(q.Name, '.')]) {
 	case "ede":
@@ -75,13 +71,7 @@ func unreadWithExtras(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		m.Extra = append([]dns.RR{mustRR("ns.signer.example.net. 60 IN A 192.0.2.53")}, m.Extra...)
 	}
 	m.Compress = true
-	b, err := m.Pack()
-	if err != nil {
-		panic(err)
-	}
-	i := bytes.Index(b, hint)
-	copy(b[i:], net.ParseIP("::ffff:192.0.2.7").To16())
-	_, _ = w.Write(b)
+	writeUnread(w, m)
 	return nil
 }
 

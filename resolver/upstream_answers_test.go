@@ -1823,19 +1823,36 @@ func unreadHintAnswer(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 	}
 	m := new(dns.Msg).SetReply(r)
 	m.RecursionAvailable = true
-	hint := net.ParseIP("2001:db8::7")
-	m.Answer = []dns.RR{&dns.HTTPS{SVCB: dns.SVCB{
-		Hdr:      dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: 60},
-		Priority: 1, Target: ".", Value: []dns.SVCBKeyValue{&dns.SVCBIPv6Hint{Hint: []net.IP{hint}}},
-	}}}
+	m.Answer = []dns.RR{hintRecord(q.Name, 1, ".")}
+	writeUnread(w, m)
+	return nil
+}
+
+// unreadHint is the ipv6hint writeUnread makes ::ffff:192.0.2.7, an
+// address miekg/dns does not read there.
+var unreadHint = net.ParseIP("2001:db8::7")
+
+// hintRecord is an HTTPS record of name with priority and target whose
+// ipv6hint is unreadHint, with a TTL of 60 s.
+func hintRecord(name string, priority uint16, target string) *dns.HTTPS {
+	return &dns.HTTPS{SVCB: dns.SVCB{
+		Hdr:      dns.RR_Header{Name: name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: 60},
+		Priority: priority, Target: target, Value: []dns.SVCBKeyValue{&dns.SVCBIPv6Hint{Hint: []net.IP{unreadHint}}},
+	}}
+}
+
+// writeUnread packs m and writes it to w with every unreadHint in its
+// octets made ::ffff:192.0.2.7: miekg/dns neither packs nor unpacks such
+// an ipv6hint ("expected ipv6, got ipv4").
+func writeUnread(w dns.ResponseWriter, m *dns.Msg) {
 	b, err := m.Pack()
 	if err != nil {
 		panic(err)
 	}
-	i := bytes.Index(b, hint)
-	copy(b[i:], net.ParseIP("::ffff:192.0.2.7").To16())
+	for i := bytes.Index(b, unreadHint); i >= 0; i = bytes.Index(b, unreadHint) {
+		copy(b[i:], net.ParseIP("::ffff:192.0.2.7"))
+	}
 	_, _ = w.Write(b)
-	return nil
 }
 
 // TestDeclinedANYLeavesHealth: an upstream that declines QTYPE ANY (NOTIMP,
