@@ -136,6 +136,26 @@ func TestAdmissionReclaimsFinishedConnections(t *testing.T) {
 		require.NotNil(t, conn, "answered, it is finished")
 	})
 
+	t.Run("its answers not yet sent", func(t *testing.T) {
+		connect, clients, conns := fill(t)
+		// Half-closed after its queries, answered inline and held for the
+		// read loop's send: the client may still read the answers.
+		conns[0].hold()
+		require.NoError(t, conns[0].writeFrame(q))
+		require.NoError(t, clients[0].(*net.TCPConn).CloseWrite())
+		awaitState(t, conns[0], unix.BPF_TCP_CLOSE_WAIT)
+		_, conn := connect()
+		require.Nil(t, conn, "answers held")
+		// send under way: a client slow to read them holds up its write.
+		conns[0].writeMu.Lock()
+		_, conn = connect()
+		conns[0].writeMu.Unlock()
+		require.Nil(t, conn, "answers being written")
+		conns[0].send()
+		_, conn = connect()
+		require.NotNil(t, conn, "sent, it is finished")
+	})
+
 	t.Run("its read loop busy", func(t *testing.T) {
 		connect, clients, conns := fill(t)
 		conns[0].waiting.Store(false) // a query of its buffer being answered

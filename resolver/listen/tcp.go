@@ -162,9 +162,11 @@ type tcpConn struct {
 
 // finished reports whether the client has finished with the connection:
 // the read loop has no query buffered (waiting), every query read has its
-// answer, and the client has closed its end with nothing left unread
-// (peerClosed). The read loop has then only to send what it holds, read
-// the close and end; admission counts the connection no more (reclaim).
+// answer, sent (none held for send, none being written: a half-closed
+// client may still read them, and one slow to read them holds up the
+// write), and the client has closed its end with nothing left unread
+// (peerClosed). The read loop has then only to read the close and end;
+// admission counts the connection no more (reclaim).
 // On DNS over TLS the client's close_notify is left unread until then,
 // so only a client that closes without one is seen so early.
 func (c *tcpConn) finished() bool {
@@ -174,9 +176,14 @@ func (c *tcpConn) finished() bool {
 	c.idleMu.Lock()
 	idle := c.inflight == 0
 	c.idleMu.Unlock()
+	if !idle || !c.writeMu.TryLock() { // TryLock: reclaim runs on an accept, and must not wait on a write
+		return false
+	}
+	sent := len(c.out) == 0
+	c.writeMu.Unlock()
 	// No query can come after the close peerClosed sees, so a read loop
 	// that wakes meanwhile finds only the close.
-	return idle && peerClosed(c.raw)
+	return sent && peerClosed(c.raw)
 }
 
 // remoteAddr is the client's address: the PROXY header's source when a
