@@ -1,11 +1,14 @@
 package listen
 
 import (
+	"crypto/tls"
+	"io"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
@@ -164,4 +167,104 @@ func TestAdmissionReclaimsFinishedConnections(t *testing.T) {
 		_, conn := connect()
 		require.Nil(t, conn)
 	})
+}
+
+// TestDoTReclaimLeavesNoQueryUnread: a DNS over TLS client that sent two
+// queries, each in a TLS record of its own, and closed its end without
+// close_notify, keeps the connection's place while the second is still
+// to be read: crypto/tls took both records from the socket with the
+// first, so the kernel has nothing unread and the client's FIN, and the
+// read loop, its buffer empty, is about to read the second from TLS.
+func TestDoTReclaimLeavesNoQueryUnread(t *testing.T) {
+	ca := newTestCA(t)
+	files, _ := writePair(t, ca)
+	store, _ := startStore(t, files, time.Hour)
+	ln, err := net.Listen("tcp", "127.0.84.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	s := New(Config{Handler: &bigAnswers{}, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t)})
+	dot := newTCPServer(ln, s.cfg, s.log, s.admission, 100, s.counted(TLS), s.invalid(TLS), ServerTLSConfig(store, ALPNDoT))
+	connect := func() (*net.TCPConn, *net.TCPConn, *tcpConn) {
+		client, err := net.Dial("tcp", ln.Addr().String())
+		require.NoError(t, err)
+		t.Cleanup(func() { client.Close() })
+		c, err := ln.Accept()
+		require.NoError(t, err)
+		conn := dot.admit(c)
+		if conn != nil {
+			t.Cleanup(func() { conn.Close(); conn.release() })
+		}
+		return client.(*net.TCPConn), c.(*net.TCPConn), conn
+	}
+	for range (fakeRules{}).Limits().TCPConnectionsPerClient - 1 {
+		_, _, conn := connect()
+		require.NotNil(t, conn)
+	}
+	raw, accepted, conn := connect()
+	require.NotNil(t, conn)
+	first, second := frames(t, txtQuery("a.example.", 1)), frames(t, txtQuery("b.example.", 2))
+
+	read := make(chan []byte, 1)
+	go func() { // the read loop's: the handshake, then the first query
+		b := make([]byte, len(first))
+		_, _ = io.ReadFull(conn, b)
+		read <- b
+	}()
+	bc := &batchConn{Conn: raw}
+	client := tls.Client(bc, clientTLS(ca, ALPNDoT))
+	require.NoError(t, client.Handshake())
+	bc.batching = true
+	_, err = client.Write(first)
+	require.NoError(t, err)
+	_, err = client.Write(second)
+	require.NoError(t, err)
+	require.NoError(t, bc.flush(), "both records in one segment")
+	require.NoError(t, raw.CloseWrite()) // a FIN, no close_notify
+	select {
+	case b := <-read:
+		require.Equal(t, first, b)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first query was not read")
+	}
+	conn.waiting.Store(true) // its buffer empty, the read loop is about to read again
+	require.Eventually(t, func() bool {
+		var state uint8
+		sc, err := accepted.SyscallConn()
+		require.NoError(t, err)
+		require.NoError(t, sc.Control(func(fd uintptr) {
+			if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+				state = info.State
+			}
+		}))
+		return state == unix.BPF_TCP_CLOSE_WAIT
+	}, 5*time.Second, time.Millisecond)
+
+	_, _, next := connect()
+	assert.Nil(t, next, "the second query is still to be read and answered")
+	b := make([]byte, len(second))
+	_, err = io.ReadFull(conn, b)
+	require.NoError(t, err)
+	assert.Equal(t, second, b, "the query left in TLS's buffer")
+}
+
+// batchConn holds what is written to it, once batching, until flush
+// writes it all at once.
+type batchConn struct {
+	net.Conn
+	batching bool
+	held     []byte
+}
+
+func (c *batchConn) Write(b []byte) (int, error) {
+	if !c.batching {
+		return c.Conn.Write(b)
+	}
+	c.held = append(c.held, b...)
+	return len(b), nil
+}
+
+func (c *batchConn) flush() error {
+	_, err := c.Conn.Write(c.held)
+	c.held = nil
+	return err
 }

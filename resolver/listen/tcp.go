@@ -153,7 +153,7 @@ type tcpConn struct {
 	stopped  bool // stopAccepting set its past deadline: it stays
 
 	// raw is the TCP socket beneath, which finished asks; nil when the
-	// listener's connections are not TCP.
+	// listener's connections are not plain TCP.
 	raw syscall.RawConn
 	// waiting: the read loop has no whole query buffered, and is about
 	// to wait for the next (sending the answers it holds first).
@@ -166,9 +166,11 @@ type tcpConn struct {
 // client may still read them, and one slow to read them holds up the
 // write), and the client has closed its end with nothing left unread
 // (peerClosed). The read loop has then only to read the close and end;
-// admission counts the connection no more (reclaim).
-// On DNS over TLS the client's close_notify is left unread until then,
-// so only a client that closes without one is seen so early.
+// admission counts the connection no more (reclaim). Plain TCP only:
+// crypto/tls reads ahead of what it has given the read loop (records
+// taken from the socket with the one read, a client's close_notify), so
+// on DNS over TLS nothing unread in the socket says nothing of the
+// queries still to be read.
 func (c *tcpConn) finished() bool {
 	if c.raw == nil || !c.waiting.Load() {
 		return false
@@ -470,7 +472,7 @@ func (s *tcpServer) admit(c net.Conn) *tcpConn {
 	}
 	conn := &tcpConn{Conn: c, proxy: pc, release: adm.release,
 		closed: func(reason string) { s.closedConns(s.transport, reason) }}
-	if tc, isTCP := accepted.(*net.TCPConn); isTCP && adm.slot != nil {
+	if tc, isTCP := accepted.(*net.TCPConn); isTCP && adm.slot != nil && s.tls == nil {
 		if raw, err := tc.SyscallConn(); err == nil {
 			conn.raw = raw
 			adm.slot.reclaimable(conn.finished)
