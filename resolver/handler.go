@@ -1296,7 +1296,7 @@ func (h *Handler) write(q *query, r reply) {
 			// No message to fit record by record (an answer miekg/dns
 			// does not unpack): its header and question, with TC set.
 			a := q.asked()
-			r.wire = appendECSEcho(a.truncatedCached(r.wire, r.cached), q.id.ECS)
+			r.wire = a.truncatedCached(r.wire, r.cached, q.id.ECS, limit)
 		case r.cached != nil:
 			// Aged to when it was packed: a fresh answer is younger than
 			// its query.

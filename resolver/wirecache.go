@@ -239,15 +239,42 @@ func (a *asked) appendCached(b []byte, e *cacheEntry, now time.Time, maxSize int
 // small for it when e holds no message to fit to the client record by
 // record (cacheEntry.message: an answer miekg/dns does not unpack). The
 // client asks again over TCP (RFC 1035 §4.2.1, RFC 2181 §9), and gets it
-// whole, as dnsdist truncates an answer it cannot fit.
-func (a *asked) truncatedCached(b []byte, e *cacheEntry) []byte {
+// whole, as dnsdist truncates an answer it cannot fit. The OPT carries the
+// client's Client Subnet echo (appendECSEcho, ecs) and the upstream's
+// Extended DNS Errors (wireAnswer.edes), fitted to the client's limit as
+// a message's are (shrinkOPT): their texts go first, then they. An
+// upstream's EDE text can alone be larger than the client's size.
+func (a *asked) truncatedCached(b []byte, e *cacheEntry, ecs *dns.EDNS0_SUBNET, limit int) []byte {
 	b = b[:e.wireForm().qnameEnd+4] // the question: its name, type and class
 	binary.BigEndian.PutUint16(b[2:], binary.BigEndian.Uint16(b[2:])|dnswire.FlagTC)
 	clear(b[6:dnswire.HeaderLen]) // no answer, authority or additional record
-	if a.edns {
-		b = appendOption(a.appendOPT(b, 0, 0), e.wireForm().edes)
+	if !a.edns {
+		return b
+	}
+	question, edes := len(b), e.wireForm().edes
+	for _, options := range [][]byte{edes, edeCodes(edes), nil} {
+		if b = appendECSEcho(appendOption(a.appendOPT(b[:question], 0, 0), options), ecs); len(b) <= limit {
+			break
+		}
 	}
 	return b
+}
+
+// edeCodes is edes, Extended DNS Errors as EDNS options (Cache.putUnread:
+// each with its INFO-CODE), with their texts left out.
+func edeCodes(edes []byte) []byte {
+	var codes []byte
+	for len(edes) > 0 {
+		_, data, rest, ok := dnswire.NextOption(edes)
+		if !ok || len(data) < 2 {
+			break
+		}
+		codes = binary.BigEndian.AppendUint16(codes, dns.EDNS0EDE)
+		codes = binary.BigEndian.AppendUint16(codes, 2)
+		codes = append(codes, data[:2]...)
+		edes = rest
+	}
+	return codes
 }
 
 // appendECSEcho adds to b, an answer packed from a cache entry ending in
