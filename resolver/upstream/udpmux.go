@@ -358,16 +358,19 @@ func UnpackAnswer(b []byte) (*dns.Msg, error) {
 // records read through (walkAnswer), whose error is an RdataError (wrapping
 // ErrAnswerRdata) with a copy of b without its hop's options (hopOption).
 // miekg/dns's errors cannot tell the two apart: those of the SVCB values
-// and of the EDNS Client Subnet option are not *dns.Error.
+// and of the EDNS Client Subnet option are not *dns.Error. An answer
+// miekg/dns reads with more than one OPT record, or one outside the
+// additional section, is errOPTPlacement (oneOPT), as walkAnswer refuses
+// it in wire form.
 func unpackMsg(b []byte) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	err := m.Unpack(b)
 	if err == nil {
-		return m, nil
+		return oneOPT(m)
 	}
 	if rest, ok := dnswire.WithoutOptions(b, answerOption); ok {
 		if m = new(dns.Msg); m.Unpack(rest) == nil {
-			return m, nil
+			return oneOPT(m)
 		}
 	}
 	if _, rcode, ok := walkAnswer(b); ok {
@@ -380,6 +383,31 @@ func unpackMsg(b []byte) (*dns.Msg, error) {
 		return nil, &RdataError{Raw: raw, rcode: rcode, err: fmt.Errorf("%w: %w", ErrAnswerRdata, err)}
 	}
 	return nil, err
+}
+
+// errOPTPlacement is an answer with more than one OPT record, or one in
+// its answer or authority section: "it MUST be the only OPT RR in that
+// message", in the additional section (RFC 6891 §6.1.1). Which one holds
+// the upstream's EDNS (its extended RCODE, its Extended DNS Errors) cannot
+// be told, so the answer is not used, as Unbound refuses it (FORMERR from
+// its parser) and as the wire path refuses it (walkAnswer).
+var errOPTPlacement = errors.New("more than one OPT record, or one outside the additional section (RFC 6891 §6.1.1)")
+
+// oneOPT returns m, or errOPTPlacement when m has more than one OPT record
+// or one outside its additional section.
+func oneOPT(m *dns.Msg) (*dns.Msg, error) {
+	opts := 0
+	for i, section := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range section {
+			if rr.Header().Rrtype != dns.TypeOPT {
+				continue
+			}
+			if opts++; opts > 1 || i < 2 {
+				return nil, errOPTPlacement
+			}
+		}
+	}
+	return m, nil
 }
 
 // answerOption reports whether dnsfence reads the EDNS option code, with
