@@ -167,6 +167,14 @@ func servfailReply(req *dns.Msg, ede uint16, text string) *dns.Msg {
 	return m
 }
 
+// notReadyReply answers a query that the policy pol cannot decide yet
+// (Policy.Ready): SERVFAIL with Extended DNS Error 14, Not Ready ("not
+// fully functional when the query was received", RFC 8914 §4.15), its text
+// naming the lists without a copy. Never cached.
+func notReadyReply(req *dns.Msg, pol *Policy) *dns.Msg {
+	return servfailReply(req, dns.ExtendedErrorCodeNotReady, pol.noCopyText)
+}
+
 // blockedReply is the answer for a blocked name under the policy's action.
 // owner is the name the SOA is owned by: the matched entry when it is the
 // question name or a parent of it, else the question name itself (a CNAME

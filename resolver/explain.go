@@ -18,8 +18,9 @@ import (
 // explain and `dnsfence explain` share (DESIGN.md §1 steps 3 to 5, and 8).
 type outcome struct {
 	// result is ResultRefused (outside allowed_clients), ResultBlocked,
-	// ResultLocal (a name in one of localZones, answered here), or ResultForwarded
-	// (also in shadow mode, and for an allowed name).
+	// ResultLocal (a name in one of localZones, answered here),
+	// ResultServfail (policy's lists not ready: Policy.Ready), or
+	// ResultForwarded (also in shadow mode, and for an allowed name).
 	result    string
 	local     *localZone  // the zone of a ResultLocal
 	policy    ClientRange // the range whose policy decides (Snapshot.PolicyForClient), when hasPolicy
@@ -91,6 +92,20 @@ func (s *Snapshot) decideClass(source netip.Addr, client netip.Prefix, qname str
 	}
 	if len(ask) > 0 {
 		o.also = ask
+	}
+	// A remote block list without a copy yet, with
+	// sources.servfail_until_ready: the name is not one the other lists
+	// block or allow, and that list may hold it (fail closed).
+	if o.hasPolicy && !o.decision.Allowed && !o.policy.Policy.Ready() {
+		o.result = ResultServfail
+		return o
+	}
+	for _, cr := range ask {
+		if !cr.Policy.Ready() {
+			o.policy, o.hasPolicy, o.wider = cr, true, true
+			o.result = ResultServfail
+			return o
+		}
 	}
 	return o
 }
@@ -389,6 +404,8 @@ func (e *Explanation) set(o outcome) {
 		e.Rcode = "REFUSED"
 	case o.result == ResultLocal:
 		e.Rcode = dns.RcodeToString[o.local.rcodeOf(e.Name)] + " from dnsfence's own zone " + o.local.apex
+	case o.result == ResultServfail:
+		e.Rcode = "SERVFAIL, Extended DNS Error 14 (Not Ready)"
 	case o.shadow:
 		e.Rcode = "from upstream (shadow mode records a block)"
 	case o.result == ResultBlocked && o.decision.Trigger.Action == blocklist.ActionDrop:
@@ -551,6 +568,10 @@ func (e Explanation) text(listName func(string) string) string {
 	for _, cr := range e.Also {
 		fmt.Fprintf(&b, "  under policy %q: %s\n", cr.Policy.Name, describe(e.Name, cr.Policy.Decide(e.Name), listName))
 	}
+	if e.Result == ResultServfail {
+		fmt.Fprintf(&b, "  policy %q is not ready: remote block %s no copy yet; with sources.servfail_until_ready, every name its other lists neither block nor allow gets SERVFAIL until then\n",
+			e.Range.Policy.Name, listsWithout(e.Range.Policy.noCopy, listName))
+	}
 	inspected := e.HasPolicy && e.Range.Policy.Blocks() && !decisionOfName(e).Allowed
 	for i, h := range e.Hops {
 		fmt.Fprintf(&b, "  answer %d: %s\n", i+1, h.Record)
@@ -705,11 +726,14 @@ type jsonExplanation struct {
 	Decision  *jsonDecision `json:"decision,omitempty"`
 	// LocalZone and LocalReason: the name is in one of dnsfence's own
 	// zones, answered without asking the policies' lists.
-	LocalZone   string    `json:"local_zone,omitempty"`
-	LocalReason string    `json:"local_reason,omitempty"`
-	Answer      []jsonHop `json:"answer,omitempty"`
-	Verdict     string    `json:"verdict"`
-	Rcode       string    `json:"rcode"`
+	LocalZone   string `json:"local_zone,omitempty"`
+	LocalReason string `json:"local_reason,omitempty"`
+	// NotReady are the policy's remote block lists without a copy yet
+	// when it answers SERVFAIL for them (sources.servfail_until_ready).
+	NotReady []string  `json:"not_ready,omitempty"`
+	Answer   []jsonHop `json:"answer,omitempty"`
+	Verdict  string    `json:"verdict"`
+	Rcode    string    `json:"rcode"`
 }
 
 func toJSONDecision(name string, d Decision) jsonDecision {
@@ -750,6 +774,9 @@ func (e Explanation) MarshalJSON() ([]byte, error) {
 	local := e.Result == ResultLocal
 	if local {
 		j.LocalZone, j.LocalReason = e.local.apex, e.local.why
+	}
+	if e.Result == ResultServfail {
+		j.NotReady = e.Range.Policy.noCopy
 	}
 	for _, cr := range e.Also {
 		a := jsonAlso{jsonRange: toJSONRange(cr)}

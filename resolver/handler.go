@@ -190,7 +190,7 @@ func (h *Handler) Store(s *Snapshot) {
 	h.cache.Store(h.cache.Load().With(cfg.Cache))
 	h.slots.resize(cfg.Limits.UpstreamInflight)
 	h.limiter.Store(h.limiter.Load().reconfigured(cfg.RateLimit))
-	h.state.Store(s)
+	h.logReadiness(h.state.Swap(s), s)
 	h.metrics.snapshotLoaded(s)
 }
 
@@ -198,8 +198,29 @@ func (h *Handler) Store(s *Snapshot) {
 // a remote list (Reloader.applySource): the settings Store applies are
 // unchanged, and the reload metrics are left as they are.
 func (h *Handler) storeLists(s *Snapshot) {
-	h.state.Store(s)
+	h.logReadiness(h.state.Swap(s), s)
 	h.metrics.listsLoaded(s)
+}
+
+// logReadiness logs, of the snapshot next that replaced prev (nil at
+// start), each policy that is not ready (Policy.Ready) and was ready, at
+// warn level, and each ready again, at info.
+func (h *Handler) logReadiness(prev, next *Snapshot) {
+	was := map[string]bool{} // not ready in prev, by policy
+	if prev != nil {
+		for _, p := range prev.Policies {
+			was[p.Name] = !p.Ready()
+		}
+	}
+	for _, p := range next.Policies {
+		switch {
+		case !p.Ready() && !was[p.Name]:
+			h.log.Warn("policy not ready: SERVFAIL to its clients for every name its other lists neither block nor allow, until its remote block lists have a copy (sources.servfail_until_ready)",
+				zap.String(logPolicy, p.Name), zap.Strings("lists", p.noCopy))
+		case p.Ready() && was[p.Name]:
+			h.log.Info("policy ready: its remote block lists have a copy", zap.String(logPolicy, p.Name))
+		}
+	}
 }
 
 // query is one request being answered and what was learnt about it.
@@ -558,6 +579,9 @@ func (h *Handler) answerInline(q *query) (r reply, ok bool) {
 		m := newReply(req, dns.RcodeRefused)
 		addEDE(m, dns.ExtendedErrorCodeNotSupported, unservedClassText)
 		return msgReply(m, ResultRefused), true
+	}
+	if q.out.result == ResultServfail {
+		return msgReply(notReadyReply(req, q.out.policy.Policy), ResultServfail), true
 	}
 	if q.out.result == ResultLocal {
 		return msgReply(h.localReply(q, req), ResultLocal), true

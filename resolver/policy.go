@@ -7,6 +7,8 @@ import (
 	"iter"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,6 +80,14 @@ type Policy struct {
 	// there the first list's entry stands, and a blocked name is not
 	// looked up a second time.
 	canary List
+	// noCopy are the remote block lists, by entry as written, that have
+	// no copy yet while sources.servfail_until_ready holds; nil in shadow
+	// mode (action: log), which answers nothing itself. A name the
+	// policy's other lists neither block nor allow is answered SERVFAIL
+	// until they have one (Snapshot.decide, notReadyReply), with
+	// noCopyText, made once, as its EDE text.
+	noCopy     []string
+	noCopyText string
 }
 
 // compile works out what the policy's lists need besides a name match:
@@ -120,6 +130,47 @@ func (p *Policy) BlockedText(list string) string {
 func blockedText(policy, list string) string {
 	return fmt.Sprintf("blocked by policy %q, list %s", policy, source.ClientName(list))
 }
+
+// notReadyText is the EDE text of the SERVFAIL a policy's client gets while
+// its remote block lists noCopy have no copy (sources.servfail_until_ready),
+// naming each as blockedText does: without a query string or fragment.
+func notReadyText(policy string, noCopy []string) string {
+	return fmt.Sprintf("policy %q not ready: %s no copy yet", policy, listsWithout(noCopy, source.ClientName))
+}
+
+// listsWithout is "list L has" or "lists L1, L2 have", each list named by
+// listName.
+func listsWithout(lists []string, listName func(string) string) string {
+	names := make([]string, len(lists))
+	for i, l := range lists {
+		names[i] = listName(l)
+	}
+	if len(names) == 1 {
+		return "list " + names[0] + " has"
+	}
+	return "lists " + strings.Join(names, ", ") + " have"
+}
+
+// hasCopy takes the remote list name off noCopy: it has a copy now
+// (Snapshot.withList). p is a copy of the policy, whose noCopy it must not
+// share.
+func (p *Policy) hasCopy(name string) {
+	if !slices.Contains(p.noCopy, name) {
+		return
+	}
+	p.noCopy = slices.DeleteFunc(slices.Clone(p.noCopy), func(l string) bool { return l == name })
+	p.noCopyText = ""
+	if len(p.noCopy) == 0 {
+		p.noCopy = nil
+	} else {
+		p.noCopyText = notReadyText(p.Name, p.noCopy)
+	}
+}
+
+// Ready reports whether the policy decides every name: false while a
+// remote block list of it has no copy and sources.servfail_until_ready
+// holds.
+func (p *Policy) Ready() bool { return len(p.noCopy) == 0 }
 
 // Blocks reports whether the policy can block anything at all; an exemption
 // policy has no block lists.
@@ -536,6 +587,7 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 	var fatal []error
 	rangeWarnings := map[string]error{} // bad lines of each client file, by path
 	failed := map[string]bool{}         // lists that did not load, read once (a pipe waits PipeIdle)
+	noCopy := map[string]bool{}         // remote lists without a copy yet
 	loadList := func(path string) List {
 		path = cfg.Path(path)
 		if l, ok := s.Lists[path]; ok {
@@ -548,6 +600,7 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 			l := remote[path]
 			if l == nil {
 				l, _ = blocklist.Parse(path, nil) // no copy yet: nothing to match
+				noCopy[path] = true
 			}
 			if w := l.Warnings(); w != nil {
 				s.Warnings = append(s.Warnings, w)
@@ -580,6 +633,12 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 			if l := loadList(f); l != nil {
 				p.Block = append(p.Block, l)
 			}
+			if path := cfg.Path(f); noCopy[path] && cfg.Sources.ServfailUntilReady && pc.Action != config.ActionLog {
+				p.noCopy = append(p.noCopy, path)
+			}
+		}
+		if p.noCopy != nil {
+			p.noCopyText = notReadyText(p.Name, p.noCopy)
 		}
 		for _, f := range pc.Allow {
 			if l := loadList(f); l != nil {

@@ -638,6 +638,7 @@ func (s *Snapshot) withList(name string, l *blocklist.List) *Snapshot {
 		np := *p
 		np.Block, np.Allow = swap(p.Block), swap(p.Allow)
 		np.compile()
+		np.hasCopy(name)
 		policies[p], n.Policies[i] = &np, &np
 	}
 	n.byClient = new(bart.Table[ClientRange])

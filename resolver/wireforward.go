@@ -490,6 +490,8 @@ func (h *Handler) answerWire(q *query) (r reply, ok bool) {
 		return h.blocked(q), true
 	case ResultLocal:
 		return msgReply(h.localReply(q, q.request()), ResultLocal), true
+	case ResultServfail:
+		return msgReply(notReadyReply(q.request(), q.out.policy.Policy), ResultServfail), true
 	}
 	// 7. Forward: the cache first; the upstreams are resume's.
 	q.key = q.wire.key()

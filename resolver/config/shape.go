@@ -103,6 +103,7 @@ var configExamples = map[string]string{
 	"sources.refresh":                   `1h`,
 	"sources.cache_dir":                 `/var/lib/dnsfence/sources`,
 	"sources.max_bytes":                 `67108864`,
+	"sources.servfail_until_ready":      `true`,
 	"sources.tsig":                      `{name: xfr-key., algorithm: hmac-sha256, secret: "c2VjcmV0LWtleS1mb3ItdGVzdHM="}`,
 	"sources.tsig.name":                 `xfr-key.`,
 	"sources.tsig.algorithm":            `hmac-sha256`,

@@ -34,6 +34,14 @@ type Sources struct {
 	// TSIG signs zone transfers and SOA queries, and is required on their
 	// answers (RFC 8945).
 	TSIG *TSIG `yaml:"tsig"`
+	// ServfailUntilReady answers SERVFAIL (Extended DNS Error 14, Not
+	// Ready) to the clients of a policy while one of its remote block
+	// lists has no copy yet (none on disk in CacheDir, its server or
+	// primary unreachable), for every name the policy's other lists
+	// neither block nor allow, rather than forward names that list may
+	// hold: BIND's response-policy `servfail-until-ready`. Default false:
+	// such a list blocks none of its names until its first copy.
+	ServfailUntilReady bool `yaml:"servfail_until_ready"`
 }
 
 // TSIG is a transaction signature key, as BIND's `key` statement gives it.

@@ -1,0 +1,202 @@
+package resolver
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// asked counts the queries u received for name, over both transports.
+func (u *testUpstream) asked(name string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for _, s := range u.seen {
+		if len(s.msg.Question) == 1 && strings.EqualFold(s.msg.Question[0].Name, name) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestServfailUntilReady: with sources.servfail_until_ready, BIND's
+// response-policy servfail-until-ready, a policy whose remote block list
+// has no copy yet (a first start, its server down) answers its clients
+// SERVFAIL with Extended DNS Error 14 (Not Ready, RFC 8914 §4.15) naming
+// the list without its query string, on the wire path (UDP) and the
+// message path (TCP), and asks no upstream; a name its other lists block
+// is blocked, one its allow list allows is forwarded. Clients of no
+// policy, of a policy whose lists are all there, and of a shadow-mode
+// policy are answered as ever. `explain` says why. Once the list has a
+// copy, its names are blocked and the rest forwarded. Without the
+// setting, the same list blocks none of its names until its first copy
+// (TestEmptyListBodyAtStartIsNoCopy).
+func TestServfailUntilReady(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/tiktok.txt": names(8, "tiktok.com")})
+	srv.set("", "", "down")
+	list := srv.URL + "/tiktok.txt?token=s3cr3t"
+	dir := writeTree(t, map[string]string{
+		"lists/local.txt": "capcut.com\n",
+		"lists/allow.txt": "allowed.example\n",
+		"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+allowed_clients: ["127.0.0.0/28"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s", lists/local.txt]
+    allow: [lists/allow.txt]
+  - name: ready
+    clients: ["127.0.0.3/32"]
+    block: [lists/local.txt]
+  - name: shadow
+    clients: ["127.0.0.4/32"]
+    block: ["%s"]
+    action: log
+sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: true}
+`, up.addr, list, list),
+	})
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	const gov, none, ready, shadow = "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"
+	ok, why := f.ready(t)
+	require.False(t, ok, "no copy yet: %s", why)
+	const notReady = "policy not ready: SERVFAIL to its clients for every name its other lists neither block nor allow, until its remote block lists have a copy (sources.servfail_until_ready)"
+	assert.True(t, logged(f.logs, notReady, map[string]any{"policy": "gov", "lists": []string{list}}))
+	assert.Len(t, f.logs.FilterMessage(notReady).All(), 1, "the shadow policy answers nothing itself: it is ready")
+
+	for _, network := range []string{"udp", "tcp"} {
+		for _, name := range []string{network + ".gov.example.org.", "www.tiktok.com."} {
+			r := ask(t, f.addr, gov, network, question(name, dns.TypeA, true))
+			require.Equal(t, dns.RcodeServerFailure, r.Rcode, "%s over %s", name, network)
+			e := ede(r)
+			require.NotNil(t, e, "%s over %s", name, network)
+			assert.Equal(t, dns.ExtendedErrorCodeNotReady, e.InfoCode)
+			assert.Equal(t, `policy "gov" not ready: list `+srv.URL+"/tiktok.txt has no copy yet", e.ExtraText)
+			assert.Zero(t, up.asked(name), "%s: no upstream asked", name)
+		}
+		assert.Equal(t, dns.RcodeNameError, ask(t, f.addr, gov, network, question("capcut.com.", dns.TypeA, true)).Rcode,
+			"blocked by the list that is there")
+		assert.Equal(t, dns.RcodeSuccess, ask(t, f.addr, gov, network, question("allowed.example.", dns.TypeA, true)).Rcode,
+			"allowed: allow beats every block, that list's too")
+		for _, from := range []string{none, ready, shadow} {
+			r := ask(t, f.addr, from, network, question("www.example.org.", dns.TypeA, true))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode, "from %s over %s", from, network)
+		}
+	}
+	assert.Equal(t, dns.RcodeNameError, f.rcode(t, ready, "capcut.com."))
+
+	e := f.handler.Snapshot().Explain(netip.MustParseAddr(gov), "www.example.org.", dns.TypeA)
+	assert.Equal(t, ResultServfail, e.Result)
+	assert.Contains(t, e.String(), `policy "gov" is not ready: remote block list `+list+" has no copy yet")
+	assert.Contains(t, e.String(), "verdict: servfail (SERVFAIL, Extended DNS Error 14 (Not Ready))")
+	assert.NotContains(t, e.ClientString(), "s3cr3t", "a client's explain names the list without its token")
+	j, err := json.Marshal(e)
+	require.NoError(t, err)
+	assert.Contains(t, string(j), `"not_ready":["`+list+`"]`)
+	assert.Contains(t, string(j), `"verdict":"servfail"`)
+	r := ask(t, f.addr, gov, "tcp", chaosQuestion("www.example.org.explain.dnsfence."))
+	require.Equal(t, dns.RcodeSuccess, r.Rcode)
+	assert.Contains(t, r.String(), "is not ready")
+	assert.NotContains(t, r.String(), "s3cr3t")
+
+	srv.set("", "", "")
+	f.eventuallyRcode(t, gov, "www.tiktok.com.", dns.RcodeNameError, 5*time.Second)
+	assert.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "www.example.org."), "the list has a copy: forwarded")
+	assert.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "capcut.com."))
+	require.Eventually(t, func() bool { ok, _ := f.ready(t); return ok }, 5*time.Second, 20*time.Millisecond)
+	assert.True(t, logged(f.logs, "policy ready: its remote block lists have a copy", map[string]any{"policy": "gov"}))
+	v, _ := metricValue(t, f.registry, "dnsfence_queries_total", "transport", "udp", "result", ResultServfail)
+	assert.GreaterOrEqual(t, v, 2.0, "counted as SERVFAIL (and eventuallyRcode's tries before the copy)")
+	assert.Equal(t, ResultForwarded, f.handler.Snapshot().Explain(netip.MustParseAddr(gov), "www.example.org.", dns.TypeA).Result)
+}
+
+// TestServfailUntilReadyDecision: the decision behind TestServfailUntilReady
+// for a client network a trusted proxy names, wider than the not-ready
+// policy's range (Snapshot.alsoDeciding): its devices may be in that
+// range, so that policy's readiness decides too (fail closed), as its
+// blocks do. The copy arriving (Snapshot.withList) makes the policy ready,
+// and the setting turned off serves the list empty, as before it.
+func TestServfailUntilReadyDecision(t *testing.T) {
+	const list = "https://lists.example.gov/tiktok.txt"
+	build := func(t *testing.T, untilReady bool) *Snapshot {
+		t.Helper()
+		dir := writeTree(t, map[string]string{"lists/local.txt": "capcut.com\n"})
+		text := fmt.Sprintf(`
+listen: ["127.0.0.1:53"]
+upstreams: ["127.0.0.1:5300"]
+allowed_clients: ["10.0.0.0/8"]
+trusted_proxies: ["10.9.9.9"]
+policies:
+  - name: gov
+    clients: ["10.1.1.0/24"]
+    block: ["%s"]
+  - name: office
+    clients: ["10.1.0.0/16"]
+    block: [lists/local.txt]
+sources: {cache_dir: cache, servfail_until_ready: %t}
+`, list, untilReady)
+		cfg, err := config.Parse(filepath.Join(dir, "dnsfence.yaml"), []byte(text), os.ReadFile)
+		require.NoError(t, err)
+		s, err := BuildSnapshotWith(cfg, nil, nil)
+		require.NoError(t, err)
+		return s
+	}
+	proxy := netip.MustParseAddr("10.9.9.9")
+	cases := []struct {
+		client netip.Prefix
+		name   string
+		want   string
+	}{
+		{netip.MustParsePrefix("10.1.1.7/32"), "www.example.org.", ResultServfail},
+		{netip.MustParsePrefix("10.1.2.7/32"), "www.example.org.", ResultForwarded},
+		{netip.MustParsePrefix("10.1.2.7/32"), "capcut.com.", ResultBlocked},
+		{netip.MustParsePrefix("10.1.0.0/16"), "www.example.org.", ResultServfail}, // wider than gov's range
+		{netip.MustParsePrefix("10.1.0.0/16"), "capcut.com.", ResultBlocked},
+		{netip.MustParsePrefix("10.2.0.0/16"), "www.example.org.", ResultForwarded},
+	}
+	s := build(t, true)
+	for _, tc := range cases {
+		o := s.decide(proxy, tc.client, tc.name)
+		assert.Equal(t, tc.want, o.result, "%s for %s", tc.name, tc.client)
+		if o.result == ResultServfail {
+			assert.Equal(t, "gov", o.policy.Policy.Name, "%s for %s", tc.name, tc.client)
+		}
+	}
+
+	copied, err := blocklist.Parse(list, []byte("tiktok.com\n"))
+	require.NoError(t, err)
+	ready := s.withList(list, copied)
+	require.NotNil(t, ready)
+	for _, tc := range cases {
+		want := tc.want
+		if want == ResultServfail {
+			want = ResultForwarded
+		}
+		assert.Equal(t, want, ready.decide(proxy, tc.client, tc.name).result, "with a copy: %s for %s", tc.name, tc.client)
+	}
+	assert.Equal(t, ResultBlocked, ready.decide(proxy, netip.MustParsePrefix("10.1.0.0/16"), "www.tiktok.com.").result)
+	assert.Equal(t, ResultServfail, s.decide(proxy, netip.MustParsePrefix("10.1.1.7/32"), "www.example.org.").result,
+		"the snapshot withList copied is unchanged")
+
+	off := build(t, false)
+	for _, tc := range cases {
+		want := tc.want
+		if want == ResultServfail {
+			want = ResultForwarded
+		}
+		assert.Equal(t, want, off.decide(proxy, tc.client, tc.name).result, "without the setting: %s for %s", tc.name, tc.client)
+	}
+}
