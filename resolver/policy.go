@@ -314,6 +314,11 @@ type Snapshot struct {
 	// from byClient wherever byClient is made.
 	blockingIn []*bart.Table[ClientRange]
 
+	// noCopy holds the remote lists without a copy yet, by entry as
+	// written, whatever sources.servfail_until_ready says (Policy.noCopy
+	// holds those it applies to).
+	noCopy map[string]bool
+
 	// peaks holds, by path, the most each list and client range file held
 	// since the last start or SIGHUP, for the shrink guards (keepPeaks; a
 	// path missing holds its peak now, as in the first snapshot).
@@ -587,7 +592,8 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 	var fatal []error
 	rangeWarnings := map[string]error{} // bad lines of each client file, by path
 	failed := map[string]bool{}         // lists that did not load, read once (a pipe waits PipeIdle)
-	noCopy := map[string]bool{}         // remote lists without a copy yet
+	s.noCopy = map[string]bool{}
+	noCopy := s.noCopy
 	loadList := func(path string) List {
 		path = cfg.Path(path)
 		if l, ok := s.Lists[path]; ok {

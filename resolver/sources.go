@@ -614,6 +614,10 @@ func (s *Snapshot) withList(name string, l *blocklist.List) *Snapshot {
 	n.Loaded = time.Now()
 	n.Lists = maps.Clone(s.Lists)
 	n.Lists[name] = l
+	if s.noCopy[name] {
+		n.noCopy = maps.Clone(s.noCopy)
+		delete(n.noCopy, name)
+	}
 	n.Warnings = nil
 	for _, w := range s.Warnings {
 		if !warningOf(w, name) {

@@ -200,3 +200,58 @@ sources: {cache_dir: cache, servfail_until_ready: %t}
 		assert.Equal(t, want, off.decide(proxy, tc.client, tc.name).result, "without the setting: %s for %s", tc.name, tc.client)
 	}
 }
+
+// TestServfailUntilReadyTurnedOff: turning sources.servfail_until_ready off
+// while a policy's remote block list has no copy would serve that list
+// empty, its names unblocked: the edit is held as taking a block list out
+// of the policy is (ErrRemoved), and SIGHUP applies it. Turned off once the
+// list has a copy, it takes nothing away and is applied at once.
+func TestServfailUntilReadyTurnedOff(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/tiktok.txt": names(8, "tiktok.com")})
+	srv.set("", "", "down")
+	list := srv.URL + "/tiktok.txt"
+	text := func(untilReady bool) string {
+		return fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+allowed_clients: ["127.0.0.0/28"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s"]
+sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: %t}
+`, up.addr, list, untilReady)
+	}
+	dir := writeTree(t, map[string]string{"dnsfence.yaml": text(true)})
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	const gov = "127.0.0.1"
+	write := func(untilReady bool) {
+		t.Helper()
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"), []byte(text(untilReady)), 0o644))
+	}
+	require.Equal(t, dns.RcodeServerFailure, f.rcode(t, gov, "www.example.org."))
+
+	write(false)
+	err := f.reloader.Reload(false)
+	require.ErrorIs(t, err, ErrRemoved)
+	assert.ErrorContains(t, err, `sources.servfail_until_ready turned off while remote block list `+list+` has no copy: policy "gov" would serve it empty, its names unblocked`)
+	assert.Equal(t, dns.RcodeServerFailure, f.rcode(t, gov, "www.example.org."), "held")
+	assert.True(t, f.handler.Snapshot().Config.Sources.ServfailUntilReady)
+
+	require.NoError(t, f.reloader.Reload(true), "SIGHUP applies it")
+	assert.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "www.example.org."), "the list served empty")
+	assert.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "www.tiktok.com."), "the list served empty")
+
+	write(true)
+	require.NoError(t, f.reloader.Reload(false), "turned on: nothing taken away")
+	assert.Equal(t, dns.RcodeServerFailure, f.rcode(t, gov, "www.example.org."))
+
+	srv.set("", "", "")
+	f.eventuallyRcode(t, gov, "www.tiktok.com.", dns.RcodeNameError, 5*time.Second)
+	write(false)
+	require.NoError(t, f.reloader.Reload(false), "turned off with the list there: nothing taken away")
+	assert.False(t, f.handler.Snapshot().Config.Sources.ServfailUntilReady)
+	assert.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "www.example.org."))
+	assert.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "www.tiktok.com."))
+}
