@@ -172,6 +172,10 @@ func (p *Policy) hasCopy(name string) {
 // holds.
 func (p *Policy) Ready() bool { return len(p.noCopy) == 0 }
 
+// NotReady are the remote block lists, by entry as written, that keep the
+// policy from being Ready; nil when it is.
+func (p *Policy) NotReady() []string { return slices.Clone(p.noCopy) }
+
 // Blocks reports whether the policy can block anything at all; an exemption
 // policy has no block lists.
 func (p *Policy) Blocks() bool { return p != nil && len(p.Block) > 0 }

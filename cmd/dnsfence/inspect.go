@@ -150,6 +150,10 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "upstream_ca %s\n", cfg.Path(cfg.UpstreamCA))
 	}
 	fmt.Fprintf(stdout, "allowed_clients %s\n", strings.Join(cfg.AllowedClients, " "))
+	fetched := map[string]bool{} // remote lists a copy was read of
+	for _, r := range reports {
+		fetched[r.Name] = r.List != nil
+	}
 	for i, p := range cfg.Policies {
 		fmt.Fprintf(stdout, "policy %q %s\n", p.Name, snap.Policies[i].Kind())
 		for _, cr := range snap.PolicyTable().AllSorted() {
@@ -166,12 +170,22 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 				switch {
 				case config.IsRemote(f) && !*opts.fetch:
 					fmt.Fprintf(stdout, "  %s %s: remote list, not fetched (check -fetch fetches it once)\n", kind.key, f)
+				case config.IsRemote(f) && !fetched[f]:
+					fmt.Fprintf(stdout, "  %s %s: remote list, no copy (neither the network nor a disk copy gave it)\n", kind.key, f)
 				case config.IsRemote(f):
 					fmt.Fprintf(stdout, "  %s %s: remote list, %d entries\n", kind.key, f, l.Len())
 				default:
 					fmt.Fprintf(stdout, "  %s %s: %d entries, sha256 %s\n", kind.key, l.File(), l.Len(), l.Hash()[:16])
 				}
 			}
+		}
+		if pol := snap.Policies[i]; *opts.fetch && !pol.Ready() {
+			verb := "has"
+			if len(pol.NotReady()) > 1 {
+				verb = "have"
+			}
+			fmt.Fprintf(stdout, "  not ready: SERVFAIL (EDE 14) to its clients for every name its other lists neither block nor allow until %s %s a copy (sources.servfail_until_ready)\n",
+				strings.Join(pol.NotReady(), ", "), verb)
 		}
 	}
 	for _, r := range reports {

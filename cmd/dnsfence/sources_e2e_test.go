@@ -241,3 +241,39 @@ sources: {cache_dir: cache}
 	assert.Equal(t, 1, strings.Count(out, "bad..local"), out)
 	assert.Contains(t, out, "2 warnings, 0 errors")
 }
+
+// TestServfailUntilReadyEndToEnd: the built binary with
+// sources.servfail_until_ready and a list whose web server is down at a
+// first start (no disk copy) answers the policy's clients SERVFAIL with
+// EDE 14 naming the list, as dig shows it, where it would forward them
+// without the setting; `check -fetch` says the list has no copy and the
+// policy is not ready.
+func TestServfailUntilReadyEndToEnd(t *testing.T) {
+	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
+	upstream, asked := testUpstream(t)
+	port := testnet.FreePort(t, "127.0.0.1")
+	list := fmt.Sprintf("http://127.0.0.1:%d/tiktok.txt", testnet.FreePort(t, "127.0.0.1")) // nothing listens
+	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:%d"]
+upstreams: ["%s"]
+http: ""
+allowed_clients: ["127.0.0.0/8"]
+policies:
+  - name: government-devices
+    clients: ["127.0.0.1/32"]
+    block: ["%s"]
+sources: {cache_dir: cache, servfail_until_ready: true}
+`, port, upstream, list)})
+	cfg := filepath.Join(dir, "dnsfence.yaml")
+
+	code, out := runCmd("check", "-config", cfg, "-fetch")
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, "block "+list+": remote list, no copy (neither the network nor a disk copy gave it)")
+	assert.Contains(t, out, "  not ready: SERVFAIL (EDE 14) to its clients for every name its other lists neither block nor allow until "+list+" has a copy (sources.servfail_until_ready)")
+
+	p := startBinary(t, "-config", cfg)
+	out = p.dig(t, "www.example.org")
+	assert.Contains(t, out, "status: SERVFAIL")
+	assert.Contains(t, out, `EDE: 14 (Not Ready): (policy "government-devices" not ready: list `+list+" has no copy yet)")
+	assert.Zero(t, asked.Load(), "no upstream asked")
+}
