@@ -764,7 +764,9 @@ func (r *Reloader) build(prev *Snapshot, force bool, cfg *config.Config) (next *
 		if !force {
 			return nil, nil, errors.Join(held...)
 		}
-		if none := r.withoutCopy(prev, next); len(none) > 0 {
+		// Unless sources.servfail_until_ready answers for such a list
+		// (SERVFAIL, not the list served empty).
+		if none := r.withoutCopy(prev, next); len(none) > 0 && !next.Config.Sources.ServfailUntilReady {
 			return nil, nil, fmt.Errorf("%w: %s; SIGHUP accepts the change once the list has a copy, or without that list: %w",
 				ErrNoCopy, strings.Join(none, ", "), errors.Join(held...))
 		}

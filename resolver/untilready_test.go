@@ -255,3 +255,46 @@ sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: %t}
 	assert.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "www.example.org."))
 	assert.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "www.tiktok.com."))
 }
+
+// TestServfailUntilReadySwapToListWithoutCopy: SIGHUP refuses a change the
+// guards hold while a list it adds has no copy, rather than serve that
+// list empty (TestRemoteListSwappedForAnother); with
+// sources.servfail_until_ready the list is not served empty but answered
+// SERVFAIL until its copy, so SIGHUP applies the change: a list moved to
+// a host that is down blocks, fail closed, from the moment it is applied,
+// and by its names once the host is up.
+func TestServfailUntilReadySwapToListWithoutCopy(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/a.txt": names(8, "tiktok.com")})
+	moved := startListServer(t, map[string]string{"/b.txt": names(8, "tiktok.com", "douyin.com")})
+	moved.set("", "", "down")
+	dir := t.TempDir()
+	configure := func(list string) {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"), []byte(fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+allowed_clients: ["127.0.0.0/28"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s"]
+sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: true}
+`, up.addr, list)), 0o644))
+	}
+	configure(srv.URL + "/a.txt")
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	const gov = "127.0.0.1"
+	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "tiktok.com."))
+	require.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "douyin.com."))
+
+	configure(moved.URL + "/b.txt")
+	require.ErrorIs(t, f.reloader.Reload(false), ErrRemoved, "an edit: held as a list taken out")
+	require.NoError(t, f.reloader.Reload(true), "SIGHUP: applied, the new list not ready")
+	assert.Equal(t, dns.RcodeServerFailure, f.rcode(t, gov, "tiktok.com."))
+	assert.Equal(t, dns.RcodeServerFailure, f.rcode(t, gov, "douyin.com."))
+
+	moved.set("", "", "")
+	f.eventuallyRcode(t, gov, "douyin.com.", dns.RcodeNameError, 5*time.Second)
+	assert.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "tiktok.com."))
+	assert.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "www.example.org."))
+}
