@@ -102,7 +102,11 @@ func (s *Snapshot) decideClass(source netip.Addr, client netip.Prefix, qname str
 	}
 	for _, cr := range ask {
 		if !cr.Policy.Ready() {
+			// cr decides, as a block of it does: its decision on the
+			// name, which is on none of its lists (ask), replaces the
+			// first policy's (an allow of its own, say).
 			o.policy, o.hasPolicy, o.wider = cr, true, true
+			o.decision = Decision{}
 			o.result = ResultServfail
 			return o
 		}

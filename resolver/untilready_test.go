@@ -298,3 +298,58 @@ sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: true}
 	assert.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "tiktok.com."))
 	assert.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "www.example.org."))
 }
+
+// TestServfailUntilReadyExplainWider: a client network a trusted proxy
+// names, whose own policy (office, holding the whole network) allows the
+// name, is answered SERVFAIL because the not-ready policy gov has a range
+// inside it and neither blocks nor allows the name. The explanation is of
+// gov, and must give gov's decision on the name (on no list), not
+// office's allow as if gov allowed it.
+func TestServfailUntilReadyExplainWider(t *testing.T) {
+	const list = "https://lists.example.gov/tiktok.txt"
+	dir := writeTree(t, map[string]string{
+		"lists/local.txt": "capcut.com\n",
+		"lists/allow.txt": "allowed.example\n",
+	})
+	text := fmt.Sprintf(`
+listen: ["127.0.0.1:53"]
+upstreams: ["127.0.0.1:5300"]
+allowed_clients: ["10.0.0.0/8"]
+trusted_proxies: ["10.9.9.9"]
+explain_clients: ["10.0.0.0/8"]
+policies:
+  - name: gov
+    clients: ["10.1.1.0/24"]
+    block: ["%s"]
+  - name: office
+    clients: ["10.1.0.0/16"]
+    block: [lists/local.txt]
+    allow: [lists/allow.txt]
+sources: {cache_dir: cache, servfail_until_ready: true}
+`, list)
+	cfg, err := config.Parse(filepath.Join(dir, "dnsfence.yaml"), []byte(text), os.ReadFile)
+	require.NoError(t, err)
+	s, err := BuildSnapshotWith(cfg, nil, nil)
+	require.NoError(t, err)
+
+	id := Identity{Source: netip.MustParseAddr("10.9.9.9"), Client: netip.MustParsePrefix("10.1.0.0/16"), Via: IdentityECS}
+	o := s.decide(id.Source, id.Client, "allowed.example.")
+	require.Equal(t, ResultServfail, o.result, "gov's devices may be in the network, and gov is not ready")
+	require.Equal(t, "gov", o.policy.Policy.Name)
+	assert.False(t, o.decision.Allowed, "the decision is gov's, which allows nothing: %+v", o.decision)
+
+	e := s.ExplainFor(id, "allowed.example.", dns.TypeA)
+	text = e.String()
+	assert.Contains(t, text, "allowed.example. is on no list of the policy\n", text)
+	assert.Contains(t, text, `under policy "office": allowed.example. allowed by`, text)
+	assert.Contains(t, text, "verdict: servfail (SERVFAIL, Extended DNS Error 14 (Not Ready))", text)
+	j, err := json.Marshal(e)
+	require.NoError(t, err)
+	var got struct {
+		Decision struct {
+			Allowed bool `json:"allowed"`
+		} `json:"decision"`
+	}
+	require.NoError(t, json.Unmarshal(j, &got))
+	assert.False(t, got.Decision.Allowed, "gov's decision: %s", j)
+}
