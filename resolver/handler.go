@@ -204,20 +204,33 @@ func (h *Handler) storeLists(s *Snapshot) {
 
 // logReadiness logs, of the snapshot next that replaced prev (nil at
 // start), each policy that is not ready (Policy.Ready) and was ready, at
-// warn level, and each ready again, at info.
+// warn level, and each ready again, at info: its remote block lists have
+// a copy. A policy no longer held while a list it still blocks with has no
+// copy (sources.servfail_until_ready turned off, shadow mode: SIGHUP) is
+// not ready: that list is served empty, which is logged at warn.
 func (h *Handler) logReadiness(prev, next *Snapshot) {
-	was := map[string]bool{} // not ready in prev, by policy
+	was := map[string][]string{} // the lists without a copy of the policies not ready in prev
 	if prev != nil {
 		for _, p := range prev.Policies {
-			was[p.Name] = !p.Ready()
+			if !p.Ready() {
+				was[p.Name] = p.noCopy
+			}
 		}
 	}
 	for _, p := range next.Policies {
 		switch {
-		case !p.Ready() && !was[p.Name]:
+		case !p.Ready() && was[p.Name] == nil:
 			h.log.Warn("policy not ready: SERVFAIL to its clients for every name its other lists neither block nor allow, until its remote block lists have a copy (sources.servfail_until_ready)",
 				zap.String(logPolicy, p.Name), zap.Strings("lists", p.noCopy))
-		case p.Ready() && was[p.Name]:
+		case p.Ready() && was[p.Name] != nil:
+			empty := slices.DeleteFunc(slices.Clone(was[p.Name]), func(l string) bool {
+				return !next.noCopy[l] || !slices.ContainsFunc(p.Block, func(n List) bool { return n.File() == l })
+			})
+			if len(empty) > 0 {
+				h.log.Warn("policy no longer answers SERVFAIL for its remote block lists without a copy: they block none of their names until their first copy",
+					zap.String(logPolicy, p.Name), zap.Strings("lists", empty))
+				continue
+			}
 			h.log.Info("policy ready: its remote block lists have a copy", zap.String(logPolicy, p.Name))
 		}
 	}

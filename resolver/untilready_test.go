@@ -240,6 +240,10 @@ sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: %t}
 	assert.True(t, f.handler.Snapshot().Config.Sources.ServfailUntilReady)
 
 	require.NoError(t, f.reloader.Reload(true), "SIGHUP applies it")
+	assert.Empty(t, f.logs.FilterMessage("policy ready: its remote block lists have a copy").All(),
+		"the list has no copy: the setting was turned off")
+	assert.True(t, logged(f.logs, "policy no longer answers SERVFAIL for its remote block lists without a copy: they block none of their names until their first copy",
+		map[string]any{"policy": "gov", "lists": []string{list}}))
 	assert.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "www.example.org."), "the list served empty")
 	assert.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "www.tiktok.com."), "the list served empty")
 
