@@ -63,7 +63,8 @@ func optAnswer(t testing.TB, q *dns.Msg, edns bool) []byte {
 // already took it; before, the message path read whatever miekg/dns made of
 // it, and a wire query read it as a message (checkAsMessage). A Forwarder
 // asks the next upstream and counts the first as malformed, as Unbound
-// refuses such an answer (FORMERR from its parser).
+// refuses such an answer (FORMERR from its parser), but for two OPT records
+// of one owner and UDP size, which it reads as one RRset.
 func TestOPTPlacement(t *testing.T) {
 	// An Extended DNS Error of one octet, which miekg/dns refuses: the
 	// answer is read again without it (UnpackAnswer).

@@ -389,8 +389,10 @@ func unpackMsg(b []byte) (*dns.Msg, error) {
 // its answer or authority section: "it MUST be the only OPT RR in that
 // message", in the additional section (RFC 6891 §6.1.1). Which one holds
 // the upstream's EDNS (its extended RCODE, its Extended DNS Errors) cannot
-// be told, so the answer is not used, as Unbound refuses it (FORMERR from
-// its parser) and as the wire path refuses it (walkAnswer).
+// be told, so the answer is not used, as the wire path refuses it
+// (walkAnswer). Unbound's parser refuses it too (FORMERR), but for two OPT
+// records of one owner and UDP size: one RRset to it, whose last record
+// it reads.
 var errOPTPlacement = errors.New("more than one OPT record, or one outside the additional section (RFC 6891 §6.1.1)")
 
 // oneOPT returns m, or errOPTPlacement when m has more than one OPT record
