@@ -557,7 +557,7 @@ func BuildSnapshot(cfg *config.Config, prev *Snapshot) (*Snapshot, error) {
 	if prev != nil {
 		remote = map[string]*blocklist.List{}
 		for name, l := range prev.Lists {
-			if config.IsRemote(name) {
+			if config.IsRemote(name) && !prev.noCopy[name] { // a stand-in is no copy
 				remote[name] = l
 			}
 		}

@@ -357,3 +357,29 @@ sources: {cache_dir: cache, servfail_until_ready: true}
 	require.NoError(t, json.Unmarshal(j, &got))
 	assert.False(t, got.Decision.Allowed, "gov's decision: %s", j)
 }
+
+// TestBuildSnapshotKeepsNoCopy: BuildSnapshot, which takes the remote
+// lists of the snapshot before (a Reloader with no sources running),
+// keeps a list that had no copy as one without: its empty stand-in is
+// no copy, and the policy stays not ready.
+func TestBuildSnapshotKeepsNoCopy(t *testing.T) {
+	dir := writeTree(t, map[string]string{})
+	cfg, err := config.Parse(filepath.Join(dir, "dnsfence.yaml"), []byte(`
+listen: ["127.0.0.1:53"]
+upstreams: ["127.0.0.1:5300"]
+allowed_clients: ["10.0.0.0/8"]
+policies:
+  - name: gov
+    clients: ["10.1.1.0/24"]
+    block: ["https://lists.example.gov/tiktok.txt"]
+sources: {cache_dir: cache, servfail_until_ready: true}
+`), os.ReadFile)
+	require.NoError(t, err)
+	first, err := BuildSnapshotWith(cfg, nil, nil)
+	require.NoError(t, err)
+	require.False(t, first.Policies[0].Ready())
+	next, err := BuildSnapshot(cfg, first)
+	require.NoError(t, err)
+	assert.False(t, next.Policies[0].Ready(), "still no copy")
+	assert.Equal(t, ResultServfail, next.decide(netip.MustParseAddr("10.1.1.1"), netip.MustParsePrefix("10.1.1.1/32"), "www.example.org.").result)
+}
