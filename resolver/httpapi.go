@@ -173,7 +173,19 @@ func (h *Handler) sourceReadiness() (missing, trouble string) {
 				none = append(none, fmt.Sprintf("%s (%s)", st.Name, why))
 			}
 		}
-		return "remote lists without a copy (from the network or sources.cache_dir): " + strings.Join(none, "; "), ""
+		missing = "remote lists without a copy (from the network or sources.cache_dir): " + strings.Join(none, "; ")
+		if snap := h.state.Load(); snap != nil {
+			var held []string
+			for _, p := range snap.Policies {
+				if !p.Ready() {
+					held = append(held, fmt.Sprintf("%q", p.Name))
+				}
+			}
+			if len(held) > 0 {
+				missing += "; meanwhile SERVFAIL to the clients of policy " + strings.Join(held, ", ") + " (sources.servfail_until_ready)"
+			}
+		}
+		return missing, ""
 	}
 	var notes []string
 	for _, src := range rem.srcs {

@@ -73,6 +73,7 @@ sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: true}
 	const gov, none, ready, shadow = "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"
 	ok, why := f.ready(t)
 	require.False(t, ok, "no copy yet: %s", why)
+	assert.Contains(t, why, `meanwhile SERVFAIL to the clients of policy "gov" (sources.servfail_until_ready)`)
 	const notReady = "policy not ready: SERVFAIL to its clients for every name its other lists neither block nor allow, until its remote block lists have a copy (sources.servfail_until_ready)"
 	assert.True(t, logged(f.logs, notReady, map[string]any{"policy": "gov", "lists": []string{list}}))
 	assert.Len(t, f.logs.FilterMessage(notReady).All(), 1, "the shadow policy answers nothing itself: it is ready")
