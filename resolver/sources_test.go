@@ -437,7 +437,14 @@ func TestSourceCopyBeforeTheFirstSnapshotIsGuarded(t *testing.T) {
 // copy in the folder's cache, forwarding to upstream; dir is its folder.
 func startOneURLFence(t *testing.T, upstream, list string) (f *sourceFence, dir string) {
 	t.Helper()
-	dir = writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+	dir = writeTree(t, map[string]string{"dnsfence.yaml": oneURLConfig(upstream, list, false)})
+	return startSourceFence(t, dir, "127.0.0.1:0"), dir
+}
+
+// oneURLConfig is startOneURLFence's configuration, with
+// sources.servfail_until_ready set to untilReady.
+func oneURLConfig(upstream, list string, untilReady bool) string {
+	return fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: ["%s"]
 allowed_clients: ["127.0.0.0/28"]
@@ -445,9 +452,8 @@ policies:
   - name: gov
     clients: ["127.0.0.1/32"]
     block: ["%s"]
-sources: {refresh: 1s, cache_dir: cache}
-`, upstream, list)})
-	return startSourceFence(t, dir, "127.0.0.1:0"), dir
+sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: %t}
+`, upstream, list, untilReady)
 }
 
 // TestDiskCopyFailingNamedByReadyz: while a source's disk copy cannot be

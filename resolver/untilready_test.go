@@ -131,27 +131,10 @@ sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: true}
 // blocks do. The copy arriving (Snapshot.withList) makes the policy ready,
 // and the setting turned off serves the list empty, as before it.
 func TestServfailUntilReadyDecision(t *testing.T) {
-	const list = "https://lists.example.gov/tiktok.txt"
+	const list = notReadyList
 	build := func(t *testing.T, untilReady bool) *Snapshot {
 		t.Helper()
-		dir := writeTree(t, map[string]string{"lists/local.txt": "capcut.com\n"})
-		text := fmt.Sprintf(`
-listen: ["127.0.0.1:53"]
-upstreams: ["127.0.0.1:5300"]
-allowed_clients: ["10.0.0.0/8"]
-trusted_proxies: ["10.9.9.9"]
-policies:
-  - name: gov
-    clients: ["10.1.1.0/24"]
-    block: ["%s"]
-  - name: office
-    clients: ["10.1.0.0/16"]
-    block: [lists/local.txt]
-sources: {cache_dir: cache, servfail_until_ready: %t}
-`, list, untilReady)
-		cfg, err := config.Parse(filepath.Join(dir, "dnsfence.yaml"), []byte(text), os.ReadFile)
-		require.NoError(t, err)
-		s, err := BuildSnapshotWith(cfg, nil, nil)
+		s, err := BuildSnapshotWith(notReadyConfig(t, untilReady), nil, nil)
 		require.NoError(t, err)
 		return s
 	}
@@ -212,18 +195,7 @@ func TestServfailUntilReadyTurnedOff(t *testing.T) {
 	srv := startListServer(t, map[string]string{"/tiktok.txt": names(8, "tiktok.com")})
 	srv.set("", "", "down")
 	list := srv.URL + "/tiktok.txt"
-	text := func(untilReady bool) string {
-		return fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-allowed_clients: ["127.0.0.0/28"]
-policies:
-  - name: gov
-    clients: ["127.0.0.1/32"]
-    block: ["%s"]
-sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: %t}
-`, up.addr, list, untilReady)
-	}
+	text := func(untilReady bool) string { return oneURLConfig(up.addr, list, untilReady) }
 	dir := writeTree(t, map[string]string{"dnsfence.yaml": text(true)})
 	f := startSourceFence(t, dir, "127.0.0.1:0")
 	const gov = "127.0.0.1"
@@ -275,16 +247,7 @@ func TestServfailUntilReadySwapToListWithoutCopy(t *testing.T) {
 	moved.set("", "", "down")
 	dir := t.TempDir()
 	configure := func(list string) {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"), []byte(fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-allowed_clients: ["127.0.0.0/28"]
-policies:
-  - name: gov
-    clients: ["127.0.0.1/32"]
-    block: ["%s"]
-sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: true}
-`, up.addr, list)), 0o644))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"), []byte(oneURLConfig(up.addr, list, true)), 0o644))
 	}
 	configure(srv.URL + "/a.txt")
 	f := startSourceFence(t, dir, "127.0.0.1:0")
@@ -311,30 +274,7 @@ sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: true}
 // gov, and must give gov's decision on the name (on no list), not
 // office's allow as if gov allowed it.
 func TestServfailUntilReadyExplainWider(t *testing.T) {
-	const list = "https://lists.example.gov/tiktok.txt"
-	dir := writeTree(t, map[string]string{
-		"lists/local.txt": "capcut.com\n",
-		"lists/allow.txt": "allowed.example\n",
-	})
-	text := fmt.Sprintf(`
-listen: ["127.0.0.1:53"]
-upstreams: ["127.0.0.1:5300"]
-allowed_clients: ["10.0.0.0/8"]
-trusted_proxies: ["10.9.9.9"]
-explain_clients: ["10.0.0.0/8"]
-policies:
-  - name: gov
-    clients: ["10.1.1.0/24"]
-    block: ["%s"]
-  - name: office
-    clients: ["10.1.0.0/16"]
-    block: [lists/local.txt]
-    allow: [lists/allow.txt]
-sources: {cache_dir: cache, servfail_until_ready: true}
-`, list)
-	cfg, err := config.Parse(filepath.Join(dir, "dnsfence.yaml"), []byte(text), os.ReadFile)
-	require.NoError(t, err)
-	s, err := BuildSnapshotWith(cfg, nil, nil)
+	s, err := BuildSnapshotWith(notReadyConfig(t, true), nil, nil)
 	require.NoError(t, err)
 
 	id := Identity{Source: netip.MustParseAddr("10.9.9.9"), Client: netip.MustParsePrefix("10.1.0.0/16"), Via: IdentityECS}
@@ -344,7 +284,7 @@ sources: {cache_dir: cache, servfail_until_ready: true}
 	assert.False(t, o.decision.Allowed, "the decision is gov's, which allows nothing: %+v", o.decision)
 
 	e := s.ExplainFor(id, "allowed.example.", dns.TypeA)
-	text = e.String()
+	text := e.String()
 	assert.Contains(t, text, "allowed.example. is on no list of the policy\n", text)
 	assert.Contains(t, text, `under policy "office": allowed.example. allowed by`, text)
 	assert.Contains(t, text, "verdict: servfail (SERVFAIL, Extended DNS Error 14 (Not Ready))", text)
@@ -364,18 +304,7 @@ sources: {cache_dir: cache, servfail_until_ready: true}
 // keeps a list that had no copy as one without: its empty stand-in is
 // no copy, and the policy stays not ready.
 func TestBuildSnapshotKeepsNoCopy(t *testing.T) {
-	dir := writeTree(t, map[string]string{})
-	cfg, err := config.Parse(filepath.Join(dir, "dnsfence.yaml"), []byte(`
-listen: ["127.0.0.1:53"]
-upstreams: ["127.0.0.1:5300"]
-allowed_clients: ["10.0.0.0/8"]
-policies:
-  - name: gov
-    clients: ["10.1.1.0/24"]
-    block: ["https://lists.example.gov/tiktok.txt"]
-sources: {cache_dir: cache, servfail_until_ready: true}
-`), os.ReadFile)
-	require.NoError(t, err)
+	cfg := notReadyConfig(t, true)
 	first, err := BuildSnapshotWith(cfg, nil, nil)
 	require.NoError(t, err)
 	require.False(t, first.Policies[0].Ready())
@@ -383,4 +312,40 @@ sources: {cache_dir: cache, servfail_until_ready: true}
 	require.NoError(t, err)
 	assert.False(t, next.Policies[0].Ready(), "still no copy")
 	assert.Equal(t, ResultServfail, next.decide(netip.MustParseAddr("10.1.1.1"), netip.MustParsePrefix("10.1.1.1/32"), "www.example.org.").result)
+	assert.Equal(t, ResultForwarded, next.decide(netip.MustParseAddr("10.1.2.1"), netip.MustParsePrefix("10.1.2.1/32"), "www.example.org.").result,
+		"office is ready")
+}
+
+// notReadyList is the remote block list of notReadyConfig: never fetched.
+const notReadyList = "https://lists.example.gov/tiktok.txt"
+
+// notReadyConfig is a configuration whose policy gov (10.1.1.0/24) blocks
+// notReadyList, with sources.servfail_until_ready set to untilReady, inside
+// policy office (10.1.0.0/16), which blocks capcut.com and allows
+// allowed.example from files; 10.9.9.9 is a trusted proxy, and every
+// client may ask explain questions.
+func notReadyConfig(t *testing.T, untilReady bool) *config.Config {
+	t.Helper()
+	dir := writeTree(t, map[string]string{
+		"lists/local.txt": "capcut.com\n",
+		"lists/allow.txt": "allowed.example\n",
+	})
+	cfg, err := config.Parse(filepath.Join(dir, "dnsfence.yaml"), []byte(fmt.Sprintf(`
+listen: ["127.0.0.1:53"]
+upstreams: ["127.0.0.1:5300"]
+allowed_clients: ["10.0.0.0/8"]
+trusted_proxies: ["10.9.9.9"]
+explain_clients: ["10.0.0.0/8"]
+policies:
+  - name: gov
+    clients: ["10.1.1.0/24"]
+    block: ["%s"]
+  - name: office
+    clients: ["10.1.0.0/16"]
+    block: [lists/local.txt]
+    allow: [lists/allow.txt]
+sources: {cache_dir: cache, servfail_until_ready: %t}
+`, notReadyList, untilReady)), os.ReadFile)
+	require.NoError(t, err)
+	return cfg
 }
