@@ -491,6 +491,28 @@ func refusedError(c *Content, err error) error {
 	return fmt.Errorf("%s: copy (%s) refused by the reload: %w", c.Source, c.Version(), err)
 }
 
+// NoCopyRetry is the longest a source without a copy waits between two
+// tries, whatever sources.refresh says: while it has none its list blocks
+// none of its names (or, with sources.servfail_until_ready, its policies'
+// clients get SERVFAIL), so a server or primary back up is not left
+// unasked for a refresh that may be an hour. A fleet of instances asks a
+// server that is down once a minute each at most.
+const NoCopyRetry = time.Minute
+
+// retryAfter is how long a source waits after a failed try: *backoff,
+// which starts at a second and doubles with each failure in a row, at most
+// refresh, and at most NoCopyRetry while the source has no copy
+// (hasCopy false). It doubles *backoff for the next failure; the caller
+// sets it back to a second after a success.
+func retryAfter(backoff *time.Duration, refresh time.Duration, hasCopy bool) time.Duration {
+	next := min(*backoff, refresh)
+	if !hasCopy {
+		next = min(next, NoCopyRetry)
+	}
+	*backoff = min(2**backoff, refresh)
+	return next
+}
+
 // wait blocks for d or until ctx is done or wake fires; it reports false
 // when ctx is done, and woken when wake fired.
 func wait(ctx context.Context, d time.Duration, wake <-chan struct{}) (ok, woken bool) {

@@ -147,8 +147,9 @@ func (s *URL) Name() string { return s.name }
 func (s *URL) Status() Status { return s.track.status() }
 
 // Run delivers the disk copy at once, then fetches at start and every
-// Options.Refresh (sooner, backing off from a second, after a failure)
-// until ctx is done. After a copy refused by deliver, an unchanged list
+// Options.Refresh (sooner, backing off from a second, after a failure;
+// every NoCopyRetry at most while it has no copy: retryAfter) until ctx is
+// done. After a copy refused by deliver, an unchanged list
 // (a 304, the same bytes) delivers the copy held again, once.
 func (s *URL) Run(ctx context.Context, deliver func(Content) error) {
 	// A stopped source (a reload that drops or changes it) leaves no
@@ -164,8 +165,7 @@ func (s *URL) Run(ctx context.Context, deliver func(Content) error) {
 			}
 			s.track.failed(time.Now(), err)
 			logFailed(s.opt.Log, "list", "keeping the last good copy", s.name, err, s.held != nil)
-			next = min(backoff, s.opt.Refresh)
-			backoff = min(2*backoff, s.opt.Refresh)
+			next = retryAfter(&backoff, s.opt.Refresh, s.held != nil)
 		} else {
 			backoff = time.Second
 		}

@@ -258,8 +258,7 @@ func (z *Zone) Run(ctx context.Context, deliver func(Content) error) {
 		switch {
 		case z.held == nil:
 			// Nothing to serve yet: look again soon, backing off.
-			next = min(backoff, z.opt.Refresh)
-			backoff = min(2*backoff, z.opt.Refresh)
+			next = retryAfter(&backoff, z.opt.Refresh, false)
 		case err != nil:
 			next = soaTimer(z.held.soa.Retry, z.opt.Refresh)
 		default:
