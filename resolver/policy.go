@@ -134,9 +134,18 @@ func blockedText(policy, list string) string {
 // notReadyText is the EDE text of the SERVFAIL a policy's client gets while
 // its remote block lists noCopy have no copy (sources.servfail_until_ready),
 // naming each as blockedText does: without a query string or fragment.
+// At most notReadyNamed lists are named, and how many more: the text goes
+// in every such answer, over UDP too, where a long one would truncate it.
 func notReadyText(policy string, noCopy []string) string {
-	return fmt.Sprintf("policy %q not ready: %s no copy yet", policy, listsWithout(noCopy, source.ClientName))
+	named, more := noCopy, ""
+	if len(noCopy) > notReadyNamed {
+		named, more = noCopy[:notReadyNamed], fmt.Sprintf(" (and %d more lists)", len(noCopy)-notReadyNamed)
+	}
+	return fmt.Sprintf("policy %q not ready: %s no copy yet%s", policy, listsWithout(named, source.ClientName), more)
 }
+
+// notReadyNamed is how many lists notReadyText names.
+const notReadyNamed = 3
 
 // listsWithout is "list L has" or "lists L1, L2 have", each list named by
 // listName.

@@ -349,3 +349,19 @@ sources: {cache_dir: cache, servfail_until_ready: %t}
 	require.NoError(t, err)
 	return cfg
 }
+
+// TestNotReadyText: the EDE text of a not-ready policy names its lists
+// as a blocked answer names one (no query string), three at most, and
+// how many more: it goes in every SERVFAIL of the policy, over UDP too.
+func TestNotReadyText(t *testing.T) {
+	assert.Equal(t, `policy "gov" not ready: list https://a.example/l.txt has no copy yet`,
+		notReadyText("gov", []string{"https://a.example/l.txt?token=s3cr3t"}))
+	assert.Equal(t, `policy "gov" not ready: lists https://a.example/1, https://a.example/2 have no copy yet`,
+		notReadyText("gov", []string{"https://a.example/1", "https://a.example/2"}))
+	var many []string
+	for i := range 40 {
+		many = append(many, fmt.Sprintf("https://lists.example.gov/feeds/list-%02d.txt", i))
+	}
+	text := notReadyText("gov", many)
+	assert.Equal(t, `policy "gov" not ready: lists https://lists.example.gov/feeds/list-00.txt, https://lists.example.gov/feeds/list-01.txt, https://lists.example.gov/feeds/list-02.txt have no copy yet (and 37 more lists)`, text)
+}
