@@ -246,6 +246,7 @@ const (
 	explainBlocked   = 1 // the policy blocks it
 	explainError     = 2 // bad arguments, or the configuration does not load
 	explainRefused   = 3 // the client is outside allowed_clients
+	explainNotReady  = 4 // SERVFAIL: a remote block list of the policy has no copy (sources.servfail_until_ready)
 )
 
 // explainCode is the exit code of an explanation's result.
@@ -255,6 +256,8 @@ func explainCode(e resolver.Explanation) int {
 		return explainBlocked
 	case resolver.ResultRefused:
 		return explainRefused
+	case resolver.ResultServfail:
+		return explainNotReady
 	}
 	return explainForwarded
 }
@@ -361,6 +364,10 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, r := range reports {
 		switch {
+		case r.List == nil && snap.Config.Sources.ServfailUntilReady:
+			// The decision is known without it: its policies' clients
+			// get SERVFAIL for the names their other lists leave.
+			fmt.Fprintf(stderr, "note: remote list %s: neither the network nor a disk copy gave it (%v); sources.servfail_until_ready answers SERVFAIL for it\n", r.Name, r.Err)
 		case r.List == nil:
 			fmt.Fprintf(stderr, "dnsfence explain: remote list %s: neither the network nor a disk copy gave it: %v\n", r.Name, r.Err)
 			return explainError

@@ -247,7 +247,8 @@ sources: {cache_dir: cache}
 // first start (no disk copy) answers the policy's clients SERVFAIL with
 // EDE 14 naming the list, as dig shows it, where it would forward them
 // without the setting; `check -fetch` says the list has no copy and the
-// policy is not ready.
+// policy is not ready, and `explain` says SERVFAIL (exit code 4) where,
+// without the setting, it fails for want of the list.
 func TestServfailUntilReadyEndToEnd(t *testing.T) {
 	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	upstream, asked := testUpstream(t)
@@ -270,6 +271,13 @@ sources: {cache_dir: cache, servfail_until_ready: true}
 	assert.Equal(t, 0, code, out)
 	assert.Contains(t, out, "block "+list+": remote list, no copy (neither the network nor a disk copy gave it)")
 	assert.Contains(t, out, "  not ready: SERVFAIL (EDE 14) to its clients for every name its other lists neither block nor allow until "+list+" has a copy (sources.servfail_until_ready)")
+
+	code, out = runCmd("explain", "-config", cfg, "127.0.0.1", "www.example.org")
+	assert.Equal(t, explainNotReady, code, out)
+	assert.Contains(t, out, "sources.servfail_until_ready answers SERVFAIL for it")
+	assert.Contains(t, out, "verdict: servfail (SERVFAIL, Extended DNS Error 14 (Not Ready))")
+	code, out = runCmd("explain", "-config", cfg, "127.0.0.2", "www.example.org")
+	assert.Equal(t, explainForwarded, code, "a client of no policy: %s", out)
 
 	p := startBinary(t, "-config", cfg)
 	out = p.dig(t, "www.example.org")
