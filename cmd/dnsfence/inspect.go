@@ -84,7 +84,7 @@ func checkFlags() checkOptions {
 		config: configFlag(fs),
 		strict: fs.Bool("strict", false, "exit 1 on warnings too (skipped list or range lines, likely mistakes): for a team's CI"),
 		fetch: fs.Bool("fetch", false, "fetch each remote list (URL or zone transfer) once, check it as serve would and report it;\n"+
-			"a source that fails is a warning (serve starts, from its disk copy, and /readyz waits for it)"),
+			"a source that fails is a warning, and its disk copy in sources.cache_dir is read and reported, as serve starts from it"),
 	}
 }
 
@@ -104,7 +104,9 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	configPath := opts.config
-	snap, reports, err := loadSnapshot(*configPath, *opts.fetch, false)
+	// With -fetch, a list the network does not give is read from its disk
+	// copy, as serve starts from it.
+	snap, reports, err := loadSnapshot(*configPath, *opts.fetch, true)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+
+	"github.com/dnsfence/dnsfence/blocklist/source"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestCheckFetchReadsDiskCopy: `check -fetch` with a list's web server
+// down and its disk copy in sources.cache_dir reports the disk copy, as
+// serve starts from it (and explain reads it); with
+// sources.servfail_until_ready the policy is ready. It said "no copy
+// (neither the network nor a disk copy gave it)" and "not ready:
+// SERVFAIL", though it never read the disk copy and serve answers from it.
+func TestCheckFetchReadsDiskCopy(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.88.1:0")
+	require.NoError(t, err)
+	web := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "capcut.com\n")
+	}))
+	web.Listener.Close()
+	web.Listener = ln
+	web.Start()
+	list := web.URL + "/tiktok.txt"
+	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.88.1:0"]
+upstreams: ["127.0.88.1:53"]
+allowed_clients: ["127.0.88.0/24"]
+policies:
+  - name: government-devices
+    clients: ["127.0.88.1/32"]
+    block: ["%s"]
+sources: {cache_dir: cache, servfail_until_ready: true}
+`, list)})
+	cfgPath := filepath.Join(dir, "dnsfence.yaml")
+
+	// The disk copy, as serve keeps it: a source run until its first copy.
+	cfg, err := loadConfig(cfgPath)
+	require.NoError(t, err)
+	src, err := source.NewURL(list, cfg.SourceOptions())
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	src.Run(ctx, func(source.Content) error { cancel(); return nil })
+	web.Close()
+	_, err = source.Cached(src)
+	require.NoError(t, err, "the disk copy is kept")
+
+	code, out := runCmd("check", "-config", cfgPath, "-fetch")
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, "block "+list+": remote list, 1 entries", out)
+	assert.Contains(t, out, "source "+list+": the network failed (", out)
+	assert.NotContains(t, out, "no copy", out)
+	assert.NotContains(t, out, "not ready", out)
+}
