@@ -139,7 +139,7 @@ func blockedText(policy, list string) string {
 func notReadyText(policy string, noCopy []string) string {
 	named, more := noCopy, ""
 	if len(noCopy) > notReadyNamed {
-		named, more = noCopy[:notReadyNamed], fmt.Sprintf(" (and %d more lists)", len(noCopy)-notReadyNamed)
+		named, more = noCopy[:notReadyNamed], " (and "+count(len(noCopy)-notReadyNamed, "more list", "more lists")+")"
 	}
 	return fmt.Sprintf("policy %q not ready: %s no copy yet%s", policy, listsWithout(named, source.ClientName), more)
 }

@@ -362,6 +362,8 @@ func TestNotReadyText(t *testing.T) {
 	for i := range 40 {
 		many = append(many, fmt.Sprintf("https://lists.example.gov/feeds/list-%02d.txt", i))
 	}
+	assert.Equal(t, `policy "gov" not ready: lists https://lists.example.gov/feeds/list-00.txt, https://lists.example.gov/feeds/list-01.txt, https://lists.example.gov/feeds/list-02.txt have no copy yet (and 1 more list)`,
+		notReadyText("gov", many[:4]), "one more: a list")
 	text := notReadyText("gov", many)
 	assert.Equal(t, `policy "gov" not ready: lists https://lists.example.gov/feeds/list-00.txt, https://lists.example.gov/feeds/list-01.txt, https://lists.example.gov/feeds/list-02.txt have no copy yet (and 37 more lists)`, text)
 }
