@@ -181,6 +181,27 @@ func (p *Policy) hasCopy(name string) {
 // holds.
 func (p *Policy) Ready() bool { return len(p.noCopy) == 0 }
 
+// AnswersServfail reports whether sources.servfail_until_ready answers for
+// the remote list name (by entry as written) while it has no copy: every
+// policy that names it holds it among those it is not ready for, a block
+// list of a policy not in shadow mode. An allow list, or a shadow
+// policy's block list, is served empty.
+func (s *Snapshot) AnswersServfail(name string) bool {
+	cfg := s.Config
+	if !cfg.Sources.ServfailUntilReady {
+		return false
+	}
+	named := func(lists []string) bool {
+		return slices.ContainsFunc(lists, func(f string) bool { return cfg.Path(f) == name })
+	}
+	for i, pc := range cfg.Policies {
+		if named(pc.Allow) || named(pc.Block) && !slices.Contains(s.Policies[i].noCopy, name) {
+			return false
+		}
+	}
+	return true
+}
+
 // NotReady are the remote block lists, by entry as written, that keep the
 // policy from being Ready; nil when it is.
 func (p *Policy) NotReady() []string { return slices.Clone(p.noCopy) }

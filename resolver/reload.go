@@ -765,8 +765,8 @@ func (r *Reloader) build(prev *Snapshot, force bool, cfg *config.Config) (next *
 			return nil, nil, errors.Join(held...)
 		}
 		// Unless sources.servfail_until_ready answers for such a list
-		// (SERVFAIL, not the list served empty).
-		if none := r.withoutCopy(prev, next); len(none) > 0 && !next.Config.Sources.ServfailUntilReady {
+		// (SERVFAIL, not the list served empty): withoutCopy leaves it out.
+		if none := r.withoutCopy(prev, next); len(none) > 0 {
 			return nil, nil, fmt.Errorf("%w: %s; SIGHUP accepts the change once the list has a copy, or without that list: %w",
 				ErrNoCopy, strings.Join(none, ", "), errors.Join(held...))
 		}

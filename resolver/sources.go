@@ -313,11 +313,13 @@ func (r *Reloader) servedRemoteLists() []string {
 
 // withoutCopy names the remote lists next adds to prev's configuration
 // that have no copy yet, each with its source's last error: a guard
-// measured next with them empty. Called with r.mu held.
+// measured next with them empty. A list sources.servfail_until_ready
+// answers SERVFAIL for (Snapshot.AnswersServfail) is not served empty,
+// and not named. Called with r.mu held.
 func (r *Reloader) withoutCopy(prev, next *Snapshot) []string {
 	var out []string
 	for _, name := range next.Config.RemoteLists() {
-		if slices.Contains(prev.Config.RemoteLists(), name) {
+		if slices.Contains(prev.Config.RemoteLists(), name) || next.AnswersServfail(name) {
 			continue
 		}
 		rs, ok := r.sources[name]

@@ -3,6 +3,7 @@ package resolver
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -366,4 +367,45 @@ func TestNotReadyText(t *testing.T) {
 		notReadyText("gov", many[:4]), "one more: a list")
 	text := notReadyText("gov", many)
 	assert.Equal(t, `policy "gov" not ready: lists https://lists.example.gov/feeds/list-00.txt, https://lists.example.gov/feeds/list-01.txt, https://lists.example.gov/feeds/list-02.txt have no copy yet (and 37 more lists)`, text)
+}
+
+// TestServfailUntilReadySIGHUPAllowListWithoutCopy: sources.servfail_until_ready
+// answers SERVFAIL for a remote block list without a copy, not for an
+// allow list: SIGHUP still refuses a change the guards hold while an
+// allow list it adds has no copy, rather than serve that list empty (its
+// names blocked, though the change allows them), as without the setting.
+// It was applied, the allow list served empty.
+func TestServfailUntilReadySIGHUPAllowListWithoutCopy(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/a.txt": names(8, "tiktok.com"), "/b.txt": names(8, "tiktok.com")})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	down := "http://" + ln.Addr().String() + "/allow.txt" // nothing listens: its fetch fails at once
+	require.NoError(t, ln.Close())
+	dir := t.TempDir()
+	configure := func(block, allow string) {
+		t.Helper()
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"), []byte(fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+allowed_clients: ["127.0.0.0/28"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["%s"]
+    allow: [%s]
+sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: true}
+`, up.addr, block, allow)), 0o644))
+	}
+	configure(srv.URL+"/a.txt", "")
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	const gov = "127.0.0.1"
+	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "tiktok.com."))
+
+	configure(srv.URL+"/b.txt", fmt.Sprintf("%q", down))
+	require.ErrorIs(t, f.reloader.Reload(false), ErrRemoved, "an edit: held as a list taken out")
+	err = f.reloader.Reload(true)
+	require.ErrorIs(t, err, ErrNoCopy, "SIGHUP: the allow list would be served empty")
+	assert.Contains(t, err.Error(), down+" (")
+	assert.Equal(t, srv.URL+"/a.txt", f.handler.Snapshot().Config.Policies[0].Block[0], "the running state kept")
 }

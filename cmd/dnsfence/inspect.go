@@ -221,27 +221,6 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// answeredServfail reports whether sources.servfail_until_ready answers
-// for the remote list name while it has no copy: every policy that names
-// it is not ready for it (a block list, not in shadow mode). An allow
-// list, or a shadow policy's block list, is served empty: the verdict
-// hangs on it.
-func answeredServfail(snap *resolver.Snapshot, name string) bool {
-	cfg := snap.Config
-	if !cfg.Sources.ServfailUntilReady {
-		return false
-	}
-	named := func(lists []string) bool {
-		return slices.ContainsFunc(lists, func(f string) bool { return cfg.Path(f) == name })
-	}
-	for i, pc := range cfg.Policies {
-		if named(pc.Allow) || named(pc.Block) && !slices.Contains(snap.Policies[i].NotReady(), name) {
-			return false
-		}
-	}
-	return true
-}
-
 // explainOptions are explain's flags.
 type explainOptions struct {
 	fs      *flag.FlagSet
@@ -387,7 +366,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, r := range reports {
 		switch {
-		case r.List == nil && answeredServfail(snap, r.Name):
+		case r.List == nil && snap.AnswersServfail(r.Name):
 			// The decision is known without it: its policies' clients
 			// get SERVFAIL for the names their other lists leave.
 			fmt.Fprintf(stderr, "note: remote list %s: neither the network nor a disk copy gave it (%v); sources.servfail_until_ready answers SERVFAIL for it\n", r.Name, r.Err)
