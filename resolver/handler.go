@@ -223,10 +223,7 @@ func (h *Handler) logReadiness(prev, next *Snapshot) {
 			h.log.Warn("policy not ready: SERVFAIL to its clients for every name its other lists neither block nor allow, until its remote block lists have a copy (sources.servfail_until_ready)",
 				zap.String(logPolicy, p.Name), zap.Strings("lists", p.noCopy))
 		case p.Ready() && was[p.Name] != nil:
-			empty := slices.DeleteFunc(slices.Clone(was[p.Name]), func(l string) bool {
-				return !next.noCopy[l] || !slices.ContainsFunc(p.Block, func(n List) bool { return n.File() == l })
-			})
-			if len(empty) > 0 {
+			if empty := stillWithoutCopy(was[p.Name], next, p); len(empty) > 0 {
 				h.log.Warn("policy no longer answers SERVFAIL for its remote block lists without a copy: they block none of their names until their first copy",
 					zap.String(logPolicy, p.Name), zap.Strings("lists", empty))
 				continue

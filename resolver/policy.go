@@ -160,20 +160,32 @@ func listsWithout(lists []string, listName func(string) string) string {
 	return "lists " + strings.Join(names, ", ") + " have"
 }
 
+// await sets the remote block lists the policy waits for a copy of
+// (noCopy), and their EDE text; none makes it ready.
+func (p *Policy) await(lists []string) {
+	p.noCopy, p.noCopyText = nil, ""
+	if len(lists) > 0 {
+		p.noCopy, p.noCopyText = lists, notReadyText(p.Name, lists)
+	}
+}
+
 // hasCopy takes the remote list name off noCopy: it has a copy now
 // (Snapshot.withList). p is a copy of the policy, whose noCopy it must not
 // share.
 func (p *Policy) hasCopy(name string) {
-	if !slices.Contains(p.noCopy, name) {
-		return
+	if slices.Contains(p.noCopy, name) {
+		p.await(slices.DeleteFunc(slices.Clone(p.noCopy), func(l string) bool { return l == name }))
 	}
-	p.noCopy = slices.DeleteFunc(slices.Clone(p.noCopy), func(l string) bool { return l == name })
-	p.noCopyText = ""
-	if len(p.noCopy) == 0 {
-		p.noCopy = nil
-	} else {
-		p.noCopyText = notReadyText(p.Name, p.noCopy)
-	}
+}
+
+// stillWithoutCopy are those of lists (remote block lists a policy waited
+// for in the snapshot before next) that p, next's policy of that name,
+// still blocks with and next still has no copy of: those it serves empty
+// unless it waits for them.
+func stillWithoutCopy(lists []string, next *Snapshot, p *Policy) []string {
+	return slices.DeleteFunc(slices.Clone(lists), func(l string) bool {
+		return !next.noCopy[l] || !slices.ContainsFunc(p.Block, func(n List) bool { return n.File() == l })
+	})
 }
 
 // Ready reports whether the policy decides every name: false while a
@@ -669,17 +681,16 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 	for i := range cfg.Policies {
 		pc := &cfg.Policies[i]
 		p := &Policy{Name: pc.Name, Action: pc.Action}
+		var waiting []string // block lists without a copy it answers SERVFAIL for
 		for _, f := range pc.Block {
 			if l := loadList(f); l != nil {
 				p.Block = append(p.Block, l)
 			}
 			if path := cfg.Path(f); noCopy[path] && cfg.Sources.ServfailUntilReady && pc.Action != config.ActionLog {
-				p.noCopy = append(p.noCopy, path)
+				waiting = append(waiting, path)
 			}
 		}
-		if p.noCopy != nil {
-			p.noCopyText = notReadyText(p.Name, p.noCopy)
-		}
+		p.await(waiting)
 		for _, f := range pc.Allow {
 			if l := loadList(f); l != nil {
 				p.Allow = append(p.Allow, l)

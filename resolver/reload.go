@@ -1242,10 +1242,7 @@ func removedProtection(prev, next *Snapshot) []error {
 		}
 		// Turned off while a list the policy keeps has no copy, the
 		// setting would serve that list empty.
-		idle := slices.DeleteFunc(slices.Clone(op.noCopy), func(l string) bool {
-			return !next.noCopy[l] || !slices.ContainsFunc(np.Block, func(n List) bool { return n.File() == l })
-		})
-		if len(idle) > 0 && !next.Config.Sources.ServfailUntilReady {
+		if idle := stillWithoutCopy(op.noCopy, next, np); len(idle) > 0 && !next.Config.Sources.ServfailUntilReady {
 			held("sources.servfail_until_ready turned off while remote block %s no copy: policy %q would serve it empty, its names unblocked",
 				listsWithout(idle, func(l string) string { return l }), op.Name)
 		}
