@@ -1,10 +1,16 @@
 package source
 
 import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestRetryAfter: after failures in a row a source waits a second, then
@@ -31,4 +37,51 @@ func TestRetryAfter(t *testing.T) {
 		waits(time.Hour, true, 14), "a copy served: up to the refresh")
 	assert.Equal(t, []time.Duration{s, 2 * s, 4 * s, 5 * s, 5 * s}, waits(5*s, false, 5), "a refresh under a minute caps it first")
 	assert.Equal(t, []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}, waits(50*time.Millisecond, true, 2))
+}
+
+// TestNoCopyRetried: a URL and a zone source without a copy, whose server
+// or primary refuses, try again at the cap (lowered here to 20 ms) with
+// an hour's refresh, and deliver the first copy soon after it is served.
+// Passing hasCopy wrong to retryAfter would leave them backing off from a
+// second: the fifth try 15 s after the first.
+func TestNoCopyRetried(t *testing.T) {
+	noCopyRetry = 20 * time.Millisecond
+	t.Cleanup(func() { noCopyRetry = NoCopyRetry })
+	const tries = 5
+	opt := Options{Refresh: time.Hour, CacheDir: t.TempDir(), MaxBytes: 1 << 20, Timeout: 5 * time.Second}
+
+	t.Run("URL", func(t *testing.T) {
+		var requests atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			if requests.Add(1) < tries {
+				http.Error(w, "maintenance", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprint(w, "tiktok.com\n")
+		}))
+		t.Cleanup(srv.Close)
+		src, err := NewURL(srv.URL+"/l.txt", opt)
+		require.NoError(t, err)
+		rec := run(t, src)
+		rec.waitCount(t, 1)
+		assert.GreaterOrEqual(t, requests.Load(), int64(tries))
+	})
+
+	t.Run("zone", func(t *testing.T) {
+		p := startFakePrimary(t, testZone, 1, cnames(testZone, "tiktok.com"), nil)
+		p.update(func(p *fakePrimary) { p.axfrRcode = dns.RcodeRefused })
+		_, rec := startZone(t, p, opt)
+		axfrs := func() int {
+			n := 0
+			for _, qt := range p.asked() {
+				if qt == dns.TypeAXFR {
+					n++
+				}
+			}
+			return n
+		}
+		require.Eventually(t, func() bool { return axfrs() >= tries }, waitFor, tick, "%d transfers refused", tries)
+		p.update(func(p *fakePrimary) { p.axfrRcode = dns.RcodeSuccess })
+		rec.waitCount(t, 1)
+	})
 }

@@ -499,6 +499,10 @@ func refusedError(c *Content, err error) error {
 // server that is down once a minute each at most.
 const NoCopyRetry = time.Minute
 
+// noCopyRetry is the cap retryAfter applies: NoCopyRetry, lowered by tests
+// so that it shows within seconds.
+var noCopyRetry = NoCopyRetry
+
 // retryAfter is how long a source waits after a failed try: *backoff,
 // which starts at a second and doubles with each failure in a row, at most
 // refresh, and at most NoCopyRetry while the source has no copy
@@ -507,7 +511,7 @@ const NoCopyRetry = time.Minute
 func retryAfter(backoff *time.Duration, refresh time.Duration, hasCopy bool) time.Duration {
 	next := min(*backoff, refresh)
 	if !hasCopy {
-		next = min(next, NoCopyRetry)
+		next = min(next, noCopyRetry)
 	}
 	*backoff = min(2**backoff, refresh)
 	return next
