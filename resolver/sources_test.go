@@ -442,8 +442,17 @@ func startOneURLFence(t *testing.T, upstream, list string) (f *sourceFence, dir 
 }
 
 // oneURLConfig is startOneURLFence's configuration, with
-// sources.servfail_until_ready set to untilReady.
-func oneURLConfig(upstream, list string, untilReady bool) string {
+// sources.servfail_until_ready set to untilReady and the allow lists
+// given, if any.
+func oneURLConfig(upstream, list string, untilReady bool, allow ...string) string {
+	allowed := ""
+	if len(allow) > 0 {
+		quoted := make([]string, len(allow))
+		for i, a := range allow {
+			quoted[i] = fmt.Sprintf("%q", a)
+		}
+		allowed = "    allow: [" + strings.Join(quoted, ", ") + "]\n"
+	}
 	return fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: ["%s"]
@@ -452,8 +461,8 @@ policies:
   - name: gov
     clients: ["127.0.0.1/32"]
     block: ["%s"]
-sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: %t}
-`, upstream, list, untilReady)
+%ssources: {refresh: 1s, cache_dir: cache, servfail_until_ready: %t}
+`, upstream, list, allowed, untilReady)
 }
 
 // TestDiskCopyFailingNamedByReadyz: while a source's disk copy cannot be

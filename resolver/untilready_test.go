@@ -383,26 +383,16 @@ func TestServfailUntilReadySIGHUPAllowListWithoutCopy(t *testing.T) {
 	down := "http://" + ln.Addr().String() + "/allow.txt" // nothing listens: its fetch fails at once
 	require.NoError(t, ln.Close())
 	dir := t.TempDir()
-	configure := func(block, allow string) {
+	configure := func(block string, allow ...string) {
 		t.Helper()
-		require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"), []byte(fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-allowed_clients: ["127.0.0.0/28"]
-policies:
-  - name: gov
-    clients: ["127.0.0.1/32"]
-    block: ["%s"]
-    allow: [%s]
-sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: true}
-`, up.addr, block, allow)), 0o644))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"), []byte(oneURLConfig(up.addr, block, true, allow...)), 0o644))
 	}
-	configure(srv.URL+"/a.txt", "")
+	configure(srv.URL + "/a.txt")
 	f := startSourceFence(t, dir, "127.0.0.1:0")
 	const gov = "127.0.0.1"
 	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "tiktok.com."))
 
-	configure(srv.URL+"/b.txt", fmt.Sprintf("%q", down))
+	configure(srv.URL+"/b.txt", down)
 	require.ErrorIs(t, f.reloader.Reload(false), ErrRemoved, "an edit: held as a list taken out")
 	err = f.reloader.Reload(true)
 	require.ErrorIs(t, err, ErrNoCopy, "SIGHUP: the allow list would be served empty")

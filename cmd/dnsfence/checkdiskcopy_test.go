@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"testing"
 
 	"github.com/dnsfence/dnsfence/blocklist/source"
@@ -30,17 +29,7 @@ func TestCheckFetchReadsDiskCopy(t *testing.T) {
 	web.Listener = ln
 	web.Start()
 	list := web.URL + "/tiktok.txt"
-	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
-listen: ["127.0.88.1:0"]
-upstreams: ["127.0.88.1:53"]
-allowed_clients: ["127.0.88.0/24"]
-policies:
-  - name: government-devices
-    clients: ["127.0.88.1/32"]
-    block: ["%s"]
-sources: {cache_dir: cache, servfail_until_ready: true}
-`, list)})
-	cfgPath := filepath.Join(dir, "dnsfence.yaml")
+	cfgPath := untilReadyConfig(t, fmt.Sprintf("block: [%q]", list), map[string]string{})
 
 	// The disk copy, as serve keeps it: a source run until its first copy.
 	cfg, err := loadConfig(cfgPath)

@@ -28,7 +28,21 @@ func TestExplainServfailUntilReadyOtherLists(t *testing.T) {
 		{"shadow policy's block list", fmt.Sprintf("block: [%q, local.txt]\n    action: log", down)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := writeFiles(t, map[string]string{"local.txt": "tiktok.com\n", "dnsfence.yaml": fmt.Sprintf(`
+			cfg := untilReadyConfig(t, tc.policy, map[string]string{"local.txt": "tiktok.com\n"})
+			code, out := runCmd("explain", "-config", cfg, "127.0.88.1", "tiktok.com")
+			assert.Equal(t, explainError, code, out)
+			assert.Contains(t, out, "dnsfence explain: remote list "+down+": neither the network nor a disk copy gave it")
+			assert.NotContains(t, out, "answers SERVFAIL for it")
+		})
+	}
+}
+
+// untilReadyConfig writes, beside files, a configuration whose one policy,
+// government-devices for 127.0.88.1, has the lines policy (indented as its
+// keys), with sources.servfail_until_ready; it returns the file's path.
+func untilReadyConfig(t *testing.T, policy string, files map[string]string) string {
+	t.Helper()
+	files["dnsfence.yaml"] = fmt.Sprintf(`
 listen: ["127.0.88.1:0"]
 upstreams: ["127.0.88.1:53"]
 allowed_clients: ["127.0.88.0/24"]
@@ -37,11 +51,6 @@ policies:
     clients: ["127.0.88.1/32"]
     %s
 sources: {cache_dir: cache, servfail_until_ready: true}
-`, tc.policy)})
-			code, out := runCmd("explain", "-config", filepath.Join(dir, "dnsfence.yaml"), "127.0.88.1", "tiktok.com")
-			assert.Equal(t, explainError, code, out)
-			assert.Contains(t, out, "dnsfence explain: remote list "+down+": neither the network nor a disk copy gave it")
-			assert.NotContains(t, out, "answers SERVFAIL for it")
-		})
-	}
+`, policy)
+	return filepath.Join(writeFiles(t, files), "dnsfence.yaml")
 }
