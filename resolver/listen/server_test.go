@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -198,17 +199,19 @@ func TestListenSharedPortZeroAmidTCP(t *testing.T) {
 // in use", before a UDP socket of the group is bound. At a fixed port the
 // group bound first: beside a UDP-only holder it started and shared the
 // port's queries with it, and a second dnsfence answered a share of the
-// first one's queries until its TCP bind failed.
+// first one's queries until its TCP bind failed. The holder is on the
+// wildcard address, which 127.0.0.1 conflicts with, so that its port-0
+// pick joins no group of a test running beside (see the test below).
 func TestListenSharedJoinsNoOtherGroup(t *testing.T) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
 		return errors.Join(err, serr)
 	}}
-	held, err := lc.ListenPacket(context.Background(), "udp", "127.0.0.1:0")
+	held, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:0")
 	require.NoError(t, err)
 	defer held.Close()
-	addr := held.LocalAddr().String()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(held.LocalAddr().(*net.UDPAddr).Port))
 	pcs, ln, err := listenShared(addr, 2)
 	if err == nil {
 		for _, pc := range pcs {
@@ -252,6 +255,14 @@ func freeAddr(t *testing.T) string {
 // one of theirs. When the group's first socket let the kernel pick its
 // port with SO_REUSEPORT set, about five of the 300 did, and shared that
 // port's queries with the other group.
+//
+// The other groups hold the wildcard address (as a server of another kind
+// often does), which conflicts with 127.0.0.1 all the same: held on
+// 127.0.0.1, their port-0 picks joined the groups of the servers other
+// packages' tests run meanwhile (the kernel's pick passes over no port a
+// group of the same user holds with SO_REUSEPORT), and took half of those
+// servers' queries. On the wildcard address they take none: the kernel
+// gives a datagram to the socket bound to its destination address first.
 func TestListenSharedPortZeroJoinsNoOtherGroup(t *testing.T) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
@@ -260,7 +271,7 @@ func TestListenSharedPortZeroJoinsNoOtherGroup(t *testing.T) {
 	}}
 	foreign := map[int]bool{}
 	for range 500 {
-		pc, err := lc.ListenPacket(context.Background(), "udp", "127.0.0.1:0")
+		pc, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:0")
 		require.NoError(t, err)
 		t.Cleanup(func() { pc.Close() })
 		foreign[pc.LocalAddr().(*net.UDPAddr).Port] = true
