@@ -2,10 +2,7 @@ package resolver
 
 import (
 	"net"
-	"strconv"
 	"testing"
-
-	"github.com/miekg/dns"
 )
 
 // TestServeUDPSingleAddressAllocatesNothing: a query from a single address
@@ -85,18 +82,5 @@ func benchServeUDPMiss(b *testing.B) {
 // DoT, DoH or DoQ, as a dns.Msg), each query a new name, from the raw
 // upstream, whose own work allocates nothing.
 func benchHandlerMiss(b *testing.B) {
-	h := wireBenchHandler(b)
-	w := &discardWriter{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
-	req := question("m0.example.net.", dns.TypeA, true)
-	names := make([]string, 1<<20)
-	for i := range names {
-		names[i] = "m" + strconv.Itoa(i) + ".example.net."
-	}
-	i := 0
-	b.ReportAllocs()
-	for b.Loop() {
-		req.Question[0].Name = names[i%len(names)]
-		i++
-		h.ServeDNS(w, req)
-	}
+	serveMisses(b, wireBenchHandler(b), &discardWriter{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}})
 }
