@@ -2,7 +2,6 @@ package resolver
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,11 +27,9 @@ func TestRemoteListSwappedForAnother(t *testing.T) {
 	up := startUpstream(t, nil)
 	body := names(8, "tiktok.com", "douyin.com")
 	srv := startListServer(t, map[string]string{"/a.txt": body, "/b.txt": body, "/c.txt": body})
-	// A port nothing listens on: its list's fetch fails at once.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	down := "http://" + ln.Addr().String() + "/d.txt"
-	require.NoError(t, ln.Close())
+	// A port nothing listens on, held so that no other test process takes
+	// it: its list's fetch fails at once.
+	down := "http://" + testnet.RefusingAddr(t) + "/d.txt"
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dnsfence.yaml")

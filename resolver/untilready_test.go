@@ -3,7 +3,6 @@ package resolver
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -378,10 +378,7 @@ func TestNotReadyText(t *testing.T) {
 func TestServfailUntilReadySIGHUPAllowListWithoutCopy(t *testing.T) {
 	up := startUpstream(t, nil)
 	srv := startListServer(t, map[string]string{"/a.txt": names(8, "tiktok.com"), "/b.txt": names(8, "tiktok.com")})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	down := "http://" + ln.Addr().String() + "/allow.txt" // nothing listens: its fetch fails at once
-	require.NoError(t, ln.Close())
+	down := "http://" + testnet.RefusingAddr(t) + "/allow.txt" // nothing listens: its fetch fails at once
 	dir := t.TempDir()
 	configure := func(block string, allow ...string) {
 		t.Helper()
@@ -394,7 +391,7 @@ func TestServfailUntilReadySIGHUPAllowListWithoutCopy(t *testing.T) {
 
 	configure(srv.URL+"/b.txt", down)
 	require.ErrorIs(t, f.reloader.Reload(false), ErrRemoved, "an edit: held as a list taken out")
-	err = f.reloader.Reload(true)
+	err := f.reloader.Reload(true)
 	require.ErrorIs(t, err, ErrNoCopy, "SIGHUP: the allow list would be served empty")
 	assert.Contains(t, err.Error(), down+" (")
 	assert.Equal(t, srv.URL+"/a.txt", f.handler.Snapshot().Config.Policies[0].Block[0], "the running state kept")

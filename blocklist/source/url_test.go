@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -991,10 +992,7 @@ func TestSourceFailureLoggedByCopy(t *testing.T) {
 	}
 
 	// A zone whose primary does not answer, with no copy: the same.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	primary := ln.Addr().String()
-	require.NoError(t, ln.Close()) // nothing listens there now
+	primary := testnet.RefusingAddr(t) // held, refusing: no other test process takes it
 	zcore, zlogs := observer.New(zapcore.WarnLevel)
 	zopt := testOptions(t)
 	zopt.Log = zap.New(zcore)

@@ -253,7 +253,7 @@ func TestServfailUntilReadyEndToEnd(t *testing.T) {
 	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	upstream, asked := testUpstream(t)
 	port := testnet.FreePort(t, "127.0.0.1")
-	list := fmt.Sprintf("http://127.0.0.1:%d/tiktok.txt", testnet.FreePort(t, "127.0.0.1")) // nothing listens
+	list := "http://" + testnet.RefusingAddr(t) + "/tiktok.txt" // nothing listens, held: no other process takes it
 	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:%d"]
 upstreams: ["%s"]

@@ -1,9 +1,13 @@
 package testnet
 
 import (
+	"errors"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -11,14 +15,34 @@ import (
 // FreePort returns a port of ip (a loopback address) free for both UDP and
 // TCP at the time of the call, for a server the test starts as a process
 // (named, nsd, knotd), which cannot be handed a socket.
+//
+// The port is outside the kernel's ephemeral range (ip_local_port_range),
+// from which every port-0 bind and connect of every process is given one:
+// of the test processes go test runs beside this one, of dig, and of
+// named, which picks its source ports at random in that range with
+// SO_REUSEPORT. A port picked there and closed could be taken before the
+// server binds it (named then shares its UDP port with another test's
+// SO_REUSEPORT group, or fails its TCP bind), and a named whose NOTIFY
+// source port happened to be the port of the dnsfence it notifies (one
+// in about 28,000) read its own NOTIFY, which never reached dnsfence.
+// Outside the range only another FreePort can pick the port, and each
+// picks at random among some 20,000.
 func FreePort(t testing.TB, ip string) int {
 	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	lo, hi := portsOutsideEphemeral()
+	for range 100 {
+		port := 0
+		if hi > lo {
+			port = lo + rand.IntN(hi-lo)
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
 		if err != nil {
+			if port != 0 && errors.Is(err, syscall.EADDRINUSE) {
+				continue
+			}
 			t.Fatalf("listening on %s: %v", ip, err)
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		port = l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port)))
 		l.Close()
 		if err == nil {
@@ -28,6 +52,31 @@ func FreePort(t testing.TB, ip string) int {
 	}
 	t.Fatalf("no port of %s free for both UDP and TCP", ip)
 	return 0
+}
+
+// portsOutsideEphemeral returns the ports [lo, hi) FreePort picks from:
+// 10000 up to the start of the kernel's ephemeral range (32768 by
+// default), or above its end when it starts too low; lo == hi when
+// neither leaves 2,000 ports (FreePort then lets the kernel pick, as
+// before).
+func portsOutsideEphemeral() (lo, hi int) {
+	first, last := 32768, 60999
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			a, errA := strconv.Atoi(f[0])
+			z, errZ := strconv.Atoi(f[1])
+			if errA == nil && errZ == nil {
+				first, last = a, z
+			}
+		}
+	}
+	switch {
+	case first-10000 >= 2000:
+		return 10000, first
+	case 65536-(last+1) >= 2000:
+		return last + 1, 65536
+	}
+	return 0, 0
 }
 
 // WriteNewer writes text to the file at path with a modification time

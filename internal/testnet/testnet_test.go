@@ -3,6 +3,7 @@ package testnet
 import (
 	"errors"
 	"net"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -31,4 +32,26 @@ func TestRefusingAddrRefusesAndHolds(t *testing.T) {
 	assert.Error(t, err, "UDP port taken")
 	_, err = net.Listen("tcp", addr)
 	assert.Error(t, err, "TCP port taken")
+}
+
+// TestFreePortOutsideEphemeralRange: FreePort's port is one no port-0 bind
+// or connect of another process is given (named's NOTIFY source, another
+// test package's listener), and is free for both UDP and TCP.
+func TestFreePortOutsideEphemeralRange(t *testing.T) {
+	lo, hi := portsOutsideEphemeral()
+	if lo == hi {
+		t.Skip("the ephemeral range leaves too few ports outside it")
+	}
+	for range 20 {
+		port := FreePort(t, "127.0.0.1")
+		require.GreaterOrEqual(t, port, lo)
+		require.Less(t, port, hi)
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		require.NoError(t, err)
+		u, err := net.ListenPacket("udp", addr)
+		require.NoError(t, err)
+		l.Close()
+		u.Close()
+	}
 }
