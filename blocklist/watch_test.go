@@ -540,7 +540,10 @@ func TestWatcherSeesChangesNoEventTells(t *testing.T) {
 // its last names to every device of a blocking policy).
 func TestWatcherWaitsOutChangesNoEventTells(t *testing.T) {
 	const half, whole = "a.example\nb.exa", "a.example\nb.example\n"
-	w, path, changes := runUnseen(t, time.Second)
+	// A writer wait of 2 s leaves the 600 ms window below 1.4 s to spare:
+	// with 1 s, the test's goroutine held up 400 ms between the two writes
+	// (a loaded machine under -race) saw the half file reported.
+	w, path, changes := runUnseen(t, 2*time.Second)
 	require.Never(t, func() bool { return len(changes) > 0 }, 300*time.Millisecond, 10*time.Millisecond,
 		"nothing changed: nothing reported at the looks")
 
