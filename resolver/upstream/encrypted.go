@@ -247,14 +247,33 @@ func sameQuestionWire(a, b dns.Question) bool {
 	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && blocklist.SameName(a.Name, b.Name)
 }
 
-// exchangeCtxError is the error for an exchange whose ctx ended: ctx's own error
-// (context.DeadlineExceeded or context.Canceled), with what was being done
-// and, when there is one, what had gone wrong before.
+// exchangeCtxError is the error for an exchange whose ctx ended (ctxErr):
+// ctx's own error (context.DeadlineExceeded or context.Canceled), with
+// what was being done and, when there is one, what had gone wrong before.
 func exchangeCtxError(ctx context.Context, doing string, cause error) error {
-	if cause != nil && !errors.Is(cause, ctx.Err()) && !isTimeoutError(cause) {
-		return fmt.Errorf("%s: %w (after: %v)", doing, ctx.Err(), cause)
+	err := ctxErr(ctx)
+	if cause != nil && !errors.Is(cause, err) && !isTimeoutError(cause) {
+		return fmt.Errorf("%s: %w (after: %v)", doing, err, cause)
 	}
-	return fmt.Errorf("%s: %w", doing, ctx.Err())
+	return fmt.Errorf("%s: %w", doing, err)
+}
+
+// ctxErr is ctx.Err(), or context.DeadlineExceeded once ctx's deadline has
+// passed though ctx is not done yet. A dial, read or write given ctx's
+// deadline can time out in that gap: the network poller's timer and the
+// context's fire apart, and under load the context's fires late. Its
+// error is then the query's deadline, as when ctx ended first, not a
+// connection that broke or an upstream that failed: a DoT write that
+// timed out at the deadline was retried on a new connection, and its
+// second timeout returned as "the connection broke" (CI, under -race).
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // isTimeoutError reports a timeout of a dial, read or handshake.
@@ -292,7 +311,7 @@ func exchangeRetrying(ctx context.Context, timeout time.Duration, doing string, 
 			return resp, nil
 		case closed != nil && closed():
 			return nil, ErrClosed
-		case ctx.Err() != nil:
+		case ctxErr(ctx) != nil:
 			return nil, exchangeCtxError(ctx, doing, broken)
 		case !errors.As(err, &be) || n == 1:
 			return nil, err
