@@ -114,3 +114,38 @@ func TestTwoBackUpsOneSteadyLine(t *testing.T) {
 	assert.Eventually(t, func() bool { return logs.FilterMessageSnippet("steady after flapping").Len() == 1 },
 		2*time.Second, 5*time.Millisecond, "%v", logs.AllUntimed())
 }
+
+// TestDownAfterTheFlapWindowBeforeItsSteadyTimer: a flapping upstream
+// back up for flapWindow, whose steady timer has not run yet (a timer
+// fires apart from the clock logDown reads, late under load), and that is
+// marked down now, is said steady, with its bout's downs not logged,
+// before it is said down: as when the timer fired first. Before, its
+// down line came alone, and the timer, finding it down, said nothing:
+// the bout's count of unlogged downs was lost, and the log read "flapping"
+// then "down" for an upstream that had been steady in between.
+func TestDownAfterTheFlapWindowBeforeItsSteadyTimer(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	f := NewForwarder([]string{"127.0.90.1:9", "127.0.90.1:10"}, time.Second, false)
+	defer f.Close()
+	f.log, f.flapWindow = zap.New(core), time.Hour // its timer never fires here
+	u := f.upstreams[0]
+	u.probing.Store(true) // no probe: the test says when it answers
+	u.down.Store(true)
+	u.flapping.Store(true)
+	u.flaps.Store(3)
+	f.succeeded(u, time.Now(), 0) // back up: no line while it flaps, a steady timer set
+	require.False(t, u.down.Load())
+	u.upSince.Add(-int64(f.flapWindow)) // up for flapWindow now, the timer not run
+
+	fail := errors.New("SERVFAIL")
+	for n := 0; !u.down.Load() && n < 64; n++ {
+		f.failed(u, fail)
+	}
+	require.True(t, u.down.Load())
+	all := logs.AllUntimed()
+	require.Len(t, all, 2, "%v", all)
+	assert.Equal(t, "upstream back up and steady after flapping", all[0].Message)
+	assert.EqualValues(t, 3, all[0].ContextMap()["flaps_not_logged"])
+	assert.True(t, strings.HasPrefix(all[1].Message, "upstream down"), "%q", all[1].Message)
+	assert.False(t, u.flapping.Load())
+}

@@ -578,6 +578,13 @@ func (f *Forwarder) steady(u *upstreamState, up int64) {
 	if u.down.Load() || u.upSince.Load() != up || f.closed.Load() || !u.flapping.CompareAndSwap(true, false) {
 		return
 	}
+	f.steadyLine(u)
+}
+
+// steadyLine says that u, which flapped, has been up for flapWindow, with
+// the downs of its bout not logged; u.lines is held and u.flapping was
+// just cleared.
+func (f *Forwarder) steadyLine(u *upstreamState) {
 	f.log.Info("upstream back up and steady after flapping", zap.String("upstream", u.addr),
 		zap.Int64("flaps_not_logged", u.flaps.Swap(0)))
 }
@@ -620,7 +627,14 @@ func (f *Forwarder) failed(u *upstreamState, err error) {
 func (f *Forwarder) logDown(u *upstreamState, now time.Time, err error, fails, n int) {
 	up := u.upSince.Load()
 	if up == 0 || now.Sub(time.Unix(0, up)) >= f.flapWindow {
-		u.flapping.Store(false)
+		if u.flapping.Swap(false) {
+			// Up for flapWindow, and its steady timer, due by now, has
+			// not run (a timer fires apart from the clock read here, late
+			// under load): it would find u down and say nothing, the
+			// bout's unlogged downs with it. Its line goes first, as
+			// when the timer fired before this down.
+			f.steadyLine(u)
+		}
 		f.log.Warn(f.downLine(), zap.String("upstream", u.addr), zap.Error(err), zap.Int("failed", fails), zap.Int("exchanges", n))
 		return
 	}
