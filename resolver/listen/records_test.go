@@ -2,6 +2,7 @@ package listen
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -156,4 +157,68 @@ func TestOptionsOfOtherVersionsNotRead(t *testing.T) {
 	_, reject := AcceptMessage(query(0, dns.EDNS0COOKIE, []byte{1, 2}), accept, invalid)
 	assert.NotNil(t, reject, "version 0: FORMERR")
 	assert.True(t, keepaliveTimeout(query(0, dns.EDNS0TCPKEEPALIVE, []byte{0, 100})), "version 0")
+}
+
+// TestBodyFormerrWhateverVersion: a query whose header is taken but whose
+// body is not (its records cut short, its question's name a pointer, a
+// record that does not unpack) gets FORMERR from every listener, the
+// plain ones (AcceptMessage) and the encrypted ones (checkQuery), whatever
+// the VERSION of its OPT: BADVERS answers the rejections by header
+// (headerReject) and the Handler's, not a body the listener could not
+// read. The plain listeners answered BADVERS to such a query of version 1
+// (fuzzed: FuzzRecordsWhole/6a94ab8c218a192a), the encrypted ones FORMERR.
+func TestBodyFormerrWhateverVersion(t *testing.T) {
+	query := func(version uint8, edit func(m *dns.Msg)) []byte {
+		q := new(dns.Msg)
+		q.SetQuestion("example.org.", dns.TypeA)
+		if edit != nil {
+			edit(q)
+		}
+		q.SetEdns0(1232, false)
+		q.IsEdns0().SetVersion(version)
+		b, err := q.Pack()
+		require.NoError(t, err)
+		return b
+	}
+	cutShort := func(version uint8) []byte {
+		b := query(version, nil)
+		b[11] = 2 // ARCOUNT 2, the OPT alone there
+		return b
+	}
+	pointer := func(version uint8) []byte {
+		b := query(version, nil)
+		return append(append(b[:12:12], 0xC0, 12), b[12+len("\x07example\x03org\x00"):]...)
+	}
+	badRecord := func(version uint8) []byte {
+		return query(version, func(m *dns.Msg) {
+			m.Answer = []dns.RR{&dns.RFC3597{Hdr: dns.RR_Header{Name: "example.org.", Rrtype: dns.TypeA, Class: dns.ClassINET}, Rdata: "0102"}}
+		})
+	}
+	accept := func(dns.Header) dns.MsgAcceptAction { return dns.MsgAccept }
+	invalid := func([]byte, error) {}
+	for _, tc := range []struct {
+		name  string
+		query func(version uint8) []byte
+	}{
+		{name: "ARCOUNT 2, one OPT", query: cutShort},
+		{name: "question's name a pointer", query: pointer},
+		{name: "an A record of 2 octets", query: badRecord},
+	} {
+		for _, version := range []uint8{0, 1, 255} {
+			t.Run(fmt.Sprintf("%s, version %d", tc.name, version), func(t *testing.T) {
+				b := tc.query(version)
+				req, reject := AcceptMessage(b, accept, invalid)
+				chk := checkQuery(b)
+				for name, got := range map[string]struct{ req, reject *dns.Msg }{
+					"plain": {req, reject}, "encrypted": {chk.req, chk.reject},
+				} {
+					assert.Nil(t, got.req, name)
+					require.NotNil(t, got.reject, name)
+					assert.Equal(t, dns.RcodeFormatError, got.reject.Rcode, name+": FORMERR, not BADVERS (16)")
+					assert.NotNil(t, got.reject.IsEdns0(), name+": an OPT, as the query's")
+				}
+				assert.Equal(t, resultFormerr, chk.result)
+			})
+		}
+	}
 }

@@ -542,8 +542,13 @@ func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 		if req = unpackQuery(b); req != nil && questionSound(b) && recordsWhole(b) && optionsSound(b) {
 			return req, nil
 		}
+		// A body the header let through and the listener cannot read is
+		// FORMERR whatever the VERSION of its OPT, as checkQuery answers
+		// it: BADVERS answers the rejections by header (headerReject) and
+		// the Handler's, which read the query's OPT from a query that
+		// parses.
 		invalid(b, dns.ErrBuf)
-		action = dns.MsgReject
+		return nil, rejectReply(b, dns.RcodeFormatError)
 	}
 	if action == dns.MsgIgnore {
 		return nil, nil
