@@ -576,7 +576,7 @@ func TestServeStaleOnEveryFailure(t *testing.T) {
 		up := modeUpstream(t, &mode)
 		// stale_refresh_time 0: every query asks the upstreams first
 		// (TestStaleRefreshTime has the wait between).
-		f := govFence(t, "upstream_timeout: 300ms\ncache: {max_ttl: 1, serve_stale: 1h, stale_refresh_time: 5s}", up.addr)
+		f := govFence(t, "upstream_timeout: 300ms\ncache: {max_ttl: 1, serve_stale: 1h, stale_refresh_time: 0s}", up.addr)
 		isFresh(t, ask(t, f.addr, "", "udp", question(name, dns.TypeA, true)))
 		isFresh(t, ask(t, f.addr, "", "udp", question(name, dns.TypeA, true))) // a hit
 
