@@ -869,33 +869,17 @@ func TestServeWaitsForAConfigBeingWritten(t *testing.T) {
 // the second.
 func TestRunDigReadsAgainAfterItsOwnQuery(t *testing.T) {
 	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer pc.Close()
 	var queries atomic.Int64
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			reply := buf[:n]
-			if queries.Add(1) > 1 {
-				q := new(dns.Msg)
-				if q.Unpack(reply) != nil {
-					continue
-				}
-				m := new(dns.Msg)
-				m.SetRcode(q, dns.RcodeNameError)
-				if reply, err = m.Pack(); err != nil {
-					continue
-				}
-			}
-			_, _ = pc.WriteTo(reply, from)
+	addr := serveUDP(t, dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		if queries.Add(1) == 1 {
+			_ = w.WriteMsg(q) // the query itself, QR clear
+			return
 		}
-	}()
-	host, port, err := net.SplitHostPort(pc.LocalAddr().String())
+		m := new(dns.Msg)
+		m.SetRcode(q, dns.RcodeNameError)
+		_ = w.WriteMsg(m)
+	}))
+	host, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
 	out := runDig(t, "@"+host, "-p", port, "+time=3", "+tries=1", "www.tiktok.com")
 	assert.Contains(t, out, "status: NXDOMAIN")
