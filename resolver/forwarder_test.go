@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -208,4 +209,43 @@ func TestHTTPSUpstreamWhoseLookupWouldLoopIsRefused(t *testing.T) {
 			assert.ErrorContains(t, err, tc.wantErr)
 		})
 	}
+}
+
+// lateTimerContext is a context whose deadline has passed while it is
+// not done yet: the gap in which a read given its deadline has timed out
+// and ctx.Err() is still nil (upstream.ContextErr).
+type lateTimerContext struct {
+	context.Context // done long after deadline
+	deadline        time.Time
+}
+
+func (c lateTimerContext) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// TestLookupThroughStopsAtTheDeadlineBeforeItsTimer: the lookup of an
+// https upstream's host asks the plain upstreams one after another, and
+// stops at the lookup's deadline. A first upstream that timed out at the
+// deadline, before the context's own timer fired, ends the lookup: the
+// next one is not asked with the deadline already passed. Before, it was
+// asked (one datagram wasted, its timeout added to the error).
+func TestLookupThroughStopsAtTheDeadlineBeforeItsTimer(t *testing.T) {
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = silent.Close() })
+	next, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = next.Close() })
+
+	// The first upstream's own timeout ends its wait just after the
+	// lookup's deadline; the context's timer has not fired by then.
+	deadline := time.Now().Add(100 * time.Millisecond)
+	done, cancel := context.WithDeadline(context.Background(), deadline.Add(time.Minute))
+	t.Cleanup(cancel)
+	lookup := lookupThrough([]string{silent.LocalAddr().String(), next.LocalAddr().String()}, 300*time.Millisecond)
+	_, err = lookup(lateTimerContext{done, deadline}, "dns.test")
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), next.LocalAddr().String(), "the second upstream was asked")
+
+	require.NoError(t, next.SetReadDeadline(time.Now().Add(300*time.Millisecond)))
+	n, _, err := next.ReadFrom(make([]byte, 512))
+	assert.Error(t, err, "the second upstream got a query (%d octets) after the lookup's deadline", n)
 }

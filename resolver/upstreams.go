@@ -196,8 +196,9 @@ var errNoForwarder = errors.New("no upstreams connected")
 
 // lookupThrough is the Options.Resolve of an https upstream written with
 // a host name: its A and AAAA records asked of the plain upstreams, one
-// after another until one answers. Each lookup makes its own transports
-// and closes them: it runs only when a connection to the upstream is made.
+// after another until one answers or the lookup's deadline passes
+// (upstream.ContextErr). Each lookup makes its own transports and closes
+// them: it runs only when a connection to the upstream is made.
 func lookupThrough(plain []string, timeout time.Duration) func(ctx context.Context, host string) ([]netip.Addr, error) {
 	return func(ctx context.Context, host string) ([]netip.Addr, error) {
 		var errs []error
@@ -209,7 +210,7 @@ func lookupThrough(plain []string, timeout time.Duration) func(ctx context.Conte
 				return ips, nil
 			}
 			errs = append(errs, fmt.Errorf("asking %s: %w", addr, err))
-			if ctx.Err() != nil {
+			if upstream.ContextErr(ctx) != nil {
 				break
 			}
 		}

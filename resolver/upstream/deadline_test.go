@@ -37,14 +37,14 @@ func withLateTimer(t *testing.T, timeout, late time.Duration) context.Context {
 // ioTimeout is the error of a read or write whose deadline passed.
 var ioTimeout = &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
 
-func TestCtxErr(t *testing.T) {
-	assert.NoError(t, ctxErr(context.Background()))
-	assert.NoError(t, ctxErr(withLateTimer(t, time.Minute, time.Minute)), "the deadline is to come")
-	assert.ErrorIs(t, ctxErr(withLateTimer(t, -time.Millisecond, time.Minute)), context.DeadlineExceeded,
+func TestContextErr(t *testing.T) {
+	assert.NoError(t, ContextErr(context.Background()))
+	assert.NoError(t, ContextErr(withLateTimer(t, time.Minute, time.Minute)), "the deadline is to come")
+	assert.ErrorIs(t, ContextErr(withLateTimer(t, -time.Millisecond, time.Minute)), context.DeadlineExceeded,
 		"the deadline passed, the timer has not fired")
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
-	assert.ErrorIs(t, ctxErr(cancelled), context.Canceled)
+	assert.ErrorIs(t, ContextErr(cancelled), context.Canceled)
 }
 
 // TestExchangeRetryingAtTheDeadlineBeforeItsTimer: a DoT or DoQ try that

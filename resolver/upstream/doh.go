@@ -257,7 +257,7 @@ func (t *dohTransport) dial(ctx context.Context, network, _ string) (net.Conn, e
 			return t.keep(conn)
 		}
 		errs = append(errs, err)
-		if ctxErr(ctx) != nil {
+		if ContextErr(ctx) != nil {
 			break
 		}
 	}
@@ -301,7 +301,7 @@ func (t *dohTransport) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, erro
 			return resp, nil
 		case t.life.Err() != nil:
 			return nil, ErrClosed
-		case ctxErr(ctx) != nil:
+		case ContextErr(ctx) != nil:
 			return nil, exchangeCtxError(ctx, "dns over https", broken)
 		case !gotConn || errors.Is(err, ErrProtocol) || errors.Is(err, ErrAnswerRdata) || try == 1:
 			// No connection (refused, a bad certificate), or the upstream
@@ -334,7 +334,7 @@ func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, got
 		},
 	})
 	defer func() {
-		if c := conn.Load(); err != nil && c != nil && errors.Is(ctxErr(ctx), context.DeadlineExceeded) && c.answered.silent(t.timeout) {
+		if c := conn.Load(); err != nil && c != nil && errors.Is(ContextErr(ctx), context.DeadlineExceeded) && c.answered.silent(t.timeout) {
 			_ = c.Close()
 		}
 	}()

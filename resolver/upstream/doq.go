@@ -177,7 +177,7 @@ func (t *doqTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 		return nil, err
 	}
 	resp, err := t.ask(ctx, conn, wq)
-	if err != nil && errors.Is(ctxErr(ctx), context.DeadlineExceeded) && conn.answered.silent(t.timeout) {
+	if err != nil && errors.Is(ContextErr(ctx), context.DeadlineExceeded) && conn.answered.silent(t.timeout) {
 		t.forget(conn)
 		_ = conn.CloseWithError(doqNoError, errSilent.Error())
 	}

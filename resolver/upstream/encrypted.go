@@ -247,26 +247,28 @@ func sameQuestionWire(a, b dns.Question) bool {
 	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && blocklist.SameName(a.Name, b.Name)
 }
 
-// exchangeCtxError is the error for an exchange whose ctx ended (ctxErr):
+// exchangeCtxError is the error for an exchange whose ctx ended (ContextErr):
 // ctx's own error (context.DeadlineExceeded or context.Canceled), with
 // what was being done and, when there is one, what had gone wrong before.
 func exchangeCtxError(ctx context.Context, doing string, cause error) error {
-	err := ctxErr(ctx)
+	err := ContextErr(ctx)
 	if cause != nil && !errors.Is(cause, err) && !isTimeoutError(cause) {
 		return fmt.Errorf("%s: %w (after: %v)", doing, err, cause)
 	}
 	return fmt.Errorf("%s: %w", doing, err)
 }
 
-// ctxErr is ctx.Err(), or context.DeadlineExceeded once ctx's deadline has
-// passed though ctx is not done yet. A dial, read or write given ctx's
-// deadline can time out in that gap: the network poller's timer and the
-// context's fire apart, and under load the context's fires late. Its
-// error is then the query's deadline, as when ctx ended first, not a
-// connection that broke or an upstream that failed: a DoT write that
-// timed out at the deadline was retried on a new connection, and its
+// ContextErr is ctx.Err(), or context.DeadlineExceeded once ctx's
+// deadline has passed though ctx is not done yet. A dial, read or write
+// given ctx's deadline can time out in that gap: the network poller's
+// timer and the context's fire apart, and under load the context's fires
+// late. Its error is then the query's deadline, as when ctx ended first,
+// not a connection that broke or an upstream that failed: a DoT write
+// that timed out at the deadline was retried on a new connection, and its
 // second timeout returned as "the connection broke" (CI, under -race).
-func ctxErr(ctx context.Context) error {
+// Whoever decides after a failed exchange whether to try again asks this,
+// not ctx.Err().
+func ContextErr(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -311,7 +313,7 @@ func exchangeRetrying(ctx context.Context, timeout time.Duration, doing string, 
 			return resp, nil
 		case closed != nil && closed():
 			return nil, ErrClosed
-		case ctxErr(ctx) != nil:
+		case ContextErr(ctx) != nil:
 			return nil, exchangeCtxError(ctx, doing, broken)
 		case !errors.As(err, &be) || n == 1:
 			return nil, err

@@ -917,7 +917,7 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 	// set again, for the next hedge or another look at the budget. False
 	// when there is no upstream left to ask, or no time.
 	next := func(reason string) bool {
-		if sent == len(order) || ctxErr(ctx) != nil || !send(reason) && !time.Now().Before(giveUp) {
+		if sent == len(order) || ContextErr(ctx) != nil || !send(reason) && !time.Now().Before(giveUp) {
 			return false
 		}
 		hedge.Reset(f.hedgeDelay(asked()))
@@ -1029,7 +1029,7 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 	switch {
 	case err == nil:
 		f.succeeded(up, start, took)
-	case ctxErr(ctx) != nil:
+	case ContextErr(ctx) != nil:
 	case answeredServfail(err):
 		// Judged by the query's end: a failure of up when another
 		// upstream answered the query, else a health check (servfails).
