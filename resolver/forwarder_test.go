@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -211,16 +211,6 @@ func TestHTTPSUpstreamWhoseLookupWouldLoopIsRefused(t *testing.T) {
 	}
 }
 
-// lateTimerContext is a context whose deadline has passed while it is
-// not done yet: the gap in which a read given its deadline has timed out
-// and ctx.Err() is still nil (upstream.ContextErr).
-type lateTimerContext struct {
-	context.Context // done long after deadline
-	deadline        time.Time
-}
-
-func (c lateTimerContext) Deadline() (time.Time, bool) { return c.deadline, true }
-
 // TestLookupThroughStopsAtTheDeadlineBeforeItsTimer: the lookup of an
 // https upstream's host asks the plain upstreams one after another, and
 // stops at the lookup's deadline. A first upstream that timed out at the
@@ -237,11 +227,9 @@ func TestLookupThroughStopsAtTheDeadlineBeforeItsTimer(t *testing.T) {
 
 	// The first upstream's own timeout ends its wait just after the
 	// lookup's deadline; the context's timer has not fired by then.
-	deadline := time.Now().Add(100 * time.Millisecond)
-	done, cancel := context.WithDeadline(context.Background(), deadline.Add(time.Minute))
-	t.Cleanup(cancel)
+	ctx := testnet.WithLateTimer(t, 100*time.Millisecond, time.Minute)
 	lookup := lookupThrough([]string{silent.LocalAddr().String(), next.LocalAddr().String()}, 300*time.Millisecond)
-	_, err = lookup(lateTimerContext{done, deadline}, "dns.test")
+	_, err = lookup(ctx, "dns.test")
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), next.LocalAddr().String(), "the second upstream was asked")
 

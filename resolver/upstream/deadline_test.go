@@ -7,40 +7,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// lateTimerContext is a context whose deadline passes before it is done:
-// the gap in which a dial, read or write given its deadline has timed out
-// while ctx.Err() is still nil. The network poller's timer and the
-// context's fire apart; under -race on a busy machine the context's fired
-// late enough for a DoT write that timed out at the deadline to be retried
-// on a new connection (CI, TestDoTWriteEndsAtTheQueryDeadline).
-type lateTimerContext struct {
-	context.Context // done late after deadline
-	deadline        time.Time
-}
-
-func (c lateTimerContext) Deadline() (time.Time, bool) { return c.deadline, true }
-
-// withLateTimer is a context whose deadline is timeout from now and which
-// is done late after that.
-func withLateTimer(t *testing.T, timeout, late time.Duration) context.Context {
-	deadline := time.Now().Add(timeout)
-	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(late))
-	t.Cleanup(cancel)
-	return lateTimerContext{ctx, deadline}
-}
 
 // ioTimeout is the error of a read or write whose deadline passed.
 var ioTimeout = &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
 
 func TestContextErr(t *testing.T) {
 	assert.NoError(t, ContextErr(context.Background()))
-	assert.NoError(t, ContextErr(withLateTimer(t, time.Minute, time.Minute)), "the deadline is to come")
-	assert.ErrorIs(t, ContextErr(withLateTimer(t, -time.Millisecond, time.Minute)), context.DeadlineExceeded,
+	assert.NoError(t, ContextErr(testnet.WithLateTimer(t, time.Minute, time.Minute)), "the deadline is to come")
+	assert.ErrorIs(t, ContextErr(testnet.WithLateTimer(t, -time.Millisecond, time.Minute)), context.DeadlineExceeded,
 		"the deadline passed, the timer has not fired")
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -65,7 +44,7 @@ func TestExchangeRetryingAtTheDeadlineBeforeItsTimer(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := withLateTimer(t, -time.Millisecond, time.Minute)
+			ctx := testnet.WithLateTimer(t, -time.Millisecond, time.Minute)
 			tries := 0
 			_, err := exchangeRetrying(ctx, time.Minute, "dns over tls", nil, nil, func(context.Context, *wireQuery) (*dns.Msg, error) {
 				tries++
@@ -89,7 +68,7 @@ func TestTimeoutAtTheDeadlineBeforeItsTimerCountsNot(t *testing.T) {
 	u := f.upstreams[0]
 	outcomes := func() uint64 { return u.health.w.Load() >> 32 }
 
-	ctx := withLateTimer(t, 200*time.Millisecond, time.Minute)
+	ctx := testnet.WithLateTimer(t, 200*time.Millisecond, time.Minute)
 	_, err := f.try(ctx, question("a.example.", dns.TypeA, false), u, true)
 	require.Error(t, err)
 	assert.True(t, isTimeout(err), "%v", err)
