@@ -252,7 +252,7 @@ func sameQuestionWire(a, b dns.Question) bool {
 // what was being done and, when there is one, what had gone wrong before.
 func exchangeCtxError(ctx context.Context, doing string, cause error) error {
 	err := ContextErr(ctx)
-	if cause != nil && !errors.Is(cause, err) && !isTimeoutError(cause) {
+	if cause != nil && !errors.Is(cause, err) && !isTimeout(cause) {
 		return fmt.Errorf("%s: %w (after: %v)", doing, err, cause)
 	}
 	return fmt.Errorf("%s: %w", doing, err)
@@ -276,12 +276,6 @@ func ContextErr(ctx context.Context) error {
 		return context.DeadlineExceeded
 	}
 	return nil
-}
-
-// isTimeoutError reports a timeout of a dial, read or handshake.
-func isTimeoutError(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // typedDialError types an error of making a connection: a refused connection

@@ -153,7 +153,7 @@ func TestEncryptedCertificate(t *testing.T) {
 				var cve *tls.CertificateVerificationError
 				assert.ErrorAs(t, err, &cve, "%v", err)
 				assert.ErrorAs(t, err, tc.x509, "%v", err)
-				assert.False(t, isTimeoutError(err))
+				assert.False(t, isTimeout(err))
 				assert.NotErrorIs(t, err, ErrProtocol)
 				assert.Empty(t, srv.queries(), "no query is sent over an unverified connection")
 			})
@@ -187,7 +187,7 @@ func TestEncryptedTimeout(t *testing.T) {
 				start := time.Now()
 				resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 				assert.Nil(t, resp)
-				assert.True(t, isTimeoutError(err), "%v", err)
+				assert.True(t, isTimeout(err), "%v", err)
 				assert.Less(t, time.Since(start), 3*time.Second)
 			})
 			t.Run("cancelled", func(t *testing.T) {
@@ -290,7 +290,7 @@ func TestEncryptedRefused(t *testing.T) {
 			resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 			assert.Nil(t, resp)
 			assert.ErrorIs(t, err, ErrConnRefused)
-			assert.False(t, isTimeoutError(err))
+			assert.False(t, isTimeout(err))
 		})
 	}
 }
@@ -362,7 +362,7 @@ func TestEncryptedStalledHandshake(t *testing.T) {
 			start := time.Now()
 			resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 			assert.Nil(t, resp)
-			assert.True(t, isTimeoutError(err), "%v", err)
+			assert.True(t, isTimeout(err), "%v", err)
 			assert.Less(t, time.Since(start), 3*time.Second)
 		})
 	}

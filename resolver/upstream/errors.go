@@ -290,8 +290,9 @@ func errorKind(err error) string {
 	return kindNetwork
 }
 
-// isTimeout reports an exchange that ran out of time: a context deadline,
-// or a network error that says it timed out.
+// isTimeout reports an exchange, or a dial, read or handshake, that ran
+// out of time: a context deadline, or a network error that says it timed
+// out.
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
