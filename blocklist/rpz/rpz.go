@@ -581,7 +581,7 @@ func endsInZone(rel, origin string) bool {
 		return strings.EqualFold(rel, z)
 	}
 	cut := len(rel) - len(z) - 1
-	return cut > 0 && rel[cut] == '.' && !escapedAt(rel, cut) && strings.EqualFold(rel[cut+1:], z)
+	return cut > 0 && rel[cut] == '.' && !presname.Escaped(rel, cut) && strings.EqualFold(rel[cut+1:], z)
 }
 
 // relative is owner without the apex origin (both fully qualified,
@@ -604,7 +604,7 @@ func relative(owner, origin string) (string, bool) {
 	}
 	// The common case, an owner that ends in the origin as written, with
 	// an unescaped dot before it: no label-by-label walk.
-	if cut := len(owner) - len(origin) - 1; cut > 0 && owner[cut] == '.' && owner[cut+1:] == origin && !escapedAt(owner, cut) {
+	if cut := len(owner) - len(origin) - 1; cut > 0 && owner[cut] == '.' && owner[cut+1:] == origin && !presname.Escaped(owner, cut) {
 		return owner[:cut], true
 	}
 	o, r := owner[:len(owner)-1], origin[:len(origin)-1]
@@ -630,16 +630,6 @@ func relative(owner, origin string) (string, bool) {
 func isName(target, name string) bool {
 	rel, ok := relative(target, name)
 	return ok && rel == ""
-}
-
-// escapedAt reports whether the byte at i of a presentation-form name is
-// escaped: an odd run of backslashes before it.
-func escapedAt(name string, i int) bool {
-	n := 0
-	for i-n > 0 && name[i-n-1] == '\\' {
-		n++
-	}
-	return n%2 == 1
 }
 
 // sameLabel reports whether two labels in presentation form are the same
