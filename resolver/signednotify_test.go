@@ -23,19 +23,19 @@ import (
 func TestSignedNotifyFromBIND(t *testing.T) {
 	const zone = "rpz.test."
 	up := startUpstream(t, nil)
-	key := newTSIGKey(t)
+	key := testnet.NewBINDKey(t, "xfr-key.")
 	port := testnet.FreePort(t, "127.0.0.1")
-	p := startBIND(t, &bindPrimary{zone: zone, notifyPort: port, key: &key, ixfr: true, signNotify: true, debug: 3},
-		rpzText(zone, 1, "tiktok.com CNAME ."))
-	f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), key), fmt.Sprintf("127.0.0.1:%d", port))
+	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, NotifyPort: port, Key: &key, IXFR: true, SignNotify: true, Debug: 3},
+		testnet.RPZText(zone, 1, "tiktok.com CNAME ."))
+	f := startSourceFence(t, zoneConfig(t, up.addr, p.Entry(), key), fmt.Sprintf("127.0.0.1:%d", port))
 	const gov = "127.0.0.2"
 	f.eventuallyRcode(t, gov, "tiktok.com.", dns.RcodeNameError, 5*time.Second)
 
 	start := time.Now()
-	p.setZone(rpzText(zone, 2, "tiktok.com CNAME .", "capcut.com CNAME ."), 2)
+	p.SetZone(testnet.RPZText(zone, 2, "tiktok.com CNAME .", "capcut.com CNAME ."), 2)
 	f.eventuallyRcode(t, gov, "capcut.com.", dns.RcodeNameError, 2*time.Second)
 	t.Logf("change served %v after the zone file was rewritten", time.Since(start))
-	st := f.status(t, p.entry())
+	st := f.status(t, p.Entry())
 	assert.Positive(t, st.NotifiesAccepted)
 	// At debug level 3 BIND logs the answer to each NOTIFY ("notify
 	// response from 127.0.0.1#PORT: NOERROR"), or its failure ("notify to
@@ -46,9 +46,9 @@ func TestSignedNotifyFromBIND(t *testing.T) {
 	// SIG(0)". The first NOTIFY, sent before dnsfence listened, failed
 	// with "connection refused".
 	response := fmt.Sprintf("notify response from 127.0.0.1#%d: NOERROR", port)
-	require.Eventually(t, func() bool { return strings.Contains(p.logText(), response) }, 2*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return strings.Contains(p.Log(), response) }, 2*time.Second, 20*time.Millisecond,
 		"BIND takes the answer to its signed NOTIFY")
-	assert.NotContains(t, p.logText(), "expected a TSIG")
+	assert.NotContains(t, p.Log(), "expected a TSIG")
 }
 
 // TestSignedNotify sends signed NOTIFYs to a serving dnsfence from the
@@ -62,7 +62,7 @@ func TestSignedNotify(t *testing.T) {
 	const zone = "rpz.test."
 	key, p, f := keyedZoneFence(t, zone)
 
-	other := newTSIGKey(t).secret
+	other := testnet.NewBINDKey(t, "xfr-key.").Secret
 	for _, network := range []string{"udp", "tcp"} {
 		for _, tc := range []struct {
 			name      string
@@ -74,21 +74,21 @@ func TestSignedNotify(t *testing.T) {
 			tsigError uint16
 			signed    bool // the answer carries a MAC
 		}{
-			{name: "right key", keyName: key.name, algorithm: dns.HmacSHA256, secret: key.secret,
+			{name: "right key", keyName: key.Name, algorithm: dns.HmacSHA256, secret: key.Secret,
 				rcode: dns.RcodeSuccess, signed: true},
-			{name: "key name in capitals", keyName: strings.ToUpper(key.name), algorithm: dns.HmacSHA256, secret: key.secret,
+			{name: "key name in capitals", keyName: strings.ToUpper(key.Name), algorithm: dns.HmacSHA256, secret: key.Secret,
 				rcode: dns.RcodeSuccess, signed: true},
-			{name: "wrong secret", keyName: key.name, algorithm: dns.HmacSHA256, secret: other,
+			{name: "wrong secret", keyName: key.Name, algorithm: dns.HmacSHA256, secret: other,
 				rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadSig},
-			{name: "unknown key", keyName: "other-key.", algorithm: dns.HmacSHA256, secret: key.secret,
+			{name: "unknown key", keyName: "other-key.", algorithm: dns.HmacSHA256, secret: key.Secret,
 				rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadKey},
-			{name: "other algorithm", keyName: key.name, algorithm: dns.HmacSHA512, secret: key.secret,
+			{name: "other algorithm", keyName: key.Name, algorithm: dns.HmacSHA512, secret: key.Secret,
 				rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadKey},
-			{name: "signed an hour ago", keyName: key.name, algorithm: dns.HmacSHA256, secret: key.secret, skew: -time.Hour,
+			{name: "signed an hour ago", keyName: key.Name, algorithm: dns.HmacSHA256, secret: key.Secret, skew: -time.Hour,
 				rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadTime, signed: true},
 		} {
 			t.Run(network+"/"+tc.name, func(t *testing.T) {
-				before := f.status(t, p.entry())
+				before := f.status(t, p.Entry())
 				q := new(dns.Msg)
 				q.SetNotify(zone)
 				signedAt := time.Now().Add(tc.skew).Unix()
@@ -111,7 +111,7 @@ func TestSignedNotify(t *testing.T) {
 				case tc.rcode == dns.RcodeSuccess:
 					// Signed over the NOTIFY's MAC, with the key the
 					// NOTIFY named (§4.3.1).
-					assert.NoError(t, dns.TsigVerify(answer, key.secret, mac, false))
+					assert.NoError(t, dns.TsigVerify(answer, key.Secret, mac, false))
 				case tc.signed:
 					// miekg/dns verifies no NOTAUTH (ErrAuth): the MAC is
 					// there, of the key's algorithm's length.
@@ -130,7 +130,7 @@ func TestSignedNotify(t *testing.T) {
 					}
 					assert.InDelta(t, time.Now().Unix(), now, 5)
 				}
-				after := f.status(t, p.entry())
+				after := f.status(t, p.Entry())
 				if tc.rcode == dns.RcodeSuccess {
 					assert.True(t, r.Authoritative)
 					assert.Equal(t, before.NotifiesAccepted+1, after.NotifiesAccepted, "acted on")
@@ -146,24 +146,24 @@ func TestSignedNotify(t *testing.T) {
 	// minute however many came (12 above), and counted.
 	warned := f.logs.FilterMessageSnippet("NOTIFY not acted on: its TSIG does not verify").FilterLevelExact(zapcore.WarnLevel).AllUntimed()
 	require.Len(t, warned, 1)
-	assert.Equal(t, p.entry(), warned[0].ContextMap()["source"])
+	assert.Equal(t, p.Entry(), warned[0].ContextMap()["source"])
 	assert.Contains(t, warned[0].ContextMap()["error"], "xfr-key.", "names the key")
-	v, _ := metricValue(t, f.registry, "dnsfence_source_notifies_total", "source", p.entry(), "result", "refused")
+	v, _ := metricValue(t, f.registry, "dnsfence_source_notifies_total", "source", p.Entry(), "result", "refused")
 	assert.Equal(t, 8.0, v, "the 8 that did not verify")
 
 	t.Run("TSIG not last", func(t *testing.T) {
 		q := new(dns.Msg)
 		q.SetNotify(zone)
-		q.SetTsig(key.name, dns.HmacSHA256, 300, time.Now().Unix())
-		wire, _, err := dns.TsigGenerate(q, key.secret, "", false)
+		q.SetTsig(key.Name, dns.HmacSHA256, 300, time.Now().Unix())
+		wire, _, err := dns.TsigGenerate(q, key.Secret, "", false)
 		require.NoError(t, err)
 		signed := new(dns.Msg)
 		require.NoError(t, signed.Unpack(wire))
 		signed.Extra = append(signed.Extra, &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: 1232}})
-		before := f.status(t, p.entry())
+		before := f.status(t, p.Entry())
 		r := ask(t, f.addr, "127.0.0.1", "udp", signed)
 		assert.Equal(t, dns.RcodeToString[dns.RcodeFormatError], dns.RcodeToString[r.Rcode])
-		assert.Equal(t, before.NotifiesAccepted, f.status(t, p.entry()).NotifiesAccepted, "not acted on")
+		assert.Equal(t, before.NotifiesAccepted, f.status(t, p.Entry()).NotifiesAccepted, "not acted on")
 	})
 }
 
@@ -177,13 +177,13 @@ func TestNotifyOverTCP(t *testing.T) {
 	const zone = "rpz.test."
 	_, p, f := keyedZoneFence(t, zone)
 
-	before := f.status(t, p.entry()).NotifiesAccepted
+	before := f.status(t, p.Entry()).NotifiesAccepted
 	m := new(dns.Msg)
 	m.SetNotify(zone)
 	r := ask(t, f.addr, "127.0.0.1", "tcp", m)
 	assert.Equal(t, dns.RcodeToString[dns.RcodeSuccess], dns.RcodeToString[r.Rcode])
 	assert.True(t, r.Authoritative)
-	assert.Equal(t, before+1, f.status(t, p.entry()).NotifiesAccepted)
+	assert.Equal(t, before+1, f.status(t, p.Entry()).NotifiesAccepted)
 	r = ask(t, f.addr, "127.0.0.1", "tcp", question("www.example.org.", dns.TypeA, true))
 	assert.Equal(t, dns.RcodeToString[dns.RcodeRefused], dns.RcodeToString[r.Rcode], "the primary is no client")
 
@@ -196,12 +196,12 @@ func TestNotifyOverTCP(t *testing.T) {
 // keyedZoneFence starts BIND as the primary of zone, which blocks
 // tiktok.com, with a TSIG key, and a dnsfence on 127.0.0.1 that transfers
 // it with that key, once it blocks by it.
-func keyedZoneFence(t *testing.T, zone string) (tsigKey, *bindPrimary, *sourceFence) {
+func keyedZoneFence(t *testing.T, zone string) (testnet.BINDKey, *testnet.BIND, *sourceFence) {
 	t.Helper()
 	up := startUpstream(t, nil)
-	key := newTSIGKey(t)
-	p := startBIND(t, &bindPrimary{zone: zone, key: &key}, rpzText(zone, 1, "tiktok.com CNAME ."))
-	f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), key), "127.0.0.1:0")
+	key := testnet.NewBINDKey(t, "xfr-key.")
+	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, Key: &key}, testnet.RPZText(zone, 1, "tiktok.com CNAME ."))
+	f := startSourceFence(t, zoneConfig(t, up.addr, p.Entry(), key), "127.0.0.1:0")
 	f.eventuallyRcode(t, "127.0.0.2", "tiktok.com.", dns.RcodeNameError, 5*time.Second)
 	return key, p, f
 }
@@ -218,7 +218,7 @@ func keyedZoneFence(t *testing.T, zone string) (tsigKey, *bindPrimary, *sourceFe
 func TestSignedNotifyOtherZone(t *testing.T) {
 	const zone = "rpz.test."
 	key, p, f := keyedZoneFence(t, zone)
-	before := f.status(t, p.entry())
+	before := f.status(t, p.Entry())
 	for _, network := range []string{"udp", "tcp"} {
 		exchange := map[string]func(*testing.T, string, []byte) []byte{"udp": rawExchange, "tcp": rawExchangeTCP}[network]
 		for _, tc := range []struct {
@@ -227,7 +227,7 @@ func TestSignedNotifyOtherZone(t *testing.T) {
 			rcode     int
 			tsigError uint16
 		}{
-			{name: "right key", keyName: key.name, rcode: dns.RcodeNotAuth, tsigError: dns.RcodeSuccess},
+			{name: "right key", keyName: key.Name, rcode: dns.RcodeNotAuth, tsigError: dns.RcodeSuccess},
 			{name: "unknown key", keyName: "other-key.", rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadKey},
 			{name: "unsigned", rcode: dns.RcodeNotImplemented},
 		} {
@@ -239,7 +239,7 @@ func TestSignedNotifyOtherZone(t *testing.T) {
 				mac := ""
 				if tc.keyName != "" {
 					q.SetTsig(tc.keyName, dns.HmacSHA256, 300, time.Now().Unix())
-					wire, mac, err = dns.TsigGenerate(q, key.secret, "", false)
+					wire, mac, err = dns.TsigGenerate(q, key.Secret, "", false)
 					require.NoError(t, err)
 				}
 				answer := exchange(t, f.addr, wire)
@@ -258,14 +258,14 @@ func TestSignedNotifyOtherZone(t *testing.T) {
 					// miekg/dns verifies no NOTAUTH (ErrAuth): the
 					// MAC is signed again over the NOTIFY's, as BIND
 					// checks it.
-					assertSignedOver(t, r, key.secret, mac)
+					assertSignedOver(t, r, key.Secret, mac)
 				} else {
 					assert.Zero(t, tsig.MACSize, "a BADKEY answer goes unsigned (§5.3.2)")
 				}
 			})
 		}
 	}
-	after := f.status(t, p.entry())
+	after := f.status(t, p.Entry())
 	assert.Equal(t, before.NotifiesAccepted, after.NotifiesAccepted, "nothing acted on")
 	assert.Equal(t, before.NotifiesRefused, after.NotifiesRefused, "nor counted for rpz.test.")
 }
@@ -281,7 +281,7 @@ func TestSignedNotifyOtherZone(t *testing.T) {
 func TestSignedNotifyTruncatedMAC(t *testing.T) {
 	const zone = "rpz.test."
 	key, p, f := keyedZoneFence(t, zone)
-	other := newTSIGKey(t).secret
+	other := testnet.NewBINDKey(t, "xfr-key.").Secret
 	for _, network := range []string{"udp", "tcp"} {
 		exchange := map[string]func(*testing.T, string, []byte) []byte{"udp": rawExchange, "tcp": rawExchangeTCP}[network]
 		for _, tc := range []struct {
@@ -291,19 +291,19 @@ func TestSignedNotifyTruncatedMAC(t *testing.T) {
 			rcode     int
 			tsigError uint16
 		}{
-			{name: "16 of 32", secret: key.secret, size: 16, rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadTrunc},
-			{name: "20 of 32", secret: key.secret, size: 20, rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadTrunc},
+			{name: "16 of 32", secret: key.Secret, size: 16, rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadTrunc},
+			{name: "20 of 32", secret: key.Secret, size: 20, rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadTrunc},
 			{name: "16 of 32, other key", secret: other, size: 16, rcode: dns.RcodeNotAuth, tsigError: dns.RcodeBadSig},
-			{name: "15 of 32", secret: key.secret, size: 15, rcode: dns.RcodeFormatError},
-			{name: "8 of 32", secret: key.secret, size: 8, rcode: dns.RcodeFormatError},
-			{name: "none", secret: key.secret, size: 0, rcode: dns.RcodeFormatError},
-			{name: "33", secret: key.secret, size: 33, rcode: dns.RcodeFormatError},
+			{name: "15 of 32", secret: key.Secret, size: 15, rcode: dns.RcodeFormatError},
+			{name: "8 of 32", secret: key.Secret, size: 8, rcode: dns.RcodeFormatError},
+			{name: "none", secret: key.Secret, size: 0, rcode: dns.RcodeFormatError},
+			{name: "33", secret: key.Secret, size: 33, rcode: dns.RcodeFormatError},
 		} {
 			t.Run(network+"/"+tc.name, func(t *testing.T) {
-				before := f.status(t, p.entry())
+				before := f.status(t, p.Entry())
 				q := new(dns.Msg)
 				q.SetNotify(zone)
-				q.SetTsig(key.name, dns.HmacSHA256, 300, time.Now().Unix())
+				q.SetTsig(key.Name, dns.HmacSHA256, 300, time.Now().Unix())
 				wire, mac, err := dns.TsigGenerate(q, tc.secret, "", false)
 				require.NoError(t, err)
 				signed := new(dns.Msg)
@@ -330,9 +330,9 @@ func TestSignedNotifyTruncatedMAC(t *testing.T) {
 					assert.Equal(t, dns.RcodeToString[int(tc.tsigError)], dns.RcodeToString[int(tsig.Error)])
 					// Signed over the truncated MAC (§5.2.2.1), as BIND
 					// checks it: miekg/dns verifies no NOTAUTH.
-					assertSignedOver(t, r, key.secret, mac)
+					assertSignedOver(t, r, key.Secret, mac)
 				}
-				assert.Equal(t, before.NotifiesAccepted, f.status(t, p.entry()).NotifiesAccepted, "not acted on")
+				assert.Equal(t, before.NotifiesAccepted, f.status(t, p.Entry()).NotifiesAccepted, "not acted on")
 			})
 		}
 	}
@@ -349,27 +349,27 @@ func TestSignedNotifyTruncatedMAC(t *testing.T) {
 func TestSignedNotifyWrongKeyFromBIND(t *testing.T) {
 	const zone = "rpz.test."
 	up := startUpstream(t, nil)
-	key := newTSIGKey(t)
+	key := testnet.NewBINDKey(t, "xfr-key.")
 	bindKey := key
-	bindKey.secret = newTSIGKey(t).secret
+	bindKey.Secret = testnet.NewBINDKey(t, "xfr-key.").Secret
 	port := testnet.FreePort(t, "127.0.0.1")
-	p := startBIND(t, &bindPrimary{zone: zone, notifyPort: port, key: &bindKey, ixfr: true, signNotify: true, debug: 3},
-		rpzText(zone, 1, "tiktok.com CNAME ."))
-	f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), key), fmt.Sprintf("127.0.0.1:%d", port))
-	p.setZone(rpzText(zone, 2, "tiktok.com CNAME .", "capcut.com CNAME ."), 2)
+	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, NotifyPort: port, Key: &bindKey, IXFR: true, SignNotify: true, Debug: 3},
+		testnet.RPZText(zone, 1, "tiktok.com CNAME ."))
+	f := startSourceFence(t, zoneConfig(t, up.addr, p.Entry(), key), fmt.Sprintf("127.0.0.1:%d", port))
+	p.SetZone(testnet.RPZText(zone, 2, "tiktok.com CNAME .", "capcut.com CNAME ."), 2)
 
 	failed := fmt.Sprintf("notify to 127.0.0.1#%d failed: ", port)
 	require.Eventually(t, func() bool {
-		return strings.Count(p.logText(), failed) > strings.Count(p.logText(), failed+"connection refused")
+		return strings.Count(p.Log(), failed) > strings.Count(p.Log(), failed+"connection refused")
 	}, 5*time.Second, 20*time.Millisecond, "BIND's NOTIFY answered")
-	assert.False(t, strings.Contains(p.logText(), "clocks are unsynchronized"), "BIND blames the clocks")
-	assert.True(t, strings.Contains(p.logText(), failed+"tsig indicates error"), "BIND reads the TSIG error")
+	assert.False(t, strings.Contains(p.Log(), "clocks are unsynchronized"), "BIND blames the clocks")
+	assert.True(t, strings.Contains(p.Log(), failed+"tsig indicates error"), "BIND reads the TSIG error")
 
 	q := new(dns.Msg)
 	q.SetNotify(zone)
 	signedAt := time.Now().Add(-time.Minute).Unix()
-	q.SetTsig(key.name, dns.HmacSHA256, 300, signedAt)
-	wire, _, err := dns.TsigGenerate(q, bindKey.secret, "", false)
+	q.SetTsig(key.Name, dns.HmacSHA256, 300, signedAt)
+	wire, _, err := dns.TsigGenerate(q, bindKey.Secret, "", false)
 	require.NoError(t, err)
 	r := new(dns.Msg)
 	require.NoError(t, r.Unpack(rawExchange(t, f.addr, wire)))
@@ -389,10 +389,10 @@ func TestSignedNotifyWrongKeyFromBIND(t *testing.T) {
 func TestSignedNotifyAnswerTooBigForUDP(t *testing.T) {
 	const zone = "rpz.test."
 	up := startUpstream(t, nil)
-	key := newTSIGKey(t)
-	key.name = strings.Repeat(strings.Repeat("k", 62)+".", 3) + "xfr-key."
-	p := startBIND(t, &bindPrimary{zone: zone, key: &key}, rpzText(zone, 1, "tiktok.com CNAME ."))
-	f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), key), "127.0.0.1:0")
+	key := testnet.NewBINDKey(t, "xfr-key.")
+	key.Name = strings.Repeat(strings.Repeat("k", 62)+".", 3) + "xfr-key."
+	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, Key: &key}, testnet.RPZText(zone, 1, "tiktok.com CNAME ."))
+	f := startSourceFence(t, zoneConfig(t, up.addr, p.Entry(), key), "127.0.0.1:0")
 	f.eventuallyRcode(t, "127.0.0.2", "tiktok.com.", dns.RcodeNameError, 5*time.Second)
 
 	// notify is a signed NOTIFY, with an OPT of 512, for a zone no source
@@ -412,8 +412,8 @@ func TestSignedNotifyAnswerTooBigForUDP(t *testing.T) {
 		q := new(dns.Msg)
 		q.SetNotify(b.String())
 		q.SetEdns0(512, false)
-		q.SetTsig(key.name, dns.HmacSHA256, 300, time.Now().Unix())
-		wire, mac, err := dns.TsigGenerate(q, key.secret, "", false)
+		q.SetTsig(key.Name, dns.HmacSHA256, 300, time.Now().Unix())
+		wire, mac, err := dns.TsigGenerate(q, key.Secret, "", false)
 		require.NoError(t, err)
 		return q, wire, mac
 	}
@@ -424,8 +424,8 @@ func TestSignedNotifyAnswerTooBigForUDP(t *testing.T) {
 		if opt {
 			m.SetEdns0(dns.DefaultMsgSize, false)
 		}
-		m.SetTsig(key.name, dns.HmacSHA256, 300, time.Now().Unix())
-		wire, _, err := dns.TsigGenerate(m, key.secret, mac, false)
+		m.SetTsig(key.Name, dns.HmacSHA256, 300, time.Now().Unix())
+		wire, _, err := dns.TsigGenerate(m, key.Secret, mac, false)
 		require.NoError(t, err)
 		return len(wire)
 	}
@@ -454,7 +454,7 @@ func TestSignedNotifyAnswerTooBigForUDP(t *testing.T) {
 	require.Len(t, r.Extra, 1, "the TSIG alone")
 	tsig := r.IsTsig()
 	require.NotNil(t, tsig)
-	assertSignedOver(t, r, key.secret, mac)
+	assertSignedOver(t, r, key.Secret, mac)
 
 	_, wire, _ = notify(fitsNone)
 	answer = rawExchange(t, f.addr, wire)

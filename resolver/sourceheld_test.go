@@ -107,25 +107,25 @@ policies:
 func TestZoneHeldCopyDroppedWhenSerialGoesBack(t *testing.T) {
 	const zone = "rpz.test."
 	up := startUpstream(t, nil)
-	key := newTSIGKey(t)
+	key := testnet.NewBINDKey(t, "xfr-key.")
 	port := testnet.FreePort(t, "127.0.0.1")
 	listen := fmt.Sprintf("127.0.0.1:%d", port)
 	full := []string{"tiktok.com CNAME .", "douyin.com CNAME ."}
 	for i := range 8 {
 		full = append(full, fmt.Sprintf("n%d.example CNAME .", i))
 	}
-	p := startBIND(t, &bindPrimary{zone: zone, notifyPort: port, key: &key}, rpzText(zone, 1, full...))
-	entry := p.entry()
+	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, NotifyPort: port, Key: &key}, testnet.RPZText(zone, 1, full...))
+	entry := p.Entry()
 	f := startSourceFence(t, zoneConfig(t, up.addr, entry, key), listen)
 	const gov = "127.0.0.2"
 	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."))
 
-	p.setZone(rpzText(zone, 2, "tiktok.com CNAME ."), 2)
+	p.SetZone(testnet.RPZText(zone, 2, "tiktok.com CNAME ."), 2)
 	notifyFrom(t, f.addr, "127.0.0.1", zone)
 	require.Eventually(t, func() bool { _, held := f.handler.held.Load(entry); return held }, 5*time.Second, 20*time.Millisecond)
 	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."), "the full zone still served")
 
-	p.setZone(rpzText(zone, 1, full...), 1)
+	p.SetZone(testnet.RPZText(zone, 1, full...), 1)
 	notifyFrom(t, f.addr, "127.0.0.1", zone)
 	require.Eventually(t, func() bool { _, held := f.handler.held.Load(entry); return !held }, 5*time.Second, 20*time.Millisecond,
 		"the primary serves the zone held again: nothing newer is held")

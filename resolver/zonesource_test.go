@@ -16,7 +16,7 @@ import (
 // zoneConfig serves one government client, 127.0.0.2, the only client
 // allowed (the primary, 127.0.0.1, is not), with the zone entry as its
 // block list.
-func zoneConfig(t *testing.T, upstream, entry string, key tsigKey) string {
+func zoneConfig(t *testing.T, upstream, entry string, key testnet.BINDKey) string {
 	return writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 upstreams: ["%s"]
 upstream_timeout: 500ms
@@ -27,7 +27,7 @@ policies:
     clients: ["127.0.0.2/32"]
     block: ["%s"]
 sources: {cache_dir: cache, tsig: %s}
-`, upstream, entry, key.yaml())})
+`, upstream, entry, tsigYAML(key))})
 }
 
 // notifyFrom sends a NOTIFY for zone to the fence from a loopback address.
@@ -50,14 +50,14 @@ func notifyFrom(t *testing.T, addr, from, zone string) *dns.Msg {
 func TestZoneSource(t *testing.T) {
 	const zone = "rpz.test."
 	up := startUpstream(t, respIPAnswer)
-	key := newTSIGKey(t)
+	key := testnet.NewBINDKey(t, "xfr-key.")
 	port := testnet.FreePort(t, "127.0.0.1")
 	listen := fmt.Sprintf("127.0.0.1:%d", port)
-	p := startBIND(t, &bindPrimary{zone: zone, notifyPort: port, key: &key, ixfr: true}, rpzText(zone, 1,
+	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, NotifyPort: port, Key: &key, IXFR: true}, testnet.RPZText(zone, 1,
 		"tiktok.com CNAME .", "*.tiktok.com CNAME .", "douyin.com CNAME *.", "bytedance.com CNAME rpz-drop.",
 		"24.0.100.51.198.rpz-ip CNAME .",
 		"note TXT \"local data\"", "ns1.example.rpz-nsdname CNAME .", "32.1.0.0.127.rpz-client-ip CNAME ."))
-	entry := p.entry()
+	entry := p.Entry()
 	dir := zoneConfig(t, up.addr, entry, key)
 	f := startSourceFence(t, dir, listen)
 	const gov = "127.0.0.2"
@@ -98,7 +98,7 @@ func TestZoneSource(t *testing.T) {
 
 	t.Run("NOTIFY, then the change by IXFR in under 2 s", func(t *testing.T) {
 		start := time.Now()
-		p.setZone(rpzText(zone, 2, "tiktok.com CNAME .", "*.tiktok.com CNAME .", "bytedance.com CNAME rpz-drop.",
+		p.SetZone(testnet.RPZText(zone, 2, "tiktok.com CNAME .", "*.tiktok.com CNAME .", "bytedance.com CNAME rpz-drop.",
 			"capcut.com CNAME .", "24.0.100.51.198.rpz-ip CNAME .",
 			"note TXT \"local data\"", "ns1.example.rpz-nsdname CNAME .", "32.1.0.0.127.rpz-client-ip CNAME ."), 2)
 		f.eventuallyRcode(t, gov, "capcut.com.", dns.RcodeNameError, 2*time.Second)
@@ -109,7 +109,7 @@ func TestZoneSource(t *testing.T) {
 		st := f.status(t, entry)
 		assert.Equal(t, source.TransferIXFR, st.LastTransfer)
 		assert.Positive(t, st.NotifiesAccepted, "the primary's NOTIFY, from outside allowed_clients")
-		assert.Contains(t, p.logText(), "transfer of 'rpz.test/IN': IXFR started")
+		assert.Contains(t, p.Log(), "transfer of 'rpz.test/IN': IXFR started")
 		require.Eventually(t, func() bool {
 			return logged(f.logs, "list source applied", map[string]any{logList: entry, "built": builtDelta, "transfer": "IXFR",
 				"added": 1, "removed": 1, "version": "serial 2"})
@@ -140,7 +140,7 @@ func TestZoneSource(t *testing.T) {
 	})
 
 	t.Run("the primary stops: dnsfence keeps blocking", func(t *testing.T) {
-		p.stop()
+		p.Stop()
 		notifyFrom(t, f.addr, "127.0.0.1", zone) // look now
 		// A refused UDP query fails at once, unless the kernel holds back
 		// the ICMP that says so (rate limited): then the source's 30 s
@@ -162,7 +162,7 @@ func TestZoneSource(t *testing.T) {
 		assert.Equal(t, uint32(2), st.Serial)
 
 		// The primary returns with a new serial: its NOTIFY at load.
-		p.restart(rpzText(zone, 3, "tiktok.com CNAME .", "*.tiktok.com CNAME .", "bytedance.com CNAME rpz-drop.",
+		p.Restart(testnet.RPZText(zone, 3, "tiktok.com CNAME .", "*.tiktok.com CNAME .", "bytedance.com CNAME rpz-drop.",
 			"capcut.com CNAME .", "24.0.100.51.198.rpz-ip CNAME .", "lemon8.com CNAME ."))
 		g.eventuallyRcode(t, gov, "lemon8.com.", dns.RcodeNameError, 10*time.Second)
 		assert.Equal(t, uint32(3), g.status(t, entry).Serial)
@@ -175,35 +175,35 @@ func TestZoneSource(t *testing.T) {
 func TestZoneSourceTSIG(t *testing.T) {
 	const zone = "rpz.test."
 	up := startUpstream(t, nil)
-	key := newTSIGKey(t)
-	p := startBIND(t, &bindPrimary{zone: zone, key: &key}, rpzText(zone, 1, "tiktok.com CNAME ."))
+	key := testnet.NewBINDKey(t, "xfr-key.")
+	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, Key: &key}, testnet.RPZText(zone, 1, "tiktok.com CNAME ."))
 	for _, tc := range []struct {
 		name string
-		key  tsigKey
+		key  testnet.BINDKey
 		want string
 	}{
 		{name: "right key", key: key},
-		{name: "wrong secret", key: tsigKey{name: key.name, algorithm: key.algorithm, secret: newTSIGKey(t).secret}, want: "BADSIG"},
-		{name: "wrong name", key: tsigKey{name: "other-key.", algorithm: key.algorithm, secret: key.secret}, want: "BADKEY"},
+		{name: "wrong secret", key: testnet.BINDKey{Name: key.Name, Algorithm: key.Algorithm, Secret: testnet.NewBINDKey(t, "xfr-key.").Secret}, want: "BADSIG"},
+		{name: "wrong name", key: testnet.BINDKey{Name: "other-key.", Algorithm: key.Algorithm, Secret: key.Secret}, want: "BADKEY"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := startSourceFence(t, zoneConfig(t, up.addr, p.entry(), tc.key), "127.0.0.1:0")
+			f := startSourceFence(t, zoneConfig(t, up.addr, p.Entry(), tc.key), "127.0.0.1:0")
 			if tc.want == "" {
 				assert.Equal(t, dns.RcodeNameError, f.rcode(t, "127.0.0.2", "tiktok.com."))
 				ready, why := f.ready(t)
 				assert.True(t, ready, why)
 				return
 			}
-			require.Eventually(t, func() bool { return f.status(t, p.entry()).LastError != nil }, 5*time.Second, 20*time.Millisecond)
-			assert.ErrorContains(t, f.status(t, p.entry()).LastError, tc.want)
-			assert.ErrorIs(t, f.status(t, p.entry()).LastError, source.ErrTSIG)
+			require.Eventually(t, func() bool { return f.status(t, p.Entry()).LastError != nil }, 5*time.Second, 20*time.Millisecond)
+			assert.ErrorContains(t, f.status(t, p.Entry()).LastError, tc.want)
+			assert.ErrorIs(t, f.status(t, p.Entry()).LastError, source.ErrTSIG)
 			assert.Equal(t, dns.RcodeSuccess, f.rcode(t, "127.0.0.2", "tiktok.com."), "nothing to block with")
 			ready, why := f.ready(t)
 			assert.False(t, ready)
 			assert.True(t, strings.HasPrefix(why, "not ready: remote lists without a copy"), why)
-			assert.Contains(t, why, p.entry())
+			assert.Contains(t, why, p.Entry())
 			assert.Contains(t, why, tc.want)
-			v, _ := metricValue(t, f.registry, "dnsfence_source_has_content", "source", p.entry())
+			v, _ := metricValue(t, f.registry, "dnsfence_source_has_content", "source", p.Entry())
 			assert.Zero(t, v)
 		})
 	}

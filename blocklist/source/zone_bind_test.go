@@ -1,8 +1,6 @@
 package source
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
@@ -21,10 +19,8 @@ import (
 
 // newKey returns a fresh hmac-sha256 TSIG key.
 func newKey(t testing.TB, name string) *TSIG {
-	secret := make([]byte, 32)
-	_, err := rand.Read(secret)
-	require.NoError(t, err)
-	return &TSIG{Name: name, Algorithm: "hmac-sha256", Secret: base64.StdEncoding.EncodeToString(secret)}
+	k := testnet.NewBINDKey(t, name)
+	return &TSIG{Name: k.Name, Algorithm: k.Algorithm, Secret: k.Secret}
 }
 
 // serveNotify serves n on a port of 127.0.0.1, over UDP and TCP (Knot
@@ -99,8 +95,8 @@ func TestZoneFromBINDNotify(t *testing.T) {
 			src, err := NewZone(fmt.Sprintf("axfr://127.0.0.1:%d/rpz.test", port), zoneTestOptions(t, key))
 			require.NoError(t, err)
 			notifyPort := serveNotify(t, NewNotifier([]Source{src}))
-			p := startBIND(t, bindConfig{port: port, zone: zone, notifyPort: notifyPort, key: key,
-				ixfrFromDifferences: tc.ixfrFromDifferences}, rpzZone(zone, 1, "tiktok.com", "bytedance.com"))
+			p := testnet.StartBIND(t, &testnet.BIND{Port: port, Zone: zone, NotifyPort: notifyPort, Key: bindKey(key),
+				IXFR: tc.ixfrFromDifferences}, rpzZone(zone, 1, "tiktok.com", "bytedance.com"))
 			rec := run(t, src)
 
 			c := rec.waitCount(t, 1)
@@ -116,10 +112,10 @@ func TestZoneFromBINDNotify(t *testing.T) {
 			assert.Equal(t, "serial 1", c.Version())
 
 			start := time.Now()
-			p.setZone(rpzZone(zone, 2, "tiktok.com", "douyin.com", "*.douyin.com"), 2)
+			p.SetZone(rpzZone(zone, 2, "tiktok.com", "douyin.com", "*.douyin.com"), 2)
 			if !assert.Eventually(t, func() bool { return rec.count() >= 2 }, NotifyInterval+2*time.Second, tick,
 				"the change did not arrive within 2 s (and NotifyInterval) of the zone's reload") {
-				t.Fatalf("status: %+v\nnamed's log:\n%s", src.Status(), p.logText())
+				t.Fatalf("status: %+v\nnamed's log:\n%s", src.Status(), p.Log())
 			}
 			t.Logf("change served %v after the zone file was rewritten", time.Since(start))
 			c = rec.last()
@@ -139,7 +135,7 @@ func TestZoneFromBINDNotify(t *testing.T) {
 			require.IsType(t, &dns.SOA{}, c.Records[0])
 			assert.Equal(t, uint32(2), c.Records[0].(*dns.SOA).Serial)
 			// Logged once the transfer is sent: a moment after, maybe.
-			assert.Eventually(t, func() bool { return strings.Contains(p.logText(), tc.wantLog) }, waitFor, tick,
+			assert.Eventually(t, func() bool { return strings.Contains(p.Log(), tc.wantLog) }, waitFor, tick,
 				"what the primary logged of the second transfer: %q", tc.wantLog)
 
 			st := waitStatus(t, src, func(st Status) bool { return st.Serial == 2 })
@@ -168,7 +164,7 @@ func TestZoneTSIGWithBIND(t *testing.T) {
 	for i := range 5000 {
 		names = append(names, fmt.Sprintf("name%d.example", i))
 	}
-	p := startBIND(t, bindConfig{zone: zone, key: key}, rpzZone(zone, 1, names...))
+	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, Key: bindKey(key)}, rpzZone(zone, 1, names...))
 	other := newKey(t, "xfr-key.")
 	for _, tc := range []struct {
 		name string
@@ -183,7 +179,7 @@ func TestZoneTSIGWithBIND(t *testing.T) {
 		{name: "no key", want: "REFUSED"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			src, err := NewZone(p.entry(), zoneTestOptions(t, tc.key))
+			src, err := NewZone(p.Entry(), zoneTestOptions(t, tc.key))
 			require.NoError(t, err)
 			rec := run(t, src)
 			if tc.want == "" {
@@ -195,7 +191,7 @@ func TestZoneTSIGWithBIND(t *testing.T) {
 				// message, so the line may come a moment after the zone.
 				var m []string
 				require.Eventually(t, func() bool {
-					m = regexp.MustCompile(`AXFR ended: (\d+) messages`).FindStringSubmatch(p.logText())
+					m = regexp.MustCompile(`AXFR ended: (\d+) messages`).FindStringSubmatch(p.Log())
 					return m != nil
 				}, waitFor, tick, "named logs the transfer")
 				assert.Greater(t, atoi(t, m[1]), 1, "the zone took several signed messages")
@@ -221,12 +217,12 @@ func TestZoneTSIGWithBIND(t *testing.T) {
 func TestZoneTruncatingKeyWithBIND(t *testing.T) {
 	const zone = "rpz.test."
 	key := newKey(t, "xfr-key.")
-	p := startBIND(t, bindConfig{zone: zone, key: key, keyAlgorithm: "hmac-sha256-128"}, rpzZone(zone, 1, "tiktok.com"))
-	src, err := NewZone(p.entry(), zoneTestOptions(t, key))
+	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, Key: &testnet.BINDKey{Name: key.Name, Algorithm: "hmac-sha256-128", Secret: key.Secret}}, rpzZone(zone, 1, "tiktok.com"))
+	src, err := NewZone(p.Entry(), zoneTestOptions(t, key))
 	require.NoError(t, err)
 	c := run(t, src).waitCount(t, 1)
 	assert.Equal(t, []string{"tiktok.com"}, owners(c))
-	assert.Contains(t, p.logText(), "AXFR started: TSIG xfr-key")
+	assert.Contains(t, p.Log(), "AXFR started: TSIG xfr-key")
 }
 
 func atoi(t *testing.T, s string) int {
@@ -241,14 +237,15 @@ func atoi(t *testing.T, s string) int {
 func TestZoneWrongKeyKeepsZoneWithBIND(t *testing.T) {
 	const zone = "rpz.test."
 	key := newKey(t, "xfr-key.")
-	p := startBIND(t, bindConfig{zone: zone, key: key}, rpzZone(zone, 1, "tiktok.com"))
-	src, err := NewZone(p.entry(), zoneTestOptions(t, key))
+	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, Key: bindKey(key)}, rpzZone(zone, 1, "tiktok.com"))
+	src, err := NewZone(p.Entry(), zoneTestOptions(t, key))
 	require.NoError(t, err)
 	rec := run(t, src)
 	rec.waitCount(t, 1)
 
-	p.writeConfig(newKey(t, "xfr-key."))
-	p.setZone(rpzZone(zone, 2, "douyin.com"), 2)
+	p.Key = bindKey(newKey(t, "xfr-key."))
+	p.WriteConfig()
+	p.SetZone(rpzZone(zone, 2, "douyin.com"), 2)
 	poke(t, src)
 	st := waitError(t, src, ErrTSIG)
 	assert.ErrorContains(t, st.LastError, "BADSIG")
@@ -264,16 +261,16 @@ func TestZoneWrongKeyKeepsZoneWithBIND(t *testing.T) {
 func TestZonePrimaryDownWithBIND(t *testing.T) {
 	const zone = "rpz.test."
 	key := newKey(t, "xfr-key.")
-	p := startBIND(t, bindConfig{zone: zone, key: key, ixfrFromDifferences: true}, rpzZone(zone, 1, "tiktok.com", "bytedance.com"))
+	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, Key: bindKey(key), IXFR: true}, rpzZone(zone, 1, "tiktok.com", "bytedance.com"))
 	opt := zoneTestOptions(t, key)
-	first, err := NewZone(p.entry(), opt)
+	first, err := NewZone(p.Entry(), opt)
 	require.NoError(t, err)
 	rec := &receiver{}
 	stop := runWith(t, first, rec)
 	rec.waitCount(t, 1)
 	waitFile(t, cachePath(opt.CacheDir, first.Name()))
 
-	p.stop()
+	p.Stop()
 	poke(t, first)
 	require.Eventually(t, func() bool { return first.Status().LastError != nil }, waitFor, tick)
 	st := first.Status()
@@ -284,7 +281,7 @@ func TestZonePrimaryDownWithBIND(t *testing.T) {
 
 	// Restart with the primary down: the disk copy at once.
 	opt.Refresh = 200 * time.Millisecond
-	second, err := NewZone(p.entry(), opt)
+	second, err := NewZone(p.Entry(), opt)
 	require.NoError(t, err)
 	rec2 := run(t, second)
 	c := rec2.waitCount(t, 1)
@@ -299,8 +296,8 @@ func TestZonePrimaryDownWithBIND(t *testing.T) {
 	assert.Empty(t, Missing([]Source{second}))
 
 	// The primary returns with a new serial.
-	p.writeZone(rpzZone(zone, 2, "tiktok.com", "douyin.com"))
-	p.start()
+	p.WriteZone(rpzZone(zone, 2, "tiktok.com", "douyin.com"))
+	p.Start()
 	c = rec2.waitCount(t, 2)
 	assert.Equal(t, uint32(2), c.Serial)
 	assert.Equal(t, []string{"douyin.com", "tiktok.com"}, owners(c))
@@ -318,8 +315,8 @@ func TestZoneLongNamesSignedWithBIND(t *testing.T) {
 	label := strings.Repeat("a", 60)
 	zone := strings.Repeat(label+".", 3) + strings.Repeat("a", 50) + ".rpz.test."
 	key := newKey(t, strings.Repeat(strings.Repeat("k", 60)+".", 4)+"key.")
-	p := startBIND(t, bindConfig{zone: zone, key: key}, rpzZone(zone, 1, "tiktok.com"))
-	src, err := NewZone(p.entry(), zoneTestOptions(t, key))
+	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, Key: bindKey(key)}, rpzZone(zone, 1, "tiktok.com"))
+	src, err := NewZone(p.Entry(), zoneTestOptions(t, key))
 	require.NoError(t, err)
 	c := run(t, src).waitCount(t, 1)
 	assert.Equal(t, []string{"tiktok.com"}, owners(c))

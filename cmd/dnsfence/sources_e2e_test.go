@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,94 +13,17 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/internal/testnet"
-	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// named is BIND's named serving one RPZ zone on 127.0.0.1 for the
-// end-to-end tests of remote lists.
-type named struct {
-	t                testing.TB
-	dir              string
-	port, notifyPort int
-	key              string // base64 secret of xfr-key. (hmac-sha256)
-
-	proc testnet.Daemon
-}
-
-func startNamed(t *testing.T, notifyPort int, zoneText string) *named {
-	t.Helper()
-	secret := make([]byte, 32)
-	_, err := rand.Read(secret)
-	require.NoError(t, err)
-	n := &named{t: t, dir: t.TempDir(), port: testnet.FreePort(t, "127.0.0.1"), notifyPort: notifyPort, key: base64.StdEncoding.EncodeToString(secret)}
-	conf := fmt.Sprintf(`options {
-	directory %q;
-	pid-file %q;
-	session-keyfile %q;
-	listen-on port %d { 127.0.0.1; };
-	listen-on-v6 { none; };
-	recursion no;
-	dnssec-validation no;
-	notify explicit;
-	notify-source 127.0.0.1;
-	notify-delay 0;
-	ixfr-from-differences yes;
-	max-ixfr-ratio unlimited;
-};
-controls { };
-key "xfr-key." { algorithm hmac-sha256; secret %q; };
-zone "rpz.test" { type primary; file "zone.db"; allow-transfer { key "xfr-key."; }; also-notify { 127.0.0.1 port %d; }; };
-`, n.dir, filepath.Join(n.dir, "named.pid"), filepath.Join(n.dir, "session.key"), n.port, n.key, notifyPort)
-	require.NoError(t, os.WriteFile(filepath.Join(n.dir, "named.conf"), []byte(conf), 0o600))
-	n.writeZone(zoneText)
-	n.start()
-	t.Cleanup(n.stop)
-	return n
-}
-
-func (n *named) entry() string { return fmt.Sprintf("axfr://127.0.0.1:%d/rpz.test", n.port) }
-
-// writeZone writes the zone file, newer than before (testnet.WriteNewer).
-func (n *named) writeZone(text string) {
-	testnet.WriteNewer(n.t, filepath.Join(n.dir, "zone.db"), text)
-}
-
-// start runs named in the foreground (its log kept for logText) and
-// waits until it answers for the zone.
-func (n *named) start() {
-	n.proc.Start(n.t, n.dir, testnet.NeedProgram(n.t, "named", "bind9"), "-g", "-4", "-n", "1", "-c", filepath.Join(n.dir, "named.conf"))
-	n.waitSerial(0)
-}
-
-func (n *named) logText() string { return n.proc.Log() }
-
-// stop stops named (SIGTERM, then SIGKILL after 10 s) and waits for it.
-func (n *named) stop() { n.proc.Stop() }
-
-// setZone rewrites the zone and has named reload it, which sends NOTIFY.
-func (n *named) setZone(text string, serial uint32) {
-	n.writeZone(text)
-	n.proc.Signal(n.t, syscall.SIGHUP)
-	n.waitSerial(serial)
-}
-
-// waitSerial waits until named serves the zone (at serial, unless 0).
-func (n *named) waitSerial(serial uint32) {
-	c := &dns.Client{Timeout: 500 * time.Millisecond}
-	q := new(dns.Msg)
-	q.SetQuestion("rpz.test.", dns.TypeSOA)
-	if !assert.Eventually(n.t, func() bool {
-		m, _, err := c.Exchange(q, fmt.Sprintf("127.0.0.1:%d", n.port))
-		if err != nil || m.Rcode != dns.RcodeSuccess || len(m.Answer) == 0 {
-			return false
-		}
-		soa, ok := m.Answer[0].(*dns.SOA)
-		return ok && (serial == 0 || soa.Serial == serial)
-	}, 20*time.Second, 20*time.Millisecond) {
-		n.t.Fatalf("named did not serve rpz.test serial %d:\n%s", serial, n.logText())
-	}
+// startNamed starts BIND's named as the primary of the RPZ zone rpz.test.
+// for the end-to-end tests of remote lists: transfers signed with
+// xfr-key. (hmac-sha256) only, IXFR from differences, NOTIFY to notifyPort
+// of 127.0.0.1.
+func startNamed(t *testing.T, notifyPort int, zoneText string) *testnet.BIND {
+	key := testnet.NewBINDKey(t, "xfr-key.")
+	return testnet.StartBIND(t, &testnet.BIND{Zone: "rpz.test.", NotifyPort: notifyPort, Key: &key, IXFR: true}, zoneText)
 }
 
 func rpzZone(serial uint32, records ...string) string {
@@ -152,17 +73,17 @@ sources:
   refresh: 1h
   cache_dir: cache
   tsig: {name: xfr-key., algorithm: hmac-sha256, secret: %q}
-`, port, upstream, httpPort, n.entry(), list, n.key)})
+`, port, upstream, httpPort, n.Entry(), list, n.Key.Secret)})
 	cfg := filepath.Join(dir, "dnsfence.yaml")
 
 	code, out := runCmd("check", "-config", cfg, "-fetch")
 	assert.Equal(t, 0, code, out)
-	assert.Contains(t, out, "source "+n.entry()+": fetched: zone rpz.test. serial 1, 5 records, 3 entries")
+	assert.Contains(t, out, "source "+n.Entry()+": fetched: zone rpz.test. serial 1, 5 records, 3 entries")
 	assert.Contains(t, out, fmt.Sprintf("source %s: fetched: %d bytes, 1 entries, sha256 ", list, len(listBody)))
 	assert.Contains(t, out, "0 warnings, 0 errors")
 	code, out = runCmd("check", "-config", cfg)
 	assert.Equal(t, 0, code, out)
-	assert.Contains(t, out, "block "+n.entry()+": remote list, not fetched (check -fetch fetches it once)")
+	assert.Contains(t, out, "block "+n.Entry()+": remote list, not fetched (check -fetch fetches it once)")
 	_, err := os.Stat(filepath.Join(dir, "cache"))
 	assert.ErrorIs(t, err, os.ErrNotExist, "check writes nothing")
 
@@ -178,27 +99,27 @@ sources:
 	assert.Equal(t, http.StatusOK, status, body)
 
 	start := time.Now()
-	n.setZone(rpzZone(2, "tiktok.com CNAME .", "*.tiktok.com CNAME .", "douyin.com CNAME *.", "lemon8.com CNAME ."), 2)
+	n.SetZone(rpzZone(2, "tiktok.com CNAME .", "*.tiktok.com CNAME .", "douyin.com CNAME *.", "lemon8.com CNAME ."), 2)
 	require.Eventually(t, func() bool { return p.status(t, "lemon8.com") == "NXDOMAIN" }, 2*time.Second, 20*time.Millisecond,
 		"the change within 2 s of the primary's NOTIFY")
 	t.Logf("change served %v after the zone file was rewritten", time.Since(start))
-	assert.Contains(t, n.logText(), "transfer of 'rpz.test/IN': IXFR started", "the second transfer is an IXFR")
+	assert.Contains(t, n.Log(), "transfer of 'rpz.test/IN': IXFR started", "the second transfer is an IXFR")
 	status, body = httpStatus(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort))
 	require.Equal(t, http.StatusOK, status)
-	assert.Contains(t, body, fmt.Sprintf(`dnsfence_source_serial{source=%q} 2`, n.entry()))
-	assert.Contains(t, body, fmt.Sprintf(`dnsfence_source_transfers_total{source=%q,type="IXFR"} 1`, n.entry()))
+	assert.Contains(t, body, fmt.Sprintf(`dnsfence_source_serial{source=%q} 2`, n.Entry()))
+	assert.Contains(t, body, fmt.Sprintf(`dnsfence_source_transfers_total{source=%q,type="IXFR"} 1`, n.Entry()))
 	assert.Contains(t, body, fmt.Sprintf(`dnsfence_source_entries{source=%q} 1`, list))
 
 	code, out = runCmd("explain", "-config", cfg, "127.0.0.1", "www.tiktok.com")
 	assert.Equal(t, explainBlocked, code, out)
-	assert.Contains(t, out, fmt.Sprintf("www.tiktok.com. blocked by %s serial 2, owner *.tiktok.com.rpz.test.: *.tiktok.com", n.entry()))
+	assert.Contains(t, out, fmt.Sprintf("www.tiktok.com. blocked by %s serial 2, owner *.tiktok.com.rpz.test.: *.tiktok.com", n.Entry()))
 	code, out = runCmd("explain", "-config", cfg, "127.0.0.1", "capcut.com")
 	assert.Equal(t, explainBlocked, code, out)
 	assert.Contains(t, out, "capcut.com. blocked by "+list+" line 2 (sha256 ")
 
 	// Restart with the primary and the web server down.
 	p.stop(t, syscall.SIGTERM)
-	n.stop()
+	n.Stop()
 	web.Close()
 	p = startBinary(t, "-config", cfg)
 	assert.Equal(t, "NXDOMAIN", p.status(t, "lemon8.com"), "at once, from the disk copy")
@@ -208,9 +129,7 @@ sources:
 	assert.Contains(t, body, "serving the last good copy")
 
 	// The primary returns with a new serial, and says so.
-	require.NoError(t, os.RemoveAll(filepath.Join(n.dir, "zone.db.jnl")))
-	n.writeZone(rpzZone(3, "tiktok.com CNAME .", "*.tiktok.com CNAME .", "douyin.com CNAME *.", "hypic.com CNAME ."))
-	n.start()
+	n.Restart(rpzZone(3, "tiktok.com CNAME .", "*.tiktok.com CNAME .", "douyin.com CNAME *.", "hypic.com CNAME ."))
 	require.Eventually(t, func() bool { return p.status(t, "hypic.com") == "NXDOMAIN" }, 10*time.Second, 50*time.Millisecond)
 	assert.Equal(t, "NOERROR", p.status(t, "lemon8.com"), "serial 3 no longer lists it")
 	p.stop(t, syscall.SIGTERM)
