@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -410,7 +409,7 @@ policies:
 	require.NoError(t, err)
 
 	cmd := exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml"))
-	var out syncBuffer
+	var out testnet.SyncBuffer
 	cmd.Stderr = &out
 	done := runProcess(t, cmd)
 	// The metrics endpoint answers before the lists load: /readyz says
@@ -429,25 +428,6 @@ policies:
 	assert.NotContains(t, out.String(), `"msg":"dnsfence started"`, "stopped without serving")
 }
 
-// syncBuffer is a bytes.Buffer that a process's output and the test may
-// use at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestSIGTERMWhileServeWaitsForTheConfig: serve waits for a configuration
 // a writer holds open (up to 30 s) before it reads it; a SIGTERM
 // meanwhile stops it at once, exit 0, without serving, within systemd's
@@ -463,7 +443,7 @@ func TestSIGTERMWhileServeWaitsForTheConfig(t *testing.T) {
 	require.NoError(t, err)
 
 	cmd := exec.Command(bin, "-config", conf)
-	var out syncBuffer
+	var out testnet.SyncBuffer
 	cmd.Stderr = &out
 	done := runProcess(t, cmd)
 	time.Sleep(2 * time.Second) // well into the wait: the writer holds the file for 30 s

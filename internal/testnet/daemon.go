@@ -86,3 +86,22 @@ func (o *daemonOutput) Write(p []byte) (int, error) {
 	defer o.mu.Unlock()
 	return o.log.Write(p)
 }
+
+// SyncBuffer is a bytes.Buffer that a process's output and the test may
+// use at once (exec.Cmd's Stdout and Stderr, read while it runs).
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 )
@@ -59,7 +58,7 @@ func StartUnboundDoT(t testing.TB, certFile, keyFile, localZone string, localDat
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var out lockedBuffer
+	var out SyncBuffer
 	cmd := exec.Command(bin, "-d", "-c", conf)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -97,22 +96,4 @@ func StartUnboundDoT(t testing.TB, certFile, keyFile, localZone string, localDat
 			t.Fatalf("unbound did not start listening on %s:\n%s", addr, logs())
 		}
 	}
-}
-
-// lockedBuffer is a bytes.Buffer a process writes while a test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
