@@ -2,7 +2,6 @@ package resolver
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -62,34 +61,6 @@ func (u *testUpstream) distinct() int {
 		once[sent{s.msg.Id, s.tcp, s.msg.Question[0]}] = true
 	}
 	return len(once)
-}
-
-// defaultAnswer is what a test upstream says unless told otherwise.
-func defaultAnswer(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetReply(r)
-	m.RecursionAvailable = true
-	q := r.Question[0]
-	switch q.Qtype {
-	case dns.TypeA:
-		m.Answer = append(m.Answer, mustRR("%s 300 IN A 192.0.2.1", q.Name))
-	case dns.TypeAAAA:
-		m.Answer = append(m.Answer, mustRR("%s 300 IN AAAA 2001:db8::1", q.Name))
-	case dns.TypeTXT:
-		m.Answer = append(m.Answer, mustRR(`%s 300 IN TXT "upstream"`, q.Name))
-	}
-	if opt := r.IsEdns0(); opt != nil {
-		m.SetEdns0(4096, opt.Do())
-	}
-	return m
-}
-
-func mustRR(format string, args ...any) dns.RR {
-	rr, err := dns.NewRR(fmt.Sprintf(format, args...))
-	if err != nil {
-		panic(err)
-	}
-	return rr
 }
 
 func (u *testUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
@@ -307,16 +278,6 @@ func exchange(server, from, network string, m *dns.Msg) (*dns.Msg, error) {
 	return r, err
 }
 
-// question builds a query with RD set, optionally with EDNS.
-func question(name string, qtype uint16, edns bool) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetQuestion(name, qtype)
-	if edns {
-		m.SetEdns0(1232, false)
-	}
-	return m
-}
-
 // ede returns the Extended DNS Error of m, if any.
 func ede(m *dns.Msg) *dns.EDNS0_EDE {
 	opt := m.IsEdns0()
@@ -406,3 +367,15 @@ func leafErrors(err error) []error {
 	}
 	return []error{err}
 }
+
+// The tests' queries and their upstreams' answers, shared with the other
+// package's tests (testnet).
+var (
+	question      = testnet.Question
+	mustRR        = testnet.MustRR
+	defaultAnswer = testnet.DefaultAnswer
+	rcodeAnswer   = testnet.RcodeAnswer
+	bigAnswer     = testnet.BigAnswer
+	liedAnswer    = testnet.LiedAnswer
+	packed        = testnet.Packed
+)

@@ -47,23 +47,6 @@ func govFence(t *testing.T, extra string, upstreams ...string) *fence {
 	return startFence(t, fmt.Sprintf(govConfig, extra), govFiles, upstreams...)
 }
 
-// rcodeAnswer answers every query with rcode, and EDEs when the query has
-// EDNS.
-func rcodeAnswer(rcode int, edes ...*dns.EDNS0_EDE) func(dns.ResponseWriter, *dns.Msg) *dns.Msg {
-	return func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		m := new(dns.Msg)
-		m.SetRcode(r, rcode)
-		m.RecursionAvailable = true
-		if r.IsEdns0() != nil {
-			m.SetEdns0(1232, false)
-			for _, e := range edes {
-				m.IsEdns0().Option = append(m.IsEdns0().Option, e)
-			}
-		}
-		return m
-	}
-}
-
 // clientQueries counts the queries an upstream received other than the
 // probes (the root NS query).
 func clientQueries(u *testUpstream) int {
@@ -297,40 +280,6 @@ func serveDatagrams(pc net.PacketConn, answer func(q []byte) []byte) {
 			}
 		}
 	}()
-}
-
-// bigAnswer answers with TXT records making a 5,666-byte message (packed
-// without compression) for any question.
-func bigAnswer(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetReply(r)
-	m.RecursionAvailable = true
-	txt := &dns.TXT{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300}}
-	m.Answer = []dns.RR{txt}
-	for m.Len() < 5666 {
-		txt.Txt = append(txt.Txt, strings.Repeat("x", min(255, 5666-m.Len()-1)))
-	}
-	if m.Len() != 5666 {
-		panic(fmt.Sprintf("big answer is %d bytes", m.Len()))
-	}
-	return m
-}
-
-// packed is m in wire form, uncompressed, as a raw UDP answer.
-func packed(m *dns.Msg) []byte {
-	b, err := m.Pack()
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-// liedAnswer is the default answer for q with the address 6.6.6.6: what a
-// spoofer would want a client to get.
-func liedAnswer(q *dns.Msg) *dns.Msg {
-	m := defaultAnswer(nil, q)
-	m.Answer = []dns.RR{mustRR("%s 300 IN A 6.6.6.6", q.Question[0].Name)}
-	return m
 }
 
 // TestUnusableUDPAnswerIsAskedOverTCP: a UDP answer whose ID a query waits

@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -30,34 +29,6 @@ type testUpstream struct {
 	servers []*dns.Server
 	// answer builds the reply; the default answers A 192.0.2.1 for any name.
 	answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg
-}
-
-// defaultAnswer is what a test upstream says unless told otherwise.
-func defaultAnswer(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetReply(r)
-	m.RecursionAvailable = true
-	q := r.Question[0]
-	switch q.Qtype {
-	case dns.TypeA:
-		m.Answer = append(m.Answer, mustRR("%s 300 IN A 192.0.2.1", q.Name))
-	case dns.TypeAAAA:
-		m.Answer = append(m.Answer, mustRR("%s 300 IN AAAA 2001:db8::1", q.Name))
-	case dns.TypeTXT:
-		m.Answer = append(m.Answer, mustRR(`%s 300 IN TXT "upstream"`, q.Name))
-	}
-	if opt := r.IsEdns0(); opt != nil {
-		m.SetEdns0(4096, opt.Do())
-	}
-	return m
-}
-
-func mustRR(format string, args ...any) dns.RR {
-	rr, err := dns.NewRR(fmt.Sprintf(format, args...))
-	if err != nil {
-		panic(err)
-	}
-	return rr
 }
 
 func (u *testUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
@@ -153,65 +124,16 @@ func askedSilentUpstream(t *testing.T) (addr string, asked <-chan struct{}) {
 // ends (testnet.RefusingAddr), so no other test process takes it.
 func closedPort(t *testing.T) string { return testnet.RefusingAddr(t) }
 
-// question builds a query with RD set, optionally with EDNS.
-func question(name string, qtype uint16, edns bool) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetQuestion(name, qtype)
-	if edns {
-		m.SetEdns0(1232, false)
-	}
-	return m
-}
-
-// rcodeAnswer answers every query with rcode, and EDEs when the query has
-// EDNS.
-func rcodeAnswer(rcode int, edes ...*dns.EDNS0_EDE) func(dns.ResponseWriter, *dns.Msg) *dns.Msg {
-	return func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		m := new(dns.Msg)
-		m.SetRcode(r, rcode)
-		m.RecursionAvailable = true
-		if r.IsEdns0() != nil {
-			m.SetEdns0(1232, false)
-			for _, e := range edes {
-				m.IsEdns0().Option = append(m.IsEdns0().Option, e)
-			}
-		}
-		return m
-	}
-}
-
-// bigAnswer answers with TXT records making a 5,666-byte message (packed
-// without compression) for any question.
-func bigAnswer(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetReply(r)
-	m.RecursionAvailable = true
-	txt := &dns.TXT{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300}}
-	m.Answer = []dns.RR{txt}
-	for m.Len() < 5666 {
-		txt.Txt = append(txt.Txt, strings.Repeat("x", min(255, 5666-m.Len()-1)))
-	}
-	if m.Len() != 5666 {
-		panic(fmt.Sprintf("big answer is %d bytes", m.Len()))
-	}
-	return m
-}
-
-// packed is m in wire form, uncompressed, as a raw UDP answer.
-func packed(m *dns.Msg) []byte {
-	b, err := m.Pack()
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-// liedAnswer is the default answer for q with the address 6.6.6.6: what a
-// spoofer would want a client to get.
-func liedAnswer(q *dns.Msg) *dns.Msg {
-	m := defaultAnswer(nil, q)
-	m.Answer = []dns.RR{mustRR("%s 300 IN A 6.6.6.6", q.Question[0].Name)}
-	return m
-}
-
 func rep(octet string, n int) string { return strings.Repeat(octet, n) }
+
+// The tests' queries and their upstreams' answers, shared with the other
+// package's tests (testnet).
+var (
+	question      = testnet.Question
+	mustRR        = testnet.MustRR
+	defaultAnswer = testnet.DefaultAnswer
+	rcodeAnswer   = testnet.RcodeAnswer
+	bigAnswer     = testnet.BigAnswer
+	liedAnswer    = testnet.LiedAnswer
+	packed        = testnet.Packed
+)
