@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -17,7 +18,7 @@ import (
 // folder and builds the snapshot serve would start with.
 func buildConfig(t *testing.T, text string, files map[string]string) (*Snapshot, error) {
 	t.Helper()
-	dir := writeTree(t, files)
+	dir := testnet.WriteTree(t, files)
 	path := filepath.Join(dir, "dnsfence.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(text), 0o644))
 	cfg, err := config.Load(path)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
@@ -66,7 +67,7 @@ func rulesNeedAddrs(t *testing.T) {
 // listener, the queries served by wrap(h) (nil: h).
 func startRulesFence(t *testing.T, p *testPKI, ip, extra string, wrap func(*Handler) listen.Handler, upstream string) *encryptedFence {
 	t.Helper()
-	dir := writeTree(t, testFiles)
+	dir := testnet.WriteTree(t, testFiles)
 	text := fmt.Sprintf(rulesConfig, ip, p.certFile, p.keyFile, extra)
 	path := filepath.Join(dir, "dnsfence.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(strings.ReplaceAll(text, "{{upstreams}}", `["`+upstream+`"]`)), 0o644))

@@ -736,7 +736,7 @@ func TestCertificateWithoutHostWarned(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := selfSignedPair(t, dir, "served", nil, []net.IP{net.IPv4(127, 0, 0, 1)})
 	core, logs := observer.New(zapcore.InfoLevel)
-	cfgDir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf("upstreams: [\"127.0.0.1:53\"]\ntls: {cert: %q, key: %q}\nlisten_tls: [\"127.0.0.1:0\"]\n", certFile, keyFile)})
+	cfgDir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf("upstreams: [\"127.0.0.1:53\"]\ntls: {cert: %q, key: %q}\nlisten_tls: [\"127.0.0.1:0\"]\n", certFile, keyFile)})
 	cfg, err := config.Load(filepath.Join(cfgDir, "dnsfence.yaml"))
 	require.NoError(t, err)
 	cert, err := OpenCertificate(zap.New(core), cfg, NewMetrics(prometheus.NewRegistry()))

@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
@@ -116,7 +117,7 @@ func startEncryptedFence(t *testing.T, p *testPKI, text string, upstreams ...str
 	t.Helper()
 	core, logs := observer.New(zapcore.InfoLevel)
 	log := zap.New(core)
-	dir := writeTree(t, testFiles)
+	dir := testnet.WriteTree(t, testFiles)
 	quoted := make([]string, len(upstreams))
 	for i, u := range upstreams {
 		quoted[i] = `"` + u + `"`
@@ -652,7 +653,7 @@ func TestHTTPSUpstreamByName(t *testing.T) {
 func TestCertificateReloads(t *testing.T) {
 	p := newTestPKI(t)
 	core, logs := observer.New(zapcore.InfoLevel)
-	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf("upstreams: [\"127.0.0.1:53\"]\ntls: {cert: %q, key: %q}\nlisten_tls: [\"127.0.0.1:0\"]\n", p.certFile, p.keyFile)})
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf("upstreams: [\"127.0.0.1:53\"]\ntls: {cert: %q, key: %q}\nlisten_tls: [\"127.0.0.1:0\"]\n", p.certFile, p.keyFile)})
 	cfg, err := config.Load(filepath.Join(dir, "dnsfence.yaml"))
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()

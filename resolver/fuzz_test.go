@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
@@ -48,23 +49,6 @@ func (r *recorder) TsigStatus() error   { return nil }
 func (r *recorder) TsigTimersOnly(bool) {}
 func (r *recorder) Hijack()             {}
 
-// seed adds every file matching the patterns to the fuzz corpus.
-func seed(f *testing.F, patterns ...string) {
-	for _, pattern := range patterns {
-		paths, err := filepath.Glob(pattern)
-		if err != nil || len(paths) == 0 {
-			f.Fatalf("no seeds match %s (%v)", pattern, err)
-		}
-		for _, p := range paths {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(data)
-		}
-	}
-}
-
 // chaosQuestion is a CHAOS TXT query for name.
 func chaosQuestion(name string) *dns.Msg {
 	m := question(name, dns.TypeTXT, false)
@@ -82,7 +66,7 @@ func chaosQuestion(name string) *dns.Msg {
 // to a closed loopback port, so the pipeline runs to the end without
 // waiting.
 func FuzzHandler(f *testing.F) {
-	seed(f, "testdata/packets/*.bin")
+	testnet.Seed(f, "testdata/packets/*.bin")
 	for _, m := range []*dns.Msg{
 		question("www.tiktok.com.", dns.TypeA, true),
 		question("example.org.", dns.TypeHTTPS, false),
@@ -225,7 +209,7 @@ func carriesOPT(m *dns.Msg) bool {
 // FuzzECS checks that any EDNS Client Subnet option body either is rejected
 // or names a canonical network no wider than its family allows.
 func FuzzECS(f *testing.F) {
-	seed(f, "testdata/ecs/*.bin")
+	testnet.Seed(f, "testdata/ecs/*.bin")
 	f.Add([]byte{0, 1, 24, 0, 10, 1, 2})
 	f.Add([]byte{0, 2, 56, 0, 0x20, 0x01, 0x0d, 0xb8, 0, 1, 0})
 	// A query whose OPT record ends the message, so the option can be

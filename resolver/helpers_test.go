@@ -188,7 +188,7 @@ func startFence(t *testing.T, text string, files map[string]string, upstreams ..
 // path.
 func writeConfig(t *testing.T, text string, files map[string]string, upstreams ...string) string {
 	t.Helper()
-	dir := writeTree(t, files)
+	dir := testnet.WriteTree(t, files)
 	quoted := make([]string, len(upstreams))
 	for i, u := range upstreams {
 		quoted[i] = `"` + u + `"`
@@ -293,18 +293,6 @@ func ede(m *dns.Msg) *dns.EDNS0_EDE {
 }
 
 func readFileOS(p string) ([]byte, error) { return os.ReadFile(p) }
-
-// writeTree writes files under a new temporary folder and returns it.
-func writeTree(t *testing.T, files map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
-	}
-	return dir
-}
 
 func netipMustParse(s string) netip.Addr { return netip.MustParseAddr(s) }
 

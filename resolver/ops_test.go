@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -128,7 +129,7 @@ func TestReadiness(t *testing.T) {
 	code, _ = get(t, srv.URL+"/healthz")
 	assert.Equal(t, http.StatusOK, code, "alive while loading")
 
-	dir := writeTree(t, testFiles)
+	dir := testnet.WriteTree(t, testFiles)
 	cfg, err := config.Parse(dir+"/c.yaml", []byte(strings.ReplaceAll(testConfig, "{{upstreams}}", `["`+up.addr+`"]`)), readFileOS)
 	require.NoError(t, err)
 	snap, err := BuildSnapshot(cfg, nil)

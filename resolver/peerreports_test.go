@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
@@ -67,7 +68,7 @@ func peerNeedAddrs(t *testing.T) {
 // ends and returns its address.
 func startPeerFence(t *testing.T, upstream string) string {
 	t.Helper()
-	dir := writeTree(t, govFiles)
+	dir := testnet.WriteTree(t, govFiles)
 	path := filepath.Join(dir, "dnsfence.yaml")
 	text := strings.ReplaceAll(peerConfig, "{{upstreams}}", `["`+upstream+`"]`)
 	require.NoError(t, os.WriteFile(path, []byte(text), 0o644))

@@ -13,6 +13,7 @@ import (
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/blocklist/rpz"
 	"github.com/dnsfence/dnsfence/blocklist/source"
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -580,7 +581,7 @@ func TestSourceShrinkAddsUpUntilSIGHUP(t *testing.T) {
 	up := startUpstream(t, nil)
 	srv := startListServer(t, map[string]string{"/tiktok.txt": names(99, "tiktok.com")})
 	list := srv.URL + "/tiktok.txt"
-	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: ["%s"]
 allowed_clients: ["127.0.0.0/28"]

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	proxyproto "github.com/pires/go-proxyproto"
@@ -426,7 +427,7 @@ func TestExplainOverECSNeedsTheWholeNetwork(t *testing.T) {
 func TestECSWiderThanABlockingRangeAfterAListChange(t *testing.T) {
 	up := startUpstream(t, nil)
 	srv := startListServer(t, map[string]string{"/tiktok.txt": names(8, "tiktok.com")})
-	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: ["%s"]
 upstream_timeout: 500ms

@@ -25,7 +25,7 @@ func TestURLHeldCopyDroppedWhenServerGoesBack(t *testing.T) {
 	v1 := names(8, "tiktok.com", "douyin.com")
 	srv := startListServer(t, map[string]string{"/tiktok.txt": v1})
 	list := srv.URL + "/tiktok.txt"
-	dir := writeTree(t, map[string]string{"dnsfence.yaml": heldSourceConfig(up.addr, fmt.Sprintf(`block: [%q]`, list))})
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": heldSourceConfig(up.addr, fmt.Sprintf(`block: [%q]`, list))})
 	f := startSourceFence(t, dir, "127.0.0.1:0")
 	const gov = "127.0.0.1"
 	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."))
@@ -81,7 +81,7 @@ func TestConfigErrorsHideListCredentials(t *testing.T) {
 		"client file URL": {`client_files: ["` + url + `"]`, ""},
 	} {
 		t.Run(name, func(t *testing.T) {
-			dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+			dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: ["127.0.0.1:53"]
 policies:
@@ -144,7 +144,7 @@ func TestURLAllowListGrowthHeld(t *testing.T) {
 	up := startUpstream(t, nil)
 	srv := startListServer(t, map[string]string{"/allow.txt": "ads.tiktok.com\n"})
 	list := srv.URL + "/allow.txt"
-	dir := writeTree(t, map[string]string{"tiktok.txt": "tiktok.com\n",
+	dir := testnet.WriteTree(t, map[string]string{"tiktok.txt": "tiktok.com\n",
 		"dnsfence.yaml": heldSourceConfig(up.addr, fmt.Sprintf("block: [\"tiktok.txt\"]\n    allow: [%q]", list))})
 	f := startSourceFence(t, dir, "127.0.0.1:0")
 	const gov = "127.0.0.1"

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist/source"
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -233,7 +234,7 @@ rewrite.example CNAME walled.garden.example.
 	list := srv.URL + "/tiktok.txt"
 	pin := srv.URL + "/pinned.txt?key=s3cr3t#sha256=" + hex.EncodeToString(pinSum[:])
 	rpzURL := srv.URL + "/policy.rpz"
-	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: ["%s"]
 upstream_timeout: 500ms
@@ -437,7 +438,7 @@ func TestSourceCopyBeforeTheFirstSnapshotIsGuarded(t *testing.T) {
 // copy in the folder's cache, forwarding to upstream; dir is its folder.
 func startOneURLFence(t *testing.T, upstream, list string) (f *sourceFence, dir string) {
 	t.Helper()
-	dir = writeTree(t, map[string]string{"dnsfence.yaml": oneURLConfig(upstream, list, false)})
+	dir = testnet.WriteTree(t, map[string]string{"dnsfence.yaml": oneURLConfig(upstream, list, false)})
 	return startSourceFence(t, dir, "127.0.0.1:0"), dir
 }
 
@@ -531,7 +532,7 @@ func TestSkippedLinesKept(t *testing.T) {
 	srv := startListServer(t, map[string]string{"/l.txt": "tiktok.com\nbad..name\n"})
 	list := srv.URL + "/l.txt"
 	many := "capcut.com\n" + strings.Repeat("bad..name\n", 150)
-	dir := writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: ["%s"]
 allowed_clients: ["127.0.0.0/28"]

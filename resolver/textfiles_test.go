@@ -12,6 +12,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -103,7 +104,7 @@ func TestFilesWithBOMAndCRLFBlock(t *testing.T) {
 func TestConfigWithBOMAndCRLFReportsLines(t *testing.T) {
 	for _, enc := range windowsEncodings {
 		t.Run(enc.name, func(t *testing.T) {
-			dir := writeTree(t, map[string]string{"l.txt": "tiktok.com\n"})
+			dir := testnet.WriteTree(t, map[string]string{"l.txt": "tiktok.com\n"})
 			path := filepath.Join(dir, "c.yaml")
 			require.NoError(t, os.WriteFile(path, []byte(enc.encode(
 				"upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/33\"]\n    block: [l.txt]\nbogus: 1\n")), 0o644))
@@ -169,7 +170,7 @@ func TestRangeFileWithNoUsableRange(t *testing.T) {
 	up := startUpstream(t, nil)
 	for _, tc := range bad {
 		t.Run("start/"+tc.name, func(t *testing.T) {
-			dir := writeTree(t, map[string]string{"gov.txt": tc.content, "tiktok.txt": "tiktok.com\n",
+			dir := testnet.WriteTree(t, map[string]string{"gov.txt": tc.content, "tiktok.txt": "tiktok.com\n",
 				"c.yaml": strings.ReplaceAll(conf, "{{upstreams}}", `["`+up.addr+`"]`)})
 			cfg, err := config.Load(filepath.Join(dir, "c.yaml"))
 			require.NoError(t, err)
@@ -195,7 +196,7 @@ func TestRangeFileWithNoUsableRange(t *testing.T) {
 		})
 	}
 	t.Run("another range in the policy: bad lines only still refused", func(t *testing.T) {
-		dir := writeTree(t, map[string]string{"gov.txt": "10.0.0.0/33\n", "more.txt": "127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n",
+		dir := testnet.WriteTree(t, map[string]string{"gov.txt": "10.0.0.0/33\n", "more.txt": "127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n",
 			"c.yaml": strings.ReplaceAll(strings.Replace(conf, `["gov.txt"]`, `["gov.txt", "more.txt"]`, 1), "{{upstreams}}", `["`+up.addr+`"]`)})
 		cfg, err := config.Load(filepath.Join(dir, "c.yaml"))
 		require.NoError(t, err)
@@ -203,7 +204,7 @@ func TestRangeFileWithNoUsableRange(t *testing.T) {
 		require.ErrorIs(t, err, ErrOnlyBadLines)
 	})
 	t.Run("a bad line beside a range: a warning", func(t *testing.T) {
-		dir := writeTree(t, map[string]string{"gov.txt": "10.0.0.0/33\n127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n",
+		dir := testnet.WriteTree(t, map[string]string{"gov.txt": "10.0.0.0/33\n127.0.0.0/24\n", "tiktok.txt": "tiktok.com\n",
 			"c.yaml": strings.ReplaceAll(conf, "{{upstreams}}", `["`+up.addr+`"]`)})
 		cfg, err := config.Load(filepath.Join(dir, "c.yaml"))
 		require.NoError(t, err)
@@ -287,7 +288,7 @@ func TestUTF16FilesAreRefused(t *testing.T) {
 				files[k] = v
 			}
 			files[tc.file] = tc.content
-			dir := writeTree(t, files)
+			dir := testnet.WriteTree(t, files)
 			cfg, err := config.Load(filepath.Join(dir, "c.yaml"))
 			require.NoError(t, err)
 			_, err = BuildSnapshot(cfg, nil)
@@ -307,7 +308,7 @@ func TestUTF16FilesAreRefused(t *testing.T) {
 		})
 	}
 	t.Run("configuration in UTF-16", func(t *testing.T) {
-		dir := writeTree(t, map[string]string{"c.yaml": utf16LE(strings.ReplaceAll(conf, "{{upstreams}}", `["`+up.addr+`"]`), true)})
+		dir := testnet.WriteTree(t, map[string]string{"c.yaml": utf16LE(strings.ReplaceAll(conf, "{{upstreams}}", `["`+up.addr+`"]`), true)})
 		_, err := config.Load(filepath.Join(dir, "c.yaml"))
 		require.ErrorIs(t, err, blocklist.ErrNotText)
 		assert.Contains(t, err.Error(), "c.yaml:1: not UTF-8 text")
@@ -365,7 +366,7 @@ func TestListOfOnlyBadLinesIsRefused(t *testing.T) {
 			return fmt.Sprintf("reading list: %s: not one entry could be read, only %d %s, the first %s:%s", path, tc.bad, lines, path, tc.first)
 		}
 		t.Run("start/"+tc.name, func(t *testing.T) {
-			dir := writeTree(t, with(tc.file, tc.content))
+			dir := testnet.WriteTree(t, with(tc.file, tc.content))
 			cfg, err := config.Load(filepath.Join(dir, "c.yaml"))
 			require.NoError(t, err)
 			_, err = BuildSnapshot(cfg, nil)
@@ -412,7 +413,7 @@ func TestListOfOnlyBadLinesIsRefused(t *testing.T) {
 		{name: "one entry among bad lines", file: "tiktok.txt", content: htmlPage + "tiktok.com\n", warnings: 1},
 	} {
 		t.Run("accepted/"+tc.name, func(t *testing.T) {
-			dir := writeTree(t, with(tc.file, tc.content))
+			dir := testnet.WriteTree(t, with(tc.file, tc.content))
 			cfg, err := config.Load(filepath.Join(dir, "c.yaml"))
 			require.NoError(t, err)
 			snap, err := BuildSnapshot(cfg, nil)

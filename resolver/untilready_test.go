@@ -48,7 +48,7 @@ func TestServfailUntilReady(t *testing.T) {
 	srv := startListServer(t, map[string]string{"/tiktok.txt": names(8, "tiktok.com")})
 	srv.set("", "", "down")
 	list := srv.URL + "/tiktok.txt?token=s3cr3t"
-	dir := writeTree(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"lists/local.txt": "capcut.com\n",
 		"lists/allow.txt": "allowed.example\n",
 		"dnsfence.yaml": fmt.Sprintf(`
@@ -197,7 +197,7 @@ func TestServfailUntilReadyTurnedOff(t *testing.T) {
 	srv.set("", "", "down")
 	list := srv.URL + "/tiktok.txt"
 	text := func(untilReady bool) string { return oneURLConfig(up.addr, list, untilReady) }
-	dir := writeTree(t, map[string]string{"dnsfence.yaml": text(true)})
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": text(true)})
 	f := startSourceFence(t, dir, "127.0.0.1:0")
 	const gov = "127.0.0.1"
 	write := func(untilReady bool) {
@@ -327,7 +327,7 @@ const notReadyList = "https://lists.example.gov/tiktok.txt"
 // client may ask explain questions.
 func notReadyConfig(t *testing.T, untilReady bool) *config.Config {
 	t.Helper()
-	dir := writeTree(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"lists/local.txt": "capcut.com\n",
 		"lists/allow.txt": "allowed.example\n",
 	})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
@@ -17,7 +18,7 @@ import (
 
 // wireSeeds are queries of many shapes, packed.
 func wireSeeds(f *testing.F) {
-	seed(f, "testdata/packets/*.bin")
+	testnet.Seed(f, "testdata/packets/*.bin")
 	withOpts := question("opts.example.org.", dns.TypeA, true)
 	withOpts.IsEdns0().Option = []dns.EDNS0{
 		&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"},

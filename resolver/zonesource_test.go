@@ -17,7 +17,7 @@ import (
 // allowed (the primary, 127.0.0.1, is not), with the zone entry as its
 // block list.
 func zoneConfig(t *testing.T, upstream, entry string, key testnet.BINDKey) string {
-	return writeTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+	return testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 upstreams: ["%s"]
 upstream_timeout: 500ms
 allowed_clients: ["127.0.0.2/32"]

@@ -224,24 +224,13 @@ func runDig(t *testing.T, args ...string) string {
 	return ""
 }
 
-func writeFiles(t *testing.T, files map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
-	}
-	return dir
-}
-
 // govFiles writes the smallest blocking configuration, listening on a
 // free port, forwarding to upstream, with extra lines before its policy
 // (e.g. "upstream_timeout: 5s\n"), and lists/tiktok.txt blocking
 // tiktok.com for 127.0.0.0/30; it returns the folder.
 func govFiles(t *testing.T, upstream, extra string) string {
 	t.Helper()
-	return writeFiles(t, map[string]string{
+	return testnet.WriteTree(t, map[string]string{
 		"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: ["%s"]
@@ -364,7 +353,7 @@ func TestEmbeddedDefault(t *testing.T) {
 
 func TestCheckAndExplainCommands(t *testing.T) {
 	bin := binary(t)
-	dir := writeFiles(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"good.yaml": `
 upstreams: ["127.0.0.1:53"]
 policies:
@@ -441,7 +430,7 @@ policies:
     clients: ["127.0.0.0/30"]
     block: ["lists/tiktok.txt"]
 `, upstream)
-	dir := writeFiles(t, map[string]string{"dnsfence.yaml": config, "lists/tiktok.txt": big.String()})
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": config, "lists/tiktok.txt": big.String()})
 	list := filepath.Join(dir, "lists", "tiktok.txt")
 	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
 	status := func(name string) string { return p.status(t, name) }
@@ -616,7 +605,7 @@ policies:
 				files[k] = v
 			}
 			files["dnsfence.yaml"] = cmp.Or(tc.config, base)
-			dir := writeFiles(t, files)
+			dir := testnet.WriteTree(t, files)
 			config := filepath.Join(dir, "dnsfence.yaml")
 
 			code, checkOut := runCmd("check", "-config", config)
@@ -653,7 +642,7 @@ func TestEndToEndProtocolWithDig(t *testing.T) {
 		_ = w.WriteMsg(m)
 	})
 	upstream := serveUDPAndTCP(t, h)
-	dir := writeFiles(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: ["%s"]
@@ -681,7 +670,7 @@ policies:
 // choice) writes the log to standard output and nothing to standard error.
 func TestLogOutputStdout(t *testing.T) {
 	upstream, _ := testUpstream(t)
-	dir := writeFiles(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"dnsfence.yaml": fmt.Sprintf("listen: [\"127.0.0.1:0\"]\nupstreams: [%q]\nhttp: \"\"\nlog: {output: stdout}\n", upstream),
 	})
 	cmd := exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml"))
@@ -722,7 +711,7 @@ func TestLogOutputStdout(t *testing.T) {
 // configuration that names the list.
 func TestServeLogsCheckWarnings(t *testing.T) {
 	up, _ := testUpstream(t)
-	dir := writeFiles(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"dnsfence.yaml":       blockingConfig(up, "lists/tiktok.txt", "lists/bytedance.txt"),
 		"lists/tiktok.txt":    "tiktok.com\n",
 		"lists/bytedance.txt": "# emptied by a sync\n",
@@ -832,7 +821,7 @@ policies:
 func TestServeWaitsForAConfigBeingWritten(t *testing.T) {
 	binary(t) // built before the writer's pause starts
 	up, _ := testUpstream(t)
-	dir := writeFiles(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"lists/tiktok.txt":    "tiktok.com\n",
 		"lists/bytedance.txt": "capcut.com\n",
 	})

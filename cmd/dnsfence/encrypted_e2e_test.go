@@ -298,7 +298,7 @@ func encryptedFiles(t *testing.T, ca *e2eCA, upstreams []string, extra string) (
 	for i, u := range upstreams {
 		quoted[i] = fmt.Sprintf("%q", u)
 	}
-	dir := writeFiles(t, map[string]string{"lists/tiktok.txt": "tiktok.com\n"})
+	dir := testnet.WriteTree(t, map[string]string{"lists/tiktok.txt": "tiktok.com\n"})
 	certFile, keyFile, _ = ca.issue(t, filepath.Join(dir, "certs"), "dnsfence", e2eServerName)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"), fmt.Appendf(nil, `
 listen: ["127.0.0.1:0"]
@@ -567,7 +567,7 @@ type encryptedUpstream struct {
 func startEncryptedUpstream(t *testing.T, certFile, keyFile, ip string) *encryptedUpstream {
 	t.Helper()
 	up, count := answeringUpstream(t, ip)
-	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: [%q]
 http: ""
@@ -589,7 +589,7 @@ func forwarder(t *testing.T, upstreams []string, extra string) *process {
 	for i, u := range upstreams {
 		quoted[i] = fmt.Sprintf("%q", u)
 	}
-	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: [%s]
 upstream_strategy: ordered

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -52,5 +53,5 @@ policies:
     %s
 sources: {cache_dir: cache, servfail_until_ready: true}
 `, policy)
-	return filepath.Join(writeFiles(t, files), "dnsfence.yaml")
+	return filepath.Join(testnet.WriteTree(t, files), "dnsfence.yaml")
 }

@@ -22,7 +22,7 @@ func TestEndToEndFailClosed(t *testing.T) {
 	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	upstream, _ := testUpstream(t)
 	const ranges = "127.0.0.0/30\n127.0.0.4/30\n127.0.0.8/30\n127.0.0.12/30\n"
-	dir := writeFiles(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: ["%s"]

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -140,7 +141,7 @@ func TestExplainResolveGolden(t *testing.T) {
 		"cloaked.example.": {"cloaked.example. 300 IN CNAME edge.example.net.", "edge.example.net. 300 IN CNAME p16.tiktok.com.", "p16.tiktok.com. 60 IN A 192.0.2.7"},
 		"clean.example.":   {"clean.example. 300 IN CNAME cdn.example.net.", "cdn.example.net. 60 IN A 192.0.2.8"},
 	})
-	dir := writeFiles(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"c.yaml": fmt.Sprintf(`upstreams: ["%s"]
 policies:
   - name: gov

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/stretchr/testify/assert"
@@ -25,7 +26,7 @@ func TestServeLogsCheckWarningsCapped(t *testing.T) {
 	for i := range 5000 {
 		fmt.Fprintf(&list, "name%d.tiktok.com\n", i)
 	}
-	dir := writeFiles(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"dnsfence.yaml": `
 listen: ["127.0.72.1:0"]
 upstreams: ["127.0.72.9:53"]

@@ -481,7 +481,7 @@ func TestMonitoringAgainstPrometheus(t *testing.T) {
 	// 127.0.0.0/30 is the government range, 127.0.0.4/31 other allowed
 	// clients, 127.0.0.6 a client over its rate limit, 127.0.0.9 outside
 	// allowed_clients (and not rate limited, so its REFUSED is not dropped).
-	dir := writeFiles(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 listen_tls: ["127.0.0.1:0"]

@@ -50,7 +50,7 @@ func TestExplainResolveAliasesGolden(t *testing.T) {
 		"svcb.example.":    {`svcb.example. 300 IN SVCB 1 \001\001.tiktok.com. port=443`},
 		"mail.example.":    {"mail.example. 300 IN MX 10 mx.tiktok.com."},
 	})
-	dir := writeFiles(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"c.yaml": fmt.Sprintf(`upstreams: ["%s"]
 policies:
   - name: gov
@@ -83,7 +83,7 @@ policies:
 func TestEndToEndEscapedNamesWithDig(t *testing.T) {
 	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	upstream, count := testUpstream(t)
-	dir := writeFiles(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: ["%s"]

@@ -28,7 +28,7 @@ import (
 func TestSystemdNotifiedOnceServing(t *testing.T) {
 	upstream, _ := testUpstream(t)
 	ca := newE2ECA(t, "dnsfence notify CA")
-	dir := writeFiles(t, map[string]string{"lists/tiktok.txt": "tiktok.com\n"})
+	dir := testnet.WriteTree(t, map[string]string{"lists/tiktok.txt": "tiktok.com\n"})
 	ca.issue(t, filepath.Join(dir, "certs"), "dnsfence", e2eServerName)
 	plain := "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t, "127.0.0.1"))
 	dot := "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t, "127.0.0.1"))

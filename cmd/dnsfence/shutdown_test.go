@@ -142,7 +142,7 @@ upstreams: ["%s"]
 upstream_timeout: %s
 http: ""
 `
-	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(config, upstream, "1s")})
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(config, upstream, "1s")})
 	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"), []byte(fmt.Sprintf(config, upstream, "6s")), 0o644))
 	p.waitLine(t, "reloaded")
@@ -254,7 +254,7 @@ func TestSIGTERMWaitsForTheReloadUnderWay(t *testing.T) {
 // configuration's path and the list's.
 func pipedListConfig(t *testing.T, upstream, timeout string) (config, list string) {
 	t.Helper()
-	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: ["%s"]
 upstream_timeout: %s
@@ -388,7 +388,7 @@ func TestSIGTERMWhileStartWaitsForAWriter(t *testing.T) {
 	require.NoError(t, err)
 	httpAddr := ln.Addr().String()
 	require.NoError(t, ln.Close())
-	dir := writeFiles(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.72.1:0"]
 upstreams: ["127.0.72.9:53"]
@@ -434,7 +434,7 @@ policies:
 // TimeoutStopSec.
 func TestSIGTERMWhileServeWaitsForTheConfig(t *testing.T) {
 	bin := binary(t)
-	dir := writeFiles(t, map[string]string{"lists/tiktok.txt": "tiktok.com\n"})
+	dir := testnet.WriteTree(t, map[string]string{"lists/tiktok.txt": "tiktok.com\n"})
 	conf := filepath.Join(dir, "dnsfence.yaml")
 	writer, err := os.OpenFile(conf, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	require.NoError(t, err)

@@ -60,7 +60,7 @@ func TestRemoteListsEndToEnd(t *testing.T) {
 	}))
 	list := web.URL + "/bytedance.txt"
 	httpPort := testnet.FreePort(t, "127.0.0.1")
-	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:%d"]
 upstreams: ["%s"]
 http: "127.0.0.1:%d"
@@ -143,7 +143,7 @@ func TestCheckFetchBadLinesOnce(t *testing.T) {
 	}))
 	t.Cleanup(web.Close)
 	list := web.URL + "/bytedance.txt"
-	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:0"]
 upstreams: ["127.0.0.1:53"]
 allowed_clients: ["127.0.0.0/8"]
@@ -173,7 +173,7 @@ func TestServfailUntilReadyEndToEnd(t *testing.T) {
 	upstream, asked := testUpstream(t)
 	port := testnet.FreePort(t, "127.0.0.1")
 	list := "http://" + testnet.RefusingAddr(t) + "/tiktok.txt" // nothing listens, held: no other process takes it
-	dir := writeFiles(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
+	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
 listen: ["127.0.0.1:%d"]
 upstreams: ["%s"]
 http: ""

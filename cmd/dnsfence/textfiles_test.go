@@ -25,7 +25,7 @@ func windows(text string) string { return "\ufeff" + strings.ReplaceAll(text, "\
 func TestEndToEndWindowsFiles(t *testing.T) {
 	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	upstream, count := testUpstream(t)
-	dir := writeFiles(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"dnsfence.yaml": windows(fmt.Sprintf(`listen: ["127.0.0.1:0"]
 upstreams: ["%s"]
 http: ""
@@ -53,7 +53,7 @@ policies:
 // policy whose only client file yields no range, naming the file and its
 // bad line, instead of serving a ban that applies to no device.
 func TestNoUsableRangeRefusesToStart(t *testing.T) {
-	dir := writeFiles(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"dnsfence.yaml": `listen: ["127.0.0.1:0"]
 upstreams: ["127.0.0.1:9"]
 http: ""

@@ -11,26 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
-// writeTree writes files under a new temporary folder and returns it.
-func writeTree(t *testing.T, files map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
-	}
-	return dir
-}
-
 func TestConfigDefaults(t *testing.T) {
-	dir := writeTree(t, map[string]string{"l.txt": "tiktok.com\n"})
+	dir := testnet.WriteTree(t, map[string]string{"l.txt": "tiktok.com\n"})
 	path := filepath.Join(dir, "c.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(`
 upstreams: ["127.0.0.1:53"]
@@ -83,7 +72,7 @@ func TestConfigListenByMergeKey(t *testing.T) {
 // the default was applied to every zero; the zeros that mean nothing are
 // errors (TestConfigMessages' numbers and durations tables).
 func TestConfigWrittenZero(t *testing.T) {
-	dir := writeTree(t, map[string]string{"l.txt": "tiktok.com\n"})
+	dir := testnet.WriteTree(t, map[string]string{"l.txt": "tiktok.com\n"})
 	load := func(t *testing.T, extra string) *Config {
 		t.Helper()
 		path := filepath.Join(dir, "c.yaml")
@@ -127,7 +116,7 @@ func TestConfigWrittenZero(t *testing.T) {
 // TestConfigSources checks the remote lists and the sources settings as
 // the resolver takes them.
 func TestConfigSources(t *testing.T) {
-	dir := writeTree(t, map[string]string{"l.txt": "tiktok.com\n"})
+	dir := testnet.WriteTree(t, map[string]string{"l.txt": "tiktok.com\n"})
 	path := filepath.Join(dir, "c.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(`
 upstreams: ["127.0.0.1:53"]
@@ -198,7 +187,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestResolveUpstreams(t *testing.T) {
-	dir := writeTree(t, map[string]string{"resolv.conf": `# generated
+	dir := testnet.WriteTree(t, map[string]string{"resolv.conf": `# generated
 nameserver 127.0.0.53
 nameserver 127.0.0.1
 nameserver ::1
@@ -259,7 +248,7 @@ func TestLoadUnreadableFile(t *testing.T) {
 // the list reader then said "reading list: open unread.txt: permission
 // denied", with no key and no line of the configuration.
 func TestConfigUnopenableListNamesItsKey(t *testing.T) {
-	dir := writeTree(t, map[string]string{"l.txt": "tiktok.com\n", "unread.txt": "tiktok.com\n", "ranges.txt": "10.0.0.0/8\n"})
+	dir := testnet.WriteTree(t, map[string]string{"l.txt": "tiktok.com\n", "unread.txt": "tiktok.com\n", "ranges.txt": "10.0.0.0/8\n"})
 	sock, err := net.Listen("unix", filepath.Join(dir, "sock.txt"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sock.Close() })

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -69,7 +70,7 @@ func TestCheckCertificate(t *testing.T) {
 		{name: "key and certificate swapped", cert: goodKey, key: good, want: "no PEM CERTIFICATE block"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := writeTree(t, map[string]string{"certs/dnsfence.crt": string(tc.cert), "certs/dnsfence.key": string(tc.key)})
+			dir := testnet.WriteTree(t, map[string]string{"certs/dnsfence.crt": string(tc.cert), "certs/dnsfence.key": string(tc.key)})
 			path := filepath.Join(dir, "c.yaml")
 			cfg, err := Parse(path, []byte(`upstreams: ["127.0.0.1:53"]
 listen_tls: ["127.0.0.1:853"]
@@ -109,7 +110,7 @@ tls:
 // its paths relative to the configuration file.
 func TestEncryptedKeysAccepted(t *testing.T) {
 	cert, key := testCert(t, time.Now().Add(time.Hour))
-	dir := writeTree(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"certs/dnsfence.crt": string(cert), "certs/dnsfence.key": string(key), "certs/pdns-ca.pem": string(cert),
 	})
 	cfg, err := Parse(filepath.Join(dir, "c.yaml"), []byte(`

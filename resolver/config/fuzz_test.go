@@ -14,26 +14,10 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"go.yaml.in/yaml/v3"
 )
-
-// seed adds every file matching the patterns to the fuzz corpus.
-func seed(f *testing.F, patterns ...string) {
-	for _, pattern := range patterns {
-		paths, err := filepath.Glob(pattern)
-		if err != nil || len(paths) == 0 {
-			f.Fatalf("no seeds match %s (%v)", pattern, err)
-		}
-		for _, p := range paths {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(data)
-		}
-	}
-}
 
 // FuzzConfig feeds arbitrary bytes to the config parser: it must never
 // panic, never accept a config without upstreams, report what it rejects as
@@ -41,7 +25,7 @@ func seed(f *testing.F, patterns ...string) {
 // decoder's or Go's words, and give the same result when a byte-order mark
 // stands before the text.
 func FuzzConfig(f *testing.F) {
-	seed(f, "testdata/config/*.yaml", "../../configs/dnsfence.yaml", "../../configs/default.yaml")
+	testnet.Seed(f, "testdata/config/*.yaml", "../../configs/dnsfence.yaml", "../../configs/default.yaml")
 	f.Add([]byte("\ufeffupstreams: [\"127.0.0.1:53\"]\r\npolicies: []\r\n"))
 	f.Add([]byte("\ufeff\ufeffupstreams: [\"127.0.0.1:53\"]\r\n"))
 	f.Add([]byte("\ufeff"))

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
@@ -43,7 +44,7 @@ func readSnippets(t *testing.T, path string) []snippet {
 // one after its own lines. Run with -update to rewrite the golden files.
 func TestConfigMessages(t *testing.T) {
 	ca, caKey := testCert(t, time.Now().Add(time.Hour))
-	dir := writeTree(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"lists/tiktok.txt":        "tiktok.com\n",
 		"lists/allow.txt":         "ads.tiktok.com\n",
 		"lists/bytedance.txt/new": "capcut.com\n", // a list made a folder
@@ -191,7 +192,7 @@ func TestConfigExamples(t *testing.T) {
 		assert.Contains(t, keys, k, "an example for %s, which is not a key", k)
 	}
 	ca, _ := testCert(t, time.Now().Add(time.Hour))
-	dir := writeTree(t, map[string]string{
+	dir := testnet.WriteTree(t, map[string]string{
 		"lists/tiktok.txt":        "tiktok.com\n",
 		"lists/allow.txt":         "ads.tiktok.com\n",
 		"networks/government.txt": "10.9.0.0/16\n",

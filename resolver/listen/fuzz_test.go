@@ -5,31 +5,13 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	proxyproto "github.com/pires/go-proxyproto"
 )
-
-// seed adds every file matching the patterns to the fuzz corpus.
-func seed(f *testing.F, patterns ...string) {
-	for _, pattern := range patterns {
-		paths, err := filepath.Glob(pattern)
-		if err != nil || len(paths) == 0 {
-			f.Fatalf("no seeds match %s (%v)", pattern, err)
-		}
-		for _, p := range paths {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(data)
-		}
-	}
-}
 
 // proxyPeer is a connection from a trusted proxy at a TCP address: a pipe
 // whose RemoteAddr is what a TCP listener's connection gives.
@@ -93,7 +75,7 @@ func headerSource(data []byte) (client netip.AddrPort, ok bool) {
 // TCP with UDP in the header, as dnsdist does), and the proxy itself for
 // LOCAL, UNSPEC and UNIX: never an address the header does not hold.
 func FuzzProxyHeader(f *testing.F) {
-	seed(f, "testdata/proxy/*.bin")
+	testnet.Seed(f, "testdata/proxy/*.bin")
 	v2 := func(cmd, fam byte, addrs []byte) []byte {
 		h := []byte("\r\n\r\n\x00\r\nQUIT\n")
 		h = append(h, cmd, fam, byte(len(addrs)>>8), byte(len(addrs)))
