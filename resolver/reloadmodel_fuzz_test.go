@@ -732,9 +732,9 @@ func (run *modelRun) reload(force bool, rewrite *modelConfig) {
 		require.Equal(t, run.results[r], n, "dnsfence_reloads_total{result=%q}; steps:\n%s", r, steps)
 	}
 	held, _ := metricValue(t, run.reg, "dnsfence_reload_held")
-	require.Equal(t, b2f(run.last == modelHeld || run.last == modelRefused), held, "dnsfence_reload_held; steps:\n%s", steps)
+	require.Equal(t, bit(run.last == modelHeld || run.last == modelRefused), held, "dnsfence_reload_held; steps:\n%s", steps)
 	ok, _ := metricValue(t, run.reg, "dnsfence_reload_ok")
-	require.Equal(t, b2f(run.last == modelApplied), ok, "dnsfence_reload_ok; steps:\n%s", steps)
+	require.Equal(t, bit(run.last == modelApplied), ok, "dnsfence_reload_ok; steps:\n%s", steps)
 	if run.last != modelApplied {
 		// unready_after is 1ns: /readyz says so before it asks an upstream.
 		ready, reason := run.h.ready(context.Background(), 0)
@@ -748,12 +748,6 @@ func (run *modelRun) reload(force bool, rewrite *modelConfig) {
 	run.checkBlocked(steps)
 }
 
-func b2f(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
-}
 
 // checkBlocked compares the probes the handler's snapshot answers
 // NXDOMAIN (Explain: the decision queries take) with the model's.
