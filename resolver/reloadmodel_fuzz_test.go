@@ -748,7 +748,6 @@ func (run *modelRun) reload(force bool, rewrite *modelConfig) {
 	run.checkBlocked(steps)
 }
 
-
 // checkBlocked compares the probes the handler's snapshot answers
 // NXDOMAIN (Explain: the decision queries take) with the model's.
 func (run *modelRun) checkBlocked(steps string) {

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/internal/testnet"
-	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -64,19 +63,7 @@ func (d *daemon) logText() string { return d.proc.Log() }
 // when exact).
 func (d *daemon) waitSerial(serial uint32, exact bool) {
 	d.t.Helper()
-	c := &dns.Client{Timeout: 500 * time.Millisecond}
-	q := new(dns.Msg)
-	q.SetQuestion(d.zone, dns.TypeSOA)
-	if !assert.Eventually(d.t, func() bool {
-		m, _, err := c.Exchange(q, d.addr())
-		if err != nil || m.Rcode != dns.RcodeSuccess || len(m.Answer) == 0 {
-			return false
-		}
-		soa, ok := m.Answer[0].(*dns.SOA)
-		return ok && (!exact || soa.Serial == serial)
-	}, 20*time.Second, 20*time.Millisecond) {
-		d.t.Fatalf("%s did not serve %s serial %d; its log:\n%s", d.name, d.zone, serial, d.logText())
-	}
+	testnet.WaitForSerial(d.t, d.name, d.addr(), d.zone, serial, exact, d.logText)
 }
 
 // signal sends sig to the daemon.

@@ -158,18 +158,26 @@ func (b *BIND) SetZone(text string, serial uint32) {
 // exact), and fails the test with named's log after 20 s.
 func (b *BIND) WaitSerial(serial uint32, exact bool) {
 	b.t.Helper()
+	WaitForSerial(b.t, "named", b.Addr(), b.Zone, serial, exact, b.Log)
+}
+
+// WaitForSerial waits until the primary at addr, a server called name,
+// answers zone's SOA (with serial, when exact), and fails t after 20 s
+// with the server's log (what log returns).
+func WaitForSerial(t testing.TB, name, addr, zone string, serial uint32, exact bool, log func() string) {
+	t.Helper()
 	c := &dns.Client{Timeout: 500 * time.Millisecond}
 	q := new(dns.Msg)
-	q.SetQuestion(b.Zone, dns.TypeSOA)
-	if !assert.Eventually(b.t, func() bool {
-		m, _, err := c.Exchange(q, b.Addr())
+	q.SetQuestion(zone, dns.TypeSOA)
+	if !assert.Eventually(t, func() bool {
+		m, _, err := c.Exchange(q, addr)
 		if err != nil || m.Rcode != dns.RcodeSuccess || len(m.Answer) == 0 {
 			return false
 		}
 		soa, ok := m.Answer[0].(*dns.SOA)
 		return ok && (!exact || soa.Serial == serial)
 	}, 20*time.Second, 20*time.Millisecond) {
-		b.t.Fatalf("named did not serve %s serial %d; its log:\n%s", b.Zone, serial, b.Log())
+		t.Fatalf("%s did not serve %s serial %d; its log:\n%s", name, zone, serial, log())
 	}
 }
 

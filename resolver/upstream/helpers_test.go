@@ -130,7 +130,6 @@ func rep(octet string, n int) string { return strings.Repeat(octet, n) }
 // package's tests (testnet).
 var (
 	question      = testnet.Question
-	mustRR        = testnet.MustRR
 	defaultAnswer = testnet.DefaultAnswer
 	rcodeAnswer   = testnet.RcodeAnswer
 	bigAnswer     = testnet.BigAnswer
