@@ -24,7 +24,8 @@ type Identity struct {
 	// that asks directly.
 	Source netip.Addr
 	// Peer is the address the query came from: Source, or the proxy that
-	// sent a PROXY or Forwarded header. The audit line's "source".
+	// sent a PROXY or Forwarded header; when ECS named the client, the
+	// forwarder that wrote the option (Source). The audit line's "source".
 	Peer netip.Addr
 	// Client is the network policies are matched against: a single address
 	// (/32 or /128), or the shorter prefix an ECS option gave.
@@ -47,7 +48,10 @@ func hostPrefix(a netip.Addr) netip.Prefix {
 // identify works out who is asking. The transport source counts unless it
 // is a trusted proxy: then a PROXY protocol header (a listen.ProxiedAddr)
 // or an EDNS Client Subnet option names the client. ECS from anyone else
-// is ignored. A trusted proxy's query with more than one ECS option is
+// is ignored, but from a client a PROXY, Forwarded or X-Forwarded-For
+// header names that is itself a trusted proxy (a department forwarder
+// behind a load balancer), whose message it is as much as if it had
+// asked directly. A trusted proxy's query with more than one ECS option is
 // ManyECS: RFC 7871 says nothing of it, and BIND takes the first, but a
 // forwarder that passes a device's own option on ahead of the one it adds
 // would let the device pick its policy.
@@ -63,7 +67,9 @@ func identify(snap *Snapshot, w dns.ResponseWriter, req *dns.Msg) Identity {
 	}
 	if ecs != nil {
 		if p, ok := ecsPrefix(ecs); ok {
-			id.Client, id.Via, id.ECS = p, IdentityECS, ecs
+			// The audit line's source is the forwarder that wrote the
+			// option, behind whichever proxy named it.
+			id.Client, id.Via, id.ECS, id.Peer = p, IdentityECS, ecs, id.Source
 		}
 	}
 	return id
@@ -71,8 +77,13 @@ func identify(snap *Snapshot, w dns.ResponseWriter, req *dns.Msg) Identity {
 
 // peerIdentity is identify's answer before it reads the query: who the
 // transport peer is, and whether an ECS option in the query would name the
-// client instead (believeECS: the peer is a trusted proxy that gave no
-// PROXY header).
+// client instead (believeECS: the peer, or the client a trusted proxy's
+// PROXY, Forwarded or X-Forwarded-For header named, is a trusted proxy).
+// The second matters as much as the first: a forwarder behind a load
+// balancer that speaks PROXY protocol, or behind a DoH reverse proxy,
+// asked for its devices by ECS, and its own address, in no blocking
+// range, decided their queries, which were forwarded; over UDP, past the
+// same load balancer without a header, they were blocked.
 func peerIdentity(snap *Snapshot, w dns.ResponseWriter) (id Identity, believeECS bool) {
 	switch a := w.RemoteAddr().(type) {
 	case *net.UDPAddr:
@@ -84,7 +95,7 @@ func peerIdentity(snap *Snapshot, w dns.ResponseWriter) (id Identity, believeECS
 		id.Source = a.AddrPort().Addr().Unmap().WithZone("")
 		id.Peer = a.Proxy.Addr().Unmap().WithZone("")
 		id.Client, id.Via = hostPrefix(id.Source), IdentityProxy
-		return id, false
+		return id, snap.Trusted(id.Source)
 	}
 	id.Peer = id.Source
 	id.Client, id.Via = hostPrefix(id.Source), IdentityTransport
