@@ -875,12 +875,16 @@ const (
 
 // allowedPart says whether allowed_clients holds all of p, some of it, or
 // none of it.
-func (s *Snapshot) allowedPart(p netip.Prefix) int {
-	if _, _, ok := s.allowed.LookupPrefixLPM(p); ok {
+func (s *Snapshot) allowedPart(p netip.Prefix) int { return partOf(s.allowed, p) }
+
+// partOf says whether the prefixes of t hold all of p, some of it, or none
+// of it (allowedAll, allowedSome, allowedNone).
+func partOf(t *bart.Table[struct{}], p netip.Prefix) int {
+	if _, _, ok := t.LookupPrefixLPM(p); ok {
 		return allowedAll
 	}
 	var inside []netip.Prefix
-	for q := range s.allowed.Subnets(p) {
+	for q := range t.Subnets(p) {
 		inside = append(inside, q)
 	}
 	switch {

@@ -982,10 +982,14 @@ func carvedOut(prev, next *Snapshot) []error {
 	return errs
 }
 
-// clientsWidened holds the two client settings that take devices of a
+// clientsWidened holds the client settings that take devices of a
 // blocking range out of its policy without touching the range:
 // trusted_proxies grown over it (a device there could name any client,
-// of any policy or none, by ECS, a PROXY header or Forwarded), and
+// of any policy or none, by ECS, a PROXY header or Forwarded),
+// trusted_proxies no longer holding a proxy that a blocking policy does
+// not hold whole (the devices it named by ECS, PROXY or Forwarded are
+// then decided for the proxy's own address: a forwarder in no blocking
+// range hands every government device behind it TikTok), and
 // allowed_clients no longer holding all of it (its devices get REFUSED
 // and turn to whatever other resolver they have, which does not block).
 func clientsWidened(prev, next *Snapshot) []error {
@@ -1005,6 +1009,13 @@ func clientsWidened(prev, next *Snapshot) []error {
 			break
 		}
 	}
+	for p := range prev.trusted.All() {
+		if partOf(next.trusted, p) == allowedAll || next.blocksWhole(p) {
+			continue // still trusted, or decided as blocking whoever asks from it
+		}
+		errs = append(errs, fmt.Errorf("%s: %w: trusted_proxies no longer holds %s, which no blocking policy holds whole: the clients it names by ECS, a PROXY header or Forwarded would be decided as the proxy itself; SIGHUP accepts it",
+			file, ErrRemoved, p))
+	}
 	for _, cr := range next.byClient.AllSorted() {
 		if blocking(cr.Policy) && prev.allowedPart(cr.Range.Prefix) == allowedAll && next.allowedPart(cr.Range.Prefix) != allowedAll {
 			errs = append(errs, fmt.Errorf("%s: %w: allowed_clients no longer holds all of range %s of blocking policy %s: its devices would get REFUSED and turn to another resolver; SIGHUP accepts it",
@@ -1012,6 +1023,21 @@ func clientsWidened(prev, next *Snapshot) []error {
 		}
 	}
 	return errs
+}
+
+// blocksWhole reports whether every address of p is decided by a
+// blocking policy: the most specific range holding p whole is one, and
+// no range of a policy that does not block lies inside p.
+func (s *Snapshot) blocksWhole(p netip.Prefix) bool {
+	if cr, ok := s.byClient.LookupPrefix(p); !ok || !blocking(cr.Policy) {
+		return false
+	}
+	for _, cr := range s.byClient.Subnets(p) {
+		if !blocking(cr.Policy) {
+			return false
+		}
+	}
+	return true
 }
 
 // overlapping is a range of t that overlaps p: one holding p, or the first

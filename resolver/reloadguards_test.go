@@ -349,7 +349,9 @@ func TestClientSettingsWidenedAreHeld(t *testing.T) {
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.200.1", "www.tiktok.com."), "still answered, still blocked")
 
 	require.NoError(t, edit(allowed, allowed+"\n"+`trusted_proxies: ["127.9.0.1/32"]`), "a proxy outside every blocking range")
-	require.NoError(t, edit(allowed, `allowed_clients: ["127.0.0.0/14"]`), "allowed_clients narrowed outside every blocking range")
+	// The proxy trusted above stays trusted: withdrawn, its trust is held
+	// too (TestTrustWithdrawnFromAForwarderIsHeld).
+	require.NoError(t, edit(allowed, `allowed_clients: ["127.0.0.0/14"]`+"\n"+`trusted_proxies: ["127.9.0.1/32"]`), "allowed_clients narrowed outside every blocking range")
 }
 
 // snapshotsOf builds a snapshot from conf and files, then one from edit's
@@ -768,4 +770,59 @@ func TestGrowthBelowThePeakApplies(t *testing.T) {
 			assert.Zero(t, held)
 		})
 	}
+}
+
+// TestTrustWithdrawnFromAForwarderIsHeld: a forwarder in trusted_proxies
+// names its devices by ECS (or a balancer names them by PROXY headers or
+// Forwarded); taken out of trusted_proxies, every query it relays is
+// decided for its own address, and one in no blocking range lets every
+// government device behind it reach TikTok. That is held, as
+// allowed_clients no longer holding a blocking range is; SIGHUP accepts
+// it. A proxy whose own address a blocking policy holds loses its devices
+// nothing they may reach: applied.
+func TestTrustWithdrawnFromAForwarderIsHeld(t *testing.T) {
+	up := startUpstream(t, nil)
+	const trusted = `trusted_proxies: ["127.9.0.1/32", "127.0.1.77/32"]`
+	conf := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, `allowed_clients: ["127.0.0.0/8"]`+"\n"+trusted, 1)
+	f := startFence(t, conf, rangesFiles("127.2.0.0/16\n"), up.addr)
+	r := reloaderOf(f)
+	path := filepath.Join(f.dir, "dnsfence.yaml")
+	good, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Contains(t, string(good), trusted)
+	edit := func(new string, force bool) error {
+		t.Helper()
+		writeAtomic(t, path, strings.Replace(string(good), trusted, new, 1))
+		return r.Reload(force)
+	}
+	viaForwarder := func() int {
+		t.Helper()
+		m := withECS(question("www.tiktok.com.", dns.TypeA, true), "127.2.3.4/32")
+		return ask(t, f.addr, "127.9.0.1", "udp", m).Rcode
+	}
+	require.Equal(t, dns.RcodeNameError, viaForwarder(), "the forwarder names a government device")
+
+	err = edit(`trusted_proxies: ["127.0.1.77/32"]`, false)
+	require.ErrorIs(t, err, ErrRemoved)
+	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.9.0.1/32")
+	assert.Equal(t, dns.RcodeNameError, viaForwarder(), "held: still read by its ECS")
+
+	err = edit(`trusted_proxies: ["127.9.0.0/32"]`, false)
+	require.ErrorIs(t, err, ErrRemoved, "127.0.1.77 is held by a blocking range, but 127.9.0.1 is not")
+	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.9.0.1/32")
+	assert.NotContains(t, err.Error(), "127.0.1.77")
+
+	require.NoError(t, edit(`trusted_proxies: ["127.9.0.1/32"]`, false), "a proxy inside a blocking range loses nothing")
+	require.NoError(t, edit(`trusted_proxies: ["127.9.0.0/24"]`, false), "trust widened outside every blocking range")
+	require.NoError(t, edit(`trusted_proxies: ["127.9.0.0/25", "127.9.0.128/25"]`, false), "the same proxies, written as two halves")
+	require.NoError(t, edit(`trusted_proxies: ["127.9.0.0/24"]`, false))
+	err = edit(`trusted_proxies: ["127.9.0.0/25"]`, false)
+	require.ErrorIs(t, err, ErrRemoved, "narrowed")
+	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.9.0.0/24")
+
+	err = edit(`trusted_proxies: []`, false)
+	require.ErrorIs(t, err, ErrRemoved)
+	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.9.0.0/24")
+	require.NoError(t, edit(`trusted_proxies: []`, true), "SIGHUP accepts it")
+	assert.Equal(t, dns.RcodeSuccess, viaForwarder(), "accepted: the forwarder is itself")
 }
