@@ -990,8 +990,9 @@ func carvedOut(prev, next *Snapshot) []error {
 // not hold whole (the devices it named by ECS, PROXY or Forwarded are
 // then decided for the proxy's own address: a forwarder in no blocking
 // range hands every government device behind it TikTok), and
-// allowed_clients no longer holding all of it (its devices get REFUSED
-// and turn to whatever other resolver they have, which does not block).
+// allowed_clients no longer holding all of it, or of a trusted proxy
+// (its devices, or those the proxy asks for by ECS, get REFUSED and turn
+// to whatever other resolver they have, which does not block).
 func clientsWidened(prev, next *Snapshot) []error {
 	var errs []error
 	file := next.Config.File
@@ -1020,6 +1021,13 @@ func clientsWidened(prev, next *Snapshot) []error {
 		if blocking(cr.Policy) && prev.allowedPart(cr.Range.Prefix) == allowedAll && next.allowedPart(cr.Range.Prefix) != allowedAll {
 			errs = append(errs, fmt.Errorf("%s: %w: allowed_clients no longer holds all of range %s of blocking policy %s: its devices would get REFUSED and turn to another resolver; SIGHUP accepts it",
 				file, ErrRemoved, cr.Range.Prefix, cr.Policy.Name))
+		}
+	}
+	// A forwarder's devices, which it names by ECS, are refused with it.
+	for p := range next.trusted.All() {
+		if prev.allowedPart(p) == allowedAll && next.allowedPart(p) != allowedAll {
+			errs = append(errs, fmt.Errorf("%s: %w: allowed_clients no longer holds all of trusted proxy %s: the devices it asks for by ECS would get REFUSED and turn to another resolver; SIGHUP accepts it",
+				file, ErrRemoved, p))
 		}
 	}
 	return errs

@@ -349,9 +349,10 @@ func TestClientSettingsWidenedAreHeld(t *testing.T) {
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.200.1", "www.tiktok.com."), "still answered, still blocked")
 
 	require.NoError(t, edit(allowed, allowed+"\n"+`trusted_proxies: ["127.9.0.1/32"]`), "a proxy outside every blocking range")
-	// The proxy trusted above stays trusted: withdrawn, its trust is held
-	// too (TestTrustWithdrawnFromAForwarderIsHeld).
-	require.NoError(t, edit(allowed, `allowed_clients: ["127.0.0.0/14"]`+"\n"+`trusted_proxies: ["127.9.0.1/32"]`), "allowed_clients narrowed outside every blocking range")
+	// The proxy trusted above stays trusted and allowed: withdrawn, its
+	// trust or its place in allowed_clients is held too
+	// (TestTrustWithdrawnFromAForwarderIsHeld).
+	require.NoError(t, edit(allowed, `allowed_clients: ["127.0.0.0/14", "127.9.0.1/32"]`+"\n"+`trusted_proxies: ["127.9.0.1/32"]`), "allowed_clients narrowed outside every blocking range")
 }
 
 // snapshotsOf builds a snapshot from conf and files, then one from edit's
@@ -779,7 +780,8 @@ func TestGrowthBelowThePeakApplies(t *testing.T) {
 // government device behind it reach TikTok. That is held, as
 // allowed_clients no longer holding a blocking range is; SIGHUP accepts
 // it. A proxy whose own address a blocking policy holds loses its devices
-// nothing they may reach: applied.
+// nothing they may reach: applied. A proxy still trusted that
+// allowed_clients no longer holds has its devices refused: held too.
 func TestTrustWithdrawnFromAForwarderIsHeld(t *testing.T) {
 	up := startUpstream(t, nil)
 	const trusted = `trusted_proxies: ["127.9.0.1/32", "127.0.1.77/32"]`
@@ -819,6 +821,14 @@ func TestTrustWithdrawnFromAForwarderIsHeld(t *testing.T) {
 	err = edit(`trusted_proxies: ["127.9.0.0/25"]`, false)
 	require.ErrorIs(t, err, ErrRemoved, "narrowed")
 	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.9.0.0/24")
+
+	// Still trusted, but no longer allowed: its devices would be refused.
+	const allowed = `allowed_clients: ["127.0.0.0/8"]`
+	writeAtomic(t, path, strings.Replace(strings.Replace(string(good), trusted, `trusted_proxies: ["127.9.0.0/24"]`, 1), allowed, `allowed_clients: ["127.0.0.0/13"]`, 1))
+	err = r.Reload(false)
+	require.ErrorIs(t, err, ErrRemoved)
+	assert.Contains(t, err.Error(), "allowed_clients no longer holds all of trusted proxy 127.9.0.0/24")
+	assert.Equal(t, dns.RcodeNameError, viaForwarder(), "held: still allowed")
 
 	err = edit(`trusted_proxies: []`, false)
 	require.ErrorIs(t, err, ErrRemoved)
