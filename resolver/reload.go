@@ -993,6 +993,8 @@ func carvedOut(prev, next *Snapshot) []error {
 // allowed_clients no longer holding all of it, or of a trusted proxy
 // (its devices, or those the proxy asks for by ECS, get REFUSED and turn
 // to whatever other resolver they have, which does not block).
+// The two about a trusted proxy apply while some policy blocks: with
+// none, nobody is taken out of a block.
 func clientsWidened(prev, next *Snapshot) []error {
 	var errs []error
 	file := next.Config.File
@@ -1011,8 +1013,8 @@ func clientsWidened(prev, next *Snapshot) []error {
 		}
 	}
 	for p := range prev.trusted.All() {
-		if partOf(next.trusted, p) == allowedAll || next.blocksWhole(p) {
-			continue // still trusted, or decided as blocking whoever asks from it
+		if partOf(next.trusted, p) == allowedAll || next.blocksWhole(p) || len(next.blockingIn) == 0 {
+			continue // still trusted, decided as blocking whoever asks from it, or nothing blocks
 		}
 		errs = append(errs, fmt.Errorf("%s: %w: trusted_proxies no longer holds %s, which no blocking policy holds whole: the clients it names by ECS, a PROXY header or Forwarded would be decided as the proxy itself; SIGHUP accepts it",
 			file, ErrRemoved, p))
@@ -1025,7 +1027,7 @@ func clientsWidened(prev, next *Snapshot) []error {
 	}
 	// A forwarder's devices, which it names by ECS, are refused with it.
 	for p := range next.trusted.All() {
-		if prev.allowedPart(p) == allowedAll && next.allowedPart(p) != allowedAll {
+		if len(next.blockingIn) > 0 && prev.allowedPart(p) == allowedAll && next.allowedPart(p) != allowedAll {
 			errs = append(errs, fmt.Errorf("%s: %w: allowed_clients no longer holds all of trusted proxy %s: the devices it asks for by ECS would get REFUSED and turn to another resolver; SIGHUP accepts it",
 				file, ErrRemoved, p))
 		}

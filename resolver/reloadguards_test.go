@@ -836,3 +836,43 @@ func TestTrustWithdrawnFromAForwarderIsHeld(t *testing.T) {
 	require.NoError(t, edit(`trusted_proxies: []`, true), "SIGHUP accepts it")
 	assert.Equal(t, dns.RcodeSuccess, viaForwarder(), "accepted: the forwarder is itself")
 }
+
+// TestTrustWithdrawnWhereNothingBlocksIsApplied: with no blocking policy
+// (a log-only one), a proxy taken out of trusted_proxies, or out of
+// allowed_clients, takes nobody out of a block, so the reload is not held.
+func TestTrustWithdrawnWhereNothingBlocksIsApplied(t *testing.T) {
+	files := map[string]string{"tiktok.txt": "tiktok.com\n"}
+	config := func(allowed, trusted string, blocks bool) string {
+		text := "listen: [\"127.0.0.1:0\"]\nupstreams: [\"127.0.0.1:53\"]\nallowed_clients: " + allowed + "\n" +
+			"trusted_proxies: " + trusted + "\npolicies:\n  - name: p\n    clients: [\"127.2.0.0/16\"]\n    block: [tiktok.txt]\n"
+		if !blocks {
+			text += "    action: log\n"
+		}
+		return text
+	}
+	for _, tc := range []struct {
+		name                   string
+		allowed, trusted       string // after the edit
+		heldWithBlockingPolicy string
+	}{
+		{"trust withdrawn", `["127.0.0.0/8"]`, `[]`, "trusted_proxies no longer holds 127.9.0.1/32"},
+		{"proxy no longer allowed", `["127.0.0.0/14"]`, `["127.9.0.1/32"]`, "allowed_clients no longer holds all of trusted proxy 127.9.0.1/32"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, blocks := range []bool{false, true} {
+				prev, err := buildConfig(t, config(`["127.0.0.0/8"]`, `["127.9.0.1/32"]`, blocks), files)
+				require.NoError(t, err)
+				next, err := buildConfig(t, config(tc.allowed, tc.trusted, blocks), files)
+				require.NoError(t, err)
+				errs := clientsWidened(prev, next)
+				if !blocks {
+					assert.Empty(t, errs, "a log-only policy")
+					continue
+				}
+				require.Len(t, errs, 1, "the control: a blocking policy")
+				assert.ErrorIs(t, errs[0], ErrRemoved)
+				assert.ErrorContains(t, errs[0], tc.heldWithBlockingPolicy)
+			}
+		})
+	}
+}
