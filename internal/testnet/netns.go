@@ -20,15 +20,25 @@ const netnsEnv = "DNSFENCE_TEST_NETNS"
 // loopback only. Called outside, it runs the test binary again under
 // `unshare -rn` for t alone, reports that run as t's result and returns
 // false: the caller returns. Called inside, it brings lo up, runs each of
-// the ip commands given (such as "addr add ::2/128 dev lo"), and returns
-// true: the caller goes on with the test. Without `unshare -rn` (no
+// the ip commands given (such as "addr add ::2/128 dev lo"; an IPv6
+// address is added nodad, usable at once), and returns true: the caller
+// goes on with the test. Without `unshare -rn` (no
 // unprivileged user namespaces, no unshare or ip) t is skipped, and fails
 // under CI=true.
 func InNetns(t *testing.T, ipCommands ...string) bool {
 	t.Helper()
 	if os.Getenv(netnsEnv) == t.Name() {
 		for _, c := range append([]string{"link set lo up"}, ipCommands...) {
-			if out, err := exec.Command("ip", strings.Fields(c)...).CombinedOutput(); err != nil {
+			args := strings.Fields(c)
+			if len(args) > 2 && args[0] == "addr" && args[1] == "add" && strings.Contains(args[2], ":") {
+				// An IPv6 address is tentative until duplicate address
+				// detection, skipped on lo, is marked done by a kernel
+				// worker; on a busy machine a bind to it came first and
+				// failed ("cannot assign requested address"). nodad
+				// adds it usable at once.
+				args = append(args, "nodad")
+			}
+			if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 				t.Fatalf("ip %s: %v: %s", c, err, out)
 			}
 		}
