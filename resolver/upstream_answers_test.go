@@ -1717,6 +1717,43 @@ func TestRefusedNoRecursionLeavesHealth(t *testing.T) {
 	}, first, second)
 }
 
+// TestRefusedNameLeavesHealth: upstreams that refuse one name's recursive
+// queries and answer every other name (Unbound's `local-zone: "…"
+// refuse`, AdGuard Home's `blocking_mode: refused`, a dnsdist
+// RCodeAction(DNSRCode.REFUSED) for a name) are not marked down by a
+// client asking that name again and again (a device beaconing to a name
+// its resolver refuses; coredns/coredns#486): each such query still fails
+// over and is counted by its RCODE, its client gets the SERVFAIL of every
+// upstream failing, and the first upstream keeps answering other names
+// first; one upstream alone is not marked down either. Before, 40 of them
+// marked both upstreams down and flapping, a warning each and
+// DnsfenceUpstreamsDown firing, as a dead upstream is. An upstream that
+// refuses every query, the root NS query of its health check too (an
+// access-control that leaves dnsfence out), is still marked down:
+// TestBrokenUpstreamNotKeptUpByOfTheQuery. UDP (the wire path) and TCP.
+func TestRefusedNameLeavesHealth(t *testing.T) {
+	refusesOne := func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if dns.IsSubDomain("refused.example.", r.Question[0].Name) {
+			return rcodeAnswer(dns.RcodeRefused)(w, r)
+		}
+		return defaultAnswer(w, r)
+	}
+	refused := func(i int) *dns.Msg { return question(fmt.Sprintf("n%d.refused.example.", i), dns.TypeA, true) }
+	first, second := startUpstream(t, refusesOne), startUpstream(t, refusesOne)
+	checkLeavesHealth(t, first, second, "rcode_refused", refused, func(r *dns.Msg) {
+		assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
+	}, first, second)
+
+	only := startUpstream(t, refusesOne)
+	f := govFence(t, "upstream_timeout: 2s", only.addr)
+	for i := range 40 {
+		r := ask(t, f.addr, "", []string{"udp", "tcp"}[i%2], refused(i))
+		assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
+	}
+	assert.Empty(t, f.handler.Snapshot().Forwarder().Down(), "the only upstream, refusing one name")
+	assert.Equal(t, map[string]float64{"rcode_refused": 40}, upstreamErrors(t, f.registry, only.addr))
+}
+
 // checkLeavesHealth asks 40 queries (query(i), over UDP and TCP in turn)
 // of a fence over the upstreams first and second, in that order, checking
 // each answer with each: then neither upstream is marked down, each of
@@ -1865,6 +1902,9 @@ func TestBrokenUpstreamNotKeptUpByOfTheQuery(t *testing.T) {
 			m.RecursionDesired = false
 			return m
 		}},
+		// An access-control that leaves dnsfence out: the root NS query
+		// of the health check is refused too.
+		{"refusing every query", rcodeAnswer(dns.RcodeRefused)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var breaks atomic.Bool // it breaks after it was found up

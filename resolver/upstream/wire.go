@@ -82,13 +82,13 @@ func (f *Forwarder) ForwardWire(ctx context.Context, q []byte) (WireAnswer, stri
 		if err == nil {
 			return a, up.addr, nil
 		}
-		f.unansweredServfail(up, err)
+		f.unansweredNameFailure(up, err)
 		return WireAnswer{}, "", oneFailed(up, err)
 	}
 	f.inflight.Add(1)
 	defer f.inflight.Add(-1)
-	sf := new(servfails)
-	a, from, err := forwardHedged(ctx, f, order, continued{servfails: sf}, f.newWireTry(q, dnswire.ID(q)))
+	sf := new(nameFailures)
+	a, from, err := forwardHedged(ctx, f, order, continued{nameFailures: sf}, f.newWireTry(q, dnswire.ID(q)))
 	sf.end(f, answered(err))
 	return a, from, err
 }
