@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -398,5 +399,75 @@ func TestREADMEQueryResults(t *testing.T) {
 	require.NotEmpty(t, row, "README has a row for dnsfence_queries_total")
 	for _, r := range queryResults {
 		assert.Contains(t, row, "`"+r+"`", "README names the result %q", r)
+	}
+}
+
+// TestMetricSeriesBoundedByQueries: what a client puts in its queries (the
+// name, the type, the class, its own address, the transport's options)
+// never becomes a label value, so no client can grow /metrics (CoreDNS's
+// `type` label made coredns_dns_request_duration_seconds huge,
+// coredns/coredns#4507). After one query of each outcome, forty more of
+// the same outcomes with other names, types and client addresses add no
+// series, and no label holds a name asked.
+func TestMetricSeriesBoundedByQueries(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	round := func(from, to int) {
+		for i := from; i < to; i++ {
+			network := []string{"udp", "tcp"}[i%2]
+			qtype := []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeTXT, uint16(1000 + i)}[i%4]
+			r := ask(t, f.addr, "", network, question(fmt.Sprintf("n%d.example.org.", i), qtype, i%3 == 0))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+			r = ask(t, f.addr, []string{"127.0.0.1", "127.0.0.2", "127.0.0.5"}[i%3], network, question(fmt.Sprintf("b%d.tiktok.com.", i), qtype, true))
+			assert.Equal(t, dns.RcodeNameError, r.Rcode)
+			// Over UDP: a TCP connection from outside allowed_clients is
+			// closed at accept.
+			r = ask(t, f.addr, fmt.Sprintf("127.0.0.%d", 20+i), "udp", question(fmt.Sprintf("r%d.example.org.", i), qtype, false))
+			assert.Equal(t, dns.RcodeRefused, r.Rcode)
+			q := question(fmt.Sprintf("c%d.example.org.", i), qtype, false)
+			q.Question[0].Qclass = uint16(100 + i)
+			ask(t, f.addr, "", network, q)
+			q = question(fmt.Sprintf("u%d.example.org.", i), qtype, false)
+			q.Opcode = dns.OpcodeUpdate
+			r = ask(t, f.addr, "", network, q)
+			assert.Equal(t, dns.RcodeNotImplemented, r.Rcode)
+		}
+	}
+	series := func() (int, []string) {
+		mfs, err := f.registry.Gather()
+		require.NoError(t, err)
+		n := 0
+		var values []string
+		for _, mf := range mfs {
+			n += len(mf.GetMetric())
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					values = append(values, l.GetValue())
+				}
+			}
+		}
+		return n, values
+	}
+	// A query leaves the in-flight gauge just after its answer is written.
+	idle := func() bool {
+		mfs, err := f.registry.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "dnsfence_inflight_queries" {
+				return mf.GetMetric()[0].GetGauge().GetValue() == 0
+			}
+		}
+		return false
+	}
+	round(0, 4) // one of each outcome, type and transport
+	require.Eventually(t, idle, 5*time.Second, 5*time.Millisecond, "in-flight gauge back to 0")
+	before, _ := series()
+	round(4, 44)
+	require.Eventually(t, idle, 5*time.Second, 5*time.Millisecond, "in-flight gauge back to 0")
+	after, values := series()
+	assert.Equal(t, before, after, "forty queries of other names, types, classes and clients add no series")
+	for _, v := range values {
+		assert.NotContains(t, v, ".example.org", "a name asked is no label value")
+		assert.NotContains(t, v, "tiktok.com.", "a name asked is no label value")
 	}
 }
