@@ -1738,20 +1738,68 @@ func TestRefusedNameLeavesHealth(t *testing.T) {
 		}
 		return defaultAnswer(w, r)
 	}
-	refused := func(i int) *dns.Msg { return question(fmt.Sprintf("n%d.refused.example.", i), dns.TypeA, true) }
-	first, second := startUpstream(t, refusesOne), startUpstream(t, refusesOne)
-	checkLeavesHealth(t, first, second, "rcode_refused", refused, func(r *dns.Msg) {
+	checkOneOrTwoLeaveHealth(t, refusesOne, "rcode_refused", func(i int) *dns.Msg {
+		return question(fmt.Sprintf("n%d.refused.example.", i), dns.TypeA, true)
+	})
+}
+
+// TestNotImplementedQueryLeavesHealth: upstreams that answer NOTIMP to
+// one kind of query and answer every other (ControlD's resolvers answered
+// NOTIMP to QTYPE HTTPS, which browsers ask for every name,
+// TechnitiumSoftware/DnsServer#569; systemd-resolved's stub, the
+// system's resolver dnsfence's embedded default forwards to, answered
+// NOTIMP to a query with DO set, systemd/systemd#17218) are not marked
+// down by such queries: each fails over and is counted by its RCODE, its
+// client gets SERVFAIL, and the first upstream keeps answering A first;
+// one upstream alone is not marked down either. Before, 40 of them marked
+// both upstreams down, as a dead one is. An upstream that answers NOTIMP
+// to every query, the root NS query of its health check too, is still
+// marked down (TestFailoverOnFailureRcodes). UDP (the wire path) and TCP.
+func TestNotImplementedQueryLeavesHealth(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		notImpl func(*dns.Msg) bool
+		query   func(i int) *dns.Msg
+	}{
+		{"QTYPE HTTPS", func(r *dns.Msg) bool { return r.Question[0].Qtype == dns.TypeHTTPS },
+			func(i int) *dns.Msg { return question(fmt.Sprintf("h%d.example.org.", i), dns.TypeHTTPS, true) }},
+		{"DO set", func(r *dns.Msg) bool { return r.IsEdns0() != nil && r.IsEdns0().Do() },
+			func(i int) *dns.Msg {
+				q := question(fmt.Sprintf("do%d.example.org.", i), dns.TypeA, true)
+				q.IsEdns0().SetDo()
+				return q
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkOneOrTwoLeaveHealth(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				if tc.notImpl(r) {
+					return rcodeAnswer(dns.RcodeNotImplemented)(w, r)
+				}
+				return defaultAnswer(w, r)
+			}, "rcode_notimp", tc.query)
+		})
+	}
+}
+
+// checkOneOrTwoLeaveHealth checks that 40 queries (query(i)) that every
+// upstream answering as answer fails with an RCODE counted as kind leave
+// the health of two such upstreams as it was (checkLeavesHealth), and of
+// one alone: each query gets SERVFAIL, and no upstream is marked down.
+func checkOneOrTwoLeaveHealth(t *testing.T, answer func(dns.ResponseWriter, *dns.Msg) *dns.Msg, kind string, query func(i int) *dns.Msg) {
+	t.Helper()
+	first, second := startUpstream(t, answer), startUpstream(t, answer)
+	checkLeavesHealth(t, first, second, kind, query, func(r *dns.Msg) {
 		assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
 	}, first, second)
 
-	only := startUpstream(t, refusesOne)
+	only := startUpstream(t, answer)
 	f := govFence(t, "upstream_timeout: 2s", only.addr)
 	for i := range 40 {
-		r := ask(t, f.addr, "", []string{"udp", "tcp"}[i%2], refused(i))
+		r := ask(t, f.addr, "", []string{"udp", "tcp"}[i%2], query(i))
 		assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
 	}
-	assert.Empty(t, f.handler.Snapshot().Forwarder().Down(), "the only upstream, refusing one name")
-	assert.Equal(t, map[string]float64{"rcode_refused": 40}, upstreamErrors(t, f.registry, only.addr))
+	assert.Empty(t, f.handler.Snapshot().Forwarder().Down(), "the only upstream, failing one kind of query")
+	assert.Equal(t, map[string]float64{kind: 40}, upstreamErrors(t, f.registry, only.addr))
 }
 
 // checkLeavesHealth asks 40 queries (query(i), over UDP and TCP in turn)

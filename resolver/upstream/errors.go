@@ -96,7 +96,7 @@ func unreadAnswer(err error) bool {
 // over TCP after a truncated datagram: Plain.exchange asks again so). It
 // is then counted by its RCODE or as truncated, failed over, and judged
 // as a readable one is: a truncated answer counts against its upstream's
-// health, a SERVFAIL is judged by the query's end (nameFailures). The
+// health, a SERVFAIL is judged by the query's end (queryFailures). The
 // record the name's owner wrote makes the answer no less cut short or
 // failed. Any other err is returned as it is. The order is exchange's:
 // the RCODE first.

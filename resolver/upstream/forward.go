@@ -813,13 +813,13 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool) (*d
 		if err == nil {
 			return resp, up.addr, nil
 		}
-		f.unansweredNameFailure(up, err)
+		f.unansweredQueryFailure(up, err)
 		return nil, "", oneFailed(up, err)
 	}
 	f.inflight.Add(1)
 	defer f.inflight.Add(-1)
-	sf := new(nameFailures)
-	resp, from, err := forwardHedged(ctx, f, order, continued{nameFailures: sf}, func(up *upstreamState) func(context.Context) (*dns.Msg, error) {
+	sf := new(queryFailures)
+	resp, from, err := forwardHedged(ctx, f, order, continued{queryFailures: sf}, func(up *upstreamState) func(context.Context) (*dns.Msg, error) {
 		// Its own message: a try sets the ID it is sent with, and packing
 		// writes the OPT record.
 		tq := upstreamQuery(req)
@@ -850,7 +850,8 @@ func oneFailed(up *upstreamState, err error) error {
 // goroutine (counted and recorded, as try does). from is a query whose
 // first try went to an upstream before order (a started query's hedge or
 // failover); the zero value, a query's own start. Each try's SERVFAIL goes
-// to from.nameFailures, which the caller ends when the query has its result.
+// to from.queryFailures, which the caller ends when the query has its
+// result.
 // The caller holds a reference on f, and counts the query in f.inflight.
 func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamState, from continued,
 	newTry func(up *upstreamState) func(context.Context) (A, error)) (A, string, error) {
@@ -888,7 +889,7 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 			if reason != "" {
 				up.retries.Add(-1)
 			}
-			from.nameFailures.add(f, up, err)
+			from.queryFailures.add(f, up, err)
 			results <- result{i, resp, err}
 		}()
 		return true
@@ -983,9 +984,10 @@ type continued struct {
 	after  *upstreamState
 	reason string
 	giveUp time.Time
-	// nameFailures takes the SERVFAILs of the query's tries, which its end
-	// judges (nameFailures.end); nil judges none.
-	nameFailures *nameFailures
+	// queryFailures takes the SERVFAILs, REFUSEDs and NOTIMPs of the
+	// query's tries, which its end judges (queryFailures.end); nil judges
+	// none.
+	queryFailures *queryFailures
 	// firstFailed is closed when the first try, still in flight when
 	// forwardHedged took over, fails; nil when it had failed already.
 	firstFailed <-chan struct{}
@@ -1030,9 +1032,9 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 	case err == nil:
 		f.succeeded(up, start, took)
 	case ContextErr(ctx) != nil:
-	case ofTheName(err):
+	case mayBeOfTheQuery(err):
 		// Judged by the query's end: a failure of up when another
-		// upstream answered the query, else a health check (nameFailures).
+		// upstream answered the query, else a health check (queryFailures).
 	case ofTheQuery(err):
 		f.checkHealth(up)
 	case countsAgainst(err):
@@ -1040,16 +1042,16 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 	}
 }
 
-// nameFailures are the SERVFAILs and REFUSEDs (ofTheName) one query's
-// tries got (a query of more than one upstream), judged when the query
-// ends (end): when another upstream answered it usably, such an answer
-// without a DNSSEC Extended DNS Error spoke of the upstream, not of the
-// name (a forwarder whose own upstream is down, which still answers the
-// root NS query from its cache), and is a failure of it; when none did,
-// it leaves the upstream's health as it was and has it checked
-// (unansweredNameFailure). A try that ends after the query did is judged
+// queryFailures are the SERVFAILs, REFUSEDs and NOTIMPs (mayBeOfTheQuery)
+// one query's tries got (a query of more than one upstream), judged when
+// the query ends (end): when another upstream answered it usably, such an
+// answer without a DNSSEC Extended DNS Error spoke of the upstream, not of
+// the query (a forwarder whose own upstream is down, which still answers
+// the root NS query from its cache), and is a failure of it; when none
+// did, it leaves the upstream's health as it was and has it checked
+// (unansweredQueryFailure). A try that ends after the query did is judged
 // as it ends.
-type nameFailures struct {
+type queryFailures struct {
 	mu       sync.Mutex
 	ended    bool
 	answered bool
@@ -1057,10 +1059,11 @@ type nameFailures struct {
 	errs     []error
 }
 
-// add takes the outcome err of a try to up: kept when it is a SERVFAIL or
-// a REFUSED (ofTheName), judged at once when the query has ended.
-func (s *nameFailures) add(f *Forwarder, up *upstreamState, err error) {
-	if s == nil || !ofTheName(err) {
+// add takes the outcome err of a try to up: kept when it is a SERVFAIL, a
+// REFUSED or a NOTIMP (mayBeOfTheQuery), judged at once when the query
+// has ended.
+func (s *queryFailures) add(f *Forwarder, up *upstreamState, err error) {
+	if s == nil || !mayBeOfTheQuery(err) {
 		return
 	}
 	s.mu.Lock()
@@ -1071,37 +1074,38 @@ func (s *nameFailures) add(f *Forwarder, up *upstreamState, err error) {
 	}
 	answered := s.answered
 	s.mu.Unlock()
-	f.judgeNameFailure(up, err, answered)
+	f.judgeQueryFailure(up, err, answered)
 }
 
-// end judges the SERVFAILs and REFUSEDs of a query that ended, answered or
+// end judges the SERVFAILs, REFUSEDs and NOTIMPs of a query that ended, answered or
 // not.
-func (s *nameFailures) end(f *Forwarder, answered bool) {
+func (s *queryFailures) end(f *Forwarder, answered bool) {
 	s.mu.Lock()
 	s.ended, s.answered = true, answered
 	ups, errs := s.ups, s.errs
 	s.ups, s.errs = nil, nil
 	s.mu.Unlock()
 	for i, up := range ups {
-		f.judgeNameFailure(up, errs[i], answered)
+		f.judgeQueryFailure(up, errs[i], answered)
 	}
 }
 
-// judgeNameFailure records up's SERVFAIL or REFUSED err to a query that
-// another upstream answered usably (answered) or that none did.
-func (f *Forwarder) judgeNameFailure(up *upstreamState, err error, answered bool) {
+// judgeQueryFailure records up's SERVFAIL, REFUSED or NOTIMP err to a
+// query that another upstream answered usably (answered) or that none
+// did.
+func (f *Forwarder) judgeQueryFailure(up *upstreamState, err error, answered bool) {
 	if answered && !failedValidation(err) {
 		f.failed(up, err)
 		return
 	}
-	f.unansweredNameFailure(up, err)
+	f.unansweredQueryFailure(up, err)
 }
 
-// unansweredNameFailure is what up's SERVFAIL or REFUSED err to a query no
-// other upstream answered does: its health is left as it was and checked
-// (checkHealth).
-func (f *Forwarder) unansweredNameFailure(up *upstreamState, err error) {
-	if ofTheName(err) {
+// unansweredQueryFailure is what up's SERVFAIL, REFUSED or NOTIMP err to
+// a query no other upstream answered does: its health is left as it was
+// and checked (checkHealth).
+func (f *Forwarder) unansweredQueryFailure(up *upstreamState, err error) {
+	if mayBeOfTheQuery(err) {
 		f.checkHealth(up)
 	}
 }
@@ -1140,10 +1144,10 @@ func (f *Forwarder) checkHealth(u *upstreamState) {
 
 // ofTheQuery reports whether err is an upstream's answer that speaks of
 // the query, not of the upstream's health, which it leaves as it was: a
-// declined ANY, a REFUSED without RD (any other SERVFAIL or REFUSED is
-// judged by the query's end: nameFailures). A client can send such queries again and again; none
-// of them may have an upstream that answers every other query marked
-// down. An answer with a record miekg/dns does not read is judged as the
+// declined ANY, a REFUSED without RD (any other SERVFAIL, REFUSED or
+// NOTIMP is judged by the query's end: queryFailures). A client can send
+// such queries again and again; none of them may have an upstream that
+// answers every other query marked down. An answer with a record miekg/dns does not read is judged as the
 // same answer read would be (asReadable): a whole one is an answer
 // (record), a truncated one or one whose RCODE is a failure is what a
 // readable one is; the name's owner wrote the record, not the RCODE or
@@ -1186,38 +1190,43 @@ func refusedNoRecursion(err error) bool {
 // When another upstream answers the query, the SERVFAIL spoke of the
 // upstream that gave it (a forwarder whose own upstream is down answers
 // the root NS query from its cache, and SERVFAILs every other name), and
-// is a failure of it but for a failed validation (nameFailures); record
+// is a failure of it but for a failed validation (queryFailures); record
 // leaves a SERVFAIL to the query's end.
 func answeredServfail(err error) bool {
 	re, ok := errors.AsType[*RcodeError](err) // no allocation: called for every try
 	return ok && re.Rcode == dns.RcodeServerFailure
 }
 
-// ofTheName reports whether err is an upstream's answer that may speak of
-// the name asked rather than of the upstream, judged by the query's end
-// (nameFailures): a SERVFAIL (answeredServfail), or a REFUSED to a
-// recursive query other than ANY (refusedTheName).
-func ofTheName(err error) bool {
-	return answeredServfail(err) || refusedTheName(err)
+// mayBeOfTheQuery reports whether err is an upstream's answer that may
+// speak of the query asked rather than of the upstream, judged by the
+// query's end (queryFailures): a SERVFAIL (answeredServfail), or a
+// REFUSED or NOTIMP to a recursive query other than ANY
+// (declinedTheQuery).
+func mayBeOfTheQuery(err error) bool {
+	return answeredServfail(err) || declinedTheQuery(err)
 }
 
-// refusedTheName reports whether err is an upstream's REFUSED to a query
-// that is neither without RD (refusedNoRecursion) nor of QTYPE ANY
-// (declinedANY): a resolver's policy for the name asked (Unbound's
+// declinedTheQuery reports whether err is an upstream's REFUSED or NOTIMP
+// to a query that is neither without RD (refusedNoRecursion) nor of QTYPE
+// ANY (declinedANY): a resolver's policy for the name asked (Unbound's
 // `local-zone: "…" refuse`, AdGuard Home's `blocking_mode: refused`, a
-// dnsdist RCodeAction(DNSRCode.REFUSED) for a name), or its access-control
-// refusing dnsfence every query. When no upstream answers the query, it
-// is judged as a SERVFAIL is: the upstream's health is left as it was and
-// checked with the root NS query, which an access-control refuses too, so
-// that a device asking again and again for a name its resolvers refuse
-// (a beacon) cannot have upstreams that answer every other name marked
-// down: 40 such queries marked two upstreams down and flapping, as CoreDNS
-// forward's health marked an upstream for a refused query
-// (coredns/coredns#486). When another upstream answers the query, the
-// REFUSED is a failure of the upstream that gave it.
-func refusedTheName(err error) bool {
+// dnsdist RCodeAction(DNSRCode.REFUSED) for a name), a kind of query it
+// does not take (ControlD's resolvers answered NOTIMP to QTYPE HTTPS,
+// which browsers ask for every name, TechnitiumSoftware/DnsServer#569;
+// systemd-resolved's stub NOTIMP to a query with DO set,
+// systemd/systemd#17218), or its access-control refusing dnsfence every
+// query. When no upstream answers the query, it is judged as a SERVFAIL
+// is: the upstream's health is left as it was and checked with the root
+// NS query, which an access-control refuses too, so that devices asking
+// again and again for such a name or type cannot have upstreams that
+// answer every other query marked down: 40 of them marked two upstreams
+// down and flapping, as CoreDNS forward's health marked an upstream for a
+// refused query (coredns/coredns#486). When another upstream answers the
+// query, the REFUSED or NOTIMP is a failure of the upstream that gave it.
+func declinedTheQuery(err error) bool {
 	re, ok := errors.AsType[*RcodeError](err) // no allocation: called for every try
-	return ok && re.Rcode == dns.RcodeRefused && !refusedNoRecursion(err) && !declinedANY(err)
+	return ok && (re.Rcode == dns.RcodeRefused || re.Rcode == dns.RcodeNotImplemented) &&
+		!refusedNoRecursion(err) && !declinedANY(err)
 }
 
 // failedValidation reports whether err is a validating upstream's SERVFAIL
@@ -1225,7 +1234,7 @@ func refusedTheName(err error) bool {
 // 8914 §4.2, §4.3 and §4.6 to §4.13: codes 1, 2 and 5 to 12, DNSSEC Bogus
 // and Signature Expired among them). Another upstream that answers the
 // same query usably may not validate: such a SERVFAIL is never a failure
-// of the validator (nameFailures), so that clients asking for bogus names
+// of the validator (queryFailures), so that clients asking for bogus names
 // cannot have every query sent to the upstream that does not validate.
 func failedValidation(err error) bool {
 	var re *RcodeError

@@ -82,13 +82,13 @@ func (f *Forwarder) ForwardWire(ctx context.Context, q []byte) (WireAnswer, stri
 		if err == nil {
 			return a, up.addr, nil
 		}
-		f.unansweredNameFailure(up, err)
+		f.unansweredQueryFailure(up, err)
 		return WireAnswer{}, "", oneFailed(up, err)
 	}
 	f.inflight.Add(1)
 	defer f.inflight.Add(-1)
-	sf := new(nameFailures)
-	a, from, err := forwardHedged(ctx, f, order, continued{nameFailures: sf}, f.newWireTry(q, dnswire.ID(q)))
+	sf := new(queryFailures)
+	a, from, err := forwardHedged(ctx, f, order, continued{queryFailures: sf}, f.newWireTry(q, dnswire.ID(q)))
 	sf.end(f, answered(err))
 	return a, from, err
 }

@@ -146,14 +146,14 @@ func (t *wireTry) end(a WireAnswer, err error, batch listen.Batcher) {
 	f.record(context.Background(), up, t.start, err)
 	if h := t.hedged; h != nil {
 		t.recycle()
-		h.nameFailures.add(f, up, err)
+		h.queryFailures.add(f, up, err)
 		h.firstEnded(a, up.addr, err, batch)
 		f.release()
 		return
 	}
 	from := up.addr
 	if err != nil {
-		f.unansweredNameFailure(up, err)
+		f.unansweredQueryFailure(up, err)
 		from, err = "", oneFailed(up, err)
 	}
 	t.recycle()
@@ -186,9 +186,9 @@ type hedgedWire struct {
 	then  WireThen
 	timer *time.Timer // the first try's hedge delay
 	start time.Time
-	// nameFailures takes the SERVFAILs and REFUSEDs of every try, judged
-	// when then has the result (end).
-	nameFailures nameFailures
+	// queryFailures takes the SERVFAILs, REFUSEDs and NOTIMPs of every
+	// try, judged when then has the result (end).
+	queryFailures queryFailures
 
 	mu       sync.Mutex
 	state    int                // hedgeWaiting, hedgeRest, hedgeDone
@@ -264,7 +264,7 @@ func (h *hedgedWire) askRest(reason string) {
 	// upstream never had, and a silent upstream only hedged to would
 	// never be found down).
 	newTry := f.newWireTry(h.q, h.own)
-	a, from, err := forwardHedged(ctx, f, h.order[1:], continued{h.order[0], reason, giveUp, &h.nameFailures, firstFailed},
+	a, from, err := forwardHedged(ctx, f, h.order[1:], continued{h.order[0], reason, giveUp, &h.queryFailures, firstFailed},
 		func(up *upstreamState) func(context.Context) (WireAnswer, error) {
 			try := newTry(up)
 			return func(ctx context.Context) (WireAnswer, error) { return try(context.WithoutCancel(ctx)) }
@@ -347,6 +347,6 @@ func (h *hedgedWire) failure() error {
 func (h *hedgedWire) end(a WireAnswer, from string, err error, batch listen.Batcher) {
 	h.f.inflight.Add(-1)
 	h.then.WireDone(a, from, err, batch)
-	h.nameFailures.end(h.f, answered(err))
+	h.queryFailures.end(h.f, answered(err))
 	h.f.release()
 }
