@@ -1077,8 +1077,8 @@ func (s *queryFailures) add(f *Forwarder, up *upstreamState, err error) {
 	f.judgeQueryFailure(up, err, answered)
 }
 
-// end judges the SERVFAILs, REFUSEDs and NOTIMPs of a query that ended, answered or
-// not.
+// end judges the SERVFAILs, REFUSEDs and NOTIMPs of a query that ended,
+// answered or not.
 func (s *queryFailures) end(f *Forwarder, answered bool) {
 	s.mu.Lock()
 	s.ended, s.answered = true, answered
@@ -1147,11 +1147,11 @@ func (f *Forwarder) checkHealth(u *upstreamState) {
 // declined ANY, a REFUSED without RD (any other SERVFAIL, REFUSED or
 // NOTIMP is judged by the query's end: queryFailures). A client can send
 // such queries again and again; none of them may have an upstream that
-// answers every other query marked down. An answer with a record miekg/dns does not read is judged as the
-// same answer read would be (asReadable): a whole one is an answer
-// (record), a truncated one or one whose RCODE is a failure is what a
-// readable one is; the name's owner wrote the record, not the RCODE or
-// the TC bit.
+// answers every other query marked down. An answer with a record miekg/dns
+// does not read is judged as the same answer read would be (asReadable): a
+// whole one is an answer (record), a truncated one or one whose RCODE is a
+// failure is what a readable one is; the name's owner wrote the record,
+// not the RCODE or the TC bit.
 func ofTheQuery(err error) bool {
 	return declinedANY(err) || refusedNoRecursion(err)
 }
