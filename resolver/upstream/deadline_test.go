@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"io"
 	"net"
 	"os"
 	"testing"
@@ -55,6 +56,60 @@ func TestExchangeRetryingAtTheDeadlineBeforeItsTimer(t *testing.T) {
 			assert.Equal(t, 1, tries, "tried again after the query's deadline")
 		})
 	}
+}
+
+// TestExchangeRetryingPastAnotherQuerysCutWrite: a connection broken
+// because another query's frame was cut at that query's deadline (a
+// *writeCutError) is no try of the queries in flight on it: they go to a
+// new connection as often as that happens, until their own deadline. Any
+// other broken connection is tried once more, no more. Before, a query
+// whose second connection broke so returned "the connection broke: write
+// tcp ...: i/o timeout" before its own deadline (CI, under -race,
+// TestDoTWriteEndsAtTheQueryDeadline).
+func TestExchangeRetryingPastAnotherQuerysCutWrite(t *testing.T) {
+	cut := &brokenConnError{err: &writeCutError{ioTimeout}}
+	broken := &brokenConnError{err: io.ErrUnexpectedEOF}
+	answer := new(dns.Msg)
+	tests := []struct {
+		name    string
+		errs    []error // what each try returns; past the last, an answer
+		wantErr error   // nil: the answer
+		tries   int
+	}{
+		{"cut three times, then answered", []error{cut, cut, cut}, nil, 4},
+		{"cut, broken, cut, then answered", []error{cut, broken, cut}, nil, 4},
+		{"broken twice", []error{broken, broken}, broken, 2},
+		{"cut, then broken twice", []error{cut, broken, broken}, broken, 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tries := 0
+			resp, err := exchangeRetrying(context.Background(), time.Minute, "dns over tls", nil, nil, func(context.Context, *wireQuery) (*dns.Msg, error) {
+				tries++
+				if tries <= len(tc.errs) {
+					return nil, tc.errs[tries-1]
+				}
+				return answer, nil
+			})
+			if tc.wantErr == nil {
+				require.NoError(t, err)
+				assert.Same(t, answer, resp)
+			} else {
+				assert.ErrorIs(t, err, tc.wantErr)
+			}
+			assert.Equal(t, tc.tries, tries)
+		})
+	}
+
+	// The query whose own frame was cut ends at its deadline.
+	ctx := testnet.WithLateTimer(t, -time.Millisecond, time.Minute)
+	tries := 0
+	_, err := exchangeRetrying(ctx, time.Minute, "dns over tls", nil, nil, func(context.Context, *wireQuery) (*dns.Msg, error) {
+		tries++
+		return nil, cut
+	})
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, 1, tries)
 }
 
 // TestTimeoutAtTheDeadlineBeforeItsTimerCountsNot: a TCP exchange whose

@@ -96,6 +96,23 @@ func (e *brokenConnError) Error() string {
 
 func (e *brokenConnError) Unwrap() error { return e.err }
 
+// writeCutError is what broke a DoT connection on which a query's frame
+// was cut part way by that query's own deadline: dnsfence's doing, not the
+// upstream's. A TLS connection whose write timed out writes no more
+// (crypto/tls), so every query in flight on it must go to another one; the
+// deadline was theirs to wait for, not this one, so such a break is no try
+// of theirs (exchangeRetrying). Under -race on a busy machine, a query
+// whose second connection broke so came back as "the connection broke:
+// write tcp ...: i/o timeout" before its own deadline (CI,
+// TestDoTWriteEndsAtTheQueryDeadline).
+type writeCutError struct{ err error }
+
+func (e *writeCutError) Error() string {
+	return "another query's frame was cut at its deadline: " + e.err.Error()
+}
+
+func (e *writeCutError) Unwrap() error { return e.err }
+
 func newDoT(addr Address, opts Options) *dotTransport {
 	life, stop := context.WithCancel(context.Background())
 	return &dotTransport{
@@ -396,7 +413,13 @@ func (c *dotConn) write(ctx context.Context, b []byte) (started bool, err error)
 	}
 	_ = c.conn.SetWriteDeadline(deadline)
 	if _, err = c.conn.Write(b); err != nil {
-		c.fail(err)
+		if isTimeout(err) {
+			// Cut at this query's deadline: the others on c go elsewhere
+			// without its counting as one of their tries.
+			c.fail(&writeCutError{err})
+		} else {
+			c.fail(err)
+		}
 		// A record cut part way: the stream can carry nothing more, not
 		// even close_notify, which read's Close would append to the cut
 		// record after waiting up to 5 s for room. The socket beneath TLS

@@ -291,7 +291,10 @@ func typedDialError(err error) error {
 // exchangeRetrying is the exchange of a connection-keeping transport (DoT,
 // DoQ): try sends wq on a kept connection, and when that connection broke
 // under it (a *brokenConnError) it is tried once more on a new one, all
-// within timeout. doing names the transport in a timeout's error ("dns
+// within timeout. A connection that broke because another query's frame
+// was cut at that query's deadline (a *writeCutError) was no fault of the
+// upstream's nor of this query's try: the query goes to a new connection
+// without its counting as a try. doing names the transport in a timeout's error ("dns
 // over tls"); closed, when not nil, reports the transport closed, which
 // ends the exchange with ErrClosed.
 func exchangeRetrying(ctx context.Context, timeout time.Duration, doing string, wq *wireQuery,
@@ -299,7 +302,7 @@ func exchangeRetrying(ctx context.Context, timeout time.Duration, doing string, 
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var broken error // the first try's connection broke
-	for n := 0; ; n++ {
+	for n := 0; ; {
 		resp, err := try(ctx, wq)
 		var be *brokenConnError
 		switch {
@@ -309,8 +312,13 @@ func exchangeRetrying(ctx context.Context, timeout time.Duration, doing string, 
 			return nil, ErrClosed
 		case ContextErr(ctx) != nil:
 			return nil, exchangeCtxError(ctx, doing, broken)
-		case !errors.As(err, &be) || n == 1:
+		case !errors.As(err, &be):
 			return nil, err
+		}
+		if _, cut := errors.AsType[*writeCutError](err); !cut {
+			if n++; n == 2 {
+				return nil, err
+			}
 		}
 		broken = err
 	}
