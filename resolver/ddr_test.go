@@ -26,7 +26,6 @@ import (
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
-	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -537,20 +536,8 @@ func TestDDRBehindAProxy(t *testing.T) {
 	// the address the device asked.
 	dot := func(dst string) *dns.Msg {
 		t.Helper()
-		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}
-		raw, err := d.Dial("tcp", e.addrs[listen.TLS])
-		require.NoError(t, err)
-		defer raw.Close()
-		h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
-			SourceAddr:      &net.TCPAddr{IP: net.ParseIP("127.0.0.2"), Port: 40000},
-			DestinationAddr: &net.TCPAddr{IP: net.ParseIP(dst), Port: 853}}
-		_, err = h.WriteTo(raw)
-		require.NoError(t, err)
-		c := tls.Client(raw, p.clientTLS(listen.ALPNDoT))
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		dc := &dns.Conn{Conn: c}
-		require.NoError(t, dc.WriteMsg(ddr))
-		r, err := dc.ReadMsg()
+		r, err := askDoTOverProxy(e.addrs[listen.TLS], "127.0.0.9", "127.0.0.2", &net.TCPAddr{IP: net.ParseIP(dst), Port: 853},
+			p.clientTLS(listen.ALPNDoT), ddr)
 		require.NoError(t, err)
 		return r
 	}

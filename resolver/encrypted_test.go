@@ -31,7 +31,6 @@ import (
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
-	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/quic-go/quic-go"
@@ -769,24 +768,7 @@ func TestEncryptedProxiesTrusted(t *testing.T) {
 	assert.Equal(t, dns.RcodeNameError, r.Rcode, "headers that agree name the government device")
 
 	dot := func(from, client string) (*dns.Msg, error) {
-		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-		raw, err := d.Dial("tcp", e.addrs[listen.TLS])
-		if err != nil {
-			return nil, err
-		}
-		defer raw.Close()
-		h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
-			SourceAddr: &net.TCPAddr{IP: net.ParseIP(client), Port: 40000}, DestinationAddr: raw.RemoteAddr()}
-		if _, err := h.WriteTo(raw); err != nil {
-			return nil, err
-		}
-		c := tls.Client(raw, p.clientTLS(listen.ALPNDoT))
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		dc := &dns.Conn{Conn: c}
-		if err := dc.WriteMsg(question("www.tiktok.com.", dns.TypeA, true)); err != nil {
-			return nil, err
-		}
-		return dc.ReadMsg()
+		return askDoTOverProxy(e.addrs[listen.TLS], from, client, nil, p.clientTLS(listen.ALPNDoT), question("www.tiktok.com.", dns.TypeA, true))
 	}
 	r, err := dot("127.0.0.9", "127.0.0.2")
 	require.NoError(t, err)
@@ -1133,18 +1115,7 @@ func TestAuditLineNamesTheProxy(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, dns.RcodeNameError, r.Rcode, "tcp")
 
-	raw, err := (&net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}).Dial("tcp", e.addrs[listen.TLS])
-	require.NoError(t, err)
-	defer raw.Close()
-	h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
-		SourceAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2"), Port: 40000}, DestinationAddr: raw.RemoteAddr()}
-	_, err = h.WriteTo(raw)
-	require.NoError(t, err)
-	c := tls.Client(raw, p.clientTLS(listen.ALPNDoT))
-	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
-	dc := &dns.Conn{Conn: c}
-	require.NoError(t, dc.WriteMsg(blocked))
-	r, err = dc.ReadMsg()
+	r, err = askDoTOverProxy(e.addrs[listen.TLS], "127.0.0.9", "127.0.0.2", nil, p.clientTLS(listen.ALPNDoT), blocked)
 	require.NoError(t, err)
 	assert.Equal(t, dns.RcodeNameError, r.Rcode, "tls")
 

@@ -2,17 +2,13 @@ package resolver
 
 import (
 	"bytes"
-	"crypto/tls"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
-	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -34,31 +30,10 @@ trusted_proxies: ["127.0.0.9/32", "127.0.0.8/32"]`, 1)
 
 	const lb, forwarder = "127.0.0.9", "127.0.0.8"
 	proxied := func(network, client string, m *dns.Msg) (*dns.Msg, error) {
-		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(lb)}}
-		addr := e.addr
 		if network == "tls" {
-			addr = e.addrs[listen.TLS]
+			return askDoTOverProxy(e.addrs[listen.TLS], lb, client, nil, p.clientTLS(listen.ALPNDoT), m)
 		}
-		raw, err := d.Dial("tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		defer raw.Close()
-		h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
-			SourceAddr: &net.TCPAddr{IP: net.ParseIP(client), Port: 40000}, DestinationAddr: raw.RemoteAddr()}
-		if _, err := h.WriteTo(raw); err != nil {
-			return nil, err
-		}
-		c := raw
-		if network == "tls" {
-			c = tls.Client(raw, p.clientTLS(listen.ALPNDoT))
-		}
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		dc := &dns.Conn{Conn: c}
-		if err := dc.WriteMsg(m); err != nil {
-			return nil, err
-		}
-		return dc.ReadMsg()
+		return askOverProxy(t, e.addr, lb, client, m)
 	}
 	doh := func(header, value string) func(string, string, *dns.Msg) (*dns.Msg, error) {
 		return func(_, client string, m *dns.Msg) (*dns.Msg, error) {

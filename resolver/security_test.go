@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -544,28 +545,58 @@ func askOverProxy(t *testing.T, server, from, client string, m *dns.Msg) (*dns.M
 // proxyproto.UDPv4 or UDPv6 for a client that asked the proxy over UDP.
 func askOverProxyAs(t *testing.T, server, from, client string, proto proxyproto.AddressFamilyAndProtocol, m *dns.Msg) (*dns.Msg, error) {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 2 * time.Second}
-	c, err := d.Dial("tcp", server)
+	c, err := proxiedConn(server, from, client, proto, nil)
 	require.NoError(t, err)
 	defer c.Close()
-	dst := c.RemoteAddr().(*net.TCPAddr)
-	var src, to net.Addr = &net.TCPAddr{IP: net.ParseIP(client), Port: 40000}, dst
-	if proto.IsDatagram() {
-		src, to = &net.UDPAddr{IP: net.ParseIP(client), Port: 40000}, &net.UDPAddr{IP: dst.IP, Port: dst.Port}
-	}
-	h := &proxyproto.Header{
-		Version:           2,
-		Command:           proxyproto.PROXY,
-		TransportProtocol: proto,
-		SourceAddr:        src,
-		DestinationAddr:   to,
-	}
-	_, err = h.WriteTo(c)
-	require.NoError(t, err)
 	dc := &dns.Conn{Conn: c}
 	require.NoError(t, c.SetDeadline(time.Now().Add(2*time.Second)))
 	require.NoError(t, dc.WriteMsg(m))
 	return dc.ReadMsg()
+}
+
+// askDoTOverProxy is askOverProxy over DoT: from the loopback address
+// from, the PROXY v2 header naming client (dst as proxiedConn takes it),
+// then a TLS handshake with cfg and the query.
+func askDoTOverProxy(server, from, client string, dst net.Addr, cfg *tls.Config, m *dns.Msg) (*dns.Msg, error) {
+	raw, err := proxiedConn(server, from, client, proxyproto.TCPv4, dst)
+	if err != nil {
+		return nil, err
+	}
+	defer raw.Close()
+	c := tls.Client(raw, cfg)
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	dc := &dns.Conn{Conn: c}
+	if err := dc.WriteMsg(m); err != nil {
+		return nil, err
+	}
+	return dc.ReadMsg()
+}
+
+// proxiedConn dials server over TCP from the loopback address from and
+// sends a PROXY v2 header naming client (port 40000) as having asked over
+// proto; the header's destination is dst, or the connection's own
+// address when dst is nil.
+func proxiedConn(server, from, client string, proto proxyproto.AddressFamilyAndProtocol, dst net.Addr) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", server)
+	if err != nil {
+		return nil, err
+	}
+	own := c.RemoteAddr().(*net.TCPAddr)
+	var src net.Addr = &net.TCPAddr{IP: net.ParseIP(client), Port: 40000}
+	switch {
+	case dst != nil:
+	case proto.IsDatagram():
+		src, dst = &net.UDPAddr{IP: net.ParseIP(client), Port: 40000}, &net.UDPAddr{IP: own.IP, Port: own.Port}
+	default:
+		dst = own
+	}
+	h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proto, SourceAddr: src, DestinationAddr: dst}
+	if _, err := h.WriteTo(c); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 func TestClientIdentityFromProxyProtocol(t *testing.T) {
