@@ -990,9 +990,10 @@ func carvedOut(prev, next *Snapshot) []error {
 // not hold whole (the devices it named by ECS, PROXY or Forwarded are
 // then decided for the proxy's own address: a forwarder in no blocking
 // range hands every government device behind it TikTok), and
-// allowed_clients no longer holding all of it, or of a trusted proxy
-// (its devices, or those the proxy asks for by ECS, get REFUSED and turn
-// to whatever other resolver they have, which does not block).
+// allowed_clients no longer holding all of it, or of a proxy trusted
+// before, trusted still or not (its devices, or those the proxy asks for
+// by ECS, get REFUSED and turn to whatever other resolver they have,
+// which does not block).
 // The two about a trusted proxy apply while some policy blocks: with
 // none, nobody is taken out of a block.
 func clientsWidened(prev, next *Snapshot) []error {
@@ -1025,8 +1026,11 @@ func clientsWidened(prev, next *Snapshot) []error {
 				file, ErrRemoved, cr.Range.Prefix, cr.Policy.Name))
 		}
 	}
-	// A forwarder's devices, which it names by ECS, are refused with it.
-	for p := range next.trusted.All() {
+	// A forwarder's devices, which it names by ECS, are refused with it:
+	// one trusted before, whether trusted still or not (taken out of
+	// trusted_proxies too, it is refused all the same, however its own
+	// address would be decided).
+	for p := range prev.trusted.All() {
 		if len(next.blockingIn) > 0 && prev.allowedPart(p) == allowedAll && next.allowedPart(p) != allowedAll {
 			errs = append(errs, fmt.Errorf("%s: %w: allowed_clients no longer holds all of trusted proxy %s: the devices it asks for by ECS would get REFUSED and turn to another resolver; SIGHUP accepts it",
 				file, ErrRemoved, p))

@@ -876,3 +876,42 @@ func TestTrustWithdrawnWhereNothingBlocksIsApplied(t *testing.T) {
 		})
 	}
 }
+
+// TestForwarderWithdrawnFromTrustAndAllowedIsHeld: a forwarder inside a
+// blocking range that allowed_clients holds part of (its devices, in
+// another range, ask through it by ECS), taken out of trusted_proxies and
+// allowed_clients in one edit, has every query it relays REFUSED, and the
+// government devices behind it turn to another resolver, which does not
+// block. That is held as either edit alone is; SIGHUP accepts it. Before,
+// neither guard saw it: the forwarder's own address is blocked (so its
+// trust went unheld), the range was never all allowed, and the check of
+// allowed_clients looked only at the proxies still trusted.
+func TestForwarderWithdrawnFromTrustAndAllowedIsHeld(t *testing.T) {
+	up := startUpstream(t, nil)
+	const (
+		before = `allowed_clients: ["127.2.0.0/16", "127.0.0.3/32", "127.0.1.0/25"]` + "\n" + `trusted_proxies: ["127.0.1.77/32"]`
+		after  = `allowed_clients: ["127.2.0.0/16", "127.0.0.3/32", "127.0.1.0/26"]` + "\n" + `trusted_proxies: []`
+	)
+	conf := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, before, 1)
+	f := startFence(t, conf, rangesFiles("127.2.0.0/16\n"), up.addr)
+	r := reloaderOf(f)
+	path := filepath.Join(f.dir, "dnsfence.yaml")
+	good, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Contains(t, string(good), before)
+	viaForwarder := func() int {
+		t.Helper()
+		m := withECS(question("www.tiktok.com.", dns.TypeA, true), "127.2.3.4/32")
+		return ask(t, f.addr, "127.0.1.77", "udp", m).Rcode
+	}
+	require.Equal(t, dns.RcodeNameError, viaForwarder(), "the forwarder names a government device")
+
+	writeAtomic(t, path, strings.Replace(string(good), before, after, 1))
+	err = r.Reload(false)
+	require.ErrorIs(t, err, ErrRemoved)
+	assert.Contains(t, err.Error(), "allowed_clients no longer holds all of trusted proxy 127.0.1.77/32")
+	assert.Equal(t, dns.RcodeNameError, viaForwarder(), "held: still trusted and allowed")
+
+	require.NoError(t, r.Reload(true), "SIGHUP accepts it")
+	assert.Equal(t, dns.RcodeRefused, viaForwarder(), "accepted: the forwarder is refused")
+}
