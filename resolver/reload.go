@@ -986,14 +986,14 @@ func carvedOut(prev, next *Snapshot) []error {
 // blocking range out of its policy without touching the range:
 // trusted_proxies grown over it (a device there could name any client,
 // of any policy or none, by ECS, a PROXY header or Forwarded),
-// trusted_proxies no longer holding a proxy that a blocking policy does
-// not hold whole (the devices it named by ECS, PROXY or Forwarded are
-// then decided for the proxy's own address: a forwarder in no blocking
-// range hands every government device behind it TikTok), and
-// allowed_clients no longer holding all of it, or of a proxy trusted
-// before, trusted still or not (its devices, or those the proxy asks for
-// by ECS, get REFUSED and turn to whatever other resolver they have,
-// which does not block).
+// trusted_proxies no longer holding a proxy some address of which no
+// blocking range decides (blocksWhole: the devices it named by ECS,
+// PROXY or Forwarded are then decided for the proxy's own address: a
+// forwarder in no blocking range hands every government device behind
+// it TikTok), and allowed_clients no longer holding all of it, or of a
+// proxy trusted before, trusted still or not (its devices, or those the
+// proxy asks for by ECS, get REFUSED and turn to whatever other resolver
+// they have, which does not block).
 // The two about a trusted proxy apply while some policy blocks: with
 // none, nobody is taken out of a block.
 func clientsWidened(prev, next *Snapshot) []error {
@@ -1017,7 +1017,7 @@ func clientsWidened(prev, next *Snapshot) []error {
 		if partOf(next.trusted, p) == allowedAll || next.blocksWhole(p) || len(next.blockingIn) == 0 {
 			continue // still trusted, decided as blocking whoever asks from it, or nothing blocks
 		}
-		errs = append(errs, fmt.Errorf("%s: %w: trusted_proxies no longer holds %s, which no blocking policy holds whole: the clients it names by ECS, a PROXY header or Forwarded would be decided as the proxy itself; SIGHUP accepts it",
+		errs = append(errs, fmt.Errorf("%s: %w: trusted_proxies no longer holds %s, which blocking ranges do not hold whole: the clients it names by ECS, a PROXY header or Forwarded would be decided as the proxy itself; SIGHUP accepts it",
 			file, ErrRemoved, p))
 	}
 	for _, cr := range next.byClient.AllSorted() {
@@ -1040,18 +1040,23 @@ func clientsWidened(prev, next *Snapshot) []error {
 }
 
 // blocksWhole reports whether every address of p is decided by a
-// blocking policy: the most specific range holding p whole is one, and
-// no range of a policy that does not block lies inside p.
+// blocking policy: no range of a policy that does not block holds p
+// whole (the most specific one) or lies inside it, and blocking ranges
+// hold all of p, one whole or several together (halves of it, of one
+// policy or two).
 func (s *Snapshot) blocksWhole(p netip.Prefix) bool {
-	if cr, ok := s.byClient.LookupPrefix(p); !ok || !blocking(cr.Policy) {
+	cr, whole := s.byClient.LookupPrefix(p)
+	if whole && !blocking(cr.Policy) {
 		return false
 	}
-	for _, cr := range s.byClient.Subnets(p) {
+	var inside []netip.Prefix
+	for q, cr := range s.byClient.Subnets(p) {
 		if !blocking(cr.Policy) {
 			return false
 		}
+		inside = append(inside, q)
 	}
-	return true
+	return whole || covered(p, inside)
 }
 
 // overlapping is a range of t that overlaps p: one holding p, or the first

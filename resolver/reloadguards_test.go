@@ -915,3 +915,35 @@ func TestForwarderWithdrawnFromTrustAndAllowedIsHeld(t *testing.T) {
 	require.NoError(t, r.Reload(true), "SIGHUP accepts it")
 	assert.Equal(t, dns.RcodeRefused, viaForwarder(), "accepted: the forwarder is refused")
 }
+
+// TestTrustWithdrawnInsideBlockingRangesIsApplied: trusted_proxies
+// narrowed off a proxy range whose every address blocking ranges hold,
+// though no one range holds it whole (two halves, of two blocking
+// policies), loses its devices nothing: applied, not held. Before, it was
+// held as if the proxy were in no range.
+func TestTrustWithdrawnInsideBlockingRangesIsApplied(t *testing.T) {
+	up := startUpstream(t, nil)
+	const trusted = `trusted_proxies: ["127.2.0.0/16", "127.9.0.0/16"]`
+	conf := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, `allowed_clients: ["127.0.0.0/8"]`+"\n"+trusted, 1)
+	conf = strings.Replace(conf, `    clients: ["127.0.0.3/32"]`, "    clients: [\"127.0.0.3/32\"]\n  - name: other-government-devices\n    clients: [\"127.2.128.0/17\"]\n    block: [\"tiktok.txt\", \"bytedance.txt\"]", 1)
+	f := startFence(t, conf, rangesFiles("127.2.0.0/17\n127.9.0.0/17\n"), up.addr)
+	r := reloaderOf(f)
+	path := filepath.Join(f.dir, "dnsfence.yaml")
+	good, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Contains(t, string(good), trusted)
+	edit := func(new string) error {
+		t.Helper()
+		writeAtomic(t, path, strings.Replace(string(good), trusted, new, 1))
+		return r.Reload(false)
+	}
+	// The control: 127.9.0.0/16 is half in no range.
+	err = edit(`trusted_proxies: []`)
+	require.ErrorIs(t, err, ErrRemoved)
+	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.9.0.0/16")
+	assert.NotContains(t, err.Error(), "127.2.0.0/16")
+
+	require.NoError(t, edit(`trusted_proxies: ["127.9.0.0/16"]`), "every address of 127.2.0.0/16 is blocked for its own")
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.200.1", "www.tiktok.com."))
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.1.1", "www.tiktok.com."))
+}
