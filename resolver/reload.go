@@ -990,7 +990,8 @@ func carvedOut(prev, next *Snapshot) []error {
 // blocking range decides (blocksWhole: the devices it named by ECS,
 // PROXY or Forwarded are then decided for the proxy's own address: a
 // forwarder in no blocking range hands every government device behind
-// it TikTok), and allowed_clients no longer holding all of it, or of a
+// it TikTok), or one whose own blocking policy blocks less than another
+// (blocksLess: its devices may be of any policy), and allowed_clients no longer holding all of it, or of a
 // proxy trusted before, trusted still or not (its devices, or those the
 // proxy asks for by ECS, get REFUSED and turn to whatever other resolver
 // they have, which does not block).
@@ -1013,12 +1014,34 @@ func clientsWidened(prev, next *Snapshot) []error {
 			break
 		}
 	}
+	lesser := map[[2]*Policy]*unblocked{} // blocksLess of each pair, worked out once
 	for p := range prev.trusted.All() {
-		if partOf(next.trusted, p) == allowedAll || next.blocksWhole(p) || len(next.blockingIn) == 0 {
-			continue // still trusted, decided as blocking whoever asks from it, or nothing blocks
+		if partOf(next.trusted, p) == allowedAll || len(next.blockingIn) == 0 {
+			continue // still trusted, or nothing blocks
 		}
-		errs = append(errs, fmt.Errorf("%s: %w: trusted_proxies no longer holds %s, which blocking ranges do not hold whole: the clients it names by ECS, a PROXY header or Forwarded would be decided as the proxy itself; SIGHUP accepts it",
-			file, ErrRemoved, p))
+		if !next.blocksWhole(p) {
+			errs = append(errs, fmt.Errorf("%s: %w: trusted_proxies no longer holds %s, which blocking ranges do not hold whole: the clients it names by ECS, a PROXY header or Forwarded would be decided as the proxy itself; SIGHUP accepts it",
+				file, ErrRemoved, p))
+			continue
+		}
+		// Decided as blocking whoever asks from it: held still when its
+		// policy blocks less than one its clients may have had.
+		for _, now := range next.policiesIn(p) {
+			for _, was := range prev.Policies {
+				if !blocking(was) || was.Name == now.Name {
+					continue
+				}
+				k := [2]*Policy{was, now}
+				if lesser[k] == nil {
+					lesser[k] = blocksLess(was, now)
+				}
+				what := fmt.Sprintf("%s: trusted_proxies no longer holds %s: the clients it names by ECS, a PROXY header or Forwarded (those of blocking policy %s among them) would be decided by its own policy %s",
+					file, p, was.Name, now.Name)
+				if err := lesser[k].heldError(what, true); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
 	}
 	for _, cr := range next.byClient.AllSorted() {
 		if blocking(cr.Policy) && prev.allowedPart(cr.Range.Prefix) == allowedAll && next.allowedPart(cr.Range.Prefix) != allowedAll {
@@ -1057,6 +1080,21 @@ func (s *Snapshot) blocksWhole(p netip.Prefix) bool {
 		inside = append(inside, q)
 	}
 	return whole || covered(p, inside)
+}
+
+// policiesIn is the policies of the ranges that decide addresses of p:
+// the most specific one holding p whole, and those inside p, each once.
+func (s *Snapshot) policiesIn(p netip.Prefix) []*Policy {
+	var out []*Policy
+	if cr, ok := s.byClient.LookupPrefix(p); ok {
+		out = append(out, cr.Policy)
+	}
+	for _, cr := range s.byClient.Subnets(p) {
+		if !slices.Contains(out, cr.Policy) {
+			out = append(out, cr.Policy)
+		}
+	}
+	return out
 }
 
 // overlapping is a range of t that overlaps p: one holding p, or the first

@@ -947,3 +947,46 @@ func TestTrustWithdrawnInsideBlockingRangesIsApplied(t *testing.T) {
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.200.1", "www.tiktok.com."))
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.1.1", "www.tiktok.com."))
 }
+
+// TestTrustWithdrawnIntoALesserBlockIsHeld: a forwarder whose own address
+// a blocking policy holds that blocks less than the policies of the
+// devices it names by ECS (only tiktok.txt, where they block
+// bytedance.txt too), taken out of trusted_proxies, has its devices
+// decided by that policy: they reach CapCut. That is held, as moving
+// their range to that policy is (carvedOut); SIGHUP accepts it. A
+// forwarder in a policy that blocks all they block loses them nothing:
+// applied.
+func TestTrustWithdrawnIntoALesserBlockIsHeld(t *testing.T) {
+	up := startUpstream(t, nil)
+	const trusted = `trusted_proxies: ["127.9.0.1/32", "127.0.1.77/32"]`
+	conf := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, `allowed_clients: ["127.0.0.0/8"]`+"\n"+trusted, 1)
+	conf += "  - name: lobby\n    clients: [\"127.9.0.0/24\"]\n    block: [\"tiktok.txt\"]\n"
+	f := startFence(t, conf, rangesFiles("127.2.0.0/16\n"), up.addr)
+	r := reloaderOf(f)
+	path := filepath.Join(f.dir, "dnsfence.yaml")
+	good, err := os.ReadFile(path)
+	require.NoError(t, err)
+	edit := func(new string, force bool) error {
+		t.Helper()
+		writeAtomic(t, path, strings.Replace(string(good), trusted, new, 1))
+		return r.Reload(force)
+	}
+	viaForwarder := func() int {
+		t.Helper()
+		m := withECS(question("www.capcut.com.", dns.TypeA, true), "127.2.3.4/32")
+		return ask(t, f.addr, "127.9.0.1", "udp", m).Rcode
+	}
+	require.Equal(t, dns.RcodeNameError, viaForwarder(), "the forwarder names a government device")
+
+	err = edit(`trusted_proxies: ["127.0.1.77/32"]`, false)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, ErrExempted)
+	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.9.0.1/32")
+	assert.Contains(t, err.Error(), "bytedance.txt")
+	assert.NotContains(t, err.Error(), "127.0.1.77")
+	assert.Equal(t, dns.RcodeNameError, viaForwarder(), "held: still read by its ECS")
+
+	require.NoError(t, edit(`trusted_proxies: ["127.9.0.1/32"]`, false), "a forwarder of the devices' own policy loses nothing")
+	require.NoError(t, edit(`trusted_proxies: ["127.0.1.77/32"]`, true), "SIGHUP accepts it")
+	assert.Equal(t, dns.RcodeSuccess, viaForwarder(), "accepted: the forwarder is itself, in lobby")
+}
