@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -413,8 +414,9 @@ func (c *dotConn) write(ctx context.Context, b []byte) (started bool, err error)
 	}
 	_ = c.conn.SetWriteDeadline(deadline)
 	if _, err = c.conn.Write(b); err != nil {
-		if isTimeout(err) {
-			// Cut at this query's deadline: the others on c go elsewhere
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// Cut at this query's deadline (SetWriteDeadline's error, not
+			// the kernel's ETIMEDOUT): the others on c go elsewhere
 			// without its counting as one of their tries.
 			c.fail(&writeCutError{err})
 		} else {
