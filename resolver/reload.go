@@ -985,18 +985,18 @@ func carvedOut(prev, next *Snapshot) []error {
 // clientsWidened holds the client settings that take devices of a
 // blocking range out of its policy without touching the range:
 // trusted_proxies grown over it (a device there could name any client,
-// of any policy or none, by ECS, a PROXY header or Forwarded),
-// trusted_proxies no longer holding a proxy some address of which no
-// blocking range decides (blocksWhole: the devices it named by ECS,
-// PROXY or Forwarded are then decided for the proxy's own address: a
-// forwarder in no blocking range hands every government device behind
-// it TikTok), or one whose own blocking policy blocks less than another
-// (blocksLess: its devices may be of any policy), and allowed_clients no longer holding all of it, or of a
-// proxy trusted before, trusted still or not (its devices, or those the
-// proxy asks for by ECS, get REFUSED and turn to whatever other resolver
-// they have, which does not block).
-// The two about a trusted proxy apply while some policy blocks: with
-// none, nobody is taken out of a block.
+// of any policy or none, by ECS, a PROXY header or Forwarded);
+// trusted_proxies no longer holding a proxy, wherever it is (the clients
+// it named by ECS or Forwarded are then decided as the proxy itself,
+// which hands a forwarder's government devices whatever its own policy,
+// or none, lets through, and a load balancer's connections that open
+// with a PROXY header fail, so its devices turn to another resolver: no
+// address of the proxy tells which it is); and allowed_clients no longer
+// holding all of a blocking range, or of a proxy trusted before, trusted
+// still or not (its devices, or those the proxy asks for by ECS, get
+// REFUSED and turn to whatever other resolver they have, which does not
+// block). The two about a trusted proxy apply while some policy blocks:
+// with none, nobody is taken out of a block.
 func clientsWidened(prev, next *Snapshot) []error {
 	var errs []error
 	file := next.Config.File
@@ -1014,34 +1014,12 @@ func clientsWidened(prev, next *Snapshot) []error {
 			break
 		}
 	}
-	lesser := map[[2]*Policy]*unblocked{} // blocksLess of each pair, worked out once
 	for p := range prev.trusted.All() {
 		if partOf(next.trusted, p) == allowedAll || len(next.blockingIn) == 0 {
 			continue // still trusted, or nothing blocks
 		}
-		if !next.blocksWhole(p) {
-			errs = append(errs, fmt.Errorf("%s: %w: trusted_proxies no longer holds %s, which blocking ranges do not hold whole: the clients it names by ECS, a PROXY header or Forwarded would be decided as the proxy itself; SIGHUP accepts it",
-				file, ErrRemoved, p))
-			continue
-		}
-		// Decided as blocking whoever asks from it: held still when its
-		// policy blocks less than one its clients may have had.
-		for _, now := range next.policiesIn(p) {
-			for _, was := range prev.Policies {
-				if !blocking(was) || was.Name == now.Name {
-					continue
-				}
-				k := [2]*Policy{was, now}
-				if lesser[k] == nil {
-					lesser[k] = blocksLess(was, now)
-				}
-				what := fmt.Sprintf("%s: trusted_proxies no longer holds %s: the clients it names by ECS, a PROXY header or Forwarded (those of blocking policy %s among them) would be decided by its own policy %s",
-					file, p, was.Name, now.Name)
-				if err := lesser[k].heldError(what, true); err != nil {
-					errs = append(errs, err)
-				}
-			}
-		}
+		errs = append(errs, fmt.Errorf("%s: %w: trusted_proxies no longer holds %s: the clients it names by ECS or Forwarded would be decided as the proxy itself, and its connections that open with a PROXY header would fail; SIGHUP accepts it",
+			file, ErrRemoved, p))
 	}
 	for _, cr := range next.byClient.AllSorted() {
 		if blocking(cr.Policy) && prev.allowedPart(cr.Range.Prefix) == allowedAll && next.allowedPart(cr.Range.Prefix) != allowedAll {
@@ -1060,41 +1038,6 @@ func clientsWidened(prev, next *Snapshot) []error {
 		}
 	}
 	return errs
-}
-
-// blocksWhole reports whether every address of p is decided by a
-// blocking policy: no range of a policy that does not block holds p
-// whole (the most specific one) or lies inside it, and blocking ranges
-// hold all of p, one whole or several together (halves of it, of one
-// policy or two).
-func (s *Snapshot) blocksWhole(p netip.Prefix) bool {
-	cr, whole := s.byClient.LookupPrefix(p)
-	if whole && !blocking(cr.Policy) {
-		return false
-	}
-	var inside []netip.Prefix
-	for q, cr := range s.byClient.Subnets(p) {
-		if !blocking(cr.Policy) {
-			return false
-		}
-		inside = append(inside, q)
-	}
-	return whole || covered(p, inside)
-}
-
-// policiesIn is the policies of the ranges that decide addresses of p:
-// the most specific one holding p whole, and those inside p, each once.
-func (s *Snapshot) policiesIn(p netip.Prefix) []*Policy {
-	var out []*Policy
-	if cr, ok := s.byClient.LookupPrefix(p); ok {
-		out = append(out, cr.Policy)
-	}
-	for _, cr := range s.byClient.Subnets(p) {
-		if !slices.Contains(out, cr.Policy) {
-			out = append(out, cr.Policy)
-		}
-	}
-	return out
 }
 
 // overlapping is a range of t that overlaps p: one holding p, or the first

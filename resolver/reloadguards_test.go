@@ -779,9 +779,10 @@ func TestGrowthBelowThePeakApplies(t *testing.T) {
 // decided for its own address, and one in no blocking range lets every
 // government device behind it reach TikTok. That is held, as
 // allowed_clients no longer holding a blocking range is; SIGHUP accepts
-// it. A proxy whose own address a blocking policy holds loses its devices
-// nothing they may reach: applied. A proxy still trusted that
-// allowed_clients no longer holds has its devices refused: held too.
+// it. A proxy whose own address a blocking policy holds is held too: a
+// load balancer there loses its devices, whose connections open with a
+// PROXY header. A proxy still trusted that allowed_clients no longer
+// holds has its devices refused: held too.
 func TestTrustWithdrawnFromAForwarderIsHeld(t *testing.T) {
 	up := startUpstream(t, nil)
 	const trusted = `trusted_proxies: ["127.9.0.1/32", "127.0.1.77/32"]`
@@ -809,22 +810,21 @@ func TestTrustWithdrawnFromAForwarderIsHeld(t *testing.T) {
 	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.9.0.1/32")
 	assert.Equal(t, dns.RcodeNameError, viaForwarder(), "held: still read by its ECS")
 
-	err = edit(`trusted_proxies: ["127.9.0.0/32"]`, false)
-	require.ErrorIs(t, err, ErrRemoved, "127.0.1.77 is held by a blocking range, but 127.9.0.1 is not")
-	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.9.0.1/32")
-	assert.NotContains(t, err.Error(), "127.0.1.77")
+	err = edit(`trusted_proxies: ["127.9.0.1/32"]`, false)
+	require.ErrorIs(t, err, ErrRemoved, "a proxy inside a blocking range: a balancer's connections with PROXY headers would fail")
+	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.0.1.77/32")
+	assert.NotContains(t, err.Error(), "127.9.0.1")
 
-	require.NoError(t, edit(`trusted_proxies: ["127.9.0.1/32"]`, false), "a proxy inside a blocking range loses nothing")
-	require.NoError(t, edit(`trusted_proxies: ["127.9.0.0/24"]`, false), "trust widened outside every blocking range")
-	require.NoError(t, edit(`trusted_proxies: ["127.9.0.0/25", "127.9.0.128/25"]`, false), "the same proxies, written as two halves")
-	require.NoError(t, edit(`trusted_proxies: ["127.9.0.0/24"]`, false))
-	err = edit(`trusted_proxies: ["127.9.0.0/25"]`, false)
+	require.NoError(t, edit(`trusted_proxies: ["127.9.0.0/24", "127.0.1.77/32"]`, false), "trust widened outside every blocking range")
+	require.NoError(t, edit(`trusted_proxies: ["127.9.0.0/25", "127.9.0.128/25", "127.0.1.77/32"]`, false), "the same proxies, written as two halves")
+	require.NoError(t, edit(`trusted_proxies: ["127.9.0.0/24", "127.0.1.77/32"]`, false))
+	err = edit(`trusted_proxies: ["127.9.0.0/25", "127.0.1.77/32"]`, false)
 	require.ErrorIs(t, err, ErrRemoved, "narrowed")
 	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.9.0.0/24")
 
 	// Still trusted, but no longer allowed: its devices would be refused.
 	const allowed = `allowed_clients: ["127.0.0.0/8"]`
-	writeAtomic(t, path, strings.Replace(strings.Replace(string(good), trusted, `trusted_proxies: ["127.9.0.0/24"]`, 1), allowed, `allowed_clients: ["127.0.0.0/13"]`, 1))
+	writeAtomic(t, path, strings.Replace(strings.Replace(string(good), trusted, `trusted_proxies: ["127.9.0.0/24", "127.0.1.77/32"]`, 1), allowed, `allowed_clients: ["127.0.0.0/13"]`, 1))
 	err = r.Reload(false)
 	require.ErrorIs(t, err, ErrRemoved)
 	assert.Contains(t, err.Error(), "allowed_clients no longer holds all of trusted proxy 127.9.0.0/24")
@@ -916,77 +916,58 @@ func TestForwarderWithdrawnFromTrustAndAllowedIsHeld(t *testing.T) {
 	assert.Equal(t, dns.RcodeRefused, viaForwarder(), "accepted: the forwarder is refused")
 }
 
-// TestTrustWithdrawnInsideBlockingRangesIsApplied: trusted_proxies
-// narrowed off a proxy range whose every address blocking ranges hold,
-// though no one range holds it whole (two halves, of two blocking
-// policies), loses its devices nothing: applied, not held. Before, it was
-// held as if the proxy were in no range.
-func TestTrustWithdrawnInsideBlockingRangesIsApplied(t *testing.T) {
+// TestTrustWithdrawnWhereverTheProxyIsHeld: trusted_proxies narrowed off
+// a proxy is held wherever the proxy's own address is, since no address
+// tells what it is. A load balancer inside a blocking range whose
+// connections open with a PROXY header has them fail once it is no
+// longer trusted: its devices turn to another resolver. A forwarder in a
+// blocking policy that blocks less than its devices' (tiktok.txt only,
+// where theirs blocks bytedance.txt too) has them decided by its own:
+// they reach CapCut. A proxy range that two blocking ranges hold half
+// each is held the same. SIGHUP applies each. Before, the first was
+// applied silently.
+func TestTrustWithdrawnWhereverTheProxyIsHeld(t *testing.T) {
 	up := startUpstream(t, nil)
-	const trusted = `trusted_proxies: ["127.2.0.0/16", "127.9.0.0/16"]`
+	const trusted = `trusted_proxies: ["127.0.1.77/32", "127.9.0.1/32", "127.2.0.0/16"]`
 	conf := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, `allowed_clients: ["127.0.0.0/8"]`+"\n"+trusted, 1)
-	conf = strings.Replace(conf, `    clients: ["127.0.0.3/32"]`, "    clients: [\"127.0.0.3/32\"]\n  - name: other-government-devices\n    clients: [\"127.2.128.0/17\"]\n    block: [\"tiktok.txt\", \"bytedance.txt\"]", 1)
-	f := startFence(t, conf, rangesFiles("127.2.0.0/17\n127.9.0.0/17\n"), up.addr)
+	conf += "  - name: lobby\n    clients: [\"127.9.0.0/24\"]\n    block: [\"tiktok.txt\"]\n"
+	f := startFence(t, conf, rangesFiles("127.2.0.0/17\n127.2.128.0/17\n"), up.addr)
 	r := reloaderOf(f)
 	path := filepath.Join(f.dir, "dnsfence.yaml")
 	good, err := os.ReadFile(path)
 	require.NoError(t, err)
 	require.Contains(t, string(good), trusted)
-	edit := func(new string) error {
-		t.Helper()
-		writeAtomic(t, path, strings.Replace(string(good), trusted, new, 1))
-		return r.Reload(false)
-	}
-	// The control: 127.9.0.0/16 is half in no range.
-	err = edit(`trusted_proxies: []`)
-	require.ErrorIs(t, err, ErrRemoved)
-	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.9.0.0/16")
-	assert.NotContains(t, err.Error(), "127.2.0.0/16")
-
-	require.NoError(t, edit(`trusted_proxies: ["127.9.0.0/16"]`), "every address of 127.2.0.0/16 is blocked for its own")
-	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.200.1", "www.tiktok.com."))
-	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.1.1", "www.tiktok.com."))
-}
-
-// TestTrustWithdrawnIntoALesserBlockIsHeld: a forwarder whose own address
-// a blocking policy holds that blocks less than the policies of the
-// devices it names by ECS (only tiktok.txt, where they block
-// bytedance.txt too), taken out of trusted_proxies, has its devices
-// decided by that policy: they reach CapCut. That is held, as moving
-// their range to that policy is (carvedOut); SIGHUP accepts it. A
-// forwarder in a policy that blocks all they block loses them nothing:
-// applied.
-func TestTrustWithdrawnIntoALesserBlockIsHeld(t *testing.T) {
-	up := startUpstream(t, nil)
-	const trusted = `trusted_proxies: ["127.9.0.1/32", "127.0.1.77/32"]`
-	conf := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, `allowed_clients: ["127.0.0.0/8"]`+"\n"+trusted, 1)
-	conf += "  - name: lobby\n    clients: [\"127.9.0.0/24\"]\n    block: [\"tiktok.txt\"]\n"
-	f := startFence(t, conf, rangesFiles("127.2.0.0/16\n"), up.addr)
-	r := reloaderOf(f)
-	path := filepath.Join(f.dir, "dnsfence.yaml")
-	good, err := os.ReadFile(path)
-	require.NoError(t, err)
 	edit := func(new string, force bool) error {
 		t.Helper()
 		writeAtomic(t, path, strings.Replace(string(good), trusted, new, 1))
 		return r.Reload(force)
+	}
+	viaBalancer := func() error {
+		t.Helper()
+		_, err := askOverProxy(t, f.addr, "127.0.1.77", "127.2.3.4", question("www.example.org.", dns.TypeA, true))
+		return err
 	}
 	viaForwarder := func() int {
 		t.Helper()
 		m := withECS(question("www.capcut.com.", dns.TypeA, true), "127.2.3.4/32")
 		return ask(t, f.addr, "127.9.0.1", "udp", m).Rcode
 	}
+	require.NoError(t, viaBalancer(), "the balancer's connections")
 	require.Equal(t, dns.RcodeNameError, viaForwarder(), "the forwarder names a government device")
 
-	err = edit(`trusted_proxies: ["127.0.1.77/32"]`, false)
-	require.Error(t, err)
-	assert.ErrorIs(t, err, ErrExempted)
-	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.9.0.1/32")
-	assert.Contains(t, err.Error(), "bytedance.txt")
-	assert.NotContains(t, err.Error(), "127.0.1.77")
-	assert.Equal(t, dns.RcodeNameError, viaForwarder(), "held: still read by its ECS")
+	for _, tc := range []struct{ name, trusted, withdrawn string }{
+		{"a balancer in a blocking range", `["127.9.0.1/32", "127.2.0.0/16"]`, "127.0.1.77/32"},
+		{"a forwarder in a lesser block", `["127.0.1.77/32", "127.2.0.0/16"]`, "127.9.0.1/32"},
+		{"proxies two blocking ranges hold half each", `["127.0.1.77/32", "127.9.0.1/32"]`, "127.2.0.0/16"},
+	} {
+		err := edit("trusted_proxies: "+tc.trusted, false)
+		require.ErrorIs(t, err, ErrRemoved, tc.name)
+		assert.Contains(t, err.Error(), "trusted_proxies no longer holds "+tc.withdrawn, tc.name)
+	}
+	require.NoError(t, viaBalancer(), "held: the balancer is still trusted")
+	assert.Equal(t, dns.RcodeNameError, viaForwarder(), "held: the forwarder's ECS is still read")
 
-	require.NoError(t, edit(`trusted_proxies: ["127.9.0.1/32"]`, false), "a forwarder of the devices' own policy loses nothing")
-	require.NoError(t, edit(`trusted_proxies: ["127.0.1.77/32"]`, true), "SIGHUP accepts it")
+	require.NoError(t, edit(`trusted_proxies: ["127.2.0.0/16"]`, true), "SIGHUP accepts it")
+	assert.Error(t, viaBalancer(), "accepted: a PROXY header from a peer not trusted is no DNS message")
 	assert.Equal(t, dns.RcodeSuccess, viaForwarder(), "accepted: the forwarder is itself, in lobby")
 }
