@@ -74,7 +74,7 @@ func (b *BIND) Entry() string {
 }
 
 // WriteConfig writes named.conf from b's fields, as StartBIND does; named
-// reads it again at its next Start or Reload (a key changed under it).
+// reads it again at its next Start or SetZone (a key changed under it).
 func (b *BIND) WriteConfig() {
 	var c strings.Builder
 	fmt.Fprintf(&c, `options {
@@ -107,23 +107,23 @@ controls { };
 		}
 	}
 	fmt.Fprintf(&c, "zone %q { type primary; file %q; allow-transfer { %s }; %s };\n",
-		strings.TrimSuffix(b.Zone, "."), b.ZoneFile(), transfer, notify)
+		strings.TrimSuffix(b.Zone, "."), b.zoneFile(), transfer, notify)
 	require.NoError(b.t, os.WriteFile(filepath.Join(b.dir, "named.conf"), []byte(c.String()), 0o600))
 }
 
-// ZoneFile is the path of the zone's file.
-func (b *BIND) ZoneFile() string { return filepath.Join(b.dir, "zone.db") }
+// zoneFile is the path of the zone's file.
+func (b *BIND) zoneFile() string { return filepath.Join(b.dir, "zone.db") }
 
 // WriteZone writes the zone file, newer than before (WriteNewer); named
 // reads it at its next start or reload.
-func (b *BIND) WriteZone(text string) { WriteNewer(b.t, b.ZoneFile(), text) }
+func (b *BIND) WriteZone(text string) { WriteNewer(b.t, b.zoneFile(), text) }
 
 // Start runs named in the foreground (-g: logs to stderr, kept for Log)
 // and waits until it answers for the zone. Start a stopped named only.
 func (b *BIND) Start() {
 	b.t.Helper()
 	b.proc.Start(b.t, b.dir, b.bin, "-g", "-4", "-n", "1", "-d", strconv.Itoa(b.Debug), "-c", filepath.Join(b.dir, "named.conf"))
-	b.WaitSerial(0, false)
+	b.waitSerial(0, false)
 }
 
 // Stop stops named (SIGTERM, then SIGKILL) and waits for it to exit.
@@ -132,15 +132,11 @@ func (b *BIND) Stop() { b.proc.Stop() }
 // Log is what named has logged since its last start.
 func (b *BIND) Log() string { return b.proc.Log() }
 
-// Reload makes named read its configuration and zone again (SIGHUP); a
-// changed zone is sent NOTIFY for.
-func (b *BIND) Reload() { b.proc.Signal(b.t, syscall.SIGHUP) }
-
 // Restart starts a stopped named with a new zone file, as an operator who
 // replaced the file while it was down: the journal of the old one goes.
 func (b *BIND) Restart(text string) {
 	b.t.Helper()
-	require.NoError(b.t, os.RemoveAll(b.ZoneFile()+".jnl"))
+	require.NoError(b.t, os.RemoveAll(b.zoneFile()+".jnl"))
 	b.WriteZone(text)
 	b.Start()
 }
@@ -150,13 +146,13 @@ func (b *BIND) Restart(text string) {
 func (b *BIND) SetZone(text string, serial uint32) {
 	b.t.Helper()
 	b.WriteZone(text)
-	b.Reload()
-	b.WaitSerial(serial, true)
+	b.proc.Signal(b.t, syscall.SIGHUP)
+	b.waitSerial(serial, true)
 }
 
-// WaitSerial waits until named answers the zone's SOA (with serial, when
+// waitSerial waits until named answers the zone's SOA (with serial, when
 // exact), and fails the test with named's log after 20 s.
-func (b *BIND) WaitSerial(serial uint32, exact bool) {
+func (b *BIND) waitSerial(serial uint32, exact bool) {
 	b.t.Helper()
 	WaitForSerial(b.t, "named", b.Addr(), b.Zone, serial, exact, b.Log)
 }
