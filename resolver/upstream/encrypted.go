@@ -301,10 +301,9 @@ func exchangeRetrying(ctx context.Context, timeout time.Duration, doing string, 
 	closed func() bool, try func(context.Context, *wireQuery) (*dns.Msg, error)) (*dns.Msg, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var broken error // the first try's connection broke
-	for n := 0; ; {
+	var broken error // an earlier try's connection broke
+	for tries := 0; ; {
 		resp, err := try(ctx, wq)
-		var be *brokenConnError
 		switch {
 		case err == nil:
 			return resp, nil
@@ -312,11 +311,12 @@ func exchangeRetrying(ctx context.Context, timeout time.Duration, doing string, 
 			return nil, ErrClosed
 		case ContextErr(ctx) != nil:
 			return nil, exchangeCtxError(ctx, doing, broken)
-		case !errors.As(err, &be):
+		}
+		if _, ok := errors.AsType[*brokenConnError](err); !ok {
 			return nil, err
 		}
 		if _, cut := errors.AsType[*writeCutError](err); !cut {
-			if n++; n == 2 {
+			if tries++; tries == 2 {
 				return nil, err
 			}
 		}
