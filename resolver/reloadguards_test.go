@@ -152,6 +152,31 @@ func reloaderOf(f *fence) *Reloader {
 	return NewReloader(zap.NewNop(), f.handler, func() (*config.Config, error) { return config.Load(path) })
 }
 
+// lineEdits returns edit for f: it writes f's configuration as it is now
+// (call it before any edit: as it started) with line, which it must hold,
+// replaced by new, and reloads it, as SIGHUP does when force.
+func lineEdits(t *testing.T, f *fence, line string) (edit func(new string, force bool) error) {
+	t.Helper()
+	r := reloaderOf(f)
+	path := filepath.Join(f.dir, "dnsfence.yaml")
+	good, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Contains(t, string(good), line)
+	return func(new string, force bool) error {
+		t.Helper()
+		writeAtomic(t, path, strings.Replace(string(good), line, new, 1))
+		return r.Reload(force)
+	}
+}
+
+// askByECS asks f for name's A record over UDP from the forwarder's
+// address, with an ECS option naming device (/32), and returns the RCODE.
+func askByECS(t *testing.T, f *fence, forwarder, device, name string) int {
+	t.Helper()
+	m := withECS(question(name, dns.TypeA, true), device+"/32")
+	return ask(t, f.addr, forwarder, "udp", m).Rcode
+}
+
 // namesUnder is n distinct list lines under the domain suffix.
 func namesUnder(prefix string, n int) string {
 	var b strings.Builder
@@ -788,24 +813,12 @@ func TestTrustWithdrawnFromAForwarderIsHeld(t *testing.T) {
 	const trusted = `trusted_proxies: ["127.9.0.1/32", "127.0.1.77/32"]`
 	conf := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, `allowed_clients: ["127.0.0.0/8"]`+"\n"+trusted, 1)
 	f := startFence(t, conf, rangesFiles("127.2.0.0/16\n"), up.addr)
-	r := reloaderOf(f)
-	path := filepath.Join(f.dir, "dnsfence.yaml")
-	good, err := os.ReadFile(path)
-	require.NoError(t, err)
-	require.Contains(t, string(good), trusted)
-	edit := func(new string, force bool) error {
-		t.Helper()
-		writeAtomic(t, path, strings.Replace(string(good), trusted, new, 1))
-		return r.Reload(force)
-	}
-	viaForwarder := func() int {
-		t.Helper()
-		m := withECS(question("www.tiktok.com.", dns.TypeA, true), "127.2.3.4/32")
-		return ask(t, f.addr, "127.9.0.1", "udp", m).Rcode
-	}
+	edit := lineEdits(t, f, trusted)
+	editBoth := lineEdits(t, f, `allowed_clients: ["127.0.0.0/8"]`+"\n"+trusted)
+	viaForwarder := func() int { return askByECS(t, f, "127.9.0.1", "127.2.3.4", "www.tiktok.com.") }
 	require.Equal(t, dns.RcodeNameError, viaForwarder(), "the forwarder names a government device")
 
-	err = edit(`trusted_proxies: ["127.0.1.77/32"]`, false)
+	err := edit(`trusted_proxies: ["127.0.1.77/32"]`, false)
 	require.ErrorIs(t, err, ErrRemoved)
 	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.9.0.1/32")
 	assert.Equal(t, dns.RcodeNameError, viaForwarder(), "held: still read by its ECS")
@@ -823,9 +836,7 @@ func TestTrustWithdrawnFromAForwarderIsHeld(t *testing.T) {
 	assert.Contains(t, err.Error(), "trusted_proxies no longer holds 127.9.0.0/24")
 
 	// Still trusted, but no longer allowed: its devices would be refused.
-	const allowed = `allowed_clients: ["127.0.0.0/8"]`
-	writeAtomic(t, path, strings.Replace(strings.Replace(string(good), trusted, `trusted_proxies: ["127.9.0.0/24", "127.0.1.77/32"]`, 1), allowed, `allowed_clients: ["127.0.0.0/13"]`, 1))
-	err = r.Reload(false)
+	err = editBoth(`allowed_clients: ["127.0.0.0/13"]`+"\n"+`trusted_proxies: ["127.9.0.0/24", "127.0.1.77/32"]`, false)
 	require.ErrorIs(t, err, ErrRemoved)
 	assert.Contains(t, err.Error(), "allowed_clients no longer holds all of trusted proxy 127.9.0.0/24")
 	assert.Equal(t, dns.RcodeNameError, viaForwarder(), "held: still allowed")
@@ -860,10 +871,8 @@ func TestTrustWithdrawnWhereNothingBlocksIsApplied(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, blocks := range []bool{false, true} {
-				prev, err := buildConfig(t, config(`["127.0.0.0/8"]`, `["127.9.0.1/32"]`, blocks), files)
-				require.NoError(t, err)
-				next, err := buildConfig(t, config(tc.allowed, tc.trusted, blocks), files)
-				require.NoError(t, err)
+				prev, next := snapshotsOf(t, config(`["127.0.0.0/8"]`, `["127.9.0.1/32"]`, blocks), files,
+					map[string]string{"dnsfence.yaml": config(tc.allowed, tc.trusted, blocks)})
 				errs := clientsWidened(prev, next)
 				if !blocks {
 					assert.Empty(t, errs, "a log-only policy")
@@ -894,25 +903,16 @@ func TestForwarderWithdrawnFromTrustAndAllowedIsHeld(t *testing.T) {
 	)
 	conf := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, before, 1)
 	f := startFence(t, conf, rangesFiles("127.2.0.0/16\n"), up.addr)
-	r := reloaderOf(f)
-	path := filepath.Join(f.dir, "dnsfence.yaml")
-	good, err := os.ReadFile(path)
-	require.NoError(t, err)
-	require.Contains(t, string(good), before)
-	viaForwarder := func() int {
-		t.Helper()
-		m := withECS(question("www.tiktok.com.", dns.TypeA, true), "127.2.3.4/32")
-		return ask(t, f.addr, "127.0.1.77", "udp", m).Rcode
-	}
+	edit := lineEdits(t, f, before)
+	viaForwarder := func() int { return askByECS(t, f, "127.0.1.77", "127.2.3.4", "www.tiktok.com.") }
 	require.Equal(t, dns.RcodeNameError, viaForwarder(), "the forwarder names a government device")
 
-	writeAtomic(t, path, strings.Replace(string(good), before, after, 1))
-	err = r.Reload(false)
+	err := edit(after, false)
 	require.ErrorIs(t, err, ErrRemoved)
 	assert.Contains(t, err.Error(), "allowed_clients no longer holds all of trusted proxy 127.0.1.77/32")
 	assert.Equal(t, dns.RcodeNameError, viaForwarder(), "held: still trusted and allowed")
 
-	require.NoError(t, r.Reload(true), "SIGHUP accepts it")
+	require.NoError(t, edit(after, true), "SIGHUP accepts it")
 	assert.Equal(t, dns.RcodeRefused, viaForwarder(), "accepted: the forwarder is refused")
 }
 
@@ -932,26 +932,13 @@ func TestTrustWithdrawnWhereverTheProxyIsHeld(t *testing.T) {
 	conf := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, `allowed_clients: ["127.0.0.0/8"]`+"\n"+trusted, 1)
 	conf += "  - name: lobby\n    clients: [\"127.9.0.0/24\"]\n    block: [\"tiktok.txt\"]\n"
 	f := startFence(t, conf, rangesFiles("127.2.0.0/17\n127.2.128.0/17\n"), up.addr)
-	r := reloaderOf(f)
-	path := filepath.Join(f.dir, "dnsfence.yaml")
-	good, err := os.ReadFile(path)
-	require.NoError(t, err)
-	require.Contains(t, string(good), trusted)
-	edit := func(new string, force bool) error {
-		t.Helper()
-		writeAtomic(t, path, strings.Replace(string(good), trusted, new, 1))
-		return r.Reload(force)
-	}
+	edit := lineEdits(t, f, trusted)
 	viaBalancer := func() error {
 		t.Helper()
 		_, err := askOverProxy(t, f.addr, "127.0.1.77", "127.2.3.4", question("www.example.org.", dns.TypeA, true))
 		return err
 	}
-	viaForwarder := func() int {
-		t.Helper()
-		m := withECS(question("www.capcut.com.", dns.TypeA, true), "127.2.3.4/32")
-		return ask(t, f.addr, "127.9.0.1", "udp", m).Rcode
-	}
+	viaForwarder := func() int { return askByECS(t, f, "127.9.0.1", "127.2.3.4", "www.capcut.com.") }
 	require.NoError(t, viaBalancer(), "the balancer's connections")
 	require.Equal(t, dns.RcodeNameError, viaForwarder(), "the forwarder names a government device")
 
