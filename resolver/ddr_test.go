@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,7 +10,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -481,27 +479,11 @@ func TestDDRBehindAProxy(t *testing.T) {
 	p := newTestPKI(t)
 	e := startEncryptedFence(t, p, proxiedEncryptedConfig(p), up.addr)
 	ddr := question(ddrName, dns.TypeSVCB, true)
-	b, err := ddr.Pack()
-	require.NoError(t, err)
 	viaHTTP := func(url, from string, header ...string) *dns.Msg {
 		t.Helper()
-		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-		tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: p.clientTLS(), ForceAttemptHTTP2: true}
-		defer tr.CloseIdleConnections()
-		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
+		r, status, err := askDoHForwarded(url, from, p.clientTLS(), ddr, header...)
 		require.NoError(t, err)
-		req.Header.Set("Content-Type", listen.DoHContentType)
-		for i := 0; i+1 < len(header); i += 2 {
-			req.Header.Add(header[i], header[i+1])
-		}
-		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
-		r := new(dns.Msg)
-		require.NoError(t, r.Unpack(body))
+		require.Equal(t, http.StatusOK, status)
 		require.Equal(t, dns.RcodeSuccess, r.Rcode)
 		return r
 	}

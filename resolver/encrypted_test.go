@@ -230,6 +230,39 @@ func askDoH(url, from string, cfg *tls.Config, m *dns.Msg, get bool) (*dns.Msg, 
 	return r, r.Unpack(body)
 }
 
+// askDoHForwarded POSTs m to the DoH url (https:// with cfg, or http://)
+// from the local address from, with header's name and value pairs added
+// (Forwarded, X-Forwarded-For: a proxy's), and returns the HTTP status
+// and, for 200, the answer.
+func askDoHForwarded(url, from string, cfg *tls.Config, m *dns.Msg, header ...string) (*dns.Msg, int, error) {
+	b, err := m.Pack()
+	if err != nil {
+		return nil, 0, err
+	}
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
+	if err != nil {
+		return nil, 0, err
+	}
+	req.Header.Set("Content-Type", listen.DoHContentType)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Add(header[i], header[i+1])
+	}
+	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return nil, resp.StatusCode, err
+	}
+	r := new(dns.Msg)
+	return r, resp.StatusCode, r.Unpack(body)
+}
+
 // dohRoundTrip sends the DNS message b to the DoH url by GET or POST and
 // returns the response (its body read and closed) and its body; a status
 // other than 200 is an error naming it and the body.
@@ -726,26 +759,9 @@ func TestEncryptedProxiesTrusted(t *testing.T) {
 
 	doh := func(from string, header ...string) (*dns.Msg, int) {
 		t.Helper()
-		c := plainHTTPFrom(from)
-		b, err := question("www.tiktok.com.", dns.TypeA, true).Pack()
+		r, status, err := askDoHForwarded("http://"+e.addrs["http"]+listen.DoHPath, from, nil, question("www.tiktok.com.", dns.TypeA, true), header...)
 		require.NoError(t, err)
-		req, err := http.NewRequest(http.MethodPost, "http://"+e.addrs["http"]+listen.DoHPath, bytes.NewReader(b))
-		require.NoError(t, err)
-		req.Header.Set("Content-Type", listen.DoHContentType)
-		for i := 0; i+1 < len(header); i += 2 {
-			req.Header.Add(header[i], header[i+1])
-		}
-		resp, err := c.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		if resp.StatusCode != http.StatusOK {
-			return nil, resp.StatusCode
-		}
-		r := new(dns.Msg)
-		require.NoError(t, r.Unpack(body))
-		return r, resp.StatusCode
+		return r, status
 	}
 	xff := func(from, client string) *dns.Msg {
 		t.Helper()
@@ -1119,19 +1135,9 @@ func TestAuditLineNamesTheProxy(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, dns.RcodeNameError, r.Rcode, "tls")
 
-	b, err := blocked.Pack()
+	r, status, err := askDoHForwarded("http://"+e.addrs["http"]+listen.DoHPath, "127.0.0.9", nil, blocked, "X-Forwarded-For", "127.0.0.2")
 	require.NoError(t, err)
-	req, err := http.NewRequest(http.MethodPost, "http://"+e.addrs["http"]+listen.DoHPath, bytes.NewReader(b))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", listen.DoHContentType)
-	req.Header.Set("X-Forwarded-For", "127.0.0.2")
-	resp, err := plainHTTPFrom("127.0.0.9").Do(req)
-	require.NoError(t, err)
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.NoError(t, r.Unpack(body))
+	require.Equal(t, http.StatusOK, status)
 	assert.Equal(t, dns.RcodeNameError, r.Rcode, "https")
 
 	seen := map[string]bool{}

@@ -1,8 +1,6 @@
 package resolver
 
 import (
-	"bytes"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -37,28 +35,12 @@ trusted_proxies: ["127.0.0.9/32", "127.0.0.8/32"]`, 1)
 	}
 	doh := func(header, value string) func(string, string, *dns.Msg) (*dns.Msg, error) {
 		return func(_, client string, m *dns.Msg) (*dns.Msg, error) {
-			b, err := m.Pack()
+			r, status, err := askDoHForwarded("http://"+e.addrs["http"]+listen.DoHPath, lb, nil, m, header, strings.ReplaceAll(value, "CLIENT", client))
 			if err != nil {
 				return nil, err
 			}
-			req, err := http.NewRequest(http.MethodPost, "http://"+e.addrs["http"]+listen.DoHPath, bytes.NewReader(b))
-			if err != nil {
-				return nil, err
-			}
-			req.Header.Set("Content-Type", listen.DoHContentType)
-			req.Header.Set(header, strings.ReplaceAll(value, "CLIENT", client))
-			resp, err := plainHTTPFrom(lb).Do(req)
-			if err != nil {
-				return nil, err
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			if err != nil {
-				return nil, err
-			}
-			require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
-			r := new(dns.Msg)
-			return r, r.Unpack(body)
+			require.Equal(t, http.StatusOK, status)
+			return r, nil
 		}
 	}
 	paths := []struct {
