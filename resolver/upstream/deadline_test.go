@@ -116,7 +116,9 @@ func TestExchangeRetryingPastAnotherQuerysCutWrite(t *testing.T) {
 // read timed out at the query's deadline, before the query's context was
 // done, is the query's end, not a failure of the upstream: its health
 // records nothing, as when the context ended first. The control, a
-// timeout of the upstream's own (its upstream_timeout), is recorded.
+// timeout of the upstream's own (its upstream_timeout), is left to the
+// query's end (timedOut): with no other upstream to answer it, the
+// upstream's root NS query is asked, and its timeout is recorded.
 func TestTimeoutAtTheDeadlineBeforeItsTimerCountsNot(t *testing.T) {
 	f := NewForwarder([]string{silentUpstream(t)}, 300*time.Millisecond, false)
 	t.Cleanup(f.Close)
@@ -132,5 +134,8 @@ func TestTimeoutAtTheDeadlineBeforeItsTimerCountsNot(t *testing.T) {
 	_, err = f.try(context.Background(), question("b.example.", dns.TypeA, false), u, true)
 	require.Error(t, err)
 	assert.True(t, isTimeout(err), "%v", err)
-	assert.EqualValues(t, 1, outcomes(), "the upstream's own timeout")
+	assert.Zero(t, outcomes(), "the upstream's own timeout waits for the query's end")
+	f.unansweredQueryFailure(u, err) // as Forward does with its only upstream
+	require.Eventually(t, func() bool { return outcomes() == 1 }, 5*time.Second, 10*time.Millisecond,
+		"the root NS query's own timeout")
 }

@@ -889,7 +889,7 @@ func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamSt
 			if reason != "" {
 				up.retries.Add(-1)
 			}
-			from.queryFailures.add(f, up, err)
+			from.queryFailures.add(ctx, f, up, err)
 			results <- result{i, resp, err}
 		}()
 		return true
@@ -1059,11 +1059,12 @@ type queryFailures struct {
 	errs     []error
 }
 
-// add takes the outcome err of a try to up: kept when it is a SERVFAIL, a
-// REFUSED or a NOTIMP (mayBeOfTheQuery), judged at once when the query
-// has ended.
-func (s *queryFailures) add(f *Forwarder, up *upstreamState, err error) {
-	if s == nil || !mayBeOfTheQuery(err) {
+// add takes the outcome err of a try to up made under ctx: kept when it
+// is a SERVFAIL, a REFUSED, a NOTIMP or a timeout (mayBeOfTheQuery),
+// judged at once when the query has ended. A timeout once ctx has ended
+// is the caller giving up, which says nothing of up (record).
+func (s *queryFailures) add(ctx context.Context, f *Forwarder, up *upstreamState, err error) {
+	if s == nil || !mayBeOfTheQuery(err) || timedOut(err) && ContextErr(ctx) != nil {
 		return
 	}
 	s.mu.Lock()
@@ -1095,7 +1096,9 @@ func (s *queryFailures) end(f *Forwarder, answered bool) {
 // did.
 func (f *Forwarder) judgeQueryFailure(up *upstreamState, err error, answered bool) {
 	if answered && !failedValidation(err) {
-		f.failed(up, err)
+		if countsAgainst(err) { // a timeout may be a connection's, shared by its queries
+			f.failed(up, err)
+		}
 		return
 	}
 	f.unansweredQueryFailure(up, err)
@@ -1197,13 +1200,34 @@ func answeredServfail(err error) bool {
 	return ok && re.Rcode == dns.RcodeServerFailure
 }
 
-// mayBeOfTheQuery reports whether err is an upstream's answer that may
-// speak of the query asked rather than of the upstream, judged by the
-// query's end (queryFailures): a SERVFAIL (answeredServfail), or a
-// REFUSED or NOTIMP to a recursive query other than ANY
-// (declinedTheQuery).
+// mayBeOfTheQuery reports whether err is an upstream's answer, or its
+// silence, that may speak of the query asked rather than of the upstream,
+// judged by the query's end (queryFailures): a SERVFAIL
+// (answeredServfail), a REFUSED or NOTIMP to a recursive query other
+// than ANY (declinedTheQuery), or no answer in time (timedOut).
 func mayBeOfTheQuery(err error) bool {
-	return answeredServfail(err) || declinedTheQuery(err)
+	return answeredServfail(err) || declinedTheQuery(err) || timedOut(err)
+}
+
+// timedOut reports whether err is a try that ran out of its own time
+// (errorKind's timeout: an answer that came unusable, or datagrams no
+// query could take meanwhile, are kinds of their own, failures of the
+// upstream). A recursive upstream still resolving a name whose zone's
+// servers do not answer (or an authoritative one, like tinydns, that
+// never answers a name it has no data for) is silent past
+// upstream_timeout for that name and answers every other: like a
+// SERVFAIL, the silence may speak of the name, not of the upstream. When
+// another upstream answers the query in time it is a failure of the
+// silent one (queryFailures), so a dead upstream beside a live one is
+// marked down as before; when none does, the upstream's health is left
+// as it was and checked with the root NS query, whose own timeout counts
+// (askRoot), so that clients asking again and again for names of such a
+// zone cannot have upstreams that answer every other name marked down:
+// 40 of them marked two upstreams down, as CoreDNS marked 8.8.8.8 bad for
+// `ANY isc.org` timing out (coredns/coredns#1091, #1504; "It marks the
+// upstream as dead; which is wrong", #1834).
+func timedOut(err error) bool {
+	return err != nil && isTimeout(err) && errorKind(err) == kindTimeout
 }
 
 // declinedTheQuery reports whether err is an upstream's REFUSED or NOTIMP

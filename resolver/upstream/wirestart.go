@@ -146,7 +146,7 @@ func (t *wireTry) end(a WireAnswer, err error, batch listen.Batcher) {
 	f.record(context.Background(), up, t.start, err)
 	if h := t.hedged; h != nil {
 		t.recycle()
-		h.queryFailures.add(f, up, err)
+		h.queryFailures.add(context.Background(), f, up, err)
 		h.firstEnded(a, up.addr, err, batch)
 		f.release()
 		return
