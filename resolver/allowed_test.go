@@ -270,6 +270,48 @@ policies:
 	}, got)
 }
 
+// TestLintOpenResolver: allowed_clients that admit a whole part of the
+// Internet (0.0.0.0/0, ::/0, an IPv4 range wider than a /8, an IPv6 one
+// wider than a /16 over global unicast space) are a warning: on an address
+// reachable from outside, dnsfence answers anyone, the open resolver a
+// Pi-hole left so became for a reflection attack (pi-hole/FTL#1076).
+// check said "0 warnings, ok" of `allowed_clients: ["0.0.0.0/0", "::/0"]`.
+// The private and loopback defaults, a department's public /16 and the
+// unique local fc00::/7 are not.
+func TestLintOpenResolver(t *testing.T) {
+	for _, tc := range []struct {
+		allowed string
+		want    []string
+	}{
+		{`["0.0.0.0/0", "::/0"]`, []string{"0.0.0.0/0", "::/0"}},
+		{`["0.0.0.0/1", "128.0.0.0/1", "2000::/3"]`, []string{"0.0.0.0/1", "128.0.0.0/1", "2000::/3"}},
+		{`["10.0.0.0/8", "51.140.0.0/16", "2a00:1234::/32", "fc00::/7", "127.0.0.0/8", "::1/128"]`, nil},
+		{``, nil}, // the defaults: loopback and private
+	} {
+		t.Run(tc.allowed, func(t *testing.T) {
+			allowed := ""
+			if tc.allowed != "" {
+				allowed = "allowed_clients: " + tc.allowed + "\n"
+			}
+			snap, err := buildConfig(t, `upstreams: ["127.0.0.1:53"]
+`+allowed+`policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    block: [tiktok.txt]
+`, map[string]string{"tiktok.txt": "tiktok.com\n"})
+			require.NoError(t, err)
+			var got []string
+			for _, w := range snap.Lint() {
+				if strings.Contains(w.Msg, "open resolver") {
+					assert.Equal(t, 0, w.Line)
+					got = append(got, strings.Fields(w.Msg)[1])
+				}
+			}
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
 // TestLintRangeListedTwice: a range a policy lists both inline and in a
 // client file, or in two files, is a warning (it stays the policy's while
 // either still lists it, so editing one does not take it away); the

@@ -131,6 +131,7 @@ func (s *Snapshot) Lint() []Warning {
 	ws = append(ws, s.lintRepeats()...)
 	ws = append(ws, s.lintEmpty()...)
 	ws = append(ws, s.lintOneFamily(ranges)...)
+	ws = append(ws, s.lintOpen()...)
 	for _, path := range sortedKeys(s.Lists) {
 		l := s.Lists[path]
 		for e, t := range l.AllTriggers() {
@@ -374,6 +375,33 @@ func (s *Snapshot) lintEmpty() []Warning {
 					"client range file %s of policy %q holds no range: it puts no device in the policy", f, pc.Name)})
 			}
 		}
+	}
+	return ws
+}
+
+// globalUnicast is the IPv6 global unicast space (RFC 4291 §2.4).
+var globalUnicast = netip.MustParsePrefix("2000::/3")
+
+// lintOpen warns of an allowed_clients range as wide as a whole part of
+// the Internet: an IPv4 range wider than a /8 (every one holds public
+// addresses; a department's own, 10.0.0.0/8 among them, is a /8 at most)
+// or an IPv6 range wider than a /16 that holds global unicast addresses
+// (fc00::/7, the unique local ones, holds none). Served on an address the
+// Internet reaches, dnsfence then answers whoever asks: an open resolver,
+// which reflection attacks use to flood a third party with answers to
+// queries spoofed from its address (RFC 5358; a Pi-hole left so was used
+// for one, pi-hole/FTL#1076), and which hands anyone what the upstreams
+// resolve. It loads, since it may be meant behind a firewall, but check
+// says so, and check -strict fails on it.
+func (s *Snapshot) lintOpen() []Warning {
+	var ws []Warning
+	for _, a := range s.Config.AllowedPrefixes() {
+		if a.Addr().Is4() && a.Bits() >= 8 || a.Addr().Is6() && (a.Bits() >= 16 || !a.Overlaps(globalUnicast)) {
+			continue
+		}
+		ws = append(ws, Warning{s.Config.File, 0, fmt.Sprintf(
+			"allowed_clients %s admits addresses of the whole Internet: on an address reachable from outside, dnsfence answers anyone, an open resolver that reflection attacks use (RFC 5358); list the department's own ranges",
+			a)})
 	}
 	return ws
 }
