@@ -813,7 +813,9 @@ func (f *Forwarder) Forward(ctx context.Context, req *dns.Msg, overTCP bool) (*d
 		if err == nil {
 			return resp, up.addr, nil
 		}
-		f.unansweredQueryFailure(up, err)
+		if !callerGaveUp(ctx, err) {
+			f.unansweredQueryFailure(up, err)
+		}
 		return nil, "", oneFailed(up, err)
 	}
 	f.inflight.Add(1)
@@ -1061,10 +1063,10 @@ type queryFailures struct {
 
 // add takes the outcome err of a try to up made under ctx: kept when it
 // is a SERVFAIL, a REFUSED, a NOTIMP or a timeout (mayBeOfTheQuery),
-// judged at once when the query has ended. A timeout once ctx has ended
-// is the caller giving up, which says nothing of up (record).
+// judged at once when the query has ended; not one the caller's giving up
+// made (callerGaveUp).
 func (s *queryFailures) add(ctx context.Context, f *Forwarder, up *upstreamState, err error) {
-	if s == nil || !mayBeOfTheQuery(err) || timedOut(err) && ContextErr(ctx) != nil {
+	if s == nil || !mayBeOfTheQuery(err) || callerGaveUp(ctx, err) {
 		return
 	}
 	s.mu.Lock()
@@ -1104,13 +1106,21 @@ func (f *Forwarder) judgeQueryFailure(up *upstreamState, err error, answered boo
 	f.unansweredQueryFailure(up, err)
 }
 
-// unansweredQueryFailure is what up's SERVFAIL, REFUSED or NOTIMP err to
-// a query no other upstream answered does: its health is left as it was
-// and checked (checkHealth).
+// unansweredQueryFailure is what up's SERVFAIL, REFUSED, NOTIMP or
+// timeout err to a query no other upstream answered does: its health is
+// left as it was and checked (checkHealth).
 func (f *Forwarder) unansweredQueryFailure(up *upstreamState, err error) {
 	if mayBeOfTheQuery(err) {
 		f.checkHealth(up)
 	}
+}
+
+// callerGaveUp reports whether err is a timeout of a try made under ctx
+// once ctx has ended: the caller giving up (a client gone, the query's
+// own deadline), which says nothing of the upstream (record records
+// nothing for it) and needs no check of its health.
+func callerGaveUp(ctx context.Context, err error) bool {
+	return timedOut(err) && ContextErr(ctx) != nil
 }
 
 // checkEvery is how often at most an upstream's health is checked after

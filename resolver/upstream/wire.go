@@ -82,7 +82,9 @@ func (f *Forwarder) ForwardWire(ctx context.Context, q []byte) (WireAnswer, stri
 		if err == nil {
 			return a, up.addr, nil
 		}
-		f.unansweredQueryFailure(up, err)
+		if !callerGaveUp(ctx, err) {
+			f.unansweredQueryFailure(up, err)
+		}
 		return WireAnswer{}, "", oneFailed(up, err)
 	}
 	f.inflight.Add(1)
