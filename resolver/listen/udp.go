@@ -472,6 +472,10 @@ func (s *udpServer) serve() {
 				s.count(UDP, ResultDropped) // larger than any query
 				continue
 			}
+			if reflectingPort(remote.Port) {
+				s.count(UDP, ResultDropped)
+				continue
+			}
 			w := writers[i]
 			if w.alone {
 				w = &udpWriter{s: s}
@@ -490,6 +494,24 @@ func (s *udpServer) serve() {
 		s.send(out.msgs)
 		out.reset()
 	}
+}
+
+// reflectingPort reports whether a datagram from source port port is
+// dropped unread: port 0, which no host sends from (the source is
+// forged), and the ports of services that answer whatever datagram comes,
+// echo (7, RFC 862), daytime (13, RFC 867), chargen (19, RFC 864), time
+// (37, RFC 868) and kpasswd (464, RFC 3244, which answers a message it
+// cannot read with an error). A query forged from one of them would have
+// dnsfence and the service answer each other until the rate limit
+// stopped it, or for ever from a source exempt from it. No DNS client
+// sends from them; BIND drops the same (ns_client_dropport, on by
+// default; it only withholds FORMERR from kpasswd).
+func reflectingPort(port int) bool {
+	switch port {
+	case 0, 7, 13, 19, 37, 464:
+		return true
+	}
+	return false
 }
 
 // flush calls the Flushers the batch's queries asked for (AfterBatch).
