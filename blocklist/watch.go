@@ -36,7 +36,10 @@ import (
 // re-arms before every hash, on every call to Watch or Rearm and once a
 // rearmInterval. Re-arming watches each file's folder as it is now (a
 // folder that took the old one's name is watched anew) or, while the folder
-// is missing, its nearest existing ancestor, so that its return is seen. A
+// is missing, its nearest existing ancestor, so that its return is seen.
+// The folders above each watched folder are watched too: a folder moved
+// with its parent keeps its watch on the moved folder and gives no event,
+// and only a parent's watch sees the name taken by another. A
 // folder that cannot be watched (the system's watch limit, permissions)
 // leaves its files unwatched; OnUnwatched says which.
 //
@@ -66,9 +69,15 @@ type Watcher struct {
 	// relevant are the paths whose events mean "look again": the files,
 	// every symlink on the way to their content, the folders watched for
 	// them, and each missing folder on the way to a file.
-	relevant  map[string]bool
-	dirs      map[string]os.FileInfo // folders added to fsw, as they were when added
-	unwatched map[string]error       // files whose folder could not be watched, and why
+	relevant map[string]bool
+	dirs     map[string]os.FileInfo // folders added to fsw, as they were when added
+	// ancestors are the folders above those of dirs, added to fsw as
+	// they were when added: a folder moved with its parent (`mv etc
+	// etc.old; mv etc.new etc`) keeps its watch on the moved folder and
+	// tells nothing, and only the parent's watch sees the swap. Best
+	// effort: one that cannot be watched leaves the minute's look.
+	ancestors map[string]os.FileInfo
+	unwatched map[string]error // files whose folder could not be watched, and why
 	reported  map[string]fileState
 	recheck   chan struct{} // Watch and Rearm ask Run to look again
 	// onUnwatched is called, with mu held, each time the set of unwatched
@@ -137,7 +146,7 @@ func NewWatcher(debounce time.Duration) (*Watcher, error) {
 		return nil, fmt.Errorf("starting file watcher: %w", err)
 	}
 	w := &Watcher{fsw: fsw, writers: wr, add: fsw.Add, lookEvery: rearmInterval,
-		relevant: map[string]bool{}, dirs: map[string]os.FileInfo{}, unwatched: map[string]error{},
+		relevant: map[string]bool{}, dirs: map[string]os.FileInfo{}, ancestors: map[string]os.FileInfo{}, unwatched: map[string]error{},
 		recheck: make(chan struct{}, 1)}
 	w.debounce.Store(int64(debounce))
 	w.writerWait.Store(int64(DefaultWriterWait))
@@ -325,11 +334,46 @@ func (w *Watcher) armPass() (again, added bool) {
 		w.dirs[dir] = fi
 		again, added = true, true
 	}
+	above := map[string]bool{} // folders above those of want, each path on the way to one relevant
+	for dir := range want {
+		for parent, child := filepath.Dir(dir), dir; parent != child; parent, child = filepath.Dir(parent), parent {
+			relevant[child] = true // its rename or deletion is an event of parent's watch
+			if _, ok := want[parent]; !ok {
+				above[parent] = true
+			}
+		}
+	}
 	for dir := range w.dirs {
 		if _, ok := want[dir]; !ok {
-			_ = w.fsw.Remove(dir) // the folder came back, or no file needs it
+			if !above[dir] {
+				_ = w.fsw.Remove(dir) // the folder came back, or no file needs it
+			}
 			w.writers.remove(dir)
 			delete(w.dirs, dir)
+		}
+	}
+	for dir := range w.ancestors {
+		if !above[dir] {
+			if _, ok := want[dir]; !ok {
+				_ = w.fsw.Remove(dir)
+			}
+			delete(w.ancestors, dir)
+		}
+	}
+	for dir := range above {
+		fi, err := os.Stat(dir)
+		if err != nil || !fi.IsDir() {
+			continue // gone: the folders below it are too, and the pass after looks again
+		}
+		if old, ok := w.ancestors[dir]; ok && watching[dir] && os.SameFile(old, fi) {
+			continue
+		}
+		if watching[dir] {
+			_ = w.fsw.Remove(dir) // another folder took the name, or it was a folder of files: watch it anew
+		}
+		delete(w.ancestors, dir)
+		if w.add(dir) == nil {
+			w.ancestors[dir] = fi
 		}
 	}
 	w.relevant = relevant

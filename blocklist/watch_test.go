@@ -297,6 +297,17 @@ func TestWatcherFolderComesBack(t *testing.T) {
 			require.NoError(t, os.MkdirAll(lists, 0o755))
 			require.NoError(t, os.WriteFile(file, []byte(content), 0o644))
 		}},
+		// fsnotify/fsnotify#694: a folder moved with its parent keeps its
+		// watch on the moved folder, and no event tells of it; only the
+		// parent's watch sees the swap (a release folder renamed into
+		// place). It was seen at the minute's look only.
+		{name: "parent folder moved away, another renamed in", replace: func(t *testing.T, base, _, file, content string) {
+			next := base + ".new"
+			require.NoError(t, os.MkdirAll(filepath.Join(next, "lists"), 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(next, "lists", filepath.Base(file)), []byte(content), 0o644))
+			require.NoError(t, os.Rename(base, base+".old"))
+			require.NoError(t, os.Rename(next, base))
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
