@@ -36,6 +36,15 @@ func TestParseForms(t *testing.T) {
 		{name: "hosts one name", line: "0.0.0.0 tiktok.com", want: []string{"tiktok.com"}},
 		{name: "hosts many names", line: "127.0.0.1\ttiktok.com  www.tiktokv.com", want: []string{"tiktok.com", "www.tiktokv.com"}},
 		{name: "hosts ipv6", line: ":: tiktok.com", want: []string{"tiktok.com"}},
+		// A hosts line's names take the leading `*.` and `.` a name alone
+		// takes, meaning the same: Blocky's hostsFile users write
+		// `192.168.1.152 *.cdn.blizzard.com` (0xERR0R/blocky#1837), and
+		// hosts lists carry `.doubleclick.com` (pi-hole/pi-hole#1256).
+		// Both were skipped as "invalid character"/"empty label", the
+		// names they meant not blocked.
+		{name: "hosts leading wildcard", line: "0.0.0.0 *.tiktok.com", want: []string{"tiktok.com"}},
+		{name: "hosts leading dot", line: "0.0.0.0 .tiktok.com", want: []string{"tiktok.com"}},
+		{name: "hosts leading forms among names", line: "127.0.0.1 *.tiktok.com .tiktokv.com douyin.com", want: []string{"tiktok.com", "tiktokv.com", "douyin.com"}},
 		{name: "hosts localhost skipped", line: "127.0.0.1 localhost", want: nil},
 		{name: "hosts Red Hat names skipped", line: "127.0.0.1   localhost localhost.localdomain localhost4 localhost4.localdomain4", want: nil},
 		{name: "hosts Red Hat IPv6 names skipped", line: "::1         localhost localhost.localdomain localhost6 localhost6.localdomain6", want: nil},
@@ -108,6 +117,10 @@ func TestParseBadLines(t *testing.T) {
 		{name: "adblock without pipes", line: "tiktok.com^", wantErr: ErrAdblockForm},
 		{name: "adblock inner wildcard", line: "||*.*.tiktok.com^", wantErr: ErrWildcard},
 		{name: "adblock without caret", line: "||tiktok.com", wantErr: ErrAdblockForm},
+		{name: "hosts wildcard of a single label", line: "0.0.0.0 *.com", wantErr: ErrSingleLabel},
+		{name: "hosts inner wildcard", line: "0.0.0.0 *.*.tiktok.com", wantErr: ErrWildcard},
+		{name: "hosts two leading dots", line: "0.0.0.0 ..tiktok.com", wantErr: ErrEmptyLabel},
+		{name: "hosts wildcard of an address", line: "0.0.0.0 *.10.0.0.1", wantErr: ErrAddrOnly},
 		{name: "exception", line: "@@||tiktok.com^", wantErr: ErrException,
 			wantMsg: `lists/x.txt:2: exception rules (@@) are not supported (to allow tiktok.com and the names below it, write tiktok.com in a list under a policy's allow, unless an $important rule of this list covers it, which ranks above the exception): "@@||tiktok.com^"`},
 		{name: "dnsmasq directive of a single label", line: "local=/lan/", wantErr: ErrDirective,

@@ -200,8 +200,13 @@ func (p *textParser) parseLine(line int, text string) {
 			if hostsNames[strings.ToLower(host)] {
 				continue
 			}
-			if n, err := entryName(host, p.buf[:0]); err != nil {
-				errs.add(name, line, host, err)
+			var n []byte
+			bare, err := hostsName(host)
+			if err == nil {
+				n, err = entryName(bare, p.buf[:0])
+			}
+			if err != nil {
+				errs.add(name, line, host, err) // the field as written
 			} else {
 				b.addLater(n, line)
 			}
@@ -221,6 +226,24 @@ func (p *textParser) parseLine(line int, text string) {
 		}
 	}
 	p.bad(line, text, first, rest, first, err)
+}
+
+// hostsName is the name of a hosts line's field, which may carry the
+// leading `*.` or `.` a name alone may, meaning the same (this name and
+// the names below it, as every entry means): `0.0.0.0 *.tiktok.com`, as
+// Blocky's hostsFile users and some hosts lists write it, blocks what
+// `*.tiktok.com` alone does, not nothing. Any other wildcard is an error.
+func hostsName(field string) (string, error) {
+	name := field
+	if rest, ok := strings.CutPrefix(field, "*."); ok {
+		name = rest
+	} else if rest, ok := strings.CutPrefix(field, "."); ok {
+		name = rest
+	}
+	if strings.Contains(name, "*") {
+		return "", ErrWildcard
+	}
+	return name, nil
 }
 
 // bad reports the line text (first its first field, rest the others),
