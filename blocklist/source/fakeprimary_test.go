@@ -47,6 +47,9 @@ type fakePrimary struct {
 	// xfrSOA, when set, is the SOA its transfers answer with instead of
 	// soa (a transfer view out of step with the SOA query's).
 	xfrSOA *dns.SOA
+	// dropUDP drops every query that comes over UDP, as a firewall that
+	// lets only TCP through to the primary does.
+	dropUDP bool
 	// queries are the QTYPEs asked, in order.
 	queries []uint16
 }
@@ -156,6 +159,9 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	}
 	qt := q.Question[0].Qtype
 	p.queries = append(p.queries, qt)
+	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp && p.dropUDP {
+		return
+	}
 	sign := func(m *dns.Msg) {
 		if ts := q.IsTsig(); ts != nil && w.TsigStatus() == nil && !p.unsigned {
 			m.SetTsig(ts.Hdr.Name, ts.Algorithm, 300, time.Now().Unix())

@@ -217,8 +217,19 @@ func (c *xfrClient) querySOA(ctx context.Context, addr string) (*dns.SOA, error)
 	q.SetQuestion(c.zone, dns.TypeSOA)
 	q.RecursionDesired = false
 	m, err := c.exchange(ctx, "udp", addr, q)
-	if err == nil && m.Truncated {
+	var lostErr *unansweredError
+	switch {
+	case err == nil && m.Truncated:
 		m, err = c.exchange(ctx, "tcp", addr, q)
+	case errors.As(err, &lostErr) && ctx.Err() == nil:
+		// No answer over UDP (a firewall that lets only TCP through to
+		// the primary, as zone transfers need): ask over TCP, as BIND's
+		// secondary does (try-tcp-refresh, yes by default), rather than
+		// never transfer the zone at all.
+		udpErr := err
+		if m, err = c.exchange(ctx, "tcp", addr, q); err != nil {
+			err = fmt.Errorf("%w (over UDP: %v)", err, udpErr)
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -234,14 +245,27 @@ func (c *xfrClient) querySOA(ctx context.Context, addr string) (*dns.SOA, error)
 	return nil, fmt.Errorf("SOA query: answer from %s holds no SOA for %s", addr, c.zone)
 }
 
+// unansweredError is an SOA query that got no answer: it could not be
+// sent, or nothing (or nothing with its ID) came back in time.
+type unansweredError struct{ err error }
+
+func (e *unansweredError) Error() string { return e.err.Error() }
+func (e *unansweredError) Unwrap() error { return e.err }
+
+// unanswered wraps a failure to send q or to hear an answer.
+func unanswered(format string, args ...any) error {
+	return &unansweredError{fmt.Errorf(format, args...)}
+}
+
 // exchange sends q and reads its answer. Over UDP a datagram with another
 // ID is ignored (it answers some earlier query), within the timeout.
+// An error that no answer came is an *unansweredError.
 func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.Msg) (*dns.Msg, error) {
 	q.Id = dns.Id()
 	q.Extra = nil
 	co, closeConn, err := c.dial(ctx, network, addr)
 	if err != nil {
-		return nil, fmt.Errorf("SOA query: %w", err)
+		return nil, unanswered("SOA query: %w", err)
 	}
 	defer closeConn()
 	wire, mac, err := c.pack(q)
@@ -251,7 +275,7 @@ func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.M
 	deadline := time.Now().Add(c.timeout)
 	co.SetDeadline(deadline)
 	if _, err := co.Write(wire); err != nil {
-		return nil, fmt.Errorf("SOA query: %w", err)
+		return nil, unanswered("SOA query: %w", err)
 	}
 	buf := make([]byte, dns.MaxMsgSize)
 	resend := soaResendFirst
@@ -263,13 +287,13 @@ func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.M
 		if lost(err) && network == "udp" && time.Now().Before(deadline) {
 			// The query or its answer was lost: the same query again.
 			if _, err := co.Write(wire); err != nil {
-				return nil, fmt.Errorf("SOA query: %w", err)
+				return nil, unanswered("SOA query: %w", err)
 			}
 			resend *= 2
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("SOA query: %w", err)
+			return nil, unanswered("SOA query: %w", err)
 		}
 		m := new(dns.Msg)
 		if err := m.Unpack(buf[:n]); err != nil {
@@ -283,7 +307,7 @@ func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.M
 		}
 		return m, nil
 	}
-	return nil, fmt.Errorf("SOA query: no answer with ID %d", q.Id)
+	return nil, unanswered("SOA query: no answer with ID %d", q.Id)
 }
 
 // soaResendFirst is how long an SOA query over UDP waits for its answer

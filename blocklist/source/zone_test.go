@@ -745,3 +745,30 @@ func TestSOAQueryResentOverUDP(t *testing.T) {
 	assert.Less(t, time.Since(began), 5*time.Second, "answered after one resend, not the timeout")
 	assert.Len(t, asked, 2, "asked twice")
 }
+
+// TestZoneSOAOverTCPWhenUDPFails: a primary reached over TCP alone (a
+// firewall that lets zone transfers through and drops UDP) never answered
+// the SOA query, sent over UDP only, so the zone was never transferred,
+// not even at start: its policy blocked none of its names. BIND's
+// secondary asks over TCP when the UDP queries fail (named.conf
+// try-tcp-refresh, yes by default), and transfers.
+func TestZoneSOAOverTCPWhenUDPFails(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a"), nil)
+	p.update(func(p *fakePrimary) { p.dropUDP = true })
+	opt := zoneTestOptions(t, nil)
+	opt.Timeout = 500 * time.Millisecond
+	z, rec := startZone(t, p, opt)
+	c := rec.waitCount(t, 1)
+	assert.Equal(t, uint32(1), c.Serial)
+	assert.Equal(t, []string{"a"}, owners(c))
+
+	p.update(func(p *fakePrimary) {
+		p.soa = testSOA(testZone, 2)
+		p.records = cnames(testZone, "a", "b")
+	})
+	poke(t, z)
+	c = rec.waitCount(t, 2)
+	assert.Equal(t, uint32(2), c.Serial)
+	assert.Equal(t, []string{"a", "b"}, owners(c))
+	assert.NoError(t, z.Status().LastError)
+}
