@@ -35,6 +35,8 @@ type fakePrimary struct {
 	// cutAfter, when > 0, closes a transfer's connection after that many
 	// messages, before the closing SOA.
 	cutAfter int
+	// ixfrCutAfter is cutAfter for IXFR answers alone.
+	ixfrCutAfter int
 	// unsigned answers signed queries without a signature.
 	unsigned bool
 	// forged signs answers with another secret than the key's.
@@ -218,7 +220,7 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 		}
 	}
 	for i, msgs := 0, 0; i < len(answer); msgs++ {
-		if p.cutAfter > 0 && msgs == p.cutAfter {
+		if p.cutAfter > 0 && msgs == p.cutAfter || qt == dns.TypeIXFR && p.ixfrCutAfter > 0 && msgs == p.ixfrCutAfter {
 			w.Close() // cut off before the closing SOA
 			return
 		}

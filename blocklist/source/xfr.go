@@ -245,6 +245,13 @@ func (c *xfrClient) querySOA(ctx context.Context, addr string) (*dns.SOA, error)
 	return nil, fmt.Errorf("SOA query: answer from %s holds no SOA for %s", addr, c.zone)
 }
 
+// unreachedError is a transfer that never began: no connection to the
+// primary could be had.
+type unreachedError struct{ err error }
+
+func (e *unreachedError) Error() string { return e.err.Error() }
+func (e *unreachedError) Unwrap() error { return e.err }
+
 // unansweredError is an SOA query that got no answer: it could not be
 // sent, or nothing (or nothing with its ID) came back in time.
 type unansweredError struct{ err error }
@@ -378,7 +385,7 @@ func (c *xfrClient) transfer(ctx context.Context, addr string, have *dns.SOA, wh
 	defer cancel()
 	co, closeConn, err := c.dial(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
+		return nil, &unreachedError{fmt.Errorf("%s: %w", what, err)}
 	}
 	defer closeConn()
 	wire, mac, err := c.pack(q)

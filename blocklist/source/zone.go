@@ -440,16 +440,22 @@ func (z *Zone) pull(ctx context.Context, addr string) (*Content, func(), error) 
 	if err == nil && res.kind == TransferIXFR {
 		ch, err = z.held.plan(res.diffs)
 	}
-	var rc *rcodeError
-	if have != nil && (errors.Is(err, errNotExact) || errors.Is(err, errNoIXFR) || errors.As(err, &rc) && rc.tsigErr == 0 ||
-		err == nil && res.condensed) {
+	var unreached *unreachedError
+	if have != nil && (err == nil && res.condensed ||
+		err != nil && !errors.Is(err, ErrTSIG) && !errors.As(err, &unreached) && ctx.Err() == nil &&
+			!errors.Is(err, context.DeadlineExceeded)) {
 		// The primary cannot give differences that fit the zone held, or
-		// will not give them: take the whole zone. An IXFR answered with
-		// any RCODE but a TSIG error is followed by an AXFR, as BIND's
-		// secondary follows it (NOTIMP and FORMERR from a primary without
-		// IXFR, REFUSED or SERVFAIL from one that serves AXFR alone); the
-		// AXFR's own answer decides. The records held go once it
-		// brings a zone, not before: an AXFR refused too keeps them.
+		// will not give them, or its IXFR failed under way: take the
+		// whole zone. A failed IXFR is followed by an AXFR, as BIND's
+		// secondary follows it (xfrin_fail: DNS_R_BADIXFR): one answered
+		// with any RCODE (NOTIMP and FORMERR from a primary without IXFR,
+		// REFUSED or SERVFAIL from one that serves AXFR alone), cut off
+		// or timed out under way (a middlebox that drops a long answer),
+		// unreadable, out of order or over sources.max_bytes; not one
+		// with a TSIG error, nor one that never connected or ran out of
+		// time, which an AXFR would meet again. The AXFR's own answer
+		// decides. The records held go once it brings a zone, not
+		// before: an AXFR refused too keeps them.
 		res, err = z.client.transfer(ctx, addr, nil, z.releaseHeld)
 	}
 	if err != nil {

@@ -772,3 +772,50 @@ func TestZoneSOAOverTCPWhenUDPFails(t *testing.T) {
 	assert.Equal(t, []string{"a", "b"}, owners(c))
 	assert.NoError(t, z.Status().LastError)
 }
+
+// TestZoneBrokenIXFRFollowedByAXFR: an IXFR that breaks off under way (a
+// primary or a middlebox that drops a long answer:
+// TechnitiumSoftware/DnsServer#1885) or that cannot be read was an error
+// and the next look asked the same IXFR again, so the zone never moved on
+// while the primary served it whole to an AXFR. BIND's secondary follows
+// any failed IXFR with an AXFR (xfrin_fail: DNS_R_BADIXFR); a TSIG error
+// is still not followed (TestZoneFailuresKeepTheZone).
+func TestZoneBrokenIXFRFollowedByAXFR(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ixfr func(have uint32) []dns.RR
+		cut  int
+	}{
+		{name: "cut off", cut: 1, ixfr: func(uint32) []dns.RR {
+			return ixfrAnswer(testZone, ixfrStep{from: 1, to: 2, del: cnames(testZone, "c", "d", "e", "f")})
+		}},
+		{name: "sequences out of order", ixfr: func(uint32) []dns.RR {
+			a := ixfrAnswer(testZone, ixfrStep{from: 1, to: 2, del: cnames(testZone, "c", "d", "e", "f")})
+			return append(a[:len(a)-1], testSOA(testZone, 7), testSOA(testZone, 2))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startFakePrimary(t, testZone, 1, cnames(testZone, "a", "b", "c", "d", "e", "f"), nil)
+			p.perMessage = 2
+			z, rec := startZone(t, p, zoneTestOptions(t, nil))
+			rec.waitCount(t, 1)
+			p.update(func(p *fakePrimary) {
+				p.soa = testSOA(testZone, 2)
+				p.records = cnames(testZone, "a", "b")
+				p.ixfr, p.ixfrCutAfter = tc.ixfr, tc.cut
+			})
+			poke(t, z)
+			c := rec.waitCount(t, 2)
+			assert.Equal(t, TransferAXFR, c.Transfer)
+			assert.Equal(t, uint32(2), c.Serial)
+			assert.Equal(t, []string{"a", "b"}, owners(c))
+			assert.Equal(t, 4, c.Removed)
+			var types []string
+			for _, q := range p.asked() {
+				types = append(types, dns.TypeToString[q])
+			}
+			assert.Equal(t, []string{"IXFR", "AXFR"}, types[len(types)-2:], "the IXFR, then the AXFR in the same look")
+			require.Eventually(t, func() bool { return z.Status().LastError == nil }, waitFor, tick)
+		})
+	}
+}
