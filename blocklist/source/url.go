@@ -267,6 +267,16 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 	conditional := req.Header.Get("If-None-Match") != "" || req.Header.Get("If-Modified-Since") != ""
 	switch {
 	case resp.StatusCode == http.StatusNotModified && conditional:
+		if otherLastModified(req.Header, resp.Header) {
+			// Not modified since the time asked about, but modified
+			// all the same: the file now served is older than the copy
+			// held's (a backup put back with `cp -p`, an `rsync -t` of
+			// an earlier build), and a server with no ETag answers 304
+			// to any If-Modified-Since at or after its time. Asked
+			// with that, it would answer 304 for good: fetch it whole.
+			resp.Body.Close()
+			return s.fetch(ctx, nil)
+		}
 		return &Content{ETag: resp.Header.Get("ETag"), LastModified: strongLastModified(resp.Header)}, true, nil
 	case resp.StatusCode == http.StatusNotModified:
 		// Not modified since nothing: a broken server or proxy (RFC 9110
@@ -307,6 +317,24 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 	}
 	return &Content{Source: s.name, Kind: KindBody, Fetched: time.Now(), Body: body, SHA256: sum,
 		ETag: resp.Header.Get("ETag"), LastModified: strongLastModified(resp.Header)}, false, nil
+}
+
+// otherLastModified reports whether a 304 answer (with header resp) to a
+// request (with header req) that asked If-Modified-Since alone, no ETag,
+// names a Last-Modified other than the time asked about: the
+// representation is not the one held. A 304 to If-None-Match says the
+// ETag held matches, whatever its Last-Modified.
+func otherLastModified(req, resp http.Header) bool {
+	asked, got := req.Get("If-Modified-Since"), resp.Get("Last-Modified")
+	if req.Get("If-None-Match") != "" || asked == "" || got == "" {
+		return false
+	}
+	a, errA := http.ParseTime(asked)
+	g, errG := http.ParseTime(got)
+	if errA != nil || errG != nil {
+		return asked != got
+	}
+	return !a.Equal(g)
 }
 
 // strongLastModified is the answer's Last-Modified when it may be sent back

@@ -1119,3 +1119,49 @@ func mustParseTime(s string) time.Time {
 	}
 	return t
 }
+
+// TestURLOlderFileReplacingTheListIsFetched: a list served by a server
+// with no ETag (Go's http.FileServer here; Python's http.server too) is
+// replaced by a file whose modification time is older than the copy
+// held's (a backup put back with `cp -p`, an `rsync -t` or a `tar x` of
+// an earlier build): the server answers the If-Modified-Since of the copy
+// held 304, as it answers any time at or after the file's, and the list
+// was never fetched again (pi-hole/pi-hole#4422: a list edited and
+// uploaded, "refuses to see that the list has changed"). The 304 carries
+// the file's Last-Modified, which is not the one asked about: the list is
+// then fetched whole at once.
+func TestURLOlderFileReplacingTheListIsFetched(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "l.txt")
+	now := time.Now()
+	write := func(content string, mtime time.Time) {
+		require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
+		require.NoError(t, os.Chtimes(path, mtime, mtime))
+	}
+	write("tiktok.com\n", now.Add(-time.Hour))
+	var conditional atomic.Int64
+	fs := http.FileServer(http.Dir(dir))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("If-Modified-Since") != "" {
+			conditional.Add(1)
+		}
+		fs.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+	require.Equal(t, "tiktok.com\n", string(rec.waitCount(t, 1).Body))
+	require.Eventually(t, func() bool { return conditional.Load() >= 2 }, waitFor, tick, "asked If-Modified-Since")
+
+	write("tiktok.com\nbytedance.com\n", now.Add(-2*time.Hour))
+	c := rec.waitCount(t, 2)
+	assert.Equal(t, "tiktok.com\nbytedance.com\n", string(c.Body))
+	waitStatus(t, src, func(st Status) bool { return st.LastError == nil })
+
+	// The copy held now has the older Last-Modified: an unchanged file
+	// is answered 304 and not delivered again.
+	n := conditional.Load()
+	require.Eventually(t, func() bool { return conditional.Load() >= n+3 }, waitFor, tick)
+	assert.Equal(t, 2, rec.count())
+}
