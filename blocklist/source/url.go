@@ -273,9 +273,13 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 			// held's (a backup put back with `cp -p`, an `rsync -t` of
 			// an earlier build), and a server with no ETag answers 304
 			// to any If-Modified-Since at or after its time. Asked
-			// with that, it would answer 304 for good: fetch it whole.
+			// with that, it would answer 304 for good: fetch it whole,
+			// held without its validators, so that the body is still
+			// checked against it (cutShort).
 			resp.Body.Close()
-			return s.fetch(ctx, nil)
+			unconditional := *held
+			unconditional.ETag, unconditional.LastModified = "", ""
+			return s.fetch(ctx, &unconditional)
 		}
 		return &Content{ETag: resp.Header.Get("ETag"), LastModified: strongLastModified(resp.Header)}, true, nil
 	case resp.StatusCode == http.StatusNotModified:

@@ -1165,3 +1165,44 @@ func TestURLOlderFileReplacingTheListIsFetched(t *testing.T) {
 	require.Eventually(t, func() bool { return conditional.Load() >= n+3 }, waitFor, tick)
 	assert.Equal(t, 2, rec.count())
 }
+
+// TestURLRefetchAfterOther304StillRefusesCutShort: the whole fetch that
+// follows a 304 naming another Last-Modified
+// (TestURLOlderFileReplacingTheListIsFetched) is checked against the copy
+// held as any fetch is: a body cut mid-line there (a file being written
+// again, a connection closed early) is refused (ErrCutShort), never
+// delivered. The refetch was made as if nothing were held, which skipped
+// that check: the names after the cut were lost (up to max_shrink of them
+// pass the shrink guard) and the name cut in two added.
+func TestURLRefetchAfterOther304StillRefusesCutShort(t *testing.T) {
+	const whole = "tiktok.com\ndouyin.com\nbytedance.com\ncapcut.com\n"
+	cut := whole[:strings.Index(whole, "capcut")+4] // "…bytedance.com\ncapc"
+	held := time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)
+	older := time.Now().Add(-2 * time.Hour).UTC().Format(http.TimeFormat)
+	var replaced atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case !replaced.Load():
+			w.Header().Set("Last-Modified", held)
+			w.Write([]byte(whole))
+		case r.Header.Get("If-Modified-Since") != "":
+			w.Header().Set("Last-Modified", older) // no ETag: 304 to any time at or after the file's
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			w.Header().Set("Last-Modified", older)
+			w.Header().Set("Content-Length", strconv.Itoa(len(cut)))
+			w.Write([]byte(cut))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+	require.Equal(t, whole, string(rec.waitCount(t, 1).Body))
+
+	replaced.Store(true)
+	st := waitError(t, src, ErrCutShort)
+	assert.ErrorContains(t, st.LastError, `ending "capc"`)
+	assert.Equal(t, sha256.Sum256([]byte(whole)), st.SHA256, "the copy held stays")
+	assert.Equal(t, 1, rec.count(), "a body cut short is never delivered")
+}
