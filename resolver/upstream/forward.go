@@ -851,8 +851,9 @@ func oneFailed(up *upstreamState, err error) error {
 // where the query waits, makes the try to up that then runs on its own
 // goroutine (counted and recorded, as try does). from is a query whose
 // first try went to an upstream before order (a started query's hedge or
-// failover); the zero value, a query's own start. Each try's SERVFAIL goes
-// to from.queryFailures, which the caller ends when the query has its
+// failover); the zero value, a query's own start. Each try's SERVFAIL,
+// REFUSED, NOTIMP or timeout (mayBeOfTheQuery) goes to
+// from.queryFailures, which the caller ends when the query has its
 // result.
 // The caller holds a reference on f, and counts the query in f.inflight.
 func forwardHedged[A any](ctx context.Context, f *Forwarder, order []*upstreamState, from continued,
@@ -986,9 +987,9 @@ type continued struct {
 	after  *upstreamState
 	reason string
 	giveUp time.Time
-	// queryFailures takes the SERVFAILs, REFUSEDs and NOTIMPs of the
-	// query's tries, which its end judges (queryFailures.end); nil judges
-	// none.
+	// queryFailures takes the SERVFAILs, REFUSEDs, NOTIMPs and timeouts
+	// of the query's tries, which its end judges (queryFailures.end); nil
+	// judges none.
 	queryFailures *queryFailures
 	// firstFailed is closed when the first try, still in flight when
 	// forwardHedged took over, fails; nil when it had failed already.
@@ -1044,12 +1045,13 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 	}
 }
 
-// queryFailures are the SERVFAILs, REFUSEDs and NOTIMPs (mayBeOfTheQuery)
-// one query's tries got (a query of more than one upstream), judged when
-// the query ends (end): when another upstream answered it usably, such an
-// answer without a DNSSEC Extended DNS Error spoke of the upstream, not of
-// the query (a forwarder whose own upstream is down, which still answers
-// the root NS query from its cache), and is a failure of it; when none
+// queryFailures are the SERVFAILs, REFUSEDs, NOTIMPs and timeouts
+// (mayBeOfTheQuery) one query's tries got (a query of more than one
+// upstream), judged when the query ends (end): when another upstream
+// answered it usably, such an answer without a DNSSEC Extended DNS Error,
+// or such a silence, spoke of the upstream, not of the query (a forwarder
+// whose own upstream is down, which still answers the root NS query from
+// its cache; a dead upstream), and is a failure of it; when none
 // did, it leaves the upstream's health as it was and has it checked
 // (unansweredQueryFailure). A try that ends after the query did is judged
 // as it ends.
@@ -1080,8 +1082,8 @@ func (s *queryFailures) add(ctx context.Context, f *Forwarder, up *upstreamState
 	f.judgeQueryFailure(up, err, answered)
 }
 
-// end judges the SERVFAILs, REFUSEDs and NOTIMPs of a query that ended,
-// answered or not.
+// end judges the SERVFAILs, REFUSEDs, NOTIMPs and timeouts of a query
+// that ended, answered or not.
 func (s *queryFailures) end(f *Forwarder, answered bool) {
 	s.mu.Lock()
 	s.ended, s.answered = true, answered
@@ -1093,9 +1095,9 @@ func (s *queryFailures) end(f *Forwarder, answered bool) {
 	}
 }
 
-// judgeQueryFailure records up's SERVFAIL, REFUSED or NOTIMP err to a
-// query that another upstream answered usably (answered) or that none
-// did.
+// judgeQueryFailure records up's SERVFAIL, REFUSED, NOTIMP or timeout
+// err to a query that another upstream answered usably (answered) or
+// that none did.
 func (f *Forwarder) judgeQueryFailure(up *upstreamState, err error, answered bool) {
 	if answered && !failedValidation(err) {
 		if countsAgainst(err) { // a timeout may be a connection's, shared by its queries

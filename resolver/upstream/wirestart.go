@@ -186,8 +186,8 @@ type hedgedWire struct {
 	then  WireThen
 	timer *time.Timer // the first try's hedge delay
 	start time.Time
-	// queryFailures takes the SERVFAILs, REFUSEDs and NOTIMPs of every
-	// try, judged when then has the result (end).
+	// queryFailures takes the SERVFAILs, REFUSEDs, NOTIMPs and timeouts
+	// of every try, judged when then has the result (end).
 	queryFailures queryFailures
 
 	mu       sync.Mutex
