@@ -3,6 +3,7 @@ package resolver
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,4 +87,38 @@ func TestSilentOnlyUpstreamStillMarkedDown(t *testing.T) {
 		_, _ = exchange(f.addr, "", "udp", question("a.example.org.", dns.TypeA, true))
 		return len(f.handler.Snapshot().Forwarder().Down()) == 1
 	}, 30*time.Second, 10*time.Millisecond)
+}
+
+// TestUpstreamGoneSilentMarkedDownByItsQueries: an upstream that answered
+// and then goes silent (its host gone, a firewall dropping its answers) is
+// marked down at the pace of its clients' timeouts once one check of its
+// health has timed out too, not at the pace of one check an
+// upstream_timeout: after twenty answers, eighty queries ten at a time
+// (1.6 s of timeouts at 200ms) mark the only upstream down. Counting only
+// the checks, it took 17 of them (3.4 s here, 34 s at the default 2 s),
+// and these queries left it up.
+func TestUpstreamGoneSilentMarkedDownByItsQueries(t *testing.T) {
+	var silent atomic.Bool
+	only := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if silent.Load() {
+			return nil
+		}
+		return defaultAnswer(w, r)
+	})
+	f := govFence(t, "upstream_timeout: 200ms", only.addr)
+	for i := range 20 {
+		require.Equal(t, dns.RcodeSuccess, ask(t, f.addr, "", "udp", question(fmt.Sprintf("n%d.example.org.", i), dns.TypeA, true)).Rcode)
+	}
+	silent.Store(true)
+	var wg sync.WaitGroup
+	for i := range 80 {
+		wg.Go(func() {
+			_, _ = exchange(f.addr, "", "udp", question(fmt.Sprintf("s%d.example.org.", i), dns.TypeA, true))
+		})
+		if i%10 == 9 {
+			wg.Wait()
+		}
+	}
+	wg.Wait()
+	assert.Equal(t, []string{only.addr}, f.handler.Snapshot().Forwarder().Down())
 }

@@ -136,6 +136,10 @@ type upstreamState struct {
 	// checked is when the last one began (Unix nanoseconds).
 	checking atomic.Bool
 	checked  atomic.Int64
+	// silent is set when a check of its health timed out (askRoot) and
+	// cleared by its next answer (succeeded): while it is, a query's own
+	// timeout is a failure of it (unansweredQueryFailure).
+	silent atomic.Bool
 	// retries is the tries beyond their query's first in flight to it.
 	retries atomic.Int64
 	// seconds is its series of dnsfence_upstream_seconds, found once
@@ -374,6 +378,9 @@ func (f *Forwarder) askRoot(u *upstreamState, timeout time.Duration) {
 	case err == nil:
 		f.succeeded(u, start, time.Since(start))
 	case countsAgainst(err):
+		if timedOut(err) {
+			u.silent.Store(true)
+		}
 		f.failed(u, err)
 	}
 }
@@ -527,6 +534,9 @@ func (f *Forwarder) noneDown() bool {
 // window cleared (logged, but while it flaps: see logDown).
 func (f *Forwarder) succeeded(u *upstreamState, start time.Time, took time.Duration) {
 	u.observe(took)
+	if u.silent.Load() {
+		u.silent.Store(false)
+	}
 	now := start.Add(took) // without asking the clock again
 	if u.down.Load() && f.backUp(u, now) {
 		return
@@ -1110,8 +1120,20 @@ func (f *Forwarder) judgeQueryFailure(up *upstreamState, err error, answered boo
 
 // unansweredQueryFailure is what up's SERVFAIL, REFUSED, NOTIMP or
 // timeout err to a query no other upstream answered does: its health is
-// left as it was and checked (checkHealth).
+// left as it was and checked (checkHealth). A timeout while up's last
+// check timed out too, with no answer of up's since (silent), is a
+// failure of it: an upstream gone silent, once one check has shown it, is
+// marked down at the pace of its queries' timeouts, as it was before
+// timeouts were judged here, not at the pace of one check an
+// upstream_timeout (seventeen checks for one that answered before, 34 s at
+// the default 2 s).
 func (f *Forwarder) unansweredQueryFailure(up *upstreamState, err error) {
+	if timedOut(err) && up.silent.Load() {
+		if countsAgainst(err) { // a timeout may be a connection's, shared by its queries
+			f.failed(up, err)
+		}
+		return
+	}
 	if mayBeOfTheQuery(err) {
 		f.checkHealth(up)
 	}
