@@ -113,7 +113,7 @@ func TestAnchorsAndPatterns(t *testing.T) {
     testdata/anchors.txt:11: |pipopay.com^$important (adblock options ($...) are not supported)
     testdata/anchors.txt:12: |pipopay.com (single-pipe rules must have the form |name^ or |https://name^)
     testdata/anchors.txt:13: |https://bad_name..com^ (empty label)
-    testdata/anchors.txt:14: p16-*.hosts.example (invalid character in name)
+    testdata/anchors.txt:14: p16-*.hosts.example (wildcards are only allowed as a leading "*.")
 
 == shipped entries in none of the 1 references
   testdata/shipped/a.txt: 2 of 4
