@@ -303,7 +303,7 @@ func TestLintOpenResolver(t *testing.T) {
 			var got []string
 			for _, w := range snap.Lint() {
 				if strings.Contains(w.Msg, "open resolver") {
-					assert.Equal(t, 0, w.Line)
+					assert.Equal(t, 2, w.Line, "the line of the range in allowed_clients")
 					got = append(got, strings.Fields(w.Msg)[1])
 				}
 			}

@@ -395,11 +395,11 @@ var globalUnicast = netip.MustParsePrefix("2000::/3")
 // says so, and check -strict fails on it.
 func (s *Snapshot) lintOpen() []Warning {
 	var ws []Warning
-	for _, a := range s.Config.AllowedPrefixes() {
+	for i, a := range s.Config.AllowedPrefixes() {
 		if a.Addr().Is4() && a.Bits() >= 8 || a.Addr().Is6() && (a.Bits() >= 16 || !a.Overlaps(globalUnicast)) {
 			continue
 		}
-		ws = append(ws, Warning{s.Config.File, 0, fmt.Sprintf(
+		ws = append(ws, Warning{s.Config.File, s.Config.AllowedLine(i), fmt.Sprintf(
 			"allowed_clients %s admits addresses of the whole Internet: on an address reachable from outside, dnsfence answers anyone, an open resolver that reflection attacks use (RFC 5358); list the department's own ranges",
 			a)})
 	}

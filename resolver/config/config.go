@@ -165,6 +165,8 @@ type Config struct {
 	allowed []netip.Prefix
 	trusted []netip.Prefix
 	explain []netip.Prefix
+	// allowedLines are the lines of allowed's ranges (0: a default).
+	allowedLines []int
 	// tlsLine is the line of tls.cert, for CheckCertificate's error.
 	tlsLine int
 }
@@ -288,6 +290,15 @@ type Reload struct {
 
 // AllowedPrefixes are the allowed_clients ranges, parsed, in file order.
 func (c *Config) AllowedPrefixes() []netip.Prefix { return slices.Clone(c.allowed) }
+
+// AllowedLine is the configuration file's line of AllowedPrefixes()[i]:
+// 0 for a default range, or a range of a configuration that had errors.
+func (c *Config) AllowedLine(i int) int {
+	if i < len(c.allowedLines) {
+		return c.allowedLines[i]
+	}
+	return 0
+}
 
 // TrustedPrefixes are the trusted_proxies ranges, parsed, in file order.
 func (c *Config) TrustedPrefixes() []netip.Prefix { return slices.Clone(c.trusted) }
@@ -720,6 +731,12 @@ func (c *Config) validate(errs *configErrors) {
 	c.validateEncrypted(errs)
 	c.validateUpstreams(errs)
 	c.allowed = parsePrefixes(errs, []any{"allowed_clients"}, c.AllowedClients)
+	if len(c.allowed) == len(c.AllowedClients) { // each entry parsed: entry i is range i
+		c.allowedLines = make([]int, len(c.allowed))
+		for i := range c.allowed {
+			c.allowedLines[i] = lineOf(errs.root, []any{"allowed_clients", i})
+		}
+	}
 	c.trusted = parsePrefixes(errs, []any{"trusted_proxies"}, c.TrustedProxies)
 	c.explain = parsePrefixes(errs, []any{"explain_clients"}, c.ExplainClients)
 	c.validatePolicies(errs)
