@@ -201,7 +201,7 @@ func (p *textParser) parseLine(line int, text string) {
 				continue
 			}
 			var n []byte
-			bare, err := hostsName(host)
+			bare, err := bareName(host)
 			if err == nil {
 				n, err = entryName(bare, p.buf[:0])
 			}
@@ -228,12 +228,13 @@ func (p *textParser) parseLine(line int, text string) {
 	p.bad(line, text, first, rest, first, err)
 }
 
-// hostsName is the name of a hosts line's field, which may carry the
-// leading `*.` or `.` a name alone may, meaning the same (this name and
+// bareName is the name of an entry written without adblock decoration,
+// alone on its line or as a hosts line's field, which may carry a leading
+// `*.` or `.`, meaning the same as the name without it (this name and
 // the names below it, as every entry means): `0.0.0.0 *.tiktok.com`, as
 // Blocky's hostsFile users and some hosts lists write it, blocks what
 // `*.tiktok.com` alone does, not nothing. Any other wildcard is an error.
-func hostsName(field string) (string, error) {
+func bareName(field string) (string, error) {
 	name := field
 	if rest, ok := strings.CutPrefix(field, "*."); ok {
 		name = rest
@@ -568,10 +569,8 @@ func stripForm(s string) (string, error) {
 		// `|name^` (that name alone) and `name^` (any name ending in it,
 		// `xname` too) are not this or the names below it.
 		return "", ErrAdblockForm
-	case strings.HasPrefix(s, "*."):
-		s = s[2:]
-	case strings.HasPrefix(s, "."):
-		s = s[1:]
+	default:
+		return bareName(s)
 	}
 	if strings.Contains(s, "*") {
 		return "", ErrWildcard
