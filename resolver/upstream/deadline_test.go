@@ -139,3 +139,36 @@ func TestTimeoutAtTheDeadlineBeforeItsTimerCountsNot(t *testing.T) {
 	require.Eventually(t, func() bool { return outcomes() == 1 }, 5*time.Second, 10*time.Millisecond,
 		"the root NS query's own timeout")
 }
+
+// TestCallerGoneAsksNoHealthCheck: with one upstream, a query whose
+// client gave up before the upstream's own timeout (its context's
+// deadline first) asks no root NS check of the upstream's health, on the
+// message and the wire paths: its timeout says nothing of the upstream
+// (callerGaveUp). The control, the upstream's own timeout, asks one.
+func TestCallerGoneAsksNoHealthCheck(t *testing.T) {
+	paths := map[string]func(ctx context.Context, f *Forwarder) error{
+		"message": func(ctx context.Context, f *Forwarder) error {
+			_, _, err := f.Forward(ctx, question("a.example.", dns.TypeA, true), false)
+			return err
+		},
+		"wire": func(ctx context.Context, f *Forwarder) error {
+			_, _, err := f.ForwardWire(ctx, packed(question("a.example.", dns.TypeA, true)))
+			return err
+		},
+	}
+	for name, forward := range paths {
+		t.Run(name, func(t *testing.T) {
+			f := NewForwarder([]string{silentUpstream(t)}, 300*time.Millisecond, false)
+			t.Cleanup(f.Close)
+			u := f.upstreams[0]
+
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			require.Error(t, forward(ctx, f))
+			assert.Zero(t, u.checked.Load(), "a check was asked for a client that had gone")
+
+			require.Error(t, forward(context.Background(), f))
+			assert.NotZero(t, u.checked.Load(), "the upstream's own timeout asks a check")
+		})
+	}
+}
