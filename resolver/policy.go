@@ -343,6 +343,13 @@ type Snapshot struct {
 	// fwd asks the upstreams: set once by ConnectUpstreams before the
 	// snapshot is published, never after (Forwarder reads it).
 	fwd *upstream.Forwarder
+	// caFile is the upstream_ca file fwd's roots were read from, and
+	// caSum the SHA-256 of the content read: set with fwd, "" when no
+	// roots were read from a file. It is watched as the configuration
+	// is (watchedFiles), so that a bundle renewed in place reaches the
+	// upstreams without a SIGHUP.
+	caFile string
+	caSum  [32]byte
 
 	byClient *bart.Table[ClientRange]
 	// repeats are the ranges a policy lists again (inline and in a client

@@ -322,12 +322,19 @@ func (r *Reloader) notApplied(t Trigger, prev, next *Snapshot) error {
 	return ErrStopping
 }
 
-// watchedFiles are the configuration file and every file it names.
+// watchedFiles are the configuration file and every file it names, and
+// the upstream_ca file the snapshot's upstreams were given: an internal
+// CA's bundle renewed in place, before the upstreams' certificates it
+// signs, is applied as a list is, not left until a SIGHUP while every
+// new connection to those upstreams fails its verification.
 func watchedFiles(s *Snapshot) []string {
 	if s.Config.Embedded {
 		return nil
 	}
 	files := configFiles(s.Config)
+	if s.caFile != "" {
+		files = append(files, s.caFile)
+	}
 	for p := range s.Lists {
 		if !config.IsRemote(p) {
 			files = append(files, p)
@@ -361,6 +368,9 @@ func configFiles(cfg *config.Config) []string {
 // file that changed while it was built is seen as changed.
 func appliedSums(s *Snapshot) map[string][32]byte {
 	sums := map[string][32]byte{s.Config.File: s.Config.Sum}
+	if s.caFile != "" {
+		sums[s.caFile] = s.caSum
+	}
 	for p, l := range s.Lists {
 		if !config.IsRemote(p) {
 			sums[p] = l.Sum()

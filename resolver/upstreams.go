@@ -67,7 +67,8 @@ func UpstreamAddresses(cfg *config.Config) ([]string, error) {
 // an upstream marked down or back up is logged to log (nil: not logged).
 //
 // Encrypted upstreams (tls://, https://, quic://) are verified against the
-// system's roots plus upstream_ca, and an https upstream written with a
+// system's roots plus upstream_ca (whose file the reloads then watch: a
+// renewed bundle makes the forwarder anew), and an https upstream written with a
 // host name is looked up through the plain upstreams of the list (the
 // system's resolver when there are none) each time it connects; a reload
 // makes its transport anew, so the name is looked up again.
@@ -101,9 +102,10 @@ func ConnectUpstreams(log *zap.Logger, snap, prev *Snapshot, m *Metrics) error {
 		if cfg.UpstreamCA != "" {
 			ca = cfg.Path(cfg.UpstreamCA)
 		}
-		if opts.RootCAs, err = upstream.LoadRoots(ca); err != nil {
+		if opts.RootCAs, snap.caSum, err = upstream.LoadRootsSum(ca); err != nil {
 			return fmt.Errorf("%s: upstream_ca: %w", cfg.File, err)
 		}
+		snap.caFile = ca
 		if len(plain) > 0 {
 			opts.Resolve = lookupThrough(plain, cfg.UpstreamTimeout)
 		}

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -17,20 +18,30 @@ import (
 // holds a block that is not a certificate (a private key given by mistake)
 // or does not parse is an error naming the file and the block.
 func LoadRoots(caFile string) (*x509.CertPool, error) {
-	pool, err := x509.SystemCertPool()
+	pool, _, err := LoadRootsSum(caFile)
+	return pool, err
+}
+
+// LoadRootsSum is LoadRoots, with the SHA-256 of the caFile content the
+// pool was made from (zero for caFile ""): whoever watches the file for a
+// renewed bundle (a CA rotated in place) compares it with the content on
+// disk, which may have changed since.
+func LoadRootsSum(caFile string) (pool *x509.CertPool, sum [sha256.Size]byte, err error) {
+	pool, err = x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool() // no system roots here: upstream_ca alone
 	}
 	if caFile == "" {
-		return pool, nil
+		return pool, sum, nil
 	}
 	// Through blocklist.ReadFile: configuration validation reads it on
 	// every reload, and os.ReadFile's open(2) of a named pipe with no
 	// writer would hold that reload, and every one after it, for ever.
 	data, err := blocklist.ReadFile(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading upstream_ca: %w", err)
+		return nil, sum, fmt.Errorf("reading upstream_ca: %w", err)
 	}
+	sum = sha256.Sum256(data)
 	data = bytes.TrimPrefix(data, []byte("\ufeff"))
 	n := 0
 	for i := 1; ; i++ {
@@ -40,19 +51,19 @@ func LoadRoots(caFile string) (*x509.CertPool, error) {
 			break
 		}
 		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("upstream_ca %s: PEM block %d is a %s, not a CERTIFICATE", caFile, i, block.Type)
+			return nil, sum, fmt.Errorf("upstream_ca %s: PEM block %d is a %s, not a CERTIFICATE", caFile, i, block.Type)
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("upstream_ca %s: PEM block %d: %w", caFile, i, err)
+			return nil, sum, fmt.Errorf("upstream_ca %s: PEM block %d: %w", caFile, i, err)
 		}
 		pool.AddCert(cert)
 		n++
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("upstream_ca %s: no PEM certificate in it", caFile)
+		return nil, sum, fmt.Errorf("upstream_ca %s: no PEM certificate in it", caFile)
 	}
-	return pool, nil
+	return pool, sum, nil
 }
 
 // clientTLS is the TLS configuration for connections to one upstream:

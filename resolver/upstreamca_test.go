@@ -1,0 +1,110 @@
+package resolver
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/resolver/listen"
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// restartableDoH is a DNS over HTTPS upstream that can be started again on
+// its address with another certificate, as a server is restarted with a
+// renewed one: the connections to the one before end with it.
+type restartableDoH struct {
+	t    *testing.T
+	addr string
+	srv  *listen.DoHServer
+}
+
+// startRestartableDoH serves answerA(answer) over DNS over HTTPS with the
+// pair of p on a free loopback port until the test ends.
+func startRestartableDoH(t *testing.T, p *testPKI, answer string) *restartableDoH {
+	t.Helper()
+	d := &restartableDoH{t: t, addr: "127.0.0.1:0"}
+	d.serve(p, answer)
+	t.Cleanup(func() { _ = d.srv.Close() })
+	return d
+}
+
+// serve serves on d's address with p's pair, closing the server before.
+func (d *restartableDoH) serve(p *testPKI, answer string) {
+	d.t.Helper()
+	if d.srv != nil {
+		require.NoError(d.t, d.srv.Close())
+	}
+	store, err := listen.NewCertStore(p.certFile, p.keyFile, listen.CertOptions{})
+	require.NoError(d.t, err)
+	ln, err := net.Listen("tcp", d.addr)
+	require.NoError(d.t, err)
+	d.addr = ln.Addr().String()
+	d.srv = listen.NewDoHServer(listen.DoHOptions{Handler: answerA(answer),
+		TLS: listen.ServerTLSConfig(store, listen.ALPNHTTP2, listen.ALPNHTTP1)})
+	srv := d.srv
+	go func() { _ = srv.Serve(ln) }()
+}
+
+// TestUpstreamCARenewedInPlace: an upstream_ca bundle renewed in place (an
+// internal CA rotated: the new root added to the file before the
+// upstreams' certificates are reissued under it, as trust-manager or
+// config management does) reaches the encrypted upstreams without a
+// SIGHUP, as the configuration and its lists do. Before, the file was read
+// only at start and at reloads something else set off: once the upstream
+// served its reissued certificate, every query to it was SERVFAIL
+// ("x509: certificate signed by unknown authority") until a SIGHUP or a
+// restart, while tls.cert, the lists and the configuration itself were
+// all picked up on their own.
+func TestUpstreamCARenewedInPlace(t *testing.T) {
+	old, renewed := newTestPKI(t), newTestPKI(t) // two CAs, each with a pair for dns.test
+	up := startRestartableDoH(t, old, "192.0.2.41")
+
+	dir := t.TempDir()
+	bundle := filepath.Join(dir, "upstream-ca.pem")
+	oldCA, err := os.ReadFile(old.caFile)
+	require.NoError(t, err)
+	newCA, err := os.ReadFile(renewed.caFile)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(bundle, oldCA, 0o644))
+
+	cfg := strings.Replace(reloadConfig, "upstream_timeout: 300ms",
+		fmt.Sprintf("upstream_timeout: 2s\nupstream_ca: %q", bundle), 1)
+	f := startFence(t, cfg, testFiles, "https://"+up.addr+"/dns-query#"+testServerName)
+	core, logs := observer.New(zap.InfoLevel)
+	watching(t, f, zap.New(core))
+
+	askA := func(name string) *dns.Msg {
+		return ask(t, f.addr, "127.0.0.8", "udp", question(name, dns.TypeA, true))
+	}
+	r := askA("before.example.")
+	require.Equal(t, dns.RcodeSuccess, r.Rcode, "the upstream's certificate verifies against the first CA")
+	require.Len(t, r.Answer, 1)
+
+	// The new root joins the bundle, then the upstream comes back with a
+	// certificate the new CA issued.
+	writeAtomic(t, bundle, string(oldCA)+string(newCA))
+	up.serve(renewed, "192.0.2.42")
+
+	var last *dns.Msg
+	ok := assert.Eventually(t, func() bool {
+		last = askA(fmt.Sprintf("after-%d.example.", time.Now().UnixNano()))
+		return last.Rcode == dns.RcodeSuccess
+	}, 10*time.Second, 50*time.Millisecond, "the renewed bundle verifies the reissued certificate, without a SIGHUP")
+	if !ok {
+		t.Logf("last answer: %v", last)
+		return
+	}
+	require.Len(t, last.Answer, 1)
+	assert.Equal(t, "192.0.2.42", last.Answer[0].(*dns.A).A.String(), "answered by the restarted upstream")
+	reloaded := logs.FilterMessage("reloaded").All()
+	require.NotEmpty(t, reloaded, "the bundle's change is a reload")
+	assert.Contains(t, fmt.Sprint(reloaded[len(reloaded)-1].ContextMap()["files"]), "upstream-ca.pem", "the reload names the file that changed")
+}
