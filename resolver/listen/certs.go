@@ -2,6 +2,10 @@ package listen
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -271,5 +275,33 @@ func parsePair(certFile, keyFile string, certPEM, keyPEM []byte, now time.Time) 
 		!slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
 		return nil, fmt.Errorf("tls.cert %s: the certificate's extended key usage does not include TLS server authentication", certFile)
 	}
+	if err := signsHandshakes(cert.PrivateKey); err != nil {
+		return nil, fmt.Errorf("tls.key %s: the key cannot sign a TLS handshake: %w", keyFile, err)
+	}
 	return &loadedPair{cert: &cert, notAfter: leaf.NotAfter}, nil
+}
+
+// signsHandshakes signs a digest with key as a TLS handshake's
+// CertificateVerify (TLS 1.3) or ServerKeyExchange would, and returns why
+// it cannot. A key that parses and matches its certificate may still sign
+// nothing: Go's crypto/rsa refuses RSA keys under 1,024 bits (Go 1.24,
+// GODEBUG rsa1024min), so such a pair loaded, `check` said ok, and every
+// handshake on every encrypted listener ended in an internal_error alert.
+func signsHandshakes(key crypto.PrivateKey) error {
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return fmt.Errorf("a %T is no signing key", key)
+	}
+	digest := sha256.Sum256([]byte("dnsfence TLS key check"))
+	var opts crypto.SignerOpts = crypto.SHA256
+	msg := digest[:]
+	switch signer.Public().(type) {
+	case *rsa.PublicKey:
+		// TLS 1.3 signs with RSA-PSS (RFC 8446 §4.2.3).
+		opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}
+	case ed25519.PublicKey:
+		opts, msg = crypto.Hash(0), []byte("dnsfence TLS key check") // Ed25519 signs the message itself
+	}
+	_, err := signer.Sign(rand.Reader, msg, opts)
+	return err
 }

@@ -1,7 +1,9 @@
 package listen
 
 import (
+	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,6 +131,10 @@ func TestCertStoreKeepsOldOnBadPair(t *testing.T) {
 			c, k, _ := ca.issue(t, leafOpts{eku: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 			return c, k
 		}, "extended key usage"},
+		{"RSA key too short to sign a handshake", func(t *testing.T) ([]byte, []byte) {
+			c, k, _ := ca.issue(t, leafOpts{key: shortRSAKey(t, 768)})
+			return c, k
+		}, "cannot sign a TLS handshake"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -198,10 +204,18 @@ func TestCheckPair(t *testing.T) {
 		swapKey bool
 		wantErr error
 		want    string
+		// handshake: what a real TLS handshake with the pair does
+		// ("" skips it): the pair check must agree with it.
+		handshake string
 	}{
 		{name: "good", opts: leafOpts{notAfter: notAfter}},
 		{name: "expired", opts: leafOpts{notAfter: time.Now().Add(-time.Hour)}, wantErr: ErrCertExpired},
 		{name: "mismatched key", swapKey: true, want: "does not match"},
+		// Go's crypto/rsa signs with no RSA key under 1,024 bits (Go
+		// 1.24): every handshake would end in an internal_error alert.
+		{name: "RSA key of 768 bits", opts: leafOpts{notAfter: notAfter, key: shortRSAKey(t, 768)}, want: "cannot sign a TLS handshake",
+			handshake: "768-bit keys are insecure"},
+		{name: "RSA key of 2048 bits", opts: leafOpts{notAfter: notAfter, key: shortRSAKey(t, 2048)}, handshake: "ok"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -213,6 +227,14 @@ func TestCheckPair(t *testing.T) {
 			cf, kf := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
 			require.NoError(t, os.WriteFile(cf, c, 0o600))
 			require.NoError(t, os.WriteFile(kf, k, 0o600))
+			if tc.handshake != "" {
+				err := handshakeWith(t, ca, c, k)
+				if tc.handshake == "ok" {
+					require.NoError(t, err, "a real handshake with the pair")
+				} else {
+					require.ErrorContains(t, err, tc.handshake, "a real handshake with the pair")
+				}
+			}
 			got, err := CheckPair(cf, kf)
 			switch {
 			case tc.wantErr != nil:
@@ -226,4 +248,20 @@ func TestCheckPair(t *testing.T) {
 			}
 		})
 	}
+}
+
+// handshakeWith runs one TLS 1.3 handshake over a pipe, the server serving
+// the pair certPEM, keyPEM, the client trusting ca, and returns the
+// server's error.
+func handshakeWith(t *testing.T, ca *testCA, certPEM, keyPEM []byte) error {
+	t.Helper()
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	require.NoError(t, err, "the pair parses")
+	sc, cc := net.Pipe()
+	defer sc.Close()
+	defer cc.Close()
+	client := tls.Client(cc, &tls.Config{RootCAs: ca.pool, ServerName: testServerName, MinVersion: tls.VersionTLS13})
+	go func() { _ = client.Handshake(); cc.Close() }()
+	server := tls.Server(sc, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS13})
+	return server.Handshake()
 }

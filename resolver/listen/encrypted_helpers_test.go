@@ -1,9 +1,11 @@
 package listen
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -70,14 +72,46 @@ func newTestCA(t *testing.T) *testCA {
 type leafOpts struct {
 	notAfter time.Time          // default: a day from now
 	eku      []x509.ExtKeyUsage // default: server auth
+	key      crypto.Signer      // default: a new ECDSA P-256 key
+}
+
+// shortRSAKey is an RSA key of bits bits made from two primes, as an old
+// or embedded tool made them: crypto/rsa (Go 1.24) no longer generates,
+// nor signs with, one shorter than 1,024 bits, yet x509 still parses it.
+func shortRSAKey(t *testing.T, bits int) *rsa.PrivateKey {
+	t.Helper()
+	e := big.NewInt(65537)
+	one := big.NewInt(1)
+	for {
+		p, err := rand.Prime(rand.Reader, bits/2)
+		require.NoError(t, err)
+		q, err := rand.Prime(rand.Reader, bits-bits/2)
+		require.NoError(t, err)
+		n := new(big.Int).Mul(p, q)
+		if p.Cmp(q) == 0 || n.BitLen() != bits {
+			continue
+		}
+		phi := new(big.Int).Mul(new(big.Int).Sub(p, one), new(big.Int).Sub(q, one))
+		d := new(big.Int).ModInverse(e, phi)
+		if d == nil {
+			continue
+		}
+		k := &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: n, E: int(e.Int64())}, D: d, Primes: []*big.Int{p, q}}
+		k.Precompute()
+		return k
+	}
 }
 
 // issue makes a leaf for testServerName and 127.0.0.1, signed by ca, and
 // returns its PEM chain, its PEM key and its serial number.
 func (ca *testCA) issue(t *testing.T, o leafOpts) (certPEM, keyPEM []byte, serial int64) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
+	key := o.key
+	if key == nil {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		key = k
+	}
 	serial = ca.serial.Add(1)
 	if o.notAfter.IsZero() {
 		o.notAfter = time.Now().Add(24 * time.Hour)
@@ -95,7 +129,7 @@ func (ca *testCA) issue(t *testing.T, o leafOpts) (certPEM, keyPEM []byte, seria
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  o.eku,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
 	require.NoError(t, err)
 	kder, err := x509.MarshalPKCS8PrivateKey(key)
 	require.NoError(t, err)
