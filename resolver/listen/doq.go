@@ -109,11 +109,13 @@ type DoQOptions struct {
 	// did once admitted, by reason (Config.Closed).
 	Closed func(reason string)
 	// ReadTimeout bounds the arrival of a stream's whole query and its
-	// STREAM FIN. Default DefaultDoQReadTimeout.
+	// STREAM FIN, and the wait for a connection's first stream after its
+	// handshake (the connection is then closed with DOQ_NO_ERROR).
+	// Default DefaultDoQReadTimeout.
 	ReadTimeout time.Duration
 	// IdleTimeout closes a connection, with DOQ_NO_ERROR, when it has had
-	// no query in progress for that long (RFC 9250 §5.5). Default
-	// DefaultDoQIdleTimeout.
+	// no query in progress for that long since its last (RFC 9250 §5.5).
+	// Default DefaultDoQIdleTimeout.
 	IdleTimeout time.Duration
 	// QueryBudget bounds the octets of the queries held while they
 	// arrive, over all the listener's connections, past the first 512 of
@@ -501,6 +503,7 @@ type doqConn struct {
 	mu     sync.Mutex
 	active int       // streams in progress
 	last   time.Time // when the last stream ended (or the connection began)
+	asked  bool      // a stream was opened: the idle timeout applies from now on
 	idle   *time.Timer
 
 	// unread counts the answers being written on the connection's
@@ -542,7 +545,7 @@ func (s *DoQServer) serveConn(conn *quic.Conn) {
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
-	c.idle = time.AfterFunc(s.opt.IdleTimeout, func() { s.checkIdle(c) })
+	c.idle = time.AfterFunc(s.firstQueryTimeout(), func() { s.checkIdle(c) })
 	defer c.idle.Stop()
 
 	var streams sync.WaitGroup
@@ -559,6 +562,7 @@ func (s *DoQServer) serveConn(conn *quic.Conn) {
 		}
 		c.mu.Lock()
 		c.active++
+		c.asked = true
 		c.mu.Unlock()
 		streams.Add(1)
 		go func() {
@@ -576,20 +580,36 @@ func (s *DoQServer) serveConn(conn *quic.Conn) {
 }
 
 // checkIdle closes c with DOQ_NO_ERROR when it has had no query in
-// progress for IdleTimeout, else checks again when it could have.
+// progress for IdleTimeout, or, before its first query, for
+// firstQueryTimeout since its handshake; else it checks again when it
+// could have.
 func (s *DoQServer) checkIdle(c *doqConn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	wait := s.opt.IdleTimeout
+	limit := s.opt.IdleTimeout
+	if !c.asked {
+		limit = s.firstQueryTimeout()
+	}
+	wait := limit
 	if c.active == 0 {
 		since := time.Since(c.last)
-		if since >= s.opt.IdleTimeout {
+		if since >= limit {
 			_ = c.conn.CloseWithError(DoQNoError, "idle")
 			return
 		}
-		wait = s.opt.IdleTimeout - since
+		wait = limit - since
 	}
 	c.idle.Reset(wait)
+}
+
+// firstQueryTimeout is how long a connection may go from its handshake
+// to its first stream: ReadTimeout (limits.tcp_read_timeout), as a DNS
+// over TCP or TLS connection has for its first query and a DoH one for
+// its first request (cappedListener.firstRequest), or IdleTimeout if that
+// is shorter. Without it a client held a place in MaxConns, and in its
+// per-client count, for the whole IdleTimeout without asking anything.
+func (s *DoQServer) firstQueryTimeout() time.Duration {
+	return min(s.opt.ReadTimeout, s.opt.IdleTimeout)
 }
 
 // handshakeFailed logs at debug level, and counts, a connection attempt

@@ -566,3 +566,40 @@ func withPadding(size int) *dns.Msg {
 	m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, size)})
 	return m
 }
+
+// TestDoQSilentConnectionAfterHandshake: a connection that finishes its
+// QUIC handshake and then opens no stream is closed, with DOQ_NO_ERROR,
+// within ReadTimeout (limits.tcp_read_timeout) of its handshake, and its
+// place given back, as a DNS over TCP or TLS connection without its first
+// query is at tcp_read_timeout and a DoH one at twice the read-header
+// timeout (TestDoHSilentConnectionAfterHandshake); it was held for the
+// whole IdleTimeout (tcp_idle_timeout, five times as long at the
+// defaults). A connection that has asked keeps IdleTimeout between its
+// queries.
+func TestDoQSilentConnectionAfterHandshake(t *testing.T) {
+	const read, idle = 300 * time.Millisecond, 3 * time.Second
+	var released atomic.Int64
+	d := newDoQSetup(t, func(o *DoQOptions) {
+		o.ReadTimeout = read
+		o.IdleTimeout = idle
+		o.Admit = func(netip.Addr) (func(), bool) { return func() { released.Add(1) }, true }
+	})
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	start := time.Now()
+	assert.Equal(t, int64(DoQNoError), closeCode(c), "closed by the server")
+	assert.Less(t, time.Since(start), read+time.Second, "closed after %v", time.Since(start))
+	require.Eventually(t, func() bool { return released.Load() == 1 }, 5*time.Second, 10*time.Millisecond, "its place given back")
+
+	// One that asks in time is served, and then idles for IdleTimeout,
+	// not ReadTimeout, before its next query.
+	c, err = d.dial(t)
+	require.NoError(t, err)
+	r, err := doqExchange(c, query("www.blocked.test"))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	assert.Never(t, func() bool { return c.Context().Err() != nil }, 3*read, 20*time.Millisecond, "open between queries")
+	r, err = doqExchange(c, query("www.blocked.test"))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+}
