@@ -1555,9 +1555,10 @@ func TestShutdownWaitsForPrefetch(t *testing.T) {
 	for _, network := range []string{"udp", "tcp"} {
 		t.Run(network, func(t *testing.T) {
 			up := startHoldingUpstream(t)
-			// min_ttl 3: the upstream's TTL 1 lives 3 s, its last tenth
-			// (300 ms) long enough to hit.
-			f := govFence(t, "upstream_timeout: 5s\ncache: {prefetch: true, min_ttl: 3}", up.addr)
+			// min_ttl 5: the upstream's TTL 1 lives 5 s, its last tenth
+			// (500 ms) long enough to hit on a loaded machine (300 ms,
+			// with min_ttl 3, was once missed under -race).
+			f := govFence(t, "upstream_timeout: 5s\ncache: {prefetch: true, min_ttl: 5}", up.addr)
 			q := question("a.example.org.", dns.TypeA, true)
 			prefetchDue(t, f, network, q)
 			up.hold()
@@ -1600,8 +1601,9 @@ func prefetchDue(t *testing.T, f *fence, network string, q *dns.Msg) {
 func TestStaleRefreshFailureOfAPrefetch(t *testing.T) {
 	for _, network := range []string{"udp", "tcp"} {
 		t.Run(network, func(t *testing.T) {
-			// Until held, answers (TTL 1, min_ttl 3: they live 3 s); from
-			// then on queries wait for letGo and get SERVFAIL.
+			// Until held, answers (TTL 1, min_ttl 5: they live 5 s, the
+			// last 500 ms prefetching, as in TestShutdownWaitsForPrefetch);
+			// from then on queries wait for letGo and get SERVFAIL.
 			var held atomic.Bool
 			release := make(chan struct{})
 			up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
@@ -1617,7 +1619,7 @@ func TestStaleRefreshFailureOfAPrefetch(t *testing.T) {
 			})
 			letGo := sync.OnceFunc(func() { close(release) })
 			t.Cleanup(letGo) // before the upstream's shutdown
-			f := govFence(t, "upstream_timeout: 10s\ncache: {prefetch: true, min_ttl: 3, serve_stale: 1h, stale_refresh_time: 1h, stale_answer_client_timeout: 200ms}", up.addr)
+			f := govFence(t, "upstream_timeout: 10s\ncache: {prefetch: true, min_ttl: 5, serve_stale: 1h, stale_refresh_time: 1h, stale_answer_client_timeout: 200ms}", up.addr)
 			q := question("a.example.org.", dns.TypeA, true)
 			prefetchDue(t, f, network, q)
 			held.Store(true)
