@@ -49,7 +49,11 @@ func newReply(req *dns.Msg, rcode int) *dns.Msg {
 //     answers of dnsfence's own zones set it afterwards (localZone.reply).
 //   - TC clear: it is set only when the reply is fitted to the client.
 //   - RD and CD copied from the query (RFC 1035 §4.1.1, RFC 4035 §3.2.2).
-//   - RA set: dnsfence offers recursion to every client it answers.
+//   - RA set on an answer to QUERY: dnsfence offers recursion to every
+//     client it answers; clear on an answer to any other opcode (NOTIMP,
+//     and NOTIFY's), which recursion has nothing to do with, as BIND sets
+//     it only for QUERY (Unbound's NOTIMP only echoes the query's own
+//     bits), and as ISC's genreport checks its "opcode" tests.
 //   - AD only when upstreamAD (the upstream vouched for the data) and the
 //     query set AD or DO (RFC 6840 §5.8).
 //   - Z clear.
@@ -96,7 +100,7 @@ func (a *asked) replyHeader(h *dns.MsgHdr, upstreamAD bool) {
 	h.Authoritative = false
 	h.Truncated = false
 	h.RecursionDesired = a.rd
-	h.RecursionAvailable = true
+	h.RecursionAvailable = a.opcode == dns.OpcodeQuery
 	h.Zero = false
 	h.AuthenticatedData = upstreamAD && (a.ad || a.do)
 	h.CheckingDisabled = a.cd

@@ -132,7 +132,7 @@ func FuzzHandler(f *testing.F) {
 			t.Fatalf("%d answers written, want 1", len(w.written))
 		}
 		resp := w.written[0]
-		if resp.Id != hdr.Id || !resp.Response || !resp.RecursionAvailable {
+		if resp.Id != hdr.Id || !resp.Response || resp.RecursionAvailable != (hdr.Opcode == dns.OpcodeQuery) {
 			t.Fatalf("bad header: %s", resp)
 		}
 		if w.sizes[0] > clientSize(&hdr) && !resp.Truncated {

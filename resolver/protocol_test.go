@@ -1028,3 +1028,71 @@ func TestBadVersionBeforeOptions(t *testing.T) {
 	}
 	assert.Zero(t, up.count.Load(), "nothing went upstream")
 }
+
+// TestRecursionAvailableOnlyForQuery: RA says recursion is available for
+// QUERY, the one opcode dnsfence recurses for; an answer to any other
+// opcode (NOTIMP to IQUERY, STATUS, UPDATE, DSO or an unassigned one, the
+// NOTIMP or BADVERS to a NOTIFY for no zone source, and the BADVERS to one
+// with an OPT of another version) has RA clear, as BIND sets it only for
+// QUERY (ns_client_send; Unbound's NOTIMP only echoes the query's own
+// bits, RA among them), and as ISC's genreport
+// (ednscomp) checks its "opcode" and "opcodeflg" tests: `dig +opcode=15
+// +header-only` got NOTIMP with RA set, which genreport reports as "ra".
+// AA, AD and Z stay clear, and QUERY keeps RA, on UDP and TCP, from the
+// listener (the header's rejections) and the Handler (the NOTIFY) alike.
+func TestRecursionAvailableOnlyForQuery(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	header := func(bits uint16, b ...byte) []byte {
+		h := []byte{0x12, 0x34, byte(bits >> 8), byte(bits), 0, 0, 0, 0, 0, 0, 0, 0}
+		return append(h, b...)
+	}
+	const allFlags = 1<<10 | 1<<9 | 1<<8 | 1<<7 | 1<<6 | 1<<5 | 1<<4 // AA TC RD RA Z AD CD
+	withOpcode := func(opcode int, edns bool, version uint8) []byte {
+		m := question("opcode.example.org.", dns.TypeSOA, edns)
+		m.Opcode = opcode
+		if edns {
+			m.IsEdns0().SetVersion(version)
+		}
+		b, err := m.Pack()
+		require.NoError(t, err)
+		return b
+	}
+	for _, tc := range []struct {
+		name   string
+		b      []byte
+		opcode int
+		rcode  int
+	}{
+		{"genreport opcode: opcode 15, header only", header(15 << 11), 15, dns.RcodeNotImplemented},
+		{"genreport opcodeflg: opcode 15, every flag", header(15<<11 | allFlags), 15, dns.RcodeNotImplemented},
+		{"IQUERY", withOpcode(dns.OpcodeIQuery, false, 0), dns.OpcodeIQuery, dns.RcodeNotImplemented},
+		{"STATUS with EDNS", withOpcode(dns.OpcodeStatus, true, 0), dns.OpcodeStatus, dns.RcodeNotImplemented},
+		{"UPDATE with EDNS", withOpcode(dns.OpcodeUpdate, true, 0), dns.OpcodeUpdate, dns.RcodeNotImplemented},
+		{"opcode 15 with EDNS version 1", withOpcode(15, true, 1), 15, dns.RcodeBadVers},
+		{"NOTIFY for no zone source", withOpcode(dns.OpcodeNotify, false, 0), dns.OpcodeNotify, dns.RcodeNotImplemented},
+		{"NOTIFY with EDNS version 1", withOpcode(dns.OpcodeNotify, true, 1), dns.OpcodeNotify, dns.RcodeBadVers},
+		{"QUERY keeps RA", withOpcode(dns.OpcodeQuery, true, 0), dns.OpcodeQuery, dns.RcodeSuccess},
+	} {
+		for _, transport := range []string{"udp", "tcp"} {
+			t.Run(tc.name+" "+transport, func(t *testing.T) {
+				raw := rawExchange
+				if transport == "tcp" {
+					raw = rawExchangeTCP
+				}
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(raw(t, f.addr, tc.b)))
+				assert.Equal(t, tc.rcode, r.Rcode, "%s", dns.RcodeToString[r.Rcode])
+				assert.Equal(t, tc.opcode, r.Opcode, "opcode echoed")
+				assert.True(t, r.Response, "QR")
+				assert.Equal(t, tc.opcode == dns.OpcodeQuery, r.RecursionAvailable, "RA only for QUERY")
+				assert.False(t, r.Authoritative, "AA")
+				assert.False(t, r.AuthenticatedData, "AD")
+				assert.False(t, r.Zero, "Z")
+			})
+		}
+	}
+	for _, q := range up.queries() {
+		assert.Equal(t, dns.OpcodeQuery, q.msg.Opcode, "only a QUERY goes upstream: %s", q.msg.Question[0].Name)
+	}
+}

@@ -664,6 +664,11 @@ policies:
 	// dig sets AD in its queries by default; with AD off, AD stays off.
 	out = p.dig(t, "+cdflag", "+noadflag", "y.example")
 	assert.Regexp(t, `flags: qr rd ra cd;`, out, "CD copied (RFC 4035 §3.2.2)")
+	// ISC genreport's "opcode" test: NOTIMP, and no RA, which means
+	// nothing but for QUERY (as BIND answers), nor AA or AD.
+	out = p.dig(t, "+opcode=15", "+header-only", "+noedns", "+norec", "+noadflag")
+	assert.Contains(t, out, "status: NOTIMP")
+	assert.Regexp(t, `flags: qr;`, out, "no RA on an answer to another opcode than QUERY")
 }
 
 // TestLogOutputStdout: `log.output: stdout` (the container configuration's

@@ -264,7 +264,7 @@ func TestDoHRejectsAsTCPDoes(t *testing.T) {
 	two.Question = append(two.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
 	r, _ := dohPost(t, c, d.url, status)
 	assert.Equal(t, dns.RcodeNotImplemented, r.Rcode)
-	assert.True(t, r.RecursionAvailable, "RA, as in every reply of dnsfence's")
+	assert.False(t, r.RecursionAvailable, "RA only for QUERY, as BIND answers")
 	assert.Equal(t, 1, d.counts.get(HTTPS, resultNotimp))
 	dohPost(t, c, d.url, notify)
 	s, ok := d.handler.seenFor("notify.blocked.test")

@@ -257,7 +257,7 @@ func TestDoQRejectsAsTCPDoes(t *testing.T) {
 	r, err := doqExchange(c, status)
 	require.NoError(t, err)
 	assert.Equal(t, dns.RcodeNotImplemented, r.Rcode)
-	assert.True(t, r.RecursionAvailable, "RA, as in every reply of dnsfence's")
+	assert.False(t, r.RecursionAvailable, "RA only for QUERY, as BIND answers")
 	notify := query("notify.blocked.test")
 	notify.Opcode = dns.OpcodeNotify
 	_, err = doqExchange(c, notify)

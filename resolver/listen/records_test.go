@@ -60,7 +60,7 @@ func TestRecordsCutShortRejected(t *testing.T) {
 				require.NotNil(t, got.reject, name)
 				assert.Equal(t, dns.RcodeFormatError, got.reject.Rcode, name)
 				assert.Equal(t, tc.formerrOPT, got.reject.IsEdns0() != nil, name+": an OPT when the query's is there")
-				assert.True(t, got.reject.RecursionAvailable, name+": RA, as in every reply of dnsfence's")
+				assert.True(t, got.reject.RecursionAvailable, name+": RA, as in every reply to a QUERY")
 			}
 		})
 	}

@@ -605,8 +605,11 @@ func headerReject(b []byte, rcode int) *dns.Msg {
 
 // rejectReply is the reply with rcode (FORMERR, NOTIMP, BADVERS) a listener sends
 // itself to the message b, which has a whole header: its ID, opcode and
-// RD, with RA set as in every reply of dnsfence's (RFC 1035 §4.1.1: it
-// says recursion is available here, whatever the query), and an OPT when
+// RD, with RA set by the rule of every reply of dnsfence's: set for
+// QUERY (RFC 1035 §4.1.1: recursion is available here), clear for any
+// other opcode (the NOTIMP to `dig +opcode=15 +header-only`), as BIND
+// answers (Unbound's NOTIMP echoes the query's own bits) and ISC's
+// genreport checks; and an OPT when
 // b carries one (RFC 6891 §7: a query with an OPT gets an OPT back,
 // whatever the RCODE; a FORMERR without one would tell the client that
 // EDNS is not spoken here).
@@ -617,7 +620,7 @@ func rejectReply(b []byte, rcode int) *dns.Msg {
 	m.Response = true
 	m.Opcode = dnswire.Opcode(bits)
 	m.RecursionDesired = bits&(1<<8) != 0
-	m.RecursionAvailable = true
+	m.RecursionAvailable = m.Opcode == dns.OpcodeQuery
 	m.Rcode = rcode
 	if edns, do := queryOPT(b); edns {
 		m.SetEdns0(EDNSSize, do)
