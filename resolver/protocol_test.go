@@ -1096,3 +1096,53 @@ func TestRecursionAvailableOnlyForQuery(t *testing.T) {
 		assert.Equal(t, dns.OpcodeQuery, q.msg.Opcode, "only a QUERY goes upstream: %s", q.msg.Question[0].Name)
 	}
 }
+
+// TestQueryHeaderBitsOfAnswersIgnored: a query's header bits that only an
+// answer sets (TC, RA, AA, an RCODE) and octets after the last record its
+// header counts change nothing: the query is answered as without them,
+// NOERROR with the upstream's record, on UDP and TCP, and the answer's
+// bits are set by rule. ISC genreport's "tc" test (`+tcflag`) and its
+// "aa" test expect NOERROR, as BIND answers; Unbound answers FORMERR to a
+// query with TC set, which genreport reports. Trailing octets are
+// ignored as BIND (which logs them) and Unbound do.
+func TestQueryHeaderBitsOfAnswersIgnored(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, tc := range []struct {
+		name     string
+		edit     func(m *dns.Msg)
+		trailing []byte
+	}{
+		{name: "TC set", edit: func(m *dns.Msg) { m.Truncated = true }},
+		{name: "RA set", edit: func(m *dns.Msg) { m.RecursionAvailable = true }},
+		{name: "AA set", edit: func(m *dns.Msg) { m.Authoritative = true }},
+		{name: "RCODE REFUSED", edit: func(m *dns.Msg) { m.Rcode = dns.RcodeRefused }},
+		{name: "trailing octets", edit: func(*dns.Msg) {}, trailing: []byte{1, 2, 3, 4}},
+	} {
+		for _, edns := range []bool{false, true} {
+			for _, transport := range []string{"udp", "tcp"} {
+				t.Run(fmt.Sprintf("%s edns=%v %s", tc.name, edns, transport), func(t *testing.T) {
+					qname := fmt.Sprintf("bits-%s-%v-%s.example.org.", strings.ReplaceAll(tc.name, " ", "-"), edns, transport)
+					m := question(qname, dns.TypeA, edns)
+					tc.edit(m)
+					b, err := m.Pack()
+					require.NoError(t, err)
+					b = append(b, tc.trailing...)
+					raw := rawExchange
+					if transport == "tcp" {
+						raw = rawExchangeTCP
+					}
+					r := new(dns.Msg)
+					require.NoError(t, r.Unpack(raw(t, f.addr, b)))
+					assert.Equal(t, dns.RcodeSuccess, r.Rcode, "%s", dns.RcodeToString[r.Rcode])
+					require.Len(t, r.Answer, 1)
+					assert.Equal(t, m.Question, r.Question)
+					assert.False(t, r.Truncated, "TC")
+					assert.False(t, r.Authoritative, "AA")
+					assert.True(t, r.RecursionAvailable, "RA")
+					assert.Equal(t, edns, r.IsEdns0() != nil, "an OPT only for a query with one")
+				})
+			}
+		}
+	}
+}
