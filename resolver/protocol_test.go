@@ -1146,3 +1146,69 @@ func TestQueryHeaderBitsOfAnswersIgnored(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckingDisabledCopiedIntoRejections: RFC 4035 §3.2.2 has the name
+// server copy CD from a query into its response, whatever the response;
+// BIND (dns_message_reply keeps RD and CD) and Unbound do so in their
+// FORMERR, NOTIMP and BADVERS too. The listeners' own rejections copied RD
+// but not CD, where the Handler's copy both: a query with CD set and two
+// questions, a malformed cookie, a question cut short, or an unknown
+// opcode got its FORMERR or NOTIMP with CD clear, and one with two OPT
+// records its FORMERR with CD set. Every rejection, on UDP and TCP, now
+// copies both, and sets no AD.
+func TestCheckingDisabledCopiedIntoRejections(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	const rd, cd, ad = 1 << 8, 1 << 4, 1 << 5
+	pack := func(edit func(m *dns.Msg)) []byte {
+		m := question("cd.example.org.", dns.TypeA, true)
+		edit(m)
+		b, err := m.Pack()
+		require.NoError(t, err)
+		return b
+	}
+	withFlags := func(b []byte, rdSet bool) []byte {
+		b = bytes.Clone(b)
+		b[2], b[3] = b[2]&^1, b[3]|(cd|ad)
+		if rdSet {
+			b[2] |= rd >> 8
+		}
+		return b
+	}
+	whole := pack(func(*dns.Msg) {})
+	for _, tc := range []struct {
+		name  string
+		b     []byte
+		rcode int
+	}{
+		{"no question", pack(func(m *dns.Msg) { m.Question = nil }), dns.RcodeFormatError},
+		{"two questions", pack(func(m *dns.Msg) { m.Question = append(m.Question, m.Question[0]) }), dns.RcodeFormatError},
+		{"a cookie of 7 octets", pack(func(m *dns.Msg) {
+			m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_LOCAL{Code: dns.EDNS0COOKIE, Data: []byte{1, 2, 3, 4, 5, 6, 7}}}
+		}), dns.RcodeFormatError},
+		{"records cut short", whole[:len(whole)-2], dns.RcodeFormatError},
+		{"opcode 15", pack(func(m *dns.Msg) { m.Opcode = 15 }), dns.RcodeNotImplemented},
+		{"opcode 15, EDNS version 1", pack(func(m *dns.Msg) { m.Opcode = 15; m.IsEdns0().SetVersion(1) }), dns.RcodeBadVers},
+		{"two OPT records (the Handler's)", pack(func(m *dns.Msg) { m.Extra = append(m.Extra, m.Extra[0]) }), dns.RcodeFormatError},
+	} {
+		for _, rdSet := range []bool{false, true} {
+			for _, transport := range []string{"udp", "tcp"} {
+				t.Run(fmt.Sprintf("%s rd=%v %s", tc.name, rdSet, transport), func(t *testing.T) {
+					raw := rawExchange
+					if transport == "tcp" {
+						raw = rawExchangeTCP
+					}
+					b := raw(t, f.addr, withFlags(tc.b, rdSet))
+					require.GreaterOrEqual(t, len(b), 12)
+					r := new(dns.Msg)
+					require.NoError(t, r.Unpack(b))
+					assert.Equal(t, tc.rcode, r.Rcode, "%s", dns.RcodeToString[r.Rcode])
+					assert.True(t, r.CheckingDisabled, "CD copied (RFC 4035 §3.2.2)")
+					assert.Equal(t, rdSet, r.RecursionDesired, "RD copied")
+					assert.False(t, r.AuthenticatedData, "AD")
+				})
+			}
+		}
+	}
+	assert.Zero(t, up.distinct(), "nothing went upstream")
+}

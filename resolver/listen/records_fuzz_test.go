@@ -57,7 +57,7 @@ func rawOPT(b []byte) bool {
 // the header counts (RFC 1035 §4.1.1). The plain listeners (AcceptMessage)
 // and the encrypted ones (checkQuery) take and reject alike every message
 // with a header, QR clear and opcode QUERY, and each FORMERR they send
-// themselves has the query's ID, opcode and RD, RA set, and an OPT exactly
+// themselves has the query's ID, opcode, RD and CD, RA set, no AD, and an OPT exactly
 // when the query carries one (RFC 6891 §7).
 func FuzzRecordsWhole(f *testing.F) {
 	q := new(dns.Msg)
@@ -124,7 +124,8 @@ func FuzzRecordsWhole(f *testing.F) {
 				continue
 			}
 			if r.Id != binary.BigEndian.Uint16(b) || !r.Response || !r.RecursionAvailable || r.Opcode != dns.OpcodeQuery ||
-				r.RecursionDesired != (bits&(1<<8) != 0) || r.Rcode != dns.RcodeFormatError {
+				r.RecursionDesired != (bits&(1<<8) != 0) || r.CheckingDisabled != (bits&(1<<4) != 0) || r.AuthenticatedData ||
+				r.Rcode != dns.RcodeFormatError {
 				t.Fatalf("%s: reject %v to ID %d, flags %#04x", name, &r.MsgHdr, binary.BigEndian.Uint16(b), bits)
 			}
 			if (r.IsEdns0() != nil) != edns {

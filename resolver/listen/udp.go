@@ -604,8 +604,11 @@ func headerReject(b []byte, rcode int) *dns.Msg {
 }
 
 // rejectReply is the reply with rcode (FORMERR, NOTIMP, BADVERS) a listener sends
-// itself to the message b, which has a whole header: its ID, opcode and
-// RD, with RA set by the rule of every reply of dnsfence's: set for
+// itself to the message b, which has a whole header: its ID, opcode, RD
+// and CD (RFC 1035 §4.1.1, RFC 4035 §3.2.2: the name server copies CD
+// from the query into its response, whatever the response, as BIND and
+// Unbound copy it into their FORMERR and NOTIMP, and as the Handler's
+// answers do), with RA set by the rule of every reply of dnsfence's: set for
 // QUERY (RFC 1035 §4.1.1: recursion is available here), clear for any
 // other opcode (the NOTIMP to `dig +opcode=15 +header-only`), as BIND
 // answers (Unbound's NOTIMP echoes the query's own bits) and ISC's
@@ -619,7 +622,8 @@ func rejectReply(b []byte, rcode int) *dns.Msg {
 	m.Id = binary.BigEndian.Uint16(b[0:])
 	m.Response = true
 	m.Opcode = dnswire.Opcode(bits)
-	m.RecursionDesired = bits&(1<<8) != 0
+	m.RecursionDesired = bits&dnswire.FlagRD != 0
+	m.CheckingDisabled = bits&dnswire.FlagCD != 0
 	m.RecursionAvailable = m.Opcode == dns.OpcodeQuery
 	m.Rcode = rcode
 	if edns, do := queryOPT(b); edns {
