@@ -64,6 +64,29 @@ func replyHeader(req *dns.Msg, h *dns.MsgHdr, upstreamAD bool) {
 	a.replyHeader(h, upstreamAD)
 }
 
+// ruleBuiltAnswer sets the header and the OPT record of m, an answer to
+// req built outside these rules (the zone sources' Notifier answers a
+// NOTIFY with miekg/dns's SetReply, which copies RD and CD only for
+// QUERY, and an OPT of buffer 4,096 without DO), by the rules of every
+// answer of dnsfence's: the header by replyHeader, but AA, which the
+// builder decides; the OPT with dnsfence's buffer size, version 0 and no
+// flag but the query's DO (RFC 3225 §3: the DO bit of the query MUST be
+// copied in the response; RFC 6891 §6.1.4).
+func ruleBuiltAnswer(req, m *dns.Msg) {
+	aa := m.Authoritative
+	replyHeader(req, &m.MsgHdr, false)
+	m.Authoritative = aa
+	opt := m.IsEdns0()
+	if opt == nil {
+		return
+	}
+	do := req.IsEdns0() != nil && req.IsEdns0().Do()
+	opt.SetUDPSize(ednsSize)
+	opt.SetVersion(0)
+	opt.Hdr.Ttl &^= 0xFFFF // the flags: DO alone, set below
+	opt.SetDo(do)
+}
+
 // asked is what an answer takes from its query: the header bits
 // replyHeader copies, the question as the client spelt it, and whether it
 // had EDNS with the DO bit. It is read from a message (askedOf) or from the

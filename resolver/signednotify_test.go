@@ -477,3 +477,34 @@ func assertSignedOver(t *testing.T, r *dns.Msg, secret, mac string) {
 	require.NoError(t, err)
 	assert.Equal(t, want, got, "signed over the NOTIFY's MAC")
 }
+
+// TestNotifyAnswerEDNS: the answer to a NOTIFY with an OPT record carries
+// dnsfence's OPT as every other answer does (README's header table): the
+// buffer size of 1232, DO copied (RFC 3225 §3: the DO bit of the query
+// MUST be copied in the response), version 0; and its header as every
+// answer to an opcode other than QUERY: RD and CD copied, no RA. The
+// zone sources' Notifier answered with a buffer of 4,096 and DO clear.
+func TestNotifyAnswerEDNS(t *testing.T) {
+	const zone = "rpz.test."
+	_, _, f := keyedZoneFence(t, zone)
+	for _, transport := range []string{"udp", "tcp"} {
+		for _, do := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s do=%v", transport, do), func(t *testing.T) {
+				m := new(dns.Msg)
+				m.SetNotify(zone)
+				m.CheckingDisabled = true
+				m.SetEdns0(4096, do)
+				r := ask(t, f.addr, "127.0.0.1", transport, m)
+				assert.Equal(t, dns.RcodeToString[dns.RcodeSuccess], dns.RcodeToString[r.Rcode])
+				assert.Equal(t, dns.OpcodeNotify, r.Opcode)
+				assert.True(t, r.CheckingDisabled, "CD copied (RFC 4035 §3.2.2)")
+				assert.False(t, r.RecursionAvailable, "no RA but for QUERY")
+				opt := r.IsEdns0()
+				require.NotNil(t, opt, "an OPT for a query with one (RFC 6891 §7)")
+				assert.Equal(t, do, opt.Do(), "DO copied (RFC 3225 §3)")
+				assert.EqualValues(t, ednsSize, opt.UDPSize(), "dnsfence's buffer size")
+				assert.Zero(t, opt.Version())
+			})
+		}
+	}
+}

@@ -722,6 +722,7 @@ func (h *Handler) notify(q *query) (reply, bool) {
 	if m == nil {
 		return reply{}, false
 	}
+	ruleBuiltAnswer(q.req, m) // before a TSIG signs it
 	switch from, zone := peerAddr(q.w), q.req.Question[0].Name; {
 	case tsig != nil:
 		// Warned of by the zone (at most once a minute), this line for
