@@ -1212,3 +1212,67 @@ func TestCheckingDisabledCopiedIntoRejections(t *testing.T) {
 	}
 	assert.Zero(t, up.distinct(), "nothing went upstream")
 }
+
+// TestNameLimitsInQuestion: a question name of 255 octets with labels of
+// 63 is a name (RFC 1035 §2.3.4, §3.1) and is answered, its question
+// echoed octet for octet; one of 256 octets, a label whose length octet
+// says 64 (the 0x40 label type RFC 6891 §5 retired) or 128 (0x80,
+// reserved), is no name, and the query gets FORMERR and goes nowhere, on
+// UDP and TCP, as BIND and Unbound answer.
+func TestNameLimitsInQuestion(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	// name is a wire name of total octets, labels of 63 but the last.
+	name := func(total int) []byte {
+		var b []byte
+		for left := total - 1; left > 0; {
+			n := min(63, left-1)
+			b = append(b, byte(n))
+			b = append(b, bytes.Repeat([]byte{'x'}, n)...)
+			left -= n + 1
+		}
+		return append(b, 0)
+	}
+	query := func(qname []byte) []byte {
+		b := []byte{0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}
+		b = append(b, qname...)
+		return append(b, 0, byte(dns.TypeA), 0, byte(dns.ClassINET))
+	}
+	label := func(length byte) []byte {
+		b := append([]byte{length}, bytes.Repeat([]byte{'y'}, int(length&0x3F))...)
+		return append(b, 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 0)
+	}
+	for _, tc := range []struct {
+		name  string
+		qname []byte
+		rcode int
+	}{
+		{"255 octets", name(255), dns.RcodeSuccess},
+		{"a label of 63", label(63), dns.RcodeSuccess},
+		{"256 octets", name(256), dns.RcodeFormatError},
+		{"a label of 64 (type 0x40)", label(64), dns.RcodeFormatError},
+		{"a label of type 0x80", label(0x80 | 5), dns.RcodeFormatError},
+	} {
+		for _, transport := range []string{"udp", "tcp"} {
+			t.Run(tc.name+" "+transport, func(t *testing.T) {
+				raw := rawExchange
+				if transport == "tcp" {
+					raw = rawExchangeTCP
+				}
+				b := raw(t, f.addr, query(tc.qname))
+				r := new(dns.Msg)
+				require.NoError(t, r.Unpack(b))
+				assert.Equal(t, tc.rcode, r.Rcode, "%s", dns.RcodeToString[r.Rcode])
+				if tc.rcode == dns.RcodeSuccess {
+					require.Len(t, r.Answer, 1)
+					assert.Equal(t, tc.qname, b[12:12+len(tc.qname)], "the question echoed octet for octet")
+				} else {
+					assert.Empty(t, r.Answer)
+				}
+			})
+		}
+	}
+	for _, q := range up.queries() {
+		assert.LessOrEqual(t, len(q.msg.Question[0].Name), 255, "only names went upstream")
+	}
+}
