@@ -129,7 +129,10 @@ type cacheEntry struct {
 	hits        atomic.Int32
 	prefetching atomic.Bool
 	// refreshFailed is when every upstream last failed to refresh the
-	// expired entry (Unix nanoseconds; 0: never), for stale_refresh_time.
+	// expired entry (failedAt; 0: never), for stale_refresh_time: by the
+	// monotonic clock, as the entry's lifetime is, so that the wall clock
+	// stepped back an hour does not serve it stale, the upstreams never
+	// asked, for that hour.
 	refreshFailed atomic.Int64
 	wireOnce      sync.Once
 	// wire is the wire form: set by putWire before the entry is stored;
@@ -311,7 +314,7 @@ func (c *Cache) unrefreshedEntry(key cacheKey, now time.Time) *cacheEntry {
 		return nil
 	}
 	failed := e.refreshFailed.Load()
-	if failed == 0 || now.UnixNano()-failed >= int64(c.cfg.StaleRefreshTime) {
+	if failed == 0 || sinceEpoch(now)-failed >= int64(c.cfg.StaleRefreshTime) {
 		return nil
 	}
 	return e
@@ -406,8 +409,16 @@ func (c *Cache) clientTimerOn() bool {
 // the upstreams are asked for it, not held off for stale_refresh_time.
 func (c *Cache) failedRefresh(key cacheKey, start, now time.Time) {
 	if e := c.expiredEntry(key, start); e != nil {
-		e.refreshFailed.Store(now.UnixNano())
+		e.refreshFailed.Store(failedAt(now))
 	}
+}
+
+// failedAt is now as refreshFailed keeps it: sinceEpoch, never 0.
+func failedAt(now time.Time) int64 {
+	if t := sinceEpoch(now); t != 0 {
+		return t
+	}
+	return 1
 }
 
 // failedPrefetch records that every upstream failed, at now, to refresh
@@ -418,7 +429,7 @@ func (c *Cache) failedRefresh(key cacheKey, start, now time.Time) {
 // next hit prefetches again) or one another upstream query stored since.
 func (c *Cache) failedPrefetch(key cacheKey, e *cacheEntry, now time.Time) {
 	if c.expiredEntry(key, now) == e {
-		e.refreshFailed.Store(now.UnixNano())
+		e.refreshFailed.Store(failedAt(now))
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -258,6 +259,33 @@ func TestCacheStaleRefreshTime(t *testing.T) {
 	noStale.put(key, msg, now)
 	assert.Nil(t, noStale.stale(key, expired, expired, true))
 	assert.Nil(t, noStale.unrefreshedEntry(key, expired), "serve_stale off: nothing stale")
+}
+
+// TestCacheStaleRefreshTimeByMonotonicClock: stale_refresh_time runs by
+// the monotonic clock, as the cache's lifetimes do: the machine's wall
+// clock stepped back an hour after every upstream failed to refresh an
+// answer (NTP at boot, a VM resumed from a snapshot) does not have the
+// answer served stale, the upstreams never asked, for that hour (kept as
+// Unix nanoseconds, the failure was an hour in the future), and one
+// stepped forward does not end the wait at once.
+func TestCacheStaleRefreshTimeByMonotonicClock(t *testing.T) {
+	if !testnet.WallSteppable() {
+		t.Skip("time.Time's layout changed: testnet.WallStepped no longer steps the wall clock alone")
+	}
+	msg := answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess, "a.example.org. 100 IN A 192.0.2.1")
+	key := keyOf(msg)
+	cfg := config.Cache{Size: 100, MaxTTL: 86400, ServeStale: 2 * time.Hour, StaleRefreshTime: 30 * time.Second}
+	for _, step := range []time.Duration{-time.Hour, time.Hour} {
+		now := time.Now()
+		expired := now.Add(200 * time.Second)
+		c := NewCache(cfg)
+		c.put(key, msg, now)
+		require.NotNil(t, c.stale(key, expired, expired, true), "every upstream failed")
+		assert.NotNil(t, c.unrefreshedEntry(key, testnet.WallStepped(expired.Add(29*time.Second), step)),
+			"wall clock stepped %v, 29 s after the failure: served stale without asking", step)
+		assert.Nil(t, c.unrefreshedEntry(key, testnet.WallStepped(expired.Add(31*time.Second), step)),
+			"wall clock stepped %v, 31 s after the failure: ask the upstreams again", step)
+	}
 }
 
 // TestCacheClientTimeout: RFC 8767 §5's client response timer applies to

@@ -5,34 +5,11 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-	"unsafe"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 )
-
-// wallStepped is t with its wall clock moved by step and its monotonic
-// reading kept, as time.Now gives after the machine's clock was stepped
-// (NTP at boot, a VM resumed from a snapshot): CLOCK_REALTIME has no
-// namespace, so a test cannot step the real one. It relies on time.Time's
-// layout (wall seconds in bits 30-62 of its first word while it has a
-// monotonic reading); wallSteppable checks that it still holds.
-func wallStepped(t time.Time, step time.Duration) time.Time {
-	p := (*struct {
-		wall uint64
-		ext  int64
-		loc  *time.Location
-	})(unsafe.Pointer(&t))
-	p.wall += uint64(int64(step/time.Second)) << 30
-	return t
-}
-
-// wallSteppable reports whether wallStepped moves the wall clock alone.
-func wallSteppable() bool {
-	base := time.Now()
-	s := wallStepped(base.Add(time.Second), -time.Hour)
-	return s.Sub(base) == time.Second && s.Round(0).Sub(base.Round(0)) == time.Second-time.Hour
-}
 
 // FuzzRateLimiter runs the limiter against a reference model of
 // golang.org/x/time/rate's token bucket, which it replaced: a client's
@@ -45,8 +22,8 @@ func wallSteppable() bool {
 // the line may go either way, and the model follows it. Over any window of
 // one client's queries, no more than burst + rate × elapsed are allowed.
 func FuzzRateLimiter(f *testing.F) {
-	if !wallSteppable() {
-		f.Skip("time.Time's layout changed: wallStepped no longer steps the wall clock alone")
+	if !testnet.WallSteppable() {
+		f.Skip("time.Time's layout changed: testnet.WallStepped no longer steps the wall clock alone")
 	}
 	op := func(client byte, fine bool, delta uint16, stepMinutes int8) []byte {
 		if fine {
@@ -126,7 +103,7 @@ func FuzzRateLimiter(f *testing.F) {
 			tokens[c] = min(tokens[c]+k*(mono-last[c]), burst*unit)
 			last[c] = mono
 			want := tokens[c] >= unit
-			got := r.allow(clients[c], wallStepped(base.Add(time.Duration(mono)), wall))
+			got := r.allow(clients[c], testnet.WallStepped(base.Add(time.Duration(mono)), wall))
 			if got != want {
 				const near = unit / 1_000_000
 				if tokens[c]-unit > near || unit-tokens[c] > near {

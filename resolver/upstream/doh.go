@@ -274,7 +274,7 @@ func (t *dohTransport) keep(conn net.Conn) (net.Conn, error) {
 		return nil, ErrClosed
 	}
 	c := &dohConn{Conn: conn, t: t}
-	c.answered.mark()
+	c.answered.mark(time.Now())
 	t.conns[c] = struct{}{}
 	return c, nil
 }
@@ -334,7 +334,7 @@ func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, got
 		},
 	})
 	defer func() {
-		if c := conn.Load(); err != nil && c != nil && errors.Is(ContextErr(ctx), context.DeadlineExceeded) && c.answered.silent(t.timeout) {
+		if c := conn.Load(); err != nil && c != nil && errors.Is(ContextErr(ctx), context.DeadlineExceeded) && c.answered.silent(time.Now(), t.timeout) {
 			_ = c.Close()
 		}
 	}()
@@ -354,7 +354,7 @@ func (t *dohTransport) post(ctx context.Context, wq *wireQuery) (_ *dns.Msg, got
 	}
 	defer resp.Body.Close()
 	if c := conn.Load(); c != nil {
-		c.answered.mark()
+		c.answered.mark(time.Now())
 	}
 	if resp.ProtoMajor == 1 && !t.http1.Load() {
 		// No HTTP/2 here: from now on, a connection per query in flight.

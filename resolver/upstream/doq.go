@@ -108,17 +108,17 @@ type doqConn struct {
 }
 
 // lastAnswer is when an answer last came in on a kept DoQ or DoH
-// connection, in Unix nanoseconds, to find the connection silent as
+// connection (clockReading), to find the connection silent as
 // dotConn.silent finds a DoT one: a query that timed out gives its
 // connection up when no answer came in on it for a whole timeout.
 type lastAnswer struct{ at atomic.Int64 }
 
-// mark records an answer now (or the connection's dial).
-func (l *lastAnswer) mark() { l.at.Store(time.Now().UnixNano()) }
+// mark records an answer (or the connection's dial) at now.
+func (l *lastAnswer) mark(now time.Time) { l.at.Store(clockReading(now)) }
 
-// silent reports whether no answer came in for a whole timeout.
-func (l *lastAnswer) silent(timeout time.Duration) bool {
-	return time.Since(time.Unix(0, l.at.Load())) >= timeout
+// silent reports whether no answer came in for a whole timeout before now.
+func (l *lastAnswer) silent(now time.Time, timeout time.Duration) bool {
+	return now.Sub(clockTime(l.at.Load())) >= timeout
 }
 
 // doqDial is a dial in progress.
@@ -177,7 +177,7 @@ func (t *doqTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 		return nil, err
 	}
 	resp, err := t.ask(ctx, conn, wq)
-	if err != nil && errors.Is(ContextErr(ctx), context.DeadlineExceeded) && conn.answered.silent(t.timeout) {
+	if err != nil && errors.Is(ContextErr(ctx), context.DeadlineExceeded) && conn.answered.silent(time.Now(), t.timeout) {
 		t.forget(conn)
 		_ = conn.CloseWithError(doqNoError, errSilent.Error())
 	}
@@ -209,7 +209,7 @@ func (t *doqTransport) ask(ctx context.Context, conn *doqConn, wq *wireQuery) (*
 	if _, err := io.ReadFull(str, b); err != nil {
 		return nil, t.streamError(conn, err)
 	}
-	conn.answered.mark()
+	conn.answered.mark(time.Now())
 	// The server ends the stream after its answer (§4.2); anything more on
 	// it is a second answer, which a query never has.
 	var more [1]byte
@@ -275,7 +275,7 @@ func (t *doqTransport) dial(d *doqDial) {
 		d.err = fmt.Errorf("connecting over quic: %w", typedDialError(err))
 	default:
 		c := &doqConn{Conn: conn}
-		c.answered.mark()
+		c.answered.mark(time.Now())
 		t.conn, d.conn = c, c
 	}
 }

@@ -68,7 +68,7 @@ type Forwarder struct {
 	// query's hedgedWire until it ends), for the retry budget; the caller
 	// of forwardHedged counts its query.
 	inflight atomic.Int64
-	// lastOK is when any upstream last answered (unix nanoseconds).
+	// lastOK is when any upstream last answered (clockReading; 0: none).
 	lastOK atomic.Int64
 	// fastest orders healthy upstreams by latency instead of as configured.
 	fastest bool
@@ -116,10 +116,10 @@ type upstreamState struct {
 	probing atomic.Bool   // a probe goroutine is running for it
 	rtt     atomic.Int64  // smoothed round-trip time in ns; 0 until measured
 	health  healthWindowBits
-	// downSince is when it was last marked down (Unix nanoseconds), for
+	// downSince is when it was last marked down (clockReading), for
 	// the log line when it is back up.
 	downSince atomic.Int64
-	// upSince is when it was last found back up (Unix nanoseconds; 0 while
+	// upSince is when it was last found back up (clockReading; 0 while
 	// never down), flapping is set while it is marked down again within
 	// flapWindow of that, flaps counts such downs not yet logged, and
 	// flapLogged is when the last was (logDown).
@@ -133,7 +133,7 @@ type upstreamState struct {
 	// that followed it left 'upstream back up' last, the upstream down.
 	lines sync.Mutex
 	// checking is set while a check of its health runs (checkHealth), and
-	// checked is when the last one began (Unix nanoseconds).
+	// checked is when the last one began (clockReading; 0: none yet).
 	checking atomic.Bool
 	checked  atomic.Int64
 	// silent is set when a check of its health timed out (askRoot) and
@@ -455,7 +455,7 @@ func (f *Forwarder) closeTransports() {
 // LastAnswer is when an upstream last answered; zero if none has.
 func (f *Forwarder) LastAnswer() time.Time {
 	if ns := f.lastOK.Load(); ns != 0 {
-		return time.Unix(0, ns)
+		return clockTime(ns)
 	}
 	return time.Time{}
 }
@@ -542,10 +542,10 @@ func (f *Forwarder) succeeded(u *upstreamState, start time.Time, took time.Durat
 		return
 	}
 	u.health.record(false)
-	if up := u.upSince.Load(); u.flapping.Load() && now.Sub(time.Unix(0, up)) >= f.flapWindow {
+	if up := u.upSince.Load(); u.flapping.Load() && now.Sub(clockTime(up)) >= f.flapWindow {
 		f.steady(u, up)
 	}
-	f.lastOK.Store(now.UnixNano())
+	f.lastOK.Store(clockReading(now))
 }
 
 // backUp is succeeded for u found down, at now: it brings u back up with
@@ -561,7 +561,7 @@ func (f *Forwarder) backUp(u *upstreamState, now time.Time) bool {
 		return false
 	}
 	u.health.reset()
-	up := now.UnixNano()
+	up := clockReading(now)
 	u.upSince.Store(up)
 	u.down.Store(false)
 	f.lastOK.Store(up)
@@ -569,7 +569,7 @@ func (f *Forwarder) backUp(u *upstreamState, now time.Time) bool {
 	case f.closed.Load():
 	case !u.flapping.Load():
 		f.log.Info("upstream back up", zap.String("upstream", u.addr),
-			zap.Duration("down_for", time.Since(time.Unix(0, u.downSince.Load())).Round(time.Millisecond)))
+			zap.Duration("down_for", time.Since(clockTime(u.downSince.Load())).Round(time.Millisecond)))
 	default:
 		// Its back up goes unlogged: said steady after flapWindow if it
 		// is still up then, whether or not a query asks it meanwhile (a
@@ -615,7 +615,7 @@ func (f *Forwarder) failed(u *upstreamState, err error) {
 			// downSince is written before down is, so that a success that
 			// finds u down reads when it went down, not the time before.
 			now := time.Now()
-			u.downSince.Store(now.UnixNano())
+			u.downSince.Store(clockReading(now))
 			if u.down.CompareAndSwap(false, true) && !f.closed.Load() {
 				f.logDown(u, now, err, fails, n)
 			}
@@ -636,7 +636,7 @@ func (f *Forwarder) failed(u *upstreamState, err error) {
 // logged, and so is the first of each bout of flapping.
 func (f *Forwarder) logDown(u *upstreamState, now time.Time, err error, fails, n int) {
 	up := u.upSince.Load()
-	if up == 0 || now.Sub(time.Unix(0, up)) >= f.flapWindow {
+	if up == 0 || now.Sub(clockTime(up)) >= f.flapWindow {
 		if u.flapping.Swap(false) {
 			// Up for flapWindow, and its steady timer, due by now, has
 			// not run (a timer fires apart from the clock read here, late
@@ -656,13 +656,13 @@ func (f *Forwarder) logDown(u *upstreamState, now time.Time, err error, fails, n
 	}
 	flaps := u.flaps.Add(1)
 	last := u.flapLogged.Load()
-	if !first && last != 0 && now.Sub(time.Unix(0, last)) < f.flapLogEvery || !u.flapLogged.CompareAndSwap(last, now.UnixNano()) {
+	if !first && last != 0 && now.Sub(clockTime(last)) < f.flapLogEvery || !u.flapLogged.CompareAndSwap(last, clockReading(now)) {
 		return
 	}
 	u.flaps.Add(-flaps)
 	f.log.Warn("upstream flapping: down again soon after its probe found it up; logged once a minute while it flaps",
 		zap.String("upstream", u.addr), zap.Error(err), zap.Int64("flaps", flaps),
-		zap.Duration("up_for", now.Sub(time.Unix(0, up)).Round(time.Millisecond)))
+		zap.Duration("up_for", now.Sub(clockTime(up)).Round(time.Millisecond)))
 }
 
 // downLine is the warning of an upstream marked down, which says what
@@ -1049,7 +1049,7 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 		// Judged by the query's end: a failure of up when another
 		// upstream answered the query, else a health check (queryFailures).
 	case ofTheQuery(err):
-		f.checkHealth(up)
+		f.checkHealth(up, time.Now())
 	case countsAgainst(err):
 		f.failed(up, err)
 	}
@@ -1135,7 +1135,7 @@ func (f *Forwarder) unansweredQueryFailure(up *upstreamState, err error) {
 		return
 	}
 	if mayBeOfTheQuery(err) {
-		f.checkHealth(up)
+		f.checkHealth(up, time.Now())
 	}
 }
 
@@ -1163,9 +1163,9 @@ const checkEvery = 100 * time.Millisecond
 // first. One check at a time, at most every checkEvery:
 // clients asking for bogus names add at most ten root NS queries a second
 // to a healthy validator, which answers them from its cache.
-func (f *Forwarder) checkHealth(u *upstreamState) {
-	now := time.Now().UnixNano()
-	if now-u.checked.Load() < int64(checkEvery) || !u.checking.CompareAndSwap(false, true) {
+func (f *Forwarder) checkHealth(u *upstreamState, at time.Time) {
+	now := clockReading(at)
+	if last := u.checked.Load(); last != 0 && now-last < int64(checkEvery) || !u.checking.CompareAndSwap(false, true) {
 		return
 	}
 	if !f.acquire() {
