@@ -439,7 +439,7 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 			if n.Kind == yaml.MappingNode && len(n.Content) > 0 {
 				n = n.Content[0]
 			}
-			return nil, &Error{File: file, Line: n.Line, Err: fmt.Errorf("a second YAML document (after ---), which dnsfence would ignore: %s; keep one document: move its keys into the first and delete the ---", lineText(data, n.Line))}
+			return nil, &Error{File: file, Line: n.Line, Err: fmt.Errorf("a second YAML document (after ---), which dnsfence would ignore: %s; keep one document: move its keys into the first and delete the ---", redactURLs(lineText(data, n.Line)))}
 		}
 	}
 	cfg := &Config{File: file, ReadFile: readFile, Embedded: embedded, Sum: sum}
@@ -604,7 +604,28 @@ func (e *configErrors) addLine(line int, path []any, format string, args ...any)
 
 // record adds a problem whatever was rejected before.
 func (e *configErrors) record(line int, path []any, format string, args ...any) {
+	for i, a := range args {
+		if s, ok := a.(string); ok {
+			args[i] = redactURLs(s)
+		}
+	}
 	e.errs = append(e.errs, &Error{File: e.file, Line: line, Key: keyName(path), Err: fmt.Errorf(format, args...)})
+}
+
+// urlInText is a URL in a message, up to the white space or quotation
+// mark after it.
+var urlInText = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.-]*://[^\s"'“”‘’]+`)
+
+// redactURLs is s with the user information of every URL in it
+// (scheme://USER:PASSWORD@HOST/…) hidden as source.Redact hides it: a
+// value a message quotes as written (a URL where an address, a path or a
+// number belongs) may carry a password or a token, and the message goes
+// to stderr, the journal and, at a reload, the log.
+func redactURLs(s string) string {
+	if !strings.Contains(s, "://") {
+		return s
+	}
+	return urlInText.ReplaceAllStringFunc(s, source.Redact)
 }
 
 // err joins the problems in line order; those about keys missing from the

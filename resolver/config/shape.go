@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/dnsfence/dnsfence/blocklist/source"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -164,6 +165,13 @@ func schemaKey(path []any) string {
 
 var durationType = reflect.TypeFor[time.Duration]()
 
+// secretKeys are the keys whose values no message shows: a configuration
+// error goes to stderr, the journal and, at a reload, the log a
+// department ships to its SIEM, and a TSIG secret there is a key to the
+// zones its primary serves. (A URL's user information is hidden wherever
+// a value is shown: quoteValue.)
+var secretKeys = map[string]bool{"sources.tsig.secret": true}
+
 // shapeChecker walks the YAML tree along the Config type.
 type shapeChecker struct {
 	errs *configErrors
@@ -242,6 +250,13 @@ func (s *shapeChecker) value(n *yaml.Node, t reflect.Type, path []any) {
 			return
 		}
 		s.bad(line, path, "%s; give a single value, %s", shapeOf(n), example(path))
+	case secretKeys[schemaKey(path)]:
+		// Its value is never shown, not even cut or in part.
+		if _, curly := curlyInner(n); curly {
+			s.bad(line, path, "the secret is in %s; write it in straight quotes, %s", curlyWhy("value"), example(path))
+		} else if n.Decode(new(string)) != nil {
+			s.bad(line, path, "the secret cannot be read as text; put it in quotes, %s", example(path))
+		}
 	default:
 		if msg := typographicQuotes(n, t); msg != "" {
 			s.bad(line, path, "%s", msg)
@@ -606,15 +621,17 @@ func listExample(n *yaml.Node, path []any) string {
 		if inner, curly := curlyInner(n); curly {
 			v = inner
 		}
-		return "e.g. " + leaf + ": [" + strconv.Quote(v) + "]"
+		return "e.g. " + leaf + ": [" + strconv.Quote(source.Redact(v)) + "]"
 	}
 	return example(path)
 }
 
 // quoteValue writes a scalar as the user wrote it: numbers, true and false
-// bare, text in quotes, long values cut.
+// bare, text in quotes, long values cut; a URL's user information
+// (scheme://USER:PASSWORD@HOST) hidden as source.Redact hides it, before
+// the cut, which could leave part of it.
 func quoteValue(n *yaml.Node) string {
-	v := n.Value
+	v := source.Redact(n.Value)
 	if len(v) > 60 {
 		v = v[:57] + "..."
 	}
@@ -680,11 +697,12 @@ func typographicQuotes(n *yaml.Node, t reflect.Type) string {
 	if !curly {
 		return ""
 	}
+	inner = source.Redact(inner)
 	want := strconv.Quote(inner)
 	if t.Kind() != reflect.String {
 		want = inner
 	}
-	return fmt.Sprintf("%s is in %s; write %s", strconv.Quote(n.Value), curlyWhy("value"), want)
+	return fmt.Sprintf("%s is in %s; write %s", strconv.Quote(source.Redact(n.Value)), curlyWhy("value"), want)
 }
 
 // curlyWhy says why typographic quotes around a value (or a key: what)
