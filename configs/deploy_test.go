@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/stretchr/testify/assert"
@@ -40,8 +41,9 @@ type manifest struct {
 }
 
 type podSpec struct {
-	DNSPolicy string `yaml:"dnsPolicy"`
-	DNSConfig struct {
+	TerminationGracePeriodSeconds int    `yaml:"terminationGracePeriodSeconds"`
+	DNSPolicy                     string `yaml:"dnsPolicy"`
+	DNSConfig                     struct {
 		Nameservers []string `yaml:"nameservers"`
 	} `yaml:"dnsConfig"`
 	SecurityContext struct {
@@ -107,10 +109,12 @@ type servicePort struct {
 // dnsfenceConfig is the part of a dnsfence configuration the deployment
 // tests read; whether it is a valid configuration is for `dnsfence check`.
 type dnsfenceConfig struct {
-	Listen    []string `yaml:"listen"`
-	Upstreams []string `yaml:"upstreams"`
-	HTTP      *string  `yaml:"http"`
-	Policies  []struct {
+	Listen          []string `yaml:"listen"`
+	Upstreams       []string `yaml:"upstreams"`
+	UpstreamTimeout string   `yaml:"upstream_timeout"`
+	ShutdownDelay   string   `yaml:"shutdown_delay"`
+	HTTP            *string  `yaml:"http"`
+	Policies        []struct {
 		Name        string   `yaml:"name"`
 		Clients     []string `yaml:"clients"`
 		ClientFiles []string `yaml:"client_files"`
@@ -295,6 +299,33 @@ func listenPort(t *testing.T, where, addr string) int {
 	return port
 }
 
+// assertDrains checks that the pod of m, behind a Service, is taken out
+// of it before it stops taking queries: its configuration's
+// shutdown_delay keeps it answering, /readyz 503, while its endpoint is
+// removed and kube-proxy on every node catches up (seconds; CoreDNS's
+// health lameduck of 5 s for the same, coredns/deployment#199), where
+// without it the queries still sent to it at each rollout got no answer
+// and their clients waited out a timeout; and terminationGracePeriodSeconds
+// holds that delay and the drain of the queries in flight, (upstreams + 1)
+// × upstream_timeout, before the kubelet's SIGKILL.
+func assertDrains(t *testing.T, m manifest, cfg dnsfenceConfig, where string) {
+	t.Helper()
+	if !assert.NotEmpty(t, cfg.ShutdownDelay, "%s: shutdown_delay, so that the Service takes the pod out before it stops answering", where) {
+		return
+	}
+	delay, err := time.ParseDuration(cfg.ShutdownDelay)
+	require.NoError(t, err, "%s: shutdown_delay", where)
+	assert.GreaterOrEqual(t, delay, 5*time.Second, "%s: shutdown_delay", where)
+	timeout := config.DefaultUpstreamTimeout
+	if cfg.UpstreamTimeout != "" {
+		timeout, err = time.ParseDuration(cfg.UpstreamTimeout)
+		require.NoError(t, err, "%s: upstream_timeout", where)
+	}
+	drain := time.Duration(len(cfg.Upstreams)+1) * timeout
+	grace := time.Duration(m.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
+	assert.Greater(t, grace, delay+drain, "%s: terminationGracePeriodSeconds must hold shutdown_delay %v and the drain %v", m.file, delay, drain)
+}
+
 func TestKubernetesDeployment(t *testing.T) {
 	all := loadManifests(t)
 	dep := find(t, all, "deployment.yaml", "Deployment", "dnsfence")
@@ -313,6 +344,7 @@ func TestKubernetesDeployment(t *testing.T) {
 	require.Contains(t, cm.Data, "dnsfence.yaml")
 	cfg := parseConfig(t, "ConfigMap dnsfence-config", []byte(cm.Data["dnsfence.yaml"]))
 	assert.NotContains(t, *cfg.HTTP, "127.0.0.1", "the kubelet's probes must reach the HTTP endpoint")
+	assertDrains(t, dep, cfg, "ConfigMap dnsfence-config")
 	for _, f := range cfg.files() {
 		dir, name := path.Split(path.Join("/etc/dnsfence", f))
 		owner, ok := mounts[strings.TrimSuffix(dir, "/")]
@@ -426,6 +458,7 @@ func TestKubernetesRemoteLists(t *testing.T) {
 	data, err := os.ReadFile("deploy/dnsfence-remote-lists.yaml")
 	require.NoError(t, err)
 	parsed := parseConfig(t, "deploy/dnsfence-remote-lists.yaml", data)
+	assertDrains(t, ds, parsed, "deploy/dnsfence-remote-lists.yaml")
 	for _, l := range parsed.Listen {
 		assert.Equal(t, 5353, listenPort(t, "deploy/dnsfence-remote-lists.yaml", l))
 	}

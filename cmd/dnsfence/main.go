@@ -507,6 +507,27 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// lameDuck answers on for delay (shutdown_delay), /readyz already 503, so
+// that a Kubernetes Service or a load balancer takes the instance out
+// before its listeners stop: queries it sends meanwhile are answered,
+// where after the stop they get nothing and their clients wait out a
+// timeout (CoreDNS's health lameduck). Another SIGTERM or SIGINT on stop
+// ends the wait at once.
+func lameDuck(log *zap.Logger, stop <-chan os.Signal, delay time.Duration) {
+	if delay <= 0 {
+		return
+	}
+	log.Info("answering for shutdown_delay with /readyz 503, so that load balancers take this instance out first; another SIGTERM or SIGINT stops at once",
+		zap.Duration("shutdown_delay", delay))
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case sig := <-stop:
+		log.Info("stopping at once", zap.String("signal", sig.String()))
+	}
+}
+
 // startHTTPEndpoint serves /metrics, /healthz and /readyz on the
 // configured address, if any, until stop is called. It reports false when
 // that fails, but for the embedded default, which serves DNS without it
@@ -597,6 +618,7 @@ func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
 	log.Info("stopping", zap.String("signal", sig.String()))
 	notifySystemd(log, "STOPPING=1")
 	r.handler.Stopping() // /readyz: 503 while the queries in flight finish
+	lameDuck(log, stop, r.handler.Snapshot().Config.ShutdownDelay)
 	// From here no reload publishes a snapshot: the one serving now is
 	// the last, and the budget is its.
 	r.reloader.Stop()

@@ -116,15 +116,22 @@ type Config struct {
 	ExplainClients   []string `yaml:"explain_clients"`
 	// BlockedTTL is the TTL and SOA MINIMUM of blocked answers, in seconds
 	// (RFC 2308 negative caching).
-	BlockedTTL uint32    `yaml:"blocked_ttl"`
-	Policies   []Policy  `yaml:"policies"`
-	Cache      Cache     `yaml:"cache"`
-	Log        Log       `yaml:"log"`
-	HTTP       *string   `yaml:"http"`
-	Reload     Reload    `yaml:"reload"`
-	RateLimit  RateLimit `yaml:"rate_limit"`
-	Limits     Limits    `yaml:"limits"`
-	Sources    Sources   `yaml:"sources"`
+	BlockedTTL uint32   `yaml:"blocked_ttl"`
+	Policies   []Policy `yaml:"policies"`
+	Cache      Cache    `yaml:"cache"`
+	Log        Log      `yaml:"log"`
+	HTTP       *string  `yaml:"http"`
+	// ShutdownDelay is how long, from SIGTERM or SIGINT, dnsfence goes on
+	// answering with /readyz 503 before its listeners stop taking queries
+	// (CoreDNS's health lameduck): a Kubernetes Service, or a load
+	// balancer probing /readyz, takes the instance out meanwhile, where
+	// queries it still sends an instance that stopped get no answer and
+	// their clients wait out a timeout. 0 (the default) stops at once.
+	ShutdownDelay time.Duration `yaml:"shutdown_delay"`
+	Reload        Reload        `yaml:"reload"`
+	RateLimit     RateLimit     `yaml:"rate_limit"`
+	Limits        Limits        `yaml:"limits"`
+	Sources       Sources       `yaml:"sources"`
 
 	// TLS is the server certificate of every encrypted listener
 	// (DESIGN.md §8).
@@ -766,6 +773,9 @@ func (c *Config) validate(errs *configErrors) {
 	c.validateLimits(errs)
 	c.validateReload(errs)
 	c.validateSources(errs)
+	if at := []any{"shutdown_delay"}; c.ShutdownDelay < 0 {
+		errs.add(at, "%s is negative; give 0s (stop at once) or a positive duration, %s", errs.written(at, c.ShutdownDelay), example(at))
+	}
 }
 
 // MaxTTL is the largest TTL a DNS record can carry: RFC 2181 §8 keeps the

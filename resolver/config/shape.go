@@ -70,6 +70,7 @@ var configExamples = map[string]string{
 	"log.audit_limit":                   `60`,
 	"log.output":                        `stdout`,
 	"http":                              `127.0.0.1:9153`,
+	"shutdown_delay":                    `5s`,
 	"reload":                            `{debounce: 200ms, max_shrink: 0.5, writer_wait: 30s, unready_after: 5m}`,
 	"reload.debounce":                   `200ms`,
 	"reload.max_shrink":                 `0.5`,

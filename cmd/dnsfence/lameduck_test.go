@@ -1,0 +1,115 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/internal/testnet"
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// lameDuckFiles is govFiles with the metrics and health endpoint on a
+// free loopback port, returned as httpAddr, and shutdown_delay set to
+// delay.
+func lameDuckFiles(t *testing.T, upstream, delay string) (dir, httpAddr string) {
+	t.Helper()
+	httpAddr = "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t, "127.0.0.1"))
+	dir = testnet.WriteTree(t, map[string]string{
+		"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+http: "%s"
+shutdown_delay: %s
+policies:
+  - name: government-devices
+    clients: ["127.0.0.0/30"]
+    block: ["lists/tiktok.txt"]
+`, upstream, httpAddr, delay),
+		"lists/tiktok.txt": "tiktok.com\n",
+	})
+	return dir, httpAddr
+}
+
+// getStatus is the status code and body of a GET of url.
+func getStatus(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(body)
+}
+
+// TestShutdownDelayAnswersWhileTakenOut: with shutdown_delay, a SIGTERM
+// turns /readyz 503 at once and dnsfence goes on answering, on UDP and
+// TCP, blocked and forwarded names alike, for the delay; then it stops
+// taking queries and exits 0. A Kubernetes Service (the shipped
+// Deployment) or a load balancer probing /readyz takes the instance out
+// meanwhile: without it, the queries they still sent to a stopping
+// instance got no answer, and their clients waited out a timeout (5 s
+// for glibc) at every rollout, as CoreDNS's were before its health
+// lameduck (coredns/deployment#199). A second SIGTERM ends the wait.
+func TestShutdownDelayAnswersWhileTakenOut(t *testing.T) {
+	upstream, _ := testUpstream(t)
+
+	t.Run("answers for the delay", func(t *testing.T) {
+		const delay = 2 * time.Second
+		dir, httpAddr := lameDuckFiles(t, upstream, delay.String())
+		p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
+		require.Eventually(t, func() bool {
+			code, _ := getStatus(t, "http://"+httpAddr+"/readyz")
+			return code == http.StatusOK
+		}, 10*time.Second, 20*time.Millisecond)
+
+		signalled := time.Now()
+		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+		p.waitLine(t, "answering for shutdown_delay with /readyz 503, so that load balancers take this instance out first; another SIGTERM or SIGINT stops at once")
+		code, body := getStatus(t, "http://"+httpAddr+"/readyz")
+		assert.Equal(t, http.StatusServiceUnavailable, code, body)
+		code, _ = getStatus(t, "http://"+httpAddr+"/healthz")
+		assert.Equal(t, http.StatusOK, code, "liveness holds while it answers")
+
+		for _, transport := range []string{"udp", "tcp"} {
+			c := &dns.Client{Net: transport, Timeout: time.Second}
+			m := new(dns.Msg)
+			m.SetQuestion("www.example.org.", dns.TypeA)
+			r, _, err := c.Exchange(m, p.addr)
+			if assert.NoError(t, err, "%s: a query after SIGTERM, within shutdown_delay, is answered", transport) {
+				assert.Equal(t, dns.RcodeSuccess, r.Rcode, transport)
+				assert.Len(t, r.Answer, 1, transport)
+			}
+			m.SetQuestion("www.tiktok.com.", dns.TypeA)
+			r, _, err = c.Exchange(m, p.addr) // from 127.0.0.1, in the government range
+			if assert.NoError(t, err, transport) {
+				assert.Equal(t, dns.RcodeNameError, r.Rcode, "%s: still blocked", transport)
+			}
+		}
+		assert.Less(t, time.Since(signalled), delay, "the asks above took the whole delay: nothing was checked within it")
+
+		p.waitLine(t, "stopped taking queries; answering those in flight")
+		assert.GreaterOrEqual(t, time.Since(signalled), delay, "stopped taking queries before shutdown_delay")
+		select {
+		case err := <-p.done:
+			assert.NoError(t, err, "SIGTERM exits 0")
+		case <-time.After(15 * time.Second):
+			t.Fatal("dnsfence did not stop after shutdown_delay")
+		}
+	})
+
+	t.Run("a second SIGTERM stops at once", func(t *testing.T) {
+		dir, _ := lameDuckFiles(t, upstream, "1h")
+		p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
+		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+		p.waitLine(t, "answering for shutdown_delay with /readyz 503, so that load balancers take this instance out first; another SIGTERM or SIGINT stops at once")
+		p.stop(t, syscall.SIGTERM)
+	})
+}
