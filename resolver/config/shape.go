@@ -227,6 +227,9 @@ func (s *shapeChecker) value(n *yaml.Node, t reflect.Type, path []any) {
 	switch {
 	case len(path) == 0 && n.Kind != yaml.MappingNode:
 		s.bad(line, path, "%s; a configuration file is keys and values, e.g. upstreams: [\"9.9.9.9:53\"]", shapeOf(n))
+	case n.Kind == yaml.ScalarNode && envReference(n.Value) != "":
+		s.bad(line, path, "%s is not expanded: dnsfence reads the configuration as written, with no environment variables; write the value itself, or fill the file in before dnsfence reads it (envsubst < dnsfence.yaml.in > dnsfence.yaml), %s",
+			envReference(n.Value), example(path))
 	case t.Kind() == reflect.Struct:
 		if n.Kind != yaml.MappingNode {
 			s.bad(line, path, "%s; give keys and values, %s", shapeOf(n), example(path))
@@ -625,6 +628,20 @@ func listExample(n *yaml.Node, path []any) string {
 		return "e.g. " + leaf + ": [" + strconv.Quote(source.Redact(v)) + "]"
 	}
 	return example(path)
+}
+
+// envVariable is a reference to an environment variable as a shell, a
+// systemd unit, Docker Compose or a Corefile writes one: ${NAME} (and
+// ${NAME:-default}), {$NAME}, or $NAME opening the value.
+var envVariable = regexp.MustCompile(`\$\{[A-Za-z_][A-Za-z0-9_]*(?:[:?+-][^}]*)?\}|\{\$[A-Za-z_][A-Za-z0-9_]*\}|^\$[A-Za-z_][A-Za-z0-9_]*`)
+
+// envReference is the first reference to an environment variable in v,
+// "" when there is none: dnsfence expands none, so `cache_dir:
+// ${STATE_DIRECTORY}/sources` would be a folder of that name beside the
+// configuration, and `upstreams: ["${UPSTREAM}"]` no address, where the
+// writer expected the variable's value.
+func envReference(v string) string {
+	return envVariable.FindString(v)
 }
 
 // quoteValue writes a scalar as the user wrote it: numbers, true and false
