@@ -400,6 +400,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	// signal whose channel is full, and SIGHUPs queued there must never
 	// crowd out the one that stops dnsfence. SIGHUPs beyond one pending
 	// are one reload.
+	// A log reader that goes away (journald stopped, the end of a
+	// `dnsfence | tee`, a log shipper's pipe) must not take the resolver
+	// with it: Go dies of SIGPIPE at a write to a broken stdout or
+	// stderr, whatever disposition it was started with (systemd's
+	// IgnoreSIGPIPE=yes included), and systemd counts that death a clean
+	// exit, which Restart=on-failure does not restart. Ignored, such a
+	// write fails with EPIPE, the lines are lost, and queries are
+	// answered as before.
+	signal.Ignore(syscall.SIGPIPE)
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(stop)
