@@ -96,7 +96,7 @@ func checkFlags() checkOptions {
 // exit 1 as well.
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	opts := checkFlags()
-	rest, code, done := parseCommand("check", opts.fs, args, stderr)
+	rest, code, done := parseCommand("check", opts.fs, args, stdout, stderr)
 	if done {
 		return code
 	}
@@ -307,7 +307,7 @@ func notInHostName(r rune) bool { return strings.ContainsRune(":/@?#", r) || uni
 func runExplain(args []string, stdout, stderr io.Writer) int {
 	opts := explainFlags()
 	fs := opts.fs
-	rest, code, done := parseCommand("explain", fs, args, stderr)
+	rest, code, done := parseCommand("explain", fs, args, stdout, stderr)
 	if done {
 		return code
 	}
@@ -321,7 +321,8 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 			got = fmt.Sprintf("%d arguments (%s)", len(rest), strings.Join(rest, " "))
 		}
 		fmt.Fprintf(stderr, "dnsfence explain: %s; give CLIENT NAME [TYPE]\n\n", got)
-		fs.Usage()
+		c, _ := commandNamed("explain")
+		commandUsage(stderr, c)
 		return explainError
 	}
 	configPath, resolve, asJSON := opts.config, opts.resolve, opts.json

@@ -198,16 +198,21 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // parseCommand parses args for the command called name with fs: its flags
 // anywhere, -h printing its usage. done is true when the caller should
-// return code at once (help asked for, or bad flags).
-func parseCommand(name string, fs *flag.FlagSet, args []string, stderr io.Writer) (rest []string, code int, done bool) {
+// return code at once (help asked for, or bad flags). Help asked for goes
+// to stdout with exit 0, as the top level's and `help COMMAND`'s do (`dnsfence
+// check -h | grep strict`); a bad flag's error and the usage go to stderr,
+// exit 2.
+func parseCommand(name string, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (rest []string, code int, done bool) {
 	c, _ := commandNamed(name)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { commandUsage(stderr, c) }
+	fs.Usage = func() {} // the flag package calls it for -h and for an error alike: said below
 	rest, err := parseFlags(fs, args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
+		commandUsage(stdout, c)
 		return nil, 0, true
 	case err != nil:
+		commandUsage(stderr, c)
 		return nil, 2, true
 	}
 	// -config "" (a variable that was never set: -config "$CONFIG") is
@@ -373,7 +378,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	rest, code, done := parseCommand("serve", opts.fs, args, stderr)
+	rest, code, done := parseCommand("serve", opts.fs, args, stdout, stderr)
 	if done {
 		return code
 	}
@@ -713,7 +718,7 @@ func healthFlags() healthOptions {
 // HEALTHCHECK runs this.
 func runHealth(args []string, stdout, stderr io.Writer) int {
 	opts := healthFlags()
-	rest, code, done := parseCommand("health", opts.fs, args, stderr)
+	rest, code, done := parseCommand("health", opts.fs, args, stdout, stderr)
 	if done {
 		return code
 	}
