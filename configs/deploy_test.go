@@ -77,6 +77,7 @@ type container struct {
 	} `yaml:"ports"`
 	LivenessProbe   *probe `yaml:"livenessProbe"`
 	ReadinessProbe  *probe `yaml:"readinessProbe"`
+	StartupProbe    *probe `yaml:"startupProbe"`
 	SecurityContext struct {
 		AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
 		ReadOnlyRootFilesystem   *bool `yaml:"readOnlyRootFilesystem"`
@@ -391,6 +392,10 @@ func TestKubernetesSidecar(t *testing.T) {
 	assert.Equal(t, []string{"127.0.0.1"}, spec.DNSConfig.Nameservers)
 	c := dnsfenceContainer(t, dep)
 	assertProbe(t, c, c.LivenessProbe, "liveness", "/healthz")
+	// The app starts once the startup probe passes, and asks its first
+	// names at once: the probe must wait for DNS to be answered, which
+	// /healthz, 200 while the lists still load, does not.
+	assertProbe(t, c, c.StartupProbe, "startup", "/startupz")
 	assertHardened(t, dep, c)
 	mounts := assertNoSubPath(t, dep)
 	assert.Equal(t, "dnsfence-lists", mounts["/etc/dnsfence/lists"])

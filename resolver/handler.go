@@ -128,6 +128,9 @@ type Handler struct {
 	held sync.Map
 	// stopping is set by Stopping: /readyz says not ready from then on.
 	stopping atomic.Bool
+	// serving is set by Serving, once every listener answers: /startupz
+	// says started from then on.
+	serving atomic.Bool
 	// listenersStopped says, for /readyz, why each listener that stopped
 	// serving on its own (ListenerStopped) and serves no more
 	// (ListenerResumed) stopped, by transport and address; guarded by
@@ -144,6 +147,10 @@ type Handler struct {
 // instance out while the queries in flight are answered. Queries are still
 // answered as before.
 func (h *Handler) Stopping() { h.stopping.Store(true) }
+
+// Serving marks every listener as answering (the lists and ranges loaded,
+// the sockets open): /startupz answers 200 from now on.
+func (h *Handler) Serving() { h.serving.Store(true) }
 
 var (
 	_ dns.Handler    = (*Handler)(nil)

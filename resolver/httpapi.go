@@ -21,9 +21,18 @@ import (
 // /readyz to say ready without probing.
 const DefaultReadyWindow = 30 * time.Second
 
-// HTTPHandler serves /metrics, /healthz and /readyz.
+// HTTPHandler serves /metrics, /healthz, /startupz and /readyz.
 //
-// /healthz: the process serves (200 as long as it can answer HTTP).
+// /healthz: the process serves (200 as long as it can answer HTTP), from
+// before the lists load, so that a liveness probe never restarts a start
+// that waits for a list being written or a remote list's first copy.
+// /startupz: 200 once every listener answers DNS (Handler.Serving), 503
+// before: what a startup probe waits for, a native sidecar's above all,
+// whose app starts once it passes and asks its first names at once (on
+// /healthz it started while dnsfence loaded its lists, and its queries
+// were refused by a closed port). Upstreams do not count: an upstream
+// down at a pod's start shows as SERVFAIL, not as an app that never
+// starts.
 // /readyz: 200 once every configured list and range file has loaded, every
 // remote list has a copy (from the network or its disk copy), and an
 // upstream answered within the ready window (a quiet resolver probes its
@@ -40,6 +49,14 @@ func HTTPHandler(h *Handler, gatherer prometheus.Gatherer, readyWindow time.Dura
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /startupz", func(w http.ResponseWriter, _ *http.Request) {
+		if !h.serving.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not started: loading the lists and client ranges, opening the listeners")
+			return
+		}
+		fmt.Fprintln(w, "started: every listener answers")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ready, reason := h.ready(r.Context(), readyWindow)

@@ -503,6 +503,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		log.Error("starting the encrypted listeners", zap.Error(err))
 		return 1
 	}
+	handler.Serving() // /startupz: 200
 	log.Info("dnsfence started", zap.String("version", versionString()), zap.String("config", cfg.File),
 		zap.Strings("upstreams", snap.Forwarder().Upstreams()))
 	notifySystemd(log, "READY=1")
