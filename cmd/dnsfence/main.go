@@ -836,7 +836,7 @@ const httpMaxHeaderBytes = 8 << 10
 func serveHTTP(log *zap.Logger, addr string, h http.Handler) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w%s", err, listen.BindHint(addr, err))
 	}
 	return serveHTTPOn(log, ln, h), nil
 }

@@ -154,7 +154,7 @@ func (s *Server) StartEncrypted(e Encrypted) error {
 	}
 	fail := func(addr string, err error) error {
 		s.closeAll()
-		return fmt.Errorf("listening on %s: %w", addr, err)
+		return fmt.Errorf("listening on %s: %w%s", addr, err, BindHint(addr, err))
 	}
 	tlsConfig := func(addr string, alpn ...string) (*tls.Config, error) {
 		if e.Cert == nil {

@@ -231,7 +231,7 @@ func (s *Server) Start(listen []string) error {
 		pcs, ln, err := listenShared(addr, runtime.GOMAXPROCS(0))
 		if err != nil {
 			s.closeAll()
-			return fmt.Errorf("listening on %s: %w", addr, err)
+			return fmt.Errorf("listening on %s: %w%s", addr, err, BindHint(addr, err))
 		}
 		for _, pc := range pcs {
 			info, err := setUDPBuffers(pc.(*net.UDPConn), limits.UDPReceiveBuffer, limits.UDPSendBuffer)
