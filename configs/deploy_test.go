@@ -624,3 +624,30 @@ func remoteListsCacheDir(t *testing.T) string {
 	require.True(t, path.IsAbs(dir), "sources.cache_dir %q", cfg.Sources.CacheDir)
 	return dir
 }
+
+// TestDockerHealthcheckIsNoReadiness: the image's HEALTHCHECK asks
+// /startupz, never /readyz. Docker acts on an unhealthy container where
+// it is an orchestrator's liveness: Swarm kills and replaces the task,
+// and compose setups restart it (willfarrell/autoheal). /readyz turns 503
+// when every upstream fails, which a restart of every replica cannot
+// mend (and meanwhile nothing answers, blocked names included), and when
+// a fail-closed guard has held a reload for reload.unready_after: the
+// restart then loads the files as they are, and applies the very change
+// the guard held (a block list a broken sync emptied, an allow entry
+// over a blocked name), with no SIGHUP. /startupz says the process
+// answers DNS, and stays so.
+func TestDockerHealthcheckIsNoReadiness(t *testing.T) {
+	data, err := os.ReadFile("deploy/Dockerfile")
+	require.NoError(t, err)
+	text := strings.ReplaceAll(string(data), "\\\n", " ")
+	var check string
+	for _, line := range strings.Split(text, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == "HEALTHCHECK" {
+			check = line
+		}
+	}
+	require.NotEmpty(t, check, "the image has a HEALTHCHECK")
+	assert.Contains(t, check, `"/dnsfence", "health"`, "the binary asks itself: the image has no shell or curl")
+	assert.Contains(t, check, "/startupz", "HEALTHCHECK: %s", check)
+	assert.NotContains(t, check, "/readyz", "HEALTHCHECK: %s", check)
+}

@@ -437,12 +437,14 @@ func TestHealthCommand(t *testing.T) {
 }
 
 // TestDockerfileHealthcheck: the image's HEALTHCHECK runs a command the
-// binary has.
+// binary has, against /startupz (never /readyz: configs'
+// TestDockerHealthcheckIsNoReadiness says why), an endpoint the binary
+// serves (TestStartupzOnceListenersAnswer).
 func TestDockerfileHealthcheck(t *testing.T) {
 	data, err := os.ReadFile("../../configs/deploy/Dockerfile")
 	require.NoError(t, err)
-	assert.Contains(t, string(data), `CMD ["/dnsfence", "health", "-url", "http://127.0.0.1:9153/readyz"]`)
-	// The command exists and asks, by default, what the Dockerfile names.
+	assert.Contains(t, string(data), `CMD ["/dnsfence", "health", "-url", "http://127.0.0.1:9153/startupz"]`)
+	// The command exists, takes -url, and asks /readyz by default.
 	c, ok := commandNamed("health")
 	require.True(t, ok)
 	url := c.flags().Lookup("url")

@@ -74,7 +74,7 @@ func init() {
 			"CLIENT is an address, or a network (10.1.2.0/24) as a trusted proxy's EDNS Client Subnet names one;\n" +
 			"exit 0 forwarded (or answered from dnsfence's own zones), 1 blocked, 2 error, 3 refused (client outside allowed_clients), 4 SERVFAIL (a remote list without a copy, sources.servfail_until_ready)", runExplain,
 			func() *flag.FlagSet { return explainFlags().fs }},
-		{"health", "", "ask a running dnsfence's /readyz (for Docker's HEALTHCHECK, which has no curl in the image);\n" +
+		{"health", "", "ask a running dnsfence's /readyz, or -url another endpoint (Docker's HEALTHCHECK asks /startupz: the image has no curl);\n" +
 			"exit 0 ready, 1 not ready or unreachable, 2 bad command line", runHealth,
 			func() *flag.FlagSet { return healthFlags().fs }},
 		{"version", "", "print the version", runVersion, nil},
