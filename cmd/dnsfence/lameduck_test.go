@@ -3,7 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -103,6 +106,38 @@ func TestShutdownDelayAnswersWhileTakenOut(t *testing.T) {
 		case <-time.After(15 * time.Second):
 			t.Fatal("dnsfence did not stop after shutdown_delay")
 		}
+	})
+
+	t.Run("systemd's stop timeout is extended over the delay", func(t *testing.T) {
+		// Under the shipped unit (TimeoutStopSec=15s) a delay of 30 s and
+		// the drain after it would be killed mid-way: dnsfence asks
+		// systemd for the delay, the drain ((upstreams + 1) ×
+		// upstream_timeout) and stopSlack, from the signal on.
+		dir, _ := lameDuckFiles(t, upstream, "30s")
+		sock := filepath.Join(t.TempDir(), "notify")
+		notes, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+		require.NoError(t, err)
+		defer notes.Close()
+		cmd := exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml"))
+		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+		var out testnet.SyncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		done := runProcess(t, cmd)
+		next := func() string {
+			t.Helper()
+			require.NoError(t, notes.SetReadDeadline(time.Now().Add(30*time.Second)))
+			buf := make([]byte, 4096)
+			n, err := notes.Read(buf)
+			require.NoError(t, err, "dnsfence's output:\n%s", &out)
+			return string(buf[:n])
+		}
+		for next() != "READY=1" {
+		}
+		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+		assert.Equal(t, "STOPPING=1", next())
+		want := 30*time.Second + 2*2*time.Second + stopSlack // one upstream, upstream_timeout 2 s
+		assert.Equal(t, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", want.Microseconds()), next())
+		stopsAtOnce(t, cmd, done, &out, "in its shutdown_delay, at a second SIGTERM")
 	})
 
 	t.Run("a second SIGTERM stops at once", func(t *testing.T) {

@@ -522,6 +522,11 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// stopSlack is what a stop takes beyond shutdown_delay and the drain of
+// the queries in flight (shutdownBudget): closing connections in order,
+// a reload's end, the metrics endpoint's.
+const stopSlack = 5 * time.Second
+
 // lameDuck answers on for delay (shutdown_delay), /readyz already 503, so
 // that a Kubernetes Service or a load balancer takes the instance out
 // before its listeners stop: queries it sends meanwhile are answered,
@@ -633,6 +638,11 @@ func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
 	log.Info("stopping", zap.String("signal", sig.String()))
 	notifySystemd(log, "STOPPING=1")
 	r.handler.Stopping() // /readyz: 503 while the queries in flight finish
+	if delay := r.handler.Snapshot().Config.ShutdownDelay; delay > 0 {
+		// The delay comes before the drain: systemd's TimeoutStopSec (15 s
+		// in the shipped unit) must not kill the drain that follows it.
+		notifySystemd(log, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", (delay+shutdownBudget(r.handler.Snapshot())+stopSlack).Microseconds()))
+	}
 	lameDuck(log, stop, r.handler.Snapshot().Config.ShutdownDelay)
 	// From here no reload publishes a snapshot: the one serving now is
 	// the last, and the budget is its.
