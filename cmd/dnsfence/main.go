@@ -420,6 +420,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// SIGUSR1 and SIGUSR2 end a Go program by default, and operators send
+	// them: CoreDNS reloads on SIGUSR1, dnsmasq logs its statistics on it
+	// and reopens its log on SIGUSR2, and logrotate scripts carry such
+	// kills over. They are logged and ignored, never a stop nor a reload
+	// (SIGHUP's reload applies what the guards hold, which no signal
+	// meant for another program may do).
+	foreign := make(chan os.Signal, 1)
+	signal.Notify(foreign, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(foreign)
 	cfg, sig, err := readConfig(*configPath, stop, stderr)
 	if sig != nil {
 		fmt.Fprintf(stderr, "stopping before serving: %v\n", sig)
@@ -517,7 +526,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		debug.FreeOSMemory()
 	}()
 
-	serveUntilStopped(log, stop, hup, running{handler: handler, reloader: reloader, cert: cert, server: server,
+	serveUntilStopped(log, signals{stop: stop, hup: hup, foreign: foreign}, running{handler: handler, reloader: reloader, cert: cert, server: server,
 		stopSources: stopSources})
 	return 0
 }
@@ -601,8 +610,16 @@ func shutdownBudget(snap *resolver.Snapshot) time.Duration {
 	return time.Duration(len(snap.Forwarder().Upstreams())+1) * snap.Config.UpstreamTimeout
 }
 
+// signals are the channels serve's signals arrive on: stop SIGTERM and
+// SIGINT, hup SIGHUP, foreign SIGUSR1 and SIGUSR2, which are logged and
+// otherwise ignored.
+type signals struct {
+	stop, hup, foreign <-chan os.Signal
+}
+
 // serveUntilStopped watches the files and serves until SIGTERM or SIGINT
-// on stop (a SIGHUP on hup reloads everything, the certificate too), then
+// on sigs.stop (a SIGHUP on sigs.hup reloads everything, the certificate
+// too; SIGUSR1 or SIGUSR2 on sigs.foreign is logged at warn), then
 // stops in order: /readyz turns not ready, reloading ends (none starts,
 // and one under way applies nothing), the watching and the remote lists'
 // refreshes end, the listeners stop taking queries and answer those in
@@ -610,7 +627,8 @@ func shutdownBudget(snap *resolver.Snapshot) time.Duration {
 // shutdownBudget. Reloads run beside the wait for stop: a SIGHUP reload
 // waits up to 5 s for a writer (Stop ends that wait), and reads a named
 // pipe for up to a minute, and a SIGTERM must not wait behind it.
-func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
+func serveUntilStopped(log *zap.Logger, sigs signals, r running) {
+	stop := sigs.stop
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
 	go r.reloader.KeepWatching(watchCtx)
@@ -621,7 +639,10 @@ func serveUntilStopped(log *zap.Logger, stop, hup <-chan os.Signal, r running) {
 			select {
 			case <-watchCtx.Done():
 				return
-			case <-hup:
+			case s := <-sigs.foreign:
+				log.Warn("signal ignored: SIGHUP reloads (and applies what the guards hold), SIGTERM stops",
+					zap.String("signal", s.String()))
+			case <-sigs.hup:
 				if watchCtx.Err() != nil {
 					return // stopping: a SIGHUP that came with the SIGTERM starts no reload
 				}
