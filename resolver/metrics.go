@@ -19,13 +19,13 @@ type Metrics struct {
 	queries         *prometheus.CounterVec // transport, result
 	blocked         *prometheus.CounterVec // policy, list, shadow
 	upstreamMetrics *upstream.Metrics      // the dnsfence_upstream* series
-	listEntries     *prometheus.GaugeVec   // list
+	listEntries     *snapshotGauges        // list
 	reloads         *prometheus.CounterVec // result
 	reloadSuccess   prometheus.Gauge
-	reloadOK        prometheus.Gauge     // 1: the last reload applied; 0: it failed or was held
-	reloadHeld      prometheus.Gauge     // 1 while a change is held by a guard
-	policyRanges    *prometheus.GaugeVec // policy, blocking
-	skippedLines    *prometheus.GaugeVec // file
+	reloadOK        prometheus.Gauge // 1: the last reload applied; 0: it failed or was held
+	reloadHeld      prometheus.Gauge // 1 while a change is held by a guard
+	policyRanges    *snapshotGauges  // policy, blocking
+	skippedLines    *snapshotGauges  // file
 	unwatched       prometheus.Gauge
 	watchedFolders  prometheus.Gauge
 	inflight        prometheus.Gauge
@@ -89,10 +89,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Blocked queries by policy and list; shadow=\"true\" for policies in shadow mode (action: log), which were forwarded.",
 		}, []string{"policy", "list", "shadow"}),
 		upstreamMetrics: upstream.NewMetrics(reg),
-		listEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "dnsfence_list_entries",
-			Help: "Entries in each loaded list.",
-		}, []string{"list"}),
+		listEntries: newSnapshotGauges("dnsfence_list_entries",
+			"Entries in each loaded list.", "list"),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsfence_reloads_total",
 			Help: "Reloads by result: success, failure (the last good state kept), or held (a fail-closed guard kept it until SIGHUP).",
@@ -109,14 +107,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnsfence_reload_held",
 			Help: "1 while a change is held by a fail-closed guard (a list or range file shrinking past reload.max_shrink, a blocking policy losing its ranges or lists) until SIGHUP accepts it.",
 		}),
-		policyRanges: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "dnsfence_policy_ranges",
-			Help: "Client ranges of each policy, inline and from its client_files; blocking is false for exemptions.",
-		}, []string{"policy", "blocking"}),
-		skippedLines: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "dnsfence_skipped_lines",
-			Help: "Bad lines skipped in each list and client range file at its last load.",
-		}, []string{"file"}),
+		policyRanges: newSnapshotGauges("dnsfence_policy_ranges",
+			"Client ranges of each policy, inline and from its client_files; blocking is false for exemptions.", "policy", "blocking"),
+		skippedLines: newSnapshotGauges("dnsfence_skipped_lines",
+			"Bad lines skipped in each list and client range file at its last load.", "file"),
 		unwatched: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dnsfence_unwatched_files",
 			Help: "Files dnsfence reads (config, lists, client range files) whose changes it cannot watch for; their edits are applied at the once-a-minute look, or on SIGHUP. /readyz names them.",
@@ -345,27 +339,30 @@ func (m *Metrics) listsLoaded(s *Snapshot) {
 	if m == nil {
 		return
 	}
-	m.listEntries.Reset()
+	entries := gaugeValues{}
 	for path, l := range s.Lists {
-		m.listEntries.WithLabelValues(path).Set(float64(l.Len()))
+		entries[[2]string{path}] = float64(l.Len())
 	}
-	m.policyRanges.Reset()
+	m.listEntries.replace(entries)
+	ranges := gaugeValues{}
 	for _, p := range s.Policies {
-		m.policyRanges.WithLabelValues(p.Name, strconv.FormatBool(p.Blocks())).Set(0)
+		ranges[[2]string{p.Name, strconv.FormatBool(p.Blocks())}] = 0
 	}
 	for _, cr := range s.byClient.AllSorted() {
-		m.policyRanges.WithLabelValues(cr.Policy.Name, strconv.FormatBool(cr.Policy.Blocks())).Inc()
+		ranges[[2]string{cr.Policy.Name, strconv.FormatBool(cr.Policy.Blocks())}]++
 	}
-	m.skippedLines.Reset()
+	m.policyRanges.replace(ranges)
+	skipped := gaugeValues{}
 	for path := range s.Lists {
-		m.skippedLines.WithLabelValues(path).Set(0)
+		skipped[[2]string{path}] = 0
 	}
 	for path := range s.Ranges {
-		m.skippedLines.WithLabelValues(path).Set(0)
+		skipped[[2]string{path}] = 0
 	}
 	for file, n := range blocklist.Skipped(errors.Join(s.Warnings...)) {
-		m.skippedLines.WithLabelValues(file).Set(float64(n))
+		skipped[[2]string{file}] = float64(n)
 	}
+	m.skippedLines.replace(skipped)
 	counters := map[*Policy][]blockedSeries{}
 	for _, p := range s.Policies {
 		shadow := p.Action == config.ActionLog
@@ -429,4 +426,46 @@ func (m *Metrics) setWatchedFolders(n int) {
 		return
 	}
 	m.watchedFolders.Set(float64(n))
+}
+
+// snapshotGauges are gauges whose series all describe one snapshot (its
+// lists' entries, its policies' ranges): replace swaps the whole set at
+// once, so that a scrape during a reload sees the set before it or the
+// set after, never one emptied by GaugeVec.Reset and half filled again
+// (a blocking policy with a few of its ranges, a list with no series),
+// which a dashboard or a recording rule would take for a real change.
+type snapshotGauges struct {
+	desc   *prometheus.Desc
+	labels int
+	series atomic.Pointer[[]prometheus.Metric]
+}
+
+// gaugeValues are a snapshotGauges' values by their label values, in the
+// order of its labels (one or two; a second left "" for one).
+type gaugeValues map[[2]string]float64
+
+func newSnapshotGauges(name, help string, labels ...string) *snapshotGauges {
+	return &snapshotGauges{desc: prometheus.NewDesc(name, help, labels, nil), labels: len(labels)}
+}
+
+// replace makes values the series, all in one store.
+func (g *snapshotGauges) replace(values gaugeValues) {
+	series := make([]prometheus.Metric, 0, len(values))
+	for labels, v := range values {
+		series = append(series, prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, v, labels[:g.labels]...))
+	}
+	g.series.Store(&series)
+}
+
+// Describe implements prometheus.Collector.
+func (g *snapshotGauges) Describe(ch chan<- *prometheus.Desc) { ch <- g.desc }
+
+// Collect implements prometheus.Collector: the series of the last
+// replace, none before the first.
+func (g *snapshotGauges) Collect(ch chan<- prometheus.Metric) {
+	if series := g.series.Load(); series != nil {
+		for _, m := range *series {
+			ch <- m
+		}
+	}
 }

@@ -1,0 +1,76 @@
+package resolver
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestSnapshotGaugesNeverSeenHalfMade: a scrape during a reload sees the
+// lists' and policies' series of the snapshot before or of the one after,
+// whole: never emptied and half filled again, as GaugeVec.Reset and one
+// Set or Inc a series left them between two calls. dnsfence_policy_ranges
+// summed over the blocking policies (DnsfenceNoBlockingRanges' expression)
+// must not dip below the ranges both snapshots have, nor a list's series,
+// or a range file's skipped_lines, vanish.
+func TestSnapshotGaugesNeverSeenHalfMade(t *testing.T) {
+	files := map[string]string{
+		"tiktok.txt": "tiktok.com\nbytedance.com\n",
+		"ranges.txt": "10.1.0.0/16\n10.2.0.0/16\n10.3.0.0/16\n10.4.0.0/16\n",
+	}
+	snap, err := buildConfig(t, `upstreams: ["127.0.0.1:53"]
+allowed_clients: ["10.0.0.0/8"]
+policies:
+  - name: gov
+    clients: ["10.9.0.0/16", "10.10.0.0/16"]
+    client_files: ["ranges.txt"]
+    block: ["tiktok.txt"]
+  - name: press
+    clients: ["10.1.2.0/24"]
+`, files)
+	require.NoError(t, err)
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	m.snapshotLoaded(snap)
+
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for !stop.Load() {
+			m.listsLoaded(snap)
+		}
+	})
+	var torn []string
+	for range 2000 {
+		families, err := reg.Gather()
+		require.NoError(t, err)
+		ranges, lists, skipped := 0.0, 0, 0
+		for _, mf := range families {
+			switch mf.GetName() {
+			case "dnsfence_policy_ranges":
+				for _, s := range mf.GetMetric() {
+					for _, l := range s.GetLabel() {
+						if l.GetName() == "blocking" && l.GetValue() == "true" {
+							ranges += s.GetGauge().GetValue()
+						}
+					}
+				}
+			case "dnsfence_list_entries":
+				lists = len(mf.GetMetric())
+			case "dnsfence_skipped_lines":
+				skipped = len(mf.GetMetric())
+			}
+		}
+		if ranges != 6 || lists != 1 || skipped != 2 {
+			torn = append(torn, fmt.Sprintf("blocking ranges %v, list series %d, skipped_lines series %d", ranges, lists, skipped))
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	assert.Empty(t, torn, "want 6 blocking ranges, 1 list, 2 files in every scrape")
+}
