@@ -1,7 +1,9 @@
 package resolver
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -9,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -107,4 +111,84 @@ func TestUpstreamCARenewedInPlace(t *testing.T) {
 	reloaded := logs.FilterMessage("reloaded").All()
 	require.NotEmpty(t, reloaded, "the bundle's change is a reload")
 	assert.Contains(t, fmt.Sprint(reloaded[len(reloaded)-1].ContextMap()["files"]), "upstream-ca.pem", "the reload names the file that changed")
+}
+
+// TestUpstreamCACaughtMidWrite starts a writer on the upstream_ca bundle
+// in place after the files were found complete and before the reload
+// reads it: the reload's check for files caught mid-write covered the
+// configuration, lists and range files, read before the upstreams are
+// connected, but not the bundle, read after, so that the half-written
+// bundle (its first root whole, the second cut short, which PEM decoding
+// skips) was applied: the upstreams' forwarder was made anew without the
+// root that verifies them, and every forwarded query was SERVFAIL until
+// the writer finished. Now such a reload applies nothing, and the watcher
+// applies the complete bundle once the writer closes it.
+func TestUpstreamCACaughtMidWrite(t *testing.T) {
+	p, other := newTestPKI(t), newTestPKI(t)
+	up, err := startDoH(t, p, "127.0.0.1:0", answerA("192.0.2.43"))
+	require.NoError(t, err)
+	otherCA, err := os.ReadFile(other.caFile)
+	require.NoError(t, err)
+	pCA, err := os.ReadFile(p.caFile)
+	require.NoError(t, err)
+	full := string(otherCA) + string(pCA)
+	partial := string(otherCA) + string(pCA[:len(pCA)/2])
+
+	files := maps.Clone(testFiles)
+	files["upstream-ca.pem"] = full
+	cfg := strings.Replace(reloadConfig, "upstream_timeout: 300ms", "upstream_timeout: 2s\nupstream_ca: upstream-ca.pem", 1)
+	f := startFence(t, cfg, files, "https://"+up+"/dns-query#"+testServerName)
+	core, logs := observer.New(zap.InfoLevel)
+	r := watching(t, f, zap.New(core))
+	bundle := filepath.Join(f.dir, "upstream-ca.pem")
+	askA := func(name string) *dns.Msg {
+		return ask(t, f.addr, "127.0.0.8", "udp", question(name, dns.TypeA, true))
+	}
+	require.Equal(t, dns.RcodeSuccess, askA("before.example.").Rcode)
+
+	writer := make(chan *os.File, 1)
+	loads := 0
+	r.mu.Lock()
+	load := r.load
+	r.load = func() (*config.Config, error) {
+		cfg, err := load()
+		if loads++; loads == 1 {
+			w, werr := os.OpenFile(bundle, os.O_TRUNC|os.O_WRONLY, 0)
+			if assert.NoError(t, werr) {
+				_, werr = w.WriteString(partial)
+				assert.NoError(t, werr)
+				writer <- w
+				// The writer watch has seen it open.
+				assert.Eventually(t, func() bool {
+					return len(blocklist.Unsettled(r.watcher, map[string][32]byte{bundle: sha256.Sum256([]byte(partial))})) == 1
+				}, 5*time.Second, time.Millisecond)
+			}
+		}
+		return cfg, err
+	}
+	r.mu.Unlock()
+
+	writeAtomic(t, filepath.Join(f.dir, "bytedance.txt"), "capcut.com\nlemon8-app.com\n")
+	var w *os.File
+	select {
+	case w = <-writer:
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "no reload read the files")
+	}
+	t.Cleanup(func() { w.Close() })
+	require.Eventually(t, func() bool {
+		return logs.FilterMessage("files changed while they were read: applying them once they settle").Len() > 0 ||
+			r.Status().Successes+r.Status().Failures > 0
+	}, 10*time.Second, 5*time.Millisecond, "the reload never ended")
+	assert.Zero(t, r.Status().Successes, "a bundle caught mid-write was applied")
+	last := askA(fmt.Sprintf("during-%d.example.", time.Now().UnixNano()))
+	assert.Equal(t, dns.RcodeSuccess, last.Rcode, "forwarded with the half-written bundle's roots: %v", last)
+
+	_, err = w.WriteString(full[len(partial):])
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	require.Eventually(t, func() bool { return r.Status().Successes > 0 }, 10*time.Second, 5*time.Millisecond,
+		"the watcher never applied the complete bundle")
+	assert.Equal(t, dns.RcodeSuccess, askA(fmt.Sprintf("after-%d.example.", time.Now().UnixNano())).Rcode)
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.1", "lemon8-app.com."), "the list edit applied with it")
 }
