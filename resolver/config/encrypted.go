@@ -217,7 +217,8 @@ func protocolOf(key string) string {
 
 // CheckCertificate reads the tls pair as the listeners load it
 // (listen.CheckPair: the chain parses, the key is the leaf's, the leaf has
-// not expired and may serve TLS) and returns the leaf. With no tls.cert
+// not expired and may serve TLS, the pair serves a TLS 1.3 handshake) and
+// returns the leaf. With no tls.cert
 // it returns nil, nil. The error is an *Error at tls.cert's line:
 // "dnsfence.yaml:3: tls.cert: why". serve calls it before listening and
 // `check` prints the expiry of the leaf it returns.

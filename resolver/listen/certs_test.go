@@ -1,6 +1,10 @@
 package listen
 
 import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
@@ -135,6 +139,10 @@ func TestCertStoreKeepsOldOnBadPair(t *testing.T) {
 			c, k, _ := ca.issue(t, leafOpts{key: shortRSAKey(t, 768)})
 			return c, k
 		}, "cannot sign a TLS handshake"},
+		{"ECDSA key on P-224, which TLS 1.3 cannot sign with", func(t *testing.T) ([]byte, []byte) {
+			c, k, _ := ca.issue(t, leafOpts{key: ecdsaKey(t, elliptic.P224())})
+			return c, k
+		}, "cannot sign a TLS handshake"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -216,6 +224,13 @@ func TestCheckPair(t *testing.T) {
 		{name: "RSA key of 768 bits", opts: leafOpts{notAfter: notAfter, key: shortRSAKey(t, 768)}, want: "cannot sign a TLS handshake",
 			handshake: "768-bit keys are insecure"},
 		{name: "RSA key of 2048 bits", opts: leafOpts{notAfter: notAfter, key: shortRSAKey(t, 2048)}, handshake: "ok"},
+		// TLS 1.3 signs with ECDSA on P-256, P-384 and P-521 only (RFC
+		// 8446 §4.2.3): a P-224 key parses and signs, but serves no
+		// TLS 1.3 handshake, and DoQ has no other version.
+		{name: "ECDSA key on P-224", opts: leafOpts{notAfter: notAfter, key: ecdsaKey(t, elliptic.P224())}, want: "cannot sign a TLS handshake",
+			handshake: "unsupported certificate curve (P-224)"},
+		{name: "ECDSA key on P-384", opts: leafOpts{notAfter: notAfter, key: ecdsaKey(t, elliptic.P384())}, handshake: "ok"},
+		{name: "Ed25519 key", opts: leafOpts{notAfter: notAfter, key: ed25519Key(t)}, handshake: "ok"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -264,4 +279,20 @@ func handshakeWith(t *testing.T, ca *testCA, certPEM, keyPEM []byte) error {
 	go func() { _ = client.Handshake(); cc.Close() }()
 	server := tls.Server(sc, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS13})
 	return server.Handshake()
+}
+
+// ecdsaKey is a new ECDSA key on curve.
+func ecdsaKey(t *testing.T, curve elliptic.Curve) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(curve, rand.Reader)
+	require.NoError(t, err)
+	return k
+}
+
+// ed25519Key is a new Ed25519 key.
+func ed25519Key(t *testing.T) ed25519.PrivateKey {
+	t.Helper()
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	return k
 }
