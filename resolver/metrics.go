@@ -113,7 +113,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Bad lines skipped in each list and client range file at its last load.", "file"),
 		unwatched: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dnsfence_unwatched_files",
-			Help: "Files dnsfence reads (config, lists, client range files) whose changes it cannot watch for; their edits are applied at the once-a-minute look, or on SIGHUP. /readyz names them.",
+			Help: "Files dnsfence reads (config, lists, client range files, upstream_ca) whose changes it cannot watch for; their edits are applied at the once-a-minute look, or on SIGHUP. /readyz names them.",
 		}),
 		watchedFolders: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dnsfence_watched_folders",

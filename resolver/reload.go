@@ -102,6 +102,7 @@ const (
 	logAddedRanges   = "added_ranges"
 	logRemovedRanges = "removed_ranges"
 	logConfigChanged = "config_changed"
+	logCAChanged     = "upstream_ca_changed"
 )
 
 // Reload triggers, as the trigger field of the reload log lines.
@@ -1367,7 +1368,9 @@ func (r *Reloader) warnRestartNeeded(old, cfg *config.Config) {
 // logChanges logs what a reload changed, for the audit trail: per list
 // the entries added and removed, per policy the client ranges added and
 // removed (the first maxLogged of each, with exact counts), the
-// configuration keys that changed, and what triggered the reload.
+// configuration keys that changed, whether the upstream_ca bundle did
+// (upstream_ca_changed: a bundle renewed in place changes nothing else),
+// and what triggered the reload.
 func (r *Reloader) logChanges(prev, next *Snapshot, t Trigger, took time.Duration) {
 	changed := 0
 	for _, p := range slices.Sorted(maps.Keys(next.Lists)) {
@@ -1402,6 +1405,7 @@ func (r *Reloader) logChanges(prev, next *Snapshot, t Trigger, took time.Duratio
 	}
 	fields := append(t.fields(), zap.Int("lists_changed", changed), zap.Int("policies_ranges_changed", rangesChanged),
 		zap.Strings(logConfigChanged, config.Changes(prev.Config, next.Config)),
+		zap.Bool(logCAChanged, prev.caFile != next.caFile || prev.caSum != next.caSum),
 		zap.Int("policies", len(next.Policies)), zap.Duration("took", took))
 	r.log.Info("reloaded", fields...)
 }

@@ -111,6 +111,7 @@ func TestUpstreamCARenewedInPlace(t *testing.T) {
 	reloaded := logs.FilterMessage("reloaded").All()
 	require.NotEmpty(t, reloaded, "the bundle's change is a reload")
 	assert.Contains(t, fmt.Sprint(reloaded[len(reloaded)-1].ContextMap()["files"]), "upstream-ca.pem", "the reload names the file that changed")
+	assert.Equal(t, true, reloaded[len(reloaded)-1].ContextMap()["upstream_ca_changed"], "the reload says what changed")
 }
 
 // TestUpstreamCACaughtMidWrite starts a writer on the upstream_ca bundle
