@@ -493,11 +493,13 @@ func TestNotifyAnswerEDNS(t *testing.T) {
 				m := new(dns.Msg)
 				m.SetNotify(zone)
 				m.CheckingDisabled = true
+				m.RecursionDesired = true
 				m.SetEdns0(4096, do)
 				r := ask(t, f.addr, "127.0.0.1", transport, m)
 				assert.Equal(t, dns.RcodeToString[dns.RcodeSuccess], dns.RcodeToString[r.Rcode])
 				assert.Equal(t, dns.OpcodeNotify, r.Opcode)
 				assert.True(t, r.CheckingDisabled, "CD copied (RFC 4035 §3.2.2)")
+				assert.True(t, r.RecursionDesired, "RD copied (RFC 1035 §4.1.1)")
 				assert.False(t, r.RecursionAvailable, "no RA but for QUERY")
 				opt := r.IsEdns0()
 				require.NotNil(t, opt, "an OPT for a query with one (RFC 6891 §7)")
