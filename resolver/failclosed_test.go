@@ -642,36 +642,9 @@ func TestWriterStartingWhileReloadReads(t *testing.T) {
 				defer mu.Unlock()
 				sizes = append(sizes, s.Lists[list].Len())
 			}
-			writer := make(chan *os.File, 1)
-			loads := 0
-			r.mu.Lock()
-			load := r.load
-			r.load = func() (*config.Config, error) {
-				cfg, err := load()
-				if loads++; loads == tc.loadAt {
-					w, werr := os.OpenFile(list, os.O_TRUNC|os.O_WRONLY, 0)
-					if assert.NoError(t, werr) {
-						_, werr = w.WriteString(tc.partial)
-						assert.NoError(t, werr)
-						writer <- w
-						// The writer watch has seen it open.
-						assert.Eventually(t, func() bool {
-							return len(blocklist.Unsettled(r.watcher, map[string][32]byte{list: sha256.Sum256([]byte(tc.partial))})) == 1
-						}, 5*time.Second, time.Millisecond)
-					}
-				}
-				return cfg, err
-			}
-			r.mu.Unlock()
-
+			writer := writeDuringLoad(t, r, list, tc.partial, tc.loadAt)
 			err := tc.reload(t, r, f.dir)
-			var w *os.File
-			select {
-			case w = <-writer:
-			case <-time.After(10 * time.Second):
-				require.FailNow(t, "no reload read the files")
-			}
-			t.Cleanup(func() { w.Close() })
+			w := writer()
 			if tc.loadAt == 2 {
 				require.ErrorIs(t, err, ErrIncomplete)
 				assert.ErrorIs(t, err, ErrReadMidWrite)
@@ -932,4 +905,47 @@ func TestReadyzWhileStopping(t *testing.T) {
 	assert.Contains(t, body, "not ready: shutting down")
 	r := ask(t, f.addr, "127.0.0.1", "udp", question("www.example.com.", dns.TypeA, true))
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode, "queries are still answered")
+}
+
+// writeDuringLoad makes r's loadAt-th load of the configuration from now
+// (1 for the first) start a writer on path in place, as a writer that
+// starts on a file after the files were found complete and before the
+// reload reads it: path truncated, partial written, the file held open
+// until the writer watch has seen it. The func returned waits (10 s at
+// most) for that writer and returns it, to be finished by the test; it is
+// closed when the test ends.
+func writeDuringLoad(t *testing.T, r *Reloader, path, partial string, loadAt int) func() *os.File {
+	t.Helper()
+	writer := make(chan *os.File, 1)
+	loads := 0
+	r.mu.Lock()
+	load := r.load
+	r.load = func() (*config.Config, error) {
+		cfg, err := load()
+		if loads++; loads == loadAt {
+			w, werr := os.OpenFile(path, os.O_TRUNC|os.O_WRONLY, 0)
+			if assert.NoError(t, werr) {
+				_, werr = w.WriteString(partial)
+				assert.NoError(t, werr)
+				writer <- w
+				// The writer watch has seen it open.
+				assert.Eventually(t, func() bool {
+					return len(blocklist.Unsettled(r.watcher, map[string][32]byte{path: sha256.Sum256([]byte(partial))})) == 1
+				}, 5*time.Second, time.Millisecond)
+			}
+		}
+		return cfg, err
+	}
+	r.mu.Unlock()
+	return func() *os.File {
+		t.Helper()
+		select {
+		case w := <-writer:
+			t.Cleanup(func() { w.Close() })
+			return w
+		case <-time.After(10 * time.Second):
+			require.FailNow(t, "no reload read the files")
+			return nil
+		}
+	}
 }

@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"maps"
 	"net"
@@ -11,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dnsfence/dnsfence/blocklist"
-	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -147,36 +144,9 @@ func TestUpstreamCACaughtMidWrite(t *testing.T) {
 	}
 	require.Equal(t, dns.RcodeSuccess, askA("before.example.").Rcode)
 
-	writer := make(chan *os.File, 1)
-	loads := 0
-	r.mu.Lock()
-	load := r.load
-	r.load = func() (*config.Config, error) {
-		cfg, err := load()
-		if loads++; loads == 1 {
-			w, werr := os.OpenFile(bundle, os.O_TRUNC|os.O_WRONLY, 0)
-			if assert.NoError(t, werr) {
-				_, werr = w.WriteString(partial)
-				assert.NoError(t, werr)
-				writer <- w
-				// The writer watch has seen it open.
-				assert.Eventually(t, func() bool {
-					return len(blocklist.Unsettled(r.watcher, map[string][32]byte{bundle: sha256.Sum256([]byte(partial))})) == 1
-				}, 5*time.Second, time.Millisecond)
-			}
-		}
-		return cfg, err
-	}
-	r.mu.Unlock()
-
+	writer := writeDuringLoad(t, r, bundle, partial, 1)
 	writeAtomic(t, filepath.Join(f.dir, "bytedance.txt"), "capcut.com\nlemon8-app.com\n")
-	var w *os.File
-	select {
-	case w = <-writer:
-	case <-time.After(10 * time.Second):
-		require.FailNow(t, "no reload read the files")
-	}
-	t.Cleanup(func() { w.Close() })
+	w := writer()
 	require.Eventually(t, func() bool {
 		return logs.FilterMessage("files changed while they were read: applying them once they settle").Len() > 0 ||
 			r.Status().Successes+r.Status().Failures > 0
