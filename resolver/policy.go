@@ -347,7 +347,9 @@ type Snapshot struct {
 	// caSum the SHA-256 of the content read: set with fwd, "" when no
 	// roots were read from a file. It is watched as the configuration
 	// is (watchedFiles), so that a bundle renewed in place reaches the
-	// upstreams without a SIGHUP.
+	// upstreams without a SIGHUP. ConnectUpstreams sets both once the
+	// file was read, even when it did not parse: the reload tells a
+	// bundle caught mid-write from a broken one by them.
 	caFile string
 	caSum  [32]byte
 

@@ -783,20 +783,21 @@ func (r *Reloader) build(prev *Snapshot, force bool, cfg *config.Config) (next *
 		}
 		accepted = held
 	}
-	if err := ConnectUpstreams(r.log.Named("upstream"), next, prev, r.handler.metrics); err != nil {
-		return nil, nil, err
-	}
+	err = ConnectUpstreams(r.log.Named("upstream"), next, prev, r.handler.metrics)
 	// The upstream_ca bundle is read by ConnectUpstreams, after the
 	// check above: one caught mid-write (its first roots whole, the rest
-	// cut short, which PEM decoding skips) would make the forwarder anew
-	// without the root that verifies the upstreams.
+	// cut short) is no state to apply, nor a broken file to fail the
+	// reload for; the watcher applies it once complete.
 	if next.caFile != "" && !next.Config.Embedded {
 		if moved := blocklist.Unsettled(r.watcher, map[string][32]byte{next.caFile: next.caSum}); len(moved) > 0 {
-			if prev == nil || next.fwd != prev.fwd {
+			if err == nil && next.fwd != prev.fwd {
 				next.fwd.Close()
 			}
 			return nil, nil, &readMidWriteError{files: moved, watch: watchedFiles(next)}
 		}
+	}
+	if err != nil {
+		return nil, nil, err
 	}
 	next.keepPeaks(prev, force)
 	if r.started == nil {

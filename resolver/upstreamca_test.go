@@ -152,6 +152,7 @@ func TestUpstreamCACaughtMidWrite(t *testing.T) {
 			r.Status().Successes+r.Status().Failures > 0
 	}, 10*time.Second, 5*time.Millisecond, "the reload never ended")
 	assert.Zero(t, r.Status().Successes, "a bundle caught mid-write was applied")
+	assert.Zero(t, r.Status().Failures, "a bundle caught mid-write is no broken bundle: %v", r.Status().Err)
 	last := askA(fmt.Sprintf("during-%d.example.", time.Now().UnixNano()))
 	assert.Equal(t, dns.RcodeSuccess, last.Rcode, "forwarded with the half-written bundle's roots: %v", last)
 
@@ -162,4 +163,45 @@ func TestUpstreamCACaughtMidWrite(t *testing.T) {
 		"the watcher never applied the complete bundle")
 	assert.Equal(t, dns.RcodeSuccess, askA(fmt.Sprintf("after-%d.example.", time.Now().UnixNano())).Rcode)
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.1", "lemon8-app.com."), "the list edit applied with it")
+}
+
+// TestUpstreamCACutShortRefused: a renewed upstream_ca bundle whose last
+// root is cut short (a copy that died halfway, a disk that filled up) is
+// refused as any broken file is, and the bundle before keeps verifying
+// the upstreams. Before, PEM decoding passed over the cut block without
+// an error: the reload applied the roots before the cut alone, made the
+// forwarder anew without the root that verifies the upstream, and every
+// forwarded query was SERVFAIL (EDE 23) where the reload should have
+// failed, loudly, and changed nothing.
+func TestUpstreamCACutShortRefused(t *testing.T) {
+	p, other := newTestPKI(t), newTestPKI(t)
+	up, err := startDoH(t, p, "127.0.0.1:0", answerA("192.0.2.44"))
+	require.NoError(t, err)
+	otherCA, err := os.ReadFile(other.caFile)
+	require.NoError(t, err)
+	pCA, err := os.ReadFile(p.caFile)
+	require.NoError(t, err)
+
+	files := maps.Clone(testFiles)
+	files["upstream-ca.pem"] = string(pCA)
+	cfg := strings.Replace(reloadConfig, "upstream_timeout: 300ms", "upstream_timeout: 2s\nupstream_ca: upstream-ca.pem", 1)
+	f := startFence(t, cfg, files, "https://"+up+"/dns-query#"+testServerName)
+	core, logs := observer.New(zap.InfoLevel)
+	r := watching(t, f, zap.New(core))
+	askA := func(name string) *dns.Msg {
+		return ask(t, f.addr, "127.0.0.8", "udp", question(name, dns.TypeA, true))
+	}
+	require.Equal(t, dns.RcodeSuccess, askA("before.example.").Rcode)
+
+	// Another root first, then the one that verifies the upstream, cut.
+	writeAtomic(t, filepath.Join(f.dir, "upstream-ca.pem"), string(otherCA)+string(pCA[:len(pCA)/2]))
+	require.Eventually(t, func() bool { return r.Status().Successes+r.Status().Failures > 0 }, 10*time.Second, 5*time.Millisecond,
+		"no reload for the bundle's change")
+	st := r.Status()
+	assert.Zero(t, st.Successes, "the cut-short bundle was applied")
+	require.Error(t, st.Err)
+	assert.Contains(t, st.Err.Error(), "PEM block 2 does not decode")
+	assert.NotEmpty(t, logs.FilterMessage("reload failed, keeping the last good state").All())
+	last := askA(fmt.Sprintf("after-%d.example.", time.Now().UnixNano()))
+	assert.Equal(t, dns.RcodeSuccess, last.Rcode, "the bundle before still verifies the upstream: %v", last)
 }

@@ -102,10 +102,13 @@ func ConnectUpstreams(log *zap.Logger, snap, prev *Snapshot, m *Metrics) error {
 		if cfg.UpstreamCA != "" {
 			ca = cfg.Path(cfg.UpstreamCA)
 		}
-		if opts.RootCAs, snap.caSum, err = upstream.LoadRootsSum(ca); err != nil {
+		opts.RootCAs, snap.caSum, err = upstream.LoadRootsSum(ca)
+		if snap.caSum != ([32]byte{}) {
+			snap.caFile = ca // read, if not parsed: see Snapshot.caFile
+		}
+		if err != nil {
 			return fmt.Errorf("%s: upstream_ca: %w", cfg.File, err)
 		}
-		snap.caFile = ca
 		if len(plain) > 0 {
 			opts.Resolve = lookupThrough(plain, cfg.UpstreamTimeout)
 		}

@@ -200,6 +200,14 @@ func TestLoadRoots(t *testing.T) {
 		{"empty", write("empty.pem", nil), "no PEM certificate in it"},
 		{"key, not certificate", write("key.pem", append(append([]byte{}, ca...), keyPEM...)), "PEM block 2 is a EC PRIVATE KEY, not a CERTIFICATE"},
 		{"bad certificate", write("bad.pem", []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")), "PEM block 1"},
+		// pem.Decode passes over a block that does not decode: each
+		// bundle was loaded with the roots around the broken block.
+		{"cut short", write("cut.pem", append(append([]byte{}, ca...), ca[:len(ca)/2]...)), "PEM block 2 does not decode"},
+		{"END line missing, a root after", write("noend.pem", []byte(strings.Replace(string(ca), "-----END CERTIFICATE-----", "", 1)+string(ca))),
+			"PEM block 1 does not decode"},
+		{"base64 broken, a root after", write("b64.pem", []byte(strings.Replace(string(ca), "\n", "\n!!!!\n", 2)+string(ca))),
+			"PEM block 1 does not decode"},
+		{"text between roots", write("text.pem", []byte("# first\n"+string(ca)+"# second\n"+string(ca))), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pool, err := LoadRoots(tc.file)

@@ -15,8 +15,9 @@ import (
 // roots plus every certificate in caFile (`upstream_ca`, PEM; it may start
 // with a byte-order mark and use CRLF line ends). caFile "" gives the
 // system's roots alone. A file that cannot be read, holds no certificate, or
-// holds a block that is not a certificate (a private key given by mistake)
-// or does not parse is an error naming the file and the block.
+// holds a block that is not a certificate (a private key given by mistake),
+// does not decode (cut short) or does not parse is an error naming the
+// file and the block.
 func LoadRoots(caFile string) (*x509.CertPool, error) {
 	pool, _, err := LoadRootsSum(caFile)
 	return pool, err
@@ -45,11 +46,20 @@ func LoadRootsSum(caFile string) (pool *x509.CertPool, sum [sha256.Size]byte, er
 	data = bytes.TrimPrefix(data, []byte("\ufeff"))
 	n := 0
 	for i := 1; ; i++ {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
+		// pem.Decode passes over a block it cannot decode (its END line
+		// missing, as in a file cut short, or its base64 broken) to the
+		// next, or to the end, without an error: a bundle cut short in
+		// its second root was served with its first alone. Each block
+		// must decode where it begins.
+		at := bytes.Index(data, pemBegin)
+		if at < 0 {
 			break
 		}
+		block, rest := pem.Decode(data[at:])
+		if block == nil || beginsBefore(data[at+1:], len(data)-at-len(rest)-1) {
+			return nil, sum, fmt.Errorf("upstream_ca %s: PEM block %d does not decode (cut short, or its base64 broken)", caFile, i)
+		}
+		data = rest
 		if block.Type != "CERTIFICATE" {
 			return nil, sum, fmt.Errorf("upstream_ca %s: PEM block %d is a %s, not a CERTIFICATE", caFile, i, block.Type)
 		}
@@ -64,6 +74,17 @@ func LoadRootsSum(caFile string) (pool *x509.CertPool, sum [sha256.Size]byte, er
 		return nil, sum, fmt.Errorf("upstream_ca %s: no PEM certificate in it", caFile)
 	}
 	return pool, sum, nil
+}
+
+// pemBegin starts every PEM block (RFC 7468 §2).
+var pemBegin = []byte("-----BEGIN")
+
+// beginsBefore reports whether b holds the start of a PEM block within its
+// first n octets: the block decoded from before b began after one it
+// passed over.
+func beginsBefore(b []byte, n int) bool {
+	i := bytes.Index(b, pemBegin)
+	return i >= 0 && i < n
 }
 
 // clientTLS is the TLS configuration for connections to one upstream:
