@@ -111,58 +111,83 @@ func TestUpstreamCARenewedInPlace(t *testing.T) {
 	assert.Equal(t, true, reloaded[len(reloaded)-1].ContextMap()["upstream_ca_changed"], "the reload says what changed")
 }
 
+// caFence is a watched fence forwarding to a DoH upstream whose
+// certificate pCA's root verifies; bundle is its upstream_ca file
+// (upstream-ca.pem, in the configuration's folder), and other the root of
+// another CA, for bundles that hold more than one.
+type caFence struct {
+	*fence
+	r          *Reloader
+	logs       *observer.ObservedLogs
+	bundle     string
+	pCA, other []byte
+}
+
+// startCAFence starts a caFence whose upstream answers A with answer and
+// whose bundle holds bundle(pCA, other) at start, and checks that a
+// query is forwarded.
+func startCAFence(t *testing.T, bundle func(pCA, other []byte) string, answer string) *caFence {
+	t.Helper()
+	p, o := newTestPKI(t), newTestPKI(t)
+	up, err := startDoH(t, p, "127.0.0.1:0", answerA(answer))
+	require.NoError(t, err)
+	other, err := os.ReadFile(o.caFile)
+	require.NoError(t, err)
+	pCA, err := os.ReadFile(p.caFile)
+	require.NoError(t, err)
+	files := maps.Clone(testFiles)
+	files["upstream-ca.pem"] = bundle(pCA, other)
+	cfg := strings.Replace(reloadConfig, "upstream_timeout: 300ms", "upstream_timeout: 2s\nupstream_ca: upstream-ca.pem", 1)
+	f := startFence(t, cfg, files, "https://"+up+"/dns-query#"+testServerName)
+	core, logs := observer.New(zap.InfoLevel)
+	c := &caFence{fence: f, r: watching(t, f, zap.New(core)), logs: logs, bundle: filepath.Join(f.dir, "upstream-ca.pem"), pCA: pCA, other: other}
+	require.Equal(t, dns.RcodeSuccess, c.askA(t).Rcode, "the bundle verifies the upstream")
+	return c
+}
+
+// askA asks a name not asked before (no cache hit) from a government
+// device.
+func (c *caFence) askA(t *testing.T) *dns.Msg {
+	t.Helper()
+	return ask(t, c.addr, "127.0.0.8", "udp", question(fmt.Sprintf("q-%d.example.", time.Now().UnixNano()), dns.TypeA, true))
+}
+
 // TestUpstreamCACaughtMidWrite starts a writer on the upstream_ca bundle
 // in place after the files were found complete and before the reload
 // reads it: the reload's check for files caught mid-write covered the
 // configuration, lists and range files, read before the upstreams are
 // connected, but not the bundle, read after, so that the half-written
 // bundle (its first root whole, the second cut short, which PEM decoding
-// skips) was applied: the upstreams' forwarder was made anew without the
-// root that verifies them, and every forwarded query was SERVFAIL until
-// the writer finished. Now such a reload applies nothing, and the watcher
-// applies the complete bundle once the writer closes it.
+// then passed over) was applied: the upstreams' forwarder was made anew
+// without the root that verifies them, and every forwarded query was
+// SERVFAIL until the writer finished. Now such a reload applies nothing
+// and counts no failure (a bundle being written is not a broken one),
+// and the watcher applies the complete bundle once the writer closes it.
 func TestUpstreamCACaughtMidWrite(t *testing.T) {
-	p, other := newTestPKI(t), newTestPKI(t)
-	up, err := startDoH(t, p, "127.0.0.1:0", answerA("192.0.2.43"))
-	require.NoError(t, err)
-	otherCA, err := os.ReadFile(other.caFile)
-	require.NoError(t, err)
-	pCA, err := os.ReadFile(p.caFile)
-	require.NoError(t, err)
-	full := string(otherCA) + string(pCA)
-	partial := string(otherCA) + string(pCA[:len(pCA)/2])
+	c := startCAFence(t, func(pCA, other []byte) string { return string(other) + string(pCA) }, "192.0.2.43")
+	r := c.r
+	full := string(c.other) + string(c.pCA)
+	partial := string(c.other) + string(c.pCA[:len(c.pCA)/2])
 
-	files := maps.Clone(testFiles)
-	files["upstream-ca.pem"] = full
-	cfg := strings.Replace(reloadConfig, "upstream_timeout: 300ms", "upstream_timeout: 2s\nupstream_ca: upstream-ca.pem", 1)
-	f := startFence(t, cfg, files, "https://"+up+"/dns-query#"+testServerName)
-	core, logs := observer.New(zap.InfoLevel)
-	r := watching(t, f, zap.New(core))
-	bundle := filepath.Join(f.dir, "upstream-ca.pem")
-	askA := func(name string) *dns.Msg {
-		return ask(t, f.addr, "127.0.0.8", "udp", question(name, dns.TypeA, true))
-	}
-	require.Equal(t, dns.RcodeSuccess, askA("before.example.").Rcode)
-
-	writer := writeDuringLoad(t, r, bundle, partial, 1)
-	writeAtomic(t, filepath.Join(f.dir, "bytedance.txt"), "capcut.com\nlemon8-app.com\n")
+	writer := writeDuringLoad(t, r, c.bundle, partial, 1)
+	writeAtomic(t, filepath.Join(c.dir, "bytedance.txt"), "capcut.com\nlemon8-app.com\n")
 	w := writer()
 	require.Eventually(t, func() bool {
-		return logs.FilterMessage("files changed while they were read: applying them once they settle").Len() > 0 ||
+		return c.logs.FilterMessage("files changed while they were read: applying them once they settle").Len() > 0 ||
 			r.Status().Successes+r.Status().Failures > 0
 	}, 10*time.Second, 5*time.Millisecond, "the reload never ended")
 	assert.Zero(t, r.Status().Successes, "a bundle caught mid-write was applied")
 	assert.Zero(t, r.Status().Failures, "a bundle caught mid-write is no broken bundle: %v", r.Status().Err)
-	last := askA(fmt.Sprintf("during-%d.example.", time.Now().UnixNano()))
+	last := c.askA(t)
 	assert.Equal(t, dns.RcodeSuccess, last.Rcode, "forwarded with the half-written bundle's roots: %v", last)
 
-	_, err = w.WriteString(full[len(partial):])
+	_, err := w.WriteString(full[len(partial):])
 	require.NoError(t, err)
 	require.NoError(t, w.Close())
 	require.Eventually(t, func() bool { return r.Status().Successes > 0 }, 10*time.Second, 5*time.Millisecond,
 		"the watcher never applied the complete bundle")
-	assert.Equal(t, dns.RcodeSuccess, askA(fmt.Sprintf("after-%d.example.", time.Now().UnixNano())).Rcode)
-	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.1", "lemon8-app.com."), "the list edit applied with it")
+	assert.Equal(t, dns.RcodeSuccess, c.askA(t).Rcode)
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, c.addr, "127.0.0.1", "lemon8-app.com."), "the list edit applied with it")
 }
 
 // TestUpstreamCACutShortRefused: a renewed upstream_ca bundle whose last
@@ -174,34 +199,18 @@ func TestUpstreamCACaughtMidWrite(t *testing.T) {
 // forwarded query was SERVFAIL (EDE 23) where the reload should have
 // failed, loudly, and changed nothing.
 func TestUpstreamCACutShortRefused(t *testing.T) {
-	p, other := newTestPKI(t), newTestPKI(t)
-	up, err := startDoH(t, p, "127.0.0.1:0", answerA("192.0.2.44"))
-	require.NoError(t, err)
-	otherCA, err := os.ReadFile(other.caFile)
-	require.NoError(t, err)
-	pCA, err := os.ReadFile(p.caFile)
-	require.NoError(t, err)
-
-	files := maps.Clone(testFiles)
-	files["upstream-ca.pem"] = string(pCA)
-	cfg := strings.Replace(reloadConfig, "upstream_timeout: 300ms", "upstream_timeout: 2s\nupstream_ca: upstream-ca.pem", 1)
-	f := startFence(t, cfg, files, "https://"+up+"/dns-query#"+testServerName)
-	core, logs := observer.New(zap.InfoLevel)
-	r := watching(t, f, zap.New(core))
-	askA := func(name string) *dns.Msg {
-		return ask(t, f.addr, "127.0.0.8", "udp", question(name, dns.TypeA, true))
-	}
-	require.Equal(t, dns.RcodeSuccess, askA("before.example.").Rcode)
+	c := startCAFence(t, func(pCA, _ []byte) string { return string(pCA) }, "192.0.2.44")
+	r := c.r
 
 	// Another root first, then the one that verifies the upstream, cut.
-	writeAtomic(t, filepath.Join(f.dir, "upstream-ca.pem"), string(otherCA)+string(pCA[:len(pCA)/2]))
+	writeAtomic(t, c.bundle, string(c.other)+string(c.pCA[:len(c.pCA)/2]))
 	require.Eventually(t, func() bool { return r.Status().Successes+r.Status().Failures > 0 }, 10*time.Second, 5*time.Millisecond,
 		"no reload for the bundle's change")
 	st := r.Status()
 	assert.Zero(t, st.Successes, "the cut-short bundle was applied")
 	require.Error(t, st.Err)
 	assert.Contains(t, st.Err.Error(), "PEM block 2 does not decode")
-	assert.NotEmpty(t, logs.FilterMessage("reload failed, keeping the last good state").All())
-	last := askA(fmt.Sprintf("after-%d.example.", time.Now().UnixNano()))
+	assert.NotEmpty(t, c.logs.FilterMessage("reload failed, keeping the last good state").All())
+	last := c.askA(t)
 	assert.Equal(t, dns.RcodeSuccess, last.Rcode, "the bundle before still verifies the upstream: %v", last)
 }
