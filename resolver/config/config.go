@@ -632,8 +632,16 @@ func redactURLs(s string) string {
 	if !strings.Contains(s, "://") {
 		return s
 	}
+	s = quotedUserinfo.ReplaceAllString(s, "${1}xxxxx@")
 	return urlInText.ReplaceAllStringFunc(s, source.Redact)
 }
+
+// quotedUserinfo is a URL's user information holding a ' (RFC 3986
+// allows one in a password, a sub-delim), which urlInText, ending at the
+// quotation mark, cuts short of its @: "https://user:pa'ss@host/" would
+// be shown whole. User information holds no /, ?, # or @, so the match
+// ends at the first @ and never runs from one URL into another.
+var quotedUserinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^\s"“”‘’/?#@]*'[^\s"“”‘’/?#@]*@`)
 
 // err joins the problems in line order; those about keys missing from the
 // file come last.

@@ -24,6 +24,7 @@ func TestConfigErrorsShowNoSecret(t *testing.T) {
 	const (
 		secret   = "dG9wLXNlY3JldC10c2lnLWtleQ=="
 		password = "s3cretPassw0rd"
+		quoted   = "s3cret'Passw0rd" // a ' is allowed in a password (RFC 3986's sub-delims)
 	)
 	long := strings.Repeat("Zm9vYmFy", 12) // a 96-character secret, cut where values are cut
 	dir := testnet.WriteTree(t, map[string]string{"lists/tiktok.txt": "tiktok.com\n"})
@@ -47,6 +48,8 @@ func TestConfigErrorsShowNoSecret(t *testing.T) {
 		{"upstream_ca a URL", up + policy + "upstream_ca: https://user:" + password + "@pki.example.gov/ca.pem\n", "upstream_ca", password},
 		{"http a URL", up + policy + "http: http://user:" + password + "@127.0.0.1:9153\n", "http", password},
 		{"listen_https with credentials", up + policy + "listen_https: [\"https://user:" + password + "@127.0.0.1:8443\"]\n", "listen_https[0]", password},
+		{"upstream_ca a URL, a ' in the password", up + policy + "upstream_ca: \"https://user:" + quoted + "@pki.example.gov/ca.pem\"\n", "upstream_ca", quoted},
+		{"http a URL, a ' in the password", up + policy + "http: \"http://user:" + quoted + "@127.0.0.1:9153\"\n", "http", quoted},
 		{"log.level a URL", up + policy + "log: {level: \"https://user:" + password + "@x.example/\"}\n", "log.level", password},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
