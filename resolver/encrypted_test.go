@@ -1189,3 +1189,42 @@ func TestReadyzNamesAStoppedListener(t *testing.T) {
 	code, body = get(t, srv.URL+"/readyz")
 	assert.Equal(t, http.StatusOK, code, body)
 }
+
+// TestStartupzNamesAListenerOnlyARestartBringsBack: /startupz, which the
+// image's Docker HEALTHCHECK asks (Swarm and autoheal restart an
+// unhealthy container), turns 503 while a listener that stopped serving
+// on its own stays stopped until a restart (a DoH one whose socket was
+// closed under it: its line says "restart dnsfence"), naming it: said
+// "started: every listener answers" instead, nothing ever restarted it.
+// A DNS over QUIC listener, opened again by itself, does not count; nor
+// do upstreams, which stay /readyz's.
+func TestStartupzNamesAListenerOnlyARestartBringsBack(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	e := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	srv := httptest.NewServer(HTTPHandler(e.handler, e.registry, time.Minute))
+	t.Cleanup(srv.Close)
+	code, body := get(t, srv.URL+"/startupz")
+	assert.Equal(t, http.StatusServiceUnavailable, code, "before Serving: %s", body)
+	e.handler.Serving()
+	code, body = get(t, srv.URL+"/startupz")
+	require.Equal(t, http.StatusOK, code, body)
+	assert.Equal(t, "started: every listener answers\n", body)
+
+	e.handler.ListenerStopped(listen.QUIC, e.addrs[listen.QUIC], errors.New("doq: accepting: read udp: use of closed network connection"))
+	code, body = get(t, srv.URL+"/startupz")
+	assert.Equal(t, http.StatusOK, code, "a DoQ listener is opened again by itself: %s", body)
+
+	e.handler.ListenerStopped(listen.HTTPS, e.addrs[listen.HTTPS], errors.New("accept tcp: use of closed network connection"))
+	code, body = get(t, srv.URL+"/startupz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Equal(t, "not serving: the https listener on "+e.addrs[listen.HTTPS]+" stopped: accept tcp: use of closed network connection; restart dnsfence\n", body)
+	r, err := e.dotAsk("127.0.0.1", question("www.example.org.", dns.TypeA, true))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode, "the other listeners answer")
+
+	e.handler.ListenerResumed(listen.HTTPS, e.addrs[listen.HTTPS])
+	e.handler.ListenerResumed(listen.QUIC, e.addrs[listen.QUIC])
+	code, body = get(t, srv.URL+"/startupz")
+	assert.Equal(t, http.StatusOK, code, body)
+}

@@ -27,7 +27,9 @@ const DefaultReadyWindow = 30 * time.Second
 // before the lists load, so that a liveness probe never restarts a start
 // that waits for a list being written or a remote list's first copy.
 // /startupz: 200 once every listener answers DNS (Handler.Serving), 503
-// before: what a startup probe waits for, a native sidecar's above all,
+// before, and 503 again while a listener that only a restart brings back
+// has stopped serving on its own (Handler.started): what a startup probe
+// waits for, a native sidecar's above all,
 // whose app starts once it passes and asks its first names at once (on
 // /healthz it started while dnsfence loaded its lists, and its queries
 // were refused by a closed port). Upstreams do not count: an upstream
@@ -51,12 +53,11 @@ func HTTPHandler(h *Handler, gatherer prometheus.Gatherer, readyWindow time.Dura
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /startupz", func(w http.ResponseWriter, _ *http.Request) {
-		if !h.serving.Load() {
+		started, reason := h.started()
+		if !started {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(w, "not started: loading the lists and client ranges, opening the listeners")
-			return
 		}
-		fmt.Fprintln(w, "started: every listener answers")
+		fmt.Fprintln(w, reason)
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ready, reason := h.ready(r.Context(), readyWindow)
@@ -93,6 +94,32 @@ func (h *Handler) ListenerResumed(transport, addr string) {
 	h.listenersMu.Lock()
 	defer h.listenersMu.Unlock()
 	delete(h.listenersStopped, transport+" "+addr)
+}
+
+// started reports, for /startupz, whether every listener answers DNS,
+// and why not: not yet (Handler.Serving), or a listener stopped serving
+// on its own that only a restart brings back (ListenerStopped; a DNS over
+// QUIC one is opened again by itself and does not count). The image's
+// Docker HEALTHCHECK asks /startupz, and Swarm or autoheal restart an
+// unhealthy container: the restart such a listener's log line asks for,
+// which /readyz, no longer asked there, used to get.
+func (h *Handler) started() (bool, string) {
+	if !h.serving.Load() {
+		return false, "not started: loading the lists and client ranges, opening the listeners"
+	}
+	h.listenersMu.Lock()
+	var stopped []string
+	for key, why := range h.listenersStopped {
+		if !strings.HasPrefix(key, listen.QUIC+" ") {
+			stopped = append(stopped, why)
+		}
+	}
+	h.listenersMu.Unlock()
+	if len(stopped) > 0 {
+		slices.Sort(stopped)
+		return false, "not serving: " + strings.Join(stopped, "; ")
+	}
+	return true, "started: every listener answers"
 }
 
 // ready reports readiness and why.
