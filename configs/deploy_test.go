@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -98,6 +99,21 @@ type probe struct {
 		Path string    `yaml:"path"`
 		Port yaml.Node `yaml:"port"` // a number or a port name
 	} `yaml:"httpGet"`
+	PeriodSeconds    int `yaml:"periodSeconds"`    // Kubernetes' default: 10
+	FailureThreshold int `yaml:"failureThreshold"` // Kubernetes' default: 3
+}
+
+// gives is how long p is failed for before the kubelet acts on it (for a
+// startup probe: kills the container and starts it again).
+func (p *probe) gives() time.Duration {
+	period, failures := p.PeriodSeconds, p.FailureThreshold
+	if period == 0 {
+		period = 10
+	}
+	if failures == 0 {
+		failures = 3
+	}
+	return time.Duration(period*failures) * time.Second
 }
 
 type servicePort struct {
@@ -402,6 +418,24 @@ func TestKubernetesSidecar(t *testing.T) {
 
 	cm := find(t, all, "sidecar.yaml", "ConfigMap", mounts["/etc/dnsfence"])
 	cfg := parseConfig(t, "sidecar config", []byte(cm.Data["dnsfence.yaml"]))
+	// The startup probe restarts a start it gives up on, and /startupz
+	// is 503 for as long as the start waits on purpose: for a list being
+	// written (reload.writer_wait) and a remote list's first copy
+	// (resolver.StartWait), with a minute for the rest, as the start
+	// budget systemd is given (cmd/dnsfence's startBudget). A probe that
+	// gives up sooner kills such a start and begins it again, which
+	// waits the same, over and over: the app never starts.
+	dir := t.TempDir()
+	for _, f := range []string{"lists/tiktok.txt", "lists/bytedance.txt", "lists/allow.txt"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, path.Dir(f)), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, f), []byte("tiktok.com\n"), 0o644))
+	}
+	parsed, err := config.Parse(filepath.Join(dir, "dnsfence.yaml"), []byte(cm.Data["dnsfence.yaml"]), os.ReadFile)
+	require.NoError(t, err)
+	if start := parsed.Reload.WriterWait + resolver.StartWait + time.Minute; c.StartupProbe != nil {
+		assert.GreaterOrEqual(t, c.StartupProbe.gives(), start,
+			"the startup probe (periodSeconds x failureThreshold) must outlast a start that waits: reload.writer_wait %v, a remote list's first copy %v and a minute", parsed.Reload.WriterWait, resolver.StartWait)
+	}
 	assert.Equal(t, []string{"127.0.0.1:53"}, cfg.Listen, "dnsConfig cannot name a port")
 	assert.Contains(t, cfg.Policies[0].Clients, "127.0.0.0/8", "the pod's loopback is the government range")
 	// Port 53 as non-root: the pod lowers the unprivileged port start.
