@@ -140,6 +140,55 @@ func TestShutdownDelayAnswersWhileTakenOut(t *testing.T) {
 		stopsAtOnce(t, cmd, done, &out, "in its shutdown_delay, at a second SIGTERM")
 	})
 
+	t.Run("systemd's stop timeout is extended over the drain without a delay", func(t *testing.T) {
+		// No shutdown_delay, but one upstream with upstream_timeout 8s:
+		// the drain, (1 + 1) × 8 s, outlasts the shipped unit's
+		// TimeoutStopSec=15s by itself, and systemd killed dnsfence in the
+		// middle of it, the queries in flight unanswered, the stop failed.
+		dir := testnet.WriteTree(t, map[string]string{
+			"dnsfence.yaml": fmt.Sprintf(`
+listen: ["127.0.0.1:0"]
+upstreams: ["%s"]
+upstream_timeout: 8s
+http: ""
+policies:
+  - name: government-devices
+    clients: ["127.0.0.0/30"]
+    block: ["lists/tiktok.txt"]
+`, upstream),
+			"lists/tiktok.txt": "tiktok.com\n",
+		})
+		sock := filepath.Join(t.TempDir(), "notify")
+		notes, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+		require.NoError(t, err)
+		defer notes.Close()
+		cmd := exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml"))
+		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+		var out testnet.SyncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		done := runProcess(t, cmd)
+		next := func() string {
+			t.Helper()
+			require.NoError(t, notes.SetReadDeadline(time.Now().Add(30*time.Second)))
+			buf := make([]byte, 4096)
+			n, err := notes.Read(buf)
+			require.NoError(t, err, "dnsfence's output:\n%s", &out)
+			return string(buf[:n])
+		}
+		for next() != "READY=1" {
+		}
+		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+		assert.Equal(t, "STOPPING=1", next())
+		want := 2*8*time.Second + stopSlack // one upstream, upstream_timeout 8 s, no delay
+		assert.Equal(t, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", want.Microseconds()), next())
+		select {
+		case err := <-done:
+			assert.NoError(t, err, "SIGTERM exits 0: %s", &out)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("dnsfence did not stop on SIGTERM: %s", &out)
+		}
+	})
+
 	t.Run("a second SIGTERM stops at once", func(t *testing.T) {
 		dir, _ := lameDuckFiles(t, upstream, "1h")
 		p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))

@@ -659,12 +659,16 @@ func serveUntilStopped(log *zap.Logger, sigs signals, r running) {
 	log.Info("stopping", zap.String("signal", sig.String()))
 	notifySystemd(log, "STOPPING=1")
 	r.handler.Stopping() // /readyz: 503 while the queries in flight finish
-	if delay := r.handler.Snapshot().Config.ShutdownDelay; delay > 0 {
-		// The delay comes before the drain: systemd's TimeoutStopSec (15 s
-		// in the shipped unit) must not kill the drain that follows it.
-		notifySystemd(log, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", (delay+shutdownBudget(r.handler.Snapshot())+stopSlack).Microseconds()))
-	}
-	lameDuck(log, stop, r.handler.Snapshot().Config.ShutdownDelay)
+	// systemd's TimeoutStopSec (15 s in the shipped unit) must not kill
+	// the stop midway: shutdown_delay and the drain after it, or the drain
+	// alone, (upstreams + 1) × upstream_timeout, which many upstreams or a
+	// long timeout take past it. Asked for at every stop, from one reading
+	// of the snapshot, so that the wait is the one asked for: the message
+	// lengthens the stop timeout and never shortens it.
+	snap := r.handler.Snapshot()
+	delay := max(snap.Config.ShutdownDelay, 0)
+	notifySystemd(log, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", (delay+shutdownBudget(snap)+stopSlack).Microseconds()))
+	lameDuck(log, stop, delay)
 	// From here no reload publishes a snapshot: the one serving now is
 	// the last, and the budget is its.
 	r.reloader.Stop()
