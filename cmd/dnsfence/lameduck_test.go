@@ -41,6 +41,31 @@ policies:
 	return dir, httpAddr
 }
 
+// startNotifying runs the binary on config with NOTIFY_SOCKET set, as
+// systemd runs a Type=notify unit; next reads its next notification,
+// waiting 30 s at most. out holds its stdout and stderr.
+func startNotifying(t *testing.T, config string) (cmd *exec.Cmd, done <-chan error, out *testnet.SyncBuffer, next func() string) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "notify")
+	notes, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	require.NoError(t, err)
+	t.Cleanup(func() { notes.Close() })
+	cmd = exec.Command(binary(t), "-config", config)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	out = new(testnet.SyncBuffer)
+	cmd.Stdout, cmd.Stderr = out, out
+	done = runProcess(t, cmd)
+	next = func() string {
+		t.Helper()
+		require.NoError(t, notes.SetReadDeadline(time.Now().Add(30*time.Second)))
+		buf := make([]byte, 4096)
+		n, err := notes.Read(buf)
+		require.NoError(t, err, "dnsfence's output:\n%s", out)
+		return string(buf[:n])
+	}
+	return cmd, done, out, next
+}
+
 // getStatus is the status code and body of a GET of url.
 func getStatus(t *testing.T, url string) (int, string) {
 	t.Helper()
@@ -114,30 +139,14 @@ func TestShutdownDelayAnswersWhileTakenOut(t *testing.T) {
 		// systemd for the delay, the drain ((upstreams + 1) ×
 		// upstream_timeout) and stopSlack, from the signal on.
 		dir, _ := lameDuckFiles(t, upstream, "30s")
-		sock := filepath.Join(t.TempDir(), "notify")
-		notes, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-		require.NoError(t, err)
-		defer notes.Close()
-		cmd := exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml"))
-		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-		var out testnet.SyncBuffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		done := runProcess(t, cmd)
-		next := func() string {
-			t.Helper()
-			require.NoError(t, notes.SetReadDeadline(time.Now().Add(30*time.Second)))
-			buf := make([]byte, 4096)
-			n, err := notes.Read(buf)
-			require.NoError(t, err, "dnsfence's output:\n%s", &out)
-			return string(buf[:n])
-		}
+		cmd, done, out, next := startNotifying(t, filepath.Join(dir, "dnsfence.yaml"))
 		for next() != "READY=1" {
 		}
 		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 		assert.Equal(t, "STOPPING=1", next())
 		want := 30*time.Second + 2*2*time.Second + stopSlack // one upstream, upstream_timeout 2 s
 		assert.Equal(t, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", want.Microseconds()), next())
-		stopsAtOnce(t, cmd, done, &out, "in its shutdown_delay, at a second SIGTERM")
+		stopsAtOnce(t, cmd, done, out, "in its shutdown_delay, at a second SIGTERM")
 	})
 
 	t.Run("systemd's stop timeout is extended over the drain without a delay", func(t *testing.T) {
@@ -158,23 +167,7 @@ policies:
 `, upstream),
 			"lists/tiktok.txt": "tiktok.com\n",
 		})
-		sock := filepath.Join(t.TempDir(), "notify")
-		notes, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-		require.NoError(t, err)
-		defer notes.Close()
-		cmd := exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml"))
-		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-		var out testnet.SyncBuffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		done := runProcess(t, cmd)
-		next := func() string {
-			t.Helper()
-			require.NoError(t, notes.SetReadDeadline(time.Now().Add(30*time.Second)))
-			buf := make([]byte, 4096)
-			n, err := notes.Read(buf)
-			require.NoError(t, err, "dnsfence's output:\n%s", &out)
-			return string(buf[:n])
-		}
+		cmd, done, out, next := startNotifying(t, filepath.Join(dir, "dnsfence.yaml"))
 		for next() != "READY=1" {
 		}
 		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
@@ -183,9 +176,9 @@ policies:
 		assert.Equal(t, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", want.Microseconds()), next())
 		select {
 		case err := <-done:
-			assert.NoError(t, err, "SIGTERM exits 0: %s", &out)
+			assert.NoError(t, err, "SIGTERM exits 0: %s", out)
 		case <-time.After(30 * time.Second):
-			t.Fatalf("dnsfence did not stop on SIGTERM: %s", &out)
+			t.Fatalf("dnsfence did not stop on SIGTERM: %s", out)
 		}
 	})
 
