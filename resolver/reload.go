@@ -212,6 +212,11 @@ type Reloader struct {
 	// prefetching counts, for each source, the reloads under way that
 	// wait for its first copy (prefetchSources); guarded by mu.
 	prefetching map[*runningSource]int
+	// sourcesRunning counts the sources' Run calls under way, those of
+	// sources dropped since included: each ends once its context is done
+	// (runCtx cancelled, or the source dropped), a disk copy it was
+	// writing written.
+	sourcesRunning sync.WaitGroup
 
 	// started is the configuration of the first snapshot reloaded from,
 	// whose sockets and fixed limits are those in effect until a restart

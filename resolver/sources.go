@@ -426,10 +426,10 @@ func (r *Reloader) startSource(name string, opt source.Options, key string, list
 	}
 	ctx, cancel := context.WithCancel(r.runCtx)
 	rs := &runningSource{src: src, key: key, cancel: cancel, done: make(chan struct{}), list: list}
-	go func() {
+	r.sourcesRunning.Go(func() {
 		defer close(rs.done)
 		src.Run(ctx, func(c source.Content) error { return r.applySource(rs, c) })
-	}()
+	})
 	return rs
 }
 

@@ -151,7 +151,14 @@ func startInBackground(t *testing.T, log *zap.Logger, path string) (*Handler, <-
 	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
 	r := NewReloader(log, h, func() (*config.Config, error) { return config.Load(path) })
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
+	t.Cleanup(func() {
+		cancel()
+		// A source dropped while Start ran (a list the configuration
+		// read again moved) may still be writing its disk copy into the
+		// test's folder, which the folder's own cleanup, after this one,
+		// then failed to remove ("directory not empty", seen in CI).
+		assert.True(t, r.sourcesStopped(10*time.Second), "the remote list sources stop")
+	})
 	started := make(chan *Snapshot, 1)
 	go func() {
 		snap, err := r.Start(ctx, cfg)

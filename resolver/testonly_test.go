@@ -17,6 +17,24 @@ func (l *warnLimiter) setEvery(d time.Duration) {
 	l.every = d
 }
 
+// sourcesStopped waits, up to timeout, until every remote list source the
+// reloader started has returned from Run (after Start's context is
+// cancelled), so that none writes a disk copy into a folder a test's
+// cleanup removes; it reports whether they did.
+func (r *Reloader) sourcesStopped(timeout time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		r.sourcesRunning.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
 // Status is the outcome of the last reload.
 func (r *Reloader) Status() ReloadStatus { return *r.status.Load() }
 
