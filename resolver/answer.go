@@ -73,18 +73,18 @@ func replyHeader(req *dns.Msg, h *dns.MsgHdr, upstreamAD bool) {
 // flag but the query's DO (RFC 3225 §3: the DO bit of the query MUST be
 // copied in the response; RFC 6891 §6.1.4).
 func ruleBuiltAnswer(req, m *dns.Msg) {
+	a := askedOf(req)
 	aa := m.Authoritative
-	replyHeader(req, &m.MsgHdr, false)
+	a.replyHeader(&m.MsgHdr, false)
 	m.Authoritative = aa
 	opt := m.IsEdns0()
 	if opt == nil {
 		return
 	}
-	do := req.IsEdns0() != nil && req.IsEdns0().Do()
 	opt.SetUDPSize(ednsSize)
 	opt.SetVersion(0)
 	opt.Hdr.Ttl &^= 0xFFFF // the flags: DO alone, set below
-	opt.SetDo(do)
+	opt.SetDo(a.do)
 }
 
 // asked is what an answer takes from its query: the header bits

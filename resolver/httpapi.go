@@ -3,7 +3,6 @@ package resolver
 import (
 	"context"
 	"fmt"
-	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -107,19 +106,27 @@ func (h *Handler) started() (bool, string) {
 	if !h.serving.Load() {
 		return false, "not started: loading the lists and client ranges, opening the listeners"
 	}
+	if stopped := h.stoppedListeners(false); stopped != "" {
+		return false, "not serving: " + stopped
+	}
+	return true, "started: every listener answers"
+}
+
+// stoppedListeners is why each listener that stopped serving on its own
+// stopped (ListenerStopped), sorted and joined by "; ", "" when none
+// has: with withQUIC false, a DNS over QUIC listener, which is opened
+// again by itself, is left out.
+func (h *Handler) stoppedListeners(withQUIC bool) string {
 	h.listenersMu.Lock()
+	defer h.listenersMu.Unlock()
 	var stopped []string
 	for key, why := range h.listenersStopped {
-		if !strings.HasPrefix(key, listen.QUIC+" ") {
+		if withQUIC || !strings.HasPrefix(key, listen.QUIC+" ") {
 			stopped = append(stopped, why)
 		}
 	}
-	h.listenersMu.Unlock()
-	if len(stopped) > 0 {
-		slices.Sort(stopped)
-		return false, "not serving: " + strings.Join(stopped, "; ")
-	}
-	return true, "started: every listener answers"
+	slices.Sort(stopped)
+	return strings.Join(stopped, "; ")
 }
 
 // ready reports readiness and why.
@@ -131,10 +138,7 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 	if snap == nil {
 		return false, "not ready: lists and client ranges are still loading"
 	}
-	h.listenersMu.Lock()
-	stopped := strings.Join(slices.Sorted(maps.Values(h.listenersStopped)), "; ")
-	h.listenersMu.Unlock()
-	if stopped != "" {
+	if stopped := h.stoppedListeners(true); stopped != "" {
 		return false, "not ready: " + stopped
 	}
 	reloadTrouble := ""

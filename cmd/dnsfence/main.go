@@ -628,7 +628,6 @@ type signals struct {
 // waits up to 5 s for a writer (Stop ends that wait), and reads a named
 // pipe for up to a minute, and a SIGTERM must not wait behind it.
 func serveUntilStopped(log *zap.Logger, sigs signals, r running) {
-	stop := sigs.stop
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
 	go r.reloader.KeepWatching(watchCtx)
@@ -655,7 +654,7 @@ func serveUntilStopped(log *zap.Logger, sigs signals, r running) {
 		}
 	}()
 
-	sig := <-stop
+	sig := <-sigs.stop
 	log.Info("stopping", zap.String("signal", sig.String()))
 	notifySystemd(log, "STOPPING=1")
 	r.handler.Stopping() // /readyz: 503 while the queries in flight finish
@@ -668,7 +667,7 @@ func serveUntilStopped(log *zap.Logger, sigs signals, r running) {
 	snap := r.handler.Snapshot()
 	delay := max(snap.Config.ShutdownDelay, 0)
 	notifySystemd(log, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", (delay+shutdownBudget(snap)+stopSlack).Microseconds()))
-	lameDuck(log, stop, delay)
+	lameDuck(log, sigs.stop, delay)
 	// From here no reload publishes a snapshot: the one serving now is
 	// the last, and the budget is its.
 	r.reloader.Stop()
