@@ -401,17 +401,7 @@ policies:
 `, httpAddr),
 		"lists/tiktok.txt": "tiktok.com\n",
 	})
-	// A writer holds the list open, half written.
-	writer, err := os.OpenFile(filepath.Join(dir, "lists/tiktok.txt"), os.O_WRONLY|os.O_TRUNC, 0)
-	require.NoError(t, err)
-	t.Cleanup(func() { writer.Close() })
-	_, err = writer.WriteString("tik")
-	require.NoError(t, err)
-
-	cmd := exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml"))
-	var out testnet.SyncBuffer
-	cmd.Stderr = &out
-	done := runProcess(t, cmd)
+	cmd, done, out, _ := startWhileListWritten(t, dir)
 	// The metrics endpoint answers before the lists load: /readyz says
 	// not ready while Start waits for the writer.
 	client := &http.Client{Timeout: time.Second}
@@ -422,10 +412,27 @@ policies:
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusServiceUnavailable
-	}, 20*time.Second, 20*time.Millisecond, "dnsfence waiting for the writer: %s", &out)
+	}, 20*time.Second, 20*time.Millisecond, "dnsfence waiting for the writer: %s", out)
 
-	stopsAtOnce(t, cmd, done, &out, "while it waited for a writer")
+	stopsAtOnce(t, cmd, done, out, "while it waited for a writer")
 	assert.NotContains(t, out.String(), `"msg":"dnsfence started"`, "stopped without serving")
+}
+
+// startWhileListWritten runs the binary on dir/dnsfence.yaml while a
+// writer holds dir/lists/tiktok.txt open, half written, until the test
+// ends or it closes writer: its start waits for the writer
+// (reload.writer_wait). out holds its stderr.
+func startWhileListWritten(t *testing.T, dir string) (cmd *exec.Cmd, done <-chan error, out *testnet.SyncBuffer, writer *os.File) {
+	t.Helper()
+	writer, err := os.OpenFile(filepath.Join(dir, "lists/tiktok.txt"), os.O_WRONLY|os.O_TRUNC, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { writer.Close() })
+	_, err = writer.WriteString("tik")
+	require.NoError(t, err)
+	cmd = exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml"))
+	out = new(testnet.SyncBuffer)
+	cmd.Stderr = out
+	return cmd, runProcess(t, cmd), out, writer
 }
 
 // TestSIGTERMWhileServeWaitsForTheConfig: serve waits for a configuration

@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -43,17 +40,7 @@ policies:
 `, dnsAddr, upstream, httpAddr),
 		"lists/tiktok.txt": "tiktok.com\n",
 	})
-	// A writer holds the list open, half written: the start waits for it.
-	writer, err := os.OpenFile(filepath.Join(dir, "lists/tiktok.txt"), os.O_WRONLY|os.O_TRUNC, 0)
-	require.NoError(t, err)
-	t.Cleanup(func() { writer.Close() })
-	_, err = writer.WriteString("tik")
-	require.NoError(t, err)
-
-	cmd := exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml"))
-	var out testnet.SyncBuffer
-	cmd.Stderr = &out
-	done := runProcess(t, cmd)
+	cmd, done, out, writer := startWhileListWritten(t, dir)
 
 	client := &http.Client{Timeout: time.Second}
 	get := func(path string) (int, string) {
@@ -66,20 +53,20 @@ policies:
 		return resp.StatusCode, string(body)
 	}
 	require.Eventually(t, func() bool { code, _ := get("/healthz"); return code == http.StatusOK },
-		20*time.Second, 20*time.Millisecond, "the endpoint answers while the start waits: %s", &out)
+		20*time.Second, 20*time.Millisecond, "the endpoint answers while the start waits: %s", out)
 	code, body := get("/startupz")
 	assert.Equal(t, http.StatusServiceUnavailable, code, "not started while the lists load: %s", body)
 	c := &dns.Client{Net: "udp", Timeout: 500 * time.Millisecond}
 	m := new(dns.Msg)
 	m.SetQuestion("www.example.org.", dns.TypeA)
-	_, _, err = c.Exchange(m, dnsAddr)
+	_, _, err := c.Exchange(m, dnsAddr)
 	require.Error(t, err, "no DNS yet: what the probe must say")
 
 	_, err = writer.WriteString("tok.com\n")
 	require.NoError(t, err)
 	require.NoError(t, writer.Close())
 	require.Eventually(t, func() bool { code, _ := get("/startupz"); return code == http.StatusOK },
-		20*time.Second, 20*time.Millisecond, "started once the list is whole: %s", &out)
+		20*time.Second, 20*time.Millisecond, "started once the list is whole: %s", out)
 	// Once it says started, every listener answers.
 	r, _, err := c.Exchange(m, dnsAddr)
 	require.NoError(t, err, "DNS answers once /startupz is 200")
@@ -92,8 +79,8 @@ policies:
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	select {
 	case err := <-done:
-		assert.NoError(t, err, "SIGTERM exits 0: %s", &out)
+		assert.NoError(t, err, "SIGTERM exits 0: %s", out)
 	case <-time.After(15 * time.Second):
-		t.Fatalf("dnsfence did not stop: %s", &out)
+		t.Fatalf("dnsfence did not stop: %s", out)
 	}
 }
