@@ -5,16 +5,17 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/fsnotify/fsnotify"
 )
 
@@ -233,11 +234,14 @@ func (s *CertStore) reloadAndReport() {
 
 // read reads both files and hashes their content together.
 func (s *CertStore) read() (certPEM, keyPEM []byte, sum [sha256.Size]byte, err error) {
-	certPEM, err = os.ReadFile(s.certFile)
+	// Through blocklist.ReadFile, as upstream_ca is read: os.ReadFile's
+	// open(2) of a named pipe with no writer would hold start, `check`,
+	// and every reload after it, for ever.
+	certPEM, err = blocklist.ReadFile(s.certFile)
 	if err != nil {
 		return nil, nil, sum, fmt.Errorf("reading tls.cert: %w", err)
 	}
-	keyPEM, err = os.ReadFile(s.keyFile)
+	keyPEM, err = blocklist.ReadFile(s.keyFile)
 	if err != nil {
 		return nil, nil, sum, fmt.Errorf("reading tls.key: %w", err)
 	}
@@ -250,10 +254,20 @@ func (s *CertStore) read() (certPEM, keyPEM []byte, sum [sha256.Size]byte, err e
 }
 
 // parsePair parses and validates a pair read from certFile and keyFile
-// (the names only go into errors).
+// (the names only go into errors). Every PEM block of either file must
+// decode (DecodePEM).
 func parsePair(certFile, keyFile string, certPEM, keyPEM []byte, now time.Time) (*loadedPair, error) {
-	if !bytes.Contains(certPEM, []byte("-----BEGIN CERTIFICATE-----")) {
+	// tls.X509KeyPair passes over a block that does not decode: a chain
+	// cut short in its intermediate was served as the leaf alone.
+	blocks, err := DecodePEM(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("tls.cert %s: %w", certFile, err)
+	}
+	if !slices.ContainsFunc(blocks, func(b *pem.Block) bool { return b.Type == "CERTIFICATE" }) {
 		return nil, fmt.Errorf("tls.cert %s: no PEM CERTIFICATE block", certFile)
+	}
+	if _, err := DecodePEM(keyPEM); err != nil {
+		return nil, fmt.Errorf("tls.key %s: %w", keyFile, err)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {

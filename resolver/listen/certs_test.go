@@ -1,6 +1,7 @@
 package listen
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -11,8 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dnsfence/dnsfence/blocklist"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -127,6 +131,12 @@ func TestCertStoreKeepsOldOnBadPair(t *testing.T) {
 			c, k, _ := ca.issue(t, leafOpts{})
 			return c[:len(c)/2], k
 		}, "tls.cert"},
+		// Caught while the writer was in the intermediate: it was served
+		// as the leaf alone.
+		{"chain cut short in its intermediate", func(t *testing.T) ([]byte, []byte) {
+			c, k, _ := ca.issue(t, leafOpts{})
+			return cat(c, ca.pemOut[:len(ca.pemOut)/2]), k
+		}, "PEM block 2 does not decode"},
 		{"expired", func(t *testing.T) ([]byte, []byte) {
 			c, k, _ := ca.issue(t, leafOpts{notAfter: time.Now().Add(-time.Minute)})
 			return c, k
@@ -210,6 +220,10 @@ func TestCheckPair(t *testing.T) {
 		name    string
 		opts    leafOpts
 		swapKey bool
+		// chain, when set, makes tls.cert from the leaf's PEM and the
+		// CA's; keyFile, the key file from the key's PEM.
+		chain   func(leaf, ca []byte) []byte
+		keyFile func(key []byte) []byte
 		wantErr error
 		want    string
 		// handshake: what a real TLS handshake with the pair does
@@ -231,6 +245,23 @@ func TestCheckPair(t *testing.T) {
 			handshake: "unsupported certificate curve (P-224)"},
 		{name: "ECDSA key on P-384", opts: leafOpts{notAfter: notAfter, key: ecdsaKey(t, elliptic.P384())}, handshake: "ok"},
 		{name: "Ed25519 key", opts: leafOpts{notAfter: notAfter, key: ed25519Key(t)}, handshake: "ok"},
+		{name: "leaf and intermediate", opts: leafOpts{notAfter: notAfter}, chain: func(leaf, ca []byte) []byte { return cat(leaf, ca) }},
+		// tls.X509KeyPair passes over a block that does not decode: each
+		// of these was served as the leaf alone, which a client that
+		// needs the intermediate cannot verify.
+		{name: "intermediate cut short", opts: leafOpts{notAfter: notAfter},
+			chain: func(leaf, ca []byte) []byte { return cat(leaf, ca[:len(ca)/2]) }, want: "PEM block 2 does not decode"},
+		{name: "intermediate's END line missing, a block after", opts: leafOpts{notAfter: notAfter},
+			chain: func(leaf, ca []byte) []byte {
+				return cat(leaf, []byte(strings.Replace(string(ca), "-----END CERTIFICATE-----", "", 1)), ca)
+			}, want: "PEM block 2 does not decode"},
+		{name: "intermediate's base64 broken", opts: leafOpts{notAfter: notAfter},
+			chain: func(leaf, ca []byte) []byte {
+				return cat(leaf, []byte(strings.Replace(string(ca), "\n", "\n!!!!\n", 2)))
+			},
+			want: "PEM block 2 does not decode"},
+		{name: "key cut short", opts: leafOpts{notAfter: notAfter},
+			keyFile: func(key []byte) []byte { return key[:len(key)/2] }, want: "tls.key"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -238,6 +269,12 @@ func TestCheckPair(t *testing.T) {
 			c, k, _ := ca.issue(t, tc.opts)
 			if tc.swapKey {
 				_, k, _ = ca.issue(t, tc.opts)
+			}
+			if tc.chain != nil {
+				c = tc.chain(c, ca.pemOut)
+			}
+			if tc.keyFile != nil {
+				k = tc.keyFile(k)
 			}
 			cf, kf := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
 			require.NoError(t, os.WriteFile(cf, c, 0o600))
@@ -262,6 +299,39 @@ func TestCheckPair(t *testing.T) {
 				assert.True(t, got.NotAfter.Equal(notAfter), "notAfter %s, want %s", got.NotAfter, notAfter)
 			}
 		})
+	}
+}
+
+// cat is the parts one after the other, in a new slice.
+func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+// TestCheckPairNamedPipe: tls.cert read with os.ReadFile, whose open(2)
+// of a named pipe with no writer waits for ever, held `check`, start and
+// every reload that reads the pair (SIGHUP) for good. It must fail after
+// blocklist.PipeIdle, as a list or upstream_ca does.
+func TestCheckPairNamedPipe(t *testing.T) {
+	idle := blocklist.PipeIdle
+	blocklist.PipeIdle = 200 * time.Millisecond
+	t.Cleanup(func() { blocklist.PipeIdle = idle })
+	ca := newTestCA(t)
+	_, k, _ := ca.issue(t, leafOpts{notAfter: time.Now().Add(time.Hour)})
+	dir := t.TempDir()
+	cf, kf := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	if err := syscall.Mkfifo(cf, 0o600); err != nil {
+		t.Skip("no named pipes here:", err)
+	}
+	require.NoError(t, os.WriteFile(kf, k, 0o600))
+	done := make(chan error, 1)
+	go func() { _, err := CheckPair(cf, kf); done <- err }()
+	select {
+	case err := <-done:
+		require.ErrorContains(t, err, "reading tls.cert")
+	case <-time.After(5 * time.Second):
+		// The goroutine stays in open(2): release it for the next tests.
+		if f, err := os.OpenFile(cf, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+		t.Fatal("CheckPair still reading tls.cert (a named pipe) after 5s")
 	}
 }
 

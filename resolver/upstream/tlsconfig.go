@@ -1,14 +1,13 @@
 package upstream
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 )
 
 // LoadRoots is the pool that verifies upstream certificates: the system's
@@ -43,48 +42,27 @@ func LoadRootsSum(caFile string) (pool *x509.CertPool, sum [sha256.Size]byte, er
 		return nil, sum, fmt.Errorf("reading upstream_ca: %w", err)
 	}
 	sum = sha256.Sum256(data)
-	data = bytes.TrimPrefix(data, []byte("\ufeff"))
-	n := 0
-	for i := 1; ; i++ {
-		// pem.Decode passes over a block it cannot decode (its END line
-		// missing, as in a file cut short, or its base64 broken) to the
-		// next, or to the end, without an error: a bundle cut short in
-		// its second root was served with its first alone. Each block
-		// must decode where it begins.
-		at := bytes.Index(data, pemBegin)
-		if at < 0 {
-			break
-		}
-		block, rest := pem.Decode(data[at:])
-		if block == nil || beginsBefore(data[at+1:], len(data)-at-len(rest)-1) {
-			return nil, sum, fmt.Errorf("upstream_ca %s: PEM block %d does not decode (cut short, or its base64 broken)", caFile, i)
-		}
-		data = rest
+	// Each block must decode where it begins (listen.DecodePEM): a
+	// bundle cut short in its second root was served with its first
+	// alone.
+	blocks, err := listen.DecodePEM(data)
+	if err != nil {
+		return nil, sum, fmt.Errorf("upstream_ca %s: %w", caFile, err)
+	}
+	for i, block := range blocks {
 		if block.Type != "CERTIFICATE" {
-			return nil, sum, fmt.Errorf("upstream_ca %s: PEM block %d is a %s, not a CERTIFICATE", caFile, i, block.Type)
+			return nil, sum, fmt.Errorf("upstream_ca %s: PEM block %d is a %s, not a CERTIFICATE", caFile, i+1, block.Type)
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, sum, fmt.Errorf("upstream_ca %s: PEM block %d: %w", caFile, i, err)
+			return nil, sum, fmt.Errorf("upstream_ca %s: PEM block %d: %w", caFile, i+1, err)
 		}
 		pool.AddCert(cert)
-		n++
 	}
-	if n == 0 {
+	if len(blocks) == 0 {
 		return nil, sum, fmt.Errorf("upstream_ca %s: no PEM certificate in it", caFile)
 	}
 	return pool, sum, nil
-}
-
-// pemBegin starts every PEM block (RFC 7468 §2).
-var pemBegin = []byte("-----BEGIN")
-
-// beginsBefore reports whether b holds the start of a PEM block within its
-// first n octets: the block decoded from before b began after one it
-// passed over.
-func beginsBefore(b []byte, n int) bool {
-	i := bytes.Index(b, pemBegin)
-	return i >= 0 && i < n
 }
 
 // clientTLS is the TLS configuration for connections to one upstream:
