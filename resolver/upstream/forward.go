@@ -60,6 +60,9 @@ type Forwarder struct {
 	// end after Retire closes the transports (closeTransports).
 	refs      atomic.Int64
 	closeOnce sync.Once
+	// counted is set once metrics.start has counted f among its
+	// upstreams' users; closeTransports then stops it (metrics.stop).
+	counted bool
 	// started is set by the first query or readiness probe, which starts
 	// the background probes (start).
 	started atomic.Bool
@@ -271,6 +274,7 @@ func New(addrs []string, opts Options) (*Forwarder, error) {
 		}
 	}
 	opts.Metrics.start(addrs)
+	f.counted = true
 	return f, nil
 }
 
@@ -443,11 +447,15 @@ func (f *Forwarder) release() {
 	}
 }
 
-// closeTransports closes every upstream's transport, once.
+// closeTransports closes every upstream's transport, once, and removes
+// the series of the upstreams no other Forwarder asks (Metrics.stop).
 func (f *Forwarder) closeTransports() {
 	f.closeOnce.Do(func() {
 		for _, u := range f.upstreams {
 			_ = u.t.Close() // nothing is left to report it to
+		}
+		if f.counted {
+			f.metrics.stop(f.addrs)
 		}
 	})
 }

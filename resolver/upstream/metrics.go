@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,12 @@ type Metrics struct {
 	errors  *prometheus.CounterVec   // upstream, kind
 	retries *prometheus.CounterVec   // upstream, reason
 	reg     prometheus.Registerer
+
+	mu sync.Mutex
+	// users counts, by upstream, the Forwarders that forward to it and
+	// are not closed yet (start, stop): the series of an upstream are
+	// removed when its last one closes.
+	users map[string]int
 }
 
 // NewMetrics registers the upstream series with reg.
@@ -69,18 +76,48 @@ func (m *Metrics) Watch(current func() *Forwarder) {
 }
 
 // start makes the series of upstreams exist at zero: every error kind and
-// retry reason, so that a network team's alerts see them from the start.
+// retry reason, so that a network team's alerts see them from the start;
+// a new Forwarder calls it, and stop once it has closed.
 func (m *Metrics) start(upstreams []string) {
 	if m == nil {
 		return
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.users == nil {
+		m.users = map[string]int{}
+	}
 	for _, u := range upstreams {
+		m.users[u]++
 		for _, kind := range errorKinds {
 			m.errors.WithLabelValues(u, kind)
 		}
 		for _, reason := range []string{retryHedge, retryFailover, retryThrottled, retryResend} {
 			m.retries.WithLabelValues(u, reason)
 		}
+	}
+}
+
+// stop is start's end, for a Forwarder that has closed (its last exchange
+// has ended, so nothing of it counts again): the series of each of its
+// upstreams that no other open Forwarder asks are removed, so that an
+// upstream a reload dropped (or a resolv.conf no longer names) is not
+// exported beside dnsfence_upstreams for as long as the process runs. An
+// upstream kept keeps its series and counts: a reload resets no counter.
+func (m *Metrics) stop(upstreams []string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, u := range upstreams {
+		if m.users[u]--; m.users[u] > 0 {
+			continue
+		}
+		delete(m.users, u)
+		m.seconds.DeleteLabelValues(u)
+		m.errors.DeletePartialMatch(prometheus.Labels{"upstream": u})
+		m.retries.DeletePartialMatch(prometheus.Labels{"upstream": u})
 	}
 }
 
