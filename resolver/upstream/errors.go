@@ -247,8 +247,8 @@ var errorKinds = []string{kindServfail, kindRefused, kindNotimp, kindFormerr, ki
 
 // errorKind names the cause of a failed upstream exchange: rcode_servfail,
 // rcode_refused, rcode_notimp, rcode_formerr, rcode_badvers,
-// rcode_badcookie, rcode_other, too_big,
-// malformed, mismatch, wrong_id, truncated, timeout or network. An unusable answer
+// rcode_badcookie, rcode_other, too_big, malformed, mismatch, wrong_id,
+// truncated, certificate, protocol, timeout or network (errorKinds). An unusable answer
 // names the exchange even when the retry over TCP then timed out: an
 // answer came.
 func errorKind(err error) string {

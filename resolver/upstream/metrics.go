@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -36,7 +37,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"upstream"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsfence_upstream_errors_total",
-			Help: "Failed upstream exchanges, and unusable UDP answers recovered over TCP, by upstream and kind (timeout, network, too_big, malformed, mismatch, wrong_id, truncated, rcode_servfail, rcode_refused, rcode_notimp, rcode_formerr, rcode_badvers, rcode_badcookie, rcode_other).",
+			// The kinds from errorKinds, so that the HELP names each
+			// kind a series has (certificate and protocol were left out).
+			Help: "Failed upstream exchanges, and unusable UDP answers recovered over TCP, by upstream and kind (" + strings.Join(errorKinds, ", ") + ").",
 		}, []string{"upstream", "kind"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsfence_upstream_retries_total",

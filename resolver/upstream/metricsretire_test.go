@@ -100,3 +100,29 @@ func TestRetiredUpstreamSeriesRemoved(t *testing.T) {
 	f4.Close()
 	assert.Empty(t, upstreamSeries(t, reg)[family], "once every forwarder is closed")
 }
+
+// TestUpstreamHelpNamesEveryLabelValue: the HELP text of
+// dnsfence_upstream_errors_total names every kind a series has, and that
+// of dnsfence_upstream_retries_total every reason, so that an operator
+// reading /metrics learns what a kind such as certificate or protocol
+// counts without the README (the kinds list had fallen behind them).
+func TestUpstreamHelpNamesEveryLabelValue(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	m.start([]string{"127.0.0.1:1"})
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range families {
+		label := map[string]string{"dnsfence_upstream_errors_total": "kind", "dnsfence_upstream_retries_total": "reason"}[mf.GetName()]
+		if label == "" {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == label {
+					assert.Contains(t, mf.GetHelp(), l.GetValue(), "%s's HELP, %s %s", mf.GetName(), label, l.GetValue())
+				}
+			}
+		}
+	}
+}
