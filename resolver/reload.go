@@ -212,6 +212,11 @@ type Reloader struct {
 	// prefetching counts, for each source, the reloads under way that
 	// wait for its first copy (prefetchSources); guarded by mu.
 	prefetching map[*runningSource]int
+	// carried holds, by entry, the counts of the sources a reload
+	// restarted for it (a `sources` setting changed): the
+	// dnsfence_source_*_total series go on from them (remoteSources.carried).
+	// Guarded by mu.
+	carried map[string]sourceCounters
 	// sourcesRunning counts the sources' Run calls under way, those of
 	// sources dropped since included: each ends once its context is done
 	// (runCtx cancelled, or the source dropped), a disk copy it was

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"maps"
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist/source"
@@ -20,7 +21,7 @@ var (
 		"Seconds since the version served (the zone serial, or the URL's ETag or body) was first fetched from the network.",
 		[]string{"source"}, nil)
 	sourceFailuresDesc = prometheus.NewDesc("dnsfence_source_failures_total",
-		"Fetches and transfers that failed, and copies refused (an HTML or oversized body, a failed pin, a list of bad lines only, a copy a guard held).",
+		"Fetches and transfers that failed, and copies refused (an HTML or oversized body, a failed pin, a list of bad lines only, a copy a guard held), since dnsfence started: a reload that restarts the source (a changed sources setting) does not reset it.",
 		[]string{"source"}, nil)
 	sourceEntriesDesc = prometheus.NewDesc("dnsfence_source_entries",
 		"Entries (RPZ triggers) of the list served from the source.",
@@ -82,7 +83,8 @@ func (c sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		if st.HasContent && !st.VersionSince.IsZero() {
 			gauge(sourceAgeDesc, now.Sub(st.VersionSince).Seconds(), name)
 		}
-		counter(sourceFailuresDesc, float64(st.Failures), name)
+		carried := rem.carried[name]
+		counter(sourceFailuresDesc, float64(carried.failures+st.Failures), name)
 		if snap != nil {
 			if l, ok := snap.Lists[name]; ok {
 				gauge(sourceEntriesDesc, float64(l.Len()), name)
@@ -97,11 +99,37 @@ func (c sourceCollector) Collect(ch chan<- prometheus.Metric) {
 				gauge(sourceSerialDesc, float64(st.Serial), name)
 			}
 			for _, t := range []string{source.TransferAXFR, source.TransferIXFR} {
-				counter(sourceTransfersDesc, float64(st.Transfers[t]), name, t)
+				counter(sourceTransfersDesc, float64(carried.transfers[t]+st.Transfers[t]), name, t)
 			}
-			counter(sourceNotifiesDesc, float64(st.NotifiesAccepted), name, "accepted")
-			counter(sourceNotifiesDesc, float64(st.NotifiesRefused), name, "refused")
+			counter(sourceNotifiesDesc, float64(carried.notifiesAccepted+st.NotifiesAccepted), name, "accepted")
+			counter(sourceNotifiesDesc, float64(carried.notifiesRefused+st.NotifiesRefused), name, "refused")
 		}
+	}
+}
+
+// sourceCounters are the counts of the sources a reload restarted for one
+// entry, which its dnsfence_source_*_total series add to the running
+// source's (Status counts from the source's own start).
+type sourceCounters struct {
+	failures                          uint64
+	transfers                         map[string]uint64 // by type
+	notifiesAccepted, notifiesRefused uint64
+}
+
+// plus is c with the counts of st added, in a map of its own.
+func (c sourceCounters) plus(st source.Status) sourceCounters {
+	transfers := maps.Clone(c.transfers)
+	if transfers == nil {
+		transfers = map[string]uint64{}
+	}
+	for t, n := range st.Transfers {
+		transfers[t] += n
+	}
+	return sourceCounters{
+		failures:         c.failures + st.Failures,
+		transfers:        transfers,
+		notifiesAccepted: c.notifiesAccepted + st.NotifiesAccepted,
+		notifiesRefused:  c.notifiesRefused + st.NotifiesRefused,
 	}
 }
 

@@ -48,6 +48,12 @@ type remoteSources struct {
 	// qualified): a NOTIFY for any other zone is answered as before
 	// sources existed, NOTIMP.
 	zones map[string]bool
+	// carried are the counts of the sources a reload restarted, by entry
+	// (Reloader.carried as it was when srcs were made): the counters
+	// collected are these plus the running source's, taken together
+	// with srcs so that a scrape never sees the restarted source's count
+	// twice, nor none of it.
+	carried map[string]sourceCounters
 }
 
 // runningSource is one source the Reloader runs, and the lists it built
@@ -384,7 +390,17 @@ func (r *Reloader) syncSources(cfg *config.Config) {
 			rs.cancel()
 			delete(r.sources, name)
 			if rs.key != key && slices.Contains(want, name) {
+				// Its counters go on from the old source's counts: a
+				// reload resets no counter. A stopped source counts
+				// nothing more (a fetch its stop cuts short is no
+				// failure).
+				if r.carried == nil {
+					r.carried = map[string]sourceCounters{}
+				}
+				r.carried[name] = r.carried[name].plus(rs.src.Status())
 				r.sources[name] = r.startSource(name, opt, key, rs.list)
+			} else {
+				delete(r.carried, name) // its series go with it
 			}
 		}
 	}
@@ -400,7 +416,7 @@ func (r *Reloader) syncSources(cfg *config.Config) {
 		func(src source.Source, name string) bool { return r.sources[name].src == src }) {
 		return
 	}
-	rem := &remoteSources{zones: map[string]bool{}}
+	rem := &remoteSources{zones: map[string]bool{}, carried: maps.Clone(r.carried)}
 	for _, name := range want {
 		src := r.sources[name].src
 		rem.srcs = append(rem.srcs, src)
