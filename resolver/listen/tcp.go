@@ -338,15 +338,38 @@ const acceptRetryMax = time.Second
 // close or memory frees: 5 ms after the first failure, doubled while they
 // keep failing, at most acceptRetryMax (as net/http does; Unbound stops
 // accepting for 2 s), so the log has a line a second rather than a
-// hundred, and a core does not spin on the error.
-type failWait struct{ d time.Duration }
+// hundred, and a core does not spin on the error. A success starts the
+// waits again from 5 ms (reset), but not the log's: the first failure of
+// a run is logged only when no line was written for acceptRetryMax, so
+// that failures between accepted connections (out of file descriptors
+// while connections come and go, each close freeing the descriptor the
+// next accept takes) are not a line each, up to 200 a second. The next
+// line written carries `suppressed`, the failures not logged since the
+// last one.
+type failWait struct {
+	d          time.Duration
+	logged     time.Time // when a line was last written
+	suppressed int       // failures not logged since
+}
 
-// wait logs err under msg at warn level (nothing with a nil log) and waits
+// wait logs err under msg at warn level (nothing with a nil log), at most
+// a line per acceptRetryMax for the first failure of each run, and waits
 // the next wait; false when stop closes first.
 func (f *failWait) wait(log *zap.Logger, msg string, err error, stop <-chan struct{}) bool {
+	first := f.d == 0
 	f.d = min(max(2*f.d, 5*time.Millisecond), acceptRetryMax)
 	if log != nil {
-		log.Warn(msg, zap.Error(err), zap.Duration("retry_in", f.d))
+		now := time.Now()
+		if first && !f.logged.IsZero() && now.Sub(f.logged) < acceptRetryMax {
+			f.suppressed++
+		} else {
+			fields := []zap.Field{zap.Error(err), zap.Duration("retry_in", f.d)}
+			if f.suppressed > 0 {
+				fields = append(fields, zap.Int("suppressed", f.suppressed))
+			}
+			log.Warn(msg, fields...)
+			f.logged, f.suppressed = now, 0
+		}
 	}
 	select {
 	case <-time.After(f.d):
