@@ -134,7 +134,7 @@ func (p *Plain) exchange(ctx context.Context, q *dns.Msg, overTCP bool) (*dns.Ms
 	if !overTCP {
 		resp, err = p.mux.exchange(ctx, q) // the mux keeps the timeout
 		if err == nil {
-			err = checkAnswer(resp, q)
+			err = checkDatagram(resp, q)
 		}
 		rd, unread := errors.AsType[*RdataError](err) // no allocation: err is most often nil
 		switch {
@@ -219,7 +219,9 @@ func (p *Plain) streamExchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error
 // (RFC 1035 §4.1.1: copied from the query into the response; an answer of
 // another is no answer to a QUERY, and Unbound takes none) and question.
 // A failure RCODE without a question section is accepted, to be told
-// apart by its RCODE: some servers leave the question out of those. An
+// apart by its RCODE: some servers leave the question out of those (over
+// TCP and the encrypted transports; a UDP datagram so is asked again over
+// TCP, checkDatagram). An
 // answer that carries a TSIG record is malformed: a TSIG signs the answer
 // to a signed request (RFC 8945 §5.3), and no query dnsfence sends is
 // signed, so it is no data of the answer; relayed, it failed every
@@ -260,6 +262,37 @@ func checkAnswer(resp, q *dns.Msg) error {
 	}
 	if !sameQuestion(resp, q) {
 		return ErrAnswerMismatch
+	}
+	return nil
+}
+
+// errQuestionlessDatagram is a UDP answer with a failure RCODE and no
+// question section (checkDatagram): it names no query, so it is asked
+// again over TCP, as an answer to another question is.
+var errQuestionlessDatagram = fmt.Errorf("%w: a failure without a question section, over UDP", ErrAnswerMismatch)
+
+// checkDatagram is checkAnswer for an answer that came as a UDP datagram,
+// which an off-path sender can forge: one whose RCODE is a failure and
+// that has no question section, which checkAnswer accepts, is
+// errQuestionlessDatagram. Such a datagram matches a query by its ID
+// alone (the source is the connected socket's), and a socket has up to
+// socketMaxQueries queries waiting: each ID a spoofer guesses hits one
+// of them with that many times the odds of hitting a given query, and
+// taken, it ended the query with a failure, failed over, counted against
+// the upstream's health, cached as every upstream's SERVFAIL for up to
+// 5 s (RFC 9520) and relayed the spoofer's Extended DNS Errors to the
+// client. RFC 5452 §9.1 takes an answer only when its ID, question and
+// source match; DNSpooq (CVE-2020-25684, CVE-2020-25686) is dnsmasq
+// matching replies by ID and port alone, and TuDoor (CVE-2023-29483) a
+// resolver taking the first unverifiable response instead of waiting for
+// the real one. Over TCP, which no off-path sender can write into, the
+// upstream's own failure is taken as checkAnswer takes it.
+func checkDatagram(resp, q *dns.Msg) error {
+	if err := checkAnswer(resp, q); err != nil {
+		return err
+	}
+	if len(resp.Question) == 0 {
+		return errQuestionlessDatagram
 	}
 	return nil
 }

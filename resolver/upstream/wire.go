@@ -214,7 +214,7 @@ func queryMessage(q []byte) (*dns.Msg, error) {
 	return qm, nil
 }
 
-// checkWire checks the datagram raw as checkAnswer checks a message: a
+// checkWire checks the datagram raw as checkDatagram checks a message: a
 // response with q's ID, opcode and question. It reads raw through (dnswire.Walk);
 // one it cannot read so is unpacked and checked as a message, and a
 // malformed one is ErrAnswerMalformed, as UnpackAnswer says.
@@ -261,7 +261,8 @@ func walkAnswer(raw []byte) (rq dnswire.Question, rcode int, ok bool) {
 }
 
 // checkAsMessage unpacks raw and checks it against q as the message path
-// does.
+// checks a datagram (checkDatagram: a failure without a question section
+// is asked again over TCP).
 func checkAsMessage(raw, q []byte) (WireAnswer, error) {
 	resp, err := UnpackAnswer(raw) // never an RdataError: raw does not read through (walkAnswer)
 	if err != nil {
@@ -272,7 +273,7 @@ func checkAsMessage(raw, q []byte) (WireAnswer, error) {
 		return WireAnswer{}, fmt.Errorf("unpacking the query: %w", err)
 	}
 	// resp has q's ID, whatever it was sent with (exchangeWire).
-	if err := checkAnswer(resp, qm); err != nil {
+	if err := checkDatagram(resp, qm); err != nil {
 		return WireAnswer{}, err
 	}
 	return WireAnswer{Msg: resp}, nil
