@@ -71,7 +71,7 @@ func checkQuery(b []byte) queryCheck {
 	if !handledOpcode(dnswire.Opcode(bits)) {
 		return header(dns.RcodeNotImplemented, resultNotimp)
 	}
-	if qdcount != 1 {
+	if qdcount != 1 || tooManyRecords(dnswire.ANCount(b), dnswire.NSCount(b), dnswire.ARCount(b)) {
 		return header(dns.RcodeFormatError, resultFormerr)
 	}
 	// miekg/dns stops reading questions where the message ends, whatever

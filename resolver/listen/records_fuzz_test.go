@@ -119,13 +119,21 @@ func FuzzRecordsWhole(f *testing.F) {
 			t.Fatal("a query whose records are cut short taken")
 		}
 		edns := rawOPT(b)
+		// FORMERR; but a message counting more records than a query
+		// holds is rejected from its header (tooManyRecords), BADVERS
+		// when it carries an OPT of another version (headerReject).
+		rcode := dns.RcodeFormatError
+		if off, ok := dnswire.FindOPT(b); ok && b[off+5] != 0 && dnswire.QDCount(b) == 1 &&
+			tooManyRecords(dnswire.ANCount(b), dnswire.NSCount(b), dnswire.ARCount(b)) {
+			rcode = dns.RcodeBadVers
+		}
 		for name, r := range map[string]*dns.Msg{"plain": reject, "encrypted": chk.reject} {
 			if r == nil {
 				continue
 			}
 			if r.Id != binary.BigEndian.Uint16(b) || !r.Response || !r.RecursionAvailable || r.Opcode != dns.OpcodeQuery ||
 				r.RecursionDesired != (bits&(1<<8) != 0) || r.CheckingDisabled != (bits&(1<<4) != 0) || r.AuthenticatedData ||
-				r.Rcode != dns.RcodeFormatError {
+				r.Rcode != rcode {
 				t.Fatalf("%s: reject %v to ID %d, flags %#04x", name, &r.MsgHdr, binary.BigEndian.Uint16(b), bits)
 			}
 			if (r.IsEdns0() != nil) != edns {

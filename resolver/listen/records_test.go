@@ -2,7 +2,9 @@ package listen
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -220,5 +222,67 @@ func TestBodyFormerrWhateverVersion(t *testing.T) {
 				assert.Equal(t, resultFormerr, chk.result)
 			})
 		}
+	}
+}
+
+// TestTooManyRecordsRejectedFromTheHeader: a message counting more
+// records than a query holds (tooManyRecords) is answered FORMERR from
+// its header, by the plain listeners (AcceptQuery, through AcceptMessage)
+// and the encrypted ones (checkQuery: HTTPS, QUIC), BADVERS when its OPT
+// is of another version, without its records being unpacked: 65,535
+// octets of MINFO records, each of 16 octets and 3 names of 244 unpacked,
+// cost 3.7 MB before. The counts a query may have still reach the
+// Handler.
+func TestTooManyRecordsRejectedFromTheHeader(t *testing.T) {
+	name := strings.Repeat(strings.Repeat("a", 60)+".", 4)
+	q := new(dns.Msg)
+	q.SetQuestion(name, dns.TypeA)
+	q.SetEdns0(1232, false)
+	b, err := q.Pack()
+	require.NoError(t, err)
+	records := b[:len(b)-11] // the OPT, last, is put back after the records
+	opt := b[len(b)-11:]
+	rr := []byte{0xc0, 12, 0, byte(dns.TypeMINFO), 0, 1, 0, 0, 0, 0, 0, 4, 0xc0, 12, 0xc0, 12}
+	n := 0
+	for len(records)+len(rr)+len(opt) <= dns.MaxMsgSize {
+		records = append(records, rr...)
+		n++
+	}
+	many := append(records, opt...)
+	binary.BigEndian.PutUint16(many[6:], uint16(n))
+	badvers := bytes.Clone(many)
+	badvers[len(badvers)-5] = 1 // the OPT's VERSION
+	invalid := func([]byte, error) {}
+	for _, tc := range []struct {
+		name  string
+		b     []byte
+		rcode int
+	}{{"version 0", many, dns.RcodeFormatError}, {"version 1", badvers, dns.RcodeBadVers}} {
+		var req, reject *dns.Msg
+		var chk queryCheck
+		allocated := testing.AllocsPerRun(5, func() {
+			req, reject = AcceptMessage(tc.b, AcceptQuery, invalid)
+			chk = checkQuery(tc.b)
+		})
+		for tr, got := range map[string]struct{ req, reject *dns.Msg }{
+			"plain": {req, reject}, "encrypted": {chk.req, chk.reject},
+		} {
+			assert.True(t, got.req == nil, "%s %s: taken as a query", tc.name, tr)
+			require.NotNil(t, got.reject, "%s %s", tc.name, tr)
+			assert.Equal(t, tc.rcode, got.reject.Rcode, "%s %s", tc.name, tr)
+			assert.NotNil(t, got.reject.IsEdns0(), "%s %s: an OPT answers an OPT", tc.name, tr)
+		}
+		assert.Less(t, allocated, float64(100), "%s: %d records unpacked", tc.name, n)
+	}
+	// What a query may hold: a NOTIFY's SOA, an IXFR's SOA, an OPT and a
+	// TSIG. Counted, they reach the parse (here cut short: FORMERR for
+	// that, with the question's records missing).
+	for _, counts := range [][3]uint16{{1, 0, 0}, {0, 1, 0}, {0, 0, 2}, {1, 1, 2}} {
+		dh := dns.Header{Qdcount: 1, Ancount: counts[0], Nscount: counts[1], Arcount: counts[2]}
+		assert.Equal(t, dns.MsgAccept, AcceptQuery(dh), "%v", counts)
+	}
+	for _, counts := range [][3]uint16{{2, 0, 0}, {0, 2, 0}, {0, 0, 3}} {
+		dh := dns.Header{Qdcount: 1, Ancount: counts[0], Nscount: counts[1], Arcount: counts[2]}
+		assert.Equal(t, dns.MsgReject, AcceptQuery(dh), "%v", counts)
 	}
 }

@@ -150,8 +150,9 @@ func New(cfg Config) *Server {
 
 // AcceptQuery is the first look at a packet, before it is parsed: answers
 // (QR set) are dropped, because replying to them could loop or reflect;
-// opcodes other than QUERY and NOTIFY get NOTIMP and a question count
-// other than one gets FORMERR. A NOTIFY (RFC 1996) goes to the Handler,
+// opcodes other than QUERY and NOTIFY get NOTIMP, and a question count
+// other than one, or more records than a query holds (tooManyRecords),
+// FORMERR. A NOTIFY (RFC 1996) goes to the Handler,
 // which answers it for the zones it pulls and with NOTIMP otherwise. Every
 // listener accepts with it (counting what it rejects), through
 // AcceptMessage.
@@ -163,10 +164,26 @@ func AcceptQuery(dh dns.Header) dns.MsgAcceptAction {
 	if !handledOpcode(dnswire.Opcode(dh.Bits)) {
 		return dns.MsgRejectNotImplemented
 	}
-	if dh.Qdcount != 1 {
+	if dh.Qdcount != 1 || tooManyRecords(dh.Ancount, dh.Nscount, dh.Arcount) {
 		return dns.MsgReject
 	}
 	return dns.MsgAccept
+}
+
+// tooManyRecords reports whether a message whose header counts an, ns and
+// ar records in its answer, authority and additional sections holds more
+// than any query dnsfence answers can: one in its answer section (a
+// NOTIFY's SOA, RFC 1996 §3.7), one in its authority section (an IXFR's
+// SOA, RFC 1995 §3) and two in its additional section (the OPT, RFC 6891,
+// and a TSIG, RFC 8945 §5.2). The Handler answers any record beyond those
+// FORMERR (strayRecords), so such a message is answered FORMERR from its
+// header (headerReject), never unpacked: its records would cost the
+// parse and nothing else, and compressed to 2-octet pointers to a name of
+// up to 255 octets each, 4,096 octets of them unpacked into 216 KB and
+// 65,535 into 3.7 MB (CoreDNS's GHSA-mrg3-qvqr-jw29, CVE-2026-82399). The
+// bounds are miekg/dns's own default accept function's.
+func tooManyRecords(an, ns, ar uint16) bool {
+	return an > 1 || ns > 1 || ar > 2
 }
 
 // handledOpcode reports whether a message of opcode goes to the Handler:
