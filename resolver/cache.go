@@ -31,6 +31,25 @@ const (
 	// sharing one, and removes the answer it supersedes (cacheTable.forget),
 	// as an answer with no cache lifetime does.
 	maxCachedAnswer = 4096
+	// maxCachedFootprint bounds what an answer cached takes of the heap as
+	// a message (footprint), in bytes, beside its wire form: an answer of
+	// 4,096 octets may hold 250 records whose names are pointers to one
+	// of up to 255 octets, each unpacked into a record of its own with its
+	// names written out, 72 KB for 236 A records, 116 KB for 153 MINFO
+	// records of three names each (measured: 20,000 entries, the default
+	// cache.size, would hold 1.4 and 2.3 GB). BIND 9's max-records-per-type
+	// (CVE-2024-1737) bounds the records of an RRset in its cache for
+	// the same reason. Such an answer is forwarded every time, as one over
+	// maxCachedAnswer octets is. Twice maxCachedAnswer keeps a cached
+	// entry at about 12 KB at most, message and wire form, and caches the
+	// answers of a few dozen records that resolvers give.
+	maxCachedFootprint = 2 * maxCachedAnswer
+	// recordOverhead is what one record takes of the heap unpacked, in
+	// bytes, beyond its octets with its names written out (dns.Len): its
+	// object, its header, its place in its section's slice. 76 to 94
+	// bytes measured for A, AAAA, CNAME, MX, TXT and MINFO records
+	// (miekg/dns v1.1.73, 64-bit Go).
+	recordOverhead = 96
 )
 
 // cacheKey identifies a cached upstream answer: the case-folded name, type,
@@ -489,16 +508,29 @@ func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) *dns.Msg {
 }
 
 // tooLargeToCache reports whether msg packed (compressed, as it is
-// served) is over maxCachedAnswer octets. The uncompressed length, which
-// is cheaper to take and never smaller, settles the common answer.
+// served) is over maxCachedAnswer octets, or takes more than
+// maxCachedFootprint bytes of the heap (footprint). The uncompressed
+// length, which is cheaper to take and never smaller, settles the common
+// answer.
 func tooLargeToCache(msg *dns.Msg) bool {
 	m := *msg
 	m.Compress = false
-	if m.Len() <= maxCachedAnswer {
+	n := m.Len()
+	if footprint(n, msg) > maxCachedFootprint {
+		return true
+	}
+	if n <= maxCachedAnswer {
 		return false
 	}
 	m.Compress = true
 	return m.Len() > maxCachedAnswer
+}
+
+// footprint estimates the heap msg takes, in bytes, from its length
+// uncompressed, n (every name written out in full, as miekg/dns holds
+// it), and recordOverhead for each of its records.
+func footprint(n int, msg *dns.Msg) int {
+	return n + recordOverhead*(len(msg.Answer)+len(msg.Ns)+len(msg.Extra))
 }
 
 // withoutDNSSEC is msg without the records that authenticate DNSSEC data
@@ -572,7 +604,7 @@ func (c *Cache) putWireEDE(key cacheKey, b, edes []byte, now time.Time) (*cacheE
 	if cfg.Size == 0 || sh.truncated {
 		return e, true
 	}
-	if !hasLife || ttl <= 0 || len(b) > maxCachedAnswer {
+	if !hasLife || ttl <= 0 || len(b) > maxCachedAnswer || sh.footprint > maxCachedFootprint {
 		c.t.forget(key, now)
 		return e, true
 	}

@@ -14,9 +14,10 @@ import (
 // whose names compress in many ways (the question's, names under it, a
 // name of their own, CNAME targets), a filler TXT bringing the answer
 // packed compressed near maxCachedAnswer octets: tooLargeToCache agrees
-// with len(Pack()) of the compressed message, and put caches the answer it
-// returns exactly when that packs to maxCachedAnswer octets or fewer,
-// whatever Compress the message came with.
+// with len(Pack()) of the compressed message and of the uncompressed one
+// (its footprint), and put caches the answer it returns exactly when that
+// packs to maxCachedAnswer octets or fewer and takes maxCachedFootprint
+// bytes or fewer as a message, whatever Compress the message came with.
 func FuzzCacheSizeBound(f *testing.F) {
 	f.Add([]byte{0, 0, 3, 10})
 	f.Add([]byte{1, 0, 3, 10})
@@ -81,16 +82,28 @@ func FuzzCacheSizeBound(f *testing.F) {
 			}
 			return len(b)
 		}
+		// The heap the answer takes as a message (footprint): its
+		// length packed uncompressed, every name written out, and
+		// recordOverhead a record.
+		heap := func(msg *dns.Msg) int {
+			c := msg.Copy()
+			c.Compress = false
+			b, err := c.Pack()
+			if err != nil {
+				t.Fatalf("packing: %v", err)
+			}
+			return len(b) + recordOverhead*(len(msg.Answer)+len(msg.Ns)+len(msg.Extra))
+		}
 		size := packed(m)
-		if got := tooLargeToCache(m); got != (size > maxCachedAnswer) {
-			t.Fatalf("tooLargeToCache %v for an answer of %d octets packed (Len %d)", got, size, m.Len())
+		if got, want := tooLargeToCache(m), size > maxCachedAnswer || heap(m) > maxCachedFootprint; got != want {
+			t.Fatalf("tooLargeToCache %v for an answer of %d octets packed (Len %d), %d bytes as a message", got, size, m.Len(), heap(m))
 		}
 		c := NewCache(config.Cache{Size: 100, MaxTTL: 86400})
 		key := keyOf(m)
 		served := c.put(key, m, time.Now())
 		_, hit := c.t.get(key)
-		if n := packed(served); hit != (n <= maxCachedAnswer) {
-			t.Fatalf("an answer of %d octets packed (%d as given) cached: %v", n, size, hit)
+		if n := packed(served); hit != (n <= maxCachedAnswer && heap(served) <= maxCachedFootprint) {
+			t.Fatalf("an answer of %d octets packed (%d as given), %d bytes as a message, cached: %v", n, size, heap(served), hit)
 		}
 	})
 }

@@ -83,6 +83,10 @@ type wireShape struct {
 	// dnssec: the answer holds a DNSSEC record that a query without the
 	// DO bit must not get (dnssecRecord).
 	dnssec bool
+	// footprint is the heap the answer takes as a message (footprint),
+	// its OPT aside: the header, the question and each record's
+	// dnswire.Record.Wide, and recordOverhead a record.
+	footprint int
 }
 
 // wireOf reads the answer b (a datagram or a packed message with one
@@ -107,7 +111,8 @@ func wireOf(b []byte, w *wireAnswer) (wireShape, bool) {
 		w.ttls = make([]ttlAt, 0, records)
 	}
 	qname := b[dnswire.HeaderLen:q.NameEnd]
-	opt := -1 // where the OPT record starts
+	sh.footprint = q.End // the header and the question, uncompressed
+	opt := -1            // where the OPT record starts
 	ok = dnswire.Walk(b, q.End, func(r dnswire.Record) bool {
 		if opt >= 0 {
 			return false // a record after the OPT
@@ -122,6 +127,7 @@ func wireOf(b []byte, w *wireAnswer) (wireShape, bool) {
 			return true
 		}
 		w.ttls = append(w.ttls, ttlAt{off: int32(r.TTLOff), ttl: r.TTL})
+		sh.footprint += r.Wide + recordOverhead
 		sh.dnssec = sh.dnssec || dnssecRecord(r.Type, q.Type, r.Section)
 		sh.minTTL = min(sh.minTTL, receivedTTL(r.TTL))
 		if r.Section == dnswire.Answer {

@@ -229,12 +229,21 @@ const (
 // name reads so; else it says why not (a name miekg/dns would not unpack,
 // or one that points elsewhere), and seen may hold marks of part of it.
 func nameEnd(msg []byte, off int, seen *Labels) (end int, result int) {
+	end, _, result = nameSpan(msg, off, seen)
+	return end, result
+}
+
+// nameSpan is nameEnd, and also the name's length written out in full
+// (wide): its labels through every pointer, each with its length octet,
+// and the root, in octets, as an uncompressed message holds it and
+// miekg/dns unpacks it.
+func nameSpan(msg []byte, off int, seen *Labels) (end, wide, result int) {
 	start := off
 	end = -1
 	length, ptrs := 0, 0
 	for {
 		if off >= len(msg) {
-			return 0, unread
+			return 0, 0, unread
 		}
 		c := int(msg[off])
 		switch c & 0xC0 {
@@ -243,13 +252,13 @@ func nameEnd(msg []byte, off int, seen *Labels) (end int, result int) {
 				if end < 0 {
 					end = off + 1
 				}
-				return end, read
+				return end, length + 1, read
 			}
 			// Labels and their length octets take at most 254 octets,
 			// the root the last (miekg/dns's budget).
 			length += 1 + c
 			if length >= maxNameWire || off+1+c > len(msg) {
-				return 0, unread
+				return 0, 0, unread
 			}
 			if end < 0 {
 				seen.add(off) // a label written here, not reached by a pointer
@@ -257,23 +266,23 @@ func nameEnd(msg []byte, off int, seen *Labels) (end int, result int) {
 			off += 1 + c
 		case 0xC0:
 			if off+2 > len(msg) {
-				return 0, unread
+				return 0, 0, unread
 			}
 			if end < 0 {
 				end = off + 2
 			}
 			if ptrs++; ptrs > maxPointers {
-				return 0, unread
+				return 0, 0, unread
 			}
 			off = int(binary.BigEndian.Uint16(msg[off:]) & 0x3FFF)
 			if off < HeaderLen {
-				return 0, intoHeader
+				return 0, 0, intoHeader
 			}
 			if off >= start || !seen.has(off) {
-				return 0, unread // not a prior name's label: a TTL, RDATA, itself
+				return 0, 0, unread // not a prior name's label: a TTL, RDATA, itself
 			}
 		default:
-			return 0, unread // 0x40 and 0x80: no such label types (RFC 6891 §5)
+			return 0, 0, unread // 0x40 and 0x80: no such label types (RFC 6891 §5)
 		}
 	}
 }
@@ -351,6 +360,12 @@ type Record struct {
 	Type    uint16
 	Class   uint16
 	TTL     uint32
+	// Wide is the record's length with every name Walk reads in it (its
+	// owner, and the names of rdataLayout in its RDATA) written out in
+	// full, in octets: its length in an uncompressed message (RFC 1035
+	// §4.1.4), and what miekg/dns unpacks those names into. A record of
+	// 16 octets whose three names are pointers to one of 255 is 775 wide.
+	Wide int
 }
 
 // Walk reads every record after the question (which ends at qend) in
@@ -396,7 +411,7 @@ func walk(msg []byte, qend int, fn func(r Record) bool) int {
 	off := qend
 	for sec, n := range counts {
 		for range n {
-			end, res := nameEnd(msg, off, &seen)
+			end, wide, res := nameSpan(msg, off, &seen)
 			if res != read || end+10 > len(msg) {
 				return max(res, unread)
 			}
@@ -409,9 +424,11 @@ func walk(msg []byte, qend int, fn func(r Record) bool) int {
 			if r.End > len(msg) {
 				return unread
 			}
-			if res := rdataFits(msg, r, &seen); res != read {
+			res, rdataWide := rdataFits(msg, r, &seen)
+			if res != read {
 				return res
 			}
+			r.Wide = wide + 10 + rdataWide
 			if !fn(r) {
 				return unread
 			}
@@ -484,26 +501,29 @@ func rdataLayout(msg []byte, r Record) (skip, names, rest, res int) {
 // reads the names in it with seen: every name miekg/dns would read there
 // (rdataLayout), so that none of them can point where Walk has not
 // looked. A type whose names miekg/dns reads but Walk does not does not
-// fit, nor does a SIG(0).
-func rdataFits(msg []byte, r Record, seen *Labels) int {
+// fit, nor does a SIG(0). wide is the RDATA's length with those names
+// written out in full (Record.Wide).
+func rdataFits(msg []byte, r Record, seen *Labels) (res, wide int) {
+	wide = r.End - r.RdOff
 	switch r.Type {
 	case TypeA:
-		return fits(r.End-r.RdOff == 4)
+		return fits(r.End-r.RdOff == 4), wide
 	case TypeAAAA:
-		return fits(r.End-r.RdOff == 16)
+		return fits(r.End-r.RdOff == 16), wide
 	}
 	skip, names, rest, res := rdataLayout(msg, r)
 	if res != read || names == 0 {
-		return res
+		return res, wide
 	}
-	end, res := rdataNames(msg, r, skip, names, seen)
+	end, grown, res := rdataNames(msg, r, skip, names, seen)
+	wide += grown
 	switch {
 	case res != read || rest == nameThen:
-		return res
+		return res, wide
 	case rest == soaTail:
-		return fits(end == r.End-20)
+		return fits(end == r.End-20), wide
 	}
-	return fits(end == r.End)
+	return fits(end == r.End), wide
 }
 
 // fits is read when ok, else unread.
@@ -515,20 +535,22 @@ func fits(ok bool) int {
 }
 
 // rdataNames reads names names of r's RDATA after skip octets, and returns
-// where the last ends; they must not leave the RDATA.
-func rdataNames(msg []byte, r Record, skip, names int, seen *Labels) (int, int) {
+// where the last ends and how many octets longer they are written out in
+// full than in msg (grown); they must not leave the RDATA.
+func rdataNames(msg []byte, r Record, skip, names int, seen *Labels) (end, grown, res int) {
 	off := r.RdOff + skip
 	if off > r.End {
-		return 0, unread
+		return 0, 0, unread
 	}
 	for range names {
-		end, res := nameEnd(msg[:r.End], off, seen)
+		end, wide, res := nameSpan(msg[:r.End], off, seen)
 		if res != read {
-			return 0, res
+			return 0, 0, res
 		}
+		grown += wide - (end - off)
 		off = end
 	}
-	return off, read
+	return off, grown, read
 }
 
 // Without is msg, which Walk reads through, without the records drop

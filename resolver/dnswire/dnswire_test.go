@@ -258,3 +258,45 @@ func TestWithout(t *testing.T) {
 	_, ok = Without(b[:len(b)-1], func(Record) bool { return false })
 	assert.False(t, ok, "a message Walk does not read")
 }
+
+// TestRecordWide: a record's Wide is its length with every name in it
+// written out, as miekg/dns unpacks it and measures it (dns.Len), for
+// records whose names compress to pointers, in the owner and the RDATA.
+func TestRecordWide(t *testing.T) {
+	const zone = "a-rather-long-label.example.org."
+	rrs := []string{
+		zone + " 60 IN A 192.0.2.1",
+		zone + " 60 IN AAAA 2001:db8::1",
+		"www." + zone + " 60 IN CNAME " + zone,
+		zone + " 60 IN MX 10 mail." + zone,
+		zone + " 60 IN NS ns1." + zone,
+		zone + " 60 IN SOA ns1." + zone + " hostmaster." + zone + " 1 2 3 4 5",
+		zone + " 60 IN MINFO r." + zone + " e." + zone,
+		"_sip._tcp." + zone + " 60 IN SRV 1 2 5060 sip." + zone,
+		zone + " 60 IN TXT \"" + zone + "\"",
+		zone + " 60 IN HTTPS 1 svc." + zone + " alpn=h2",
+		zone + " 60 IN NSEC next." + zone + " A AAAA",
+	}
+	m := new(dns.Msg)
+	m.SetQuestion(zone, dns.TypeANY)
+	m.Response, m.Compress = true, true
+	for _, s := range rrs {
+		rr, err := dns.NewRR(s)
+		require.NoError(t, err, s)
+		m.Answer = append(m.Answer, rr)
+	}
+	b, err := m.Pack()
+	require.NoError(t, err)
+	q, ok := ReadQuestion(b)
+	require.True(t, ok)
+	i := 0
+	require.True(t, Walk(b, q.End, func(r Record) bool {
+		assert.Equal(t, dns.Len(m.Answer[i]), r.Wide, "%s (%d octets compressed)", rrs[i], r.End-r.Off)
+		i++
+		return true
+	}))
+	require.Equal(t, len(rrs), i)
+	u := m.Copy()
+	u.Compress = false
+	assert.Less(t, len(b), u.Len(), "the names compressed")
+}
