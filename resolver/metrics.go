@@ -3,6 +3,7 @@ package resolver
 import (
 	"errors"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/dnsfence/dnsfence/blocklist"
@@ -51,6 +52,13 @@ type Metrics struct {
 	// label values or taking the vector's lock. listsLoaded replaces the
 	// whole map.
 	blockedCounters atomic.Pointer[map[*Policy][]blockedSeries]
+	// blockedMu guards blockedMade, the label values (policy, list,
+	// shadow) of every dnsfence_blocked_total series made since the last
+	// listsLoaded: it deletes those of lists no policy of its snapshot
+	// blocks with any more (keepBlocked), so that the series stay those
+	// of the configuration however many reloads renamed lists.
+	blockedMu   sync.Mutex
+	blockedMade map[[3]string]bool
 }
 
 // blockedSeries is one dnsfence_blocked_total series of a policy, as the
@@ -89,6 +97,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Blocked queries by policy and list; shadow=\"true\" for policies in shadow mode (action: log), which were forwarded.",
 		}, []string{"policy", "list", "shadow"}),
 		upstreamMetrics: upstream.NewMetrics(reg),
+		blockedMade:     map[[3]string]bool{},
 		listEntries: newSnapshotGauges("dnsfence_list_entries",
 			"Entries in each loaded list.", "list"),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -314,8 +323,30 @@ func (m *Metrics) blockedBy(p *Policy, list string, shadow bool) {
 		}
 	}
 	// A query still on a snapshot older than the counters, or a list
-	// outside its policy's Block.
-	m.blocked.WithLabelValues(p.Name, list, strconv.FormatBool(shadow)).Inc()
+	// outside its policy's Block: its series is noted, under the lock
+	// that keepBlocked deletes with, for the next listsLoaded to delete
+	// if it is not the configuration's.
+	labels := [3]string{p.Name, list, strconv.FormatBool(shadow)}
+	m.blockedMu.Lock()
+	defer m.blockedMu.Unlock()
+	m.blockedMade[labels] = true
+	m.blocked.WithLabelValues(labels[:]...).Inc()
+}
+
+// keepBlocked deletes the dnsfence_blocked_total series made (blockedMade)
+// that are not among wanted, the series of the snapshot just loaded:
+// those of block lists that a reload took out of a policy, or of a policy
+// gone. A list blocked with again starts from zero, which Prometheus'
+// rate() reads as a counter reset.
+func (m *Metrics) keepBlocked(wanted map[[3]string]bool) {
+	m.blockedMu.Lock()
+	defer m.blockedMu.Unlock()
+	for labels := range m.blockedMade {
+		if !wanted[labels] {
+			m.blocked.DeleteLabelValues(labels[:]...)
+		}
+	}
+	m.blockedMade = wanted
 }
 
 // snapshotLoaded records list sizes, ranges per policy, skipped lines and a
@@ -364,13 +395,17 @@ func (m *Metrics) listsLoaded(s *Snapshot) {
 	}
 	m.skippedLines.replace(skipped)
 	counters := map[*Policy][]blockedSeries{}
+	wanted := map[[3]string]bool{}
 	for _, p := range s.Policies {
 		shadow := p.Action == config.ActionLog
 		for _, l := range p.Block {
-			counters[p] = append(counters[p], blockedSeries{l.File(), shadow, m.blocked.WithLabelValues(p.Name, l.File(), strconv.FormatBool(shadow))})
+			labels := [3]string{p.Name, l.File(), strconv.FormatBool(shadow)}
+			wanted[labels] = true
+			counters[p] = append(counters[p], blockedSeries{l.File(), shadow, m.blocked.WithLabelValues(labels[:]...)})
 		}
 	}
 	m.blockedCounters.Store(&counters)
+	m.keepBlocked(wanted)
 }
 
 // Outcomes of a reload, as the result label of dnsfence_reloads_total.

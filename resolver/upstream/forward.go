@@ -44,6 +44,9 @@ type Forwarder struct {
 	upstreams []*upstreamState
 	timeout   time.Duration // one exchange with one upstream
 	metrics   *Metrics      // nil: not counted
+	// counted is set once New has counted f in metrics (Metrics.start),
+	// for closeTransports to end that count: not for a New that failed.
+	counted bool
 	// probeEvery is the pause between probes of a down upstream.
 	probeEvery time.Duration
 	// flapWindow and flapLogEvery damp the log of a flapping upstream
@@ -60,9 +63,6 @@ type Forwarder struct {
 	// end after Retire closes the transports (closeTransports).
 	refs      atomic.Int64
 	closeOnce sync.Once
-	// counted is set once metrics.start has counted f among its
-	// upstreams' users; closeTransports then stops it (metrics.stop).
-	counted bool
 	// started is set by the first query or readiness probe, which starts
 	// the background probes (start).
 	started atomic.Bool
@@ -256,6 +256,13 @@ func New(addrs []string, opts Options) (*Forwarder, error) {
 	if f.log == nil {
 		f.log = zap.NewNop()
 	}
+	// Counted before the observers are taken: a Forwarder closing
+	// meanwhile, the last to name an upstream of addrs, would otherwise
+	// delete the series an observer below was taken from, and the
+	// durations of this one go to no series. A failure below ends the
+	// count (closeTransports).
+	opts.Metrics.start(addrs)
+	f.counted = true
 	for _, addr := range addrs {
 		t, err := newTransport(addr, opts)
 		if err != nil {
@@ -273,8 +280,6 @@ func New(addrs []string, opts Options) (*Forwarder, error) {
 				func() { f.metrics.retry(u.addr, retryResend) })
 		}
 	}
-	opts.Metrics.start(addrs)
-	f.counted = true
 	return f, nil
 }
 
@@ -447,8 +452,9 @@ func (f *Forwarder) release() {
 	}
 }
 
-// closeTransports closes every upstream's transport, once, and removes
-// the series of the upstreams no other Forwarder asks (Metrics.stop).
+// closeTransports closes every upstream's transport, once, and then ends
+// f's count in the upstream series (Metrics.stop): an upstream no other
+// open Forwarder names has its series deleted.
 func (f *Forwarder) closeTransports() {
 	f.closeOnce.Do(func() {
 		for _, u := range f.upstreams {

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +15,12 @@ import (
 // dnsfence_upstream_retries_total{upstream,reason}, and with Watch
 // dnsfence_upstreams and dnsfence_upstreams_down. A nil *Metrics counts
 // nothing.
+//
+// The series of an upstream last as long as a Forwarder that forwards to
+// it: once no Forwarder left open (not yet closed, or retired with
+// exchanges still going) names it, a reload took it out of the
+// configuration, and its series are deleted, so that /metrics stays the
+// size of the configuration however many reloads moved the upstreams.
 type Metrics struct {
 	seconds *prometheus.HistogramVec // upstream
 	errors  *prometheus.CounterVec   // upstream, kind
@@ -21,10 +28,9 @@ type Metrics struct {
 	reg     prometheus.Registerer
 
 	mu sync.Mutex
-	// users counts, by upstream, the Forwarders that forward to it and
-	// are not closed yet (start, stop): the series of an upstream are
-	// removed when its last one closes.
-	users map[string]int
+	// open counts, by upstream, the Forwarders between start and stop
+	// that forward to it.
+	open map[string]int
 }
 
 // NewMetrics registers the upstream series with reg.
@@ -45,7 +51,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnsfence_upstream_retries_total",
 			Help: "Tries beyond a query's first, by the upstream they went to and reason: hedge (the try before was slow), failover (it failed), throttled (not sent: the upstream's retry budget was full), resend (the same datagram sent again to the only upstream, unanswered within its delay).",
 		}, []string{"upstream", "reason"}),
-		reg: reg,
+		reg:  reg,
+		open: map[string]int{},
 	}
 	reg.MustRegister(m.seconds, m.errors, m.retries)
 	return m
@@ -79,19 +86,18 @@ func (m *Metrics) Watch(current func() *Forwarder) {
 }
 
 // start makes the series of upstreams exist at zero: every error kind and
-// retry reason, so that a network team's alerts see them from the start;
-// a new Forwarder calls it, and stop once it has closed.
+// retry reason, so that a network team's alerts see them from the start.
+// It counts one Forwarder more forwarding to each, until its stop.
 func (m *Metrics) start(upstreams []string) {
 	if m == nil {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.users == nil {
-		m.users = map[string]int{}
+	for _, u := range distinct(upstreams) {
+		m.open[u]++
 	}
 	for _, u := range upstreams {
-		m.users[u]++
 		for _, kind := range errorKinds {
 			m.errors.WithLabelValues(u, kind)
 		}
@@ -101,27 +107,29 @@ func (m *Metrics) start(upstreams []string) {
 	}
 }
 
-// stop is start's end, for a Forwarder that has closed (its last exchange
-// has ended, so nothing of it counts again): the series of each of its
-// upstreams that no other open Forwarder asks are removed, so that an
-// upstream a reload dropped (or a resolv.conf no longer names) is not
-// exported beside dnsfence_upstreams for as long as the process runs. An
-// upstream kept keeps its series and counts: a reload resets no counter.
+// stop is start's end, called once the Forwarder's transports are closed
+// (no exchange of it is left to count): the series of an upstream that no
+// Forwarder still open forwards to are deleted.
 func (m *Metrics) stop(upstreams []string) {
 	if m == nil {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, u := range upstreams {
-		if m.users[u]--; m.users[u] > 0 {
+	for _, u := range distinct(upstreams) {
+		if m.open[u]--; m.open[u] > 0 {
 			continue
 		}
-		delete(m.users, u)
+		delete(m.open, u)
 		m.seconds.DeleteLabelValues(u)
 		m.errors.DeletePartialMatch(prometheus.Labels{"upstream": u})
 		m.retries.DeletePartialMatch(prometheus.Labels{"upstream": u})
 	}
+}
+
+// distinct returns upstreams sorted, each once.
+func distinct(upstreams []string) []string {
+	return slices.Compact(slices.Sorted(slices.Values(upstreams)))
 }
 
 // observer is the upstream's series of the exchange durations; nil
