@@ -1026,7 +1026,7 @@ const (
 	retryHedge     = "hedge"     // the try before it was slow
 	retryFailover  = "failover"  // the try before it failed
 	retryThrottled = "throttled" // not sent: the upstream's retry budget was full
-	retryResend    = "resend"    // sent again to the only upstream: no answer within its delay
+	retryResend    = "resend"    // sent again to the only upstream: no answer within its delay; or from a new socket after an ICMP error (udpMux.move)
 )
 
 // try is one exchange with up, counted and recorded in up's health: a

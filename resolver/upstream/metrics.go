@@ -49,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"upstream", "kind"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsfence_upstream_retries_total",
-			Help: "Tries beyond a query's first, by the upstream they went to and reason: hedge (the try before was slow), failover (it failed), throttled (not sent: the upstream's retry budget was full), resend (the same datagram sent again to the only upstream, unanswered within its delay).",
+			Help: "Tries beyond a query's first, by the upstream they went to and reason: hedge (the try before was slow), failover (it failed), throttled (not sent: the upstream's retry budget was full), resend (the same datagram sent again to its upstream: unanswered within its delay while no other upstream is up, or once from a new socket after an ICMP unreachable ended the socket it waited on).",
 		}, []string{"upstream", "reason"}),
 		reg:  reg,
 		open: map[string]int{},

@@ -72,7 +72,9 @@ func (s *idSource) next() uint16 {
 // Answers whose ID no query is waiting for (late or spoofed) are dropped.
 // An answer whose ID a query waits for but that cannot be used (cut short
 // by the receive buffer, say) ends that query's wait at once with the
-// cause; Plain then asks again over TCP.
+// cause; Plain then asks again over TCP. An ICMP error the kernel reports
+// on the socket (socketError) ends the socket, and its queries are moved
+// to another one (move).
 type udpMux struct {
 	addr    string
 	timeout time.Duration // how long a query waits for its answer
@@ -86,6 +88,10 @@ type udpMux struct {
 
 // upstreamSocket is one connected socket and the queries waiting on it.
 type upstreamSocket struct {
+	// mux is the mux the socket is one of, which takes its queries when
+	// a socket error ends it (fail, move); nil (a socket a test made by
+	// hand): they fail with the error.
+	mux     *udpMux
 	conn    net.Conn
 	batch   listen.BatchConn // conn's recvmmsg and sendmmsg; nil: one datagram a call
 	born    time.Time
@@ -101,8 +107,8 @@ type upstreamSocket struct {
 	// octets holds the datagrams of queue, copied in by enqueue;
 	// spareOctets is the last one sent, emptied.
 	octets, spareOctets []byte
-	sent                int
-	dead                bool // read failed: no more queries
+	sent                int  // registrations, moved ones (udpMux.move) included
+	dead                bool // read or send failed: no more queries
 	retired             bool // replaced: closes once its last query is answered
 	// issued has bit id set for every query ID sent on the socket, so a
 	// datagram for none of them (wrong ID, spoofed) is told apart from a
@@ -138,6 +144,17 @@ type waiter struct {
 	// answer came, has yet to forget it: expire forgets only the
 	// registration it collected.
 	gen uint32
+	// query is the datagram sent, as registered (with the ID id), kept
+	// for as long as the query waits, so that it can be moved to another
+	// socket (udpMux.move), which writes the new ID into it; nil: it
+	// cannot be. sock is the socket it waits on, for udpMux.forget; both
+	// are set by wait, under the socket's mu and, on a socket of a mux,
+	// the mux's. moved is set once the query was moved: a socket error on
+	// the socket it moved to ends it.
+	query []byte
+	id    uint16
+	sock  *upstreamSocket
+	moved bool
 	// then, when set, takes the answer or the error instead of the
 	// channel: the wait of a query started by StartWire, which no
 	// goroutine waits on.
@@ -207,12 +224,14 @@ type queuedQuery struct {
 	b   []byte
 }
 
-func newUpstreamSocket(addr string, timeout time.Duration, resend *resendPolicy) (*upstreamSocket, error) {
-	c, err := net.Dial("udp", addr)
+// newUpstreamSocket dials a new socket of m to its upstream and starts
+// its reader.
+func newUpstreamSocket(m *udpMux) (*upstreamSocket, error) {
+	c, err := net.Dial("udp", m.addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &upstreamSocket{conn: c, born: time.Now(), timeout: timeout, resend: resend, pending: map[uint16]*waiter{}}
+	s := &upstreamSocket{mux: m, conn: c, born: time.Now(), timeout: m.timeout, resend: m.resend, pending: map[uint16]*waiter{}}
 	if uc, ok := c.(*net.UDPConn); ok {
 		_ = uc.SetReadBuffer(upstreamReceiveBuffer) // best effort: the kernel caps it silently
 		s.batch = listen.NewBatchConn(uc)
@@ -221,64 +240,82 @@ func newUpstreamSocket(addr string, timeout time.Duration, resend *resendPolicy)
 	return s, nil
 }
 
-// register picks the socket for a new query, renewing it when it is old,
-// used up or dead, and registers w under a query ID free on it. Both happen
-// under m.mu, so a socket is never retired between being picked and being
-// waited on. The ID is written into the packed query q before w is
-// registered: an answer with that ID may end w at once. A copy of q is
-// queued for sending at the same time, under the socket's lock, since
-// such an answer may write into q (the wire path puts its own ID back):
-// lead is true when the queue was empty, and the caller then sends it
-// (send). now is the time the query is sent at, which its deadline
-// counts from.
+// register picks the socket for a new query (socketFor), renewing it when
+// it is old, used up or dead, and registers w under a query ID free on it.
+// Both happen under m.mu and the socket's mu, held from the pick on, so a
+// socket is never retired, nor ended by a socket error, between being
+// picked and being waited on. The ID is written into the packed query q
+// before w is registered: an answer with that ID may end w at once. A
+// copy of q is queued for sending at the same time, under the socket's
+// lock, since such an answer may write into q (the wire path puts its own
+// ID back): lead is true when the queue was empty, and the caller then
+// sends it (send). now is the time the query is sent at, which its
+// deadline counts from.
 func (m *udpMux) register(w *waiter, q []byte, now time.Time) (s *upstreamSocket, id uint16, lead bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s = m.cur
-	if s != nil {
-		s.mu.Lock()
-		ok := !s.dead && s.sent < socketMaxQueries && now.Sub(s.born) < socketMaxAge
-		s.mu.Unlock()
-		if !ok {
-			s.retire()
-			s = nil
-		}
+	if s, err = m.socketFor(1, now); err != nil {
+		return nil, 0, false, err
 	}
-	if s == nil {
-		if s, err = newUpstreamSocket(m.addr, m.timeout, m.resend); err != nil {
-			return nil, 0, false, err
-		}
-		if !m.closed {
-			m.cur = s
-		}
-	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.dead {
-		return nil, 0, false, errSocketClosed
-	}
-	if m.closed {
-		// A query of the old configuration after a reload: the socket is
-		// its own and closes once the query is done with it.
-		s.retired = true
-	}
 	s.sent++
-	id = queryIDs.next()
-	for s.pending[id] != nil {
-		id = queryIDs.next()
-	}
+	id = s.freeID()
 	binary.BigEndian.PutUint16(q, id) // before w can be answered
 	s.wait(id, w, q, now)
 	lead = s.enqueue(id, w, q)
 	return s, id, lead, nil
 }
 
+// socketFor returns the socket for n new registrations at now, its mu
+// held: the current one, unless it is dead, socketMaxAge old, or would
+// pass socketMaxQueries with them, when it is retired and a new one
+// dialled. On a closed mux (a query of the old configuration after a
+// reload) the new socket is the queries' own, retired at once: it closes
+// once they are done with it. m.mu is held.
+func (m *udpMux) socketFor(n int, now time.Time) (*upstreamSocket, error) {
+	if s := m.cur; s != nil {
+		s.mu.Lock()
+		if !s.dead && s.sent+n <= socketMaxQueries && now.Sub(s.born) < socketMaxAge {
+			return s, nil
+		}
+		s.mu.Unlock()
+		s.retire()
+		m.cur = nil
+	}
+	s, err := newUpstreamSocket(m)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.dead { // its first read failed already
+		s.mu.Unlock()
+		return nil, errSocketClosed
+	}
+	if m.closed {
+		s.retired = true
+	} else {
+		m.cur = s
+	}
+	return s, nil
+}
+
+// freeID draws a query ID no query waits on; s.mu is held.
+func (s *upstreamSocket) freeID() uint16 {
+	id := queryIDs.next()
+	for s.pending[id] != nil {
+		id = queryIDs.next()
+	}
+	return id
+}
+
 // wait registers w, the wait for the datagram q, under the query ID id,
-// which no query waits on, from now; s.mu is held.
+// which no query waits on, from now; s.mu is held, and on a socket of a
+// mux m.mu too (waiter.sock).
 func (s *upstreamSocket) wait(id uint16, w *waiter, q []byte, now time.Time) {
 	w.gen++
 	w.deadline = now.Add(s.timeout)
 	w.straysAt = s.strays
+	w.query, w.id, w.sock, w.moved = q, id, s, false
 	w.packet, w.resends = nil, 0
 	if s.resend != nil {
 		if wait, ok := s.resend.delay(); ok {
@@ -311,7 +348,7 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		return nil, err
 	}
 	w := &waiter{answer: make(chan []byte, 1)}
-	s, id, lead, err := m.register(w, b, time.Now())
+	s, _, lead, err := m.register(w, b, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -323,13 +360,23 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		}
 		resp, err := UnpackAnswer(raw)
 		if err != nil {
-			return nil, checkUnread(err, id, q)
+			return nil, checkUnread(err, w.id, q) // the ID it was answered with: moved, another than register's
 		}
 		resp.Id = q.Id
 		return resp, nil
 	case <-ctx.Done():
-		s.forget(id, w, nil)
+		m.forget(w)
 		return nil, ctx.Err()
+	}
+}
+
+// forget stops the wait w on whichever socket it waits on now (it may
+// have been moved since it was registered: move), if it still waits.
+func (m *udpMux) forget(w *waiter) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := w.sock; s != nil {
+		s.forget(w.id, w, nil)
 	}
 }
 
@@ -527,10 +574,10 @@ func (s *upstreamSocket) Flush() {
 // the socket (an ICMP port or host unreachable that came back for an
 // earlier datagram: ECONNREFUSED, EHOSTUNREACH, ENETUNREACH) is reported
 // once, to whichever call comes next: a send here, or the reader. It is
-// the socket's, not q's, so it ends the socket as a read error does and
-// every query waiting on it is told; otherwise the query whose datagram
-// drew it would wait out its whole timeout for an answer that the port
-// refused.
+// the socket's, not q's, so it ends the socket as a read error does
+// (fail): every query waiting on it is moved to another socket, or told
+// when it was moved already; otherwise the query whose datagram drew it
+// would wait out its whole timeout for an answer that the port refused.
 func (s *upstreamSocket) sendFailed(q queuedQuery, err error) bool {
 	if socketError(err) {
 		s.fail(err)
@@ -577,7 +624,8 @@ func (s *upstreamSocket) sweepEvery() time.Duration {
 
 // read delivers answers to waiting queries, reading whatever has arrived
 // with one system call, and ends the waits of queries past their deadline,
-// until the socket fails or is closed; then every waiting query is told.
+// until the socket fails or is closed; then every waiting query is told,
+// or moved to another socket (fail).
 func (s *upstreamSocket) read() {
 	batch := s.batch
 	mp := readMsgs.Get().(*[]ipv4.Message)
@@ -617,23 +665,86 @@ func (s *upstreamSocket) read() {
 	}
 }
 
-// fail ends the socket after a read error: every waiting query is told.
+// fail ends the socket after a read error, or a send's socket error
+// (sendFailed): every waiting query is told, but on a socket error
+// (socketError: an ICMP unreachable), which moves each query that has not
+// moved yet to another socket of the mux, with a new source port and ID
+// (move), and fails only those that had moved already. The ICMP message
+// names no query, and an off-path sender can forge one quoting the
+// socket's addresses and ports (guessing its source port, the
+// randomness RFC 5452 §9.2 counts on; "SAD DNS", CVE-2020-25705): were every query on the socket failed by
+// it, one forged datagram would fail up to socketMaxQueries queries, each
+// a SERVFAIL to its client and a failure against the upstream. Sent
+// again, a query to a port that is really closed draws its own ICMP error
+// on the second socket, and fails one round trip later; one an attacker
+// failed gets its answer, unless the second source port is guessed too.
 func (s *upstreamSocket) fail(err error) {
 	if errors.Is(err, net.ErrClosed) {
 		err = errSocketClosed
 	}
+	movable := s.mux != nil && socketError(err)
 	s.mu.Lock()
 	s.dead = true
+	var moving []*waiter
 	ended := make([]*waiter, 0, len(s.pending))
 	for id, w := range s.pending {
-		ended = append(ended, w)
 		delete(s.pending, id)
+		if movable && !w.moved && w.query != nil {
+			moving = append(moving, w)
+		} else {
+			ended = append(ended, w)
+		}
 	}
 	s.mu.Unlock()
+	s.conn.Close()
+	if len(moving) > 0 {
+		ended = append(ended, s.mux.move(moving)...)
+	}
 	for _, w := range ended { // outside the lock: a taker may start another query
 		w.fail(err, nil)
 	}
-	s.conn.Close()
+}
+
+// move registers the queries ws, taken from a socket a socket error ended
+// (fail), on another socket of m (socketFor: the ended one is dead, so
+// never it), each under a new query ID written into its datagram
+// (waiter.query), with the deadline it had: the move gives it no more
+// time. Their datagrams are sent again at once, each counted as a resend
+// (dnsfence_upstream_retries_total{reason="resend"}), and each query is
+// moved once (waiter.moved). It returns those it could not move (no
+// socket could be dialled), for the caller to fail.
+func (m *udpMux) move(ws []*waiter) []*waiter {
+	now := time.Now()
+	m.mu.Lock()
+	s, err := m.socketFor(len(ws), now)
+	if err != nil {
+		m.mu.Unlock()
+		return ws
+	}
+	lead := false
+	for i, w := range ws {
+		deadline := w.deadline
+		id := s.freeID()
+		binary.BigEndian.PutUint16(w.query, id) // before w can be answered
+		s.wait(id, w, w.query, now)
+		w.deadline, w.moved = deadline, true
+		if w.packet != nil && !w.resendAt.Before(deadline) {
+			w.packet = nil
+		}
+		if first := s.enqueue(id, w, w.query); i == 0 {
+			lead = first
+		}
+	}
+	s.sent += len(ws)
+	s.mu.Unlock()
+	m.mu.Unlock()
+	if s.resend != nil {
+		for range ws {
+			s.resend.count()
+		}
+	}
+	s.send(lead, nil)
+	return nil
 }
 
 // expire ends the waits of the queries past their deadline: errNoAnswer,

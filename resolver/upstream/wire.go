@@ -280,7 +280,8 @@ func checkAsMessage(raw, q []byte) (WireAnswer, error) {
 }
 
 // exchangeWire is exchange for a packed query q, sent as it is but for
-// its ID: a query ID free on the socket, written into q, which must not be
+// its ID: a query ID free on the socket (another, on another socket, if
+// a socket error moves it: udpMux.move), written into q, which must not be
 // read or written until the exchange ends, nor reused after it (a
 // datagram may be sent after an exchange that ctx ended). The answer,
 // delivered by that ID, is returned with q's own.
@@ -288,7 +289,7 @@ func (m *udpMux) exchangeWire(ctx context.Context, q []byte) ([]byte, error) {
 	w := waiters.Get().(*waiter)
 	w.err = nil
 	own := dnswire.ID(q)
-	s, id, lead, err := m.register(w, q, time.Now())
+	s, _, lead, err := m.register(w, q, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +302,7 @@ func (m *udpMux) exchangeWire(ctx context.Context, q []byte) ([]byte, error) {
 		select {
 		case raw, ok = <-w.answer:
 		case <-done:
-			s.forget(id, w, nil) // w may yet get an answer: it is not reused
+			m.forget(w) // w may yet get an answer: it is not reused
 			return nil, ctx.Err()
 		}
 	}
@@ -311,7 +312,7 @@ func (m *udpMux) exchangeWire(ctx context.Context, q []byte) ([]byte, error) {
 	// deliver removed w from the socket before sending it the answer; an
 	// expire that collected it as late just before ends only that
 	// registration (waiter.gen), not the next one from the pool.
-	w.packet = nil // q is not kept alive by the pool
+	w.packet, w.query, w.sock = nil, nil, nil // q and the socket are not kept alive by the pool
 	waiters.Put(w)
 	return answeredWire(q, own, raw)
 }

@@ -1,0 +1,332 @@
+package upstream
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+)
+
+// holdingUpstream is a UDP upstream that records every query it reads
+// (the question name and the source port it came from) and holds its
+// answers until released; then it answers those held, and every later
+// query at once, with the default answer.
+type holdingUpstream struct {
+	pc net.PacketConn
+
+	mu       sync.Mutex
+	ports    map[string]map[int]bool // question name: source ports it came from
+	held     []heldQuery
+	released bool
+}
+
+type heldQuery struct {
+	q    *dns.Msg
+	from net.Addr
+}
+
+func startHoldingUpstream(t *testing.T) *holdingUpstream {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { pc.Close() })
+	u := &holdingUpstream{pc: pc, ports: map[string]map[int]bool{}}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:n]) != nil || len(q.Question) != 1 {
+				continue
+			}
+			u.mu.Lock()
+			name := q.Question[0].Name
+			if u.ports[name] == nil {
+				u.ports[name] = map[int]bool{}
+			}
+			u.ports[name][from.(*net.UDPAddr).Port] = true
+			if !u.released {
+				u.held = append(u.held, heldQuery{q, from})
+				u.mu.Unlock()
+				continue
+			}
+			u.mu.Unlock()
+			u.answer(heldQuery{q, from})
+		}
+	}()
+	return u
+}
+
+func (u *holdingUpstream) answer(h heldQuery) {
+	_, _ = u.pc.WriteTo(packed(defaultAnswer(nil, h.q)), h.from)
+}
+
+// release answers the queries held, and from then on every query at once.
+func (u *holdingUpstream) release() {
+	u.mu.Lock()
+	held := u.held
+	u.held, u.released = nil, true
+	u.mu.Unlock()
+	for _, h := range held {
+		u.answer(h)
+	}
+}
+
+// seen reports whether every name in names came from at least ports
+// source ports.
+func (u *holdingUpstream) seen(names []string, ports int) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, n := range names {
+		if len(u.ports[n]) < ports {
+			return false
+		}
+	}
+	return true
+}
+
+// spoofPortUnreachable sends, over a raw socket, what an off-path sender
+// forges: an ICMP port unreachable (RFC 792, type 3 code 3) to the local
+// address of a mux socket, quoting the IPv4 and UDP header of a datagram
+// from that socket to its upstream. The kernel matches the quote to the
+// connected socket by its four addresses and ports alone and keeps
+// ECONNREFUSED for it. It skips the test without the privilege a raw
+// socket needs (CAP_NET_RAW).
+func spoofPortUnreachable(t *testing.T, local, remote *net.UDPAddr) {
+	t.Helper()
+	c, err := icmp.ListenPacket("ip4:icmp", "127.0.0.1")
+	if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
+		t.Skipf("a raw ICMP socket needs CAP_NET_RAW: %v", err)
+	}
+	require.NoError(t, err)
+	defer c.Close()
+	quote := make([]byte, ipv4.HeaderLen+8)
+	ip := ipv4.Header{Version: 4, Len: ipv4.HeaderLen, TotalLen: len(quote) + 30, TTL: 64, Protocol: 17,
+		Src: local.IP.To4(), Dst: remote.IP.To4()}
+	h, err := ip.Marshal()
+	require.NoError(t, err)
+	// Marshal writes TotalLen in host order on some systems (an old BSD
+	// convention); the quote is read in network order.
+	binary.BigEndian.PutUint16(h[2:4], uint16(ip.TotalLen))
+	copy(quote, h)
+	udp := quote[ipv4.HeaderLen:]
+	binary.BigEndian.PutUint16(udp[0:2], uint16(local.Port))
+	binary.BigEndian.PutUint16(udp[2:4], uint16(remote.Port))
+	binary.BigEndian.PutUint16(udp[4:6], 8+30)
+	msg := icmp.Message{Type: ipv4.ICMPTypeDestinationUnreachable, Code: 3, Body: &icmp.DstUnreach{Data: quote}}
+	b, err := msg.Marshal(nil)
+	require.NoError(t, err)
+	_, err = c.WriteTo(b, &net.IPAddr{IP: local.IP})
+	require.NoError(t, err)
+}
+
+// TestSocketErrorMovesWaitingQueries: an ICMP port unreachable for a mux
+// socket (a forged one, since the upstream's port is open and its answers
+// are on their way) ends that socket, and its waiting queries are sent
+// again once, each from a new socket (another source port) under a new
+// ID: they get the upstream's answers, on the message path and the wire
+// path alike, each move counted as a resend. Before, every query waiting
+// on the socket failed at once with "connection refused": one forged
+// datagram failed up to 1,000 queries. A socket error on the socket they
+// moved to fails them, at once: only the first error is taken for a
+// possible forgery. "icmp" forges the ICMP message over a raw socket (as
+// root); "injected" hands the error to the socket as its reader does, for
+// a test run without that privilege.
+func TestSocketErrorMovesWaitingQueries(t *testing.T) {
+	for _, how := range []string{"icmp", "injected"} {
+		for _, second := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/second error %v", how, second), func(t *testing.T) {
+				testSocketErrorMoves(t, how, second)
+			})
+		}
+	}
+}
+
+func testSocketErrorMoves(t *testing.T, how string, second bool) {
+	const n, timeout = 8, 5 * time.Second
+	up := startHoldingUpstream(t)
+	var moves atomic.Int32
+	m := &udpMux{addr: up.pc.LocalAddr().String(), timeout: timeout,
+		resend: &resendPolicy{delay: func() (time.Duration, bool) { return time.Hour, true }, count: func() { moves.Add(1) }}}
+	t.Cleanup(m.close)
+
+	type outcome struct {
+		name string
+		err  error
+		took time.Duration
+	}
+	out := make(chan outcome, n)
+	names := make([]string, n)
+	for i := range n {
+		names[i] = fmt.Sprintf("q%d.example.org.", i)
+		go func() {
+			start := time.Now()
+			q := question(names[i], dns.TypeA, false)
+			q.Id = uint16(0x100 + i)
+			var err error
+			if i%2 == 0 {
+				var resp *dns.Msg
+				if resp, err = m.exchange(context.Background(), q); err == nil &&
+					(resp.Id != q.Id || len(resp.Answer) != 1 || resp.Answer[0].Header().Name != names[i]) {
+					err = fmt.Errorf("message path: wrong answer %v", resp)
+				}
+			} else {
+				var raw []byte
+				if raw, err = m.exchangeWire(context.Background(), packed(q)); err == nil {
+					resp := new(dns.Msg)
+					if uerr := resp.Unpack(raw); uerr != nil || resp.Id != q.Id || len(resp.Answer) != 1 || resp.Answer[0].Header().Name != names[i] {
+						err = fmt.Errorf("wire path: wrong answer %v (%v)", resp, uerr)
+					}
+				}
+			}
+			out <- outcome{names[i], err, time.Since(start)}
+		}()
+	}
+	require.Eventually(t, func() bool { return up.seen(names, 1) }, 2*time.Second, time.Millisecond, "the queries reach the upstream")
+
+	// fail gives the current socket a socket error, as the kernel does
+	// on an ICMP port unreachable, and returns it.
+	fail := func() *upstreamSocket {
+		m.mu.Lock()
+		s := m.cur
+		m.mu.Unlock()
+		require.NotNil(t, s)
+		switch how {
+		case "icmp":
+			spoofPortUnreachable(t, s.conn.LocalAddr().(*net.UDPAddr), s.conn.RemoteAddr().(*net.UDPAddr))
+		default:
+			s.fail(syscall.ECONNREFUSED)
+		}
+		return s
+	}
+	first := fail()
+	// Every query is asked again, from another port.
+	moved := assert.Eventually(t, func() bool { return up.seen(names, 2) }, 2*time.Second, time.Millisecond,
+		"every query asked again from a new source port")
+	first.mu.Lock()
+	assert.True(t, first.dead, "the socket that had the error is ended")
+	first.mu.Unlock()
+	if moved {
+		assert.Equal(t, int32(n), moves.Load(), "each move counted as a resend")
+	}
+	if second && moved {
+		next := fail()
+		assert.NotSame(t, first, next)
+		for range n {
+			o := <-out
+			assert.ErrorIs(t, o.err, syscall.ECONNREFUSED, "%s: a moved query fails on its second socket error", o.name)
+			assert.Less(t, o.took, timeout/2, "%s: at once, not after the timeout", o.name)
+		}
+		return
+	}
+	up.release()
+	for range n {
+		o := <-out
+		assert.NoError(t, o.err, "%s: its answer, not the forged error", o.name)
+		assert.Less(t, o.took, timeout/2, o.name)
+	}
+}
+
+// TestMovedQueryForgottenWhereItWaits: a query whose context ends after a
+// socket error moved it stops waiting on the socket it moved to, not only
+// on the one it was registered on (udpMux.forget): nothing is left
+// waiting there for its deadline.
+func TestMovedQueryForgottenWhereItWaits(t *testing.T) {
+	up := startHoldingUpstream(t)
+	m := &udpMux{addr: up.pc.LocalAddr().String(), timeout: 5 * time.Second}
+	t.Cleanup(m.close)
+	for _, path := range []string{"message", "wire"} {
+		t.Run(path, func(t *testing.T) {
+			name := path + ".forget.example.org."
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				var err error
+				if path == "message" {
+					_, err = m.exchange(ctx, question(name, dns.TypeA, false))
+				} else {
+					_, err = m.exchangeWire(ctx, packed(question(name, dns.TypeA, false)))
+				}
+				done <- err
+			}()
+			require.Eventually(t, func() bool { return up.seen([]string{name}, 1) }, 2*time.Second, time.Millisecond)
+			m.mu.Lock()
+			first := m.cur
+			m.mu.Unlock()
+			first.fail(syscall.ECONNREFUSED)
+			require.Eventually(t, func() bool { return up.seen([]string{name}, 2) }, 2*time.Second, time.Millisecond)
+			cancel()
+			assert.ErrorIs(t, <-done, context.Canceled)
+			m.mu.Lock()
+			next := m.cur
+			m.mu.Unlock()
+			require.NotSame(t, first, next)
+			next.mu.Lock()
+			defer next.mu.Unlock()
+			assert.Empty(t, next.pending, "the moved query still waits")
+		})
+	}
+}
+
+// TestSocketErrorMovesStartedQueries: queries StartWire sent (their
+// waiter's taker is the try, on the socket's reader) are moved by a
+// socket error as exchanges are, and WireDone gets the upstream's
+// answers; the upstream is not judged by the error.
+func TestSocketErrorMovesStartedQueries(t *testing.T) {
+	for _, how := range []string{"icmp", "injected"} {
+		t.Run(how, func(t *testing.T) {
+			const n = 6
+			up := startHoldingUpstream(t)
+			f := NewForwarder([]string{up.pc.LocalAddr().String()}, 5*time.Second, false)
+			defer f.Close()
+			thens := make([]thenChan, n)
+			names := make([]string, n)
+			for i := range n {
+				names[i] = fmt.Sprintf("started%d.example.org.", i)
+				thens[i] = make(thenChan, 2)
+				f.StartWire(wireQuestion(names[i], dns.TypeA), thens[i], nil)
+			}
+			require.Eventually(t, func() bool { return up.seen(names, 1) }, 2*time.Second, time.Millisecond)
+			m := f.upstreams[0].t.(*Plain).mux
+			m.mu.Lock()
+			s := m.cur
+			m.mu.Unlock()
+			if how == "icmp" {
+				spoofPortUnreachable(t, s.conn.LocalAddr().(*net.UDPAddr), s.conn.RemoteAddr().(*net.UDPAddr))
+			} else {
+				s.fail(syscall.ECONNREFUSED)
+			}
+			assert.Eventually(t, func() bool { return up.seen(names, 2) }, 2*time.Second, time.Millisecond,
+				"every query asked again from a new source port")
+			up.release()
+			for _, then := range thens {
+				r := then.wait(t)
+				require.NoError(t, r.err)
+				resp := r.a.Msg
+				if resp == nil {
+					resp = new(dns.Msg)
+					require.NoError(t, resp.Unpack(r.a.Raw))
+				}
+				assert.Equal(t, uint16(0x1234), resp.Id, "the query's own ID")
+				assert.Len(t, resp.Answer, 1)
+			}
+			assert.False(t, f.upstreams[0].down.Load(), "the upstream judged by a forged ICMP message")
+		})
+	}
+}
