@@ -52,13 +52,14 @@ type Metrics struct {
 	// label values or taking the vector's lock. listsLoaded replaces the
 	// whole map.
 	blockedCounters atomic.Pointer[map[*Policy][]blockedSeries]
-	// blockedMu guards blockedMade, the label values (policy, list,
-	// shadow) of every dnsfence_blocked_total series made since the last
-	// listsLoaded: it deletes those of lists no policy of its snapshot
-	// blocks with any more (keepBlocked), so that the series stay those
-	// of the configuration however many reloads renamed lists.
-	blockedMu   sync.Mutex
-	blockedMade map[[3]string]bool
+	// blockedMu guards blockedWanted, the label values (policy, list,
+	// shadow) of the dnsfence_blocked_total series of the snapshot last
+	// loaded (listsLoaded), the only series that exist: keepBlocked
+	// deletes those of lists no policy of the next blocks with any more,
+	// and blockedBy makes none outside them, so that the series stay
+	// those of the configuration however many reloads renamed lists.
+	blockedMu     sync.Mutex
+	blockedWanted map[[3]string]bool
 }
 
 // blockedSeries is one dnsfence_blocked_total series of a policy, as the
@@ -97,7 +98,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Blocked queries by policy and list; shadow=\"true\" for policies in shadow mode (action: log), which were forwarded.",
 		}, []string{"policy", "list", "shadow"}),
 		upstreamMetrics: upstream.NewMetrics(reg),
-		blockedMade:     map[[3]string]bool{},
+		blockedWanted:   map[[3]string]bool{},
 		listEntries: newSnapshotGauges("dnsfence_list_entries",
 			"Entries in each loaded list.", "list"),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -322,31 +323,37 @@ func (m *Metrics) blockedBy(p *Policy, list string, shadow bool) {
 			return
 		}
 	}
-	// A query still on a snapshot older than the counters, or a list
-	// outside its policy's Block: its series is noted, under the lock
-	// that keepBlocked deletes with, for the next listsLoaded to delete
-	// if it is not the configuration's.
+	// A query still on a snapshot older than the counters (its policy
+	// is not the one of the snapshot served): counted into the series of
+	// the configuration served when it has the same policy, list and
+	// mode, and not at all when a reload took that list out of the
+	// policy (or the policy away). That series was deleted with it
+	// (keepBlocked), and made anew it would stay in /metrics, a list no
+	// longer configured, until the next reload: a query blocked from an
+	// upstream answer's CNAME chain ends well after the reload it
+	// straddles. Checked under the lock keepBlocked deletes with.
 	labels := [3]string{p.Name, list, strconv.FormatBool(shadow)}
 	m.blockedMu.Lock()
 	defer m.blockedMu.Unlock()
-	m.blockedMade[labels] = true
-	m.blocked.WithLabelValues(labels[:]...).Inc()
+	if m.blockedWanted[labels] {
+		m.blocked.WithLabelValues(labels[:]...).Inc()
+	}
 }
 
-// keepBlocked deletes the dnsfence_blocked_total series made (blockedMade)
-// that are not among wanted, the series of the snapshot just loaded:
-// those of block lists that a reload took out of a policy, or of a policy
-// gone. A list blocked with again starts from zero, which Prometheus'
-// rate() reads as a counter reset.
+// keepBlocked deletes the dnsfence_blocked_total series of the snapshot
+// loaded before (blockedWanted) that are not among wanted, the series of
+// the snapshot just loaded: those of block lists that a reload took out
+// of a policy, or of a policy gone. A list blocked with again starts from
+// zero, which Prometheus' rate() reads as a counter reset.
 func (m *Metrics) keepBlocked(wanted map[[3]string]bool) {
 	m.blockedMu.Lock()
 	defer m.blockedMu.Unlock()
-	for labels := range m.blockedMade {
+	for labels := range m.blockedWanted {
 		if !wanted[labels] {
 			m.blocked.DeleteLabelValues(labels[:]...)
 		}
 	}
-	m.blockedMade = wanted
+	m.blockedWanted = wanted
 }
 
 // snapshotLoaded records list sizes, ranges per policy, skipped lines and a

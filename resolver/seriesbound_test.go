@@ -104,3 +104,59 @@ func TestRemovedListsAndUpstreamsLeaveNoSeries(t *testing.T) {
 	assert.Contains(t, scrape(t, f.registry), fmt.Sprintf(`dnsfence_blocked_total{list=%q,policy="gov",shadow="false"} 1`,
 		filepath.Join(f.dir, list(reloads))), "the series of the list configured counts on")
 }
+
+// TestBlockedSeriesOfAListTakenOutStayGone: a query still deciding on the
+// snapshot before a reload (waiting on the upstream, its answer's CNAME
+// chain then blocked by a list the reload took out) does not bring back
+// the dnsfence_blocked_total series the reload deleted. Before the fix it
+// made it anew, and the series of a list no longer configured stayed in
+// /metrics until the next reload, for days if none came.
+func TestBlockedSeriesOfAListTakenOutStayGone(t *testing.T) {
+	asked, release := make(chan struct{}, 1), make(chan struct{})
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if r.Question[0].Name == "cdn.example.org." {
+			asked <- struct{}{}
+			<-release
+			m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60},
+				Target: "www.v0.example."})
+		}
+		return m
+	})
+	list := func(i int) string { return fmt.Sprintf("v%d.txt", i) }
+	files := map[string]string{list(0): "v0.example\n", list(1): "v1.example\n"}
+	f := startFence(t, fmt.Sprintf(seriesConfig, list(0)), files, up.addr)
+	path := filepath.Join(f.dir, "dnsfence.yaml")
+	r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	old := filepath.Join(f.dir, list(0))
+	require.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.1", "www.v0.example."))
+	require.True(t, labelValues(t, f.registry, "dnsfence_blocked_total", "list")[old])
+
+	rcode := make(chan int, 1)
+	go func() {
+		q := new(dns.Msg)
+		q.SetQuestion("cdn.example.org.", dns.TypeA)
+		resp, _, err := new(dns.Client).Exchange(q, f.addr)
+		if err != nil {
+			rcode <- -1
+			return
+		}
+		rcode <- resp.Rcode
+	}()
+	select {
+	case <-asked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the query did not reach the upstream")
+	}
+	text := strings.Replace(fmt.Sprintf(seriesConfig, list(1)), "{{upstreams}}", fmt.Sprintf("[%q]", up.addr), 1)
+	require.NoError(t, os.WriteFile(path, []byte(text), 0o644))
+	require.NoError(t, r.Reload(true))
+	require.False(t, labelValues(t, f.registry, "dnsfence_blocked_total", "list")[old], "the reload deleted the series of %s", old)
+	close(release)
+	require.Equal(t, dns.RcodeNameError, <-rcode, "decided on the snapshot it began with: blocked by %s", old)
+
+	assert.False(t, labelValues(t, f.registry, "dnsfence_blocked_total", "list")[old],
+		"the series of %s, which the configuration no longer blocks with", old)
+	assert.True(t, labelValues(t, f.registry, "dnsfence_blocked_total", "list")[filepath.Join(f.dir, list(1))])
+}
