@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -9,24 +10,16 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// upstreamsInSeries returns the upstream label values of reg's series.
+// upstreamsInSeries returns the upstream label values of reg's series,
+// of every family (upstreamSeries), sorted and once each.
 func upstreamsInSeries(t *testing.T, reg *prometheus.Registry) []string {
 	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	seen := map[string]bool{}
 	var out []string
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "upstream" && !seen[l.GetValue()] {
-					seen[l.GetValue()] = true
-					out = append(out, l.GetValue())
-				}
-			}
-		}
+	for _, ups := range upstreamSeries(t, reg) {
+		out = append(out, ups...)
 	}
-	return out
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // TestUpstreamSeriesLastWhileAForwarderNamesThem: an upstream's series
