@@ -330,3 +330,59 @@ func TestSocketErrorMovesStartedQueries(t *testing.T) {
 		})
 	}
 }
+
+// TestQueryForgottenWhileMovingIsNotMoved: a query whose context ends
+// while a socket error is moving its socket's queries (taken off the
+// socket, not yet on the next: fail, move) is not moved. Before, forget
+// found it on the ended socket, where it no longer waited, and move then
+// registered it on the next socket and sent it again for nobody: a
+// datagram the upstream answered in vain, and a wait held there until
+// its deadline.
+func TestQueryForgottenWhileMovingIsNotMoved(t *testing.T) {
+	for _, path := range []string{"message", "wire"} {
+		t.Run(path, func(t *testing.T) {
+			up := startHoldingUpstream(t)
+			m := &udpMux{addr: up.pc.LocalAddr().String(), timeout: 5 * time.Second}
+			t.Cleanup(m.close)
+			name := path + ".forgotten.example.org."
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				var err error
+				if path == "message" {
+					_, err = m.exchange(ctx, question(name, dns.TypeA, false))
+				} else {
+					_, err = m.exchangeWire(ctx, packed(question(name, dns.TypeA, false)))
+				}
+				done <- err
+			}()
+			require.Eventually(t, func() bool { return up.seen([]string{name}, 1) }, 2*time.Second, time.Millisecond)
+			prev := beforeMove
+			beforeMove = func() {
+				cancel()
+				assert.ErrorIs(t, <-done, context.Canceled)
+			}
+			t.Cleanup(func() { beforeMove = prev })
+			m.mu.Lock()
+			first := m.cur
+			m.mu.Unlock()
+			first.fail(syscall.ECONNREFUSED)
+
+			m.mu.Lock()
+			next := m.cur
+			m.mu.Unlock()
+			if next != nil && next != first { // none dialled: nothing was moved
+				next.mu.Lock()
+				assert.Empty(t, next.pending, "the forgotten query was moved: it waits on the next socket")
+				next.mu.Unlock()
+			}
+			// A query sent afterwards reaches the upstream; by then a
+			// datagram of the forgotten one, sent before it, would have too.
+			up.release()
+			resp, err := m.exchange(context.Background(), question("after."+name, dns.TypeA, false))
+			require.NoError(t, err)
+			assert.Len(t, resp.Answer, 1)
+			assert.False(t, up.seen([]string{name}, 2), "the forgotten query was sent again")
+		})
+	}
+}

@@ -147,10 +147,11 @@ type waiter struct {
 	// query is the datagram sent, as registered (with the ID id), kept
 	// for as long as the query waits, so that it can be moved to another
 	// socket (udpMux.move), which writes the new ID into it; nil: it
-	// cannot be. sock is the socket it waits on, for udpMux.forget; both
-	// are set by wait, under the socket's mu and, on a socket of a mux,
-	// the mux's. moved is set once the query was moved: a socket error on
-	// the socket it moved to ends it.
+	// cannot be. sock is the socket it waits on, for udpMux.forget, which
+	// sets it to nil under the mux's mu (nobody waits: move drops it);
+	// both are set by wait, under the socket's mu and, on a socket of a
+	// mux, the mux's. moved is set once the query was moved: a socket
+	// error on the socket it moved to ends it.
 	query []byte
 	id    uint16
 	sock  *upstreamSocket
@@ -371,13 +372,17 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 }
 
 // forget stops the wait w on whichever socket it waits on now (it may
-// have been moved since it was registered: move), if it still waits.
+// have been moved since it was registered: move), if it still waits, and
+// marks it as waited on by no one (waiter.sock nil): a socket error that
+// took it off its socket just before (fail) does not move it, which would
+// register it again, and send it again, for nobody.
 func (m *udpMux) forget(w *waiter) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if s := w.sock; s != nil {
 		s.forget(w.id, w, nil)
 	}
+	w.sock = nil
 }
 
 // UnpackAnswer parses an upstream's answer b, over any transport; one
@@ -698,6 +703,7 @@ func (s *upstreamSocket) fail(err error) {
 	s.mu.Unlock()
 	s.conn.Close()
 	if len(moving) > 0 {
+		beforeMove()
 		ended = append(ended, s.mux.move(moving)...)
 	}
 	for _, w := range ended { // outside the lock: a taker may start another query
@@ -711,11 +717,18 @@ func (s *upstreamSocket) fail(err error) {
 // (waiter.query), with the deadline it had: the move gives it no more
 // time. Their datagrams are sent again at once, each counted as a resend
 // (dnsfence_upstream_retries_total{reason="resend"}), and each query is
-// moved once (waiter.moved). It returns those it could not move (no
-// socket could be dialled), for the caller to fail.
+// moved once (waiter.moved). A query whose wait was forgotten since fail
+// took it off its socket (udpMux.forget: its context ended) is dropped:
+// nobody waits for it. It returns those it could not move (no socket
+// could be dialled), for the caller to fail.
 func (m *udpMux) move(ws []*waiter) []*waiter {
 	now := time.Now()
 	m.mu.Lock()
+	ws = slices.DeleteFunc(ws, func(w *waiter) bool { return w.sock == nil })
+	if len(ws) == 0 {
+		m.mu.Unlock()
+		return nil
+	}
 	s, err := m.socketFor(len(ws), now)
 	if err != nil {
 		m.mu.Unlock()
@@ -746,6 +759,11 @@ func (m *udpMux) move(ws []*waiter) []*waiter {
 	s.send(lead, nil)
 	return nil
 }
+
+// beforeMove runs in fail once a socket error took the queries off the
+// socket, before they are moved (move): tests end a query's context
+// there.
+var beforeMove = func() {}
 
 // expire ends the waits of the queries past their deadline: errNoAnswer,
 // or, when datagrams no query could take arrived meanwhile, an error that
