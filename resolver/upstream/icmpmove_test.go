@@ -386,3 +386,64 @@ func TestQueryForgottenWhileMovingIsNotMoved(t *testing.T) {
 		})
 	}
 }
+
+// TestMovedQueryKeepsItsResends: the datagram a move sends is one of the
+// query's resends (maxResends), not the first of a new set: a query moved
+// after its last resend is not sent again after the move, and one moved
+// before any is sent again at most maxResends times in all. Before, the
+// move started its count over, and a query could be sent 1+3+1+3 times.
+func TestMovedQueryKeepsItsResends(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		delay     time.Duration // the resend delay
+		before    int           // resends on the first socket
+		resends   int           // counted once moved
+		sendsMore bool          // resent again after the move
+	}{
+		{name: "moved before any resend", delay: 2 * time.Second, before: 0, resends: 1, sendsMore: true},
+		{name: "moved after its last resend", delay: time.Millisecond, before: maxResends, resends: maxResends + 1, sendsMore: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := startHoldingUpstream(t)
+			m := &udpMux{addr: up.pc.LocalAddr().String(), timeout: 10 * time.Second,
+				resend: &resendPolicy{delay: func() (time.Duration, bool) { return tc.delay, true }, count: func() {}}}
+			t.Cleanup(m.close)
+			name := "resends.example.org."
+			done := make(chan error, 1)
+			go func() {
+				_, err := m.exchange(context.Background(), question(name, dns.TypeA, false))
+				done <- err
+			}()
+			// only is the one query waiting on s, read under its lock.
+			only := func(s *upstreamSocket, f func(w *waiter)) bool {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				for _, w := range s.pending {
+					f(w)
+					return true
+				}
+				return false
+			}
+			require.Eventually(t, func() bool { return up.seen([]string{name}, 1) }, 2*time.Second, time.Millisecond)
+			m.mu.Lock()
+			first := m.cur
+			m.mu.Unlock()
+			require.Eventually(t, func() bool {
+				resends := -1
+				only(first, func(w *waiter) { resends = w.resends })
+				return resends == tc.before
+			}, 2*time.Second, time.Millisecond, "resent on the first socket")
+			first.fail(syscall.ECONNREFUSED)
+			require.Eventually(t, func() bool { return up.seen([]string{name}, 2) }, 2*time.Second, time.Millisecond, "moved")
+			m.mu.Lock()
+			next := m.cur
+			m.mu.Unlock()
+			require.True(t, only(next, func(w *waiter) {
+				assert.Equal(t, tc.resends, w.resends, "the move counted as one of its resends")
+				assert.Equal(t, tc.sendsMore, w.packet != nil, "sent again after the move")
+			}), "the query waits on the next socket")
+			up.release()
+			require.NoError(t, <-done)
+		})
+	}
+}

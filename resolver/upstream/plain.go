@@ -73,7 +73,9 @@ type resendPolicy struct {
 }
 
 // maxResends bounds how often one query is sent again: four datagrams in
-// all, as the backoff within a 2 s timeout from a 150 ms delay gives.
+// all, as the backoff within a 2 s timeout from a 150 ms delay gives. A
+// move to a new socket after an ICMP error (udpMux.move) is one of them;
+// a query moved after its last is sent that once more, five in all.
 const maxResends = 3
 
 // resendDelayFloor is the least resend delay a Forwarder gives a plain

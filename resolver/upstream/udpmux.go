@@ -716,8 +716,10 @@ func (s *upstreamSocket) fail(err error) {
 // never it), each under a new query ID written into its datagram
 // (waiter.query), with the deadline it had: the move gives it no more
 // time. Their datagrams are sent again at once, each counted as a resend
-// (dnsfence_upstream_retries_total{reason="resend"}), and each query is
-// moved once (waiter.moved). A query whose wait was forgotten since fail
+// (dnsfence_upstream_retries_total{reason="resend"}) and as one of the
+// query's maxResends (one past them for a query moved after its last:
+// the datagrams sent before went to the socket that ended), and each
+// query is moved once (waiter.moved). A query whose wait was forgotten since fail
 // took it off its socket (udpMux.forget: its context ended) is dropped:
 // nobody waits for it. It returns those it could not move (no socket
 // could be dialled), for the caller to fail.
@@ -736,12 +738,14 @@ func (m *udpMux) move(ws []*waiter) []*waiter {
 	}
 	lead := false
 	for i, w := range ws {
-		deadline := w.deadline
+		deadline, resends := w.deadline, w.resends
 		id := s.freeID()
 		binary.BigEndian.PutUint16(w.query, id) // before w can be answered
 		s.wait(id, w, w.query, now)
-		w.deadline, w.moved = deadline, true
-		if w.packet != nil && !w.resendAt.Before(deadline) {
+		// The move's datagram is one of the query's resends (maxResends):
+		// a query moved after its last resend is not sent again after it.
+		w.deadline, w.moved, w.resends = deadline, true, resends+1
+		if w.packet != nil && (w.resends >= maxResends || !w.resendAt.Before(deadline)) {
 			w.packet = nil
 		}
 		if first := s.enqueue(id, w, w.query); i == 0 {
