@@ -447,3 +447,45 @@ func TestMovedQueryKeepsItsResends(t *testing.T) {
 		})
 	}
 }
+
+// TestQueryPastItsDeadlineIsNotMoved: a query whose deadline has passed by
+// the time a socket error moves its socket's queries (fail, move) fails
+// with the error, as the ended socket's sweep would have failed it, and
+// is not sent again: before, move sent its datagram from the next socket,
+// counted a resend, and the query failed a sweep later for nothing.
+func TestQueryPastItsDeadlineIsNotMoved(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	up := startHoldingUpstream(t)
+	var moves atomic.Int32
+	m := &udpMux{addr: up.pc.LocalAddr().String(), timeout: timeout,
+		resend: &resendPolicy{delay: func() (time.Duration, bool) { return time.Hour, true }, count: func() { moves.Add(1) }}}
+	t.Cleanup(m.close)
+	name := "late.example.org."
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.exchange(context.Background(), question(name, dns.TypeA, false))
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return up.seen([]string{name}, 1) }, 2*time.Second, time.Millisecond)
+	prev := beforeMove
+	beforeMove = func() { time.Sleep(timeout + 50*time.Millisecond) } // off every socket: no sweep ends it meanwhile
+	t.Cleanup(func() { beforeMove = prev })
+	m.mu.Lock()
+	first := m.cur
+	m.mu.Unlock()
+	first.fail(syscall.ECONNREFUSED)
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, syscall.ECONNREFUSED)
+	case <-time.After(2 * time.Second):
+		t.Fatal("the query past its deadline still waits")
+	}
+	assert.Zero(t, moves.Load(), "no move counted")
+	// A query sent afterwards reaches the upstream; by then a datagram of
+	// the late one, sent before it, would have too.
+	up.release()
+	resp, err := m.exchange(context.Background(), question("after."+name, dns.TypeA, false))
+	require.NoError(t, err)
+	assert.Len(t, resp.Answer, 1)
+	assert.False(t, up.seen([]string{name}, 2), "the query past its deadline was sent again")
+}

@@ -721,20 +721,27 @@ func (s *upstreamSocket) fail(err error) {
 // the datagrams sent before went to the socket that ended), and each
 // query is moved once (waiter.moved). A query whose wait was forgotten since fail
 // took it off its socket (udpMux.forget: its context ended) is dropped:
-// nobody waits for it. It returns those it could not move (no socket
-// could be dialled), for the caller to fail.
-func (m *udpMux) move(ws []*waiter) []*waiter {
+// nobody waits for it. It returns, for the caller to fail, those it did
+// not move: those past their deadline, which the ended socket's sweep
+// would have failed (sent again, a datagram nobody would wait for), and
+// all of them when no socket could be dialled.
+func (m *udpMux) move(ws []*waiter) (failed []*waiter) {
 	now := time.Now()
 	m.mu.Lock()
-	ws = slices.DeleteFunc(ws, func(w *waiter) bool { return w.sock == nil })
+	ws = slices.DeleteFunc(ws, func(w *waiter) bool {
+		if w.sock != nil && !now.Before(w.deadline) {
+			failed = append(failed, w)
+		}
+		return w.sock == nil || !now.Before(w.deadline)
+	})
 	if len(ws) == 0 {
 		m.mu.Unlock()
-		return nil
+		return failed
 	}
 	s, err := m.socketFor(len(ws), now)
 	if err != nil {
 		m.mu.Unlock()
-		return ws
+		return append(failed, ws...)
 	}
 	lead := false
 	for i, w := range ws {
@@ -761,7 +768,7 @@ func (m *udpMux) move(ws []*waiter) []*waiter {
 		}
 	}
 	s.send(lead, nil)
-	return nil
+	return failed
 }
 
 // beforeMove runs in fail once a socket error took the queries off the
