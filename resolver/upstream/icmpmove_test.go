@@ -203,9 +203,7 @@ func testSocketErrorMoves(t *testing.T, how string, second bool) {
 	// fail gives the current socket a socket error, as the kernel does
 	// on an ICMP port unreachable, and returns it.
 	fail := func() *upstreamSocket {
-		m.mu.Lock()
-		s := m.cur
-		m.mu.Unlock()
+		s := current(m)
 		require.NotNil(t, s)
 		switch how {
 		case "icmp":
@@ -255,27 +253,14 @@ func TestMovedQueryForgottenWhereItWaits(t *testing.T) {
 		t.Run(path, func(t *testing.T) {
 			name := path + ".forget.example.org."
 			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() {
-				var err error
-				if path == "message" {
-					_, err = m.exchange(ctx, question(name, dns.TypeA, false))
-				} else {
-					_, err = m.exchangeWire(ctx, packed(question(name, dns.TypeA, false)))
-				}
-				done <- err
-			}()
+			done := exchangeInBackground(ctx, m, path, name)
 			require.Eventually(t, func() bool { return up.seen([]string{name}, 1) }, 2*time.Second, time.Millisecond)
-			m.mu.Lock()
-			first := m.cur
-			m.mu.Unlock()
+			first := current(m)
 			first.fail(syscall.ECONNREFUSED)
 			require.Eventually(t, func() bool { return up.seen([]string{name}, 2) }, 2*time.Second, time.Millisecond)
 			cancel()
 			assert.ErrorIs(t, <-done, context.Canceled)
-			m.mu.Lock()
-			next := m.cur
-			m.mu.Unlock()
+			next := current(m)
 			require.NotSame(t, first, next)
 			next.mu.Lock()
 			defer next.mu.Unlock()
@@ -304,9 +289,7 @@ func TestSocketErrorMovesStartedQueries(t *testing.T) {
 			}
 			require.Eventually(t, func() bool { return up.seen(names, 1) }, 2*time.Second, time.Millisecond)
 			m := f.upstreams[0].t.(*Plain).mux
-			m.mu.Lock()
-			s := m.cur
-			m.mu.Unlock()
+			s := current(m)
 			if how == "icmp" {
 				spoofPortUnreachable(t, s.conn.LocalAddr().(*net.UDPAddr), s.conn.RemoteAddr().(*net.UDPAddr))
 			} else {
@@ -346,16 +329,7 @@ func TestQueryForgottenWhileMovingIsNotMoved(t *testing.T) {
 			t.Cleanup(m.close)
 			name := path + ".forgotten.example.org."
 			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() {
-				var err error
-				if path == "message" {
-					_, err = m.exchange(ctx, question(name, dns.TypeA, false))
-				} else {
-					_, err = m.exchangeWire(ctx, packed(question(name, dns.TypeA, false)))
-				}
-				done <- err
-			}()
+			done := exchangeInBackground(ctx, m, path, name)
 			require.Eventually(t, func() bool { return up.seen([]string{name}, 1) }, 2*time.Second, time.Millisecond)
 			prev := beforeMove
 			beforeMove = func() {
@@ -363,14 +337,10 @@ func TestQueryForgottenWhileMovingIsNotMoved(t *testing.T) {
 				assert.ErrorIs(t, <-done, context.Canceled)
 			}
 			t.Cleanup(func() { beforeMove = prev })
-			m.mu.Lock()
-			first := m.cur
-			m.mu.Unlock()
+			first := current(m)
 			first.fail(syscall.ECONNREFUSED)
 
-			m.mu.Lock()
-			next := m.cur
-			m.mu.Unlock()
+			next := current(m)
 			if next != nil && next != first { // none dialled: nothing was moved
 				next.mu.Lock()
 				assert.Empty(t, next.pending, "the forgotten query was moved: it waits on the next socket")
@@ -425,9 +395,7 @@ func TestMovedQueryKeepsItsResends(t *testing.T) {
 				return false
 			}
 			require.Eventually(t, func() bool { return up.seen([]string{name}, 1) }, 2*time.Second, time.Millisecond)
-			m.mu.Lock()
-			first := m.cur
-			m.mu.Unlock()
+			first := current(m)
 			require.Eventually(t, func() bool {
 				resends := -1
 				only(first, func(w *waiter) { resends = w.resends })
@@ -435,9 +403,7 @@ func TestMovedQueryKeepsItsResends(t *testing.T) {
 			}, 2*time.Second, time.Millisecond, "resent on the first socket")
 			first.fail(syscall.ECONNREFUSED)
 			require.Eventually(t, func() bool { return up.seen([]string{name}, 2) }, 2*time.Second, time.Millisecond, "moved")
-			m.mu.Lock()
-			next := m.cur
-			m.mu.Unlock()
+			next := current(m)
 			require.True(t, only(next, func(w *waiter) {
 				assert.Equal(t, tc.resends, w.resends, "the move counted as one of its resends")
 				assert.Equal(t, tc.sendsMore, w.packet != nil, "sent again after the move")
@@ -461,18 +427,12 @@ func TestQueryPastItsDeadlineIsNotMoved(t *testing.T) {
 		resend: &resendPolicy{delay: func() (time.Duration, bool) { return time.Hour, true }, count: func() { moves.Add(1) }}}
 	t.Cleanup(m.close)
 	name := "late.example.org."
-	done := make(chan error, 1)
-	go func() {
-		_, err := m.exchange(context.Background(), question(name, dns.TypeA, false))
-		done <- err
-	}()
+	done := exchangeInBackground(context.Background(), m, "message", name)
 	require.Eventually(t, func() bool { return up.seen([]string{name}, 1) }, 2*time.Second, time.Millisecond)
 	prev := beforeMove
 	beforeMove = func() { time.Sleep(timeout + 50*time.Millisecond) } // off every socket: no sweep ends it meanwhile
 	t.Cleanup(func() { beforeMove = prev })
-	m.mu.Lock()
-	first := m.cur
-	m.mu.Unlock()
+	first := current(m)
 	first.fail(syscall.ECONNREFUSED)
 	select {
 	case err := <-done:
@@ -488,4 +448,28 @@ func TestQueryPastItsDeadlineIsNotMoved(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, resp.Answer, 1)
 	assert.False(t, up.seen([]string{name}, 2), "the query past its deadline was sent again")
+}
+
+// exchangeInBackground asks m for name's A record in a goroutine, by
+// exchange (path "message") or exchangeWire (any other), and returns the
+// channel its error arrives on.
+func exchangeInBackground(ctx context.Context, m *udpMux, path, name string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		if path == "message" {
+			_, err = m.exchange(ctx, question(name, dns.TypeA, false))
+		} else {
+			_, err = m.exchangeWire(ctx, packed(question(name, dns.TypeA, false)))
+		}
+		done <- err
+	}()
+	return done
+}
+
+// current is m's current socket, read under its lock.
+func current(m *udpMux) *upstreamSocket {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cur
 }
