@@ -132,7 +132,7 @@ func (h *Handler) stoppedListeners(withQUIC bool) string {
 // ready reports readiness and why.
 func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string) {
 	if h.stopping.Load() {
-		return false, "not ready: shutting down, answering the queries in flight"
+		return false, "not ready: shutting down: queries are answered through shutdown_delay, then the listeners close and those in flight finish"
 	}
 	snap := h.Snapshot()
 	if snap == nil {
