@@ -22,32 +22,27 @@ func FuzzAcceptDifferential(f *testing.F) {
 	opt := q.IsEdns0()
 	opt.SetVersion(1)
 	badvers, _ := q.Pack()
-	count := func(b []byte, at, n int) []byte {
-		b = bytes.Clone(b)
-		b[at], b[at+1] = byte(n>>8), byte(n)
-		return b
-	}
 	f.Add(plain)
 	f.Add(withOPT)
 	f.Add(badvers)
-	f.Add(count(plain, 6, 2))
-	f.Add(count(withOPT, 8, 2))
-	f.Add(count(withOPT, 10, 3))
-	f.Add(count(badvers, 6, 2))
-	f.Add(count(badvers, 4, 2))
-	f.Add(count(badvers, 4, 0))
+	f.Add(withCount(plain, 6, 2))
+	f.Add(withCount(withOPT, 8, 2))
+	f.Add(withCount(withOPT, 10, 3))
+	f.Add(withCount(badvers, 6, 2))
+	f.Add(withCount(badvers, 4, 2))
+	f.Add(withCount(badvers, 4, 0))
 	notify := new(dns.Msg)
 	notify.SetNotify("example.org.")
 	notify.Answer = []dns.RR{&dns.SOA{Hdr: dns.RR_Header{Name: "example.org.", Rrtype: dns.TypeSOA, Class: dns.ClassINET},
 		Ns: "ns.example.org.", Mbox: "h.example.org.", Serial: 2}}
 	b, _ := notify.Pack()
 	f.Add(b)
-	f.Add(count(b, 6, 2))
+	f.Add(withCount(b, 6, 2))
 	status := withOPT[:len(withOPT):len(withOPT)]
 	status = bytes.Clone(status)
 	status[2] |= 2 << 3 // opcode STATUS
 	f.Add(status)
-	f.Add(count(status, 6, 5))
+	f.Add(withCount(status, 6, 5))
 	resp := bytes.Clone(withOPT)
 	resp[2] |= 0x80
 	f.Add(resp)
