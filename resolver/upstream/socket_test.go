@@ -107,10 +107,10 @@ func TestClosedMuxSocketsClose(t *testing.T) {
 	assert.Nil(t, m.cur, "no socket is kept for later queries")
 
 	w := &waiter{answer: make(chan []byte, 1)}
-	s, id, _, err := m.register(w, make([]byte, 12), time.Now())
+	s, _, err := m.register(w, make([]byte, 12), time.Now())
 	require.NoError(t, err)
 	assert.Nil(t, m.cur)
-	s.forget(id, w, nil)
+	s.forget(w.id, w, nil)
 	_, err = s.conn.Write([]byte{0})
 	assert.ErrorIs(t, err, net.ErrClosed, "closed once nothing waits on it")
 }

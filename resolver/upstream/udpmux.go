@@ -146,8 +146,8 @@ type waiter struct {
 	gen uint32
 	// query is the datagram sent, as registered (with the ID id), kept
 	// for as long as the query waits, so that it can be moved to another
-	// socket (udpMux.move), which writes the new ID into it; nil: it
-	// cannot be. sock is the socket it waits on, for udpMux.forget, which
+	// socket (udpMux.move), which writes the new ID into it (wait sets
+	// it at every registration; a pooled waiter has none). sock is the socket it waits on, for udpMux.forget, which
 	// sets it to nil under the mux's mu (nobody waits: move drops it);
 	// both are set by wait, under the socket's mu and, on a socket of a
 	// mux, the mux's. moved is set once the query was moved: a socket
@@ -242,7 +242,8 @@ func newUpstreamSocket(m *udpMux) (*upstreamSocket, error) {
 }
 
 // register picks the socket for a new query (socketFor), renewing it when
-// it is old, used up or dead, and registers w under a query ID free on it.
+// it is old, used up or dead, and registers w under a query ID free on it
+// (w.id, which a move changes).
 // Both happen under m.mu and the socket's mu, held from the pick on, so a
 // socket is never retired, nor ended by a socket error, between being
 // picked and being waited on. The ID is written into the packed query q
@@ -252,19 +253,18 @@ func newUpstreamSocket(m *udpMux) (*upstreamSocket, error) {
 // ID back): lead is true when the queue was empty, and the caller then
 // sends it (send). now is the time the query is sent at, which its
 // deadline counts from.
-func (m *udpMux) register(w *waiter, q []byte, now time.Time) (s *upstreamSocket, id uint16, lead bool, err error) {
+func (m *udpMux) register(w *waiter, q []byte, now time.Time) (s *upstreamSocket, lead bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if s, err = m.socketFor(1, now); err != nil {
-		return nil, 0, false, err
+		return nil, false, err
 	}
 	defer s.mu.Unlock()
 	s.sent++
-	id = s.freeID()
+	id := s.freeID()
 	binary.BigEndian.PutUint16(q, id) // before w can be answered
 	s.wait(id, w, q, now)
-	lead = s.enqueue(id, w, q)
-	return s, id, lead, nil
+	return s, s.enqueue(id, w, q), nil
 }
 
 // socketFor returns the socket for n new registrations at now, its mu
@@ -349,7 +349,7 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		return nil, err
 	}
 	w := &waiter{answer: make(chan []byte, 1)}
-	s, _, lead, err := m.register(w, b, time.Now())
+	s, lead, err := m.register(w, b, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -694,7 +694,7 @@ func (s *upstreamSocket) fail(err error) {
 	ended := make([]*waiter, 0, len(s.pending))
 	for id, w := range s.pending {
 		delete(s.pending, id)
-		if movable && !w.moved && w.query != nil {
+		if movable && !w.moved {
 			moving = append(moving, w)
 		} else {
 			ended = append(ended, w)

@@ -289,7 +289,7 @@ func (m *udpMux) exchangeWire(ctx context.Context, q []byte) ([]byte, error) {
 	w := waiters.Get().(*waiter)
 	w.err = nil
 	own := dnswire.ID(q)
-	s, _, lead, err := m.register(w, q, time.Now())
+	s, lead, err := m.register(w, q, time.Now())
 	if err != nil {
 		return nil, err
 	}

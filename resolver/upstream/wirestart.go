@@ -87,7 +87,7 @@ func (f *Forwarder) StartWire(q []byte, then WireThen, batch listen.Batcher) {
 	// Set up before the waiter is registered: from then on the reader
 	// may end it (a late or spoofed answer with its ID) and recycle t.
 	t.own, t.sent = dnswire.ID(q), true
-	s, _, lead, err := p.mux.register(&t.waiter, q, t.start)
+	s, lead, err := p.mux.register(&t.waiter, q, t.start)
 	if err != nil {
 		t.answered(nil, err, nil)
 		return
