@@ -903,6 +903,7 @@ func TestReadyzWhileStopping(t *testing.T) {
 	code, body = get(t, srv.URL+"/readyz")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
 	assert.Contains(t, body, "not ready: shutting down")
+	assert.Contains(t, body, "queries are answered through shutdown_delay", "it says queries are still answered")
 	r := ask(t, f.addr, "127.0.0.1", "udp", question("www.example.com.", dns.TypeA, true))
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode, "queries are still answered")
 }
