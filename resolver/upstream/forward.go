@@ -44,9 +44,6 @@ type Forwarder struct {
 	upstreams []*upstreamState
 	timeout   time.Duration // one exchange with one upstream
 	metrics   *Metrics      // nil: not counted
-	// counted is set once New has counted f in metrics (Metrics.start),
-	// for closeTransports to end that count: not for a New that failed.
-	counted bool
 	// probeEvery is the pause between probes of a down upstream.
 	probeEvery time.Duration
 	// flapWindow and flapLogEvery damp the log of a flapping upstream
@@ -262,7 +259,6 @@ func New(addrs []string, opts Options) (*Forwarder, error) {
 	// durations of this one go to no series. A failure below ends the
 	// count (closeTransports).
 	opts.Metrics.start(addrs)
-	f.counted = true
 	for _, addr := range addrs {
 		t, err := newTransport(addr, opts)
 		if err != nil {
@@ -460,9 +456,7 @@ func (f *Forwarder) closeTransports() {
 		for _, u := range f.upstreams {
 			_ = u.t.Close() // nothing is left to report it to
 		}
-		if f.counted {
-			f.metrics.stop(f.addrs)
-		}
+		f.metrics.stop(f.addrs) // New started the count (Metrics.start) before any failure
 	})
 }
 
