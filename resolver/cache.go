@@ -37,18 +37,22 @@ const (
 	// of up to 255 octets, each unpacked into a record of its own with its
 	// names written out, 72 KB for 236 A records, 116 KB for 153 MINFO
 	// records of three names each (measured: 20,000 entries, the default
-	// cache.size, would hold 1.4 and 2.3 GB). BIND 9's max-records-per-type
+	// cache.size, would hold 1.4 and 2.3 GB); or RDATA miekg/dns holds in
+	// many times its octets, 66 KB for one NSEC record's type bitmap, 82
+	// KB for a TXT record of empty strings, 88 KB for an APL record
+	// (dnswire.Record.Held). BIND 9's max-records-per-type
 	// (CVE-2024-1737) bounds the records of an RRset in its cache for
 	// the same reason. Such an answer is forwarded every time, as one over
 	// maxCachedAnswer octets is. Twice maxCachedAnswer keeps a cached
-	// entry at about 12 KB at most, message and wire form, and caches the
-	// answers of a few dozen records that resolvers give.
+	// entry at about 12 KB at most, message and wire form, Go's rounding
+	// of allocations to size classes aside (under a fifth more), and
+	// caches the answers of a few dozen records that resolvers give.
 	maxCachedFootprint = 2 * maxCachedAnswer
 	// recordOverhead is what one record takes of the heap unpacked, in
-	// bytes, beyond its octets with its names written out (dns.Len): its
-	// object, its header, its place in its section's slice. 76 to 94
-	// bytes measured for A, AAAA, CNAME, MX, TXT and MINFO records
-	// (miekg/dns v1.1.73, 64-bit Go).
+	// bytes, beyond what it holds (dnswire.Record.Held): its object, its
+	// header, its place in its section's slice. 76 to 94 bytes measured
+	// for A, AAAA, CNAME, MX, TXT and MINFO records (miekg/dns v1.1.73,
+	// 64-bit Go).
 	recordOverhead = 96
 )
 
@@ -516,7 +520,7 @@ func tooLargeToCache(msg *dns.Msg) bool {
 	m := *msg
 	m.Compress = false
 	n := m.Len()
-	if footprint(n, msg) > maxCachedFootprint {
+	if footprint(&m, n) > maxCachedFootprint {
 		return true
 	}
 	if n <= maxCachedAnswer {
@@ -526,11 +530,32 @@ func tooLargeToCache(msg *dns.Msg) bool {
 	return m.Len() > maxCachedAnswer
 }
 
-// footprint estimates the heap msg takes, in bytes, from its length
-// uncompressed, n (every name written out in full, as miekg/dns holds
-// it), and recordOverhead for each of its records.
-func footprint(n int, msg *dns.Msg) int {
-	return n + recordOverhead*(len(msg.Answer)+len(msg.Ns)+len(msg.Extra))
+// footprint is the heap msg takes, in bytes, as the wire path counts an
+// answer's (wireShape.footprint), from msg packed uncompressed, of n
+// octets (m.Len). A message dnswire does not read, or one so small that
+// the bound of any message settles it, is counted at that bound:
+// dnswire.OpaqueFactor an octet.
+func footprint(m *dns.Msg, n int) int {
+	records := len(m.Answer) + len(m.Ns) + len(m.Extra)
+	bound := dnswire.OpaqueFactor*n + recordOverhead*records
+	if bound <= maxCachedFootprint {
+		return bound
+	}
+	u := *m
+	u.Compress = false
+	b, err := u.Pack()
+	if err != nil {
+		return bound
+	}
+	q, ok := dnswire.ReadQuestion(b)
+	held := q.End // the header and the question
+	if dnswire.QDCount(b) != 1 || !ok || !dnswire.Walk(b, q.End, func(r dnswire.Record) bool {
+		held += r.Held + recordOverhead
+		return true
+	}) {
+		return bound
+	}
+	return held
 }
 
 // withoutDNSSEC is msg without the records that authenticate DNSSEC data

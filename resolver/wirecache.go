@@ -84,8 +84,8 @@ type wireShape struct {
 	// DO bit must not get (dnssecRecord).
 	dnssec bool
 	// footprint is the heap the answer takes as a message (footprint),
-	// its OPT aside: the header, the question and each record's
-	// dnswire.Record.Wide, and recordOverhead a record.
+	// its OPT aside: the header and the question as their octets, each
+	// record's dnswire.Record.Held, and recordOverhead a record.
 	footprint int
 }
 
@@ -127,7 +127,7 @@ func wireOf(b []byte, w *wireAnswer) (wireShape, bool) {
 			return true
 		}
 		w.ttls = append(w.ttls, ttlAt{off: int32(r.TTLOff), ttl: r.TTL})
-		sh.footprint += r.Wide + recordOverhead
+		sh.footprint += r.Held + recordOverhead
 		sh.dnssec = sh.dnssec || dnssecRecord(r.Type, q.Type, r.Section)
 		sh.minTTL = min(sh.minTTL, receivedTTL(r.TTL))
 		if r.Section == dnswire.Answer {

@@ -233,11 +233,12 @@ func nameEnd(msg []byte, off int, seen *Labels) (end int, result int) {
 	return end, result
 }
 
-// nameSpan is nameEnd, and also the name's length written out in full
-// (wide): its labels through every pointer, each with its length octet,
-// and the root, in octets, as an uncompressed message holds it and
-// miekg/dns unpacks it.
-func nameSpan(msg []byte, off int, seen *Labels) (end, wide, result int) {
+// nameSpan is nameEnd, and also the name's length as miekg/dns holds it
+// unpacked (text): its labels through every pointer in presentation form
+// (RFC 1035 §5.1), each followed by a dot, an octet miekg/dns escapes
+// counted as its escape (labelText), the root alone as "."; in
+// characters, which are bytes of the string UnpackDomainName returns.
+func nameSpan(msg []byte, off int, seen *Labels) (end, text, result int) {
 	start := off
 	end = -1
 	length, ptrs := 0, 0
@@ -252,7 +253,7 @@ func nameSpan(msg []byte, off int, seen *Labels) (end, wide, result int) {
 				if end < 0 {
 					end = off + 1
 				}
-				return end, length + 1, read
+				return end, max(text, 1), read
 			}
 			// Labels and their length octets take at most 254 octets,
 			// the root the last (miekg/dns's budget).
@@ -262,6 +263,10 @@ func nameSpan(msg []byte, off int, seen *Labels) (end, wide, result int) {
 			}
 			if end < 0 {
 				seen.add(off) // a label written here, not reached by a pointer
+			}
+			text += 1 // the dot after it
+			for _, b := range msg[off+1 : off+1+c] {
+				text += int(labelText[b])
 			}
 			off += 1 + c
 		case 0xC0:
@@ -360,12 +365,17 @@ type Record struct {
 	Type    uint16
 	Class   uint16
 	TTL     uint32
-	// Wide is the record's length with every name Walk reads in it (its
-	// owner, and the names of rdataLayout in its RDATA) written out in
-	// full, in octets: its length in an uncompressed message (RFC 1035
-	// §4.1.4), and what miekg/dns unpacks those names into. A record of
-	// 16 octets whose three names are pointers to one of 255 is 775 wide.
-	Wide int
+	// Held bounds what the record takes of the heap unpacked by
+	// miekg/dns v1.1.73, in bytes, beyond a fixed cost a record (its RR
+	// value and its place in a section's slice, which the caller counts):
+	// every name Walk reads in it (its owner, the names of rdataLayout in
+	// its RDATA) as the string miekg/dns holds, through every pointer, in
+	// presentation form (nameSpan), 10 for TYPE to RDLENGTH, and its other
+	// RDATA as miekg/dns unpacks it (rdataHeld). A record of 16 octets
+	// whose three names are pointers to one of 255 plain octets holds 772;
+	// a label of octets below 0x20 is held in four times its length
+	// (\DDD).
+	Held int
 }
 
 // Walk reads every record after the question (which ends at qend) in
@@ -411,7 +421,7 @@ func walk(msg []byte, qend int, fn func(r Record) bool) int {
 	off := qend
 	for sec, n := range counts {
 		for range n {
-			end, wide, res := nameSpan(msg, off, &seen)
+			end, text, res := nameSpan(msg, off, &seen)
 			if res != read || end+10 > len(msg) {
 				return max(res, unread)
 			}
@@ -424,11 +434,11 @@ func walk(msg []byte, qend int, fn func(r Record) bool) int {
 			if r.End > len(msg) {
 				return unread
 			}
-			res, rdataWide := rdataFits(msg, r, &seen)
+			res, held := rdataFits(msg, r, &seen)
 			if res != read {
 				return res
 			}
-			r.Wide = wide + 10 + rdataWide
+			r.Held = text + 10 + held
 			if !fn(r) {
 				return unread
 			}
@@ -501,29 +511,40 @@ func rdataLayout(msg []byte, r Record) (skip, names, rest, res int) {
 // reads the names in it with seen: every name miekg/dns would read there
 // (rdataLayout), so that none of them can point where Walk has not
 // looked. A type whose names miekg/dns reads but Walk does not does not
-// fit, nor does a SIG(0). wide is the RDATA's length with those names
-// written out in full (Record.Wide).
-func rdataFits(msg []byte, r Record, seen *Labels) (res, wide int) {
-	wide = r.End - r.RdOff
+// fit, nor does a SIG(0). held is what the RDATA takes unpacked
+// (Record.Held): its names as text, the octets before them (NAPTR's
+// character-strings escaped) and after them as rdataHeld has them.
+func rdataFits(msg []byte, r Record, seen *Labels) (res, held int) {
 	switch r.Type {
 	case TypeA:
-		return fits(r.End-r.RdOff == 4), wide
+		return fits(r.End-r.RdOff == 4), 4
 	case TypeAAAA:
-		return fits(r.End-r.RdOff == 16), wide
+		return fits(r.End-r.RdOff == 16), 16
 	}
 	skip, names, rest, res := rdataLayout(msg, r)
-	if res != read || names == 0 {
-		return res, wide
+	if res != read {
+		return res, 0
 	}
-	end, grown, res := rdataNames(msg, r, skip, names, seen)
-	wide += grown
-	switch {
-	case res != read || rest == nameThen:
-		return res, wide
-	case rest == soaTail:
-		return fits(end == r.End-20), wide
+	if names == 0 {
+		return read, rdataHeld(r.Type, msg[r.RdOff:r.End])
 	}
-	return fits(end == r.End), wide
+	end, text, res := rdataNames(msg, r, skip, names, seen)
+	if res != read {
+		return res, 0
+	}
+	held = skip + text
+	if r.Type == typeNAPTR {
+		// ORDER, PREFERENCE, and three character-strings as text.
+		strs, _, _ := stringsHeld(msg[r.RdOff+4 : r.RdOff+skip])
+		held = 4 + strs + text
+	}
+	switch rest {
+	case nameThen:
+		return read, held + tailHeld(r.Type, msg[end:r.End])
+	case soaTail:
+		return fits(end == r.End-20), held + 20
+	}
+	return fits(end == r.End), held
 }
 
 // fits is read when ok, else unread.
@@ -535,22 +556,22 @@ func fits(ok bool) int {
 }
 
 // rdataNames reads names names of r's RDATA after skip octets, and returns
-// where the last ends and how many octets longer they are written out in
-// full than in msg (grown); they must not leave the RDATA.
-func rdataNames(msg []byte, r Record, skip, names int, seen *Labels) (end, grown, res int) {
+// where the last ends and their length as text (nameSpan); they must not
+// leave the RDATA.
+func rdataNames(msg []byte, r Record, skip, names int, seen *Labels) (end, text, res int) {
 	off := r.RdOff + skip
 	if off > r.End {
 		return 0, 0, unread
 	}
 	for range names {
-		end, wide, res := nameSpan(msg[:r.End], off, seen)
+		end, n, res := nameSpan(msg[:r.End], off, seen)
 		if res != read {
 			return 0, 0, res
 		}
-		grown += wide - (end - off)
+		text += n
 		off = end
 	}
-	return off, grown, read
+	return off, text, read
 }
 
 // Without is msg, which Walk reads through, without the records drop

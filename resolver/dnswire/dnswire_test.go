@@ -259,23 +259,57 @@ func TestWithout(t *testing.T) {
 	assert.False(t, ok, "a message Walk does not read")
 }
 
-// TestRecordWide: a record's Wide is its length with every name in it
-// written out, as miekg/dns unpacks it and measures it (dns.Len), for
-// records whose names compress to pointers, in the owner and the RDATA.
-func TestRecordWide(t *testing.T) {
+// TestRecordHeld: a record's Held is its names as the strings miekg/dns
+// unpacks them into (a name's text, escapes and all, through the
+// pointers it is compressed to), 10 for its fixed fields, and its other
+// RDATA as held (held.go), for records whose names compress to pointers,
+// in the owner and the RDATA.
+func TestRecordHeld(t *testing.T) {
 	const zone = "a-rather-long-label.example.org."
+	const odd = `\001\.\"x\255.` + zone // labels of octets miekg/dns escapes
+	names := func(rr dns.RR) int {
+		n := len(rr.Header().Name) + 10
+		switch rr := rr.(type) {
+		case *dns.A:
+			return n + 4
+		case *dns.AAAA:
+			return n + 16
+		case *dns.CNAME:
+			return n + len(rr.Target)
+		case *dns.MX:
+			return n + 2 + len(rr.Mx)
+		case *dns.NS:
+			return n + len(rr.Ns)
+		case *dns.SOA:
+			return n + len(rr.Ns) + len(rr.Mbox) + 20
+		case *dns.MINFO:
+			return n + len(rr.Rmail) + len(rr.Email)
+		case *dns.SRV:
+			return n + 6 + len(rr.Target)
+		case *dns.TXT:
+			for _, s := range rr.Txt {
+				n += listString + len(s)
+			}
+			return n
+		case *dns.HTTPS:
+			return n + 2 + len(rr.Target) + svcParam + len("h2") + listString // alpn=h2
+		case *dns.NSEC:
+			return n + len(rr.NextDomain) + 2*typeBit // A AAAA
+		}
+		return -1
+	}
 	rrs := []string{
 		zone + " 60 IN A 192.0.2.1",
-		zone + " 60 IN AAAA 2001:db8::1",
-		"www." + zone + " 60 IN CNAME " + zone,
+		odd + " 60 IN AAAA 2001:db8::1",
+		"www." + zone + " 60 IN CNAME " + odd,
 		zone + " 60 IN MX 10 mail." + zone,
-		zone + " 60 IN NS ns1." + zone,
+		odd + " 60 IN NS ns1." + odd,
 		zone + " 60 IN SOA ns1." + zone + " hostmaster." + zone + " 1 2 3 4 5",
-		zone + " 60 IN MINFO r." + zone + " e." + zone,
+		zone + " 60 IN MINFO r." + zone + " e." + odd,
 		"_sip._tcp." + zone + " 60 IN SRV 1 2 5060 sip." + zone,
-		zone + " 60 IN TXT \"" + zone + "\"",
+		zone + " 60 IN TXT \"" + zone + "\" \"\"",
 		zone + " 60 IN HTTPS 1 svc." + zone + " alpn=h2",
-		zone + " 60 IN NSEC next." + zone + " A AAAA",
+		zone + " 60 IN NSEC next." + odd + " A AAAA",
 	}
 	m := new(dns.Msg)
 	m.SetQuestion(zone, dns.TypeANY)
@@ -287,11 +321,13 @@ func TestRecordWide(t *testing.T) {
 	}
 	b, err := m.Pack()
 	require.NoError(t, err)
+	got := new(dns.Msg)
+	require.NoError(t, got.Unpack(b))
 	q, ok := ReadQuestion(b)
 	require.True(t, ok)
 	i := 0
 	require.True(t, Walk(b, q.End, func(r Record) bool {
-		assert.Equal(t, dns.Len(m.Answer[i]), r.Wide, "%s (%d octets compressed)", rrs[i], r.End-r.Off)
+		assert.Equal(t, names(got.Answer[i]), r.Held, "%s (%d octets compressed)", rrs[i], r.End-r.Off)
 		i++
 		return true
 	}))
@@ -299,4 +335,13 @@ func TestRecordWide(t *testing.T) {
 	u := m.Copy()
 	u.Compress = false
 	assert.Less(t, len(b), u.Len(), "the names compressed")
+}
+
+// TestOwnStruct: ownStruct knows every type miekg/dns unpacks into a
+// struct of its own, and no other.
+func TestOwnStruct(t *testing.T) {
+	for typ := range 1 << 16 {
+		_, own := dns.TypeToRR[uint16(typ)]
+		assert.Equal(t, own, ownStruct(uint16(typ)), "type %d", typ)
+	}
 }
