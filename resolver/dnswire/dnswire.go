@@ -408,6 +408,9 @@ func PointsIntoHeader(msg []byte, qend int) bool {
 
 // walk is Walk, saying why a message did not read.
 func walk(msg []byte, qend int, fn func(r Record) bool) int {
+	if len(msg) < HeaderLen || qend < HeaderLen || qend > len(msg) {
+		return unread // no header to count the records by, or no question where qend says
+	}
 	var seen Labels
 	seen.Reset(len(msg))
 	if qend > HeaderLen {

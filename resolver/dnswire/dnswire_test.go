@@ -82,6 +82,30 @@ func TestNameEnd(t *testing.T) {
 	}
 }
 
+// TestWalkShortOrMisplaced: Walk and PointsIntoHeader read no message
+// shorter than a header, and no question end before the header's or past
+// the message's, whatever the caller (PointsIntoHeader is asked where
+// ReadQuestion failed, its Question zero); before, a message shorter than
+// a header panicked (its counts read past its end).
+func TestWalkShortOrMisplaced(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.org.", dns.TypeA)
+	b, err := m.Pack()
+	require.NoError(t, err)
+	for _, c := range []struct {
+		msg  []byte
+		qend int
+	}{{b[:5], 0}, {b[:HeaderLen-1], HeaderLen}, {b, 0}, {b, HeaderLen - 1}, {b, len(b) + 1}} {
+		assert.NotPanics(t, func() {
+			assert.False(t, Walk(c.msg, c.qend, func(Record) bool { return true }), "%d octets, qend %d", len(c.msg), c.qend)
+			assert.False(t, PointsIntoHeader(c.msg, c.qend), "%d octets, qend %d", len(c.msg), c.qend)
+		})
+	}
+	q, ok := ReadQuestion(b)
+	require.True(t, ok)
+	assert.True(t, Walk(b, q.End, func(Record) bool { return true }))
+}
+
 func TestWalk(t *testing.T) {
 	m := new(dns.Msg)
 	m.SetQuestion("www.example.org.", dns.TypeA)
