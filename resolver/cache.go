@@ -517,12 +517,12 @@ func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) *dns.Msg {
 // length, which is cheaper to take and never smaller, settles the common
 // answer.
 func tooLargeToCache(msg *dns.Msg) bool {
+	if footprint(msg) > maxCachedFootprint {
+		return true
+	}
 	m := *msg
 	m.Compress = false
 	n := m.Len()
-	if footprint(&m, n) > maxCachedFootprint {
-		return true
-	}
 	if n <= maxCachedAnswer {
 		return false
 	}
@@ -530,32 +530,78 @@ func tooLargeToCache(msg *dns.Msg) bool {
 	return m.Len() > maxCachedAnswer
 }
 
-// footprint is the heap msg takes, in bytes, as the wire path counts an
-// answer's (wireShape.footprint), from msg packed uncompressed, of n
-// octets (m.Len). A message dnswire does not read, or one so small that
-// the bound of any message settles it, is counted at that bound:
-// dnswire.OpaqueFactor an octet.
-func footprint(m *dns.Msg, n int) int {
-	records := len(m.Answer) + len(m.Ns) + len(m.Extra)
-	bound := dnswire.OpaqueFactor*n + recordOverhead*records
-	if bound <= maxCachedFootprint {
-		return bound
+// footprint is the heap m takes, in bytes, as the wire path counts an
+// answer's (wireShape.footprint): the header and question as their
+// octets, each record's dnswire.Record.Held and recordOverhead. The
+// bound heldAtMost settles most answers without packing m; the rest are
+// packed and counted so (heldPacked).
+func footprint(m *dns.Msg) int {
+	if n := heldAtMost(m); n <= maxCachedFootprint {
+		return n
 	}
+	n, _ := heldPacked(m)
+	return n
+}
+
+// heldAtMost bounds footprint from m's fields, without packing it: the
+// names of the commonest types as the strings they are, which is what
+// Record.Held counts them as; the RDATA of any other type at
+// dnswire.OpaqueFactor an octet of the record's length uncompressed
+// (dns.Len), and one more (dns.Len counts a TXT record of no string as
+// none, which packs as one).
+func heldAtMost(m *dns.Msg) int {
+	n := dnswire.HeaderLen
+	for _, q := range m.Question {
+		n += len(q.Name) + 1 + 4 // a name's octets are at most its text and the root's
+	}
+	for _, sec := range [...][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range sec {
+			n += recordOverhead + len(rr.Header().Name) + 10
+			switch rr := rr.(type) {
+			case *dns.A:
+				n += 4
+			case *dns.AAAA:
+				n += 16
+			case *dns.CNAME:
+				n += len(rr.Target)
+			case *dns.DNAME:
+				n += len(rr.Target)
+			case *dns.NS:
+				n += len(rr.Ns)
+			case *dns.PTR:
+				n += len(rr.Ptr)
+			case *dns.MX:
+				n += 2 + len(rr.Mx)
+			case *dns.SOA:
+				n += len(rr.Ns) + len(rr.Mbox) + 20
+			default:
+				n += dnswire.OpaqueFactor * (dns.Len(rr) + 1)
+			}
+		}
+	}
+	return n
+}
+
+// heldPacked is footprint from m packed uncompressed and read with
+// dnswire.Walk; walked is false for a message it does not read (one of
+// the types whose names Walk does not read), counted at
+// dnswire.OpaqueFactor an octet, recordOverhead a record.
+func heldPacked(m *dns.Msg) (held int, walked bool) {
 	u := *m
 	u.Compress = false
 	b, err := u.Pack()
 	if err != nil {
-		return bound
+		return dnswire.OpaqueFactor*u.Len() + recordOverhead*(len(m.Answer)+len(m.Ns)+len(m.Extra)), false
 	}
 	q, ok := dnswire.ReadQuestion(b)
-	held := q.End // the header and the question
+	held = q.End // the header and the question
 	if dnswire.QDCount(b) != 1 || !ok || !dnswire.Walk(b, q.End, func(r dnswire.Record) bool {
 		held += r.Held + recordOverhead
 		return true
 	}) {
-		return bound
+		return dnswire.OpaqueFactor*len(b) + recordOverhead*(len(m.Answer)+len(m.Ns)+len(m.Extra)), false
 	}
-	return held
+	return held, true
 }
 
 // withoutDNSSEC is msg without the records that authenticate DNSSEC data

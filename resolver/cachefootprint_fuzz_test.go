@@ -14,13 +14,14 @@ import (
 
 // FuzzCacheFootprintPaths feeds any answer b to both paths' estimates of
 // the heap it takes as a message, the wire path's (wireOf, from the
-// datagram as it came) and the message path's (footprint, from the
-// message unpacked and packed again uncompressed), and to reflection's
-// count of what miekg/dns holds for its records (heldByRecords). For an
-// answer both read (wireOf, dns.Msg.Unpack), the two estimates are the
-// same, the OPT record aside (wireOf cuts it off), so that both paths
-// cache an answer by size alike; and neither is below reflection's count,
-// which is what bounds the cache's memory.
+// datagram as it came) and the message path's (footprint: a bound from
+// the message's fields, heldAtMost, or the message packed again
+// uncompressed and walked, heldPacked), and to reflection's count of what
+// miekg/dns holds for its records (heldByRecords). For an answer both
+// read (wireOf, dns.Msg.Unpack), the walked counts are the same, the OPT
+// record aside (wireOf cuts it off), and the bound is not below them, so
+// that both paths cache an answer by size alike; and no estimate is below
+// reflection's count, which is what bounds the cache's memory.
 func FuzzCacheFootprintPaths(f *testing.F) {
 	q := new(dns.Msg)
 	q.SetQuestion("big.example.org.", dns.TypeA)
@@ -83,27 +84,29 @@ func FuzzCacheFootprintPaths(f *testing.F) {
 		if opt := msg.IsEdns0(); ok && sh.footprint < records-16-heldBy(reflect.ValueOf(opt)) {
 			t.Fatalf("the wire path estimates %d bytes, reflection counts %d for the records alone: %v", sh.footprint, records, msg)
 		}
-		c := *msg
-		c.Compress = false
-		asMessage := footprint(&c, c.Len())
+		asMessage := footprint(msg)
 		if asMessage < records {
 			t.Fatalf("the message path estimates %d bytes, reflection counts %d for the records alone: %v", asMessage, records, msg)
+		}
+		if packed, walked := heldPacked(msg); walked && heldAtMost(msg) < packed {
+			t.Fatalf("the message path's bound %d is under its count %d: %v", heldAtMost(msg), packed, msg)
 		}
 		if !ok {
 			return
 		}
 		// The message path packs and walks what the wire path walked, its
 		// names written out and its OPT left out, where miekg/dns packs
-		// the records as they came (not RDATA it unpacked short), and for
-		// a message so small its bound settles it.
+		// the records as they came (not RDATA it unpacked short).
+		c := *msg
+		c.Compress = false
 		c.Extra = slices.DeleteFunc(slices.Clone(c.Extra), func(rr dns.RR) bool { return rr.Header().Rrtype == dns.TypeOPT })
 		packed, err := c.Pack()
 		came, ok := dnswire.Without(b, func(r dnswire.Record) bool { return r.Type == dns.TypeOPT })
 		if err != nil || !ok || !bytes.Equal(packed[dnswire.HeaderLen:], came[dnswire.HeaderLen:]) {
 			return
 		}
-		if got := footprint(&c, c.Len()); got != sh.footprint && got != dnswire.OpaqueFactor*c.Len()+recordOverhead*(len(c.Answer)+len(c.Ns)+len(c.Extra)) {
-			t.Fatalf("the wire path estimates %d bytes, the message path %d: %v", sh.footprint, got, msg)
+		if packedHeld, walked := heldPacked(&c); walked && packedHeld != sh.footprint {
+			t.Fatalf("the wire path estimates %d bytes, the message path %d: %v", sh.footprint, packedHeld, msg)
 		}
 	})
 }

@@ -135,9 +135,7 @@ func TestHeldBoundsTheHeap(t *testing.T) {
 			var w wireAnswer
 			sh, ok := wireOf(append([]byte(nil), b...), &w)
 			require.True(t, ok, "%s: the wire path reads it", shape.name)
-			u := *m
-			u.Compress = false
-			asMessage := footprint(&u, u.Len())
+			asMessage := footprint(m)
 			heap, records := unpackedHeap(t, b)
 			t.Logf("%s, %d octets: %d bytes of heap (%d the records), %d estimated (wire path), %d (message path)",
 				shape.name, len(b), heap, records, sh.footprint, asMessage)
