@@ -74,8 +74,10 @@ func heavyHeader(owner string, t uint16) dns.RR_Header {
 }
 
 // heavyAnswer is the answer to q of the shape at most size octets packed
-// (compressed), grown a step at a time, and at most size as miekg/dns
-// measures it (dns.Msg.Len counts a character-string's escapes).
+// (compressed), grown as far as it fits (the largest step, found by
+// doubling and halving: a server answering in time), and at most size
+// as miekg/dns measures it (dns.Msg.Len counts a character-string's
+// escapes).
 func heavyAnswer(q *dns.Msg, shape int, size int) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(q)
@@ -83,15 +85,28 @@ func heavyAnswer(q *dns.Msg, shape int, size int) *dns.Msg {
 	if opt := q.IsEdns0(); opt != nil {
 		m.SetEdns0(1232, opt.Do())
 	}
-	var fits []dns.RR
-	for step := 0; ; step++ {
+	fits := func(step int) bool {
 		heavyShapes[shape].grow(m, q.Question[0].Name, step)
-		if b, err := m.Pack(); err != nil || len(b) > size || m.Len() > size {
-			m.Answer = fits
-			return m
-		}
-		fits = m.Answer
+		b, err := m.Pack()
+		return err == nil && len(b) <= size && m.Len() <= size
 	}
+	if !fits(0) {
+		m.Answer = nil
+		return m
+	}
+	low, high := 0, 1 // fits(low), and high is past it
+	for fits(high) {
+		low, high = high, 2*high
+	}
+	for high-low > 1 {
+		if mid := (low + high) / 2; fits(mid) {
+			low = mid
+		} else {
+			high = mid
+		}
+	}
+	fits(low)
+	return m
 }
 
 // unpackedHeap is the heap a message unpacked from b takes, in bytes,
