@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -38,18 +37,18 @@ func TestURLPinnedDiskCopyNotOverwrittenByUnpinnedEntry(t *testing.T) {
 	srv.set(func(s *listServer) { s.body = []byte(v2) })
 	waitError(t, p, ErrPin)
 	require.Equal(t, v2, string(recU.waitCount(t, 2).Body))
-	time.Sleep(100 * time.Millisecond) // the unpinned source's disk copy written
 	stopP()
-	stopU()
+	stopU() // Run returns after the disk copy of what it delivered is written (poll, on its goroutine)
 	srv.Close()
 
 	// A restart with the server down.
 	p2, err := NewURL(pinned, opt)
 	require.NoError(t, err)
 	rec := run(t, p2)
-	require.Eventually(t, func() bool { return rec.count() > 0 || p2.Status().LastError != nil }, waitFor, tick)
-	time.Sleep(50 * time.Millisecond)
-	st := p2.Status()
+	// Run serves the disk copy (HasContent) before its first fetch can
+	// fail (LastError): whichever comes first decides. The delivery is
+	// not the sign (it comes before HasContent is set).
+	st := waitStatus(t, p2, func(st Status) bool { return st.HasContent || st.LastError != nil })
 	assert.NoError(t, st.CacheError, "the pinned source's disk copy")
 	require.True(t, st.HasContent, "the pinned list has no copy after a restart with the server down: %v", st.CacheError)
 	assert.Equal(t, v1, string(rec.last().Body))
