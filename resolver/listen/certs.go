@@ -255,7 +255,7 @@ func (s *CertStore) read() (certPEM, keyPEM []byte, sum [sha256.Size]byte, err e
 
 // parsePair parses and validates a pair read from certFile and keyFile
 // (the names only go into errors). Every PEM block of either file must
-// decode (DecodePEM).
+// decode (DecodePEM), and the pair is made of those blocks alone.
 func parsePair(certFile, keyFile string, certPEM, keyPEM []byte, now time.Time) (*loadedPair, error) {
 	// tls.X509KeyPair passes over a block that does not decode: a chain
 	// cut short in its intermediate was served as the leaf alone.
@@ -266,10 +266,17 @@ func parsePair(certFile, keyFile string, certPEM, keyPEM []byte, now time.Time) 
 	if !slices.ContainsFunc(blocks, func(b *pem.Block) bool { return b.Type == "CERTIFICATE" }) {
 		return nil, fmt.Errorf("tls.cert %s: no PEM CERTIFICATE block", certFile)
 	}
-	if _, err := DecodePEM(keyPEM); err != nil {
+	keyBlocks, err := DecodePEM(keyPEM)
+	if err != nil {
 		return nil, fmt.Errorf("tls.key %s: %w", keyFile, err)
 	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	// tls.X509KeyPair is given the blocks DecodePEM found, written out
+	// again, never the file's bytes: it finds a block only at the start
+	// of the data or of a line, so a UTF-8 byte order mark (which every
+	// file dnsfence reads may start with, DESIGN.md §10) failed the pair
+	// at the start of a file, and before the intermediate of a chain
+	// joined with cat had it passed over and the leaf served alone.
+	cert, err := tls.X509KeyPair(encodePEM(blocks), encodePEM(keyBlocks))
 	if err != nil {
 		return nil, fmt.Errorf("tls.cert %s and tls.key %s: %w", certFile, keyFile, err)
 	}
@@ -291,6 +298,15 @@ func parsePair(certFile, keyFile string, certPEM, keyPEM []byte, now time.Time) 
 		return nil, fmt.Errorf("tls.key %s: the key cannot sign a TLS handshake: %w", keyFile, err)
 	}
 	return &loadedPair{cert: &cert, notAfter: leaf.NotAfter}, nil
+}
+
+// encodePEM writes blocks out as PEM, one after the other (RFC 7468).
+func encodePEM(blocks []*pem.Block) []byte {
+	var out []byte
+	for _, b := range blocks {
+		out = append(out, pem.EncodeToMemory(b)...)
+	}
+	return out
 }
 
 // handshakeCheckTimeout bounds signsHandshakes' handshake, which runs

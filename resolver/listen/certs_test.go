@@ -302,6 +302,39 @@ func TestCheckPair(t *testing.T) {
 	}
 }
 
+// TestParsePairByteOrderMark: a tls.cert or tls.key saved with a UTF-8
+// byte order mark (Notepad's "UTF-8 with BOM"), or a chain joined with
+// cat from files each saved so, is the pair it holds, served whole, as
+// every other file dnsfence reads may start with one (DESIGN.md §10).
+// tls.X509KeyPair reads the raw bytes, where DecodePEM's blocks were
+// checked: a mark at the start of a file failed the pair ("failed to find
+// any PEM data"), and one before the intermediate had it passed over and
+// the leaf served alone, which `check` called good.
+func TestParsePairByteOrderMark(t *testing.T) {
+	ca := newTestCA(t)
+	leaf, key, _ := ca.issue(t, leafOpts{notAfter: time.Now().Add(24 * time.Hour)})
+	bom := []byte("\ufeff")
+	crlf := func(b []byte) []byte { return bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n")) }
+	tests := []struct {
+		name      string
+		cert, key []byte
+		chain     int // certificates served
+	}{
+		{"tls.cert starts with a byte order mark", cat(bom, leaf), key, 1},
+		{"tls.key starts with a byte order mark", leaf, cat(bom, key), 1},
+		{"intermediate's file with a byte order mark", cat(leaf, bom, ca.pemOut), key, 2},
+		{"chain of two files each with a byte order mark", cat(bom, leaf, bom, ca.pemOut), key, 2},
+		{"chain with CRLF line ends and byte order marks", crlf(cat(bom, leaf, bom, ca.pemOut)), crlf(cat(bom, key)), 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := parsePair("c.pem", "k.pem", tc.cert, tc.key, time.Now())
+			require.NoError(t, err)
+			assert.Equal(t, tc.chain, len(p.cert.Certificate), "certificates served")
+		})
+	}
+}
+
 // cat is the parts one after the other, in a new slice.
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
