@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -91,6 +92,11 @@ func NewURL(entry string, opt Options) (*URL, error) {
 	if u.Host == "" || u.Hostname() == "" {
 		return nil, fmt.Errorf("%s: no host", shown)
 	}
+	if port := u.Port(); port != "" && !validPort(port) {
+		// url.Parse takes any digits: 0 or 70000 would fail every fetch,
+		// and the list be served empty for good.
+		return nil, fmt.Errorf("%s: bad port %q (1 to 65535)", shown, port)
+	}
 	if u.User != nil {
 		return nil, fmt.Errorf("%s: credentials in a list URL would be logged; not supported", shown)
 	}
@@ -130,6 +136,13 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 		return fmt.Errorf("redirected from %s to %s: refusing to leave https", via[0].URL.Redacted(), req.URL.Redacted())
 	}
 	return nil
+}
+
+// validPort reports whether port, the digits of a URL's port, is a TCP
+// port a connection can be made to: 1 to 65535.
+func validPort(port string) bool {
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 func loopbackHost(host string) bool {

@@ -869,6 +869,12 @@ func TestNewURLErrors(t *testing.T) {
 		{"https:///l.txt", "no host"},
 		{"https://user:pw@lists.example.gov/l.txt", "credentials"},
 		{"ftp://lists.example.gov/l.txt", "not a remote source"},
+		// No connection is ever made to these: the list would be served
+		// empty (or its policy SERVFAIL) for good, where axfr:// and the
+		// upstreams refuse the same port at load.
+		{"https://lists.example.gov:0/l.txt", "bad port"},
+		{"https://lists.example.gov:70000/l.txt", "bad port"},
+		{"http://127.0.0.1:65536/l.txt", "bad port"},
 	} {
 		t.Run(tc.entry, func(t *testing.T) {
 			_, err := New(tc.entry, Options{})
@@ -877,6 +883,7 @@ func TestNewURLErrors(t *testing.T) {
 		})
 	}
 	for _, ok := range []string{"http://127.0.0.1:8080/l.txt", "http://[::1]/l.txt", "http://localhost/l.txt",
+		"https://lists.example.gov:65535/l.txt", "https://lists.example.gov:/l.txt",
 		"HTTPS://lists.example.gov/l.txt#sha256=" + strings.Repeat("ab", 32)} {
 		_, err := New(ok, Options{})
 		assert.NoError(t, err, ok)

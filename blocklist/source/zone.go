@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -108,7 +107,7 @@ func NewZone(entry string, opt Options) (*Zone, error) {
 	}
 	if port == "" {
 		port = "53"
-	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+	} else if !validPort(port) {
 		return nil, fmt.Errorf("%s: bad port %q (1 to 65535)", shown, port)
 	}
 	zone := strings.TrimPrefix(u.Path, "/")
