@@ -155,7 +155,7 @@ func TestParseBadLines(t *testing.T) {
 		{name: "URL of a site root", line: "http://TikTok.com", wantErr: ErrURL,
 			wantMsg: `lists/x.txt:2: a URL is not a list entry (write the name alone: TikTok.com): "http://TikTok.com"`},
 		{name: "URL of a list", line: "https://example.org/lists/tiktok.txt", wantErr: ErrURL,
-			wantMsg: `lists/x.txt:2: a URL is not a list entry (lists at URLs are not supported yet: download the list and name its file in the policy): "https://example.org/lists/tiktok.txt"`},
+			wantMsg: `lists/x.txt:2: a URL is not a list entry (to use the list published there, name its URL in the policy's block or allow, as a list file is named there, not in a list): "https://example.org/lists/tiktok.txt"`},
 		{name: "URL of an address", line: "http://192.0.2.7/", wantErr: ErrURL,
 			wantMsg: `lists/x.txt:2: a URL is not a list entry (and lists hold names, not addresses): "http://192.0.2.7/"`},
 		{name: "URL with an IPv6 address", line: "http://[2001:db8::1]/", wantErr: ErrURL},

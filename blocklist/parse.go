@@ -417,14 +417,16 @@ var octetKind = func() (t [256]byte) {
 }()
 
 // urlEntry says what to write instead of a URL: the name of the site it
-// points at, or, for a list published at a URL, to download it.
+// points at, or, for a list published at a URL, to name the URL in the
+// policy itself (its block or allow), where dnsfence fetches and polls it
+// (DESIGN.md §9).
 func urlEntry(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Hostname() == "" {
 		return fmt.Errorf("%w (write the name alone, e.g. tiktok.com)", ErrURL)
 	}
 	if last := path.Base("/" + u.Path); last != "/" && (strings.Contains(last, ".") || last == "hosts") {
-		return fmt.Errorf("%w (lists at URLs are not supported yet: download the list and name its file in the policy)", ErrURL)
+		return fmt.Errorf("%w (to use the list published there, name its URL in the policy's block or allow, as a list file is named there, not in a list)", ErrURL)
 	}
 	if _, err := netip.ParseAddr(u.Hostname()); err == nil {
 		return fmt.Errorf("%w (and lists hold names, not addresses)", ErrURL)
