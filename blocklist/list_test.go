@@ -541,6 +541,30 @@ func TestParseRangesURL(t *testing.T) {
 	require.Len(t, rf.Ranges, 1, "the good line still loads")
 }
 
+// TestBadLineHidesURLPassword: a URL pasted into a list or a client range
+// file with a password or token before its @ is reported with it hidden,
+// as everywhere a URL is written (README "Configuration errors"): the
+// report goes to check's output, the journal and the log at every reload.
+func TestBadLineHidesURLPassword(t *testing.T) {
+	const secret = "hunter2"
+	_, err := Parse("lists/x.txt", []byte("tiktok.com\nhttps://user:"+secret+"@lists.example.gov/tiktok.txt\n||https://tok:"+secret+"@example.org/l.txt^\n"))
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), secret)
+	assert.Contains(t, err.Error(), `"https://xxxxx@lists.example.gov/tiktok.txt"`)
+	_, err = ParseRanges("networks/gov.txt", []byte("10.9.0.0/16\nhttps://user:"+secret+"@example.org/gov-ranges.txt\n"))
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), secret)
+	assert.Contains(t, err.Error(), `"https://xxxxx@example.org/gov-ranges.txt"`)
+	// An RPZ record's reason quotes its data: a CNAME target.
+	_, err = Parse("lists/x.rpz", []byte("$TTL 300\n@ SOA a. b. 1 1 1 1 1\n@ NS a.\nx.example CNAME .\ny.example CNAME https://user:"+secret+"@example.org/l.txt\n"))
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), secret)
+	// A list of bad lines alone is refused whole, naming its first.
+	_, err = Parse("lists/x.txt", []byte("https://user:"+secret+"@lists.example.gov/tiktok.txt\n"))
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), secret)
+}
+
 // TestParseRangesReportsEveryLine: in a client range file only `#`
 // starts a comment. A line a list would skip as an Adblock comment or
 // header (`!`, `[`) is a range the operator wrote: each is reported as

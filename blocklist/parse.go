@@ -41,14 +41,17 @@ type ParseError struct {
 	Kept bool
 }
 
+// Error is the report of the line, every URL in it with its user
+// information hidden (RedactURLs): a reason may quote the line's data
+// (an RPZ record's CNAME target), as Text does.
 func (e *ParseError) Error() string {
 	switch {
 	case e.Owner == "":
-		return fmt.Sprintf("%s:%d: %v: %q", e.File, e.Line, e.Err, e.Text)
+		return RedactURLs(fmt.Sprintf("%s:%d: %v: %q", e.File, e.Line, e.Err, e.Text))
 	case e.Line > 0:
-		return fmt.Sprintf("%s:%d: %s: %v", e.File, e.Line, e.Owner, e.Err)
+		return RedactURLs(fmt.Sprintf("%s:%d: %s: %v", e.File, e.Line, e.Owner, e.Err))
 	}
-	return fmt.Sprintf("%s %s: %v", e.File, e.Owner, e.Err)
+	return RedactURLs(fmt.Sprintf("%s %s: %v", e.File, e.Owner, e.Err))
 }
 
 func (e *ParseError) Unwrap() error { return e.Err }
@@ -826,9 +829,13 @@ func (e *errorList) add(file string, line int, text string, err error) {
 const maxReportedText = 1024
 
 // reportedText is a copy of text (which may be a slice of the file) to
-// report, cut after maxReportedText octets, at a UTF-8 character's
-// start, with how long it was.
+// report, the user information of a URL in it hidden (RedactURLs: a list
+// URL pasted into a list or range file may carry its password or token,
+// and the report is logged), then cut after maxReportedText octets, at a
+// UTF-8 character's start, with how long it was. Hidden before the cut,
+// so that a cut inside the user information cannot keep its start.
 func reportedText(text string) string {
+	text = RedactURLs(text)
 	if len(text) <= maxReportedText {
 		return strings.Clone(text)
 	}

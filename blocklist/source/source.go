@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
@@ -349,29 +350,9 @@ func ClientName(entry string) string {
 	return shown
 }
 
-// Redact is entry as an error, a log line or a metric may show it: the
-// user information before the host (scheme://USER:PASSWORD@HOST/...), a
-// secret whether it is a name, a password or a token, replaced by
-// "xxxxx". In a URL the authority ends at the first '/', '?' or '#'
-// (RFC 3986 §3.2); an entry that does not parse as one (a password with
-// a '/' in it, written unescaped) shows nothing before its last '@'.
-func Redact(entry string) string {
-	scheme, rest, ok := strings.Cut(entry, "://")
-	if !ok {
-		return entry
-	}
-	authority := rest // unparsed, where it ends is not known: all of it may be
-	if _, err := url.Parse(entry); err == nil {
-		if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-			authority = rest[:i]
-		}
-	}
-	at := strings.LastIndexByte(authority, '@')
-	if at < 0 {
-		return entry
-	}
-	return scheme + "://xxxxx@" + rest[at+1:]
-}
+// Redact is entry as an error, a log line or a metric may show it,
+// its user information hidden (blocklist.RedactURL).
+func Redact(entry string) string { return blocklist.RedactURL(entry) }
 
 // parseEntry parses a remote entry as a URL; its error names the entry
 // redacted, as every error of NewURL and NewZone does (url.Parse's own

@@ -619,29 +619,11 @@ func (e *configErrors) record(line int, path []any, format string, args ...any) 
 	e.errs = append(e.errs, &Error{File: e.file, Line: line, Key: keyName(path), Err: fmt.Errorf(format, args...)})
 }
 
-// urlInText is a URL in a message, up to the white space or quotation
-// mark after it.
-var urlInText = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.-]*://[^\s"'“”‘’]+`)
-
-// redactURLs is s with the user information of every URL in it
-// (scheme://USER:PASSWORD@HOST/…) hidden as source.Redact hides it: a
-// value a message quotes as written (a URL where an address, a path or a
-// number belongs) may carry a password or a token, and the message goes
-// to stderr, the journal and, at a reload, the log.
-func redactURLs(s string) string {
-	if !strings.Contains(s, "://") {
-		return s
-	}
-	s = quotedUserinfo.ReplaceAllString(s, "${1}xxxxx@")
-	return urlInText.ReplaceAllStringFunc(s, source.Redact)
-}
-
-// quotedUserinfo is a URL's user information holding a ' (RFC 3986
-// allows one in a password, a sub-delim), which urlInText, ending at the
-// quotation mark, cuts short of its @: "https://user:pa'ss@host/" would
-// be shown whole. User information holds no /, ?, # or @, so the match
-// ends at the first @ and never runs from one URL into another.
-var quotedUserinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^\s"“”‘’/?#@]*'[^\s"“”‘’/?#@]*@`)
+// redactURLs is s with the user information of every URL in it hidden
+// (blocklist.RedactURLs): a value a message quotes as written (a URL
+// where an address, a path or a number belongs) may carry a password or
+// a token.
+func redactURLs(s string) string { return blocklist.RedactURLs(s) }
 
 // err joins the problems in line order; those about keys missing from the
 // file come last.
