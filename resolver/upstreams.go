@@ -44,9 +44,10 @@ func UpstreamAddresses(cfg *config.Config) ([]string, error) {
 	}
 	hint := ""
 	for _, ap := range cfg.ResolvConfSelf() {
-		if a := ap.Addr(); a.IsLoopback() && a != netip.IPv6Loopback() && a != netip.AddrFrom4([4]byte{127, 0, 0, 1}) {
+		if !cfg.PlainUpstreamLoops(ap) {
 			// Written as an upstream, it is taken as another server
-			// (config's checkLoop): Docker's embedded DNS is one.
+			// (config's checkLoop): Docker's embedded DNS is one. A
+			// listen address of dnsfence's own (127.0.0.53:53) is not.
 			hint = fmt.Sprintf(" (a nameserver at another loopback address, such as Docker's embedded DNS at 127.0.0.11, is taken as another server when written so: upstreams: [%q])", ap.String())
 			break
 		}

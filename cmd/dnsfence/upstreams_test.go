@@ -83,3 +83,31 @@ allowed_clients: ["10.0.0.0/8"]
 	assert.Equal(t, 0, code, out)
 	assert.Contains(t, out, "\nupstreams 127.0.0.11:53\n")
 }
+
+// TestCheckResolvConfOfItsOwnStubAddress: dnsfence listening on a loopback
+// address of its own (127.0.0.53:53, where systemd-resolved's stub was)
+// with a resolv.conf naming that address leaves it out as itself, as
+// under a wildcard address; but the error must not offer to forward to
+// it written as an upstream, which is the forwarding loop check refuses.
+func TestCheckResolvConfOfItsOwnStubAddress(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "c.yaml")
+	write := func(upstreams string) {
+		t.Helper()
+		require.NoError(t, os.WriteFile(config, []byte(`listen: ["127.0.0.53:53"]
+upstreams: [`+upstreams+`]
+allowed_clients: ["10.0.0.0/8"]
+`), 0o644))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver 127.0.0.53\n"), 0o644))
+	write(`"./resolv.conf"`)
+	code, out := runCmd("check", "-config", config)
+	assert.Equal(t, 1, code, out)
+	assert.Contains(t, out, "./resolv.conf names no nameserver but dnsfence itself")
+	assert.NotContains(t, out, `is taken as another server when written so`)
+
+	write(`"127.0.0.53:53"`) // what the hint offered: refused as a loop
+	code, out = runCmd("check", "-config", config)
+	assert.Equal(t, 1, code, out)
+	assert.Contains(t, out, "is dnsfence itself")
+}

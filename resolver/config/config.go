@@ -1355,13 +1355,33 @@ func (c *Config) checkLoop(errs *configErrors, at []any, u string, a upstream.Ad
 	default:
 		return
 	}
-	to := sentTo(ap.Addr())
-	if j := selfIndex(addrs, ap); j >= 0 && (!wildcard(addrs[j]) || to == localhost4 || to == netip.IPv6Loopback()) {
+	if j := loopIndex(addrs, ap); j >= 0 {
 		if shown != nil {
 			addrs = shown
 		}
 		errs.add(at, "%q is dnsfence itself (%s[%d] %s): every query forwarded there would come back, a forwarding loop; give the resolvers dnsfence forwards to", u, key, j, addrs[j])
 	}
+}
+
+// loopIndex is the index of the listen address of addrs that an upstream
+// written as ap would be (checkLoop), or -1: selfIndex's, but under a
+// wildcard address only for 127.0.0.1 and ::1.
+func loopIndex(addrs []string, ap netip.AddrPort) int {
+	to := sentTo(ap.Addr())
+	if j := selfIndex(addrs, ap); j >= 0 && (!wildcard(addrs[j]) || to == localhost4 || to == netip.IPv6Loopback()) {
+		return j
+	}
+	return -1
+}
+
+// PlainUpstreamLoops reports whether ap, written in upstreams as a plain
+// upstream, would be refused as dnsfence itself (checkLoop): one of its
+// listen addresses, or 127.0.0.1 or ::1 on the port of a wildcard one. A
+// resolv.conf nameserver left out as dnsfence (isSelf) that does not loop
+// so (another loopback address under a wildcard, such as Docker's
+// embedded DNS) is taken as another server when written there.
+func (c *Config) PlainUpstreamLoops(ap netip.AddrPort) bool {
+	return loopIndex(c.Listen, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())) >= 0
 }
 
 // selfIndex is the index of the listen address of addrs that ap reaches
