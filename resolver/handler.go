@@ -1351,7 +1351,7 @@ func (h *Handler) write(q *query, r reply) {
 		// Names are compressed (RFC 1035 §4.1.4) in every answer: it never
 		// makes one longer, and the upstream's answer was compressed too.
 		m.Compress = true
-		if m.Len() > limit {
+		if !fitsIn(m, limit) {
 			truncate(m, limit)
 		}
 		r.rcode = m.Rcode
@@ -1380,10 +1380,14 @@ func (h *Handler) write(q *query, r reply) {
 // left out whole (leaveOutWhole). An authority section of no answer is
 // the answer's substance (a negative answer's SOA, a referral's NS), and
 // its other records may be required (an NSEC proving a wildcard answer,
-// RFC 4035 §3.1.3.3): cutting them sets TC. miekg/dns's Truncate sets TC
-// when any record is left out, and leaves a message whose last record is
-// a TSIG as it is, however long: the TSIG is set aside and the rest fitted
-// to the room it leaves (fitRecords); it goes back last when it fits, and
+// RFC 4035 §3.1.3.3): cutting them sets TC. The records are fitted by the
+// octets they pack into (cutToFit, fitsIn), not by dns.Msg.Len, which
+// counts an escaped character-string up to four times its octets and so
+// cut answers that fit whole. cutToFit, as miekg/dns's Truncate, sets TC
+// when any record is left out; Truncate leaves a message whose last record
+// is a TSIG as it is, however long: the TSIG is set aside and the rest
+// fitted to the room it leaves (fitRecords); it goes back last when it
+// fits (packed with the rest), and
 // is left out with TC set when it does not (the NOTAUTH to a signed query
 // of a 512-octet client, whose TSIG carries the query's key and algorithm
 // names, RFC 8945 §5.2.1), so that the client asks again over TCP.
@@ -1394,22 +1398,22 @@ func truncate(m *dns.Msg, limit int) {
 		return
 	}
 	m.Extra = slices.Clone(m.Extra[:len(m.Extra)-1])
-	fitRecords(m, limit-dns.Len(tsig))
-	if m.Len()+dns.Len(tsig) > limit {
-		m.Truncated = true
-		return
-	}
+	fitRecords(m, limit-dns.Len(tsig)) // Len of one record: its owner not compressed, never fewer octets
 	m.Extra = append(m.Extra, tsig)
+	if !fitsIn(m, limit) {
+		m.Extra = m.Extra[:len(m.Extra)-1]
+		m.Truncated = true
+	}
 }
 
 // fitRecords is truncate for a message without a TSIG last.
 func fitRecords(m *dns.Msg, limit int) {
 	tc, answers, authority := m.Truncated, len(m.Answer), m.Ns
-	extra := withoutOPT(m.Extra) // a copy: Truncate moves the OPT in place
+	extra := withoutOPT(m.Extra) // a copy: cutToFit moves the OPT last
 	all := [...][]dns.RR{m.Answer, m.Ns, slices.Clone(m.Extra)}
-	m.Truncate(limit)
-	if m.Len() > limit {
-		// Truncate keeps the OPT whole, and an upstream's Extended DNS
+	cutToFit(m, limit)
+	if !fitsIn(m, limit) {
+		// cutToFit keeps the OPT whole, and an upstream's Extended DNS
 		// Errors, copied into it, may alone be over the limit (RFC 6891
 		// §7 bounds the whole datagram): then it kept no record. The OPT
 		// is shrunk to fit beside the header and question, and the
@@ -1418,9 +1422,9 @@ func fitRecords(m *dns.Msg, limit int) {
 		// (RFC 8914 §2: for people, not for resolution).
 		shrinkOPT(m, limit)
 		m.Answer, m.Ns, m.Extra = all[0], all[1], all[2]
-		m.Truncate(limit)
+		cutToFit(m, limit)
 	}
-	cut := authority[len(m.Ns):] // Truncate keeps a section's first records
+	cut := authority[len(m.Ns):] // cutToFit keeps a section's first records
 	m.Truncated = tc || len(m.Answer) < answers || len(cut) > 0 && (answers == 0 || !allNS(cut))
 	if m.Truncated {
 		return // a part of an RRset may stay (§9); the client asks again
@@ -1520,7 +1524,7 @@ func shrinkOPT(m *dns.Msg, limit int) {
 		}
 	}
 	opt.Option = short
-	if m.Len() > limit {
+	if !fitsIn(m, limit) {
 		opt.Option = nil
 	}
 }

@@ -13,7 +13,8 @@ import (
 // positive answer with the zone's NS RRset (signed or not) beside it, an
 // MX with its exchange's A RRset as additional records, a negative answer,
 // a wildcard answer's NSEC, RRsets whose records are not next to each
-// other, and a long Extended DNS Error text.
+// other, character-strings of escaped octets, and a long Extended DNS
+// Error text.
 func truncateSeeds(f *testing.F) {
 	rr := func(format string, args ...any) dns.RR {
 		r, err := dns.NewRR(fmt.Sprintf(format, args...))
@@ -93,11 +94,51 @@ func truncateSeeds(f *testing.F) {
 		Algorithm: dns.HmacSHA256, TimeSigned: 1700000000, Fudge: 300, MACSize: 32, MAC: strings.Repeat("ab", 32)}}
 	add(m, "")
 
+	// Character-strings miekg/dns holds escaped (255 octets of \001 are
+	// 1,020 characters), which dns.Msg.Len counts as held.
+	m = question("txt.example.org.", dns.TypeTXT, false)
+	for i := range 8 {
+		m.Answer = append(m.Answer, rr(`txt.example.org. 300 IN TXT "%s%03d"`, strings.Repeat(`\001`, 252), i))
+	}
+	m.Ns = ns(2)
+	m.Extra = []dns.RR{rr(`x.example.org. 300 IN HINFO "%s" "\"\\"`, strings.Repeat(`\200`, 200))}
+	add(m, "")
+
 	m = question("stale.example.org.", dns.TypeA, false)
 	for i := range 10 {
 		m.Answer = append(m.Answer, rr("stale.example.org. 300 IN A 192.0.2.%d", i+1))
 	}
 	add(m, strings.Repeat("the upstream's text ", 25))
+}
+
+// longestPacked is m with the longest run of its records (the answer
+// section's first, then the authority's, then the additional's, but its
+// OPT) that packs into limit octets, compressed, beside its header, its
+// question and opt (when not nil, last), found by packing one run after
+// another.
+func longestPacked(m *dns.Msg, opt *dns.OPT, limit int) *dns.Msg {
+	all := append(append(slices.Clone(m.Answer), m.Ns...), notOPT(m.Extra)...)
+	ref := *m
+	ref.Compress = true
+	keep := func(n int) {
+		ref.Answer = slices.Clone(all[:min(n, len(m.Answer))])
+		ref.Ns = slices.Clone(all[min(n, len(m.Answer)):min(n, len(m.Answer)+len(m.Ns))])
+		ref.Extra = slices.Clone(all[min(n, len(m.Answer)+len(m.Ns)):n])
+		if opt != nil {
+			c := *opt
+			c.Option = slices.Clone(opt.Option)
+			ref.Extra = append(ref.Extra, &c)
+		}
+	}
+	n := 0
+	for ; n < len(all); n++ {
+		keep(n + 1)
+		if b, err := ref.Pack(); err != nil || len(b) > limit {
+			break
+		}
+	}
+	keep(n)
+	return &ref
 }
 
 // notOPT is rrs without its OPT records, in a new slice.
@@ -113,8 +154,12 @@ func notOPT(rrs []dns.RR) []dns.RR {
 
 // FuzzTruncate fits an upstream answer, as upstreamReply makes it the
 // client's, to a client's size as write does, and checks truncate against
-// a reference built on miekg/dns's Truncate (which keeps every record that
-// fits, and the OPT): the answer packs into the limit; the OPT stays; TC
+// a reference that keeps, as miekg/dns's Truncate does, the longest run of
+// records that fits, and the OPT, but measures each run packed
+// (longestPacked), not by dns.Msg.Len as Truncate does, which counts an
+// escaped character-string up to four times its octets and a padded
+// base64 field up to 2 octets over: the answer packs into the limit; the
+// OPT stays; TC
 // is set exactly when an answer record, or an authority record of no NS
 // RRset or of an answer without answer records, was left out (RFC 2181
 // §9); with TC set the records kept are Truncate's; with TC clear they are
@@ -139,7 +184,7 @@ func FuzzTruncate(f *testing.F) {
 		m := upstreamReply(req, up)
 		m.Compress = true
 		lim := dns.MinMsgSize + int(limit)%(ednsSize+1-dns.MinMsgSize)
-		if m.Len() <= lim {
+		if b, err := m.Pack(); err != nil || len(b) <= lim {
 			return // write leaves it alone
 		}
 		orig := *m
@@ -176,16 +221,10 @@ func FuzzTruncate(f *testing.F) {
 			t.Fatal("the OPT is not the last record")
 		}
 
-		// The reference: miekg/dns's Truncate of the answer with the OPT
-		// truncate sent (its Extended DNS Errors' texts may have gone).
-		ref := orig
-		ref.Answer, ref.Ns, ref.Extra = slices.Clone(orig.Answer), slices.Clone(orig.Ns), slices.Clone(orig.Extra)
-		if opt != nil {
-			c := *opt
-			c.Option = slices.Clone(opt.Option)
-			ref.Extra = append(ref.Extra, &c)
-		}
-		ref.Truncate(lim)
+		// The reference: the longest run of the answer's records that
+		// packs into lim beside the OPT truncate sent (its Extended DNS
+		// Errors' texts may have gone), each run packed to be measured.
+		ref := longestPacked(&orig, opt, lim)
 		refExtra := notOPT(ref.Extra)
 
 		lostRequired := len(ref.Answer) < len(orig.Answer)
