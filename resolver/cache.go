@@ -514,8 +514,10 @@ func (c *Cache) put(key cacheKey, msg *dns.Msg, now time.Time) *dns.Msg {
 // tooLargeToCache reports whether msg packed (compressed, as it is
 // served) is over maxCachedAnswer octets, or takes more than
 // maxCachedFootprint bytes of the heap (footprint). The uncompressed
-// length, which is cheaper to take and never smaller, settles the common
-// answer.
+// length as dns.Msg.Len counts it, which is cheaper to take and never
+// smaller, settles the common answer; one it puts over maxCachedAnswer is
+// measured packed (fitsIn: Len counts some fields over their octets, a
+// padded base64 signature by 2, and the wire path caches by octets).
 func tooLargeToCache(msg *dns.Msg) bool {
 	if footprint(msg) > maxCachedFootprint {
 		return true
@@ -527,7 +529,7 @@ func tooLargeToCache(msg *dns.Msg) bool {
 		return false
 	}
 	m.Compress = true
-	return m.Len() > maxCachedAnswer
+	return !fitsIn(&m, maxCachedAnswer)
 }
 
 // footprint is the heap m takes, in bytes, as the wire path counts an
