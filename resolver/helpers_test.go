@@ -75,14 +75,19 @@ func (u *testUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	}
 	if m := answer(w, r); m != nil {
 		// Behave as a real server: compress, and fit UDP answers to the
-		// size the query advertised.
+		// size the query advertised. miekg/dns's Truncate measures by
+		// dns.Msg.Len, which counts an escaped character-string up to
+		// four times its octets: an answer that packs into the size is
+		// sent whole.
 		m.Compress = true
 		if !tcp && !m.Truncated {
 			size := dns.MinMsgSize
 			if opt := r.IsEdns0(); opt != nil {
 				size = int(opt.UDPSize())
 			}
-			m.Truncate(size)
+			if b, err := m.Pack(); err != nil || len(b) > size {
+				m.Truncate(size)
+			}
 		}
 		_ = w.WriteMsg(m)
 	}
