@@ -18,10 +18,13 @@ import (
 // a record repeated, or grown, until the answer fills its size:
 // a type bitmap held as a uint16 a type, a TXT record of empty strings
 // held as a string header each, a TXT record of octets held as \DDD, an
-// APL record of empty prefixes, an HTTPS record of empty ALPN IDs, and A
+// APL record of empty prefixes, an HTTPS record of empty ALPN IDs, an
+// HTTPS record of ALPN IDs of 255 octets (miekg/dns makes room for an ID
+// every 4 octets of the list, a string header of 16 bytes each), and A
 // records under a name of octets held as \DDD. Measured at about 4,000
 // octets before Held counted them: 66, 82, 5, 65, 21 and 26 KB of heap,
-// estimated at the answer's octets (4 to 8 KB).
+// estimated at the answer's octets (4 to 8 KB); the long ALPN IDs 20 KB,
+// estimated at 5 KB before Held counted the room made for them.
 var heavyShapes = []struct {
 	name  string
 	qtype uint16
@@ -55,6 +58,14 @@ var heavyShapes = []struct {
 		alpn := make([]string, 32*(step+1))
 		for i := range alpn {
 			alpn[i] = "h"
+		}
+		m.Answer = []dns.RR{&dns.HTTPS{SVCB: dns.SVCB{Hdr: heavyHeader(owner, dns.TypeHTTPS), Priority: 1, Target: ".",
+			Value: []dns.SVCBKeyValue{&dns.SVCBAlpn{Alpn: alpn}}}}}
+	}},
+	{"long-alpn", dns.TypeHTTPS, func(m *dns.Msg, owner string, step int) {
+		alpn := make([]string, step+1)
+		for i := range alpn {
+			alpn[i] = strings.Repeat("h", 255)
 		}
 		m.Answer = []dns.RR{&dns.HTTPS{SVCB: dns.SVCB{Hdr: heavyHeader(owner, dns.TypeHTTPS), Priority: 1, Target: ".",
 			Value: []dns.SVCBKeyValue{&dns.SVCBAlpn{Alpn: alpn}}}}}

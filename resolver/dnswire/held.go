@@ -274,18 +274,13 @@ func tlvHeld(b []byte, held func(code int, v []byte) int) int {
 
 // svcParamsHeld is what the SvcParams b of an SVCB or HTTPS record take
 // unpacked (RFC 9460 §2.2): svcParam each, and its value, an ALPN list's
-// strings as listString and their octets, an address hint's addresses as
-// net.IP values.
+// strings as alpnHeld has them, an address hint's addresses as net.IP
+// values.
 func svcParamsHeld(b []byte) int {
 	return tlvHeld(b, func(key int, v []byte) int {
 		switch key {
 		case svcALPN:
-			// Each protocol ID a string, its octets as they are.
-			_, count, ok := stringsHeld(v)
-			if !ok {
-				return svcParam + len(v)*listString
-			}
-			return svcParam + len(v) - count + count*listString
+			return svcParam + alpnHeld(v)
 		case svcIPv4Hint:
 			return svcParam + len(v)/4*(24+8) // a slice header and its address
 		case svcIPv6Hint:
@@ -293,4 +288,24 @@ func svcParamsHeld(b []byte) int {
 		}
 		return svcParam + len(v)
 	})
+}
+
+// stringHeader is a string's header in a slice, in bytes (64-bit Go).
+const stringHeader = 16
+
+// alpnHeld is what the value v of an ALPN SvcParam (RFC 9460 §7.1.1), a
+// list of protocol IDs each a length octet and that many octets, takes
+// unpacked: each ID a string of its octets as they are, in a slice that
+// miekg/dns v1.1.73 (SVCBAlpn.unpack) makes with room for an ID every 4
+// octets of v, a string header each, and grows by append when there are
+// more (up to twice their number). Room made, not IDs found, is what a
+// list of long IDs takes: IDs of 255 octets are held in 5 bytes an octet
+// of v (4 of them the room for IDs not there), not 1. A v that is not
+// such a list does not unpack; it is counted as IDs of no octets.
+func alpnHeld(v []byte) int {
+	_, count, ok := stringsHeld(v)
+	if !ok {
+		return len(v) * listString
+	}
+	return len(v) - count + stringHeader*max(len(v)/4, 2*count)
 }
