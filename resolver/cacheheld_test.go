@@ -20,8 +20,9 @@ import (
 // held as a string header each, a TXT record of octets held as \DDD, an
 // APL record of empty prefixes, an HTTPS record of empty ALPN IDs, an
 // HTTPS record of ALPN IDs of 255 octets (miekg/dns makes room for an ID
-// every 4 octets of the list, a string header of 16 bytes each), and A
-// records under a name of octets held as \DDD. Measured at about 4,000
+// every 4 octets of the list, a string header of 16 bytes each), CAA
+// records (a tag and a value, each a string), and A records under a name
+// of octets held as \DDD. Measured at about 4,000
 // octets before Held counted them: 66, 82, 5, 65, 21 and 26 KB of heap,
 // estimated at the answer's octets (4 to 8 KB); the long ALPN IDs 20 KB,
 // estimated at 5 KB before Held counted the room made for them.
@@ -69,6 +70,12 @@ var heavyShapes = []struct {
 		}
 		m.Answer = []dns.RR{&dns.HTTPS{SVCB: dns.SVCB{Hdr: heavyHeader(owner, dns.TypeHTTPS), Priority: 1, Target: ".",
 			Value: []dns.SVCBKeyValue{&dns.SVCBAlpn{Alpn: alpn}}}}}
+	}},
+	{"caa", dns.TypeCAA, func(m *dns.Msg, owner string, step int) {
+		m.Answer = nil
+		for range 8 * (step + 1) {
+			m.Answer = append(m.Answer, &dns.CAA{Hdr: heavyHeader(owner, dns.TypeCAA), Tag: "issue", Value: "ca.example"})
+		}
 	}},
 	{"escaped-names", dns.TypeA, func(m *dns.Msg, owner string, step int) {
 		label := strings.Repeat(`\001`, 63)
@@ -209,6 +216,16 @@ func TestCommonAnswersStillCached(t *testing.T) {
 			"3t7b4g4vsa5smi47k61mv5bv1a22bojr.example.org. 300 IN RRSIG NSEC3 13 3 300 20261231000000 20261201000000 23456 example.org. " + ecdsa,
 			"4t7b4g4vsa5smi47k61mv5bv1a22bojr.example.org. 300 IN NSEC3 1 0 0 - 4T7B4G4VSA5SMI47K61MV5BV1A22BOJS MX TXT",
 			"4t7b4g4vsa5smi47k61mv5bv1a22bojr.example.org. 300 IN RRSIG NSEC3 13 3 300 20261231000000 20261201000000 23456 example.org. " + ecdsa,
+		},
+		"13 CAA of a site with five CAs": func() []string {
+			var rrs []string
+			for _, ca := range []string{"comodoca.com", "digicert.com; cansignhttpexchanges=yes", "letsencrypt.org", "pki.goog; cansignhttpexchanges=yes", "ssl.com", "sectigo.com"} {
+				rrs = append(rrs, `example.org. 300 IN CAA 0 issue "`+ca+`"`, `example.org. 300 IN CAA 0 issuewild "`+ca+`"`)
+			}
+			return append(rrs, `example.org. 300 IN CAA 0 iodef "mailto:tls-abuse@example.org"`)
+		}(),
+		"OPENPGPKEY of an RSA-4096 key": {
+			"c93f1e400f26708f98cb19d936620da35eec8f72e57f9eec01c1afd6._openpgpkey.example.org. 300 IN OPENPGPKEY " + strings.Repeat("mQINBF", 400),
 		},
 		"HTTPS with ECH": {
 			`example.org. 300 IN HTTPS 1 . alpn="h3,h2" ipv4hint=192.0.2.1,192.0.2.2 ech=` + strings.Repeat("AEX+DQBB", 30) + ` ipv6hint=2001:db8::1,2001:db8::2`,

@@ -40,18 +40,26 @@ const (
 	typeHINFO      = 13
 	typeTXT        = 16
 	typeKEY        = 25
+	typeLOC        = 29
+	typeCERT       = 37
 	typeDS         = 43
 	typeSSHFP      = 44
 	typeDNSKEY     = 48
+	typeDHCID      = 49
 	typeNSEC3      = 50
 	typeNSEC3PARAM = 51
 	typeTLSA       = 52
 	typeSMIMEA     = 53
 	typeNINFO      = 56
+	typeRKEY       = 57
 	typeCDS        = 59
 	typeCDNSKEY    = 60
+	typeOPENPGPKEY = 61
 	typeCSYNC      = 62
+	typeZONEMD     = 63
 	typeSPF        = 99
+	typeURI        = 256
+	typeCAA        = 257
 	typeAVC        = 258
 	typeRESINFO    = 261
 	typeTA         = 32768
@@ -92,8 +100,9 @@ func escapes(special string) (w [256]uint8) {
 
 // rdataHeld is what RDATA rd of type t, which holds no name Walk reads,
 // takes unpacked: the types of common answers as their fields are held
-// (text, hex, base64, type bitmaps), any other OpaqueFactor times its
-// octets.
+// (text, hex, base64, type bitmaps; CAA, URI and keys too, whose sets a
+// site publishes run to a few KB counted at OpaqueFactor), any other
+// OpaqueFactor times its octets.
 func rdataHeld(t uint16, rd []byte) int {
 	switch t {
 	case typeTXT, typeSPF, typeAVC, typeNINFO, typeRESINFO:
@@ -102,8 +111,26 @@ func rdataHeld(t uint16, rd []byte) int {
 		if n, count, ok := stringsHeld(rd); ok && count == 2 {
 			return n
 		}
-	case typeDNSKEY, typeCDNSKEY, typeKEY:
+	case typeDNSKEY, typeCDNSKEY, typeKEY, typeRKEY:
 		return fixedThen(rd, 4, base64Len)
+	case typeOPENPGPKEY, typeDHCID:
+		return base64Len(len(rd))
+	case typeCERT:
+		return fixedThen(rd, 5, base64Len)
+	case typeZONEMD:
+		return fixedThen(rd, 6, hexLen)
+	case typeLOC:
+		if len(rd) == 16 { // fixed fields only (RFC 1876 §2)
+			return 16
+		}
+	case typeURI:
+		return fixedThen(rd, 4, octets) // the target as it is (RFC 7553 §4.5)
+	case typeCAA:
+		// Flags, the tag a character-string, the value as it is (RFC 8659 §4.1).
+		if len(rd) >= 2 && len(rd) >= 2+int(rd[1]) {
+			tag, _, _ := stringsHeld(rd[1 : 2+int(rd[1])])
+			return 1 + tag + len(rd) - 2 - int(rd[1])
+		}
 	case typeDS, typeCDS, typeTA, typeDLV:
 		return fixedThen(rd, 4, hexLen)
 	case typeTLSA, typeSMIMEA:
@@ -168,6 +195,9 @@ func fixedThen(rd []byte, n int, text func(int) int) int {
 	}
 	return n + text(len(rd)-n)
 }
+
+// octets is the characters n octets take held as a string of them.
+func octets(n int) int { return n }
 
 // hexLen is the characters n octets take in hexadecimal.
 func hexLen(n int) int { return 2 * n }
