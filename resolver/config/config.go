@@ -832,6 +832,12 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 			continue
 		}
 		msg, fix := addrPortProblem(u, 53, false)
+		if ap, err := netip.ParseAddrPort(fix); err == nil && c.PlainUpstreamLoops(ap) {
+			// The value likely meant is dnsfence's own listen address,
+			// which checkLoop would refuse: not offered (as
+			// UpstreamAddresses's resolv.conf hint does not offer it).
+			msg, fix = fmt.Sprintf("%s, and %s would be dnsfence itself (a forwarding loop)", msg, ap), ""
+		}
 		switch {
 		case fix != "":
 			errs.add(at, "%s; write %s", msg, fix)
