@@ -203,6 +203,13 @@ func TestCommonAnswersStillCached(t *testing.T) {
 			}
 			return rrs
 		}(),
+		"40 TXT of 60 octets (site verifications)": func() []string {
+			var rrs []string
+			for i := range 40 {
+				rrs = append(rrs, fmt.Sprintf(`example.org. 300 IN TXT "site-verification=%02d%s"`, i, strings.Repeat("k", 40)))
+			}
+			return rrs
+		}(),
 		"AAAA signed twice": {
 			"example.org. 300 IN AAAA 2001:db8::1",
 			"example.org. 300 IN RRSIG AAAA 8 2 300 20261231000000 20261201000000 12345 example.org. " + rsa,

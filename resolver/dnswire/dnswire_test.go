@@ -312,11 +312,11 @@ func TestRecordHeld(t *testing.T) {
 			return n + 6 + len(rr.Target)
 		case *dns.TXT:
 			for _, s := range rr.Txt {
-				n += listString + len(s)
+				n += len(s)
 			}
-			return n
+			return n + stringHeader*len(rr.Txt) // two strings: a slice of 2
 		case *dns.HTTPS:
-			return n + 2 + len(rr.Target) + svcParam + len("h2") + listString // alpn=h2
+			return n + 2 + len(rr.Target) + svcParam + len("h2") + 2*stringHeader // alpn=h2, a slice grown to 2
 		case *dns.NSEC:
 			return n + len(rr.NextDomain) + 2*typeBit // A AAAA
 		}

@@ -14,9 +14,9 @@ import "math/bits"
 // APL record, 41 KB for an HTTPS record's ALPN list of one-octet IDs
 // (resolver's TestHeldBoundsTheHeap logs them).
 const (
-	// listString is a string in a slice grown by append: its header of
-	// 16 bytes, and as much again for the slice's spare capacity.
-	listString = 32
+	// stringHeader is a string's header in a slice, its pointer and
+	// length.
+	stringHeader = 16
 	// typeBit is a type of a type bitmap (RFC 4034 §4.1.2): a uint16 in
 	// a slice grown by append.
 	typeBit = 4
@@ -238,13 +238,25 @@ func stringsHeld(b []byte) (n, count int, ok bool) {
 }
 
 // stringList is what a list of character-strings filling b (TXT's) takes
-// unpacked: each string (stringsHeld), and listString.
+// unpacked: each string (stringsHeld), and the slice they are appended to
+// (appendedList).
 func stringList(b []byte) int {
 	n, count, ok := stringsHeld(b)
 	if !ok {
 		return OpaqueFactor * len(b)
 	}
-	return n + count*listString
+	return n + appendedList(count)
+}
+
+// appendedList is the bytes of a slice of count strings appended one at a
+// time to none (unpackTxt): Go's append doubles its capacity up to 256
+// elements, a power of two at least count (16 bytes for one string, 64
+// for three), and grows it by less than twice after that.
+func appendedList(count int) int {
+	if count <= 256 {
+		return stringHeader * (1 << bits.Len(uint(max(count, 1)-1)))
+	}
+	return stringHeader * 2 * count
 }
 
 // bitmapHeld is what a type bitmap b takes unpacked: typeBit for each type
@@ -321,9 +333,6 @@ func svcParamsHeld(b []byte) int {
 	})
 }
 
-// stringHeader is a string's header in a slice, in bytes (64-bit Go).
-const stringHeader = 16
-
 // alpnHeld is what the value v of an ALPN SvcParam (RFC 9460 §7.1.1), a
 // list of protocol IDs each a length octet and that many octets, takes
 // unpacked: each ID a string of its octets as they are, in a slice that
@@ -336,7 +345,7 @@ const stringHeader = 16
 func alpnHeld(v []byte) int {
 	_, count, ok := stringsHeld(v)
 	if !ok {
-		return len(v) * listString
+		return len(v) * 2 * stringHeader
 	}
 	return len(v) - count + stringHeader*max(len(v)/4, 2*count)
 }
