@@ -62,6 +62,19 @@ func FuzzCacheFootprintPaths(f *testing.F) {
 			&dns.SVCBECHConfig{ECH: []byte{1, 2, 3}}, &dns.SVCBIPv6Hint{Hint: []net.IP{net.ParseIP("2001:db8::1")}}}}})
 	b, _ = m.Pack()
 	f.Add(b)
+	// Long ALPN IDs (room made for an ID every 4 octets) and the types
+	// held.go counts field by field beside TXT and keys.
+	m.Answer = []dns.RR{&dns.HTTPS{SVCB: dns.SVCB{Hdr: hdr(long, dns.TypeHTTPS), Priority: 1, Target: ".", Value: []dns.SVCBKeyValue{
+		&dns.SVCBAlpn{Alpn: []string{strings.Repeat("h", 255), strings.Repeat("i", 255)}}}}},
+		&dns.URI{Hdr: hdr(long, dns.TypeURI), Priority: 1, Weight: 2, Target: "https://example.org/"},
+		&dns.LOC{Hdr: hdr(long, dns.TypeLOC), Version: 0, Size: 0x12, Latitude: 1 << 31, Longitude: 1 << 31, Altitude: 1e7},
+		&dns.OPENPGPKEY{Hdr: hdr(long, dns.TypeOPENPGPKEY), PublicKey: "mQINBFmQINBF"},
+		&dns.CERT{Hdr: hdr(long, dns.TypeCERT), Type: 1, KeyTag: 2, Algorithm: 8, Certificate: "AAAA"},
+		&dns.DHCID{Hdr: hdr(long, dns.TypeDHCID), Digest: "AAAA"},
+		&dns.ZONEMD{Hdr: hdr(long, dns.TypeZONEMD), Serial: 1, Scheme: 1, Hash: 1, Digest: "0011"},
+		&dns.RKEY{Hdr: hdr(long, dns.TypeRKEY), Flags: 1, Protocol: 3, Algorithm: 8, PublicKey: "AwEAAQ=="}}
+	b, _ = m.Pack()
+	f.Add(b)
 	escaped := strings.Repeat(`\001`, 60)
 	m.Answer = []dns.RR{&dns.CNAME{Hdr: hdr("big.example.org.", dns.TypeCNAME), Target: escaped + ".example.org."},
 		&dns.A{Hdr: hdr(escaped+".example.org.", dns.TypeA), A: []byte{192, 0, 2, 1}}}
