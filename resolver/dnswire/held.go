@@ -294,10 +294,22 @@ func nsec3Held(rd []byte) int {
 }
 
 // optionsHeld is what the options b of an OPT record take unpacked:
-// ednsOption each and twice its value.
+// ednsOption each and twice its value, but a Report-Channel option's
+// (RFC 9567 §6.1), whose value is a domain name: miekg/dns v1.1.73
+// (EDNS0_REPORTING.unpack) holds it as text, up to four characters an
+// octet (\DDD, labelText) and the root's dot.
 func optionsHeld(b []byte) int {
-	return tlvHeld(b, func(_ int, v []byte) int { return ednsOption + 2*len(v) })
+	return tlvHeld(b, func(code int, v []byte) int {
+		if code == ednsReportChannel {
+			return ednsOption + 4*len(v) + 1
+		}
+		return ednsOption + 2*len(v)
+	})
 }
+
+// ednsReportChannel is the EDNS option code of an agent domain to report
+// errors to (RFC 9567 §6.1).
+const ednsReportChannel = 18
 
 // tlvHeld is what the options or SvcParams b take unpacked, each a 16-bit
 // code, a 16-bit length and a value of that many octets, held(code, value)
