@@ -349,3 +349,27 @@ func TestReportChannelOptionsHeld(t *testing.T) {
 		}
 	}
 }
+
+// TestFootprintOfCommonAnswerPacksNothing: the message path bounds a
+// common answer's footprint from its fields (heldAtMost), without packing
+// it: a CNAME chain to four A records takes no allocation. Measured
+// before f8f55bb: one, and 1.6 µs a put.
+func TestFootprintOfCommonAnswerPacksNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocations are counted without the race detector (.ci/run)")
+	}
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.org.", dns.TypeA)
+	m.Response = true
+	cdn := "e1234.dscx.akamaiedge-staging.example-cdn.net."
+	m.Answer = []dns.RR{&dns.CNAME{Hdr: heavyHeader("www.example.org.", dns.TypeCNAME), Target: cdn}}
+	for i := range 4 {
+		m.Answer = append(m.Answer, &dns.A{Hdr: heavyHeader(cdn, dns.TypeA), A: net.IPv4(192, 0, 2, byte(i)).To4()})
+	}
+	var n int
+	allocs := testing.AllocsPerRun(100, func() { n = footprint(m) })
+	assert.Zero(t, allocs, "footprint packed the answer")
+	packed, walked := heldPacked(m)
+	require.True(t, walked)
+	assert.GreaterOrEqual(t, n, packed, "the bound is under the packed count")
+}
