@@ -332,7 +332,7 @@ func New(entry string, opt Options) (Source, error) {
 	case hasScheme(entry, "https"), hasScheme(entry, "http"):
 		return NewURL(entry, opt)
 	}
-	return nil, fmt.Errorf("%s: not a remote source (https://, http:// or axfr://)", Redact(entry))
+	return nil, fmt.Errorf("%s: not a remote source (https://, http:// or axfr://)", blocklist.RedactURL(entry))
 }
 
 // ClientName is entry as an answer to a client names it (the EDE text of a
@@ -343,16 +343,12 @@ func ClientName(entry string) string {
 	if !IsRemote(entry) {
 		return entry
 	}
-	shown := Redact(entry)
+	shown := blocklist.RedactURL(entry)
 	if i := strings.IndexAny(shown, "?#"); i >= 0 {
 		shown = shown[:i]
 	}
 	return shown
 }
-
-// Redact is entry as an error, a log line or a metric may show it,
-// its user information hidden (blocklist.RedactURL).
-func Redact(entry string) string { return blocklist.RedactURL(entry) }
 
 // parseEntry parses a remote entry as a URL; its error names the entry
 // redacted, as every error of NewURL and NewZone does (url.Parse's own
@@ -364,7 +360,7 @@ func parseEntry(entry string) (*url.URL, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("%s: %w", Redact(entry), err)
+		return nil, fmt.Errorf("%s: %w", blocklist.RedactURL(entry), err)
 	}
 	return u, nil
 }

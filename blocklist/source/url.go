@@ -84,7 +84,7 @@ func NewURL(entry string, opt Options) (*URL, error) {
 	if err != nil {
 		return nil, err
 	}
-	shown := Redact(entry)
+	shown := blocklist.RedactURL(entry)
 	u.Scheme = strings.ToLower(u.Scheme)
 	if u.Scheme != "https" && u.Scheme != "http" {
 		return nil, fmt.Errorf("%s: scheme %q is not https or http", shown, u.Scheme)

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -805,7 +806,7 @@ func TestRedact(t *testing.T) {
 		"lists/tiktok@2.txt":                           "lists/tiktok@2.txt",
 		"https://lists.example.gov/l.txt":              "https://lists.example.gov/l.txt",
 	} {
-		assert.Equal(t, want, Redact(in), in)
+		assert.Equal(t, want, blocklist.RedactURL(in), in)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
@@ -94,7 +95,7 @@ func NewZone(entry string, opt Options) (*Zone, error) {
 	if err != nil {
 		return nil, err
 	}
-	shown := Redact(entry)
+	shown := blocklist.RedactURL(entry)
 	if !strings.EqualFold(u.Scheme, "axfr") {
 		return nil, fmt.Errorf("%s: scheme %q is not axfr", shown, u.Scheme)
 	}

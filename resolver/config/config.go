@@ -22,7 +22,6 @@ import (
 	"unicode"
 
 	"github.com/dnsfence/dnsfence/blocklist"
-	"github.com/dnsfence/dnsfence/blocklist/source"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"go.yaml.in/yaml/v3"
@@ -446,7 +445,7 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 			if n.Kind == yaml.MappingNode && len(n.Content) > 0 {
 				n = n.Content[0]
 			}
-			return nil, &Error{File: file, Line: n.Line, Err: fmt.Errorf("a second YAML document (after ---), which dnsfence would ignore: %s; keep one document: move its keys into the first and delete the ---", redactURLs(lineText(data, n.Line)))}
+			return nil, &Error{File: file, Line: n.Line, Err: fmt.Errorf("a second YAML document (after ---), which dnsfence would ignore: %s; keep one document: move its keys into the first and delete the ---", blocklist.RedactURLs(lineText(data, n.Line)))}
 		}
 	}
 	cfg := &Config{File: file, ReadFile: readFile, Embedded: embedded, Sum: sum}
@@ -613,17 +612,11 @@ func (e *configErrors) addLine(line int, path []any, format string, args ...any)
 func (e *configErrors) record(line int, path []any, format string, args ...any) {
 	for i, a := range args {
 		if s, ok := a.(string); ok {
-			args[i] = redactURLs(s)
+			args[i] = blocklist.RedactURLs(s)
 		}
 	}
 	e.errs = append(e.errs, &Error{File: e.file, Line: line, Key: keyName(path), Err: fmt.Errorf(format, args...)})
 }
-
-// redactURLs is s with the user information of every URL in it hidden
-// (blocklist.RedactURLs): a value a message quotes as written (a URL
-// where an address, a path or a number belongs) may carry a password or
-// a token.
-func redactURLs(s string) string { return blocklist.RedactURLs(s) }
 
 // err joins the problems in line order; those about keys missing from the
 // file come last.
@@ -945,9 +938,9 @@ func (c *Config) validatePolicyFiles(errs *configErrors, i int) {
 				c.validateRemote(errs, at, f)
 			case strings.Contains(f, "://"):
 				if files.key == "client_files" {
-					errs.add(at, "%q is a URL; client range files are read from disk only: give a file path, %s", source.Redact(f), example(at))
+					errs.add(at, "%q is a URL; client range files are read from disk only: give a file path, %s", blocklist.RedactURL(f), example(at))
 				} else {
-					errs.add(at, "%q: only https://, http:// (to a loopback host) and axfr:// lists are fetched; give one of those or a file path, %s", source.Redact(f), example(at))
+					errs.add(at, "%q: only https://, http:// (to a loopback host) and axfr:// lists are fetched; give one of those or a file path, %s", blocklist.RedactURL(f), example(at))
 				}
 			case c.ReadFile != nil && !c.Embedded:
 				if fi, err := os.Stat(c.Path(f)); err != nil {

@@ -19,7 +19,7 @@ import (
 // line of a second YAML document. The errors go to stderr, the journal and,
 // at a reload, the log; a secret copied from a wiki page comes in
 // typographic quotes. Each still names its line and key, and a URL is
-// shown with its user information as xxxxx, as source.Redact shows it.
+// shown with its user information as xxxxx, as blocklist.RedactURL shows it.
 func TestConfigErrorsShowNoSecret(t *testing.T) {
 	const (
 		secret   = "dG9wLXNlY3JldC10c2lnLWtleQ=="

@@ -14,7 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/dnsfence/dnsfence/blocklist/source"
+	"github.com/dnsfence/dnsfence/blocklist"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -625,7 +625,7 @@ func listExample(n *yaml.Node, path []any) string {
 		if inner, curly := curlyInner(n); curly {
 			v = inner
 		}
-		return "e.g. " + leaf + ": [" + strconv.Quote(source.Redact(v)) + "]"
+		return "e.g. " + leaf + ": [" + strconv.Quote(blocklist.RedactURL(v)) + "]"
 	}
 	return example(path)
 }
@@ -646,10 +646,10 @@ func envReference(v string) string {
 
 // quoteValue writes a scalar as the user wrote it: numbers, true and false
 // bare, text in quotes, long values cut; a URL's user information
-// (scheme://USER:PASSWORD@HOST) hidden as source.Redact hides it, before
+// (scheme://USER:PASSWORD@HOST) hidden as blocklist.RedactURL hides it, before
 // the cut, which could leave part of it.
 func quoteValue(n *yaml.Node) string {
-	v := source.Redact(n.Value)
+	v := blocklist.RedactURL(n.Value)
 	if len(v) > 60 {
 		v = v[:57] + "..."
 	}
@@ -715,12 +715,12 @@ func typographicQuotes(n *yaml.Node, t reflect.Type) string {
 	if !curly {
 		return ""
 	}
-	inner = source.Redact(inner)
+	inner = blocklist.RedactURL(inner)
 	want := strconv.Quote(inner)
 	if t.Kind() != reflect.String {
 		want = inner
 	}
-	return fmt.Sprintf("%s is in %s; write %s", strconv.Quote(source.Redact(n.Value)), curlyWhy("value"), want)
+	return fmt.Sprintf("%s is in %s; write %s", strconv.Quote(blocklist.RedactURL(n.Value)), curlyWhy("value"), want)
 }
 
 // curlyWhy says why typographic quotes around a value (or a key: what)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/blocklist/source"
 )
 
@@ -129,7 +130,7 @@ func (c *Config) validateSources(errs *configErrors) {
 	switch {
 	case dir == "" && len(remote) > 0:
 		// At the first remote list's line: the key is not in the file.
-		errs.addLine(c.remoteLine(errs, remote[0]), at("cache_dir"), "required with remote lists (%s here): it keeps the last good copy of each, so that a restart without network still blocks; %s", source.Redact(remote[0]), example(at("cache_dir")))
+		errs.addLine(c.remoteLine(errs, remote[0]), at("cache_dir"), "required with remote lists (%s here): it keeps the last good copy of each, so that a restart without network still blocks; %s", blocklist.RedactURL(remote[0]), example(at("cache_dir")))
 	case dir != "" && c.ReadFile != nil && !c.Embedded:
 		fi, err := os.Stat(c.Path(dir))
 		switch {
@@ -150,7 +151,7 @@ func (c *Config) validateRemote(errs *configErrors, path []any, entry string) {
 	opt := c.SourceOptions()
 	opt.TSIG = nil // the key is checked at its own keys
 	if _, err := source.New(entry, opt); err != nil {
-		shown := source.Redact(entry)
+		shown := blocklist.RedactURL(entry)
 		msg := strings.TrimPrefix(err.Error(), shown+": ")
 		errs.add(path, "%q: %s", shown, msg)
 	}

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/dnsfence/dnsfence/blocklist/source"
+	"github.com/dnsfence/dnsfence/blocklist"
 )
 
 // Kind is the protocol an upstream speaks.
@@ -121,7 +121,7 @@ func ParseAddress(s string) (Address, error) {
 	}
 	// A user or password before the host is refused first, and the
 	// error shows it redacted: every later error quotes s.
-	if shown := source.Redact(s); shown != s {
+	if shown := blocklist.RedactURL(s); shown != s {
 		return Address{}, fmt.Errorf("%q: a user or password before @ is not supported", shown)
 	}
 	var a Address
