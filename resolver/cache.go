@@ -591,9 +591,10 @@ func heldAtMost(m *dns.Msg) int {
 func heldPacked(m *dns.Msg) (held int, walked bool) {
 	u := *m
 	u.Compress = false
+	opaque := func(n int) int { return dnswire.OpaqueFactor*n + recordOverhead*(len(m.Answer)+len(m.Ns)+len(m.Extra)) }
 	b, err := u.Pack()
 	if err != nil {
-		return dnswire.OpaqueFactor*u.Len() + recordOverhead*(len(m.Answer)+len(m.Ns)+len(m.Extra)), false
+		return opaque(u.Len()), false
 	}
 	q, ok := dnswire.ReadQuestion(b)
 	held = q.End // the header and the question
@@ -601,7 +602,7 @@ func heldPacked(m *dns.Msg) (held int, walked bool) {
 		held += r.Held + recordOverhead
 		return true
 	}) {
-		return dnswire.OpaqueFactor*len(b) + recordOverhead*(len(m.Answer)+len(m.Ns)+len(m.Extra)), false
+		return opaque(len(b)), false
 	}
 	return held, true
 }

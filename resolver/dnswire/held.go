@@ -1,6 +1,9 @@
 package dnswire
 
-import "math/bits"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // What RDATA takes of the heap as miekg/dns v1.1.73 unpacks it
 // (Record.Held), in bytes on 64-bit Go, for a cache that bounds the heap
@@ -317,12 +320,15 @@ const ednsReportChannel = 18
 func tlvHeld(b []byte, held func(code int, v []byte) int) int {
 	n := 0
 	for len(b) > 0 {
-		if len(b) < 4 || 4+(int(b[2])<<8|int(b[3])) > len(b) {
+		if len(b) < 4 {
 			return n + OpaqueFactor*len(b)
 		}
-		v := b[4 : 4+(int(b[2])<<8|int(b[3]))]
-		n += held(int(b[0])<<8|int(b[1]), v)
-		b = b[4+len(v):]
+		end := 4 + int(binary.BigEndian.Uint16(b[2:]))
+		if end > len(b) {
+			return n + OpaqueFactor*len(b)
+		}
+		n += held(int(binary.BigEndian.Uint16(b)), b[4:end])
+		b = b[end:]
 	}
 	return n
 }
