@@ -251,6 +251,47 @@ func (w *Watcher) Rearm() {
 	}
 }
 
+// Also adds files to those watched, keeping what has been reported of the
+// others, until the next Watch sets the files anew. A reload that failed
+// calls it with the files its configuration names, so that a file that
+// configuration named before it existed (a new list, a new range file,
+// in a folder that may not exist yet either: its nearest existing
+// ancestor is watched meanwhile) is seen when it appears, and one whose
+// content failed the reload is seen when it is fixed. An added file that
+// is missing is reported when it appears; one that is there is looked at
+// once more, as a change: the reload may have read it before its last
+// write, and that write's event came before the file was watched.
+func (w *Watcher) Also(files []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	known := slices.Clone(w.files)
+	// Run reads reported outside mu: it is replaced, never written to.
+	reported := maps.Clone(w.reported)
+	if reported == nil {
+		reported = map[string]fileState{}
+	}
+	look := false
+	for _, f := range files {
+		a, err := filepath.Abs(f)
+		if err != nil || slices.Contains(known, a) {
+			continue
+		}
+		known = append(known, a)
+		if _, err := os.Stat(a); err != nil {
+			reported[a] = fileState{missing: true}
+		} else {
+			look = true // not in reported: the next look reports it
+		}
+	}
+	if len(known) == len(w.files) {
+		return
+	}
+	w.files, w.reported = known, reported
+	if w.arm() || look {
+		w.askRecheck()
+	}
+}
+
 func (w *Watcher) askRecheck() {
 	select {
 	case w.recheck <- struct{}{}:

@@ -798,3 +798,51 @@ func TestWaitComplete(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "a.example\n", string(data))
 }
+
+// TestWatcherAlsoWatchesFilesAFailedReloadNamed: Also adds the files a
+// configuration that failed its reload names. One missing then (a list
+// the configuration was written before, in a folder not there yet
+// either) is reported when it appears, and only then; one there already
+// is reported once, as the reload may have read it before its last
+// write, whose event came before it was watched; the files watched before
+// are reported as ever. Before Also, a reload's failure left the watcher
+// with the files of the state served, and the list, once written, was
+// never applied.
+func TestWatcherAlsoWatchesFilesAFailedReloadNamed(t *testing.T) {
+	dir := t.TempDir()
+	served := filepath.Join(dir, "served.txt")
+	there := filepath.Join(dir, "there.txt")
+	later := filepath.Join(dir, "new", "deeper", "later.txt")
+	require.NoError(t, os.WriteFile(served, []byte("a.example\n"), 0o644))
+	require.NoError(t, os.WriteFile(there, []byte("b.example\n"), 0o644))
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	require.NoError(t, w.Watch([]string{served}, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	changes := make(chan Change, 16)
+	go w.Run(ctx, func(c Change) { changes <- c })
+	next := func(what string) Change {
+		t.Helper()
+		select {
+		case c := <-changes:
+			return c
+		case <-time.After(10 * time.Second):
+			require.FailNow(t, "never reported: "+what)
+			return Change{}
+		}
+	}
+
+	w.Also([]string{served, there, later})
+	assert.Equal(t, []string{there}, next("the file there when added").Files)
+	require.Never(t, func() bool { return len(changes) > 0 }, 300*time.Millisecond, 10*time.Millisecond,
+		"the missing file is not reported while it is missing, the file there only once")
+
+	require.NoError(t, os.MkdirAll(filepath.Dir(later), 0o755))
+	require.NoError(t, os.WriteFile(later, []byte("c.example\n"), 0o644))
+	assert.Equal(t, []string{later}, next("the missing file once it appears").Files)
+
+	require.NoError(t, os.WriteFile(served, []byte("d.example\n"), 0o644))
+	assert.Equal(t, []string{served}, next("a file watched before").Files)
+}

@@ -375,6 +375,19 @@ func configFiles(cfg *config.Config) []string {
 	return files
 }
 
+// namedFiles are the local files named by the configuration a reload
+// read: cfg's, or, when it did not validate, those loadErr carries
+// (config.InvalidError); none when it could not be read or decoded.
+func namedFiles(cfg *config.Config, loadErr error) []string {
+	if cfg != nil {
+		return cfg.LocalFiles()
+	}
+	if inv, ok := errors.AsType[*config.InvalidError](loadErr); ok {
+		return inv.Files
+	}
+	return nil
+}
+
 // appliedSums are the content hashes a snapshot was built from, so that a
 // file that changed while it was built is seen as changed.
 func appliedSums(s *Snapshot) map[string][32]byte {
@@ -639,6 +652,14 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 		r.handler.metrics.reloaded(err)
 		r.publishStatus(&status)
 		if r.watcher != nil {
+			if !status.Held && !errors.Is(err, ErrIncomplete) && !errors.Is(err, ErrNoCopy) {
+				// The files the configuration read names are watched
+				// too, though not applied: a list it names that is not
+				// there yet (the configuration written first) or that
+				// failed the reload is applied once it appears or is
+				// fixed, as DESIGN §4 promises of every fix.
+				r.watcher.Also(namedFiles(cfg, loadErr))
+			}
 			// A folder that came back is watched although nothing was
 			// applied, so that the fix is seen.
 			r.watcher.Rearm()

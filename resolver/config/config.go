@@ -486,9 +486,51 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 	})
 	cfg.validate(errs)
 	if err := errs.err(); err != nil {
-		return nil, err
+		return nil, &InvalidError{errs: err.(interface{ Unwrap() []error }).Unwrap(), Files: cfg.LocalFiles()}
 	}
 	return cfg, nil
+}
+
+// InvalidError is a configuration that was read but did not validate:
+// its problems, each an *Error (Error and Unwrap are those of their
+// errors.Join), and the files it names. A reload it fails watches those
+// files (resolver.Reloader), so that creating the list a configuration
+// edit names before the list is there, or fixing it, is seen and
+// applied, though nothing of that configuration was.
+type InvalidError struct {
+	errs []error
+	// Files are the local files the configuration names, as LocalFiles
+	// gives them.
+	Files []string
+}
+
+func (e *InvalidError) Error() string { return errors.Join(e.errs...).Error() }
+
+// Unwrap returns the problems, as errors.Join's error does.
+func (e *InvalidError) Unwrap() []error { return e.errs }
+
+// LocalFiles are the files on this machine that c names: the
+// configuration file itself, its policies' client files and list files
+// (not URLs or zone transfers), and the upstream_ca bundle, each as Path
+// resolves it. A resolv.conf named as upstreams is left out: it is read
+// at each reload, not watched. Paths that are empty or URLs of a scheme
+// dnsfence does not fetch (a configuration error) are left out too.
+func (c *Config) LocalFiles() []string {
+	if c.Embedded {
+		return nil
+	}
+	files := []string{c.File}
+	for _, pc := range c.Policies {
+		for _, f := range slices.Concat(pc.ClientFiles, pc.Block, pc.Allow) {
+			if f != "" && !strings.Contains(f, "://") {
+				files = append(files, c.Path(f))
+			}
+		}
+	}
+	if c.UpstreamCA != "" && !strings.Contains(c.UpstreamCA, "://") {
+		files = append(files, c.Path(c.UpstreamCA))
+	}
+	return files
 }
 
 // applyDefaults fills in every key the file leaves out. A key written is
