@@ -252,19 +252,28 @@ func (w *Watcher) Rearm() {
 }
 
 // Also adds files to those watched, keeping what has been reported of the
-// others, until the next Watch sets the files anew. A reload that failed
-// calls it with the files its configuration names, so that a file that
-// configuration named before it existed (a new list, a new range file,
-// in a folder that may not exist yet either: its nearest existing
-// ancestor is watched meanwhile) is seen when it appears, and one whose
-// content failed the reload is seen when it is fixed. An added file that
-// is missing is reported when it appears; one that is there is looked at
-// once more, as a change: the reload may have read it before its last
-// write, and that write's event came before the file was watched.
-func (w *Watcher) Also(files []string) {
+// others, until the next Watch sets the files anew. A reload that was not
+// applied calls it with the files its configuration names, so that a file
+// that configuration named before it existed (a new list, a new range
+// file, in a folder that may not exist yet either: its nearest existing
+// ancestor is watched meanwhile) is seen when it appears, and an edit of
+// one it read (a list whose content failed the reload, or an allow list a
+// guard held) is seen when made. known holds, as for Watch, the content
+// hashes the reload read, where it read them all (a held reload). An
+// added file not in known that is missing is reported when it appears;
+// one that is there is looked at once more, as a change: the reload may
+// have read it before its last write, whose event came before the file
+// was watched.
+func (w *Watcher) Also(files []string, known map[string][32]byte) {
+	knownAbs := map[string][32]byte{}
+	for p, sum := range known {
+		if a, err := filepath.Abs(p); err == nil {
+			knownAbs[a] = sum
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	known := slices.Clone(w.files)
+	watched := slices.Clone(w.files)
 	// Run reads reported outside mu: it is replaced, never written to.
 	reported := maps.Clone(w.reported)
 	if reported == nil {
@@ -273,20 +282,26 @@ func (w *Watcher) Also(files []string) {
 	look := false
 	for _, f := range files {
 		a, err := filepath.Abs(f)
-		if err != nil || slices.Contains(known, a) {
+		if err != nil || slices.Contains(watched, a) {
 			continue
 		}
-		known = append(known, a)
-		if _, err := os.Stat(a); err != nil {
+		watched = append(watched, a)
+		sum, ok := knownAbs[a]
+		switch _, err := os.Stat(a); {
+		case Irregular(a):
+			reported[a] = fileState{irregular: true} // not read to compare, as Watch has it
+		case ok:
+			reported[a] = fileState{sum: sum}
+		case err != nil:
 			reported[a] = fileState{missing: true}
-		} else {
+		default:
 			look = true // not in reported: the next look reports it
 		}
 	}
-	if len(known) == len(w.files) {
+	if len(watched) == len(w.files) {
 		return
 	}
-	w.files, w.reported = known, reported
+	w.files, w.reported = watched, reported
 	if w.arm() || look {
 		w.askRecheck()
 	}

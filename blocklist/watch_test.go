@@ -834,7 +834,7 @@ func TestWatcherAlsoWatchesFilesAFailedReloadNamed(t *testing.T) {
 		}
 	}
 
-	w.Also([]string{served, there, later})
+	w.Also([]string{served, there, later}, nil)
 	assert.Equal(t, []string{there}, next("the file there when added").Files)
 	require.Never(t, func() bool { return len(changes) > 0 }, 300*time.Millisecond, 10*time.Millisecond,
 		"the missing file is not reported while it is missing, the file there only once")
@@ -845,4 +845,14 @@ func TestWatcherAlsoWatchesFilesAFailedReloadNamed(t *testing.T) {
 
 	require.NoError(t, os.WriteFile(served, []byte("d.example\n"), 0o644))
 	assert.Equal(t, []string{served}, next("a file watched before").Files)
+
+	// A held reload read its files whole, and says what it read: a file
+	// as read is not reported, its next edit is.
+	read := filepath.Join(dir, "read.txt")
+	require.NoError(t, os.WriteFile(read, []byte("e.example\n"), 0o644))
+	w.Also([]string{read}, map[string][32]byte{read: sha256.Sum256([]byte("e.example\n"))})
+	require.Never(t, func() bool { return len(changes) > 0 }, 300*time.Millisecond, 10*time.Millisecond,
+		"a file as the reload read it is no change")
+	require.NoError(t, os.WriteFile(read, []byte("f.example\n"), 0o644))
+	assert.Equal(t, []string{read}, next("an edit of a file the reload read").Files)
 }

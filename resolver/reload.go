@@ -652,13 +652,19 @@ func (r *Reloader) ReloadFor(t Trigger) error {
 		r.handler.metrics.reloaded(err)
 		r.publishStatus(&status)
 		if r.watcher != nil {
-			if !status.Held && !errors.Is(err, ErrIncomplete) && !errors.Is(err, ErrNoCopy) {
+			switch {
+			case status.Held && next != nil:
+				// The files of the change held are watched too, with
+				// what was read of them: an allow list taken back off
+				// the name it allowed is a fix, as SIGHUP is.
+				r.watcher.Also(watchedFiles(next), appliedSums(next))
+			case !status.Held && !errors.Is(err, ErrIncomplete) && !errors.Is(err, ErrNoCopy):
 				// The files the configuration read names are watched
 				// too, though not applied: a list it names that is not
 				// there yet (the configuration written first) or that
 				// failed the reload is applied once it appears or is
 				// fixed, as DESIGN §4 promises of every fix.
-				r.watcher.Also(namedFiles(cfg, loadErr))
+				r.watcher.Also(namedFiles(cfg, loadErr), nil)
 			}
 			// A folder that came back is watched although nothing was
 			// applied, so that the fix is seen.
@@ -779,7 +785,8 @@ func (r *Reloader) waitComplete() error {
 // build builds a snapshot from the configuration cfg, and, once the
 // guards let it through, its forwarder (ConnectUpstreams: the one of
 // prev when the upstreams are unchanged). It returns the changes the
-// guards hold: as the error unless force, else as accepted.
+// guards hold: as the error unless force, else as accepted. A change held
+// returns next too, unconnected and not to be applied: the files it read.
 func (r *Reloader) build(prev *Snapshot, force bool, cfg *config.Config) (next *Snapshot, accepted []error, err error) {
 	// SIGHUP applies the copies of remote lists a guard held, as it
 	// applies the files.
@@ -804,7 +811,9 @@ func (r *Reloader) build(prev *Snapshot, force bool, cfg *config.Config) (next *
 	}
 	if held := heldChanges(prev, next); len(held) > 0 {
 		if !force {
-			return nil, nil, errors.Join(held...)
+			// next, not applied, says which files the change held
+			// read, for the watcher to see their next edit.
+			return next, nil, errors.Join(held...)
 		}
 		// Unless sources.servfail_until_ready answers for such a list
 		// (SERVFAIL, not the list served empty): withoutCopy leaves it out.

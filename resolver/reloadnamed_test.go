@@ -82,3 +82,37 @@ func TestReloadPicksUpAFileTheFailedConfigNames(t *testing.T) {
 			10*time.Second, 10*time.Millisecond)
 	})
 }
+
+// TestReloadPicksUpTheFixOfAHeldNewList: a configuration edit adding an
+// allow list that allows a name a blocking policy blocks is held (see
+// Hot reload). Taking the name out of that list is a fix as much as a
+// SIGHUP is, and must be seen: the list, named by no state served, was
+// not watched, and the edit stayed held, every list of the change
+// unapplied, until another edit or SIGHUP.
+func TestReloadPicksUpTheFixOfAHeldNewList(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, reloadConfig, testFiles, up.addr)
+	r := watching(t, f, zaptest.NewLogger(t))
+	conf := filepath.Join(f.dir, "dnsfence.yaml")
+	extra := filepath.Join(f.dir, "extra-allow.txt")
+	require.NoError(t, os.WriteFile(extra, []byte("capcut.com\npress.example\n"), 0o644))
+	more := filepath.Join(f.dir, "more.txt")
+	require.NoError(t, os.WriteFile(more, []byte("more.example\n"), 0o644))
+
+	good, err := os.ReadFile(conf)
+	require.NoError(t, err)
+	edited := strings.Replace(string(good), `allow: ["allow.txt"]`, `allow: ["allow.txt", "extra-allow.txt"]`, 1)
+	edited = strings.Replace(edited, `block: ["tiktok.txt", "bytedance.txt"]`, `block: ["tiktok.txt", "bytedance.txt", "more.txt"]`, 1)
+	require.NotEqual(t, string(good), edited)
+	writeAtomic(t, conf, edited)
+	require.Eventually(t, func() bool { return r.Status().Held }, 10*time.Second, 10*time.Millisecond)
+	assert.ErrorIs(t, r.Status().Err, ErrHeld)
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "capcut.com."), "held: still blocked")
+	assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "", "more.example."), "held: nothing of the change applied")
+
+	writeAtomic(t, extra, "press.example\n")
+	require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "", "more.example.") == dns.RcodeNameError },
+		10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "capcut.com."))
+	assert.Eventually(t, func() bool { return r.Status().OK }, 5*time.Second, time.Millisecond)
+}
