@@ -485,8 +485,8 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 		return n != nil && n.Tag != "!!null"
 	})
 	cfg.validate(errs)
-	if err := errs.err(); err != nil {
-		return nil, &InvalidError{errs: err.(interface{ Unwrap() []error }).Unwrap(), Files: cfg.LocalFiles()}
+	if problems := errs.sorted(); len(problems) > 0 {
+		return nil, &InvalidError{errs: problems, Files: cfg.LocalFiles()}
 	}
 	return cfg, nil
 }
@@ -662,7 +662,11 @@ func (e *configErrors) record(line int, path []any, format string, args ...any) 
 
 // err joins the problems in line order; those about keys missing from the
 // file come last.
-func (e *configErrors) err() error {
+func (e *configErrors) err() error { return errors.Join(e.sorted()...) }
+
+// sorted returns the problems by line, those of no line (0) last; none
+// when there are none.
+func (e *configErrors) sorted() []error {
 	slices.SortStableFunc(e.errs, func(a, b *Error) int {
 		return cmp.Compare(uint(a.Line-1), uint(b.Line-1)) // line 0 wraps to the end
 	})
@@ -670,7 +674,7 @@ func (e *configErrors) err() error {
 	for i, ce := range e.errs {
 		errs[i] = ce
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // keyName writes a path as a user reads it: "policies[1].action". A key
