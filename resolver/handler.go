@@ -1412,20 +1412,23 @@ func fitRecords(m *dns.Msg, limit int) {
 	extra := withoutOPT(m.Extra) // a copy: cutToFit moves the OPT last
 	all := [...][]dns.RR{m.Answer, m.Ns, slices.Clone(m.Extra)}
 	cutToFit(m, limit)
-	if !fitsIn(m, limit) {
-		// cutToFit keeps the OPT whole, and an upstream's Extended DNS
-		// Errors, copied into it, may alone be over the limit (RFC 6891
-		// §7 bounds the whole datagram): then it kept no record. The OPT
-		// is shrunk to fit beside the header and question, and the
-		// records are fitted again beside it, where they were all left
-		// out, and TC set, for texts that are not part of the answer
-		// (RFC 8914 §2: for people, not for resolution).
+	if !fitsIn(m, limit) || cutsRequired(m, answers, authority) && hasEDEText(m) {
+		// cutToFit keeps the OPT whole, and its Extended DNS Errors (an
+		// upstream's, copied into it, or dnsfence's own: a stale answer's
+		// EDE 3, a block's EDE 15) may alone be over the limit (RFC 6891
+		// §7 bounds the whole datagram): then it kept no record. Or they
+		// fit, but their texts leave out a record the answer requires,
+		// which would set TC and have the client ask again over TCP. The
+		// texts go first (shrinkOPT: RFC 8914 §2, they are for people,
+		// not for resolution), then, when the OPT is still over the limit
+		// alone, the options, and the records are fitted again beside
+		// what is left.
 		shrinkOPT(m, limit)
 		m.Answer, m.Ns, m.Extra = all[0], all[1], all[2]
 		cutToFit(m, limit)
 	}
 	cut := authority[len(m.Ns):] // cutToFit keeps a section's first records
-	m.Truncated = tc || len(m.Answer) < answers || len(cut) > 0 && (answers == 0 || !allNS(cut))
+	m.Truncated = tc || cutsRequired(m, answers, authority)
 	if m.Truncated {
 		return // a part of an RRset may stay (§9); the client asks again
 	}
@@ -1439,6 +1442,28 @@ func fitRecords(m *dns.Msg, limit int) {
 		}
 		m.Extra = kept
 	}
+}
+
+// cutsRequired reports whether m, cut by cutToFit from a message of
+// answers answer records and the authority section authority, left out a
+// record the response requires (truncate): one of the answer section, or
+// of the authority section but for the NS RRset beside a non-empty answer.
+func cutsRequired(m *dns.Msg, answers int, authority []dns.RR) bool {
+	cut := authority[len(m.Ns):] // cutToFit keeps a section's first records
+	return len(m.Answer) < answers || len(cut) > 0 && (answers == 0 || !allNS(cut))
+}
+
+// hasEDEText reports whether m's OPT holds an Extended DNS Error with a
+// text (EXTRA-TEXT, RFC 8914 §2), which shrinkOPT would leave out.
+func hasEDEText(m *dns.Msg) bool {
+	opt := m.IsEdns0()
+	if opt == nil {
+		return false
+	}
+	return slices.ContainsFunc(opt.Option, func(o dns.EDNS0) bool {
+		e, ok := o.(*dns.EDNS0_EDE)
+		return ok && e.ExtraText != ""
+	})
 }
 
 // leaveOutWhole drops from kept, the records of a section that fitted,

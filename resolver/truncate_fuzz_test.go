@@ -162,9 +162,10 @@ func notOPT(rrs []dns.RR) []dns.RR {
 // OPT stays; TC
 // is set exactly when an answer record, or an authority record of no NS
 // RRset or of an answer without answer records, was left out (RFC 2181
-// §9); with TC set the records kept are Truncate's; with TC clear they are
-// Truncate's but for every RRset of which a record did not fit, left out
-// whole (§9: "the entire RRSet that will not fit in the response should
+// §9), and then no Extended DNS Error keeps its text (RFC 8914 §2: texts
+// go before records); with TC set the records kept are Truncate's; with
+// TC clear they are Truncate's but for every RRset of which a record did
+// not fit, left out whole (§9: "the entire RRSet that will not fit in the response should
 // be omitted"), its RRSIGs with it.
 func FuzzTruncate(f *testing.F) {
 	truncateSeeds(f)
@@ -236,6 +237,9 @@ func FuzzTruncate(f *testing.F) {
 		if want := orig.Truncated || lostRequired; m.Truncated != want {
 			t.Fatalf("TC %v, want %v: %d of %d answer records, %d of %d authority records fit (%v)",
 				m.Truncated, want, len(ref.Answer), len(orig.Answer), len(ref.Ns), len(orig.Ns), orig.Ns[len(ref.Ns):])
+		}
+		if lostRequired && hasEDEText(m) {
+			t.Fatalf("a required record left out (TC %v) while an Extended DNS Error kept its text: texts go first (RFC 8914 §2)", m.Truncated)
 		}
 		same := func(section string, got, want []dns.RR) {
 			t.Helper()

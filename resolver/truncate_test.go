@@ -3,7 +3,9 @@ package resolver
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -133,4 +135,88 @@ func TestTruncateFitsTSIGAnswer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEDETextsGoBeforeRecords: an answer that fits the client's UDP size
+// without the texts of its Extended DNS Errors keeps every record, with TC
+// clear and the EDE codes, when the texts would push it over: they are for
+// people, not for resolution (RFC 8914 §2), and a record of the answer
+// left out sets TC (RFC 2181 §9), which costs the client a TCP retry for
+// words. Measured with dig +bufsize=1232 before the fix: 40 AAAA records
+// (1,183 octets) served stale came back as 39 of them with TC set, for
+// dnsfence's own EDE 3 text, and an upstream's answer of 20 A records
+// with a 900-octet EDE text as 17 with TC set, though the same answers
+// with the text too long for the OPT alone (a 512-octet client) kept
+// every record (TestTruncateShrinksOPTBeforeCutting).
+func TestEDETextsGoBeforeRecords(t *testing.T) {
+	aaaas := func(name string, ttl uint32) []dns.RR {
+		var rrs []dns.RR
+		for i := range 40 {
+			rrs = append(rrs, mustRR("%s %d IN AAAA 2001:db8::%x", name, ttl, i+1))
+		}
+		return rrs
+	}
+	check := func(t *testing.T, r *dns.Msg, records int, code uint16) {
+		t.Helper()
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+		assert.False(t, r.Truncated, "every record fits once the texts are gone: no TC")
+		assert.Len(t, r.Answer, records)
+		e := ede(r)
+		require.NotNil(t, e, "the EDE code stays")
+		assert.Equal(t, code, e.InfoCode)
+		assert.Empty(t, e.ExtraText, "its text goes")
+	}
+
+	t.Run("served stale", func(t *testing.T) {
+		var alive atomic.Bool
+		alive.Store(true)
+		up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+			if !alive.Load() {
+				return nil
+			}
+			m := defaultAnswer(w, r)
+			if r.Question[0].Qtype == dns.TypeAAAA {
+				m.Answer = aaaas(r.Question[0].Name, 1)
+			}
+			return m
+		})
+		cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 300ms\ncache: {serve_stale: 1h}", 1)
+		f := startFence(t, cfg, testFiles, up.addr)
+		for _, from := range []string{"127.0.0.1", "127.0.0.3"} { // a government device, and the press office: no inspection
+			name := "stale" + strings.ReplaceAll(from, ".", "-") + ".example.org."
+			r := ask(t, f.addr, from, "udp", question(name, dns.TypeAAAA, true))
+			require.Len(t, r.Answer, 40)
+			require.False(t, r.Truncated, "fresh, the answer fits 1,232 octets")
+			alive.Store(false)
+			time.Sleep(1100 * time.Millisecond) // past its TTL
+			r = ask(t, f.addr, from, "udp", question(name, dns.TypeAAAA, true))
+			check(t, r, 40, dns.ExtendedErrorCodeStaleAnswer)
+			alive.Store(true)
+		}
+	})
+
+	t.Run("upstream's text", func(t *testing.T) {
+		up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+			m := defaultAnswer(w, r)
+			m.Answer = nil
+			for i := range 20 {
+				m.Answer = append(m.Answer, mustRR("%s 300 IN A 192.0.2.%d", r.Question[0].Name, i+1))
+			}
+			if opt := m.IsEdns0(); opt != nil {
+				opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeOther, ExtraText: strings.Repeat("y", 900)})
+			}
+			return m
+		})
+		f := startFence(t, testConfig, testFiles, up.addr)
+		for _, from := range []string{"127.0.0.1", "127.0.0.3"} {
+			for range 2 { // fresh, then from the cache
+				r := ask(t, f.addr, from, "udp", question("text.example.org.", dns.TypeA, true))
+				check(t, r, 20, dns.ExtendedErrorCodeOther)
+			}
+			r := ask(t, f.addr, from, "tcp", question("text.example.org.", dns.TypeA, true))
+			require.NotNil(t, ede(r))
+			assert.Len(t, ede(r).ExtraText, 900, "over TCP the text fits")
+			assert.Len(t, r.Answer, 20)
+		}
+	})
 }
