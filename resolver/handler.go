@@ -1335,9 +1335,15 @@ func (h *Handler) write(q *query, r reply) {
 		switch {
 		case r.cached != nil && r.cached.message() == nil:
 			// No message to fit record by record (an answer miekg/dns
-			// does not unpack): its header and question, with TC set.
-			a := q.asked()
-			r.wire = a.truncatedCached(r.wire, r.cached, q.id.ECS, limit)
+			// does not unpack): without the texts of its Extended DNS
+			// Errors, as truncate leaves them out before a record (RFC
+			// 8914 §2), else its header and question, with TC set.
+			if short := withoutEDETexts(r.wire); len(short) <= limit {
+				r.wire = short
+			} else {
+				a := q.asked()
+				r.wire = a.truncatedCached(r.wire, r.cached, q.id.ECS, limit)
+			}
 		case r.cached != nil:
 			// Aged to when it was packed: a fresh answer is younger than
 			// its query.

@@ -1,12 +1,16 @@
 package resolver
 
 import (
+	"encoding/binary"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -219,4 +223,87 @@ func TestEDETextsGoBeforeRecords(t *testing.T) {
 			assert.Len(t, r.Answer, 20)
 		}
 	})
+}
+
+// TestEDETextsGoBeforeRecordsUnread: TestEDETextsGoBeforeRecords for an
+// answer miekg/dns does not unpack (an HTTPS ipv6hint holding an
+// IPv4-mapped address, README's Answer inspection), given in wire form to
+// a client whose policy does not inspect it: one that fits the client's
+// UDP size once its Extended DNS Errors' texts are gone is given whole,
+// codes kept, not cut to its header and question with TC set (which is
+// left for one that does not fit even so). Before, an answer of 21
+// records with an upstream's 200-octet EDE text came back empty with TC
+// set to a client of 1,000, fresh and from the cache, and so did one of
+// 33 records (983 octets) served stale, for dnsfence's own EDE 3 text.
+func TestEDETextsGoBeforeRecordsUnread(t *testing.T) {
+	var failing atomic.Bool
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		q := r.Question[0]
+		if q.Qtype != dns.TypeHTTPS {
+			return defaultAnswer(w, r)
+		}
+		m := new(dns.Msg)
+		if failing.Load() {
+			m.SetRcode(r, dns.RcodeServerFailure)
+			return m
+		}
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		// HTTPS 1 . ipv6hint=::ffff:192.0.2.1, which miekg/dns will not unpack.
+		m.Answer = append(m.Answer, &dns.RFC3597{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: 1},
+			Rdata: "000100" + "0006" + "0010" + "00000000000000000000ffffc0000201"})
+		records := 32 // 983 octets: over the client's 1,000 with the stale EDE's text
+		if strings.Contains(q.Name, "text") {
+			records = 20 // 1,000 octets at most, every name written out, without the upstream's text
+		}
+		if strings.HasPrefix(q.Name, "over") {
+			records = 60 // over 1,000 octets without the text too
+		}
+		for i := range records {
+			m.Answer = append(m.Answer, mustRR("%s 1 IN AAAA 2001:db8::%x", q.Name, i+1))
+		}
+		m.SetEdns0(1232, false)
+		if strings.Contains(q.Name, "text") {
+			m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeOther, ExtraText: strings.Repeat("z", 200)}}
+		}
+		m.Compress = true
+		return m
+	})
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 300ms\ncache: {serve_stale: 1h, stale_answer_client_timeout: 0s}", 1)
+	f := startFence(t, cfg, testFiles, up.addr)
+	askRaw := func(name string) []byte {
+		t.Helper()
+		m := question(name, dns.TypeHTTPS, true)
+		m.IsEdns0().SetUDPSize(1000) // under the upstream's 1,232: its answer comes over UDP
+		q, err := m.Pack()
+		require.NoError(t, err)
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.0.3")}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(f.addr)))
+		require.NoError(t, err)
+		defer c.Close()
+		require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+		_, err = c.Write(q)
+		require.NoError(t, err)
+		buf := make([]byte, 65535)
+		n, err := c.Read(buf)
+		require.NoError(t, err)
+		require.LessOrEqual(t, n, 1000, "over UDP to a client of 1,000")
+		return buf[:n]
+	}
+	edeOf := func(b []byte) []byte { return rawOptions(t, b)[dns.EDNS0EDE] }
+	whole := func(what string, b []byte, records int, code uint16) {
+		t.Helper()
+		assert.Zero(t, dnswire.Flags(b)&dnswire.FlagTC, "%s: TC clear", what)
+		assert.EqualValues(t, records, dnswire.ANCount(b), "%s: every record", what)
+		assert.Equal(t, binary.BigEndian.AppendUint16(nil, code), edeOf(b), "%s: the EDE's code, without its text", what)
+	}
+	for range 2 { // fresh, then from the cache
+		whole("upstream's text", askRaw("text.example.org."), 21, dns.ExtendedErrorCodeOther)
+		b := askRaw("overtext.example.org.")
+		assert.NotZero(t, dnswire.Flags(b)&dnswire.FlagTC, "too big without the text: TC")
+		assert.Zero(t, dnswire.ANCount(b), "too big without the text: its header and question")
+	}
+	require.EqualValues(t, 33, dnswire.ANCount(askRaw("stale.example.org.")), "fresh, the answer fits")
+	failing.Store(true)
+	time.Sleep(1100 * time.Millisecond) // past its TTL
+	whole("served stale", askRaw("stale.example.org."), 33, dns.ExtendedErrorCodeStaleAnswer)
 }

@@ -266,6 +266,41 @@ func (a *asked) truncatedCached(b []byte, e *cacheEntry, ecs *dns.EDNS0_SUBNET, 
 	return b
 }
 
+// withoutEDETexts cuts every Extended DNS Error in the OPT record that
+// ends b (an answer packed from a cache entry: appendCached, staleCached,
+// appendECSEcho) to its INFO-CODE, in place, the other options as they
+// are: b as truncate leaves an answer's texts out before any of its
+// records (RFC 8914 §2: for people, not for resolution). b as it is when
+// it ends in no OPT record.
+func withoutEDETexts(b []byte) []byte {
+	off, ok := dnswire.FindOPT(b) // at its TYPE
+	if !ok {
+		return b
+	}
+	rdata := off + 10
+	if rdata+int(binary.BigEndian.Uint16(b[off+8:])) != len(b) {
+		return b
+	}
+	options := bytes.Clone(b[rdata:])
+	b = b[:rdata]
+	for len(options) > 0 {
+		code, data, rest, ok := dnswire.NextOption(options)
+		if !ok {
+			b = append(b, options...) // as it was: appendOPT's callers write whole options
+			break
+		}
+		if code == dns.EDNS0EDE && len(data) > 2 {
+			data = data[:2]
+		}
+		b = binary.BigEndian.AppendUint16(b, code)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(data)))
+		b = append(b, data...)
+		options = rest
+	}
+	binary.BigEndian.PutUint16(b[off+8:], uint16(len(b)-rdata))
+	return b
+}
+
 // edeCodes is edes, Extended DNS Errors as EDNS options (Cache.putUnread:
 // each with its INFO-CODE), with their texts left out.
 func edeCodes(edes []byte) []byte {
