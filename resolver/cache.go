@@ -1,6 +1,8 @@
 package resolver
 
 import (
+	"bytes"
+	"encoding/binary"
 	"hash/maphash"
 	"slices"
 	"strings"
@@ -712,13 +714,13 @@ func (c *Cache) putUnread(key cacheKey, b []byte, now time.Time) (*cacheEntry, b
 		return r.Type == dnswire.TypeOPT || !key.do && dnssecRecord(r.Type, q.Type, r.Section)
 	}
 	var edes []byte
-	rebuild, opt := false, false
+	rebuild, opt, options := false, false, -1
 	if !dnswire.Walk(b, q.End, func(r dnswire.Record) bool {
 		switch {
 		case r.Type == dnswire.TypeOPT:
 			opt = true
 			if r.End != r.RdOff {
-				rebuild, edes = true, answerEDEs(b[r.RdOff:r.End])
+				options, edes = r.RdOff, answerEDEs(b[r.RdOff:r.End])
 			}
 		case opt || leftOut(r):
 			rebuild = true // a record after the OPT, or one to leave out
@@ -727,10 +729,18 @@ func (c *Cache) putUnread(key cacheKey, b []byte, now time.Time) (*cacheEntry, b
 	}) {
 		return nil, false
 	}
-	if rebuild {
+	switch {
+	case rebuild:
+		// Every name written out: one may point into a record left out.
 		if b, ok = dnswire.Without(b, leftOut); !ok {
 			return nil, false
 		}
+	case options >= 0:
+		// The OPT, the last record, is all that changes: its options
+		// cut off (wireOf then cuts the OPT), every other octet as the
+		// upstream sent it, its compression kept (README, step 9).
+		b = bytes.Clone(b[:options])
+		binary.BigEndian.PutUint16(b[options-2:], 0) // RDLENGTH
 	}
 	return c.putWireEDE(key, b, edes, now)
 }

@@ -274,3 +274,50 @@ func TestCacheRulesUnreadServeStale(t *testing.T) {
 		assert.Equal(t, asked, counter.get(name, dns.TypeHTTPS, dns.ClassINET, false, false), "%s: stale_refresh_time holds the upstreams off", a.name)
 	}
 }
+
+// TestUnreadWithOptionsKeepsCompression: an answer miekg/dns does not
+// unpack whose OPT record, last, carries options (an upstream's Extended
+// DNS Error) is given in the upstream's own compression (README, step 9),
+// its OPT replaced by dnsfence's with the EDE passed on: no longer than
+// the upstream sent it, fresh and from the cache. Before, it was rebuilt
+// with every name written out (dnswire.Without, which a record left out
+// needs), and 33 records the upstream sent in 1,182 octets came to the
+// client in 1,710: to a UDP client of 1,232 cut to its header with TC
+// set, though the upstream had fit it.
+func TestUnreadWithOptionsKeepsCompression(t *testing.T) {
+	var sent atomic.Int64
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		q := r.Question[0]
+		if q.Qtype != dns.TypeHTTPS {
+			return defaultAnswer(w, r)
+		}
+		m := new(dns.Msg).SetReply(r)
+		m.RecursionAvailable = true
+		m.Answer = []dns.RR{hintRecord(q.Name, 1, ".")}
+		for i := range 32 {
+			m.Answer = append(m.Answer, mustRR("%s 60 IN AAAA 2001:db8::%x", q.Name, i+1))
+		}
+		m.SetEdns0(1232, false)
+		m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeOther, ExtraText: strings.Repeat("z", 200)}}
+		m.Compress = true
+		b, err := m.Pack()
+		require.NoError(t, err)
+		sent.Store(int64(len(b)))
+		writeUnread(w, m)
+		return nil
+	})
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, network := range []string{"udp", "tcp"} {
+		name := network + ".unread.example.org."
+		for i := range 2 { // the upstream's answer, then the cache's
+			what := fmt.Sprintf("%s, %d", network, i)
+			b := askOctets(t, f.addr, "127.0.0.3", network, question(name, dns.TypeHTTPS, true)) // the press office: not inspected
+			require.GreaterOrEqual(t, len(b), dnswire.HeaderLen, what)
+			assert.LessOrEqual(t, len(b), int(sent.Load()), "%s: no longer than the upstream sent it", what)
+			assert.Zero(t, dnswire.Flags(b)&dnswire.FlagTC, "%s: TC clear", what)
+			assert.EqualValues(t, 33, dnswire.ANCount(b), "%s: every record", what)
+			assert.Equal(t, append([]byte{0, 0}, strings.Repeat("z", 200)...), rawOptions(t, b)[dns.EDNS0EDE], "%s: the upstream's EDE", what)
+		}
+		assert.Equal(t, 1, countQueries(up, name), "%s: cached", network)
+	}
+}
