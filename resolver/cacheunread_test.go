@@ -218,7 +218,7 @@ func TestCacheRulesUnreadServeStale(t *testing.T) {
 	good := rulesAnswer(counter)
 	up := startUpstreamAt(t, rulesUp, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		if failing.Load() && r.Question[0].Name != "." {
-			counter.add(r)
+			counter.add(w, r)
 			m := new(dns.Msg)
 			m.SetRcode(r, dns.RcodeServerFailure)
 			return m

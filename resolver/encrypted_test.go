@@ -209,10 +209,12 @@ func askDoT(addr, from string, cfg *tls.Config, m *dns.Msg) (*dns.Msg, error) {
 
 // askDoH asks m at the DNS over HTTPS url (or plain HTTP) from the local
 // address from, with cfg, by GET or POST; an answer over HTTPS must come
-// over HTTP/2 (the ALPN dnsfence is designated with).
+// over HTTP/2 (the ALPN dnsfence is designated with). The transport is
+// given a copy of cfg: net/http's Transport writes its ALPN IDs into the
+// configuration it holds, which tests running side by side share.
 func askDoH(url, from string, cfg *tls.Config, m *dns.Msg, get bool) (*dns.Msg, error) {
 	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-	tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+	tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: cfg.Clone(), ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	b, err := m.Pack()
@@ -248,7 +250,7 @@ func askDoHForwarded(url, from string, cfg *tls.Config, m *dns.Msg, header ...st
 		req.Header.Add(header[i], header[i+1])
 	}
 	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-	tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+	tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: cfg.Clone(), ForceAttemptHTTP2: true} // as askDoH
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
 	if err != nil {
