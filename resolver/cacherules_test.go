@@ -396,6 +396,11 @@ func TestCacheRulesEveryTransport(t *testing.T) {
 			for _, sc := range rulesScenarios {
 				sc := cfg.want(sc)
 				t.Run(sc.label, func(t *testing.T) {
+					// The scenarios' names are their own, and so are their
+					// upstream queries (counter's keys): they run side by
+					// side, on the fence and upstream of their cache
+					// configuration, which stop once they are all done.
+					t.Parallel()
 					for _, from := range []string{rulesGov, rulesExempt} {
 						for _, miss := range trs {
 							for _, hit := range trs {
