@@ -1249,8 +1249,10 @@ func TestStaleAnswerClientTimeoutRefreshedElsewhere(t *testing.T) {
 				}
 				return m
 			})
-			t.Cleanup(func() { close(release) }) // before the upstream's shutdown
 			f := govFence(t, "upstream_timeout: 5s\ncache: {serve_stale: 1h, stale_answer_client_timeout: 500ms}", up.addr)
+			// Before the fence's shutdown (and the upstream's), which
+			// would otherwise wait its 5 s budget for the held query.
+			t.Cleanup(func() { close(release) })
 			other := map[string]string{"udp": "tcp", "tcp": "udp"}[heldNet]
 			q := question("a.example.org.", dns.TypeA, true)
 			r := ask(t, f.addr, "", heldNet, q)
