@@ -72,7 +72,11 @@ func TestUnallowedGetsOnlyRefused(t *testing.T) {
 func TestIdenticalMissesBounded(t *testing.T) {
 	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nrate_limit: {rate: 0}\nlimits: {upstream_inflight: 4}", 1)
 	cfg = strings.Replace(cfg, "upstream_timeout: 300ms", "upstream_timeout: 4s", 1)
-	f := startFence(t, cfg, testFiles, silentUpstream(t))
+	up, stop := silentUpstreamStop(t)
+	f := startFence(t, cfg, testFiles, up)
+	// Before the fence's shutdown, which would otherwise wait for the
+	// upstream queries in flight to reach their 4 s timeout.
+	t.Cleanup(stop)
 	before := runtime.NumGoroutine()
 	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -100,7 +104,11 @@ func TestIdenticalMissesBounded(t *testing.T) {
 func TestUniqueMissesPastTheLimitServfail(t *testing.T) {
 	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nrate_limit: {rate: 0}\nlimits: {upstream_inflight: 4}", 1)
 	cfg = strings.Replace(cfg, "upstream_timeout: 300ms", "upstream_timeout: 4s", 1)
-	f := startFence(t, cfg, testFiles, silentUpstream(t))
+	up, stop := silentUpstreamStop(t)
+	f := startFence(t, cfg, testFiles, up)
+	// Before the fence's shutdown, which would otherwise wait for the
+	// upstream queries in flight to reach their 4 s timeout.
+	t.Cleanup(stop)
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	defer conn.Close()

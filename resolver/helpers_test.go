@@ -143,9 +143,20 @@ func (u *testUpstream) stop() {
 // answers: a dead upstream that makes every try time out.
 func silentUpstream(t *testing.T) string {
 	t.Helper()
+	addr, _ := silentUpstreamStop(t)
+	return addr
+}
+
+// silentUpstreamStop is silentUpstream and a function that closes its
+// sockets before the test ends (at its end at the latest): queries still
+// waiting on it then fail at the port's ICMP unreachable, not at their
+// timeout.
+func silentUpstreamStop(t *testing.T) (string, func()) {
+	t.Helper()
 	pc, ln, err := testnet.ListenBoth()
 	require.NoError(t, err)
-	t.Cleanup(func() { pc.Close(); ln.Close() })
+	stop := sync.OnceFunc(func() { pc.Close(); ln.Close() })
+	t.Cleanup(stop)
 	go func() {
 		buf := make([]byte, 65535)
 		for {
@@ -163,7 +174,7 @@ func silentUpstream(t *testing.T) string {
 			t.Cleanup(func() { c.Close() })
 		}
 	}()
-	return pc.LocalAddr().String()
+	return pc.LocalAddr().String(), stop
 }
 
 // closedPort is a loopback UDP/TCP port with nothing listening: queries to
