@@ -26,7 +26,7 @@ import (
 // benchSnapshot builds a snapshot with a 100,000-entry list, n policy
 // prefixes, and a loopback upstream that is never reached by the blocked
 // and cache-hit benchmarks.
-func benchSnapshot(b *testing.B, prefixes int, upstream string) *Snapshot {
+func benchSnapshot(b testing.TB, prefixes int, upstream string) *Snapshot {
 	b.Helper()
 	dir := b.TempDir()
 	var list strings.Builder
@@ -208,7 +208,7 @@ func BenchmarkMatchList(b *testing.B) {
 // rawUpstream answers every UDP query on loopback with one A record (TTL
 // 3600) built straight from the query's bytes, allocating nothing, so that
 // a cache-miss benchmark measures the resolver and not its upstream.
-func rawUpstream(b *testing.B) string {
+func rawUpstream(b testing.TB) string {
 	b.Helper()
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -471,7 +471,7 @@ func inlinePaths() []struct {
 
 // wireBenchHandler is the handler of the ServeUDP benchmarks: a 100-entry
 // list, metrics, and the raw loopback upstream connected.
-func wireBenchHandler(b *testing.B) *Handler {
+func wireBenchHandler(b testing.TB) *Handler {
 	snap := benchSnapshot(b, 100, rawUpstream(b))
 	m := NewMetrics(prometheus.NewRegistry())
 	if err := ConnectUpstreams(nil, snap, nil, m); err != nil {
