@@ -849,8 +849,24 @@ func TestUncacheableAnswerSupersedesStale(t *testing.T) {
 			m.Ns = []dns.RR{soa(m.Question[0].Name, 300, 0)}
 		}},
 	}
-	var phase atomic.Int32 // 0: before, 1: after, 2: failing
-	var row atomic.Int32
+	// Each row and transport asks a name of its own, whose phase the
+	// upstream answers by: 0 before, 1 after, 2 failing. Every name's
+	// answer is cached first, so that the second they take to expire is
+	// waited for once, not once a name.
+	type rowName struct {
+		row   int
+		phase atomic.Int32
+	}
+	names := map[string]*rowName{}
+	nameOf := func(i int, network string) string {
+		return fmt.Sprintf("%s.r%d.superseded.example.org.", network, i)
+	}
+	networks := []string{"udp", "tcp"}
+	for i := range rows {
+		for _, network := range networks {
+			names[nameOf(i, network)] = &rowName{row: i}
+		}
+	}
 	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		m := new(dns.Msg)
 		m.SetReply(r)
@@ -858,37 +874,44 @@ func TestUncacheableAnswerSupersedesStale(t *testing.T) {
 		if r.IsEdns0() != nil {
 			m.SetEdns0(1232, false)
 		}
-		if r.Question[0].Name == "." {
+		n := names[strings.ToLower(r.Question[0].Name)]
+		if n == nil {
 			return m // the health probe
 		}
-		switch phase.Load() {
+		switch n.phase.Load() {
 		case 0:
-			rows[row.Load()].before(m)
+			rows[n.row].before(m)
 		case 1:
-			rows[row.Load()].after(m)
+			rows[n.row].after(m)
 		default:
 			m.Rcode = dns.RcodeServerFailure
 		}
 		return m
 	})
 	f := govFence(t, "cache: {serve_stale: 1h, stale_refresh_time: 0s}", up.addr)
+	for i := range rows {
+		for _, network := range networks {
+			ask(t, f.addr, "", network, question(nameOf(i, network), dns.TypeA, true))
+		}
+	}
+	require.Eventually(t, func() bool {
+		for name := range names {
+			if e, _ := f.handler.cache.Load().get(keyOf(question(name, dns.TypeA, true)), time.Now()); e != nil {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, 10*time.Millisecond, "the cached answers expire")
 	for i, tc := range rows {
-		for _, network := range []string{"udp", "tcp"} {
+		for _, network := range networks {
 			t.Run(tc.name+"/"+network, func(t *testing.T) {
-				row.Store(int32(i))
-				phase.Store(0)
-				q := question(fmt.Sprintf("%s.r%d.superseded.example.org.", network, i), dns.TypeA, true)
-				ask(t, f.addr, "", network, q)
-				require.Eventually(t, func() bool {
-					e, _ := f.handler.cache.Load().get(keyOf(q), time.Now())
-					return e == nil
-				}, 5*time.Second, 10*time.Millisecond, "the cached answer expires")
-
-				phase.Store(1)
+				name := nameOf(i, network)
+				q := question(name, dns.TypeA, true)
+				names[name].phase.Store(1)
 				r := ask(t, f.addr, "", network, q)
 				require.Empty(t, allEDEs(r), "the upstream's new answer, not a stale one")
 
-				phase.Store(2)
+				names[name].phase.Store(2)
 				r = ask(t, f.addr, "", network, q)
 				assert.Equal(t, dns.RcodeServerFailure, r.Rcode, "the superseded answer is not served stale")
 				for _, e := range allEDEs(r) {
