@@ -1482,6 +1482,11 @@ func TestStaleRefreshFailureAfterRefreshElsewhere(t *testing.T) {
 		{name: "held over udp, no timer, fails once expired", heldNet: "udp", timer: "0s", expired: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// Each case has an upstream and a fence of its own, and
+			// spends its 2 to 4 s waiting for answers to expire, with no
+			// bound on how long anything takes but the waits' own: two
+			// run side by side.
+			t.Parallel()
 			// Until held, answers live 1 s; from then on the held
 			// transport's queries wait for letGo and get SERVFAIL, the
 			// other's are answered at once and live otherTTL.
