@@ -37,7 +37,9 @@ const DefaultReadyWindow = 30 * time.Second
 // /readyz: 200 once every configured list and range file has loaded, every
 // remote list has a copy (from the network or its disk copy), and an
 // upstream answered within the ready window (a quiet resolver probes its
-// upstreams on demand); 503 with the reason otherwise. It is 503 too once
+// upstreams on demand, each asked the health check, upstream_health_check:
+// the root NS set by default, which an internal-only upstream may answer
+// SERVFAIL or REFUSED); 503 with the reason otherwise. It is 503 too once
 // reloads have failed or been held for reload.unready_after: the state
 // served is older than the files, and the body says why; and 503 from the
 // moment the process starts shutting down (Handler.Stopping), and once a
@@ -164,7 +166,7 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 	}
 	if last := fwd.LastAnswer(); last.IsZero() || time.Since(last) > window {
 		if err := h.probe(ctx, fwd); err != nil {
-			return false, fmt.Sprintf("not ready: no upstream answered in the last %s: %v", window, err)
+			return false, fmt.Sprintf("not ready: no upstream answered in the last %s, nor the health check %s (upstream_health_check): %v", window, fwd.HealthCheck(), err)
 		}
 	}
 	reason := fmt.Sprintf("ready: %s, %s, upstreams down: %d of %d",
@@ -183,7 +185,8 @@ func (h *Handler) ready(ctx context.Context, window time.Duration) (bool, string
 	return true, reason
 }
 
-// probe probes fwd's upstreams for /readyz. Requests at once share one
+// probe probes fwd's upstreams for /readyz, each asked fwd's health check
+// (upstream.Forwarder.Probe). Requests at once share one
 // probe, so that readiness checks, however many, never send the upstreams
 // more than one probe each at a time; it runs for the upstream timeout at
 // most, whoever of its askers gives up.

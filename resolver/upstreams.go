@@ -62,8 +62,9 @@ func UpstreamAddresses(cfg *config.Config) ([]string, error) {
 // every resolv.conf path read for its nameservers (FallbackUpstreams for
 // the embedded default when they name none). prev is the snapshot served
 // until snap is published (nil at start): its forwarder is kept when the
-// upstreams, upstream_timeout and upstream_strategy are unchanged, else
-// the new one inherits what it learnt of the upstreams both name
+// upstreams, upstream_timeout, upstream_strategy and the parsed
+// upstream_health_check are unchanged, else the new one (probing with the
+// new health check) inherits what it learnt of the upstreams both name
 // (upstream.Rebuild). Exchanges are counted into m (nil: not counted), and
 // an upstream marked down or back up is logged to log (nil: not logged).
 //
@@ -85,9 +86,10 @@ func ConnectUpstreams(log *zap.Logger, snap, prev *Snapshot, m *Metrics) error {
 		return err
 	}
 	opts := upstream.Options{
-		Timeout: cfg.UpstreamTimeout,
-		Fastest: cfg.UpstreamStrategy == config.StrategyFastest,
-		Log:     log,
+		Timeout:     cfg.UpstreamTimeout,
+		Fastest:     cfg.UpstreamStrategy == config.StrategyFastest,
+		HealthCheck: cfg.HealthCheck(),
+		Log:         log,
 	}
 	var plain []string
 	encrypted := false

@@ -53,6 +53,8 @@ func TestCheckGolden(t *testing.T) {
 		{name: "check-lints-proxies", config: "testdata/ops/lints-proxies.yaml", wantCode: 0},
 		{name: "check-lints-proxies-strict", config: "testdata/ops/lints-proxies.yaml", strict: true, wantCode: 1},
 		{name: "check-clean", config: "testdata/ops/clean.yaml", wantCode: 0},
+		// upstream_health_check as the probes ask it: canonical.
+		{name: "check-internal-health-check", config: "testdata/ops/internal.yaml", wantCode: 0},
 		// Serve skips bad lines and starts, so check passes them with warnings
 		// (the systemd unit runs check before every start and reload) ...
 		{name: "check-badlines", config: "testdata/ops/badlines.yaml", wantCode: 0},

@@ -151,6 +151,10 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	if cfg.UpstreamCA != "" {
 		fmt.Fprintf(stdout, "upstream_ca %s\n", cfg.Path(cfg.UpstreamCA))
 	}
+	// The question the upstreams' health and /readyz are judged by: an
+	// internal-only upstream that answers the root's SERVFAIL is down and
+	// the instance unready until it names a name of its own.
+	fmt.Fprintf(stdout, "upstream_health_check %s\n", cfg.HealthCheck())
 	fmt.Fprintf(stdout, "allowed_clients %s\n", strings.Join(cfg.AllowedClients, " "))
 	fetched := map[string]bool{} // remote lists a copy was read of
 	for _, r := range reports {

@@ -109,10 +109,16 @@ type Config struct {
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 	// UpstreamStrategy orders the healthy upstreams: "fastest" by measured
 	// latency (default), "ordered" as written.
-	UpstreamStrategy string   `yaml:"upstream_strategy"`
-	AllowedClients   []string `yaml:"allowed_clients"`
-	TrustedProxies   []string `yaml:"trusted_proxies"`
-	ExplainClients   []string `yaml:"explain_clients"`
+	UpstreamStrategy string `yaml:"upstream_strategy"`
+	// UpstreamHealthCheck is the question every probe of an upstream's
+	// health and /readyz's probe ask (upstream.HealthCheck says which
+	// probes, and how the answer is judged): the root NS set by default;
+	// a name of its own for an internal-only upstream that answers the
+	// root SERVFAIL or REFUSED. Parsed by validate (HealthCheck).
+	UpstreamHealthCheck HealthCheck `yaml:"upstream_health_check"`
+	AllowedClients      []string    `yaml:"allowed_clients"`
+	TrustedProxies      []string    `yaml:"trusted_proxies"`
+	ExplainClients      []string    `yaml:"explain_clients"`
 	// BlockedTTL is the TTL and SOA MINIMUM of blocked answers, in seconds
 	// (RFC 2308 negative caching).
 	BlockedTTL uint32   `yaml:"blocked_ttl"`
@@ -175,7 +181,23 @@ type Config struct {
 	allowedLines []int
 	// tlsLine is the line of tls.cert, for CheckCertificate's error.
 	tlsLine int
+	// healthCheck is UpstreamHealthCheck, parsed by validate.
+	healthCheck upstream.HealthCheck
 }
+
+// HealthCheck is `upstream_health_check` as written: Name a domain name
+// (a trailing dot optional), Type the mnemonic of an RR type (any case).
+// Left out, each is the root NS query's: "." and "NS".
+type HealthCheck struct {
+	Name string `yaml:"name"`
+	Type string `yaml:"type"`
+}
+
+// Default upstream_health_check: the root NS set, `. IN NS`.
+const (
+	DefaultHealthCheckName = "."
+	DefaultHealthCheckType = "NS"
+)
 
 // TLS names the server certificate chain and its private key, both PEM.
 // Relative paths resolve against the configuration file's folder.
@@ -308,6 +330,17 @@ func (c *Config) AllowedLine(i int) int {
 
 // TrustedPrefixes are the trusted_proxies ranges, parsed, in file order.
 func (c *Config) TrustedPrefixes() []netip.Prefix { return slices.Clone(c.trusted) }
+
+// HealthCheck is the question the upstreams' health probes and /readyz's
+// probe ask: upstream_health_check, parsed (lower case, fully qualified);
+// upstream.DefaultHealthCheck, the root NS set, for a configuration that
+// leaves it out or was not validated.
+func (c *Config) HealthCheck() upstream.HealthCheck {
+	if c.healthCheck == (upstream.HealthCheck{}) {
+		return upstream.DefaultHealthCheck
+	}
+	return c.healthCheck
+}
 
 // ExplainPrefixes are the explain_clients ranges, parsed, in file order.
 func (c *Config) ExplainPrefixes() []netip.Prefix { return slices.Clone(c.explain) }
@@ -547,6 +580,14 @@ func (c *Config) applyDefaults(written func(path ...any) bool) {
 	}
 	orDefault(&c.UpstreamTimeout, DefaultUpstreamTimeout, written("upstream_timeout"))
 	c.UpstreamStrategy = cmp.Or(c.UpstreamStrategy, StrategyFastest)
+	// Written empty (`name: ""`), a part is an error (validate), not the
+	// root's without a word.
+	if hc := &c.UpstreamHealthCheck; hc.Name == "" && !written("upstream_health_check", "name") {
+		hc.Name = DefaultHealthCheckName
+	}
+	if hc := &c.UpstreamHealthCheck; hc.Type == "" && !written("upstream_health_check", "type") {
+		hc.Type = DefaultHealthCheckType
+	}
 	if c.AllowedClients == nil {
 		c.AllowedClients = DefaultAllowedClients
 	}
@@ -902,6 +943,25 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 	}
 	errs.positive([]any{"upstream_timeout"}, c.UpstreamTimeout)
 	errs.networkTimeout([]any{"upstream_timeout"}, c.UpstreamTimeout)
+	c.validateHealthCheck(errs)
+}
+
+// validateHealthCheck parses upstream_health_check into c.healthCheck:
+// a name upstream.HealthCheckName takes and a type HealthCheckType takes,
+// each reported at its own key.
+func (c *Config) validateHealthCheck(errs *configErrors) {
+	hc := c.UpstreamHealthCheck
+	name, nameErr := upstream.HealthCheckName(hc.Name)
+	if at := []any{"upstream_health_check", "name"}; nameErr != nil {
+		errs.add(at, "%v; give a name every upstream always answers (an internal-only resolver: a name of its own zones, such as your AD domain), %s", nameErr, example(at))
+	}
+	qtype, typeErr := upstream.HealthCheckType(hc.Type)
+	if at := []any{"upstream_health_check", "type"}; typeErr != nil {
+		errs.add(at, "%v; give the type of a record the name has, such as SOA, NS or A, %s", typeErr, example(at))
+	}
+	if nameErr == nil && typeErr == nil {
+		c.healthCheck = upstream.HealthCheck{Name: name, Qtype: qtype}
+	}
 }
 
 func (c *Config) validatePolicies(errs *configErrors) {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/internal/testnet"
+	"github.com/dnsfence/dnsfence/resolver/upstream"
+	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -52,6 +54,40 @@ policies:
 	assert.Equal(t, time.Hour, cfg.Sources.Refresh)
 	assert.Equal(t, int64(64<<20), cfg.Sources.MaxBytes)
 	assert.Empty(t, cfg.RemoteLists())
+	assert.Equal(t, upstream.HealthCheck{Name: ".", Qtype: dns.TypeNS}, cfg.HealthCheck(), "the root NS query, as before the key")
+}
+
+// TestConfigHealthCheck: upstream_health_check is read into the question
+// the probes ask, canonical (lower case, fully qualified), each part left
+// out the root NS query's; a change of it is a change of the
+// configuration (Changes), as the reload logs it.
+func TestConfigHealthCheck(t *testing.T) {
+	load := func(t *testing.T, text string) *Config {
+		t.Helper()
+		cfg, err := Parse("c.yaml", []byte("upstreams: [\"127.0.0.1:53\"]\n"+text), nil)
+		require.NoError(t, err, text)
+		return cfg
+	}
+	for _, tc := range []struct {
+		name, yaml string
+		want       upstream.HealthCheck
+	}{
+		{"left out", "", upstream.DefaultHealthCheck},
+		{"no value", "upstream_health_check:\n", upstream.DefaultHealthCheck},
+		{"an AD domain's SOA", "upstream_health_check: {name: corp.example., type: SOA}\n", upstream.HealthCheck{Name: "corp.example.", Qtype: dns.TypeSOA}},
+		{"canonical", "upstream_health_check: {name: Corp.EXAMPLE, type: soa}\n", upstream.HealthCheck{Name: "corp.example.", Qtype: dns.TypeSOA}},
+		{"the name alone", "upstream_health_check: {name: corp.example}\n", upstream.HealthCheck{Name: "corp.example.", Qtype: dns.TypeNS}},
+		{"the type alone", "upstream_health_check: {type: SOA}\n", upstream.HealthCheck{Name: ".", Qtype: dns.TypeSOA}},
+		{"an A record", "upstream_health_check: {name: dc1.corp.example., type: A}\n", upstream.HealthCheck{Name: "dc1.corp.example.", Qtype: dns.TypeA}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, load(t, tc.yaml).HealthCheck())
+		})
+	}
+	old := load(t, "")
+	changed := load(t, "upstream_health_check: {name: corp.example., type: SOA}\n")
+	assert.Equal(t, []string{"upstream_health_check.name", "upstream_health_check.type"}, Changes(old, changed))
+	assert.Empty(t, Changes(old, load(t, "upstream_health_check: {name: \".\", type: NS}\n")), "the default written out")
 }
 
 // TestConfigListenByMergeKey: listen given by a YAML merge key (<<) is

@@ -72,6 +72,9 @@ type Forwarder struct {
 	lastOK atomic.Int64
 	// fastest orders healthy upstreams by latency instead of as configured.
 	fastest bool
+	// check is the question every probe of an upstream's health asks
+	// (Options.HealthCheck; probeQuery).
+	check HealthCheck
 	// roots verified the encrypted upstreams' certificates (Options.RootCAs).
 	roots *x509.CertPool
 	log   *zap.Logger // an upstream marked down or back up (Options.Log)
@@ -136,7 +139,7 @@ type upstreamState struct {
 	// checked is when the last one began (clockReading; 0: none yet).
 	checking atomic.Bool
 	checked  atomic.Int64
-	// silent is set when a check of its health timed out (askRoot) and
+	// silent is set when a check of its health timed out (askHealth) and
 	// cleared by its next answer (succeeded): while it is, a query's own
 	// timeout is a failure of it (unansweredQueryFailure).
 	silent atomic.Bool
@@ -204,6 +207,10 @@ type Options struct {
 	// Fastest tries the healthy upstreams by smoothed round-trip time
 	// instead of as configured.
 	Fastest bool
+	// HealthCheck is the question the probes of the upstreams' health and
+	// the readiness probe ask (`upstream_health_check`); the zero value is
+	// DefaultHealthCheck, the root NS set.
+	HealthCheck HealthCheck
 	// Metrics counts exchanges, errors and retries; nil counts nothing.
 	Metrics *Metrics
 	// Log has a line for each upstream marked down (a warning, with the
@@ -241,6 +248,7 @@ func New(addrs []string, opts Options) (*Forwarder, error) {
 	}
 	f := &Forwarder{
 		fastest:      opts.Fastest,
+		check:        opts.HealthCheck.orDefault(),
 		addrs:        slices.Clone(addrs),
 		timeout:      opts.Timeout,
 		metrics:      opts.Metrics,
@@ -280,16 +288,17 @@ func New(addrs []string, opts Options) (*Forwarder, error) {
 }
 
 // Rebuild returns the Forwarder for the upstreams addrs with opts: prev
-// itself when it already forwards to them with the same timeout, strategy
-// and roots, and none of them is an https upstream written with a host
-// name; else a new one (New) that has inherited what prev learnt of the
+// itself when it already forwards to them with the same timeout, strategy,
+// health check and roots, and none of them is an https upstream written
+// with a host name; else a new one (New) that has inherited what prev learnt of the
 // upstreams both forward to, so that a reload that changes the upstreams
 // explores only the new ones. An https upstream's name is looked up when
 // its transport connects, so a reload (which makes new transports) looks
 // it up anew, as DESIGN.md §8 asks. prev may be nil. The caller retires
 // prev (Retire) once the new one serves.
 func Rebuild(prev *Forwarder, addrs []string, opts Options) (*Forwarder, error) {
-	if prev != nil && prev.timeout == opts.Timeout && prev.fastest == opts.Fastest && slices.Equal(prev.addrs, addrs) &&
+	if prev != nil && prev.timeout == opts.Timeout && prev.fastest == opts.Fastest && prev.check == opts.HealthCheck.orDefault() &&
+		slices.Equal(prev.addrs, addrs) &&
 		sameRoots(prev.roots, opts.RootCAs) && !slices.ContainsFunc(addrs, namedHTTPS) {
 		return prev, nil
 	}
@@ -323,7 +332,9 @@ func namedHTTPS(addr string) bool {
 
 // inherit takes over what prev learnt of the upstreams both forward to
 // (round-trip time, recent outcomes, down or up). Call it before f is
-// used.
+// used. An upstream down in prev is probed by f with f's health check
+// once f starts, so that a reload that changes upstream_health_check
+// brings back an upstream that only the old question kept down.
 func (f *Forwarder) inherit(prev *Forwarder) {
 	if prev == nil {
 		return
@@ -366,19 +377,20 @@ func (f *Forwarder) explore(u *upstreamState) {
 	if !f.acquire() {
 		return
 	}
-	f.askRoot(u, min(f.timeout, exploreMax))
+	f.askHealth(u, min(f.timeout, exploreMax))
 }
 
-// askRoot asks u for the root NS set (probeQuery), waiting up to timeout,
+// askHealth asks u the health check (probeQuery: the root NS set unless
+// upstream_health_check names another question), waiting up to timeout,
 // and records the outcome in its health as a query's is: explore's and
-// checkHealth's one exchange. The caller has acquired f; askRoot releases
-// it.
-func (f *Forwarder) askRoot(u *upstreamState, timeout time.Duration) {
+// checkHealth's one exchange. The caller has acquired f; askHealth
+// releases it.
+func (f *Forwarder) askHealth(u *upstreamState, timeout time.Duration) {
 	defer f.release()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
-	_, err := f.exchange(ctx, probeQuery(), u, false)
+	_, err := f.exchange(ctx, f.probeQuery(), u, false)
 	switch {
 	case err == nil:
 		f.succeeded(u, start, time.Since(start))
@@ -390,11 +402,14 @@ func (f *Forwarder) askRoot(u *upstreamState, timeout time.Duration) {
 	}
 }
 
-// probeQuery is the question the probes ask: the root NS set, which any
-// recursive resolver has cached.
-func probeQuery() *dns.Msg {
+// probeQuery is the query every probe of an upstream's health sends
+// (askHealth, probe, Probe): f's health check (HealthCheck; by default
+// the root NS set, which any recursive resolver with root hints or a
+// forwarder has cached), class IN, RD set, with EDNS (buffer ednsSize)
+// and a fresh ID.
+func (f *Forwarder) probeQuery() *dns.Msg {
 	q := new(dns.Msg)
-	q.SetQuestion(".", dns.TypeNS)
+	q.SetQuestion(f.check.Name, f.check.Qtype)
 	q.SetEdns0(ednsSize, false)
 	q.Id = queryIDs.next()
 	return q
@@ -405,6 +420,9 @@ func (f *Forwarder) Upstreams() []string { return slices.Clone(f.addrs) }
 
 // Timeout is how long one exchange with one upstream may take.
 func (f *Forwarder) Timeout() time.Duration { return f.timeout }
+
+// HealthCheck is the question f's probes ask the upstreams.
+func (f *Forwarder) HealthCheck() HealthCheck { return f.check }
 
 // Retire takes f out of service once successor serves in its place (a
 // reload that changed the upstreams): its probes stop, the Forward and
@@ -635,8 +653,9 @@ func (f *Forwarder) failed(u *upstreamState, err error) {
 // logDown logs u marked down at now by err, its window's fails of n
 // exchanges failed. An upstream marked down again within flapWindow of
 // its probe finding it back up is flapping: one that answers the probe's
-// root NS query and fails the clients' queries (a forwarder whose own
-// upstream is down answers that query from its cache) went down and back
+// health check (the root NS query by default) and fails the clients'
+// queries (a forwarder whose own upstream is down answers that query from
+// its cache) went down and back
 // up every second or two, each time with a warning and a line back up.
 // Its downs are logged once a flapLogEvery, with how many there were, its
 // back ups not at all, and one line says when it stays up for flapWindow
@@ -691,7 +710,8 @@ func (f *Forwarder) markDown(u *upstreamState) {
 	go f.probe(u)
 }
 
-// probe asks a down upstream for the root NS set every probeEvery until it
+// probe asks a down upstream the health check (probeQuery; the root NS
+// set by default) every probeEvery until it
 // answers usably (an RCODE that is no failureRcode, the rule queries
 // follow) or the Forwarder is closed; each failure is
 // recorded in its window, which orders the upstreams when all are down.
@@ -718,7 +738,7 @@ func (f *Forwarder) probe(u *upstreamState) {
 		go func() {
 			defer f.release()
 			start := time.Now()
-			_, err := f.exchange(context.Background(), probeQuery(), u, false)
+			_, err := f.exchange(context.Background(), f.probeQuery(), u, false)
 			if err == nil {
 				f.succeeded(u, start, time.Since(start))
 				return
@@ -732,8 +752,8 @@ func (f *Forwarder) probe(u *upstreamState) {
 	}
 }
 
-// Probe asks every upstream at once and reports whether any answered
-// usably (as probe does); it backs the readiness check when no query has
+// Probe asks every upstream the health check (probeQuery) at once and
+// reports whether any answered usably (as probe does); it backs the readiness check when no query has
 // gone upstream lately. A hung upstream does not hide a working one. The
 // error joins each upstream's; on a retired Forwarder, Probe asks its
 // successor.
@@ -752,7 +772,7 @@ func (f *Forwarder) Probe(ctx context.Context) error {
 		go func() {
 			defer f.release()
 			start := time.Now()
-			if _, err := f.exchange(ctx, probeQuery(), u, false); err != nil {
+			if _, err := f.exchange(ctx, f.probeQuery(), u, false); err != nil {
 				errs <- fmt.Errorf("%s: %w", u.addr, err)
 				return
 			}
@@ -1068,9 +1088,9 @@ func (f *Forwarder) record(ctx context.Context, up *upstreamState, start time.Ti
 // upstream), judged when the query ends (end): when another upstream
 // answered it usably, such an answer without a DNSSEC Extended DNS Error,
 // or such a silence, spoke of the upstream, not of the query (a forwarder
-// whose own upstream is down, which still answers the root NS query from
-// its cache; a dead upstream), and is a failure of it; when none
-// did, it leaves the upstream's health as it was and has it checked
+// whose own upstream is down, which still answers the health check, the
+// root NS query by default, from its cache; a dead upstream), and is a
+// failure of it; when none did, it leaves the upstream's health as it was and has it checked
 // (unansweredQueryFailure). A try that ends after the query did is judged
 // as it ends.
 type queryFailures struct {
@@ -1159,8 +1179,8 @@ func callerGaveUp(ctx context.Context, err error) bool {
 // an answer that leaves it as it was (checkHealth).
 const checkEvery = 100 * time.Millisecond
 
-// checkHealth asks u for the root NS set, as a probe does, after an
-// answer of u's that speaks of its query (ofTheQuery), and records the
+// checkHealth asks u the health check (probeQuery), as a probe does,
+// after an answer of u's that speaks of its query (ofTheQuery), and records the
 // outcome in its health: such an answer leaves the health as it was
 // because another query would have been answered, and an upstream that
 // gives it to every query is broken all the same (a validator whose clock
@@ -1169,8 +1189,9 @@ const checkEvery = 100 * time.Millisecond
 // answers or not: an access-control that leaves dnsfence out), and
 // without the check would never be marked down, every query going to it
 // first. One check at a time, at most every checkEvery:
-// clients asking for bogus names add at most ten root NS queries a second
-// to a healthy validator, which answers them from its cache.
+// clients asking for bogus names add at most ten health checks a second
+// to a healthy validator, which answers them from its cache (the root NS
+// set by default).
 func (f *Forwarder) checkHealth(u *upstreamState, at time.Time) {
 	now := clockReading(at)
 	if last := u.checked.Load(); last != 0 && now-last < int64(checkEvery) || !u.checking.CompareAndSwap(false, true) {
@@ -1183,7 +1204,7 @@ func (f *Forwarder) checkHealth(u *upstreamState, at time.Time) {
 	u.checked.Store(now)
 	go func() {
 		defer u.checking.Store(false)
-		f.askRoot(u, f.timeout)
+		f.askHealth(u, f.timeout)
 	}()
 }
 
@@ -1234,8 +1255,8 @@ func refusedNoRecursion(err error) bool {
 // the zone), and is counted by its RCODE in dnsfence_upstream_errors_total.
 // When another upstream answers the query, the SERVFAIL spoke of the
 // upstream that gave it (a forwarder whose own upstream is down answers
-// the root NS query from its cache, and SERVFAILs every other name), and
-// is a failure of it but for a failed validation (queryFailures); record
+// the health check, the root NS query by default, from its cache, and
+// SERVFAILs every other name), and is a failure of it but for a failed validation (queryFailures); record
 // leaves a SERVFAIL to the query's end.
 func answeredServfail(err error) bool {
 	re, ok := errors.AsType[*RcodeError](err) // no allocation: called for every try
@@ -1262,8 +1283,8 @@ func mayBeOfTheQuery(err error) bool {
 // another upstream answers the query in time it is a failure of the
 // silent one (queryFailures), so a dead upstream beside a live one is
 // marked down as before; when none does, the upstream's health is left
-// as it was and checked with the root NS query, whose own timeout counts
-// (askRoot), so that clients asking again and again for names of such a
+// as it was and checked with the health check (the root NS query by
+// default), whose own timeout counts (askHealth), so that clients asking again and again for names of such a
 // zone cannot have upstreams that answer every other name marked down:
 // 40 of them marked two upstreams down, as CoreDNS marked 8.8.8.8 bad for
 // `ANY isc.org` timing out (coredns/coredns#1091, #1504; "It marks the
@@ -1282,9 +1303,9 @@ func timedOut(err error) bool {
 // systemd-resolved's stub NOTIMP to a query with DO set,
 // systemd/systemd#17218), or its access-control refusing dnsfence every
 // query. When no upstream answers the query, it is judged as a SERVFAIL
-// is: the upstream's health is left as it was and checked with the root
-// NS query, which an access-control refuses too, so that devices asking
-// again and again for such a name or type cannot have upstreams that
+// is: the upstream's health is left as it was and checked with the health
+// check (the root NS query by default), which an access-control refuses
+// too, so that devices asking again and again for such a name or type cannot have upstreams that
 // answer every other query marked down: 40 of them marked two upstreams
 // down and flapping, as CoreDNS forward's health marked an upstream for a
 // refused query (coredns/coredns#486). When another upstream answers the

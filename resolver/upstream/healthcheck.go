@@ -1,0 +1,127 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+
+	"github.com/miekg/dns"
+)
+
+// HealthCheck is the question (class IN) every probe of an upstream's
+// health asks: the probes of a down upstream, the first probe of one not
+// yet measured, the check after an answer that leaves its health as it
+// was (checkHealth), and the readiness probe behind /readyz (Probe). Its
+// answer is judged as a query's: usable unless its RCODE is SERVFAIL,
+// REFUSED, NOTIMP, FORMERR, BADVERS, BADCOOKIE or another failureRcode,
+// or it is unusable (another question, cut short over TCP); NXDOMAIN and
+// NODATA are answers.
+//
+// The root NS set (DefaultHealthCheck) is what any resolver with root
+// hints or a forwarder has cached. An internal-only resolver with
+// neither (Windows DNS with its root hints removed, a BIND with only
+// internal zones, as on isolated networks) answers it SERVFAIL or
+// REFUSED while it answers every name it serves: with the root NS
+// question it is never found back up once down and, the only upstream,
+// keeps /readyz 503 while no client asks. A name of its own (its AD
+// domain's SOA) is the question to ask it (`upstream_health_check`; as
+// CoreDNS forward's `health_check … domain FQDN`, coredns/coredns#5121,
+// and dnsdist's checkName and checkType).
+type HealthCheck struct {
+	// Name is a fully qualified domain name, lower case (dns.CanonicalName).
+	Name string
+	// Qtype is a data RR type (RFC 6895 §3.1), never a meta one.
+	Qtype uint16
+}
+
+// DefaultHealthCheck is the root NS set: `. IN NS`.
+var DefaultHealthCheck = HealthCheck{Name: ".", Qtype: dns.TypeNS}
+
+// String is the question as dig writes it: ". NS", "corp.example. SOA".
+func (c HealthCheck) String() string {
+	t, ok := dns.TypeToString[c.Qtype]
+	if !ok {
+		t = fmt.Sprintf("TYPE%d", c.Qtype)
+	}
+	return c.Name + " " + t
+}
+
+// orDefault is c, or DefaultHealthCheck for the zero HealthCheck (an
+// Options that names none).
+func (c HealthCheck) orDefault() HealthCheck {
+	if c == (HealthCheck{}) {
+		return DefaultHealthCheck
+	}
+	return c
+}
+
+// HealthCheckName checks the name of a health check as written and
+// returns it canonical (lower case, fully qualified): a domain name in
+// presentation form (RFC 1035 §5.1; escapes `\X` and `\DDD` allowed), a
+// trailing dot optional, whose wire form fits 255 octets (RFC 1035
+// §3.1), with no white space or control character (a typo, never a name
+// meant: write one as `\032`).
+func HealthCheckName(s string) (string, error) {
+	switch {
+	case s == "":
+		return "", errors.New("empty")
+	case strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
+		return "", fmt.Errorf("%q holds white space or a control character, which no domain name is written with", s)
+	}
+	if _, ok := dns.IsDomainName(s); !ok {
+		// Why, where it is plain to see (escapes aside: the message only).
+		for label := range strings.SplitSeq(strings.TrimSuffix(s, "."), ".") {
+			switch {
+			case label == "":
+				return "", fmt.Errorf("%q is not a domain name: an empty label (two dots in a row, or a dot first)", s)
+			case len(label) > 63:
+				return "", fmt.Errorf("%q is not a domain name: a label over 63 octets (RFC 1035 §2.3.4)", s)
+			}
+		}
+		return "", fmt.Errorf("%q is not a domain name", s)
+	}
+	name := dns.CanonicalName(s)
+	var wire [255]byte
+	if _, err := dns.PackDomainName(name, wire[:], 0, nil, false); err != nil {
+		// dns.IsDomainName lets names of 256 and 257 octets through
+		// (miekg/dns#1552).
+		return "", fmt.Errorf("%q is not a domain name: over 255 octets (RFC 1035 §3.1)", s)
+	}
+	return name, nil
+}
+
+// nonDataTypes are the RR types no health check may ask, each with why:
+// the meta types (RFC 6895 §3.1: OPT, TKEY, TSIG, and the QTYPEs IXFR,
+// AXFR, MAILB, MAILA and ANY, which a resolver may decline, RFC 8482 §4:
+// a NOTIMP that fails every check), the obsolete MD and MF (RFC 973), and
+// the reserved values 0 and 65535.
+var nonDataTypes = map[uint16]string{
+	dns.TypeNone:     "reserved (RFC 6895 §3.1)",
+	dns.TypeReserved: "reserved (RFC 6895 §3.1)",
+	dns.TypeOPT:      "a meta type (RFC 6895 §3.1: EDNS's pseudo-record)",
+	dns.TypeTKEY:     "a meta type (RFC 6895 §3.1)",
+	dns.TypeTSIG:     "a meta type (RFC 6895 §3.1)",
+	dns.TypeIXFR:     "a zone transfer, not a question a resolver answers",
+	dns.TypeAXFR:     "a zone transfer, not a question a resolver answers",
+	dns.TypeMAILB:    "an obsolete meta type (RFC 6895 §3.1)",
+	dns.TypeMAILA:    "an obsolete meta type (RFC 6895 §3.1)",
+	dns.TypeANY:      "a meta type that resolvers may decline (RFC 8482 §4), failing every check",
+	dns.TypeMD:       "obsolete (RFC 973)",
+	dns.TypeMF:       "obsolete (RFC 973)",
+}
+
+// HealthCheckType reads the type of a health check as written: the
+// mnemonic of a data RR type, in any case ("SOA", "soa", "A"); a meta,
+// obsolete or reserved type (nonDataTypes) and an unknown mnemonic are
+// errors.
+func HealthCheckType(s string) (uint16, error) {
+	t, ok := dns.StringToType[strings.ToUpper(s)]
+	if !ok {
+		return 0, fmt.Errorf("%q is not a DNS record type", s)
+	}
+	if why, bad := nonDataTypes[t]; bad {
+		return 0, fmt.Errorf("%q is %s", s, why)
+	}
+	return t, nil
+}

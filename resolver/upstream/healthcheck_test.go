@@ -1,0 +1,91 @@
+package upstream
+
+import (
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestHealthCheckParts: the name and type of a health check as written,
+// read canonical, and what is refused.
+func TestHealthCheckParts(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{in: ".", want: "."},
+		{in: "Corp.Example", want: "corp.example."},
+		{in: "corp.example.", want: "corp.example."},
+		{in: `a\032b.corp.example.`, want: `a\032b.corp.example.`},
+		{in: "", err: "empty"},
+		{in: "corp..example", err: "an empty label"},
+		{in: "corp example.", err: "white space"},
+		{in: "corp.example.\n", err: "white space"},
+		{in: string(make([]byte, 64)) + ".example.", err: "control character"},
+	} {
+		got, err := HealthCheckName(tc.in)
+		if tc.err != "" {
+			assert.ErrorContains(t, err, tc.err, "%q", tc.in)
+			continue
+		}
+		assert.NoError(t, err, "%q", tc.in)
+		assert.Equal(t, tc.want, got, "%q", tc.in)
+	}
+	for _, tc := range []struct {
+		in   string
+		want uint16
+		err  string
+	}{
+		{in: "NS", want: dns.TypeNS},
+		{in: "soa", want: dns.TypeSOA},
+		{in: "A", want: dns.TypeA},
+		{in: "TXT", want: dns.TypeTXT},
+		{in: "ANY", err: "RFC 8482"},
+		{in: "AXFR", err: "zone transfer"},
+		{in: "IXFR", err: "zone transfer"},
+		{in: "OPT", err: "meta type"},
+		{in: "TSIG", err: "meta type"},
+		{in: "MAILA", err: "obsolete"},
+		{in: "MF", err: "obsolete"},
+		{in: "SAO", err: "not a DNS record type"},
+		{in: "", err: "not a DNS record type"},
+	} {
+		got, err := HealthCheckType(tc.in)
+		if tc.err != "" {
+			assert.ErrorContains(t, err, tc.err, "%q", tc.in)
+			continue
+		}
+		assert.NoError(t, err, "%q", tc.in)
+		assert.Equal(t, tc.want, got, "%q", tc.in)
+	}
+}
+
+// TestRebuildHealthCheck: a reload that changes the health check makes
+// the Forwarder anew, as one that changes upstream_timeout does, with
+// what was learnt of the upstreams (down included) inherited; the root NS
+// query left out or written out is the same check, and keeps it.
+func TestRebuildHealthCheck(t *testing.T) {
+	addrs := []string{"127.0.0.1:53", "127.0.0.2:53"}
+	prev, err := New(addrs, Options{Timeout: time.Second})
+	require.NoError(t, err)
+	t.Cleanup(prev.Close)
+	assert.Equal(t, DefaultHealthCheck, prev.HealthCheck(), "none given: the root NS query")
+	assert.Equal(t, ". NS", prev.HealthCheck().String())
+	prev.upstreams[1].down.Store(true)
+
+	same, err := Rebuild(prev, addrs, Options{Timeout: time.Second, HealthCheck: HealthCheck{Name: ".", Qtype: dns.TypeNS}})
+	require.NoError(t, err)
+	assert.Same(t, prev, same, "the root NS query written out is no change")
+
+	corp := HealthCheck{Name: "corp.example.", Qtype: dns.TypeSOA}
+	next, err := Rebuild(prev, addrs, Options{Timeout: time.Second, HealthCheck: corp})
+	require.NoError(t, err)
+	t.Cleanup(next.Close)
+	require.NotSame(t, prev, next)
+	assert.Equal(t, corp, next.HealthCheck())
+	assert.Equal(t, []string{"127.0.0.2:53"}, next.Down(), "what was learnt is inherited")
+	q := next.probeQuery()
+	assert.Equal(t, []dns.Question{{Name: "corp.example.", Qtype: dns.TypeSOA, Qclass: dns.ClassINET}}, q.Question)
+	assert.True(t, q.RecursionDesired)
+	assert.NotNil(t, q.IsEdns0())
+}
