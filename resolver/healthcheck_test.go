@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -182,4 +183,22 @@ func TestHealthCheckBringsBackInternalOnlyUpstream(t *testing.T) {
 			10*time.Second, 20*time.Millisecond, "back up once its probe of corp.example. SOA is answered")
 		assert.Positive(t, second.check.Load())
 	})
+}
+
+// TestHealthCheckTypeIsAsked: every type upstream_health_check takes is
+// one dnsfence itself forwards (not metaQType, which it, as Unbound and
+// NSD, answers FORMERR): a type an upstream answers FORMERR would fail
+// every probe of every upstream, keeping them down and /readyz 503. Each
+// mnemonic miekg/dns knows is tried, so that a meta type it learns later
+// (NXNAME, 128, RFC 9824) is held to the same rule.
+func TestHealthCheckTypeIsAsked(t *testing.T) {
+	for s, qtype := range dns.StringToType {
+		got, err := upstream.HealthCheckType(s)
+		if err != nil {
+			continue
+		}
+		assert.Equal(t, qtype, got, s)
+		assert.False(t, metaQType(got), "%s (%d) is taken as the health check's type, but dnsfence answers it FORMERR", s, got)
+		assert.NotContains(t, []uint16{dns.TypeAXFR, dns.TypeIXFR, dns.TypeANY}, got, s)
+	}
 }

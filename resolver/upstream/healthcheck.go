@@ -91,36 +91,54 @@ func HealthCheckName(s string) (string, error) {
 	return name, nil
 }
 
-// nonDataTypes are the RR types no health check may ask, each with why:
-// the meta types (RFC 6895 §3.1: OPT, TKEY, TSIG, and the QTYPEs IXFR,
-// AXFR, MAILB, MAILA and ANY, which a resolver may decline, RFC 8482 §4:
-// a NOTIMP that fails every check), the obsolete MD and MF (RFC 973), and
-// the reserved values 0 and 65535.
+// nonDataTypes are the RR types below the meta range that no health
+// check may ask, each with why: the meta types OPT (RFC 6891 §6.1.1:
+// never asked for) and 0, the obsolete MD and MF (RFC 973), and the
+// reserved 65535. The whole meta and QTYPE range, 128 to 255, is refused
+// apart (metaTypeWhy).
 var nonDataTypes = map[uint16]string{
 	dns.TypeNone:     "reserved (RFC 6895 §3.1)",
 	dns.TypeReserved: "reserved (RFC 6895 §3.1)",
 	dns.TypeOPT:      "a meta type (RFC 6895 §3.1: EDNS's pseudo-record)",
-	dns.TypeTKEY:     "a meta type (RFC 6895 §3.1)",
-	dns.TypeTSIG:     "a meta type (RFC 6895 §3.1)",
-	dns.TypeIXFR:     "a zone transfer, not a question a resolver answers",
-	dns.TypeAXFR:     "a zone transfer, not a question a resolver answers",
-	dns.TypeMAILB:    "an obsolete meta type (RFC 6895 §3.1)",
-	dns.TypeMAILA:    "an obsolete meta type (RFC 6895 §3.1)",
-	dns.TypeANY:      "a meta type that resolvers may decline (RFC 8482 §4), failing every check",
 	dns.TypeMD:       "obsolete (RFC 973)",
 	dns.TypeMF:       "obsolete (RFC 973)",
 }
 
+// metaTypeWhy says why a type of the meta and QTYPE range, 128 to 255
+// (RFC 6895 §3.1), is no health check's: the zone transfers IXFR and
+// AXFR, which a resolver does not answer; ANY, which it may decline (RFC
+// 8482 §4: a NOTIMP); and every other one (TKEY, TSIG, MAILA, MAILB, the
+// unassigned values and those assigned later, such as NXNAME, 128, RFC
+// 9824 §3.5), which a server answers FORMERR, as Unbound, NSD and
+// dnsfence itself (resolver.metaQType) do: each would fail every check
+// of every upstream. ok is false for a type outside the range.
+func metaTypeWhy(t uint16) (why string, ok bool) {
+	switch {
+	case t < 128 || t > 255:
+		return "", false
+	case t == dns.TypeIXFR || t == dns.TypeAXFR:
+		return "a zone transfer, not a question a resolver answers", true
+	case t == dns.TypeANY:
+		return "a meta type that resolvers may decline (RFC 8482 §4), failing every check", true
+	case t == dns.TypeMAILA || t == dns.TypeMAILB:
+		return "an obsolete meta type (RFC 6895 §3.1), which a server answers FORMERR or NOTIMP, failing every check", true
+	}
+	return "a meta type (RFC 6895 §3.1: 128 to 255), which a server answers FORMERR (RFC 9824 §3.5 for NXNAME), failing every check", true
+}
+
 // HealthCheckType reads the type of a health check as written: the
 // mnemonic of a data RR type, in any case ("SOA", "soa", "A"); a meta,
-// obsolete or reserved type (nonDataTypes) and an unknown mnemonic are
-// errors.
+// obsolete or reserved type (nonDataTypes, metaTypeWhy) and an unknown
+// mnemonic are errors.
 func HealthCheckType(s string) (uint16, error) {
 	t, ok := dns.StringToType[strings.ToUpper(s)]
 	if !ok {
 		return 0, fmt.Errorf("%q is not a DNS record type", s)
 	}
 	if why, bad := nonDataTypes[t]; bad {
+		return 0, fmt.Errorf("%q is %s", s, why)
+	}
+	if why, bad := metaTypeWhy(t); bad {
 		return 0, fmt.Errorf("%q is %s", s, why)
 	}
 	return t, nil

@@ -47,6 +47,7 @@ func TestHealthCheckParts(t *testing.T) {
 		{in: "TSIG", err: "meta type"},
 		{in: "MAILA", err: "obsolete"},
 		{in: "MF", err: "obsolete"},
+		{in: "NXNAME", err: "meta type"}, // RFC 9824 §3.5: answered FORMERR
 		{in: "SAO", err: "not a DNS record type"},
 		{in: "", err: "not a DNS record type"},
 	} {
