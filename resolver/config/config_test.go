@@ -79,6 +79,7 @@ func TestConfigHealthCheck(t *testing.T) {
 		{"the name alone", "upstream_health_check: {name: corp.example}\n", upstream.HealthCheck{Name: "corp.example.", Qtype: dns.TypeNS}},
 		{"the type alone", "upstream_health_check: {type: SOA}\n", upstream.HealthCheck{Name: ".", Qtype: dns.TypeSOA}},
 		{"an A record", "upstream_health_check: {name: dc1.corp.example., type: A}\n", upstream.HealthCheck{Name: "dc1.corp.example.", Qtype: dns.TypeA}},
+		{"a Unicode name: its A-labels", "upstream_health_check: {name: Behörde.Example, type: SOA}\n", upstream.HealthCheck{Name: "xn--behrde-yxa.example.", Qtype: dns.TypeSOA}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.Equal(t, tc.want, load(t, tc.yaml).HealthCheck())

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/miekg/dns"
 )
 
@@ -61,7 +62,13 @@ func (c HealthCheck) orDefault() HealthCheck {
 // presentation form (RFC 1035 §5.1; escapes `\X` and `\DDD` allowed), a
 // trailing dot optional, whose wire form fits 255 octets (RFC 1035
 // §3.1), with no white space or control character (a typo, never a name
-// meant: write one as `\032`).
+// meant: write one as `\032`). A name written in Unicode (`behörde.de`)
+// is converted to the A-labels its zone holds (`xn--behrde-yxa.de`,
+// blocklist.ToASCII: IDNA2008's UTS #46 lookup profile, RFC 5891 §5), as
+// list entries and the names explain is given are: its UTF-8 octets are a
+// name no server has, which an internal-only upstream answers REFUSED or
+// SERVFAIL, failing every check; text that is not UTF-8 or no valid
+// internationalised name is an error.
 func HealthCheckName(s string) (string, error) {
 	switch {
 	case s == "":
@@ -69,9 +76,13 @@ func HealthCheckName(s string) (string, error) {
 	case strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
 		return "", fmt.Errorf("%q holds white space or a control character, which no domain name is written with", s)
 	}
-	if _, ok := dns.IsDomainName(s); !ok {
+	ascii, err := blocklist.ToASCII(s)
+	if err != nil {
+		return "", fmt.Errorf("%q is not a domain name: %w", s, err)
+	}
+	if _, ok := dns.IsDomainName(ascii); !ok {
 		// Why, where it is plain to see (escapes aside: the message only).
-		for label := range strings.SplitSeq(strings.TrimSuffix(s, "."), ".") {
+		for label := range strings.SplitSeq(strings.TrimSuffix(ascii, "."), ".") {
 			switch {
 			case label == "":
 				return "", fmt.Errorf("%q is not a domain name: an empty label (two dots in a row, or a dot first)", s)
@@ -81,7 +92,7 @@ func HealthCheckName(s string) (string, error) {
 		}
 		return "", fmt.Errorf("%q is not a domain name", s)
 	}
-	name := dns.CanonicalName(s)
+	name := dns.CanonicalName(ascii)
 	var wire [255]byte
 	if _, err := dns.PackDomainName(name, wire[:], 0, nil, false); err != nil {
 		// dns.IsDomainName lets names of 256 and 257 octets through

@@ -17,6 +17,13 @@ func TestHealthCheckParts(t *testing.T) {
 		{in: "Corp.Example", want: "corp.example."},
 		{in: "corp.example.", want: "corp.example."},
 		{in: `a\032b.corp.example.`, want: `a\032b.corp.example.`},
+		// Unicode is written as the A-label the zone holds (RFC 5891
+		// §5), never sent as its UTF-8 octets, a name no server has.
+		{in: "Behörde.Example", want: "xn--behrde-yxa.example."},
+		{in: "bücher.example.", want: "xn--bcher-kva.example."},
+		{in: "xn--bcher-kva.example", want: "xn--bcher-kva.example."},
+		{in: "caf\xe9.example", err: "not UTF-8"},
+		{in: "\u0300a.example", err: "internationalised"},
 		{in: "", err: "empty"},
 		{in: "corp..example", err: "an empty label"},
 		{in: "corp example.", err: "white space"},
