@@ -41,11 +41,7 @@ var DefaultHealthCheck = HealthCheck{Name: ".", Qtype: dns.TypeNS}
 
 // String is the question as dig writes it: ". NS", "corp.example. SOA".
 func (c HealthCheck) String() string {
-	t, ok := dns.TypeToString[c.Qtype]
-	if !ok {
-		t = fmt.Sprintf("TYPE%d", c.Qtype)
-	}
-	return c.Name + " " + t
+	return c.Name + " " + dns.Type(c.Qtype).String() // TYPEnnn when it has no mnemonic (RFC 3597 §5)
 }
 
 // orDefault is c, or DefaultHealthCheck for the zero HealthCheck (an
@@ -92,14 +88,12 @@ func HealthCheckName(s string) (string, error) {
 		}
 		return "", fmt.Errorf("%q is not a domain name", s)
 	}
-	name := dns.CanonicalName(ascii)
-	var wire [255]byte
-	if _, err := dns.PackDomainName(name, wire[:], 0, nil, false); err != nil {
-		// dns.IsDomainName lets names of 256 and 257 octets through
-		// (miekg/dns#1552).
+	// dns.IsDomainName lets names of 256 and 257 octets through
+	// (miekg/dns#1552); blocklist.IsDomainName does not.
+	if !blocklist.IsDomainName(ascii) {
 		return "", fmt.Errorf("%q is not a domain name: over 255 octets (RFC 1035 §3.1)", s)
 	}
-	return name, nil
+	return dns.CanonicalName(ascii), nil
 }
 
 // nonDataTypes are the RR types below the meta range that no health
