@@ -66,6 +66,9 @@ type Watcher struct {
 
 	mu    sync.Mutex
 	files []string // the files whose content matters, absolute
+	// set are the files Watch set, absolute: files holds them, and those
+	// the last Also added.
+	set []string
 	// relevant are the paths whose events mean "look again": the files,
 	// every symlink on the way to their content, the folders watched for
 	// them, and each missing folder on the way to a file.
@@ -216,7 +219,7 @@ func (w *Watcher) Watch(files []string, known map[string][32]byte) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.files = abs
+	w.files, w.set = abs, abs
 	w.arm()
 	for _, f := range slices.Sorted(maps.Keys(w.unwatched)) {
 		errs = append(errs, w.unwatched[f])
@@ -252,7 +255,13 @@ func (w *Watcher) Rearm() {
 }
 
 // Also adds files to those watched, keeping what has been reported of the
-// others, until the next Watch sets the files anew. A reload that was not
+// others, until the next Watch sets the files anew. They replace those the
+// call before added (Watch's stay): a reload reads the configuration
+// anew, and the files it names now are those whose edits matter, so the
+// files watched stay those of the state served and of the last
+// configuration read, however many reloads fail in between (a
+// configuration written with a new list name each time, every one
+// added for good, had each hashed at every look). A reload that was not
 // applied calls it with the files its configuration names, so that a file
 // that configuration named before it existed (a new list, a new range
 // file, in a folder that may not exist yet either: its nearest existing
@@ -273,7 +282,7 @@ func (w *Watcher) Also(files []string, known map[string][32]byte) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	watched := slices.Clone(w.files)
+	watched := slices.Clone(w.set)
 	// Run reads reported outside mu: it is replaced, never written to.
 	reported := maps.Clone(w.reported)
 	if reported == nil {
@@ -286,6 +295,9 @@ func (w *Watcher) Also(files []string, known map[string][32]byte) {
 			continue
 		}
 		watched = append(watched, a)
+		if slices.Contains(w.files, a) {
+			continue // added before: what has been reported of it stands
+		}
 		sum, ok := knownAbs[a]
 		switch _, err := os.Stat(a); {
 		case Irregular(a):
@@ -298,8 +310,13 @@ func (w *Watcher) Also(files []string, known map[string][32]byte) {
 			look = true // not in reported: the next look reports it
 		}
 	}
-	if len(watched) == len(w.files) {
+	if slices.Equal(watched, w.files) {
 		return
+	}
+	for p := range reported {
+		if !slices.Contains(watched, p) {
+			delete(reported, p) // dropped: if added again, looked at anew
+		}
 	}
 	w.files, w.reported = watched, reported
 	if w.arm() || look {

@@ -856,3 +856,41 @@ func TestWatcherAlsoWatchesFilesAFailedReloadNamed(t *testing.T) {
 	require.NoError(t, os.WriteFile(read, []byte("f.example\n"), 0o644))
 	assert.Equal(t, []string{read}, next("an edit of a file the reload read").Files)
 }
+
+// TestWatcherAlsoReplacesTheFilesItAddedBefore: each Also call names the
+// files of the configuration a reload read last, and those replace what
+// the call before added (Watch's files stay). Before, every failed reload
+// added its files for good, until a reload applied: a configuration
+// regenerated with a new list name at each write (lists/v1.txt,
+// lists/v2.txt, …) while its lists lag behind grew the watched files by
+// one a failed reload, each hashed at every look (measured: 201 files
+// watched after 200 such reloads, not 2).
+func TestWatcherAlsoReplacesTheFilesItAddedBefore(t *testing.T) {
+	dir := t.TempDir()
+	served := filepath.Join(dir, "served.txt")
+	require.NoError(t, os.WriteFile(served, []byte("a.example\n"), 0o644))
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	require.NoError(t, w.Watch([]string{served}, nil))
+	watched := func() ([]string, int) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return slices.Clone(w.files), len(w.reported)
+	}
+
+	for i := range 200 {
+		w.Also([]string{served, filepath.Join(dir, "lists", fmt.Sprintf("v%d.txt", i))}, nil)
+	}
+	files, reported := watched()
+	if assert.Equal(t, 2, len(files), "files watched") {
+		assert.Equal(t, []string{served, filepath.Join(dir, "lists", "v199.txt")}, files, "Watch's files and the last call's")
+	}
+	assert.Equal(t, 2, reported, "what was reported of the files dropped is dropped too")
+
+	w.Also(nil, nil) // a configuration that names nothing (it did not parse)
+	files, _ = watched()
+	if assert.Equal(t, 1, len(files), "files watched") {
+		assert.Equal(t, []string{served}, files, "Watch's files stay")
+	}
+}
