@@ -342,7 +342,7 @@ func watchedFiles(s *Snapshot) []string {
 	if s.Config.Embedded {
 		return nil
 	}
-	files := configFiles(s.Config)
+	files := s.Config.PolicyFiles()
 	if s.caFile != "" {
 		files = append(files, s.caFile)
 	}
@@ -356,23 +356,6 @@ func watchedFiles(s *Snapshot) []string {
 	}
 	slices.Sort(files)
 	return slices.Compact(files)
-}
-
-// configFiles are the files cfg names: itself, and its policies' client
-// files and local lists.
-func configFiles(cfg *config.Config) []string {
-	if cfg.Embedded {
-		return nil
-	}
-	files := []string{cfg.File}
-	for _, pc := range cfg.Policies {
-		for _, f := range slices.Concat(pc.ClientFiles, pc.Block, pc.Allow) {
-			if !config.IsRemote(f) {
-				files = append(files, cfg.Path(f))
-			}
-		}
-	}
-	return files
 }
 
 // namedFiles are the local files named by the configuration a reload
@@ -768,7 +751,7 @@ func (r *Reloader) waitComplete() error {
 	snap := r.handler.Snapshot()
 	files := watchedFiles(snap)
 	if cfg, err := r.load(); err == nil {
-		files = append(files, configFiles(cfg)...) // a configuration that does not load fails the reload anyway
+		files = append(files, cfg.PolicyFiles()...) // a configuration that does not load fails the reload anyway
 		slices.Sort(files)
 		files = slices.Compact(files)
 	}

@@ -170,7 +170,7 @@ func (r *Reloader) buildSteady(ctx context.Context, cfg *config.Config) (*Snapsh
 	}
 	var snap *Snapshot
 	reads := 0
-	waited, err := blocklist.ReadSteady(ctx, configFiles(cfg), cfg.Reload.Debounce, cfg.Reload.WriterWait, func() (map[string][32]byte, error) {
+	waited, err := blocklist.ReadSteady(ctx, cfg.PolicyFiles(), cfg.Reload.Debounce, cfg.Reload.WriterWait, func() (map[string][32]byte, error) {
 		if reads++; reads > 1 && !blocklist.Irregular(cfg.File) {
 			// The configuration may be what changed: read it again.
 			// Not a named pipe: its content cannot be compared, and
@@ -201,7 +201,7 @@ func (r *Reloader) buildSteady(ctx context.Context, cfg *config.Config) (*Snapsh
 		r.log.Info("loading files once their writers were done", zap.Duration("waited", waited), zap.Int("reads", reads))
 	}
 	var held []string
-	for _, f := range configFiles(cfg) {
+	for _, f := range cfg.PolicyFiles() {
 		if p, err := filepath.EvalSymlinks(f); err == nil {
 			if p, err = filepath.Abs(p); err == nil {
 				held = append(held, p)

@@ -542,13 +542,23 @@ func (e *InvalidError) Error() string { return errors.Join(e.errs...).Error() }
 // Unwrap returns the problems, as errors.Join's error does.
 func (e *InvalidError) Unwrap() []error { return e.errs }
 
-// LocalFiles are the files on this machine that c names: the
-// configuration file itself, its policies' client files and list files
-// (not URLs or zone transfers), and the upstream_ca bundle, each as Path
-// resolves it. A resolv.conf named as upstreams is left out: it is read
-// at each reload, not watched. Paths that are empty or URLs of a scheme
-// dnsfence does not fetch (a configuration error) are left out too.
+// LocalFiles are the files on this machine that c names: PolicyFiles,
+// and the upstream_ca bundle, as Path resolves it. A resolv.conf named as
+// upstreams is left out: it is read at each reload, not watched.
 func (c *Config) LocalFiles() []string {
+	files := c.PolicyFiles()
+	if !c.Embedded && c.UpstreamCA != "" && !strings.Contains(c.UpstreamCA, "://") {
+		files = append(files, c.Path(c.UpstreamCA))
+	}
+	return files
+}
+
+// PolicyFiles are the files a snapshot of c reads: the configuration file
+// itself, and its policies' client files and list files (not URLs or zone
+// transfers), each as Path resolves it; none for the embedded default.
+// Paths that are empty or URLs of a scheme dnsfence does not fetch (a
+// configuration error: c did not validate) are left out.
+func (c *Config) PolicyFiles() []string {
 	if c.Embedded {
 		return nil
 	}
@@ -559,9 +569,6 @@ func (c *Config) LocalFiles() []string {
 				files = append(files, c.Path(f))
 			}
 		}
-	}
-	if c.UpstreamCA != "" && !strings.Contains(c.UpstreamCA, "://") {
-		files = append(files, c.Path(c.UpstreamCA))
 	}
 	return files
 }
