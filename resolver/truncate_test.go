@@ -3,8 +3,6 @@ package resolver
 import (
 	"encoding/binary"
 	"fmt"
-	"net"
-	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -268,23 +266,15 @@ func TestEDETextsGoBeforeRecordsUnread(t *testing.T) {
 	})
 	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 300ms\ncache: {serve_stale: 1h, stale_answer_client_timeout: 0s}", 1)
 	f := startFence(t, cfg, testFiles, up.addr)
-	askRaw := func(name string) []byte {
+	ask1000 := func(name string) []byte {
 		t.Helper()
 		m := question(name, dns.TypeHTTPS, true)
 		m.IsEdns0().SetUDPSize(1000) // under the upstream's 1,232: its answer comes over UDP
 		q, err := m.Pack()
 		require.NoError(t, err)
-		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.0.3")}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(f.addr)))
-		require.NoError(t, err)
-		defer c.Close()
-		require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
-		_, err = c.Write(q)
-		require.NoError(t, err)
-		buf := make([]byte, 65535)
-		n, err := c.Read(buf)
-		require.NoError(t, err)
-		require.LessOrEqual(t, n, 1000, "over UDP to a client of 1,000")
-		return buf[:n]
+		b := askRaw(t, f.addr, "127.0.0.3", q)
+		require.LessOrEqual(t, len(b), 1000, "over UDP to a client of 1,000")
+		return b
 	}
 	edeOf := func(b []byte) []byte { return rawOptions(t, b)[dns.EDNS0EDE] }
 	whole := func(what string, b []byte, records int, code uint16) {
@@ -294,13 +284,13 @@ func TestEDETextsGoBeforeRecordsUnread(t *testing.T) {
 		assert.Equal(t, binary.BigEndian.AppendUint16(nil, code), edeOf(b), "%s: the EDE's code, without its text", what)
 	}
 	for range 2 { // fresh, then from the cache
-		whole("upstream's text", askRaw("text.example.org."), 33, dns.ExtendedErrorCodeOther)
-		b := askRaw("overtext.example.org.")
+		whole("upstream's text", ask1000("text.example.org."), 33, dns.ExtendedErrorCodeOther)
+		b := ask1000("overtext.example.org.")
 		assert.NotZero(t, dnswire.Flags(b)&dnswire.FlagTC, "too big without the text: TC")
 		assert.Zero(t, dnswire.ANCount(b), "too big without the text: its header and question")
 	}
-	require.EqualValues(t, 33, dnswire.ANCount(askRaw("stale.example.org.")), "fresh, the answer fits")
+	require.EqualValues(t, 33, dnswire.ANCount(ask1000("stale.example.org.")), "fresh, the answer fits")
 	failing.Store(true)
 	time.Sleep(1100 * time.Millisecond) // past its TTL
-	whole("served stale", askRaw("stale.example.org."), 33, dns.ExtendedErrorCodeStaleAnswer)
+	whole("served stale", ask1000("stale.example.org."), 33, dns.ExtendedErrorCodeStaleAnswer)
 }
