@@ -270,9 +270,13 @@ func (w *Watcher) Rearm() {
 // guard held) is seen when made. known holds, as for Watch, the content
 // hashes the reload read, where it read them all (a held reload). An
 // added file not in known that is missing is reported when it appears;
-// one that is there is looked at once more, as a change: the reload may
-// have read it before its last write, whose event came before the file
-// was watched.
+// one that is there is reported, as a change: the reload may have read it
+// before its last write. Either way the files are looked at once more, a
+// debounce away: an event before a file is watched goes unheard (its
+// folder watched for another file, it was not about a watched one), and a
+// write after the reload's read (the known hash), or a file created after
+// its Stat here, would otherwise wait for the minute's look and then the
+// writer wait, as a change no event told of.
 func (w *Watcher) Also(files []string, known map[string][32]byte) {
 	knownAbs := map[string][32]byte{}
 	for p, sum := range known {
@@ -288,7 +292,6 @@ func (w *Watcher) Also(files []string, known map[string][32]byte) {
 	if reported == nil {
 		reported = map[string]fileState{}
 	}
-	look := false
 	for _, f := range files {
 		a, err := filepath.Abs(f)
 		if err != nil || slices.Contains(watched, a) {
@@ -306,9 +309,7 @@ func (w *Watcher) Also(files []string, known map[string][32]byte) {
 			reported[a] = fileState{sum: sum}
 		case err != nil:
 			reported[a] = fileState{missing: true}
-		default:
-			look = true // not in reported: the next look reports it
-		}
+		} // else not in reported: the look reports it
 	}
 	if slices.Equal(watched, w.files) {
 		return
@@ -319,9 +320,8 @@ func (w *Watcher) Also(files []string, known map[string][32]byte) {
 		}
 	}
 	w.files, w.reported = watched, reported
-	if w.arm() || look {
-		w.askRecheck()
-	}
+	w.arm()
+	w.askRecheck()
 }
 
 func (w *Watcher) askRecheck() {

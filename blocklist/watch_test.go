@@ -894,3 +894,38 @@ func TestWatcherAlsoReplacesTheFilesItAddedBefore(t *testing.T) {
 		assert.Equal(t, []string{served}, files, "Watch's files stay")
 	}
 }
+
+// TestWatcherAlsoLooksAtAFileChangedSinceTheReloadRead: a file Also adds
+// with the hash a held reload read it with, but written since (after the
+// reload's read, before Also: its folder watched already for another
+// file, the write's event was not about a watched file and went unheard),
+// is reported at the next look, a debounce away. Before, Also asked for
+// no look when every file was known and no folder was added: the write
+// waited for the minute's look, and then the writer wait (30 s by
+// default) as a change no event told of.
+func TestWatcherAlsoLooksAtAFileChangedSinceTheReloadRead(t *testing.T) {
+	dir := t.TempDir()
+	served := filepath.Join(dir, "served.txt")
+	allow := filepath.Join(dir, "allow.txt")
+	require.NoError(t, os.WriteFile(served, []byte("a.example\n"), 0o644))
+	require.NoError(t, os.WriteFile(allow, []byte("b.example\n"), 0o644))
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	require.NoError(t, w.Watch([]string{served}, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	changes := make(chan Change, 16)
+	go w.Run(ctx, func(c Change) { changes <- c })
+
+	// The reload read "b.example\n"; the file was written since.
+	require.NoError(t, os.WriteFile(allow, []byte("c.example\n"), 0o644))
+	time.Sleep(100 * time.Millisecond) // the write's event, unheard, is past
+	w.Also([]string{served, allow}, map[string][32]byte{allow: sha256.Sum256([]byte("b.example\n"))})
+	select {
+	case c := <-changes:
+		assert.Equal(t, []string{allow}, c.Files)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the write after the reload's read was not reported")
+	}
+}
