@@ -258,7 +258,7 @@ func (a *asked) truncatedCached(b []byte, e *cacheEntry, ecs *dns.EDNS0_SUBNET, 
 		return b
 	}
 	question, edes := len(b), e.wireForm().edes
-	for _, options := range [][]byte{edes, edeCodes(edes), nil} {
+	for _, options := range [][]byte{edes, appendEDECodes(nil, edes), nil} {
 		if b = appendECSEcho(appendOption(a.appendOPT(b[:question], 0, 0), options), ecs); len(b) <= limit {
 			break
 		}
@@ -269,9 +269,9 @@ func (a *asked) truncatedCached(b []byte, e *cacheEntry, ecs *dns.EDNS0_SUBNET, 
 // withoutEDETexts cuts every Extended DNS Error in the OPT record that
 // ends b (an answer packed from a cache entry: appendCached, staleCached,
 // appendECSEcho) to its INFO-CODE, in place, the other options as they
-// are: b as truncate leaves an answer's texts out before any of its
-// records (RFC 8914 §2: for people, not for resolution). b as it is when
-// it ends in no OPT record.
+// are (appendEDECodes): b as truncate leaves an answer's texts out before
+// any of its records (RFC 8914 §2: for people, not for resolution). b as
+// it is when it ends in no OPT record.
 func withoutEDETexts(b []byte) []byte {
 	off, ok := dnswire.FindOPT(b) // at its TYPE
 	if !ok {
@@ -281,41 +281,32 @@ func withoutEDETexts(b []byte) []byte {
 	if rdata+int(binary.BigEndian.Uint16(b[off+8:])) != len(b) {
 		return b
 	}
-	options := bytes.Clone(b[rdata:])
-	b = b[:rdata]
-	for len(options) > 0 {
-		code, data, rest, ok := dnswire.NextOption(options)
-		if !ok {
-			b = append(b, options...) // as it was: appendOPT's callers write whole options
-			break
-		}
-		if code == dns.EDNS0EDE && len(data) > 2 {
-			data = data[:2]
-		}
-		b = binary.BigEndian.AppendUint16(b, code)
-		b = binary.BigEndian.AppendUint16(b, uint16(len(data)))
-		b = append(b, data...)
-		options = rest
-	}
+	b = appendEDECodes(b[:rdata], bytes.Clone(b[rdata:]))
 	binary.BigEndian.PutUint16(b[off+8:], uint16(len(b)-rdata))
 	return b
 }
 
-// edeCodes is edes, Extended DNS Errors as EDNS options (Cache.putUnread:
-// each with its INFO-CODE), with their texts left out.
-func edeCodes(edes []byte) []byte {
-	var codes []byte
-	for len(edes) > 0 {
-		_, data, rest, ok := dnswire.NextOption(edes)
-		if !ok || len(data) < 2 {
-			break
+// appendEDECodes appends to dst the EDNS options of options (an OPT
+// record's RDATA, or a run of it) with every Extended DNS Error cut to its
+// 2-octet INFO-CODE, its text left out (RFC 8914 §2), every other option
+// as it is; a tail that is no whole option is appended as it is (those
+// appendOPT's callers write are whole). options must not share memory
+// with dst's room.
+func appendEDECodes(dst, options []byte) []byte {
+	for len(options) > 0 {
+		code, data, rest, ok := dnswire.NextOption(options)
+		if !ok {
+			return append(dst, options...)
 		}
-		codes = binary.BigEndian.AppendUint16(codes, dns.EDNS0EDE)
-		codes = binary.BigEndian.AppendUint16(codes, 2)
-		codes = append(codes, data[:2]...)
-		edes = rest
+		if code == dns.EDNS0EDE && len(data) > 2 {
+			data = data[:2]
+		}
+		dst = binary.BigEndian.AppendUint16(dst, code)
+		dst = binary.BigEndian.AppendUint16(dst, uint16(len(data)))
+		dst = append(dst, data...)
+		options = rest
 	}
-	return codes
+	return dst
 }
 
 // appendECSEcho adds to b, an answer packed from a cache entry ending in
