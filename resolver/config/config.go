@@ -332,15 +332,11 @@ func (c *Config) AllowedLine(i int) int {
 func (c *Config) TrustedPrefixes() []netip.Prefix { return slices.Clone(c.trusted) }
 
 // HealthCheck is the question the upstreams' health probes and /readyz's
-// probe ask: upstream_health_check, parsed (lower case, fully qualified);
-// upstream.DefaultHealthCheck, the root NS set, for a configuration that
-// leaves it out or was not validated.
-func (c *Config) HealthCheck() upstream.HealthCheck {
-	if c.healthCheck == (upstream.HealthCheck{}) {
-		return upstream.DefaultHealthCheck
-	}
-	return c.healthCheck
-}
+// probe ask: upstream_health_check, parsed (lower case, fully qualified;
+// the root NS set when the file leaves it out). A Config not validated
+// has the zero HealthCheck, which upstream.Options takes as
+// upstream.DefaultHealthCheck.
+func (c *Config) HealthCheck() upstream.HealthCheck { return c.healthCheck }
 
 // ExplainPrefixes are the explain_clients ranges, parsed, in file order.
 func (c *Config) ExplainPrefixes() []netip.Prefix { return slices.Clone(c.explain) }
