@@ -799,6 +799,22 @@ func TestWaitComplete(t *testing.T) {
 	assert.Equal(t, "a.example\n", string(data))
 }
 
+// runWatching watches files (Watch, no content known) and runs the
+// watcher, 20 ms debounce, until the test ends; changes come on the
+// channel.
+func runWatching(t *testing.T, files ...string) (*Watcher, chan Change) {
+	t.Helper()
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	require.NoError(t, w.Watch(files, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	changes := make(chan Change, 16)
+	go w.Run(ctx, func(c Change) { changes <- c })
+	return w, changes
+}
+
 // TestWatcherAlsoWatchesFilesAFailedReloadNamed: Also adds the files a
 // configuration that failed its reload names. One missing then (a list
 // the configuration was written before, in a folder not there yet
@@ -815,14 +831,7 @@ func TestWatcherAlsoWatchesFilesAFailedReloadNamed(t *testing.T) {
 	later := filepath.Join(dir, "new", "deeper", "later.txt")
 	require.NoError(t, os.WriteFile(served, []byte("a.example\n"), 0o644))
 	require.NoError(t, os.WriteFile(there, []byte("b.example\n"), 0o644))
-	w, err := NewWatcher(20 * time.Millisecond)
-	require.NoError(t, err)
-	t.Cleanup(func() { w.Close() })
-	require.NoError(t, w.Watch([]string{served}, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	changes := make(chan Change, 16)
-	go w.Run(ctx, func(c Change) { changes <- c })
+	w, changes := runWatching(t, served)
 	next := func(what string) Change {
 		t.Helper()
 		select {
@@ -909,14 +918,7 @@ func TestWatcherAlsoLooksAtAFileChangedSinceTheReloadRead(t *testing.T) {
 	allow := filepath.Join(dir, "allow.txt")
 	require.NoError(t, os.WriteFile(served, []byte("a.example\n"), 0o644))
 	require.NoError(t, os.WriteFile(allow, []byte("b.example\n"), 0o644))
-	w, err := NewWatcher(20 * time.Millisecond)
-	require.NoError(t, err)
-	t.Cleanup(func() { w.Close() })
-	require.NoError(t, w.Watch([]string{served}, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	changes := make(chan Change, 16)
-	go w.Run(ctx, func(c Change) { changes <- c })
+	w, changes := runWatching(t, served)
 
 	// The reload read "b.example\n"; the file was written since.
 	require.NoError(t, os.WriteFile(allow, []byte("c.example\n"), 0o644))
