@@ -18,7 +18,8 @@ import (
 // client gave (RFC 6891 §7); the answer, which fits without the text, is
 // then given whole with TC clear (it went as its header and question
 // with TC set until the texts went before records,
-// TestEDETextsGoBeforeRecordsUnread; one too large even so still does). Over TCP the client gets the EDE whole. Before, it went
+// TestEDETextsGoBeforeRecordsUnread; one too large even so still does).
+// Over TCP the client gets the EDE whole. Before, it went
 // whole over UDP too: 600 octets of text made a 512-octet client's
 // datagram larger than its size, from the upstream and from the cache.
 func TestUnreadTruncatedFitsTheClient(t *testing.T) {

@@ -753,7 +753,8 @@ func (f *Forwarder) probe(u *upstreamState) {
 }
 
 // Probe asks every upstream the health check (probeQuery) at once and
-// reports whether any answered usably (as probe does); it backs the readiness check when no query has
+// reports whether any answered usably (as probe does); it backs the
+// readiness check when no query has
 // gone upstream lately. A hung upstream does not hide a working one. The
 // error joins each upstream's; on a retired Forwarder, Probe asks its
 // successor.
@@ -1256,7 +1257,8 @@ func refusedNoRecursion(err error) bool {
 // When another upstream answers the query, the SERVFAIL spoke of the
 // upstream that gave it (a forwarder whose own upstream is down answers
 // the health check, the root NS query by default, from its cache, and
-// SERVFAILs every other name), and is a failure of it but for a failed validation (queryFailures); record
+// SERVFAILs every other name), and is a failure of it but for a failed
+// validation (queryFailures); record
 // leaves a SERVFAIL to the query's end.
 func answeredServfail(err error) bool {
 	re, ok := errors.AsType[*RcodeError](err) // no allocation: called for every try
@@ -1284,7 +1286,8 @@ func mayBeOfTheQuery(err error) bool {
 // silent one (queryFailures), so a dead upstream beside a live one is
 // marked down as before; when none does, the upstream's health is left
 // as it was and checked with the health check (the root NS query by
-// default), whose own timeout counts (askHealth), so that clients asking again and again for names of such a
+// default), whose own timeout counts (askHealth), so that clients asking
+// again and again for names of such a
 // zone cannot have upstreams that answer every other name marked down:
 // 40 of them marked two upstreams down, as CoreDNS marked 8.8.8.8 bad for
 // `ANY isc.org` timing out (coredns/coredns#1091, #1504; "It marks the
