@@ -409,6 +409,8 @@ func UnpackAnswer(b []byte) (*dns.Msg, error) {
 // type: the answer, or the error of b as it is, but for an answer whose
 // records read through (walkAnswer), whose error is an RdataError (wrapping
 // ErrAnswerRdata) with a copy of b without its hop's options (hopOption).
+// Either holds the upstream's first Extended DNS Errors only
+// (maxAnswerEDEs).
 // miekg/dns's errors cannot tell the two apart: those of the SVCB values
 // and of the EDNS Client Subnet option are not *dns.Error. An answer
 // miekg/dns reads with more than one OPT record, or one outside the
@@ -418,17 +420,20 @@ func unpackMsg(b []byte) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	err := m.Unpack(b)
 	if err == nil {
-		return oneOPT(m)
+		return readOPT(m)
 	}
 	if rest, ok := dnswire.WithoutOptions(b, answerOption); ok {
 		if m = new(dns.Msg); m.Unpack(rest) == nil {
-			return oneOPT(m)
+			return readOPT(m)
 		}
 	}
 	if _, rcode, ok := walkAnswer(b); ok {
 		// Every record reads through: what miekg/dns refuses is the
 		// data of one.
-		raw, ok := dnswire.WithoutOptions(b, func(code uint16, _ []byte) bool { return !hopOption(code) })
+		var edes answerEDEs
+		raw, ok := dnswire.WithoutOptions(b, func(code uint16, data []byte) bool {
+			return !hopOption(code) && (code != dns.EDNS0EDE || len(data) < 2 || edes.read(binary.BigEndian.Uint16(data)))
+		})
 		if !ok {
 			raw = slices.Clone(b)
 		}
@@ -462,6 +467,66 @@ func oneOPT(m *dns.Msg) (*dns.Msg, error) {
 		}
 	}
 	return m, nil
+}
+
+// readOPT is oneOPT, then, for an answer with one OPT, the upstream's
+// first Extended DNS Errors only (firstEDEs).
+func readOPT(m *dns.Msg) (*dns.Msg, error) {
+	m, err := oneOPT(m)
+	if err == nil {
+		firstEDEs(m)
+	}
+	return m, err
+}
+
+// maxAnswerEDEs is how many of an upstream answer's Extended DNS Errors
+// dnsfence reads, and so relays to its client: the first of each
+// INFO-CODE, as BIND passes on no more than 3 (DNS_EDE_MAX_ERRORS) and
+// ignores a code it holds already. RFC 8914 §3 lets an answer carry
+// several and sets no bound: an upstream's hundreds took a client's whole
+// UDP size even without their texts, and the resolver's fitting of the
+// OPT to it then left out every option, dnsfence's own too (a stale
+// answer's EDE 3, a SERVFAIL's reason, the Client Subnet echo that scopes
+// the answer, RFC 7871 §7.2.1). Three codes, without their texts, and
+// dnsfence's own options fit any client's size beside the header and
+// question.
+const maxAnswerEDEs = 3
+
+// answerEDEs is the INFO-CODEs of the Extended DNS Errors read from one
+// upstream answer so far.
+type answerEDEs struct {
+	codes [maxAnswerEDEs]uint16
+	n     int
+}
+
+// read reports whether the answer's next Extended DNS Error, of INFO-CODE
+// code, is read (maxAnswerEDEs), and counts it when it is.
+func (r *answerEDEs) read(code uint16) bool {
+	if r.n == maxAnswerEDEs || slices.Contains(r.codes[:r.n], code) {
+		return false
+	}
+	r.codes[r.n] = code
+	r.n++
+	return true
+}
+
+// firstEDEs leaves out of m's OPT record, in place, the Extended DNS
+// Errors dnsfence does not read (maxAnswerEDEs), its other options as
+// they are.
+func firstEDEs(m *dns.Msg) {
+	opt := m.IsEdns0()
+	if opt == nil {
+		return
+	}
+	var edes answerEDEs
+	kept := opt.Option[:0]
+	for _, o := range opt.Option {
+		if e, ok := o.(*dns.EDNS0_EDE); !ok || edes.read(e.InfoCode) {
+			kept = append(kept, o)
+		}
+	}
+	clear(opt.Option[len(kept):])
+	opt.Option = kept
 }
 
 // answerOption reports whether dnsfence reads the EDNS option code, with
