@@ -383,3 +383,12 @@ var (
 	liedAnswer    = testnet.LiedAnswer
 	packed        = testnet.Packed
 )
+
+// mappedHintHTTPS is the record `name ttl IN HTTPS 1 . ipv6hint=::ffff:192.0.2.1`
+// as RDATA octets: miekg/dns will not unpack it (an IPv4-mapped address
+// where it reads an IPv6 one), and so it makes an answer dnsfence gives in
+// wire form (README, Answer inspection).
+func mappedHintHTTPS(name string, ttl uint32) *dns.RFC3597 {
+	return &dns.RFC3597{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: ttl},
+		Rdata: "000100" + "0006" + "0010" + "00000000000000000000ffffc0000201"}
+}

@@ -132,9 +132,7 @@ func TestRelayedEDEsBounded(t *testing.T) {
 			m := new(dns.Msg)
 			m.SetReply(r)
 			m.RecursionAvailable = true
-			// HTTPS 1 . ipv6hint=::ffff:192.0.2.1, which miekg/dns will not unpack.
-			m.Answer = append(m.Answer, &dns.RFC3597{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: 300},
-				Rdata: "000100" + "0006" + "0010" + "00000000000000000000ffffc0000201"})
+			m.Answer = append(m.Answer, mappedHintHTTPS(q.Name, 300))
 			m.SetEdns0(1232, false)
 			for _, e := range manyEDEs() {
 				m.IsEdns0().Option = append(m.IsEdns0().Option, e)

@@ -178,10 +178,7 @@ func (u *diffUpstream) craft(q *dns.Msg) *dns.Msg {
 		rr("%s 300 IN CNAME WWW.TikTok.COM.", name)
 		rr("WWW.TikTok.COM. 300 IN A 192.0.2.67")
 	case "mappedhint.d.example.":
-		// HTTPS 1 . ipv6hint=::ffff:192.0.2.1, which miekg/dns will not
-		// unpack (README, Answer inspection): as RDATA octets.
-		m.Answer = append(m.Answer, &dns.RFC3597{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: 300},
-			Rdata: "000100" + "0006" + "0010" + "00000000000000000000ffffc0000201"})
+		m.Answer = append(m.Answer, mappedHintHTTPS(name, 300))
 	case "unknown.d.example.":
 		rr(`%s 300 IN TYPE65280 \# 4 deadbeef`, name)
 	default:

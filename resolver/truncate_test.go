@@ -247,9 +247,7 @@ func TestEDETextsGoBeforeRecordsUnread(t *testing.T) {
 		}
 		m.SetReply(r)
 		m.RecursionAvailable = true
-		// HTTPS 1 . ipv6hint=::ffff:192.0.2.1, which miekg/dns will not unpack.
-		m.Answer = append(m.Answer, &dns.RFC3597{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: 1},
-			Rdata: "000100" + "0006" + "0010" + "00000000000000000000ffffc0000201"})
+		m.Answer = append(m.Answer, mappedHintHTTPS(q.Name, 1))
 		records := 32 // 983 octets: over the client's 1,000 with an EDE's text
 		if strings.HasPrefix(q.Name, "over") {
 			records = 60 // over 1,000 octets without the text too
