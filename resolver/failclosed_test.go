@@ -194,10 +194,12 @@ func TestRangeFileShrinkIsHeld(t *testing.T) {
 
 // TestRangeFileBadLineRule pins the rule for bad range lines: a bad line in
 // a range file is skipped as a bad list line is (a warn line naming
-// file:line, dnsfence_skipped_lines, and check -strict fails on it), and
-// the loss of the range it held counts against reload.max_shrink; the same
-// typo inline in the configuration is a configuration error that keeps the
-// last good state.
+// file:line, dnsfence_skipped_lines, and check -strict fails on it); a
+// reload whose new bad line loses addresses the file covered is held
+// however few they are (ErrRangeBadLine: a range written wrong, not one
+// taken out), and SIGHUP accepts it; the loss of ranges counts against
+// reload.max_shrink too; the same typo inline in the configuration is a
+// configuration error that keeps the last good state.
 func TestRangeFileBadLineRule(t *testing.T) {
 	up := startUpstream(t, nil)
 	f := startFence(t, rangesConfig, rangesFiles(fourRanges), up.addr)
@@ -207,13 +209,20 @@ func TestRangeFileBadLineRule(t *testing.T) {
 	r := watching(t, f, zap.New(core))
 	path := filepath.Join(f.dir, "networks.txt")
 
-	// One of four lines broken: a quarter of the ranges, under max_shrink.
+	// One of four lines broken: a quarter of the ranges, under max_shrink,
+	// but lost to a bad line: held, its devices still blocked.
 	writeAtomic(t, path, "127.0.0.8/30\n127.0.0.13/30\n127.0.0.16/30\n127.0.0.20/30\n")
-	require.Eventually(t, func() bool { return r.Status().Successes == 1 }, 10*time.Second, 5*time.Millisecond)
+	st := heldWait(t, r, 0)
+	assert.ErrorIs(t, st.Err, ErrRangeBadLine)
+	assert.Contains(t, st.Err.Error(), path+`:2: prefix has host bits set, did you mean 127.0.0.12/30: "127.0.0.13/30"`)
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.13", "www.tiktok.com."), "held: the range still applies")
+	require.NoError(t, r.Reload(true), "SIGHUP accepts it")
 	warn := logs.FilterMessage("skipped bad lines").All()
-	require.Len(t, warn, 1)
-	assert.Equal(t, zapcore.WarnLevel, warn[0].Level)
-	assert.Equal(t, path+`:2: prefix has host bits set, did you mean 127.0.0.12/30: "127.0.0.13/30"`, warn[0].ContextMap()["error"])
+	require.Len(t, warn, 2, "the held reload's, and SIGHUP's")
+	for _, w := range warn {
+		assert.Equal(t, zapcore.WarnLevel, w.Level)
+		assert.Equal(t, path+`:2: prefix has host bits set, did you mean 127.0.0.12/30: "127.0.0.13/30"`, w.ContextMap()["error"])
+	}
 	_, body := get(t, srv.URL+"/metrics")
 	assert.Contains(t, body, fmt.Sprintf("dnsfence_skipped_lines{file=%q} 1\n", path))
 	assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "127.0.0.13", "www.tiktok.com."), "the bad line's range is not applied")
@@ -221,7 +230,7 @@ func TestRangeFileBadLineRule(t *testing.T) {
 
 	// Three of four broken: the ranges lost are held like any shrink.
 	writeAtomic(t, path, "127.0.0.8/30\n127.0.0.13/30\n127.0.0.17/30\n127.0.0.21/30\n")
-	st := heldWait(t, r, 0)
+	st = heldWait(t, r, st.Failures)
 	assert.ErrorIs(t, st.Err, ErrRangeShrink)
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.17", "www.tiktok.com."))
 

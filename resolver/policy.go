@@ -357,6 +357,11 @@ type Snapshot struct {
 	// repeats are the ranges a policy lists again (inline and in a client
 	// file, or twice in files), each with the range it repeats, for Lint.
 	repeats [][2]ClientRange
+	// rangeBad holds, by path, the bad lines of each client range file
+	// that has any (ParseRanges' warning), for the reload guard
+	// (rangeLostToBadLines).
+	rangeBad map[string]error
+
 	allowed *bart.Table[struct{}]
 	trusted *bart.Table[struct{}]
 	explain *bart.Table[struct{}]
@@ -645,8 +650,8 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 		s.exempt.Insert(p, struct{}{})
 	}
 	var fatal []error
-	rangeWarnings := map[string]error{} // bad lines of each client file, by path
-	failed := map[string]bool{}         // lists that did not load, read once (a pipe waits PipeIdle)
+	s.rangeBad = map[string]error{}
+	failed := map[string]bool{} // lists that did not load, read once (a pipe waits PipeIdle)
 	s.noCopy = map[string]bool{}
 	noCopy := s.noCopy
 	loadList := func(path string) List {
@@ -727,12 +732,12 @@ func BuildSnapshotWith(cfg *config.Config, prev *Snapshot, remote map[string]*bl
 				rf, warn = blocklist.ParseRanges(path, data)
 				if warn != nil {
 					s.Warnings = append(s.Warnings, warn)
+					s.rangeBad[path] = warn
 				}
 				s.Ranges[path] = rf
-				rangeWarnings[path] = warn
 			}
 			if len(rf.Ranges) == 0 {
-				if err := onlyBadLines(path, 0, rangeWarnings[path]); err != nil {
+				if err := onlyBadLines(path, 0, s.rangeBad[path]); err != nil {
 					// A web page or a misformatted export: its devices
 					// would be in no policy, whatever else the policy
 					// holds. Refused, as a list of only bad lines is.

@@ -34,6 +34,12 @@ var ErrShrink = fmt.Errorf("%w: list shrank more than reload.max_shrink allows",
 // many ranges, or too many of the addresses its ranges cover, at once.
 var ErrRangeShrink = fmt.Errorf("%w: client range file shrank more than reload.max_shrink allows", ErrHeld)
 
+// ErrRangeBadLine marks a reload held because a client range file's
+// edit added a bad line and lost addresses it covered: a range written
+// wrong (`10.1.0.0/255.255.0.0`) is skipped as a bad line, and its devices
+// leave the policy however few they are of the file.
+var ErrRangeBadLine = fmt.Errorf("%w: client range file lost addresses beside a new bad line", ErrHeld)
+
 // ErrRemoved marks a reload held because the configuration takes something
 // away from a blocking policy: the policy itself, its blocking (no block
 // list left, or action log), a block list, an inline range or a client
@@ -964,6 +970,8 @@ func heldChanges(prev, next *Snapshot) []error {
 		}
 		if err := rangeShrink(old, rf, prev.peakOf(path), maxShrink); err != nil {
 			errs = append(errs, err)
+		} else if err := rangeLostToBadLines(old, rf, prev.rangeBad[path], next.rangeBad[path]); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	errs = append(errs, carvedOut(prev, next)...)
@@ -1192,6 +1200,39 @@ func rangeShrink(old, rf *blocklist.RangeFile, pk peak, maxShrink float64) error
 	}
 	return fmt.Errorf("%s: %w: %s (max_shrink %g); SIGHUP accepts it",
 		rf.File, ErrRangeShrink, strings.Join(what, ", "), maxShrink)
+}
+
+// rangeLostToBadLines holds a client range file, rf, that covers fewer
+// of the addresses old covered (however few: max_shrink is for ranges
+// taken out on purpose) while it has more bad lines than old had, warn
+// and oldWarn (ParseRanges'): a range edited into one that does not parse
+// (a netmask for a prefix length, a typo) is skipped as a bad line, and
+// the devices it held would leave their policy, as a bad CIDR in
+// `clients` is refused. A range file is written by hand, not downloaded:
+// a new bad line in it is a mistake, where a list's may be a form
+// dnsfence does not read. Nil when nothing is held.
+func rangeLostToBadLines(old, rf *blocklist.RangeFile, oldWarn, warn error) error {
+	n, first := blocklist.BadLines(warn)
+	if was, _ := blocklist.BadLines(oldWarn); n <= was {
+		return nil
+	}
+	old4, old6 := coverage(old.Ranges)
+	kept4, kept6 := coverageKept(old.Ranges, rf.Ranges)
+	var lost []string
+	if old4 > kept4 {
+		lost = append(lost, fmt.Sprintf("IPv4 addresses no longer covered %s of %s", countString(old4-kept4), countString(old4)))
+	}
+	if old6 > kept6 {
+		lost = append(lost, fmt.Sprintf("IPv6 addresses no longer covered %s of %s", countString(old6-kept6), countString(old6)))
+	}
+	if len(lost) == 0 {
+		return nil
+	}
+	line := "a bad line"
+	if first != nil {
+		line = first.Error()
+	}
+	return fmt.Errorf("%s: %w: %s, beside %s; SIGHUP accepts it", rf.File, ErrRangeBadLine, strings.Join(lost, ", "), line)
 }
 
 // coverage counts the IPv4 and IPv6 addresses the ranges cover, each

@@ -958,3 +958,67 @@ func TestTrustWithdrawnWhereverTheProxyIsHeld(t *testing.T) {
 	assert.Error(t, viaBalancer(), "accepted: a PROXY header from a peer not trusted is no DNS message")
 	assert.Equal(t, dns.RcodeSuccess, viaForwarder(), "accepted: the forwarder is itself, in lobby")
 }
+
+// TestRangeLostToANewBadLineIsHeld (found by a sweep of peer resolvers'
+// issues: CoreDNS's acl and Unbound's access-control refuse a bad
+// netblock): a government range edited into one that does not parse
+// (a netmask for a prefix length) was skipped as a bad line, with a
+// warning, and the reload applied: 1 range of 5 is within max_shrink, and
+// the devices of that /25 were no longer blocked. Such an edit is held
+// now, however few addresses it loses, naming the line; SIGHUP accepts
+// it. A range taken out on purpose (no new bad line) applies as before,
+// and so does a new bad line that loses no address.
+func TestRangeLostToANewBadLineIsHeld(t *testing.T) {
+	const five = "127.2.0.0/24\n127.2.1.0/24\n127.2.2.0/24\n127.2.3.0/24\n127.2.4.0/25\n"
+	up := startUpstream(t, nil)
+	conf := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, `allowed_clients: ["127.0.0.0/8", "2001:db8::/32", "2001:db9::/32"]`, 1)
+	start := func(t *testing.T, networks string) (*fence, *Reloader) {
+		t.Helper()
+		f, _ := startFenceWarned(t, conf, rangesFiles(networks), up.addr)
+		r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) {
+			return config.Load(filepath.Join(f.dir, "dnsfence.yaml"))
+		})
+		require.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.4.9", "www.tiktok.com."))
+		return f, r
+	}
+	edit := func(t *testing.T, f *fence, networks string) {
+		t.Helper()
+		writeAtomic(t, filepath.Join(f.dir, "networks.txt"), networks)
+	}
+
+	t.Run("a range written wrong", func(t *testing.T) {
+		f, r := start(t, five)
+		edit(t, f, strings.Replace(five, "127.2.4.0/25", "127.2.4.0/255.255.255.128", 1))
+		err := r.Reload(false)
+		require.ErrorIs(t, err, ErrRangeBadLine)
+		assert.ErrorIs(t, err, ErrHeld)
+		path := filepath.Join(f.dir, "networks.txt")
+		assert.Contains(t, err.Error(), path+": change held: client range file lost addresses beside a new bad line: "+
+			"IPv4 addresses no longer covered 128 of 1152, beside "+path+`:5: `)
+		assert.Contains(t, err.Error(), `"127.2.4.0/255.255.255.128"; SIGHUP accepts it`)
+		assert.True(t, r.Status().Held)
+		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.4.9", "www.tiktok.com."), "its devices still blocked")
+		require.NoError(t, r.Reload(true), "SIGHUP accepts it")
+		assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "127.2.4.9", "www.tiktok.com."))
+	})
+	t.Run("IPv6", func(t *testing.T) {
+		f, r := start(t, five+"2001:db8::/33\n2001:db8:8000::/48\n")
+		edit(t, f, five+"2001:db8::/33\n2001:db8:8000::/ 48\n2001:db9::/32\n")
+		err := r.Reload(false)
+		require.ErrorIs(t, err, ErrRangeBadLine, "a range moved too: the new one does not make up for the lost one")
+		assert.Contains(t, err.Error(), "IPv6 addresses no longer covered")
+	})
+	for _, tc := range []struct{ name, before, after string }{
+		{"a range taken out", five, strings.Replace(five, "127.2.4.0/25\n", "", 1)},
+		{"a bad line there before", five + "10.0.0.0/33\n", strings.Replace(five, "127.2.4.0/25\n", "", 1) + "10.0.0.0/33\n"},
+		{"a new bad line, no address lost", five, five + "127.2.9.0/255.255.255.0\n"},
+	} {
+		t.Run(tc.name+" applies", func(t *testing.T) {
+			f, r := start(t, tc.before)
+			edit(t, f, tc.after)
+			require.NoError(t, r.Reload(false))
+			lost := !strings.Contains(tc.after, "127.2.4.0/25\n")
+			assert.Equal(t, lost, rcodeOf(t, f.addr, "127.2.4.9", "www.tiktok.com.") == dns.RcodeSuccess)
+		})
+	}
+}

@@ -133,6 +133,7 @@ type modelList struct {
 type modelRangeFile struct {
 	content []byte
 	ranges  []netip.Prefix
+	bad     int // its bad lines (blocklist.BadLines)
 }
 
 // modelPeak is what a list or range file held since the last start or
@@ -211,7 +212,8 @@ func (m *reloadModel) read() (*modelState, string) {
 		if len(rf.Ranges) == 0 && !m.cfg.inline {
 			return nil, "no client range left"
 		}
-		s.ranges = &modelRangeFile{content: f.content}
+		bad, _ := blocklist.BadLines(err)
+		s.ranges = &modelRangeFile{content: f.content, bad: bad}
 		allowed := netip.MustParsePrefix("127.0.82.0/24")
 		for _, r := range rf.Ranges {
 			if !r.Prefix.Overlaps(allowed) {
@@ -379,6 +381,8 @@ func (m *reloadModel) held(next *modelState) string {
 			return "range file moved"
 		case lost > 0 && float64(len(base))-kept(base, now) > float64(len(base))*ms:
 			return "range file moved since the last start or SIGHUP"
+		case lost > 0 && next.ranges.bad > prev.ranges.bad:
+			return "range file lost addresses beside a new bad line"
 		}
 	}
 	return ""
@@ -546,6 +550,12 @@ func fileOp(kind, arg byte, lines, universe []string) (content []byte, what stri
 			return []byte("<html>\n<body>not a list</body>\n"), "only bad lines"
 		}
 		out := slices.Clone(lines)
+		if arg&2 != 0 && len(out) > 0 {
+			// A line written wrong: what it held lost to a bad line.
+			i := at % len(out)
+			out[i] += "/!"
+			return join(out), fmt.Sprintf("line %d written wrong", i+1)
+		}
 		out = slices.Insert(out, at%(len(out)+1), "bad entry!")
 		return join(out), "a bad line"
 	}
@@ -846,6 +856,8 @@ func FuzzReloadSequence(f *testing.F) {
 		{2, rangeEdit, 3, 0, watch, 0, 0, hup, 0, 0},                                          // range file emptied, no range left: refused
 		{2, rangeEdit, 4, 0x21, watch, 0, 0},                                                  // range file cut mid-line
 		{2, rangeEdit, 5, 0x00, watch, 0, 0, rangeEdit, 5, 0x01, watch, 0, 0},                 // a bad range line, then only bad lines
+		{2, rangeEdit, 5, 0x02, watch, 0, 0, hup, 0, 0},                                       // a /30 of 88 addresses written wrong: held, SIGHUP applies
+		{2, listEdit, list(0, 5), 0x12, watch, 0, 0},                                          // an entry of a written wrong: 1 of 6, applied
 		{2, rangeGone, 0, 0, watch, 0, 0, rangeGone, 0, 1, hup, 0, 0},                         // range file moved away, then a folder
 		{2, cfgList, 0, 0, watch, 0, 0, hup, 0, 0, cfgList, 0, 0, watch, 0, 0},                // a dropped from the policy: held; added back
 		{2, cfgList, 2, 0, watch, 0, 0},                                                       // c added: applied
