@@ -648,6 +648,19 @@ func entryText(d Decision) string {
 	return e.Folded()
 }
 
+// triggerAction is the action of d's RPZ trigger when that, not the
+// policy's action, decides the answer: NODATA (CNAME *.), drop
+// (rpz-drop.) or passthru (rpz-passthru.). ok is false for a CNAME .
+// trigger (ActionNXDOMAIN, as every plain list entry is), which blocks
+// with the policy's action: under `refused` or `null` a line saying
+// NXDOMAIN would contradict the REFUSED or 0.0.0.0 the client got.
+func triggerAction(d Decision) (string, bool) {
+	if d.Trigger.Action == blocklist.ActionNXDOMAIN {
+		return "", false
+	}
+	return d.Trigger.Action.String(), true
+}
+
 // actionNote says what an RPZ trigger does when it is not the policy's
 // blocked answer.
 func actionNote(d Decision) string {
@@ -744,8 +757,8 @@ func toJSONDecision(name string, d Decision) jsonDecision {
 	j := jsonDecision{Name: name, Blocked: d.Blocked, Allowed: d.Allowed}
 	if e := d.Entry; e.List != nil {
 		j.Entry = &jsonEntry{List: e.List.File(), Line: e.Line, Entry: entryText(d), Owner: e.Owner(d.Trigger)}
-		if e.List.Origin() != "" {
-			j.Entry.Action = d.Trigger.Action.String()
+		if action, ok := triggerAction(d); ok && e.List.Origin() != "" {
+			j.Entry.Action = action
 		}
 		switch {
 		case isTransfer(e.List.File()):

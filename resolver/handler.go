@@ -44,7 +44,7 @@ const (
 	logCause      = "cause"
 	logReason     = "reason"
 	logOwner      = "owner"       // the RPZ trigger's owner name
-	logAction     = "action"      // an RPZ trigger's action other than NXDOMAIN
+	logAction     = "action"      // an RPZ trigger's action other than NXDOMAIN (triggerAction)
 	logZoneSerial = "zone_serial" // the serial of the zone a transferred list was read from
 )
 
@@ -1854,7 +1854,10 @@ func (h *Handler) logQuery(q *query, result string, rcode int) {
 		}
 		fields = append(fields, zap.String(logEntry, keep(entryText(d))))
 		if owner := e.Owner(d.Trigger); owner != "" {
-			fields = append(fields, zap.String(logOwner, owner), zap.String(logAction, d.Trigger.Action.String()))
+			fields = append(fields, zap.String(logOwner, owner))
+			if action, ok := triggerAction(d); ok {
+				fields = append(fields, zap.String(logAction, action))
+			}
 		}
 	}
 	if q.via != "" {

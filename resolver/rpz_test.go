@@ -1,9 +1,12 @@
 package resolver
 
 import (
+	"encoding/json"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -543,5 +546,77 @@ func TestRPZUnnamedZoneOwnersInFullBlock(t *testing.T) {
 			r := ask(t, f.addr, "127.0.0.1", network, question(name, dns.TypeA, true))
 			assert.Equal(t, dns.RcodeNameError, r.Rcode, "%s %s", network, name)
 		}
+	}
+}
+
+// TestRPZAuditActionIsTheAnswers: the audit line's action is the RPZ
+// trigger's own only where that decides the answer (CNAME *. NODATA,
+// rpz-drop.). A CNAME . trigger, for a name or a response address, blocks
+// with the policy's action, REFUSED or 0.0.0.0 here, and its line must not
+// say NXDOMAIN beside the answer the client got.
+func TestRPZAuditActionIsTheAnswers(t *testing.T) {
+	up := startUpstream(t, nil) // every name 192.0.2.1
+	log, logs := observed(t)
+	f := startFenceLog(t, log, `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+upstream_timeout: 300ms
+allowed_clients: ["127.0.0.0/28"]
+log: {queries: blocked}
+policies:
+  - name: gov-refusing
+    clients: ["127.0.0.2/32"]
+    block: ["policy.rpz"]
+    action: refused
+  - name: gov-null
+    clients: ["127.0.0.3/32"]
+    block: ["policy.rpz"]
+    action: null
+`, map[string]string{"policy.rpz": rpzHead + `tiktok.com CNAME .
+*.tiktok.com CNAME .
+douyin.com CNAME *.
+32.1.2.0.192.rpz-ip CNAME .
+`}, up.addr)
+
+	for _, tc := range []struct {
+		name, from, qname string
+		rcode             int
+		action            string // "" for none
+	}{
+		{name: "name trigger, refused", from: "127.0.0.2", qname: "tiktok.com.", rcode: dns.RcodeRefused},
+		{name: "wildcard trigger, null", from: "127.0.0.3", qname: "www.tiktok.com.", rcode: dns.RcodeSuccess},
+		{name: "response-IP trigger, null", from: "127.0.0.3", qname: "cdn.example.net.", rcode: dns.RcodeSuccess},
+		{name: "response-IP trigger, refused", from: "127.0.0.2", qname: "img.example.net.", rcode: dns.RcodeRefused},
+		{name: "NODATA trigger keeps its action", from: "127.0.0.2", qname: "douyin.com.", rcode: dns.RcodeSuccess, action: "NODATA"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := ask(t, f.addr, tc.from, "udp", question(tc.qname, dns.TypeA, true))
+			assert.Equal(t, tc.rcode, r.Rcode)
+			var line map[string]any
+			require.Eventually(t, func() bool { var ok bool; line, ok = auditLine(logs, tc.qname); return ok }, 2*time.Second, 10*time.Millisecond)
+			assert.Equal(t, ResultBlocked, line[logResult])
+			assert.NotEmpty(t, line[logOwner], "an RPZ trigger names its owner")
+			if tc.action == "" {
+				assert.NotContains(t, line, logAction, "the policy's action answered, not the trigger's NXDOMAIN")
+			} else {
+				assert.Equal(t, tc.action, line[logAction])
+			}
+			if strings.HasSuffix(tc.qname, ".example.net.") {
+				return // explain does not ask the upstream here
+			}
+			b, err := json.Marshal(f.handler.Snapshot().Explain(netip.MustParseAddr(tc.from), tc.qname, dns.TypeA))
+			require.NoError(t, err)
+			var e struct {
+				Decision struct {
+					Entry struct {
+						Owner  string `json:"owner"`
+						Action string `json:"action"`
+					} `json:"entry"`
+				} `json:"decision"`
+			}
+			require.NoError(t, json.Unmarshal(b, &e))
+			assert.NotEmpty(t, e.Decision.Entry.Owner, "explain -json names the trigger too")
+			assert.Equal(t, tc.action, e.Decision.Entry.Action, "explain -json: %s", b)
+		})
 	}
 }
