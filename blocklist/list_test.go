@@ -58,6 +58,11 @@ func TestParseForms(t *testing.T) {
 		{name: "hosts ideographic space between names", line: "0.0.0.0 tiktok.com\u3000www.tiktokv.com", want: []string{"tiktok.com", "www.tiktokv.com"}},
 		{name: "comment after a no-break space", line: "tiktok.com\u00a0# TikTok", want: []string{"tiktok.com"}},
 		{name: "hosts comment after a narrow no-break space", line: "0.0.0.0 tiktok.com\u202f#x", want: []string{"tiktok.com"}},
+		// hosts(5): `#` starts a comment anywhere in a hosts line (glibc
+		// cuts the line at it); the line was refused whole, its name not
+		// blocked (found by a sweep of peer resolvers' issues).
+		{name: "hosts comment glued to a name", line: "0.0.0.0 tiktok.com#ads douyin.com", want: []string{"tiktok.com"}},
+		{name: "hosts comment glued to a second name", line: "0.0.0.0 tiktok.com capcut.com#", want: []string{"tiktok.com", "capcut.com"}},
 		{name: "comment line", line: "# tiktok.com", want: nil},
 		{name: "adblock comment", line: "! Title: x", want: nil},
 		{name: "adblock header", line: "[Adblock Plus 2.0]", want: nil},

@@ -196,10 +196,19 @@ func (p *textParser) parseLine(line int, text string) {
 			errs.add(name, line, first, ErrAddrOnly)
 			return
 		}
-		// hosts line: every further field is a name.
+		// hosts line: every further field is a name, up to a `#`, which
+		// starts a comment there even glued to a name (hosts(5); glibc
+		// cuts the line at its first `#`): `0.0.0.0 tiktok.com#ads`
+		// blocks tiktok.com, as the system reading that hosts file would.
 		for rest != "" {
 			var host string
 			host, rest = nextField(rest)
+			if i := strings.IndexByte(host, '#'); i >= 0 {
+				host, rest = host[:i], ""
+				if host == "" {
+					break
+				}
+			}
 			if hostsNames[strings.ToLower(host)] {
 				continue
 			}
