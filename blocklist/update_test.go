@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/dnsfence/dnsfence/blocklist/rpz"
@@ -382,4 +383,57 @@ func TestUpdateAtReportedOwnerNotExact(t *testing.T) {
 	l, err = old.Update([32]byte{}, 2, feed(rrs(t, "douyin.com.rpz.example.gov. 60 CNAME .")), feed(nil))
 	require.NoError(t, err, "another owner")
 	assert.Equal(t, warn, l.Warnings())
+}
+
+// TestHoldsTrigger checks HoldsTrigger against every trigger a list and
+// an update of it hold, and against the same names with the other
+// action, the other of name and `*.name`, and names they do not hold:
+// the triggers an update removed (gone from the table) and added (in the
+// overlay), a trigger removed and added back with another action, and
+// response-IP triggers, whose action counts too.
+func TestHoldsTrigger(t *testing.T) {
+	old := transferList(t, rrs(t,
+		"rpz.example.gov. 60 SOA a. b. 1 2 3 4 5",
+		"tiktok.com.rpz.example.gov. 60 CNAME .",
+		"*.tiktok.com.rpz.example.gov. 60 CNAME .",
+		"douyin.com.rpz.example.gov. 60 CNAME *.",
+		"capcut.com.rpz.example.gov. 60 CNAME .",
+		"24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME ."))
+	l, err := old.Update([32]byte{2}, 2,
+		feed(rrs(t, "tiktok.com.rpz.example.gov. 60 CNAME .", "douyin.com.rpz.example.gov. 60 CNAME *.",
+			"24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME .")),
+		feed(rrs(t, "douyin.com.rpz.example.gov. 60 CNAME rpz-drop.", "*.capcut.com.rpz.example.gov. 60 CNAME rpz-passthru.",
+			"24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME *.")))
+	require.NoError(t, err)
+	holds := func(l *List) []string {
+		var out []string
+		for _, name := range []string{"tiktok.com", "douyin.com", "capcut.com", "192.0.2.0/24", "192.0.2.0/25", "example.com"} {
+			for _, wildcard := range []bool{false, true} {
+				for a := ActionNXDOMAIN; a <= ActionPassthru; a++ {
+					if strings.Contains(name, "/") && wildcard {
+						continue
+					}
+					if l.HoldsTrigger(name, Trigger{Action: a, Wildcard: wildcard}) {
+						out = append(out, fmt.Sprintf("%s %v %v", name, wildcard, a))
+					}
+				}
+			}
+		}
+		return out
+	}
+	assert.Equal(t, []string{"tiktok.com false NXDOMAIN", "tiktok.com true NXDOMAIN", "douyin.com false NODATA",
+		"capcut.com false NXDOMAIN", "192.0.2.0/24 false NXDOMAIN"}, holds(old))
+	assert.Equal(t, []string{"tiktok.com true NXDOMAIN", "douyin.com false drop",
+		"capcut.com false NXDOMAIN", "capcut.com true passthru", "192.0.2.0/24 false NODATA"}, holds(l))
+	for _, l := range []*List{old, l} {
+		for e, tr := range l.AllTriggers() {
+			assert.True(t, l.HoldsTrigger(e.Name, tr), "%s %+v", e.Name, tr)
+		}
+	}
+	plain, err := Parse("tiktok.txt", []byte("tiktok.com\n"))
+	require.NoError(t, err)
+	assert.True(t, plain.HoldsTrigger("tiktok.com", Trigger{}))
+	assert.False(t, plain.HoldsTrigger("douyin.com", Trigger{}))
+	var none *List
+	assert.False(t, none.HoldsTrigger("tiktok.com", Trigger{}))
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 	"github.com/dnsfence/dnsfence/blocklist/rpz"
@@ -554,6 +555,47 @@ func (l *List) allTriggers() iter.Seq2[Entry, Trigger] {
 			}
 		}
 	}
+}
+
+// HoldsTrigger reports whether l holds trigger t for name, an entry's
+// Name as All and AllTriggers give it (lower case, no trailing dot; a
+// response-IP trigger's prefix in text): of an RPZ list, a QNAME trigger
+// for name itself or, t.Wildcard, its `*.` trigger, or a response-IP
+// trigger for the prefix, with t's action; of a plain list, an entry for
+// name (Contains), whatever t. Two copies of a zone hold the same name
+// with other triggers when a trigger changed action (`CNAME .` to `CNAME
+// rpz-passthru.`) or only one of `name` and `*.name` is left, which
+// Contains, by name alone, does not tell apart.
+func (l *List) HoldsTrigger(name string, t Trigger) bool {
+	if l == nil || l.zone == nil {
+		return l.Contains(name)
+	}
+	if l.count == 0 || name == "" {
+		return false
+	}
+	if strings.IndexByte(name, '/') >= 0 {
+		if l.ips == nil {
+			return false
+		}
+		p, err := netip.ParsePrefix(name)
+		if err != nil {
+			return false
+		}
+		v, ok := l.ips.Get(p)
+		return ok && v.action == t.Action
+	}
+	if l.over != nil && l.over.HoldsTrigger(name, t) {
+		return true
+	}
+	id, ok := l.findName(unsafe.Slice(unsafe.StringData(name), len(name)))
+	if !ok {
+		return false
+	}
+	shift := uint8(0)
+	if t.Wildcard {
+		shift = 3
+	}
+	return l.live(id)>>shift&7 == uint8(t.Action)+1
 }
 
 // containsPrefix reports whether the prefix in text s is a response-IP

@@ -959,3 +959,49 @@ func writeDuringLoad(t *testing.T, r *Reloader, path, partial string, loadAt int
 		}
 	}
 }
+
+// TestReloadAuditTrailRPZ checks the entries a reload of an RPZ list says
+// were added and removed: its triggers, each with its action, so that a
+// trigger whose action changed (a block turned NODATA or drop, or let
+// through) and a name that keeps its `*.name` but loses its own trigger
+// (no longer blocked itself) are in the audit trail, where a comparison
+// of names alone saw no change.
+func TestReloadAuditTrailRPZ(t *testing.T) {
+	up := startUpstream(t, nil)
+	const conf = `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+allowed_clients: ["127.0.0.0/8"]
+log: {queries: none}
+reload: {debounce: 20ms}
+policies:
+  - name: gov
+    clients: ["127.0.1.0/24"]
+    block: ["policy.rpz"]
+`
+	keep := "k1.example CNAME .\nk2.example CNAME .\nk3.example CNAME .\n"
+	f := startFence(t, conf, map[string]string{"policy.rpz": rpzHead + keep + `a.example CNAME .
+b.example CNAME .
+*.b.example CNAME .
+c.example CNAME .
+d.example CNAME .
+24.0.2.0.192.rpz-ip CNAME .
+`}, up.addr)
+	core, logs := observer.New(zap.InfoLevel)
+	r := watching(t, f, zap.New(core))
+	writeAtomic(t, filepath.Join(f.dir, "policy.rpz"), rpzHead+keep+`a.example CNAME .
+*.b.example CNAME .
+c.example CNAME *.
+d.example CNAME .
+*.d.example CNAME .
+24.0.2.0.192.rpz-ip CNAME rpz-drop.
+`)
+	require.Eventually(t, func() bool { return r.Status().Successes == 1 }, 10*time.Second, 5*time.Millisecond)
+	reloaded := logs.FilterMessage("list reloaded").All()
+	require.Len(t, reloaded, 1)
+	l := reloaded[0].ContextMap()
+	assert.EqualValues(t, 3, l["added"])
+	assert.EqualValues(t, 3, l["removed"])
+	assert.Equal(t, []any{"c.example (action NODATA)", "*.d.example", "192.0.2.0/24 (action drop)"}, l[logAddedEntries], "in file order")
+	assert.Equal(t, []any{"b.example", "c.example", "192.0.2.0/24"}, l[logRemovedEntry])
+}

@@ -1497,23 +1497,45 @@ func (d *diff) remove(name string) {
 }
 
 // diffLists finds the entries in l but not in old, and in old but not in
-// l, in file order.
+// l, in file order. An RPZ list's entries are its triggers, each with
+// its action (HoldsTrigger): a trigger whose action changed is removed
+// with the old and added with the new, and `name` and `*.name` are two
+// (changedEntry).
 func diffLists(old, l *blocklist.List) diff {
 	var d diff
-	for e := range l.All() {
-		if old == nil || !old.Contains(e.Name) {
-			d.add(e.Name)
+	for e, t := range l.AllTriggers() {
+		if old == nil || !old.HoldsTrigger(e.Name, t) {
+			d.add(changedEntry(l, e, t))
 		}
 	}
 	if old == nil {
 		return d
 	}
-	for e := range old.All() {
-		if !l.Contains(e.Name) {
-			d.remove(e.Name)
+	for e, t := range old.AllTriggers() {
+		if !l.HoldsTrigger(e.Name, t) {
+			d.remove(changedEntry(old, e, t))
 		}
 	}
 	return d
+}
+
+// changedEntry is an entry of l as the reload log names it: a plain
+// list's name; an RPZ trigger's name (or response-IP prefix), `*.name`
+// for a wildcard, followed by its action unless it is NXDOMAIN, the block
+// a plain list's entry makes (`c.example (action NODATA)`, `192.0.2.0/24
+// (action drop)`, `ok.example (action passthru)`).
+func changedEntry(l *blocklist.List, e blocklist.Entry, t blocklist.Trigger) string {
+	if !l.IsRPZ() {
+		return e.Name
+	}
+	name := e.Name
+	if t.Wildcard {
+		name = "*." + name
+	}
+	if t.Action != blocklist.ActionNXDOMAIN {
+		name += " (action " + t.Action.String() + ")"
+	}
+	return name
 }
 
 // policyRanges lists each policy's client ranges (inline and from its
