@@ -461,6 +461,10 @@ var (
 	name255 = strings.Repeat("f", 53) + "." + label63("g") + "." + label63("h") + "." + label63("i") + ".long.ex."
 )
 
+// nameLong is a 255-octet name below a.b.c.ex (63-octet labels), for a
+// *.a.b.c.ex trigger of 207 octets with the zone's name.
+var nameLong = strings.Repeat("x", 58) + "." + label63("a") + "." + label63("b") + "." + label63("c") + ".ex."
+
 func label63(c string) string { return strings.Repeat(c, 63) }
 
 // bindRPZZones is the corpus.
@@ -673,6 +677,21 @@ x.rpz-foo CNAME .
 		skipped: []string{"5", "6", "7"},
 	},
 	{
+		// An rpz-ip trigger of the first zone, and QNAME triggers of the
+		// second for names whose answers it holds.
+		name:    "zone-order-kinds",
+		text:    bindRPZHead + "32.200.2.0.192.rpz-ip CNAME rpz-passthru.\n32.7.100.51.198.rpz-ip CNAME *.\n",
+		second:  strings.ReplaceAll(bindRPZHead, "rpz.test.", "rpz2.test.") + "q2.ex CNAME .\nv4b.ip CNAME .\n",
+		queries: qs(typeA, "q2.ex", "v4b.ip"),
+	},
+	{
+		// A name of 255 octets below a *.name trigger: with rpz.test
+		// after it, too long to look up.
+		name:    "long-trim",
+		text:    bindRPZHead + "*." + strings.TrimSuffix(nameLong[strings.IndexByte(nameLong, '.')+1:], ".") + " CNAME .\n",
+		queries: qs(typeA, nameLong),
+	},
+	{
 		name:    "clientip",
 		text:    bindRPZHead + "32.{{client}}.rpz-client-ip CNAME .\nnever.ex CNAME .\n",
 		queries: qs(typeA, "x.ex"),
@@ -708,6 +727,10 @@ var bindRPZDocumented = reasons(
 		"mapped96 v4a.ip. A", "mapped96 v6m.ip. AAAA"},
 	[]string{"README (RPZ): an rpz-passthru. beats the block entries of every list; BIND takes the trigger of the first zone in its response-policy order that has one",
 		"two-zones x1.ex. A", "two-zones a.w1.ex. A"},
+	[]string{"README (RPZ, where BIND answers otherwise): BIND lets an rpz-ip trigger of an earlier zone decide before a QNAME trigger of a later one; dnsfence applies QNAME triggers before it forwards",
+		"zone-order-kinds q2.ex. A", "zone-order-kinds v4b.ip. A"},
+	[]string{"README (RPZ, where BIND answers otherwise): BIND drops a long name's first labels until it fits below the policy zone's name, and the *.name trigger then misses it",
+		"long-trim " + nameLong + " A"},
 	[]string{"judgement: README says of two prefixes as long the one holding the smaller address decides (as the BIND ARM says); BIND's code takes the lexically smallest trigger name, its labels least significant first (32.5.100.51.198 before 32.9.2.0.192)",
 		"respip tie.ip. A", "respip tie.ip. ANY", "tie tie.ip. A", "tie tie.ip. ANY"},
 	[]string{"judgement: README says *.name blocks every name below name, the most specific trigger deciding; BIND looks the name up in the zone as DNS does (RFC 4592), so a wildcard does not apply to, or below, a name the zone holds (a trigger, an empty non-terminal above one, or the wildcard's own *.name)",
