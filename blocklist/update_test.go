@@ -437,3 +437,32 @@ func TestHoldsTrigger(t *testing.T) {
 	var none *List
 	assert.False(t, none.HoldsTrigger("tiktok.com", Trigger{}))
 }
+
+// TestUpdateSignedZone applies an IXFR of a signed policy zone as a
+// change: its RRSIG and NSEC records (the apex SOA's RRSIG goes and comes
+// with every serial) are no triggers and nothing the list reports, so
+// they do not make the update inexact (which would build the whole zone
+// again at every serial of a signed zone).
+func TestUpdateSignedZone(t *testing.T) {
+	const sig = " 13 3 300 20300101000000 20260101000000 12345 rpz.example.gov. " +
+		"eiNTHjjuzHHrlsJKV9Gi8SXiDJKtnCBC7R6M1yx2zrs1YiAOoBkIQbVS fh7nh3JHTh0aIbiG6Hjqgos6KOUI8Q=="
+	old := transferList(t, rrs(t,
+		"rpz.example.gov. 60 SOA a. b. 1 2 3 4 5",
+		"rpz.example.gov. 60 RRSIG SOA"+sig,
+		"rpz.example.gov. 60 NSEC tiktok.com.rpz.example.gov. SOA RRSIG NSEC",
+		"tiktok.com.rpz.example.gov. 60 CNAME .",
+		"tiktok.com.rpz.example.gov. 60 RRSIG CNAME"+sig,
+		"tiktok.com.rpz.example.gov. 60 NSEC rpz.example.gov. CNAME RRSIG NSEC"))
+	require.NoError(t, old.Warnings())
+	l, err := old.Update([32]byte{2}, 2,
+		feed(rrs(t, "rpz.example.gov. 60 RRSIG SOA"+sig, "tiktok.com.rpz.example.gov. 60 NSEC rpz.example.gov. CNAME RRSIG NSEC")),
+		feed(rrs(t, "rpz.example.gov. 60 RRSIG SOA"+strings.Replace(sig, "12345", "12346", 1),
+			"tiktok.com.rpz.example.gov. 60 NSEC douyin.com.rpz.example.gov. CNAME RRSIG NSEC",
+			"douyin.com.rpz.example.gov. 60 CNAME .",
+			"douyin.com.rpz.example.gov. 60 RRSIG CNAME"+sig,
+			"douyin.com.rpz.example.gov. 60 NSEC rpz.example.gov. CNAME RRSIG NSEC")))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"tiktok.com NXDOMAIN tiktok.com.rpz.example.gov.", "douyin.com NXDOMAIN douyin.com.rpz.example.gov."},
+		verdicts(l, []string{"tiktok.com", "douyin.com"}, nil))
+	assert.NoError(t, l.Warnings())
+}

@@ -461,6 +461,10 @@ var (
 	name255 = strings.Repeat("f", 53) + "." + label63("g") + "." + label63("h") + "." + label63("i") + ".long.ex."
 )
 
+// bindRPZSig is the signature of the signed zone's RRSIG records, which
+// neither server verifies.
+const bindRPZSig = "eiNTHjjuzHHrlsJKV9Gi8SXiDJKtnCBC7R6M1yx2zrs1YiAOoBkIQbVS fh7nh3JHTh0aIbiG6Hjqgos6KOUI8Q=="
+
 // nameLong is a 255-octet name below a.b.c.ex (63-octet labels), for a
 // *.a.b.c.ex trigger of 207 octets with the zone's name.
 var nameLong = strings.Repeat("x", 58) + "." + label63("a") + "." + label63("b") + "." + label63("c") + ".ex."
@@ -690,6 +694,24 @@ x.rpz-foo CNAME .
 		name:    "long-trim",
 		text:    bindRPZHead + "*." + strings.TrimSuffix(nameLong[strings.IndexByte(nameLong, '.')+1:], ".") + " CNAME .\n",
 		queries: qs(typeA, nameLong),
+	},
+	{
+		// A signed policy zone: its DNSSEC records are no policy, and
+		// neither server reports them.
+		name: "signed",
+		text: bindRPZHead + `@ RRSIG SOA 13 2 60 20300101000000 20260101000000 12345 rpz.test. ` + bindRPZSig + `
+@ DNSKEY 257 3 13 AwEAAaetidLzsKWUt4swWR8yu0wPHPiUi8LUsAD0QPWU+wzt89epO6tH zkMBVDkC7qphQO2hTY4hHn9npWFRw5BYubE=
+@ NSEC3PARAM 1 0 0 -
+@ TYPE65534 \# 5 0D30390001
+@ NSEC exact.ex.rpz.test. SOA NS RRSIG NSEC DNSKEY NSEC3PARAM TYPE65534
+exact.ex CNAME .
+exact.ex RRSIG CNAME 13 4 60 20300101000000 20260101000000 12345 rpz.test. ` + bindRPZSig + `
+exact.ex NSEC *.blk.ex.rpz.test. CNAME RRSIG NSEC
+*.blk.ex CNAME *.
+*.blk.ex RRSIG CNAME 13 4 60 20300101000000 20260101000000 12345 rpz.test. ` + bindRPZSig + `
+*.blk.ex NSEC rpz.test. CNAME RRSIG NSEC
+`,
+		queries: qs(typeA, "exact.ex", "x.blk.ex", "x.ex"),
 	},
 	{
 		name:    "clientip",

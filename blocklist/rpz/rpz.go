@@ -15,7 +15,9 @@
 //	24.0.2.0.192.rpz-ip CNAME .              ; an answer holding an address in 192.0.2.0/24
 //	48.zz.db8.2001.rpz-ip CNAME .            ; ... in 2001:db8::/48
 //
-// SOA and NS records at the apex are the zone's own and are read silently.
+// SOA and NS records at the apex are the zone's own and are read silently,
+// and so are a signed zone's DNSSEC records (dnssecRecord), as BIND reads
+// them.
 // Every other record (local data such as A, AAAA or TXT at a trigger, a
 // CNAME to another name, the rpz-tcp-only action, NSDNAME, NSIP and
 // client-IP triggers) is reported as a Problem and skipped; the rest of the
@@ -372,6 +374,9 @@ func (d *decoder) record(rr dns.RR, line int) {
 		bad(ErrOriginTwice)
 		return
 	}
+	if dnssecRecord(hdr.Rrtype, rel == "") {
+		return
+	}
 	if rel == "" {
 		switch hdr.Rrtype {
 		case dns.TypeSOA:
@@ -453,6 +458,31 @@ func (d *decoder) record(rr dns.RR, line int) {
 	}
 	d.trigger(t)
 }
+
+// dnssecRecord reports whether a record of type rrtype (at the zone apex,
+// apex) is one of a signed zone's DNSSEC records, which are the zone's
+// own, as its apex SOA and NS are, and no policy: RRSIG and NSEC at any
+// owner, NSEC3 at the hashed owners of its chain (RFC 4034, RFC 5155),
+// and at the apex DNSKEY, NSEC3PARAM, CDS and CDNSKEY (RFC 7344), ZONEMD
+// (RFC 8976), and the private type 65534 BIND keeps its signing state in
+// (its default sig-signing-type), which a transfer from it carries. BIND
+// applies a signed policy zone's triggers and passes over these records;
+// so does record, silently. A DNSKEY or CDS below the apex is data, and
+// stays local data.
+func dnssecRecord(rrtype uint16, apex bool) bool {
+	switch rrtype {
+	case dns.TypeRRSIG, dns.TypeNSEC, dns.TypeNSEC3:
+		return true
+	case dns.TypeDNSKEY, dns.TypeNSEC3PARAM, dns.TypeCDS, dns.TypeCDNSKEY, dns.TypeZONEMD, bindSigningType:
+		return apex
+	}
+	return false
+}
+
+// bindSigningType is BIND's sig-signing-type by default: the private
+// type (RFC 6895 §3.1's 65280-65534) of the records at a signed zone's
+// apex that say which keys have signed it.
+const bindSigningType = 65534
 
 // triggerText is the name or prefix t triggers for, in text.
 func triggerText(t Trigger) string {

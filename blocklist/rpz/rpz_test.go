@@ -476,3 +476,53 @@ func TestRelative(t *testing.T) {
 		}
 	}
 }
+
+// TestParseSignedZone reads a DNSSEC-signed policy zone (a primary with
+// dnssec-policy or inline-signing, or dnssec-signzone's output): its
+// DNSSEC records (RRSIG and NSEC at every owner, NSEC3 at hashed owners,
+// DNSKEY, CDS, CDNSKEY, NSEC3PARAM, ZONEMD and BIND's private signing
+// records at the apex) are the zone's own, as its SOA and NS are, and
+// are read silently, as BIND reads them: no policy, nothing reported.
+// Of a signed zone's triggers, each would else be reported two or three
+// times, and every IXFR (the apex SOA's RRSIG changes with each serial)
+// would report records and so never apply as a change. The same types
+// elsewhere (a DNSKEY or CDS below the apex) stay local data, reported.
+func TestParseSignedZone(t *testing.T) {
+	const sig = " 13 3 300 20300101000000 20260101000000 12345 rpz.test. " +
+		"eiNTHjjuzHHrlsJKV9Gi8SXiDJKtnCBC7R6M1yx2zrs1YiAOoBkIQbVS fh7nh3JHTh0aIbiG6Hjqgos6KOUI8Q=="
+	const key = "AwEAAaetidLzsKWUt4swWR8yu0wPHPiUi8LUsAD0QPWU+wzt89epO6tH zkMBVDkC7qphQO2hTY4hHn9npWFRw5BYubE="
+	r := parse(t, "$ORIGIN rpz.test.\n"+head+`@ RRSIG SOA`+sig+`
+@ RRSIG NS`+sig+`
+@ DNSKEY 257 3 13 `+key+`
+@ RRSIG DNSKEY`+sig+`
+@ CDS 12345 13 2 0B5A0A7A4F1C3A0D3B6E1B9D5B8A0B6E1C1D1E1F2A2B2C2D2E2F3A3B3C3D3E3F
+@ CDNSKEY 257 3 13 `+key+`
+@ NSEC3PARAM 1 0 0 -
+@ ZONEMD 1 1 1 A0B1C2D3E4F5061728394A5B6C7D8E9FA0B1C2D3E4F5061728394A5B6C7D8E9FA0B1C2D3E4F5061728394A5B6C7D8E9F
+@ TYPE65534 \# 5 0D30390001
+@ NSEC tiktok.com.rpz.test. SOA NS RRSIG NSEC DNSKEY
+tiktok.com CNAME .
+tiktok.com RRSIG CNAME`+sig+`
+tiktok.com NSEC *.tiktok.com.rpz.test. CNAME RRSIG NSEC
+*.tiktok.com CNAME *.
+*.tiktok.com RRSIG CNAME`+sig+`
+32.1.2.0.192.rpz-ip CNAME rpz-drop.
+32.1.2.0.192.rpz-ip RRSIG CNAME`+sig+`
+32.1.2.0.192.rpz-ip NSEC rpz.test. CNAME RRSIG NSEC
+2vptu5timamqttgl4luu9kg21e0aor3s NSEC3 1 0 0 - 2vptu5timamqttgl4luu9kg21e0aor3t CNAME RRSIG
+2vptu5timamqttgl4luu9kg21e0aor3s RRSIG NSEC3`+sig+`
+sub DNSKEY 257 3 13 `+key+`
+sub CDS 12345 13 2 0B5A0A7A4F1C3A0D3B6E1B9D5B8A0B6E1C1D1E1F2A2B2C2D2E2F3A3B3C3D3E3F
+`)
+	var owners []string
+	for _, p := range r.problems {
+		assert.ErrorIs(t, p.Err, ErrLocalData)
+		owners = append(owners, strconv.Itoa(p.Line)+" "+p.Owner)
+	}
+	assert.Equal(t, []string{"25 sub.rpz.test.", "26 sub.rpz.test."}, owners, "only the DNSKEY and CDS below the apex")
+	require.Len(t, r.triggers, 3)
+	assert.Equal(t, Trigger{Owner: "tiktok.com.rpz.test.", Line: 15, Name: "tiktok.com", Action: NXDOMAIN}, r.triggers[0])
+	assert.Equal(t, Trigger{Owner: "*.tiktok.com.rpz.test.", Line: 18, Name: "tiktok.com", Wildcard: true, Action: NODATA}, r.triggers[1])
+	assert.Equal(t, netip.MustParsePrefix("192.0.2.1/32"), r.triggers[2].Prefix)
+	assert.True(t, r.zone.SOA)
+}
