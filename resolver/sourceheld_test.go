@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist/source"
 	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
@@ -134,6 +135,54 @@ func TestZoneHeldCopyDroppedWhenSerialGoesBack(t *testing.T) {
 	require.NoError(t, f.reloader.Reload(true))
 	assert.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."), "SIGHUP applied a withdrawn copy")
 	assert.Equal(t, uint32(1), f.status(t, entry).Serial)
+}
+
+// TestZoneHeldCopyAppliedBySIGHUPBecomesTheSources: a zone copy a guard
+// held (serial 2: most triggers gone, one added) and SIGHUP applied
+// becomes the source's own at once: its serial, and the disk copy a
+// restart with the primary down serves, which else kept serial 1 (the
+// new block missing, the names gone still blocked) until the SOA's retry
+// interval, 600 s here, as sources.refresh is an hour. named sends no
+// NOTIFY of its own: the one NOTIFY the test sends leads to one check,
+// whose copy is held, and none is asked for after it.
+func TestZoneHeldCopyAppliedBySIGHUPBecomesTheSources(t *testing.T) {
+	const zone = "rpz.test."
+	up := startUpstream(t, nil)
+	key := testnet.NewBINDKey(t, "xfr-key.")
+	port := testnet.FreePort(t, "127.0.0.1")
+	listen := fmt.Sprintf("127.0.0.1:%d", port)
+	full := []string{"tiktok.com CNAME .", "douyin.com CNAME ."}
+	for i := range 8 {
+		full = append(full, fmt.Sprintf("n%d.example CNAME .", i))
+	}
+	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, Key: &key}, testnet.RPZText(zone, 1, full...))
+	entry := p.Entry()
+	f := startSourceFence(t, zoneConfig(t, up.addr, entry, key), listen)
+	const gov = "127.0.0.2"
+	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."))
+
+	p.SetZone(testnet.RPZText(zone, 2, "tiktok.com CNAME .", "capcut.com CNAME ."), 2)
+	notifyFrom(t, f.addr, "127.0.0.1", zone)
+	require.Eventually(t, func() bool { _, held := f.handler.held.Load(entry); return held }, 5*time.Second, 20*time.Millisecond)
+	require.NoError(t, f.reloader.Reload(true))
+	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "capcut.com."), "SIGHUP applies serial 2")
+	require.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "douyin.com."))
+
+	var src source.Source
+	for _, s := range f.handler.remote.Load().srcs {
+		if s.Name() == entry {
+			src = s
+		}
+	}
+	require.NotNil(t, src)
+	assert.Eventually(t, func() bool { return f.status(t, entry).Serial == 2 }, 10*time.Second, 20*time.Millisecond,
+		"the source's serial after SIGHUP applied serial 2: %d", f.status(t, entry).Serial)
+	assert.Eventually(t, func() bool {
+		c, err := source.Cached(src)
+		return err == nil && c.Serial == 2
+	}, 10*time.Second, 20*time.Millisecond, "the disk copy a restart serves")
+	_, held := f.handler.held.Load(entry)
+	assert.False(t, held)
 }
 
 // TestURLAllowListGrowthHeld: a remote allow list's new copy that allows

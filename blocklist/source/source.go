@@ -57,6 +57,10 @@ type Source interface {
 	Fetch(ctx context.Context) (Content, error)
 	// Status says how the source is doing, for metrics and /readyz.
 	Status() Status
+	// Wake asks Run to fetch again at once: the copy it delivered last,
+	// which the reload refused (a guard held it), has been applied since
+	// (SIGHUP), and is to become the copy held and on disk.
+	Wake()
 }
 
 // Kind says which half of a Content is set.

@@ -73,6 +73,8 @@ type URL struct {
 	// refused is set while the newest copy delivered was refused (a
 	// reload guard holds it until SIGHUP): Run's goroutine's.
 	refused bool
+	// wake asks Run to poll at once (Wake).
+	wake chan struct{}
 }
 
 var _ Source = (*URL)(nil)
@@ -103,7 +105,7 @@ func NewURL(entry string, opt Options) (*URL, error) {
 	if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
 		return nil, fmt.Errorf("%s: http:// is only for loopback hosts; use https://", shown)
 	}
-	s := &URL{name: entry, opt: opt.withDefaults()}
+	s := &URL{name: entry, opt: opt.withDefaults(), wake: make(chan struct{}, 1)}
 	if frag := u.Fragment; frag != "" || strings.HasSuffix(entry, "#") {
 		hexSum, ok := strings.CutPrefix(frag, "sha256=")
 		sum, err := hex.DecodeString(hexSum)
@@ -182,9 +184,21 @@ func (s *URL) Run(ctx context.Context, deliver func(Content) error) {
 		} else {
 			backoff = time.Second
 		}
-		if ok, _ := wait(ctx, next, nil); !ok {
+		if ok, _ := wait(ctx, next, s.wake); !ok {
 			return
 		}
+	}
+}
+
+// Wake asks Run to poll at once: the copy it delivered last and a reload
+// refused (held by a guard) has been applied since (SIGHUP), and the
+// poll delivers it again, so that it becomes the copy held, written to
+// the disk copy and reported, rather than after the retry backoff, which
+// reaches Options.Refresh after repeated refusals.
+func (s *URL) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default: // a poll is already asked for
 	}
 }
 

@@ -169,6 +169,20 @@ func (z *Zone) Notify(from netip.Addr) bool {
 	return true
 }
 
+// Wake asks Run for an SOA check as a NOTIFY does, but for no NOTIFY: the
+// copy it delivered last and a reload refused (held by a guard) has been
+// applied since (SIGHUP), and the check transfers and delivers it again,
+// so that it becomes the zone held, written to the disk copy and
+// reported, rather than at the SOA's retry interval (up to
+// Options.Refresh), until when a restart with the primary down would
+// serve the zone from before the change applied.
+func (z *Zone) Wake() {
+	select {
+	case z.notify <- struct{}{}:
+	default: // a check is already asked for
+	}
+}
+
 // rejectNotify is told of a NOTIFY for the zone, from the address from,
 // that no source acts on, for reason (notifyNotPrimary, or notifyBadTSIG
 // with Notifier.Verify's err): it is counted refused and warned of.
