@@ -903,19 +903,6 @@ func BadLines(warn error) (n int, first *ParseError) {
 	return n, first
 }
 
-// LineErrors is the bad lines (or records) warn reports one by one, as
-// BadLines reads it, in order; those past maxReported, only counted, are
-// not among them.
-func LineErrors(warn error) []*ParseError {
-	var out []*ParseError
-	eachBadLine(warn, func(_ string, _, _ int, pe *ParseError) {
-		if pe != nil {
-			out = append(out, pe)
-		}
-	})
-	return out
-}
-
 // Skipped counts, by file, the lines and records warn (as BadLines reads
 // it, or several such joined) reports skipped, those past the ones
 // reported one by one included: a record applied as read whose meaning is

@@ -1204,30 +1204,16 @@ func rangeShrink(old, rf *blocklist.RangeFile, pk peak, maxShrink float64) error
 
 // rangeLostToBadLines holds a client range file, rf, that covers fewer
 // of the addresses old covered (however few: max_shrink is for ranges
-// taken out on purpose) while it has a bad line old did not have (its
-// text not among old's bad lines, or more of them), warn and oldWarn
-// being ParseRanges' reports: a range edited into one that does not parse
+// taken out on purpose) while it has more bad lines than old had, warn
+// and oldWarn (ParseRanges'): a range edited into one that does not parse
 // (a netmask for a prefix length, a typo) is skipped as a bad line, and
 // the devices it held would leave their policy, as a bad CIDR in
 // `clients` is refused. A range file is written by hand, not downloaded:
 // a new bad line in it is a mistake, where a list's may be a form
-// dnsfence does not read. The error names the first new bad line; nil
-// when nothing is held.
+// dnsfence does not read. Nil when nothing is held.
 func rangeLostToBadLines(old, rf *blocklist.RangeFile, oldWarn, warn error) error {
-	had := map[string]bool{}
-	for _, pe := range blocklist.LineErrors(oldWarn) {
-		had[pe.Text] = true
-	}
-	var fresh *blocklist.ParseError
-	for _, pe := range blocklist.LineErrors(warn) {
-		if !had[pe.Text] {
-			fresh = pe
-			break
-		}
-	}
-	n, _ := blocklist.BadLines(warn)
-	was, _ := blocklist.BadLines(oldWarn)
-	if fresh == nil && n <= was {
+	n, first := blocklist.BadLines(warn)
+	if was, _ := blocklist.BadLines(oldWarn); n <= was {
 		return nil
 	}
 	old4, old6 := coverage(old.Ranges)
@@ -1242,9 +1228,9 @@ func rangeLostToBadLines(old, rf *blocklist.RangeFile, oldWarn, warn error) erro
 	if len(lost) == 0 {
 		return nil
 	}
-	line := fmt.Sprintf("%d bad lines, %d before", n, was)
-	if fresh != nil {
-		line = fresh.Error()
+	line := "a bad line"
+	if first != nil {
+		line = first.Error()
 	}
 	return fmt.Errorf("%s: %w: %s, beside %s; SIGHUP accepts it", rf.File, ErrRangeBadLine, strings.Join(lost, ", "), line)
 }

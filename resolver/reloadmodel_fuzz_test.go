@@ -133,7 +133,7 @@ type modelList struct {
 type modelRangeFile struct {
 	content []byte
 	ranges  []netip.Prefix
-	bad     []string // the text of each of its bad lines
+	bad     int // its bad lines (blocklist.BadLines)
 }
 
 // modelPeak is what a list or range file held since the last start or
@@ -212,10 +212,8 @@ func (m *reloadModel) read() (*modelState, string) {
 		if len(rf.Ranges) == 0 && !m.cfg.inline {
 			return nil, "no client range left"
 		}
-		s.ranges = &modelRangeFile{content: f.content}
-		for _, pe := range blocklist.LineErrors(err) {
-			s.ranges.bad = append(s.ranges.bad, pe.Text)
-		}
+		bad, _ := blocklist.BadLines(err)
+		s.ranges = &modelRangeFile{content: f.content, bad: bad}
 		allowed := netip.MustParsePrefix("127.0.82.0/24")
 		for _, r := range rf.Ranges {
 			if !r.Prefix.Overlaps(allowed) {
@@ -383,8 +381,7 @@ func (m *reloadModel) held(next *modelState) string {
 			return "range file moved"
 		case lost > 0 && float64(len(base))-kept(base, now) > float64(len(base))*ms:
 			return "range file moved since the last start or SIGHUP"
-		case lost > 0 && (len(next.ranges.bad) > len(prev.ranges.bad) ||
-			slices.ContainsFunc(next.ranges.bad, func(b string) bool { return !slices.Contains(prev.ranges.bad, b) })):
+		case lost > 0 && next.ranges.bad > prev.ranges.bad:
 			return "range file lost addresses beside a new bad line"
 		}
 	}
