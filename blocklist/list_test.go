@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -776,4 +777,49 @@ func TestSkippedCountsEveryLine(t *testing.T) {
 	assert.NoError(t, warn, "reported when it was read")
 	assert.Equal(t, first.Warnings(), again.Warnings())
 	assert.Equal(t, map[string]int{path: maxReported + 10}, Skipped(again.Warnings()))
+}
+
+// TestNewBadLine: a range file's bad line is new when its text was not
+// there before as many times, wherever it moved and whatever else was
+// fixed; past the lines reported one by one, the count tells.
+func TestNewBadLine(t *testing.T) {
+	warn := func(lines ...string) error {
+		_, err := ParseRanges("gov.txt", []byte(strings.Join(append(lines, "10.9.0.0/16"), "\n")+"\n"))
+		return err
+	}
+	for _, tc := range []struct {
+		name     string
+		old, now error
+		first    string // "" for none
+		ok       bool
+	}{
+		{name: "none", old: nil, now: nil},
+		{name: "the same, moved", old: warn("10.0.0.0/33", "10.1.0.0/16"), now: warn("10.1.0.0/16", "10.0.0.0/33")},
+		{name: "one fixed", old: warn("10.0.0.0/33"), now: nil},
+		{name: "added", old: nil, now: warn("10.1.0.0/255.255.0.0"), first: `gov.txt:1: `, ok: true},
+		{name: "added beside one there before", old: warn("10.0.0.0/33"), now: warn("10.0.0.0/33", "10.1.0.0/255.255.0.0"), first: `gov.txt:2: `, ok: true},
+		{name: "one fixed, another broken", old: warn("10.0.0.0/33"), now: warn("10.1.0.0/255.255.0.0"), first: `gov.txt:1: `, ok: true},
+		{name: "the same text once more", old: warn("10.0.0.0/33"), now: warn("10.0.0.0/33", "10.0.0.0/33"), first: `gov.txt:2: `, ok: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			first, ok := NewBadLine(tc.old, tc.now)
+			assert.Equal(t, tc.ok, ok)
+			if tc.first == "" {
+				assert.Nil(t, first)
+			} else {
+				require.NotNil(t, first)
+				assert.True(t, strings.HasPrefix(first.Error(), tc.first), first.Error())
+			}
+		})
+	}
+
+	// Past maxReported, only the count can tell.
+	many := func(n int) error {
+		return warn(slices.Repeat([]string{"10.0.0.0/33"}, n)...)
+	}
+	first, ok := NewBadLine(many(maxReported), many(maxReported+1))
+	assert.True(t, ok, "one more bad line than before")
+	assert.Nil(t, first, "none of those reported is new")
+	_, ok = NewBadLine(many(maxReported+1), many(maxReported+1))
+	assert.False(t, ok)
 }

@@ -903,6 +903,36 @@ func BadLines(warn error) (n int, first *ParseError) {
 	return n, first
 }
 
+// NewBadLine reports whether warn, the bad lines of a file's new content
+// (as BadLines reads it), has a bad line that oldWarn, those of its
+// content before, does not: first is the first line reported whose text
+// (ParseError.Text) oldWarn does not report as many times, so that a bad
+// line kept from before, moved or not, is not new, and one fixed while
+// another is broken leaves the other new though the count is as it was.
+// Past the lines reported one by one (maxReported), only the count can
+// tell: more bad lines than oldWarn's is ok with first nil.
+func NewBadLine(oldWarn, warn error) (first *ParseError, ok bool) {
+	was, wasN := map[string]int{}, 0
+	eachBadLine(oldWarn, func(_ string, lines, _ int, pe *ParseError) {
+		wasN += lines
+		if pe != nil {
+			was[pe.Text]++
+		}
+	})
+	n := 0
+	eachBadLine(warn, func(_ string, lines, _ int, pe *ParseError) {
+		n += lines
+		switch {
+		case pe == nil || first != nil:
+		case was[pe.Text] > 0:
+			was[pe.Text]--
+		default:
+			first = pe
+		}
+	})
+	return first, first != nil || n > wasN
+}
+
 // Skipped counts, by file, the lines and records warn (as BadLines reads
 // it, or several such joined) reports skipped, those past the ones
 // reported one by one included: a record applied as read whose meaning is

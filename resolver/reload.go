@@ -1204,16 +1204,18 @@ func rangeShrink(old, rf *blocklist.RangeFile, pk peak, maxShrink float64) error
 
 // rangeLostToBadLines holds a client range file, rf, that covers fewer
 // of the addresses old covered (however few: max_shrink is for ranges
-// taken out on purpose) while it has more bad lines than old had, warn
-// and oldWarn (ParseRanges'): a range edited into one that does not parse
-// (a netmask for a prefix length, a typo) is skipped as a bad line, and
-// the devices it held would leave their policy, as a bad CIDR in
-// `clients` is refused. A range file is written by hand, not downloaded:
-// a new bad line in it is a mistake, where a list's may be a form
-// dnsfence does not read. Nil when nothing is held.
+// taken out on purpose) while it has a bad line old had not, of warn and
+// oldWarn (ParseRanges'; blocklist.NewBadLine: by its text, so that an
+// old bad line fixed in the same edit does not hide it, and the error
+// names the new line, not one there before): a range edited into one that
+// does not parse (a netmask for a prefix length, a typo) is skipped as a
+// bad line, and the devices it held would leave their policy, as a bad
+// CIDR in `clients` is refused. A range file is written by hand, not
+// downloaded: a new bad line in it is a mistake, where a list's may be a
+// form dnsfence does not read. Nil when nothing is held.
 func rangeLostToBadLines(old, rf *blocklist.RangeFile, oldWarn, warn error) error {
-	n, first := blocklist.BadLines(warn)
-	if was, _ := blocklist.BadLines(oldWarn); n <= was {
+	first, ok := blocklist.NewBadLine(oldWarn, warn)
+	if !ok {
 		return nil
 	}
 	old4, old6 := coverage(old.Ranges)

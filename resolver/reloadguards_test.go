@@ -1001,6 +1001,26 @@ func TestRangeLostToANewBadLineIsHeld(t *testing.T) {
 		require.NoError(t, r.Reload(true), "SIGHUP accepts it")
 		assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "127.2.4.9", "www.tiktok.com."))
 	})
+	// A bad line there before names nothing: the error names the new one,
+	// and one fixed in the same edit does not make up for it.
+	for _, tc := range []struct{ name, before, after string }{
+		{"beside a bad line there before", "10.0.0.0/33\n" + five,
+			"10.0.0.0/33\n" + strings.Replace(five, "127.2.4.0/25", "127.2.4.0/255.255.255.128", 1)},
+		{"while a bad line there before is fixed", five + "10.0.0.0/33\n",
+			strings.Replace(five, "127.2.4.0/25", "127.2.4.0/255.255.255.128", 1)},
+	} {
+		t.Run("a range written wrong "+tc.name, func(t *testing.T) {
+			f, r := start(t, tc.before)
+			edit(t, f, tc.after)
+			err := r.Reload(false)
+			require.ErrorIs(t, err, ErrRangeBadLine)
+			path := filepath.Join(f.dir, "networks.txt")
+			line := strings.Count(tc.after[:strings.Index(tc.after, "/255.")], "\n") + 1
+			assert.Contains(t, err.Error(), fmt.Sprintf("beside %s:%d: ", path, line), "the new bad line")
+			assert.Contains(t, err.Error(), `"127.2.4.0/255.255.255.128"; SIGHUP accepts it`)
+			assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.4.9", "www.tiktok.com."), "its devices still blocked")
+		})
+	}
 	t.Run("IPv6", func(t *testing.T) {
 		f, r := start(t, five+"2001:db8::/33\n2001:db8:8000::/48\n")
 		edit(t, f, five+"2001:db8::/33\n2001:db8:8000::/ 48\n2001:db9::/32\n")

@@ -3,6 +3,7 @@ package resolver
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -133,7 +134,7 @@ type modelList struct {
 type modelRangeFile struct {
 	content []byte
 	ranges  []netip.Prefix
-	bad     int // its bad lines (blocklist.BadLines)
+	bad     []string // the text of each of its bad lines (blocklist.ParseError.Text)
 }
 
 // modelPeak is what a list or range file held since the last start or
@@ -212,8 +213,7 @@ func (m *reloadModel) read() (*modelState, string) {
 		if len(rf.Ranges) == 0 && !m.cfg.inline {
 			return nil, "no client range left"
 		}
-		bad, _ := blocklist.BadLines(err)
-		s.ranges = &modelRangeFile{content: f.content, bad: bad}
+		s.ranges = &modelRangeFile{content: f.content, bad: badTexts(err)}
 		allowed := netip.MustParsePrefix("127.0.82.0/24")
 		for _, r := range rf.Ranges {
 			if !r.Prefix.Overlaps(allowed) {
@@ -223,6 +223,33 @@ func (m *reloadModel) read() (*modelState, string) {
 		}
 	}
 	return s, ""
+}
+
+// badTexts is the text of each bad line err reports (the model's files
+// have fewer than are reported one by one).
+func badTexts(err error) []string {
+	var out []string
+	for _, e := range leafErrors(err) {
+		if pe, ok := errors.AsType[*blocklist.ParseError](e); ok {
+			out = append(out, pe.Text)
+		}
+	}
+	return out
+}
+
+// newText reports whether now holds a text more times than was does: a
+// bad line the edit added, whatever it fixed.
+func newText(was, now []string) bool {
+	n := map[string]int{}
+	for _, t := range was {
+		n[t]++
+	}
+	for _, t := range now {
+		if n[t]--; n[t] < 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // blocks reports whether the state's blocking policy blocks name: a list
@@ -381,7 +408,7 @@ func (m *reloadModel) held(next *modelState) string {
 			return "range file moved"
 		case lost > 0 && float64(len(base))-kept(base, now) > float64(len(base))*ms:
 			return "range file moved since the last start or SIGHUP"
-		case lost > 0 && next.ranges.bad > prev.ranges.bad:
+		case lost > 0 && newText(prev.ranges.bad, next.ranges.bad):
 			return "range file lost addresses beside a new bad line"
 		}
 	}
