@@ -587,15 +587,8 @@ func (l *List) HoldsTrigger(name string, t Trigger) bool {
 	if l.over != nil && l.over.HoldsTrigger(name, t) {
 		return true
 	}
-	id, ok := l.findName(unsafe.Slice(unsafe.StringData(name), len(name)))
-	if !ok {
-		return false
-	}
-	shift := uint8(0)
-	if t.Wildcard {
-		shift = 3
-	}
-	return l.live(id)>>shift&7 == uint8(t.Action)+1
+	_, ok := l.baseTrigger(unsafe.Slice(unsafe.StringData(name), len(name)), t.Wildcard, t.Action)
+	return ok
 }
 
 // containsPrefix reports whether the prefix in text s is a response-IP
