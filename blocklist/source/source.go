@@ -59,7 +59,11 @@ type Source interface {
 	Status() Status
 	// Wake asks Run to fetch again at once: the copy it delivered last,
 	// which the reload refused (a guard held it), has been applied since
-	// (SIGHUP), and is to become the copy held and on disk.
+	// (SIGHUP), and is to become the copy held and on disk. It never
+	// blocks (the reload calls it holding its lock), may be called from
+	// any goroutine, and does nothing to a source whose Run has not
+	// started or has returned but ask for a fetch at its start; two calls
+	// before Run wakes ask for one fetch.
 	Wake()
 }
 
