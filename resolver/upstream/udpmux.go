@@ -430,7 +430,7 @@ func unpackMsg(b []byte) (*dns.Msg, error) {
 	if _, rcode, ok := walkAnswer(b); ok {
 		// Every record reads through: what miekg/dns refuses is the
 		// data of one.
-		var edes answerEDEs
+		var edes edeCodesRead
 		raw, ok := dnswire.WithoutOptions(b, func(code uint16, data []byte) bool {
 			return !hopOption(code) && (code != dns.EDNS0EDE || len(data) < 2 || edes.read(binary.BigEndian.Uint16(data)))
 		})
@@ -492,16 +492,16 @@ func readOPT(m *dns.Msg) (*dns.Msg, error) {
 // question.
 const maxAnswerEDEs = 3
 
-// answerEDEs is the INFO-CODEs of the Extended DNS Errors read from one
+// edeCodesRead is the INFO-CODEs of the Extended DNS Errors read from one
 // upstream answer so far.
-type answerEDEs struct {
+type edeCodesRead struct {
 	codes [maxAnswerEDEs]uint16
 	n     int
 }
 
 // read reports whether the answer's next Extended DNS Error, of INFO-CODE
 // code, is read (maxAnswerEDEs), and counts it when it is.
-func (r *answerEDEs) read(code uint16) bool {
+func (r *edeCodesRead) read(code uint16) bool {
 	if r.n == maxAnswerEDEs || slices.Contains(r.codes[:r.n], code) {
 		return false
 	}
@@ -518,7 +518,7 @@ func firstEDEs(m *dns.Msg) {
 	if opt == nil {
 		return
 	}
-	var edes answerEDEs
+	var edes edeCodesRead
 	kept := opt.Option[:0]
 	for _, o := range opt.Option {
 		if e, ok := o.(*dns.EDNS0_EDE); !ok || edes.read(e.InfoCode) {
