@@ -167,3 +167,50 @@ func TestForwardComparesQuestionsInWireForm(t *testing.T) {
 	_, _, err := fw.Forward(t.Context(), question(`tiktok\.com.example.`, dns.TypeA, false), false)
 	assert.Error(t, err, "an answer to another question")
 }
+
+// TestForwardRefusesAnswersToAnotherQuestion: an upstream answer is taken
+// only as the response to the very question asked (RFC 5452 §9.1): not one
+// whose question has another class, not the query itself sent back (QR
+// clear), not one with a second question; over UDP in wire form and as a
+// message, and over TCP. Each path checks the answer on its own, so each
+// is asked.
+func TestForwardRefusesAnswersToAnotherQuestion(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(m *dns.Msg)
+	}{
+		{"another class", func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassCHAOS }},
+		{"the query sent back", func(m *dns.Msg) { m.Response = false }},
+		{"a second question", func(m *dns.Msg) {
+			m.Question = append(m.Question, dns.Question{Name: "tiktok.com.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				m := defaultAnswer(w, r)
+				if r.Question[0].Name != "." { // the health check's probe stands
+					tc.edit(m)
+				}
+				return m
+			})
+			fw := NewForwarder([]string{up.addr}, 2*time.Second, false)
+			t.Cleanup(fw.Close)
+			for _, tcp := range []bool{false, true} {
+				resp, _, err := fw.Forward(t.Context(), question("www.example.org.", dns.TypeA, true), tcp)
+				assert.Equal(t, "mismatch", causes(err), "message path, TCP %v: %v", tcp, resp)
+			}
+			a, _, err := fw.ForwardWire(t.Context(), wireQuestion("www.example.org.", dns.TypeA))
+			assert.Equal(t, "mismatch", causes(err), "wire path: %v", a)
+		})
+	}
+}
+
+// causes is the error kinds of err, an *UpstreamError (UpstreamError.Causes),
+// or "" when err is none.
+func causes(err error) string {
+	var ue *UpstreamError
+	if !errors.As(err, &ue) {
+		return ""
+	}
+	return ue.Causes()
+}
