@@ -138,6 +138,10 @@ func TestWireAnswer(t *testing.T) {
 		{"another name", wq, reply(clientQuery("b.example.", false), 7, nil), 7, "answer for another question"},
 		{"same name in other case", wq, reply(clientQuery("A.EXAMPLE.", false), 7, nil), 7, ""},
 		{"another type", wq, reply(q, 7, func(m *dns.Msg) { m.Question[0].Qtype = dns.TypeAAAA }), 7, "answer for another question"},
+		{"another class", wq, reply(q, 7, func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassCHAOS }), 7, "answer for another question"},
+		{"a second question", wq, reply(q, 7, func(m *dns.Msg) {
+			m.Question = append(m.Question, dns.Question{Name: "tiktok.com.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+		}), 7, "answer for another question"},
 		{"not a response", wq, reply(q, 7, func(m *dns.Msg) { m.Response = false }), 7, "a query came back"},
 		{"servfail without question", wq, reply(q, 7, func(m *dns.Msg) { m.Rcode = dns.RcodeServerFailure; m.Question = nil }), 7, ""},
 		{"noerror without question", wq, reply(q, 7, func(m *dns.Msg) { m.Question = nil }), 7, "answer for another question"},
