@@ -1042,3 +1042,51 @@ func TestRangeLostToANewBadLineIsHeld(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxShrinkIsTheShareLost: reload.max_shrink is the share of a list's
+// entries, or of a range file's addresses, that a reload may take away:
+// with 0.2 a cut of 15 % applies and one of 40 % is held; with 0.8 a cut of
+// 70 % applies and one of 95 % is held. (The default, 0.5, is its own
+// complement, so it alone cannot tell the share lost from the share kept.)
+func TestMaxShrinkIsTheShareLost(t *testing.T) {
+	for _, tc := range []struct {
+		maxShrink         string
+		applied, held     int  // entries of the list after a cut from 100
+		halfRangesApplied bool // the /16 cut to a /17: 50 % of the addresses
+	}{
+		{maxShrink: "0.2", applied: 85, held: 60, halfRangesApplied: false},
+		{maxShrink: "0.8", applied: 30, held: 5, halfRangesApplied: true},
+	} {
+		t.Run(tc.maxShrink, func(t *testing.T) {
+			up := startUpstream(t, nil)
+			files := rangesFiles("127.2.0.0/16\n")
+			files["tiktok.txt"] = names(99, "tiktok.com") // 100 entries
+			conf := strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, max_shrink: "+tc.maxShrink+"}", 1)
+			f := startFence(t, conf, files, up.addr)
+			path := f.handler.Snapshot().Config.File
+			r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) { return config.Load(path) })
+			list := filepath.Join(f.dir, "tiktok.txt")
+			entries := func() int { return f.handler.Snapshot().Lists[list].Len() }
+
+			writeAtomic(t, list, names(tc.applied-1, "tiktok.com"))
+			require.NoError(t, r.Reload(false), "100 to %d entries: within max_shrink %s", tc.applied, tc.maxShrink)
+			require.Equal(t, tc.applied, entries())
+
+			writeAtomic(t, list, names(tc.held-1, "tiktok.com"))
+			require.ErrorIs(t, r.Reload(false), ErrShrink, "100 to %d entries: past max_shrink %s", tc.held, tc.maxShrink)
+			assert.Equal(t, tc.applied, entries(), "held")
+			assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.100.1", fmt.Sprintf("tracker%d.example.", tc.applied-2)))
+
+			writeAtomic(t, list, names(tc.applied-1, "tiktok.com"))
+			writeAtomic(t, filepath.Join(f.dir, "networks.txt"), "127.2.0.0/17\n")
+			err := r.Reload(false)
+			if tc.halfRangesApplied {
+				require.NoError(t, err, "half the addresses: within max_shrink %s", tc.maxShrink)
+			} else {
+				require.ErrorIs(t, err, ErrRangeShrink, "half the addresses: past max_shrink %s", tc.maxShrink)
+			}
+			assert.Equal(t, tc.halfRangesApplied, rcodeOf(t, f.addr, "127.2.200.1", "www.tiktok.com.") == dns.RcodeSuccess,
+				"a device in the half cut off is blocked until a cut is applied")
+		})
+	}
+}
