@@ -44,6 +44,37 @@ func TestRangeFileMovedIsHeld(t *testing.T) {
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.5.1", "www.tiktok.com."), "government device released at once")
 }
 
+// A range file that grew since the last start, then had what it grew by
+// replaced by as many other addresses, loses those devices: the count of
+// ranges and of addresses is the same, and every address of the file at
+// the start is still there, but three quarters of what the running state
+// covers is gone in one reload (IPv4 and IPv6 alike).
+func TestRangesGrownThenMovedAreHeld(t *testing.T) {
+	up := startUpstream(t, nil)
+	for _, tc := range []struct{ family, base, grown, moved, lost, gone string }{
+		{"IPv4", "127.2.0.0/24\n", "127.2.1.0/24\n127.2.2.0/24\n127.2.3.0/24\n", "127.2.4.0/24\n127.2.5.0/24\n127.2.6.0/24\n",
+			"IPv4 addresses no longer covered 768 of 1024", "127.2.1.1"},
+		{"IPv6", "127.2.0.0/24\nfd00:0::/64\n", "fd00:1::/64\nfd00:2::/64\nfd00:3::/64\n", "fd00:4::/64\nfd00:5::/64\nfd00:6::/64\n",
+			"IPv6 addresses no longer covered", "fd00:1::1"},
+	} {
+		t.Run(tc.family, func(t *testing.T) {
+			conf := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, `allowed_clients: ["127.0.0.0/8", "fd00::/8"]`, 1)
+			f := startFence(t, conf, rangesFiles(tc.base), up.addr)
+			path := f.handler.Snapshot().Config.File
+			r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) { return config.Load(path) })
+			networks := filepath.Join(f.dir, "networks.txt")
+			writeAtomic(t, networks, tc.base+tc.grown)
+			require.NoError(t, r.Reload(false), "the file grows")
+			writeAtomic(t, networks, tc.base+tc.moved)
+			err := r.Reload(false)
+			require.ErrorIs(t, err, ErrRangeShrink, "three of the four ranges replaced")
+			assert.Contains(t, err.Error(), tc.lost)
+			_, ok := f.handler.Snapshot().PolicyFor(netip.MustParseAddr(tc.gone))
+			assert.True(t, ok, "the devices of the ranges replaced keep their policy")
+		})
+	}
+}
+
 // An exempt policy's range file (or the configuration) gains a range
 // narrower than a government range: longest prefix wins, so those devices
 // leave the blocking policy at once. Nothing guards it.
