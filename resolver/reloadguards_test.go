@@ -1121,3 +1121,45 @@ func TestMaxShrinkIsTheShareLost(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxShrinkChangedInTheSameWrite: a reload measures its cuts with the
+// stricter of the running and the new reload.max_shrink, so that a write
+// that loosens the guard does not let its own cut through, and one that
+// tightens it holds a cut the old value allowed. Either way the new value
+// applies once the write is accepted.
+func TestMaxShrinkChangedInTheSameWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name, from, to string
+		entries        int // of the list cut from 100
+		want           string
+	}{
+		{name: "loosened", from: "0.2", to: "0.9", entries: 20, want: "100 to 20 entries (max_shrink 0.2)"},
+		{name: "tightened", from: "0.5", to: "0.1", entries: 70, want: "100 to 70 entries (max_shrink 0.1)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := startUpstream(t, nil)
+			files := rangesFiles("127.2.0.0/16\n")
+			files["tiktok.txt"] = names(99, "tiktok.com") // 100 entries
+			conf := func(maxShrink string) string {
+				return strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, max_shrink: "+maxShrink+"}", 1)
+			}
+			f := startFence(t, conf(tc.from), files, up.addr)
+			path := f.handler.Snapshot().Config.File
+			r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) { return config.Load(path) })
+			list := filepath.Join(f.dir, "tiktok.txt")
+			good, err := os.ReadFile(path)
+			require.NoError(t, err)
+
+			writeAtomic(t, path, strings.Replace(string(good), "max_shrink: "+tc.from, "max_shrink: "+tc.to, 1))
+			writeAtomic(t, list, names(tc.entries-1, "tiktok.com"))
+			err = r.Reload(false)
+			require.ErrorIs(t, err, ErrShrink)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Equal(t, 100, f.handler.Snapshot().Lists[list].Len(), "held")
+			assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.0.1", "tracker90.example."))
+
+			require.NoError(t, r.Reload(true), "SIGHUP accepts it")
+			assert.Equal(t, tc.entries, f.handler.Snapshot().Lists[list].Len())
+		})
+	}
+}
