@@ -195,6 +195,8 @@ var aliasAnswers = map[string][]string{
 	"cname-letters.example.": {`cname-letters.example. 300 IN CNAME edge.\116\105\107\084\079\075.com.`},
 	"cname-label.example.":   {`cname-label.example. 300 IN CNAME tiktok\.com.`, `tiktok\.com. 300 IN A 192.0.2.1`},
 	"cname-labels.example.":  {`cname-labels.example. 300 IN CNAME www.tiktok\.com.`},
+	"dname.example.":         {"dname.example. 300 IN DNAME tiktok.com."},
+	"dname-chain.example.":   {"dname-chain.example. 300 IN CNAME www.hop.example.", "hop.example. 300 IN DNAME tiktok.com."},
 	"https-alias.example.":   {"https-alias.example. 300 IN HTTPS 0 www.tiktok.com."},
 	"https-service.example.": {"https-service.example. 300 IN HTTPS 1 www.tiktok.com. alpn=h2 ipv4hint=192.0.2.1"},
 	"https-escaped.example.": {"https-escaped.example. 300 IN HTTPS 1 " + rep(`\001`, 63) + ".tiktok.com. alpn=h2"},
@@ -246,6 +248,8 @@ func TestAnswerInspectionFollowsAliases(t *testing.T) {
 		{qname: "cname-letters.example.", qtype: dns.TypeA, blocked: "edge.tikTOK.com."},
 		{qname: "cname-label.example.", qtype: dns.TypeA},
 		{qname: "cname-labels.example.", qtype: dns.TypeA},
+		{qname: "dname.example.", qtype: dns.TypeDNAME, blocked: "tiktok.com."},
+		{qname: "dname-chain.example.", qtype: dns.TypeA, blocked: "tiktok.com."}, // the DNAME without the CNAME it makes
 		{qname: "https-alias.example.", qtype: dns.TypeHTTPS, blocked: "www.tiktok.com."},
 		{qname: "https-service.example.", qtype: dns.TypeHTTPS, blocked: "www.tiktok.com."},
 		{qname: "https-escaped.example.", qtype: dns.TypeHTTPS, blocked: rep(`\001`, 63) + ".tiktok.com."},
