@@ -71,6 +71,16 @@ var extraSectionAnswers = map[string]extraSectionAnswer{
 			"tiktok.com. 900 IN RRSIG NSEC 8 2 900 20300101000000 20200101000000 12345 com. AAAA",
 			"tiktok.com. 900 IN RRSIG DS 8 2 900 20300101000000 20200101000000 12345 com. AAAA"},
 	},
+	// Records owned by a blocked name whose targets are not: a cache
+	// downstream would take tiktok.com's alias from them and answer
+	// tiktok.com itself, never asking again. Owned by a blocked name,
+	// they are left out whatever they point to.
+	"owned.example.net.": {
+		answer: []string{"owned.example.net. 300 IN A 192.0.2.6"},
+		ns:     []string{"tiktok.com. 300 IN DNAME cdn.example.org."},
+		extra: []string{"tiktok.com. 300 IN CNAME cdn.example.org.",
+			"www.tiktok.com. 300 IN HTTPS 1 cdn.example.org. ipv4hint=192.0.2.7"},
+	},
 	// The question is allowed: its whole answer stands (README, the
 	// precedence of allow).
 	"ads.tiktok.com.": {
@@ -153,6 +163,7 @@ func TestExtraSectionsLeaveOutBlockedNames(t *testing.T) {
 		{"alias.example.net.", dns.TypeA, nil, nil},
 		{"tiktok0.com.", dns.TypeA, []string{"com. SOA", "tiktok.com. NSEC", "tiktok.com. RRSIG"}, nil},
 		{"tiktok2.com.", dns.TypeA, []string{"com. SOA", "tiktok.com. NSEC", "tiktok.com. RRSIG"}, nil},
+		{"owned.example.net.", dns.TypeA, nil, nil},
 		{"ads.tiktok.com.", dns.TypeA, nil, []string{"www.tiktok.com. A"}},
 	} {
 		t.Run(tc.qname, func(t *testing.T) {
