@@ -53,6 +53,14 @@ func FuzzAnswerQuestion(f *testing.F) {
 	other.Question[0].Name = "www.example.net."
 	f.Add(packed(other))
 	f.Add(unreadHintAnswer(f, q))
+	// Two questions, the first q's, the second followed by what reads as
+	// the rest of a record: read as one question and records, the answer
+	// reads through (dnswire.Walk), but no client reads it so.
+	two := []byte{0x12, 0x34, 0x81, 0x80, 0, 2, 0, 0, 0, 0, 0, 1}
+	two = append(two, qb[dnswire.HeaderLen:dnswire.HeaderLen+len(foldedWire(q.Question[0].Name))+4]...)
+	two = append(two, 6, 't', 'i', 'k', 't', 'o', 'k', 3, 'c', 'o', 'm', 0, 0, 1, 0, 1)
+	two = append(two, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1)
+	f.Add(two)
 	f.Add([]byte{0x12, 0x34, 0x81, 0x82, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Add([]byte{0x12, 0x34, 0x81, 0x82, 0, 1, 0, 0, 0, 0, 0, 0})
 
