@@ -117,3 +117,57 @@ func TestUnreadAnswerRefreshesStale(t *testing.T) {
 		})
 	}
 }
+
+// TestUnreadStaleAnswerInspected: an answer miekg/dns does not read that
+// points a government device at a blocked name (an HTTPS record whose
+// target is www.tiktok.com) is inspected when it is served stale as when
+// it is fresh or a cache hit: a device whose policy inspects answers never
+// gets it (the answer cannot be inspected, so it is a failure), while a
+// client in no policy gets it stale, as the upstream sent it.
+func TestUnreadStaleAnswerInspected(t *testing.T) {
+	blocked := []byte("\x03www\x06tiktok\x03com\x00")
+	var failing atomic.Bool
+	up := startUpstreamAt(t, "127.0.78.3", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		q := r.Question[0]
+		m := new(dns.Msg).SetReply(r)
+		m.RecursionAvailable = true
+		switch {
+		case q.Qtype != dns.TypeHTTPS:
+		case failing.Load():
+			m.Rcode = dns.RcodeServerFailure
+		default:
+			m.Answer = []dns.RR{hintRecord(q.Name, 1, "www.tiktok.com.")}
+			writeUnread(w, m)
+			return nil
+		}
+		return m
+	})
+	f := startFenceAt(t, "127.0.78.3", fmt.Sprintf(govConfig, "upstream_timeout: 1s\ncache: {max_ttl: 1, serve_stale: 1h}"), govFiles, up.addr)
+	q := question("a.svcb.example.", dns.TypeHTTPS, true)
+	const gov, other = "127.0.0.9", "127.0.78.4"
+	stale := func() float64 {
+		v, _ := metricValue(t, f.registry, "dnsfence_cache_lookups_total", "result", "stale")
+		return v
+	}
+	require.True(t, bytes.Contains(askOctets(t, f.addr, other, "udp", q), blocked), "the answer as the upstream sent it")
+	for _, network := range []string{"udp", "tcp"} {
+		assert.False(t, bytes.Contains(askOctets(t, f.addr, gov, network, q), blocked), "a cache hit, %s", network)
+	}
+
+	failing.Store(true)
+	require.Eventually(t, func() bool {
+		before := stale()
+		b := askOctets(t, f.addr, other, "udp", q)
+		return stale() > before && bytes.Contains(b, blocked)
+	}, 10*time.Second, 50*time.Millisecond, "the cached answer expires and is served stale")
+	for _, network := range []string{"udp", "tcp"} {
+		before := stale()
+		b := askOctets(t, f.addr, gov, network, q)
+		assert.Greater(t, stale(), before, "served from the stale entry, %s", network)
+		assert.False(t, bytes.Contains(b, blocked), "served stale, %s", network)
+		m := new(dns.Msg)
+		if assert.NoError(t, m.Unpack(b), network) {
+			assert.Empty(t, m.Answer, network)
+		}
+	}
+}
