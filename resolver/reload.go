@@ -1176,12 +1176,7 @@ func rangeShrink(old, rf *blocklist.RangeFile, pk peak, maxShrink float64) error
 	kept4, kept6 := coverageKept(old.Ranges, rf.Ranges)
 	lost4, lost6 := old4-kept4, old6-kept6
 	if len(what) == 0 {
-		if lost4 > old4*maxShrink {
-			what = append(what, fmt.Sprintf("IPv4 addresses no longer covered %s of %s", countString(lost4), countString(old4)))
-		}
-		if lost6 > old6*maxShrink {
-			what = append(what, fmt.Sprintf("IPv6 addresses no longer covered %s of %s", countString(lost6), countString(old6)))
-		}
+		what = noLongerCovered(old4, old6, kept4, kept6, maxShrink)
 	}
 	if len(what) == 0 && pk.base != nil {
 		// Moved a step at a time: against the ranges of the last start
@@ -1220,13 +1215,7 @@ func rangeLostToBadLines(old, rf *blocklist.RangeFile, oldWarn, warn error) erro
 	}
 	old4, old6 := coverage(old.Ranges)
 	kept4, kept6 := coverageKept(old.Ranges, rf.Ranges)
-	var lost []string
-	if old4 > kept4 {
-		lost = append(lost, fmt.Sprintf("IPv4 addresses no longer covered %s of %s", countString(old4-kept4), countString(old4)))
-	}
-	if old6 > kept6 {
-		lost = append(lost, fmt.Sprintf("IPv6 addresses no longer covered %s of %s", countString(old6-kept6), countString(old6)))
-	}
+	lost := noLongerCovered(old4, old6, kept4, kept6, 0)
 	if len(lost) == 0 {
 		return nil
 	}
@@ -1235,6 +1224,23 @@ func rangeLostToBadLines(old, rf *blocklist.RangeFile, oldWarn, warn error) erro
 		line = first.Error()
 	}
 	return fmt.Errorf("%s: %w: %s, beside %s; SIGHUP accepts it", rf.File, ErrRangeBadLine, strings.Join(lost, ", "), line)
+}
+
+// noLongerCovered says, IPv4 and IPv6 apart, how many of the addresses a
+// range file covered (old4, old6) it covers no longer (of those, kept4
+// and kept6 are kept), where that is more than share of them: "IPv4
+// addresses no longer covered 128 of 1152". Nil when neither is.
+func noLongerCovered(old4, old6, kept4, kept6, share float64) []string {
+	var what []string
+	for _, f := range [...]struct {
+		family    string
+		old, kept float64
+	}{{"IPv4", old4, kept4}, {"IPv6", old6, kept6}} {
+		if lost := f.old - f.kept; lost > f.old*share {
+			what = append(what, fmt.Sprintf("%s addresses no longer covered %s of %s", f.family, countString(lost), countString(f.old)))
+		}
+	}
+	return what
 }
 
 // coverage counts the IPv4 and IPv6 addresses the ranges cover, each

@@ -409,13 +409,12 @@ func UnpackAnswer(b []byte) (*dns.Msg, error) {
 // type: the answer, or the error of b as it is, but for an answer whose
 // records read through (walkAnswer), whose error is an RdataError (wrapping
 // ErrAnswerRdata) with a copy of b without its hop's options (hopOption).
-// Either holds the upstream's first Extended DNS Errors only
-// (maxAnswerEDEs).
 // miekg/dns's errors cannot tell the two apart: those of the SVCB values
 // and of the EDNS Client Subnet option are not *dns.Error. An answer
 // miekg/dns reads with more than one OPT record, or one outside the
 // additional section, is errOPTPlacement (oneOPT), as walkAnswer refuses
-// it in wire form.
+// it in wire form. The answer, or the RdataError's copy, holds the
+// upstream's first Extended DNS Errors only (maxAnswerEDEs).
 func unpackMsg(b []byte) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	err := m.Unpack(b)
