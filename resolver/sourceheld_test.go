@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 )
 
 // TestURLHeldCopyDroppedWhenServerGoesBack: a URL list that shrinks past
@@ -181,6 +182,11 @@ func TestZoneHeldCopyAppliedBySIGHUPBecomesTheSources(t *testing.T) {
 		c, err := source.Cached(src)
 		return err == nil && c.Serial == 2
 	}, 10*time.Second, 20*time.Millisecond, "the disk copy a restart serves")
+	assert.Eventually(t, func() bool {
+		return logged(f.logs, "list source copy is the one served", map[string]any{logList: entry, "version": "serial 2"})
+	}, 10*time.Second, 20*time.Millisecond, "the copy delivered again is taken as the one served, not applied again")
+	assert.Empty(t, f.logs.FilterMessage("list source applied").FilterField(zap.String(logList, entry)).All(),
+		"never applied as a new copy: SIGHUP applied it ('list source copy applied by SIGHUP'), and the copy delivered again is taken")
 	_, held := f.handler.held.Load(entry)
 	assert.False(t, held)
 }
