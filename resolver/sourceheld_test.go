@@ -107,28 +107,17 @@ policies:
 // nothing is held any more, and a SIGHUP does not apply the withdrawn
 // copy.
 func TestZoneHeldCopyDroppedWhenSerialGoesBack(t *testing.T) {
-	const zone = "rpz.test."
-	up := startUpstream(t, nil)
-	key := testnet.NewBINDKey(t, "xfr-key.")
-	port := testnet.FreePort(t, "127.0.0.1")
-	listen := fmt.Sprintf("127.0.0.1:%d", port)
-	full := []string{"tiktok.com CNAME .", "douyin.com CNAME ."}
-	for i := range 8 {
-		full = append(full, fmt.Sprintf("n%d.example CNAME .", i))
-	}
-	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, NotifyPort: port, Key: &key}, testnet.RPZText(zone, 1, full...))
-	entry := p.Entry()
-	f := startSourceFence(t, zoneConfig(t, up.addr, entry, key), listen)
+	p, entry, f, full := startHeldZone(t, true)
 	const gov = "127.0.0.2"
 	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."))
 
-	p.SetZone(testnet.RPZText(zone, 2, "tiktok.com CNAME ."), 2)
-	notifyFrom(t, f.addr, "127.0.0.1", zone)
+	p.SetZone(testnet.RPZText(heldZone, 2, "tiktok.com CNAME ."), 2)
+	notifyFrom(t, f.addr, "127.0.0.1", heldZone)
 	require.Eventually(t, func() bool { _, held := f.handler.held.Load(entry); return held }, 5*time.Second, 20*time.Millisecond)
 	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."), "the full zone still served")
 
-	p.SetZone(testnet.RPZText(zone, 1, full...), 1)
-	notifyFrom(t, f.addr, "127.0.0.1", zone)
+	p.SetZone(testnet.RPZText(heldZone, 1, full...), 1)
+	notifyFrom(t, f.addr, "127.0.0.1", heldZone)
 	require.Eventually(t, func() bool { _, held := f.handler.held.Load(entry); return !held }, 5*time.Second, 20*time.Millisecond,
 		"the primary serves the zone held again: nothing newer is held")
 	v, _ := metricValue(t, f.registry, "dnsfence_source_held", "source", entry)
@@ -147,23 +136,12 @@ func TestZoneHeldCopyDroppedWhenSerialGoesBack(t *testing.T) {
 // NOTIFY of its own: the one NOTIFY the test sends leads to one check,
 // whose copy is held, and none is asked for after it.
 func TestZoneHeldCopyAppliedBySIGHUPBecomesTheSources(t *testing.T) {
-	const zone = "rpz.test."
-	up := startUpstream(t, nil)
-	key := testnet.NewBINDKey(t, "xfr-key.")
-	port := testnet.FreePort(t, "127.0.0.1")
-	listen := fmt.Sprintf("127.0.0.1:%d", port)
-	full := []string{"tiktok.com CNAME .", "douyin.com CNAME ."}
-	for i := range 8 {
-		full = append(full, fmt.Sprintf("n%d.example CNAME .", i))
-	}
-	p := testnet.StartBIND(t, &testnet.BIND{Zone: zone, Key: &key}, testnet.RPZText(zone, 1, full...))
-	entry := p.Entry()
-	f := startSourceFence(t, zoneConfig(t, up.addr, entry, key), listen)
+	p, entry, f, _ := startHeldZone(t, false)
 	const gov = "127.0.0.2"
 	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "douyin.com."))
 
-	p.SetZone(testnet.RPZText(zone, 2, "tiktok.com CNAME .", "capcut.com CNAME ."), 2)
-	notifyFrom(t, f.addr, "127.0.0.1", zone)
+	p.SetZone(testnet.RPZText(heldZone, 2, "tiktok.com CNAME .", "capcut.com CNAME ."), 2)
+	notifyFrom(t, f.addr, "127.0.0.1", heldZone)
 	require.Eventually(t, func() bool { _, held := f.handler.held.Load(entry); return held }, 5*time.Second, 20*time.Millisecond)
 	require.NoError(t, f.reloader.Reload(true))
 	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "capcut.com."), "SIGHUP applies serial 2")
@@ -237,4 +215,29 @@ policies:
     %s
 sources: {refresh: 1s, cache_dir: cache}
 `, upstream, lists)
+}
+
+// heldZone is the RPZ zone of the held-zone tests.
+const heldZone = "rpz.test."
+
+// startHeldZone starts a BIND primary of heldZone at serial 1 with the
+// triggers full (tiktok.com, douyin.com and 8 more: a copy keeping one
+// is past reload.max_shrink), named's own NOTIFYs sent to dnsfence's
+// port when notify is set, and a dnsfence taking the zone over TSIG; it
+// returns the primary, the list entry naming it, dnsfence and full.
+func startHeldZone(t *testing.T, notify bool) (*testnet.BIND, string, *sourceFence, []string) {
+	up := startUpstream(t, nil)
+	key := testnet.NewBINDKey(t, "xfr-key.")
+	port := testnet.FreePort(t, "127.0.0.1")
+	full := []string{"tiktok.com CNAME .", "douyin.com CNAME ."}
+	for i := range 8 {
+		full = append(full, fmt.Sprintf("n%d.example CNAME .", i))
+	}
+	b := &testnet.BIND{Zone: heldZone, Key: &key}
+	if notify {
+		b.NotifyPort = port
+	}
+	p := testnet.StartBIND(t, b, testnet.RPZText(heldZone, 1, full...))
+	entry := p.Entry()
+	return p, entry, startSourceFence(t, zoneConfig(t, up.addr, entry, key), fmt.Sprintf("127.0.0.1:%d", port)), full
 }

@@ -490,25 +490,21 @@ func (r *Reloader) applySource(rs *runningSource, c source.Content) error {
 			zap.String("version", c.Version()), zap.Error(err))
 		return err
 	}
-	// The copy served, delivered again: one SIGHUP applied while the
-	// source still held the copy before it (acceptPending wakes it), by
-	// content hash (the body's; a zone's serial). Its bad lines were
-	// logged when it first came, and nothing changes but the source's
-	// own copy, which taking it makes the one on disk.
-	served := base != nil && l.Sum() == base.Sum()
-	if warn != nil && !served {
-		r.log.Warn("skipped bad lines", zap.String(logList, name), zap.Error(warn))
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.sources[name] != rs {
 		return errors.New("the source is no longer configured")
 	}
-	if served && rs.list == base && rs.pending == nil {
+	// The copy served, delivered again: one SIGHUP applied while the
+	// source still held the copy before it (acceptPending wakes it), by
+	// content hash (the body's; a zone's serial). Its bad lines were
+	// logged when it first came, and nothing changes but the source's
+	// own copy, which taking it makes the one on disk.
+	if base != nil && l.Sum() == base.Sum() && rs.list == base && rs.pending == nil {
 		r.log.Info("list source copy is the one served", zap.String(logList, name), zap.String("version", c.Version()))
 		return nil
 	}
-	if served && warn != nil {
+	if warn != nil {
 		r.log.Warn("skipped bad lines", zap.String(logList, name), zap.Error(warn))
 	}
 	prev := r.handler.Snapshot()
