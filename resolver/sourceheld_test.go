@@ -3,6 +3,7 @@ package resolver
 import (
 	"crypto/sha256"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -240,4 +241,27 @@ func startHeldZone(t *testing.T, notify bool) (*testnet.BIND, string, *sourceFen
 	p := testnet.StartBIND(t, b, testnet.RPZText(heldZone, 1, full...))
 	entry := p.Entry()
 	return p, entry, startSourceFence(t, zoneConfig(t, up.addr, entry, key), fmt.Sprintf("127.0.0.1:%d", port)), full
+}
+
+// TestHeldMarkGoesWithItsSource: a remote list whose newest copy a guard
+// holds, taken out of the configuration (by SIGHUP: its names leave the
+// policy), leaves no held mark behind, for its copy is gone with it; a
+// later configuration naming the list again starts from what its source
+// delivers, not from a mark /readyz and dnsfence_source_held would show
+// for a copy nobody holds.
+func TestHeldMarkGoesWithItsSource(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/tiktok.txt": names(8, "tiktok.com", "douyin.com")})
+	list := srv.URL + "/tiktok.txt"
+	dir := testnet.WriteTree(t, map[string]string{"tiktok.txt": "tiktok.com\n",
+		"dnsfence.yaml": heldSourceConfig(up.addr, fmt.Sprintf(`block: ["tiktok.txt", %q]`, list))})
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	srv.set("/tiktok.txt", "tiktok.com\n", "")
+	require.Eventually(t, func() bool { _, held := f.handler.held.Load(list); return held }, 5*time.Second, 20*time.Millisecond)
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"), []byte(heldSourceConfig(up.addr, `block: ["tiktok.txt"]`)), 0o600))
+	require.NoError(t, f.reloader.Reload(true))
+	require.Equal(t, dns.RcodeSuccess, f.rcode(t, "127.0.0.1", "douyin.com."), "the list is out of the policy")
+	_, held := f.handler.held.Load(list)
+	assert.False(t, held, "the held mark of a list no longer configured")
 }

@@ -298,10 +298,18 @@ func (r *Reloader) endPrefetch(sources []*runningSource) {
 		}
 		delete(r.prefetching, rs)
 		if name := rs.src.Name(); r.sources[name] == rs && !slices.Contains(want, name) {
-			rs.cancel()
-			delete(r.sources, name)
+			r.stopSource(name, rs)
 		}
 	}
+}
+
+// stopSource stops the source rs running for the list name and forgets
+// it, with the copy a guard held of it (a source started again for the
+// name starts from what it delivers). Called with r.mu held.
+func (r *Reloader) stopSource(name string, rs *runningSource) {
+	rs.cancel()
+	delete(r.sources, name)
+	r.handler.setHeld(name, false)
 }
 
 // servedRemoteLists are the remote lists of the configuration served
@@ -387,8 +395,7 @@ func (r *Reloader) syncSources(cfg *config.Config) {
 			continue // a reload under way waits for it (endPrefetch)
 		}
 		if !slices.Contains(want, name) || rs.key != key {
-			rs.cancel()
-			delete(r.sources, name)
+			r.stopSource(name, rs)
 			if rs.key != key && slices.Contains(want, name) {
 				// Its counters go on from the old source's counts: a
 				// reload resets no counter. A stopped source counts
