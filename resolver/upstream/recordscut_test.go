@@ -1,0 +1,102 @@
+package upstream
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// countedMore is the answer b with the count at offset at (6 ANCOUNT, 8
+// NSCOUNT, 10 ARCOUNT) one more than the records b holds: a message that
+// ends before the records its header counts.
+func countedMore(b []byte, at int) []byte {
+	binary.BigEndian.PutUint16(b[at:], binary.BigEndian.Uint16(b[at:])+1)
+	return b
+}
+
+// TestAnswerEndingBeforeItsRecords: an upstream answer that ends before
+// the records its header counts (RFC 1035 §4.1.1) is malformed on every
+// transport and on both paths, as the listeners take such a query
+// (FORMERR) and as Unbound's parser takes such an answer (FORMERR).
+// miekg/dns stops reading where the message ends, whatever the counts:
+// an answer counting one A record and ending after its question was
+// relayed as NODATA, one counting two and holding one as the one, and
+// one counting an OPT record it did not hold as an answer without EDNS,
+// each a message the upstream did not send whole. Found comparing
+// dnsfence with dnsdist 1.7, which relays such an answer as it came.
+func TestAnswerEndingBeforeItsRecords(t *testing.T) {
+	cases := []struct {
+		name   string
+		answer func(t *testing.T, q *dns.Msg) []byte
+		ok     bool
+	}{
+		{"whole", func(t *testing.T, q *dns.Msg) []byte { return optAnswer(t, q, false) }, true},
+		{"one answer counted, none held", func(t *testing.T, q *dns.Msg) []byte {
+			m := defaultAnswer(nil, q)
+			m.Answer, m.Extra = nil, nil
+			b, err := m.Pack()
+			require.NoError(t, err)
+			return countedMore(b, 6)
+		}, false},
+		{"two answers counted, one held", func(t *testing.T, q *dns.Msg) []byte {
+			return countedMore(optAnswer(t, q, false), 6)
+		}, false},
+		{"an authority record counted, none held", func(t *testing.T, q *dns.Msg) []byte {
+			return countedMore(optAnswer(t, q, false), 8)
+		}, false},
+		{"an additional record counted, none held", func(t *testing.T, q *dns.Msg) []byte {
+			return countedMore(optAnswer(t, q, false), 10)
+		}, false},
+		{"an OPT held, one more additional counted", func(t *testing.T, q *dns.Msg) []byte {
+			return countedMore(optAnswer(t, q, true), 10)
+		}, false},
+	}
+	pki := newPKI(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, tr := range unreadTransports(t, pki, tc.answer) {
+				t.Run(tr.name, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					resp, err := tr.exchange(ctx, clientQuery("cut.example.", false))
+					if tc.ok {
+						require.NoError(t, err)
+						assert.Len(t, resp.Answer, 1)
+						return
+					}
+					assert.Nil(t, resp, "relayed as an answer")
+					var rd *RdataError
+					assert.False(t, errors.As(err, &rd), "not an answer to relay: %v", err)
+					assert.True(t, errors.Is(err, ErrAnswerMalformed) || errors.Is(err, ErrProtocol), "malformed: %v", err)
+				})
+			}
+			t.Run("Forwarder", func(t *testing.T) {
+				up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+					if r.Question[0].Name == "." {
+						return defaultAnswer(w, r) // the health check's probe stands
+					}
+					_, _ = w.Write(tc.answer(t, r))
+					return nil
+				})
+				fw := NewForwarder([]string{up.addr}, 2*time.Second, false)
+				t.Cleanup(fw.Close)
+				want := "malformed"
+				if tc.ok {
+					want = ""
+				}
+				for _, tcp := range []bool{false, true} {
+					resp, _, err := fw.Forward(t.Context(), question("a.cut.example.", dns.TypeA, true), tcp)
+					assert.Equal(t, want, causes(err), "message path, TCP %v: %v", tcp, resp)
+				}
+				a, _, err := fw.ForwardWire(t.Context(), wireQuestion("b.cut.example.", dns.TypeA))
+				assert.Equal(t, want, causes(err), "wire path: %v", a)
+			})
+		})
+	}
+}
