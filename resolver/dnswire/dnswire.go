@@ -739,6 +739,32 @@ func SkipQuestions(b []byte) (end int, ok bool) {
 	return off, true
 }
 
+// RecordsWhole reports whether the message b holds every question its
+// QDCOUNT counts and every record its ANCOUNT, NSCOUNT and ARCOUNT count,
+// each whole (RFC 1035 §4.1.1), reading only the names' lengths, the fixed
+// fields and RDLENGTH; false when b has no whole header. Octets after the
+// last record are not looked at. miekg/dns stops reading records where
+// the message ends, whatever the counts said, and returns no error: a
+// query claiming an OPT (or any record) and ending before it parsed as one
+// without, where NSD, Unbound and dnsdist answer FORMERR; and an upstream
+// answer counting an A record and ending after its question parsed as
+// NODATA, where Unbound's parser refuses it (FORMERR).
+func RecordsWhole(b []byte) bool {
+	off, ok := SkipQuestions(b)
+	if !ok {
+		return false
+	}
+	for range int(ANCount(b)) + int(NSCount(b)) + int(ARCount(b)) {
+		if off, ok = SkipName(b, off); !ok || off+10 > len(b) {
+			return false
+		}
+		if off += 10 + int(binary.BigEndian.Uint16(b[off+8:])); off > len(b) {
+			return false
+		}
+	}
+	return true
+}
+
 // WithoutOptions is a copy of the message b whose first OPT record keeps
 // only the options keep takes (given each option's code and data), in
 // their order; an OPT of a VERSION other than 0 keeps none, its options

@@ -79,10 +79,10 @@ func checkQuery(b []byte) queryCheck {
 	// parses with none, one cut short after its name or QTYPE parses
 	// with QTYPE or QCLASS 0, and one whose name is a pointer reads
 	// another name (questionSound); so it stops reading records too
-	// (recordsWhole); and it takes options RFCs make format errors
+	// (dnswire.RecordsWhole); and it takes options RFCs make format errors
 	// (optionsSound), and refuses some that dnsfence ignores (unpackQuery).
 	req := unpackQuery(b)
-	if req == nil || len(req.Question) != 1 || !questionSound(b) || !recordsWhole(b) || !optionsSound(b) {
+	if req == nil || len(req.Question) != 1 || !questionSound(b) || !dnswire.RecordsWhole(b) || !optionsSound(b) {
 		return reply(dns.RcodeFormatError, resultFormerr)
 	}
 	return queryCheck{req: req}

@@ -51,7 +51,7 @@ func rawOPT(b []byte) bool {
 	return false
 }
 
-// FuzzRecordsWhole: recordsWhole never panics on a message with a header,
+// FuzzRecordsWhole: dnswire.RecordsWhole never panics on a message with a header,
 // and on one that miekg/dns unpacks whole (every question whole) it says
 // what miekg/dns found: exactly the ANCOUNT, NSCOUNT and ARCOUNT records
 // the header counts (RFC 1035 §4.1.1). The plain listeners (AcceptMessage)
@@ -90,13 +90,13 @@ func FuzzRecordsWhole(f *testing.F) {
 		if len(b) < msgHeaderSize {
 			return
 		}
-		whole := recordsWhole(b)
+		whole := dnswire.RecordsWhole(b)
 		m := new(dns.Msg)
 		if _, questions := dnswire.SkipQuestions(b); m.Unpack(b) == nil && questions {
 			an, ns, ar := binary.BigEndian.Uint16(b[6:]), binary.BigEndian.Uint16(b[8:]), binary.BigEndian.Uint16(b[10:])
 			want := len(m.Answer) == int(an) && len(m.Ns) == int(ns) && len(m.Extra) == int(ar)
 			if whole != want {
-				t.Fatalf("recordsWhole %v; miekg/dns read %d/%d/%d records of %d/%d/%d", whole, len(m.Answer), len(m.Ns), len(m.Extra), an, ns, ar)
+				t.Fatalf("RecordsWhole %v; miekg/dns read %d/%d/%d records of %d/%d/%d", whole, len(m.Answer), len(m.Ns), len(m.Extra), an, ns, ar)
 			}
 		}
 		_, _ = AcceptMessage(b, accept, func([]byte, error) {}) // any header

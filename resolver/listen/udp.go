@@ -542,7 +542,7 @@ func (s *udpServer) serveDatagram(w *udpWriter, b []byte) {
 // (nil, nil: any answer could be used to amplify); a header the accept
 // function rejects, or a body that does not parse (RFC 1035 §4.1.1),
 // ends inside its question or points into or past it (questionSound),
-// or ends before the records its header counts (recordsWhole),
+// or ends before the records its header counts (dnswire.RecordsWhole),
 // gets the FORMERR (or NOTIMP) reply returned as reject; else the parsed
 // query is returned as req. invalid is told of a message that does not parse.
 func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFunc) (req, reject *dns.Msg) {
@@ -561,7 +561,7 @@ func AcceptMessage(b []byte, accept dns.MsgAcceptFunc, invalid dns.MsgInvalidFun
 	}
 	action := accept(dh)
 	if action == dns.MsgAccept {
-		if req = unpackQuery(b); req != nil && questionSound(b) && recordsWhole(b) && optionsSound(b) {
+		if req = unpackQuery(b); req != nil && questionSound(b) && dnswire.RecordsWhole(b) && optionsSound(b) {
 			return req, nil
 		}
 		// A body the header let through and the listener cannot read is
@@ -689,7 +689,7 @@ func readOption(code uint16) bool {
 }
 
 // optionsSound reports whether every option of the OPT record of b, a
-// message whose records are whole (recordsWhole), is well formed where
+// message whose records are whole (dnswire.RecordsWhole), is well formed where
 // its RFC asks for FORMERR otherwise (dnswire.OptionSound). miekg/dns
 // unpacks a DNS Cookie of any length: one RFC 7873 §5.2.2 makes a format
 // error was answered, and forwarded, as if the query had none; and a
@@ -701,7 +701,7 @@ func optionsSound(b []byte) bool {
 }
 
 // eachOption calls fn with each option of the OPT record of b, a message
-// whose records are whole (recordsWhole), in order, until fn returns
+// whose records are whole (dnswire.RecordsWhole), in order, until fn returns
 // false; it reports whether none did. A message without an OPT, or an
 // option that runs past the OPT's RDATA (which miekg/dns refuses to
 // unpack), ends it with true; so does an OPT of a VERSION other than 0,
@@ -756,30 +756,6 @@ func questionSound(b []byte) bool {
 		}
 	}
 	return false
-}
-
-// recordsWhole reports whether b, a message with a header whose questions
-// are whole (questionSound), holds every record its ANCOUNT, NSCOUNT and
-// ARCOUNT count (RFC 1035 §4.1.1), reading only the owner names' lengths,
-// the fixed fields and RDLENGTH. miekg/dns stops reading records where
-// the message ends, whatever the counts said: a query claiming an OPT (or
-// any record) and ending before it parsed as one without, and was
-// answered as such, where NSD, Unbound and dnsdist answer FORMERR.
-func recordsWhole(b []byte) bool {
-	off, ok := dnswire.SkipQuestions(b)
-	if !ok {
-		return false
-	}
-	an, ns, ar := int(binary.BigEndian.Uint16(b[6:])), int(binary.BigEndian.Uint16(b[8:])), int(binary.BigEndian.Uint16(b[10:]))
-	for range an + ns + ar {
-		if off, ok = dnswire.SkipName(b, off); !ok || off+10 > len(b) {
-			return false
-		}
-		if off += 10 + int(binary.BigEndian.Uint16(b[off+8:])); off > len(b) {
-			return false
-		}
-	}
-	return true
 }
 
 // stopReading stops the read loop without waiting: no datagram that

@@ -413,9 +413,13 @@ func UnpackAnswer(b []byte) (*dns.Msg, error) {
 // and of the EDNS Client Subnet option are not *dns.Error. An answer
 // miekg/dns reads with more than one OPT record, or one outside the
 // additional section, is errOPTPlacement (oneOPT), as walkAnswer refuses
-// it in wire form. The answer, or the RdataError's copy, holds the
+// it in wire form; one that ends before the records its header counts is
+// errRecordsCut. The answer, or the RdataError's copy, holds the
 // upstream's first Extended DNS Errors only (maxAnswerEDEs).
 func unpackMsg(b []byte) (*dns.Msg, error) {
+	if len(b) > dnswire.HeaderLen && !dnswire.RecordsWhole(b) {
+		return nil, errRecordsCut
+	}
 	m := new(dns.Msg)
 	err := m.Unpack(b)
 	if err == nil {
@@ -440,6 +444,18 @@ func unpackMsg(b []byte) (*dns.Msg, error) {
 	}
 	return nil, err
 }
+
+// errRecordsCut is an answer that ends before the questions and records
+// its header counts (RFC 1035 §4.1.1; dnswire.RecordsWhole): miekg/dns
+// reads such a message as far as it goes, and an answer counting an A
+// record and ending after its question was relayed as NODATA, one
+// counting two and holding one as the one (and cached so), one counting
+// an OPT record it did not hold as an answer without EDNS. Unbound's parser
+// refuses it (FORMERR); dnsdist 1.7 relays it as it came. A message that
+// is a header alone is read as miekg/dns reads it, without a question
+// (a failure some servers send so, which checkAnswer takes by its RCODE
+// only, and a UDP one is asked again over TCP).
+var errRecordsCut = errors.New("the message ends before the records its header counts (RFC 1035 §4.1.1)")
 
 // errOPTPlacement is an answer with more than one OPT record, or one in
 // its answer or authority section: "it MUST be the only OPT RR in that
