@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"net"
 	"sync"
@@ -37,6 +38,10 @@ type fakePrimary struct {
 	cutAfter int
 	// ixfrCutAfter is cutAfter for IXFR answers alone.
 	ixfrCutAfter int
+	// overcount, when > 0, sends the transfer message of that number (1
+	// the first) without its last record, its ANCOUNT still counting it:
+	// a message that ends before the records its header counts.
+	overcount int
 	// unsigned answers signed queries without a signature.
 	unsigned bool
 	// forged signs answers with another secret than the key's.
@@ -232,6 +237,19 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 		r.Answer = answer[i:end]
 		if msgs > 0 {
 			r.Question = nil
+		}
+		if p.overcount == msgs+1 {
+			r.Answer = r.Answer[:len(r.Answer)-1]
+			b, err := r.Pack()
+			if err != nil {
+				return
+			}
+			binary.BigEndian.PutUint16(b[6:], binary.BigEndian.Uint16(b[6:])+1)
+			if _, err := w.Write(b); err != nil {
+				return
+			}
+			i = end
+			continue
 		}
 		sign(r)
 		if err := w.WriteMsg(r); err != nil {
