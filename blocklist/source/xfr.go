@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -302,8 +303,8 @@ func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.M
 		if err != nil {
 			return nil, unanswered("SOA query: %w", err)
 		}
-		m := new(dns.Msg)
-		if err := m.Unpack(buf[:n]); err != nil {
+		m, err := unpackWhole(buf[:n])
+		if err != nil {
 			return nil, fmt.Errorf("SOA query: answer: %w", err)
 		}
 		if network == "udp" && m.Id != q.Id {
@@ -324,6 +325,30 @@ func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.M
 // before the zone was checked again. BIND and NSD send their refresh
 // queries again within seconds too.
 const soaResendFirst = 2 * time.Second
+
+// errRecordsCut is a message from the primary that ends before the
+// questions and records its header counts (RFC 1035 §4.1.1).
+var errRecordsCut = errors.New("the message ends before the records its header counts (RFC 1035 §4.1.1)")
+
+// unpackWhole unpacks the message wire from the primary, as miekg/dns
+// does, but one that ends before the questions and records its header
+// counts is errRecordsCut: miekg/dns reads such a message as far as it
+// goes and returns no error, and a transfer message counting a record it
+// did not hold was applied as a zone without that record (a name the
+// primary lists, left unblocked), as an SOA answer counting its SOA and
+// ending before it read as NODATA. BIND's and Unbound's parsers refuse
+// such a message (FORMERR).
+func unpackWhole(wire []byte) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	if err := m.Unpack(wire); err != nil {
+		return nil, err
+	}
+	count := func(at int) int { return int(binary.BigEndian.Uint16(wire[at:])) }
+	if len(m.Question) != count(4) || len(m.Answer) != count(6) || len(m.Ns) != count(8) || len(m.Extra) != count(10) {
+		return nil, errRecordsCut
+	}
+	return m, nil
+}
 
 // lost reports whether err is a read that timed out.
 func lost(err error) bool {
@@ -419,8 +444,8 @@ func (c *xfrClient) transfer(ctx context.Context, addr string, have *dns.SOA, wh
 		if p.res.bytes += int64(n); p.res.bytes > c.maxBytes {
 			return nil, fmt.Errorf("%s: more than sources.max_bytes (%d bytes) transferred; refused", what, c.maxBytes)
 		}
-		m := new(dns.Msg)
-		if err := m.Unpack(buf[:n]); err != nil {
+		m, err := unpackWhole(buf[:n])
+		if err != nil {
 			return nil, fmt.Errorf("%s: message %d: %w", what, msgs+1, err)
 		}
 		if err := c.check(what, q, m, buf[:n], &chain, msgs > 0); err != nil {
