@@ -57,8 +57,19 @@ type fakePrimary struct {
 	// dropUDP drops every query that comes over UDP, as a firewall that
 	// lets only TCP through to the primary does.
 	dropUDP bool
+	// udpSOAHeader, when set, answers an SOA query over UDP with a
+	// message that is a header alone, as some servers send a failure or a
+	// truncated answer: the reply's header with this RCODE and TC bit, its
+	// QDCOUNT still 1.
+	udpSOAHeader *headerOnly
 	// queries are the QTYPEs asked, in order.
 	queries []uint16
+}
+
+// headerOnly is the RCODE and TC bit of an answer that is a header alone.
+type headerOnly struct {
+	rcode     int
+	truncated bool
 }
 
 // startFakePrimary serves zone (apex FQDN) at serial with records; secret,
@@ -166,7 +177,8 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	}
 	qt := q.Question[0].Qtype
 	p.queries = append(p.queries, qt)
-	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp && p.dropUDP {
+	_, udp := w.RemoteAddr().(*net.UDPAddr)
+	if udp && p.dropUDP {
 		return
 	}
 	sign := func(m *dns.Msg) {
@@ -184,6 +196,13 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	}
 	switch qt {
 	case dns.TypeSOA:
+		if h := p.udpSOAHeader; h != nil && udp {
+			m.Rcode, m.Truncated = h.rcode, h.truncated
+			if b, err := m.Pack(); err == nil {
+				_, _ = w.Write(b[:12])
+			}
+			return
+		}
 		m.Answer = []dns.RR{p.soa}
 		sign(m)
 		w.WriteMsg(m)

@@ -326,6 +326,9 @@ func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.M
 // queries again within seconds too.
 const soaResendFirst = 2 * time.Second
 
+// msgHeaderLen is the length of a DNS message header (RFC 1035 §4.1.1).
+const msgHeaderLen = 12
+
 // errRecordsCut is a message from the primary that ends before the
 // questions and records its header counts (RFC 1035 §4.1.1).
 var errRecordsCut = errors.New("the message ends before the records its header counts (RFC 1035 §4.1.1)")
@@ -337,11 +340,19 @@ var errRecordsCut = errors.New("the message ends before the records its header c
 // did not hold was applied as a zone without that record (a name the
 // primary lists, left unblocked), as an SOA answer counting its SOA and
 // ending before it read as NODATA. BIND's and Unbound's parsers refuse
-// such a message (FORMERR).
+// such a message (FORMERR). A message that is a header alone (12 octets,
+// RFC 1035 §4.1.1) is read as miekg/dns reads it, without a question or
+// record, as the upstream answers are: a failure or a truncated answer
+// some servers send so, which check takes by its RCODE (a REFUSED is
+// named as such) and querySOA by its TC bit (asked again over TCP); a
+// NOERROR one still fails, answering no question or holding no record.
 func unpackWhole(wire []byte) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	if err := m.Unpack(wire); err != nil {
 		return nil, err
+	}
+	if len(wire) == msgHeaderLen {
+		return m, nil
 	}
 	count := func(at int) int { return int(binary.BigEndian.Uint16(wire[at:])) }
 	if len(m.Question) != count(4) || len(m.Answer) != count(6) || len(m.Ns) != count(8) || len(m.Extra) != count(10) {

@@ -823,3 +823,32 @@ func TestZoneBrokenIXFRFollowedByAXFR(t *testing.T) {
 		})
 	}
 }
+
+// TestZoneSOAAnswerOfAHeaderAlone: an answer to the SOA query that is a
+// header alone, its QDCOUNT still counting the question (as some servers
+// send a failure or a truncated answer: miekg/dns reads it as a header,
+// without a question), is read by its header, as the upstream answers
+// are (a header alone is no message cut short): one with TC set is asked
+// again over TCP, and the zone transferred; a REFUSED is the primary's
+// refusal, which the error names. Taken for a message that ends before
+// the question its header counts, the first never reached TCP, and the
+// second said nothing of the refusal.
+func TestZoneSOAAnswerOfAHeaderAlone(t *testing.T) {
+	t.Run("truncated", func(t *testing.T) {
+		p := startFakePrimary(t, testZone, 1, cnames(testZone, "a"), nil)
+		p.update(func(p *fakePrimary) { p.udpSOAHeader = &headerOnly{truncated: true} })
+		z, rec := startZone(t, p, zoneTestOptions(t, nil))
+		c := rec.waitCount(t, 1)
+		assert.Equal(t, uint32(1), c.Serial)
+		assert.Equal(t, []string{"a"}, owners(c))
+		assert.NoError(t, z.Status().LastError)
+	})
+	t.Run("refused", func(t *testing.T) {
+		p := startFakePrimary(t, testZone, 1, cnames(testZone, "a"), nil)
+		p.update(func(p *fakePrimary) { p.udpSOAHeader = &headerOnly{rcode: dns.RcodeRefused} })
+		z, rec := startZone(t, p, zoneTestOptions(t, nil))
+		require.Eventually(t, func() bool { return z.Status().LastError != nil }, waitFor, tick)
+		assert.ErrorContains(t, z.Status().LastError, "SOA query: primary answered REFUSED")
+		assert.Zero(t, rec.count(), "nothing is delivered")
+	})
+}
