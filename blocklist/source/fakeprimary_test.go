@@ -62,6 +62,10 @@ type fakePrimary struct {
 	// truncated answer: the reply's header with this RCODE and TC bit, its
 	// QDCOUNT still 1.
 	udpSOAHeader *headerOnly
+	// strayUDP sends before each answer to an SOA query over UDP a
+	// datagram with another ID that ends before the SOA its header counts:
+	// a late or stray answer to another query, cut short.
+	strayUDP bool
 	// queries are the QTYPEs asked, in order.
 	queries []uint16
 }
@@ -202,6 +206,13 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 				_, _ = w.Write(b[:12])
 			}
 			return
+		}
+		if udp && p.strayUDP {
+			if b, err := m.Pack(); err == nil {
+				binary.BigEndian.PutUint16(b, m.Id+1)
+				binary.BigEndian.PutUint16(b[6:], 1) // the SOA, not held
+				_, _ = w.Write(b)
+			}
 		}
 		m.Answer = []dns.RR{p.soa}
 		sign(m)

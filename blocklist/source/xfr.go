@@ -266,7 +266,9 @@ func unanswered(format string, args ...any) error {
 }
 
 // exchange sends q and reads its answer. Over UDP a datagram with another
-// ID is ignored (it answers some earlier query), within the timeout.
+// ID is ignored whatever it holds, read or not (it answers some earlier
+// query), within the timeout; the answer with q's ID is unpacked
+// (unpackWhole) and checked (check).
 // An error that no answer came is an *unansweredError.
 func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.Msg) (*dns.Msg, error) {
 	q.Id = dns.Id()
@@ -303,12 +305,12 @@ func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.M
 		if err != nil {
 			return nil, unanswered("SOA query: %w", err)
 		}
+		if network == "udp" && (n < 2 || binary.BigEndian.Uint16(buf) != q.Id) {
+			continue // by its ID, before its body: what it holds is another query's
+		}
 		m, err := unpackWhole(buf[:n])
 		if err != nil {
 			return nil, fmt.Errorf("SOA query: answer: %w", err)
-		}
-		if network == "udp" && m.Id != q.Id {
-			continue
 		}
 		if err := c.check("SOA query", q, m, buf[:n], &tsigChain{mac: mac}, false); err != nil {
 			return nil, err

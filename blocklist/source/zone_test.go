@@ -852,3 +852,19 @@ func TestZoneSOAAnswerOfAHeaderAlone(t *testing.T) {
 		assert.Zero(t, rec.count(), "nothing is delivered")
 	})
 }
+
+// TestZoneSOAQueryIgnoresStrayDatagrams: over UDP, a datagram with
+// another ID than the SOA query's answers some other query (a late answer
+// to one sent before, or a spoofer's guess) and is ignored whatever it
+// holds, as exchange says; one that ends before the records its header
+// counts ended the query with an error instead, and the look with it,
+// since it was unpacked before its ID was looked at.
+func TestZoneSOAQueryIgnoresStrayDatagrams(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a"), nil)
+	p.update(func(p *fakePrimary) { p.strayUDP = true })
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	c := rec.waitCount(t, 1)
+	assert.Equal(t, uint32(1), c.Serial)
+	assert.NoError(t, z.Status().LastError)
+	assert.Equal(t, qtypes(dns.TypeSOA, dns.TypeAXFR), qtypes(p.asked()...), "answered over UDP: not asked again over TCP")
+}
