@@ -100,3 +100,49 @@ func TestAnswerEndingBeforeItsRecords(t *testing.T) {
 		})
 	}
 }
+
+// TestAnswerOfAHeaderAlone: an answer that is a header alone, its QDCOUNT
+// still counting the question (a failure some servers send so: miekg/dns
+// reads it as a header, without a question), is no answer ending before
+// the records its header counts (TestAnswerEndingBeforeItsRecords): it is
+// read by its header, a REFUSED the upstream's refusal on every transport
+// (over UDP asked again over TCP first, as any question-less failure:
+// checkDatagram), and a Forwarder counts it as one (rcode_refused), not
+// as malformed.
+func TestAnswerOfAHeaderAlone(t *testing.T) {
+	headerAlone := func(t *testing.T, q *dns.Msg) []byte {
+		m := new(dns.Msg)
+		m.SetRcode(q, dns.RcodeRefused)
+		b, err := m.Pack()
+		require.NoError(t, err)
+		require.Equal(t, uint16(1), binary.BigEndian.Uint16(b[4:]), "QDCOUNT")
+		return b[:12]
+	}
+	for _, tr := range unreadTransports(t, newPKI(t), headerAlone) {
+		t.Run(tr.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			resp, err := tr.exchange(ctx, clientQuery("header.example.", false))
+			require.NoError(t, err)
+			assert.Equal(t, dns.RcodeRefused, resp.Rcode)
+			assert.Empty(t, resp.Question)
+		})
+	}
+	t.Run("Forwarder", func(t *testing.T) {
+		up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+			if r.Question[0].Name == "." {
+				return defaultAnswer(w, r) // the health check's probe stands
+			}
+			_, _ = w.Write(headerAlone(t, r))
+			return nil
+		})
+		fw := NewForwarder([]string{up.addr}, 2*time.Second, false)
+		t.Cleanup(fw.Close)
+		for _, tcp := range []bool{false, true} {
+			resp, _, err := fw.Forward(t.Context(), question("a.header.example.", dns.TypeA, true), tcp)
+			assert.Equal(t, "rcode_refused", causes(err), "message path, TCP %v: %v", tcp, resp)
+		}
+		a, _, err := fw.ForwardWire(t.Context(), wireQuestion("b.header.example.", dns.TypeA))
+		assert.Equal(t, "rcode_refused", causes(err), "wire path: %v", a)
+	})
+}
