@@ -151,3 +151,28 @@ func unreadTransports(t *testing.T, pki *testPKI, answer func(*testing.T, *dns.M
 		{"doq", newEncryptedTransport(t, doq.upstream(testServerName), opts).Exchange},
 	}
 }
+
+// checkMalformedOnEveryTransport asks the question qname of each of
+// unreadTransports, answered with answer: with ok, the answer comes back
+// holding its one answer record; else it is refused as malformed (an
+// error wrapping ErrAnswerMalformed, or ErrProtocol on the encrypted
+// transports), never returned, nor as an RdataError to relay.
+func checkMalformedOnEveryTransport(t *testing.T, pki *testPKI, qname string, answer func(*testing.T, *dns.Msg) []byte, ok bool) {
+	t.Helper()
+	for _, tr := range unreadTransports(t, pki, answer) {
+		t.Run(tr.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			resp, err := tr.exchange(ctx, clientQuery(qname, false))
+			if ok {
+				require.NoError(t, err)
+				assert.Len(t, resp.Answer, 1)
+				return
+			}
+			assert.Nil(t, resp, "relayed as an answer")
+			var rd *RdataError
+			assert.False(t, errors.As(err, &rd), "not an answer to relay: %v", err)
+			assert.True(t, errors.Is(err, ErrAnswerMalformed) || errors.Is(err, ErrProtocol), "malformed: %v", err)
+		})
+	}
+}
