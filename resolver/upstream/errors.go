@@ -111,10 +111,11 @@ func asReadable(err error) error {
 	return ErrAnswerTruncated
 }
 
-// headerOnly is the answer raw, which dnswire.Walk reads through, without
-// its records but its OPT: its header, question and EDNS (its Extended
-// DNS Errors), as a message; nil when miekg/dns does not unpack even
-// that.
+// headerOnly is the answer raw, which dnswire.Walk reads through (or a
+// truncated one that ends before its records: unpackMsg), without its
+// records but its OPT, when that is whole: its header, question and EDNS
+// (its Extended DNS Errors), as a message; nil when raw has no whole
+// question or miekg/dns does not unpack even that.
 func headerOnly(raw []byte) *dns.Msg {
 	q, ok := dnswire.ReadQuestion(raw)
 	if !ok {

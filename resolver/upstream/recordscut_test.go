@@ -3,10 +3,12 @@ package upstream
 import (
 	"context"
 	"encoding/binary"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -129,4 +131,49 @@ func TestAnswerOfAHeaderAlone(t *testing.T) {
 		a, _, err := fw.ForwardWire(t.Context(), wireQuestion("b.header.example.", dns.TypeA))
 		assert.Equal(t, "rcode_refused", causes(err), "wire path: %v", a)
 	})
+}
+
+// TestTruncatedDatagramEndingBeforeItsRecords: a UDP answer with TC set
+// that ends before the records its header counts (cut at a record's end
+// or inside one, as a server or a middlebox truncating the datagram
+// leaves it) is a truncated answer, asked again over TCP and not counted
+// as an error, on both paths, as one that holds what it counts is: its
+// records are never used. Unbound falls back to TCP on TC before parsing
+// the datagram ("this discards partial UDP contents", serviced_udp_callback).
+// Taken for malformed, it was counted as such (upstream errors
+// kind="malformed") although TCP answered.
+func TestTruncatedDatagramEndingBeforeItsRecords(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cut  func(b []byte) []byte
+	}{
+		{"at a record's end", func(b []byte) []byte { return countedMore(b, 6) }},
+		{"inside a record", func(b []byte) []byte { return b[:len(b)-2] }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				if _, udp := w.RemoteAddr().(*net.UDPAddr); !udp || r.Question[0].Name == "." {
+					return defaultAnswer(w, r)
+				}
+				m := defaultAnswer(nil, r)
+				m.Truncated, m.Extra = true, nil
+				b, err := m.Pack()
+				require.NoError(t, err)
+				_, _ = w.Write(tc.cut(b))
+				return nil
+			})
+			reg := prometheus.NewRegistry()
+			f, err := New([]string{up.addr}, Options{Timeout: 2 * time.Second, Metrics: NewMetrics(reg)})
+			require.NoError(t, err)
+			t.Cleanup(f.Close)
+			resp, _, err := f.Forward(t.Context(), question("a.tc.example.", dns.TypeA, true), false)
+			require.NoError(t, err, "message path")
+			assert.Len(t, resp.Answer, 1, "message path: TCP's answer")
+			a, _, err := f.ForwardWire(t.Context(), wireQuestion("b.tc.example.", dns.TypeA))
+			require.NoError(t, err, "wire path")
+			require.NotNil(t, a.Msg, "wire path: TCP's answer")
+			assert.Len(t, a.Msg.Answer, 1, "wire path: TCP's answer")
+			assert.Empty(t, upstreamErrors(t, reg, up.addr), "no error: a truncated answer, asked again over TCP")
+		})
+	}
 }

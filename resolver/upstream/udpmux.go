@@ -414,10 +414,23 @@ func UnpackAnswer(b []byte) (*dns.Msg, error) {
 // miekg/dns reads with more than one OPT record, or one outside the
 // additional section, is errOPTPlacement (oneOPT), as walkAnswer refuses
 // it in wire form; one that ends before the records its header counts is
-// errRecordsCut. The answer, or the RdataError's copy, holds the
-// upstream's first Extended DNS Errors only (maxAnswerEDEs).
+// errRecordsCut, but for one with TC set and one question, read as its
+// header, question and OPT record alone (headerOnly): a truncated answer,
+// whose records are not used. The answer, or the RdataError's copy, holds
+// the upstream's first Extended DNS Errors only (maxAnswerEDEs).
 func unpackMsg(b []byte) (*dns.Msg, error) {
 	if len(b) > dnswire.HeaderLen && !dnswire.RecordsWhole(b) {
+		if dnswire.Flags(b)&dnswire.FlagTC != 0 && dnswire.QDCount(b) == 1 {
+			// Truncated, and cut short as a truncating server or
+			// middlebox may leave it: its records are never used (a
+			// datagram is asked again over TCP, a stream's answer is
+			// ErrAnswerTruncated), so it is read as its header,
+			// question and OPT alone, as Unbound falls back to TCP on
+			// TC before parsing the datagram.
+			if m := headerOnly(b); m != nil {
+				return m, nil
+			}
+		}
 		return nil, errRecordsCut
 	}
 	m := new(dns.Msg)
@@ -454,7 +467,8 @@ func unpackMsg(b []byte) (*dns.Msg, error) {
 // refuses it (FORMERR); dnsdist 1.7 relays it as it came. A message that
 // is a header alone is read as miekg/dns reads it, without a question
 // (a failure some servers send so, which checkAnswer takes by its RCODE
-// only, and a UDP one is asked again over TCP).
+// only, and a UDP one is asked again over TCP), and one with TC set as
+// its header, question and OPT alone (a truncated answer: unpackMsg).
 var errRecordsCut = errors.New("the message ends before the records its header counts (RFC 1035 §4.1.1)")
 
 // errOPTPlacement is an answer with more than one OPT record, or one in
