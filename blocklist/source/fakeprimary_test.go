@@ -62,6 +62,10 @@ type fakePrimary struct {
 	// truncated answer: the reply's header with this RCODE and TC bit, its
 	// QDCOUNT still 1.
 	udpSOAHeader *headerOnly
+	// udpSOACut answers an SOA query over UDP with TC set and the SOA
+	// counted but not held: a truncated answer cut short, as a truncating
+	// server or middlebox may leave one.
+	udpSOACut bool
 	// strayUDP sends before each answer to an SOA query over UDP a
 	// datagram with another ID that ends before the SOA its header counts:
 	// a late or stray answer to another query, cut short.
@@ -204,6 +208,14 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 			m.Rcode, m.Truncated = h.rcode, h.truncated
 			if b, err := m.Pack(); err == nil {
 				_, _ = w.Write(b[:12])
+			}
+			return
+		}
+		if udp && p.udpSOACut {
+			m.Truncated = true
+			if b, err := m.Pack(); err == nil {
+				binary.BigEndian.PutUint16(b[6:], 1) // the SOA, not held
+				_, _ = w.Write(b)
 			}
 			return
 		}

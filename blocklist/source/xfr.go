@@ -268,7 +268,10 @@ func unanswered(format string, args ...any) error {
 // exchange sends q and reads its answer. Over UDP a datagram with another
 // ID is ignored whatever it holds, read or not (it answers some earlier
 // query), within the timeout; the answer with q's ID is unpacked
-// (unpackWhole) and checked (check).
+// (unpackWhole) and checked (check), but for one with TC set that ends
+// before the records its header counts, returned as a header with TC set
+// alone (a truncated answer: querySOA asks again over TCP, as Unbound
+// falls back to TCP on TC before reading the records).
 // An error that no answer came is an *unansweredError.
 func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.Msg) (*dns.Msg, error) {
 	q.Id = dns.Id()
@@ -309,6 +312,12 @@ func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.M
 			continue // by its ID, before its body: what it holds is another query's
 		}
 		m, err := unpackWhole(buf[:n])
+		if errors.Is(err, errRecordsCut) && network == "udp" && buf[2]&flagTC != 0 {
+			// Truncated, and cut short as a truncating server or
+			// middlebox may leave a datagram: querySOA asks again over
+			// TCP, and nothing of it is used.
+			return &dns.Msg{MsgHdr: dns.MsgHdr{Id: q.Id, Response: true, Truncated: true}}, nil
+		}
 		if err != nil {
 			return nil, fmt.Errorf("SOA query: answer: %w", err)
 		}
@@ -330,6 +339,9 @@ const soaResendFirst = 2 * time.Second
 
 // msgHeaderLen is the length of a DNS message header (RFC 1035 §4.1.1).
 const msgHeaderLen = 12
+
+// flagTC is the TC bit in the third octet of a message (RFC 1035 §4.1.1).
+const flagTC = 0x02
 
 // errRecordsCut is a message from the primary that ends before the
 // questions and records its header counts (RFC 1035 §4.1.1).

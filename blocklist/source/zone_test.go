@@ -868,3 +868,21 @@ func TestZoneSOAQueryIgnoresStrayDatagrams(t *testing.T) {
 	assert.NoError(t, z.Status().LastError)
 	assert.Equal(t, qtypes(dns.TypeSOA, dns.TypeAXFR), qtypes(p.asked()...), "answered over UDP: not asked again over TCP")
 }
+
+// TestZoneSOATruncatedAndCutShort: an answer to the SOA query over UDP
+// with TC set that ends before the records its header counts (the SOA
+// counted, not held: a truncating server or middlebox may cut a datagram
+// so and leave the counts) is truncated all the same, and asked again over
+// TCP; nothing of it is used. Taken for a message that ends before its
+// records, it failed the look, where it was asked again over TCP before
+// the count check (5eba6ef), as Unbound goes to TCP on TC before reading
+// the records.
+func TestZoneSOATruncatedAndCutShort(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a"), nil)
+	p.update(func(p *fakePrimary) { p.udpSOACut = true })
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	c := rec.waitCount(t, 1)
+	assert.Equal(t, uint32(1), c.Serial)
+	assert.NoError(t, z.Status().LastError)
+	assert.Equal(t, qtypes(dns.TypeSOA, dns.TypeSOA, dns.TypeAXFR), qtypes(p.asked()...), "asked again over TCP")
+}
