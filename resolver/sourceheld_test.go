@@ -227,6 +227,7 @@ const heldZone = "rpz.test."
 // port when notify is set, and a dnsfence taking the zone over TSIG; it
 // returns the primary, the list entry naming it, dnsfence and full.
 func startHeldZone(t *testing.T, notify bool) (*testnet.BIND, string, *sourceFence, []string) {
+	t.Helper()
 	up := startUpstream(t, nil)
 	key := testnet.NewBINDKey(t, "xfr-key.")
 	port := testnet.FreePort(t, "127.0.0.1")
