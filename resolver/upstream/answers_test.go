@@ -171,7 +171,8 @@ func TestForwardComparesQuestionsInWireForm(t *testing.T) {
 // TestForwardRefusesAnswersToAnotherQuestion: an upstream answer is taken
 // only as the response to the very question asked (RFC 5452 §9.1): not one
 // whose question has another class, not the query itself sent back (QR
-// clear), not one with a second question; over UDP in wire form and as a
+// clear), not one with a second question, not one of another opcode (RFC
+// 1035 §4.1.1: copied from the query); over UDP in wire form and as a
 // message, and over TCP. Each path checks the answer on its own, so each
 // is asked.
 func TestForwardRefusesAnswersToAnotherQuestion(t *testing.T) {
@@ -181,6 +182,7 @@ func TestForwardRefusesAnswersToAnotherQuestion(t *testing.T) {
 	}{
 		{"another class", func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassCHAOS }},
 		{"the query sent back", func(m *dns.Msg) { m.Response = false }},
+		{"another opcode", func(m *dns.Msg) { m.Opcode = dns.OpcodeNotify }},
 		{"a second question", func(m *dns.Msg) {
 			m.Question = append(m.Question, dns.Question{Name: "tiktok.com.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
 		}},

@@ -360,8 +360,10 @@ func TestQueryForgottenWhileMovingIsNotMoved(t *testing.T) {
 // TestMovedQueryKeepsItsResends: the datagram a move sends is one of the
 // query's resends (maxResends), not the first of a new set: a query moved
 // after its last resend is not sent again after the move, and one moved
-// before any is sent again at most maxResends times in all. Before, the
-// move started its count over, and a query could be sent 1+3+1+3 times.
+// before any is sent again at most maxResends times in all; either keeps
+// the deadline it was registered with (a move gives it no more time).
+// Before, the move started its count over, and a query could be sent
+// 1+3+1+3 times.
 func TestMovedQueryKeepsItsResends(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -401,12 +403,15 @@ func TestMovedQueryKeepsItsResends(t *testing.T) {
 				only(first, func(w *waiter) { resends = w.resends })
 				return resends == tc.before
 			}, 2*time.Second, time.Millisecond, "resent on the first socket")
+			var deadline time.Time
+			require.True(t, only(first, func(w *waiter) { deadline = w.deadline }))
 			first.fail(syscall.ECONNREFUSED)
 			require.Eventually(t, func() bool { return up.seen([]string{name}, 2) }, 2*time.Second, time.Millisecond, "moved")
 			next := current(m)
 			require.True(t, only(next, func(w *waiter) {
 				assert.Equal(t, tc.resends, w.resends, "the move counted as one of its resends")
 				assert.Equal(t, tc.sendsMore, w.packet != nil, "sent again after the move")
+				assert.Equal(t, deadline, w.deadline, "the move keeps the query's deadline")
 			}), "the query waits on the next socket")
 			up.release()
 			require.NoError(t, <-done)

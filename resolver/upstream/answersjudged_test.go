@@ -1,0 +1,325 @@
+package upstream
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestAnswerRcodesNotFailedOver: NOERROR, NXDOMAIN and YXDOMAIN are
+// answers (failureRcode), returned from the first upstream as they came,
+// over the message path and the wire path: a YXDOMAIN is the answer to a
+// query whose DNAME substitution made a name too long (RFC 6672 §2.2), not
+// a failure of the upstream to fail over from. The other RCODEs' failover
+// is TestFailoverOnFailureRcodes's (package resolver).
+func TestAnswerRcodesNotFailedOver(t *testing.T) {
+	for _, rcode := range []int{dns.RcodeSuccess, dns.RcodeNameError, dns.RcodeYXDomain} {
+		t.Run(dns.RcodeToString[rcode], func(t *testing.T) {
+			first := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				if r.Question[0].Name == "." {
+					return defaultAnswer(w, r) // the health check
+				}
+				return rcodeAnswer(rcode)(w, r)
+			})
+			second := startUpstream(t, nil)
+			f := NewForwarder([]string{first.addr, second.addr}, 2*time.Second, false)
+			t.Cleanup(f.Close)
+
+			resp, from, err := f.Forward(context.Background(), clientQuery("x.dname.example.", false), false)
+			require.NoError(t, err)
+			assert.Equal(t, first.addr, from)
+			assert.Equal(t, rcode, resp.Rcode)
+
+			a, from, err := f.ForwardWire(context.Background(), wireQuestion("x.dname.example.", dns.TypeA))
+			require.NoError(t, err)
+			assert.Equal(t, first.addr, from)
+			assert.Equal(t, rcode, a.Rcode)
+			assert.Empty(t, f.Down(), "no failure of the upstream")
+		})
+	}
+}
+
+// TestRefusedNoRecursionJudgedByRD: a REFUSED to a query without RD
+// speaks of the query (refusedNoRecursion: Unbound refuses RD=0 to a
+// client without allow_snoop) and is no failure of the upstream even when
+// the next upstream answers it; a REFUSED to a recursive query that the
+// next upstream answers is a failure of the one that refused (an
+// access-control leaving dnsfence out), and marks it down. The answer's
+// RD is the query's (RFC 1035 §4.1.1).
+func TestRefusedNoRecursionJudgedByRD(t *testing.T) {
+	for _, rd := range []bool{false, true} {
+		t.Run(map[bool]string{false: "RD clear", true: "RD set"}[rd], func(t *testing.T) {
+			refusing := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				if r.Question[0].Name == "." || r.RecursionDesired != rd {
+					return defaultAnswer(w, r) // the health check, and the other kind of query
+				}
+				return rcodeAnswer(dns.RcodeRefused)(w, r)
+			})
+			second := startUpstream(t, nil)
+			f := NewForwarder([]string{refusing.addr, second.addr}, 2*time.Second, false)
+			t.Cleanup(f.Close)
+			f.started.Store(true) // no probes: the refusing upstream is asked first
+
+			for range 4 {
+				q := clientQuery("snoop.example.", false)
+				q.RecursionDesired = rd
+				_, from, err := f.Forward(context.Background(), q, false)
+				require.NoError(t, err)
+				require.Equal(t, second.addr, from, "answered by the second upstream")
+				if rd {
+					break // the first refusal, another upstream answering, marks it down
+				}
+			}
+			if rd {
+				assert.Equal(t, []string{refusing.addr}, f.Down(), "refusing recursion is a failure of the upstream")
+			} else {
+				assert.Empty(t, f.Down(), "refusing a query without RD is no failure")
+			}
+		})
+	}
+}
+
+// TestFailedValidationNotAFailureWhenAnotherAnswers: a validator's
+// SERVFAIL whose Extended DNS Error says the data failed DNSSEC
+// validation (RFC 8914 codes 1, 2 and 5 to 12) is no failure of the
+// validator even when the next upstream, which may not validate, answers
+// the query (failedValidation): clients asking for bogus names cannot
+// have every query sent to the upstream that does not validate. A
+// SERVFAIL with another EDE, or none, that the next upstream answers is a
+// failure of the upstream that gave it.
+func TestFailedValidationNotAFailureWhenAnotherAnswers(t *testing.T) {
+	validation := []uint16{
+		dns.ExtendedErrorCodeUnsupportedDNSKEYAlgorithm, dns.ExtendedErrorCodeUnsupportedDSDigestType,
+		dns.ExtendedErrorCodeDNSSECIndeterminate, dns.ExtendedErrorCodeDNSBogus,
+		dns.ExtendedErrorCodeSignatureExpired, dns.ExtendedErrorCodeSignatureNotYetValid,
+		dns.ExtendedErrorCodeDNSKEYMissing, dns.ExtendedErrorCodeRRSIGsMissing,
+		dns.ExtendedErrorCodeNoZoneKeyBitSet, dns.ExtendedErrorCodeNSECMissing,
+	}
+	for _, code := range append(validation, dns.ExtendedErrorCodeNoReachableAuthority) {
+		t.Run(dns.ExtendedErrorCodeToString[code], func(t *testing.T) {
+			validator := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				if r.Question[0].Name == "." {
+					return defaultAnswer(w, r) // the health check
+				}
+				return rcodeAnswer(dns.RcodeServerFailure, &dns.EDNS0_EDE{InfoCode: code})(w, r)
+			})
+			second := startUpstream(t, nil)
+			f := NewForwarder([]string{validator.addr, second.addr}, 2*time.Second, false)
+			t.Cleanup(f.Close)
+			f.started.Store(true) // no probes: the validator is asked first
+
+			_, from, err := f.Forward(context.Background(), clientQuery("bogus.example.", false), false)
+			require.NoError(t, err)
+			require.Equal(t, second.addr, from)
+			if code == dns.ExtendedErrorCodeNoReachableAuthority {
+				assert.Equal(t, []string{validator.addr}, f.Down(), "a SERVFAIL another upstream answered is a failure")
+			} else {
+				assert.Empty(t, f.Down(), "a failed validation is no failure of the validator")
+			}
+		})
+	}
+}
+
+// TestAnswerEDEsBounded: an answer is read with its first three distinct
+// Extended DNS Errors (maxAnswerEDEs, firstEDEs), the repeats and the rest
+// dropped, however many it carries: a SERVFAIL with six is relayed with
+// three, not read into a panic.
+func TestAnswerEDEsBounded(t *testing.T) {
+	codes := []uint16{6, 6, 9, 22, 23, 7}
+	var edes []*dns.EDNS0_EDE
+	for _, c := range codes {
+		edes = append(edes, &dns.EDNS0_EDE{InfoCode: c, ExtraText: "x"})
+	}
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name == "." {
+			return defaultAnswer(w, r)
+		}
+		return rcodeAnswer(dns.RcodeServerFailure, edes...)(w, r)
+	})
+	f := NewForwarder([]string{up.addr}, 2*time.Second, false)
+	t.Cleanup(f.Close)
+	for _, tcp := range []bool{false, true} {
+		_, _, err := f.Forward(context.Background(), clientQuery("edes.example.", false), tcp)
+		var ue *UpstreamError
+		require.ErrorAs(t, err, &ue)
+		require.NotNil(t, ue.Answer, "tcp %v", tcp)
+		require.NotNil(t, ue.Answer.IsEdns0(), "tcp %v", tcp)
+		var got []uint16
+		for _, o := range ue.Answer.IsEdns0().Option {
+			if e, ok := o.(*dns.EDNS0_EDE); ok {
+				got = append(got, e.InfoCode)
+			}
+		}
+		assert.Equal(t, []uint16{6, 9, 22}, got, "tcp %v", tcp)
+	}
+}
+
+// TestUnreadFailureKeepsItsHeader: a SERVFAIL with a record miekg/dns
+// does not read is judged as the same answer read would be (asReadable):
+// its RCODE, and its header, question and OPT kept in the error's answer
+// (headerOnly), so that the Extended DNS Error it carries (a validator's
+// DNSSEC Bogus) reaches the client and judges the upstream's health.
+func TestUnreadFailureKeepsItsHeader(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name == "." {
+			return defaultAnswer(w, r)
+		}
+		b := unreadHintAnswer(t, r)
+		m := new(dns.Msg)
+		m.SetRcode(r, dns.RcodeServerFailure)
+		m.SetEdns0(1232, false)
+		m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeDNSBogus}}
+		// The unread answer's records, under a SERVFAIL header and an OPT.
+		b[3] = b[3]&^0xF | dns.RcodeServerFailure
+		opt := make([]byte, 64)
+		n, err := dns.PackRR(m.IsEdns0(), opt, 0, nil, false)
+		require.NoError(t, err)
+		b = append(b, opt[:n]...)
+		b[11]++ // ARCOUNT
+		_, _ = w.Write(b)
+		return nil
+	})
+	f := NewForwarder([]string{up.addr}, 2*time.Second, false)
+	t.Cleanup(f.Close)
+	q := clientQuery("a.svcb.example.", false)
+	q.Question[0].Qtype = dns.TypeHTTPS
+	for _, tcp := range []bool{false, true} {
+		_, _, err := f.Forward(context.Background(), q, tcp)
+		var ue *UpstreamError
+		require.ErrorAs(t, err, &ue, "tcp %v", tcp)
+		assert.Equal(t, "rcode_servfail", ue.Causes(), "tcp %v", tcp)
+		require.NotNil(t, ue.Answer, "the header, question and OPT kept (tcp %v)", tcp)
+		assert.Equal(t, dns.RcodeServerFailure, ue.Answer.Rcode)
+		assert.Equal(t, q.Question, ue.Answer.Question)
+		require.NotNil(t, ue.Answer.IsEdns0())
+		require.Len(t, ue.Answer.IsEdns0().Option, 1)
+		assert.Equal(t, uint16(dns.ExtendedErrorCodeDNSBogus), ue.Answer.IsEdns0().Option[0].(*dns.EDNS0_EDE).InfoCode)
+	}
+}
+
+// TestTruncatedStreamAnswerUnusableOnTheWirePath: an answer with TC set
+// over TCP, after a truncated UDP answer, is cut short with nothing larger
+// to ask over (RFC 1035 §4.2.2), on the wire path as on the message path:
+// a failure of the upstream (ErrAnswerTruncated), never relayed as if
+// whole.
+func TestTruncatedStreamAnswerUnusableOnTheWirePath(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		if r.Question[0].Name != "." {
+			m.Answer = nil
+			m.Truncated = true // over UDP and TCP alike
+		}
+		return m
+	})
+	f := NewForwarder([]string{up.addr}, 2*time.Second, false)
+	t.Cleanup(f.Close)
+	_, _, err := f.ForwardWire(context.Background(), wireQuestion("cut.example.", dns.TypeA))
+	assert.Equal(t, "truncated", causes(err), "wire path: %v", err)
+	_, _, err = f.Forward(context.Background(), clientQuery("cut.example.", false), false)
+	assert.Equal(t, "truncated", causes(err), "message path: %v", err)
+}
+
+// TestCallerGoneIsNoFailure: a try that the caller's giving up ended (its
+// context cancelled: the client went away) says nothing of the upstream
+// (record): no failure in its window, and it is not marked down.
+func TestCallerGoneIsNoFailure(t *testing.T) {
+	addr, asked := askedSilentUpstream(t)
+	f := NewForwarder([]string{addr}, 5*time.Second, false)
+	t.Cleanup(f.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := f.Forward(ctx, clientQuery("gone.example.", false), false)
+		done <- err
+	}()
+	<-asked
+	cancel()
+	require.Error(t, <-done)
+	w := f.upstreams[0].health.w.Load()
+	assert.Zero(t, w>>32, "nothing recorded in its window")
+	assert.Empty(t, f.Down())
+}
+
+// TestExtendedRcodeIsAFailure: an answer whose RCODE is extended by its
+// OPT record (BADVERS, 16: RFC 6891 §6.1.3, low bits 0 in the header) is
+// read as that RCODE on the wire path as on the message path: a failure
+// RCODE, never the NOERROR its header's four bits say.
+func TestExtendedRcodeIsAFailure(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name == "." {
+			return defaultAnswer(w, r)
+		}
+		return rcodeAnswer(dns.RcodeBadVers)(w, r)
+	})
+	f := NewForwarder([]string{up.addr}, 2*time.Second, false)
+	t.Cleanup(f.Close)
+	_, _, err := f.ForwardWire(context.Background(), wireQuestion("badvers.example.", dns.TypeA))
+	assert.Equal(t, "rcode_badvers", causes(err), "wire path: %v", err)
+	then := make(thenChan, 2)
+	f.StartWire(wireQuestion("badvers.example.", dns.TypeA), then, nil)
+	r := then.wait(t)
+	assert.Equal(t, "rcode_badvers", causes(r.err), "started: %v", r.err)
+	_, _, err = f.Forward(context.Background(), clientQuery("badvers.example.", false), false)
+	assert.Equal(t, "rcode_badvers", causes(err), "message path: %v", err)
+}
+
+// TestStartedFailureChecksHealth: a started query (StartWire) to the
+// only upstream that gets a SERVFAIL has the upstream's health checked
+// (unansweredQueryFailure: the health check, the root NS query, asked
+// once), as a forwarded query's does: an upstream that SERVFAILs every
+// query is found broken by the check it fails.
+func TestStartedFailureChecksHealth(t *testing.T) {
+	var checks atomic.Int32
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name == "." {
+			checks.Add(1)
+		}
+		return rcodeAnswer(dns.RcodeServerFailure)(w, r)
+	})
+	f := NewForwarder([]string{up.addr}, 2*time.Second, false)
+	t.Cleanup(f.Close)
+	then := make(thenChan, 2)
+	f.StartWire(wireQuestion("servfail.example.", dns.TypeA), then, nil)
+	r := then.wait(t)
+	require.Equal(t, "rcode_servfail", causes(r.err))
+	require.Eventually(t, func() bool { return checks.Load() == 1 }, 10*time.Second, 5*time.Millisecond, "the health check asked")
+	require.Eventually(t, func() bool { return len(f.Down()) == 1 }, 10*time.Second, 5*time.Millisecond,
+		"down: it failed the check too")
+}
+
+// TestUnreadTruncatedAnswerIsTruncated: an answer with a record miekg/dns
+// does not read and TC set, over UDP and then over TCP too, is cut short
+// (asReadable: RdataError.answer), on the message path and the wire path:
+// ErrAnswerTruncated, never taken as the upstream's whole answer.
+func TestUnreadTruncatedAnswerIsTruncated(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name == "." {
+			return defaultAnswer(w, r)
+		}
+		b := unreadHintAnswer(t, r)
+		b[2] |= 0x02 // TC
+		_, _ = w.Write(b)
+		return nil
+	})
+	f := NewForwarder([]string{up.addr}, 2*time.Second, false)
+	t.Cleanup(f.Close)
+	q := clientQuery("a.svcb.example.", false)
+	q.Question[0].Qtype = dns.TypeHTTPS
+	for _, tcp := range []bool{false, true} {
+		_, _, err := f.Forward(context.Background(), q, tcp)
+		var ue *UpstreamError
+		require.ErrorAs(t, err, &ue, "tcp %v", tcp)
+		assert.Equal(t, "truncated", ue.Causes(), "tcp %v", tcp)
+		assert.False(t, ue.Answered(), "tcp %v", tcp)
+	}
+	_, _, err := f.ForwardWire(context.Background(), wireQuestion("a.svcb.example.", dns.TypeHTTPS))
+	var ue *UpstreamError
+	require.ErrorAs(t, err, &ue)
+	assert.Equal(t, "truncated", ue.Causes(), "wire path")
+	assert.False(t, ue.Answered(), "wire path")
+}
