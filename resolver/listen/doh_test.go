@@ -203,6 +203,7 @@ func TestDoHStatusCodes(t *testing.T) {
 		{name: "GET with padded dns", method: "GET", target: DoHPath + "?dns=" + padded, status: 400},
 		{name: "GET with standard base64", method: "GET", target: DoHPath + "?dns=" + strings.ReplaceAll(good, "_", "/") + "+", status: 400},
 		{name: "GET with not base64", method: "GET", target: DoHPath + "?dns=%25%25%25", status: 400},
+		{name: "GET with a line break in dns", method: "GET", target: DoHPath + "?dns=" + good[:8] + "%0D%0A" + good[8:], status: 400},
 		{name: "GET with two dns", method: "GET", target: DoHPath + "?dns=" + good + "&dns=" + good, status: 400},
 		{name: "GET with a short message", method: "GET", target: DoHPath + "?dns=AAAA", status: 400},
 		{name: "GET with 10 KB dns", method: "GET", target: DoHPath + "?dns=" + strings.Repeat("A", 10<<10), status: 414},
