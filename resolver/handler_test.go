@@ -419,7 +419,11 @@ func TestTruncationToClientSize(t *testing.T) {
 	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		m := new(dns.Msg)
 		m.SetReply(r)
-		for i := 0; i < 60; i++ {
+		n := 60
+		if strings.HasPrefix(r.Question[0].Name, "more") {
+			n = 100 // 1,645 octets with an OPT: over the 1,232 dnsfence advertises
+		}
+		for i := 0; i < n; i++ {
 			m.Answer = append(m.Answer, mustRR("%s 300 IN A 192.0.2.%d", r.Question[0].Name, i))
 		}
 		return m
@@ -427,6 +431,7 @@ func TestTruncationToClientSize(t *testing.T) {
 	f := startFence(t, testConfig, testFiles, up.addr)
 	tests := []struct {
 		name      string
+		qname     string // "": many.example.org., 60 A records
 		edns      uint16 // 0: no EDNS
 		network   string
 		wantTC    bool
@@ -436,11 +441,21 @@ func TestTruncationToClientSize(t *testing.T) {
 		{name: "no edns is 512", network: "udp", wantTC: true, wantMax: 512},
 		{name: "edns 1232", edns: 1232, network: "udp", wantTC: false, wantMax: 1232, wantCount: 60},
 		{name: "edns below 512 means 512", edns: 100, network: "udp", wantTC: true, wantMax: 512},
+		{name: "edns above 1232 means 1232", qname: "more.example.org.", edns: 4096, network: "udp", wantTC: true, wantMax: 1232},
+		// A name with a '+' takes the message path (readWireQuery): the
+		// same sizes.
+		{name: "message path, no edns is 512", qname: "many+m.example.org.", network: "udp", wantTC: true, wantMax: 512},
+		{name: "message path, edns below 512 means 512", qname: "many+m.example.org.", edns: 100, network: "udp", wantTC: true, wantMax: 512},
+		{name: "message path, edns above 1232 means 1232", qname: "more+m.example.org.", edns: 4096, network: "udp", wantTC: true, wantMax: 1232},
 		{name: "tcp is never truncated", network: "tcp", wantTC: false, wantMax: 65535, wantCount: 60},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req := question("many.example.org.", dns.TypeA, false)
+			qname := tc.qname
+			if qname == "" {
+				qname = "many.example.org."
+			}
+			req := question(qname, dns.TypeA, false)
 			if tc.edns > 0 {
 				req.SetEdns0(tc.edns, false)
 			}
@@ -450,6 +465,11 @@ func TestTruncationToClientSize(t *testing.T) {
 			packed, err := r.Pack()
 			require.NoError(t, err)
 			assert.LessOrEqual(t, len(packed), tc.wantMax)
+			if tc.wantTC {
+				// Fitted to the size, not below it: one more A record
+				// (16 octets, its owner compressed) would not fit.
+				assert.Greater(t, len(packed), tc.wantMax-16, "the answer fills the client's size")
+			}
 			if tc.wantCount > 0 {
 				assert.Len(t, r.Answer, tc.wantCount)
 			}

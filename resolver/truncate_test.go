@@ -113,6 +113,36 @@ func TestTruncateFitsTSIGAnswer(t *testing.T) {
 		assert.True(t, m.Truncated, "the TSIG left out: the client asks again over TCP")
 		assert.Nil(t, m.IsTsig())
 	})
+	t.Run("EDE codes left out for the TSIG", func(t *testing.T) {
+		// A NOTAUTH whose TSIG, beside its header, question and an empty
+		// OPT, fits 512 octets, but not with the codes of its Extended
+		// DNS Errors as well: the options go (shrinkOPT), the TSIG stays,
+		// and TC is clear; kept, they would have pushed the TSIG out.
+		m := question("a.example.org.", dns.TypeA, true)
+		m.Response, m.Rcode = true, dns.RcodeNotAuth
+		sig := tsig(long)
+		sig.Algorithm = long
+		m.Extra = append(m.Extra, sig)
+		_, err := m.Pack()
+		require.NoError(t, err)
+		opt := m.IsEdns0()
+		require.NotNil(t, opt)
+		for fitsIn(m, 512) {
+			opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeNotAuthoritative})
+		}
+		options := opt.Option
+		opt.Option = nil
+		require.True(t, fitsIn(m, 512), "without options, the answer fits whole")
+		opt.Option = options
+		truncate(m, 512)
+		b, err := m.Pack()
+		require.NoError(t, err)
+		assert.LessOrEqual(t, len(b), 512)
+		assert.False(t, m.Truncated, "nothing the answer requires was left out")
+		assert.NotNil(t, m.IsTsig(), "the TSIG kept, last")
+		require.NotNil(t, m.IsEdns0())
+		assert.Empty(t, m.IsEdns0().Option, "the options left out")
+	})
 	for _, limit := range []int{512, 1232} {
 		t.Run(fmt.Sprint("answer with a TSIG last, ", limit), func(t *testing.T) {
 			m := question("a.example.org.", dns.TypeA, false)
