@@ -222,7 +222,10 @@ func TestAllUpstreamsAnswerFailureRcodes(t *testing.T) {
 			}
 
 			// Asked again: the SERVFAIL comes from the cache, the same; the
-			// others are asked again.
+			// others are asked again, once the probes the first query
+			// started (which fail too) have marked both down: until
+			// then the one still up is asked alone.
+			require.Eventually(t, func() bool { return len(f.handler.Snapshot().Forwarder().Down()) == 2 }, 5*time.Second, 10*time.Millisecond)
 			again := ask(t, f.addr, "", "udp", question("fail.example.org.", dns.TypeA, true))
 			again.Id = r.Id
 			assert.Equal(t, r.String(), again.String())
