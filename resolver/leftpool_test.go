@@ -68,7 +68,13 @@ func nameAnswer(delay time.Duration) func(dns.ResponseWriter, *dns.Msg) *dns.Msg
 // The memory of every reused query is overwritten first (init).
 func TestLeftQueriesReusedAfterTheirAnswer(t *testing.T) {
 	up := startUpstream(t, nameAnswer(20*time.Millisecond))
-	f := startFenceOn(t, "127.0.0.1:0", up.addr)
+	// Not a test of timeouts: 96 queries delayed 20 ms each at once
+	// outlast testConfig's 300 ms on a loaded machine.
+	fc := startFence(t, strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 5s", 1), testFiles, up.addr)
+	srv := NewServer(fc.handler.log, fc.handler)
+	require.NoError(t, srv.Start([]string{"127.0.0.1:0"}))
+	t.Cleanup(func() { _ = srv.Shutdown(t.Context()) })
+	addr := srv.Addrs()[0]
 	before := leftReused.Load()
 	const clients, rounds = 8, 12
 	var wg sync.WaitGroup
@@ -82,7 +88,7 @@ func TestLeftQueriesReusedAfterTheirAnswer(t *testing.T) {
 					fmt.Sprintf("own%d-%d.example.org.", c, r),
 				} {
 					m := question(name, dns.TypeA, r%2 == 0)
-					got, err := exchange(f.addr, "127.0.0.3", "udp", m)
+					got, err := exchange(addr, "127.0.0.3", "udp", m)
 					if !assert.NoError(t, err, name) {
 						continue
 					}
