@@ -71,7 +71,7 @@ func TestReloadRetiresForwarderAfterItsQueries(t *testing.T) {
 		assert.Equal(t, "192.0.2.1", r.Answer[0].(*dns.A).A.String(), "from the new upstream")
 	}
 	assert.Equal(t, int64(1), old.count.Load(), "the old upstream gets no new query")
-	assert.False(t, portFree(oldSocket), "the old forwarder's socket is open while a query waits on it")
+	assert.True(t, testnet.UDPBoundHere(t, oldSocket), "the old forwarder's socket is open while a query waits on it")
 
 	close(release)
 	res := <-inFlight
@@ -80,19 +80,8 @@ func TestReloadRetiresForwarderAfterItsQueries(t *testing.T) {
 	if assert.Len(t, res.r.Answer, 1) {
 		assert.Equal(t, "192.0.2.7", res.r.Answer[0].(*dns.A).A.String(), "by the upstream it was sent to")
 	}
-	require.Eventually(t, func() bool { return portFree(oldSocket) }, 5*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return !testnet.UDPBoundHere(t, oldSocket) }, 5*time.Second, 10*time.Millisecond,
 		"the old forwarder's socket closes once its query is answered")
-}
-
-// portFree reports whether the UDP address addr can be bound, that is,
-// whether the socket that had it is closed.
-func portFree(addr string) bool {
-	c, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
 }
 
 // TestBuildSnapshotReadsNoResolvConf: BuildSnapshot (what check and

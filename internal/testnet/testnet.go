@@ -2,8 +2,14 @@
 package testnet
 
 import (
+	"encoding/binary"
+	"fmt"
 	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -113,4 +119,53 @@ func socket(typ int) (int, error) {
 		unix.CloseOnExec(fd)
 	}
 	return fd, err
+}
+
+// UDPBoundHere reports whether a socket of this process is bound to the
+// UDP address addr ("127.0.0.1:5353", "[::1]:853"), from the kernel's
+// table of UDP sockets (/proc/net/udp and udp6) and this process's file
+// descriptors (/proc/self/fd). A test asking whether a socket it closed
+// let its address go cannot bind the address itself to find out: once
+// freed, an ephemeral port may be taken at once by any other process's
+// socket (another package's tests, run in parallel), and the bind fails
+// though the socket closed.
+func UDPBoundHere(t testing.TB, addr string) bool {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		t.Fatalf("UDPBoundHere: %v", err)
+	}
+	ip := ap.Addr().Unmap()
+	table := "/proc/net/udp6"
+	if ip.Is4() {
+		table = "/proc/net/udp"
+	}
+	// The address as the table writes it: each 4-octet word of the IP
+	// in host (little-endian) order, then the port, in hex.
+	var want strings.Builder
+	for b := ip.AsSlice(); len(b) > 0; b = b[4:] {
+		fmt.Fprintf(&want, "%08X", binary.LittleEndian.Uint32(b))
+	}
+	fmt.Fprintf(&want, ":%04X", ap.Port())
+	text, err := os.ReadFile(table)
+	if err != nil {
+		t.Fatalf("UDPBoundHere: %v", err)
+	}
+	inodes := map[string]bool{}
+	for line := range strings.Lines(string(text)) {
+		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode …
+		if f := strings.Fields(line); len(f) > 9 && f[1] == want.String() {
+			inodes["socket:["+f[9]+"]"] = true
+		}
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("UDPBoundHere: %v", err)
+	}
+	for _, fd := range fds {
+		if link, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && inodes[link] {
+			return true
+		}
+	}
+	return false
 }

@@ -55,3 +55,18 @@ func TestFreePortOutsideEphemeralRange(t *testing.T) {
 		u.Close()
 	}
 }
+
+// TestUDPBoundHere: a UDP socket of this process is found by its
+// address, IPv4 and IPv6, and not once it is closed.
+func TestUDPBoundHere(t *testing.T) {
+	for _, network := range []string{"127.0.0.1:0", "[::1]:0"} {
+		pc, err := net.ListenPacket("udp", network)
+		if err != nil {
+			t.Skipf("%s: %v", network, err)
+		}
+		addr := pc.LocalAddr().String()
+		assert.True(t, UDPBoundHere(t, addr), addr)
+		require.NoError(t, pc.Close())
+		assert.False(t, UDPBoundHere(t, addr), addr)
+	}
+}
