@@ -114,7 +114,11 @@ func TestServersTakeTurnsInRounds(t *testing.T) {
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	total := len(log.servers)
-	require.GreaterOrEqual(t, total, 30, "a query every 2 ms for 300 ms, fewer only on a very busy machine")
+	// A query every 2 ms for 300 ms is 150, and a busy machine sends far
+	// fewer (25 seen while other tests ran): the schedule is
+	// TestScheduleStartsAgainAfterALongWait's, and this test needs only
+	// rounds to compare (seed 7 draws a second order at the third).
+	require.GreaterOrEqual(t, total, 12, "four rounds at least")
 	for _, s := range list {
 		assert.Len(t, s.rtts, s.sent, "%s: every query answered", s.name)
 		assert.InDelta(t, total/3, s.sent, 1, "%s: a third of the queries", s.name)
