@@ -34,20 +34,31 @@ func (r limitRules) Limits() Limits             { return r.limits }
 // and returns its address.
 func startLimited(t *testing.T, limits Limits) string {
 	t.Helper()
-	var addr string
-	s := New(Config{
+	_, addr := startServer(t, Config{
 		Handler: &fakeHandler{release: make(chan struct{})},
 		Rules:   func() Rules { return limitRules{limits} },
-		Sockets: func(socks []UDPSocket) { addr = socks[0].Conn.LocalAddr().String() },
-		Log:     zaptest.NewLogger(t),
 	})
+	return addr
+}
+
+// startServer starts a Server of cfg on 127.0.0.1 (its Sockets set, its
+// Log a test logger when unset), shut down when the test ends, and
+// returns it with its address, UDP's and TCP's.
+func startServer(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
+	var addr string
+	cfg.Sockets = func(socks []UDPSocket) { addr = socks[0].Conn.LocalAddr().String() }
+	if cfg.Log == nil {
+		cfg.Log = zaptest.NewLogger(t)
+	}
+	s := New(cfg)
 	require.NoError(t, s.Start([]string{"127.0.0.1:0"}))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = s.Shutdown(ctx)
 	})
-	return addr
+	return s, addr
 }
 
 // askTCPFrom dials addr over TCP from the loopback address src and asks
@@ -157,25 +168,16 @@ func TestAnswerAfterStopLeavesTheReadStopped(t *testing.T) {
 // Held until a slot came free, it waited on the slowest upstream.
 func TestAnswersReadyGoOutWhileThePipelineIsFull(t *testing.T) {
 	h := &fakeHandler{release: make(chan struct{})}
-	var addr string
-	s := New(Config{
+	_, addr := startServer(t, Config{
 		Handler: h,
 		Rules: func() Rules {
 			return limitRules{Limits{TCPConnections: 8, TCPConnectionsPerClient: 8, TCPPipeline: 1,
 				TCPReadTimeout: 10 * time.Second, TCPIdleTimeout: 10 * time.Second}}
 		},
-		Sockets: func(socks []UDPSocket) { addr = socks[0].Conn.LocalAddr().String() },
-		Log:     zaptest.NewLogger(t),
 	})
-	require.NoError(t, s.Start([]string{"127.0.0.1:0"}))
 	var once sync.Once
 	release := func() { once.Do(func() { close(h.release) }) }
-	t.Cleanup(func() {
-		release()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
-	})
+	t.Cleanup(release) // before startServer's Shutdown, which waits for the held queries
 
 	c, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
@@ -229,22 +231,13 @@ func TestRefusedConnectionsHoldNoListenerPlace(t *testing.T) {
 // admitted again.
 func TestClosedConnectionReleasesItsAdmission(t *testing.T) {
 	var open atomic.Int64
-	var addr string
-	s := New(Config{
+	_, addr := startServer(t, Config{
 		Handler: &fakeHandler{release: make(chan struct{})},
 		Rules: func() Rules {
 			return limitRules{Limits{TCPConnections: 8, TCPConnectionsPerClient: 1, TCPPipeline: 4,
 				TCPReadTimeout: time.Minute, TCPIdleTimeout: time.Minute}}
 		},
 		Connections: func(_ string, delta int) { open.Add(int64(delta)) },
-		Sockets:     func(socks []UDPSocket) { addr = socks[0].Conn.LocalAddr().String() },
-		Log:         zaptest.NewLogger(t),
-	})
-	require.NoError(t, s.Start([]string{"127.0.0.1:0"}))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
 	})
 
 	co, err := askTCPFrom(t, "127.0.127.6", addr)
@@ -307,17 +300,13 @@ func TestDoTHandshakeWaitsTheReadTimeout(t *testing.T) {
 // with a minute of its idle timeout left, is closed and Shutdown returns
 // without waiting for that timeout or for its own deadline (30 s here).
 func TestShutdownEndsIdleConnectionsAtOnce(t *testing.T) {
-	var addr string
-	s := New(Config{
+	s, addr := startServer(t, Config{
 		Handler: &fakeHandler{release: make(chan struct{})},
 		Rules: func() Rules {
 			return limitRules{Limits{TCPConnections: 8, TCPConnectionsPerClient: 8, TCPPipeline: 4,
 				TCPReadTimeout: time.Minute, TCPIdleTimeout: time.Minute}}
 		},
-		Sockets: func(socks []UDPSocket) { addr = socks[0].Conn.LocalAddr().String() },
-		Log:     zaptest.NewLogger(t),
 	})
-	require.NoError(t, s.Start([]string{"127.0.0.1:0"}))
 	co, err := askTCPFrom(t, "127.0.127.7", addr)
 	require.NoError(t, err)
 
@@ -336,17 +325,13 @@ func TestShutdownEndsIdleConnectionsAtOnce(t *testing.T) {
 // Shutdown has returned.
 func TestShutdownPastItsDeadlineClosesConnections(t *testing.T) {
 	h := &fakeHandler{release: make(chan struct{})}
-	var addr string
-	s := New(Config{
+	s, addr := startServer(t, Config{
 		Handler: h,
 		Rules: func() Rules {
 			return limitRules{Limits{TCPConnections: 8, TCPConnectionsPerClient: 8, TCPPipeline: 4,
 				TCPReadTimeout: time.Minute, TCPIdleTimeout: time.Minute}}
 		},
-		Sockets: func(socks []UDPSocket) { addr = socks[0].Conn.LocalAddr().String() },
-		Log:     zaptest.NewLogger(t),
 	})
-	require.NoError(t, s.Start([]string{"127.0.0.1:0"}))
 	t.Cleanup(func() { close(h.release) })
 
 	c, err := net.Dial("tcp", addr)
@@ -378,23 +363,14 @@ func TestShutdownPastItsDeadlineClosesConnections(t *testing.T) {
 func TestUDPDatagramOverTheBufferDropped(t *testing.T) {
 	var mu sync.Mutex
 	counted := map[string]int{}
-	var addr string
-	s := New(Config{
+	_, addr := startServer(t, Config{
 		Handler: &fakeHandler{release: make(chan struct{})},
 		Count: func(transport, result string) {
 			mu.Lock()
 			counted[transport+"/"+result]++
 			mu.Unlock()
 		},
-		Rules:   func() Rules { return fakeRules{} },
-		Sockets: func(socks []UDPSocket) { addr = socks[0].Conn.LocalAddr().String() },
-		Log:     zaptest.NewLogger(t),
-	})
-	require.NoError(t, s.Start([]string{"127.0.0.1:0"}))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
+		Rules: func() Rules { return fakeRules{} },
 	})
 
 	c, err := net.Dial("udp", addr)
