@@ -360,6 +360,7 @@ var errRecordsCut = errors.New("the message ends before the records its header c
 // some servers send so, which check takes by its RCODE (a REFUSED is
 // named as such) and querySOA by its TC bit (asked again over TCP); a
 // NOERROR one still fails, answering no question or holding no record.
+// A question counts only with its QTYPE and QCLASS (questionsWhole).
 func unpackWhole(wire []byte) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	if err := m.Unpack(wire); err != nil {
@@ -369,10 +370,28 @@ func unpackWhole(wire []byte) (*dns.Msg, error) {
 		return m, nil
 	}
 	count := func(at int) int { return int(binary.BigEndian.Uint16(wire[at:])) }
-	if len(m.Question) != count(4) || len(m.Answer) != count(6) || len(m.Ns) != count(8) || len(m.Extra) != count(10) {
+	if len(m.Question) != count(4) || len(m.Answer) != count(6) || len(m.Ns) != count(8) || len(m.Extra) != count(10) ||
+		!questionsWhole(wire) {
 		return nil, errRecordsCut
 	}
 	return m, nil
+}
+
+// questionsWhole reports whether the message wire, which miekg/dns
+// unpacked, holds each question its QDCOUNT counts with its QTYPE and
+// QCLASS (RFC 1035 §4.1.2): miekg/dns reads a last question that ends
+// after its name, or after its QTYPE, as one, its QCLASS (or both) 0, and
+// returns no error, so the counts alone do not tell it cut short.
+func questionsWhole(wire []byte) bool {
+	off := msgHeaderLen
+	for range binary.BigEndian.Uint16(wire[4:]) {
+		_, end, err := dns.UnpackDomainName(wire, off)
+		if err != nil || end+4 > len(wire) {
+			return false
+		}
+		off = end + 4
+	}
+	return true
 }
 
 // lost reports whether err is a read that timed out.
