@@ -114,11 +114,13 @@ func asReadable(err error) error {
 // headerOnly is the answer raw, which dnswire.Walk reads through (or a
 // truncated one that ends before its records: unpackMsg), without its
 // records but its OPT, when that is whole: its header, question and EDNS
-// (its Extended DNS Errors), as a message; nil when raw has no whole
-// question or miekg/dns does not unpack even that.
+// (its Extended DNS Errors), as a message; nil when raw does not count
+// one question (QDCOUNT 1: else its question, as ReadQuestion reads it,
+// is none, or not all, and miekg/dns read what followed as records), or
+// has no whole question, or miekg/dns does not unpack even that.
 func headerOnly(raw []byte) *dns.Msg {
 	q, ok := dnswire.ReadQuestion(raw)
-	if !ok {
+	if !ok || dnswire.QDCount(raw) != 1 {
 		return nil
 	}
 	b := append(make([]byte, 0, q.End+64), raw[:q.End]...)
