@@ -42,6 +42,9 @@ type fakePrimary struct {
 	// the first) without its last record, its ANCOUNT still counting it:
 	// a message that ends before the records its header counts.
 	overcount int
+	// xfrClass, when set, is the QCLASS of the question a transfer
+	// answers with (the query's otherwise).
+	xfrClass uint16
 	// unsigned answers signed queries without a signature.
 	unsigned bool
 	// forged signs answers with another secret than the key's.
@@ -279,6 +282,8 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 		r.Answer = answer[i:end]
 		if msgs > 0 {
 			r.Question = nil
+		} else if p.xfrClass != 0 {
+			r.Question[0].Qclass = p.xfrClass
 		}
 		if p.overcount == msgs+1 {
 			r.Answer = r.Answer[:len(r.Answer)-1]

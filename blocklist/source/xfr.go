@@ -91,8 +91,10 @@ type tsigChain struct {
 	count    int    // how many they are
 }
 
-// check verifies an answer: its ID and flags, its RCODE, and, when a key is
-// set, its signature: the first answer (later false) must be signed and
+// check verifies an answer: its ID and flags, its RCODE, its question
+// (the first message's: QNAME, QTYPE and QCLASS the query's, as RFC 5452
+// §9.1 has a resolver match an answer), and, when a key is set, its
+// signature: the first answer (later false) must be signed and
 // chains to the request's MAC; a later message of a transfer may come
 // unsigned, up to maxUnsigned in a row, and the next signed one covers
 // them (RFC 8945 §5.3.1). chain is the state of the signatures so far,
@@ -114,7 +116,7 @@ func (c *xfrClient) check(what string, q, m *dns.Msg, wire []byte, chain *tsigCh
 	// kept): querySOA asks again over TCP.
 	truncated := m.Truncated && len(m.Question) == 0 && len(m.Answer) == 0 && len(m.Ns) == 0
 	if !later && !truncated && (len(m.Question) != 1 || !strings.EqualFold(m.Question[0].Name, q.Question[0].Name) ||
-		m.Question[0].Qtype != q.Question[0].Qtype) {
+		m.Question[0].Qtype != q.Question[0].Qtype || m.Question[0].Qclass != q.Question[0].Qclass) {
 		return fmt.Errorf("%s: answer is for another question", what)
 	}
 	if c.tsig == nil {

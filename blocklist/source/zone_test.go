@@ -224,6 +224,8 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 			p.records = cnames(testZone, "a", "b", "c", "d", "e", "f", "g")
 			p.overcount = 2
 		}, want: "ends before the records its header counts"},
+		{name: "an answer for another class", setup: func(p *fakePrimary) { p.xfrClass = dns.ClassCHAOS },
+			want: "answer is for another question"},
 		{name: "over max_bytes", setup: func(p *fakePrimary) {
 			p.records = cnames(testZone, strings.Split(strings.Repeat("x,", 400)+"y", ",")...)
 		}, want: "max_bytes"},
@@ -265,7 +267,7 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 
 			// Once the primary behaves, the next look picks the change up.
 			p.update(func(p *fakePrimary) {
-				p.cutAfter, p.unsigned, p.forged, p.truncateMAC, p.ixfrRcode, p.axfrRcode, p.overcount = 0, false, false, 0, 0, 0, 0
+				p.cutAfter, p.unsigned, p.forged, p.truncateMAC, p.ixfrRcode, p.axfrRcode, p.overcount, p.xfrClass = 0, false, false, 0, 0, 0, 0, 0
 				p.soa = testSOA(testZone, 3)
 				p.records = cnames(testZone, "a", "b")
 			})
