@@ -186,12 +186,9 @@ func TestUnreadFailureKeepsItsHeader(t *testing.T) {
 	})
 	f := NewForwarder([]string{up.addr}, 2*time.Second, false)
 	t.Cleanup(f.Close)
-	q := clientQuery("a.svcb.example.", false)
-	q.Question[0].Qtype = dns.TypeHTTPS
-	for _, tcp := range []bool{false, true} {
-		_, _, err := f.Forward(context.Background(), q, tcp)
-		var ue *UpstreamError
-		require.ErrorAs(t, err, &ue, "tcp %v", tcp)
+	q, errs := forwardHTTPSBothWays(t, f)
+	for i, ue := range errs {
+		tcp := i == 1
 		assert.Equal(t, "rcode_servfail", ue.Causes(), "tcp %v", tcp)
 		require.NotNil(t, ue.Answer, "the header, question and OPT kept (tcp %v)", tcp)
 		assert.Equal(t, dns.RcodeServerFailure, ue.Answer.Rcode)
@@ -308,12 +305,9 @@ func TestUnreadTruncatedAnswerIsTruncated(t *testing.T) {
 	})
 	f := NewForwarder([]string{up.addr}, 2*time.Second, false)
 	t.Cleanup(f.Close)
-	q := clientQuery("a.svcb.example.", false)
-	q.Question[0].Qtype = dns.TypeHTTPS
-	for _, tcp := range []bool{false, true} {
-		_, _, err := f.Forward(context.Background(), q, tcp)
-		var ue *UpstreamError
-		require.ErrorAs(t, err, &ue, "tcp %v", tcp)
+	_, errs := forwardHTTPSBothWays(t, f)
+	for i, ue := range errs {
+		tcp := i == 1
 		assert.Equal(t, "truncated", ue.Causes(), "tcp %v", tcp)
 		assert.False(t, ue.Answered(), "tcp %v", tcp)
 	}
@@ -322,4 +316,20 @@ func TestUnreadTruncatedAnswerIsTruncated(t *testing.T) {
 	require.ErrorAs(t, err, &ue)
 	assert.Equal(t, "truncated", ue.Causes(), "wire path")
 	assert.False(t, ue.Answered(), "wire path")
+}
+
+// forwardHTTPSBothWays asks f for a.svcb.example. HTTPS (the question
+// unreadHintAnswer answers with a record miekg/dns does not read) on the
+// message path, over UDP and then over TCP, each try failing; it returns
+// the question and the two tries' *UpstreamError, UDP's first.
+func forwardHTTPSBothWays(t *testing.T, f *Forwarder) (*dns.Msg, [2]*UpstreamError) {
+	t.Helper()
+	q := clientQuery("a.svcb.example.", false)
+	q.Question[0].Qtype = dns.TypeHTTPS
+	var errs [2]*UpstreamError
+	for i, tcp := range []bool{false, true} {
+		_, _, err := f.Forward(context.Background(), q, tcp)
+		require.ErrorAs(t, err, &errs[i], "tcp %v", tcp)
+	}
+	return q, errs
 }
