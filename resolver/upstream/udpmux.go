@@ -420,13 +420,13 @@ func UnpackAnswer(b []byte) (*dns.Msg, error) {
 // the upstream's first Extended DNS Errors only (maxAnswerEDEs).
 func unpackMsg(b []byte) (*dns.Msg, error) {
 	if len(b) > dnswire.HeaderLen && !dnswire.RecordsWhole(b) {
-		if dnswire.Flags(b)&dnswire.FlagTC != 0 && dnswire.QDCount(b) == 1 {
-			// Truncated, and cut short as a truncating server or
-			// middlebox may leave it: its records are never used (a
-			// datagram is asked again over TCP, a stream's answer is
-			// ErrAnswerTruncated), so it is read as its header,
-			// question and OPT alone, as Unbound falls back to TCP on
-			// TC before parsing the datagram.
+		// Truncated, and cut short as a truncating server or middlebox
+		// may leave it: its records are never used (a datagram is asked
+		// again over TCP, a stream's answer is ErrAnswerTruncated), so
+		// it is read as its header, question and OPT alone (headerOnly:
+		// one of one question), as Unbound falls back to TCP on TC
+		// before parsing the datagram.
+		if dnswire.Flags(b)&dnswire.FlagTC != 0 {
 			if m := headerOnly(b); m != nil {
 				return m, nil
 			}
