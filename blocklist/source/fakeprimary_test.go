@@ -45,6 +45,11 @@ type fakePrimary struct {
 	// xfrClass, when set, is the QCLASS of the question a transfer
 	// answers with (the query's otherwise).
 	xfrClass uint16
+	// xfrTC, when > 0, sets TC on the transfer message of that number (1
+	// the first), which comes over TCP all the same.
+	xfrTC int
+	// tcpSOATC sets TC on the answers to an SOA query over TCP.
+	tcpSOATC bool
 	// unsigned answers signed queries without a signature.
 	unsigned bool
 	// forged signs answers with another secret than the key's.
@@ -230,6 +235,7 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 			}
 		}
 		m.Answer = []dns.RR{p.soa}
+		m.Truncated = !udp && p.tcpSOATC
 		sign(m)
 		w.WriteMsg(m)
 		return
@@ -280,6 +286,7 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 		r.Authoritative = true
 		r.Compress = true
 		r.Answer = answer[i:end]
+		r.Truncated = p.xfrTC == msgs+1
 		if msgs > 0 {
 			r.Question = nil
 		} else if p.xfrClass != 0 {

@@ -326,9 +326,22 @@ func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.M
 		if err := c.check("SOA query", q, m, buf[:n], &tsigChain{mac: mac}, false); err != nil {
 			return nil, err
 		}
+		if m.Truncated && network == "tcp" {
+			return nil, errTCOverTCP("SOA query: answer")
+		}
 		return m, nil
 	}
 	return nil, unanswered("SOA query: no answer with ID %d", q.Id)
+}
+
+// errTCOverTCP is the error for an answer over TCP with TC set, named by
+// what: TCP has no larger transport to ask over, so what it holds may lack
+// records the primary left out (a transfer applied so would unblock the
+// names they trigger). It is refused, as the upstream path refuses one
+// (ErrAnswerTruncated) and BIND's secondary does ("truncated TCP
+// response").
+func errTCOverTCP(what string) error {
+	return fmt.Errorf("%s has TC set over TCP: truncated where nothing larger is left to ask over; refused", what)
 }
 
 // soaResendFirst is how long an SOA query over UDP waits for its answer
@@ -496,6 +509,9 @@ func (c *xfrClient) transfer(ctx context.Context, addr string, have *dns.SOA, wh
 		}
 		if err := c.check(what, q, m, buf[:n], &chain, msgs > 0); err != nil {
 			return nil, err
+		}
+		if m.Truncated {
+			return nil, errTCOverTCP(fmt.Sprintf("%s: message %d", what, msgs+1))
 		}
 		for _, rr := range m.Answer {
 			if p.done {

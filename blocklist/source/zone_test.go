@@ -226,6 +226,12 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 		}, want: "ends before the records its header counts"},
 		{name: "an answer for another class", setup: func(p *fakePrimary) { p.xfrClass = dns.ClassCHAOS },
 			want: "answer is for another question"},
+		{name: "a message with TC set over TCP", setup: func(p *fakePrimary) {
+			p.records = cnames(testZone, "a", "b", "c", "d", "e", "f", "g")
+			p.xfrTC = 2
+		}, want: "AXFR: message 2 has TC set over TCP"},
+		{name: "the first message with TC set over TCP", setup: func(p *fakePrimary) { p.xfrTC = 1 },
+			want: "AXFR: message 1 has TC set over TCP"},
 		{name: "over max_bytes", setup: func(p *fakePrimary) {
 			p.records = cnames(testZone, strings.Split(strings.Repeat("x,", 400)+"y", ",")...)
 		}, want: "max_bytes"},
@@ -267,7 +273,7 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 
 			// Once the primary behaves, the next look picks the change up.
 			p.update(func(p *fakePrimary) {
-				p.cutAfter, p.unsigned, p.forged, p.truncateMAC, p.ixfrRcode, p.axfrRcode, p.overcount, p.xfrClass = 0, false, false, 0, 0, 0, 0, 0
+				p.cutAfter, p.unsigned, p.forged, p.truncateMAC, p.ixfrRcode, p.axfrRcode, p.overcount, p.xfrClass, p.xfrTC = 0, false, false, 0, 0, 0, 0, 0, 0
 				p.soa = testSOA(testZone, 3)
 				p.records = cnames(testZone, "a", "b")
 			})
@@ -844,6 +850,18 @@ func TestZoneSOAAnswerOfAHeaderAlone(t *testing.T) {
 		assert.Equal(t, uint32(1), c.Serial)
 		assert.Equal(t, []string{"a"}, owners(c))
 		assert.NoError(t, z.Status().LastError)
+	})
+	t.Run("truncated over TCP too", func(t *testing.T) {
+		// TCP has no larger transport to ask over: a TC answer there is
+		// unusable, as an upstream's is (ErrAnswerTruncated), and BIND
+		// says "truncated TCP response" of one.
+		p := startFakePrimary(t, testZone, 1, cnames(testZone, "a"), nil)
+		p.update(func(p *fakePrimary) { p.udpSOAHeader, p.tcpSOATC = &headerOnly{truncated: true}, true })
+		z, rec := startZone(t, p, zoneTestOptions(t, nil))
+		require.Eventually(t, func() bool { return z.Status().LastError != nil }, waitFor, tick)
+		assert.ErrorContains(t, z.Status().LastError, "SOA query: answer has TC set over TCP")
+		assert.Zero(t, rec.count(), "nothing is delivered")
+		assert.NotContains(t, p.asked(), dns.TypeAXFR, "no transfer follows")
 	})
 	t.Run("refused", func(t *testing.T) {
 		p := startFakePrimary(t, testZone, 1, cnames(testZone, "a"), nil)
