@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // netnsEnv marks the test binary run again inside a network namespace of
@@ -21,7 +22,8 @@ const netnsEnv = "DNSFENCE_TEST_NETNS"
 // `unshare -rn` for t alone, reports that run as t's result and returns
 // false: the caller returns. Called inside, it brings lo up, runs each of
 // the ip commands given (such as "addr add ::2/128 dev lo"; an IPv6
-// address is added nodad, usable at once), and returns true: the caller
+// address is added nodad and waited for until datagrams to it are
+// delivered), and returns true: the caller
 // goes on with the test. Without `unshare -rn` (no
 // unprivileged user namespaces, no unshare or ip) t is skipped, and fails
 // under CI=true.
@@ -29,18 +31,7 @@ func InNetns(t *testing.T, ipCommands ...string) bool {
 	t.Helper()
 	if os.Getenv(netnsEnv) == t.Name() {
 		for _, c := range append([]string{"link set lo up"}, ipCommands...) {
-			args := strings.Fields(c)
-			if len(args) > 2 && args[0] == "addr" && args[1] == "add" && strings.Contains(args[2], ":") {
-				// An IPv6 address is tentative until duplicate address
-				// detection, skipped on lo, is marked done by a kernel
-				// worker; on a busy machine a bind to it came first and
-				// failed ("cannot assign requested address"). nodad
-				// adds it usable at once.
-				args = append(args, "nodad")
-			}
-			if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-				t.Fatalf("ip %s: %v: %s", c, err, out)
-			}
+			runIP(t, c)
 		}
 		return true
 	}
@@ -64,4 +55,49 @@ func InNetns(t *testing.T, ipCommands ...string) bool {
 		t.Fatal("the test did not run in its network namespace")
 	}
 	return false
+}
+
+// runIP runs the ip command c (its arguments, space-separated) in the
+// network namespace. An IPv6 address added is added nodad and waited for
+// (waitLocalRoute): it is tentative until duplicate address detection,
+// skipped on lo, is marked done by a kernel worker, and on a busy machine
+// a bind to it came first and failed ("cannot assign requested address").
+func runIP(t *testing.T, c string) {
+	t.Helper()
+	args := strings.Fields(c)
+	v6 := len(args) > 2 && args[0] == "addr" && args[1] == "add" && strings.Contains(args[2], ":")
+	if v6 {
+		args = append(args, "nodad")
+	}
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v: %s", c, err, out)
+	}
+	if v6 {
+		waitLocalRoute(t, strings.Split(args[2], "/")[0])
+	}
+}
+
+// waitLocalRoute waits, for at most 10 seconds, until the kernel has the
+// local route of the IPv6 address addr just added. An address added nodad
+// can be bound at once, but its local route (table local) is inserted
+// later by the same kernel worker that ends duplicate address detection;
+// until then a datagram sent to it leaves by its prefix route, comes back
+// in on lo and is dropped as not local (seen in 1 of 30 tries on an idle
+// machine: a test's first query to ::2 went unanswered).
+func waitLocalRoute(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := exec.Command("ip", "-6", "route", "show", "table", "local", addr).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip -6 route show table local %s: %v: %s", addr, err, out)
+		}
+		if bytes.HasPrefix(bytes.TrimSpace(out), []byte("local ")) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no local route for %s 10 s after it was added", addr)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
