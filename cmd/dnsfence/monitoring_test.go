@@ -432,6 +432,38 @@ func (p promAPI) query(expr string) ([]promSample, error) {
 	return samples, json.Unmarshal(data.Result, &samples)
 }
 
+// rpzPrimary answers as an authoritative primary of zone (an FQDN) holding
+// records (master-file lines) beside its SOA, serial 1: the SOA to an SOA
+// query, the zone in one message to an AXFR, REFUSED to anything else.
+func rpzPrimary(t *testing.T, zone string, records ...string) dns.Handler {
+	t.Helper()
+	soa, err := dns.NewRR(zone + " 300 IN SOA ns." + zone + " admin." + zone + " 1 3600 600 86400 300")
+	require.NoError(t, err)
+	rrs := []dns.RR{soa}
+	for _, r := range records {
+		rr, err := dns.NewRR(r)
+		require.NoError(t, err)
+		rrs = append(rrs, rr)
+	}
+	rrs = append(rrs, soa)
+	return dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Authoritative = true
+		switch q := r.Question[0]; {
+		case !strings.EqualFold(q.Name, zone):
+			m.Rcode = dns.RcodeRefused
+		case q.Qtype == dns.TypeSOA:
+			m.Answer = []dns.RR{soa}
+		case q.Qtype == dns.TypeAXFR:
+			m.Answer = rrs
+		default:
+			m.Rcode = dns.RcodeRefused
+		}
+		_ = w.WriteMsg(m)
+	})
+}
+
 // exchangeFrom sends one query for qname A from the loopback address from,
 // waiting at most timeout.
 func exchangeFrom(network, from, server, qname string, timeout time.Duration) (*dns.Msg, error) {
@@ -470,12 +502,15 @@ func TestMonitoringAgainstPrometheus(t *testing.T) {
 		}
 		_ = w.WriteMsg(m)
 	}))
-	// A list from a URL, and a certificate for DNS over TLS that expires
-	// in a day: the dnsfence_source_* and dnsfence_tls_* series exist.
+	// A list from a URL, an RPZ zone by AXFR, and a certificate for DNS
+	// over TLS that expires in a day: the dnsfence_source_* series (a zone
+	// source's serial, transfers and NOTIFYs too) and dnsfence_tls_*
+	// series exist.
 	lists := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "capcut.com")
 	}))
 	t.Cleanup(lists.Close)
+	primary := serveUDPAndTCP(t, rpzPrimary(t, "rpz.test.", "douyin.com.rpz.test. 300 IN CNAME ."))
 	tlsDir := t.TempDir()
 	certFile, keyFile, _ := newE2ECA(t, "monitoring CA").issue(t, tlsDir, "server", e2eServerName)
 	// 127.0.0.0/30 is the government range, 127.0.0.4/31 other allowed
@@ -495,10 +530,10 @@ sources: {cache_dir: %q}
 policies:
   - name: government-devices
     clients: ["127.0.0.0/30"]
-    block: ["lists/tiktok.txt", "%s/bytedance.txt"]
+    block: ["lists/tiktok.txt", "%s/bytedance.txt", "axfr://%s/rpz.test"]
   - name: press-office
     clients: ["127.0.0.2/32"]
-`, certFile, keyFile, upstream, filepath.Join(tlsDir, "cache"), lists.URL),
+`, certFile, keyFile, upstream, filepath.Join(tlsDir, "cache"), lists.URL, primary),
 		"lists/tiktok.txt": "tiktok.com\nbad..example\n",
 	})
 	var dnsAddr, httpAddr string
