@@ -56,9 +56,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// builtBinary, when set in the environment, is the path of a dnsfence
+// binary already built: a test run again in a network namespace of its own
+// (testnet.InNetns) takes its parent's rather than build one more.
+const builtBinary = "DNSFENCE_TEST_BINARY"
+
 // binary builds dnsfence once per test run.
 func binary(t *testing.T) string {
 	t.Helper()
+	if p := os.Getenv(builtBinary); p != "" {
+		return p
+	}
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "dnsfence-e2e")
 		if err != nil {
