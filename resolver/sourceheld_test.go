@@ -263,6 +263,20 @@ func TestHeldMarkGoesWithItsSource(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"), []byte(heldSourceConfig(up.addr, `block: ["tiktok.txt"]`)), 0o600))
 	require.NoError(t, f.reloader.Reload(true))
 	require.Equal(t, dns.RcodeSuccess, f.rcode(t, "127.0.0.1", "douyin.com."), "the list is out of the policy")
-	_, held := f.handler.held.Load(list)
-	assert.False(t, held, "the held mark of a list no longer configured")
+
+	// Named again while its server is down and its disk copy is gone: the
+	// new source has no copy, so nothing clears a mark left behind, and
+	// what dnsfence_source_held and /readyz say comes from the mark alone.
+	srv.set("/tiktok.txt", "", "down")
+	require.NoError(t, os.RemoveAll(filepath.Join(dir, "cache")))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"),
+		[]byte(heldSourceConfig(up.addr, fmt.Sprintf(`block: ["tiktok.txt", %q]`, list))), 0o600))
+	require.NoError(t, f.reloader.Reload(true))
+	require.Eventually(t, func() bool { return f.status(t, list).LastError != nil }, 5*time.Second, 20*time.Millisecond,
+		"the source named again asks its server")
+	v, ok := metricValue(t, f.registry, "dnsfence_source_held", "source", list)
+	require.True(t, ok, "the source named again is exported")
+	assert.Zero(t, v, "dnsfence_source_held: no copy of the source named again is held")
+	_, why := f.ready(t)
+	assert.NotContains(t, why, "held by reload.max_shrink", "/readyz")
 }
