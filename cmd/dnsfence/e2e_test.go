@@ -156,7 +156,10 @@ func startBinary(t *testing.T, args ...string) *process {
 				p.early = append(p.early, m)
 			}
 		case err := <-p.done:
-			t.Fatalf("dnsfence exited before listening: %v", err)
+			for len(p.lines) > 0 {
+				p.early = append(p.early, <-p.lines)
+			}
+			t.Fatalf("dnsfence exited before listening: %v; its log: %v", err, p.early)
 		case <-deadline:
 			t.Fatal("dnsfence did not start listening")
 		}
