@@ -905,7 +905,7 @@ func TestCheckCertificateEndToEnd(t *testing.T) {
 func TestDDREndToEnd(t *testing.T) {
 	ca := newE2ECA(t, "dnsfence e2e CA")
 	upstream, count := testUpstream(t)
-	config, _, _ := encryptedFiles(t, ca, []string{upstream}, "")
+	config, _, _ := encryptedFiles(t, ca, []string{upstream}, "http: \"127.0.0.1:0\"\n")
 	code, out := runCmd("check", "-config", config)
 	assert.Equal(t, 0, code, out)
 	assert.Contains(t, out, "ddr _dns.resolver.arpa SVCB designates "+e2eServerName+". (RFC 9462)\n", "check names the target")

@@ -101,3 +101,7 @@ func waitLocalRoute(t *testing.T, addr string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// InsideNetns reports whether this test binary is the run of a test in a
+// network namespace of its own (InNetns), where fixed ports are its alone.
+func InsideNetns() bool { return os.Getenv(netnsEnv) != "" }
