@@ -545,7 +545,11 @@ func (s *DoQServer) serveConn(conn *quic.Conn) {
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
+	// Stored under c.mu, which checkIdle takes before it resets the
+	// timer: a timeout that passes before AfterFunc returns must find it.
+	c.mu.Lock()
 	c.idle = time.AfterFunc(s.firstQueryTimeout(), func() { s.checkIdle(c) })
+	c.mu.Unlock()
 	defer c.idle.Stop()
 
 	var streams sync.WaitGroup

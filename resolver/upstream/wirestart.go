@@ -213,7 +213,13 @@ func newHedgedWire(f *Forwarder, order []*upstreamState, q []byte, then WireThen
 	h := &hedgedWire{f: f, order: order, q: q, own: dnswire.ID(q), then: then, start: time.Now()}
 	f.refs.Add(1) // held by f's own until then has the result
 	f.inflight.Add(1)
+	// Stored under mu, which askRest takes first: a delay that passes
+	// before AfterFunc returns (or a goroutine descheduled in between)
+	// must find the timer there, not read the field unordered with this
+	// store, or nil.
+	h.mu.Lock()
 	h.timer = time.AfterFunc(f.hedgeDelay(order[0]), func() { h.askRest(retryHedge) })
+	h.mu.Unlock()
 	return h
 }
 

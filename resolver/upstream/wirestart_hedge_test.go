@@ -84,3 +84,29 @@ func TestStartWireHedgeRunsOn(t *testing.T) {
 	require.Eventually(t, func() bool { return len(errs()) > 0 }, 5*time.Second, 10*time.Millisecond)
 	assert.Equal(t, map[string]float64{kindTimeout: 1}, errs(), "the hedge ran to its own timeout")
 }
+
+// TestStartWireHedgeTimerSetBeforeItFires: a started query's hedge timer
+// may fire before newHedgedWire has stored it (a hedge delay of a
+// millisecond or two: half an upstream_timeout that short; or a
+// goroutine descheduled between the two), and the hedge's settle then
+// read h.timer unordered with that store: a data race (-race saw it under
+// load), and a nil timer's Stop had it ever come first. 200 queries with a
+// 1 ms hedge delay, the first upstream silent: run under -race, as CI
+// runs it, the store and the read must be ordered. Each query ends, by
+// an answer or a failure.
+func TestStartWireHedgeTimerSetBeforeItFires(t *testing.T) {
+	silent := silentUpstream(t)
+	b := startUpstream(t, nil)
+	f := NewForwarder([]string{silent, b.addr}, 2*time.Millisecond, false)
+	defer f.Close()
+	q := wireQuestion("hedge-timer.example.org.", dns.TypeA)
+	for range 200 {
+		then := make(thenChan, 2)
+		f.StartWire(q, then, nil)
+		select {
+		case <-then:
+		case <-time.After(5 * time.Second):
+			t.Fatal("WireDone was never called")
+		}
+	}
+}
