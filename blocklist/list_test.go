@@ -823,3 +823,38 @@ func TestNewBadLine(t *testing.T) {
 	_, ok = NewBadLine(many(maxReported+1), many(maxReported+1))
 	assert.False(t, ok)
 }
+
+// TestBracketLineOnlyKnownHeaders: a line in brackets whole is skipped
+// silently only when it is a list syntax's header ([Adblock …], [AdGuard
+// …], [uBlock …]); any other, such as a JSON array pasted as a list or a
+// name written as an INI section, held names the operator meant to block
+// and was dropped without a word, a list of such lines loading empty.
+func TestBracketLineOnlyKnownHeaders(t *testing.T) {
+	data := strings.Join([]string{
+		"[Adblock Plus 2.0]",              // 1: header
+		"[AdGuard]",                       // 2: header
+		"[uBlock Origin]",                 // 3: header
+		"[adblock]",                       // 4: header, any case
+		`["tiktok.com", "bytedance.com"]`, // 5: a JSON array
+		"[capcut.com]",                    // 6: an INI section
+		"[0.0.0.0 lemon8.com]",            // 7
+		"||pangle.io^",                    // 8
+		"",
+	}, "\n")
+	l, warn := Parse("lists/pasted.txt", []byte(data))
+	assert.EqualError(t, warn, strings.Join([]string{
+		`lists/pasted.txt:5: a line in brackets is neither an entry nor a list header ([Adblock …], [AdGuard …], [uBlock …]) (write each name on a line of its own: tiktok.com): "[\"tiktok.com\", \"bytedance.com\"]"`,
+		`lists/pasted.txt:6: a line in brackets is neither an entry nor a list header ([Adblock …], [AdGuard …], [uBlock …]) (write each name on a line of its own: capcut.com): "[capcut.com]"`,
+		`lists/pasted.txt:7: a line in brackets is neither an entry nor a list header ([Adblock …], [AdGuard …], [uBlock …]) (write each name on a line of its own: lemon8.com): "[0.0.0.0 lemon8.com]"`,
+	}, "\n"))
+	assert.Equal(t, 1, l.Len())
+
+	// A JSON array alone is not an empty list: not one entry could be read.
+	l, warn = Parse("lists/pasted.txt", []byte(`["tiktok.com","bytedance.com"]`+"\n"))
+	n, first := BadLines(warn)
+	assert.Equal(t, 0, l.Len())
+	assert.Equal(t, 1, n)
+	if assert.NotNil(t, first) {
+		assert.ErrorIs(t, first, ErrBracketLine)
+	}
+}

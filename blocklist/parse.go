@@ -88,6 +88,11 @@ var (
 	// the file it names would not be in the list, so it is reported, not
 	// skipped as the comment its "!" looks like.
 	ErrInclude = errors.New(`"!#include" is not followed (name the included list in the policy itself)`)
+	// ErrBracketLine is a line in brackets whole that is no list syntax's
+	// header (headerLine): a JSON array pasted as a list, a name written as
+	// an INI section. Skipped as a header, its names were dropped without a
+	// word, and a list of such lines loaded empty.
+	ErrBracketLine = errors.New("a line in brackets is neither an entry nor a list header ([Adblock …], [AdGuard …], [uBlock …])")
 )
 
 // hostsNames are the standard entries of a hosts file; a hosts-format list
@@ -447,7 +452,8 @@ func urlEntry(s string) error {
 }
 
 // otherSyntax says what a line (text, as lineContent gives it; first its
-// first field, rest the others) of another program's syntax is: an Adblock or Blocky regular expression
+// first field, rest the others) of another program's syntax is: a line in
+// brackets whole that is no header (bracketLine), an Adblock or Blocky regular expression
 // (`/^ads?\./`, `/ads/$important`), a zone file's record (a policy zone
 // in a file not named *.rpz), an Adblock cosmetic rule
 // (`tiktok.com##.banner`, `tiktok.com#$#body { }`), or a dnsmasq (`address=/a.com/0.0.0.0`,
@@ -457,6 +463,9 @@ func urlEntry(s string) error {
 // `wildcards are only allowed as a leading "*."` for a regular
 // expression's `*`). nil for any other line.
 func otherSyntax(text, first, rest string) error {
+	if err := bracketLine(text); err != nil {
+		return err
+	}
 	if len(text) > 1 && text[0] == '/' && (text[len(text)-1] == '/' || strings.Contains(text, "/$")) {
 		return ErrRegex
 	}
@@ -687,19 +696,66 @@ func normalizeAny(s string, dst []byte) ([]byte, error) {
 // lineContent is the content of a list file's line as the general way
 // reads it (parseLine): without surrounding white space and comments;
 // false for a blank or comment line. Besides `#` comments (commentless),
-// lines starting with `!` are Adblock comments, and a line in brackets
-// whole (`[Adblock Plus 2.0]`) is an Adblock header. Any other line that
-// starts with `[` is read, and reported, as the general way reads it:
-// `[*.]tiktok.com` (Chrome's pattern for a site and the names below it)
-// was meant to block, and skipped like a header it blocked nothing and
-// nobody was told. A client range file has no such lines: ParseRanges
-// reads with commentless alone.
+// lines starting with `!` are Adblock comments, and a list syntax's
+// header (headerLine: `[Adblock Plus 2.0]`) is skipped. Any other line
+// that starts with `[` is read, and reported, as the general way reads
+// it: `[*.]tiktok.com` (Chrome's pattern for a site and the names below
+// it), `["tiktok.com", "bytedance.com"]` (a JSON array) and
+// `[tiktok.com]` were meant to block, and skipped like a header they
+// blocked nothing and nobody was told. A client range file has no such
+// lines: ParseRanges reads with commentless alone.
 func lineContent(text string) (string, bool) {
 	text = strings.TrimSpace(text)
-	if text != "" && (text[0] == '!' || text[0] == '[' && text[len(text)-1] == ']') {
+	if text != "" && (text[0] == '!' || headerLine(text)) {
 		return "", false
 	}
 	return commentless(text)
+}
+
+// headerLine reports a line in brackets whole that names the list syntax
+// of the file, as Adblock Plus (`[Adblock Plus 2.0]`, `[Adblock]`),
+// AdGuard (`[AdGuard]`) and uBlock Origin (`[uBlock Origin]`) write
+// their first line, in any case: what the filter engines of those
+// programs skip as a header. Any other line in brackets is no header
+// (bracketLine says what it is).
+func headerLine(text string) bool {
+	if len(text) < 2 || text[0] != '[' || text[len(text)-1] != ']' {
+		return false
+	}
+	inner := strings.TrimSpace(text[1 : len(text)-1])
+	for _, syntax := range [...]string{"adblock", "adguard", "ublock"} {
+		if len(inner) >= len(syntax) && strings.EqualFold(inner[:len(syntax)], syntax) {
+			return true
+		}
+	}
+	return false
+}
+
+// bracketLine is ErrBracketLine for text, a line in brackets whole that
+// is no header, naming the first name in it a list would take, should
+// there be one (`["tiktok.com", "x.com"]`, `[tiktok.com]`,
+// `[0.0.0.0 tiktok.com]`); nil for a line not in brackets whole.
+func bracketLine(text string) error {
+	if len(text) < 2 || text[0] != '[' || text[len(text)-1] != ']' {
+		return nil
+	}
+	inner := strings.Map(func(r rune) rune {
+		switch r {
+		case '"', '\'', ',', ';', '[', ']':
+			return ' '
+		}
+		return r
+	}, text[1:len(text)-1])
+	for field := range strings.FieldsSeq(inner) {
+		entry, err := stripForm(field)
+		if err != nil {
+			continue
+		}
+		if n, err := entryName(entry, nil); err == nil {
+			return fmt.Errorf("%w (write each name on a line of its own: %s)", ErrBracketLine, n)
+		}
+	}
+	return ErrBracketLine
 }
 
 // commentless is text without surrounding white space and without its
