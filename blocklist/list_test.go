@@ -111,6 +111,11 @@ func TestParseBadLines(t *testing.T) {
 		{name: "empty label", line: "tiktok..com", wantErr: ErrEmptyLabel,
 			wantMsg: `lists/x.txt:2: empty label: "tiktok..com"`},
 		{name: "bad char", line: "tik$tok.com", wantErr: ErrBadChar},
+		// The root, and dots alone, are no address: a name of empty labels.
+		{name: "the root", line: ".", wantErr: ErrEmptyLabel,
+			wantMsg: `lists/x.txt:2: empty label: "."`},
+		{name: "dots alone", line: "..", wantErr: ErrEmptyLabel},
+		{name: "the root, a comment after it", line: ". # every name", wantErr: ErrEmptyLabel},
 		{name: "Latin-1 letter", line: "caf\xe9.example", wantErr: ErrNotUTF8Name,
 			wantMsg: `lists/x.txt:2: a name that is not UTF-8 text (a Latin-1 or Windows-1252 letter?); save the list as UTF-8: "caf\xe9.example"`},
 		{name: "inner wildcard", line: "v*.tiktokcdn-eu.com", wantErr: ErrWildcard},

@@ -832,8 +832,9 @@ func trimBlank(s string) string {
 }
 
 // looksLikeAddr reports text that was meant as an address, whether or
-// not it parses as one: digits and dots (IPv4), or hexadecimal digits,
-// dots and at least one colon (IPv6), either with a `%zone`
+// not it parses as one: digits and dots with at least one digit (IPv4;
+// dots alone, `.` the root, are a name of empty labels), or hexadecimal
+// digits, dots and at least one colon (IPv6), either with a `%zone`
 // (`fe80::1%lo0`, `0.0.0.0%lo0` of a hosts file). Other text with a colon
 // (`tiktok.com:443`, v2fly's `full:tiktok.com`, and `ad.de:443`, whose
 // letters are all hexadecimal) is not taken for an address: it is
@@ -842,10 +843,11 @@ func looksLikeAddr(s string) bool {
 	if i := strings.IndexByte(s, '%'); i >= 0 {
 		s = s[:i]
 	}
-	colon, hex, dot := false, false, false
+	colon, hex, dot, digit := false, false, false, false
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
 		case '0' <= c && c <= '9':
+			digit = true
 		case c == '.':
 			dot = true
 		case c == ':':
@@ -863,7 +865,7 @@ func looksLikeAddr(s string) bool {
 			return false
 		}
 	}
-	return s != "" && (colon || !hex)
+	return colon || digit && !hex
 }
 
 // errorList collects the bad lines of one file, bounded by maxReported.
