@@ -156,6 +156,13 @@ func TestParseBadLines(t *testing.T) {
 		{name: "cosmetic filter", line: "example.com##.ad", wantErr: ErrCosmetic,
 			wantMsg: `lists/x.txt:2: an Adblock cosmetic rule (##, #@#, #$#, …) hides part of a web page and blocks no name: "example.com##.ad"`},
 		{name: "cosmetic exception", line: "example.com#@#.ad", wantErr: ErrCosmetic},
+		// hosts(5) and Blocky read a comment after a name's glued "#"; a
+		// list line does not (a cosmetic rule is no name), and says so.
+		{name: "comment glued to a name", line: "TikTok.com#ads", wantErr: ErrGluedComment,
+			wantMsg: `lists/x.txt:2: a "#" glued to a name starts no comment (in a line that is not a hosts line, a comment starts the line or follows white space) (to block tiktok.com and the names below it, write tiktok.com, then white space before the #): "TikTok.com#ads"`},
+		{name: "comment glued to an Adblock rule", line: "||tiktok.com^#ads", wantErr: ErrGluedComment},
+		{name: "comment glued, more after it", line: "tiktok.com#ads and more", wantErr: ErrGluedComment},
+		{name: "comment glued to no name", line: "tik$tok.com#ads", wantErr: ErrBadChar},
 		{name: "cosmetic CSS rule", line: "example.com#$#body { padding: 0 }", wantErr: ErrCosmetic},
 		{name: "scriptlet rule", line: "example.com#%#//scriptlet('abort-on-property-read', 'x')", wantErr: ErrCosmetic},
 		{name: "long label", line: strings.Repeat("a", 64) + ".com", wantErr: ErrLongLabel},

@@ -80,6 +80,7 @@ var (
 	ErrDirective      = errors.New("a dnsmasq or unbound directive is not a list entry")
 	ErrZoneRecord     = errors.New("a DNS zone record is not a list entry (a Response Policy Zone is read from a file whose name ends in .rpz)")
 	ErrCosmetic       = errors.New("an Adblock cosmetic rule (##, #@#, #$#, …) hides part of a web page and blocks no name")
+	ErrGluedComment   = errors.New(`a "#" glued to a name starts no comment (in a line that is not a hosts line, a comment starts the line or follows white space)`)
 	ErrRangeURL       = errors.New("a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet)")
 	ErrRangeBrackets  = errors.New("a client range is written without brackets")
 	ErrIPv4Compatible = errors.New("an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client")
@@ -454,7 +455,8 @@ func urlEntry(s string) error {
 // otherSyntax says what a line (text, as lineContent gives it; first its
 // first field, rest the others) of another program's syntax is: a line in
 // brackets whole that is no header (bracketLine), an Adblock or Blocky regular expression
-// (`/^ads?\./`, `/ads/$important`), a zone file's record (a policy zone
+// (`/^ads?\./`, `/ads/$important`), a name with a comment glued to it
+// (`tiktok.com#ads`, as hosts(5) writes one), a zone file's record (a policy zone
 // in a file not named *.rpz), an Adblock cosmetic rule
 // (`tiktok.com##.banner`, `tiktok.com#$#body { }`), or a dnsmasq (`address=/a.com/0.0.0.0`,
 // `server=/a.com/`) or unbound (`local-zone: "a.com" always_nxdomain`)
@@ -469,8 +471,18 @@ func otherSyntax(text, first, rest string) error {
 	if len(text) > 1 && text[0] == '/' && (text[len(text)-1] == '/' || strings.Contains(text, "/$")) {
 		return ErrRegex
 	}
-	if i := strings.IndexByte(first, '#'); i > 0 && strings.IndexByte(first[i+1:], '#') >= 0 {
-		return ErrCosmetic
+	if i := strings.IndexByte(first, '#'); i > 0 {
+		if strings.IndexByte(first[i+1:], '#') >= 0 {
+			return ErrCosmetic
+		}
+		// `tiktok.com#ads`: hosts(5) and Blocky read a comment there,
+		// which a list line here is not (a cosmetic rule, `name##…`,
+		// must not read as name); say so, and what to write.
+		if entry, err := stripForm(first[:i]); err == nil {
+			if n, err := entryName(entry, nil); err == nil {
+				return fmt.Errorf("%w (to block %s and the names below it, write %s, then white space before the #)", ErrGluedComment, n, n)
+			}
+		}
 	}
 	if head, names, ok := strings.Cut(first, "=/"); ok {
 		switch head {
