@@ -253,15 +253,15 @@ func TestParseAddressesAreNotNames(t *testing.T) {
 	}
 	assert.Equal(t, []string{"a.example:4", "b.example:9", "4.3.2.1.in-addr.arpa:10"}, got)
 	assert.EqualError(t, warn, strings.Join([]string{
-		`lists/ips.txt:1: an address alone is not a domain name: "||10.0.0.1^"`,
-		`lists/ips.txt:2: an address alone is not a domain name: "*.10.0.0.2"`,
-		`lists/ips.txt:3: an address alone is not a domain name: "10.0.0.3"`,
-		`lists/ips.txt:4: an address alone is not a domain name: "10.0.0.4"`,
-		`lists/ips.txt:5: an address alone is not a domain name: "127.0.0.1"`,
-		`lists/ips.txt:6: an address alone is not a domain name: "１０.0.0.5"`,
+		`lists/ips.txt:1: an address alone is not a domain name (to block the answers that hold 10.0.0.1, as Blocky reads an address in a denylist, write "32.1.0.0.10.rpz-ip CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through): "||10.0.0.1^"`,
+		`lists/ips.txt:2: an address alone is not a domain name (to block the answers that hold 10.0.0.2, as Blocky reads an address in a denylist, write "32.2.0.0.10.rpz-ip CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through): "*.10.0.0.2"`,
+		`lists/ips.txt:3: an address alone is not a domain name (to block the answers that hold 10.0.0.3, as Blocky reads an address in a denylist, write "32.3.0.0.10.rpz-ip CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through): "10.0.0.3"`,
+		`lists/ips.txt:4: an address alone is not a domain name (to block the answers that hold 10.0.0.4, as Blocky reads an address in a denylist, write "32.4.0.0.10.rpz-ip CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through): "10.0.0.4"`,
+		`lists/ips.txt:5: an address alone is not a domain name (to block the answers that hold 127.0.0.1, as Blocky reads an address in a denylist, write "32.1.0.0.127.rpz-ip CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through): "127.0.0.1"`,
+		`lists/ips.txt:6: an address alone is not a domain name (to block the answers that hold 10.0.0.5, as Blocky reads an address in a denylist, write "32.5.0.0.10.rpz-ip CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through): "１０.0.0.5"`,
 		`lists/ips.txt:7: invalid IP address: "||1.2.3^"`,
-		`lists/ips.txt:11: an address alone is not a domain name: "||2001:db8::1^"`,
-		`lists/ips.txt:12: an address alone is not a domain name: "::1"`,
+		`lists/ips.txt:11: an address alone is not a domain name (to block the answers that hold 2001:db8::1, as Blocky reads an address in a denylist, write "128.1.zz.db8.2001.rpz-ip CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through): "||2001:db8::1^"`,
+		`lists/ips.txt:12: an address alone is not a domain name (to block the answers that hold ::1, as Blocky reads an address in a denylist, write "128.1.zz.rpz-ip CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through): "::1"`,
 	}, "\n"))
 	for _, n := range []string{"10.0.0.1", "10.0.0.2", "x.10.0.0.2", "10.0.0.3", "10.0.0.4", "127.0.0.1", "10.0.0.5", "1.2.3", "0.0.0.0"} {
 		_, ok := l.Match(n)
@@ -278,7 +278,7 @@ func TestParseAddressesAreNotNames(t *testing.T) {
 	assert.Equal(t, 0, l.Len())
 	n, first := BadLines(warn)
 	assert.Equal(t, 3, n)
-	assert.EqualError(t, first, `lists/ips.txt:1: an address alone is not a domain name: "||10.0.0.1^"`)
+	assert.EqualError(t, first, `lists/ips.txt:1: an address alone is not a domain name (to block the answers that hold 10.0.0.1, as Blocky reads an address in a denylist, write "32.1.0.0.10.rpz-ip CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through): "||10.0.0.1^"`)
 }
 
 // TestAdblockRulesForDNS: the Adblock rules that mean, for a DNS name, a

@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
+	"github.com/dnsfence/dnsfence/blocklist/rpz"
 	"golang.org/x/net/idna"
 )
 
@@ -199,7 +200,8 @@ func (p *textParser) parseLine(line int, text string) {
 			return
 		}
 		if rest == "" {
-			errs.add(name, line, first, ErrAddrOnly)
+			a, _ := netip.ParseAddr(first)
+			errs.add(name, line, first, addrOnly(a))
 			return
 		}
 		// hosts line: every further field is a name, up to a `#`, which
@@ -289,18 +291,29 @@ func (p *textParser) bad(line int, text, first, rest, token string, err error) {
 func entryName(s string, dst []byte) ([]byte, error) {
 	n, err := normalizeEntry(s, dst)
 	if err != nil {
-		if _, aerr := netip.ParseAddr(s); aerr == nil {
-			return nil, ErrAddrOnly
+		if a, aerr := netip.ParseAddr(s); aerr == nil {
+			return nil, addrOnly(a)
 		}
 		return nil, err
 	}
 	if hasNonDigit(unsafe.String(unsafe.SliceData(n), len(n))) {
 		return n, nil
 	}
-	if _, err := netip.ParseAddr(string(n)); err == nil {
-		return nil, ErrAddrOnly
+	if a, err := netip.ParseAddr(string(n)); err == nil {
+		return nil, addrOnly(a)
 	}
 	return nil, ErrBadAddr
+}
+
+// addrOnly is ErrAddrOnly for an address a written where a name belongs,
+// naming what does there what Blocky does with an address in a denylist
+// (it blocks every answer that holds it): the response-IP trigger of a
+// policy zone for a, its zone dropped and IPv4-mapped read as IPv4, as a
+// policy zone reads an answer's addresses (package rpz).
+func addrOnly(a netip.Addr) error {
+	a = a.WithZone("").Unmap()
+	return fmt.Errorf(`%w (to block the answers that hold %s, as Blocky reads an address in a denylist, write "%s CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through)`,
+		ErrAddrOnly, a, rpz.IPTrigger(netip.PrefixFrom(a, a.BitLen())))
 }
 
 // plainEntry is the stored form of the name of a line that is a name
