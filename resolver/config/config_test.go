@@ -148,6 +148,11 @@ func TestConfigWrittenZero(t *testing.T) {
 
 	cfg = load(t, "cache: {serve_stale: 1h, stale_answer_client_timeout: 200ms}\n")
 	assert.Equal(t, 200*time.Millisecond, cfg.Cache.StaleAnswerClientTimeout)
+
+	cfg = load(t, "allowed_clients: []\nexplain_clients: []\nrate_limit: {exempt: []}\n")
+	assert.Empty(t, cfg.AllowedPrefixes(), "an empty list allows no client, not the default ranges")
+	assert.Empty(t, cfg.ExplainPrefixes())
+	assert.Empty(t, cfg.RateLimit.ExemptPrefixes())
 }
 
 // TestConfigSources checks the remote lists and the sources settings as
