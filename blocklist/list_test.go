@@ -456,6 +456,9 @@ func TestMatch(t *testing.T) {
 		{name: "escaped letters in a deeper entry", query: `x.www.d\eep.\101xample`, wantEntry: "www.deep.example", wantLine: 4},
 		{name: "escaped specials below an entry", query: `\(\)\"\;\ .tiktok.com`, wantEntry: "tiktok.com", wantLine: 2},
 		{name: "label of 64 octets above an entry", query: strings.Repeat(`\001`, 64) + ".tiktok.com.", wantEntry: "tiktok.com", wantLine: 2},
+		// Upper case sends the label to foldLabel, which stops at the 64th
+		// octet; deep.example has a name below it, so the walk goes on to it.
+		{name: "label of 64 upper-case octets above an entry with names below it", query: strings.Repeat("A", 64) + ".deep.example.", wantEntry: "deep.example", wantLine: 5},
 		{name: "escaped dot ends the name", query: `tiktok.com\.`},
 		{name: "control octet inside the entry label", query: `tik\000tok.com`},
 		{name: "octet over 127 is no letter", query: `tiktok.co\205`},
