@@ -50,6 +50,7 @@ func TestParseForms(t *testing.T) {
 		{name: "hosts Red Hat names skipped", line: "127.0.0.1   localhost localhost.localdomain localhost4 localhost4.localdomain4", want: nil},
 		{name: "hosts Red Hat IPv6 names skipped", line: "::1         localhost localhost.localdomain localhost6 localhost6.localdomain6", want: nil},
 		{name: "hosts Red Hat name alone skipped", line: "127.0.0.1 localhost4.localdomain4", want: nil},
+		{name: "hosts names skipped in any case", line: "127.0.0.1 LocalHost LOCALHOST.localdomain Broadcasthost", want: nil},
 		{name: "trailing comment", line: "tiktok.com # A: AGS", want: []string{"tiktok.com"}},
 		{name: "hosts trailing comment", line: "0.0.0.0 tiktok.com  #[Tracking.Cookie]", want: []string{"tiktok.com"}},
 		// Unicode white space is white space between fields and before a
@@ -647,6 +648,24 @@ func TestParsePrefix(t *testing.T) {
 	p, err = ParsePrefix("::1")
 	require.NoError(t, err)
 	assert.Equal(t, netip.MustParsePrefix("::1/128"), p)
+	// An IPv4-mapped prefix is the IPv4 prefix 96 bits shorter; one shorter
+	// than /96 holds addresses that are not IPv4-mapped, and no IPv4 prefix
+	// says it.
+	p, err = ParsePrefix("::ffff:10.0.0.0/104")
+	require.NoError(t, err)
+	assert.Equal(t, netip.MustParsePrefix("10.0.0.0/8"), p)
+	p, err = ParsePrefix("::ffff:0.0.0.0/96")
+	require.NoError(t, err)
+	assert.Equal(t, netip.MustParsePrefix("0.0.0.0/0"), p)
+	_, err = ParsePrefix("::ffff:0.0.0.0/95")
+	assert.ErrorIs(t, err, ErrBadRange)
+	assert.Equal(t, ErrBadRange.Error(), err.Error(), "no range meant to name")
+	// IPv4-compatible (::a.b.c.d) as an address and as a prefix of /96 and
+	// longer, down to ::0.0.0.0/96, is no client's range.
+	for _, s := range []string{"::10.0.0.1", "::10.0.0.0/104", "::0.0.0.0/96"} {
+		_, err = ParsePrefix(s)
+		assert.ErrorIs(t, err, ErrIPv4Compatible, s)
+	}
 }
 
 // TestSharedParents covers the label tree: parents stored once for many
@@ -872,4 +891,58 @@ func TestBracketLineOnlyKnownHeaders(t *testing.T) {
 	if assert.NotNil(t, first) {
 		assert.ErrorIs(t, first, ErrBracketLine)
 	}
+}
+
+// TestParseLastLine: an entry is read up to line 16,777,215, the last a
+// list's entry can be on (its line is kept in 24 bits), by the general
+// way as by the fast one; every line after it is reported, not read as an
+// entry whose line would wrap around.
+func TestParseLastLine(t *testing.T) {
+	data := strings.Repeat("\n", maxLine-2) + "tiktok.com\n||douyin.com^\n||capcut.com^\nlemon8.com\n"
+	l, err := Parse("long.txt", []byte(data))
+	e, ok := l.Match("tiktok.com")
+	require.True(t, ok)
+	assert.Equal(t, maxLine-1, e.Line)
+	e, ok = l.Match("douyin.com")
+	require.True(t, ok, "the last line is read")
+	assert.Equal(t, maxLine, e.Line)
+	for _, name := range []string{"capcut.com", "lemon8.com"} {
+		_, ok := l.Match(name)
+		assert.False(t, ok, name)
+	}
+	assert.Equal(t, 2, l.Len())
+	n, first := BadLines(err)
+	assert.Equal(t, 2, n)
+	require.NotNil(t, first)
+	assert.ErrorIs(t, first, ErrTooManyLines)
+	assert.Equal(t, maxLine+1, first.Line)
+}
+
+// TestParseNameOfMostLabelsTwice: a name of 127 labels, the most 253
+// octets hold, written twice, is one entry and a duplicate, when the
+// builder takes every label of the second from the first (builder.path,
+// kept from the last name of the names added together before, queueLen),
+// the 127th too.
+func TestParseNameOfMostLabelsTwice(t *testing.T) {
+	most := strings.TrimSuffix(strings.Repeat("a.", 127), ".")
+	require.Len(t, most, maxName)
+	var lines, want []string
+	for i := range queueLen - 1 {
+		lines = append(lines, fmt.Sprintf("n%d.example", i))
+	}
+	want = append(want, lines...)
+	lines = append(lines, most, most)
+	want = append(want, most)
+	l, err := Parse("most.txt", []byte(strings.Join(lines, "\n")+"\n"))
+	require.NoError(t, err)
+	assert.Equal(t, queueLen, l.Len())
+	assert.Equal(t, []Duplicate{{Name: most, Line: queueLen + 1, FirstLine: queueLen}}, l.Duplicates())
+	e, ok := l.Match("x." + most)
+	require.True(t, ok)
+	assert.Equal(t, queueLen, e.Line)
+	var all []string
+	for e := range l.All() {
+		all = append(all, e.Name)
+	}
+	assert.Equal(t, want, all)
 }
