@@ -201,6 +201,44 @@ func TestUpdatedMatchDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// TestUpdateAddedWildcardLosesToHeldName: a wildcard an update adds
+// above a name the list holds does not take that name over, nor the names
+// below it that the held trigger's own wildcard matches: the most specific
+// trigger wins (draft-vixie-dnsop-dns-rpz §5.4), whichever of the list
+// built whole and the triggers added since holds it, as in the list built
+// whole from the new zone. And a trigger the update removed is no longer
+// one the list contains.
+func TestUpdateAddedWildcardLosesToHeldName(t *testing.T) {
+	zone := rrs(t,
+		"rpz.example.gov. 60 SOA a. b. 1 2 3 4 5",
+		"www.tiktok.com.rpz.example.gov. 60 CNAME .",
+		"*.www.tiktok.com.rpz.example.gov. 60 CNAME rpz-drop.",
+		"douyin.com.rpz.example.gov. 60 CNAME .",
+	)
+	removed := rrs(t, "douyin.com.rpz.example.gov. 60 CNAME .")
+	added := rrs(t, "*.tiktok.com.rpz.example.gov. 60 CNAME rpz-passthru.")
+	l, err := transferList(t, zone).Update([32]byte{2}, 2, feed(removed), feed(added))
+	require.NoError(t, err)
+	want := transferList(t, append(rrs(t, zone[0].String(), zone[1].String(), zone[2].String()), added...))
+	names := []string{"www.tiktok.com.", "a.www.tiktok.com.", "m.tiktok.com.", "douyin.com."}
+	assert.Equal(t, []string{
+		"www.tiktok.com. NXDOMAIN www.tiktok.com.rpz.example.gov.",
+		"a.www.tiktok.com. drop *.www.tiktok.com.rpz.example.gov.",
+		"m.tiktok.com. passthru *.tiktok.com.rpz.example.gov.",
+		"douyin.com. -",
+	}, verdicts(l, names, nil))
+	assert.Equal(t, verdicts(want, names, nil), verdicts(l, names, nil))
+	for _, n := range names[:3] {
+		e, ok := l.Match(n)
+		we, _ := want.Match(n)
+		require.True(t, ok, n)
+		assert.Equal(t, we.Name, e.Name, n)
+	}
+	assert.False(t, l.Contains("douyin.com"), "removed by the update")
+	assert.True(t, l.Contains("www.tiktok.com"))
+	assert.True(t, l.Contains("tiktok.com"), "its wildcard, added by the update")
+}
+
 // TestUpdateNotExact: a change that does not fit the list fails with
 // ErrNotExact and leaves the list as it was, so that the caller builds the
 // list from the whole zone.
