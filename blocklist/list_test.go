@@ -70,6 +70,8 @@ func TestParseForms(t *testing.T) {
 		{name: "adblock header", line: "[Adblock Plus 2.0]", want: nil},
 		{name: "unicode to punycode", line: "bücher.example", want: []string{"xn--bcher-kva.example"}},
 		{name: "underscore", line: "_dmarc.tiktok.com", want: []string{"_dmarc.tiktok.com"}},
+		{name: "digits but for the first octet", line: "a.1.2.3", want: []string{"a.1.2.3"}},
+		{name: "hosts name of digits but for the first octet", line: "0.0.0.0 x1.2.3.4", want: []string{"x1.2.3.4"}},
 		{name: "blank", line: "   ", want: nil},
 	}
 	for _, tc := range tests {
@@ -129,6 +131,7 @@ func TestParseBadLines(t *testing.T) {
 		{name: "adblock without pipes", line: "tiktok.com^", wantErr: ErrAdblockForm},
 		{name: "adblock inner wildcard", line: "||*.*.tiktok.com^", wantErr: ErrWildcard},
 		{name: "adblock without caret", line: "||tiktok.com", wantErr: ErrAdblockForm},
+		{name: "adblock with a second caret", line: "||tiktok^.com^", wantErr: ErrAdblockForm},
 		{name: "hosts wildcard of a single label", line: "0.0.0.0 *.com", wantErr: ErrSingleLabel},
 		{name: "hosts inner wildcard", line: "0.0.0.0 *.*.tiktok.com", wantErr: ErrWildcard},
 		{name: "hosts two leading dots", line: "0.0.0.0 ..tiktok.com", wantErr: ErrEmptyLabel},
