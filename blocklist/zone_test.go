@@ -220,6 +220,11 @@ func TestMatchIPMappedIPv6Prefix(t *testing.T) {
 	only6 := zoneList(t, "32.zz.db8.2001.rpz-ip CNAME .", "96.zz.rpz-ip CNAME .") // ::/96 holds no mapped address
 	_, _, ok := only6.MatchIP(netip.MustParseAddr("198.51.100.1"))
 	assert.False(t, ok)
+	// ::fffe:0:0/95, one bit shorter than ::ffff:0:0/96, holds it too.
+	wide := zoneList(t, "95.0.0.fffe.zz.rpz-ip CNAME .")
+	e, _, ok := wide.MatchIP(netip.MustParseAddr("198.51.100.1"))
+	require.True(t, ok)
+	assert.Equal(t, "::fffe:0:0/95", e.Name)
 	allocs := testing.AllocsPerRun(100, func() { l.MatchIP(netip.MustParseAddr("198.51.100.1")) })
 	assert.Zero(t, allocs)
 
@@ -271,7 +276,8 @@ func TestRPZProblems(t *testing.T) {
 		"e.example IN CNAME . junk\n" + // 17
 		"f.example CNAME rpz-drop.\n" +
 		"24.0.2.0.192.rpz-ip CNAME .\n" +
-		"a.example CNAME .\n" // 20: a duplicate
+		"a.example CNAME .\n" + // 20: a duplicate
+		"rpz-ip CNAME .\n"
 	l, err := Parse("lists/policy.rpz", []byte(text))
 	require.Error(t, err)
 	var lines []string
@@ -294,6 +300,7 @@ func TestRPZProblems(t *testing.T) {
 		`lists/policy.rpz:15: a\.b.example.rpz.example.gov.: invalid character in name`,
 		`lists/policy.rpz:16: a.example.rpz.example.gov.: a second trigger for this owner with another action; the block is kept (line 5): a block beats an rpz-passthru. at one owner`,
 		`lists/policy.rpz:17: zone syntax: garbage after rdata: "junk"`,
+		`lists/policy.rpz:21: rpz-ip.rpz.example.gov.: bad prefix length in rpz-ip trigger: no prefix before rpz-ip`,
 	}, lines)
 	assert.Equal(t, []Duplicate{{Name: "a.example", Line: 20, FirstLine: 5}}, l.Duplicates())
 	var got []string
@@ -624,4 +631,53 @@ func TestRPZWildcardLines(t *testing.T) {
 	}
 	assert.Equal(t, []int{5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}, lines)
 	assert.Len(t, l.wildLine, 2, "only the far wildcards are kept apart")
+}
+
+// TestRPZLastLine: a policy zone's trigger is read up to line 16,777,215,
+// the last a list's entry can be on (its line is kept in 24 bits); a
+// trigger on a later line is reported, not read with a line that would
+// wrap around.
+func TestRPZLastLine(t *testing.T) {
+	l, err := FromZone("long.rpz", [32]byte{}, 2, func(h rpz.Handler) (rpz.Zone, error) {
+		h.Trigger(rpz.Trigger{Owner: "tiktok.com", Line: maxLine, Name: "tiktok.com"})
+		h.Trigger(rpz.Trigger{Owner: "douyin.com", Line: maxLine + 1, Name: "douyin.com"})
+		return rpz.Zone{Origin: "."}, nil
+	})
+	e, ok := l.Match("tiktok.com")
+	require.True(t, ok)
+	assert.Equal(t, maxLine, e.Line)
+	_, ok = l.Match("douyin.com")
+	assert.False(t, ok)
+	assert.Equal(t, 1, l.Len())
+	n, first := BadLines(err)
+	assert.Equal(t, 1, n)
+	require.NotNil(t, first)
+	assert.ErrorIs(t, first, ErrTooManyLines)
+	assert.Equal(t, maxLine+1, first.Line)
+}
+
+// TestRPZHasPassthru: a policy zone has a passthru when one of its
+// triggers, a name's or a response IP's, is rpz-passthru., and only then.
+func TestRPZHasPassthru(t *testing.T) {
+	for _, tc := range []struct {
+		records []string
+		want    bool
+	}{
+		{[]string{"tiktok.com CNAME .", "*.douyin.com CNAME *.", "capcut.com CNAME rpz-drop.", "24.0.2.0.192.rpz-ip CNAME ."}, false},
+		{[]string{"ok.tiktok.com CNAME rpz-passthru."}, true},
+		{[]string{"*.ok.tiktok.com CNAME rpz-passthru."}, true},
+		{[]string{"tiktok.com CNAME .", "24.0.2.0.192.rpz-ip CNAME rpz-passthru."}, true},
+	} {
+		assert.Equal(t, tc.want, zoneList(t, tc.records...).HasPassthru(), "%q", tc.records)
+	}
+}
+
+// TestRPZSecondSOA: a zone file with a second SOA record at its apex
+// (BIND refuses it) takes its serial from the first.
+func TestRPZSecondSOA(t *testing.T) {
+	l, err := Parse("policy.rpz", []byte(zoneHead+"@ SOA localhost. root.localhost. 2026010200 3600 600 86400 60\ntiktok.com CNAME .\n"))
+	require.NoError(t, err)
+	serial, ok := l.Serial()
+	require.True(t, ok)
+	assert.Equal(t, uint32(2026010100), serial)
 }

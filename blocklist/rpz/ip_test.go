@@ -53,6 +53,7 @@ func TestParseIPTrigger(t *testing.T) {
 		{"128.1.2.3.4.5.6.7.8.9", "", ErrAddress},
 		{"128.1.zz.db8g.2001", "", ErrAddress},
 		{"128.1.zz.12345.2001", "", ErrAddress},
+		{"128.1.zz.00db8.2001", "", ErrAddress}, // five digits, though their value fits a group
 		{"32.256.2.0.192", "", ErrAddress},
 		{"32.01.2.0.192", "", ErrAddress},
 		{"32.2.0.192", "", ErrAddress},
@@ -78,6 +79,8 @@ func TestParseIPTrigger(t *testing.T) {
 			assert.Equal(t, netip.MustParsePrefix(tc.want), p)
 		})
 	}
+	_, err := parseIPTrigger("24")
+	assert.ErrorContains(t, err, `"24" has no address`, "not read as an IPv6 address of no groups")
 }
 
 func TestIPTrigger(t *testing.T) {
