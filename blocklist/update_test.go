@@ -256,6 +256,7 @@ func TestUpdateNotExact(t *testing.T) {
 		{name: "remove with another action", removed: []string{"tiktok.com.rpz.example.gov. 60 CNAME *."}},
 		{name: "remove a wildcard not held", removed: []string{"*.tiktok.com.rpz.example.gov. 60 CNAME ."}},
 		{name: "remove a prefix not held", removed: []string{"24.0.3.0.192.rpz-ip.rpz.example.gov. 60 CNAME ."}},
+		{name: "remove a prefix with another action", removed: []string{"24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME rpz-passthru."}},
 		{name: "add a name held", added: []string{"tiktok.com.rpz.example.gov. 60 CNAME ."}},
 		{name: "add a conflicting action", added: []string{"tiktok.com.rpz.example.gov. 60 CNAME rpz-drop."}},
 		{name: "add a prefix held", added: []string{"24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME ."}},
@@ -267,6 +268,9 @@ func TestUpdateNotExact(t *testing.T) {
 			assert.ErrorIs(t, err, ErrNotExact)
 			assert.Nil(t, l)
 			_, tr, ok := old.MatchTrigger("tiktok.com.")
+			require.True(t, ok)
+			assert.Equal(t, ActionNXDOMAIN, tr.Action)
+			_, tr, ok = old.MatchIP(netip.MustParseAddr("192.0.2.7"))
 			require.True(t, ok)
 			assert.Equal(t, ActionNXDOMAIN, tr.Action)
 			assert.Equal(t, 2, old.Len())
