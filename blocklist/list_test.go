@@ -132,6 +132,8 @@ func TestParseBadLines(t *testing.T) {
 		{name: "adblock inner wildcard", line: "||*.*.tiktok.com^", wantErr: ErrWildcard},
 		{name: "adblock without caret", line: "||tiktok.com", wantErr: ErrAdblockForm},
 		{name: "adblock with a second caret", line: "||tiktok^.com^", wantErr: ErrAdblockForm},
+		{name: "adblock with text after the caret", line: "||tiktok.com^x", wantErr: ErrAdblockForm},
+		{name: "adblock single pipe without caret", line: "|tiktok.com", wantErr: ErrAdblockForm},
 		{name: "hosts wildcard of a single label", line: "0.0.0.0 *.com", wantErr: ErrSingleLabel},
 		{name: "hosts inner wildcard", line: "0.0.0.0 *.*.tiktok.com", wantErr: ErrWildcard},
 		{name: "hosts two leading dots", line: "0.0.0.0 ..tiktok.com", wantErr: ErrEmptyLabel},

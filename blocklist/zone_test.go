@@ -277,7 +277,8 @@ func TestRPZProblems(t *testing.T) {
 		"f.example CNAME rpz-drop.\n" +
 		"24.0.2.0.192.rpz-ip CNAME .\n" +
 		"a.example CNAME .\n" + // 20: a duplicate
-		"rpz-ip CNAME .\n"
+		"rpz-ip CNAME .\n" +
+		"g.example CNAME rpz-foo.example.\n"
 	l, err := Parse("lists/policy.rpz", []byte(text))
 	require.Error(t, err)
 	var lines []string
@@ -301,6 +302,7 @@ func TestRPZProblems(t *testing.T) {
 		`lists/policy.rpz:16: a.example.rpz.example.gov.: a second trigger for this owner with another action; the block is kept (line 5): a block beats an rpz-passthru. at one owner`,
 		`lists/policy.rpz:17: zone syntax: garbage after rdata: "junk"`,
 		`lists/policy.rpz:21: rpz-ip.rpz.example.gov.: bad prefix length in rpz-ip trigger: no prefix before rpz-ip`,
+		`lists/policy.rpz:22: g.example.rpz.example.gov.: a CNAME to another name (a rewrite) is not supported (the actions are CNAME ., *., rpz-passthru. and rpz-drop.): rpz-foo.example.`,
 	}, lines)
 	assert.Equal(t, []Duplicate{{Name: "a.example", Line: 20, FirstLine: 5}}, l.Duplicates())
 	var got []string
@@ -631,6 +633,28 @@ func TestRPZWildcardLines(t *testing.T) {
 	}
 	assert.Equal(t, []int{5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}, lines)
 	assert.Len(t, l.wildLine, 2, "only the far wildcards are kept apart")
+
+	// A block that beats an rpz-passthru. at the same owner is reported
+	// at its own line, a wildcard's as a name's.
+	beat, _ := Parse("policy.rpz", []byte(zoneHead+strings.Join([]string{
+		"*.g.example CNAME rpz-passthru.", // 5
+		"*.g.example CNAME .",
+		"h.example CNAME rpz-passthru.",
+		"h.example CNAME *.",
+	}, "\n")+"\n"))
+	for _, tc := range []struct {
+		qname string
+		line  int
+		tr    Trigger
+	}{
+		{"x.g.example", 6, Trigger{Action: ActionNXDOMAIN, Wildcard: true}},
+		{"h.example", 8, Trigger{Action: ActionNODATA}},
+	} {
+		e, tr, ok := beat.MatchTrigger(tc.qname)
+		require.True(t, ok, tc.qname)
+		assert.Equal(t, tc.line, e.Line, tc.qname)
+		assert.Equal(t, tc.tr, tr, tc.qname)
+	}
 }
 
 // TestRPZLastLine: a policy zone's trigger is read up to line 16,777,215,
