@@ -119,6 +119,7 @@ func TestParseBadLines(t *testing.T) {
 			wantMsg: `lists/x.txt:2: empty label: "."`},
 		{name: "dots alone", line: "..", wantErr: ErrEmptyLabel},
 		{name: "the root, a comment after it", line: ". # every name", wantErr: ErrEmptyLabel},
+		{name: "lone continuation octet 0x80", line: "tiktok\x80.com", wantErr: ErrNotUTF8Name},
 		{name: "Latin-1 letter", line: "caf\xe9.example", wantErr: ErrNotUTF8Name,
 			wantMsg: `lists/x.txt:2: a name that is not UTF-8 text (a Latin-1 or Windows-1252 letter?); save the list as UTF-8: "caf\xe9.example"`},
 		{name: "inner wildcard", line: "v*.tiktokcdn-eu.com", wantErr: ErrWildcard},

@@ -186,6 +186,15 @@ func TestUpdateChained(t *testing.T) {
 	}
 	_, err := l.Update([32]byte{}, 9, feed(nil), feed(many))
 	assert.ErrorIs(t, err, ErrNotExact, "too many changes since the whole build")
+
+	// MaxOverlay changes since the whole build are kept as changes; one
+	// more is not.
+	fresh := transferList(t, rrs(t, "rpz.example.gov. 60 SOA a. b. 1 2 3 4 5"))
+	u, err := fresh.Update([32]byte{}, 2, feed(nil), feed(many[:MaxOverlay]))
+	require.NoError(t, err)
+	assert.Equal(t, MaxOverlay, u.Len())
+	_, err = fresh.Update([32]byte{}, 2, feed(nil), feed(many))
+	assert.ErrorIs(t, err, ErrNotExact, "one change over MaxOverlay")
 }
 
 // TestUpdatedMatchDoesNotAllocate: a list Update made matches without
@@ -421,6 +430,9 @@ func TestUpdateAtReportedOwnerNotExact(t *testing.T) {
 	require.ErrorIs(t, warn, ErrConflict)
 	l, err := old.Update([32]byte{}, 2, feed(rrs(t, "TikTok.com.rpz.example.gov. 60 CNAME rpz-passthru.")), feed(nil))
 	assert.ErrorIs(t, err, ErrNotExact, "a trigger of a reported owner removed")
+	assert.Nil(t, l)
+	l, err = old.Update([32]byte{}, 2, feed(rrs(t, "TIKTOK.com.rpz.example.gov. 60 CNAME .")), feed(nil))
+	assert.ErrorIs(t, err, ErrNotExact, "the trigger held for a reported owner removed, its owner in other capitals")
 	assert.Nil(t, l)
 	l, err = old.Update([32]byte{}, 2, feed(rrs(t, "douyin.com.rpz.example.gov. 60 CNAME .")), feed(nil))
 	require.NoError(t, err, "another owner")

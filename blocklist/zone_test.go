@@ -278,7 +278,8 @@ func TestRPZProblems(t *testing.T) {
 		"24.0.2.0.192.rpz-ip CNAME .\n" +
 		"a.example CNAME .\n" + // 20: a duplicate
 		"rpz-ip CNAME .\n" +
-		"g.example CNAME rpz-foo.example.\n"
+		"g.example CNAME rpz-foo.example.\n" +
+		`h\.rpz.example.gov CNAME .` + "\n"
 	l, err := Parse("lists/policy.rpz", []byte(text))
 	require.Error(t, err)
 	var lines []string
@@ -303,6 +304,7 @@ func TestRPZProblems(t *testing.T) {
 		`lists/policy.rpz:17: zone syntax: garbage after rdata: "junk"`,
 		`lists/policy.rpz:21: rpz-ip.rpz.example.gov.: bad prefix length in rpz-ip trigger: no prefix before rpz-ip`,
 		`lists/policy.rpz:22: g.example.rpz.example.gov.: a CNAME to another name (a rewrite) is not supported (the actions are CNAME ., *., rpz-passthru. and rpz-drop.): rpz-foo.example.`,
+		`lists/policy.rpz:23: h\.rpz.example.gov.rpz.example.gov.: invalid character in name`,
 	}, lines)
 	assert.Equal(t, []Duplicate{{Name: "a.example", Line: 20, FirstLine: 5}}, l.Duplicates())
 	var got []string
