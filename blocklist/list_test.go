@@ -65,6 +65,7 @@ func TestParseForms(t *testing.T) {
 		// blocked (found by a sweep of peer resolvers' issues).
 		{name: "hosts comment glued to a name", line: "0.0.0.0 tiktok.com#ads douyin.com", want: []string{"tiktok.com"}},
 		{name: "hosts comment glued to a second name", line: "0.0.0.0 tiktok.com capcut.com#", want: []string{"tiktok.com", "capcut.com"}},
+		{name: "hosts fields apart by a vertical tab and a form feed", line: "0.0.0.0\vtiktok.com\fcapcut.com", want: []string{"tiktok.com", "capcut.com"}},
 		{name: "comment line", line: "# tiktok.com", want: nil},
 		{name: "adblock comment", line: "! Title: x", want: nil},
 		{name: "adblock header", line: "[Adblock Plus 2.0]", want: nil},
@@ -158,6 +159,9 @@ func TestParseBadLines(t *testing.T) {
 			wantMsg: `lists/x.txt:2: exception rules (@@) are not supported: "@@/ads/"`},
 		{name: "address alone", line: "10.0.0.1", wantErr: ErrAddrOnly},
 		{name: "bad address", line: "300.1.1.1 tiktok.com", wantErr: ErrBadAddr},
+		// A carriage return inside a line is no white space (blank): the
+		// # after it starts no comment.
+		{name: "carriage return before a #", line: "tiktok.com\r# x", wantErr: ErrTrailing},
 		{name: "trailing text", line: "tiktok.com extra", wantErr: ErrTrailing,
 			wantMsg: `lists/x.txt:2: unexpected text after the entry: "extra"`},
 		{name: "cosmetic filter", line: "example.com##.ad", wantErr: ErrCosmetic,

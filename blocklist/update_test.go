@@ -248,6 +248,37 @@ func TestUpdateAddedWildcardLosesToHeldName(t *testing.T) {
 	assert.True(t, l.Contains("tiktok.com"), "its wildcard, added by the update")
 }
 
+// TestUpdateLastLine: an update adds its triggers on the lines after the
+// list's last, up to line 16,777,215 (an entry's line is kept in 24
+// bits); past it the update is not exact, and the list is built whole
+// (which reports the triggers it cannot hold), not given a trigger whose
+// line wraps around to 0, which is no trigger. Adding an rpz-passthru.
+// makes the list one that has a passthru.
+func TestUpdateLastLine(t *testing.T) {
+	at := func(line int) *List {
+		l, err := FromZone("long.rpz", [32]byte{}, 1, func(h rpz.Handler) (rpz.Zone, error) {
+			h.Trigger(rpz.Trigger{Owner: "tiktok.com", Line: line, Name: "tiktok.com"})
+			return rpz.Zone{Origin: updateZone}, nil
+		})
+		require.NoError(t, err)
+		return l
+	}
+	add := feed(rrs(t, "douyin.com.rpz.example.gov. 60 CNAME rpz-passthru."))
+	old := at(maxLine - 1)
+	require.False(t, old.HasPassthru())
+	l, err := old.Update([32]byte{}, 2, feed(nil), add)
+	require.NoError(t, err)
+	e, tr, ok := l.MatchTrigger("douyin.com")
+	require.True(t, ok)
+	assert.Equal(t, maxLine, e.Line)
+	assert.Equal(t, ActionPassthru, tr.Action)
+	assert.True(t, l.HasPassthru())
+	assert.False(t, old.HasPassthru(), "the list updated is unchanged")
+
+	_, err = at(maxLine).Update([32]byte{}, 2, feed(nil), add)
+	assert.ErrorIs(t, err, ErrNotExact)
+}
+
 // TestUpdateNotExact: a change that does not fit the list fails with
 // ErrNotExact and leaves the list as it was, so that the caller builds the
 // list from the whole zone.
