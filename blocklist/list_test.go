@@ -188,6 +188,9 @@ func TestParseBadLines(t *testing.T) {
 		{name: "URL of an address", line: "http://192.0.2.7/", wantErr: ErrURL,
 			wantMsg: `lists/x.txt:2: a URL is not a list entry (and lists hold names, not addresses): "http://192.0.2.7/"`},
 		{name: "URL with an IPv6 address", line: "http://[2001:db8::1]/", wantErr: ErrURL},
+		{name: "URL without a host", line: "https:///tiktok", wantErr: ErrURL,
+			wantMsg: `lists/x.txt:2: a URL is not a list entry (write the name alone, e.g. tiktok.com): "https:///tiktok"`},
+		{name: "empty regular expression", line: "//", wantErr: ErrRegex},
 		// Other programs' syntax is named for what it is, not for the
 		// first thing a name cannot have.
 		{name: "regular expression", line: `/^ad[0-9]*\.tiktok\.com$/`, wantErr: ErrRegex,
@@ -808,6 +811,12 @@ func TestSkippedCountsEveryLine(t *testing.T) {
 	n, _ := BadLines(zone)
 	assert.Equal(t, maxReported+12, n, "every report")
 	assert.Equal(t, map[string]int{"junk.txt": maxReported + 10, "policy.rpz": 7}, Skipped(errors.Join(junk, zone)))
+	// A file whose every report is of a record kept skips none: it is not
+	// in the map.
+	kept := z.String()[:strings.Index(z.String(), "pass0")]
+	_, keptOnly := Parse("kept.rpz", []byte(kept))
+	require.Error(t, keptOnly)
+	assert.Equal(t, map[string]int{"junk.txt": maxReported + 10}, Skipped(errors.Join(junk, keptOnly)))
 	assert.Empty(t, Skipped(nil))
 
 	path := filepath.Join(t.TempDir(), "junk.txt")
