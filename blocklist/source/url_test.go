@@ -638,6 +638,44 @@ func TestURLCorruptCacheIgnored(t *testing.T) {
 	assert.False(t, second.Status().HasContent)
 }
 
+// TestURLDiskCopyCheckedAsABody: a disk copy is delivered only as a body
+// fetched would be: one written before the URL was pinned, of another
+// SHA-256 than its pin, is refused, and so is one over a max_bytes
+// lowered since it was written; neither is served with the server down.
+func TestURLDiskCopyCheckedAsABody(t *testing.T) {
+	srv := newListServer(t, "tiktok.com\n")
+	opt := testOptions(t)
+	entry := srv.URL + "/l.txt"
+	first, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	run(t, first).waitCount(t, 1)
+	waitFile(t, cachePath(opt.CacheDir, entry))
+	srv.Close()
+
+	other := sha256.Sum256([]byte("douyin.com\n"))
+	small := opt
+	small.MaxBytes = 4
+	for _, tc := range []struct {
+		name  string
+		entry string
+		opt   Options
+		want  error
+	}{
+		{"pinned since", entry + "#sha256=" + hex.EncodeToString(other[:]), opt, ErrPin},
+		{"max_bytes lowered since", entry, small, ErrTooBig},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, err := NewURL(tc.entry, tc.opt)
+			require.NoError(t, err)
+			rec := run(t, src)
+			require.Eventually(t, func() bool { return src.Status().CacheError != nil }, waitFor, tick)
+			assert.ErrorIs(t, src.Status().CacheError, tc.want)
+			assert.Equal(t, 0, rec.count())
+			assert.False(t, src.Status().HasContent)
+		})
+	}
+}
+
 // TestURLDiskCopyNotARegularFile: a named pipe (or a device) where the
 // disk copy goes is refused unread, as a corrupt copy is, the list is
 // fetched from its server, and its copy replaces the pipe. Opened as a file, the pipe held the source

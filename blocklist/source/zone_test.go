@@ -556,6 +556,8 @@ func TestNewZoneErrors(t *testing.T) {
 		{entry: "axfr://127.0.0.1:0/rpz.test", want: "bad port"},
 		{entry: "axfr://127.0.0.1:70000/rpz.test", want: "bad port"},
 		{entry: "axfr://127.0.0.1/rpz.test?x=1", want: "nothing more"},
+		{entry: "axfr://127.0.0.1/rpz.test#x", want: "nothing more"},
+		{entry: "axfr://127.0.0.1/.", want: "not a domain name"},
 		{entry: "axfr://127.0.0.1/rpz..test", want: "not a domain name"},
 		{entry: "axfr://127.0.0.1/" + long, want: "not a domain name"},
 		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Name: long, Algorithm: "hmac-sha256", Secret: "YWJj"}, want: "tsig: name:"},
