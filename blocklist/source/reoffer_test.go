@@ -100,3 +100,24 @@ func TestZoneReofferOlderTransferRefused(t *testing.T) {
 	assert.Equal(t, uint32(5), c.Serial)
 	assert.Equal(t, []string{"a", "b"}, owners(c))
 }
+
+// TestZoneTransferNotNewerRefused: the primary's SOA says serial 6 over
+// the 5 held, but its transfer answers with serial 5, then 4 (a transfer
+// view out of step with the SOA query's): neither is delivered over the
+// zone held, and the look is a failure each time.
+func TestZoneTransferNotNewerRefused(t *testing.T) {
+	p := startFakePrimary(t, testZone, 5, cnames(testZone, "a", "b"), nil)
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	rec.waitCount(t, 1)
+	for i, serial := range []uint32{5, 4} {
+		p.update(func(p *fakePrimary) {
+			p.soa, p.xfrSOA, p.records = testSOA(testZone, 6), testSOA(testZone, serial), cnames(testZone, "a")
+		})
+		poke(t, z)
+		require.Eventually(t, func() bool { return z.Status().Failures >= uint64(i+1) || rec.count() >= 2 }, waitFor, tick)
+		st := z.Status()
+		assert.ErrorContains(t, st.LastError, "not newer than the 5 held")
+		assert.Equal(t, 1, rec.count(), "serial %d is not delivered over serial 5", serial)
+		assert.Equal(t, uint32(5), st.Serial)
+	}
+}
