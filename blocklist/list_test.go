@@ -25,6 +25,7 @@ func TestParseForms(t *testing.T) {
 		{name: "plain", line: "tiktok.com", want: []string{"tiktok.com"}},
 		{name: "trailing dot", line: "tiktok.com.", want: []string{"tiktok.com"}},
 		{name: "upper case", line: "TikTok.COM", want: []string{"tiktok.com"}},
+		{name: "upper case A to Z", line: "AZ.Zone.EXAMPLE", want: []string{"az.zone.example"}},
 		{name: "leading wildcard", line: "*.tiktok.com", want: []string{"tiktok.com"}},
 		{name: "leading dot", line: ".tiktok.com", want: []string{"tiktok.com"}},
 		{name: "adblock", line: "||tiktok.com^", want: []string{"tiktok.com"}},

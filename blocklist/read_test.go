@@ -237,6 +237,18 @@ func TestReadList(t *testing.T) {
 	zagain, _, err := ReadList(zone, z)
 	require.NoError(t, err)
 	assert.Same(t, z, zagain)
+	// A policy zone changed is read again, as a list is; one that is no
+	// text is refused, not read.
+	require.NoError(t, os.WriteFile(zone, []byte("$TTL 60\n@ SOA a. b. 2 1 1 1 1\ndouyin.com CNAME .\n"), 0o644))
+	zchanged, _, err := ReadList(zone, z)
+	require.NoError(t, err)
+	assert.NotSame(t, z, zchanged)
+	assert.True(t, zchanged.Contains("douyin.com"))
+	assert.False(t, zchanged.Contains("tiktok.com"))
+	require.NoError(t, os.WriteFile(zone, []byte("$TTL 60\n@ SOA a. b. 3 1 1 1 1\ntiktok.com CNAME .\n\x00\n"), 0o644))
+	_, _, err = ReadList(zone, zchanged)
+	assert.ErrorIs(t, err, ErrNotText)
+	assert.ErrorContains(t, err, "z.rpz:4:")
 
 	binary := filepath.Join(dir, "bin.txt")
 	require.NoError(t, os.WriteFile(binary, []byte("tiktok.com\n\x00\x01"), 0o644))
