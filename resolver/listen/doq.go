@@ -160,7 +160,9 @@ type DoQServer struct {
 	// stopping is closed when draining starts: a wait to Serve again
 	// (Server.serveDoQ) ends at it.
 	stopping chan struct{}
-	wg       sync.WaitGroup
+	// wg counts the serveConn goroutines; added to under mu while not
+	// draining (Serve), so that every Add comes before closeAll's Wait.
+	wg sync.WaitGroup
 
 	// queries holds the queries arriving to opt.QueryBudget.
 	queries queryBudget
@@ -254,7 +256,21 @@ func (s *DoQServer) Serve(pc net.PacketConn) error {
 			}
 			return fmt.Errorf("doq: accepting: %w", err)
 		}
+		// Counted under mu, and only while not draining, as the TCP
+		// listener counts its connections: quic-go's Accept still hands
+		// out the connections queued before its listener closed, so an
+		// Add here could come after closeAll's Wait began, from a zero
+		// count, unordered with it (sync.WaitGroup forbids that; the
+		// Wait may panic on it, or return before the connection is
+		// served). startDraining sets draining under mu before any Wait.
+		s.mu.Lock()
+		if s.draining {
+			s.mu.Unlock()
+			_ = conn.CloseWithError(DoQNoError, "server shutting down")
+			continue // the queue drained, Accept fails and Serve returns
+		}
 		s.wg.Add(1)
+		s.mu.Unlock()
 		go s.serveConn(conn)
 	}
 }
