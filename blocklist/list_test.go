@@ -913,6 +913,38 @@ func TestBracketLineOnlyKnownHeaders(t *testing.T) {
 	}
 }
 
+// TestBracketHeaderHoldingAName: a line in brackets that starts like a
+// list syntax's header but holds a name a list takes ([adguard.tiktok.com],
+// [AdBlock tiktok.com]) was meant to block that name: it is reported as
+// the other lines in brackets are, not skipped as a header. A header with
+// a version, several syntaxes or a comment after it is still a header.
+func TestBracketHeaderHoldingAName(t *testing.T) {
+	for _, tc := range []struct {
+		name, line string
+		want       string // the name the report says to write; "" for a header
+	}{
+		{name: "Adblock Plus with a version", line: "[Adblock Plus 3.1.1]"},
+		{name: "two syntaxes", line: "[Adblock Plus 2.0; AdGuard]"},
+		{name: "uBlock in capitals", line: "[UBLOCK ORIGIN]"},
+		{name: "a header and a comment", line: "[Adblock Plus 2.0] # from easylist"},
+		{name: "a name starting adguard", line: "[adguard.tiktok.com]", want: "adguard.tiktok.com"},
+		{name: "a name starting ublock", line: "[UBlock.TikTok.com]", want: "ublock.tiktok.com"},
+		{name: "a syntax and a name", line: "[AdBlock tiktok.com]", want: "tiktok.com"},
+		{name: "a header and an Adblock rule", line: "[Adblock Plus 2.0 ||douyin.com^]", want: "douyin.com"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, warn := Parse("lists/x.txt", []byte(tc.line+"\n"))
+			assert.Equal(t, 0, l.Len())
+			if tc.want == "" {
+				assert.NoError(t, warn, "a header is skipped")
+				return
+			}
+			require.ErrorIs(t, warn, ErrBracketLine)
+			assert.ErrorContains(t, warn, "write each name on a line of its own: "+tc.want+")")
+		})
+	}
+}
+
 // TestParseLastLine: an entry is read up to line 16,777,215, the last a
 // list's entry can be on (its line is kept in 24 bits), by the general
 // way as by the fast one; every line after it is reported, not read as an

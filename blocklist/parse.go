@@ -92,7 +92,8 @@ var (
 	ErrInclude = errors.New(`"!#include" is not followed (name the included list in the policy itself)`)
 	// ErrBracketLine is a line in brackets whole that is no list syntax's
 	// header (headerLine): a JSON array pasted as a list, a name written as
-	// an INI section. Skipped as a header, its names were dropped without a
+	// an INI section, a name that starts like a header
+	// (`[adguard.tiktok.com]`). Skipped as a header, its names were dropped without a
 	// word, and a list of such lines loaded empty.
 	ErrBracketLine = errors.New("a line in brackets is neither an entry nor a list header ([Adblock …], [AdGuard …], [uBlock …])")
 )
@@ -722,63 +723,97 @@ func normalizeAny(s string, dst []byte) ([]byte, error) {
 // reads it (parseLine): without surrounding white space and comments;
 // false for a blank or comment line. Besides `#` comments (commentless),
 // lines starting with `!` are Adblock comments, and a list syntax's
-// header (headerLine: `[Adblock Plus 2.0]`) is skipped. Any other line
-// that starts with `[` is read, and reported, as the general way reads
-// it: `[*.]tiktok.com` (Chrome's pattern for a site and the names below
-// it), `["tiktok.com", "bytedance.com"]` (a JSON array) and
-// `[tiktok.com]` were meant to block, and skipped like a header they
-// blocked nothing and nobody was told. A client range file has no such
-// lines: ParseRanges reads with commentless alone.
+// header (headerLine: `[Adblock Plus 2.0]`, a comment after it or not)
+// is skipped. Any other line that starts with `[` is read, and reported,
+// as the general way reads it: `[*.]tiktok.com` (Chrome's pattern for a
+// site and the names below it), `["tiktok.com", "bytedance.com"]` (a
+// JSON array), `[tiktok.com]` and `[adguard.tiktok.com]` were meant to
+// block, and skipped like a header they blocked nothing and nobody was
+// told. A client range file has no such lines: ParseRanges reads with
+// commentless alone.
 func lineContent(text string) (string, bool) {
 	text = strings.TrimSpace(text)
-	if text != "" && (text[0] == '!' || headerLine(text)) {
+	if text != "" && text[0] == '!' {
 		return "", false
 	}
-	return commentless(text)
+	text, ok := commentless(text)
+	if ok && headerLine(text) {
+		return "", false
+	}
+	return text, ok
 }
 
-// headerLine reports a line in brackets whole that names the list syntax
-// of the file, as Adblock Plus (`[Adblock Plus 2.0]`, `[Adblock]`),
-// AdGuard (`[AdGuard]`) and uBlock Origin (`[uBlock Origin]`) write
-// their first line, in any case: what the filter engines of those
-// programs skip as a header. Any other line in brackets is no header
-// (bracketLine says what it is).
+// headerLine reports a line in brackets whole (without its comment) that
+// names the list syntax of the file, as Adblock Plus (`[Adblock Plus
+// 2.0]`, `[Adblock]`), AdGuard (`[AdGuard]`, `[Adblock Plus 2.0;
+// AdGuard]`) and uBlock Origin (`[uBlock Origin]`) write their first
+// line, in any case: what the filter engines of those programs skip as a
+// header (uBlock Origin skips any line starting `[adblock`). A line that
+// starts so but holds a name a list takes (bracketName:
+// `[adguard.tiktok.com]`, `[AdBlock tiktok.com]`) is no header: skipped,
+// that name was blocked nowhere and nobody was told. Any other line in
+// brackets is no header either (bracketLine says what it is).
 func headerLine(text string) bool {
-	if len(text) < 2 || text[0] != '[' || text[len(text)-1] != ']' {
+	inner, ok := inBrackets(text)
+	if !ok {
 		return false
 	}
-	inner := strings.TrimSpace(text[1 : len(text)-1])
+	inner = strings.TrimSpace(inner)
 	for _, syntax := range [...]string{"adblock", "adguard", "ublock"} {
 		if len(inner) >= len(syntax) && strings.EqualFold(inner[:len(syntax)], syntax) {
-			return true
+			_, named := bracketName(inner)
+			return !named
 		}
 	}
 	return false
 }
 
-// bracketLine is ErrBracketLine for text, a line in brackets whole that
-// is no header, naming the first name in it a list would take, should
-// there be one (`["tiktok.com", "x.com"]`, `[tiktok.com]`,
-// `[0.0.0.0 tiktok.com]`); nil for a line not in brackets whole.
-func bracketLine(text string) error {
+// inBrackets is what is inside text, a line in brackets whole; false for
+// any other line.
+func inBrackets(text string) (string, bool) {
 	if len(text) < 2 || text[0] != '[' || text[len(text)-1] != ']' {
-		return nil
+		return "", false
 	}
-	inner := strings.Map(func(r rune) rune {
+	return text[1 : len(text)-1], true
+}
+
+// bracketName is the stored form of the first name a list would take
+// among the fields of inner, what is inside a line in brackets (its
+// fields apart by white space, quotes, commas, semicolons and brackets,
+// each read as a line of one field is: `"tiktok.com",`, `||douyin.com^`);
+// false when no field is one (`Adblock Plus 2.0`: a single label and a
+// version are no names).
+func bracketName(inner string) ([]byte, bool) {
+	inner = strings.Map(func(r rune) rune {
 		switch r {
 		case '"', '\'', ',', ';', '[', ']':
 			return ' '
 		}
 		return r
-	}, text[1:len(text)-1])
+	}, inner)
 	for field := range strings.FieldsSeq(inner) {
 		entry, err := stripForm(field)
 		if err != nil {
 			continue
 		}
 		if n, err := entryName(entry, nil); err == nil {
-			return fmt.Errorf("%w (write each name on a line of its own: %s)", ErrBracketLine, n)
+			return n, true
 		}
+	}
+	return nil, false
+}
+
+// bracketLine is ErrBracketLine for text, a line in brackets whole that
+// is no header, naming the first name in it a list would take, should
+// there be one (bracketName: `["tiktok.com", "x.com"]`, `[tiktok.com]`,
+// `[0.0.0.0 tiktok.com]`); nil for a line not in brackets whole.
+func bracketLine(text string) error {
+	inner, ok := inBrackets(text)
+	if !ok {
+		return nil
+	}
+	if n, ok := bracketName(inner); ok {
+		return fmt.Errorf("%w (write each name on a line of its own: %s)", ErrBracketLine, n)
 	}
 	return ErrBracketLine
 }
