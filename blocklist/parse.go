@@ -306,11 +306,13 @@ func entryName(s string, dst []byte) ([]byte, error) {
 	return nil, ErrBadAddr
 }
 
-// addrOnly is ErrAddrOnly for an address a written where a name belongs,
-// naming what does there what Blocky does with an address in a denylist
-// (it blocks every answer that holds it): the response-IP trigger of a
-// policy zone for a, its zone dropped and IPv4-mapped read as IPv4, as a
-// policy zone reads an answer's addresses (package rpz).
+// addrOnly is ErrAddrOnly, wrapped, for an address a written where a name
+// belongs. A list blocks names, so the line blocks nothing; Blocky reads
+// an address in a denylist as "block every answer that holds it", and what
+// does that here is a policy zone's Response IP Address trigger
+// (draft-vixie-dnsop-dns-rpz), which the error names for a as a /32 or
+// /128 (`32.1.0.0.10.rpz-ip`), a's zone dropped and an IPv4-mapped a read
+// as IPv4, as a policy zone matches an answer's addresses.
 func addrOnly(a netip.Addr) error {
 	a = a.WithZone("").Unmap()
 	return fmt.Errorf(`%w (to block the answers that hold %s, as Blocky reads an address in a denylist, write "%s CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through)`,

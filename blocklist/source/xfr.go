@@ -334,10 +334,12 @@ func (c *xfrClient) exchange(ctx context.Context, network, addr string, q *dns.M
 	return nil, unanswered("SOA query: no answer with ID %d", q.Id)
 }
 
-// errTCOverTCP is the error for an answer over TCP with TC set, named by
-// what: TCP has no larger transport to ask over, so what it holds may lack
-// records the primary left out (a transfer applied so would unblock the
-// names they trigger). It is refused, as the upstream path refuses one
+// errTCOverTCP is the error for a message over TCP with TC set, what
+// naming it ("SOA query: answer", "AXFR: message 2"). TC says records
+// were left out (RFC 1035 §4.1.1; RFC 2181 §9: the client asks again over
+// a transport that allows a larger message), and TCP has none larger to
+// ask over: a transfer applied without them would unblock the names they
+// trigger. It is refused, as the upstream path refuses such an answer
 // (ErrAnswerTruncated) and BIND's secondary does ("truncated TCP
 // response").
 func errTCOverTCP(what string) error {
