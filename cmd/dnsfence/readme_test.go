@@ -62,6 +62,21 @@ func readmeExamples(t *testing.T) (examples []readmeExample, files map[string]st
 	return examples, files
 }
 
+// readmeBlockAfter is the text of README's first fenced block of language
+// lang (```lang) after the first occurrence of marker, without its fences;
+// the test fails when README has none.
+func readmeBlockAfter(t *testing.T, marker, lang string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(b), marker)
+	require.True(t, ok, "README: %q", marker)
+	_, rest, ok = strings.Cut(rest, "```"+lang+"\n")
+	require.True(t, ok, "README: a ```%s block after %q", lang, marker)
+	block, _, _ := strings.Cut(rest, "```")
+	return block
+}
+
 // TestREADMECommands runs README's `./dnsfence check` and `./dnsfence
 // explain` examples as a reader would (the binary built as README's
 // Commands says), from the repository's root with the YAML
@@ -139,13 +154,7 @@ func checkREADMEDigSession(t *testing.T, p *process) {
 	assert.GreaterOrEqual(t, explained, 1, "README's explain queries")
 	assert.GreaterOrEqual(t, answered, 1, "README's blocked answer")
 
-	b, err := os.ReadFile("../../README.md")
-	require.NoError(t, err)
-	_, rest, ok := strings.Cut(string(b), "one audit line for the block")
-	require.True(t, ok, "README's audit line")
-	_, rest, ok = strings.Cut(rest, "```json\n")
-	require.True(t, ok, "README's audit line's block")
-	line, _, _ := strings.Cut(rest, "\n")
+	line, _, _ := strings.Cut(readmeBlockAfter(t, "one audit line for the block", "json"), "\n")
 	var shown struct {
 		List   string `json:"list"`
 		Line   int    `json:"line"`

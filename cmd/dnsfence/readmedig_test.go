@@ -38,13 +38,7 @@ func TestREADMEDigSessionForwarded(t *testing.T) {
 		return
 	}
 	up := os.Getenv(builtUpstream)
-	b, err := os.ReadFile("../../README.md")
-	require.NoError(t, err)
-	_, rest, ok := strings.Cut(string(b), "with nothing leaving the machine")
-	require.True(t, ok, "README's local set-up")
-	_, rest, ok = strings.Cut(rest, "```sh\n")
-	require.True(t, ok, "README's local set-up's block")
-	block, _, _ := strings.Cut(rest, "```")
+	block := readmeBlockAfter(t, "with nothing leaving the machine", "sh")
 	steps := strings.Split(strings.TrimSpace(block), "\n")
 	require.Len(t, steps, 3, "README's local set-up: the upstream, the sed, dnsfence")
 
