@@ -165,12 +165,15 @@ func startBinary(t *testing.T, args ...string) *process {
 		}
 	}
 	if len(args) > 0 && !testnet.InsideNetns() {
+		// Another test's dnsfence, or a CI run beside this one, may hold a
+		// default address, a fixed port: that one's start then fails.
 		for _, m := range p.early {
 			if m["msg"] == "http endpoint listening" && m["address"] == config.DefaultHTTP {
-				// Another test's dnsfence, or a CI run beside this one,
-				// may hold it: that one's start then fails.
 				t.Errorf("dnsfence serves HTTP on the default %s, a fixed port: give the test's configuration http: \"127.0.0.1:0\"", config.DefaultHTTP)
 			}
+		}
+		if p.addr == config.DefaultListen {
+			t.Errorf("dnsfence serves DNS on the default %s, a fixed port: give the test's configuration listen: [\"127.0.0.1:0\"]", config.DefaultListen)
 		}
 	}
 	return p
