@@ -699,10 +699,18 @@ func TestRPZHasPassthru(t *testing.T) {
 }
 
 // TestRPZSecondSOA: a zone file with a second SOA record at its apex
-// (BIND refuses it) takes its serial from the first.
+// (BIND refuses it) takes its serial from the first, and reports the
+// second, by its line, as the bad line it is (it was taken without a word).
 func TestRPZSecondSOA(t *testing.T) {
 	l, err := Parse("policy.rpz", []byte(zoneHead+"@ SOA localhost. root.localhost. 2026010200 3600 600 86400 60\ntiktok.com CNAME .\n"))
-	require.NoError(t, err)
+	n, first := BadLines(err)
+	assert.Equal(t, 1, n)
+	if assert.NotNil(t, first) {
+		assert.ErrorIs(t, first, rpz.ErrSecondSOA)
+		assert.Equal(t, strings.Count(zoneHead, "\n")+1, first.Line)
+	}
+	_, ok := l.Match("tiktok.com")
+	assert.True(t, ok, "the file's triggers apply")
 	serial, ok := l.Serial()
 	require.True(t, ok)
 	assert.Equal(t, uint32(2026010100), serial)

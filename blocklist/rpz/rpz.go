@@ -159,6 +159,7 @@ var (
 	ErrOriginTwice      = errors.New("owner name ends in the zone's name twice: written without its trailing dot, a name in full is read below the zone, as BIND reads it (tiktok.com.rpz.example.gov, in zone rpz.example.gov, is the trigger for tiktok.com.rpz.example.gov, which no query asks for); write tiktok.com.rpz.example.gov. or tiktok.com")
 	ErrNoOwner          = errors.New("no owner name: a record that leaves it out repeats the owner of the record before, and there is none")
 	ErrApexData         = errors.New("a record at the zone apex other than SOA and NS is not a trigger")
+	ErrSecondSOA        = errors.New("a second SOA record at the zone apex: a zone has exactly one (RFC 1035 §5.2), and BIND refuses a file with two")
 	ErrWildcard         = errors.New("a wildcard is only a leading \"*.\" label")
 	ErrWideWildcard     = errors.New("a wildcard of a single label would block a whole top-level domain")
 	ErrClass            = errors.New("only class IN records are triggers")
@@ -380,8 +381,14 @@ func (d *decoder) record(rr dns.RR, line int) {
 	if rel == "" {
 		switch hdr.Rrtype {
 		case dns.TypeSOA:
-			if soa, ok := rr.(*dns.SOA); ok && !d.zone.SOA {
+			soa, ok := rr.(*dns.SOA)
+			switch {
+			case !ok:
+			case !d.zone.SOA:
 				d.zone.SOA, d.zone.Serial = true, soa.Serial
+			case d.base != "":
+				// A file's; a transfer repeats its SOA at the end.
+				bad(fmt.Errorf("%w; the first's serial %d is kept", ErrSecondSOA, d.zone.Serial))
 			}
 		case dns.TypeNS:
 		default:

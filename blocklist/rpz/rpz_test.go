@@ -121,6 +121,7 @@ func TestParseUnsupported(t *testing.T) {
 		{"escaped top-level wildcard", `\*.com CNAME .`, `\*.com.rpz.test.`, ErrWideWildcard, ""},
 		{"escaped root wildcard", `\042 CNAME .`, `\042.rpz.test.`, ErrWideWildcard, ""},
 		{"apex data", "@ TXT \"v=1\"", "rpz.test.", ErrApexData, "TXT"},
+		{"a second SOA", "@ SOA localhost. root.localhost. 43 3600 600 86400 60", "rpz.test.", ErrSecondSOA, "serial 42 is kept"},
 		{"class CH", "tiktok.com CH CNAME .", "tiktok.com.rpz.test.", ErrClass, "CH"},
 		{"outside the zone", "tiktok.com. CNAME .", "tiktok.com.", ErrOutsideZone, ""},
 		{"NS below the apex", "sub NS ns.example.", "sub.rpz.test.", ErrLocalData, "(NS record"},
