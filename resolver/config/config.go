@@ -1131,7 +1131,9 @@ func (c *Config) validateLimits(errs *configErrors) {
 		errs.add(rate, "%s is negative; give 0 (off) or more queries a second, %s", errs.written(rate, r), example(rate))
 	case nodeAt(errs.root, burst) == nil && c.RateLimit.Burst < 1 && r > 0:
 		errs.add(burst, "the default burst, twice the rate, is %d; give a burst of 1 or more, %s", c.RateLimit.Burst, example(burst))
-	case c.RateLimit.Burst < 0 || c.RateLimit.Burst < 1 && r > 0:
+	case c.RateLimit.Burst < 0 && r == 0:
+		errs.add(burst, "%d is negative; give 0 or more queries (rate limiting is off: rate 0), %s", c.RateLimit.Burst, example(burst))
+	case c.RateLimit.Burst < 1 && r > 0:
 		errs.add(burst, "%d is below 1; a rate limit needs a burst of 1 query or more, %s", c.RateLimit.Burst, example(burst))
 	}
 	for _, l := range []struct {
