@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
@@ -99,6 +101,9 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("entry %q does not match its subdomain (got %q)", e.Name, m.Name)
 			}
 		}
+		checkLinesAccounted(t, data, l, err)
+		checkHeaders(t, data)
+		checkBracketReports(t, data, err)
 	})
 }
 
@@ -258,6 +263,7 @@ func FuzzParseRPZ(f *testing.F) {
 		if n != l.Len() {
 			t.Fatalf("All yields %d entries, Len is %d", n, l.Len())
 		}
+		checkSecondSOA(t, data, err)
 	})
 }
 
@@ -520,4 +526,187 @@ func FuzzSameName(f *testing.F) {
 			t.Fatalf("SameName(%q, %q) = %v; want %v (labels %q, %q)", a, b, got, want, la, lb)
 		}
 	})
+}
+
+// checkLinesAccounted fails t when a line of data (a list Parse read as
+// l, reporting warn) is dropped without a word: every line that is not
+// blank, a comment (`#` or `!` first) or a list header (headerLine) must
+// be an entry, a duplicate, a reported bad line, or a hosts line whose
+// names are all standard ones (hostsNames) or none before its comment.
+// Past maxReported bad lines only the count is kept, and nothing is
+// checked.
+func checkLinesAccounted(t *testing.T, data []byte, l *List, warn error) {
+	if n, _ := BadLines(warn); n > maxReported {
+		return
+	}
+	seen := map[int]bool{}
+	for e := range l.All() {
+		seen[e.Line] = true
+	}
+	for _, d := range l.Duplicates() {
+		seen[d.Line] = true
+	}
+	for _, pe := range parseErrors(warn) {
+		seen[pe.Line] = true
+	}
+	for line, text := range Lines(string(data)) {
+		text = strings.TrimSpace(text)
+		if text == "" || text[0] == '#' || text[0] == '!' || seen[line] {
+			continue
+		}
+		if c, ok := commentless(text); ok && headerLine(c) {
+			continue
+		}
+		if first, rest := nextField(text); rest != "" {
+			if _, err := netip.ParseAddr(first); err == nil && hostsNamesOnly(rest) {
+				continue
+			}
+		}
+		t.Fatalf("line %d %q is neither an entry, a duplicate, a header nor reported", line, text)
+	}
+}
+
+// hostsNamesOnly reports the fields of a hosts line after its address,
+// up to a `#`, that are all standard names (hostsNames), or none.
+func hostsNamesOnly(rest string) bool {
+	for rest != "" {
+		var host string
+		host, rest = nextField(rest)
+		if i := strings.IndexByte(host, '#'); i >= 0 {
+			return i == 0 || hostsNames[strings.ToLower(host[:i])]
+		}
+		if !hostsNames[strings.ToLower(host)] {
+			return false
+		}
+	}
+	return true
+}
+
+// checkHeaders fails t for a line of data skipped as a list header
+// (headerLine) that holds a name a list would take (entryName): any run
+// of the octets a name is written with (ASCII letters, digits, `-`, `_`
+// and dots, and Unicode letters, digits and marks and the full stops
+// IDNA maps to a dot), whatever separates it from the rest of the line.
+// Skipped, that name would be blocked nowhere and nobody told.
+func checkHeaders(t *testing.T, data []byte) {
+	for line, text := range Lines(string(data)) {
+		text = strings.TrimSpace(text)
+		if text == "" || text[0] == '!' {
+			continue
+		}
+		c, ok := commentless(text)
+		if !ok || !headerLine(c) {
+			continue
+		}
+		for _, run := range nameRuns(c) {
+			if n, err := entryName(strings.TrimLeft(run, "."), nil); err == nil {
+				t.Fatalf("line %d %q is skipped as a header, but holds the name %q (%s)", line, text, run, n)
+			}
+		}
+	}
+}
+
+// nameRuns splits s at every character no name is written with.
+func nameRuns(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool {
+		if r < utf8.RuneSelf {
+			return r != '.' && !entryOctet[presname.Lower(byte(r))]
+		}
+		switch r {
+		case '\u3002', '\uff0e', '\uff61': // full stops IDNA maps to "."
+			return false
+		}
+		return !unicode.IsLetter(r) && !unicode.IsNumber(r) && !unicode.IsMark(r)
+	})
+}
+
+// checkBracketReports fails t for a line reported as ErrBracketLine
+// naming a name (`write each name on a line of its own: NAME`) that is
+// not a stored name or, on a line in ASCII, not in the line (in any case).
+func checkBracketReports(t *testing.T, data []byte, warn error) {
+	const lead = "write each name on a line of its own: "
+	for _, pe := range parseErrors(warn) {
+		if !errors.Is(pe.Err, ErrBracketLine) {
+			continue
+		}
+		msg := pe.Err.Error()
+		i := strings.LastIndex(msg, lead)
+		if i < 0 {
+			continue
+		}
+		n := strings.TrimSuffix(msg[i+len(lead):], ")")
+		line := lineOf(data, pe.Line)
+		if norm, err := NormalizeName(n); err != nil || norm != n {
+			t.Fatalf("line %d %q reported naming %q, which is no stored name (%q, %v)", pe.Line, line, n, norm, err)
+		}
+		if isASCII(line) && !strings.Contains(strings.ToLower(line), n) {
+			t.Fatalf("line %d %q reported naming %q, which is not in it", pe.Line, line, n)
+		}
+	}
+}
+
+// checkSecondSOA fails t when a policy zone file's (data, which Parse
+// read reporting warn) second SOA at its apex is not reported
+// (rpz.ErrSecondSOA) once each, or another record is; and when the
+// file's records, read as a zone transfer with its SOA repeated at the
+// end (rpz.FromRecords), report ErrSecondSOA at all. The reference reads
+// the file with miekg/dns's zone parser: checked for a file it reads
+// without error whose first record is an SOA, which names the apex.
+func checkSecondSOA(t *testing.T, data []byte, warn error) {
+	if n, _ := BadLines(warn); n > maxReported || bytes.Contains(data, []byte(byteOrderMark)) {
+		return
+	}
+	reported := 0
+	for _, pe := range parseErrors(warn) {
+		if errors.Is(pe.Err, rpz.ErrSecondSOA) {
+			reported++
+		}
+	}
+	const noOrigin = "dnsfence-no-origin.invalid." // rpz's origin until $ORIGIN
+	zp := dns.NewZoneParser(bytes.NewReader(data), noOrigin, "")
+	zp.SetDefaultTTL(3600)
+	var rrs []dns.RR
+	for rr, ok := zp.Next(); ok && len(rrs) < 10_000; rr, ok = zp.Next() {
+		rrs = append(rrs, rr)
+	}
+	if zp.Err() != nil || len(rrs) == 0 || rrs[0].Header().Rrtype != dns.TypeSOA {
+		return
+	}
+	// The apex is the first SOA's owner, the root for one written
+	// relative; a name written relative is below the apex so named.
+	apex, base := rrs[0].Header().Name, rrs[0].Header().Name
+	if SameName(apex, noOrigin) || dns.IsSubDomain(noOrigin, apex) {
+		apex, base = ".", "."
+	}
+	inFull := func(name string) string {
+		if SameName(name, noOrigin) {
+			return base
+		}
+		if rel, ok := strings.CutSuffix(name, "."+noOrigin); ok {
+			if base == "." {
+				return rel + "."
+			}
+			return rel + "." + base
+		}
+		return name
+	}
+	want := 0
+	xfr := make([]dns.RR, 0, len(rrs)+1)
+	for i, rr := range rrs {
+		rr = dns.Copy(rr)
+		rr.Header().Name = inFull(rr.Header().Name)
+		if i > 0 && rr.Header().Rrtype == dns.TypeSOA && SameName(rr.Header().Name, apex) {
+			want++
+		}
+		xfr = append(xfr, rr)
+	}
+	if reported != want {
+		t.Fatalf("%q: %d second SOA records at the apex %s, %d reported (%v)", data, want, apex, reported, warn)
+	}
+	xfr = append(xfr, xfr[0])
+	rpz.FromRecords(apex, xfr, rpz.Handler{Problem: func(p rpz.Problem) {
+		if errors.Is(p.Err, rpz.ErrSecondSOA) {
+			t.Fatalf("%q read as a transfer: %s reported: %v", data, p.Owner, p.Err)
+		}
+	}})
 }
