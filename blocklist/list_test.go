@@ -922,6 +922,7 @@ func TestBracketHeaderHoldingAName(t *testing.T) {
 	for _, tc := range []struct {
 		name, line string
 		want       string // the name the report says to write; "" for a header
+		unnamed    bool   // reported naming no name
 	}{
 		{name: "Adblock Plus with a version", line: "[Adblock Plus 3.1.1]"},
 		{name: "two syntaxes", line: "[Adblock Plus 2.0; AdGuard]"},
@@ -931,16 +932,27 @@ func TestBracketHeaderHoldingAName(t *testing.T) {
 		{name: "a name starting ublock", line: "[UBlock.TikTok.com]", want: "ublock.tiktok.com"},
 		{name: "a syntax and a name", line: "[AdBlock tiktok.com]", want: "tiktok.com"},
 		{name: "a header and an Adblock rule", line: "[Adblock Plus 2.0 ||douyin.com^]", want: "douyin.com"},
+		// A name apart from the syntax by no white space, or in a field
+		// that is no entry, is held all the same: reported, not skipped.
+		{name: "a syntax, a colon and a name", line: "[adblock:tiktok.com]", unnamed: true},
+		{name: "a syntax, a bar and a name", line: "[AdGuard|tiktok.com]", unnamed: true},
+		{name: "a syntax and an exception rule", line: "[adguard @@||tiktok.com^]", unnamed: true},
+		{name: "a syntax and a rule with options", line: "[AdGuard ||tiktok.com^$client=10.0.0.1]", unnamed: true},
+		{name: "a syntax and a name with a glued comment", line: "[adblock tiktok.com#x]", unnamed: true},
+		{name: "a syntax, a full-width comma and a name", line: "[AdGuard\uff0ctiktok.com]", unnamed: true},
+		{name: "a syntax, a slash and a name", line: "[uBlock/bytedance.com]", unnamed: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, warn := Parse("lists/x.txt", []byte(tc.line+"\n"))
 			assert.Equal(t, 0, l.Len())
-			if tc.want == "" {
+			if tc.want == "" && !tc.unnamed {
 				assert.NoError(t, warn, "a header is skipped")
 				return
 			}
 			require.ErrorIs(t, warn, ErrBracketLine)
-			assert.ErrorContains(t, warn, "write each name on a line of its own: "+tc.want+")")
+			if !tc.unnamed {
+				assert.ErrorContains(t, warn, "write each name on a line of its own: "+tc.want+")")
+			}
 		})
 	}
 }

@@ -752,8 +752,10 @@ func lineContent(text string) (string, bool) {
 // line, in any case: what the filter engines of those programs skip as a
 // header (uBlock Origin skips any line starting `[adblock`). A line that
 // starts so but holds a name a list takes (bracketName:
-// `[adguard.tiktok.com]`, `[AdBlock tiktok.com]`) is no header: skipped,
-// that name was blocked nowhere and nobody was told. Any other line in
+// `[adguard.tiktok.com]`, `[AdBlock tiktok.com]`; or holdsName, whatever
+// is around it: `[adblock:tiktok.com]`, `[AdGuard @@||tiktok.com^]`,
+// `[AdGuard ||tiktok.com^$client=10.0.0.1]`) is no header: skipped, that
+// name was blocked nowhere and nobody was told. Any other line in
 // brackets is no header either (bracketLine says what it is).
 func headerLine(text string) bool {
 	inner, ok := inBrackets(text)
@@ -764,7 +766,34 @@ func headerLine(text string) bool {
 	for _, syntax := range [...]string{"adblock", "adguard", "ublock"} {
 		if len(inner) >= len(syntax) && strings.EqualFold(inner[:len(syntax)], syntax) {
 			_, named := bracketName(inner)
-			return !named
+			return !named && !holdsName(inner)
+		}
+	}
+	return false
+}
+
+// holdsName reports whether s holds a name a list would take (entryName)
+// anywhere, whatever separates it from the rest: a run of the characters
+// a name is written with (ASCII letters, digits, `-`, `_` and dots;
+// Unicode letters, digits and marks, and the full stops IDNA reads as a
+// dot), its leading dots left out. bracketName reads fields as entries
+// (`||douyin.com^`), this the names in any other text around them: a
+// rule that is no entry (`@@||tiktok.com^`, `||tiktok.com^$client=…`),
+// a name after a colon or a bar.
+func holdsName(s string) bool {
+	isSep := func(r rune) bool {
+		if r < utf8.RuneSelf {
+			return r != '.' && !entryOctet[presname.Lower(byte(r))]
+		}
+		switch r {
+		case '\u3002', '\uff0e', '\uff61': // ideographic, full-width and halfwidth ideographic full stops
+			return false
+		}
+		return !unicode.IsLetter(r) && !unicode.IsNumber(r) && !unicode.IsMark(r)
+	}
+	for run := range strings.FieldsFuncSeq(s, isSep) {
+		if _, err := entryName(strings.TrimLeft(run, "."), nil); err == nil {
+			return true
 		}
 	}
 	return false
