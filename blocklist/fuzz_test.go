@@ -672,11 +672,15 @@ func checkSecondSOA(t *testing.T, data []byte, warn error) {
 	if zp.Err() != nil || len(rrs) == 0 || rrs[0].Header().Rrtype != dns.TypeSOA {
 		return
 	}
-	// The apex is the first SOA's owner, the root for one written
-	// relative; a name written relative is below the apex so named.
+	// The apex is the first SOA's owner, written relative (with no
+	// $ORIGIN before it) taken below the root; a name written relative
+	// is below the apex so named, or below the root for an SOA written
+	// relative (the zone unnamed).
 	apex, base := rrs[0].Header().Name, rrs[0].Header().Name
-	if SameName(apex, noOrigin) || dns.IsSubDomain(noOrigin, apex) {
+	if SameName(apex, noOrigin) {
 		apex, base = ".", "."
+	} else if rel, ok := strings.CutSuffix(apex, "."+noOrigin); ok {
+		apex, base = rel+".", "."
 	}
 	inFull := func(name string) string {
 		if SameName(name, noOrigin) {
