@@ -196,12 +196,12 @@ func (p *textParser) parseLine(line int, text string) {
 		return
 	}
 	if looksLikeAddr(first) { // checked first: ParseAddr allocates its error
-		if _, err := netip.ParseAddr(first); err != nil {
+		a, err := netip.ParseAddr(first)
+		if err != nil {
 			errs.add(name, line, first, ErrBadAddr)
 			return
 		}
 		if rest == "" {
-			a, _ := netip.ParseAddr(first)
 			errs.add(name, line, first, addrOnly(a))
 			return
 		}
