@@ -585,9 +585,10 @@ func hostsNamesOnly(rest string) bool {
 // checkHeaders fails t for a line of data skipped as a list header
 // (headerLine) that holds a name a list would take (entryName): any run
 // of the octets a name is written with (ASCII letters, digits, `-`, `_`
-// and dots, and Unicode letters, digits and marks and the full stops
-// IDNA maps to a dot), whatever separates it from the rest of the line.
-// Skipped, that name would be blocked nowhere and nobody told.
+// and dots, and Unicode letters, digits and marks), once each character
+// is mapped as IDNA maps it (`ⓣ` a `t`, `。` a dot), whatever separates it
+// from the rest of the line. Skipped, that name would be blocked nowhere
+// and nobody told.
 func checkHeaders(t *testing.T, data []byte) {
 	for line, text := range Lines(string(data)) {
 		text = strings.TrimSpace(text)
@@ -606,15 +607,20 @@ func checkHeaders(t *testing.T, data []byte) {
 	}
 }
 
-// nameRuns splits s at every character no name is written with.
+// nameRuns splits s at every character no name is written with, after
+// mapping each character IDNA maps to ASCII (alone) to that.
 func nameRuns(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool {
+	var mapped strings.Builder
+	for _, r := range s {
+		if a, err := idna.Lookup.ToASCII(string(r)); r >= utf8.RuneSelf && err == nil && a != "" && !strings.HasPrefix(a, "xn--") {
+			mapped.WriteString(a)
+			continue
+		}
+		mapped.WriteRune(r)
+	}
+	return strings.FieldsFunc(mapped.String(), func(r rune) bool {
 		if r < utf8.RuneSelf {
 			return r != '.' && !entryOctet[presname.Lower(byte(r))]
-		}
-		switch r {
-		case '\u3002', '\uff0e', '\uff61': // full stops IDNA maps to "."
-			return false
 		}
 		return !unicode.IsLetter(r) && !unicode.IsNumber(r) && !unicode.IsMark(r)
 	})

@@ -941,6 +941,13 @@ func TestBracketHeaderHoldingAName(t *testing.T) {
 		{name: "a syntax and a name with a glued comment", line: "[adblock tiktok.com#x]", unnamed: true},
 		{name: "a syntax, a full-width comma and a name", line: "[AdGuard\uff0ctiktok.com]", unnamed: true},
 		{name: "a syntax, a slash and a name", line: "[uBlock/bytedance.com]", unnamed: true},
+		// A symbol IDNA maps to letters (circled, squared, ™, ㎏) is
+		// written as a name's letter is, glued to the syntax or not.
+		{name: "a syntax, a colon and a circled name", line: "[adblock:\u24e3\u24d8\u24da\u24e3\u24de\u24da.\u24d2\u24de\u24dc]", unnamed: true},
+		{name: "a syntax glued to a name ending in a circled letter", line: "[AdGuard\u24e3.com]", unnamed: true},
+		{name: "a syntax and a squared name after a bar", line: "[uBlock|\U0001f130\U0001f130.\u33cf]", unnamed: true},
+		{name: "a header with a check mark", line: "[Adblock Plus 2.0 \u2713]"},
+		{name: "a header with a dash", line: "[AdGuard \u2014 Base filter]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, warn := Parse("lists/x.txt", []byte(tc.line+"\n"))

@@ -774,29 +774,44 @@ func headerLine(text string) bool {
 
 // holdsName reports whether s holds a name a list would take (entryName)
 // anywhere, whatever separates it from the rest: a run of the characters
-// a name is written with (ASCII letters, digits, `-`, `_` and dots;
-// Unicode letters, digits and marks, and the full stops IDNA reads as a
-// dot), its leading dots left out. bracketName reads fields as entries
-// (`||douyin.com^`), this the names in any other text around them: a
-// rule that is no entry (`@@||tiktok.com^`, `||tiktok.com^$client=…`),
-// a name after a colon or a bar.
+// a name is written with (nameRune), its leading dots left out.
+// bracketName reads fields as entries (`||douyin.com^`), this the names
+// in any other text around them: a rule that is no entry
+// (`@@||tiktok.com^`, `||tiktok.com^$client=…`), a name after a colon or
+// a bar.
 func holdsName(s string) bool {
-	isSep := func(r rune) bool {
-		if r < utf8.RuneSelf {
-			return r != '.' && !entryOctet[presname.Lower(byte(r))]
-		}
-		switch r {
-		case '\u3002', '\uff0e', '\uff61': // ideographic, full-width and halfwidth ideographic full stops
-			return false
-		}
-		return !unicode.IsLetter(r) && !unicode.IsNumber(r) && !unicode.IsMark(r)
-	}
+	isSep := func(r rune) bool { return !nameRune(r) }
 	for run := range strings.FieldsFuncSeq(s, isSep) {
 		if _, err := entryName(strings.TrimLeft(run, "."), nil); err == nil {
 			return true
 		}
 	}
 	return false
+}
+
+// nameRune reports whether a name can be written with r: an ASCII
+// letter, digit, `-`, `_` or dot; a Unicode letter, digit or mark; or a
+// character the UTS #46 mapping of IDNA (ToASCII) turns into those alone,
+// such as the full stops it reads as a dot (`。`, `．`, `｡`) and the
+// symbols it reads as letters (`ⓣ`, `🄰`, `™`, `㎏`). A symbol it does
+// not map (`—`, `✓`) is no name's character.
+func nameRune(r rune) bool {
+	if r < utf8.RuneSelf {
+		return r == '.' || entryOctet[presname.Lower(byte(r))]
+	}
+	if unicode.IsLetter(r) || unicode.IsNumber(r) || unicode.IsMark(r) {
+		return true
+	}
+	a, err := idna.Lookup.ToASCII(string(r))
+	if err != nil || a == "" || strings.HasPrefix(a, "xn--") {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if a[i] != '.' && !entryOctet[presname.Lower(a[i])] {
+			return false
+		}
+	}
+	return true
 }
 
 // inBrackets is what is inside text, a line in brackets whole; false for
