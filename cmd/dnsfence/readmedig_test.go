@@ -28,6 +28,8 @@ func TestREADMEDigSessionForwarded(t *testing.T) {
 	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
 	if os.Getenv(builtUpstream) == "" {
 		// Built here, once: the run in the namespace takes both by path.
+		// Not built for nothing where no namespace can be had.
+		testnet.NeedNetns(t)
 		up := filepath.Join(t.TempDir(), "benchupstream")
 		out, err := exec.Command("go", "build", "-o", up, "../benchupstream").CombinedOutput()
 		require.NoError(t, err, "go build: %s", out)

@@ -35,13 +35,7 @@ func InNetns(t *testing.T, ipCommands ...string) bool {
 		}
 		return true
 	}
-	if out, err := exec.Command("unshare", "-rn", "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		msg := fmt.Sprintf("needs a network namespace of its own, and `unshare -rn ip link set lo up` failed: %v: %s", err, bytes.TrimSpace(out))
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg + " (CI installs util-linux and iproute2: see .ci/run)")
-		}
-		t.Skip(msg)
-	}
+	NeedNetns(t)
 	cmd := exec.Command("unshare", "-rn", os.Args[0], "-test.run=^"+regexp.QuoteMeta(t.Name())+"$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), netnsEnv+"="+t.Name())
 	out, err := cmd.CombinedOutput()
@@ -55,6 +49,24 @@ func InNetns(t *testing.T, ipCommands ...string) bool {
 		t.Fatal("the test did not run in its network namespace")
 	}
 	return false
+}
+
+// NeedNetns skips t, or fails it under CI=true, where this machine gives
+// no network namespace of its own (`unshare -rn`: no unprivileged user
+// namespaces, no unshare or ip). InNetns asks it first; a test that
+// prepares something costly for its run in the namespace asks it before
+// that.
+func NeedNetns(t *testing.T) {
+	t.Helper()
+	out, err := exec.Command("unshare", "-rn", "ip", "link", "set", "lo", "up").CombinedOutput()
+	if err == nil {
+		return
+	}
+	msg := fmt.Sprintf("needs a network namespace of its own, and `unshare -rn ip link set lo up` failed: %v: %s", err, bytes.TrimSpace(out))
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " (CI installs util-linux and iproute2: see .ci/run)")
+	}
+	t.Skip(msg)
 }
 
 // runIP runs the ip command c (its arguments, space-separated) in the
