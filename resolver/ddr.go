@@ -90,9 +90,10 @@ func (h *Handler) warnDesignation(leaf *x509.Certificate) {
 const noHostDesignated = "the TLS certificate (tls.cert) names no host in its subjectAltName: clients that connect by name cannot verify it, and no encrypted resolver is designated (ddr): devices asking _dns.resolver.arpa SVCB get NODATA (RFC 9462 §4); add the listeners' DNS name to it"
 
 // isDDRQuestion reports whether q asks for the designated resolvers: an
-// SVCB question for `_dns.resolver.arpa`, however spelt.
+// SVCB question for `_dns.resolver.arpa`, however spelt, or an ANY
+// question, whose answer holds every record of the name.
 func isDDRQuestion(q dns.Question) bool {
-	return q.Qtype == dns.TypeSVCB && blocklist.SameName(q.Name, ddrName)
+	return (q.Qtype == dns.TypeSVCB || q.Qtype == dns.TypeANY) && blocklist.SameName(q.Name, ddrName)
 }
 
 // localReply is the answer of a query for a name in one of dnsfence's own

@@ -140,8 +140,12 @@ func TestDDRDesignatesOwnListeners(t *testing.T) {
 	asked := netip.MustParseAddr("127.0.0.1")
 	for _, network := range []string{"udp", "tcp"} {
 		t.Run(network, func(t *testing.T) {
-			for _, name := range []string{"_dns.resolver.arpa.", "_DNS.Resolver.ARPA.", `\095dns.resolver.arpa.`} {
-				r := ask(t, e.addr, "127.0.0.2", network, question(name, dns.TypeSVCB, true))
+			for _, name := range []string{"_dns.resolver.arpa.", "_DNS.Resolver.ARPA.", `\095dns.resolver.arpa.`, "ANY"} {
+				qtype := dns.TypeSVCB
+				if name == "ANY" { // every record of the name: the same
+					name, qtype = "_dns.resolver.arpa.", dns.TypeANY
+				}
+				r := ask(t, e.addr, "127.0.0.2", network, question(name, qtype, true))
 				require.Equal(t, dns.RcodeSuccess, r.Rcode, name)
 				assert.True(t, r.Authoritative, "dnsfence's own zone")
 				assert.Empty(t, r.Ns, "an answer, not NODATA")

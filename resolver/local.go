@@ -113,7 +113,9 @@ func localZoneOf(qname string) (*localZone, bool) {
 
 // reply answers req, whose question name is in z, from z's own records:
 // the SOA and the NS at the apex when asked for them, an address in a
-// loopback zone, and otherwise z's negative answer (NODATA, or NXDOMAIN)
+// loopback zone, every one of those the name has for ANY (RFC 1035
+// §3.2.3, as an authoritative server answers it: NODATA would say the
+// name has none), and otherwise z's negative answer (NODATA, or NXDOMAIN)
 // with the SOA in the authority section for RFC 2308 negative caching.
 func (z *localZone) reply(req *dns.Msg) *dns.Msg {
 	q := req.Question[0]
@@ -129,16 +131,20 @@ func (z *localZone) reply(req *dns.Msg) *dns.Msg {
 	// zone is its own, as BIND's empty zones and Unbound's local zones
 	// are theirs (replyHeader clears AA on every other answer).
 	m.Authoritative = true
-	switch {
-	case apex && q.Qtype == dns.TypeSOA:
-		m.Answer = []dns.RR{soa}
-	case apex && q.Qtype == dns.TypeNS:
-		m.Answer = []dns.RR{&dns.NS{Hdr: hdr(z.apex, dns.TypeNS), Ns: z.apex}}
-	case z.loopback && q.Qtype == dns.TypeA:
-		m.Answer = []dns.RR{&dns.A{Hdr: hdr(q.Name, dns.TypeA), A: net.IPv4(127, 0, 0, 1).To4()}}
-	case z.loopback && q.Qtype == dns.TypeAAAA:
-		m.Answer = []dns.RR{&dns.AAAA{Hdr: hdr(q.Name, dns.TypeAAAA), AAAA: net.IPv6loopback}}
-	default:
+	all := q.Qtype == dns.TypeANY
+	if apex && (all || q.Qtype == dns.TypeSOA) {
+		m.Answer = append(m.Answer, soa)
+	}
+	if apex && (all || q.Qtype == dns.TypeNS) {
+		m.Answer = append(m.Answer, &dns.NS{Hdr: hdr(z.apex, dns.TypeNS), Ns: z.apex})
+	}
+	if z.loopback && (all || q.Qtype == dns.TypeA) {
+		m.Answer = append(m.Answer, &dns.A{Hdr: hdr(q.Name, dns.TypeA), A: net.IPv4(127, 0, 0, 1).To4()})
+	}
+	if z.loopback && (all || q.Qtype == dns.TypeAAAA) {
+		m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr(q.Name, dns.TypeAAAA), AAAA: net.IPv6loopback})
+	}
+	if len(m.Answer) == 0 {
 		m.Ns = []dns.RR{soa}
 	}
 	return m

@@ -463,3 +463,49 @@ func octetLocalZoneOf(qname string) (*localZone, bool) {
 	}
 	return nil, false
 }
+
+// TestLocalZonesAnswerANY: an ANY question for a name of dnsfence's own
+// zones gets every record the zone has at that name (the apex's SOA and
+// NS, localhost's addresses), as an authoritative server gives them (BIND's
+// empty zones; RFC 1035 §3.2.3's "all records"), not NODATA, which says
+// the name has none. A name with none gets the zone's negative answer.
+func TestLocalZonesAnswerANY(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	for _, tc := range []struct {
+		name  string
+		rcode int
+		want  []uint16 // the answer's types, in order; none: a negative answer
+	}{
+		{"resolver.arpa.", dns.RcodeSuccess, []uint16{dns.TypeSOA, dns.TypeNS}},
+		{"Onion.", dns.RcodeSuccess, []uint16{dns.TypeSOA, dns.TypeNS}},
+		{"invalid.", dns.RcodeSuccess, []uint16{dns.TypeSOA, dns.TypeNS}},
+		{"LocalHost.", dns.RcodeSuccess, []uint16{dns.TypeSOA, dns.TypeNS, dns.TypeA, dns.TypeAAAA}},
+		{"app.localhost.", dns.RcodeSuccess, []uint16{dns.TypeA, dns.TypeAAAA}},
+		{"x.resolver.arpa.", dns.RcodeSuccess, nil},
+		{"_dns.resolver.arpa.", dns.RcodeSuccess, nil}, // designating nothing: no listener is encrypted
+		{"x.onion.", dns.RcodeNameError, nil},
+		{"a.b.invalid.", dns.RcodeNameError, nil},
+	} {
+		for _, network := range []string{"udp", "tcp"} {
+			q := question(tc.name, dns.TypeANY, true)
+			r := ask(t, f.addr, "127.0.0.1", network, q)
+			require.Equal(t, tc.rcode, r.Rcode, "%s ANY over %s", tc.name, network)
+			assert.True(t, r.Authoritative && !r.Truncated, tc.name)
+			var got []uint16
+			for _, rr := range r.Answer {
+				got = append(got, rr.Header().Rrtype)
+				assert.True(t, strings.EqualFold(tc.name, rr.Header().Name), "owner %s, asked %s", rr.Header().Name, tc.name)
+				assert.Equal(t, uint32(10800), rr.Header().Ttl)
+			}
+			assert.Equal(t, tc.want, got, "%s ANY over %s", tc.name, network)
+			if tc.want == nil {
+				require.Len(t, r.Ns, 1, "the SOA of a negative answer")
+				assert.Equal(t, dns.TypeSOA, r.Ns[0].Header().Rrtype)
+			} else {
+				assert.Empty(t, r.Ns)
+			}
+		}
+	}
+	assert.Zero(t, up.count.Load(), "nothing in a local zone reaches an upstream")
+}
