@@ -1,0 +1,381 @@
+package source
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// rawServer is a TCP listener on loopback that answers each request with
+// what its current answer function writes on the raw connection: a
+// broken or hostile HTTP server. Connections end when the test does, at
+// the latest.
+type rawServer struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	answer func(c net.Conn, req *http.Request)
+	done   chan struct{}
+	wg     sync.WaitGroup
+}
+
+func newRawServer(t *testing.T, answer func(c net.Conn, req *http.Request)) *rawServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := &rawServer{ln: ln, answer: answer, done: make(chan struct{})}
+	s.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Go(func() {
+				defer c.Close()
+				go func() { <-s.done; c.Close() }()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				s.mu.Lock()
+				answer := s.answer
+				s.mu.Unlock()
+				answer(c, req)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		close(s.done)
+		ln.Close()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *rawServer) set(answer func(c net.Conn, req *http.Request)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.answer = answer
+}
+
+func (s *rawServer) url() string { return "http://" + s.ln.Addr().String() + "/list.txt" }
+
+// writeRaw writes a raw answer and, when reset, ends the connection with
+// a TCP RST (SO_LINGER 0) rather than a FIN.
+func writeRaw(c net.Conn, head string, body []byte, reset bool) {
+	c.Write([]byte(head))
+	c.Write(body)
+	if reset {
+		c.(*net.TCPConn).SetLinger(0)
+	}
+}
+
+// okAnswer is a whole, well-formed answer with body.
+func okAnswer(body string) func(c net.Conn, req *http.Request) {
+	return func(c net.Conn, _ *http.Request) {
+		writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", len(body)), []byte(body), false)
+	}
+}
+
+func gzipped(t *testing.T, data []byte) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	_, err := zw.Write(data)
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+	return b.Bytes()
+}
+
+// TestURLHostileServer plays a broken or hostile HTTP server against a
+// source that holds a good copy: each answer below must fail the fetch,
+// name the URL and what is wrong, and keep the copy held (never
+// delivered, never on disk). Blocky's and AdGuard Home's downloaders
+// read a body to its end the same way; this also checks what each error
+// says.
+func TestURLHostileServer(t *testing.T) {
+	const good = "tiktok.com\ndouyin.com\ncapcut.com\n"
+	bomb := gzipped(t, bytes.Repeat([]byte("a.example\n"), 1<<20)) // 10 MiB inflated, ~10 KiB sent
+	gz := gzipped(t, []byte(good+"lemon8.com\n"))
+	badCRC := bytes.Clone(gz)
+	badCRC[len(badCRC)-5] ^= 0xff // the CRC-32 in the trailer
+	for _, tc := range []struct {
+		name   string
+		answer func(c net.Conn, req *http.Request)
+		want   []string // what the error says, besides the URL
+	}{
+		{"content-length larger than sent", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", []byte("tiktok.com\n"), false)
+		}, []string{"unexpected EOF"}},
+		{"chunked without its last chunk", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", []byte("b\r\ntiktok.com\n\r\n"), false)
+		}, []string{"unexpected EOF"}},
+		{"connection reset mid-body", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", []byte("tiktok.com\n"), true)
+		}, []string{"reading body"}},
+		{"gzip corrupt", func(c net.Conn, _ *http.Request) {
+			body := []byte("this is no gzip stream at all\n")
+			writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n", len(body)), body, false)
+		}, []string{"gzip: invalid header"}},
+		{"gzip truncated", func(c net.Conn, _ *http.Request) {
+			body := gz[:len(gz)-12]
+			writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n", len(body)), body, false)
+		}, []string{"unexpected EOF"}},
+		{"gzip bad checksum", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n", len(badCRC)), badCRC, false)
+		}, []string{"gzip: invalid checksum"}},
+		{"gzip bomb past max_bytes", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n", len(bomb)), bomb, false)
+		}, []string{ErrTooBig.Error()}},
+		{"headers that never end", func(c net.Conn, _ *http.Request) {
+			c.Write([]byte("HTTP/1.1 200 OK\r\n"))
+			for i := range 100 { // 10 s at most
+				if _, err := fmt.Fprintf(c, "X-Drip-%d: 1\r\n", i); err != nil {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}, []string{"timeout awaiting response headers"}},
+		{"no answer at all", func(c net.Conn, _ *http.Request) {
+			time.Sleep(3 * time.Second)
+		}, []string{"timeout awaiting response headers"}},
+		{"200 with an HTML error page", func(c net.Conn, _ *http.Request) {
+			body := "<!DOCTYPE html><title>502 Bad Gateway</title>\n"
+			writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n", len(body)), []byte(body), false)
+		}, []string{ErrHTML.Error()}},
+		{"empty 200", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", nil, false)
+		}, []string{ErrEmpty.Error()}},
+		{"206 partial content", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-10/33\r\nContent-Length: 11\r\n\r\n", []byte("tiktok.com\n"), false)
+		}, []string{"206"}},
+		{"302 without Location", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, "HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n", nil, false)
+		}, []string{"302"}},
+		{"not HTTP at all", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, "SSH-2.0-OpenSSH_9.6\r\n", nil, false)
+		}, []string{"malformed HTTP"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { checkHostile(t, tc.answer, tc.want...) })
+	}
+}
+
+// checkHostile has a source fetch a good copy from a raw server, then
+// answer, and checks that the fetch fails with an error naming the URL
+// and holding each of want, the copy held kept and nothing delivered.
+func checkHostile(t *testing.T, answer func(c net.Conn, req *http.Request), want ...string) {
+	t.Helper()
+	const good = "tiktok.com\ndouyin.com\ncapcut.com\n"
+	srv := newRawServer(t, okAnswer(good))
+	opt := testOptions(t)
+	opt.Timeout = time.Second
+	opt.MaxBytes = 64 << 10
+	src, err := NewURL(srv.url(), opt)
+	require.NoError(t, err)
+	rec := run(t, src)
+	require.Equal(t, good, string(rec.waitCount(t, 1).Body))
+	failures := src.Status().Failures
+
+	srv.set(answer)
+	st := waitStatus(t, src, func(st Status) bool { return st.Failures > failures })
+	require.Error(t, st.LastError)
+	assert.Contains(t, st.LastError.Error(), srv.url(), "the error names the URL")
+	for _, w := range want {
+		assert.Contains(t, st.LastError.Error(), w)
+	}
+	assert.True(t, st.HasContent)
+	assert.Equal(t, sha256.Sum256([]byte(good)), st.SHA256, "the copy held stays")
+	assert.Equal(t, 1, rec.count(), "nothing else delivered")
+	disk, err := src.readCopy()
+	require.NoError(t, err)
+	assert.Equal(t, good, string(disk.Body), "nor kept on disk")
+}
+
+// TestURLGzipAccepted: a list sent gzip-encoded, as asked for, is the
+// list, decoded.
+func TestURLGzipAccepted(t *testing.T) {
+	const good = "tiktok.com\ndouyin.com\n"
+	gz := gzipped(t, []byte(good))
+	srv := newRawServer(t, func(c net.Conn, req *http.Request) {
+		writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n", len(gz)), gz, false)
+	})
+	src, err := NewURL(srv.url(), testOptions(t))
+	require.NoError(t, err)
+	c, err := src.Fetch(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, good, string(c.Body))
+}
+
+// TestURLUTF8ByteOrderMarkAccepted: a UTF-8 list saved with a byte order
+// mark (Windows) is a list.
+func TestURLUTF8ByteOrderMarkAccepted(t *testing.T) {
+	srv := newListServer(t, "\ufefftiktok.com\r\ndouyin.com\r\n")
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	c, err := src.Fetch(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, "\ufefftiktok.com\r\ndouyin.com\r\n", string(c.Body))
+}
+
+// testCert makes a certificate for names (DNS names or addresses) valid
+// from notBefore to notAfter, signed by ca (self-signed when ca is nil).
+func testCert(t *testing.T, ca *tls.Certificate, names []string, notBefore, notAfter time.Time) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "dnsfence test"},
+		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: ca == nil}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	parent, signer := tmpl, any(key)
+	if ca != nil {
+		parent, signer = ca.Leaf, ca.PrivateKey
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
+	require.NoError(t, err)
+	leaf, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// TestURLTLSRefused: a list server whose certificate does not verify
+// (self-signed, for another name, expired) is refused, the copy held
+// kept, and the error says which; the test's CA is trusted, as a
+// private CA in the system's store would be.
+func TestURLTLSRefused(t *testing.T) {
+	now := time.Now()
+	ca := testCert(t, nil, nil, now.Add(-time.Hour), now.Add(time.Hour))
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Leaf)
+	for _, tc := range []struct {
+		name string
+		cert tls.Certificate
+		want string
+	}{
+		{"trusted", testCert(t, &ca, []string{"127.0.0.1"}, now.Add(-time.Hour), now.Add(time.Hour)), ""},
+		{"self-signed", testCert(t, nil, []string{"127.0.0.1"}, now.Add(-time.Hour), now.Add(time.Hour)), "certificate signed by unknown authority"},
+		{"wrong name", testCert(t, &ca, []string{"lists.example.gov"}, now.Add(-time.Hour), now.Add(time.Hour)), "doesn't contain any IP SANs"},
+		{"wrong address", testCert(t, &ca, []string{"127.0.0.2"}, now.Add(-time.Hour), now.Add(time.Hour)), "not 127.0.0.1"},
+		{"expired", testCert(t, &ca, []string{"127.0.0.1"}, now.Add(-48*time.Hour), now.Add(-24*time.Hour)), "expired"},
+		{"not yet valid", testCert(t, &ca, []string{"127.0.0.1"}, now.Add(24*time.Hour), now.Add(48*time.Hour)), "not yet valid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprint(w, "tiktok.com\n")
+			}))
+			srv.TLS = &tls.Config{Certificates: []tls.Certificate{tc.cert}}
+			srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+			srv.StartTLS()
+			t.Cleanup(srv.Close)
+			src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+			require.NoError(t, err)
+			src.client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: roots}
+			c, err := src.Fetch(t.Context())
+			if tc.want == "" {
+				require.NoError(t, err)
+				assert.Equal(t, "tiktok.com\n", string(c.Body))
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), srv.URL)
+			assert.Contains(t, err.Error(), tc.want)
+			t.Log(err)
+		})
+	}
+}
+
+// TestURLRedirectHostile: a redirect loop ends at MaxRedirects; https to
+// http is refused even to loopback; http on loopback to another loopback
+// address is followed.
+func TestURLRedirectHostile(t *testing.T) {
+	var loops atomic.Int64
+	loop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		loops.Add(1)
+		http.Redirect(w, r, r.URL.Path, http.StatusFound)
+	}))
+	t.Cleanup(loop.Close)
+	src, err := NewURL(loop.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	_, err = src.Fetch(t.Context())
+	require.ErrorIs(t, err, ErrRedirects)
+	assert.EqualValues(t, MaxRedirects+1, loops.Load())
+
+	plain := newListServer(t, "tiktok.com\n")
+	tlsSrv := httptest.NewTLSServer(http.RedirectHandler(plain.URL+"/l.txt", http.StatusFound))
+	t.Cleanup(tlsSrv.Close)
+	src, err = NewURL(tlsSrv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	src.client.Transport.(*http.Transport).TLSClientConfig = tlsSrv.Client().Transport.(*http.Transport).TLSClientConfig
+	_, err = src.Fetch(t.Context())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "refusing to leave https")
+
+	// Another loopback address (of this helper's /24).
+	ln, err := net.Listen("tcp", "127.0.138.7:0")
+	if err != nil {
+		t.Skipf("no 127.0.138.7: %v", err)
+	}
+	other := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "tiktok.com\n") }))
+	other.Listener.Close()
+	other.Listener = ln
+	other.Start()
+	t.Cleanup(other.Close)
+	hop := httptest.NewServer(http.RedirectHandler(other.URL+"/l.txt", http.StatusFound))
+	t.Cleanup(hop.Close)
+	src, err = NewURL(hop.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	c, err := src.Fetch(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, "tiktok.com\n", string(c.Body))
+}
+
+// TestURLValidatorsChangeSameBody: a server that changes its ETag and
+// Last-Modified with every answer but not its body (a CDN, a generator
+// that rewrites the file) is asked again and again, and the same bytes
+// are never delivered again.
+func TestURLValidatorsChangeSameBody(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i := n.Add(1)
+		w.Header().Set("ETag", fmt.Sprintf(`"v%d"`, i))
+		w.Header().Set("Last-Modified", time.Now().Add(-time.Hour+time.Duration(i)*time.Second).UTC().Format(http.TimeFormat))
+		fmt.Fprint(w, "tiktok.com\n")
+	}))
+	t.Cleanup(srv.Close)
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+	rec.waitCount(t, 1)
+	require.Eventually(t, func() bool { return n.Load() >= 5 }, waitFor, tick)
+	assert.Equal(t, 1, rec.count())
+	st := src.Status()
+	assert.NoError(t, st.LastError)
+	assert.True(t, strings.HasPrefix(st.Version, `"v`), st.Version)
+}
