@@ -379,3 +379,34 @@ func TestURLValidatorsChangeSameBody(t *testing.T) {
 	assert.NoError(t, st.LastError)
 	assert.True(t, strings.HasPrefix(st.Version, `"v`), st.Version)
 }
+
+// TestURLRedirectToOtherSchemeRefused: a redirect to a file:, ftp: or any
+// scheme but https and http is refused by its scheme, before the transport
+// is asked (it was let through to a loopback host, and refused as
+// "refusing to leave https" from an http:// entry that never was https);
+// and a chain that went through https never comes back to http, even on
+// loopback.
+func TestURLRedirectToOtherSchemeRefused(t *testing.T) {
+	for _, loc := range []string{"file:///etc/passwd", "ftp://127.0.0.1/list.txt", "gopher://127.0.0.1:70/list.txt"} {
+		t.Run(loc, func(t *testing.T) {
+			scheme, _, _ := strings.Cut(loc, ":")
+			checkHostile(t, func(c net.Conn, _ *http.Request) {
+				writeRaw(c, "HTTP/1.1 302 Found\r\nLocation: "+loc+"\r\nContent-Length: 0\r\n\r\n", nil, false)
+			}, loc, fmt.Sprintf("scheme %q is not https or http", scheme))
+		})
+	}
+
+	t.Run("http to https to http", func(t *testing.T) {
+		plain := newListServer(t, "tiktok.com\n")
+		tlsSrv := httptest.NewTLSServer(http.RedirectHandler(plain.URL+"/l.txt", http.StatusFound))
+		t.Cleanup(tlsSrv.Close)
+		first := httptest.NewServer(http.RedirectHandler(tlsSrv.URL+"/l.txt", http.StatusFound))
+		t.Cleanup(first.Close)
+		src, err := NewURL(first.URL+"/l.txt", testOptions(t))
+		require.NoError(t, err)
+		src.client.Transport.(*http.Transport).TLSClientConfig = tlsSrv.Client().Transport.(*http.Transport).TLSClientConfig
+		_, err = src.Fetch(t.Context())
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "refusing to leave https")
+	})
+}

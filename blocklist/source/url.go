@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -128,14 +129,23 @@ func NewURL(entry string, opt Options) (*URL, error) {
 	return s, nil
 }
 
-// checkRedirect follows at most MaxRedirects redirects, never from https
-// to http, and to http only on a loopback host.
+// checkRedirect follows at most MaxRedirects redirects, only to https or
+// http (a Location of file:, ftp: or any other scheme is refused by its
+// scheme, as NewURL refuses the entry), never to http once a hop was
+// https, and to http only on a loopback host. Its errors name the first
+// URL, the target and what is wrong.
 func checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) > MaxRedirects {
 		return fmt.Errorf("redirected to %s: %w", req.URL.Redacted(), ErrRedirects)
 	}
-	if req.URL.Scheme != "https" && (via[0].URL.Scheme == "https" || !loopbackHost(req.URL.Hostname())) {
-		return fmt.Errorf("redirected from %s to %s: refusing to leave https", via[0].URL.Redacted(), req.URL.Redacted())
+	from, to := via[0].URL.Redacted(), req.URL.Redacted()
+	switch scheme := req.URL.Scheme; {
+	case scheme != "https" && scheme != "http":
+		return fmt.Errorf("redirected from %s to %s: scheme %q is not https or http", from, to, scheme)
+	case scheme == "http" && slices.ContainsFunc(via, func(r *http.Request) bool { return r.URL.Scheme == "https" }):
+		return fmt.Errorf("redirected from %s to %s: refusing to leave https", from, to)
+	case scheme == "http" && !loopbackHost(req.URL.Hostname()):
+		return fmt.Errorf("redirected from %s to %s: refusing to leave https (http:// is only for loopback hosts)", from, to)
 	}
 	return nil
 }
