@@ -3,6 +3,7 @@ package source
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"compress/gzip"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -409,4 +410,43 @@ func TestURLRedirectToOtherSchemeRefused(t *testing.T) {
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "refusing to leave https")
 	})
+}
+
+// TestURLContentEncodingNotAskedForRefused: the transport asks for gzip
+// alone and decodes it; a body in any other Content-Encoding (deflate,
+// br, gzip applied twice) is refused by its encoding, which the error
+// names, where it was refused as "binary: NUL byte at offset N", or
+// taken as the list when its bytes happened to be text.
+func TestURLContentEncodingNotAskedForRefused(t *testing.T) {
+	const list = "tiktok.com\ndouyin.com\ncapcut.com\nlemon8.com\n"
+	var deflated bytes.Buffer
+	fw, err := flate.NewWriter(&deflated, flate.BestCompression)
+	require.NoError(t, err)
+	fw.Write([]byte(list))
+	require.NoError(t, fw.Close())
+	for _, tc := range []struct {
+		name, encoding string
+		body           []byte
+	}{
+		{"deflate", "deflate", deflated.Bytes()},
+		{"gzip twice", "gzip, gzip", gzipped(t, gzipped(t, []byte(list)))},
+		// Labelled br, sent as text: whatever it is, it is not what
+		// the header says.
+		{"br labelled text", "br", []byte(list)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkHostile(t, func(c net.Conn, _ *http.Request) {
+				writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n", tc.encoding, len(tc.body)), tc.body, false)
+			}, ErrEncoding.Error(), fmt.Sprintf("Content-Encoding %q", tc.encoding))
+		})
+	}
+	// identity is no encoding.
+	srv := newRawServer(t, func(c net.Conn, _ *http.Request) {
+		writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Encoding: identity\r\nContent-Length: %d\r\n\r\n", len(list)), []byte(list), false)
+	})
+	src, err := NewURL(srv.url(), testOptions(t))
+	require.NoError(t, err)
+	c, err := src.Fetch(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, list, string(c.Body))
 }

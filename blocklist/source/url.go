@@ -38,6 +38,7 @@ var (
 	ErrCutShort  = errors.New("body is cut short: its last line has no line end, as the copy held's has")
 	ErrEmpty     = errors.New("body is empty, not a list")
 	ErrStalled   = errors.New("body stalled")
+	ErrEncoding  = errors.New("body is in a Content-Encoding that is not decoded")
 )
 
 // URL is a list fetched over HTTP(S): at start and every Options.Refresh,
@@ -48,7 +49,8 @@ var (
 // refused, and the copy held kept, when it is over Options.MaxBytes (not
 // read past the limit), empty (see checkText), an HTML page (Content-Type
 // text/html or application/xhtml+xml, or a body that starts with markup),
-// binary (a NUL byte or invalid UTF-8), cut short (its last line has no
+// binary (a NUL byte or invalid UTF-8), in a Content-Encoding other than
+// the gzip the transport asks for and decodes (ErrEncoding), cut short (its last line has no
 // line end while the copy held's has: see cutShort), or does not match the
 // entry's `#sha256=HEX` pin.
 // Redirects are followed up to MaxRedirects times, never from https to
@@ -327,6 +329,12 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 			ErrStatus, resp.Status))
 	case resp.StatusCode != http.StatusOK:
 		return refuse(fmt.Errorf("%w %s", ErrStatus, resp.Status))
+	}
+	if ce := strings.Join(resp.Header.Values("Content-Encoding"), ", "); ce != "" && !strings.EqualFold(ce, "identity") {
+		// The transport asks for gzip alone and decodes it, removing
+		// the header: what is left is an encoding it did not ask for
+		// (deflate, br, zstd, gzip twice), whose bytes are no list.
+		return refuse(fmt.Errorf("%w: Content-Encoding %q (only gzip is asked for)", ErrEncoding, ce))
 	}
 	if resp.ContentLength > s.opt.MaxBytes {
 		return refuse(fmt.Errorf("%w: Content-Length %d > %d", ErrTooBig, resp.ContentLength, s.opt.MaxBytes))
