@@ -1,6 +1,7 @@
 package source
 
 import (
+	"archive/zip"
 	"bufio"
 	"bytes"
 	"compress/flate"
@@ -449,4 +450,52 @@ func TestURLContentEncodingNotAskedForRefused(t *testing.T) {
 	c, err := src.Fetch(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, list, string(c.Body))
+}
+
+// TestURLNotTextNamed: a body that is no UTF-8 text is refused with what
+// it is and where, as a list file is (blocklist.CheckText): a UTF-16 or
+// UTF-32 byte order mark, a NUL octet (UTF-16 without one) with its line,
+// invalid UTF-8 with its line, a compressed file served without a
+// Content-Encoding. They were all "binary: NUL byte at offset N" or
+// "invalid UTF-8", with no line.
+func TestURLNotTextNamed(t *testing.T) {
+	const list = "tiktok.com\ndouyin.com\ncapcut.com\n"
+	utf16 := func(s string, bom bool) []byte {
+		var b []byte
+		if bom {
+			b = append(b, 0xff, 0xfe)
+		}
+		for _, r := range s {
+			b = append(b, byte(r), 0)
+		}
+		return b
+	}
+	var zipped bytes.Buffer
+	zw := zip.NewWriter(&zipped)
+	f, err := zw.Create("list.txt")
+	require.NoError(t, err)
+	f.Write([]byte(list))
+	require.NoError(t, zw.Close())
+	for _, tc := range []struct {
+		name string
+		body []byte
+		want []string
+	}{
+		{"utf-16 with byte order mark", utf16(list, true), []string{"line 1", "byte-order mark FF FE of UTF-16"}},
+		{"utf-16 without byte order mark", utf16(list, false), []string{"line 1", "UTF-16 without a byte-order mark"}},
+		{"NUL on line 3", []byte("tiktok.com\ndouyin.com\ncap\x00cut.com\n"), []string{"line 3", "NUL"}},
+		{"invalid utf-8 on line 3", []byte("tiktok.com\ndouyin.com\ncap\xffcut.com\n"), []string{"line 3", "invalid UTF-8 (octet 0xff at offset 25)"}},
+		{"latin-1", []byte("tiktok.com\n# Liste gepr\xfcft\n"), []string{"line 2", "invalid UTF-8"}},
+		{"gzip file", gzipped(t, []byte(list)), []string{"a gzip file (it starts 1F 8B 08 00)"}},
+		{"zip file", zipped.Bytes(), []string{"a zip file"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkHostile(t, func(c net.Conn, _ *http.Request) {
+				writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n", len(tc.body)), tc.body, false)
+			}, append([]string{ErrBinary.Error()}, tc.want...)...)
+		})
+	}
+	// A list whose first name happens to start like a magic number is
+	// text all the same.
+	require.NoError(t, checkText([]byte("BZh.example\nPK.example\n")))
 }

@@ -458,8 +458,9 @@ func lastLine(body []byte) string {
 	return string(line)
 }
 
-// checkText refuses a body that is no text list: empty, binary (a NUL
-// byte, invalid UTF-8) or markup (an HTML page: a captive portal, an error
+// checkText refuses a body that is no text list: empty, binary (a
+// compressed file, a UTF-16 or UTF-32 byte order mark, a NUL octet,
+// invalid UTF-8: the error names which, and its line) or markup (an HTML page: a captive portal, an error
 // page, a web view of the file instead of the raw file). No list format
 // starts with '<'. An empty body (no octet but white space and a byte
 // order mark) is what a failed upload, a generator that wrote nothing or
@@ -471,16 +472,53 @@ func checkText(body []byte) error {
 	if len(bytes.TrimSpace(bytes.TrimPrefix(body, []byte("\ufeff")))) == 0 {
 		return fmt.Errorf("%w (%d bytes)", ErrEmpty, len(body))
 	}
-	if i := bytes.IndexByte(body, 0); i >= 0 {
-		return fmt.Errorf("%w: NUL byte at offset %d", ErrBinary, i)
+	if magic := compressedFile(body); magic != "" {
+		return fmt.Errorf("%w: a %s file (it starts % X), served without a Content-Encoding that says so", ErrBinary, magic, body[:min(len(body), 4)])
+	}
+	var notText *blocklist.NotTextError
+	if errors.As(blocklist.CheckText("body", body), &notText) {
+		// The reason a list file gets: a UTF-16 or UTF-32 byte order
+		// mark, or a NUL octet (UTF-16 without one).
+		return fmt.Errorf("%w: line %d: %s", ErrBinary, notText.Line, notText.Reason)
 	}
 	if !utf8.Valid(body) {
-		return fmt.Errorf("%w: invalid UTF-8", ErrBinary)
+		i := invalidUTF8(body)
+		return fmt.Errorf("%w: line %d: invalid UTF-8 (octet %#02x at offset %d)", ErrBinary,
+			1+bytes.Count(body[:i], []byte{'\n'}), body[i], i)
 	}
 	if start := blocklist.Markup(body); start != "" {
 		return fmt.Errorf("%w: starts with %q", ErrHTML, start)
 	}
 	return nil
+}
+
+// compressedFile names the compressed or archive format body starts with
+// (a list.txt.gz served as application/gzip, with no Content-Encoding),
+// or "" for none: a body refused as binary says which.
+func compressedFile(body []byte) string {
+	for _, m := range []struct{ magic, name string }{
+		{"\x1f\x8b", "gzip"}, {"PK\x03\x04", "zip"}, {"\xfd7zXZ\x00", "xz"},
+		{"\x28\xb5\x2f\xfd", "zstd"}, {"BZh", "bzip2"}, {"7z\xbc\xaf\x27\x1c", "7-Zip"},
+	} {
+		if head := body[:min(len(body), 64)]; bytes.HasPrefix(body, []byte(m.magic)) &&
+			(!utf8.Valid(head) || bytes.IndexByte(head, 0) >= 0) { // and no text that starts so
+			return m.name
+		}
+	}
+	return ""
+}
+
+// invalidUTF8 is the offset of the first octet of body that is not valid
+// UTF-8; len(body) when there is none.
+func invalidUTF8(body []byte) int {
+	for i := 0; i < len(body); {
+		r, n := utf8.DecodeRune(body[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return len(body)
 }
 
 // loadCache delivers the disk copy, if there is one that still matches
