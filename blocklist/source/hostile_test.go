@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -498,4 +499,71 @@ func TestURLNotTextNamed(t *testing.T) {
 	// A list whose first name happens to start like a magic number is
 	// text all the same.
 	require.NoError(t, checkText([]byte("BZh.example\nPK.example\n")))
+}
+
+// TestURLRetryAfterHonoured: a server that answers 429 or 503 with a
+// Retry-After is not asked again sooner than it asked (it was asked a
+// second later, then two, ...: a fleet of instances hammering a
+// rate-limited server), within bounds: sources.refresh, and NoCopyRetry
+// while the source has no copy. The error says what the server asked.
+func TestURLRetryAfterHonoured(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		v    string
+		want time.Duration
+		ok   bool
+	}{
+		{"120", 120 * time.Second, true},
+		{" 5 ", 5 * time.Second, true},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second, true},
+		{"0", 0, false},
+		{"-5", 0, false},
+		{"1.5", 0, false},
+		{"soon", 0, false},
+		{"99999999999999999999", 0, false},
+		{now.Add(-time.Hour).Format(http.TimeFormat), 0, false},
+		{"", 0, false},
+	} {
+		d, ok := parseRetryAfter(tc.v, now)
+		assert.Equal(t, tc.ok, ok, "%q", tc.v)
+		assert.Equal(t, tc.want, d, "%q", tc.v)
+	}
+	ra := &retryAfterError{err: ErrStatus, after: 2 * time.Hour}
+	assert.Equal(t, time.Hour, honourRetryAfter(time.Second, ra, time.Hour, true), "at most the refresh")
+	assert.Equal(t, noCopyRetry, honourRetryAfter(time.Second, ra, time.Hour, false), "at most NoCopyRetry without a copy")
+	assert.Equal(t, 30*time.Second, honourRetryAfter(time.Second, &retryAfterError{err: ErrStatus, after: 30 * time.Second}, time.Hour, true))
+	assert.Equal(t, 8*time.Second, honourRetryAfter(8*time.Second, &retryAfterError{err: ErrStatus, after: 2 * time.Second}, time.Hour, true), "never sooner than the backoff")
+	assert.Equal(t, time.Second, honourRetryAfter(time.Second, ErrStatus, time.Hour, true), "no Retry-After: the backoff")
+
+	for _, status := range []int{http.StatusTooManyRequests, http.StatusServiceUnavailable} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			var requests atomic.Int64
+			var limited atomic.Bool
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				requests.Add(1)
+				if limited.Load() {
+					w.Header().Set("Retry-After", "3600")
+					http.Error(w, "slow down", status)
+					return
+				}
+				fmt.Fprint(w, "tiktok.com\n")
+			}))
+			t.Cleanup(srv.Close)
+			opt := testOptions(t)
+			opt.Refresh = time.Hour
+			src, err := NewURL(srv.URL+"/l.txt", opt)
+			require.NoError(t, err)
+			rec := run(t, src)
+			rec.waitCount(t, 1)
+			limited.Store(true)
+			src.Wake()
+			st := waitError(t, src, ErrStatus)
+			assert.Contains(t, st.LastError.Error(), "(Retry-After 1h0m0s)")
+			asked := requests.Load()
+			// The backoff alone would ask again after a second.
+			time.Sleep(2500 * time.Millisecond)
+			assert.Equal(t, asked, requests.Load(), "asked again before the Retry-After")
+			assert.True(t, src.Status().HasContent)
+		})
+	}
 }

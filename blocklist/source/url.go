@@ -175,8 +175,9 @@ func (s *URL) Status() Status { return s.track.status() }
 
 // Run delivers the disk copy at once, then fetches at start and every
 // Options.Refresh (sooner, backing off from a second, after a failure;
-// every NoCopyRetry at most while it has no copy: retryAfter) until ctx is
-// done. After a copy refused by deliver, an unchanged list
+// every NoCopyRetry at most while it has no copy: retryAfter; after a 429
+// or 503 with a Retry-After, no sooner than it asks, within those bounds:
+// honourRetryAfter) until ctx is done. After a copy refused by deliver, an unchanged list
 // (a 304, the same bytes) delivers the copy held again, once.
 func (s *URL) Run(ctx context.Context, deliver func(Content) error) {
 	// A stopped source (a reload that drops or changes it) leaves no
@@ -192,7 +193,7 @@ func (s *URL) Run(ctx context.Context, deliver func(Content) error) {
 			}
 			s.track.failed(time.Now(), err)
 			logFailed(s.opt.Log, "list", "keeping the last good copy", s.name, err, s.held != nil)
-			next = retryAfter(&backoff, s.opt.Refresh, s.held != nil)
+			next = honourRetryAfter(retryAfter(&backoff, s.opt.Refresh, s.held != nil), err, s.opt.Refresh, s.held != nil)
 		} else {
 			backoff = time.Second
 		}
@@ -328,7 +329,12 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 		return refuse(fmt.Errorf("%w %s to a request without validators (no If-None-Match or If-Modified-Since sent)",
 			ErrStatus, resp.Status))
 	case resp.StatusCode != http.StatusOK:
-		return refuse(fmt.Errorf("%w %s", ErrStatus, resp.Status))
+		err := fmt.Errorf("%w %s", ErrStatus, resp.Status)
+		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok &&
+			(resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
+			err = &retryAfterError{err: fmt.Errorf("%w (Retry-After %v)", err, d), after: d}
+		}
+		return refuse(err)
 	}
 	if ce := strings.Join(resp.Header.Values("Content-Encoding"), ", "); ce != "" && !strings.EqualFold(ce, "identity") {
 		// The transport asks for gzip alone and decodes it, removing
@@ -366,6 +372,53 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 	}
 	return &Content{Source: s.name, Kind: KindBody, Fetched: time.Now(), Body: body, SHA256: sum,
 		ETag: resp.Header.Get("ETag"), LastModified: strongLastModified(resp.Header)}, false, nil
+}
+
+// retryAfterError is a 429 or 503 answer with a Retry-After: the server
+// asks not to be asked again for after (RFC 9110 §10.2.3, RFC 6585 §4).
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryAfterError) Error() string { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error { return e.err }
+
+// parseRetryAfter parses a Retry-After value (RFC 9110 §10.2.3): a
+// number of seconds, or an HTTP-date, taken from now. It reports false
+// for an empty or malformed value, and for a delay that is not positive
+// (a date in the past).
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return time.Duration(n) * time.Second, n > 0
+	}
+	t, err := http.ParseTime(v)
+	if err != nil || !t.After(now) {
+		return 0, false
+	}
+	return t.Sub(now).Round(time.Second), true
+}
+
+// honourRetryAfter is the wait after err: next, the backoff's, or the
+// Retry-After the server asked for when err carries one and it is
+// longer, at most refresh (the source asks no less often than when all
+// is well) and, while the source has no copy, at most NoCopyRetry (a
+// server's wish does not leave a list unserved longer than an outage
+// would).
+func honourRetryAfter(next time.Duration, err error, refresh time.Duration, hasCopy bool) time.Duration {
+	var ra *retryAfterError
+	if !errors.As(err, &ra) {
+		return next
+	}
+	limit := refresh
+	if !hasCopy {
+		limit = min(limit, noCopyRetry)
+	}
+	return max(next, min(ra.after, limit))
 }
 
 // otherLastModified reports whether a 304 answer (with header resp) to a
