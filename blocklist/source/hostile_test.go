@@ -567,3 +567,45 @@ func TestURLRetryAfterHonoured(t *testing.T) {
 		})
 	}
 }
+
+// TestURLNotModifiedWithAnotherETagIsFetched: a 304 to If-None-Match "A"
+// that gives ETag "B" says the representation is now "B", not the one
+// held (a cache or proxy that answers 304 to any If-None-Match, a backend
+// that matched on something else): the list is fetched whole, as after a
+// 304 naming another Last-Modified, rather than taking "B" as the copy
+// held's ETag. Asked with "B" next, such a server answered 304 for good
+// and the new list was never fetched. A weak form of the same tag
+// (W/"A", as a compressing proxy gives) is the same tag.
+func TestURLNotModifiedWithAnotherETagIsFetched(t *testing.T) {
+	const v1, v2 = "tiktok.com\n", "tiktok.com\ndouyin.com\n"
+	var etag, body atomic.Value
+	etag.Store(`"A"`)
+	body.Store(v1)
+	var full atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", etag.Load().(string))
+		if r.Header.Get("If-None-Match") != "" { // 304 to any If-None-Match
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		full.Add(1)
+		fmt.Fprint(w, body.Load().(string))
+	}))
+	t.Cleanup(srv.Close)
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+	require.Equal(t, v1, string(rec.waitCount(t, 1).Body))
+
+	// The same tag, weak: still 304s, nothing fetched whole.
+	etag.Store(`W/"A"`)
+	n := full.Load()
+	require.Eventually(t, func() bool { return src.Status().LastSuccess.After(time.Now().Add(-10 * time.Millisecond)) }, waitFor, tick)
+	time.Sleep(200 * time.Millisecond) // a few polls (refresh 50 ms)
+	assert.Equal(t, n, full.Load(), "a weak form of the tag held is that tag")
+
+	etag.Store(`"B"`)
+	body.Store(v2)
+	assert.Equal(t, v2, string(rec.waitCount(t, 2).Body))
+	assert.Equal(t, `"B"`, src.Status().Version)
+}

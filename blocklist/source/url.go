@@ -45,7 +45,9 @@ var (
 // with a conditional GET (RFC 9110 §13: If-None-Match with the ETag,
 // If-Modified-Since with the Last-Modified the server gave), so an
 // unchanged list costs a 304; a 304 to a request that sent no validator
-// (the server gave none) is an error, and the copy held kept. A body is
+// (the server gave none) is an error, and the copy held kept; a 304 that
+// names another ETag or Last-Modified than the one asked about is
+// followed by an unconditional fetch. A body is
 // refused, and the copy held kept, when it is over Options.MaxBytes (not
 // read past the limit), empty (see checkText), an HTML page (Content-Type
 // text/html or application/xhtml+xml, or a body that starts with markup),
@@ -307,15 +309,17 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 	conditional := req.Header.Get("If-None-Match") != "" || req.Header.Get("If-Modified-Since") != ""
 	switch {
 	case resp.StatusCode == http.StatusNotModified && conditional:
-		if otherLastModified(req.Header, resp.Header) {
+		if otherLastModified(req.Header, resp.Header) || otherETag(req.Header, resp.Header) {
 			// Not modified since the time asked about, but modified
 			// all the same: the file now served is older than the copy
 			// held's (a backup put back with `cp -p`, an `rsync -t` of
 			// an earlier build), and a server with no ETag answers 304
-			// to any If-Modified-Since at or after its time. Asked
-			// with that, it would answer 304 for good: fetch it whole,
-			// held without its validators, so that the body is still
-			// checked against it (cutShort).
+			// to any If-Modified-Since at or after its time; or "not
+			// modified" with an ETag other than the one asked about (a
+			// cache or proxy that answers 304 to any If-None-Match).
+			// Asked with that, it would answer 304 for good: fetch it
+			// whole, held without its validators, so that the body is
+			// still checked against it (cutShort).
 			resp.Body.Close()
 			unconditional := *held
 			unconditional.ETag, unconditional.LastModified = "", ""
@@ -437,6 +441,19 @@ func otherLastModified(req, resp http.Header) bool {
 		return asked != got
 	}
 	return !a.Equal(g)
+}
+
+// otherETag reports whether a 304 answer (with header resp) to a request
+// (with header req) that asked If-None-Match gives an ETag whose
+// opaque-tag is not the one asked about: the representation is not the
+// one held (RFC 9110 §15.4.5: a 304 carries the ETag a 200 would).
+// Compared weakly (RFC 9110 §8.8.3.2): W/"x" is "x".
+func otherETag(req, resp http.Header) bool {
+	asked, got := req.Get("If-None-Match"), resp.Get("ETag")
+	if asked == "" || got == "" {
+		return false
+	}
+	return strings.TrimPrefix(asked, "W/") != strings.TrimPrefix(got, "W/")
 }
 
 // strongLastModified is the answer's Last-Modified when it may be sent back
