@@ -176,6 +176,26 @@ func TestURLHostileServer(t *testing.T) {
 		{"302 without Location", func(c net.Conn, _ *http.Request) {
 			writeRaw(c, "HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n", nil, false)
 		}, []string{"302"}},
+		{"informational answers without end", func(c net.Conn, _ *http.Request) {
+			for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
+				if _, err := c.Write([]byte("HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n")); err != nil {
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}, []string{"timeout awaiting response headers"}},
+		{"content-length not a number", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, "HTTP/1.1 200 OK\r\nContent-Length: 11x\r\n\r\n", []byte("tiktok.com\n"), false)
+		}, []string{"bad Content-Length"}},
+		{"two content-lengths", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, "HTTP/1.1 200 OK\r\nContent-Length: 11\r\nContent-Length: 22\r\n\r\n", []byte("tiktok.com\n"), false)
+		}, []string{"Content-Length"}},
+		{"chunk size not a number", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", []byte("zz\r\ntiktok.com\n\r\n0\r\n\r\n"), false)
+		}, []string{"reading body", "invalid byte in chunk length"}},
+		{"chunk larger than max_bytes", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", []byte("7fffffff\r\n"+strings.Repeat("a.example\n", 7000)), false)
+		}, []string{ErrTooBig.Error()}},
 		{"not HTTP at all", func(c net.Conn, _ *http.Request) {
 			writeRaw(c, "SSH-2.0-OpenSSH_9.6\r\n", nil, false)
 		}, []string{"malformed HTTP"}},
@@ -608,4 +628,43 @@ func TestURLNotModifiedWithAnotherETagIsFetched(t *testing.T) {
 	body.Store(v2)
 	assert.Equal(t, v2, string(rec.waitCount(t, 2).Body))
 	assert.Equal(t, `"B"`, src.Status().Version)
+}
+
+// TestURLMaxBytesBoundary: a body of exactly sources.max_bytes is taken,
+// one octet more is refused, with and without a Content-Length, and
+// decoded from gzip (whose Content-Length is the encoded size).
+func TestURLMaxBytesBoundary(t *testing.T) {
+	const limit = 1000
+	at := strings.Repeat("a.example\n", limit/10)
+	over := at + "b"
+	for _, framing := range []string{"content-length", "chunked", "close", "gzip"} {
+		for _, body := range []string{at, over} {
+			t.Run(fmt.Sprintf("%s/%d", framing, len(body)), func(t *testing.T) {
+				srv := newRawServer(t, func(c net.Conn, _ *http.Request) {
+					switch framing {
+					case "content-length":
+						writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body)), []byte(body), false)
+					case "chunked":
+						writeRaw(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", fmt.Appendf(nil, "%x\r\n%s\r\n0\r\n\r\n", len(body), body), false)
+					case "close":
+						writeRaw(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", []byte(body), false)
+					case "gzip":
+						gz := gzipped(t, []byte(body))
+						writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n", len(gz)), gz, false)
+					}
+				})
+				opt := testOptions(t)
+				opt.MaxBytes = limit
+				src, err := NewURL(srv.url(), opt)
+				require.NoError(t, err)
+				c, err := src.Fetch(t.Context())
+				if len(body) > limit {
+					require.ErrorIs(t, err, ErrTooBig)
+					return
+				}
+				require.NoError(t, err)
+				assert.Len(t, c.Body, limit)
+			})
+		}
+	}
 }
