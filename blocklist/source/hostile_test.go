@@ -668,3 +668,64 @@ func TestURLMaxBytesBoundary(t *testing.T) {
 		}
 	}
 }
+
+// TestURLSlowDripEndsNamed: a server that drips its body a byte at a time,
+// each within Options.Timeout (so never stalled), or that spends the
+// header timeout on each of five redirects, is cut off at the limit of a
+// whole fetch (ten minutes; lowered here), and the error says so and how
+// much came: it read "context deadline exceeded (Client.Timeout or
+// context cancellation while reading body)". The copy held stays.
+func TestURLSlowDripEndsNamed(t *testing.T) {
+	fetchLimit = 1500 * time.Millisecond
+	t.Cleanup(func() { fetchLimit = transferLimit })
+	opt := testOptions(t)
+	opt.Timeout = 500 * time.Millisecond
+
+	drip := newRawServer(t, func(c net.Conn, _ *http.Request) {
+		c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"))
+		for range 100 { // 10 s at most
+			if _, err := c.Write([]byte("a")); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	src, err := NewURL(drip.url(), opt)
+	require.NoError(t, err)
+	start := time.Now()
+	_, err = src.Fetch(t.Context())
+	require.ErrorIs(t, err, ErrTooSlow)
+	assert.Less(t, time.Since(start), 5*time.Second)
+	assert.ErrorContains(t, err, "answer too slow: not whole after 1.5s, the most a fetch may take (")
+	assert.ErrorContains(t, err, " octets read)")
+	assert.Contains(t, err.Error(), drip.url())
+
+	// Five redirects, each answered just within the header timeout.
+	hops := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/"))
+		time.Sleep(400 * time.Millisecond)
+		if n >= MaxRedirects {
+			fmt.Fprintln(w, "tiktok.com")
+			return
+		}
+		http.Redirect(w, r, fmt.Sprintf("/%d", n+1), http.StatusFound)
+	}))
+	t.Cleanup(hops.Close)
+	src, err = NewURL(hops.URL+"/0", opt)
+	require.NoError(t, err)
+	_, err = src.Fetch(t.Context())
+	require.ErrorIs(t, err, ErrTooSlow)
+	assert.ErrorContains(t, err, "not whole after 1.5s")
+
+	// Under Run, with a copy held: counted, the copy kept.
+	checkHostileSlow := func(c net.Conn, _ *http.Request) {
+		c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\ntiktok.com\n"))
+		for range 100 {
+			if _, err := c.Write([]byte("a")); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	checkHostile(t, checkHostileSlow, ErrTooSlow.Error())
+}

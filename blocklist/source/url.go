@@ -39,7 +39,13 @@ var (
 	ErrEmpty     = errors.New("body is empty, not a list")
 	ErrStalled   = errors.New("body stalled")
 	ErrEncoding  = errors.New("body is in a Content-Encoding that is not decoded")
+	ErrTooSlow   = errors.New("answer too slow")
 )
+
+// fetchLimit is the longest a whole fetch may take, redirects, headers
+// and body: transferLimit, lowered by tests so that it shows within
+// seconds.
+var fetchLimit = transferLimit
 
 // URL is a list fetched over HTTP(S): at start and every Options.Refresh,
 // with a conditional GET (RFC 9110 §13: If-None-Match with the ETag,
@@ -126,10 +132,11 @@ func NewURL(entry string, opt Options) (*URL, error) {
 	}
 	s.track.st = Status{Name: entry, Kind: KindBody}
 	// Options.Timeout bounds the wait for the answer's headers; the whole
-	// fetch, a body of up to max_bytes on a slow link, gets transferLimit.
+	// fetch, a body of up to max_bytes on a slow link, gets fetchLimit
+	// (fetch's context, whose cause names it).
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ResponseHeaderTimeout = s.opt.Timeout
-	s.client = &http.Client{Transport: tr, Timeout: transferLimit, CheckRedirect: checkRedirect}
+	s.client = &http.Client{Transport: tr, CheckRedirect: checkRedirect}
 	return s, nil
 }
 
@@ -283,6 +290,13 @@ func (s *URL) poll(ctx context.Context, deliver func(Content) error) error {
 // nil. It returns the checked body, or notModified for a 304 to a request
 // that sent a validator; a 304 to one that sent none is an error.
 func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified bool, err error) {
+	// A server that sends a byte within every Options.Timeout, and so is
+	// never stalled, ends here: its error says so, where the client's
+	// own timeout read "context deadline exceeded (Client.Timeout or
+	// context cancellation while reading body)".
+	ctx, stopSlow := context.WithTimeoutCause(ctx, fetchLimit,
+		fmt.Errorf("%w: not whole after %v, the most a fetch may take", ErrTooSlow, fetchLimit))
+	defer stopSlow()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.key, nil)
@@ -300,6 +314,9 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrTooSlow) {
+			err = cause
+		}
 		return nil, false, fmt.Errorf("fetching %s: %w", s.name, err)
 	}
 	defer resp.Body.Close()
@@ -356,8 +373,8 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 	// from "over it".
 	body, err := io.ReadAll(io.LimitReader(newStallReader(resp.Body, s.opt.Timeout, cancel), s.opt.MaxBytes+1))
 	if err != nil {
-		if cause := context.Cause(ctx); errors.Is(cause, ErrStalled) {
-			err = cause
+		if cause := context.Cause(ctx); errors.Is(cause, ErrStalled) || errors.Is(cause, ErrTooSlow) {
+			err = fmt.Errorf("%w (%d octets read)", cause, len(body))
 		}
 		return nil, false, fmt.Errorf("fetching %s: reading body: %w", s.name, err)
 	}
@@ -482,7 +499,7 @@ func strongLastModified(h http.Header) string {
 // stallReader reads a body, and cancels its request (stop) when no octet
 // of it arrived for idle: a server that sends its headers, then stalls,
 // fails after Options.Timeout, as one that sends no headers does, not at
-// transferLimit (ten minutes) with its source's failure unseen meanwhile.
+// fetchLimit (ten minutes) with its source's failure unseen meanwhile.
 // A slow body that keeps coming is read to its end.
 type stallReader struct {
 	r     io.Reader
