@@ -729,3 +729,32 @@ func TestURLSlowDripEndsNamed(t *testing.T) {
 	}
 	checkHostile(t, checkHostileSlow, ErrTooSlow.Error())
 }
+
+// TestURLBodyCutShortNamed: a body that ends before its framing says
+// (Content-Length larger than sent, chunked without its last chunk, a
+// gzip stream cut off, a reset) is refused with what happened and how
+// much came, where it read "reading body: unexpected EOF".
+func TestURLBodyCutShortNamed(t *testing.T) {
+	gz := gzipped(t, []byte("tiktok.com\ndouyin.com\ncapcut.com\nlemon8.com\n"))
+	for _, tc := range []struct {
+		name   string
+		answer func(c net.Conn, req *http.Request)
+		want   []string
+	}{
+		{"content-length", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", []byte("tiktok.com\n"), false)
+		}, []string{"the connection ended before the body did", "(11 of its Content-Length 100 octets read)"}},
+		{"chunked", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", []byte("b\r\ntiktok.com\n\r\n"), false)
+		}, []string{"the connection ended before the body did", "(11 octets read)"}},
+		{"gzip", func(c net.Conn, _ *http.Request) {
+			body := gz[:len(gz)-12]
+			writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n", len(body)), body, false)
+		}, []string{"the gzip stream ended before its end", "octets decoded)"}},
+		{"reset", func(c net.Conn, _ *http.Request) {
+			writeRaw(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", []byte("tiktok.com\n"), true)
+		}, []string{"connection reset by peer", "of its Content-Length 100 octets read)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { checkHostile(t, tc.answer, tc.want...) })
+	}
+}

@@ -373,10 +373,16 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 	// from "over it".
 	body, err := io.ReadAll(io.LimitReader(newStallReader(resp.Body, s.opt.Timeout, cancel), s.opt.MaxBytes+1))
 	if err != nil {
-		if cause := context.Cause(ctx); errors.Is(cause, ErrStalled) || errors.Is(cause, ErrTooSlow) {
-			err = fmt.Errorf("%w (%d octets read)", cause, len(body))
+		switch cause := context.Cause(ctx); {
+		case errors.Is(cause, ErrStalled) || errors.Is(cause, ErrTooSlow):
+			err = cause
+		case errors.Is(err, io.ErrUnexpectedEOF) && resp.Uncompressed:
+			err = fmt.Errorf("%w: the gzip stream ended before its end", err)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			// Content-Length not reached, or no last chunk.
+			err = fmt.Errorf("%w: the connection ended before the body did", err)
 		}
-		return nil, false, fmt.Errorf("fetching %s: reading body: %w", s.name, err)
+		return nil, false, fmt.Errorf("fetching %s: reading body: %w (%s)", s.name, err, readSoFar(len(body), resp))
 	}
 	if int64(len(body)) > s.opt.MaxBytes {
 		return refuse(fmt.Errorf("%w: more than %d bytes", ErrTooBig, s.opt.MaxBytes))
@@ -440,6 +446,19 @@ func honourRetryAfter(next time.Duration, err error, refresh time.Duration, hasC
 		limit = min(limit, noCopyRetry)
 	}
 	return max(next, min(ra.after, limit))
+}
+
+// readSoFar says how much of resp's body came before it failed, n
+// octets, for an error: of its Content-Length when it has one, decoded
+// when the transport decoded gzip.
+func readSoFar(n int, resp *http.Response) string {
+	switch {
+	case resp.Uncompressed:
+		return fmt.Sprintf("%d octets decoded", n)
+	case resp.ContentLength >= 0:
+		return fmt.Sprintf("%d of its Content-Length %d octets read", n, resp.ContentLength)
+	}
+	return fmt.Sprintf("%d octets read", n)
 }
 
 // otherLastModified reports whether a 304 answer (with header resp) to a
