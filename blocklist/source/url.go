@@ -53,14 +53,14 @@ var fetchLimit = transferLimit
 // unchanged list costs a 304; a 304 to a request that sent no validator
 // (the server gave none) is an error, and the copy held kept; a 304 that
 // names another ETag or Last-Modified than the one asked about is
-// followed by an unconditional fetch. A body is
-// refused, and the copy held kept, when it is over Options.MaxBytes (not
-// read past the limit), empty (see checkText), an HTML page (Content-Type
-// text/html or application/xhtml+xml, or a body that starts with markup),
-// binary (a NUL byte or invalid UTF-8), in a Content-Encoding other than
-// the gzip the transport asks for and decodes (ErrEncoding), cut short (its last line has no
-// line end while the copy held's has: see cutShort), or does not match the
-// entry's `#sha256=HEX` pin.
+// followed by an unconditional fetch. A body is refused, and the copy
+// held kept, when it is over Options.MaxBytes (not read past the limit),
+// empty (see checkText), an HTML page (Content-Type text/html or
+// application/xhtml+xml, or a body that starts with markup), binary (a
+// NUL byte or invalid UTF-8), in a Content-Encoding other than the gzip
+// the transport asks for and decodes (ErrEncoding), cut short (its last
+// line has no line end while the copy held's has: see cutShort), or does
+// not match the entry's `#sha256=HEX` pin.
 // Redirects are followed up to MaxRedirects times, never from https to
 // http.
 //
@@ -186,8 +186,9 @@ func (s *URL) Status() Status { return s.track.status() }
 // Options.Refresh (sooner, backing off from a second, after a failure;
 // every NoCopyRetry at most while it has no copy: retryAfter; after a 429
 // or 503 with a Retry-After, no sooner than it asks, within those bounds:
-// honourRetryAfter) until ctx is done. After a copy refused by deliver, an unchanged list
-// (a 304, the same bytes) delivers the copy held again, once.
+// honourRetryAfter) until ctx is done. After a copy refused by deliver,
+// an unchanged list (a 304, the same bytes) delivers the copy held again,
+// once.
 func (s *URL) Run(ctx context.Context, deliver func(Content) error) {
 	// A stopped source (a reload that drops or changes it) leaves no
 	// keep-alive connection behind for the transport's idle timeout.
@@ -566,14 +567,14 @@ func lastLine(body []byte) string {
 
 // checkText refuses a body that is no text list: empty, binary (a
 // compressed file, a UTF-16 or UTF-32 byte order mark, a NUL octet,
-// invalid UTF-8: the error names which, and its line) or markup (an HTML page: a captive portal, an error
-// page, a web view of the file instead of the raw file). No list format
-// starts with '<'. An empty body (no octet but white space and a byte
-// order mark) is what a failed upload, a generator that wrote nothing or
-// a server's error served with 200 leaves, as Pi-hole's gravity takes it
-// ("Received empty file, using cached one"): taken as the list, it would
-// be a first start's list that blocks nothing with /readyz 200. A list
-// meant to be empty says so with a comment line.
+// invalid UTF-8: the error names which, and its line) or markup (an HTML
+// page: a captive portal, an error page, a web view of the file instead of
+// the raw file). No list format starts with '<'. An empty body (no octet
+// but white space and a byte order mark) is what a failed upload, a
+// generator that wrote nothing or a server's error served with 200 leaves,
+// as Pi-hole's gravity takes it ("Received empty file, using cached one"):
+// taken as the list, it would be a first start's list that blocks nothing
+// with /readyz 200. A list meant to be empty says so with a comment line.
 func checkText(body []byte) error {
 	if len(bytes.TrimSpace(bytes.TrimPrefix(body, []byte("\ufeff")))) == 0 {
 		return fmt.Errorf("%w (%d bytes)", ErrEmpty, len(body))
