@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"strings"
+	"unicode/utf8"
 )
 
 // Every file dnsfence reads is text that may have been saved on Windows,
@@ -104,6 +105,20 @@ func checkNUL(file string, data []byte, from, first int) error {
 		return &NotTextError{File: file, Line: line, Reason: "a NUL octet (UTF-16 without a byte-order mark, or a binary file); save it as UTF-8"}
 	}
 	return nil
+}
+
+// InvalidUTF8 is the offset of the first octet of data that does not
+// start a valid UTF-8 sequence, or -1 when data is valid UTF-8: for an
+// error that names where a file or a body stops being text.
+func InvalidUTF8(data []byte) int {
+	for off := 0; off < len(data); {
+		r, n := utf8.DecodeRune(data[off:])
+		if r == utf8.RuneError && n == 1 {
+			return off
+		}
+		off += n
+	}
+	return -1
 }
 
 // Markup returns the start of data (at most 20 octets) when it is markup,

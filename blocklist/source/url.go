@@ -588,8 +588,7 @@ func checkText(body []byte) error {
 		// mark, or a NUL octet (UTF-16 without one).
 		return fmt.Errorf("%w: line %d: %s", ErrBinary, notText.Line, notText.Reason)
 	}
-	if !utf8.Valid(body) {
-		i := invalidUTF8(body)
+	if i := blocklist.InvalidUTF8(body); i >= 0 {
 		return fmt.Errorf("%w: line %d: invalid UTF-8 (octet %#02x at offset %d)", ErrBinary,
 			1+bytes.Count(body[:i], []byte{'\n'}), body[i], i)
 	}
@@ -613,19 +612,6 @@ func compressedFile(body []byte) string {
 		}
 	}
 	return ""
-}
-
-// invalidUTF8 is the offset of the first octet of body that is not valid
-// UTF-8; len(body) when there is none.
-func invalidUTF8(body []byte) int {
-	for i := 0; i < len(body); {
-		r, n := utf8.DecodeRune(body[i:])
-		if r == utf8.RuneError && n == 1 {
-			return i
-		}
-		i += n
-	}
-	return len(body)
 }
 
 // loadCache delivers the disk copy, if there is one that still matches

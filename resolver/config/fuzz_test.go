@@ -60,7 +60,7 @@ func FuzzConfig(f *testing.F) {
 				}
 			}
 		}
-		if off := invalidUTF8(blocklist.Text(data)); off >= 0 && err == nil {
+		if off := blocklist.InvalidUTF8(blocklist.Text(data)); off >= 0 && err == nil {
 			t.Fatalf("a config with an octet that is not UTF-8 (offset %d) was accepted", off)
 		}
 		if bytes.HasPrefix(data, []byte("\ufeff")) {
@@ -100,7 +100,7 @@ func checkErrorPlaces(t *testing.T, data []byte, err error) {
 			t.Fatalf("error names neither a line nor a key: %v", e)
 		}
 		if strings.Contains(ce.Err.Error(), "is not UTF-8 text (octet") {
-			off := invalidUTF8(data)
+			off := blocklist.InvalidUTF8(data)
 			if off < 0 {
 				t.Fatalf("a not-UTF-8 error for valid UTF-8: %v", e)
 			}

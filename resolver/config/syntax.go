@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -131,7 +130,7 @@ func yamlError(file string, data []byte, err error) error {
 		// The parser's line for a byte that is not UTF-8 is where the
 		// bytes after it stop fitting, often the next line (a Latin-1
 		// "é" before a line end): name the byte's own line, and it.
-		if off := invalidUTF8(data); off >= 0 {
+		if off := blocklist.InvalidUTF8(data); off >= 0 {
 			found = 1 + bytes.Count(data[:off], []byte{'\n'})
 			text = lineText(data, found)
 			hint = fmt.Sprintf("the file is not UTF-8 text (octet %02X); save it as UTF-8 (plain text)", data[off])
@@ -156,19 +155,6 @@ func yamlError(file string, data []byte, err error) error {
 		ce.Err = errors.New(hint)
 	}
 	return ce
-}
-
-// invalidUTF8 is the offset of the first octet of data that does not
-// start a UTF-8 sequence, or -1.
-func invalidUTF8(data []byte) int {
-	for off := 0; off < len(data); {
-		r, n := utf8.DecodeRune(data[off:])
-		if r == utf8.RuneError && n == 1 {
-			return off
-		}
-		off += n
-	}
-	return -1
 }
 
 // syntaxLine is the first line, from line from on, at which data read up to
