@@ -679,7 +679,10 @@ func TestURLSlowDripEndsNamed(t *testing.T) {
 	fetchLimit = 1500 * time.Millisecond
 	t.Cleanup(func() { fetchLimit = transferLimit })
 	opt := testOptions(t)
-	opt.Timeout = 500 * time.Millisecond
+	// The header and stall timeout, far above the drip's 100 ms and each
+	// hop's 400 ms, so that only the whole fetch's limit ends them, on a
+	// busy machine too.
+	opt.Timeout = 3 * time.Second
 
 	drip := newRawServer(t, func(c net.Conn, _ *http.Request) {
 		c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"))
@@ -700,7 +703,8 @@ func TestURLSlowDripEndsNamed(t *testing.T) {
 	assert.ErrorContains(t, err, " octets read)")
 	assert.Contains(t, err.Error(), drip.url())
 
-	// Five redirects, each answered just within the header timeout.
+	// Five redirects, each answered within the header timeout, together
+	// past the limit.
 	hops := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/"))
 		time.Sleep(400 * time.Millisecond)
