@@ -326,18 +326,26 @@ func TestStartWireHedged(t *testing.T) {
 			"failed over, not hedged: no wait for the hedge delay")
 	})
 	t.Run("first fails after the hedge: failed over at once", func(t *testing.T) {
-		// A fails 200 ms in, after the hedge to B (150 ms) and before B's
-		// own hedge delay would ask C (300 ms): C is asked as a failover.
+		// A fails 500 ms in, after the hedge to B (150 ms, hedgeFloor)
+		// and before B's own hedge delay would ask C (B's round-trip time
+		// taken as 450 ms: twice that, 900 ms, so 1,050 ms in): C is
+		// asked as a failover. Each side has 350 ms or more to spare on a
+		// busy machine (with 50 and 100 ms, a run under -race beside
+		// other work saw C asked as a hedge).
 		servfail := rcodeAnswer(dns.RcodeServerFailure)
 		a := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 			if r.Question[0].Name != "." {
-				time.Sleep(200 * time.Millisecond)
+				time.Sleep(500 * time.Millisecond)
 			}
 			return servfail(w, r)
 		})
 		silent, c := silentUpstream(t), startUpstream(t, nil)
 		reg := prometheus.NewRegistry()
-		f := counted(t, reg, a.addr, silent, c.addr)
+		f, err := New([]string{a.addr, silent, c.addr}, Options{Timeout: 4 * time.Second, Metrics: NewMetrics(reg)})
+		require.NoError(t, err)
+		t.Cleanup(f.Close)
+		f.upstreams[1].rtt.Store(int64(450 * time.Millisecond)) // measured, so not explored either
+		require.Equal(t, 900*time.Millisecond, f.hedgeDelay(f.upstreams[1]))
 		r, _ := ask(t, f, "third.example.org.")
 		require.NoError(t, r.err)
 		assert.Equal(t, c.addr, r.from)
