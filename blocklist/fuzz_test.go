@@ -608,11 +608,12 @@ func checkHeaders(t *testing.T, data []byte) {
 }
 
 // nameRuns splits s at every character no name is written with, after
-// mapping each character IDNA maps to ASCII (alone) to that.
+// mapping each character IDNA maps to ASCII (alone) to that, or leaving
+// out one it maps to nothing (a soft hyphen).
 func nameRuns(s string) []string {
 	var mapped strings.Builder
 	for _, r := range s {
-		if a, err := idna.Lookup.ToASCII(string(r)); r >= utf8.RuneSelf && err == nil && a != "" && !strings.HasPrefix(a, "xn--") {
+		if a, err := idna.Lookup.ToASCII(string(r)); r >= utf8.RuneSelf && err == nil && !strings.HasPrefix(a, "xn--") {
 			mapped.WriteString(a)
 			continue
 		}

@@ -946,6 +946,11 @@ func TestBracketHeaderHoldingAName(t *testing.T) {
 		{name: "a syntax, a colon and a circled name", line: "[adblock:\u24e3\u24d8\u24da\u24e3\u24de\u24da.\u24d2\u24de\u24dc]", unnamed: true},
 		{name: "a syntax glued to a name ending in a circled letter", line: "[AdGuard\u24e3.com]", unnamed: true},
 		{name: "a syntax and a squared name after a bar", line: "[uBlock|\U0001f130\U0001f130.\u33cf]", unnamed: true},
+		// A character IDNA ignores (a soft hyphen from a web page, a
+		// zero-width space) is read out of the name, as entryName reads
+		// it: it splits no name.
+		{name: "a syntax, a colon and a name with a soft hyphen", line: "[adblock:tiktok\u00ad.com]", unnamed: true},
+		{name: "a syntax, a bar and a name with a zero-width space", line: "[AdGuard|bytedance\u200b.com]", unnamed: true},
 		{name: "a header with a check mark", line: "[Adblock Plus 2.0 \u2713]"},
 		{name: "a header with a dash", line: "[AdGuard \u2014 Base filter]"},
 	} {

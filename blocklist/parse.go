@@ -793,8 +793,10 @@ func holdsName(s string) bool {
 // letter, digit, `-`, `_` or dot; a Unicode letter, digit or mark; or a
 // character the UTS #46 mapping of IDNA (ToASCII) turns into those alone,
 // such as the full stops it reads as a dot (`。`, `．`, `｡`) and the
-// symbols it reads as letters (`ⓣ`, `🄰`, `™`, `㎏`). A symbol it does
-// not map (`—`, `✓`) is no name's character.
+// symbols it reads as letters (`ⓣ`, `🄰`, `™`, `㎏`), or into nothing (a
+// soft hyphen, a zero-width space: entryName reads `tiktok­.com` as
+// tiktok.com, so it splits no name). A symbol it does not map (`—`, `✓`)
+// is no name's character.
 func nameRune(r rune) bool {
 	if r < utf8.RuneSelf {
 		return r == '.' || entryOctet[presname.Lower(byte(r))]
@@ -803,7 +805,7 @@ func nameRune(r rune) bool {
 		return true
 	}
 	a, err := idna.Lookup.ToASCII(string(r))
-	if err != nil || a == "" || strings.HasPrefix(a, "xn--") {
+	if err != nil || strings.HasPrefix(a, "xn--") {
 		return false
 	}
 	for i := 0; i < len(a); i++ {
