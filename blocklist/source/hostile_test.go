@@ -517,8 +517,19 @@ func TestURLNotTextNamed(t *testing.T) {
 		})
 	}
 	// A list whose first name happens to start like a magic number is
-	// text all the same.
+	// text all the same: also when a character of more than one octet
+	// spans its 64th octet, and it is no bzip2 file when its text is
+	// not UTF-8 (Latin-1), but a list that says where.
 	require.NoError(t, checkText([]byte("BZh.example\nPK.example\n")))
+	spanning := "BZhotel.example\n# " + strings.Repeat("x", 63-len("BZhotel.example\n# ")) + "\u00fcberpr\u00fcft\n"
+	require.Equal(t, "\xc3\xbc", spanning[63:65])
+	require.NoError(t, checkText([]byte(spanning)))
+	err = checkText([]byte("BZhotel.example\n# Liste gepr\xfcft\n"))
+	require.ErrorIs(t, err, ErrBinary)
+	require.ErrorContains(t, err, "line 2: invalid UTF-8")
+	// A bzip2 file (its stream magic, a block's pi) is named.
+	err = checkText([]byte("BZh91AY&SY\x8a\x16\xc0\x01\x00\x00\x02\x81\x80\x00\x10 \x00!\x9ah3M\x10\xbc]\xc9\x14\xe1BB(X\x1b\x00"))
+	require.ErrorContains(t, err, "a bzip2 file")
 }
 
 // TestURLRetryAfterHonoured: a server that answers 429 or 503 with a
