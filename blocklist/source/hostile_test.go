@@ -551,7 +551,12 @@ func TestURLRetryAfterHonoured(t *testing.T) {
 		{"-5", 0, false},
 		{"1.5", 0, false},
 		{"soon", 0, false},
-		{"99999999999999999999", 0, false},
+		// Past what a number holds: the most there is (as RFC 9111
+		// §1.2.2 has a cache take a delta-seconds too great), so that
+		// the wait is the refresh, not the backoff's second.
+		{"99999999999999999999", 1 << 31 * time.Second, true},
+		{"4294967296", 1 << 31 * time.Second, true},
+		{"4294967295", 1 << 31 * time.Second, true},
 		{now.Add(-time.Hour).Format(http.TimeFormat), 0, false},
 		{"", 0, false},
 	} {

@@ -413,16 +413,19 @@ func (e *retryAfterError) Error() string { return e.err.Error() }
 func (e *retryAfterError) Unwrap() error { return e.err }
 
 // parseRetryAfter parses a Retry-After value (RFC 9110 §10.2.3): a
-// number of seconds, or an HTTP-date, taken from now. It reports false
-// for an empty or malformed value, and for a delay that is not positive
-// (a date in the past).
+// number of seconds, or an HTTP-date, taken from now. A number of more
+// seconds than 2^31 is 2^31 (68 years; RFC 9111 §1.2.2 has a cache take
+// a delta-seconds too great so), which honourRetryAfter bounds. It
+// reports false for an empty or malformed value, and for a delay that is
+// not positive (0, a date in the past).
 func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0, false
 	}
-	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
-		return time.Duration(n) * time.Second, n > 0
+	const most = 1 << 31
+	if n, err := strconv.ParseUint(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		return time.Duration(min(n, most)) * time.Second, n > 0
 	}
 	t, err := http.ParseTime(v)
 	if err != nil || !t.After(now) {
