@@ -156,7 +156,9 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 	case scheme == "http" && slices.ContainsFunc(via, func(r *http.Request) bool { return r.URL.Scheme == "https" }):
 		return fmt.Errorf("redirected from %s to %s: refusing to leave https", from, to)
 	case scheme == "http" && !loopbackHost(req.URL.Hostname()):
-		return fmt.Errorf("redirected from %s to %s: refusing to leave https (http:// is only for loopback hosts)", from, to)
+		// The chain never was https: http:// is refused off loopback, as
+		// NewURL refuses such an entry.
+		return fmt.Errorf("redirected from %s to %s: http:// is only for loopback hosts", from, to)
 	}
 	return nil
 }

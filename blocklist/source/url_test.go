@@ -424,6 +424,9 @@ func TestURLRedirects(t *testing.T) {
 	}
 }
 
+// TestURLRedirectOffLoopbackHTTPRefused: an http:// entry on loopback
+// redirected to http:// off loopback is refused for that, not as
+// "refusing to leave https": the chain never was https.
 func TestURLRedirectOffLoopbackHTTPRefused(t *testing.T) {
 	srv := httptest.NewServer(http.RedirectHandler("http://192.0.2.1/list.txt", http.StatusFound))
 	t.Cleanup(srv.Close)
@@ -431,7 +434,8 @@ func TestURLRedirectOffLoopbackHTTPRefused(t *testing.T) {
 	require.NoError(t, err)
 	_, err = src.Fetch(t.Context())
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "refusing to leave https")
+	assert.Contains(t, err.Error(), "to http://192.0.2.1/list.txt: http:// is only for loopback hosts")
+	assert.NotContains(t, err.Error(), "https")
 }
 
 func TestURLServerDownKeepsCopy(t *testing.T) {
