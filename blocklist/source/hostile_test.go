@@ -462,6 +462,19 @@ func TestURLContentEncodingNotAskedForRefused(t *testing.T) {
 			}, ErrEncoding.Error(), fmt.Sprintf("Content-Encoding %q", tc.encoding))
 		})
 	}
+	// Decoded from the gzip the header names, still a compressed file:
+	// encoded twice under one Content-Encoding (a .gz file compressed
+	// again by the server), or under two header lines, of which the
+	// transport decodes one. It read "served without a Content-Encoding
+	// that says so".
+	for _, header := range []string{"Content-Encoding: gzip\r\n", "Content-Encoding: gzip\r\nContent-Encoding: gzip\r\n"} {
+		t.Run(strconv.Quote(header), func(t *testing.T) {
+			body := gzipped(t, gzipped(t, []byte(list)))
+			checkHostile(t, func(c net.Conn, _ *http.Request) {
+				writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n", header, len(body)), body, false)
+			}, ErrEncoding.Error(), "decoded from gzip, a gzip file still")
+		})
+	}
 	// identity is no encoding.
 	srv := newRawServer(t, func(c net.Conn, _ *http.Request) {
 		writeRaw(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Encoding: identity\r\nContent-Length: %d\r\n\r\n", len(list)), []byte(list), false)

@@ -58,7 +58,8 @@ var fetchLimit = transferLimit
 // empty (see checkText), an HTML page (Content-Type text/html or
 // application/xhtml+xml, or a body that starts with markup), binary (a
 // NUL byte or invalid UTF-8), in a Content-Encoding other than the gzip
-// the transport asks for and decodes (ErrEncoding), cut short (its last
+// the transport asks for and decodes, or compressed still once that is
+// decoded (ErrEncoding), cut short (its last
 // line has no line end while the copy held's has: see cutShort), or does
 // not match the entry's `#sha256=HEX` pin.
 // Redirects are followed up to MaxRedirects times, never from https to
@@ -389,6 +390,13 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 	}
 	if int64(len(body)) > s.opt.MaxBytes {
 		return refuse(fmt.Errorf("%w: more than %d bytes", ErrTooBig, s.opt.MaxBytes))
+	}
+	if magic := compressedFile(body); magic != "" && resp.Uncompressed {
+		// Compressed again under the gzip the transport decoded (a .gz
+		// file the server compressed once more, or a second
+		// Content-Encoding line the transport removed with the first):
+		// checkText would say it came with no Content-Encoding.
+		return refuse(fmt.Errorf("%w: decoded from gzip, a %s file still (encoded twice)", ErrEncoding, magic))
 	}
 	if err := checkText(body); err != nil {
 		return refuse(err)
