@@ -608,16 +608,24 @@ func checkHeaders(t *testing.T, data []byte) {
 }
 
 // nameRuns splits s at every character no name is written with, after
-// mapping each character IDNA maps to ASCII (alone) to that, or leaving
-// out one it maps to nothing (a soft hyphen).
+// mapping each character IDNA maps to ASCII (after a letter) to that, or
+// leaving out one it maps to nothing (a soft hyphen), and taking one it
+// refuses in a name (`⒈`) for a space.
 func nameRuns(s string) []string {
 	var mapped strings.Builder
 	for _, r := range s {
-		if a, err := idna.Lookup.ToASCII(string(r)); r >= utf8.RuneSelf && err == nil && !strings.HasPrefix(a, "xn--") {
-			mapped.WriteString(a)
+		if r < utf8.RuneSelf {
+			mapped.WriteRune(r)
 			continue
 		}
-		mapped.WriteRune(r)
+		switch a, err := idna.Lookup.ToASCII("x" + string(r)); {
+		case err != nil: // refused in a name: it ends one
+			mapped.WriteByte(' ')
+		case !strings.HasPrefix(a, "xn--"):
+			mapped.WriteString(a[1:])
+		default:
+			mapped.WriteRune(r)
+		}
 	}
 	return strings.FieldsFunc(mapped.String(), func(r rune) bool {
 		if r < utf8.RuneSelf {

@@ -951,6 +951,12 @@ func TestBracketHeaderHoldingAName(t *testing.T) {
 		// it: it splits no name.
 		{name: "a syntax, a colon and a name with a soft hyphen", line: "[adblock:tiktok\u00ad.com]", unnamed: true},
 		{name: "a syntax, a bar and a name with a zero-width space", line: "[AdGuard|bytedance\u200b.com]", unnamed: true},
+		// A character IDNA refuses in a name (`⒈`, `⑴`, digits with a
+		// stop or in parentheses) ends the name before it, as white
+		// space would: the name after it is held all the same.
+		{name: "a syntax and a name after a digit with a full stop", line: "[adblock: \u2488tiktok.com]", unnamed: true},
+		{name: "a syntax and a name after a parenthesized digit", line: "[AdGuard\u2474bytedance.com]", unnamed: true},
+		{name: "a syntax and a name with a combining accent", line: "[uBlock|tiktok\u0301.com]", unnamed: true},
 		{name: "a header with a check mark", line: "[Adblock Plus 2.0 \u2713]"},
 		{name: "a header with a dash", line: "[AdGuard \u2014 Base filter]"},
 	} {

@@ -790,25 +790,29 @@ func holdsName(s string) bool {
 }
 
 // nameRune reports whether a name can be written with r: an ASCII
-// letter, digit, `-`, `_` or dot; a Unicode letter, digit or mark; or a
-// character the UTS #46 mapping of IDNA (ToASCII) turns into those alone,
-// such as the full stops it reads as a dot (`。`, `．`, `｡`) and the
-// symbols it reads as letters (`ⓣ`, `🄰`, `™`, `㎏`), or into nothing (a
-// soft hyphen, a zero-width space: entryName reads `tiktok­.com` as
-// tiktok.com, so it splits no name). A symbol it does not map (`—`, `✓`)
-// is no name's character.
+// letter, digit, `-`, `_` or dot; or a character IDNA's UTS #46 lookup
+// (ToASCII) takes in a name, after a letter as it stands there (alone, a
+// combining mark is no label), that is a Unicode letter, digit or mark,
+// or that it maps to those alone: the full stops it reads as a dot (`。`,
+// `．`, `｡`), the symbols it reads as letters (`ⓣ`, `🄰`, `™`, `㎏`), or
+// nothing (a soft hyphen, a zero-width space: entryName reads
+// `tiktok­.com` as tiktok.com, so it splits no name). A character IDNA
+// refuses (`⒈`, `⑴`: digits it reads as "1." and "(1)" outside names
+// only) or keeps as a symbol (`—`, `✓`) is no name's character.
 func nameRune(r rune) bool {
 	if r < utf8.RuneSelf {
 		return r == '.' || entryOctet[presname.Lower(byte(r))]
 	}
-	if unicode.IsLetter(r) || unicode.IsNumber(r) || unicode.IsMark(r) {
+	a, err := idna.Lookup.ToASCII("a" + string(r))
+	switch {
+	case err != nil:
+		return false
+	case unicode.IsLetter(r) || unicode.IsNumber(r) || unicode.IsMark(r):
 		return true
-	}
-	a, err := idna.Lookup.ToASCII(string(r))
-	if err != nil || strings.HasPrefix(a, "xn--") {
+	case strings.HasPrefix(a, "xn--"):
 		return false
 	}
-	for i := 0; i < len(a); i++ {
+	for i := 1; i < len(a); i++ {
 		if a[i] != '.' && !entryOctet[presname.Lower(a[i])] {
 			return false
 		}
