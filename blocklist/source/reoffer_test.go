@@ -2,6 +2,7 @@ package source
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -120,4 +121,37 @@ func TestZoneTransferNotNewerRefused(t *testing.T) {
 		assert.Equal(t, 1, rec.count(), "serial %d is not delivered over serial 5", serial)
 		assert.Equal(t, uint32(5), st.Serial)
 	}
+}
+
+// TestZoneNewSerialNeverBesideTheErrorItEnded: after a failed look (the
+// transfer older than the primary's SOA, as a primary's old server process
+// serves one while its new one answers the SOA query), the zone that then
+// arrives is recorded in the same Status update as the success that clears
+// the failure: a reader polling Status (the /readyz note, the metrics)
+// never sees the new serial beside the old error. It saw them together
+// while the copy was written to disk, between the two updates (an NSD
+// interop run under load read the new serial with the error still set).
+func TestZoneNewSerialNeverBesideTheErrorItEnded(t *testing.T) {
+	names := make([]string, 5000)
+	for i := range names {
+		names[i] = fmt.Sprintf("name%d", i)
+	}
+	p := startFakePrimary(t, testZone, 5, cnames(testZone, "a"), nil)
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	rec.waitCount(t, 1)
+
+	p.update(func(p *fakePrimary) {
+		p.soa, p.xfrSOA, p.records = testSOA(testZone, 6), testSOA(testZone, 5), cnames(testZone, names...)
+	})
+	poke(t, z)
+	st := waitStatus(t, z, func(st Status) bool { return st.LastError != nil })
+	require.Equal(t, uint32(5), st.Serial)
+
+	p.update(func(p *fakePrimary) { p.xfrSOA = nil })
+	poke(t, z)
+	deadline := time.Now().Add(waitFor)
+	for st = z.Status(); st.Serial != 6; st = z.Status() {
+		require.True(t, time.Now().Before(deadline), "serial 6 never arrived: %+v", st)
+	}
+	assert.NoError(t, st.LastError, "serial 6 recorded beside the error of the look before")
 }

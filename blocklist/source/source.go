@@ -432,9 +432,16 @@ func (t *tracker) failed(now time.Time, err error) {
 }
 
 // succeeded records that the network answered (with a copy, or "not
-// changed"): the copy served is confirmed.
-func (t *tracker) succeeded(now time.Time) {
+// changed"): the copy served is confirmed. fresh, when not nil, is the
+// new copy the receiver accepted from that answer, recorded in the same
+// update (served), so that no reader of Status sees the new copy beside
+// the failure it ended (a serial that arrived, with the error of the
+// transfer that did not bring it).
+func (t *tracker) succeeded(now time.Time, fresh *Content) {
 	t.update(func(st *Status) {
+		if fresh != nil {
+			st.served(fresh)
+		}
 		st.LastSuccess = now
 		st.LastError = nil
 		st.ConsecutiveFailures = 0
@@ -443,30 +450,31 @@ func (t *tracker) succeeded(now time.Time) {
 }
 
 // served records the copy the receiver accepted.
-func (t *tracker) served(c *Content) {
-	t.update(func(st *Status) {
-		st.HasContent = true
-		st.FromCache = c.FromCache
-		st.VersionSince = c.Fetched
-		switch c.Kind {
-		case KindBody:
-			st.SHA256, st.Bytes = c.SHA256, len(c.Body)
-			st.Version = c.ETag
-			if st.Version == "" {
-				st.Version = "sha256:" + hex.EncodeToString(c.SHA256[:])
-			}
-		case KindZone:
-			st.Serial, st.Records = c.Serial, len(c.Records)
-			st.Version = strconv.FormatUint(uint64(c.Serial), 10)
-			st.LastTransfer = c.Transfer
-			if c.Transfer != TransferCache {
-				if st.Transfers == nil {
-					st.Transfers = map[string]uint64{}
-				}
-				st.Transfers[c.Transfer]++
-			}
+func (t *tracker) served(c *Content) { t.update(func(st *Status) { st.served(c) }) }
+
+// served records in st the copy c the receiver accepted.
+func (st *Status) served(c *Content) {
+	st.HasContent = true
+	st.FromCache = c.FromCache
+	st.VersionSince = c.Fetched
+	switch c.Kind {
+	case KindBody:
+		st.SHA256, st.Bytes = c.SHA256, len(c.Body)
+		st.Version = c.ETag
+		if st.Version == "" {
+			st.Version = "sha256:" + hex.EncodeToString(c.SHA256[:])
 		}
-	})
+	case KindZone:
+		st.Serial, st.Records = c.Serial, len(c.Records)
+		st.Version = strconv.FormatUint(uint64(c.Serial), 10)
+		st.LastTransfer = c.Transfer
+		if c.Transfer != TransferCache {
+			if st.Transfers == nil {
+				st.Transfers = map[string]uint64{}
+			}
+			st.Transfers[c.Transfer]++
+		}
+	}
 }
 
 func (t *tracker) cacheResult(err error) { t.update(func(st *Status) { st.CacheError = err }) }

@@ -275,7 +275,7 @@ func (s *URL) poll(ctx context.Context, deliver func(Content) error) error {
 			}
 			s.refused = false
 		}
-		s.track.succeeded(now)
+		s.track.succeeded(now, nil)
 		return nil
 	}
 	if err := deliver(*c); err != nil {
@@ -284,8 +284,7 @@ func (s *URL) poll(ctx context.Context, deliver func(Content) error) error {
 	}
 	s.refused = false
 	s.held = c
-	s.track.served(c)
-	s.track.succeeded(now)
+	s.track.succeeded(now, c)
 	s.writeCache(c)
 	return nil
 }

@@ -404,14 +404,15 @@ func (z *Zone) refresh(ctx context.Context, deliver func(Content) error) error {
 			// from the first look that finds it so, not from one that
 			// found a serial older than the zone it replaced.
 			z.olderSince = time.Time{}
-			if c.Transfer != TransferHeld { // else served and on disk already
-				z.track.served(c)
-				z.writeCache(c)
+			if c.Transfer == TransferHeld { // served and on disk already
+				z.track.succeeded(now, nil)
+				return nil
 			}
-			z.track.succeeded(now)
+			z.track.succeeded(now, c)
+			z.writeCache(c)
 			return nil
 		}
-		z.track.succeeded(now)
+		z.track.succeeded(now, nil)
 		if z.track.cacheFailing() {
 			z.writeHeld() // the disk copy is not the zone held: again
 		}
