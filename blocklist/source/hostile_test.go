@@ -661,7 +661,8 @@ func TestURLNotModifiedWithAnotherETagIsFetched(t *testing.T) {
 	etag.Store(`"B"`)
 	body.Store(v2)
 	assert.Equal(t, v2, string(rec.waitCount(t, 2).Body))
-	assert.Equal(t, `"B"`, src.Status().Version)
+	// Recorded once the copy is on disk too, just after its delivery.
+	waitStatus(t, src, func(st Status) bool { return st.Version == `"B"` })
 }
 
 // TestURLMaxBytesBoundary: a body of exactly sources.max_bytes is taken,

@@ -83,10 +83,12 @@ func TestZoneSerialBackTakenAfterExpire(t *testing.T) {
 	assert.EqualValues(t, 5, lines[0].ContextMap()["serial"])
 	assert.EqualValues(t, 100, lines[0].ContextMap()["held_serial"])
 
-	// The disk copy is the primary's zone now: a restart serves 5.
-	copied, err := z.readCopy()
-	require.NoError(t, err)
-	assert.Equal(t, uint32(5), copied.Serial)
+	// The disk copy is the primary's zone now (written just after the
+	// Status update): a restart serves 5.
+	require.Eventually(t, func() bool {
+		copied, err := z.readCopy()
+		return err == nil && copied.Serial == 5
+	}, waitFor, tick)
 }
 
 // TestZoneSerialBackStillGuarded: the zone a primary whose serial went
