@@ -620,3 +620,65 @@ douyin.com CNAME *.
 		})
 	}
 }
+
+// A name a block list blocks and a later list's passthru lets through is
+// allowed, as a passthru of the list that matched it first is: its answer
+// is not inspected, so a response-IP trigger holding its address does not
+// block it (Policy.Decide: an allow entry beats every block), where the
+// same address in another name's answer is blocked.
+func TestRPZLaterPassthruIsAnAllow(t *testing.T) {
+	up := startUpstream(t, nil) // 192.0.2.1 for every A question
+	f := startFence(t, rpzActionsConfig, map[string]string{
+		"capcut.txt": "capcut.com\n",
+		"policy.rpz": rpzHead + "newsroom.capcut.com CNAME rpz-passthru.\n32.1.2.0.192.rpz-ip CNAME .\n",
+	}, up.addr)
+	for _, network := range []string{"udp", "tcp"} {
+		r := ask(t, f.addr, "127.0.0.1", network, question("newsroom.capcut.com.", dns.TypeA, true))
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode, "%s: the later list's passthru", network)
+		require.Len(t, r.Answer, 1, network)
+		assert.Equal(t, "192.0.2.1", r.Answer[0].(*dns.A).A.String())
+
+		r = ask(t, f.addr, "127.0.0.1", network, question("other.example.", dns.TypeA, true))
+		assert.Equal(t, dns.RcodeNameError, r.Rcode, "%s: the response-IP trigger blocks another name's answer", network)
+	}
+}
+
+// An answer's address an allow list's response-IP trigger holds lets the
+// answer stand, and explain shows the trigger that allowed it on the
+// address's hop (Policy.DecideAddress reports an allow as a decision, as
+// it reports a block), not the name's own decision.
+func TestExplainShowsTheAddressAllowed(t *testing.T) {
+	up := startUpstream(t, nil) // 192.0.2.1 for every A question
+	f := startFence(t, `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+upstream_timeout: 300ms
+allowed_clients: ["127.0.0.0/28"]
+policies:
+  - name: gov
+    clients: ["127.0.0.1/32"]
+    block: ["policy.rpz"]
+    allow: ["allow.rpz"]
+`, map[string]string{
+		"policy.rpz": rpzHead + "24.0.2.0.192.rpz-ip CNAME .\n",
+		"allow.rpz":  rpzHead + "32.1.2.0.192.rpz-ip CNAME .\n",
+	}, up.addr)
+	r := ask(t, f.addr, "127.0.0.1", "udp", question("www.example.", dns.TypeA, true))
+	require.Equal(t, dns.RcodeSuccess, r.Rcode, "the allow list's trigger beats the block list's")
+	require.Len(t, r.Answer, 1)
+
+	snap := f.handler.Snapshot()
+	e := snap.Explain(netipMustParse("127.0.0.1"), "www.example.", dns.TypeA)
+	resp, _, err := snap.Forwarder().Forward(t.Context(), question("www.example.", dns.TypeA, false), false)
+	require.NoError(t, err)
+	snap.ExplainAnswer(&e, resp)
+	assert.Equal(t, ResultForwarded, e.Result)
+	require.Len(t, e.Hops, 1)
+	assert.Equal(t, "192.0.2.1", e.Hops[0].Name, "the hop names the address its trigger holds")
+	assert.True(t, e.Hops[0].Decision.Allowed)
+	require.NotNil(t, e.Hops[0].Decision.Entry.List)
+	assert.Equal(t, "allow.rpz", filepath.Base(e.Hops[0].Decision.Entry.List.File()))
+	p, ok := e.Hops[0].Decision.Entry.Prefix()
+	assert.True(t, ok)
+	assert.Equal(t, "192.0.2.1/32", p.String())
+}

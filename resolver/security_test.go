@@ -1053,6 +1053,49 @@ func TestDoHCanaryListedByTheOperator(t *testing.T) {
 	assert.Zero(t, up.count.Load(), "blocked: nothing went upstream")
 }
 
+// The block of a DoH canary name an operator's list holds names the
+// first list that matched it where the built-in list changes nothing of
+// the answer: under action nxdomain, whose every block is NXDOMAIN, and
+// with doh_canary off, where no list is the canary's (Policy.compile
+// takes the built-in list alone as the canary, and only when the action
+// is not nxdomain). The EDE text and the audit line name the operator's
+// list, not a later one that lists the name too.
+func TestDoHCanaryNamedByTheFirstListThatMatched(t *testing.T) {
+	up := startUpstream(t, nil)
+	cfg := testConfig + `  - name: nxdomain-listing
+    clients: ["127.0.0.8/32"]
+    block: ["bypass.txt", "other.txt"]
+  - name: canary-off-listing
+    clients: ["127.0.0.9/32"]
+    block: ["bypass.txt", "other.txt"]
+    action: null
+    doh_canary: false
+`
+	files := map[string]string{
+		"bypass.txt": "use-application-dns.net\n",
+		"other.txt":  "use-application-dns.net\n",
+	}
+	for k, v := range testFiles {
+		files[k] = v
+	}
+	f := startFence(t, cfg, files, up.addr)
+	for _, tc := range []struct {
+		from      string
+		wantRcode int
+	}{
+		{"127.0.0.8", dns.RcodeNameError},
+		{"127.0.0.9", dns.RcodeSuccess}, // the operator's entry, its policy's null
+	} {
+		r := ask(t, f.addr, tc.from, "udp", question("use-application-dns.net.", dns.TypeA, true))
+		assert.Equal(t, tc.wantRcode, r.Rcode, tc.from)
+		require.NotNil(t, ede(r), tc.from)
+		assert.Contains(t, ede(r).ExtraText, "/bypass.txt", tc.from)
+		assert.NotContains(t, ede(r).ExtraText, "other.txt", tc.from)
+		assert.NotContains(t, ede(r).ExtraText, DoHCanaryList, tc.from)
+	}
+	assert.Zero(t, up.count.Load(), "blocked: nothing went upstream")
+}
+
 func TestShippedDoHBypassList(t *testing.T) {
 	up := startUpstream(t, nil)
 	files := map[string]string{}
@@ -1071,4 +1114,33 @@ func TestShippedDoHBypassList(t *testing.T) {
 		r := ask(t, f.addr, "", "udp", question(name, dns.TypeA, false))
 		assert.Equal(t, dns.RcodeSuccess, r.Rcode, "%s: only the resolver names, never the provider", name)
 	}
+}
+
+// An ECS network held whole by a range of a blocking policy is decided by
+// that range, and is not "wider" than it (PolicyForClient): the flag that
+// makes explain say a range inside the network decides it is set only
+// when the network does hold a range of a blocking policy it is not held
+// by.
+func TestECSNetworkInsideABlockingRangeIsNotWider(t *testing.T) {
+	s := loadSnapshot(t, writeConfig(t, ecsWiderConfig, map[string]string{
+		"devices.txt": "10.1.5.5\n10.20.30.200\n",
+		"tiktok.txt":  "tiktok.com\n",
+	}, "127.0.0.1:1"), nil)
+	for _, tc := range []struct {
+		client, policy string
+		wider          bool
+	}{
+		{"10.200.0.0/16", "gov", false},    // inside gov's 10.128.0.0/9
+		{"10.1.0.0/24", "refusing", false}, // inside refusing's 10.1.0.0/16
+		{"10.0.0.0/8", "gov", true},        // holds gov's /9, in no range
+	} {
+		cr, ok, wider := s.PolicyForClient(netip.MustParsePrefix(tc.client))
+		require.True(t, ok, tc.client)
+		assert.Equal(t, tc.policy, cr.Policy.Name, tc.client)
+		assert.Equal(t, tc.wider, wider, tc.client)
+	}
+	// An IPv6 network holds no IPv4 device (unless it holds all of
+	// ::ffff:0:0/96: devicesIn), so the IPv4 ranges of gov do not decide it.
+	_, ok, _ := s.PolicyForClient(netip.MustParsePrefix("2001:db8::/56"))
+	assert.False(t, ok, "an IPv6 network in no range, with no blocking range inside")
 }
