@@ -98,6 +98,8 @@ func TestParseUnsupported(t *testing.T) {
 		{"local data at an IP trigger", "32.1.2.0.192.rpz-ip A 192.0.2.2", "32.1.2.0.192.rpz-ip.rpz.test.", ErrLocalData, "(A record"},
 		{"rewrite", "tiktok.com CNAME walled-garden.example.", "tiktok.com.rpz.test.", ErrRewrite, "walled-garden.example."},
 		{"rewrite to a wildcard", "tiktok.com CNAME *.garden.example.", "tiktok.com.rpz.test.", ErrRewrite, "*.garden.example."},
+		{"rewrite to a top-level name", "tiktok.com CNAME garden.", "tiktok.com.rpz.test.", ErrRewrite, "garden."},
+		{"rewrite to an rpz- name below a domain", "tiktok.com CNAME rpz-drop.example.", "tiktok.com.rpz.test.", ErrRewrite, "rpz-drop.example."},
 		{"old passthru form", "tiktok.com CNAME tiktok.com.", "tiktok.com.rpz.test.", ErrRewrite, "write rpz-passthru."},
 		{"tcp-only", "tiktok.com CNAME rpz-tcp-only.", "tiktok.com.rpz.test.", ErrTCPOnly, ""},
 		{"escaped tcp-only", `tiktok.com CNAME rpz-tcp\-only.`, "tiktok.com.rpz.test.", ErrTCPOnly, ""},
@@ -114,7 +116,10 @@ func TestParseUnsupported(t *testing.T) {
 		{"escaped dot in an IP trigger", `32.1.2\.0.192.rpz-ip CNAME .`, `32.1.2\.0.192.rpz-ip.rpz.test.`, ErrAddress, "dot inside a label"},
 		{"unknown rpz label", "x.rpz-foo CNAME .", "x.rpz-foo.rpz.test.", ErrUnknownLabel, "rpz-foo"},
 		{"bad IP trigger", "33.1.2.0.192.rpz-ip CNAME .", "33.1.2.0.192.rpz-ip.rpz.test.", ErrPrefixLength, "/33"},
+		{"IP trigger without a prefix", "rpz-ip CNAME .", "rpz-ip.rpz.test.", ErrPrefixLength, "no prefix before rpz-ip"},
+		{"escaped dot in an IP trigger, named", `32.1.2\.0.192.rpz-ip CNAME .`, `32.1.2\.0.192.rpz-ip.rpz.test.`, ErrAddress, `"32.1.2\\.0.192" has a dot inside a label`},
 		{"wildcard inside", "a.*.tiktok.com CNAME .", "a.*.tiktok.com.rpz.test.", ErrWildcard, ""},
+		{"wildcard below a wildcard", "*.*.tiktok.com CNAME .", "*.*.tiktok.com.rpz.test.", ErrWildcard, ""},
 		{"top-level wildcard", "*.com CNAME .", "*.com.rpz.test.", ErrWideWildcard, ""},
 		{"root wildcard", "* CNAME .", "*.rpz.test.", ErrWideWildcard, ""},
 		{"escaped wildcard inside", `a.\*.tiktok.com CNAME .`, `a.\*.tiktok.com.rpz.test.`, ErrWildcard, ""},
@@ -412,6 +417,7 @@ func TestFromRecords(t *testing.T) {
 		rr("rpz.example.gov. 60 NS a."),
 		rr("tiktok.com.rpz.example.gov. 60 CNAME ."),
 		rr("*.TikTok.com.RPZ.example.gov. 60 CNAME *."),
+		rr("allowed.example.rpz.example.gov. 60 CNAME rpz-passthru."), // a transfer's target is in full: a passthru
 		rr("x.rpz.example.gov. 60 A 192.0.2.1"),
 		nil,
 		rr("tiktok.com. 60 CNAME ."),
@@ -419,10 +425,11 @@ func TestFromRecords(t *testing.T) {
 		&dns.CNAME{Hdr: dns.RR_Header{Name: "empty.rpz.example.gov.", Rrtype: dns.TypeCNAME, Class: dns.ClassINET}},
 		soa,
 	}, r.handler())
-	assert.Equal(t, Zone{Origin: "rpz.example.gov.", Serial: 9, SOA: true, Triggers: 3, Problems: 3}, z)
+	assert.Equal(t, Zone{Origin: "rpz.example.gov.", Serial: 9, SOA: true, Triggers: 4, Problems: 3}, z)
 	assert.Equal(t, []Trigger{
 		{Owner: "tiktok.com.rpz.example.gov.", Name: "tiktok.com", Action: NXDOMAIN},
 		{Owner: "*.TikTok.com.RPZ.example.gov.", Name: "TikTok.com", Wildcard: true, Action: NODATA},
+		{Owner: "allowed.example.rpz.example.gov.", Name: "allowed.example", Action: Passthru},
 		{Owner: "24.0.2.0.192.rpz-ip.rpz.example.gov.", Prefix: netip.MustParsePrefix("192.0.2.0/24"), Action: NXDOMAIN},
 	}, r.triggers)
 	require.Len(t, r.problems, 3)
