@@ -242,6 +242,10 @@ func TestUpdateAddedWildcardLosesToHeldName(t *testing.T) {
 		we, _ := want.Match(n)
 		require.True(t, ok, n)
 		assert.Equal(t, we.Name, e.Name, n)
+		assert.Same(t, l, e.List, "%s: the entry is the updated list's, whichever part of it holds the trigger", n)
+		te, _, ok := l.MatchTrigger(n)
+		require.True(t, ok, n)
+		assert.Same(t, l, te.List, n)
 	}
 	assert.False(t, l.Contains("douyin.com"), "removed by the update")
 	assert.True(t, l.Contains("www.tiktok.com"))
