@@ -513,6 +513,8 @@ func TestECSPrefixParsing(t *testing.T) {
 		{name: "ipv4-mapped network", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 120, Address: net.ParseIP("::ffff:10.1.2.3")}, want: "10.1.2.0/24"},
 		{name: "ipv4-mapped, all of ipv4", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 96, Address: net.ParseIP("::ffff:10.1.2.3")}, want: "0.0.0.0/0"},
 		{name: "shorter than the mapping: ipv6", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 80, Address: net.ParseIP("::ffff:10.1.2.3")}, want: "::/80"},
+		{name: "one bit shorter than the mapping: ipv6", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 95, Address: net.ParseIP("::ffff:10.1.2.3")}, want: "::fffe:0:0/95"},
+		{name: "family 2 with an ipv4 address", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 24, Address: net.IP{10, 1, 2, 3}}},
 		{name: "ipv4 mask too long", ecs: dns.EDNS0_SUBNET{Family: 1, SourceNetmask: 33, Address: net.IP{10, 1, 2, 3}}},
 		{name: "ipv6 mask too long", ecs: dns.EDNS0_SUBNET{Family: 2, SourceNetmask: 129, Address: net.ParseIP("2001:db8::1")}},
 		// FAMILY 0 with no address (dig +subnet=0): any device.
