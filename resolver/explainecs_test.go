@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
@@ -17,9 +18,7 @@ import (
 // policy gov" twice.
 func TestExplainNamesEachPolicyOnce(t *testing.T) {
 	files := map[string]string{"lark.txt": "larksuite.com\n", "ip.rpz": rpzHead + "32.5.2.0.192.rpz-ip CNAME .\n"}
-	for k, v := range testFiles {
-		files[k] = v
-	}
+	maps.Copy(files, testFiles)
 	conf := strings.Replace(ecsNestedConfig, `clients: ["10.0.0.0/8", "127.0.0.3/32"]`, `clients: ["10.0.0.0/8", "10.1.2.200/32"]`, 1)
 	path := writeConfig(t, conf, files, "127.0.0.1:53")
 	snap := loadSnapshot(t, path, nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -305,9 +306,7 @@ func TestReloadShrinkGuard(t *testing.T) {
 		fmt.Fprintf(&big, "host%d.example\n", i)
 	}
 	files := map[string]string{}
-	for k, v := range testFiles {
-		files[k] = v
-	}
+	maps.Copy(files, testFiles)
 	files["tiktok.txt"] = big.String()
 	f := startFence(t, reloadConfig, files, up.addr)
 	r := watching(t, f, zaptest.NewLogger(t))

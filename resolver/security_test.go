@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http/httptest"
 	"net/netip"
@@ -174,9 +175,7 @@ func TestECSWiderThanABlockingRange(t *testing.T) {
 	})
 	core, logs := observer.New(zap.InfoLevel)
 	files := map[string]string{"devices.txt": "10.1.5.5\n10.20.30.200\n"}
-	for k, v := range testFiles {
-		files[k] = v
-	}
+	maps.Copy(files, testFiles)
 	f := startFenceLog(t, zap.New(core), ecsWiderConfig, files, up.addr)
 	tests := []struct {
 		name      string
@@ -318,9 +317,7 @@ func TestECSNetworkDecidedByEveryBlockingPolicyInIt(t *testing.T) {
 		"lark.txt": "larksuite.com\n",
 		"ip.rpz":   rpzHead + "32.5.2.0.192.rpz-ip CNAME .\n",
 	}
-	for k, v := range testFiles {
-		files[k] = v
-	}
+	maps.Copy(files, testFiles)
 	f := startFenceLog(t, zap.New(core), ecsNestedConfig, files, up.addr)
 	tests := []struct {
 		ecs, qname string
@@ -409,9 +406,7 @@ func TestExplainOverECSNeedsTheWholeNetwork(t *testing.T) {
 		t.Run(tc.explain+" "+tc.ecs, func(t *testing.T) {
 			conf := strings.Replace(ecsWiderConfig, `explain_clients: ["127.0.0.0/8", "10.0.0.0/8"]`, "explain_clients: "+tc.explain, 1)
 			files := map[string]string{"devices.txt": "10.1.5.5\n"}
-			for k, v := range testFiles {
-				files[k] = v
-			}
+			maps.Copy(files, testFiles)
 			f := startFence(t, conf, files, up.addr)
 			m := chaosQuestion("www.tiktok.com.explain.dnsfence.")
 			m.SetEdns0(1232, false)
@@ -1009,9 +1004,7 @@ func TestDoHCanaryListedByTheOperator(t *testing.T) {
 		"bypass.txt": "dns.google\nuse-application-dns.net\n",
 		"bypass.rpz": rpzHead + "use-application-dns.net CNAME .\n",
 	}
-	for k, v := range testFiles {
-		files[k] = v
-	}
+	maps.Copy(files, testFiles)
 	f := startFence(t, cfg, files, up.addr)
 	for _, tc := range []struct {
 		from      string
@@ -1077,9 +1070,7 @@ func TestDoHCanaryNamedByTheFirstListThatMatched(t *testing.T) {
 		"bypass.txt": "use-application-dns.net\n",
 		"other.txt":  "use-application-dns.net\n",
 	}
-	for k, v := range testFiles {
-		files[k] = v
-	}
+	maps.Copy(files, testFiles)
 	f := startFence(t, cfg, files, up.addr)
 	for _, tc := range []struct {
 		from      string
@@ -1101,9 +1092,7 @@ func TestDoHCanaryNamedByTheFirstListThatMatched(t *testing.T) {
 func TestShippedDoHBypassList(t *testing.T) {
 	up := startUpstream(t, nil)
 	files := map[string]string{}
-	for k, v := range testFiles {
-		files[k] = v
-	}
+	maps.Copy(files, testFiles)
 	data, err := os.ReadFile("../configs/lists/doh-bypass.txt")
 	require.NoError(t, err)
 	files["bytedance.txt"] = string(data) // in the government policy's block
