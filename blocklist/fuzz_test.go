@@ -613,7 +613,7 @@ func checkHeaders(t *testing.T, data []byte) {
 }
 
 // nameRuns splits s at every character no name is written with, after
-// mapping each character IDNA maps to ASCII (after a letter) to that, or
+// mapping each character IDNA maps to ASCII (alone) to that, or
 // leaving out one it maps to nothing (a soft hyphen), and taking one it
 // refuses in a name (`⒈`) for a space.
 func nameRuns(s string) []string {
@@ -623,11 +623,17 @@ func nameRuns(s string) []string {
 			mapped.WriteRune(r)
 			continue
 		}
-		switch a, err := idna.Lookup.ToASCII("x" + string(r)); {
+		// Alone (a right-to-left letter after a Latin one breaks the
+		// Bidi rule), but a mark after a letter.
+		probe, lead := string(r), 0
+		if unicode.IsMark(r) {
+			probe, lead = "x"+probe, 1
+		}
+		switch a, err := idna.Lookup.ToASCII(probe); {
 		case err != nil: // refused in a name: it ends one
 			mapped.WriteByte(' ')
 		case !strings.HasPrefix(a, "xn--"):
-			mapped.WriteString(a[1:])
+			mapped.WriteString(a[lead:])
 		default:
 			mapped.WriteRune(r)
 		}

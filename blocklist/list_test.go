@@ -957,6 +957,11 @@ func TestBracketHeaderHoldingAName(t *testing.T) {
 		{name: "a syntax and a name after a digit with a full stop", line: "[adblock: \u2488tiktok.com]", unnamed: true},
 		{name: "a syntax and a name after a parenthesized digit", line: "[AdGuard\u2474bytedance.com]", unnamed: true},
 		{name: "a syntax and a name with a combining accent", line: "[uBlock|tiktok\u0301.com]", unnamed: true},
+		// A right-to-left letter is a name's character too, though IDNA
+		// refuses it after a Latin letter in one label (RFC 5893's Bidi
+		// rule): alone, it is a label.
+		{name: "a syntax, a colon and a Hebrew name", line: "[adblock:\u05e9\u05dc\u05d5\u05dd.com]", unnamed: true},
+		{name: "a syntax, a bar and an Arabic name", line: "[AdGuard|\u0645\u0648\u0642\u0639.com]", unnamed: true},
 		{name: "a header with a check mark", line: "[Adblock Plus 2.0 \u2713]"},
 		{name: "a header with a dash", line: "[AdGuard \u2014 Base filter]"},
 	} {

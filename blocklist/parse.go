@@ -791,19 +791,26 @@ func holdsName(s string) bool {
 
 // nameRune reports whether a name can be written with r: an ASCII
 // letter, digit, `-`, `_` or dot; or a character IDNA's UTS #46 lookup
-// (ToASCII) takes in a name, after a letter as it stands there (alone, a
-// combining mark is no label), that is a Unicode letter, digit or mark,
-// or that it maps to those alone: the full stops it reads as a dot (`。`,
-// `．`, `｡`), the symbols it reads as letters (`ⓣ`, `🄰`, `™`, `㎏`), or
-// nothing (a soft hyphen, a zero-width space: entryName reads
-// `tiktok­.com` as tiktok.com, so it splits no name). A character IDNA
-// refuses (`⒈`, `⑴`: digits it reads as "1." and "(1)" outside names
-// only) or keeps as a symbol (`—`, `✓`) is no name's character.
+// (ToASCII) takes as a label of its own (a combining mark after a
+// letter, as it stands in a name: alone, it is no label) that is a
+// Unicode letter, digit or mark, or that it maps to those alone: the
+// full stops it reads as a dot (`。`, `．`, `｡`), the symbols it reads
+// as letters (`ⓣ`, `🄰`, `™`, `㎏`), or nothing (a soft hyphen, a
+// zero-width space: entryName reads `tiktok­.com` as tiktok.com, so it
+// splits no name). Alone, not after a Latin letter: a right-to-left
+// letter after one breaks the Bidi rule (RFC 5893) and would be refused.
+// A character IDNA refuses (`⒈`, `⑴`: digits it reads as "1." and "(1)"
+// outside names only) or keeps as a symbol (`—`, `✓`) is no name's
+// character.
 func nameRune(r rune) bool {
 	if r < utf8.RuneSelf {
 		return r == '.' || entryOctet[presname.Lower(byte(r))]
 	}
-	a, err := idna.Lookup.ToASCII("a" + string(r))
+	probe, lead := string(r), 0
+	if unicode.IsMark(r) {
+		probe, lead = "a"+probe, 1
+	}
+	a, err := idna.Lookup.ToASCII(probe)
 	switch {
 	case err != nil:
 		return false
@@ -812,7 +819,7 @@ func nameRune(r rune) bool {
 	case strings.HasPrefix(a, "xn--"):
 		return false
 	}
-	for i := 1; i < len(a); i++ {
+	for i := lead; i < len(a); i++ {
 		if a[i] != '.' && !entryOctet[presname.Lower(a[i])] {
 			return false
 		}
