@@ -221,3 +221,15 @@ func heapOf(b *testing.B, build func() (*List, error)) (float64, int) {
 	runtime.KeepAlive(l)
 	return float64(after.HeapAlloc-before.HeapAlloc) / 1e6, l.Len()
 }
+
+// BenchmarkInvalidUTF8 reads a 4 MB list that is valid UTF-8, as every
+// fetched list and configuration is checked.
+func BenchmarkInvalidUTF8(b *testing.B) {
+	data := []byte(strings.Repeat("tiktok.com\n0.0.0.0 bücher.example\n", 4<<20/34))
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if InvalidUTF8(data) != -1 {
+			b.Fatal("valid UTF-8 reported invalid")
+		}
+	}
+}

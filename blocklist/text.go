@@ -111,6 +111,9 @@ func checkNUL(file string, data []byte, from, first int) error {
 // start a valid UTF-8 sequence, or -1 when data is valid UTF-8: for an
 // error that names where a file or a body stops being text.
 func InvalidUTF8(data []byte) int {
+	if utf8.Valid(data) { // the common case, at utf8.Valid's speed
+		return -1
+	}
 	for off := 0; off < len(data); {
 		r, n := utf8.DecodeRune(data[off:])
 		if r == utf8.RuneError && n == 1 {
