@@ -584,14 +584,32 @@ func TestURLRetryAfterHonoured(t *testing.T) {
 	assert.Equal(t, 8*time.Second, honourRetryAfter(8*time.Second, &retryAfterError{err: ErrStatus, after: 2 * time.Second}, time.Hour, true), "never sooner than the backoff")
 	assert.Equal(t, time.Second, honourRetryAfter(time.Second, ErrStatus, time.Hour, true), "no Retry-After: the backoff")
 
-	for _, status := range []int{http.StatusTooManyRequests, http.StatusServiceUnavailable} {
-		t.Run(strconv.Itoa(status), func(t *testing.T) {
+	// An HTTP-date is read on the server's clock (its Date), not ours:
+	// a server two hours behind asking for an hour is not ignored as
+	// asking for a time past, nor one two hours ahead waited for three.
+	for _, tc := range []struct {
+		status int
+		skew   time.Duration // server's clock minus ours; 0: Retry-After in seconds
+	}{
+		{http.StatusTooManyRequests, 0},
+		{http.StatusServiceUnavailable, 0},
+		{http.StatusServiceUnavailable, -2 * time.Hour},
+		{http.StatusTooManyRequests, 2 * time.Hour},
+	} {
+		status := tc.status
+		t.Run(fmt.Sprintf("%d/skew_%v", status, tc.skew), func(t *testing.T) {
 			var requests atomic.Int64
 			var limited atomic.Bool
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 				requests.Add(1)
 				if limited.Load() {
-					w.Header().Set("Retry-After", "3600")
+					if tc.skew == 0 {
+						w.Header().Set("Retry-After", "3600")
+					} else {
+						date := time.Now().Add(tc.skew)
+						w.Header().Set("Date", date.Format(http.TimeFormat))
+						w.Header().Set("Retry-After", date.Add(time.Hour).Format(http.TimeFormat))
+					}
 					http.Error(w, "slow down", status)
 					return
 				}

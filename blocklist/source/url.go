@@ -354,7 +354,7 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 			ErrStatus, resp.Status))
 	case resp.StatusCode != http.StatusOK:
 		err := fmt.Errorf("%w %s", ErrStatus, resp.Status)
-		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok &&
+		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), answered(resp.Header)); ok &&
 			(resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
 			err = &retryAfterError{err: fmt.Errorf("%w (Retry-After %v)", err, d), after: d}
 		}
@@ -422,7 +422,8 @@ func (e *retryAfterError) Error() string { return e.err.Error() }
 func (e *retryAfterError) Unwrap() error { return e.err }
 
 // parseRetryAfter parses a Retry-After value (RFC 9110 §10.2.3): a
-// number of seconds, or an HTTP-date, taken from now. A number of more
+// number of seconds, or an HTTP-date, taken from now (the answer's Date:
+// answered). A number of more
 // seconds than 2^31 is 2^31 (68 years; RFC 9111 §1.2.2 has a cache take
 // a delta-seconds too great so), which honourRetryAfter bounds. It
 // reports false for an empty or malformed value, and for a delay that is
@@ -441,6 +442,17 @@ func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 		return 0, false
 	}
 	return t.Sub(now).Round(time.Second), true
+}
+
+// answered is when the server says it answered: its Date (RFC 9110
+// §6.6.1), the clock a Retry-After's HTTP-date is written in, so that a
+// server whose clock is off from ours still gets the delay it asked for;
+// now when the answer has no valid Date.
+func answered(h http.Header) time.Time {
+	if t, err := http.ParseTime(h.Get("Date")); err == nil {
+		return t
+	}
+	return time.Now()
 }
 
 // honourRetryAfter is the wait after err: next, the backoff's, or the
