@@ -105,6 +105,17 @@ func readText(name string, r io.Reader, size int64, piece int) (l *List, warn, e
 		}
 		data := buf[:kept+n]
 		h.Write(data[kept:])
+		if p == nil && !end && compressedStart(data) {
+			// CheckText may have to see all of it to tell a compressed
+			// file from text (rare: a list starting "BZ" or "PK"): one
+			// piece of it all.
+			rest, err := io.ReadAll(r)
+			if err != nil {
+				return nil, nil, err
+			}
+			h.Write(rest)
+			data, end = append(data, rest...), true
+		}
 		if p == nil {
 			if err := CheckText(name, data); err != nil {
 				return nil, nil, err

@@ -77,6 +77,10 @@ func readTextFiles() map[string][]byte {
 		"estimates grow": []byte(grown.String()),
 		"estimates drop": []byte(shrunk.String()),
 		"header":         []byte(header.String()),
+		// Text that starts as a compressed file does is read whole, to
+		// be told from one (CheckText), and parsed as it is.
+		"starts as bzip2": []byte("BZh91AY&SY.example\n" + many.String()),
+		"starts as zip":   []byte("PK\x03\x04.example\n" + many.String()),
 	}
 }
 
@@ -173,6 +177,10 @@ func TestReadTextRefusesWhatCheckTextRefuses(t *testing.T) {
 		"NUL at a line": []byte(text[:1000] + "\x00" + text[1000:]),
 		"NUL last":      []byte(text + "tiktok.com\x00"),
 		"NUL unended":   []byte(text + strings.Repeat("x", 100) + "\x00"),
+		// A compressed file, named so whatever its first piece holds:
+		// bzip2 with no NUL octet, its first invalid octet far in.
+		"gzip":         []byte(gzipped(text)),
+		"bzip2 far in": []byte("BZh91AY&SY" + text[:500] + "\xff" + text[500:]),
 	}
 	for name, data := range files {
 		want := CheckText("l.txt", data)

@@ -82,13 +82,19 @@ func (e *NotTextError) Error() string {
 func (e *NotTextError) Unwrap() error { return ErrNotText }
 
 // CheckText returns an error naming file and the line when data is not
-// UTF-8 text: UTF-16 or UTF-32, which Windows saves as "Unicode" (a
-// byte-order mark FF FE, FE FF or 00 00 FE FF), or anything with a NUL
-// octet (UTF-16 without a mark, or a binary file). Read as UTF-8, every
+// UTF-8 text: a compressed file or an archive (CompressedFile: a list
+// saved as it was downloaded, list.txt.gz), UTF-16 or UTF-32, which
+// Windows saves as "Unicode" (a byte-order mark FF FE, FE FF or
+// 00 00 FE FF), or anything with a NUL octet (UTF-16 without a mark, or
+// a binary file). data may be a file's first octets only (ReadList reads
+// a piece at a time). Read as UTF-8, every
 // line of such a file would be skipped as invalid, so a list or a range
 // file would load empty and block nothing: it must be refused, as a file
 // that cannot be read is, never loaded. The error is a *NotTextError.
 func CheckText(file string, data []byte) error {
+	if name := CompressedFile(data); name != "" {
+		return &NotTextError{File: file, Line: 1, Reason: fmt.Sprintf("it is a %s file (it starts % X); decompress it", name, data[:min(len(data), 4)])}
+	}
 	for _, bom := range [][]byte{{0xFF, 0xFE}, {0xFE, 0xFF}, {0, 0, 0xFE, 0xFF}} {
 		if bytes.HasPrefix(data, bom) {
 			return &NotTextError{File: file, Line: 1, Reason: fmt.Sprintf("it starts with the byte-order mark % X of UTF-16 or UTF-32; save it as UTF-8", bom)}
@@ -105,6 +111,67 @@ func checkNUL(file string, data []byte, from, first int) error {
 		return &NotTextError{File: file, Line: line, Reason: "a NUL octet (UTF-16 without a byte-order mark, or a binary file); save it as UTF-8"}
 	}
 	return nil
+}
+
+// CompressedFile names the compressed or archive format data starts with
+// (gzip, zip, xz, zstd, 7-Zip, bzip2: a list.txt.gz saved or served as it
+// was downloaded), or "" for none, so that a file or a body refused as
+// binary says which. Data that is text (UTF-8, no NUL octet) is none,
+// however it starts (a list whose first name is `BZhotel.example`); a
+// bzip2 file is told by its stream magic and its first block's or its
+// end's (`BZh9` then `1AY&SY` or 17 72 45 38 50 90), so that a Latin-1
+// list starting `BZh` is refused for its invalid UTF-8 and its line.
+// data may be a file's first octets, cut inside a character.
+func CompressedFile(data []byte) string {
+	for _, m := range compressedMagic {
+		if bytes.HasPrefix(data, []byte(m.magic)) {
+			return binaryName(data, m.name)
+		}
+	}
+	if len(data) >= 10 && bytes.HasPrefix(data, []byte("BZh")) && '1' <= data[3] && data[3] <= '9' &&
+		(string(data[4:10]) == "1AY&SY" || string(data[4:10]) == "\x17\x72\x45\x38\x50\x90") {
+		return binaryName(data, "bzip2")
+	}
+	return ""
+}
+
+// compressedMagic is what the formats CompressedFile names start with,
+// but bzip2's (`BZh`, a digit and a block's magic).
+var compressedMagic = []struct{ magic, name string }{
+	{"\x1f\x8b", "gzip"}, {"PK\x03\x04", "zip"}, {"\xfd7zXZ\x00", "xz"},
+	{"\x28\xb5\x2f\xfd", "zstd"}, {"7z\xbc\xaf\x27\x1c", "7-Zip"},
+}
+
+// compressedStart reports whether data (two octets at least) starts as
+// a format CompressedFile names does: its first two octets. Whether such
+// a file is that format or text can take all of it to tell.
+func compressedStart(data []byte) bool {
+	if bytes.HasPrefix(data, []byte("BZ")) {
+		return true
+	}
+	for _, m := range compressedMagic {
+		if bytes.HasPrefix(data, []byte(m.magic[:2])) {
+			return true
+		}
+	}
+	return false
+}
+
+// binaryName is name, unless data is text: valid UTF-8 but for a
+// character its end may cut, with no NUL octet; then "".
+func binaryName(data []byte, name string) string {
+	for i := len(data) - 1; i >= max(0, len(data)-utf8.UTFMax+1); i-- {
+		if utf8.RuneStart(data[i]) {
+			if !utf8.FullRune(data[i:]) {
+				data = data[:i]
+			}
+			break
+		}
+	}
+	if utf8.Valid(data) && bytes.IndexByte(data, 0) < 0 {
+		return ""
+	}
+	return name
 }
 
 // InvalidUTF8 is the offset of the first octet of data that does not

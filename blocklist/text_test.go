@@ -1,6 +1,8 @@
 package blocklist
 
 import (
+	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"fmt"
 	"os"
@@ -153,6 +155,15 @@ func TestLines(t *testing.T) {
 	assert.True(t, slices.Equal([]byte(nil), Text(nil)))
 }
 
+// gzipped is s compressed with gzip, as `gzip` writes it.
+func gzipped(s string) string {
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	w.Write([]byte(s))
+	w.Close()
+	return b.String()
+}
+
 func TestCheckText(t *testing.T) {
 	for _, tc := range []struct {
 		name, data, want string // want: "" for text
@@ -165,6 +176,23 @@ func TestCheckText(t *testing.T) {
 		{"UTF-16BE mark", "\xFE\xFF\x00t", "list.txt:1: not UTF-8 text: it starts with the byte-order mark FE FF"},
 		{"UTF-32BE mark", "\x00\x00\xFE\xFF", "list.txt:1: not UTF-8 text: it starts with the byte-order mark 00 00 FE FF"},
 		{"NUL on line 3", "a.example\nb.example\nc\x00.example\n", "list.txt:3: not UTF-8 text: a NUL octet"},
+		// A list saved compressed, as downloaded, is named so, before
+		// its NUL octets or invalid UTF-8 are (a bzip2 file may hold
+		// none: each of its lines would have been a bad line).
+		{"gzip", gzipped("tiktok.com\n"), "list.txt:1: not UTF-8 text: it is a gzip file (it starts 1F 8B 08 00); decompress it"},
+		{"zip", "PK\x03\x04\x14\x00\x00\x00\x08\x00", "list.txt:1: not UTF-8 text: it is a zip file (it starts 50 4B 03 04)"},
+		{"xz", "\xfd7zXZ\x00\x00\x04", "it is a xz file"},
+		{"zstd", "\x28\xb5\x2f\xfd\x04\x58\x59", "it is a zstd file"},
+		{"7-Zip", "7z\xbc\xaf\x27\x1c\x00\x04", "it is a 7-Zip file"},
+		{"bzip2 with no NUL octet", "BZh91AY&SY\x8a\x16\xc0\x01\xff\xfe\nx\n", "list.txt:1: not UTF-8 text: it is a bzip2 file (it starts 42 5A 68 39)"},
+		{"bzip2's end of stream", "BZh9\x17\x72\x45\x38\x50\x90\x00\x00\x00\x00", "it is a bzip2 file"},
+		// Text that starts as a format does is text.
+		{"text starting BZh", "BZhotel.example\ntiktok.com\n", ""},
+		{"text that is bzip2's magic", "BZh91AY&SY.example\n", ""},
+		{"text starting PK and 3, 4", "PK\x03\x04.example\n", ""},
+		// A file's first octets (ReadList's first piece) cut inside a
+		// character are still text.
+		{"first octets cut in a character", "PK\x03\x04b\u00fccher.example"[:6], ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := CheckText("list.txt", []byte(tc.data))

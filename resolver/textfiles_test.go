@@ -1,6 +1,8 @@
 package resolver
 
 import (
+	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -264,9 +266,20 @@ func utf16LE(s string, bom bool) string {
 	return string(b)
 }
 
+// gzipText is s compressed as `gzip` writes it.
+func gzipText(t *testing.T, s string) string {
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	_, err := w.Write([]byte(s))
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	return b.String()
+}
+
 // TestUTF16FilesAreRefused: a list or a client range file saved as UTF-16
 // (or anything else with a NUL octet) would read as lines that are all
-// invalid, so a list would load empty and block nothing. It is an error
+// invalid, so a list would load empty and block nothing; so would a
+// compressed one, named so. It is an error
 // that names the file and the line, at start and at reload, which keeps
 // the last good state: the devices stay blocked.
 func TestUTF16FilesAreRefused(t *testing.T) {
@@ -281,6 +294,11 @@ func TestUTF16FilesAreRefused(t *testing.T) {
 		{"list with a NUL octet on line 2", "tiktok.txt", "tiktok.com\ncapcut\x00.com\n", "tiktok.txt:2: not UTF-8 text: a NUL octet"},
 		{"range file in UTF-16", "gov.txt", utf16LE("127.0.0.0/24\r\n", true), "gov.txt:1: not UTF-8 text"},
 		{"big-endian UTF-16 list", "tiktok.txt", "\xFE\xFF\x00t", "tiktok.txt:1: not UTF-8 text: it starts with the byte-order mark FE FF"},
+		// Saved as downloaded (list.txt.gz under the list's name): named,
+		// not "a NUL octet" or lines of invalid UTF-8.
+		{"list compressed with gzip", "tiktok.txt", gzipText(t, "tiktok.com\n"), "tiktok.txt:1: not UTF-8 text: it is a gzip file (it starts 1F 8B 08 00); decompress it"},
+		{"list compressed with bzip2, no NUL octet", "tiktok.txt", "BZh91AY&SY\x8a\x16\xc0\x01\xff\xfe\nx\n", "tiktok.txt:1: not UTF-8 text: it is a bzip2 file"},
+		{"range file compressed with gzip", "gov.txt", gzipText(t, "127.0.0.0/24\n"), "gov.txt:1: not UTF-8 text: it is a gzip file"},
 	} {
 		t.Run("start/"+tc.name, func(t *testing.T) {
 			files := map[string]string{"c.yaml": strings.ReplaceAll(conf, "{{upstreams}}", `["`+up.addr+`"]`)}

@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"go.uber.org/zap"
@@ -390,7 +389,7 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 	if int64(len(body)) > s.opt.MaxBytes {
 		return refuse(fmt.Errorf("%w: more than %d bytes", ErrTooBig, s.opt.MaxBytes))
 	}
-	if magic := compressedFile(body); magic != "" && resp.Uncompressed {
+	if magic := blocklist.CompressedFile(body); magic != "" && resp.Uncompressed {
 		// Compressed again under the gzip the transport decoded (a .gz
 		// file the server compressed once more, or a second
 		// Content-Encoding line the transport removed with the first):
@@ -603,7 +602,7 @@ func checkText(body []byte) error {
 	if len(bytes.TrimSpace(bytes.TrimPrefix(body, []byte("\ufeff")))) == 0 {
 		return fmt.Errorf("%w (%d bytes)", ErrEmpty, len(body))
 	}
-	if magic := compressedFile(body); magic != "" {
+	if magic := blocklist.CompressedFile(body); magic != "" {
 		return fmt.Errorf("%w: a %s file (it starts % X), served without a Content-Encoding that says so", ErrBinary, magic, body[:min(len(body), 4)])
 	}
 	var notText *blocklist.NotTextError
@@ -620,40 +619,6 @@ func checkText(body []byte) error {
 		return fmt.Errorf("%w: starts with %q", ErrHTML, start)
 	}
 	return nil
-}
-
-// compressedFile names the compressed or archive format body starts with
-// (a list.txt.gz served as application/gzip, with no Content-Encoding),
-// or "" for none: a body refused as binary says which. A body that is
-// text (UTF-8, no NUL octet) is none, however it starts (a list whose
-// first name is `BZhotel.example`); a bzip2 file is told by its stream
-// magic and its first block's or its end's (`BZh9` then `1AY&SY` or
-// 17 72 45 38 50 90), so that a Latin-1 list starting `BZh` is refused
-// for its invalid UTF-8 and its line.
-func compressedFile(body []byte) string {
-	for _, m := range []struct{ magic, name string }{
-		{"\x1f\x8b", "gzip"}, {"PK\x03\x04", "zip"}, {"\xfd7zXZ\x00", "xz"},
-		{"\x28\xb5\x2f\xfd", "zstd"}, {"7z\xbc\xaf\x27\x1c", "7-Zip"},
-	} {
-		if bytes.HasPrefix(body, []byte(m.magic)) {
-			return binaryName(body, m.name)
-		}
-	}
-	if len(body) >= 10 && bytes.HasPrefix(body, []byte("BZh")) && '1' <= body[3] && body[3] <= '9' &&
-		(string(body[4:10]) == "1AY&SY" || string(body[4:10]) == "\x17\x72\x45\x38\x50\x90") {
-		return binaryName(body, "bzip2")
-	}
-	return ""
-}
-
-// binaryName is name, unless body is text (valid UTF-8 with no NUL
-// octet, the whole of it: a prefix cut at an octet count may end inside
-// a character), then "".
-func binaryName(body []byte, name string) string {
-	if utf8.Valid(body) && bytes.IndexByte(body, 0) < 0 {
-		return ""
-	}
-	return name
 }
 
 // loadCache delivers the disk copy, if there is one that still matches
