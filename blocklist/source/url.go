@@ -486,13 +486,15 @@ func readSoFar(n int, resp *http.Response) string {
 }
 
 // otherLastModified reports whether a 304 answer (with header resp) to a
-// request (with header req) that asked If-Modified-Since alone, no ETag,
-// names a Last-Modified other than the time asked about: the
-// representation is not the one held. A 304 to If-None-Match says the
-// ETag held matches, whatever its Last-Modified.
+// request (with header req) that asked If-Modified-Since names a
+// Last-Modified other than the time asked about: the representation is
+// not the one held. A 304 that gives an ETag to If-None-Match says the
+// ETag held matches (otherETag), whatever its Last-Modified; one with no
+// ETag answered the date alone (a server that gives no ETag now: RFC
+// 9110 §15.4.5 has a 304 carry the ETag a 200 would).
 func otherLastModified(req, resp http.Header) bool {
 	asked, got := req.Get("If-Modified-Since"), resp.Get("Last-Modified")
-	if req.Get("If-None-Match") != "" || asked == "" || got == "" {
+	if req.Get("If-None-Match") != "" && resp.Get("ETag") != "" || asked == "" || got == "" {
 		return false
 	}
 	a, errA := http.ParseTime(asked)

@@ -1219,6 +1219,51 @@ func TestURLOlderFileReplacingTheListIsFetched(t *testing.T) {
 	assert.Equal(t, 2, rec.count())
 }
 
+// TestURLOther304WithoutETagIsFetched: as
+// TestURLOlderFileReplacingTheListIsFetched, where the copy held has an
+// ETag too, and what answers now gives none (a server replaced, a cache
+// in front that drops ETags) and answers If-Modified-Since alone: its 304
+// names the older file's Last-Modified, and says nothing of the ETag
+// asked about. It was taken as "unchanged" for good.
+func TestURLOther304WithoutETagIsFetched(t *testing.T) {
+	const v1, v2 = "tiktok.com\n", "tiktok.com\nbytedance.com\n"
+	held := time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)
+	older := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
+	var replaced atomic.Bool
+	var notModified atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !replaced.Load() {
+			w.Header().Set("ETag", `"A"`)
+			w.Header().Set("Last-Modified", held)
+			if r.Header.Get("If-None-Match") == `"A"` {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			w.Write([]byte(v1))
+			return
+		}
+		w.Header().Set("Last-Modified", older.Format(http.TimeFormat))
+		if ims, err := http.ParseTime(r.Header.Get("If-Modified-Since")); err == nil && !ims.Before(older) {
+			notModified.Add(1)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Write([]byte(v2))
+	}))
+	t.Cleanup(srv.Close)
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+	require.Equal(t, v1, string(rec.waitCount(t, 1).Body))
+
+	replaced.Store(true)
+	assert.Equal(t, v2, string(rec.waitCount(t, 2).Body))
+	// The copy held now has the older time and no ETag: 304s again.
+	n := notModified.Load()
+	require.Eventually(t, func() bool { return notModified.Load() >= n+3 }, waitFor, tick)
+	assert.Equal(t, 2, rec.count())
+}
+
 // TestURLRefetchAfterOther304StillRefusesCutShort: the whole fetch that
 // follows a 304 naming another Last-Modified
 // (TestURLOlderFileReplacingTheListIsFetched) is checked against the copy
