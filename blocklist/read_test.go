@@ -335,6 +335,10 @@ func FuzzReadText(f *testing.F) {
 			f.Add(data)
 		}
 	}
+	// Files starting as a compressed file does, text or not.
+	f.Add([]byte(gzipped("tiktok.com\n")))
+	f.Add([]byte("BZh91AY&SY.example\ntiktok.com\n\xff\n"))
+	f.Add([]byte("PK\x03\x04.example\ntiktok.com\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		refused := CheckText("l.txt", data)
 		want, wantWarn := Parse("l.txt", data)
