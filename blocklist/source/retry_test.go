@@ -85,3 +85,21 @@ func TestNoCopyRetried(t *testing.T) {
 		rec.waitCount(t, 1)
 	})
 }
+
+// TestJitter: each wait of a source is less a random part of it, a tenth
+// at most, so that a fleet started together does not ask a server in
+// step; it is never longer, so the bounds above hold.
+func TestJitter(t *testing.T) {
+	for _, d := range []time.Duration{time.Second, time.Minute, time.Hour, 50 * time.Millisecond} {
+		seen := map[time.Duration]bool{}
+		for range 1000 {
+			j := jitter(d)
+			require.LessOrEqual(t, j, d)
+			require.GreaterOrEqual(t, j, d-d/10, "%v", d)
+			seen[j] = true
+		}
+		assert.Greater(t, len(seen), 500, "%v: drawn at random", d)
+	}
+	assert.Equal(t, time.Duration(9), jitter(9), "too short to take from")
+	assert.Zero(t, jitter(0))
+}

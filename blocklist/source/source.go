@@ -20,6 +20,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"strconv"
 	"strings"
@@ -508,6 +509,19 @@ func retryAfter(backoff *time.Duration, refresh time.Duration, hasCopy bool) tim
 	}
 	*backoff = min(2**backoff, refresh)
 	return next
+}
+
+// jitter is d less a random part of it, a tenth at most: the instances
+// of a fleet started together (a deployment, a power cut) would otherwise
+// ask one list server or primary in step at every refresh and every
+// retry while it is down. Never more than d, so that the bounds of
+// retryAfter and soaTimer hold, and a server's Retry-After is applied
+// after it (honourRetryAfter).
+func jitter(d time.Duration) time.Duration {
+	if d < 10 {
+		return d
+	}
+	return d - rand.N(d/10)
 }
 
 // wait blocks for d or until ctx is done or wake fires; it reports false

@@ -185,7 +185,8 @@ func (s *URL) Name() string { return s.name }
 func (s *URL) Status() Status { return s.track.status() }
 
 // Run delivers the disk copy at once, then fetches at start and every
-// Options.Refresh (sooner, backing off from a second, after a failure;
+// Options.Refresh (each wait less up to a tenth: jitter; sooner, backing
+// off from a second, after a failure;
 // every NoCopyRetry at most while it has no copy: retryAfter; after a 429
 // or 503 with a Retry-After, no sooner than it asks, within those bounds:
 // honourRetryAfter) until ctx is done. After a copy refused by deliver,
@@ -198,14 +199,14 @@ func (s *URL) Run(ctx context.Context, deliver func(Content) error) {
 	s.loadCache(deliver)
 	backoff := time.Second
 	for {
-		next := s.opt.Refresh
+		next := jitter(s.opt.Refresh)
 		if err := s.poll(ctx, deliver); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			s.track.failed(time.Now(), err)
 			logFailed(s.opt.Log, "list", "keeping the last good copy", s.name, err, s.held != nil)
-			next = honourRetryAfter(retryAfter(&backoff, s.opt.Refresh, s.held != nil), err, s.opt.Refresh, s.held != nil)
+			next = honourRetryAfter(jitter(retryAfter(&backoff, s.opt.Refresh, s.held != nil)), err, s.opt.Refresh, s.held != nil)
 		} else {
 			backoff = time.Second
 		}

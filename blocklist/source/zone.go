@@ -251,7 +251,7 @@ func (z *Zone) primary(addr netip.Addr) bool {
 }
 
 // Run delivers the disk copy at once, then checks the primary at start and
-// on the SOA's timers and NOTIFY (at most once a NotifyInterval, see
+// on the SOA's timers (each wait less up to a tenth: jitter) and NOTIFY (at most once a NotifyInterval, see
 // Notify) until ctx is done. After a copy refused by deliver, a primary
 // back at the serial held delivers the zone held again, once (reoffer).
 func (z *Zone) Run(ctx context.Context, deliver func(Content) error) {
@@ -279,7 +279,7 @@ func (z *Zone) Run(ctx context.Context, deliver func(Content) error) {
 			backoff = time.Second
 			next = soaTimer(z.held.soa.Refresh, z.opt.Refresh)
 		}
-		if !waitNotify(ctx, next, z.notify, &notified) {
+		if !waitNotify(ctx, jitter(next), z.notify, &notified) {
 			return
 		}
 	}
