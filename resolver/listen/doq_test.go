@@ -490,19 +490,22 @@ func TestDoQClientNotReadingIsClosed(t *testing.T) {
 // is the large one once the budget is given back. Without the budget 60
 // connections of 64 such queries took the process to 253 MB.
 func TestDoQQueryBudget(t *testing.T) {
-	d := newDoQSetup(t, func(o *DoQOptions) { o.QueryBudget = 4096 })
+	d := newDoQSetup(t, func(o *DoQOptions) {
+		o.QueryBudget = 4096
+		o.ReadTimeout = time.Minute // the held query outlasts a slow run
+	})
 	hog := holdDoQQuery(t, d)
 	large := withPadding(2000) // 2,052 octets with its length: 1,542 of the budget past its first 514
 	c, err := d.dial(t)
 	require.NoError(t, err)
+	// The held query has its 3,598 (holdDoQQuery): 498 are left, less
+	// than the large query's first 514 past its free ones.
+	_, err = doqExchange(c, large)
 	var se *quic.StreamError
-	var last error // what the last try got, for the failure's message
-	if !assert.Eventually(t, func() bool {
-		_, last = doqExchange(c, large)
-		return errors.As(last, &se) && se.ErrorCode == DoQExcessiveLoad
-	}, 5*time.Second, 10*time.Millisecond, "a query past the budget answered while another one held it") {
-		t.Fatalf("the last try got %v; the connection's end: %v; the holder's: %v", last, context.Cause(c.Context()), context.Cause(hog.Context()))
-	}
+	require.ErrorAs(t, err, &se, "a query past the budget answered while another one held it; the connection's end: %v; the holder's: %v",
+		context.Cause(c.Context()), context.Cause(hog.Context()))
+	assert.Equal(t, quic.StreamErrorCode(DoQExcessiveLoad), se.ErrorCode)
+	assert.Equal(t, int64(heldDoQQuery), d.srv.queries.held.Load(), "the reset query's octets given back")
 	r, err := doqExchange(c, query("small.example.org"))
 	require.NoError(t, err, "a query of 512 octets or less takes no budget")
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
@@ -520,7 +523,10 @@ func TestDoQQueryBudget(t *testing.T) {
 // holds two octets more, its length: with the budget held by another
 // client's unended query, it is answered, not reset.
 func TestDoQQueryBudgetQueryOf512(t *testing.T) {
-	d := newDoQSetup(t, func(o *DoQOptions) { o.QueryBudget = heldDoQQuery + 200 }) // less than 514 more
+	d := newDoQSetup(t, func(o *DoQOptions) {
+		o.QueryBudget = heldDoQQuery + 200 // less than 514 more
+		o.ReadTimeout = time.Minute        // the held query outlasts a slow run
+	})
 	holdDoQQuery(t, d)
 	base, err := withPadding(0).Pack()
 	require.NoError(t, err)
@@ -530,11 +536,10 @@ func TestDoQQueryBudgetQueryOf512(t *testing.T) {
 	require.Len(t, packed, 512)
 	c, err := d.dial(t)
 	require.NoError(t, err)
+	_, err = doqExchange(c, withPadding(2000))
 	var se *quic.StreamError
-	require.Eventually(t, func() bool {
-		_, err := doqExchange(c, withPadding(2000))
-		return errors.As(err, &se) && se.ErrorCode == DoQExcessiveLoad
-	}, 5*time.Second, 10*time.Millisecond, "the budget is held")
+	require.ErrorAs(t, err, &se, "the budget is held")
+	require.Equal(t, quic.StreamErrorCode(DoQExcessiveLoad), se.ErrorCode, "the budget is held")
 	for range 5 {
 		r, err := doqExchange(c, q512)
 		require.NoError(t, err, "a query of 512 octets takes no budget")
@@ -548,8 +553,12 @@ func TestDoQQueryBudgetQueryOf512(t *testing.T) {
 const heldDoQQuery = 514 + 1028 + 2056
 
 // holdDoQQuery opens a stream on a connection of its own and writes 4,000
-// octets of a query that never ends (heldDoQQuery of the budget); the
-// connection's close gives the budget back.
+// octets of a query that never ends, and returns once the listener holds
+// them (heldDoQQuery of the budget, which nothing else may hold then);
+// the connection's close gives the budget back. Returning once they were
+// written let the caller's next query hold budget while the last of them
+// arrived: the held query was the one reset, and every query after it
+// answered (TestDoQQueryBudget failed so in CI).
 func holdDoQQuery(t *testing.T, d *doqSetup) *quic.Conn {
 	t.Helper()
 	hog, err := d.dial(t)
@@ -560,6 +569,8 @@ func holdDoQQuery(t *testing.T, d *doqSetup) *quic.Conn {
 	require.NoError(t, err)
 	_, err = held.Write(append([]byte{0x10, 0x00}, make([]byte, 3998)...)) // no FIN
 	require.NoError(t, err)
+	require.Eventually(t, func() bool { return d.srv.queries.held.Load() == heldDoQQuery }, 5*time.Second, 5*time.Millisecond,
+		"the listener holds the unended query")
 	return hog
 }
 
