@@ -163,6 +163,10 @@ type DoQServer struct {
 	// wg counts the serveConn goroutines; added to under mu while not
 	// draining (Serve), so that every Add comes before closeAll's Wait.
 	wg sync.WaitGroup
+	// afterAccept, when set (by tests, before Serve), runs in Serve
+	// between Accept handing out a connection and its being counted in
+	// wg: a test holds Serve there across a Close.
+	afterAccept func()
 
 	// queries holds the queries arriving to opt.QueryBudget.
 	queries queryBudget
@@ -255,6 +259,9 @@ func (s *DoQServer) Serve(pc net.PacketConn) error {
 				return nil
 			}
 			return fmt.Errorf("doq: accepting: %w", err)
+		}
+		if s.afterAccept != nil {
+			s.afterAccept()
 		}
 		// Counted under mu, and only while not draining, as the TCP
 		// listener counts its connections: quic-go's Accept still hands

@@ -30,9 +30,17 @@ type doqSetup struct {
 	counts  *counts
 	srv     *DoQServer
 	addr    string
+	served  func() error // waits for Serve to return, and gives its error
 }
 
 func newDoQSetup(t *testing.T, tune func(*DoQOptions)) *doqSetup {
+	t.Helper()
+	return newDoQSetupWith(t, tune, nil)
+}
+
+// newDoQSetupWith is newDoQSetup with prepare, when set, given the
+// server before Serve runs.
+func newDoQSetupWith(t *testing.T, tune func(*DoQOptions), prepare func(*DoQServer)) *doqSetup {
 	t.Helper()
 	d := &doqSetup{ca: newTestCA(t), counts: &counts{}}
 	d.files, d.serial = writePair(t, d.ca)
@@ -44,11 +52,15 @@ func newDoQSetup(t *testing.T, tune func(*DoQOptions)) *doqSetup {
 		tune(&opt)
 	}
 	d.srv = NewDoQServer(opt)
+	if prepare != nil {
+		prepare(d.srv)
+	}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	require.NoError(t, err)
 	d.addr = pc.LocalAddr().String()
 	served := make(chan error, 1)
 	go func() { served <- d.srv.Serve(pc) }()
+	d.served = sync.OnceValue(func() error { return <-served })
 	require.Eventually(t, func() bool { // Serve is listening
 		d.srv.mu.Lock()
 		defer d.srv.mu.Unlock()
@@ -56,7 +68,7 @@ func newDoQSetup(t *testing.T, tune func(*DoQOptions)) *doqSetup {
 	}, 5*time.Second, 5*time.Millisecond)
 	t.Cleanup(func() {
 		_ = d.srv.Close()
-		assert.NoError(t, <-served)
+		assert.NoError(t, d.served())
 		pc.Close()
 	})
 	return d
@@ -616,4 +628,41 @@ func TestDoQSilentConnectionAfterHandshake(t *testing.T) {
 	r, err = doqExchange(c, query("www.blocked.test"))
 	require.NoError(t, err)
 	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+}
+
+// TestDoQAcceptedDuringCloseNotServed: a connection that Accept hands out
+// while Close runs (quic-go's Accept gives out the connections queued
+// before its listener closed) is closed by Serve, not counted in wg after
+// closeAll's Wait has returned and served once Close is done: Serve is
+// held between Accept and the count (afterAccept) until Close returns.
+// Before c5a1066 the connection was counted from zero after the Wait,
+// unordered with it, and served (here: admitted) after Close returned.
+func TestDoQAcceptedDuringCloseNotServed(t *testing.T) {
+	var closed atomic.Bool
+	var admittedAfter atomic.Int64
+	paused, resume := make(chan struct{}), make(chan struct{})
+	d := newDoQSetupWith(t, func(o *DoQOptions) {
+		o.Admit = func(netip.Addr) (func(), bool) {
+			if closed.Load() {
+				admittedAfter.Add(1)
+			}
+			return func() {}, true
+		}
+	}, func(s *DoQServer) {
+		var once sync.Once
+		s.afterAccept = func() { once.Do(func() { close(paused); <-resume }) }
+	})
+	_, err := d.dial(t)
+	require.NoError(t, err)
+	select {
+	case <-paused: // Serve holds the connection, not yet counted
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accept handed out no connection")
+	}
+	require.NoError(t, d.srv.Close())
+	closed.Store(true)
+	close(resume)
+	require.NoError(t, d.served())
+	d.srv.wg.Wait() // a serveConn counted after Close is done by now
+	assert.Zero(t, admittedAfter.Load(), "a connection admitted after Close returned")
 }
