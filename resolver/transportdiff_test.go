@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/internal/testnet"
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 	"github.com/quic-go/quic-go"
@@ -575,7 +576,18 @@ func diffAsk(a diffAsker, m *dns.Msg) (diffView, error) {
 		if len(out) < 12 {
 			return diffView{}, err
 		}
-		v := diffView{id: binary.BigEndian.Uint16(out), tc: out[2]&2 != 0, size: len(out), wire: len(out), maxAge: -1}
+		// Its padding (DoQ pads every answer in its octets, RFC 9250
+		// §5.4) noted apart, as viewOf notes it.
+		wire, padded := len(out), dnswire.HasOption(out, dns.EDNS0PADDING)
+		if padded {
+			rest, ok := dnswire.WithoutOptions(out, func(code uint16, _ []byte) bool { return code != dns.EDNS0PADDING })
+			if !ok {
+				return diffView{}, err
+			}
+			out = rest
+		}
+		_, opt := dnswire.FindOPT(out)
+		v := diffView{id: binary.BigEndian.Uint16(out), tc: out[2]&2 != 0, size: len(out), wire: wire, padded: padded, opt: opt, maxAge: -1}
 		v.text = fmt.Sprintf("unread (%v):\n%x\n", err, diffWireLabel.ReplaceAll(out[2:], []byte("q$1-X")))
 		if a.maxAge != nil {
 			v.maxAge = *a.maxAge
@@ -747,12 +759,13 @@ type diffView struct {
 	id      uint16
 	tc      bool
 	padded  bool
-	wire    int // octets as received (diffAsk)
-	maxAge  int // DoH's Cache-Control max-age; -1 for other transports
+	opt     bool // it has an OPT record
+	wire    int  // octets as received (diffAsk)
+	maxAge  int  // DoH's Cache-Control max-age; -1 for other transports
 }
 
 func viewOf(r *dns.Msg) diffView {
-	v := diffView{id: r.Id, tc: r.Truncated}
+	v := diffView{id: r.Id, tc: r.Truncated, opt: r.IsEdns0() != nil}
 	var b strings.Builder
 	h := r.MsgHdr
 	fmt.Fprintf(&b, "opcode %s rcode %s qr %t aa %t rd %t ra %t z %t ad %t cd %t\n", dns.OpcodeToString[h.Opcode],
@@ -956,10 +969,11 @@ func diffOne(rep *diffReport, where string, q diffQuestion, a diffAsker, ref, go
 	// Padding: RFC 7830 §3 and RFC 8467 §4.1: a responder pads an
 	// encrypted answer to a query that was padded, in blocks of 468;
 	// never on plain UDP or TCP (RFC 7830 §6, to an observer it hides
-	// nothing). Taken out of the comparison, checked here.
+	// nothing). DoQ pads every answer with an OPT record (RFC 9250 §5.4).
+	// Taken out of the comparison, checked here.
 	qPadded := diffQueryPadded(q)
-	if got.padded != (qPadded && a.secure) {
-		rep.add("%s: padded %t (query padded %t, encrypted %t)", where, got.padded, qPadded, a.secure)
+	if want := qPadded && a.secure || a.doq && got.opt; got.padded != want {
+		rep.add("%s: padded %t, want %t (query padded %t, encrypted %t, DoQ %t, an OPT %t)", where, got.padded, want, qPadded, a.secure, a.doq, got.opt)
 	}
 	if got.padded && got.wire%468 != 0 {
 		rep.add("%s: padded to %d octets, not a multiple of 468 (RFC 8467 §4.1)", where, got.wire)

@@ -133,7 +133,8 @@ type DoQOptions struct {
 // (§4.2.1), a short or extra message, no STREAM FIN within ReadTimeout, a
 // message that is not a query, the edns-tcp-keepalive option in any
 // message, one answered NOTIMP or FORMERR too (§5.5.2),
-// a unidirectional stream (refused by QUIC: MAX_STREAMS 0).
+// a unidirectional stream (refused by QUIC: MAX_STREAMS 0). Every answer
+// with an OPT record is padded (§5.4, doqFrame).
 type DoQServer struct {
 	opt DoQOptions
 	log *zap.Logger
@@ -747,10 +748,7 @@ func (s *DoQServer) serveStream(c *doqConn, st *quic.Stream) {
 		st.CancelWrite(DoQInternalError)
 		return
 	}
-	reply = padReply(paddedQuery(chk.req, msg), reply)
-	frame := make([]byte, 2+len(reply))
-	binary.BigEndian.PutUint16(frame, uint16(len(reply)))
-	copy(frame[2:], reply)
+	frame := doqFrame(reply, paddedQuery(chk.req, msg))
 	// A client that grants no flow-control credit for its answers (RFC
 	// 9000 §4.1) while asking more: each would wait here for
 	// doqWriteTimeout, up to MaxStreams of them.
@@ -770,6 +768,32 @@ func (s *DoQServer) serveStream(c *doqConn, st *quic.Stream) {
 		return
 	}
 	_ = st.Close() // STREAM FIN
+}
+
+// doqFrame is the packed answer reply as its stream carries it, its
+// length first (RFC 9250 §4.2), padded to a multiple of
+// responsePaddingBlock octets when it has an OPT record, whether or not
+// its query was padded (padded: paddedQuery): RFC 9250 §5.4 has DoQ pad
+// all responses with the EDNS(0) Padding option when it does not pad QUIC
+// packets, which quic-go offers no way to do, and RFC 7830 §3 lets a
+// responder pad any answer to a query with EDNS. An answer to a query
+// without EDNS has no OPT record to carry the option, and may not be
+// given one (RFC 6891 §7). The answer to an unpadded query is padded in
+// its octets when paddingRoom takes it (as the Handler packs an answer);
+// the answer to a padded query, and any other, as padReply pads it.
+func doqFrame(reply []byte, padded bool) []byte {
+	if !padded {
+		if rdlen, n, ok := paddingRoom(reply); ok {
+			frame := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reply)+4+n), uint16(len(reply)+4+n))
+			return appendPadded(frame, reply, rdlen, n)
+		}
+		_, padded = dnswire.FindOPT(reply)
+	}
+	reply = padReply(padded, reply)
+	frame := make([]byte, 2+len(reply))
+	binary.BigEndian.PutUint16(frame, uint16(len(reply)))
+	copy(frame[2:], reply)
+	return frame
 }
 
 // hasTCPKeepalive reports whether the message b, a query checkQuery took

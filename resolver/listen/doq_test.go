@@ -164,8 +164,11 @@ func TestDoQAnswers(t *testing.T) {
 			if assert.Len(t, r.Ns, 1) {
 				assert.Equal(t, dns.TypeSOA, r.Ns[0].Header().Rrtype)
 			}
-			if assert.NotNil(t, r.IsEdns0()) && assert.Len(t, r.IsEdns0().Option, 1) {
+			// The EDE, then the padding of every DoQ answer
+			// (TestDoQPadsEveryAnswer).
+			if assert.NotNil(t, r.IsEdns0()) && assert.Len(t, r.IsEdns0().Option, 2) {
 				assert.Equal(t, dns.ExtendedErrorCodeBlocked, r.IsEdns0().Option[0].(*dns.EDNS0_EDE).InfoCode)
+				assert.Equal(t, uint16(dns.EDNS0PADDING), r.IsEdns0().Option[1].Option())
 			}
 			fwd := fmt.Sprintf("q%d.example.org", i)
 			r, err = doqExchange(c, query(fwd))
@@ -665,4 +668,57 @@ func TestDoQAcceptedDuringCloseNotServed(t *testing.T) {
 	require.NoError(t, d.served())
 	d.srv.wg.Wait() // a serveConn counted after Close is done by now
 	assert.Zero(t, admittedAfter.Load(), "a connection admitted after Close returned")
+}
+
+// TestDoQPadsEveryAnswer: over DoQ every answer with an OPT record is
+// padded to a multiple of 468 octets, not only one to a padded query:
+// RFC 9250 §5.4 has DoQ pad all responses with the EDNS(0) Padding
+// option when it does not pad QUIC packets (quic-go cannot). Forwarded,
+// blocked and rejected (NOTIMP, FORMERR) answers alike. An answer to a
+// query without EDNS has no OPT record, and is given none (RFC 6891 §7).
+func TestDoQPadsEveryAnswer(t *testing.T) {
+	d := newDoQSetup(t, nil)
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	status := query("status.example.org")
+	status.Opcode = dns.OpcodeStatus
+	two := query("two.example.org")
+	two.Question = append(two.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+	withEDE := query("ede.blocked.test") // its answer carries an Extended DNS Error
+	tests := []struct {
+		name  string
+		q     *dns.Msg
+		rcode int
+	}{
+		{name: "forwarded", q: query("fwd.example.org"), rcode: dns.RcodeSuccess},
+		{name: "blocked, with an EDE", q: withEDE, rcode: dns.RcodeNameError},
+		{name: "NOTIMP", q: status, rcode: dns.RcodeNotImplemented},
+		{name: "FORMERR", q: two, rcode: dns.RcodeFormatError},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := mustPack(t, tc.q)
+			out, err := doqRaw(c, append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...), false)
+			require.NoError(t, err)
+			require.GreaterOrEqual(t, len(out), 2)
+			require.Equal(t, len(out)-2, int(binary.BigEndian.Uint16(out)), "one framed answer")
+			r := new(dns.Msg)
+			require.NoError(t, r.Unpack(out[2:]))
+			assert.Equal(t, tc.rcode, r.Rcode)
+			assert.True(t, hasPadding(r), "the answer carries the Padding option")
+			assert.Zero(t, (len(out)-2)%responsePaddingBlock, "answer of %d octets", len(out)-2)
+		})
+	}
+	r, err := doqExchange(c, query("x.blocked.test"))
+	require.NoError(t, err)
+	if assert.NotNil(t, r.IsEdns0()) {
+		assert.Len(t, r.IsEdns0().Option, 2, "the EDE and the padding, each once")
+	}
+
+	plain := query("plain.example.org")
+	plain.Extra = nil
+	r, err = doqExchange(c, plain)
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	assert.Nil(t, r.IsEdns0(), "no OPT record for a query without EDNS")
 }

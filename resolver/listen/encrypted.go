@@ -160,6 +160,52 @@ func padReply(padded bool, b []byte) []byte {
 	return out
 }
 
+// paddingRoom is, for a packed reply b whose OPT record is its last
+// record and carries whole options of which none is a Padding option (a
+// reply as the Handler packs it), the offset of that record's RDLENGTH
+// and the length n of the Padding option's data that takes b to a
+// multiple of responsePaddingBlock octets, the option's 4 octets of code
+// and length included (RFC 8467 §4.1). ok is false for any other reply,
+// or when b so padded would be longer than 65,535 octets (doqFrame then
+// has padReply parse and pack it again). Read from the octets, so that
+// padding such a reply costs no more than the copy the frame makes, not a
+// parse and two packings, and pads an answer miekg/dns does not read.
+func paddingRoom(b []byte) (rdlen, n int, ok bool) {
+	off, ok := dnswire.FindOPT(b)
+	if !ok {
+		return 0, 0, false
+	}
+	start := off + 10 // the RDATA: after TYPE, CLASS, TTL and RDLENGTH
+	if start+int(binary.BigEndian.Uint16(b[off+8:])) != len(b) {
+		return 0, 0, false // another record follows, or b ends short
+	}
+	for rdata := b[start:]; len(rdata) > 0; {
+		code, _, rest, whole := dnswire.NextOption(rdata)
+		if !whole || code == dns.EDNS0PADDING {
+			return 0, 0, false
+		}
+		rdata = rest
+	}
+	total := len(b) + 4
+	n = (responsePaddingBlock - total%responsePaddingBlock) % responsePaddingBlock
+	if total+n > dns.MaxMsgSize {
+		return 0, 0, false
+	}
+	return off + 8, n, true
+}
+
+// appendPadded appends to dst the reply b with a Padding option of n
+// octets of zeros after the last option of its OPT record, whose RDLENGTH
+// is at rdlen in b (paddingRoom).
+func appendPadded(dst, b []byte, rdlen, n int) []byte {
+	at := len(dst) + rdlen
+	dst = append(dst, b...)
+	binary.BigEndian.PutUint16(dst[at:], binary.BigEndian.Uint16(b[rdlen:])+4+uint16(n))
+	dst = binary.BigEndian.AppendUint16(dst, dns.EDNS0PADDING)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(n))
+	return append(dst, make([]byte, n)...)
+}
+
 // cacheMaxAge is the HTTP freshness lifetime of a DoH answer in seconds
 // (RFC 8484 §5.1): the smallest TTL of the answer and authority sections,
 // and with an SOA in the authority section at most that SOA's MINIMUM

@@ -1,6 +1,7 @@
 package listen
 
 import (
+	"encoding/binary"
 	"net/http"
 	"net/netip"
 	"testing"
@@ -111,6 +112,17 @@ func FuzzCheckQuery(f *testing.F) {
 			}
 			if hasPadding(chk.req) && reply.IsEdns0() != nil && len(padded)%responsePaddingBlock != 0 {
 				t.Fatalf("padded to %d octets", len(padded))
+			}
+			// DoQ pads every answer with an OPT record (RFC 9250 §5.4).
+			frame := doqFrame(packed, hasPadding(chk.req))
+			if err := new(dns.Msg).Unpack(frame[2:]); err != nil {
+				t.Fatalf("DoQ answer does not parse: %v", err)
+			}
+			if int(binary.BigEndian.Uint16(frame)) != len(frame)-2 {
+				t.Fatalf("DoQ answer of %d octets framed as %d", len(frame)-2, binary.BigEndian.Uint16(frame))
+			}
+			if reply.IsEdns0() != nil && (len(frame)-2)%responsePaddingBlock != 0 {
+				t.Fatalf("DoQ answer padded to %d octets", len(frame)-2)
 			}
 		default:
 			if chk.result != ResultBadRequest {
