@@ -735,6 +735,14 @@ func (s *DoQServer) serveStream(c *doqConn, st *quic.Stream) {
 		s.protocolError(conn, "the edns-tcp-keepalive option")
 		return
 	}
+	if st.Context().Err() != nil {
+		// The client cancelled the query with STOP_SENDING (RFC 9250
+		// §4.3.1) before it was read whole, and quic-go reset the
+		// stream for it (RFC 9000 §3.5): "Servers SHOULD NOT continue
+		// processing a DNS transaction if they receive a STOP_SENDING".
+		// Not counted, as a query its client resets is not.
+		return
+	}
 	w := &doqWriter{conn: conn}
 	w.received = msg
 	if chk.reject != nil {

@@ -722,3 +722,36 @@ func TestDoQPadsEveryAnswer(t *testing.T) {
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
 	assert.Nil(t, r.IsEdns0(), "no OPT record for a query without EDNS")
 }
+
+// TestDoQStopSendingNotProcessed: a query its client cancelled with
+// STOP_SENDING before its STREAM FIN (RFC 9250 §4.3.1: "Servers SHOULD
+// NOT continue processing a DNS transaction if they receive a
+// STOP_SENDING") never reaches the Handler, and is not counted by the
+// listener; the connection goes on.
+func TestDoQStopSendingNotProcessed(t *testing.T) {
+	d := newDoQSetup(t, nil)
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.OpenStreamSync(ctx)
+	require.NoError(t, err)
+	b := mustPack(t, query("cancelled.example.org"))
+	_, err = st.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)) // no FIN yet
+	require.NoError(t, err)
+	st.CancelRead(DoQRequestCancelled) // STOP_SENDING, sent before the FIN
+	require.NoError(t, st.Close())
+
+	r, err := doqExchange(c, query("after.example.org"))
+	require.NoError(t, err, "the connection goes on")
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	require.Eventually(t, func() bool { // the cancelled stream is done with
+		d.srv.mu.Lock()
+		defer d.srv.mu.Unlock()
+		return d.srv.streams == 0
+	}, 5*time.Second, 5*time.Millisecond)
+	_, seen := d.handler.seenFor("cancelled.example.org")
+	assert.False(t, seen, "the cancelled query was processed")
+	assert.Zero(t, d.counts.get(QUIC, ResultDropped))
+	assert.Zero(t, d.counts.get(QUIC, ResultBadRequest))
+}
