@@ -195,8 +195,11 @@ func (p *textParser) parseLine(line int, text string) {
 		errs.add(name, line, first, urlEntry(first))
 		return
 	}
-	if looksLikeAddr(first) { // checked first: ParseAddr allocates its error
-		a, err := netip.ParseAddr(first)
+	// An address spelled with characters no reader tells from its ASCII
+	// (a zero-width space, full-width digits: addressText) is that
+	// address, as the names beside it are read so spelled.
+	if addr := addressText(first); looksLikeAddr(addr) { // checked first: ParseAddr allocates its error
+		a, err := netip.ParseAddr(addr)
 		if err != nil {
 			errs.add(name, line, first, ErrBadAddr)
 			return

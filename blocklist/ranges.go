@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Range is one client range and where it was written.
@@ -102,6 +104,7 @@ func Meant(s string, err error) (msg string, ok bool) {
 // (ErrIPv4Compatible); those three errors end with ", did you mean" and
 // the range meant.
 func ParsePrefix(s string) (netip.Prefix, error) {
+	s = addressText(s)
 	if strings.HasPrefix(s, "[") {
 		return netip.Prefix{}, bracketed(s)
 	}
@@ -138,4 +141,44 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%w, did you mean %s", ErrHostBits, p.Masked())
 	}
 	return p, nil
+}
+
+// addressText is s, an address or range as a file or the configuration
+// writes it, with the characters no reader tells from an address's ASCII
+// read as that ASCII, as UTS #46 reads them in a list's name
+// (normalizeEntry: `tiktok\u200b.com` and `ｔｉｋｔｏｋ.com` are
+// tiktok.com): format characters (Unicode category Cf: zero-width spaces
+// and joiners, the word joiner, a byte-order mark inside a line, the soft
+// hyphen, bidirectional marks) left out, the full-width forms of ASCII
+// (U+FF01–U+FF5E, as an input method in full-width mode types digits, dots,
+// colons and the slash) mapped to it, and the ideographic full stops
+// (U+3002, U+FF61) to '.'. Without it a client range line copied from a
+// web page with a zero-width space was a bad line, skipped, and the
+// devices of a government range were forwarded as in no policy, and a
+// hosts line `０.０.０.０ tiktok.com` blocked nothing, while the names
+// beside them, spelled alike, were read. s itself, not a copy, when it is
+// ASCII (every address of every list and range file but these).
+func addressText(s string) string {
+	i := 0
+	for i < len(s) && s[i] < utf8.RuneSelf {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	b.WriteString(s[:i])
+	for _, r := range s[i:] {
+		switch {
+		case unicode.Is(unicode.Cf, r):
+		case 0xFF01 <= r && r <= 0xFF5E:
+			b.WriteByte(byte(r - 0xFF01 + '!'))
+		case r == 0x3002 || r == 0xFF61:
+			b.WriteByte('.')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
