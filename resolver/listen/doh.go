@@ -501,28 +501,34 @@ func (s *DoHServer) remoteAddr(r *http.Request) (net.Addr, error) {
 }
 
 // forwardedClient finds the client in a trusted proxy's Forwarded (RFC
-// 7239) and X-Forwarded-For headers. Each proxy appends the address it
-// saw, so a list is read from the right: the first entry that is not
-// itself a trusted proxy is the client (entries further left may be
+// 7239), X-Forwarded-For and X-Real-IP headers. Each proxy appends the
+// address it saw, so a list is read from the right: the first entry that
+// is not itself a trusted proxy is the client (entries further left may be
 // anything the client wrote); when every entry is trusted, the leftmost.
-// ok is false when neither header is present (an empty header line is
-// none); an entry that is not an IP address ("unknown", an obfuscated
-// node, garbage) is an error, and so is a Forwarded line that ends inside
-// a quoted-string, which would hide what a proxy appended after it.
+// X-Real-IP is such a list of one entry, the address the nearest proxy saw
+// (nginx's `proxy_set_header X-Real-IP $remote_addr`, as Technitium's and
+// AdGuard Home's guides write it): a proxy set to write it alone had its
+// devices' queries decided as its own, in no government range, and
+// forwarded. ok is false when no header is present (an empty header
+// line is none); an entry that is not an IP address ("unknown", an
+// obfuscated node, garbage) is an error, and so is a Forwarded line that
+// ends inside a quoted-string, which would hide what a proxy appended
+// after it.
 //
-// When both headers are present, which one a proxy wrote is not known
+// When two headers are present, which one a proxy wrote is not known
 // here: a proxy appends to one and passes the other through as the
 // device sent it (nginx's $proxy_add_x_forwarded_for and HAProxy's
-// forwardfor leave a Forwarded header alone), so either may be the
-// device's own choice of client. They must name the same client address
-// (Forwarded's node is then the client: it may carry a port), or the
-// request is an error (400). One exception: a header that names trusted
-// proxies only, the same ones, in order, that end the other header's
-// list (a chain whose nearer proxy writes X-Forwarded-For alone and whose
-// farther one appends to both), names no client of its own; the other
-// header's client is believed.
+// forwardfor leave a Forwarded header alone, and a proxy that sets
+// X-Real-IP alone passes a device's X-Forwarded-For through), so either
+// may be the device's own choice of client. They must name the same
+// client address (Forwarded's node is then the client: it may carry a
+// port), or the request is an error (400). One exception: a header that
+// names trusted proxies only, the same ones, in order, that end the other
+// header's list (a chain whose nearer proxy writes X-Forwarded-For or
+// X-Real-IP alone and whose farther one appends to both), names no
+// client of its own; the other header's client is believed.
 func forwardedClient(h http.Header, trusted func(netip.Addr) bool) (client netip.AddrPort, ok bool, err error) {
-	var fwd, xff []string
+	var fwd, xff, xri []string
 	for _, line := range h.Values("Forwarded") {
 		elems, closed := splitQuoted(line, ',')
 		if !closed {
@@ -556,36 +562,58 @@ func forwardedClient(h http.Header, trusted func(netip.Addr) bool) (client netip
 			}
 		}
 	}
-	f, err := parseChain(fwd, trusted)
-	if err != nil {
-		return client, false, err
+	for _, line := range h.Values("X-Real-IP") {
+		if n := strings.TrimSpace(line); n != "" {
+			xri = append(xri, n) // one address a line: "a, b" is no address, an error
+		}
 	}
-	x, err := parseChain(xff, trusted)
-	switch {
-	case err != nil:
-		return client, false, err
-	case len(f.nodes) == 0 && len(x.nodes) == 0:
+	believed := chain{}
+	for _, hdr := range []struct {
+		name  string
+		nodes []string
+	}{{"Forwarded", fwd}, {"X-Forwarded-For", xff}, {"X-Real-IP", xri}} {
+		c, err := parseChain(hdr.nodes, trusted)
+		if err != nil {
+			return client, false, err
+		}
+		c.header = hdr.name
+		if believed, err = bothName(believed, c); err != nil {
+			return client, false, err
+		}
+	}
+	if len(believed.nodes) == 0 {
 		return client, false, nil
-	case len(f.nodes) == 0:
-		return x.client(), true, nil
-	case len(x.nodes) == 0:
-		return f.client(), true, nil
-	case f.all && !x.all && x.endsWith(f.nodes):
-		return x.client(), true, nil
-	case x.all && !f.all && f.endsWith(x.nodes):
-		return f.client(), true, nil
-	case f.client().Addr() != x.client().Addr():
-		return client, false, fmt.Errorf("a trusted proxy's Forwarded header names client %s and its X-Forwarded-For %s", f.client().Addr(), x.client().Addr())
 	}
-	return f.client(), true, nil
+	return believed.client(), true, nil
+}
+
+// bothName is the chain believed of a and b, two headers' chains (a the
+// one believed of those read before b): the one that names a client when
+// the other names only the trusted proxies that end it, else a when both
+// name the same client address, else an error (see forwardedClient).
+func bothName(a, b chain) (chain, error) {
+	switch {
+	case len(b.nodes) == 0:
+		return a, nil
+	case len(a.nodes) == 0:
+		return b, nil
+	case a.all && !b.all && b.endsWith(a.nodes):
+		return b, nil
+	case b.all && !a.all && a.endsWith(b.nodes):
+		return a, nil
+	case a.client().Addr() != b.client().Addr():
+		return chain{}, fmt.Errorf("a trusted proxy's %s header names client %s and its %s %s", a.header, a.client().Addr(), b.header, b.client().Addr())
+	}
+	return a, nil
 }
 
 // chain is a forwarded-for list, parsed: at is the client's index (see
 // forwardedClient).
 type chain struct {
-	nodes []netip.AddrPort
-	at    int
-	all   bool // every node is a trusted proxy
+	nodes  []netip.AddrPort
+	at     int
+	all    bool   // every node is a trusted proxy
+	header string // the header it was read from
 }
 
 // parseChain parses nodes and finds the client among them.

@@ -405,6 +405,26 @@ func TestDoHForwardedFor(t *testing.T) {
 		{name: "trusted, Forwarded obfuscated", trusted: true, header: map[string][]string{"Forwarded": {"for=_hidden"}}, status: 400},
 		{name: "trusted, Forwarded without for", trusted: true, header: map[string][]string{"Forwarded": {"proto=https"}}, status: 400},
 		{name: "trusted, X-Forwarded-For garbage", trusted: true, header: map[string][]string{"X-Forwarded-For": {"client.example"}}, status: 400},
+		// X-Real-IP, the one address the nearest proxy saw (nginx's
+		// `proxy_set_header X-Real-IP $remote_addr`, as Technitium's and
+		// AdGuard Home's guides write it), read as a list of one.
+		{name: "untrusted peer: X-Real-IP ignored", header: map[string][]string{"X-Real-IP": {"10.1.2.3"}}},
+		{name: "trusted, X-Real-IP", trusted: true, header: map[string][]string{"X-Real-IP": {"10.1.2.9"}}, client: "10.1.2.9:0"},
+		{name: "trusted, X-Real-IP IPv6", trusted: true, header: map[string][]string{"X-Real-IP": {"2001:db8::9"}}, client: "[2001:db8::9]:0"},
+		{name: "trusted, X-Real-IP and X-Forwarded-For agree", trusted: true,
+			header: map[string][]string{"X-Real-IP": {"10.1.2.9"}, "X-Forwarded-For": {"192.0.2.66, 10.1.2.9"}}, client: "10.1.2.9:0"},
+		// A proxy that sets X-Real-IP alone passes the device's own
+		// X-Forwarded-For through: neither is believed.
+		{name: "trusted, X-Real-IP and X-Forwarded-For disagree", trusted: true,
+			header: map[string][]string{"X-Real-IP": {"10.1.2.9"}, "X-Forwarded-For": {"10.1.2.7"}}, status: 400},
+		{name: "trusted, X-Real-IP and Forwarded disagree", trusted: true,
+			header: map[string][]string{"X-Real-IP": {"10.1.2.9"}, "Forwarded": {"for=10.1.2.7"}}, status: 400},
+		// A chain whose farther proxy (10.9.9.9) appends to
+		// X-Forwarded-For and whose nearer one sets X-Real-IP to it.
+		{name: "trusted chain, X-Real-IP names only a proxy", trusted: true,
+			header: map[string][]string{"X-Real-IP": {"10.9.9.9"}, "X-Forwarded-For": {"10.1.2.3, 10.9.9.9"}}, client: "10.1.2.3:0"},
+		{name: "trusted, X-Real-IP list", trusted: true, header: map[string][]string{"X-Real-IP": {"10.1.2.9, 10.1.2.8"}}, status: 400},
+		{name: "trusted, X-Real-IP garbage", trusted: true, header: map[string][]string{"X-Real-IP": {"client.example"}}, status: 400},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -779,61 +799,86 @@ func TestDoHGracefulShutdown(t *testing.T) {
 }
 
 // TestForwardedDeviceCannotChooseClient: whatever a device writes in
-// either header, one or two trusted proxies appending to one or both
-// headers leave it its own address or an error (400), never a client of
-// its choice (forwardedClient), over every such combination.
+// any of the three headers, one or two trusted proxies appending to one or
+// both lists, or setting X-Real-IP, leave it its own address or an error
+// (400), never a client of its choice (forwardedClient), over every such
+// combination.
 func TestForwardedDeviceCannotChooseClient(t *testing.T) {
 	const dev, p1, victim = "10.1.2.3", "10.9.9.9", "10.7.7.7"
 	trusted := func(a netip.Addr) bool { return a.String() == p1 || a.String() == "10.9.9.8" }
 	devVals := [][]string{nil, {""}, {"10.9.9.8"}, {victim}, {victim + ", 10.9.9.8"}, {"10.9.9.8, " + victim}, {dev}, {"10.9.9.8", victim}}
-	type hop struct{ xff, fwd bool }
+	// A hop appends to X-Forwarded-For, appends to Forwarded, or sets
+	// X-Real-IP to the address it saw (nginx's proxy_set_header), any
+	// two or all three of these.
+	type hop struct{ xff, fwd, xri bool }
+	var hops []hop
+	for i := 1; i < 8; i++ {
+		hops = append(hops, hop{i&1 != 0, i&2 != 0, i&4 != 0})
+	}
 	chains := [][]hop{}
-	for _, a := range []hop{{true, false}, {false, true}, {true, true}} {
+	for _, a := range hops {
 		chains = append(chains, []hop{a})
-		for _, b := range []hop{{true, false}, {false, true}, {true, true}} {
+		if !a.xff && !a.fwd {
+			// A farther hop that sets X-Real-IP alone, which the
+			// nearer one sets again to the farther's address, leaves
+			// the device's address nowhere: the hop writes nothing
+			// that reaches dnsfence, and a trusted proxy must (README:
+			// Encrypted DNS).
+			continue
+		}
+		for _, b := range hops {
 			chains = append(chains, []hop{a, b})
 		}
 	}
-	for _, dx := range devVals {
-		for _, df := range devVals {
-			for _, chain := range chains {
-				xff := strings.Join(dx, ", ")
-				var fwd []string
-				for _, v := range df {
-					if v == "" {
-						continue
-					}
-					for _, n := range strings.Split(v, ", ") {
-						fwd = append(fwd, "for="+n)
-					}
-				}
-				hasX, hasF := dx != nil, len(fwd) > 0
-				from := dev
-				for _, h := range chain {
-					if h.xff {
-						if hasX && xff != "" {
-							xff += ", " + from
-						} else {
-							xff = from
+	for _, dr := range []string{"", victim, "10.9.9.8", dev} {
+		for _, dx := range devVals {
+			for _, df := range devVals {
+				for _, chain := range chains {
+					xri := dr
+					xff := strings.Join(dx, ", ")
+					var fwd []string
+					for _, v := range df {
+						if v == "" {
+							continue
 						}
-						hasX = true
+						for _, n := range strings.Split(v, ", ") {
+							fwd = append(fwd, "for="+n)
+						}
 					}
-					if h.fwd {
-						fwd = append(fwd, "for="+from)
-						hasF = true
+					hasX, hasF := dx != nil, len(fwd) > 0
+					from := dev
+					for _, h := range chain {
+						if h.xff {
+							if hasX && xff != "" {
+								xff += ", " + from
+							} else {
+								xff = from
+							}
+							hasX = true
+						}
+						if h.fwd {
+							fwd = append(fwd, "for="+from)
+							hasF = true
+						}
+						if h.xri {
+							xri = from
+						}
+						from = p1
 					}
-					from = p1
-				}
-				hdr := http.Header{}
-				if hasX {
-					hdr.Set("X-Forwarded-For", xff)
-				}
-				if hasF {
-					hdr.Set("Forwarded", strings.Join(fwd, ", "))
-				}
-				c, ok, err := forwardedClient(hdr, trusted)
-				if err == nil && (!ok || c.Addr().String() != dev) {
-					t.Errorf("%v: client %v ok %v", hdr, c, ok)
+					hdr := http.Header{}
+					if xri != "" {
+						hdr.Set("X-Real-IP", xri)
+					}
+					if hasX {
+						hdr.Set("X-Forwarded-For", xff)
+					}
+					if hasF {
+						hdr.Set("Forwarded", strings.Join(fwd, ", "))
+					}
+					c, ok, err := forwardedClient(hdr, trusted)
+					if err == nil && (!ok || c.Addr().String() != dev) {
+						t.Errorf("%v: client %v ok %v", hdr, c, ok)
+					}
 				}
 			}
 		}
