@@ -82,6 +82,7 @@ var (
 	ErrZoneRecord     = errors.New("a DNS zone record is not a list entry (a Response Policy Zone is read from a file whose name ends in .rpz)")
 	ErrCosmetic       = errors.New("an Adblock cosmetic rule (##, #@#, #$#, …) hides part of a web page and blocks no name")
 	ErrGluedComment   = errors.New(`a "#" glued to a name starts no comment (in a line that is not a hosts line, a comment starts the line or follows white space)`)
+	ErrGluedAddress   = errors.New("an address glued to a name")
 	ErrRangeURL       = errors.New("a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet)")
 	ErrRangeBrackets  = errors.New("a client range is written without brackets")
 	ErrIPv4Compatible = errors.New("an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client")
@@ -293,6 +294,9 @@ func (p *textParser) bad(line int, text, first, rest, token string, err error) {
 // (`||2001:db8::1^`, `0.0.0.0 ::1`), which no name can be, is named as
 // one too, not as an invalid character.
 func entryName(s string, dst []byte) ([]byte, error) {
+	if addr, name, ok := gluedAddress(s); ok {
+		return nil, fmt.Errorf(`%w (a hosts line without white space after its address; write "%s %s")`, ErrGluedAddress, addr, name)
+	}
 	n, err := normalizeEntry(s, dst)
 	if err != nil {
 		if a, aerr := netip.ParseAddr(s); aerr == nil {
@@ -343,8 +347,47 @@ func plainEntry(text string, dst []byte) ([]byte, bool) {
 		return nil, false // skipped, the general way (which looks it up as written)
 	case !hasNonDigit(name):
 		return nil, false // all digits and dots: an address, which the general way reports
+	case '0' <= name[0] && name[0] <= '9':
+		if _, _, glued := gluedAddress(name); glued {
+			return nil, false // an address glued to a name, which the general way reports
+		}
 	}
 	return n, true
+}
+
+// gluedAddress reads s, a list entry, as a hosts line that lost the white
+// space after its address: an IPv4 address in dotted-decimal form with a
+// name glued to it, `0.0.0.0stratum.wemineftc.com`, as hundreds of lines
+// of a threat list once were (hagezi/dns-blocklists issue 1508). Read as a
+// name, no device asks for it, and the name meant is blocked nowhere. A
+// name whose labels after four of digits go on after a dot
+// (`0.0.0.0.example.org`, `10.0.0.1.nip.io`) is a name, and so is one
+// whose fourth label has more than three digits.
+func gluedAddress(s string) (addr, name string, ok bool) {
+	i := 0
+	for group := range 4 {
+		start := i
+		for i < len(s) && i-start < 3 && '0' <= s[i] && s[i] <= '9' {
+			i++
+		}
+		if i == start {
+			return "", "", false
+		}
+		if group < 3 {
+			if i == len(s) || s[i] != '.' {
+				return "", "", false
+			}
+			i++
+		}
+	}
+	if i == len(s) || s[i] == '.' || '0' <= s[i] && s[i] <= '9' {
+		return "", "", false
+	}
+	a, err := netip.ParseAddr(s[:i])
+	if err != nil || !a.Is4() {
+		return "", "", false
+	}
+	return s[:i], s[i:], true
 }
 
 // cutHostsAddr removes the address of a hosts line that starts with one
