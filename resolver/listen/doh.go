@@ -589,8 +589,10 @@ func forwardedClient(h http.Header, trusted func(netip.Addr) bool) (client netip
 
 // bothName is the chain believed of a and b, two headers' chains (a the
 // one believed of those read before b): the one that names a client when
-// the other names only the trusted proxies that end it, else a when both
-// name the same client address, else an error (see forwardedClient).
+// the other names only the trusted proxies that end it (or b is an
+// X-Real-IP naming a trusted proxy, which a list passed on need not
+// end with), else a when both name the same client address, else an
+// error (see forwardedClient).
 func bothName(a, b chain) (chain, error) {
 	switch {
 	case len(b.nodes) == 0:
@@ -600,6 +602,12 @@ func bothName(a, b chain) (chain, error) {
 	case a.all && !b.all && b.endsWith(a.nodes):
 		return b, nil
 	case b.all && !a.all && a.endsWith(b.nodes):
+		return a, nil
+	case b.header == "X-Real-IP" && b.all && !a.all:
+		// The nearest proxy saw a trusted one, which names the client
+		// in the list it appended to; the nearest passed that list on
+		// without its own entry (nginx's X-Real-IP set, X-Forwarded-For
+		// left as it came).
 		return a, nil
 	case a.client().Addr() != b.client().Addr():
 		return chain{}, fmt.Errorf("a trusted proxy's %s header names client %s and its %s %s", a.header, a.client().Addr(), b.header, b.client().Addr())

@@ -423,6 +423,10 @@ func TestDoHForwardedFor(t *testing.T) {
 		// X-Forwarded-For and whose nearer one sets X-Real-IP to it.
 		{name: "trusted chain, X-Real-IP names only a proxy", trusted: true,
 			header: map[string][]string{"X-Real-IP": {"10.9.9.9"}, "X-Forwarded-For": {"10.1.2.3, 10.9.9.9"}}, client: "10.1.2.3:0"},
+		// The same chain, its nearer proxy passing X-Forwarded-For on as
+		// the farther one wrote it (nginx with X-Real-IP set alone).
+		{name: "trusted chain, X-Real-IP names only a proxy, X-Forwarded-For passed on", trusted: true,
+			header: map[string][]string{"X-Real-IP": {"10.9.9.9"}, "X-Forwarded-For": {"10.1.2.3"}}, client: "10.1.2.3:0"},
 		{name: "trusted, X-Real-IP list", trusted: true, header: map[string][]string{"X-Real-IP": {"10.1.2.9, 10.1.2.8"}}, status: 400},
 		{name: "trusted, X-Real-IP garbage", trusted: true, header: map[string][]string{"X-Real-IP": {"client.example"}}, status: 400},
 	}
