@@ -39,6 +39,7 @@ func TestParseIPTrigger(t *testing.T) {
 		{"129.1.zz.db8.2001", "", ErrPrefixLength},
 		{"0.0.0.0.0", "", ErrPrefixLength},
 		{"032.1.2.0.192", "", ErrPrefixLength},
+		{"08.0.0.0.10", "", ErrPrefixLength}, // a leading zero of two digits too
 		{"x.1.2.0.192", "", ErrPrefixLength},
 		{"-1.1.2.0.192", "", ErrPrefixLength},
 		{"24", "", ErrAddress},
@@ -48,7 +49,8 @@ func TestParseIPTrigger(t *testing.T) {
 		{"32.1.zz.db8.2001", "", ErrHostBits},
 		{"128.1.zz.db8.zz.2001", "", ErrZZ},
 		{"128.1.zz.2.3.4.5.6.7.8", "", ErrZZ},
-		{"128.zz", "", nil}, // :: /128 — valid, see below
+		{"128.8.7.6.5.4.3.2.1.zz", "", ErrZZ}, // zz first in the address, before eight groups
+		{"128.zz", "", nil},                   // :: /128 — valid, see below
 		{"128.1.2.3.4.5.6.7", "", ErrAddress},
 		{"128.1.2.3.4.5.6.7.8.9", "", ErrAddress},
 		{"128.1.zz.db8g.2001", "", ErrAddress},
@@ -81,6 +83,27 @@ func TestParseIPTrigger(t *testing.T) {
 	}
 	_, err := parseIPTrigger("24")
 	assert.ErrorContains(t, err, `"24" has no address`, "not read as an IPv6 address of no groups")
+}
+
+// TestParseIPTriggerSaysWhatIsWrong: each refusal names the label or the
+// prefix that is wrong and what would be right, as a zone's author reads
+// it in the list's problems.
+func TestParseIPTriggerSaysWhatIsWrong(t *testing.T) {
+	for in, want := range map[string]string{
+		"0.0.0.0.10":             `bad prefix length in rpz-ip trigger: "0" is not 1 to 32 (IPv4) or 1 to 128 (IPv6)`,
+		"129.1.zz.db8.2001":      `bad prefix length in rpz-ip trigger: "129" is not 1 to 32 (IPv4) or 1 to 128 (IPv6)`,
+		"33.1.2.0.192":           `bad prefix length in rpz-ip trigger: /33 is longer than the 32 bits of 192.0.2.1`,
+		"96.0.0.ffff.zz":         `bad prefix length in rpz-ip trigger: ::ffff:0.0.0.0/96 holds every IPv4 address, as an IPv4 prefix of length 0 would`,
+		"24.1.2.0.192":           `rpz-ip prefix has host bits set: 192.0.2.1/24, did you mean 192.0.2.0/24`,
+		"32.256.2.0.192":         `bad address in rpz-ip trigger: "256" is not an IPv4 octet`,
+		"128.1.zz.12345.2001":    `bad address in rpz-ip trigger: "12345" is not an IPv6 group (1 to 4 hexadecimal digits)`,
+		"128.1.2.3.4.5.6.7":      `bad address in rpz-ip trigger: 7 groups, an IPv6 address has 8 (or zz for a run of zeros)`,
+		"128.8.7.6.5.4.3.2.1.zz": `bad zz in rpz-ip trigger: it stands for one run of zero groups of an IPv6 address, once: zz with 8 other groups stands for no group`,
+		"128.1.zz.db8.zz.2001":   `bad zz in rpz-ip trigger: it stands for one run of zero groups of an IPv6 address, once`,
+	} {
+		_, err := parseIPTrigger(in)
+		assert.EqualError(t, err, want, in)
+	}
 }
 
 func TestIPTrigger(t *testing.T) {
