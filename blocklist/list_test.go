@@ -161,8 +161,12 @@ func TestParseBadLines(t *testing.T) {
 		{name: "address alone", line: "10.0.0.1", wantErr: ErrAddrOnly},
 		{name: "bad address", line: "300.1.1.1 tiktok.com", wantErr: ErrBadAddr},
 		// A carriage return inside a line is no white space (blank): the
-		// # after it starts no comment.
-		{name: "carriage return before a #", line: "tiktok.com\r# x", wantErr: ErrTrailing},
+		// # after it starts no comment. It is named: a file whose lines
+		// end in CR alone (classic Mac OS) is one line.
+		{name: "carriage return before a #", line: "tiktok.com\r# x", wantErr: ErrLoneCR},
+		{name: "lines that end in CR alone", line: "tiktok.com\rcapcut.com\rdouyin.com", wantErr: ErrLoneCR,
+			wantMsg: `lists/x.txt:2: a carriage return inside the line: lines that end in CR alone (as classic Mac OS saved them) are one line here; save the file with LF or CRLF line ends: "tiktok.com"`},
+		{name: "hosts lines that end in CR alone", line: "0.0.0.0 tiktok.com\r0.0.0.0 capcut.com", wantErr: ErrLoneCR},
 		{name: "trailing text", line: "tiktok.com extra", wantErr: ErrTrailing,
 			wantMsg: `lists/x.txt:2: unexpected text after the entry: "extra"`},
 		{name: "cosmetic filter", line: "example.com##.ad", wantErr: ErrCosmetic,
@@ -634,6 +638,8 @@ func TestParseRangesReportsEveryLine(t *testing.T) {
 			want: `ranges.txt:2: an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client, did you mean 10.0.0.1/32: "::10.0.0.1"`},
 		{name: "IPv4-compatible prefix", line: "::10.2.0.0/112",
 			want: `ranges.txt:2: an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client, did you mean 10.2.0.0/16: "::10.2.0.0/112"`},
+		{name: "lines that end in CR alone", line: "10.2.0.0/16\r10.3.0.0/16",
+			want: `ranges.txt:2: a carriage return inside the line: lines that end in CR alone (as classic Mac OS saved them) are one line here; save the file with LF or CRLF line ends: "10.2.0.0/16"`},
 		{name: "comment", line: "# [2001:db8::]/32"},
 		{name: "indented comment", line: "\t# !10.0.0.0/8"},
 	}

@@ -83,6 +83,7 @@ var (
 	ErrCosmetic       = errors.New("an Adblock cosmetic rule (##, #@#, #$#, …) hides part of a web page and blocks no name")
 	ErrGluedComment   = errors.New(`a "#" glued to a name starts no comment (in a line that is not a hosts line, a comment starts the line or follows white space)`)
 	ErrGluedAddress   = errors.New("an address glued to a name")
+	ErrLoneCR         = errors.New("a carriage return inside the line: lines that end in CR alone (as classic Mac OS saved them) are one line here; save the file with LF or CRLF line ends")
 	ErrRangeURL       = errors.New("a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet)")
 	ErrRangeBrackets  = errors.New("a client range is written without brackets")
 	ErrIPv4Compatible = errors.New("an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client")
@@ -225,6 +226,10 @@ func (p *textParser) parseLine(line int, text string) {
 			if hostsNames[strings.ToLower(host)] {
 				continue
 			}
+			if i := strings.IndexByte(host, '\r'); i >= 0 {
+				errs.add(name, line, host[:i], ErrLoneCR)
+				continue
+			}
 			var n []byte
 			bare, err := bareName(host)
 			if err == nil {
@@ -277,7 +282,9 @@ func bareName(field string) (string, error) {
 // program's syntax, as that (otherSyntax): asked only of a bad line, so
 // that the lines that are entries pay nothing for it.
 func (p *textParser) bad(line int, text, first, rest, token string, err error) {
-	if other := otherSyntax(text, first, rest); other != nil {
+	if i := strings.IndexByte(text, '\r'); i >= 0 {
+		token, err = text[:i], ErrLoneCR
+	} else if other := otherSyntax(text, first, rest); other != nil {
 		token, err = text, other
 	}
 	p.errs.add(p.name, line, token, err)

@@ -41,6 +41,9 @@ func ParseRanges(name string, data []byte) (*RangeFile, error) {
 		}
 		first, rest := nextField(text)
 		switch {
+		case strings.IndexByte(text, '\r') >= 0:
+			errs.add(name, line, text[:strings.IndexByte(text, '\r')], ErrLoneCR)
+			continue
 		case text[0] == '!':
 			errs.add(name, line, text, ErrRangeExclude)
 			continue
