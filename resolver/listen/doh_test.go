@@ -822,15 +822,16 @@ func TestForwardedDeviceCannotChooseClient(t *testing.T) {
 	chains := [][]hop{}
 	for _, a := range hops {
 		chains = append(chains, []hop{a})
-		if !a.xff && !a.fwd {
-			// A farther hop that sets X-Real-IP alone, which the
-			// nearer one sets again to the farther's address, leaves
-			// the device's address nowhere: the hop writes nothing
-			// that reaches dnsfence, and a trusted proxy must (README:
-			// Encrypted DNS).
-			continue
-		}
 		for _, b := range hops {
+			if !a.xff && !a.fwd && b.xri {
+				// A farther hop that sets X-Real-IP alone, which the
+				// nearer one sets again to the farther's address,
+				// leaves the device's address nowhere: the hop writes
+				// nothing that reaches dnsfence, and a trusted proxy
+				// must (README: Encrypted DNS). Its device's headers
+				// then look like those of a chain that passed them on.
+				continue
+			}
 			chains = append(chains, []hop{a, b})
 		}
 	}
