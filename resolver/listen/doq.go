@@ -756,7 +756,7 @@ func (s *DoQServer) serveStream(c *doqConn, st *quic.Stream) {
 		st.CancelWrite(DoQInternalError)
 		return
 	}
-	frame := doqFrame(reply, paddedQuery(chk.req, msg))
+	frame := doqFrame(reply)
 	// A client that grants no flow-control credit for its answers (RFC
 	// 9000 §4.1) while asking more: each would wait here for
 	// doqWriteTimeout, up to MaxStreams of them.
@@ -781,23 +781,21 @@ func (s *DoQServer) serveStream(c *doqConn, st *quic.Stream) {
 // doqFrame is the packed answer reply as its stream carries it, its
 // length first (RFC 9250 §4.2), padded to a multiple of
 // responsePaddingBlock octets when it has an OPT record, whether or not
-// its query was padded (padded: paddedQuery): RFC 9250 §5.4 has DoQ pad
-// all responses with the EDNS(0) Padding option when it does not pad QUIC
-// packets, which quic-go offers no way to do, and RFC 7830 §3 lets a
-// responder pad any answer to a query with EDNS. An answer to a query
-// without EDNS has no OPT record to carry the option, and may not be
-// given one (RFC 6891 §7). The answer to an unpadded query is padded in
-// its octets when paddingRoom takes it (as the Handler packs an answer);
-// the answer to a padded query, and any other, as padReply pads it.
-func doqFrame(reply []byte, padded bool) []byte {
-	if !padded {
-		if rdlen, n, ok := paddingRoom(reply); ok {
-			frame := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reply)+4+n), uint16(len(reply)+4+n))
-			return appendPadded(frame, reply, rdlen, n)
-		}
-		_, padded = dnswire.FindOPT(reply)
+// its query was padded: RFC 9250 §5.4 has DoQ pad all responses with the
+// EDNS(0) Padding option when it does not pad QUIC packets, which quic-go
+// offers no way to do, and RFC 7830 §3 lets a responder pad any answer to
+// a query with EDNS. An answer to a query without EDNS has no OPT record
+// to carry the option, and may not be given one (RFC 6891 §7). An answer
+// as the Handler packs it is padded in its octets as the frame is written
+// (paddingRoom), the frame the one allocation; any other as padReply
+// pads it.
+func doqFrame(reply []byte) []byte {
+	if rdlen, n, ok := paddingRoom(reply); ok {
+		frame := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reply)+4+n), uint16(len(reply)+4+n))
+		return appendPadded(frame, reply, rdlen, n)
 	}
-	reply = padReply(padded, reply)
+	_, opt := dnswire.FindOPT(reply)
+	reply = padReply(opt, reply)
 	frame := make([]byte, 2+len(reply))
 	binary.BigEndian.PutUint16(frame, uint16(len(reply)))
 	copy(frame[2:], reply)

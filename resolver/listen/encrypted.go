@@ -121,10 +121,15 @@ func paddedQuery(req *dns.Msg, b []byte) bool {
 // Responders MUST pad the answer to a padded query, a FORMERR or NOTIMP
 // as much as any. Any Padding option the reply had is replaced. It
 // returns b unchanged when there is nothing to pad, when b does not
-// parse, or when padding would take the reply past 65,535 octets.
+// parse, or when padding would take the reply past 65,535 octets. A reply
+// as the Handler packs it (paddingRoom) is padded in its octets, one
+// allocation; any other is parsed and packed again.
 func padReply(padded bool, b []byte) []byte {
 	if !padded {
 		return b
+	}
+	if rdlen, n, ok := paddingRoom(b); ok {
+		return appendPadded(make([]byte, 0, len(b)+4+n), b, rdlen, n)
 	}
 	m := new(dns.Msg)
 	if err := m.Unpack(b); err != nil {
@@ -166,10 +171,10 @@ func padReply(padded bool, b []byte) []byte {
 // and the length n of the Padding option's data that takes b to a
 // multiple of responsePaddingBlock octets, the option's 4 octets of code
 // and length included (RFC 8467 §4.1). ok is false for any other reply,
-// or when b so padded would be longer than 65,535 octets (doqFrame then
-// has padReply parse and pack it again). Read from the octets, so that
-// padding such a reply costs no more than the copy the frame makes, not a
-// parse and two packings, and pads an answer miekg/dns does not read.
+// or when b so padded would be longer than 65,535 octets (padReply then
+// parses and packs it again). Read from the octets, so that padding such
+// a reply costs no more than the copy the frame makes, not a parse and two
+// packings, and pads an answer miekg/dns does not read.
 func paddingRoom(b []byte) (rdlen, n int, ok bool) {
 	off, ok := dnswire.FindOPT(b)
 	if !ok {

@@ -75,9 +75,17 @@ func TestDoQFrame(t *testing.T) {
 			}
 			_, _, ok := paddingRoom(b)
 			assert.Equal(t, tc.inOctets, ok, "padded in the octets")
-			frame := doqFrame(b, false)
+			frame := doqFrame(b)
 			if tc.inOctets && !raceEnabled {
-				assert.Equal(t, 1.0, testing.AllocsPerRun(100, func() { doqFrame(b, false) }), "the frame is the one allocation")
+				// Whether or not the query was padded (every DoQ
+				// client must pad its queries, RFC 9250 §5.4); and
+				// padReply's answer to a padded query over DoT and
+				// DoH alike.
+				assert.Equal(t, 1.0, testing.AllocsPerRun(100, func() { doqFrame(b) }), "the frame is the one allocation")
+				assert.Equal(t, 1.0, testing.AllocsPerRun(100, func() { padReply(true, b) }), "the padded answer is the one allocation")
+			}
+			if tc.padded {
+				assert.Equal(t, frame[2:], padReply(true, b), "padReply pads as doqFrame does")
 			}
 			require.GreaterOrEqual(t, len(frame), 2)
 			out := frame[2:]
