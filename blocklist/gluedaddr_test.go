@@ -22,7 +22,7 @@ func TestAddressGluedToANameIsReported(t *testing.T) {
 		{"||0.0.0.0tiktok.com^", "||0.0.0.0tiktok.com^", "0.0.0.0 tiktok.com"},
 		{"*.0.0.0.0tiktok.com", "*.0.0.0.0tiktok.com", "0.0.0.0 tiktok.com"},
 		{"0.0.0.0 0.0.0.0tiktok.com", "0.0.0.0tiktok.com", "0.0.0.0 tiktok.com"},
-		{"192.0.2.1-tiktok.com", "192.0.2.1-tiktok.com", "192.0.2.1 -tiktok.com"},
+		{"0.0.0.0bücher.example", "0.0.0.0bücher.example", "0.0.0.0 bücher.example"},
 	} {
 		t.Run(tc.line, func(t *testing.T) {
 			l, err := Parse("lists/threats.txt", []byte("capcut.com\n"+tc.line+"\n"))
@@ -33,8 +33,25 @@ func TestAddressGluedToANameIsReported(t *testing.T) {
 			assert.Equal(t, 1, l.Len(), "only capcut.com")
 		})
 	}
-	// Names that merely start with digits and dots are names.
-	for _, name := range []string{"0.0.0.0.example.org", "1.2.3.example.org", "360.cn", "1.2.3.4567.example", "10.0.0.1.nip.io", "0.0.0.0123.example"} {
+	// What follows an address but no name could start with is no name
+	// glued to it: told what it is, never to write "10.0.0.0 /8" (a
+	// client range in a list) or "1.2.3.4 #c".
+	for _, tc := range []struct{ line, want string }{
+		{"10.0.0.0/8", "l.txt:1: invalid character in name"},
+		{"1.2.3.4#c", "l.txt:1: invalid character in name"},
+		{"0.0.0.0,tiktok.com", "l.txt:1: invalid character in name"},
+		{"127.0.0.1@tiktok.com", "l.txt:1: invalid character in name"},
+	} {
+		_, err := Parse("l.txt", []byte(tc.line+"\n"))
+		require.Error(t, err, tc.line)
+		assert.False(t, errors.Is(err, ErrGluedAddress), "%s: %v", tc.line, err)
+		assert.Contains(t, err.Error(), tc.want, tc.line)
+	}
+	// Names that merely start with digits and dots are names, and so are
+	// those whose fourth label goes on with a hyphen or an underscore
+	// (`1-tiktok`), which a lost space does not leave.
+	for _, name := range []string{"0.0.0.0.example.org", "1.2.3.example.org", "360.cn", "1.2.3.4567.example", "10.0.0.1.nip.io", "0.0.0.0123.example",
+		"192.0.2.1-tiktok.com", "1.2.3.4_x.example"} {
 		l, err := Parse("lists/l.txt", []byte(name+"\n0.0.0.0 "+name+"\n"))
 		require.NoError(t, err, name)
 		_, ok := l.Match(name)

@@ -369,7 +369,12 @@ func plainEntry(text string, dst []byte) ([]byte, bool) {
 // name, no device asks for it, and the name meant is blocked nowhere. A
 // name whose labels after four of digits go on after a dot
 // (`0.0.0.0.example.org`, `10.0.0.1.nip.io`) is a name, and so is one
-// whose fourth label has more than three digits.
+// whose fourth label has more than three digits or goes on with a hyphen
+// or an underscore (`192.0.2.1-tiktok.com`: a lost space leaves no name
+// starting so). What follows must start a name, a letter: an address
+// followed by `/8` (a client range in a list), `#`, `,` or `@` is none,
+// and is reported as what it is, not with a line to write that is no
+// better.
 func gluedAddress(s string) (addr, name string, ok bool) {
 	i := 0
 	for group := range 4 {
@@ -387,7 +392,10 @@ func gluedAddress(s string) (addr, name string, ok bool) {
 			i++
 		}
 	}
-	if i == len(s) || s[i] == '.' || '0' <= s[i] && s[i] <= '9' {
+	if i == len(s) {
+		return "", "", false
+	}
+	if r, _ := utf8.DecodeRuneInString(s[i:]); !unicode.IsLetter(r) {
 		return "", "", false
 	}
 	a, err := netip.ParseAddr(s[:i])
