@@ -106,9 +106,9 @@ func readText(name string, r io.Reader, size int64, piece int) (l *List, warn, e
 		data := buf[:kept+n]
 		h.Write(data[kept:])
 		if p == nil && !end && compressedStart(data) {
-			// CheckText may have to see all of it to tell a compressed
-			// file from text (rare: a list starting "BZ" or "PK"): one
-			// piece of it all.
+			// CheckText may have to see all of it to tell a zip or
+			// bzip2 file from text starting as one does (rare: its
+			// magic, then text): one piece of it all.
 			rest, err := io.ReadAll(r)
 			if err != nil {
 				return nil, nil, err

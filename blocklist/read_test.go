@@ -197,6 +197,40 @@ func TestReadTextRefusesWhatCheckTextRefuses(t *testing.T) {
 	}
 }
 
+// TestReadTextRefusesACompressedFileAtItsFirstPiece: a file whose first
+// piece is no text (a gzip, xz, zstd or 7-Zip file, whose magic is not
+// UTF-8; a zip file, whose header holds NUL octets) is refused naming its
+// format from that piece, as a file with a NUL octet is: only a first
+// piece that is text and starts as zip or bzip2 does is read whole to be
+// told from one. Reading every such file whole, a pipe sending one was
+// read to maxPipeBytes, and a list saved as a .gz file held whole in
+// memory, only to be refused.
+func TestReadTextRefusesACompressedFileAtItsFirstPiece(t *testing.T) {
+	var lines strings.Builder
+	for i := range 2000 {
+		fmt.Fprintf(&lines, "host%d.example.com\n", i)
+	}
+	rest := lines.String()
+	broken := errors.New("read past the first piece")
+	for name, data := range map[string]string{
+		"gzip":  gzipped(rest),
+		"xz":    "\xfd7zXZ\x00\x00\x04" + rest,
+		"zstd":  "\x28\xb5\x2f\xfd\x04\x58\x59" + rest,
+		"7-Zip": "7z\xbc\xaf\x27\x1c\x00\x04" + rest,
+		"zip":   "PK\x03\x04\x14\x00\x00\x00\x08\x00" + rest,
+	} {
+		t.Run(name, func(t *testing.T) {
+			const piece = 4096
+			require.Greater(t, len(data), piece)
+			r := io.MultiReader(strings.NewReader(data[:piece]), iotest.ErrReader(broken))
+			l, _, err := readText("l.txt", r, int64(len(data)), piece)
+			assert.Nil(t, l)
+			require.ErrorIs(t, err, ErrNotText)
+			assert.Contains(t, err.Error(), "it is a "+name+" file")
+		})
+	}
+}
+
 // TestReadTextReadError: a read that fails is the error, and no list.
 func TestReadTextReadError(t *testing.T) {
 	broken := errors.New("disk gone")

@@ -142,17 +142,20 @@ var compressedMagic = []struct{ magic, name string }{
 	{"\x28\xb5\x2f\xfd", "zstd"}, {"7z\xbc\xaf\x27\x1c", "7-Zip"},
 }
 
-// compressedStart reports whether data (two octets at least) starts as
-// a format CompressedFile names does: its first two octets. Whether such
-// a file is that format or text can take all of it to tell.
+// compressedStart reports whether data, a file's first octets (eight at
+// least), is text that starts as a zip or bzip2 file does, whose magic is
+// text too (`PK\x03\x04`, `BZh9` and a block's `1AY&SY`): whether it is
+// that format can take all of the file to tell. The other formats'
+// magic is no UTF-8, and a zip file's header holds NUL octets, so their
+// first octets tell (CompressedFile).
 func compressedStart(data []byte) bool {
-	if bytes.HasPrefix(data, []byte("BZ")) {
+	switch {
+	case CompressedFile(data) != "":
+		return false // told already
+	case bytes.HasPrefix(data, []byte("PK\x03\x04")):
 		return true
-	}
-	for _, m := range compressedMagic {
-		if bytes.HasPrefix(data, []byte(m.magic[:2])) {
-			return true
-		}
+	case len(data) >= 4 && bytes.HasPrefix(data, []byte("BZh")) && '1' <= data[3] && data[3] <= '9':
+		return len(data) < 10 || string(data[4:10]) == "1AY&SY" || string(data[4:10]) == "\x17\x72\x45\x38\x50\x90"
 	}
 	return false
 }
