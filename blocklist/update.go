@@ -155,6 +155,9 @@ func (u *updater) remove(t rpz.Trigger) {
 			return
 		}
 		l.ips.Delete(t.Prefix)
+		if holdsMapped(t.Prefix) {
+			l.ipsMapped = anyHoldsMapped(l.ips)
+		}
 		l.count--
 		return
 	}

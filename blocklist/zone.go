@@ -425,6 +425,18 @@ func holdsMapped(p netip.Prefix) bool {
 	return p.Addr().Is6() && p.Bits() < mappedIPv4.Bits() && p.Contains(mappedIPv4.Addr())
 }
 
+// anyHoldsMapped reports whether ips holds a prefix holdsMapped takes: a
+// list's ipsMapped again after an update removed one, so that its IPv4
+// misses do not keep paying matchMapped's second lookup.
+func anyHoldsMapped(ips *bart.Table[ipEntry]) bool {
+	for p := range ips.Supernets(mappedIPv4) {
+		if holdsMapped(p) {
+			return true
+		}
+	}
+	return false
+}
+
 // Prefix is the prefix of a response-IP trigger's entry (from MatchIP or
 // AllTriggers), read from its Name; false for a name entry.
 func (e Entry) Prefix() (netip.Prefix, bool) {

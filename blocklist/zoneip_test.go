@@ -94,4 +94,21 @@ func TestUpdateRemovingThePrefixHoldingIPv4(t *testing.T) {
 	_, tr, ok = l.MatchIP(netip.MustParseAddr("192.0.2.1"))
 	assert.True(t, ok)
 	assert.Equal(t, ActionPassthru, tr.Action)
+	// Nothing left holds ::ffff:0:0/96: an IPv4 miss costs one lookup
+	// again, as in the list transferred without it.
+	assert.False(t, l.ipsMapped)
+	assert.Equal(t, want.ipsMapped, l.ipsMapped)
+	assert.True(t, old.ipsMapped, "the list the update started from is unchanged")
+
+	// Removing one of two such prefixes leaves the flag set.
+	two := rrs(t,
+		"rpz.example.gov. 60 SOA a. b. 1 2 3 4 5",
+		"80.zz.rpz-ip.rpz.example.gov. 60 CNAME .",
+		"64.zz.rpz-ip.rpz.example.gov. 60 CNAME .",
+	)
+	l, err = transferList(t, two).Update([32]byte{3}, 2, feed(two[1:2]), feed(nil))
+	require.NoError(t, err)
+	assert.True(t, l.ipsMapped)
+	_, _, ok = l.MatchIP(netip.MustParseAddr("198.51.100.1"))
+	assert.True(t, ok, "::/64 holds every IPv4 address")
 }
