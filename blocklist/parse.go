@@ -376,30 +376,14 @@ func plainEntry(text string, dst []byte) ([]byte, bool) {
 // and is reported as what it is, not with a line to write that is no
 // better.
 func gluedAddress(s string) (addr, name string, ok bool) {
-	i := 0
-	for group := range 4 {
-		start := i
-		for i < len(s) && i-start < 3 && '0' <= s[i] && s[i] <= '9' {
-			i++
-		}
-		if i == start {
-			return "", "", false
-		}
-		if group < 3 {
-			if i == len(s) || s[i] != '.' {
-				return "", "", false
-			}
-			i++
-		}
-	}
-	if i == len(s) {
+	i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	if i <= 0 || strings.Count(s[:i], ".") != 3 { // checked first: ParseAddr allocates its error
 		return "", "", false
 	}
 	if r, _ := utf8.DecodeRuneInString(s[i:]); !unicode.IsLetter(r) {
 		return "", "", false
 	}
-	a, err := netip.ParseAddr(s[:i])
-	if err != nil || !a.Is4() {
+	if a, err := netip.ParseAddr(s[:i]); err != nil || !a.Is4() {
 		return "", "", false
 	}
 	return s[:i], s[i:], true

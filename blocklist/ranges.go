@@ -40,9 +40,9 @@ func ParseRanges(name string, data []byte) (*RangeFile, error) {
 			continue
 		}
 		first, rest := nextField(text)
-		switch {
-		case strings.IndexByte(text, '\r') >= 0:
-			errs.add(name, line, text[:strings.IndexByte(text, '\r')], ErrLoneCR)
+		switch cr := strings.IndexByte(text, '\r'); {
+		case cr >= 0:
+			errs.add(name, line, text[:cr], ErrLoneCR)
 			continue
 		case text[0] == '!':
 			errs.add(name, line, text, ErrRangeExclude)
@@ -159,29 +159,21 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 // web page with a zero-width space was a bad line, skipped, and the
 // devices of a government range were forwarded as in no policy, and a
 // hosts line `０.０.０.０ tiktok.com` blocked nothing, while the names
-// beside them, spelled alike, were read. s itself, not a copy, when it is
-// ASCII (every address of every list and range file but these).
+// beside them, spelled alike, were read. s itself, not a copy, when
+// nothing is mapped (strings.Map): every address of every list and range
+// file but these.
 func addressText(s string) string {
-	i := 0
-	for i < len(s) && s[i] < utf8.RuneSelf {
-		i++
-	}
-	if i == len(s) {
-		return s
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	b.WriteString(s[:i])
-	for _, r := range s[i:] {
+	return strings.Map(func(r rune) rune {
 		switch {
+		case r < utf8.RuneSelf:
+			return r
 		case unicode.Is(unicode.Cf, r):
+			return -1
 		case 0xFF01 <= r && r <= 0xFF5E:
-			b.WriteByte(byte(r - 0xFF01 + '!'))
+			return r - 0xFF01 + '!'
 		case r == 0x3002 || r == 0xFF61:
-			b.WriteByte('.')
-		default:
-			b.WriteRune(r)
+			return '.'
 		}
-	}
-	return b.String()
+		return r
+	}, s)
 }

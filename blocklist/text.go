@@ -128,11 +128,21 @@ func CompressedFile(data []byte) string {
 			return binaryName(data, m.name)
 		}
 	}
-	if len(data) >= 10 && bytes.HasPrefix(data, []byte("BZh")) && '1' <= data[3] && data[3] <= '9' &&
-		(string(data[4:10]) == "1AY&SY" || string(data[4:10]) == "\x17\x72\x45\x38\x50\x90") {
+	if len(data) >= 10 && bzip2Start(data) {
 		return binaryName(data, "bzip2")
 	}
 	return ""
+}
+
+// bzip2Start reports whether data (four octets at least) starts as a
+// bzip2 stream does, as far as it goes: `BZh`, the block size digit, then
+// a block's magic or the end of stream's (their first six octets).
+func bzip2Start(data []byte) bool {
+	if !bytes.HasPrefix(data, []byte("BZh")) || data[3] < '1' || data[3] > '9' {
+		return false
+	}
+	block := data[4:min(len(data), 10)]
+	return bytes.HasPrefix([]byte("1AY&SY"), block) || bytes.HasPrefix([]byte("\x17\x72\x45\x38\x50\x90"), block)
 }
 
 // compressedMagic is what the formats CompressedFile names start with,
@@ -154,8 +164,8 @@ func compressedStart(data []byte) bool {
 		return false // told already
 	case bytes.HasPrefix(data, []byte("PK\x03\x04")):
 		return true
-	case len(data) >= 4 && bytes.HasPrefix(data, []byte("BZh")) && '1' <= data[3] && data[3] <= '9':
-		return len(data) < 10 || string(data[4:10]) == "1AY&SY" || string(data[4:10]) == "\x17\x72\x45\x38\x50\x90"
+	case len(data) >= 4:
+		return bzip2Start(data)
 	}
 	return false
 }

@@ -251,8 +251,8 @@ func (z *Zone) primary(addr netip.Addr) bool {
 }
 
 // Run delivers the disk copy at once, then checks the primary at start and
-// on the SOA's timers (each wait less up to a tenth: jitter) and NOTIFY (at most once a NotifyInterval, see
-// Notify) until ctx is done. After a copy refused by deliver, a primary
+// on the SOA's timers (each wait less up to a tenth: jitter) and NOTIFY
+// (at most once a NotifyInterval, see Notify) until ctx is done. After a copy refused by deliver, a primary
 // back at the serial held delivers the zone held again, once (reoffer).
 func (z *Zone) Run(ctx context.Context, deliver func(Content) error) {
 	z.loadCache(deliver)
