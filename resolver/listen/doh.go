@@ -601,13 +601,11 @@ func bothName(a, b chain) (chain, error) {
 		return b, nil
 	case a.all && !b.all && b.endsWith(a.nodes):
 		return b, nil
-	case b.all && !a.all && a.endsWith(b.nodes):
-		return a, nil
-	case b.header == "X-Real-IP" && b.all && !a.all:
-		// The nearest proxy saw a trusted one, which names the client
-		// in the list it appended to; the nearest passed that list on
-		// without its own entry (nginx's X-Real-IP set, X-Forwarded-For
-		// left as it came).
+	case b.all && !a.all && (a.endsWith(b.nodes) || b.header == "X-Real-IP"):
+		// An X-Real-IP naming a trusted proxy: the nearest proxy saw a
+		// trusted one, which names the client in the list it appended
+		// to, passed on with or without the nearest's entry (nginx's
+		// X-Real-IP set, X-Forwarded-For left as it came).
 		return a, nil
 	case a.client().Addr() != b.client().Addr():
 		return chain{}, fmt.Errorf("a trusted proxy's %s header names client %s and its %s %s", a.header, a.client().Addr(), b.header, b.client().Addr())

@@ -153,8 +153,8 @@ func padReply(padded bool, b []byte) []byte {
 	if err != nil {
 		return b
 	}
-	n := (responsePaddingBlock - len(unpadded)%responsePaddingBlock) % responsePaddingBlock
-	if len(unpadded)+n > dns.MaxMsgSize {
+	n, ok := paddingLen(len(unpadded))
+	if !ok {
 		return b
 	}
 	pad.Padding = make([]byte, n)
@@ -191,12 +191,19 @@ func paddingRoom(b []byte) (rdlen, n int, ok bool) {
 		}
 		rdata = rest
 	}
-	total := len(b) + 4
-	n = (responsePaddingBlock - total%responsePaddingBlock) % responsePaddingBlock
-	if total+n > dns.MaxMsgSize {
+	if n, ok = paddingLen(len(b) + 4); !ok {
 		return 0, 0, false
 	}
 	return off + 8, n, true
+}
+
+// paddingLen is the length of the Padding option's data that takes a
+// reply of total octets, the option's 4 octets of code and length
+// included, to a multiple of responsePaddingBlock octets (RFC 8467 §4.1);
+// ok is false when the reply so padded would be longer than 65,535 octets.
+func paddingLen(total int) (n int, ok bool) {
+	n = (responsePaddingBlock - total%responsePaddingBlock) % responsePaddingBlock
+	return n, total+n <= dns.MaxMsgSize
 }
 
 // appendPadded appends to dst the reply b with a Padding option of n
