@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -102,4 +104,62 @@ func TestJitter(t *testing.T) {
 	}
 	assert.Equal(t, time.Duration(9), jitter(9), "too short to take from")
 	assert.Zero(t, jitter(0))
+}
+
+// TestSourceWaitsAreJittered: a URL's and a zone's waits, after a success
+// and after a failure, each go through jitter (TestJitter: what it does).
+func TestSourceWaitsAreJittered(t *testing.T) {
+	var mu sync.Mutex
+	var asked []time.Duration
+	jitterWait = func(d time.Duration) time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		asked = append(asked, d)
+		return 10 * time.Millisecond // the next try soon
+	}
+	t.Cleanup(func() { jitterWait = jitter }) // after the sources stopped: cleanups run last first
+	jittered := func(want ...time.Duration) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, d := range want {
+				if !slices.Contains(asked, d) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	opt := Options{Refresh: time.Hour, CacheDir: t.TempDir(), MaxBytes: 1 << 20, Timeout: 5 * time.Second}
+
+	t.Run("URL", func(t *testing.T) {
+		var requests atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			if requests.Add(1) == 1 {
+				http.Error(w, "maintenance", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprint(w, "tiktok.com\n")
+		}))
+		t.Cleanup(srv.Close)
+		src, err := NewURL(srv.URL+"/l.txt", opt)
+		require.NoError(t, err)
+		rec := run(t, src)
+		rec.waitCount(t, 1)
+		require.Eventually(t, jittered(time.Second, time.Hour), waitFor, tick, "the backoff's second and the refresh")
+	})
+
+	mu.Lock()
+	asked = nil
+	mu.Unlock()
+	t.Run("zone", func(t *testing.T) {
+		p := startFakePrimary(t, testZone, 1, cnames(testZone, "tiktok.com"), nil)
+		p.update(func(p *fakePrimary) { p.axfrRcode = dns.RcodeRefused })
+		_, rec := startZone(t, p, opt)
+		require.Eventually(t, jittered(time.Second), waitFor, tick, "the backoff's second")
+		p.update(func(p *fakePrimary) { p.axfrRcode = dns.RcodeSuccess })
+		rec.waitCount(t, 1)
+		soa := testSOA(testZone, 1)
+		require.Eventually(t, jittered(soaTimer(soa.Refresh, opt.Refresh)), waitFor, tick, "the SOA refresh timer after the transfer")
+	})
 }

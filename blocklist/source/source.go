@@ -524,6 +524,10 @@ func jitter(d time.Duration) time.Duration {
 	return d - rand.N(d/10)
 }
 
+// jitterWait is jitter as Run calls it: a test sees through it that each
+// wait goes through jitter.
+var jitterWait = jitter
+
 // wait blocks for d or until ctx is done or wake fires; it reports false
 // when ctx is done, and woken when wake fired.
 func wait(ctx context.Context, d time.Duration, wake <-chan struct{}) (ok, woken bool) {

@@ -199,14 +199,14 @@ func (s *URL) Run(ctx context.Context, deliver func(Content) error) {
 	s.loadCache(deliver)
 	backoff := time.Second
 	for {
-		next := jitter(s.opt.Refresh)
+		next := jitterWait(s.opt.Refresh)
 		if err := s.poll(ctx, deliver); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			s.track.failed(time.Now(), err)
 			logFailed(s.opt.Log, "list", "keeping the last good copy", s.name, err, s.held != nil)
-			next = honourRetryAfter(jitter(retryAfter(&backoff, s.opt.Refresh, s.held != nil)), err, s.opt.Refresh, s.held != nil)
+			next = honourRetryAfter(jitterWait(retryAfter(&backoff, s.opt.Refresh, s.held != nil)), err, s.opt.Refresh, s.held != nil)
 		} else {
 			backoff = time.Second
 		}

@@ -279,7 +279,7 @@ func (z *Zone) Run(ctx context.Context, deliver func(Content) error) {
 			backoff = time.Second
 			next = soaTimer(z.held.soa.Refresh, z.opt.Refresh)
 		}
-		if !waitNotify(ctx, jitter(next), z.notify, &notified) {
+		if !waitNotify(ctx, jitterWait(next), z.notify, &notified) {
 			return
 		}
 	}
