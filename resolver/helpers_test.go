@@ -28,9 +28,16 @@ import (
 type testUpstream struct {
 	addr    string
 	servers []*dns.Server
-	count   atomic.Int64 // queries received, both transports
-	mu      sync.Mutex
-	seen    []seenQuery
+	// count is the queries received, both transports, a query sent again
+	// over UDP (the same ID and question: dnsfence's resend of one its
+	// upstream was slow to answer, resendPolicy) once: on a loaded
+	// machine an answer can pass the 150 ms resend delay, and a test
+	// counting what went upstream counts queries, not datagrams.
+	count     atomic.Int64
+	datagrams atomic.Int64 // queries received, resends too
+	mu        sync.Mutex
+	seen      []seenQuery
+	sent      map[sentQuery]bool // what seen holds, as distinct tells them apart
 	// answer builds the reply; the default answers A 192.0.2.1 for any name.
 	answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg
 }
@@ -46,28 +53,41 @@ type seenQuery struct {
 // its own (a probe; the health check a SERVFAIL has it make, on a
 // goroutine of its own, checkHealth), as clientQueries leaves it out.
 func (u *testUpstream) distinct() int {
-	type sent struct {
-		id  uint16
-		tcp bool
-		q   dns.Question
-	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	once := map[sent]bool{}
-	for _, s := range u.seen {
-		if s.msg.Question[0].Name == "." {
-			continue
+	n := 0
+	for s := range u.sent {
+		if s.q.Name != "." {
+			n++
 		}
-		once[sent{s.msg.Id, s.tcp, s.msg.Question[0]}] = true
 	}
-	return len(once)
+	return n
+}
+
+// sentQuery is one query as testUpstream tells a resend from a new query:
+// its ID, transport and question.
+type sentQuery struct {
+	id  uint16
+	tcp bool
+	q   dns.Question
 }
 
 func (u *testUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
-	u.count.Add(1)
+	u.datagrams.Add(1)
 	_, tcp := w.RemoteAddr().(*net.TCPAddr)
+	var q dns.Question
+	if len(r.Question) > 0 {
+		q = r.Question[0]
+	}
 	u.mu.Lock()
 	u.seen = append(u.seen, seenQuery{msg: r.Copy(), tcp: tcp})
+	if u.sent == nil {
+		u.sent = map[sentQuery]bool{}
+	}
+	if s := (sentQuery{r.Id, tcp, q}); !u.sent[s] || tcp {
+		u.sent[s] = true
+		u.count.Add(1)
+	}
 	u.mu.Unlock()
 	answer := u.answer
 	if answer == nil {

@@ -277,5 +277,5 @@ func TestLeftQueriesReusedOnEveryUpstreamPath(t *testing.T) {
 			tcp++
 		}
 	}
-	t.Logf("upstream: %d datagrams, %d distinct (the rest resends), %d over TCP; %d reused", up.count.Load(), up.distinct(), tcp, leftReused.Load()-before)
+	t.Logf("upstream: %d datagrams, %d distinct (the rest resends), %d over TCP; %d reused", up.datagrams.Load(), up.distinct(), tcp, leftReused.Load()-before)
 }
