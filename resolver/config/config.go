@@ -914,6 +914,14 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 			}
 			continue
 		}
+		if a, ok := portless(u); ok {
+			// A plain upstream written without its port is on port 53
+			// (RFC 1035 §4.2), as CoreDNS's forward, Unbound's
+			// forward-addr and Blocky's upstreams take one; written so
+			// from here on (the forwarder, check and the metrics' labels).
+			u = netip.AddrPortFrom(a, 53).String()
+			c.Upstreams[i] = u
+		}
 		msg, fix := addrPortProblem(u, 53, false)
 		if ap, err := netip.ParseAddrPort(fix); err == nil && c.PlainUpstreamLoops(ap) {
 			// The value likely meant is dnsfence's own listen address,
@@ -1236,13 +1244,10 @@ func prefixProblem(s string, err error, at []any) string {
 func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		// "::1:53" is an IPv6 address, but more likely ::1 and port 53.
-		if i := strings.LastIndexByte(s, ':'); i > 0 && validPort(s[i+1:], false) && strings.Count(s, ":") > 1 {
-			if a, err := netip.ParseAddr(s[:i]); err == nil && a.Is6() {
-				return fmt.Sprintf("%q: an IPv6 address goes in brackets before the port", s), "[" + s[:i] + "]:" + s[i+1:]
-			}
+		if i, ok := bracketless(s); ok {
+			return fmt.Sprintf("%q: an IPv6 address goes in brackets before the port", s), "[" + s[:i] + "]:" + s[i+1:]
 		}
-		if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")); err == nil {
+		if a, ok := portless(s); ok {
 			return fmt.Sprintf("%q has no port", s), netip.AddrPortFrom(a, def).String()
 		}
 		return fmt.Sprintf("%q is not IP:port", s), ""
@@ -1271,6 +1276,33 @@ func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 			netip.AddrPortFrom(a.WithZone(""), ap.Port()).String()
 	}
 	return "", ""
+}
+
+// bracketless reports whether s is an IPv6 address whose last group
+// reads as a port ("::1:53", more likely ::1 and port 53), and the index
+// of the colon before that group.
+func bracketless(s string) (colon int, ok bool) {
+	i := strings.LastIndexByte(s, ':')
+	if i <= 0 || strings.Count(s, ":") < 2 || !validPort(s[i+1:], false) {
+		return 0, false
+	}
+	a, err := netip.ParseAddr(s[:i])
+	return i, err == nil && a.Is6()
+}
+
+// portless is the address s is when s is an IP address alone, without a
+// port ("9.9.9.9", "2620:fe::fe", "[2620:fe::fe]"); false for anything
+// else, and for an IPv6 address whose last group reads as a port
+// (bracketless: "::1:53" is more likely ::1 and port 53).
+func portless(s string) (netip.Addr, bool) {
+	if _, _, err := net.SplitHostPort(s); err == nil {
+		return netip.Addr{}, false
+	}
+	if _, ok := bracketless(s); ok {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
+	return a, err == nil
 }
 
 // written is the value at path as the file writes it ("-1m", not

@@ -260,6 +260,20 @@ search example.org
 	}
 }
 
+// TestUpstreamWithoutPort: a plain upstream written as an IP address
+// alone is on port 53, as CoreDNS's forward, Unbound's forward-addr and
+// Blocky's upstreams take one, and is written so from then on (the
+// forwarder, check and the metrics' upstream label see IP:53); one
+// written with its port is left as written.
+func TestUpstreamWithoutPort(t *testing.T) {
+	cfg, err := Parse("c.yaml", []byte(`upstreams: ["9.9.9.9", "2620:fe::fe", "[2620:fe::10]", "::ffff:192.0.2.1", "149.112.112.112:5353"]`+"\n"), nil)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"9.9.9.9:53", "[2620:fe::fe]:53", "[2620:fe::10]:53", "[::ffff:192.0.2.1]:53", "149.112.112.112:5353"}, cfg.Upstreams)
+	got, err := cfg.ResolveUpstreams()
+	require.NoError(t, err)
+	assert.Equal(t, cfg.Upstreams, got)
+}
+
 // TestLoadUnreadableFile: a configuration file that cannot be read is an
 // *Error like every other configuration problem, naming the file and why.
 func TestLoadUnreadableFile(t *testing.T) {
