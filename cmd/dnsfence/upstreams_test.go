@@ -112,19 +112,20 @@ allowed_clients: ["10.0.0.0/8"]
 	assert.Contains(t, out, "is dnsfence itself")
 }
 
-// TestCheckUpstreamFixIsNotItself: an upstream written without its port
-// or brackets gets the value it likely meant (127.0.0.54:53), but never
-// one of dnsfence's own listen addresses, which the forwarding loop check
-// refuses (checkLoop): the error says that instead. Before, "127.0.0.53"
-// beside listen 127.0.0.53:53 was answered "write 127.0.0.53:53", and
-// "::1:5399" beside [::1]:5399 "write [::1]:5399".
+// TestCheckUpstreamFixIsNotItself: an upstream written without brackets
+// gets the value it likely meant, but never one of dnsfence's own listen
+// addresses, which the forwarding loop check refuses (checkLoop): the
+// error says that instead. Before, "::1:5399" beside [::1]:5399 was
+// answered "write [::1]:5399". An IP address alone is on port 53, and is
+// refused as a loop when that is dnsfence itself (127.0.0.53 beside
+// listen 127.0.0.53:53), taken when it is not (127.0.0.54).
 func TestCheckUpstreamFixIsNotItself(t *testing.T) {
 	dir := t.TempDir()
 	config := filepath.Join(dir, "c.yaml")
-	for _, c := range []struct{ upstream, self string }{
-		{"127.0.0.53", "127.0.0.53:53"},
-		{"::1:5399", "[::1]:5399"},
-		{"localhost:5300", "127.0.0.1:5300"}, // 0.0.0.0:5300 takes it
+	for _, c := range []struct{ upstream, self, says string }{
+		{"127.0.0.53", "127.0.0.53:53", `"127.0.0.53:53" is dnsfence itself`},
+		{"::1:5399", "[::1]:5399", "[::1]:5399 would be dnsfence itself"},
+		{"localhost:5300", "127.0.0.1:5300", "127.0.0.1:5300 would be dnsfence itself"}, // 0.0.0.0:5300 takes it
 	} {
 		require.NoError(t, os.WriteFile(config, []byte(`listen: ["127.0.0.53:53", "[::1]:5399", "0.0.0.0:5300"]
 upstreams: ["`+c.upstream+`"]
@@ -133,13 +134,13 @@ allowed_clients: ["10.0.0.0/8"]
 		code, out := runCmd("check", "-config", config)
 		assert.Equal(t, 1, code, out)
 		assert.NotContains(t, out, "write "+c.self, c.upstream)
-		assert.Contains(t, out, c.self+" would be dnsfence itself", c.upstream)
+		assert.Contains(t, out, c.says, c.upstream)
 	}
 	require.NoError(t, os.WriteFile(config, []byte(`listen: ["127.0.0.53:53"]
 upstreams: ["127.0.0.54"]
 allowed_clients: ["10.0.0.0/8"]
 `), 0o644))
 	code, out := runCmd("check", "-config", config)
-	assert.Equal(t, 1, code, out)
-	assert.Contains(t, out, "write 127.0.0.54:53", "another address is still offered")
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, "upstreams 127.0.0.54:53", "another address is taken, on port 53")
 }
