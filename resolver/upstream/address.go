@@ -96,6 +96,35 @@ func (a Address) String() string {
 	return hp
 }
 
+// withoutQueryTemplate is rest, the part of a DoH upstream after
+// "https://", with each form-style query expression of a URI template
+// ("{?dns}", RFC 6570 §3.2.8) taken out: the DoH URI template that
+// browsers' settings and resolver lists give
+// (https://dns.example/dns-query{?dns}, RFC 8484 §3) is processed without
+// variables for POST, the method dnsfence sends with (RFC 8484 §4.1), and
+// such an expression without a value expands to nothing. Any other
+// expression ("{tenant}") is left, for ParseAddress to refuse.
+func withoutQueryTemplate(rest string) string {
+	var b strings.Builder
+	for {
+		open := strings.Index(rest, "{?")
+		if open < 0 {
+			break
+		}
+		end := strings.IndexByte(rest[open:], '}')
+		if end < 0 {
+			break
+		}
+		b.WriteString(rest[:open])
+		rest = rest[open+end+1:]
+	}
+	if b.Len() == 0 {
+		return rest
+	}
+	b.WriteString(rest)
+	return b.String()
+}
+
 // HostPort is Host and Port joined for net.Dial: "9.9.9.9:853",
 // "[2620:fe::fe]:853", "dns.quad9.net:443".
 func (a Address) HostPort() string {
@@ -107,6 +136,7 @@ func (a Address) HostPort() string {
 //	IP or IP:PORT                        plain DNS, port 53 (never 853)
 //	tls://IP[:PORT]#NAME                 DNS over TLS, port 853 (never 53)
 //	https://HOST[:PORT][/PATH][#NAME]    DNS over HTTPS, port 443, path /dns-query
+//	                                     (a URI template's {?dns} taken out)
 //	quic://IP[:PORT]#NAME                DNS over QUIC, port 853 (never 53)
 //
 // An IPv6 address goes in brackets ("[2620:fe::fe]:853"). NAME is the name
@@ -136,6 +166,12 @@ func ParseAddress(s string) (Address, error) {
 		return Address{}, fmt.Errorf("%q: plain DNS upstreams are written without a scheme: %s", s, rest)
 	default:
 		return Address{}, fmt.Errorf("%q: unknown scheme %q; give tls://IP:PORT#NAME, https://HOST/dns-query, quic://IP:PORT#NAME or IP:PORT for plain DNS", s, scheme)
+	}
+	if a.Kind == KindHTTPS {
+		rest = withoutQueryTemplate(rest)
+		if strings.ContainsAny(rest, "{}") {
+			return Address{}, fmt.Errorf("%q: a URI template expression other than {?dns} has no value to take (RFC 8484 §4.1); write the URL the server answers at", s)
+		}
 	}
 	u, err := url.Parse("x://" + rest)
 	if err != nil {

@@ -29,6 +29,11 @@ func TestParseAddress(t *testing.T) {
 		{"https://dns.quad9.net", Address{Kind: KindHTTPS, Host: "dns.quad9.net", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
 		{"https://dns.example.net:8443/custom/path#pdns.example.gov", Address{Kind: KindHTTPS, Host: "dns.example.net", Port: 8443, Path: "/custom/path", ServerName: "pdns.example.gov"}},
 		{"https://[2620:fe::fe]/dns-query#dns.quad9.net", Address{Kind: KindHTTPS, Host: "2620:fe::fe", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
+		// DoH URI templates (RFC 8484 §3), processed without variables
+		// for POST (§4.1).
+		{"https://dns.quad9.net/dns-query{?dns}", Address{Kind: KindHTTPS, Host: "dns.quad9.net", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
+		{"https://9.9.9.9:8443/dns-query{?dns}#dns.quad9.net", Address{Kind: KindHTTPS, Host: "9.9.9.9", Port: 8443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
+		{"https://dns.example.net/resolve{?dns,ct}", Address{Kind: KindHTTPS, Host: "dns.example.net", Port: 443, Path: "/resolve", ServerName: "dns.example.net"}},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := ParseAddress(tc.in)
@@ -88,6 +93,8 @@ func TestParseAddressErrors(t *testing.T) {
 		{"tls://9.9.9.9:853#-bad.example", "is not a host name"},
 		{"tls://9.9.9.9:853/path#dns.quad9.net", "tls upstreams have no path"},
 		{"https://dns.quad9.net/dns-query?dns=AAAB", "a query string"},
+		{"https://dns.quad9.net/dns-query{?dns", "a URI template expression other than {?dns}"},
+		{"https://dns.example.net/{tenant}/dns-query{?dns}", "a URI template expression other than {?dns}"},
 		{"https:///dns-query#dns.quad9.net", "has no host"},
 		{"https://dns..quad9.net/dns-query", "is not a host name"},
 		{"", "is not IP:port"},

@@ -60,6 +60,31 @@ func TestDoHHTTP2(t *testing.T) {
 	}
 }
 
+// TestDoHURITemplate: an upstream written as a DoH URI template
+// (https://HOST/dns-query{?dns}, RFC 8484 §3, as browsers' settings give
+// it) is asked by POST at the template's path, with no query string: the
+// template processed without variables (§4.1).
+func TestDoHURITemplate(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoH(t, pki.good, answerWithA)
+	var mu sync.Mutex
+	var reqs []*http.Request
+	srv.setBefore(func(_ http.ResponseWriter, r *http.Request) bool {
+		mu.Lock()
+		reqs = append(reqs, r.Clone(context.Background()))
+		mu.Unlock()
+		return false
+	})
+	tr := newEncryptedTransport(t, "https://"+srv.srv.Listener.Addr().String()+"/dns-query{?dns}#"+testServerName, pki.testOptions(t))
+	exchangeConcurrently(t, tr, 1)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, reqs, 1)
+	assert.Equal(t, http.MethodPost, reqs[0].Method)
+	assert.Equal(t, "/dns-query", reqs[0].URL.Path)
+	assert.Empty(t, reqs[0].URL.RawQuery)
+}
+
 // TestDoHBadAnswers: an answer that is not status 200 with an
 // application/dns-message body of at most 65,535 octets is an ErrProtocol
 // naming what was wrong, sent once (the upstream answered: no retry), and
