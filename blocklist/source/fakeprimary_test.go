@@ -78,8 +78,9 @@ type fakePrimary struct {
 	// datagram with another ID that ends before the SOA its header counts:
 	// a late or stray answer to another query, cut short.
 	strayUDP bool
-	// queries are the QTYPEs asked, in order.
-	queries []uint16
+	// queries are the QTYPEs asked, in order; recursion their RD bits.
+	queries   []uint16
+	recursion []bool
 }
 
 // headerOnly is the RCODE and TC bit of an answer that is a header alone.
@@ -193,6 +194,7 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	}
 	qt := q.Question[0].Qtype
 	p.queries = append(p.queries, qt)
+	p.recursion = append(p.recursion, q.RecursionDesired)
 	_, udp := w.RemoteAddr().(*net.UDPAddr)
 	if udp && p.dropUDP {
 		return

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -29,4 +30,27 @@ func TestZoneTransferMaxBytesBoundary(t *testing.T) {
 	c.maxBytes = res.bytes - 1
 	_, err = c.transfer(context.Background(), p.addr, nil, nil)
 	assert.ErrorContains(t, err, "AXFR: more than sources.max_bytes")
+}
+
+// TestZoneQueriesAskNoRecursion: the SOA query, the IXFR and the AXFR go
+// to the primary with RD clear, as a secondary's do (BIND's and NSD's):
+// the primary answers from its own zone, and one that also recurses
+// must not answer an SOA query for the zone from elsewhere.
+func TestZoneQueriesAskNoRecursion(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a"), nil)
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	rec.waitCount(t, 1)
+	p.update(func(p *fakePrimary) {
+		p.soa = testSOA(testZone, 2)
+		p.records = cnames(testZone, "a", "b")
+		p.ixfrRcode = dns.RcodeRefused // IXFR, then AXFR
+	})
+	poke(t, z)
+	rec.waitCount(t, 2)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	require.Equal(t, qtypes(dns.TypeSOA, dns.TypeAXFR, dns.TypeSOA, dns.TypeIXFR, dns.TypeAXFR), qtypes(p.queries...))
+	for i, rd := range p.recursion {
+		assert.False(t, rd, "query %d (%s) has RD set", i+1, dns.TypeToString[p.queries[i]])
+	}
 }
