@@ -54,3 +54,18 @@ func TestZoneQueriesAskNoRecursion(t *testing.T) {
 		assert.False(t, rd, "query %d (%s) has RD set", i+1, dns.TypeToString[p.queries[i]])
 	}
 }
+
+// TestZoneIXFRErrorsSayIXFR: an IXFR's failure is named an IXFR's, not an
+// AXFR's, so that the operator can tell which of the two the primary
+// fails (the last error of a look whose IXFR no AXFR follows, as one
+// with a TSIG error, is the IXFR's).
+func TestZoneIXFRErrorsSayIXFR(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a"), nil)
+	p.ixfrRcode = dns.RcodeRefused
+	c := xfrClient{zone: testZone, timeout: 2 * time.Second, maxBytes: 1 << 20}
+	_, err := c.transfer(context.Background(), p.addr, testSOA(testZone, 1), nil)
+	assert.EqualError(t, err, "IXFR: primary answered REFUSED")
+	p.update(func(p *fakePrimary) { p.ixfrRcode, p.axfrRcode = 0, dns.RcodeRefused })
+	_, err = c.transfer(context.Background(), p.addr, nil, nil)
+	assert.EqualError(t, err, "AXFR: primary answered REFUSED")
+}
