@@ -2,9 +2,11 @@ package source
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -68,4 +70,26 @@ func TestZoneIXFRErrorsSayIXFR(t *testing.T) {
 	p.update(func(p *fakePrimary) { p.ixfrRcode, p.axfrRcode = 0, dns.RcodeRefused })
 	_, err = c.transfer(context.Background(), p.addr, nil, nil)
 	assert.EqualError(t, err, "AXFR: primary answered REFUSED")
+}
+
+// TestZoneEmptyTransferAnswerNamed: a transfer answered NOERROR with no
+// record at all is errNoIXFR for an IXFR (a primary that takes IXFR for a
+// query of an unknown type), and for an AXFR a message without records,
+// not a primary without IXFR.
+func TestZoneEmptyTransferAnswerNamed(t *testing.T) {
+	pc, l := listenBoth(t)
+	empty := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Authoritative = true
+		_ = w.WriteMsg(m)
+	})
+	testnet.Serve(t, &dns.Server{PacketConn: pc, Handler: empty}, &dns.Server{Listener: l, Handler: empty})
+	c := xfrClient{zone: testZone, timeout: 2 * time.Second, maxBytes: 1 << 20}
+	_, err := c.transfer(context.Background(), l.Addr().String(), testSOA(testZone, 1), nil)
+	assert.ErrorIs(t, err, errNoIXFR)
+	assert.ErrorContains(t, err, "IXFR: ")
+	_, err = c.transfer(context.Background(), l.Addr().String(), nil, nil)
+	assert.EqualError(t, err, "AXFR: message 1 has no records")
+	assert.False(t, errors.Is(err, errNoIXFR))
 }
