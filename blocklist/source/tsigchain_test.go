@@ -133,6 +133,8 @@ func TestZoneTSIGUnsignedMessages(t *testing.T) {
 			want: "more than 100 messages in a row not signed"},
 		{name: "the last unsigned", signed: func(i, n int) bool { return i%50 == 0 && i != n-1 },
 			want: "the last message is not signed"},
+		{name: "the last alone unsigned", signed: func(i, n int) bool { return i != n-1 },
+			want: "the last message is not signed"},
 		{name: "an unsigned message changed on the way", signed: func(i, n int) bool { return i%100 == 0 || i == n-1 },
 			tamper: 42, want: "answer does not verify"},
 	} {
