@@ -15,16 +15,20 @@ import (
 // the receiver; the primary goes back to serial 1, the zone held: it is
 // offered again once, with the records of serial 1, and later checks
 // deliver nothing. Refused as an IXFR, the zone held kept its records and
-// they are offered, with no transfer; refused as a whole transfer, the
+// they are offered, with no transfer; refused as a whole transfer (the
+// IXFR answered AXFR-style, or the AXFR that follows an IXFR refused), the
 // records were let go first, and serial 1 is transferred whole again.
 func TestZoneRefusedCopyOfferedAgain(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		ixfr      bool
+		ixfrRcode int // of the IXFR for serial 2; an AXFR follows
 		transfer  string
 		transfers map[string]uint64
 	}{
 		{name: "whole transfer refused", transfer: TransferAXFR, transfers: map[string]uint64{TransferAXFR: 2}},
+		{name: "AXFR after an IXFR refused, refused", ixfrRcode: dns.RcodeRefused, transfer: TransferAXFR,
+			transfers: map[string]uint64{TransferAXFR: 2}},
 		{name: "IXFR refused", ixfr: true, transfer: TransferHeld, transfers: map[string]uint64{TransferAXFR: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -35,7 +39,7 @@ func TestZoneRefusedCopyOfferedAgain(t *testing.T) {
 
 			rec.setRefuse(errors.New("held: the zone shrank"))
 			p.update(func(p *fakePrimary) {
-				p.soa, p.records = testSOA(testZone, 2), cnames(testZone, "a")
+				p.soa, p.records, p.ixfrRcode = testSOA(testZone, 2), cnames(testZone, "a"), tc.ixfrRcode
 				if tc.ixfr {
 					p.ixfr = func(uint32) []dns.RR {
 						return ixfrAnswer(testZone, ixfrStep{from: 1, to: 2, del: cnames(testZone, "b")})
@@ -47,7 +51,9 @@ func TestZoneRefusedCopyOfferedAgain(t *testing.T) {
 			assert.Equal(t, 1, rec.count())
 
 			rec.setRefuse(nil)
-			p.update(func(p *fakePrimary) { p.soa, p.records, p.ixfr = testSOA(testZone, 1), cnames(testZone, "a", "b"), nil })
+			p.update(func(p *fakePrimary) {
+				p.soa, p.records, p.ixfr, p.ixfrRcode = testSOA(testZone, 1), cnames(testZone, "a", "b"), nil, 0
+			})
 			poke(t, z)
 			c := rec.waitCount(t, 2)
 			assert.Equal(t, uint32(1), c.Serial)
