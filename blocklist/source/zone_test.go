@@ -908,3 +908,24 @@ func TestZoneSOATruncatedAndCutShort(t *testing.T) {
 	assert.NoError(t, z.Status().LastError)
 	assert.Equal(t, qtypes(dns.TypeSOA, dns.TypeSOA, dns.TypeAXFR), qtypes(p.asked()...), "asked again over TCP")
 }
+
+// TestZoneIXFRAnsweredWithAnEmptyZone: an IXFR answered AXFR-style with a
+// zone of its SOA alone (the new SOA twice: every record removed) is that
+// zone, whole, read at its closing SOA (RFC 1995 §4: the answer is an
+// AXFR's), not a condensed answer waited on until the read times out and
+// followed by an AXFR.
+func TestZoneIXFRAnsweredWithAnEmptyZone(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a", "b"), nil)
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	rec.waitCount(t, 1)
+	p.update(func(p *fakePrimary) {
+		p.soa, p.records, p.queries = testSOA(testZone, 2), nil, nil
+	})
+	poke(t, z)
+	c := rec.waitCount(t, 2)
+	assert.Equal(t, TransferAXFR, c.Transfer)
+	assert.Equal(t, uint32(2), c.Serial)
+	assert.Empty(t, owners(c))
+	assert.Equal(t, 2, c.Removed)
+	assert.Equal(t, qtypes(dns.TypeSOA, dns.TypeIXFR), qtypes(p.asked()...))
+}
