@@ -161,3 +161,30 @@ func TestZoneNewSerialNeverBesideTheErrorItEnded(t *testing.T) {
 	}
 	assert.NoError(t, st.LastError, "serial 6 recorded beside the error of the look before")
 }
+
+// TestZoneDeliveredAfterARefusalNotOfferedAgain: a copy refused by the
+// receiver (serial 2), then a newer one taken (serial 3): the refusal is
+// over, and a later look that finds serial 3 still delivers nothing (the
+// zone held is offered again only while the copy delivered last is a
+// refused one).
+func TestZoneDeliveredAfterARefusalNotOfferedAgain(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a", "b"), nil)
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	rec.waitCount(t, 1)
+
+	rec.setRefuse(errors.New("held: the zone shrank"))
+	p.update(func(p *fakePrimary) { p.soa, p.records = testSOA(testZone, 2), cnames(testZone, "a") })
+	poke(t, z)
+	require.Eventually(t, func() bool { return z.Status().Failures >= 1 }, waitFor, tick)
+
+	rec.setRefuse(nil)
+	p.update(func(p *fakePrimary) { p.soa, p.records = testSOA(testZone, 3), cnames(testZone, "a", "c") })
+	poke(t, z)
+	c := rec.waitCount(t, 2)
+	assert.Equal(t, uint32(3), c.Serial)
+	last := waitStatus(t, z, func(st Status) bool { return st.LastError == nil && st.Serial == 3 }).LastSuccess
+
+	poke(t, z)
+	waitStatus(t, z, func(st Status) bool { return st.LastSuccess.After(last) })
+	assert.Equal(t, 2, rec.count(), "serial 3, held and unchanged, delivered again")
+}
