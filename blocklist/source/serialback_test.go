@@ -2,6 +2,7 @@ package source
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,4 +180,36 @@ func TestZoneSerialBackWaitClamped(t *testing.T) {
 func TestZoneSerialBackZeroTimersStillWait(t *testing.T) {
 	z := serialBack(t, 0, 0, 0)
 	assert.ErrorContains(t, z.Status().LastError, "(the held SOA's expire, 2h0m0s)")
+}
+
+// TestZoneSerialBackWaitEndsAtANewerSerial: a look that finds the
+// primary's serial newer than the zone held ends the wait for one whose
+// serial went back, even when that newer zone is not taken (its transfers
+// fail): a later look that finds the serial gone back again waits the
+// held SOA's expire afresh, not from the first look that found it older.
+func TestZoneSerialBackWaitEndsAtANewerSerial(t *testing.T) {
+	p, z, rec := takenAt100(t, shortSOA, zoneTestOptions(t, nil))
+	p.update(func(p *fakePrimary) { p.soa, p.records = shortSOA(5), cnames(testZone, "a", "d") })
+	began := time.Now()
+	poke(t, z)
+	waitStatus(t, z, func(st Status) bool {
+		return st.LastError != nil && strings.Contains(st.LastError.Error(), "primary has serial 5, older than the 100 held")
+	})
+
+	// Newer than the zone held, but its transfers fail.
+	p.update(func(p *fakePrimary) {
+		p.soa, p.ixfrRcode, p.axfrRcode = shortSOA(101), dns.RcodeRefused, dns.RcodeRefused
+	})
+	waitStatus(t, z, func(st Status) bool {
+		return st.LastError != nil && strings.Contains(st.LastError.Error(), "AXFR: primary answered REFUSED")
+	})
+	time.Sleep(time.Until(began.Add(2*time.Second + 100*time.Millisecond))) // the expire since 5 was first seen
+
+	p.update(func(p *fakePrimary) { p.soa, p.ixfrRcode, p.axfrRcode = shortSOA(5), 0, 0 })
+	require.Eventually(t, func() bool {
+		err := z.Status().LastError
+		return rec.count() > 1 || err != nil && strings.Contains(err.Error(), "primary has serial 5, older than the 100 held")
+	}, waitFor, tick)
+	assert.Equal(t, 1, rec.count(), "serial 5 taken at once, on the wait begun before serial 101")
+	assert.Equal(t, uint32(100), z.Status().Serial)
 }
