@@ -31,6 +31,38 @@ func TestZoneIXFRAddsRecordsOfOneOwner(t *testing.T) {
 	assert.Equal(t, []string{"A", "AAAA"}, rrtypesOf(c, "x."+testZone))
 }
 
+// TestZoneIXFRAddOfTheFirstRecordHeld: an IXFR that adds a record the zone
+// holds already adds nothing (a record is in a zone once), whatever its
+// place in the zone held, the first included; a later IXFR that removes
+// it then removes it from the zone, not one of two copies.
+func TestZoneIXFRAddOfTheFirstRecordHeld(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a", "b"), nil)
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	rec.waitCount(t, 1)
+	p.update(func(p *fakePrimary) {
+		p.soa = testSOA(testZone, 2)
+		p.ixfr = func(uint32) []dns.RR {
+			return ixfrAnswer(testZone, ixfrStep{from: 1, to: 2, add: cnames(testZone, "a", "c")})
+		}
+	})
+	poke(t, z)
+	c := rec.waitCount(t, 2)
+	assert.Equal(t, TransferIXFR, c.Transfer)
+	assert.Equal(t, 1, c.Added)
+	assert.Equal(t, []string{"a", "b", "c"}, owners(c))
+
+	p.update(func(p *fakePrimary) {
+		p.soa = testSOA(testZone, 3)
+		p.ixfr = func(uint32) []dns.RR {
+			return ixfrAnswer(testZone, ixfrStep{from: 2, to: 3, del: cnames(testZone, "a")})
+		}
+	})
+	poke(t, z)
+	c = rec.waitCount(t, 3)
+	assert.Equal(t, TransferIXFR, c.Transfer)
+	assert.Equal(t, []string{"b", "c"}, owners(c), "a, removed by the IXFR, is still in the zone")
+}
+
 // rrtypesOf returns the types of the records of c at owner, in order.
 func rrtypesOf(c Content, owner string) []string {
 	var out []string
