@@ -70,3 +70,25 @@ func TestZoneSourceGoesOnAfterALargeIXFR(t *testing.T) {
 }
 
 func netipLoopback() netip.Addr { return netip.MustParseAddr("127.0.0.1") }
+
+// TestZoneCopyIndexesEveryRecordOfALargeIXFR: the records an IXFR adds
+// past the point where the table grows are indexed too, each of them: an
+// IXFR that later removes one finds it (not errNotExact, and an AXFR for
+// nothing), and one that adds it again adds nothing (a record held twice
+// would outlive its removal).
+func TestZoneCopyIndexesEveryRecordOfALargeIXFR(t *testing.T) {
+	z := newZoneCopy(testSOA(testZone, 1), cnames(testZone, "a"))
+	added := manyNames(testZone, "n", 3000)
+	ch, err := z.plan([]ixfrDiff{{from: testSOA(testZone, 1), to: testSOA(testZone, 2), add: added}})
+	require.NoError(t, err)
+	z.commit(ch)
+	for _, rr := range added {
+		require.GreaterOrEqual(t, z.find(rr, nil), int32(0), "%s not found in the zone held", rr.Header().Name)
+	}
+	ch, err = z.plan([]ixfrDiff{{from: testSOA(testZone, 2), to: testSOA(testZone, 3),
+		del: added[2999:], add: added[2998:2999]}})
+	require.NoError(t, err, "the last record added is removed by IXFR")
+	require.Empty(t, ch.added, "a record held, added again")
+	z.commit(ch)
+	require.Equal(t, 3000, z.live)
+}
