@@ -85,6 +85,27 @@ func TestZoneCopyIndexesEveryRecordOfALargeIXFR(t *testing.T) {
 	for _, rr := range added {
 		require.GreaterOrEqual(t, z.find(rr, nil), int32(0), "%s not found in the zone held", rr.Header().Name)
 	}
+	// Another record at each owner: each owner's chain ends (one linked
+	// twice, by the reindex and again, pointed to itself, and find spun).
+	txts := make([]dns.RR, len(added))
+	for i, rr := range added {
+		txts[i] = &dns.TXT{Hdr: dns.RR_Header{Name: rr.Header().Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: []string{"x"}}
+	}
+	done := make(chan int)
+	go func() {
+		ch, err := z.plan([]ixfrDiff{{from: testSOA(testZone, 2), to: testSOA(testZone, 3), add: txts}})
+		if err != nil {
+			close(done)
+			return
+		}
+		done <- len(ch.added)
+	}()
+	select {
+	case n := <-done:
+		require.Equal(t, len(txts), n)
+	case <-time.After(10 * time.Second):
+		t.Fatal("zoneCopy.plan did not return: an owner's chain does not end")
+	}
 	ch, err = z.plan([]ixfrDiff{{from: testSOA(testZone, 2), to: testSOA(testZone, 3),
 		del: added[2999:], add: added[2998:2999]}})
 	require.NoError(t, err, "the last record added is removed by IXFR")
