@@ -1,0 +1,87 @@
+package resolver
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The cache decisions' tests pin what the answer cache decides as a
+// client sees it: which answers are cached, for how long, with which
+// TTLs. They run dnsfence and its upstream on addresses of
+// 127.0.145.0/24 of their own: dnsfence on decideListen, the upstream on
+// decideUp, the client asking from decideClient.
+const (
+	decideListen = "127.0.145.2"
+	decideUp     = "127.0.145.1"
+	decideClient = "127.0.145.10"
+)
+
+// decideConfig is dnsfence's configuration for the cache decisions'
+// tests (startFenceAt puts it on decideListen); %s is a cache block.
+const decideConfig = `listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+upstream_timeout: 2s
+allowed_clients: ["127.0.145.0/24"]
+log: {queries: none}
+%s
+`
+
+// startDecideFence runs an upstream answering with answer on decideUp,
+// and dnsfence forwarding to it with the cache block cache ("" for the
+// defaults) on decideListen.
+func startDecideFence(t *testing.T, cache string, answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg) (*fence, *testUpstream) {
+	t.Helper()
+	needLoopback(t, decideListen, decideUp, decideClient)
+	up := startUpstreamAt(t, decideUp, answer)
+	return startFenceAt(t, decideListen, sprintf(decideConfig, cache), nil, up.addr), up
+}
+
+// decideNetworks are the client transports whose answers take the two
+// cache paths: UDP the wire path, TCP the message path.
+var decideNetworks = []string{"udp", "tcp"}
+
+// TestLargestTTLIsCachedForMaxTTL: a TTL of 2^31 - 1, the largest RFC 2181
+// §8 allows, is a TTL, not one with its most significant bit set (read as
+// 0, TestTTLWithHighBitIsZero): the answer is cached, its records and a
+// negative answer's SOA cut to max_ttl, and the upstream asked once.
+func TestLargestTTLIsCachedForMaxTTL(t *testing.T) {
+	f, up := startDecideFence(t, "", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		if strings.HasPrefix(q.Name, "nx") {
+			m.Rcode = dns.RcodeNameError
+			m.Ns = []dns.RR{mustRR("example.org. %d IN SOA ns.example.org. host.example.org. 1 3600 600 86400 %d",
+				config.MaxTTL, config.MaxTTL)}
+		} else {
+			m.Answer = []dns.RR{mustRR("%s %d IN A 192.0.2.1", q.Name, config.MaxTTL)}
+		}
+		return m
+	})
+	for _, qname := range []string{"a.example.org.", "nx.example.org."} {
+		for _, network := range decideNetworks {
+			name := network + "." + qname
+			before := up.count.Load()
+			for pass := range 2 {
+				r := ask(t, f.addr, decideClient, network, question(name, dns.TypeA, false))
+				rrs := append(append([]dns.RR{}, r.Answer...), r.Ns...)
+				require.Len(t, rrs, 1, "%s pass %d", name, pass)
+				assertTTL(t, config.DefaultCacheMaxTTL, rrs[0], "%s pass %d", name, pass)
+			}
+			assert.Equal(t, before+1, up.count.Load(), "%s: cached", name)
+		}
+	}
+}
+
+// assertTTL asserts that rr carries ttl, or ttl aged by the few seconds
+// a cache hit may have waited (a cached TTL counts down by the second).
+func assertTTL(t *testing.T, ttl uint32, rr dns.RR, format string, args ...any) {
+	t.Helper()
+	got := rr.Header().Ttl
+	assert.True(t, got <= ttl && got+5 >= ttl, "%s: TTL %d, want %d: %s", sprintf(format, args...), got, ttl, rr)
+}
