@@ -78,6 +78,55 @@ func TestLargestTTLIsCachedForMaxTTL(t *testing.T) {
 	}
 }
 
+// TestUncachedNegativeAnswerKeepsItsTTLs: a negative answer without an
+// SOA is not cached (RFC 2308 §5), and has no cache lifetime to cut its
+// records' TTLs to: the CNAME before the NXDOMAIN or NODATA reaches the
+// client with the TTL its upstream gave it, every time, as an answer
+// with a lifetime is cut to it (the SOA's MINIMUM, RFC 2308 §5).
+func TestUncachedNegativeAnswerKeepsItsTTLs(t *testing.T) {
+	f, up := startDecideFence(t, "", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		m.Answer = []dns.RR{mustRR("%s 3600 IN CNAME gone.example.org.", q.Name)}
+		if strings.Contains(q.Name, "nx.") {
+			m.Rcode = dns.RcodeNameError
+		}
+		if strings.Contains(q.Name, ".soa.") {
+			m.Ns = []dns.RR{mustRR("example.org. 3600 IN SOA ns.example.org. h.example.org. 1 3600 600 86400 60")}
+		}
+		return m
+	})
+	tests := []struct {
+		name   string
+		rcode  int
+		ttl    uint32 // the CNAME's, as the client gets it
+		cached bool
+	}{
+		{name: "nodata.example.org.", rcode: dns.RcodeSuccess, ttl: 3600},
+		{name: "nx.example.org.", rcode: dns.RcodeNameError, ttl: 3600},
+		{name: "nodata.soa.example.org.", rcode: dns.RcodeSuccess, ttl: 60, cached: true},
+		{name: "nx.soa.example.org.", rcode: dns.RcodeNameError, ttl: 60, cached: true},
+	}
+	for _, tc := range tests {
+		for _, network := range decideNetworks {
+			name := network + "." + tc.name
+			before := up.count.Load()
+			for pass := range 2 {
+				r := ask(t, f.addr, decideClient, network, question(name, dns.TypeAAAA, false))
+				assert.Equal(t, tc.rcode, r.Rcode, name)
+				require.NotEmpty(t, r.Answer, name)
+				assertTTL(t, tc.ttl, r.Answer[0], "%s pass %d", name, pass)
+			}
+			want := int64(2)
+			if tc.cached {
+				want = 1
+			}
+			assert.Equal(t, before+want, up.count.Load(), "%s: upstream queries for two askings", name)
+		}
+	}
+}
+
 // assertTTL asserts that rr carries ttl, or ttl aged by the few seconds
 // a cache hit may have waited (a cached TTL counts down by the second).
 func assertTTL(t *testing.T, ttl uint32, rr dns.RR, format string, args ...any) {
