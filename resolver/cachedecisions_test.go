@@ -134,3 +134,29 @@ func assertTTL(t *testing.T, ttl uint32, rr dns.RR, format string, args ...any) 
 	got := rr.Header().Ttl
 	assert.True(t, got <= ttl && got+5 >= ttl, "%s: TTL %d, want %d: %s", sprintf(format, args...), got, ttl, rr)
 }
+
+// TestUncachedYXDOMAINKeepsItsTTLs: an upstream's YXDOMAIN (RFC 6672 §2.2:
+// the name a DNAME makes of the query's is too long) is passed on, not
+// cached (RFC 2308 caches NXDOMAIN and NODATA only), and has no cache
+// lifetime to cut its TTLs to: the DNAME reaches the client with its own
+// TTL, every time.
+func TestUncachedYXDOMAINKeepsItsTTLs(t *testing.T) {
+	f, up := startDecideFence(t, "", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Rcode = dns.RcodeYXDomain
+		m.Answer = []dns.RR{mustRR("example.org. 3600 IN DNAME a-long-target-name.example.net.")}
+		return m
+	})
+	for _, network := range decideNetworks {
+		name := network + ".too-long.example.org."
+		before := up.count.Load()
+		for pass := range 2 {
+			r := ask(t, f.addr, decideClient, network, question(name, dns.TypeA, false))
+			assert.Equal(t, dns.RcodeYXDomain, r.Rcode, name)
+			require.Len(t, r.Answer, 1, name)
+			assert.Equal(t, uint32(3600), r.Answer[0].Header().Ttl, "%s pass %d: %s", name, pass, r.Answer[0])
+		}
+		assert.Equal(t, before+2, up.count.Load(), "%s: not cached", name)
+	}
+}
