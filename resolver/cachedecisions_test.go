@@ -41,9 +41,27 @@ func startDecideFence(t *testing.T, cache string, answer func(w dns.ResponseWrit
 	return startFenceAt(t, decideListen, sprintf(decideConfig, cache), nil, up.addr), up
 }
 
-// decideNetworks are the client transports whose answers take the two
-// cache paths: UDP the wire path, TCP the message path.
-var decideNetworks = []string{"udp", "tcp"}
+// decideNetworks are the client transports of the cache decisions' tests:
+// UDP and TCP, on the wire path, and "udp-msg", UDP on the message path
+// (askDecide).
+var decideNetworks = []string{"udp", "tcp", "udp-msg"}
+
+// askDecide asks m of f from decideClient over network, a decideNetworks
+// one: "udp-msg" is UDP with an EDNS option of local use, which the wire
+// path does not take, so that the answer is forwarded and cached as a
+// message (Cache.put), as rulesTransports' "udp-msg" is.
+func askDecide(t *testing.T, f *fence, network string, m *dns.Msg) *dns.Msg {
+	t.Helper()
+	if network == "udp-msg" {
+		m = m.Copy()
+		if m.IsEdns0() == nil {
+			m.SetEdns0(1232, false)
+		}
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_LOCAL{Code: 65001, Data: []byte{1}})
+		network = "udp"
+	}
+	return ask(t, f.addr, decideClient, network, m)
+}
 
 // TestLargestTTLIsCachedForMaxTTL: a TTL of 2^31 - 1, the largest RFC 2181
 // §8 allows, is a TTL, not one with its most significant bit set (read as
@@ -68,7 +86,7 @@ func TestLargestTTLIsCachedForMaxTTL(t *testing.T) {
 			name := network + "." + qname
 			before := up.count.Load()
 			for pass := range 2 {
-				r := ask(t, f.addr, decideClient, network, question(name, dns.TypeA, false))
+				r := askDecide(t, f, network, question(name, dns.TypeA, false))
 				rrs := append(append([]dns.RR{}, r.Answer...), r.Ns...)
 				require.Len(t, rrs, 1, "%s pass %d", name, pass)
 				assertTTL(t, config.DefaultCacheMaxTTL, rrs[0], "%s pass %d", name, pass)
@@ -113,7 +131,7 @@ func TestUncachedNegativeAnswerKeepsItsTTLs(t *testing.T) {
 			name := network + "." + tc.name
 			before := up.count.Load()
 			for pass := range 2 {
-				r := ask(t, f.addr, decideClient, network, question(name, dns.TypeAAAA, false))
+				r := askDecide(t, f, network, question(name, dns.TypeAAAA, false))
 				assert.Equal(t, tc.rcode, r.Rcode, name)
 				require.NotEmpty(t, r.Answer, name)
 				assertTTL(t, tc.ttl, r.Answer[0], "%s pass %d", name, pass)
@@ -152,11 +170,43 @@ func TestUncachedYXDOMAINKeepsItsTTLs(t *testing.T) {
 		name := network + ".too-long.example.org."
 		before := up.count.Load()
 		for pass := range 2 {
-			r := ask(t, f.addr, decideClient, network, question(name, dns.TypeA, false))
+			r := askDecide(t, f, network, question(name, dns.TypeA, false))
 			assert.Equal(t, dns.RcodeYXDomain, r.Rcode, name)
 			require.Len(t, r.Answer, 1, name)
 			assert.Equal(t, uint32(3600), r.Answer[0].Header().Ttl, "%s pass %d: %s", name, pass, r.Answer[0])
 		}
 		assert.Equal(t, before+2, up.count.Load(), "%s: not cached", name)
+	}
+}
+
+// TestNegativeTTLIsTheFirstSOAs: the negative TTL of an answer whose
+// authority section holds more than one SOA is bounded by the first's
+// MINIMUM (RFC 2308 §5 speaks of one SOA), on both cache paths alike: a
+// message path reading the last one, or the smallest of all, would cache
+// the NXDOMAIN for less, and serve its SOAs with other TTLs, than the wire
+// path does the same answer.
+func TestNegativeTTLIsTheFirstSOAs(t *testing.T) {
+	f, up := startDecideFence(t, "", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Rcode = dns.RcodeNameError
+		m.Ns = []dns.RR{
+			mustRR("example.org. 3600 IN SOA ns.example.org. host.example.org. 1 3600 600 86400 300"),
+			mustRR("example.org. 3600 IN SOA ns.example.org. host.example.org. 2 3600 600 86400 60"),
+		}
+		return m
+	})
+	for _, network := range decideNetworks {
+		name := network + ".nx.example.org."
+		before := up.count.Load()
+		for pass := range 2 {
+			r := askDecide(t, f, network, question(name, dns.TypeA, false))
+			assert.Equal(t, dns.RcodeNameError, r.Rcode, name)
+			require.Len(t, r.Ns, 2, name)
+			for _, rr := range r.Ns {
+				assertTTL(t, 300, rr, "%s pass %d", name, pass)
+			}
+		}
+		assert.Equal(t, before+1, up.count.Load(), "%s: cached", name)
 	}
 }
