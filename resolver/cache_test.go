@@ -922,3 +922,27 @@ func TestUncacheableAnswerSupersedesStale(t *testing.T) {
 		}
 	}
 }
+
+// TestTruncatedAnswerNotCached: an answer with TC set is never cached, as
+// a message (put) or in wire form (putWire): it may lack records, and
+// its client is to ask again over TCP (RFC 2181 §9). The forwarder asks
+// again over TCP itself before an answer reaches the cache; the cache
+// refuses one that would come anyway.
+func TestTruncatedAnswerNotCached(t *testing.T) {
+	c := NewCache(config.Cache{Size: 100, MaxTTL: 86400})
+	now := time.Now()
+	msg := answerWith("msg.tc.example.org.", dns.TypeA, dns.RcodeSuccess, "msg.tc.example.org. 300 IN A 192.0.2.1")
+	msg.Truncated = true
+	c.put(keyOf(msg), msg, now)
+	e, _ := c.get(keyOf(msg), now)
+	assert.Nil(t, e, "message")
+
+	wire := answerWith("wire.tc.example.org.", dns.TypeA, dns.RcodeSuccess, "wire.tc.example.org. 300 IN A 192.0.2.1")
+	wire.Truncated = true
+	b, err := wire.Pack()
+	require.NoError(t, err)
+	_, ok := c.putWire(keyOf(wire), b, now)
+	require.True(t, ok)
+	e, _ = c.get(keyOf(wire), now)
+	assert.Nil(t, e, "wire form")
+}
