@@ -416,23 +416,36 @@ func TestCacheStaleWithinItsKeep(t *testing.T) {
 
 // TestCachedServfailLeavesAtItsTTL: a SERVFAIL cached (briefly, RFC 9520
 // §3.2) is never served stale, so it is kept no longer than its TTL
-// whatever the serve-stale window: once expired, the next store reclaims
-// it, and a full cache evicts it rather than an answer that may still be
-// served.
+// whatever the serve-stale window, as a message (put) or in wire form
+// (putWire): once expired, the next store reclaims it, and a full cache
+// evicts it rather than an answer that may still be served.
 func TestCachedServfailLeavesAtItsTTL(t *testing.T) {
-	c := NewCache(config.Cache{Size: 2, MaxTTL: 86400, ServeStale: time.Hour})
-	now := time.Now()
-	live := answerWith("live.example.org.", dns.TypeA, dns.RcodeSuccess, "live.example.org. 3600 IN A 192.0.2.1")
-	failed := answerWith("failed.example.org.", dns.TypeA, dns.RcodeServerFailure)
-	next := answerWith("next.example.org.", dns.TypeA, dns.RcodeSuccess, "next.example.org. 3600 IN A 192.0.2.2")
-	c.put(keyOf(live), live, now)
-	c.put(keyOf(failed), failed, now)
-	expired := now.Add(servfailTTL)
-	c.put(keyOf(next), next, expired)
-	assert.Equal(t, 2, c.Len())
-	for _, m := range []*dns.Msg{live, next} {
-		e, _ := c.get(keyOf(m), expired)
-		assert.NotNil(t, e, "%s: still cached", m.Question[0].Name)
+	for _, form := range []string{"message", "wire"} {
+		t.Run(form, func(t *testing.T) {
+			c := NewCache(config.Cache{Size: 2, MaxTTL: 86400, ServeStale: time.Hour})
+			now := time.Now()
+			live := answerWith("live.example.org.", dns.TypeA, dns.RcodeSuccess, "live.example.org. 3600 IN A 192.0.2.1")
+			failed := answerWith("failed.example.org.", dns.TypeA, dns.RcodeServerFailure)
+			next := answerWith("next.example.org.", dns.TypeA, dns.RcodeSuccess, "next.example.org. 3600 IN A 192.0.2.2")
+			c.put(keyOf(live), live, now)
+			if form == "wire" {
+				b, err := failed.Pack()
+				require.NoError(t, err)
+				_, ok := c.putWire(keyOf(failed), b, now)
+				require.True(t, ok)
+			} else {
+				c.put(keyOf(failed), failed, now)
+			}
+			e, _ := c.get(keyOf(failed), now)
+			require.NotNil(t, e, "the SERVFAIL is cached")
+			expired := now.Add(servfailTTL)
+			c.put(keyOf(next), next, expired)
+			assert.Equal(t, 2, c.Len())
+			for _, m := range []*dns.Msg{live, next} {
+				e, _ := c.get(keyOf(m), expired)
+				assert.NotNil(t, e, "%s: still cached", m.Question[0].Name)
+			}
+			assert.Nil(t, c.stale(keyOf(failed), expired, expired, true), "a SERVFAIL is never served stale")
+		})
 	}
-	assert.Nil(t, c.stale(keyOf(failed), expired, expired, true), "a SERVFAIL is never served stale")
 }
