@@ -946,3 +946,22 @@ func TestTruncatedAnswerNotCached(t *testing.T) {
 	e, _ = c.get(keyOf(wire), now)
 	assert.Nil(t, e, "wire form")
 }
+
+// TestCacheExpiredExactlyAtItsTTL: an answer is fresh until its TTL has
+// passed and expired from then on, with no instant between: at its TTL
+// a hit misses, and the answer may be served stale (RFC 8767 §4), so a
+// failing refresh at that instant still gets the stale answer.
+func TestCacheExpiredExactlyAtItsTTL(t *testing.T) {
+	c := NewCache(config.Cache{Size: 100, MaxTTL: 86400, ServeStale: time.Hour})
+	msg := answerWith("edge.example.org.", dns.TypeA, dns.RcodeSuccess, "edge.example.org. 60 IN A 192.0.2.9")
+	key := keyOf(msg)
+	now := time.Now()
+	c.put(key, msg, now)
+	before, at := now.Add(60*time.Second-time.Nanosecond), now.Add(60*time.Second)
+	e, _ := c.get(key, before)
+	assert.NotNil(t, e, "fresh just before its TTL")
+	assert.Nil(t, c.stale(key, before, before, true), "not stale while fresh")
+	e, _ = c.get(key, at)
+	assert.Nil(t, e, "not fresh at its TTL")
+	assert.NotNil(t, c.stale(key, at, at, true), "stale at its TTL")
+}
