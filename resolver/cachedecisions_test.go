@@ -210,3 +210,80 @@ func TestNegativeTTLIsTheFirstSOAs(t *testing.T) {
 		assert.Equal(t, before+1, up.count.Load(), "%s: cached", name)
 	}
 }
+
+// footprintAnswer is an answer to r of TXT records, the last one's string
+// padded so that the answer's footprint (wireShape.footprint, as the wire
+// path counts it: a string's octets count one each) is exactly want.
+func footprintAnswer(t *testing.T, r *dns.Msg, want int) *dns.Msg {
+	t.Helper()
+	answer := func(records, pad int) (*dns.Msg, int) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		for i := range records {
+			text := ""
+			if i == records-1 {
+				text = strings.Repeat("x", pad)
+			}
+			m.Answer = append(m.Answer, mustRR("%s 300 IN TXT %q", r.Question[0].Name, text))
+		}
+		b, err := m.Pack()
+		require.NoError(t, err)
+		var w wireAnswer
+		sh, ok := wireOf(b, &w)
+		require.True(t, ok)
+		return m, sh.footprint
+	}
+	records := 1
+	for _, next := answer(records+1, 0); next <= want; _, next = answer(records+1, 0) {
+		records++
+	}
+	_, base := answer(records, 0)
+	m, got := answer(records, want-base)
+	require.Equal(t, want, got)
+	return m
+}
+
+// TestAnswerOfMaxFootprintIsCached: maxCachedFootprint is the largest
+// footprint cached, on both paths: an answer of exactly that many bytes
+// is cached, one of a byte more is forwarded every time.
+func TestAnswerOfMaxFootprintIsCached(t *testing.T) {
+	nameOf := func(network string, over bool) string {
+		if over {
+			return network + ".over.example.org."
+		}
+		return network + ".at.example.org."
+	}
+	answers := map[string][]dns.RR{} // each name's, made before the upstream runs
+	for _, over := range []bool{false, true} {
+		for _, network := range decideNetworks {
+			name := nameOf(network, over)
+			want := maxCachedFootprint
+			if over {
+				want++
+			}
+			answers[name] = footprintAnswer(t, question(name, dns.TypeTXT, true), want).Answer
+		}
+	}
+	f, up := startDecideFence(t, "", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = answers[strings.ToLower(r.Question[0].Name)]
+		return m
+	})
+	for _, over := range []bool{false, true} {
+		for _, network := range decideNetworks {
+			name := nameOf(network, over)
+			before := up.count.Load()
+			for range 2 {
+				r := askDecide(t, f, network, question(name, dns.TypeTXT, true))
+				require.Equal(t, dns.RcodeSuccess, r.Rcode, name)
+				require.Len(t, r.Answer, len(answers[name]), name)
+			}
+			want := int64(1)
+			if over {
+				want = 2
+			}
+			assert.Equal(t, before+want, up.count.Load(), "%s: upstream queries for two askings", name)
+		}
+	}
+}
