@@ -254,6 +254,9 @@ func TestCacheStaleRefreshTime(t *testing.T) {
 	off.put(key, msg, now)
 	require.NotNil(t, off.stale(key, expired, expired, true))
 	assert.Nil(t, off.unrefreshedEntry(key, expired.Add(time.Second)), "stale_refresh_time 0: ask on every query")
+	// Every query, even one received before the failure was recorded (a
+	// query of its own failing meanwhile): no wait to be inside of.
+	assert.Nil(t, off.unrefreshedEntry(key, expired.Add(-time.Second)), "stale_refresh_time 0: a query received before the failure")
 
 	noStale := NewCache(config.Cache{Size: 100, MaxTTL: 86400, StaleRefreshTime: time.Minute})
 	noStale.put(key, msg, now)
