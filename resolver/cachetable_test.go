@@ -449,3 +449,31 @@ func TestCachedServfailLeavesAtItsTTL(t *testing.T) {
 		})
 	}
 }
+
+// TestCacheTableEvictsAtExpiry: an entry is expired from the instant its
+// keep ends (a hit and a stale answer judge it so: Cache.fresh,
+// Cache.servable), and the CLOCK hand evicts it then, read or not, before
+// any live entry: no second chance is given to what can no longer be
+// served, at the cost of an unread live entry.
+func TestCacheTableEvictsAtExpiry(t *testing.T) {
+	now := time.Now()
+	tab := newCacheTable(3)
+	require.Len(t, tab.shards, 1)
+	for _, k := range []string{"expires", "live-read", "live-unread"} {
+		keep := time.Hour
+		if k == "expires" {
+			keep = time.Second
+		}
+		tab.set(tableKey(k), tableEntry(now, keep), now)
+	}
+	tab.get(tableKey("expires"))
+	tab.get(tableKey("live-read"))
+	// At the instant "expires" expires; the sweep (reclaim) looks at the
+	// two live entries, so that the hand decides.
+	at := now.Add(time.Second)
+	tab.set(tableKey("new"), tableEntry(at, time.Hour), at)
+	for k, want := range map[string]bool{"live-read": true, "live-unread": true, "new": true, "expires": false} {
+		_, ok := tab.get(tableKey(k))
+		assert.Equal(t, want, ok, k)
+	}
+}
