@@ -477,3 +477,30 @@ func TestCacheTableEvictsAtExpiry(t *testing.T) {
 		assert.Equal(t, want, ok, k)
 	}
 }
+
+// TestCacheTableShares: the shards' bounds add up to the table's bound,
+// the remainder of its division among the shards spread over the first
+// ones, and a table bound below its count of shards (cache.size lowered
+// by a reload) holds one entry a shard, never none: each shard takes
+// stores, and a shard of no room would have none to evict from.
+func TestCacheTableShares(t *testing.T) {
+	for _, size := range []int{1, 3, 511, 1001, 20_000, 32_767, 100_003} {
+		tab := newCacheTable(size)
+		total := 0
+		for i := range tab.shards {
+			total += tab.shards[i].limit
+		}
+		assert.Equal(t, size, total, "%d entries in %d shards", size, len(tab.shards))
+	}
+	tab := newCacheTable(100_000)
+	require.Len(t, tab.shards, maxCacheShards)
+	tab.setLimit(10)
+	now := time.Now()
+	for i := range 100 * maxCacheShards { // every shard gets some
+		tab.set(tableKey(fmt.Sprint("below", i)), tableEntry(now, time.Hour), now)
+	}
+	for i := range tab.shards {
+		assert.Equal(t, 1, tab.shards[i].limit, "shard %d", i)
+	}
+	assert.Equal(t, maxCacheShards, tab.len())
+}
