@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,14 +31,7 @@ import (
 func TestDoHHTTP2(t *testing.T) {
 	pki := newPKI(t)
 	srv := startDoH(t, pki.good, answerWithA)
-	var mu sync.Mutex
-	var reqs []*http.Request
-	srv.setBefore(func(_ http.ResponseWriter, r *http.Request) bool {
-		mu.Lock()
-		reqs = append(reqs, r.Clone(context.Background()))
-		mu.Unlock()
-		return false
-	})
+	requests := recordRequests(srv)
 	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
 	exchangeConcurrently(t, tr, 30)
 	exchangeConcurrently(t, tr, 5)
@@ -49,8 +43,8 @@ func TestDoHHTTP2(t *testing.T) {
 	}
 	_, port, err := net.SplitHostPort(srv.srv.Listener.Addr().String())
 	require.NoError(t, err)
-	mu.Lock()
-	defer mu.Unlock()
+	reqs := requests()
+	require.Len(t, reqs, 35)
 	for _, r := range reqs {
 		assert.Equal(t, http.MethodPost, r.Method)
 		assert.Equal(t, "/dns-query", r.URL.Path)
@@ -67,6 +61,19 @@ func TestDoHHTTP2(t *testing.T) {
 func TestDoHURITemplate(t *testing.T) {
 	pki := newPKI(t)
 	srv := startDoH(t, pki.good, answerWithA)
+	requests := recordRequests(srv)
+	tr := newEncryptedTransport(t, "https://"+srv.srv.Listener.Addr().String()+"/dns-query{?dns}#"+testServerName, pki.testOptions(t))
+	exchangeConcurrently(t, tr, 1)
+	reqs := requests()
+	require.Len(t, reqs, 1)
+	assert.Equal(t, http.MethodPost, reqs[0].Method)
+	assert.Equal(t, "/dns-query", reqs[0].URL.Path)
+	assert.Empty(t, reqs[0].URL.RawQuery)
+}
+
+// recordRequests has srv keep a copy of each request it receives, and
+// returns a function that gives those received so far.
+func recordRequests(srv *dohTestServer) func() []*http.Request {
 	var mu sync.Mutex
 	var reqs []*http.Request
 	srv.setBefore(func(_ http.ResponseWriter, r *http.Request) bool {
@@ -75,14 +82,11 @@ func TestDoHURITemplate(t *testing.T) {
 		mu.Unlock()
 		return false
 	})
-	tr := newEncryptedTransport(t, "https://"+srv.srv.Listener.Addr().String()+"/dns-query{?dns}#"+testServerName, pki.testOptions(t))
-	exchangeConcurrently(t, tr, 1)
-	mu.Lock()
-	defer mu.Unlock()
-	require.Len(t, reqs, 1)
-	assert.Equal(t, http.MethodPost, reqs[0].Method)
-	assert.Equal(t, "/dns-query", reqs[0].URL.Path)
-	assert.Empty(t, reqs[0].URL.RawQuery)
+	return func() []*http.Request {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(reqs)
+	}
 }
 
 // TestDoHBadAnswers: an answer that is not status 200 with an
