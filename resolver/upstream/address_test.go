@@ -139,7 +139,8 @@ func FuzzParseAddress(f *testing.F) {
 		"9.9.9.9", "9.9.9.9:53", "[2620:fe::fe]:53", "tls://9.9.9.9:853#dns.quad9.net",
 		"https://dns.quad9.net/dns-query", "https://9.9.9.9/dns-query#dns.quad9.net",
 		"quic://[2620:fe::fe]:853#dns.quad9.net", "tls://9.9.9.9", "https://[::1]:8443/p%20q#a.b",
-		"https://a.b/%2F#c", "TLS://1.1.1.1#1.1.1.1",
+		"https://a.b/%2F#c", "TLS://1.1.1.1#1.1.1.1", "https://dns.quad9.net/dns-query{?dns}",
+		"https://9.9.9.9:8443/q{?dns,ct}#dns.quad9.net",
 	} {
 		f.Add(s)
 	}
