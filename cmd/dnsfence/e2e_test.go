@@ -138,6 +138,7 @@ type process struct {
 func startBinary(t *testing.T, args ...string) *process {
 	t.Helper()
 	cmd := exec.Command(binary(t), args...)
+	testnet.DieWithTest(cmd)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())

@@ -30,6 +30,7 @@ func (d *Daemon) Start(t testing.TB, dir string, args ...string) {
 	d.cmd = exec.Command(args[0], args[1:]...)
 	d.cmd.Dir = dir
 	d.cmd.Stdout, d.cmd.Stderr = (*daemonOutput)(d), (*daemonOutput)(d)
+	DieWithTest(d.cmd)
 	if err := d.cmd.Start(); err != nil {
 		d.cmd = nil
 		t.Fatalf("starting %s: %v", args[0], err)

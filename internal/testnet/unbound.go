@@ -62,6 +62,7 @@ func StartUnboundDoT(t testing.TB, certFile, keyFile, localZone string, localDat
 	cmd := exec.Command(bin, "-d", "-c", conf)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = &out, &out
+	DieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting unbound: %v", err)
 	}
