@@ -1295,6 +1295,8 @@ func bracketless(s string) (colon int, ok bool) {
 // else, and for an IPv6 address whose last group reads as a port
 // (bracketless: "::1:53" is more likely ::1 and port 53).
 func portless(s string) (netip.Addr, bool) {
+	// An address with its port is none: ParseAddr below would read
+	// "[fe80::1%eth0]:53" as fe80::1 in the zone "eth0]:53".
 	if _, _, err := net.SplitHostPort(s); err == nil {
 		return netip.Addr{}, false
 	}

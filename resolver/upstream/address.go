@@ -107,19 +107,16 @@ func (a Address) String() string {
 func withoutQueryTemplate(rest string) string {
 	var b strings.Builder
 	for {
-		open := strings.Index(rest, "{?")
-		if open < 0 {
+		before, expr, ok := strings.Cut(rest, "{?")
+		if !ok {
 			break
 		}
-		end := strings.IndexByte(rest[open:], '}')
-		if end < 0 {
+		_, after, ok := strings.Cut(expr, "}")
+		if !ok {
 			break
 		}
-		b.WriteString(rest[:open])
-		rest = rest[open+end+1:]
-	}
-	if b.Len() == 0 {
-		return rest
+		b.WriteString(before)
+		rest = after
 	}
 	b.WriteString(rest)
 	return b.String()
