@@ -123,9 +123,9 @@ func TestCheckUpstreamFixIsNotItself(t *testing.T) {
 	dir := t.TempDir()
 	config := filepath.Join(dir, "c.yaml")
 	for _, c := range []struct{ upstream, self, says string }{
-		{"127.0.0.53", "127.0.0.53:53", `"127.0.0.53:53" is dnsfence itself`},
-		{"::1:5399", "[::1]:5399", "[::1]:5399 would be dnsfence itself"},
-		{"localhost:5300", "127.0.0.1:5300", "127.0.0.1:5300 would be dnsfence itself"}, // 0.0.0.0:5300 takes it
+		{"127.0.0.53", "127.0.0.53:53", `"127.0.0.53" (port 53) is dnsfence itself`},
+		{"::1:5399", "[::1]:5399", `"[::1]:5399" is dnsfence itself`},
+		{"localhost:5300", "127.0.0.1:5300", `"127.0.0.1:5300" is dnsfence itself (listen[2] 0.0.0.0:5300)`}, // 0.0.0.0:5300 takes it
 	} {
 		require.NoError(t, os.WriteFile(config, []byte(`listen: ["127.0.0.53:53", "[::1]:5399", "0.0.0.0:5300"]
 upstreams: ["`+c.upstream+`"]

@@ -432,17 +432,19 @@ func Load(path string) (*Config, error) {
 // and unknown keys, keys given twice and values of the wrong YAML type are
 // errors.
 func Parse(file string, data []byte, readFile func(string) ([]byte, error)) (*Config, error) {
-	return parse(file, data, readFile, false)
+	return parse(file, data, readFile, false, true)
 }
 
 // ParseEmbedded parses the built-in default configuration, whose
 // files are compiled in and read with readFile, and whose upstreams may come
 // from a resolv.conf that names none.
 func ParseEmbedded(file string, data []byte, readFile func(string) ([]byte, error)) (*Config, error) {
-	return parse(file, data, readFile, true)
+	return parse(file, data, readFile, true, true)
 }
 
-func parse(file string, data []byte, readFile func(string) ([]byte, error), embedded bool) (*Config, error) {
+// parse is Parse; weigh says whether to weighOffers (not when parsing the
+// configuration with an offered value in).
+func parse(file string, data []byte, readFile func(string) ([]byte, error), embedded, weigh bool) (*Config, error) {
 	// The hash is of the raw bytes, as the file watcher sees them; the
 	// decoder reads the text without a byte-order mark.
 	sum := sha256.Sum256(data)
@@ -514,6 +516,12 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 		return n != nil && n.Tag != "!!null"
 	})
 	cfg.validate(errs)
+	if weigh && len(errs.errs) > 0 {
+		weighOffers(errs.errs, &root, func(data []byte) error {
+			_, err := parse(file, data, readFile, embedded, false)
+			return err
+		})
+	}
 	if problems := errs.sorted(); len(problems) > 0 {
 		return nil, &InvalidError{errs: problems, Files: cfg.LocalFiles()}
 	}
@@ -647,6 +655,8 @@ type Error struct {
 	Line int    // 1-based; 0 when the key is not in the file at all
 	Key  string // full key path, e.g. "policies[1].action"; for a YAML syntax error the key written on the line, if any
 	Err  error
+
+	path []any // Key as keys and sequence indexes, for weighOffers
 }
 
 // Error is "file:line: key: what is wrong; how to write it right".
@@ -701,7 +711,7 @@ func (e *configErrors) record(line int, path []any, format string, args ...any) 
 			args[i] = blocklist.RedactURLs(s)
 		}
 	}
-	e.errs = append(e.errs, &Error{File: e.file, Line: line, Key: keyName(path), Err: fmt.Errorf(format, args...)})
+	e.errs = append(e.errs, &Error{File: e.file, Line: line, Key: keyName(path), Err: fmt.Errorf(format, args...), path: slices.Clone(path)})
 }
 
 // err joins the problems in line order; those about keys missing from the
@@ -777,6 +787,83 @@ func keyAtLine(root *yaml.Node, line int) string {
 	}
 	visit(root, nil)
 	return found
+}
+
+// weighOffers tries the value each problem offers ("...; write
+// 127.0.0.1:53") where it was written, reparsing the configuration with
+// it; one that is refused in turn is taken back, and the problem says
+// what is wrong with both ("-030 has a leading zero, which YAML reads as
+// octal (-24), and -30 is negative; ..."), rather than sending a user
+// round in a circle. Of "write A for X, or B for Y", A is weighed. The
+// first maxWeighed offers are weighed, each a parse of the whole file:
+// a file of thousands of mistakes is read in about the time of one.
+func weighOffers(problems []*Error, root *yaml.Node, reparse func([]byte) error) {
+	weighed := 0
+	for _, p := range problems {
+		msg := p.Err.Error()
+		fix, ok := offeredValue(msg)
+		if !ok || p.path == nil || weighed == maxWeighed {
+			continue
+		}
+		weighed++
+		data, ok := withValue(root, p.path, fix)
+		if !ok {
+			continue
+		}
+		var invalid *InvalidError
+		if !errors.As(reparse(data), &invalid) {
+			continue
+		}
+		for _, e := range invalid.errs {
+			if again, ok := e.(*Error); ok && again.Key == p.Key {
+				p.Err = fmt.Errorf("%s, and %s", msg[:strings.LastIndex(msg, "; write ")], again.Err)
+				break
+			}
+		}
+	}
+}
+
+// maxWeighed is how many offers weighOffers weighs in one file.
+const maxWeighed = 32
+
+// offeredValue is the value a problem's message offers after its last
+// "; write ", the first of alternatives ("A for X, or B"), or false when
+// what follows is prose ("write it as CIDR prefixes") or a key's name.
+func offeredValue(msg string) (string, bool) {
+	i := strings.LastIndex(msg, "; write ")
+	if i < 0 || strings.HasPrefix(msg, "key ") {
+		return "", false
+	}
+	fix := strings.TrimPrefix(msg[i+len("; write "):], "the number without quotes: ")
+	fix, _, _ = strings.Cut(fix, " for ")
+	fix, _, _ = strings.Cut(fix, ", or ")
+	return fix, fix != "" && !strings.Contains(fix, " ")
+}
+
+// withValue is the document root written out with the scalar at path
+// replaced by v as YAML reads v (60 a number, "gov" the text gov,
+// [::1]:53 text), or false when path is no scalar of root.
+func withValue(root *yaml.Node, path []any, v string) ([]byte, bool) {
+	text, err := yaml.Marshal(root)
+	if err != nil {
+		return nil, false
+	}
+	var doc yaml.Node
+	if yaml.Unmarshal(text, &doc) != nil {
+		return nil, false
+	}
+	n := nodeAt(&doc, path)
+	if n == nil || n.Kind != yaml.ScalarNode {
+		return nil, false
+	}
+	var value yaml.Node
+	if err := yaml.Unmarshal([]byte(v), &value); err == nil && len(value.Content) == 1 && value.Content[0].Kind == yaml.ScalarNode {
+		*n = *value.Content[0]
+	} else {
+		*n = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v}
+	}
+	out, err := yaml.Marshal(&doc)
+	return out, err == nil
 }
 
 // nodeAt returns the node at path, or nil when the file does not have it.
@@ -910,25 +997,24 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 			if a, err := upstream.ParseAddress(u); err != nil {
 				errs.add(at, "%v", err)
 			} else {
-				c.checkLoop(errs, at, u, a)
+				c.checkLoop(errs, at, strconv.Quote(u), a)
 			}
 			continue
 		}
+		shown := strconv.Quote(u)
 		if a, ok := portless(u); ok {
 			// A plain upstream written without its port is on port 53
 			// (RFC 1035 §4.2), as CoreDNS's forward, Unbound's
 			// forward-addr and Blocky's upstreams take one; written so
-			// from here on (the forwarder, check and the metrics' labels).
+			// from here on (the forwarder, check and the metrics' labels),
+			// but quoted as written in what is said about it.
 			u = netip.AddrPortFrom(a, 53).String()
 			c.Upstreams[i] = u
+			shown += " (port 53)"
 		}
+		// A value offered that is dnsfence's own listen address is
+		// taken back by weighOffers, checkLoop refusing it.
 		msg, fix := addrPortProblem(u, 53, false)
-		if ap, err := netip.ParseAddrPort(fix); err == nil && c.PlainUpstreamLoops(ap) {
-			// The value likely meant is dnsfence's own listen address,
-			// which checkLoop would refuse: not offered (as
-			// UpstreamAddresses's resolv.conf hint does not offer it).
-			msg, fix = fmt.Sprintf("%s, and %s would be dnsfence itself (a forwarding loop)", msg, ap), ""
-		}
 		switch {
 		case fix != "":
 			errs.add(at, "%s; write %s", msg, fix)
@@ -945,7 +1031,7 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 			} else if err != nil {
 				errs.add(at, "%v; give IP:port, %s", err, example(at))
 			} else {
-				c.checkLoop(errs, at, u, a)
+				c.checkLoop(errs, at, shown, a)
 			}
 		}
 	}
@@ -1470,15 +1556,16 @@ func (c *Config) isSelf(ap netip.AddrPort) bool { return selfIndex(c.Listen, ap)
 // Under a wildcard address only 127.0.0.1 and ::1 are taken for
 // dnsfence: another loopback address written here may be a service that
 // address translation sends elsewhere before any socket sees it (Docker's
-// embedded DNS at 127.0.0.11:53 in a user-defined network).
-func (c *Config) checkLoop(errs *configErrors, at []any, u string, a upstream.Address) {
+// embedded DNS at 127.0.0.11:53 in a user-defined network). shown is the
+// upstream as the error quotes it: as written, with the port assumed.
+func (c *Config) checkLoop(errs *configErrors, at []any, shown string, a upstream.Address) {
 	ip, err := netip.ParseAddr(a.Host)
 	if err != nil {
 		return // a DoH upstream by name
 	}
 	ap := netip.AddrPortFrom(ip.Unmap(), a.Port)
 	key, addrs := "listen", c.Listen
-	var shown []string // the listen addresses as written, when not addrs
+	var written []string // the listen addresses as written, when not addrs
 	switch a.Kind {
 	case upstream.KindTLS:
 		key, addrs = "listen_tls", c.ListenTLS
@@ -1487,7 +1574,7 @@ func (c *Config) checkLoop(errs *configErrors, at []any, u string, a upstream.Ad
 	case upstream.KindHTTPS:
 		// A DoH listener's address without its path; an http:// one
 		// (behind a balancer) is no TLS server to loop through.
-		key, addrs, shown = "listen_https", nil, c.ListenHTTPS
+		key, addrs, written = "listen_https", nil, c.ListenHTTPS
 		for _, l := range c.ListenHTTPS {
 			hp, plain, err := listen.ParseDoHListen(l)
 			if err != nil || plain {
@@ -1500,10 +1587,10 @@ func (c *Config) checkLoop(errs *configErrors, at []any, u string, a upstream.Ad
 		return
 	}
 	if j := loopIndex(addrs, ap); j >= 0 {
-		if shown != nil {
-			addrs = shown
+		if written != nil {
+			addrs = written
 		}
-		errs.add(at, "%q is dnsfence itself (%s[%d] %s): every query forwarded there would come back, a forwarding loop; give the resolvers dnsfence forwards to", u, key, j, addrs[j])
+		errs.add(at, "%s is dnsfence itself (%s[%d] %s): every query forwarded there would come back, a forwarding loop; give the resolvers dnsfence forwards to", shown, key, j, addrs[j])
 	}
 }
 

@@ -237,3 +237,75 @@ func TestConfigSuggestions(t *testing.T) {
 	assert.Equal(t, 1, editDistance("ab", "ba"))
 	assert.Equal(t, 3, editDistance("kitten", "sitting"))
 }
+
+// TestConfigFixesAccepted: where an error names the value to write
+// ("; write 127.0.0.1:53"), that value is accepted at its key. Every
+// snippet of the message tables is tried: the value the error offers
+// replaces the one written, and the key must then have no error. An
+// offered value refused in turn sends a user round in a circle, as
+// "fe80::1%eth0:53 ...; write [fe80::1%eth0]:53" did (the forwarder
+// refuses a zone), "-030 ...; write -30" (negative) and "127.0.0.1:53:
+// DNS over TLS never uses port 53; write 127.0.0.1:853" beside a
+// listen_tls of 127.0.0.1:853 (two listeners on one port).
+func TestConfigFixesAccepted(t *testing.T) {
+	ca, caKey := testCert(t, time.Now().Add(time.Hour))
+	dir := testnet.WriteTree(t, map[string]string{
+		"lists/tiktok.txt":        "tiktok.com\n",
+		"lists/allow.txt":         "ads.tiktok.com\n",
+		"networks/government.txt": "10.9.0.0/16\n",
+		"certs/dnsfence.crt":      "read at start, not by Parse\n",
+		"certs/dnsfence.key":      "read at start, not by Parse\n",
+		"certs/ca.pem":            string(ca),
+		"certs/ca-key.pem":        string(caKey),
+	})
+	tables, err := filepath.Glob("testdata/config/messages/*.txt")
+	require.NoError(t, err)
+	var snippets []snippet
+	for _, table := range tables {
+		for _, sn := range readSnippets(t, table) {
+			sn.title = filepath.Base(table) + ": " + sn.title
+			if !strings.Contains(sn.body, "upstreams") {
+				sn.body += "upstreams: [\"192.0.2.53:53\"]\n"
+			}
+			snippets = append(snippets, sn)
+		}
+	}
+	files, err := filepath.Glob("testdata/config/*.yaml") // TestConfigErrors's
+	require.NoError(t, err)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		require.NoError(t, err)
+		snippets = append(snippets, snippet{title: f, body: string(data)})
+	}
+	tried := 0
+	for _, sn := range snippets {
+		cfg := sn.body
+		_, err := Parse(filepath.Join(dir, "c.yaml"), []byte(cfg), os.ReadFile)
+		if err == nil {
+			continue
+		}
+		for _, e := range joined(err) {
+			ce, ok := errors.AsType[*Error](e)
+			if !ok || ce.Key == "" {
+				continue
+			}
+			fix, ok := offeredValue(ce.Err.Error())
+			if !ok {
+				continue
+			}
+			var root yaml.Node
+			require.NoError(t, yaml.Unmarshal([]byte(cfg), &root))
+			fixed, ok := withValue(&root, ce.path, fix)
+			require.True(t, ok, "%s: no value at %s", sn.title, ce.Key)
+			tried++
+			_, err := Parse(filepath.Join(dir, "c.yaml"), fixed, os.ReadFile)
+			for _, e := range joined(err) {
+				if again, ok := errors.AsType[*Error](e); ok && again.Key == ce.Key {
+					t.Errorf("%s: %s offers %s, which is refused: %v", sn.title, ce.Key, fix, again.Err)
+				}
+			}
+		}
+	}
+	t.Logf("%d offered values tried", tried)
+	assert.Greater(t, tried, 30, "fewer offered values than the tables hold")
+}
