@@ -188,6 +188,10 @@ func TestParseBadLines(t *testing.T) {
 			wantMsg: `lists/x.txt:2: a URL is not a list entry (write the name alone: www.tiktok.com): "https://www.tiktok.com/@someone"`},
 		{name: "URL of a site root", line: "http://TikTok.com", wantErr: ErrURL,
 			wantMsg: `lists/x.txt:2: a URL is not a list entry (write the name alone: TikTok.com): "http://TikTok.com"`},
+		{name: "URL of a site whose host is no entry", line: "https://tik..tok.com/", wantErr: ErrURL,
+			wantMsg: `lists/x.txt:2: a URL is not a list entry (write the name alone, e.g. tiktok.com): "https://tik..tok.com/"`},
+		{name: "URL of a single-label host", line: "http://localhost/", wantErr: ErrURL,
+			wantMsg: `lists/x.txt:2: a URL is not a list entry (write the name alone, e.g. tiktok.com): "http://localhost/"`},
 		{name: "URL of a list", line: "https://example.org/lists/tiktok.txt", wantErr: ErrURL,
 			wantMsg: `lists/x.txt:2: a URL is not a list entry (to use the list published there, name its URL in the policy's block or allow, as a list file is named there, not in a list): "https://example.org/lists/tiktok.txt"`},
 		{name: "URL of an address", line: "http://192.0.2.7/", wantErr: ErrURL,
@@ -685,6 +689,32 @@ func TestParsePrefix(t *testing.T) {
 	for _, s := range []string{"::10.0.0.1", "::10.0.0.0/104", "::0.0.0.0/96"} {
 		_, err = ParsePrefix(s)
 		assert.ErrorIs(t, err, ErrIPv4Compatible, s)
+	}
+}
+
+// TestParsePrefixMeantIsTaken: the range an error names as meant ("did
+// you mean 10.1.2.0/24?") is one ParsePrefix takes. An IPv4-compatible
+// prefix with host bits (::10.1.2.3/120) was answered 10.1.2.3/24, itself
+// refused for its host bits.
+func TestParsePrefixMeantIsTaken(t *testing.T) {
+	for s, want := range map[string]string{
+		"::10.1.2.3/120":      "10.1.2.0/24",
+		"::10.1.2.3":          "10.1.2.3/32",
+		"::10.0.0.0/104":      "10.0.0.0/8",
+		"10.1.2.3/24":         "10.1.2.0/24",
+		"[10.0.0.0/8]":        "10.0.0.0/8",
+		"[2001:db8::]/32":     "2001:db8::/32",
+		"[2001:db8::1]":       "2001:db8::1/128",
+		"2001:db8::1/32":      "2001:db8::/32",
+		"::ffff:10.1.2.3/120": "10.1.2.0/24", // IPv4-mapped: unmapped, then host bits
+	} {
+		_, err := ParsePrefix(s)
+		require.Error(t, err, s)
+		_, meant, ok := strings.Cut(err.Error(), ", did you mean ")
+		require.True(t, ok, "%s: %v names no range meant", s, err)
+		assert.Equal(t, want, meant, s)
+		_, err = ParsePrefix(meant)
+		assert.NoError(t, err, "%s: the range meant, %s, is refused", s, meant)
 	}
 }
 

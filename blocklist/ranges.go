@@ -136,9 +136,10 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	if a := p.Addr().As16(); p.Addr().Is6() && strings.Contains(s, ".") && [12]byte(a[:12]) == [12]byte{} && p.Bits() >= 96 {
 		// `::10.0.0.1`: an IPv4-compatible address (RFC 4291 §2.5.5.1,
 		// deprecated), which no client has: an IPv4 client is matched by
-		// its IPv4 address.
+		// its IPv4 address. The range meant is named without host bits
+		// (::10.1.2.3/120 is 10.1.2.0/24), so that it is one taken.
 		return netip.Prefix{}, fmt.Errorf("%w, did you mean %s", ErrIPv4Compatible,
-			netip.PrefixFrom(netip.AddrFrom4([4]byte(a[12:])), p.Bits()-96))
+			netip.PrefixFrom(netip.AddrFrom4([4]byte(a[12:])), p.Bits()-96).Masked())
 	}
 	if p.Masked() != p {
 		return netip.Prefix{}, fmt.Errorf("%w, did you mean %s", ErrHostBits, p.Masked())
