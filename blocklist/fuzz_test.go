@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -72,6 +73,7 @@ func entries(l *List) []string {
 func FuzzParse(f *testing.F) {
 	seedFiles(f, "*.list")
 	seedWindows(f, "0.0.0.0 tiktok.com", "*.tiktokv.com", ".tiktokcdn.com", "||capcut.com^", "# c", "bad..x")
+	seedWindows(f, "0.0.0.0tik..tok.com", "0.0.0.0a", "https://localhost/", "https://tik..tok.com/", "0.0.0.0tiktok.com")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l, err := Parse("fuzz.txt", data)
 		if l.Warnings() != err {
@@ -109,7 +111,34 @@ func FuzzParse(f *testing.F) {
 		checkLinesAccounted(t, data, l, err)
 		checkHeaders(t, data)
 		checkBracketReports(t, data, err)
+		checkOffersTaken(t, err)
 	})
+}
+
+// offered finds the line a bad line's message says to write instead, in
+// each of the ways the messages say it.
+var offered = []*regexp.Regexp{
+	regexp.MustCompile(`; write "([^"]+)"\)`),                            // an address glued to a name
+	regexp.MustCompile(`write the name alone: ([^)]+)\)`),                // a URL
+	regexp.MustCompile(`write ([^ ,)]+), then white space before the #`), // name#comment
+	regexp.MustCompile(`and the names below it, write ([^ ,)]+)\)`),      // a directive
+	regexp.MustCompile(`write ([^ ,)]+) in a list under a policy's allow`),
+	regexp.MustCompile(`write each name on a line of its own: ([^)]+)\)`),
+}
+
+// checkOffersTaken: the line a bad line's message offers (`write
+// "0.0.0.0 tiktok.com"`) is one a list takes, not a bad line again.
+func checkOffersTaken(t *testing.T, err error) {
+	t.Helper()
+	for _, pe := range parseErrors(err) {
+		for _, re := range offered {
+			if m := re.FindStringSubmatch(pe.Err.Error()); m != nil {
+				if _, err := Parse("offer.txt", []byte(m[1]+"\n")); err != nil {
+					t.Fatalf("%v offers %q, which is refused: %v", pe, m[1], err)
+				}
+			}
+		}
+	}
 }
 
 // lineOf is line n (1-based) of data, or "" past its end.
@@ -282,6 +311,7 @@ func FuzzParseRanges(f *testing.F) {
 	seedFiles(f, "*.ranges")
 	seedWindows(f, "127.0.0.0/24", "# c", "2001:db8::/32 # v6", "10.0.0.0/33")
 	seedWindows(f, "[2001:db8::]/32", "!10.0.0.0/8", "[section]", "\t[10.0.0.0/8] # x")
+	seedWindows(f, "::10.1.2.3/120", "10.1.2.3/24", "[::10.0.0.1]")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rf, err := ParseRanges("fuzz.txt", data)
 		if n, _ := BadLines(err); n <= maxReported {
@@ -309,6 +339,14 @@ func FuzzParseRanges(f *testing.F) {
 		for _, r := range rf.Ranges {
 			if r.Prefix.Masked() != r.Prefix || r.Prefix.Addr().Is4In6() {
 				t.Fatalf("range %s is not canonical", r.Prefix)
+			}
+		}
+		for _, pe := range parseErrors(err) {
+			// A range named as meant is one taken.
+			if _, meant, ok := strings.Cut(pe.Err.Error(), ", did you mean "); ok {
+				if _, err := ParsePrefix(meant); err != nil {
+					t.Fatalf("%v: the range meant is refused: %v", pe, err)
+				}
 			}
 		}
 	})

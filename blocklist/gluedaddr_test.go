@@ -33,6 +33,23 @@ func TestAddressGluedToANameIsReported(t *testing.T) {
 			assert.Equal(t, 1, l.Len(), "only capcut.com")
 		})
 	}
+	// A name glued to an address that is no list entry itself is told
+	// so, and no line is offered: "write "0.0.0.0 tik..tok.com"" offered
+	// a line that is refused in turn.
+	for _, tc := range []struct {
+		line, want string
+		err        error
+	}{
+		{"0.0.0.0tik..tok.com", `l.txt:1: an address glued to a name (a hosts line without white space after its address), and "tik..tok.com": empty label: "0.0.0.0tik..tok.com"`, ErrEmptyLabel},
+		{"0.0.0.0localhost", `l.txt:1: an address glued to a name (a hosts line without white space after its address), and "localhost": a single label would block a whole top-level domain: "0.0.0.0localhost"`, ErrSingleLabel},
+	} {
+		_, err := Parse("l.txt", []byte(tc.line+"\n"))
+		require.Error(t, err, tc.line)
+		assert.True(t, errors.Is(err, ErrGluedAddress), "%s: %v", tc.line, err)
+		assert.True(t, errors.Is(err, tc.err), "%s: %v", tc.line, err)
+		assert.Equal(t, tc.want, err.Error())
+		assert.NotContains(t, err.Error(), "write", tc.line)
+	}
 	// What follows an address but no name could start with is no name
 	// glued to it: told what it is, never to write "10.0.0.0 /8" (a
 	// client range in a list) or "1.2.3.4 #c".

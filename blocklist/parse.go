@@ -302,6 +302,10 @@ func (p *textParser) bad(line int, text, first, rest, token string, err error) {
 // one too, not as an invalid character.
 func entryName(s string, dst []byte) ([]byte, error) {
 	if addr, name, ok := gluedAddress(s); ok {
+		// The line meant is offered only when it is one a list takes.
+		if _, err := entryName(name, nil); err != nil {
+			return nil, fmt.Errorf("%w (a hosts line without white space after its address), and %q: %w", ErrGluedAddress, name, err)
+		}
 		return nil, fmt.Errorf(`%w (a hosts line without white space after its address; write "%s %s")`, ErrGluedAddress, addr, name)
 	}
 	n, err := normalizeEntry(s, dst)
@@ -510,7 +514,10 @@ func urlEntry(s string) error {
 	if _, err := netip.ParseAddr(u.Hostname()); err == nil {
 		return fmt.Errorf("%w (and lists hold names, not addresses)", ErrURL)
 	}
-	return fmt.Errorf("%w (write the name alone: %s)", ErrURL, u.Hostname())
+	if _, err := entryName(u.Hostname(), nil); err == nil {
+		return fmt.Errorf("%w (write the name alone: %s)", ErrURL, u.Hostname())
+	}
+	return fmt.Errorf("%w (write the name alone, e.g. tiktok.com)", ErrURL)
 }
 
 // otherSyntax says what a line (text, as lineContent gives it; first its
