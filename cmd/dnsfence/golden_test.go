@@ -337,6 +337,12 @@ func TestCommandLine(t *testing.T) {
 		{"a config path as the command", []string{"configs/dnsfence.yaml"}, 2,
 			[]string{`unknown command "configs/dnsfence.yaml" (a configuration file? ` + "`dnsfence -config configs/dnsfence.yaml`)"}},
 		{"unknown flag", []string{"check", "-bogus"}, 2, []string{"flag provided but not defined: -bogus", "usage: dnsfence check"}},
+		// A misspelt command or flag is named with the one meant, as a
+		// misspelt key of the configuration is.
+		{"a misspelt command", []string{"chek", "-config", "x.yaml"}, 2, []string{`dnsfence: unknown command "chek"; did you mean check?`, "commands:"}},
+		{"help of a misspelt command", []string{"help", "explian"}, 2, []string{`dnsfence help: unknown command "explian"; did you mean explain?`}},
+		{"a misspelt flag", []string{"check", "-strictt"}, 2, []string{"flag provided but not defined: -strictt\ndid you mean -strict?\n", "usage: dnsfence check"}},
+		{"a misspelt flag of serve, with two dashes", []string{"--confg", "x.yaml"}, 2, []string{"flag provided but not defined: -confg\ndid you mean -config?\n", "usage: dnsfence serve"}},
 		{"explain needs a client and a name", []string{"explain", "10.1.2.3"}, 2, []string{"dnsfence explain: 1 argument (10.1.2.3); give CLIENT NAME [TYPE]", "usage: dnsfence explain"}},
 		{"health's help names every exit code", []string{"help", "health"}, 0, []string{"exit 0 ready, 1 not ready or unreachable, 2 bad command line"}},
 		{"explain with no arguments", []string{"explain"}, 2, []string{"dnsfence explain: no arguments; give CLIENT NAME [TYPE]", "usage: dnsfence explain"}},

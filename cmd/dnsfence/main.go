@@ -97,6 +97,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "dnsfence: unknown command %q", args[0])
 	if strings.ContainsAny(args[0], "./") {
 		fmt.Fprintf(stderr, " (a configuration file? `dnsfence -config %s`)", args[0])
+	} else {
+		fmt.Fprint(stderr, didYouMean(args[0], commandNames(), ""))
 	}
 	fmt.Fprint(stderr, "\n\n")
 	usage(stderr)
@@ -134,6 +136,25 @@ func commandUsage(w io.Writer, c command) {
 	}
 }
 
+// didYouMean is "; did you mean NAME?" for the name of names that word
+// most likely misspells (config.Closest, as for the configuration's
+// keys), written after prefix ("-" for a flag), or "" when none is close.
+func didYouMean(word string, names []string, prefix string) string {
+	if guess := config.Closest(word, names); guess != "" {
+		return "; did you mean " + prefix + guess + "?"
+	}
+	return ""
+}
+
+// commandNames are the commands' names, in the order help lists them.
+func commandNames() []string {
+	names := make([]string, len(commands))
+	for i, c := range commands {
+		names[i] = c.name
+	}
+	return names
+}
+
 // commandNamed is the command called name.
 func commandNamed(name string) (command, bool) {
 	for _, c := range commands {
@@ -153,7 +174,7 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 		commandUsage(stdout, c)
 		return 0
 	}
-	fmt.Fprintf(stderr, "dnsfence help: unknown command %q\n\n", args[0])
+	fmt.Fprintf(stderr, "dnsfence help: unknown command %q%s\n\n", args[0], didYouMean(args[0], commandNames(), ""))
 	usage(stderr)
 	return 2
 }
@@ -212,6 +233,15 @@ func parseCommand(name string, fs *flag.FlagSet, args []string, stdout, stderr i
 		commandUsage(stdout, c)
 		return nil, 0, true
 	case err != nil:
+		// The flag package has said "flag provided but not defined: -confg".
+		if bad, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
+			var names []string
+			fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+			if guess := didYouMean(strings.TrimLeft(bad, "-"), names, "-"); guess != "" {
+				fmt.Fprintln(stderr, strings.TrimPrefix(guess, "; "))
+			}
+		}
+		fmt.Fprintln(stderr)
 		commandUsage(stderr, c)
 		return nil, 2, true
 	}

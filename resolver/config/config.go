@@ -1465,7 +1465,7 @@ func canOpen(path string, fi fs.FileInfo) error {
 // likely misspells.
 func enumProblem(v, what string, values ...string) string {
 	list := strings.Join(values[:len(values)-1], ", ") + " or " + values[len(values)-1]
-	if guess := cmp.Or(closest(v, values), affixMatch(v, values)); guess != "" {
+	if guess := cmp.Or(Closest(v, values), affixMatch(v, values)); guess != "" {
 		return fmt.Sprintf("%q is not %s; did you mean %s? (one of %s)", v, what, guess, list)
 	}
 	return fmt.Sprintf("%q is not %s; give %s", v, what, list)

@@ -230,7 +230,7 @@ func TestConfigSuggestions(t *testing.T) {
 		{"frobnicate", ""},
 		{strings.Repeat("x", 100), ""},
 	} {
-		assert.Equal(t, tc.want, closest(tc.word, keys), tc.word)
+		assert.Equal(t, tc.want, Closest(tc.word, keys), tc.word)
 	}
 	assert.Equal(t, "block", affixMatch("blocklists", keys))
 	assert.Equal(t, "", affixMatch("clients", keys), "two keys end with it")

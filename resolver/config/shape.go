@@ -417,7 +417,7 @@ func (s *shapeChecker) unknown(k *yaml.Node, fields map[string]reflect.StructFie
 		s.meant(n, path, inner)
 		return
 	}
-	guess := closest(k.Value, names)
+	guess := Closest(k.Value, names)
 	where := keyElsewhere(k.Value, len(path) == 0)
 	if guess == "" && where == "" {
 		guess = affixMatch(k.Value, names)
@@ -502,11 +502,12 @@ func keyElsewhere(name string, top bool) string {
 	return found
 }
 
-// closest returns the candidate that word most likely misspells: the same
+// Closest returns the candidate that word most likely misspells: the same
 // but for case or '-' for '_', or within a small edit distance (1 for
 // words of up to 4 letters, 2 up to 8, else 3). It returns "" when none is
-// that close.
-func closest(word string, candidates []string) string {
+// that close. The configuration's keys and values ask it, and the command
+// line's commands and flags.
+func Closest(word string, candidates []string) string {
 	w := normKey(word)
 	best, bestDist := "", math.MaxInt
 	for _, c := range candidates {
