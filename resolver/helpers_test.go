@@ -37,7 +37,8 @@ type testUpstream struct {
 	datagrams atomic.Int64 // queries received, resends too
 	mu        sync.Mutex
 	seen      []seenQuery
-	sent      map[sentQuery]bool // what seen holds, as distinct tells them apart
+	sent      map[sentQuery]bool // what seen holds, as count tells them apart
+	clients   int                // count less the root NS queries: distinct
 	// answer builds the reply; the default answers A 192.0.2.1 for any name.
 	answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg
 }
@@ -47,21 +48,15 @@ type seenQuery struct {
 	tcp bool
 }
 
-// distinct counts the queries received for clients, a query sent again
-// over UDP (the same ID and question: a resend of a slow one) once. The
-// root NS query is not counted: dnsfence asks it on its own, at moments of
-// its own (a probe; the health check a SERVFAIL has it make, on a
-// goroutine of its own, checkHealth), as clientQueries leaves it out.
+// distinct counts the queries received for clients as count counts them
+// (a query sent again over UDP once). The root NS query is not counted:
+// dnsfence asks it on its own, at moments of its own (a probe; the health
+// check a SERVFAIL has it make, on a goroutine of its own, checkHealth),
+// as clientQueries leaves it out.
 func (u *testUpstream) distinct() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	n := 0
-	for s := range u.sent {
-		if s.q.Name != "." {
-			n++
-		}
-	}
-	return n
+	return u.clients
 }
 
 // sentQuery is one query as testUpstream tells a resend from a new query:
@@ -85,8 +80,13 @@ func (u *testUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		u.sent = map[sentQuery]bool{}
 	}
 	if s := (sentQuery{r.Id, tcp, q}); !u.sent[s] || tcp {
+		// No query is sent again over TCP: one there is a new query,
+		// whatever its ID.
 		u.sent[s] = true
 		u.count.Add(1)
+		if q.Name != "." {
+			u.clients++
+		}
 	}
 	u.mu.Unlock()
 	answer := u.answer
