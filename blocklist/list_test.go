@@ -70,6 +70,10 @@ func TestParseForms(t *testing.T) {
 		{name: "comment line", line: "# tiktok.com", want: nil},
 		{name: "adblock comment", line: "! Title: x", want: nil},
 		{name: "adblock header", line: "[Adblock Plus 2.0]", want: nil},
+		// A version after the syntax's name reads as no name: no
+		// top-level domain is digits alone (RFC 3696 §2).
+		{name: "adguard header with a version", line: "[AdGuard v1.0]", want: nil},
+		{name: "ublock header with a version", line: "[uBlock Origin v1.2.3]", want: nil},
 		{name: "unicode to punycode", line: "bücher.example", want: []string{"xn--bcher-kva.example"}},
 		{name: "underscore", line: "_dmarc.tiktok.com", want: []string{"_dmarc.tiktok.com"}},
 		{name: "digits but for the first octet", line: "a.1.2.3", want: []string{"a.1.2.3"}},

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -834,7 +835,7 @@ func headerLine(text string) bool {
 func holdsName(s string) bool {
 	isSep := func(r rune) bool { return !nameRune(r) }
 	for run := range strings.FieldsFuncSeq(s, isSep) {
-		if _, err := entryName(strings.TrimLeft(run, "."), nil); err == nil {
+		if n, err := entryName(strings.TrimLeft(run, "."), nil); err == nil && !numericTLD(n) {
 			return true
 		}
 	}
@@ -907,11 +908,20 @@ func bracketName(inner string) ([]byte, bool) {
 		if err != nil {
 			continue
 		}
-		if n, err := entryName(entry, nil); err == nil {
+		if n, err := entryName(entry, nil); err == nil && !numericTLD(n) {
 			return n, true
 		}
 	}
 	return nil, false
+}
+
+// numericTLD reports whether the last label of n, a name in stored form,
+// is digits alone: no top-level domain is (RFC 3696 §2), and in a line
+// in brackets such a "name" is a version (`[AdGuard v1.0]`, `[uBlock
+// Origin v1.2.3]`), not one the line means to block.
+func numericTLD(n []byte) bool {
+	last := n[bytes.LastIndexByte(n, '.')+1:]
+	return len(last) > 0 && !slices.ContainsFunc(last, func(c byte) bool { return c < '0' || c > '9' })
 }
 
 // bracketLine is ErrBracketLine for text, a line in brackets whole that
