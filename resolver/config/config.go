@@ -1390,6 +1390,13 @@ func portless(s string) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	// With its port it must read as IP:port, as it is written from then
+	// on: netip takes any zone, "]0" too, which no IP:port holds ("::%]0"
+	// was offered "[::%]0]:53", itself offered "[::%]0]:53]:53", ...).
+	_, _, err = net.SplitHostPort(netip.AddrPortFrom(a, 53).String())
 	return a, err == nil
 }
 
