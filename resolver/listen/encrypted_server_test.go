@@ -264,6 +264,56 @@ func TestServerEncryptedListeners(t *testing.T) {
 	})
 }
 
+// TestServerDoTFramesAcrossRecords: DNS over TLS queries whose 2-octet
+// length and message do not come in one TLS record are read whole: a
+// length alone in its record and its message cut in two, then three
+// pipelined queries in two records cut inside the third one's length
+// (RFC 7766 §8 asks senders to write the length and message together,
+// but a stream keeps no message boundaries, and some clients write them
+// apart). crypto/tls makes each Write a record of its own. Each query is
+// answered, by its ID.
+func TestServerDoTFramesAcrossRecords(t *testing.T) {
+	e := newEncryptedSetup(t)
+	c, err := e.dialTLS(t, "127.0.0.1", nil)
+	require.NoError(t, err)
+	dc := &dns.Conn{Conn: c}
+	frame := func(name string, id uint16) []byte {
+		m := query(name)
+		m.Id = id
+		b := mustPack(t, m)
+		return append([]byte{byte(len(b) >> 8), byte(len(b))}, b...)
+	}
+
+	one := frame("one.example.org", 1)
+	for _, record := range [][]byte{one[:2], one[2:7], one[7:]} {
+		_, err := c.Write(record)
+		require.NoError(t, err)
+	}
+	r, err := dc.ReadMsg()
+	require.NoError(t, err)
+	assert.Equal(t, uint16(1), r.Id)
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	require.Len(t, r.Answer, 1)
+
+	var three []byte
+	for id, name := range []string{"two.example.org", "three.example.org", "four.example.org"} {
+		three = append(three, frame(name, uint16(id+2))...)
+	}
+	cut := len(three) - len(frame("four.example.org", 4)) + 1 // inside the last length
+	for _, record := range [][]byte{three[:cut], three[cut:]} {
+		_, err := c.Write(record)
+		require.NoError(t, err)
+	}
+	seen := map[uint16]bool{}
+	for range 3 {
+		r, err := dc.ReadMsg()
+		require.NoError(t, err)
+		assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+		seen[r.Id] = true
+	}
+	assert.Equal(t, map[uint16]bool{2: true, 3: true, 4: true}, seen)
+}
+
 // TestServerShutdownEncrypted: Shutdown stops every encrypted listener
 // from taking new connections at once, and answers the queries they had
 // taken (one waiting on its upstream on each of DoT, DoH and DoQ) before
