@@ -224,6 +224,9 @@ func (s *DoQServer) Serve(pc net.PacketConn) error {
 		return fmt.Errorf("doq: the TLS configuration must offer ALPN %q", ALPNDoQ)
 	}
 	tr := &quic.Transport{Conn: pc, ConnContext: s.connContext, VerifySourceAddress: s.verifySourceAddress, StatelessResetKey: &s.resetKey}
+	// Listen, not ListenEarly: no 0-RTT data is taken, as it can be
+	// replayed (RFC 9250 §4.5): a NOTIFY or query would be acted on again
+	// (TestDoQNoEarlyData).
 	ln, err := tr.Listen(s.opt.TLS, &quic.Config{
 		HandshakeIdleTimeout: s.opt.HandshakeTimeout,
 		// QUIC's own idle timeout silently drops a peer that vanished;

@@ -2,6 +2,7 @@ package listen
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -393,6 +394,35 @@ func TestDoQLimits(t *testing.T) {
 	var c3 *quic.Conn
 	require.Eventually(t, func() bool { c3, err = d.dial(t); return err == nil }, 5*time.Second, 20*time.Millisecond)
 	assert.Equal(t, int64(DoQExcessiveLoad), closeCode(c3), "refused after the handshake")
+}
+
+// TestDoQNoEarlyData: the listener takes no 0-RTT data. Its session
+// tickets carry no early_data extension (RFC 9001 §4.6.1), so a client
+// that resumes a session (quic-go's DialAddrEarly with Allow0RTT) sends
+// its queries after the handshake, and they are answered. 0-RTT data can
+// be replayed by whoever recorded it (RFC 9250 §4.5, RFC 8446 §8): a
+// replayed NOTIFY, which the Handler acts on (a source refreshed), or a
+// replayed query would be taken again, counted and logged as new.
+func TestDoQNoEarlyData(t *testing.T) {
+	d := newDoQSetup(t, nil)
+	cfg := clientTLS(d.ca, ALPNDoQ)
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	resumed := false
+	for i := 0; i < 5 && !resumed; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := quic.DialAddrEarly(ctx, d.addr, cfg, &quic.Config{Allow0RTT: true})
+		cancel()
+		require.NoError(t, err)
+		r, err := doqExchange(c, query(fmt.Sprintf("early%d.blocked.test", i)))
+		require.NoError(t, err)
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+		<-c.HandshakeComplete()
+		state := c.ConnectionState()
+		resumed = state.TLS.DidResume
+		assert.False(t, state.Used0RTT, "connection %d: 0-RTT data taken", i)
+		_ = c.CloseWithError(0, "")
+	}
+	assert.True(t, resumed, "no connection resumed its session: 0-RTT was never tried")
 }
 
 // TestDoQRefusesOtherALPN: a QUIC client that does not speak "doq" fails
