@@ -349,6 +349,11 @@ func TestCommandLine(t *testing.T) {
 		{"explain with too many", []string{"explain", "10.1.2.3", "tiktok.com", "A", "IN"}, 2, []string{"dnsfence explain: 4 arguments (10.1.2.3 tiktok.com A IN); give CLIENT NAME [TYPE]"}},
 		{"explain with a bad client", []string{"explain", "not-an-ip", "tiktok.com"}, 2, []string{"client"}},
 		{"explain with a bad type", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "BOGUS"}, 2, []string{`unknown query type "BOGUS"`}},
+		// A type by number, as dig takes one (RFC 3597 §5): TYPE65 is HTTPS.
+		{"explain with a type by number", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "type65"}, 1, []string{"name tiktok.com. type HTTPS", "verdict: blocked"}},
+		{"explain with a type no mnemonic names", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "TYPE4000"}, 1, []string{"type TYPE4000"}},
+		{"explain with type 0", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "TYPE0"}, 2, []string{`unknown query type "TYPE0"`}},
+		{"explain with a type over 65535", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "TYPE65536"}, 2, []string{`unknown query type "TYPE65536"`}},
 		{"explain with an empty label", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "www..tiktok.com"}, 2,
 			[]string{`dnsfence explain: name: "www..tiktok.com" is not a domain name`}},
 		{"explain with a label over 63 octets", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", strings.Repeat("a", 64) + ".tiktok.com"}, 2,

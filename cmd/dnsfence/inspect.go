@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -337,9 +338,9 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	}
 	qtype := dns.TypeA
 	if len(rest) == 3 {
-		t, ok := dns.StringToType[strings.ToUpper(rest[2])]
+		t, ok := queryType(rest[2])
 		if !ok {
-			fmt.Fprintf(stderr, "dnsfence explain: unknown query type %q (e.g. A, AAAA, HTTPS)\n", rest[2])
+			fmt.Fprintf(stderr, "dnsfence explain: unknown query type %q (e.g. A, AAAA, HTTPS, or TYPE65 by number)\n", rest[2])
 			return explainError
 		}
 		qtype = t
@@ -474,4 +475,17 @@ func explainProxy(cfg *config.Config, proxy string) (netip.Addr, error) {
 		}
 	}
 	return netip.Addr{}, fmt.Errorf("-proxy %s is not in trusted_proxies: the EDNS Client Subnet option it sends is not believed", a)
+}
+
+// queryType reads a query type as dig takes one: its mnemonic in any case
+// (AAAA, https), or TYPE and its number for any type (TYPE65, RFC 3597
+// §5), 1 to 65535.
+func queryType(s string) (uint16, bool) {
+	s = strings.ToUpper(s)
+	if t, ok := dns.StringToType[s]; ok {
+		return t, true
+	}
+	digits, ok := strings.CutPrefix(s, "TYPE")
+	n, err := strconv.ParseUint(digits, 10, 16)
+	return uint16(n), ok && err == nil && n > 0
 }
