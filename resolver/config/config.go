@@ -790,18 +790,23 @@ func keyAtLine(root *yaml.Node, line int) string {
 }
 
 // weighOffers tries the value each problem offers ("...; write
-// 127.0.0.1:53") where it was written, reparsing the configuration with
-// it; one that is refused in turn is taken back, and the problem says
-// what is wrong with both ("-030 has a leading zero, which YAML reads as
-// octal (-24), and -30 is negative; ..."), rather than sending a user
-// round in a circle. Of "write A for X, or B for Y", A is weighed. The
-// first maxWeighed offers are weighed, each a parse of the whole file:
-// a file of thousands of mistakes is read in about the time of one.
+// 127.0.0.1:53", "...; did you mean 10.0.0.0/8?") where it was written,
+// reparsing the configuration with it; one that is refused in turn is
+// taken back, and the problem says what is wrong with both ("-030 has a
+// leading zero, which YAML reads as octal (-24), and -30 is negative;
+// ..."), rather than sending a user round in a circle. Of "write A for
+// X, or B for Y", A is weighed. The first maxWeighed offers are weighed,
+// each a parse of the whole file: a file of thousands of mistakes is read
+// in about the time of one.
 func weighOffers(problems []*Error, root *yaml.Node, reparse func([]byte) error) {
+	had := map[string]bool{} // the keys with a problem as written
+	for _, p := range problems {
+		had[p.Key] = true
+	}
 	weighed := 0
 	for _, p := range problems {
 		msg := p.Err.Error()
-		fix, ok := offeredValue(msg)
+		fix, at, ok := offeredValue(msg)
 		if !ok || p.path == nil || weighed == maxWeighed {
 			continue
 		}
@@ -814,9 +819,11 @@ func weighOffers(problems []*Error, root *yaml.Node, reparse func([]byte) error)
 		if !errors.As(reparse(data), &invalid) {
 			continue
 		}
+		// Refused at its key, or where nothing was wrong before (the
+		// range meant is the next item of the list: "listed twice").
 		for _, e := range invalid.errs {
-			if again, ok := e.(*Error); ok && again.Key == p.Key {
-				p.Err = fmt.Errorf("%s, and %s", msg[:strings.LastIndex(msg, "; write ")], again.Err)
+			if again, ok := e.(*Error); ok && (again.Key == p.Key || !had[again.Key]) {
+				p.Err = fmt.Errorf("%s, and %s", msg[:at], again.Err)
 				break
 			}
 		}
@@ -826,18 +833,23 @@ func weighOffers(problems []*Error, root *yaml.Node, reparse func([]byte) error)
 // maxWeighed is how many offers weighOffers weighs in one file.
 const maxWeighed = 32
 
-// offeredValue is the value a problem's message offers after its last
-// "; write ", the first of alternatives ("A for X, or B"), or false when
-// what follows is prose ("write it as CIDR prefixes") or a key's name.
-func offeredValue(msg string) (string, bool) {
-	i := strings.LastIndex(msg, "; write ")
-	if i < 0 || strings.HasPrefix(msg, "key ") {
-		return "", false
+// offeredValue is the value a problem's message offers, and the index in
+// msg of the words offering it: after its last "; write ", the first of
+// alternatives ("A for X, or B"), or in "; did you mean X?". ok is false
+// when what follows is prose ("write it as CIDR prefixes") or the value
+// is a key's name ("unknown key ...; did you mean action?").
+func offeredValue(msg string) (fix string, at int, ok bool) {
+	if strings.HasPrefix(msg, "key ") || strings.HasPrefix(msg, "unknown key ") {
+		return "", 0, false
 	}
-	fix := strings.TrimPrefix(msg[i+len("; write "):], "the number without quotes: ")
-	fix, _, _ = strings.Cut(fix, " for ")
-	fix, _, _ = strings.Cut(fix, ", or ")
-	return fix, fix != "" && !strings.Contains(fix, " ")
+	if at = strings.LastIndex(msg, "; write "); at >= 0 {
+		fix = strings.TrimPrefix(msg[at+len("; write "):], "the number without quotes: ")
+		fix, _, _ = strings.Cut(fix, " for ")
+		fix, _, _ = strings.Cut(fix, ", or ")
+	} else if at = strings.LastIndex(msg, "; did you mean "); at >= 0 {
+		fix, _, _ = strings.Cut(msg[at+len("; did you mean "):], "?")
+	}
+	return fix, at, at >= 0 && fix != "" && !strings.Contains(fix, " ")
 }
 
 // withValue is the document root written out with the scalar at path

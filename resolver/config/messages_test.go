@@ -288,8 +288,8 @@ func TestConfigFixesAccepted(t *testing.T) {
 }
 
 // checkOffersTaken fails t when a value err offers for the configuration
-// data ("; write X") is refused at its key in turn, and returns how many
-// it tried. When err offers more than weighOffers weighs, none is tried.
+// data ("; write X", "; did you mean X?") is refused in turn, at its key
+// or at one that had no problem, and returns how many it tried. When err offers more than weighOffers weighs, none is tried.
 func checkOffersTaken(t *testing.T, title, file string, data []byte, err error, readFile func(string) ([]byte, error)) int {
 	t.Helper()
 	type offer struct {
@@ -297,9 +297,13 @@ func checkOffersTaken(t *testing.T, title, file string, data []byte, err error, 
 		fix string
 	}
 	var offers []offer
+	had := map[string]bool{}
 	for _, e := range joined(err) {
+		if ce, ok := errors.AsType[*Error](e); ok {
+			had[ce.Key] = true
+		}
 		if ce, ok := errors.AsType[*Error](e); ok && ce.path != nil {
-			if fix, ok := offeredValue(ce.Err.Error()); ok {
+			if fix, _, ok := offeredValue(ce.Err.Error()); ok {
 				offers = append(offers, offer{ce, fix})
 			}
 		}
@@ -318,8 +322,8 @@ func checkOffersTaken(t *testing.T, title, file string, data []byte, err error, 
 		}
 		_, err := Parse(file, fixed, readFile)
 		for _, e := range joined(err) {
-			if again, ok := errors.AsType[*Error](e); ok && again.Key == o.ce.Key {
-				t.Errorf("%s: %s offers %s, which is refused: %v", title, o.ce.Key, o.fix, again.Err)
+			if again, ok := errors.AsType[*Error](e); ok && (again.Key == o.ce.Key || !had[again.Key]) {
+				t.Errorf("%s: %s offers %s, which is refused: %v", title, o.ce.Key, o.fix, again)
 			}
 		}
 	}
