@@ -424,6 +424,8 @@ func TestHealthCommand(t *testing.T) {
 	code, out = runCmd("health", "-url", closed.URL+"/readyz", "-timeout", "1s")
 	assert.Equal(t, 1, code, out)
 	assert.Contains(t, out, "dnsfence health:")
+	// Refused: the likely causes are named.
+	assert.Contains(t, out, "dnsfence health: nothing listens at "+strings.TrimPrefix(closed.URL, "http://")+": is dnsfence running, with its http address there? give that address with -url")
 
 	// Flags that cannot ask are command-line errors, said before any
 	// request: a timeout of 0 or less would wait for ever on a dnsfence

@@ -798,7 +798,8 @@ func runHealth(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dnsfence health: -timeout %s is not a positive duration; give one with a unit, e.g. -timeout 3s\n", *opts.timeout)
 		return 2
 	}
-	if u, err := url.Parse(*opts.url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	u, err := url.Parse(*opts.url)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		fmt.Fprintf(stderr, "dnsfence health: -url %q is not an http:// or https:// URL; give the readiness URL of dnsfence's http address, e.g. -url http://127.0.0.1:9153/readyz\n", *opts.url)
 		return 2
 	}
@@ -806,6 +807,11 @@ func runHealth(args []string, stdout, stderr io.Writer) int {
 	resp, err := client.Get(*opts.url)
 	if err != nil {
 		fmt.Fprintf(stderr, "dnsfence health: %v\n", err)
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			// The usual cause: dnsfence is down, or its http key names
+			// another address than the URL asked.
+			fmt.Fprintf(stderr, "dnsfence health: nothing listens at %s: is dnsfence running, with its http address there? give that address with -url\n", u.Host)
+		}
 		return 1
 	}
 	defer resp.Body.Close()
