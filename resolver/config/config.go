@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver/listen"
@@ -517,7 +518,7 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 	})
 	cfg.validate(errs)
 	if weigh && len(errs.errs) > 0 {
-		weighOffers(errs.errs, &root, func(data []byte) error {
+		weighOffers(errs.errs, data, &root, func(data []byte) error {
 			_, err := parse(file, data, readFile, embedded, false)
 			return err
 		})
@@ -791,17 +792,21 @@ func keyAtLine(root *yaml.Node, line int) string {
 
 // weighOffers tries the value each problem offers ("...; write
 // 127.0.0.1:53", "...; did you mean 10.0.0.0/8?") where it was written,
-// reparsing the configuration with it; one that is refused in turn is
-// taken back, and the problem says what is wrong with both ("-030 has a
-// leading zero, which YAML reads as octal (-24), and -30 is negative;
-// ..."), rather than sending a user round in a circle. Of "write A for
-// X, or B for Y", A is weighed. The first maxWeighed offers are weighed,
-// each a parse of the whole file: a file of thousands of mistakes is read
-// in about the time of one.
-func weighOffers(problems []*Error, root *yaml.Node, reparse func([]byte) error) {
-	had := map[string]bool{} // the keys with a problem as written
+// reparsing the configuration, data as root was read from, with it; one
+// that is refused in turn is taken back, and the problem says what is
+// wrong with both ("-030 has a leading zero, which YAML reads as octal
+// (-24), and -30 is negative; ..."), rather than sending a user round in
+// a circle. Of "write A for X, or B for Y", A is weighed. A problem of
+// the file as written that the reparse has too (a key given twice) is
+// none of the offer's doing. The first maxWeighed offers are weighed,
+// each a parse of the whole file: a file of thousands of mistakes is
+// read in about the time of one.
+func weighOffers(problems []*Error, data []byte, root *yaml.Node, reparse func([]byte) error) {
+	had := map[string]bool{}    // the keys with a problem as written
+	before := map[string]bool{} // the problems as written, with their lines
 	for _, p := range problems {
 		had[p.Key] = true
+		before[p.Error()] = true
 	}
 	weighed := 0
 	for _, p := range problems {
@@ -811,18 +816,18 @@ func weighOffers(problems []*Error, root *yaml.Node, reparse func([]byte) error)
 			continue
 		}
 		weighed++
-		data, ok := withValue(root, p.path, fix)
+		text, ok := withValue(data, root, p.path, p.Line, fix)
 		if !ok {
 			continue
 		}
 		var invalid *InvalidError
-		if !errors.As(reparse(data), &invalid) {
+		if !errors.As(reparse(text), &invalid) {
 			continue
 		}
 		// Refused at its key, or where nothing was wrong before (the
 		// range meant is the next item of the list: "listed twice").
 		for _, e := range invalid.errs {
-			if again, ok := e.(*Error); ok && (again.Key == p.Key || !had[again.Key]) {
+			if again, ok := e.(*Error); ok && (again.Key == p.Key || !had[again.Key]) && !before[again.Error()] {
 				p.Err = fmt.Errorf("%s, and %s", msg[:at], again.Err)
 				break
 			}
@@ -852,30 +857,152 @@ func offeredValue(msg string) (fix string, at int, ok bool) {
 	return fix, at, at >= 0 && fix != "" && !strings.Contains(fix, " ")
 }
 
-// withValue is the document root written out with the scalar at path
-// replaced by v as YAML reads v (60 a number, "gov" the text gov,
-// [::1]:53 text), or false when path is no scalar of root.
-func withValue(root *yaml.Node, path []any, v string) ([]byte, bool) {
-	text, err := yaml.Marshal(root)
-	if err != nil {
+// withValue is data, the text root was read from, with the scalar at path
+// written v instead, as YAML reads v (60 a number, "gov" the text gov,
+// [::1]:53 text): plain when that is a number, a boolean or null (60,
+// -30), else in double quotes ("127.0.0.1:53"). Every other
+// byte is kept, so that the lines of what the text says are those of
+// data. ok is false when the scalar at path is not on line (a key given
+// twice: path finds the first), or is not one withValue can find the
+// end of (a tagged, block or multi-line scalar).
+func withValue(data []byte, root *yaml.Node, path []any, line int, v string) (text []byte, ok bool) {
+	n := nodeOnLine(root, path, line)
+	if n == nil || n.Kind != yaml.ScalarNode || n.Line < 1 || n.Column < 1 {
 		return nil, false
 	}
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if n.Line > len(lines) {
+		return nil, false
+	}
+	l := string(lines[n.Line-1])
+	start := 0 // n.Column counts characters, not bytes
+	for range n.Column - 1 {
+		_, size := utf8.DecodeRuneInString(l[start:])
+		if size == 0 {
+			return nil, false
+		}
+		start += size
+	}
+	end := scalarEnd(l, start, n)
+	if end < 0 {
+		return nil, false
+	}
+	// v as YAML reads it: 60 a number, "gov" the text gov, [::1]:53 text.
+	value, written := v, strconv.Quote(v)
 	var doc yaml.Node
-	if yaml.Unmarshal(text, &doc) != nil {
+	if yaml.Unmarshal([]byte(v), &doc) == nil && len(doc.Content) == 1 && doc.Content[0].Kind == yaml.ScalarNode {
+		c := doc.Content[0]
+		value, written = c.Value, strconv.Quote(c.Value)
+		if c.Style == 0 && (c.Tag == "!!int" || c.Tag == "!!float" || c.Tag == "!!bool" || c.Tag == "!!null") {
+			written = c.Value
+		}
+	}
+	var b bytes.Buffer
+	for _, l := range lines[:n.Line-1] {
+		b.Write(l)
+	}
+	b.WriteString(l[:start] + written + l[end:])
+	for _, l := range lines[n.Line:] {
+		b.Write(l)
+	}
+	// What the text now says at path must be v, on the same line.
+	doc = yaml.Node{}
+	if yaml.Unmarshal(b.Bytes(), &doc) != nil {
 		return nil, false
 	}
-	n := nodeAt(&doc, path)
-	if n == nil || n.Kind != yaml.ScalarNode {
+	if m := nodeOnLine(&doc, path, line); m == nil || m.Kind != yaml.ScalarNode || m.Value != value {
 		return nil, false
 	}
-	var value yaml.Node
-	if err := yaml.Unmarshal([]byte(v), &value); err == nil && len(value.Content) == 1 && value.Content[0].Kind == yaml.ScalarNode {
-		*n = *value.Content[0]
-	} else {
-		*n = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v}
+	return b.Bytes(), true
+}
+
+// nodeOnLine is the node at path that is on line, of those a key given
+// twice leads to (nodeAt follows the first), or nil when none is.
+func nodeOnLine(root *yaml.Node, path []any, line int) *yaml.Node {
+	if root == nil || len(root.Content) == 0 {
+		return nil
 	}
-	out, err := yaml.Marshal(&doc)
-	return out, err == nil
+	var find func(n *yaml.Node, path []any, depth int) *yaml.Node
+	find = func(n *yaml.Node, path []any, depth int) *yaml.Node {
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = n.Alias
+		}
+		if len(path) == 0 {
+			if n.Line == line {
+				return n
+			}
+			return nil
+		}
+		if depth > 100 {
+			return nil
+		}
+		switch v := path[0].(type) {
+		case string:
+			if n.Kind == yaml.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if n.Content[i].Value == v {
+						if m := find(n.Content[i+1], path[1:], depth+1); m != nil {
+							return m
+						}
+					}
+				}
+			}
+		case int:
+			if n.Kind == yaml.SequenceNode && v < len(n.Content) {
+				return find(n.Content[v], path[1:], depth+1)
+			}
+		}
+		return nil
+	}
+	return find(root.Content[0], path, 0)
+}
+
+// scalarEnd is the byte index in l, a line, just past the scalar n that
+// starts at l[start:], or -1 when the scalar does not end on l as n
+// holds it (n.Value, read plain or in quotes).
+func scalarEnd(l string, start int, n *yaml.Node) int {
+	rest := l[start:]
+	switch n.Style {
+	case yaml.DoubleQuotedStyle:
+		for i := 1; i < len(rest); i++ {
+			switch rest[i] {
+			case '\\':
+				i++
+			case '"':
+				return start + i + 1
+			}
+		}
+	case yaml.SingleQuotedStyle:
+		for i := 1; i < len(rest); i++ {
+			if rest[i] == '\'' {
+				if i+1 < len(rest) && rest[i+1] == '\'' {
+					i++
+					continue
+				}
+				return start + i + 1
+			}
+		}
+	case 0:
+		// A plain scalar ends at a comment or the line's end, and in a
+		// flow collection ([a, b], {k: v}) at its next indicator too.
+		block := strings.TrimRight(rest, "\r\n")
+		if i := strings.Index(block, " #"); i >= 0 {
+			block = block[:i]
+		}
+		if i := strings.Index(block, "\t#"); i >= 0 {
+			block = block[:i]
+		}
+		flow := block
+		if i := strings.IndexAny(flow, ",]}"); i >= 0 {
+			flow = flow[:i]
+		}
+		for _, s := range []string{flow, block} {
+			if s = strings.TrimRight(s, " \t"); s == n.Value {
+				return start + len(s)
+			}
+		}
+	}
+	return -1
 }
 
 // nodeAt returns the node at path, or nil when the file does not have it.
