@@ -810,29 +810,51 @@ func weighOffers(problems []*Error, data []byte, root *yaml.Node, reparse func([
 	}
 	weighed := 0
 	for _, p := range problems {
-		msg := p.Err.Error()
-		fix, at, ok := offeredValue(msg)
-		if !ok || p.path == nil || weighed == maxWeighed {
+		if p.path == nil || weighed == maxWeighed {
 			continue
 		}
-		weighed++
-		text, ok := withValue(data, root, p.path, p.Line, fix)
-		if !ok {
-			continue
+		if _, _, ok := offeredValue(p.Err.Error()); ok {
+			weighed++
 		}
-		var invalid *InvalidError
-		if !errors.As(reparse(text), &invalid) {
-			continue
-		}
-		// Refused at its key, or where nothing was wrong before (the
-		// range meant is the next item of the list: "listed twice").
-		for _, e := range invalid.errs {
-			if again, ok := e.(*Error); ok && (again.Key == p.Key || !had[again.Key]) && !before[again.Error()] {
-				p.Err = fmt.Errorf("%s, and %s", msg[:at], again.Err)
+		// A refusal may offer a value of its own ("has no port, and
+		// [::%00]:53: a zone ...; write [::]:53"): weighed in turn.
+		for range maxRounds {
+			if !refuseOffer(p, data, root, reparse, had, before) {
 				break
 			}
 		}
 	}
+}
+
+// maxRounds is how many offers weighOffers weighs for one problem: its
+// own, and those the refusals of it offer.
+const maxRounds = 3
+
+// refuseOffer weighs the value p offers, and reports whether it was
+// refused, p then saying why in place of the offer.
+func refuseOffer(p *Error, data []byte, root *yaml.Node, reparse func([]byte) error, had, before map[string]bool) bool {
+	msg := p.Err.Error()
+	fix, at, ok := offeredValue(msg)
+	if !ok {
+		return false
+	}
+	text, ok := withValue(data, root, p.path, p.Line, fix)
+	if !ok {
+		return false
+	}
+	var invalid *InvalidError
+	if !errors.As(reparse(text), &invalid) {
+		return false
+	}
+	// Refused at its key, or where nothing was wrong before (the range
+	// meant is the next item of the list: "listed twice").
+	for _, e := range invalid.errs {
+		if again, ok := e.(*Error); ok && (again.Key == p.Key || !had[again.Key]) && !before[again.Error()] {
+			p.Err = fmt.Errorf("%s, and %s", msg[:at], again.Err)
+			return true
+		}
+	}
+	return false
 }
 
 // maxWeighed is how many offers weighOffers weighs in one file.
