@@ -798,9 +798,9 @@ func keyAtLine(root *yaml.Node, line int) string {
 // (-24), and -30 is negative; ..."), rather than sending a user round in
 // a circle. Of "write A for X, or B for Y", A is weighed. A problem of
 // the file as written that the reparse has too (a key given twice) is
-// none of the offer's doing. The first maxWeighed offers are weighed,
-// each a parse of the whole file: a file of thousands of mistakes is
-// read in about the time of one.
+// none of the offer's doing. Each offer weighed is a parse of the whole
+// file: the first weighable(len(data)) are, so that a file of thousands
+// of mistakes, or a large one, is read in a bounded time.
 func weighOffers(problems []*Error, data []byte, root *yaml.Node, reparse func([]byte) error) {
 	had := map[string]bool{}    // the keys with a problem as written
 	before := map[string]bool{} // the problems as written, with their lines
@@ -808,9 +808,9 @@ func weighOffers(problems []*Error, data []byte, root *yaml.Node, reparse func([
 		had[p.Key] = true
 		before[p.Error()] = true
 	}
-	weighed := 0
+	weighed, most := 0, weighable(len(data))
 	for _, p := range problems {
-		if p.path == nil || weighed == maxWeighed {
+		if p.path == nil || weighed == most {
 			continue
 		}
 		if _, _, ok := offeredValue(p.Err.Error()); ok {
@@ -857,8 +857,21 @@ func refuseOffer(p *Error, data []byte, root *yaml.Node, reparse func([]byte) er
 	return false
 }
 
-// maxWeighed is how many offers weighOffers weighs in one file.
-const maxWeighed = 32
+// maxWeighed is how many offers weighOffers weighs in one file, and
+// maxWeighedBytes how much text their reparses read, all told: a file of
+// 370 kB (20,000 clients) parses in about 0.15 s, and had 32 offers
+// weighed in 5 s.
+const (
+	maxWeighed      = 32
+	maxWeighedBytes = 1 << 20
+)
+
+// weighable is how many offers weighOffers weighs in a file of size
+// bytes: maxWeighed, fewer in a file so large that their reparses would
+// read more than maxWeighedBytes, and always one.
+func weighable(size int) int {
+	return max(1, min(maxWeighed, maxWeighedBytes/max(size, 1)))
+}
 
 // offeredValue is the value a problem's message offers, and the index in
 // msg of the words offering it: after its last "; write ", the first of
