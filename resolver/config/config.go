@@ -849,8 +849,19 @@ func refuseOffer(p *Error, data []byte, root *yaml.Node, reparse func([]byte) er
 	// Refused at its key, or where nothing was wrong before (the range
 	// meant is the next item of the list: "listed twice").
 	for _, e := range invalid.errs {
-		if again, ok := e.(*Error); ok && (again.Key == p.Key || !had[again.Key]) && !before[again.Error()] {
+		again, ok := e.(*Error)
+		if !ok || before[again.Error()] {
+			continue
+		}
+		switch {
+		case again.Key == p.Key:
 			p.Err = fmt.Errorf("%s, and %s", msg[:at], again.Err)
+			return true
+		case !had[again.Key]:
+			// What is said at another key is said of it, as its
+			// own words ("leave this one out") mean that one.
+			where := cmp.Or(again.Key, "the file")
+			p.Err = fmt.Errorf("%s, and with %s here, %s would be wrong: %s", msg[:at], fix, where, again.Err)
 			return true
 		}
 	}
