@@ -38,14 +38,12 @@ func readSnippets(t *testing.T, path string) []snippet {
 	return out
 }
 
-// TestConfigMessages checks the error text of every kind of configuration
-// mistake: each testdata/config/messages/KIND.txt is a table of small
-// configurations under "## title" lines, and KIND.golden holds what each
-// gives ("=> accepted" when it is right). A snippet without upstreams gets
-// one after its own lines. Run with -update to rewrite the golden files.
-func TestConfigMessages(t *testing.T) {
+// messagesTree is the folder the message tables' snippets are read in:
+// the lists, ranges and certificates they name, and a list made a folder.
+func messagesTree(t *testing.T) string {
+	t.Helper()
 	ca, caKey := testCert(t, time.Now().Add(time.Hour))
-	dir := testnet.WriteTree(t, map[string]string{
+	return testnet.WriteTree(t, map[string]string{
 		"lists/tiktok.txt":        "tiktok.com\n",
 		"lists/allow.txt":         "ads.tiktok.com\n",
 		"lists/bytedance.txt/new": "capcut.com\n", // a list made a folder
@@ -56,6 +54,15 @@ func TestConfigMessages(t *testing.T) {
 		"certs/ca.pem":            string(ca),
 		"certs/ca-key.pem":        string(caKey),
 	})
+}
+
+// TestConfigMessages checks the error text of every kind of configuration
+// mistake: each testdata/config/messages/KIND.txt is a table of small
+// configurations under "## title" lines, and KIND.golden holds what each
+// gives ("=> accepted" when it is right). A snippet without upstreams gets
+// one after its own lines. Run with -update to rewrite the golden files.
+func TestConfigMessages(t *testing.T) {
+	dir := messagesTree(t)
 	tables, err := filepath.Glob("testdata/config/messages/*.txt")
 	require.NoError(t, err)
 	require.NotEmpty(t, tables)
@@ -249,16 +256,7 @@ func TestConfigSuggestions(t *testing.T) {
 // DNS over TLS never uses port 53; write 127.0.0.1:853" beside a
 // listen_tls of 127.0.0.1:853 (two listeners on one port).
 func TestConfigFixesAccepted(t *testing.T) {
-	ca, caKey := testCert(t, time.Now().Add(time.Hour))
-	dir := testnet.WriteTree(t, map[string]string{
-		"lists/tiktok.txt":        "tiktok.com\n",
-		"lists/allow.txt":         "ads.tiktok.com\n",
-		"networks/government.txt": "10.9.0.0/16\n",
-		"certs/dnsfence.crt":      "read at start, not by Parse\n",
-		"certs/dnsfence.key":      "read at start, not by Parse\n",
-		"certs/ca.pem":            string(ca),
-		"certs/ca-key.pem":        string(caKey),
-	})
+	dir := messagesTree(t)
 	tables, err := filepath.Glob("testdata/config/messages/*.txt")
 	require.NoError(t, err)
 	var snippets []snippet
