@@ -126,6 +126,28 @@ var offered = []*regexp.Regexp{
 	regexp.MustCompile(`write each name on a line of its own: ([^)]+)\)`),
 }
 
+// TestOfferedFindsEachOffer: each of offered finds the line its message
+// offers, so that checkOffersTaken cannot go quiet when a message's
+// words change: one no pattern finds is never parsed again.
+func TestOfferedFindsEachOffer(t *testing.T) {
+	for i, tc := range []struct{ line, offer string }{
+		{"0.0.0.0tiktok.com", "0.0.0.0 tiktok.com"},
+		{"https://www.tiktok.com/@x", "www.tiktok.com"},
+		{"tiktok.com#c", "tiktok.com"},
+		{"server=/tiktok.com/10.0.0.53", "tiktok.com"},
+		{"@@||tiktok.com^", "tiktok.com"},
+		{"[tiktok.com, x.com]", "tiktok.com"},
+	} {
+		_, err := Parse("x.txt", []byte(tc.line+"\n"))
+		if err == nil {
+			t.Fatalf("%q: no error", tc.line)
+		}
+		if m := offered[i].FindStringSubmatch(err.Error()); m == nil || m[1] != tc.offer {
+			t.Errorf("offered[%d] finds %q in %v, not %q", i, m, err, tc.offer)
+		}
+	}
+}
+
 // checkOffersTaken: the line a bad line's message offers (`write
 // "0.0.0.0 tiktok.com"`) is one a list takes, not a bad line again.
 func checkOffersTaken(t *testing.T, err error) {
