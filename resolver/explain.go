@@ -300,6 +300,10 @@ type Explanation struct {
 	Decision  Decision
 	Hops      []Hop // the names of the upstream answer, with -resolve
 	Rcode     string
+	// ZoneTransfer: the type is AXFR or IXFR, which a query from an
+	// allowed client gets REFUSED for whatever its policy says, as
+	// dnsfence forwards no zone transfer (Handler's step 3).
+	ZoneTransfer bool
 	// Result is the outcome, in the words of a query's result:
 	// ResultRefused, ResultBlocked, ResultLocal or ResultForwarded.
 	Result string
@@ -386,14 +390,16 @@ func (s *Snapshot) explainQuery(source netip.Addr, client netip.Prefix, name str
 	}
 	if e.Wider {
 		e.Held, e.HasHeld = s.PolicyForPrefix(client)
-		return e
-	}
-	if e.HasPolicy {
+	} else if e.HasPolicy {
 		for _, cr := range s.byClient.Supernets(client) {
 			if cr.Range.Prefix != e.Range.Range.Prefix {
 				e.Beaten = append(e.Beaten, cr)
 			}
 		}
+	}
+	if qtype == dns.TypeAXFR || qtype == dns.TypeIXFR {
+		e.ZoneTransfer, e.Result, e.Shadow, e.Decision = true, ResultRefused, false, Decision{}
+		e.Rcode = "REFUSED, Extended DNS Error 21 (Not Supported)"
 	}
 	return e
 }
@@ -561,6 +567,11 @@ func (e Explanation) text(listName func(string) string) string {
 		fmt.Fprintf(&b, " (typed as %s)", e.Typed)
 	}
 	b.WriteString("\n")
+	if e.ZoneTransfer {
+		b.WriteString("  a zone transfer: refused before any policy, as dnsfence forwards none\n")
+		fmt.Fprintf(&b, "verdict: %s (%s)\n", e.verdict(), e.Rcode)
+		return b.String()
+	}
 	if e.Result == ResultLocal {
 		fmt.Fprintf(&b, "  in %s, which dnsfence answers itself for every client: %s\n", e.local.apex, e.local.why)
 		fmt.Fprintf(&b, "verdict: %s (%s)\n", e.verdict(), e.Rcode)

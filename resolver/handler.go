@@ -1770,12 +1770,12 @@ func aliasTarget(rr dns.RR) (string, bool) {
 }
 
 // validQuestion rejects meta types that never appear in a question
-// (metaQType).
+// (MetaQType).
 func validQuestion(q dns.Question) bool {
-	return !metaQType(q.Qtype) && q.Name != ""
+	return !MetaQType(q.Qtype) && q.Name != ""
 }
 
-// metaQType reports whether a question of type qtype is a format error:
+// MetaQType reports whether a question of type qtype is a format error:
 // 0, OPT, TSIG and TKEY, which are never asked for (RFC 6891 §6.1.1, RFC
 // 8945 §4.1, RFC 2930), MAILA and MAILB (RFC 1035 §3.2.3, obsolete), and
 // the rest of the meta-TYPE range 128-248 (RFC 6895 §3.1): answered
@@ -1783,7 +1783,7 @@ func validQuestion(q dns.Question) bool {
 // an upstream's FORMERR or NOTIMP to them would count against its health
 // for a query the client made up. ANY (255) and the zone transfers
 // (REFUSED, handled apart) are not among them.
-func metaQType(qtype uint16) bool {
+func MetaQType(qtype uint16) bool {
 	switch qtype {
 	case dns.TypeNone, dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY, dns.TypeMAILA, dns.TypeMAILB:
 		return true

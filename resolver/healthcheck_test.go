@@ -186,7 +186,7 @@ func TestHealthCheckBringsBackInternalOnlyUpstream(t *testing.T) {
 }
 
 // TestHealthCheckTypeIsAsked: every type upstream_health_check takes is
-// one dnsfence itself forwards (not metaQType, which it, as Unbound and
+// one dnsfence itself forwards (not MetaQType, which it, as Unbound and
 // NSD, answers FORMERR): a type an upstream answers FORMERR would fail
 // every probe of every upstream, keeping them down and /readyz 503. Each
 // mnemonic miekg/dns knows is tried, so that a meta type it learns later
@@ -198,7 +198,7 @@ func TestHealthCheckTypeIsAsked(t *testing.T) {
 			continue
 		}
 		assert.Equal(t, qtype, got, s)
-		assert.False(t, metaQType(got), "%s (%d) is taken as the health check's type, but dnsfence answers it FORMERR", s, got)
+		assert.False(t, MetaQType(got), "%s (%d) is taken as the health check's type, but dnsfence answers it FORMERR", s, got)
 		assert.NotContains(t, []uint16{dns.TypeAXFR, dns.TypeIXFR, dns.TypeANY}, got, s)
 	}
 }

@@ -817,7 +817,7 @@ func documentedAnswer(m, want *dns.Msg) (int, bool) {
 		return dns.RcodeBadVers, true // before anything else (step 1)
 	case q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR:
 		return dns.RcodeRefused, true // zone transfers (step 1)
-	case metaQType(q.Qtype):
+	case MetaQType(q.Qtype):
 		return dns.RcodeFormatError, true // no query asks for it (step 1)
 	case q.Qclass != dns.ClassINET && q.Qclass != dns.ClassHESIOD && q.Qclass != dns.ClassANY:
 		return dns.RcodeRefused, true // no zone data to forward (step 3)

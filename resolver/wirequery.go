@@ -71,7 +71,7 @@ func readWireQuery(b []byte, buf *[maxNameText]byte) (wq wireQuery, ok bool) {
 	if !ok || q.Class != dns.ClassINET {
 		return wq, false // CHAOS (explain) and other classes: the message path
 	}
-	if metaQType(q.Type) || q.Type == dns.TypeAXFR || q.Type == dns.TypeIXFR {
+	if MetaQType(q.Type) || q.Type == dns.TypeAXFR || q.Type == dns.TypeIXFR {
 		return wq, false // refused or FORMERR: the message path says which
 	}
 	wq = wireQuery{ok: true, b: b, q: q, flags: flags, qtype: q.Type, qclass: q.Class}

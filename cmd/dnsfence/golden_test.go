@@ -352,6 +352,12 @@ func TestCommandLine(t *testing.T) {
 		// A type by number, as dig takes one (RFC 3597 §5): TYPE65 is HTTPS.
 		{"explain with a type by number", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "type65"}, 1, []string{"name tiktok.com. type HTTPS", "verdict: blocked"}},
 		{"explain with a type no mnemonic names", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "TYPE4000"}, 1, []string{"type TYPE4000"}},
+		// Types the server answers before any policy are explained so:
+		// a zone transfer REFUSED, a meta type FORMERR (nothing to explain).
+		{"explain of a zone transfer", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "AXFR"}, 3,
+			[]string{"a zone transfer: refused before any policy", "verdict: refused (REFUSED, Extended DNS Error 21 (Not Supported))"}},
+		{"explain of a meta type", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "TYPE41"}, 2,
+			[]string{"dnsfence explain: OPT is a meta type, which no question may ask (RFC 6895 §3.1): dnsfence answers FORMERR to one and forwards nothing"}},
 		{"explain with type 0", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "TYPE0"}, 2, []string{`unknown query type "TYPE0"`}},
 		{"explain with a type over 65535", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "TYPE65536"}, 2, []string{`unknown query type "TYPE65536"`}},
 		{"explain with an empty label", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "www..tiktok.com"}, 2,

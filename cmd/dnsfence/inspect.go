@@ -252,7 +252,7 @@ const (
 	explainForwarded = 0 // the client gets the upstream's answer (also allowed and shadow verdicts), or dnsfence's own (local: resolver.arpa, onion, invalid, localhost)
 	explainBlocked   = 1 // the policy blocks it
 	explainError     = 2 // bad arguments, or the configuration does not load
-	explainRefused   = 3 // the client is outside allowed_clients
+	explainRefused   = 3 // the client is outside allowed_clients, or the type is a zone transfer
 	explainNotReady  = 4 // SERVFAIL: a remote block list of the policy has no copy (sources.servfail_until_ready)
 )
 
@@ -341,6 +341,12 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		t, ok := queryType(rest[2])
 		if !ok {
 			fmt.Fprintf(stderr, "dnsfence explain: unknown query type %q (e.g. A, AAAA, HTTPS, or TYPE65 by number)\n", rest[2])
+			return explainError
+		}
+		if resolver.MetaQType(t) {
+			// Answered FORMERR before anything else (Handler's step 1):
+			// nothing to explain.
+			fmt.Fprintf(stderr, "dnsfence explain: %s is a meta type, which no question may ask (RFC 6895 §3.1): dnsfence answers FORMERR to one and forwards nothing\n", dns.Type(t))
 			return explainError
 		}
 		qtype = t

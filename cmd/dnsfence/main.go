@@ -72,7 +72,7 @@ func init() {
 			func() *flag.FlagSet { return checkFlags().fs }},
 		{"explain", "CLIENT NAME [TYPE]", "the decision for one client's query and every reason for it;\n" +
 			"CLIENT is an address, or a network (10.1.2.0/24) as a trusted proxy's EDNS Client Subnet names one;\n" +
-			"exit 0 forwarded (or answered from dnsfence's own zones), 1 blocked, 2 error, 3 refused (client outside allowed_clients), 4 SERVFAIL (a remote list without a copy, sources.servfail_until_ready)", runExplain,
+			"exit 0 forwarded (or answered from dnsfence's own zones), 1 blocked, 2 error, 3 refused (client outside allowed_clients, or a zone transfer), 4 SERVFAIL (a remote list without a copy, sources.servfail_until_ready)", runExplain,
 			func() *flag.FlagSet { return explainFlags().fs }},
 		{"health", "", "ask a running dnsfence's /readyz, or -url another endpoint (Docker's HEALTHCHECK asks /startupz: the image has no curl);\n" +
 			"exit 0 ready, 1 not ready or unreachable, 2 bad command line", runHealth,

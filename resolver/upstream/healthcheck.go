@@ -115,7 +115,7 @@ var nonDataTypes = map[uint16]string{
 // 8482 §4: a NOTIMP); and every other one (TKEY, TSIG, MAILA, MAILB, the
 // unassigned values and those assigned later, such as NXNAME, 128, RFC
 // 9824 §3.5), which a server answers FORMERR, as Unbound, NSD and
-// dnsfence itself (resolver.metaQType) do: each would fail every check
+// dnsfence itself (resolver.MetaQType) do: each would fail every check
 // of every upstream. ok is false for a type outside the range.
 func metaTypeWhy(t uint16) (why string, ok bool) {
 	switch {
