@@ -240,6 +240,8 @@ func TestConfigSuggestions(t *testing.T) {
 	} {
 		assert.Equal(t, tc.want, Closest(tc.word, keys), tc.word)
 	}
+	// The candidate is measured as the word is: in lower case, '-' as '_'.
+	assert.Equal(t, "AB-CD", Closest("ab-c", []string{"AB-CD"}))
 	assert.Equal(t, "block", affixMatch("blocklists", keys))
 	assert.Equal(t, "", affixMatch("clients", keys), "two keys end with it")
 	assert.Equal(t, 1, editDistance("ab", "ba"))

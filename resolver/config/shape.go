@@ -514,7 +514,7 @@ func Closest(word string, candidates []string) string {
 		if normKey(c) == w {
 			return c
 		}
-		if d := editDistance(w, c); d < bestDist {
+		if d := editDistance(w, normKey(c)); d < bestDist {
 			best, bestDist = c, d
 		}
 	}
