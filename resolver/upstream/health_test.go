@@ -34,6 +34,14 @@ func TestAllDownOrder(t *testing.T) {
 		{name: "same failures: faster first", states: []state{{"sf", 50 * time.Millisecond}, {"sf", 5 * time.Millisecond}}, want: []int{1, 0}},
 		{name: "same failures: measured before unmeasured", states: []state{{"f", 0}, {"f", 30 * time.Millisecond}}, want: []int{1, 0}},
 		{name: "tie: configured order", states: []state{{"ff", 0}, {"ff", 0}, {"sf", 0}}, want: []int{2, 0, 1}},
+		// The cases below pin the ratio and the unmeasured rule from the
+		// other side: a mutant of failureRatio or byRTT that only the
+		// cases above were asked about survived them.
+		{name: "same failures: measured before unmeasured listed after it", states: []state{{"f", 30 * time.Millisecond}, {"f", 0}}, want: []int{0, 1}},
+		{name: "one exchange that failed is all failed", states: []state{{"f", 0}, {"sff", 0}}, want: []int{1, 0}},
+		{name: "the same share failed: a tie", states: []state{{"f", 0}, {"ff", 0}}, want: []int{0, 1}},
+		{name: "no outcome counts as half failed", states: []state{{"", 0}, {"sssf", 0}, {"sfff", 0}}, want: []int{1, 0, 2}},
+		{name: "a full window: the share of its 32", states: []state{{"f" + strings.Repeat("s", 31), 50 * time.Millisecond}, {strings.Repeat("s", 31) + "f", 5 * time.Millisecond}}, want: []int{1, 0}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
