@@ -133,6 +133,28 @@ func TestRetryBudget(t *testing.T) {
 	assert.False(t, f.takeRetry(u), "a fifth of the queries in flight")
 }
 
+// TestRetryBudgetGivenBack: a try beyond its query's first gives its
+// room in its upstream's retry budget back when it ends (forwardHedged),
+// one each, whether it followed a failure (a failover) or a slow try (a
+// hedge), and the query's first try takes none: a budget that lost or
+// kept room at each retry would let a burst through, or throttle every
+// failover for good, as a query of its own does not show.
+func TestRetryBudgetGivenBack(t *testing.T) {
+	b := startUpstream(t, nil)
+	for _, first := range []string{closedPort(t), silentUpstream(t)} {
+		f := NewForwarder([]string{first, b.addr}, 2*time.Second, false)
+		t.Cleanup(f.Close)
+		f.started.Store(true) // no probes: the first upstream is asked first
+		_, from, err := f.Forward(context.Background(), clientQuery("budget.example.", false), false)
+		require.NoError(t, err)
+		require.Equal(t, b.addr, from)
+		// The try that answered gave its room back before its answer
+		// reached the query.
+		assert.Equal(t, int64(0), f.upstreams[1].retries.Load(), "the second upstream's budget after %s", first)
+		assert.Equal(t, int64(0), f.upstreams[0].retries.Load(), "the first try took no room")
+	}
+}
+
 // TestThrottledFailoverCountedAsFailover: a query whose first try failed
 // and whose failover found the next upstream's retry budget full waits for
 // room (forwardHedged); the try it sends once there is room follows a
