@@ -331,7 +331,9 @@ func TestStartWireHedged(t *testing.T) {
 		// taken as 450 ms: twice that, 900 ms, so 1,050 ms in): C is
 		// asked as a failover. Each side has 350 ms or more to spare on a
 		// busy machine (with 50 and 100 ms, a run under -race beside
-		// other work saw C asked as a hedge).
+		// other work saw C asked as a hedge). D, after C, is never asked:
+		// the first try's failure fails over once, not to every upstream
+		// left (C's hedge delay is 900 ms too, far beyond its answer).
 		servfail := rcodeAnswer(dns.RcodeServerFailure)
 		a := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 			if r.Question[0].Name != "." {
@@ -340,15 +342,20 @@ func TestStartWireHedged(t *testing.T) {
 			return servfail(w, r)
 		})
 		silent, c := silentUpstream(t), startUpstream(t, nil)
+		var dAsked atomic.Int64
+		d := startUpstream(t, countingAnswer(&dAsked))
 		reg := prometheus.NewRegistry()
-		f, err := New([]string{a.addr, silent, c.addr}, Options{Timeout: 4 * time.Second, Metrics: NewMetrics(reg)})
+		f, err := New([]string{a.addr, silent, c.addr, d.addr}, Options{Timeout: 4 * time.Second, Metrics: NewMetrics(reg)})
 		require.NoError(t, err)
 		t.Cleanup(f.Close)
 		f.upstreams[1].rtt.Store(int64(450 * time.Millisecond)) // measured, so not explored either
+		f.upstreams[2].rtt.Store(int64(450 * time.Millisecond))
 		require.Equal(t, 900*time.Millisecond, f.hedgeDelay(f.upstreams[1]))
 		r, _ := ask(t, f, "third.example.org.")
 		require.NoError(t, r.err)
 		assert.Equal(t, c.addr, r.from)
+		assert.Zero(t, dAsked.Load(), "the fourth upstream was asked")
+		assert.Empty(t, upstreamCounts(t, reg, "dnsfence_upstream_retries_total", d.addr, "reason"), "no try went to the fourth upstream")
 		assert.Equal(t, map[string]float64{retryHedge: 1}, upstreamCounts(t, reg, "dnsfence_upstream_retries_total", silent, "reason"))
 		assert.Equal(t, map[string]float64{retryFailover: 1}, upstreamCounts(t, reg, "dnsfence_upstream_retries_total", c.addr, "reason"),
 			"the first try's failure fails over at once, not at the next hedge")
