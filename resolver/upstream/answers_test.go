@@ -55,6 +55,13 @@ func TestUpstreamFailureEDE(t *testing.T) {
 			text: "upstream answered SERVFAIL; upstream answered REFUSED", causes: "rcode_servfail,rcode_refused"},
 		{name: "closed port then refused", upstreams: []string{closedPort(t), refused}, code: dns.ExtendedErrorCodeNetworkError,
 			text: "upstream unreachable: network error; upstream answered REFUSED", causes: "network,rcode_refused"},
+		// One cause that is no timeout, and a timeout first with another
+		// after it, are each said as they are: "no upstream answered in
+		// time" only when every try timed out.
+		{name: "all servfail", upstreams: []string{servfail, startUpstream(t, rcodeAnswer(dns.RcodeServerFailure)).addr},
+			code: dns.ExtendedErrorCodeNoReachableAuthority, text: "upstream answered SERVFAIL", causes: "rcode_servfail"},
+		{name: "silent then servfail", upstreams: []string{silent, servfail}, code: dns.ExtendedErrorCodeNoReachableAuthority,
+			text: "upstream did not answer in time; upstream answered SERVFAIL", causes: "timeout,rcode_servfail"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,8 +75,10 @@ func TestUpstreamFailureEDE(t *testing.T) {
 			assert.Equal(t, tc.text, text)
 			assert.Equal(t, tc.causes, ue.Causes())
 			assert.Equal(t, tc.causes == "timeout", ue.Timeout)
+			assert.Equal(t, tc.causes == "rcode_servfail", ue.AllServfail(), "every upstream answered SERVFAIL")
 		})
 	}
+	assert.False(t, new(UpstreamError).AllServfail(), "no failure is no SERVFAIL")
 }
 
 // FuzzUpstreamAnswer feeds any datagram to a query waiting on an upstream
