@@ -54,6 +54,23 @@ func TestSmoothedRTT(t *testing.T) {
 	assert.Equal(t, int64(40*time.Millisecond), u.rtt.Load(), "a quarter of the way to 10 ms")
 }
 
+// TestAnswersMeasured: an upstream's usable answers, to a query and to a
+// probe, set its smoothed round-trip time (succeeded), which orders the
+// upstreams under fastest and sets the hedge delay; TestSmoothedRTT
+// asks observe alone.
+func TestAnswersMeasured(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := NewForwarder([]string{up.addr}, 2*time.Second, false)
+	t.Cleanup(f.Close)
+	u := f.upstreams[0]
+	_, _, err := f.Forward(context.Background(), clientQuery("measured.example.", false), false)
+	require.NoError(t, err)
+	assert.Positive(t, u.rtt.Load(), "measured by a query's answer")
+	u.rtt.Store(0)
+	require.NoError(t, f.Probe(context.Background()))
+	assert.Positive(t, u.rtt.Load(), "measured by a probe's answer")
+}
+
 // TestAnswerClearsSilent: an upstream whose health check timed out is
 // silent, and while it is, a query's own timeout is a failure of it
 // (unansweredQueryFailure); its next answer ends that (succeeded). An
