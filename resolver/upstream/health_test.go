@@ -184,6 +184,50 @@ func TestProbedEverySecond(t *testing.T) {
 	assert.Less(t, time.Since(back), time.Second, "back up at the next probe, not once the silent probe timed out")
 }
 
+// TestProbeBackUpIsAnAnswer: the probe's answer that brings a down
+// upstream back up is an answer of it (LastAnswer, which /readyz reads
+// before it probes itself), as any other usable answer is.
+func TestProbeBackUpIsAnAnswer(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := NewForwarder([]string{up.addr}, time.Second, false)
+	t.Cleanup(f.Close)
+	f.probeEvery = 20 * time.Millisecond
+	u := f.upstreams[0]
+	require.True(t, f.LastAnswer().IsZero())
+	f.markDown(u)
+	require.Eventually(t, func() bool { return !u.down.Load() }, 10*time.Second, 5*time.Millisecond, "back up at a probe")
+	require.Eventually(t, func() bool { return !f.LastAnswer().IsZero() }, 5*time.Second, 5*time.Millisecond,
+		"the probe's answer is the upstream's last answer")
+}
+
+// TestOneProbeAtATime: a down upstream has one probe loop however often
+// it is marked down (each failure past half its window marks it again):
+// a loop per failure would multiply the probes an upstream already in
+// trouble gets, every probeEvery.
+func TestOneProbeAtATime(t *testing.T) {
+	var probes atomic.Int64
+	up := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name == "." {
+			probes.Add(1)
+		}
+		return nil // silent: it stays down
+	})
+	f := NewForwarder([]string{up.addr}, 100*time.Millisecond, false)
+	t.Cleanup(f.Close)
+	f.probeEvery = 200 * time.Millisecond
+	u := f.upstreams[0]
+	for range 20 {
+		f.failed(u, ErrAnswerMalformed)
+	}
+	require.True(t, u.down.Load())
+	require.Eventually(t, func() bool { return probes.Load() > 0 }, 10*time.Second, 5*time.Millisecond, "probed")
+	before := probes.Load()
+	time.Sleep(time.Second)
+	// One loop sends five in the second (a ticker drops the ticks a slow
+	// machine misses: never more); twenty loops, a hundred.
+	assert.LessOrEqual(t, probes.Load()-before, int64(8), "probes in a second at one each %v", f.probeEvery)
+}
+
 // TestDownAndBackUpLogged: an upstream marked down is logged once, as a
 // warning naming the failure that did it, however many queries and probes
 // fail while it stays down, and once as it comes back up, with how long it
