@@ -3,12 +3,14 @@ package upstream
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -226,6 +228,89 @@ func TestOneProbeAtATime(t *testing.T) {
 	// One loop sends five in the second (a ticker drops the ticks a slow
 	// machine misses: never more); twenty loops, a hundred.
 	assert.LessOrEqual(t, probes.Load()-before, int64(8), "probes in a second at one each %v", f.probeEvery)
+}
+
+// closeCounted is a Transport whose closes are counted.
+type closeCounted struct {
+	Transport
+	closes *atomic.Int64
+}
+
+func (c closeCounted) Close() error {
+	c.closes.Add(1)
+	return c.Transport.Close()
+}
+
+// TestProbesLetTheTransportClose: the probes of a down upstream each hold
+// the Forwarder's transports while they run, and only then (probe's
+// acquire and release): once it is closed and they have ended, its
+// transport closes. A probe that took no reference, or kept one, left the
+// count off and the transport open (or closed under a query in flight).
+func TestProbesLetTheTransportClose(t *testing.T) {
+	var closes atomic.Int64
+	f, err := New([]string{closedPort(t)}, Options{Timeout: time.Second, NewTransport: func(addr string, opts Options) (Transport, error) {
+		tr, err := NewTransport(addr, opts)
+		return closeCounted{tr, &closes}, err
+	}})
+	require.NoError(t, err)
+	f.probeEvery = 20 * time.Millisecond
+	u := f.upstreams[0]
+	f.markDown(u)
+	require.Eventually(t, func() bool { return u.health.w.Load()>>32 >= 3 }, 10*time.Second, 5*time.Millisecond, "probes refused")
+	assert.GreaterOrEqual(t, f.refs.Load(), int64(0), "references held")
+	f.Close()
+	require.Eventually(t, func() bool { return closes.Load() == 1 }, 10*time.Second, 5*time.Millisecond, "the transport closed once the probes ended")
+	assert.Equal(t, int64(0), f.refs.Load())
+}
+
+// TestProbeAsksOverUDP: a probe asks as a query does, over UDP first: an
+// upstream whose TCP port takes connections and never answers (a
+// firewall that lets UDP through alone) is found back up by its probes.
+func TestProbeAsksOverUDP(t *testing.T) {
+	pc, ln := listenBoth(t)
+	t.Cleanup(func() { ln.Close() }) // held, never accepted: TCP hangs
+	udpOnly := &testUpstream{addr: pc.LocalAddr().String()}
+	udpOnly.servers = []*dns.Server{{PacketConn: pc, Handler: udpOnly}}
+	testnet.Serve(t, udpOnly.servers...)
+	f := NewForwarder([]string{udpOnly.addr}, 300*time.Millisecond, false)
+	t.Cleanup(f.Close)
+	f.probeEvery = 20 * time.Millisecond
+	u := f.upstreams[0]
+	f.markDown(u)
+	require.Eventually(t, func() bool { return !u.down.Load() }, 10*time.Second, 5*time.Millisecond, "back up at a probe over UDP")
+}
+
+// TestLateProbeTimeoutAfterBackUp: a probe sent while the upstream was
+// silent that times out after another probe found it back up says
+// nothing of it now (probe): its window, cleared when it came back,
+// holds no failure for it.
+func TestLateProbeTimeoutAfterBackUp(t *testing.T) {
+	const timeout = 400 * time.Millisecond
+	var answering atomic.Bool
+	probed := make(chan struct{})
+	var once sync.Once
+	up := startUpstream(t, func(_ dns.ResponseWriter, q *dns.Msg) *dns.Msg {
+		if !answering.Load() {
+			once.Do(func() { close(probed) })
+			return nil // silent: this probe times out
+		}
+		return defaultAnswer(nil, q)
+	})
+	f := NewForwarder([]string{up.addr}, timeout, false)
+	t.Cleanup(f.Close)
+	f.probeEvery = 50 * time.Millisecond
+	u := f.upstreams[0]
+	f.markDown(u)
+	select {
+	case <-probed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the down upstream was never probed")
+	}
+	answering.Store(true)
+	require.Eventually(t, func() bool { return !u.down.Load() }, 10*time.Second, 5*time.Millisecond, "back up at a later probe")
+	time.Sleep(timeout + 400*time.Millisecond) // the silent probe has timed out by now
+	assert.Zero(t, bits.OnesCount32(uint32(u.health.w.Load())), "a failure recorded for the probe sent while it was silent")
+	assert.False(t, u.down.Load())
 }
 
 // TestDownAndBackUpLogged: an upstream marked down is logged once, as a
