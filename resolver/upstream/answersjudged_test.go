@@ -333,3 +333,51 @@ func forwardHTTPSBothWays(t *testing.T, f *Forwarder) (*dns.Msg, [2]*UpstreamErr
 	}
 	return q, errs
 }
+
+// TestUnansweredQueryChecksEveryUpstream: a query every upstream of
+// several answered SERVFAIL leaves their health as it was and has each
+// checked (judgeQueryFailure, unansweredQueryFailure), as a query of one
+// upstream does (TestStartedFailureChecksHealth): else upstreams that
+// SERVFAIL every name, the health check's too, stayed up for good.
+func TestUnansweredQueryChecksEveryUpstream(t *testing.T) {
+	var checks [2]atomic.Int32
+	var addrs []string
+	for i := range checks {
+		up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+			if r.Question[0].Name == "." {
+				checks[i].Add(1)
+			}
+			return rcodeAnswer(dns.RcodeServerFailure)(w, r)
+		})
+		addrs = append(addrs, up.addr)
+	}
+	f := NewForwarder(addrs, 2*time.Second, false)
+	t.Cleanup(f.Close)
+	f.started.Store(true) // no first probes: the checks are the query's
+	_, _, err := f.Forward(context.Background(), clientQuery("servfail.example.", false), false)
+	require.Equal(t, "rcode_servfail", causes(err))
+	for i := range checks {
+		require.Eventually(t, func() bool { return checks[i].Load() >= 1 }, 10*time.Second, 5*time.Millisecond, "upstream %d checked", i)
+	}
+	require.Eventually(t, func() bool { return len(f.Down()) == 2 }, 10*time.Second, 5*time.Millisecond, "down: each failed its check")
+}
+
+// TestSilentUpstreamTimeoutsFail: while an upstream's last health check
+// timed out (silent), each query it leaves unanswered is a failure of it
+// (unansweredQueryFailure), so that it is marked down at the pace of the
+// queries, not of one check an upstream_timeout.
+func TestSilentUpstreamTimeoutsFail(t *testing.T) {
+	f := NewForwarder([]string{silentUpstream(t)}, 100*time.Millisecond, false)
+	t.Cleanup(f.Close)
+	u := f.upstreams[0]
+	for range 3 {
+		f.succeeded(u, time.Now(), time.Millisecond) // it answered before
+	}
+	u.silent.Store(true) // and then its check timed out (askHealth)
+	for i := range 4 {
+		require.False(t, u.down.Load(), "down after %d timeouts", i)
+		_, _, err := f.Forward(context.Background(), clientQuery("silent.example.", false), false)
+		require.Equal(t, "timeout", causes(err))
+	}
+	assert.True(t, u.down.Load(), "four timeouts after three answers: over half its window failed")
+}
