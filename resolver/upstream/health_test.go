@@ -263,6 +263,29 @@ func TestProbesLetTheTransportClose(t *testing.T) {
 	assert.Equal(t, int64(0), f.refs.Load())
 }
 
+// TestLateFailuresOfAnAnsweredQuery: the tries of a query still in
+// flight when another upstream answered it, here two hedged tries to
+// silent upstreams, are each judged as they end (queryFailures.add) and
+// let the transports go: once the Forwarder is closed, every transport
+// closes. The second late failure once waited for a lock the first kept.
+func TestLateFailuresOfAnAnsweredQuery(t *testing.T) {
+	var closes atomic.Int64
+	good := startUpstream(t, nil)
+	f, err := New([]string{silentUpstream(t), silentUpstream(t), good.addr}, Options{Timeout: time.Second,
+		NewTransport: func(addr string, opts Options) (Transport, error) {
+			tr, err := NewTransport(addr, opts)
+			return closeCounted{tr, &closes}, err
+		}})
+	require.NoError(t, err)
+	f.started.Store(true) // no first probes
+	_, from, err := f.Forward(context.Background(), clientQuery("late.example.", false), false)
+	require.NoError(t, err)
+	require.Equal(t, good.addr, from, "after two hedges (150 ms each), well before the silent tries time out (1 s)")
+	f.Close()
+	require.Eventually(t, func() bool { return closes.Load() == 3 }, 10*time.Second, 5*time.Millisecond,
+		"the transports closed once the late tries ended")
+}
+
 // TestProbeAsksOverUDP: a probe asks as a query does, over UDP first: an
 // upstream whose TCP port takes connections and never answers (a
 // firewall that lets UDP through alone) is found back up by its probes.
