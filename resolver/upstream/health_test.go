@@ -265,8 +265,9 @@ func TestProbesLetTheTransportClose(t *testing.T) {
 
 // TestLateFailuresOfAnAnsweredQuery: the tries of a query still in
 // flight when another upstream answered it, here two hedged tries to
-// silent upstreams, are each judged as they end (queryFailures.add) and
-// let the transports go: once the Forwarder is closed, every transport
+// silent upstreams, are each judged as they end (queryFailures.add), a
+// failure of their upstream since the query was answered, and let the
+// transports go: once the Forwarder is closed, every transport
 // closes. The second late failure once waited for a lock the first kept.
 func TestLateFailuresOfAnAnsweredQuery(t *testing.T) {
 	var closes atomic.Int64
@@ -281,6 +282,8 @@ func TestLateFailuresOfAnAnsweredQuery(t *testing.T) {
 	_, from, err := f.Forward(context.Background(), clientQuery("late.example.", false), false)
 	require.NoError(t, err)
 	require.Equal(t, good.addr, from, "after two hedges (150 ms each), well before the silent tries time out (1 s)")
+	require.Eventually(t, func() bool { return len(f.Down()) == 2 }, 10*time.Second, 5*time.Millisecond,
+		"each silent upstream down by its late timeout: another upstream answered the query")
 	f.Close()
 	require.Eventually(t, func() bool { return closes.Load() == 3 }, 10*time.Second, 5*time.Millisecond,
 		"the transports closed once the late tries ended")
