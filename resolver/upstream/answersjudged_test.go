@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -380,4 +381,39 @@ func TestSilentUpstreamTimeoutsFail(t *testing.T) {
 		require.Equal(t, "timeout", causes(err))
 	}
 	assert.True(t, u.down.Load(), "four timeouts after three answers: over half its window failed")
+}
+
+// TestOneHealthCheckAtATime: an upstream's health is checked by one
+// check at a time (checkHealth): queries it answers SERVFAIL past
+// checkEvery apart, while a check waits on an upstream silent to it, ask
+// no second check before the first ends.
+func TestOneHealthCheckAtATime(t *testing.T) {
+	var mu sync.Mutex
+	ids := map[uint16]bool{} // a check's datagram is resent (resendPolicy): counted once
+	checks := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ids)
+	}
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name == "." {
+			mu.Lock()
+			ids[r.Id] = true
+			mu.Unlock()
+			return nil // silent to the check: it waits its whole timeout
+		}
+		return rcodeAnswer(dns.RcodeServerFailure)(w, r)
+	})
+	f := NewForwarder([]string{up.addr}, 3*time.Second, false)
+	t.Cleanup(f.Close)
+	for i := range 4 {
+		if i > 0 {
+			time.Sleep(checkEvery + 50*time.Millisecond)
+		}
+		_, _, err := f.Forward(context.Background(), clientQuery("servfail.example.", false), false)
+		require.Equal(t, "rcode_servfail", causes(err))
+	}
+	require.Eventually(t, func() bool { return checks() >= 1 }, 10*time.Second, 5*time.Millisecond, "checked")
+	time.Sleep(50 * time.Millisecond) // a second check, if one was sent, has arrived
+	assert.Equal(t, 1, checks(), "checks while the first waits out its 3 s")
 }
