@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -416,4 +417,64 @@ func TestOneHealthCheckAtATime(t *testing.T) {
 	require.Eventually(t, func() bool { return checks() >= 1 }, 10*time.Second, 5*time.Millisecond, "checked")
 	time.Sleep(50 * time.Millisecond) // a second check, if one was sent, has arrived
 	assert.Equal(t, 1, checks(), "checks while the first waits out its 3 s")
+}
+
+// TestFailureJudgements: how each kind of failed try is judged: by the
+// query's end (mayBeOfTheQuery: a SERVFAIL, a REFUSED or NOTIMP to a
+// recursive query other than ANY, a timeout), as the query's own
+// (ofTheQuery: a declined ANY, a REFUSED without RD), and whether a
+// SERVFAIL is a failed validation (an Extended DNS Error of DNSSEC, RFC
+// 8914). The answers are built here; the tests above see each over a
+// socket.
+func TestFailureJudgements(t *testing.T) {
+	answer := func(rcode int, qtype uint16, rd bool, ede ...uint16) *RcodeError {
+		m := new(dns.Msg)
+		m.SetQuestion("judged.example.", qtype)
+		m.Response, m.Rcode, m.RecursionDesired = true, rcode, rd
+		if ede != nil {
+			m.SetEdns0(1232, false)
+			opt := m.IsEdns0()
+			for _, code := range ede {
+				opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: code})
+			}
+		}
+		return &RcodeError{Rcode: rcode, Answer: m}
+	}
+	tests := []struct {
+		name                               string
+		err                                error
+		declinedANY, refusedNoRD, declined bool
+		failedValidation, mayBe, ofQuery   bool
+	}{
+		{name: "SERVFAIL without EDNS", err: answer(dns.RcodeServerFailure, dns.TypeA, true), mayBe: true},
+		{name: "SERVFAIL, DNSSEC Bogus", err: answer(dns.RcodeServerFailure, dns.TypeA, true, dns.ExtendedErrorCodeDNSBogus), failedValidation: true, mayBe: true},
+		{name: "SERVFAIL, Signature Expired after another EDE", err: answer(dns.RcodeServerFailure, dns.TypeA, true, dns.ExtendedErrorCodeNoReachableAuthority, dns.ExtendedErrorCodeSignatureExpired), failedValidation: true, mayBe: true},
+		{name: "SERVFAIL, No Reachable Authority", err: answer(dns.RcodeServerFailure, dns.TypeA, true, dns.ExtendedErrorCodeNoReachableAuthority), mayBe: true},
+		{name: "SERVFAIL to ANY", err: answer(dns.RcodeServerFailure, dns.TypeANY, true), mayBe: true},
+		{name: "REFUSED with a DNSSEC EDE", err: answer(dns.RcodeRefused, dns.TypeA, true, dns.ExtendedErrorCodeDNSBogus), declined: true, mayBe: true},
+		{name: "REFUSED", err: answer(dns.RcodeRefused, dns.TypeA, true), declined: true, mayBe: true},
+		{name: "REFUSED without an answer", err: &RcodeError{Rcode: dns.RcodeRefused}, declined: true, mayBe: true},
+		{name: "REFUSED without RD", err: answer(dns.RcodeRefused, dns.TypeA, false), refusedNoRD: true, ofQuery: true},
+		{name: "NOTIMP", err: answer(dns.RcodeNotImplemented, dns.TypeHTTPS, true), declined: true, mayBe: true},
+		{name: "NOTIMP without RD", err: answer(dns.RcodeNotImplemented, dns.TypeA, false), declined: true, mayBe: true},
+		{name: "NOTIMP to ANY", err: answer(dns.RcodeNotImplemented, dns.TypeANY, true), declinedANY: true, ofQuery: true},
+		{name: "REFUSED to ANY", err: answer(dns.RcodeRefused, dns.TypeANY, true), declinedANY: true, ofQuery: true},
+		{name: "FORMERR", err: answer(dns.RcodeFormatError, dns.TypeA, true)},
+		{name: "FORMERR to ANY", err: answer(dns.RcodeFormatError, dns.TypeANY, true)},
+		{name: "timeout", err: context.DeadlineExceeded, mayBe: true},
+		// A timeout while datagrams no query could take came (stray,
+		// udpMux) is of that kind: the upstream sent something.
+		{name: "timeout with stray datagrams", err: fmt.Errorf("%w: %w", ErrAnswerWrongID, context.DeadlineExceeded)},
+		{name: "malformed", err: ErrAnswerMalformed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.declinedANY, declinedANY(tc.err), "declinedANY")
+			assert.Equal(t, tc.refusedNoRD, refusedNoRecursion(tc.err), "refusedNoRecursion")
+			assert.Equal(t, tc.declined, declinedTheQuery(tc.err), "declinedTheQuery")
+			assert.Equal(t, tc.failedValidation, failedValidation(tc.err), "failedValidation")
+			assert.Equal(t, tc.mayBe, mayBeOfTheQuery(tc.err), "mayBeOfTheQuery")
+			assert.Equal(t, tc.ofQuery, ofTheQuery(tc.err), "ofTheQuery")
+		})
+	}
 }
