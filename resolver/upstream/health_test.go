@@ -304,6 +304,14 @@ func TestProbeAsksOverUDP(t *testing.T) {
 	u := f.upstreams[0]
 	f.markDown(u)
 	require.Eventually(t, func() bool { return !u.down.Load() }, 10*time.Second, 5*time.Millisecond, "back up at a probe over UDP")
+
+	// So does the first probe of an upstream not yet measured (explore,
+	// askHealth).
+	g := NewForwarder([]string{udpOnly.addr, closedPort(t)}, 2*time.Second, false)
+	t.Cleanup(g.Close)
+	g.start()
+	require.Eventually(t, func() bool { return g.upstreams[0].rtt.Load() > 0 }, 10*time.Second, 5*time.Millisecond, "measured over UDP")
+	assert.Zero(t, g.upstreams[0].downSince.Load(), "never marked down: the probe over TCP would have timed out")
 }
 
 // TestLateProbeTimeoutAfterBackUp: a probe sent while the upstream was
