@@ -272,3 +272,55 @@ func TestSocketRenewed(t *testing.T) {
 	s.mu.Unlock()
 	assert.True(t, s != ask(), "the socket's age is up: a new one")
 }
+
+// TestStartExploresOnce: the first query starts the Forwarder (start):
+// each upstream not yet measured gets one probe (explore), whatever the
+// queries after it, and one that does not answer it is down before any
+// query is sent to it.
+func TestStartExploresOnce(t *testing.T) {
+	var mu sync.Mutex
+	ids := map[uint16]bool{}
+	silent := startUpstream(t, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name == "." {
+			mu.Lock()
+			ids[r.Id] = true
+			mu.Unlock()
+		}
+		return nil
+	})
+	good := startUpstream(t, nil)
+	f := NewForwarder([]string{good.addr, silent.addr}, 2*time.Second, false)
+	t.Cleanup(f.Close)
+	for range 5 {
+		_, from, err := f.Forward(context.Background(), clientQuery("start.example.", false), false)
+		require.NoError(t, err)
+		require.Equal(t, good.addr, from)
+	}
+	time.Sleep(100 * time.Millisecond) // well within the explore's 1 s wait
+	mu.Lock()
+	explored := len(ids)
+	mu.Unlock()
+	assert.Equal(t, 1, explored, "probes of the unmeasured upstream")
+	require.Eventually(t, func() bool { return f.upstreams[1].down.Load() }, 10*time.Second, 5*time.Millisecond,
+		"down by its explore, never asked a query")
+}
+
+// TestInheritedDownProbed: an upstream down in the Forwarder a reload
+// replaced is down in the new one, and probed once it starts (inherit,
+// start): it comes back up without a query going to it.
+func TestInheritedDownProbed(t *testing.T) {
+	a, b := startUpstream(t, nil), startUpstream(t, nil)
+	prev := NewForwarder([]string{a.addr, b.addr}, time.Second, false)
+	prev.Close() // no probes of its own
+	prev.upstreams[1].down.Store(true)
+	f, err := Rebuild(prev, []string{a.addr, b.addr}, Options{Timeout: 2 * time.Second})
+	require.NoError(t, err)
+	require.NotSame(t, prev, f, "another timeout: a new Forwarder")
+	t.Cleanup(f.Close)
+	f.probeEvery = 20 * time.Millisecond
+	require.Equal(t, []string{b.addr}, f.Down(), "inherited")
+	_, from, err := f.Forward(context.Background(), clientQuery("inherited.example.", false), false)
+	require.NoError(t, err)
+	require.Equal(t, a.addr, from)
+	require.Eventually(t, func() bool { return len(f.Down()) == 0 }, 10*time.Second, 5*time.Millisecond, "back up at a probe")
+}
