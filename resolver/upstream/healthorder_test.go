@@ -169,6 +169,7 @@ func TestRetryBudgetGivenBack(t *testing.T) {
 		// reached the query.
 		assert.Equal(t, int64(0), f.upstreams[1].retries.Load(), "the second upstream's budget after %s", first)
 		assert.Equal(t, int64(0), f.upstreams[0].retries.Load(), "the first try took no room")
+		assert.Equal(t, int64(0), f.inflight.Load(), "the query no longer in flight: the budget's share is of those that are")
 	}
 }
 
