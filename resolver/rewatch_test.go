@@ -238,3 +238,194 @@ func TestKeepWatchingStartsTheWatcherAgain(t *testing.T) {
 	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nmeanwhile.example\nlater.example\n"), 0o644))
 	require.Eventually(t, blocked("later.example."), 10*time.Second, 10*time.Millisecond, "and later edits")
 }
+
+// TestLostWatcherIsLoudAndWatchedAgain: a watcher that was running stops
+// (its inotify instance gone: the events channel closes). Until a new one
+// runs, the loss must be loud, as one that never started is
+// (TestUnwatchedFilesAreVisible): an error line, every file counted in
+// dnsfence_unwatched_files and named by /readyz (still ready: the loaded
+// state serves), dnsfence_watched_folders 0. KeepWatching starts a new
+// watcher, which applies the edit made while none watched, and the
+// files are watched again. No test stopped a running watcher before:
+// dropping what Watch does when Run ends survived every test.
+func TestLostWatcherIsLoudAndWatchedAgain(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, listsConfig, map[string]string{"lists/tiktok.txt": "tiktok.com\n"}, up.addr)
+	srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+	t.Cleanup(srv.Close)
+	core, logs := observer.New(zap.InfoLevel)
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(zap.New(core), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	r.retryFirst = time.Millisecond
+	// The first watcher is kept to be stopped; the second waits for the
+	// test to have seen the loss.
+	first := make(chan *blocklist.Watcher, 1)
+	release := make(chan struct{})
+	var made atomic.Int32
+	r.newWatcher = func(debounce time.Duration) (*blocklist.Watcher, error) {
+		w, err := blocklist.NewWatcher(debounce)
+		if made.Add(1) == 1 {
+			first <- w
+		} else {
+			<-release
+		}
+		return w, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.KeepWatching(ctx)
+	}()
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(release)
+		}
+		cancel()
+		<-done
+	})
+	metric := func(name string) string {
+		_, body := get(t, srv.URL+"/metrics")
+		for _, l := range strings.Split(body, "\n") {
+			if v, ok := strings.CutPrefix(l, name+" "); ok {
+				return v
+			}
+		}
+		return "absent"
+	}
+	w := <-first
+	// The configuration's folder and the lists folder.
+	require.Eventually(t, func() bool { return metric("dnsfence_watched_folders") == "2" }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, "0", metric("dnsfence_unwatched_files"))
+
+	_ = w.Close() // the watcher stops: Run returns (the writer watch may say it was closed already)
+	list := filepath.Join(f.dir, "lists", "tiktok.txt")
+	require.Eventually(t, func() bool { return metric("dnsfence_unwatched_files") == "2" }, 10*time.Second, 5*time.Millisecond,
+		"the configuration and its list")
+	assert.Equal(t, "0", metric("dnsfence_watched_folders"))
+	code, body := get(t, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusOK, code, "the loaded state still serves")
+	assert.Contains(t, body, "not watched")
+	assert.Contains(t, body, path)
+	assert.Contains(t, body, list)
+	// KeepWatching logs once Watch has returned.
+	require.Eventually(t, func() bool { return logs.FilterMessageSnippet("file watching stopped; starting it again").Len() > 0 },
+		10*time.Second, 5*time.Millisecond)
+	stopped := logs.FilterMessageSnippet("file watching stopped; starting it again").All()
+	require.Len(t, stopped, 1)
+	assert.Equal(t, zap.ErrorLevel, stopped[0].Level)
+	assert.Contains(t, stopped[0].ContextMap()["error"], "the file watcher stopped")
+	warn := logs.FilterMessageSnippet("files not watched").All()
+	require.Len(t, warn, 1)
+	assert.ElementsMatch(t, []string{path, list}, warn[0].ContextMap()["files"])
+
+	// A SIGHUP while nothing watches that adds a list: it is unwatched too.
+	extra := filepath.Join(f.dir, "lists", "extra.txt")
+	require.NoError(t, os.WriteFile(extra, []byte("example.net\n"), 0o644))
+	conf, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(string(conf), `block: ["lists/tiktok.txt"]`, `block: ["lists/tiktok.txt", "lists/extra.txt"]`, 1)), 0o644))
+	require.NoError(t, r.Reload(true))
+	require.Contains(t, f.handler.Snapshot().Lists, extra)
+	assert.Equal(t, "3", metric("dnsfence_unwatched_files"))
+	_, body = get(t, srv.URL+"/readyz")
+	assert.Contains(t, body, extra)
+
+	// An edit while nothing watches, then a watcher again: the edit is
+	// applied, and later ones.
+	blocked := func(name string) func() bool {
+		return func() bool { return rcodeOf(t, f.addr, "127.0.0.9", name) == dns.RcodeNameError }
+	}
+	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nmeanwhile.example\n"), 0o644))
+	released = true
+	close(release)
+	require.Eventually(t, blocked("meanwhile.example."), 10*time.Second, 10*time.Millisecond,
+		"the edit made while nothing watched, applied once a watcher runs again")
+	require.Eventually(t, func() bool { return metric("dnsfence_unwatched_files") == "0" }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return metric("dnsfence_watched_folders") == "2" }, 10*time.Second, 5*time.Millisecond)
+	_, body = get(t, srv.URL+"/readyz")
+	assert.NotContains(t, body, "not watched")
+	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nmeanwhile.example\nlater.example\n"), 0o644))
+	require.Eventually(t, blocked("later.example."), 10*time.Second, 10*time.Millisecond, "and later edits")
+	assert.Empty(t, logs.FilterMessageSnippet("a writer still holds open").All(), "no writer held a file")
+	assert.Empty(t, logs.FilterMessageSnippet("SIGHUP applied changes").All(), "nothing was held")
+}
+
+// TestKeepWatchingReturnsForTheEmbeddedDefault: the embedded default has
+// no file to watch; KeepWatching returns at once, and logs no failure to
+// start watching again and again.
+func TestKeepWatchingReturnsForTheEmbeddedDefault(t *testing.T) {
+	path := writeConfig(t, listsConfig, map[string]string{"lists/tiktok.txt": "tiktok.com\n"}, "127.0.149.1:53") // never asked
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	snap, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	cfg.Embedded = true // as the built-in default is, its files compiled in
+	core, logs := observer.New(zap.InfoLevel)
+	r := NewReloader(zap.New(core), NewHandler(zap.NewNop(), snap, nil), nil)
+	r.retryFirst = time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.KeepWatching(ctx)
+	}()
+	require.Eventually(t, func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	}, 10*time.Second, 5*time.Millisecond, "KeepWatching returned without its context ending")
+	assert.Empty(t, logs.FilterMessageSnippet("file watching stopped").All())
+}
+
+// inotifyInstances counts the inotify instances the process holds open
+// (Linux: /proc/self/fd); -1 where /proc does not say.
+func inotifyInstances(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == "anon_inode:inotify" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestWatchClosesItsWatcher: the inotify instances a watcher opens are
+// closed when Watch returns. KeepWatching starts a watcher again each
+// time one stops; one left open each time would use up
+// fs.inotify.max_user_instances, after which no watcher starts at all.
+func TestWatchClosesItsWatcher(t *testing.T) {
+	if inotifyInstances(t) < 0 {
+		t.Skip("no /proc/self/fd here")
+	}
+	up := startUpstream(t, nil)
+	f := startFence(t, listsConfig, map[string]string{"lists/tiktok.txt": "tiktok.com\n"}, up.addr)
+	before := inotifyInstances(t)
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(zap.NewNop(), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		assert.NoError(t, r.Watch(ctx))
+	}()
+	require.Eventually(t, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.watcher != nil
+	}, 10*time.Second, 5*time.Millisecond)
+	assert.Greater(t, inotifyInstances(t), before, "the watcher's")
+	cancel()
+	<-done
+	assert.LessOrEqual(t, inotifyInstances(t), before, "Watch returned with its watcher's inotify instances open")
+}
