@@ -741,6 +741,99 @@ func TestRangeMovesAddUpUntilSIGHUP(t *testing.T) {
 	require.NoError(t, r.Reload(false), "the last quarter, against what SIGHUP accepted")
 }
 
+// TestIPv6RangeMovesAddUpUntilSIGHUP is TestRangeMovesAddUpUntilSIGHUP
+// for IPv6 ranges, measured apart from IPv4: a quarter moved a reload is
+// held once more than max_shrink of the addresses covered at the last
+// start or SIGHUP are gone (half is not more), and a range only added,
+// which loses nothing, applies however far the file moved before (with a
+// looser max_shrink then).
+func TestIPv6RangeMovesAddUpUntilSIGHUP(t *testing.T) {
+	up := startUpstream(t, nil)
+	lines := func(ranges ...string) string { return strings.Join(ranges, "\n") + "\n" }
+	a, b, c, d := "fd00:82::/112", "fd00:82::1:0/112", "fd00:82::2:0/112", "fd00:82::3:0/112"
+	a2, b2, c2, e := "fd00:83::/112", "fd00:83::1:0/112", "fd00:83::2:0/112", "fd00:84::/112"
+	conf6 := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, `allowed_clients: ["127.0.0.0/8", "fd00::/8"]`, 1)
+	f := startFence(t, conf6, rangesFiles(lines(a, b, c, d)), up.addr)
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	networks := filepath.Join(f.dir, "networks.txt")
+	blocked := func(client string) string {
+		return f.handler.Snapshot().Explain(netip.MustParseAddr(client), "tiktok.com", dns.TypeA).Rcode
+	}
+
+	writeAtomic(t, networks, lines(a2, b, c, d))
+	require.NoError(t, r.Reload(false), "a quarter moved")
+	writeAtomic(t, networks, lines(a2, b2, c, d))
+	require.NoError(t, r.Reload(false), "half moved since the start: not more than max_shrink 0.5")
+	writeAtomic(t, networks, lines(a2, b2, c2, d))
+	heldAt := time.Now()
+	err := r.Reload(false)
+	require.ErrorIs(t, err, ErrRangeShrink, "three quarters moved since the start")
+	st := r.Status()
+	assert.True(t, st.Held)
+	assert.False(t, st.Time.Before(heldAt), "the status is the held reload's")
+	assert.False(t, st.FailingSince.Before(heldAt), "failing since the held reload, not the one applied before it")
+	assert.Contains(t, err.Error(), "IPv6 addresses no longer covered 196608 of the 262144 covered at the last start or SIGHUP")
+	assert.Equal(t, "NXDOMAIN", blocked("fd00:82::2:1"), "a device of the third quarter, still blocked")
+
+	// The third move under max_shrink 0.8, then 0.5 again: a range added
+	// loses nothing.
+	conf, err := os.ReadFile(path)
+	require.NoError(t, err)
+	loose := strings.Replace(string(conf), "reload: {debounce: 20ms}", "reload: {debounce: 20ms, max_shrink: 0.8}", 1)
+	require.NotEqual(t, string(conf), loose)
+	writeAtomic(t, networks, lines(a2, b2, c, d))
+	writeAtomic(t, path, loose)
+	require.NoError(t, r.Reload(false))
+	writeAtomic(t, networks, lines(a2, b2, c2, d))
+	require.NoError(t, r.Reload(false), "three quarters, within max_shrink 0.8")
+	writeAtomic(t, path, string(conf))
+	require.NoError(t, r.Reload(false))
+	writeAtomic(t, networks, lines(a2, b2, c2, d, e))
+	require.NoError(t, r.Reload(false), "a range added")
+	assert.Equal(t, "NXDOMAIN", blocked("fd00:84::1"))
+	require.NoError(t, r.Reload(true), "SIGHUP")
+	st = r.Status()
+	assert.True(t, st.OK)
+	assert.False(t, st.Held)
+
+	// Moves after SIGHUP add up against the ranges it accepted.
+	a3, b3, c3 := "fd00:85::/112", "fd00:85::1:0/112", "fd00:85::2:0/112"
+	writeAtomic(t, networks, lines(a3, b2, c2, d, e))
+	require.NoError(t, r.Reload(false), "a fifth moved since SIGHUP")
+	writeAtomic(t, networks, lines(a3, b3, c2, d, e))
+	require.NoError(t, r.Reload(false), "two fifths")
+	writeAtomic(t, networks, lines(a3, b3, c3, d, e))
+	heldAt = time.Now()
+	err = r.Reload(false)
+	require.ErrorIs(t, err, ErrRangeShrink, "three fifths moved since SIGHUP")
+	assert.False(t, r.Status().FailingSince.Before(heldAt), "failing since this hold, not the one SIGHUP ended")
+	assert.Contains(t, err.Error(), "IPv6 addresses no longer covered 196608 of the 327680 covered at the last start or SIGHUP")
+}
+
+// TestRangeCountCutsAddUpFromTheStart: a client range file whose ranges
+// lie inside one of them loses ranges, not addresses, when they are cut:
+// cuts each within max_shrink of the state running add up against what
+// the file held at start (10 ranges), from the first reload on.
+func TestRangeCountCutsAddUpFromTheStart(t *testing.T) {
+	up := startUpstream(t, nil)
+	ranges := []string{"127.4.0.0/24"}
+	for i := 1; i <= 9; i++ {
+		ranges = append(ranges, fmt.Sprintf("127.4.0.%d/32", i))
+	}
+	lines := func(rs []string) string { return strings.Join(rs, "\n") + "\n" }
+	f := startFence(t, rangesConfig, rangesFiles(lines(ranges)), up.addr)
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	networks := filepath.Join(f.dir, "networks.txt")
+	writeAtomic(t, networks, lines(ranges[:6]))
+	require.NoError(t, r.Reload(false), "10 to 6 ranges, within max_shrink 0.5")
+	writeAtomic(t, networks, lines(ranges[:4]))
+	err := r.Reload(false)
+	require.ErrorIs(t, err, ErrRangeShrink)
+	assert.Contains(t, err.Error(), "6 to 4 ranges, 10 at most since the last start or SIGHUP")
+}
+
 // TestListReplacementAddsUpUntilSIGHUP: a block list whose entries are
 // replaced a third at a time keeps its size, so its peak never sees it,
 // and each step's entries that no longer block are within max_shrink of
@@ -788,7 +881,8 @@ func TestListReplacementAddsUpUntilSIGHUP(t *testing.T) {
 // range file moved with the guards off: `IPv4 addresses no longer covered
 // 88 of the 88 covered at the last start or SIGHUP`), and every later
 // change with them, until SIGHUP: what narrows what devices reach must
-// apply at once. FuzzReloadSequence found it.
+// apply at once. FuzzReloadSequence found it. A file edited below the
+// peak without losing anything (a comment added) is not held either.
 func TestGrowthBelowThePeakApplies(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
@@ -820,6 +914,11 @@ func TestGrowthBelowThePeakApplies(t *testing.T) {
 			run.writeConfig(cfg)
 			require.NoError(t, run.r.Reload(false))
 
+			// As many entries or ranges as the state running, the same
+			// ones, a comment added: nothing shrank, however far below
+			// the peak.
+			run.write(tc.file, modelFile{content: []byte(tc.cut + "# edited\n")})
+			require.NoError(t, run.r.Reload(false), "the same entries, below the peak")
 			run.write(tc.file, modelFile{content: []byte(tc.grown)})
 			require.NoError(t, run.r.Reload(false), "what was added is held")
 			assert.Equal(t, "NXDOMAIN", run.h.Snapshot().Explain(netip.MustParseAddr(tc.client), tc.qname, dns.TypeA).Rcode)

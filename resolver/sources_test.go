@@ -428,6 +428,33 @@ func TestSourceCopyBeforeTheFirstSnapshotIsGuarded(t *testing.T) {
 	assert.Equal(t, 80, rs.list.Len())
 }
 
+// TestSourceCopyBeforeTheFirstSnapshotGuardsOff: with reload.max_shrink 0
+// (the guards off) a copy that comes before the first snapshot is taken
+// however much it shrank, as it is after: nothing is held, no list is
+// marked held for /readyz and dnsfence_source_held.
+func TestSourceCopyBeforeTheFirstSnapshotGuardsOff(t *testing.T) {
+	log, _ := observed(t)
+	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
+	r := NewReloader(log, h, nil)
+	const name = "https://lists.example.gov/tiktok.txt"
+	cfg := &config.Config{} // max_shrink 0
+	rs := &runningSource{src: failedSource{name: name}}
+	r.mu.Lock()
+	r.sources, r.startCfg = map[string]*runningSource{name: rs}, cfg
+	r.mu.Unlock()
+	body := func(s string) source.Content {
+		return source.Content{Source: name, Kind: source.KindBody, Body: []byte(s)}
+	}
+	disk := body(names(99, "tiktok.com"))
+	disk.FromCache = true
+	require.NoError(t, r.applySource(rs, disk))
+	require.NoError(t, r.applySource(rs, body("tiktok.com\n")), "the guards are off")
+	assert.Equal(t, 1, rs.list.Len())
+	assert.Nil(t, rs.pending)
+	_, held := h.held.Load(name)
+	assert.False(t, held)
+}
+
 // startOneURLFence starts a dnsfence whose one policy, for 127.0.0.1,
 // blocks the list at the URL list, refreshed every second with its disk
 // copy in the folder's cache, forwarding to upstream; dir is its folder.
