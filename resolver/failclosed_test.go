@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -436,6 +437,32 @@ func TestWriterThatNeverClosesIsAppliedLoudly(t *testing.T) {
 	assert.EqualValues(t, 1, r.Status().Successes)
 }
 
+// TestWriterWaitChangedByAReloadIsTheWatchers: reload.writer_wait edited
+// in a running configuration is the watcher's from that reload on: a list
+// a writer holds open, unchanged for the new writer_wait (300ms), is
+// applied, not left for the 10 minutes the configuration said before.
+func TestWriterWaitChangedByAReloadIsTheWatchers(t *testing.T) {
+	up := startUpstream(t, nil)
+	conf := strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, writer_wait: 10m}", 1)
+	f := startFence(t, conf, rangesFiles(fourRanges), up.addr)
+	r := watching(t, f, zap.NewNop())
+	path := f.handler.Snapshot().Config.File
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	writeAtomic(t, path, strings.Replace(string(b), "writer_wait: 10m", "writer_wait: 300ms", 1))
+	require.Eventually(t, func() bool { return f.handler.Snapshot().Config.Reload.WriterWait == 300*time.Millisecond },
+		10*time.Second, 5*time.Millisecond)
+	list := filepath.Join(f.dir, "tiktok.txt")
+	w, err := os.OpenFile(list, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	_, err = w.WriteString("new.example\n")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return rcodeOf(t, f.addr, "127.0.0.9", "new.example.") == dns.RcodeNameError },
+		10*time.Second, 10*time.Millisecond, "the list a writer holds, applied after the new writer_wait")
+	assert.Zero(t, r.Status().Failures)
+}
+
 // TestSIGHUPNotRefusedForAnIdleWriter: a process that has had a list open
 // for writing since before dnsfence watched its folder, and writes nothing
 // (a shell's `exec 3>>list`, a tool that opens its files read-write), is
@@ -598,6 +625,7 @@ func TestFilesChangingWhileEveryReloadReadsThemIsLoud(t *testing.T) {
 	st := heldWait(t, r, 0)
 	assert.False(t, st.Held)
 	require.ErrorIs(t, st.Err, ErrReadMidWrite)
+	assert.ErrorIs(t, st.Err, errStillChanging, "said to have gone on for reload.writer_wait")
 	assert.Contains(t, st.Err.Error(), path)
 	assert.Zero(t, st.Successes, "a read caught mid-write was applied")
 	failed := logs.FilterMessage("reload failed, keeping the last good state").All()
@@ -607,6 +635,52 @@ func TestFilesChangingWhileEveryReloadReadsThemIsLoud(t *testing.T) {
 	assert.Contains(t, body, "\ndnsfence_reload_ok 0\n")
 	_, body = get(t, srv.URL+"/readyz")
 	assert.Contains(t, body, "files changed while the reload read them")
+}
+
+// TestReadsCaughtMidWriteCountAgainAfterAnApply: reloads of the watcher
+// that read files mid-write are a failure only once they have gone on,
+// one after another, for reload.writer_wait. A reload that applies ends
+// such a run: a file caught mid-write once, well after an earlier one
+// that was applied since, is waited for again, not taken for a run that
+// has lasted since the first (a failed reload, logged at error, counted
+// and named by /readyz, for a write that took a moment).
+func TestReadsCaughtMidWriteCountAgainAfterAnApply(t *testing.T) {
+	up := startUpstream(t, nil)
+	const wait = 2 * time.Second
+	conf := strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, writer_wait: 2s}", 1)
+	f := startFence(t, conf, rangesFiles(fourRanges), up.addr)
+	core, logs := observer.New(zap.InfoLevel)
+	r := watching(t, f, zap.New(core))
+	path := f.handler.Snapshot().Config.File
+	var rewrites atomic.Int32 // loads left that rewrite the configuration as they read it
+	r.mu.Lock()
+	load := r.load
+	r.load = func() (*config.Config, error) {
+		cfg, err := load()
+		if rewrites.Add(-1) >= 0 {
+			b, rerr := os.ReadFile(path)
+			if assert.NoError(t, rerr) {
+				writeAtomic(t, path, fmt.Sprintf("%s# rewritten\n", b))
+			}
+		}
+		return cfg, err
+	}
+	r.mu.Unlock()
+	caught := func() int { return len(logs.FilterMessageSnippet("files changed while they were read").All()) }
+	bytedance := filepath.Join(f.dir, "bytedance.txt")
+	for i, content := range []string{"capcut.com\nlemon8-app.com\n", "capcut.com\nlemon8-app.com\nbytedance.com\n"} {
+		before, caughtBefore := r.Status().Successes, caught()
+		rewrites.Store(1)
+		writeAtomic(t, bytedance, content)
+		require.Eventually(t, func() bool { st := r.Status(); return st.OK && st.Successes > before }, 10*time.Second, 5*time.Millisecond,
+			"edit %d applied once the configuration settled", i)
+		require.Greater(t, caught(), caughtBefore, "edit %d: the reload read the configuration mid-write", i)
+		if i == 0 {
+			time.Sleep(wait + wait/2) // longer than reload.writer_wait since the first read caught mid-write
+		}
+	}
+	assert.Zero(t, r.Status().Failures)
+	assert.Empty(t, logs.FilterMessageSnippet("reload failed").All())
 }
 
 // TestWriterStartingWhileReloadReads starts a writer on a list in place
