@@ -834,6 +834,44 @@ func TestRangeCountCutsAddUpFromTheStart(t *testing.T) {
 	assert.Contains(t, err.Error(), "6 to 4 ranges, 10 at most since the last start or SIGHUP")
 }
 
+// TestSingleAddressMovesAddUp: a range file of single addresses moved one
+// a reload loses one address each time, and the moves add up against the
+// addresses covered at start as larger ranges' do, IPv4 and IPv6 alike.
+func TestSingleAddressMovesAddUp(t *testing.T) {
+	up := startUpstream(t, nil)
+	for _, tc := range []struct{ family, from, to string }{
+		{"IPv4", "127.5.0.%d/32", "127.5.1.%d/32"},
+		{"IPv6", "fd00:5::%d/128", "fd00:5:1::%d/128"},
+	} {
+		t.Run(tc.family, func(t *testing.T) {
+			lines := func(moved int) string {
+				var b strings.Builder
+				for i := 1; i <= 4; i++ {
+					format := tc.from
+					if i <= moved {
+						format = tc.to
+					}
+					fmt.Fprintf(&b, format+"\n", i)
+				}
+				return b.String()
+			}
+			conf := strings.Replace(rangesConfig, `allowed_clients: ["127.0.0.0/8"]`, `allowed_clients: ["127.0.0.0/8", "fd00::/8"]`, 1)
+			f := startFence(t, conf, rangesFiles(lines(0)), up.addr)
+			path := f.handler.Snapshot().Config.File
+			r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) { return config.Load(path) })
+			networks := filepath.Join(f.dir, "networks.txt")
+			writeAtomic(t, networks, lines(1))
+			require.NoError(t, r.Reload(false), "one address of four moved")
+			writeAtomic(t, networks, lines(2))
+			require.NoError(t, r.Reload(false), "two: not more than max_shrink 0.5")
+			writeAtomic(t, networks, lines(3))
+			err := r.Reload(false)
+			require.ErrorIs(t, err, ErrRangeShrink, "three of the four addresses of the start moved, one a reload")
+			assert.Contains(t, err.Error(), tc.family+" addresses no longer covered 3 of the 4 covered at the last start or SIGHUP")
+		})
+	}
+}
+
 // TestListReplacementAddsUpUntilSIGHUP: a block list whose entries are
 // replaced a third at a time keeps its size, so its peak never sees it,
 // and each step's entries that no longer block are within max_shrink of
