@@ -192,6 +192,9 @@ func TestReloadRetriesAReadThatFailedForNow(t *testing.T) {
 	failing.Store(1)
 	require.Error(t, r.ReloadFor(Trigger{Kind: TriggerFiles}))
 	require.True(t, retrying())
+	again := logs.FilterMessage("reload failed, keeping the last good state; trying again").All()
+	assert.Equal(t, 20*time.Millisecond, again[len(again)-1].ContextMap()["in"],
+		"the wait starts from the first again after reloads that applied or failed otherwise")
 	r.mu.Lock()
 	r.retry.Reset(time.Hour) // the broken file's reload comes first
 	r.mu.Unlock()

@@ -142,6 +142,18 @@ func TestSIGHUPWaitsForANewListBeingWritten(t *testing.T) {
 			err = r.Reload(true)
 			assert.ErrorIs(t, err, ErrIncomplete, "SIGHUP applied a list a writer still holds open")
 			assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.0.9", "tiktokv.com."), "half-written list served")
+
+			// A writer that finishes while SIGHUP waits for the new list:
+			// SIGHUP applies the complete list, not refuses it.
+			r.sighupWait = 10 * time.Second
+			go func() {
+				time.Sleep(200 * time.Millisecond) // SIGHUP waiting by then, most often
+				_, _ = w.WriteString("tiktokv.com\n")
+				_ = w.Close()
+			}()
+			require.NoError(t, r.Reload(true), "SIGHUP did not wait for the new list's writer")
+			require.Contains(t, f.handler.Snapshot().Lists, filepath.Join(f.dir, list))
+			assert.Equal(t, 2, f.handler.Snapshot().Lists[filepath.Join(f.dir, list)].Len(), "the whole list")
 		})
 	}
 }
