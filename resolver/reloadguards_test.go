@@ -846,6 +846,31 @@ func TestRangeCountCutsAddUpFromTheStart(t *testing.T) {
 	assert.Contains(t, err.Error(), "6 to 4 ranges, 10 at most since the last start or SIGHUP")
 }
 
+// TestRangeCutsAddUpAgainstThePeakAfterGrowth: a client range file that
+// grew since the last start or SIGHUP has its peak raised by the growth:
+// cuts each within max_shrink of the state running add up against the
+// most it held, not against what it held at start.
+func TestRangeCutsAddUpAgainstThePeakAfterGrowth(t *testing.T) {
+	up := startUpstream(t, nil)
+	var ranges []string
+	for i := range 8 {
+		ranges = append(ranges, fmt.Sprintf("127.6.0.%d/30", 4*i))
+	}
+	lines := func(n int) string { return strings.Join(ranges[:n], "\n") + "\n" }
+	f := startFence(t, rangesConfig, rangesFiles(lines(4)), up.addr)
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	networks := filepath.Join(f.dir, "networks.txt")
+	writeAtomic(t, networks, lines(8))
+	require.NoError(t, r.Reload(false), "4 ranges added")
+	writeAtomic(t, networks, lines(5))
+	require.NoError(t, r.Reload(false), "8 to 5 ranges, within max_shrink 0.5")
+	writeAtomic(t, networks, lines(3))
+	err := r.Reload(false)
+	require.ErrorIs(t, err, ErrRangeShrink, "5 to 3 ranges: 3 of the 8 held since the start")
+	assert.Contains(t, err.Error(), "5 to 3 ranges, 8 at most since the last start or SIGHUP")
+}
+
 // TestSingleAddressMovesAddUp: a range file of single addresses moved one
 // a reload loses one address each time, and the moves add up against the
 // addresses covered at start as larger ranges' do, IPv4 and IPv6 alike.
