@@ -60,6 +60,7 @@ func TestRemoteListSwappedForAnother(t *testing.T) {
 		err := f.reloader.Reload(true)
 		require.ErrorIs(t, err, ErrNoCopy)
 		assert.Contains(t, err.Error(), down+" (")
+		assert.Contains(t, err.Error(), "connection refused", "the source's last error says why it has no copy")
 		assert.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "tiktok.com."), "the running state kept")
 		assert.NotEmpty(t, f.logs.FilterMessage("SIGHUP reload refused, keeping the last good state: a remote list it adds has no copy yet").All())
 		f.reloader.mu.Lock()
