@@ -1296,6 +1296,31 @@ func TestMaxShrinkIsTheShareLost(t *testing.T) {
 	}
 }
 
+// TestGuardsTurnedOffFromMaxShrinkOne: reload.max_shrink 1 lets a list
+// shrink to nothing, but the guards against protection taken out of the
+// configuration still hold. A write that sets max_shrink 0 (every guard
+// off) and takes a block list out of a blocking policy is measured with
+// the stricter of the two settings, 1: held, as from any other.
+func TestGuardsTurnedOffFromMaxShrinkOne(t *testing.T) {
+	up := startUpstream(t, nil)
+	conf := strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, max_shrink: 1}", 1)
+	f := startFence(t, conf, rangesFiles("127.2.0.0/16\n"), up.addr)
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(zaptest.NewLogger(t), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	good, err := os.ReadFile(path)
+	require.NoError(t, err)
+	off := strings.Replace(string(good), "max_shrink: 1}", "max_shrink: 0}", 1)
+	off = strings.Replace(off, `block: ["tiktok.txt", "bytedance.txt"]`, `block: ["tiktok.txt"]`, 1)
+	require.NotEqual(t, string(good), off)
+	writeAtomic(t, path, off)
+	err = r.Reload(false)
+	require.ErrorIs(t, err, ErrRemoved, "the guards turned off in the write that takes a list out")
+	assert.Contains(t, err.Error(), "bytedance.txt removed from policy")
+	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.0.1", "capcut.com."), "held: still blocked")
+	require.NoError(t, r.Reload(true), "SIGHUP accepts it")
+	assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "127.2.0.1", "capcut.com."))
+}
+
 // TestMaxShrinkChangedInTheSameWrite: a reload measures its cuts with the
 // stricter of the running and the new reload.max_shrink, so that a write
 // that loosens the guard does not let its own cut through, and one that
