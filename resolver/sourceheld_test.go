@@ -147,6 +147,7 @@ func TestZoneHeldCopyAppliedBySIGHUPBecomesTheSources(t *testing.T) {
 	require.NoError(t, f.reloader.Reload(true))
 	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "capcut.com."), "SIGHUP applies serial 2")
 	require.Equal(t, dns.RcodeSuccess, f.rcode(t, gov, "douyin.com."))
+	assert.True(t, logged(f.logs, "list source copy applied by SIGHUP", map[string]any{logList: entry}), "the held copy's apply is logged")
 
 	var src source.Source
 	for _, s := range f.handler.remote.Load().srcs {
