@@ -505,6 +505,12 @@ func TestDiskCopyFailingNamedByReadyz(t *testing.T) {
 	ready, why := f.ready(t)
 	require.True(t, ready, why)
 	require.NotContains(t, why, list)
+	cacheOK := func() float64 {
+		v, ok := metricValue(t, f.registry, "dnsfence_source_cache_ok", "source", list)
+		require.True(t, ok, "dnsfence_source_cache_ok exported")
+		return v
+	}
+	assert.Equal(t, 1.0, cacheOK())
 
 	cache := filepath.Join(dir, "cache")
 	require.NoError(t, os.RemoveAll(cache))
@@ -515,6 +521,7 @@ func TestDiskCopyFailingNamedByReadyz(t *testing.T) {
 	ready, why = f.ready(t)
 	assert.True(t, ready, "the list served still blocks: %s", why)
 	assert.Contains(t, why, "remote list "+list+": no disk copy of the copy served in sources.cache_dir")
+	assert.Equal(t, 0.0, cacheOK())
 
 	require.NoError(t, os.Remove(cache))
 	require.Eventually(t, func() bool {
