@@ -429,3 +429,23 @@ func TestWatchClosesItsWatcher(t *testing.T) {
 	<-done
 	assert.LessOrEqual(t, inotifyInstances(t), before, "Watch returned with its watcher's inotify instances open")
 }
+
+// TestReadyzNamesASingleUnwatchedFile: one file not watched (its folder
+// alone could not be watched) is named by /readyz and counted, as several
+// are; /readyz stays ready.
+func TestReadyzNamesASingleUnwatchedFile(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, listsConfig, map[string]string{"lists/tiktok.txt": "tiktok.com\n"}, up.addr)
+	srv := httptest.NewServer(HTTPHandler(f.handler, f.registry, time.Minute))
+	t.Cleanup(srv.Close)
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(zap.NewNop(), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	list := filepath.Join(f.dir, "lists", "tiktok.txt")
+	r.setUnwatched(map[string]error{list: errors.New(list + ": not watched: watching " + filepath.Dir(list) + ": no space left on device")})
+	code, body := get(t, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, "files not watched")
+	assert.Contains(t, body, list)
+	_, body = get(t, srv.URL+"/metrics")
+	assert.Contains(t, body, "\ndnsfence_unwatched_files 1\n")
+}

@@ -546,6 +546,7 @@ func TestEmptyListBodyAtStartIsNoCopy(t *testing.T) {
 	assert.False(t, ready, "an empty body is no copy of the list: %s", why)
 	assert.Contains(t, why, "remote lists without a copy")
 	assert.Contains(t, why, list)
+	assert.NotContains(t, why, "SERVFAIL", "sources.servfail_until_ready is off: no policy answers SERVFAIL")
 	assert.ErrorIs(t, f.status(t, list).LastError, source.ErrEmpty)
 	assert.True(t, logged(f.logs, "list source failed; no copy yet, so its list blocks none of its names", map[string]any{"source": list, "has_copy": false}))
 
