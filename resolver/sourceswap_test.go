@@ -197,6 +197,32 @@ sources: {refresh: 1h, cache_dir: cache}
 	}
 }
 
+// TestBrokenConfigWithSourcesKeepsTheState: a started Reloader (remote
+// list sources running, as in production) reads the configuration before
+// a reload to start the sources it adds; a configuration that does not
+// load fails the reload there, and the running state, its remote list
+// with it, goes on serving, on SIGHUP as on an edit.
+func TestBrokenConfigWithSourcesKeepsTheState(t *testing.T) {
+	up := startUpstream(t, nil)
+	srv := startListServer(t, map[string]string{"/a.txt": names(8, "tiktok.com")})
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dnsfence.yaml")
+	writeOneListConfig(t, path, up.addr, srv.URL+"/a.txt")
+	f := startSourceFence(t, dir, "127.0.0.1:0")
+	require.Equal(t, dns.RcodeNameError, f.rcode(t, "127.0.0.1", "tiktok.com."))
+	good := f.handler.Snapshot()
+
+	require.NoError(t, os.WriteFile(path, []byte("policies: [\n"), 0o644))
+	for _, force := range []bool{false, true} {
+		err := f.reloader.Reload(force)
+		require.Error(t, err, "SIGHUP %v", force)
+		assert.NotErrorIs(t, err, ErrHeld)
+		assert.Same(t, good, f.handler.Snapshot(), "the running state kept")
+		assert.Equal(t, dns.RcodeNameError, f.rcode(t, "127.0.0.1", "tiktok.com."))
+	}
+	assert.EqualValues(t, 2, f.reloader.Status().Failures)
+}
+
 // writeOneListConfig writes, at path, a configuration that forwards to
 // upstream and blocks the one list url for 127.0.0.1, its copies kept in
 // the folder's cache.
