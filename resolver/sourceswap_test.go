@@ -61,6 +61,8 @@ func TestRemoteListSwappedForAnother(t *testing.T) {
 		require.ErrorIs(t, err, ErrNoCopy)
 		assert.Contains(t, err.Error(), down+" (")
 		assert.Contains(t, err.Error(), "connection refused", "the source's last error says why it has no copy")
+		assert.True(t, logged(f.logs, "list source failed; no copy yet, so its list blocks none of its names", map[string]any{"source": down}),
+			"the source SIGHUP started logs its failure")
 		assert.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "tiktok.com."), "the running state kept")
 		assert.NotEmpty(t, f.logs.FilterMessage("SIGHUP reload refused, keeping the last good state: a remote list it adds has no copy yet").All())
 		f.reloader.mu.Lock()
