@@ -40,8 +40,20 @@ func TestRemoteListSwappedForAnother(t *testing.T) {
 	require.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "tiktok.com."))
 
 	t.Run("SIGHUP", func(t *testing.T) {
+		f.reloader.mu.Lock()
+		old := f.reloader.sources[srv.URL+"/a.txt"]
+		f.reloader.mu.Unlock()
+		require.NotNil(t, old)
 		configure(srv.URL + "/b.txt")
 		require.NoError(t, f.reloader.Reload(true))
+		require.Eventually(t, func() bool {
+			select {
+			case <-old.done:
+				return true
+			default:
+				return false
+			}
+		}, 10*time.Second, 5*time.Millisecond, "the source of the list taken out still runs")
 		assert.Equal(t, 10, f.handler.Snapshot().Lists[srv.URL+"/b.txt"].Len(), "served with its first copy")
 		assert.Equal(t, dns.RcodeNameError, f.rcode(t, gov, "tiktok.com."), "right after the reload")
 		assert.Equal(t, srv.URL+"/b.txt", f.status(t, srv.URL+"/b.txt").Name, "the source /readyz and the metrics see")
