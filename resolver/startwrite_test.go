@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -73,6 +74,8 @@ func TestStartWaitsForAListBeingWritten(t *testing.T) {
 	}
 	require.NotNil(t, snap)
 	assert.Equal(t, 2, snap.Lists[list].Len(), "the list whole")
+	assert.Empty(t, logs.FilterMessage("loading files a writer still holds open: unchanged for reload.writer_wait").All(),
+		"the writer had closed the list")
 	assert.NotEmpty(t, logs.FilterMessage("loading files once their writers were done").All())
 
 	srv := NewServer(log, h)
@@ -399,4 +402,32 @@ func awaitFetch(t *testing.T, asked <-chan struct{}) {
 	case <-time.After(10 * time.Second):
 		require.FailNow(t, "the remote list was not fetched")
 	}
+}
+
+// TestStartWarnsOfAWriterHoldingAListOpen: a process holds a list open
+// for writing when dnsfence starts, and writes nothing. Start waits
+// reload.writer_wait for it, serves the list, and says so at warn, naming
+// the writer: the list may still change under the state served.
+func TestStartWarnsOfAWriterHoldingAListOpen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dnsfence.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(startWriteConfig, "writer_wait: 30s", "writer_wait: 300ms", 1)), 0o644))
+	list := filepath.Join(dir, "tiktok.txt")
+	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nbyteoversea.com\n"), 0o644))
+	holdOpenForWriting(t, list)
+
+	log, logs := observed(t)
+	_, started := startInBackground(t, log, path)
+	var snap *Snapshot
+	select {
+	case snap = <-started:
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "Start did not return after reload.writer_wait")
+	}
+	require.NotNil(t, snap)
+	assert.Equal(t, 2, snap.Lists[list].Len())
+	warn := logs.FilterMessage("loading files a writer still holds open: unchanged for reload.writer_wait").All()
+	require.Len(t, warn, 1)
+	assert.Equal(t, zap.WarnLevel, warn[0].Level)
+	assert.NotEmpty(t, warn[0].ContextMap()["writers"])
 }
