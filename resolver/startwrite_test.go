@@ -418,13 +418,7 @@ func TestStartWarnsOfAWriterHoldingAListOpen(t *testing.T) {
 
 	log, logs := observed(t)
 	_, started := startInBackground(t, log, path)
-	var snap *Snapshot
-	select {
-	case snap = <-started:
-	case <-time.After(10 * time.Second):
-		require.FailNow(t, "Start did not return after reload.writer_wait")
-	}
-	require.NotNil(t, snap)
+	snap := awaitStart(t, started, "Start did not return after reload.writer_wait")
 	assert.Equal(t, 2, snap.Lists[list].Len())
 	warn := logs.FilterMessage("loading files a writer still holds open: unchanged for reload.writer_wait").All()
 	require.Len(t, warn, 1)
