@@ -391,18 +391,8 @@ sources: {refresh: 1s, cache_dir: cache, max_bytes: 4096}
 // whether the guard applies does not hang on timing.
 func TestSourceCopyBeforeTheFirstSnapshotIsGuarded(t *testing.T) {
 	log, logs := observed(t)
-	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
-	r := NewReloader(log, h, nil)
-	const name = "https://lists.example.gov/tiktok.txt"
-	cfg := &config.Config{}
-	cfg.Reload.MaxShrink = 0.5
-	rs := &runningSource{src: failedSource{name: name}}
-	r.mu.Lock()
-	r.sources, r.startCfg = map[string]*runningSource{name: rs}, cfg
-	r.mu.Unlock()
-	body := func(s string) source.Content {
-		return source.Content{Source: name, Kind: source.KindBody, Body: []byte(s)}
-	}
+	h, r, rs, body := beforeFirstSnapshot(log, 0.5)
+	const name = firstSnapshotSource
 
 	disk := body(names(99, "tiktok.com"))
 	disk.FromCache = true
@@ -437,17 +427,8 @@ func TestSourceCopyBeforeTheFirstSnapshotIsGuarded(t *testing.T) {
 // marked held for /readyz and dnsfence_source_held.
 func TestSourceCopyBeforeTheFirstSnapshotGuardsOff(t *testing.T) {
 	log, _ := observed(t)
-	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
-	r := NewReloader(log, h, nil)
-	const name = "https://lists.example.gov/tiktok.txt"
-	cfg := &config.Config{} // max_shrink 0
-	rs := &runningSource{src: failedSource{name: name}}
-	r.mu.Lock()
-	r.sources, r.startCfg = map[string]*runningSource{name: rs}, cfg
-	r.mu.Unlock()
-	body := func(s string) source.Content {
-		return source.Content{Source: name, Kind: source.KindBody, Body: []byte(s)}
-	}
+	h, r, rs, body := beforeFirstSnapshot(log, 0) // the guards off
+	const name = firstSnapshotSource
 	disk := body(names(99, "tiktok.com"))
 	disk.FromCache = true
 	require.NoError(t, r.applySource(rs, disk))
@@ -456,6 +437,27 @@ func TestSourceCopyBeforeTheFirstSnapshotGuardsOff(t *testing.T) {
 	assert.Nil(t, rs.pending)
 	_, held := h.held.Load(name)
 	assert.False(t, held)
+}
+
+// firstSnapshotSource is beforeFirstSnapshot's remote list.
+const firstSnapshotSource = "https://lists.example.gov/tiktok.txt"
+
+// beforeFirstSnapshot is a Reloader, with its Handler, that is starting
+// (no first snapshot yet) with one remote list source, firstSnapshotSource,
+// under a configuration of reload.max_shrink maxShrink; body is a copy of
+// that source holding the text s.
+func beforeFirstSnapshot(log *zap.Logger, maxShrink float64) (h *Handler, r *Reloader, rs *runningSource, body func(s string) source.Content) {
+	h = NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
+	r = NewReloader(log, h, nil)
+	cfg := &config.Config{}
+	cfg.Reload.MaxShrink = maxShrink
+	rs = &runningSource{src: failedSource{name: firstSnapshotSource}}
+	r.mu.Lock()
+	r.sources, r.startCfg = map[string]*runningSource{firstSnapshotSource: rs}, cfg
+	r.mu.Unlock()
+	return h, r, rs, func(s string) source.Content {
+		return source.Content{Source: firstSnapshotSource, Kind: source.KindBody, Body: []byte(s)}
+	}
 }
 
 // startOneURLFence starts a dnsfence whose one policy, for 127.0.0.1,
