@@ -160,6 +160,18 @@ func TestRefusedPortFailsEveryQuery(t *testing.T) {
 // the default 2 s; dnsdist's health check finds it within its 1 s
 // interval), and with every upstream down clients waited that long.
 func TestProbedEverySecond(t *testing.T) {
+	u, answer := probedSilent(t, 5*time.Second, 100*time.Millisecond)
+	answer() // the first probe goes unanswered, waiting out its 5 s
+	back := time.Now()
+	require.Eventually(t, func() bool { return !u.down.Load() }, 10*time.Second, 5*time.Millisecond)
+	assert.Less(t, time.Since(back), time.Second, "back up at the next probe, not once the silent probe timed out")
+}
+
+// probedSilent is the upstream of a Forwarder over it alone (timeout
+// its query timeout, probeEvery its probe interval), marked down and
+// probed once, silent to that probe; from answer on it answers.
+func probedSilent(t *testing.T, timeout, probeEvery time.Duration) (u *upstreamState, answer func()) {
+	t.Helper()
 	var answering atomic.Bool
 	probed := make(chan struct{})
 	var once sync.Once
@@ -170,20 +182,17 @@ func TestProbedEverySecond(t *testing.T) {
 		}
 		return defaultAnswer(nil, q)
 	})
-	f := NewForwarder([]string{up.addr}, 5*time.Second, false)
-	defer f.Close()
-	f.probeEvery = 100 * time.Millisecond
-	u := f.upstreams[0]
+	f := NewForwarder([]string{up.addr}, timeout, false)
+	t.Cleanup(f.Close)
+	f.probeEvery = probeEvery
+	u = f.upstreams[0]
 	f.markDown(u)
 	select {
 	case <-probed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the down upstream was never probed")
 	}
-	answering.Store(true) // the first probe goes unanswered, waiting out its 5 s
-	back := time.Now()
-	require.Eventually(t, func() bool { return !u.down.Load() }, 10*time.Second, 5*time.Millisecond)
-	assert.Less(t, time.Since(back), time.Second, "back up at the next probe, not once the silent probe timed out")
+	return u, func() { answering.Store(true) }
 }
 
 // TestProbeBackUpIsAnAnswer: the probe's answer that brings a down
@@ -320,27 +329,8 @@ func TestProbeAsksOverUDP(t *testing.T) {
 // holds no failure for it.
 func TestLateProbeTimeoutAfterBackUp(t *testing.T) {
 	const timeout = 400 * time.Millisecond
-	var answering atomic.Bool
-	probed := make(chan struct{})
-	var once sync.Once
-	up := startUpstream(t, func(_ dns.ResponseWriter, q *dns.Msg) *dns.Msg {
-		if !answering.Load() {
-			once.Do(func() { close(probed) })
-			return nil // silent: this probe times out
-		}
-		return defaultAnswer(nil, q)
-	})
-	f := NewForwarder([]string{up.addr}, timeout, false)
-	t.Cleanup(f.Close)
-	f.probeEvery = 50 * time.Millisecond
-	u := f.upstreams[0]
-	f.markDown(u)
-	select {
-	case <-probed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the down upstream was never probed")
-	}
-	answering.Store(true)
+	u, answer := probedSilent(t, timeout, 50*time.Millisecond) // this probe times out
+	answer()
 	require.Eventually(t, func() bool { return !u.down.Load() }, 10*time.Second, 5*time.Millisecond, "back up at a later probe")
 	time.Sleep(timeout + 400*time.Millisecond) // the silent probe has timed out by now
 	assert.Zero(t, bits.OnesCount32(uint32(u.health.w.Load())), "a failure recorded for the probe sent while it was silent")
