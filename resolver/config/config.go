@@ -968,8 +968,10 @@ func nodeOnLine(root *yaml.Node, path []any, line int) *yaml.Node {
 	if root == nil || len(root.Content) == 0 {
 		return nil
 	}
-	var find func(n *yaml.Node, path []any, depth int) *yaml.Node
-	find = func(n *yaml.Node, path []any, depth int) *yaml.Node {
+	// Each step takes one element of path: the recursion ends, an alias
+	// loop or not.
+	var find func(n *yaml.Node, path []any) *yaml.Node
+	find = func(n *yaml.Node, path []any) *yaml.Node {
 		if n.Kind == yaml.AliasNode && n.Alias != nil {
 			n = n.Alias
 		}
@@ -979,15 +981,12 @@ func nodeOnLine(root *yaml.Node, path []any, line int) *yaml.Node {
 			}
 			return nil
 		}
-		if depth > 100 {
-			return nil
-		}
 		switch v := path[0].(type) {
 		case string:
 			if n.Kind == yaml.MappingNode {
 				for i := 0; i+1 < len(n.Content); i += 2 {
 					if n.Content[i].Value == v {
-						if m := find(n.Content[i+1], path[1:], depth+1); m != nil {
+						if m := find(n.Content[i+1], path[1:]); m != nil {
 							return m
 						}
 					}
@@ -995,12 +994,12 @@ func nodeOnLine(root *yaml.Node, path []any, line int) *yaml.Node {
 			}
 		case int:
 			if n.Kind == yaml.SequenceNode && v < len(n.Content) {
-				return find(n.Content[v], path[1:], depth+1)
+				return find(n.Content[v], path[1:])
 			}
 		}
 		return nil
 	}
-	return find(root.Content[0], path, 0)
+	return find(root.Content[0], path)
 }
 
 // scalarEnd is the byte index in l, a line, just past the scalar n that
