@@ -66,13 +66,7 @@ func TestStartWaitsForAListBeingWritten(t *testing.T) {
 	_, err = writer.WriteString("oversea.com\n")
 	require.NoError(t, err)
 	require.NoError(t, writer.Close())
-	var snap *Snapshot
-	select {
-	case snap = <-started:
-	case <-time.After(10 * time.Second):
-		require.FailNow(t, "Start did not return once the writer closed the list")
-	}
-	require.NotNil(t, snap)
+	snap := awaitStart(t, started, "Start did not return once the writer closed the list")
 	assert.Equal(t, 2, snap.Lists[list].Len(), "the list whole")
 	assert.Empty(t, logs.FilterMessage("loading files a writer still holds open: unchanged for reload.writer_wait").All(),
 		"the writer had closed the list")
@@ -84,7 +78,6 @@ func TestStartWaitsForAListBeingWritten(t *testing.T) {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
 		_ = srv.Shutdown(sctx)
-		h.Snapshot().Forwarder().Close()
 	})
 	for _, name := range []string{"tiktok.com.", "byteoversea.com."} {
 		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, srv.Addrs()[0], "127.0.70.4", name), name)
