@@ -810,16 +810,20 @@ func weighOffers(problems []*Error, data []byte, root *yaml.Node, reparse func([
 	}
 	weighed, most := 0, weighable(len(data))
 	for _, p := range problems {
-		if p.path == nil || weighed == most {
+		if p.path == nil {
 			continue
-		}
-		if _, _, ok := offeredValue(p.Err.Error()); ok {
-			weighed++
 		}
 		// A refusal may offer a value of its own ("has no port, and
 		// [::%00]:53: a zone ...; write [::]:53"): weighed in turn.
 		for range maxRounds {
-			if !refuseOffer(p, data, root, reparse, had, before) {
+			if weighed == most {
+				return
+			}
+			reparsed, refused := refuseOffer(p, data, root, reparse, had, before)
+			if reparsed {
+				weighed++
+			}
+			if !refused {
 				break
 			}
 		}
@@ -830,21 +834,22 @@ func weighOffers(problems []*Error, data []byte, root *yaml.Node, reparse func([
 // own, and those the refusals of it offer.
 const maxRounds = 3
 
-// refuseOffer weighs the value p offers, and reports whether it was
-// refused, p then saying why in place of the offer.
-func refuseOffer(p *Error, data []byte, root *yaml.Node, reparse func([]byte) error, had, before map[string]bool) bool {
+// refuseOffer weighs the value p offers: reparsed is whether it was
+// tried (a reparse of the file with it), refused whether it was refused,
+// p then saying why in place of the offer.
+func refuseOffer(p *Error, data []byte, root *yaml.Node, reparse func([]byte) error, had, before map[string]bool) (reparsed, refused bool) {
 	msg := p.Err.Error()
 	fix, at, ok := offeredValue(msg)
 	if !ok {
-		return false
+		return false, false
 	}
 	text, ok := withValue(data, root, p.path, p.Line, fix)
 	if !ok {
-		return false
+		return false, false
 	}
 	var invalid *InvalidError
 	if !errors.As(reparse(text), &invalid) {
-		return false
+		return true, false
 	}
 	// Refused at its key, or where nothing was wrong before (the range
 	// meant is the next item of the list: "listed twice").
@@ -856,22 +861,22 @@ func refuseOffer(p *Error, data []byte, root *yaml.Node, reparse func([]byte) er
 		switch {
 		case again.Key == p.Key:
 			p.Err = fmt.Errorf("%s, and %s", msg[:at], again.Err)
-			return true
+			return true, true
 		case !had[again.Key]:
 			// What is said at another key is said of it, as its
 			// own words ("leave this one out") mean that one.
 			where := cmp.Or(again.Key, "the file")
 			p.Err = fmt.Errorf("%s, and with %s here, %s would be wrong: %s", msg[:at], fix, where, again.Err)
-			return true
+			return true, true
 		}
 	}
-	return false
+	return true, false
 }
 
-// maxWeighed is how many offers weighOffers weighs in one file, and
-// maxWeighedBytes how much text their reparses read, all told: a file of
-// 370 kB (20,000 clients) parses in about 0.15 s, and had 32 offers
-// weighed in 5 s.
+// maxWeighed is how many offers weighOffers weighs in one file (the
+// refusals' own offers among them), and maxWeighedBytes how much text
+// their reparses read, all told: a file of 370 kB (20,000 clients)
+// parses in about 0.15 s, and had 32 offers weighed in 5 s.
 const (
 	maxWeighed      = 32
 	maxWeighedBytes = 1 << 20

@@ -371,4 +371,19 @@ func TestWeighOffersBounded(t *testing.T) {
 	})
 	assert.Positive(t, read, "no offer weighed")
 	assert.LessOrEqual(t, read, 1<<20, "bytes reparsed for %d bytes of file", len(data))
+
+	// Each offer refused with another, as a refusal's own offer is
+	// weighed in turn: the rounds count against the bound too.
+	read, n := 0, 0
+	weighOffers(problems, data, &root, func(text []byte) error {
+		read += len(text)
+		n++
+		var again []error
+		for _, p := range problems {
+			again = append(again, &Error{File: p.File, Line: p.Line, Key: p.Key, Err: fmt.Errorf("refused %d; write localhost:%d", n, 6000+n)})
+		}
+		return &InvalidError{errs: again}
+	})
+	assert.Greater(t, n, 1, "no refusal's offer weighed in turn")
+	assert.LessOrEqual(t, read, 1<<20, "bytes reparsed for %d bytes of file, offers refused", len(data))
 }
