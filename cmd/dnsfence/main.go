@@ -98,7 +98,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if strings.ContainsAny(args[0], "./") {
 		fmt.Fprintf(stderr, " (a configuration file? `dnsfence -config %s`)", args[0])
 	} else {
-		fmt.Fprint(stderr, didYouMean(args[0], commandNames(), ""))
+		fmt.Fprint(stderr, didYouMean(args[0], commandNames()))
 	}
 	fmt.Fprint(stderr, "\n\n")
 	usage(stderr)
@@ -138,10 +138,10 @@ func commandUsage(w io.Writer, c command) {
 
 // didYouMean is "; did you mean NAME?" for the name of names that word
 // most likely misspells (config.Closest, as for the configuration's
-// keys), written after prefix ("-" for a flag), or "" when none is close.
-func didYouMean(word string, names []string, prefix string) string {
+// keys), or "" when none is close.
+func didYouMean(word string, names []string) string {
 	if guess := config.Closest(word, names); guess != "" {
-		return "; did you mean " + prefix + guess + "?"
+		return "; did you mean " + guess + "?"
 	}
 	return ""
 }
@@ -174,7 +174,7 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 		commandUsage(stdout, c)
 		return 0
 	}
-	fmt.Fprintf(stderr, "dnsfence help: unknown command %q%s\n\n", args[0], didYouMean(args[0], commandNames(), ""))
+	fmt.Fprintf(stderr, "dnsfence help: unknown command %q%s\n\n", args[0], didYouMean(args[0], commandNames()))
 	usage(stderr)
 	return 2
 }
@@ -237,8 +237,8 @@ func parseCommand(name string, fs *flag.FlagSet, args []string, stdout, stderr i
 		if bad, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
 			var names []string
 			fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-			if guess := didYouMean(strings.TrimLeft(bad, "-"), names, "-"); guess != "" {
-				fmt.Fprintln(stderr, strings.TrimPrefix(guess, "; "))
+			if guess := config.Closest(strings.TrimLeft(bad, "-"), names); guess != "" {
+				fmt.Fprintf(stderr, "did you mean -%s?\n", guess)
 			}
 		}
 		fmt.Fprintln(stderr)
