@@ -16,9 +16,9 @@ import (
 )
 
 // TestQueriesFromReflectingPortsDropped: a UDP query from the port of a
-// service that answers any datagram (echo 7, daytime 13, chargen 19, time
-// 37, kpasswd 464) is dropped unread and counted, as BIND drops it
-// (ns_client_dropport): a query forged from one had dnsfence and the
+// service that answers any datagram (echo 7, systat 11, daytime 13, qotd
+// 17, chargen 19, time 37, kpasswd 464) is dropped unread and counted, as
+// BIND drops most of them (ns_client_dropport): a query forged from one had dnsfence and the
 // service answer each other, without end from a source exempt from the
 // rate limit (loopback is, by default). The same query from an ordinary
 // port, and from 53 (a forwarder with a fixed query-source port), is
@@ -63,7 +63,7 @@ func TestQueriesFromReflectingPortsDropped(t *testing.T) {
 		return c
 	}
 
-	for i, port := range []int{7, 13, 19, 37, 464} {
+	for i, port := range []int{7, 11, 13, 17, 19, 37, 464} {
 		c := ask(port)
 		require.Eventually(t, func() bool {
 			mu.Lock()
@@ -90,14 +90,19 @@ func TestQueriesFromReflectingPortsDropped(t *testing.T) {
 	assert.Len(t, h.transports, 2, "the handler saw only the two answered queries")
 	mu.Lock()
 	defer mu.Unlock()
-	assert.Equal(t, 5, dropped, "only the five queries from the services' ports")
+	assert.Equal(t, 7, dropped, "only the seven queries from the services' ports")
 }
 
-// TestReflectingPort: the ports dropped are the forged 0 and the five
+// TestReflectingPort: the ports dropped are the forged 0 and the seven
 // services that answer any datagram; the DNS ports and every other are
-// not.
+// not. QOTD (17, RFC 865) and Active Users (11, RFC 866) answer whatever
+// datagram comes, as echo, daytime, chargen and time do (RFCs 862 to 868,
+// Windows' Simple TCP/IP Services among them): a quote sent to dnsfence
+// reads as a query (ASCII text has QR clear) and is answered NOTIMP or
+// FORMERR, which the service answers with another quote (red team: 20,000
+// datagrams in under 2 s from one, with the rate limit off).
 func TestReflectingPort(t *testing.T) {
-	for _, p := range []int{0, 7, 13, 19, 37, 464} {
+	for _, p := range []int{0, 7, 11, 13, 17, 19, 37, 464} {
 		assert.True(t, reflectingPort(p), "port %d", p)
 	}
 	for _, p := range []int{1, 9, 53, 123, 853, 1024, 5353, 32768, 65535} {

@@ -499,16 +499,20 @@ func (s *udpServer) serve() {
 // reflectingPort reports whether a datagram from source port port is
 // dropped unread: port 0, which no host sends from (the source is
 // forged), and the ports of services that answer whatever datagram comes,
-// echo (7, RFC 862), daytime (13, RFC 867), chargen (19, RFC 864), time
-// (37, RFC 868) and kpasswd (464, RFC 3244, which answers a message it
-// cannot read with an error). A query forged from one of them would have
-// dnsfence and the service answer each other until the rate limit
-// stopped it, or for ever from a source exempt from it. No DNS client
-// sends from them; BIND drops the same (ns_client_dropport, on by
-// default; it only withholds FORMERR from kpasswd).
+// echo (7, RFC 862), Active Users (11, RFC 866), daytime (13, RFC 867),
+// Quote of the Day (17, RFC 865), chargen (19, RFC 864), time (37, RFC
+// 868) and kpasswd (464, RFC 3244, which answers a message it cannot read
+// with an error). A query forged from one of them would have dnsfence and
+// the service answer each other until the rate limit stopped it, or for
+// ever from a source exempt from it: a quote or a list of users is ASCII
+// text, whose header reads as a query (QR clear) of some opcode, answered
+// NOTIMP or FORMERR. No DNS client sends from them. BIND drops all but 11
+// and 17 (ns_client_dropport, on by default; it only withholds FORMERR
+// from kpasswd); Windows' Simple TCP/IP Services serve 17 beside 7, 13
+// and 19.
 func reflectingPort(port int) bool {
 	switch port {
-	case 0, 7, 13, 19, 37, 464:
+	case 0, 7, 11, 13, 17, 19, 37, 464:
 		return true
 	}
 	return false
