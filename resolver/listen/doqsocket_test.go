@@ -1,0 +1,101 @@
+package listen
+
+import (
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/dnsfence/dnsfence/internal/testnet"
+	"github.com/quic-go/quic-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/ipv4"
+)
+
+// quoteOfTheDay is what a QOTD service (RFC 865) sends to any datagram: to
+// quic-go, a short-header packet (0x40 set in 'T') of a connection it does
+// not know, long enough to be answered with a stateless reset.
+var quoteOfTheDay = []byte("The only thing we have to fear is fear itself. F. D. Roosevelt\r\n")
+
+// TestDoQDropsReflectedDatagrams: a datagram from the port of a service
+// that answers any datagram (reflectingPort) gets nothing from the DoQ
+// listener, as from the DNS over UDP one. quic-go answered it with a
+// stateless reset, which such a service answers in turn: one datagram
+// forged from a QOTD, daytime or chargen port had the two exchange
+// datagrams without end (red team: 20,000 in under 2 s), rate limit or
+// none. The same datagram from an ordinary port still gets its reset;
+// the listener reads its socket in order, so once that reset is back the
+// first datagram has been read (and dropped). In a network namespace of
+// its own, whose root may bind the low ports.
+func TestDoQDropsReflectedDatagrams(t *testing.T) {
+	if !testnet.InNetns(t) {
+		return
+	}
+	d := newDoQSetup(t, nil)
+	server, err := net.ResolveUDPAddr("udp", d.addr)
+	require.NoError(t, err)
+	send := func(port int) *net.UDPConn {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		require.NoError(t, err, "bind port %d", port)
+		t.Cleanup(func() { c.Close() })
+		_, err = c.WriteToUDP(quoteOfTheDay, server)
+		require.NoError(t, err)
+		return c
+	}
+	for _, port := range []int{7, 11, 13, 17, 19, 37, 464} {
+		reflecting := send(port)
+		ordinary := send(0)
+		require.NoError(t, ordinary.SetReadDeadline(time.Now().Add(5*time.Second)))
+		b := make([]byte, 1500)
+		n, _, err := ordinary.ReadFromUDP(b)
+		require.NoError(t, err, "the stateless reset to an ordinary port, sent after port %d's datagram", port)
+		assert.Less(t, n, len(quoteOfTheDay), "a stateless reset is shorter than the packet it answers")
+
+		require.NoError(t, reflecting.SetReadDeadline(time.Now().Add(50*time.Millisecond)))
+		_, _, err = reflecting.ReadFromUDP(b)
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded, "nothing sent to port %d", port)
+	}
+}
+
+// TestWithoutReflected: the messages of a batch from reflecting ports are
+// dropped, the others moved to the front in order, each slot keeping its
+// own buffers (quic-go returns a slot's buffer to its pool by the slot).
+func TestWithoutReflected(t *testing.T) {
+	ports := []int{5353, 17, 7, 40000, 19, 53, 0}
+	ms := make([]ipv4.Message, len(ports))
+	bufs := make([][]byte, len(ports))
+	for i, p := range ports {
+		bufs[i] = make([]byte, 64)
+		ms[i].Buffers = [][]byte{bufs[i]}
+		ms[i].OOB = make([]byte, 16)
+		ms[i].N = copy(bufs[i], []byte{byte(i), byte(i)})
+		ms[i].NN = copy(ms[i].OOB, []byte{byte(i)})
+		ms[i].Addr = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p}
+	}
+	n := withoutReflected(ms)
+	require.Equal(t, 3, n)
+	for i, from := range []int{0, 3, 5} {
+		assert.Equal(t, ports[from], ms[i].Addr.(*net.UDPAddr).Port)
+		assert.Equal(t, []byte{byte(from), byte(from)}, ms[i].Buffers[0][:ms[i].N])
+		assert.Equal(t, []byte{byte(from)}, ms[i].OOB[:ms[i].NN])
+		assert.Same(t, &bufs[i][0], &ms[i].Buffers[0][0], "slot %d keeps its buffer", i)
+	}
+}
+
+// TestDoQSocketKeepsBatchedReads: the socket quic-go is given is still a
+// UDP socket to it (ECN and the destination address of a wildcard
+// listener come as control messages) and reads its own batches, which
+// quic-go takes instead of making its own of the file descriptor.
+func TestDoQSocketKeepsBatchedReads(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer pc.Close()
+	c := doqPacketConn(pc)
+	_, ok := c.(quic.OOBCapablePacketConn)
+	assert.True(t, ok, "an OOBCapablePacketConn")
+	_, ok = c.(interface {
+		ReadBatch([]ipv4.Message, int) (int, error)
+	})
+	assert.True(t, ok, "reads its own batches")
+}
