@@ -225,8 +225,9 @@ func (s *DoQServer) Serve(pc net.PacketConn) error {
 	}
 	// The datagrams of services that answer any datagram are dropped
 	// before quic-go sees them, whose stateless resets would answer them
-	// (doqSocket).
-	tr := &quic.Transport{Conn: doqPacketConn(pc), ConnContext: s.connContext, VerifySourceAddress: s.verifySourceAddress, StatelessResetKey: &s.resetKey}
+	// (doqSocket), and counted.
+	drop := func() { s.count(ResultDropped) }
+	tr := &quic.Transport{Conn: doqPacketConn(pc, drop), ConnContext: s.connContext, VerifySourceAddress: s.verifySourceAddress, StatelessResetKey: &s.resetKey}
 	// Listen, not ListenEarly: no 0-RTT data is taken, as it can be
 	// replayed (RFC 9250 §4.5): a NOTIFY or query would be acted on again
 	// (TestDoQNoEarlyData).

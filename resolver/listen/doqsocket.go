@@ -29,15 +29,18 @@ import (
 type doqSocket struct {
 	*net.UDPConn
 	batch BatchConn
+	drop  func() // counts a datagram dropped
 }
 
 // doqPacketConn is the socket pc as the DoQ listener's quic.Transport reads it:
 // a doqSocket for a UDP socket, else pc with its reads filtered alike.
-func doqPacketConn(pc net.PacketConn) net.PacketConn {
+// drop is called for each datagram dropped, as the DNS over UDP listener
+// counts each (ResultDropped).
+func doqPacketConn(pc net.PacketConn, drop func()) net.PacketConn {
 	if c, ok := pc.(*net.UDPConn); ok {
-		return &doqSocket{UDPConn: c, batch: xnetBatch(c)}
+		return &doqSocket{UDPConn: c, batch: xnetBatch(c), drop: drop}
 	}
-	return unreflectedPacketConn{pc}
+	return unreflectedPacketConn{PacketConn: pc, drop: drop}
 }
 
 // ReadBatch is BatchConn's, less the datagrams from reflecting ports;
@@ -46,7 +49,11 @@ func (c *doqSocket) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 	for {
 		n, err := c.batch.ReadBatch(ms, flags) // n is -1 with some errors
 		if n > 0 {
-			n = withoutReflected(ms[:n])
+			kept := withoutReflected(ms[:n])
+			for range n - kept {
+				c.drop()
+			}
+			n = kept
 		}
 		if n != 0 || err != nil {
 			return n, err
@@ -62,6 +69,7 @@ func (c *doqSocket) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil || !reflectedFrom(addr) {
 			return n, addr, err
 		}
+		c.drop()
 	}
 }
 
@@ -72,12 +80,16 @@ func (c *doqSocket) ReadMsgUDP(b, oob []byte) (n, oobn, flags int, addr *net.UDP
 		if err != nil || addr == nil || !reflectingPort(addr.Port) {
 			return n, oobn, flags, addr, err
 		}
+		c.drop()
 	}
 }
 
 // unreflectedPacketConn is a socket other than a *net.UDPConn, its reads
 // filtered as doqSocket's are.
-type unreflectedPacketConn struct{ net.PacketConn }
+type unreflectedPacketConn struct {
+	net.PacketConn
+	drop func()
+}
 
 func (c unreflectedPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
@@ -85,6 +97,7 @@ func (c unreflectedPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil || !reflectedFrom(addr) {
 			return n, addr, err
 		}
+		c.drop()
 	}
 }
 

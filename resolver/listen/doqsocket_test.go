@@ -56,6 +56,9 @@ func TestDoQDropsReflectedDatagrams(t *testing.T) {
 		_, _, err = reflecting.ReadFromUDP(b)
 		assert.ErrorIs(t, err, os.ErrDeadlineExceeded, "nothing sent to port %d", port)
 	}
+	// Each was read before the ordinary datagram sent after it, whose
+	// reset came back: counted dropped, as over UDP.
+	assert.Equal(t, 7, d.counts.get(QUIC, ResultDropped), "the seven datagrams from the services' ports counted dropped")
 }
 
 // TestWithoutReflected: the messages of a batch from reflecting ports are
@@ -91,7 +94,7 @@ func TestDoQSocketKeepsBatchedReads(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer pc.Close()
-	c := doqPacketConn(pc)
+	c := doqPacketConn(pc, func() {})
 	_, ok := c.(quic.OOBCapablePacketConn)
 	assert.True(t, ok, "an OOBCapablePacketConn")
 	_, ok = c.(interface {
