@@ -20,7 +20,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// doqSetup is a DoQ server over a fresh certificate, on 127.0.0.1.
+// doqSetup is a DoQ server over a fresh certificate, on 127.0.0.1 (or
+// the address newDoQSetupAt is given).
 type doqSetup struct {
 	ca      *testCA
 	serial  int64
@@ -43,6 +44,13 @@ func newDoQSetup(t *testing.T, tune func(*DoQOptions)) *doqSetup {
 // server before Serve runs.
 func newDoQSetupWith(t *testing.T, tune func(*DoQOptions), prepare func(*DoQServer)) *doqSetup {
 	t.Helper()
+	return newDoQSetupAt(t, "127.0.0.1:0", tune, prepare)
+}
+
+// newDoQSetupAt is newDoQSetupWith listening on listen (host:port) in
+// place of 127.0.0.1:0.
+func newDoQSetupAt(t *testing.T, listen string, tune func(*DoQOptions), prepare func(*DoQServer)) *doqSetup {
+	t.Helper()
 	d := &doqSetup{ca: newTestCA(t), counts: &counts{}}
 	d.files, d.serial = writePair(t, d.ca)
 	d.store, _ = startStore(t, d.files, time.Hour)
@@ -56,7 +64,7 @@ func newDoQSetupWith(t *testing.T, tune func(*DoQOptions), prepare func(*DoQServ
 	if prepare != nil {
 		prepare(d.srv)
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	pc, err := net.ListenPacket("udp", listen)
 	require.NoError(t, err)
 	d.addr = pc.LocalAddr().String()
 	served := make(chan error, 1)

@@ -1,12 +1,16 @@
 package listen
 
 import (
+	"context"
 	"net"
+	"net/netip"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dnsfence/dnsfence/internal/testnet"
+	"github.com/miekg/dns"
 	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -101,4 +105,87 @@ func TestDoQSocketKeepsBatchedReads(t *testing.T) {
 		ReadBatch([]ipv4.Message, int) (int, error)
 	})
 	assert.True(t, ok, "reads its own batches")
+}
+
+// TestDoQWildcardAnswersFromTheAddressAsked: a DoQ listener on 0.0.0.0 or
+// [::] answers each packet from the address it was sent to, which quic-go
+// learns from the packet's control message (IP_PKTINFO, IPV6_PKTINFO)
+// read with it: the reflecting-port filter quic-go reads through
+// (doqSocket) must hand on the control messages of the batches it
+// filters. Without them the kernel's route picks the source (127.0.0.1
+// for 127.0.0.2, ::1 for ::2) and a client taking packets only from the
+// address it asked, as a connected socket does, never completes a
+// handshake. It binds wildcard addresses and adds ::2 to lo, so it runs
+// in a network namespace of its own.
+func TestDoQWildcardAnswersFromTheAddressAsked(t *testing.T) {
+	if !testnet.InNetns(t, "addr add ::2/128 dev lo") {
+		return
+	}
+	tests := []struct {
+		name   string
+		listen string
+		from   string // the client's address
+		to     string // the address asked
+	}{
+		{name: "IPv4 socket, another address", listen: "0.0.0.0:0", from: "127.0.0.1", to: "127.0.0.2"},
+		{name: "IPv6 socket, another address", listen: "[::]:0", from: "::1", to: "::2"},
+		{name: "IPv6 socket, IPv4 client of another address", listen: "[::]:0", from: "127.0.0.1", to: "127.0.0.2"},
+	}
+	setups := map[string]*doqSetup{}
+	for _, tc := range tests {
+		if setups[tc.listen] == nil {
+			setups[tc.listen] = newDoQSetupAt(t, tc.listen, nil, nil)
+		}
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := setups[tc.listen]
+			_, port, err := net.SplitHostPort(d.addr)
+			require.NoError(t, err)
+			server, err := net.ResolveUDPAddr("udp", net.JoinHostPort(tc.to, port))
+			require.NoError(t, err)
+			c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(tc.from)})
+			require.NoError(t, err)
+			t.Cleanup(func() { c.Close() })
+			only := &onlyFrom{PacketConn: c, from: unmapped(server.AddrPort())}
+			tr := &quic.Transport{Conn: only}
+			t.Cleanup(func() { tr.Close() })
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			qc, err := tr.Dial(ctx, server, clientTLS(d.ca, ALPNDoQ), &quic.Config{})
+			require.NoError(t, err, "a handshake with %s (packets from elsewhere: %d)", server, only.others.Load())
+			t.Cleanup(func() { _ = qc.CloseWithError(0, "") })
+			r, err := doqExchange(qc, query("www.blocked.test."))
+			require.NoError(t, err)
+			assert.Equal(t, dns.RcodeNameError, r.Rcode, "blocked")
+			assert.Zero(t, only.others.Load(), "packets from an address other than the one asked")
+		})
+	}
+}
+
+// onlyFrom is a client's socket that takes datagrams from one address
+// only, as a connected socket does (quic-go cannot write on one), and
+// counts the others.
+type onlyFrom struct {
+	net.PacketConn
+	from   netip.AddrPort
+	others atomic.Int64
+}
+
+func (c *onlyFrom) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, addr, err
+		}
+		if a, ok := addr.(*net.UDPAddr); ok && unmapped(a.AddrPort()) == c.from {
+			return n, addr, nil
+		}
+		c.others.Add(1)
+	}
+}
+
+// unmapped is a with an IPv4 address as itself, not IPv4-mapped IPv6.
+func unmapped(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
