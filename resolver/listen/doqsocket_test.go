@@ -189,3 +189,72 @@ func (c *onlyFrom) ReadFrom(b []byte) (int, net.Addr, error) {
 func unmapped(a netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
+
+// TestDoQSocketDropsOnEveryRead: each read quic-go may make of the DoQ
+// listener's socket drops the datagrams from reflecting ports and counts
+// them: the batches of Linux, FreeBSD and macOS (ReadBatch), and the
+// single reads of Windows, OpenBSD and the rest (ReadFrom), of a
+// *net.UDPConn or of a socket of another type; ReadMsgUDP too. A datagram
+// from port 7 is sent before one from an ordinary port, and the read
+// gives the second. In a network namespace of its own, whose root may
+// bind the low ports.
+func TestDoQSocketDropsOnEveryRead(t *testing.T) {
+	if !testnet.InNetns(t) {
+		return
+	}
+	type read func(c net.PacketConn, b []byte) (int, net.Addr, error)
+	readFrom := func(c net.PacketConn, b []byte) (int, net.Addr, error) { return c.ReadFrom(b) }
+	readMsgUDP := func(c net.PacketConn, b []byte) (int, net.Addr, error) {
+		n, _, _, addr, err := c.(*doqSocket).ReadMsgUDP(b, make([]byte, 128))
+		return n, addr, err
+	}
+	readBatch := func(c net.PacketConn, b []byte) (int, net.Addr, error) {
+		ms := []ipv4.Message{{Buffers: [][]byte{b}, OOB: make([]byte, 128)}, {Buffers: [][]byte{make([]byte, len(b))}, OOB: make([]byte, 128)}}
+		n, err := c.(*doqSocket).ReadBatch(ms, 0)
+		if err != nil || n < 1 {
+			return 0, nil, err
+		}
+		return ms[0].N, ms[0].Addr, nil
+	}
+	tests := []struct {
+		name  string
+		other bool // the socket given is not a *net.UDPConn
+		read  read
+	}{
+		{name: "ReadBatch", read: readBatch},
+		{name: "ReadFrom", read: readFrom},
+		{name: "ReadMsgUDP", read: readMsgUDP},
+		{name: "ReadFrom of another type of socket", other: true, read: readFrom},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			require.NoError(t, err)
+			t.Cleanup(func() { pc.Close() })
+			var given net.PacketConn = pc
+			if tc.other {
+				given = struct{ net.PacketConn }{pc}
+			}
+			dropped := 0
+			c := doqPacketConn(given, func() { dropped++ })
+			send := func(port int, text string) *net.UDPAddr {
+				s, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+				require.NoError(t, err, "bind port %d", port)
+				t.Cleanup(func() { s.Close() })
+				_, err = s.WriteTo([]byte(text), pc.LocalAddr())
+				require.NoError(t, err)
+				return s.LocalAddr().(*net.UDPAddr)
+			}
+			send(7, "from echo")
+			ordinary := send(0, "from an ordinary port")
+			require.NoError(t, pc.SetReadDeadline(time.Now().Add(5*time.Second)))
+			b := make([]byte, 1500)
+			n, addr, err := tc.read(c, b)
+			require.NoError(t, err)
+			assert.Equal(t, "from an ordinary port", string(b[:n]))
+			require.IsType(t, &net.UDPAddr{}, addr)
+			assert.Equal(t, ordinary.Port, addr.(*net.UDPAddr).Port)
+			assert.Equal(t, 1, dropped, "the datagram from port 7 counted dropped")
+		})
+	}
+}
