@@ -64,13 +64,7 @@ func (c *doqSocket) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 // ReadFrom is net.PacketConn's, less the datagrams from reflecting ports
 // (quic-go reads so where the system has no batched reads).
 func (c *doqSocket) ReadFrom(b []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := c.UDPConn.ReadFrom(b)
-		if err != nil || !reflectedFrom(addr) {
-			return n, addr, err
-		}
-		c.drop()
-	}
+	return unreflectedPacketConn{PacketConn: c.UDPConn, drop: c.drop}.ReadFrom(b)
 }
 
 // ReadMsgUDP is net.UDPConn's, less the datagrams from reflecting ports.
@@ -91,6 +85,8 @@ type unreflectedPacketConn struct {
 	drop func()
 }
 
+// ReadFrom is net.PacketConn's, less the datagrams from reflecting ports,
+// each counted (drop).
 func (c unreflectedPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(b)
