@@ -11,16 +11,16 @@ import (
 // (reflectingPort: echo, daytime, QOTD, chargen, time, ...) or from port
 // 0 is dropped unread, as the DNS over UDP listener drops it. quic-go
 // answers a datagram that reads as a short-header packet of a connection
-// it does not know (its first octet has the 0x40 bit set, as every
-// capital letter has) with a stateless reset (RFC 9000 §10.3), to any
-// source, before anything of dnsfence sees it and without a rate limit:
-// one such datagram forged from a QOTD, daytime or chargen service had
-// the listener and the service answer each other for ever (red team:
-// 20,000 datagrams in under 2 s, from each of those ports). RFC 9000
-// §10.3.3's rule, a reset shorter than the packet it answers, ends such a
-// loop with another QUIC endpoint or an echo service, never with a
-// service whose answer does not shrink. No QUIC client sends from these
-// ports.
+// it does not know (its first octet has 0x40 set and 0x80 clear, as every
+// ASCII letter, capital or small, has) with a stateless reset (RFC 9000
+// §10.3), to any source, before anything of dnsfence sees it and without
+// a rate limit: one such datagram forged from a QOTD, daytime or chargen
+// service had the listener and the service answer each other for ever
+// (red team: 20,000 datagrams in under 2 s, from each of those ports).
+// RFC 9000 §10.3.3's rule, a reset shorter than the packet it answers,
+// ends such a loop with another QUIC endpoint or an echo service, never
+// with a service whose answer does not shrink. No QUIC client sends from
+// these ports.
 //
 // It keeps quic-go's batched reads with their control messages (ECN, the
 // destination address of a wildcard listener): it is a *net.UDPConn that

@@ -16,9 +16,10 @@ import (
 )
 
 // TestQueriesFromReflectingPortsDropped: a UDP query from the port of a
-// service that answers any datagram (echo 7, systat 11, daytime 13, qotd
-// 17, chargen 19, time 37, kpasswd 464) is dropped unread and counted, as
-// BIND drops most of them (ns_client_dropport): a query forged from one had dnsfence and the
+// service that answers any datagram (echo 7, Active Users 11, daytime 13,
+// Quote of the Day 17, chargen 19, time 37, kpasswd 464) is dropped
+// unread and counted, as BIND drops all but 11 and 17
+// (ns_client_dropport): a query forged from one had dnsfence and the
 // service answer each other, without end from a source exempt from the
 // rate limit (loopback is, by default). The same query from an ordinary
 // port, and from 53 (a forwarder with a fixed query-source port), is
