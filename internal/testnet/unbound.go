@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // StartUnboundDoT runs an Unbound serving DNS over TLS only, on a free
@@ -17,10 +20,17 @@ import (
 // (PEM), answering from local data only, so that it never asks anything:
 // localZone (a FQDN, such as "example.") is a static zone holding the
 // records of localData (presentation format, one a line), and any other
-// name in it is NXDOMAIN. It returns "127.0.0.1:PORT" once Unbound accepts
-// connections, and stops it at the end of the test; its output and log are
-// in the test's log when the test failed. Without unbound the test is
-// skipped (failed under CI=true: NeedProgram).
+// name in it is NXDOMAIN. It returns "127.0.0.1:PORT" once Unbound answers
+// a query over TLS (localZone's SOA), and stops it at the end of the test;
+// its output and log are in the test's log when the test failed. Without
+// unbound the test is skipped (failed under CI=true: NeedProgram).
+//
+// A TCP connection accepted is not enough: Unbound listens before it
+// serves (it opens its ports, then sets up its modules and TLS), and the
+// kernel completes connections meanwhile. Under -race on a busy machine
+// that took up to 13 s ("init module" to "start of service" in its log),
+// and the test's first queries, each within its 5 s timeout, timed out
+// on a TLS handshake Unbound had not begun.
 func StartUnboundDoT(t testing.TB, certFile, keyFile, localZone string, localData ...string) string {
 	t.Helper()
 	bin := NeedProgram(t, "unbound", "unbound")
@@ -83,18 +93,22 @@ func StartUnboundDoT(t testing.TB, certFile, keyFile, localZone string, localDat
 		}
 	})
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	// Whether Unbound serves, not whom its certificate names: the tests
+	// check that over the transport they test.
+	c := &dns.Client{Net: "tcp-tls", Timeout: 2 * time.Second, TLSConfig: &tls.Config{InsecureSkipVerify: true}}
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(localZone), dns.TypeSOA)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		select {
 		case <-exited:
 			t.Fatalf("unbound exited:\n%s", logs())
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			_ = c.Close()
+		if _, _, err := c.Exchange(q, addr); err == nil {
 			return addr
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("unbound did not start listening on %s:\n%s", addr, logs())
+			t.Fatalf("unbound did not answer over TLS on %s:\n%s", addr, logs())
 		}
 	}
 }
