@@ -386,16 +386,6 @@ func TestMovedQueryKeepsItsResends(t *testing.T) {
 				_, err := m.exchange(context.Background(), question(name, dns.TypeA, false))
 				done <- err
 			}()
-			// only is the one query waiting on s, read under its lock.
-			only := func(s *upstreamSocket, f func(w *waiter)) bool {
-				s.mu.Lock()
-				defer s.mu.Unlock()
-				for _, w := range s.pending {
-					f(w)
-					return true
-				}
-				return false
-			}
 			require.Eventually(t, func() bool { return up.seen([]string{name}, 1) }, 2*time.Second, time.Millisecond)
 			first := current(m)
 			require.Eventually(t, func() bool {
@@ -424,8 +414,17 @@ func TestMovedQueryKeepsItsResends(t *testing.T) {
 // with the error, as the ended socket's sweep would have failed it, and
 // is not sent again: before, move sent its datagram from the next socket,
 // counted a resend, and the query failed a sweep later for nothing.
+//
+// The deadline passes while the query is off every socket, where no
+// sweep ends it: beforeMove, on fail's goroutine, which alone holds the
+// query then, makes it the moment it runs. Before, the query had a
+// 300 ms timeout and beforeMove slept past it, which needed the query to
+// be registered, sent, seen by the upstream and taken off by fail within
+// those 300 ms; under -race beside other work the sweep ended it first
+// ("no answer in time", 2 runs of 40, and 2 of 40 again with 1 s), and
+// the query after it, with the same timeout, timed out too (2 of 40).
 func TestQueryPastItsDeadlineIsNotMoved(t *testing.T) {
-	const timeout = 300 * time.Millisecond
+	const timeout = 10 * time.Second // no sweep ends either query: their deadlines are the test's
 	up := startHoldingUpstream(t)
 	var moves atomic.Int32
 	m := &udpMux{addr: up.pc.LocalAddr().String(), timeout: timeout,
@@ -434,15 +433,17 @@ func TestQueryPastItsDeadlineIsNotMoved(t *testing.T) {
 	name := "late.example.org."
 	done := exchangeInBackground(context.Background(), m, "message", name)
 	require.Eventually(t, func() bool { return up.seen([]string{name}, 1) }, 2*time.Second, time.Millisecond)
-	prev := beforeMove
-	beforeMove = func() { time.Sleep(timeout + 50*time.Millisecond) } // off every socket: no sweep ends it meanwhile
-	t.Cleanup(func() { beforeMove = prev })
 	first := current(m)
+	var late *waiter
+	require.True(t, only(first, func(w *waiter) { late = w }), "the query waits on its socket")
+	prev := beforeMove
+	beforeMove = func() { late.deadline = time.Now() } // its deadline passes off every socket
+	t.Cleanup(func() { beforeMove = prev })
 	first.fail(syscall.ECONNREFUSED)
 	select {
 	case err := <-done:
 		assert.ErrorIs(t, err, syscall.ECONNREFUSED)
-	case <-time.After(2 * time.Second):
+	case <-time.After(5 * time.Second):
 		t.Fatal("the query past its deadline still waits")
 	}
 	assert.Zero(t, moves.Load(), "no move counted")
@@ -470,6 +471,18 @@ func exchangeInBackground(ctx context.Context, m *udpMux, path, name string) <-c
 		done <- err
 	}()
 	return done
+}
+
+// only calls f with the one query waiting on s, under s's lock, and
+// reports whether there was one.
+func only(s *upstreamSocket, f func(w *waiter)) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, w := range s.pending {
+		f(w)
+		return true
+	}
+	return false
 }
 
 // current is m's current socket, read under its lock.
