@@ -14,7 +14,11 @@ type BatchConn interface {
 	// ReadBatch reads at least one datagram, waiting for it, and at most
 	// len(ms), each into its message's one buffer and its control
 	// messages into its OOB; it sets N, NN, Flags and Addr (a
-	// *net.UDPAddr) of each read and returns how many were read.
+	// *net.UDPAddr) of each read and returns how many were read. With
+	// MSG_DONTWAIT in flags it does not wait: when no datagram is queued
+	// it fails at once with EAGAIN (errors.Is(err, unix.EAGAIN)), as
+	// x/net's does, so that a reader can take what arrived before it
+	// acts on the time (the read deadline need only be in the future).
 	ReadBatch(ms []ipv4.Message, flags int) (int, error)
 	// WriteBatch sends ms, each to its Addr (nil on a connected socket)
 	// with the control messages in its OOB, and returns how many were

@@ -46,7 +46,10 @@ type mmsgCall struct {
 	hdrs  []mmsghdr
 	n     int
 	errno syscall.Errno
-	fn    func(fd uintptr) bool
+	// dontWait ends the call at EAGAIN instead of having the poller wait
+	// (ReadBatch's MSG_DONTWAIT).
+	dontWait bool
+	fn       func(fd uintptr) bool
 }
 
 func newMmsgCall(trap uintptr) *mmsgCall {
@@ -56,12 +59,17 @@ func newMmsgCall(trap uintptr) *mmsgCall {
 			r, _, e := unix.RawSyscall6(c.trap, fd, uintptr(unsafe.Pointer(&c.hdrs[0])), uintptr(len(c.hdrs)), 0, 0, 0)
 			if e != unix.EINTR {
 				c.n, c.errno = int(r), e
-				return e != unix.EAGAIN
+				return e != unix.EAGAIN || c.dontWait
 			}
 		}
 	}
 	return c
 }
+
+// errNothingQueued is ReadBatch's EAGAIN with MSG_DONTWAIT, made once: a
+// reader that looks before each sweep of its socket meets it every time
+// nothing arrived, and must not allocate for it.
+var errNothingQueued = os.NewSyscallError("recvmmsg", unix.EAGAIN)
 
 var _ BatchConn = (*rawBatch)(nil)
 
@@ -131,11 +139,12 @@ func newRawBatch(c *net.UDPConn) (*rawBatch, error) {
 		rdCall: newMmsgCall(unix.SYS_RECVMMSG), wrCall: newMmsgCall(unix.SYS_SENDMMSG)}, nil
 }
 
-// ReadBatch reads at least one datagram, waiting for it, and at most
-// len(ms); it sets N, NN, Flags and Addr (a *net.UDPAddr) of each read. A
-// *net.UDPAddr already in Addr is overwritten in place rather than a new
-// one made: the caller that keeps an address past the next read copies it.
-func (b *rawBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
+// ReadBatch reads at least one datagram, waiting for it (but with
+// MSG_DONTWAIT in flags: BatchConn), and at most len(ms); it sets N, NN,
+// Flags and Addr (a *net.UDPAddr) of each read. A *net.UDPAddr already in
+// Addr is overwritten in place rather than a new one made: the caller that
+// keeps an address past the next read copies it.
+func (b *rawBatch) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 	s := &b.rd
 	s.prepare(len(ms))
 	// A read loop passes the same buffers call after call: a header is
@@ -156,6 +165,7 @@ func (b *rawBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 	if s.written <= len(ms) {
 		s.written = 0
 	}
+	b.rdCall.dontWait = flags&unix.MSG_DONTWAIT != 0
 	n, err := b.call(unix.SYS_RECVMMSG, s.hdrs)
 	if err != nil {
 		s.written = len(ms) // what the kernel wrote before it failed is not known
@@ -220,6 +230,9 @@ func (b *rawBatch) call(trap uintptr, hdrs []mmsghdr) (int, error) {
 	c.hdrs = nil
 	if err != nil {
 		return 0, err
+	}
+	if errno == unix.EAGAIN { // only a read with MSG_DONTWAIT ends so
+		return 0, errNothingQueued
 	}
 	if errno != 0 {
 		return 0, os.NewSyscallError(name, errno)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/assert"
@@ -193,4 +194,63 @@ func TestRawBatchReadsWithChangingBatches(t *testing.T) {
 	read(4, 1, 1, 1, 1)
 	read(1, 2, 0)
 	read(4, 0, 1, 2, 2)
+}
+
+// TestBatchReadDontWait: ReadBatch with MSG_DONTWAIT fails at once with
+// EAGAIN on a socket with nothing queued, even with no read deadline,
+// and reads what is queued, both as rawBatch makes the call and as
+// x/net's (the other systems'), so that a reader can take what arrived
+// before it acts on the time (the upstream sockets' sweep). rawBatch
+// ignored the flag before: the read waited for a datagram.
+func TestBatchReadDontWait(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		make func(*net.UDPConn) BatchConn
+	}{
+		{"raw", func(c *net.UDPConn) BatchConn {
+			b, err := newRawBatch(c)
+			require.NoError(t, err)
+			return b
+		}},
+		{"x/net", xnetBatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			require.NoError(t, err)
+			defer c.Close()
+			b := tc.make(c)
+			in := make([]ipv4.Message, 4)
+			for i := range in {
+				in[i].Buffers = [][]byte{make([]byte, 50)}
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := b.ReadBatch(in, unix.MSG_DONTWAIT)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				assert.ErrorIs(t, err, unix.EAGAIN)
+			case <-time.After(5 * time.Second):
+				_ = c.Close() // ends the read
+				t.Fatal("the read waited for a datagram")
+			}
+
+			for i := range 2 {
+				_, err := c.WriteTo(fmt.Appendf(nil, "datagram %d", i), c.LocalAddr())
+				require.NoError(t, err)
+			}
+			var got []string
+			for len(got) < 2 {
+				n, err := b.ReadBatch(in, unix.MSG_DONTWAIT)
+				require.NoError(t, err, "queued datagrams are read")
+				for _, m := range in[:n] {
+					got = append(got, string(m.Buffers[0][:m.N]))
+				}
+			}
+			assert.Equal(t, []string{"datagram 0", "datagram 1"}, got)
+			_, err = b.ReadBatch(in, unix.MSG_DONTWAIT)
+			assert.ErrorIs(t, err, unix.EAGAIN, "nothing left")
+		})
+	}
 }

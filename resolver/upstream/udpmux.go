@@ -724,7 +724,10 @@ func (s *upstreamSocket) sweepEvery() time.Duration {
 // read delivers answers to waiting queries, reading whatever has arrived
 // with one system call, and ends the waits of queries past their deadline,
 // until the socket fails or is closed; then every waiting query is told,
-// or moved to another socket (fail).
+// or moved to another socket (fail). A sweep first takes the answers
+// that have arrived (drain): a query is late when its answer had not come
+// by the sweep's time, not when the reader got to it only after the
+// sweep.
 func (s *upstreamSocket) read() {
 	batch := s.batch
 	mp := readMsgs.Get().(*[]ipv4.Message)
@@ -734,6 +737,13 @@ func (s *upstreamSocket) read() {
 	var delivered readBatch
 	for {
 		if now := time.Now(); !now.Before(sweep) {
+			// No deadline while drain reads: a read past its deadline
+			// fails before it looks (and drain's do not wait anyway).
+			_ = s.conn.SetReadDeadline(time.Time{})
+			if err := s.drain(msgs, &delivered); err != nil {
+				s.fail(err)
+				return
+			}
 			s.expire(now, &delivered)
 			delivered.flush()
 			sweep = now.Add(s.sweepEvery())
@@ -754,13 +764,62 @@ func (s *upstreamSocket) read() {
 			s.fail(err)
 			return
 		}
-		for i := 0; i < n; i++ {
-			cut := msgs[i].Flags&unix.MSG_TRUNC != 0 || msgs[i].N > upstreamBuf
-			if s.deliver(msgs[i].Buffers[0][:min(msgs[i].N, upstreamBuf)], cut, &delivered) {
-				s.conn.Close() // retired and drained: ends this loop
-			}
-		}
+		s.deliverRead(msgs[:n], &delivered)
 		delivered.flush()
+	}
+}
+
+// drainReads bounds the reads of one drain: the answers of a socket's
+// socketMaxQueries queries, and one more read that finds none.
+const drainReads = socketMaxQueries/upstreamBatch + 2
+
+// drain delivers the datagrams queued on the socket, reading without
+// waiting (MSG_DONTWAIT) until a read finds fewer than msgs holds, before
+// a sweep (read) judges which queries are late. A read deadline that
+// passes while the process waits for a CPU ends the reader's wait before
+// the poller reports the answer that came meanwhile (the runtime runs
+// its timers before it polls), so the reader wakes to sweep with answers
+// queued: under -race on a busy machine, a SERVFAIL that came within its
+// query's 300 ms was dropped as late and the query failed as unanswered
+// (TestStartWireHedged), and on a server short of CPU every such query
+// would be a timeout the upstream never had, counted against it.
+//
+// read clears the read deadline for the drain, and sets the next once
+// the sweep is done: a read past its deadline fails without looking, and
+// with a sweep due every few tens of milliseconds, a reader that waited
+// that long for a CPU between setting the deadline and draining failed
+// the socket with "i/o timeout" (under -race beside other work). A read
+// error other than EAGAIN is returned, for read to end the socket with
+// (fail): a socket error the kernel reports once must not be lost. A
+// socket read one datagram a call (batch nil) is not drained.
+func (s *upstreamSocket) drain(msgs []ipv4.Message, delivered *readBatch) error {
+	if s.batch == nil {
+		return nil
+	}
+	for range drainReads {
+		n, err := s.batch.ReadBatch(msgs, unix.MSG_DONTWAIT)
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil // nothing more; or, no deadline being set, never: not the socket's failure
+		}
+		if err != nil {
+			return err
+		}
+		s.deliverRead(msgs[:n], delivered)
+		if n < len(msgs) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// deliverRead delivers the datagrams msgs read (deliver), closing the
+// socket once it is retired and drained, which ends read's loop.
+func (s *upstreamSocket) deliverRead(msgs []ipv4.Message, delivered *readBatch) {
+	for i := range msgs {
+		cut := msgs[i].Flags&unix.MSG_TRUNC != 0 || msgs[i].N > upstreamBuf
+		if s.deliver(msgs[i].Buffers[0][:min(msgs[i].N, upstreamBuf)], cut, delivered) {
+			s.conn.Close() // retired and drained: ends this loop
+		}
 	}
 }
 
