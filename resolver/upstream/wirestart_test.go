@@ -278,24 +278,39 @@ func TestStartWireHedged(t *testing.T) {
 		r := then.wait(t)
 		return r, time.Since(start) - 20*time.Millisecond // wait's check for a second call
 	}
+	// slowToHedge gives f's first upstream a measured round-trip time of
+	// 500 ms, and so a hedge delay of 1 s (f's timeout is 4 s or more),
+	// which it returns: a try answered at once is answered within it
+	// however busy the machine. With hedgeFloor's 150 ms, an answer at
+	// once (even a REFUSED) came after the hedge in 3 runs of 20 under
+	// -race beside other work: the try was hedged, and the hedge answered
+	// first, or a failure was counted as a hedge's.
+	slowToHedge := func(t *testing.T, f *Forwarder) time.Duration {
+		t.Helper()
+		f.upstreams[0].rtt.Store(int64(500 * time.Millisecond)) // measured, so not explored either
+		delay := f.hedgeDelay(f.upstreams[0])
+		require.Equal(t, time.Second, delay)
+		return delay
+	}
 	t.Run("first answers", func(t *testing.T) {
 		var first, second atomic.Int64
 		a, b := startUpstream(t, countingAnswer(&first)), startUpstream(t, countingAnswer(&second))
-		f := NewForwarder([]string{a.addr, b.addr}, time.Second, false)
+		f := NewForwarder([]string{a.addr, b.addr}, 4*time.Second, false)
 		defer f.Close()
+		delay := slowToHedge(t, f)
 		r, took := ask(t, f, "first.example.org.")
 		require.NoError(t, r.err)
 		assert.Equal(t, a.addr, r.from)
-		time.Sleep(hedgeFloor + 50*time.Millisecond)
+		time.Sleep(delay - took + 50*time.Millisecond) // past the hedge delay, when a hedge would have gone
 		assert.Equal(t, int64(1), first.Load())
-		if took < hedgeFloor*2/3 { // answered well within the hedge delay (not so on a machine too slow)
+		if took < delay { // answered within the hedge delay (not so on a machine too slow)
 			assert.Zero(t, second.Load(), "no hedge for a try answered in time")
 		}
 	})
 	// counted is a Forwarder over upstreams whose metrics go to reg.
-	counted := func(t *testing.T, reg *prometheus.Registry, upstreams ...string) *Forwarder {
+	counted := func(t *testing.T, reg *prometheus.Registry, timeout time.Duration, upstreams ...string) *Forwarder {
 		t.Helper()
-		f, err := New(upstreams, Options{Timeout: 2 * time.Second, Metrics: NewMetrics(reg)})
+		f, err := New(upstreams, Options{Timeout: timeout, Metrics: NewMetrics(reg)})
 		require.NoError(t, err)
 		t.Cleanup(f.Close)
 		return f
@@ -303,54 +318,64 @@ func TestStartWireHedged(t *testing.T) {
 	t.Run("slow first: hedged", func(t *testing.T) {
 		b := startUpstream(t, nil)
 		reg := prometheus.NewRegistry()
-		f := counted(t, reg, silentUpstream(t), b.addr)
+		// The first try's timeout, 4 s, is far beyond the hedge (150 ms,
+		// hedgeFloor): with 2 s, and the answer wanted within 1 s, a run
+		// under -race beside other work took 1.6 s.
+		f := counted(t, reg, 4*time.Second, silentUpstream(t), b.addr)
 		r, took := ask(t, f, "hedged.example.org.")
 		require.NoError(t, r.err)
 		assert.Equal(t, b.addr, r.from)
 		require.NotNil(t, r.a.Raw)
 		assert.Equal(t, uint16(0x1234), dnswire.ID(r.a.Raw), "the hedge's answer has the query's own ID too")
 		assert.GreaterOrEqual(t, took, hedgeFloor)
-		assert.Less(t, took, time.Second, "well before the first try's timeout")
+		assert.Less(t, took, 2*time.Second, "well before the first try's timeout")
 		assert.Equal(t, map[string]float64{retryHedge: 1}, upstreamCounts(t, reg, "dnsfence_upstream_retries_total", b.addr, "reason"))
 	})
 	t.Run("failing first: failed over at once", func(t *testing.T) {
 		b := startUpstream(t, nil)
 		first := startUpstream(t, rcodeAnswer(dns.RcodeRefused))
 		reg := prometheus.NewRegistry()
-		f := counted(t, reg, first.addr, b.addr)
+		f := counted(t, reg, 4*time.Second, first.addr, b.addr)
+		delay := slowToHedge(t, f)
 		r, took := ask(t, f, "failover.example.org.")
 		require.NoError(t, r.err)
 		assert.Equal(t, b.addr, r.from)
-		assert.Less(t, took, time.Second)
+		assert.Less(t, took, delay, "before the hedge delay")
 		assert.Equal(t, map[string]float64{retryFailover: 1}, upstreamCounts(t, reg, "dnsfence_upstream_retries_total", b.addr, "reason"),
 			"failed over, not hedged: no wait for the hedge delay")
 	})
 	t.Run("first fails after the hedge: failed over at once", func(t *testing.T) {
-		// A fails 500 ms in, after the hedge to B (150 ms, hedgeFloor)
+		// A fails once the hedge to B (150 ms, hedgeFloor) has reached B,
 		// and before B's own hedge delay would ask C (B's round-trip time
-		// taken as 450 ms: twice that, 900 ms, so 1,050 ms in): C is
-		// asked as a failover. Each side has 350 ms or more to spare on a
-		// busy machine (with 50 and 100 ms, a run under -race beside
-		// other work saw C asked as a hedge). D, after C, is never asked:
-		// the first try's failure fails over once, not to every upstream
-		// left (C's hedge delay is 900 ms too, far beyond its answer).
+		// taken as 1 s: twice that, 2 s): C is asked as a failover. A
+		// waits for the hedge's arrival, not for a time: with A failing
+		// 500 ms in, and 900 ms for B's hedge delay, runs under -race
+		// beside other work saw the hedge to B go after A's failure, or
+		// A's failure come after B's hedge delay (2 of 40; with 50 and
+		// 100 ms to spare before, more). D, after C, is never asked: the
+		// first try's failure fails over once, not to every upstream left
+		// (C's hedge delay is 2 s too, far beyond its answer).
 		servfail := rcodeAnswer(dns.RcodeServerFailure)
+		silent, hedged := askedSilentUpstream(t)
 		a := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 			if r.Question[0].Name != "." {
-				time.Sleep(500 * time.Millisecond)
+				select {
+				case <-hedged:
+				case <-time.After(10 * time.Second): // the test fails: C's counts are not a failover's
+				}
 			}
 			return servfail(w, r)
 		})
-		silent, c := silentUpstream(t), startUpstream(t, nil)
+		c := startUpstream(t, nil)
 		var dAsked atomic.Int64
 		d := startUpstream(t, countingAnswer(&dAsked))
 		reg := prometheus.NewRegistry()
-		f, err := New([]string{a.addr, silent, c.addr, d.addr}, Options{Timeout: 4 * time.Second, Metrics: NewMetrics(reg)})
+		f, err := New([]string{a.addr, silent, c.addr, d.addr}, Options{Timeout: 8 * time.Second, Metrics: NewMetrics(reg)})
 		require.NoError(t, err)
 		t.Cleanup(f.Close)
-		f.upstreams[1].rtt.Store(int64(450 * time.Millisecond)) // measured, so not explored either
-		f.upstreams[2].rtt.Store(int64(450 * time.Millisecond))
-		require.Equal(t, 900*time.Millisecond, f.hedgeDelay(f.upstreams[1]))
+		f.upstreams[1].rtt.Store(int64(time.Second)) // measured, so not explored either
+		f.upstreams[2].rtt.Store(int64(time.Second))
+		require.Equal(t, 2*time.Second, f.hedgeDelay(f.upstreams[1]))
 		r, _ := ask(t, f, "third.example.org.")
 		require.NoError(t, r.err)
 		assert.Equal(t, c.addr, r.from)
