@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -22,10 +23,14 @@ const unreadClient = "127.0.81.4"
 // holds its answers to every question but the probes' while held. Over
 // UDP it answers those with TC set and no record, so that the wire path
 // too gets the answer miekg/dns does not read from its retry over TCP
-// (as the message path does), not as a datagram it takes whole.
+// (as the message path does), not as a datagram it takes whole. Its HTTPS
+// record has TTL 1 until the first hold, and 300 from then on (the held
+// answers and every later one), so that a refresh's answer outlives the
+// test's next queries however slow the machine (as holdingUpstream's).
 type heldUpstream struct {
 	*testUpstream
-	held atomic.Pointer[chan struct{}] // the hold under way, to wait on
+	held     atomic.Pointer[chan struct{}] // the hold under way, to wait on
+	heldOnce atomic.Bool                   // hold was called: TTL 300
 }
 
 // startHeldUpstream starts a heldUpstream on 127.0.0.1, not held.
@@ -33,7 +38,8 @@ func startHeldUpstream(t *testing.T) *heldUpstream {
 	t.Helper()
 	u := &heldUpstream{}
 	u.testUpstream = startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		if r.Question[0].Name == "." {
+		q := r.Question[0]
+		if q.Name == "." {
 			return defaultAnswer(w, r)
 		}
 		if hold := u.held.Load(); hold != nil {
@@ -44,7 +50,19 @@ func startHeldUpstream(t *testing.T) *heldUpstream {
 			m.Truncated = true
 			return m
 		}
-		return unreadHintAnswer(w, r)
+		if q.Qtype != dns.TypeHTTPS || !dns.IsSubDomain("svcb.example.", q.Name) {
+			return unreadHintAnswer(w, r)
+		}
+		rr := hintRecord(q.Name, 1, ".")
+		rr.Hdr.Ttl = 1
+		if u.heldOnce.Load() {
+			rr.Hdr.Ttl = 300
+		}
+		m := new(dns.Msg).SetReply(r)
+		m.RecursionAvailable = true
+		m.Answer = []dns.RR{rr}
+		writeUnread(w, m)
+		return nil
 	})
 	return u
 }
@@ -66,6 +84,7 @@ func (u *heldUpstream) tcpQueries() int {
 func (u *heldUpstream) hold(t *testing.T) (letGo func()) {
 	t.Helper()
 	ch := make(chan struct{})
+	u.heldOnce.Store(true)
 	u.held.Store(&ch)
 	var once sync.Once
 	letGo = func() {
@@ -157,8 +176,12 @@ func TestUnreadRefreshNoQueryWaitsForCached(t *testing.T) {
 	}
 	for _, network := range []string{"udp", "tcp"} {
 		t.Run("timer/"+network, func(t *testing.T) {
+			// The first answer lives 1 s, the refresh's 300 s
+			// (heldUpstream): with max_ttl 1 the refresh's lived 1 s too,
+			// and under -race beside other work (1 run of 20) the test's
+			// next query came after it, asked the upstream again.
 			up := startHeldUpstream(t)
-			f := govFence(t, "upstream_timeout: 3s\ncache: {max_ttl: 1, serve_stale: 1h, stale_answer_client_timeout: 200ms}", up.addr)
+			f := govFence(t, "upstream_timeout: 3s\ncache: {serve_stale: 1h, stale_answer_client_timeout: 200ms}", up.addr)
 			q := question("a.svcb.example.", dns.TypeHTTPS, true)
 			b := askOctets(t, f.addr, unreadClient, network, q)
 			require.EqualValues(t, 1, dnswire.ANCount(b), "the fresh answer")
@@ -182,22 +205,43 @@ func TestUnreadRefreshNoQueryWaitsForCached(t *testing.T) {
 	}
 	for _, network := range []string{"udp", "tcp"} {
 		t.Run("prefetch/"+network, func(t *testing.T) {
-			up := startHeldUpstream(t)
-			f := govFence(t, "cache: {max_ttl: 2, prefetch: true}", up.addr)
+			// A TTL of 5 s is prefetched in its last 500 ms (prefetchAt),
+			// which the hit that starts the prefetch must fall in, as in
+			// TestShutdownWaitsForPrefetch. The test waits for the answer
+			// to be due (untilPrefetchDue) and for the prefetch to end,
+			// asking nothing meanwhile: before, it asked every 20 ms with
+			// a TTL of 2 s, and under -race beside other work (5 runs of
+			// 20) the prefetch, over UDP then TCP, was answered after the
+			// answer expired and a query in between was a miss, or no
+			// query fell in the 200 ms at all.
+			const ttl = 5
+			up := startHeldUpstream(t) // TTL 1, never held: min_ttl makes it 5
+			f := govFence(t, fmt.Sprintf("cache: {min_ttl: %d, prefetch: true}", ttl), up.addr)
 			q := question("a.svcb.example.", dns.TypeHTTPS, true)
 			b := askOctets(t, f.addr, unreadClient, network, q)
-			require.EqualValues(t, 2, ttlOf(b), "the fresh answer")
+			require.EqualValues(t, ttl, ttlOf(b), "the fresh answer")
 			require.Equal(t, 1, up.tcpQueries())
-			// Hits, until one near expiry prefetches the answer and the
-			// prefetch's answer is served: its full TTL again.
-			require.Eventually(t, func() bool {
-				b = askOctets(t, f.addr, unreadClient, network, q)
-				return ttlOf(b) == 2 && up.tcpQueries() > 1
-			}, 10*time.Second, 20*time.Millisecond, "prefetched")
+			b = askOctets(t, f.addr, unreadClient, network, q)
+			require.Nil(t, rawOptions(t, b)[dns.EDNS0EDE], "a hit: the answer is popular")
+			old := untilPrefetchDue(t, f, q)
+
+			b = askOctets(t, f.addr, unreadClient, network, q)
+			require.Nil(t, rawOptions(t, b)[dns.EDNS0EDE], "a hit, which prefetches")
+			require.Eventually(t, func() bool { return gauge(t, f.registry, "dnsfence_inflight_queries") == 0 },
+				5*time.Second, 10*time.Millisecond, "the prefetch ends")
+			require.Equal(t, 2, up.tcpQueries(), "the prefetch asked the upstream")
+			e, ok := f.handler.cache.Load().t.get(keyOf(q))
+			require.True(t, ok, "the prefetch's answer is cached")
+			assert.True(t, e.stored.After(old.stored), "the prefetch's answer replaced the old one")
+
+			// The prefetch's answer is served, a hit: more than the old
+			// one had left (under a tenth of its TTL: 1 s at most).
+			b = askOctets(t, f.addr, unreadClient, network, q)
+			assert.Greater(t, ttlOf(b), uint32(1), "the prefetch's answer")
 			assert.Nil(t, rawOptions(t, b)[dns.EDNS0EDE])
 			assert.Equal(t, 2, up.tcpQueries(), "one prefetch, cached: no other prefetch, no miss")
 			misses, _ := metricValue(t, f.registry, "dnsfence_cache_lookups_total", "result", "miss")
-			assert.Equal(t, 1.0, misses, "the first query's miss only: the prefetch refreshed the answer before it expired")
+			assert.Equal(t, 1.0, misses, "the first query's miss only: the prefetch refreshed the answer")
 		})
 	}
 }

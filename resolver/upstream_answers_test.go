@@ -1610,10 +1610,22 @@ func prefetchDue(t *testing.T, f *fence, network string, q *dns.Msg) {
 		r := ask(t, f.addr, "", network, q)
 		require.Len(t, r.Answer, 1)
 	}
+	untilPrefetchDue(t, f, q)
+}
+
+// untilPrefetchDue waits until the cached answer to q is in the last
+// tenth of its TTL, reading the cache, not asking: the next hit of an
+// answer hit before starts a prefetch (cache.prefetch). It returns the
+// entry.
+func untilPrefetchDue(t *testing.T, f *fence, q *dns.Msg) *cacheEntry {
+	t.Helper()
+	var due *cacheEntry
 	require.Eventually(t, func() bool {
 		e, ok := f.handler.cache.Load().t.get(keyOf(q))
+		due = e
 		return ok && e.ttl-time.Since(e.stored) < e.ttl/prefetchAt
-	}, 5*time.Second, 10*time.Millisecond, "the answer is in the last tenth of its TTL")
+	}, 10*time.Second, 10*time.Millisecond, "the answer is in the last tenth of its TTL")
+	return due
 }
 
 // TestStaleRefreshFailureOfAPrefetch: a query that finds the answer
