@@ -40,36 +40,24 @@ type heldQuery struct {
 
 func startHoldingUpstream(t *testing.T) *holdingUpstream {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { pc.Close() })
-	u := &holdingUpstream{pc: pc, ports: map[string]map[int]bool{}}
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			q := new(dns.Msg)
-			if q.Unpack(buf[:n]) != nil || len(q.Question) != 1 {
-				continue
-			}
-			u.mu.Lock()
-			name := q.Question[0].Name
-			if u.ports[name] == nil {
-				u.ports[name] = map[int]bool{}
-			}
-			u.ports[name][from.(*net.UDPAddr).Port] = true
-			if !u.released {
-				u.held = append(u.held, heldQuery{q, from})
-				u.mu.Unlock()
-				continue
-			}
-			u.mu.Unlock()
-			u.answer(heldQuery{q, from})
+	u := &holdingUpstream{ports: map[string]map[int]bool{}}
+	u.mu.Lock() // u.pc is set before the first query is served
+	defer u.mu.Unlock()
+	u.pc = serveQuestions(t, func(_ net.PacketConn, q *dns.Msg, from net.Addr) {
+		u.mu.Lock()
+		name := q.Question[0].Name
+		if u.ports[name] == nil {
+			u.ports[name] = map[int]bool{}
 		}
-	}()
+		u.ports[name][from.(*net.UDPAddr).Port] = true
+		if !u.released {
+			u.held = append(u.held, heldQuery{q, from})
+			u.mu.Unlock()
+			return
+		}
+		u.mu.Unlock()
+		u.answer(heldQuery{q, from})
+	})
 	return u
 }
 

@@ -35,25 +35,11 @@ func (h *heldTaker) answered([]byte, error, listen.Batcher) {
 // timeout the upstream never had.
 func TestSweepTakesTheAnswersThatCame(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { pc.Close() })
 	answered := make(chan string, 2) // each name once its answer is on the socket
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			q := new(dns.Msg)
-			if q.Unpack(buf[:n]) != nil || len(q.Question) != 1 {
-				continue
-			}
-			_, _ = pc.WriteTo(packed(defaultAnswer(nil, q)), from) // on loopback, queued at the socket on return
-			answered <- q.Question[0].Name
-		}
-	}()
+	pc := serveQuestions(t, func(pc net.PacketConn, q *dns.Msg, from net.Addr) {
+		_, _ = pc.WriteTo(packed(defaultAnswer(nil, q)), from) // on loopback, queued at the socket on return
+		answered <- q.Question[0].Name
+	})
 	m := &udpMux{addr: pc.LocalAddr().String(), timeout: timeout}
 	t.Cleanup(m.close)
 
