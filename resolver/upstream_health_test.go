@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -40,47 +41,33 @@ type udpUpstream struct {
 // start serves u on 127.0.0.1 until the test ends.
 func (u *udpUpstream) start(t *testing.T) *udpUpstream {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { pc.Close() })
-	u.addr = pc.LocalAddr().String()
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
+	pc := testnet.ServeQuestions(t, func(pc net.PacketConn, q *dns.Msg, from net.Addr) {
+		if q.Question[0].Name == "." {
+			u.probes.Add(1)
+			if !u.silent {
+				_, _ = pc.WriteTo(packed(defaultAnswer(nil, q)), from)
 			}
-			q := new(dns.Msg)
-			if q.Unpack(buf[:n]) != nil || len(q.Question) != 1 {
-				continue
-			}
-			if q.Question[0].Name == "." {
-				u.probes.Add(1)
-				if !u.silent {
-					_, _ = pc.WriteTo(packed(defaultAnswer(nil, q)), from)
-				}
-				continue
-			}
-			nth := u.queries.Add(1)
-			if u.silent || (u.dropEvery > 0 && nth%u.dropEvery == 0) {
-				u.dropped.Add(1)
-				continue
-			}
-			b := packed(defaultAnswer(nil, q))
-			if u.stall == 0 {
-				_, _ = pc.WriteTo(b, from)
-				continue
-			}
-			if now := u.outstanding.Add(1); now > u.peak.Load() {
-				u.peak.Store(now) // only this goroutine raises it
-			}
-			time.AfterFunc(u.stall, func() {
-				u.outstanding.Add(-1)
-				_, _ = pc.WriteTo(b, from)
-			})
+			return
 		}
-	}()
+		nth := u.queries.Add(1)
+		if u.silent || (u.dropEvery > 0 && nth%u.dropEvery == 0) {
+			u.dropped.Add(1)
+			return
+		}
+		b := packed(defaultAnswer(nil, q))
+		if u.stall == 0 {
+			_, _ = pc.WriteTo(b, from)
+			return
+		}
+		if now := u.outstanding.Add(1); now > u.peak.Load() {
+			u.peak.Store(now) // only the serving goroutine raises it
+		}
+		time.AfterFunc(u.stall, func() {
+			u.outstanding.Add(-1)
+			_, _ = pc.WriteTo(b, from)
+		})
+	})
+	u.addr = pc.LocalAddr().String()
 	return u
 }
 

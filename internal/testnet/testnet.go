@@ -30,6 +30,34 @@ func Serve(t testing.TB, servers ...*dns.Server) {
 	}
 }
 
+// ServeQuestions is a bare UDP upstream on 127.0.0.1 (no TCP side, no
+// miekg/dns server) until the test ends: it reads each query sent to it
+// and hands those that unpack with one question to serve, with the socket
+// and the sender to answer (or not); it returns the socket.
+func ServeQuestions(t testing.TB, serve func(pc net.PacketConn, q *dns.Msg, from net.Addr)) net.PacketConn {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testnet: %v", err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:n]) != nil || len(q.Question) != 1 {
+				continue
+			}
+			serve(pc, q, from)
+		}
+	}()
+	return pc
+}
+
 // RefusingAddr returns a 127.0.0.1 address ("127.0.0.1:PORT") whose port
 // refuses UDP datagrams (ICMP port unreachable: a connected client reads
 // ECONNREFUSED) and TCP connections (RST) until the test ends.

@@ -136,28 +136,3 @@ var (
 	liedAnswer    = testnet.LiedAnswer
 	packed        = testnet.Packed
 )
-
-// serveQuestions reads the queries sent to a UDP upstream on 127.0.0.1
-// until the test ends, and hands each that has one question to serve,
-// with the socket and the sender to answer; returns the socket.
-func serveQuestions(t *testing.T, serve func(pc net.PacketConn, q *dns.Msg, from net.Addr)) net.PacketConn {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			q := new(dns.Msg)
-			if q.Unpack(buf[:n]) != nil || len(q.Question) != 1 {
-				continue
-			}
-			serve(pc, q, from)
-		}
-	}()
-	return pc
-}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -43,7 +44,7 @@ func startHoldingUpstream(t *testing.T) *holdingUpstream {
 	u := &holdingUpstream{ports: map[string]map[int]bool{}}
 	u.mu.Lock() // u.pc is set before the first query is served
 	defer u.mu.Unlock()
-	u.pc = serveQuestions(t, func(_ net.PacketConn, q *dns.Msg, from net.Addr) {
+	u.pc = testnet.ServeQuestions(t, func(_ net.PacketConn, q *dns.Msg, from net.Addr) {
 		u.mu.Lock()
 		name := q.Question[0].Name
 		if u.ports[name] == nil {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -36,7 +37,7 @@ func (h *heldTaker) answered([]byte, error, listen.Batcher) {
 func TestSweepTakesTheAnswersThatCame(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	answered := make(chan string, 2) // each name once its answer is on the socket
-	pc := serveQuestions(t, func(pc net.PacketConn, q *dns.Msg, from net.Addr) {
+	pc := testnet.ServeQuestions(t, func(pc net.PacketConn, q *dns.Msg, from net.Addr) {
 		_, _ = pc.WriteTo(packed(defaultAnswer(nil, q)), from) // on loopback, queued at the socket on return
 		answered <- q.Question[0].Name
 	})
