@@ -798,8 +798,8 @@ func (s *upstreamSocket) drain(msgs []ipv4.Message, delivered *readBatch) error 
 	}
 	for range drainReads {
 		n, err := s.batch.ReadBatch(msgs, unix.MSG_DONTWAIT)
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil // nothing more; or, no deadline being set, never: not the socket's failure
+		if errors.Is(err, unix.EAGAIN) {
+			return nil // nothing more
 		}
 		if err != nil {
 			return err
