@@ -1,0 +1,194 @@
+package listen
+
+import (
+	"context"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+)
+
+// trustingRules allow every loopback peer, trust proxy, and have limits.
+type trustingRules struct {
+	limitRules
+	proxy netip.Addr
+}
+
+func (r trustingRules) Trusted(peer netip.Addr) bool { return peer == r.proxy }
+
+// startServerAt starts a Server of cfg on addr (host:0) as startServer does
+// on 127.0.0.1, and returns it with its address.
+func startServerAt(t *testing.T, addr string, cfg Config) (*Server, string) {
+	t.Helper()
+	var bound string
+	cfg.Sockets = func(socks []UDPSocket) { bound = socks[0].Conn.LocalAddr().String() }
+	if cfg.Log == nil {
+		cfg.Log = zaptest.NewLogger(t)
+	}
+	s := New(cfg)
+	require.NoError(t, s.Start([]string{addr}))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
+	return s, bound
+}
+
+// holds is what a's books hold for the client network of peer: its
+// connections counted open, and how many of them reclaim may ask about;
+// ok is false when the network has no entry.
+func (a *admission) holds(peer netip.Addr) (open, reclaimable int, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.clients[ClientNetwork(peer)]
+	if c == nil {
+		return 0, 0, false
+	}
+	return c.open, len(c.finished), true
+}
+
+// networks is how many client networks a's books hold.
+func (a *admission) networks() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.clients)
+}
+
+// TestPerClientCapHoldsAfterAConnectionCloses: a client network at
+// limits.tcp_connections_per_client (2) that closes one connection gets
+// one place back, not its whole cap: its next connection is admitted and
+// the one after is refused. Admission's books follow: one connection
+// counted while one is open, nothing kept for a closed one, and no entry
+// left once every connection has closed (the map is bounded by the
+// connections open, not by every client ever seen).
+func TestPerClientCapHoldsAfterAConnectionCloses(t *testing.T) {
+	var open atomic.Int64
+	s, addr := startServerAt(t, "127.0.156.1:0", Config{
+		Handler: &fakeHandler{release: make(chan struct{})},
+		Rules: func() Rules {
+			return limitRules{Limits{TCPConnections: 8, TCPConnectionsPerClient: 2, TCPPipeline: 4,
+				TCPReadTimeout: time.Minute, TCPIdleTimeout: time.Minute}}
+		},
+		Connections: func(_ string, delta int) { open.Add(int64(delta)) },
+	})
+	const client = "127.0.156.2"
+	peer := netip.MustParseAddr(client)
+
+	first, err := askTCPFrom(t, client, addr)
+	require.NoError(t, err)
+	second, err := askTCPFrom(t, client, addr)
+	require.NoError(t, err)
+	require.NoError(t, first.Close())
+	require.Eventually(t, func() bool { return open.Load() == 1 }, 10*time.Second, 5*time.Millisecond,
+		"the closed connection no longer counted")
+	n, reclaimable, ok := s.admission.holds(peer)
+	require.True(t, ok, "the network's open connection is still counted")
+	assert.Equal(t, 1, n, "connections counted for the network")
+	assert.Equal(t, 1, reclaimable, "the closed connection is not kept for reclaim")
+
+	third, err := askTCPFrom(t, client, addr)
+	require.NoError(t, err, "the place the closed connection gave back")
+	_, err = askTCPFrom(t, client, addr)
+	require.Error(t, err, "a third connection open at once is over the cap")
+
+	require.NoError(t, second.Close())
+	require.NoError(t, third.Close())
+	require.Eventually(t, func() bool { return open.Load() == 0 }, 10*time.Second, 5*time.Millisecond,
+		"every connection closed")
+	assert.Equal(t, 0, s.admission.networks(), "no entry kept for a network with no connection open")
+}
+
+// TestTrustedProxyConnectionLeavesTheGauge: a trusted proxy's connection,
+// admitted outside the per-client cap, is counted in the connections
+// gauge (Config.Connections) while it is open and no longer once it
+// closes, as any client's is.
+func TestTrustedProxyConnectionLeavesTheGauge(t *testing.T) {
+	const proxy = "127.0.156.3"
+	var open atomic.Int64
+	_, addr := startServerAt(t, "127.0.156.1:0", Config{
+		Handler: &fakeHandler{release: make(chan struct{})},
+		Rules: func() Rules {
+			return trustingRules{limitRules{Limits{TCPConnections: 8, TCPConnectionsPerClient: 1, TCPPipeline: 4,
+				TCPReadTimeout: time.Minute, TCPIdleTimeout: time.Minute}}, netip.MustParseAddr(proxy)}
+		},
+		Connections: func(_ string, delta int) { open.Add(int64(delta)) },
+	})
+	co, err := askTCPFrom(t, proxy, addr)
+	require.NoError(t, err)
+	co2, err := askTCPFrom(t, proxy, addr)
+	require.NoError(t, err, "a trusted proxy is not held to the per-client cap")
+	assert.Equal(t, int64(2), open.Load())
+	require.NoError(t, co.Close())
+	require.Eventually(t, func() bool { return open.Load() == 1 }, 10*time.Second, 5*time.Millisecond,
+		"the proxy's closed connection counted off once")
+	require.NoError(t, co2.Close())
+	require.Eventually(t, func() bool { return open.Load() == 0 }, 10*time.Second, 5*time.Millisecond,
+		"and its other one")
+}
+
+// TestDoHRefusedPeerIsResetAndHoldsNoPlace: a DoH connection Admit
+// refuses (allowed_clients, the per-client cap) is reset at accept, as a
+// TCP one is, and gives its listener place back: with MaxConns 1, three
+// refused connections in a row leave the place to the next peer admitted.
+func TestDoHRefusedPeerIsResetAndHoldsNoPlace(t *testing.T) {
+	var refuse atomic.Bool
+	refuse.Store(true)
+	srv := NewDoHServer(DoHOptions{Handler: &fakeHandler{release: make(chan struct{})}, Trusted: trustNone, MaxConns: 1,
+		Admit: func(netip.Addr) (func(), bool) {
+			if refuse.Load() {
+				return nil, false
+			}
+			return func() {}, true
+		}})
+	ln, err := net.Listen("tcp", "127.0.156.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		_ = srv.Close()
+		assert.NoError(t, <-served)
+	})
+
+	for i := range 3 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			require.ErrorIs(t, err, syscall.ECONNRESET, "connection %d", i+1)
+			continue
+		}
+		require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+		_, err = c.Read(make([]byte, 1))
+		c.Close()
+		require.Error(t, err)
+		assert.ErrorIs(t, err, syscall.ECONNRESET, "connection %d is reset, not closed or left open: %v", i+1, err)
+	}
+
+	refuse.Store(false)
+	m := new(dns.Msg)
+	m.SetQuestion("fast.", dns.TypeTXT)
+	b, err := m.Pack()
+	require.NoError(t, err)
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get("http://" + ln.Addr().String() + DoHPath + "?dns=" + base64.RawURLEncoding.EncodeToString(b))
+	require.NoError(t, err, "the listener's one place is free")
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	r := new(dns.Msg)
+	require.NoError(t, r.Unpack(body))
+	assert.Equal(t, m.Id, r.Id)
+}
