@@ -398,6 +398,20 @@ func TestDoHForwardedFor(t *testing.T) {
 			header: map[string][]string{"X-Forwarded-For": {"10.9.9.9"}, "Forwarded": {"for=10.7.7.7"}}, status: 400},
 		{name: "trusted, an empty X-Forwarded-For beside Forwarded", trusted: true,
 			header: map[string][]string{"X-Forwarded-For": {""}, "Forwarded": {"for=10.1.2.4"}}, client: "10.1.2.4:0"},
+		// A trusted proxy named by the one header that is not the one
+		// ending the other's list: the chain is not one proxy's, so
+		// neither header is believed.
+		{name: "trusted, Forwarded names a proxy other than the one ending X-Forwarded-For", trusted: true,
+			header: map[string][]string{"X-Forwarded-For": {"10.1.2.3, 2001:db8::99"}, "Forwarded": {"for=10.9.9.9"}}, status: 400},
+		// RFC 7239's grammar: an empty element (a leading comma), elements
+		// and pairs without spaces between them, and quoted-pairs (RFC 9110
+		// §5.6.4) in a quoted-string, one of them an escaped quote.
+		{name: "trusted, Forwarded with an empty element", trusted: true,
+			header: map[string][]string{"Forwarded": {", for=10.1.2.5"}}, client: "10.1.2.5:0"},
+		{name: "trusted, Forwarded without spaces", trusted: true,
+			header: map[string][]string{"Forwarded": {"for=192.0.2.66,proto=https;for=10.1.2.5"}}, client: "10.1.2.5:0"},
+		{name: "trusted, Forwarded quoted-pairs", trusted: true,
+			header: map[string][]string{"Forwarded": {`for="10.1.2.\5";by="x\"y"`}}, client: "10.1.2.5:0"},
 		{name: "trusted, X-Forwarded-For garbage beside Forwarded", trusted: true,
 			header: map[string][]string{"Forwarded": {"for=10.1.2.6"}, "X-Forwarded-For": {"client.example"}}, status: 400},
 		{name: "trusted, IPv4-mapped unmapped", trusted: true, header: map[string][]string{"X-Forwarded-For": {"::ffff:10.1.2.8"}}, client: "10.1.2.8:0"},
