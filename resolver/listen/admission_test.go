@@ -68,7 +68,7 @@ func (a *admission) networks() int {
 // TestPerClientCapHoldsAfterAConnectionCloses: a client network at
 // limits.tcp_connections_per_client (2) that closes one connection gets
 // one place back, not its whole cap: its next connection is admitted and
-// the one after is refused. Admission's books follow: one connection
+// the one after is refused, with a reset. Admission's books follow: one connection
 // counted while one is open, nothing kept for a closed one, and no entry
 // left once every connection has closed (the map is bounded by the
 // connections open, not by every client ever seen).
@@ -101,12 +101,33 @@ func TestPerClientCapHoldsAfterAConnectionCloses(t *testing.T) {
 	require.NoError(t, err, "the place the closed connection gave back")
 	_, err = askTCPFrom(t, client, addr)
 	require.Error(t, err, "a third connection open at once is over the cap")
+	assertResetAtAccept(t, client, addr)
 
 	require.NoError(t, second.Close())
 	require.NoError(t, third.Close())
 	require.Eventually(t, func() bool { return open.Load() == 0 }, 10*time.Second, 5*time.Millisecond,
 		"every connection closed")
 	assert.Equal(t, 0, s.admission.networks(), "no entry kept for a network with no connection open")
+}
+
+// assertResetAtAccept dials addr from src, sending nothing, and asserts
+// that the listener refuses the connection with a reset (SO_LINGER 0: no
+// FIN handshake, no TIME_WAIT kept for it) and neither closes it with a
+// FIN nor leaves it open. A client that sent a query first would get a
+// reset either way: the kernel resets a socket closed with data unread.
+func assertResetAtAccept(t *testing.T, src, addr string) {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		require.ErrorIs(t, err, syscall.ECONNRESET)
+		return
+	}
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	require.Error(t, err)
+	assert.ErrorIs(t, err, syscall.ECONNRESET, "reset, not closed or left open: %v", err)
 }
 
 // TestTrustedProxyConnectionLeavesTheGauge: a trusted proxy's connection,
@@ -163,17 +184,8 @@ func TestDoHRefusedPeerIsResetAndHoldsNoPlace(t *testing.T) {
 		assert.NoError(t, <-served)
 	})
 
-	for i := range 3 {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			require.ErrorIs(t, err, syscall.ECONNRESET, "connection %d", i+1)
-			continue
-		}
-		require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
-		_, err = c.Read(make([]byte, 1))
-		c.Close()
-		require.Error(t, err)
-		assert.ErrorIs(t, err, syscall.ECONNRESET, "connection %d is reset, not closed or left open: %v", i+1, err)
+	for range 3 {
+		assertResetAtAccept(t, "127.0.156.2", ln.Addr().String())
 	}
 
 	refuse.Store(false)
