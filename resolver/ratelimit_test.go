@@ -56,3 +56,45 @@ func TestRateLimiterLogsOnceAMinute(t *testing.T) {
 	assert.False(t, off.shouldLog(a, start))
 	assert.False(t, off.shouldLogUnallowed(start))
 }
+
+// TestRateLimiterSweepsAShardOnceAMinute: a shard that is not full is
+// swept for idle buckets when a new client network comes and the last
+// sweep is more than a minute old, not at every new client (which cost a
+// sweep of up to 4,096 buckets under the shard's lock each); a sweep
+// forgets the buckets idle for more than a minute (and refilled), and
+// keeps the others. Forgetting a refilled bucket changes nothing a
+// client sees, so the test counts the shard's buckets.
+func TestRateLimiterSweepsAShardOnceAMinute(t *testing.T) {
+	l := newRateLimiter(config.RateLimit{Rate: 1, Burst: 1})
+	shard := func(x netip.Addr) *limitShard { return l.shardOf(networkKeyOf(listen.ClientNetwork(x))) }
+	first := netip.MustParseAddr("192.0.2.1")
+	s := shard(first)
+	next := first
+	nextInShard := func() netip.Addr {
+		for {
+			next = next.Next()
+			if shard(next) == s {
+				return next
+			}
+		}
+	}
+	t0 := cacheEpoch.Add(time.Hour)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	steps := []struct {
+		at   time.Duration
+		held int
+		why  string
+	}{
+		{0, 1, "the first client; the shard swept (never before)"},
+		{50 * time.Second, 2, "no sweep within the minute"},
+		{time.Minute, 3, "a minute since the sweep is not more than a minute"},
+		{62 * time.Second, 3, "swept: the first, idle 62 s, forgotten"},
+		{63 * time.Second, 4, "no sweep a second after one"},
+		{121 * time.Second, 5, "59 s after the sweep: buckets idle 71 s and 61 s kept until the next"},
+		{123 * time.Second, 3, "swept: idle 73, 63 and 61 s forgotten, idle 60 s and 2 s kept"},
+	}
+	for _, st := range steps {
+		require.True(t, l.allow(nextInShard(), at(st.at)), "at %v", st.at)
+		assert.Equal(t, st.held, len(s.buckets), "at %v: %s", st.at, st.why)
+	}
+}
