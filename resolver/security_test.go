@@ -475,7 +475,8 @@ func TestECSWiderThanABlockingRangeEncrypted(t *testing.T) {
 // TCP. From anyone else ECS is ignored, one option or two.
 func TestTwoECSOptionsRefused(t *testing.T) {
 	up := startUpstream(t, nil)
-	f := startFence(t, identityConfig, testFiles, up.addr)
+	core, logs := observer.New(zap.InfoLevel)
+	f := startFenceLog(t, zap.New(core), identityConfig, testFiles, up.addr)
 	two := func() *dns.Msg {
 		// The device's own option first: the exemption; then the
 		// forwarder's: a government device.
@@ -491,6 +492,16 @@ func TestTwoECSOptionsRefused(t *testing.T) {
 		assert.Equal(t, dns.RcodeNameError, r.Rcode, "untrusted government device over %s: ECS ignored", network)
 	}
 	assert.Zero(t, up.count.Load(), "nothing went upstream")
+	// The refusal is the forwarder's: neither option named its client.
+	refused := 0
+	for _, e := range logs.FilterMessage("query").All() {
+		if m := e.ContextMap(); m[logResult] == ResultRefused {
+			refused++
+			assert.Equal(t, "127.0.0.2", m[logClient])
+			assert.Equal(t, IdentityTransport, m[logIdentity])
+		}
+	}
+	assert.Equal(t, 2, refused, "one audit line for each refusal")
 }
 
 func TestECSPrefixParsing(t *testing.T) {
