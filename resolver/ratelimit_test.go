@@ -98,3 +98,52 @@ func TestRateLimiterSweepsAShardOnceAMinute(t *testing.T) {
 		assert.Equal(t, st.held, len(s.buckets), "at %v: %s", st.at, st.why)
 	}
 }
+
+// TestRateLimiterFullShard: a shard holding its share of maxBuckets puts
+// every new client network in its overflow bucket, shared, and logged
+// once a minute for all of them (a flood of spoofed sources is one line,
+// and takes no bucket of its own); it is swept once a second rather than
+// once a minute, so that buckets idle for a minute give their room back
+// to new clients within a second of being forgettable.
+func TestRateLimiterFullShard(t *testing.T) {
+	const most = maxBuckets / limitShards
+	l := newRateLimiter(config.RateLimit{Rate: 1, Burst: 1})
+	shard := func(x netip.Addr) *limitShard { return l.shardOf(networkKeyOf(listen.ClientNetwork(x))) }
+	next := netip.MustParseAddr("10.0.0.0")
+	s := shard(next)
+	nextInShard := func() netip.Addr {
+		for {
+			next = next.Next()
+			if shard(next) == s {
+				return next
+			}
+		}
+	}
+	t0 := cacheEpoch.Add(time.Hour)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+
+	first := nextInShard()
+	require.True(t, l.allow(first, t0)) // the shard's first sweep
+	for range most - 1 {
+		require.True(t, l.allow(nextInShard(), at(50*time.Second)))
+	}
+	require.True(t, l.allow(first, at(50*time.Second)), "refilled")
+	require.Equal(t, most, len(s.buckets))
+
+	// Full: a sweep at 61 s (a minute since the first) forgets nothing
+	// idle 11 s, and new clients share the overflow bucket.
+	x, y := nextInShard(), nextInShard()
+	assert.True(t, l.allow(x, at(61*time.Second)), "the overflow bucket's burst")
+	assert.False(t, l.allow(y, at(61*time.Second)), "shared with the next new client")
+	assert.Equal(t, most, len(s.buckets), "no bucket past the shard's share")
+	assert.True(t, l.shouldLog(x, at(61*time.Second)))
+	assert.False(t, l.shouldLog(y, at(62*time.Second)), "one line a minute for the overflow's clients together")
+	assert.Equal(t, most, len(s.buckets), "logging takes no bucket either")
+
+	// 112 s: 51 s since the last sweep, the full shard is swept again;
+	// the buckets of 50 s, idle 62 s, are forgotten, and a new client has
+	// a bucket of its own.
+	z := nextInShard()
+	assert.True(t, l.allow(z, at(112*time.Second)))
+	assert.Equal(t, 1, len(s.buckets), "the idle buckets forgotten, the new client's kept")
+}
