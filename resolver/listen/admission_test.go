@@ -204,3 +204,21 @@ func TestDoHRefusedPeerIsResetAndHoldsNoPlace(t *testing.T) {
 	require.NoError(t, r.Unpack(body))
 	assert.Equal(t, m.Id, r.Id)
 }
+
+// TestNoRulesAdmitsNoOne: with no Rules loaded (Config.Rules unset, or
+// giving nil) admission refuses every connection, counted as not_allowed
+// and none counted open: nothing loaded, nobody is allowed yet. Start
+// needs Rules, so no socket reaches this; admit is asked directly.
+func TestNoRulesAdmitsNoOne(t *testing.T) {
+	for _, rules := range []func() Rules{nil, func() Rules { return nil }} {
+		var refused []string
+		open := 0
+		a := newAdmission(Config{Rules: rules, Log: zaptest.NewLogger(t),
+			Connections: func(_ string, delta int) { open += delta },
+			Refused:     func(_, reason string) { refused = append(refused, reason) }})
+		_, ok := a.admit(TCP, netip.MustParseAddr("127.0.156.2"))
+		assert.False(t, ok)
+		assert.Equal(t, []string{RefusedNotAllowed}, refused)
+		assert.Zero(t, open)
+	}
+}
