@@ -106,6 +106,28 @@ func TestWalkShortOrMisplaced(t *testing.T) {
 	assert.True(t, Walk(b, q.End, func(Record) bool { return true }))
 }
 
+// TestWalkSIGCutShort: a SIG record whose RDATA is too short to hold its
+// TYPE COVERED (0 or 1 octets), as the last record of the message, is not
+// read (rdataLayout takes it as a SIG(0)) and reads no octet past the
+// message's end.
+func TestWalkSIGCutShort(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.org.", dns.TypeSIG)
+	m.Response = true
+	b, err := m.Pack()
+	require.NoError(t, err)
+	b[7] = 1 // ANCOUNT
+	for _, rdata := range [][]byte{{}, {1}} {
+		msg := append(append([]byte(nil), b...), 0xC0, HeaderLen, 0, typeSIG, 0, ClassINET, 0, 0, 0, 60, 0, byte(len(rdata)))
+		msg = append(msg, rdata...)
+		q, ok := ReadQuestion(msg)
+		require.True(t, ok)
+		assert.NotPanics(t, func() {
+			assert.False(t, Walk(msg, q.End, func(Record) bool { return true }), "RDATA of %d octets", len(rdata))
+		})
+	}
+}
+
 func TestWalk(t *testing.T) {
 	m := new(dns.Msg)
 	m.SetQuestion("www.example.org.", dns.TypeA)
@@ -130,12 +152,14 @@ func TestWalk(t *testing.T) {
 	require.True(t, Walk(b, q.End, func(r Record) bool { got = append(got, r); return true }))
 	require.Len(t, got, 4)
 	for i, want := range []struct {
-		sec int
-		typ uint16
-		ttl uint32
-	}{{Answer, TypeCNAME, 300}, {Answer, TypeA, 60}, {Authority, TypeSOA, 900}, {Additional, TypeOPT, 1 << 15}} {
+		sec   int
+		typ   uint16
+		class uint16
+		ttl   uint32
+	}{{Answer, TypeCNAME, ClassINET, 300}, {Answer, TypeA, ClassINET, 60}, {Authority, TypeSOA, ClassINET, 900}, {Additional, TypeOPT, 1232, 1 << 15}} {
 		assert.Equal(t, want.sec, got[i].Section, i)
 		assert.Equal(t, want.typ, got[i].Type, i)
+		assert.Equal(t, want.class, got[i].Class, i)
 		assert.Equal(t, want.ttl, got[i].TTL, i)
 	}
 	assert.Equal(t, uint32(120), SOAMinimum(b, got[2]))
@@ -167,12 +191,104 @@ func TestWalk(t *testing.T) {
 	assert.Equal(t, 2, n)
 }
 
+// TestReadQuestionCutShort: a question reads only whole, its name, QTYPE
+// and QCLASS; a message cut anywhere before QCLASS ends does not read,
+// and is not read past its end.
+func TestReadQuestionCutShort(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.org.", dns.TypeAAAA)
+	b, err := m.Pack()
+	require.NoError(t, err)
+	q, ok := ReadQuestion(b)
+	require.True(t, ok)
+	assert.Equal(t, Question{NameEnd: len(b) - 4, End: len(b), Type: TypeAAAA, Class: ClassINET}, q)
+	for n := range len(b) {
+		assert.NotPanics(t, func() {
+			_, ok := ReadQuestion(b[:n])
+			assert.False(t, ok, "%d of %d octets", n, len(b))
+		})
+	}
+	// A label longer than 63 octets, or of a reserved kind (0x40, 0x80),
+	// or a compression pointer (0xC0): not a question's name.
+	for _, c := range []byte{64, 0x41, 0x81, 0xC0} {
+		bad := append([]byte(nil), b...)
+		bad[HeaderLen] = c
+		_, ok := ReadQuestion(bad)
+		assert.False(t, ok, "a label starting %#x", c)
+	}
+}
+
+// TestRecordsWhole: a message holds every question and record its counts
+// say only when each is whole (a question's QTYPE and QCLASS, a record's
+// fixed fields and RDATA); cut anywhere inside one, it does not, and
+// nothing past its end is read.
+// Octets after the last record are not looked at.
+func TestRecordsWhole(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.org.", dns.TypeA)
+	m.Response = true
+	for _, s := range []string{"www.example.org. 300 IN CNAME web.example.org.", "web.example.org. 60 IN A 192.0.2.1"} {
+		rr, err := dns.NewRR(s)
+		require.NoError(t, err)
+		m.Answer = append(m.Answer, rr)
+	}
+	m.Compress = true
+	b, err := m.Pack()
+	require.NoError(t, err)
+	m.Answer = nil
+	question, err := m.Pack() // the question alone
+	require.NoError(t, err)
+	for _, b := range [][]byte{b, question} {
+		assert.True(t, RecordsWhole(b))
+		assert.True(t, RecordsWhole(append(append([]byte(nil), b...), 0, 0)), "octets after the last record")
+		for n := range len(b) {
+			assert.NotPanics(t, func() {
+				assert.False(t, RecordsWhole(b[:n]), "%d of %d octets", n, len(b))
+			})
+		}
+	}
+}
+
+// TestSkipName: SkipName steps over labels by their lengths alone and
+// stops at the root or after a pointer; it stops, not loops, at a label
+// of a reserved kind, and reports a name cut short.
+func TestSkipName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		end  int
+		ok   bool
+	}{
+		{name: "root", b: []byte{0}, end: 1, ok: true},
+		{name: "labels", b: []byte{1, 'a', 2, 'b', 'c', 0, 9}, end: 6, ok: true},
+		{name: "labels then pointer", b: []byte{1, 'a', 0xC0, 12, 9}, end: 4, ok: true},
+		{name: "pointer cut short", b: []byte{1, 'a', 0xC0}},
+		{name: "label type 0x40", b: []byte{0x41, 'a', 0}},
+		{name: "label type 0x80", b: []byte{1, 'a', 0x81, 'b', 0}},
+		{name: "no root", b: []byte{1, 'a'}},
+		{name: "label past the end", b: []byte{5, 'a', 0}},
+		{name: "empty", b: nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			end, ok := SkipName(tc.b, 0)
+			assert.Equal(t, tc.ok, ok)
+			if tc.ok {
+				assert.Equal(t, tc.end, end)
+			}
+		})
+	}
+}
+
 func TestEqualFold(t *testing.T) {
 	assert.True(t, EqualFold([]byte("\x03WwW\x00"), []byte("\x03www\x00")))
 	assert.False(t, EqualFold([]byte("\x03www\x00"), []byte("\x03wwx\x00")))
 	assert.False(t, EqualFold([]byte("\x01a\x00"), []byte("\x01a\x01b\x00")))
-	// Only ASCII letters fold: '[' (0x5B) is not '{' (0x7B).
+	// Only ASCII letters fold: '[' (0x5B) is not '{' (0x7B), nor '@' (0x40)
+	// '`' (0x60); 'A' and 'Z', at either end of the letters, do.
 	assert.False(t, EqualFold([]byte("\x01[\x00"), []byte("\x01{\x00")))
+	assert.False(t, EqualFold([]byte("\x01@\x00"), []byte("\x01`\x00")))
+	assert.True(t, EqualFold([]byte("\x02AZ\x00"), []byte("\x02az\x00")))
+	assert.True(t, EqualFold([]byte("\x02az\x00"), []byte("\x02AZ\x00")))
 }
 
 // TestWithoutOptions: the copy keeps the options keep takes, in order, and
@@ -229,6 +345,15 @@ func TestWithoutOptions(t *testing.T) {
 	assert.False(t, HasOption(bad[:off+13], dns.EDNS0EDE), "but not a code cut short")
 	_, ok = FindOPT(bad[:HeaderLen-1])
 	assert.False(t, ok, "no whole header")
+	// Cut inside the OPT's fixed fields (TYPE to RDLENGTH): no OPT.
+	good := msg(0, ede)
+	for n := off; n < off+10; n++ {
+		assert.NotPanics(t, func() {
+			_, ok := FindOPT(good[:n])
+			assert.False(t, ok, "%d octets of the OPT's fixed fields", n-off)
+			assert.False(t, HasOption(good[:n], dns.EDNS0EDE), "%d octets of the OPT's fixed fields", n-off)
+		})
+	}
 }
 
 // TestWithout: the records left out go, and every record kept reads as

@@ -72,12 +72,17 @@ func FuzzOptionSound(f *testing.F) {
 		{OptionSubnet, []byte{0, 1, 24, 0, 10, 20, 30, 4}},
 		{OptionSubnet, []byte{0, 1, 24, 0, 10}},
 		{OptionSubnet, []byte{0, 1, 23, 0, 10, 20, 31}},
+		{OptionSubnet, []byte{0, 1, 25, 0, 10, 20, 30, 0x80}}, // 4 octets for 25 bits
 		{OptionSubnet, []byte{0, 1, 33, 0, 10, 20, 30, 4, 0}},
 		{OptionSubnet, []byte{0, 1, 32, 33, 10, 20, 30, 4}},
 		{OptionSubnet, []byte{0, 1, 0, 0}},
 		{OptionSubnet, []byte{0, 2, 56, 0, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0}},
 		{OptionSubnet, []byte{0, 2, 128, 0, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}},
 		{OptionSubnet, []byte{0, 2, 129, 0}},
+		// SOURCE or SCOPE past 128 for IPv6, with the octets SOURCE would
+		// take: not sound (the IPv4 seeds above have their neighbours).
+		{OptionSubnet, append([]byte{0, 2, 129, 0}, make([]byte, 17)...)},
+		{OptionSubnet, []byte{0, 2, 0, 129}},
 		{OptionSubnet, []byte{0, 0, 0, 0}},
 		{OptionSubnet, []byte{0, 0, 0, 0, 1}},
 		{OptionSubnet, []byte{0, 0, 8, 0, 1}},
