@@ -178,6 +178,12 @@ func equivalenceMsg(r *dns.Msg) *dns.Msg {
 		m.Answer = []dns.RR{mustRR("%s 300 IN CNAME www.tiktok.com.", name), mustRR("www.tiktok.com. 300 IN A 192.0.2.66")}
 	case "https":
 		m.Answer = []dns.RR{mustRR("%s 300 IN HTTPS 1 tiktokcdn.com. alpn=h2", name)}
+	case "svcb":
+		m.Answer = []dns.RR{mustRR("%s 300 IN SVCB 1 tiktokcdn.com. alpn=h2", name)}
+	case "lone":
+		m.Answer = []dns.RR{mustRR("%s 300 IN CNAME www.tiktok.com.", name)}
+	case "dname":
+		m.Answer = []dns.RR{mustRR("%s 300 IN DNAME tiktok.com.", name)}
 	case "sf":
 		m.Rcode = dns.RcodeServerFailure
 	case "upper":
@@ -248,6 +254,12 @@ func TestWirePathMatchesMessagePath(t *testing.T) {
 		{name: "blocked by cname chain", qname: "chain.eq.example.", qtype: dns.TypeA, from: "127.0.0.1", edns: true, wantWire: true, rcode: dns.RcodeNameError},
 		{name: "chain unblocked for another policy", qname: "chain.eq.example.", qtype: dns.TypeA, from: "127.0.0.3", edns: true, wantWire: true},
 		{name: "blocked by https target", qname: "https.eq.example.", qtype: dns.TypeHTTPS, from: "127.0.0.1", edns: true, wantWire: true, rcode: dns.RcodeNameError},
+		// An alias owned by the question name, alone in the answer: its
+		// target is inspected all the same (aliasType).
+		{name: "blocked by svcb target", qname: "svcb.eq.example.", qtype: dns.TypeSVCB, from: "127.0.0.1", edns: true, wantWire: true, rcode: dns.RcodeNameError},
+		{name: "blocked by a lone cname", qname: "lone.eq.example.", qtype: dns.TypeA, from: "127.0.0.1", edns: true, wantWire: true, rcode: dns.RcodeNameError},
+		{name: "blocked by dname target", qname: "dname.eq.example.", qtype: dns.TypeA, from: "127.0.0.1", edns: true, wantWire: true, rcode: dns.RcodeNameError},
+		{name: "lone cname unblocked for another policy", qname: "lone.eq.example.", qtype: dns.TypeA, from: "127.0.0.3", edns: true, wantWire: true},
 		{name: "client spells it otherwise", qname: "MiXeD.eq.example.", qtype: dns.TypeA, from: "127.0.0.4", edns: true, wantWire: true},
 		{name: "upstream spells it otherwise", qname: "upper.eq.example.", qtype: dns.TypeA, from: "127.0.0.4", edns: true, wantWire: true},
 		{name: "cookie stripped", qname: "cookie.eq.example.", qtype: dns.TypeA, from: "127.0.0.4", edns: true, options: []dns.EDNS0{cookie}, wantWire: true},
