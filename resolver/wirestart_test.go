@@ -15,6 +15,8 @@ import (
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // detachedRecorder is a UDP ResponseWriter that can be detached and that
@@ -243,8 +245,9 @@ func TestWireMissSharedWhileStarted(t *testing.T) {
 
 // TestWireMissResumedWhenNotStarted: a listener that cannot answer later
 // (no listen.Detacher), or an upstream that takes no query in wire form,
-// gets the resume of before; two plain upstreams are started (their hedge
-// and failover come later, if at all).
+// gets the resume of before, counted among the queries waiting
+// (Handler.waiting) until it is answered; two plain upstreams are started
+// (their hedge and failover come later, if at all).
 func TestWireMissResumedWhenNotStarted(t *testing.T) {
 	up := startUpstream(t, nil)
 	m := question("resumed.example.org.", dns.TypeA, true)
@@ -254,8 +257,10 @@ func TestWireMissResumedWhenNotStarted(t *testing.T) {
 	resume, handled := f.handler.ServeWire(w, packed(m))
 	require.True(t, handled)
 	require.NotNil(t, resume, "a writer that cannot be detached")
+	assert.Equal(t, int64(1), f.handler.waiting.Load(), "the resumed query counts among those waiting")
 	resume()
 	require.Len(t, w.written, 1)
+	assert.Zero(t, f.handler.waiting.Load(), "answered, it counts no longer (else waitingLimit refuses every query)")
 
 	second := startUpstream(t, nil)
 	f2 := startFence(t, testConfig, testFiles, up.addr, second.addr)
@@ -316,6 +321,23 @@ func TestWireMissFailureServfailOrStale(t *testing.T) {
 	assert.Equal(t, "192.0.2.9", stale.Answer[0].(*dns.A).A.String())
 	assert.Contains(t, stale.String(), "Stale Answer", "EDE 3")
 	assert.Equal(t, int64(0), f.handler.slots.used.Load())
+}
+
+// TestClientTimerClaim: the upstream side's claim of a query's answer
+// stops its client response timer and keeps fire from answering, should
+// its time have come while claim held the lock (fire then reads nothing,
+// not even the query, which may be reused by then); once fire has
+// answered, the claim fails and the upstream side writes nothing.
+func TestClientTimerClaim(t *testing.T) {
+	tm := &clientTimer{t: time.AfterFunc(time.Hour, func() {})}
+	require.True(t, tm.claim(), "nothing answered yet: the upstream side's")
+	assert.False(t, tm.t.Stop(), "claim stopped the timer")
+	assert.NotPanics(t, tm.fire, "claimed: fire reads nothing") // its handler and query are nil
+	assert.True(t, tm.claim(), "claimed again: still the upstream side's")
+
+	fired := &clientTimer{t: time.AfterFunc(time.Hour, func() {}), answered: true}
+	defer fired.t.Stop()
+	assert.False(t, fired.claim(), "fire answered: not the upstream side's")
 }
 
 // TestWireDoneNoWireTakesMessagePath: a started miss whose Forwarder was
@@ -381,6 +403,33 @@ func TestWireQueryOwn(t *testing.T) {
 		inBuf := at < len(buf) && &upq[0] == &buf[at] && unsafe.StringData(wq.name) == &buf[len(b)]
 		assert.Equal(t, fits, inBuf, "%s: %d+%d+%d octets in the buffer", name, len(b), len(name), len(want))
 	}
+}
+
+// TestWireMissLeavesWithItsDecision: a miss decided inline, on the name
+// in the listener's buffer (nameBufs), leaves with its decision made again
+// on its own copy of the name (leave): the allow entry that let it
+// through, a slice of the name, is logged as it matched though the
+// listener's buffer holds the next query's name by the time the answer
+// comes.
+func TestWireMissLeavesWithItsDecision(t *testing.T) {
+	up := startUpstream(t, nil)
+	core, logs := observer.New(zap.InfoLevel)
+	f := startFenceLog(t, zap.New(core), testConfig, testFiles, up.addr)
+	w := &rawRecorder{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
+	resume, handled := f.handler.ServeWire(w, packed(question("ads.tiktok.com.", dns.TypeA, true)))
+	require.True(t, handled)
+	require.NotNil(t, resume, "a writer that cannot be detached: resumed")
+	// The listener decides its next query in the buffer it got back.
+	buf := nameBufs.Get().(*[maxNameText]byte)
+	copy(buf[:], "xxxxxxxxxxxxxxxxxxxxxxxx")
+	nameBufs.Put(buf)
+	resume()
+	require.Len(t, w.written, 1)
+	lines := logs.FilterMessage("query").All()
+	require.Len(t, lines, 1)
+	m := lines[0].ContextMap()
+	assert.Equal(t, "ads.tiktok.com.", m[logQName])
+	assert.Equal(t, "ads.tiktok.com", m[logEntry], "the allow entry")
 }
 
 // TestJoinWireOnlyTheSameKey: a miss joins the call under way for its very
