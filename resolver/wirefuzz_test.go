@@ -61,6 +61,24 @@ func wireSeeds(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	// An OPT whose RDLENGTH is not where the datagram ends: one octet
+	// more (the options cut short), or one octet after it.
+	b, err := question("rdlength.example.org.", dns.TypeA, true).Pack()
+	if err != nil {
+		f.Fatal(err)
+	}
+	long := bytes.Clone(b)
+	long[len(long)-1]++
+	f.Add(long)
+	f.Add(append(bytes.Clone(b), 0))
+	// ARCOUNT 2 with no record after the question: the listener answers
+	// FORMERR (dnswire.RecordsWhole).
+	b, err = question("arcount.example.org.", dns.TypeA, false).Pack()
+	if err != nil {
+		f.Fatal(err)
+	}
+	b[11] = 2
+	f.Add(b)
 }
 
 // FuzzReadWireQuery checks that the wire path takes only queries that the
