@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"encoding/binary"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -30,4 +31,26 @@ func TestWireOfOneQuestionOnly(t *testing.T) {
 			assert.False(t, ok, "%d octets", n)
 		})
 	}
+}
+
+// TestAppendOptionTwice: options added to the OPT that ends an answer one
+// after the other (an upstream's EDEs, then a stale answer's or a Client
+// Subnet echo) all count in its RDLENGTH, whatever the OPT's flags.
+func TestAppendOptionTwice(t *testing.T) {
+	m := answerWith("o.example.org.", dns.TypeA, dns.RcodeSuccess, "o.example.org. 60 IN A 192.0.2.1")
+	m.SetEdns0(ednsSize, true)
+	b, err := m.Pack()
+	require.NoError(t, err)
+	first := &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeOther, ExtraText: "first"}
+	second := &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleAnswer}
+	for _, o := range []*dns.EDNS0_EDE{first, second} {
+		option := binary.BigEndian.AppendUint16(nil, dns.EDNS0EDE)
+		option = binary.BigEndian.AppendUint16(option, uint16(2+len(o.ExtraText)))
+		option = binary.BigEndian.AppendUint16(option, o.InfoCode)
+		b = appendOption(b, append(option, o.ExtraText...))
+	}
+	got := new(dns.Msg)
+	require.NoError(t, got.Unpack(b))
+	require.NotNil(t, got.IsEdns0())
+	assert.Equal(t, []dns.EDNS0{first, second}, got.IsEdns0().Option)
 }
