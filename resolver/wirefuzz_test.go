@@ -62,7 +62,8 @@ func wireSeeds(f *testing.F) {
 		f.Add(b)
 	}
 	// An OPT whose RDLENGTH is not where the datagram ends: one octet
-	// more (the options cut short), or one octet after it.
+	// more (the options cut short), or one octet after it; an OPT whose
+	// RDLENGTH is cut short.
 	b, err := question("rdlength.example.org.", dns.TypeA, true).Pack()
 	if err != nil {
 		f.Fatal(err)
@@ -71,6 +72,7 @@ func wireSeeds(f *testing.F) {
 	long[len(long)-1]++
 	f.Add(long)
 	f.Add(append(bytes.Clone(b), 0))
+	f.Add(b[:len(b)-1]) // the OPT's fixed fields cut short
 	// ARCOUNT 2 with no record after the question: the listener answers
 	// FORMERR (dnswire.RecordsWhole).
 	b, err = question("arcount.example.org.", dns.TypeA, false).Pack()

@@ -232,10 +232,16 @@ func TestRecordsWhole(t *testing.T) {
 		require.NoError(t, err)
 		m.Answer = append(m.Answer, rr)
 	}
+	// A record in each other section: every count counts.
+	ns, err := dns.NewRR("example.org. 300 IN NS ns.example.org.")
+	require.NoError(t, err)
+	glue, err := dns.NewRR("ns.example.org. 300 IN A 192.0.2.53")
+	require.NoError(t, err)
+	m.Ns, m.Extra = []dns.RR{ns}, []dns.RR{glue}
 	m.Compress = true
 	b, err := m.Pack()
 	require.NoError(t, err)
-	m.Answer = nil
+	m.Answer, m.Ns, m.Extra = nil, nil, nil
 	question, err := m.Pack() // the question alone
 	require.NoError(t, err)
 	for _, b := range [][]byte{b, question} {
