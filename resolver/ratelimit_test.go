@@ -25,11 +25,8 @@ func TestRateLimiterLogsOnceAMinute(t *testing.T) {
 
 	// c is another client network of a's shard, which holds the two
 	// buckets side by side and has one overflow bucket.
-	shard := func(x netip.Addr) *limitShard { return l.shardOf(networkKeyOf(listen.ClientNetwork(x))) }
-	c := a.Next()
-	for shard(c) != shard(a) {
-		c = c.Next()
-	}
+	_, inAsShard := shardWalk(l, a)
+	c := inAsShard()
 	for _, x := range []netip.Addr{a, b, c} {
 		require.True(t, l.allow(x, start), "%s: the burst", x)
 		require.False(t, l.allow(x, start), "%s: over the limit", x)
@@ -66,18 +63,7 @@ func TestRateLimiterLogsOnceAMinute(t *testing.T) {
 // client sees, so the test counts the shard's buckets.
 func TestRateLimiterSweepsAShardOnceAMinute(t *testing.T) {
 	l := newRateLimiter(config.RateLimit{Rate: 1, Burst: 1})
-	shard := func(x netip.Addr) *limitShard { return l.shardOf(networkKeyOf(listen.ClientNetwork(x))) }
-	first := netip.MustParseAddr("192.0.2.1")
-	s := shard(first)
-	next := first
-	nextInShard := func() netip.Addr {
-		for {
-			next = next.Next()
-			if shard(next) == s {
-				return next
-			}
-		}
-	}
+	s, nextInShard := shardWalk(l, netip.MustParseAddr("192.0.2.1"))
 	t0 := cacheEpoch.Add(time.Hour)
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 	steps := []struct {
@@ -108,17 +94,7 @@ func TestRateLimiterSweepsAShardOnceAMinute(t *testing.T) {
 func TestRateLimiterFullShard(t *testing.T) {
 	const most = maxBuckets / limitShards
 	l := newRateLimiter(config.RateLimit{Rate: 1, Burst: 1})
-	shard := func(x netip.Addr) *limitShard { return l.shardOf(networkKeyOf(listen.ClientNetwork(x))) }
-	next := netip.MustParseAddr("10.0.0.0")
-	s := shard(next)
-	nextInShard := func() netip.Addr {
-		for {
-			next = next.Next()
-			if shard(next) == s {
-				return next
-			}
-		}
-	}
+	s, nextInShard := shardWalk(l, netip.MustParseAddr("10.0.0.0"))
 	t0 := cacheEpoch.Add(time.Hour)
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 
@@ -146,4 +122,20 @@ func TestRateLimiterFullShard(t *testing.T) {
 	z := nextInShard()
 	assert.True(t, l.allow(z, at(112*time.Second)))
 	assert.Equal(t, 1, len(s.buckets), "the idle buckets forgotten, the new client's kept")
+}
+
+// shardWalk returns the shard of l that holds from's client network, and
+// a function giving, call after call, the next address after from (in
+// address order) whose client network that shard holds too.
+func shardWalk(l *rateLimiter, from netip.Addr) (*limitShard, func() netip.Addr) {
+	shard := func(x netip.Addr) *limitShard { return l.shardOf(networkKeyOf(listen.ClientNetwork(x))) }
+	s, next := shard(from), from
+	return s, func() netip.Addr {
+		for {
+			next = next.Next()
+			if shard(next) == s {
+				return next
+			}
+		}
+	}
 }

@@ -128,7 +128,10 @@ func TestWalkSIGCutShort(t *testing.T) {
 	}
 }
 
-func TestWalk(t *testing.T) {
+// aliasChain is an answer to www.example.org. A: a CNAME to
+// web.example.org. and its A record.
+func aliasChain(t *testing.T) *dns.Msg {
+	t.Helper()
 	m := new(dns.Msg)
 	m.SetQuestion("www.example.org.", dns.TypeA)
 	m.Response = true
@@ -137,6 +140,11 @@ func TestWalk(t *testing.T) {
 		require.NoError(t, err)
 		m.Answer = append(m.Answer, rr)
 	}
+	return m
+}
+
+func TestWalk(t *testing.T) {
+	m := aliasChain(t)
 	soa, err := dns.NewRR("example.org. 900 IN SOA ns.example.org. host.example.org. 1 2 3 4 120")
 	require.NoError(t, err)
 	m.Ns = []dns.RR{soa}
@@ -224,14 +232,7 @@ func TestReadQuestionCutShort(t *testing.T) {
 // nothing past its end is read.
 // Octets after the last record are not looked at.
 func TestRecordsWhole(t *testing.T) {
-	m := new(dns.Msg)
-	m.SetQuestion("www.example.org.", dns.TypeA)
-	m.Response = true
-	for _, s := range []string{"www.example.org. 300 IN CNAME web.example.org.", "web.example.org. 60 IN A 192.0.2.1"} {
-		rr, err := dns.NewRR(s)
-		require.NoError(t, err)
-		m.Answer = append(m.Answer, rr)
-	}
+	m := aliasChain(t)
 	// A record in each other section: every count counts.
 	ns, err := dns.NewRR("example.org. 300 IN NS ns.example.org.")
 	require.NoError(t, err)
