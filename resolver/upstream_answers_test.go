@@ -271,18 +271,11 @@ func craftedUpstream(t *testing.T, craft func(q *dns.Msg) []byte, answer func(dn
 // serveDatagrams answers, until pc is closed, each datagram pc reads with
 // the octets answer makes of it (nil: no answer).
 func serveDatagrams(pc net.PacketConn, answer func(q []byte) []byte) {
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if a := answer(buf[:n]); a != nil {
-				_, _ = pc.WriteTo(a, from)
-			}
+	testnet.EachDatagram(pc, func(q []byte, from net.Addr) {
+		if a := answer(q); a != nil {
+			_, _ = pc.WriteTo(a, from)
 		}
-	}()
+	})
 }
 
 // TestUnusableUDPAnswerIsAskedOverTCP: a UDP answer whose ID a query waits

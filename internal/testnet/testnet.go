@@ -41,6 +41,20 @@ func ServeQuestions(t testing.TB, serve func(pc net.PacketConn, q *dns.Msg, from
 		t.Fatalf("testnet: %v", err)
 	}
 	t.Cleanup(func() { pc.Close() })
+	EachDatagram(pc, func(b []byte, from net.Addr) {
+		q := new(dns.Msg)
+		if q.Unpack(b) == nil && len(q.Question) == 1 {
+			serve(pc, q, from)
+		}
+	})
+	return pc
+}
+
+// EachDatagram hands each datagram pc reads, and its sender, to fn, on a
+// goroutine of its own, until a read fails (pc closed). b is the read's
+// octets, in a buffer of 65,535 octets the next read reuses: fn copies
+// what it keeps.
+func EachDatagram(pc net.PacketConn, fn func(b []byte, from net.Addr)) {
 	go func() {
 		buf := make([]byte, 65535)
 		for {
@@ -48,14 +62,9 @@ func ServeQuestions(t testing.TB, serve func(pc net.PacketConn, q *dns.Msg, from
 			if err != nil {
 				return
 			}
-			q := new(dns.Msg)
-			if q.Unpack(buf[:n]) != nil || len(q.Question) != 1 {
-				continue
-			}
-			serve(pc, q, from)
+			fn(buf[:n], from)
 		}
 	}()
-	return pc
 }
 
 // RefusingAddr returns a 127.0.0.1 address ("127.0.0.1:PORT") whose port

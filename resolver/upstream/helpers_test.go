@@ -94,19 +94,12 @@ func askedSilentUpstream(t *testing.T) (addr string, asked <-chan struct{}) {
 	t.Cleanup(func() { pc.Close(); ln.Close() })
 	ch := make(chan struct{})
 	var once sync.Once
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, _, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			m := new(dns.Msg)
-			if m.Unpack(buf[:n]) == nil && len(m.Question) == 1 && m.Question[0].Name != "." {
-				once.Do(func() { close(ch) })
-			}
+	testnet.EachDatagram(pc, func(b []byte, _ net.Addr) {
+		m := new(dns.Msg)
+		if m.Unpack(b) == nil && len(m.Question) == 1 && m.Question[0].Name != "." {
+			once.Do(func() { close(ch) })
 		}
-	}()
+	})
 	go func() {
 		for {
 			c, err := ln.Accept()

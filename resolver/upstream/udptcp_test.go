@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -55,25 +56,17 @@ func TestStraysWhileTimingOutNotAskedOverTCP(t *testing.T) {
 	})}
 	go func() { _ = tcp.ActivateAndServe() }()
 	t.Cleanup(func() { _ = tcp.Shutdown() })
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			q := new(dns.Msg)
-			if q.Unpack(buf[:n]) != nil {
-				continue
-			}
-			m := defaultAnswer(nil, q)
-			m.Id ^= 0x8000 // no query's
-			b, err := m.Pack()
-			if err == nil {
-				_, _ = pc.WriteTo(b, from)
-			}
+	testnet.EachDatagram(pc, func(b []byte, from net.Addr) {
+		q := new(dns.Msg)
+		if q.Unpack(b) != nil {
+			return
 		}
-	}()
+		m := defaultAnswer(nil, q)
+		m.Id ^= 0x8000 // no query's
+		if a, err := m.Pack(); err == nil {
+			_, _ = pc.WriteTo(a, from)
+		}
+	})
 	addr := pc.LocalAddr().String()
 	p := NewPlain(addr, Options{Timeout: 300 * time.Millisecond})
 	t.Cleanup(func() { _ = p.Close() })
