@@ -325,8 +325,11 @@ func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	reply, replyMsg := dw.held()
 	if reply == nil {
-		// The Handler dropped the query; over HTTP something must be said.
-		http.Error(w, "no answer", http.StatusInternalServerError)
+		// The Handler dropped the query (an RPZ rpz-drop trigger): over
+		// HTTP something must be said, and it is a refusal by policy, not
+		// a fault of the server (a 5xx), as dnsdist answers a query its
+		// DropAction drops.
+		http.Error(w, whyDropped, http.StatusForbidden)
 		return
 	}
 	reply = padReply(paddedQuery(chk.req, msg), reply)
@@ -438,6 +441,9 @@ func (s *DoHServer) refuse(w http.ResponseWriter, status int, why string) {
 	s.count(ResultBadRequest)
 	http.Error(w, why, status)
 }
+
+// whyDropped is the body of the 403 to a query the Handler dropped.
+const whyDropped = "query dropped by policy"
 
 // whyBodyUnread is dohPOSTQuery's reason for a body that could not be
 // read (refuseUnread).

@@ -253,7 +253,7 @@ func TestDoHStatusCodes(t *testing.T) {
 // short) gets that DNS answer over DoH too, counted; a NOTIFY goes to the
 // Handler, as AcceptQuery sends it there, with its octets as they came
 // (Received: a signed one's MAC covers them); a query the Handler drops
-// gets 500; an answer sent as a query gets 400.
+// gets 403; an answer sent as a query gets 400.
 func TestDoHRejectsAsTCPDoes(t *testing.T) {
 	d := newDoHSetup(t, false, nil)
 	c := d.client(false)
@@ -293,11 +293,16 @@ func TestDoHRejectsAsTCPDoes(t *testing.T) {
 	assert.Equal(t, dns.RcodeFormatError, r.Rcode)
 	assert.Equal(t, 2, d.counts.get(HTTPS, resultFormerr))
 
-	// A query the Handler drops gets 500: over HTTP something is said.
+	// A query the Handler drops gets 403, a refusal by policy: over HTTP
+	// something is said, and it is no DNS answer.
 	resp3, err := c.Post(d.url, DoHContentType, bytes.NewReader(mustPack(t, query("x.drop.test"))))
 	require.NoError(t, err)
+	body3, err := io.ReadAll(resp3.Body)
 	resp3.Body.Close()
-	assert.Equal(t, http.StatusInternalServerError, resp3.StatusCode)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusForbidden, resp3.StatusCode)
+	assert.Equal(t, whyDropped+"\n", string(body3))
+	assert.NotEqual(t, DoHContentType, resp3.Header.Get("Content-Type"))
 
 	answer := query("example.org")
 	answer.Response = true
