@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,10 @@ import (
 // TestHealthCheckParts: the name and type of a health check as written,
 // read canonical, and what is refused.
 func TestHealthCheckParts(t *testing.T) {
+	label63 := strings.Repeat("a", 63)
+	// Three labels of 63 octets and one of n: a name whose wire form is
+	// 3*64 + n+1 + 1 octets (RFC 1035 §3.1), n = 61 the longest allowed.
+	long := func(n int) string { return strings.Repeat(label63+".", 3) + strings.Repeat("d", n) + "." }
 	for _, tc := range []struct{ in, want, err string }{
 		{in: ".", want: "."},
 		{in: "Corp.Example", want: "corp.example."},
@@ -26,6 +31,11 @@ func TestHealthCheckParts(t *testing.T) {
 		{in: "\u0300a.example", err: "internationalised"},
 		{in: "", err: "empty"},
 		{in: "corp..example", err: "an empty label"},
+		{in: label63 + ".example", want: label63 + ".example."},
+		{in: label63 + "a.example", err: "a label over 63 octets"},
+		{in: label63 + "..example", err: "an empty label"}, // the 63 octets before it are no label too long
+		{in: long(61), want: long(61)},
+		{in: long(62), err: "over 255 octets"}, // 256 octets, which dns.IsDomainName lets through
 		{in: "corp example.", err: "white space"},
 		{in: "corp.example.\n", err: "white space"},
 		{in: string(make([]byte, 64)) + ".example.", err: "control character"},
@@ -38,6 +48,10 @@ func TestHealthCheckParts(t *testing.T) {
 		assert.NoError(t, err, "%q", tc.in)
 		assert.Equal(t, tc.want, got, "%q", tc.in)
 	}
+	// A name refused for neither a label nor its length (an escape cut
+	// short) says no more than that it is none.
+	_, err := HealthCheckName(`corp\`)
+	assert.EqualError(t, err, `"corp\\" is not a domain name`)
 	for _, tc := range []struct {
 		in   string
 		want uint16
@@ -51,9 +65,10 @@ func TestHealthCheckParts(t *testing.T) {
 		{in: "AXFR", err: "zone transfer"},
 		{in: "IXFR", err: "zone transfer"},
 		{in: "OPT", err: "meta type"},
-		{in: "TSIG", err: "meta type"},
+		{in: "TSIG", err: "a meta type (RFC 6895 §3.1: 128 to 255)"}, // not an obsolete one
 		{in: "MAILA", err: "obsolete"},
 		{in: "MF", err: "obsolete"},
+		{in: "MD", err: "obsolete"},
 		{in: "NXNAME", err: "meta type"}, // RFC 9824 §3.5: answered FORMERR
 		{in: "SAO", err: "not a DNS record type"},
 		{in: "", err: "not a DNS record type"},
@@ -65,6 +80,12 @@ func TestHealthCheckParts(t *testing.T) {
 		}
 		assert.NoError(t, err, "%q", tc.in)
 		assert.Equal(t, tc.want, got, "%q", tc.in)
+	}
+	// The meta and QTYPE range is 128 to 255 (RFC 6895 §3.1); the types
+	// either side of it are data types, unassigned (127) or URI (256).
+	for qtype, meta := range map[uint16]bool{127: false, 128: true, 255: true, 256: false} {
+		_, ok := metaTypeWhy(qtype)
+		assert.Equal(t, meta, ok, "%d", qtype)
 	}
 }
 
