@@ -1,8 +1,10 @@
 package resolver
 
 import (
+	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -225,4 +227,78 @@ func TestLookupThroughStopsAtTheDeadlineBeforeItsTimer(t *testing.T) {
 	require.NoError(t, next.SetReadDeadline(time.Now().Add(300*time.Millisecond)))
 	n, _, err := next.ReadFrom(make([]byte, 512))
 	assert.Error(t, err, "the second upstream got a query (%d octets) after the lookup's deadline", n)
+}
+
+// TestLookupThroughAnswers: the lookup of an https upstream's host asks a
+// plain upstream for its A and AAAA records, each with RD and EDNS (1232
+// octets, DO clear), and takes the addresses of both answers, IPv4 first.
+// An answer whose RCODE is not NOERROR is an error naming it, its records
+// unused; two answers without an address are an error too. The sockets the
+// lookup made are closed once it returns.
+func TestLookupThroughAnswers(t *testing.T) {
+	needLoopback(t, "127.0.158.1")
+	a := func(name string) dns.RR { return mustRR("%s 60 IN A 192.0.2.7", name) }
+	aaaa := func(name string) dns.RR { return mustRR("%s 60 IN AAAA 2001:db8::7", name) }
+	for _, tc := range []struct {
+		name    string
+		records func(qname string, qtype uint16) []dns.RR
+		rcode   int
+		want    []netip.Addr
+		err     string
+	}{
+		{name: "both", records: func(n string, qt uint16) []dns.RR {
+			if qt == dns.TypeA {
+				return []dns.RR{a(n)}
+			}
+			return []dns.RR{aaaa(n)}
+		}, want: []netip.Addr{netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::7")}},
+		{name: "IPv6 only", records: func(n string, qt uint16) []dns.RR {
+			if qt == dns.TypeAAAA {
+				return []dns.RR{aaaa(n)}
+			}
+			return nil
+		}, want: []netip.Addr{netip.MustParseAddr("2001:db8::7")}},
+		{name: "no address", records: func(string, uint16) []dns.RR { return nil }, err: "dns.test has no address"},
+		{name: "SERVFAIL with records", records: func(n string, _ uint16) []dns.RR { return []dns.RR{a(n), aaaa(n)} },
+			rcode: dns.RcodeServerFailure, err: "dns.test A: SERVFAIL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			asked := make(chan *dns.Msg, 4)
+			sources := make(chan string, 4)
+			up := startUpstreamAt(t, "127.0.158.1", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				asked <- r.Copy()
+				sources <- w.RemoteAddr().String()
+				m := new(dns.Msg)
+				m.SetRcode(r, tc.rcode)
+				m.Answer = tc.records(r.Question[0].Name, r.Question[0].Qtype)
+				return m
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			got, err := lookupThrough([]string{up.addr}, time.Second)(ctx, "dns.test")
+			if tc.err != "" {
+				assert.ErrorContains(t, err, tc.err)
+				assert.Empty(t, got)
+			} else {
+				require.NoError(t, err)
+				assert.Equal(t, tc.want, got)
+			}
+
+			require.Equal(t, int64(2), up.count.Load(), "A and AAAA asked, once each")
+			var qtypes []uint16
+			for range 2 {
+				q := <-asked
+				qtypes = append(qtypes, q.Question[0].Qtype)
+				assert.True(t, q.RecursionDesired)
+				if opt := q.IsEdns0(); assert.NotNil(t, opt, "EDNS") {
+					assert.Equal(t, uint16(1232), opt.UDPSize())
+					assert.False(t, opt.Do(), "DO")
+				}
+				src := <-sources
+				require.Eventually(t, func() bool { return !testnet.UDPBoundHere(t, src) }, 5*time.Second, 10*time.Millisecond,
+					"the lookup's socket %s is closed once it returns", src)
+			}
+			assert.ElementsMatch(t, []uint16{dns.TypeA, dns.TypeAAAA}, qtypes)
+		})
+	}
 }
