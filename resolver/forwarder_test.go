@@ -302,3 +302,49 @@ func TestLookupThroughAnswers(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamAddresses: a resolv.conf written as the upstreams is read
+// for its nameservers on port 53. The embedded default falls back to
+// FallbackUpstreams when it names none usable, and only then; a
+// configuration file fails, and its error, where dnsfence listens on a
+// wildcard address, offers the first loopback nameserver it left out as
+// itself written as an upstream.
+func TestUpstreamAddresses(t *testing.T) {
+	dir := t.TempDir()
+	rc := filepath.Join(dir, "resolv.conf")
+	path := filepath.Join(dir, "dnsfence.yaml")
+	text := fmt.Sprintf("listen: [\"0.0.0.0:53\"]\nupstreams: [%q]\nallowed_clients: [\"10.0.0.0/8\"]\n", rc)
+	require.NoError(t, os.WriteFile(path, []byte(text), 0o644))
+	for _, tc := range []struct {
+		name, resolv string
+		embedded     bool
+		want         []string
+		err          string
+	}{
+		{name: "the embedded default, no nameserver", resolv: "search example.org\n", embedded: true, want: FallbackUpstreams},
+		{name: "the embedded default, only dnsfence", resolv: "nameserver 127.0.0.1\n", embedded: true, want: FallbackUpstreams},
+		{name: "the embedded default, one nameserver", resolv: "nameserver 192.0.2.53\n", embedded: true, want: []string{"192.0.2.53:53"}},
+		{name: "a file, no nameserver", resolv: "search example.org\n", err: "names no nameserver but dnsfence itself"},
+		{name: "a file, two loopback nameservers", resolv: "nameserver 127.0.0.11\nnameserver 127.0.0.12\n",
+			err: `is taken as another server when written so: upstreams: ["127.0.0.11:53"])`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.NoError(t, os.WriteFile(rc, []byte(tc.resolv), 0o644))
+			var cfg *config.Config
+			var err error
+			if tc.embedded {
+				cfg, err = config.ParseEmbedded("embedded:dnsfence.yaml", []byte(text), os.ReadFile)
+			} else {
+				cfg, err = config.Load(path)
+			}
+			require.NoError(t, err)
+			got, err := UpstreamAddresses(cfg)
+			if tc.err != "" {
+				assert.ErrorContains(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
