@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -159,6 +160,90 @@ func TestAnswerEDEsBounded(t *testing.T) {
 		}
 		assert.Equal(t, []uint16{6, 9, 22}, got, "tcp %v", tcp)
 	}
+}
+
+// TestUnpackAnswerEDEsLeftOut: UnpackAnswer keeps in an answer's OPT
+// record the first Extended DNS Error of each of its first maxAnswerEDEs
+// INFO-CODEs and its other options, in their order, and nothing in place
+// of those it leaves out (firstEDEs): the option list is the options kept.
+func TestUnpackAnswerEDEsLeftOut(t *testing.T) {
+	m := new(dns.Msg).SetRcode(new(dns.Msg).SetQuestion("edes.example.", dns.TypeA), dns.RcodeServerFailure)
+	m.SetEdns0(1232, false)
+	nsid := &dns.EDNS0_NSID{Code: dns.EDNS0NSID, Nsid: "6e73"}
+	opt := m.IsEdns0()
+	opt.Option = []dns.EDNS0{nsid}
+	for _, c := range []uint16{6, 6, 9, 22, 23, 7} {
+		opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: c, ExtraText: "x"})
+	}
+	b, err := m.Pack()
+	require.NoError(t, err)
+
+	got, err := UnpackAnswer(b)
+	require.NoError(t, err)
+	require.NotNil(t, got.IsEdns0())
+	var kept []string
+	for _, o := range got.IsEdns0().Option {
+		switch o := o.(type) {
+		case *dns.EDNS0_EDE:
+			kept = append(kept, fmt.Sprintf("EDE %d", o.InfoCode))
+		case nil:
+			kept = append(kept, "nil")
+		default:
+			kept = append(kept, fmt.Sprintf("option %d", o.Option()))
+		}
+	}
+	assert.Equal(t, []string{"option 3", "EDE 6", "EDE 9", "EDE 22"}, kept)
+}
+
+// TestRdataErrorRawOptions: an answer miekg/dns does not read for the
+// data of a record (RdataError, relayed by the wire path) keeps in Raw the
+// options of its OPT record as an answer that reads keeps them: the
+// hop's own (padding, edns-tcp-keepalive) left out, the first Extended
+// DNS Error of each of the first maxAnswerEDEs INFO-CODEs kept, and the
+// later ones left out; an EDE too short to hold an INFO-CODE, and every
+// other option, kept as they came, in their order.
+func TestRdataErrorRawOptions(t *testing.T) {
+	b := unreadHintAnswer(t, new(dns.Msg).SetQuestion("svc.example.", dns.TypeHTTPS))
+	ede := func(code uint16) dns.EDNS0 { return &dns.EDNS0_EDE{InfoCode: code} } // 2 octets: no EXTRA-TEXT
+	opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	opt.SetUDPSize(1232)
+	opt.Option = []dns.EDNS0{
+		&dns.EDNS0_LOCAL{Code: dns.EDNS0NSID, Data: []byte("ns")},
+		&dns.EDNS0_PADDING{Padding: make([]byte, 4)},
+		ede(6),
+		&dns.EDNS0_LOCAL{Code: dns.EDNS0EDE, Data: []byte{0}}, // too short for an INFO-CODE
+		ede(6),
+		ede(9),
+		&dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE, Timeout: 100},
+		ede(22),
+		ede(23),
+	}
+	packed := make([]byte, 128)
+	n, err := dns.PackRR(opt, packed, 0, nil, false)
+	require.NoError(t, err)
+	b = append(b, packed[:n]...)
+	b[11]++ // ARCOUNT
+
+	_, err = UnpackAnswer(b)
+	var re *RdataError
+	require.ErrorAs(t, err, &re)
+	type option struct {
+		code uint16
+		data string
+	}
+	var got []option
+	_, ok := dnswire.WithoutOptions(re.Raw, func(code uint16, data []byte) bool {
+		got = append(got, option{code, string(data)})
+		return true
+	})
+	require.True(t, ok, "Raw has its OPT record")
+	assert.Equal(t, []option{
+		{dns.EDNS0NSID, "ns"},
+		{dns.EDNS0EDE, "\x00\x06"},
+		{dns.EDNS0EDE, "\x00"},
+		{dns.EDNS0EDE, "\x00\x09"},
+		{dns.EDNS0EDE, "\x00\x16"},
+	}, got)
 }
 
 // TestUnreadFailureKeepsItsHeader: a SERVFAIL with a record miekg/dns
