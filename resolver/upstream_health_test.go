@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -383,4 +384,46 @@ func TestLostDatagramSentAgain(t *testing.T) {
 	assert.Equal(t, 1, up.distinct(), "as one query: the same ID")
 	assert.Equal(t, int64(1), up.count.Load(), "count counts it once, as distinct does")
 	assert.Equal(t, 1, metricSum(t, f, "dnsfence_upstream_retries_total", "upstream", up.addr, "reason", "resend"))
+}
+
+// TestUpstreamDownAndBackUpLogged: the forwarder ConnectUpstreams makes
+// logs to the logger it is given (serve's "upstream" child) an upstream
+// it marks down (here the only one, failing every query with SERVFAIL),
+// and the probe that finds it back up once it answers again.
+func TestUpstreamDownAndBackUpLogged(t *testing.T) {
+	needLoopback(t, "127.0.158.2")
+	var failing atomic.Bool
+	failing.Store(true)
+	up := startUpstreamAt(t, "127.0.158.2", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if failing.Load() {
+			return rcodeAnswer(dns.RcodeServerFailure)(w, r)
+		}
+		return defaultAnswer(w, r)
+	})
+	cfg, err := config.Load(writeConfig(t, quietConfig("upstream_timeout: 1s"), govFiles, up.addr))
+	require.NoError(t, err)
+	snap, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	core, logs := observer.New(zap.InfoLevel)
+	require.NoError(t, ConnectUpstreams(zap.New(core), snap, nil, nil))
+	fwd := snap.Forwarder()
+	t.Cleanup(fwd.Close)
+
+	var n atomic.Int64
+	require.Eventually(t, func() bool {
+		_, _, _ = fwd.Forward(context.Background(), question(fmt.Sprintf("d%d.example.org.", n.Add(1)), dns.TypeA, true), false)
+		return logs.FilterMessageSnippet("upstream down").Len() > 0
+	}, 10*time.Second, 20*time.Millisecond, "marked down, and the line written")
+	assert.Equal(t, []string{up.addr}, fwd.Down())
+	down := logs.FilterMessageSnippet("upstream down").All()
+	require.Len(t, down, 1)
+	assert.Equal(t, up.addr, down[0].ContextMap()["upstream"])
+
+	failing.Store(false)
+	require.Eventually(t, func() bool { return logs.FilterMessage("upstream back up").Len() > 0 }, 10*time.Second, 20*time.Millisecond,
+		"its probe, every second, finds it back up, and the line is written")
+	assert.Empty(t, fwd.Down())
+	back := logs.FilterMessage("upstream back up").All()
+	require.Len(t, back, 1)
+	assert.Equal(t, up.addr, back[0].ContextMap()["upstream"])
 }
