@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -213,4 +214,29 @@ func TestUpstreamCACutShortRefused(t *testing.T) {
 	assert.NotEmpty(t, c.logs.FilterMessage("reload failed, keeping the last good state").All())
 	last := c.askA(t)
 	assert.Equal(t, dns.RcodeSuccess, last.Rcode, "the bundle before still verifies the upstream: %v", last)
+}
+
+// TestConnectUpstreamsRefusesABrokenCA: an upstream_ca bundle that no
+// longer loads when the upstreams are connected (replaced after the
+// configuration validated it) fails ConnectUpstreams, naming the key, and
+// gives the snapshot no forwarder: the encrypted upstreams are never
+// verified against the system's roots alone.
+func TestConnectUpstreamsRefusesABrokenCA(t *testing.T) {
+	p := newTestPKI(t)
+	pCA, err := os.ReadFile(p.caFile)
+	require.NoError(t, err)
+	path := writeConfig(t, "listen: [\"127.0.158.4:0\"]\nupstreams: {{upstreams}}\nupstream_ca: upstream-ca.pem\nallowed_clients: [\"10.0.0.0/8\"]\n",
+		map[string]string{"upstream-ca.pem": string(pCA)}, "tls://127.0.158.4:853#"+testServerName)
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	snap, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(path), "upstream-ca.pem"), []byte("not a PEM file\n"), 0o644))
+
+	err = ConnectUpstreams(nil, snap, nil, nil)
+	if snap.Forwarder() != nil {
+		t.Cleanup(snap.Forwarder().Close)
+	}
+	assert.ErrorContains(t, err, "upstream_ca")
+	assert.Nil(t, snap.Forwarder())
 }
