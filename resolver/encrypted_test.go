@@ -1275,3 +1275,24 @@ func TestStartupzNamesAListenerOnlyARestartBringsBack(t *testing.T) {
 	code, body = get(t, srv.URL+"/startupz")
 	assert.Equal(t, http.StatusOK, code, body)
 }
+
+// TestHTTPSUpstreamByNameThroughTheSystemResolver: an https upstream
+// written with a host name and no plain upstream beside it is looked up
+// by the system's resolver (here from /etc/hosts: localhost), where
+// TestHTTPSUpstreamByName looks it up through a plain upstream.
+func TestHTTPSUpstreamByNameThroughTheSystemResolver(t *testing.T) {
+	if !hostsFileNames("localhost") {
+		t.Skip("this machine's /etc/hosts does not name localhost")
+	}
+	p := newTestPKI(t)
+	addr, err := startDoH(t, p, "127.0.0.1:0", answerA("192.0.2.11"))
+	require.NoError(t, err)
+	_, port, _ := net.SplitHostPort(addr)
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", fmt.Sprintf("upstream_timeout: 2s\nupstream_ca: %q", p.caFile), 1)
+	f := startFence(t, cfg, testFiles, "https://localhost:"+port+"/dns-query#"+testServerName)
+
+	r := ask(t, f.addr, "127.0.0.8", "udp", question("one.example.", dns.TypeA, true))
+	require.Equal(t, dns.RcodeSuccess, r.Rcode)
+	require.Len(t, r.Answer, 1)
+	assert.Equal(t, "192.0.2.11", r.Answer[0].(*dns.A).A.String(), "over HTTPS to the address /etc/hosts gives localhost")
+}
