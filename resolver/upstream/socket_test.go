@@ -199,3 +199,22 @@ func stillWaits(t *testing.T, s *upstreamSocket, id uint16, w *waiter) {
 	default:
 	}
 }
+
+// TestPlainWithoutResendTimesOutOnTime: a Plain made alone (NewPlain, as
+// lookupThrough makes one), which sends a query once (no resendPolicy),
+// ends the wait of a query its silent upstream never answers about its
+// timeout after sending it, though the caller's context has no deadline:
+// its socket's reader sweeps every tenth of the timeout (sweepEvery).
+func TestPlainWithoutResendTimesOutOnTime(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	addr, asked := askedSilentUpstream(t)
+	p := NewPlain(addr, Options{Timeout: timeout})
+	t.Cleanup(func() { _ = p.Close() })
+	start := time.Now()
+	_, err := p.Exchange(context.Background(), question("silent.example.", dns.TypeA, true))
+	elapsed := time.Since(start)
+	<-asked
+	assert.ErrorIs(t, err, errNoAnswer)
+	assert.GreaterOrEqual(t, elapsed, timeout)
+	assert.Less(t, elapsed, timeout+timeout/10+400*time.Millisecond, "the wait outlived its timeout by more than a sweep")
+}
