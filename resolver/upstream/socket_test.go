@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // TestUpstreamSocketTooBigDatagram: the mux's reader gives a datagram over
@@ -217,4 +221,28 @@ func TestPlainWithoutResendTimesOutOnTime(t *testing.T) {
 	assert.ErrorIs(t, err, errNoAnswer)
 	assert.GreaterOrEqual(t, elapsed, timeout)
 	assert.Less(t, elapsed, timeout+timeout/10+400*time.Millisecond, "the wait outlived its timeout by more than a sweep")
+}
+
+// TestUpstreamSocketReceiveBuffer: each upstream socket asks the kernel
+// for upstreamReceiveBuffer octets of receive buffer, which Linux caps at
+// net.core.rmem_max and doubles for its bookkeeping (socket(7),
+// SO_RCVBUF): up to socketMaxQueries answers may arrive on it at once.
+func TestUpstreamSocketReceiveBuffer(t *testing.T) {
+	data, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	if err != nil {
+		t.Skipf("no net.core.rmem_max here: %v", err)
+	}
+	rmemMax, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	require.NoError(t, err)
+	m := &udpMux{addr: silentUpstream(t), timeout: time.Second}
+	s, err := newUpstreamSocket(m)
+	require.NoError(t, err)
+	t.Cleanup(s.retire)
+	raw, err := s.conn.(*net.UDPConn).SyscallConn()
+	require.NoError(t, err)
+	var size int
+	var sockErr error
+	require.NoError(t, raw.Control(func(fd uintptr) { size, sockErr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) }))
+	require.NoError(t, sockErr)
+	assert.GreaterOrEqual(t, size, 2*min(upstreamReceiveBuffer, rmemMax))
 }
