@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -245,4 +246,33 @@ func TestUpstreamSocketReceiveBuffer(t *testing.T) {
 	require.NoError(t, raw.Control(func(fd uintptr) { size, sockErr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) }))
 	require.NoError(t, sockErr)
 	assert.GreaterOrEqual(t, size, 2*min(upstreamReceiveBuffer, rmemMax))
+}
+
+// TestRenewedSocketCloses: a socket replaced for its age (socketFor) is
+// retired, and with no query waiting on it closes at once, its source
+// port released; the next query goes out on the new socket.
+func TestRenewedSocketCloses(t *testing.T) {
+	up := startUpstreamOn(t, "127.0.158.5", nil)
+	m := &udpMux{addr: up.addr, timeout: 5 * time.Second}
+	t.Cleanup(m.close)
+	current := func() *upstreamSocket {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.cur
+	}
+	_, err := m.exchange(context.Background(), question("old.example.org.", dns.TypeA, false))
+	require.NoError(t, err)
+	old := current()
+	old.mu.Lock()
+	old.born = old.born.Add(-socketMaxAge)
+	old.mu.Unlock()
+
+	_, err = m.exchange(context.Background(), question("new.example.org.", dns.TypeA, false))
+	require.NoError(t, err)
+	renewed := current()
+	require.NotSame(t, old, renewed, "the socket's age is up: a new one")
+	oldAddr := old.conn.LocalAddr().String()
+	require.Eventually(t, func() bool { return !testnet.UDPBoundHere(t, oldAddr) }, 5*time.Second, 10*time.Millisecond,
+		"the replaced socket %s closes", oldAddr)
+	assert.True(t, testnet.UDPBoundHere(t, renewed.conn.LocalAddr().String()), "the new socket stays open")
 }
