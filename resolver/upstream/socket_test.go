@@ -276,3 +276,39 @@ func TestRenewedSocketCloses(t *testing.T) {
 		"the replaced socket %s closes", oldAddr)
 	assert.True(t, testnet.UDPBoundHere(t, renewed.conn.LocalAddr().String()), "the new socket stays open")
 }
+
+// TestStraysBeforeAQueryNotItsCause: a query that times out says that
+// datagrams no query could take arrived while it waited only for those
+// that arrived after it was registered (waiter.straysAt): a stray the
+// socket read before, during another query, is not this query's cause,
+// and its error is errNoAnswer alone, not of ErrAnswerWrongID's kind.
+func TestStraysBeforeAQueryNotItsCause(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.158.6:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pc.Close() })
+	testnet.EachDatagram(pc, func(b []byte, from net.Addr) {
+		q := new(dns.Msg)
+		if q.Unpack(b) != nil || len(q.Question) != 1 || q.Question[0].Name != "first.example.org." {
+			return // the second query is never answered
+		}
+		stray := new(dns.Msg).SetReply(q)
+		stray.Id = q.Id + 1 // an ID the socket never sent: a stray
+		_, _ = pc.WriteTo(packed(stray), from)
+		_, _ = pc.WriteTo(packed(new(dns.Msg).SetReply(q)), from)
+	})
+	m := &udpMux{addr: pc.LocalAddr().String(), timeout: 300 * time.Millisecond}
+	t.Cleanup(m.close)
+	_, err = m.exchange(context.Background(), question("first.example.org.", dns.TypeA, false))
+	require.NoError(t, err, "answered after the stray")
+	m.mu.Lock()
+	s := m.cur
+	m.mu.Unlock()
+	s.mu.Lock()
+	strays := s.strays
+	s.mu.Unlock()
+	require.Equal(t, 1, strays, "the stray, read before the answer, counted")
+
+	_, err = m.exchange(context.Background(), question("second.example.org.", dns.TypeA, false))
+	assert.ErrorIs(t, err, errNoAnswer)
+	assert.NotErrorIs(t, err, ErrAnswerWrongID, "the stray came before the query")
+}
