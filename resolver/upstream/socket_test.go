@@ -312,3 +312,44 @@ func TestStraysBeforeAQueryNotItsCause(t *testing.T) {
 	assert.ErrorIs(t, err, errNoAnswer)
 	assert.NotErrorIs(t, err, ErrAnswerWrongID, "the stray came before the query")
 }
+
+// TestShortDatagramCountedAsStray: a datagram too short to carry a query
+// ID (under a 12-octet header) goes to no query and is counted as a stray
+// of ErrAnswerMalformed's kind: the query that then times out says so,
+// one datagram, as well as that its answer did not come. A header alone,
+// 12 octets, is its query's answer, and no stray.
+func TestShortDatagramCountedAsStray(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.158.7:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pc.Close() })
+	testnet.EachDatagram(pc, func(b []byte, from net.Addr) {
+		q := new(dns.Msg)
+		if q.Unpack(b) != nil || len(q.Question) != 1 {
+			return
+		}
+		if q.Question[0].Name == "header.example.org." {
+			_, _ = pc.WriteTo(packed(new(dns.Msg).SetRcode(q, dns.RcodeServerFailure))[:12], from)
+			return
+		}
+		_, _ = pc.WriteTo(make([]byte, 11), from) // a header one octet short
+	})
+	m := &udpMux{addr: pc.LocalAddr().String(), timeout: 300 * time.Millisecond}
+	t.Cleanup(m.close)
+
+	r, err := m.exchange(context.Background(), question("header.example.org.", dns.TypeA, false))
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
+	m.mu.Lock()
+	s := m.cur
+	m.mu.Unlock()
+	s.mu.Lock()
+	strays, waiting := s.strays, len(s.pending)
+	s.mu.Unlock()
+	assert.Zero(t, strays, "a header alone is an answer, no stray")
+	assert.Zero(t, waiting, "its query waits no more")
+
+	_, err = m.exchange(context.Background(), question("short.example.org.", dns.TypeA, false))
+	assert.ErrorIs(t, err, errNoAnswer)
+	assert.ErrorIs(t, err, ErrAnswerMalformed)
+	assert.ErrorContains(t, err, "meanwhile 1 datagrams no query could take")
+}
