@@ -480,3 +480,60 @@ func current(m *udpMux) *upstreamSocket {
 	defer m.mu.Unlock()
 	return m.cur
 }
+
+// TestSocketErrorKinds: the errors a send or read reports for the socket
+// rather than a datagram (socketError) are the ICMP unreachables the
+// kernel keeps for it: port (ECONNREFUSED), host (EHOSTUNREACH) and
+// network (ENETUNREACH), as a send returns them; a datagram's own error
+// (too large, no buffer space) is not one.
+func TestSocketErrorKinds(t *testing.T) {
+	sent := func(errno syscall.Errno) error {
+		return &net.OpError{Op: "write", Net: "udp", Err: os.NewSyscallError("sendmmsg", errno)}
+	}
+	for errno, want := range map[syscall.Errno]bool{
+		syscall.ECONNREFUSED: true,
+		syscall.EHOSTUNREACH: true,
+		syscall.ENETUNREACH:  true,
+		syscall.EMSGSIZE:     false,
+		syscall.ENOBUFS:      false,
+	} {
+		assert.Equal(t, want, socketError(sent(errno)), "%v", errno)
+	}
+}
+
+// TestSendSocketErrorMovesQueries: a socket error that a send reports
+// (sendFailed: the kernel gives a kept ICMP error to whichever call comes
+// next) ends the socket as a read's does: the queries waiting on it are
+// moved to another socket and asked again, not left to wait out their
+// timeout.
+func TestSendSocketErrorMovesQueries(t *testing.T) {
+	up := startHoldingUpstream(t)
+	m := &udpMux{addr: up.pc.LocalAddr().String(), timeout: 5 * time.Second}
+	t.Cleanup(m.close)
+	names := []string{"a.send.example.org.", "b.send.example.org."}
+	var done []<-chan error
+	for _, name := range names {
+		done = append(done, exchangeInBackground(context.Background(), m, "message", name))
+	}
+	require.Eventually(t, func() bool { return up.seen(names, 1) }, 2*time.Second, time.Millisecond, "the queries reach the upstream")
+
+	s := current(m)
+	s.mu.Lock()
+	var q queuedQuery
+	for id, w := range s.pending {
+		q = queuedQuery{id: id, w: w, gen: w.gen}
+		break
+	}
+	s.mu.Unlock()
+	assert.True(t, s.sendFailed(q, &net.OpError{Op: "write", Net: "udp", Err: os.NewSyscallError("sendmmsg", syscall.ECONNREFUSED)}),
+		"the socket is done for")
+	s.mu.Lock()
+	assert.True(t, s.dead, "the socket that had the error is ended")
+	s.mu.Unlock()
+	assert.Eventually(t, func() bool { return up.seen(names, 2) }, 2*time.Second, time.Millisecond,
+		"every query asked again from a new source port")
+	up.release()
+	for i, d := range done {
+		assert.NoError(t, <-d, names[i])
+	}
+}
