@@ -503,9 +503,9 @@ func TestSocketErrorKinds(t *testing.T) {
 
 // TestSendSocketErrorMovesQueries: a socket error that a send reports
 // (sendFailed: the kernel gives a kept ICMP error to whichever call comes
-// next) ends the socket as a read's does: the queries waiting on it are
-// moved to another socket and asked again, not left to wait out their
-// timeout.
+// next) ends the socket as a read's does: it is closed, and the queries
+// waiting on it are moved to another socket, where they count as
+// registrations, and asked again, not left to wait out their timeout.
 func TestSendSocketErrorMovesQueries(t *testing.T) {
 	up := startHoldingUpstream(t)
 	m := &udpMux{addr: up.pc.LocalAddr().String(), timeout: 5 * time.Second}
@@ -532,6 +532,14 @@ func TestSendSocketErrorMovesQueries(t *testing.T) {
 	s.mu.Unlock()
 	assert.Eventually(t, func() bool { return up.seen(names, 2) }, 2*time.Second, time.Millisecond,
 		"every query asked again from a new source port")
+	oldAddr := s.conn.LocalAddr().String()
+	assert.Eventually(t, func() bool { return !testnet.UDPBoundHere(t, oldAddr) }, 2*time.Second, time.Millisecond,
+		"the ended socket %s is closed", oldAddr)
+	next := current(m)
+	require.NotSame(t, s, next)
+	next.mu.Lock()
+	assert.Equal(t, len(names), next.sent, "the moved queries count against the new socket's socketMaxQueries")
+	next.mu.Unlock()
 	up.release()
 	for i, d := range done {
 		assert.NoError(t, <-d, names[i])
