@@ -353,3 +353,46 @@ func TestShortDatagramCountedAsStray(t *testing.T) {
 	assert.ErrorIs(t, err, ErrAnswerMalformed)
 	assert.ErrorContains(t, err, "meanwhile 1 datagrams no query could take")
 }
+
+// TestRetiredSocketClosesAfterItsLastQuery: a socket retired while
+// queries wait on it (close: the upstreams changed) stays open for each
+// of them, delivering their answers, and closes once the last is
+// answered.
+func TestRetiredSocketClosesAfterItsLastQuery(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.158.8:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pc.Close() })
+	type held struct {
+		q    *dns.Msg
+		from net.Addr
+	}
+	queries := make(chan held, 2)
+	testnet.EachDatagram(pc, func(b []byte, from net.Addr) {
+		q := new(dns.Msg)
+		if q.Unpack(b) == nil && len(q.Question) == 1 {
+			queries <- held{q, from}
+		}
+	})
+	answer := func(h held) {
+		_, err := pc.WriteTo(packed(new(dns.Msg).SetReply(h.q)), h.from)
+		require.NoError(t, err)
+	}
+	m := &udpMux{addr: pc.LocalAddr().String(), timeout: 5 * time.Second}
+	t.Cleanup(m.close)
+	done := map[string]<-chan error{}
+	for _, name := range []string{"a.retired.example.org.", "b.retired.example.org."} {
+		done[name] = exchangeInBackground(context.Background(), m, "message", name)
+	}
+	first, second := <-queries, <-queries
+	s := current(m)
+	addr := s.conn.LocalAddr().String()
+	m.close() // retires s, two queries waiting on it
+
+	answer(first)
+	require.NoError(t, <-done[first.q.Question[0].Name])
+	assert.True(t, testnet.UDPBoundHere(t, addr), "open while a query waits on it")
+	answer(second)
+	assert.NoError(t, <-done[second.q.Question[0].Name], "answered on the retired socket")
+	require.Eventually(t, func() bool { return !testnet.UDPBoundHere(t, addr) }, 5*time.Second, 10*time.Millisecond,
+		"closed once its last query is answered")
+}
