@@ -195,6 +195,36 @@ func TestUnpackAnswerEDEsLeftOut(t *testing.T) {
 	assert.Equal(t, []string{"option 3", "EDE 6", "EDE 9", "EDE 22"}, kept)
 }
 
+// TestUnpackAnswerReparseKeepsEDEs: an answer miekg/dns refuses for the
+// data of an option dnsfence does not read (an EXPIRE of 3 octets) is
+// parsed again without it (answerOption), keeping its Extended DNS
+// Errors, one without EXTRA-TEXT (its 2-octet INFO-CODE alone) as one
+// with; an EDE too short for its INFO-CODE says nothing and is left out.
+func TestUnpackAnswerReparseKeepsEDEs(t *testing.T) {
+	m := new(dns.Msg).SetRcode(new(dns.Msg).SetQuestion("expire.example.", dns.TypeA), dns.RcodeServerFailure)
+	m.SetEdns0(1232, false)
+	m.IsEdns0().Option = []dns.EDNS0{
+		&dns.EDNS0_LOCAL{Code: dns.EDNS0EXPIRE, Data: []byte{0, 0, 1}},
+		&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeDNSBogus},
+		&dns.EDNS0_LOCAL{Code: dns.EDNS0EDE, Data: []byte{0}},
+		&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeNoReachableAuthority, ExtraText: "x"},
+	}
+	b, err := m.Pack()
+	require.NoError(t, err)
+	require.Error(t, new(dns.Msg).Unpack(b), "miekg/dns refuses the EXPIRE")
+
+	got, err := UnpackAnswer(b)
+	require.NoError(t, err)
+	require.NotNil(t, got.IsEdns0())
+	var codes []uint16
+	for _, o := range got.IsEdns0().Option {
+		e, ok := o.(*dns.EDNS0_EDE)
+		require.True(t, ok, "only the EDEs kept: %v", o)
+		codes = append(codes, e.InfoCode)
+	}
+	assert.Equal(t, []uint16{dns.ExtendedErrorCodeDNSBogus, dns.ExtendedErrorCodeNoReachableAuthority}, codes)
+}
+
 // TestRdataErrorRawOptions: an answer miekg/dns does not read for the
 // data of a record (RdataError, relayed by the wire path) keeps in Raw the
 // options of its OPT record as an answer that reads keeps them: the
