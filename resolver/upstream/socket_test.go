@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -395,4 +396,40 @@ func TestRetiredSocketClosesAfterItsLastQuery(t *testing.T) {
 	assert.NoError(t, <-done[second.q.Question[0].Name], "answered on the retired socket")
 	require.Eventually(t, func() bool { return !testnet.UDPBoundHere(t, addr) }, 5*time.Second, 10*time.Millisecond,
 		"closed once its last query is answered")
+}
+
+// TestOversizeDatagramFailsAloneInItsBatch: a datagram the kernel refuses
+// to send (over UDP's 65,507 octets: EMSGSIZE) ends its own query's wait
+// at once with the error, and the datagrams queued after it in the same
+// sendmmsg are still sent and answered.
+func TestOversizeDatagramFailsAloneInItsBatch(t *testing.T) {
+	up := startUpstreamOn(t, "127.0.158.9", nil)
+	m := &udpMux{addr: up.addr, timeout: 5 * time.Second}
+	t.Cleanup(m.close)
+	big := make([]byte, 70000)
+	copy(big, packed(question("big.example.org.", dns.TypeA, false)))
+	wBig := &waiter{answer: make(chan []byte, 1)}
+	s, lead, err := m.register(wBig, big, time.Now())
+	require.NoError(t, err)
+	require.True(t, lead)
+	wSmall := &waiter{answer: make(chan []byte, 1)}
+	next, lead, err := m.register(wSmall, packed(question("small.example.org.", dns.TypeA, false)), time.Now())
+	require.NoError(t, err)
+	require.Same(t, s, next)
+	require.False(t, lead, "queued behind the first")
+	require.NotNil(t, s.batch, "sent with sendmmsg")
+
+	s.Flush()
+	_, ok := <-wBig.answer
+	assert.False(t, ok, "no answer to the oversize datagram")
+	assert.ErrorIs(t, wBig.err, syscall.EMSGSIZE)
+	select {
+	case raw, ok := <-wSmall.answer:
+		require.True(t, ok, "the datagram after it: %v", wSmall.err)
+		r := new(dns.Msg)
+		require.NoError(t, r.Unpack(raw))
+		assert.Equal(t, "small.example.org.", r.Question[0].Name)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the datagram queued after the oversize one was not answered")
+	}
 }
