@@ -433,3 +433,14 @@ func TestOversizeDatagramFailsAloneInItsBatch(t *testing.T) {
 		t.Fatal("the datagram queued after the oversize one was not answered")
 	}
 }
+
+// TestUnpackableQueryFails: a query that does not pack (a label over 63
+// octets, RFC 1035 §2.3.4) is the exchange's error, at once: no socket is
+// dialled and no datagram sent for it.
+func TestUnpackableQueryFails(t *testing.T) {
+	m := &udpMux{addr: silentUpstream(t), timeout: time.Second}
+	t.Cleanup(m.close)
+	_, err := m.exchange(context.Background(), question(strings.Repeat("a", 64)+".example.", dns.TypeA, false))
+	assert.Error(t, err)
+	assert.Nil(t, current(m), "no socket dialled")
+}
