@@ -363,6 +363,9 @@ func TestMovedQueryKeepsItsResends(t *testing.T) {
 	}{
 		{name: "moved before any resend", delay: 2 * time.Second, before: 0, resends: 1, sendsMore: true},
 		{name: "moved after its last resend", delay: time.Millisecond, before: maxResends, resends: maxResends + 1, sendsMore: false},
+		// The move's datagram is its last resend: resent at 150 and 450 ms,
+		// moved before the third, due at 1050 ms.
+		{name: "moved after its next to last resend", delay: 150 * time.Millisecond, before: maxResends - 1, resends: maxResends, sendsMore: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			up := startHoldingUpstream(t)
