@@ -444,3 +444,46 @@ func TestUnpackableQueryFails(t *testing.T) {
 	assert.Error(t, err)
 	assert.Nil(t, current(m), "no socket dialled")
 }
+
+// TestUpstreamSocketDatagramOfItsBufferSize: a datagram of exactly
+// upstreamBuf octets fits the reader's buffer and is its query's answer,
+// never ErrAnswerTooBig (which is for one over it,
+// TestUpstreamSocketTooBigDatagram), on both reading paths.
+func TestUpstreamSocketDatagramOfItsBufferSize(t *testing.T) {
+	for _, batched := range []bool{true, false} {
+		t.Run(fmt.Sprintf("batched=%v", batched), func(t *testing.T) {
+			pc, err := net.ListenPacket("udp", "127.0.158.10:0")
+			require.NoError(t, err)
+			t.Cleanup(func() { pc.Close() })
+			testnet.EachDatagram(pc, func(b []byte, from net.Addr) {
+				q := new(dns.Msg)
+				if q.Unpack(b) != nil || len(q.Question) != 1 {
+					return
+				}
+				r := new(dns.Msg).SetReply(q)
+				r.Answer = []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}}}
+				for r.Len() < upstreamBuf-255 {
+					r.Answer[0].(*dns.TXT).Txt = append(r.Answer[0].(*dns.TXT).Txt, strings.Repeat("x", 254))
+				}
+				txt := r.Answer[0].(*dns.TXT)
+				txt.Txt = append(txt.Txt, strings.Repeat("x", upstreamBuf-r.Len()-1))
+				_, _ = pc.WriteTo(packed(r), from)
+			})
+			c, err := net.Dial("udp", pc.LocalAddr().String())
+			require.NoError(t, err)
+			t.Cleanup(func() { c.Close() })
+			s := &upstreamSocket{conn: c, born: time.Now(), timeout: 5 * time.Second, pending: map[uint16]*waiter{}}
+			if batched {
+				s.batch = listen.NewBatchConn(c.(*net.UDPConn))
+			}
+			go s.read()
+			m := &udpMux{addr: pc.LocalAddr().String(), timeout: 5 * time.Second, cur: s}
+			r, err := m.exchange(context.Background(), question("fits.example.org.", dns.TypeTXT, false))
+			require.NoError(t, err)
+			require.Len(t, r.Answer, 1)
+			n, err := r.Pack()
+			require.NoError(t, err)
+			assert.Len(t, n, upstreamBuf, "the answer as it came")
+		})
+	}
+}
