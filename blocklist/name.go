@@ -53,7 +53,15 @@ var entryOctet = func() (t [256]bool) {
 // that a query can carry: labels of 1 to 63 octets, 255 octets in all in
 // wire form (RFC 1035 §3.1), a trailing dot optional. Where
 // dns.IsDomainName lets names of 256 and 257 octets through, it does not.
+// A malformed \DDD escape (BadEscape) makes s no domain name either.
 func IsDomainName(s string) bool { return presname.IsDomainName(s) }
+
+// BadEscape finds the first escape of the presentation-form name s that
+// RFC 1035 §5.1 does not allow (`\2.`, `\999`: a backslash before a digit
+// begins \DDD, three decimal digits of value 0 to 255), and returns it as
+// written and true, or "" and false. miekg/dns takes such an escape as
+// another octet than the one meant, as BIND does not.
+func BadEscape(s string) (string, bool) { return presname.BadEscape(s) }
 
 // SameName reports whether a and b, in presentation form, are the same
 // domain name: the same octets label by label, ASCII letters compared

@@ -35,7 +35,39 @@ func TestIsDomainName(t *testing.T) {
 		{strings.Repeat(`\097`, 63) + ".tiktok.com", true}, // an escape is one octet
 		{".", true},
 		{"", false},
+		// \DDD is three digits of value 0 to 255 (RFC 1035 §5.1):
+		// miekg/dns read these as `2`, `\231` and `\000`.
+		{`corp\2.example`, false},
+		{`a\999.example`, false},
+		{`a\256.example`, false},
+		{`a\255.example`, true},
+		{`a\\2.example`, true}, // a quoted backslash, then a 2
 	} {
 		assert.Equal(t, c.want, IsDomainName(c.name), "%d characters: %.40q", len(c.name), c.name)
+	}
+}
+
+// TestBadEscape: the escapes RFC 1035 §5.1 does not allow, as written:
+// a backslash before a digit begins \DDD, three decimal digits of value
+// 0 to 255; before any other byte it quotes it. dig refuses each of them
+// ("bad escape"), as BIND's name parser does.
+func TestBadEscape(t *testing.T) {
+	for _, c := range []struct{ name, bad string }{
+		{`corp\2.example`, `\2`},
+		{`corp\25.example`, `\25`},
+		{`a\999.example`, `\999`},
+		{`a\256`, `\256`},
+		{`a.b\0`, `\0`},
+		{`a\\\2x.example`, `\2`}, // a quoted backslash, then an escape
+		{`\065\3`, `\3`},
+	} {
+		bad, ok := BadEscape(c.name)
+		assert.True(t, ok, "%s", c.name)
+		assert.Equal(t, c.bad, bad, "%s", c.name)
+		assert.False(t, IsDomainName(c.name), "%s", c.name)
+	}
+	for _, name := range []string{`a\255.example`, `a\000.example`, `\0659`, `a\.b.example`, `a\\2.example`, `www.tiktok.com`, `corp\`, ``} {
+		bad, ok := BadEscape(name)
+		assert.False(t, ok, "%s: %s", name, bad)
 	}
 }

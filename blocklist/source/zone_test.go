@@ -561,6 +561,9 @@ func TestNewZoneErrors(t *testing.T) {
 		{entry: "axfr://127.0.0.1/rpz..test", want: "not a domain name"},
 		{entry: "axfr://127.0.0.1/" + long, want: "not a domain name"},
 		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Name: long, Algorithm: "hmac-sha256", Secret: "YWJj"}, want: "tsig: name:"},
+		// miekg/dns would sign with key k\231. (RFC 1035 §5.1: \DDD is 0 to 255).
+		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Name: `k\999.`, Algorithm: "hmac-sha256", Secret: "YWJj"}, want: "tsig: name:"},
+		{entry: `axfr://127.0.0.1/rpz\2.test`, want: "not a domain name"},
 		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Name: "k.", Algorithm: "hmac-md5", Secret: "YWJj"}, want: "algorithm"},
 		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Name: "k.", Algorithm: "hmac-sha256", Secret: "not base64!"}, want: "secret"},
 		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Algorithm: "hmac-sha256", Secret: "YWJj"}, want: "tsig: name: empty"},

@@ -366,6 +366,8 @@ func TestCommandLine(t *testing.T) {
 			[]string{"is not a domain name"}},
 		{"explain with a name of 256 octets", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", strings.Repeat(strings.Repeat("a", 63)+".", 3) + strings.Repeat("b", 51) + ".tiktok.com"}, 2,
 			[]string{"is not a domain name (an empty label, a label over 63 octets, or over 255 octets in all)"}},
+		{"explain with a bad escape", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", `tiktok\999.com`}, 2,
+			[]string{`dnsfence explain: name: "tiktok\\999.com" is not a domain name: \999 is no escape (RFC 1035 §5.1: a backslash before a digit begins \DDD, three decimal digits from 000 to 255, as dig reads it); e.g. www.tiktok.com`}},
 		{"explain with a missing config", []string{"explain", "-config", "testdata/missing.yaml", "10.1.2.3", "tiktok.com"}, 2, []string{"missing.yaml"}},
 		{"an empty -config to check", []string{"check", "-config", ""}, 2, []string{"dnsfence check: -config is empty; give the configuration file, or leave -config out for the embedded default"}},
 		{"an empty -config= to explain", []string{"explain", "-config=", "10.1.2.3", "tiktok.com"}, 2, []string{"dnsfence explain: -config is empty"}},

@@ -365,6 +365,10 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	// A name no query can carry (an empty label, over 255 octets) is no
 	// question: "forwarded" for www..tiktok.com would read as "not
 	// blocked" to a script (dig: "is not a legal name").
+	if esc, bad := blocklist.BadEscape(name); bad {
+		fmt.Fprintf(stderr, "dnsfence explain: name: %q is not a domain name: %s is no escape (RFC 1035 §5.1: a backslash before a digit begins \\DDD, three decimal digits from 000 to 255, as dig reads it); e.g. www.tiktok.com\n", rest[1], esc)
+		return explainError
+	}
 	if !blocklist.IsDomainName(name) {
 		fmt.Fprintf(stderr, "dnsfence explain: name: %q is not a domain name (an empty label, a label over 63 octets, or over 255 octets in all); e.g. www.tiktok.com\n", rest[1])
 		return explainError

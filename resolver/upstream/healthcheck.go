@@ -88,6 +88,9 @@ func HealthCheckName(s string) (string, error) {
 		}
 		return "", fmt.Errorf("%q is not a domain name", s)
 	}
+	if esc, bad := blocklist.BadEscape(ascii); bad {
+		return "", fmt.Errorf("%q is not a domain name: %s is no escape (RFC 1035 §5.1: a backslash before a digit begins \\DDD, three decimal digits from 000 to 255)", s, esc)
+	}
 	// dns.IsDomainName lets names of 256 and 257 octets through
 	// (miekg/dns#1552); blocklist.IsDomainName does not.
 	if !blocklist.IsDomainName(ascii) {

@@ -39,6 +39,12 @@ func TestHealthCheckParts(t *testing.T) {
 		{in: "corp example.", err: "white space"},
 		{in: "corp.example.\n", err: "white space"},
 		{in: string(make([]byte, 64)) + ".example.", err: "control character"},
+		// A malformed escape, which miekg/dns would ask as another name
+		// (`corp2.example.`, `a\231.example.`), is none (RFC 1035 §5.1).
+		{in: `corp\2.example`, err: `"corp\\2.example" is not a domain name: \2 is no escape (RFC 1035 §5.1`},
+		{in: `a\999.example`, err: `\999 is no escape`},
+		{in: `a\256.example`, err: `\256 is no escape`},
+		{in: `a\255.example`, want: `a\255.example.`},
 	} {
 		got, err := HealthCheckName(tc.in)
 		if tc.err != "" {

@@ -17,13 +17,47 @@ import (
 // lets names of 256 and 257 octets through
 // (https://github.com/miekg/dns/issues/1552, still so in v1.1.73), and
 // miekg/dns packs them as they are: no query can carry such a name.
+// A malformed \DDD escape (BadEscape) makes s no domain name either.
 func IsDomainName(s string) bool {
 	if _, ok := dns.IsDomainName(s); !ok {
+		return false
+	}
+	if _, bad := BadEscape(s); bad {
 		return false
 	}
 	var wire [255]byte
 	_, err := dns.PackDomainName(dns.Fqdn(s), wire[:], 0, nil, false)
 	return err == nil
+}
+
+// BadEscape finds the first escape of the presentation-form name s that
+// RFC 1035 §5.1 does not allow, and returns it as written (a backslash
+// and its digits) and true, or "" and false. A backslash before a digit
+// begins \DDD, three decimal digits of value 0 to 255: `\2.` and `\999`
+// are none, and BIND refuses both (DNS_R_BADESCAPE), where miekg/dns
+// reads the first as the octet `2` and wraps the second to `\231`, a name
+// other than the one written. A backslash before any other byte quotes
+// it, and one that ends s is dns.IsDomainName's to refuse.
+func BadEscape(s string) (string, bool) {
+	for i := 0; i+1 < len(s); i++ {
+		if s[i] != '\\' {
+			continue
+		}
+		if !IsDigit(s[i+1]) {
+			i++ // \X: the quoted byte is no escape's start
+			continue
+		}
+		n := 1
+		for n < 3 && i+1+n < len(s) && IsDigit(s[i+1+n]) {
+			n++
+		}
+		esc := s[i : i+1+n]
+		if n < 3 || int(s[i+1]-'0')*100+int(s[i+2]-'0')*10+int(s[i+3]-'0') > 255 {
+			return esc, true
+		}
+		i += 3
+	}
+	return "", false
 }
 
 // LabelStart is where the label that ends at end (before a separator, or
