@@ -1281,8 +1281,8 @@ func TestStartupzNamesAListenerOnlyARestartBringsBack(t *testing.T) {
 // by the system's resolver (here from /etc/hosts: localhost), where
 // TestHTTPSUpstreamByName looks it up through a plain upstream.
 func TestHTTPSUpstreamByNameThroughTheSystemResolver(t *testing.T) {
-	if !hostsFileNames("localhost") {
-		t.Skip("this machine's /etc/hosts does not name localhost")
+	if !hostsFileNames("localhost") || !hostsFirst() {
+		t.Skip("this machine's resolver may ask a DNS server for localhost: /etc/hosts does not name it, or nsswitch.conf does not read it first")
 	}
 	p := newTestPKI(t)
 	addr, err := startDoH(t, p, "127.0.0.1:0", answerA("192.0.2.11"))

@@ -220,6 +220,24 @@ func hostsFileNames(name string) bool {
 	return false
 }
 
+// hostsFirst reports whether the system's resolver reads /etc/hosts
+// before it asks a DNS server (nsswitch.conf's hosts line starts with
+// files), so that a test looking up a name /etc/hosts holds sends no
+// query off the machine.
+func hostsFirst() bool {
+	data, err := os.ReadFile("/etc/nsswitch.conf")
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(data)) {
+		line, _, _ = strings.Cut(line, "#")
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "hosts:" {
+			return f[1] == "files"
+		}
+	}
+	return false
+}
+
 // TestLookupThroughStopsAtTheDeadlineBeforeItsTimer: the lookup of an
 // https upstream's host asks the plain upstreams one after another, and
 // stops at the lookup's deadline. A first upstream that timed out at the
