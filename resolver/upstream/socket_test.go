@@ -23,6 +23,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// muxReading is a mux of a 5 s timeout whose socket, connected to addr,
+// is read on the batched path (recvmmsg) when batched, else one datagram
+// a read (the path of systems without batched reads).
+func muxReading(t *testing.T, addr string, batched bool) *udpMux {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	s := &upstreamSocket{conn: c, born: time.Now(), timeout: 5 * time.Second, pending: map[uint16]*waiter{}}
+	if batched {
+		s.batch = listen.NewBatchConn(c.(*net.UDPConn))
+	}
+	go s.read()
+	return &udpMux{addr: addr, timeout: 5 * time.Second, cur: s}
+}
+
 // TestUpstreamSocketTooBigDatagram: the mux's reader gives a datagram over
 // its buffer to the query with its ID as ErrAnswerTooBig at once, on the
 // batched (recvmmsg, MSG_TRUNC) path and on the one-datagram path (read
@@ -43,15 +59,7 @@ func TestUpstreamSocketTooBigDatagram(t *testing.T) {
 				copy(big, buf[:2]) // its ID
 				_, _ = pc.WriteTo(big, from)
 			}()
-			c, err := net.Dial("udp", pc.LocalAddr().String())
-			require.NoError(t, err)
-			t.Cleanup(func() { c.Close() })
-			s := &upstreamSocket{conn: c, born: time.Now(), timeout: 5 * time.Second, pending: map[uint16]*waiter{}}
-			if batched {
-				s.batch = listen.NewBatchConn(c.(*net.UDPConn))
-			}
-			go s.read()
-			m := &udpMux{addr: pc.LocalAddr().String(), timeout: 5 * time.Second, cur: s}
+			m := muxReading(t, pc.LocalAddr().String(), batched)
 			start := time.Now()
 			_, err = m.exchange(context.Background(), question("big.example.org.", dns.TypeA, false))
 			assert.ErrorIs(t, err, ErrAnswerTooBig)
@@ -469,15 +477,7 @@ func TestUpstreamSocketDatagramOfItsBufferSize(t *testing.T) {
 				txt.Txt = append(txt.Txt, strings.Repeat("x", upstreamBuf-r.Len()-1))
 				_, _ = pc.WriteTo(packed(r), from)
 			})
-			c, err := net.Dial("udp", pc.LocalAddr().String())
-			require.NoError(t, err)
-			t.Cleanup(func() { c.Close() })
-			s := &upstreamSocket{conn: c, born: time.Now(), timeout: 5 * time.Second, pending: map[uint16]*waiter{}}
-			if batched {
-				s.batch = listen.NewBatchConn(c.(*net.UDPConn))
-			}
-			go s.read()
-			m := &udpMux{addr: pc.LocalAddr().String(), timeout: 5 * time.Second, cur: s}
+			m := muxReading(t, pc.LocalAddr().String(), batched)
 			r, err := m.exchange(context.Background(), question("fits.example.org.", dns.TypeTXT, false))
 			require.NoError(t, err)
 			require.Len(t, r.Answer, 1)
