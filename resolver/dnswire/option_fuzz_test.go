@@ -75,9 +75,11 @@ func FuzzOptionSound(f *testing.F) {
 		{OptionSubnet, []byte{0, 1, 25, 0, 10, 20, 30, 0x80}}, // 4 octets for 25 bits
 		{OptionSubnet, []byte{0, 1, 33, 0, 10, 20, 30, 4, 0}},
 		{OptionSubnet, []byte{0, 1, 32, 33, 10, 20, 30, 4}},
+		{OptionSubnet, []byte{0, 1, 32, 32, 10, 20, 30, 4}}, // SCOPE the whole address: sound
 		{OptionSubnet, []byte{0, 1, 0, 0}},
 		{OptionSubnet, []byte{0, 2, 56, 0, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0}},
 		{OptionSubnet, []byte{0, 2, 128, 0, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}},
+		{OptionSubnet, append([]byte{0, 2, 128, 128, 0x20, 0x01, 0x0d, 0xb8}, make([]byte, 12)...)}, // both the whole address: sound
 		{OptionSubnet, []byte{0, 2, 129, 0}},
 		// SOURCE or SCOPE past 128 for IPv6, with the octets SOURCE would
 		// take: not sound (the IPv4 seeds above have their neighbours).
