@@ -1,6 +1,7 @@
 package dnswire
 
 import (
+	"encoding/binary"
 	"strings"
 	"testing"
 
@@ -50,6 +51,8 @@ func TestNameEnd(t *testing.T) {
 		{name: "pointer past the end", msg: []byte{0xC0, h + 9}},
 		{name: "pointer cut short", msg: []byte{0xC0}},
 		{name: "label past the end", msg: []byte{5, 'a', 'b'}},
+		{name: "label one octet past the end", msg: []byte{3, 'a', 'b'}},
+		{name: "label two octets past the end", msg: []byte{4, 'a', 'b'}},
 		{name: "no root", msg: []byte{1, 'a'}},
 		{name: "label type 0x40", msg: []byte{0x41, 0}},
 		{name: "label type 0x80", msg: []byte{0x81, 0}},
@@ -61,6 +64,7 @@ func TestNameEnd(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			msg := append(make([]byte, h), tc.msg...)
+			msg = msg[:len(msg):len(msg)] // no octet past its end to read
 			var seen Labels
 			seen.Reset(len(msg))
 			for _, off := range tc.prior {
@@ -125,6 +129,25 @@ func TestWalkSIGCutShort(t *testing.T) {
 		assert.NotPanics(t, func() {
 			assert.False(t, Walk(msg, q.End, func(Record) bool { return true }), "RDATA of %d octets", len(rdata))
 		})
+	}
+}
+
+// TestWalkSIG0: a SIG record covering no type, a SIG(0) (RFC 2931 §3),
+// is not read, wherever its TYPE COVERED octets are zero (the
+// message path drops it); one covering a type reads.
+func TestWalkSIG0(t *testing.T) {
+	for _, covered := range []uint16{0, dns.TypeA, 0x0100} {
+		m := new(dns.Msg)
+		m.SetQuestion("example.org.", dns.TypeA)
+		m.Response = true
+		sig := &dns.SIG{RRSIG: dns.RRSIG{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeSIG, Class: dns.ClassANY},
+			TypeCovered: covered, Algorithm: dns.RSASHA256, SignerName: "example.org.", Signature: "AQID"}}
+		m.Extra = []dns.RR{sig}
+		b, err := m.Pack()
+		require.NoError(t, err)
+		q, ok := ReadQuestion(b)
+		require.True(t, ok)
+		assert.Equal(t, covered != 0, Walk(b, q.End, func(Record) bool { return true }), "TYPE COVERED %d", covered)
 	}
 }
 
@@ -223,6 +246,43 @@ func TestReadQuestionCutShort(t *testing.T) {
 		bad[HeaderLen] = c
 		_, ok := ReadQuestion(bad)
 		assert.False(t, ok, "a label starting %#x", c)
+	}
+}
+
+// TestReadQuestionLimits: a question's name reads with labels of up to 63
+// octets and up to 255 octets in all (RFC 1035 §2.3.4), as miekg/dns
+// reads it; a label of 64, or a name of 256, does not, though the
+// message holds every octet the name claims and a QTYPE and QCLASS
+// after it.
+func TestReadQuestionLimits(t *testing.T) {
+	label := func(n int) []byte { return append([]byte{byte(n)}, strings.Repeat("a", n)...) }
+	name := func(labels ...int) (b []byte) {
+		for _, n := range labels {
+			b = append(b, label(n)...)
+		}
+		return append(b, 0)
+	}
+	for _, tc := range []struct {
+		name  string
+		qname []byte
+		ok    bool
+	}{
+		{"a label of 63", name(63), true},
+		{"a label of 64", name(64), false},
+		{"255 octets", name(63, 63, 63, 61), true},
+		{"256 octets", name(63, 63, 63, 62), false},
+		{"256 octets in short labels", name(63, 63, 63, 30, 31), false},
+	} {
+		msg := append(make([]byte, HeaderLen), tc.qname...)
+		msg[5] = 1 // QDCOUNT
+		msg = append(msg, 0, TypeA, 0, ClassINET)
+		q, ok := ReadQuestion(msg)
+		assert.Equal(t, tc.ok, ok, tc.name)
+		if ok {
+			assert.Equal(t, Question{NameEnd: len(msg) - 4, End: len(msg), Type: TypeA, Class: ClassINET}, q, tc.name)
+		}
+		err := new(dns.Msg).Unpack(msg)
+		assert.Equal(t, tc.ok, err == nil, "%s: miekg/dns: %v", tc.name, err)
 	}
 }
 
@@ -499,5 +559,108 @@ func TestOwnStruct(t *testing.T) {
 	for typ := range 1 << 16 {
 		_, own := dns.TypeToRR[uint16(typ)]
 		assert.Equal(t, own, ownStruct(uint16(typ)), "type %d", typ)
+	}
+}
+
+// TestWalkLongMessages: Walk reads a message longer than a UDP datagram
+// (TCP, up to 65,535 octets) as it reads a short one: a pointer to a
+// label written past the 4,160 octets Labels marks without allocating,
+// or near the end of a message of exactly 4,160, reads; a pointer to an
+// octet inside that label does not; a label at offset 16,384, where no
+// pointer can reach (14 bits), is read and not marked. Walk allocates
+// nothing for a message of up to 4,160 octets.
+func TestWalkLongMessages(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("example.org.", dns.TypeA)
+	m.Response = true
+	head, err := m.Pack()
+	require.NoError(t, err)
+	// message is a header and the question, an opaque record of pad
+	// octets, a record owned by b.example.org. (the label b written at
+	// the returned offset) and one owned by a pointer to b's label.
+	message := func(pad int) (msg []byte, label int) {
+		msg = append([]byte(nil), head...)
+		msg[7] = 3 // ANCOUNT
+		msg = append(msg, 0xC0, HeaderLen, 0xFF, 0, 0, ClassINET, 0, 0, 0, 60, byte(pad>>8), byte(pad))
+		msg = append(msg, make([]byte, pad)...)
+		label = len(msg)
+		msg = append(msg, 1, 'b', 0xC0, HeaderLen, 0, TypeA, 0, ClassINET, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1)
+		msg = append(msg, 0xC0|byte(label>>8), byte(label), 0, TypeA, 0, ClassINET, 0, 0, 0, 60, 0, 4, 192, 0, 2, 2)
+		return msg, label
+	}
+	fixed := len(head) + 12 + 18 + 16 // all but the padding
+	for _, size := range []int{labelsInline - 1, labelsInline, labelsInline + 1, labelsInline + 64, 9000, maxPointerTarget - 1} {
+		msg, label := message(size - fixed)
+		require.Len(t, msg, size)
+		require.Less(t, label, maxPointerTarget)
+		var owners []string
+		assert.True(t, Walk(msg, len(head), func(r Record) bool {
+			name, _, err := dns.UnpackDomainName(msg, r.Off)
+			require.NoError(t, err)
+			owners = append(owners, name)
+			return true
+		}), "%d octets", size)
+		assert.Equal(t, []string{"example.org.", "b.example.org.", "b.example.org."}, owners, "%d octets", size)
+		// No allocation up to 4,160 octets (the package's promise), one
+		// (the marks) past that.
+		allocs := testing.AllocsPerRun(10, func() { Walk(msg, len(head), func(Record) bool { return true }) })
+		assert.Equal(t, float64(min(1, max(0, size-labelsInline))), allocs, "%d octets", size)
+		bad := append([]byte(nil), msg...)
+		bad[len(bad)-15]++ // the pointer to the octet after b's length instead
+		assert.False(t, Walk(bad, len(head), func(Record) bool { return true }), "%d octets, a pointer into a label", size)
+	}
+	// The label b at offset 16,384: the pointer to it reads as one to 0,
+	// the header.
+	msg, label := message(maxPointerTarget - len(head) - 12)
+	require.Equal(t, maxPointerTarget, label)
+	assert.NotPanics(t, func() {
+		assert.False(t, Walk(msg, len(head), func(Record) bool { return true }))
+		assert.True(t, PointsIntoHeader(msg, len(head)))
+	})
+	// Without the last record, it reads.
+	msg[7] = 2
+	msg = msg[:len(msg)-16]
+	assert.NotPanics(t, func() {
+		assert.True(t, Walk(msg, len(head), func(Record) bool { return true }))
+	})
+}
+
+// TestWalkPointerChain: a name reached through 126 compression pointers,
+// each to a label of a name before it, reads, as miekg/dns reads it; one
+// reached through 127 does not, though its labels take 254 octets, and
+// miekg/dns refuses it too (too many compression pointers).
+func TestWalkPointerChain(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("x.", dns.TypeA)
+	m.Response = true
+	head, err := m.Pack()
+	require.NoError(t, err)
+	// Owner k is the label x, then a pointer to owner k-1 (owner 0 the
+	// question's name): k pointers, k+1 labels.
+	msg := append([]byte(nil), head...)
+	record := func(msg []byte, owner ...byte) []byte {
+		msg = append(msg, owner...)
+		msg = append(msg, 0, TypeA, 0, ClassINET, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1)
+		binary.BigEndian.PutUint16(msg[6:], binary.BigEndian.Uint16(msg[6:])+1) // ANCOUNT
+		return msg
+	}
+	prev := HeaderLen
+	for range 126 {
+		off := len(msg)
+		msg = record(msg, 1, 'x', 0xC0|byte(prev>>8), byte(prev))
+		prev = off
+	}
+	// Then, owned by a pointer to owner 126: 127 pointers.
+	over := record(append([]byte(nil), msg...), 0xC0|byte(prev>>8), byte(prev))
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+		ok   bool
+	}{{"126 pointers", msg, true}, {"127 pointers", over, false}} {
+		n := 0
+		assert.Equal(t, tc.ok, Walk(tc.msg, len(head), func(Record) bool { n++; return true }), tc.name)
+		assert.Equal(t, 126, n, "%s: records handed to fn", tc.name) // not the 127th
+		err := new(dns.Msg).Unpack(tc.msg)
+		assert.Equal(t, tc.ok, err == nil, "%s: miekg/dns: %v", tc.name, err)
 	}
 }

@@ -97,6 +97,12 @@ func heldModel(rr dns.RR, rdlen int) (held int, ok bool) {
 		return len(rr.NextDomain) + bitmap(rr.TypeBitMap), true
 	case *dns.RRSIG:
 		return 18 + len(rr.SignerName) + len(rr.Signature), true
+	case *dns.SIG:
+		return 18 + len(rr.SignerName) + len(rr.Signature), true
+	case *dns.PX:
+		return 2 + len(rr.Map822) + len(rr.Mapx400), true
+	case *dns.NAPTR:
+		return 4 + len(rr.Flags) + len(rr.Service) + len(rr.Regexp) + len(rr.Replacement), true
 	case *dns.HTTPS:
 		return 2 + len(rr.Target) + svcbModel(rr.Value), true
 	case *dns.SVCB:
@@ -145,6 +151,8 @@ func svcbModel(kvs []dns.SVCBKeyValue) int {
 // heldModel counts it from the record miekg/dns unpacks: each type's
 // fixed fields, its fields held as text (hexadecimal, base64, base32,
 // character-strings), its type bitmap, its SvcParams or EDNS options.
+// SIG, PX and NAPTR records read their names after fixed fields of 18,
+// 2, and 4 octets and three character-strings (rdataLayout).
 // Before, only TestRecordHeld's few types were counted exactly; a Held
 // that overcounted (or undercounted below what TestHeldBoundsTheHeap
 // measures) the others passed.
@@ -187,6 +195,10 @@ func TestRDATAHeld(t *testing.T) {
 		zone + ` 60 IN NSEC3 1 0 0 - 2T7B4G4VSA5SMI47K61MV5BV1A22BOJR A RRSIG`,
 		zone + ` 60 IN NSEC host.` + zone + ` A MX RRSIG NSEC TYPE1234`,
 		zone + ` 60 IN RRSIG A 8 2 86400 20250101000000 20240101000000 60485 ` + zone + " " + b64,
+		zone + ` 60 IN SIG A 8 2 86400 20250101000000 20240101000000 60485 ` + zone + " " + b64,
+		zone + ` 60 IN PX 10 net2.` + zone + ` PRMD-net2.ADMD-p400.C-it.`,
+		zone + ` 60 IN NAPTR 100 10 "S" "SIP+D2U" "!^.*$!sip:info@example.org!" _sip._udp.` + zone,
+		zone + ` 60 IN NAPTR 100 10 "" "" "" .`,
 		zone + ` 60 IN HTTPS 1 . alpn=h3,h2,http/1.1 port=8443 ipv4hint=192.0.2.1,192.0.2.2,192.0.2.3 ipv6hint=2001:db8::1,2001:db8::2,2001:db8::3`,
 		"_dns." + zone + ` 60 IN SVCB 1 dns.` + zone + ` alpn=dot no-default-alpn port=853`,
 		zone + ` 60 IN SVCB 1 . alpn=` + strings.Repeat("x", 60) + `,y`, // long IDs: room every 4 octets
