@@ -108,10 +108,69 @@ func TestWalkShortOrMisplaced(t *testing.T) {
 	q, ok := ReadQuestion(b)
 	require.True(t, ok)
 	assert.True(t, Walk(b, q.End, func(Record) bool { return true }))
+
+	// An answer with ID 0 and no flag, whose header read from offset 0
+	// would be a record (owner the root, TYPE 0, RDLENGTH 0): with qend
+	// misplaced, no record reaches fn. Nor with qend after the question
+	// (at the second of two records, one counted), where the rest would
+	// read as the record counted.
+	rr, err := dns.NewRR("www.example.org. 60 IN A 192.0.2.1")
+	require.NoError(t, err)
+	m.Id, m.RecursionDesired = 0, false
+	m.Answer = []dns.RR{rr}
+	one, err := m.Pack()
+	require.NoError(t, err)
+	q, ok = ReadQuestion(one)
+	require.True(t, ok)
+	two := append(append([]byte(nil), one...), one[q.End:]...) // the record twice, ANCOUNT 1
+	for _, c := range []struct {
+		msg  []byte
+		qend int
+	}{{one, 0}, {one, HeaderLen - 1}, {two, len(one)}} {
+		assert.False(t, Walk(c.msg, c.qend, func(r Record) bool {
+			t.Errorf("qend %d: a record at %d handed to fn", c.qend, r.Off)
+			return true
+		}), "%d octets, qend %d", len(c.msg), c.qend)
+	}
+
+	// A message of no question (qend HeaderLen): its records read.
+	hdr := append([]byte(nil), one[:HeaderLen]...)
+	hdr[5] = 0 // QDCOUNT
+	assert.True(t, Walk(append(hdr, one[q.End:]...), HeaderLen, func(Record) bool { return true }), "no question, one record")
+	hdr[7] = 0 // ANCOUNT
+	assert.True(t, Walk(hdr, HeaderLen, func(Record) bool { return true }), "a header alone")
+}
+
+// TestWalkNAPTRCutShort: a NAPTR record whose character-strings run past
+// the message's end, as its last record, is not read, and no octet past
+// the end is read.
+func TestWalkNAPTRCutShort(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.org.", dns.TypeNAPTR)
+	m.Response = true
+	b, err := m.Pack()
+	require.NoError(t, err)
+	b[7] = 1 // ANCOUNT
+	for _, rdata := range [][]byte{
+		{0, 100, 0, 10, 5, 'a'},         // FLAGS past the end
+		{0, 100, 0, 10, 1, 'a', 9},      // SERVICES
+		{0, 100, 0, 10, 0, 0, 200, 'x'}, // REGEXP
+		{0, 100, 0, 10, 0, 0, 0},        // no REPLACEMENT
+	} {
+		msg := append(append([]byte(nil), b...), 0xC0, HeaderLen, 0, typeNAPTR, 0, ClassINET, 0, 0, 0, 60, 0, byte(len(rdata)))
+		msg = append(msg, rdata...)
+		msg = msg[:len(msg):len(msg)]
+		q, ok := ReadQuestion(msg)
+		require.True(t, ok)
+		assert.NotPanics(t, func() {
+			assert.False(t, Walk(msg, q.End, func(Record) bool { return true }), "RDATA % x", rdata)
+		})
+	}
 }
 
 // TestWalkSIGCutShort: a SIG record whose RDATA is too short to hold its
-// TYPE COVERED (0 or 1 octets), as the last record of the message, is not
+// TYPE COVERED (0 or 1 octets, the one octet a root name's), as the last
+// record of the message, is not
 // read (rdataLayout takes it as a SIG(0)) and reads no octet past the
 // message's end.
 func TestWalkSIGCutShort(t *testing.T) {
@@ -121,7 +180,7 @@ func TestWalkSIGCutShort(t *testing.T) {
 	b, err := m.Pack()
 	require.NoError(t, err)
 	b[7] = 1 // ANCOUNT
-	for _, rdata := range [][]byte{{}, {1}} {
+	for _, rdata := range [][]byte{{}, {0}, {1}} {
 		msg := append(append([]byte(nil), b...), 0xC0, HeaderLen, 0, typeSIG, 0, ClassINET, 0, 0, 0, 60, 0, byte(len(rdata)))
 		msg = append(msg, rdata...)
 		q, ok := ReadQuestion(msg)
@@ -196,8 +255,13 @@ func TestWalk(t *testing.T) {
 	assert.Equal(t, uint32(120), SOAMinimum(b, got[2]))
 	assert.Equal(t, len(b), got[3].End)
 
-	// Cut short, or with bytes after the last record: not read.
-	assert.False(t, Walk(b[:len(b)-1], q.End, func(Record) bool { return true }))
+	// Cut short (no octet after the cut to read), or with bytes after the
+	// last record: not read.
+	for n := got[1].RdOff; n < len(b); n++ {
+		assert.NotPanics(t, func() {
+			assert.False(t, Walk(b[:n:n], q.End, func(Record) bool { return true }), "cut to %d", n)
+		})
+	}
 	assert.False(t, Walk(append(b, 0), q.End, func(Record) bool { return true }))
 	// An A record of 3 octets: not read.
 	bad := append([]byte(nil), b...)
@@ -662,5 +726,22 @@ func TestWalkPointerChain(t *testing.T) {
 		assert.Equal(t, 126, n, "%s: records handed to fn", tc.name) // not the 127th
 		err := new(dns.Msg).Unpack(tc.msg)
 		assert.Equal(t, tc.ok, err == nil, "%s: miekg/dns: %v", tc.name, err)
+	}
+}
+
+// TestOpcode: Opcode reads the four OPCODE bits of a header's flags as
+// miekg/dns reads them, for every opcode and with every other bit set.
+func TestOpcode(t *testing.T) {
+	for op := range 16 {
+		for _, other := range []uint16{0, 0x87FF} {
+			m := new(dns.Msg)
+			m.SetQuestion("example.org.", dns.TypeA)
+			b, err := m.Pack()
+			require.NoError(t, err)
+			binary.BigEndian.PutUint16(b[2:], uint16(op)<<11|other)
+			h := new(dns.Msg)
+			require.NoError(t, h.Unpack(b))
+			assert.Equal(t, h.Opcode, Opcode(Flags(b)), "opcode %d, other bits %#x", op, other)
+		}
 	}
 }
