@@ -141,6 +141,28 @@ func TestWalkShortOrMisplaced(t *testing.T) {
 	assert.True(t, Walk(hdr, HeaderLen, func(Record) bool { return true }), "a header alone")
 }
 
+// TestWalkUnreadTypes: a record of a type whose names miekg/dns reads
+// and Walk does not (HIP, IPSECKEY, AMTRELAY, TKEY, TSIG) is not read,
+// even when its RDATA is one name and nothing else, which Walk could read
+// but miekg/dns would not take as that type.
+func TestWalkUnreadTypes(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.org.", dns.TypeA)
+	m.Response = true
+	b, err := m.Pack()
+	require.NoError(t, err)
+	b[7] = 1 // ANCOUNT
+	for _, typ := range []uint16{typeHIP, typeIPSECKEY, typeAMTRELAY, typeTKEY, typeTSIG} {
+		for _, rdata := range [][]byte{{0}, {0xC0, HeaderLen}} { // the root; the question's name
+			msg := append(append([]byte(nil), b...), 0xC0, HeaderLen, byte(typ>>8), byte(typ), 0, ClassINET, 0, 0, 0, 60, 0, byte(len(rdata)))
+			msg = append(msg, rdata...)
+			q, ok := ReadQuestion(msg)
+			require.True(t, ok)
+			assert.False(t, Walk(msg, q.End, func(Record) bool { return true }), "type %d, RDATA % x", typ, rdata)
+		}
+	}
+}
+
 // TestWalkNAPTRCutShort: a NAPTR record whose character-strings run past
 // the message's end, as its last record, is not read, and no octet past
 // the end is read.
@@ -537,6 +559,59 @@ func TestWithout(t *testing.T) {
 
 	_, ok = Without(b[:len(b)-1], func(Record) bool { return false })
 	assert.False(t, ok, "a message Walk does not read")
+	noQuestion := append([]byte(nil), b...)
+	noQuestion[HeaderLen] = 0xC0 // a pointer where the question's name starts
+	_, ok = Without(noQuestion, func(Record) bool { return false })
+	assert.False(t, ok, "a message of no question ReadQuestion reads")
+}
+
+// TestWithoutLongest: Without gives a message of up to 65,535 octets,
+// its names written out in full: a message of 65,529 octets whose
+// pointers are 6 octets shorter than their names comes out as 65,535
+// octets; of 65,530, it would be 65,536, and there is none. A pointer to
+// an offset from 256 on (a first octet 0xC1) is followed like any.
+func TestWithoutLongest(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("a.", dns.TypeA)
+	m.Response = true
+	head, err := m.Pack()
+	require.NoError(t, err)
+	// opaque is a record owned by a pointer to the question's name (2
+	// octets for 3) with pad octets of RDATA.
+	opaque := func(msg []byte, pad int) []byte {
+		msg = append(msg, 0xC0, HeaderLen, 0xFF, 0, 0, ClassINET, 0, 0, 0, 60, byte(pad>>8), byte(pad))
+		return append(msg, make([]byte, pad)...)
+	}
+	// message is the question, an opaque record, a record owned by b.a.
+	// (the label b at 300), another opaque record, and a record owned by
+	// a pointer to the label b.
+	label := 300
+	message := func(size int) []byte {
+		msg := append([]byte(nil), head...)
+		msg[7] = 4 // ANCOUNT
+		msg = opaque(msg, label-len(head)-12)
+		require.Len(t, msg, label)
+		msg = append(msg, 1, 'b', 0xC0, HeaderLen, 0, TypeA, 0, ClassINET, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1)
+		msg = opaque(msg, size-len(msg)-12-16)
+		return append(msg, 0xC0|byte(label>>8), byte(label), 0, TypeA, 0, ClassINET, 0, 0, 0, 60, 0, 4, 192, 0, 2, 2)
+	}
+	keep := func(Record) bool { return false }
+	// Names in full: 1 more octet for each opaque record's owner, 1 for
+	// b.a.'s, 3 for the last owner's.
+	for _, size := range []int{400, 0xFFFF - 6, 0xFFFF - 5} {
+		msg := message(size)
+		require.Len(t, msg, size)
+		out, ok := Without(msg, keep)
+		if size+6 > 0xFFFF {
+			assert.False(t, ok, "%d octets, %d in full", size, size+6)
+			continue
+		}
+		require.True(t, ok, "%d octets, %d in full", size, size+6)
+		assert.Len(t, out, size+6)
+		got := new(dns.Msg)
+		require.NoError(t, got.Unpack(out))
+		assert.Equal(t, "b.a.", got.Answer[3].Header().Name, "the owner through a pointer to %d", label)
+	}
 }
 
 // TestRecordHeld: a record's Held is its names as the strings miekg/dns
