@@ -416,6 +416,8 @@ func TestSkipName(t *testing.T) {
 		{name: "labels", b: []byte{1, 'a', 2, 'b', 'c', 0, 9}, end: 6, ok: true},
 		{name: "labels then pointer", b: []byte{1, 'a', 0xC0, 12, 9}, end: 4, ok: true},
 		{name: "pointer cut short", b: []byte{1, 'a', 0xC0}},
+		{name: "pointer at the end", b: []byte{1, 'a', 0xC0, 12}, end: 4, ok: true},
+		{name: "pointer past 255", b: []byte{0xC1, 12, 9}, end: 2, ok: true},
 		{name: "label type 0x40", b: []byte{0x41, 'a', 0}},
 		{name: "label type 0x80", b: []byte{1, 'a', 0x81, 'b', 0}},
 		{name: "no root", b: []byte{1, 'a'}},
@@ -818,5 +820,123 @@ func TestOpcode(t *testing.T) {
 			require.NoError(t, h.Unpack(b))
 			assert.Equal(t, h.Opcode, Opcode(Flags(b)), "opcode %d, other bits %#x", op, other)
 		}
+	}
+}
+
+// TestOPTOctets: FindOPT, OPTData, NextOption, RecordsWhole and
+// WithoutOptions, which read a message's OPT from its octets alone, find
+// it after records of every section (RDATA of any length, an A record
+// before it in the additional section, owners compressed to pointers
+// past 255), and take the commonest OPT, of no option, as the last
+// octets of a query, but not an OPT in the authority section; OPTData's
+// RDATA stops where RDLENGTH says, before the record after the OPT, and
+// its VERSION is the record's.
+func TestOPTOctets(t *testing.T) {
+	rrs := func(ss ...string) (out []dns.RR) {
+		for _, s := range ss {
+			rr, err := dns.NewRR(s)
+			require.NoError(t, err)
+			out = append(out, rr)
+		}
+		return out
+	}
+	m := new(dns.Msg)
+	m.SetQuestion("a.example.", dns.TypeTXT)
+	m.Response, m.Compress = true, true
+	m.Answer = rrs(`a.example. 60 IN TXT "`+strings.Repeat("x", 250)+`" "`+strings.Repeat("y", 50)+`"`, "b.example. 60 IN A 192.0.2.1")
+	m.Ns = rrs("b.example. 60 IN NS ns.b.example.", "b.example. 60 IN NS ns2.b.example.")
+	m.Extra = rrs("ns.b.example. 60 IN A 192.0.2.53")
+	m.SetEdns0(1232, true)
+	opt := m.IsEdns0()
+	opt.SetVersion(1)
+	opt.Option = []dns.EDNS0{&dns.EDNS0_LOCAL{Code: 65001, Data: []byte("abc")}, &dns.EDNS0_LOCAL{Code: 65002}}
+	m.Extra = append(m.Extra, &dns.TXT{Hdr: dns.RR_Header{Name: "c.example.", Rrtype: dns.TypeTXT, Class: dns.ClassINET}, Txt: []string{"after"}})
+	b, err := m.Pack()
+	require.NoError(t, err)
+	// The second NS record's owner: a pointer past 255.
+	q, ok := ReadQuestion(b)
+	require.True(t, ok)
+	var recs []Record
+	require.True(t, Walk(b, q.End, func(r Record) bool { recs = append(recs, r); return true }))
+	require.Len(t, recs, 7)
+	require.Equal(t, byte(0xC1), b[recs[3].Off], "a pointer past 255")
+	want := recs[5]
+	require.Equal(t, uint16(TypeOPT), want.Type)
+
+	off, ok := FindOPT(b)
+	require.True(t, ok)
+	assert.Equal(t, want.TTLOff-4, off)
+	assert.True(t, RecordsWhole(b))
+	rdata, version, ok := OPTData(b)
+	require.True(t, ok)
+	assert.Equal(t, uint8(1), version)
+	optRDATA := []byte{0xFD, 0xE9, 0, 3, 'a', 'b', 'c', 0xFD, 0xEA, 0, 0}
+	assert.Equal(t, optRDATA, rdata)
+	assert.Equal(t, b[want.RdOff:want.End], rdata)
+	assert.True(t, HasOption(b, 65002))
+	assert.False(t, HasOption(b, 65003))
+
+	// An OPT without options, the last octets of a query.
+	query := new(dns.Msg)
+	query.SetQuestion("a.example.", dns.TypeA)
+	query.SetEdns0(1232, false)
+	qb, err := query.Pack()
+	require.NoError(t, err)
+	off, ok = FindOPT(qb)
+	require.True(t, ok)
+	assert.Equal(t, len(qb)-10, off)
+	assert.True(t, RecordsWhole(qb))
+	rdata, version, ok = OPTData(qb)
+	assert.True(t, ok)
+	assert.Empty(t, rdata)
+	assert.Zero(t, version)
+	rest, ok := WithoutOptions(qb, func(uint16, []byte) bool { return true })
+	assert.True(t, ok)
+	assert.Equal(t, qb, rest)
+	// The OPT counted in the authority section: none in the additional.
+	inAuthority := append([]byte(nil), qb...)
+	inAuthority[9], inAuthority[11] = 1, 0 // NSCOUNT, ARCOUNT
+	_, ok = FindOPT(inAuthority)
+	assert.False(t, ok, "an OPT in the authority section")
+	// A header alone, counting nothing: whole.
+	hdr := make([]byte, HeaderLen)
+	assert.True(t, RecordsWhole(hdr), "a header counting nothing")
+	// No OPT: none.
+	_, _, ok = OPTData(hdr)
+	assert.False(t, ok)
+	// An octet after the last option: not whole options.
+	stray := append(append([]byte(nil), qb...), 0)
+	stray[len(stray)-3] = 1 // RDLENGTH
+	_, ok = WithoutOptions(stray, func(uint16, []byte) bool { return true })
+	assert.False(t, ok, "an octet after the last option")
+}
+
+// TestNextOption: NextOption splits an option off by its OPTION-LENGTH,
+// an option of no data too, and takes nothing shorter than a code and a
+// length, or a length running past rdata.
+func TestNextOption(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		rdata      []byte
+		code       uint16
+		data, rest []byte
+		ok         bool
+	}{
+		{name: "none"},
+		{name: "1 octet", rdata: []byte{0}},
+		{name: "3 octets", rdata: []byte{0, 10, 0}},
+		{name: "no data", rdata: []byte{0, 10, 0, 0}, code: 10, data: []byte{}, rest: []byte{}, ok: true},
+		{name: "data, then another", rdata: []byte{0, 10, 0, 2, 'a', 'b', 0, 8}, code: 10, data: []byte("ab"), rest: []byte{0, 8}, ok: true},
+		{name: "data past the end", rdata: []byte{0, 10, 0, 3, 'a', 'b'}},
+	} {
+		assert.NotPanics(t, func() {
+			code, data, rest, ok := NextOption(tc.rdata)
+			assert.Equal(t, tc.ok, ok, tc.name)
+			if tc.ok {
+				assert.Equal(t, tc.code, code, tc.name)
+				assert.Equal(t, tc.data, data, tc.name)
+				assert.Equal(t, tc.rest, rest, tc.name)
+			}
+		}, tc.name)
 	}
 }
