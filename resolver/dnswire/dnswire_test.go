@@ -176,6 +176,7 @@ func TestWalkNAPTRCutShort(t *testing.T) {
 	for _, rdata := range [][]byte{
 		{0, 100, 0, 10, 5, 'a'},         // FLAGS past the end
 		{0, 100, 0, 10, 1, 'a', 9},      // SERVICES
+		{0, 100, 0, 10, 0, 0},           // no REGEXP
 		{0, 100, 0, 10, 0, 0, 200, 'x'}, // REGEXP
 		{0, 100, 0, 10, 0, 0, 0},        // no REPLACEMENT
 	} {
@@ -906,7 +907,7 @@ func TestOPTOctets(t *testing.T) {
 	assert.False(t, ok)
 	// An octet after the last option: not whole options.
 	stray := append(append([]byte(nil), qb...), 0)
-	stray[len(stray)-3] = 1 // RDLENGTH
+	stray[len(stray)-2] = 1 // RDLENGTH
 	_, ok = WithoutOptions(stray, func(uint16, []byte) bool { return true })
 	assert.False(t, ok, "an octet after the last option")
 }
