@@ -731,7 +731,8 @@ func TestWalkLongMessages(t *testing.T) {
 		return msg, label
 	}
 	fixed := len(head) + 12 + 18 + 16 // all but the padding
-	for _, size := range []int{labelsInline - 1, labelsInline, labelsInline + 1, labelsInline + 64, 9000, maxPointerTarget - 1} {
+	const inline = 4160               // the package's promise
+	for _, size := range []int{inline - 1, inline, inline + 1, inline + 64, 9000, 1<<14 - 1} {
 		msg, label := message(size - fixed)
 		require.Len(t, msg, size)
 		require.Less(t, label, maxPointerTarget)
@@ -746,7 +747,7 @@ func TestWalkLongMessages(t *testing.T) {
 		// No allocation up to 4,160 octets (the package's promise), one
 		// (the marks) past that.
 		allocs := testing.AllocsPerRun(10, func() { Walk(msg, len(head), func(Record) bool { return true }) })
-		assert.Equal(t, float64(min(1, max(0, size-labelsInline))), allocs, "%d octets", size)
+		assert.Equal(t, float64(min(1, max(0, size-inline))), allocs, "%d octets", size)
 		bad := append([]byte(nil), msg...)
 		bad[len(bad)-15]++ // the pointer to the octet after b's length instead
 		assert.False(t, Walk(bad, len(head), func(Record) bool { return true }), "%d octets, a pointer into a label", size)

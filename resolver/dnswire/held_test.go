@@ -247,7 +247,7 @@ func TestOPTHeld(t *testing.T) {
 	opt.Option = append(opt.Option,
 		&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"},
 		&dns.EDNS0_LOCAL{Code: 65001, Data: []byte("abc")},
-		&dns.EDNS0_LOCAL{Code: ednsReportChannel, Data: agent})
+		&dns.EDNS0_LOCAL{Code: dns.EDNS0REPORTING, Data: agent})
 	b, err := m.Pack()
 	require.NoError(t, err)
 	want := ednsOption + 2*8 + ednsOption + 2*3 + ednsOption + 4*len(agent) + 1
