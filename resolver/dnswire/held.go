@@ -263,15 +263,18 @@ func appendedList(count int) int {
 }
 
 // bitmapHeld is what a type bitmap b takes unpacked: typeBit for each type
-// in it, each window a window number, a length and that many octets of
-// bits (RFC 4034 §4.1.2); malformed, OpaqueFactor an octet (miekg/dns
-// does not unpack it).
+// in it, each window a window number, a length of 1 to 32 and that many
+// octets of bits, the windows in increasing order (RFC 4034 §4.1.2);
+// malformed, OpaqueFactor an octet (miekg/dns does not unpack it: a
+// window cut short, empty, over 32 octets or out of order).
 func bitmapHeld(b []byte) int {
 	types := 0
+	last := -1
 	for rest := b; len(rest) > 0; {
-		if len(rest) < 2 || 2+int(rest[1]) > len(rest) {
+		if len(rest) < 2 || int(rest[0]) <= last || rest[1] == 0 || rest[1] > 32 || 2+int(rest[1]) > len(rest) {
 			return OpaqueFactor * len(b)
 		}
+		last = int(rest[0])
 		for _, c := range rest[2 : 2+int(rest[1])] {
 			types += bits.OnesCount8(c)
 		}

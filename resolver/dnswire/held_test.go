@@ -332,6 +332,15 @@ func TestRDATAHeldMalformed(t *testing.T) {
 		{"CSYNC of no bitmap", typeCSYNC, make([]byte, 6), 6},
 		{"CSYNC window past the end", typeCSYNC, append(make([]byte, 6), 0, 2, 0x40), 6 + OpaqueFactor*3},
 		{"CSYNC window of no length octet", typeCSYNC, append(make([]byte, 6), 0), 6 + OpaqueFactor*1},
+		// RFC 4034 §4.1.2: a window holds 1 to 32 octets, the windows in
+		// increasing order; miekg/dns refuses every other bitmap.
+		{"CSYNC window of no octets", typeCSYNC, append(make([]byte, 6), 0, 0), 6 + OpaqueFactor*2},
+		{"CSYNC windows of no octets", typeCSYNC, append(make([]byte, 6), 0, 0, 1, 0), 6 + OpaqueFactor*4},
+		{"CSYNC window of 33 octets", typeCSYNC, append(append(make([]byte, 6), 0, 33), make([]byte, 33)...), 6 + OpaqueFactor*35},
+		{"CSYNC window of 32 octets", typeCSYNC, append(append(make([]byte, 6), 0, 32), append(make([]byte, 31), 1)...), 6 + typeBit},
+		{"CSYNC windows out of order", typeCSYNC, append(make([]byte, 6), 1, 1, 0x40, 0, 1, 0x40), 6 + OpaqueFactor*6},
+		{"CSYNC window twice", typeCSYNC, append(make([]byte, 6), 0, 1, 0x40, 0, 1, 0x40), 6 + OpaqueFactor*6},
+		{"CSYNC windows in order", typeCSYNC, append(make([]byte, 6), 0, 1, 0x40, 1, 1, 0x40), 6 + 2*typeBit},
 		{"NSEC3PARAM salt past the end", typeNSEC3PARAM, []byte{1, 0, 0, 10, 2, 0xAA}, OpaqueFactor * 6},
 		{"NSEC3PARAM octets after the salt", typeNSEC3PARAM, []byte{1, 0, 0, 10, 1, 0xAA, 0}, OpaqueFactor * 7},
 		{"NSEC3PARAM of no salt", typeNSEC3PARAM, []byte{1, 0, 0, 10, 0}, 5},
