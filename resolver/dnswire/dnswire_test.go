@@ -669,22 +669,15 @@ func TestRecordHeld(t *testing.T) {
 		zone + " 60 IN HTTPS 1 svc." + zone + " alpn=h2",
 		zone + " 60 IN NSEC next." + odd + " A AAAA",
 	}
-	m := new(dns.Msg)
-	m.SetQuestion(zone, dns.TypeANY)
-	m.Response, m.Compress = true, true
+	var answer []dns.RR
 	for _, s := range rrs {
 		rr, err := dns.NewRR(s)
 		require.NoError(t, err, s)
-		m.Answer = append(m.Answer, rr)
+		answer = append(answer, rr)
 	}
-	b, err := m.Pack()
-	require.NoError(t, err)
-	got := new(dns.Msg)
-	require.NoError(t, got.Unpack(b))
-	q, ok := ReadQuestion(b)
-	require.True(t, ok)
+	m, b, got, qend := anyAnswer(t, zone, true, answer...)
 	i := 0
-	require.True(t, Walk(b, q.End, func(r Record) bool {
+	require.True(t, Walk(b, qend, func(r Record) bool {
 		assert.Equal(t, names(got.Answer[i]), r.Held, "%s (%d octets compressed)", rrs[i], r.End-r.Off)
 		i++
 		return true
@@ -941,4 +934,22 @@ func TestNextOption(t *testing.T) {
 			}
 		}, tc.name)
 	}
+}
+
+// anyAnswer is an answer to zone's ANY question holding rrs, compressed
+// when compress: the message, its octets, what miekg/dns unpacks of them,
+// and the end of its question (ReadQuestion).
+func anyAnswer(t *testing.T, zone string, compress bool, rrs ...dns.RR) (m *dns.Msg, b []byte, got *dns.Msg, qend int) {
+	t.Helper()
+	m = new(dns.Msg)
+	m.SetQuestion(zone, dns.TypeANY)
+	m.Response, m.Compress = true, compress
+	m.Answer = rrs
+	b, err := m.Pack()
+	require.NoError(t, err)
+	got = new(dns.Msg)
+	require.NoError(t, got.Unpack(b))
+	q, ok := ReadQuestion(b)
+	require.True(t, ok)
+	return m, b, got, q.End
 }

@@ -210,18 +210,9 @@ func TestRDATAHeld(t *testing.T) {
 		rr, err := dns.NewRR(s)
 		require.NoError(t, err, s)
 		t.Run(fmt.Sprintf("%d %s", i, dns.TypeToString[rr.Header().Rrtype]), func(t *testing.T) {
-			m := new(dns.Msg)
-			m.SetQuestion(zone, dns.TypeANY)
-			m.Response = true
-			m.Answer = []dns.RR{rr}
-			b, err := m.Pack()
-			require.NoError(t, err)
-			got := new(dns.Msg)
-			require.NoError(t, got.Unpack(b))
-			q, ok := ReadQuestion(b)
-			require.True(t, ok)
+			_, b, got, qend := anyAnswer(t, zone, false, rr)
 			n := 0
-			require.True(t, Walk(b, q.End, func(r Record) bool {
+			require.True(t, Walk(b, qend, func(r Record) bool {
 				n++
 				want, ok := heldModel(got.Answer[0], r.End-r.RdOff)
 				require.True(t, ok, "no model of %T", got.Answer[0])
