@@ -250,7 +250,8 @@ func FuzzParseRPZ(f *testing.F) {
 	seedWindows(f, "$ORIGIN rpz.example.", "@ SOA a. b. 1 2 3 4 5", "a.example CNAME .", "*.a.example CNAME *.",
 		"32.1.2.0.192.rpz-ip CNAME rpz-drop.", "128.1.zz.db8.2001.rpz-ip CNAME rpz-passthru.", "x A 192.0.2.1", "bad CNAME . junk")
 	for _, s := range []string{"a CNAME (\n.)\n", "\"q\n;(\nb CNAME .\n", "$GENERATE 1-3 h$ CNAME .\n", "$INCLUDE x\nb CNAME .\n",
-		"a CNAME\nb CNAME .\n", "  CNAME .\n", "@ CNAME .\n", "$ORIGIN .\n* CNAME .\n"} {
+		"a CNAME\nb CNAME .\n", "  CNAME .\n", "@ CNAME .\n", "$ORIGIN .\n* CNAME .\n",
+		"corp\\2.example CNAME .\nx\\256 CNAME .\ny CNAME rpz-\\10\n", "a\\\\2 ( CNAME\n \\2. )\n"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

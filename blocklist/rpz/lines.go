@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/miekg/dns"
+
+	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
 )
 
 // lineReader feeds zone text to dns.ZoneParser byte by byte (the parser
@@ -38,6 +40,14 @@ type lineReader struct {
 	// skipping is set while Resume skips a line: quotes do not join
 	// lines then.
 	skipping bool
+
+	// escText is the \DDD escape being read, escDigits how many of its
+	// digits (0 outside one); badEscape holds, by the line its logical
+	// line starts on, the first escape RFC 1035 §5.1 does not allow
+	// (presname.BadEscape), which the zone parser reads as another octet.
+	escText   []byte
+	escDigits int
+	badEscape map[int]string
 
 	// cur holds the bytes read of the current physical line or, once a
 	// logical line has started, of the whole logical line from the start
@@ -83,6 +93,9 @@ func (lr *lineReader) ReadByte() (byte, error) {
 		var err error
 		if c, err = lr.r.ReadByte(); err != nil {
 			lr.err = err
+			if lr.escDigits > 0 {
+				lr.escDigit(0) // the text ends inside \DDD
+			}
 			if lr.pending {
 				lr.endLine()
 			}
@@ -123,6 +136,9 @@ func (lr *lineReader) follow(c byte) {
 		}
 	}
 	lr.atBOL = c == '\n'
+	if lr.escDigits > 0 {
+		lr.escDigit(c)
+	}
 	significant := false
 	switch {
 	case c == '\n':
@@ -140,6 +156,9 @@ func (lr *lineReader) follow(c byte) {
 		return
 	case lr.escape:
 		lr.escape, significant = false, true
+		if presname.IsDigit(c) {
+			lr.escText, lr.escDigits = append(lr.escText[:0], '\\', c), 1
+		}
 	case c == '\\':
 		lr.escape, significant = true, true
 	case c == '"':
@@ -160,6 +179,31 @@ func (lr *lineReader) follow(c byte) {
 	}
 	if significant && !lr.pending {
 		lr.pending, lr.start = true, lr.line
+	}
+}
+
+// escDigit follows a \DDD escape with c, the byte after its first or
+// second digit: one that is no digit, or a third digit making a value
+// over 255, makes it an escape RFC 1035 §5.1 does not allow (the zone
+// parser reads `\2.` as `2`, and wraps `\999`), kept in badEscape for
+// the logical line.
+func (lr *lineReader) escDigit(c byte) {
+	if presname.IsDigit(c) {
+		lr.escText = append(lr.escText, c)
+		if lr.escDigits++; lr.escDigits < 3 {
+			return
+		}
+		lr.escDigits = 0
+		if _, bad := presname.BadEscape(string(lr.escText)); !bad {
+			return
+		}
+	}
+	lr.escDigits = 0
+	if _, seen := lr.badEscape[lr.start]; !seen {
+		if lr.badEscape == nil {
+			lr.badEscape = map[int]string{}
+		}
+		lr.badEscape[lr.start] = string(lr.escText)
 	}
 }
 
@@ -198,7 +242,7 @@ func (lr *lineReader) endLine() {
 // at times), that line is handed out again from its start. It reports
 // false when nothing is left to read.
 func (lr *lineReader) Resume(errLine int) bool {
-	lr.read = 0
+	lr.read, lr.escDigits = 0, 0
 	if lr.pending && lr.start > errLine && !lr.curFull && len(lr.replay) == 0 {
 		lr.replay = append([]byte(nil), lr.cur...)
 		lr.line, lr.atBOL = lr.curLine, true

@@ -207,7 +207,16 @@ func Parse(file string, r io.Reader, h Handler) (Zone, error) {
 					return d.zone, fmt.Errorf("%s:%d: %w in the file; refused", file, lr.start, ErrGenerated)
 				}
 			}
+			newLine := lr.start != lastLine
 			lastLine = lr.start
+			if esc, bad := lr.badEscape[lr.start]; bad {
+				// BIND refuses the zone (DNS_R_BADESCAPE); here the
+				// line, whose names are not those written.
+				if newLine {
+					d.problem(Problem{Line: lr.start, Token: esc, Err: fmt.Errorf("%w: a malformed escape (RFC 1035 §5.1: a backslash before a digit begins \\DDD, three decimal digits from 000 to 255)", ErrSyntax)})
+				}
+				continue
+			}
 			if !d.apexKnown {
 				d.setApex(rr, lr.firstOrigin)
 			}

@@ -196,6 +196,46 @@ func TestParseLines(t *testing.T) {
 	assert.Equal(t, Zone{Origin: "rpz.test.", Serial: 7, SOA: true, Triggers: 8, Problems: 5}, r.zone)
 }
 
+// TestParseBadEscapes: a line with an escape RFC 1035 §5.1 does not allow
+// (a backslash before a digit begins \DDD, three decimal digits of value
+// 0 to 255) is a syntax problem on its line, reported once with the
+// escape as written, and skipped: the zone parser reads `\2.` as `2` and
+// wraps `\999` to `\231`, names other than those written (BIND refuses
+// the zone). The escape may be in the owner, the target, inside quotes,
+// across parentheses or at the end of the text; the lines around it, and
+// escapes that are whole, are read as before.
+func TestParseBadEscapes(t *testing.T) {
+	text := "$ORIGIN rpz.test.\n" + // 1
+		head + // 2-4
+		"corp\\2.example CNAME .\n" + // 5
+		"a.example CNAME .\n" + // 6
+		"x\\256.example CNAME .\n" + // 7
+		"ok\\065.example CNAME .\n" + // 8: A
+		"b.example CNAME rpz-\\100rop.\n" + // 9: rpz-drop.
+		"c.example CNAME rpz-\\10rop.\n" + // 10
+		"d.example ( CNAME\n" + // 11
+		"  \\2. )\n" + // 12
+		"e\\.dot.example CNAME .\n" + // 13: an escaped dot
+		"f.example TXT \"\\1x\"\n" + // 14
+		"g\\\\2.example CNAME .\n" + // 15: an escaped backslash, then 2
+		"h.example CNAME . ; \\2 in a comment\n" + // 16
+		"i.example CNAME x\\25" // 17, no line end
+	r := parse(t, text)
+	var got []string
+	for _, tr := range r.triggers {
+		got = append(got, tr.Name+"@"+strconv.Itoa(tr.Line))
+	}
+	assert.Equal(t, []string{"a.example@6", `ok\065.example@8`, "b.example@9", `e\.dot.example@13`, `g\\2.example@15`, "h.example@16"}, got)
+	var bad []string
+	for _, p := range r.problems {
+		assert.ErrorIs(t, p.Err, ErrSyntax)
+		assert.ErrorContains(t, p.Err, "a malformed escape (RFC 1035 §5.1")
+		bad = append(bad, strconv.Itoa(p.Line)+":"+p.Token)
+	}
+	assert.Equal(t, []string{`5:\2`, `7:\256`, `10:\10`, `11:\2`, `14:\1`, `17:\25`}, bad)
+	assert.Equal(t, 6, r.zone.Problems)
+}
+
 // TestParseNoTarget checks a CNAME without a target: a syntax error, before
 // a line end and at the end of the text.
 func TestParseNoTarget(t *testing.T) {
