@@ -209,7 +209,14 @@ func Parse(file string, r io.Reader, h Handler) (Zone, error) {
 			}
 			newLine := lr.start != lastLine
 			lastLine = lr.start
-			if esc, bad := lr.badEscape[lr.start]; bad {
+			esc, bad := lr.badEscape[lr.start]
+			if !bad {
+				// An owner left out repeats the one before, and a
+				// relative one ends in the $ORIGIN: either may carry
+				// an escape written on another line.
+				esc, bad = presname.BadEscape(rr.Header().Name)
+			}
+			if bad {
 				// BIND refuses the zone (DNS_R_BADESCAPE); here the
 				// line, whose names are not those written.
 				if newLine {

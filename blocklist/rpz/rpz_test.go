@@ -236,6 +236,37 @@ func TestParseBadEscapes(t *testing.T) {
 	assert.Equal(t, 6, r.zone.Problems)
 }
 
+// TestParseBadEscapeOwners: a record that leaves out its owner repeats
+// that of the record before, and a relative owner ends in the $ORIGIN in
+// effect; when either was written with an escape RFC 1035 §5.1 does not
+// allow, the owner is not the name written, and the record is a syntax
+// problem on its own line, skipped, as the line that wrote it is.
+func TestParseBadEscapeOwners(t *testing.T) {
+	text := "$ORIGIN rpz.test.\n" + // 1
+		head + // 2-4
+		"x\\2.example CNAME .\n" + // 5
+		"  CNAME rpz-passthru.\n" + // 6: owner x\2.example, repeated
+		"a.example CNAME .\n" + // 7
+		"$ORIGIN sub\\2.rpz.test.\n" + // 8
+		"y CNAME .\n" + // 9: owner y.sub\2.rpz.test.
+		"$ORIGIN rpz.test.\n" + // 10
+		"b.example CNAME .\n" // 11
+	r := parse(t, text)
+	var got []string
+	for _, tr := range r.triggers {
+		got = append(got, tr.Name+"@"+strconv.Itoa(tr.Line))
+	}
+	assert.Equal(t, []string{"a.example@7", "b.example@11"}, got)
+	var bad []string
+	for _, p := range r.problems {
+		assert.ErrorIs(t, p.Err, ErrSyntax)
+		assert.ErrorContains(t, p.Err, "a malformed escape (RFC 1035 §5.1")
+		bad = append(bad, strconv.Itoa(p.Line)+":"+p.Token)
+	}
+	assert.Equal(t, []string{`5:\2`, `6:\2`, `9:\2`}, bad)
+	assert.Equal(t, 3, r.zone.Problems)
+}
+
 // TestParseNoTarget checks a CNAME without a target: a syntax error, before
 // a line end and at the end of the text.
 func TestParseNoTarget(t *testing.T) {
