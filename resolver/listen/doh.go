@@ -324,6 +324,11 @@ func (s *DoHServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		resume()
 	}
 	reply, replyMsg := dw.held()
+	if reply == nil && dw.writeFailed() {
+		// The Handler's reply could not be taken: the server's fault.
+		http.Error(w, "no answer", http.StatusInternalServerError)
+		return
+	}
 	if reply == nil {
 		// The Handler dropped the query (an RPZ rpz-drop trigger): over
 		// HTTP something must be said, and it is a refusal by policy, not
@@ -724,6 +729,9 @@ type heldReply struct {
 	mu    sync.Mutex
 	reply []byte   // the first reply written; later ones are refused
 	msg   *dns.Msg // reply parsed, when it came through WriteMsg
+	// failed marks a reply written and not kept: it did not pack, or
+	// was longer than 65,535 octets.
+	failed bool
 	// received is the message answered, as it came; set before the
 	// Handler runs, never written after.
 	received []byte
@@ -732,6 +740,9 @@ type heldReply struct {
 func (h *heldReply) WriteMsg(m *dns.Msg) error {
 	b, err := m.Pack()
 	if err != nil {
+		h.mu.Lock()
+		h.failed = true
+		h.mu.Unlock()
 		return err
 	}
 	return h.keep(b, m)
@@ -745,11 +756,12 @@ func (h *heldReply) Write(b []byte) (int, error) {
 }
 
 func (h *heldReply) keep(b []byte, m *dns.Msg) error {
-	if len(b) > dns.MaxMsgSize {
-		return errors.New("reply longer than 65,535 octets")
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if len(b) > dns.MaxMsgSize {
+		h.failed = true
+		return errors.New("reply longer than 65,535 octets")
+	}
 	if h.reply != nil {
 		return errors.New("a reply was already written")
 	}
@@ -763,6 +775,15 @@ func (h *heldReply) held() ([]byte, *dns.Msg) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.reply, h.msg
+}
+
+// writeFailed reports whether the Handler wrote a reply that was not kept
+// (WriteMsg's that did not pack, one over 65,535 octets): with no reply
+// held, the query was not dropped but went unanswered by a fault.
+func (h *heldReply) writeFailed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.failed
 }
 
 // Received is the message as it came (Received): a signed NOTIFY's MAC

@@ -1080,3 +1080,43 @@ func postStatus(t *testing.T, d *dohSetup) func(body []byte) int {
 		return resp.StatusCode
 	}
 }
+
+// unpackableHandler answers every query with a reply miekg/dns cannot
+// pack (an owner name with an empty label), so that its WriteMsg fails.
+type unpackableHandler struct{}
+
+func (unpackableHandler) ServeInline(w ResponseWriter, req *dns.Msg) func() {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: "a..example.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(192, 0, 2, 1)})
+	_ = w.WriteMsg(m)
+	return nil
+}
+
+// TestDoHWriteFailedIsNoDrop: a reply the Handler wrote and the listener
+// could not take (it does not pack) is the server's fault, a 500 "no
+// answer", not the 403 "query dropped by policy" of a query the Handler
+// dropped without a word: that one would tell the client its query was
+// blocked, and contradict the query's count and audit line.
+func TestDoHWriteFailedIsNoDrop(t *testing.T) {
+	srv := NewDoHServer(DoHOptions{Handler: unpackableHandler{}, Trusted: trustNone})
+	ln, err := net.Listen("tcp", "127.0.159.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		_ = srv.Close()
+		assert.NoError(t, <-served)
+	})
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Post("http://"+ln.Addr().String()+DoHPath, DoHContentType, bytes.NewReader(mustPack(t, query("example.org"))))
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusInternalServerError, resp.StatusCode)
+	assert.Equal(t, "no answer\n", string(body))
+}
