@@ -35,6 +35,31 @@ func (r *result) handler() Handler {
 	}
 }
 
+// triggersAt is each trigger handed over as name@line, in order.
+func (r *result) triggersAt() []string {
+	var at []string
+	for _, tr := range r.triggers {
+		at = append(at, tr.Name+"@"+strconv.Itoa(tr.Line))
+	}
+	return at
+}
+
+// syntaxAt is each problem handed over as line:token, in order, each
+// asserted a syntax problem (ErrSyntax) whose message holds msg when msg
+// is not empty.
+func (r *result) syntaxAt(t *testing.T, msg string) []string {
+	t.Helper()
+	var at []string
+	for _, p := range r.problems {
+		assert.ErrorIs(t, p.Err, ErrSyntax)
+		if msg != "" {
+			assert.ErrorContains(t, p.Err, msg)
+		}
+		at = append(at, strconv.Itoa(p.Line)+":"+p.Token)
+	}
+	return at
+}
+
 const head = "$TTL 300\n@ SOA localhost. root.localhost. 42 3600 600 86400 60\n  NS localhost.\n"
 
 func TestParseTriggers(t *testing.T) {
@@ -181,17 +206,10 @@ func TestParseLines(t *testing.T) {
 		"j CNAME .\r\n" + // 23
 		"k CNAME ." // 24, no line end
 	r := parse(t, text)
-	var got []string
-	for _, tr := range r.triggers {
-		got = append(got, tr.Name+"@"+strconv.Itoa(tr.Line))
-	}
+	got := r.triggersAt()
 	assert.Equal(t, []string{"a.example@9", "b.example@10", "c.example@12", "e.example@14", "h.example@18",
 		"i.sub.example@21", "j.sub.example@23", "k.sub.example@24"}, got)
-	var bad []string
-	for _, p := range r.problems {
-		assert.ErrorIs(t, p.Err, ErrSyntax)
-		bad = append(bad, strconv.Itoa(p.Line)+":"+p.Token)
-	}
+	bad := r.syntaxAt(t, "")
 	assert.Equal(t, []string{"13:bad", "15:BOGUS", "17:junk", "19:/etc/passwd", `22:"`}, bad, "%v", r.problems)
 	assert.Equal(t, Zone{Origin: "rpz.test.", Serial: 7, SOA: true, Triggers: 8, Problems: 5}, r.zone)
 }
@@ -221,17 +239,9 @@ func TestParseBadEscapes(t *testing.T) {
 		"h.example CNAME . ; \\2 in a comment\n" + // 16
 		"i.example CNAME x\\25" // 17, no line end
 	r := parse(t, text)
-	var got []string
-	for _, tr := range r.triggers {
-		got = append(got, tr.Name+"@"+strconv.Itoa(tr.Line))
-	}
+	got := r.triggersAt()
 	assert.Equal(t, []string{"a.example@6", `ok\065.example@8`, "b.example@9", `e\.dot.example@13`, `g\\2.example@15`, "h.example@16"}, got)
-	var bad []string
-	for _, p := range r.problems {
-		assert.ErrorIs(t, p.Err, ErrSyntax)
-		assert.ErrorContains(t, p.Err, "a malformed escape (RFC 1035 §5.1")
-		bad = append(bad, strconv.Itoa(p.Line)+":"+p.Token)
-	}
+	bad := r.syntaxAt(t, "a malformed escape (RFC 1035 §5.1")
 	assert.Equal(t, []string{`5:\2`, `7:\256`, `10:\10`, `11:\2`, `14:\1`, `17:\25`}, bad)
 	assert.Equal(t, 6, r.zone.Problems)
 }
@@ -252,17 +262,9 @@ func TestParseBadEscapeOwners(t *testing.T) {
 		"$ORIGIN rpz.test.\n" + // 10
 		"b.example CNAME .\n" // 11
 	r := parse(t, text)
-	var got []string
-	for _, tr := range r.triggers {
-		got = append(got, tr.Name+"@"+strconv.Itoa(tr.Line))
-	}
+	got := r.triggersAt()
 	assert.Equal(t, []string{"a.example@7", "b.example@11"}, got)
-	var bad []string
-	for _, p := range r.problems {
-		assert.ErrorIs(t, p.Err, ErrSyntax)
-		assert.ErrorContains(t, p.Err, "a malformed escape (RFC 1035 §5.1")
-		bad = append(bad, strconv.Itoa(p.Line)+":"+p.Token)
-	}
+	bad := r.syntaxAt(t, "a malformed escape (RFC 1035 §5.1")
 	assert.Equal(t, []string{`5:\2`, `6:\2`, `9:\2`}, bad)
 	assert.Equal(t, 3, r.zone.Problems)
 }
