@@ -172,20 +172,10 @@ func TestDoHRefusedPeerIsResetAndHoldsNoPlace(t *testing.T) {
 			}
 			return func() {}, true
 		}})
-	ln, err := net.Listen("tcp", "127.0.156.1:0")
-	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		_ = srv.Close()
-		assert.NoError(t, <-served)
-	})
+	addr := serveDoH(t, srv, "127.0.156.1")
 
 	for range 3 {
-		assertResetAtAccept(t, "127.0.156.2", ln.Addr().String())
+		assertResetAtAccept(t, "127.0.156.2", addr)
 	}
 
 	refuse.Store(false)
@@ -194,7 +184,7 @@ func TestDoHRefusedPeerIsResetAndHoldsNoPlace(t *testing.T) {
 	b, err := m.Pack()
 	require.NoError(t, err)
 	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get("http://" + ln.Addr().String() + DoHPath + "?dns=" + base64.RawURLEncoding.EncodeToString(b))
+	resp, err := client.Get("http://" + addr + DoHPath + "?dns=" + base64.RawURLEncoding.EncodeToString(b))
 	require.NoError(t, err, "the listener's one place is free")
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()

@@ -57,24 +57,32 @@ func newDoHSetup(t *testing.T, plain bool, tune func(*DoHOptions)) *dohSetup {
 		tune(&opt)
 	}
 	d.srv = NewDoHServer(opt)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	d.addr = ln.Addr().String()
+	d.addr = serveDoH(t, d.srv, "127.0.0.1")
 	scheme := "https"
 	if plain {
 		scheme = "http"
 	}
 	d.url = scheme + "://" + d.addr + DoHPath
+	return d
+}
+
+// serveDoH serves srv on a free TCP port of ip until the test ends (a
+// graceful Shutdown of 5 s at most, then Close, and Serve's return
+// checked), and returns the address.
+func serveDoH(t *testing.T, srv *DoHServer, ip string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	require.NoError(t, err)
 	served := make(chan error, 1)
-	go func() { served <- d.srv.Serve(ln) }()
+	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = d.srv.Shutdown(ctx)
-		_ = d.srv.Close()
+		_ = srv.Shutdown(ctx)
+		_ = srv.Close()
 		assert.NoError(t, <-served)
 	})
-	return d
+	return ln.Addr().String()
 }
 
 // client is an HTTP client trusting the test CA; http1 keeps it to
@@ -1099,20 +1107,9 @@ func (unpackableHandler) ServeInline(w ResponseWriter, req *dns.Msg) func() {
 // dropped without a word: that one would tell the client its query was
 // blocked, and contradict the query's count and audit line.
 func TestDoHWriteFailedIsNoDrop(t *testing.T) {
-	srv := NewDoHServer(DoHOptions{Handler: unpackableHandler{}, Trusted: trustNone})
-	ln, err := net.Listen("tcp", "127.0.159.1:0")
-	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		_ = srv.Close()
-		assert.NoError(t, <-served)
-	})
+	addr := serveDoH(t, NewDoHServer(DoHOptions{Handler: unpackableHandler{}, Trusted: trustNone}), "127.0.159.1")
 	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Post("http://"+ln.Addr().String()+DoHPath, DoHContentType, bytes.NewReader(mustPack(t, query("example.org"))))
+	resp, err := c.Post("http://"+addr+DoHPath, DoHContentType, bytes.NewReader(mustPack(t, query("example.org"))))
 	require.NoError(t, err)
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
