@@ -73,6 +73,13 @@ func serveDoH(t *testing.T, srv *DoHServer, ip string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	require.NoError(t, err)
+	serveDoHOn(t, srv, ln)
+	return ln.Addr().String()
+}
+
+// serveDoHOn is serveDoH on the listener ln.
+func serveDoHOn(t *testing.T, srv *DoHServer, ln net.Listener) {
+	t.Helper()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -82,7 +89,6 @@ func serveDoH(t *testing.T, srv *DoHServer, ip string) string {
 		_ = srv.Close()
 		assert.NoError(t, <-served)
 	})
-	return ln.Addr().String()
 }
 
 // client is an HTTP client trusting the test CA; http1 keeps it to

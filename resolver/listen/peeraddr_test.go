@@ -1,7 +1,6 @@
 package listen
 
 import (
-	"context"
 	"encoding/base64"
 	"io"
 	"net"
@@ -98,15 +97,7 @@ func TestDoHLinkLocalProxyBelieved(t *testing.T) {
 	}
 	h := remoteRecorder{remotes: make(chan net.Addr, 1)}
 	srv := NewDoHServer(DoHOptions{Handler: h, MaxConns: 4, Trusted: func(a netip.Addr) bool { return a == proxy }})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(peerListener{Listener: inner, peer: zoned}) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		_ = srv.Close()
-		assert.NoError(t, <-served)
-	})
+	serveDoHOn(t, srv, peerListener{Listener: inner, peer: zoned})
 
 	m := new(dns.Msg)
 	m.SetQuestion("fast.", dns.TypeTXT)
