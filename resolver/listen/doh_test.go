@@ -1107,19 +1107,34 @@ func (unpackableHandler) ServeInline(w ResponseWriter, req *dns.Msg) func() {
 	return nil
 }
 
+// oversizedHandler answers every query with raw octets one past the
+// 65,535 a DNS message can hold (RFC 1035 §4.2.2's length field), so
+// that its Write is refused.
+type oversizedHandler struct{}
+
+func (oversizedHandler) ServeInline(w ResponseWriter, req *dns.Msg) func() {
+	_, _ = w.Write(make([]byte, dns.MaxMsgSize+1))
+	return nil
+}
+
 // TestDoHWriteFailedIsNoDrop: a reply the Handler wrote and the listener
-// could not take (it does not pack) is the server's fault, a 500 "no
-// answer", not the 403 "query dropped by policy" of a query the Handler
-// dropped without a word: that one would tell the client its query was
-// blocked, and contradict the query's count and audit line.
+// could not take (it does not pack, or it is longer than 65,535 octets)
+// is the server's fault, a 500 "no answer", not the 403 "query dropped
+// by policy" of a query the Handler dropped without a word: that one
+// would tell the client its query was blocked, and contradict the
+// query's count and audit line.
 func TestDoHWriteFailedIsNoDrop(t *testing.T) {
-	addr := serveDoH(t, NewDoHServer(DoHOptions{Handler: unpackableHandler{}, Trusted: trustNone}), "127.0.159.1")
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Post("http://"+addr+DoHPath, DoHContentType, bytes.NewReader(mustPack(t, query("example.org"))))
-	require.NoError(t, err)
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.NoError(t, err)
-	assert.Equal(t, http.StatusInternalServerError, resp.StatusCode)
-	assert.Equal(t, "no answer\n", string(body))
+	for name, h := range map[string]Handler{"unpackable": unpackableHandler{}, "oversized": oversizedHandler{}} {
+		t.Run(name, func(t *testing.T) {
+			addr := serveDoH(t, NewDoHServer(DoHOptions{Handler: h, Trusted: trustNone}), "127.0.159.1")
+			c := &http.Client{Timeout: 10 * time.Second}
+			resp, err := c.Post("http://"+addr+DoHPath, DoHContentType, bytes.NewReader(mustPack(t, query("example.org"))))
+			require.NoError(t, err)
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.NoError(t, err)
+			assert.Equal(t, http.StatusInternalServerError, resp.StatusCode)
+			assert.Equal(t, "no answer\n", string(body))
+		})
+	}
 }
