@@ -3,13 +3,13 @@ package resolver
 import (
 	"errors"
 	"fmt"
-	"github.com/dnsfence/dnsfence/blocklist/rpz"
-	"github.com/miekg/dns"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/blocklist/rpz"
+	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
 )
 

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/dnsfence/dnsfence/blocklist"
 	"io"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"go.yaml.in/yaml/v3"
 )
 
