@@ -7,6 +7,7 @@
 //	dnsfence [serve] [-config FILE]                    serve
 //	dnsfence check [-config FILE] [-strict]            validate and summarise
 //	dnsfence explain [-config FILE] CLIENT NAME [TYPE] why a name is blocked or not (CLIENT an address or an ECS network)
+//	dnsfence health [-url URL] [-timeout D]            whether a running dnsfence is ready (its /readyz)
 //	dnsfence version                                   the version
 //	dnsfence help [COMMAND]                            usage
 //
