@@ -159,6 +159,10 @@ type rulesCounter struct {
 	mu   sync.Mutex
 	n    map[string]int
 	sent map[rulesSent]bool
+	// again are the keys of which one ID came twice: a resend, or a
+	// second query whose random ID happened to be the first's (1 time in
+	// 65,536), which the count cannot tell apart.
+	again map[string]bool
 }
 
 // rulesSent is one query as rulesCounter tells resends apart: its key,
@@ -182,12 +186,22 @@ func (c *rulesCounter) add(w dns.ResponseWriter, r *dns.Msg) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.n == nil {
-		c.n, c.sent = map[string]int{}, map[rulesSent]bool{}
+		c.n, c.sent, c.again = map[string]int{}, map[rulesSent]bool{}, map[string]bool{}
 	}
 	if sent := (rulesSent{key, r.Id, tcp}); !c.sent[sent] {
 		c.sent[sent] = true
 		c.n[key]++
+	} else {
+		c.again[key] = true
 	}
+}
+
+// resent reports whether one ID of the key's queries came twice, so that
+// get may count two queries as one.
+func (c *rulesCounter) resent(name string, qtype, qclass uint16, do, cd bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.again[c.key(name, qtype, qclass, do, cd)]
 }
 
 func (c *rulesCounter) get(name string, qtype, qclass uint16, do, cd bool) int {
@@ -404,20 +418,35 @@ func TestCacheRulesEveryTransport(t *testing.T) {
 					for _, from := range []string{rulesGov, rulesExempt} {
 						for _, miss := range trs {
 							for _, hit := range trs {
-								name := fmt.Sprintf("%s.%s-%s.%s.example.org.", sc.label, miss.name, hit.name, strings.ReplaceAll(from, ".", "-"))
-								what := fmt.Sprintf("%s then %s from %s", miss.name, hit.name, from)
-								m := question(name, sc.qtype, true)
-								r, err := miss.ask(from, m)
-								require.NoError(t, err, what)
-								checkRulesAnswer(t, sc, r, what+": the miss")
-								r, err = hit.ask(from, m)
-								require.NoError(t, err, what)
-								checkRulesAnswer(t, sc, r, what+": the hit")
-								want := 2
-								if sc.cached {
-									want = 1
+								for again := 0; ; again++ {
+									name := fmt.Sprintf("%s.%s-%s.%s.example.org.", sc.label, miss.name, hit.name, strings.ReplaceAll(from, ".", "-"))
+									if again > 0 {
+										name = fmt.Sprintf("%s.again%d.%s", sc.label, again, strings.TrimPrefix(name, sc.label+"."))
+									}
+									what := fmt.Sprintf("%s then %s from %s", miss.name, hit.name, from)
+									m := question(name, sc.qtype, true)
+									r, err := miss.ask(from, m)
+									require.NoError(t, err, what)
+									checkRulesAnswer(t, sc, r, what+": the miss")
+									r, err = hit.ask(from, m)
+									require.NoError(t, err, what)
+									checkRulesAnswer(t, sc, r, what+": the hit")
+									want := 2
+									if sc.cached {
+										want = 1
+									}
+									got := counter.get(name, sc.qtype, dns.ClassINET, false, false)
+									if got < want && again < 3 && counter.resent(name, sc.qtype, dns.ClassINET, false, false) {
+										// One ID came twice: a resend, counted
+										// once, or the second query's random ID
+										// was the first's. Which, the count
+										// cannot tell: the pair is asked again
+										// under a name of its own.
+										continue
+									}
+									assert.Equal(t, want, got, "%s: upstream queries", what)
+									break
 								}
-								assert.Equal(t, want, counter.get(name, sc.qtype, dns.ClassINET, false, false), "%s: upstream queries", what)
 							}
 						}
 					}
