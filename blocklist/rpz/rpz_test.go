@@ -269,6 +269,83 @@ func TestParseBadEscapeOwners(t *testing.T) {
 	assert.Equal(t, 3, r.zone.Problems)
 }
 
+// TestParseFollowsTheLexer: the line reader follows the text as the zone
+// lexer reads it, so that each record is given the line it starts on, and
+// a parser made after a syntax error goes on with the next logical line
+// and the $ORIGIN then in effect: a directive after a comment line,
+// relative to the one before (or to the root), `@`, or apart from its
+// name by a tab; a `$ORIGIN` with no name or an invalid one, which changes
+// nothing (at the end of the text too); a `)` with none open; a `(` or
+// `;` inside quotes; a quote left open; a name that starts with a digit
+// after a blank line (no escape); fields apart by tabs; a \DDD cut short
+// by the end of the text; and a record in parentheses the failed parser
+// read ahead into.
+func TestParseFollowsTheLexer(t *testing.T) {
+	for _, tc := range []struct {
+		name, text string
+		triggers   []string // name@line
+		problems   []string // line:token (syntax) or line:owner
+		errs       []error
+	}{
+		{"$ORIGIN after a comment line", "$ORIGIN rpz.test.\na CNAME bad bad\n; a comment\n$ORIGIN sub.rpz.test.\nb CNAME bad bad\nc CNAME .\n",
+			[]string{"c.sub@6"}, []string{"2:bad", "5:bad"}, []error{ErrSyntax, ErrSyntax}},
+		{"relative $ORIGIN", "$ORIGIN rpz.test.\n$ORIGIN sub\nb CNAME bad bad\nc CNAME .\n",
+			[]string{"c.sub@4"}, []string{"3:bad"}, []error{ErrSyntax}},
+		{"relative $ORIGIN below the root", "$ORIGIN .\n$ORIGIN rpz\na CNAME bad bad\nb CNAME .\n",
+			[]string{"b.rpz@4"}, []string{"3:bad"}, []error{ErrSyntax}},
+		{"$ORIGIN @", "$ORIGIN @\na CNAME .\n",
+			[]string{"a@2"}, nil, nil},
+		{"$ORIGIN @ after a name", "$ORIGIN rpz.test.\n$ORIGIN @\nb CNAME bad bad\nc CNAME .\n",
+			[]string{"c@4"}, []string{"3:bad"}, []error{ErrSyntax}},
+		{"$ORIGIN and a tab", "$ORIGIN\trpz.test.\n$ORIGIN\tsub.rpz.test.\nb CNAME bad bad\nc CNAME .\n",
+			[]string{"c.sub@4"}, []string{"3:bad"}, []error{ErrSyntax}},
+		{"an invalid $ORIGIN, which changes nothing", "$ORIGIN rpz.test.\n$ORIGIN a..b\nb CNAME bad bad\nc CNAME .\n",
+			[]string{"c@4"}, []string{"2:a..b", "3:bad"}, []error{ErrSyntax, ErrSyntax}},
+		{"$ORIGIN with no name", "$ORIGIN rpz.test.\n$ORIGIN\na CNAME .\n",
+			[]string{"a@3"}, []string{"2:$ORIGIN"}, []error{ErrSyntax}},
+		{"$ORIGIN with no name at the end", "$ORIGIN rpz.test.\na CNAME .\n$ORIGIN",
+			[]string{"a@2"}, []string{"3:$ORIGIN"}, []error{ErrSyntax}},
+		{"$ORIGIN with a comment alone", "$ORIGIN rpz.test.\n$ORIGIN ; none\na CNAME .\n",
+			[]string{"a@3"}, []string{"2:\n"}, []error{ErrSyntax}},
+		{"a closing parenthesis with none open", "$ORIGIN rpz.test.\na CNAME . )\nb CNAME .\nc CNAME .\n",
+			[]string{"b@3", "c@4"}, []string{"2:extra closing brace"}, []error{ErrSyntax}},
+		{"a parenthesis inside quotes", "$ORIGIN rpz.test.\na TXT \"(\"\nb CNAME .\n",
+			[]string{"b@3"}, []string{"2:a.rpz.test."}, []error{ErrLocalData}},
+		{"a parenthesis inside quotes after an error", "$ORIGIN rpz.test.\na CNAME bad bad\nb TXT \"(\"\nc CNAME .\n",
+			[]string{"c@4"}, []string{"2:bad", "3:b.rpz.test."}, []error{ErrSyntax, ErrLocalData}},
+		{"a quote left open", "$ORIGIN rpz.test.\n\"q\n;(\nb CNAME .\n",
+			[]string{"b@4"}, []string{`2:"`}, []error{ErrSyntax}},
+		{"a name that starts with a digit after a blank line", "$ORIGIN rpz.test.\na CNAME .\n\n7eleven.example CNAME .\n",
+			[]string{"a@2", "7eleven.example@4"}, nil, nil},
+		{"tabs between the fields", "$ORIGIN rpz.test.\na CNAME .\nb\tCNAME\t.\n",
+			[]string{"a@2", "b@3"}, nil, nil},
+		{"an escape of one digit at the end", "$ORIGIN rpz.test.\na CNAME .\nb CNAME x\\2",
+			[]string{"a@2"}, []string{`3:\2`}, []error{ErrSyntax}},
+		{"a record in parentheses read ahead", "$ORIGIN rpz.test.\na CNAME\nb ( CNAME\n . )\nc CNAME .\n",
+			[]string{"b@3", "c@5"}, []string{"2:\n"}, []error{ErrSyntax}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := parse(t, tc.text)
+			assert.Equal(t, tc.triggers, r.triggersAt())
+			var problems []string
+			var errs []error
+			for _, p := range r.problems {
+				what := p.Token
+				if p.Owner != "" {
+					what = p.Owner
+				}
+				problems = append(problems, strconv.Itoa(p.Line)+":"+what)
+				errs = append(errs, p.Err)
+			}
+			assert.Equal(t, tc.problems, problems)
+			require.Len(t, errs, len(tc.errs))
+			for i, want := range tc.errs {
+				assert.ErrorIs(t, errs[i], want, "problem %d", i)
+			}
+		})
+	}
+}
+
 // TestParseNoTarget checks a CNAME without a target: a syntax error, before
 // a line end and at the end of the text.
 func TestParseNoTarget(t *testing.T) {
