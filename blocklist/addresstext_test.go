@@ -12,7 +12,8 @@ import (
 // reader tells from its ASCII (a zero-width space or joiner, a word
 // joiner, a soft hyphen, a byte-order mark or a bidirectional mark, all
 // Unicode format characters; full-width digits and punctuation, as an
-// input method in full-width mode types them; an ideographic full stop)
+// input method in full-width mode types them; an ideographic full stop,
+// full-width or halfwidth)
 // is that range, as the same characters in a list's name are read
 // (normalizeEntry, UTS #46): it was a bad line, skipped, and the devices
 // of a government range copied from a web page went unblocked.
@@ -28,6 +29,7 @@ func TestRangeSpelledAsANameIsRead(t *testing.T) {
 		{"１０.８.０.０／１６", "10.8.0.0/16"},
 		{"10．9．0．0", "10.9.0.0/32"},
 		{"10。10。0。0/16", "10.10.0.0/16"},
+		{"10\uff6111\uff610\uff610/16", "10.11.0.0/16"}, // the halfwidth ideographic full stop
 		{"ｆｄ００：：／８", "fd00::/8"},
 		{"2001:db8::\u200b/32", "2001:db8::/32"},
 	} {

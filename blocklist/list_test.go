@@ -120,18 +120,32 @@ func TestParseBadLines(t *testing.T) {
 		{name: "empty label", line: "tiktok..com", wantErr: ErrEmptyLabel,
 			wantMsg: `lists/x.txt:2: empty label: "tiktok..com"`},
 		{name: "bad char", line: "tik$tok.com", wantErr: ErrBadChar},
+		{name: "DEL", line: "\x7ftiktok.com", wantErr: ErrBadChar},
+		{name: "a slash alone", line: "/", wantErr: ErrBadChar,
+			wantMsg: `lists/x.txt:2: invalid character in name: "/"`},
+		// UTS #46 refuses the character: the line is no name, not the
+		// punycode of what is left of it.
+		{name: "character IDNA refuses", line: "\u2488tiktok.com", wantErr: ErrIDNA},
 		// The root, and dots alone, are no address: a name of empty labels.
 		{name: "the root", line: ".", wantErr: ErrEmptyLabel,
 			wantMsg: `lists/x.txt:2: empty label: "."`},
 		{name: "dots alone", line: "..", wantErr: ErrEmptyLabel},
 		{name: "the root, a comment after it", line: ". # every name", wantErr: ErrEmptyLabel},
 		{name: "lone continuation octet 0x80", line: "tiktok\x80.com", wantErr: ErrNotUTF8Name},
+		{name: "Latin-1 letter first", line: "\xe9cole.example", wantErr: ErrNotUTF8Name},
 		{name: "Latin-1 letter", line: "caf\xe9.example", wantErr: ErrNotUTF8Name,
 			wantMsg: `lists/x.txt:2: a name that is not UTF-8 text (a Latin-1 or Windows-1252 letter?); save the list as UTF-8: "caf\xe9.example"`},
 		{name: "inner wildcard", line: "v*.tiktokcdn-eu.com", wantErr: ErrWildcard},
+		// Chrome's pattern starts with a bracket and does not end with
+		// one, a JSON array's last line ends with one: neither is a line
+		// in brackets whole.
+		{name: "Chrome's site pattern", line: "[*.]tiktok.com", wantErr: ErrWildcard,
+			wantMsg: `lists/x.txt:2: wildcards are only allowed as a leading "*.": "[*.]tiktok.com"`},
+		{name: "the last line of a JSON array", line: `"bytedance.com"]`, wantErr: ErrBadChar},
 		{name: "adblock options", line: "||tiktok.com^$dnstype=AAAA", wantErr: ErrAdblockOptions},
 		{name: "adblock options besides important", line: "||tiktok.com^$important,client=10.0.0.1", wantErr: ErrAdblockOptions},
 		{name: "adblock empty options", line: "||tiktok.com^$,", wantErr: ErrAdblockOptions},
+		{name: "adblock options alone", line: "||$client=10.0.0.1^", wantErr: ErrAdblockOptions},
 		{name: "adblock badfilter", line: "||tiktok.com^$badfilter", wantErr: ErrAdblockOptions},
 		{name: "adblock single pipe", line: "|tiktok.com^", wantErr: ErrAdblockForm,
 			wantMsg: `lists/x.txt:2: adblock rules must have the form ||name^: "|tiktok.com^"`},
@@ -170,12 +184,14 @@ func TestParseBadLines(t *testing.T) {
 		{name: "carriage return before a #", line: "tiktok.com\r# x", wantErr: ErrLoneCR},
 		{name: "lines that end in CR alone", line: "tiktok.com\rcapcut.com\rdouyin.com", wantErr: ErrLoneCR,
 			wantMsg: `lists/x.txt:2: a carriage return inside the line: lines that end in CR alone (as classic Mac OS saved them) are one line here; save the file with LF or CRLF line ends: "tiktok.com"`},
-		{name: "hosts lines that end in CR alone", line: "0.0.0.0 tiktok.com\r0.0.0.0 capcut.com", wantErr: ErrLoneCR},
+		{name: "hosts lines that end in CR alone", line: "0.0.0.0 tiktok.com\r0.0.0.0 capcut.com", wantErr: ErrLoneCR,
+			wantMsg: `lists/x.txt:2: a carriage return inside the line: lines that end in CR alone (as classic Mac OS saved them) are one line here; save the file with LF or CRLF line ends: "tiktok.com"`},
 		{name: "trailing text", line: "tiktok.com extra", wantErr: ErrTrailing,
 			wantMsg: `lists/x.txt:2: unexpected text after the entry: "extra"`},
 		{name: "cosmetic filter", line: "example.com##.ad", wantErr: ErrCosmetic,
 			wantMsg: `lists/x.txt:2: an Adblock cosmetic rule (##, #@#, #$#, …) hides part of a web page and blocks no name: "example.com##.ad"`},
 		{name: "cosmetic exception", line: "example.com#@#.ad", wantErr: ErrCosmetic},
+		{name: "cosmetic filter of a one-letter name", line: "a##.ad", wantErr: ErrCosmetic},
 		// hosts(5) and Blocky read a comment after a name's glued "#"; a
 		// list line does not (a cosmetic rule is no name), and says so.
 		{name: "comment glued to a name", line: "TikTok.com#ads", wantErr: ErrGluedComment,
@@ -201,6 +217,7 @@ func TestParseBadLines(t *testing.T) {
 		{name: "URL of an address", line: "http://192.0.2.7/", wantErr: ErrURL,
 			wantMsg: `lists/x.txt:2: a URL is not a list entry (and lists hold names, not addresses): "http://192.0.2.7/"`},
 		{name: "URL with an IPv6 address", line: "http://[2001:db8::1]/", wantErr: ErrURL},
+		{name: "URL with its scheme cut", line: "://tiktok.com", wantErr: ErrURL},
 		{name: "URL without a host", line: "https:///tiktok", wantErr: ErrURL,
 			wantMsg: `lists/x.txt:2: a URL is not a list entry (write the name alone, e.g. tiktok.com): "https:///tiktok"`},
 		{name: "empty regular expression", line: "//", wantErr: ErrRegex},
@@ -306,6 +323,67 @@ func TestParseAddressesAreNotNames(t *testing.T) {
 	n, first := BadLines(warn)
 	assert.Equal(t, 3, n)
 	assert.EqualError(t, first, `lists/ips.txt:1: an address alone is not a domain name (to block the answers that hold 10.0.0.1, as Blocky reads an address in a denylist, write "32.1.0.0.10.rpz-ip CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through): "||10.0.0.1^"`)
+}
+
+// TestParseAddressesOfEveryDigit: an address is told from a name by
+// its digits and dots alone, 9 among them (`9.9.9.9`, `192.0.2.9` are
+// addresses; `1.2.3.4.5x`, with a letter last, and `cafe.de`, of
+// hexadecimal letters, are names), glued to a name too, and an IPv6
+// address of hexadecimal letters, in either case, starts a hosts line; an
+// IPv4-mapped
+// address is named as the IPv4 address a policy zone matches, a zoned one
+// without its zone; and a hosts line whose address is invalid blocks none
+// of its names.
+func TestParseAddressesOfEveryDigit(t *testing.T) {
+	data := strings.Join([]string{
+		"9.9.9.9",                     // 1: read the fast way
+		"||192.0.2.9^",                // 2
+		"0.0.0.0 192.0.2.9tiktok.com", // 3
+		"9.9.9.9tiktok.com",           // 4
+		"300.0.0.1 tiktok.com",        // 5
+		"::ffff:10.0.0.9",             // 6
+		"fe80::a%eth0",                // 7
+		"192.0..1",                    // 8
+		"cafe.de # a name of hexadecimal letters", // 9
+		"1.2.3.4.5x",             // 10
+		"fe80::a%lo0 tiktok.com", // 11: a hosts line of IPv6
+		"FE80::B%lo0 capcut.com", // 12: in capitals
+		"",
+	}, "\n")
+	l, warn := Parse("lists/ips.txt", []byte(data))
+	assert.Equal(t, []string{"cafe.de@9", "1.2.3.4.5x@10", "tiktok.com@11", "capcut.com@12"}, entries(l))
+	hold := func(line int, a, trigger, text string) string {
+		return fmt.Sprintf(`lists/ips.txt:%d: an address alone is not a domain name (to block the answers that hold %s, as Blocky reads an address in a denylist, write "%s CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through): %q`, line, a, trigger, text)
+	}
+	assert.EqualError(t, warn, strings.Join([]string{
+		hold(1, "9.9.9.9", "32.9.9.9.9.rpz-ip", "9.9.9.9"),
+		hold(2, "192.0.2.9", "32.9.2.0.192.rpz-ip", "||192.0.2.9^"),
+		`lists/ips.txt:3: an address glued to a name (a hosts line without white space after its address; write "192.0.2.9 tiktok.com"): "192.0.2.9tiktok.com"`,
+		`lists/ips.txt:4: an address glued to a name (a hosts line without white space after its address; write "9.9.9.9 tiktok.com"): "9.9.9.9tiktok.com"`,
+		`lists/ips.txt:5: invalid IP address: "300.0.0.1"`,
+		hold(6, "10.0.0.9", "32.9.0.0.10.rpz-ip", "::ffff:10.0.0.9"),
+		hold(7, "fe80::a", "128.a.zz.fe80.rpz-ip", "fe80::a%eth0"),
+		`lists/ips.txt:8: invalid IP address: "192.0..1"`,
+	}, "\n"))
+}
+
+// TestParseErrorNamesFileAndLine: a bad line reads `file:line: what is
+// wrong: "token"`, a skipped record of a policy zone `file:line: owner:
+// what is wrong` (its first line too), and one of a zone transfer, which
+// has no lines, `source owner: what is wrong`.
+func TestParseErrorNamesFileAndLine(t *testing.T) {
+	err := errors.New("what is wrong")
+	for _, tc := range []struct {
+		pe   ParseError
+		want string
+	}{
+		{ParseError{File: "x.txt", Line: 1, Text: "tok", Err: err}, `x.txt:1: what is wrong: "tok"`},
+		{ParseError{File: "x.rpz", Line: 1, Owner: "a.example.", Err: err}, "x.rpz:1: a.example.: what is wrong"},
+		{ParseError{File: "x.rpz", Line: 7, Owner: "a.example.", Err: err}, "x.rpz:7: a.example.: what is wrong"},
+		{ParseError{File: "axfr://192.0.2.53/rpz.example", Owner: "a.example.", Err: err}, "axfr://192.0.2.53/rpz.example a.example.: what is wrong"},
+	} {
+		assert.Equal(t, tc.want, tc.pe.Error())
+	}
 }
 
 // TestAdblockRulesForDNS: the Adblock rules that mean, for a DNS name, a
@@ -546,6 +624,10 @@ func TestNormalizeName(t *testing.T) {
 	assert.Equal(t, "www.xn--bcher-kva.example", n)
 	_, err = NormalizeName("a..b")
 	assert.ErrorIs(t, err, ErrEmptyLabel)
+	// ToASCII, as explain converts a typed name, keeps a trailing dot.
+	a, err := ToASCII("b\u00fccher.example.")
+	require.NoError(t, err)
+	assert.Equal(t, "xn--bcher-kva.example.", a)
 }
 
 func TestParseRanges(t *testing.T) {
@@ -589,6 +671,40 @@ func TestParseRangesURL(t *testing.T) {
 	require.Len(t, rf.Ranges, 1, "the good line still loads")
 }
 
+// TestParseReportsTextAtTheBound: a bad line's text of maxReportedText
+// octets is kept whole; a longer one is cut at a character's start, which
+// may leave none of it (a line of continuation octets, as a binary file
+// that holds no NUL has), never a piece of a character.
+func TestParseReportsTextAtTheBound(t *testing.T) {
+	whole := strings.Repeat("a", maxReportedText-4) + "..ex"
+	_, err := Parse("long.txt", []byte("ok.example\n"+whole+"\n"))
+	_, first := BadLines(err)
+	require.NotNil(t, first)
+	assert.Equal(t, whole, first.Text)
+
+	_, err = Parse("junk.txt", []byte("ok.example\n"+strings.Repeat("\x80", 1100)+"\n"))
+	_, first = BadLines(err)
+	require.NotNil(t, first)
+	assert.ErrorIs(t, first, ErrNotUTF8Name)
+	assert.Equal(t, "… (1100 octets)", first.Text)
+}
+
+// TestBadLinesOfAnotherError: an error that is no ParseError (one a
+// caller joined to a file's) is one bad line of no file: counted, not
+// skipped in any file.
+func TestBadLinesOfAnotherError(t *testing.T) {
+	other := errors.New("no such file")
+	n, first := BadLines(other)
+	assert.Equal(t, 1, n)
+	assert.Nil(t, first)
+	_, warn := Parse("x.txt", []byte("bad..name\nok.example\n"))
+	n, first = BadLines(errors.Join(warn, other))
+	assert.Equal(t, 2, n)
+	require.NotNil(t, first)
+	assert.Equal(t, 1, first.Line)
+	assert.Equal(t, map[string]int{"x.txt": 1}, Skipped(errors.Join(warn, other)))
+}
+
 // TestBadLineHidesURLPassword: a URL pasted into a list or a client range
 // file with a password or token before its @ is reported with it hidden,
 // as everywhere a URL is written (README "Configuration errors"): the
@@ -599,6 +715,9 @@ func TestBadLineHidesURLPassword(t *testing.T) {
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), secret)
 	assert.Contains(t, err.Error(), `"https://xxxxx@lists.example.gov/tiktok.txt"`)
+	_, first := BadLines(err)
+	require.NotNil(t, first)
+	assert.Equal(t, "https://xxxxx@lists.example.gov/tiktok.txt", first.Text, "the text kept, and logged, hides it too")
 	_, err = ParseRanges("networks/gov.txt", []byte("10.9.0.0/16\nhttps://user:"+secret+"@example.org/gov-ranges.txt\n"))
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), secret)
@@ -636,6 +755,10 @@ func TestParseRangesReportsEveryLine(t *testing.T) {
 			want: `ranges.txt:2: not an IP address or CIDR prefix: "[section]"`},
 		{name: "adblock header", line: "[Adblock Plus 2.0]",
 			want: `ranges.txt:2: not an IP address or CIDR prefix: "[Adblock Plus 2.0]"`},
+		// Only the range in brackets, or a prefix length after them, is
+		// offered: `[10.0.0.1]0` does not mean 10.0.0.10.
+		{name: "brackets and a digit after them", line: "[10.0.0.1]0",
+			want: `ranges.txt:2: not an IP address or CIDR prefix: "[10.0.0.1]0"`},
 		{name: "brackets and host bits", line: "[10.1.2.3/8]",
 			want: `ranges.txt:2: not an IP address or CIDR prefix: "[10.1.2.3/8]"`},
 		{name: "negated range", line: "!10.0.0.0/8",
@@ -694,6 +817,13 @@ func TestParsePrefix(t *testing.T) {
 		_, err = ParsePrefix(s)
 		assert.ErrorIs(t, err, ErrIPv4Compatible, s)
 	}
+	_, err = ParsePrefix("::0.0.0.0/96")
+	assert.EqualError(t, err, "an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client, did you mean 0.0.0.0/0")
+	// Shorter than /96, the prefix holds more than the IPv4-compatible
+	// addresses: it is the IPv6 range it says.
+	p, err = ParsePrefix("::0.0.0.0/95")
+	require.NoError(t, err)
+	assert.Equal(t, netip.MustParsePrefix("::/95"), p)
 }
 
 // TestParsePrefixMeantIsTaken: the range an error names as meant ("did
@@ -933,6 +1063,9 @@ func TestBracketLineOnlyKnownHeaders(t *testing.T) {
 		"[capcut.com]",                    // 6: an INI section
 		"[0.0.0.0 lemon8.com]",            // 7
 		"||pangle.io^",                    // 8
+		"[section]",                       // 9: no name, no header
+		"[]",                              // 10
+		"[ab]",                            // 11: shorter than a syntax's name
 		"",
 	}, "\n")
 	l, warn := Parse("lists/pasted.txt", []byte(data))
@@ -940,6 +1073,9 @@ func TestBracketLineOnlyKnownHeaders(t *testing.T) {
 		`lists/pasted.txt:5: a line in brackets is neither an entry nor a list header ([Adblock …], [AdGuard …], [uBlock …]) (write each name on a line of its own: tiktok.com): "[\"tiktok.com\", \"bytedance.com\"]"`,
 		`lists/pasted.txt:6: a line in brackets is neither an entry nor a list header ([Adblock …], [AdGuard …], [uBlock …]) (write each name on a line of its own: capcut.com): "[capcut.com]"`,
 		`lists/pasted.txt:7: a line in brackets is neither an entry nor a list header ([Adblock …], [AdGuard …], [uBlock …]) (write each name on a line of its own: lemon8.com): "[0.0.0.0 lemon8.com]"`,
+		`lists/pasted.txt:9: a line in brackets is neither an entry nor a list header ([Adblock …], [AdGuard …], [uBlock …]): "[section]"`,
+		`lists/pasted.txt:10: a line in brackets is neither an entry nor a list header ([Adblock …], [AdGuard …], [uBlock …]): "[]"`,
+		`lists/pasted.txt:11: a line in brackets is neither an entry nor a list header ([Adblock …], [AdGuard …], [uBlock …]): "[ab]"`,
 	}, "\n"))
 	assert.Equal(t, 1, l.Len())
 
@@ -968,6 +1104,7 @@ func TestBracketHeaderHoldingAName(t *testing.T) {
 		{name: "two syntaxes", line: "[Adblock Plus 2.0; AdGuard]"},
 		{name: "uBlock in capitals", line: "[UBLOCK ORIGIN]"},
 		{name: "a header and a comment", line: "[Adblock Plus 2.0] # from easylist"},
+		{name: "a header with white space inside its brackets", line: "[ AdGuard ]"},
 		{name: "a name starting adguard", line: "[adguard.tiktok.com]", want: "adguard.tiktok.com"},
 		{name: "a name starting ublock", line: "[UBlock.TikTok.com]", want: "ublock.tiktok.com"},
 		{name: "a syntax and a name", line: "[AdBlock tiktok.com]", want: "tiktok.com"},
@@ -983,6 +1120,7 @@ func TestBracketHeaderHoldingAName(t *testing.T) {
 		{name: "a syntax, a slash and a name", line: "[uBlock/bytedance.com]", unnamed: true},
 		// A symbol IDNA maps to letters (circled, squared, ™, ㎏) is
 		// written as a name's letter is, glued to the syntax or not.
+		{name: "a syntax, a colon and a name with an ideographic full stop", line: "[adblock:tiktok\u3002com]", unnamed: true},
 		{name: "a syntax, a colon and a circled name", line: "[adblock:\u24e3\u24d8\u24da\u24e3\u24de\u24da.\u24d2\u24de\u24dc]", unnamed: true},
 		{name: "a syntax glued to a name ending in a circled letter", line: "[AdGuard\u24e3.com]", unnamed: true},
 		{name: "a syntax and a squared name after a bar", line: "[uBlock|\U0001f130\U0001f130.\u33cf]", unnamed: true},
@@ -1003,6 +1141,7 @@ func TestBracketHeaderHoldingAName(t *testing.T) {
 		{name: "a syntax, a colon and a Hebrew name", line: "[adblock:\u05e9\u05dc\u05d5\u05dd.com]", unnamed: true},
 		{name: "a syntax, a bar and an Arabic name", line: "[AdGuard|\u0645\u0648\u0642\u0639.com]", unnamed: true},
 		{name: "a header with a check mark", line: "[Adblock Plus 2.0 \u2713]"},
+		{name: "a header with a version ending in 9", line: "[uBlock Origin v1.59]"},
 		{name: "a header with a dash", line: "[AdGuard \u2014 Base filter]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
