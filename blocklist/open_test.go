@@ -110,3 +110,44 @@ func TestHashFileLeavesAPipesWriterAlone(t *testing.T) {
 	}())
 	require.Equal(t, 2, l.Len())
 }
+
+// TestRegularFileIsReadWhole: the bounds of a file that is not regular
+// (maxPipeBytes, PipeIdle) are not a regular file's, which is read to its
+// end however long it is.
+func TestRegularFileIsReadWhole(t *testing.T) {
+	most := maxPipeBytes
+	maxPipeBytes = 8
+	t.Cleanup(func() { maxPipeBytes = most })
+	path := filepath.Join(t.TempDir(), "list.txt")
+	want := []byte("tiktok.com\ncapcut.com\n")
+	require.NoError(t, os.WriteFile(path, want, 0o644))
+	got, err := ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+}
+
+// TestPipeOfOneOctet: a named pipe's end of file after what its writer
+// wrote, one octet as much as more, is the end of the file, not a writer
+// still to come waited for until PipeIdle.
+func TestPipeOfOneOctet(t *testing.T) {
+	idle := PipeIdle
+	PipeIdle = 2 * time.Second
+	t.Cleanup(func() { PipeIdle = idle })
+	path := filepath.Join(t.TempDir(), "list.txt")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skip("no named pipes here:", err)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		w, err := os.OpenFile(path, os.O_WRONLY, 0) // waits for the reader
+		if err == nil {
+			_, err = w.WriteString("x")
+			w.Close()
+		}
+		wrote <- err
+	}()
+	got, err := ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, []byte("x"), got)
+	require.NoError(t, <-wrote)
+}

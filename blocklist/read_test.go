@@ -269,6 +269,9 @@ func TestReadList(t *testing.T) {
 	assert.NotSame(t, l, changed)
 	assert.Equal(t, l.Len()+1, changed.Len())
 	assert.True(t, changed.Contains("tiktok.com"))
+	// Read again from its first octet after the hash that told it changed.
+	want, _ = Parse(path, []byte(big.String()+"tiktok.com\n"))
+	assertSameList(t, want, nil, changed, nil)
 
 	zone := filepath.Join(dir, "z.rpz")
 	require.NoError(t, os.WriteFile(zone, []byte("$TTL 60\n@ SOA a. b. 1 1 1 1 1\ntiktok.com CNAME .\n"), 0o644))

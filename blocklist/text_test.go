@@ -186,6 +186,15 @@ func TestCheckText(t *testing.T) {
 		{"7-Zip", "7z\xbc\xaf\x27\x1c\x00\x04", "it is a 7-Zip file"},
 		{"bzip2 with no NUL octet", "BZh91AY&SY\x8a\x16\xc0\x01\xff\xfe\nx\n", "list.txt:1: not UTF-8 text: it is a bzip2 file (it starts 42 5A 68 39)"},
 		{"bzip2's end of stream", "BZh9\x17\x72\x45\x38\x50\x90\x00\x00\x00\x00", "it is a bzip2 file"},
+		{"bzip2's end of stream, its ten first octets", "BZh9\x17\x72\x45\x38\x50\x90", "it is a bzip2 file"},
+		{"bzip2 of the smallest block size", "BZh1\x17\x72\x45\x38\x50\x90", "it is a bzip2 file"},
+		// bzip2's magic is `BZh`, a block size from 1 to 9 and a block's
+		// or the end's six octets: anything else is no bzip2 file
+		// (CheckText refuses such data only for a NUL octet in it).
+		{"bzip2's end after a block size 0", "BZh0\x17\x72\x45\x38\x50\x90", ""},
+		{"bzip2's end after a block size that is no digit", "BZh:\x17\x72\x45\x38\x50\x90", ""},
+		{"bzip2's end after no BZh", "BZx5\x17\x72\x45\x38\x50\x90", ""},
+		{"bzip2's end but its sixth octet", "BZh9\x17\x72\x45\x38\x50\x91", ""},
 		// Text that starts as a format does is text.
 		{"text starting BZh", "BZhotel.example\ntiktok.com\n", ""},
 		{"text that is bzip2's magic", "BZh91AY&SY.example\n", ""},
@@ -193,6 +202,7 @@ func TestCheckText(t *testing.T) {
 		// A file's first octets (ReadList's first piece) cut inside a
 		// character are still text.
 		{"first octets cut in a character", "PK\x03\x04b\u00fccher.example"[:6], ""},
+		{"first octets cut in a four-octet character", "PK\x03\x04\U0001F600"[:7], ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := CheckText("list.txt", []byte(tc.data))
@@ -203,5 +213,46 @@ func TestCheckText(t *testing.T) {
 			require.ErrorIs(t, err, ErrNotText)
 			assert.Contains(t, err.Error(), tc.want)
 		})
+	}
+}
+
+// TestInvalidUTF8: the offset of the first octet that starts no valid
+// UTF-8 sequence, the first octet of the data too, or -1.
+func TestInvalidUTF8(t *testing.T) {
+	for _, tc := range []struct {
+		data string
+		want int
+	}{
+		{"", -1},
+		{"tiktok.com\n", -1},
+		{"b\u00fccher.example", -1},
+		{"\xfftiktok.com", 0},
+		{"tiktok\x80.com", 6},
+		{"caf\xe9.example", 3},
+		{"\u00fc\xc3", 2}, // a character cut at the end
+	} {
+		assert.Equal(t, tc.want, InvalidUTF8([]byte(tc.data)), "%q", tc.data)
+	}
+}
+
+// TestMarkup: the start of an HTML or XML page (at most 20 octets, after
+// white space and a byte-order mark), '<' then a letter, '!' or '?'; ""
+// for what no page starts with.
+func TestMarkup(t *testing.T) {
+	for _, tc := range []struct{ data, want string }{
+		{"<!DOCTYPE html><html><head>", "<!DOCTYPE html><html"},
+		{"\ufeff\r\n  <html>", "<html>"},
+		{"<?xml version=\"1.0\"?>", "<?xml version=\"1.0\"?"},
+		{"<HTML>", "<HTML>"},
+		{"<a", "<a"},
+		{"<z", "<z"},
+		{"<", ""},
+		{"<1", ""},
+		{"<[", ""},
+		{"<@", ""},
+		{"tiktok.com\n<html>", ""},
+		{"", ""},
+	} {
+		assert.Equal(t, tc.want, Markup([]byte(tc.data)), "%q", tc.data)
 	}
 }
