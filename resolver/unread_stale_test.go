@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/resolver/config"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -23,8 +25,16 @@ import (
 // configuration's listen key included).
 func startFenceAt(t *testing.T, ip, text string, files map[string]string, upstreams ...string) *fence {
 	t.Helper()
-	listen := net.JoinHostPort(ip, "0")
-	text = strings.ReplaceAll(text, "127.0.0.1:0", listen)
+	return startFenceAtServing(t, ip, zaptest.NewLogger(t), nil, text, files, upstreams...)
+}
+
+// startFenceAtServing is startFenceAt with the logger log, and with the
+// listeners serving wrap(h) rather than the handler h itself (wrap nil:
+// h).
+func startFenceAtServing(t *testing.T, ip string, log *zap.Logger, wrap func(*Handler) listen.Handler, text string, files map[string]string, upstreams ...string) *fence {
+	t.Helper()
+	at := net.JoinHostPort(ip, "0")
+	text = strings.ReplaceAll(text, "127.0.0.1:0", at)
 	path := writeConfig(t, text, files, upstreams...)
 	cfg, err := config.Load(path)
 	require.NoError(t, err)
@@ -34,10 +44,13 @@ func startFenceAt(t *testing.T, ip, text string, files map[string]string, upstre
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	require.NoError(t, ConnectUpstreams(nil, snap, nil, m))
-	log := zaptest.NewLogger(t)
 	h := NewHandler(log, snap, m)
-	srv := newServer(log, h, h)
-	require.NoError(t, srv.Start([]string{listen}))
+	var serve listen.Handler = h
+	if wrap != nil {
+		serve = wrap(h)
+	}
+	srv := newServer(log, h, serve)
+	require.NoError(t, srv.Start([]string{at}))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
