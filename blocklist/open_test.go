@@ -38,10 +38,7 @@ func TestNonRegularFileReadIsBounded(t *testing.T) {
 	})
 
 	t.Run("pipe that keeps sending", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "list.txt")
-		if err := syscall.Mkfifo(path, 0o600); err != nil {
-			t.Skip("no named pipes here:", err)
-		}
+		path := namedPipe(t, "list.txt", 0)
 		stop := make(chan struct{})
 		defer close(stop)
 		go func() {
@@ -79,13 +76,7 @@ func TestNonRegularFileReadIsBounded(t *testing.T) {
 // closed at once: what the writer wrote was lost (EPIPE, or discarded
 // with the pipe), and the reload that followed waited PipeIdle and failed.
 func TestHashFileLeavesAPipesWriterAlone(t *testing.T) {
-	idle := PipeIdle
-	PipeIdle = 500 * time.Millisecond
-	t.Cleanup(func() { PipeIdle = idle })
-	path := filepath.Join(t.TempDir(), "list.txt")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Skip("no named pipes here:", err)
-	}
+	path := namedPipe(t, "list.txt", 500*time.Millisecond)
 	wrote := make(chan error, 1)
 	go func() {
 		w, err := os.OpenFile(path, os.O_WRONLY, 0) // waits for a reader
@@ -130,13 +121,7 @@ func TestRegularFileIsReadWhole(t *testing.T) {
 // wrote, one octet as much as more, is the end of the file, not a writer
 // still to come waited for until PipeIdle.
 func TestPipeOfOneOctet(t *testing.T) {
-	idle := PipeIdle
-	PipeIdle = 2 * time.Second
-	t.Cleanup(func() { PipeIdle = idle })
-	path := filepath.Join(t.TempDir(), "list.txt")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Skip("no named pipes here:", err)
-	}
+	path := namedPipe(t, "list.txt", 2*time.Second)
 	wrote := make(chan error, 1)
 	go func() {
 		w, err := os.OpenFile(path, os.O_WRONLY, 0) // waits for the reader
@@ -150,4 +135,21 @@ func TestPipeOfOneOctet(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []byte("x"), got)
 	require.NoError(t, <-wrote)
+}
+
+// namedPipe makes a named pipe called name in a directory of the test's
+// own and returns its path, with PipeIdle set to idle for the test (0:
+// left as it is); the test is skipped where named pipes cannot be made.
+func namedPipe(t *testing.T, name string, idle time.Duration) string {
+	t.Helper()
+	if idle > 0 {
+		old := PipeIdle
+		PipeIdle = idle
+		t.Cleanup(func() { PipeIdle = old })
+	}
+	path := filepath.Join(t.TempDir(), name)
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skip("no named pipes here:", err)
+	}
+	return path
 }

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -311,10 +310,7 @@ func TestReadList(t *testing.T) {
 // twice to learn first whether it changed: it is read whole, and an
 // unchanged content still gives the list it gave before.
 func TestReadListPipe(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "pipe.txt")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Skip("no named pipes here:", err)
-	}
+	path := namedPipe(t, "pipe.txt", 0)
 	write := func(content string) {
 		go func() {
 			f, err := os.OpenFile(path, os.O_WRONLY, 0)
@@ -405,13 +401,7 @@ func FuzzReadText(f *testing.F) {
 // writer that never writes, fails after PipeIdle instead of blocking the
 // open or the read for ever; a writer that comes within it is read.
 func TestOpenDoesNotWaitForeverForAPipe(t *testing.T) {
-	idle := PipeIdle
-	PipeIdle = 300 * time.Millisecond
-	t.Cleanup(func() { PipeIdle = idle })
-	path := filepath.Join(t.TempDir(), "pipe.txt")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Skip("no named pipes here:", err)
-	}
+	path := namedPipe(t, "pipe.txt", 300*time.Millisecond)
 	timed := func(read func() error) (time.Duration, error) {
 		start := time.Now()
 		done := make(chan error, 1)
