@@ -763,6 +763,14 @@ func expireAndHold(t *testing.T, h *Handler, up *holdingUpstream, ask func(*dns.
 		require.NoError(t, err)
 		require.Empty(t, allEDEs(r), "fresh")
 	}
+	awaitExpired(t, h, questions...)
+	up.hold()
+}
+
+// awaitExpired waits until h's cache holds no live answer to any of
+// questions (each has expired), for at most 5 s.
+func awaitExpired(t *testing.T, h *Handler, questions ...*dns.Msg) {
+	t.Helper()
 	require.Eventually(t, func() bool {
 		for _, q := range questions {
 			if e, _ := h.cache.Load().get(keyOf(q), time.Now()); e != nil {
@@ -771,7 +779,6 @@ func expireAndHold(t *testing.T, h *Handler, up *holdingUpstream, ask func(*dns.
 		}
 		return true
 	}, 5*time.Second, 10*time.Millisecond, "the answers expire")
-	up.hold()
 }
 
 // timed is ask's answer to q and how long it took to come.
@@ -1389,14 +1396,7 @@ func TestServeStaleRefreshedElsewhere(t *testing.T) {
 				r := ask(t, f.addr, "", tc.heldNet, q)
 				require.Empty(t, allEDEs(r), "fresh")
 			}
-			require.Eventually(t, func() bool {
-				for _, q := range questions {
-					if e, _ := f.handler.cache.Load().get(keyOf(q), time.Now()); e != nil {
-						return false
-					}
-				}
-				return true
-			}, 5*time.Second, 10*time.Millisecond, "the answers expire")
+			awaitExpired(t, f.handler, questions...)
 			held.Store(true)
 
 			before := up.distinct()

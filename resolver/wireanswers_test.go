@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/dnsfence/dnsfence/resolver/listen"
-
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -335,14 +335,7 @@ func TestLeftQueriesReusedAfterTheirTimer(t *testing.T) {
 		require.Len(t, ask(t, f.addr, "127.0.160.53", "udp", q).Answer, 1)
 		stale = append(stale, q)
 	}
-	require.Eventually(t, func() bool {
-		for _, q := range stale {
-			if e, _ := f.handler.cache.Load().get(keyOf(q), time.Now()); e != nil {
-				return false
-			}
-		}
-		return true
-	}, 5*time.Second, 10*time.Millisecond, "the answers expire")
+	awaitExpired(t, f.handler, stale...)
 	held.Store(true)
 	var wg sync.WaitGroup
 	for _, q := range stale {
@@ -457,25 +450,16 @@ func TestWireMissUpstreamQueryCounts(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { pc.Close() })
 	got := make(chan []byte, 4)
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			q := new(dns.Msg)
-			if q.Unpack(buf[:n]) != nil || len(q.Question) != 1 || q.Question[0].Name == "." {
-				continue // the root NS probe
-			}
-			got <- append([]byte(nil), buf[:n]...)
-			m := defaultAnswer(nil, q)
-			b, err := m.Pack()
-			if err == nil {
-				_, _ = pc.WriteTo(b, from)
-			}
+	testnet.EachDatagram(pc, func(b []byte, from net.Addr) {
+		q := new(dns.Msg)
+		if q.Unpack(b) != nil || len(q.Question) != 1 || q.Question[0].Name == "." {
+			return // the root NS probe
 		}
-	}()
+		got <- append([]byte(nil), b...)
+		if a, err := defaultAnswer(nil, q).Pack(); err == nil {
+			_, _ = pc.WriteTo(a, from)
+		}
+	})
 	f, w := startShapeFence(t, "127.0.160.60", pc.LocalAddr().String())
 	r := ask(t, f.addr, "127.0.160.62", "udp", question("counts.example.org.", dns.TypeA, false))
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
