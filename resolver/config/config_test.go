@@ -5,12 +5,14 @@ import (
 	"flag"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"github.com/miekg/dns"
@@ -333,4 +335,80 @@ func TestConfigUnopenableListNamesItsKey(t *testing.T) {
 			assert.Equal(t, dir+string(filepath.Separator)+tc.want, err.Error())
 		})
 	}
+}
+
+// TestChanges: Changes names what a reload logs as config_changed: a
+// top-level key, a section's key by its dotted name, each policy by name
+// (its keys, or the policy added or removed), in the file's order, and
+// nothing for a file that reads the same.
+func TestChanges(t *testing.T) {
+	load := func(t *testing.T, text string) *Config {
+		t.Helper()
+		cfg, err := Parse("c.yaml", []byte("upstreams: [\"127.0.0.1:53\"]\n"+text), nil)
+		require.NoError(t, err, text)
+		return cfg
+	}
+	const a, b, c = "  - {name: a, clients: [10.1.0.0/16]}\n", "  - {name: b, clients: [10.2.0.0/16]}\n", "  - {name: c, clients: [10.3.0.0/16]}\n"
+	old := load(t, "blocked_ttl: 60\nreload: {max_shrink: 0.5}\npolicies:\n"+a+b)
+	for _, tc := range []struct {
+		name, text string
+		want       []string
+	}{
+		{"the same file", "blocked_ttl: 60\nreload: {max_shrink: 0.5}\npolicies:\n" + a + b, nil},
+		{"the same policies in another order", "blocked_ttl: 60\nreload: {max_shrink: 0.5}\npolicies:\n" + b + a, nil},
+		{"a top-level key", "blocked_ttl: 30\nreload: {max_shrink: 0.5}\npolicies:\n" + a + b, []string{"blocked_ttl"}},
+		{"a section's key", "blocked_ttl: 60\nreload: {max_shrink: 0.25}\npolicies:\n" + a + b, []string{"reload.max_shrink"}},
+		{"a policy's keys", "blocked_ttl: 60\nreload: {max_shrink: 0.5}\npolicies:\n" + a + "  - {name: b, clients: [10.9.0.0/16], action: refused}\n", []string{"policies[b].clients", "policies[b].action"}},
+		{"a policy added", "blocked_ttl: 60\nreload: {max_shrink: 0.5}\npolicies:\n" + a + c + b, []string{"policies[c] added"}},
+		{"a policy removed", "blocked_ttl: 60\nreload: {max_shrink: 0.5}\npolicies:\n" + b, []string{"policies[a] removed"}},
+		{"a policy renamed, and more", "blocked_ttl: 61\nreload: {max_shrink: 0.4}\npolicies:\n" + c + b, []string{"blocked_ttl", "reload.max_shrink", "policies[c] added", "policies[a] removed"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, Changes(old, load(t, tc.text)))
+		})
+	}
+}
+
+// TestConfigRangesAndLines: the ranges a configuration gives are parsed
+// in file order, each with the line check and the lint name it by
+// (AllowedLine, ClientRanges, Line), and a line asked of an entry the
+// key does not have is 0.
+func TestConfigRangesAndLines(t *testing.T) {
+	dir := testnet.WriteTree(t, map[string]string{"l.txt": "tiktok.com\n", "a.txt": "ads.tiktok.com\n", "r.txt": "10.9.0.0/16\n"})
+	path := filepath.Join(dir, "c.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`upstreams: ["192.0.2.53:53"]
+allowed_clients:
+  - 10.0.0.0/8
+  - 2001:db8::/32
+trusted_proxies: [192.0.2.1/32]
+explain_clients: [10.1.0.0/16]
+rate_limit: {exempt: [10.2.0.0/16]}
+policies:
+  - name: gov
+    clients:
+      - 10.3.0.0/16
+      - 10.4.0.0/16
+    client_files: [r.txt]
+    block:
+      - l.txt
+      - l.txt
+    allow: [a.txt]
+`), 0o644))
+	cfg, err := Load(path)
+	require.NoError(t, err)
+	pfx := netip.MustParsePrefix
+	assert.Equal(t, []netip.Prefix{pfx("10.0.0.0/8"), pfx("2001:db8::/32")}, cfg.AllowedPrefixes())
+	assert.Equal(t, []int{3, 4, 0}, []int{cfg.AllowedLine(0), cfg.AllowedLine(1), cfg.AllowedLine(2)})
+	assert.Equal(t, []netip.Prefix{pfx("192.0.2.1/32")}, cfg.TrustedPrefixes())
+	assert.Equal(t, []netip.Prefix{pfx("10.1.0.0/16")}, cfg.ExplainPrefixes())
+	assert.Equal(t, []netip.Prefix{pfx("10.2.0.0/16")}, cfg.RateLimit.ExemptPrefixes())
+	p := &cfg.Policies[0]
+	assert.Equal(t, []blocklist.Range{{Prefix: pfx("10.3.0.0/16"), File: path, Line: 11}, {Prefix: pfx("10.4.0.0/16"), File: path, Line: 12}}, p.ClientRanges())
+	assert.Equal(t, []int{13, 15, 16, 17, 0, 0, 0}, []int{p.Line("client_files", 0), p.Line("block", 0), p.Line("block", 1), p.Line("allow", 0), p.Line("allow", 1), p.Line("block", -1), p.Line("clients", 0)})
+
+	def, err := Parse("c.yaml", []byte(`upstreams: ["192.0.2.53:53"]`+"\n"), nil)
+	require.NoError(t, err)
+	assert.Equal(t, DefaultAllowedClients, def.AllowedClients)
+	assert.Len(t, def.AllowedPrefixes(), len(DefaultAllowedClients))
+	assert.Zero(t, def.AllowedLine(0), "a default range has no line")
 }

@@ -49,6 +49,7 @@ func messagesTree(t *testing.T) string {
 		"lists/bytedance.txt/new": "capcut.com\n", // a list made a folder
 		"empty/.keep":             "",
 		"networks/government.txt": "10.9.0.0/16\n",
+		"resolv.conf":             "nameserver 192.0.2.1\n",
 		"certs/dnsfence.crt":      "read at start, not by Parse\n",
 		"certs/dnsfence.key":      "read at start, not by Parse\n",
 		"certs/ca.pem":            string(ca),
@@ -204,6 +205,7 @@ func TestConfigExamples(t *testing.T) {
 		"lists/tiktok.txt":        "tiktok.com\n",
 		"lists/allow.txt":         "ads.tiktok.com\n",
 		"networks/government.txt": "10.9.0.0/16\n",
+		"resolv.conf":             "nameserver 192.0.2.1\n",
 		"certs/dnsfence.crt":      "read at start, not by Parse\n",
 		"certs/dnsfence.key":      "read at start, not by Parse\n",
 		"certs/pdns-ca.pem":       string(ca),
