@@ -137,7 +137,7 @@ func (c *Config) validateSources(errs *configErrors) {
 		case errors.Is(err, fs.ErrNotExist):
 			// Made at the first copy.
 		case err != nil:
-			errs.add(at("cache_dir"), "%s", fileProblem(c.Path(dir), err))
+			errs.add(at("cache_dir"), "%s; give a folder dnsfence may write, %s", fileProblem(c.Path(dir), err), example(at("cache_dir")))
 		case !fi.IsDir():
 			errs.add(at("cache_dir"), "%q is not a folder; give a folder dnsfence may write, %s", c.Path(dir), example(at("cache_dir")))
 		}
