@@ -1061,9 +1061,9 @@ func nodeAt(root *yaml.Node, path []any) *yaml.Node {
 	return n
 }
 
-// walk follows path (mapping keys and sequence indexes) from the document
-// root. It returns the line of the deepest node reached, and the node at
-// path if the whole path exists.
+// walk follows path (mapping keys, those a merge key (<<) gives too, and
+// sequence indexes) from the document root. It returns the line of the
+// deepest node reached, and the node at path if the whole path exists.
 func walk(root *yaml.Node, path []any) (int, *yaml.Node) {
 	if root == nil || len(root.Content) == 0 {
 		return 0, nil
@@ -1078,10 +1078,12 @@ func walk(root *yaml.Node, path []any) (int, *yaml.Node) {
 		switch v := p.(type) {
 		case string:
 			if n.Kind == yaml.MappingNode {
-				for i := 0; i+1 < len(n.Content); i += 2 {
-					if n.Content[i].Value == v {
-						line = n.Content[i].Line
-						next = n.Content[i+1]
+				// A key given by a merge key (<<) is written too, at
+				// its line in the merged mapping, as the decoder reads it.
+				for _, kv := range mappingPairs(n, 0) {
+					if kv[0].Value == v {
+						line = kv[0].Line
+						next = kv[1]
 						break
 					}
 				}
