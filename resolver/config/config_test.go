@@ -411,4 +411,5 @@ policies:
 	assert.Equal(t, DefaultAllowedClients, def.AllowedClients)
 	assert.Len(t, def.AllowedPrefixes(), len(DefaultAllowedClients))
 	assert.Zero(t, def.AllowedLine(0), "a default range has no line")
+	assert.Equal(t, []netip.Prefix{pfx("127.0.0.0/8"), pfx("::1/128")}, def.ExplainPrefixes(), "explain_clients left out: loopback only")
 }
