@@ -236,6 +236,7 @@ nameserver 127.0.0.53
 nameserver 127.0.0.1
 nameserver ::1
 nameserver fe80::1%eth0
+nameserver
 options edns0
 search example.org
 `})
@@ -244,13 +245,14 @@ search example.org
 		name   string
 		listen []string
 		want   []string
+		self   []string // ResolvConfSelf: the nameservers left out
 	}{
 		{name: "all nameservers on port 53", listen: []string{"127.0.0.1:5353"}, want: []string{"127.0.0.53:53", "127.0.0.1:53", "[::1]:53"}},
-		{name: "skips itself", listen: []string{"127.0.0.1:53"}, want: []string{"127.0.0.53:53", "[::1]:53"}},
-		{name: "wildcard listen on 53 skips loopback", listen: []string{"0.0.0.0:53", "[::]:53"}, want: nil},
+		{name: "skips itself", listen: []string{"127.0.0.1:53"}, want: []string{"127.0.0.53:53", "[::1]:53"}, self: []string{"127.0.0.1:53"}},
+		{name: "wildcard listen on 53 skips loopback", listen: []string{"0.0.0.0:53", "[::]:53"}, want: nil, self: []string{"127.0.0.53:53", "127.0.0.1:53", "[::1]:53"}},
 		// Go listens on 0.0.0.0 with one dual-stack socket, as on [::]:
 		// ::1 reaches it too.
-		{name: "0.0.0.0 on 53 skips ::1 too", listen: []string{"0.0.0.0:53"}, want: nil},
+		{name: "0.0.0.0 on 53 skips ::1 too", listen: []string{"0.0.0.0:53"}, want: nil, self: []string{"127.0.0.53:53", "127.0.0.1:53", "[::1]:53"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -258,6 +260,11 @@ search example.org
 			got, err := cfg.ResolveUpstreams()
 			require.NoError(t, err)
 			assert.Equal(t, append(tc.want, "127.0.0.9:5300"), got)
+			var self []string
+			for _, ap := range cfg.ResolvConfSelf() {
+				self = append(self, ap.String())
+			}
+			assert.Equal(t, tc.self, self)
 		})
 	}
 }
