@@ -1505,7 +1505,9 @@ func prefixProblem(s string, err error, at []any) string {
 	switch {
 	case strings.Contains(s, "://"):
 		return fmt.Sprintf("%q is a URL; give an IP address or CIDR prefix, %s", s, ex)
-	case slash && aerr == nil && nerr == nil && (n < 0 || n > a.BitLen()):
+	case slash && aerr == nil && nerr == nil && n < 0:
+		return fmt.Sprintf("%q: /%s is negative; a prefix length of an IPv%d address is from /0 to /%d, %s", s, bits, map[int]int{32: 4, 128: 6}[a.BitLen()], a.BitLen(), ex)
+	case slash && aerr == nil && nerr == nil && n > a.BitLen():
 		return fmt.Sprintf("%q: /%s is longer than an IPv%d address (at most /%d); %s", s, bits, map[int]int{32: 4, 128: 6}[a.BitLen()], a.BitLen(), ex)
 	case strings.Count(s, "-") == 1 && !slash:
 		return fmt.Sprintf("%q is a range with -; write it as CIDR prefixes, %s", s, ex)
