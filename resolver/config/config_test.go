@@ -420,3 +420,15 @@ policies:
 	assert.Zero(t, def.AllowedLine(0), "a default range has no line")
 	assert.Equal(t, []netip.Prefix{pfx("127.0.0.0/8"), pfx("::1/128")}, def.ExplainPrefixes(), "explain_clients left out: loopback only")
 }
+
+// TestResolveUpstreamsNotText: a resolv.conf that is not text (a binary
+// copied over it) is an error naming the file, not nameservers read from
+// whatever lines it has.
+func TestResolveUpstreamsNotText(t *testing.T) {
+	dir := testnet.WriteTree(t, map[string]string{"resolv.conf": "nameserver 192.0.2.1\n\x00\x01\x02\n"})
+	cfg := &Config{Listen: []string{"127.0.0.1:5353"}, Upstreams: []string{filepath.Join(dir, "resolv.conf")}}
+	got, err := cfg.ResolveUpstreams()
+	require.ErrorIs(t, err, blocklist.ErrNotText)
+	assert.Contains(t, err.Error(), filepath.Join(dir, "resolv.conf"))
+	assert.Nil(t, got)
+}
