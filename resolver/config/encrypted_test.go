@@ -143,3 +143,30 @@ listen_https: ["http://127.0.0.1:8080"]
 `), os.ReadFile)
 	assert.NoError(t, err)
 }
+
+// TestTLSListeners: the listeners dnsfence terminates TLS for are
+// listen_tls, listen_https but its http:// ones, and listen_quic, in that
+// order; an http:// DoH listener alone is encrypted (by the proxy in
+// front) but designates nothing (RFC 9462 §4), nor does ddr: false.
+func TestTLSListeners(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		cfg                  Config
+		want                 []string
+		encrypted, designate bool
+	}{
+		{name: "none", cfg: Config{DDR: true}},
+		{name: "every kind", cfg: Config{DDR: true, ListenTLS: []string{"127.0.0.1:853"}, ListenHTTPS: []string{"https://[::1]:443", "http://127.0.0.1:8080/", "127.0.0.1:443"}, ListenQUIC: []string{"127.0.0.1:8853"}},
+			want: []string{"127.0.0.1:853", "[::1]:443", "127.0.0.1:443", "127.0.0.1:8853"}, encrypted: true, designate: true},
+		{name: "every kind, ddr false", cfg: Config{ListenTLS: []string{"127.0.0.1:853"}, ListenQUIC: []string{"127.0.0.1:8853"}},
+			want: []string{"127.0.0.1:853", "127.0.0.1:8853"}, encrypted: true},
+		{name: "an http:// DoH listener alone", cfg: Config{DDR: true, ListenHTTPS: []string{"http://127.0.0.1:8080"}}, encrypted: true},
+		{name: "quic alone", cfg: Config{DDR: true, ListenQUIC: []string{"127.0.0.1:8853"}}, want: []string{"127.0.0.1:8853"}, encrypted: true, designate: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, tc.cfg.TLSListeners())
+			assert.Equal(t, tc.encrypted, tc.cfg.Encrypted())
+			assert.Equal(t, tc.designate, tc.cfg.Designates())
+		})
+	}
+}
