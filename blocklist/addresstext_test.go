@@ -44,10 +44,11 @@ func TestRangeSpelledAsANameIsRead(t *testing.T) {
 			assert.Equal(t, tc.want, p.String())
 		})
 	}
-	// What is still no range stays a bad line, named as written.
+	// What is still no range stays a bad line, named as written (the
+	// zero-width space left out: the length read is /160).
 	_, err := ParseRanges("networks/gov.txt", []byte("10.11.0.0/16\u200b0\n１０.１.２.３/８\n"))
 	require.Error(t, err)
-	assert.Equal(t, "networks/gov.txt:1: not an IP address or CIDR prefix: \"10.11.0.0/16\\u200b0\"\n"+
+	assert.Equal(t, "networks/gov.txt:1: prefix length /160 is longer than an IPv4 address (at most /32): \"10.11.0.0/16\\u200b0\"\n"+
 		"networks/gov.txt:2: prefix has host bits set, did you mean 10.0.0.0/8: \"１０.１.２.３/８\"", err.Error())
 }
 

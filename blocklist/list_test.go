@@ -643,6 +643,12 @@ func TestParseRanges(t *testing.T) {
 		"fe80::1%eth0",
 		"10.0.0.0/8 extra",
 		"172.16.0.0/12\u00a0# a comment after a no-break space",
+		"10.0.0.0/-1",
+		"2001:db8::/129",
+		"::ffff:10.0.0.0/129",
+		"10.0.0.0/x",
+		"10.0.0.0/08",
+		"fe80::%eth0/200",
 	}, "\n")
 	rf, err := ParseRanges("networks/gov.txt", []byte(data))
 	require.Error(t, err)
@@ -654,11 +660,19 @@ func TestParseRanges(t *testing.T) {
 	assert.Equal(t, strings.Join([]string{
 		`networks/gov.txt:6: prefix has host bits set, did you mean 10.0.0.0/8: "10.1.2.3/8"`,
 		`networks/gov.txt:7: not an IP address or CIDR prefix: "not-an-ip"`,
-		`networks/gov.txt:8: not an IP address or CIDR prefix: "10.0.0.0/33"`,
+		`networks/gov.txt:8: prefix length /33 is longer than an IPv4 address (at most /32): "10.0.0.0/33"`,
 		`networks/gov.txt:9: not an IP address or CIDR prefix: "fe80::1%eth0"`,
 		`networks/gov.txt:10: unexpected text after the entry: "extra"`,
+		`networks/gov.txt:12: prefix length /-1 is negative (an IPv4 prefix is /0 to /32): "10.0.0.0/-1"`,
+		`networks/gov.txt:13: prefix length /129 is longer than an IPv6 address (at most /128): "2001:db8::/129"`,
+		`networks/gov.txt:14: prefix length /129 is longer than an IPv6 address (at most /128): "::ffff:10.0.0.0/129"`,
+		`networks/gov.txt:15: not an IP address or CIDR prefix: "10.0.0.0/x"`,
+		`networks/gov.txt:16: not an IP address or CIDR prefix: "10.0.0.0/08"`,
+		`networks/gov.txt:17: not an IP address or CIDR prefix: "fe80::%eth0/200"`,
 	}, "\n"), err.Error())
 	assert.True(t, errors.Is(err, ErrHostBits))
+	_, lengthErr := ParsePrefix("10.0.0.0/33")
+	assert.ErrorIs(t, lengthErr, ErrBadRange, "a prefix length out of range is a bad range")
 }
 
 // TestParseRangesURL: a URL in a range file is named as one, not as a bad

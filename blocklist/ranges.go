@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -115,7 +116,7 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		var err error
 		if p, err = netip.ParsePrefix(s); err != nil {
-			return netip.Prefix{}, ErrBadRange
+			return netip.Prefix{}, lengthProblem(s)
 		}
 	} else {
 		a, err := netip.ParseAddr(s)
@@ -145,6 +146,37 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%w, did you mean %s", ErrHostBits, p.Masked())
 	}
 	return p, nil
+}
+
+// PrefixLengthError is a CIDR prefix whose length its address cannot
+// have ("10.0.0.0/33", "10.0.0.0/-1", "2001:db8::/129"): a bad range
+// (errors.Is ErrBadRange) whose message says what is wrong with it.
+type PrefixLengthError struct {
+	Bits int // the length written
+	Max  int // the address's length in bits: 32 or 128
+}
+
+func (e *PrefixLengthError) Error() string {
+	v := map[int]int{32: 4, 128: 6}[e.Max]
+	if e.Bits < 0 {
+		return fmt.Sprintf("prefix length /%d is negative (an IPv%d prefix is /0 to /%d)", e.Bits, v, e.Max)
+	}
+	return fmt.Sprintf("prefix length /%d is longer than an IPv%d address (at most /%d)", e.Bits, v, e.Max)
+}
+
+func (e *PrefixLengthError) Is(target error) bool { return target == ErrBadRange }
+
+// lengthProblem is why s, a range with a slash that netip does not parse,
+// is no range: a *PrefixLengthError when s is an address (without a zone)
+// and a decimal length out of its range, ErrBadRange otherwise.
+func lengthProblem(s string) error {
+	addr, bits := s[:strings.LastIndexByte(s, '/')], s[strings.LastIndexByte(s, '/')+1:]
+	a, aerr := netip.ParseAddr(addr)
+	n, nerr := strconv.Atoi(bits)
+	if aerr != nil || a.Zone() != "" || nerr != nil || 0 <= n && n <= a.BitLen() {
+		return ErrBadRange
+	}
+	return &PrefixLengthError{Bits: n, Max: a.BitLen()}
 }
 
 // addressText is s, an address or range as a file or the configuration

@@ -123,7 +123,7 @@ func TestBadLinesWithBOMAndCRLF(t *testing.T) {
 	assert.EqualError(t, err, "lists/x.txt:1: empty label: \"bad..example\"\n"+
 		`lists/x.txt:3: an address alone is not a domain name (to block the answers that hold 10.0.0.1, as Blocky reads an address in a denylist, write "32.1.0.0.10.rpz-ip CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through): "10.0.0.1"`)
 	_, err = ParseRanges("networks/gov.txt", []byte(byteOrderMark+"10.0.0.0/33\r\n"))
-	assert.EqualError(t, err, `networks/gov.txt:1: not an IP address or CIDR prefix: "10.0.0.0/33"`)
+	assert.EqualError(t, err, `networks/gov.txt:1: prefix length /33 is longer than an IPv4 address (at most /32): "10.0.0.0/33"`)
 }
 
 func TestLines(t *testing.T) {

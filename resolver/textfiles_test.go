@@ -163,7 +163,7 @@ func TestRangeFileWithNoUsableRange(t *testing.T) {
 	}{
 		{name: "bad lines only", content: "10.0.0.0/33\r\n127.0.0.1/8\n", err: ErrOnlyBadLines,
 			want: []string{`gov.txt: not one entry could be read, only 2 bad lines, the first `,
-				`gov.txt:1: not an IP address or CIDR prefix: "10.0.0.0/33"; refusing it`}},
+				`gov.txt:1: prefix length /33 is longer than an IPv4 address (at most /32): "10.0.0.0/33"; refusing it`}},
 		{name: "comments only", content: "# to be filled in\n\n", err: ErrNoClientRanges,
 			want: []string{`gov.txt: no usable client range for policy "gov", which has no other range: it would apply to no device (the file holds no ranges)`}},
 		{name: "empty", content: "", err: ErrNoClientRanges,
@@ -213,7 +213,7 @@ func TestRangeFileWithNoUsableRange(t *testing.T) {
 		snap, err := BuildSnapshot(cfg, nil)
 		require.NoError(t, err)
 		require.Len(t, snap.Warnings, 1)
-		assert.EqualError(t, snap.Warnings[0], filepath.Join(dir, "gov.txt")+`:1: not an IP address or CIDR prefix: "10.0.0.0/33"`)
+		assert.EqualError(t, snap.Warnings[0], filepath.Join(dir, "gov.txt")+`:1: prefix length /33 is longer than an IPv4 address (at most /32): "10.0.0.0/33"`)
 		_, ok := snap.PolicyFor(netipMustParse("127.0.0.9"))
 		assert.True(t, ok)
 	})

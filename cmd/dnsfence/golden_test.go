@@ -228,7 +228,9 @@ func TestExplainClientForms(t *testing.T) {
 		"[2001:db8::]/32": `client: "[2001:db8::]/32": a client range is written without brackets; did you mean 2001:db8::/32?`,
 		"[10.1.2.3]":      `client: "[10.1.2.3]": a client range is written without brackets; did you mean 10.1.2.3/32?`,
 		"::10.1.2.3":      `client: "::10.1.2.3": an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client; did you mean 10.1.2.3/32?`,
-		"10.1.2.0/33":     `client: "10.1.2.0/33" is neither an IP address nor a network`,
+		"10.1.2.0/33":     `client: "10.1.2.0/33": prefix length /33 is longer than an IPv4 address (at most /32); a network is its first address and a length, e.g. 10.1.2.0/24`,
+		"2001:db8::/-8":   `client: "2001:db8::/-8": prefix length /-8 is negative (an IPv6 prefix is /0 to /128); a network is its first address and a length, e.g. 10.1.2.0/24`,
+		"10.1.2.0/x":      `client: "10.1.2.0/x" is neither an IP address nor a network`,
 	} {
 		code, out := explain(client)
 		assert.Equal(t, 2, code, client)

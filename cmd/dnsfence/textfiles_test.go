@@ -85,7 +85,7 @@ policies:
 			assert.Equal(t, 1, ee.ExitCode())
 			text := strings.ReplaceAll(string(out), `\"`, `"`) // serve logs JSON
 			assert.Contains(t, text, gov+`: not one entry could be read, only 1 bad line, the first `)
-			assert.Contains(t, text, gov+`:2: not an IP address or CIDR prefix: "10.0.0.0/33"; refusing it`)
+			assert.Contains(t, text, gov+`:2: prefix length /33 is longer than an IPv4 address (at most /32): "10.0.0.0/33"; refusing it`)
 		})
 	}
 }
