@@ -721,21 +721,37 @@ type holdingUpstream struct {
 
 func startHoldingUpstream(t *testing.T) *holdingUpstream {
 	t.Helper()
+	return startHoldingUpstreamAt(t, "127.0.0.1", nil, nil)
+}
+
+// startHoldingUpstreamAt is startHoldingUpstream on ip, holding only the
+// questions holds picks (nil: all but the probes' of "."), and answering
+// with answer (nil: the default answer, NXDOMAIN for "nx." names) with
+// its answer records' TTLs set as holdingUpstream's are.
+func startHoldingUpstreamAt(t *testing.T, ip string, holds func(dns.Question) bool, answer func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg) *holdingUpstream {
+	t.Helper()
+	if holds == nil {
+		holds = func(q dns.Question) bool { return q.Name != "." }
+	}
+	if answer == nil {
+		answer = func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+			if strings.HasPrefix(r.Question[0].Name, "nx.") {
+				m := rcodeAnswer(dns.RcodeNameError)(w, r)
+				m.Ns = []dns.RR{mustRR("example.org. 1 IN SOA ns.example.org. h.example.org. 1 3600 600 86400 300")}
+				return m
+			}
+			return defaultAnswer(w, r)
+		}
+	}
 	u := &holdingUpstream{release: make(chan struct{})}
-	u.testUpstream = startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		q := r.Question[0]
+	u.testUpstream = startUpstreamAt(t, ip, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		ttl := uint32(1)
-		if q.Name != "." && u.held.Load() {
+		if holds(r.Question[0]) && u.held.Load() {
 			<-u.release // closed by letGo: no wait from then on
 			ttl = 300
 		}
-		if strings.HasPrefix(q.Name, "nx.") {
-			m := rcodeAnswer(dns.RcodeNameError)(w, r)
-			m.Ns = []dns.RR{mustRR("example.org. %d IN SOA ns.example.org. h.example.org. 1 3600 600 86400 300", ttl)}
-			return m
-		}
-		m := defaultAnswer(w, r)
-		for _, rr := range m.Answer {
+		m := answer(w, r)
+		for _, rr := range append(m.Answer, m.Ns...) {
 			rr.Header().Ttl = ttl
 		}
 		return m

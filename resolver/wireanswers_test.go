@@ -5,7 +5,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,31 +160,19 @@ func TestTruncatedHitAgedToTheQuery(t *testing.T) {
 // sends the client nothing more (claim), as for an answer that reads.
 func TestUnreadStaleAtTimerIsTheOneAnswer(t *testing.T) {
 	needLoopback(t, "127.0.160.32", "127.0.160.33", "127.0.160.134")
-	var held atomic.Bool
-	release := make(chan struct{})
-	up := startUpstreamAt(t, "127.0.160.33", func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		ttl := uint32(1)
-		if held.Load() {
-			<-release
-			ttl = 300
-		}
+	up := startHoldingUpstreamAt(t, "127.0.160.33", nil, func(_ dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		m := new(dns.Msg)
 		m.SetReply(r)
-		m.Answer = []dns.RR{mappedHintHTTPS(r.Question[0].Name, ttl)}
+		m.Answer = []dns.RR{mappedHintHTTPS(r.Question[0].Name, 0)}
 		return m
 	})
-	letGo := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(letGo)
 	cfg := strings.Replace(shapeConfig, "upstream_timeout: 2s",
 		"upstream_timeout: 5s\ncache: {serve_stale: 1h, stale_answer_client_timeout: 400ms}", 1)
 	f := startFenceAt(t, "127.0.160.32", cfg, testFiles, up.addr)
 	q := question("timer.example.org.", dns.TypeHTTPS, true)
 	require.EqualValues(t, 1, dnswire.ANCount(askRaw(t, f.addr, "127.0.160.134", packed(q))), "the fresh answer")
-	require.Eventually(t, func() bool {
-		e, _ := f.handler.cache.Load().get(keyOf(q), time.Now())
-		return e == nil
-	}, 5*time.Second, 10*time.Millisecond, "the answer expires")
-	held.Store(true)
+	awaitExpired(t, f.handler, q)
+	up.hold()
 
 	raddr, err := net.ResolveUDPAddr("udp", f.addr)
 	require.NoError(t, err)
@@ -206,7 +193,7 @@ func TestUnreadStaleAtTimerIsTheOneAnswer(t *testing.T) {
 	require.Eventually(t, func() bool { return up.distinct() == before+1 }, 5*time.Second, time.Millisecond,
 		"the refresh went upstream")
 
-	letGo()
+	up.letGo()
 	require.Eventually(t, func() bool {
 		e, _ := f.handler.cache.Load().get(keyOf(q), time.Now())
 		return e != nil && testutilGauge(t, f, "dnsfence_inflight_queries") == 0
@@ -309,22 +296,7 @@ func TestWireAnswerOPTBeforeARecord(t *testing.T) {
 // side, not held off as if their timer had answered them (claim).
 func TestLeftQueriesReusedAfterTheirTimer(t *testing.T) {
 	needLoopback(t, "127.0.160.51", "127.0.160.52", "127.0.160.53")
-	var held atomic.Bool
-	release := make(chan struct{})
-	up := startUpstreamAt(t, "127.0.160.52", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		ttl := uint32(1)
-		if held.Load() && strings.HasPrefix(r.Question[0].Name, "stale") {
-			<-release
-			ttl = 300
-		}
-		m := defaultAnswer(w, r)
-		for _, rr := range m.Answer {
-			rr.Header().Ttl = ttl
-		}
-		return m
-	})
-	letGo := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(letGo)
+	up := startHoldingUpstreamAt(t, "127.0.160.52", func(q dns.Question) bool { return strings.HasPrefix(q.Name, "stale") }, nil)
 	cfg := strings.Replace(shapeConfig, "upstream_timeout: 2s",
 		"upstream_timeout: 5s\ncache: {serve_stale: 1h, stale_answer_client_timeout: 200ms}", 1)
 	f := startFenceAt(t, "127.0.160.51", cfg, testFiles, up.addr)
@@ -336,7 +308,7 @@ func TestLeftQueriesReusedAfterTheirTimer(t *testing.T) {
 		stale = append(stale, q)
 	}
 	awaitExpired(t, f.handler, stale...)
-	held.Store(true)
+	up.hold()
 	var wg sync.WaitGroup
 	for _, q := range stale {
 		wg.Go(func() {
@@ -348,7 +320,7 @@ func TestLeftQueriesReusedAfterTheirTimer(t *testing.T) {
 	}
 	wg.Wait()
 	before := leftReused.Load()
-	letGo()
+	up.letGo()
 	require.Eventually(t, func() bool {
 		return leftReused.Load()-before >= timed && testutilGauge(t, f, "dnsfence_inflight_queries") == 0
 	}, 5*time.Second, 10*time.Millisecond, "the refreshes came in, and their queries were put back for reuse")
