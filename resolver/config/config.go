@@ -1499,16 +1499,16 @@ func prefixProblem(s string, err error, at []any) string {
 	if msg, ok := blocklist.Meant(s, err); ok {
 		return msg
 	}
-	addr, bits, slash := strings.Cut(s, "/")
-	a, aerr := netip.ParseAddr(addr)
-	n, nerr := strconv.Atoi(bits)
+	addr, _, slash := strings.Cut(s, "/")
+	_, aerr := netip.ParseAddr(addr)
+	length, badLength := errors.AsType[*blocklist.PrefixLengthError](err)
 	switch {
 	case strings.Contains(s, "://"):
 		return fmt.Sprintf("%q is a URL; give an IP address or CIDR prefix, %s", s, ex)
-	case slash && aerr == nil && nerr == nil && n < 0:
-		return fmt.Sprintf("%q: /%s is negative; a prefix length of an IPv%d address is from /0 to /%d, %s", s, bits, map[int]int{32: 4, 128: 6}[a.BitLen()], a.BitLen(), ex)
-	case slash && aerr == nil && nerr == nil && n > a.BitLen():
-		return fmt.Sprintf("%q: /%s is longer than an IPv%d address (at most /%d); %s", s, bits, map[int]int{32: 4, 128: 6}[a.BitLen()], a.BitLen(), ex)
+	case badLength && length.Bits < 0:
+		return fmt.Sprintf("%q: /%d is negative; a prefix length of an IPv%d address is from /0 to /%d, %s", s, length.Bits, map[int]int{32: 4, 128: 6}[length.Max], length.Max, ex)
+	case badLength:
+		return fmt.Sprintf("%q: /%d is longer than an IPv%d address (at most /%d); %s", s, length.Bits, map[int]int{32: 4, 128: 6}[length.Max], length.Max, ex)
 	case strings.Count(s, "-") == 1 && !slash:
 		return fmt.Sprintf("%q is a range with -; write it as CIDR prefixes, %s", s, ex)
 	case aerr != nil && strings.IndexFunc(addr, unicode.IsLetter) >= 0 && !strings.Contains(addr, ":"):
