@@ -170,9 +170,9 @@ func (e *PrefixLengthError) Is(target error) bool { return target == ErrBadRange
 // is no range: a *PrefixLengthError when s is an address (without a zone)
 // and a decimal length out of its range, ErrBadRange otherwise.
 func lengthProblem(s string) error {
-	addr, bits := s[:strings.LastIndexByte(s, '/')], s[strings.LastIndexByte(s, '/')+1:]
-	a, aerr := netip.ParseAddr(addr)
-	n, nerr := strconv.Atoi(bits)
+	slash := strings.LastIndexByte(s, '/')
+	a, aerr := netip.ParseAddr(s[:slash])
+	n, nerr := strconv.Atoi(s[slash+1:])
 	if aerr != nil || a.Zone() != "" || nerr != nil || 0 <= n && n <= a.BitLen() {
 		return ErrBadRange
 	}
