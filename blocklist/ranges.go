@@ -157,11 +157,18 @@ type PrefixLengthError struct {
 }
 
 func (e *PrefixLengthError) Error() string {
-	v := map[int]int{32: 4, 128: 6}[e.Max]
 	if e.Bits < 0 {
-		return fmt.Sprintf("prefix length /%d is negative (an IPv%d prefix is /0 to /%d)", e.Bits, v, e.Max)
+		return fmt.Sprintf("prefix length /%d is negative (an IPv%d prefix is /0 to /%d)", e.Bits, e.Version(), e.Max)
 	}
-	return fmt.Sprintf("prefix length /%d is longer than an IPv%d address (at most /%d)", e.Bits, v, e.Max)
+	return fmt.Sprintf("prefix length /%d is longer than an IPv%d address (at most /%d)", e.Bits, e.Version(), e.Max)
+}
+
+// Version is the IP version of the address: 4 or 6.
+func (e *PrefixLengthError) Version() int {
+	if e.Max == 32 {
+		return 4
+	}
+	return 6
 }
 
 func (e *PrefixLengthError) Is(target error) bool { return target == ErrBadRange }

@@ -1506,9 +1506,9 @@ func prefixProblem(s string, err error, at []any) string {
 	case strings.Contains(s, "://"):
 		return fmt.Sprintf("%q is a URL; give an IP address or CIDR prefix, %s", s, ex)
 	case badLength && length.Bits < 0:
-		return fmt.Sprintf("%q: /%d is negative; a prefix length of an IPv%d address is from /0 to /%d, %s", s, length.Bits, map[int]int{32: 4, 128: 6}[length.Max], length.Max, ex)
+		return fmt.Sprintf("%q: /%d is negative; a prefix length of an IPv%d address is from /0 to /%d, %s", s, length.Bits, length.Version(), length.Max, ex)
 	case badLength:
-		return fmt.Sprintf("%q: /%d is longer than an IPv%d address (at most /%d); %s", s, length.Bits, map[int]int{32: 4, 128: 6}[length.Max], length.Max, ex)
+		return fmt.Sprintf("%q: /%d is longer than an IPv%d address (at most /%d); %s", s, length.Bits, length.Version(), length.Max, ex)
 	case strings.Count(s, "-") == 1 && !slash:
 		return fmt.Sprintf("%q is a range with -; write it as CIDR prefixes, %s", s, ex)
 	case aerr != nil && strings.IndexFunc(addr, unicode.IsLetter) >= 0 && !strings.Contains(addr, ":"):
