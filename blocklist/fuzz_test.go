@@ -335,6 +335,7 @@ func FuzzParseRanges(f *testing.F) {
 	seedWindows(f, "127.0.0.0/24", "# c", "2001:db8::/32 # v6", "10.0.0.0/33")
 	seedWindows(f, "[2001:db8::]/32", "!10.0.0.0/8", "[section]", "\t[10.0.0.0/8] # x")
 	seedWindows(f, "::10.1.2.3/120", "10.1.2.3/24", "[::10.0.0.1]")
+	seedWindows(f, "10.0.0.0-10.0.0.255", "10/8", "10.1.2.3/255.255.255.0", "fe80::%eth0/64", "10.0.0.1/032", "2001:db8::-2001:db8::ff")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rf, err := ParseRanges("fuzz.txt", data)
 		if n, _ := BadLines(err); n <= maxReported {

@@ -659,16 +659,16 @@ func TestParseRanges(t *testing.T) {
 	assert.Equal(t, []string{"10.0.0.0/8@2", "192.0.2.7/32@3", "2001:db8::/32@4", "198.51.100.0/24@5", "172.16.0.0/12@11"}, got)
 	assert.Equal(t, strings.Join([]string{
 		`networks/gov.txt:6: prefix has host bits set, did you mean 10.0.0.0/8: "10.1.2.3/8"`,
-		`networks/gov.txt:7: not an IP address or CIDR prefix: "not-an-ip"`,
+		`networks/gov.txt:7: a name is not a client range (write its IP address or CIDR prefix): "not-an-ip"`,
 		`networks/gov.txt:8: prefix length /33 is longer than an IPv4 address (at most /32): "10.0.0.0/33"`,
-		`networks/gov.txt:9: not an IP address or CIDR prefix: "fe80::1%eth0"`,
+		`networks/gov.txt:9: a zone (%…) has no place in a client range: clients are matched by their address alone, did you mean fe80::1/128: "fe80::1%eth0"`,
 		`networks/gov.txt:10: unexpected text after the entry: "extra"`,
 		`networks/gov.txt:12: prefix length /-1 is negative (an IPv4 prefix is /0 to /32): "10.0.0.0/-1"`,
 		`networks/gov.txt:13: prefix length /129 is longer than an IPv6 address (at most /128): "2001:db8::/129"`,
 		`networks/gov.txt:14: prefix length /129 is longer than an IPv6 address (at most /128): "::ffff:10.0.0.0/129"`,
-		`networks/gov.txt:15: not an IP address or CIDR prefix: "10.0.0.0/x"`,
-		`networks/gov.txt:16: not an IP address or CIDR prefix: "10.0.0.0/08"`,
-		`networks/gov.txt:17: not an IP address or CIDR prefix: "fe80::%eth0/200"`,
+		`networks/gov.txt:15: the prefix length after the slash is missing or not a number: "10.0.0.0/x"`,
+		`networks/gov.txt:16: a prefix length is written without leading zeros, did you mean 10.0.0.0/8: "10.0.0.0/08"`,
+		`networks/gov.txt:17: a zone (%…) has no place in a client range: clients are matched by their address alone: "fe80::%eth0/200"`,
 	}, "\n"), err.Error())
 	assert.True(t, errors.Is(err, ErrHostBits))
 	_, lengthErr := ParsePrefix("10.0.0.0/33")
@@ -683,6 +683,50 @@ func TestParseRangesURL(t *testing.T) {
 	assert.ErrorIs(t, err, ErrRangeURL)
 	assert.Equal(t, `networks/gov.txt:2: a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet): "https://example.org/gov-ranges.txt"`, err.Error())
 	require.Len(t, rf.Ranges, 1, "the good line still loads")
+}
+
+// TestParseRangesSaysWhatIsWrong: a range line netip does not read is
+// reported with what is wrong with it and, where one range is certainly
+// meant, that range, as the configuration's clients are (they share
+// ParsePrefix): a first-last range, a netmask, an IPv4 address of fewer
+// than four parts (BIND's `10/8`), a zone, a length with a leading zero.
+// A name with one dash is a name, not a first-last range.
+func TestParseRangesSaysWhatIsWrong(t *testing.T) {
+	tests := []struct {
+		line string
+		is   error
+		want string
+	}{
+		{"10.0.0.0-10.0.0.255", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes), did you mean 10.0.0.0/24"},
+		{"2001:db8::-2001:db8::ffff", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes), did you mean 2001:db8::/112"},
+		{"::ffff:10.0.0.0-::ffff:10.0.0.255", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes), did you mean 10.0.0.0/24"},
+		{"10.0.0.1-10.0.0.9", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes)"},
+		{"10.0.0.255-10.0.0.0", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes)"},
+		{"gov-net", ErrRangeName, "a name is not a client range (write its IP address or CIDR prefix)"},
+		{"10.0.0.0/8,10.1.0.0/16", ErrRangeList, "several ranges in one entry (write one range a line)"},
+		{"10.0.0.0/8;10.1.0.0/16", ErrRangeList, "several ranges in one entry (write one range a line)"},
+		{"10.1.2.3/255.255.255.0", ErrNetmask, "a netmask after the slash, where a CIDR prefix has a length, did you mean 10.1.2.0/24"},
+		{"10.0.0.0/255.0.255.0", ErrNetmask, "a netmask after the slash, where a CIDR prefix has a length"},
+		{"10/8", ErrShortIPv4, "an IPv4 address is four numbers (a.b.c.d), did you mean 10.0.0.0/8"},
+		{"172.16/12", ErrShortIPv4, "an IPv4 address is four numbers (a.b.c.d), did you mean 172.16.0.0/12"},
+		{"10.1/8", ErrShortIPv4, "an IPv4 address is four numbers (a.b.c.d)"},
+		{"10.0.1", ErrShortIPv4, "an IPv4 address is four numbers (a.b.c.d)"},
+		{"fe80::%eth0/64", ErrRangeZone, "a zone (%…) has no place in a client range: clients are matched by their address alone, did you mean fe80::/64"},
+		{"10.0.0.0/", ErrLengthText, "the prefix length after the slash is missing or not a number"},
+		{"10.0.0.0/8x", ErrLengthText, "the prefix length after the slash is missing or not a number"},
+		{"10.0.0.1/032", ErrLengthZero, "a prefix length is written without leading zeros, did you mean 10.0.0.1/32"},
+		{"10.0.0.0/00", ErrLengthZero, "a prefix length is written without leading zeros"},
+		{"::ffff:10.0.0.0/95", ErrMappedShort, "an IPv4-mapped prefix (::ffff:a.b.c.d/n) is /96 or longer: a shorter one holds addresses that are not IPv4"},
+		{"256.0.0.0/8", ErrBadRange, "not an IP address or CIDR prefix"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.line, func(t *testing.T) {
+			rf, err := ParseRanges("ranges.txt", []byte("10.9.0.0/16\n"+tc.line+"\n"))
+			require.Len(t, rf.Ranges, 1, "the good line still loads")
+			assert.ErrorIs(t, err, tc.is)
+			assert.EqualError(t, err, fmt.Sprintf("ranges.txt:2: %s: %q", tc.want, tc.line))
+		})
+	}
 }
 
 // TestParseReportsTextAtTheBound: a bad line's text of maxReportedText
@@ -766,7 +810,7 @@ func TestParseRangesReportsEveryLine(t *testing.T) {
 		{name: "bracketed with a comment", line: "  [2001:db8::]/32   # v6 devices",
 			want: `ranges.txt:2: a client range is written without brackets, did you mean 2001:db8::/32: "[2001:db8::]/32"`},
 		{name: "section header", line: "[section]",
-			want: `ranges.txt:2: not an IP address or CIDR prefix: "[section]"`},
+			want: `ranges.txt:2: a name is not a client range (write its IP address or CIDR prefix): "[section]"`},
 		{name: "adblock header", line: "[Adblock Plus 2.0]",
 			want: `ranges.txt:2: not an IP address or CIDR prefix: "[Adblock Plus 2.0]"`},
 		// Only the range in brackets, or a prefix length after them, is
@@ -823,8 +867,9 @@ func TestParsePrefix(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, netip.MustParsePrefix("0.0.0.0/0"), p)
 	_, err = ParsePrefix("::ffff:0.0.0.0/95")
-	assert.ErrorIs(t, err, ErrBadRange)
-	assert.Equal(t, ErrBadRange.Error(), err.Error(), "no range meant to name")
+	assert.ErrorIs(t, err, ErrMappedShort)
+	_, meant := Meant("::ffff:0.0.0.0/95", err)
+	assert.False(t, meant, "no range meant to name")
 	// IPv4-compatible (::a.b.c.d) as an address and as a prefix of /96 and
 	// longer, down to ::0.0.0.0/96, is no client's range.
 	for _, s := range []string{"::10.0.0.1", "::10.0.0.0/104", "::0.0.0.0/96"} {

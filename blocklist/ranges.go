@@ -2,9 +2,12 @@ package blocklist
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -54,9 +57,6 @@ func ParseRanges(name string, data []byte) (*RangeFile, error) {
 		case rest != "":
 			errs.add(name, line, rest, ErrTrailing)
 			continue
-		case strings.Contains(first, "://"):
-			errs.add(name, line, first, ErrRangeURL)
-			continue
 		}
 		p, err := ParsePrefix(first)
 		if err != nil {
@@ -78,8 +78,12 @@ func bracketed(s string) error {
 		return ErrBadRange // not parsed again: one level a bracket would be O(n^2)
 	}
 	if bits == "" || bits[0] == '/' && !strings.Contains(inner, "/") {
-		if p, err := ParsePrefix(inner + bits); err == nil {
+		p, err := ParsePrefix(inner + bits)
+		if err == nil {
 			return fmt.Errorf("%w, did you mean %s", ErrRangeBrackets, p)
+		}
+		if bits == "" && errors.Is(err, ErrRangeName) {
+			return err // `[gov]`: a name, an INI section
 		}
 	}
 	return ErrBadRange
@@ -106,7 +110,9 @@ func Meant(s string, err error) (msg string, ok bool) {
 // `10.1.2.3/8` is more likely a typo than a wish for 10.0.0.0/8. So are an
 // address in brackets (ErrRangeBrackets) and an IPv4-compatible one
 // (ErrIPv4Compatible); those three errors end with ", did you mean" and
-// the range meant.
+// the range meant. Text that is no range gets an error saying why
+// (rangeShape: a first-last range, a netmask, a zone, a name, …), with the
+// range meant where only one can be.
 func ParsePrefix(s string) (netip.Prefix, error) {
 	s = addressText(s)
 	if strings.HasPrefix(s, "[") {
@@ -116,21 +122,18 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		var err error
 		if p, err = netip.ParsePrefix(s); err != nil {
-			return netip.Prefix{}, lengthProblem(s)
+			return netip.Prefix{}, rangeShape(s)
 		}
 	} else {
 		a, err := netip.ParseAddr(s)
 		if err != nil || a.Zone() != "" {
-			return netip.Prefix{}, ErrBadRange
+			return netip.Prefix{}, rangeShape(s)
 		}
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	if p.Addr().Zone() != "" {
-		return netip.Prefix{}, ErrBadRange
-	}
 	if p.Addr().Is4In6() {
 		if p.Bits() < 96 {
-			return netip.Prefix{}, ErrBadRange
+			return netip.Prefix{}, ErrMappedShort
 		}
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
@@ -173,17 +176,146 @@ func (e *PrefixLengthError) Version() int {
 
 func (e *PrefixLengthError) Is(target error) bool { return target == ErrBadRange }
 
-// lengthProblem is why s, a range with a slash that netip does not parse,
-// is no range: a *PrefixLengthError when s is an address (without a zone)
-// and a decimal length out of its range, ErrBadRange otherwise.
-func lengthProblem(s string) error {
-	slash := strings.LastIndexByte(s, '/')
-	a, aerr := netip.ParseAddr(s[:slash])
-	n, nerr := strconv.Atoi(s[slash+1:])
-	if aerr != nil || a.Zone() != "" || nerr != nil || 0 <= n && n <= a.BitLen() {
-		return ErrBadRange
+// Reasons a text is not a client range that say more than ErrBadRange
+// (rangeShape). Those that end in ", did you mean" and the range meant
+// are read by Meant.
+var (
+	ErrRangeName   = errors.New("a name is not a client range (write its IP address or CIDR prefix)")
+	ErrRangeDash   = errors.New("a range written first-last is not read (write it as CIDR prefixes)")
+	ErrRangeList   = errors.New("several ranges in one entry (write one range a line)")
+	ErrRangeZone   = errors.New("a zone (%…) has no place in a client range: clients are matched by their address alone")
+	ErrNetmask     = errors.New("a netmask after the slash, where a CIDR prefix has a length")
+	ErrLengthZero  = errors.New("a prefix length is written without leading zeros")
+	ErrLengthText  = errors.New("the prefix length after the slash is missing or not a number")
+	ErrShortIPv4   = errors.New("an IPv4 address is four numbers (a.b.c.d)")
+	ErrMappedShort = errors.New("an IPv4-mapped prefix (::ffff:a.b.c.d/n) is /96 or longer: a shorter one holds addresses that are not IPv4")
+)
+
+// rangeShape is why s, an address or prefix netip does not read (or an
+// address with a zone), is no client range, with the range meant where
+// one is certain: a URL (ErrRangeURL); several ranges (ErrRangeList:
+// `10.0.0.0/8,10.1.0.0/16`); a first-last range (ErrRangeDash, meant when
+// it is one prefix: `10.0.0.0-10.0.0.255` is 10.0.0.0/24); a zone
+// (ErrRangeZone, meant the address without it); an IPv4 address of fewer
+// than four parts (ErrShortIPv4; with a length, meant padded with zeros,
+// as BIND reads `10/8` in an address match list); a name (ErrRangeName); a
+// netmask (ErrNetmask: `/255.255.255.0` is /24); a length out of range
+// (*PrefixLengthError), with leading zeros (ErrLengthZero) or not a
+// number (ErrLengthText); ErrBadRange for anything else. Its own checks
+// run on a failure alone: a range that parses costs none of them.
+func rangeShape(s string) error {
+	addr, length, slash := strings.Cut(s, "/")
+	switch {
+	case strings.Contains(s, "://"):
+		return ErrRangeURL
+	case len(strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' })) > 1:
+		return ErrRangeList
+	case !slash && strings.Count(s, "-") == 1 && !isName(strings.Split(s, "-")...):
+		return dashRange(s)
+	case len(strings.Fields(s)) > 1:
+		return ErrRangeList
+	case strings.Contains(addr, "%"):
+		unzoned, _, _ := strings.Cut(addr, "%")
+		if slash {
+			unzoned += "/" + length
+		}
+		if p, err := ParsePrefix(unzoned); err == nil {
+			return fmt.Errorf("%w, did you mean %s", ErrRangeZone, p)
+		}
+		return ErrRangeZone
 	}
-	return &PrefixLengthError{Bits: n, Max: a.BitLen()}
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addressShape(addr, length, slash)
+	}
+	if mask, err := netip.ParseAddr(length); err == nil {
+		return netmask(a, mask)
+	}
+	n, err := strconv.Atoi(length)
+	switch {
+	case err != nil:
+		return ErrLengthText
+	case n < 0 || n > a.BitLen():
+		return &PrefixLengthError{Bits: n, Max: a.BitLen()}
+	case length[0] == '0':
+		if p, err := ParsePrefix(addr + "/" + strconv.Itoa(n)); err == nil {
+			return fmt.Errorf("%w, did you mean %s", ErrLengthZero, p)
+		}
+		return ErrLengthZero
+	}
+	return ErrBadRange // a length with a sign: `/+8`
+}
+
+// addressShape is why addr, the part of a range before its slash (length
+// after it, if slash), is no address: ErrShortIPv4 for one to three
+// decimal octets, ErrRangeName for a name, ErrBadRange otherwise.
+func addressShape(addr, length string, slash bool) error {
+	if parts := strings.Split(addr, "."); len(parts) < 4 && !slices.ContainsFunc(parts, notOctet) {
+		if slash {
+			padded := addr + strings.Repeat(".0", 4-len(parts)) + "/" + length
+			if p, err := ParsePrefix(padded); err == nil {
+				return fmt.Errorf("%w, did you mean %s", ErrShortIPv4, p)
+			}
+		}
+		return ErrShortIPv4
+	}
+	if isName(addr) {
+		return ErrRangeName
+	}
+	return ErrBadRange
+}
+
+// isName reports whether one of texts, none of which netip reads as an
+// address, is meant as a name: it has a letter, and no colon (which
+// IPv6's hexadecimal letters come with).
+func isName(texts ...string) bool {
+	return slices.ContainsFunc(texts, func(s string) bool {
+		return strings.IndexFunc(s, unicode.IsLetter) >= 0 && !strings.Contains(s, ":")
+	})
+}
+
+// notOctet reports whether s is not an IPv4 address's part as netip reads
+// one: a decimal number from 0 to 255 without leading zeros.
+func notOctet(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err != nil || n < 0 || n > 255 || strconv.Itoa(n) != s
+}
+
+// dashRange is ErrRangeDash for s, a first-last range, with the prefix
+// meant when the two ends are the first and last address of one.
+func dashRange(s string) error {
+	first, last, _ := strings.Cut(s, "-")
+	a, aerr := netip.ParseAddr(strings.TrimSpace(first))
+	b, berr := netip.ParseAddr(strings.TrimSpace(last))
+	if aerr != nil || berr != nil || a.Zone() != "" || b.Zone() != "" || a.BitLen() != b.BitLen() {
+		return ErrRangeDash
+	}
+	for bits := a.BitLen(); bits >= 0; bits-- {
+		p := netip.PrefixFrom(a, bits)
+		if p.Masked().Addr() != a {
+			break
+		}
+		if next := b.Next(); p.Contains(b) && (!next.IsValid() || !p.Contains(next)) {
+			if q, err := ParsePrefix(p.String()); err == nil {
+				return fmt.Errorf("%w, did you mean %s", ErrRangeDash, q)
+			}
+			break
+		}
+	}
+	return ErrRangeDash
+}
+
+// netmask is ErrNetmask for a, an address written with mask after its
+// slash (`10.1.2.0/255.255.255.0`), with the prefix meant when mask is an
+// IPv4 netmask (its ones first) and a an IPv4 address.
+func netmask(a, mask netip.Addr) error {
+	if a.Is4() && mask.Is4() {
+		m := binary.BigEndian.Uint32(mask.AsSlice())
+		if zeros := ^m; zeros&(zeros+1) == 0 {
+			return fmt.Errorf("%w, did you mean %s", ErrNetmask, netip.PrefixFrom(a, 32-bits.OnesCount32(zeros)).Masked())
+		}
+	}
+	return ErrNetmask
 }
 
 // addressText is s, an address or range as a file or the configuration

@@ -224,13 +224,18 @@ func TestExplainClientForms(t *testing.T) {
 		assert.Equal(t, want, out, "%s explained as %s", alias, client)
 	}
 	for client, want := range map[string]string{
-		"10.1.2.3/24":     `client: "10.1.2.3/24" has host bits set; did you mean 10.1.2.0/24?`,
-		"[2001:db8::]/32": `client: "[2001:db8::]/32": a client range is written without brackets; did you mean 2001:db8::/32?`,
-		"[10.1.2.3]":      `client: "[10.1.2.3]": a client range is written without brackets; did you mean 10.1.2.3/32?`,
-		"::10.1.2.3":      `client: "::10.1.2.3": an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client; did you mean 10.1.2.3/32?`,
-		"10.1.2.0/33":     `client: "10.1.2.0/33": prefix length /33 is longer than an IPv4 address (at most /32); a network is its first address and a length, e.g. 10.1.2.0/24`,
-		"2001:db8::/-8":   `client: "2001:db8::/-8": prefix length /-8 is negative (an IPv6 prefix is /0 to /128); a network is its first address and a length, e.g. 10.1.2.0/24`,
-		"10.1.2.0/x":      `client: "10.1.2.0/x" is neither an IP address nor a network`,
+		"10.1.2.3/24":            `client: "10.1.2.3/24" has host bits set; did you mean 10.1.2.0/24?`,
+		"[2001:db8::]/32":        `client: "[2001:db8::]/32": a client range is written without brackets; did you mean 2001:db8::/32?`,
+		"[10.1.2.3]":             `client: "[10.1.2.3]": a client range is written without brackets; did you mean 10.1.2.3/32?`,
+		"::10.1.2.3":             `client: "::10.1.2.3": an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client; did you mean 10.1.2.3/32?`,
+		"10.1.2.0/33":            `client: "10.1.2.0/33": prefix length /33 is longer than an IPv4 address (at most /32); a network is its first address and a length, e.g. 10.1.2.0/24`,
+		"2001:db8::/-8":          `client: "2001:db8::/-8": prefix length /-8 is negative (an IPv6 prefix is /0 to /128); a network is its first address and a length, e.g. 10.1.2.0/24`,
+		"10.1.2.0/x":             `client: "10.1.2.0/x": the prefix length after the slash is missing or not a number; a network is its first address and a length, e.g. 10.1.2.0/24`,
+		"10.1.2.0/255.255.255.0": `client: "10.1.2.0/255.255.255.0": a netmask after the slash, where a CIDR prefix has a length; did you mean 10.1.2.0/24?`,
+		"10.1.2.0-10.1.2.255":    `client: "10.1.2.0-10.1.2.255": a range written first-last is not read (write it as CIDR prefixes); did you mean 10.1.2.0/24?`,
+		"10.1/16":                `client: "10.1/16": an IPv4 address is four numbers (a.b.c.d); did you mean 10.1.0.0/16?`,
+		"10.1.2":                 `client: "10.1.2": an IPv4 address is four numbers (a.b.c.d); a network is its first address and a length`,
+		"www.tiktok.com":         `client: "www.tiktok.com" is neither an IP address nor a network (10.1.2.0/24); the order is CLIENT NAME`,
 	} {
 		code, out := explain(client)
 		assert.Equal(t, 2, code, client)

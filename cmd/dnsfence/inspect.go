@@ -454,10 +454,10 @@ func explainClient(arg string) (client netip.Addr, subnet netip.Prefix, err erro
 		if msg, ok := blocklist.Meant(arg, err); ok {
 			return netip.Addr{}, netip.Prefix{}, errors.New(msg)
 		}
-		if le, ok := errors.AsType[*blocklist.PrefixLengthError](err); ok {
-			return netip.Addr{}, netip.Prefix{}, fmt.Errorf("%q: %v; a network is its first address and a length, e.g. 10.1.2.0/24", arg, le)
+		if err == blocklist.ErrBadRange || errors.Is(err, blocklist.ErrRangeName) {
+			return netip.Addr{}, netip.Prefix{}, fmt.Errorf("%q is neither an IP address nor a network (10.1.2.0/24); the order is CLIENT NAME, e.g. dnsfence explain 10.1.2.3 www.tiktok.com", arg)
 		}
-		return netip.Addr{}, netip.Prefix{}, fmt.Errorf("%q is neither an IP address nor a network (10.1.2.0/24); the order is CLIENT NAME, e.g. dnsfence explain 10.1.2.3 www.tiktok.com", arg)
+		return netip.Addr{}, netip.Prefix{}, fmt.Errorf("%q: %v; a network is its first address and a length, e.g. 10.1.2.0/24", arg, err)
 	}
 	if !strings.Contains(arg, "/") {
 		return p.Addr(), netip.Prefix{}, nil

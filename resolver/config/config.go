@@ -1499,22 +1499,24 @@ func prefixProblem(s string, err error, at []any) string {
 	if msg, ok := blocklist.Meant(s, err); ok {
 		return msg
 	}
-	addr, _, slash := strings.Cut(s, "/")
-	_, aerr := netip.ParseAddr(addr)
 	length, badLength := errors.AsType[*blocklist.PrefixLengthError](err)
 	switch {
-	case strings.Contains(s, "://"):
+	case errors.Is(err, blocklist.ErrRangeURL):
 		return fmt.Sprintf("%q is a URL; give an IP address or CIDR prefix, %s", s, ex)
 	case badLength && length.Bits < 0:
 		return fmt.Sprintf("%q: /%d is negative; a prefix length of an IPv%d address is from /0 to /%d, %s", s, length.Bits, length.Version(), length.Max, ex)
 	case badLength:
 		return fmt.Sprintf("%q: /%d is longer than an IPv%d address (at most /%d); %s", s, length.Bits, length.Version(), length.Max, ex)
-	case strings.Count(s, "-") == 1 && !slash:
+	case errors.Is(err, blocklist.ErrRangeDash):
 		return fmt.Sprintf("%q is a range with -; write it as CIDR prefixes, %s", s, ex)
-	case aerr != nil && strings.IndexFunc(addr, unicode.IsLetter) >= 0 && !strings.Contains(addr, ":"):
+	case errors.Is(err, blocklist.ErrRangeName):
 		return fmt.Sprintf("%q is a name; give an IP address or CIDR prefix, %s", s, ex)
+	case errors.Is(err, blocklist.ErrRangeList):
+		return fmt.Sprintf("%q holds several ranges; give each as an item of its own, %s", s, ex)
+	case err == blocklist.ErrBadRange:
+		return fmt.Sprintf("%q is not an IP address or CIDR prefix; give one, %s", s, ex)
 	}
-	return fmt.Sprintf("%q is not an IP address or CIDR prefix; give one, %s", s, ex)
+	return fmt.Sprintf("%q: %v; %s", s, err, ex)
 }
 
 // addrPortProblem says why s is not an IP address and port, or "" when it
