@@ -74,8 +74,6 @@ var (
 	ErrTrailing       = errors.New("unexpected text after the entry")
 	ErrIDNA           = errors.New("invalid internationalised name")
 	ErrNotUTF8Name    = errors.New("a name that is not UTF-8 text (a Latin-1 or Windows-1252 letter?); save the list as UTF-8")
-	ErrBadRange       = errors.New("not an IP address or CIDR prefix")
-	ErrHostBits       = errors.New("prefix has host bits set")
 	ErrTooManyLines   = errors.New("list files end at line 16,777,215")
 	ErrURL            = errors.New("a URL is not a list entry")
 	ErrRegex          = errors.New("regular expressions (/.../) are not supported (write the names they are meant to block)")
@@ -85,10 +83,6 @@ var (
 	ErrGluedComment   = errors.New(`a "#" glued to a name starts no comment (in a line that is not a hosts line, a comment starts the line or follows white space)`)
 	ErrGluedAddress   = errors.New("an address glued to a name")
 	ErrLoneCR         = errors.New("a carriage return inside the line: lines that end in CR alone (as classic Mac OS saved them) are one line here; save the file with LF or CRLF line ends")
-	ErrRangeURL       = errors.New("a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet)")
-	ErrRangeBrackets  = errors.New("a client range is written without brackets")
-	ErrIPv4Compatible = errors.New("an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client")
-	ErrRangeExclude   = errors.New(`"!" is neither a comment nor an exclusion in a client range file (comments start with "#"; to leave devices out, put their range in a policy of its own)`)
 	// ErrInclude is an Adblock/AdGuard `!#include` directive: the names of
 	// the file it names would not be in the list, so it is reported, not
 	// skipped as the comment its "!" looks like.

@@ -176,19 +176,25 @@ func (e *PrefixLengthError) Version() int {
 
 func (e *PrefixLengthError) Is(target error) bool { return target == ErrBadRange }
 
-// Reasons a text is not a client range that say more than ErrBadRange
-// (rangeShape). Those that end in ", did you mean" and the range meant
-// are read by Meant.
+// Reasons a text is not a client range (ParsePrefix, ParseRanges).
+// ErrBadRange is the reason that says no more; those that end in ", did
+// you mean" and the range meant are read by Meant.
 var (
-	ErrRangeName   = errors.New("a name is not a client range (write its IP address or CIDR prefix)")
-	ErrRangeDash   = errors.New("a range written first-last is not read (write it as CIDR prefixes)")
-	ErrRangeList   = errors.New("several ranges in one entry (write one range a line)")
-	ErrRangeZone   = errors.New("a zone (%…) has no place in a client range: clients are matched by their address alone")
-	ErrNetmask     = errors.New("a netmask after the slash, where a CIDR prefix has a length")
-	ErrLengthZero  = errors.New("a prefix length is written without leading zeros")
-	ErrLengthText  = errors.New("the prefix length after the slash is missing or not a number")
-	ErrShortIPv4   = errors.New("an IPv4 address is four numbers (a.b.c.d)")
-	ErrMappedShort = errors.New("an IPv4-mapped prefix (::ffff:a.b.c.d/n) is /96 or longer: a shorter one holds addresses that are not IPv4")
+	ErrBadRange       = errors.New("not an IP address or CIDR prefix")
+	ErrHostBits       = errors.New("prefix has host bits set")
+	ErrRangeURL       = errors.New("a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet)")
+	ErrRangeBrackets  = errors.New("a client range is written without brackets")
+	ErrIPv4Compatible = errors.New("an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client")
+	ErrRangeExclude   = errors.New(`"!" is neither a comment nor an exclusion in a client range file (comments start with "#"; to leave devices out, put their range in a policy of its own)`)
+	ErrRangeName      = errors.New("a name is not a client range (write its IP address or CIDR prefix)")
+	ErrRangeDash      = errors.New("a range written first-last is not read (write it as CIDR prefixes)")
+	ErrRangeList      = errors.New("several ranges in one entry (write one range a line)")
+	ErrRangeZone      = errors.New("a zone (%…) has no place in a client range: clients are matched by their address alone")
+	ErrNetmask        = errors.New("a netmask after the slash, where a CIDR prefix has a length")
+	ErrLengthZero     = errors.New("a prefix length is written without leading zeros")
+	ErrLengthText     = errors.New("the prefix length after the slash is missing or not a number")
+	ErrShortIPv4      = errors.New("an IPv4 address is four numbers (a.b.c.d)")
+	ErrMappedShort    = errors.New("an IPv4-mapped prefix (::ffff:a.b.c.d/n) is /96 or longer: a shorter one holds addresses that are not IPv4")
 )
 
 // rangeShape is why s, an address or prefix netip does not read (or an
