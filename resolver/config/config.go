@@ -1142,6 +1142,12 @@ func (c *Config) validateListen(errs *configErrors) {
 	}
 	for i, l := range c.Listen {
 		at := []any{"listen", i}
+		if key, value, ok := encryptedListen(l); ok {
+			// `listen: ["tls://0.0.0.0:853"]`: listen serves plain DNS
+			// alone; each encrypted transport has a key of its own.
+			errs.add(at, "%q: listen serves plain DNS; serve DNS over %s with %s: [%q]", l, protocolOf(key), key, value)
+			continue
+		}
 		if msg, fix := addrPortProblem(l, 53, true); fix != "" {
 			errs.add(at, "%s; write %s", msg, fix)
 		} else if msg != "" {
@@ -1192,6 +1198,14 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 			}
 			continue
 		}
+		if fix, ok := unboundTLS(u); ok {
+			if _, err := upstream.ParseAddress(fix); err != nil {
+				errs.add(at, "%q is Unbound's form of a DNS over TLS upstream (IP@PORT#NAME), here %v", u, err)
+			} else {
+				errs.add(at, "%q is Unbound's form of a DNS over TLS upstream (IP@PORT#NAME); write %s", u, fix)
+			}
+			continue
+		}
 		shown := strconv.Quote(u)
 		if a, ok := portless(u); ok {
 			// A plain upstream written without its port is on port 53
@@ -1209,6 +1223,10 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 		switch {
 		case fix != "":
 			errs.add(at, "%s; write %s", msg, fix)
+		case strings.HasSuffix(u, ".conf") || strings.Contains(u, "/"):
+			// `resolv.conf`, `etc/resolv.conf`: a path, as
+			// IsResolvConf does not take it.
+			errs.add(at, "%q is not IP:port; give IP:port, %s, or a resolv.conf path starting with / or ./ (./%s beside the configuration file)", u, example(at), u)
 		case strings.Contains(msg, " is a name"):
 			errs.add(at, "%s; upstreams are IP addresses (dnsfence does not look its upstreams up), %s", msg, example(at))
 		case msg != "":
@@ -1531,15 +1549,15 @@ func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 		if a, ok := portless(s); ok {
 			return fmt.Sprintf("%q has no port", s), netip.AddrPortFrom(a, def).String()
 		}
-		return fmt.Sprintf("%q is not IP:port", s), ""
+		return notAddrPort(s, def, anyPort)
 	}
 	_, aerr := netip.ParseAddr(host)
 	switch {
-	case host == "":
+	case host == "" || host == "*":
 		return fmt.Sprintf("%q has no IP address", s), fmt.Sprintf("0.0.0.0:%s for every IPv4 address, [::]:%s for every IPv6 one", port, port)
 	case strings.EqualFold(host, "localhost"):
 		return fmt.Sprintf("%q: localhost is a name, not an IP address", s), "127.0.0.1:" + port
-	case aerr != nil && strings.IndexFunc(host, unicode.IsLetter) >= 0 && !strings.Contains(host, ":"):
+	case aerr != nil && nameLike(host):
 		return fmt.Sprintf("%q: the host is a name, not an IP address", s), ""
 	case !validPort(port, anyPort):
 		return fmt.Sprintf("%q: the port is not a number from %d to 65535", s, map[bool]int{true: 0, false: 1}[anyPort]), ""
@@ -1557,6 +1575,92 @@ func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 			netip.AddrPortFrom(a.WithZone(""), ap.Port()).String()
 	}
 	return "", ""
+}
+
+// unboundTLS is the tls:// upstream u means when u is written as
+// Unbound's forward-addr of a DNS over TLS upstream, IP@PORT#NAME or
+// IP#NAME (unbound.conf(5): forward-tls-upstream), in dnsfence's form
+// (which ParseAddress may still refuse: port 53); false for any other u.
+func unboundTLS(u string) (fix string, ok bool) {
+	hostPort, name, found := strings.Cut(u, "#")
+	if !found || !nameLike(name) {
+		return "", false
+	}
+	host, port, withPort := strings.Cut(hostPort, "@")
+	a, ok := portless(host)
+	if !ok {
+		return "", false
+	}
+	hostPort = a.String()
+	switch {
+	case withPort:
+		hostPort = net.JoinHostPort(hostPort, port)
+	case a.Is6():
+		hostPort = "[" + hostPort + "]"
+	}
+	return "tls://" + hostPort + "#" + name, true
+}
+
+// encryptedListen is the key of the encrypted listener l, a listen
+// address written with a scheme, is meant for, and l as that key takes it
+// (listen_https takes https:// and http://; listen_tls and listen_quic an
+// address alone); false for any other l.
+func encryptedListen(l string) (key, value string, ok bool) {
+	scheme, rest, found := strings.Cut(l, "://")
+	if !found {
+		return "", "", false
+	}
+	switch strings.ToLower(scheme) {
+	case "tls":
+		return "listen_tls", rest, true
+	case "quic":
+		return "listen_quic", rest, true
+	case "https", "http":
+		return "listen_https", l, true
+	}
+	return "", "", false
+}
+
+// notAddrPort is addrPortProblem's answer for s, which has no port after
+// a colon and is no address alone: the port after another separator
+// (Unbound's IP@PORT, dnsmasq's IP#PORT: fixed to IP:PORT), several
+// addresses in one, a port alone (a listener's, anyPort, fixed to one on
+// 127.0.0.1), localhost (fixed to 127.0.0.1 on def), a name, or a scheme
+// (fixed to the address after it).
+func notAddrPort(s string, def uint16, anyPort bool) (problem, fix string) {
+	if i := strings.LastIndexAny(s, "@#"); i > 0 && validPort(s[i+1:], anyPort) {
+		if a, ok := portless(s[:i]); ok {
+			port, _ := strconv.ParseUint(s[i+1:], 10, 16)
+			return fmt.Sprintf("%q: the port follows a colon (IP@PORT is Unbound's form, IP#PORT dnsmasq's)", s),
+				netip.AddrPortFrom(a, uint16(port)).String()
+		}
+	}
+	scheme, rest, schemed := strings.Cut(s, "://")
+	switch {
+	case len(strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' || unicode.IsSpace(r) })) > 1:
+		return fmt.Sprintf("%q is several addresses in one item", s), ""
+	case isDigits(s) && anyPort:
+		return fmt.Sprintf("%q is a port alone", s), fmt.Sprintf("127.0.0.1:%s, or 0.0.0.0:%s for every IPv4 address", s, s)
+	case isDigits(s):
+		return fmt.Sprintf("%q is a port alone", s), ""
+	case strings.EqualFold(s, "localhost"):
+		return fmt.Sprintf("%q is a name, not an IP address", s), netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), def).String()
+	case schemed:
+		if problem, _ := addrPortProblem(rest, def, anyPort); problem == "" {
+			return fmt.Sprintf("%q: an address here is written without a scheme (%s://)", s, scheme), rest
+		}
+		return fmt.Sprintf("%q: an address here is written without a scheme (%s://)", s, scheme), ""
+	case nameLike(s):
+		return fmt.Sprintf("%q is a name, not an IP address", s), ""
+	}
+	return fmt.Sprintf("%q is not IP:port", s), ""
+}
+
+// nameLike reports whether s, which netip does not read as an address,
+// is meant as a name: it has a letter, and no colon (which IPv6's
+// hexadecimal letters come with).
+func nameLike(s string) bool {
+	return strings.IndexFunc(s, unicode.IsLetter) >= 0 && !strings.Contains(s, ":")
 }
 
 // bracketless reports whether s is an IPv6 address whose last group

@@ -146,6 +146,9 @@ func ParseAddress(s string) (Address, error) {
 	if !isURL {
 		return parsePlain(s)
 	}
+	if fix, ok := atPort(scheme, rest); ok {
+		return Address{}, fmt.Errorf("%q: the port follows a colon (IP@PORT is Unbound's form); write %s", s, fix)
+	}
 	// A user or password before the host is refused first, and the
 	// error shows it redacted: every later error quotes s.
 	if shown := blocklist.RedactURL(s); shown != s {
@@ -245,6 +248,22 @@ func ParseAddress(s string) (Address, error) {
 	}
 	a.text = s
 	return a, nil
+}
+
+// atPort is scheme://rest written with its port after a colon, when rest
+// is Unbound's IP@PORT ("tls://9.9.9.9@853#dns.quad9.net", which a URL
+// reads as the user 9.9.9.9 at the host 853); false for any other rest.
+func atPort(scheme, rest string) (fix string, ok bool) {
+	end := strings.IndexAny(rest, "/#?")
+	if end < 0 {
+		end = len(rest)
+	}
+	host, port, found := strings.Cut(rest[:end], "@")
+	ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+	if !found || err != nil || port == "" || strings.Trim(port, "0123456789") != "" {
+		return "", false
+	}
+	return scheme + "://" + net.JoinHostPort(ip.String(), port) + rest[end:], true
 }
 
 // parsePlain parses a plain DNS upstream: IP, [IPv6], IP:PORT or

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -129,6 +130,33 @@ func TestParseAddressHidesCredentials(t *testing.T) {
 			assert.Contains(t, err.Error(), "xxxxx@")
 			assert.NotContains(t, err.Error(), secret)
 		})
+	}
+}
+
+// TestParseAddressUnboundPort: Unbound's IP@PORT in an encrypted
+// upstream, which a URL reads as the user 9.9.9.9 at the host 853, is
+// named as such with the address meant (the address shown: it is no
+// secret), where any other text before @ is a user or password, hidden.
+func TestParseAddressUnboundPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"tls://9.9.9.9@853#dns.quad9.net":                      "tls://9.9.9.9:853#dns.quad9.net",
+		"quic://[2620:fe::fe]@8853#dns.quad9.net":              "quic://[2620:fe::fe]:8853#dns.quad9.net",
+		"https://9.9.9.9@443/dns-query#dns.quad9.net":          "https://9.9.9.9:443/dns-query#dns.quad9.net",
+		"TLS://2620:fe::fe@853#dns.quad9.net":                  "TLS://[2620:fe::fe]:853#dns.quad9.net",
+		"https://[::ffff:9.9.9.9]@443/dns-query#dns.quad9.net": "https://[::ffff:9.9.9.9]:443/dns-query#dns.quad9.net",
+	} {
+		t.Run(in, func(t *testing.T) {
+			_, err := ParseAddress(in)
+			require.Error(t, err)
+			assert.EqualError(t, err, fmt.Sprintf("%q: the port follows a colon (IP@PORT is Unbound's form); write %s", in, want))
+			_, err = ParseAddress(want)
+			assert.NoError(t, err, "the address offered is taken")
+		})
+	}
+	for _, in := range []string{"tls://9.9.9.9@dns.quad9.net#dns.quad9.net", "tls://user@9.9.9.9#dns.quad9.net", "tls://9.9.9.9@#dns.quad9.net"} {
+		_, err := ParseAddress(in)
+		require.Error(t, err, in)
+		assert.Contains(t, err.Error(), "a user or password before @", in)
 	}
 }
 
