@@ -350,6 +350,12 @@ func TestCommandLine(t *testing.T) {
 		{"help of a misspelt command", []string{"help", "explian"}, 2, []string{`dnsfence help: unknown command "explian"; did you mean explain?`}},
 		{"a misspelt flag", []string{"check", "-strictt"}, 2, []string{"flag provided but not defined: -strictt\ndid you mean -strict?\n", "usage: dnsfence check"}},
 		{"a misspelt flag of serve, with two dashes", []string{"--confg", "x.yaml"}, 2, []string{"flag provided but not defined: -confg\ndid you mean -config?\n", "usage: dnsfence serve"}},
+		// Another DNS server's flag for its configuration file: Unbound's and
+		// Blocky's -c, CoreDNS's -conf, dnsmasq's -C and --conf-file.
+		{"unbound's -c", []string{"check", "-c", "x.yaml"}, 2, []string{"flag provided but not defined: -c\ndid you mean -config?\n", "usage: dnsfence check"}},
+		{"coredns's -conf", []string{"-conf", "x.yaml"}, 2, []string{"flag provided but not defined: -conf\ndid you mean -config?\n", "usage: dnsfence serve"}},
+		{"dnsmasq's --conf-file", []string{"explain", "--conf-file=x.yaml", "10.1.2.3", "tiktok.com"}, 2, []string{"flag provided but not defined: -conf-file\ndid you mean -config?\n"}},
+		{"dnsmasq's -C", []string{"check", "-C", "x.yaml"}, 2, []string{"flag provided but not defined: -C\ndid you mean -config?\n"}},
 		{"explain needs a client and a name", []string{"explain", "10.1.2.3"}, 2, []string{"dnsfence explain: 1 argument (10.1.2.3); give CLIENT NAME [TYPE]", "usage: dnsfence explain"}},
 		{"health's help names every exit code", []string{"help", "health"}, 0, []string{"exit 0 ready, 1 not ready or unreachable, 2 bad command line"}},
 		{"explain with no arguments", []string{"explain"}, 2, []string{"dnsfence explain: no arguments; give CLIENT NAME [TYPE]", "usage: dnsfence explain"}},

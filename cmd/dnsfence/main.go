@@ -218,6 +218,25 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// otherToolFlags are the flags other DNS servers name their
+// configuration file with, and the flag of dnsfence's meant: Unbound's and
+// Blocky's -c (Blocky's --config is dnsfence's too), CoreDNS's -conf,
+// dnsmasq's -C and --conf-file.
+var otherToolFlags = map[string]string{"c": "config", "C": "config", "conf": "config", "conf-file": "config", "config-file": "config"}
+
+// flagMeant is the flag of names that bad, a flag no command has, most
+// likely means: a misspelling (config.Closest), or another DNS server's
+// flag for what a flag of names does (otherToolFlags); "" for none.
+func flagMeant(bad string, names []string) string {
+	if guess := config.Closest(bad, names); guess != "" {
+		return guess
+	}
+	if meant, ok := otherToolFlags[bad]; ok && slices.Contains(names, meant) {
+		return meant
+	}
+	return ""
+}
+
 // parseCommand parses args for the command called name with fs: its flags
 // anywhere, -h printing its usage. done is true when the caller should
 // return code at once (help asked for, or bad flags). Help asked for goes
@@ -238,7 +257,7 @@ func parseCommand(name string, fs *flag.FlagSet, args []string, stdout, stderr i
 		if bad, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
 			var names []string
 			fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-			if guess := config.Closest(strings.TrimLeft(bad, "-"), names); guess != "" {
+			if guess := flagMeant(strings.TrimLeft(bad, "-"), names); guess != "" {
 				fmt.Fprintf(stderr, "did you mean -%s?\n", guess)
 			}
 		}
