@@ -167,13 +167,16 @@ func (t *dotTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 		}
 		return nil, c.brokenError()
 	}
+	beforeAnswerWait(ctx, ch)
 	select {
 	case b, ok := <-ch:
-		if !ok {
-			return nil, c.brokenError()
-		}
-		return wq.answer(b, id)
+		return c.answered(wq, id, b, ok)
 	case <-ctx.Done():
+		select {
+		case b, ok := <-ch: // come in time, the goroutine late (udpMux.wait)
+			return c.answered(wq, id, b, ok)
+		default:
+		}
 		c.abandon(id)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) && c.silent() {
 			// Not one frame for a whole timeout, this query's answer or
@@ -185,6 +188,15 @@ func (t *dotTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 		}
 		return nil, ctx.Err()
 	}
+}
+
+// answered is the answer b to the query wq, sent on c with the ID id, or
+// c's error when its channel closed (ok false: c broke).
+func (c *dotConn) answered(wq *wireQuery, id uint16, b []byte, ok bool) (*dns.Msg, error) {
+	if !ok {
+		return nil, c.brokenError()
+	}
+	return wq.answer(b, id)
 }
 
 // errSilent breaks a connection on which a query's whole timeout passed

@@ -354,22 +354,47 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		return nil, err
 	}
 	s.send(lead, nil)
+	raw, ok, err := m.wait(ctx, w)
+	switch {
+	case err != nil:
+		return nil, err
+	case !ok:
+		return nil, w.err
+	}
+	resp, err := UnpackAnswer(raw)
+	if err != nil {
+		return nil, checkUnread(err, w.id, q) // the ID it was answered with: moved, another than register's
+	}
+	resp.Id = q.Id
+	return resp, nil
+}
+
+// wait is the end of w's wait: its answer, or ok false when the wait
+// failed (w.err says why); or ctx's error when ctx ended first, w then
+// forgotten (it may yet get an answer). An answer already come when ctx
+// ends is taken: select picks either of two ready cases, and a query
+// whose goroutine waited for a CPU past its deadline, its answer come in
+// time, lost it half the time.
+func (m *udpMux) wait(ctx context.Context, w *waiter) (raw []byte, ok bool, err error) {
+	beforeAnswerWait(ctx, w.answer)
 	select {
-	case raw, ok := <-w.answer:
-		if !ok {
-			return nil, w.err
-		}
-		resp, err := UnpackAnswer(raw)
-		if err != nil {
-			return nil, checkUnread(err, w.id, q) // the ID it was answered with: moved, another than register's
-		}
-		resp.Id = q.Id
-		return resp, nil
+	case raw, ok = <-w.answer:
+		return raw, ok, nil
 	case <-ctx.Done():
+		select {
+		case raw, ok = <-w.answer:
+			return raw, ok, nil
+		default:
+		}
 		m.forget(w)
-		return nil, ctx.Err()
+		return nil, false, ctx.Err()
 	}
 }
+
+// beforeAnswerWait runs as a query starts waiting for its answer on
+// answer, before it looks at the answer or at its ctx: tests hold it
+// there until both are ready.
+var beforeAnswerWait = func(ctx context.Context, answer <-chan []byte) {}
 
 // forget stops the wait w on whichever socket it waits on now (it may
 // have been moved since it was registered: move), if it still waits, and

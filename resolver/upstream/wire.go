@@ -294,17 +294,9 @@ func (m *udpMux) exchangeWire(ctx context.Context, q []byte) ([]byte, error) {
 		return nil, err
 	}
 	s.send(lead, nil)
-	var raw []byte
-	var ok bool
-	if done := ctx.Done(); done == nil {
-		raw, ok = <-w.answer
-	} else {
-		select {
-		case raw, ok = <-w.answer:
-		case <-done:
-			m.forget(w) // w may yet get an answer: it is not reused
-			return nil, ctx.Err()
-		}
+	raw, ok, err := m.wait(ctx, w)
+	if err != nil {
+		return nil, err // w may yet get an answer: it is not reused
 	}
 	if !ok {
 		return nil, w.err // closed: not reused
