@@ -1080,7 +1080,7 @@ func walk(root *yaml.Node, path []any) (int, *yaml.Node) {
 			if n.Kind == yaml.MappingNode {
 				// A key given by a merge key (<<) is written too, at
 				// its line in the merged mapping, as the decoder reads it.
-				for _, kv := range mappingPairs(n, 0) {
+				for _, kv := range mappingPairs(n) {
 					if kv[0].Value == v {
 						line = kv[0].Line
 						next = kv[1]

@@ -312,7 +312,7 @@ func (s *shapeChecker) mapping(n *yaml.Node, t reflect.Type, path []any) {
 		}
 	}
 	fields := yamlFields(t)
-	for _, pair := range mappingPairs(n, 0) {
+	for _, pair := range mappingPairs(n) {
 		k, v := pair[0], pair[1]
 		if k.Kind != yaml.ScalarNode {
 			s.bad(k.Line, path, "a list or mapping as a key; keys are plain words, e.g. %s", firstExample(path, fields))
@@ -335,32 +335,46 @@ func firstExample(path []any, fields map[string]reflect.StructField) string {
 
 // mappingPairs lists the key and value nodes of a mapping, with the pairs
 // of merged mappings (`<<: *defaults`) in place of the merge key, as the
-// decoder reads them.
-func mappingPairs(n *yaml.Node, depth int) [][2]*yaml.Node {
-	var out, merged [][2]*yaml.Node
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" && depth < 8 {
-			for _, m := range mergeSources(v) {
-				merged = append(merged, mappingPairs(m, depth+1)...)
+// decoder reads them. A mapping merged again at the same depth adds no key
+// the first time did not, and is not listed again: merges of twenty
+// mappings that each merge twenty, eight deep, are 20^8 merges of 1 KB.
+func mappingPairs(n *yaml.Node) [][2]*yaml.Node {
+	type merge struct {
+		n     *yaml.Node
+		depth int
+	}
+	seen := map[merge]bool{}
+	var pairs func(n *yaml.Node, depth int) [][2]*yaml.Node
+	pairs = func(n *yaml.Node, depth int) [][2]*yaml.Node {
+		var out, merged [][2]*yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" && depth < 8 {
+				for _, m := range mergeSources(v) {
+					if !seen[merge{m, depth + 1}] {
+						seen[merge{m, depth + 1}] = true
+						merged = append(merged, pairs(m, depth+1)...)
+					}
+				}
+				continue
 			}
-			continue
+			out = append(out, [2]*yaml.Node{k, v})
 		}
-		out = append(out, [2]*yaml.Node{k, v})
-	}
-	// A key written in the mapping wins over a merged one, and an earlier
-	// merged mapping over a later one.
-	have := map[string]bool{}
-	for _, p := range out {
-		have[p[0].Value] = true
-	}
-	for _, p := range merged {
-		if !have[p[0].Value] {
+		// A key written in the mapping wins over a merged one, and an
+		// earlier merged mapping over a later one.
+		have := map[string]bool{}
+		for _, p := range out {
 			have[p[0].Value] = true
-			out = append(out, p)
 		}
+		for _, p := range merged {
+			if !have[p[0].Value] {
+				have[p[0].Value] = true
+				out = append(out, p)
+			}
+		}
+		return out
 	}
-	return out
+	return pairs(n, 0)
 }
 
 // mergeable reports whether the decoder merges v, the value of a merge
