@@ -246,7 +246,22 @@ func TestConfigSuggestions(t *testing.T) {
 	assert.Equal(t, "AB-CD", Closest("ab-c", []string{"AB-CD"}))
 	assert.Equal(t, "block", affixMatch("blocklists", keys))
 	assert.Equal(t, "", affixMatch("clients", keys), "two keys end with it")
+	assert.Equal(t, "upstream_strategy", affixMatch("strategy", keys), "a key that ends with the word")
+	assert.Equal(t, "file", affixMatch("logfile", []string{"log", "file"}), "of 4 letters or more")
+	// How far a guess may be grows with the word: 1 edit up to 4
+	// letters, 2 up to 8, 3 beyond.
+	for _, tc := range []struct{ word, candidate, want string }{
+		{"axxd", "abcd", ""},                    // 4 letters, 2 edits
+		{"blxxk", "block", "block"},             // 5 letters, 2 edits
+		{"abcdexyz", "abcdefgh", ""},            // 8 letters, 3 edits
+		{"abcdefxyz", "abcdefghi", "abcdefghi"}, // 9 letters, 3 edits
+		{"abcdewxyz", "abcdefghi", ""},          // 9 letters, 4 edits
+	} {
+		assert.Equal(t, tc.want, Closest(tc.word, []string{tc.candidate}), tc.word)
+	}
+	assert.Equal(t, "abcd", Closest("abcx", []string{"abcd", "abce"}), "the first of equally close candidates")
 	assert.Equal(t, 1, editDistance("ab", "ba"))
+	assert.Equal(t, 1, editDistance("abc", "ac"))
 	assert.Equal(t, 3, editDistance("kitten", "sitting"))
 }
 
