@@ -159,7 +159,9 @@ func yamlError(file string, data []byte, err error) error {
 
 // syntaxLine is the first line, from line from on, at which data read up to
 // and including that line fails with problem; 0 if none does within a
-// bounded amount of parsing.
+// bounded amount of parsing. The last line is tried when from is past it:
+// the parser names the line after a final line break for a quote opened
+// on the first line and never closed.
 func syntaxLine(data []byte, problem string, from int) int {
 	budget := 1 << 20 // bytes parsed in all
 	end := 0
@@ -169,7 +171,7 @@ func syntaxLine(data []byte, problem string, from int) int {
 		} else {
 			end = len(data)
 		}
-		if line < from {
+		if line < from && end < len(data) {
 			continue
 		}
 		if budget -= end; budget < 0 {
