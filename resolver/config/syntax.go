@@ -105,6 +105,11 @@ func yamlError(file string, data []byte, err error) error {
 		problem = g[2]
 	}
 	found := syntaxLine(data, problem, max(line, 1))
+	if found == 0 && line == 0 && strings.HasPrefix(problem, "document contains excessive aliasing") {
+		// The decoder says it with no line, and the file reads as nodes
+		// without a fault: name the first alias.
+		found = firstAlias(data)
+	}
 	text := lineText(data, found)
 	hint := "YAML syntax: " + problem
 	for _, h := range syntaxHints {
@@ -188,6 +193,27 @@ func syntaxLine(data []byte, problem string, from int) int {
 		}
 	}
 	return 0
+}
+
+// firstAlias is the line of the first alias (*name) of data's first
+// document, 0 if it has none or cannot be read.
+func firstAlias(data []byte) int {
+	var root yaml.Node
+	if yaml.NewDecoder(bytes.NewReader(data)).Decode(&root) != nil {
+		return 0
+	}
+	first := 0
+	var visit func(n *yaml.Node)
+	visit = func(n *yaml.Node) {
+		if n.Kind == yaml.AliasNode && (first == 0 || n.Line < first) {
+			first = n.Line
+		}
+		for _, c := range n.Content {
+			visit(c)
+		}
+	}
+	visit(&root)
+	return first
 }
 
 // decodeAll decodes every YAML document of data, as parse reads the
