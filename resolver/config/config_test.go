@@ -131,6 +131,19 @@ func TestConfigMergeKeysBounded(t *testing.T) {
 	}
 }
 
+// TestConfigSyntaxErrorPastAMegabyte: the line of a syntax error is found
+// again by reading the file up to each line from the parser's on
+// (syntaxLine), within a megabyte read in all; past that, the error is
+// at the parser's own line, not at none or at line 1.
+func TestConfigSyntaxErrorPastAMegabyte(t *testing.T) {
+	data := []byte(strings.Repeat("# a comment line of a long file\n", 40000) + "log: level: info\nupstreams: [\"9.9.9.9:53\"]\n")
+	_, err := Parse("c.yaml", data, os.ReadFile)
+	var ce *Error
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, 40001, ce.Line)
+	assert.Contains(t, ce.Err.Error(), `a second "key:" on one line`)
+}
+
 // TestConfigWrittenZero: a key written with 0 is taken as written, and
 // a key with no value as left out. `rate_limit: {rate: 0}` turned the
 // README's "rate: 0 turns it off" into the default 200 a second, because
