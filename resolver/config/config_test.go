@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,6 +143,34 @@ func TestConfigSyntaxErrorPastAMegabyte(t *testing.T) {
 	require.ErrorAs(t, err, &ce)
 	assert.Equal(t, 40001, ce.Line)
 	assert.Contains(t, ce.Err.Error(), `a second "key:" on one line`)
+}
+
+// TestConfigLocalFiles: the files on this machine a configuration names,
+// as Path resolves them against its folder: the file itself, client files
+// and list files (not a URL, a zone transfer or an empty path), then the
+// upstream_ca bundle (not one written as a URL); none for the embedded
+// default. Path leaves "" as it is, not the folder.
+func TestConfigLocalFiles(t *testing.T) {
+	dir := t.TempDir()
+	c := &Config{File: filepath.Join(dir, "c.yaml"), UpstreamCA: "certs/ca.pem", Policies: []Policy{{
+		ClientFiles: []string{"networks/government.txt"},
+		Block:       []string{"lists/tiktok.txt", "https://lists.example/ads.txt", "axfr://192.0.2.1/rpz.example."},
+		Allow:       []string{"/etc/dnsfence/allow.txt", ""},
+	}}}
+	policyFiles := []string{c.File, filepath.Join(dir, "networks", "government.txt"), filepath.Join(dir, "lists", "tiktok.txt"), "/etc/dnsfence/allow.txt"}
+	assert.Equal(t, policyFiles, c.PolicyFiles())
+	assert.Equal(t, append(slices.Clone(policyFiles), filepath.Join(dir, "certs", "ca.pem")), c.LocalFiles())
+	assert.Equal(t, "", c.Path(""))
+	for _, ca := range []string{"", "https://ca.example/ca.pem"} {
+		c.UpstreamCA = ca
+		assert.Equal(t, policyFiles, c.LocalFiles(), "upstream_ca %q", ca)
+	}
+	c.Embedded = true
+	for _, ca := range []string{"", "certs/ca.pem"} {
+		c.UpstreamCA = ca
+		assert.Empty(t, c.PolicyFiles())
+		assert.Empty(t, c.LocalFiles(), "upstream_ca %q", ca)
+	}
 }
 
 // TestConfigWrittenZero: a key written with 0 is taken as written, and
