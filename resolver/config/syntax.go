@@ -120,8 +120,10 @@ func yamlError(file string, data []byte, err error) error {
 	}
 	switch q := unclosedQuote(data, found); {
 	case found == 0:
-	case strings.Contains(leadingSpace.FindString(text), "\t") ||
+	case strings.Contains(leadingSpace.FindString(text), "\t") && !strings.HasPrefix(problem, "did not find expected ',' or") ||
 		strings.HasPrefix(problem, "found character that cannot start any token") && strings.Contains(text, "\t"):
+		// A tab inside [ ] or { } is a space to YAML: a list or mapping
+		// left open is said as such, not as the tab on its next line.
 		hint = tabHint
 	case q > 0 && slices.ContainsFunc(quoteProblems, func(p string) bool { return strings.HasPrefix(problem, p) }):
 		found, text = q, lineText(data, q)
