@@ -10,41 +10,45 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// holdUntilBothReady makes every query that starts waiting for its answer
-// wait until the answer has come and its context has ended, as a query
-// whose goroutine waited for a CPU past its deadline finds them, until
-// the test ends.
-func holdUntilBothReady(t *testing.T) {
-	t.Helper()
-	prev := beforeAnswerWait
-	beforeAnswerWait = func(ctx context.Context, answer <-chan []byte) {
-		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
-			if len(answer) > 0 && ctx.Err() != nil {
-				return
+// cancelKey holds, in a query's context, the function that ends it.
+type cancelKey struct{}
+
+// endWhenAnswered is a beforeWait that holds a query until its answer has
+// come, then ends its context (from cancelKey): the query then finds both
+// ready, as one whose goroutine waited for a CPU past its deadline finds
+// them, its answer come in time.
+func endWhenAnswered(t *testing.T) func(ctx context.Context, answer <-chan []byte) {
+	return func(ctx context.Context, answer <-chan []byte) {
+		for end := time.Now().Add(5 * time.Second); len(answer) == 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(end) {
+				t.Error("no answer came")
+				break
 			}
 		}
-		t.Error("the answer and the deadline did not both come")
+		ctx.Value(cancelKey{}).(context.CancelFunc)()
 	}
-	t.Cleanup(func() { beforeAnswerWait = prev })
 }
 
 // TestAnswerThatCameWithTheDeadlineIsTaken: an answer already read when
-// the query's deadline has passed too is the query's, on UDP (both the
+// the query's context has ended too is the query's, on UDP (both the
 // message and the wire path's exchange) and on DNS over TLS: select picks
 // either of two ready cases, and such a query failed "no answer in time"
 // half the time (32 queries each here: every one is answered).
 func TestAnswerThatCameWithTheDeadlineIsTaken(t *testing.T) {
-	holdUntilBothReady(t)
 	up := startUpstream(t, nil)
-	m := &udpMux{addr: up.addr, timeout: 10 * time.Second}
+	m := &udpMux{addr: up.addr, timeout: 10 * time.Second, beforeWait: endWhenAnswered(t)}
 	t.Cleanup(m.close)
 	pki := newPKI(t)
 	srv := startDoT(t, pki.good, serveFrames(answerWithA))
 	dot := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	_, err := dot.Exchange(context.Background(), clientQuery("dial.example.", false))
+	require.NoError(t, err, "the connection is up before any query is held")
+	dot.(*dotTransport).beforeWait = endWhenAnswered(t)
 	for _, path := range []string{"udp message", "udp wire", "dot"} {
 		t.Run(path, func(t *testing.T) {
 			for i := range 32 {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+				ctx, cancel := context.WithCancel(context.Background())
+				ctx = context.WithValue(ctx, cancelKey{}, cancel)
 				q := question("in-time.example.", dns.TypeA, false)
 				var err error
 				switch path {

@@ -51,6 +51,9 @@ type dotTransport struct {
 	mu     sync.Mutex
 	conns  []*dotConn // live or being dialled; a broken one removes itself
 	closed bool
+
+	// beforeWait is udpMux.beforeWait for the queries of t's connections.
+	beforeWait func(ctx context.Context, answer <-chan []byte)
 }
 
 // dotConn is one connection of the pool.
@@ -167,13 +170,15 @@ func (t *dotTransport) try(ctx context.Context, wq *wireQuery) (*dns.Msg, error)
 		}
 		return nil, c.brokenError()
 	}
-	beforeAnswerWait(ctx, ch)
+	if t.beforeWait != nil {
+		t.beforeWait(ctx, ch)
+	}
 	select {
 	case b, ok := <-ch:
 		return c.answered(wq, id, b, ok)
 	case <-ctx.Done():
 		select {
-		case b, ok := <-ch: // come in time, the goroutine late (udpMux.wait)
+		case b, ok := <-ch: // came in time, the goroutine late (udpMux.wait)
 			return c.answered(wq, id, b, ok)
 		default:
 		}

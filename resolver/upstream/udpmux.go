@@ -81,9 +81,14 @@ type udpMux struct {
 	// resend, when set, sends a query unanswered for its delay again; set
 	// before the first exchange (Plain.resendUnanswered).
 	resend *resendPolicy
-	mu     sync.Mutex
-	cur    *upstreamSocket
-	closed bool // the transport is closed: queries still arriving get sockets of their own
+	// beforeWait, when set (tests only, before the first exchange), runs
+	// as a query starts waiting for its answer on answer, before it looks
+	// at the answer or at its ctx: tests hold it there until both are
+	// ready.
+	beforeWait func(ctx context.Context, answer <-chan []byte)
+	mu         sync.Mutex
+	cur        *upstreamSocket
+	closed     bool // the transport is closed: queries still arriving get sockets of their own
 }
 
 // upstreamSocket is one connected socket and the queries waiting on it.
@@ -376,7 +381,9 @@ func (m *udpMux) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 // whose goroutine waited for a CPU past its deadline, its answer come in
 // time, lost it half the time.
 func (m *udpMux) wait(ctx context.Context, w *waiter) (raw []byte, ok bool, err error) {
-	beforeAnswerWait(ctx, w.answer)
+	if m.beforeWait != nil {
+		m.beforeWait(ctx, w.answer)
+	}
 	select {
 	case raw, ok = <-w.answer:
 		return raw, ok, nil
@@ -390,11 +397,6 @@ func (m *udpMux) wait(ctx context.Context, w *waiter) (raw []byte, ok bool, err 
 		return nil, false, ctx.Err()
 	}
 }
-
-// beforeAnswerWait runs as a query starts waiting for its answer on
-// answer, before it looks at the answer or at its ctx: tests hold it
-// there until both are ready.
-var beforeAnswerWait = func(ctx context.Context, answer <-chan []byte) {}
 
 // forget stops the wait w on whichever socket it waits on now (it may
 // have been moved since it was registered: move), if it still waits, and
