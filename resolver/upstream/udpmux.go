@@ -86,9 +86,10 @@ type udpMux struct {
 	// at the answer or at its ctx: tests hold it there until both are
 	// ready.
 	beforeWait func(ctx context.Context, answer <-chan []byte)
-	mu         sync.Mutex
-	cur        *upstreamSocket
-	closed     bool // the transport is closed: queries still arriving get sockets of their own
+
+	mu     sync.Mutex
+	cur    *upstreamSocket
+	closed bool // the transport is closed: queries still arriving get sockets of their own
 }
 
 // upstreamSocket is one connected socket and the queries waiting on it.
