@@ -320,12 +320,10 @@ func TestQueryForgottenWhileMovingIsNotMoved(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := exchangeInBackground(ctx, m, path, name)
 			require.Eventually(t, func() bool { return up.seen([]string{name}, 1) }, 2*time.Second, time.Millisecond)
-			prev := beforeMove
-			beforeMove = func() {
+			m.beforeMove = func() {
 				cancel()
 				assert.ErrorIs(t, <-done, context.Canceled)
 			}
-			t.Cleanup(func() { beforeMove = prev })
 			first := current(m)
 			first.fail(syscall.ECONNREFUSED)
 
@@ -428,9 +426,7 @@ func TestQueryPastItsDeadlineIsNotMoved(t *testing.T) {
 	first := current(m)
 	var late *waiter
 	require.True(t, only(first, func(w *waiter) { late = w }), "the query waits on its socket")
-	prev := beforeMove
-	beforeMove = func() { late.deadline = time.Now() } // its deadline passes off every socket
-	t.Cleanup(func() { beforeMove = prev })
+	m.beforeMove = func() { late.deadline = time.Now() } // its deadline passes off every socket
 	first.fail(syscall.ECONNREFUSED)
 	select {
 	case err := <-done:

@@ -86,6 +86,10 @@ type udpMux struct {
 	// at the answer or at its ctx: tests hold it there until both are
 	// ready.
 	beforeWait func(ctx context.Context, answer <-chan []byte)
+	// beforeMove, when set (tests only), runs in fail once a socket
+	// error took the queries off the socket, before they are moved
+	// (move): tests end a query's context there.
+	beforeMove func()
 
 	mu     sync.Mutex
 	cur    *upstreamSocket
@@ -884,7 +888,9 @@ func (s *upstreamSocket) fail(err error) {
 	s.mu.Unlock()
 	s.conn.Close()
 	if len(moving) > 0 {
-		beforeMove()
+		if s.mux.beforeMove != nil {
+			s.mux.beforeMove()
+		}
 		ended = append(ended, s.mux.move(moving)...)
 	}
 	for _, w := range ended { // outside the lock: a taker may start another query
@@ -951,11 +957,6 @@ func (m *udpMux) move(ws []*waiter) (failed []*waiter) {
 	s.send(lead, nil)
 	return failed
 }
-
-// beforeMove runs in fail once a socket error took the queries off the
-// socket, before they are moved (move): tests end a query's context
-// there.
-var beforeMove = func() {}
 
 // expire ends the waits of the queries past their deadline: errNoAnswer,
 // or, when datagrams no query could take arrived meanwhile, an error that
