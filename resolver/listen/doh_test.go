@@ -1138,3 +1138,30 @@ func TestDoHWriteFailedIsNoDrop(t *testing.T) {
 		})
 	}
 }
+
+// TestNewDoHServerDefaults: a zero DoHOptions field takes the default
+// named beside it, and a field given, however small, is kept: the cap of
+// connections, of HTTP/2 streams, the four timeouts and the body budget
+// reach the http.Server and the listener as set.
+func TestNewDoHServerDefaults(t *testing.T) {
+	s := NewDoHServer(DoHOptions{Handler: unpackableHandler{}})
+	assert.Equal(t, DefaultDoHMaxConns, s.opt.MaxConns)
+	assert.Equal(t, DefaultDoHMaxStreams, s.srv.HTTP2.MaxConcurrentStreams)
+	assert.Equal(t, DefaultDoHReadHeaderTimeout, s.srv.ReadHeaderTimeout)
+	assert.Equal(t, DefaultDoHReadTimeout, s.srv.ReadTimeout)
+	assert.Equal(t, DefaultDoHWriteTimeout, s.srv.WriteTimeout)
+	assert.Equal(t, DefaultDoHIdleTimeout, s.srv.IdleTimeout)
+	assert.Equal(t, int64(DefaultQueryBudget), s.bodies.max)
+	assert.NotNil(t, s.opt.Log)
+
+	s = NewDoHServer(DoHOptions{Handler: unpackableHandler{}, MaxConns: 1, MaxStreams: 1, BodyBudget: 1,
+		ReadHeaderTimeout: time.Millisecond, ReadTimeout: 2 * time.Millisecond,
+		WriteTimeout: 3 * time.Millisecond, IdleTimeout: 4 * time.Millisecond})
+	assert.Equal(t, 1, s.opt.MaxConns)
+	assert.Equal(t, 1, s.srv.HTTP2.MaxConcurrentStreams)
+	assert.Equal(t, time.Millisecond, s.srv.ReadHeaderTimeout)
+	assert.Equal(t, 2*time.Millisecond, s.srv.ReadTimeout)
+	assert.Equal(t, 3*time.Millisecond, s.srv.WriteTimeout)
+	assert.Equal(t, 4*time.Millisecond, s.srv.IdleTimeout)
+	assert.Equal(t, int64(1), s.bodies.max)
+}
