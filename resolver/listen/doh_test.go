@@ -1165,3 +1165,29 @@ func TestNewDoHServerDefaults(t *testing.T) {
 	assert.Equal(t, 4*time.Millisecond, s.srv.IdleTimeout)
 	assert.Equal(t, int64(1), s.bodies.max)
 }
+
+// TestDoHFailedHandshakeUncounted: a DoH listener given no
+// HandshakeFailed (DoHOptions: optional) still serves after a client
+// fails its TLS handshake, here by speaking plain HTTP to it: net/http's
+// ConnState hook, which counts such a connection, calls no counter that
+// is not there.
+func TestDoHFailedHandshakeUncounted(t *testing.T) {
+	ca := newTestCA(t)
+	files, _ := writePair(t, ca)
+	store, _ := startStore(t, files, time.Hour)
+	srv := NewDoHServer(DoHOptions{Handler: newTestHandler(newTestUpstream(t)), Trusted: trustNone,
+		TLS: ServerTLSConfig(store, ALPNHTTP2, ALPNHTTP1)})
+	addr := serveDoH(t, srv, "127.0.163.1")
+
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	_, err = io.WriteString(c, "GET "+DoHPath+" HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, _ = io.Copy(io.Discard, c) // net/http answers 400 and closes
+	c.Close()
+
+	d := &dohSetup{ca: ca}
+	r, _ := dohPost(t, d.client(false), "https://"+addr+DoHPath, query("example.org"))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode, "the listener still serves")
+}
