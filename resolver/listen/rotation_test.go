@@ -272,6 +272,10 @@ func TestParseDoHListen(t *testing.T) {
 		{in: "http://127.0.0.1:8080/dns", err: true},
 		{in: "ftp://127.0.0.1:21", err: true},
 		{in: "127.0.0.1", err: true},
+		{in: "http://[::1:8080", err: true}, // url.Parse fails
+		{in: "http://user@127.0.0.1:8080", err: true},
+		{in: "http://127.0.0.1:8080/?dns=x", err: true},
+		{in: "http://127.0.0.1:8080/#f", err: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
