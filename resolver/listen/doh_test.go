@@ -1191,3 +1191,108 @@ func TestDoHFailedHandshakeUncounted(t *testing.T) {
 	r, _ := dohPost(t, d.client(false), "https://"+addr+DoHPath, query("example.org"))
 	assert.Equal(t, dns.RcodeSuccess, r.Rcode, "the listener still serves")
 }
+
+// octetsHandler answers every query with the octets reply returns for
+// it, written as they are (ResponseWriter.Write), as a Handler does with
+// an answer it holds packed.
+type octetsHandler struct{ reply func(req *dns.Msg) []byte }
+
+func (h octetsHandler) ServeInline(w ResponseWriter, req *dns.Msg) func() {
+	_, _ = w.Write(h.reply(req))
+	return nil
+}
+
+// TestDoHCacheControlOfAnswerWrittenAsOctets: an answer the Handler
+// wrote as octets, not as a *dns.Msg, gets its Cache-Control max-age from
+// its TTLs too (RFC 8484 §5.1), in decimal; octets that do not unpack get
+// max-age=0, whatever records unpacked before the one cut short.
+func TestDoHCacheControlOfAnswerWrittenAsOctets(t *testing.T) {
+	var broken atomic.Bool
+	h := octetsHandler{reply: func(req *dns.Msg) []byte {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		rr, _ := dns.NewRR(req.Question[0].Name + " 300 IN A 192.0.2.1")
+		m.Answer = append(m.Answer, rr)
+		if broken.Load() {
+			extra, _ := dns.NewRR("extra.example.org. 300 IN TXT \"x\"")
+			m.Extra = append(m.Extra, extra)
+		}
+		b, _ := m.Pack()
+		if broken.Load() {
+			b = b[:len(b)-3] // the additional record cut short, after a whole answer
+		}
+		return b
+	}}
+	addr := serveDoH(t, NewDoHServer(DoHOptions{Handler: h, Trusted: trustNone}), "127.0.163.2")
+	c := &http.Client{Timeout: 10 * time.Second}
+	r, resp := dohPost(t, c, "http://"+addr+DoHPath, query("example.org"))
+	require.Len(t, r.Answer, 1)
+	assert.Equal(t, "private, max-age=300", resp.Header.Get("Cache-Control"))
+
+	broken.Store(true)
+	resp, err := c.Post("http://"+addr+DoHPath, DoHContentType, bytes.NewReader(mustPack(t, query("example.org"))))
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "private, max-age=0", resp.Header.Get("Cache-Control"))
+}
+
+// TestDoHRequestStopsTheFirstRequestTimer: a connection whose first
+// request came in time is not closed by the first-request timer
+// (cappedListener.firstRequest, twice ReadHeaderTimeout): it serves its
+// next request after that time as it served the first.
+func TestDoHRequestStopsTheFirstRequestTimer(t *testing.T) {
+	const timeout = 150 * time.Millisecond
+	var admitted atomic.Int64
+	srv := NewDoHServer(DoHOptions{Handler: octetsHandler{reply: func(req *dns.Msg) []byte {
+		m := new(dns.Msg)
+		m.SetRcode(req, dns.RcodeNameError)
+		b, _ := m.Pack()
+		return b
+	}}, Trusted: trustNone, ReadHeaderTimeout: timeout, IdleTimeout: 10 * time.Second,
+		Admit: func(netip.Addr) (func(), bool) { admitted.Add(1); return func() {}, true }})
+	addr := serveDoH(t, srv, "127.0.163.3")
+	c := &http.Client{Timeout: 10 * time.Second}
+	dohPost(t, c, "http://"+addr+DoHPath, query("example.org"))
+	time.Sleep(2*timeout + 400*time.Millisecond) // past the timer, had it run on
+	dohPost(t, c, "http://"+addr+DoHPath, query("example.org"))
+	assert.Equal(t, int64(1), admitted.Load(), "both requests on the one connection")
+}
+
+// TestDoHAnswersOverAMebibyteOnOneConnection: the octets of the answers
+// written on a connection are given back once each is written
+// (unreadMax bounds those waiting, not those sent): a client that reads
+// its answers gets more than unreadMax of them on one connection.
+func TestDoHAnswersOverAMebibyteOnOneConnection(t *testing.T) {
+	big := octetsHandler{reply: func(req *dns.Msg) []byte {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		txt := &dns.TXT{Hdr: dns.RR_Header{Name: req.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}}
+		for range 200 {
+			txt.Txt = append(txt.Txt, strings.Repeat("x", 255))
+		}
+		m.Answer = append(m.Answer, txt)
+		b, err := m.Pack()
+		if err != nil {
+			panic(err)
+		}
+		return b
+	}}
+	var admitted atomic.Int64
+	srv := NewDoHServer(DoHOptions{Handler: big, Trusted: trustNone,
+		Admit: func(netip.Addr) (func(), bool) { admitted.Add(1); return func() {}, true }})
+	addr := serveDoH(t, srv, "127.0.163.4")
+	c := &http.Client{Timeout: 10 * time.Second}
+	total := 0
+	for total <= 2*unreadMax {
+		resp, err := c.Post("http://"+addr+DoHPath, DoHContentType, bytes.NewReader(mustPack(t, query("big.example.org"))))
+		require.NoError(t, err, "after %d octets of answers", total)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "after %d octets of answers", total)
+		total += len(body)
+	}
+	assert.Equal(t, int64(1), admitted.Load(), "every answer on the one connection")
+}
