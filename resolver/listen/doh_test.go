@@ -1296,3 +1296,89 @@ func TestDoHAnswersOverAMebibyteOnOneConnection(t *testing.T) {
 	}
 	assert.Equal(t, int64(1), admitted.Load(), "every answer on the one connection")
 }
+
+// localHandler answers NXDOMAIN inline and keeps the LocalAddr its writer
+// gave for the last query.
+type localHandler struct {
+	mu    sync.Mutex
+	local net.Addr
+}
+
+func (h *localHandler) ServeInline(w ResponseWriter, req *dns.Msg) func() {
+	h.mu.Lock()
+	h.local = w.LocalAddr()
+	h.mu.Unlock()
+	m := new(dns.Msg)
+	m.SetRcode(req, dns.RcodeNameError)
+	_ = w.WriteMsg(m)
+	return nil
+}
+
+func (h *localHandler) last() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.local.String()
+}
+
+// TestDoHLocalAddr: the writer's LocalAddr is the address the client
+// connected to over HTTPS, and the unspecified address for a request
+// over plain HTTP (a proxy in front, whose address is not known here)
+// and for one a trusted proxy relayed naming its client.
+func TestDoHLocalAddr(t *testing.T) {
+	ca := newTestCA(t)
+	files, _ := writePair(t, ca)
+	store, _ := startStore(t, files, time.Hour)
+	h := &localHandler{}
+	proxy := netip.MustParseAddr("127.0.163.7")
+	trusted := func(a netip.Addr) bool { return a == proxy }
+	tlsAddr := serveDoH(t, NewDoHServer(DoHOptions{Handler: h, Trusted: trusted,
+		TLS: ServerTLSConfig(store, ALPNHTTP2, ALPNHTTP1)}), "127.0.163.5")
+	plainAddr := serveDoH(t, NewDoHServer(DoHOptions{Handler: h, Trusted: trustNone}), "127.0.163.6")
+	unspecified := (&net.TCPAddr{}).String()
+
+	d := &dohSetup{ca: ca}
+	dohPost(t, d.client(false), "https://"+tlsAddr+DoHPath, query("example.org"))
+	assert.Equal(t, tlsAddr, h.last(), "over HTTPS")
+
+	dohPost(t, &http.Client{Timeout: 10 * time.Second}, "http://"+plainAddr+DoHPath, query("example.org"))
+	assert.Equal(t, unspecified, h.last(), "over plain HTTP")
+
+	tr := &http.Transport{TLSClientConfig: clientTLS(ca), ForceAttemptHTTP2: true,
+		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: proxy.AsSlice()}}).DialContext}
+	req, err := http.NewRequest(http.MethodPost, "https://"+tlsAddr+DoHPath, bytes.NewReader(mustPack(t, query("example.org"))))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", DoHContentType)
+	req.Header.Set("X-Forwarded-For", "192.0.2.7")
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	require.NoError(t, err)
+	readDoHAnswer(t, resp)
+	assert.Equal(t, unspecified, h.last(), "relayed by a trusted proxy")
+}
+
+// TestHeldReplyKeepsTheFirst: the writer of a DoH or DoQ query keeps
+// the first reply written, up to 65,535 octets (RFC 1035 §4.2.2), and
+// refuses, with an error, a second one and one longer than that (marked
+// failed); Write returns the octets it took.
+func TestHeldReplyKeepsTheFirst(t *testing.T) {
+	var h heldReply
+	first := make([]byte, dns.MaxMsgSize)
+	first[0] = 1
+	n, err := h.Write(first)
+	require.NoError(t, err, "65,535 octets fit")
+	assert.Equal(t, dns.MaxMsgSize, n)
+	n, err = h.Write([]byte{2})
+	assert.Error(t, err, "a second reply")
+	assert.Zero(t, n)
+	assert.Error(t, h.WriteMsg(query("example.org")), "a second reply")
+	got, _ := h.held()
+	assert.Equal(t, first, got)
+	assert.False(t, h.writeFailed())
+
+	var over heldReply
+	n, err = over.Write(make([]byte, dns.MaxMsgSize+1))
+	assert.Error(t, err)
+	assert.Zero(t, n)
+	got, _ = over.held()
+	assert.Nil(t, got)
+	assert.True(t, over.writeFailed())
+}
