@@ -203,12 +203,16 @@ func TestDoHStatusCodes(t *testing.T) {
 	}
 	big := make([]byte, 70<<10)
 	copy(big, mustPack(t, query("big.example.org")))
+	target := func(n int) string { // a GET's request target of n octets
+		return DoHPath + "?dns=" + strings.Repeat("A", n-len(DoHPath+"?dns="))
+	}
 	tests := []struct {
 		name        string
 		method      string
 		target      string // after the host
 		contentType string
 		body        []byte
+		chunked     bool // the body's length not given (HTTP/1.1 chunked)
 		status      int
 		allow       string
 	}{
@@ -221,6 +225,10 @@ func TestDoHStatusCodes(t *testing.T) {
 		{name: "GET with two dns", method: "GET", target: DoHPath + "?dns=" + good + "&dns=" + good, status: 400},
 		{name: "GET with a short message", method: "GET", target: DoHPath + "?dns=AAAA", status: 400},
 		{name: "GET with 10 KB dns", method: "GET", target: DoHPath + "?dns=" + strings.Repeat("A", 10<<10), status: 414},
+		{name: "GET of 8000 octets", method: "GET", target: target(maxDoHURI), status: 400}, // not a message, but not too long
+		{name: "GET of 8001 octets", method: "GET", target: target(maxDoHURI + 1), status: 414},
+		{name: "GET with a bad query string", method: "GET", target: DoHPath + "?dns=" + good + "&x=%zz", status: 400},
+		{name: "POST 70 KB of unknown length", method: "POST", target: DoHPath, contentType: DoHContentType, body: big, chunked: true, status: 413},
 		{name: "POST 70 KB", method: "POST", target: DoHPath, contentType: DoHContentType, body: big, status: 413},
 		{name: "POST text/plain", method: "POST", target: DoHPath, contentType: "text/plain", body: mustPack(t, query("example.org")), status: 415},
 		{name: "POST without Content-Type", method: "POST", target: DoHPath, body: mustPack(t, query("example.org")), status: 415},
@@ -238,6 +246,9 @@ func TestDoHStatusCodes(t *testing.T) {
 				var body io.Reader
 				if tc.body != nil {
 					body = bytes.NewReader(tc.body)
+				}
+				if tc.chunked {
+					body = io.MultiReader(body) // hides the length
 				}
 				req, err := http.NewRequest(tc.method, "https://"+d.addr+tc.target, body)
 				require.NoError(t, err)
@@ -1381,4 +1392,16 @@ func TestHeldReplyKeepsTheFirst(t *testing.T) {
 	got, _ = over.held()
 	assert.Nil(t, got)
 	assert.True(t, over.writeFailed())
+}
+
+// TestDoHPostOfTheLongestMessage: a POST body of 65,535 octets, the
+// longest DNS message (RFC 8484 §6), is a query like any other, not 413.
+func TestDoHPostOfTheLongestMessage(t *testing.T) {
+	addr := serveDoH(t, NewDoHServer(DoHOptions{Handler: &localHandler{}, Trusted: trustNone}), "127.0.163.8")
+	longest := query("longest.example.org")
+	longest.IsEdns0().Option = append(longest.IsEdns0().Option,
+		&dns.EDNS0_PADDING{Padding: make([]byte, dns.MaxMsgSize-len(mustPack(t, longest))-4)})
+	require.Len(t, mustPack(t, longest), dns.MaxMsgSize)
+	r, _ := dohPost(t, &http.Client{Timeout: 10 * time.Second}, "http://"+addr+DoHPath, longest)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
 }
