@@ -1,6 +1,7 @@
 package listen
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -1404,4 +1405,29 @@ func TestDoHPostOfTheLongestMessage(t *testing.T) {
 	require.Len(t, mustPack(t, longest), dns.MaxMsgSize)
 	r, _ := dohPost(t, &http.Client{Timeout: 10 * time.Second}, "http://"+addr+DoHPath, longest)
 	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+}
+
+// TestDoHBodyCutShortIsBadRequest: a POST whose body stops coming before
+// its Content-Length, its client still there, gets 400 once ReadTimeout
+// ends the read, counted once as a bad request.
+func TestDoHBodyCutShortIsBadRequest(t *testing.T) {
+	c := &counts{}
+	srv := NewDoHServer(DoHOptions{Handler: &localHandler{}, Trusted: trustNone, Count: c.count,
+		ReadTimeout: 300 * time.Millisecond})
+	addr := serveDoH(t, srv, "127.0.163.10")
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	body := mustPack(t, query("example.org"))
+	_, err = fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: dnsfence\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s",
+		DoHPath, DoHContentType, len(body), body[:10])
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	assert.Equal(t, whyBodyUnread+"\n", string(got))
+	assert.Equal(t, 1, c.get(HTTPS, ResultBadRequest))
 }
