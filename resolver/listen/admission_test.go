@@ -15,7 +15,10 @@ import (
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // trustingRules allow every loopback peer, trust proxy, and have limits.
@@ -210,5 +213,38 @@ func TestNoRulesAdmitsNoOne(t *testing.T) {
 		assert.False(t, ok)
 		assert.Equal(t, []string{RefusedNotAllowed}, refused)
 		assert.Zero(t, open)
+	}
+}
+
+// TestAdmissionRefusalCountedAndLogged: a connection refused at accept is
+// counted by its reason (not_allowed for a peer outside allowed_clients,
+// per_client_limit for one whose network holds its cap) and logged at
+// debug level with the client, the transport and the reason; an admitted
+// one is neither.
+func TestAdmissionRefusalCountedAndLogged(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	var refused []string
+	a := newAdmission(Config{Rules: func() Rules { return limitRules{limits: Limits{TCPConnectionsPerClient: 1}} },
+		Log: zap.New(core), Connections: func(string, int) {},
+		Refused: func(transport, reason string) { refused = append(refused, transport+"/"+reason) }})
+	client := netip.MustParseAddr("127.0.163.20")
+	_, ok := a.admit(TLS, client)
+	require.True(t, ok)
+	assert.Empty(t, refused)
+	assert.Zero(t, logs.Len())
+
+	_, ok = a.admit(TLS, client)
+	assert.False(t, ok, "over the per-client cap")
+	_, ok = a.admit(HTTPS, netip.MustParseAddr("192.0.2.1"))
+	assert.False(t, ok, "outside allowed_clients")
+	assert.Equal(t, []string{TLS + "/" + RefusedPerClient, HTTPS + "/" + RefusedNotAllowed}, refused)
+	lines := logs.FilterMessage("connection refused at accept").All()
+	require.Len(t, lines, 2)
+	for i, want := range []map[string]any{
+		{logClient: "127.0.163.20", logTransport: TLS, logReason: RefusedPerClient},
+		{logClient: "192.0.2.1", logTransport: HTTPS, logReason: RefusedNotAllowed},
+	} {
+		assert.Equal(t, zapcore.DebugLevel, lines[i].Level)
+		assert.Equal(t, want, lines[i].ContextMap())
 	}
 }
