@@ -767,3 +767,23 @@ func (l *closedLog) wait(t *testing.T, limit time.Duration) {
 	require.Eventually(t, func() bool { return len(l.all()) > 0 }, limit, 5*time.Millisecond,
 		"the connection is closed for the answers left unread")
 }
+
+// TestUnreadTake: unread takes answers up to unreadMax octets waiting,
+// exactly that many included; past it the answer is not counted and
+// notReading runs, once however many are refused; octets given back
+// (done) make room again.
+func TestUnreadTake(t *testing.T) {
+	var u unread
+	calls := 0
+	notReading := func() { calls++ }
+	require.True(t, u.take(unreadMax-1, notReading))
+	require.True(t, u.take(1, notReading), "unreadMax octets waiting")
+	assert.False(t, u.take(1, notReading))
+	assert.Equal(t, 1, calls, "notReading runs at the first refusal")
+	assert.False(t, u.take(1, notReading))
+	assert.Equal(t, 1, calls, "notReading runs once")
+	u.done(unreadMax - 1)
+	u.done(1)
+	assert.True(t, u.take(unreadMax, notReading), "the refused octets were not counted, the ones done given back")
+	assert.Equal(t, 1, calls)
+}
