@@ -1,6 +1,7 @@
 package listen
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -786,4 +787,31 @@ func TestUnreadTake(t *testing.T) {
 	u.done(1)
 	assert.True(t, u.take(unreadMax, notReading), "the refused octets were not counted, the ones done given back")
 	assert.Equal(t, 1, calls)
+}
+
+// TestWriteFrameBound: a TCP or DoT answer of 65,535 octets, the most
+// the two-octet length can give (RFC 7766 §8, RFC 1035 §4.2.2), goes out
+// whole with its length; one octet more is refused with an error and
+// nothing written, rather than sent under a length wrapped to 0.
+func TestWriteFrameBound(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.163.30:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer client.Close()
+	server, err := ln.Accept()
+	require.NoError(t, err)
+	c := &tcpConn{Conn: server}
+	defer c.Close()
+
+	assert.Error(t, c.writeFrame(make([]byte, dns.MaxMsgSize+1)))
+	longest := bytes.Repeat([]byte{7}, dns.MaxMsgSize)
+	require.NoError(t, c.writeFrame(longest))
+	require.NoError(t, client.SetReadDeadline(time.Now().Add(5*time.Second)))
+	got := make([]byte, 2+dns.MaxMsgSize)
+	_, err = io.ReadFull(client, got)
+	require.NoError(t, err)
+	assert.Equal(t, []byte{0xff, 0xff}, got[:2], "the length of the one frame written")
+	assert.Equal(t, longest, got[2:])
 }
