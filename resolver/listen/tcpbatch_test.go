@@ -815,3 +815,41 @@ func TestWriteFrameBound(t *testing.T) {
 	assert.Equal(t, []byte{0xff, 0xff}, got[:2], "the length of the one frame written")
 	assert.Equal(t, longest, got[2:])
 }
+
+// TestTCPAnswersOverAMebibyteOnOneConnection: a TCP client that reads
+// its answers gets more than unreadMax octets of them on one connection:
+// each answer's octets are given back once written.
+func TestTCPAnswersOverAMebibyteOnOneConnection(t *testing.T) {
+	big := octetsHandler{reply: func(req *dns.Msg) []byte {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		txt := &dns.TXT{Hdr: dns.RR_Header{Name: req.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}}
+		for range 200 {
+			txt.Txt = append(txt.Txt, strings.Repeat("x", 255))
+		}
+		m.Answer = append(m.Answer, txt)
+		b, err := m.Pack()
+		if err != nil {
+			panic(err)
+		}
+		return b
+	}}
+	_, addr := startServerAt(t, "127.0.163.31:0", Config{Handler: big, Rules: func() Rules {
+		return limitRules{Limits{TCPConnections: 4, TCPConnectionsPerClient: 4, TCPPipeline: 4,
+			TCPReadTimeout: 5 * time.Second, TCPIdleTimeout: 5 * time.Second}}
+	}})
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(20*time.Second)))
+	co := &dns.Conn{Conn: c}
+	total := 0
+	for total <= 2*unreadMax {
+		q := new(dns.Msg)
+		q.SetQuestion("big.example.org.", dns.TypeTXT)
+		require.NoError(t, co.WriteMsg(q))
+		r, err := co.ReadMsg()
+		require.NoError(t, err, "after %d octets of answers", total)
+		total += r.Len()
+	}
+}
