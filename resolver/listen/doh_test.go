@@ -427,6 +427,11 @@ func TestDoHForwardedFor(t *testing.T) {
 		// X-Forwarded-For to it: the Forwarded header is the device's.
 		{name: "trusted, X-Forwarded-For names a proxy that is not Forwarded's", trusted: true,
 			header: map[string][]string{"X-Forwarded-For": {"10.9.9.9"}, "Forwarded": {"for=10.7.7.7"}}, status: 400},
+		// Each header names only trusted proxies, the one ending the
+		// other's list: neither names a client, and the leftmost of
+		// each, taken for it, differ.
+		{name: "trusted, Forwarded and X-Forwarded-For name only proxies", trusted: true,
+			header: map[string][]string{"Forwarded": {"for=10.9.9.9"}, "X-Forwarded-For": {"2001:db8::99, 10.9.9.9"}}, status: 400},
 		{name: "trusted, an empty X-Forwarded-For beside Forwarded", trusted: true,
 			header: map[string][]string{"X-Forwarded-For": {""}, "Forwarded": {"for=10.1.2.4"}}, client: "10.1.2.4:0"},
 		// A trusted proxy named by the one header that is not the one
