@@ -1,6 +1,7 @@
 package listen
 
 import (
+	"errors"
 	"net"
 	"os"
 	"syscall"
@@ -65,4 +66,50 @@ func TestAcceptFailuresBetweenSuccessesThrottled(t *testing.T) {
 	require.Len(t, last, len(warned)+1)
 	assert.EqualValues(t, accepted+1-len(last), last[len(last)-1].ContextMap()["suppressed"],
 		"lines written plus those suppressed are every failure")
+}
+
+// TestFailWaitSteps: failWait's waits start at 5 ms and double while
+// failures go on; the first failure of a run is not logged when a line
+// was written less than acceptRetryMax before, and the next line written
+// carries `suppressed`, the failures not logged since (absent at 0). A
+// stop ends the wait with false, its end with true; reset starts the
+// waits again from 5 ms.
+func TestFailWaitSteps(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	log := zap.New(core)
+	stop := make(chan struct{})
+	close(stop)
+	failed := errors.New("accept: too many open files")
+	var f failWait
+	lines := func() []map[string]any {
+		var all []map[string]any
+		for _, l := range logs.TakeAll() {
+			all = append(all, l.ContextMap())
+		}
+		return all
+	}
+
+	assert.False(t, f.wait(log, "accepting", failed, stop), "the stop ends the wait")
+	assert.Equal(t, 5*time.Millisecond, f.d)
+	got := lines()
+	require.Len(t, got, 1, "the first failure is logged")
+	assert.NotContains(t, got[0], "suppressed")
+
+	assert.False(t, f.wait(log, "accepting", failed, stop))
+	assert.Equal(t, 10*time.Millisecond, f.d)
+	require.Len(t, lines(), 1, "a failure within a run is logged")
+
+	f.reset()
+	assert.Zero(t, f.d)
+	assert.False(t, f.wait(log, "accepting", failed, stop))
+	assert.Equal(t, 5*time.Millisecond, f.d, "from 5 ms again")
+	assert.Empty(t, lines(), "a new run's first failure, a line written just before: not logged")
+
+	assert.False(t, f.wait(log, "accepting", failed, stop))
+	got = lines()
+	require.Len(t, got, 1)
+	assert.Equal(t, int64(1), got[0]["suppressed"])
+
+	assert.True(t, f.wait(nil, "accepting", failed, make(chan struct{})), "waited out, no stop")
+	assert.Empty(t, lines(), "no log, no line")
 }
