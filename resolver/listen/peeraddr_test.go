@@ -2,10 +2,12 @@ package listen
 
 import (
 	"encoding/base64"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,4 +118,51 @@ func TestDoHLinkLocalProxyBelieved(t *testing.T) {
 	require.True(t, ok, "the query is the client's X-Forwarded-For names")
 	assert.Equal(t, "192.0.2.8:0", pa.TCPAddr.AddrPort().String())
 	assert.Equal(t, proxy, pa.Proxy.Addr(), "the proxy, without its zone")
+}
+
+// trustedOnceRules trust proxy the first time they are asked only: trust
+// withdrawn by a reload between the accept and the PROXY header.
+type trustedOnceRules struct {
+	limitRules
+	proxy netip.Addr
+	asked *atomic.Int64
+}
+
+func (r trustedOnceRules) Trusted(peer netip.Addr) bool {
+	return peer == r.proxy && r.asked.Add(1) == 1
+}
+
+// TestProxyHeaderAfterTrustWithdrawnRefused: a PROXY header from a peer
+// trusted at accept but no longer when the header arrives (a reload in
+// between) is not believed: the connection fails, and its query is
+// answered for no one, least of all the client the header names.
+func TestProxyHeaderAfterTrustWithdrawnRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.163.40:0")
+	require.NoError(t, err)
+	const proxy = "127.0.163.41"
+	h := remoteRecorder{remotes: make(chan net.Addr, 1)}
+	serveTCP(t, ln, h, trustedOnceRules{limitRules{Limits{TCPConnections: 8, TCPConnectionsPerClient: 1, TCPPipeline: 4,
+		TCPReadTimeout: 10 * time.Second, TCPIdleTimeout: 10 * time.Second}}, netip.MustParseAddr(proxy), new(atomic.Int64)})
+
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(proxy)}}
+	c, err := d.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	header := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+		SourceAddr:      &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 4000},
+		DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.163.40"), Port: 53}}
+	_, err = header.WriteTo(c)
+	require.NoError(t, err)
+	_, err = c.Write(frames(t, txtQuery("fast.", 1)))
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = io.ReadFull(c, make([]byte, 2))
+	require.Error(t, err, "no answer: the connection fails")
+	var ne net.Error
+	assert.False(t, errors.As(err, &ne) && ne.Timeout(), "closed, not left open: %v", err)
+	select {
+	case a := <-h.remotes:
+		t.Fatalf("answered for %v", a)
+	default:
+	}
 }
