@@ -853,3 +853,30 @@ func TestTCPAnswersOverAMebibyteOnOneConnection(t *testing.T) {
 		total += r.Len()
 	}
 }
+
+// TestTCPMessageCutShortUnanswered: a connection that ends inside a
+// message, fewer octets come than its length gives, gets no answer for
+// it: the octets that came are no message (RFC 7766 §8).
+func TestTCPMessageCutShortUnanswered(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.163.42:0")
+	require.NoError(t, err)
+	h := remoteRecorder{remotes: make(chan net.Addr, 1)}
+	serveTCP(t, ln, h, limitRules{Limits{TCPConnections: 8, TCPConnectionsPerClient: 1, TCPPipeline: 4,
+		TCPReadTimeout: 10 * time.Second, TCPIdleTimeout: 10 * time.Second}})
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	frame := frames(t, txtQuery("fast.", 1))
+	_, err = c.Write(frame[:len(frame)-5])
+	require.NoError(t, err)
+	require.NoError(t, c.(*net.TCPConn).CloseWrite())
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	got, err := io.ReadAll(c)
+	require.NoError(t, err, "the server closes its side")
+	assert.Empty(t, got, "no answer")
+	select {
+	case a := <-h.remotes:
+		t.Fatalf("the Handler was asked for %v", a)
+	default:
+	}
+}
