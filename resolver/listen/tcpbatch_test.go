@@ -880,3 +880,33 @@ func TestTCPMessageCutShortUnanswered(t *testing.T) {
 	default:
 	}
 }
+
+// TestTCPKeepaliveTimeoutFormerr: a query over TCP whose
+// edns-tcp-keepalive option carries a TIMEOUT is answered FORMERR by the
+// listener, the Handler not asked (RFC 7828 §3.2.1); one with the option
+// empty, as a client sends it, is the Handler's.
+func TestTCPKeepaliveTimeoutFormerr(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.163.43:0")
+	require.NoError(t, err)
+	h := remoteRecorder{remotes: make(chan net.Addr, 2)}
+	serveTCP(t, ln, h, limitRules{Limits{TCPConnections: 8, TCPConnectionsPerClient: 1, TCPPipeline: 4,
+		TCPReadTimeout: 10 * time.Second, TCPIdleTimeout: 10 * time.Second}})
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	for _, tc := range []struct {
+		timeout uint16
+		rcode   int
+	}{{timeout: 100, rcode: dns.RcodeFormatError}, {timeout: 0, rcode: dns.RcodeSuccess}} {
+		q := query("keepalive.example.org")
+		q.Id = 7 + tc.timeout
+		q.IsEdns0().Option = append(q.IsEdns0().Option, &dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE, Timeout: tc.timeout})
+		_, err = c.Write(frames(t, q))
+		require.NoError(t, err)
+		r := new(dns.Msg)
+		require.NoError(t, r.Unpack(readFrame(t, c)))
+		assert.Equal(t, q.Id, r.Id)
+		assert.Equal(t, tc.rcode, r.Rcode, "TIMEOUT %d", tc.timeout)
+	}
+	assert.Len(t, h.remotes, 1, "only the query without a TIMEOUT reached the Handler")
+}
