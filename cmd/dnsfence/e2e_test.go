@@ -549,7 +549,10 @@ func chainUpstream(t *testing.T, answers map[string][]string) string {
 }
 
 // serveOutcome runs the binary on config until it listens (true) or exits
-// (false), and returns what it logged.
+// (false), and returns what it logged. A start refused must exit 1, which
+// systemd's Restart=on-failure restarts and a shell's `&&` stops at, and a
+// start stopped by SIGTERM 0: before, the code was not looked at, and a
+// refusal that exited 0 (a clean stop to systemd) passed.
 func serveOutcome(t *testing.T, config string) (bool, string) {
 	t.Helper()
 	cmd := exec.Command(binary(t), "-config", config)
@@ -581,7 +584,13 @@ func serveOutcome(t *testing.T, config string) (bool, string) {
 	if started {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 	}
-	_ = cmd.Wait()
+	err = cmd.Wait()
+	if started {
+		assert.NoError(t, err, "SIGTERM exits 0")
+	} else {
+		// The reader is done: it said false once stderr ended.
+		assert.Equal(t, 1, cmd.ProcessState.ExitCode(), "a start refused exits 1: %s", out.String())
+	}
 	return started, out.String()
 }
 
