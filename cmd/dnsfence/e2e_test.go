@@ -744,10 +744,12 @@ func TestLogOutputStdout(t *testing.T) {
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	listening, drained := make(chan struct{}), make(chan struct{})
+	noPolicies := false // read once listening is closed
 	go func() {
 		defer close(drained)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
+			noPolicies = noPolicies || strings.Contains(sc.Text(), `"level":"warn"`) && strings.Contains(sc.Text(), `"msg":"no policies: every query is forwarded"`)
 			if strings.Contains(sc.Text(), `"msg":"listening"`) {
 				close(listening)
 				break
@@ -760,10 +762,113 @@ func TestLogOutputStdout(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("no listening line on stdout")
 	}
+	// The configuration has no policies: said at start.
+	assert.True(t, noPolicies, "no warning that every query is forwarded")
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	<-drained // Wait closes the pipe: read it to the end first
 	require.NoError(t, cmd.Wait())
 	assert.Empty(t, stderr.String(), "nothing on stderr")
+}
+
+// TestLogFormatConsole: `log.format: console` (for people, the README
+// says) writes zap's console lines, the level and the message as words
+// and the fields after them, not the JSON every other test reads. No test
+// asked for it: JSON written in its place passed.
+func TestLogFormatConsole(t *testing.T) {
+	upstream, _ := testUpstream(t)
+	dir := testnet.WriteTree(t, map[string]string{
+		"dnsfence.yaml": fmt.Sprintf("listen: [\"127.0.0.1:0\"]\nupstreams: [%q]\nhttp: \"\"\nlog: {format: console}\n", upstream),
+	})
+	cmd := exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml"))
+	testnet.DieWithTest(cmd)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	started, drained := make(chan string, 1), make(chan struct{})
+	go func() {
+		defer close(drained)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "dnsfence started") {
+				started <- sc.Text()
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	select {
+	case line := <-started:
+		assert.False(t, json.Valid([]byte(line)), "a JSON line: %s", line)
+		assert.Contains(t, line, "\tINFO\t")
+		assert.Contains(t, line, `"version": "dnsfence `)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no started line on stderr")
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	<-drained // Wait closes the pipe: read it to the end first
+	require.NoError(t, cmd.Wait())
+}
+
+// TestServeLogsWhatItLoaded: serve logs at start what check prints: each
+// list with its entries and sha256, each policy with its clients, and each
+// skipped line of a list at warn, naming its file and line, for the audit
+// trail. No test read those lines: a start that logged none passed.
+func TestServeLogsWhatItLoaded(t *testing.T) {
+	upstream, _ := testUpstream(t)
+	dir := govFiles(t, upstream, "")
+	list := filepath.Join(dir, "lists", "tiktok.txt")
+	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nbad..example\n"), 0o644))
+	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
+	byMsg := map[string]map[string]any{}
+	for _, m := range p.early {
+		if msg, _ := m["msg"].(string); byMsg[msg] == nil {
+			byMsg[msg] = m
+		}
+	}
+	// Each line has its time under "time", ISO 8601 (the journal's and
+	// a log shipper's), not zap's default "ts" in epoch seconds.
+	if m := byMsg["list loaded"]; m != nil {
+		assert.Regexp(t, `^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d{4})$`, m["time"])
+	}
+	if m := byMsg["skipped bad lines"]; assert.NotNil(t, m, "%v", p.early) {
+		assert.Equal(t, "warn", m["level"])
+		assert.Contains(t, m["error"], list+`:2: empty label: "bad..example"`)
+	}
+	if m := byMsg["list loaded"]; assert.NotNil(t, m, "%v", p.early) {
+		assert.Equal(t, list, m["list"])
+		assert.Equal(t, 1.0, m["entries"])
+		assert.Len(t, m["list_sha256"], 64)
+	}
+	if m := byMsg["policy"]; assert.NotNil(t, m, "%v", p.early) {
+		assert.Equal(t, "government-devices", m["policy"])
+		assert.Equal(t, []any{"127.0.0.0/30"}, m["clients"])
+		assert.Equal(t, "nxdomain", m["action"])
+	}
+	assert.Nil(t, byMsg["no policies: every query is forwarded"])
+	assert.Nil(t, byMsg["http endpoint listening"], `http: "" serves no endpoint`)
+	p.stop(t, syscall.SIGTERM)
+
+	// A clean stop says it began, with the signal, and that it ended, and
+	// warns of nothing: no reload was under way, no query in flight.
+	var msgs []string
+	stopping := -1
+	for _, m := range drain(p.lines) {
+		msg, _ := m["msg"].(string)
+		if strings.Contains(msg, "likely mistake") {
+			continue // the start's lint runs beside serving: its lines may come late
+		}
+		if msg == "stopping" {
+			stopping = len(msgs)
+			assert.Equal(t, "terminated", m["signal"])
+		}
+		if stopping >= 0 {
+			assert.Equal(t, "info", m["level"], "after SIGTERM: %v", m)
+		}
+		msgs = append(msgs, msg)
+	}
+	require.GreaterOrEqual(t, stopping, 0, "no stopping line: %q", msgs)
+	assert.Equal(t, "stopped", msgs[len(msgs)-1], "the last line: %q", msgs)
 }
 
 // TestServeLogsCheckWarnings: a block list emptied while dnsfence was
