@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"testing"
 
 	"github.com/dnsfence/dnsfence/blocklist/source"
@@ -38,14 +39,37 @@ func TestCheckFetchReadsDiskCopy(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	src.Run(ctx, func(source.Content) error { cancel(); return nil })
+
+	// The network answering: check -fetch reports what it fetched, and
+	// explain decides with the list, saying nothing of a disk copy.
+	code, out := runCmd("check", "-config", cfgPath, "-fetch")
+	assert.Equal(t, 0, code, out)
+	assert.Regexp(t, `source `+regexp.QuoteMeta(list)+`: fetched: 11 bytes, 1 entries, sha256 [0-9a-f]{16}\n`, out)
+	assert.Contains(t, out, "0 warnings, 0 errors\n", out)
+	code, out = runCmd("explain", "-config", cfgPath, "127.0.88.1", "capcut.com")
+	assert.Equal(t, explainBlocked, code, out)
+	assert.NotContains(t, out, "disk copy", out)
 	web.Close()
 	_, err = source.Cached(src)
 	require.NoError(t, err, "the disk copy is kept")
 
-	code, out := runCmd("check", "-config", cfgPath, "-fetch")
+	code, out = runCmd("check", "-config", cfgPath, "-fetch")
 	assert.Equal(t, 0, code, out)
 	assert.Contains(t, out, "block "+list+": remote list, 1 entries", out)
 	assert.Contains(t, out, "source "+list+": the network failed (", out)
 	assert.NotContains(t, out, "no copy", out)
 	assert.NotContains(t, out, "not ready", out)
+	// The network's failure is a warning (-fetch's help), which -strict
+	// fails on.
+	assert.Contains(t, out, "warning: remote list "+list+": ", out)
+	assert.Contains(t, out, "1 warnings, 0 errors\n", out)
+	// explain reads the disk copy, and says so.
+	code, out = runCmd("explain", "-config", cfgPath, "127.0.88.1", "capcut.com")
+	assert.Equal(t, explainBlocked, code, out)
+	assert.Contains(t, out, "note: remote list "+list+": from its disk copy of ", out)
+	// Without -fetch nothing is fetched.
+	code, out = runCmd("check", "-config", cfgPath)
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, "block "+list+": remote list, not fetched (check -fetch fetches it once)\n", out)
+	assert.NotContains(t, out, "source "+list, out)
 }
