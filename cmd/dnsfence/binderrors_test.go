@@ -55,6 +55,39 @@ func TestBindErrorsSayWhatToDo(t *testing.T) {
 		})
 	}
 
+	// A configuration file gets none of the embedded default's leniency
+	// (laptopFriendly): an address it names that no interface has stops
+	// the start even beside one that works, rather than serving without
+	// it.
+	t.Run("address on no interface beside one that works", func(t *testing.T) {
+		dir := testnet.WriteTree(t, map[string]string{
+			"dnsfence.yaml": fmt.Sprintf("listen: [%q, \"192.0.2.1:5353\"]\nupstreams: [%q]\nhttp: \"\"\npolicies:\n  - name: gov\n    clients: [\"127.0.0.0/30\"]\n    block: [lists/tiktok.txt]\n",
+				free(), upstream),
+			"lists/tiktok.txt": "tiktok.com\n",
+		})
+		code, out := runToExit(t, exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml")))
+		assert.Equal(t, 1, code, out)
+		assert.Contains(t, out, "cannot assign requested address")
+		assert.NotContains(t, out, "not listening on an address this machine lacks")
+	})
+
+	// The encrypted listeners open after the plain ones: one that cannot
+	// stops the start all the same (exit 1), said the same way. No test
+	// held one before: a start that went on serving without it passed.
+	t.Run("DNS over TLS port held", func(t *testing.T) {
+		ca := newE2ECA(t, "dnsfence bind CA")
+		dir := testnet.WriteTree(t, map[string]string{"lists/tiktok.txt": "tiktok.com\n"})
+		ca.issue(t, filepath.Join(dir, "certs"), "dnsfence", e2eServerName)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "dnsfence.yaml"), fmt.Appendf(nil,
+			"listen: [%q]\nupstreams: [%q]\nhttp: \"\"\ntls: {cert: certs/dnsfence.crt, key: certs/dnsfence.key}\nlisten_tls: [%q]\npolicies:\n  - name: gov\n    clients: [\"127.0.0.0/30\"]\n    block: [lists/tiktok.txt]\n",
+			free(), upstream, "127.0.0.1:"+heldPort), 0o644))
+		code, out := runToExit(t, exec.Command(binary(t), "-config", filepath.Join(dir, "dnsfence.yaml")))
+		assert.Equal(t, 1, code, out)
+		for _, w := range []string{"starting the encrypted listeners", "address already in use", "ss -lntup 'sport = :" + heldPort + "'"} {
+			assert.Contains(t, out, w)
+		}
+	})
+
 	t.Run("port below 1024 as non-root", func(t *testing.T) {
 		if os.Geteuid() != 0 {
 			t.Skip("needs root to run the binary as another user")
