@@ -112,6 +112,24 @@ func TestSdNotify(t *testing.T) {
 		})
 	}
 	assert.NoError(t, sdNotify("", "READY=1"), "not run by systemd")
-	assert.Error(t, sdNotify("vsock:2:1234", "READY=1"))
+	assert.ErrorContains(t, sdNotify("vsock:2:1234", "READY=1"), `NOTIFY_SOCKET "vsock:2:1234": not a socket path or an abstract socket name`)
 	assert.Error(t, sdNotify(filepath.Join(t.TempDir(), "none"), "READY=1"), "no socket there")
+}
+
+// TestSystemdNotifyFailureServesOn: a NOTIFY_SOCKET nothing listens on is
+// logged at warn with the state that was not sent, and dnsfence serves all
+// the same (notifySystemd: not fatal; systemd says the start timed out).
+// No test sent to a socket that fails: a failure said nowhere passed.
+func TestSystemdNotifyFailureServesOn(t *testing.T) {
+	testnet.NeedProgram(t, "dig", "bind9-dnsutils")
+	upstream, _ := testUpstream(t)
+	dir := govFiles(t, upstream, "")
+	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "none"))
+	p := startBinary(t, "-config", filepath.Join(dir, "dnsfence.yaml"))
+	m := p.waitLine(t, "telling systemd")
+	assert.Equal(t, "warn", m["level"])
+	assert.Equal(t, "READY=1", m["state"])
+	assert.Contains(t, m["error"], "none")
+	assert.Equal(t, "NXDOMAIN", p.status(t, "www.tiktok.com"))
+	p.stop(t, syscall.SIGTERM)
 }
