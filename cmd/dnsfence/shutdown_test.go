@@ -416,6 +416,7 @@ policies:
 
 	stopsAtOnce(t, cmd, done, out, "while it waited for a writer")
 	assert.NotContains(t, out.String(), `"msg":"dnsfence started"`, "stopped without serving")
+	assert.Contains(t, out.String(), `"msg":"stopping before serving","signal":"terminated"`, "the stop is said")
 }
 
 // startWhileListWritten runs the binary on dir/dnsfence.yaml while a
