@@ -326,13 +326,15 @@ func TestCommandLine(t *testing.T) {
 		wantCode int
 		want     []string
 	}{
-		{"help lists every command", []string{"help"}, 0, []string{"serve", "check", "explain", "health", "version", "help"}},
+		{"help lists every command", []string{"help"}, 0, []string{"serve", "check", "explain", "health", "version", "help",
+			"\nFlags may stand anywhere among a command's arguments. `dnsfence help COMMAND` lists them.\n"}},
 		{"-h lists every command", []string{"-h"}, 0, []string{"check", "explain", "strict"}},
 		{"--help lists every command", []string{"--help"}, 0, []string{"check", "explain"}},
-		{"help of one command lists its flags", []string{"help", "explain"}, 0, []string{"-json", "-resolve", "-config", "exit 0 forwarded (or answered from dnsfence's own zones), 1 blocked, 2 error, 3 refused"}},
+		{"help of one command lists its flags", []string{"help", "explain"}, 0, []string{"usage: dnsfence explain [FLAGS] CLIENT NAME [TYPE]\n", "\nflags:\n", "-json", "-resolve", "-config",
+			"exit 0 forwarded (or answered from dnsfence's own zones), 1 blocked, 2 error, 3 refused"}},
 		{"a command's -h", []string{"check", "-h"}, 0, []string{"-strict", "-config"}},
-		{"unknown command", []string{"bogus"}, 2, []string{`unknown command "bogus"`, "commands:"}},
-		{"help of an unknown command", []string{"help", "bogus"}, 2, []string{`unknown command "bogus"`}},
+		{"unknown command", []string{"bogus"}, 2, []string{"dnsfence: unknown command \"bogus\"\n\nusage: dnsfence", "commands:"}},
+		{"help of an unknown command", []string{"help", "bogus"}, 2, []string{`unknown command "bogus"`, "commands:"}},
 		{"serve takes no arguments", []string{"serve", "dnsfence.yaml"}, 2, []string{`unexpected argument "dnsfence.yaml"`, "-config dnsfence.yaml"}},
 		{"a bare config path", []string{"-config", "x.yaml", "y.yaml"}, 2, []string{`unexpected argument "y.yaml"`}},
 		{"a flag before the command", []string{"-config", "x.yaml", "check"}, 2,
@@ -344,11 +346,23 @@ func TestCommandLine(t *testing.T) {
 		{"a config path as the command", []string{"configs/dnsfence.yaml"}, 2,
 			[]string{`unknown command "configs/dnsfence.yaml" (a configuration file? ` + "`dnsfence -config configs/dnsfence.yaml`)"}},
 		{"unknown flag", []string{"check", "-bogus"}, 2, []string{"flag provided but not defined: -bogus", "usage: dnsfence check"}},
+		// After "--" every argument is a positional one, a flag's form too
+		// (parseFlags), and serve finds a command there as before it.
+		{"explain after --", []string{"explain", "-config", "testdata/ops/lints.yaml", "--", "10.1.2.3", "tiktok.com", "-json"}, 2, []string{`unknown query type "-json"`}},
+		{"explain after a first --", []string{"explain", "--", "10.1.2.3", "tiktok.com", "-json"}, 2, []string{`unknown query type "-json"`}},
+		{"a command after --", []string{"-config", "x.yaml", "--", "check"}, 2,
+			[]string{`unexpected argument "check" (the command comes first, its flags after it: ` + "`dnsfence check -config FILE`)"}},
+		{"an empty argument", []string{"-config", "x.yaml", ""}, 2, []string{`dnsfence serve: unexpected argument ""`}},
+		{"a short unknown flag before the command", []string{"-q", "check"}, 2,
+			[]string{`unexpected argument "check" (the command comes first, its flags after it: ` + "`dnsfence check -config FILE`)"}},
+		{"a bool flag before the command", []string{"-version", "check"}, 2,
+			[]string{`unexpected argument "check" (the command comes first, its flags after it: ` + "`dnsfence check -config FILE`)"}},
+		{"a bad flag before a last --", []string{"-bogus", "--"}, 2, []string{"flag provided but not defined: -bogus", "usage: dnsfence serve"}},
 		// A misspelt command or flag is named with the one meant, as a
 		// misspelt key of the configuration is.
 		{"a misspelt command", []string{"chek", "-config", "x.yaml"}, 2, []string{`dnsfence: unknown command "chek"; did you mean check?`, "commands:"}},
 		{"help of a misspelt command", []string{"help", "explian"}, 2, []string{`dnsfence help: unknown command "explian"; did you mean explain?`}},
-		{"a misspelt flag", []string{"check", "-strictt"}, 2, []string{"flag provided but not defined: -strictt\ndid you mean -strict?\n", "usage: dnsfence check"}},
+		{"a misspelt flag", []string{"check", "-strictt"}, 2, []string{"flag provided but not defined: -strictt\ndid you mean -strict?\n\nusage: dnsfence check [FLAGS]\n"}},
 		{"a misspelt flag of serve, with two dashes", []string{"--confg", "x.yaml"}, 2, []string{"flag provided but not defined: -confg\ndid you mean -config?\n", "usage: dnsfence serve"}},
 		// Another DNS server's flag for its configuration file: Unbound's and
 		// Blocky's -c, CoreDNS's -conf, dnsmasq's -C and --conf-file.
@@ -385,9 +399,32 @@ func TestCommandLine(t *testing.T) {
 		{"an empty -config to check", []string{"check", "-config", ""}, 2, []string{"dnsfence check: -config is empty; give the configuration file, or leave -config out for the embedded default"}},
 		{"an empty -config= to explain", []string{"explain", "-config=", "10.1.2.3", "tiktok.com"}, 2, []string{"dnsfence explain: -config is empty"}},
 		{"an empty -config to serve", []string{"-config", ""}, 2, []string{"dnsfence serve: -config is empty"}},
+		{"check takes no arguments", []string{"check", "x.yaml"}, 2, []string{`dnsfence check: unexpected argument "x.yaml" (give the configuration with -config)`}},
+		{"health takes no arguments", []string{"health", "127.0.0.1:9153"}, 2, []string{`dnsfence health: unexpected argument "127.0.0.1:9153" (give the address with -url)`}},
+		{"explain of a name with a user", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "user@www.tiktok.com"}, 2,
+			[]string{`dnsfence explain: name: "user@www.tiktok.com" is not a domain name: a URL, a port, a path or white space is no part of one; did you mean www.tiktok.com?`}},
+		// A NAME pasted with a port, a path, a user or white space names the
+		// host meant when there is one.
+		{"explain of a name with a port", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "www.tiktok.com:443"}, 2,
+			[]string{`"www.tiktok.com:443" is not a domain name: a URL, a port, a path or white space is no part of one; did you mean www.tiktok.com?`}},
+		{"explain of a name with a path", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "www.tiktok.com/path"}, 2,
+			[]string{`"www.tiktok.com/path" is not a domain name: a URL, a port, a path or white space is no part of one; did you mean www.tiktok.com?`}},
+		{"explain of a name after an @", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "@www.tiktok.com"}, 2,
+			[]string{`"@www.tiktok.com" is not a domain name: a URL, a port, a path or white space is no part of one; did you mean www.tiktok.com?`}},
+		{"explain of a name with a space", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "www tiktok.com"}, 2,
+			[]string{`"www tiktok.com" is not a domain name: a URL, a port, a path or white space is no part of one; e.g. www.tiktok.com`}},
+		{"explain of a path", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "/tiktok.com"}, 2,
+			[]string{`"/tiktok.com" is not a domain name: a URL, a port, a path or white space is no part of one; e.g. www.tiktok.com`}},
+		{"explain with the smallest type by number", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "TYPE1"}, 1, []string{"name tiktok.com. type A\n"}},
+		{"explain with a type by number over 32767", []string{"explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", "tiktok.com", "TYPE65280"}, 1, []string{"name tiktok.com. type TYPE65280\n"}},
+		// A -proxy written IPv4-mapped is the IPv4 proxy trusted_proxies names.
+		{"explain with an IPv4-mapped -proxy", []string{"explain", "-config", "testdata/ops/ecs.yaml", "-proxy", "::ffff:10.9.9.9", "10.1.3.0/24", "capcut.com"}, 0,
+			[]string{"(EDNS Client Subnet from trusted proxy 10.9.9.9)"}},
+		{"explain with a -proxy that is no address", []string{"explain", "-config", "testdata/ops/ecs.yaml", "-proxy", "bogus", "10.1.2.0/24", "capcut.com"}, 2,
+			[]string{"dnsfence explain: -proxy: ", `"bogus"`}},
 		{"version", []string{"version"}, 0, []string{"dnsfence"}},
 		{"version takes no arguments", []string{"version", "check"}, 2, []string{`dnsfence version: unexpected argument "check" (version takes no arguments)`}},
-		{"version's -h", []string{"version", "-h"}, 0, []string{"usage: dnsfence version"}},
+		{"version's -h", []string{"version", "-h"}, 0, []string{"usage: dnsfence version\n"}},
 		{"-version", []string{"-version"}, 0, []string{"dnsfence"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -495,4 +532,17 @@ func TestLaptopFriendlyKeepsAllWhenNoneWorks(t *testing.T) {
 	cfg := &config.Config{Listen: []string{"192.0.2.1:5353", "198.51.100.1:5353"}}
 	laptopFriendly(zap.NewNop(), cfg)
 	assert.Equal(t, []string{"192.0.2.1:5353", "198.51.100.1:5353"}, cfg.Listen)
+}
+
+// TestTopLevelHelpIsHelp: -h, -help and --help as the first argument print
+// what `dnsfence help` prints, exit 0: the commands, and not serve's
+// usage after them.
+func TestTopLevelHelpIsHelp(t *testing.T) {
+	code, want := runCmd("help")
+	require.Equal(t, 0, code, want)
+	for _, flag := range []string{"-h", "-help", "--help"} {
+		code, out := runCmd(flag)
+		assert.Equal(t, 0, code, out)
+		assert.Equal(t, want, out, flag)
+	}
 }
