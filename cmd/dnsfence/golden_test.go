@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -305,9 +306,13 @@ func TestWithGCPercent(t *testing.T) {
 
 	t.Setenv("GOGC", "70")
 	debug.SetGCPercent(70)
-	withGCPercent(lintGCPercent, func() { during = currentGCPercent() })
+	calls := 0
+	withGCPercent(lintGCPercent, func() { during = currentGCPercent(); calls++ })
 	assert.Equal(t, 70, during, "GOGC set by the operator")
+	assert.Equal(t, 1, calls, "f runs once")
 	assert.Equal(t, 70, currentGCPercent())
+	tuneGC(zap.NewNop()) // a reload's
+	assert.Equal(t, 70, currentGCPercent(), "a reload leaves GOGC's target")
 }
 
 // currentGCPercent reads the GC target without changing it.
@@ -454,9 +459,19 @@ func TestCommandLine(t *testing.T) {
 // and keeps the others.
 func TestLaptopFriendlyDropsUnavailableAddresses(t *testing.T) {
 	cfg := &config.Config{Listen: []string{"127.0.0.1:5353", "192.0.2.1:5353", "[::1]:5353"}}
-	laptopFriendly(zap.NewNop(), cfg)
+	core, logs := observer.New(zap.WarnLevel)
+	laptopFriendly(zap.New(core), cfg)
 	assert.NotContains(t, cfg.Listen, "192.0.2.1:5353")
 	assert.Contains(t, cfg.Listen, "127.0.0.1:5353")
+	// Each address dropped is said, at warn.
+	warned := logs.FilterMessage("not listening on an address this machine lacks").All()
+	if assert.Len(t, warned, 1) {
+		assert.Equal(t, "192.0.2.1:5353", warned[0].ContextMap()["address"])
+	}
+	// One address left is enough.
+	cfg = &config.Config{Listen: []string{"127.0.0.1:5353", "192.0.2.1:5353"}}
+	laptopFriendly(zap.NewNop(), cfg)
+	assert.Equal(t, []string{"127.0.0.1:5353"}, cfg.Listen)
 }
 
 // TestHealthCommand: `dnsfence health` (Docker's HEALTHCHECK) exits 0 only
@@ -475,13 +490,28 @@ func TestHealthCommand(t *testing.T) {
 
 	code, out := runCmd("health", "-url", ready.URL+"/readyz")
 	assert.Equal(t, 0, code, out)
-	assert.Contains(t, out, "200 OK ready")
+	assert.Equal(t, "200 OK ready\n", out, "the body's own newline, and no other")
+	// A body without a final newline gets one: the shell's prompt, or
+	// the next line of a log, starts on a line of its own.
+	bare := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "ready")
+	}))
+	defer bare.Close()
+	code, out = runCmd("health", "-url", bare.URL+"/readyz")
+	assert.Equal(t, 0, code, out)
+	assert.Equal(t, "200 OK ready\n", out)
+	empty := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer empty.Close()
+	code, out = runCmd("health", "-url", empty.URL+"/readyz")
+	assert.Equal(t, 0, code, out)
+	assert.Equal(t, "200 OK \n", out)
 	code, out = runCmd("health", "-url", notReady.URL+"/readyz")
 	assert.Equal(t, 1, code, out)
 	assert.Contains(t, out, "reload held")
 	code, out = runCmd("health", "-url", closed.URL+"/readyz", "-timeout", "1s")
 	assert.Equal(t, 1, code, out)
-	assert.Contains(t, out, "dnsfence health:")
+	assert.Contains(t, out, "dnsfence health: Get ")
+	assert.Contains(t, out, "connection refused")
 	// Refused: the likely causes are named.
 	assert.Contains(t, out, "dnsfence health: nothing listens at "+strings.TrimPrefix(closed.URL, "http://")+": is dnsfence running, with its http address there? give that address with -url")
 
