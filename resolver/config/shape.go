@@ -643,9 +643,37 @@ func listExample(n *yaml.Node, path []any) string {
 		if inner, curly := curlyInner(n); curly {
 			v = inner
 		}
-		return "e.g. " + leaf + ": [" + strconv.Quote(blocklist.RedactURL(v)) + "]"
+		return "e.g. " + leaf + ": [" + strconv.Quote(blocklist.RedactURL(itemMeant(schemaKey(path), v))) + "]"
 	}
 	return example(path)
+}
+
+// itemMeant is v, a single value written where the address or range
+// list key belongs, as the list's item is written when v has a fix of its
+// own (addrPortProblem: `listen: 5353` is ["127.0.0.1:5353"], not
+// ["5353"], which is refused in turn; a range's meant, blocklist.Meant:
+// `clients: 10.1.2.3/8` is ["10.0.0.0/8"]); v for any other key or value.
+func itemMeant(key, v string) string {
+	switch key {
+	case "policies[].clients", "allowed_clients", "trusted_proxies", "explain_clients", "rate_limit.exempt":
+		if _, err := blocklist.ParsePrefix(v); err != nil {
+			if msg, ok := blocklist.Meant(v, err); ok {
+				if meant, _, ok := offeredValue(msg); ok {
+					return meant
+				}
+			}
+		}
+		return v
+	}
+	port, ok := map[string]uint16{"listen": 53, "listen_tls": 853, "listen_quic": 853, "upstreams": 53}[key]
+	if _, portless := portless(v); !ok || key == "upstreams" && portless {
+		return v // an upstream without its port is taken as written
+	}
+	_, fix := addrPortProblem(v, port, key != "upstreams")
+	if meant, _, ok := offeredValue("; write " + fix); ok {
+		return meant
+	}
+	return v
 }
 
 // envVariable is a reference to an environment variable as a shell, a
