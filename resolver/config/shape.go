@@ -666,7 +666,7 @@ func itemMeant(key, v string) string {
 		return v
 	}
 	port, ok := map[string]uint16{"listen": 53, "listen_tls": 853, "listen_quic": 853, "upstreams": 53}[key]
-	if _, portless := portless(v); !ok || key == "upstreams" && portless {
+	if _, bare := portless(v); !ok || key == "upstreams" && bare {
 		return v // an upstream without its port is taken as written
 	}
 	_, fix := addrPortProblem(v, port, key != "upstreams")
