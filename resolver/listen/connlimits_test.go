@@ -128,15 +128,7 @@ func TestTCPIdleTimeoutAfterTheFirstQuery(t *testing.T) {
 // hour here) instead of ending at once, and hold Shutdown. A real TCP
 // connection on loopback; the read is given 30 s, against an hour.
 func TestAnswerAfterStopLeavesTheReadStopped(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { ln.Close() })
-	client, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	t.Cleanup(func() { client.Close() })
-	server, err := ln.Accept()
-	require.NoError(t, err)
-	t.Cleanup(func() { server.Close() })
+	client, server := tcpPair(t, "127.0.0.1")
 
 	c := &tcpConn{Conn: server}
 	c.began() // a query in flight: no read deadline

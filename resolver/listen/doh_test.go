@@ -1282,20 +1282,7 @@ func TestDoHRequestStopsTheFirstRequestTimer(t *testing.T) {
 // (unreadMax bounds those waiting, not those sent): a client that reads
 // its answers gets more than unreadMax of them on one connection.
 func TestDoHAnswersOverAMebibyteOnOneConnection(t *testing.T) {
-	big := octetsHandler{reply: func(req *dns.Msg) []byte {
-		m := new(dns.Msg)
-		m.SetReply(req)
-		txt := &dns.TXT{Hdr: dns.RR_Header{Name: req.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}}
-		for range 200 {
-			txt.Txt = append(txt.Txt, strings.Repeat("x", 255))
-		}
-		m.Answer = append(m.Answer, txt)
-		b, err := m.Pack()
-		if err != nil {
-			panic(err)
-		}
-		return b
-	}}
+	big := bigOctets()
 	var admitted atomic.Int64
 	srv := NewDoHServer(DoHOptions{Handler: big, Trusted: trustNone,
 		Admit: func(netip.Addr) (func(), bool) { admitted.Add(1); return func() {}, true }})

@@ -384,14 +384,7 @@ func TestUDPDrainCutShortEndsWriter(t *testing.T) {
 // stopLinger, and the client then reads the FIN, no reset, even with a
 // query sent during the linger.
 func TestCloseGentlyLingersThroughALateDeadline(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	defer client.Close()
-	server, err := ln.Accept()
-	require.NoError(t, err)
+	client, server := tcpPair(t, "127.0.0.1")
 	c := &tcpConn{Conn: server}
 	start := time.Now()
 	lingered := make(chan time.Duration, 1)
@@ -401,7 +394,7 @@ func TestCloseGentlyLingersThroughALateDeadline(t *testing.T) {
 	}()
 	time.Sleep(50 * time.Millisecond)
 	require.NoError(t, c.SetReadDeadline(time.Now())) // stopAccepting, late
-	_, err = client.Write(packedQuery(t))             // a query pipelined after the stop
+	_, err := client.Write(packedQuery(t))            // a query pipelined after the stop
 	require.NoError(t, err)
 	d := <-lingered
 	assert.GreaterOrEqual(t, d, stopLinger, "the linger was cut short")

@@ -794,14 +794,7 @@ func TestUnreadTake(t *testing.T) {
 // whole with its length; one octet more is refused with an error and
 // nothing written, rather than sent under a length wrapped to 0.
 func TestWriteFrameBound(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.163.30:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	defer client.Close()
-	server, err := ln.Accept()
-	require.NoError(t, err)
+	client, server := tcpPair(t, "127.0.163.30")
 	c := &tcpConn{Conn: server}
 	defer c.Close()
 
@@ -810,7 +803,7 @@ func TestWriteFrameBound(t *testing.T) {
 	require.NoError(t, c.writeFrame(longest))
 	require.NoError(t, client.SetReadDeadline(time.Now().Add(5*time.Second)))
 	got := make([]byte, 2+dns.MaxMsgSize)
-	_, err = io.ReadFull(client, got)
+	_, err := io.ReadFull(client, got)
 	require.NoError(t, err)
 	assert.Equal(t, []byte{0xff, 0xff}, got[:2], "the length of the one frame written")
 	assert.Equal(t, longest, got[2:])
@@ -820,20 +813,7 @@ func TestWriteFrameBound(t *testing.T) {
 // its answers gets more than unreadMax octets of them on one connection:
 // each answer's octets are given back once written.
 func TestTCPAnswersOverAMebibyteOnOneConnection(t *testing.T) {
-	big := octetsHandler{reply: func(req *dns.Msg) []byte {
-		m := new(dns.Msg)
-		m.SetReply(req)
-		txt := &dns.TXT{Hdr: dns.RR_Header{Name: req.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}}
-		for range 200 {
-			txt.Txt = append(txt.Txt, strings.Repeat("x", 255))
-		}
-		m.Answer = append(m.Answer, txt)
-		b, err := m.Pack()
-		if err != nil {
-			panic(err)
-		}
-		return b
-	}}
+	big := bigOctets()
 	_, addr := startServerAt(t, "127.0.163.31:0", Config{Handler: big, Rules: func() Rules {
 		return limitRules{Limits{TCPConnections: 4, TCPConnectionsPerClient: 4, TCPPipeline: 4,
 			TCPReadTimeout: 5 * time.Second, TCPIdleTimeout: 5 * time.Second}}
@@ -909,4 +889,40 @@ func TestTCPKeepaliveTimeoutFormerr(t *testing.T) {
 		assert.Equal(t, tc.rcode, r.Rcode, "TIMEOUT %d", tc.timeout)
 	}
 	assert.Len(t, h.remotes, 1, "only the query without a TIMEOUT reached the Handler")
+}
+
+// tcpPair is a connected pair of TCP connections on the loopback address
+// ip, closed when the test ends: client's and the server's accepted one.
+func tcpPair(t *testing.T, ip string) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	client, err = net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { client.Close() })
+	server, err = ln.Accept()
+	require.NoError(t, err)
+	t.Cleanup(func() { server.Close() })
+	return client, server
+}
+
+// bigOctets answers every query, as octets, with one TXT record of 200
+// strings of 255 octets: answers of about 51 KB, twenty-one of which pass
+// unreadMax (1 MiB).
+func bigOctets() octetsHandler {
+	return octetsHandler{reply: func(req *dns.Msg) []byte {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		txt := &dns.TXT{Hdr: dns.RR_Header{Name: req.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}}
+		for range 200 {
+			txt.Txt = append(txt.Txt, strings.Repeat("x", 255))
+		}
+		m.Answer = append(m.Answer, txt)
+		b, err := m.Pack()
+		if err != nil {
+			panic(err)
+		}
+		return b
+	}}
 }
