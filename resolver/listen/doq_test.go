@@ -797,3 +797,59 @@ func TestDoQStopSendingNotProcessed(t *testing.T) {
 	assert.Zero(t, d.counts.get(QUIC, ResultDropped))
 	assert.Zero(t, d.counts.get(QUIC, ResultBadRequest))
 }
+
+// TestNewDoQServerDefaults: a zero or negative DoQOptions limit takes the
+// default named beside it; one of 1 (a nanosecond, an octet) is kept.
+// Each server draws its own stateless reset key (RFC 9000 §10.3: a token
+// an off-path attacker cannot guess), never the zero key.
+func TestNewDoQServerDefaults(t *testing.T) {
+	for _, n := range []int{0, -1} {
+		s := NewDoQServer(DoQOptions{MaxConns: n, MaxStreams: n, HandshakeTimeout: time.Duration(n),
+			ReadTimeout: time.Duration(n), IdleTimeout: time.Duration(n), QueryBudget: int64(n)})
+		assert.Equal(t, DefaultDoQMaxConns, s.opt.MaxConns, "MaxConns %d", n)
+		assert.Equal(t, DefaultDoQMaxStreams, s.opt.MaxStreams, "MaxStreams %d", n)
+		assert.Equal(t, DefaultDoQHandshakeTimeout, s.opt.HandshakeTimeout, "HandshakeTimeout %d", n)
+		assert.Equal(t, DefaultDoQReadTimeout, s.opt.ReadTimeout, "ReadTimeout %d", n)
+		assert.Equal(t, DefaultDoQIdleTimeout, s.opt.IdleTimeout, "IdleTimeout %d", n)
+		assert.Equal(t, int64(DefaultQueryBudget), s.opt.QueryBudget, "QueryBudget %d", n)
+		assert.Equal(t, int64(DefaultQueryBudget), s.queries.max, "QueryBudget %d", n)
+		assert.NotNil(t, s.log)
+	}
+	s := NewDoQServer(DoQOptions{MaxConns: 1, MaxStreams: 1, HandshakeTimeout: 1,
+		ReadTimeout: 1, IdleTimeout: 1, QueryBudget: 1})
+	assert.Equal(t, 1, s.opt.MaxConns)
+	assert.Equal(t, 1, s.opt.MaxStreams)
+	assert.Equal(t, time.Duration(1), s.opt.HandshakeTimeout)
+	assert.Equal(t, time.Duration(1), s.opt.ReadTimeout)
+	assert.Equal(t, time.Duration(1), s.opt.IdleTimeout)
+	assert.Equal(t, int64(1), s.queries.max)
+
+	other := NewDoQServer(DoQOptions{})
+	assert.NotEqual(t, quic.StatelessResetKey{}, s.resetKey, "the zero reset key")
+	assert.NotEqual(t, s.resetKey, other.resetKey, "two servers, one reset key")
+}
+
+// TestDoQServeNeedsALPNDoQ: Serve returns an error at once, and serves
+// nothing, when its TLS configuration is missing or does not offer ALPN
+// "doq" (RFC 9250 §4.1.1), rather than serve clients that cannot agree
+// on it.
+func TestDoQServeNeedsALPNDoQ(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.166.1:0")
+	require.NoError(t, err)
+	defer pc.Close()
+	for name, cfg := range map[string]*tls.Config{"no TLS": nil, "no ALPN": {}, "h3 only": {NextProtos: []string{"h3"}}} {
+		t.Run(name, func(t *testing.T) {
+			s := NewDoQServer(DoQOptions{TLS: cfg})
+			served := make(chan error, 1)
+			go func() { served <- s.Serve(pc) }()
+			select {
+			case err := <-served:
+				assert.ErrorContains(t, err, `ALPN "doq"`)
+			case <-time.After(5 * time.Second):
+				_ = s.Close()
+				<-served
+				t.Fatal("Serve ran without ALPN doq")
+			}
+		})
+	}
+}
