@@ -853,3 +853,35 @@ func TestDoQServeNeedsALPNDoQ(t *testing.T) {
 		})
 	}
 }
+
+// TestDoQServeAfterStopLeavesTheSocket: Serve called after Close (as
+// Server.serveDoQ may reopen a listener while it stops) returns nil and
+// leaves pc to its caller, as Serve promises: nothing of quic-go goes on
+// reading it, and every datagram sent to it afterwards reaches the
+// caller's own reads, in order.
+func TestDoQServeAfterStopLeavesTheSocket(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.166.2:0")
+	require.NoError(t, err)
+	defer pc.Close()
+	s := NewDoQServer(DoQOptions{TLS: &tls.Config{NextProtos: []string{ALPNDoQ}}})
+	require.NoError(t, s.Close())
+	require.NoError(t, s.Serve(pc))
+
+	client, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.166.3")}, pc.LocalAddr().(*net.UDPAddr))
+	require.NoError(t, err)
+	defer client.Close()
+	const n = 20
+	for i := range n {
+		// One octet, its 0x40 bit clear: no QUIC packet, which quic-go
+		// would answer.
+		_, err := client.Write([]byte{byte(i)})
+		require.NoError(t, err)
+	}
+	require.NoError(t, pc.SetReadDeadline(time.Now().Add(5*time.Second)))
+	buf := make([]byte, 16)
+	for i := range n {
+		m, _, err := pc.ReadFrom(buf)
+		require.NoError(t, err, "datagram %d of %d", i, n)
+		require.Equal(t, []byte{byte(i)}, buf[:m])
+	}
+}
