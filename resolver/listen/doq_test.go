@@ -885,3 +885,51 @@ func TestDoQServeAfterStopLeavesTheSocket(t *testing.T) {
 		require.Equal(t, []byte{byte(i)}, buf[:m])
 	}
 }
+
+// TestDoQCloseClosesConnections: Close closes every connection at once
+// with DOQ_NO_ERROR (RFC 9250 §4.3), an idle one and one with a query in
+// progress alike, rather than leave them to their idle timeouts.
+func TestDoQCloseClosesConnections(t *testing.T) {
+	d := newDoQSetup(t, nil)
+	idle, err := d.dial(t)
+	require.NoError(t, err)
+	_, err = doqExchange(idle, query("www.blocked.test")) // served: known to the listener
+	require.NoError(t, err)
+	busy, err := d.dial(t)
+	require.NoError(t, err)
+	go func() { _, _ = doqExchange(busy, query("a.slow.test")) }()
+	require.Eventually(t, func() bool { return d.up.waiting.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	closed := make(chan error, 1)
+	go func() { closed <- d.srv.Close() }() // returns once the Handler is done with the query
+	assert.Equal(t, int64(DoQNoError), closeCode(idle), "the idle connection")
+	assert.Equal(t, int64(DoQNoError), closeCode(busy), "the connection with a query in progress")
+	d.up.releaseSlow()
+	require.NoError(t, <-closed)
+}
+
+// TestDoQServerClosedNotCountedAsFailedHandshake: a connection that
+// finished its handshake and that the listener then closed (no first
+// query within ReadTimeout; a protocol error) is no failed handshake:
+// only the handshake that fails is counted (HandshakeFailed).
+func TestDoQServerClosedNotCountedAsFailedHandshake(t *testing.T) {
+	var failed atomic.Int64
+	d := newDoQSetup(t, func(o *DoQOptions) {
+		o.ReadTimeout = 400 * time.Millisecond
+		o.HandshakeFailed = func() { failed.Add(1) }
+	})
+	silent, err := d.dial(t)
+	require.NoError(t, err)
+	assert.Equal(t, int64(DoQNoError), closeCode(silent), "closed for want of a first query")
+	broken, err := d.dial(t)
+	require.NoError(t, err)
+	_, err = doqRaw(broken, []byte{0}, false)
+	assert.Error(t, err)
+	assert.Equal(t, int64(DoQProtocolError), closeCode(broken))
+	require.Eventually(t, func() bool { return d.srv.open.Load() == 0 }, 5*time.Second, 5*time.Millisecond,
+		"both connections ended")
+	// A handshake that fails, counted after the closes above.
+	_, err = d.dial(t, "h3")
+	require.Error(t, err)
+	require.Eventually(t, func() bool { return failed.Load() >= 1 }, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, int64(1), failed.Load(), "only the failed handshake counted")
+}
