@@ -257,3 +257,32 @@ func TestDoQUnprovenCountsByClientNetwork(t *testing.T) {
 	}, 5*time.Second, 5*time.Millisecond, "every count ends with its attempt")
 	assert.False(t, s.verifySourceAddress(from("2001:db8:0:1::ffff")))
 }
+
+// TestDoQUnprovenCountKeepsTheLastAttempt: when one of a client
+// network's two unproven attempts ends, the other is still counted, so
+// that doqUnprovenPerAddress more in handshake, not one more, get a
+// Retry.
+func TestDoQUnprovenCountKeepsTheLastAttempt(t *testing.T) {
+	s := NewDoQServer(DoQOptions{MaxConns: 100})
+	a := &net.UDPAddr{IP: net.ParseIP("192.0.2.1"), Port: 4433}
+	attempt := func() context.CancelFunc {
+		ctx, cancel := context.WithCancel(context.Background())
+		_, err := s.connContext(ctx, &quic.ClientInfo{RemoteAddr: a})
+		require.NoError(t, err)
+		return cancel
+	}
+	first := attempt()
+	defer attempt()() // the second, ended last
+	first()
+	require.Eventually(t, func() bool { return s.open.Load() == 1 }, 5*time.Second, time.Millisecond, "the first attempt ended")
+	require.Eventually(t, func() bool {
+		s.unprovenMu.Lock()
+		defer s.unprovenMu.Unlock()
+		return s.unproven[ClientNetwork(udpPeer(a))] != 2
+	}, 5*time.Second, time.Millisecond)
+	for i := 1; i < doqUnprovenPerAddress; i++ {
+		assert.False(t, s.verifySourceAddress(a), "attempt %d in handshake", i)
+		defer attempt()()
+	}
+	assert.True(t, s.verifySourceAddress(a), "%d in handshake", doqUnprovenPerAddress)
+}
