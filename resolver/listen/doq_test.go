@@ -858,7 +858,8 @@ func TestDoQServeNeedsALPNDoQ(t *testing.T) {
 // Server.serveDoQ may reopen a listener while it stops) returns nil and
 // leaves pc to its caller, as Serve promises: nothing of quic-go goes on
 // reading it, and every datagram sent to it afterwards reaches the
-// caller's own reads, in order.
+// caller's own reads, in order. So too after Close stops a Serve that
+// was serving.
 func TestDoQServeAfterStopLeavesTheSocket(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.166.2:0")
 	require.NoError(t, err)
@@ -866,7 +867,25 @@ func TestDoQServeAfterStopLeavesTheSocket(t *testing.T) {
 	s := NewDoQServer(DoQOptions{TLS: &tls.Config{NextProtos: []string{ALPNDoQ}}})
 	require.NoError(t, s.Close())
 	require.NoError(t, s.Serve(pc))
+	readsAll(t, pc)
 
+	// Nor after Close stops a Serve that was serving.
+	s = NewDoQServer(DoQOptions{TLS: &tls.Config{NextProtos: []string{ALPNDoQ}}})
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(pc) }()
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.ln != nil
+	}, 5*time.Second, 5*time.Millisecond, "Serve is listening")
+	require.NoError(t, s.Close())
+	require.NoError(t, <-served)
+	readsAll(t, pc)
+}
+
+// readsAll sends 20 datagrams to pc and reads them from it, in order.
+func readsAll(t *testing.T, pc net.PacketConn) {
+	t.Helper()
 	client, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.166.3")}, pc.LocalAddr().(*net.UDPAddr))
 	require.NoError(t, err)
 	defer client.Close()
@@ -888,9 +907,17 @@ func TestDoQServeAfterStopLeavesTheSocket(t *testing.T) {
 
 // TestDoQCloseClosesConnections: Close closes every connection at once
 // with DOQ_NO_ERROR (RFC 9250 §4.3), an idle one and one with a query in
-// progress alike, rather than leave them to their idle timeouts.
+// progress alike, rather than leave them to their idle timeouts; it
+// returns once each connection is done with (its Admit place given
+// back).
 func TestDoQCloseClosesConnections(t *testing.T) {
-	d := newDoQSetup(t, nil)
+	var admitted, released atomic.Int64
+	d := newDoQSetup(t, func(o *DoQOptions) {
+		o.Admit = func(netip.Addr) (func(), bool) {
+			admitted.Add(1)
+			return func() { released.Add(1) }, true
+		}
+	})
 	idle, err := d.dial(t)
 	require.NoError(t, err)
 	_, err = doqExchange(idle, query("www.blocked.test")) // served: known to the listener
@@ -903,8 +930,15 @@ func TestDoQCloseClosesConnections(t *testing.T) {
 	go func() { closed <- d.srv.Close() }() // returns once the Handler is done with the query
 	assert.Equal(t, int64(DoQNoError), closeCode(idle), "the idle connection")
 	assert.Equal(t, int64(DoQNoError), closeCode(busy), "the connection with a query in progress")
+	select {
+	case <-d.srv.stopping: // a wait to Serve again (Server.serveDoQ) ends
+	default:
+		t.Error("stopping not closed")
+	}
 	d.up.releaseSlow()
 	require.NoError(t, <-closed)
+	assert.Equal(t, int64(2), admitted.Load())
+	assert.Equal(t, int64(2), released.Load(), "Close returned before its connections were done with")
 }
 
 // TestDoQServerClosedNotCountedAsFailedHandshake: a connection that
