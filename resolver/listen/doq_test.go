@@ -967,3 +967,40 @@ func TestDoQServerClosedNotCountedAsFailedHandshake(t *testing.T) {
 	require.Eventually(t, func() bool { return failed.Load() >= 1 }, 5*time.Second, 5*time.Millisecond)
 	assert.Equal(t, int64(1), failed.Load(), "only the failed handshake counted")
 }
+
+// TestDoQShutdownTakesNoNewConnection: once Shutdown has begun, while a
+// query still holds it, a new connection attempt gets no handshake: the
+// listener stopped accepting, rather than finishing a handshake only to
+// close the connection.
+func TestDoQShutdownTakesNoNewConnection(t *testing.T) {
+	d := newDoQSetup(t, nil)
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		_, err := doqExchange(c, query("a.slow.test"))
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return d.up.waiting.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- d.srv.Shutdown(ctx)
+	}()
+	require.Eventually(t, func() bool {
+		d.srv.mu.Lock()
+		defer d.srv.mu.Unlock()
+		return d.srv.draining
+	}, 5*time.Second, 5*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	late, err := quic.DialAddr(ctx, d.addr, clientTLS(d.ca, ALPNDoQ), &quic.Config{HandshakeIdleTimeout: time.Second})
+	if err == nil {
+		_ = late.CloseWithError(0, "")
+	}
+	assert.Error(t, err, "a handshake done while draining")
+	d.up.releaseSlow()
+	assert.NoError(t, <-done)
+	assert.NoError(t, <-shut)
+}
