@@ -286,3 +286,25 @@ func TestDoQUnprovenCountKeepsTheLastAttempt(t *testing.T) {
 	}
 	assert.True(t, s.verifySourceAddress(a), "%d in handshake", doqUnprovenPerAddress)
 }
+
+// TestDoQHandshakeDoneIsNoLongerUnproven: a connection whose handshake
+// is done has proven its address and leaves the unproven count of its
+// client network then, not when it closes: doqUnprovenPerAddress open
+// connections from one address do not make its next attempt wait for a
+// Retry.
+func TestDoQHandshakeDoneIsNoLongerUnproven(t *testing.T) {
+	d := newDoQSetup(t, func(o *DoQOptions) { o.MaxConns = 100 })
+	const ip = "127.0.166.10"
+	for i := range doqUnprovenPerAddress {
+		c, err := dialFrom(t, d, ip)
+		require.NoError(t, err, "connection %d", i)
+		t.Cleanup(func() { _ = c.CloseWithError(0, "") })
+		_, err = doqExchange(c, query("www.blocked.test")) // served: past serveConn's start
+		require.NoError(t, err)
+	}
+	d.srv.unprovenMu.Lock()
+	left := len(d.srv.unproven)
+	d.srv.unprovenMu.Unlock()
+	assert.Zero(t, left, "networks with attempts counted unproven")
+	assert.False(t, startUnproven(t, d, ip).gotRetry(), "a Retry for the attempt after %d open connections", doqUnprovenPerAddress)
+}
