@@ -1004,3 +1004,26 @@ func TestDoQShutdownTakesNoNewConnection(t *testing.T) {
 	assert.NoError(t, <-done)
 	assert.NoError(t, <-shut)
 }
+
+// TestDoQClosedConnectionForgotten: a connection that ended is no longer
+// held by the listener (conns, which Shutdown's linger and closeAll walk):
+// by the time its Admit place is given back it is gone from it.
+func TestDoQClosedConnectionForgotten(t *testing.T) {
+	released := make(chan struct{}, 1)
+	d := newDoQSetup(t, func(o *DoQOptions) {
+		o.Admit = func(netip.Addr) (func(), bool) { return func() { released <- struct{}{} }, true }
+	})
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	_, err = doqExchange(c, query("www.blocked.test"))
+	require.NoError(t, err)
+	require.NoError(t, c.CloseWithError(0, ""))
+	select {
+	case <-released:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection's place not given back")
+	}
+	d.srv.mu.Lock()
+	defer d.srv.mu.Unlock()
+	assert.Empty(t, d.srv.conns)
+}
