@@ -935,6 +935,8 @@ func TestDoQCloseClosesConnections(t *testing.T) {
 	default:
 		t.Error("stopping not closed")
 	}
+	assert.Never(t, func() bool { return len(closed) > 0 }, 400*time.Millisecond, 10*time.Millisecond,
+		"Close returned while the Handler still had a query")
 	d.up.releaseSlow()
 	require.NoError(t, <-closed)
 	assert.Equal(t, int64(2), admitted.Load())
