@@ -461,13 +461,20 @@ func TestDoQHandshakeDoneThenClosedNotCounted(t *testing.T) {
 		require.NoError(t, err)
 		_ = c.CloseWithError(0, "")
 	}
+	onlyFailedHandshakeCounted(t, d, &failed, "only the failed handshake counted, none of the 200 that completed")
+}
+
+// onlyFailedHandshakeCounted waits until every connection of d has ended,
+// then makes one handshake fail (a wrong ALPN) and checks that failed,
+// d's HandshakeFailed count, is 1: that one, none of those before.
+func onlyFailedHandshakeCounted(t *testing.T, d *doqSetup, failed *atomic.Int64, msg string) {
+	t.Helper()
 	require.Eventually(t, func() bool { return d.srv.open.Load() == 0 }, 5*time.Second, 5*time.Millisecond,
 		"every connection ended")
-	// A handshake that fails, counted after the closes above.
 	_, err := d.dial(t, "h3")
 	require.Error(t, err)
 	require.Eventually(t, func() bool { return failed.Load() >= 1 }, 5*time.Second, 5*time.Millisecond)
-	assert.Equal(t, int64(1), failed.Load(), "only the failed handshake counted, none of the 200 that completed")
+	assert.Equal(t, int64(1), failed.Load(), msg)
 }
 
 // TestDoQShutdown: Shutdown answers the query in progress, then closes the
@@ -961,13 +968,7 @@ func TestDoQServerClosedNotCountedAsFailedHandshake(t *testing.T) {
 	_, err = doqRaw(broken, []byte{0}, false)
 	assert.Error(t, err)
 	assert.Equal(t, int64(DoQProtocolError), closeCode(broken))
-	require.Eventually(t, func() bool { return d.srv.open.Load() == 0 }, 5*time.Second, 5*time.Millisecond,
-		"both connections ended")
-	// A handshake that fails, counted after the closes above.
-	_, err = d.dial(t, "h3")
-	require.Error(t, err)
-	require.Eventually(t, func() bool { return failed.Load() >= 1 }, 5*time.Second, 5*time.Millisecond)
-	assert.Equal(t, int64(1), failed.Load(), "only the failed handshake counted")
+	onlyFailedHandshakeCounted(t, d, &failed, "only the failed handshake counted")
 }
 
 // TestDoQShutdownTakesNoNewConnection: once Shutdown has begun, while a
