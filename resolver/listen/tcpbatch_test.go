@@ -838,16 +838,10 @@ func TestTCPAnswersOverAMebibyteOnOneConnection(t *testing.T) {
 // message, fewer octets come than its length gives, gets no answer for
 // it: the octets that came are no message (RFC 7766 §8).
 func TestTCPMessageCutShortUnanswered(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.163.42:0")
-	require.NoError(t, err)
 	h := remoteRecorder{remotes: make(chan net.Addr, 1)}
-	serveTCP(t, ln, h, limitRules{Limits{TCPConnections: 8, TCPConnectionsPerClient: 1, TCPPipeline: 4,
-		TCPReadTimeout: 10 * time.Second, TCPIdleTimeout: 10 * time.Second}})
-	c, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	defer c.Close()
+	c := dialServedTCP(t, "127.0.163.42", h)
 	frame := frames(t, txtQuery("fast.", 1))
-	_, err = c.Write(frame[:len(frame)-5])
+	_, err := c.Write(frame[:len(frame)-5])
 	require.NoError(t, err)
 	require.NoError(t, c.(*net.TCPConn).CloseWrite())
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
@@ -866,14 +860,8 @@ func TestTCPMessageCutShortUnanswered(t *testing.T) {
 // listener, the Handler not asked (RFC 7828 §3.2.1); one with the option
 // empty, as a client sends it, is the Handler's.
 func TestTCPKeepaliveTimeoutFormerr(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.163.43:0")
-	require.NoError(t, err)
 	h := remoteRecorder{remotes: make(chan net.Addr, 2)}
-	serveTCP(t, ln, h, limitRules{Limits{TCPConnections: 8, TCPConnectionsPerClient: 1, TCPPipeline: 4,
-		TCPReadTimeout: 10 * time.Second, TCPIdleTimeout: 10 * time.Second}})
-	c, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	defer c.Close()
+	c := dialServedTCP(t, "127.0.163.43", h)
 	for _, tc := range []struct {
 		timeout uint16
 		rcode   int
@@ -881,7 +869,7 @@ func TestTCPKeepaliveTimeoutFormerr(t *testing.T) {
 		q := query("keepalive.example.org")
 		q.Id = 7 + tc.timeout
 		q.IsEdns0().Option = append(q.IsEdns0().Option, &dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE, Timeout: tc.timeout})
-		_, err = c.Write(frames(t, q))
+		_, err := c.Write(frames(t, q))
 		require.NoError(t, err)
 		r := new(dns.Msg)
 		require.NoError(t, r.Unpack(readFrame(t, c)))
@@ -925,4 +913,19 @@ func bigOctets() octetsHandler {
 		}
 		return b
 	}}
+}
+
+// dialServedTCP serves h over plain TCP on the loopback address ip (one
+// connection a client, 10 s timeouts) and returns a connection to it,
+// closed when the test ends.
+func dialServedTCP(t *testing.T, ip string, h Handler) net.Conn {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	require.NoError(t, err)
+	serveTCP(t, ln, h, limitRules{Limits{TCPConnections: 8, TCPConnectionsPerClient: 1, TCPPipeline: 4,
+		TCPReadTimeout: 10 * time.Second, TCPIdleTimeout: 10 * time.Second}})
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
 }
