@@ -63,17 +63,7 @@ func TestDualStackProxyHeaderBelieved(t *testing.T) {
 		TCPConnectionsPerClient: 1, TCPPipeline: 4, TCPReadTimeout: 10 * time.Second, TCPIdleTimeout: 10 * time.Second}},
 		netip.MustParseAddr(proxy)})
 
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(proxy)}}
-	c, err := d.Dial("tcp", inner.Addr().String())
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	header := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
-		SourceAddr:      &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 4000},
-		DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.156.1"), Port: 53}}
-	_, err = header.WriteTo(c)
-	require.NoError(t, err)
-	_, err = c.Write(frames(t, txtQuery("fast.", 1)))
-	require.NoError(t, err)
+	c := sendProxied(t, proxy, inner.Addr().(*net.TCPAddr))
 	r := new(dns.Msg)
 	require.NoError(t, r.Unpack(readFrame(t, c)), "the proxy's connection is served")
 	assert.Equal(t, uint16(1), r.Id)
@@ -144,17 +134,7 @@ func TestProxyHeaderAfterTrustWithdrawnRefused(t *testing.T) {
 	serveTCP(t, ln, h, trustedOnceRules{limitRules{Limits{TCPConnections: 8, TCPConnectionsPerClient: 1, TCPPipeline: 4,
 		TCPReadTimeout: 10 * time.Second, TCPIdleTimeout: 10 * time.Second}}, netip.MustParseAddr(proxy), new(atomic.Int64)})
 
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(proxy)}}
-	c, err := d.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	defer c.Close()
-	header := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
-		SourceAddr:      &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 4000},
-		DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.163.40"), Port: 53}}
-	_, err = header.WriteTo(c)
-	require.NoError(t, err)
-	_, err = c.Write(frames(t, txtQuery("fast.", 1)))
-	require.NoError(t, err)
+	c := sendProxied(t, proxy, ln.Addr().(*net.TCPAddr))
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
 	_, err = io.ReadFull(c, make([]byte, 2))
 	require.Error(t, err, "no answer: the connection fails")
@@ -165,4 +145,24 @@ func TestProxyHeaderAfterTrustWithdrawnRefused(t *testing.T) {
 		t.Fatalf("answered for %v", a)
 	default:
 	}
+}
+
+// sendProxied connects to server from proxy, a loopback address, and
+// writes a PROXY v2 header naming the client 192.0.2.7:4000 (to server's
+// address on port 53), then the query "fast." with ID 1; the connection
+// is closed when the test ends.
+func sendProxied(t *testing.T, proxy string, server *net.TCPAddr) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(proxy)}}
+	c, err := d.Dial("tcp", server.String())
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	header := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+		SourceAddr:      &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 4000},
+		DestinationAddr: &net.TCPAddr{IP: server.IP, Port: 53}}
+	_, err = header.WriteTo(c)
+	require.NoError(t, err)
+	_, err = c.Write(frames(t, txtQuery("fast.", 1)))
+	require.NoError(t, err)
+	return c
 }
