@@ -216,7 +216,7 @@ func rangeShape(s string) error {
 		return ErrRangeURL
 	case len(strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' })) > 1:
 		return ErrRangeList
-	case !slash && strings.Count(s, "-") == 1 && !isName(strings.Split(s, "-")...):
+	case !slash && strings.Count(s, "-") == 1 && !slices.ContainsFunc(strings.Split(s, "-"), NameLike):
 		return dashRange(s)
 	case len(strings.Fields(s)) > 1:
 		return ErrRangeList
@@ -265,19 +265,18 @@ func addressShape(addr, length string, slash bool) error {
 		}
 		return ErrShortIPv4
 	}
-	if isName(addr) {
+	if NameLike(addr) {
 		return ErrRangeName
 	}
 	return ErrBadRange
 }
 
-// isName reports whether one of texts, none of which netip reads as an
-// address, is meant as a name: it has a letter, and no colon (which
-// IPv6's hexadecimal letters come with).
-func isName(texts ...string) bool {
-	return slices.ContainsFunc(texts, func(s string) bool {
-		return strings.IndexFunc(s, unicode.IsLetter) >= 0 && !strings.Contains(s, ":")
-	})
+// NameLike reports whether s, which netip does not read as an address,
+// is meant as a name: it has a letter, and no colon (which IPv6's
+// hexadecimal letters come with). Range and address checks tell a name
+// written where an address belongs by it.
+func NameLike(s string) bool {
+	return strings.IndexFunc(s, unicode.IsLetter) >= 0 && !strings.Contains(s, ":")
 }
 
 // notOctet reports whether s is not an IPv4 address's part as netip reads

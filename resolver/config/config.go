@@ -1557,7 +1557,7 @@ func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 		return fmt.Sprintf("%q has no IP address", s), fmt.Sprintf("0.0.0.0:%s for every IPv4 address, [::]:%s for every IPv6 one", port, port)
 	case strings.EqualFold(host, "localhost"):
 		return fmt.Sprintf("%q: localhost is a name, not an IP address", s), "127.0.0.1:" + port
-	case aerr != nil && nameLike(host):
+	case aerr != nil && blocklist.NameLike(host):
 		return fmt.Sprintf("%q: the host is a name, not an IP address", s), ""
 	case !validPort(port, anyPort):
 		return fmt.Sprintf("%q: the port is not a number from %d to 65535", s, map[bool]int{true: 0, false: 1}[anyPort]), ""
@@ -1583,7 +1583,7 @@ func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 // (which ParseAddress may still refuse: port 53); false for any other u.
 func unboundTLS(u string) (fix string, ok bool) {
 	hostPort, name, found := strings.Cut(u, "#")
-	if !found || !nameLike(name) {
+	if !found || !blocklist.NameLike(name) {
 		return "", false
 	}
 	host, port, withPort := strings.Cut(hostPort, "@")
@@ -1650,17 +1650,10 @@ func notAddrPort(s string, def uint16, anyPort bool) (problem, fix string) {
 			return fmt.Sprintf("%q: an address here is written without a scheme (%s://)", s, scheme), rest
 		}
 		return fmt.Sprintf("%q: an address here is written without a scheme (%s://)", s, scheme), ""
-	case nameLike(s):
+	case blocklist.NameLike(s):
 		return fmt.Sprintf("%q is a name, not an IP address", s), ""
 	}
 	return fmt.Sprintf("%q is not IP:port", s), ""
-}
-
-// nameLike reports whether s, which netip does not read as an address,
-// is meant as a name: it has a letter, and no colon (which IPv6's
-// hexadecimal letters come with).
-func nameLike(s string) bool {
-	return strings.IndexFunc(s, unicode.IsLetter) >= 0 && !strings.Contains(s, ":")
 }
 
 // bracketless reports whether s is an IPv6 address whose last group
