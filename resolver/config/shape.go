@@ -665,7 +665,7 @@ func itemMeant(key, v string) string {
 		}
 		return v
 	}
-	port, ok := map[string]uint16{"listen": 53, "listen_tls": 853, "listen_quic": 853, "upstreams": 53}[key]
+	port, ok := map[string]uint16{"listen": plainPort, "listen_tls": dotPort, "listen_quic": dotPort, "upstreams": plainPort}[key]
 	if _, bare := portless(v); !ok || key == "upstreams" && bare {
 		return v // an upstream without its port is taken as written
 	}
