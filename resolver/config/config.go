@@ -1145,7 +1145,11 @@ func (c *Config) validateListen(errs *configErrors) {
 		if key, value, ok := encryptedListen(l); ok {
 			// `listen: ["tls://0.0.0.0:853"]`: listen serves plain DNS
 			// alone; each encrypted transport has a key of its own.
-			errs.add(at, "%q: listen serves plain DNS; serve DNS over %s with %s: [%q]", l, protocolOf(key), key, value)
+			how := "DNS over " + protocolOf(key)
+			if strings.HasPrefix(strings.ToLower(l), "http://") {
+				how = "DNS over HTTP behind a TLS-terminating proxy"
+			}
+			errs.add(at, "%q: listen serves plain DNS; serve %s with %s: [%q]", l, how, key, value)
 			continue
 		}
 		if msg, fix := addrPortProblem(l, 53, true); fix != "" {
