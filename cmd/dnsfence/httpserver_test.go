@@ -83,3 +83,37 @@ func TestHTTPEndpointOutlivesAcceptFailures(t *testing.T) {
 	assert.Contains(t, warned[0].ContextMap()["error"], "no buffer space")
 	assert.Empty(t, logs.FilterMessage("http endpoint stopped").All())
 }
+
+// TestHTTPEndpointStopIsNoError: the endpoint's ordinary stop (serve's
+// at SIGTERM) logs no "http endpoint stopped" error, as net/http returns
+// ErrServerClosed then (checked once the stop has returned, which waits
+// for the server's goroutine); a listener closed under the server, which
+// no stop asked for, is logged at error level.
+func TestHTTPEndpointStopIsNoError(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	c := &http.Client{Timeout: 5 * time.Second}
+
+	ln, err := net.Listen("tcp", "127.0.168.30:0")
+	require.NoError(t, err)
+	core, logs := observer.New(zap.InfoLevel)
+	stop := serveHTTPOn(zap.New(core), ln, ok)
+	resp, err := c.Get("http://" + ln.Addr().String() + "/healthz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	stop()
+	assert.Empty(t, logs.FilterMessage("http endpoint stopped").All(), "an ordinary stop")
+	assert.Empty(t, logs.Filter(func(e observer.LoggedEntry) bool { return e.Level >= zap.WarnLevel }).All())
+
+	ln, err = net.Listen("tcp", "127.0.168.30:0")
+	require.NoError(t, err)
+	core, logs = observer.New(zap.InfoLevel)
+	stop = serveHTTPOn(zap.New(core), ln, ok)
+	require.NoError(t, ln.Close()) // under the server, as no stop does
+	require.Eventually(t, func() bool { return logs.FilterMessage("http endpoint stopped").Len() > 0 }, 10*time.Second, 5*time.Millisecond,
+		"a listener closed under the server")
+	stop()
+	stopped := logs.FilterMessage("http endpoint stopped").All()
+	require.Len(t, stopped, 1)
+	assert.Equal(t, zap.ErrorLevel, stopped[0].Level)
+	assert.Contains(t, stopped[0].ContextMap()["error"], "use of closed network connection")
+}

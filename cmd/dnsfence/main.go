@@ -931,12 +931,17 @@ func serveHTTP(log *zap.Logger, addr string, h http.Handler) (func(), error) {
 	return serveHTTPOn(log, ln, h), nil
 }
 
-// serveHTTPOn is serveHTTP on a listener of the caller's.
+// serveHTTPOn is serveHTTP on a listener of the caller's. The returned
+// function returns once the endpoint's goroutine has: a line it logs
+// ("http endpoint stopped", for a listener closed under it) is written
+// before serve exits, and an ordinary stop logs none.
 func serveHTTPOn(log *zap.Logger, ln net.Listener, h http.Handler) func() {
 	ln = listen.Patient(ln, log)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
 		MaxHeaderBytes: httpMaxHeaderBytes}
+	served := make(chan struct{})
 	go func() {
+		defer close(served)
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http endpoint stopped", zap.Error(err))
 		}
@@ -945,7 +950,8 @@ func serveHTTPOn(log *zap.Logger, ln net.Listener, h http.Handler) func() {
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(ctx)
+		_ = srv.Shutdown(ctx) // closes the listener first: Serve returns
+		<-served
 	}
 }
 
