@@ -53,3 +53,45 @@ policies:
 	assert.Equal(t, filepath.Join(dir, "lists/tiktok.txt"), rest[0].ContextMap()["file"])
 	assert.EqualValues(t, 5000-maxLintLogged, rest[0].ContextMap()["not_logged"])
 }
+
+// TestServeLogsCheckWarningsCapAtItsEdge: a file with maxLintLogged
+// warnings has each logged and no line of more; one more warning is the
+// line of 1 not logged.
+func TestServeLogsCheckWarningsCapAtItsEdge(t *testing.T) {
+	for _, n := range []int{maxLintLogged, maxLintLogged + 1} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			var list strings.Builder
+			for i := range n {
+				fmt.Fprintf(&list, "name%d.tiktok.com\n", i)
+			}
+			dir := testnet.WriteTree(t, map[string]string{
+				"dnsfence.yaml": `
+listen: ["127.0.168.60:0"]
+upstreams: ["127.0.168.61:53"]
+http: ""
+policies:
+  - name: government-devices
+    clients: ["127.0.168.60/30"]
+    block: [lists/tiktok.txt]
+`,
+				"lists/tiktok.txt": list.String() + list.String(), // n duplicates
+			})
+			cfg, err := config.Load(filepath.Join(dir, "dnsfence.yaml"))
+			require.NoError(t, err)
+			snap, err := resolver.BuildSnapshot(cfg, nil)
+			require.NoError(t, err)
+			require.Len(t, snap.Lint(), n)
+
+			core, logs := observer.New(zap.WarnLevel)
+			logLint(zap.New(core), snap)
+			assert.Equal(t, maxLintLogged, logs.FilterMessage("likely mistake in the configuration (check -strict fails on it)").Len())
+			rest := logs.FilterMessage("more likely mistakes in the configuration not logged; dnsfence check lists them").All()
+			if n == maxLintLogged {
+				assert.Empty(t, rest, "every warning logged")
+				return
+			}
+			require.Len(t, rest, 1)
+			assert.EqualValues(t, n-maxLintLogged, rest[0].ContextMap()["not_logged"])
+		})
+	}
+}
