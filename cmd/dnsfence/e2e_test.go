@@ -869,6 +869,10 @@ func TestServeLogsWhatItLoaded(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, stopping, 0, "no stopping line: %q", msgs)
 	assert.Equal(t, "stopped", msgs[len(msgs)-1], "the last line: %q", msgs)
+	// No shutdown_delay: no wait answering with /readyz 503, nor a line
+	// of one.
+	assert.False(t, slices.ContainsFunc(msgs, func(msg string) bool { return strings.HasPrefix(msg, "answering for shutdown_delay") }),
+		"without shutdown_delay: %q", msgs)
 }
 
 // TestServeLogsCheckWarnings: a block list emptied while dnsfence was

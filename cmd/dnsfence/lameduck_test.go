@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -188,5 +189,10 @@ policies:
 		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 		p.waitLine(t, "answering for shutdown_delay with /readyz 503, so that load balancers take this instance out first; another SIGTERM or SIGINT stops at once")
 		p.stop(t, syscall.SIGTERM)
+		// And says so, with the signal that ended the wait.
+		lines := drain(p.lines)
+		i := slices.IndexFunc(lines, func(m map[string]any) bool { return m["msg"] == "stopping at once" })
+		require.GreaterOrEqual(t, i, 0, `no "stopping at once" line: %v`, lines)
+		assert.Equal(t, "terminated", lines[i]["signal"])
 	})
 }
