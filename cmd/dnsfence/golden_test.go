@@ -450,6 +450,12 @@ func TestCommandLine(t *testing.T) {
 			for _, w := range tc.want {
 				assert.Contains(t, r.out, w)
 			}
+			// A stray argument is said once: the command named after
+			// serve's flags stops serve at that, not again as serve's
+			// own argument.
+			if strings.Contains(r.out, "unexpected argument") {
+				assert.Equal(t, 1, strings.Count(r.out, "unexpected argument"), r.out)
+			}
 		})
 	}
 }
