@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -116,4 +117,36 @@ func TestHTTPEndpointStopIsNoError(t *testing.T) {
 	require.Len(t, stopped, 1)
 	assert.Equal(t, zap.ErrorLevel, stopped[0].Level)
 	assert.Contains(t, stopped[0].ContextMap()["error"], "use of closed network connection")
+}
+
+// TestHTTPEndpointTakenPort: the http address held by another program
+// stops the start of a configuration file (an error line, ok false), but
+// not the embedded default's, which serves DNS without the endpoint (the
+// port may be taken on a laptop) and says so at warn.
+func TestHTTPEndpointTakenPort(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.168.70:0")
+	require.NoError(t, err)
+	defer held.Close()
+	addr := held.Addr().String()
+	h := http.NotFoundHandler()
+
+	core, logs := observer.New(zap.InfoLevel)
+	stop, ok := startHTTPEndpoint(zap.New(core), &config.Config{Embedded: true, HTTP: &addr}, h)
+	require.True(t, ok, "the embedded default starts without it")
+	stop()
+	warned := logs.FilterMessage("metrics and health endpoint not started: the embedded default serves DNS without it").All()
+	if assert.Len(t, warned, 1, "%v", logs.All()) {
+		assert.Equal(t, zap.WarnLevel, warned[0].Level)
+		assert.Equal(t, addr, warned[0].ContextMap()["address"])
+		assert.Contains(t, warned[0].ContextMap()["error"], "address already in use")
+	}
+
+	core, logs = observer.New(zap.InfoLevel)
+	_, ok = startHTTPEndpoint(zap.New(core), &config.Config{HTTP: &addr}, h)
+	assert.False(t, ok, "a configuration file's start stops")
+	failed := logs.FilterMessage("starting the HTTP endpoint").All()
+	if assert.Len(t, failed, 1, "%v", logs.All()) {
+		assert.Equal(t, zap.ErrorLevel, failed[0].Level)
+	}
+	assert.Empty(t, logs.FilterMessage("metrics and health endpoint not started: the embedded default serves DNS without it").All())
 }
