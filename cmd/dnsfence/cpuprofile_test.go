@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"testing"
 
@@ -38,4 +39,18 @@ func TestCPUProfileFlag(t *testing.T) {
 	assert.Equal(t, 1, code, out)
 	assert.Contains(t, out, missing)
 	assert.NotContains(t, out, "listening", "served without the profile asked for")
+}
+
+// TestCPUProfileWhileProfiling: startCPUProfile fails, with no stop to
+// call, when a CPU profile is being written already (one a process may
+// have), rather than leave serve believing it writes one.
+func TestCPUProfileWhileProfiling(t *testing.T) {
+	if err := pprof.StartCPUProfile(io.Discard); err != nil {
+		t.Skipf("profiling already (go test -cpuprofile): %v", err)
+	}
+	defer pprof.StopCPUProfile()
+	stop, err := startCPUProfile(filepath.Join(t.TempDir(), "cpu.pprof"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "cpu profiling already in use")
+	assert.Nil(t, stop)
 }
