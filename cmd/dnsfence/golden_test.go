@@ -315,6 +315,28 @@ func TestWithGCPercent(t *testing.T) {
 	assert.Equal(t, 70, currentGCPercent(), "a reload leaves GOGC's target")
 }
 
+// TestTuneGCLogsTheTarget: tuneGC logs the live heap it measured and the
+// GC target it set (the "memory" line at start and after each reload,
+// the numbers behind the process's RSS); under GOGC it sets none, and
+// says nothing.
+func TestTuneGCLogsTheTarget(t *testing.T) {
+	t.Setenv("GOGC", "") // the test binary's, if any, aside
+	prior := debug.SetGCPercent(40)
+	defer debug.SetGCPercent(prior)
+	core, logs := observer.New(zap.InfoLevel)
+	tuneGC(zap.New(core))
+	lines := logs.FilterMessage("memory").All()
+	require.Len(t, lines, 1)
+	fields := lines[0].ContextMap()
+	assert.Positive(t, fields["heap_live_bytes"])
+	assert.EqualValues(t, currentGCPercent(), fields["gc_percent"], "the target set")
+
+	t.Setenv("GOGC", "70")
+	core, logs = observer.New(zap.InfoLevel)
+	tuneGC(zap.New(core))
+	assert.Zero(t, logs.Len(), "GOGC's target is the operator's")
+}
+
 // currentGCPercent reads the GC target without changing it.
 func currentGCPercent() int {
 	p := debug.SetGCPercent(100)
