@@ -478,6 +478,9 @@ func TestCommandLine(t *testing.T) {
 			if strings.Contains(r.out, "unexpected argument") {
 				assert.Equal(t, 1, strings.Count(r.out, "unexpected argument"), r.out)
 			}
+			// So is a bad argument of explain: the first check that
+			// refuses it ends the command.
+			assert.LessOrEqual(t, strings.Count(r.out, "dnsfence explain: "), 1, r.out)
 		})
 	}
 }

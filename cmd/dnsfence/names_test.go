@@ -38,6 +38,7 @@ func TestExplainIDNGolden(t *testing.T) {
 		code, out := runCmd("explain", "-config", "testdata/ops/idn.yaml", "10.1.2.3", "bü cher.example")
 		assert.Equal(t, 2, code)
 		assert.Contains(t, out, "name: invalid internationalised name")
+		assert.Equal(t, 1, strings.Count(out, "dnsfence explain: "), "said once, the first check ending the command: %s", out)
 	})
 }
 
