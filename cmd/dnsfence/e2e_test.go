@@ -846,6 +846,14 @@ func TestServeLogsWhatItLoaded(t *testing.T) {
 		assert.Equal(t, "nxdomain", m["action"])
 	}
 	assert.Nil(t, byMsg["no policies: every query is forwarded"])
+	// The GC target set for the lists loaded (tuneGC, as after each
+	// reload), but under a GOGC of the operator's.
+	if os.Getenv("GOGC") == "" {
+		if m := byMsg["memory"]; assert.NotNil(t, m, "%v", p.early) {
+			assert.Positive(t, m["heap_live_bytes"])
+			assert.Positive(t, m["gc_percent"])
+		}
+	}
 	assert.Nil(t, byMsg["http endpoint listening"], `http: "" serves no endpoint`)
 	p.stop(t, syscall.SIGTERM)
 
