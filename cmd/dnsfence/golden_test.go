@@ -192,6 +192,8 @@ func TestExplainUsage(t *testing.T) {
 		{"www.tiktok.com ", "did you mean www.tiktok.com?"},
 		{"www tiktok com", `"www tiktok com" is not a domain name: a URL, a port, a path or white space is no part of one; e.g. www.tiktok.com`},
 		{"https://", "e.g. www.tiktok.com"},
+		// An address and port pasted, which no URL parses.
+		{"[2001:db8::1]:443", `"[2001:db8::1]:443" is not a domain name: a URL, a port, a path or white space is no part of one; e.g. www.tiktok.com`},
 	} {
 		code, out := runCmd("explain", "-config", "testdata/ops/lints.yaml", "10.1.2.3", tc.name)
 		assert.Equal(t, 2, code, "%s: %s", tc.name, out)
