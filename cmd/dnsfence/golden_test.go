@@ -188,6 +188,7 @@ func TestExplainUsage(t *testing.T) {
 		{"https://www.tiktok.com/@user", `"https://www.tiktok.com/@user" is not a domain name: a URL, a port, a path or white space is no part of one; did you mean www.tiktok.com?`},
 		{"http://user@www.TikTok.com:8080/x?y#z", "did you mean www.TikTok.com?"},
 		{"www.tiktok.com:443", "did you mean www.tiktok.com?"},
+		{"www.tiktok.com:", "did you mean www.tiktok.com?"}, // the port left out
 		{"www.tiktok.com/@user", "did you mean www.tiktok.com?"},
 		{"www.tiktok.com ", "did you mean www.tiktok.com?"},
 		{"www tiktok com", `"www tiktok com" is not a domain name: a URL, a port, a path or white space is no part of one; e.g. www.tiktok.com`},

@@ -285,7 +285,7 @@ func notHostName(s string) string {
 		host = u.Hostname()
 	default:
 		host = strings.TrimSpace(s)
-		if h, port, err := net.SplitHostPort(host); err == nil && port != "" && strings.Trim(port, "0123456789") == "" {
+		if h, port, err := net.SplitHostPort(host); err == nil && strings.Trim(port, "0123456789") == "" {
 			host = h
 		}
 		if i := strings.IndexAny(host, "/?#"); i >= 0 {
