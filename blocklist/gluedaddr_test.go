@@ -57,7 +57,7 @@ func TestAddressGluedToANameIsReported(t *testing.T) {
 		{"10.0.0.0/8", "l.txt:1: invalid character in name"},
 		{"1.2.3.4#c", "l.txt:1: invalid character in name"},
 		{"0.0.0.0,tiktok.com", "l.txt:1: invalid character in name"},
-		{"127.0.0.1@tiktok.com", "l.txt:1: invalid character in name"},
+		{"127.0.0.1@tiktok.com", "l.txt:1: a port, a path or a user is no part of a name (write the name alone: tiktok.com)"},
 	} {
 		_, err := Parse("l.txt", []byte(tc.line+"\n"))
 		require.Error(t, err, tc.line)

@@ -1,6 +1,10 @@
 package blocklist
 
 import (
+	"net"
+	"net/url"
+	"strings"
+	"unicode"
 	"unsafe"
 
 	"github.com/dnsfence/dnsfence/blocklist/internal/presname"
@@ -55,6 +59,51 @@ var entryOctet = func() (t [256]bool) {
 // dns.IsDomainName lets names of 256 and 257 octets through, it does not.
 // A malformed \DDD escape (BadEscape) makes s no domain name either.
 func IsDomainName(s string) bool { return presname.IsDomainName(s) }
+
+// HostMeant is the domain name s was meant to be when s is one written
+// with the parts of a URL or an address around it, as a name is pasted
+// from a browser, a proxy's log or a firewall rule: a whole URL
+// (`https://www.tiktok.com/@user`), a port (`tiktok.com:443`, or a colon
+// with none after it), a path, a query or a fragment (`tiktok.com/x?y#z`),
+// a user (`user@tiktok.com`), or white space around it. host is that
+// name as written (its case kept), "" when no domain name of two labels
+// or more is left once those parts are dropped (`[2001:db8::1]:443`,
+// `a b.com`, `localhost:8080`); parts reports
+// whether s has any of them (`:/@?#` or white space; DNS lets a label
+// hold those octets, but no host name has them).
+func HostMeant(s string) (host string, parts bool) {
+	if !strings.ContainsFunc(s, notInHostName) {
+		return "", false
+	}
+	host = strings.TrimSpace(s)
+	if u, err := url.Parse(host); err == nil && u.Scheme != "" && u.Host != "" {
+		host = u.Hostname()
+	} else if strings.Contains(host, "://") {
+		return "", true // a URL with no host, or one that does not parse
+	} else {
+		if i := strings.IndexAny(host, "/?#"); i >= 0 {
+			host = host[:i]
+		}
+		if i := strings.LastIndex(host, "@"); i >= 0 {
+			host = host[i+1:]
+		}
+		if h, port, err := net.SplitHostPort(host); err == nil && strings.Trim(port, "0123456789") == "" {
+			host = h
+		}
+	}
+	if !strings.Contains(strings.TrimSuffix(host, "."), ".") || strings.ContainsFunc(host, notInHostName) || !IsDomainName(host) {
+		// One label is no name a list blocks, and what stands before
+		// a slash is often no host: RFC 2317's classless reverse names
+		// (`0/26.2.0.192.in-addr.arpa`) hold one in their first label.
+		return "", true
+	}
+	return host, true
+}
+
+// notInHostName reports the characters of a URL, a port, a path or a
+// user, and white space, which a name pasted from elsewhere carries and a
+// host name never does.
+func notInHostName(r rune) bool { return strings.ContainsRune(":/@?#", r) || unicode.IsSpace(r) }
 
 // BadEscape finds the first escape of the presentation-form name s that
 // RFC 1035 §5.1 does not allow (`\2.`, `\999`: a backslash before a digit

@@ -76,6 +76,7 @@ var (
 	ErrNotUTF8Name    = errors.New("a name that is not UTF-8 text (a Latin-1 or Windows-1252 letter?); save the list as UTF-8")
 	ErrTooManyLines   = errors.New("list files end at line 16,777,215")
 	ErrURL            = errors.New("a URL is not a list entry")
+	ErrHostPart       = errors.New("a port, a path or a user is no part of a name")
 	ErrRegex          = errors.New("regular expressions (/.../) are not supported (write the names they are meant to block)")
 	ErrDirective      = errors.New("a dnsmasq or unbound directive is not a list entry")
 	ErrZoneRecord     = errors.New("a DNS zone record is not a list entry (a Response Policy Zone is read from a file whose name ends in .rpz)")
@@ -307,6 +308,13 @@ func entryName(s string, dst []byte) ([]byte, error) {
 	if err != nil {
 		if a, aerr := netip.ParseAddr(s); aerr == nil {
 			return nil, addrOnly(a)
+		}
+		// `tiktok.com:443`, `tiktok.com/@user`, `user@tiktok.com`: the
+		// name meant is offered when it is an entry a list takes.
+		if host, _ := HostMeant(s); host != "" {
+			if n, herr := entryName(host, nil); herr == nil {
+				return nil, fmt.Errorf("%w (write the name alone: %s)", ErrHostPart, n)
+			}
 		}
 		return nil, err
 	}

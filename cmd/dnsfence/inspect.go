@@ -7,14 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/blocklist/source"
@@ -276,36 +273,16 @@ func explainCode(e resolver.Explanation) int {
 // "forwarded", which reads as "not blocked" to a script, as for an empty
 // label. A name written with \ escapes is taken as written.
 func notHostName(s string) string {
-	if strings.Contains(s, `\`) || !strings.ContainsFunc(s, notInHostName) {
+	host, parts := blocklist.HostMeant(s)
+	if strings.Contains(s, `\`) || !parts {
 		return ""
 	}
-	host := ""
-	switch u, err := url.Parse(strings.TrimSpace(s)); {
-	case err == nil && u.Scheme != "" && u.Host != "":
-		host = u.Hostname()
-	default:
-		host = strings.TrimSpace(s)
-		if h, port, err := net.SplitHostPort(host); err == nil && strings.Trim(port, "0123456789") == "" {
-			host = h
-		}
-		if i := strings.IndexAny(host, "/?#"); i >= 0 {
-			host = host[:i]
-		}
-		if i := strings.LastIndex(host, "@"); i >= 0 {
-			host = host[i+1:]
-		}
-	}
 	msg := fmt.Sprintf("%q is not a domain name: a URL, a port, a path or white space is no part of one", s)
-	if blocklist.IsDomainName(host) && host != "" && host != s && !strings.ContainsFunc(host, notInHostName) {
+	if host != "" {
 		return msg + "; did you mean " + host + "?"
 	}
 	return msg + "; e.g. www.tiktok.com"
 }
-
-// notInHostName reports the characters of a URL, a port or a path, and
-// white space, which a NAME pasted from elsewhere carries and a host name
-// never does.
-func notInHostName(r rune) bool { return strings.ContainsRune(":/@?#", r) || unicode.IsSpace(r) }
 
 // runExplain prints the decision for one client and name and every reason;
 // the exit code is the verdict (explainForwarded and the others).

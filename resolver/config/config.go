@@ -1262,7 +1262,11 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 func (c *Config) validateHealthCheck(errs *configErrors) {
 	hc := c.UpstreamHealthCheck
 	name, nameErr := upstream.HealthCheckName(hc.Name)
-	if at := []any{"upstream_health_check", "name"}; nameErr != nil {
+	switch at := []any{"upstream_health_check", "name"}; {
+	case nameErr == nil:
+	case strings.HasSuffix(nameErr.Error(), "?"): // "did you mean corp.example?"
+		errs.add(at, "%v", nameErr)
+	default:
 		errs.add(at, "%v; give a name every upstream always answers (an internal-only resolver: a name of its own zones, such as your AD domain), %s", nameErr, example(at))
 	}
 	qtype, typeErr := upstream.HealthCheckType(hc.Type)

@@ -64,13 +64,20 @@ func (c HealthCheck) orDefault() HealthCheck {
 // list entries and the names explain is given are: its UTF-8 octets are a
 // name no server has, which an internal-only upstream answers REFUSED or
 // SERVFAIL, failing every check; text that is not UTF-8 or no valid
-// internationalised name is an error.
+// internationalised name is an error. So is a name written with a port
+// or as a URL (`corp.example:53`, `https://corp.example/`:
+// blocklist.HostMeant), whose error ends "did you mean corp.example?".
 func HealthCheckName(s string) (string, error) {
 	switch {
 	case s == "":
 		return "", errors.New("empty")
 	case strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
 		return "", fmt.Errorf("%q holds white space or a control character, which no domain name is written with", s)
+	}
+	if host, _ := blocklist.HostMeant(s); host != "" && !strings.Contains(s, `\`) {
+		// `corp.example:53`, `https://corp.example/`: DNS lets a label
+		// hold those octets, and every probe would ask a name no zone has.
+		return "", fmt.Errorf("%q is not a domain name: a URL, a port, a path or a user is no part of one; did you mean %s?", s, host)
 	}
 	ascii, err := blocklist.ToASCII(s)
 	if err != nil {

@@ -45,6 +45,16 @@ func TestHealthCheckParts(t *testing.T) {
 		{in: `a\999.example`, err: `\999 is no escape`},
 		{in: `a\256.example`, err: `\256 is no escape`},
 		{in: `a\255.example`, want: `a\255.example.`},
+		// A host pasted with a port or as a URL (DNS lets a label hold
+		// `:` and `/`) is no name an upstream has: every probe would ask
+		// one no zone holds.
+		{in: "corp.example:53", err: `"corp.example:53" is not a domain name: a URL, a port, a path or a user is no part of one; did you mean corp.example?`},
+		{in: "https://dc1.corp.example/", err: "did you mean dc1.corp.example?"},
+		{in: "admin@corp.example.", err: "did you mean corp.example.?"},
+		// RFC 2317's classless reverse delegation has a slash in its
+		// first label, and escaped octets are taken as written.
+		{in: "0/26.2.0.192.in-addr.arpa", want: "0/26.2.0.192.in-addr.arpa."},
+		{in: `corp\:53.example`, want: `corp\:53.example.`},
 	} {
 		got, err := HealthCheckName(tc.in)
 		if tc.err != "" {
