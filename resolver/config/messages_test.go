@@ -404,3 +404,54 @@ func TestWeighOffersBounded(t *testing.T) {
 	assert.Greater(t, n, 1, "no refusal's offer weighed in turn")
 	assert.LessOrEqual(t, read, 1<<20, "bytes reparsed for %d bytes of file, offers refused", len(data))
 }
+
+// TestWithValue: weighOffers reparses the file with the offered value
+// written where the one refused is, every other byte kept; a scalar
+// whose end withValue cannot find, or that is not the one at path on
+// the problem's line, is no text at all ("" here), never another value
+// edited or a line cut short. Each case is one YAML shape a user may
+// write a refused value in: quoted with its quote escaped, followed by
+// a comment, in a block scalar, after a line that ends in a CR alone
+// (YAML ends a line there, bytes.SplitAfter "\n" does not).
+func TestWithValue(t *testing.T) {
+	for _, c := range []struct {
+		name, data string
+		path       []any
+		line       int
+		v, want    string
+	}{
+		{"plain in a flow list", "a: [x, y]\n", []any{"a", 0}, 1, "127.0.0.1:53", "a: [\"127.0.0.1:53\", y]\n"},
+		{"plain, space before its comment", "a:\n  - x # c\n", []any{"a", 0}, 2, "b", "a:\n  - \"b\" # c\n"},
+		{"plain, tab before its comment", "a:\n  - x\t# c\n", []any{"a", 0}, 2, "b", "a:\n  - \"b\"\t# c\n"},
+		{"single-quoted with a quote doubled", "a: ['it''s', y]\n", []any{"a", 0}, 1, "b", "a: [\"b\", y]\n"},
+		{"single-quoted and empty", "a: ['', y]\n", []any{"a", 0}, 1, "b", "a: [\"b\", y]\n"},
+		{"single-quoted, the file's last bytes", "a: 'x'", []any{"a"}, 1, "b", "a: \"b\""},
+		{"single-quoted over two lines", "a:\n  - 'x\n    y'\n", []any{"a", 0}, 2, "b", ""},
+		{"double-quoted with a quote escaped", "a: [\"x\\\"y\", z]\n", []any{"a", 0}, 1, "b", "a: [\"b\", z]\n"},
+		{"a number written plain", "a: [x]\n", []any{"a", 0}, 1, "60", "a: [60]\n"},
+		{"columns count characters", "a: [\"é\", x]\n", []any{"a", 1}, 1, "b", "a: [\"é\", \"b\"]\n"},
+		{"a key given twice: the one on line", "a: [x]\na: [y]\n", []any{"a", 0}, 2, "b", "a: [x]\na: [\"b\"]\n"},
+		{"through an alias, at its anchor", "b: &n [x]\na: *n\n", []any{"a", 0}, 1, "c", "b: &n [\"c\"]\na: *n\n"},
+		{"a block scalar", "a:\n  - >-\n    x\n", []any{"a", 0}, 3, "b", ""},
+		{"a plain scalar over two lines", "a:\n  - x\n    y\n", []any{"a", 0}, 2, "b", ""},
+		{"an anchored scalar", "a: [&n x]\n", []any{"a", 0}, 1, "b", ""},
+		{"a tagged scalar", "a: [!!str x]\n", []any{"a", 0}, 1, "b", ""},
+		{"not on line", "a: [x]\n", []any{"a", 0}, 5, "b", ""},
+		{"a mapping, not a scalar", "a: {b: c}\n", []any{"a"}, 1, "b", ""},
+		{"an index past the list", "a: [x]\n", []any{"a", 3}, 1, "b", ""},
+		{"a key the file lacks", "a: [x]\n", []any{"c", 0}, 1, "b", ""},
+		{"an empty file", "", []any{"a", 0}, 1, "b", ""},
+		{"on a line after the last LF", "b: 1\ra: [x]", []any{"a", 0}, 2, "b", ""},
+		{"on a line shorter than its column", "b: 1\ra: [x]\n#\n", []any{"a", 0}, 2, "b", ""},
+		{"another value where its column is", "a: [x]\rb: [x]\nc: [x]\n", []any{"b", 0}, 2, "q", ""},
+		{"a line the edit leaves no YAML", "a: [x]\rb: [x]\nc:  x]\n", []any{"b", 0}, 2, "q", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var root yaml.Node
+			require.NoError(t, yaml.Unmarshal([]byte(c.data), &root))
+			text, ok := withValue([]byte(c.data), &root, c.path, c.line, c.v)
+			assert.Equal(t, c.want != "", ok)
+			assert.Equal(t, c.want, string(text))
+		})
+	}
+}
