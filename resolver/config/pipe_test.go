@@ -44,3 +44,36 @@ upstream_ca: ca.pem
 		t.Fatal("config.Load still reading upstream_ca (a named pipe) after 5s")
 	}
 }
+
+// TestNamedPipeListNotOpenedByCheck: a policy's list file may be a named
+// pipe (blocklist.Open reads one with a deadline). validatePolicyFiles
+// opens each list file to say, at its key and line, one dnsfence may
+// not read (canOpen), but open(2) of a pipe without a writer waits for
+// ever: the check must leave a pipe unopened, so that the configuration
+// loads, as a reload must under the Reloader's lock.
+func TestNamedPipeListNotOpenedByCheck(t *testing.T) {
+	dir := t.TempDir()
+	list := filepath.Join(dir, "block.txt")
+	if err := syscall.Mkfifo(list, 0o600); err != nil {
+		t.Skip("no named pipes here:", err)
+	}
+	path := filepath.Join(dir, "dnsfence.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`upstreams: ["192.0.2.53:53"]
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    block: [block.txt]
+`), 0o600))
+	done := make(chan error, 1)
+	go func() { _, err := Load(path); done <- err }()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		// The goroutine stays in open(2): release it for the next tests.
+		if f, err := os.OpenFile(list, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+		t.Fatal("config.Load still opening a block list (a named pipe) after 5s")
+	}
+}
