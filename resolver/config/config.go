@@ -1742,14 +1742,16 @@ func isDigits(s string) bool {
 	return s != "" && strings.Trim(s, "0123456789") == ""
 }
 
-// fileProblem says why a file named in the configuration cannot be used.
+// fileProblem says why a file named in the configuration cannot be used,
+// err being os.Stat's or os.Open's error for it: "file "x" does not
+// exist", or "file "x" cannot be read: REASON", the path said once (a
+// *fs.PathError's own path left out).
 func fileProblem(path string, err error) string {
-	var pe *fs.PathError
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Sprintf("file %q does not exist", path)
-	case errors.As(err, &pe):
-		return fmt.Sprintf("file %q cannot be read: %v", path, pe.Err)
+	}
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		err = pe.Err
 	}
 	return fmt.Sprintf("file %q cannot be read: %v", path, err)
 }
