@@ -1700,8 +1700,6 @@ func portless(s string) (netip.Addr, bool) {
 	return a, err == nil
 }
 
-// written is the value at path as the file writes it ("-1m", not
-// "-1m0s"), or v formatted when the file does not have it.
 // positive reports the duration d of the key at path unless it is above
 // zero: a timeout or a wait of 0 has no meaning, and the default applies
 // only to a key left out.
@@ -1725,6 +1723,8 @@ func (e *configErrors) networkTimeout(path []any, d time.Duration) {
 	}
 }
 
+// written is the value at path as the file writes it ("-1m", not
+// "-1m0s"), or v formatted when the file does not have it.
 func (e *configErrors) written(path []any, v any) string {
 	if n := nodeAt(e.root, path); n != nil && n.Kind == yaml.ScalarNode {
 		return n.Value
