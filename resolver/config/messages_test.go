@@ -455,3 +455,16 @@ func TestWithValue(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigOfferWithValueDeclines: a refused value in a block scalar
+// (`- >-` and the value on the next line) is one withValue cannot write
+// an offer in place of; its offer stands as it is, unweighed, and no
+// reparse of other text may speak for it (were refuseOffer to reparse
+// withValue's nil text, an empty file's "at least one upstream is
+// required" would be said of the listen address's offer).
+func TestConfigOfferWithValueDeclines(t *testing.T) {
+	data := "listen:\n  - >-\n    localhost\nupstreams: [\"192.0.2.53:53\"]\n"
+	_, err := Parse("c.yaml", []byte(data), os.ReadFile)
+	require.Error(t, err)
+	assert.Equal(t, `c.yaml:2: listen[0]: "localhost" is a name, not an IP address; write 127.0.0.1:53`, err.Error())
+}
