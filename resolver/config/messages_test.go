@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -467,4 +468,35 @@ func TestConfigOfferWithValueDeclines(t *testing.T) {
 	_, err := Parse("c.yaml", []byte(data), os.ReadFile)
 	require.Error(t, err)
 	assert.Equal(t, `c.yaml:2: listen[0]: "localhost" is a name, not an IP address; write 127.0.0.1:53`, err.Error())
+}
+
+// TestDecoderErrorsFallback: the shape check says every wrong type and
+// unknown key in plain words, and parse turns the decoder's own type
+// errors into problems only when it has said nothing (decoderErrors;
+// FuzzConfig finds none it lets through). Were one let through, the
+// configuration must still be refused, each problem at the decoder's
+// line and the key written on it (keyAtLine), an unknown key by its
+// name, a message without a line as it is: never decoded with the
+// value left at its zero.
+func TestDecoderErrorsFallback(t *testing.T) {
+	data := []byte("upstreams: [\"192.0.2.53:53\"]\ncache: {size: [1]}\npolicies:\n  - name: press\n    clients: [\"10.1.0.0/16\"]\n  - clients: [\"10.0.0.0/8\"]\n    name: [gov]\nbogus: 1\n")
+	var root yaml.Node
+	require.NoError(t, yaml.Unmarshal(data, &root))
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	te, ok := errors.AsType[*yaml.TypeError](dec.Decode(&Config{}))
+	require.True(t, ok, "the decoder found no type error")
+	te.Errors = append(te.Errors, "a problem without a line")
+	errs := &configErrors{file: "c.yaml", root: &root}
+	errs.decoderErrors(te)
+	var got []string
+	for _, e := range errs.errs {
+		got = append(got, e.Error())
+	}
+	assert.Equal(t, []string{
+		"c.yaml:2: cache.size: cannot unmarshal !!seq into int",
+		"c.yaml:7: policies[1].name: cannot unmarshal !!seq into string",
+		`c.yaml:8: unknown key "bogus"`,
+		"c.yaml: a problem without a line",
+	}, got)
 }
