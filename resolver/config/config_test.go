@@ -337,6 +337,89 @@ search example.org
 	}
 }
 
+// TestSystemResolverIsSelf: the system resolver is dnsfence alone when
+// every nameserver of its resolv.conf is one of dnsfence's listen
+// addresses (or a loopback address under a wildcard one on port 53), or
+// when it names none and dnsfence listens on 127.0.0.1:53 or [::1]:53,
+// where a resolver goes then; a nameserver of another host, or a file
+// that cannot be read, says it is not. The forwarder refuses a DoH
+// upstream by name when it is (its lookup would come back).
+func TestSystemResolverIsSelf(t *testing.T) {
+	dir := testnet.WriteTree(t, map[string]string{
+		"self":     "nameserver 127.0.0.1\n",
+		"resolved": "nameserver 127.0.0.53\n",
+		"mixed":    "nameserver 127.0.0.1\nnameserver 192.0.2.53\n",
+		"none":     "# no nameserver\nsearch example.org\n",
+		"docker":   "nameserver 127.0.0.11\n",
+	})
+	tests := []struct {
+		file   string
+		listen []string
+		want   bool
+	}{
+		{"self", []string{"127.0.0.1:53"}, true},
+		{"self", []string{"0.0.0.0:53"}, true},
+		{"self", []string{"127.0.0.1:5353"}, false},
+		{"resolved", []string{"127.0.0.53:53"}, true},
+		{"mixed", []string{"127.0.0.1:53"}, false},
+		{"none", []string{"127.0.0.1:53"}, true},
+		{"none", []string{"[::1]:53"}, true},
+		{"none", []string{"[::]:53"}, true},
+		{"none", []string{"127.0.0.1:5353", "192.0.2.1:53"}, false},
+		{"docker", []string{"0.0.0.0:53"}, true},
+		{"docker", []string{"127.0.0.1:53"}, false},
+		{"missing", []string{"127.0.0.1:53"}, false},
+	}
+	for _, tc := range tests {
+		cfg := &Config{Listen: tc.listen}
+		assert.Equal(t, tc.want, cfg.SystemResolverIsSelf(filepath.Join(dir, tc.file)), "%s with listen %v", tc.file, tc.listen)
+	}
+}
+
+// TestPlainUpstreamLoops: a resolv.conf nameserver left out as dnsfence
+// itself is refused as a forwarding loop when written in upstreams only
+// when it is one of dnsfence's listen addresses, or 127.0.0.1 or ::1 on
+// the port of a wildcard one (IPv4-mapped or not); another loopback
+// address under a wildcard (Docker's embedded DNS at 127.0.0.11) is
+// taken as another server.
+func TestPlainUpstreamLoops(t *testing.T) {
+	tests := []struct {
+		listen []string
+		ap     string
+		want   bool
+	}{
+		{[]string{"0.0.0.0:53"}, "127.0.0.1:53", true},
+		{[]string{"0.0.0.0:53"}, "[::ffff:127.0.0.1]:53", true},
+		{[]string{"0.0.0.0:53"}, "[::1]:53", true},
+		{[]string{"0.0.0.0:53"}, "127.0.0.11:53", false},
+		{[]string{"0.0.0.0:53"}, "127.0.0.1:5353", false},
+		{[]string{"127.0.0.53:53"}, "127.0.0.53:53", true},
+		{[]string{"127.0.0.1:5353", "127.0.0.53:53"}, "127.0.0.53:53", true},
+		{[]string{"127.0.0.53:53"}, "127.0.0.1:53", false},
+	}
+	for _, tc := range tests {
+		cfg := &Config{Listen: tc.listen}
+		assert.Equal(t, tc.want, cfg.PlainUpstreamLoops(netip.MustParseAddrPort(tc.ap)), "%s with listen %v", tc.ap, tc.listen)
+	}
+}
+
+// TestParseEmbedded: the built-in default configuration may name no
+// upstreams (a resolv.conf naming none falls back at start) and names
+// files compiled in, which are not looked for on disk; the same text
+// as a file on disk is refused for both.
+func TestParseEmbedded(t *testing.T) {
+	noFiles := func(string) ([]byte, error) { return nil, os.ErrNotExist }
+	data := []byte("policies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    block: [lists/tiktok.txt]\n")
+	cfg, err := ParseEmbedded("embedded:dnsfence.yaml", data, noFiles)
+	require.NoError(t, err)
+	assert.True(t, cfg.Embedded)
+	assert.Equal(t, []string{"lists/tiktok.txt"}, cfg.Policies[0].Block)
+	_, err = Parse("embedded:dnsfence.yaml", data, noFiles)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `policies[0].block[0]: file "lists/tiktok.txt" does not exist`)
+	assert.Contains(t, err.Error(), "upstreams: at least one upstream is required")
+}
+
 // TestUpstreamWithoutPort: a plain upstream written as an IP address
 // alone is on port 53, as CoreDNS's forward, Unbound's forward-addr and
 // Blocky's upstreams take one, and is written so from then on (the
