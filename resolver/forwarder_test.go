@@ -183,6 +183,9 @@ func TestHTTPSUpstreamWhoseLookupWouldLoopIsRefused(t *testing.T) {
 		{"no nameserver, dnsfence on [::1]:53", "search example.org\n", `["[::1]:53"]`, `["https://dns.test/dns-query"]`,
 			"names no resolver but dnsfence itself"},
 		{"another resolver", "nameserver 127.0.0.1\nnameserver 127.0.0.2\n", `["127.0.0.1:53"]`, `["https://dns.test/dns-query"]`, ""},
+		// A zone is refused in upstreams, but the system resolver asks
+		// a link-local nameserver with one.
+		{"a link-local resolver with a zone", "nameserver fe80::1%eth0\n", `["[::1]:53"]`, `["https://dns.test/dns-query"]`, ""},
 		{"dnsfence on another port", "nameserver 127.0.0.1\n", `["127.0.0.1:5353"]`, `["https://dns.test/dns-query"]`, ""},
 		{"an address", "nameserver 127.0.0.1\n", `["127.0.0.1:53"]`, `["https://127.0.0.2/dns-query#dns.test"]`, ""},
 		{"a name /etc/hosts holds", "nameserver 127.0.0.1\n", `["127.0.0.1:53"]`, `["https://localhost/dns-query"]`, ""},

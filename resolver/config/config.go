@@ -1823,31 +1823,49 @@ func (c *Config) ResolvConfSelf() []netip.AddrPort {
 }
 
 // resolvConfServers is the nameservers of the resolv.conf at path, on
-// port 53, but dnsfence itself (isSelf), and those that are (self).
+// port 53, but dnsfence itself (isSelf), and those that are (self). A
+// nameserver with a zone (fe80::1%eth0) is in neither: the forwarder
+// refuses a zone.
 func (c *Config) resolvConfServers(path string) (others, self []netip.AddrPort, err error) {
+	servers, err := resolvConfNameservers(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, ap := range servers {
+		switch {
+		case ap.Addr().Zone() != "":
+		case c.isSelf(ap):
+			self = append(self, ap)
+		default:
+			others = append(others, ap)
+		}
+	}
+	return others, self, nil
+}
+
+// resolvConfNameservers is every nameserver of the resolv.conf at path,
+// on port 53, as a stub resolver (Go's, glibc's) reads them: the IP
+// address of each nameserver line, IPv4-mapped ones unmapped, a zone
+// kept; a line whose value is no IP address is left out.
+func resolvConfNameservers(path string) ([]netip.AddrPort, error) {
 	data, err := blocklist.ReadFile(path)
 	if err == nil {
 		err = blocklist.CheckText(path, data)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	var out []netip.AddrPort
 	for _, line := range blocklist.Lines(string(data)) {
 		f := strings.Fields(line)
 		if len(f) < 2 || f[0] != "nameserver" {
 			continue
 		}
-		a, err := netip.ParseAddr(f[1])
-		if err != nil || a.Zone() != "" {
-			continue
-		}
-		if ap := netip.AddrPortFrom(a.Unmap(), 53); !c.isSelf(ap) {
-			others = append(others, ap)
-		} else {
-			self = append(self, ap)
+		if a, err := netip.ParseAddr(f[1]); err == nil {
+			out = append(out, netip.AddrPortFrom(a.Unmap(), 53))
 		}
 	}
-	return others, self, nil
+	return out, nil
 }
 
 // isSelf reports whether ap is dnsfence itself: one of its listen
@@ -1979,15 +1997,23 @@ func sameHost(a, b netip.Addr) bool {
 // resolv.conf at path describes is dnsfence alone: every nameserver it
 // names is dnsfence itself, or it names none and dnsfence listens on
 // 127.0.0.1:53 or [::1]:53, where a resolver goes then. A name dnsfence
-// asks the system to look up would come back to dnsfence. A file that
-// cannot be read says nothing: false.
+// asks the system to look up would come back to dnsfence. A nameserver
+// with a zone (fe80::1%eth0), which upstreams leave out, is one the
+// system resolver asks: dnsfence only when it is a listen address of
+// dnsfence's, zone and all. A file that cannot be read says nothing:
+// false.
 func (c *Config) SystemResolverIsSelf(path string) bool {
-	others, self, err := c.resolvConfServers(path)
-	if err != nil || len(others) > 0 {
+	servers, err := resolvConfNameservers(path)
+	if err != nil {
 		return false
 	}
-	if len(self) > 0 {
-		return true
+	if len(servers) == 0 {
+		return c.isSelf(netip.MustParseAddrPort("127.0.0.1:53")) || c.isSelf(netip.MustParseAddrPort("[::1]:53"))
 	}
-	return c.isSelf(netip.MustParseAddrPort("127.0.0.1:53")) || c.isSelf(netip.MustParseAddrPort("[::1]:53"))
+	for _, ap := range servers {
+		if !c.isSelf(ap) {
+			return false
+		}
+	}
+	return true
 }

@@ -342,12 +342,15 @@ search example.org
 // addresses (or a loopback address under a wildcard one on port 53), or
 // when it names none and dnsfence listens on 127.0.0.1:53 or [::1]:53,
 // where a resolver goes then; a nameserver of another host, or a file
-// that cannot be read, says it is not. The forwarder refuses a DoH
-// upstream by name when it is (its lookup would come back).
+// that cannot be read, says it is not. A link-local nameserver with a
+// zone, which upstreams leave out, is one the system resolver asks:
+// dnsfence only when dnsfence listens there. The forwarder refuses a
+// DoH upstream by name when it is (its lookup would come back).
 func TestSystemResolverIsSelf(t *testing.T) {
 	dir := testnet.WriteTree(t, map[string]string{
 		"self":     "nameserver 127.0.0.1\n",
 		"resolved": "nameserver 127.0.0.53\n",
+		"zoned":    "nameserver fe80::1%eth0\n",
 		"mixed":    "nameserver 127.0.0.1\nnameserver 192.0.2.53\n",
 		"none":     "# no nameserver\nsearch example.org\n",
 		"docker":   "nameserver 127.0.0.11\n",
@@ -366,6 +369,11 @@ func TestSystemResolverIsSelf(t *testing.T) {
 		{"none", []string{"[::1]:53"}, true},
 		{"none", []string{"[::]:53"}, true},
 		{"none", []string{"127.0.0.1:5353", "192.0.2.1:53"}, false},
+		{"zoned", []string{"[::1]:53"}, false},
+		{"zoned", []string{"127.0.0.1:53", "[fe80::1%eth0]:5353"}, false},
+		{"zoned", []string{"[fe80::1%eth0]:53"}, true},
+		{"zoned", []string{"[fe80::1%eth1]:53"}, false},
+		{"zoned", []string{"[fe80::1]:53"}, true},
 		{"docker", []string{"0.0.0.0:53"}, true},
 		{"docker", []string{"127.0.0.1:53"}, false},
 		{"missing", []string{"127.0.0.1:53"}, false},
