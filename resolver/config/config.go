@@ -1843,6 +1843,11 @@ func (c *Config) resolvConfServers(path string) (others, self []netip.AddrPort, 
 	return others, self, nil
 }
 
+// maxNameservers is how many nameservers of a resolv.conf a stub
+// resolver asks: the first three (resolv.conf(5): MAXNS; Go's net reads
+// no more either), a fourth never.
+const maxNameservers = 3
+
 // resolvConfNameservers is every nameserver of the resolv.conf at path,
 // on port 53, as a stub resolver (Go's, glibc's) reads them: the IP
 // address of each nameserver line, IPv4-mapped ones unmapped, a zone
@@ -2000,13 +2005,15 @@ func sameHost(a, b netip.Addr) bool {
 // asks the system to look up would come back to dnsfence. A nameserver
 // with a zone (fe80::1%eth0), which upstreams leave out, is one the
 // system resolver asks: dnsfence only when it is a listen address of
-// dnsfence's, zone and all. A file that cannot be read says nothing:
+// dnsfence's, zone and all. Only the first maxNameservers are asked, as
+// a stub resolver asks them. A file that cannot be read says nothing:
 // false.
 func (c *Config) SystemResolverIsSelf(path string) bool {
 	servers, err := resolvConfNameservers(path)
 	if err != nil {
 		return false
 	}
+	servers = servers[:min(len(servers), maxNameservers)]
 	if len(servers) == 0 {
 		return c.isSelf(netip.MustParseAddrPort("127.0.0.1:53")) || c.isSelf(netip.MustParseAddrPort("[::1]:53"))
 	}

@@ -354,6 +354,7 @@ func TestSystemResolverIsSelf(t *testing.T) {
 		"mixed":    "nameserver 127.0.0.1\nnameserver 192.0.2.53\n",
 		"none":     "# no nameserver\nsearch example.org\n",
 		"docker":   "nameserver 127.0.0.11\n",
+		"fourth":   "nameserver 127.0.0.1\nnameserver ::1\nnameserver 127.0.0.1\nnameserver 192.0.2.53\n",
 	})
 	tests := []struct {
 		file   string
@@ -377,6 +378,7 @@ func TestSystemResolverIsSelf(t *testing.T) {
 		{"docker", []string{"0.0.0.0:53"}, true},
 		{"docker", []string{"127.0.0.1:53"}, false},
 		{"missing", []string{"127.0.0.1:53"}, false},
+		{"fourth", []string{"0.0.0.0:53"}, true},
 	}
 	for _, tc := range tests {
 		cfg := &Config{Listen: tc.listen}
