@@ -643,37 +643,47 @@ func listExample(n *yaml.Node, path []any) string {
 		if inner, curly := curlyInner(n); curly {
 			v = inner
 		}
-		return "e.g. " + leaf + ": [" + strconv.Quote(blocklist.RedactURL(itemMeant(schemaKey(path), v))) + "]"
+		if item, ok := itemMeant(schemaKey(path), v); ok {
+			return "e.g. " + leaf + ": [" + strconv.Quote(blocklist.RedactURL(item)) + "]"
+		}
 	}
 	return example(path)
 }
 
 // itemMeant is v, a single value written where the address or range
-// list key belongs, as the list's item is written when v has a fix of its
-// own (addrPortProblem: `listen: 5353` is ["127.0.0.1:5353"], not
+// list key belongs, as the list's item is written: v's fix when it has
+// one (addrPortProblem: `listen: 5353` is ["127.0.0.1:5353"], not
 // ["5353"], which is refused in turn; a range's meant, blocklist.Meant:
-// `clients: 10.1.2.3/8` is ["10.0.0.0/8"]); v for any other key or value.
-func itemMeant(key, v string) string {
+// `clients: 10.1.2.3/8` is ["10.0.0.0/8"]), v for any other key or
+// value; false when v is refused as an item with nothing to write instead
+// (`upstreams: 53`, `allowed_clients: gov-phones`), for the key's example
+// to be offered.
+func itemMeant(key, v string) (string, bool) {
 	switch key {
 	case "policies[].clients", "allowed_clients", "trusted_proxies", "explain_clients", "rate_limit.exempt":
-		if _, err := blocklist.ParsePrefix(v); err != nil {
-			if msg, ok := blocklist.Meant(v, err); ok {
-				if meant, _, ok := offeredValue(msg); ok {
-					return meant
-				}
+		_, err := blocklist.ParsePrefix(v)
+		if err == nil {
+			return v, true
+		}
+		if msg, ok := blocklist.Meant(v, err); ok {
+			if meant, _, ok := offeredValue(msg); ok {
+				return meant, true
 			}
 		}
-		return v
+		return "", false
 	}
 	port, ok := map[string]uint16{"listen": plainPort, "listen_tls": dotPort, "listen_quic": dotPort, "upstreams": plainPort}[key]
-	if _, bare := portless(v); !ok || key == "upstreams" && bare {
-		return v // an upstream without its port is taken as written
+	if !ok {
+		return v, true
 	}
-	_, fix := addrPortProblem(v, port, key != "upstreams")
+	if _, bare := portless(v); key == "upstreams" && (bare || IsResolvConf(v) || strings.Contains(v, "://")) {
+		return v, true // an upstream without its port is taken as written, and so are the others upstreams takes
+	}
+	msg, fix := addrPortProblem(v, port, key != "upstreams")
 	if meant, _, ok := offeredValue("; write " + fix); ok {
-		return meant
+		return meant, true
 	}
-	return v
+	return v, msg == ""
 }
 
 // envVariable is a reference to an environment variable as a shell, a
