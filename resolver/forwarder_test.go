@@ -364,6 +364,12 @@ func TestUpstreamAddresses(t *testing.T) {
 		{name: "the embedded default, only dnsfence", resolv: "nameserver 127.0.0.1\n", embedded: true, want: FallbackUpstreams},
 		{name: "the embedded default, one nameserver", resolv: "nameserver 192.0.2.53\n", embedded: true, want: []string{"192.0.2.53:53"}},
 		{name: "a file, no nameserver", resolv: "search example.org\n", err: "names no nameserver but dnsfence itself"},
+		// A link-local nameserver with its zone is no upstream the
+		// forwarder takes: said as such, not as dnsfence itself.
+		{name: "a file, a nameserver with a zone", resolv: "nameserver fe80::1%eth0\n",
+			err: "resolv.conf names no nameserver dnsfence forwards to: fe80::1%eth0, with an IPv6 zone, which upstreams do not support; give the upstream resolvers as IP:port"},
+		{name: "a file, a nameserver with a zone and dnsfence", resolv: "nameserver 127.0.0.1\nnameserver fe80::1%eth0\n",
+			err: "names no nameserver dnsfence forwards to: fe80::1%eth0, with an IPv6 zone, which upstreams do not support, and dnsfence itself; give"},
 		{name: "a file, two loopback nameservers", resolv: "nameserver 127.0.0.11\nnameserver 127.0.0.12\n",
 			err: `is taken as another server when written so: upstreams: ["127.0.0.11:53"])`},
 	} {

@@ -42,8 +42,9 @@ func UpstreamAddresses(cfg *config.Config) ([]string, error) {
 			confs = append(confs, u)
 		}
 	}
+	self, zoned := cfg.ResolvConfLeftOut()
 	hint := ""
-	for _, ap := range cfg.ResolvConfSelf() {
+	for _, ap := range self {
 		if !cfg.PlainUpstreamLoops(ap) {
 			// Written as an upstream, it is taken as another server
 			// (config's checkLoop): Docker's embedded DNS is one. A
@@ -52,9 +53,19 @@ func UpstreamAddresses(cfg *config.Config) ([]string, error) {
 			break
 		}
 	}
-	return nil, fmt.Errorf("%s: upstreams: no usable upstream: %s names no nameserver but dnsfence itself "+
-		"(its listen addresses, or any loopback address when it listens on a wildcard address on port 53); "+
-		"give the upstream resolvers as IP:port%s", cfg.File, strings.Join(confs, " and "), hint)
+	what := "no nameserver but dnsfence itself (its listen addresses, or any loopback address when it listens on a wildcard address on port 53)"
+	if len(zoned) > 0 {
+		shown := make([]string, len(zoned))
+		for i, ap := range zoned {
+			shown[i] = ap.Addr().String()
+		}
+		what = fmt.Sprintf("no nameserver dnsfence forwards to: %s, with an IPv6 zone, which upstreams do not support", strings.Join(shown, ", "))
+		if len(self) > 0 {
+			what += ", and dnsfence itself"
+		}
+	}
+	return nil, fmt.Errorf("%s: upstreams: no usable upstream: %s names %s; give the upstream resolvers as IP:port%s",
+		cfg.File, strings.Join(confs, " and "), what, hint)
 }
 
 // ConnectUpstreams gives snap, which must not be published yet, the

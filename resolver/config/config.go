@@ -1797,7 +1797,7 @@ func (c *Config) ResolveUpstreams() ([]string, error) {
 			out = append(out, u)
 			continue
 		}
-		servers, _, err := c.resolvConfServers(c.Path(u))
+		servers, _, _, err := c.resolvConfServers(c.Path(u))
 		if err != nil {
 			return nil, fmt.Errorf("reading upstreams: %w", err)
 		}
@@ -1808,39 +1808,42 @@ func (c *Config) ResolveUpstreams() ([]string, error) {
 	return out, nil
 }
 
-// ResolvConfSelf is the nameservers, on port 53, of the configuration's
-// resolv.conf upstreams that ResolveUpstreams leaves out as dnsfence
-// itself (isSelf); those of a file that cannot be read are not known.
-func (c *Config) ResolvConfSelf() []netip.AddrPort {
-	var out []netip.AddrPort
+// ResolvConfLeftOut is the nameservers, on port 53, of the
+// configuration's resolv.conf upstreams that ResolveUpstreams leaves out:
+// those that are dnsfence itself (isSelf), and those with an IPv6 zone
+// (fe80::1%eth0), which the forwarder does not support
+// (upstream.ParseAddress); those of a file that cannot be read are not
+// known.
+func (c *Config) ResolvConfLeftOut() (self, zoned []netip.AddrPort) {
 	for _, u := range c.Upstreams {
 		if IsResolvConf(u) {
-			_, self, _ := c.resolvConfServers(c.Path(u))
-			out = append(out, self...)
+			_, s, z, _ := c.resolvConfServers(c.Path(u))
+			self, zoned = append(self, s...), append(zoned, z...)
 		}
 	}
-	return out
+	return self, zoned
 }
 
 // resolvConfServers is the nameservers of the resolv.conf at path, on
-// port 53, but dnsfence itself (isSelf), and those that are (self). A
-// nameserver with a zone (fe80::1%eth0) is in neither: the forwarder
-// refuses a zone.
-func (c *Config) resolvConfServers(path string) (others, self []netip.AddrPort, err error) {
+// port 53, but dnsfence itself (isSelf) and those with a zone, which the
+// forwarder refuses: the first, those that are dnsfence (self), and those
+// with a zone (zoned).
+func (c *Config) resolvConfServers(path string) (others, self, zoned []netip.AddrPort, err error) {
 	servers, err := resolvConfNameservers(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for _, ap := range servers {
 		switch {
 		case ap.Addr().Zone() != "":
+			zoned = append(zoned, ap)
 		case c.isSelf(ap):
 			self = append(self, ap)
 		default:
 			others = append(others, ap)
 		}
 	}
-	return others, self, nil
+	return others, self, zoned, nil
 }
 
 // maxNameservers is how many nameservers of a resolv.conf a stub

@@ -313,7 +313,7 @@ search example.org
 		name   string
 		listen []string
 		want   []string
-		self   []string // ResolvConfSelf: the nameservers left out
+		self   []string // ResolvConfLeftOut: the nameservers left out as dnsfence
 	}{
 		{name: "all nameservers on port 53", listen: []string{"127.0.0.1:5353"}, want: []string{"127.0.0.53:53", "127.0.0.1:53", "[::1]:53"}},
 		{name: "skips itself", listen: []string{"127.0.0.1:53"}, want: []string{"127.0.0.53:53", "[::1]:53"}, self: []string{"127.0.0.1:53"}},
@@ -328,11 +328,16 @@ search example.org
 			got, err := cfg.ResolveUpstreams()
 			require.NoError(t, err)
 			assert.Equal(t, append(tc.want, "127.0.0.9:5300"), got)
-			var self []string
-			for _, ap := range cfg.ResolvConfSelf() {
+			var self, zoned []string
+			selfAPs, zonedAPs := cfg.ResolvConfLeftOut()
+			for _, ap := range selfAPs {
 				self = append(self, ap.String())
 			}
+			for _, ap := range zonedAPs {
+				zoned = append(zoned, ap.String())
+			}
 			assert.Equal(t, tc.self, self)
+			assert.Equal(t, []string{"[fe80::1%eth0]:53"}, zoned, "left out: the forwarder takes no zone")
 		})
 	}
 }
