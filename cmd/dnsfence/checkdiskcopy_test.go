@@ -21,14 +21,9 @@ import (
 // (neither the network nor a disk copy gave it)" and "not ready:
 // SERVFAIL", though it never read the disk copy and serve answers from it.
 func TestCheckFetchReadsDiskCopy(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.88.1:0")
-	require.NoError(t, err)
-	web := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	web := serveWebAt(t, "127.0.88.1", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, "capcut.com\n")
-	}))
-	web.Listener.Close()
-	web.Listener = ln
-	web.Start()
+	})
 	list := web.URL + "/tiktok.txt"
 	cfgPath := untilReadyConfig(t, fmt.Sprintf("block: [%q]", list), map[string]string{})
 
@@ -72,4 +67,17 @@ func TestCheckFetchReadsDiskCopy(t *testing.T) {
 	assert.Equal(t, 0, code, out)
 	assert.Contains(t, out, "block "+list+": remote list, not fetched (check -fetch fetches it once)\n", out)
 	assert.NotContains(t, out, "source "+list, out)
+}
+
+// serveWebAt serves h over HTTP on a port of the loopback address ip, for
+// a list at a URL; the caller closes it.
+func serveWebAt(t *testing.T, ip string, h http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	require.NoError(t, err)
+	web := httptest.NewUnstartedServer(h)
+	web.Listener.Close()
+	web.Listener = ln
+	web.Start()
+	return web
 }

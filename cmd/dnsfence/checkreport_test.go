@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"regexp"
 	"testing"
@@ -21,15 +20,10 @@ import (
 // wait for; and check prints upstream_ca, the file encrypted upstreams
 // are verified against, as serve reads it.
 func TestCheckFetchReportsEachSource(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.168.1:0")
-	require.NoError(t, err)
-	web := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	web := serveWebAt(t, "127.0.168.1", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("ETag", `"v1"`)
 		fmt.Fprint(w, "capcut.com\n")
-	}))
-	web.Listener.Close()
-	web.Listener = ln
-	web.Start()
+	})
 	defer web.Close()
 	list := web.URL + "/bytedance.txt"
 	closed, err := net.Listen("tcp", "127.0.168.2:0")

@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -12,7 +10,6 @@ import (
 
 	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
 // TestRemoteListBadLinesLoggedOnce: a remote list's bad lines are logged
@@ -20,14 +17,9 @@ import (
 // not a second time among the snapshot's warnings (logSnapshot), as a
 // local list's are.
 func TestRemoteListBadLinesLoggedOnce(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.168.40:0")
-	require.NoError(t, err)
-	web := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	web := serveWebAt(t, "127.0.168.40", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, "capcut.com\nbad..capcut.example\n")
-	}))
-	web.Listener.Close()
-	web.Listener = ln
-	web.Start()
+	})
 	defer web.Close()
 	list := web.URL + "/bytedance.txt"
 	dir := testnet.WriteTree(t, map[string]string{
