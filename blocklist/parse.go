@@ -309,14 +309,7 @@ func entryName(s string, dst []byte) ([]byte, error) {
 		if a, aerr := netip.ParseAddr(s); aerr == nil {
 			return nil, addrOnly(a)
 		}
-		// `tiktok.com:443`, `tiktok.com/@user`, `user@tiktok.com`: the
-		// name meant is offered when it is an entry a list takes.
-		if host, _ := HostMeant(s); host != "" {
-			if n, herr := entryName(host, nil); herr == nil {
-				return nil, fmt.Errorf("%w (write the name alone: %s)", ErrHostPart, n)
-			}
-		}
-		return nil, err
+		return nil, withHostMeant("", s, err)
 	}
 	if hasNonDigit(unsafe.String(unsafe.SliceData(n), len(n))) {
 		return n, nil
@@ -325,6 +318,20 @@ func entryName(s string, dst []byte) ([]byte, error) {
 		return nil, addrOnly(a)
 	}
 	return nil, ErrBadAddr
+}
+
+// withHostMeant is err, why the name s is refused, unless s is a name
+// written with a port, a path or a user (`tiktok.com:443`,
+// `tiktok.com/@user`, `user@tiktok.com`: HostMeant) whose name alone is an
+// entry: then ErrHostPart, naming that entry after prefix (a policy
+// zone's wildcard trigger's `*.`).
+func withHostMeant(prefix, s string, err error) error {
+	if host, _ := HostMeant(s); host != "" {
+		if n, herr := entryName(host, nil); herr == nil {
+			return fmt.Errorf("%w (write the name alone: %s%s)", ErrHostPart, prefix, n)
+		}
+	}
+	return err
 }
 
 // addrOnly is ErrAddrOnly, wrapped, for an address a written where a name

@@ -105,7 +105,8 @@ func parseRPZ(name string, data []byte) (*List, error) {
 // prefix entries (MatchIP), each with its action. Owner names are read as
 // the octets they spell (DESIGN.md §10), folded to lower case; an owner
 // with an octet no list entry can hold (other than letters, digits, '-'
-// and '_') is reported with ErrBadChar. A trigger repeated with the same
+// and '_') is reported with ErrBadChar, or ErrHostPart for a name
+// written with a port, a path or a user. A trigger repeated with the same
 // action is a Duplicate; with another action it is reported with
 // ErrConflict and the first is kept.
 //
@@ -139,7 +140,11 @@ func FromZone(name string, sum [32]byte, sizeHint int, read func(rpz.Handler) (r
 			}
 			var err error
 			if buf, err = foldName(t.Name, buf[:0]); err != nil {
-				errs.addOwner(name, t.Line, t.Owner, err, false)
+				wildcard := ""
+				if t.Wildcard {
+					wildcard = "*."
+				}
+				errs.addOwner(name, t.Line, t.Owner, withHostMeant(wildcard, t.Name, err), false)
 				return
 			}
 			b.addTrigger(buf, t, line, &errs)

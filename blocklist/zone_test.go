@@ -279,7 +279,9 @@ func TestRPZProblems(t *testing.T) {
 		"a.example CNAME .\n" + // 20: a duplicate
 		"rpz-ip CNAME .\n" +
 		"g.example CNAME rpz-foo.example.\n" +
-		`h\.rpz.example.gov CNAME .` + "\n"
+		`h\.rpz.example.gov CNAME .` + "\n" +
+		"tiktok.com:443 CNAME .\n" + // 24: a name with a port, or a user
+		"*.user@capcut.com CNAME .\n"
 	l, err := Parse("lists/policy.rpz", []byte(text))
 	require.Error(t, err)
 	var lines []string
@@ -305,6 +307,8 @@ func TestRPZProblems(t *testing.T) {
 		`lists/policy.rpz:21: rpz-ip.rpz.example.gov.: bad prefix length in rpz-ip trigger: no prefix before rpz-ip`,
 		`lists/policy.rpz:22: g.example.rpz.example.gov.: a CNAME to another name (a rewrite) is not supported (the actions are CNAME ., *., rpz-passthru. and rpz-drop.): rpz-foo.example.`,
 		`lists/policy.rpz:23: h\.rpz.example.gov.rpz.example.gov.: invalid character in name`,
+		`lists/policy.rpz:24: tiktok.com:443.rpz.example.gov.: a port, a path or a user is no part of a name (write the name alone: tiktok.com)`,
+		`lists/policy.rpz:25: *.user@capcut.com.rpz.example.gov.: a port, a path or a user is no part of a name (write the name alone: *.capcut.com)`,
 	}, lines)
 	assert.Equal(t, []Duplicate{{Name: "a.example", Line: 20, FirstLine: 5}}, l.Duplicates())
 	var got []string
