@@ -74,6 +74,7 @@ func FuzzParse(f *testing.F) {
 	seedFiles(f, "*.list")
 	seedWindows(f, "0.0.0.0 tiktok.com", "*.tiktokv.com", ".tiktokcdn.com", "||capcut.com^", "# c", "bad..x")
 	seedWindows(f, "0.0.0.0tik..tok.com", "0.0.0.0a", "https://localhost/", "https://tik..tok.com/", "0.0.0.0tiktok.com")
+	seedWindows(f, "tiktok.com:443", "user@tiktok.com", "*.tiktok.com/@x?y#z", "0.0.0.0 tik.tok:", "||b\u00fccher.example:8080^")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l, err := Parse("fuzz.txt", data)
 		if l.Warnings() != err {
