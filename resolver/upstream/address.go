@@ -228,6 +228,14 @@ func ParseAddress(s string) (Address, error) {
 		return Address{}, fmt.Errorf("%q: the name the upstream's certificate carries is missing; write it after #: %s://%s#dns.example.net", s, a.Kind, strings.TrimSuffix(rest, "#"))
 	case frag != "":
 		name, err := serverName(frag)
+		if host, _ := blocklist.HostMeant(frag); err != nil && host != "" {
+			// `#dns.quad9.net:853`, `#https://dns.quad9.net/`: the
+			// certificate's name alone is meant.
+			if _, herr := serverName(host); herr == nil {
+				before, _, _ := strings.Cut(s, "#")
+				return Address{}, fmt.Errorf("%q: the name after # %q: a URL, a port, a path or a user is no part of it; write %s#%s", s, frag, before, host)
+			}
+		}
 		if err != nil {
 			return Address{}, fmt.Errorf("%q: the name after # %w", s, err)
 		}

@@ -92,6 +92,12 @@ func TestParseAddressErrors(t *testing.T) {
 		{"[::1", "is not IP:port"},
 		{"tls://9.9.9.9:853#not_a name", "is not a host name"},
 		{"tls://9.9.9.9:853#-bad.example", "is not a host name"},
+		// The certificate's name written with a port or as a URL: the
+		// name alone offered.
+		{"tls://9.9.9.9:853#dns.quad9.net:853", `"tls://9.9.9.9:853#dns.quad9.net:853": the name after # "dns.quad9.net:853": a URL, a port, a path or a user is no part of it; write tls://9.9.9.9:853#dns.quad9.net`},
+		{"quic://9.9.9.9#https://dns.quad9.net/", "; write quic://9.9.9.9#dns.quad9.net"},
+		{"https://9.9.9.9/dns-query#dns.quad9.net:443", "; write https://9.9.9.9/dns-query#dns.quad9.net"},
+		{"tls://9.9.9.9#user@-bad.example", `the name after # "user@-bad.example" is not a host name`},
 		{"tls://9.9.9.9:853/path#dns.quad9.net", "tls upstreams have no path"},
 		{"https://dns.quad9.net/dns-query?dns=AAAB", "a query string"},
 		{"https://dns.quad9.net/dns-query{?dns", "a URI template expression other than {?dns}"},
