@@ -147,6 +147,11 @@ func ParseAddress(s string) (Address, error) {
 		return parsePlain(s)
 	}
 	if fix, ok := atPort(scheme, rest); ok {
+		if _, err := ParseAddress(fix); err != nil {
+			// Offered only when taken: "://0.0.0.0@0" is no upstream
+			// written either way.
+			return Address{}, fmt.Errorf("%q: the port follows a colon (IP@PORT is Unbound's form), and so written: %w", s, err)
+		}
 		return Address{}, fmt.Errorf("%q: the port follows a colon (IP@PORT is Unbound's form); write %s", s, fix)
 	}
 	// A user or password before the host is refused first, and the

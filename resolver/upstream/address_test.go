@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -159,6 +160,18 @@ func TestParseAddressUnboundPort(t *testing.T) {
 			assert.NoError(t, err, "the address offered is taken")
 		})
 	}
+	// An address refused written either way is offered as nothing: its
+	// error says why the form with a colon is refused too.
+	for in, why := range map[string]string{
+		"://0.0.0.0@0":                   `"://0.0.0.0@0": the port follows a colon (IP@PORT is Unbound's form), and so written: "://0.0.0.0:0": unknown scheme ""`,
+		"tls://9.9.9.9@53#dns.quad9.net": `and so written: "tls://9.9.9.9:53#dns.quad9.net": DNS over TLS never uses port 53`,
+		"quic://9.9.9.9@853":             `and so written: "quic://9.9.9.9:853": the name the upstream's certificate carries is missing`,
+	} {
+		_, err := ParseAddress(in)
+		require.Error(t, err, in)
+		assert.Contains(t, err.Error(), why, in)
+		assert.NotContains(t, err.Error(), "; write "+strings.Replace(in, "@", ":", 1), in)
+	}
 	for _, in := range []string{"tls://9.9.9.9@dns.quad9.net#dns.quad9.net", "tls://user@9.9.9.9#dns.quad9.net", "tls://9.9.9.9@#dns.quad9.net"} {
 		_, err := ParseAddress(in)
 		require.Error(t, err, in)
@@ -174,13 +187,20 @@ func FuzzParseAddress(f *testing.F) {
 		"https://dns.quad9.net/dns-query", "https://9.9.9.9/dns-query#dns.quad9.net",
 		"quic://[2620:fe::fe]:853#dns.quad9.net", "tls://9.9.9.9", "https://[::1]:8443/p%20q#a.b",
 		"https://a.b/%2F#c", "TLS://1.1.1.1#1.1.1.1", "https://dns.quad9.net/dns-query{?dns}",
-		"https://9.9.9.9:8443/q{?dns,ct}#dns.quad9.net",
+		"https://9.9.9.9:8443/q{?dns,ct}#dns.quad9.net", "tls://9.9.9.9:853#dns.quad9.net:853",
+		"quic://9.9.9.9#https://user@dns.quad9.net/x", "tls://9.9.9.9@853#dns.quad9.net",
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		a, err := ParseAddress(s)
 		if err != nil {
+			// The address an error offers as the one to write is taken.
+			if _, fix, ok := strings.Cut(err.Error(), "; write "); ok && !strings.Contains(fix, " ") {
+				if _, ferr := ParseAddress(fix); ferr != nil {
+					t.Fatalf("%q: %v; the address offered is refused: %v", s, err, ferr)
+				}
+			}
 			return
 		}
 		if a.String() != s {
