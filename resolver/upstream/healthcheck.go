@@ -77,7 +77,10 @@ func HealthCheckName(s string) (string, error) {
 	if host, _ := blocklist.HostMeant(s); host != "" && !strings.Contains(s, `\`) {
 		// `corp.example:53`, `https://corp.example/`: DNS lets a label
 		// hold those octets, and every probe would ask a name no zone has.
-		return "", fmt.Errorf("%q is not a domain name: a URL, a port, a path or a user is no part of one; did you mean %s?", s, host)
+		if _, err := HealthCheckName(host); err == nil {
+			return "", fmt.Errorf("%q is not a domain name: a URL, a port, a path or a user is no part of one; did you mean %s?", s, host)
+		}
+		return "", fmt.Errorf("%q is not a domain name: a URL, a port, a path or a user is no part of one", s)
 	}
 	ascii, err := blocklist.ToASCII(s)
 	if err != nil {

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -64,9 +65,12 @@ func TestHealthCheckParts(t *testing.T) {
 		assert.NoError(t, err, "%q", tc.in)
 		assert.Equal(t, tc.want, got, "%q", tc.in)
 	}
+	// The name left is offered only when it is one itself.
+	_, err := HealthCheckName("\u0300a.example:53")
+	assert.EqualError(t, err, strconv.Quote("\u0300a.example:53")+" is not a domain name: a URL, a port, a path or a user is no part of one")
 	// A name refused for neither a label nor its length (an escape cut
 	// short) says no more than that it is none.
-	_, err := HealthCheckName(`corp\`)
+	_, err = HealthCheckName(`corp\`)
 	assert.EqualError(t, err, `"corp\\" is not a domain name`)
 	for _, tc := range []struct {
 		in   string
