@@ -189,8 +189,11 @@ func TestExplainUsage(t *testing.T) {
 		{"http://user@www.TikTok.com:8080/x?y#z", "did you mean www.TikTok.com?"},
 		{"www.tiktok.com:443", "did you mean www.tiktok.com?"},
 		{"www.tiktok.com:", "did you mean www.tiktok.com?"}, // the port left out
+		{"bücher.example:443", "did you mean bücher.example?"},
+		{"\u0300a.example:443", `is not a domain name: a URL, a port, a path or white space is no part of one; e.g. www.tiktok.com`},
 		{"www.tiktok.com/@user", "did you mean www.tiktok.com?"},
 		{"www.tiktok.com ", "did you mean www.tiktok.com?"},
+		{"bü cher.example", `"bü cher.example" is not a domain name: a URL, a port, a path or white space is no part of one; e.g. www.tiktok.com`},
 		{"www tiktok com", `"www tiktok com" is not a domain name: a URL, a port, a path or white space is no part of one; e.g. www.tiktok.com`},
 		{"https://", "e.g. www.tiktok.com"},
 		// An address and port pasted, which no URL parses.

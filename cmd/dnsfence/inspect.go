@@ -278,7 +278,7 @@ func notHostName(s string) string {
 		return ""
 	}
 	msg := fmt.Sprintf("%q is not a domain name: a URL, a port, a path or white space is no part of one", s)
-	if host != "" {
+	if _, err := blocklist.ToASCII(host); host != "" && err == nil {
 		return msg + "; did you mean " + host + "?"
 	}
 	return msg + "; e.g. www.tiktok.com"
@@ -330,13 +330,15 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	}
 	// A name typed in Unicode is asked in DNS, and listed, in its ASCII
 	// form: convert it as the lists convert their entries.
+	// Asked first: `bücher.example:443` is a name with a port, before
+	// the colon is a rune no internationalised name may hold.
+	if msg := notHostName(rest[1]); msg != "" {
+		fmt.Fprintf(stderr, "dnsfence explain: name: %s\n", msg)
+		return explainError
+	}
 	name, err := blocklist.ToASCII(rest[1])
 	if err != nil {
 		fmt.Fprintf(stderr, "dnsfence explain: name: %v\n", err)
-		return explainError
-	}
-	if msg := notHostName(rest[1]); msg != "" {
-		fmt.Fprintf(stderr, "dnsfence explain: name: %s\n", msg)
 		return explainError
 	}
 	// A name no query can carry (an empty label, over 255 octets) is no
