@@ -37,6 +37,8 @@ func TestHostMeant(t *testing.T) {
 		{"tiktok.com:https", "", true},
 		{"tik..tok.com:443", "", true},
 		{"localhost:8080", "", true},
+		{"10.0.0.1:53", "", true},
+		{"https://192.0.2.1/x", "", true},
 		{"tiktok.:443", "", true},
 		// RFC 2317's classless reverse delegation writes a slash in a label.
 		{"0/26.2.0.192.in-addr.arpa", "", true},

@@ -2,6 +2,7 @@ package blocklist
 
 import (
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"unicode"
@@ -68,7 +69,7 @@ func IsDomainName(s string) bool { return presname.IsDomainName(s) }
 // a user (`user@tiktok.com`), or white space around it. host is that
 // name as written (its case kept), "" when no domain name of two labels
 // or more is left once those parts are dropped (`[2001:db8::1]:443`,
-// `a b.com`, `localhost:8080`); parts reports
+// `10.0.0.1:53`, `a b.com`, `localhost:8080`); parts reports
 // whether s has any of them (`:/@?#` or white space; DNS lets a label
 // hold those octets, but no host name has them).
 func HostMeant(s string) (host string, parts bool) {
@@ -91,9 +92,11 @@ func HostMeant(s string) (host string, parts bool) {
 			host = h
 		}
 	}
-	if !strings.Contains(strings.TrimSuffix(host, "."), ".") || strings.ContainsFunc(host, notInHostName) || !IsDomainName(host) {
-		// One label is no name a list blocks, and what stands before
-		// a slash is often no host: RFC 2317's classless reverse names
+	if _, err := netip.ParseAddr(host); err == nil || !strings.Contains(strings.TrimSuffix(host, "."), ".") ||
+		strings.ContainsFunc(host, notInHostName) || !IsDomainName(host) {
+		// An address is no name (`10.0.0.1:53`), one label is no name
+		// a list blocks, and what stands before a slash is often no
+		// host: RFC 2317's classless reverse names
 		// (`0/26.2.0.192.in-addr.arpa`) hold one in their first label.
 		return "", true
 	}
