@@ -328,14 +328,14 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		}
 		qtype = t
 	}
-	// A name typed in Unicode is asked in DNS, and listed, in its ASCII
-	// form: convert it as the lists convert their entries.
 	// Asked first: `bücher.example:443` is a name with a port, before
 	// the colon is a rune no internationalised name may hold.
 	if msg := notHostName(rest[1]); msg != "" {
 		fmt.Fprintf(stderr, "dnsfence explain: name: %s\n", msg)
 		return explainError
 	}
+	// A name typed in Unicode is asked in DNS, and listed, in its ASCII
+	// form: convert it as the lists convert their entries.
 	name, err := blocklist.ToASCII(rest[1])
 	if err != nil {
 		fmt.Fprintf(stderr, "dnsfence explain: name: %v\n", err)
