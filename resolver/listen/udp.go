@@ -316,9 +316,12 @@ func (w *udpWriter) LocalAddr() net.Addr {
 }
 
 func (w *udpWriter) WriteMsg(m *dns.Msg) error {
+	// PackBuffer packs into the length of the buffer it is given, not its
+	// capacity (a new one for buf[:0]), and makes a larger one for an answer
+	// that does not fit.
 	if w.alone {
 		buf := outBufs.Get().(*[]byte)
-		b, err := m.PackBuffer((*buf)[:0])
+		b, err := m.PackBuffer((*buf)[:cap(*buf)])
 		if err != nil {
 			outBufs.Put(buf)
 			return err
@@ -327,7 +330,7 @@ func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 		w.sendAlone(buf)
 		return nil
 	}
-	b, err := m.PackBuffer(w.buf[:0])
+	b, err := m.PackBuffer(w.buf[:cap(w.buf)])
 	if err != nil {
 		return err
 	}

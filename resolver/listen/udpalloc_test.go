@@ -223,3 +223,40 @@ func burstMallocs(t testing.TB, c *net.UDPConn, query, answer []byte, n int) uin
 	runtime.ReadMemStats(&after)
 	return after.Mallocs - before.Mallocs
 }
+
+// TestUDPWriteMsgPacksIntoItsBuffer: an answer written with WriteMsg, as
+// the Handler writes its blocked, local and SERVFAIL answers, is packed
+// into the buffer its writer holds, allocating nothing: inline the slot's,
+// and, once the query has left the batch, one of outBufs, which the writer
+// returns once sent. PackBuffer packs into the length of the buffer it is
+// given, not its capacity: given buf[:0], it made a new buffer for every
+// answer.
+func TestUDPWriteMsgPacksIntoItsBuffer(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.com.", dns.TypeA)
+	m.Response = true // uncompressed: a compressed pack makes its map of names
+	want, err := m.Pack()
+	require.NoError(t, err)
+
+	slot := make([]byte, 0, udpReadBuf)
+	w := &udpWriter{buf: slot}
+	inline := testing.AllocsPerRun(100, func() { require.NoError(t, w.WriteMsg(m)) })
+	require.Equal(t, want, w.packed)
+	assert.Same(t, &slot[:1][0], &w.packed[0], "packed into the slot's buffer")
+	assert.Zero(t, inline, "allocations of an answer written inline")
+
+	if raceEnabled {
+		t.Skip("the race detector drops sync.Pool's buffers at random: allocations are counted without it")
+	}
+	s := &udpServer{out: make(chan outPacket, 1)}
+	w = &udpWriter{s: s, alone: true}
+	var got []byte
+	alone := testing.AllocsPerRun(100, func() {
+		require.NoError(t, w.WriteMsg(m))
+		p := <-s.out // as the writer takes it, sends it and returns its buffer
+		got = append(got[:0], *p.buf...)
+		outBufs.Put(p.buf)
+	})
+	require.Equal(t, want, got)
+	assert.Zero(t, alone, "allocations of an answer written once the query left the batch")
+}
