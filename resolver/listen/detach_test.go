@@ -2,6 +2,7 @@ package listen
 
 import (
 	"context"
+	"encoding/binary"
 	"os"
 	"sync"
 	"testing"
@@ -229,4 +230,69 @@ func TestUDPAnswersWithinABatch(t *testing.T) {
 		assert.True(t, m.Response)
 	}
 	require.NoError(t, <-shut)
+}
+
+// TestUDPAnswersWithinBatchesOneAfterAnother: answers written within
+// another goroutine's batches go out batch after batch, each at its
+// batch's flush, however many one batch holds (more than one sendmmsg
+// takes: the queue is sent whenever it is full), and each flush says Done
+// the queries of its own batch only, those whose answer was dropped (Done
+// with nothing written) too: once every batch is flushed, Shutdown returns
+// at once.
+func TestUDPAnswersWithinBatchesOneAfterAnother(t *testing.T) {
+	out := make(chan laterAnswer, 2*udpBatch)
+	h := &laterWire{then: func(queued []laterAnswer) {
+		for _, a := range queued {
+			out <- a
+		}
+	}}
+	s, c := startWireUDP(t, h)
+	buf := make([]byte, 512)
+	id := uint16(0)
+	// round sends n queries and answers them within one batch of its own,
+	// but for the last dropped, whose queries are only said Done.
+	round := func(n, dropped int) {
+		t.Helper()
+		sent := map[uint16]bool{}
+		for range n {
+			id++
+			m := new(dns.Msg)
+			m.SetQuestion("within.example.org.", dns.TypeA)
+			m.Id = id
+			b, err := m.Pack()
+			require.NoError(t, err)
+			_, err = c.Write(b)
+			require.NoError(t, err)
+			sent[id] = true
+		}
+		var batch flushOnce
+		for i := range n {
+			a := <-out
+			d := a.w.(Detacher)
+			d.Within(&batch)
+			if i < n-dropped {
+				_, err := a.w.Write(a.b)
+				require.NoError(t, err)
+			} else {
+				delete(sent, binary.BigEndian.Uint16(a.b))
+			}
+			d.Done()
+		}
+		require.Len(t, batch.flushers, 1, "one flush for the batch, whatever it wrote")
+		batch.flushers[0].Flush()
+		for range len(sent) {
+			k, err := c.Read(buf)
+			require.NoError(t, err)
+			m := new(dns.Msg)
+			require.NoError(t, m.Unpack(buf[:k]))
+			require.True(t, sent[m.Id], "an answer to a query of the batch, once: %d", m.Id)
+			delete(sent, m.Id)
+		}
+	}
+	round(udpBatch+6, 0)
+	round(3, 1)
+	round(2, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, s.Shutdown(ctx), "every query said Done once its batch was flushed")
 }
