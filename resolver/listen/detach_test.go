@@ -296,3 +296,49 @@ func TestUDPAnswersWithinBatchesOneAfterAnother(t *testing.T) {
 	defer cancel()
 	require.NoError(t, s.Shutdown(ctx), "every query said Done once its batch was flushed")
 }
+
+// detachedNowWire is a WireHandler that detaches every query and answers
+// it there and then, before ServeWire returns: with Write when its ID is
+// odd, with WriteMsg when even.
+type detachedNowWire struct{}
+
+func (detachedNowWire) ServeInline(ResponseWriter, *dns.Msg) func() { return nil }
+
+func (detachedNowWire) ServeWire(w ResponseWriter, b []byte) (func(), bool) {
+	answer := append([]byte(nil), b...)
+	answer[2] |= 0x80 // QR
+	d := w.(Detacher)
+	d.Detach()
+	if binary.BigEndian.Uint16(answer)%2 == 1 {
+		_, _ = w.Write(answer)
+	} else if m := new(dns.Msg); m.Unpack(answer) == nil {
+		_ = w.WriteMsg(m)
+	}
+	d.Done()
+	return nil, true
+}
+
+// TestUDPDetachedAnswerSentOnce: a query detached and answered before its
+// ServeWire returns is answered once, by the writer, whether with Write
+// or WriteMsg, and not with the batch too. Queries go one at a time: the
+// writer sends in order, and the batch before the next is read, so a
+// second answer to one would be read in place of the next's.
+func TestUDPDetachedAnswerSentOnce(t *testing.T) {
+	_, c := startWireUDP(t, detachedNowWire{})
+	buf := make([]byte, 512)
+	for id := uint16(1); id <= 4; id++ {
+		m := new(dns.Msg)
+		m.SetQuestion("now.example.org.", dns.TypeA)
+		m.Id = id
+		b, err := m.Pack()
+		require.NoError(t, err)
+		_, err = c.Write(b)
+		require.NoError(t, err)
+		k, err := c.Read(buf)
+		require.NoError(t, err)
+		got := new(dns.Msg)
+		require.NoError(t, got.Unpack(buf[:k]))
+		require.Equal(t, id, got.Id, "the answer to query %d, the one before answered once", id)
+		assert.True(t, got.Response)
+	}
+}
