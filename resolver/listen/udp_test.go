@@ -1,6 +1,7 @@
 package listen
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -37,4 +38,29 @@ func TestWorkerPoolRunsEveryJob(t *testing.T) {
 	<-done
 	p.close()
 	require.Eventually(t, func() bool { return len(p.running) == 0 }, 5*time.Second, time.Millisecond, "idle workers end on close")
+}
+
+// TestWorkerPoolSaysEachJobDone: done is called after every job, one a
+// worker runs and one past max on a goroutine of its own alike: the UDP
+// server counts the queries it resumed with it, and its shutdown waits
+// for them.
+func TestWorkerPoolSaysEachJobDone(t *testing.T) {
+	p := newWorkerPool(1)
+	defer p.close()
+	var jobs sync.WaitGroup
+	p.done = jobs.Done
+	release := make(chan struct{})
+	const n = 3 // a worker, and 2 goroutines of their own
+	jobs.Add(n)
+	for range n {
+		p.run(func() { <-release })
+	}
+	close(release)
+	finished := make(chan struct{})
+	go func() { jobs.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a job was not said done")
+	}
 }
