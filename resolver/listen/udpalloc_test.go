@@ -260,3 +260,52 @@ func TestUDPWriteMsgPacksIntoItsBuffer(t *testing.T) {
 	require.Equal(t, want, got)
 	assert.Zero(t, alone, "allocations of an answer written once the query left the batch")
 }
+
+// localAddrWire is a WireHandler that echoes every query, as echoWire does,
+// and sends on got the LocalAddr its writer gives.
+type localAddrWire struct{ got chan net.Addr }
+
+func (localAddrWire) ServeInline(ResponseWriter, *dns.Msg) func() { return nil }
+
+func (h localAddrWire) ServeWire(w ResponseWriter, b []byte) (func(), bool) {
+	h.got <- w.LocalAddr()
+	b[2] |= 0x80 // QR
+	_, _ = w.Write(b)
+	return nil, true
+}
+
+// TestUDPLocalAddrIsTheAddressAsked: a UDP writer's LocalAddr, which DDR
+// answers name, is the address the query was sent to, with the socket's
+// port: on a socket bound to 0.0.0.0 or [::], the datagram's destination
+// (IP_PKTINFO), not the wildcard; on one bound to an address, that
+// address. It binds wildcard addresses and adds ::2 to lo, so it runs in
+// a network namespace of its own.
+func TestUDPLocalAddrIsTheAddressAsked(t *testing.T) {
+	if !testnet.InNetns(t, "addr add ::2/128 dev lo") {
+		return
+	}
+	tests := []struct {
+		name   string
+		listen string
+		from   string // the client's address
+		to     string // the address asked
+	}{
+		{name: "IPv4 wildcard", listen: "0.0.0.0:0", from: "127.0.0.1", to: "127.0.0.2"},
+		{name: "IPv6 wildcard", listen: "[::]:0", from: "::1", to: "::2"},
+		{name: "IPv4 on IPv6 wildcard", listen: "[::]:0", from: "127.0.0.1", to: "127.0.0.2"},
+		{name: "IPv4 address", listen: "127.0.0.3:0", from: "127.0.0.1"},
+	}
+	query, answer := packedQuery(t), make([]byte, 512)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := localAddrWire{got: make(chan net.Addr, 1)}
+			_, c := startWireUDPAt(t, h, tc.listen, tc.from, tc.to)
+			require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+			echoBurst(t, c, query, answer, 1)
+			asked := AddrPortOf(c.RemoteAddr())
+			got := AddrPortOf(<-h.got)
+			assert.Equal(t, asked.Addr().Unmap(), got.Addr().Unmap(), "the address asked")
+			assert.Equal(t, asked.Port(), got.Port(), "the socket's port")
+		})
+	}
+}
