@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -306,6 +307,68 @@ func TestUDPLocalAddrIsTheAddressAsked(t *testing.T) {
 			got := AddrPortOf(<-h.got)
 			assert.Equal(t, asked.Addr().Unmap(), got.Addr().Unmap(), "the address asked")
 			assert.Equal(t, asked.Port(), got.Port(), "the socket's port")
+		})
+	}
+}
+
+// heldEcho is echoWire inline, but for the first query, which it holds
+// until hold is closed, once it has said so on holding.
+type heldEcho struct {
+	holding, hold chan struct{}
+	once          sync.Once
+}
+
+func (*heldEcho) ServeInline(ResponseWriter, *dns.Msg) func() { return nil }
+
+func (h *heldEcho) ServeWire(w ResponseWriter, b []byte) (func(), bool) {
+	h.once.Do(func() {
+		close(h.holding)
+		<-h.hold
+	})
+	return echoWire{}.ServeWire(w, b)
+}
+
+// TestUDPFullBatchAnswered: a batch of udpBatch queries, as many as one
+// recvmmsg reads, all answered inline, are all answered with one
+// sendmmsg's batch, on a socket bound to an address and on one bound to
+// 0.0.0.0, whose answers carry their source. The loop holds its first
+// query while the rest wait in the socket, so that they are read
+// together. It binds 0.0.0.0, so it runs in a network namespace of its
+// own.
+func TestUDPFullBatchAnswered(t *testing.T) {
+	if !testnet.InNetns(t) {
+		return
+	}
+	for _, listen := range []string{"127.0.0.1:0", "0.0.0.0:0"} {
+		t.Run(listen, func(t *testing.T) {
+			h := &heldEcho{holding: make(chan struct{}), hold: make(chan struct{})}
+			_, c := startWireUDPAt(t, h, listen, "127.0.0.1", "127.0.0.1")
+			require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+			send := func(id uint16) {
+				m := new(dns.Msg)
+				m.SetQuestion("full.example.org.", dns.TypeA)
+				m.Id = id
+				b, err := m.Pack()
+				require.NoError(t, err)
+				_, err = c.Write(b)
+				require.NoError(t, err)
+			}
+			send(0)
+			<-h.holding
+			for id := range uint16(udpBatch) {
+				send(1 + id)
+			}
+			close(h.hold)
+			buf := make([]byte, 512)
+			seen := map[uint16]bool{}
+			for range 1 + udpBatch {
+				k, err := c.Read(buf)
+				require.NoError(t, err, "answers read: %d", len(seen))
+				m := new(dns.Msg)
+				require.NoError(t, m.Unpack(buf[:k]))
+				require.False(t, seen[m.Id], "one answer a query: %d", m.Id)
+				seen[m.Id] = true
+			}
 		})
 	}
 }
