@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
+	"golang.org/x/net/ipv4"
 )
 
 // countingWire is echoWire that counts the queries it is given.
@@ -498,4 +499,51 @@ func TestDoQCloseDropsNothing(t *testing.T) {
 	require.NoError(t, srv.Close()) // waits for the stream's goroutine
 	assert.Zero(t, e.counts.get(QUIC, ResultDropped))
 	waitDoQReading(t, srv, 0)
+}
+
+// lateBatch is a BatchConn whose first read waits for release, then
+// returns two queries, as the poller's read that returns after
+// stopReading does; it writes with the socket's own.
+type lateBatch struct {
+	BatchConn
+	q       []byte
+	release chan struct{}
+}
+
+func (b *lateBatch) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
+	<-b.release
+	for i := range 2 {
+		ms[i].N = copy(ms[i].Buffers[0], b.q)
+		ms[i].Addr = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}
+	}
+	return 2, nil
+}
+
+// TestUDPBatchReadAfterStopDroppedAndCounted: a batch whose read returns
+// once stopReading has (the poller woken by the deadline took it) is not
+// served, each datagram of it is counted dropped, and the loop ends.
+func TestUDPBatchReadAfterStopDroppedAndCounted(t *testing.T) {
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	var served atomic.Int64
+	var dropped atomic.Int64
+	count := func(transport, result string) {
+		if transport == UDP && result == ResultDropped {
+			dropped.Add(1)
+		}
+	}
+	s := newUDPServer(pc, false, countingWire{served: &served}, count, zap.NewNop(), AcceptQuery, func([]byte, error) {})
+	b := &lateBatch{BatchConn: s.batch, q: packedQuery(t), release: make(chan struct{})}
+	s.batch = b
+	go s.serve()
+	s.stopReading()
+	close(b.release)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the read loop did not end")
+	}
+	s.drain(nil)
+	assert.Zero(t, served.Load(), "a query of the batch served")
+	assert.Equal(t, int64(2), dropped.Load(), "the batch's datagrams counted dropped")
 }
