@@ -5,6 +5,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,6 +116,32 @@ func TestUDPLoopAllocatesNothingInline(t *testing.T) {
 	c := startEchoUDP(t, echoWire{})
 	query, answer := packedQuery(t), make([]byte, 512)
 	echoBurst(t, c, query, answer, 32) // warm: the loop's buffers, the poller
+	allocs := burstMallocs(t, c, query, answer, 2000)
+	require.Less(t, allocs, uint64(100), "allocations over 2,000 queries answered inline")
+}
+
+// switchingEcho is echoWire, resuming its queries while resume is set.
+type switchingEcho struct{ resume *atomic.Bool }
+
+func (switchingEcho) ServeInline(ResponseWriter, *dns.Msg) func() { return nil }
+
+func (h switchingEcho) ServeWire(w ResponseWriter, b []byte) (func(), bool) {
+	return echoWire{resume: h.resume.Load()}.ServeWire(w, b)
+}
+
+// TestUDPLoopAllocatesNothingInlineAfterResumes: a slot whose query was
+// resumed, and so left the batch with its writer, gets a new writer once,
+// which it keeps: the queries answered inline in it later cost the loop no
+// allocation, as in a slot that never lost one
+// (TestUDPLoopAllocatesNothingInline).
+func TestUDPLoopAllocatesNothingInlineAfterResumes(t *testing.T) {
+	h := switchingEcho{resume: new(atomic.Bool)}
+	h.resume.Store(true)
+	_, c := startWireUDP(t, h)
+	query, answer := packedQuery(t), make([]byte, 512)
+	echoBurst(t, c, query, answer, 20) // resumed: the slots of a burst lose their writers
+	h.resume.Store(false)
+	echoBurst(t, c, query, answer, 32) // warm: the new writers, the poller
 	allocs := burstMallocs(t, c, query, answer, 2000)
 	require.Less(t, allocs, uint64(100), "allocations over 2,000 queries answered inline")
 }
