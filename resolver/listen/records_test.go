@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 
@@ -284,5 +285,117 @@ func TestTooManyRecordsRejectedFromTheHeader(t *testing.T) {
 	for _, counts := range [][3]uint16{{2, 0, 0}, {0, 2, 0}, {0, 0, 3}} {
 		dh := dns.Header{Qdcount: 1, Ancount: counts[0], Nscount: counts[1], Arcount: counts[2]}
 		assert.Equal(t, dns.MsgReject, AcceptQuery(dh), "%v", counts)
+	}
+}
+
+// TestAcceptMessageReplies: what AcceptMessage, with AcceptQuery, makes of
+// a message: one shorter than a header is dropped unanswered, and invalid
+// is told (the Server counts it dropped); a whole header is enough to be
+// answered, FORMERR for a question count of 0; a message of two
+// questions is FORMERR whatever the VERSION of its OPT (RFC 9619 §4); a
+// reply copies RD as the query has it, clear too (RFC 1035 §4.1.1), and
+// carries an OPT only when the query does, with the query's DO bit (RFC
+// 6891 §7, RFC 3225 §3); and a query with an option miekg/dns refuses to
+// unpack (an EXPIRE of one octet) is taken without it, the Client Subnet
+// beside it kept (unpackQuery); one that does not parse without its
+// options either is FORMERR, and invalid is told.
+func TestAcceptMessageReplies(t *testing.T) {
+	pack := func(m *dns.Msg) []byte {
+		b, err := m.Pack()
+		require.NoError(t, err)
+		return b
+	}
+	query := func(edit func(*dns.Msg)) []byte {
+		m := new(dns.Msg)
+		m.SetQuestion("example.org.", dns.TypeA)
+		edit(m)
+		return pack(m)
+	}
+	withOPT := func(do bool, version uint8) func(*dns.Msg) {
+		return func(m *dns.Msg) {
+			m.SetEdns0(1232, do)
+			m.IsEdns0().SetVersion(version)
+		}
+	}
+	none := func(*dns.Msg) {}
+	noQuestion := func(edit func(*dns.Msg)) []byte {
+		return query(func(m *dns.Msg) { m.Question = nil; edit(m) })
+	}
+	ecs := &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: []byte{192, 0, 2, 0}}
+	expireOf1 := query(func(m *dns.Msg) {
+		m.SetEdns0(1232, false)
+		m.IsEdns0().Option = []dns.EDNS0{ecs, &dns.EDNS0_LOCAL{Code: dns.EDNS0EXPIRE, Data: []byte{1}}}
+	})
+	// An A record whose RDLENGTH is 3: whole by its length
+	// (dnswire.RecordsWhole), but no A record; with an OPT, so that
+	// unpackQuery parses it again without its options, and fails again.
+	aOf3 := query(func(m *dns.Msg) {
+		m.Extra = append(m.Extra, &dns.A{Hdr: dns.RR_Header{Name: "a.example.org.", Rrtype: dns.TypeA, Class: dns.ClassINET}, A: net.IPv4(192, 0, 2, 1)})
+		m.SetEdns0(1232, false)
+	})
+	i := bytes.Index(aOf3, []byte{0, 4, 192, 0, 2, 1}) // the A's RDLENGTH and RDATA
+	require.Positive(t, i)
+	aOf3 = append(append(aOf3[:i:i], 0, 3, 192, 0, 2), aOf3[i+6:]...)
+	for _, tc := range []struct {
+		name    string
+		b       []byte
+		rcode   int   // of the reject; -1: none
+		taken   bool  // a req
+		invalid error // what invalid is told, if anything
+		rd      bool  // the reject's RD
+		opt     bool  // the reject carries an OPT
+		do      bool  // and its DO bit
+	}{
+		{name: "11 octets", b: noQuestion(none)[:11], rcode: -1, invalid: dns.ErrShortRead},
+		{name: "a header alone", b: noQuestion(none), rcode: dns.RcodeFormatError, rd: true},
+		{name: "a header alone, RD clear", b: noQuestion(func(m *dns.Msg) { m.RecursionDesired = false }), rcode: dns.RcodeFormatError},
+		{name: "no question, an OPT", b: noQuestion(withOPT(false, 0)), rcode: dns.RcodeFormatError, rd: true, opt: true},
+		{name: "no question, an OPT with DO", b: noQuestion(withOPT(true, 0)), rcode: dns.RcodeFormatError, rd: true, opt: true, do: true},
+		{name: "no question, an OPT with a Z bit, no DO", b: noQuestion(func(m *dns.Msg) {
+			withOPT(false, 0)(m)
+			m.IsEdns0().SetZ(0x0100)
+		}), rcode: dns.RcodeFormatError, rd: true, opt: true},
+		{name: "no question, an OPT of version 1", b: noQuestion(withOPT(true, 1)), rcode: dns.RcodeBadVers, rd: true, opt: true, do: true},
+		{name: "two questions, an OPT of version 1", b: query(func(m *dns.Msg) {
+			m.Question = append(m.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+			withOPT(false, 1)(m)
+		}), rcode: dns.RcodeFormatError, rd: true, opt: true},
+		{name: "an EXPIRE of one octet beside a Client Subnet", b: expireOf1, rcode: -1, taken: true},
+		{name: "an A record of 3 octets beside an OPT", b: aOf3, rcode: dns.RcodeFormatError, invalid: dns.ErrBuf, rd: true, opt: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var told []error
+			req, reject := AcceptMessage(tc.b, AcceptQuery, func(_ []byte, err error) { told = append(told, err) })
+			if tc.invalid != nil {
+				assert.Equal(t, []error{tc.invalid}, told, "invalid told")
+			} else {
+				assert.Empty(t, told, "invalid told")
+			}
+			if !tc.taken {
+				assert.Nil(t, req)
+			} else if assert.NotNil(t, req) {
+				require.NotNil(t, req.IsEdns0())
+				opts := req.IsEdns0().Option
+				require.Len(t, opts, 1, "the Client Subnet kept, the EXPIRE left out")
+				got, ok := opts[0].(*dns.EDNS0_SUBNET)
+				require.True(t, ok, "the Client Subnet kept: %v", opts[0])
+				assert.Equal(t, "192.0.2.0/24", fmt.Sprintf("%v/%d", got.Address, got.SourceNetmask))
+			}
+			if tc.rcode < 0 {
+				assert.Nil(t, reject)
+				return
+			}
+			require.NotNil(t, reject)
+			assert.Equal(t, tc.rcode, reject.Rcode)
+			assert.Equal(t, binary.BigEndian.Uint16(tc.b), reject.Id)
+			assert.Equal(t, tc.rd, reject.RecursionDesired, "RD")
+			opt := reject.IsEdns0()
+			if !tc.opt {
+				assert.Nil(t, opt, "an OPT, where the query has none")
+				return
+			}
+			require.NotNil(t, opt, "no OPT, where the query has one")
+			assert.Equal(t, tc.do, opt.Do(), "DO")
+		})
 	}
 }
