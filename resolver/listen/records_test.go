@@ -298,7 +298,8 @@ func TestTooManyRecordsRejectedFromTheHeader(t *testing.T) {
 // 6891 §7, RFC 3225 §3); and a query with an option miekg/dns refuses to
 // unpack (an EXPIRE of one octet) is taken without it, the Client Subnet
 // beside it kept (unpackQuery); one that does not parse without its
-// options either is FORMERR, and invalid is told.
+// options either is FORMERR, and invalid is told; so is a question whose
+// name is a compression pointer (questionSound), which miekg/dns follows.
 func TestAcceptMessageReplies(t *testing.T) {
 	pack := func(m *dns.Msg) []byte {
 		b, err := m.Pack()
@@ -336,6 +337,13 @@ func TestAcceptMessageReplies(t *testing.T) {
 	i := bytes.Index(aOf3, []byte{0, 4, 192, 0, 2, 1}) // the A's RDLENGTH and RDATA
 	require.Positive(t, i)
 	aOf3 = append(append(aOf3[:i:i], 0, 3, 192, 0, 2), aOf3[i+6:]...)
+	// A question whose name is a pointer to the header: miekg/dns reads
+	// it from the ID, whose first octet 0 reads as the root.
+	pointer := query(func(m *dns.Msg) { m.Id = 7 })
+	pointer = append(append(pointer[:12:12], 0xC0, 0), pointer[12+len("\x07example\x03org\x00"):]...)
+	unpacked := new(dns.Msg)
+	require.NoError(t, unpacked.Unpack(pointer), "miekg/dns takes the pointer")
+	require.Equal(t, ".", unpacked.Question[0].Name)
 	for _, tc := range []struct {
 		name    string
 		b       []byte
@@ -361,6 +369,7 @@ func TestAcceptMessageReplies(t *testing.T) {
 			withOPT(false, 1)(m)
 		}), rcode: dns.RcodeFormatError, rd: true, opt: true},
 		{name: "an EXPIRE of one octet beside a Client Subnet", b: expireOf1, rcode: -1, taken: true},
+		{name: "the question's name a pointer to the header", b: pointer, rcode: dns.RcodeFormatError, invalid: dns.ErrBuf, rd: true},
 		{name: "an A record of 3 octets beside an OPT", b: aOf3, rcode: dns.RcodeFormatError, invalid: dns.ErrBuf, rd: true, opt: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
