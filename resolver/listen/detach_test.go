@@ -342,3 +342,34 @@ func TestUDPDetachedAnswerSentOnce(t *testing.T) {
 		assert.True(t, got.Response)
 	}
 }
+
+// receivedHandler is a Handler that sends on inline the octets its writer's
+// Received gives while ServeInline runs, and on resumed those it gives
+// when the resume runs, then answers; its ServeWire leaves every query to
+// ServeInline.
+type receivedHandler struct{ inline, resumed chan []byte }
+
+func (receivedHandler) ServeWire(ResponseWriter, []byte) (func(), bool) { return nil, false }
+
+func (h receivedHandler) ServeInline(w ResponseWriter, req *dns.Msg) func() {
+	h.inline <- append([]byte(nil), w.(Received).Received()...)
+	return func() {
+		h.resumed <- w.(Received).Received()
+		_ = w.WriteMsg(new(dns.Msg).SetReply(req))
+	}
+}
+
+// TestUDPReceivedWhileServed: a UDP writer's Received is the datagram as
+// it came while ServeInline runs (what a NOTIFY's TSIG is verified over),
+// and nil once it has returned: the slot's buffer is read into again.
+func TestUDPReceivedWhileServed(t *testing.T) {
+	h := receivedHandler{inline: make(chan []byte, 1), resumed: make(chan []byte, 1)}
+	_, c := startWireUDP(t, h)
+	q := packedQuery(t)
+	_, err := c.Write(q)
+	require.NoError(t, err)
+	_, err = c.Read(make([]byte, 512))
+	require.NoError(t, err)
+	assert.Equal(t, q, <-h.inline, "Received while ServeInline runs")
+	assert.Nil(t, <-h.resumed, "Received once ServeInline has returned")
+}
