@@ -547,3 +547,26 @@ func TestUDPBatchReadAfterStopDroppedAndCounted(t *testing.T) {
 	assert.Zero(t, served.Load(), "a query of the batch served")
 	assert.Equal(t, int64(2), dropped.Load(), "the batch's datagrams counted dropped")
 }
+
+// TestUDPShutdownWaitsForTheBatchServed: a query the read loop is still
+// answering inline when shutdown begins is answered, and Shutdown returns
+// only then: drain waits for the loop to end before it closes the socket.
+func TestUDPShutdownWaitsForTheBatchServed(t *testing.T) {
+	h := &heldEcho{holding: make(chan struct{}), hold: make(chan struct{})}
+	s, c := startWireUDP(t, h)
+	_, err := c.Write(packedQuery(t))
+	require.NoError(t, err)
+	<-h.holding
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(context.Background()) }()
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned while a query was being answered: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(h.hold)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = c.Read(make([]byte, 512))
+	require.NoError(t, err, "the answer to the query being answered when shutdown began")
+	require.NoError(t, <-shut)
+}
