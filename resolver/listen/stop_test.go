@@ -570,3 +570,25 @@ func TestUDPShutdownWaitsForTheBatchServed(t *testing.T) {
 	require.NoError(t, err, "the answer to the query being answered when shutdown began")
 	require.NoError(t, <-shut)
 }
+
+// TestUDPDrainClosesTheSocketAndEndsTheWorkers: once drain returns, the
+// socket is closed, and the workers that resumed queries, idle, have
+// ended rather than waiting out workerIdle.
+func TestUDPDrainClosesTheSocketAndEndsTheWorkers(t *testing.T) {
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	s := newUDPServer(pc, false, echoWire{resume: true}, func(string, string) {}, zap.NewNop(), AcceptQuery, func([]byte, error) {})
+	go s.serve()
+	c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	query, answer := packedQuery(t), make([]byte, 512)
+	echoBurst(t, c, query, answer, 1) // resumed: a worker, idle once it has answered
+	require.Len(t, s.workers.running, 1)
+	s.stopReading()
+	s.drain(nil)
+	require.ErrorIs(t, pc.SetDeadline(time.Now()), net.ErrClosed, "the socket closed")
+	require.Eventually(t, func() bool { return len(s.workers.running) == 0 }, workerIdle/2, time.Millisecond,
+		"the idle worker ended")
+}
