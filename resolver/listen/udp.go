@@ -817,13 +817,16 @@ type workerPool struct {
 	// done, when set, is called after each job run: the UDP server counts
 	// the queries it resumed with it, at no cost per job.
 	done func()
+	// idle is how long a worker waits for a job before it ends:
+	// workerIdle (a test's own otherwise).
+	idle time.Duration
 }
 
 // workerIdle is how long a worker waits for a job before it ends.
 const workerIdle = 10 * time.Second
 
 func newWorkerPool(max int) *workerPool {
-	return &workerPool{jobs: make(chan func()), running: make(chan struct{}, max), closed: make(chan struct{})}
+	return &workerPool{jobs: make(chan func()), running: make(chan struct{}, max), closed: make(chan struct{}), idle: workerIdle}
 }
 
 func (p *workerPool) run(job func()) {
@@ -852,12 +855,12 @@ func (p *workerPool) finished() {
 
 func (p *workerPool) work(job func()) {
 	defer func() { <-p.running }()
-	idle := time.NewTimer(workerIdle)
+	idle := time.NewTimer(p.idle)
 	defer idle.Stop()
 	for {
 		job()
 		p.finished()
-		idle.Reset(workerIdle)
+		idle.Reset(p.idle)
 		select {
 		case job = <-p.jobs:
 		case <-idle.C:

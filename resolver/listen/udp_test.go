@@ -2,6 +2,7 @@ package listen
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,5 +63,27 @@ func TestWorkerPoolSaysEachJobDone(t *testing.T) {
 	case <-finished:
 	case <-time.After(5 * time.Second):
 		t.Fatal("a job was not said done")
+	}
+}
+
+// TestWorkerPoolIdleWorkerEnds: a worker that waits its idle time for a
+// job ends, having run its last job once, and the next job starts
+// another.
+func TestWorkerPoolIdleWorkerEnds(t *testing.T) {
+	p := newWorkerPool(1)
+	p.idle = 50 * time.Millisecond
+	defer p.close()
+	var runs, dones atomic.Int64
+	p.done = func() { dones.Add(1) }
+	p.run(func() { runs.Add(1) })
+	require.Eventually(t, func() bool { return len(p.running) == 0 }, 5*time.Second, time.Millisecond, "the idle worker ended")
+	assert.Equal(t, int64(1), runs.Load(), "runs of the job")
+	assert.Equal(t, int64(1), dones.Load(), "done called")
+	ran := make(chan struct{})
+	p.run(func() { close(ran) })
+	select {
+	case <-ran:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the job after the worker ended did not run")
 	}
 }
