@@ -929,3 +929,62 @@ func dialServedTCP(t *testing.T, ip string, h Handler) net.Conn {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// scriptedBatch is failingBatch with the reads that fail chosen: the nth
+// read (from 1) fails when failing[n] is set.
+type scriptedBatch struct {
+	BatchConn
+	failing map[int]bool
+	mu      sync.Mutex
+	asked   []time.Time
+}
+
+func (b *scriptedBatch) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
+	b.mu.Lock()
+	b.asked = append(b.asked, time.Now())
+	n := len(b.asked)
+	b.mu.Unlock()
+	if b.failing[n] {
+		return 0, &net.OpError{Op: "read", Net: "udp", Err: os.NewSyscallError("recvmmsg", syscall.ENOMEM)}
+	}
+	return b.BatchConn.ReadBatch(ms, flags)
+}
+
+// TestUDPReadWaitsStartOverAfterARead: a read that works ends a run of
+// failed ones, and the wait after the next failure starts again from 5
+// ms, not from the last run's longest (up to acceptRetryMax, a second),
+// which would hold every query that arrives meanwhile.
+func TestUDPReadWaitsStartOverAfterARead(t *testing.T) {
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	s := newUDPServer(pc, false, echoWire{}, func(string, string) {}, zap.NewNop(), AcceptQuery, func([]byte, error) {})
+	// Reads 1 to 8 fail (waits of 5 ms to 640 ms), 9 takes the first
+	// query, 10 fails, 11 takes the second.
+	const first, again = 8, 10
+	fb := &scriptedBatch{BatchConn: s.batch, failing: map[int]bool{again: true}}
+	for n := 1; n <= first; n++ {
+		fb.failing[n] = true
+	}
+	s.batch = fb
+	go s.serve()
+	t.Cleanup(func() {
+		s.stopReading()
+		s.drain(nil)
+	})
+	c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	for range 2 {
+		_, err = c.Write(packedQuery(t))
+		require.NoError(t, err)
+		_, err = c.Read(make([]byte, 512))
+		require.NoError(t, err)
+	}
+	fb.mu.Lock()
+	asked := slices.Clone(fb.asked)
+	fb.mu.Unlock()
+	require.Greater(t, len(asked), again)
+	assert.Less(t, asked[again].Sub(asked[again-1]), 500*time.Millisecond,
+		"the wait after a failure that follows a read")
+}
