@@ -303,30 +303,34 @@ func TestDoTNothingReadAfterStopAccepting(t *testing.T) {
 		stops = 10
 	}
 	for i := range stops {
-		e := newEncryptedSetup(t)
-		var header *proxyproto.Header
-		from := "127.0.0.1"
-		if i%2 == 1 {
-			from = "127.0.0.3" // proxyRules trust it
-			header = &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
-				SourceAddr:      &net.TCPAddr{IP: net.ParseIP("198.51.100.7"), Port: 40000},
-				DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 853}}
-		}
-		c, err := e.dialTLS(t, from, header)
-		require.NoError(t, err)
-		r, err := streamExchange(c, query("before.blocked.test")) // the connection's loop waits in its read
-		require.NoError(t, err)
-		require.Equal(t, dns.RcodeNameError, r.Rcode)
-		e.srv.stopTaking()
-		late := fmt.Sprintf("after-%d.blocked.test", i)
-		_, err = c.Write(frames(t, query(late)))
-		require.NoError(t, err)
-		closeAfterServer(c)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		require.NoError(t, e.srv.Shutdown(ctx))
-		cancel()
-		_, seen := e.handler.seenFor(late)
-		require.False(t, seen, "stop %d (from %s): a query written after stopAccepting was taken", i, from)
+		// A subtest each, so that each setup (its certificate store's
+		// inotify instance among them) is released before the next.
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			e := newEncryptedSetup(t)
+			var header *proxyproto.Header
+			from := "127.0.0.1"
+			if i%2 == 1 {
+				from = "127.0.0.3" // proxyRules trust it
+				header = &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+					SourceAddr:      &net.TCPAddr{IP: net.ParseIP("198.51.100.7"), Port: 40000},
+					DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 853}}
+			}
+			c, err := e.dialTLS(t, from, header)
+			require.NoError(t, err)
+			r, err := streamExchange(c, query("before.blocked.test")) // the connection's loop waits in its read
+			require.NoError(t, err)
+			require.Equal(t, dns.RcodeNameError, r.Rcode)
+			e.srv.stopTaking()
+			late := fmt.Sprintf("after-%d.blocked.test", i)
+			_, err = c.Write(frames(t, query(late)))
+			require.NoError(t, err)
+			closeAfterServer(c)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			require.NoError(t, e.srv.Shutdown(ctx))
+			cancel()
+			_, seen := e.handler.seenFor(late)
+			require.False(t, seen, "stop %d (from %s): a query written after stopAccepting was taken", i, from)
+		})
 	}
 }
 
