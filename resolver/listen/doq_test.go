@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,9 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // doqSetup is a DoQ server over a fresh certificate, on 127.0.0.1 (or
@@ -1029,4 +1033,63 @@ func TestDoQClosedConnectionForgotten(t *testing.T) {
 	d.srv.mu.Lock()
 	defer d.srv.mu.Unlock()
 	assert.Empty(t, d.srv.conns)
+}
+
+// panicOn is a Handler that panics on a question under panic.test and
+// has h answer every other.
+type panicOn struct{ h Handler }
+
+func (p panicOn) ServeInline(w ResponseWriter, req *dns.Msg) func() {
+	if dns.IsSubDomain("panic.test.", strings.ToLower(req.Question[0].Name)) {
+		panic("a Handler's bug")
+	}
+	return p.h.ServeInline(w, req)
+}
+
+// TestDoQHandlerPanicResetsItsStream: a Handler that panics on one query
+// takes down neither the process nor the connection: the query's stream
+// is reset with DOQ_INTERNAL_ERROR (RFC 9250 §4.3), the panic is logged
+// at error level, and the next query on the connection is answered.
+func TestDoQHandlerPanicResetsItsStream(t *testing.T) {
+	core, logs := observer.New(zapcore.ErrorLevel)
+	d := newDoQSetup(t, func(o *DoQOptions) {
+		o.Handler = panicOn{o.Handler}
+		o.Log = zap.New(core)
+	})
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	_, err = doqExchange(c, query("x.panic.test"))
+	var se *quic.StreamError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, quic.StreamErrorCode(DoQInternalError), se.ErrorCode)
+	assert.True(t, se.Remote)
+	require.Eventually(t, func() bool { return logs.FilterMessage("doq: answering a query panicked").Len() == 1 },
+		5*time.Second, 5*time.Millisecond)
+	r, err := doqExchange(c, query("www.blocked.test"))
+	require.NoError(t, err, "the connection goes on")
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
+}
+
+// TestDoQHeaderOnlyQueryIsFormerr: a message of a DNS header alone (12
+// octets, ID 0, no question) is a DNS-level error, answered FORMERR as
+// over UDP and TCP, not a DoQ protocol error: only one shorter than a
+// header is that (TestDoQProtocolErrors).
+func TestDoQHeaderOnlyQueryIsFormerr(t *testing.T) {
+	d := newDoQSetup(t, nil)
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	header := make([]byte, 12)
+	header[2] = 0x01 // RD
+	out, err := doqRaw(c, append([]byte{0, 12}, header...), false)
+	require.NoError(t, err)
+	require.Len(t, out, 2+12, "a header alone, framed")
+	r := new(dns.Msg)
+	require.NoError(t, r.Unpack(out[2:]))
+	assert.Equal(t, dns.RcodeFormatError, r.Rcode)
+	assert.True(t, r.Response)
+	assert.Zero(t, r.Id)
+	assert.Equal(t, 1, d.counts.get(QUIC, resultFormerr))
+	r, err = doqExchange(c, query("www.blocked.test"))
+	require.NoError(t, err, "the connection goes on")
+	assert.Equal(t, dns.RcodeNameError, r.Rcode)
 }
