@@ -1093,3 +1093,23 @@ func TestDoQHeaderOnlyQueryIsFormerr(t *testing.T) {
 	require.NoError(t, err, "the connection goes on")
 	assert.Equal(t, dns.RcodeNameError, r.Rcode)
 }
+
+// TestDoQLargestQueryReadWhole: a query of 65,535 octets, the largest a
+// DNS message may be (its 2-octet length prefix, RFC 9250 §4.2), is read
+// whole and answered: the stream's read bound is one octet past the
+// largest frame, to tell a second message after it.
+func TestDoQLargestQueryReadWhole(t *testing.T) {
+	d := newDoQSetup(t, nil)
+	c, err := d.dial(t)
+	require.NoError(t, err)
+	m := query("large.blocked.test")
+	pad := &dns.EDNS0_PADDING{}
+	m.IsEdns0().Option = append(m.IsEdns0().Option, pad)
+	pad.Padding = make([]byte, dns.MaxMsgSize-m.Len())
+	require.Equal(t, dns.MaxMsgSize, len(mustPack(t, m)))
+	r, err := doqExchange(c, m)
+	require.NoError(t, err)
+	assert.Equal(t, dns.RcodeNameError, r.Rcode, "answered by the Handler")
+	_, ok := d.handler.seenFor("large.blocked.test")
+	assert.True(t, ok, "the query went to the Handler")
+}
