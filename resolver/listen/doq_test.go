@@ -344,10 +344,12 @@ func TestDoQIdleClose(t *testing.T) {
 // refusal is CONNECTION_REFUSED before the handshake of an attempt that
 // proved its address (by the Retry asked for while half of MaxConns are
 // taken), DOQ_EXCESSIVE_LOAD after the handshake of one that did not.
+// No refusal is counted as a failed handshake.
 func TestDoQLimits(t *testing.T) {
 	var refuse atomic.Bool
-	var refused atomic.Int64
+	var refused, failed atomic.Int64
 	d := newDoQSetup(t, func(o *DoQOptions) {
+		o.HandshakeFailed = func() { failed.Add(1) }
 		o.MaxConns = 2
 		o.MaxStreams = 3
 		// A refused client's retransmitted Initial can start a handshake
@@ -406,6 +408,7 @@ func TestDoQLimits(t *testing.T) {
 	var c3 *quic.Conn
 	require.Eventually(t, func() bool { c3, err = d.dial(t); return err == nil }, 5*time.Second, 20*time.Millisecond)
 	assert.Equal(t, int64(DoQExcessiveLoad), closeCode(c3), "refused after the handshake")
+	assert.Zero(t, failed.Load(), "a refusal (MaxConns, Admit) is no failed handshake")
 }
 
 // TestDoQNoEarlyData: the listener takes no 0-RTT data. Its session
