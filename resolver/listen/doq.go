@@ -650,12 +650,14 @@ func (s *DoQServer) firstQueryTimeout() time.Duration {
 // handshakeFailed logs at debug level, and counts, a connection attempt
 // from client that ended with cause before its QUIC handshake was done: a
 // client that does not trust the certificate or offers another ALPN, or
-// one that vanished. Not when the stop or an admission refusal ended it.
+// one that vanished. Not when the stop or an admission refusal ended it
+// (an attempt over MaxConns never gets here: connContext refuses it
+// before it watches for the handshake's end).
 func (s *DoQServer) handshakeFailed(client net.Addr, cause error) {
 	s.mu.Lock()
 	draining := s.draining
 	s.mu.Unlock()
-	if draining || errors.Is(cause, errTooManyConns) || errors.Is(cause, errNotAdmitted) {
+	if draining || errors.Is(cause, errNotAdmitted) {
 		return
 	}
 	if s.opt.HandshakeFailed != nil {
