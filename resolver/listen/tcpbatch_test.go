@@ -486,22 +486,13 @@ func (b *failingBatch) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 // answered, and a stop during a wait ends the loop at once.
 func TestUDPReadFailuresBackOff(t *testing.T) {
 	core, logs := observer.New(zapcore.WarnLevel)
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	require.NoError(t, err)
-	s := newUDPServer(pc, false, echoWire{}, func(string, string) {}, zap.New(core), AcceptQuery, func([]byte, error) {})
 	const fails = 8
-	fb := &failingBatch{BatchConn: s.batch, fails: fails}
-	s.batch = fb
-	go s.serve()
-	t.Cleanup(func() {
-		s.stopReading()
-		s.drain(nil)
+	var fb *failingBatch
+	c := serveUDPThrough(t, zap.New(core), func(b BatchConn) BatchConn {
+		fb = &failingBatch{BatchConn: b, fails: fails}
+		return fb
 	})
-	c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
-	require.NoError(t, err)
-	defer c.Close()
-	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
-	_, err = c.Write(packedQuery(t))
+	_, err := c.Write(packedQuery(t))
 	require.NoError(t, err)
 	_, err = c.Read(make([]byte, 512))
 	require.NoError(t, err, "answered once reading works")
@@ -955,28 +946,19 @@ func (b *scriptedBatch) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 // ms, not from the last run's longest (up to acceptRetryMax, a second),
 // which would hold every query that arrives meanwhile.
 func TestUDPReadWaitsStartOverAfterARead(t *testing.T) {
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	require.NoError(t, err)
-	s := newUDPServer(pc, false, echoWire{}, func(string, string) {}, zap.NewNop(), AcceptQuery, func([]byte, error) {})
 	// Reads 1 to 8 fail (waits of 5 ms to 640 ms), 9 takes the first
 	// query, 10 fails, 11 takes the second.
 	const first, again = 8, 10
-	fb := &scriptedBatch{BatchConn: s.batch, failing: map[int]bool{again: true}}
-	for n := 1; n <= first; n++ {
-		fb.failing[n] = true
-	}
-	s.batch = fb
-	go s.serve()
-	t.Cleanup(func() {
-		s.stopReading()
-		s.drain(nil)
+	var fb *scriptedBatch
+	c := serveUDPThrough(t, zap.NewNop(), func(b BatchConn) BatchConn {
+		fb = &scriptedBatch{BatchConn: b, failing: map[int]bool{again: true}}
+		for n := 1; n <= first; n++ {
+			fb.failing[n] = true
+		}
+		return fb
 	})
-	c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
-	require.NoError(t, err)
-	defer c.Close()
-	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
 	for range 2 {
-		_, err = c.Write(packedQuery(t))
+		_, err := c.Write(packedQuery(t))
 		require.NoError(t, err)
 		_, err = c.Read(make([]byte, 512))
 		require.NoError(t, err)
@@ -987,4 +969,26 @@ func TestUDPReadWaitsStartOverAfterARead(t *testing.T) {
 	require.Greater(t, len(asked), again)
 	assert.Less(t, asked[again].Sub(asked[again-1]), 500*time.Millisecond,
 		"the wait after a failure that follows a read")
+}
+
+// serveUDPThrough serves echoWire on a UDP socket of 127.0.0.1 whose
+// batch reads and writes go through wrap (given the server's own), logging
+// to log, until the test ends; it returns a client connected to it, with
+// a deadline 10 s away.
+func serveUDPThrough(t *testing.T, log *zap.Logger, wrap func(BatchConn) BatchConn) *net.UDPConn {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	s := newUDPServer(pc, false, echoWire{}, func(string, string) {}, log, AcceptQuery, func([]byte, error) {})
+	s.batch = wrap(s.batch)
+	go s.serve()
+	t.Cleanup(func() {
+		s.stopReading()
+		s.drain(nil)
+	})
+	c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	return c
 }
