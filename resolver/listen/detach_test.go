@@ -256,12 +256,7 @@ func TestUDPAnswersWithinBatchesOneAfterAnother(t *testing.T) {
 		sent := map[uint16]bool{}
 		for range n {
 			id++
-			m := new(dns.Msg)
-			m.SetQuestion("within.example.org.", dns.TypeA)
-			m.Id = id
-			b, err := m.Pack()
-			require.NoError(t, err)
-			_, err = c.Write(b)
+			_, err := c.Write(packedQueryOf(t, "within.example.org.", id))
 			require.NoError(t, err)
 			sent[id] = true
 		}
@@ -327,12 +322,7 @@ func TestUDPDetachedAnswerSentOnce(t *testing.T) {
 	_, c := startWireUDP(t, detachedNowWire{})
 	buf := make([]byte, 512)
 	for id := uint16(1); id <= 4; id++ {
-		m := new(dns.Msg)
-		m.SetQuestion("now.example.org.", dns.TypeA)
-		m.Id = id
-		b, err := m.Pack()
-		require.NoError(t, err)
-		_, err = c.Write(b)
+		_, err := c.Write(packedQueryOf(t, "now.example.org.", id))
 		require.NoError(t, err)
 		k, err := c.Read(buf)
 		require.NoError(t, err)

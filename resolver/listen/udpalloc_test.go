@@ -98,8 +98,14 @@ func echoBurst(tb testing.TB, c *net.UDPConn, query, answer []byte, n int) {
 }
 
 func packedQuery(tb testing.TB) []byte {
+	return packedQueryOf(tb, "www.example.com.", 0)
+}
+
+// packedQueryOf is a packed A query for name with the ID id.
+func packedQueryOf(tb testing.TB, name string, id uint16) []byte {
 	m := new(dns.Msg)
-	m.SetQuestion("www.example.com.", dns.TypeA)
+	m.SetQuestion(name, dns.TypeA)
+	m.Id = id
 	b, err := m.Pack()
 	require.NoError(tb, err)
 	return b
@@ -372,12 +378,7 @@ func TestUDPFullBatchAnswered(t *testing.T) {
 			_, c := startWireUDPAt(t, h, listen, "127.0.0.1", "127.0.0.1")
 			require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
 			send := func(id uint16) {
-				m := new(dns.Msg)
-				m.SetQuestion("full.example.org.", dns.TypeA)
-				m.Id = id
-				b, err := m.Pack()
-				require.NoError(t, err)
-				_, err = c.Write(b)
+				_, err := c.Write(packedQueryOf(t, "full.example.org.", id))
 				require.NoError(t, err)
 			}
 			send(0)
