@@ -233,7 +233,11 @@ func ParseAddress(s string) (Address, error) {
 		return Address{}, fmt.Errorf("%q: the name the upstream's certificate carries is missing; write it after #: %s://%s#dns.example.net", s, a.Kind, strings.TrimSuffix(rest, "#"))
 	case frag != "":
 		name, err := serverName(frag)
-		if host, _ := blocklist.HostMeant(frag); err != nil && host != "" {
+		host, _ := blocklist.HostMeant(frag)
+		if ap, aerr := netip.ParseAddrPort(frag); err != nil && aerr == nil {
+			host = ap.Addr().String() // `#9.9.9.9:853`: a certificate's IP address SAN
+		}
+		if err != nil && host != "" {
 			// `#dns.quad9.net:853`, `#https://dns.quad9.net/`: the
 			// certificate's name alone is meant.
 			if _, herr := serverName(host); herr == nil {

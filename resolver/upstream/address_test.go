@@ -99,6 +99,8 @@ func TestParseAddressErrors(t *testing.T) {
 		{"quic://9.9.9.9#https://dns.quad9.net/", "; write quic://9.9.9.9#dns.quad9.net"},
 		{"https://9.9.9.9/dns-query#dns.quad9.net:443", "; write https://9.9.9.9/dns-query#dns.quad9.net"},
 		{"tls://9.9.9.9#user@-bad.example", `the name after # "user@-bad.example" is not a host name`},
+		{"tls://9.9.9.9#9.9.9.9:853", "; write tls://9.9.9.9#9.9.9.9"},
+		{"tls://[2620:fe::fe]#[2620:fe::fe]:853", "; write tls://[2620:fe::fe]#2620:fe::fe"},
 		{"tls://9.9.9.9:853/path#dns.quad9.net", "tls upstreams have no path"},
 		{"https://dns.quad9.net/dns-query?dns=AAAB", "a query string"},
 		{"https://dns.quad9.net/dns-query{?dns", "a URI template expression other than {?dns}"},
@@ -189,6 +191,7 @@ func FuzzParseAddress(f *testing.F) {
 		"https://a.b/%2F#c", "TLS://1.1.1.1#1.1.1.1", "https://dns.quad9.net/dns-query{?dns}",
 		"https://9.9.9.9:8443/q{?dns,ct}#dns.quad9.net", "tls://9.9.9.9:853#dns.quad9.net:853",
 		"quic://9.9.9.9#https://user@dns.quad9.net/x", "tls://9.9.9.9@853#dns.quad9.net",
+		"tls://9.9.9.9#9.9.9.9:853", "tls://[2620:fe::fe]#[2620:fe::fe]:853",
 	} {
 		f.Add(s)
 	}
