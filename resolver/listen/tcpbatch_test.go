@@ -457,24 +457,35 @@ func TestDoHAcceptFailuresBackOff(t *testing.T) {
 	}
 }
 
-// failingBatch fails its first fails reads with ENOMEM, noting when each
-// was asked, then reads from the socket.
+// failingBatch fails with ENOMEM each read (counted from 1) that fails
+// reports, noting when each read was asked, and reads the others from the
+// socket.
 type failingBatch struct {
 	BatchConn
-	fails int
+	fails func(n int) bool
 	mu    sync.Mutex
 	asked []time.Time
 }
+
+// firstFailing is a failingBatch's fails for its first n reads.
+func firstFailing(n int) func(int) bool { return func(read int) bool { return read <= n } }
 
 func (b *failingBatch) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 	b.mu.Lock()
 	b.asked = append(b.asked, time.Now())
 	n := len(b.asked)
 	b.mu.Unlock()
-	if n <= b.fails {
+	if b.fails(n) {
 		return 0, &net.OpError{Op: "read", Net: "udp", Err: os.NewSyscallError("recvmmsg", syscall.ENOMEM)}
 	}
 	return b.BatchConn.ReadBatch(ms, flags)
+}
+
+// askedTimes is when each read was asked, so far.
+func (b *failingBatch) askedTimes() []time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.asked)
 }
 
 // TestUDPReadFailuresBackOff: a UDP socket whose read keeps failing (the
@@ -489,7 +500,7 @@ func TestUDPReadFailuresBackOff(t *testing.T) {
 	const fails = 8
 	var fb *failingBatch
 	c := serveUDPThrough(t, zap.New(core), func(b BatchConn) BatchConn {
-		fb = &failingBatch{BatchConn: b, fails: fails}
+		fb = &failingBatch{BatchConn: b, fails: firstFailing(fails)}
 		return fb
 	})
 	_, err := c.Write(packedQuery(t))
@@ -497,9 +508,7 @@ func TestUDPReadFailuresBackOff(t *testing.T) {
 	_, err = c.Read(make([]byte, 512))
 	require.NoError(t, err, "answered once reading works")
 
-	fb.mu.Lock()
-	asked := slices.Clone(fb.asked)
-	fb.mu.Unlock()
+	asked := fb.askedTimes()
 	require.Greater(t, len(asked), fails)
 	// Waits of 5, 10, 20, 40, 80, 160 and 320 ms between the failures.
 	assert.GreaterOrEqual(t, asked[fails-1].Sub(asked[0]), 600*time.Millisecond,
@@ -510,10 +519,10 @@ func TestUDPReadFailuresBackOff(t *testing.T) {
 	pc2, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	s2 := newUDPServer(pc2, false, echoWire{}, func(string, string) {}, zap.NewNop(), AcceptQuery, func([]byte, error) {})
-	fb2 := &failingBatch{BatchConn: s2.batch, fails: 1000}
+	fb2 := &failingBatch{BatchConn: s2.batch, fails: firstFailing(1000)}
 	s2.batch = fb2
 	go s2.serve()
-	require.Eventually(t, func() bool { fb2.mu.Lock(); defer fb2.mu.Unlock(); return len(fb2.asked) >= 8 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return len(fb2.askedTimes()) >= 8 }, 5*time.Second, 5*time.Millisecond)
 	stopped := time.Now()
 	s2.stopReading()
 	select {
@@ -921,26 +930,6 @@ func dialServedTCP(t *testing.T, ip string, h Handler) net.Conn {
 	return c
 }
 
-// scriptedBatch is failingBatch with the reads that fail chosen: the nth
-// read (from 1) fails when failing[n] is set.
-type scriptedBatch struct {
-	BatchConn
-	failing map[int]bool
-	mu      sync.Mutex
-	asked   []time.Time
-}
-
-func (b *scriptedBatch) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
-	b.mu.Lock()
-	b.asked = append(b.asked, time.Now())
-	n := len(b.asked)
-	b.mu.Unlock()
-	if b.failing[n] {
-		return 0, &net.OpError{Op: "read", Net: "udp", Err: os.NewSyscallError("recvmmsg", syscall.ENOMEM)}
-	}
-	return b.BatchConn.ReadBatch(ms, flags)
-}
-
 // TestUDPReadWaitsStartOverAfterARead: a read that works ends a run of
 // failed ones, and the wait after the next failure starts again from 5
 // ms, not from the last run's longest (up to acceptRetryMax, a second),
@@ -949,12 +938,9 @@ func TestUDPReadWaitsStartOverAfterARead(t *testing.T) {
 	// Reads 1 to 8 fail (waits of 5 ms to 640 ms), 9 takes the first
 	// query, 10 fails, 11 takes the second.
 	const first, again = 8, 10
-	var fb *scriptedBatch
+	var fb *failingBatch
 	c := serveUDPThrough(t, zap.NewNop(), func(b BatchConn) BatchConn {
-		fb = &scriptedBatch{BatchConn: b, failing: map[int]bool{again: true}}
-		for n := 1; n <= first; n++ {
-			fb.failing[n] = true
-		}
+		fb = &failingBatch{BatchConn: b, fails: func(n int) bool { return n <= first || n == again }}
 		return fb
 	})
 	for range 2 {
@@ -963,9 +949,7 @@ func TestUDPReadWaitsStartOverAfterARead(t *testing.T) {
 		_, err = c.Read(make([]byte, 512))
 		require.NoError(t, err)
 	}
-	fb.mu.Lock()
-	asked := slices.Clone(fb.asked)
-	fb.mu.Unlock()
+	asked := fb.askedTimes()
 	require.Greater(t, len(asked), again)
 	assert.Less(t, asked[again].Sub(asked[again-1]), 500*time.Millisecond,
 		"the wait after a failure that follows a read")
