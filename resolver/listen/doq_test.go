@@ -490,31 +490,15 @@ func TestDoQShutdown(t *testing.T) {
 	d := newDoQSetup(t, nil)
 	c, err := d.dial(t)
 	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() {
-		r, err := doqExchange(c, query("a.slow.test"))
-		if err == nil && r.Rcode != dns.RcodeSuccess {
-			err = fmt.Errorf("rcode %d", r.Rcode)
-		}
-		done <- err
-	}()
-	require.Eventually(t, func() bool { return d.up.waiting.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		shut <- d.srv.Shutdown(ctx)
-	}()
-	require.Eventually(t, func() bool {
-		d.srv.mu.Lock()
-		defer d.srv.mu.Unlock()
-		return d.srv.draining
-	}, 5*time.Second, 5*time.Millisecond)
+	done, shut := shutdownWhileAsked(t, d, c, 5*time.Second)
 	// A new query on the draining connection is not taken.
 	_, err = doqExchange(c, query("late.example.org"))
 	assert.Error(t, err)
 	d.up.releaseSlow()
-	assert.NoError(t, <-done)
+	a := <-done
+	if assert.NoError(t, a.err) {
+		assert.Equal(t, dns.RcodeSuccess, a.r.Rcode)
+	}
 	assert.NoError(t, <-shut)
 	assert.Equal(t, int64(DoQNoError), closeCode(c))
 }
@@ -986,23 +970,7 @@ func TestDoQShutdownTakesNoNewConnection(t *testing.T) {
 	d := newDoQSetup(t, nil)
 	c, err := d.dial(t)
 	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() {
-		_, err := doqExchange(c, query("a.slow.test"))
-		done <- err
-	}()
-	require.Eventually(t, func() bool { return d.up.waiting.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		shut <- d.srv.Shutdown(ctx)
-	}()
-	require.Eventually(t, func() bool {
-		d.srv.mu.Lock()
-		defer d.srv.mu.Unlock()
-		return d.srv.draining
-	}, 5*time.Second, 5*time.Millisecond)
+	done, shut := shutdownWhileAsked(t, d, c, 10*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	late, err := quic.DialAddr(ctx, d.addr, clientTLS(d.ca, ALPNDoQ), &quic.Config{HandshakeIdleTimeout: time.Second})
@@ -1011,8 +979,40 @@ func TestDoQShutdownTakesNoNewConnection(t *testing.T) {
 	}
 	assert.Error(t, err, "a handshake done while draining")
 	d.up.releaseSlow()
-	assert.NoError(t, <-done)
+	assert.NoError(t, (<-done).err)
 	assert.NoError(t, <-shut)
+}
+
+// exchanged is a DoQ query's answer or error.
+type exchanged struct {
+	r   *dns.Msg
+	err error
+}
+
+// shutdownWhileAsked asks a.slow.test on c, which d's upstream holds
+// until releaseSlow, and once it is held starts d's Shutdown, its context
+// ending after budget; it returns when the server is draining. done gives
+// the query's outcome, shut Shutdown's error.
+func shutdownWhileAsked(t *testing.T, d *doqSetup, c *quic.Conn, budget time.Duration) (done <-chan exchanged, shut <-chan error) {
+	t.Helper()
+	answered := make(chan exchanged, 1)
+	go func() {
+		r, err := doqExchange(c, query("a.slow.test"))
+		answered <- exchanged{r, err}
+	}()
+	require.Eventually(t, func() bool { return d.up.waiting.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), budget)
+		defer cancel()
+		stopped <- d.srv.Shutdown(ctx)
+	}()
+	require.Eventually(t, func() bool {
+		d.srv.mu.Lock()
+		defer d.srv.mu.Unlock()
+		return d.srv.draining
+	}, 5*time.Second, 5*time.Millisecond)
+	return answered, stopped
 }
 
 // TestDoQClosedConnectionForgotten: a connection that ended is no longer
