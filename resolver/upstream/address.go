@@ -233,19 +233,11 @@ func ParseAddress(s string) (Address, error) {
 		return Address{}, fmt.Errorf("%q: the name the upstream's certificate carries is missing; write it after #: %s://%s#dns.example.net", s, a.Kind, strings.TrimSuffix(rest, "#"))
 	case frag != "":
 		name, err := serverName(frag)
-		host, _ := blocklist.HostMeant(frag)
-		if ap, aerr := netip.ParseAddrPort(frag); err != nil && aerr == nil {
-			host = ap.Addr().String() // `#9.9.9.9:853`: a certificate's IP address SAN
-		}
-		if err != nil && host != "" {
-			// `#dns.quad9.net:853`, `#https://dns.quad9.net/`: the
-			// certificate's name alone is meant.
-			if _, herr := serverName(host); herr == nil {
-				before, _, _ := strings.Cut(s, "#")
-				return Address{}, fmt.Errorf("%q: the name after # %q: a URL, a port, a path or a user is no part of it; write %s#%s", s, frag, before, host)
-			}
-		}
 		if err != nil {
+			if meant, ok := serverNameMeant(frag); ok {
+				before, _, _ := strings.Cut(s, "#")
+				return Address{}, fmt.Errorf("%q: the name after # %q: a URL, a port, a path or a user is no part of it; write %s#%s", s, frag, before, meant)
+			}
 			return Address{}, fmt.Errorf("%q: the name after # %w", s, err)
 		}
 		a.ServerName = name
@@ -331,6 +323,23 @@ func parsePlain(s string) (Address, error) {
 func isAddr(s string) bool {
 	_, err := netip.ParseAddr(s)
 	return err == nil
+}
+
+// serverNameMeant is the name a certificate carries that frag, which
+// serverName refuses, was meant to be: a name written with a port, a
+// path, a user or as a URL (`dns.quad9.net:853`,
+// `https://dns.quad9.net/`: blocklist.HostMeant), or an address with its
+// port (`9.9.9.9:853`, for an IP address SAN); false for any other frag,
+// or when what is left is no such name either.
+func serverNameMeant(frag string) (string, bool) {
+	host, _ := blocklist.HostMeant(frag)
+	if ap, err := netip.ParseAddrPort(frag); err == nil {
+		host = ap.Addr().String()
+	}
+	if _, err := serverName(host); host == "" || err != nil {
+		return "", false
+	}
+	return host, true
 }
 
 // serverName checks a name a certificate is to carry: a host name (without
