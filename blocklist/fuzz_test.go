@@ -368,8 +368,12 @@ func FuzzParseRanges(f *testing.F) {
 		}
 		for _, pe := range parseErrors(err) {
 			// A range named as meant is one taken.
-			if _, meant, ok := strings.Cut(pe.Err.Error(), ", did you mean "); ok {
-				if _, err := ParsePrefix(meant); err != nil {
+			e, typed := errors.AsType[*RangeMeantError](pe.Err)
+			if typed != strings.Contains(pe.Err.Error(), ", did you mean ") {
+				t.Fatalf("%v: a range offered is not a RangeMeantError's, or one is not offered", pe)
+			}
+			if typed {
+				if _, err := ParsePrefix(e.Meant.String()); err != nil {
 					t.Fatalf("%v: the range meant is refused: %v", pe, err)
 				}
 			}

@@ -725,6 +725,12 @@ func TestParseRangesSaysWhatIsWrong(t *testing.T) {
 			require.Len(t, rf.Ranges, 1, "the good line still loads")
 			assert.ErrorIs(t, err, tc.is)
 			assert.EqualError(t, err, fmt.Sprintf("ranges.txt:2: %s: %q", tc.want, tc.line))
+			_, meant, offered := strings.Cut(tc.want, ", did you mean ")
+			e, typed := errors.AsType[*RangeMeantError](err)
+			require.Equal(t, offered, typed, "a range offered is a RangeMeantError's")
+			if typed {
+				assert.Equal(t, meant, e.Meant.String())
+			}
 		})
 	}
 }
@@ -903,11 +909,12 @@ func TestParsePrefixMeantIsTaken(t *testing.T) {
 	} {
 		_, err := ParsePrefix(s)
 		require.Error(t, err, s)
-		_, meant, ok := strings.Cut(err.Error(), ", did you mean ")
+		e, ok := errors.AsType[*RangeMeantError](err)
 		require.True(t, ok, "%s: %v names no range meant", s, err)
-		assert.Equal(t, want, meant, s)
-		_, err = ParsePrefix(meant)
-		assert.NoError(t, err, "%s: the range meant, %s, is refused", s, meant)
+		assert.Equal(t, want, e.Meant.String(), s)
+		assert.True(t, strings.HasSuffix(err.Error(), ", did you mean "+want), "%s: %v", s, err)
+		_, err = ParsePrefix(e.Meant.String())
+		assert.NoError(t, err, "%s: the range meant, %s, is refused", s, e.Meant)
 	}
 }
 

@@ -80,7 +80,7 @@ func bracketed(s string) error {
 	if bits == "" || bits[0] == '/' && !strings.Contains(inner, "/") {
 		p, err := ParsePrefix(inner + bits)
 		if err == nil {
-			return fmt.Errorf("%w, did you mean %s", ErrRangeBrackets, p)
+			return &RangeMeantError{Err: ErrRangeBrackets, Meant: p}
 		}
 		if bits == "" && errors.Is(err, ErrRangeName) {
 			return err // `[gov]`: a name, an INI section
@@ -89,19 +89,37 @@ func bracketed(s string) error {
 	return ErrBadRange
 }
 
+// RangeMeantError is a range ParsePrefix refuses though only one range
+// can be meant by it: Err says what is wrong (ErrHostBits,
+// ErrRangeBrackets, ErrIPv4Compatible, ErrRangeZone, ErrLengthZero,
+// ErrShortIPv4, ErrRangeDash, ErrNetmask: errors.Is finds it) and Meant is
+// the range meant, one ParsePrefix takes. Its message is Err's with
+// ", did you mean" and Meant.
+type RangeMeantError struct {
+	Err   error
+	Meant netip.Prefix
+}
+
+func (e *RangeMeantError) Error() string {
+	return fmt.Sprintf("%v, did you mean %s", e.Err, e.Meant)
+}
+
+func (e *RangeMeantError) Unwrap() error { return e.Err }
+
 // Meant is the message for s when err, from ParsePrefix, knows the range
-// meant: `"10.1.2.3/24" has host bits set; did you mean 10.1.2.0/24?`, or
-// `"[2001:db8::]/32": a client range is written without brackets; did
-// you mean 2001:db8::/32?`. ok is false for any other error.
+// meant (a RangeMeantError): `"10.1.2.3/24" has host bits set; did you
+// mean 10.1.2.0/24?`, or `"[2001:db8::]/32": a client range is written
+// without brackets; did you mean 2001:db8::/32?`. ok is false for any
+// other error.
 func Meant(s string, err error) (msg string, ok bool) {
-	what, meant, ok := strings.Cut(err.Error(), ", did you mean ")
+	e, ok := errors.AsType[*RangeMeantError](err)
 	if !ok {
 		return "", false
 	}
-	if errors.Is(err, ErrHostBits) {
-		return fmt.Sprintf("%q has host bits set; did you mean %s?", s, meant), true
+	if errors.Is(e.Err, ErrHostBits) {
+		return fmt.Sprintf("%q has host bits set; did you mean %s?", s, e.Meant), true
 	}
-	return fmt.Sprintf("%q: %s; did you mean %s?", s, what, meant), true
+	return fmt.Sprintf("%q: %v; did you mean %s?", s, e.Err, e.Meant), true
 }
 
 // ParsePrefix parses an IP address (a /32 or /128) or a CIDR prefix.
@@ -109,8 +127,8 @@ func Meant(s string, err error) (msg string, ok bool) {
 // matched by their unmapped address. A prefix with host bits set is an error:
 // `10.1.2.3/8` is more likely a typo than a wish for 10.0.0.0/8. So are an
 // address in brackets (ErrRangeBrackets) and an IPv4-compatible one
-// (ErrIPv4Compatible); those three errors end with ", did you mean" and
-// the range meant. Text that is no range gets an error saying why
+// (ErrIPv4Compatible); those three are a RangeMeantError naming the range
+// meant. Text that is no range gets an error saying why
 // (rangeShape: a first-last range, a netmask, a zone, a name, …), with the
 // range meant where only one can be.
 func ParsePrefix(s string) (netip.Prefix, error) {
@@ -142,11 +160,11 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		// deprecated), which no client has: an IPv4 client is matched by
 		// its IPv4 address. The range meant is named without host bits
 		// (::10.1.2.3/120 is 10.1.2.0/24), so that it is one taken.
-		return netip.Prefix{}, fmt.Errorf("%w, did you mean %s", ErrIPv4Compatible,
-			netip.PrefixFrom(netip.AddrFrom4([4]byte(a[12:])), p.Bits()-96).Masked())
+		return netip.Prefix{}, &RangeMeantError{Err: ErrIPv4Compatible,
+			Meant: netip.PrefixFrom(netip.AddrFrom4([4]byte(a[12:])), p.Bits()-96).Masked()}
 	}
 	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("%w, did you mean %s", ErrHostBits, p.Masked())
+		return netip.Prefix{}, &RangeMeantError{Err: ErrHostBits, Meant: p.Masked()}
 	}
 	return p, nil
 }
@@ -226,7 +244,7 @@ func rangeShape(s string) error {
 			unzoned += "/" + length
 		}
 		if p, err := ParsePrefix(unzoned); err == nil {
-			return fmt.Errorf("%w, did you mean %s", ErrRangeZone, p)
+			return &RangeMeantError{Err: ErrRangeZone, Meant: p}
 		}
 		return ErrRangeZone
 	}
@@ -245,7 +263,7 @@ func rangeShape(s string) error {
 		return &PrefixLengthError{Bits: n, Max: a.BitLen()}
 	case length[0] == '0':
 		if p, err := ParsePrefix(addr + "/" + strconv.Itoa(n)); err == nil {
-			return fmt.Errorf("%w, did you mean %s", ErrLengthZero, p)
+			return &RangeMeantError{Err: ErrLengthZero, Meant: p}
 		}
 		return ErrLengthZero
 	}
@@ -260,7 +278,7 @@ func addressShape(addr, length string, slash bool) error {
 		if slash {
 			padded := addr + strings.Repeat(".0", 4-len(parts)) + "/" + length
 			if p, err := ParsePrefix(padded); err == nil {
-				return fmt.Errorf("%w, did you mean %s", ErrShortIPv4, p)
+				return &RangeMeantError{Err: ErrShortIPv4, Meant: p}
 			}
 		}
 		return ErrShortIPv4
@@ -302,7 +320,7 @@ func dashRange(s string) error {
 		}
 		if next := b.Next(); p.Contains(b) && (!next.IsValid() || !p.Contains(next)) {
 			if q, err := ParsePrefix(p.String()); err == nil {
-				return fmt.Errorf("%w, did you mean %s", ErrRangeDash, q)
+				return &RangeMeantError{Err: ErrRangeDash, Meant: q}
 			}
 			break
 		}
@@ -317,7 +335,7 @@ func netmask(a, mask netip.Addr) error {
 	if a.Is4() && mask.Is4() {
 		m := binary.BigEndian.Uint32(mask.AsSlice())
 		if zeros := ^m; zeros&(zeros+1) == 0 {
-			return fmt.Errorf("%w, did you mean %s", ErrNetmask, netip.PrefixFrom(a, 32-bits.OnesCount32(zeros)).Masked())
+			return &RangeMeantError{Err: ErrNetmask, Meant: netip.PrefixFrom(a, 32-bits.OnesCount32(zeros)).Masked()}
 		}
 	}
 	return ErrNetmask

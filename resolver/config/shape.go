@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -653,7 +654,8 @@ func listExample(n *yaml.Node, path []any) string {
 // itemMeant is v, a single value written where the address or range
 // list key belongs, as the list's item is written: v's fix when it has
 // one (addrPortProblem: `listen: 5353` is ["127.0.0.1:5353"], not
-// ["5353"], which is refused in turn; a range's meant, blocklist.Meant:
+// ["5353"], which is refused in turn; a range's meant, a
+// blocklist.RangeMeantError's:
 // `clients: 10.1.2.3/8` is ["10.0.0.0/8"]), v for any other key or
 // value; false when v is refused as an item with nothing to write instead
 // (`upstreams: 53`, `allowed_clients: gov-phones`), for the key's example
@@ -665,10 +667,8 @@ func itemMeant(key, v string) (string, bool) {
 		if err == nil {
 			return v, true
 		}
-		if msg, ok := blocklist.Meant(v, err); ok {
-			if meant, _, ok := offeredValue(msg); ok {
-				return meant, true
-			}
+		if e, ok := errors.AsType[*blocklist.RangeMeantError](err); ok {
+			return e.Meant.String(), true
 		}
 		return "", false
 	}
