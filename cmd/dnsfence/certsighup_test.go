@@ -194,13 +194,8 @@ policies:
 				require.Contains(t, msgs, underWay, "%q", msgs)
 				require.NotContains(t, msgs, "TLS certificate reloaded")
 			}
-			select {
-			case err := <-p.done:
-				require.NoError(t, err, "SIGTERM exits 0")
-				assert.Less(t, time.Since(sent), 8*time.Second, "the stop waited past its budget")
-			case <-time.After(15 * time.Second):
-				t.Fatal("dnsfence did not exit after its stopped line")
-			}
+			p.exited(t, syscall.SIGTERM)
+			assert.Less(t, time.Since(sent), 8*time.Second, "the stop waited past its budget")
 		})
 	}
 }
@@ -246,10 +241,5 @@ policies:
 	msgs := linesUntilStopped(t, p)
 	require.Contains(t, msgs, lineNotApplied, "%q", msgs)
 	require.NotContains(t, msgs, "TLS certificate reloaded", "a stopping dnsfence reloaded the certificate: %q", msgs)
-	select {
-	case err := <-p.done:
-		require.NoError(t, err, "SIGTERM exits 0")
-	case <-time.After(15 * time.Second):
-		t.Fatal("dnsfence did not exit after its stopped line")
-	}
+	p.exited(t, syscall.SIGTERM)
 }

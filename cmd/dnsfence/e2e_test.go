@@ -215,6 +215,13 @@ func (p *process) waitLine(t *testing.T, msgs ...string) map[string]any {
 func (p *process) stop(t *testing.T, sig syscall.Signal) {
 	t.Helper()
 	require.NoError(t, p.cmd.Process.Signal(sig))
+	p.exited(t, sig)
+}
+
+// exited waits, at most 15 s, for the exit with status 0 that sig, sent
+// before, asks for.
+func (p *process) exited(t *testing.T, sig syscall.Signal) {
+	t.Helper()
 	select {
 	case err := <-p.done:
 		assert.NoError(t, err, "%v exits 0", sig)

@@ -52,12 +52,7 @@ func TestSIGTERMStopsTakingQueriesFirst(t *testing.T) {
 	require.NoError(t, got.err, "the query in flight is answered")
 	assert.Equal(t, dns.RcodeSuccess, got.r.Rcode)
 	assert.Len(t, got.r.Answer, 1)
-	select {
-	case err := <-p.done:
-		assert.NoError(t, err, "SIGTERM exits 0")
-	case <-time.After(15 * time.Second):
-		t.Fatal("dnsfence did not stop on SIGTERM")
-	}
+	p.exited(t, syscall.SIGTERM)
 	assert.Equal(t, int64(1), count.Load(), "nothing new reached the upstream")
 }
 
@@ -119,14 +114,8 @@ func TestSIGTERMDuringSIGHUPReload(t *testing.T) {
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP)) // systemctl reload, twice
 	time.Sleep(200 * time.Millisecond)
 	sent := time.Now()
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-p.done:
-		assert.NoError(t, err, "SIGTERM exits 0")
-		assert.Less(t, time.Since(sent), 4*time.Second, "SIGTERM waited for the SIGHUP reload")
-	case <-time.After(20 * time.Second):
-		t.Fatal("dnsfence did not stop on a SIGTERM sent during a SIGHUP reload")
-	}
+	p.stop(t, syscall.SIGTERM)
+	assert.Less(t, time.Since(sent), 4*time.Second, "SIGTERM waited for the SIGHUP reload")
 }
 
 // TestShutdownWaitsAsLongAsTheRunningConfigurationSays: the time SIGTERM
@@ -154,12 +143,7 @@ http: ""
 	time.Sleep(3 * time.Second) // past the 2 s the first configuration allowed, within the 12 s of the second
 	releaseAll()
 	assert.NoError(t, (<-inflight).answered(), "the query in flight is answered")
-	select {
-	case err := <-p.done:
-		assert.NoError(t, err, "SIGTERM exits 0")
-	case <-time.After(15 * time.Second):
-		t.Fatal("dnsfence did not stop on SIGTERM")
-	}
+	p.exited(t, syscall.SIGTERM)
 }
 
 // Reload outcomes, as the reloader logs them.
@@ -195,12 +179,7 @@ func TestSIGTERMDropsTheReloadUnderWay(t *testing.T) {
 
 	releaseAll()
 	assert.NoError(t, (<-inflight).answered(), "the query in flight is answered")
-	select {
-	case err := <-p.done:
-		assert.NoError(t, err, "SIGTERM exits 0")
-	case <-time.After(15 * time.Second):
-		t.Fatal("dnsfence did not stop on SIGTERM")
-	}
+	p.exited(t, syscall.SIGTERM)
 }
 
 // TestSIGTERMWaitsForTheReloadUnderWay: once the listeners have answered
@@ -236,13 +215,8 @@ func TestSIGTERMWaitsForTheReloadUnderWay(t *testing.T) {
 			for _, msg := range tc.want {
 				p.waitLine(t, msg)
 			}
-			select {
-			case err := <-p.done:
-				assert.NoError(t, err, "SIGTERM exits 0")
-				assert.Less(t, time.Since(sent), 8*time.Second, "the stop waited past its budget")
-			case <-time.After(15 * time.Second):
-				t.Fatal("dnsfence did not stop on SIGTERM")
-			}
+			p.exited(t, syscall.SIGTERM)
+			assert.Less(t, time.Since(sent), 8*time.Second, "the stop waited past its budget")
 		})
 	}
 }
