@@ -52,6 +52,12 @@ func TestParseForms(t *testing.T) {
 		{name: "hosts Red Hat IPv6 names skipped", line: "::1         localhost localhost.localdomain localhost6 localhost6.localdomain6", want: nil},
 		{name: "hosts Red Hat name alone skipped", line: "127.0.0.1 localhost4.localdomain4", want: nil},
 		{name: "hosts names skipped in any case", line: "127.0.0.1 LocalHost LOCALHOST.localdomain Broadcasthost", want: nil},
+		// StevenBlack's hosts starts with these lines: every name is
+		// skipped silently, none reported as a bad line (a single label,
+		// an address alone).
+		{name: "hosts StevenBlack's header skipped", line: "127.0.0.1 localhost\n127.0.0.1 localhost.localdomain\n127.0.0.1 local\n" +
+			"255.255.255.255 broadcasthost\n::1 localhost\n::1 ip6-localhost\n::1 ip6-loopback\nfe80::1%lo0 localhost\n" +
+			"ff00::0 ip6-localnet\nff00::0 ip6-mcastprefix\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\nff02::3 ip6-allhosts\n0.0.0.0 0.0.0.0", want: nil},
 		{name: "trailing comment", line: "tiktok.com # A: AGS", want: []string{"tiktok.com"}},
 		{name: "hosts trailing comment", line: "0.0.0.0 tiktok.com  #[Tracking.Cookie]", want: []string{"tiktok.com"}},
 		// Unicode white space is white space between fields and before a
