@@ -401,6 +401,24 @@ func TestUnsettledSeesAWriterThatJustWrote(t *testing.T) {
 	}
 }
 
+// TestUnsettledComparesWhatWasRead: a file whose content is what was read
+// is settled; one changed or gone since is not; a named pipe, read once
+// to its writer's end, is never compared (its state is that it is one),
+// so a reload that read a list from a pipe is not refused as changed.
+func TestUnsettledComparesWhatWasRead(t *testing.T) {
+	dir := t.TempDir()
+	same, changed, gone := filepath.Join(dir, "same.txt"), filepath.Join(dir, "changed.txt"), filepath.Join(dir, "gone.txt")
+	require.NoError(t, os.WriteFile(same, []byte("a.example\n"), 0o644))
+	require.NoError(t, os.WriteFile(changed, []byte("b.example\nc.example\n"), 0o644))
+	pipe := namedPipe(t, "list.txt", 0)
+	read := sha256.Sum256([]byte("a.example\n"))
+	us := Unsettled(nil, map[string][32]byte{same: read, changed: sha256.Sum256([]byte("b.example\n")), gone: read, pipe: read})
+	assert.Equal(t, []string{changed, gone}, unsettledFiles(us))
+	for _, u := range us {
+		assert.Equal(t, "it changed since it was read", u.Why, u.File)
+	}
+}
+
 // unsettledFiles are the files of Unsettled's answer.
 func unsettledFiles(us []UnsettledFile) []string {
 	var files []string
