@@ -329,17 +329,24 @@ func TestWatcherFolderComesBack(t *testing.T) {
 	}
 }
 
-// watchedListFolder writes content to etc/lists/list.txt in a new
-// temporary folder and watches the list until it has settled once: base is
-// etc, lists the folder, file the list, and settled receives each later
-// settling.
-func watchedListFolder(t *testing.T, content string) (base, lists, file string, rec *watchRecorder, settled chan bool) {
+// listFolder writes content to etc/lists/list.txt in a new temporary
+// folder: base is etc, lists the folder, file the list.
+func listFolder(t *testing.T, content string) (base, lists, file string) {
 	t.Helper()
 	base = filepath.Join(t.TempDir(), "etc")
 	lists = filepath.Join(base, "lists")
 	file = filepath.Join(lists, "list.txt")
 	require.NoError(t, os.MkdirAll(lists, 0o755))
 	require.NoError(t, os.WriteFile(file, []byte(content), 0o644))
+	return base, lists, file
+}
+
+// watchedListFolder writes content to etc/lists/list.txt (listFolder) and
+// watches the list until it has settled once: settled receives each later
+// settling.
+func watchedListFolder(t *testing.T, content string) (base, lists, file string, rec *watchRecorder, settled chan bool) {
+	t.Helper()
+	base, lists, file = listFolder(t, content)
 	settled = make(chan bool, 64)
 	rec = startWatchSettling(t, func(changed bool) { settled <- changed }, file)
 	waitQuiet(t, settled)
@@ -511,6 +518,29 @@ func TestWatcherReportsUnwatchedFiles(t *testing.T) {
 	assert.Empty(t, w.Unwatched())
 	require.NoError(t, os.WriteFile(bad, []byte("b.example\n"), 0o644))
 	require.Eventually(t, func() bool { return changes.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
+}
+
+// TestWatcherRearmKeepsWatchesAsTheyAre: a re-arm (Rearm, the minute's
+// look, each look after an event) leaves a folder watched as it was, its
+// watch not dropped and added anew (an event in between is lost), and
+// schedules no look when it started watching nothing.
+func TestWatcherRearmKeepsWatchesAsTheyAre(t *testing.T) {
+	_, _, file := listFolder(t, "a.example\n")
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	defer w.Close()
+	var adds atomic.Int64
+	w.add = func(d string) error {
+		adds.Add(1)
+		return w.fsw.Add(d)
+	}
+	require.NoError(t, w.Watch([]string{file}, nil))
+	require.NotZero(t, adds.Load())
+	<-w.recheck // Watch's look
+	adds.Store(0)
+	w.Rearm()
+	assert.Zero(t, adds.Load(), "folders added again")
+	assert.Empty(t, w.recheck, "a look scheduled with no folder newly watched")
 }
 
 // runUnseen runs a Watcher on a list (a.example) whose folder cannot be
