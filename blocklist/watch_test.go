@@ -543,6 +543,23 @@ func TestWatcherRearmKeepsWatchesAsTheyAre(t *testing.T) {
 	assert.Empty(t, w.recheck, "a look scheduled with no folder newly watched")
 }
 
+// TestWatcherDropsFoldersNoFileNeeds: Watch with files in another folder
+// stops watching the old one and the folders above it that the new files
+// do not need: each watch left behind counts against the system's limit
+// (fs.inotify.max_user_watches), which, reached, leaves files unwatched.
+func TestWatcherDropsFoldersNoFileNeeds(t *testing.T) {
+	oldBase, oldLists, oldFile := listFolder(t, "a.example\n")
+	_, _, newFile := listFolder(t, "a.example\n")
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	defer w.Close()
+	require.NoError(t, w.Watch([]string{oldFile}, nil))
+	require.Subset(t, w.fsw.WatchList(), []string{oldLists, oldBase})
+	require.NoError(t, w.Watch([]string{newFile}, nil))
+	assert.NotContains(t, w.fsw.WatchList(), oldLists)
+	assert.NotContains(t, w.fsw.WatchList(), oldBase)
+}
+
 // runUnseen runs a Watcher on a list (a.example) whose folder cannot be
 // watched, so that no event ever tells of its changes, as on an NFS mount
 // written by another machine: the look, every 50 ms, alone finds them, and
