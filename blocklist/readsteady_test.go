@@ -178,6 +178,64 @@ func TestReadSteady(t *testing.T) {
 		assert.Equal(t, []string{"tiktok.com\nbyteoversea.com\n"}, r.reads, "read once, whole")
 	})
 
+	t.Run("a file the first read named: not read again until its writer closes", func(t *testing.T) {
+		// The files are the configuration's; a read reads the lists it
+		// names too, and a writer that starts on one after the first
+		// read is waited for as on the configuration.
+		config := newList(t)
+		list := filepath.Join(filepath.Dir(config), "bytedance.txt")
+		require.NoError(t, os.WriteFile(list, []byte("tiktok.com\n"), 0o644))
+		opened := make(chan *os.File, 1)
+		var reads []string
+		read := func() (map[string][32]byte, error) {
+			sums := map[string][32]byte{}
+			for _, p := range []string{config, list} {
+				data, err := os.ReadFile(p)
+				if err != nil {
+					return nil, err
+				}
+				sums[p] = sha256.Sum256(data)
+				if p == list {
+					reads = append(reads, string(data))
+				}
+			}
+			if len(reads) == 1 {
+				f, err := os.OpenFile(list, os.O_TRUNC|os.O_WRONLY, 0)
+				if err != nil {
+					return nil, err
+				}
+				if _, err := f.WriteString("tiktok.com\nbyte"); err != nil {
+					return nil, errors.Join(err, f.Close())
+				}
+				opened <- f
+			}
+			return sums, nil
+		}
+		result := make(chan error, 1)
+		go func() {
+			_, err := ReadSteady(ctx, []string{config}, quiet, time.Minute, read)
+			result <- err
+		}()
+		var f *os.File
+		select {
+		case f = <-opened:
+		case err := <-result:
+			require.FailNow(t, "returned before the writer began", "%v", err)
+		}
+		require.Never(t, func() bool { return len(result) > 0 }, 500*time.Millisecond, 10*time.Millisecond,
+			"returned while the writer held the list")
+		_, err := f.WriteString("oversea.com\n")
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+		select {
+		case err := <-result:
+			require.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			require.FailNow(t, "ReadSteady did not return after the writer closed")
+		}
+		assert.Equal(t, []string{"tiktok.com\n", "tiktok.com\nbyteoversea.com\n"}, reads, "the list read again once, whole")
+	})
+
 	t.Run("never steady: the last read stands after writer_wait, named", func(t *testing.T) {
 		path := newList(t)
 		r := &steadyReader{path: path}
