@@ -223,9 +223,13 @@ func TestWatcherSeesChangesMadeBeforeWatching(t *testing.T) {
 	// reported.
 	path := filepath.Join(t.TempDir(), "list.txt")
 	require.NoError(t, os.WriteFile(path, []byte("new.example\n"), 0o644))
-	w, err := NewWatcher(20 * time.Millisecond)
+	// The debounce is the one a reload set last (SetDebounce, of
+	// reload.debounce), not the one the Watcher was made with: with an
+	// hour, nothing would be reported here.
+	w, err := NewWatcher(time.Hour)
 	require.NoError(t, err)
 	defer w.Close()
+	w.SetDebounce(20 * time.Millisecond)
 	require.NoError(t, w.Watch([]string{path}, map[string][32]byte{path: sha256.Sum256([]byte("old.example\n"))}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
