@@ -509,8 +509,15 @@ func TestWatcherReportsUnwatchedFiles(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var changes atomic.Int64
+	settled := make(chan bool, 16)
+	w.onSettle = func(changed bool) { settled <- changed }
 	go w.Run(ctx, func(Change) { changes.Add(1) })
+	waitQuiet(t, settled) // Watch's look is over
 
+	// A change made while the folder is not watched, which no event
+	// tells of, is reported by the look Rearm schedules once it watches
+	// the folder, not at the minute's look.
+	require.NoError(t, os.WriteFile(bad, []byte("b.example\n"), 0o644))
 	failing.Store(false)
 	w.Rearm()
 	select {
@@ -520,8 +527,9 @@ func TestWatcherReportsUnwatchedFiles(t *testing.T) {
 		require.FailNow(t, "OnUnwatched was not told the file is watched again")
 	}
 	assert.Empty(t, w.Unwatched())
-	require.NoError(t, os.WriteFile(bad, []byte("b.example\n"), 0o644))
 	require.Eventually(t, func() bool { return changes.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, os.WriteFile(bad, []byte("c.example\n"), 0o644))
+	require.Eventually(t, func() bool { return changes.Load() == 2 }, 10*time.Second, 5*time.Millisecond)
 }
 
 // TestWatcherRearmKeepsWatchesAsTheyAre: a re-arm (Rearm, the minute's
