@@ -559,17 +559,27 @@ func TestWatcherRearmKeepsWatchesAsTheyAre(t *testing.T) {
 // stops watching the old one and the folders above it that the new files
 // do not need: each watch left behind counts against the system's limit
 // (fs.inotify.max_user_watches), which, reached, leaves files unwatched.
+// What is watched is the list's folder (the one OnFolders counts) and
+// each folder above it, nothing else.
 func TestWatcherDropsFoldersNoFileNeeds(t *testing.T) {
 	oldBase, oldLists, oldFile := listFolder(t, "a.example\n")
-	_, _, newFile := listFolder(t, "a.example\n")
+	_, newLists, newFile := listFolder(t, "a.example\n")
 	w, err := NewWatcher(20 * time.Millisecond)
 	require.NoError(t, err)
 	defer w.Close()
+	folders := -1
+	w.OnFolders(func(n int) { folders = n })
 	require.NoError(t, w.Watch([]string{oldFile}, nil))
 	require.Subset(t, w.fsw.WatchList(), []string{oldLists, oldBase})
 	require.NoError(t, w.Watch([]string{newFile}, nil))
 	assert.NotContains(t, w.fsw.WatchList(), oldLists)
 	assert.NotContains(t, w.fsw.WatchList(), oldBase)
+	want := []string{newLists}
+	for dir := newLists; filepath.Dir(dir) != dir; dir = filepath.Dir(dir) {
+		want = append(want, filepath.Dir(dir))
+	}
+	assert.ElementsMatch(t, want, w.fsw.WatchList())
+	assert.Equal(t, 1, folders)
 }
 
 // runUnseen runs a Watcher on a list (a.example) whose folder cannot be
