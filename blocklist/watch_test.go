@@ -756,6 +756,7 @@ func TestWatcherWaitsForWriterToClose(t *testing.T) {
 				want = rest
 			}
 			assert.Equal(t, []string{want}, reported(), "only the complete content, once")
+			assert.Empty(t, waits, "the wait for the writer told once, not again at its write")
 		})
 	}
 }
