@@ -194,7 +194,8 @@ func TestParseBadLines(t *testing.T) {
 			wantMsg: `lists/x.txt:2: a carriage return inside the line: lines that end in CR alone (as classic Mac OS saved them) are one line here; save the file with LF or CRLF line ends: "tiktok.com"`},
 		// A CR after white space starts a field of the hosts line: it is
 		// the CR still, not an invalid character of a name.
-		{name: "hosts lines that end in white space and CR alone", line: "0.0.0.0 tiktok.com \r0.0.0.0 capcut.com", wantErr: ErrLoneCR},
+		{name: "hosts lines that end in white space and CR alone", line: "0.0.0.0 tiktok.com \r0.0.0.0 capcut.com", wantErr: ErrLoneCR,
+			wantMsg: `lists/x.txt:2: a carriage return inside the line: lines that end in CR alone (as classic Mac OS saved them) are one line here; save the file with LF or CRLF line ends: "\r0.0.0.0"`},
 		{name: "trailing text", line: "tiktok.com extra", wantErr: ErrTrailing,
 			wantMsg: `lists/x.txt:2: unexpected text after the entry: "extra"`},
 		{name: "cosmetic filter", line: "example.com##.ad", wantErr: ErrCosmetic,

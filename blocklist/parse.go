@@ -223,7 +223,10 @@ func (p *textParser) parseLine(line int, text string) {
 				continue
 			}
 			if i := strings.IndexByte(host, '\r'); i >= 0 {
-				errs.add(name, line, host[:i], ErrLoneCR)
+				if i > 0 {
+					host = host[:i]
+				} // else a field the CR opens (white space before it), quoted whole: "\r0.0.0.0"
+				errs.add(name, line, host, ErrLoneCR)
 				continue
 			}
 			var n []byte
