@@ -487,6 +487,7 @@ func TestTwoECSOptionsRefused(t *testing.T) {
 		assert.Equal(t, dns.RcodeRefused, r.Rcode, "trusted over %s: got %s %v", network, dns.RcodeToString[r.Rcode], r.Answer)
 		assert.Empty(t, r.Answer)
 		require.NotNil(t, ede(r))
+		assert.Equal(t, dns.ExtendedErrorCodeOther, ede(r).InfoCode, "EDE 0 Other")
 		assert.Equal(t, "more than one EDNS Client Subnet option", ede(r).ExtraText)
 		r = ask(t, f.addr, "127.0.0.3", network, two())
 		assert.Equal(t, dns.RcodeNameError, r.Rcode, "untrusted government device over %s: ECS ignored", network)
