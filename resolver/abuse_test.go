@@ -57,6 +57,7 @@ func TestUnallowedGetsOnlyRefused(t *testing.T) {
 			t.Logf("%s: query %d answer %d %s", m.Question[0].String(), len(wire), r.Len(), dns.RcodeToString[r.Rcode])
 		}
 	}
+	assert.Equal(t, 8.0, queriesCounted(t, f, ResultRefused, "udp"), "every refusal counted as refused")
 	// TCP: the connection is closed at accept
 	_, err = exchange(f.addr, "127.0.0.20", "tcp", question("cached.example.", dns.TypeA, false))
 	assert.Error(t, err)

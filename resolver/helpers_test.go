@@ -314,6 +314,14 @@ func exchange(server, from, network string, m *dns.Msg) (*dns.Msg, error) {
 	return r, err
 }
 
+// queriesCounted is dnsfence_queries_total for result over transport: the
+// queries f answered so, as its metrics and audit lines count them.
+func queriesCounted(t *testing.T, f *fence, result, transport string) float64 {
+	t.Helper()
+	n, _ := metricValue(t, f.registry, "dnsfence_queries_total", "result", result, "transport", transport)
+	return n
+}
+
 // ede returns the Extended DNS Error of m, if any.
 func ede(m *dns.Msg) *dns.EDNS0_EDE {
 	opt := m.IsEdns0()

@@ -283,6 +283,9 @@ func TestServerClassesNotForwarded(t *testing.T) {
 	}
 	assert.Zero(t, up.count.Load(), "no CHAOS query reached the upstream")
 	for _, network := range []string{"udp", "tcp"} {
+		assert.Equal(t, 14.0, queriesCounted(t, f, ResultRefused, network), "CHAOS refusals over %s counted as refused", network)
+	}
+	for _, network := range []string{"udp", "tcp"} {
 		m := question("jdoe.passwd.ns.example.", dns.TypeTXT, true)
 		m.Question[0].Qclass = dns.ClassHESIOD
 		r := ask(t, f.addr, "127.0.0.1", network, m)

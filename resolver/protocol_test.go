@@ -375,6 +375,9 @@ func TestTSIGQueryIsNotAuth(t *testing.T) {
 		}
 	}
 	assert.Zero(t, up.count.Load(), "nothing went upstream")
+	for _, transport := range []string{"udp", "tcp"} {
+		assert.Equal(t, 2.0, queriesCounted(t, f, ResultRefused, transport), "the NOTAUTHs over %s counted as refused", transport)
+	}
 }
 
 // TestMisplacedTSIGIsFormerr: a TSIG record must be the last record of
@@ -414,6 +417,9 @@ func TestMisplacedTSIGIsFormerr(t *testing.T) {
 		}
 	}
 	assert.Zero(t, up.count.Load(), "nothing went upstream")
+	for _, transport := range []string{"udp", "tcp"} {
+		assert.Equal(t, 3.0, queriesCounted(t, f, ResultFormerr, transport), "counted as FORMERR over %s", transport)
+	}
 }
 
 // TestTSIGWithoutRDATAIsFormerr: a TSIG record whose RDLENGTH is 0 has no
@@ -577,6 +583,13 @@ func TestEDNSVersionAndOPTCount(t *testing.T) {
 		}
 	}
 	assert.Zero(t, up.count.Load(), "nothing went upstream")
+	// Counted as answered: BADVERS apart from FORMERR (three queries, six
+	// of each FORMERR, one of NOTIMP, each from two sources).
+	for _, transport := range []string{"udp", "tcp"} {
+		assert.Equal(t, 6.0, queriesCounted(t, f, ResultBadvers, transport), transport)
+		assert.Equal(t, 12.0, queriesCounted(t, f, ResultFormerr, transport), transport)
+		assert.Equal(t, 2.0, queriesCounted(t, f, ResultNotimp, transport), transport)
+	}
 }
 
 // TestTTLClampsFirstAnswer: max_ttl and min_ttl bound the first answer as
@@ -971,6 +984,9 @@ func TestStrayRecordsAreFormerr(t *testing.T) {
 				assert.Equal(t, m.IsEdns0() != nil, r.IsEdns0() != nil, "an OPT when the query had one (RFC 6891 §7)")
 			})
 		}
+	}
+	for _, transport := range []string{"udp", "tcp"} {
+		assert.Equal(t, 6.0, queriesCounted(t, f, ResultFormerr, transport), "counted as FORMERR over %s", transport)
 	}
 	// An IXFR carries the client's SOA in its authority section (RFC
 	// 1995 §3): it is refused as a zone transfer, as before.
