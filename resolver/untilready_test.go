@@ -122,6 +122,8 @@ sources: {refresh: 1s, cache_dir: cache, servfail_until_ready: true}
 	assert.True(t, logged(f.logs, "policy ready: its remote block lists have a copy", map[string]any{"policy": "gov"}))
 	v, _ := metricValue(t, f.registry, "dnsfence_queries_total", "transport", "udp", "result", ResultServfail)
 	assert.GreaterOrEqual(t, v, 2.0, "counted as SERVFAIL (and eventuallyRcode's tries before the copy)")
+	v, _ = metricValue(t, f.registry, "dnsfence_queries_total", "transport", "tcp", "result", ResultServfail)
+	assert.GreaterOrEqual(t, v, 2.0, "counted as SERVFAIL on the message path too")
 	assert.Equal(t, ResultForwarded, f.handler.Snapshot().Explain(netip.MustParseAddr(gov), "www.example.org.", dns.TypeA).Result)
 }
 
