@@ -788,6 +788,7 @@ func TestUnservedClassesRefused(t *testing.T) {
 			assert.Equal(t, m.Question, r.Question)
 		}
 		assert.Zero(t, up.count.Load(), "%s: nothing forwarded", network)
+		assert.Equal(t, 8.0, queriesCounted(t, f, ResultRefused, network), "%s: counted as refused", network)
 	}
 	for _, class := range []uint16{dns.ClassINET, dns.ClassHESIOD, dns.ClassANY} {
 		m := question("example.org.", dns.TypeA, true)
