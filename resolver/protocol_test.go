@@ -592,6 +592,33 @@ func TestEDNSVersionAndOPTCount(t *testing.T) {
 	}
 }
 
+// TestHandlerAloneAnswersQuestionCountsFormerr: the Handler is a
+// dns.Handler, and called without dnsfence's listeners, which answer these
+// themselves, it still answers a query of no question or of two FORMERR
+// (RFC 9619 §4), of EDNS version 1 too: the question count is decided
+// before the version, as the listeners decide it. Nothing goes upstream.
+func TestHandlerAloneAnswersQuestionCountsFormerr(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	two := func(version uint8) *dns.Msg {
+		m := question("example.org.", dns.TypeA, true)
+		m.Question = append(m.Question, dns.Question{Name: "example.net.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+		m.IsEdns0().SetVersion(version)
+		return m
+	}
+	none := question("example.org.", dns.TypeA, true)
+	none.Question = nil
+	for name, m := range map[string]*dns.Msg{"no question": none, "two questions": two(0), "two questions, EDNS version 1": two(1)} {
+		w := &recorder{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
+		f.handler.ServeDNS(w, m)
+		if assert.Len(t, w.written, 1, "%s: one answer", name) {
+			assert.Equal(t, dns.RcodeFormatError, w.written[0].Rcode, "%s: %s", name, dns.RcodeToString[w.written[0].Rcode])
+			assert.Equal(t, m.Id, w.written[0].Id, name)
+		}
+	}
+	assert.Zero(t, up.count.Load(), "nothing went upstream")
+}
+
 // TestTTLClampsFirstAnswer: max_ttl and min_ttl bound the first answer as
 // they bound later cache hits, positive and negative (the SOA's TTL).
 func TestTTLClampsFirstAnswer(t *testing.T) {
