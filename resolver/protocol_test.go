@@ -523,6 +523,13 @@ func TestEDNSVersionAndOPTCount(t *testing.T) {
 			m.Ns = append(m.Ns, &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: 1232}})
 			return m
 		}, dns.RcodeFormatError},
+		{"an OPT with DO in the authority section is FORMERR, with DO", func() *dns.Msg {
+			m := question("example.org.", dns.TypeA, false)
+			opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: 1232}}
+			opt.SetDo()
+			m.Ns = append(m.Ns, opt)
+			return m
+		}, dns.RcodeFormatError},
 		// RFC 6891 §7: an answer to a query with an OPT carries one,
 		// whatever its RCODE; a FORMERR without one says "no EDNS here",
 		// and the client falls back to plain DNS. The listener's own
@@ -583,11 +590,11 @@ func TestEDNSVersionAndOPTCount(t *testing.T) {
 		}
 	}
 	assert.Zero(t, up.count.Load(), "nothing went upstream")
-	// Counted as answered: BADVERS apart from FORMERR (three queries, six
-	// of each FORMERR, one of NOTIMP, each from two sources).
+	// Counted as answered: BADVERS apart from FORMERR (three queries of
+	// BADVERS, seven of FORMERR, one of NOTIMP, each from two sources).
 	for _, transport := range []string{"udp", "tcp"} {
 		assert.Equal(t, 6.0, queriesCounted(t, f, ResultBadvers, transport), transport)
-		assert.Equal(t, 12.0, queriesCounted(t, f, ResultFormerr, transport), transport)
+		assert.Equal(t, 14.0, queriesCounted(t, f, ResultFormerr, transport), transport)
 		assert.Equal(t, 2.0, queriesCounted(t, f, ResultNotimp, transport), transport)
 	}
 }
