@@ -144,22 +144,29 @@ func TestUniqueMissesPastTheLimitServfail(t *testing.T) {
 }
 
 // TestRateLimitDropsUDPRefusesTCP: over the limit, UDP gets no
-// answer and TCP REFUSED; rotating source ports does not help.
+// answer and TCP REFUSED; rotating source ports does not help. Each is
+// counted as what it got. A client in rate_limit.exempt is never limited.
 func TestRateLimitDropsUDPRefusesTCP(t *testing.T) {
-	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nrate_limit: {rate: 0.001, burst: 3, exempt: []}", 1)
+	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nrate_limit: {rate: 0.001, burst: 3, exempt: [127.0.0.3/32]}", 1)
 	up := startUpstream(t, defaultAnswer)
 	f := startFence(t, cfg, testFiles, up.addr)
-	answered := 0
-	for i := 0; i < 10; i++ { // each exchange uses a new source port
-		c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP("127.0.0.1")}}}
-		if _, _, err := c.Exchange(question("www.tiktok.com.", dns.TypeA, false), f.addr); err == nil {
-			answered++
+	answered := func(from string) int {
+		n := 0
+		for i := 0; i < 10; i++ { // each exchange uses a new source port
+			c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(from)}}}
+			if _, _, err := c.Exchange(question("www.tiktok.com.", dns.TypeA, false), f.addr); err == nil {
+				n++
+			}
 		}
+		return n
 	}
-	assert.Equal(t, 3, answered)
+	assert.Equal(t, 3, answered("127.0.0.1"))
 	r, err := exchange(f.addr, "127.0.0.1", "tcp", question("www.tiktok.com.", dns.TypeA, false))
 	require.NoError(t, err)
 	assert.Equal(t, dns.RcodeRefused, r.Rcode)
+	assert.Equal(t, 7.0, queriesCounted(t, f, ResultDropped, "udp"), "the UDP queries over the limit counted as dropped")
+	assert.Equal(t, 1.0, queriesCounted(t, f, ResultRefused, "tcp"), "the TCP one counted as refused")
+	assert.Equal(t, 10, answered("127.0.0.3"), "exempt")
 }
 
 // TestUnallowedSourcesShareOneBucket: sources outside allowed_clients, as
