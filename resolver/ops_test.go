@@ -328,11 +328,74 @@ func TestChaosExplain(t *testing.T) {
 	assert.Contains(t, text, `policy "press-office"`)
 	assert.Contains(t, text, "verdict: forwarded")
 
-	// A client outside explain_clients is refused.
-	r = chaos("127.0.0.2", "www.tiktok.com.explain.dnsfence.")
+	// A client outside explain_clients is refused, and told why (with
+	// EDNS, an Extended DNS Error).
+	m := new(dns.Msg)
+	m.SetQuestion("www.tiktok.com.explain.dnsfence.", dns.TypeTXT)
+	m.Question[0].Qclass = dns.ClassCHAOS
+	m.SetEdns0(1232, false)
+	r = ask(t, f.addr, "127.0.0.2", "udp", m)
 	assert.Equal(t, dns.RcodeRefused, r.Rcode)
 	assert.Empty(t, r.Answer)
+	if e := ede(r); assert.NotNil(t, e, "the refusal says why") {
+		assert.Equal(t, dns.ExtendedErrorCodeProhibited, e.InfoCode)
+		assert.Equal(t, "client not in explain_clients", e.ExtraText)
+	}
 	assert.Zero(t, up.count.Load(), "explain queries never go upstream")
+	assert.Equal(t, 2.0, queriesCounted(t, f, ResultExplained, "udp"), "counted as explained")
+	assert.Equal(t, 1.0, queriesCounted(t, f, ResultRefused, "udp"), "the refusal counted as refused")
+}
+
+// TestChaosExplainLinesOf255Octets: a TXT string holds 255 octets (RFC
+// 1035 §3.3.14), and the CHAOS explanation gives a line a string: a line
+// of 255 octets is one string, with no empty one after it, and one of 256
+// two, of 255 and 1. The names are sized so that the explanation's line
+// naming them is that long.
+func TestChaosExplainLinesOf255Octets(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	from := netip.MustParseAddr("127.0.0.1")
+	name := func(k int) string { // 3 labels of 60, one of k, and example.org.
+		return strings.Repeat(strings.Repeat("a", 60)+".", 3) + strings.Repeat("b", k) + ".example.org."
+	}
+	lines := func(name string) []string {
+		return strings.Split(strings.TrimSuffix(f.handler.Snapshot().Explain(from, name, dns.TypeA).ClientString(), "\n"), "\n")
+	}
+	longest := func(name string) int {
+		n := 0
+		for _, l := range lines(name) {
+			n = max(n, len(l))
+		}
+		return n
+	}
+	for _, want := range []int{255, 256} {
+		k := 1
+		for k < 60 && longest(name(k)) < want {
+			k++
+		}
+		require.Equal(t, want, longest(name(k)), "no name makes a line of %d octets", want)
+		qname := name(k) + "explain.dnsfence."
+		m := new(dns.Msg)
+		m.SetQuestion(qname, dns.TypeTXT)
+		m.Question[0].Qclass = dns.ClassCHAOS
+		r := ask(t, f.addr, "", "tcp", m)
+		require.Equal(t, dns.RcodeSuccess, r.Rcode)
+		require.Len(t, r.Answer, 1)
+		unescape := strings.NewReplacer(`\"`, `"`, `\\`, `\`).Replace
+		var got []string
+		for _, s := range r.Answer[0].(*dns.TXT).Txt {
+			got = append(got, unescape(s))
+		}
+		var wantTxt []string
+		for _, l := range lines(name(k)) {
+			for len(l) > 255 {
+				wantTxt = append(wantTxt, l[:255])
+				l = l[255:]
+			}
+			wantTxt = append(wantTxt, l)
+		}
+		assert.Equal(t, wantTxt, got, "a line of %d octets", want)
+	}
 }
 
 // TestBlockedCountedAcrossReload: a blocked query counts in
