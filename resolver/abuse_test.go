@@ -14,6 +14,8 @@ import (
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestExplainNeedsAllowedClients: a source outside allowed_clients gets
@@ -145,11 +147,13 @@ func TestUniqueMissesPastTheLimitServfail(t *testing.T) {
 
 // TestRateLimitDropsUDPRefusesTCP: over the limit, UDP gets no
 // answer and TCP REFUSED; rotating source ports does not help. Each is
-// counted as what it got. A client in rate_limit.exempt is never limited.
+// counted as what it got, and the client is named in one warning (at most
+// one a minute). A client in rate_limit.exempt is never limited.
 func TestRateLimitDropsUDPRefusesTCP(t *testing.T) {
 	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nrate_limit: {rate: 0.001, burst: 3, exempt: [127.0.0.3/32]}", 1)
 	up := startUpstream(t, defaultAnswer)
-	f := startFence(t, cfg, testFiles, up.addr)
+	core, logs := observer.New(zap.InfoLevel)
+	f := startFenceLog(t, zap.New(core), cfg, testFiles, up.addr)
 	answered := func(from string) int {
 		n := 0
 		for i := 0; i < 10; i++ { // each exchange uses a new source port
@@ -167,7 +171,16 @@ func TestRateLimitDropsUDPRefusesTCP(t *testing.T) {
 	assert.Equal(t, 7.0, queriesCounted(t, f, ResultDropped, "udp"), "the UDP queries over the limit counted as dropped")
 	assert.Equal(t, 1.0, queriesCounted(t, f, ResultRefused, "tcp"), "the TCP one counted as refused")
 	assert.Equal(t, 10, answered("127.0.0.3"), "exempt")
+	warned := logs.FilterMessage("client over its rate limit").All()
+	if assert.Len(t, warned, 1, "one warning for the eight queries over the limit") {
+		assert.Equal(t, "127.0.0.1", warned[0].ContextMap()[logClient])
+	}
+	assert.Zero(t, logs.FilterMessage(unallowedOverLimit).Len(), "no source outside allowed_clients asked")
 }
+
+// unallowedOverLimit is the warning that sources outside allowed_clients
+// are over the rate limit they share.
+const unallowedOverLimit = "sources outside allowed_clients over the rate limit they share"
 
 // TestUnallowedSourcesShareOneBucket: sources outside allowed_clients, as
 // a flood of spoofed ones would be, share one bucket of the rate limit:
@@ -180,7 +193,8 @@ func TestRateLimitDropsUDPRefusesTCP(t *testing.T) {
 func TestUnallowedSourcesShareOneBucket(t *testing.T) {
 	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nrate_limit: {rate: 0.001, burst: 3, exempt: []}", 1)
 	up := startUpstream(t, defaultAnswer)
-	f := startFence(t, cfg, testFiles, up.addr)
+	core, logs := observer.New(zap.InfoLevel)
+	f := startFenceLog(t, zap.New(core), cfg, testFiles, up.addr)
 	server, err := net.ResolveUDPAddr("udp", f.addr)
 	require.NoError(t, err)
 	wire, err := question("www.example.com.", dns.TypeA, true).Pack()
@@ -227,6 +241,11 @@ func TestUnallowedSourcesShareOneBucket(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 3, answered, "an allowed client's own burst")
+	// One warning for the bucket they share (at most one a minute), none
+	// naming a client of its own.
+	assert.Eventually(t, func() bool { return logs.FilterMessage(unallowedOverLimit).Len() > 0 }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, 1, logs.FilterMessage(unallowedOverLimit).Len())
+	assert.Zero(t, logs.FilterMessage("client over its rate limit").Len())
 }
 
 // TestRateLimitHoldsRejectedMessages: the FORMERR and NOTIMP the listener
