@@ -242,6 +242,9 @@ func TestAnswerInspectionFollowsAliases(t *testing.T) {
 		qname   string
 		qtype   uint16
 		blocked string // the answer's name that is blocked; "" when none
+		// hop is the name explain -resolve says the answer's one record
+		// leads to, when checked: the alias target, else the owner.
+		hop string
 	}{
 		{qname: "cname-63.example.", qtype: dns.TypeA, blocked: rep(`\001`, 63) + ".tiktok.com."},
 		{qname: "cname-255.example.", qtype: dns.TypeA, blocked: rep(`\001`, 63) + "." + rep(`\255`, 63) + "." + rep(`\000`, 63) + "." + rep("a", 50) + ".tiktok.com."},
@@ -254,14 +257,14 @@ func TestAnswerInspectionFollowsAliases(t *testing.T) {
 		{qname: "https-service.example.", qtype: dns.TypeHTTPS, blocked: "www.tiktok.com."},
 		{qname: "https-escaped.example.", qtype: dns.TypeHTTPS, blocked: rep(`\001`, 63) + ".tiktok.com."},
 		{qname: "https-chain.example.", qtype: dns.TypeHTTPS, blocked: "p16.tiktok.com."},
-		{qname: "https-self.example.", qtype: dns.TypeHTTPS},
-		{qname: "https-clean.example.", qtype: dns.TypeHTTPS},
+		{qname: "https-self.example.", qtype: dns.TypeHTTPS, hop: "https-self.example."},
+		{qname: "https-clean.example.", qtype: dns.TypeHTTPS, hop: "cdn.example.net."},
 		{qname: "svcb-alias.example.", qtype: dns.TypeSVCB, blocked: "www.tiktok.com."},
 		{qname: "svcb-service.example.", qtype: dns.TypeSVCB, blocked: "api.tiktok.com."},
-		{qname: "svcb-self.example.", qtype: dns.TypeSVCB},
-		{qname: "mx.example.", qtype: dns.TypeMX},
-		{qname: "srv.example.", qtype: dns.TypeSRV},
-		{qname: "ns.example.", qtype: dns.TypeNS},
+		{qname: "svcb-self.example.", qtype: dns.TypeSVCB, hop: "svcb-self.example."},
+		{qname: "mx.example.", qtype: dns.TypeMX, hop: "mx.example."},
+		{qname: "srv.example.", qtype: dns.TypeSRV, hop: "srv.example."},
+		{qname: "ns.example.", qtype: dns.TypeNS, hop: "ns.example."},
 	}
 	for _, tc := range tests {
 		t.Run(tc.qname, func(t *testing.T) {
@@ -293,6 +296,9 @@ func TestAnswerInspectionFollowsAliases(t *testing.T) {
 			if tc.blocked == "" {
 				assert.Equal(t, ResultForwarded, x.Result)
 				assert.NotContains(t, x.String(), " blocked by ")
+				if tc.hop != "" && assert.Len(t, x.Hops, 1) {
+					assert.Equal(t, tc.hop, x.Hops[0].Name, "the name the record leads to")
+				}
 				return
 			}
 			assert.Equal(t, ResultBlocked, x.Result)
