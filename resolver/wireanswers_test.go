@@ -103,20 +103,25 @@ func TestWireJoinersHoldNoSlot(t *testing.T) {
 
 // TestWireMissLogNamesItsUpstream: the query line of a UDP miss answered
 // in wire form (forwardedWire) names the upstream that answered, as the
-// message path's does; the hit after it names the cache.
+// message path's (TCP, forwarded) does; the hit after it names the cache.
 func TestWireMissLogNamesItsUpstream(t *testing.T) {
 	needLoopback(t, "127.0.160.26", "127.0.160.27", "127.0.160.28")
 	up := startUpstreamAt(t, "127.0.160.27", nil)
 	core, logs := observer.New(zapcore.InfoLevel)
 	f := startFenceAtServing(t, "127.0.160.26", zap.New(core), nil, shapeConfig, testFiles, up.addr)
-	for range 2 {
-		r := ask(t, f.addr, "127.0.160.28", "udp", question("logged.example.org.", dns.TypeA, true))
-		require.Len(t, r.Answer, 1)
+	networks := []string{"udp", "tcp"}
+	for _, network := range networks {
+		for range 2 {
+			r := ask(t, f.addr, "127.0.160.28", network, question(network+".logged.example.org.", dns.TypeA, true))
+			require.Len(t, r.Answer, 1)
+		}
 	}
 	lines := logs.FilterMessage("query").All()
-	require.Len(t, lines, 2)
-	assert.Equal(t, up.addr, lines[0].ContextMap()[logUpstream], "the miss")
-	assert.Equal(t, upstreamCache, lines[1].ContextMap()[logUpstream], "the hit")
+	require.Len(t, lines, 4)
+	for i, network := range networks {
+		assert.Equal(t, up.addr, lines[2*i].ContextMap()[logUpstream], "the miss over %s", network)
+		assert.Equal(t, upstreamCache, lines[2*i+1].ContextMap()[logUpstream], "the hit over %s", network)
+	}
 }
 
 // TestTruncatedHitAgedToTheQuery: a cached answer too large for a client
