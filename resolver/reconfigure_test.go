@@ -50,7 +50,15 @@ func TestReloadResizesUpstreamInflight(t *testing.T) {
 		assert.Equal(t, "too many upstream queries in flight", e.ExtraText)
 	}
 	assert.Less(t, time.Since(start), 2*time.Second, "at once, not after a wait")
-	assert.EqualValues(t, 2, up.count.Load(), "the query over the bound never reached the upstream")
+	// The message path's (TCP) too: EDE 0 (Other), counted as servfail.
+	r = ask(t, f.addr, "", "tcp", question("over-tcp.example.org.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeServerFailure, r.Rcode, "over TCP")
+	if e := ede(r); assert.NotNil(t, e) {
+		assert.Equal(t, dns.ExtendedErrorCodeOther, e.InfoCode)
+		assert.Equal(t, "too many upstream queries in flight", e.ExtraText)
+	}
+	assert.Equal(t, 1.0, queriesCounted(t, f, ResultServfail, "tcp"))
+	assert.EqualValues(t, 2, up.count.Load(), "the queries over the bound never reached the upstream")
 
 	reconfigure(t, f, "upstream_inflight: 2", "upstream_inflight: 3")
 	hold("held3.example.org.")
