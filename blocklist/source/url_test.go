@@ -807,6 +807,39 @@ func TestURLReofferedDiskCopyIsTheServers(t *testing.T) {
 	assert.False(t, c.FromCache, "confirmed by the server before")
 }
 
+// TestURLRefusedDiskCopyNotHeld: a disk copy the receiver refuses at a
+// restart (a reload guard holds it, a configuration that no longer takes
+// it) is not the copy held: the source has no copy, and its next fetch
+// asks unconditionally, so that the server's copy is delivered once the
+// receiver takes one, though the server answers the disk copy's ETag 304.
+// Held, the disk copy would be asked about with its ETag, answered 304
+// and never delivered: the list served nothing, the source reported up.
+func TestURLRefusedDiskCopyNotHeld(t *testing.T) {
+	srv := newListServer(t, "tiktok.com\n")
+	srv.set(func(s *listServer) { s.etag = `"v1"` })
+	opt := testOptions(t)
+	entry := srv.URL + "/l.txt"
+	first, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	stopFirst := runWith(t, first, &receiver{})
+	waitFile(t, cachePath(opt.CacheDir, entry))
+	stopFirst()
+
+	second, err := NewURL(entry, opt) // a restart
+	require.NoError(t, err)
+	rec := &receiver{refuse: errors.New("held: the list shrank")}
+	runWith(t, second, rec)
+	st := waitStatus(t, second, func(st Status) bool { return st.Failures >= 2 })
+	assert.False(t, st.HasContent, "a refused disk copy is no copy")
+	assert.ErrorContains(t, st.LastError, "refused by the reload: held: the list shrank")
+
+	rec.setRefuse(nil)
+	c := rec.waitCount(t, 1)
+	assert.Equal(t, "tiktok.com\n", string(c.Body))
+	assert.False(t, c.FromCache, "the server's copy")
+	waitStatus(t, second, func(st Status) bool { return st.HasContent && st.LastError == nil })
+}
+
 // TestURLStopClosesConnections: when Run returns, the source's idle
 // keep-alive connection to the server is closed, not left for the
 // transport's idle timeout (90 s) with its goroutines.
