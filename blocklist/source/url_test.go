@@ -840,6 +840,43 @@ func TestURLRefusedDiskCopyNotHeld(t *testing.T) {
 	waitStatus(t, second, func(st Status) bool { return st.HasContent && st.LastError == nil })
 }
 
+// TestURLCopyHeldRefusedAgainOfferedAgain: the copy held, offered again
+// after a refused one (TestURLRefusedThenUnchangedOffersTheCopyHeld) and
+// refused too (the reload refuses still), is a failure, and is offered
+// again at each poll until it is taken, then no more.
+func TestURLCopyHeldRefusedAgainOfferedAgain(t *testing.T) {
+	const v1 = "tiktok.com\ndouyin.com\n"
+	srv := newListServer(t, v1)
+	srv.set(func(s *listServer) { s.etag = `"v1"` })
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+	rec.waitCount(t, 1)
+
+	rec.setRefuse(errors.New("held: the list shrank"))
+	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\n"), `"v2"` })
+	require.Eventually(t, func() bool { return src.Status().Failures >= 1 }, waitFor, tick)
+	srv.set(func(s *listServer) { s.body, s.etag = []byte(v1), `"v1"` })
+	_, nm, _ := srv.counts()
+	failures := src.Status().Failures
+	// A poll of "v2" may be under way: the failures after it are the copy
+	// held's, answered 304 and refused again.
+	require.Eventually(t, func() bool {
+		_, n, _ := srv.counts()
+		return n >= nm+2 && src.Status().Failures >= failures+3
+	}, waitFor, tick, "status: %+v", src.Status())
+	assert.ErrorContains(t, src.Status().LastError, fmt.Sprintf("copy (sha256:%x) refused by the reload", sha256.Sum256([]byte(v1))))
+	assert.Equal(t, 1, rec.count())
+
+	rec.setRefuse(nil)
+	c := rec.waitCount(t, 2)
+	assert.Equal(t, v1, string(c.Body), "the copy held, offered again")
+	_, nm, _ = srv.counts()
+	require.Eventually(t, func() bool { _, n, _ := srv.counts(); return n >= nm+3 }, waitFor, tick)
+	assert.Equal(t, 2, rec.count(), "taken: offered no more")
+	waitStatus(t, src, func(st Status) bool { return st.LastError == nil && st.HasContent })
+}
+
 // TestURLStopClosesConnections: when Run returns, the source's idle
 // keep-alive connection to the server is closed, not left for the
 // transport's idle timeout (90 s) with its goroutines.
