@@ -877,6 +877,30 @@ func TestURLCopyHeldRefusedAgainOfferedAgain(t *testing.T) {
 	waitStatus(t, src, func(st Status) bool { return st.LastError == nil && st.HasContent })
 }
 
+// TestURLDeliveredAfterARefusalNotOfferedAgain: a copy refused by the
+// receiver, then a newer one taken: the refusal is over, and the polls
+// after it, answered 304, deliver nothing (the copy held is offered again
+// only while the copy delivered last is a refused one), as for a zone
+// (TestZoneDeliveredAfterARefusalNotOfferedAgain).
+func TestURLDeliveredAfterARefusalNotOfferedAgain(t *testing.T) {
+	srv := newListServer(t, "tiktok.com\ndouyin.com\n")
+	srv.set(func(s *listServer) { s.etag = `"v1"` })
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+	rec.waitCount(t, 1)
+
+	rec.setRefuse(errors.New("held: the list shrank"))
+	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\n"), `"v2"` })
+	require.Eventually(t, func() bool { return src.Status().Failures >= 1 }, waitFor, tick)
+	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\ndouyin.com\ncapcut.com\n"), `"v3"` })
+	rec.setRefuse(nil)
+	assert.Equal(t, "tiktok.com\ndouyin.com\ncapcut.com\n", string(rec.waitCount(t, 2).Body))
+	_, nm, _ := srv.counts()
+	require.Eventually(t, func() bool { _, n, _ := srv.counts(); return n >= nm+3 }, waitFor, tick)
+	assert.Equal(t, 2, rec.count(), "\"v3\", held and unchanged, delivered again")
+}
+
 // TestURLStopClosesConnections: when Run returns, the source's idle
 // keep-alive connection to the server is closed, not left for the
 // transport's idle timeout (90 s) with its goroutines.
