@@ -492,6 +492,7 @@ type etagServer struct {
 	*httptest.Server
 	mu                  sync.Mutex
 	etag                string
+	lastMod             string // given with etag when set
 	accept              []string
 	served, notModified atomic.Int32
 }
@@ -500,9 +501,12 @@ func newETagServer(t *testing.T, body string) *etagServer {
 	s := &etagServer{etag: `"v1"`, accept: []string{`"v1"`}}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
-		etag, ok := s.etag, slices.Contains(s.accept, r.Header.Get("If-None-Match"))
+		etag, lastMod, ok := s.etag, s.lastMod, slices.Contains(s.accept, r.Header.Get("If-None-Match"))
 		s.mu.Unlock()
 		w.Header().Set("ETag", etag)
+		if lastMod != "" {
+			w.Header().Set("Last-Modified", lastMod)
+		}
 		if ok {
 			s.notModified.Add(1)
 			w.WriteHeader(http.StatusNotModified)
@@ -520,6 +524,13 @@ func (s *etagServer) set(etag string, accept ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.etag, s.accept = etag, accept
+}
+
+// setLastModified makes lm the Last-Modified the server gives.
+func (s *etagServer) setLastModified(lm string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastMod = lm
 }
 
 // TestURLNotModifiedValidatorsKeptOnDisk: a 304 that names a new ETag (a
@@ -586,6 +597,64 @@ func TestURLDiskCopyWrittenAgainAfterAFailedWrite(t *testing.T) {
 	}, waitFor, tick, "the disk copy is written once the folder is writable again")
 	waitStatus(t, src, func(st Status) bool { return st.CacheError == nil })
 	assert.Equal(t, 1, rec.count(), "nothing delivered again")
+}
+
+// TestURLNewValidatorsTakenAtOnce: an unchanged list whose validators
+// change (a 304 naming a new Last-Modified, the same body with a new
+// ETag) has them in the status and in the disk copy from the poll that
+// brought them; a poll that brings none (a 304 naming those asked
+// about) writes no disk copy. The polls are woken one at a time (the
+// refresh is an hour).
+func TestURLNewValidatorsTakenAtOnce(t *testing.T) {
+	srv := newETagServer(t, "tiktok.com\n")
+	older := time.Now().Add(-2 * time.Hour).UTC().Format(http.TimeFormat)
+	newer := time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)
+	srv.setLastModified(older)
+	opt := testOptions(t)
+	opt.Refresh = time.Hour
+	entry := srv.URL + "/l.txt"
+	src, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	rec := run(t, src)
+	rec.waitCount(t, 1)
+	path := cachePath(opt.CacheDir, entry)
+	waitFile(t, path)
+	written, err := os.Stat(path)
+	require.NoError(t, err)
+	// poll wakes the source, waits for its poll to end, and returns the
+	// disk copy's metadata and whether the poll wrote it.
+	poll := func() (meta cacheMeta, rewritten bool) {
+		t.Helper()
+		since := time.Now()
+		src.Wake()
+		waitStatus(t, src, func(st Status) bool { return st.LastSuccess.After(since) })
+		meta, _, err := readCache(path, entry, "body")
+		require.NoError(t, err)
+		fi, err := os.Stat(path)
+		require.NoError(t, err)
+		rewritten, written = !os.SameFile(fi, written), fi
+		return meta, rewritten
+	}
+
+	_, rewritten := poll()
+	assert.False(t, rewritten, "a 304 naming the validators held")
+
+	srv.set(`"v2"`, `"v1"`, `"v2"`) // a 304 naming "v2": fetched whole, the same body
+	meta, rewritten := poll()
+	assert.True(t, rewritten)
+	assert.Equal(t, `"v2"`, meta.ETag)
+	assert.Equal(t, `"v2"`, src.Status().Version)
+
+	srv.setLastModified(newer) // a 304 to "v2" naming a newer time
+	meta, rewritten = poll()
+	assert.True(t, rewritten)
+	assert.Equal(t, `"v2"`, meta.ETag)
+	assert.Equal(t, newer, meta.LastModified)
+
+	_, rewritten = poll()
+	assert.False(t, rewritten, "a 304 naming the validators held")
+	assert.Equal(t, 1, rec.count(), "nothing delivered again")
+	assert.EqualValues(t, 2, srv.served.Load(), "the list, and the check of the 304 naming \"v2\"")
 }
 
 // TestStaleTempFilesRemoved: a process stopped mid-write (a crash, a kill
