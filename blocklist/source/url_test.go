@@ -714,6 +714,34 @@ func TestURLCorruptCacheIgnored(t *testing.T) {
 	assert.False(t, second.Status().HasContent)
 }
 
+// TestURLWithoutCacheDirKeepsNoDiskCopy: with no cache folder
+// (Options.CacheDir empty) a source reads no disk copy and writes none,
+// not one in the working directory, where an empty folder name puts a
+// path: a copy found there is neither delivered nor replaced.
+func TestURLWithoutCacheDirKeepsNoDiskCopy(t *testing.T) {
+	t.Chdir(t.TempDir())
+	srv := newListServer(t, "tiktok.com\n")
+	entry := srv.URL + "/l.txt"
+	stray := cachePath("", entry)
+	require.NoError(t, writeCache(stray, cacheMeta{Source: entry, Kind: "body", Fetched: time.Now()}, []byte("douyin.com\n")))
+	opt := testOptions(t)
+	opt.CacheDir = ""
+	src, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	_, err = Cached(src)
+	require.ErrorIs(t, err, ErrNoCopy)
+	rec := &receiver{}
+	stop := runWith(t, src, rec)
+	c := rec.waitCount(t, 1)
+	assert.Equal(t, "tiktok.com\n", string(c.Body), "the copy in the working directory is not read")
+	assert.False(t, c.FromCache)
+	stop() // Run returns after the copy it delivered would have been written
+	_, body, err := readCache(stray, entry, "body")
+	require.NoError(t, err)
+	assert.Equal(t, "douyin.com\n", string(body), "nor written there")
+	assert.NoError(t, src.Status().CacheError)
+}
+
 // TestURLDiskCopyCheckedAsABody: a disk copy is delivered only as a body
 // fetched would be: one written before the URL was pinned, of another
 // SHA-256 than its pin, is refused, and so is one over a max_bytes
