@@ -1120,12 +1120,15 @@ func TestNewURLErrors(t *testing.T) {
 		})
 	}
 	for _, ok := range []string{"http://127.0.0.1:8080/l.txt", "http://[::1]/l.txt", "http://localhost/l.txt",
-		"https://lists.example.gov:65535/l.txt", "https://lists.example.gov:/l.txt",
+		"https://lists.example.gov:1/l.txt", "https://lists.example.gov:65535/l.txt", "https://lists.example.gov:/l.txt",
 		"HTTPS://lists.example.gov/l.txt#sha256=" + strings.Repeat("ab", 32)} {
 		_, err := New(ok, Options{})
 		assert.NoError(t, err, ok)
 		assert.True(t, IsRemote(ok), ok)
 	}
+	// NewURL, called alone, refuses what New sends elsewhere.
+	_, err := NewURL("ftp://lists.example.gov/l.txt", Options{})
+	assert.ErrorContains(t, err, `scheme "ftp" is not https or http`)
 	assert.False(t, IsRemote("lists/tiktok.txt"))
 	assert.False(t, IsRemote("https:/x"))
 }
