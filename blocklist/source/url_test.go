@@ -452,6 +452,7 @@ func TestURLServerDownKeepsCopy(t *testing.T) {
 	require.Error(t, st.LastError)
 	assert.Contains(t, st.LastError.Error(), srv.URL)
 	assert.True(t, st.HasContent)
+	assert.True(t, st.LastAttempt.After(st.LastSuccess), "asked since, in vain")
 	assert.Equal(t, 1, rec.count())
 	assert.Equal(t, "tiktok.com\n", string(rec.last().Body))
 }
