@@ -52,22 +52,29 @@ func TestNoCopyRetried(t *testing.T) {
 	const tries = 5
 	opt := Options{Refresh: time.Hour, CacheDir: t.TempDir(), MaxBytes: 1 << 20, Timeout: 5 * time.Second}
 
-	t.Run("URL", func(t *testing.T) {
-		var requests atomic.Int64
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			if requests.Add(1) < tries {
-				http.Error(w, "maintenance", http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprint(w, "tiktok.com\n")
-		}))
-		t.Cleanup(srv.Close)
-		src, err := NewURL(srv.URL+"/l.txt", opt)
-		require.NoError(t, err)
-		rec := run(t, src)
-		rec.waitCount(t, 1)
-		assert.GreaterOrEqual(t, requests.Load(), int64(tries))
-	})
+	// A Retry-After of an hour is held to the cap too (honourRetryAfter):
+	// taken whole, the list waited the hour with no copy.
+	for _, retryAfter := range []string{"", "3600"} {
+		t.Run("URL/Retry-After_"+retryAfter, func(t *testing.T) {
+			var requests atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				if requests.Add(1) < tries {
+					if retryAfter != "" {
+						w.Header().Set("Retry-After", retryAfter)
+					}
+					http.Error(w, "maintenance", http.StatusServiceUnavailable)
+					return
+				}
+				fmt.Fprint(w, "tiktok.com\n")
+			}))
+			t.Cleanup(srv.Close)
+			src, err := NewURL(srv.URL+"/l.txt", opt)
+			require.NoError(t, err)
+			rec := run(t, src)
+			rec.waitCount(t, 1)
+			assert.GreaterOrEqual(t, requests.Load(), int64(tries))
+		})
+	}
 
 	t.Run("zone", func(t *testing.T) {
 		p := startFakePrimary(t, testZone, 1, cnames(testZone, "tiktok.com"), nil)
