@@ -140,9 +140,11 @@ func TestSourceWaitsAreJittered(t *testing.T) {
 	opt := Options{Refresh: time.Hour, CacheDir: t.TempDir(), MaxBytes: 1 << 20, Timeout: 5 * time.Second}
 
 	t.Run("URL", func(t *testing.T) {
+		// The first and third requests fail: the backoff starts again
+		// from a second after the success between them.
 		var requests atomic.Int64
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			if requests.Add(1) == 1 {
+			if n := requests.Add(1); n == 1 || n == 3 {
 				http.Error(w, "maintenance", http.StatusServiceUnavailable)
 				return
 			}
@@ -154,6 +156,19 @@ func TestSourceWaitsAreJittered(t *testing.T) {
 		rec := run(t, src)
 		rec.waitCount(t, 1)
 		require.Eventually(t, jittered(time.Second, time.Hour), waitFor, tick, "the backoff's second and the refresh")
+		backoffs := func() []time.Duration {
+			mu.Lock()
+			defer mu.Unlock()
+			var out []time.Duration
+			for _, d := range asked {
+				if d != time.Hour {
+					out = append(out, d)
+				}
+			}
+			return out
+		}
+		require.Eventually(t, func() bool { return len(backoffs()) >= 2 }, waitFor, tick)
+		assert.Equal(t, []time.Duration{time.Second, time.Second}, backoffs()[:2], "the waits after a failure")
 	})
 
 	mu.Lock()
