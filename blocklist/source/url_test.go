@@ -1027,6 +1027,38 @@ func TestURLStopClosesConnections(t *testing.T) {
 	assert.Eventually(t, func() bool { return open.Load() == 0 }, 2*time.Second, tick, "connections left open")
 }
 
+// TestURLStoppedMidFetchIsNoFailure: a source stopped while a fetch is
+// under way (a reload that drops or changes it, a shutdown) ends without
+// counting or logging the fetch it cancelled as a failure, which would
+// read "list source failed; no copy yet, so its list blocks none of its
+// names", at error level, at each such reload.
+func TestURLStoppedMidFetchIsNoFailure(t *testing.T) {
+	asked := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		<-r.Context().Done() // no answer until the client gives up
+	}))
+	t.Cleanup(srv.Close)
+	core, logs := observer.New(zapcore.WarnLevel)
+	opt := testOptions(t)
+	opt.Log = zap.New(core)
+	src, err := NewURL(srv.URL+"/l.txt", opt)
+	require.NoError(t, err)
+	stop := runWith(t, src, &receiver{})
+	select {
+	case <-asked:
+	case <-time.After(waitFor):
+		t.Fatal("the server was never asked")
+	}
+	stop()
+	st := src.Status()
+	assert.Zero(t, st.Failures, "last error: %v", st.LastError)
+	assert.Zero(t, logs.Len(), "logged: %v", logs.All())
+}
+
 // TestRedact: the user information of an entry, whatever it holds, is
 // replaced; nothing else of the entry changes, and an '@' after the host
 // is not user information (RFC 3986 §3.2).
