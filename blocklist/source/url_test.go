@@ -577,6 +577,8 @@ func TestURLNotModifiedValidatorsKeptOnDisk(t *testing.T) {
 func TestURLDiskCopyWrittenAgainAfterAFailedWrite(t *testing.T) {
 	srv := newETagServer(t, "tiktok.com\n")
 	opt := testOptions(t)
+	core, logs := observer.New(zapcore.WarnLevel)
+	opt.Log = zap.New(core)
 	entry := srv.URL + "/l.txt"
 	src, err := NewURL(entry, opt)
 	require.NoError(t, err)
@@ -584,12 +586,16 @@ func TestURLDiskCopyWrittenAgainAfterAFailedWrite(t *testing.T) {
 	rec.waitCount(t, 1)
 	path := cachePath(opt.CacheDir, entry)
 	waitFile(t, path)
+	const writeFailed = "list source: keeping the disk copy failed"
+	assert.Zero(t, logs.FilterMessage(writeFailed).Len(), "a write that succeeded")
 
 	require.NoError(t, os.Remove(path))
 	require.NoError(t, os.Mkdir(path, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(path, "x"), nil, 0o644))
 	srv.set(`"v2"`, `"v1"`, `"v2"`)
 	waitStatus(t, src, func(st Status) bool { return st.CacheError != nil })
+	require.Eventually(t, func() bool { return logs.FilterMessage(writeFailed).Len() > 0 }, waitFor, tick)
+	assert.Contains(t, logs.FilterMessage(writeFailed).All()[0].ContextMap()["error"], path)
 
 	require.NoError(t, os.RemoveAll(path))
 	require.Eventually(t, func() bool {
@@ -706,11 +712,15 @@ func TestURLCorruptCacheIgnored(t *testing.T) {
 	srv.Close()
 	require.NoError(t, corrupt(path))
 
+	core, logs := observer.New(zapcore.WarnLevel)
+	opt.Log = zap.New(core)
 	second, err := NewURL(entry, opt)
 	require.NoError(t, err)
 	rec := run(t, second)
 	require.Eventually(t, func() bool { return second.Status().CacheError != nil }, waitFor, tick)
 	assert.Contains(t, second.Status().CacheError.Error(), "does not match its SHA-256")
+	require.Eventually(t, func() bool { return logs.FilterMessage("list source: disk copy not used").Len() > 0 }, waitFor, tick,
+		"the copy refused is logged")
 	assert.Equal(t, 0, rec.count())
 	assert.False(t, second.Status().HasContent)
 }
@@ -1260,6 +1270,8 @@ func TestSourceFailureLoggedByCopy(t *testing.T) {
 		assert.Equal(t, false, l.ContextMap()["has_copy"])
 	}
 	assert.Zero(t, logs.FilterMessage("list source failed; keeping the last good copy").Len())
+	assert.Zero(t, logs.FilterMessage("list source: disk copy not used").Len(), "no disk copy yet is no failure")
+	assert.NoError(t, src.Status().CacheError)
 
 	up.Store(true)
 	rec.waitCount(t, 1)
