@@ -789,6 +789,13 @@ func TestURLDiskCopyCheckedAsABody(t *testing.T) {
 			assert.False(t, src.Status().HasContent)
 		})
 	}
+
+	// A copy of max_bytes exactly is taken, as a body of that size is.
+	atLimit := opt
+	atLimit.MaxBytes = int64(len("tiktok.com\n"))
+	src, err := NewURL(entry, atLimit)
+	require.NoError(t, err)
+	assert.True(t, run(t, src).waitCount(t, 1).FromCache)
 }
 
 // TestURLDiskCopyNotARegularFile: a named pipe (or a device) where the
