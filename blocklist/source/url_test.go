@@ -378,6 +378,9 @@ func TestURLOversizedNotReadPastLimit(t *testing.T) {
 			require.NoError(t, err)
 			_, err = src.Fetch(t.Context())
 			require.ErrorIs(t, err, ErrTooBig)
+			if tc.contentLength {
+				assert.ErrorContains(t, err, fmt.Sprintf("Content-Length %d > %d", total, limit), "refused by its Content-Length, unread")
+			}
 			select {
 			case <-done:
 			case <-time.After(waitFor):
