@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -584,6 +585,22 @@ func TestURLRetryAfterHonoured(t *testing.T) {
 	assert.Equal(t, 30*time.Second, honourRetryAfter(time.Second, &retryAfterError{err: ErrStatus, after: 30 * time.Second}, time.Hour, true))
 	assert.Equal(t, 8*time.Second, honourRetryAfter(8*time.Second, &retryAfterError{err: ErrStatus, after: 2 * time.Second}, time.Hour, true), "never sooner than the backoff")
 	assert.Equal(t, time.Second, honourRetryAfter(time.Second, ErrStatus, time.Hour, true), "no Retry-After: the backoff")
+
+	// Only a 429 or a 503 asks so: a Retry-After on a 500 is not read,
+	// and the backoff stands.
+	for status, honoured := range map[int]bool{http.StatusInternalServerError: false, http.StatusServiceUnavailable: true} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Retry-After", "3600")
+			http.Error(w, "down", status)
+		}))
+		src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+		require.NoError(t, err)
+		_, err = src.Fetch(t.Context())
+		srv.Close()
+		require.ErrorIs(t, err, ErrStatus)
+		_, ok := errors.AsType[*retryAfterError](err)
+		assert.Equal(t, honoured, ok, "%d: %v", status, err)
+	}
 
 	// An HTTP-date is read on the server's clock (its Date), not ours:
 	// a server two hours behind asking for an hour is not ignored as
