@@ -522,8 +522,9 @@ func TestURLNotTextNamed(t *testing.T) {
 		{"NUL on line 3", []byte("tiktok.com\ndouyin.com\ncap\x00cut.com\n"), []string{"line 3", "NUL"}},
 		{"invalid utf-8 on line 3", []byte("tiktok.com\ndouyin.com\ncap\xffcut.com\n"), []string{"line 3", "invalid UTF-8 (octet 0xff at offset 25)"}},
 		{"latin-1", []byte("tiktok.com\n# Liste gepr\xfcft\n"), []string{"line 2", "invalid UTF-8"}},
-		{"gzip file", gzipped(t, []byte(list)), []string{"a gzip file (it starts 1F 8B 08 00)"}},
-		{"zip file", zipped.Bytes(), []string{"a zip file"}},
+		{"latin-1 at the first octet", []byte("\xe9cole.example\ntiktok.com\n"), []string{"line 1", "invalid UTF-8 (octet 0xe9 at offset 0)"}},
+		{"gzip file", gzipped(t, []byte(list)), []string{"a gzip file (it starts 1F 8B 08 00), served without a Content-Encoding that says so"}},
+		{"zip file", zipped.Bytes(), []string{"a zip file", "served without a Content-Encoding that says so"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkHostile(t, func(c net.Conn, _ *http.Request) {
