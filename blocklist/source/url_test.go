@@ -1513,6 +1513,57 @@ func TestURLOther304WithoutETagIsFetched(t *testing.T) {
 	assert.Equal(t, 2, rec.count())
 }
 
+// TestOtherValidators: what otherLastModified and otherETag say of a 304
+// (with header resp) to a request (with header req): whether it names
+// another Last-Modified or ETag than the one asked about, so that the
+// list is fetched whole (TestURLOlderFileReplacingTheListIsFetched,
+// TestURLNotModifiedWithAnotherETagIsFetched).
+func TestOtherValidators(t *testing.T) {
+	const t1, t2 = "Mon, 02 Jan 2006 15:04:05 GMT", "Tue, 03 Jan 2006 15:04:05 GMT"
+	const t1RFC850 = "Monday, 02-Jan-06 15:04:05 GMT" // t1, in the obsolete form
+	h := func(kv ...string) http.Header {
+		out := http.Header{}
+		for i := 0; i < len(kv); i += 2 {
+			out.Set(kv[i], kv[i+1])
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name      string
+		req, resp http.Header
+		want      bool
+	}{
+		{"the time asked about", h("If-Modified-Since", t1), h("Last-Modified", t1), false},
+		{"another time", h("If-Modified-Since", t1), h("Last-Modified", t2), true},
+		{"the time asked about, in another form", h("If-Modified-Since", t1), h("Last-Modified", t1RFC850), false},
+		{"no time asked about", h(), h("Last-Modified", t2), false},
+		{"no time given", h("If-Modified-Since", t1), h(), false},
+		{"an ETag asked about and given: it answers", h("If-None-Match", `"A"`, "If-Modified-Since", t1),
+			h("ETag", `"A"`, "Last-Modified", t2), false},
+		{"an ETag asked about, none given", h("If-None-Match", `"A"`, "If-Modified-Since", t1), h("Last-Modified", t2), true},
+		{"an ETag given, none asked about", h("If-Modified-Since", t1), h("ETag", `"A"`, "Last-Modified", t2), true},
+		{"times that do not parse, the same", h("If-Modified-Since", "yesterday"), h("Last-Modified", "yesterday"), false},
+		{"times that do not parse, others", h("If-Modified-Since", "yesterday"), h("Last-Modified", "today"), true},
+		{"a time that does not parse given", h("If-Modified-Since", t1), h("Last-Modified", "today"), true},
+	} {
+		assert.Equal(t, tc.want, otherLastModified(tc.req, tc.resp), "otherLastModified: %s", tc.name)
+	}
+	for _, tc := range []struct {
+		asked, got string
+		want       bool
+	}{
+		{`"A"`, `"A"`, false},
+		{`"A"`, `"B"`, true},
+		{`"A"`, `W/"A"`, false},
+		{`W/"A"`, `"A"`, false},
+		{`W/"A"`, `W/"B"`, true},
+		{"", `"B"`, false},
+		{`"A"`, "", false},
+	} {
+		assert.Equal(t, tc.want, otherETag(h("If-None-Match", tc.asked), h("ETag", tc.got)), "otherETag: %s, %s", tc.asked, tc.got)
+	}
+}
+
 // TestURLRefetchAfterOther304StillRefusesCutShort: the whole fetch that
 // follows a 304 naming another Last-Modified
 // (TestURLOlderFileReplacingTheListIsFetched) is checked against the copy
