@@ -1422,6 +1422,31 @@ func mustParseTime(s string) time.Time {
 	return t
 }
 
+// TestStrongLastModified: a Last-Modified is sent back only when it is
+// at least a second before the answer's Date
+// (TestURLLastModifiedOfTheSameSecondNotUsed), and never one that does
+// not parse, or with no Date to weigh it against.
+func TestStrongLastModified(t *testing.T) {
+	const lm = "Mon, 02 Jan 2006 15:04:05 GMT"
+	for _, tc := range []struct {
+		lastModified, date, want string
+	}{
+		{lm, "Mon, 02 Jan 2006 15:04:06 GMT", lm},
+		{lm, "Mon, 02 Jan 2006 16:00:00 GMT", lm},
+		{lm, lm, ""},
+		{lm, "Mon, 02 Jan 2006 15:04:04 GMT", ""},
+		{lm, "", ""},
+		{lm, "soon", ""},
+		{"", "Mon, 02 Jan 2006 16:00:00 GMT", ""},
+		{"last week", "Mon, 02 Jan 2006 16:00:00 GMT", ""},
+	} {
+		h := http.Header{}
+		h.Set("Last-Modified", tc.lastModified)
+		h.Set("Date", tc.date)
+		assert.Equal(t, tc.want, strongLastModified(h), "Last-Modified %q, Date %q", tc.lastModified, tc.date)
+	}
+}
+
 // TestURLOlderFileReplacingTheListIsFetched: a list served by a server
 // with no ETag (Go's http.FileServer here; Python's http.server too) is
 // replaced by a file whose modification time is older than the copy
