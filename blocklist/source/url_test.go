@@ -1155,8 +1155,10 @@ func TestNewURLErrors(t *testing.T) {
 		{"http://lists.example.gov/l.txt", "only for loopback"},
 		{"https://lists.example.gov/l.txt#md5=00", "not #sha256="},
 		{"https://lists.example.gov/l.txt#sha256=abcd", "not #sha256="},
+		{"https://lists.example.gov/l.txt#" + strings.Repeat("ab", 32), "not #sha256="},
 		{"https://lists.example.gov/l.txt#", "not #sha256="},
 		{"https:///l.txt", "no host"},
+		{"https://:443/l.txt", "no host"},
 		{"https://user:pw@lists.example.gov/l.txt", "credentials"},
 		{"ftp://lists.example.gov/l.txt", "not a remote source"},
 		// No connection is ever made to these: the list would be served
@@ -1241,6 +1243,9 @@ func TestURLCutShortRefused(t *testing.T) {
 			assert.Equal(t, 1, rec.count(), "the complete body is the copy held: nothing to deliver")
 		})
 	}
+
+	// Cut after its first octet, a body is cut short too.
+	assert.True(t, cutShort([]byte("t"), []byte(whole)))
 
 	t.Run("a list without a final line end", func(t *testing.T) {
 		srv := newListServer(t, "tiktok.com\ndouyin.com")
