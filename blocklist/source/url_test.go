@@ -338,6 +338,8 @@ func TestURLPinAccepted(t *testing.T) {
 	c := run(t, src).waitCount(t, 1)
 	assert.Equal(t, sum, c.SHA256)
 	assert.Equal(t, "sha256:"+hex.EncodeToString(sum[:]), c.Version())
+	assert.Equal(t, src.Name(), src.Status().Name)
+	assert.Equal(t, KindBody, src.Status().Kind)
 }
 
 // TestURLOversizedNotReadPastLimit serves a body far over the limit, with
