@@ -669,6 +669,26 @@ func TestURLNewValidatorsTakenAtOnce(t *testing.T) {
 	assert.EqualValues(t, 2, srv.served.Load(), "the list, and the check of the 304 naming \"v2\"")
 }
 
+// TestURLWakeDuringAPollKept: a Wake that comes while Run is not waiting
+// (a poll under way; here, before the first) is kept for the wait after
+// it, which ends at once: a reload applied while the source was fetching
+// still gets the poll Wake asks for. The refresh is an hour, so a second
+// request comes of the Wake alone.
+func TestURLWakeDuringAPollKept(t *testing.T) {
+	srv := newETagServer(t, "tiktok.com\n")
+	opt := testOptions(t)
+	opt.Refresh = time.Hour
+	src, err := NewURL(srv.URL+"/l.txt", opt)
+	require.NoError(t, err)
+	src.Wake()
+	rec := run(t, src)
+	rec.waitCount(t, 1)
+	require.Eventually(t, func() bool { return srv.notModified.Load() == 1 }, waitFor, tick,
+		"no second request: the Wake asked before the first poll ended was lost")
+	assert.EqualValues(t, 1, srv.served.Load())
+	assert.Equal(t, 1, rec.count(), "an unchanged list is not delivered again")
+}
+
 // TestStaleTempFilesRemoved: a process stopped mid-write (a crash, a kill
 // -9) leaves the temporary files of a disk copy behind (a zone's records,
 // .payload-*, and the copy, .tmp-*), tens of megabytes for a zone, and
