@@ -41,6 +41,27 @@ func TestRetryAfter(t *testing.T) {
 	assert.Equal(t, []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}, waits(50*time.Millisecond, true, 2))
 }
 
+// maintenanceServer serves the list "tiktok.com\n" over HTTP on
+// loopback, but answers the requests fails picks (numbered from 1) 503,
+// with retryAfter as their Retry-After ("": none); requests counts every
+// request.
+func maintenanceServer(t *testing.T, fails func(n int64) bool, retryAfter string) (srv *httptest.Server, requests *atomic.Int64) {
+	t.Helper()
+	requests = new(atomic.Int64)
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if fails(requests.Add(1)) {
+			if retryAfter != "" {
+				w.Header().Set("Retry-After", retryAfter)
+			}
+			http.Error(w, "maintenance", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, "tiktok.com\n")
+	}))
+	t.Cleanup(srv.Close)
+	return srv, requests
+}
+
 // TestNoCopyRetried: a URL and a zone source without a copy, whose server
 // or primary refuses, try again at the cap (lowered here to 20 ms) with
 // an hour's refresh, and deliver the first copy soon after it is served.
@@ -56,18 +77,7 @@ func TestNoCopyRetried(t *testing.T) {
 	// taken whole, the list waited the hour with no copy.
 	for _, retryAfter := range []string{"", "3600"} {
 		t.Run("URL/Retry-After_"+retryAfter, func(t *testing.T) {
-			var requests atomic.Int64
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-				if requests.Add(1) < tries {
-					if retryAfter != "" {
-						w.Header().Set("Retry-After", retryAfter)
-					}
-					http.Error(w, "maintenance", http.StatusServiceUnavailable)
-					return
-				}
-				fmt.Fprint(w, "tiktok.com\n")
-			}))
-			t.Cleanup(srv.Close)
+			srv, requests := maintenanceServer(t, func(n int64) bool { return n < tries }, retryAfter)
 			src, err := NewURL(srv.URL+"/l.txt", opt)
 			require.NoError(t, err)
 			rec := run(t, src)
@@ -142,15 +152,7 @@ func TestSourceWaitsAreJittered(t *testing.T) {
 	t.Run("URL", func(t *testing.T) {
 		// The first and third requests fail: the backoff starts again
 		// from a second after the success between them.
-		var requests atomic.Int64
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			if n := requests.Add(1); n == 1 || n == 3 {
-				http.Error(w, "maintenance", http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprint(w, "tiktok.com\n")
-		}))
-		t.Cleanup(srv.Close)
+		srv, _ := maintenanceServer(t, func(n int64) bool { return n == 1 || n == 3 }, "")
 		src, err := NewURL(srv.URL+"/l.txt", opt)
 		require.NoError(t, err)
 		rec := run(t, src)

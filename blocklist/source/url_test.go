@@ -921,6 +921,21 @@ func TestURLRefusedThenUnchangedOffersTheCopyHeld(t *testing.T) {
 	waitStatus(t, src, func(st Status) bool { return st.LastError == nil && st.HasContent })
 }
 
+// restartedWithDiskCopy runs a URL source of entry until it has written
+// its disk copy into opt.CacheDir and stops it, then returns a new source
+// of entry, as a restart makes one: the disk copy is its first delivery.
+func restartedWithDiskCopy(t *testing.T, entry string, opt Options) *URL {
+	t.Helper()
+	first, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	stop := runWith(t, first, &receiver{})
+	waitFile(t, cachePath(opt.CacheDir, entry))
+	stop()
+	second, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	return second
+}
+
 // TestURLReofferedDiskCopyIsTheServers: a disk copy that the server then
 // confirms (a 304) is the server's copy; offered again after a refused
 // one, it is not reported as the disk's.
@@ -928,15 +943,7 @@ func TestURLReofferedDiskCopyIsTheServers(t *testing.T) {
 	srv := newListServer(t, "tiktok.com\ndouyin.com\n")
 	srv.set(func(s *listServer) { s.etag = `"v1"` })
 	opt := testOptions(t)
-	entry := srv.URL + "/l.txt"
-	first, err := NewURL(entry, opt)
-	require.NoError(t, err)
-	stopFirst := runWith(t, first, &receiver{})
-	waitFile(t, cachePath(opt.CacheDir, entry))
-	stopFirst()
-
-	second, err := NewURL(entry, opt) // a restart
-	require.NoError(t, err)
+	second := restartedWithDiskCopy(t, srv.URL+"/l.txt", opt)
 	rec := run(t, second)
 	assert.True(t, rec.waitCount(t, 1).FromCache)
 	waitStatus(t, second, func(st Status) bool { return !st.FromCache && st.LastError == nil })
@@ -958,15 +965,7 @@ func TestURLRefusedDiskCopyNotHeld(t *testing.T) {
 	srv := newListServer(t, "tiktok.com\n")
 	srv.set(func(s *listServer) { s.etag = `"v1"` })
 	opt := testOptions(t)
-	entry := srv.URL + "/l.txt"
-	first, err := NewURL(entry, opt)
-	require.NoError(t, err)
-	stopFirst := runWith(t, first, &receiver{})
-	waitFile(t, cachePath(opt.CacheDir, entry))
-	stopFirst()
-
-	second, err := NewURL(entry, opt) // a restart
-	require.NoError(t, err)
+	second := restartedWithDiskCopy(t, srv.URL+"/l.txt", opt)
 	rec := &receiver{refuse: errors.New("held: the list shrank")}
 	runWith(t, second, rec)
 	st := waitStatus(t, second, func(st Status) bool { return st.Failures >= 2 })
