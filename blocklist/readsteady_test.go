@@ -164,17 +164,7 @@ func TestReadSteady(t *testing.T) {
 			_, err := ReadSteady(ctx, []string{path}, quiet, time.Minute, r.read)
 			result <- err
 		}()
-		require.Never(t, func() bool { return len(result) > 0 }, 500*time.Millisecond, 10*time.Millisecond,
-			"returned while the writer held the file")
-		_, err = f.WriteString("oversea.com\n")
-		require.NoError(t, err)
-		require.NoError(t, f.Close())
-		select {
-		case err := <-result:
-			require.NoError(t, err)
-		case <-time.After(10 * time.Second):
-			require.FailNow(t, "ReadSteady did not return after the writer closed")
-		}
+		writerFinishes(t, f, result)
 		assert.Equal(t, []string{"tiktok.com\nbyteoversea.com\n"}, r.reads, "read once, whole")
 	})
 
@@ -222,17 +212,7 @@ func TestReadSteady(t *testing.T) {
 		case err := <-result:
 			require.FailNow(t, "returned before the writer began", "%v", err)
 		}
-		require.Never(t, func() bool { return len(result) > 0 }, 500*time.Millisecond, 10*time.Millisecond,
-			"returned while the writer held the list")
-		_, err := f.WriteString("oversea.com\n")
-		require.NoError(t, err)
-		require.NoError(t, f.Close())
-		select {
-		case err := <-result:
-			require.NoError(t, err)
-		case <-time.After(10 * time.Second):
-			require.FailNow(t, "ReadSteady did not return after the writer closed")
-		}
+		writerFinishes(t, f, result)
 		assert.Equal(t, []string{"tiktok.com\n", "tiktok.com\nbyteoversea.com\n"}, reads, "the list read again once, whole")
 	})
 
@@ -257,4 +237,23 @@ func TestReadSteady(t *testing.T) {
 		require.ErrorIs(t, err, bad)
 		assert.Equal(t, 1, calls)
 	})
+}
+
+// writerFinishes checks that ReadSteady, whose error comes on result, does
+// not return (for 500 ms) while f, the list it reads, is held by its
+// writer, then ends the writer's line "oversea.com", closes f and waits for
+// ReadSteady to return without error.
+func writerFinishes(t *testing.T, f *os.File, result <-chan error) {
+	t.Helper()
+	require.Never(t, func() bool { return len(result) > 0 }, 500*time.Millisecond, 10*time.Millisecond,
+		"returned while the writer held the list")
+	_, err := f.WriteString("oversea.com\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	select {
+	case err := <-result:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "ReadSteady did not return after the writer closed")
+	}
 }
