@@ -157,7 +157,9 @@ func TestRateLimitDropsUDPRefusesTCP(t *testing.T) {
 	answered := func(from string) int {
 		n := 0
 		for i := 0; i < 10; i++ { // each exchange uses a new source port
-			c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(from)}}}
+			// 500 ms: an answer is a blocked name's, at once; a drop
+			// costs the wait.
+			c := &dns.Client{Net: "udp", Timeout: 500 * time.Millisecond, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(from)}}}
 			if _, _, err := c.Exchange(question("www.tiktok.com.", dns.TypeA, false), f.addr); err == nil {
 				n++
 			}
