@@ -887,16 +887,37 @@ func TestURLRefusedByReceiver(t *testing.T) {
 	waitStatus(t, src, func(st Status) bool { return st.HasContent && st.LastError == nil })
 }
 
-// refuseThenGoBack has rec refuse the copy the server serves next
-// (douyin.com withdrawn, ETag "v2") until src counts the failure; then the
-// server goes back to the copy served before (both names, "v1") and rec
-// accepts again.
-func refuseThenGoBack(t *testing.T, srv *listServer, src Source, rec *receiver) {
+// bothNames is the list the refusal tests' server serves first, as "v1".
+const bothNames = "tiktok.com\ndouyin.com\n"
+
+// deliveredV1 is a list server serving bothNames with ETag "v1", and a
+// URL source of it running until it has delivered that copy to rec.
+func deliveredV1(t *testing.T) (srv *listServer, src *URL, rec *receiver) {
+	t.Helper()
+	srv = newListServer(t, bothNames)
+	srv.set(func(s *listServer) { s.etag = `"v1"` })
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec = run(t, src)
+	rec.waitCount(t, 1)
+	return srv, src, rec
+}
+
+// refuseNext has rec refuse the copy the server serves next (douyin.com
+// withdrawn, ETag "v2") until src counts the failure.
+func refuseNext(t *testing.T, srv *listServer, src Source, rec *receiver) {
 	t.Helper()
 	rec.setRefuse(errors.New("held: the list shrank"))
 	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\n"), `"v2"` })
 	require.Eventually(t, func() bool { return src.Status().Failures >= 1 }, waitFor, tick)
-	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\ndouyin.com\n"), `"v1"` })
+}
+
+// refuseThenGoBack is refuseNext; then the server goes back to the copy
+// served before (bothNames, "v1") and rec accepts again.
+func refuseThenGoBack(t *testing.T, srv *listServer, src Source, rec *receiver) {
+	t.Helper()
+	refuseNext(t, srv, src, rec)
+	srv.set(func(s *listServer) { s.body, s.etag = []byte(bothNames), `"v1"` })
 	rec.setRefuse(nil) // after the server went back: a poll under way may not deliver "v2" now
 }
 
@@ -905,12 +926,7 @@ func refuseThenGoBack(t *testing.T, srv *listServer, src Source, rec *receiver) 
 // (a 304 to its validators) gets that copy delivered again, once, so that
 // the receiver can drop the one it holds; later polls deliver nothing.
 func TestURLRefusedThenUnchangedOffersTheCopyHeld(t *testing.T) {
-	srv := newListServer(t, "tiktok.com\ndouyin.com\n")
-	srv.set(func(s *listServer) { s.etag = `"v1"` })
-	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
-	require.NoError(t, err)
-	rec := run(t, src)
-	rec.waitCount(t, 1)
+	srv, src, rec := deliveredV1(t)
 
 	refuseThenGoBack(t, srv, src, rec)
 
@@ -984,18 +1000,10 @@ func TestURLRefusedDiskCopyNotHeld(t *testing.T) {
 // refused too (the reload refuses still), is a failure, and is offered
 // again at each poll until it is taken, then no more.
 func TestURLCopyHeldRefusedAgainOfferedAgain(t *testing.T) {
-	const v1 = "tiktok.com\ndouyin.com\n"
-	srv := newListServer(t, v1)
-	srv.set(func(s *listServer) { s.etag = `"v1"` })
-	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
-	require.NoError(t, err)
-	rec := run(t, src)
-	rec.waitCount(t, 1)
+	srv, src, rec := deliveredV1(t)
 
-	rec.setRefuse(errors.New("held: the list shrank"))
-	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\n"), `"v2"` })
-	require.Eventually(t, func() bool { return src.Status().Failures >= 1 }, waitFor, tick)
-	srv.set(func(s *listServer) { s.body, s.etag = []byte(v1), `"v1"` })
+	refuseNext(t, srv, src, rec)
+	srv.set(func(s *listServer) { s.body, s.etag = []byte(bothNames), `"v1"` })
 	_, nm, _ := srv.counts()
 	failures := src.Status().Failures
 	// A poll of "v2" may be under way: the failures after it are the copy
@@ -1004,12 +1012,12 @@ func TestURLCopyHeldRefusedAgainOfferedAgain(t *testing.T) {
 		_, n, _ := srv.counts()
 		return n >= nm+2 && src.Status().Failures >= failures+3
 	}, waitFor, tick, "status: %+v", src.Status())
-	assert.ErrorContains(t, src.Status().LastError, fmt.Sprintf("copy (sha256:%x) refused by the reload", sha256.Sum256([]byte(v1))))
+	assert.ErrorContains(t, src.Status().LastError, fmt.Sprintf("copy (sha256:%x) refused by the reload", sha256.Sum256([]byte(bothNames))))
 	assert.Equal(t, 1, rec.count())
 
 	rec.setRefuse(nil)
 	c := rec.waitCount(t, 2)
-	assert.Equal(t, v1, string(c.Body), "the copy held, offered again")
+	assert.Equal(t, bothNames, string(c.Body), "the copy held, offered again")
 	_, nm, _ = srv.counts()
 	require.Eventually(t, func() bool { _, n, _ := srv.counts(); return n >= nm+3 }, waitFor, tick)
 	assert.Equal(t, 2, rec.count(), "taken: offered no more")
@@ -1022,16 +1030,9 @@ func TestURLCopyHeldRefusedAgainOfferedAgain(t *testing.T) {
 // only while the copy delivered last is a refused one), as for a zone
 // (TestZoneDeliveredAfterARefusalNotOfferedAgain).
 func TestURLDeliveredAfterARefusalNotOfferedAgain(t *testing.T) {
-	srv := newListServer(t, "tiktok.com\ndouyin.com\n")
-	srv.set(func(s *listServer) { s.etag = `"v1"` })
-	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
-	require.NoError(t, err)
-	rec := run(t, src)
-	rec.waitCount(t, 1)
+	srv, src, rec := deliveredV1(t)
 
-	rec.setRefuse(errors.New("held: the list shrank"))
-	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\n"), `"v2"` })
-	require.Eventually(t, func() bool { return src.Status().Failures >= 1 }, waitFor, tick)
+	refuseNext(t, srv, src, rec)
 	srv.set(func(s *listServer) { s.body, s.etag = []byte("tiktok.com\ndouyin.com\ncapcut.com\n"), `"v3"` })
 	rec.setRefuse(nil)
 	assert.Equal(t, "tiktok.com\ndouyin.com\ncapcut.com\n", string(rec.waitCount(t, 2).Body))
