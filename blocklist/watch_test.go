@@ -548,7 +548,11 @@ func TestWatcherRearmKeepsWatchesAsTheyAre(t *testing.T) {
 	}
 	require.NoError(t, w.Watch([]string{file}, nil))
 	require.NotZero(t, adds.Load())
-	<-w.recheck // Watch's look
+	select {
+	case <-w.recheck: // Watch's look
+	case <-time.After(5 * time.Second):
+		require.FailNow(t, "Watch scheduled no look")
+	}
 	adds.Store(0)
 	w.Rearm()
 	assert.Zero(t, adds.Load(), "folders added again")
