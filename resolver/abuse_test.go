@@ -103,12 +103,15 @@ func TestIdenticalMissesBounded(t *testing.T) {
 }
 
 // TestUniqueMissesPastTheLimitServfail: past upstream_inflight a unique miss
-// gets SERVFAIL at once.
+// gets SERVFAIL at once, and the operator is told: an "upstreams failed"
+// warning naming the overload and no upstream (none was asked), one for
+// the burst rather than one a query.
 func TestUniqueMissesPastTheLimitServfail(t *testing.T) {
 	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nrate_limit: {rate: 0}\nlimits: {upstream_inflight: 4}", 1)
 	cfg = strings.Replace(cfg, "upstream_timeout: 300ms", "upstream_timeout: 4s", 1)
 	up, stop := silentUpstreamStop(t)
-	f := startFence(t, cfg, testFiles, up)
+	core, logs := observer.New(zap.WarnLevel)
+	f := startFenceLog(t, zap.New(core), cfg, testFiles, up)
 	// Before the fence's shutdown, which would otherwise wait for the
 	// upstream queries in flight to reach their 4 s timeout.
 	t.Cleanup(stop)
@@ -143,6 +146,15 @@ func TestUniqueMissesPastTheLimitServfail(t *testing.T) {
 		}
 	}
 	assert.GreaterOrEqual(t, int(servfail.Load()), n-4-10)
+	lines := logs.FilterMessage("upstreams failed").AllUntimed()
+	// One a warnEvery (10 s); the burst takes about a second.
+	require.NotEmpty(t, lines, "the overload never logged")
+	assert.LessOrEqual(t, len(lines), 2, "a line a query")
+	for _, l := range lines {
+		c := l.ContextMap()
+		assert.Equal(t, "too many upstream queries in flight", c["error"])
+		assert.NotContains(t, c, logUpstream, "no upstream was asked")
+	}
 }
 
 // TestRateLimitDropsUDPRefusesTCP: over the limit, UDP gets no
