@@ -115,9 +115,14 @@ func (c *Certificate) reloaded(notAfter time.Time, err error) {
 // one is loaded: a deployment without encrypted listeners has no expiry
 // to alert on.
 type certMetrics struct {
-	once    sync.Once
-	expiry  prometheus.Gauge
-	reloads *prometheus.CounterVec
+	once   sync.Once
+	expiry prometheus.Gauge
+	// expiryOld is expiry under its first name, which did not say it holds
+	// a time (Prometheus names a Unix time …_timestamp_seconds, as
+	// dnsfence_reload_last_success_timestamp_seconds): kept with the same
+	// value so that alerts written against it still fire.
+	expiryOld prometheus.Gauge
+	reloads   *prometheus.CounterVec
 }
 
 // certificate records the expiry of the pair served and, unless result is
@@ -128,18 +133,23 @@ func (m *Metrics) certificate(notAfter time.Time, result string) {
 	}
 	m.cert.once.Do(func() {
 		m.cert.expiry = prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "dnsfence_tls_certificate_expiry_seconds",
+			Name: "dnsfence_tls_certificate_expiry_timestamp_seconds",
 			Help: "Unix time at which the server certificate of the encrypted listeners (tls.cert) expires.",
+		})
+		m.cert.expiryOld = prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dnsfence_tls_certificate_expiry_seconds",
+			Help: "Deprecated: dnsfence_tls_certificate_expiry_timestamp_seconds under its old name, the same value; it will be removed.",
 		})
 		m.cert.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsfence_tls_certificate_reloads_total",
 			Help: "Reloads of the server certificate after its files changed, by result: success (the new pair is served) or failure (refused, the old pair still served; the log says why).",
 		}, []string{"result"})
-		m.reg.MustRegister(m.cert.expiry, m.cert.reloads)
+		m.reg.MustRegister(m.cert.expiry, m.cert.expiryOld, m.cert.reloads)
 		m.cert.reloads.WithLabelValues(certReloaded)
 		m.cert.reloads.WithLabelValues(certRefused)
 	})
 	m.cert.expiry.Set(float64(notAfter.Unix()))
+	m.cert.expiryOld.Set(float64(notAfter.Unix()))
 	if result != "" {
 		m.cert.reloads.WithLabelValues(result).Inc()
 	}

@@ -489,7 +489,7 @@ func TestEncryptedTransportsSamePipeline(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
 	assert.Contains(t, scrape(t, e.registry), `dnsfence_queries_total{result="bad_request",transport="https"} 1`+"\n")
-	assert.Contains(t, scrape(t, e.registry), `dnsfence_tls_certificate_expiry_seconds `)
+	assert.Contains(t, scrape(t, e.registry), `dnsfence_tls_certificate_expiry_timestamp_seconds `)
 }
 
 // TestEncryptedAnswersNotFitted: only a UDP answer is fitted to the
@@ -740,7 +740,7 @@ func TestCertificateReloads(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = cert.Close() })
 	first := cert.Store.Leaf().Raw
-	assert.Equal(t, float64(cert.Store.NotAfter().Unix()), gauge(t, reg, "dnsfence_tls_certificate_expiry_seconds"))
+	expiryIs(t, reg, cert.Store.NotAfter())
 
 	replace := func(path, from string) {
 		t.Helper()
@@ -769,7 +769,7 @@ func TestCertificateReloads(t *testing.T) {
 	assert.Equal(t, zapcore.InfoLevel, logs.FilterMessage("TLS certificate reloaded").All()[0].Level)
 	assert.NotEqual(t, first, cert.Store.Leaf().Raw)
 	assert.Contains(t, scrape(t, reg), `dnsfence_tls_certificate_reloads_total{result="success"} 1`+"\n")
-	assert.Equal(t, float64(cert.Store.NotAfter().Unix()), gauge(t, reg, "dnsfence_tls_certificate_expiry_seconds"))
+	expiryIs(t, reg, cert.Store.NotAfter())
 
 	// SIGHUP with nothing changed says nothing; with a change, reloads.
 	cert.Reload()
@@ -780,6 +780,14 @@ func TestCertificateReloads(t *testing.T) {
 }
 
 // gauge is the value of the unlabelled gauge called name.
+// expiryIs asserts that the certificate expiry gauge holds notAfter as a
+// Unix time, under its name and under the deprecated name it had first.
+func expiryIs(t *testing.T, reg *prometheus.Registry, notAfter time.Time) {
+	t.Helper()
+	assert.Equal(t, float64(notAfter.Unix()), gauge(t, reg, "dnsfence_tls_certificate_expiry_timestamp_seconds"))
+	assert.Equal(t, float64(notAfter.Unix()), gauge(t, reg, "dnsfence_tls_certificate_expiry_seconds"), "the deprecated name")
+}
+
 func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()

@@ -387,7 +387,7 @@ func TestEncryptedEndToEnd(t *testing.T) {
 	} {
 		assert.Contains(t, body, want+"\n")
 	}
-	assert.Regexp(t, `dnsfence_tls_certificate_expiry_seconds \d`, body)
+	assert.Regexp(t, `dnsfence_tls_certificate_expiry_timestamp_seconds \d`, body)
 	p.stop(t, syscall.SIGTERM)
 }
 
