@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -434,4 +435,49 @@ policies:
 	}
 	require.Len(t, msgs, 1, "the forwarders in the exemption: %s", msgs)
 	assert.Contains(t, msgs[0], `range 172.16.0.0/16 of blocking policy "gov" overlaps trusted_proxies 172.16.0.0/23`)
+}
+
+// TestLintPortsOfOtherProtocols: DNS over HTTPS on port 53 and plain DNS on
+// port 443 load (no RFC forbids them, as RFC 7858 §3.1 forbids plain DNS
+// on 853, which is refused) but are warnings naming the key, its entry, its
+// line and the address meant: a plain upstream's address with https://
+// put before it reaches a server that does not speak HTTPS, a DoH server
+// written as a plain upstream one that does not answer plain DNS. An
+// http:// DoH listener (a proxy's backend, on any port) and the usual
+// ports are not warned of.
+func TestLintPortsOfOtherProtocols(t *testing.T) {
+	pki := newTestPKI(t)
+	snap, err := buildConfig(t, fmt.Sprintf(`listen: ["127.0.0.1:5300", "127.0.0.2:443"]
+tls: {cert: %q, key: %q}
+listen_https: ["127.0.0.3:53", "https://[::2]:53", "http://127.0.0.4:53", "127.0.0.5:443"]
+upstreams:
+  - "https://192.0.2.1:53/dns-query#dns.example.net"
+  - "192.0.2.2:443"
+  - "https://[2001:db8::1]:53#dns.example.net"
+  - "[2001:db8::2]:443"
+  - "https://dns.example.net:53/q"
+  - "https://192.0.2.3/dns-query#dns.example.net"
+  - "192.0.2.4:53"
+  - "192.0.2.5"
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8", "fc00::/7"]
+    block: [tiktok.txt]
+`, pki.certFile, pki.keyFile), map[string]string{"tiktok.txt": "tiktok.com\n"})
+	require.NoError(t, err)
+	var got []string
+	for _, w := range snap.Lint() {
+		got = append(got, w.String())
+	}
+	file := snap.Config.File
+	assert.Equal(t, []string{
+		file + `:1: listen[1]: 127.0.0.2:443: plain DNS on port 443, the port of HTTPS, where devices look for DNS over HTTPS (listen_https), not plain DNS; e.g. 127.0.0.2:53`,
+		file + `:3: listen_https[0]: 127.0.0.3:53: DNS over HTTPS on port 53, the port of plain DNS: devices look for it on 443, and their plain DNS over TCP sent there meets TLS; e.g. 127.0.0.3:443`,
+		file + `:3: listen_https[1]: https://[::2]:53: DNS over HTTPS on port 53, the port of plain DNS: devices look for it on 443, and their plain DNS over TCP sent there meets TLS; e.g. [::2]:443`,
+		file + `:5: upstreams[0]: "https://192.0.2.1:53/dns-query#dns.example.net": DNS over HTTPS on port 53, the port of plain DNS, which DoH servers do not listen on; they listen on 443: https://192.0.2.1:443/dns-query#dns.example.net`,
+		file + `:6: upstreams[1]: "192.0.2.2:443": plain DNS to port 443, the port of HTTPS, which a DNS over HTTPS server there does not answer; for DNS over HTTPS write https://192.0.2.2:443/dns-query#NAME (NAME: the name its certificate carries), for plain DNS 192.0.2.2:53`,
+		file + `:7: upstreams[2]: "https://[2001:db8::1]:53#dns.example.net": DNS over HTTPS on port 53, the port of plain DNS, which DoH servers do not listen on; they listen on 443: https://[2001:db8::1]:443/dns-query#dns.example.net`,
+		file + `:8: upstreams[3]: "[2001:db8::2]:443": plain DNS to port 443, the port of HTTPS, which a DNS over HTTPS server there does not answer; for DNS over HTTPS write https://[2001:db8::2]:443/dns-query#NAME (NAME: the name its certificate carries), for plain DNS [2001:db8::2]:53`,
+		file + `:9: upstreams[4]: "https://dns.example.net:53/q": DNS over HTTPS on port 53, the port of plain DNS, which DoH servers do not listen on; they listen on 443: https://dns.example.net:443/q`,
+	}, got)
 }

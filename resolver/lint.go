@@ -3,6 +3,7 @@ package resolver
 import (
 	"fmt"
 	"iter"
+	"net"
 	"net/netip"
 	"slices"
 	"sort"
@@ -12,6 +13,7 @@ import (
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/dnsfence/dnsfence/resolver/listen"
+	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"golang.org/x/net/publicsuffix"
 )
 
@@ -132,6 +134,7 @@ func (s *Snapshot) Lint() []Warning {
 	ws = append(ws, s.lintEmpty()...)
 	ws = append(ws, s.lintOneFamily(ranges)...)
 	ws = append(ws, s.lintOpen()...)
+	ws = append(ws, s.lintPorts()...)
 	for _, path := range sortedKeys(s.Lists) {
 		l := s.Lists[path]
 		for e, t := range l.AllTriggers() {
@@ -402,6 +405,60 @@ func (s *Snapshot) lintOpen() []Warning {
 		ws = append(ws, Warning{s.Config.File, s.Config.AllowedLine(i), fmt.Sprintf(
 			"allowed_clients %s admits addresses of the whole Internet: on an address reachable from outside, dnsfence answers anyone, an open resolver that reflection attacks use (RFC 5358); list the department's own ranges",
 			a)})
+	}
+	return ws
+}
+
+// Well-known ports lintPorts weighs: plain DNS's (RFC 1035 §4.2) and
+// HTTPS's, on which DNS over HTTPS servers listen (RFC 8484 §3's URI
+// templates are https: URIs, whose default port is 443, RFC 9110 §4.2.2).
+const (
+	plainDNSPort = 53
+	httpsPort    = 443
+)
+
+// lintPorts warns of DNS over HTTPS on plain DNS's port and plain DNS on
+// HTTPS's, in upstreams, listen_https and listen: a plain upstream's
+// address with https:// put before it, or a DoH server's written as a
+// plain upstream. Neither is refused, as port 853 for plain DNS is (RFC
+// 7858 §3.1 forbids that; no RFC forbids these), but neither reaches the
+// server meant: a plain DNS server does not speak HTTPS, nor a DoH server
+// plain DNS, so every query to it fails over to the other upstreams, and a
+// device looking for a listener on its usual port finds none.
+func (s *Snapshot) lintPorts() []Warning {
+	var ws []Warning
+	warn := func(key string, i int, format string, args ...any) {
+		ws = append(ws, Warning{s.Config.File, s.Config.Line(key, i), fmt.Sprintf("%s[%d]: ", key, i) + fmt.Sprintf(format, args...)})
+	}
+	for i, u := range s.Config.Upstreams {
+		a, err := upstream.ParseAddress(u)
+		if err != nil || config.IsResolvConf(u) {
+			continue
+		}
+		switch {
+		case a.Kind == upstream.KindHTTPS && a.Port == plainDNSPort:
+			fix := upstream.Address{Kind: a.Kind, Host: a.Host, Port: httpsPort, Path: a.Path, ServerName: a.ServerName}
+			warn("upstreams", i, "%q: DNS over HTTPS on port 53, the port of plain DNS, which DoH servers do not listen on; they listen on 443: %s", u, fix)
+		case a.Kind == upstream.KindPlain && a.Port == httpsPort:
+			doh := upstream.Address{Kind: upstream.KindHTTPS, Host: a.Host, Port: httpsPort, Path: "/dns-query", ServerName: "NAME"}
+			warn("upstreams", i, "%q: plain DNS to port 443, the port of HTTPS, which a DNS over HTTPS server there does not answer; for DNS over HTTPS write %s (NAME: the name its certificate carries), for plain DNS %s",
+				u, doh, net.JoinHostPort(a.Host, strconv.Itoa(plainDNSPort)))
+		}
+	}
+	for i, l := range s.Config.ListenHTTPS {
+		// An http:// listener is a TLS-terminating proxy's backend, on
+		// whatever port the proxy is given.
+		hostport, plain, err := listen.ParseDoHListen(l)
+		if ap, perr := netip.ParseAddrPort(hostport); err == nil && perr == nil && !plain && ap.Port() == plainDNSPort {
+			warn("listen_https", i, "%s: DNS over HTTPS on port 53, the port of plain DNS: devices look for it on 443, and their plain DNS over TCP sent there meets TLS; e.g. %s",
+				l, netip.AddrPortFrom(ap.Addr(), httpsPort))
+		}
+	}
+	for i, l := range s.Config.Listen {
+		if ap, err := netip.ParseAddrPort(l); err == nil && ap.Port() == httpsPort {
+			warn("listen", i, "%s: plain DNS on port 443, the port of HTTPS, where devices look for DNS over HTTPS (listen_https), not plain DNS; e.g. %s",
+				l, netip.AddrPortFrom(ap.Addr(), plainDNSPort))
+		}
 	}
 	return ws
 }

@@ -182,6 +182,9 @@ type Config struct {
 	allowedLines []int
 	// tlsLine is the line of tls.cert, for CheckCertificate's error.
 	tlsLine int
+	// lines are the lines of the entries of listen, listen_https and
+	// upstreams, by key (Line).
+	lines map[string][]int
 	// healthCheck is UpstreamHealthCheck, parsed by validate.
 	healthCheck upstream.HealthCheck
 }
@@ -327,6 +330,17 @@ func (c *Config) AllowedLine(i int) int {
 		return c.allowedLines[i]
 	}
 	return 0
+}
+
+// Line is the configuration file's line of entry i of the top-level list
+// key, "listen", "listen_https" or "upstreams" (as written, before
+// resolv.conf paths are expanded): 0 when unknown (a configuration not
+// from a file, or another key).
+func (c *Config) Line(key string, i int) int {
+	if i < 0 || i >= len(c.lines[key]) {
+		return 0
+	}
+	return c.lines[key][i]
 }
 
 // TrustedPrefixes are the trusted_proxies ranges, parsed, in file order.
@@ -1109,6 +1123,12 @@ func (c *Config) validate(errs *configErrors) {
 	c.validateListen(errs)
 	c.validateEncrypted(errs)
 	c.validateUpstreams(errs)
+	c.lines = map[string][]int{}
+	for key, entries := range map[string][]string{"listen": c.Listen, "listen_https": c.ListenHTTPS, "upstreams": c.Upstreams} {
+		for i := range entries {
+			c.lines[key] = append(c.lines[key], lineOf(errs.root, []any{key, i}))
+		}
+	}
 	c.allowed = parsePrefixes(errs, []any{"allowed_clients"}, c.AllowedClients)
 	if len(c.allowed) == len(c.AllowedClients) { // each entry parsed: entry i is range i
 		c.allowedLines = make([]int, len(c.allowed))
