@@ -216,6 +216,14 @@ type unblocked struct {
 	exemptedNames []string // the first maxLogged, "name (allowed by file:line)"
 	removed       map[string]int
 	counted       map[blocklist.Entry]bool // response-IP triggers counted in removed
+	// below is the names below an entry (its second probe, "*.entry")
+	// that was blocked and now neither blocks nor allows. No list counts
+	// them (an entry counts once, by its own probe), so a move between
+	// policies (heldError, strict) holds them on their own: devices moved
+	// to an RPZ list that blocks tiktok.com alone keep the apex blocked
+	// and lose every name below it. belowNames is the first maxLogged.
+	below      int
+	belowNames []string
 	// lost: some probe blocked by was is neither blocked nor allowed by
 	// now, counted against a list or not (an entry's second probe).
 	lost bool
@@ -254,6 +262,12 @@ func (u *unblocked) compare(was, now *Policy, probes iter.Seq[probe]) {
 		default:
 			u.lost = true
 			block := pr.block
+			if block == "" && !pr.addr.IsValid() {
+				u.below++
+				if len(u.belowNames) < maxLogged {
+					u.belowNames = append(u.belowNames, pr.name)
+				}
+			}
 			if e := before.Entry; pr.addr.IsValid() && e.List != nil {
 				// The trigger that blocked it, once however many
 				// boundaries it decided.
@@ -291,6 +305,9 @@ func (u *unblocked) heldError(what string, strict bool) error {
 	if strict {
 		for _, file := range slices.Sorted(maps.Keys(u.removed)) {
 			parts = append(parts, fmt.Sprintf("%d of %s no longer listed", u.removed[file], file))
+		}
+		if u.below > 0 {
+			parts = append(parts, fmt.Sprintf("%d *.names no longer blocked, first %s", u.below, strings.Join(u.belowNames, ", ")))
 		}
 	}
 	if len(parts) == 0 {
