@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,6 +26,63 @@ policies:
     client_files: ["team.txt"]
     {{team}}
 `
+
+// Devices moved to another blocking policy are held when they lose
+// anything the government policy blocked: a list the other policy does
+// not have, or a name under a block entry that its allow list or a
+// passthru trigger lets through (which the government policy's own
+// entries, all still blocked there, do not show). A move to a policy
+// that blocks as much applies.
+func TestRangeMovedToAPolicyThatBlocksLessIsHeldForEachName(t *testing.T) {
+	tests := []struct {
+		name  string
+		team  string // the team policy's block and allow keys
+		files map[string]string
+		held  string // in the error; "" when the move applies
+	}{
+		{
+			name: "a block list the other policy lacks",
+			team: `block: ["bytedance.txt"]`,
+			held: "1 of tiktok.txt no longer listed",
+		},
+		{
+			name:  "an allow entry below a block entry",
+			team:  `block: ["tiktok.txt", "bytedance.txt"]` + "\n    allow: [\"www.txt\"]",
+			files: map[string]string{"www.txt": "www.tiktok.com\n"},
+			held:  "www.tiktok.com (allowed by www.txt:1)",
+		},
+		{
+			name:  "a passthru trigger below a block entry",
+			team:  `block: ["tiktok.txt", "bytedance.txt", "pass.rpz"]`,
+			files: map[string]string{"pass.rpz": rpzHead + "www.tiktok.com CNAME rpz-passthru.\n"},
+			held:  "www.tiktok.com (allowed by pass.rpz:5)",
+		},
+		{
+			name: "a policy that blocks as much",
+			team: `block: ["bytedance.txt", "tiktok.txt"]`,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			files := rangesFiles("127.2.0.0/16\n")
+			files["team.txt"] = "127.0.0.40/32\n"
+			for name, content := range tc.files {
+				files[name] = content
+			}
+			prev, next := snapshotsOf(t, strings.Replace(movesConfig, "{{team}}", tc.team, 1), files,
+				map[string]string{"team.txt": "127.0.0.40/32\n127.2.0.0/17\n"})
+			err := errors.Join(heldChanges(prev, next)...)
+			if tc.held == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, ErrExempted)
+			msg := strings.ReplaceAll(err.Error(), filepath.Dir(prev.Config.File)+"/", "")
+			assert.Contains(t, msg, "127.2.0.0/17 of policy team takes devices of 127.2.0.0/16 out of blocking policy government-devices")
+			assert.Contains(t, msg, tc.held)
+		})
+	}
+}
 
 // Devices moved to a blocking policy whose RPZ list blocks tiktok.com
 // alone (no `*.tiktok.com`) keep the apex blocked and lose every name
