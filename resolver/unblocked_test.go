@@ -109,3 +109,43 @@ func TestRangeMovedToAnApexOnlyBlockIsHeld(t *testing.T) {
 	assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "127.0.174.5", "www.tiktok.com."))
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.174.5", "tiktok.com."))
 }
+
+// The guard asks a policy's answer-address boundaries whenever either
+// side has response-IP triggers: an allow list's as well as a block
+// list's (one list of each, here), a boundary just past a prefix (a
+// passthru /24 widened to the /23 around it, inside a blocked /16), and
+// triggers replaced by others of the same count, which no size guard
+// sees, count against their list.
+func TestAnswerAddressChangesAreHeld(t *testing.T) {
+	const kept = "16.0.0.0.10.rpz-ip CNAME .\n24.0.2.0.10.rpz-ip CNAME rpz-passthru.\n"
+	const blocked = "24.0.2.0.192.rpz-ip CNAME .\n24.0.3.0.192.rpz-ip CNAME .\n24.0.4.0.192.rpz-ip CNAME .\n"
+	base := map[string]string{
+		"tiktok.txt": "tiktok.com\n",
+		"cdn.rpz":    rpzHead + kept + blocked,
+		"allow.rpz":  rpzHead + "32.1.100.51.198.rpz-ip CNAME rpz-passthru.\n",
+		"allow.txt":  "press.example\n",
+	}
+	tests := []struct {
+		name, file, content string
+		kind                error
+		held                string
+	}{
+		{"an allow list's answer address over a blocked /24", "allow.rpz",
+			rpzHead + "32.1.100.51.198.rpz-ip CNAME rpz-passthru.\n24.0.2.0.192.rpz-ip CNAME rpz-passthru.\n",
+			ErrExempted, "1 name now allowed (a *.name stands for the names below it), first answer address 192.0.2.0 (allowed by "},
+		{"a passthru /24 widened to its /23", "cdn.rpz",
+			rpzHead + "16.0.0.0.10.rpz-ip CNAME .\n23.0.2.0.10.rpz-ip CNAME rpz-passthru.\n" + blocked,
+			ErrExempted, "answer address 10.0.3.0 (allowed by "},
+		{"response-IP triggers replaced", "cdn.rpz",
+			rpzHead + kept + strings.ReplaceAll(blocked, ".192.", ".203."),
+			ErrShrink, "cdn.rpz: change held: list shrank more than reload.max_shrink allows: 3 of its 5 entries no longer block in policy government-devices"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			prev, next := snapshotsOf(t, rpzGuardConfig, base, map[string]string{tc.file: tc.content})
+			err := errors.Join(heldChanges(prev, next)...)
+			require.ErrorIs(t, err, tc.kind)
+			assert.Contains(t, err.Error(), tc.held)
+		})
+	}
+}
