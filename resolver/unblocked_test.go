@@ -149,3 +149,17 @@ func TestAnswerAddressChangesAreHeld(t *testing.T) {
 		})
 	}
 }
+
+// Two lists holding the same names, both replaced: each is held for its
+// own entries, though the first list's entry is the one that decided
+// every name before.
+func TestListsSharingNamesReplacedAreEachHeld(t *testing.T) {
+	files := rangesFiles("127.2.0.0/16\n")
+	files["tiktok.txt"], files["bytedance.txt"] = namesUnder("a", 4), namesUnder("a", 4)
+	prev, next := snapshotsOf(t, rangesConfig, files, map[string]string{"tiktok.txt": namesUnder("b", 4), "bytedance.txt": namesUnder("c", 4)})
+	err := errors.Join(heldChanges(prev, next)...)
+	require.ErrorIs(t, err, ErrShrink)
+	for _, file := range []string{"tiktok.txt", "bytedance.txt"} {
+		assert.Contains(t, err.Error(), file+": change held: list shrank more than reload.max_shrink allows: 4 of its 4 entries no longer block")
+	}
+}
