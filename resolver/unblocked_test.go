@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -162,4 +163,41 @@ func TestListsSharingNamesReplacedAreEachHeld(t *testing.T) {
 	for _, file := range []string{"tiktok.txt", "bytedance.txt"} {
 		assert.Contains(t, err.Error(), file+": change held: list shrank more than reload.max_shrink allows: 4 of its 4 entries no longer block")
 	}
+}
+
+// A held exemption says how many names are allowed now, each once
+// however many probes asked it (a block entry's and the allow entry's
+// own), and lists the first maxLogged of them.
+func TestExemptionErrorCountsEachNameOnce(t *testing.T) {
+	dir := func(s *Snapshot) string { return filepath.Dir(s.Config.File) + "/" }
+	tests := []struct {
+		name  string
+		files map[string]string // rpzGuardConfig's, edited
+		want  string            // the error, the files' folder cut
+	}{
+		{"one name", map[string]string{"allow.rpz": rpzHead + "www.tiktok.com CNAME rpz-passthru.\n"},
+			"policy government-devices: change held: names a blocking policy blocked would be allowed: " +
+				"1 name now allowed (a *.name stands for the names below it), first www.tiktok.com (allowed by allow.rpz:5); SIGHUP accepts it"},
+		{"a name and the names below, asked twice", map[string]string{"allow.txt": "tiktok.com\n"},
+			"policy government-devices: change held: names a blocking policy blocked would be allowed: " +
+				"2 names now allowed (a *.name stands for the names below it), first tiktok.com (allowed by allow.txt:1), *.tiktok.com (allowed by allow.txt:1); SIGHUP accepts it"},
+	}
+	base := map[string]string{"tiktok.txt": "tiktok.com\n", "cdn.rpz": rpzHead, "allow.rpz": rpzHead, "allow.txt": ""}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			prev, next := snapshotsOf(t, rpzGuardConfig, base, tc.files)
+			err := errors.Join(heldChanges(prev, next)...)
+			require.ErrorIs(t, err, ErrExempted)
+			assert.Equal(t, tc.want, strings.ReplaceAll(err.Error(), dir(prev), ""))
+		})
+	}
+	t.Run("more than are listed", func(t *testing.T) {
+		names := namesUnder("a", maxLogged+5)
+		prev, next := snapshotsOf(t, rpzGuardConfig, map[string]string{"tiktok.txt": names, "cdn.rpz": rpzHead, "allow.rpz": rpzHead, "allow.txt": ""},
+			map[string]string{"allow.txt": names})
+		err := errors.Join(heldChanges(prev, next)...)
+		require.ErrorIs(t, err, ErrExempted)
+		assert.Contains(t, err.Error(), fmt.Sprintf("%d names now allowed", 2*(maxLogged+5)))
+		assert.Equal(t, maxLogged, strings.Count(err.Error(), "(allowed by "))
+	})
 }
