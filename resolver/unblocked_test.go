@@ -201,3 +201,33 @@ func TestExemptionErrorCountsEachNameOnce(t *testing.T) {
 		assert.Equal(t, maxLogged, strings.Count(err.Error(), "(allowed by "))
 	})
 }
+
+// A policy that blocks from this reload on (shadow mode turned off, or a
+// new policy) took nothing out of a block: it applies whatever its lists
+// hold, replaced in the same write or not.
+func TestPolicyStartingToBlockApplies(t *testing.T) {
+	shadow := strings.Replace(rangesConfig, `    block: ["tiktok.txt", "bytedance.txt"]`,
+		`    block: ["tiktok.txt", "bytedance.txt"]`+"\n    action: log", 1)
+	added := rangesConfig + `  - name: contractors
+    clients: ["127.3.0.0/16"]
+    block: ["contractors.txt"]
+`
+	files := rangesFiles("127.2.0.0/16\n")
+	files["tiktok.txt"] = namesUnder("a", 4)
+	tests := []struct {
+		name, was, now string
+		list           string // the list replaced with the configuration
+	}{
+		{"shadow mode turned off", shadow, rangesConfig, "tiktok.txt"},
+		{"a blocking policy added", rangesConfig, added, "contractors.txt"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			prev, next := snapshotsOf(t, tc.was, files, map[string]string{
+				"dnsfence.yaml": strings.ReplaceAll(tc.now, "{{upstreams}}", `["127.0.0.1:1"]`),
+				tc.list:         namesUnder("b", 4),
+			})
+			require.NoError(t, errors.Join(heldChanges(prev, next)...))
+		})
+	}
+}
