@@ -231,3 +231,15 @@ func TestPolicyStartingToBlockApplies(t *testing.T) {
 		})
 	}
 }
+
+// A list whose response-IP triggers are all replaced by as many name
+// triggers keeps its size and leaves the policy no answer address to
+// block: the addresses it blocked are asked all the same, and held.
+func TestResponseIPTriggersTurnedToNamesAreHeld(t *testing.T) {
+	prev, next := snapshotsOf(t, rpzGuardConfig, map[string]string{"tiktok.txt": "tiktok.com\n", "allow.rpz": rpzHead, "allow.txt": "",
+		"cdn.rpz": rpzHead + "24.0.2.0.192.rpz-ip CNAME .\n24.0.3.0.192.rpz-ip CNAME .\n24.0.4.0.192.rpz-ip CNAME .\n"},
+		map[string]string{"cdn.rpz": rpzHead + "a.example CNAME .\nb.example CNAME .\nc.example CNAME .\n"})
+	err := errors.Join(heldChanges(prev, next)...)
+	require.ErrorIs(t, err, ErrShrink)
+	assert.Contains(t, err.Error(), "cdn.rpz: change held: list shrank more than reload.max_shrink allows: 3 of its 3 entries no longer block in policy government-devices")
+}
