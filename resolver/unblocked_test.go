@@ -243,3 +243,39 @@ func TestResponseIPTriggersTurnedToNamesAreHeld(t *testing.T) {
 	require.ErrorIs(t, err, ErrShrink)
 	assert.Contains(t, err.Error(), "cdn.rpz: change held: list shrank more than reload.max_shrink allows: 3 of its 3 entries no longer block in policy government-devices")
 }
+
+// A block list two blocking policies share, cut or replaced past
+// max_shrink at once or a third at a time, is held by one error: the
+// first guard that holds it (the size, the entries no longer blocking,
+// or those of the last SIGHUP) marks it for the rest.
+func TestListSharedByPoliciesIsHeldOnce(t *testing.T) {
+	shared := rangesConfig + `  - name: contractors
+    clients: ["127.3.0.0/16"]
+    block: ["tiktok.txt"]
+`
+	tests := []struct {
+		name  string
+		edits []string // tiktok.txt, one reload each; the last is held
+	}{
+		{"cut", []string{namesUnder("b", 2)}},
+		{"replaced", []string{namesUnder("b", 9)}},
+		{"replaced a third at a time", []string{
+			namesUnder("b", 3) + strings.Join(strings.SplitAfter(namesUnder("a", 9), "\n")[3:], ""),
+			namesUnder("b", 6) + strings.Join(strings.SplitAfter(namesUnder("a", 9), "\n")[6:], ""),
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			files := rangesFiles("127.2.0.0/16\n")
+			files["tiktok.txt"] = namesUnder("a", 9)
+			g := newGuardSteps(t, shared, files)
+			last := len(tc.edits) - 1
+			for _, edit := range tc.edits[:last] {
+				require.NoError(t, g.step(false, map[string]string{"tiktok.txt": edit}))
+			}
+			err := g.step(false, map[string]string{"tiktok.txt": tc.edits[last]})
+			require.ErrorIs(t, err, ErrShrink)
+			assert.Equal(t, 1, strings.Count(err.Error(), "tiktok.txt: change held"), "%v", err)
+		})
+	}
+}
