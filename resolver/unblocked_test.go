@@ -279,3 +279,19 @@ func TestListSharedByPoliciesIsHeldOnce(t *testing.T) {
 		})
 	}
 }
+
+// Entries moved to another list of the policy still block: a list that
+// lost a few of its last SIGHUP's entries a reload at a time, and gave
+// others to bytedance.txt, is applied while what no list blocks any more
+// stays within max_shrink.
+func TestEntriesMovedToAnotherListAreNotCountedGone(t *testing.T) {
+	a := strings.SplitAfter(namesUnder("a", 10), "\n")
+	files := rangesFiles("127.2.0.0/16\n")
+	files["tiktok.txt"] = namesUnder("a", 10)
+	g := newGuardSteps(t, rangesConfig, files)
+	require.NoError(t, g.step(false, map[string]string{"tiktok.txt": namesUnder("b", 2) + strings.Join(a[2:], "")}))
+	require.NoError(t, g.step(false, map[string]string{
+		"tiktok.txt":    namesUnder("b", 2) + strings.Join(a[5:9], ""),
+		"bytedance.txt": "capcut.com\n" + strings.Join(a[2:5], ""),
+	}), "a0, a1 and a9 no longer blocked: 3 of 10; a2..a4 moved")
+}
