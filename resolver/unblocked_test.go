@@ -295,3 +295,30 @@ func TestEntriesMovedToAnotherListAreNotCountedGone(t *testing.T) {
 		"bytedance.txt": "capcut.com\n" + strings.Join(a[2:5], ""),
 	}), "a0, a1 and a9 no longer blocked: 3 of 10; a2..a4 moved")
 }
+
+// Devices moved to another blocking policy are held when they lose an
+// answer address the government policy blocked: its response-IP list
+// missing there, or one address of the blocked /24 allowed.
+func TestRangeMovedToAPolicyThatBlocksFewerAddressesIsHeld(t *testing.T) {
+	conf := strings.Replace(movesConfig, `block: ["tiktok.txt", "bytedance.txt"]`, `block: ["tiktok.txt", "bytedance.txt", "ip.rpz"]`, 1)
+	tests := []struct {
+		name, team, held string
+	}{
+		{"the response-IP list lacking", `block: ["tiktok.txt", "bytedance.txt"]`, "1 of ip.rpz no longer listed"},
+		{"an address allowed", `block: ["tiktok.txt", "bytedance.txt", "ip.rpz"]` + "\n    allow: [\"pass.rpz\"]",
+			"answer address 192.0.2.1 (allowed by pass.rpz:5)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			files := rangesFiles("127.2.0.0/16\n")
+			files["team.txt"] = "127.0.0.40/32\n"
+			files["ip.rpz"] = rpzHead + "24.0.2.0.192.rpz-ip CNAME .\n"
+			files["pass.rpz"] = rpzHead + "32.1.2.0.192.rpz-ip CNAME rpz-passthru.\n"
+			prev, next := snapshotsOf(t, strings.Replace(conf, "{{team}}", tc.team, 1), files,
+				map[string]string{"team.txt": "127.0.0.40/32\n127.2.0.0/17\n"})
+			err := errors.Join(heldChanges(prev, next)...)
+			require.ErrorIs(t, err, ErrExempted)
+			assert.Contains(t, strings.ReplaceAll(err.Error(), filepath.Dir(prev.Config.File)+"/", ""), tc.held)
+		})
+	}
+}
