@@ -322,3 +322,26 @@ func TestRangeMovedToAPolicyThatBlocksFewerAddressesIsHeld(t *testing.T) {
 		})
 	}
 }
+
+// The answer addresses a list blocked at the last SIGHUP are gone from
+// it only when the list no longer has a blocking trigger for the prefix
+// and the policy no longer blocks its first address: a trigger kept whose
+// first address a passthru /24 lets through (as it did before), one moved
+// to another list, and the passthru triggers themselves are not lost, so
+// two of five blocking triggers lost a reload at a time apply.
+func TestAnswerAddressBaseCountsWhatNoLongerBlocks(t *testing.T) {
+	conf := strings.Replace(rpzGuardConfig, `block: ["tiktok.txt", "cdn.rpz"]`, `block: ["tiktok.txt", "cdn.rpz", "other.rpz"]`, 1)
+	const (
+		kept = "16.0.0.0.10.rpz-ip CNAME .\n24.0.0.0.10.rpz-ip CNAME rpz-passthru.\n" +
+			"32.1.0.0.172.rpz-ip CNAME rpz-passthru.\n32.2.0.0.172.rpz-ip CNAME rpz-passthru.\n" +
+			"32.3.0.0.172.rpz-ip CNAME rpz-passthru.\n32.4.0.0.172.rpz-ip CNAME rpz-passthru.\n"
+		b1, b2, b3, b4 = "24.0.1.0.192.rpz-ip CNAME .\n", "24.0.2.0.192.rpz-ip CNAME .\n", "24.0.3.0.192.rpz-ip CNAME .\n", "24.0.4.0.192.rpz-ip CNAME .\n"
+	)
+	g := newGuardSteps(t, conf, map[string]string{"tiktok.txt": "tiktok.com\n", "allow.rpz": rpzHead, "allow.txt": "",
+		"cdn.rpz": rpzHead + kept + b1 + b2 + b3 + b4, "other.rpz": rpzHead + "x.example CNAME .\n"})
+	require.NoError(t, g.step(false, map[string]string{"cdn.rpz": rpzHead + kept + "24.0.11.0.192.rpz-ip CNAME .\n" + b2 + b3 + b4}))
+	require.NoError(t, g.step(false, map[string]string{
+		"cdn.rpz":   rpzHead + kept + "24.0.11.0.192.rpz-ip CNAME .\n" + b4,
+		"other.rpz": rpzHead + "x.example CNAME .\n" + b3,
+	}), "192.0.1.0/24 and 192.0.2.0/24 no longer blocked: 2 of 5; 192.0.3.0/24 moved")
+}
