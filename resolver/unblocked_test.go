@@ -345,3 +345,15 @@ func TestAnswerAddressBaseCountsWhatNoLongerBlocks(t *testing.T) {
 		"other.rpz": rpzHead + "x.example CNAME .\n" + b3,
 	}), "192.0.1.0/24 and 192.0.2.0/24 no longer blocked: 2 of 5; 192.0.3.0/24 moved")
 }
+
+// A /24 trigger inside a /16 of the same list, both replaced: the /16's
+// addresses on either side of the /24 are asked apart, with the /24's in
+// between, and the /16 still counts once.
+func TestNestedAddressTriggersReplacedCountOnceEach(t *testing.T) {
+	prev, next := snapshotsOf(t, rpzGuardConfig, map[string]string{"tiktok.txt": "tiktok.com\n", "allow.rpz": rpzHead, "allow.txt": "",
+		"cdn.rpz": rpzHead + "16.0.0.0.10.rpz-ip CNAME .\n24.0.5.0.10.rpz-ip CNAME .\nx.example CNAME .\ny.example CNAME .\n"},
+		map[string]string{"cdn.rpz": rpzHead + "16.0.0.0.11.rpz-ip CNAME .\n24.0.5.0.11.rpz-ip CNAME .\nz.example CNAME .\ny.example CNAME .\n"})
+	err := errors.Join(heldChanges(prev, next)...)
+	require.ErrorIs(t, err, ErrShrink)
+	assert.Contains(t, err.Error(), "3 of its 4 entries no longer block in policy government-devices")
+}
