@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/blocklist/rpz"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -356,4 +357,49 @@ func TestNestedAddressTriggersReplacedCountOnceEach(t *testing.T) {
 	err := errors.Join(heldChanges(prev, next)...)
 	require.ErrorIs(t, err, ErrShrink)
 	assert.Contains(t, err.Error(), "3 of its 4 entries no longer block in policy government-devices")
+}
+
+// IXFRs that take passthru triggers out of a zone block more: measured by
+// Delta against the zone of the last SIGHUP, only blocking triggers count
+// as gone, so one of six replaced and one more removed, with three
+// passthru triggers, apply.
+func TestZoneUpdatesRemovingPassthruAreNotCountedGone(t *testing.T) {
+	const zone = "rpz.example.gov."
+	conf := strings.Replace(rpzGuardConfig, `block: ["tiktok.txt", "cdn.rpz"]
+    allow: ["allow.rpz", "allow.txt"]`, `block: ["zone.rpz"]`, 1)
+	var b strings.Builder
+	b.WriteString(rpzHead)
+	for i := range 6 {
+		fmt.Fprintf(&b, "a%d.example CNAME .\n", i)
+	}
+	for i := range 3 {
+		fmt.Fprintf(&b, "p%d.example CNAME rpz-passthru.\n", i)
+	}
+	path := writeConfig(t, conf, map[string]string{"zone.rpz": b.String()}, "127.0.0.1:1")
+	prev := loadSnapshot(t, path, nil)
+	name := filepath.Join(filepath.Dir(path), "zone.rpz")
+	recs := func(lines ...string) func(rpz.Handler) {
+		var rrs []dns.RR
+		for _, l := range lines {
+			target := "." // a0..a5 block, p0..p2 let through
+			if strings.HasPrefix(l, "p") {
+				target = "rpz-passthru."
+			}
+			r, err := dns.NewRR(l + "." + zone + " 300 IN CNAME " + target)
+			require.NoError(t, err)
+			rrs = append(rrs, r)
+		}
+		return func(h rpz.Handler) { rpz.FromRecords(zone, rrs, h) }
+	}
+	for step, change := range [][2][]string{
+		{{"a0.example"}, {"b0.example"}},
+		{{"a1.example", "p0.example", "p1.example", "p2.example"}, nil},
+	} {
+		n, err := prev.Lists[name].Update([32]byte{byte(step + 1)}, uint32(8+step), recs(change[0]...), recs(change[1]...))
+		require.NoError(t, err)
+		next := prev.withList(name, n)
+		require.NoError(t, errors.Join(heldChanges(prev, next)...), "IXFR %d", step+1)
+		next.keepPeaks(prev, false)
+		prev = next
+	}
 }
