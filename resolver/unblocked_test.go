@@ -45,7 +45,7 @@ func TestRangeMovedToAPolicyThatBlocksLessIsHeldForEachName(t *testing.T) {
 		{
 			name: "a block list the other policy lacks",
 			team: `block: ["bytedance.txt"]`,
-			held: "1 of tiktok.txt no longer listed",
+			held: "1 of tiktok.txt no longer listed; 1 *.names no longer blocked, first *.tiktok.com; SIGHUP accepts it",
 		},
 		{
 			name:  "an allow entry below a block entry",
@@ -103,8 +103,8 @@ func TestRangeMovedToAnApexOnlyBlockIsHeld(t *testing.T) {
 	writeAtomic(t, filepath.Join(f.dir, "team.txt"), "127.0.0.40/32\n127.0.174.0/25\n")
 	err := r.Reload(false)
 	require.ErrorIs(t, err, ErrExempted)
-	assert.Contains(t, err.Error(), "127.0.174.0/25 of policy team takes devices of 127.0.174.0/24 out of blocking policy government-devices")
-	assert.Contains(t, err.Error(), "1 *.names no longer blocked, first *.tiktok.com")
+	assert.Equal(t, "127.0.174.0/25 of policy team takes devices of 127.0.174.0/24 out of blocking policy government-devices: "+
+		"change held: names a blocking policy blocked would be allowed: 1 *.names no longer blocked, first *.tiktok.com; SIGHUP accepts it", err.Error())
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.174.5", "www.tiktok.com."), "government device released at once")
 
 	require.NoError(t, r.Reload(true), "SIGHUP applies it")
@@ -305,7 +305,7 @@ func TestRangeMovedToAPolicyThatBlocksFewerAddressesIsHeld(t *testing.T) {
 	tests := []struct {
 		name, team, held string
 	}{
-		{"the response-IP list lacking", `block: ["tiktok.txt", "bytedance.txt"]`, "1 of ip.rpz no longer listed"},
+		{"the response-IP list lacking", `block: ["tiktok.txt", "bytedance.txt"]`, "1 of ip.rpz no longer listed; SIGHUP accepts it"},
 		{"an address allowed", `block: ["tiktok.txt", "bytedance.txt", "ip.rpz"]` + "\n    allow: [\"pass.rpz\"]",
 			"answer address 192.0.2.1 (allowed by pass.rpz:5)"},
 	}
@@ -402,4 +402,24 @@ func TestZoneUpdatesRemovingPassthruAreNotCountedGone(t *testing.T) {
 		next.keepPeaks(prev, false)
 		prev = next
 	}
+}
+
+// Devices moved to a policy whose RPZ list blocks each apex of the
+// government list alone lose the names below every one: all are counted,
+// the first maxLogged named.
+func TestRangeMovedToApexOnlyBlocksNamesTheFirstOnes(t *testing.T) {
+	n := maxLogged + 5
+	var apex strings.Builder
+	apex.WriteString(rpzHead)
+	for i := range n {
+		fmt.Fprintf(&apex, "a%d.example CNAME .\n", i)
+	}
+	files := rangesFiles("127.2.0.0/16\n")
+	files["tiktok.txt"], files["team.txt"], files["apex.rpz"] = namesUnder("a", n), "127.0.0.40/32\n", apex.String()
+	prev, next := snapshotsOf(t, strings.Replace(movesConfig, "{{team}}", `block: ["apex.rpz", "bytedance.txt"]`, 1), files,
+		map[string]string{"team.txt": "127.0.0.40/32\n127.2.0.0/17\n"})
+	err := errors.Join(heldChanges(prev, next)...)
+	require.ErrorIs(t, err, ErrExempted)
+	assert.Contains(t, err.Error(), fmt.Sprintf("%d *.names no longer blocked, first *.a0.example, ", n))
+	assert.Equal(t, maxLogged, strings.Count(err.Error(), "*.a"), "%v", err)
 }
