@@ -423,3 +423,15 @@ func TestRangeMovedToApexOnlyBlocksNamesTheFirstOnes(t *testing.T) {
 	assert.Contains(t, err.Error(), fmt.Sprintf("%d *.names no longer blocked, first *.a0.example, ", n))
 	assert.Equal(t, maxLogged, strings.Count(err.Error(), "*.a"), "%v", err)
 }
+
+// A list of one entry at the last SIGHUP that grew, then lost that entry,
+// lost all it had: held, though against the state running it lost only
+// half.
+func TestSingleEntryBaseLostIsHeld(t *testing.T) {
+	files := rangesFiles("127.2.0.0/16\n")
+	g := newGuardSteps(t, rangesConfig, files)
+	require.NoError(t, g.step(false, map[string]string{"tiktok.txt": "tiktok.com\nx.example\n"}))
+	err := g.step(false, map[string]string{"tiktok.txt": "x.example\n"})
+	require.ErrorIs(t, err, ErrShrink)
+	assert.Contains(t, err.Error(), "tiktok.txt: change held: list shrank more than reload.max_shrink allows: 1 of the 1 entries it had at the last start or SIGHUP no longer block")
+}
