@@ -555,3 +555,27 @@ func TestUpdateSignedZone(t *testing.T) {
 		verdicts(l, []string{"tiktok.com", "douyin.com"}, nil))
 	assert.NoError(t, l.Warnings())
 }
+
+// TestUpdateBesideAReportedOwnerApplies: in a zone with a reported owner
+// (two triggers at tiktok.com, ErrConflict), an IXFR's changes at other
+// owners are applied, not only accepted: a block trigger removed stops
+// matching and one added matches.
+func TestUpdateBesideAReportedOwnerApplies(t *testing.T) {
+	base := rrs(t,
+		"rpz.example.gov. 60 SOA a. b. 1 2 3 4 5",
+		"tiktok.com.rpz.example.gov. 60 CNAME rpz-passthru.",
+		"tiktok.com.rpz.example.gov. 60 CNAME .",
+		"douyin.com.rpz.example.gov. 60 CNAME .",
+	)
+	old, warn := FromZone("axfr://127.0.0.1/rpz.example.gov", [32]byte{}, len(base), func(h rpz.Handler) (rpz.Zone, error) {
+		return rpz.FromRecords(updateZone, base, h), nil
+	})
+	require.ErrorIs(t, warn, ErrConflict)
+	l, err := old.Update([32]byte{1}, 2, feed(rrs(t, "douyin.com.rpz.example.gov. 60 CNAME .")), feed(rrs(t, "capcut.com.rpz.example.gov. 60 CNAME .")))
+	require.NoError(t, err)
+	names := []string{"tiktok.com", "douyin.com", "capcut.com"}
+	assert.Equal(t, []string{"tiktok.com NXDOMAIN tiktok.com.rpz.example.gov.", "douyin.com -", "capcut.com NXDOMAIN capcut.com.rpz.example.gov."},
+		verdicts(l, names, nil))
+	assert.Equal(t, []string{"tiktok.com NXDOMAIN tiktok.com.rpz.example.gov.", "douyin.com NXDOMAIN douyin.com.rpz.example.gov.", "capcut.com -"},
+		verdicts(old, names, nil), "the list updated is unchanged")
+}
