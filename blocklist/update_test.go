@@ -579,3 +579,17 @@ func TestUpdateBesideAReportedOwnerApplies(t *testing.T) {
 	assert.Equal(t, []string{"tiktok.com NXDOMAIN tiktok.com.rpz.example.gov.", "douyin.com NXDOMAIN douyin.com.rpz.example.gov.", "capcut.com -"},
 		verdicts(old, names, nil), "the list updated is unchanged")
 }
+
+// TestDeltaOfListsOfOneShapeBuiltApart: two zones built whole, of as many
+// triggers with the same actions but other names, are not two copies of
+// one list: Delta has no answer, so that the guard walks them.
+func TestDeltaOfListsOfOneShapeBuiltApart(t *testing.T) {
+	a := transferList(t, rrs(t, "tiktok.com.rpz.example.gov. 300 IN CNAME .", "capcut.com.rpz.example.gov. 300 IN CNAME ."))
+	b := transferList(t, rrs(t, "douyin.com.rpz.example.gov. 300 IN CNAME .", "lemon8.com.rpz.example.gov. 300 IN CNAME ."))
+	removed, added, ok := b.Delta(a)
+	assert.False(t, ok)
+	assert.Empty(t, removed)
+	assert.Empty(t, added)
+	_, _, ok = a.Delta(nil)
+	assert.False(t, ok, "no list to compare with")
+}
