@@ -593,3 +593,20 @@ func TestDeltaOfListsOfOneShapeBuiltApart(t *testing.T) {
 	_, _, ok = a.Delta(nil)
 	assert.False(t, ok, "no list to compare with")
 }
+
+// TestUpdateRemovesATriggerAnUpdateAdded: a trigger an earlier IXFR added
+// (held apart from the table the list was built with) is removed by a
+// later one that removes it alone, and only with the action it holds.
+func TestUpdateRemovesATriggerAnUpdateAdded(t *testing.T) {
+	base := transferList(t, rrs(t, "tiktok.com.rpz.example.gov. 300 IN CNAME ."))
+	one, err := base.Update([32]byte{1}, 2, feed(nil), feed(rrs(t, "x.example.rpz.example.gov. 300 IN CNAME rpz-passthru.")))
+	require.NoError(t, err)
+	require.Equal(t, []string{"x.example passthru x.example.rpz.example.gov."}, verdicts(one, []string{"x.example"}, nil))
+
+	_, err = one.Update([32]byte{2}, 3, feed(rrs(t, "x.example.rpz.example.gov. 300 IN CNAME .")), feed(nil))
+	assert.ErrorIs(t, err, ErrNotExact, "x.example is held as a passthru, not a block")
+
+	two, err := one.Update([32]byte{2}, 3, feed(rrs(t, "x.example.rpz.example.gov. 300 IN CNAME rpz-passthru.")), feed(nil))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"x.example -", "tiktok.com NXDOMAIN tiktok.com.rpz.example.gov."}, verdicts(two, []string{"x.example", "tiktok.com"}, nil))
+}
