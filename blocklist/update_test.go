@@ -610,3 +610,25 @@ func TestUpdateRemovesATriggerAnUpdateAdded(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"x.example -", "tiktok.com NXDOMAIN tiktok.com.rpz.example.gov."}, verdicts(two, []string{"x.example", "tiktok.com"}, nil))
 }
+
+// TestDeltaOfAnAddedTriggerTurnedPassthru: a trigger an earlier IXFR
+// added, turned from a block to a passthru by a later one, is a change
+// Delta reports both ways (the block removed, of the list before; the
+// passthru added, of the list after), so that the resolver's guard asks
+// the name the passthru now lets through.
+func TestDeltaOfAnAddedTriggerTurnedPassthru(t *testing.T) {
+	base := transferList(t, rrs(t, "tiktok.com.rpz.example.gov. 300 IN CNAME ."))
+	one, err := base.Update([32]byte{1}, 2, feed(nil), feed(rrs(t, "x.example.rpz.example.gov. 300 IN CNAME .")))
+	require.NoError(t, err)
+	two, err := one.Update([32]byte{2}, 3, feed(rrs(t, "x.example.rpz.example.gov. 300 IN CNAME .")),
+		feed(rrs(t, "x.example.rpz.example.gov. 300 IN CNAME rpz-passthru.")))
+	require.NoError(t, err)
+	removed, added, ok := two.Delta(one)
+	require.True(t, ok)
+	require.Len(t, removed, 1)
+	require.Len(t, added, 1)
+	assert.Equal(t, "x.example NXDOMAIN", removed[0].Name+" "+removed[0].Trigger.Action.String())
+	assert.Same(t, one, removed[0].List)
+	assert.Equal(t, "x.example passthru", added[0].Name+" "+added[0].Trigger.Action.String())
+	assert.Same(t, two, added[0].List)
+}
