@@ -632,3 +632,20 @@ func TestDeltaOfAnAddedTriggerTurnedPassthru(t *testing.T) {
 	assert.Equal(t, "x.example passthru", added[0].Name+" "+added[0].Trigger.Action.String())
 	assert.Same(t, two, added[0].List)
 }
+
+// TestUpdateOfTriggersAnUpdateAdded: a name trigger an earlier IXFR added
+// is held (adding it again is not exact), and a response-IP trigger it
+// added is one record's, which a later IXFR removes.
+func TestUpdateOfTriggersAnUpdateAdded(t *testing.T) {
+	base := transferList(t, rrs(t, "tiktok.com.rpz.example.gov. 300 IN CNAME ."))
+	one, err := base.Update([32]byte{1}, 2, feed(nil), feed(rrs(t,
+		"x.example.rpz.example.gov. 300 IN CNAME .", "24.0.2.0.192.rpz-ip.rpz.example.gov. 300 IN CNAME .")))
+	require.NoError(t, err)
+
+	_, err = one.Update([32]byte{2}, 3, feed(nil), feed(rrs(t, "x.example.rpz.example.gov. 300 IN CNAME .")))
+	assert.ErrorIs(t, err, ErrNotExact, "x.example added twice")
+
+	two, err := one.Update([32]byte{2}, 3, feed(rrs(t, "24.0.2.0.192.rpz-ip.rpz.example.gov. 300 IN CNAME .")), feed(nil))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"x.example NXDOMAIN x.example.rpz.example.gov.", "192.0.2.1 -"}, verdicts(two, []string{"x.example"}, []string{"192.0.2.1"}))
+}
