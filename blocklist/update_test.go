@@ -649,3 +649,22 @@ func TestUpdateOfTriggersAnUpdateAdded(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"x.example NXDOMAIN x.example.rpz.example.gov.", "192.0.2.1 -"}, verdicts(two, []string{"x.example"}, []string{"192.0.2.1"}))
 }
+
+// TestUpdateAddingAnIPv4PrefixKeepsTheOneHoldingIPv4: an IXFR that adds
+// an IPv4 prefix to a zone whose `80.zz.rpz-ip` (all of ::ffff:0:0/96)
+// holds every IPv4 address keeps that prefix matching them; and a nil
+// list is no RPZ list to update.
+func TestUpdateAddingAnIPv4PrefixKeepsTheOneHoldingIPv4(t *testing.T) {
+	old := transferList(t, rrs(t, "80.zz.rpz-ip.rpz.example.gov. 60 CNAME ."))
+	l, err := old.Update([32]byte{2}, 2, feed(nil), feed(rrs(t, "24.0.2.0.192.rpz-ip.rpz.example.gov. 60 CNAME rpz-passthru.")))
+	require.NoError(t, err)
+	_, tr, ok := l.MatchIP(netip.MustParseAddr("198.51.100.1"))
+	assert.True(t, ok, "::/80 still holds every IPv4 address")
+	assert.Equal(t, ActionNXDOMAIN, tr.Action)
+	_, tr, _ = l.MatchIP(netip.MustParseAddr("192.0.2.1"))
+	assert.Equal(t, ActionPassthru, tr.Action)
+
+	l, err = (*List)(nil).Update([32]byte{}, 1, feed(nil), feed(nil))
+	assert.ErrorIs(t, err, ErrNotExact)
+	assert.Nil(t, l)
+}
