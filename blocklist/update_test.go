@@ -668,3 +668,21 @@ func TestUpdateAddingAnIPv4PrefixKeepsTheOneHoldingIPv4(t *testing.T) {
 	assert.ErrorIs(t, err, ErrNotExact)
 	assert.Nil(t, l)
 }
+
+// TestDeltaAgainstALaterCopy: Delta is symmetric in which of the two was
+// made from the other: the list built whole against its update reports
+// the update's removals as added and its additions as removed.
+func TestDeltaAgainstALaterCopy(t *testing.T) {
+	base := transferList(t, rrs(t, "tiktok.com.rpz.example.gov. 300 IN CNAME .", "capcut.com.rpz.example.gov. 300 IN CNAME ."))
+	one, err := base.Update([32]byte{1}, 2, feed(rrs(t, "capcut.com.rpz.example.gov. 300 IN CNAME .")),
+		feed(rrs(t, "douyin.com.rpz.example.gov. 300 IN CNAME .")))
+	require.NoError(t, err)
+	removed, added, ok := base.Delta(one)
+	require.True(t, ok)
+	require.Len(t, removed, 1)
+	require.Len(t, added, 1)
+	assert.Equal(t, "douyin.com", removed[0].Name)
+	assert.Same(t, one, removed[0].List)
+	assert.Equal(t, "capcut.com", added[0].Name)
+	assert.Same(t, base, added[0].List)
+}
