@@ -686,3 +686,24 @@ func TestDeltaAgainstALaterCopy(t *testing.T) {
 	assert.Equal(t, "capcut.com", added[0].Name)
 	assert.Same(t, base, added[0].List)
 }
+
+// TestUpdateAtEitherReportedOwnerNotExact: with two owners reported (two
+// triggers each), an update at either one is not exact.
+func TestUpdateAtEitherReportedOwnerNotExact(t *testing.T) {
+	base := rrs(t,
+		"rpz.example.gov. 60 SOA a. b. 1 2 3 4 5",
+		"tiktok.com.rpz.example.gov. 60 CNAME rpz-passthru.",
+		"tiktok.com.rpz.example.gov. 60 CNAME .",
+		"capcut.com.rpz.example.gov. 60 CNAME rpz-passthru.",
+		"capcut.com.rpz.example.gov. 60 CNAME .",
+	)
+	old, warn := FromZone("axfr://127.0.0.1/rpz.example.gov", [32]byte{}, len(base), func(h rpz.Handler) (rpz.Zone, error) {
+		return rpz.FromRecords(updateZone, base, h), nil
+	})
+	require.ErrorIs(t, warn, ErrConflict)
+	for _, owner := range []string{"tiktok.com", "capcut.com"} {
+		l, err := old.Update([32]byte{}, 2, feed(rrs(t, owner+".rpz.example.gov. 60 CNAME .")), feed(nil))
+		assert.ErrorIs(t, err, ErrNotExact, owner)
+		assert.Nil(t, l)
+	}
+}
