@@ -3,6 +3,7 @@ package rpz
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -31,6 +32,12 @@ func parseIPTrigger(s string) (netip.Prefix, error) {
 	zz := false
 	for _, p := range parts {
 		zz = zz || strings.EqualFold(p, "zz")
+	}
+	if len(parts) < 4 && !zz && !slices.ContainsFunc(parts, notDecimal) {
+		// `24.2.0.192`: an octet left out (BIND's form has all four, a
+		// zero one too), not an IPv6 address of three groups.
+		return netip.Prefix{}, fmt.Errorf("%w: %s is %s, an IPv4 address has 4, zeros written too (24.0.2.0.192.rpz-ip is 192.0.2.0/24)",
+			ErrAddress, strings.Join(parts, "."), counted(len(parts), "octet"))
 	}
 	if len(parts) == 4 && !zz {
 		var a [4]byte
@@ -65,6 +72,19 @@ func parseIPTrigger(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
+// counted is n and noun, plural but for one: "1 octet", "3 octets".
+func counted(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
+}
+
+// notDecimal reports whether the label s is not a decimal number.
+func notDecimal(s string) bool {
+	return s == "" || strings.Trim(s, "0123456789") != ""
+}
+
 // prefixLength reads the first label: decimal, 1 to 128 (a length of 0
 // would match every address).
 func prefixLength(s string) (int, error) {
@@ -96,7 +116,7 @@ func ipv6(parts []string) (netip.Addr, error) {
 	}
 	switch {
 	case zzAt < 0 && len(groups) != 8:
-		return netip.Addr{}, fmt.Errorf("%w: %d groups, an IPv6 address has 8 (or zz for a run of zeros)", ErrAddress, len(groups))
+		return netip.Addr{}, fmt.Errorf("%w: %s, an IPv6 address has 8 (or zz for a run of zeros)", ErrAddress, counted(len(groups), "group"))
 	case zzAt >= 0 && len(groups) > 7:
 		return netip.Addr{}, fmt.Errorf("%w: zz with %d other groups stands for no group", ErrZZ, len(groups))
 	}

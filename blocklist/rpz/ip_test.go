@@ -90,14 +90,19 @@ func TestParseIPTrigger(t *testing.T) {
 // it in the list's problems.
 func TestParseIPTriggerSaysWhatIsWrong(t *testing.T) {
 	for in, want := range map[string]string{
-		"0.0.0.0.10":             `bad prefix length in rpz-ip trigger: "0" is not 1 to 32 (IPv4) or 1 to 128 (IPv6)`,
-		"129.1.zz.db8.2001":      `bad prefix length in rpz-ip trigger: "129" is not 1 to 32 (IPv4) or 1 to 128 (IPv6)`,
-		"33.1.2.0.192":           `bad prefix length in rpz-ip trigger: /33 is longer than the 32 bits of 192.0.2.1`,
-		"96.0.0.ffff.zz":         `bad prefix length in rpz-ip trigger: ::ffff:0.0.0.0/96 holds every IPv4 address, as an IPv4 prefix of length 0 would`,
-		"24.1.2.0.192":           `rpz-ip prefix has host bits set: 192.0.2.1/24, did you mean 192.0.2.0/24`,
-		"32.256.2.0.192":         `bad address in rpz-ip trigger: "256" is not an IPv4 octet`,
-		"128.1.zz.12345.2001":    `bad address in rpz-ip trigger: "12345" is not an IPv6 group (1 to 4 hexadecimal digits)`,
-		"128.1.2.3.4.5.6.7":      `bad address in rpz-ip trigger: 7 groups, an IPv6 address has 8 (or zz for a run of zeros)`,
+		"0.0.0.0.10":          `bad prefix length in rpz-ip trigger: "0" is not 1 to 32 (IPv4) or 1 to 128 (IPv6)`,
+		"129.1.zz.db8.2001":   `bad prefix length in rpz-ip trigger: "129" is not 1 to 32 (IPv4) or 1 to 128 (IPv6)`,
+		"33.1.2.0.192":        `bad prefix length in rpz-ip trigger: /33 is longer than the 32 bits of 192.0.2.1`,
+		"96.0.0.ffff.zz":      `bad prefix length in rpz-ip trigger: ::ffff:0.0.0.0/96 holds every IPv4 address, as an IPv4 prefix of length 0 would`,
+		"24.1.2.0.192":        `rpz-ip prefix has host bits set: 192.0.2.1/24, did you mean 192.0.2.0/24`,
+		"32.256.2.0.192":      `bad address in rpz-ip trigger: "256" is not an IPv4 octet`,
+		"128.1.zz.12345.2001": `bad address in rpz-ip trigger: "12345" is not an IPv6 group (1 to 4 hexadecimal digits)`,
+		"128.1.2.3.4.5.6.7":   `bad address in rpz-ip trigger: 7 groups, an IPv6 address has 8 (or zz for a run of zeros)`,
+		"64.a":                `bad address in rpz-ip trigger: 1 group, an IPv6 address has 8 (or zz for a run of zeros)`,
+		// An IPv4 address with an octet left out is said to be one, not
+		// an IPv6 address of too few groups.
+		"24.1.0.192":             `bad address in rpz-ip trigger: 1.0.192 is 3 octets, an IPv4 address has 4, zeros written too (24.0.2.0.192.rpz-ip is 192.0.2.0/24)`,
+		"8.10":                   `bad address in rpz-ip trigger: 10 is 1 octet, an IPv4 address has 4, zeros written too (24.0.2.0.192.rpz-ip is 192.0.2.0/24)`,
 		"128.8.7.6.5.4.3.2.1.zz": `bad zz in rpz-ip trigger: it stands for one run of zero groups of an IPv6 address, once: zz with 8 other groups stands for no group`,
 		"128.1.zz.db8.zz.2001":   `bad zz in rpz-ip trigger: it stands for one run of zero groups of an IPv6 address, once`,
 	} {
