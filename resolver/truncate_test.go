@@ -322,3 +322,54 @@ func TestEDETextsGoBeforeRecordsUnread(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond) // past its TTL
 	whole("served stale", ask1000("stale.example.org."), 33, dns.ExtendedErrorCodeStaleAnswer)
 }
+
+// TestTruncateEDETextsOnlyForRequiredRecords: the texts of an answer's
+// Extended DNS Errors go (shrinkOPT) only when the OPT is over the limit
+// or they would leave out a record the answer requires (RFC 8914 §2: for
+// people, not for resolution). An answer that fits once records of the
+// additional section, extra information, are left out (TC clear, RFC 2181
+// §9) keeps them; one whose answer records are cut drops them, and the
+// OPT's other options (an NSID here) stay, beside the EDE's code.
+func TestTruncateEDETextsOnlyForRequiredRecords(t *testing.T) {
+	const text = "answer from cache past its TTL"
+	t.Run("additional records cut", func(t *testing.T) {
+		m := question("mx.example.org.", dns.TypeMX, true)
+		m.Response = true
+		m.Answer = []dns.RR{mustRR("mx.example.org. 300 IN MX 10 x.example.org.")}
+		m.Extra = nil
+		for i := range 30 {
+			m.Extra = append(m.Extra, mustRR("x.example.org. 300 IN A 192.0.2.%d", i+1))
+		}
+		m.SetEdns0(1232, false)
+		m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleAnswer, ExtraText: text}}
+		require.False(t, fitsIn(m, 512))
+		truncate(m, 512)
+		b, err := m.Pack()
+		require.NoError(t, err)
+		assert.LessOrEqual(t, len(b), 512)
+		assert.False(t, m.Truncated, "only extra information left out")
+		assert.Len(t, m.Answer, 1)
+		require.Len(t, m.Extra, 1, "the A RRset of x goes whole, the OPT stays")
+		e := ede(m)
+		require.NotNil(t, e)
+		assert.Equal(t, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleAnswer, ExtraText: text}, e,
+			"the text stays: leaving it out gains no record the answer requires")
+	})
+	t.Run("answer records cut, beside another option", func(t *testing.T) {
+		m := question("a.example.org.", dns.TypeA, true)
+		m.Response = true
+		for i := range 40 {
+			m.Answer = append(m.Answer, mustRR("a.example.org. 300 IN A 192.0.2.%d", i+1))
+		}
+		nsid := &dns.EDNS0_NSID{Code: dns.EDNS0NSID, Nsid: "6e7331"}
+		m.IsEdns0().Option = []dns.EDNS0{nsid, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleAnswer, ExtraText: text}}
+		truncate(m, 512)
+		b, err := m.Pack()
+		require.NoError(t, err)
+		assert.LessOrEqual(t, len(b), 512)
+		assert.True(t, m.Truncated, "answer records left out")
+		require.NotNil(t, m.IsEdns0())
+		assert.Equal(t, []dns.EDNS0{nsid, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleAnswer}}, m.IsEdns0().Option,
+			"the NSID kept, the EDE's text gone, its code kept")
+	})
+}
