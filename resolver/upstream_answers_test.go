@@ -186,10 +186,11 @@ func TestFailoverOnFailureRcodes(t *testing.T) {
 func TestAllUpstreamsAnswerFailureRcodes(t *testing.T) {
 	bogus := &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeDNSBogus, ExtraText: "upstream says bogus"}
 	stale := &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleAnswer, ExtraText: "upstream says stale"}
+	staleNX := &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleNXDOMAINAnswer, ExtraText: "upstream says stale NXDOMAIN"}
 	for _, rc := range failureRcodes {
 		t.Run(rc.name, func(t *testing.T) {
-			a := startUpstream(t, rcodeAnswer(rc.rcode, bogus, stale))
-			b := startUpstream(t, rcodeAnswer(rc.rcode, bogus, stale))
+			a := startUpstream(t, rcodeAnswer(rc.rcode, bogus, stale, staleNX))
+			b := startUpstream(t, rcodeAnswer(rc.rcode, bogus, stale, staleNX))
 			f := govFence(t, "upstream_timeout: 2s\nupstream_strategy: ordered", a.addr, b.addr)
 
 			start := time.Now()
@@ -208,6 +209,7 @@ func TestAllUpstreamsAnswerFailureRcodes(t *testing.T) {
 			}
 			assert.Equal(t, text, ours.ExtraText)
 			assert.False(t, hasEDE(r, dns.ExtendedErrorCodeStaleAnswer), "EDE 3 only on a stale answer")
+			assert.False(t, hasEDE(r, dns.ExtendedErrorCodeStaleNXDOMAINAnswer), "EDE 19 only on a stale answer")
 			if rc.rcode == dns.RcodeServerFailure {
 				require.Len(t, edes, 2)
 				assert.Equal(t, uint16(dns.ExtendedErrorCodeDNSBogus), edes[0].InfoCode, "the upstream's reason first")
