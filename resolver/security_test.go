@@ -96,6 +96,12 @@ func TestClientIdentityFromECS(t *testing.T) {
 			}
 			r := ask(t, f.addr, tc.from, "udp", m)
 			assert.Equal(t, tc.wantRcode, r.Rcode, dns.RcodeToString[r.Rcode])
+			if tc.wantRcode == dns.RcodeNameError {
+				// Built as a message when ECS is echoed, packed otherwise:
+				// the same SOA either way.
+				require.Len(t, r.Ns, 1)
+				assert.Equal(t, "tiktok.com.", r.Ns[0].Header().Name, "the SOA's owner is the matched entry")
+			}
 			var echoed *dns.EDNS0_SUBNET
 			if opt := r.IsEdns0(); opt != nil {
 				for _, o := range opt.Option {
