@@ -160,9 +160,11 @@ func TestUniqueMissesPastTheLimitServfail(t *testing.T) {
 // TestRateLimitDropsUDPRefusesTCP: over the limit, UDP gets no
 // answer and TCP REFUSED; rotating source ports does not help. Each is
 // counted as what it got, and the client is named in one warning (at most
-// one a minute). A client in rate_limit.exempt is never limited.
+// one a minute); under log.queries: all the answers get audit lines and
+// the drops none. A client in rate_limit.exempt is never limited.
 func TestRateLimitDropsUDPRefusesTCP(t *testing.T) {
-	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}\nrate_limit: {rate: 0.001, burst: 3, exempt: [127.0.0.3/32]}", 1)
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 300ms\nrate_limit: {rate: 0.001, burst: 3, exempt: [127.0.0.3/32]}", 1)
+	require.Contains(t, cfg, "log: {queries: all}")
 	up := startUpstream(t, defaultAnswer)
 	core, logs := observer.New(zap.InfoLevel)
 	f := startFenceLog(t, zap.New(core), cfg, testFiles, up.addr)
@@ -184,6 +186,14 @@ func TestRateLimitDropsUDPRefusesTCP(t *testing.T) {
 	assert.Equal(t, dns.RcodeRefused, r.Rcode)
 	assert.Equal(t, 7.0, queriesCounted(t, f, ResultDropped, "udp"), "the UDP queries over the limit counted as dropped")
 	assert.Equal(t, 1.0, queriesCounted(t, f, ResultRefused, "tcp"), "the TCP one counted as refused")
+	var audited []any
+	for _, l := range logs.FilterMessage("query").All() {
+		if c := l.ContextMap(); c[logClient] == "127.0.0.1" {
+			audited = append(audited, c[logResult])
+		}
+	}
+	assert.Equal(t, []any{ResultBlocked, ResultBlocked, ResultBlocked, ResultRefused}, audited,
+		"under log.queries: all the answers are logged, the UDP queries over the limit are not (README)")
 	assert.Equal(t, 10, answered("127.0.0.3"), "exempt")
 	warned := logs.FilterMessage("client over its rate limit").All()
 	if assert.Len(t, warned, 1, "one warning for the eight queries over the limit") {
