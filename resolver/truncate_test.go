@@ -262,7 +262,8 @@ func TestEDETextsGoBeforeRecords(t *testing.T) {
 // left for one that does not fit even so). Before, an answer of 33
 // records (983 octets) with an upstream's 200-octet EDE text came back
 // empty with TC set to a client of 1,000, fresh and from the cache, and
-// so did one served stale, for dnsfence's own EDE 3 text.
+// so did one served stale, for dnsfence's own EDE 3 text. One that fits
+// without them to the octet is given whole too.
 func TestEDETextsGoBeforeRecordsUnread(t *testing.T) {
 	var failing atomic.Bool
 	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
@@ -294,15 +295,19 @@ func TestEDETextsGoBeforeRecordsUnread(t *testing.T) {
 	})
 	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 300ms\ncache: {serve_stale: 1h, stale_answer_client_timeout: 0s}", 1)
 	f := startFence(t, cfg, testFiles, up.addr)
-	ask1000 := func(name string) []byte {
+	askSized := func(name string, size uint16) []byte {
 		t.Helper()
 		m := question(name, dns.TypeHTTPS, true)
-		m.IsEdns0().SetUDPSize(1000) // under the upstream's 1,232: its answer comes over UDP
+		m.IsEdns0().SetUDPSize(size)
 		q, err := m.Pack()
 		require.NoError(t, err)
 		b := askRaw(t, f.addr, "127.0.0.3", q)
-		require.LessOrEqual(t, len(b), 1000, "over UDP to a client of 1,000")
+		require.LessOrEqual(t, len(b), int(size), "over UDP to a client of %d", size)
 		return b
+	}
+	ask1000 := func(name string) []byte {
+		t.Helper()
+		return askSized(name, 1000) // under the upstream's 1,232: its answer comes over UDP
 	}
 	edeOf := func(b []byte) []byte { return rawOptions(t, b)[dns.EDNS0EDE] }
 	whole := func(what string, b []byte, records int, code uint16) {
@@ -317,6 +322,10 @@ func TestEDETextsGoBeforeRecordsUnread(t *testing.T) {
 		assert.NotZero(t, dnswire.Flags(b)&dnswire.FlagTC, "too big without the text: TC")
 		assert.Zero(t, dnswire.ANCount(b), "too big without the text: its header and question")
 	}
+	// A client whose size is, to the octet, the answer's without the text
+	// gets it whole.
+	exact := len(ask1000("text.example.org."))
+	whole("upstream's text, to the octet", askSized("text.example.org.", uint16(exact)), 33, dns.ExtendedErrorCodeOther)
 	require.EqualValues(t, 33, dnswire.ANCount(ask1000("stale.example.org.")), "fresh, the answer fits")
 	failing.Store(true)
 	time.Sleep(1100 * time.Millisecond) // past its TTL
