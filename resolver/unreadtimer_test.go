@@ -12,6 +12,8 @@ import (
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // unreadClient is a client in no policy of govConfig (its policy covers
@@ -125,12 +127,14 @@ func staleUnread(t *testing.T, b []byte, what string) {
 // 30, EDE 3. UDP (the wire path's own timer, clientTimer) and TCP (the
 // message path's, fetchWithin). Before, the query waited for the
 // upstreams' failure (upstream_timeout, 3 s here) to be answered stale.
+// Its audit line names the stale cache as its upstream.
 func TestUnreadServedStaleAtClientTimeout(t *testing.T) {
 	needLoopback(t, unreadClient)
 	for _, network := range []string{"udp", "tcp"} {
 		t.Run(network, func(t *testing.T) {
 			up := startHeldUpstream(t)
-			f := govFence(t, "upstream_timeout: 3s\ncache: {max_ttl: 1, serve_stale: 1h, stale_answer_client_timeout: 200ms}", up.addr)
+			core, logs := observer.New(zap.InfoLevel)
+			f := startFenceLog(t, zap.New(core), fmt.Sprintf(govConfig, "upstream_timeout: 3s\ncache: {max_ttl: 1, serve_stale: 1h, stale_answer_client_timeout: 200ms}"), govFiles, up.addr)
 			q := question("a.svcb.example.", dns.TypeHTTPS, true)
 			b := askOctets(t, f.addr, unreadClient, network, q)
 			require.EqualValues(t, 1, dnswire.ANCount(b), "the fresh answer")
@@ -146,6 +150,9 @@ func TestUnreadServedStaleAtClientTimeout(t *testing.T) {
 			}, 10*time.Second, 50*time.Millisecond, "the cached answer expires")
 			staleUnread(t, b, "at the timer")
 			assert.Less(t, took, 2*time.Second, "answered at the timer (200 ms), not at the upstreams' failure (3 s)")
+			lines := logs.FilterMessage("query").All()
+			require.NotEmpty(t, lines)
+			assert.Equal(t, upstreamStale, lines[len(lines)-1].ContextMap()[logUpstream], "the stale answer's audit line says so")
 		})
 	}
 }
