@@ -101,6 +101,9 @@ func TestClientIdentityFromECS(t *testing.T) {
 				// the same SOA either way.
 				require.Len(t, r.Ns, 1)
 				assert.Equal(t, "tiktok.com.", r.Ns[0].Header().Name, "the SOA's owner is the matched entry")
+				lines := logs.FilterMessage("query").All()
+				require.NotEmpty(t, lines)
+				assert.Equal(t, "NXDOMAIN", lines[len(lines)-1].ContextMap()[logRcode], "the audit line's RCODE is the answer's")
 			}
 			var echoed *dns.EDNS0_SUBNET
 			if opt := r.IsEdns0(); opt != nil {
