@@ -103,7 +103,11 @@ func TestClientIdentityFromECS(t *testing.T) {
 				assert.Equal(t, "tiktok.com.", r.Ns[0].Header().Name, "the SOA's owner is the matched entry")
 				lines := logs.FilterMessage("query").All()
 				require.NotEmpty(t, lines)
-				assert.Equal(t, "NXDOMAIN", lines[len(lines)-1].ContextMap()[logRcode], "the audit line's RCODE is the answer's")
+				audit := lines[len(lines)-1].ContextMap()
+				assert.Equal(t, "NXDOMAIN", audit[logRcode], "the audit line's RCODE is the answer's")
+				if tc.wantScope > 0 && tc.wantScope < 32 {
+					assert.Equal(t, tc.ecs, audit[logClient], "the audit line names the subnet ECS gave")
+				}
 			}
 			var echoed *dns.EDNS0_SUBNET
 			if opt := r.IsEdns0(); opt != nil {
