@@ -263,7 +263,8 @@ func TestEDETextsGoBeforeRecords(t *testing.T) {
 // records (983 octets) with an upstream's 200-octet EDE text came back
 // empty with TC set to a client of 1,000, fresh and from the cache, and
 // so did one served stale, for dnsfence's own EDE 3 text. One that fits
-// without them to the octet is given whole too.
+// without them to the octet is given whole too, and one that fits with
+// them to the octet keeps them.
 func TestEDETextsGoBeforeRecordsUnread(t *testing.T) {
 	var failing atomic.Bool
 	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
@@ -326,6 +327,11 @@ func TestEDETextsGoBeforeRecordsUnread(t *testing.T) {
 	// gets it whole.
 	exact := len(ask1000("text.example.org."))
 	whole("upstream's text, to the octet", askSized("text.example.org.", uint16(exact)), 33, dns.ExtendedErrorCodeOther)
+	// And one whose size is the answer's with the text gets the text.
+	withText := len(askSized("text.example.org.", 1232))
+	b := askSized("text.example.org.", uint16(withText))
+	assert.Equal(t, withText, len(b), "with its text, to the octet")
+	assert.Len(t, edeOf(b), 2+200, "with its text, to the octet: the EDE's code and text")
 	require.EqualValues(t, 33, dnswire.ANCount(ask1000("stale.example.org.")), "fresh, the answer fits")
 	failing.Store(true)
 	time.Sleep(1100 * time.Millisecond) // past its TTL
