@@ -307,7 +307,11 @@ func (u *unblocked) heldError(what string, strict bool) error {
 			parts = append(parts, fmt.Sprintf("%d of %s no longer listed", u.removed[file], file))
 		}
 		if u.below > 0 {
-			parts = append(parts, fmt.Sprintf("%d *.names no longer blocked, first %s", u.below, strings.Join(u.belowNames, ", ")))
+			names := "*.names"
+			if u.below == 1 {
+				names = "*.name"
+			}
+			parts = append(parts, fmt.Sprintf("%d %s no longer blocked (a *.name stands for the names below it), first %s", u.below, names, strings.Join(u.belowNames, ", ")))
 		}
 	}
 	if len(parts) == 0 {

@@ -45,7 +45,7 @@ func TestRangeMovedToAPolicyThatBlocksLessIsHeldForEachName(t *testing.T) {
 		{
 			name: "a block list the other policy lacks",
 			team: `block: ["bytedance.txt"]`,
-			held: "1 of tiktok.txt no longer listed; 1 *.names no longer blocked, first *.tiktok.com; SIGHUP accepts it",
+			held: "1 of tiktok.txt no longer listed; 1 *.name no longer blocked (a *.name stands for the names below it), first *.tiktok.com; SIGHUP accepts it",
 		},
 		{
 			name:  "an allow entry below a block entry",
@@ -104,7 +104,7 @@ func TestRangeMovedToAnApexOnlyBlockIsHeld(t *testing.T) {
 	err := r.Reload(false)
 	require.ErrorIs(t, err, ErrExempted)
 	assert.Equal(t, "127.0.174.0/25 of policy team takes devices of 127.0.174.0/24 out of blocking policy government-devices: "+
-		"change held: names a blocking policy blocked would be allowed: 1 *.names no longer blocked, first *.tiktok.com; SIGHUP accepts it", err.Error())
+		"change held: names a blocking policy blocked would be allowed: 1 *.name no longer blocked (a *.name stands for the names below it), first *.tiktok.com; SIGHUP accepts it", err.Error())
 	assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.0.174.5", "www.tiktok.com."), "government device released at once")
 
 	require.NoError(t, r.Reload(true), "SIGHUP applies it")
@@ -420,7 +420,7 @@ func TestRangeMovedToApexOnlyBlocksNamesTheFirstOnes(t *testing.T) {
 		map[string]string{"team.txt": "127.0.0.40/32\n127.2.0.0/17\n"})
 	err := errors.Join(heldChanges(prev, next)...)
 	require.ErrorIs(t, err, ErrExempted)
-	assert.Contains(t, err.Error(), fmt.Sprintf("%d *.names no longer blocked, first *.a0.example, ", n))
+	assert.Contains(t, err.Error(), fmt.Sprintf("%d *.names no longer blocked (a *.name stands for the names below it), first *.a0.example, ", n))
 	assert.Equal(t, maxLogged, strings.Count(err.Error(), "*.a"), "%v", err)
 }
 
