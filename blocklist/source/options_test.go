@@ -1,0 +1,41 @@
+package source
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestZeroOptionsTakeTheDefaults: a source given no refresh, size bound,
+// timeout or logger (Options' zero values) takes the defaults: a failure
+// is logged nowhere rather than on a nil logger, the list (of any sane
+// size) is taken, a zone's SOA query and transfer are given
+// DefaultTimeout rather than none, and once the source has a copy it
+// waits DefaultRefresh before asking again, not no time at all (a loop
+// asking the server without pause).
+func TestZeroOptionsTakeTheDefaults(t *testing.T) {
+	t.Run("URL", func(t *testing.T) {
+		srv, requests := maintenanceServer(t, func(n int64) bool { return n == 1 }, "")
+		src, err := NewURL(srv.URL+"/l.txt", Options{})
+		require.NoError(t, err)
+		rec := run(t, src)
+
+		c := rec.waitCount(t, 1)
+		assert.Equal(t, "tiktok.com\n", string(c.Body))
+		assert.Equal(t, int64(2), requests.Load(), "the failure, then the copy")
+		require.Never(t, func() bool { return requests.Load() > 2 }, 500*time.Millisecond, tick,
+			"asked again with no refresh set, before DefaultRefresh")
+	})
+
+	t.Run("zone", func(t *testing.T) {
+		p := startFakePrimary(t, testZone, 1, cnames(testZone, "tiktok.com"), nil)
+		_, rec := startZone(t, p, Options{})
+
+		c := rec.waitCount(t, 1)
+		assert.Equal(t, uint32(1), c.Serial)
+		require.Never(t, func() bool { return len(p.asked()) > 2 }, 500*time.Millisecond, tick,
+			"asked again with no refresh set, before the SOA's refresh; asked %v", qtypes(p.asked()...))
+	})
+}
