@@ -39,3 +39,19 @@ func TestZeroOptionsTakeTheDefaults(t *testing.T) {
 			"asked again with no refresh set, before the SOA's refresh; asked %v", qtypes(p.asked()...))
 	})
 }
+
+// TestZoneVersionNamesTheSerial: a zone's version, in the reload's log
+// line (Content.Version) and in its status (metrics, /readyz), is its
+// SOA serial in decimal, as the zone file writes it: a date serial such
+// as 2026120701, not the single digits a first zone has.
+func TestZoneVersionNamesTheSerial(t *testing.T) {
+	const serial = 2026120701
+	p := startFakePrimary(t, testZone, serial, cnames(testZone, "tiktok.com"), nil)
+	z, rec := startZone(t, p, testOptions(t))
+
+	c := rec.waitCount(t, 1)
+	assert.Equal(t, "serial 2026120701", c.Version())
+	st := waitStatus(t, z, func(st Status) bool { return st.HasContent })
+	assert.Equal(t, "2026120701", st.Version)
+	assert.Equal(t, uint32(serial), st.Serial)
+}
