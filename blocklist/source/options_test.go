@@ -55,3 +55,16 @@ func TestZoneVersionNamesTheSerial(t *testing.T) {
 	assert.Equal(t, "2026120701", st.Version)
 	assert.Equal(t, uint32(serial), st.Serial)
 }
+
+// TestStatusIsTheCallers: the Status a source returns is a copy: a
+// caller that changes its Transfers (a metrics exporter that counts
+// what it exported) changes neither the source's counts nor the next
+// Status, which the source writes on its own goroutine.
+func TestStatusIsTheCallers(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "tiktok.com"), nil)
+	z, _ := startZone(t, p, testOptions(t))
+	st := waitStatus(t, z, func(st Status) bool { return st.Transfers[TransferAXFR] == 1 })
+
+	st.Transfers[TransferAXFR] = 99
+	assert.Equal(t, map[string]uint64{TransferAXFR: 1}, z.Status().Transfers)
+}
