@@ -111,13 +111,18 @@ func TestNoCopyRetried(t *testing.T) {
 func TestJitter(t *testing.T) {
 	for _, d := range []time.Duration{time.Second, time.Minute, time.Hour, 50 * time.Millisecond} {
 		seen := map[time.Duration]bool{}
+		least := d
 		for range 1000 {
 			j := jitter(d)
 			require.LessOrEqual(t, j, d)
 			require.GreaterOrEqual(t, j, d-d/10, "%v", d)
 			seen[j] = true
+			least = min(least, j)
 		}
 		assert.Greater(t, len(seen), 500, "%v: drawn at random", d)
+		// All of the tenth is drawn from: a thousand draws below an
+		// eleventh would come once in 10^41 runs.
+		assert.Less(t, least, d-d/11, "%v: up to a tenth taken, not less", d)
 	}
 	assert.Equal(t, time.Duration(9), jitter(9), "too short to take from")
 	assert.Zero(t, jitter(0))
