@@ -36,3 +36,20 @@ func TestZoneSOATimersCappedByRefresh(t *testing.T) {
 			"an SOA refresh of 0 waits sources.refresh (an hour), not nothing")
 	})
 }
+
+// TestZoneSOATimerIsNotANotify: the end of an SOA timer is not a NOTIFY,
+// and is not held to NotifyInterval: a zone whose timer is sources.refresh
+// (50 ms here) is looked at every 50 ms, twenty times in a second, not
+// once a second. Taken for a NOTIFY, each timer's end began the
+// interval, and a short refresh was stretched to a second.
+func TestZoneSOATimerIsNotANotify(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a"), nil)
+	opt := zoneTestOptions(t, nil)
+	opt.Refresh = 50 * time.Millisecond
+	_, rec := startZone(t, p, opt)
+	rec.waitCount(t, 1)
+	// Twenty checks take a second at the refresh; at NotifyInterval's
+	// pace, twenty seconds.
+	require.Eventually(t, func() bool { return len(p.asked()) >= 22 }, waitFor, tick,
+		"SOA checks at the refresh; asked %v", qtypes(p.asked()...))
+}
