@@ -4,6 +4,7 @@ package blocklist
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -219,4 +220,29 @@ func overflowWithWriter(t *testing.T, w *Watcher, noise, path string) *os.File {
 	require.NoError(t, err)
 	t.Cleanup(func() { f.Close() })
 	return f
+}
+
+// TestUnsettledSeesAWriterInAFolderNotWatched: a reload reads a list that
+// a configuration edit names in a folder the Watcher does not watch yet,
+// so no event of its writer was seen: the writer /proc shows holding it,
+// just after it wrote half the list, is found all the same, and named.
+func TestUnsettledSeesAWriterInAFolderNotWatched(t *testing.T) {
+	watched := filepath.Join(t.TempDir(), "list.txt")
+	require.NoError(t, os.WriteFile(watched, []byte("old.example\n"), 0o644))
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	require.NoError(t, w.Watch([]string{watched}, nil))
+
+	const half = "a.example\n"
+	added := filepath.Join(t.TempDir(), "new.txt")
+	f, err := os.Create(added)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	_, err = f.WriteString(half)
+	require.NoError(t, err)
+
+	us := Unsettled(w, map[string][32]byte{added: sha256.Sum256([]byte(half)), watched: sha256.Sum256([]byte("old.example\n"))})
+	require.Equal(t, []string{added}, unsettledFiles(us), "the writer of a list in a folder not watched")
+	assert.Contains(t, us[0].Why, fmt.Sprintf("a writer holds it open (by pid %d (", os.Getpid()))
 }
