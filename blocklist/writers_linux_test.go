@@ -246,3 +246,46 @@ func TestUnsettledSeesAWriterInAFolderNotWatched(t *testing.T) {
 	require.Equal(t, []string{added}, unsettledFiles(us), "the writer of a list in a folder not watched")
 	assert.Contains(t, us[0].Why, fmt.Sprintf("a writer holds it open (by pid %d (", os.Getpid()))
 }
+
+// TestWaitUnheldPassesWritersThatDoNotWrite: at start, a list that a
+// process holds open for writing but has not changed for the writer wait
+// (a shell's `exec 3>>list`, a tool that opens its files read-write), and
+// a named pipe, whose writer holds it until its reader has read it all,
+// are not waited for: the start would wait the whole writer wait, and
+// then fail, for a writer that is never going to close the file first.
+func TestWaitUnheldPassesWritersThatDoNotWrite(t *testing.T) {
+	tests := []struct {
+		name string
+		// file makes the list and holds it open for writing.
+		file func(t *testing.T) string
+	}{
+		{name: "unchanged for the writer wait", file: func(t *testing.T) string {
+			path := filepath.Join(t.TempDir(), "list.txt")
+			require.NoError(t, os.WriteFile(path, []byte("a.example\n"), 0o644))
+			long := time.Now().Add(-time.Hour)
+			require.NoError(t, os.Chtimes(path, long, long))
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+			require.NoError(t, err)
+			t.Cleanup(func() { f.Close() })
+			return path
+		}},
+		{name: "named pipe", file: func(t *testing.T) string {
+			path := namedPipe(t, "list.txt", 0)
+			// O_RDWR: a pipe's writer that does not wait for a reader.
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			require.NoError(t, err)
+			t.Cleanup(func() { f.Close() })
+			return path
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := tc.file(t)
+			// A writer wait of a minute, of which the test waits 10 s at
+			// most: no wait at all is due.
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			require.NoError(t, WaitUnheld(ctx, []string{path}, 10*time.Millisecond, time.Minute))
+		})
+	}
+}
