@@ -289,3 +289,42 @@ func TestWaitUnheldPassesWritersThatDoNotWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestWriterOfADroppedFolderNotHeldWhenWatchedAgain: the Watcher stops
+// watching a folder no file needs any more and watches it again when a
+// list there is named again. A writer that held a list there, and closed
+// it while the folder was not watched, does not hold it still: the list,
+// complete, would be taken for one caught mid-write until the writer wait.
+func TestWriterOfADroppedFolderNotHeldWhenWatchedAgain(t *testing.T) {
+	dir := t.TempDir()
+	list := filepath.Join(dir, "list.txt")
+	require.NoError(t, os.WriteFile(list, []byte("a.example\n"), 0o644))
+	w, err := newWriters()
+	require.NoError(t, err)
+	t.Cleanup(func() { w.close() })
+	require.NoError(t, w.add(dir))
+
+	f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("b.example\n")
+	require.NoError(t, err)
+	open, _ := w.heldOpen([]string{list})
+	require.Equal(t, []string{list}, open, "held while its writer has it open")
+
+	// A writer in another folder, still writing, is held all along.
+	otherDir := t.TempDir()
+	other := filepath.Join(otherDir, "other.txt")
+	require.NoError(t, os.WriteFile(other, []byte("c.example\n"), 0o644))
+	require.NoError(t, w.add(otherDir))
+	g, err := os.OpenFile(other, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { g.Close() })
+	_, err = g.WriteString("d.example\n")
+	require.NoError(t, err)
+
+	w.remove(dir)
+	require.NoError(t, f.Close())
+	require.NoError(t, w.add(dir))
+	open, _ = w.heldOpen([]string{list, other})
+	assert.Equal(t, []string{other}, open, "held by a writer that closed it while its folder was not watched")
+}
