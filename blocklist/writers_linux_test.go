@@ -3,6 +3,7 @@
 package blocklist
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -327,4 +329,38 @@ func TestWriterOfADroppedFolderNotHeldWhenWatchedAgain(t *testing.T) {
 	require.NoError(t, w.add(dir))
 	open, _ = w.heldOpen([]string{list, other})
 	assert.Equal(t, []string{other}, open, "held by a writer that closed it while its folder was not watched")
+}
+
+// TestHoldersNamesEachWriterOnce: the processes an operator is told hold
+// a list open for writing (a refused reload's error) are those that have
+// it open for writing, each once however many descriptors it holds, and
+// sorted; a process that only reads it is not named.
+func TestHoldersNamesEachWriterOnce(t *testing.T) {
+	list := filepath.Join(t.TempDir(), "list.txt")
+	require.NoError(t, os.WriteFile(list, []byte("a.example\n"), 0o644))
+	for range 2 {
+		f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+	}
+	holding := func(redirect string) *exec.Cmd {
+		cmd := exec.Command("sh", "-c", `exec 3`+redirect+`"$0" && echo ready && exec sleep 600`, list)
+		out, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		line, err := bufio.NewReader(out).ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, "ready\n", line)
+		return cmd
+	}
+	writer := holding(">>")
+	holding("<") // a reader
+
+	comm, err := os.ReadFile("/proc/self/comm")
+	require.NoError(t, err)
+	want := []string{fmt.Sprintf("pid %d (%s)", os.Getpid(), strings.TrimSpace(string(comm))),
+		fmt.Sprintf("pid %d (sleep)", writer.Process.Pid)}
+	slices.Sort(want)
+	assert.Equal(t, want, Holders([]string{list}))
 }
