@@ -364,3 +364,48 @@ func TestHoldersNamesEachWriterOnce(t *testing.T) {
 	slices.Sort(want)
 	assert.Equal(t, want, Holders([]string{list}))
 }
+
+// TestAdoptedWriterCountsFromItsLastWrite: a writer that opened a list
+// before its folder was watched (its open never seen) is found in /proc
+// and holds the list, a reader's open and close notwithstanding; but the
+// writer wait counts from the list's last change, an hour ago here (a
+// shell's `exec 3>>list` that wrote once), so a reload does not take the
+// list for one being written.
+func TestAdoptedWriterCountsFromItsLastWrite(t *testing.T) {
+	dir := t.TempDir()
+	list := filepath.Join(dir, "list.txt")
+	require.NoError(t, os.WriteFile(list, []byte("a.example\n"), 0o644))
+	lastWrite := time.Now().Add(-time.Hour).Truncate(time.Second)
+	require.NoError(t, os.Chtimes(list, lastWrite, lastWrite))
+	f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+
+	w, err := newWriters()
+	require.NoError(t, err)
+	t.Cleanup(func() { w.close() })
+	require.NoError(t, w.add(dir))
+	r, err := os.Open(list)
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+
+	open, last := w.heldOpen([]string{list})
+	assert.Equal(t, []string{list}, open, "held by the writer found in /proc")
+	assert.True(t, last.Equal(lastWrite), "held since %v, not its last write %v", last, lastWrite)
+	assert.Empty(t, w.openNow([]string{list}, time.Minute), "unchanged for the writer wait: not being written")
+
+	// A list whose time is ahead of the clock (copied with its times from
+	// a host whose clock is ahead) is held from when its writer was found.
+	ahead := filepath.Join(dir, "ahead.txt")
+	require.NoError(t, os.WriteFile(ahead, []byte("a.example\n"), 0o644))
+	future := time.Now().Add(time.Hour)
+	require.NoError(t, os.Chtimes(ahead, future, future))
+	g, err := os.OpenFile(ahead, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { g.Close() })
+	w.remove(dir)
+	require.NoError(t, w.add(dir))
+	open, last = w.heldOpen([]string{ahead})
+	assert.Equal(t, []string{ahead}, open, "held by the writer found in /proc")
+	assert.False(t, last.After(time.Now()), "held since %v, in the future", last)
+}
