@@ -409,3 +409,30 @@ func TestAdoptedWriterCountsFromItsLastWrite(t *testing.T) {
 	assert.Equal(t, []string{ahead}, open, "held by the writer found in /proc")
 	assert.False(t, last.After(time.Now()), "held since %v, in the future", last)
 }
+
+// TestFolderUnderTwoNamesStillWatchedUnderOne: a lists folder named
+// directly and through a symlink is one watch of the kernel's; the
+// Watcher dropping the symlink's name (no list named through it any
+// more) keeps watching the folder for the lists named directly, whose
+// writer is still seen.
+func TestFolderUnderTwoNamesStillWatchedUnderOne(t *testing.T) {
+	dir := t.TempDir()
+	list := filepath.Join(dir, "list.txt")
+	require.NoError(t, os.WriteFile(list, []byte("a.example\n"), 0o644))
+	link := filepath.Join(t.TempDir(), "lists")
+	require.NoError(t, os.Symlink(dir, link))
+	w, err := newWriters()
+	require.NoError(t, err)
+	t.Cleanup(func() { w.close() })
+	require.NoError(t, w.add(dir))
+	require.NoError(t, w.add(link))
+	w.remove(link)
+
+	f, err := os.OpenFile(list, os.O_WRONLY|os.O_TRUNC, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	_, err = f.WriteString("b.exa")
+	require.NoError(t, err)
+	open, _ := w.heldOpen([]string{list})
+	assert.Equal(t, []string{list}, open, "a writer of a list in a folder still watched under its own name")
+}
