@@ -474,3 +474,44 @@ func TestWriterClosedInAnOverflowNotHeld(t *testing.T) {
 	open, _ = w.writers.heldOpen([]string{path})
 	assert.Empty(t, open, "held by a writer whose close the overflow dropped")
 }
+
+// TestListReplacedUnderItsWriterNotHeld: a writer holds a list, and the
+// list is replaced under it (a complete copy renamed over it, as an
+// atomic save does) or deleted: the writer now writes a file the list
+// is not, and the list is not held for it.
+func TestListReplacedUnderItsWriterNotHeld(t *testing.T) {
+	tests := []struct {
+		name    string
+		replace func(t *testing.T, list string)
+	}{
+		{name: "a complete copy renamed over it", replace: func(t *testing.T, list string) {
+			require.NoError(t, os.WriteFile(list+".tmp", []byte("c.example\n"), 0o644))
+			require.NoError(t, os.Rename(list+".tmp", list))
+		}},
+		{name: "deleted", replace: func(t *testing.T, list string) {
+			require.NoError(t, os.Remove(list))
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			list := filepath.Join(dir, "list.txt")
+			require.NoError(t, os.WriteFile(list, []byte("a.example\n"), 0o644))
+			w, err := newWriters()
+			require.NoError(t, err)
+			t.Cleanup(func() { w.close() })
+			require.NoError(t, w.add(dir))
+			f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+			require.NoError(t, err)
+			t.Cleanup(func() { f.Close() })
+			_, err = f.WriteString("b.exa")
+			require.NoError(t, err)
+			open, _ := w.heldOpen([]string{list})
+			require.Equal(t, []string{list}, open, "held while its writer has it open")
+
+			tc.replace(t, list)
+			open, _ = w.heldOpen([]string{list})
+			assert.Empty(t, open, "held by the writer of the file it replaced")
+		})
+	}
+}
