@@ -515,3 +515,42 @@ func TestListReplacedUnderItsWriterNotHeld(t *testing.T) {
 		})
 	}
 }
+
+// TestWatcherLooksAgainAfterAnOverflow: a writer closes a list the
+// Watcher waits on while the writer watch's queue overflows, its close
+// among the events dropped, so no close tells the Watcher to look again.
+// The overflow does: the list, complete and held by no one, is reported
+// then, not at the end of the writer wait (a minute here). Another writer
+// of the lists folder, a log, shows /proc is not blind to writers.
+func TestWatcherLooksAgainAfterAnOverflow(t *testing.T) {
+	w, path, noise := overflowWatcher(t)
+	w.SetWriterWait(time.Minute)
+	waits := make(chan []string, 16)
+	w.OnWriterWait(func(open []string, _ time.Duration) { waits <- open })
+	require.NoError(t, w.Watch([]string{path}, nil))
+	reported := runReporting(t, w, path)
+	log, err := os.OpenFile(filepath.Join(filepath.Dir(path), "writer.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	require.NoError(t, err)
+	t.Cleanup(func() { log.Close() })
+
+	f, err := os.OpenFile(path, os.O_TRUNC|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("a.example\nb.example\n")
+	require.NoError(t, err)
+	select {
+	case open := <-waits:
+		assert.Equal(t, []string{path}, open)
+	case <-time.After(10 * time.Second):
+		f.Close()
+		require.FailNow(t, "the watcher never waited for the writer")
+	}
+	w.writers.readMu.Lock()
+	queued := overflowQueue(t, noise)
+	err = f.Close()
+	w.writers.readMu.Unlock()
+	require.True(t, queued)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(reported()) > 0 }, 10*time.Second, overflowDebounce,
+		"not reported before the end of the writer wait")
+	assert.Equal(t, []string{"a.example\nb.example\n"}, reported(), "the complete file, once")
+}
