@@ -68,3 +68,15 @@ func TestStatusIsTheCallers(t *testing.T) {
 	st.Transfers[TransferAXFR] = 99
 	assert.Equal(t, map[string]uint64{TransferAXFR: 1}, z.Status().Transfers)
 }
+
+// TestIsRemoteOfShortEntries: a list entry shorter than a scheme and its
+// "://" (a file named "a", an entry cut short) is a file, never a panic
+// slicing it; a scheme followed by a host of one letter is remote.
+func TestIsRemoteOfShortEntries(t *testing.T) {
+	for _, entry := range []string{"", "a", "ab", "l.txt", "http:/", "https:/", "axfr:/", "https://"} {
+		assert.False(t, IsRemote(entry), "%q", entry)
+	}
+	for _, entry := range []string{"http://a", "axfr://a", "https://a"} {
+		assert.True(t, IsRemote(entry), "%q", entry)
+	}
+}
