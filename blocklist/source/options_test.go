@@ -80,3 +80,15 @@ func TestIsRemoteOfShortEntries(t *testing.T) {
 		assert.True(t, IsRemote(entry), "%q", entry)
 	}
 }
+
+// TestTSIGRootNameIsEmpty: a key named "." (the root, what an empty name
+// becomes fully qualified) is reported as an empty name, not taken.
+func TestTSIGRootNameIsEmpty(t *testing.T) {
+	for _, name := range []string{"", "."} {
+		k := TSIG{Name: name, Algorithm: "hmac-sha256", Secret: "c2VjcmV0LWtleS1mb3ItdGVzdHM="}
+		nameErr, algErr, secretErr := k.Problems()
+		assert.EqualError(t, nameErr, "empty", "%q", name)
+		assert.NoError(t, algErr)
+		assert.NoError(t, secretErr)
+	}
+}
