@@ -1,6 +1,7 @@
 package source
 
 import (
+	"encoding/hex"
 	"testing"
 	"time"
 
@@ -91,4 +92,19 @@ func TestTSIGRootNameIsEmpty(t *testing.T) {
 		assert.NoError(t, algErr)
 		assert.NoError(t, secretErr)
 	}
+}
+
+// TestURLVersionWithoutETag: the status of a URL whose server gives no
+// ETag names the version by the body's hash, as the reload's log line
+// does, not by nothing (or by the last ETag a server gave).
+func TestURLVersionWithoutETag(t *testing.T) {
+	srv := newListServer(t, "tiktok.com\n")
+	src, err := NewURL(srv.URL+"/l.txt", testOptions(t))
+	require.NoError(t, err)
+	rec := run(t, src)
+
+	c := rec.waitCount(t, 1)
+	st := waitStatus(t, src, func(st Status) bool { return st.HasContent })
+	assert.Equal(t, c.Version(), st.Version)
+	assert.Equal(t, "sha256:"+hex.EncodeToString(c.SHA256[:]), st.Version)
 }
