@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dnsfence/dnsfence/blocklist/rpz"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -296,9 +295,7 @@ func TestRPZBlockBeatsPassthruAtOneOwner(t *testing.T) {
 			"tiktok.com.rpz.example.gov. 60 "+order[0],
 			"tiktok.com.rpz.example.gov. 60 "+order[1],
 		)
-		x, err := FromZone("axfr://127.0.0.1/rpz.example.gov", [32]byte{}, len(records), func(h rpz.Handler) (rpz.Zone, error) {
-			return rpz.FromRecords(updateZone, records, h), nil
-		})
+		x, err := transferListWarned(records)
 		require.ErrorIs(t, err, ErrConflict)
 		assert.NotContains(t, err.Error(), "(line", "a transfer has no lines")
 		_, tr, ok := x.MatchTrigger("tiktok.com.")

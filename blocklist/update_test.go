@@ -28,11 +28,17 @@ func rrs(t testing.TB, lines ...string) []dns.RR {
 
 func transferList(t testing.TB, records []dns.RR) *List {
 	t.Helper()
-	l, err := FromZone("axfr://127.0.0.1/rpz.example.gov", [32]byte{}, len(records), func(h rpz.Handler) (rpz.Zone, error) {
-		return rpz.FromRecords(updateZone, records, h), nil
-	})
+	l, err := transferListWarned(records)
 	require.NoError(t, err)
 	return l
+}
+
+// transferListWarned is the list a zone transfer of records builds, and
+// what FromZone says of its records (a conflict, a record skipped).
+func transferListWarned(records []dns.RR) (*List, error) {
+	return FromZone("axfr://127.0.0.1/rpz.example.gov", [32]byte{}, len(records), func(h rpz.Handler) (rpz.Zone, error) {
+		return rpz.FromRecords(updateZone, records, h), nil
+	})
 }
 
 func feed(records []dns.RR) func(rpz.Handler) {
@@ -431,9 +437,7 @@ func TestUpdateKeepsWarnings(t *testing.T) {
 		"tiktok.com.rpz.example.gov. 60 CNAME .",
 		"local.example.rpz.example.gov. 60 A 192.0.2.1",
 	)
-	old, warn := FromZone("axfr://127.0.0.1/rpz.example.gov", [32]byte{}, len(base), func(h rpz.Handler) (rpz.Zone, error) {
-		return rpz.FromRecords(updateZone, base, h), nil
-	})
+	old, warn := transferListWarned(base)
 	require.Error(t, warn)
 	assert.Equal(t, warn, old.Warnings())
 	assert.Equal(t, map[string]int{"axfr://127.0.0.1/rpz.example.gov": 1}, Skipped(old.Warnings()))
@@ -459,9 +463,7 @@ func TestUpdateAtReportedOwnerNotExact(t *testing.T) {
 		"tiktok.com.rpz.example.gov. 60 CNAME .",
 		"douyin.com.rpz.example.gov. 60 CNAME .",
 	)
-	old, warn := FromZone("axfr://127.0.0.1/rpz.example.gov", [32]byte{}, len(base), func(h rpz.Handler) (rpz.Zone, error) {
-		return rpz.FromRecords(updateZone, base, h), nil
-	})
+	old, warn := transferListWarned(base)
 	require.ErrorIs(t, warn, ErrConflict)
 	l, err := old.Update([32]byte{}, 2, feed(rrs(t, "TikTok.com.rpz.example.gov. 60 CNAME rpz-passthru.")), feed(nil))
 	assert.ErrorIs(t, err, ErrNotExact, "a trigger of a reported owner removed")
@@ -567,9 +569,7 @@ func TestUpdateBesideAReportedOwnerApplies(t *testing.T) {
 		"tiktok.com.rpz.example.gov. 60 CNAME .",
 		"douyin.com.rpz.example.gov. 60 CNAME .",
 	)
-	old, warn := FromZone("axfr://127.0.0.1/rpz.example.gov", [32]byte{}, len(base), func(h rpz.Handler) (rpz.Zone, error) {
-		return rpz.FromRecords(updateZone, base, h), nil
-	})
+	old, warn := transferListWarned(base)
 	require.ErrorIs(t, warn, ErrConflict)
 	l, err := old.Update([32]byte{1}, 2, feed(rrs(t, "douyin.com.rpz.example.gov. 60 CNAME .")), feed(rrs(t, "capcut.com.rpz.example.gov. 60 CNAME .")))
 	require.NoError(t, err)
@@ -697,9 +697,7 @@ func TestUpdateAtEitherReportedOwnerNotExact(t *testing.T) {
 		"capcut.com.rpz.example.gov. 60 CNAME rpz-passthru.",
 		"capcut.com.rpz.example.gov. 60 CNAME .",
 	)
-	old, warn := FromZone("axfr://127.0.0.1/rpz.example.gov", [32]byte{}, len(base), func(h rpz.Handler) (rpz.Zone, error) {
-		return rpz.FromRecords(updateZone, base, h), nil
-	})
+	old, warn := transferListWarned(base)
 	require.ErrorIs(t, warn, ErrConflict)
 	for _, owner := range []string{"tiktok.com", "capcut.com"} {
 		l, err := old.Update([32]byte{}, 2, feed(rrs(t, owner+".rpz.example.gov. 60 CNAME .")), feed(nil))

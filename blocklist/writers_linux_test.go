@@ -305,12 +305,10 @@ func TestWaitUnheldPassesWritersThatDoNotWrite(t *testing.T) {
 	}
 }
 
-// TestWriterOfADroppedFolderNotHeldWhenWatchedAgain: the Watcher stops
-// watching a folder no file needs any more and watches it again when a
-// list there is named again. A writer that held a list there, and closed
-// it while the folder was not watched, does not hold it still: the list,
-// complete, would be taken for one caught mid-write until the writer wait.
-func TestWriterOfADroppedFolderNotHeldWhenWatchedAgain(t *testing.T) {
+// writersOfList is the writer watch of a folder of one list, list.txt
+// ("a.example"), which it returns.
+func writersOfList(t *testing.T) (*writers, string) {
+	t.Helper()
 	dir := t.TempDir()
 	list := filepath.Join(dir, "list.txt")
 	require.NoError(t, os.WriteFile(list, []byte("a.example\n"), 0o644))
@@ -318,6 +316,16 @@ func TestWriterOfADroppedFolderNotHeldWhenWatchedAgain(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { w.close() })
 	require.NoError(t, w.add(dir))
+	return w, list
+}
+
+// TestWriterOfADroppedFolderNotHeldWhenWatchedAgain: the Watcher stops
+// watching a folder no file needs any more and watches it again when a
+// list there is named again. A writer that held a list there, and closed
+// it while the folder was not watched, does not hold it still: the list,
+// complete, would be taken for one caught mid-write until the writer wait.
+func TestWriterOfADroppedFolderNotHeldWhenWatchedAgain(t *testing.T) {
+	w, list := writersOfList(t)
 
 	f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
 	require.NoError(t, err)
@@ -337,6 +345,7 @@ func TestWriterOfADroppedFolderNotHeldWhenWatchedAgain(t *testing.T) {
 	_, err = g.WriteString("d.example\n")
 	require.NoError(t, err)
 
+	dir := filepath.Dir(list)
 	w.remove(dir)
 	require.NoError(t, f.Close())
 	require.NoError(t, w.add(dir))
@@ -429,15 +438,10 @@ func TestAdoptedWriterCountsFromItsLastWrite(t *testing.T) {
 // more) keeps watching the folder for the lists named directly, whose
 // writer is still seen.
 func TestFolderUnderTwoNamesStillWatchedUnderOne(t *testing.T) {
-	dir := t.TempDir()
-	list := filepath.Join(dir, "list.txt")
-	require.NoError(t, os.WriteFile(list, []byte("a.example\n"), 0o644))
+	w, list := writersOfList(t)
+	dir := filepath.Dir(list)
 	link := filepath.Join(t.TempDir(), "lists")
 	require.NoError(t, os.Symlink(dir, link))
-	w, err := newWriters()
-	require.NoError(t, err)
-	t.Cleanup(func() { w.close() })
-	require.NoError(t, w.add(dir))
 	require.NoError(t, w.add(link))
 	w.remove(link)
 
@@ -494,13 +498,7 @@ func TestListReplacedUnderItsWriterNotHeld(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			list := filepath.Join(dir, "list.txt")
-			require.NoError(t, os.WriteFile(list, []byte("a.example\n"), 0o644))
-			w, err := newWriters()
-			require.NoError(t, err)
-			t.Cleanup(func() { w.close() })
-			require.NoError(t, w.add(dir))
+			w, list := writersOfList(t)
 			f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
 			require.NoError(t, err)
 			t.Cleanup(func() { f.Close() })
