@@ -116,3 +116,38 @@ func TestZoneReplacementsAddUpByDelta(t *testing.T) {
 	require.ErrorIs(t, err, ErrShrink)
 	require.Contains(t, err.Error(), "60 of the 90 entries it had at the last start or SIGHUP")
 }
+
+// TestReplacedUnderAnApexOnlyListIsHeld: a policy whose RPZ list blocks
+// its plain list's names alone (`a0.example CNAME .`, no `*.a0.example`).
+// The plain list replaced by other names leaves those names blocked by
+// the RPZ list and every name below them (www.a0.example) blocked by
+// nothing: its entries no longer block and count against max_shrink.
+// Replaced at once, or a third at a time until the sum since the last
+// SIGHUP is past max_shrink, the change is held. Before, such an entry
+// counted nowhere (its own name still blocked; the names below it are
+// its second probe, counted against no list) and both were applied.
+func TestReplacedUnderAnApexOnlyListIsHeld(t *testing.T) {
+	var apex strings.Builder
+	apex.WriteString(rpzHead)
+	for i := range 9 {
+		fmt.Fprintf(&apex, "a%d.example CNAME .\n", i)
+	}
+	conf := strings.Replace(rangesConfig, `block: ["tiktok.txt", "bytedance.txt"]`, `block: ["tiktok.txt", "bytedance.txt", "apex.rpz"]`, 1)
+	files := map[string]string{"networks.txt": "127.2.0.0/16\n", "tiktok.txt": namesUnder("a", 9), "bytedance.txt": "capcut.com\n", "apex.rpz": apex.String()}
+	a := strings.SplitAfter(namesUnder("a", 9), "\n")
+
+	t.Run("at once", func(t *testing.T) {
+		g := newGuardSteps(t, conf, files)
+		err := g.step(false, map[string]string{"tiktok.txt": namesUnder("b", 9)})
+		require.ErrorIs(t, err, ErrShrink)
+		require.ErrorContains(t, err, "tiktok.txt: change held: list shrank more than reload.max_shrink allows: 9 of its 9 entries no longer block in policy government-devices")
+		require.True(t, g.s.Policies[0].Decide("www.a1.example.").Blocked, "the running state kept")
+	})
+	t.Run("a third at a time", func(t *testing.T) {
+		g := newGuardSteps(t, conf, files)
+		require.NoError(t, g.step(false, map[string]string{"tiktok.txt": namesUnder("b", 3) + strings.Join(a[3:], "")}), "3 of 9: within max_shrink")
+		err := g.step(false, map[string]string{"tiktok.txt": namesUnder("b", 6) + strings.Join(a[6:], "")})
+		require.ErrorIs(t, err, ErrShrink, "6 of the 9 entries of the last SIGHUP no longer block")
+		require.True(t, g.s.Policies[0].Decide("www.a4.example.").Blocked, "the running state kept")
+	})
+}

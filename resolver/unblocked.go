@@ -41,6 +41,11 @@ type probe struct {
 	// allowing entry's probe, for the second probe of an entry, and for an
 	// address (counted by the trigger that blocked it).
 	block string
+	// below is, for the second probe of a block list's entry ("*.entry"),
+	// that list's file: the entry counts against it when the names below
+	// it no longer block while its own name still does (another list
+	// blocks that name alone, as an RPZ `tiktok.com CNAME .` does).
+	below string
 }
 
 func (pr probe) String() string {
@@ -114,7 +119,7 @@ func nameProbes(lists []List, keep func(blocklist.Trigger) bool, block bool) ite
 					// The names below the entry, which its own name
 					// may not decide for (an RPZ passthru for the apex
 					// alone); counted against the list once, above.
-					if !yield(probe{name: "*." + e.Name}) {
+					if !yield(probe{name: "*." + e.Name, below: pr.block}) {
 						return
 					}
 				}
@@ -215,7 +220,13 @@ type unblocked struct {
 	exempted      map[probe]bool
 	exemptedNames []string // the first maxLogged, "name (allowed by file:line)"
 	removed       map[string]int
-	counted       map[blocklist.Entry]bool // response-IP triggers counted in removed
+	// removedBelow counts, by list, the entries whose names below no
+	// longer block while their own name still does (probe.below);
+	// lastRemoved is the list and name of the entry last counted in
+	// removed, whose second probe, yielded next, is then not counted.
+	removedBelow map[string]int
+	lastRemoved  string
+	counted      map[blocklist.Entry]bool // response-IP triggers counted in removed
 	// below is the names below an entry (its second probe, "*.entry")
 	// that was blocked and now neither blocks nor allows. No list counts
 	// them (an entry counts once, by its own probe), so a move between
@@ -285,6 +296,13 @@ func (u *unblocked) compare(was, now *Policy, probes iter.Seq[probe]) {
 					u.removed = map[string]int{}
 				}
 				u.removed[block]++
+				u.lastRemoved = block + "\x00" + pr.name
+			}
+			if pr.below != "" && u.lastRemoved != pr.below+"\x00"+strings.TrimPrefix(pr.name, "*.") {
+				if u.removedBelow == nil {
+					u.removedBelow = map[string]int{}
+				}
+				u.removedBelow[pr.below]++
 			}
 		}
 	}
@@ -395,7 +413,11 @@ func policyUnblocked(prev, next *Snapshot, maxShrink float64, shrunkLists map[st
 		// A blocking entry is asked when its list's new copy lacks it or a
 		// changed allowing list matches it.
 		turned := func(pr probe) bool {
-			if n, ok := changed[pr.block]; ok && (n == nil || !matchesIn(n, pr, blockingTrigger)) {
+			file := pr.block
+			if file == "" {
+				file = pr.below
+			}
+			if n, ok := changed[file]; ok && (n == nil || !matchesIn(n, pr, blockingTrigger)) {
 				return true
 			}
 			return slices.ContainsFunc(allowing, func(a allowingList) bool { return matchesIn(a.l, pr, a.keep) })
@@ -414,14 +436,17 @@ func policyUnblocked(prev, next *Snapshot, maxShrink float64, shrunkLists map[st
 		if err := u.heldError("policy "+np.Name, false); err != nil {
 			errs = append(errs, err)
 		}
-		for _, file := range slices.Sorted(maps.Keys(u.removed)) {
+		files := slices.Concat(slices.Collect(maps.Keys(u.removed)), slices.Collect(maps.Keys(u.removedBelow)))
+		slices.Sort(files)
+		for _, file := range slices.Compact(files) {
+			n := u.removed[file] + u.removedBelow[file]
 			l, ok := oldBlock[file].(triggerLister)
-			if !ok || shrunkLists[file] || !shrunk(float64(l.Len()), float64(l.Len()-u.removed[file]), maxShrink) {
+			if !ok || shrunkLists[file] || !shrunk(float64(l.Len()), float64(l.Len()-n), maxShrink) {
 				continue
 			}
 			shrunkLists[file] = true // one error a list, whichever policies share it
 			errs = append(errs, fmt.Errorf("%s: %w: %d of its %d entries no longer block in policy %s (replaced, not only removed; max_shrink %g); SIGHUP accepts it",
-				file, ErrShrink, u.removed[file], l.Len(), np.Name, maxShrink))
+				file, ErrShrink, n, l.Len(), np.Name, maxShrink))
 		}
 		if u.lost {
 			errs = append(errs, baseReplaced(prev, np, oldBlock, maxShrink, shrunkLists)...)
@@ -453,10 +478,12 @@ func baseReplaced(prev *Snapshot, np *Policy, oldBlock map[string]List, maxShrin
 			continue
 		}
 		total, gone := 0, 0
-		gone1 := func(pr probe) {
+		gone1 := func(pr probe) bool {
 			if !matchesIn(n, pr, blockingTrigger) && !pr.decide(np).Blocked {
 				gone++
+				return true
 			}
+			return false
 		}
 		// One probe an entry (not an entry's second, for the names below).
 		entries := filterProbes(nameProbes([]List{base}, blockingTrigger, true), func(pr probe) bool { return pr.block != "" })
@@ -475,9 +502,17 @@ func baseReplaced(prev *Snapshot, np *Policy, oldBlock map[string]List, maxShrin
 				}
 			}
 		} else {
-			for pr := range entries {
-				total++
-				gone1(pr)
+			// An entry is gone when its name no longer blocks, or the
+			// names below it (its second probe, next) no longer do.
+			ownGone := false
+			for pr := range nameProbes([]List{base}, blockingTrigger, true) {
+				switch {
+				case pr.block != "":
+					total++
+					ownGone = gone1(pr)
+				case pr.below != "" && !ownGone:
+					gone1(pr)
+				}
 			}
 		}
 		// Response-IP triggers of the base: gone when the new copy has
