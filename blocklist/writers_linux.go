@@ -215,6 +215,20 @@ func writingNow(match func(path string) bool) map[string]int {
 	return out
 }
 
+// writerInProc reports whether /proc shows a process that has the file
+// name of the folder watched as wd open for writing (writerFDs; the
+// kernel's name of the folder must be one of those it is watched under).
+func (w *writers) writerInProc(wd int32, name string) bool {
+	found := false
+	writerFDs(func(p string) bool {
+		return filepath.Base(p) == name && slices.Contains(w.wds[wd], filepath.Dir(p))
+	}, func(_, _ string) bool {
+		found = true
+		return false
+	})
+	return found
+}
+
 // Holders names the processes that have one of paths (absolute, as the
 // kernel resolves them: the last of a symlink chain) open for writing
 // now, as "pid N (command)", sorted: what an operator told that a file is
@@ -552,7 +566,14 @@ func (w *writers) handle(wd int32, mask, cookie uint32, name string, now time.Ti
 			}
 			f.opens--
 			// A close after writing ends the writer; the last close of
-			// any kind leaves no one to write.
+			// any kind leaves no one to write, unless /proc shows a
+			// writer left: the kernel merges an event into the one
+			// queued before it when both are the same and unread, so a
+			// writer's open and a reader's right after it count as one,
+			// and the reader's close looks like the last.
+			if !f.modified.IsZero() && f.opens <= 0 && mask&unix.IN_CLOSE_WRITE == 0 && w.writerInProc(wd, name) {
+				f.opens = 1 // the writer's, whose close ends it
+			}
 			if !f.modified.IsZero() && (mask&unix.IN_CLOSE_WRITE != 0 || f.opens <= 0) {
 				f.modified = time.Time{}
 				closed = true

@@ -552,3 +552,37 @@ func TestWatcherLooksAgainAfterAnOverflow(t *testing.T) {
 		"not reported before the end of the writer wait")
 	assert.Equal(t, []string{"a.example\nb.example\n"}, reported(), "the complete file, once")
 }
+
+// TestWriterHeldThroughMergedOpens: the kernel merges an event into the
+// one queued before it when both are the same and unread, so a writer's
+// open and a reader's right after it (a backup or an indexer reading the
+// list) count as one open. The reader's close then looked like the last
+// one, and the list was no longer held while its writer, which had
+// written part of it, still had it open: paused longer than the quiet
+// period, it would have been read half written. A last close after
+// reading with the list modified asks /proc whether a writer is left.
+func TestWriterHeldThroughMergedOpens(t *testing.T) {
+	w, list := writersOfList(t)
+	w.readMu.Lock() // the two opens queue unread, and merge
+	f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		w.readMu.Unlock()
+		require.NoError(t, err)
+	}
+	t.Cleanup(func() { f.Close() })
+	r, err := os.Open(list)
+	w.readMu.Unlock()
+	require.NoError(t, err)
+	_, err = f.WriteString("b.exa")
+	require.NoError(t, err)
+	open, _ := w.heldOpen([]string{list})
+	require.Equal(t, []string{list}, open, "held while its writer has it open")
+
+	require.NoError(t, r.Close())
+	open, _ = w.heldOpen([]string{list})
+	assert.Equal(t, []string{list}, open, "the reader's close is not the last: the writer still has it open")
+
+	require.NoError(t, f.Close())
+	open, _ = w.heldOpen([]string{list})
+	assert.Empty(t, open, "the writer's close ends it")
+}
