@@ -222,10 +222,10 @@ type unblocked struct {
 	removed       map[string]int
 	// removedBelow counts, by list, the entries whose names below no
 	// longer block while their own name still does (probe.below);
-	// lastRemoved is the list and name of the entry last counted in
-	// removed, whose second probe, yielded next, is then not counted.
+	// lastRemoved is the probe last counted in removed, whose entry's
+	// second probe, yielded next, is then not counted.
 	removedBelow map[string]int
-	lastRemoved  string
+	lastRemoved  probe
 	counted      map[blocklist.Entry]bool // response-IP triggers counted in removed
 	// below is the names below an entry (its second probe, "*.entry")
 	// that was blocked and now neither blocks nor allows. No list counts
@@ -296,9 +296,9 @@ func (u *unblocked) compare(was, now *Policy, probes iter.Seq[probe]) {
 					u.removed = map[string]int{}
 				}
 				u.removed[block]++
-				u.lastRemoved = block + "\x00" + pr.name
+				u.lastRemoved = probe{name: pr.name, block: block}
 			}
-			if pr.below != "" && u.lastRemoved != pr.below+"\x00"+strings.TrimPrefix(pr.name, "*.") {
+			if pr.below != "" && (u.lastRemoved.block != pr.below || u.lastRemoved.name != strings.TrimPrefix(pr.name, "*.")) {
 				if u.removedBelow == nil {
 					u.removedBelow = map[string]int{}
 				}
