@@ -178,12 +178,10 @@ type Config struct {
 	allowed []netip.Prefix
 	trusted []netip.Prefix
 	explain []netip.Prefix
-	// allowedLines are the lines of allowed's ranges (0: a default).
-	allowedLines []int
 	// tlsLine is the line of tls.cert, for CheckCertificate's error.
 	tlsLine int
-	// lines are the lines of the entries of listen, listen_https and
-	// upstreams, by key (Line).
+	// lines are the lines of the entries of allowed_clients, listen,
+	// listen_https and upstreams, by key (Line; 0: a default).
 	lines map[string][]int
 	// healthCheck is UpstreamHealthCheck, parsed by validate.
 	healthCheck upstream.HealthCheck
@@ -323,17 +321,14 @@ type Reload struct {
 // AllowedPrefixes are the allowed_clients ranges, parsed, in file order.
 func (c *Config) AllowedPrefixes() []netip.Prefix { return slices.Clone(c.allowed) }
 
-// AllowedLine is the configuration file's line of AllowedPrefixes()[i]:
-// 0 for a default range, or a range of a configuration that had errors.
-func (c *Config) AllowedLine(i int) int {
-	if i < len(c.allowedLines) {
-		return c.allowedLines[i]
-	}
-	return 0
-}
+// AllowedLine is the configuration file's line of AllowedPrefixes()[i]
+// (Line of allowed_clients: a configuration that loads parsed every
+// entry), 0 for a default range.
+func (c *Config) AllowedLine(i int) int { return c.Line("allowed_clients", i) }
 
 // Line is the configuration file's line of entry i of the top-level list
-// key, "listen", "listen_https" or "upstreams" (as written, before
+// key, "allowed_clients", "listen", "listen_https" or "upstreams" (as
+// written, the defaults of allowed_clients having none, before
 // resolv.conf paths are expanded): 0 when unknown (a configuration not
 // from a file, or another key).
 func (c *Config) Line(key string, i int) int {
@@ -1124,18 +1119,12 @@ func (c *Config) validate(errs *configErrors) {
 	c.validateEncrypted(errs)
 	c.validateUpstreams(errs)
 	c.lines = map[string][]int{}
-	for key, entries := range map[string][]string{"listen": c.Listen, "listen_https": c.ListenHTTPS, "upstreams": c.Upstreams} {
+	for key, entries := range map[string][]string{"allowed_clients": c.AllowedClients, "listen": c.Listen, "listen_https": c.ListenHTTPS, "upstreams": c.Upstreams} {
 		for i := range entries {
 			c.lines[key] = append(c.lines[key], lineOf(errs.root, []any{key, i}))
 		}
 	}
 	c.allowed = parsePrefixes(errs, []any{"allowed_clients"}, c.AllowedClients)
-	if len(c.allowed) == len(c.AllowedClients) { // each entry parsed: entry i is range i
-		c.allowedLines = make([]int, len(c.allowed))
-		for i := range c.allowed {
-			c.allowedLines[i] = lineOf(errs.root, []any{"allowed_clients", i})
-		}
-	}
 	c.trusted = parsePrefixes(errs, []any{"trusted_proxies"}, c.TrustedProxies)
 	c.explain = parsePrefixes(errs, []any{"explain_clients"}, c.ExplainClients)
 	c.validatePolicies(errs)

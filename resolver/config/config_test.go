@@ -544,7 +544,7 @@ func TestChanges(t *testing.T) {
 
 // TestConfigRangesAndLines: the ranges a configuration gives are parsed
 // in file order, each with the line check and the lint name it by
-// (AllowedLine, ClientRanges, Line), and a line asked of an entry the
+// (AllowedLine, Config.Line, ClientRanges, Policy.Line), and a line asked of an entry the
 // key does not have is 0.
 func TestConfigRangesAndLines(t *testing.T) {
 	dir := testnet.WriteTree(t, map[string]string{"l.txt": "tiktok.com\n", "a.txt": "ads.tiktok.com\n", "r.txt": "10.9.0.0/16\n"})
@@ -572,6 +572,8 @@ policies:
 	pfx := netip.MustParsePrefix
 	assert.Equal(t, []netip.Prefix{pfx("10.0.0.0/8"), pfx("2001:db8::/32")}, cfg.AllowedPrefixes())
 	assert.Equal(t, []int{3, 4, 0}, []int{cfg.AllowedLine(0), cfg.AllowedLine(1), cfg.AllowedLine(2)})
+	assert.Equal(t, []int{1, 0, 0, 3}, []int{cfg.Line("upstreams", 0), cfg.Line("upstreams", 1), cfg.Line("listen", 0), cfg.Line("allowed_clients", 0)},
+		"Line: an entry's line; 0 past the entries, and for a key left out")
 	assert.Equal(t, []netip.Prefix{pfx("192.0.2.1/32")}, cfg.TrustedPrefixes())
 	assert.Equal(t, []netip.Prefix{pfx("10.1.0.0/16")}, cfg.ExplainPrefixes())
 	assert.Equal(t, []netip.Prefix{pfx("10.2.0.0/16")}, cfg.RateLimit.ExemptPrefixes())
