@@ -3,7 +3,6 @@
 package blocklist
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -365,19 +365,8 @@ func TestHoldersNamesEachWriterOnce(t *testing.T) {
 		require.NoError(t, err)
 		t.Cleanup(func() { f.Close() })
 	}
-	holding := func(redirect string) *exec.Cmd {
-		cmd := exec.Command("sh", "-c", `exec 3`+redirect+`"$0" && echo ready && exec sleep 600`, list)
-		out, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		line, err := bufio.NewReader(out).ReadString('\n')
-		require.NoError(t, err)
-		require.Equal(t, "ready\n", line)
-		return cmd
-	}
-	writer := holding(">>")
-	holding("<") // a reader
+	writer := testnet.HoldOpen(t, list, ">>")
+	testnet.HoldOpen(t, list, "<") // a reader
 
 	comm, err := os.ReadFile("/proc/self/comm")
 	require.NoError(t, err)

@@ -1,13 +1,11 @@
 package resolver
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -476,27 +475,13 @@ func TestSIGHUPNotRefusedForAnIdleWriter(t *testing.T) {
 	up := startUpstream(t, nil)
 	conf := strings.Replace(rangesConfig, "reload: {debounce: 20ms}", "reload: {debounce: 20ms, writer_wait: 300ms}", 1)
 	f := startFence(t, conf, rangesFiles(fourRanges), up.addr)
-	holdOpenForWriting(t, filepath.Join(f.dir, "tiktok.txt"))
+	testnet.HoldOpen(t, filepath.Join(f.dir, "tiktok.txt"), ">>")
 	r := watching(t, f, zap.NewNop())
 	r.sighupWait = 300 * time.Millisecond
 
 	require.Eventually(t, func() bool { return r.Reload(true) == nil }, 10*time.Second, 5*time.Millisecond,
 		"SIGHUP refused while a process that never wrote the list holds it open")
 	assert.Zero(t, r.Status().Failures)
-}
-
-// holdOpenForWriting starts a process that opens path for appending,
-// writes nothing and keeps it open until the test ends.
-func holdOpenForWriting(t *testing.T, path string) {
-	t.Helper()
-	cmd := exec.Command("sh", "-c", `exec 3>>"$0" && echo open && exec sleep 600`, path)
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	require.NoError(t, err)
-	require.Equal(t, "open\n", line)
 }
 
 // TestSIGHUPWaitsForCompleteFiles sends SIGHUP (Reload(true)) while a

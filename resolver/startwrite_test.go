@@ -407,7 +407,7 @@ func TestStartWarnsOfAWriterHoldingAListOpen(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(startWriteConfig, "writer_wait: 30s", "writer_wait: 300ms", 1)), 0o644))
 	list := filepath.Join(dir, "tiktok.txt")
 	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\nbyteoversea.com\n"), 0o644))
-	holdOpenForWriting(t, list)
+	testnet.HoldOpen(t, list, ">>")
 
 	log, logs := observed(t)
 	_, started := startInBackground(t, log, path)

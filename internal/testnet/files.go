@@ -1,10 +1,12 @@
 package testnet
 
 import (
+	"bufio"
 	"errors"
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -133,4 +135,27 @@ func Seed(f *testing.F, patterns ...string) {
 			f.Add(data)
 		}
 	}
+}
+
+// HoldOpen starts a shell that opens path on descriptor 3 with redirect
+// (">>" to append, "<" to read, as sh writes them), writes nothing, and
+// keeps it open until the test ends; it returns once the file is open.
+// A process other than the test's, as /proc shows a list's writer or
+// reader.
+func HoldOpen(t testing.TB, path, redirect string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", `exec 3`+redirect+`"$0" && echo open && exec sleep 600`, path)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "open\n" {
+		t.Fatalf("holding %s open: %q, %v", path, line, err)
+	}
+	return cmd
 }
