@@ -585,12 +585,7 @@ func TestURLDiskCopyWrittenAgainAfterAFailedWrite(t *testing.T) {
 	core, logs := observer.New(zapcore.WarnLevel)
 	opt.Log = zap.New(core)
 	entry := srv.URL + "/l.txt"
-	src, err := NewURL(entry, opt)
-	require.NoError(t, err)
-	rec := run(t, src)
-	rec.waitCount(t, 1)
-	path := cachePath(opt.CacheDir, entry)
-	waitFile(t, path)
+	src, rec, path := deliveredAndKept(t, entry, opt)
 	const writeFailed = "list source: keeping the disk copy failed"
 	assert.Zero(t, logs.FilterMessage(writeFailed).Len(), "a write that succeeded")
 
@@ -625,12 +620,7 @@ func TestURLNewValidatorsTakenAtOnce(t *testing.T) {
 	opt := testOptions(t)
 	opt.Refresh = time.Hour
 	entry := srv.URL + "/l.txt"
-	src, err := NewURL(entry, opt)
-	require.NoError(t, err)
-	rec := run(t, src)
-	rec.waitCount(t, 1)
-	path := cachePath(opt.CacheDir, entry)
-	waitFile(t, path)
+	src, rec, path := deliveredAndKept(t, entry, opt)
 	written, err := os.Stat(path)
 	require.NoError(t, err)
 	// poll wakes the source, waits for its poll to end, and returns the
@@ -729,11 +719,7 @@ func TestURLCorruptCacheIgnored(t *testing.T) {
 	srv := newListServer(t, "tiktok.com\n")
 	opt := testOptions(t)
 	entry := srv.URL + "/l.txt"
-	first, err := NewURL(entry, opt)
-	require.NoError(t, err)
-	run(t, first).waitCount(t, 1)
-	path := cachePath(opt.CacheDir, entry)
-	waitFile(t, path)
+	_, _, path := deliveredAndKept(t, entry, opt)
 	srv.Close()
 	require.NoError(t, corrupt(path))
 
@@ -935,6 +921,19 @@ func TestURLRefusedThenUnchangedOffersTheCopyHeld(t *testing.T) {
 	require.Eventually(t, func() bool { _, nm, _ := srv.counts(); return nm >= 3 }, waitFor, tick)
 	assert.Equal(t, 2, rec.count(), "offered once")
 	waitStatus(t, src, func(st Status) bool { return st.LastError == nil && st.HasContent })
+}
+
+// deliveredAndKept runs a source of entry with opt until it delivered a
+// first copy and wrote its disk copy, whose path it returns.
+func deliveredAndKept(t *testing.T, entry string, opt Options) (src *URL, rec *receiver, path string) {
+	t.Helper()
+	src, err := NewURL(entry, opt)
+	require.NoError(t, err)
+	rec = run(t, src)
+	rec.waitCount(t, 1)
+	path = cachePath(opt.CacheDir, entry)
+	waitFile(t, path)
+	return src, rec, path
 }
 
 // restartedWithDiskCopy runs a URL source of entry until it has written
