@@ -705,3 +705,34 @@ func TestUpdateAtEitherReportedOwnerNotExact(t *testing.T) {
 		assert.Nil(t, l)
 	}
 }
+
+// TestDeltaOfANodesTwoTriggersApart: a name's wildcard trigger removed by
+// one IXFR and its exact trigger by the next are two bits of one node in
+// the gone set; Delta between the two copies reports the exact trigger
+// removed, read from its own bit and not the wildcard's beside it.
+func TestDeltaOfANodesTwoTriggersApart(t *testing.T) {
+	base := transferList(t, rrs(t,
+		"tiktok.com.rpz.example.gov. 300 IN CNAME .",
+		"*.tiktok.com.rpz.example.gov. 300 IN CNAME .",
+	))
+	one, err := base.Update([32]byte{1}, 2, feed(rrs(t, "*.tiktok.com.rpz.example.gov. 300 IN CNAME .")), feed(nil))
+	require.NoError(t, err)
+	two, err := one.Update([32]byte{2}, 3, feed(rrs(t, "tiktok.com.rpz.example.gov. 300 IN CNAME .")), feed(nil))
+	require.NoError(t, err)
+
+	removed, added, ok := two.Delta(one)
+	require.True(t, ok)
+	assert.Empty(t, added)
+	require.Len(t, removed, 1)
+	assert.Equal(t, "tiktok.com", removed[0].Name)
+	assert.False(t, removed[0].Trigger.Wildcard)
+	assert.Same(t, one, removed[0].List)
+
+	// And back: the copy before reports the exact trigger added.
+	removed, added, ok = one.Delta(two)
+	require.True(t, ok)
+	assert.Empty(t, removed)
+	require.Len(t, added, 1)
+	assert.Equal(t, "tiktok.com", added[0].Name)
+	assert.Same(t, one, added[0].List)
+}
