@@ -33,6 +33,7 @@ type heldUpstream struct {
 	*testUpstream
 	held     atomic.Pointer[chan struct{}] // the hold under way, to wait on
 	heldOnce atomic.Bool                   // hold was called: TTL 300
+	next     atomic.Pointer[chan struct{}] // holdNext's hold, for the next TCP query alone
 }
 
 // startHeldUpstream starts a heldUpstream on 127.0.0.1, not held.
@@ -51,6 +52,9 @@ func startHeldUpstream(t *testing.T) *heldUpstream {
 			m := new(dns.Msg).SetReply(r)
 			m.Truncated = true
 			return m
+		}
+		if next := u.next.Swap(nil); next != nil {
+			<-*next
 		}
 		if q.Qtype != dns.TypeHTTPS || !dns.IsSubDomain("svcb.example.", q.Name) {
 			return unreadHintAnswer(w, r)
@@ -97,6 +101,18 @@ func (u *heldUpstream) hold(t *testing.T) (letGo func()) {
 	}
 	t.Cleanup(letGo) // registered after the fence's: runs before it stops
 	return letGo
+}
+
+// holdNext holds the upstream's answer to the next query it receives over
+// TCP alone, until the test's end (answers from then on have TTL 300, as
+// after hold); the function it returns tells whether that query came.
+func (u *heldUpstream) holdNext(t *testing.T) (came func() bool) {
+	t.Helper()
+	ch := make(chan struct{})
+	u.heldOnce.Store(true)
+	u.next.Store(&ch)
+	t.Cleanup(func() { close(ch) }) // registered after the fence's: runs before it stops
+	return func() bool { return u.next.Load() == nil }
 }
 
 // staleUnread asserts that b is the answer miekg/dns does not read served
@@ -249,6 +265,64 @@ func TestUnreadRefreshNoQueryWaitsForCached(t *testing.T) {
 			assert.Equal(t, 2, up.tcpQueries(), "one prefetch, cached: no other prefetch, no miss")
 			misses, _ := metricValue(t, f.registry, "dnsfence_cache_lookups_total", "result", "miss")
 			assert.Equal(t, 1.0, misses, "the first query's miss only: the prefetch refreshed the answer")
+		})
+	}
+}
+
+// TestUnreadRefreshedMeanwhileIsFreshAtTimer: a query whose cached answer
+// (one miekg/dns does not read) has expired waits for its upstream query
+// within stale_answer_client_timeout; when a query over the other
+// transport, which asks apart, has refreshed the answer meanwhile, the
+// first is answered at its timer with the refreshed answer as a cache
+// hit (Cache.answerAtTimer, unreadEntry): its own TTL, no EDE, not
+// counted stale, its audit line naming the cache (not the stale cache).
+// UDP waiting (the wire path's timer, clientTimer) and TCP (the message
+// path's, fetchWithin).
+func TestUnreadRefreshedMeanwhileIsFreshAtTimer(t *testing.T) {
+	needLoopback(t, unreadClient)
+	other := map[string]string{"udp": "tcp", "tcp": "udp"}
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			up := startHeldUpstream(t)
+			core, logs := observer.New(zap.InfoLevel)
+			f := startFenceLog(t, zap.New(core), fmt.Sprintf(govConfig, "upstream_timeout: 10s\ncache: {serve_stale: 1h, stale_answer_client_timeout: 2s}"), govFiles, up.addr)
+			q := question("a.svcb.example.", dns.TypeHTTPS, true)
+			b := askOctets(t, f.addr, unreadClient, network, q)
+			require.EqualValues(t, 1, dnswire.ANCount(b), "the fresh answer")
+			require.Eventually(t, func() bool {
+				e, ok := f.handler.cache.Load().t.get(keyOf(q))
+				return ok && time.Since(e.stored) > e.ttl
+			}, 10*time.Second, 10*time.Millisecond, "the cached answer expires")
+
+			came := up.holdNext(t)
+			answered := make(chan []byte, 1)
+			go func() { answered <- askOctets(t, f.addr, unreadClient, network, q) }()
+			require.Eventually(t, came, 5*time.Second, 10*time.Millisecond, "the first query's refresh is held")
+			b = askOctets(t, f.addr, unreadClient, other[network], q)
+			require.Nil(t, rawOptions(t, b)[dns.EDNS0EDE], "the %s query's own refresh: fresh", other[network])
+			stale, _ := metricValue(t, f.registry, "dnsfence_cache_lookups_total", "result", "stale")
+
+			select {
+			case b = <-answered:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no answer at the client timer")
+			}
+			assert.Equal(t, dns.RcodeSuccess, int(dnswire.Flags(b)&0xF))
+			assert.EqualValues(t, 1, dnswire.ANCount(b), "the HTTPS record")
+			assert.Nil(t, rawOptions(t, b)[dns.EDNS0EDE], "fresh: no Stale Answer EDE")
+			qs, ok := dnswire.ReadQuestion(b)
+			require.True(t, ok)
+			require.True(t, dnswire.Walk(b, qs.End, func(r dnswire.Record) bool {
+				if r.Type == dns.TypeHTTPS {
+					assert.Greater(t, r.TTL, uint32(200), "the refreshed answer's TTL (300), not a stale one's 30")
+				}
+				return true
+			}))
+			after, _ := metricValue(t, f.registry, "dnsfence_cache_lookups_total", "result", "stale")
+			assert.Equal(t, stale, after, "not counted stale")
+			lines := logs.FilterMessage("query").All()
+			require.NotEmpty(t, lines)
+			assert.Equal(t, upstreamCache, lines[len(lines)-1].ContextMap()[logUpstream], "the audit line names the cache")
 		})
 	}
 }
