@@ -1743,6 +1743,46 @@ func TestStaleRefreshFailureOfAPrefetch(t *testing.T) {
 	}
 }
 
+// TestPrefetchFailureTriedAgainByTheNextHit: a prefetch whose upstreams
+// fail while the answer is still fresh leaves that answer cached and
+// served, and gives up its claim (prefetchFailed), so that the next hit in
+// the answer's last tenth tries again: the answer is not left to expire
+// unrefreshed after one failure. UDP (the wire path) and TCP.
+func TestPrefetchFailureTriedAgainByTheNextHit(t *testing.T) {
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				if r.Question[0].Name == "." {
+					return defaultAnswer(w, r) // the probes: the upstream stays up
+				}
+				return rcodeAnswer(dns.RcodeServerFailure)(w, r)
+			})
+			f := govFence(t, "upstream_timeout: 2s\ncache: {prefetch: true}", up.addr)
+			const name = "due.example.org."
+			q := question(name, dns.TypeA, true)
+			// Cached 90 s into a TTL of 100 s: 10 s left, the last tenth;
+			// read once, so the next hit finds it popular.
+			msg := answerWith(name, dns.TypeA, dns.RcodeSuccess, name+" 100 IN A 192.0.2.1")
+			cache := f.handler.cache.Load()
+			cache.put(keyOf(q), msg, time.Now().Add(-90*time.Second))
+			_, due := cache.get(keyOf(q), time.Now())
+			require.False(t, due, "read once: not yet popular")
+			asked := 0
+			for i := 1; i <= 2; i++ {
+				r := ask(t, f.addr, "", network, q)
+				require.Equal(t, dns.RcodeSuccess, r.Rcode, "hit %d: the cached answer, not the prefetch's SERVFAIL", i)
+				require.Len(t, r.Answer, 1, "hit %d", i)
+				assert.Empty(t, allEDEs(r), "hit %d: fresh", i)
+				require.Eventually(t, func() bool { return testutilGauge(t, f, "dnsfence_inflight_queries") == 0 },
+					5*time.Second, 10*time.Millisecond, "prefetch %d fails and ends", i)
+				now := clientQueries(up)
+				require.Greater(t, now, asked, "hit %d started a prefetch, which asked the upstream", i)
+				asked = now
+			}
+		})
+	}
+}
+
 // TestFailedValidationLeavesHealth: recursive upstreams that answer a
 // name they cannot resolve with SERVFAIL, and every other name as usual,
 // are not marked down by clients asking for such names: a validator's
