@@ -409,14 +409,6 @@ func (s *Snapshot) lintOpen() []Warning {
 	return ws
 }
 
-// Well-known ports lintPorts weighs: plain DNS's (RFC 1035 §4.2) and
-// HTTPS's, on which DNS over HTTPS servers listen (RFC 8484 §3's URI
-// templates are https: URIs, whose default port is 443, RFC 9110 §4.2.2).
-const (
-	plainDNSPort = 53
-	httpsPort    = 443
-)
-
 // lintPorts warns of DNS over HTTPS on plain DNS's port and plain DNS on
 // HTTPS's, in upstreams, listen_https and listen: a plain upstream's
 // address with https:// put before it, or a DoH server's written as a
@@ -436,28 +428,28 @@ func (s *Snapshot) lintPorts() []Warning {
 			continue
 		}
 		switch {
-		case a.Kind == upstream.KindHTTPS && a.Port == plainDNSPort:
-			fix := upstream.Address{Kind: a.Kind, Host: a.Host, Port: httpsPort, Path: a.Path, ServerName: a.ServerName}
+		case a.Kind == upstream.KindHTTPS && a.Port == upstream.PlainPort:
+			fix := upstream.Address{Kind: a.Kind, Host: a.Host, Port: upstream.DoHPort, Path: a.Path, ServerName: a.ServerName}
 			warn("upstreams", i, "%q: DNS over HTTPS on port 53, the port of plain DNS, which DoH servers do not listen on; they listen on 443: %s", u, fix)
-		case a.Kind == upstream.KindPlain && a.Port == httpsPort:
-			doh := upstream.Address{Kind: upstream.KindHTTPS, Host: a.Host, Port: httpsPort, Path: "/dns-query", ServerName: "NAME"}
+		case a.Kind == upstream.KindPlain && a.Port == upstream.DoHPort:
+			doh := upstream.Address{Kind: upstream.KindHTTPS, Host: a.Host, Port: upstream.DoHPort, Path: "/dns-query", ServerName: "NAME"}
 			warn("upstreams", i, "%q: plain DNS to port 443, the port of HTTPS, which a DNS over HTTPS server there does not answer; for DNS over HTTPS write %s (NAME: the name its certificate carries), for plain DNS %s",
-				u, doh, net.JoinHostPort(a.Host, strconv.Itoa(plainDNSPort)))
+				u, doh, net.JoinHostPort(a.Host, strconv.Itoa(upstream.PlainPort)))
 		}
 	}
 	for i, l := range s.Config.ListenHTTPS {
 		// An http:// listener is a TLS-terminating proxy's backend, on
 		// whatever port the proxy is given.
 		hostport, plain, err := listen.ParseDoHListen(l)
-		if ap, perr := netip.ParseAddrPort(hostport); err == nil && perr == nil && !plain && ap.Port() == plainDNSPort {
+		if ap, perr := netip.ParseAddrPort(hostport); err == nil && perr == nil && !plain && ap.Port() == upstream.PlainPort {
 			warn("listen_https", i, "%s: DNS over HTTPS on port 53, the port of plain DNS: devices look for it on 443, and their plain DNS over TCP sent there meets TLS; e.g. %s",
-				l, netip.AddrPortFrom(ap.Addr(), httpsPort))
+				l, netip.AddrPortFrom(ap.Addr(), upstream.DoHPort))
 		}
 	}
 	for i, l := range s.Config.Listen {
-		if ap, err := netip.ParseAddrPort(l); err == nil && ap.Port() == httpsPort {
+		if ap, err := netip.ParseAddrPort(l); err == nil && ap.Port() == upstream.DoHPort {
 			warn("listen", i, "%s: plain DNS on port 443, the port of HTTPS, where devices look for DNS over HTTPS (listen_https), not plain DNS; e.g. %s",
-				l, netip.AddrPortFrom(ap.Addr(), plainDNSPort))
+				l, netip.AddrPortFrom(ap.Addr(), upstream.PlainPort))
 		}
 	}
 	return ws

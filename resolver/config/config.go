@@ -1165,9 +1165,9 @@ func (c *Config) validateListen(errs *configErrors) {
 			errs.add(at, "%s; write %s", msg, fix)
 		} else if msg != "" {
 			errs.add(at, "%s; give IP:port, %s (an IPv6 address in brackets: [::1]:53)", msg, example(at))
-		} else if ap, err := netip.ParseAddrPort(l); err == nil && ap.Port() == dotPort {
+		} else if ap, err := netip.ParseAddrPort(l); err == nil && ap.Port() == upstream.DoTPort {
 			errs.add(at, "%s: %v; serve DNS over TLS there with listen_tls, or give listen another port, e.g. %s",
-				l, upstream.ErrPlainOnEncryptedPort, netip.AddrPortFrom(ap.Addr(), plainPort))
+				l, upstream.ErrPlainOnEncryptedPort, netip.AddrPortFrom(ap.Addr(), upstream.PlainPort))
 		}
 	}
 	if c.HTTP == nil || *c.HTTP == "" {

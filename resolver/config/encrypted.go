@@ -11,18 +11,6 @@ import (
 	"github.com/dnsfence/dnsfence/resolver/upstream"
 )
 
-// Default ports of the encrypted listeners, suggested for an address
-// written without one: 853 for DNS over TLS and QUIC (RFC 7858 §3.1, RFC
-// 9250 §4.1.1), 443 for DNS over HTTPS.
-const (
-	dotPort = 853
-	dohPort = 443
-)
-
-// plainPort is plain DNS's port (RFC 1035 §4.2), which DNS over TLS and
-// QUIC never use (RFC 7858 §3.1, RFC 9250 §4.1.1).
-const plainPort = 53
-
 // validateEncrypted checks the keys of DESIGN.md §8: the encrypted listen
 // addresses, the certificate they need, and upstream_ca. The certificate
 // pair's content is not read here (CheckCertificate does, at start and in
@@ -35,8 +23,8 @@ func (c *Config) validateEncrypted(errs *configErrors) {
 		addrs []string
 		port  uint16
 		rfc   string // the section that keeps the transport off port 53
-	}{{"listen_tls", c.ListenTLS, dotPort, "RFC 7858 §3.1"}, {"listen_https", c.ListenHTTPS, dohPort, ""},
-		{"listen_quic", c.ListenQUIC, dotPort, "RFC 9250 §4.1.1"}} {
+	}{{"listen_tls", c.ListenTLS, upstream.DoTPort, "RFC 7858 §3.1"}, {"listen_https", c.ListenHTTPS, upstream.DoHPort, ""},
+		{"listen_quic", c.ListenQUIC, upstream.DoQPort, "RFC 9250 §4.1.1"}} {
 		for i, a := range l.addrs {
 			at := []any{l.key, i}
 			hostport, plain := a, false
@@ -56,7 +44,7 @@ func (c *Config) validateEncrypted(errs *configErrors) {
 				continue
 			}
 			switch ap, _ := netip.ParseAddrPort(hostport); {
-			case ap.Port() == plainPort && l.rfc != "":
+			case ap.Port() == upstream.PlainPort && l.rfc != "":
 				// "DoQ connections MUST NOT use UDP port 53" (RFC 9250
 				// §4.1.1), and DNS over TLS's port "MUST NOT be port 53"
 				// (RFC 7858 §3.1), as tls:// and quic:// upstreams never
@@ -64,7 +52,7 @@ func (c *Config) validateEncrypted(errs *configErrors) {
 				// a TLS or QUIC listener.
 				errs.add(at, "%s: DNS over %s never uses port 53 (%s), the port of plain DNS; write %s",
 					a, protocolOf(l.key), l.rfc, netip.AddrPortFrom(ap.Addr(), l.port))
-			case ap.Port() == dotPort && plain:
+			case ap.Port() == upstream.DoTPort && plain:
 				// DNS over plain HTTP is cleartext DNS: "DNS clients and
 				// servers MUST NOT use port 853 to transport cleartext
 				// DNS messages" (RFC 7858 §3.1).

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/resolver/upstream"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -672,7 +673,7 @@ func itemMeant(key, v string) (string, bool) {
 		}
 		return "", false
 	}
-	port, ok := map[string]uint16{"listen": plainPort, "listen_tls": dotPort, "listen_quic": dotPort, "upstreams": plainPort}[key]
+	port, ok := map[string]uint16{"listen": upstream.PlainPort, "listen_tls": upstream.DoTPort, "listen_quic": upstream.DoQPort, "upstreams": upstream.PlainPort}[key]
 	if !ok {
 		return v, true
 	}

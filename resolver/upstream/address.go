@@ -39,13 +39,15 @@ func (k Kind) String() string {
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
 
-// Default ports: 53 for plain DNS (RFC 1035), 853 for DNS over TLS and
-// QUIC (RFC 7858 §3.1, RFC 9250 §4.1.1), 443 for HTTPS (RFC 8484).
+// Default ports, the one definition of each that config and lint use too:
+// 53 for plain DNS (RFC 1035 §4.2), 853 for DNS over TLS and QUIC (RFC
+// 7858 §3.1, RFC 9250 §4.1.1), 443 for DNS over HTTPS (RFC 8484 §3's URI
+// templates are https: URIs, whose default port is 443, RFC 9110 §4.2.2).
 const (
-	plainPort = 53
-	dotPort   = 853
-	dohPort   = 443
-	doqPort   = 853
+	PlainPort = 53
+	DoTPort   = 853
+	DoHPort   = 443
+	DoQPort   = 853
 )
 
 // dohDefaultPath is the path of an https upstream written without one, the
@@ -162,11 +164,11 @@ func ParseAddress(s string) (Address, error) {
 	var a Address
 	switch strings.ToLower(scheme) {
 	case "tls":
-		a = Address{Kind: KindTLS, Port: dotPort}
+		a = Address{Kind: KindTLS, Port: DoTPort}
 	case "https":
-		a = Address{Kind: KindHTTPS, Port: dohPort}
+		a = Address{Kind: KindHTTPS, Port: DoHPort}
 	case "quic":
-		a = Address{Kind: KindQUIC, Port: doqPort}
+		a = Address{Kind: KindQUIC, Port: DoQPort}
 	case "udp", "tcp", "dns":
 		return Address{}, fmt.Errorf("%q: plain DNS upstreams are written without a scheme: %s", s, rest)
 	default:
@@ -242,18 +244,18 @@ func ParseAddress(s string) (Address, error) {
 		}
 		a.ServerName = name
 	}
-	if a.Kind == KindQUIC && a.Port == plainPort {
+	if a.Kind == KindQUIC && a.Port == PlainPort {
 		// "DoQ connections MUST NOT use UDP port 53" (RFC 9250 §4.1.1): it
 		// would send QUIC to a plain DNS server, or be taken for DNS there.
 		return Address{}, fmt.Errorf("%q: DNS over QUIC never uses port 53 (RFC 9250 §4.1.1): quic://%s#%s",
-			s, net.JoinHostPort(a.Host, strconv.Itoa(doqPort)), a.ServerName)
+			s, net.JoinHostPort(a.Host, strconv.Itoa(DoQPort)), a.ServerName)
 	}
-	if a.Kind == KindTLS && a.Port == plainPort {
+	if a.Kind == KindTLS && a.Port == PlainPort {
 		// DNS over TLS on a port other than 853: "Such another port MUST
 		// NOT be port 53" (RFC 7858 §3.1), to keep TLS and cleartext DNS
 		// apart and downgrades out.
 		return Address{}, fmt.Errorf("%q: DNS over TLS never uses port 53 (RFC 7858 §3.1): tls://%s#%s",
-			s, net.JoinHostPort(a.Host, strconv.Itoa(dotPort)), a.ServerName)
+			s, net.JoinHostPort(a.Host, strconv.Itoa(DoTPort)), a.ServerName)
 	}
 	a.text = s
 	return a, nil
@@ -290,7 +292,7 @@ func parsePlain(s string) (Address, error) {
 			// "::1:53" parses as an address: say how to write either reading.
 			return Address{}, fmt.Errorf("%q: an IPv6 address goes in brackets: [%s] or [%s]:PORT", s, s, s)
 		}
-		return Address{Kind: KindPlain, Host: ip.Unmap().String(), Port: plainPort, text: s}, nil
+		return Address{Kind: KindPlain, Host: ip.Unmap().String(), Port: PlainPort, text: s}, nil
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
@@ -309,12 +311,12 @@ func parsePlain(s string) (Address, error) {
 	if err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
 		return Address{}, fmt.Errorf("%q: the port %q is not a number from 1 to 65535", s, port)
 	}
-	if n == dotPort {
+	if n == DoTPort {
 		// Most likely DNS over TLS meant, its scheme left out: the
 		// queries would leave in cleartext, to a port where none is
 		// answered.
 		return Address{}, fmt.Errorf("%q: %w; write tls://%s#dns.example.net for DNS over TLS, or %s for plain DNS",
-			s, ErrPlainOnEncryptedPort, s, net.JoinHostPort(host, strconv.Itoa(plainPort)))
+			s, ErrPlainOnEncryptedPort, s, net.JoinHostPort(host, strconv.Itoa(PlainPort)))
 	}
 	return Address{Kind: KindPlain, Host: ip.Unmap().String(), Port: uint16(n), text: s}, nil
 }

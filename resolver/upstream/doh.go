@@ -129,7 +129,7 @@ func (c *dohConn) Close() error {
 func newDoH(addr Address, opts Options) *dohTransport {
 	life, stop := context.WithCancel(context.Background())
 	authority := addr.ServerName
-	if addr.Port != dohPort {
+	if addr.Port != DoHPort {
 		authority = net.JoinHostPort(authority, strconv.Itoa(int(addr.Port)))
 	} else if ip, err := netip.ParseAddr(authority); err == nil && ip.Is6() {
 		authority = "[" + authority + "]"
