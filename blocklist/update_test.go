@@ -124,8 +124,9 @@ func TestUpdate(t *testing.T) {
 			assert.Equal(t, want.Len(), l.Len())
 			assert.Equal(t, before, verdicts(old, names, addrs), "the list updated from is unchanged")
 			assert.Equal(t, len(base)-2, old.Len())
-			serial, _ := l.Serial()
+			serial, soa := l.Serial()
 			assert.Equal(t, uint32(2), serial)
+			assert.True(t, soa, "the update's serial is an SOA's, which every IXFR carries")
 			assert.Equal(t, [32]byte{2}, l.Sum())
 			var got, all []string
 			for e, t := range l.AllTriggers() {
