@@ -72,18 +72,23 @@ func (l *List) Update(sum [32]byte, serial uint32, remove, add func(rpz.Handler)
 	// A trigger at an owner the list reports (a second trigger there with
 	// another action, skipped as ErrConflict) changes what is reported of
 	// it: removing the kept one leaves the report stale, and the list
-	// built whole says what the zone now holds.
-	reported := reportedOwners(l.warn)
+	// built whole says what the zone now holds. Past the records reported
+	// by name (maxReported), any owner may be one: every trigger changed
+	// is then inexact.
+	reported, named := reportedOwners(l.warn)
 	checked := func(apply func(rpz.Trigger)) func(rpz.Trigger) {
-		if len(reported) == 0 {
+		if len(reported) == 0 && named {
 			return apply
 		}
 		return func(t rpz.Trigger) {
-			if reported[strings.ToLower(t.Owner)] {
+			switch {
+			case !named:
+				u.fail(fmt.Errorf("%s: the list reports more records than it names (%d), which may be at this owner", t.Owner, maxReported))
+			case reported[strings.ToLower(t.Owner)]:
 				u.fail(fmt.Errorf("%s: an owner whose records the list reports", t.Owner))
-				return
+			default:
+				apply(t)
 			}
-			apply(t)
 		}
 	}
 	remove(rpz.Handler{Trigger: checked(u.remove), Problem: problem})
@@ -450,17 +455,21 @@ type TriggerEntry struct {
 }
 
 // reportedOwners is the owner names (lower case) of the records warn, a
-// list's Warnings, reports one by one; those past maxReported are not
-// known by name.
-func reportedOwners(warn error) map[string]bool {
-	var out map[string]bool
+// list's Warnings, reports one by one, and whether those are every record
+// it reports: false when some are counted, not named (past maxReported,
+// moreBadLines), or reported without a ParseError.
+func reportedOwners(warn error) (owners map[string]bool, named bool) {
+	named = true
 	eachBadLine(warn, func(_ string, _, _ int, pe *ParseError) {
-		if pe != nil && pe.Owner != "" {
-			if out == nil {
-				out = map[string]bool{}
+		switch {
+		case pe == nil:
+			named = false
+		case pe.Owner != "":
+			if owners == nil {
+				owners = map[string]bool{}
 			}
-			out[strings.ToLower(pe.Owner)] = true
+			owners[strings.ToLower(pe.Owner)] = true
 		}
 	})
-	return out
+	return owners, named
 }

@@ -737,3 +737,39 @@ func TestDeltaOfANodesTwoTriggersApart(t *testing.T) {
 	assert.Equal(t, "tiktok.com", added[0].Name)
 	assert.Same(t, one, added[0].List)
 }
+
+// TestUpdateAtAnOwnerPastTheReportedOnes: a zone with more problems than
+// are reported one by one (maxReported) names no owner past them, so any
+// of them may be one whose kept trigger an update removes while the zone
+// still holds the one skipped beside it: every update of such a list is
+// not exact, and the list built whole says what the zone holds. Before,
+// the IXFR removing tiktok.com's kept NXDOMAIN (its NODATA skipped, the
+// 101st conflict) was applied, and tiktok.com was no longer blocked
+// while the zone still blocked it.
+func TestUpdateAtAnOwnerPastTheReportedOnes(t *testing.T) {
+	base := rrs(t, "rpz.example.gov. 60 SOA a. b. 1 2 3 4 5")
+	for i := range maxReported {
+		owner := fmt.Sprintf("n%d.example.rpz.example.gov.", i)
+		base = append(base, rrs(t, owner+" 60 CNAME .", owner+" 60 CNAME *.")...)
+	}
+	base = append(base, rrs(t, "tiktok.com.rpz.example.gov. 60 CNAME .", "tiktok.com.rpz.example.gov. 60 CNAME *.")...)
+	old, warn := transferListWarned(base)
+	require.ErrorIs(t, warn, ErrConflict)
+	n, _ := BadLines(warn)
+	require.Equal(t, maxReported+1, n, "tiktok.com's conflict is past the ones reported")
+
+	gone := rrs(t, "tiktok.com.rpz.example.gov. 60 CNAME .")
+	l, err := old.Update([32]byte{}, 2, feed(gone), feed(nil))
+	assert.ErrorIs(t, err, ErrNotExact)
+	assert.Nil(t, l)
+
+	// What the zone holds after that IXFR: tiktok.com's NODATA.
+	var whole []dns.RR
+	for _, rr := range base {
+		if !dns.IsDuplicate(rr, gone[0]) {
+			whole = append(whole, rr)
+		}
+	}
+	want, _ := transferListWarned(whole)
+	assert.Equal(t, []string{"tiktok.com NODATA tiktok.com.rpz.example.gov."}, verdicts(want, []string{"tiktok.com"}, nil))
+}
