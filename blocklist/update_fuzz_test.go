@@ -46,12 +46,15 @@ var updateAlphabet = func() []string {
 // and each other byte removes (bit 7 clear) or adds (set) a record of the
 // alphabet; a record removed that the zone does not hold, or added that it
 // does, is left out of the IXFR, as a primary's differences never hold it.
+// The fifth byte's top bit (past the alphabet's 38) puts maxReported
+// conflicts of other owners before the zone's records.
 func FuzzUpdateMatchesWhole(f *testing.F) {
 	f.Add([]byte{0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x84})
 	f.Add([]byte{0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0x84, 0xff, 0x04})
 	f.Add([]byte{0x03, 0x00, 0x01, 0x00, 0x00, 0x80, 0x82, 0xff, 0x01, 0x10})
 	f.Add([]byte{0x00, 0x00, 0x00, 0x00, 0x0f, 0x20, 0xa2, 0xff, 0x22, 0xa1})
 	f.Add([]byte{0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0xa1, 0xff, 0x21, 0xff, 0xa5})
+	f.Add([]byte{0x03, 0x00, 0x00, 0x00, 0x80, 0x00}) // TestUpdateAtAnOwnerPastTheReportedOnes
 	names := []string{"tiktok.com", "x.tiktok.com", "www.tiktok.com", "y.www.tiktok.com", "capcut.com",
 		"z.capcut.com", "lemon8.com", "a.b.lemon8.com", "com", "douyin.com"}
 	addrs := []string{"192.0.2.1", "192.0.2.9", "198.51.100.1"}
@@ -60,6 +63,14 @@ func FuzzUpdateMatchesWhole(f *testing.F) {
 			return
 		}
 		var zone []string // the zone's records, in order
+		if data[4]&0x80 != 0 {
+			// maxReported conflicts first: the alphabet's own reported
+			// records are then counted, not named.
+			for i := range maxReported {
+				owner := fmt.Sprintf("n%d.filler.%s", i, updateZone)
+				zone = append(zone, owner+" 60 CNAME .", owner+" 60 CNAME *.")
+			}
+		}
 		for k := range len(updateAlphabet) {
 			if data[k/8]&(1<<(k%8)) != 0 {
 				zone = append(zone, updateAlphabet[k])
