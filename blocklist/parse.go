@@ -1160,8 +1160,10 @@ func BadLines(warn error) (n int, first *ParseError) {
 // (ParseError.Text) oldWarn does not report as many times, so that a bad
 // line kept from before, moved or not, is not new, and one fixed while
 // another is broken leaves the other new though the count is as it was.
-// Past the lines reported one by one (maxReported), only the count can
-// tell: more bad lines than oldWarn's is ok with first nil.
+// Past the lines reported one by one (maxReported), counted, not named, a
+// new one cannot be ruled out: a warn that has such lines is ok, with
+// first nil when none of those named is new (fail closed: a line fixed
+// and another broken past the first 100 leave the count as it was).
 func NewBadLine(oldWarn, warn error) (first *ParseError, ok bool) {
 	was, wasN := map[string]int{}, 0
 	eachBadLine(oldWarn, func(_ string, lines, _ int, pe *ParseError) {
@@ -1170,18 +1172,20 @@ func NewBadLine(oldWarn, warn error) (first *ParseError, ok bool) {
 			was[pe.Text]++
 		}
 	})
-	n := 0
+	n, unnamed := 0, false
 	eachBadLine(warn, func(_ string, lines, _ int, pe *ParseError) {
 		n += lines
 		switch {
-		case pe == nil || first != nil:
+		case pe == nil:
+			unnamed = true
+		case first != nil:
 		case was[pe.Text] > 0:
 			was[pe.Text]--
 		default:
 			first = pe
 		}
 	})
-	return first, first != nil || n > wasN
+	return first, first != nil || n > wasN || unnamed
 }
 
 // Skipped counts, by file, the lines and records warn (as BadLines reads

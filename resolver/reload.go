@@ -1219,7 +1219,7 @@ func rangeLostToBadLines(old, rf *blocklist.RangeFile, oldWarn, warn error) erro
 	if len(lost) == 0 {
 		return nil
 	}
-	line := "a bad line"
+	line := "a bad line past those reported one by one"
 	if first != nil {
 		line = first.Error()
 	}

@@ -1226,6 +1226,19 @@ func TestRangeLostToANewBadLineIsHeld(t *testing.T) {
 			assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.4.9", "www.tiktok.com."), "its devices still blocked")
 		})
 	}
+	// Past the 100 bad lines reported one by one, lines are counted, not
+	// named: one fixed there and a range written wrong after it leave the
+	// count as it was. Before, that was no new bad line, and the range's
+	// devices left their policy.
+	t.Run("a range written wrong past the bad lines named", func(t *testing.T) {
+		bad := strings.Repeat("10.0.0.0/33\n", 100)
+		f, r := start(t, bad+"10.0.1.0/33\n"+five)
+		edit(t, f, bad+strings.Replace(five, "127.2.4.0/25", "127.2.4.0/255.255.255.128", 1))
+		err := r.Reload(false)
+		require.ErrorIs(t, err, ErrRangeBadLine)
+		assert.Contains(t, err.Error(), "IPv4 addresses no longer covered 128 of 1152, beside a bad line past those reported one by one; SIGHUP accepts it")
+		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "127.2.4.9", "www.tiktok.com."), "its devices still blocked")
+	})
 	t.Run("IPv6", func(t *testing.T) {
 		f, r := start(t, five+"2001:db8::/33\n2001:db8:8000::/48\n")
 		edit(t, f, five+"2001:db8::/33\n2001:db8:8000::/ 48\n2001:db9::/32\n")
