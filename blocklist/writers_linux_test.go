@@ -575,3 +575,51 @@ func TestWriterHeldThroughMergedOpens(t *testing.T) {
 	open, _ = w.heldOpen([]string{list})
 	assert.Empty(t, open, "the writer's close ends it")
 }
+
+// TestWriterCloseTellsTheWatcherOnce: a writer's close of a list it held
+// tells the Watcher to look again (closedC), once, whether the Watcher
+// is waiting on closedC right then or busy, and whether the close was
+// read by a look (heldOpen) or by the writer watch's own reader. Opens,
+// writes and readers' closes do not: a tool polling a lists folder would
+// otherwise have the Watcher look again at each of its closes.
+func TestWriterCloseTellsTheWatcherOnce(t *testing.T) {
+	w, list := writersOfList(t)
+	told := func() bool {
+		select {
+		case <-w.closedC():
+			return true
+		default:
+			return false
+		}
+	}
+
+	_, err := os.ReadFile(list)
+	require.NoError(t, err)
+	f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	_, err = f.WriteString("b.example\n")
+	require.NoError(t, err)
+	open, _ := w.heldOpen([]string{list})
+	require.Equal(t, []string{list}, open, "held while its writer has it open")
+	assert.False(t, told(), "told by a reader, an open or a write")
+
+	require.NoError(t, f.Close())
+	open, _ = w.heldOpen([]string{list}) // reads the close
+	assert.Empty(t, open, "held after its writer closed it")
+	assert.True(t, told(), "the writer's close, read while the Watcher was busy, not told")
+	assert.False(t, told(), "one close told twice")
+
+	// No look reads the close: the writer watch's reader does, and tells.
+	g, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { g.Close() })
+	_, err = g.WriteString("c.example\n")
+	require.NoError(t, err)
+	require.NoError(t, g.Close())
+	select {
+	case <-w.closedC():
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "a writer's close not told until a look read it")
+	}
+}
