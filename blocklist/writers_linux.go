@@ -557,9 +557,24 @@ func (w *writers) handle(wd int32, mask, cookie uint32, name string, now time.Ti
 			}
 			f.opens++
 		case mask&unix.IN_MODIFY != 0:
-			if f != nil && f.opens > 0 {
-				f.modified = now
-			} // else truncate(2), or a writer from before the watch: the quiet period rules
+			if f == nil || f.opens <= 0 && f.modified.IsZero() {
+				// Not known to be open, it may still have a writer: one
+				// whose open the kernel merged into a reader's (see the
+				// closes below), forgotten at that reader's close. /proc
+				// tells, once: its open, if still to be read (one with
+				// O_TRUNC is reported after the truncation), counts then,
+				// and its close-for-writing ends it. Else it is
+				// truncate(2), or a writer from before the watch /proc
+				// does not show: the quiet period rules.
+				if !w.writerInProc(wd, name) {
+					break
+				}
+				if f == nil {
+					f = &openFile{}
+					w.files[p] = f
+				}
+			}
+			f.modified = now
 		case mask&(unix.IN_CLOSE_WRITE|unix.IN_CLOSE_NOWRITE) != 0:
 			if f == nil {
 				break // opened before the folder was watched

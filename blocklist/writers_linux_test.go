@@ -623,3 +623,36 @@ func TestWriterCloseTellsTheWatcherOnce(t *testing.T) {
 		require.FailNow(t, "a writer's close not told until a look read it")
 	}
 }
+
+// TestWriterHeldThroughMergedOpensBeforeItWrites: a writer's open and a
+// reader's right after it, both unread, merge into one open (see
+// TestWriterHeldThroughMergedOpens), and the reader closes before the
+// writer has written: its close looked like the last, the list was
+// forgotten, and the writer's writes after it, to a list no longer
+// known, held nothing. A download that opens the list, is read by a
+// backup at once, and stalls after its first half had that half read.
+// A write to a list not known to be open asks /proc for its writer.
+func TestWriterHeldThroughMergedOpensBeforeItWrites(t *testing.T) {
+	w, list := writersOfList(t)
+	w.readMu.Lock() // the two opens queue unread, and merge
+	f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		w.readMu.Unlock()
+		require.NoError(t, err)
+	}
+	t.Cleanup(func() { f.Close() })
+	r, err := os.Open(list)
+	w.readMu.Unlock()
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	w.sync()
+
+	_, err = f.WriteString("b.exa")
+	require.NoError(t, err)
+	open, _ := w.heldOpen([]string{list})
+	assert.Equal(t, []string{list}, open, "a writer that wrote after the reader's close")
+
+	require.NoError(t, f.Close())
+	open, _ = w.heldOpen([]string{list})
+	assert.Empty(t, open, "the writer's close ends it")
+}
