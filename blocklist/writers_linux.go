@@ -216,17 +216,12 @@ func writingNow(match func(path string) bool) map[string]int {
 }
 
 // writerInProc reports whether /proc shows a process that has the file
-// name of the folder watched as wd open for writing (writerFDs; the
+// name of the folder watched as wd open for writing (procWriters; the
 // kernel's name of the folder must be one of those it is watched under).
 func (w *writers) writerInProc(wd int32, name string) bool {
-	found := false
-	writerFDs(func(p string) bool {
+	return len(procWriters(func(p string) bool {
 		return filepath.Base(p) == name && slices.Contains(w.wds[wd], filepath.Dir(p))
-	}, func(_, _ string) bool {
-		found = true
-		return false
-	})
-	return found
+	})) > 0
 }
 
 // Holders names the processes that have one of paths (absolute, as the
