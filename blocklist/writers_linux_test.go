@@ -656,3 +656,29 @@ func TestWriterHeldThroughMergedOpensBeforeItWrites(t *testing.T) {
 	open, _ = w.heldOpen([]string{list})
 	assert.Empty(t, open, "the writer's close ends it")
 }
+
+// TestWriterGivenUpOnHoldsUntilItWritesAgain: the Watcher gives up on a
+// writer that has not closed its list in the writer wait and applies the
+// list (forget). The list is then no longer held, so that a later change
+// of another list is not reported with it as still open, until its writer
+// writes again. A list no writer held is forgotten without harm.
+func TestWriterGivenUpOnHoldsUntilItWritesAgain(t *testing.T) {
+	w, list := writersOfList(t)
+	f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	_, err = f.WriteString("b.example\n")
+	require.NoError(t, err)
+	open, _ := w.heldOpen([]string{list})
+	require.Equal(t, []string{list}, open, "held while its writer has it open")
+
+	other := filepath.Join(filepath.Dir(list), "other.txt")
+	w.forget([]string{list, other})
+	open, _ = w.heldOpen([]string{list, other})
+	assert.Empty(t, open, "held after the Watcher gave up on its writer")
+
+	_, err = f.WriteString("c.example\n")
+	require.NoError(t, err)
+	open, _ = w.heldOpen([]string{list, other})
+	assert.Equal(t, []string{list}, open, "not held when its writer wrote again")
+}
