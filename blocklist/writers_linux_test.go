@@ -128,8 +128,7 @@ func TestEventFloodHelper(t *testing.T) {
 // period. With no writer found, a change now waits for the writer wait,
 // unchanged, as one no event named does.
 func TestWatcherWaitsAfterQueueOverflowWithProcBlind(t *testing.T) {
-	procWriters = func(func(string) bool) map[string]int { return nil }
-	t.Cleanup(func() { procWriters = writingNow })
+	procBlind(t)
 	w, path, noise := overflowWatcher(t)
 	w.SetWriterWait(3 * time.Second)
 	require.NoError(t, w.Watch([]string{path}, nil))
@@ -681,4 +680,100 @@ func TestWriterGivenUpOnHoldsUntilItWritesAgain(t *testing.T) {
 	require.NoError(t, err)
 	open, _ = w.heldOpen([]string{list, other})
 	assert.Equal(t, []string{list}, open, "not held when its writer wrote again")
+}
+
+// TestWriterCountsReadersAroundIt: the writer watch counts a list's opens
+// and closes to know when no one is left to write it; /proc shows no
+// writer here, as under the shipped unit's ProtectProc=invisible, so the
+// count is all there is. A reader that opens and closes the list while a
+// writer has it open, not yet written, leaves the writer counted: its
+// write holds the list. A reader that opened the list before its folder
+// was watched (its open never seen), closing after one seen, counts for
+// nothing: the writer that opens the list next is still seen holding it.
+// Each open and close is read before the next (sync), so that the kernel
+// merges none (TestWriterHeldThroughMergedOpens).
+func TestWriterCountsReadersAroundIt(t *testing.T) {
+	t.Run("a reader while a writer has not written yet", func(t *testing.T) {
+		procBlind(t)
+		w, list := writersOfList(t)
+		f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		w.sync()
+		_, err = os.ReadFile(list)
+		require.NoError(t, err)
+		_, err = f.WriteString("b.exa")
+		require.NoError(t, err)
+		open, _ := w.heldOpen([]string{list})
+		assert.Equal(t, []string{list}, open, "a writer that wrote after a reader came and went")
+	})
+	t.Run("a reader from before the watch", func(t *testing.T) {
+		procBlind(t)
+		dir := t.TempDir()
+		list := filepath.Join(dir, "list.txt")
+		require.NoError(t, os.WriteFile(list, []byte("a.example\n"), 0o644))
+		early, err := os.Open(list)
+		require.NoError(t, err)
+		t.Cleanup(func() { early.Close() })
+		w, err := newWriters()
+		require.NoError(t, err)
+		t.Cleanup(func() { w.close() })
+		require.NoError(t, w.add(dir))
+
+		_, err = os.ReadFile(list)
+		require.NoError(t, err)
+		w.sync()
+		require.NoError(t, early.Close())
+		w.sync()
+		f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		_, err = f.WriteString("b.exa")
+		require.NoError(t, err)
+		open, _ := w.heldOpen([]string{list})
+		assert.Equal(t, []string{list}, open, "a writer that opened after readers' closes, one of an open never seen")
+	})
+}
+
+// procBlind makes /proc show no writer (procWriters) until the test ends,
+// as under the shipped systemd unit (ProtectProc=invisible, DynamicUser).
+func procBlind(t *testing.T) {
+	procWriters = func(func(string) bool) map[string]int { return nil }
+	t.Cleanup(func() { procWriters = writingNow })
+}
+
+// TestListHeldNoLongerThanItsWriter: a list is held while it is written
+// and no longer: its writer's close ends the hold while a reader still
+// has it open, and a truncate(2) by path made while a reader has it open
+// is held until that reader, the last, closes it.
+func TestListHeldNoLongerThanItsWriter(t *testing.T) {
+	t.Run("the writer closes before a reader", func(t *testing.T) {
+		w, list := writersOfList(t)
+		f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		_, err = f.WriteString("b.example\n")
+		require.NoError(t, err)
+		r, err := os.Open(list)
+		require.NoError(t, err)
+		t.Cleanup(func() { r.Close() })
+		open, _ := w.heldOpen([]string{list})
+		require.Equal(t, []string{list}, open, "held while its writer has it open")
+
+		require.NoError(t, f.Close())
+		open, _ = w.heldOpen([]string{list})
+		assert.Empty(t, open, "held by a reader after its writer closed it")
+	})
+	t.Run("truncated by path while a reader has it open", func(t *testing.T) {
+		w, list := writersOfList(t)
+		r, err := os.Open(list)
+		require.NoError(t, err)
+		t.Cleanup(func() { r.Close() })
+		require.NoError(t, os.Truncate(list, 0))
+		w.sync()
+
+		require.NoError(t, r.Close())
+		open, _ := w.heldOpen([]string{list})
+		assert.Empty(t, open, "held after the last to have it open closed it")
+	})
 }
