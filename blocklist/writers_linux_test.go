@@ -777,3 +777,53 @@ func TestListHeldNoLongerThanItsWriter(t *testing.T) {
 		assert.Empty(t, open, "held after the last to have it open closed it")
 	})
 }
+
+// TestWriterFoundInProcIsTheLists: a reader's last close of a list that
+// was modified while it was open asks /proc whether a writer of the list
+// is left (TestWriterHeldThroughMergedOpens). A writer of another list in
+// the folder, or of a list of the same name in another folder, is not
+// one: a truncate(2) by path made while the reader had the list open ends
+// with that close. A writer that is found counts once: its close ends the
+// hold, and the list is held by no one after it.
+func TestWriterFoundInProcIsTheLists(t *testing.T) {
+	t.Run("writers of other lists", func(t *testing.T) {
+		w, list := writersOfList(t)
+		for _, other := range []string{filepath.Join(filepath.Dir(list), "other.txt"), filepath.Join(t.TempDir(), "list.txt")} {
+			f, err := os.OpenFile(other, os.O_CREATE|os.O_WRONLY, 0o644)
+			require.NoError(t, err)
+			t.Cleanup(func() { f.Close() })
+		}
+		r, err := os.Open(list)
+		require.NoError(t, err)
+		t.Cleanup(func() { r.Close() })
+		require.NoError(t, os.Truncate(list, 0))
+		w.sync()
+
+		require.NoError(t, r.Close())
+		open, _ := w.heldOpen([]string{list})
+		assert.Empty(t, open, "held for a writer of another list")
+	})
+	t.Run("the list's writer, once", func(t *testing.T) {
+		w, list := writersOfList(t)
+		w.readMu.Lock() // the two opens queue unread, and merge
+		f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			w.readMu.Unlock()
+			require.NoError(t, err)
+		}
+		t.Cleanup(func() { f.Close() })
+		r, err := os.Open(list)
+		w.readMu.Unlock()
+		require.NoError(t, err)
+		_, err = f.WriteString("b.exa")
+		require.NoError(t, err)
+		require.NoError(t, r.Close())
+		open, _ := w.heldOpen([]string{list})
+		require.Equal(t, []string{list}, open, "the reader's close is not the last: the writer still has it open")
+
+		require.NoError(t, f.Close())
+		require.NoError(t, os.Truncate(list, 0))
+		open, _ = w.heldOpen([]string{list})
+		assert.Empty(t, open, "a truncate(2) by path after the writer closed: its open counted twice")
+	})
+}
