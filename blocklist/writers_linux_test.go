@@ -827,3 +827,74 @@ func TestWriterFoundInProcIsTheLists(t *testing.T) {
 		assert.Empty(t, open, "a truncate(2) by path after the writer closed: its open counted twice")
 	})
 }
+
+// TestWritersAddWatchesAFolderAsItIs: add watches a folder for writers
+// once, from what /proc shows then, and again only once it is gone:
+//   - added again while watched, it keeps what its events told: a writer
+//     seen opening a list, that has written nothing, is not taken for
+//     one found in /proc and held;
+//   - a folder that does not exist is not watched, and is watched once
+//     it does;
+//   - a folder deleted is forgotten, and watched anew when made again
+//     and added (a lists folder replaced by a deploy);
+//   - a writer of a list deleted under it (its /proc link names the list
+//     "(deleted)") does not stop the folder being watched.
+func TestWritersAddWatchesAFolderAsItIs(t *testing.T) {
+	writes := func(t *testing.T, w *writers, list string) {
+		t.Helper()
+		f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		_, err = f.WriteString("b.exa")
+		require.NoError(t, err)
+		open, _ := w.heldOpen([]string{list})
+		assert.Equal(t, []string{list}, open, "a writer of a list of the folder")
+	}
+	t.Run("added again", func(t *testing.T) {
+		w, list := writersOfList(t)
+		testnet.HoldOpen(t, list, ">>")
+		w.sync()
+		require.NoError(t, w.add(filepath.Dir(list)))
+		open, _ := w.heldOpen([]string{list})
+		assert.Empty(t, open, "held for a writer seen opening it that has not written")
+	})
+	t.Run("not there yet", func(t *testing.T) {
+		w, err := newWriters()
+		require.NoError(t, err)
+		t.Cleanup(func() { w.close() })
+		dir := filepath.Join(t.TempDir(), "lists")
+		require.Error(t, w.add(dir))
+		require.NoError(t, os.Mkdir(dir, 0o755))
+		list := filepath.Join(dir, "list.txt")
+		require.NoError(t, os.WriteFile(list, []byte("a.example\n"), 0o644))
+		require.NoError(t, w.add(dir))
+		writes(t, w, list)
+	})
+	t.Run("deleted and made again", func(t *testing.T) {
+		w, list := writersOfList(t)
+		dir := filepath.Dir(list)
+		require.NoError(t, os.RemoveAll(dir))
+		w.sync()
+		require.NoError(t, os.Mkdir(dir, 0o755))
+		require.NoError(t, os.WriteFile(list, []byte("a.example\n"), 0o644))
+		require.NoError(t, w.add(dir))
+		writes(t, w, list)
+	})
+	t.Run("a writer of a list deleted under it", func(t *testing.T) {
+		dir := t.TempDir()
+		list := filepath.Join(dir, "list.txt")
+		require.NoError(t, os.WriteFile(list, []byte("a.example\n"), 0o644))
+		f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		require.NoError(t, os.Remove(list))
+		require.NoError(t, os.WriteFile(list, []byte("a.example\n"), 0o644))
+		w, err := newWriters()
+		require.NoError(t, err)
+		t.Cleanup(func() { w.close() })
+		require.NoError(t, w.add(dir))
+		open, _ := w.heldOpen([]string{list})
+		assert.Empty(t, open, "held for the writer of the list deleted")
+		writes(t, w, list)
+	})
+}
