@@ -898,3 +898,43 @@ func TestWritersAddWatchesAFolderAsItIs(t *testing.T) {
 		writes(t, w, list)
 	})
 }
+
+// TestHeldOpenCountsFromTheLatestWrite: the Watcher waits for the writers
+// of the lists it holds until the writer wait has passed since the latest
+// write among them (heldOpen's time), not since an earlier one: it would
+// give up early on the list written last, and apply it half written. A
+// list only read is not held; nor, asked about by a reload (openNow), is
+// a list in a watched folder whose writer has written nothing since it
+// was seen opening it, though /proc shows that writer and the list is
+// new (a shell's `exec 3>>list`).
+func TestHeldOpenCountsFromTheLatestWrite(t *testing.T) {
+	w, first := writersOfList(t)
+	dir := filepath.Dir(first)
+	second, read, idle := filepath.Join(dir, "second.txt"), filepath.Join(dir, "read.txt"), filepath.Join(dir, "idle.txt")
+	for _, p := range []string{second, read, idle} {
+		require.NoError(t, os.WriteFile(p, []byte("a.example\n"), 0o644))
+	}
+	r, err := os.Open(read)
+	require.NoError(t, err)
+	t.Cleanup(func() { r.Close() })
+	testnet.HoldOpen(t, idle, ">>")
+	held := func(p string) time.Time {
+		t.Helper()
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		_, err = f.WriteString("b.exa")
+		require.NoError(t, err)
+		open, last := w.heldOpen([]string{p})
+		require.Equal(t, []string{p}, open, "held while its writer has it open")
+		return last
+	}
+	secondWrote := held(second)
+	firstWrote := held(first)
+	require.True(t, firstWrote.After(secondWrote))
+
+	open, last := w.heldOpen([]string{first, second, read, idle})
+	assert.Equal(t, []string{first, second}, open)
+	assert.True(t, last.Equal(firstWrote), "held since %v, not since the latest write %v", last, firstWrote)
+	assert.Equal(t, []string{first, second}, w.openNow([]string{first, second, read, idle}, time.Minute))
+}
