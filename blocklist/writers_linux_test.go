@@ -938,3 +938,48 @@ func TestHeldOpenCountsFromTheLatestWrite(t *testing.T) {
 	assert.True(t, last.Equal(firstWrote), "held since %v, not since the latest write %v", last, firstWrote)
 	assert.Equal(t, []string{first, second}, w.openNow([]string{first, second, read, idle}, time.Minute))
 }
+
+// TestRenamedListKeepsItsWriter: a list renamed keeps its writer under
+// its new name, until its close: a download written to list.part and
+// renamed to list.txt while still open and written is held under
+// list.txt. The name it left is no longer its writer's: a list saved anew
+// under it (an editor that renames the old file away to a backup and
+// writes the new one) is not held for the writer of the backup, which
+// writes on. What is kept of the files renamed away does not grow with
+// those renamed out of the watched folders and never back.
+func TestRenamedListKeepsItsWriter(t *testing.T) {
+	w, list := writersOfList(t)
+	dir := filepath.Dir(list)
+	part := filepath.Join(dir, "list.part")
+	f, err := os.OpenFile(part, os.O_CREATE|os.O_WRONLY, 0o644)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	_, err = f.WriteString("a.example\nb.exa")
+	require.NoError(t, err)
+	w.sync()
+	require.NoError(t, os.Rename(part, list))
+	open, _ := w.heldOpen([]string{part, list})
+	assert.Equal(t, []string{list}, open, "a list renamed while its writer has it open")
+
+	backup := list + "~"
+	require.NoError(t, os.Rename(list, backup))
+	require.NoError(t, os.WriteFile(list, []byte("c.example\n"), 0o644))
+	_, err = f.WriteString("mple\n")
+	require.NoError(t, err)
+	open, _ = w.heldOpen([]string{list, backup})
+	assert.Equal(t, []string{backup}, open, "a list saved anew under the name its writer's list left")
+
+	away := t.TempDir()
+	for i := range 100 {
+		name := fmt.Sprintf("away%d.txt", i)
+		g, err := os.Create(filepath.Join(dir, name))
+		require.NoError(t, err)
+		t.Cleanup(func() { g.Close() })
+		require.NoError(t, os.Rename(filepath.Join(dir, name), filepath.Join(away, name)))
+	}
+	w.sync()
+	w.mu.Lock()
+	moving := len(w.moving)
+	w.mu.Unlock()
+	assert.LessOrEqual(t, moving, 64, "files renamed away kept")
+}
