@@ -983,3 +983,35 @@ func TestRenamedListKeepsItsWriter(t *testing.T) {
 	w.mu.Unlock()
 	assert.LessOrEqual(t, moving, 64, "files renamed away kept")
 }
+
+// TestRemovedFolderLeavesNoWatch: a folder the Watcher no longer needs
+// leaves no watch of the kernel's behind (its fdinfo names one line per
+// watch): each counts against fs.inotify.max_user_watches, shared by
+// every process of the user, and keeps its events coming. A folder still
+// watched under another name keeps its one.
+func TestRemovedFolderLeavesNoWatch(t *testing.T) {
+	w, list := writersOfList(t)
+	dir := filepath.Dir(list)
+	watches := func() int {
+		t.Helper()
+		rc, err := w.file.SyscallConn()
+		require.NoError(t, err)
+		var fd uintptr
+		require.NoError(t, rc.Control(func(f uintptr) { fd = f }))
+		info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
+		require.NoError(t, err)
+		return strings.Count(string(info), "inotify wd:")
+	}
+	require.Equal(t, 1, watches())
+
+	other := t.TempDir()
+	require.NoError(t, w.add(other))
+	link := filepath.Join(t.TempDir(), "lists")
+	require.NoError(t, os.Symlink(dir, link))
+	require.NoError(t, w.add(link))
+	require.Equal(t, 2, watches(), "one watch for each folder, under however many names")
+
+	w.remove(other)
+	w.remove(link)
+	assert.Equal(t, 1, watches(), "watches left of the folders removed")
+}
