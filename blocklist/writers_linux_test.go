@@ -1015,3 +1015,26 @@ func TestRemovedFolderLeavesNoWatch(t *testing.T) {
 	w.remove(link)
 	assert.Equal(t, 1, watches(), "watches left of the folders removed")
 }
+
+// TestRemovedFolderForgetsOnlyItsLists: a folder the Watcher no longer
+// needs forgets what was known of its lists, and only of its lists: a
+// writer of a list of a folder still watched, already seen writing, holds
+// it still.
+func TestRemovedFolderForgetsOnlyItsLists(t *testing.T) {
+	w, list := writersOfList(t)
+	dropped := t.TempDir()
+	require.NoError(t, w.add(dropped))
+	for _, p := range []string{list, filepath.Join(dropped, "list.txt")} {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		_, err = f.WriteString("b.exa")
+		require.NoError(t, err)
+	}
+	open, _ := w.heldOpen([]string{list, filepath.Join(dropped, "list.txt")})
+	require.Len(t, open, 2, "held while their writers have them open")
+
+	w.remove(dropped)
+	open, _ = w.heldOpen([]string{list, filepath.Join(dropped, "list.txt")})
+	assert.Equal(t, []string{list}, open)
+}
