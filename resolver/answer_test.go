@@ -44,3 +44,45 @@ func TestHeaderFlagsAsPacked(t *testing.T) {
 		})
 	}
 }
+
+// TestRuleBuiltAnswerOPT: whatever OPT and header bits the builder of an
+// answer gave it, ruleBuiltAnswer leaves the OPT of every answer of
+// dnsfence's (our buffer size, version 0, no flag but the query's DO,
+// RFC 6891 §6.1.3, RFC 3225 §3) and the header of replyHeader (no AD, as
+// no upstream vouched for the data), keeping the builder's AA.
+func TestRuleBuiltAnswerOPT(t *testing.T) {
+	tests := []struct {
+		name   string
+		do, ad bool
+	}{
+		{name: "query without DO"},
+		{name: "query with DO", do: true},
+		{name: "query with AD", ad: true},
+		{name: "query with DO and AD", do: true, ad: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := question("zone.example.", dns.TypeSOA, true)
+			req.Opcode = dns.OpcodeNotify
+			req.AuthenticatedData = tc.ad
+			req.IsEdns0().SetDo(tc.do)
+			m := new(dns.Msg)
+			m.SetReply(req)
+			m.Authoritative, m.AuthenticatedData = true, true
+			m.SetEdns0(dns.DefaultMsgSize, !tc.do)
+			opt := m.IsEdns0()
+			opt.SetVersion(1)
+			opt.Hdr.Ttl |= 0x7FFF // every flag but DO (RFC 6891 §6.1.4, Z)
+
+			ruleBuiltAnswer(req, m)
+			assert.True(t, m.Authoritative, "the builder decides AA")
+			assert.False(t, m.AuthenticatedData)
+			opt = m.IsEdns0()
+			require.NotNil(t, opt)
+			assert.Equal(t, uint16(ednsSize), opt.UDPSize())
+			assert.Zero(t, opt.Version())
+			assert.Equal(t, tc.do, opt.Do())
+			assert.Zero(t, opt.Hdr.Ttl&0x7FFF, "flags other than DO")
+		})
+	}
+}
