@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"encoding/binary"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -83,6 +84,45 @@ func TestRuleBuiltAnswerOPT(t *testing.T) {
 			assert.Zero(t, opt.Version())
 			assert.Equal(t, tc.do, opt.Do())
 			assert.Zero(t, opt.Hdr.Ttl&0x7FFF, "flags other than DO")
+		})
+	}
+}
+
+// TestSuffixAt: suffixAt finds the owner in the question name at a label
+// boundary when the question spells it octet for octet, so that
+// appendOwner points to it without packing it, and refuses any other
+// owner: another spelling, no label boundary, escapes, the root.
+func TestSuffixAt(t *testing.T) {
+	tests := []struct {
+		name, qname, owner string
+		off                int
+		ok                 bool
+	}{
+		{name: "parent", qname: "www.tiktok.com.", owner: "tiktok.com.", off: 4, ok: true},
+		{name: "itself", qname: "tiktok.com.", owner: "tiktok.com.", off: 0, ok: true},
+		{name: "top-level domain", qname: "www.tiktok.com.", owner: "com.", off: 11, ok: true},
+		{name: "one octet labels", qname: "a.b.", owner: "b.", off: 2, ok: true},
+		{name: "label of 63", qname: "x." + strings.Repeat("a", 63) + ".", owner: strings.Repeat("a", 63) + ".", off: 2, ok: true},
+		{name: "another case", qname: "www.TikTok.com.", owner: "tiktok.com."},
+		{name: "no label boundary", qname: "xtiktok.com.", owner: "tiktok.com."},
+		{name: "longer than the question", qname: "tiktok.com.", owner: "www.tiktok.com."},
+		{name: "not a suffix", qname: "www.tiktok.com.", owner: "tiktok.org."},
+		{name: "root", qname: "a.b.", owner: "."},
+		{name: "not fully qualified", qname: "www.tiktok.com.", owner: "tiktok.com"},
+		{name: "escaped", qname: "www.tiktok.com.", owner: `\116iktok.com.`},
+		{name: "a label with a dot octet", qname: `a.b\.c.`, owner: "b.c."},
+		{name: "escape spelling the octets of a backslash label", qname: `x.\\a.`, owner: `\a.`},
+		{name: "empty label", qname: "b.c.", owner: ".c."},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w, err := appendName(nil, tc.qname)
+			require.NoError(t, err)
+			off, ok := suffixAt(w, tc.owner)
+			assert.Equal(t, tc.ok, ok)
+			if tc.ok {
+				assert.Equal(t, tc.off, off)
+			}
 		})
 	}
 }
