@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"bytes"
 	"encoding/binary"
 	"strings"
 	"testing"
@@ -123,6 +124,42 @@ func TestSuffixAt(t *testing.T) {
 			if tc.ok {
 				assert.Equal(t, tc.off, off)
 			}
+		})
+	}
+}
+
+// TestOwnerPointerWithin14Bits: a compression pointer holds an offset of
+// 14 bits (RFC 1035 §4.1.4): the SOA owner points to the question's
+// suffix at offset 0x3FFF, the last it can reach, and is packed whole
+// when the suffix is at 0x4000, whether appendOwner finds it (suffixAt)
+// or compressName does (an owner spelt with an escape).
+func TestOwnerPointerWithin14Bits(t *testing.T) {
+	const qname = "www.tiktok.com." // tiktok.com. 4 octets in
+	tests := []struct {
+		name    string
+		owner   string
+		suffix  int // offset of the question's tiktok.com.
+		pointer bool
+	}{
+		{name: "last offset a pointer reaches", owner: "tiktok.com.", suffix: 0x3FFF, pointer: true},
+		{name: "first offset beyond it", owner: "tiktok.com.", suffix: 0x4000},
+		{name: "escaped, last offset a pointer reaches", owner: `\116iktok.com.`, suffix: 0x3FFF, pointer: true},
+		{name: "escaped, first offset beyond it", owner: `\116iktok.com.`, suffix: 0x4000},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			qstart := tc.suffix - 4
+			b, err := appendName(make([]byte, qstart), qname)
+			require.NoError(t, err)
+			qend := len(b)
+			got, err := appendOwner(bytes.Clone(b), tc.owner, qstart, qend)
+			require.NoError(t, err)
+			want := binary.BigEndian.AppendUint16(bytes.Clone(b), 0xC000|uint16(tc.suffix))
+			if !tc.pointer {
+				want, err = appendName(bytes.Clone(b), "tiktok.com.")
+				require.NoError(t, err)
+			}
+			assert.Equal(t, want[qend:], got[qend:])
 		})
 	}
 }
