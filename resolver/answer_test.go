@@ -163,3 +163,15 @@ func TestOwnerPointerWithin14Bits(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendNameError: a name that is no domain name on the wire (an
+// empty label, a label of 64 octets, more than 255 octets) is an error,
+// and b comes back as it was, so that no half-packed name is sent.
+func TestAppendNameError(t *testing.T) {
+	for _, name := range []string{"a..b.", strings.Repeat("a", 64) + ".", strings.Repeat("abc.", 64)} {
+		prefix := []byte{1, 2, 3}
+		b, err := appendName(bytes.Clone(prefix), name)
+		assert.Error(t, err, name)
+		assert.Equal(t, prefix, b, name)
+	}
+}
