@@ -384,17 +384,22 @@ func TestWirePathMatchesMessagePath(t *testing.T) {
 func TestWireQueryPanicServfail(t *testing.T) {
 	f := startFence(t, testConfig, testFiles, startUpstream(t, nil).addr)
 	tests := []struct {
-		name string
-		edns bool
-		cut  int // octets cut off the datagram after readWireQuery read it
+		name   string
+		edns   bool
+		do, ad bool // the query's DO and AD: the SERVFAIL vouches for nothing
+		cut    int  // octets cut off the datagram after readWireQuery read it
 	}{
 		{name: "edns", edns: true, cut: 1},
 		{name: "no edns", cut: 3},
+		{name: "edns do ad", edns: true, do: true, ad: true, cut: 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			m := question("Panic.Example.org.", dns.TypeAAAA, tc.edns)
-			m.Id, m.CheckingDisabled = 0xBEEF, true
+			m.Id, m.CheckingDisabled, m.AuthenticatedData = 0xBEEF, true, tc.ad
+			if tc.do {
+				m.IsEdns0().SetDo()
+			}
 			b, err := m.Pack()
 			require.NoError(t, err)
 			var buf [maxNameText]byte
