@@ -180,6 +180,33 @@ func TestRPZActions(t *testing.T) {
 	assert.Equal(t, ResultForwarded, shadow[logResult])
 }
 
+// TestRPZNODATAForAClientNamedByECS: the NODATA of an RPZ `CNAME *.`
+// trigger for a client a trusted forwarder names by ECS, whose answer
+// echoes the ECS and so is built as a message (blockedReply), not packed:
+// NOERROR, no records, the SOA of the trigger (RFC 2308 §2.2) and EDE 15,
+// as the packed answer has, whatever the policy's action.
+func TestRPZNODATAForAClientNamedByECS(t *testing.T) {
+	up := startUpstream(t, nil)
+	cfg := strings.Replace(rpzActionsConfig, "log: {queries: blocked}", "log: {queries: blocked}\ntrusted_proxies: [\"127.0.0.2/32\"]", 1)
+	f := startFence(t, cfg, rpzActionsFiles, up.addr)
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			r := ask(t, f.addr, "127.0.0.2", network, withECS(question("a.douyin.com.", dns.TypeA, true), "127.0.0.1/32"))
+			assert.Equal(t, dns.RcodeSuccess, r.Rcode, dns.RcodeToString[r.Rcode])
+			assert.Empty(t, r.Answer)
+			require.Len(t, r.Ns, 1)
+			soa, ok := r.Ns[0].(*dns.SOA)
+			require.True(t, ok, "the SOA for negative caching")
+			assert.Equal(t, "douyin.com.", soa.Hdr.Name)
+			assert.Equal(t, uint32(60), soa.Minttl)
+			require.NotNil(t, findECS(r), "the ECS echoed: the answer was built as a message")
+			require.NotNil(t, ede(r))
+			assert.Equal(t, dns.ExtendedErrorCodeBlocked, ede(r).InfoCode)
+		})
+	}
+	assert.Zero(t, up.count.Load(), "nothing forwarded")
+}
+
 // exchangeTimeout is exchange with a client timeout.
 func exchangeTimeout(server, from, network string, m *dns.Msg, timeout time.Duration) (*dns.Msg, error) {
 	c := &dns.Client{Net: network, Timeout: timeout}
