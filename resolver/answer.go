@@ -325,9 +325,13 @@ func (a *asked) appendBlocked(b []byte, rcode int, owner string, ttl, serial uin
 	b = binary.BigEndian.AppendUint16(b, a.qtype)
 	b = binary.BigEndian.AppendUint16(b, a.qclass)
 	if withSOA {
-		if b, err = appendOwner(b, owner, qstart, qend); err != nil {
+		// A compression pointer is an offset in the message, which starts
+		// at b[start:], not in b.
+		owned, err := appendOwner(b[start:], owner, qstart-start, qend-start)
+		if err != nil {
 			return b, false
 		}
+		b = append(b[:start], owned...)
 		b = binary.BigEndian.AppendUint16(b, dns.TypeSOA)
 		b = binary.BigEndian.AppendUint16(b, recordClass(a.qclass))
 		b = binary.BigEndian.AppendUint32(b, ttl)

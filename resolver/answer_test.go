@@ -164,6 +164,22 @@ func TestOwnerPointerWithin14Bits(t *testing.T) {
 	}
 }
 
+// TestAppendBlockedFitsMaxSize: appendBlocked reports whether the answer
+// it appended, not what b held before it, fits maxSize octets: an answer
+// of exactly maxSize does, with one octet less it does not.
+func TestAppendBlockedFitsMaxSize(t *testing.T) {
+	req := question("www.tiktok.com.", dns.TypeA, true)
+	whole, ok := appendBlocked(nil, req, dns.RcodeNameError, "tiktok.com.", 60, 1, "blocked", dns.MaxMsgSize)
+	require.True(t, ok)
+	for _, prefix := range [][]byte{nil, make([]byte, 100)} {
+		b, ok := appendBlocked(bytes.Clone(prefix), req, dns.RcodeNameError, "tiktok.com.", 60, 1, "blocked", len(whole))
+		assert.True(t, ok, "after %d octets: an answer of maxSize fits", len(prefix))
+		assert.Equal(t, whole, b[len(prefix):])
+		_, ok = appendBlocked(bytes.Clone(prefix), req, dns.RcodeNameError, "tiktok.com.", 60, 1, "blocked", len(whole)-1)
+		assert.False(t, ok, "after %d octets: an answer one octet over maxSize does not fit", len(prefix))
+	}
+}
+
 // TestAppendNameError: a name that is no domain name on the wire (an
 // empty label, a label of 64 octets, more than 255 octets) is an error,
 // and b comes back as it was, so that no half-packed name is sent.
