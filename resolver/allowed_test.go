@@ -481,3 +481,45 @@ policies:
 		file + `:9: upstreams[4]: "https://dns.example.net:53/q": DNS over HTTPS on port 53, the port of plain DNS, which DoH servers do not listen on; they listen on 443: https://dns.example.net:443/q`,
 	}, got)
 }
+
+// TestLintShadowedRange: a range is shadowed when narrower ranges cover
+// every address of it, half by half down to single addresses, and only
+// then: two /32s shadow their /31, two /17s their /16; a /30 with three of
+// its four addresses, or two not adjacent, still selects a client.
+func TestLintShadowedRange(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		gov, lab string
+		shadowed bool
+	}{
+		{name: "a /31 by its two addresses", gov: `["10.0.0.0/31"]`, lab: `["10.0.0.0/32", "10.0.0.1/32"]`, shadowed: true},
+		{name: "a /16 by its two halves", gov: `["10.0.0.0/16"]`, lab: `["10.0.0.0/17", "10.0.128.0/17"]`, shadowed: true},
+		{name: "a /30 but for its last address", gov: `["10.0.0.0/30"]`, lab: `["10.0.0.0/32", "10.0.0.1/32", "10.0.0.2/32"]`},
+		{name: "a /30 by its first and third addresses", gov: `["10.0.0.0/30"]`, lab: `["10.0.0.0/32", "10.0.0.2/32"]`},
+		{name: "a /16 by its lower half", gov: `["10.0.0.0/16"]`, lab: `["10.0.0.0/17"]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			snap, err := buildConfig(t, `upstreams: ["127.0.0.1:53"]
+policies:
+  - name: gov
+    clients: `+tc.gov+`
+    block: [tiktok.txt]
+  - name: lab
+    clients: `+tc.lab+`
+`, map[string]string{"tiktok.txt": "tiktok.com\n"})
+			require.NoError(t, err)
+			var found []string
+			for _, w := range snap.Lint() {
+				if strings.Contains(w.Msg, "shadowed") {
+					found = append(found, w.String())
+				}
+			}
+			if !tc.shadowed {
+				assert.Empty(t, found)
+				return
+			}
+			require.Len(t, found, 1)
+			assert.Regexp(t, `dnsfence\.yaml:4: range 10\.0\.0\.0/\d+ of policy "gov" is shadowed entirely by narrower ranges: it selects no client$`, found[0])
+		})
+	}
+}
