@@ -523,3 +523,24 @@ policies:
 		})
 	}
 }
+
+// TestLintSharedEntriesEach: every entry two block lists of one policy
+// both hold is a warning of its own, not the first alone.
+func TestLintSharedEntriesEach(t *testing.T) {
+	snap, err := buildConfig(t, `upstreams: ["127.0.0.1:53"]
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    block: [tiktok.txt, bytedance.txt]
+`, map[string]string{"tiktok.txt": "tiktok.com\ncapcut.com\nlemon8-app.com\n", "bytedance.txt": "capcut.com\nbytedance.com\nlemon8-app.com\n"})
+	require.NoError(t, err)
+	var found []string
+	for _, w := range snap.Lint() {
+		if strings.Contains(w.Msg, "is also in") {
+			found = append(found, w.String())
+		}
+	}
+	require.Len(t, found, 2, "%s", found)
+	assert.Regexp(t, `bytedance\.txt:1: capcut\.com is also in .*tiktok\.txt:2$`, found[0])
+	assert.Regexp(t, `bytedance\.txt:3: lemon8-app\.com is also in .*tiktok\.txt:3$`, found[1])
+}
