@@ -544,3 +544,22 @@ policies:
 	assert.Regexp(t, `bytedance\.txt:1: capcut\.com is also in .*tiktok\.txt:2$`, found[0])
 	assert.Regexp(t, `bytedance\.txt:3: lemon8-app\.com is also in .*tiktok\.txt:3$`, found[1])
 }
+
+// TestLintTrustedProxiesAsANarrowerRange: trusted proxies that are a
+// narrower range of another policy exactly, not only inside one, are that
+// range's devices, not the blocking range's: no warning.
+func TestLintTrustedProxiesAsANarrowerRange(t *testing.T) {
+	snap, err := buildConfig(t, `upstreams: ["127.0.0.1:53"]
+trusted_proxies: ["10.20.30.0/24"]
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    block: [tiktok.txt]
+  - name: press
+    clients: ["10.20.30.0/24"]
+`, map[string]string{"tiktok.txt": "tiktok.com\n"})
+	require.NoError(t, err)
+	for _, w := range snap.Lint() {
+		assert.NotContains(t, w.String(), "trusted_proxies")
+	}
+}
