@@ -169,6 +169,22 @@ policies:
     block: [tiktok.txt]
     clients: ["10.0.0.0/8"]
 `, want: `dnsfence\.yaml:7: blocking policy "gov" lists IPv4 ranges only, while allowed_clients admits IPv6 clients`},
+		{name: "IPv6 listeners behind a trusted proxy", config: `listen: ["[fd00::53]:53"]
+trusted_proxies: ["fd00::2/128"]
+allowed_clients: ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "2001:db8::/32"]
+policies:
+  - name: gov
+    block: [tiktok.txt]
+    client_files: [gov6.txt]
+`, want: `gov6\.txt:2: blocking policy "gov" lists IPv6 ranges only, while allowed_clients admits IPv4 clients`},
+		{name: "at the policy's first range", config: `listen: ["[::]:5353"]
+policies:
+  - name: gov
+    block: [tiktok.txt]
+    clients:
+      - 10.0.0.0/8
+      - 192.168.0.0/16
+`, want: `dnsfence\.yaml:7: blocking policy "gov" lists IPv4 ranges only`},
 		{name: "IPv6 only, no listener takes IPv4", config: `listen: ["[fd00::53]:53"]
 allowed_clients: ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "2001:db8::/32"]
 policies:
