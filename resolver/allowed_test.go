@@ -303,6 +303,7 @@ func TestLintOpenResolver(t *testing.T) {
 		{`["0.0.0.0/0", "::/0"]`, []string{"0.0.0.0/0", "::/0"}},
 		{`["0.0.0.0/1", "128.0.0.0/1", "2000::/3"]`, []string{"0.0.0.0/1", "128.0.0.0/1", "2000::/3"}},
 		{`["10.0.0.0/8", "51.140.0.0/16", "2a00:1234::/32", "fc00::/7", "127.0.0.0/8", "::1/128"]`, nil},
+		{`["10.0.0.0/8", "2a00::/16", "2a00::/15"]`, []string{"2a00::/15"}}, // a /16 of global unicast is not yet the Internet
 		{``, nil}, // the defaults: loopback and private
 	} {
 		t.Run(tc.allowed, func(t *testing.T) {
