@@ -580,3 +580,20 @@ policies:
 		assert.NotContains(t, w.String(), "trusted_proxies")
 	}
 }
+
+// TestLintEmptyLeavesRemoteListsOut: a remote list without a copy yet (check
+// without -fetch, a first start) holds no entry, but is no empty list to
+// warn of: the fetch says what it got.
+func TestLintEmptyLeavesRemoteListsOut(t *testing.T) {
+	snap, err := buildConfig(t, `upstreams: ["127.0.0.1:53"]
+sources: {cache_dir: cache}
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    block: [tiktok.txt, "https://lists.example.invalid/bytedance.txt"]
+`, map[string]string{"tiktok.txt": "tiktok.com\n", "cache/.keep": ""})
+	require.NoError(t, err)
+	for _, w := range snap.Lint() {
+		assert.NotContains(t, w.Msg, "holds no entry")
+	}
+}
