@@ -597,3 +597,20 @@ policies:
 		assert.NotContains(t, w.Msg, "holds no entry")
 	}
 }
+
+// TestLintRepeatsAtLineOne: a list named twice in a policy written on the
+// configuration's first line names that line as the first naming.
+func TestLintRepeatsAtLineOne(t *testing.T) {
+	snap, err := buildConfig(t, `policies: [{name: gov, clients: ["10.0.0.0/8"], block: [tiktok.txt, tiktok.txt]}]
+upstreams: ["127.0.0.1:53"]
+`, map[string]string{"tiktok.txt": "tiktok.com\n"})
+	require.NoError(t, err)
+	var found []string
+	for _, w := range snap.Lint() {
+		if strings.Contains(w.Msg, "twice") {
+			found = append(found, w.String())
+		}
+	}
+	require.Len(t, found, 1)
+	assert.Regexp(t, `dnsfence\.yaml:1: policy "gov" names block list tiktok\.txt twice \(first at line 1\); keep one$`, found[0])
+}
