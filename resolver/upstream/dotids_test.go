@@ -1,0 +1,163 @@
+package upstream
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// onlyDoTConn is the one connection of tr's pool.
+func onlyDoTConn(t *testing.T, tr Transport) *dotConn {
+	t.Helper()
+	dt := tr.(*dotTransport)
+	dt.mu.Lock()
+	defer dt.mu.Unlock()
+	require.Len(t, dt.conns, 1)
+	return dt.conns[0]
+}
+
+// TestDoTIDNotReusedWhileTaken: a query's ID is never one still taken on
+// its connection, here by an abandoned query whose answer may yet come:
+// the late answer would be taken for the new query's (RFC 7766 §7: IDs
+// unique among the queries in flight on a connection). The connection's
+// ID generator is set to draw the abandoned query's ID first for the
+// next query too.
+func TestDoTIDNotReusedWhileTaken(t *testing.T) {
+	pki := newPKI(t)
+	release := make(chan struct{})
+	srv := startDoT(t, pki.good, serveFrames(func(q *dns.Msg) *dns.Msg {
+		if q.Question[0].Name == "slow.example." {
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		return answerWithA(q)
+	}))
+	t.Cleanup(func() { close(release) })
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	_, err := tr.Exchange(context.Background(), clientQuery("first.example.", false))
+	require.NoError(t, err)
+	c := onlyDoTConn(t, tr)
+	seed := [32]byte{1, 2, 3}
+	reseed := func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.ids = rand.NewChaCha8(seed)
+	}
+
+	reseed()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = tr.Exchange(ctx, clientQuery("slow.example.", false))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	reseed() // the next draw is the abandoned query's ID
+	resp, err := tr.Exchange(context.Background(), clientQuery("next.example.", false))
+	require.NoError(t, err)
+	require.Len(t, resp.Answer, 1)
+	assert.Equal(t, "next.example.", resp.Answer[0].Header().Name)
+
+	ids := map[string]uint16{}
+	for _, b := range srv.queries() {
+		q := new(dns.Msg)
+		require.NoError(t, q.Unpack(b))
+		ids[q.Question[0].Name] = q.Id
+	}
+	require.Contains(t, ids, "slow.example.")
+	require.Contains(t, ids, "next.example.")
+	assert.NotEqual(t, ids["slow.example."], ids["next.example."], "an ID still taken was given to another query")
+	assert.Equal(t, 1, srv.connections())
+}
+
+// TestDoTUnsentQueryFreesItsID: a query whose deadline comes while it
+// waits for its turn to write (another frame being written) sends
+// nothing, and frees the ID it took: it is neither in flight nor
+// abandoned, and no answer can come for it. Kept, such IDs piled up on
+// the connection, never expired, until it ran out (dotMaxInflight).
+func TestDoTUnsentQueryFreesItsID(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoT(t, pki.good, serveFrames(answerWithA))
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	_, err := tr.Exchange(context.Background(), clientQuery("first.example.", false))
+	require.NoError(t, err)
+	c := onlyDoTConn(t, tr)
+
+	c.wturn <- struct{}{} // another frame being written, for as long as the test says
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		_, err := tr.Exchange(ctx, clientQuery("unsent.example.", false))
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	}
+	c.mu.Lock()
+	waiting, abandoned := len(c.waiting), c.abandoned
+	c.mu.Unlock()
+	assert.Zero(t, waiting, "IDs of queries never sent still taken")
+	assert.Zero(t, abandoned)
+	<-c.wturn
+
+	resp, err := tr.Exchange(context.Background(), clientQuery("next.example.", false))
+	require.NoError(t, err)
+	assert.Len(t, resp.Answer, 1)
+	assert.Len(t, srv.queries(), 2, "no unsent query was written")
+	assert.Equal(t, 1, srv.connections(), "the connection was kept")
+}
+
+// TestDoTAbandonedExpireTheOldOnes: of the abandoned queries' IDs, those
+// abandoned more than dotAbandonedFor ago are freed and the others kept
+// (TestDoTAbandonedExpire counts them; here, which ones): a young one's
+// answer may still come, and must not be taken for another query's.
+func TestDoTAbandonedExpireTheOldOnes(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoT(t, pki.good, serveFrames(func(q *dns.Msg) *dns.Msg {
+		if q.Question[0].Name == "never.example." {
+			return nil
+		}
+		return answerWithA(q)
+	}))
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+	require.NoError(t, err)
+	c := onlyDoTConn(t, tr)
+	abandoned := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.abandoned
+	}
+	for i := 0; i < 100 && abandoned() < dotPipeline; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		_, err := tr.Exchange(ctx, clientQuery("never.example.", false))
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	}
+	c.mu.Lock()
+	require.Equal(t, dotPipeline, c.abandoned)
+	var young []uint16
+	n := 0
+	for id := range c.abandonedAt {
+		if n < dotPipeline/2 {
+			c.abandonedAt[id] = time.Now().Add(-dotAbandonedFor - time.Second)
+		} else {
+			young = append(young, id)
+		}
+		n++
+	}
+	c.mu.Unlock()
+	_, err = tr.Exchange(context.Background(), clientQuery("b.example.", false))
+	require.NoError(t, err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var left []uint16
+	for id := range c.waiting {
+		left = append(left, id)
+	}
+	slices.Sort(young)
+	slices.Sort(left)
+	assert.Equal(t, young, left, "the IDs still taken are the young ones")
+}
