@@ -161,3 +161,42 @@ func TestDoTAbandonedExpireTheOldOnes(t *testing.T) {
 	slices.Sort(left)
 	assert.Equal(t, young, left, "the IDs still taken are the young ones")
 }
+
+// TestDoTLateAnswerFreesAbandonedID: the late answer to an abandoned
+// query frees its ID whole, with the time it was abandoned at: a time
+// left behind would later expire (expireAbandoned) whatever query then
+// holds the ID, freeing it under that query, and count one abandoned
+// query fewer than there are.
+func TestDoTLateAnswerFreesAbandonedID(t *testing.T) {
+	pki := newPKI(t)
+	release := make(chan struct{})
+	srv := startDoT(t, pki.good, serveFrames(func(q *dns.Msg) *dns.Msg {
+		if q.Question[0].Name == "slow.example." {
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		return answerWithA(q)
+	}))
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	_, err := tr.Exchange(context.Background(), clientQuery("first.example.", false))
+	require.NoError(t, err)
+	c := onlyDoTConn(t, tr)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = tr.Exchange(ctx, clientQuery("slow.example.", false))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	held := func() (waiting, abandoned, abandonedAt int) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.waiting), c.abandoned, len(c.abandonedAt)
+	}
+	w, a, at := held()
+	require.Equal(t, []int{1, 1, 1}, []int{w, a, at}, "the abandoned query's ID is taken")
+	close(release)
+	require.Eventually(t, func() bool { w, _, _ := held(); return w == 0 }, 5*time.Second, 5*time.Millisecond,
+		"the late answer frees the ID")
+	w, a, at = held()
+	assert.Equal(t, []int{0, 0, 0}, []int{w, a, at}, "waiting, abandoned, abandonedAt")
+}
