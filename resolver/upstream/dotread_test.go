@@ -91,6 +91,7 @@ func TestDoTFrameNoMessage(t *testing.T) {
 		assert.Nil(t, resp)
 		var broken *brokenConnError
 		assert.True(t, errors.As(err, &broken), "the connection broke: %v", err)
+		assert.ErrorContains(t, err, "the connection broke: unexpected EOF")
 		assert.NotErrorIs(t, err, ErrAnswerUnusable)
 		assert.Equal(t, 2, srv.connections(), "tried once more, not again")
 	})
