@@ -143,3 +143,40 @@ func TestPlainUnusableDatagramCounted(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainTCPNoAnswer: a TCP upstream that sends a frame too short for a
+// DNS message, or closes the connection without an answer, fails the
+// exchange with an error of its kind (malformed; a network error), never
+// an exchange with neither an answer nor an error.
+func TestPlainTCPNoAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reply []byte // nil: close without one
+		kind  string
+	}{
+		{"a 3-octet frame", []byte{0, 3, 1, 2, 3}, kindMalformed},
+		{"closed", nil, kindNetwork},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			t.Cleanup(func() { ln.Close() })
+			go func() {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+				if _, err := readFrame(conn); err == nil && tc.reply != nil {
+					_, _ = conn.Write(tc.reply)
+				}
+			}()
+			p := NewPlain(ln.Addr().String(), Options{Timeout: 2 * time.Second})
+			t.Cleanup(func() { _ = p.Close() })
+			resp, err := p.ExchangeTCP(context.Background(), question("none.example.", dns.TypeA, false))
+			assert.Nil(t, resp)
+			require.Error(t, err)
+			assert.Equal(t, tc.kind, errorKind(err), "%v", err)
+		})
+	}
+}
