@@ -275,10 +275,13 @@ func (t *dotTransport) Close() error {
 	t.closed = true
 	conns := slices.Clone(t.conns)
 	t.mu.Unlock()
-	t.stop()
+	// Each connection fails with ErrClosed before the dials are stopped,
+	// so that a query waiting on a dial gets ErrClosed, not the dial's
+	// own cancellation (dial keeps the error a connection failed with).
 	for _, c := range conns {
 		c.fail(ErrClosed)
 	}
+	t.stop()
 	return nil
 }
 

@@ -59,12 +59,10 @@ func TestDoTCloseStopsDials(t *testing.T) {
 	require.NoError(t, tr.Close())
 	select {
 	case err := <-done:
-		// ErrClosed, as Close says; or, when the dial saw its context
-		// end before Close failed the connection (Close stops the dials
-		// first), the dial's cancellation: seen once under -race.
-		if !errors.Is(err, ErrClosed) {
-			assert.ErrorIs(t, err, context.Canceled)
-		}
+		// ErrClosed, as Close says: not the dial's cancellation, which a
+		// query got when Close stopped the dials before it failed the
+		// connections (seen once in 21 runs under -race).
+		assert.ErrorIs(t, err, ErrClosed)
 	case <-time.After(5 * time.Second):
 		t.Fatal("the query did not end at Close")
 	}
