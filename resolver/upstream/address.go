@@ -180,6 +180,9 @@ func ParseAddress(s string) (Address, error) {
 			return Address{}, fmt.Errorf("%q: a URI template expression other than {?dns} has no value to take (RFC 8484 §4.1); write the URL the server answers at", s)
 		}
 	}
+	if err, ok := unbracketed(s, scheme+"://", rest); ok {
+		return Address{}, err
+	}
 	u, err := url.Parse("x://" + rest)
 	if err != nil {
 		return Address{}, fmt.Errorf("%q is not a URL: %w", s, urlReason(err))
@@ -289,8 +292,8 @@ func parsePlain(s string) (Address, error) {
 		case ip.Zone() != "":
 			return Address{}, fmt.Errorf("%q: an IPv6 zone (%%%s) is not supported", s, ip.Zone())
 		case ip.Is6() && bare == s:
-			// "::1:53" parses as an address: say how to write either reading.
-			return Address{}, fmt.Errorf("%q: an IPv6 address goes in brackets: [%s] or [%s]:PORT", s, s, s)
+			err, _ := unbracketed(s, "", s)
+			return Address{}, err
 		}
 		return Address{Kind: KindPlain, Host: ip.Unmap().String(), Port: PlainPort, text: s}, nil
 	}
@@ -386,4 +389,36 @@ func urlReason(err error) error {
 		return ue.Err
 	}
 	return err
+}
+
+// unbracketed is the error for s, an upstream whose host (in rest, s
+// after its scheme://, up to the first "/", "?" or "#") is an IPv6
+// address written without brackets (RFC 3986 §3.2.2): s written with
+// them, each way the host reads, for "::1:853" is both the address
+// ::1:853 and ::1 with port 853 (the address alone with a PORT of one's
+// own for a plain upstream, whose port is optional). ok is false when the
+// host is no such address.
+func unbracketed(s, scheme, rest string) (err error, ok bool) {
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	host, tail := rest[:end], rest[end:]
+	var ways []string
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() && ip.Zone() == "" {
+		ways = append(ways, scheme+"["+host+"]"+tail)
+		if scheme == "" {
+			ways = append(ways, "["+host+"]:PORT")
+		}
+	}
+	if i := strings.LastIndexByte(host, ':'); i > 0 {
+		ip, ipErr := netip.ParseAddr(host[:i])
+		if port, err := strconv.ParseUint(host[i+1:], 10, 16); ipErr == nil && ip.Is6() && ip.Zone() == "" && err == nil && port > 0 {
+			ways = append(ways, fmt.Sprintf("%s[%s]:%d%s", scheme, host[:i], port, tail))
+		}
+	}
+	if len(ways) == 0 {
+		return nil, false
+	}
+	return fmt.Errorf("%q: an IPv6 address goes in brackets: %s", s, strings.Join(ways, " or ")), true
 }

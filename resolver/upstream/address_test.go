@@ -86,7 +86,8 @@ func TestParseAddressErrors(t *testing.T) {
 		{"9.9.9.9:+53", `the port "+53"`},
 		{"2620:fe::fe", "an IPv6 address goes in brackets"},
 		{"::1:53", "an IPv6 address goes in brackets"},
-		{"tls://2620:fe::fe#dns.quad9.net", "not a URL"},
+		{"tls://2620:fe::fe#dns.quad9.net", "an IPv6 address goes in brackets: tls://[2620:fe::fe]#dns.quad9.net"},
+		{"https://fe80::1%25eth0/dns-query", "not a URL"},
 		{"tls://[fe80::1%25eth0]:853#dns.example", "zone"},
 		{"[fe80::1%eth0]:53", "zone"},
 		{"[fe80::1%eth0]", "zone"},
@@ -222,4 +223,26 @@ func FuzzParseAddress(f *testing.F) {
 			t.Fatalf("%q -> %+v -> %q -> %+v", s, a, a.String(), b)
 		}
 	})
+}
+
+// TestUnbracketedIPv6Readings: an IPv6 address written without brackets
+// is refused with the upstream written with them, each way its host
+// reads (the address whole, or an address and a port after its last
+// colon), keeping the port, path and #NAME written. Before, the hint of
+// https://::1:443/dns-query was https://[::1] (port and path dropped),
+// and https://::1/dns-query said `":" is not an IP address`.
+func TestUnbracketedIPv6Readings(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"https://::1:443/dns-query", `"https://::1:443/dns-query": an IPv6 address goes in brackets: https://[::1:443]/dns-query or https://[::1]:443/dns-query`},
+		{"https://2001:db8::1/dns-query", `"https://2001:db8::1/dns-query": an IPv6 address goes in brackets: https://[2001:db8::1]/dns-query`},
+		{"tls://2001:db8::1:853#dns.example", `"tls://2001:db8::1:853#dns.example": an IPv6 address goes in brackets: tls://[2001:db8::1:853]#dns.example or tls://[2001:db8::1]:853#dns.example`},
+		{"quic://::1#dns.example", `"quic://::1#dns.example": an IPv6 address goes in brackets: quic://[::1]#dns.example`},
+		{"::1:53", `"::1:53": an IPv6 address goes in brackets: [::1:53] or [::1:53]:PORT or [::1]:53`},
+		{"2620:fe::fe", `"2620:fe::fe": an IPv6 address goes in brackets: [2620:fe::fe] or [2620:fe::fe]:PORT`},
+	} {
+		_, err := ParseAddress(tc.in)
+		if assert.Error(t, err, tc.in) {
+			assert.Equal(t, tc.want, err.Error())
+		}
+	}
 }

@@ -32,7 +32,7 @@ func TestParseAddressEdges(t *testing.T) {
 		{"tls://9.9.9.9#x*.example", `is not a host name: label "x*"`},
 		{"9.9.9.9:65536", `the port "65536" is not a number from 1 to 65535`},
 		{":53", `"" is not an IP address`},
-		{"tls://::1#dns.example", `":" is not an IP address`},
+		{"tls://::1#dns.example", `an IPv6 address goes in brackets: tls://[::1]#dns.example`},
 		{"https://::1:443/dns-query", "an IPv6 address goes in brackets"},
 		{"tls://9.9.9.9{?dns}#dns.quad9.net", "is not a URL"},
 		{"tls://dns.example@853#dns.example", "a user or password before @ is not supported"},
@@ -50,9 +50,9 @@ func TestParseAddressEdges(t *testing.T) {
 		})
 	}
 	t.Run("URL reason", func(t *testing.T) {
-		const in = "tls://2620:fe::fe#dns.quad9.net"
+		const in = "https://fe80::1%25eth0/dns-query" // no IPv6 address, however read
 		_, err := ParseAddress(in)
-		assert.EqualError(t, err, `"`+in+`" is not a URL: invalid port ":fe" after host`)
+		assert.EqualError(t, err, `"`+in+`" is not a URL: invalid port ":1%25eth0" after host`)
 	})
 }
 
