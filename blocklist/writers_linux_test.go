@@ -542,6 +542,25 @@ func TestWatcherLooksAgainAfterAnOverflow(t *testing.T) {
 	assert.Equal(t, []string{"a.example\nb.example\n"}, reported(), "the complete file, once")
 }
 
+// mergedOpens opens list for writing (appending), then for reading, while
+// w's reader is held off, so that the two opens queue unread and the
+// kernel merges them into one event (TestWriterHeldThroughMergedOpens).
+// The writer is closed at the test's end.
+func mergedOpens(t *testing.T, w *writers, list string) (writer, reader *os.File) {
+	t.Helper()
+	w.readMu.Lock()
+	writer, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		w.readMu.Unlock()
+		require.NoError(t, err)
+	}
+	t.Cleanup(func() { writer.Close() })
+	reader, err = os.Open(list)
+	w.readMu.Unlock()
+	require.NoError(t, err)
+	return writer, reader
+}
+
 // TestWriterHeldThroughMergedOpens: the kernel merges an event into the
 // one queued before it when both are the same and unread, so a writer's
 // open and a reader's right after it (a backup or an indexer reading the
@@ -552,17 +571,8 @@ func TestWatcherLooksAgainAfterAnOverflow(t *testing.T) {
 // reading with the list modified asks /proc whether a writer is left.
 func TestWriterHeldThroughMergedOpens(t *testing.T) {
 	w, list := writersOfList(t)
-	w.readMu.Lock() // the two opens queue unread, and merge
-	f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		w.readMu.Unlock()
-		require.NoError(t, err)
-	}
-	t.Cleanup(func() { f.Close() })
-	r, err := os.Open(list)
-	w.readMu.Unlock()
-	require.NoError(t, err)
-	_, err = f.WriteString("b.exa")
+	f, r := mergedOpens(t, w, list)
+	_, err := f.WriteString("b.exa")
 	require.NoError(t, err)
 	open, _ := w.heldOpen([]string{list})
 	require.Equal(t, []string{list}, open, "held while its writer has it open")
@@ -634,20 +644,11 @@ func TestWriterCloseTellsTheWatcherOnce(t *testing.T) {
 // A write to a list not known to be open asks /proc for its writer.
 func TestWriterHeldThroughMergedOpensBeforeItWrites(t *testing.T) {
 	w, list := writersOfList(t)
-	w.readMu.Lock() // the two opens queue unread, and merge
-	f, err := os.OpenFile(list, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		w.readMu.Unlock()
-		require.NoError(t, err)
-	}
-	t.Cleanup(func() { f.Close() })
-	r, err := os.Open(list)
-	w.readMu.Unlock()
-	require.NoError(t, err)
+	f, r := mergedOpens(t, w, list)
 	require.NoError(t, r.Close())
 	w.sync()
 
-	_, err = f.WriteString("b.exa")
+	_, err := f.WriteString("b.exa")
 	require.NoError(t, err)
 	open, _ := w.heldOpen([]string{list})
 	assert.Equal(t, []string{list}, open, "a writer that wrote after the reader's close")
