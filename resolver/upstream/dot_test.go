@@ -269,34 +269,9 @@ func TestDoTUnknownIDBreaksConnection(t *testing.T) {
 // are freed after dotAbandonedFor, so a busy connection does not run out of
 // them.
 func TestDoTAbandonedExpire(t *testing.T) {
-	pki := newPKI(t)
-	srv := startDoT(t, pki.good, serveFrames(func(q *dns.Msg) *dns.Msg {
-		if q.Question[0].Name == "never.example." {
-			return nil
-		}
-		return answerWithA(q)
-	}))
-	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
-	require.NoError(t, err)
-	dt := tr.(*dotTransport)
-	dt.mu.Lock()
-	require.Len(t, dt.conns, 1)
-	c := dt.conns[0]
-	dt.mu.Unlock()
-	abandoned := func() int {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.abandoned
-	}
-	for i := 0; i < 100 && abandoned() < dotPipeline; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-		_, err := tr.Exchange(ctx, clientQuery("never.example.", false))
-		cancel()
-		require.ErrorIs(t, err, context.DeadlineExceeded)
-	}
+	tr, _, c := dialledNeverAnswering(t, newPKI(t))
+	abandonPipeline(t, tr, c)
 	c.mu.Lock()
-	require.Equal(t, dotPipeline, c.abandoned)
 	// Make half of them old enough to expire.
 	n := 0
 	for id := range c.abandonedAt {

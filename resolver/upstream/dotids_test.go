@@ -22,6 +22,43 @@ func onlyDoTConn(t *testing.T, tr Transport) *dotConn {
 	return dt.conns[0]
 }
 
+// dialledNeverAnswering starts a DoT upstream that answers every query
+// but those for never.example., which it leaves unanswered, and a
+// transport to it with one connection made (a.example. asked): the
+// transport, the upstream and that connection.
+func dialledNeverAnswering(t *testing.T, pki *testPKI) (Transport, *dotTestServer, *dotConn) {
+	t.Helper()
+	srv := startDoT(t, pki.good, serveFrames(func(q *dns.Msg) *dns.Msg {
+		if q.Question[0].Name == "never.example." {
+			return nil
+		}
+		return answerWithA(q)
+	}))
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+	require.NoError(t, err)
+	return tr, srv, onlyDoTConn(t, tr)
+}
+
+// abandonPipeline asks tr never.example. with a 20 ms deadline until
+// dotPipeline queries are abandoned on c (at most 100 tries), and
+// requires that many.
+func abandonPipeline(t *testing.T, tr Transport, c *dotConn) {
+	t.Helper()
+	abandoned := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.abandoned
+	}
+	for i := 0; i < 100 && abandoned() < dotPipeline; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		_, err := tr.Exchange(ctx, clientQuery("never.example.", false))
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	}
+	require.Equal(t, dotPipeline, abandoned())
+}
+
 // TestDoTIDNotReusedWhileTaken: a query's ID is never one still taken on
 // its connection, here by an abandoned query whose answer may yet come:
 // the late answer would be taken for the new query's (RFC 7766 §7: IDs
@@ -114,30 +151,9 @@ func TestDoTUnsentQueryFreesItsID(t *testing.T) {
 // (TestDoTAbandonedExpire counts them; here, which ones): a young one's
 // answer may still come, and must not be taken for another query's.
 func TestDoTAbandonedExpireTheOldOnes(t *testing.T) {
-	pki := newPKI(t)
-	srv := startDoT(t, pki.good, serveFrames(func(q *dns.Msg) *dns.Msg {
-		if q.Question[0].Name == "never.example." {
-			return nil
-		}
-		return answerWithA(q)
-	}))
-	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
-	require.NoError(t, err)
-	c := onlyDoTConn(t, tr)
-	abandoned := func() int {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.abandoned
-	}
-	for i := 0; i < 100 && abandoned() < dotPipeline; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-		_, err := tr.Exchange(ctx, clientQuery("never.example.", false))
-		cancel()
-		require.ErrorIs(t, err, context.DeadlineExceeded)
-	}
+	tr, _, c := dialledNeverAnswering(t, newPKI(t))
+	abandonPipeline(t, tr, c)
 	c.mu.Lock()
-	require.Equal(t, dotPipeline, c.abandoned)
 	var young []uint16
 	n := 0
 	for id := range c.abandonedAt {
@@ -149,7 +165,7 @@ func TestDoTAbandonedExpireTheOldOnes(t *testing.T) {
 		n++
 	}
 	c.mu.Unlock()
-	_, err = tr.Exchange(context.Background(), clientQuery("b.example.", false))
+	_, err := tr.Exchange(context.Background(), clientQuery("b.example.", false))
 	require.NoError(t, err)
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -25,29 +25,8 @@ func dotConns(tr Transport) []*dotConn {
 // and the next query opens another connection, rather than join the
 // queries its upstream leaves unanswered.
 func TestDoTAbandonedQueriesCountAsLoad(t *testing.T) {
-	pki := newPKI(t)
-	srv := startDoT(t, pki.good, serveFrames(func(q *dns.Msg) *dns.Msg {
-		if q.Question[0].Name == "never.example." {
-			return nil
-		}
-		return answerWithA(q)
-	}))
-	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
-	require.NoError(t, err)
-	c := onlyDoTConn(t, tr)
-	abandoned := func() int {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.abandoned
-	}
-	for i := 0; i < 100 && abandoned() < dotPipeline; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-		_, err := tr.Exchange(ctx, clientQuery("never.example.", false))
-		cancel()
-		require.ErrorIs(t, err, context.DeadlineExceeded)
-	}
-	require.Equal(t, dotPipeline, abandoned())
+	tr, srv, c := dialledNeverAnswering(t, newPKI(t))
+	abandonPipeline(t, tr, c)
 	require.Equal(t, 1, srv.connections())
 	resp, err := tr.Exchange(context.Background(), clientQuery("b.example.", false))
 	require.NoError(t, err)

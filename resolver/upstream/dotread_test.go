@@ -103,21 +103,11 @@ func TestDoTFrameNoMessage(t *testing.T) {
 // that answers others keeps it. The connection here is made to look
 // dialled an hour ago.
 func TestDoTAnswersKeepConnectionFromSilent(t *testing.T) {
-	pki := newPKI(t)
-	srv := startDoT(t, pki.good, serveFrames(func(q *dns.Msg) *dns.Msg {
-		if q.Question[0].Name == "never.example." {
-			return nil
-		}
-		return answerWithA(q)
-	}))
-	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
-	require.NoError(t, err)
-	c := onlyDoTConn(t, tr)
+	tr, srv, c := dialledNeverAnswering(t, newPKI(t))
 	c.mu.Lock()
 	c.lastRead = time.Now().Add(-time.Hour)
 	c.mu.Unlock()
-	_, err = tr.Exchange(context.Background(), clientQuery("b.example.", false))
+	_, err := tr.Exchange(context.Background(), clientQuery("b.example.", false))
 	require.NoError(t, err, "an answer read now")
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
