@@ -1783,6 +1783,65 @@ func TestPrefetchFailureTriedAgainByTheNextHit(t *testing.T) {
 	}
 }
 
+// TestPrefetchKeepsItsOwnName: a prefetch started by a UDP query's cache
+// hit (the wire path) goes on after that query is answered, while the
+// query's name buffer (nameBufs) serves the next queries: the prefetch
+// refreshes the name it was started for, and never caches its answer
+// under a name written into that buffer since, which would give that
+// name another name's answer.
+func TestPrefetchKeepsItsOwnName(t *testing.T) {
+	var held atomic.Bool
+	release := make(chan struct{})
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		q := r.Question[0]
+		if q.Name == "a.example.org." && held.CompareAndSwap(false, true) {
+			<-release // the prefetch
+		}
+		m := new(dns.Msg).SetReply(r)
+		m.RecursionAvailable = true
+		if q.Qtype == dns.TypeA && q.Name != "." {
+			rr, err := dns.NewRR(fmt.Sprintf("%s 300 IN A 192.0.2.%d", q.Name, q.Name[0]))
+			if err == nil {
+				m.Answer = []dns.RR{rr}
+			}
+		}
+		return m
+	})
+	letGo := sync.OnceFunc(func() { close(release) })
+	f := govFence(t, "cache: {prefetch: true}", up.addr)
+	t.Cleanup(letGo) // before the fence stops
+	a := question("a.example.org.", dns.TypeA, true)
+	cache := f.handler.cache.Load()
+	cache.put(keyOf(a), answerWith("a.example.org.", dns.TypeA, dns.RcodeSuccess, "a.example.org. 100 IN A 192.0.2.97"), time.Now().Add(-90*time.Second))
+	_, due := cache.get(keyOf(a), time.Now())
+	require.False(t, due, "read once: not yet popular")
+
+	r := ask(t, f.addr, "", "udp", a)
+	require.Len(t, r.Answer, 1, "a hit, which starts the prefetch")
+	require.Eventually(t, held.Load, 5*time.Second, 10*time.Millisecond, "the prefetch is under way, held")
+	var others []string // names as long as a's, through the wire path's name buffers
+	for c := 'b'; c <= 'u'; c++ {
+		others = append(others, string(c)+".example.org.")
+	}
+	for _, name := range others {
+		r := ask(t, f.addr, "", "udp", question(name, dns.TypeA, true))
+		require.Len(t, r.Answer, 1, name)
+	}
+	letGo()
+	require.Eventually(t, func() bool { return testutilGauge(t, f, "dnsfence_inflight_queries") == 0 },
+		5*time.Second, 10*time.Millisecond, "the prefetch ends")
+
+	e, ok := f.handler.cache.Load().t.get(keyOf(a))
+	require.True(t, ok, "a.example.org. still cached under its own name")
+	assert.Greater(t, e.ttl, 200*time.Second, "a.example.org. refreshed by its prefetch (TTL 300, not 100)")
+	for _, name := range others {
+		r := ask(t, f.addr, "", "udp", question(name, dns.TypeA, true))
+		if assert.Len(t, r.Answer, 1, name) {
+			assert.Equal(t, fmt.Sprintf("%s\t300\tIN\tA\t192.0.2.%d", name, name[0]), strings.Replace(r.Answer[0].String(), "\t299\t", "\t300\t", 1), "%s: its own answer", name)
+		}
+	}
+}
+
 // TestFailedValidationLeavesHealth: recursive upstreams that answer a
 // name they cannot resolve with SERVFAIL, and every other name as usual,
 // are not marked down by clients asking for such names: a validator's
