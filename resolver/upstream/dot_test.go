@@ -172,12 +172,7 @@ func TestDoTBrokenConnection(t *testing.T) {
 func TestDoTAbandonedID(t *testing.T) {
 	pki := newPKI(t)
 	release := make(chan struct{})
-	srv := startDoT(t, pki.good, serveFrames(func(q *dns.Msg) *dns.Msg {
-		if q.Question[0].Name == "slow.example." {
-			<-release
-		}
-		return answerWithA(q)
-	}))
+	srv := startDoT(t, pki.good, serveFrames(answeredOnRelease(release)))
 	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()

@@ -22,22 +22,42 @@ func onlyDoTConn(t *testing.T, tr Transport) *dotConn {
 	return dt.conns[0]
 }
 
-// dialledNeverAnswering starts a DoT upstream that answers every query
-// but those for never.example., which it leaves unanswered, and a
-// transport to it with one connection made (a.example. asked): the
-// transport, the upstream and that connection.
+// dialled starts a DoT upstream answering as answer does and a transport
+// to it with one connection made (first.example. asked): the transport,
+// the upstream and that connection.
+func dialled(t *testing.T, pki *testPKI, answer func(*dns.Msg) *dns.Msg) (Transport, *dotTestServer, *dotConn) {
+	t.Helper()
+	srv := startDoT(t, pki.good, serveFrames(answer))
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	_, err := tr.Exchange(context.Background(), clientQuery("first.example.", false))
+	require.NoError(t, err)
+	return tr, srv, onlyDoTConn(t, tr)
+}
+
+// dialledNeverAnswering is dialled with an upstream that answers every
+// query but those for never.example., which it leaves unanswered.
 func dialledNeverAnswering(t *testing.T, pki *testPKI) (Transport, *dotTestServer, *dotConn) {
 	t.Helper()
-	srv := startDoT(t, pki.good, serveFrames(func(q *dns.Msg) *dns.Msg {
+	return dialled(t, pki, func(q *dns.Msg) *dns.Msg {
 		if q.Question[0].Name == "never.example." {
 			return nil
 		}
 		return answerWithA(q)
-	}))
-	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
-	require.NoError(t, err)
-	return tr, srv, onlyDoTConn(t, tr)
+	})
+}
+
+// answeredOnRelease answers as answerWithA, but a query for slow.example.
+// only once release is closed (10 s at most).
+func answeredOnRelease(release <-chan struct{}) func(*dns.Msg) *dns.Msg {
+	return func(q *dns.Msg) *dns.Msg {
+		if q.Question[0].Name == "slow.example." {
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		return answerWithA(q)
+	}
 }
 
 // abandonPipeline asks tr never.example. with a 20 ms deadline until
@@ -66,22 +86,9 @@ func abandonPipeline(t *testing.T, tr Transport, c *dotConn) {
 // ID generator is set to draw the abandoned query's ID first for the
 // next query too.
 func TestDoTIDNotReusedWhileTaken(t *testing.T) {
-	pki := newPKI(t)
 	release := make(chan struct{})
-	srv := startDoT(t, pki.good, serveFrames(func(q *dns.Msg) *dns.Msg {
-		if q.Question[0].Name == "slow.example." {
-			select {
-			case <-release:
-			case <-time.After(10 * time.Second):
-			}
-		}
-		return answerWithA(q)
-	}))
+	tr, srv, c := dialled(t, newPKI(t), answeredOnRelease(release))
 	t.Cleanup(func() { close(release) })
-	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-	_, err := tr.Exchange(context.Background(), clientQuery("first.example.", false))
-	require.NoError(t, err)
-	c := onlyDoTConn(t, tr)
 	seed := [32]byte{1, 2, 3}
 	reseed := func() {
 		c.mu.Lock()
@@ -92,7 +99,7 @@ func TestDoTIDNotReusedWhileTaken(t *testing.T) {
 	reseed()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, err = tr.Exchange(ctx, clientQuery("slow.example.", false))
+	_, err := tr.Exchange(ctx, clientQuery("slow.example.", false))
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	reseed() // the next draw is the abandoned query's ID
 	resp, err := tr.Exchange(context.Background(), clientQuery("next.example.", false))
@@ -184,24 +191,11 @@ func TestDoTAbandonedExpireTheOldOnes(t *testing.T) {
 // holds the ID, freeing it under that query, and count one abandoned
 // query fewer than there are.
 func TestDoTLateAnswerFreesAbandonedID(t *testing.T) {
-	pki := newPKI(t)
 	release := make(chan struct{})
-	srv := startDoT(t, pki.good, serveFrames(func(q *dns.Msg) *dns.Msg {
-		if q.Question[0].Name == "slow.example." {
-			select {
-			case <-release:
-			case <-time.After(10 * time.Second):
-			}
-		}
-		return answerWithA(q)
-	}))
-	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
-	_, err := tr.Exchange(context.Background(), clientQuery("first.example.", false))
-	require.NoError(t, err)
-	c := onlyDoTConn(t, tr)
+	tr, _, c := dialled(t, newPKI(t), answeredOnRelease(release))
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, err = tr.Exchange(ctx, clientQuery("slow.example.", false))
+	_, err := tr.Exchange(ctx, clientQuery("slow.example.", false))
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	held := func() (waiting, abandoned, abandonedAt int) {
 		c.mu.Lock()
