@@ -1560,7 +1560,7 @@ func prefixProblem(s string, err error, at []any) string {
 func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		if i, ok := bracketless(s); ok {
+		if i, ok := upstream.Bracketless(s); ok {
 			return fmt.Sprintf("%q: an IPv6 address goes in brackets before the port", s), "[" + s[:i] + "]:" + s[i+1:]
 		}
 		if a, ok := portless(s); ok {
@@ -1673,29 +1673,17 @@ func notAddrPort(s string, def uint16, anyPort bool) (problem, fix string) {
 	return fmt.Sprintf("%q is not IP:port", s), ""
 }
 
-// bracketless reports whether s is an IPv6 address whose last group
-// reads as a port ("::1:53", more likely ::1 and port 53), and the index
-// of the colon before that group.
-func bracketless(s string) (colon int, ok bool) {
-	i := strings.LastIndexByte(s, ':')
-	if i <= 0 || strings.Count(s, ":") < 2 || !validPort(s[i+1:], false) {
-		return 0, false
-	}
-	a, err := netip.ParseAddr(s[:i])
-	return i, err == nil && a.Is6()
-}
-
 // portless is the address s is when s is an IP address alone, without a
 // port ("9.9.9.9", "2620:fe::fe", "[2620:fe::fe]"); false for anything
 // else, and for an IPv6 address whose last group reads as a port
-// (bracketless: "::1:53" is more likely ::1 and port 53).
+// (upstream.Bracketless: "::1:53" is more likely ::1 and port 53).
 func portless(s string) (netip.Addr, bool) {
 	// An address with its port is none: ParseAddr below would read
 	// "[fe80::1%eth0]:53" as fe80::1 in the zone "eth0]:53".
 	if _, _, err := net.SplitHostPort(s); err == nil {
 		return netip.Addr{}, false
 	}
-	if _, ok := bracketless(s); ok {
+	if _, ok := upstream.Bracketless(s); ok {
 		return netip.Addr{}, false
 	}
 	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))

@@ -411,14 +411,29 @@ func unbracketed(s, scheme, rest string) (err error, ok bool) {
 			ways = append(ways, "["+host+"]:PORT")
 		}
 	}
-	if i := strings.LastIndexByte(host, ':'); i > 0 {
-		ip, ipErr := netip.ParseAddr(host[:i])
-		if port, err := strconv.ParseUint(host[i+1:], 10, 16); ipErr == nil && ip.Is6() && ip.Zone() == "" && err == nil && port > 0 {
-			ways = append(ways, fmt.Sprintf("%s[%s]:%d%s", scheme, host[:i], port, tail))
-		}
+	if i, ok := Bracketless(host); ok && !strings.Contains(host, "%") {
+		ways = append(ways, scheme+"["+host[:i]+"]"+host[i:]+tail)
 	}
 	if len(ways) == 0 {
 		return nil, false
 	}
 	return fmt.Errorf("%q: an IPv6 address goes in brackets: %s", s, strings.Join(ways, " or ")), true
+}
+
+// Bracketless reads s as an IPv6 address and a port after its last colon,
+// written without the brackets RFC 3986 §3.2.2 asks for ("::1:53" for
+// [::1]:53): i is that colon's index. ok is false when s does not so read:
+// fewer than two colons, no IPv6 address before the last (a zone is
+// allowed), or no port from 1 to 65535 in digits after it.
+func Bracketless(s string) (i int, ok bool) {
+	i = strings.LastIndexByte(s, ':')
+	if i <= 0 || strings.Count(s, ":") < 2 {
+		return 0, false
+	}
+	port := s[i+1:]
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
+		return 0, false
+	}
+	a, err := netip.ParseAddr(s[:i])
+	return i, err == nil && a.Is6()
 }
