@@ -1,0 +1,42 @@
+package upstream
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestDoHRequestURL: the URL a DoH upstream is asked at names the server
+// as its certificate does, with the port only when it is not 443 (the
+// authority https has by default, RFC 9110 §4.2.2), and an IPv6 address
+// in brackets, with a port or without (RFC 3986 §3.2.2): net/http reads
+// the authority back as that host, or, unbracketed, refuses every
+// request.
+func TestDoHRequestURL(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		upstream string
+		url      string
+		host     string // the request's authority, as net/http reads it
+	}{
+		{"name", "https://dns.example/dns-query", "https://dns.example/dns-query", "dns.example"},
+		{"name and port", "https://dns.example:8443/q", "https://dns.example:8443/q", "dns.example:8443"},
+		{"ipv4 as its name", "https://192.0.2.1/dns-query#192.0.2.1", "https://192.0.2.1/dns-query", "192.0.2.1"},
+		{"ipv4 named", "https://192.0.2.1:4443/dns-query#dns.example", "https://dns.example:4443/dns-query", "dns.example:4443"},
+		{"ipv6 as its name", "https://[2001:db8::1]/dns-query#2001:db8::1", "https://[2001:db8::1]/dns-query", "[2001:db8::1]"},
+		{"ipv6 as its name and port", "https://[2001:db8::1]:8443/dns-query#2001:db8::1", "https://[2001:db8::1]:8443/dns-query", "[2001:db8::1]:8443"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, err := ParseAddress(tc.upstream)
+			require.NoError(t, err)
+			tr := newDoH(addr, Options{})
+			t.Cleanup(func() { _ = tr.Close() })
+			assert.Equal(t, tc.url, tr.url)
+			req, err := http.NewRequest(http.MethodPost, tr.url, http.NoBody)
+			require.NoError(t, err)
+			assert.Equal(t, tc.host, req.URL.Host)
+		})
+	}
+}
