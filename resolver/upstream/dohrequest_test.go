@@ -1,6 +1,8 @@
 package upstream
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"testing"
 
@@ -37,6 +39,31 @@ func TestDoHRequestURL(t *testing.T) {
 			req, err := http.NewRequest(http.MethodPost, tr.url, http.NoBody)
 			require.NoError(t, err)
 			assert.Equal(t, tc.host, req.URL.Host)
+		})
+	}
+}
+
+// TestDoHAsksNoCompression: DoH requests, over HTTP/2 and over HTTP/1.1
+// once an upstream answered so, ask for no content coding (no
+// Accept-Encoding: net/http would ask for gzip): a DNS message is taken as
+// the octets that came, within the 65,535 the body may hold, never
+// inflated from a smaller body.
+func TestDoHAsksNoCompression(t *testing.T) {
+	pki := newPKI(t)
+	for _, http2 := range []bool{true, false} {
+		t.Run(fmt.Sprintf("http2 %v", http2), func(t *testing.T) {
+			srv := startDoHWith(t, pki.good, answerWithA, http2)
+			requests := recordRequests(srv)
+			tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+			for _, name := range []string{"a.example.", "b.example."} {
+				_, err := tr.Exchange(context.Background(), clientQuery(name, false))
+				require.NoError(t, err)
+			}
+			reqs := requests()
+			require.Len(t, reqs, 2)
+			for _, r := range reqs {
+				assert.Empty(t, r.Header.Values("Accept-Encoding"), "HTTP/%d", r.ProtoMajor)
+			}
 		})
 	}
 }
