@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -66,4 +67,36 @@ func TestDoHAsksNoCompression(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDoHQueryPacked: a query goes out over DNS over HTTPS with the EDNS
+// options it had, edns-tcp-keepalive among them (only DoQ leaves it out),
+// as over DoT (TestDoTQueryPacked), and one that cannot be packed (two
+// questions) fails before anything is sent.
+func TestDoHQueryPacked(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoH(t, pki.good, answerWithA)
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	q := clientQuery("keepalive.example.", false)
+	opt := q.IsEdns0()
+	opt.Option = append(opt.Option, &dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE})
+	_, err := tr.Exchange(context.Background(), q)
+	require.NoError(t, err)
+	require.Len(t, srv.queries(), 1)
+	sent := new(dns.Msg)
+	require.NoError(t, sent.Unpack(srv.queries()[0]))
+	var codes []uint16
+	if o := sent.IsEdns0(); assert.NotNil(t, o) {
+		for _, e := range o.Option {
+			codes = append(codes, e.Option())
+		}
+	}
+	assert.Contains(t, codes, uint16(dns.EDNS0TCPKEEPALIVE))
+
+	two := clientQuery("one.example.", false)
+	two.Question = append(two.Question, dns.Question{Name: "two.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+	resp, err := tr.Exchange(context.Background(), two)
+	assert.Nil(t, resp)
+	assert.ErrorContains(t, err, "2 questions")
+	assert.Len(t, srv.queries(), 1, "nothing sent")
 }
