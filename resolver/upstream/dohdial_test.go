@@ -2,9 +2,14 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"io"
+	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -25,4 +30,75 @@ func TestDoHAddressNotLookedUp(t *testing.T) {
 	resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
 	require.NoError(t, err)
 	assert.Len(t, resp.Answer, 1)
+}
+
+// TestDoHDialAfterClose: a connection whose dial ends after Close (net/http
+// dials on for a request Close cancelled) is closed at once, not handed to
+// net/http's pool to stay open, pinged, after the transport was retired.
+func TestDoHDialAfterClose(t *testing.T) {
+	pki := newPKI(t)
+	addr, ended := endedConnection(t, nil)
+	opts := pki.testOptions(t)
+	opts.Timeout = time.Second
+	tr := newEncryptedTransport(t, "https://"+addr+"/dns-query#"+testServerName, opts).(*dohTransport)
+	require.NoError(t, tr.Close())
+	dial := tr.dialTLS(clientTLS(testServerName, opts.RootCAs, "h2", "http/1.1"))
+	c, err := dial(context.Background(), "tcp", "")
+	if c != nil {
+		_ = c.Close()
+	}
+	assert.Nil(t, c)
+	require.ErrorIs(t, err, ErrClosed)
+	waitEnded(t, ended)
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	assert.Empty(t, tr.conns)
+}
+
+// TestDoHFailedHandshakeClosesConnection: a connection whose TLS handshake
+// fails (here: the upstream's certificate carries another name) is closed,
+// not left open on both ends until the transport is.
+func TestDoHFailedHandshakeClosesConnection(t *testing.T) {
+	pki := newPKI(t)
+	cfg := &tls.Config{Certificates: []tls.Certificate{pki.wrongName}, NextProtos: []string{"h2", "http/1.1"}}
+	addr, ended := endedConnection(t, func(c net.Conn) { _ = tls.Server(c, cfg).Handshake() })
+	tr := newEncryptedTransport(t, "https://"+addr+"/dns-query#"+testServerName, pki.testOptions(t))
+	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+	var he x509.HostnameError
+	require.ErrorAs(t, err, &he)
+	waitEnded(t, ended)
+}
+
+// endedConnection listens on 127.0.180.1 until the test ends for one
+// connection, runs first on it (when not nil), then reads it to its end,
+// which closes ended; it returns the address.
+func endedConnection(t *testing.T, first func(net.Conn)) (addr string, ended <-chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.180.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	done := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if first != nil {
+			first(c)
+		}
+		_, _ = io.Copy(io.Discard, c)
+		close(done)
+	}()
+	return ln.Addr().String(), done
+}
+
+// waitEnded waits, within a bound, for endedConnection's connection to end.
+func waitEnded(t *testing.T, ended <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection is still open")
+	}
 }
