@@ -102,3 +102,38 @@ func waitEnded(t *testing.T, ended <-chan struct{}) {
 		t.Fatal("the connection is still open")
 	}
 }
+
+// TestDoHCloseEndsQueryAwaitingConnection: Close ends a query still
+// waiting for its connection (here: the upstream's name being looked up)
+// at once, with ErrClosed, as it ends one in flight on a connection
+// (TestDoHCloseConnections): net/http goes on with a dial after the
+// request that began it is cancelled, and the query must not wait for it.
+func TestDoHCloseEndsQueryAwaitingConnection(t *testing.T) {
+	pki := newPKI(t)
+	looking, release := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	opts := pki.testOptions(t)
+	opts.Resolve = func(ctx context.Context, _ string) ([]netip.Addr, error) {
+		close(looking)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-release:
+			return nil, errors.New("released")
+		}
+	}
+	tr := newEncryptedTransport(t, "https://"+testServerName+":443/dns-query", opts)
+	done := make(chan error, 1)
+	go func() {
+		_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+		done <- err
+	}()
+	<-looking
+	require.NoError(t, tr.Close())
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, ErrClosed)
+	case <-time.After(2 * time.Second): // the upstream timeout is 5 s
+		t.Fatal("the query went on after Close")
+	}
+}
