@@ -107,6 +107,11 @@ func TestDoHBadAnswers(t *testing.T) {
 			w.Header().Set("Location", "https://elsewhere.test/dns-query")
 			w.WriteHeader(http.StatusFound)
 		}, 302, "http status 302"},
+		{"300 with a dns message", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/dns-message")
+			w.WriteHeader(http.StatusMultipleChoices)
+			_, _ = w.Write(make([]byte, 40))
+		}, 300, "http status 300"},
 		{"html", func(w http.ResponseWriter) {
 			w.Header().Set("Content-Type", "text/html")
 			_, _ = w.Write([]byte("<html>captive portal</html>"))
@@ -662,7 +667,7 @@ func exchangeAll(tr Transport, n int, launched chan<- struct{}) []error {
 // same checks as one with 200.
 func TestDoHSuccessStatus(t *testing.T) {
 	pki := newPKI(t)
-	for _, status := range []int{http.StatusOK, http.StatusCreated, http.StatusNonAuthoritativeInfo} {
+	for _, status := range []int{http.StatusOK, http.StatusCreated, http.StatusNonAuthoritativeInfo, 299} {
 		t.Run(strconv.Itoa(status), func(t *testing.T) {
 			srv := startDoH(t, pki.good, answerWithA)
 			srv.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
