@@ -276,9 +276,11 @@ func TestDoHAge(t *testing.T) {
 		{"no age", nil, 300, 60, 1 << 31},
 		{"age 100", []string{"100"}, 200, 0, 1 << 31},
 		{"age 0", []string{"0"}, 300, 60, 1 << 31},
+		{"age 1", []string{"1"}, 299, 59, 1 << 31},
 		{"age with spaces", []string{" 40 "}, 260, 20, 1 << 31},
 		{"age past every ttl", []string{"86400"}, 0, 0, 1 << 31},
 		{"age over 2^31", []string{"99999999999999999999"}, 0, 0, 1 << 31},
+		{"age 2^32, a number of seconds uint64 holds", []string{"4294967296"}, 0, 0, 1 << 31},
 		{"not a number", []string{"soon"}, 300, 60, 1 << 31},
 		{"negative", []string{"-5"}, 300, 60, 1 << 31},
 		{"first of two", []string{"10", "20"}, 290, 50, 1 << 31},
@@ -342,6 +344,7 @@ func TestDoHAgeNegative(t *testing.T) {
 		{"age under minimum", "250", 3600, 50},
 		{"age past minimum", "400", 3600, 0},
 		{"ttl under minimum", "250", 280, 30},
+		{"ttl with its top bit set", "250", 1 << 31, 1 << 31},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startDoH(t, pki.good, answerWithA)
