@@ -1,0 +1,40 @@
+package upstream
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestDoHLargestAnswer: an answer body of 65,535 octets, the largest DNS
+// message there is, is taken whole (one octet more is refused:
+// TestDoHBadAnswers).
+func TestDoHLargestAnswer(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoH(t, pki.good, answerWithA)
+	srv.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+		q := dohQuery(r)
+		require.NotNil(t, q)
+		m := answerWithA(q)
+		pad := m.IsEdns0().Option[0].(*dns.EDNS0_PADDING)
+		pad.Padding = nil
+		b, err := m.Pack()
+		require.NoError(t, err)
+		pad.Padding = make([]byte, dns.MaxMsgSize-len(b))
+		b, err = m.Pack()
+		require.NoError(t, err)
+		require.Len(t, b, dns.MaxMsgSize)
+		w.Header().Set("Content-Type", dohMediaType)
+		_, _ = w.Write(b)
+		return true
+	})
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	resp, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+	require.NoError(t, err)
+	require.Len(t, resp.Answer, 1)
+	assert.Equal(t, "192.0.2.1", resp.Answer[0].(*dns.A).A.String())
+}
