@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"net/http"
+	"sync/atomic"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -37,4 +38,33 @@ func TestDoHLargestAnswer(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, resp.Answer, 1)
 	assert.Equal(t, "192.0.2.1", resp.Answer[0].(*dns.A).A.String())
+}
+
+// TestDoHErrorStatusKeepsConnection: an HTTP/1.1 answer with an error
+// status has its short body read to the end, so that the connection,
+// which carries one request at a time, is kept for the next query rather
+// than closed and dialled anew.
+func TestDoHErrorStatusKeepsConnection(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoHWith(t, pki.good, answerWithA, false)
+	var requests atomic.Int32
+	srv.setBefore(func(w http.ResponseWriter, _ *http.Request) bool {
+		if requests.Add(1) != 2 {
+			return false
+		}
+		http.Error(w, "the backend is down", http.StatusServiceUnavailable)
+		return true
+	})
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+	require.NoError(t, err, "over HTTP/1.1 from now on")
+	_, err = tr.Exchange(context.Background(), clientQuery("b.example.", false))
+	var se *HTTPStatusError
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, http.StatusServiceUnavailable, se.Status)
+	resp, err := tr.Exchange(context.Background(), clientQuery("c.example.", false))
+	require.NoError(t, err)
+	assert.Len(t, resp.Answer, 1)
+	assert.Equal(t, []int{1, 1, 1}, srv.httpVersions())
+	assert.Equal(t, 2, srv.connections(), "the first query's, then one for the others")
 }
