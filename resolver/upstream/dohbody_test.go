@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -67,4 +68,34 @@ func TestDoHErrorStatusKeepsConnection(t *testing.T) {
 	assert.Len(t, resp.Answer, 1)
 	assert.Equal(t, []int{1, 1, 1}, srv.httpVersions())
 	assert.Equal(t, 2, srv.connections(), "the first query's, then one for the others")
+}
+
+// TestDoHHTTP1LeavesNoConnectionOpen: over an upstream that speaks only
+// HTTP/1.1, no connection is left open unused: not the first one, made
+// through the HTTP/2 transport before the upstream was known to answer
+// over HTTP/1.1 (nothing would use it again), and not one whose answer
+// was refused unread (a captive portal's HTML page: net/http keeps a
+// connection whose body is neither read to its end nor closed).
+func TestDoHHTTP1LeavesNoConnectionOpen(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoHWith(t, pki.good, answerWithA, false)
+	var requests atomic.Int32
+	srv.setBefore(func(w http.ResponseWriter, _ *http.Request) bool {
+		if requests.Add(1) != 2 {
+			return false
+		}
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write([]byte("<html>captive portal</html>"))
+		return true
+	})
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	_, err := tr.Exchange(context.Background(), clientQuery("a.example.", false))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return srv.open() == 0 }, 5*time.Second, 5*time.Millisecond,
+		"the HTTP/2 transport's connection is still open")
+	_, err = tr.Exchange(context.Background(), clientQuery("b.example.", false))
+	require.ErrorIs(t, err, ErrProtocol)
+	require.Eventually(t, func() bool { return srv.open() == 0 }, 5*time.Second, 5*time.Millisecond,
+		"the connection of the refused answer is still open")
+	assert.Equal(t, []int{1, 1}, srv.httpVersions())
 }

@@ -202,6 +202,7 @@ func serveFrames(answer func(*dns.Msg) *dns.Msg) func(*dotTestServer, net.Conn) 
 type dohTestServer struct {
 	srv      *httptest.Server
 	accepted atomic.Int32
+	ended    atomic.Int32 // connections closed (or hijacked)
 	rec      queryRecorder
 	mu       sync.Mutex
 	protos   []int      // the HTTP major version of each request
@@ -278,6 +279,9 @@ func startDoHWith(t *testing.T, cert tls.Certificate, answer func(*dns.Msg) *dns
 				s.add(tc.ConnectionState().DidResume)
 			}
 		}
+		if st == http.StateClosed || st == http.StateHijacked {
+			s.ended.Add(1)
+		}
 		if st == http.StateNew {
 			s.accepted.Add(1)
 			s.mu.Lock()
@@ -295,6 +299,9 @@ func (s *dohTestServer) upstream(name string) string {
 }
 func (s *dohTestServer) connections() int  { return int(s.accepted.Load()) }
 func (s *dohTestServer) queries() [][]byte { return s.rec.all() }
+
+// open is how many of its connections are still open.
+func (s *dohTestServer) open() int { return int(s.accepted.Load() - s.ended.Load()) }
 
 func (s *dohTestServer) setBefore(f func(w http.ResponseWriter, r *http.Request) bool) {
 	s.mu.Lock()
