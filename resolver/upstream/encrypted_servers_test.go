@@ -339,11 +339,18 @@ type doqTestServer struct {
 
 func startDoQ(t *testing.T, cert tls.Certificate, serve func(*doqTestServer, *quic.Conn, *quic.Stream)) *doqTestServer {
 	t.Helper()
+	return startDoQWith(t, cert, &quic.Config{}, serve)
+}
+
+// startDoQWith is startDoQ with the server's QUIC configuration (the
+// streams it lets a client open, say).
+func startDoQWith(t *testing.T, cert tls.Certificate, conf *quic.Config, serve func(*doqTestServer, *quic.Conn, *quic.Stream)) *doqTestServer {
+	t.Helper()
 	ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		NextProtos:   []string{"doq"},
 		MinVersion:   tls.VersionTLS13,
-	}, &quic.Config{})
+	}, conf)
 	require.NoError(t, err)
 	s := &doqTestServer{addr: ln.Addr().String()}
 	ctx, cancel := context.WithCancel(context.Background())
