@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -59,4 +60,29 @@ func TestDoHEveryConnectionBroken(t *testing.T) {
 	assert.NotErrorIs(t, err, ErrProtocol)
 	assert.Len(t, srv.httpVersions(), 2, "sent once more, not again")
 	assert.Equal(t, 2, srv.connections())
+}
+
+// TestDoHTimeoutSaysWhatBrokeBefore: a query whose connection broke, and
+// whose second try then ran out of time, fails with its deadline
+// (context.DeadlineExceeded), and the error says what had gone wrong
+// before it ("after: ..."), which a bare timeout would hide.
+func TestDoHTimeoutSaysWhatBrokeBefore(t *testing.T) {
+	pki := newPKI(t)
+	srv := startDoH(t, pki.good, answerWithA)
+	var requests atomic.Int32
+	srv.setBefore(func(_ http.ResponseWriter, r *http.Request) bool {
+		if requests.Add(1) == 1 {
+			srv.closeAll()
+		} else {
+			<-r.Context().Done()
+		}
+		return true
+	})
+	tr := newEncryptedTransport(t, srv.upstream(testServerName), pki.testOptions(t))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := tr.Exchange(ctx, clientQuery("a.example.", false))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorContains(t, err, "(after: dns over https: ")
+	assert.Equal(t, int32(2), requests.Load())
 }
