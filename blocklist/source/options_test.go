@@ -108,3 +108,38 @@ func TestURLVersionWithoutETag(t *testing.T) {
 	assert.Equal(t, c.Version(), st.Version)
 	assert.Equal(t, "sha256:"+hex.EncodeToString(c.SHA256[:]), st.Version)
 }
+
+// TestSmallestMaxBytesApplied: sources.max_bytes of 1, the least the
+// configuration takes, bounds a body at one byte; it is not taken for
+// unset and replaced by DefaultMaxBytes, which would let a list through
+// that the operator bounded.
+func TestSmallestMaxBytesApplied(t *testing.T) {
+	srv := newListServer(t, "a\n")
+	opt := testOptions(t)
+	opt.MaxBytes = 1
+	src, err := NewURL(srv.URL+"/l.txt", opt)
+	require.NoError(t, err)
+	_, err = src.Fetch(t.Context())
+	require.ErrorIs(t, err, ErrTooBig)
+}
+
+// TestZoneDiskCopyIsNoTransfer: a zone restarted from its disk copy, its
+// primary still at that serial, has made no transfer: Status.Transfers
+// counts none (not one of type "cache"), and the zone served last
+// changed by the disk copy (LastTransfer) until the primary sends another.
+func TestZoneDiskCopyIsNoTransfer(t *testing.T) {
+	p := startFakePrimary(t, testZone, 5, cnames(testZone, "a"), nil)
+	opt := zoneTestOptions(t, nil)
+	z, rec := startZone(t, p, opt)
+	rec.waitCount(t, 1)
+	waitFile(t, cachePath(opt.CacheDir, z.Name()))
+
+	again, rec2 := startZone(t, p, opt)
+	assert.True(t, rec2.waitCount(t, 1).FromCache)
+	// The SOA check finds serial 5 current and confirms the disk copy.
+	st := waitStatus(t, again, func(st Status) bool { return st.HasContent && !st.FromCache && st.LastError == nil })
+	assert.Empty(t, st.Transfers, "no transfer made")
+	assert.Equal(t, TransferCache, st.LastTransfer)
+	assert.Equal(t, uint32(5), st.Serial)
+	assert.Equal(t, 1, rec2.count(), "the zone is current: nothing delivered again")
+}
