@@ -275,7 +275,8 @@ func TestServfailUntilReadySwapToListWithoutCopy(t *testing.T) {
 // name, is answered SERVFAIL because the not-ready policy gov has a range
 // inside it and neither blocks nor allows the name. The explanation is of
 // gov, and must give gov's decision on the name (on no list), not
-// office's allow as if gov allowed it.
+// office's allow as if gov allowed it, and say that the network is wider
+// than gov's range.
 func TestServfailUntilReadyExplainWider(t *testing.T) {
 	s, err := BuildSnapshotWith(notReadyConfig(t, true), nil, nil)
 	require.NoError(t, err)
@@ -285,9 +286,11 @@ func TestServfailUntilReadyExplainWider(t *testing.T) {
 	require.Equal(t, ResultServfail, o.result, "gov's devices may be in the network, and gov is not ready")
 	require.Equal(t, "gov", o.policy.Policy.Name)
 	assert.False(t, o.decision.Allowed, "the decision is gov's, which allows nothing: %+v", o.decision)
+	assert.True(t, o.wider, "gov decides for a range inside the network")
 
 	e := s.ExplainFor(id, "allowed.example.", dns.TypeA)
 	text := e.String()
+	assert.Contains(t, text, `subnet 10.1.0.0/16 is wider than range 10.1.1.0/24 (`, text)
 	assert.Contains(t, text, "allowed.example. is on no list of the policy\n", text)
 	assert.Contains(t, text, `under policy "office": allowed.example. allowed by`, text)
 	assert.Contains(t, text, "verdict: servfail (SERVFAIL, Extended DNS Error 14 (Not Ready))", text)
