@@ -376,6 +376,20 @@ func (s *Snapshot) explainQuery(source netip.Addr, client netip.Prefix, name str
 		e.Range, e.HasPolicy, e.Wider = s.PolicyForClient(client)
 		return e
 	}
+	s.explainRanges(&e, client)
+	if qtype == dns.TypeAXFR || qtype == dns.TypeIXFR {
+		e.ZoneTransfer, e.Result, e.Shadow, e.Decision = true, ResultRefused, false, Decision{}
+		e.Rcode = "REFUSED, Extended DNS Error 21 (Not Supported)"
+	}
+	return e
+}
+
+// explainRanges sets the ranges that e's range (its policy) is decided
+// beside, for the network client: Also, Held when e is Wider, else
+// Beaten. ExplainAnswer sets them again when a policy of Also blocks the
+// answer and so becomes e's.
+func (s *Snapshot) explainRanges(e *Explanation, client netip.Prefix) {
+	e.Also, e.Beaten, e.Held, e.HasHeld = nil, nil, ClientRange{}, false
 	if e.HasPolicy {
 		held, ok := s.PolicyForPrefix(client)
 		ok = ok && e.Wider && blocking(held.Policy) && held.Policy != e.Range.Policy
@@ -397,11 +411,6 @@ func (s *Snapshot) explainQuery(source netip.Addr, client netip.Prefix, name str
 			}
 		}
 	}
-	if qtype == dns.TypeAXFR || qtype == dns.TypeIXFR {
-		e.ZoneTransfer, e.Result, e.Shadow, e.Decision = true, ResultRefused, false, Decision{}
-		e.Rcode = "REFUSED, Extended DNS Error 21 (Not Supported)"
-	}
-	return e
 }
 
 // set takes the decision o and says what the client gets for it.
@@ -474,7 +483,13 @@ func (s *Snapshot) ExplainAnswer(e *Explanation, resp *dns.Msg) {
 	o := e.outcome()
 	blocked := o.inspect(resp) != ""
 	if blocked {
+		first := e.Range.Policy
 		e.set(o)
+		if e.Range.Policy != first && e.Subnet.IsValid() {
+			// A policy of Also (of a network only: alsoDeciding) blocks
+			// the answer and decides: the others are beside it.
+			s.explainRanges(e, e.Subnet)
+		}
 	}
 	inspect := e.HasPolicy && e.Range.Policy.Blocks() && !e.Range.Policy.Decide(e.Name).Allowed
 	for _, rr := range resp.Answer {

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"encoding/json"
 	"maps"
 	"net/netip"
 	"strings"
@@ -32,4 +33,47 @@ func TestExplainNamesEachPolicyOnce(t *testing.T) {
 	}
 	assert.Equal(t, []string{"gov"}, names)
 	assert.Equal(t, 1, strings.Count(e.String(), `under policy "gov"`), e.String())
+}
+
+// TestExplainAnswerBlockedByAnotherPolicy: when a policy of Also blocks
+// the answer (a CNAME into capcut.com, which strict blocks and gov does
+// not), ExplainAnswer explains it under that policy as Explain does a
+// name it blocks: the network is wider than strict's range, gov (which
+// holds the whole network) decides beside it, and strict is not named
+// twice. The explanation said "instead of no policy: no range holds the
+// whole subnet" and named strict beside itself, gov not at all, in the
+// text and in the JSON.
+func TestExplainAnswerBlockedByAnotherPolicy(t *testing.T) {
+	files := map[string]string{"lark.txt": "larksuite.com\n", "ip.rpz": rpzHead + "32.5.2.0.192.rpz-ip CNAME .\n"}
+	maps.Copy(files, testFiles)
+	snap := loadSnapshot(t, writeConfig(t, ecsNestedConfig, files, "127.0.0.1:53"), nil)
+	id := Identity{Source: netip.MustParseAddr("127.0.0.2"), Client: netip.MustParsePrefix("10.1.2.0/24"), Via: IdentityECS}
+	e := snap.ExplainFor(id, "cloaked.example.", dns.TypeA)
+	require.Equal(t, ResultForwarded, e.Result, "the name itself is on no list")
+	require.Equal(t, "gov", e.Range.Policy.Name)
+	resp := new(dns.Msg)
+	resp.SetQuestion("cloaked.example.", dns.TypeA)
+	resp.Answer = []dns.RR{mustRR("cloaked.example. 300 IN CNAME capcut.com."), mustRR("capcut.com. 300 IN A 192.0.2.7")}
+	snap.ExplainAnswer(&e, resp)
+	require.Equal(t, ResultBlocked, e.Result)
+	require.Equal(t, "strict", e.Range.Policy.Name, "the answer is blocked by strict")
+
+	text := e.String()
+	assert.Contains(t, text, "\n  subnet 10.1.2.0/24 is wider than range 10.1.2.0/26 (", text)
+	assert.NotContains(t, text, "instead of", "gov holds the whole network, and decides too")
+	assert.Regexp(t, `\n  and blocking policy "gov" from range 10\.0\.0\.0/8 \(\S+\): its devices may be in the subnet too`, text)
+	assert.NotContains(t, text, `and blocking policy "strict"`, text)
+	assert.Contains(t, text, "\n  under policy \"gov\": cloaked.example. is on no list of the policy\n", text)
+	assert.Regexp(t, `\n    capcut\.com\. blocked by \S+bytedance\.txt:1: capcut\.com\n`, text)
+
+	j, err := json.Marshal(e)
+	require.NoError(t, err)
+	var got struct {
+		Policy struct{ Policy string } `json:"policy"`
+		Also   []struct{ Policy string }
+	}
+	require.NoError(t, json.Unmarshal(j, &got))
+	assert.Equal(t, "strict", got.Policy.Policy, "%s", j)
+	require.Len(t, got.Also, 1, "%s", j)
+	assert.Equal(t, "gov", got.Also[0].Policy, "%s", j)
 }
