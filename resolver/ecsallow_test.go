@@ -88,3 +88,54 @@ func TestECSAnswerOfANamePolicyAllows(t *testing.T) {
 		}
 	}
 }
+
+// TestECSExtraSectionsOfAnotherPolicy: the records of an answer's
+// authority and additional sections that are a blocked name's are left
+// out under every policy deciding for an ECS network (outcome.scrub), the
+// policies with a range inside it as well as the one holding it: from
+// 10.1.2.0/24 the address of mx.capcut.com (strict's) goes as well as
+// that of mx.tiktok.com (gov's), and so does the NS at capcut.com; from
+// 10.1.3.0/24, gov's alone, only gov's. Fresh and from the cache, over UDP
+// and TCP.
+func TestECSExtraSectionsOfAnotherPolicy(t *testing.T) {
+	needLoopback(t, "127.0.181.2")
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name != "mail.example.net." {
+			return defaultAnswer(w, r)
+		}
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = []dns.RR{mustRR("mail.example.net. 300 IN MX 10 mx.example.net.")}
+		m.Ns = []dns.RR{mustRR("capcut.com. 300 IN NS ns.example.net."), mustRR("example.net. 300 IN NS ns.example.net.")}
+		m.Extra = []dns.RR{mustRR("mx.capcut.com. 300 IN A 192.0.2.25"), mustRR("mx.tiktok.com. 300 IN A 192.0.2.26"),
+			mustRR("mx.example.net. 300 IN A 192.0.2.27")}
+		return m
+	})
+	files := map[string]string{"partner.txt": "partner.example\n", "gov-partner.txt": "gov-partner.example\n"}
+	maps.Copy(files, testFiles)
+	f := startFence(t, ecsAlsoAllowsConfig, files, up.addr)
+	owners := func(rrs []dns.RR) []string {
+		var out []string
+		for _, rr := range rrs {
+			if h := rr.Header(); h.Rrtype != dns.TypeOPT {
+				out = append(out, h.Name+" "+dns.TypeToString[h.Rrtype])
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		ecs             string
+		wantNs, wantExt []string
+	}{
+		{"10.1.2.0/24", []string{"example.net. NS"}, []string{"mx.example.net. A"}},
+		{"10.1.3.0/24", []string{"capcut.com. NS", "example.net. NS"}, []string{"mx.capcut.com. A", "mx.example.net. A"}},
+	} {
+		for _, network := range []string{"udp", "udp", "tcp"} { // fresh, then cached
+			r := ask(t, f.addr, "127.0.181.2", network, withECS(question("mail.example.net.", dns.TypeMX, true), tc.ecs))
+			require.Equal(t, dns.RcodeSuccess, r.Rcode, "%s over %s", tc.ecs, network)
+			assert.Len(t, r.Answer, 1)
+			assert.Equal(t, tc.wantNs, owners(r.Ns), "%s over %s", tc.ecs, network)
+			assert.Equal(t, tc.wantExt, owners(r.Extra), "%s over %s", tc.ecs, network)
+		}
+	}
+}
