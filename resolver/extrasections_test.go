@@ -321,3 +321,42 @@ func TestWireOfSignedProof(t *testing.T) {
 		})
 	}
 }
+
+// TestExtraSectionsProofOnlyInAuthority: scrub keeps a blocked name's SOA
+// and NSEC (proofType) in the authority section alone, where they prove a
+// negative answer; in the additional section they prove nothing and are
+// left out as any record of a blocked name is. Fresh and from the cache,
+// over UDP and TCP.
+func TestExtraSectionsProofOnlyInAuthority(t *testing.T) {
+	needLoopback(t, "127.0.181.1")
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name != "proof.example.net." {
+			return defaultAnswer(w, r)
+		}
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = []dns.RR{mustRR("proof.example.net. 300 IN A 192.0.2.1")}
+		m.Ns = []dns.RR{mustRR("tiktok.com. 900 IN NSEC tiktok1.com. NS DS RRSIG NSEC")}
+		m.Extra = []dns.RR{mustRR("tiktok.com. 900 IN SOA a.gtld-servers.net. nstld.verisign-grs.com. 1 1800 900 604800 86400"),
+			mustRR("tiktok.com. 900 IN NSEC tiktok1.com. NS DS RRSIG NSEC")}
+		m.SetEdns0(4096, true)
+		return m
+	})
+	f := startFence(t, `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+allowed_clients: ["127.0.181.0/24"]
+policies:
+  - name: gov
+    clients: ["127.0.181.1/32"]
+    block: ["tiktok.txt"]
+`, testFiles, up.addr)
+	for _, network := range []string{"udp", "udp", "tcp"} { // fresh, then cached
+		r := ask(t, f.addr, "127.0.181.1", network, doQuestion("proof.example.net.", dns.TypeA))
+		require.Equal(t, dns.RcodeSuccess, r.Rcode, network)
+		assert.Len(t, r.Answer, 1, network)
+		require.Len(t, r.Ns, 1, network)
+		assert.Equal(t, dns.TypeNSEC, r.Ns[0].Header().Rrtype, network)
+		assert.Equal(t, []dns.RR{r.IsEdns0()}, r.Extra, "%s: only the OPT", network)
+	}
+}
