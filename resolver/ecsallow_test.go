@@ -2,6 +2,8 @@ package resolver
 
 import (
 	"maps"
+	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -138,4 +140,35 @@ func TestECSExtraSectionsOfAnotherPolicy(t *testing.T) {
 			assert.Equal(t, tc.wantExt, owners(r.Extra), "%s over %s", tc.ecs, network)
 		}
 	}
+}
+
+// TestExemptionAllowListDecidesNothing: a policy with no block lists (an
+// exemption) forwards every name, and its allow list decides nothing:
+// a name on it is explained as forwarded, not allowed, with no decision
+// of the policy, and its query's audit line names no list entry.
+func TestExemptionAllowListDecidesNothing(t *testing.T) {
+	needLoopback(t, "127.0.181.3")
+	up := startUpstream(t, nil)
+	core, logs := observer.New(zap.InfoLevel)
+	f := startFenceLog(t, zap.New(core), `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+allowed_clients: ["127.0.181.0/24"]
+log: {queries: all}
+policies:
+  - name: press
+    clients: ["127.0.181.3/32"]
+    allow: ["allow.txt"]
+`, testFiles, up.addr)
+	e := f.handler.Snapshot().Explain(netip.MustParseAddr("127.0.181.3"), "ads.tiktok.com.", dns.TypeA)
+	assert.Equal(t, ResultForwarded, e.Result)
+	assert.Equal(t, Decision{}, e.Decision)
+	assert.True(t, strings.HasSuffix(e.String(), "verdict: forwarded (from upstream)\n"), e.String())
+
+	r := ask(t, f.addr, "127.0.181.3", "udp", question("ads.tiktok.com.", dns.TypeA, true))
+	require.Equal(t, dns.RcodeSuccess, r.Rcode)
+	lines := logs.FilterMessage("query").All()
+	require.Len(t, lines, 1)
+	assert.Equal(t, "press", lines[0].ContextMap()[logPolicy])
+	assert.NotContains(t, lines[0].ContextMap(), logList)
 }
