@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/netip"
 	"strings"
@@ -76,4 +77,66 @@ func TestExplainAnswerBlockedByAnotherPolicy(t *testing.T) {
 	assert.Equal(t, "strict", got.Policy.Policy, "%s", j)
 	require.Len(t, got.Also, 1, "%s", j)
 	assert.Equal(t, "gov", got.Also[0].Policy, "%s", j)
+}
+
+// TestExplainNamesEveryOtherPolicy: the explanation for an ECS network
+// names, beside the policy deciding, every other blocking policy that has
+// a range inside the network (Also), in the configuration's order: strict
+// and lab beside gov, which holds the network, for a name none blocks;
+// gov (which holds it) and lab beside strict, for a name strict blocks.
+// An IPv4 client written as an IPv4-mapped IPv6 address is explained as
+// the IPv4 address.
+func TestExplainNamesEveryOtherPolicy(t *testing.T) {
+	files := map[string]string{"lark.txt": "larksuite.com\n"}
+	maps.Copy(files, testFiles)
+	snap := loadSnapshot(t, writeConfig(t, `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+allowed_clients: ["127.0.181.0/24", "10.0.0.0/8"]
+trusted_proxies: ["127.0.181.2/32"]
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    block: ["tiktok.txt"]
+  - name: strict
+    clients: ["10.1.2.0/26"]
+    block: ["bytedance.txt"]
+  - name: lab
+    clients: ["10.1.2.128/26"]
+    block: ["lark.txt"]
+`, files, "127.0.0.1:53"), nil)
+	id := Identity{Source: netip.MustParseAddr("127.0.181.2"), Client: netip.MustParsePrefix("10.1.2.0/24"), Via: IdentityECS}
+	names := func(crs []ClientRange) []string {
+		var out []string
+		for _, cr := range crs {
+			out = append(out, cr.Policy.Name)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		qname, wantPolicy string
+		wantWider         bool
+		wantAlso          []string
+	}{
+		{"www.example.org.", "gov", false, []string{"strict", "lab"}},
+		{"capcut.com.", "strict", true, []string{"gov", "lab"}},
+	} {
+		t.Run(tc.qname, func(t *testing.T) {
+			e := snap.ExplainFor(id, tc.qname, dns.TypeA)
+			assert.Equal(t, tc.wantPolicy, e.Range.Policy.Name)
+			assert.Equal(t, tc.wantWider, e.Wider)
+			assert.Equal(t, tc.wantAlso, names(e.Also))
+			text := e.String()
+			for _, p := range tc.wantAlso {
+				assert.Contains(t, text, fmt.Sprintf("\n  and blocking policy %q from range ", p), text)
+				assert.Contains(t, text, fmt.Sprintf("\n  under policy %q: %s ", p, tc.qname), text)
+			}
+		})
+	}
+
+	e := snap.Explain(netip.MustParseAddr("::ffff:10.1.2.5"), "capcut.com.", dns.TypeA)
+	assert.Equal(t, netip.MustParseAddr("10.1.2.5"), e.Client)
+	require.Equal(t, ResultBlocked, e.Result)
+	assert.Equal(t, "strict", e.Range.Policy.Name)
+	assert.True(t, strings.HasPrefix(e.String(), "client 10.1.2.5\n"), e.String())
 }
