@@ -32,6 +32,7 @@ func TestExplainTypesAsServed(t *testing.T) {
 				assert.Equal(t, "REFUSED, Extended DNS Error 21 (Not Supported)", x.Rcode)
 				assert.EqualValues(t, dns.ExtendedErrorCodeNotSupported, e.InfoCode)
 				assert.Contains(t, x.String(), "a zone transfer: refused before any policy")
+				assert.True(t, strings.HasSuffix(x.String(), "\nverdict: refused (REFUSED, Extended DNS Error 21 (Not Supported))\n"), x.String())
 				assert.NotContains(t, x.String(), "blocked by")
 			}
 		}
@@ -46,4 +47,31 @@ func TestExplainTypesAsServed(t *testing.T) {
 		}
 	}
 	assert.True(t, strings.HasPrefix(f.handler.Snapshot().Explain(netip.MustParseAddr("127.0.0.1"), "www.tiktok.com.", dns.TypeA).Rcode, "NXDOMAIN"))
+}
+
+// TestExplainRPZActionsAsServed: explain gives the answer each RPZ
+// trigger's action makes (TestRPZActions): the policy's action for CNAME .
+// (NXDOMAIN, or REFUSED under action: refused), NODATA for CNAME *., no
+// answer at all for rpz-drop., under either action, and the upstream's
+// answer for each in shadow mode.
+func TestExplainRPZActionsAsServed(t *testing.T) {
+	snap := loadSnapshot(t, writeConfig(t, rpzActionsConfig, rpzActionsFiles, "127.0.0.1:53"), nil)
+	const nodata = "NOERROR without records (NODATA): the RPZ trigger's action is CNAME *."
+	const drop = "no answer at all: the RPZ trigger's action is rpz-drop"
+	const shadow = "from upstream (shadow mode records a block)"
+	for _, tc := range []struct {
+		client, name, wantRcode string
+	}{
+		{"127.0.0.1", "tiktok.com.", "NXDOMAIN"},
+		{"127.0.0.1", "douyin.com.", nodata},
+		{"127.0.0.1", "bytedance.com.", drop},
+		{"127.0.0.2", "tiktok.com.", "REFUSED"},
+		{"127.0.0.2", "douyin.com.", nodata},
+		{"127.0.0.2", "bytedance.com.", drop},
+		{"127.0.0.4", "douyin.com.", shadow},
+		{"127.0.0.4", "bytedance.com.", shadow},
+	} {
+		e := snap.Explain(netip.MustParseAddr(tc.client), tc.name, dns.TypeA)
+		assert.Equal(t, tc.wantRcode, e.Rcode, "%s from %s", tc.name, tc.client)
+	}
 }
