@@ -140,3 +140,71 @@ policies:
 	assert.Equal(t, "strict", e.Range.Policy.Name)
 	assert.True(t, strings.HasPrefix(e.String(), "client 10.1.2.5\n"), e.String())
 }
+
+// TestExplainAnswerHops: ExplainAnswer names each record of the answer by
+// the name it leads to: the target of an alias, for a client of no
+// policy too; the address a response-IP trigger holds, and only that
+// (an address no trigger holds leaves the record's name). The policy's
+// own block of the answer keeps the ranges it beats. An explanation that
+// is not forwarded (blocked) is left as it is: its client gets no
+// upstream answer.
+func TestExplainAnswerHops(t *testing.T) {
+	files := map[string]string{"ip.rpz": rpzHead + "32.5.2.0.192.rpz-ip CNAME .\n"}
+	maps.Copy(files, testFiles)
+	snap := loadSnapshot(t, writeConfig(t, `
+listen: ["127.0.0.1:0"]
+upstreams: {{upstreams}}
+allowed_clients: ["127.0.181.0/24"]
+policies:
+  - name: gov
+    clients: ["127.0.181.1/32"]
+    block: ["tiktok.txt", "ip.rpz"]
+  - name: office
+    clients: ["127.0.181.0/25"]
+`, files, "127.0.0.1:53"), nil)
+	gov, none := netip.MustParseAddr("127.0.181.1"), netip.MustParseAddr("127.0.181.200")
+	answer := func(name string, rrs ...string) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		for _, s := range rrs {
+			m.Answer = append(m.Answer, mustRR("%s", s))
+		}
+		return m
+	}
+	hopNames := func(e Explanation) []string {
+		var out []string
+		for _, h := range e.Hops {
+			out = append(out, h.Name)
+		}
+		return out
+	}
+
+	e := snap.Explain(gov, "www.tiktok.com.", dns.TypeA)
+	snap.ExplainAnswer(&e, answer("www.tiktok.com.", "www.tiktok.com. 300 IN A 192.0.2.7"))
+	assert.Empty(t, e.Hops, "blocked: no upstream answer")
+	assert.Equal(t, "NXDOMAIN", e.Rcode)
+
+	for _, tc := range []struct {
+		client     netip.Addr
+		name       string
+		rrs        []string
+		wantHops   []string
+		wantResult string
+	}{
+		{none, "alias.example.", []string{"alias.example. 300 IN CNAME target.example.", "target.example. 300 IN A 192.0.2.7"},
+			[]string{"target.example.", "target.example."}, ResultForwarded},
+		{gov, "alias.example.", []string{"alias.example. 300 IN CNAME target.example.", "target.example. 300 IN A 192.0.2.7"},
+			[]string{"target.example.", "target.example."}, ResultForwarded},
+		{gov, "addr.example.", []string{"addr.example. 300 IN A 192.0.2.5"}, []string{"192.0.2.5"}, ResultBlocked},
+	} {
+		e := snap.Explain(tc.client, tc.name, dns.TypeA)
+		require.Equal(t, ResultForwarded, e.Result)
+		snap.ExplainAnswer(&e, answer(tc.name, tc.rrs...))
+		assert.Equal(t, tc.wantHops, hopNames(e), "%s from %s", tc.name, tc.client)
+		assert.Equal(t, tc.wantResult, e.Result, "%s from %s", tc.name, tc.client)
+		if tc.client == gov {
+			require.Len(t, e.Beaten, 1, "%s: gov's range beats office's", tc.name)
+			assert.Equal(t, "office", e.Beaten[0].Policy.Name)
+		}
+	}
+}
