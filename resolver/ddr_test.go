@@ -821,3 +821,27 @@ listen_quic: ["127.0.0.1:0"]`, "")
 	require.NoError(t, err)
 	assert.Equal(t, dns.RcodeNameError, r.Rcode, "the DoT listener serves on")
 }
+
+// TestDDRDesignationLogged: once the encrypted listeners start, dnsfence
+// says that it designates them, naming the target, when ddr is on; with
+// ddr: false (TestDDROff), or a certificate that names no host, it
+// designates none and says nothing of designating.
+func TestDDRDesignationLogged(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	const designating = "designating the encrypted listeners to devices that ask _dns.resolver.arpa SVCB (RFC 9462)"
+	on := startEncryptedFence(t, p, encryptedConfig(p), up.addr)
+	lines := on.logs.FilterMessage(designating).All()
+	require.Len(t, lines, 1)
+	assert.Equal(t, dns.Fqdn(testServerName), lines[0].ContextMap()["target"])
+
+	off := startEncryptedFence(t, p, strings.Replace(encryptedConfig(p), "blocked_ttl: 60", "blocked_ttl: 60\nddr: false", 1), up.addr)
+	assert.Empty(t, off.logs.FilterMessage(designating).All())
+
+	// A certificate that names no host designates nothing
+	// (TestCertificateWithoutHostWarned warns of it).
+	noHost := *p
+	noHost.certFile, noHost.keyFile = selfSignedPair(t, t.TempDir(), "served", nil, []net.IP{net.IPv4(127, 0, 0, 1)})
+	none := startEncryptedFence(t, &noHost, encryptedConfig(&noHost), up.addr)
+	assert.Empty(t, none.logs.FilterMessage(designating).All())
+}
