@@ -637,6 +637,8 @@ func TestDDRReachable(t *testing.T) {
 		{"fe80::53%eth0", "", false},
 		{"169.254.0.53", "169.254.0.9", true},
 		{"169.254.0.53", "10.0.0.53", false},
+		{"::ffff:169.254.0.53", "169.254.0.9", true}, // IPv4 both, however written
+		{"169.254.0.53", "::ffff:169.254.0.9", true},
 		{"::", "10.0.0.53", true},
 	} {
 		var local netip.Addr
