@@ -134,6 +134,28 @@ policies:
 		})
 	}
 
+	// A name in a local zone is answered before any list is asked: the
+	// policies beside gov are named, with no decision of theirs.
+	local := snap.ExplainFor(id, "onion.", dns.TypeA)
+	require.Equal(t, ResultLocal, local.Result)
+	j, err := json.Marshal(local)
+	require.NoError(t, err)
+	var got struct {
+		Also []map[string]any
+	}
+	require.NoError(t, json.Unmarshal(j, &got))
+	require.Len(t, got.Also, 2, "%s", j)
+	for _, a := range got.Also {
+		assert.NotContains(t, a, "decision", "%s", j)
+	}
+
+	// A client outside allowed_clients is allowed by no range.
+	refused := snap.Explain(netip.MustParseAddr("192.0.2.1"), "capcut.com.", dns.TypeA)
+	require.False(t, refused.Allowed)
+	j, err = json.Marshal(refused)
+	require.NoError(t, err)
+	assert.NotContains(t, string(j), "allowed_by", "%s", j)
+
 	e := snap.Explain(netip.MustParseAddr("::ffff:10.1.2.5"), "capcut.com.", dns.TypeA)
 	assert.Equal(t, netip.MustParseAddr("10.1.2.5"), e.Client)
 	require.Equal(t, ResultBlocked, e.Result)
@@ -206,5 +228,24 @@ policies:
 			require.Len(t, e.Beaten, 1, "%s: gov's range beats office's", tc.name)
 			assert.Equal(t, "office", e.Beaten[0].Policy.Name)
 		}
+		j, err := json.Marshal(e)
+		require.NoError(t, err)
+		var got struct {
+			Answer []struct {
+				Record   string
+				Decision struct{ Name string }
+			}
+		}
+		require.NoError(t, json.Unmarshal(j, &got))
+		var names []string
+		for _, h := range got.Answer {
+			names = append(names, h.Decision.Name)
+		}
+		assert.Equal(t, tc.wantHops, names, "%s", j)
 	}
+
+	// One record, not inspected (no blocking policy): said so.
+	e = snap.Explain(none, "plain.example.", dns.TypeA)
+	snap.ExplainAnswer(&e, answer("plain.example.", "plain.example. 300 IN A 192.0.2.7"))
+	assert.Contains(t, e.String(), "\n  the answer is not inspected: ", e.String())
 }
