@@ -244,8 +244,10 @@ policies:
 		assert.Equal(t, tc.wantHops, names, "%s", j)
 	}
 
-	// One record, not inspected (no blocking policy): said so.
-	e = snap.Explain(none, "plain.example.", dns.TypeA)
-	snap.ExplainAnswer(&e, answer("plain.example.", "plain.example. 300 IN A 192.0.2.7"))
-	assert.Contains(t, e.String(), "\n  the answer is not inspected: ", e.String())
+	// One record, not inspected (no policy, or an exemption): said so.
+	for _, client := range []netip.Addr{none, netip.MustParseAddr("127.0.181.100")} {
+		e = snap.Explain(client, "plain.example.", dns.TypeA)
+		snap.ExplainAnswer(&e, answer("plain.example.", "plain.example. 300 IN A 192.0.2.7"))
+		assert.Contains(t, e.String(), "\n  the answer is not inspected: ", e.String())
+	}
 }
