@@ -827,7 +827,9 @@ listen_quic: ["127.0.0.1:0"]`, "")
 // TestDDRDesignationLogged: once the encrypted listeners start, dnsfence
 // says that it designates them, naming the target, when ddr is on; with
 // ddr: false (TestDDROff), or a certificate that names no host, it
-// designates none and says nothing of designating.
+// designates none and says nothing of designating; the certificate is
+// warned about once, where it is loaded (warnDesignation leaves that
+// warning out).
 func TestDDRDesignationLogged(t *testing.T) {
 	up := startUpstream(t, nil)
 	p := newTestPKI(t)
@@ -846,4 +848,5 @@ func TestDDRDesignationLogged(t *testing.T) {
 	noHost.certFile, noHost.keyFile = selfSignedPair(t, t.TempDir(), "served", nil, []net.IP{net.IPv4(127, 0, 0, 1)})
 	none := startEncryptedFence(t, &noHost, encryptedConfig(&noHost), up.addr)
 	assert.Empty(t, none.logs.FilterMessage(designating).All())
+	assert.Equal(t, 1, none.logs.FilterMessage(noHostDesignated).Len(), "warned once, where the certificate is loaded")
 }
