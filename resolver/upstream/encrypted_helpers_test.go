@@ -225,3 +225,33 @@ func checkSilentRedialled(t *testing.T, tr Transport, wantErr error, connections
 	assert.Len(t, resp.Answer, 1)
 	assert.Equal(t, 2, connections())
 }
+
+// sentOptionCodes asks q over tr and returns the EDNS option codes of the
+// one query the test server recorded (sent), in the order it got them.
+func sentOptionCodes(t *testing.T, tr Transport, q *dns.Msg, sent func() [][]byte) []uint16 {
+	t.Helper()
+	_, err := tr.Exchange(context.Background(), q)
+	require.NoError(t, err)
+	require.Len(t, sent(), 1)
+	m := new(dns.Msg)
+	require.NoError(t, m.Unpack(sent()[0]))
+	var codes []uint16
+	if o := m.IsEdns0(); assert.NotNil(t, o, "the query sent has no OPT") {
+		for _, e := range o.Option {
+			codes = append(codes, e.Option())
+		}
+	}
+	return codes
+}
+
+// twoQuestionsFail asks tr a query of two questions, which cannot be
+// packed: it fails naming them, with no answer. The caller checks that
+// nothing went out.
+func twoQuestionsFail(t *testing.T, tr Transport) {
+	t.Helper()
+	two := clientQuery("one.example.", false)
+	two.Question = append(two.Question, dns.Question{Name: "two.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+	resp, err := tr.Exchange(context.Background(), two)
+	assert.Nil(t, resp)
+	assert.ErrorContains(t, err, "2 questions")
+}
