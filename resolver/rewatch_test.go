@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -383,34 +384,17 @@ func TestKeepWatchingReturnsForTheEmbeddedDefault(t *testing.T) {
 	assert.Empty(t, logs.FilterMessageSnippet("file watching stopped").All())
 }
 
-// inotifyInstances counts the inotify instances the process holds open
-// (Linux: /proc/self/fd); -1 where /proc does not say.
-func inotifyInstances(t *testing.T) int {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	n := 0
-	for _, fd := range fds {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == "anon_inode:inotify" {
-			n++
-		}
-	}
-	return n
-}
-
 // TestWatchClosesItsWatcher: the inotify instances a watcher opens are
 // closed when Watch returns. KeepWatching starts a watcher again each
 // time one stops; one left open each time would use up
 // fs.inotify.max_user_instances, after which no watcher starts at all.
 func TestWatchClosesItsWatcher(t *testing.T) {
-	if inotifyInstances(t) < 0 {
+	if testnet.InotifyInstances() < 0 {
 		t.Skip("no /proc/self/fd here")
 	}
 	up := startUpstream(t, nil)
 	f := startFence(t, listsConfig, map[string]string{"lists/tiktok.txt": "tiktok.com\n"}, up.addr)
-	before := inotifyInstances(t)
+	before := testnet.InotifyInstances()
 	path := f.handler.Snapshot().Config.File
 	r := NewReloader(zap.NewNop(), f.handler, func() (*config.Config, error) { return config.Load(path) })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -424,10 +408,10 @@ func TestWatchClosesItsWatcher(t *testing.T) {
 		defer r.mu.Unlock()
 		return r.watcher != nil
 	}, 10*time.Second, 5*time.Millisecond)
-	assert.Greater(t, inotifyInstances(t), before, "the watcher's")
+	assert.Greater(t, testnet.InotifyInstances(), before, "the watcher's")
 	cancel()
 	<-done
-	assert.LessOrEqual(t, inotifyInstances(t), before, "Watch returned with its watcher's inotify instances open")
+	assert.LessOrEqual(t, testnet.InotifyInstances(), before, "Watch returned with its watcher's inotify instances open")
 }
 
 // TestReadyzNamesASingleUnwatchedFile: one file not watched (its folder

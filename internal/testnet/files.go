@@ -159,3 +159,20 @@ func HoldOpen(t testing.TB, path, redirect string) *exec.Cmd {
 	}
 	return cmd
 }
+
+// InotifyInstances counts the inotify instances the process holds open
+// (Linux: /proc/self/fd), so that a test can see a watcher closed; -1
+// where /proc does not say.
+func InotifyInstances() int {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == "anon_inode:inotify" {
+			n++
+		}
+	}
+	return n
+}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -117,30 +118,13 @@ func TestCertStoreStartFolderGone(t *testing.T) {
 	assert.NoError(t, s.Close())
 }
 
-// inotifyInstances counts the inotify instances the process holds open
-// (Linux: /proc/self/fd); -1 where /proc does not say.
-func inotifyInstances(t *testing.T) int {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	n := 0
-	for _, fd := range fds {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == "anon_inode:inotify" {
-			n++
-		}
-	}
-	return n
-}
-
 // TestCertStoreClosesItsWatcher: the inotify instance Start opens is
 // closed by Close, and by Start itself when a folder cannot be watched. A
 // configuration reload makes a new store each time; one instance left open
 // each time would use up fs.inotify.max_user_instances, after which no
 // certificate (nor list) folder is watched at all.
 func TestCertStoreClosesItsWatcher(t *testing.T) {
-	before := inotifyInstances(t)
+	before := testnet.InotifyInstances()
 	if before < 0 {
 		t.Skip("no /proc/self/fd here")
 	}
@@ -150,16 +134,16 @@ func TestCertStoreClosesItsWatcher(t *testing.T) {
 		s, err := NewCertStore(f.cert, f.key, CertOptions{})
 		require.NoError(t, err)
 		require.NoError(t, s.Start())
-		assert.Equal(t, before+1, inotifyInstances(t), "one instance while it watches")
+		assert.Equal(t, before+1, testnet.InotifyInstances(), "one instance while it watches")
 		require.NoError(t, s.Close())
-		assert.Equal(t, before, inotifyInstances(t), "closed by Close")
+		assert.Equal(t, before, testnet.InotifyInstances(), "closed by Close")
 
 		gone, _ := writePair(t, ca)
 		s, err = NewCertStore(gone.cert, gone.key, CertOptions{})
 		require.NoError(t, err)
 		require.NoError(t, os.RemoveAll(gone.dir))
 		require.Error(t, s.Start())
-		assert.Equal(t, before, inotifyInstances(t), "closed by the Start that failed")
+		assert.Equal(t, before, testnet.InotifyInstances(), "closed by the Start that failed")
 	}
 }
 
