@@ -89,6 +89,43 @@ func TestHeldThenFailedReloadIsAFailure(t *testing.T) {
 	assert.Contains(t, body, "dnsfence_reloads_total{result=\"failure\"} 1\n")
 }
 
+// TestHeldReloadAcceptedIsOKAgain: dnsfence_reload_ok is 1 from the first
+// load, 0 while a fail-closed guard holds a change, and 1 again once SIGHUP
+// applies it, with dnsfence_reload_held back to 0 and the last success's
+// time moved on: an alert on reload_ok == 0 clears when the operator has
+// accepted the change, and not before.
+func TestHeldReloadAcceptedIsOKAgain(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, rangesConfig, rangesFiles(fourRanges), up.addr)
+	r := NewReloader(zap.NewNop(), f.handler, func() (*config.Config, error) {
+		return config.Load(f.handler.Snapshot().Config.File)
+	})
+	gauge := func(name string) float64 {
+		t.Helper()
+		v, ok := metricValue(t, f.registry, name)
+		require.True(t, ok, name)
+		return v
+	}
+	assert.Equal(t, 1.0, gauge("dnsfence_reload_ok"), "the first load applied")
+	assert.Equal(t, 0.0, gauge("dnsfence_reload_held"))
+	loaded := gauge("dnsfence_reload_last_success_timestamp_seconds")
+	assert.Equal(t, float64(f.handler.Snapshot().Loaded.Unix()), loaded)
+
+	require.NoError(t, os.WriteFile(filepath.Join(f.dir, "networks.txt"), nil, 0o644))
+	require.ErrorIs(t, r.Reload(false), ErrHeld)
+	assert.Equal(t, 0.0, gauge("dnsfence_reload_ok"))
+	assert.Equal(t, 1.0, gauge("dnsfence_reload_held"))
+	assert.Equal(t, loaded, gauge("dnsfence_reload_last_success_timestamp_seconds"), "nothing applied")
+
+	require.NoError(t, r.Reload(true))
+	assert.Equal(t, 1.0, gauge("dnsfence_reload_ok"), "SIGHUP applied the change held")
+	assert.Equal(t, 0.0, gauge("dnsfence_reload_held"))
+	assert.Equal(t, float64(f.handler.Snapshot().Loaded.Unix()), gauge("dnsfence_reload_last_success_timestamp_seconds"))
+	success, _ := metricValue(t, f.registry, "dnsfence_reloads_total", "result", "success")
+	held, _ := metricValue(t, f.registry, "dnsfence_reloads_total", "result", "held")
+	assert.Equal(t, []float64{1, 1}, []float64{success, held}, "one success, one held")
+}
+
 // TestRangeFileShrinkIsHeld empties or shrinks a government range file
 // while serving: the change is held (a warn line, dnsfence_reload_held),
 // government devices stay blocked over a real socket, and SIGHUP applies
