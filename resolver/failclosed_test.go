@@ -126,6 +126,37 @@ func TestHeldReloadAcceptedIsOKAgain(t *testing.T) {
 	assert.Equal(t, []float64{1, 1}, []float64{success, held}, "one success, one held")
 }
 
+// TestCleanFilesCountNoSkippedLines: dnsfence_skipped_lines is 0 for a
+// range file and a list with no bad line, from the first load, and back to
+// 0 once the bad line a reload skipped is fixed: a count left over would
+// send the operator looking for a line that is not there.
+func TestCleanFilesCountNoSkippedLines(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, rangesConfig, rangesFiles(fourRanges), up.addr)
+	r := NewReloader(zap.NewNop(), f.handler, func() (*config.Config, error) {
+		return config.Load(f.handler.Snapshot().Config.File)
+	})
+	networks, list := filepath.Join(f.dir, "networks.txt"), filepath.Join(f.dir, "tiktok.txt")
+	skipped := func(file string) float64 {
+		t.Helper()
+		v, ok := metricValue(t, f.registry, "dnsfence_skipped_lines", "file", file)
+		require.True(t, ok, file)
+		return v
+	}
+	assert.Equal(t, 0.0, skipped(networks))
+	assert.Equal(t, 0.0, skipped(list))
+
+	// A bad line added beside the four ranges loses none of them: applied.
+	require.NoError(t, os.WriteFile(networks, []byte(fourRanges+"127.0.0.25/30\n"), 0o644))
+	require.NoError(t, r.Reload(false))
+	assert.Equal(t, 1.0, skipped(networks))
+
+	require.NoError(t, os.WriteFile(networks, []byte(fourRanges), 0o644))
+	require.NoError(t, r.Reload(false))
+	assert.Equal(t, 0.0, skipped(networks), "the bad line fixed")
+	assert.Equal(t, 0.0, skipped(list))
+}
+
 // TestRangeFileShrinkIsHeld empties or shrinks a government range file
 // while serving: the change is held (a warn line, dnsfence_reload_held),
 // government devices stay blocked over a real socket, and SIGHUP applies
