@@ -446,6 +446,51 @@ func TestBlockedCountedAcrossReload(t *testing.T) {
 	assert.Equal(t, before+2, count())
 }
 
+// TestBlockedOnOldSnapshotThenReload: a blocked query counted from the
+// snapshot before a reload (blockedBy's path under the lock keepBlocked
+// deletes with) leaves that lock free: the next reload stores its
+// snapshot, and the next such query counts, instead of both waiting for
+// ever and the resolver serving its old lists from then on.
+func TestBlockedOnOldSnapshotThenReload(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	old := f.handler.state.Load()
+	var oldPolicy *Policy
+	for _, p := range old.Policies {
+		if p.Name == "government-devices" {
+			oldPolicy = p
+		}
+	}
+	require.NotNil(t, oldPolicy)
+	list := f.dir + "/tiktok.txt"
+	count := func() float64 {
+		v, _ := metricValue(t, f.registry, "dnsfence_blocked_total", "policy", "government-devices", "list", list, "shadow", "false")
+		return v
+	}
+	next, err := BuildSnapshot(old.Config, old)
+	require.NoError(t, err)
+	f.handler.Store(next)
+	before := count()
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.handler.metrics.blockedBy(oldPolicy, list, false)
+		last, err := BuildSnapshot(next.Config, next)
+		if !assert.NoError(t, err) {
+			return
+		}
+		f.handler.Store(last)
+		f.handler.metrics.blockedBy(oldPolicy, list, false)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a reload after a query counted from an older snapshot did not finish")
+	}
+	assert.Equal(t, before+2, count())
+}
+
 // TestREADMEQueryResults: README's row for dnsfence_queries_total names
 // every result the counter has, bad_request (DoH and DoQ requests refused
 // without a DNS answer) among them: an operator reading it learns what
