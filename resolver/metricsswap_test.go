@@ -74,3 +74,24 @@ policies:
 	wg.Wait()
 	assert.Empty(t, torn, "want 6 blocking ranges, 1 list, 2 files in every scrape")
 }
+
+// TestAlertedSeriesExistAtZero: the series an alert watches for a rise
+// exist at zero from the start, before the first reload or rate-limited
+// query: dnsfence_reloads_total by each result (a held or failed reload
+// alerts on increase()) and dnsfence_ratelimited_total by each transport.
+// A series that appears at its first count has no rise for increase() to
+// see, so the first held reload would not alert.
+func TestAlertedSeriesExistAtZero(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	NewMetrics(reg)
+	for _, r := range []string{reloadSucceeded, reloadFailed, reloadHeld} {
+		v, ok := metricValue(t, reg, "dnsfence_reloads_total", "result", r)
+		assert.True(t, ok, "dnsfence_reloads_total{result=%q}", r)
+		assert.Zero(t, v)
+	}
+	for _, tr := range transports {
+		v, ok := metricValue(t, reg, "dnsfence_ratelimited_total", "transport", tr)
+		assert.True(t, ok, "dnsfence_ratelimited_total{transport=%q}", tr)
+		assert.Zero(t, v)
+	}
+}
