@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/resolver/listen"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -92,6 +93,24 @@ func TestAlertedSeriesExistAtZero(t *testing.T) {
 	for _, tr := range transports {
 		v, ok := metricValue(t, reg, "dnsfence_ratelimited_total", "transport", tr)
 		assert.True(t, ok, "dnsfence_ratelimited_total{transport=%q}", tr)
+		assert.Zero(t, v)
+	}
+}
+
+// TestSeriesByTransportAtStart: a fresh Metrics has the per-transport
+// series README lists and no others: dnsfence_queries_total's bad_request
+// for HTTPS and QUIC only (no other transport answers a request without
+// DNS), and dnsfence_connections_open for each transport with
+// connections, at zero, so that a dashboard shows the listeners idle
+// rather than absent.
+func TestSeriesByTransportAtStart(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	NewMetrics(reg)
+	for _, tr := range transports {
+		_, ok := metricValue(t, reg, "dnsfence_queries_total", "transport", tr, "result", listen.ResultBadRequest)
+		assert.Equal(t, tr == listen.HTTPS || tr == listen.QUIC, ok, "bad_request series of %s", tr)
+		v, ok := metricValue(t, reg, "dnsfence_connections_open", "transport", tr)
+		assert.Equal(t, tr != listen.UDP, ok, "connections_open series of %s", tr)
 		assert.Zero(t, v)
 	}
 }
