@@ -288,3 +288,25 @@ func TestListenSharedPortZeroJoinsNoOtherGroup(t *testing.T) {
 		require.False(t, foreign[port], "port %d is another group's", port)
 	}
 }
+
+// TestStartWithoutRules: before any rules are loaded (no Rules func, or
+// one that returns nil), Start and StartEncrypted fail with errNoRules and
+// open no socket: nothing would be admitted.
+func TestStartWithoutRules(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		rules func() Rules
+	}{
+		{name: "no Rules func"},
+		{name: "no rules loaded yet", rules: func() Rules { return nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(Config{Handler: &fakeHandler{}, Rules: tc.rules, Log: zaptest.NewLogger(t)})
+			require.ErrorIs(t, s.Start([]string{"127.0.184.1:0"}), errNoRules)
+			require.ErrorIs(t, s.StartEncrypted(Encrypted{HTTPS: []string{"http://127.0.184.1:0"}}), errNoRules)
+			assert.Empty(t, s.udp, "no UDP socket opened")
+			assert.Empty(t, s.tcp, "no TCP listener opened")
+			assert.Empty(t, s.doh, "no DoH listener opened")
+		})
+	}
+}
