@@ -310,3 +310,24 @@ func TestStartWithoutRules(t *testing.T) {
 		})
 	}
 }
+
+// TestStartFailureClosesWhatItOpened: Start fails at an address it cannot
+// bind, naming it, and closes the UDP and TCP sockets it opened at the
+// addresses before: the address is bound no more, and a new listener
+// can take it.
+func TestStartFailureClosesWhatItOpened(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.184.1:0")
+	require.NoError(t, err)
+	defer held.Close()
+	s := New(Config{Handler: &fakeHandler{}, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t)})
+	err = s.Start([]string{"127.0.184.2:0", held.Addr().String()})
+	require.ErrorIs(t, err, unix.EADDRINUSE)
+	assert.ErrorContains(t, err, "listening on "+held.Addr().String())
+
+	require.Len(t, s.tcp, 1, "the first address was opened")
+	addr := s.tcp[0].ln.Addr().String()
+	assert.False(t, testnet.UDPBoundHere(t, addr), "a UDP socket at the first address was left open")
+	ln, err := net.Listen("tcp", addr)
+	require.NoError(t, err, "the TCP listener at the first address was left open")
+	ln.Close()
+}
