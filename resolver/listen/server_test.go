@@ -331,3 +331,30 @@ func TestStartFailureClosesWhatItOpened(t *testing.T) {
 	require.NoError(t, err, "the TCP listener at the first address was left open")
 	ln.Close()
 }
+
+// TestStartEncryptedFailureClosesWhatItOpened: StartEncrypted fails at a
+// DNS over QUIC address it cannot bind, naming it, and closes the DNS over
+// HTTPS and QUIC listeners it opened before: their addresses are bound no
+// more.
+func TestStartEncryptedFailureClosesWhatItOpened(t *testing.T) {
+	ca := newTestCA(t)
+	files, _ := writePair(t, ca)
+	store, _ := startStore(t, files, time.Hour)
+	held, err := net.ListenPacket("udp", "127.0.184.1:0")
+	require.NoError(t, err)
+	defer held.Close()
+	s := New(Config{Handler: &fakeHandler{}, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t)})
+	err = s.StartEncrypted(Encrypted{HTTPS: []string{"127.0.184.2:0"}, QUIC: []string{"127.0.184.2:0", held.LocalAddr().String()}, Cert: store})
+	require.ErrorIs(t, err, unix.EADDRINUSE)
+	assert.ErrorContains(t, err, "listening on "+held.LocalAddr().String())
+
+	opened := map[string]string{}
+	for _, e := range s.Endpoints() {
+		opened[e.Transport] = e.Addr.String()
+	}
+	require.Len(t, opened, 2, "the DoH and the first DoQ listener were opened: %v", opened)
+	ln, err := net.Listen("tcp", opened[HTTPS])
+	require.NoError(t, err, "the DoH listener was left open")
+	ln.Close()
+	assert.False(t, testnet.UDPBoundHere(t, opened[QUIC]), "the DoQ socket was left open")
+}
