@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -595,4 +596,31 @@ func TestUDPDrainClosesTheSocketAndEndsTheWorkers(t *testing.T) {
 	require.ErrorIs(t, pc.SetDeadline(time.Now()), net.ErrClosed, "the socket closed")
 	require.Eventually(t, func() bool { return len(s.workers.running) == 0 }, workerIdle/2, time.Millisecond,
 		"the idle worker ended")
+}
+
+// TestShutdownPastItsDeadlineClosesDoHConnections: as on TCP
+// (TestShutdownPastItsDeadlineClosesConnections), a Shutdown whose
+// deadline ends with a DNS over HTTPS query still waiting on its upstream
+// closes the query's connection, rather than leave it open after Shutdown
+// has returned.
+func TestShutdownPastItsDeadlineClosesDoHConnections(t *testing.T) {
+	e := newEncryptedSetup(t)
+	c, err := net.DialTimeout("tcp", e.addrs["http"], 5*time.Second)
+	require.NoError(t, err)
+	defer c.Close()
+	body := mustPack(t, query("doh.slow.test"))
+	_, err = fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: dnsfence\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s",
+		DoHPath, DoHContentType, len(body), body)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return e.up.waiting.Load() == 1 }, 10*time.Second, 5*time.Millisecond,
+		"the query waits on its upstream")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, e.srv.Shutdown(ctx), context.DeadlineExceeded)
+	// The upstream holds the query for 10 s: an answer within 5 s is none.
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	require.Error(t, err)
+	assert.False(t, errors.Is(err, os.ErrDeadlineExceeded), "closed by the listener: %v", err)
 }
