@@ -245,10 +245,19 @@ func (s *DoQServer) Serve(pc net.PacketConn) error {
 		InitialStreamReceiveWindow: 1 << 17,
 		MaxStreamReceiveWindow:     1 << 17,
 	})
+	s.mu.Lock()
 	if err != nil {
+		// A server closed before Serve ran (a StartEncrypted failing
+		// at a later address, a Shutdown right after the start) has had
+		// its socket closed too: that is the close asked for, not a
+		// listener that failed.
+		draining := s.draining
+		s.mu.Unlock()
+		if draining {
+			return nil
+		}
 		return fmt.Errorf("doq: listening: %w", err)
 	}
-	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
 		ln.Close()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -343,7 +344,9 @@ func TestStartEncryptedFailureClosesWhatItOpened(t *testing.T) {
 	held, err := net.ListenPacket("udp", "127.0.184.1:0")
 	require.NoError(t, err)
 	defer held.Close()
-	s := New(Config{Handler: &fakeHandler{}, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t)})
+	var stopped atomic.Int32
+	s := New(Config{Handler: &fakeHandler{}, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t),
+		Stopped: func(string, string, error) { stopped.Add(1) }})
 	err = s.StartEncrypted(Encrypted{HTTPS: []string{"127.0.184.2:0"}, QUIC: []string{"127.0.184.2:0", held.LocalAddr().String()}, Cert: store})
 	require.ErrorIs(t, err, unix.EADDRINUSE)
 	assert.ErrorContains(t, err, "listening on "+held.LocalAddr().String())
@@ -357,4 +360,7 @@ func TestStartEncryptedFailureClosesWhatItOpened(t *testing.T) {
 	require.NoError(t, err, "the DoH listener was left open")
 	ln.Close()
 	assert.False(t, testnet.UDPBoundHere(t, opened[QUIC]), "the DoQ socket was left open")
+	// The close was asked for: no listener stopped on its own
+	// (TestDoQServeAfterCloseIsNoFailure).
+	assert.Zero(t, stopped.Load(), "Config.Stopped told")
 }
