@@ -1,13 +1,12 @@
 package upstream
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"testing"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -99,29 +98,14 @@ func TestDoHAgeUnreadAnswer(t *testing.T) {
 func unreadAgedAnswer(t testing.TB, q *dns.Msg) []byte {
 	t.Helper()
 	m := new(dns.Msg).SetReply(q)
-	hint := net.ParseIP("2001:db8::7")
-	rr := func(s string) dns.RR {
-		r, err := dns.NewRR(s)
-		require.NoError(t, err)
-		return r
-	}
 	m.Answer = []dns.RR{
-		&dns.HTTPS{SVCB: dns.SVCB{
-			Hdr:      dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: 300},
-			Priority: 1, Target: ".", Value: []dns.SVCBKeyValue{&dns.SVCBIPv6Hint{Hint: []net.IP{hint}}},
-		}},
-		rr("svcb.example. 3600 IN SOA ns.example. host.example. 1 3600 600 86400 300"),
+		hintedHTTPS(q.Question[0].Name, 300),
+		testnet.MustRR("svcb.example. 3600 IN SOA ns.example. host.example. 1 3600 600 86400 300"),
 	}
-	m.Ns = []dns.RR{rr("example. 3600 IN SOA ns.example. host.example. 1 3600 600 86400 300")}
-	top := rr("b.example. 100 IN A 192.0.2.2")
+	m.Ns = []dns.RR{testnet.MustRR("example. 3600 IN SOA ns.example. host.example. 1 3600 600 86400 300")}
+	top := testnet.MustRR("b.example. 100 IN A 192.0.2.2")
 	top.Header().Ttl = 1 << 31
-	m.Extra = []dns.RR{top, rr("a.example. 100 IN A 192.0.2.1")}
+	m.Extra = []dns.RR{top, testnet.MustRR("a.example. 100 IN A 192.0.2.1")}
 	m.SetEdns0(1232, true)
-	b, err := m.Pack()
-	require.NoError(t, err)
-	i := bytes.Index(b, hint)
-	require.GreaterOrEqual(t, i, 0)
-	copy(b[i:], net.ParseIP("::ffff:192.0.2.7").To16())
-	require.Error(t, new(dns.Msg).Unpack(b))
-	return b
+	return unreadPacked(t, m)
 }

@@ -316,14 +316,31 @@ func TestDoQUnreadRecordKeepsConnection(t *testing.T) {
 func unreadHintAnswer(t testing.TB, q *dns.Msg) []byte {
 	t.Helper()
 	m := new(dns.Msg).SetReply(q)
-	hint := net.ParseIP("2001:db8::7")
-	m.Answer = []dns.RR{&dns.HTTPS{SVCB: dns.SVCB{
-		Hdr:      dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: 60},
-		Priority: 1, Target: ".", Value: []dns.SVCBKeyValue{&dns.SVCBIPv6Hint{Hint: []net.IP{hint}}},
-	}}}
+	m.Answer = []dns.RR{hintedHTTPS(q.Question[0].Name, 60)}
+	return unreadPacked(t, m)
+}
+
+// unreadHint is the ipv6hint of hintedHTTPS's record, which unreadPacked
+// writes over.
+var unreadHint = net.ParseIP("2001:db8::7")
+
+// hintedHTTPS is an HTTPS record of name, TTL ttl seconds, whose ipv6hint
+// is unreadHint.
+func hintedHTTPS(name string, ttl uint32) *dns.HTTPS {
+	return &dns.HTTPS{SVCB: dns.SVCB{
+		Hdr:      dns.RR_Header{Name: name, Rrtype: dns.TypeHTTPS, Class: dns.ClassINET, Ttl: ttl},
+		Priority: 1, Target: ".", Value: []dns.SVCBKeyValue{&dns.SVCBIPv6Hint{Hint: []net.IP{unreadHint}}},
+	}}
+}
+
+// unreadPacked is m, which holds a hintedHTTPS record, packed with that
+// record's ipv6hint written over as ::ffff:192.0.2.7: octets miekg/dns
+// does not unpack.
+func unreadPacked(t testing.TB, m *dns.Msg) []byte {
+	t.Helper()
 	b, err := m.Pack()
 	require.NoError(t, err)
-	i := bytes.Index(b, hint)
+	i := bytes.Index(b, unreadHint)
 	require.GreaterOrEqual(t, i, 0)
 	copy(b[i:], net.ParseIP("::ffff:192.0.2.7").To16())
 	require.Error(t, new(dns.Msg).Unpack(b))
