@@ -180,7 +180,7 @@ func ParseAddress(s string) (Address, error) {
 			return Address{}, fmt.Errorf("%q: a URI template expression other than {?dns} has no value to take (RFC 8484 §4.1); write the URL the server answers at", s)
 		}
 	}
-	if err, ok := unbracketed(s, scheme+"://", rest); ok {
+	if err := unbracketed(s, scheme+"://", rest); err != nil {
 		return Address{}, err
 	}
 	u, err := url.Parse("x://" + rest)
@@ -292,8 +292,7 @@ func parsePlain(s string) (Address, error) {
 		case ip.Zone() != "":
 			return Address{}, fmt.Errorf("%q: an IPv6 zone (%%%s) is not supported", s, ip.Zone())
 		case ip.Is6() && bare == s:
-			err, _ := unbracketed(s, "", s)
-			return Address{}, err
+			return Address{}, unbracketed(s, "", s)
 		}
 		return Address{Kind: KindPlain, Host: ip.Unmap().String(), Port: PlainPort, text: s}, nil
 	}
@@ -311,7 +310,7 @@ func parsePlain(s string) (Address, error) {
 		return Address{}, fmt.Errorf("%q: an IPv6 zone (%%%s) is not supported", s, ip.Zone())
 	}
 	n, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
+	if err != nil || n == 0 { // base 10: digits only, no sign
 		return Address{}, fmt.Errorf("%q: the port %q is not a number from 1 to 65535", s, port)
 	}
 	if n == DoTPort {
@@ -396,9 +395,9 @@ func urlReason(err error) error {
 // address written without brackets (RFC 3986 §3.2.2): s written with
 // them, each way the host reads, for "::1:853" is both the address
 // ::1:853 and ::1 with port 853 (the address alone with a PORT of one's
-// own for a plain upstream, whose port is optional). ok is false when the
-// host is no such address.
-func unbracketed(s, scheme, rest string) (err error, ok bool) {
+// own for a plain upstream, whose port is optional); nil when the host is
+// no such address.
+func unbracketed(s, scheme, rest string) error {
 	end := strings.IndexAny(rest, "/?#")
 	if end < 0 {
 		end = len(rest)
@@ -415,9 +414,9 @@ func unbracketed(s, scheme, rest string) (err error, ok bool) {
 		ways = append(ways, scheme+"["+host[:i]+"]"+host[i:]+tail)
 	}
 	if len(ways) == 0 {
-		return nil, false
+		return nil
 	}
-	return fmt.Errorf("%q: an IPv6 address goes in brackets: %s", s, strings.Join(ways, " or ")), true
+	return fmt.Errorf("%q: an IPv6 address goes in brackets: %s", s, strings.Join(ways, " or "))
 }
 
 // Bracketless reads s as an IPv6 address and a port after its last colon,
@@ -431,7 +430,7 @@ func Bracketless(s string) (i int, ok bool) {
 		return 0, false
 	}
 	port := s[i+1:]
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 { // base 10: digits only
 		return 0, false
 	}
 	a, err := netip.ParseAddr(s[:i])
