@@ -1732,7 +1732,7 @@ func (e *configErrors) written(path []any, v any) string {
 // validPort reports a decimal port number, 0 allowed only if zero.
 func validPort(port string, zero bool) bool {
 	n, err := strconv.ParseUint(port, 10, 16)
-	return err == nil && isDigits(port) && (n > 0 || zero)
+	return err == nil && (n > 0 || zero) // base 10: digits only, no sign
 }
 
 func isDigits(s string) bool {
