@@ -132,6 +132,9 @@ func (b *BIND) Stop() { b.proc.Stop() }
 // Log is what named has logged since its last start.
 func (b *BIND) Log() string { return b.proc.Log() }
 
+// Logged reports whether text is in named's log within 5 s (Daemon.Logged).
+func (b *BIND) Logged(text string) bool { return b.proc.Logged(text) }
+
 // Restart starts a stopped named with a new zone file, as an operator who
 // replaced the file while it was down: the journal of the old one goes.
 func (b *BIND) Restart(text string) {

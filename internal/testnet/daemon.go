@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -77,6 +78,21 @@ func (d *Daemon) Log() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.log.String()
+}
+
+// Logged reports whether text is in the log within 5 s. A daemon writes
+// a line as it acts or after (named logs "AXFR started" as it sends the
+// zone), and the line reaches the log through a pipe, so a line asked for
+// the moment its act is seen may not be there yet.
+func (d *Daemon) Logged(text string) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(d.Log(), text) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
 }
 
 // daemonOutput writes a Daemon's output into its log under its lock.
