@@ -1068,6 +1068,21 @@ func TestDoHBodyBudgetQueryOf512(t *testing.T) {
 	}
 }
 
+// TestDoHBodyBudgetFilledToItsBound: the budget is the octets the bodies
+// may hold, not one fewer: a body that takes all of it is held (and read
+// on), and only the next one past it is refused 503.
+func TestDoHBodyBudgetFilledToItsBound(t *testing.T) {
+	d := newDoHSetup(t, false, func(o *DoHOptions) {
+		o.BodyBudget = heldDoHBody
+		o.ReadTimeout = time.Minute // the held body outlasts a slow run
+	})
+	conn := holdDoHBody(t, d)
+	t.Cleanup(func() { conn.Close() })
+	status := postStatus(t, d)
+	assert.Equal(t, http.StatusServiceUnavailable, status(paddedBody(t, 600)), "a body past the budget answered")
+	assert.Equal(t, http.StatusOK, status(mustPack(t, query("small.example.org"))), "a query of 512 octets or less takes no budget")
+}
+
 // heldDoHBody is the budget holdDoHBody's body takes: 4,000 octets, the
 // first 512 free, then its buffer grown to 1,024, 2,048 and 4,096.
 const heldDoHBody = 512 + 1024 + 2048
