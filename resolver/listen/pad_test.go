@@ -54,8 +54,29 @@ func TestDoQFrame(t *testing.T) {
 			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeBlocked, ExtraText: "x"})
 		}), inOctets: true, padded: true},
 		{name: "OPT before another additional record", m: reply(func(m *dns.Msg) { m.Extra = append(m.Extra, glue) }), padded: true},
+		// The TXT record after the OPT record reads as one whole option:
+		// a pointer (an option's code), TYPE TXT (its length 16), then
+		// CLASS, TTL, RDLENGTH and 8 octets of RDATA.
+		{name: "OPT before a record that reads as options", m: reply(func(m *dns.Msg) {
+			m.Extra = append(m.Extra, &dns.TXT{Hdr: dns.RR_Header{Name: "www.example.org.", Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300},
+				Txt: []string{"1234567"}})
+		}), padded: true},
 		{name: "OPT with a Padding option already", m: reply(func(m *dns.Msg) {
 			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, 7)})
+		}), padded: true},
+		// An upstream's padded answer with an EDE: the EDE is kept.
+		{name: "OPT with an EDE and a Padding option already", m: reply(func(m *dns.Msg) {
+			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleAnswer},
+				&dns.EDNS0_PADDING{Padding: make([]byte, 7)})
+		}), padded: true},
+		// Packed again compressed, as it came: 40 owner names of 17
+		// octets packed whole would take it blocks further.
+		{name: "many records of one name, OPT not last", m: reply(func(m *dns.Msg) {
+			for i := range 40 {
+				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: "www.example.org.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300},
+					A: []byte{192, 0, 2, byte(i + 2)}})
+			}
+			m.Extra = append(m.Extra, glue)
 		}), padded: true},
 		{name: "no OPT", m: reply(func(m *dns.Msg) { m.Extra = nil })},
 		// 65,530 octets: 65,520 is the last multiple of 468 that fits.
@@ -95,6 +116,7 @@ func TestDoQFrame(t *testing.T) {
 				return
 			}
 			assert.Zero(t, len(out)%responsePaddingBlock, "padded to %d octets", len(out))
+			assert.Less(t, len(out), len(b)+4+responsePaddingBlock, "padded past the next block")
 			got := new(dns.Msg)
 			require.NoError(t, got.Unpack(out))
 			pads := 0
