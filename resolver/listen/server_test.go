@@ -364,3 +364,54 @@ func TestStartEncryptedFailureClosesWhatItOpened(t *testing.T) {
 	// (TestDoQServeAfterCloseIsNoFailure).
 	assert.Zero(t, stopped.Load(), "Config.Stopped told")
 }
+
+// TestStartEncryptedRefusals: StartEncrypted fails, naming the address,
+// for a TLS listener of each transport without a certificate, a DNS over
+// TLS or HTTPS address it cannot bind, and a DNS over HTTPS address it
+// cannot read; the UDP and TCP sockets Start opened before are closed.
+// A start that went on without the listener would serve its clients
+// nothing while dnsfence said it started.
+func TestStartEncryptedRefusals(t *testing.T) {
+	ca := newTestCA(t)
+	files, _ := writePair(t, ca)
+	store, _ := startStore(t, files, time.Hour)
+	held, err := net.Listen("tcp", "127.0.186.1:0")
+	require.NoError(t, err)
+	defer held.Close()
+	const free = "127.0.186.2:0"
+	for _, tc := range []struct {
+		name    string
+		enc     Encrypted
+		is      error  // the error wrapped, or nil
+		names   string // the address the error names
+		message string // what the error says of it
+	}{
+		{name: "DoT without a certificate", enc: Encrypted{TLS: []string{free}}, is: errNoCert, names: free},
+		{name: "DoH without a certificate", enc: Encrypted{HTTPS: []string{"https://" + free}}, is: errNoCert, names: "https://" + free},
+		{name: "DoQ without a certificate", enc: Encrypted{QUIC: []string{free}}, is: errNoCert, names: free},
+		{name: "DoT address held", enc: Encrypted{TLS: []string{held.Addr().String()}, Cert: store}, is: unix.EADDRINUSE,
+			names: held.Addr().String()},
+		{name: "DoH address held", enc: Encrypted{HTTPS: []string{"http://" + held.Addr().String()}}, is: unix.EADDRINUSE,
+			names: "http://" + held.Addr().String()},
+		{name: "DoH address unread", enc: Encrypted{HTTPS: []string{"ftp://" + free}, Cert: store}, names: "ftp://" + free,
+			message: "want host:port, https://host:port or http://host:port"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(Config{Handler: &fakeHandler{}, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t)})
+			require.NoError(t, s.Start([]string{free}))
+			plain := s.tcp[0].ln.Addr().String()
+			err := s.StartEncrypted(tc.enc)
+			require.Error(t, err, "started without its listener")
+			if tc.is != nil {
+				assert.ErrorIs(t, err, tc.is)
+			}
+			assert.ErrorContains(t, err, "listening on "+tc.names)
+			assert.ErrorContains(t, err, tc.message)
+			assert.Empty(t, s.Endpoints(), "an encrypted listener opened")
+			assert.False(t, testnet.UDPBoundHere(t, plain), "Start's UDP socket left open")
+			ln, err := net.Listen("tcp", plain)
+			require.NoError(t, err, "Start's TCP listener left open")
+			ln.Close()
+		})
+	}
+}
