@@ -264,6 +264,21 @@ func TestServerEncryptedListeners(t *testing.T) {
 	})
 }
 
+// TestServerEndpointsAreItsTLSListeners: Endpoints, which Discovery of
+// Designated Resolvers hands to clients, are the listeners serving TLS,
+// DNS over TLS, HTTPS and QUIC in that order, at the addresses they are
+// bound to; the http:// DNS over HTTPS listener, whose TLS a proxy in front
+// terminates, is not among them: a client sent there would speak TLS to a
+// plain HTTP port.
+func TestServerEndpointsAreItsTLSListeners(t *testing.T) {
+	e := newEncryptedSetup(t)
+	var want []Endpoint
+	for _, tr := range []string{TLS, HTTPS, QUIC} {
+		want = append(want, Endpoint{Transport: tr, Addr: netip.MustParseAddrPort(e.addrs[tr])})
+	}
+	assert.Equal(t, want, e.srv.Endpoints())
+}
+
 // TestServerDoTFramesAcrossRecords: DNS over TLS queries whose 2-octet
 // length and message do not come in one TLS record are read whole: a
 // length alone in its record and its message cut in two, then three
