@@ -8,9 +8,11 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -794,4 +797,127 @@ func TestServerStoppedListenerTold(t *testing.T) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	assert.Len(t, e.stopped, 1, "the other listeners' Shutdown is not a stop: %v", e.stopped)
+}
+
+// failingReads is a listener's UDP socket whose reads fail with ENOBUFS,
+// the socket left open, once fail is set (and a datagram wakes the read
+// waiting): a read error quic-go does not take as temporary, as the
+// kernel gives under memory pressure. It is not a *net.UDPConn, so that
+// quic-go reads it with ReadFrom.
+type failingReads struct {
+	net.PacketConn
+	fail atomic.Bool
+}
+
+func (f *failingReads) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, a, err := f.PacketConn.ReadFrom(b)
+	if f.fail.Load() {
+		return 0, nil, &net.OpError{Op: "read", Net: "udp", Err: os.NewSyscallError("recvfrom", syscall.ENOBUFS)}
+	}
+	return n, a, err
+}
+
+func (f *failingReads) SetReadBuffer(n int) error {
+	return f.PacketConn.(*net.UDPConn).SetReadBuffer(n)
+}
+
+func (f *failingReads) SetWriteBuffer(n int) error {
+	return f.PacketConn.(*net.UDPConn).SetWriteBuffer(n)
+}
+
+// askDoQ asks "fast." over DNS over QUIC at addr, trusting ca: nil when it
+// is answered NOERROR.
+func askDoQ(ca *testCA, addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, err := quic.DialAddr(ctx, addr, clientTLS(ca, ALPNDoQ), &quic.Config{})
+	if err != nil {
+		return err
+	}
+	defer c.CloseWithError(0, "")
+	r, err := doqExchange(c, query("fast."))
+	if err == nil && r.Rcode != dns.RcodeSuccess {
+		err = fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
+	}
+	return err
+}
+
+// TestServerReopensAfterAReadFailure: a DNS over QUIC listener that quic-go
+// ended on a read error of its socket, the socket still open (ENOBUFS,
+// ENOMEM), is opened again at its address: its old socket is closed first,
+// which alone frees the port. Left open, every reopen failed on the port
+// it held, and the listener stayed stopped.
+func TestServerReopensAfterAReadFailure(t *testing.T) {
+	ca := newTestCA(t)
+	files, _ := writePair(t, ca)
+	store, _ := startStore(t, files, time.Hour)
+	var stopped, resumed atomic.Int32
+	h := newTestHandler(newTestUpstream(t))
+	s := New(Config{Handler: h, Rules: func() Rules { return proxyRules{} }, Log: zaptest.NewLogger(t),
+		Stopped: func(string, string, error) { stopped.Add(1) }, Resumed: func(string, string) { resumed.Add(1) }})
+	s.reopenFirst = time.Nanosecond
+	pc, err := net.ListenPacket("udp", "127.0.186.1:0")
+	require.NoError(t, err)
+	addr := pc.LocalAddr().String()
+	sock := &failingReads{PacketConn: pc}
+	l := &doqListener{srv: NewDoQServer(DoQOptions{Handler: h, TLS: ServerTLSConfig(store, ALPNDoQ)}), pc: sock}
+	s.doq = append(s.doq, l)
+	s.wg.Go(func() { s.serveDoQ(l) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
+	require.NoError(t, askDoQ(ca, addr))
+
+	sock.fail.Store(true)
+	wake, err := net.Dial("udp", addr)
+	require.NoError(t, err)
+	defer wake.Close()
+	require.Eventually(t, func() bool {
+		_, _ = wake.Write([]byte{0}) // a datagram to end the read waiting
+		return stopped.Load() == 1
+	}, 10*time.Second, 20*time.Millisecond, "the read failure ended the listener")
+	require.Eventually(t, func() bool { return resumed.Load() == 1 }, 10*time.Second, 5*time.Millisecond, "opened again")
+	require.NoError(t, askDoQ(ca, addr), "answered at the same address")
+}
+
+// TestServerReopenBacksOffWhileItsPortIsTaken: a stopped DNS over QUIC
+// listener whose port another socket took is opened again after a wait
+// that doubles from the first at each failure, each failure logged with
+// the wait before the next, and is told resumed once the port is free.
+func TestServerReopenBacksOffWhileItsPortIsTaken(t *testing.T) {
+	ca := newTestCA(t)
+	files, _ := writePair(t, ca)
+	store, _ := startStore(t, files, time.Hour)
+	var resumed atomic.Int32
+	core, logs := observer.New(zapcore.WarnLevel)
+	s := New(Config{Handler: newTestHandler(newTestUpstream(t)), Rules: func() Rules { return proxyRules{} }, Log: zap.New(core),
+		Resumed: func(string, string) { resumed.Add(1) }})
+	const first = 400 * time.Millisecond // time for the port to be taken
+	s.reopenFirst = first
+	require.NoError(t, s.StartEncrypted(Encrypted{QUIC: []string{"127.0.186.1:0"}, Cert: store}))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
+	addr := s.doq[0].socket().LocalAddr().String()
+	require.NoError(t, s.doq[0].socket().Close())
+	taker, err := net.ListenPacket("udp", addr)
+	require.NoError(t, err)
+	failed := func() []observer.LoggedEntry {
+		return logs.FilterMessage("listener stopped: opening it again failed").All()
+	}
+	require.Eventually(t, func() bool { return len(failed()) >= 2 }, 10*time.Second, 5*time.Millisecond,
+		"reopening at the taken port failed twice")
+	require.NoError(t, taker.Close())
+	require.Eventually(t, func() bool { return resumed.Load() == 1 }, 10*time.Second, 5*time.Millisecond, "opened again")
+	var retries []time.Duration
+	for _, e := range failed()[:2] {
+		d, _ := e.ContextMap()["retry_in"].(time.Duration)
+		retries = append(retries, d)
+	}
+	assert.Equal(t, []time.Duration{2 * first, 4 * first}, retries, "the wait doubles from the first")
+	assert.NoError(t, askDoQ(ca, addr), "answered at the same address")
 }
