@@ -1,12 +1,16 @@
 package listen
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -26,6 +30,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // proxyRules allow loopback but 127.0.0.9, and trust 127.0.0.3 as a proxy.
@@ -920,4 +926,182 @@ func TestServerReopenBacksOffWhileItsPortIsTaken(t *testing.T) {
 	}
 	assert.Equal(t, []time.Duration{2 * first, 4 * first}, retries, "the wait doubles from the first")
 	assert.NoError(t, askDoQ(ca, addr), "answered at the same address")
+}
+
+// serverRules allow loopback but 127.0.186.9, trust 127.0.186.3 as a
+// proxy, and set limits.
+type serverRules struct{ limits Limits }
+
+func (serverRules) Allowed(peer netip.Addr) bool {
+	return peer.IsLoopback() && peer != netip.MustParseAddr("127.0.186.9")
+}
+func (serverRules) Trusted(peer netip.Addr) bool { return peer == netip.MustParseAddr("127.0.186.3") }
+func (r serverRules) Limits() Limits             { return r.limits }
+
+// ruledDoH is a Server serving DNS over HTTPS alone under serverRules.
+type ruledDoH struct {
+	ca      *testCA
+	handler *testHandler
+	addr    string
+	refused atomic.Int32 // connections Config.Refused was told of
+}
+
+// startRuledDoH starts a Server with one DNS over HTTPS listener on
+// 127.0.186.1 under serverRules of limits, shut down when the test ends.
+func startRuledDoH(t *testing.T, limits Limits) *ruledDoH {
+	t.Helper()
+	d := &ruledDoH{ca: newTestCA(t)}
+	files, _ := writePair(t, d.ca)
+	store, _ := startStore(t, files, time.Hour)
+	d.handler = newTestHandler(newTestUpstream(t))
+	s := New(Config{Handler: d.handler, Rules: func() Rules { return serverRules{limits} }, Log: zaptest.NewLogger(t),
+		Refused: func(string, string) { d.refused.Add(1) }})
+	require.NoError(t, s.StartEncrypted(Encrypted{HTTPS: []string{"127.0.186.1:0"}, Cert: store}))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
+	d.addr = s.Endpoints()[0].Addr.String()
+	return d
+}
+
+// client is an HTTP/2 client of d connecting from the loopback address from.
+func (d *ruledDoH) client(from string) *http.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	return &http.Client{Timeout: 10 * time.Second,
+		Transport: &http.Transport{DialContext: dialer.DialContext, TLSClientConfig: clientTLS(d.ca), ForceAttemptHTTP2: true}}
+}
+
+// h2Conn opens a TLS connection to d speaking HTTP/2 from 127.0.186.2,
+// its client preface and SETTINGS sent.
+func (d *ruledDoH) h2Conn(t *testing.T) (*tls.Conn, *http2.Framer) {
+	t.Helper()
+	dialer := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.186.2")}}
+	conn, err := tls.DialWithDialer(dialer, "tcp", d.addr, clientTLS(d.ca, "h2"))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	_, err = conn.Write([]byte(http2.ClientPreface))
+	require.NoError(t, err)
+	fr := http2.NewFramer(conn, conn)
+	require.NoError(t, fr.WriteSettings())
+	return conn, fr
+}
+
+// endedWithin reports whether the server ends conn within d, what it
+// sends before read and dropped.
+func endedWithin(conn net.Conn, d time.Duration) bool {
+	_ = conn.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, conn)
+	var ne net.Error
+	return !errors.As(err, &ne) || !ne.Timeout()
+}
+
+// serverLimits are Limits as a Server takes them, generous but for what
+// a test sets.
+func serverLimits(edit func(*Limits)) Limits {
+	l := Limits{TCPConnections: 16, TCPConnectionsPerClient: 8, TCPPipeline: 8, TCPReadTimeout: 3 * time.Second,
+		TCPIdleTimeout: 5 * time.Second, UDPReceiveBuffer: 1 << 16, UDPSendBuffer: 1 << 16}
+	if edit != nil {
+		edit(&l)
+	}
+	return l
+}
+
+// TestServerDoHTakesTheRules: a Server's DNS over HTTPS listener takes
+// the rules as its other listeners do: Forwarded and X-Forwarded-For are
+// believed from a trusted proxy only (from any client, a device could
+// name itself another to take its policy), a client allowed_clients
+// leaves out is refused at accept, and tcp_connections (the listener's
+// connection cap), tcp_pipeline (HTTP/2's concurrent streams),
+// tcp_read_timeout (a connection's first request, twice it) and
+// tcp_idle_timeout bound it, not DoHServer's defaults.
+func TestServerDoHTakesTheRules(t *testing.T) {
+	t.Run("forwarded from a trusted proxy only", func(t *testing.T) {
+		d := startRuledDoH(t, serverLimits(nil))
+		for _, tc := range []struct{ from, name, remote string }{
+			{from: "127.0.186.3", name: "proxied.example.", remote: "192.0.2.7"},
+			{from: "127.0.186.2", name: "direct.example.", remote: "127.0.186.2"},
+		} {
+			req, err := http.NewRequest(http.MethodPost, "https://"+d.addr+DoHPath, bytes.NewReader(mustPack(t, query(tc.name))))
+			require.NoError(t, err)
+			req.Header.Set("Content-Type", DoHContentType)
+			req.Header.Set("X-Forwarded-For", "192.0.2.7")
+			resp, err := d.client(tc.from).Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			seen, ok := d.handler.seenFor(tc.name)
+			require.True(t, ok)
+			remote, err := netip.ParseAddrPort(seen.remote.String())
+			require.NoError(t, err)
+			assert.Equal(t, tc.remote, remote.Addr().String(), "the client of a request from %s", tc.from)
+		}
+	})
+	t.Run("a client allowed_clients leaves out refused", func(t *testing.T) {
+		d := startRuledDoH(t, serverLimits(nil))
+		_, err := d.client("127.0.186.9").Post("https://"+d.addr+DoHPath, DoHContentType, bytes.NewReader(mustPack(t, query("refused.example."))))
+		require.Error(t, err)
+		_, asked := d.handler.seenFor("refused.example.")
+		assert.False(t, asked, "the query reached the Handler")
+		assert.Positive(t, d.refused.Load(), "Config.Refused told")
+	})
+	t.Run("tcp_pipeline is the streams of a connection", func(t *testing.T) {
+		d := startRuledDoH(t, serverLimits(func(l *Limits) { l.TCPPipeline = 7 }))
+		_, fr := d.h2Conn(t)
+		f, err := fr.ReadFrame()
+		require.NoError(t, err)
+		settings, ok := f.(*http2.SettingsFrame)
+		require.True(t, ok, "the server's first frame is %T", f)
+		streams, ok := settings.Value(http2.SettingMaxConcurrentStreams)
+		require.True(t, ok)
+		assert.Equal(t, uint32(7), streams)
+	})
+	t.Run("a connection without a request closed at twice tcp_read_timeout", func(t *testing.T) {
+		d := startRuledDoH(t, serverLimits(func(l *Limits) { l.TCPReadTimeout = 400 * time.Millisecond }))
+		conn, _ := d.h2Conn(t)
+		assert.True(t, endedWithin(conn, 6*time.Second), "open past 6 s (DoHServer's default: 10 s)")
+	})
+	t.Run("an idle connection closed at tcp_idle_timeout", func(t *testing.T) {
+		d := startRuledDoH(t, serverLimits(func(l *Limits) { l.TCPIdleTimeout = time.Second }))
+		conn, fr := d.h2Conn(t)
+		var hbuf bytes.Buffer
+		enc := hpack.NewEncoder(&hbuf)
+		q := base64.RawURLEncoding.EncodeToString(mustPack(t, query("fast.")))
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", testServerName},
+			{":path", DoHPath + "?dns=" + q}} {
+			require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
+		}
+		require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hbuf.Bytes(), EndHeaders: true, EndStream: true}))
+		// The answer, then nothing until the server ends the connection.
+		assert.True(t, endedWithin(conn, 8*time.Second), "open past 8 s (DoHServer's default: 60 s)")
+		_, asked := d.handler.seenFor("fast.")
+		assert.True(t, asked, "the request was served")
+	})
+	t.Run("tcp_connections caps the listener", func(t *testing.T) {
+		d := startRuledDoH(t, serverLimits(func(l *Limits) { l.TCPConnections = 2 }))
+		first, _ := d.h2Conn(t)
+		d.h2Conn(t)
+		third := make(chan error, 1)
+		go func() {
+			dialer := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.186.2")}}
+			conn, err := tls.DialWithDialer(dialer, "tcp", d.addr, clientTLS(d.ca, "h2"))
+			if err == nil {
+				conn.Close()
+			}
+			third <- err
+		}()
+		select {
+		case err := <-third:
+			t.Fatalf("a third connection served at a cap of 2: %v", err)
+		case <-time.After(500 * time.Millisecond):
+		}
+		first.Close()
+		select {
+		case err := <-third:
+			assert.NoError(t, err, "the third connection once the first closed")
+		case <-time.After(10 * time.Second):
+			t.Fatal("the third connection not served once the first closed")
+		}
+	})
 }
