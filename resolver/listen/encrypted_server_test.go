@@ -1105,3 +1105,108 @@ func TestServerDoHTakesTheRules(t *testing.T) {
 		}
 	})
 }
+
+// ruledDoQ is a Server serving DNS over QUIC alone under serverRules.
+type ruledDoQ struct {
+	ca      *testCA
+	handler *testHandler
+	addr    string
+	refused atomic.Int32 // connections Config.Refused was told of
+}
+
+// startRuledDoQ starts a Server with one DNS over QUIC listener on
+// 127.0.186.1 under serverRules of limits, shut down when the test ends.
+func startRuledDoQ(t *testing.T, limits Limits) *ruledDoQ {
+	t.Helper()
+	d := &ruledDoQ{ca: newTestCA(t)}
+	files, _ := writePair(t, d.ca)
+	store, _ := startStore(t, files, time.Hour)
+	d.handler = newTestHandler(newTestUpstream(t))
+	s := New(Config{Handler: d.handler, Rules: func() Rules { return serverRules{limits} }, Log: zaptest.NewLogger(t),
+		Refused: func(string, string) { d.refused.Add(1) }})
+	require.NoError(t, s.StartEncrypted(Encrypted{QUIC: []string{"127.0.186.1:0"}, Cert: store}))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
+	d.addr = s.Endpoints()[0].Addr.String()
+	return d
+}
+
+// dial opens a DNS over QUIC connection to d from the loopback address
+// from, closed when the test ends.
+func (d *ruledDoQ) dial(t *testing.T, from string) (*quic.Conn, error) {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(from)})
+	require.NoError(t, err)
+	t.Cleanup(func() { pc.Close() })
+	raddr, err := net.ResolveUDPAddr("udp", d.addr)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := quic.Dial(ctx, pc, raddr, clientTLS(d.ca, ALPNDoQ), &quic.Config{})
+	if err == nil {
+		t.Cleanup(func() { _ = c.CloseWithError(0, "") })
+	}
+	return c, err
+}
+
+// closedWithin reports whether c ends within d.
+func closedWithin(c *quic.Conn, d time.Duration) bool {
+	select {
+	case <-c.Context().Done():
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// TestServerDoQTakesTheRules: a Server's DNS over QUIC listener takes the
+// rules as its other listeners do: a client allowed_clients leaves out is
+// refused, and tcp_pipeline (the streams a connection may open),
+// tcp_read_timeout (a query's arrival) and tcp_idle_timeout bound it, not
+// DoQServer's defaults.
+func TestServerDoQTakesTheRules(t *testing.T) {
+	t.Run("a client allowed_clients leaves out refused", func(t *testing.T) {
+		d := startRuledDoQ(t, serverLimits(nil))
+		c, err := d.dial(t, "127.0.186.9")
+		if err == nil {
+			_, err = doqExchange(c, query("refused.example."))
+		}
+		require.Error(t, err)
+		_, asked := d.handler.seenFor("refused.example.")
+		assert.False(t, asked, "the query reached the Handler")
+		assert.Positive(t, d.refused.Load(), "Config.Refused told")
+	})
+	t.Run("tcp_pipeline is the streams of a connection", func(t *testing.T) {
+		d := startRuledDoQ(t, serverLimits(func(l *Limits) { l.TCPPipeline = 3 }))
+		c, err := d.dial(t, "127.0.186.2")
+		require.NoError(t, err)
+		for i := range 3 {
+			_, err := c.OpenStream()
+			require.NoError(t, err, "stream %d", i+1)
+		}
+		_, err = c.OpenStream()
+		var limit *quic.StreamLimitReachedError
+		assert.ErrorAs(t, err, &limit, "a fourth stream opened at tcp_pipeline 3")
+	})
+	t.Run("a query not ended within tcp_read_timeout ends its connection", func(t *testing.T) {
+		d := startRuledDoQ(t, serverLimits(func(l *Limits) { l.TCPReadTimeout = 400 * time.Millisecond }))
+		c, err := d.dial(t, "127.0.186.2")
+		require.NoError(t, err)
+		st, err := c.OpenStream()
+		require.NoError(t, err)
+		_, err = st.Write(frames(t, query("half.example."))[:5])
+		require.NoError(t, err)
+		assert.True(t, closedWithin(c, 6*time.Second), "open past 6 s (DoQServer's default: 10 s)")
+	})
+	t.Run("an idle connection closed at tcp_idle_timeout", func(t *testing.T) {
+		d := startRuledDoQ(t, serverLimits(func(l *Limits) { l.TCPIdleTimeout = time.Second }))
+		c, err := d.dial(t, "127.0.186.2")
+		require.NoError(t, err)
+		_, err = doqExchange(c, query("fast."))
+		require.NoError(t, err)
+		assert.True(t, closedWithin(c, 8*time.Second), "open past 8 s (DoQServer's default: 30 s)")
+	})
+}
