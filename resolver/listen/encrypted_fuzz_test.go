@@ -67,6 +67,11 @@ func FuzzCheckQuery(f *testing.F) {
 	two.Question, two.Opcode = two.Question[:1], dns.OpcodeStatus
 	b, _ = two.Pack()
 	f.Add(b)
+	// Opcode STATUS in a message of EDNS version 1: BADVERS, counted
+	// badvers, not notimp (headerReject).
+	two.IsEdns0().SetVersion(1)
+	b, _ = two.Pack()
+	f.Add(b)
 	f.Add([]byte{0, 0, 0x28, 0, 0, 1, 0, 0, 0, 0, 0, 0})
 	f.Add([]byte{0, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
