@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1208,5 +1210,85 @@ func TestServerDoQTakesTheRules(t *testing.T) {
 		_, err = doqExchange(c, query("fast."))
 		require.NoError(t, err)
 		assert.True(t, closedWithin(c, 8*time.Second), "open past 8 s (DoQServer's default: 30 s)")
+	})
+}
+
+// TestServerToldOfClientsNotReading: a DNS over HTTPS or QUIC connection
+// closed because its client grants no flow-control credit for its answers
+// while asking more (DoHServer's and DoQServer's Closed) is told to
+// Config.Closed with its transport and ClosedNotReading, as a TCP one is:
+// dnsfence_connections_closed_total counts it.
+func TestServerToldOfClientsNotReading(t *testing.T) {
+	ca := newTestCA(t)
+	files, _ := writePair(t, ca)
+	store, _ := startStore(t, files, time.Hour)
+	var mu sync.Mutex
+	var closed []string
+	told := func(transport string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(closed, transport+" "+ClosedNotReading)
+	}
+	s := New(Config{Handler: &slowBigAnswers{}, Rules: func() Rules {
+		return serverRules{serverLimits(func(l *Limits) { l.TCPPipeline = 64 })}
+	}, Log: zaptest.NewLogger(t), Closed: func(transport, reason string) {
+		mu.Lock()
+		defer mu.Unlock()
+		closed = append(closed, transport+" "+reason)
+	}})
+	require.NoError(t, s.StartEncrypted(Encrypted{HTTPS: []string{"127.0.186.1:0"}, QUIC: []string{"127.0.186.1:0"}, Cert: store}))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
+	addrs := map[string]string{}
+	for _, e := range s.Endpoints() {
+		addrs[e.Transport] = e.Addr.String()
+	}
+	big, err := txtQuery("big.", 0).Pack()
+	require.NoError(t, err)
+
+	t.Run(HTTPS, func(t *testing.T) {
+		// The smallest windows net/http allows, and no body read: answers
+		// of about 60,000 octets wait for credit.
+		dialer := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.186.2")}}
+		tr := &http.Transport{DialContext: dialer.DialContext, TLSClientConfig: clientTLS(ca), ForceAttemptHTTP2: true,
+			HTTP2: &http.HTTP2Config{MaxReceiveBufferPerConnection: 64 << 10, MaxReceiveBufferPerStream: 1 << 10}}
+		t.Cleanup(tr.CloseIdleConnections)
+		c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		var bodies sync.WaitGroup
+		for range 64 {
+			bodies.Go(func() {
+				resp, err := c.Post("https://"+addrs[HTTPS]+DoHPath, DoHContentType, bytes.NewReader(big))
+				if err == nil {
+					t.Cleanup(func() { resp.Body.Close() }) // unread until the test ends
+				}
+			})
+		}
+		require.Eventually(t, func() bool { return told(HTTPS) }, 10*time.Second, 5*time.Millisecond)
+		bodies.Wait()
+	})
+	t.Run(QUIC, func(t *testing.T) {
+		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.186.2")})
+		require.NoError(t, err)
+		t.Cleanup(func() { pc.Close() })
+		raddr, err := net.ResolveUDPAddr("udp", addrs[QUIC])
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := quic.Dial(ctx, pc, raddr, clientTLS(ca, ALPNDoQ),
+			&quic.Config{InitialStreamReceiveWindow: 1 << 10, MaxStreamReceiveWindow: 1 << 10})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.CloseWithError(0, "") })
+		for range 64 {
+			st, err := c.OpenStreamSync(ctx)
+			if err != nil {
+				break // closed already
+			}
+			_, _ = st.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(big))), big...))
+			_ = st.Close()
+		}
+		require.Eventually(t, func() bool { return told(QUIC) }, 10*time.Second, 5*time.Millisecond)
 	})
 }
