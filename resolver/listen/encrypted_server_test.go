@@ -891,9 +891,10 @@ func TestServerReopensAfterAReadFailure(t *testing.T) {
 }
 
 // TestServerReopenBacksOffWhileItsPortIsTaken: a stopped DNS over QUIC
-// listener whose port another socket took is opened again after a wait
-// that doubles from the first at each failure, each failure logged with
-// the wait before the next, and is told resumed once the port is free.
+// listener, logged at error level as being opened again, whose port
+// another socket took is opened again after a wait that doubles from the
+// first at each failure, each failure logged with the wait before the
+// next, and is told resumed once the port is free.
 func TestServerReopenBacksOffWhileItsPortIsTaken(t *testing.T) {
 	ca := newTestCA(t)
 	files, _ := writePair(t, ca)
@@ -927,6 +928,13 @@ func TestServerReopenBacksOffWhileItsPortIsTaken(t *testing.T) {
 		retries = append(retries, d)
 	}
 	assert.Equal(t, []time.Duration{2 * first, 4 * first}, retries, "the wait doubles from the first")
+	// The stop is logged as one that is being mended, not one that needs
+	// a restart.
+	stops := logs.FilterMessage("listener stopped: opening it again").All()
+	require.Len(t, stops, 1)
+	assert.Equal(t, zapcore.ErrorLevel, stops[0].Level)
+	assert.Equal(t, QUIC, stops[0].ContextMap()["transport"])
+	assert.Equal(t, addr, stops[0].ContextMap()["address"])
 	assert.NoError(t, askDoQ(ca, addr), "answered at the same address")
 }
 
