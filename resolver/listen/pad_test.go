@@ -116,6 +116,7 @@ func TestDoQFrame(t *testing.T) {
 				return
 			}
 			assert.Zero(t, len(out)%responsePaddingBlock, "padded to %d octets", len(out))
+			assert.Zero(t, len(out)%468, "padded to %d octets, not a multiple of RFC 8467's 468", len(out))
 			assert.Less(t, len(out), len(b)+4+responsePaddingBlock, "padded past the next block")
 			got := new(dns.Msg)
 			require.NoError(t, got.Unpack(out))
