@@ -900,7 +900,7 @@ func TestServerReopenBacksOffWhileItsPortIsTaken(t *testing.T) {
 	files, _ := writePair(t, ca)
 	store, _ := startStore(t, files, time.Hour)
 	var resumed atomic.Int32
-	core, logs := observer.New(zapcore.WarnLevel)
+	core, logs := observer.New(zapcore.InfoLevel)
 	s := New(Config{Handler: newTestHandler(newTestUpstream(t)), Rules: func() Rules { return proxyRules{} }, Log: zap.New(core),
 		Resumed: func(string, string) { resumed.Add(1) }})
 	const first = 400 * time.Millisecond // time for the port to be taken
@@ -935,6 +935,7 @@ func TestServerReopenBacksOffWhileItsPortIsTaken(t *testing.T) {
 	assert.Equal(t, zapcore.ErrorLevel, stops[0].Level)
 	assert.Equal(t, QUIC, stops[0].ContextMap()["transport"])
 	assert.Equal(t, addr, stops[0].ContextMap()["address"])
+	assert.Len(t, logs.FilterMessage("listener opened again").All(), 1, "the reopen logged")
 	assert.NoError(t, askDoQ(ca, addr), "answered at the same address")
 }
 
