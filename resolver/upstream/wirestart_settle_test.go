@@ -1,0 +1,116 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// letGo waits until f holds no reference and counts no query in flight:
+// every try, hedge and failover of the queries it was asked has ended.
+// Neither count may go below zero: each was taken once and given back
+// once (a reference held for good keeps a retired Forwarder's sockets
+// open; one given back twice closes them under the queries of another).
+func letGo(t *testing.T, f *Forwarder) {
+	t.Helper()
+	var refs, inflight int64
+	settled := func() bool {
+		refs, inflight = f.refs.Load(), f.inflight.Load()
+		return refs <= 0 && inflight <= 0
+	}
+	if !assert.Eventually(t, settled, 10*time.Second, 5*time.Millisecond) {
+		t.Fatalf("never let go: %d references held, %d queries in flight", refs, inflight)
+	}
+	assert.Zero(t, refs, "references given back")
+	assert.Zero(t, inflight, "queries in flight")
+}
+
+// askWire asks f the wire query q, by StartWire (started) or ForwardWire,
+// and returns the result, and then, which StartWire gave it (nil for
+// ForwardWire).
+func askWire(t *testing.T, f *Forwarder, q []byte, started bool) (wireResult, thenChan) {
+	t.Helper()
+	if !started {
+		var r wireResult
+		r.a, r.from, r.err = f.ForwardWire(context.Background(), q)
+		return r, nil
+	}
+	then := make(thenChan, 2)
+	f.StartWire(q, then, nil)
+	return then.wait(t), then
+}
+
+// TestWireQueryLetsGo: a wire query, started or forwarded, whatever way
+// it ends (answered, failed, failed over, hedged, every try failed; one
+// upstream or two), gives back every reference on its Forwarder and its
+// count of queries in flight, once, when it has its one result and its
+// tries have ended.
+func TestWireQueryLetsGo(t *testing.T) {
+	const ip = "127.0.185.1"
+	answers := func(t *testing.T) string { return startUpstreamOn(t, ip, nil).addr }
+	refuses := func(t *testing.T) string {
+		return startUpstreamOn(t, ip, rcodeAnswer(dns.RcodeRefused)).addr
+	}
+	servfails := func(t *testing.T) string {
+		return startUpstreamOn(t, ip, rcodeAnswer(dns.RcodeServerFailure)).addr
+	}
+	silent := func(t *testing.T) string {
+		return startUpstreamOn(t, ip, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+			if r.Question[0].Name == "." {
+				return defaultAnswer(w, r) // up, for the probes
+			}
+			return nil
+		}).addr
+	}
+	for _, tc := range []struct {
+		name      string
+		upstreams []func(t *testing.T) string
+		from      int // the upstream that answers; -1: every try fails
+		// slowHedge gives the first upstream a hedge delay of 2 s: its
+		// failure comes while it is asked alone.
+		slowHedge bool
+	}{
+		{name: "one upstream, answered", upstreams: []func(*testing.T) string{answers}, from: 0},
+		{name: "one upstream, failed", upstreams: []func(*testing.T) string{refuses}, from: -1},
+		{name: "first answers", upstreams: []func(*testing.T) string{answers, answers}, from: 0, slowHedge: true},
+		{name: "first fails, failed over", upstreams: []func(*testing.T) string{refuses, answers}, from: 1, slowHedge: true},
+		{name: "first silent, hedged", upstreams: []func(*testing.T) string{silent, answers}, from: 1},
+		{name: "every try fails", upstreams: []func(*testing.T) string{refuses, servfails}, from: -1, slowHedge: true},
+	} {
+		for _, started := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, started %v", tc.name, started), func(t *testing.T) {
+				var addrs []string
+				for _, up := range tc.upstreams {
+					addrs = append(addrs, up(t))
+				}
+				timeout := 800 * time.Millisecond // the silent upstream's try ends soon after its hedge
+				if tc.slowHedge {
+					timeout = 8 * time.Second
+				}
+				f := NewForwarder(addrs, timeout, false)
+				defer f.Close()
+				if tc.slowHedge {
+					f.upstreams[0].rtt.Store(int64(time.Second)) // measured, so not explored either
+					require.Equal(t, 2*time.Second, f.hedgeDelay(f.upstreams[0]))
+				}
+				r, then := askWire(t, f, wireQuestion("let-go.example.org.", dns.TypeA), started)
+				if tc.from < 0 {
+					var ue *UpstreamError
+					require.ErrorAs(t, r.err, &ue)
+					assert.Equal(t, addrs, ue.upstreams, "every upstream's failure, the first try's first")
+					assert.Empty(t, r.from)
+				} else {
+					require.NoError(t, r.err)
+					assert.Equal(t, addrs[tc.from], r.from)
+				}
+				letGo(t, f)
+				assert.Empty(t, then, "WireDone was called again")
+			})
+		}
+	}
+}
