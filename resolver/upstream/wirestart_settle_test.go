@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +29,36 @@ func letGo(t *testing.T, f *Forwarder) {
 	}
 	assert.Zero(t, refs, "references given back")
 	assert.Zero(t, inflight, "queries in flight")
+}
+
+// gatedUpstream is an upstream on ip that answers the health check at
+// once and any other question with the default answer once release is
+// closed (10 s at most); asked is closed at the first such question.
+func gatedUpstream(t *testing.T, ip string) (u *testUpstream, asked <-chan struct{}, release chan<- struct{}) {
+	t.Helper()
+	a, r := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	u = startUpstreamOn(t, ip, func(w dns.ResponseWriter, q *dns.Msg) *dns.Msg {
+		if q.Question[0].Name != "." {
+			once.Do(func() { close(a) })
+			select {
+			case <-r:
+			case <-time.After(10 * time.Second): // the test fails on its own
+			}
+		}
+		return defaultAnswer(w, q)
+	})
+	return u, a, r
+}
+
+// within waits for ch to close, failing the test after 5 s.
+func within(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal(what)
+	}
 }
 
 // askWire asks f the wire query q, by StartWire (started) or ForwardWire,
@@ -112,5 +143,39 @@ func TestWireQueryLetsGo(t *testing.T) {
 				assert.Empty(t, then, "WireDone was called again")
 			})
 		}
+	}
+}
+
+// TestStartWireBothTriesAnswer: a started query whose first try and hedge
+// both answer, in either order, ends once, with the answer that came
+// first: the later one, settled after the query was done, is dropped.
+func TestStartWireBothTriesAnswer(t *testing.T) {
+	for _, hedgeFirst := range []bool{false, true} {
+		name := "first try first"
+		if hedgeFirst {
+			name = "hedge first"
+		}
+		t.Run(name, func(t *testing.T) {
+			a, aAsked, aRelease := gatedUpstream(t, "127.0.185.2")
+			b, bAsked, bRelease := gatedUpstream(t, "127.0.185.2")
+			f := NewForwarder([]string{a.addr, b.addr}, 4*time.Second, false)
+			defer f.Close()
+			f.started.Store(true) // no probes: the hedge delay is hedgeFloor
+			then := make(thenChan, 2)
+			f.StartWire(wireQuestion("both.example.org.", dns.TypeA), then, nil)
+			within(t, aAsked, "the first upstream was never asked")
+			within(t, bAsked, "the hedge never went out")
+			winner, sooner, later := a.addr, aRelease, bRelease
+			if hedgeFirst {
+				winner, sooner, later = b.addr, bRelease, aRelease
+			}
+			close(sooner)
+			r := then.wait(t)
+			require.NoError(t, r.err)
+			assert.Equal(t, winner, r.from)
+			close(later)
+			letGo(t, f)
+			assert.Empty(t, then, "WireDone was called again, with the later answer")
+		})
 	}
 }
