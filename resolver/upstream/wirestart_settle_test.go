@@ -179,3 +179,38 @@ func TestStartWireBothTriesAnswer(t *testing.T) {
 		})
 	}
 }
+
+// TestStartWireHedgesAfterTheFirstsDelay: a started query's first try is
+// hedged after its own upstream's hedge delay (twice its round-trip time),
+// not another upstream's: a first upstream measured at 1 s is given 2 s,
+// though the next one, not measured, would be hedged after 150 ms.
+func TestStartWireHedgesAfterTheFirstsDelay(t *testing.T) {
+	a, aAsked, aRelease := gatedUpstream(t, "127.0.185.3")
+	bAsked := make(chan struct{})
+	var once sync.Once
+	b := startUpstreamOn(t, "127.0.185.3", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name != "." {
+			once.Do(func() { close(bAsked) })
+		}
+		return defaultAnswer(w, r)
+	})
+	f := NewForwarder([]string{a.addr, b.addr}, 8*time.Second, false)
+	defer f.Close()
+	f.started.Store(true) // no probes: the second upstream stays unmeasured
+	f.upstreams[0].rtt.Store(int64(time.Second))
+	require.Equal(t, 2*time.Second, f.hedgeDelay(f.upstreams[0]))
+	require.Equal(t, hedgeFloor, f.hedgeDelay(f.upstreams[1]))
+	then := make(thenChan, 2)
+	start := time.Now()
+	f.StartWire(wireQuestion("delay.example.org.", dns.TypeA), then, nil)
+	within(t, aAsked, "the first upstream was never asked")
+	select {
+	case <-bAsked:
+		t.Fatal("hedged within 1 s: not after the first upstream's hedge delay of 2 s")
+	case <-time.After(time.Until(start.Add(time.Second))):
+	}
+	close(aRelease)
+	r := then.wait(t)
+	require.NoError(t, r.err)
+	assert.Equal(t, a.addr, r.from)
+}
