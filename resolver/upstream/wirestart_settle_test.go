@@ -214,3 +214,32 @@ func TestStartWireHedgesAfterTheFirstsDelay(t *testing.T) {
 	require.NoError(t, r.err)
 	assert.Equal(t, a.addr, r.from)
 }
+
+// TestWireQueryJudgesTheFirstTrysFailure: a wire query, started or
+// forwarded, whose first try is answered SERVFAIL (no Extended DNS Error
+// of validation) and whose failover is answered has that SERVFAIL judged
+// a failure of the first upstream (queryFailures), as Forward's is
+// (TestFailedValidationNotAFailureWhenAnotherAnswers): down.
+func TestWireQueryJudgesTheFirstTrysFailure(t *testing.T) {
+	for _, started := range []bool{false, true} {
+		t.Run(fmt.Sprintf("started %v", started), func(t *testing.T) {
+			a := startUpstreamOn(t, "127.0.185.4", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				if r.Question[0].Name == "." {
+					return defaultAnswer(w, r) // the health check
+				}
+				return rcodeAnswer(dns.RcodeServerFailure)(w, r)
+			})
+			b := startUpstreamOn(t, "127.0.185.4", nil)
+			f := NewForwarder([]string{a.addr, b.addr}, 8*time.Second, false)
+			defer f.Close()
+			f.started.Store(true)                        // no probes: the first upstream is asked first
+			f.upstreams[0].rtt.Store(int64(time.Second)) // no hedge: the SERVFAIL comes while it is asked alone
+			r, _ := askWire(t, f, wireQuestion("servfail-first.example.org.", dns.TypeA), started)
+			require.NoError(t, r.err)
+			require.Equal(t, b.addr, r.from)
+			require.Eventually(t, func() bool { return len(f.Down()) == 1 }, 5*time.Second, 5*time.Millisecond,
+				"a SERVFAIL another upstream answered is a failure")
+			assert.Equal(t, []string{a.addr}, f.Down())
+		})
+	}
+}
