@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,6 +241,32 @@ func TestWireQueryJudgesTheFirstTrysFailure(t *testing.T) {
 			require.Eventually(t, func() bool { return len(f.Down()) == 1 }, 5*time.Second, 5*time.Millisecond,
 				"a SERVFAIL another upstream answered is a failure")
 			assert.Equal(t, []string{a.addr}, f.Down())
+		})
+	}
+}
+
+// TestWireQueryStartsProbes: a Forwarder's first query, a wire one too,
+// started or forwarded, starts its probes (start): an upstream not
+// measured yet is explored, though no query went to it.
+func TestWireQueryStartsProbes(t *testing.T) {
+	for _, started := range []bool{false, true} {
+		t.Run(fmt.Sprintf("started %v", started), func(t *testing.T) {
+			a := startUpstreamOn(t, "127.0.185.5", nil)
+			var probes atomic.Int64
+			b := startUpstreamOn(t, "127.0.185.5", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+				if r.Question[0].Name == "." {
+					probes.Add(1)
+				}
+				return defaultAnswer(w, r)
+			})
+			f := NewForwarder([]string{a.addr, b.addr}, 8*time.Second, false)
+			defer f.Close()
+			f.upstreams[0].rtt.Store(int64(time.Second)) // measured: asked first, and no hedge
+			r, _ := askWire(t, f, wireQuestion("probes.example.org.", dns.TypeA), started)
+			require.NoError(t, r.err)
+			require.Equal(t, a.addr, r.from)
+			require.Eventually(t, func() bool { return probes.Load() > 0 }, 5*time.Second, 5*time.Millisecond,
+				"the second upstream explored")
 		})
 	}
 }
