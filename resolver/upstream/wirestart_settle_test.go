@@ -270,3 +270,27 @@ func TestWireQueryStartsProbes(t *testing.T) {
 		})
 	}
 }
+
+// TestStartWireUnreadHedgeNamesItsUpstream: a started query ended by its
+// hedge's whole answer with a record miekg/dns does not read, while the
+// first try is still in flight, fails with that answer and names only
+// the upstream that gave it: the first try, which has not failed, has no
+// error to list (hedgedWire.failure).
+func TestStartWireUnreadHedgeNamesItsUpstream(t *testing.T) {
+	silent := startUpstreamOn(t, "127.0.185.13", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name == "." {
+			return defaultAnswer(w, r) // up, for the probes
+		}
+		return nil
+	}).addr
+	second := startUpstreamOn(t, "127.0.185.13", truncatedThenUnread(t))
+	f := NewForwarder([]string{silent, second.addr}, time.Minute, false)
+	defer f.Close()
+	then := make(thenChan, 2)
+	f.StartWire(wireQuestion("c.svcb.example.", dns.TypeHTTPS), then, nil)
+	r := then.wait(t) // within 5 s: not after the first try's minute
+	var ue *UpstreamError
+	require.ErrorAs(t, r.err, &ue)
+	assert.Equal(t, second.addr, ue.UnreadFrom)
+	assert.Equal(t, []string{second.addr}, ue.upstreams, "the first try, still in flight, did not fail")
+}
