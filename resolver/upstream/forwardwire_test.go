@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,4 +46,45 @@ func TestForwardWireRetired(t *testing.T) {
 	closed.Close()
 	_, _, err = closed.ForwardWire(context.Background(), wireQuestion("closed.example.org.", dns.TypeA))
 	assert.ErrorIs(t, err, errClosed)
+}
+
+// TestWireUnreadServfailFailsOver: a SERVFAIL over UDP with a record
+// miekg/dns does not read is, on the wire path as on the message path
+// (TestUnreadFailureKeepsItsHeader), the SERVFAIL it says (usableWire:
+// asReadable), with its header and question kept, and is failed over
+// from: not the upstream's whole answer.
+func TestWireUnreadServfailFailsOver(t *testing.T) {
+	unreadServfail := func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name == "." {
+			return defaultAnswer(w, r)
+		}
+		b := unreadHintAnswer(t, r)
+		b[3] = b[3]&^0xF | dns.RcodeServerFailure
+		_, _ = w.Write(b)
+		return nil
+	}
+	for _, started := range []bool{false, true} {
+		t.Run(fmt.Sprintf("started %v", started), func(t *testing.T) {
+			up := startUpstreamOn(t, "127.0.185.7", unreadServfail)
+			f := NewForwarder([]string{up.addr}, 2*time.Second, false)
+			defer f.Close()
+			q := wireQuestion("a.svcb.example.", dns.TypeHTTPS)
+			r, _ := askWire(t, f, q, started)
+			var ue *UpstreamError
+			require.ErrorAs(t, r.err, &ue)
+			assert.Equal(t, "rcode_servfail", ue.Causes())
+			assert.Nil(t, ue.Unread, "no whole answer")
+			require.NotNil(t, ue.Answer, "the header and question kept")
+			assert.Equal(t, dns.RcodeServerFailure, ue.Answer.Rcode)
+			require.Len(t, ue.Answer.Question, 1)
+			assert.Equal(t, "a.svcb.example.", ue.Answer.Question[0].Name)
+
+			next := startUpstreamOn(t, "127.0.185.7", nil)
+			g := NewForwarder([]string{up.addr, next.addr}, 2*time.Second, false)
+			defer g.Close()
+			r, _ = askWire(t, g, wireQuestion("a.svcb.example.", dns.TypeHTTPS), started)
+			require.NoError(t, r.err, "failed over")
+			assert.Equal(t, next.addr, r.from)
+		})
+	}
 }
