@@ -88,3 +88,30 @@ func TestWireUnreadServfailFailsOver(t *testing.T) {
 		})
 	}
 }
+
+// TestWireSocketNotMade: a wire query whose UDP socket cannot be made
+// (udpMux.register: the dial fails) fails with the dial's error, started
+// or forwarded, and is failed over from: it is never sent on no socket.
+func TestWireSocketNotMade(t *testing.T) {
+	for _, started := range []bool{false, true} {
+		t.Run(fmt.Sprintf("started %v", started), func(t *testing.T) {
+			up := startUpstreamOn(t, "127.0.185.8", nil)
+			f := NewForwarder([]string{up.addr}, time.Second, false)
+			defer f.Close()
+			f.upstreams[0].t.(*Plain).mux.addr = "127.0.185.8:99999" // no such port: the dial fails
+			r, _ := askWire(t, f, wireQuestion("nosocket.example.org.", dns.TypeA), started)
+			var ue *UpstreamError
+			require.ErrorAs(t, r.err, &ue)
+			assert.ErrorContains(t, r.err, "invalid port")
+			assert.Empty(t, r.from)
+
+			next := startUpstreamOn(t, "127.0.185.8", nil)
+			g := NewForwarder([]string{up.addr, next.addr}, time.Second, false)
+			defer g.Close()
+			g.upstreams[0].t.(*Plain).mux.addr = "127.0.185.8:99999"
+			r, _ = askWire(t, g, wireQuestion("nosocket.example.org.", dns.TypeA), started)
+			require.NoError(t, r.err, "failed over")
+			assert.Equal(t, next.addr, r.from)
+		})
+	}
+}
