@@ -3,10 +3,12 @@ package upstream
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -113,5 +115,43 @@ func TestWireSocketNotMade(t *testing.T) {
 			require.NoError(t, r.err, "failed over")
 			assert.Equal(t, next.addr, r.from)
 		})
+	}
+}
+
+// TestWireStraysWhileTimingOutNotAskedOverTCP: a wire query, started or
+// forwarded, that gets only datagrams no query can take (wrong IDs) times
+// out, and is not asked again over TCP once its whole timeout is spent
+// (checkUDPWire), as on the message path
+// (TestStraysWhileTimingOutNotAskedOverTCP): only an unusable answer that
+// ended the wait at once is.
+func TestWireStraysWhileTimingOutNotAskedOverTCP(t *testing.T) {
+	pc, ln, err := testnet.ListenBothOn("127.0.185.9")
+	require.NoError(t, err)
+	t.Cleanup(func() { pc.Close(); ln.Close() })
+	var overTCP atomic.Int32
+	tcp := &dns.Server{Listener: ln, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		overTCP.Add(1)
+		_ = w.WriteMsg(defaultAnswer(w, r))
+	})}
+	testnet.Serve(t, tcp)
+	testnet.EachDatagram(pc, func(b []byte, from net.Addr) {
+		q := new(dns.Msg)
+		if q.Unpack(b) != nil || q.Question[0].Name == "." {
+			return
+		}
+		m := defaultAnswer(nil, q)
+		m.Id ^= 0x8000 // no query's
+		if a, err := m.Pack(); err == nil {
+			_, _ = pc.WriteTo(a, from)
+		}
+	})
+	f := NewForwarder([]string{pc.LocalAddr().String()}, 300*time.Millisecond, false)
+	defer f.Close()
+	for _, started := range []bool{false, true} {
+		r, _ := askWire(t, f, wireQuestion("stray.example.org.", dns.TypeA), started)
+		require.Error(t, r.err, "started %v: answered over TCP", started)
+		assert.ErrorContains(t, r.err, "no answer in time", "started %v", started)
+		assert.Equal(t, "wrong_id", causes(r.err), "started %v: naming the strays", started)
+		assert.Zero(t, overTCP.Load(), "started %v: not asked again over TCP after its timeout", started)
 	}
 }
