@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dnsfence/dnsfence/internal/testnet"
+	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -153,5 +155,37 @@ func TestWireStraysWhileTimingOutNotAskedOverTCP(t *testing.T) {
 		assert.ErrorContains(t, r.err, "no answer in time", "started %v", started)
 		assert.Equal(t, "wrong_id", causes(r.err), "started %v: naming the strays", started)
 		assert.Zero(t, overTCP.Load(), "started %v: not asked again over TCP after its timeout", started)
+	}
+}
+
+// TestWireNamePointingIntoHeaderIsMalformed: a UDP answer whose record
+// owner is a compression pointer into the header (where the ID is) is
+// malformed on the wire path (checkWire: dnswire.PointsIntoHeader), not
+// unpacked as a message that reads the ID as a name (miekg/dns does: with
+// the ID 0 it is the root) and taken: the client would read the same
+// octets under its own ID as another name. No TCP is listening: the retry
+// over TCP fails too.
+func TestWireNamePointingIntoHeaderIsMalformed(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.185.10:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { pc.Close() })
+	testnet.EachDatagram(pc, func(q []byte, from net.Addr) {
+		qq, ok := dnswire.ReadQuestion(q)
+		if !ok {
+			return
+		}
+		b := append([]byte{q[0], q[1], 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0}, q[dnswire.HeaderLen:qq.End]...)
+		// <pointer to 0, the ID> A 192.0.2.66
+		b = append(b, 0xC0, 0x00, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 192, 0, 2, 66)
+		_, _ = pc.WriteTo(b, from)
+	})
+	f := NewForwarder([]string{pc.LocalAddr().String()}, time.Second, false)
+	defer f.Close()
+	for _, started := range []bool{false, true} {
+		q := wireQuestion("pointer.example.org.", dns.TypeA)
+		binary.BigEndian.PutUint16(q, 0) // its own ID, back in the answer when it is checked: the root name
+		r, _ := askWire(t, f, q, started)
+		require.Error(t, r.err, "started %v: the answer was taken: %v", started, r.a.Msg)
+		assert.ErrorContains(t, r.err, "a name points into the header", "started %v", started)
 	}
 }
