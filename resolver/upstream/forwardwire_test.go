@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -188,4 +189,33 @@ func TestWireNamePointingIntoHeaderIsMalformed(t *testing.T) {
 		require.Error(t, r.err, "started %v: the answer was taken: %v", started, r.a.Msg)
 		assert.ErrorContains(t, r.err, "a name points into the header", "started %v", started)
 	}
+}
+
+// TestWireTCPRetryHasFreshID: a wire query asked again over TCP after a
+// truncated UDP answer goes with a fresh ID (queryMessage, RFC 5452 §4.3),
+// not the query's own, which the wire path packs as a constant; the
+// answer still comes back with the query's own.
+func TestWireTCPRetryHasFreshID(t *testing.T) {
+	var tcpIDs sync.Map
+	up := startUpstreamOn(t, "127.0.185.11", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if _, tcp := w.RemoteAddr().(*net.TCPAddr); tcp {
+			tcpIDs.Store(r.Id, true)
+		}
+		return bigAnswer(w, r)
+	})
+	f := NewForwarder([]string{up.addr}, 2*time.Second, false)
+	defer f.Close()
+	for _, started := range []bool{false, true} {
+		r, _ := askWire(t, f, wireQuestion("big.example.org.", dns.TypeTXT), started)
+		require.NoError(t, r.err)
+		require.NotNil(t, r.a.Msg, "started %v: asked again over TCP", started)
+		assert.Equal(t, uint16(0x1234), r.a.Msg.Id, "started %v: the query's own ID", started)
+	}
+	n := 0
+	tcpIDs.Range(func(id, _ any) bool {
+		n++
+		assert.NotEqual(t, uint16(0x1234), id, "a TCP query sent with the query's own ID")
+		return true
+	})
+	assert.NotZero(t, n, "asked over TCP")
 }
