@@ -13,6 +13,7 @@ import (
 	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/dnswire"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -218,4 +219,33 @@ func TestWireTCPRetryHasFreshID(t *testing.T) {
 		return true
 	})
 	assert.NotZero(t, n, "asked over TCP")
+}
+
+// TestWireUnusableDatagramCountedWhenTCPAnswers: a wire query whose UDP
+// answer is unusable at once (another question: ErrAnswerMismatch) is
+// asked again over TCP, and when TCP answers, the upstream's misbehaving
+// datagram is still counted (dnsfence_upstream_errors_total, kind
+// mismatch), as on the message path: checkUDPWire hands the UDP error on
+// to exchangeTCP.
+func TestWireUnusableDatagramCountedWhenTCPAnswers(t *testing.T) {
+	up := startUpstreamOn(t, "127.0.185.12", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		m := defaultAnswer(w, r)
+		if _, tcp := w.RemoteAddr().(*net.TCPAddr); !tcp && r.Question[0].Name != "." {
+			m.Question[0].Name = "another.example.org."
+		}
+		return m
+	})
+	for _, started := range []bool{false, true} {
+		t.Run(fmt.Sprintf("started %v", started), func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			f, err := New([]string{up.addr}, Options{Timeout: 2 * time.Second, Metrics: NewMetrics(reg)})
+			require.NoError(t, err)
+			defer f.Close()
+			r, _ := askWire(t, f, wireQuestion("mismatch.example.org.", dns.TypeA), started)
+			require.NoError(t, r.err)
+			require.NotNil(t, r.a.Msg, "answered over TCP")
+			assert.Equal(t, map[string]float64{kindMismatch: 1},
+				upstreamCounts(t, reg, "dnsfence_upstream_errors_total", up.addr, "kind"), "the datagram counted")
+		})
+	}
 }
