@@ -198,7 +198,7 @@ func loadReference(path, format string) (*reference, error) {
 	switch format {
 	case "plain", "hosts", "adblock":
 		r.format = "plain"
-		r.parseLines(path, data, nil)
+		err = r.parseLines(path, data, nil)
 	case "adguard":
 		err = r.parseAdGuard(path, data)
 	case "v2fly":
@@ -242,13 +242,18 @@ func detect(path string, data []byte) string {
 // parseLines reads plain, hosts and Adblock lines: the rules blocklist.Parse
 // does not read (single-pipe anchors and wildcards inside a name) first,
 // then the rest with blocklist.Parse. lineOf, when set, maps the line
-// numbers of data to the file's own.
-func (r *reference) parseLines(file string, data []byte, lineOf func(int) int) {
+// numbers of data to the file's own. Its lines that cannot be read are
+// unsupported lines; the error is for a file refused as a whole (an RPZ
+// zone, for a name ending in .rpz, past the records its reader takes).
+func (r *reference) parseLines(file string, data []byte, lineOf func(int) int) error {
 	if lineOf == nil {
 		lineOf = func(n int) int { return n }
 	}
 	data = r.parseAnchorsAndPatterns(file, data, lineOf)
 	l, err := blocklist.Parse(file, data)
+	if l == nil {
+		return fmt.Errorf("reading reference: %w", err)
+	}
 	for e := range l.All() {
 		r.names = append(r.names, refName{name: e.Name, line: lineOf(e.Line)})
 	}
@@ -260,6 +265,7 @@ func (r *reference) parseLines(file string, data []byte, lineOf func(int) int) {
 			r.unsupported = append(r.unsupported, fmt.Sprintf("%s: %v", file, err))
 		}
 	}
+	return nil
 }
 
 // parseAnchorsAndPatterns takes from data the one-token rules that
@@ -430,8 +436,7 @@ func (r *reference) parseAdGuard(file string, data []byte) error {
 		text.WriteByte('\n')
 		lines = append(lines, n.Line)
 	}
-	r.parseLines(file, []byte(text.String()), func(i int) int { return lines[i-1] })
-	return nil
+	return r.parseLines(file, []byte(text.String()), func(i int) int { return lines[i-1] })
 }
 
 // parseV2fly reads a v2fly data file and, recursively, the files it

@@ -236,6 +236,11 @@ func TestRunErrors(t *testing.T) {
 	require.NoError(t, os.WriteFile(noRules, []byte("id: x\nname: X\n"), 0o644))
 	badShipped := filepath.Join(dir, "bad.txt")
 	require.NoError(t, os.WriteFile(badShipped, []byte("tiktok.com\n||x.com^$third-party\n"), 0o644))
+	// A zone whose $GENERATE lines make more records than the RPZ reader
+	// takes: refused as a whole, so nothing of it can be compared.
+	refusedZone := filepath.Join(dir, "big.rpz")
+	require.NoError(t, os.WriteFile(refusedZone, []byte("$TTL 60\n@ SOA a. b. 1 2 3 4 5\n"+
+		"$GENERATE 1-40000 x$.tiktok.com CNAME .\n$GENERATE 1-40000 y$.tiktok.com CNAME .\n"), 0o644))
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -248,6 +253,7 @@ func TestRunErrors(t *testing.T) {
 		{"YAML without rules", []string{fixtureLists, noRules}, `no "rules:" list`},
 		{"absent shipped list", []string{"-lists=" + filepath.Join(dir, "absent"), "testdata/plain.txt"}, "reading shipped list"},
 		{"bad shipped line", []string{"-lists=" + badShipped, "testdata/plain.txt"}, "adblock options"},
+		{"refused RPZ reference", []string{fixtureLists, refusedZone}, "reading reference: " + refusedZone + ":4: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
