@@ -236,6 +236,12 @@ func TestRunErrors(t *testing.T) {
 	require.NoError(t, os.WriteFile(noRules, []byte("id: x\nname: X\n"), 0o644))
 	badShipped := filepath.Join(dir, "bad.txt")
 	require.NoError(t, os.WriteFile(badShipped, []byte("tiktok.com\n||x.com^$third-party\n"), 0o644))
+	// A commented-out entry held for review is read as an entry: one no
+	// list can hold is as much an error as a bad shipped line.
+	badHeld := filepath.Join(dir, "held.txt")
+	require.NoError(t, os.WriteFile(badHeld, []byte("tiktok.com\n# "+strings.Repeat("a", 64)+".com  # E: X REVIEW\n"), 0o644))
+	badYAML := filepath.Join(dir, "bad.yml")
+	require.NoError(t, os.WriteFile(badYAML, []byte("rules: [\n"), 0o644))
 	// A zone whose $GENERATE lines make more records than the RPZ reader
 	// takes: refused as a whole, so nothing of it can be compared.
 	refusedZone := filepath.Join(dir, "big.rpz")
@@ -247,12 +253,17 @@ func TestRunErrors(t *testing.T) {
 		want string
 	}{
 		{"no reference", []string{fixtureLists}, "usage: listcheck"},
+		{"usage names the flags", []string{fixtureLists}, "comma-separated shipped list files to compare"},
+		// The flag error on stderr, and no report of what follows it.
+		{"unknown flag", []string{fixtureLists, "-nope", "testdata/plain.txt"}, "flag provided but not defined: -nope"},
 		{"absent reference", []string{fixtureLists, filepath.Join(dir, "absent")}, "reading reference"},
 		{"unknown format", []string{fixtureLists, "-format=csv", "testdata/plain.txt"}, `unknown format "csv"`},
 		{"absent include", []string{fixtureLists, "-format=v2fly", badInclude}, "include"},
 		{"YAML without rules", []string{fixtureLists, noRules}, `no "rules:" list`},
 		{"absent shipped list", []string{"-lists=" + filepath.Join(dir, "absent"), "testdata/plain.txt"}, "reading shipped list"},
 		{"bad shipped line", []string{"-lists=" + badShipped, "testdata/plain.txt"}, "adblock options"},
+		{"bad held entry", []string{"-lists=" + badHeld, "testdata/plain.txt"}, "shipped list " + badHeld + ", commented-out entries: " + badHeld + " (held):2: "},
+		{"bad YAML", []string{fixtureLists, badYAML}, "reading " + badYAML + " as AdGuard service YAML: "},
 		{"refused RPZ reference", []string{fixtureLists, refusedZone}, "reading reference: " + refusedZone + ":4: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
