@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -273,6 +274,21 @@ func TestRunErrors(t *testing.T) {
 			assert.Contains(t, errOut.String(), tc.want)
 		})
 	}
+}
+
+// failingWriter is an output that cannot be written (a closed pipe, a full
+// disk).
+type failingWriter struct{ err error }
+
+func (w failingWriter) Write([]byte) (int, error) { return 0, w.err }
+
+// TestRunWriteError: a report that cannot be written exits 2 and says why
+// on stderr, so that a lost report is never taken for a clean run.
+func TestRunWriteError(t *testing.T) {
+	var errOut bytes.Buffer
+	rc := run([]string{fixtureLists, "testdata/plain.txt"}, failingWriter{errors.New("no space left on device")}, &errOut)
+	assert.Equal(t, 2, rc)
+	assert.Equal(t, "listcheck: no space left on device\n", errOut.String())
 }
 
 // TestShippedListsLoad: the default shipped lists load with no error, and
