@@ -276,6 +276,42 @@ func TestRunErrors(t *testing.T) {
 	}
 }
 
+// TestUnreadLinesReported: every line a reference has that listcheck cannot
+// read as a name is listed with its file and line, in every format, and
+// the lines past those blocklist.Parse reports one by one are counted; the
+// readable lines around them still count.
+func TestUnreadLinesReported(t *testing.T) {
+	many := "tiktok.com\n" + strings.Repeat("||x.com^$third-party\n", 102)
+	for _, tc := range []struct {
+		name, format, ref string
+		want              string // the report's lines from the first one that differs by format
+	}{
+		{"plain, two bad lines", "plain", "tiktok.com\n||a.com^$third-party\n||b.com^$dnstype=A\n|a.com^^\n",
+			"1 names, 3 unsupported lines\n  covered by testdata/shipped/a.txt: 1\n  covered by testdata/shipped/b.txt: 0\n" +
+				"  unsupported lines: 3\n" +
+				"    REF:4: |a.com^^ (single-pipe rules must have the form |name^ or |https://name^)\n" +
+				"    REF:2: ||a.com^$third-party (adblock options ($...) are not supported)\n" +
+				"    REF:3: ||b.com^$dnstype=A (adblock options ($...) are not supported)\n\n"},
+		{"plain, more than are listed", "plain", many, " 2 more bad lines not shown\n\n"},
+		{"v2fly", "v2fly", "domain:tiktok.com\ndomain:bad_name..com\nfull:x..com @cn\n",
+			"1 names, 2 unsupported lines\n  covered by testdata/shipped/a.txt: 1\n  covered by testdata/shipped/b.txt: 0\n" +
+				"  unsupported lines: 2\n    REF:2: domain:bad_name..com (empty label)\n    REF:3: full:x..com (empty label)\n\n"},
+		{"clash", "clash", "  DOMAIN-SUFFIX,tiktok.com  \n   \nDOMAIN-SUFFIX,bad_name..com\nDOMAIN,pipopay.com\n",
+			"2 names, 1 unsupported lines\n  covered by testdata/shipped/a.txt: 1\n  covered by testdata/shipped/b.txt: 0\n" +
+				"  in no shipped list, by registrable domain: 1\n    pipopay.com: pipopay.com (exact) (line 4)\n" +
+				"  unsupported lines: 1\n    REF:3: DOMAIN-SUFFIX,bad_name..com (empty label)\n\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := filepath.Join(t.TempDir(), "ref")
+			require.NoError(t, os.WriteFile(ref, []byte(tc.ref), 0o644))
+			var out, errOut bytes.Buffer
+			require.Equal(t, 0, run([]string{fixtureLists, "-format=" + tc.format, ref}, &out, &errOut), errOut.String())
+			report := strings.ReplaceAll(out.String(), ref, "REF")
+			assert.Contains(t, report, tc.want)
+		})
+	}
+}
+
 // failingWriter is an output that cannot be written (a closed pipe, a full
 // disk).
 type failingWriter struct{ err error }
