@@ -190,6 +190,11 @@ func TestRegistrable(t *testing.T) {
 			"registrable domains: 1 (each counted against the last list needed to cover all of its names)\n    FIRST: 0\n    SECOND: 0\n    held for review: 1\n    not covered: 0\n"},
 		{"held and missing in one domain", "api.volces.com\na.cdn.example.org\nwww.example.org\n",
 			"registrable domains: 2 (each counted against the last list needed to cover all of its names)\n    FIRST: 0\n    SECOND: 0\n    held for review: 1\n    not covered: 1\n"},
+		// A domain's state is its worst name's, whatever their order.
+		{"missing before covered in one domain", "tiktok.com.ttdns2.com\nlarksuite.com.ttdns2.com\n",
+			"registrable domains: 1 (each counted against the last list needed to cover all of its names)\n    FIRST: 0\n    SECOND: 0\n    held for review: 0\n    not covered: 1\n"},
+		{"missing before held in one domain", "www.example.org\na.cdn.example.org\n",
+			"registrable domains: 1 (each counted against the last list needed to cover all of its names)\n    FIRST: 0\n    SECOND: 0\n    held for review: 0\n    not covered: 1\n"},
 		{"covered pattern counts, not-comparable does not", "||p16-*.tiktok.com^\n||p16-*.unknown.example^\n",
 			"registrable domains: 1 (each counted against the last list needed to cover all of its names)\n    FIRST: 1\n    SECOND: 0\n    held for review: 0\n    not covered: 0\n"},
 	} {
