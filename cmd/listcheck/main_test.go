@@ -214,6 +214,30 @@ func TestRegistrable(t *testing.T) {
 	})
 }
 
+// TestShippedEntryMentionedBelow: a shipped entry is mentioned by a
+// reference name below it and by a pattern whose matches sit below it, so
+// it is not listed as in no reference; one covered pattern is counted; a
+// reference name that is itself a public suffix is its own group.
+func TestShippedEntryMentionedBelow(t *testing.T) {
+	dir := t.TempDir()
+	ship := filepath.Join(dir, "ship.txt")
+	require.NoError(t, os.WriteFile(ship, []byte("tiktok.com\nsnssdk.com\ncapcut.com\n"), 0o644))
+	ref := filepath.Join(dir, "ref.txt")
+	require.NoError(t, os.WriteFile(ref, []byte("www.tiktok.com\n||p16-*.capcut.com^\nakamaized.net\n"), 0o644))
+	var out, errOut bytes.Buffer
+	require.Equal(t, 0, run([]string{"-lists=" + ship, ref}, &out, &errOut), errOut.String())
+	want := `== reference REF (plain): 2 names, 1 patterns, 0 unsupported lines
+  covered by SHIP: 1 (+1 patterns)
+  in no shipped list, by registrable domain: 1
+    akamaized.net: akamaized.net (line 3)
+
+== shipped entries in none of the 1 references
+  SHIP: 1 of 3
+    snssdk.com (line 2)
+`
+	assert.Equal(t, want, strings.NewReplacer(ship, "SHIP", ref, "REF").Replace(out.String()))
+}
+
 func TestDetect(t *testing.T) {
 	for _, tc := range []struct{ file, want string }{
 		{"testdata/plain.txt", "plain"},
