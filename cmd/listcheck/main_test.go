@@ -163,6 +163,34 @@ func TestPatternParent(t *testing.T) {
 	}
 }
 
+// TestRuleToken: a line's one token is found as blocklist.Parse finds a
+// line's content: white space around it dropped, comment lines ('#', '!',
+// '[') and a '#' comment after white space (a space or a tab, with or
+// without one after the '#') cut off; a '#' inside the token is part of it.
+func TestRuleToken(t *testing.T) {
+	for _, tc := range []struct{ line, want string }{
+		{"  |tiktok.com^\t", "|tiktok.com^"},
+		{"v*.tiktokcdn-eu.com", "v*.tiktokcdn-eu.com"},
+		{"#v*.tiktokcdn-eu.com", ""},
+		{"!v*.tiktokcdn-eu.com", ""},
+		{"[v*.tiktokcdn-eu.com]", ""},
+		{"", ""},
+		{"x", "x"},
+		{"v*.tiktokcdn-eu.com # a comment", "v*.tiktokcdn-eu.com"},
+		{"v*.tiktokcdn-eu.com #comment", "v*.tiktokcdn-eu.com"},
+		{"v*.tiktokcdn-eu.com\t#comment", "v*.tiktokcdn-eu.com"},
+		{"v*.tiktokcdn-eu.com #", "v*.tiktokcdn-eu.com"},
+		{"v*.tiktokcdn-eu.com#comment", "v*.tiktokcdn-eu.com#comment"},
+		{"0.0.0.0 p16-*.tiktok.com", ""},                             // a hosts line
+		{"https://p16-*.tiktok.com/", ""},                            // a URL
+		{"|https://p16-*.tiktok.com^", "|https://p16-*.tiktok.com^"}, // an anchor
+	} {
+		t.Run(tc.line, func(t *testing.T) {
+			assert.Equal(t, tc.want, ruleToken(tc.line))
+		})
+	}
+}
+
 // TestRegistrable: -registrable counts each registrable domain of a
 // reference against the last shipped list needed to cover all of its
 // names; one name in no list makes the domain not covered, and a name
