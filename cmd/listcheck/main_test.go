@@ -148,6 +148,9 @@ func TestPatternParent(t *testing.T) {
 		{"tiktok.com", "", false},         // no wildcard
 		{"||p16-*.x.com^$all", "", false}, // options: blocklist.Parse reports them
 		{"*", "", false},
+		{"||*^", "", false},                         // no name at all
+		{"||p16-*.x.com", "", false},                // no "^": blocklist.Parse reports it
+		{"||p16.*.tiktok.com^", "tiktok.com", true}, // a label that is only the wildcard
 	} {
 		t.Run(tc.rule, func(t *testing.T) {
 			assert.Equal(t, tc.pattern, isPattern(tc.rule))
