@@ -287,6 +287,20 @@ func TestDetect(t *testing.T) {
 	}
 }
 
+// TestDetectLines: auto detection reads the first 200 lines, each trimmed,
+// past blank, comment and one-octet lines.
+func TestDetectLines(t *testing.T) {
+	for _, tc := range []struct{ name, data, want string }{
+		{"indented, after blank and short lines", "\n   \n!\n#\nx\n  DOMAIN-SUFFIX,tiktok.com\n", "clash"},
+		{"on line 200", strings.Repeat("tiktok.com\n", 199) + "DOMAIN,tiktok.com\n", "clash"},
+		{"on line 201", strings.Repeat("tiktok.com\n", 200) + "DOMAIN,tiktok.com\n", "plain"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, detect("ref", []byte(tc.data)))
+		})
+	}
+}
+
 // TestRunErrors: usage and read errors exit 2 with a message, never a
 // partial report.
 func TestRunErrors(t *testing.T) {
