@@ -301,6 +301,34 @@ func TestDetectLines(t *testing.T) {
 	}
 }
 
+// TestAdGuardNestedRules: the "rules:" lists of an AdGuard file are found
+// at any depth (HostlistsRegistry's combined services file holds one per
+// service), with their lines; a list under another key is not rules.
+func TestAdGuardNestedRules(t *testing.T) {
+	ref := filepath.Join(t.TempDir(), "services.yml")
+	require.NoError(t, os.WriteFile(ref, []byte(`blocked_services:
+  - id: tiktok
+    tags: [pipopay.com]
+    rules:
+      - '||tiktok.com^'
+      - '||ttapis.com^'
+  - id: capcut
+    rules:
+      - '||capcut.com^'
+`), 0o644))
+	var out, errOut bytes.Buffer
+	require.Equal(t, 0, run([]string{fixtureLists, ref}, &out, &errOut), errOut.String())
+	want := `== reference REF (adguard): 3 names, 0 unsupported lines
+  covered by testdata/shipped/a.txt: 1
+  covered by testdata/shipped/b.txt: 1
+  in no shipped list, by registrable domain: 1
+    ttapis.com: ttapis.com (line 6)
+
+`
+	got, _, _ := strings.Cut(strings.ReplaceAll(out.String(), ref, "REF"), "== shipped entries")
+	assert.Equal(t, want, got)
+}
+
 // TestRunErrors: usage and read errors exit 2 with a message, never a
 // partial report.
 func TestRunErrors(t *testing.T) {
