@@ -100,6 +100,7 @@ type reference struct {
 	names       []refName
 	patterns    []refPattern
 	unsupported []string // "file:line: text (reason)"
+	unlisted    int      // bad lines blocklist.Parse counts but does not name (past its first 100), less the one entry of unsupported that says how many
 }
 
 // shipped is one shipped list with its entries held for review.
@@ -257,14 +258,18 @@ func (r *reference) parseLines(file string, data []byte, lineOf func(int) int) e
 	for e := range l.All() {
 		r.names = append(r.names, refName{name: e.Name, line: lineOf(e.Line)})
 	}
+	listed := len(r.unsupported)
 	for _, err := range unwrapJoined(err) {
 		var pe *blocklist.ParseError
 		if errors.As(err, &pe) {
 			r.unsupported = append(r.unsupported, fmt.Sprintf("%s:%d: %s (%v)", file, lineOf(pe.Line), pe.Text, pe.Err))
 		} else {
-			r.unsupported = append(r.unsupported, fmt.Sprintf("%s: %v", file, err))
+			// "file: N more bad lines not shown", past those named
+			r.unsupported = append(r.unsupported, err.Error())
 		}
 	}
+	n, _ := blocklist.BadLines(err) // each error stands for one bad line or more
+	r.unlisted += n - (len(r.unsupported) - listed)
 	return nil
 }
 
@@ -528,7 +533,7 @@ func reportReference(w io.Writer, r *reference, ships []shipped, byDomain bool) 
 	if len(r.patterns) > 0 {
 		header += fmt.Sprintf(", %d patterns", len(r.patterns))
 	}
-	fmt.Fprintf(w, "== reference %s (%s): %s, %d unsupported lines\n", r.file, r.format, header, len(r.unsupported))
+	fmt.Fprintf(w, "== reference %s (%s): %s, %d unsupported lines\n", r.file, r.format, header, len(r.unsupported)+r.unlisted)
 	// A name's or a pattern's state: the index of the first shipped list
 	// covering it, then heldState, then missingState. A registrable
 	// domain's state is the largest of its names'.
@@ -628,7 +633,7 @@ func reportReference(w io.Writer, r *reference, ships []shipped, byDomain bool) 
 		}
 	}
 	if len(r.unsupported) > 0 {
-		fmt.Fprintf(w, "  unsupported lines: %d\n", len(r.unsupported))
+		fmt.Fprintf(w, "  unsupported lines: %d\n", len(r.unsupported)+r.unlisted)
 		for _, u := range r.unsupported {
 			fmt.Fprintf(w, "    %s\n", u)
 		}

@@ -394,7 +394,15 @@ func TestUnreadLinesReported(t *testing.T) {
 				"    REF:4: |a.com^^ (single-pipe rules must have the form |name^ or |https://name^)\n" +
 				"    REF:2: ||a.com^$third-party (adblock options ($...) are not supported)\n" +
 				"    REF:3: ||b.com^$dnstype=A (adblock options ($...) are not supported)\n\n"},
-		{"plain, more than are listed", "plain", many, " 2 more bad lines not shown\n\n"},
+		{"plain, more than are listed", "plain", many,
+			"1 names, 102 unsupported lines\n  covered by testdata/shipped/a.txt: 1\n  covered by testdata/shipped/b.txt: 0\n  unsupported lines: 102\n" +
+				"    REF:2: ||x.com^$third-party (adblock options ($...) are not supported)\n" +
+				"    REF:3: ||x.com^$third-party (adblock options ($...) are not supported)\n"},
+		{"plain, the rest counted", "plain", many + "|pipopay.com\n",
+			"1 names, 103 unsupported lines\n  covered by testdata/shipped/a.txt: 1\n  covered by testdata/shipped/b.txt: 0\n  unsupported lines: 103\n" +
+				"    REF:104: |pipopay.com (single-pipe rules must have the form |name^ or |https://name^)\n    REF:2: "},
+		{"plain, the rest named", "plain", many,
+			"    REF:101: ||x.com^$third-party (adblock options ($...) are not supported)\n    REF: 2 more bad lines not shown\n\n"},
 		{"v2fly", "v2fly", "domain:tiktok.com\ndomain:bad_name..com\nfull:x..com @cn\n",
 			"1 names, 2 unsupported lines\n  covered by testdata/shipped/a.txt: 1\n  covered by testdata/shipped/b.txt: 0\n" +
 				"  unsupported lines: 2\n    REF:2: domain:bad_name..com (empty label)\n    REF:3: full:x..com (empty label)\n\n"},
