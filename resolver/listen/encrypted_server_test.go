@@ -949,25 +949,36 @@ func (serverRules) Allowed(peer netip.Addr) bool {
 func (serverRules) Trusted(peer netip.Addr) bool { return peer == netip.MustParseAddr("127.0.186.3") }
 func (r serverRules) Limits() Limits             { return r.limits }
 
-// ruledDoH is a Server serving DNS over HTTPS alone under serverRules.
-type ruledDoH struct {
+// ruledServer is a Server serving one encrypted listener alone under
+// serverRules.
+type ruledServer struct {
 	ca      *testCA
 	handler *testHandler
 	addr    string
 	refused atomic.Int32 // connections Config.Refused was told of
 }
 
-// startRuledDoH starts a Server with one DNS over HTTPS listener on
-// 127.0.186.1 under serverRules of limits, shut down when the test ends.
-func startRuledDoH(t *testing.T, limits Limits) *ruledDoH {
+// startRuled starts a Server with one listener of transport (HTTPS or
+// QUIC) on 127.0.186.1 under serverRules of limits, shut down when the
+// test ends.
+func startRuled(t *testing.T, transport string, limits Limits) *ruledServer {
 	t.Helper()
-	d := &ruledDoH{ca: newTestCA(t)}
+	d := &ruledServer{ca: newTestCA(t)}
 	files, _ := writePair(t, d.ca)
 	store, _ := startStore(t, files, time.Hour)
 	d.handler = newTestHandler(newTestUpstream(t))
 	s := New(Config{Handler: d.handler, Rules: func() Rules { return serverRules{limits} }, Log: zaptest.NewLogger(t),
 		Refused: func(string, string) { d.refused.Add(1) }})
-	require.NoError(t, s.StartEncrypted(Encrypted{HTTPS: []string{"127.0.186.1:0"}, Cert: store}))
+	enc := Encrypted{Cert: store}
+	switch transport {
+	case HTTPS:
+		enc.HTTPS = []string{"127.0.186.1:0"}
+	case QUIC:
+		enc.QUIC = []string{"127.0.186.1:0"}
+	default:
+		t.Fatalf("startRuled: transport %q", transport)
+	}
+	require.NoError(t, s.StartEncrypted(enc))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -978,7 +989,7 @@ func startRuledDoH(t *testing.T, limits Limits) *ruledDoH {
 }
 
 // client is an HTTP/2 client of d connecting from the loopback address from.
-func (d *ruledDoH) client(from string) *http.Client {
+func (d *ruledServer) client(from string) *http.Client {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
 	return &http.Client{Timeout: 10 * time.Second,
 		Transport: &http.Transport{DialContext: dialer.DialContext, TLSClientConfig: clientTLS(d.ca), ForceAttemptHTTP2: true}}
@@ -986,7 +997,7 @@ func (d *ruledDoH) client(from string) *http.Client {
 
 // h2Conn opens a TLS connection to d speaking HTTP/2 from 127.0.186.2,
 // its client preface and SETTINGS sent.
-func (d *ruledDoH) h2Conn(t *testing.T) (*tls.Conn, *http2.Framer) {
+func (d *ruledServer) h2Conn(t *testing.T) (*tls.Conn, *http2.Framer) {
 	t.Helper()
 	dialer := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.186.2")}}
 	conn, err := tls.DialWithDialer(dialer, "tcp", d.addr, clientTLS(d.ca, "h2"))
@@ -1029,7 +1040,7 @@ func serverLimits(edit func(*Limits)) Limits {
 // tcp_idle_timeout bound it, not DoHServer's defaults.
 func TestServerDoHTakesTheRules(t *testing.T) {
 	t.Run("forwarded from a trusted proxy only", func(t *testing.T) {
-		d := startRuledDoH(t, serverLimits(nil))
+		d := startRuled(t, HTTPS, serverLimits(nil))
 		for _, tc := range []struct{ from, name, remote string }{
 			{from: "127.0.186.3", name: "proxied.example.", remote: "192.0.2.7"},
 			{from: "127.0.186.2", name: "direct.example.", remote: "127.0.186.2"},
@@ -1050,7 +1061,7 @@ func TestServerDoHTakesTheRules(t *testing.T) {
 		}
 	})
 	t.Run("a client allowed_clients leaves out refused", func(t *testing.T) {
-		d := startRuledDoH(t, serverLimits(nil))
+		d := startRuled(t, HTTPS, serverLimits(nil))
 		_, err := d.client("127.0.186.9").Post("https://"+d.addr+DoHPath, DoHContentType, bytes.NewReader(mustPack(t, query("refused.example."))))
 		require.Error(t, err)
 		_, asked := d.handler.seenFor("refused.example.")
@@ -1058,7 +1069,7 @@ func TestServerDoHTakesTheRules(t *testing.T) {
 		assert.Positive(t, d.refused.Load(), "Config.Refused told")
 	})
 	t.Run("tcp_pipeline is the streams of a connection", func(t *testing.T) {
-		d := startRuledDoH(t, serverLimits(func(l *Limits) { l.TCPPipeline = 7 }))
+		d := startRuled(t, HTTPS, serverLimits(func(l *Limits) { l.TCPPipeline = 7 }))
 		_, fr := d.h2Conn(t)
 		f, err := fr.ReadFrame()
 		require.NoError(t, err)
@@ -1069,12 +1080,12 @@ func TestServerDoHTakesTheRules(t *testing.T) {
 		assert.Equal(t, uint32(7), streams)
 	})
 	t.Run("a connection without a request closed at twice tcp_read_timeout", func(t *testing.T) {
-		d := startRuledDoH(t, serverLimits(func(l *Limits) { l.TCPReadTimeout = 400 * time.Millisecond }))
+		d := startRuled(t, HTTPS, serverLimits(func(l *Limits) { l.TCPReadTimeout = 400 * time.Millisecond }))
 		conn, _ := d.h2Conn(t)
 		assert.True(t, endedWithin(conn, 6*time.Second), "open past 6 s (DoHServer's default: 10 s)")
 	})
 	t.Run("an idle connection closed at tcp_idle_timeout", func(t *testing.T) {
-		d := startRuledDoH(t, serverLimits(func(l *Limits) { l.TCPIdleTimeout = time.Second }))
+		d := startRuled(t, HTTPS, serverLimits(func(l *Limits) { l.TCPIdleTimeout = time.Second }))
 		conn, fr := d.h2Conn(t)
 		var hbuf bytes.Buffer
 		enc := hpack.NewEncoder(&hbuf)
@@ -1090,7 +1101,7 @@ func TestServerDoHTakesTheRules(t *testing.T) {
 		assert.True(t, asked, "the request was served")
 	})
 	t.Run("tcp_connections caps the listener", func(t *testing.T) {
-		d := startRuledDoH(t, serverLimits(func(l *Limits) { l.TCPConnections = 2 }))
+		d := startRuled(t, HTTPS, serverLimits(func(l *Limits) { l.TCPConnections = 2 }))
 		first, _ := d.h2Conn(t)
 		d.h2Conn(t)
 		third := make(chan error, 1)
@@ -1117,37 +1128,9 @@ func TestServerDoHTakesTheRules(t *testing.T) {
 	})
 }
 
-// ruledDoQ is a Server serving DNS over QUIC alone under serverRules.
-type ruledDoQ struct {
-	ca      *testCA
-	handler *testHandler
-	addr    string
-	refused atomic.Int32 // connections Config.Refused was told of
-}
-
-// startRuledDoQ starts a Server with one DNS over QUIC listener on
-// 127.0.186.1 under serverRules of limits, shut down when the test ends.
-func startRuledDoQ(t *testing.T, limits Limits) *ruledDoQ {
-	t.Helper()
-	d := &ruledDoQ{ca: newTestCA(t)}
-	files, _ := writePair(t, d.ca)
-	store, _ := startStore(t, files, time.Hour)
-	d.handler = newTestHandler(newTestUpstream(t))
-	s := New(Config{Handler: d.handler, Rules: func() Rules { return serverRules{limits} }, Log: zaptest.NewLogger(t),
-		Refused: func(string, string) { d.refused.Add(1) }})
-	require.NoError(t, s.StartEncrypted(Encrypted{QUIC: []string{"127.0.186.1:0"}, Cert: store}))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
-	})
-	d.addr = s.Endpoints()[0].Addr.String()
-	return d
-}
-
 // dial opens a DNS over QUIC connection to d from the loopback address
 // from, closed when the test ends.
-func (d *ruledDoQ) dial(t *testing.T, from string) (*quic.Conn, error) {
+func (d *ruledServer) dial(t *testing.T, from string) (*quic.Conn, error) {
 	t.Helper()
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(from)})
 	require.NoError(t, err)
@@ -1180,7 +1163,7 @@ func closedWithin(c *quic.Conn, d time.Duration) bool {
 // DoQServer's defaults.
 func TestServerDoQTakesTheRules(t *testing.T) {
 	t.Run("a client allowed_clients leaves out refused", func(t *testing.T) {
-		d := startRuledDoQ(t, serverLimits(nil))
+		d := startRuled(t, QUIC, serverLimits(nil))
 		c, err := d.dial(t, "127.0.186.9")
 		if err == nil {
 			_, err = doqExchange(c, query("refused.example."))
@@ -1191,7 +1174,7 @@ func TestServerDoQTakesTheRules(t *testing.T) {
 		assert.Positive(t, d.refused.Load(), "Config.Refused told")
 	})
 	t.Run("tcp_pipeline is the streams of a connection", func(t *testing.T) {
-		d := startRuledDoQ(t, serverLimits(func(l *Limits) { l.TCPPipeline = 3 }))
+		d := startRuled(t, QUIC, serverLimits(func(l *Limits) { l.TCPPipeline = 3 }))
 		c, err := d.dial(t, "127.0.186.2")
 		require.NoError(t, err)
 		for i := range 3 {
@@ -1203,7 +1186,7 @@ func TestServerDoQTakesTheRules(t *testing.T) {
 		assert.ErrorAs(t, err, &limit, "a fourth stream opened at tcp_pipeline 3")
 	})
 	t.Run("a query not ended within tcp_read_timeout ends its connection", func(t *testing.T) {
-		d := startRuledDoQ(t, serverLimits(func(l *Limits) { l.TCPReadTimeout = 400 * time.Millisecond }))
+		d := startRuled(t, QUIC, serverLimits(func(l *Limits) { l.TCPReadTimeout = 400 * time.Millisecond }))
 		c, err := d.dial(t, "127.0.186.2")
 		require.NoError(t, err)
 		st, err := c.OpenStream()
@@ -1213,7 +1196,7 @@ func TestServerDoQTakesTheRules(t *testing.T) {
 		assert.True(t, closedWithin(c, 6*time.Second), "open past 6 s (DoQServer's default: 10 s)")
 	})
 	t.Run("an idle connection closed at tcp_idle_timeout", func(t *testing.T) {
-		d := startRuledDoQ(t, serverLimits(func(l *Limits) { l.TCPIdleTimeout = time.Second }))
+		d := startRuled(t, QUIC, serverLimits(func(l *Limits) { l.TCPIdleTimeout = time.Second }))
 		c, err := d.dial(t, "127.0.186.2")
 		require.NoError(t, err)
 		_, err = doqExchange(c, query("fast."))
