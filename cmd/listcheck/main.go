@@ -25,7 +25,9 @@
 //   - plain: one domain a line; hosts: "0.0.0.0 name ..."; adblock: "||name^"
 //     — all three read by blocklist.Parse, so every name means "this domain
 //     and every name below it"; also AdGuard's single-pipe anchor "|name^"
-//     and "|https://name^" (that name alone, reported "(exact)");
+//     and "|https://name^" (that name alone, reported "(exact)"). As
+//     blocklist.Parse reads any file, one whose name ends in ".rpz" is read
+//     as an RPZ zone, and a zone it refuses as a whole is a read error;
 //   - adguard: an AdguardTeam/HostlistsRegistry service YAML; its "rules:"
 //     entries are Adblock rules, read as above;
 //   - v2fly: a v2fly/domain-list-community data/<file>: "domain:x", "full:x",
