@@ -141,14 +141,25 @@ func TestAnswerOfAHeaderAlone(t *testing.T) {
 // records are never used. Unbound falls back to TCP on TC before parsing
 // the datagram ("this discards partial UDP contents", serviced_udp_callback).
 // Taken for malformed, it was counted as such (upstream errors
-// kind="malformed") although TCP answered.
+// kind="malformed") although TCP answered. Read as its header, question
+// and OPT alone (headerOnly), it is so whatever its counts say and
+// wherever it was cut: inside its OPT record's options (whose RDATA
+// length then runs past the datagram's end), or counting 256 answers or
+// more (ANCOUNT's high octet; left so, the header alone counted records
+// it did not hold, and was read as a truncated message again, and so on).
 func TestTruncatedDatagramEndingBeforeItsRecords(t *testing.T) {
 	for _, tc := range []struct {
 		name string
+		opt  bool // an OPT record with 128 octets of padding, last in the datagram
 		cut  func(b []byte) []byte
 	}{
-		{"at a record's end", func(b []byte) []byte { return countedMore(b, 6) }},
-		{"inside a record", func(b []byte) []byte { return b[:len(b)-2] }},
+		{name: "at a record's end", cut: func(b []byte) []byte { return countedMore(b, 6) }},
+		{name: "inside a record", cut: func(b []byte) []byte { return b[:len(b)-2] }},
+		{name: "inside its OPT record's options", opt: true, cut: func(b []byte) []byte { return b[:len(b)-100] }},
+		{name: "counting 256 answers more", cut: func(b []byte) []byte {
+			binary.BigEndian.PutUint16(b[6:], binary.BigEndian.Uint16(b[6:])+256)
+			return b
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
@@ -157,6 +168,10 @@ func TestTruncatedDatagramEndingBeforeItsRecords(t *testing.T) {
 				}
 				m := defaultAnswer(nil, r)
 				m.Truncated, m.Extra = true, nil
+				if tc.opt {
+					m.SetEdns0(1232, false)
+					m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_PADDING{Padding: make([]byte, 128)}}
+				}
 				b, err := m.Pack()
 				require.NoError(t, err)
 				_, _ = w.Write(tc.cut(b))
