@@ -70,6 +70,7 @@ func TestUpstreamFailureEDE(t *testing.T) {
 			_, _, err := fw.Forward(context.Background(), question("x.example.org.", dns.TypeA, true), false)
 			var ue *UpstreamError
 			require.ErrorAs(t, err, &ue)
+			assert.ErrorIs(t, err, ErrAllUpstreamsFailed)
 			code, text := ue.EDE()
 			assert.Equal(t, tc.code, code)
 			assert.Equal(t, tc.text, text)
