@@ -65,8 +65,12 @@ func TestHealthCheckParts(t *testing.T) {
 		assert.NoError(t, err, "%q", tc.in)
 		assert.Equal(t, tc.want, got, "%q", tc.in)
 	}
+	// An empty name is said to be empty, not a name of an empty label
+	// (an upstream_health_check name written as "").
+	_, err := HealthCheckName("")
+	assert.EqualError(t, err, "empty")
 	// The name left is offered only when it is one itself.
-	_, err := HealthCheckName("\u0300a.example:53")
+	_, err = HealthCheckName("\u0300a.example:53")
 	assert.EqualError(t, err, strconv.Quote("\u0300a.example:53")+" is not a domain name: a URL, a port, a path or a user is no part of one")
 	// A name refused for neither a label nor its length (an escape cut
 	// short) says no more than that it is none.
