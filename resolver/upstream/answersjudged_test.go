@@ -435,6 +435,42 @@ func TestUnreadTruncatedAnswerIsTruncated(t *testing.T) {
 	assert.False(t, ue.Answered(), "wire path")
 }
 
+// TestUnreadTruncatedFailureIsItsRcode: an answer with a record
+// miekg/dns does not read, TC set and a failure RCODE, over UDP and then
+// over TCP too, is judged by its RCODE first, as exchange judges the same
+// answer read (asReadable: "the RCODE first"), on the message path and
+// the wire path: a SERVFAIL, every upstream's (AllServfail: cached
+// briefly, EDE 22), its header kept, not an answer cut short, which is
+// counted against the upstream's health and told the client as EDE 23.
+func TestUnreadTruncatedFailureIsItsRcode(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+		if r.Question[0].Name == "." {
+			return defaultAnswer(w, r)
+		}
+		b := unreadHintAnswer(t, r)
+		b[2] |= 0x02 // TC
+		b[3] = b[3]&^0xF | dns.RcodeServerFailure
+		_, _ = w.Write(b)
+		return nil
+	})
+	f := NewForwarder([]string{up.addr}, 2*time.Second, false)
+	t.Cleanup(f.Close)
+	q, errs := forwardHTTPSBothWays(t, f)
+	for i, ue := range errs {
+		tcp := i == 1
+		assert.Equal(t, "rcode_servfail", ue.Causes(), "tcp %v", tcp)
+		assert.True(t, ue.AllServfail(), "tcp %v", tcp)
+		code, _ := ue.EDE()
+		assert.Equal(t, uint16(dns.ExtendedErrorCodeNoReachableAuthority), code, "tcp %v", tcp)
+		if assert.NotNil(t, ue.Answer, "the header and question kept (tcp %v)", tcp) {
+			assert.Equal(t, dns.RcodeServerFailure, ue.Answer.Rcode)
+			assert.Equal(t, q.Question, ue.Answer.Question)
+		}
+	}
+	_, _, err := f.ForwardWire(context.Background(), wireQuestion("a.svcb.example.", dns.TypeHTTPS))
+	assert.Equal(t, "rcode_servfail", causes(err), "wire path: %v", err)
+}
+
 // forwardHTTPSBothWays asks f for a.svcb.example. HTTPS (the question
 // unreadHintAnswer answers with a record miekg/dns does not read) on the
 // message path, over UDP and then over TCP, each try failing; it returns
