@@ -82,6 +82,49 @@ func TestUpstreamFailureEDE(t *testing.T) {
 	assert.False(t, new(UpstreamError).AllServfail(), "no failure is no SERVFAIL")
 }
 
+// TestFailureAnswerIsTheLast: the answer an UpstreamError keeps (Answer,
+// whose Extended DNS Errors a client's SERVFAIL relays when it is a
+// SERVFAIL) is the last upstream's failure answer, not the first's: a
+// SERVFAIL's DNSSEC Bogus is not relayed when the next upstream answered
+// REFUSED, and the second SERVFAIL's reason is the one kept.
+func TestFailureAnswerIsTheLast(t *testing.T) {
+	failing := func(rcode int, ede uint16) string {
+		answer := rcodeAnswer(rcode, &dns.EDNS0_EDE{InfoCode: ede})
+		return startUpstreamOn(t, "127.0.188.1", func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
+			if r.Question[0].Name == "." {
+				return defaultAnswer(w, r) // the health check's probe stands
+			}
+			return answer(w, r)
+		}).addr
+	}
+	bogus := failing(dns.RcodeServerFailure, dns.ExtendedErrorCodeDNSBogus)
+	for _, tc := range []struct {
+		name  string
+		next  string
+		rcode int
+		ede   uint16
+	}{
+		{name: "then REFUSED", next: failing(dns.RcodeRefused, dns.ExtendedErrorCodeProhibited),
+			rcode: dns.RcodeRefused, ede: dns.ExtendedErrorCodeProhibited},
+		{name: "then another SERVFAIL", next: failing(dns.RcodeServerFailure, dns.ExtendedErrorCodeDNSKEYMissing),
+			rcode: dns.RcodeServerFailure, ede: dns.ExtendedErrorCodeDNSKEYMissing},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fw := NewForwarder([]string{bogus, tc.next}, 2*time.Second, false)
+			t.Cleanup(fw.Close)
+			_, _, err := fw.Forward(context.Background(), question("x.example.org.", dns.TypeA, true), false)
+			var ue *UpstreamError
+			require.ErrorAs(t, err, &ue)
+			require.Len(t, ue.Errs, 2, "both upstreams asked: %v", err)
+			require.NotNil(t, ue.Answer)
+			assert.Equal(t, tc.rcode, ue.Answer.Rcode)
+			require.NotNil(t, ue.Answer.IsEdns0())
+			require.Len(t, ue.Answer.IsEdns0().Option, 1)
+			assert.Equal(t, tc.ede, ue.Answer.IsEdns0().Option[0].(*dns.EDNS0_EDE).InfoCode)
+		})
+	}
+}
+
 // FuzzUpstreamAnswer feeds any datagram to a query waiting on an upstream
 // socket: nothing panics; a datagram with another ID leaves the query
 // waiting; one with its ID ends the wait at once, and is accepted only when
