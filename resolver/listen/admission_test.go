@@ -248,3 +248,42 @@ func TestAdmissionRefusalCountedAndLogged(t *testing.T) {
 		assert.Equal(t, want, lines[i].ContextMap())
 	}
 }
+
+// prefixRules allow the peers inside allowed (Prefix.Contains, as
+// allowed_clients matches: an IPv4-mapped or zoned address is inside no
+// prefix), trust none, and cap each client network at one connection.
+type prefixRules struct{ allowed []netip.Prefix }
+
+func (r prefixRules) Allowed(peer netip.Addr) bool {
+	for _, p := range r.allowed {
+		if p.Contains(peer) {
+			return true
+		}
+	}
+	return false
+}
+func (prefixRules) Trusted(netip.Addr) bool { return false }
+func (prefixRules) Limits() Limits          { return Limits{TCPConnectionsPerClient: 1} }
+
+// TestPerClientCapIsPerIPv6Network: an IPv6 client is counted by its /56
+// (ClientNetwork), as the rate limiter counts it: a second address inside
+// the /56 shares the first's cap, an address in the next /56 has its own.
+func TestPerClientCapIsPerIPv6Network(t *testing.T) {
+	a := newAdmission(Config{Log: zaptest.NewLogger(t), Connections: func(string, int) {}, Refused: func(string, string) {},
+		Rules: func() Rules { return prefixRules{allowed: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}} }})
+
+	for _, tc := range []struct {
+		peer  string
+		admit bool
+	}{
+		{"2001:db8:0:100::1", true},
+		{"2001:db8:0:1ff:ffff::2", false}, // the same /56: over its cap of 1
+		{"2001:db8:0:200::1", true},       // the next /56
+		{"2001:db8:1:100::1", true},       // the same /56 of another /48
+	} {
+		_, ok := a.admit(TCP, netip.MustParseAddr(tc.peer))
+		assert.Equal(t, tc.admit, ok, tc.peer)
+	}
+	assert.Equal(t, netip.MustParsePrefix("2001:db8:0:100::/56"), ClientNetwork(netip.MustParseAddr("2001:db8:0:1ff::1")))
+	assert.Equal(t, netip.MustParsePrefix("127.0.189.7/32"), ClientNetwork(netip.MustParseAddr("127.0.189.7")))
+}
