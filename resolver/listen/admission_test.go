@@ -287,3 +287,34 @@ func TestPerClientCapIsPerIPv6Network(t *testing.T) {
 	assert.Equal(t, netip.MustParsePrefix("2001:db8:0:100::/56"), ClientNetwork(netip.MustParseAddr("2001:db8:0:1ff::1")))
 	assert.Equal(t, netip.MustParsePrefix("127.0.189.7/32"), ClientNetwork(netip.MustParseAddr("127.0.189.7")))
 }
+
+// TestAdmissionReclaimLogged: a connection admitted through reclaim (a
+// connection of its network at the cap found finished by its client) is
+// logged at debug level with the client network, so that an operator who
+// sees a client at its cap can tell its places are given back; a refusal
+// at the cap with none finished logs no reclaim.
+func TestAdmissionReclaimLogged(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	var refused []string
+	a := newAdmission(Config{Rules: func() Rules { return limitRules{limits: Limits{TCPConnectionsPerClient: 1}} },
+		Log: zap.New(core), Connections: func(string, int) {},
+		Refused: func(_, reason string) { refused = append(refused, reason) }})
+	client := netip.MustParseAddr("127.0.189.20")
+	first, ok := a.admit(TCP, client)
+	require.True(t, ok)
+	var finished atomic.Bool
+	first.slot.reclaimable(finished.Load)
+
+	_, ok = a.admit(TCP, client)
+	assert.False(t, ok, "at the cap, its one connection not finished")
+	assert.Equal(t, []string{RefusedPerClient}, refused)
+	assert.Zero(t, logs.FilterMessage("a connection its client has closed counted no more").Len())
+
+	finished.Store(true)
+	_, ok = a.admit(TCP, client)
+	require.True(t, ok, "the finished connection's place")
+	lines := logs.FilterMessage("a connection its client has closed counted no more").All()
+	require.Len(t, lines, 1)
+	assert.Equal(t, zapcore.DebugLevel, lines[0].Level)
+	assert.Equal(t, map[string]any{logClient: "127.0.189.20/32"}, lines[0].ContextMap())
+}
