@@ -73,6 +73,14 @@ func TestParseProcUDPDrops(t *testing.T) {
 		{name: "ours only", table: table, want: map[uint64]uint64{4242: 17}},
 		{name: "header only", table: strings.SplitAfter(table, "\n")[0], want: map[uint64]uint64{}},
 		{name: "short line", table: table + "  306: 0100007F:A1B4\n", want: map[uint64]uint64{4242: 17}, wantErr: true},
+		// A line of 12 fields has no drops column (index 12): an error,
+		// not an index out of range.
+		{name: "no drops column", table: table + "  306: 0100007F:A1B4 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000\n",
+			want: map[uint64]uint64{4242: 17}, wantErr: true},
+		{name: "inode not a number", table: table + "  306: 0100007F:A1B4 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 x 2 0000000000000000 3\n",
+			want: map[uint64]uint64{4242: 17}, wantErr: true},
+		{name: "drops not a number", table: table + "  306: 0100007F:A1B4 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 9999 2 0000000000000000 -1\n",
+			want: map[uint64]uint64{4242: 17}, wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := map[uint64]uint64{}
