@@ -94,3 +94,29 @@ func TestParseProcUDPDrops(t *testing.T) {
 		})
 	}
 }
+
+// TestSetUDPBuffersReadsWhatWasGranted: setUDPBuffers asks for both
+// buffers and returns what the kernel granted, read back: Linux doubles a
+// size under net.core.rmem_max (wmem_max) for its bookkeeping, so 16 KiB
+// and 24 KiB asked read 32 KiB and 48 KiB. A closed socket's sizes cannot
+// be read: an error, not zeros taken for sizes.
+func TestSetUDPBuffersReadsWhatWasGranted(t *testing.T) {
+	if _, err := os.Stat("/proc/net/udp"); err != nil {
+		t.Skip("not Linux")
+	}
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 189, 1)})
+	require.NoError(t, err)
+	defer c.Close()
+	info, err := setUDPBuffers(c, 16<<10, 24<<10)
+	require.NoError(t, err)
+	assert.Equal(t, 32<<10, info.ReceiveBuffer)
+	assert.Equal(t, 48<<10, info.SendBuffer)
+	assert.NotZero(t, info.Inode)
+	assert.Same(t, c, info.Conn)
+
+	require.NoError(t, c.Close())
+	_, err = UDPSocketOf(c)
+	assert.Error(t, err)
+	_, err = setUDPBuffers(c, 16<<10, 24<<10)
+	assert.ErrorContains(t, err, "setting the UDP receive buffer")
+}
