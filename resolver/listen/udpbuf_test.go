@@ -120,3 +120,29 @@ func TestSetUDPBuffersReadsWhatWasGranted(t *testing.T) {
 	_, err = setUDPBuffers(c, 16<<10, 24<<10)
 	assert.ErrorContains(t, err, "setting the UDP receive buffer")
 }
+
+// TestDropCounterClosesItsTables: each read of the counter closes the
+// /proc tables it opened; a scrape every few seconds would otherwise use
+// up the process's file descriptors.
+func TestDropCounterClosesItsTables(t *testing.T) {
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 189, 1)})
+	require.NoError(t, err)
+	defer c.Close()
+	info, err := UDPSocketOf(c)
+	require.NoError(t, err)
+	d := NewDropCounter()
+	d.Add(info.Inode)
+	open := func() int {
+		fds, err := os.ReadDir("/proc/self/fd")
+		require.NoError(t, err)
+		return len(fds)
+	}
+	before := open()
+	for range 100 {
+		d.Total()
+	}
+	assert.Less(t, open(), before+50, "descriptors open after 100 reads")
+}
