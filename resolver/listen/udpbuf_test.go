@@ -146,3 +146,40 @@ func TestDropCounterClosesItsTables(t *testing.T) {
 	}
 	assert.Less(t, open(), before+50, "descriptors open after 100 reads")
 }
+
+// TestDropCounterCountsEverySocketAdded: the counter sums the drops of
+// every socket added, not only the last one's: a second listening socket
+// added must not stop the first's drops being counted.
+func TestDropCounterCountsEverySocketAdded(t *testing.T) {
+	if _, err := os.Stat("/proc/net/udp"); err != nil {
+		t.Skip("no /proc/net/udp")
+	}
+	var inodes []uint64
+	var first *net.UDPConn
+	for range 2 {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 189, 1)})
+		require.NoError(t, err)
+		defer c.Close()
+		info, err := setUDPBuffers(c, 1, 1<<16)
+		require.NoError(t, err)
+		inodes = append(inodes, info.Inode)
+		if first == nil {
+			first = c
+		}
+	}
+	d := NewDropCounter()
+	for _, inode := range inodes {
+		d.Add(inode)
+	}
+
+	tx, err := net.DialUDP("udp", nil, first.LocalAddr().(*net.UDPAddr))
+	require.NoError(t, err)
+	defer tx.Close()
+	payload := make([]byte, 1000)
+	for range 200 { // unread, into a receive buffer of a few KiB
+		_, err := tx.Write(payload)
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return d.Total() > 0 }, 5*time.Second, 10*time.Millisecond,
+		"the first socket's drops counted")
+}
