@@ -995,7 +995,10 @@ func TestDoHClientNotReadingIsClosed(t *testing.T) {
 	})
 	// The smallest windows net/http allows, opened only as bodies are
 	// read, and no body is: answers of about 60,000 octets wait for credit.
-	tr := &http.Transport{TLSClientConfig: clientTLS(d.ca), ForceAttemptHTTP2: true,
+	// One connection at a time: net/http may dial one for each request
+	// asked at once, and spread over many none has unreadMax waiting
+	// (TestServerToldOfClientsNotReading).
+	tr := &http.Transport{TLSClientConfig: clientTLS(d.ca), ForceAttemptHTTP2: true, MaxConnsPerHost: 1,
 		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerConnection: 64 << 10, MaxReceiveBufferPerStream: 1 << 10}}
 	t.Cleanup(tr.CloseIdleConnections)
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
