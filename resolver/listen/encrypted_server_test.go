@@ -663,21 +663,7 @@ func clientHello(t *testing.T, cfg *tls.Config) []byte {
 func TestServerReopensAStoppedQUICListener(t *testing.T) {
 	e := newEncryptedSetup(t)
 	addr := e.addrs[QUIC]
-	ask := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		c, err := quic.DialAddr(ctx, addr, clientTLS(e.ca, ALPNDoQ), &quic.Config{})
-		if err != nil {
-			return err
-		}
-		defer c.CloseWithError(0, "")
-		r, err := doqExchange(c, query("fast."))
-		if err == nil && r.Rcode != dns.RcodeSuccess {
-			err = fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
-		}
-		return err
-	}
-	require.NoError(t, ask())
+	require.NoError(t, askDoQ(e.ca, addr))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	old, err := quic.DialAddr(ctx, addr, clientTLS(e.ca, ALPNDoQ), &quic.Config{MaxIdleTimeout: time.Minute})
@@ -699,7 +685,7 @@ func TestServerReopensAStoppedQUICListener(t *testing.T) {
 	e.mu.Lock()
 	assert.Equal(t, []string{QUIC + " " + addr}, e.resumed)
 	e.mu.Unlock()
-	require.NoError(t, ask(), "answered at the same address")
+	require.NoError(t, askDoQ(e.ca, addr), "answered at the same address")
 
 	go func() { _, _ = doqExchange(old, query("fast.")) }()
 	select {

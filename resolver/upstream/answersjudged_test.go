@@ -406,22 +406,32 @@ func TestStartedFailureChecksHealth(t *testing.T) {
 		"down: it failed the check too")
 }
 
-// TestUnreadTruncatedAnswerIsTruncated: an answer with a record miekg/dns
-// does not read and TC set, over UDP and then over TCP too, is cut short
-// (asReadable: RdataError.answer), on the message path and the wire path:
-// ErrAnswerTruncated, never taken as the upstream's whole answer.
-func TestUnreadTruncatedAnswerIsTruncated(t *testing.T) {
+// unreadTruncatedForwarder is a Forwarder of one upstream that answers
+// every question but the root's with an answer miekg/dns does not read
+// (unreadHintAnswer), TC set and RCODE rcode.
+func unreadTruncatedForwarder(t *testing.T, rcode int) *Forwarder {
+	t.Helper()
 	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		if r.Question[0].Name == "." {
 			return defaultAnswer(w, r)
 		}
 		b := unreadHintAnswer(t, r)
 		b[2] |= 0x02 // TC
+		b[3] = b[3]&^0xF | byte(rcode)
 		_, _ = w.Write(b)
 		return nil
 	})
 	f := NewForwarder([]string{up.addr}, 2*time.Second, false)
 	t.Cleanup(f.Close)
+	return f
+}
+
+// TestUnreadTruncatedAnswerIsTruncated: an answer with a record miekg/dns
+// does not read and TC set, over UDP and then over TCP too, is cut short
+// (asReadable: RdataError.answer), on the message path and the wire path:
+// ErrAnswerTruncated, never taken as the upstream's whole answer.
+func TestUnreadTruncatedAnswerIsTruncated(t *testing.T) {
+	f := unreadTruncatedForwarder(t, dns.RcodeSuccess)
 	_, errs := forwardHTTPSBothWays(t, f)
 	for i, ue := range errs {
 		tcp := i == 1
@@ -443,18 +453,7 @@ func TestUnreadTruncatedAnswerIsTruncated(t *testing.T) {
 // briefly, EDE 22), its header kept, not an answer cut short, which is
 // counted against the upstream's health and told the client as EDE 23.
 func TestUnreadTruncatedFailureIsItsRcode(t *testing.T) {
-	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
-		if r.Question[0].Name == "." {
-			return defaultAnswer(w, r)
-		}
-		b := unreadHintAnswer(t, r)
-		b[2] |= 0x02 // TC
-		b[3] = b[3]&^0xF | dns.RcodeServerFailure
-		_, _ = w.Write(b)
-		return nil
-	})
-	f := NewForwarder([]string{up.addr}, 2*time.Second, false)
-	t.Cleanup(f.Close)
+	f := unreadTruncatedForwarder(t, dns.RcodeServerFailure)
 	q, errs := forwardHTTPSBothWays(t, f)
 	for i, ue := range errs {
 		tcp := i == 1
