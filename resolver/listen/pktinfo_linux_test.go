@@ -95,3 +95,100 @@ func TestServerOnWildcardAnswersFromTheAddressAsked(t *testing.T) {
 	assert.Empty(t, logs.FilterMessageSnippet("wildcard listen address").All(),
 		"answers leave from each query's destination: nothing to warn of")
 }
+
+// broadcaster is an IPv4 client socket of from that may send to a
+// broadcast address (SO_BROADCAST), unconnected: it reads an answer from
+// any source.
+func broadcaster(t *testing.T, from string) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(from)})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	rc, err := c.SyscallConn()
+	require.NoError(t, err)
+	var serr error
+	require.NoError(t, rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
+	}))
+	require.NoError(t, serr)
+	return c
+}
+
+// askUDP sends c a query of ID id to to and returns the source of its
+// answer, failing unless it comes within 5 seconds.
+func askUDP(t *testing.T, c *net.UDPConn, to netip.AddrPort, id uint16) netip.Addr {
+	t.Helper()
+	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err := c.WriteToUDPAddrPort(packedQueryOf(t, "bcast.example.org.", id), to)
+	require.NoError(t, err)
+	buf := make([]byte, 512)
+	n, from, err := c.ReadFromUDPAddrPort(buf)
+	require.NoError(t, err, "the answer to query %d, sent to %s", id, to)
+	m := new(dns.Msg)
+	require.NoError(t, m.Unpack(buf[:n]))
+	require.Equal(t, id, m.Id)
+	return from.Addr().Unmap()
+}
+
+// serveWildcard serves echoWire on one UDP socket of network ("udp": the
+// dual-stack socket a Server listens on for 0.0.0.0 and [::]; "udp4")
+// bound to the wildcard address, answering from each query's destination
+// (answerFromDst), until the test ends, and returns its port. One socket,
+// not a Server's SO_REUSEPORT group: every socket of a group reads a
+// broadcast datagram, and each answers it.
+func serveWildcard(t *testing.T, network string) uint16 {
+	t.Helper()
+	pc, err := net.ListenUDP(network, &net.UDPAddr{})
+	require.NoError(t, err)
+	fromDst, err := answerFromDst(pc)
+	require.NoError(t, err)
+	require.True(t, fromDst, "answers from each query's destination")
+	s := newUDPServer(pc, fromDst, echoWire{}, func(string, string) {}, zap.NewNop(), AcceptQuery, func([]byte, error) {})
+	go s.serve()
+	t.Cleanup(func() {
+		s.stopReading()
+		s.drain(nil)
+	})
+	return uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// TestUDPWildcardAnswersABroadcastQuery: a query sent to a broadcast
+// address, read on a socket bound to a wildcard address, is answered from
+// the address of the interface the kernel answers from (IP_PKTINFO's
+// ipi_spec_dst), not from the broadcast address, which no datagram leaves
+// from: the answer was lost. That holds on a dual-stack socket, whose IPv4
+// datagram also comes with an IPV6_PKTINFO naming the broadcast address,
+// also after an IPv6 query read into the same slot of the batch, whose
+// control messages took less room; and on an IPv4 socket, which asks for
+// IP_PKTINFO alone. It binds wildcard addresses and gives lo
+// 127.0.190.1/24 with its broadcast address, so it runs in a network
+// namespace of its own.
+func TestUDPWildcardAnswersABroadcastQuery(t *testing.T) {
+	if !testnet.InNetns(t, "addr add 127.0.190.1/24 brd + dev lo") {
+		return
+	}
+	client := netip.MustParseAddr("127.0.190.1")
+	bcast := netip.MustParseAddr("127.0.190.255")
+	asked := netip.MustParseAddr("127.0.190.2")
+
+	t.Run("dual-stack", func(t *testing.T) {
+		port := serveWildcard(t, "udp")
+		b := broadcaster(t, client.String())
+		assert.Equal(t, client, askUDP(t, b, netip.AddrPortFrom(bcast, port), 1), "answered from the interface's address")
+		assert.Equal(t, asked, askUDP(t, b, netip.AddrPortFrom(asked, port), 2), "answered from the address asked")
+
+		v6, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+		require.NoError(t, err)
+		t.Cleanup(func() { v6.Close() })
+		for id := uint16(3); id < 9; id += 2 {
+			assert.Equal(t, netip.IPv6Loopback(), askUDP(t, v6, netip.AddrPortFrom(netip.IPv6Loopback(), port), id))
+			assert.Equal(t, client, askUDP(t, b, netip.AddrPortFrom(bcast, port), id+1), "after an IPv6 query")
+		}
+	})
+	t.Run("IPv4", func(t *testing.T) {
+		port := serveWildcard(t, "udp4")
+		b := broadcaster(t, client.String())
+		assert.Equal(t, client, askUDP(t, b, netip.AddrPortFrom(bcast, port), 1), "answered from the interface's address")
+		assert.Equal(t, asked, askUDP(t, b, netip.AddrPortFrom(asked, port), 2), "answered from the address asked")
+	})
+}
