@@ -192,3 +192,32 @@ func TestUDPWildcardAnswersABroadcastQuery(t *testing.T) {
 		assert.Equal(t, asked, askUDP(t, b, netip.AddrPortFrom(asked, port), 2), "answered from the address asked")
 	})
 }
+
+// TestUDPWildcardAnswersALinkLocalClient: a query from a link-local
+// address (fe80::/10, which is reached only through its interface) is
+// answered: the interface it was read from (sin6_scope_id) goes with the
+// answer, which without it fails to send. And an IPv4 answer sent from
+// the same slot of the batch right after it leaves from its query's
+// destination: its control message is cleared before it is written,
+// else the interface index it has no field for (ipi_ifindex) holds the
+// first octets of the IPv6 address before it, an interface that does
+// not exist. It binds [::] and adds link-local addresses to lo, so it
+// runs in a network namespace of its own.
+func TestUDPWildcardAnswersALinkLocalClient(t *testing.T) {
+	if !testnet.InNetns(t, "addr add 127.0.190.1/24 dev lo", "addr add fe80::190:1/64 dev lo", "addr add fe80::190:2/64 dev lo") {
+		return
+	}
+	port := serveWildcard(t, "udp")
+	ll, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP("fe80::190:1"), Zone: "lo"})
+	require.NoError(t, err)
+	t.Cleanup(func() { ll.Close() })
+	v4, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("127.0.190.1")})
+	require.NoError(t, err)
+	t.Cleanup(func() { v4.Close() })
+	llAsked := netip.MustParseAddr("fe80::190:2").WithZone("lo")
+	v4Asked := netip.MustParseAddr("127.0.190.2")
+	for id := uint16(1); id < 7; id += 2 {
+		assert.Equal(t, llAsked.WithZone(""), askUDP(t, ll, netip.AddrPortFrom(llAsked, port), id).WithZone(""))
+		assert.Equal(t, v4Asked, askUDP(t, v4, netip.AddrPortFrom(v4Asked, port), id+1), "after a link-local answer")
+	}
+}
