@@ -3,10 +3,13 @@ package listen
 import (
 	"fmt"
 	"net"
+	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 	"unsafe"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/ipv4"
@@ -253,4 +256,69 @@ func TestBatchReadDontWait(t *testing.T) {
 			assert.ErrorIs(t, err, unix.EAGAIN, "nothing left")
 		})
 	}
+}
+
+// TestRawBatchLinkLocal: WriteBatch sends to a link-local address
+// (fe80::/10, which is reached only through its interface) through the
+// interface its zone names, by number (as ReadBatch gives a sender's) or
+// by name (an upstream configured as fe80::1%eth0): without it the send
+// fails. ReadBatch gives a link-local sender's zone as its interface's
+// number. It binds [::] and adds a link-local address to lo, so it runs
+// in a network namespace of its own.
+func TestRawBatchLinkLocal(t *testing.T) {
+	if !testnet.InNetns(t, "addr add fe80::190:2/64 dev lo") {
+		return
+	}
+	lo, err := net.InterfaceByName("lo")
+	require.NoError(t, err)
+	listen := func(a *net.UDPAddr) *net.UDPConn {
+		c, err := net.ListenUDP("udp6", a)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+		return c
+	}
+	// The sender is bound to no address and no interface: a socket bound
+	// to either sends through it whatever the zone.
+	from := listen(&net.UDPAddr{IP: net.IPv6unspecified})
+	to := listen(&net.UDPAddr{IP: net.ParseIP("fe80::190:2"), Zone: "lo"})
+	w, err := newRawBatch(from)
+	require.NoError(t, err)
+	r, err := newRawBatch(to)
+	require.NoError(t, err)
+	dst := func(zone string) *net.UDPAddr {
+		return &net.UDPAddr{IP: net.ParseIP("fe80::190:2"), Port: to.LocalAddr().(*net.UDPAddr).Port, Zone: zone}
+	}
+	// Each from the address asked, as a wildcard listener sends its
+	// answers (putSrc): the kernel takes a link-local source only with
+	// the interface it is on.
+	src := make([]byte, srcOOBSize)
+	src = src[:putSrc(src, netip.MustParseAddr("fe80::190:2"))]
+	n, err := w.WriteBatch([]ipv4.Message{
+		{Buffers: [][]byte{[]byte("by number")}, Addr: dst(strconv.Itoa(lo.Index)), OOB: src},
+		{Buffers: [][]byte{[]byte("by name")}, Addr: dst("lo"), OOB: src},
+	}, 0)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	// A zone that names no interface fails as the kernel fails it.
+	_, err = w.WriteBatch([]ipv4.Message{{Buffers: [][]byte{[]byte("nowhere")}, Addr: dst("nosuch0"), OOB: src}}, 0)
+	assert.ErrorIs(t, err, unix.EINVAL)
+
+	in := make([]ipv4.Message, 2)
+	for i := range in {
+		in[i].Buffers = [][]byte{make([]byte, 50)}
+	}
+	var got []string
+	for len(got) < 2 {
+		n, err := r.ReadBatch(in, 0)
+		require.NoError(t, err)
+		for _, m := range in[:n] {
+			got = append(got, string(m.Buffers[0][:m.N]))
+			a := m.Addr.(*net.UDPAddr)
+			assert.True(t, a.IP.IsLinkLocalUnicast(), a.IP)
+			assert.Equal(t, from.LocalAddr().(*net.UDPAddr).Port, a.Port)
+			assert.Equal(t, strconv.Itoa(lo.Index), a.Zone, "the interface's number")
+		}
+	}
+	assert.Equal(t, []string{"by number", "by name"}, got)
 }
