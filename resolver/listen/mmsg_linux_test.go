@@ -322,3 +322,34 @@ func TestRawBatchLinkLocal(t *testing.T) {
 	}
 	assert.Equal(t, []string{"by number", "by name"}, got)
 }
+
+// TestRawBatchWritesOnAConnectedSocket: on a connected socket (an
+// upstream's) a message with no address, nil or a nil *net.UDPAddr, goes
+// to the socket's peer; an empty batch sends nothing and fails nothing.
+func TestRawBatchWritesOnAConnectedSocket(t *testing.T) {
+	to, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 190, 1)})
+	require.NoError(t, err)
+	defer to.Close()
+	from, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 190, 1)}, to.LocalAddr().(*net.UDPAddr))
+	require.NoError(t, err)
+	defer from.Close()
+	w, err := newRawBatch(from)
+	require.NoError(t, err)
+	n, err := w.WriteBatch(nil, 0)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+	n, err = w.WriteBatch([]ipv4.Message{
+		{Buffers: [][]byte{[]byte("no address")}},
+		{Buffers: [][]byte{[]byte("nil address")}, Addr: (*net.UDPAddr)(nil)},
+	}, 0)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	require.NoError(t, to.SetDeadline(time.Now().Add(5*time.Second)))
+	buf := make([]byte, 20)
+	for _, want := range []string{"no address", "nil address"} {
+		k, peer, err := to.ReadFromUDP(buf)
+		require.NoError(t, err)
+		assert.Equal(t, want, string(buf[:k]))
+		assert.Equal(t, from.LocalAddr().String(), peer.String())
+	}
+}
