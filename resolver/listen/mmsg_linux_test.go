@@ -353,3 +353,68 @@ func TestRawBatchWritesOnAConnectedSocket(t *testing.T) {
 		assert.Equal(t, from.LocalAddr().String(), peer.String())
 	}
 }
+
+// TestRawBatchReadsIntoNewBuffersOfTheSameSize: a message given another
+// buffer or another OOB of the size of the one before gets its datagram
+// and its control messages there, not in the old one: ReadBatch sets a
+// header again when its buffer's address changed, not only its length,
+// also for a message the kernel did not write in the read before; and the
+// sender is the one it was (127.0.190.2, whose octets differ).
+func TestRawBatchReadsIntoNewBuffersOfTheSameSize(t *testing.T) {
+	to, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 190, 1)})
+	require.NoError(t, err)
+	defer to.Close()
+	rc, err := to.SyscallConn()
+	require.NoError(t, err)
+	var serr error
+	require.NoError(t, rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+	}))
+	require.NoError(t, serr)
+	from, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 190, 2)}, to.LocalAddr().(*net.UDPAddr))
+	require.NoError(t, err)
+	defer from.Close()
+	require.NoError(t, to.SetDeadline(time.Now().Add(5*time.Second)))
+	r, err := newRawBatch(to)
+	require.NoError(t, err)
+
+	in := make([]ipv4.Message, 2)
+	for i := range in {
+		in[i] = ipv4.Message{Buffers: [][]byte{make([]byte, 64)}, OOB: make([]byte, dstOOBSize)}
+	}
+	seq := 0
+	// read sends k datagrams and reads them, checking each message read.
+	read := func(k int, renewed string) {
+		t.Helper()
+		var want []string
+		for range k {
+			seq++
+			want = append(want, fmt.Sprintf("datagram %d", seq))
+			_, err := from.Write([]byte(want[len(want)-1]))
+			require.NoError(t, err)
+		}
+		var got []string
+		for len(got) < k {
+			n, err := r.ReadBatch(in, 0)
+			require.NoError(t, err)
+			for _, m := range in[:n] {
+				got = append(got, string(m.Buffers[0][:m.N]))
+				assert.Equal(t, from.LocalAddr().String(), m.Addr.String(), "the sender")
+				assert.Equal(t, netip.MustParseAddr("127.0.190.1"), dstOf(m.OOB[:m.NN]), "the destination, %s", renewed)
+			}
+		}
+		assert.Equal(t, want, got, renewed)
+	}
+	for _, renew := range []string{"buffer", "OOB", "both"} {
+		read(1, "") // the kernel writes the first message's header alone
+		switch renew {
+		case "buffer":
+			in[1].Buffers[0] = make([]byte, 64)
+		case "OOB":
+			in[1].OOB = make([]byte, dstOOBSize)
+		case "both":
+			in[1].Buffers[0], in[1].OOB = make([]byte, 64), make([]byte, dstOOBSize)
+		}
+		read(2, "the second message's "+renew+" renewed")
+	}
+}
