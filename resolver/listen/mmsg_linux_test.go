@@ -418,3 +418,24 @@ func TestRawBatchReadsIntoNewBuffersOfTheSameSize(t *testing.T) {
 		read(2, "the second message's "+renew+" renewed")
 	}
 }
+
+// TestRawBatchNothingQueuedAllocatesNothing: a ReadBatch with
+// MSG_DONTWAIT that finds nothing queued fails with EAGAIN and allocates
+// nothing: an upstream socket's reader looks so before each sweep, and
+// meets it every time no answer came.
+func TestRawBatchNothingQueuedAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates: allocations are counted without it")
+	}
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 190, 1)})
+	require.NoError(t, err)
+	defer c.Close()
+	b, err := newRawBatch(c)
+	require.NoError(t, err)
+	in := []ipv4.Message{{Buffers: [][]byte{make([]byte, 64)}}}
+	allocs := testing.AllocsPerRun(100, func() {
+		_, err = b.ReadBatch(in, unix.MSG_DONTWAIT)
+	})
+	require.ErrorIs(t, err, unix.EAGAIN)
+	assert.Zero(t, allocs, "allocations of a read that finds nothing queued")
+}
