@@ -1,11 +1,13 @@
 package listen
 
 import (
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -86,4 +88,59 @@ func TestWorkerPoolIdleWorkerEnds(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the job after the worker ended did not run")
 	}
+}
+
+// TestUDPRejectedMessageAnswered: a datagram the listener rejects before
+// the Handler sees it is answered over UDP, as over TCP, and counted:
+// FORMERR to a query of two questions, NOTIMP to an opcode other than
+// QUERY and NOTIFY, each with its query's ID; the query that parses, read
+// by the same loop, is the Handler's. A rejected datagram went
+// unanswered: the client waited out its timeout and asked again.
+func TestUDPRejectedMessageAnswered(t *testing.T) {
+	var mu sync.Mutex
+	counted := map[string]int{}
+	_, addr := startServerAt(t, "127.0.190.1:0", Config{
+		Handler: &fakeHandler{release: make(chan struct{})},
+		Count: func(transport, result string) {
+			mu.Lock()
+			defer mu.Unlock()
+			counted[transport+" "+result]++
+		},
+		Rules: func() Rules { return fakeRules{} },
+	})
+	c, err := net.Dial("udp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	conn := &dns.Conn{Conn: c}
+
+	two := new(dns.Msg)
+	two.SetQuestion("fast.", dns.TypeTXT)
+	two.Question = append(two.Question, two.Question[0])
+	update := new(dns.Msg)
+	update.SetQuestion("fast.", dns.TypeTXT)
+	update.Opcode = dns.OpcodeUpdate
+	good := new(dns.Msg)
+	good.SetQuestion("fast.", dns.TypeTXT)
+	tests := []struct {
+		name  string
+		query *dns.Msg
+		rcode int
+	}{
+		{name: "two questions", query: two, rcode: dns.RcodeFormatError},
+		{name: "UPDATE", query: update, rcode: dns.RcodeNotImplemented},
+		{name: "a query", query: good, rcode: dns.RcodeSuccess},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+			require.NoError(t, conn.WriteMsg(tc.query))
+			r, err := conn.ReadMsg()
+			require.NoError(t, err, "answered")
+			assert.Equal(t, tc.query.Id, r.Id)
+			assert.Equal(t, tc.rcode, r.Rcode, dns.RcodeToString[r.Rcode])
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, map[string]int{UDP + " " + ResultFormerr: 1, UDP + " " + ResultNotimp: 1}, counted)
 }
