@@ -97,3 +97,51 @@ func TestRejectHandlerAnswersRejects(t *testing.T) {
 	defer mu.Unlock()
 	assert.Empty(t, counted, "counted by the listener")
 }
+
+// TestServerCountsShortMessagesDropped: on UDP and TCP, a message shorter
+// than a DNS header (12 octets) is dropped unanswered and counted
+// dropped (any answer to it could be used to amplify); one of a whole
+// header whose question is missing gets FORMERR, counted formerr where it
+// is answered, and not dropped as well.
+func TestServerCountsShortMessagesDropped(t *testing.T) {
+	var mu sync.Mutex
+	counted := map[string]int{}
+	s := New(Config{Handler: &fakeHandler{}, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t),
+		Count: func(transport, result string) {
+			mu.Lock()
+			defer mu.Unlock()
+			counted[transport+" "+result]++
+		}})
+	require.NoError(t, s.Start([]string{"127.0.191.1:0"}))
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	addr := s.tcp[0].ln.Addr().String()
+	header := txtQuery("fast.", 7)
+	packed, err := header.Pack()
+	require.NoError(t, err)
+	header12 := packed[:12] // QDCOUNT 1, and no question
+	for _, transport := range []string{UDP, TCP} {
+		t.Run(transport, func(t *testing.T) {
+			nc, err := net.Dial(transport, addr)
+			require.NoError(t, err)
+			t.Cleanup(func() { nc.Close() })
+			require.NoError(t, nc.SetDeadline(time.Now().Add(10*time.Second)))
+			c := &dns.Conn{Conn: nc}
+			for _, m := range [][]byte{{0, 7, 0, 0}, packed[:11], header12} {
+				_, err := c.Write(m) // framed on TCP
+				require.NoError(t, err)
+			}
+			r, err := c.ReadMsg()
+			require.NoError(t, err)
+			assert.Equal(t, uint16(7), r.Id, "the first answer is the whole header's")
+			assert.Equal(t, dns.RcodeFormatError, r.Rcode)
+			require.Eventually(t, func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return counted[transport+" "+ResultDropped] == 2 && counted[transport+" "+ResultFormerr] == 1
+			}, 5*time.Second, 5*time.Millisecond, "the two short messages dropped, the header FORMERR")
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, map[string]int{"udp dropped": 2, "udp formerr": 1, "tcp dropped": 2, "tcp formerr": 1}, counted)
+}
