@@ -2,15 +2,20 @@ package listen
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // rejectTold is a fakeHandler that is also a RejectHandler: it answers each
@@ -144,4 +149,80 @@ func TestServerCountsShortMessagesDropped(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Equal(t, map[string]int{"udp dropped": 2, "udp formerr": 1, "tcp dropped": 2, "tcp formerr": 1}, counted)
+}
+
+// TestServerFuncsLeftNil: the Config funcs a caller leaves nil do nothing
+// (Config's doc) where a listener calls them: Count, for a response and a
+// datagram shorter than a header that UDP drops; Closed, for a DNS over
+// QUIC client that grants no credit for its answers while asking more;
+// Resumed, for a DNS over QUIC listener opened again after its socket
+// was closed under it. Called nil, each would panic the process.
+func TestServerFuncsLeftNil(t *testing.T) {
+	ca := newTestCA(t)
+	files, _ := writePair(t, ca)
+	store, _ := startStore(t, files, time.Hour)
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := New(Config{Handler: &slowBigAnswers{}, Log: zap.New(core), Rules: func() Rules {
+		return serverRules{serverLimits(func(l *Limits) { l.TCPPipeline = 64 })}
+	}})
+	s.reopenFirst = time.Nanosecond
+	require.NoError(t, s.Start([]string{"127.0.191.1:0"}))
+	require.NoError(t, s.StartEncrypted(Encrypted{QUIC: []string{"127.0.191.1:0"}, Cert: store}))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
+	doq := s.Endpoints()[0].Addr.String()
+
+	t.Run("Count", func(t *testing.T) {
+		nc, err := net.Dial("udp", s.tcp[0].ln.Addr().String())
+		require.NoError(t, err)
+		t.Cleanup(func() { nc.Close() })
+		require.NoError(t, nc.SetDeadline(time.Now().Add(10*time.Second)))
+		c := &dns.Conn{Conn: nc, UDPSize: dns.MaxMsgSize} // slowBigAnswers' answers are not fitted
+		resp := txtQuery("fast.", 1)
+		resp.Response = true
+		require.NoError(t, c.WriteMsg(resp))
+		_, err = nc.Write([]byte{0, 2, 0, 0})
+		require.NoError(t, err)
+		require.NoError(t, c.WriteMsg(txtQuery("fast.", 3)))
+		r, err := c.ReadMsg()
+		require.NoError(t, err, "the query after the dropped datagrams answered")
+		assert.Equal(t, uint16(3), r.Id)
+	})
+	t.Run("Closed", func(t *testing.T) {
+		big, err := txtQuery("big.", 0).Pack()
+		require.NoError(t, err)
+		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.191.2")})
+		require.NoError(t, err)
+		t.Cleanup(func() { pc.Close() })
+		raddr, err := net.ResolveUDPAddr("udp", doq)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := quic.Dial(ctx, pc, raddr, clientTLS(ca, ALPNDoQ),
+			&quic.Config{InitialStreamReceiveWindow: 1 << 10, MaxStreamReceiveWindow: 1 << 10})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.CloseWithError(0, "") })
+		for range 64 {
+			st, err := c.OpenStreamSync(ctx)
+			if err != nil {
+				break // closed already
+			}
+			_, _ = st.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(big))), big...))
+			_ = st.Close()
+		}
+		select {
+		case <-c.Context().Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("the connection not reading is still open")
+		}
+	})
+	t.Run("Resumed", func(t *testing.T) {
+		require.NoError(t, s.doq[0].socket().Close())
+		require.Eventually(t, func() bool { return len(logs.FilterMessage("listener opened again").All()) == 1 },
+			10*time.Second, 5*time.Millisecond)
+		require.NoError(t, askDoQ(ca, doq), "answered at the same address")
+	})
 }
