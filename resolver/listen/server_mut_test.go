@@ -1,9 +1,14 @@
 package listen
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -225,4 +230,91 @@ func TestServerFuncsLeftNil(t *testing.T) {
 			10*time.Second, 5*time.Millisecond)
 		require.NoError(t, askDoQ(ca, doq), "answered at the same address")
 	})
+}
+
+// TestServerUDPSocketsAndBuffers: Start opens one UDP socket a core at an
+// address (GOMAXPROCS, two here and then one, which it reads and leaves as
+// it was), all on its TCP listener's port; tells Config.Sockets of them
+// once, with the buffers the kernel granted; logs the smallest granted
+// beside what the limits asked; and warns of a buffer the kernel granted
+// less of than asked (it caps SO_RCVBUF at twice net.core.rmem_max,
+// SO_SNDBUF at twice wmem_max, without an error), naming the sysctl to
+// raise, and only of that one. Linux grants twice what is asked below the
+// cap, and the cap itself when asked for it.
+func TestServerUDPSocketsAndBuffers(t *testing.T) {
+	const small = 16 << 10
+	sysctlInt := func(path string) int {
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		require.NoError(t, err)
+		return n
+	}
+	overRcv := 4 * sysctlInt("/proc/sys/net/core/rmem_max")
+	overSnd := 4 * sysctlInt("/proc/sys/net/core/wmem_max")
+	for _, tc := range []struct {
+		name              string
+		cores             int // GOMAXPROCS for the test; 0 for 2
+		receive, send     int // the limits asked
+		warnRcv, warnSnd  bool
+		grantRcv, grntSnd int // the buffers granted, when known
+	}{
+		{name: "granted what was asked", receive: small, send: small, grantRcv: 2 * small, grntSnd: 2 * small},
+		{name: "receive capped", receive: overRcv, send: small, warnRcv: true, grantRcv: overRcv / 2, grntSnd: 2 * small},
+		{name: "send capped", receive: small, send: overSnd, warnSnd: true, grantRcv: 2 * small, grntSnd: overSnd / 2},
+		{name: "receive granted at the cap, as asked", receive: overRcv / 2, send: small, grantRcv: overRcv / 2, grntSnd: 2 * small},
+		{name: "send granted at the cap, as asked", receive: small, send: overSnd / 2, grantRcv: 2 * small, grntSnd: overSnd / 2},
+		{name: "one core", cores: 1, receive: small, send: small, grantRcv: 2 * small, grntSnd: 2 * small},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cores := cmp.Or(tc.cores, 2)
+			prev := runtime.GOMAXPROCS(cores)
+			t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+			core, logs := observer.New(zapcore.InfoLevel)
+			var told [][]UDPSocket
+			limits := serverLimits(func(l *Limits) { l.UDPReceiveBuffer, l.UDPSendBuffer = tc.receive, tc.send })
+			s := New(Config{Handler: &fakeHandler{}, Rules: func() Rules { return serverRules{limits} }, Log: zap.New(core),
+				Sockets: func(socks []UDPSocket) { told = append(told, socks) }})
+			require.NoError(t, s.Start([]string{"127.0.191.1:0"}))
+			t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+			assert.Equal(t, cores, runtime.GOMAXPROCS(0), "GOMAXPROCS left as it was")
+
+			require.Len(t, told, 1, "Config.Sockets told once")
+			socks := told[0]
+			require.Len(t, socks, cores, "one UDP socket a core")
+			port := s.tcp[0].ln.Addr().(*net.TCPAddr).Port
+			for _, so := range socks {
+				assert.Equal(t, port, so.Conn.LocalAddr().(*net.UDPAddr).Port, "on the TCP listener's port")
+				assert.Equal(t, tc.grantRcv, so.ReceiveBuffer)
+				assert.Equal(t, tc.grntSnd, so.SendBuffer)
+			}
+
+			listening := logs.FilterMessage("listening").All()
+			require.Len(t, listening, 1)
+			assert.Equal(t, int64(cores), listening[0].ContextMap()["udp_sockets"])
+			granted := logs.FilterMessage("UDP socket buffers").All()
+			require.Len(t, granted, 1)
+			assert.Equal(t, map[string]any{"receive_bytes": int64(tc.grantRcv), "send_bytes": int64(tc.grntSnd),
+				"receive_asked": int64(tc.receive), "send_asked": int64(tc.send)}, granted[0].ContextMap())
+			rcv := logs.FilterMessageSnippet("smaller UDP receive buffer").FilterMessageSnippet("net.core.rmem_max").All()
+			snd := logs.FilterMessageSnippet("smaller UDP send buffer").FilterMessageSnippet("net.core.wmem_max").All()
+			assert.Equal(t, tc.warnRcv, len(rcv) == 1, "receive buffer warning: %v", rcv)
+			assert.Equal(t, tc.warnSnd, len(snd) == 1, "send buffer warning: %v", snd)
+			assert.Len(t, logs.FilterLevelExact(zapcore.WarnLevel).All(), len(rcv)+len(snd), "no other warning")
+		})
+	}
+}
+
+// TestServerStartNoAddress: Start with no address opens nothing and
+// succeeds, telling Config.Sockets of nothing, as a Server serving only
+// the encrypted transports is started.
+func TestServerStartNoAddress(t *testing.T) {
+	told := 0
+	s := New(Config{Handler: &fakeHandler{}, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t),
+		Sockets: func([]UDPSocket) { told++ }})
+	require.NoError(t, s.Start(nil))
+	assert.Zero(t, told, "Config.Sockets told")
+	assert.Empty(t, s.udp)
+	assert.Empty(t, s.tcp)
+	require.NoError(t, s.Shutdown(context.Background()))
 }
