@@ -7,12 +7,14 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
 	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/assert"
@@ -21,6 +23,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
 )
 
 // rejectTold is a fakeHandler that is also a RejectHandler: it answers each
@@ -317,4 +320,67 @@ func TestServerStartNoAddress(t *testing.T) {
 	assert.Empty(t, s.udp)
 	assert.Empty(t, s.tcp)
 	require.NoError(t, s.Shutdown(context.Background()))
+}
+
+// TestListenSharedOutOfDescriptors: listenShared that runs out of file
+// descriptors (EMFILE) at the port probe, or at the group's second socket,
+// returns that error at once, on port 0 too (only a port taken is
+// picked again), and leaves none of the sockets it opened open. It lowers
+// the process's descriptor limit, so it runs in a process (and a network
+// namespace) of its own.
+func TestListenSharedOutOfDescriptors(t *testing.T) {
+	if !testnet.InNetns(t) {
+		return
+	}
+	// fds are the numbers of the descriptors open.
+	fds := func() []int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		require.NoError(t, err)
+		var fds []int
+		for _, e := range ents {
+			n, err := strconv.Atoi(e.Name())
+			require.NoError(t, err)
+			fds = append(fds, n)
+		}
+		return fds // ReadDir's own among them, closed now
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // the poller opened first
+	require.NoError(t, err)
+	ln.Close()
+	// The kernel gives the lowest free number, and EMFILE from the limit
+	// on: the numbers below the highest are filled, so that the next ones
+	// open come after it.
+	top := slices.Max(fds())
+	for {
+		fd, err := unix.Dup(0)
+		require.NoError(t, err)
+		if fd > top {
+			unix.Close(fd)
+			break
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+	}
+	var lim unix.Rlimit
+	require.NoError(t, unix.Getrlimit(unix.RLIMIT_NOFILE, &lim))
+	t.Cleanup(func() { _ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim) })
+	for _, tc := range []struct {
+		name  string
+		spare int // descriptors left: the TCP listener's, the probe's, the group's
+	}{
+		{name: "at the probe", spare: 1},
+		{name: "at the group's second socket", spare: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(fds())
+			low := lim
+			low.Cur = uint64(top + 1 + tc.spare)
+			require.NoError(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &low))
+			pcs, ln, err := listenShared("127.0.0.1:0", 2)
+			require.NoError(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &lim))
+			require.ErrorIs(t, err, unix.EMFILE)
+			assert.Nil(t, pcs)
+			assert.Nil(t, ln)
+			assert.Equal(t, before, len(fds()), "descriptors left open")
+		})
+	}
 }
