@@ -384,3 +384,16 @@ func TestListenSharedOutOfDescriptors(t *testing.T) {
 		})
 	}
 }
+
+// TestStartAddressWithoutPort: Start fails for an address without a port,
+// naming it, and opens nothing.
+func TestStartAddressWithoutPort(t *testing.T) {
+	s := New(Config{Handler: &fakeHandler{}, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t)})
+	err := s.Start([]string{"127.0.191.1"})
+	var ae *net.AddrError
+	require.ErrorAs(t, err, &ae)
+	assert.ErrorContains(t, err, "listening on 127.0.191.1: ")
+	assert.Equal(t, "missing port in address", ae.Err)
+	assert.Empty(t, s.udp)
+	assert.Empty(t, s.tcp)
+}
