@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -396,4 +397,57 @@ func TestStartAddressWithoutPort(t *testing.T) {
 	assert.Equal(t, "missing port in address", ae.Err)
 	assert.Empty(t, s.udp)
 	assert.Empty(t, s.tcp)
+}
+
+// TestStartEncryptedFailureAnswersTCPInFlight: a StartEncrypted that fails
+// closes the TCP listener Start opened as Shutdown does: the listener at
+// once, and the connections once the queries they had read are answered;
+// it returns only then, with every socket closed, and the answer in
+// flight reaches its client.
+func TestStartEncryptedFailureAnswersTCPInFlight(t *testing.T) {
+	h := &fakeHandler{release: make(chan struct{})}
+	s := New(Config{Handler: h, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t)})
+	require.NoError(t, s.Start([]string{"127.0.191.1:0"}))
+	var once sync.Once
+	release := func() { once.Do(func() { close(h.release) }) }
+	t.Cleanup(release)
+	addr := s.tcp[0].ln.Addr().String()
+	nc, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { nc.Close() })
+	require.NoError(t, nc.SetDeadline(time.Now().Add(10*time.Second)))
+	c := &dns.Conn{Conn: nc}
+	require.NoError(t, c.WriteMsg(txtQuery("slow.", 5)))
+	require.Eventually(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.transports) == 1
+	}, 5*time.Second, 5*time.Millisecond, "the query read")
+
+	failed := make(chan error, 1)
+	go func() { failed <- s.StartEncrypted(Encrypted{TLS: []string{"127.0.191.1:0"}}) }()
+	require.Eventually(t, func() bool {
+		d, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			d.Close()
+		}
+		return err != nil
+	}, 5*time.Second, 5*time.Millisecond, "the TCP listener closes")
+	select {
+	case err := <-failed:
+		t.Fatalf("StartEncrypted returned with a TCP answer in flight: %v", err)
+	default:
+	}
+	release()
+	r, err := c.ReadMsg()
+	require.NoError(t, err)
+	assert.Equal(t, uint16(5), r.Id)
+	select {
+	case err := <-failed:
+		require.ErrorIs(t, err, errNoCert)
+	case <-time.After(10 * time.Second):
+		t.Fatal("StartEncrypted did not return once the answer was written")
+	}
+	_, err = c.ReadMsg()
+	assert.ErrorIs(t, err, io.EOF, "the connection closed")
 }
