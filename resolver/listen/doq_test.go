@@ -515,24 +515,7 @@ func TestDoQClientNotReadingIsClosed(t *testing.T) {
 		o.MaxStreams = 64
 		o.Closed = closed.addReason
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	// Stream windows of 1 KiB that the client never reads to open: each
-	// answer of about 60,000 octets waits for credit.
-	c, err := quic.DialAddr(ctx, d.addr, clientTLS(d.ca, ALPNDoQ),
-		&quic.Config{InitialStreamReceiveWindow: 1 << 10, MaxStreamReceiveWindow: 1 << 10})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.CloseWithError(0, "") })
-	for range 64 {
-		b, err := txtQuery("big.", 0).Pack()
-		require.NoError(t, err)
-		st, err := c.OpenStreamSync(ctx)
-		if err != nil {
-			break // closed already
-		}
-		_, _ = st.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...))
-		_ = st.Close()
-	}
+	c := askDoQNotReading(t, d.ca, "", d.addr)
 	assert.Equal(t, int64(DoQExcessiveLoad), closeCode(c), "closed for the answers left unread")
 	assert.Equal(t, []string{ClosedNotReading}, closed.all(), "counted once")
 }

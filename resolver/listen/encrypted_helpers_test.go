@@ -1,6 +1,7 @@
 package listen
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -161,6 +163,41 @@ func renameOver(t *testing.T, path string, content []byte) {
 	tmp := path + ".tmp"
 	require.NoError(t, os.WriteFile(tmp, content, 0o600))
 	require.NoError(t, os.Rename(tmp, path))
+}
+
+// askDoQNotReading dials addr over DoQ from the address from (any when
+// empty) with stream windows of 1 KiB that it never reads open, and asks
+// up to 64 queries for "big." (answers of about 60,000 octets wait for
+// credit), stopping once the connection is closed. It returns the
+// connection, closed at the test's end.
+func askDoQNotReading(t *testing.T, ca *testCA, from, addr string) *quic.Conn {
+	t.Helper()
+	b, err := txtQuery("big.", 0).Pack()
+	require.NoError(t, err)
+	var laddr *net.UDPAddr
+	if from != "" {
+		laddr = &net.UDPAddr{IP: net.ParseIP(from)}
+	}
+	pc, err := net.ListenUDP("udp", laddr)
+	require.NoError(t, err)
+	t.Cleanup(func() { pc.Close() })
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := quic.Dial(ctx, pc, raddr, clientTLS(ca, ALPNDoQ),
+		&quic.Config{InitialStreamReceiveWindow: 1 << 10, MaxStreamReceiveWindow: 1 << 10})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.CloseWithError(0, "") })
+	for range 64 {
+		st, err := c.OpenStreamSync(ctx)
+		if err != nil {
+			break // closed already
+		}
+		_, _ = st.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...))
+		_ = st.Close()
+	}
+	return c
 }
 
 // clientTLS is a client configuration trusting ca, without session

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -1250,25 +1249,7 @@ func TestServerToldOfClientsNotReading(t *testing.T) {
 		bodies.Wait()
 	})
 	t.Run(QUIC, func(t *testing.T) {
-		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.186.2")})
-		require.NoError(t, err)
-		t.Cleanup(func() { pc.Close() })
-		raddr, err := net.ResolveUDPAddr("udp", addrs[QUIC])
-		require.NoError(t, err)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		c, err := quic.Dial(ctx, pc, raddr, clientTLS(ca, ALPNDoQ),
-			&quic.Config{InitialStreamReceiveWindow: 1 << 10, MaxStreamReceiveWindow: 1 << 10})
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = c.CloseWithError(0, "") })
-		for range 64 {
-			st, err := c.OpenStreamSync(ctx)
-			if err != nil {
-				break // closed already
-			}
-			_, _ = st.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(big))), big...))
-			_ = st.Close()
-		}
+		askDoQNotReading(t, ca, "127.0.186.2", addrs[QUIC])
 		require.Eventually(t, func() bool { return told(QUIC) }, 10*time.Second, 5*time.Millisecond)
 	})
 }

@@ -3,7 +3,6 @@ package listen
 import (
 	"cmp"
 	"context"
-	"encoding/binary"
 	"io"
 	"net"
 	"os"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/miekg/dns"
-	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -201,27 +199,7 @@ func TestServerFuncsLeftNil(t *testing.T) {
 		assert.Equal(t, uint16(3), r.Id)
 	})
 	t.Run("Closed", func(t *testing.T) {
-		big, err := txtQuery("big.", 0).Pack()
-		require.NoError(t, err)
-		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.191.2")})
-		require.NoError(t, err)
-		t.Cleanup(func() { pc.Close() })
-		raddr, err := net.ResolveUDPAddr("udp", doq)
-		require.NoError(t, err)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		c, err := quic.Dial(ctx, pc, raddr, clientTLS(ca, ALPNDoQ),
-			&quic.Config{InitialStreamReceiveWindow: 1 << 10, MaxStreamReceiveWindow: 1 << 10})
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = c.CloseWithError(0, "") })
-		for range 64 {
-			st, err := c.OpenStreamSync(ctx)
-			if err != nil {
-				break // closed already
-			}
-			_, _ = st.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(big))), big...))
-			_ = st.Close()
-		}
+		c := askDoQNotReading(t, ca, "127.0.191.2", doq)
 		select {
 		case <-c.Context().Done():
 		case <-time.After(10 * time.Second):
