@@ -364,13 +364,7 @@ func TestRawBatchReadsIntoNewBuffersOfTheSameSize(t *testing.T) {
 	to, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 190, 1)})
 	require.NoError(t, err)
 	defer to.Close()
-	rc, err := to.SyscallConn()
-	require.NoError(t, err)
-	var serr error
-	require.NoError(t, rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
-	}))
-	require.NoError(t, serr)
+	turnOn(t, to, unix.IPPROTO_IP, unix.IP_PKTINFO)
 	from, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 190, 2)}, to.LocalAddr().(*net.UDPAddr))
 	require.NoError(t, err)
 	defer from.Close()
@@ -438,4 +432,14 @@ func TestRawBatchNothingQueuedAllocatesNothing(t *testing.T) {
 	})
 	require.ErrorIs(t, err, unix.EAGAIN)
 	assert.Zero(t, allocs, "allocations of a read that finds nothing queued")
+}
+
+// turnOn sets the socket option level/opt of c to 1.
+func turnOn(t *testing.T, c *net.UDPConn, level, opt int) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	require.NoError(t, err)
+	var serr error
+	require.NoError(t, rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, 1) }))
+	require.NoError(t, serr)
 }

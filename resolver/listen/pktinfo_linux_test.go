@@ -104,13 +104,7 @@ func broadcaster(t *testing.T, from string) *net.UDPConn {
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(from)})
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
-	rc, err := c.SyscallConn()
-	require.NoError(t, err)
-	var serr error
-	require.NoError(t, rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
-	}))
-	require.NoError(t, serr)
+	turnOn(t, c, unix.SOL_SOCKET, unix.SO_BROADCAST)
 	return c
 }
 
