@@ -4,14 +4,22 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestServerStartReportsABusyAddress: a listen address another socket
@@ -58,4 +66,42 @@ func TestShutdownEndedWithQueriesInFlight(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the client's exchange never ended")
 	}
+}
+
+// TestDesignationWarnedAtStart: what `check` warns about the designation
+// (DesignationCheck) serve logs as the encrypted listeners start, for the
+// certificate served then, and not only at a reload: here a listen address
+// devices reach while every encrypted listener is on loopback. The address
+// is only the configuration's: the test listens on loopback alone.
+func TestDesignationWarnedAtStart(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newTestPKI(t)
+	text := strings.Replace(encryptedConfig(p), `listen: ["127.0.0.1:0"]`, `listen: ["192.0.2.1:53"]`, 1)
+	dir := testnet.WriteTree(t, testFiles)
+	path := filepath.Join(dir, "dnsfence.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(strings.ReplaceAll(text, "{{upstreams}}", `["`+up.addr+`"]`)), 0o644))
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	snap, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	m := NewMetrics(prometheus.NewRegistry())
+	require.NoError(t, ConnectUpstreams(nil, snap, nil, m))
+	core, logs := observer.New(zapcore.InfoLevel)
+	log := zap.New(core)
+	h := NewHandler(log, snap, m)
+	cert, err := OpenCertificate(log, cfg, m)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cert.Close() })
+	_, ws := DesignationCheck(cfg, cert.Store.Leaf())
+	require.Len(t, ws, 1)
+
+	srv := NewServer(log, h)
+	require.NoError(t, srv.StartEncrypted(&config.Config{ListenTLS: []string{"127.0.192.1:0"}}, cert))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		h.Snapshot().Forwarder().Close()
+	})
+	assert.Equal(t, 1, logs.FilterMessage(ws[0].Msg).Len(), "warned at start")
 }
