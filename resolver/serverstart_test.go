@@ -105,3 +105,13 @@ func TestDesignationWarnedAtStart(t *testing.T) {
 	})
 	assert.Equal(t, 1, logs.FilterMessage(ws[0].Msg).Len(), "warned at start")
 }
+
+// TestServerStartBeforeTheFirstSnapshot: the handler serve makes has no
+// snapshot until every list has loaded; a Server started before it has
+// no rules to listen with (allowed_clients, limits) and says so, rather
+// than listening with none or failing on the missing snapshot.
+func TestServerStartBeforeTheFirstSnapshot(t *testing.T) {
+	h := NewHandler(zaptest.NewLogger(t), nil, NewMetrics(prometheus.NewRegistry()))
+	srv := NewServer(zaptest.NewLogger(t), h)
+	assert.ErrorContains(t, srv.Start([]string{"127.0.192.1:0"}), "no rules loaded")
+}
