@@ -94,5 +94,15 @@ func TestUpstreamTimesByMonotonicClock(t *testing.T) {
 			assert.False(t, l.silent(time.Now(), 2*time.Second), "an answer 1.5 s ago, within a timeout of 2 s")
 			assert.True(t, l.silent(time.Now(), time.Second), "no answer for a whole timeout of 1 s")
 		})
+
+		// The step between the answer and now: the time clockTime gives
+		// back must carry a monotonic reading for now.Sub to use it.
+		t.Run("silent connection, clock stepped since the answer "+step.String(), func(t *testing.T) {
+			var l lastAnswer
+			l.mark(time.Now().Add(-1500 * time.Millisecond))
+			now := testnet.WallStepped(time.Now(), step)
+			assert.False(t, l.silent(now, 2*time.Second), "an answer 1.5 s ago, within a timeout of 2 s")
+			assert.True(t, l.silent(now, time.Second), "no answer for a whole timeout of 1 s")
+		})
 	}
 }
