@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"encoding/pem"
 	"io"
+	"maps"
 	"math/big"
 	"net"
 	"net/netip"
@@ -369,6 +370,13 @@ func (c *counts) get(transport, result string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.m[transport+"/"+result]
+}
+
+// all is a copy of every count, keyed "transport/result".
+func (c *counts) all() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.m)
 }
 
 // query builds a query for name (type A) with ID 0 and EDNS.

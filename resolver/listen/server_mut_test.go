@@ -57,14 +57,8 @@ func (h *rejectTold) ServeReject(w ResponseWriter, reject *dns.Msg, result strin
 // nothing of it, leaving the counting to the Handler.
 func TestRejectHandlerAnswersRejects(t *testing.T) {
 	h := &rejectTold{fakeHandler: fakeHandler{release: make(chan struct{})}}
-	var mu sync.Mutex
-	var counted []string
-	s := New(Config{Handler: h, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t),
-		Count: func(transport, result string) {
-			mu.Lock()
-			defer mu.Unlock()
-			counted = append(counted, transport+" "+result)
-		}})
+	counted := &counts{}
+	s := New(Config{Handler: h, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t), Count: counted.count})
 	require.NoError(t, s.Start([]string{"127.0.191.1:0"}))
 	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
 	addr := s.tcp[0].ln.Addr().String()
@@ -105,9 +99,7 @@ func TestRejectHandlerAnswersRejects(t *testing.T) {
 				{transport, ResultBadvers, dns.RcodeBadVers}}, h.told)
 		})
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	assert.Empty(t, counted, "counted by the listener")
+	assert.Empty(t, counted.all(), "counted by the listener")
 }
 
 // TestServerCountsShortMessagesDropped: on UDP and TCP, a message shorter
@@ -116,14 +108,8 @@ func TestRejectHandlerAnswersRejects(t *testing.T) {
 // header whose question is missing gets FORMERR, counted formerr where it
 // is answered, and not dropped as well.
 func TestServerCountsShortMessagesDropped(t *testing.T) {
-	var mu sync.Mutex
-	counted := map[string]int{}
-	s := New(Config{Handler: &fakeHandler{}, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t),
-		Count: func(transport, result string) {
-			mu.Lock()
-			defer mu.Unlock()
-			counted[transport+" "+result]++
-		}})
+	counted := &counts{}
+	s := New(Config{Handler: &fakeHandler{}, Rules: func() Rules { return fakeRules{} }, Log: zaptest.NewLogger(t), Count: counted.count})
 	require.NoError(t, s.Start([]string{"127.0.191.1:0"}))
 	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
 	addr := s.tcp[0].ln.Addr().String()
@@ -147,15 +133,11 @@ func TestServerCountsShortMessagesDropped(t *testing.T) {
 			assert.Equal(t, uint16(7), r.Id, "the first answer is the whole header's")
 			assert.Equal(t, dns.RcodeFormatError, r.Rcode)
 			require.Eventually(t, func() bool {
-				mu.Lock()
-				defer mu.Unlock()
-				return counted[transport+" "+ResultDropped] == 2 && counted[transport+" "+ResultFormerr] == 1
+				return counted.get(transport, ResultDropped) == 2 && counted.get(transport, ResultFormerr) == 1
 			}, 5*time.Second, 5*time.Millisecond, "the two short messages dropped, the header FORMERR")
 		})
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	assert.Equal(t, map[string]int{"udp dropped": 2, "udp formerr": 1, "tcp dropped": 2, "tcp formerr": 1}, counted)
+	assert.Equal(t, map[string]int{"udp/dropped": 2, "udp/formerr": 1, "tcp/dropped": 2, "tcp/formerr": 1}, counted.all())
 }
 
 // TestServerFuncsLeftNil: the Config funcs a caller leaves nil do nothing

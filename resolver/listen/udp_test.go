@@ -94,19 +94,14 @@ func TestWorkerPoolIdleWorkerEnds(t *testing.T) {
 // the Handler sees it is answered over UDP, as over TCP, and counted:
 // FORMERR to a query of two questions, NOTIMP to an opcode other than
 // QUERY and NOTIFY, each with its query's ID; the query that parses, read
-// by the same loop, is the Handler's. A rejected datagram went
-// unanswered: the client waited out its timeout and asked again.
+// by the same loop, is the Handler's. Unanswered, the client would wait
+// out its timeout and ask again.
 func TestUDPRejectedMessageAnswered(t *testing.T) {
-	var mu sync.Mutex
-	counted := map[string]int{}
+	counted := &counts{}
 	_, addr := startServerAt(t, "127.0.190.1:0", Config{
 		Handler: &fakeHandler{release: make(chan struct{})},
-		Count: func(transport, result string) {
-			mu.Lock()
-			defer mu.Unlock()
-			counted[transport+" "+result]++
-		},
-		Rules: func() Rules { return fakeRules{} },
+		Count:   counted.count,
+		Rules:   func() Rules { return fakeRules{} },
 	})
 	c, err := net.Dial("udp", addr)
 	require.NoError(t, err)
@@ -140,7 +135,5 @@ func TestUDPRejectedMessageAnswered(t *testing.T) {
 			assert.Equal(t, tc.rcode, r.Rcode, dns.RcodeToString[r.Rcode])
 		})
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	assert.Equal(t, map[string]int{UDP + " " + ResultFormerr: 1, UDP + " " + ResultNotimp: 1}, counted)
+	assert.Equal(t, map[string]int{UDP + "/" + ResultFormerr: 1, UDP + "/" + ResultNotimp: 1}, counted.all())
 }
