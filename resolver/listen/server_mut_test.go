@@ -217,18 +217,18 @@ func TestServerUDPSocketsAndBuffers(t *testing.T) {
 	overRcv := 4 * sysctlInt("/proc/sys/net/core/rmem_max")
 	overSnd := 4 * sysctlInt("/proc/sys/net/core/wmem_max")
 	for _, tc := range []struct {
-		name              string
-		cores             int // GOMAXPROCS for the test; 0 for 2
-		receive, send     int // the limits asked
-		warnRcv, warnSnd  bool
-		grantRcv, grntSnd int // the buffers granted, when known
+		name               string
+		cores              int // GOMAXPROCS for the test; 0 for 2
+		receive, send      int // the limits asked
+		warnRcv, warnSnd   bool
+		grantRcv, grantSnd int // the buffers granted, when known
 	}{
-		{name: "granted what was asked", receive: small, send: small, grantRcv: 2 * small, grntSnd: 2 * small},
-		{name: "receive capped", receive: overRcv, send: small, warnRcv: true, grantRcv: overRcv / 2, grntSnd: 2 * small},
-		{name: "send capped", receive: small, send: overSnd, warnSnd: true, grantRcv: 2 * small, grntSnd: overSnd / 2},
-		{name: "receive granted at the cap, as asked", receive: overRcv / 2, send: small, grantRcv: overRcv / 2, grntSnd: 2 * small},
-		{name: "send granted at the cap, as asked", receive: small, send: overSnd / 2, grantRcv: 2 * small, grntSnd: overSnd / 2},
-		{name: "one core", cores: 1, receive: small, send: small, grantRcv: 2 * small, grntSnd: 2 * small},
+		{name: "granted what was asked", receive: small, send: small, grantRcv: 2 * small, grantSnd: 2 * small},
+		{name: "receive capped", receive: overRcv, send: small, warnRcv: true, grantRcv: overRcv / 2, grantSnd: 2 * small},
+		{name: "send capped", receive: small, send: overSnd, warnSnd: true, grantRcv: 2 * small, grantSnd: overSnd / 2},
+		{name: "receive granted at the cap, as asked", receive: overRcv / 2, send: small, grantRcv: overRcv / 2, grantSnd: 2 * small},
+		{name: "send granted at the cap, as asked", receive: small, send: overSnd / 2, grantRcv: 2 * small, grantSnd: overSnd / 2},
+		{name: "one core", cores: 1, receive: small, send: small, grantRcv: 2 * small, grantSnd: 2 * small},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cores := cmp.Or(tc.cores, 2)
@@ -250,7 +250,7 @@ func TestServerUDPSocketsAndBuffers(t *testing.T) {
 			for _, so := range socks {
 				assert.Equal(t, port, so.Conn.LocalAddr().(*net.UDPAddr).Port, "on the TCP listener's port")
 				assert.Equal(t, tc.grantRcv, so.ReceiveBuffer)
-				assert.Equal(t, tc.grntSnd, so.SendBuffer)
+				assert.Equal(t, tc.grantSnd, so.SendBuffer)
 			}
 
 			listening := logs.FilterMessage("listening").All()
@@ -258,7 +258,7 @@ func TestServerUDPSocketsAndBuffers(t *testing.T) {
 			assert.Equal(t, int64(cores), listening[0].ContextMap()["udp_sockets"])
 			granted := logs.FilterMessage("UDP socket buffers").All()
 			require.Len(t, granted, 1)
-			assert.Equal(t, map[string]any{"receive_bytes": int64(tc.grantRcv), "send_bytes": int64(tc.grntSnd),
+			assert.Equal(t, map[string]any{"receive_bytes": int64(tc.grantRcv), "send_bytes": int64(tc.grantSnd),
 				"receive_asked": int64(tc.receive), "send_asked": int64(tc.send)}, granted[0].ContextMap())
 			rcv := logs.FilterMessageSnippet("smaller UDP receive buffer").FilterMessageSnippet("net.core.rmem_max").All()
 			snd := logs.FilterMessageSnippet("smaller UDP send buffer").FilterMessageSnippet("net.core.wmem_max").All()
