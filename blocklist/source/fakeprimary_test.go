@@ -78,6 +78,12 @@ type fakePrimary struct {
 	// datagram with another ID that ends before the SOA its header counts:
 	// a late or stray answer to another query, cut short.
 	strayUDP bool
+	// soaNotAuth answers SOA queries with AA clear, as a resolver that is
+	// not the zone's primary does; soaNoAnswer answers them without the
+	// SOA (NODATA).
+	soaNotAuth, soaNoAnswer bool
+	// noOpeningSOA leaves the opening SOA out of its transfers.
+	noOpeningSOA bool
 	// queries are the QTYPEs asked, in order; recursion their RD bits.
 	queries   []uint16
 	recursion []bool
@@ -237,6 +243,10 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 			}
 		}
 		m.Answer = []dns.RR{p.soa}
+		if p.soaNoAnswer {
+			m.Answer = nil
+		}
+		m.Authoritative = !p.soaNotAuth
 		m.Truncated = !udp && p.tcpSOATC
 		sign(m)
 		w.WriteMsg(m)
@@ -252,6 +262,9 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 		xs = p.xfrSOA
 	}
 	answer := append(append([]dns.RR{xs}, p.records...), xs)
+	if p.noOpeningSOA {
+		answer = answer[1:]
+	}
 	if qt == dns.TypeAXFR && p.axfrRcode != 0 {
 		m.Rcode = p.axfrRcode
 		sign(m)

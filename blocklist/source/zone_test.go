@@ -241,6 +241,18 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 			want: "answer's MAC is truncated to 16 octets of hmac-sha256.'s 32 (RFC 8945 §5.2.2.1); sources.tsig takes the whole MAC only", is: ErrTSIG},
 		{name: "serial older", setup: func(p *fakePrimary) { p.soa = testSOA(testZone, 0) }, want: "older than the 1 held"},
 		{name: "refused", setup: func(p *fakePrimary) { p.ixfrRcode, p.axfrRcode = dns.RcodeRefused, dns.RcodeRefused }, want: "AXFR: primary answered REFUSED"},
+		{name: "an SOA answer not authoritative", setup: func(p *fakePrimary) { p.soaNotAuth = true },
+			want: "is not authoritative for rpz.test."},
+		{name: "an SOA answer without the SOA", setup: func(p *fakePrimary) { p.soaNoAnswer = true },
+			want: "holds no SOA for rpz.test."},
+		{name: "a transfer without its opening SOA", setup: func(p *fakePrimary) { p.noOpeningSOA = true },
+			want: "AXFR: answer does not start with the zone's SOA but a.rpz.test."},
+		{name: "an SOA of another zone among the records", setup: func(p *fakePrimary) {
+			p.records = append(cnames(testZone, "a"), testSOA("other.test.", 2), cname(testZone, "b"))
+		}, want: "AXFR: record 3: SOA of other.test., not of rpz.test."},
+		{name: "an SOA of the zone with another serial among the records", setup: func(p *fakePrimary) {
+			p.records = append(cnames(testZone, "a"), testSOA(testZone, 7), cname(testZone, "b"))
+		}, want: "AXFR: closing SOA has serial 7, the opening one 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var secret map[string]string
@@ -274,6 +286,7 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 			// Once the primary behaves, the next look picks the change up.
 			p.update(func(p *fakePrimary) {
 				p.cutAfter, p.unsigned, p.forged, p.truncateMAC, p.ixfrRcode, p.axfrRcode, p.overcount, p.xfrClass, p.xfrTC = 0, false, false, 0, 0, 0, 0, 0, 0
+				p.soaNotAuth, p.soaNoAnswer, p.noOpeningSOA = false, false, false
 				p.soa = testSOA(testZone, 3)
 				p.records = cnames(testZone, "a", "b")
 			})
