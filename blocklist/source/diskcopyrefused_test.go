@@ -1,0 +1,72 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestZoneDiskCopyRefusedAtStart: a restart whose disk copy the receiver
+// refuses (a reload guard held it) counts the refusal a failure and holds
+// nothing, so that the primary's zone of the same serial is transferred
+// and delivered: held, the refused copy would make the primary's zone
+// current, never delivered while the primary's serial stays (Refresh up to
+// hours), with the status saying a zone is served.
+func TestZoneDiskCopyRefusedAtStart(t *testing.T) {
+	p := startFakePrimary(t, testZone, 5, cnames(testZone, "a", "b"), nil)
+	opt := zoneTestOptions(t, nil)
+	z, rec := startZone(t, p, opt)
+	first := rec.waitCount(t, 1)
+	waitFile(t, cachePath(opt.CacheDir, z.Name()))
+
+	again, err := NewZone(z.Name(), opt)
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var refused, got []Content
+	deliver := func(c Content) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if c.FromCache {
+			refused = append(refused, c)
+			return errors.New("held by a guard")
+		}
+		got = append(got, c)
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		again.Run(ctx, deliver)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(waitFor):
+			t.Error("Run did not return after its context was cancelled")
+		}
+	})
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) > 0
+	}, waitFor, tick, "the primary's zone is delivered after the disk copy was refused")
+	mu.Lock()
+	require.Len(t, refused, 1)
+	assert.Equal(t, TransferCache, refused[0].Transfer)
+	c := got[0]
+	assert.Equal(t, TransferAXFR, c.Transfer)
+	assert.Equal(t, uint32(5), c.Serial)
+	assert.Equal(t, owners(first), owners(c))
+	mu.Unlock()
+	st := waitStatus(t, again, func(st Status) bool { return st.Transfers[TransferAXFR] == 1 })
+	assert.GreaterOrEqual(t, st.Failures, uint64(1), "the refused copy counts as a failure")
+	assert.True(t, st.HasContent)
+	assert.False(t, st.FromCache)
+}
