@@ -216,6 +216,49 @@ func TestReadSteady(t *testing.T) {
 		assert.Equal(t, []string{"tiktok.com\n", "tiktok.com\nbyteoversea.com\n"}, reads, "the list read again once, whole")
 	})
 
+	t.Run("a writer opens it during the read, writing nothing yet: read again once it closes", func(t *testing.T) {
+		// The content and the stat are as read: only the writer /proc
+		// shows after the read says the read may not stand.
+		path := newList(t)
+		opened := make(chan *os.File, 1)
+		r := &steadyReader{path: path, after: func(read int) {
+			if read == 1 {
+				f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+				require.NoError(t, err)
+				opened <- f
+			}
+		}}
+		result := make(chan error, 1)
+		go func() {
+			_, err := ReadSteady(ctx, []string{path}, quiet, time.Minute, r.read)
+			result <- err
+		}()
+		var f *os.File
+		select {
+		case f = <-opened:
+		case err := <-result:
+			require.FailNow(t, "returned before the writer opened", "%v", err)
+		}
+		t.Cleanup(func() { f.Close() })
+		writerFinishes(t, f, result)
+		assert.Equal(t, []string{"tiktok.com\n", "tiktok.com\noversea.com\n"}, r.reads, "read again once, whole")
+	})
+
+	t.Run("the wait for a writer ends with ctx: nothing read", func(t *testing.T) {
+		path := newList(t)
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		_, err = f.WriteString("byte")
+		require.NoError(t, err)
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		r := &steadyReader{path: path}
+		_, err = ReadSteady(cctx, []string{path}, quiet, time.Minute, r.read)
+		require.ErrorIs(t, err, context.Canceled)
+		assert.Empty(t, r.reads, "a file a writer holds is not read once the wait is given up")
+	})
+
 	t.Run("never steady: the last read stands after writer_wait, named", func(t *testing.T) {
 		path := newList(t)
 		r := &steadyReader{path: path}
