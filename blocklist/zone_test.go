@@ -719,3 +719,11 @@ func TestRPZSecondSOA(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, uint32(2026010100), serial)
 }
+
+// TestRPZDuplicateWildcardNamed: a `*.` trigger written twice is a
+// duplicate named with its `*.`, as the file has it, not as the name
+// itself (which may be a trigger of its own).
+func TestRPZDuplicateWildcardNamed(t *testing.T) {
+	l := zoneList(t, "*.tiktok.com CNAME .", "tiktok.com CNAME .", "*.tiktok.com CNAME .")
+	assert.Equal(t, []Duplicate{{Name: "*.tiktok.com", Line: 7, FirstLine: 5}}, l.Duplicates())
+}
