@@ -84,6 +84,10 @@ type fakePrimary struct {
 	soaNotAuth, soaNoAnswer bool
 	// noOpeningSOA leaves the opening SOA out of its transfers.
 	noOpeningSOA bool
+	// signName and signAlg, when set, are the key name and algorithm its
+	// signed answers carry instead of the query's (signed with the
+	// query's key's secret all the same).
+	signName, signAlg string
 	// queries are the QTYPEs asked, in order; recursion their RD bits.
 	queries   []uint16
 	recursion []bool
@@ -121,7 +125,11 @@ type fakeTSIG struct {
 }
 
 func (f fakeTSIG) mac(msg []byte, t *dns.TSIG, forged bool) ([]byte, error) {
-	raw, err := base64.StdEncoding.DecodeString(f.secret[t.Hdr.Name])
+	return f.macWith(msg, f.secret[t.Hdr.Name], forged)
+}
+
+func (f fakeTSIG) macWith(msg []byte, secret string, forged bool) ([]byte, error) {
+	raw, err := base64.StdEncoding.DecodeString(secret)
 	if err != nil || len(raw) == 0 {
 		return nil, dns.ErrSecret
 	}
@@ -135,7 +143,13 @@ func (f fakeTSIG) mac(msg []byte, t *dns.TSIG, forged bool) ([]byte, error) {
 
 func (f fakeTSIG) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
 	// Called from ServeDNS's write, which holds p.mu.
-	mac, err := f.mac(msg, t, f.p.forged)
+	secret := f.secret[t.Hdr.Name]
+	if f.p.signName != "" && t.Hdr.Name == f.p.signName {
+		for _, s := range f.secret { // the key's, under another name
+			secret = s
+		}
+	}
+	mac, err := f.macWith(msg, secret, f.p.forged)
 	if err == nil && f.p.truncateMAC > 0 {
 		mac = mac[:f.p.truncateMAC]
 	}
@@ -207,7 +221,14 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	}
 	sign := func(m *dns.Msg) {
 		if ts := q.IsTsig(); ts != nil && w.TsigStatus() == nil && !p.unsigned {
-			m.SetTsig(ts.Hdr.Name, ts.Algorithm, 300, time.Now().Unix())
+			name, alg := ts.Hdr.Name, ts.Algorithm
+			if p.signName != "" {
+				name = p.signName
+			}
+			if p.signAlg != "" {
+				alg = p.signAlg
+			}
+			m.SetTsig(name, alg, 300, time.Now().Unix())
 		}
 	}
 	m := new(dns.Msg)

@@ -241,6 +241,10 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 			want: "answer's MAC is truncated to 16 octets of hmac-sha256.'s 32 (RFC 8945 §5.2.2.1); sources.tsig takes the whole MAC only", is: ErrTSIG},
 		{name: "serial older", setup: func(p *fakePrimary) { p.soa = testSOA(testZone, 0) }, want: "older than the 1 held"},
 		{name: "refused", setup: func(p *fakePrimary) { p.ixfrRcode, p.axfrRcode = dns.RcodeRefused, dns.RcodeRefused }, want: "AXFR: primary answered REFUSED"},
+		{name: "answer signed with another key name", key: key, setup: func(p *fakePrimary) { p.signName = "other-key." },
+			want: `answer signed with key "other-key.", not "xfr-key."`, is: ErrTSIG},
+		{name: "answer signed with another algorithm", key: key, setup: func(p *fakePrimary) { p.signAlg = dns.HmacSHA512 },
+			want: "answer signed with algorithm hmac-sha512., not hmac-sha256.", is: ErrTSIG},
 		{name: "an SOA answer not authoritative", setup: func(p *fakePrimary) { p.soaNotAuth = true },
 			want: "is not authoritative for rpz.test."},
 		{name: "an SOA answer without the SOA", setup: func(p *fakePrimary) { p.soaNoAnswer = true },
@@ -286,7 +290,7 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 			// Once the primary behaves, the next look picks the change up.
 			p.update(func(p *fakePrimary) {
 				p.cutAfter, p.unsigned, p.forged, p.truncateMAC, p.ixfrRcode, p.axfrRcode, p.overcount, p.xfrClass, p.xfrTC = 0, false, false, 0, 0, 0, 0, 0, 0
-				p.soaNotAuth, p.soaNoAnswer, p.noOpeningSOA = false, false, false
+				p.soaNotAuth, p.soaNoAnswer, p.noOpeningSOA, p.signName, p.signAlg = false, false, false, "", ""
 				p.soa = testSOA(testZone, 3)
 				p.records = cnames(testZone, "a", "b")
 			})
