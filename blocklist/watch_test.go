@@ -1023,3 +1023,28 @@ func TestWatcherAlsoLooksAtAFileChangedSinceTheReloadRead(t *testing.T) {
 		t.Fatal("the write after the reload's read was not reported")
 	}
 }
+
+// TestWatcherAlsoTakesANamedPipeAsItIs: a named pipe that Also adds (a
+// failed reload's configuration names it as a list) is not read to be
+// compared, and is no change: it is reported neither when added nor at
+// the looks after, which would start a reload at each; the other files
+// are reported as ever.
+func TestWatcherAlsoTakesANamedPipeAsItIs(t *testing.T) {
+	dir := t.TempDir()
+	served := filepath.Join(dir, "served.txt")
+	pipe := filepath.Join(dir, "pipe.txt")
+	require.NoError(t, os.WriteFile(served, []byte("a.example\n"), 0o644))
+	require.NoError(t, syscall.Mkfifo(pipe, 0o600))
+	w, changes := runWatching(t, served)
+
+	w.Also([]string{served, pipe}, nil)
+	require.Never(t, func() bool { return len(changes) > 0 }, 500*time.Millisecond, 10*time.Millisecond,
+		"the named pipe is no change")
+	require.NoError(t, os.WriteFile(served, []byte("b.example\n"), 0o644))
+	select {
+	case c := <-changes:
+		assert.Equal(t, []string{served}, c.Files)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the edit of the file served was not reported")
+	}
+}
