@@ -82,6 +82,10 @@ type fakePrimary struct {
 	// not the zone's primary does; soaNoAnswer answers them without the
 	// SOA (NODATA).
 	soaNotAuth, soaNoAnswer bool
+	// udpSOAUnreadable answers an SOA query over UDP with a message of
+	// its ID that does not unpack (its question's name a compression
+	// pointer to itself).
+	udpSOAUnreadable bool
 	// noOpeningSOA leaves the opening SOA out of its transfers.
 	noOpeningSOA bool
 	// signName and signAlg, when set, are the key name and algorithm its
@@ -246,6 +250,15 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 			if b, err := m.Pack(); err == nil {
 				_, _ = w.Write(b[:12])
 			}
+			return
+		}
+		if udp && p.udpSOAUnreadable {
+			b := make([]byte, 12, 18)
+			binary.BigEndian.PutUint16(b, m.Id)
+			b[2] = 0x84                          // QR, AA
+			binary.BigEndian.PutUint16(b[4:], 1) // QDCOUNT
+			b = append(b, 0xc0, 12, 0, 6, 0, 1)  // a pointer to itself, SOA, IN
+			_, _ = w.Write(b)
 			return
 		}
 		if udp && p.udpSOACut {

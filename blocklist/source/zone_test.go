@@ -245,6 +245,8 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 			want: `answer signed with key "other-key.", not "xfr-key."`, is: ErrTSIG},
 		{name: "answer signed with another algorithm", key: key, setup: func(p *fakePrimary) { p.signAlg = dns.HmacSHA512 },
 			want: "answer signed with algorithm hmac-sha512., not hmac-sha256.", is: ErrTSIG},
+		{name: "an SOA answer that does not unpack", setup: func(p *fakePrimary) { p.udpSOAUnreadable = true },
+			want: "SOA query: answer: bad question name: dns: too many compression pointers"},
 		{name: "an SOA answer not authoritative", setup: func(p *fakePrimary) { p.soaNotAuth = true },
 			want: "is not authoritative for rpz.test."},
 		{name: "an SOA answer without the SOA", setup: func(p *fakePrimary) { p.soaNoAnswer = true },
@@ -291,6 +293,7 @@ func TestZoneFailuresKeepTheZone(t *testing.T) {
 			p.update(func(p *fakePrimary) {
 				p.cutAfter, p.unsigned, p.forged, p.truncateMAC, p.ixfrRcode, p.axfrRcode, p.overcount, p.xfrClass, p.xfrTC = 0, false, false, 0, 0, 0, 0, 0, 0
 				p.soaNotAuth, p.soaNoAnswer, p.noOpeningSOA, p.signName, p.signAlg = false, false, false, "", ""
+				p.udpSOAUnreadable = false
 				p.soa = testSOA(testZone, 3)
 				p.records = cnames(testZone, "a", "b")
 			})
