@@ -188,3 +188,38 @@ func TestZoneDeliveredAfterARefusalNotOfferedAgain(t *testing.T) {
 	waitStatus(t, z, func(st Status) bool { return st.LastSuccess.After(last) })
 	assert.Equal(t, 2, rec.count(), "serial 3, held and unchanged, delivered again")
 }
+
+// TestZoneReofferTransferFailed: a whole copy (serial 6) is refused by
+// the receiver, so the records of serial 5 are let go; the primary's SOA
+// goes back to 5, the zone held, and the transfer that would offer it
+// again fails (REFUSED): the look is a failure naming it, nothing is
+// delivered, and the zone held stays serial 5; once the primary
+// transfers again, serial 5 is offered.
+func TestZoneReofferTransferFailed(t *testing.T) {
+	p := startFakePrimary(t, testZone, 5, cnames(testZone, "a", "b"), nil)
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	rec.waitCount(t, 1)
+
+	rec.setRefuse(errors.New("held: the zone shrank"))
+	p.update(func(p *fakePrimary) { p.soa, p.records = testSOA(testZone, 6), cnames(testZone, "a") })
+	poke(t, z)
+	require.Eventually(t, func() bool { return z.Status().Failures >= 1 }, waitFor, tick)
+
+	rec.setRefuse(nil)
+	p.update(func(p *fakePrimary) {
+		p.soa, p.records, p.axfrRcode = testSOA(testZone, 5), cnames(testZone, "a", "b"), dns.RcodeRefused
+	})
+	poke(t, z)
+	require.Eventually(t, func() bool { return z.Status().Failures >= 2 || rec.count() >= 2 }, waitFor, tick)
+	st := z.Status()
+	assert.ErrorContains(t, st.LastError, "AXFR: primary answered REFUSED")
+	assert.Equal(t, 1, rec.count(), "nothing is offered without its records")
+	assert.Equal(t, uint32(5), st.Serial)
+
+	p.update(func(p *fakePrimary) { p.axfrRcode = 0 })
+	poke(t, z)
+	c := rec.waitCount(t, 2)
+	assert.Equal(t, uint32(5), c.Serial)
+	assert.Equal(t, TransferAXFR, c.Transfer)
+	assert.Equal(t, []string{"a", "b"}, owners(c))
+}
