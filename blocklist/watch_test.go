@@ -1048,3 +1048,25 @@ func TestWatcherAlsoTakesANamedPipeAsItIs(t *testing.T) {
 		t.Fatal("the edit of the file served was not reported")
 	}
 }
+
+// TestWatcherRunReturnsWhenClosed: Run returns once the Watcher is
+// closed (its event channels closed), its context still live, rather
+// than spin on the closed channels.
+func TestWatcherRunReturnsWhenClosed(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "list.txt")
+	require.NoError(t, os.WriteFile(file, []byte("a.example\n"), 0o644))
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	require.NoError(t, w.Watch([]string{file}, nil))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Run(t.Context(), func(Change) {})
+	}()
+	require.NoError(t, w.Close())
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after Close")
+	}
+}
