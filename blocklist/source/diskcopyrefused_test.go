@@ -3,7 +3,10 @@ package source
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,4 +72,22 @@ func TestZoneDiskCopyRefusedAtStart(t *testing.T) {
 	assert.GreaterOrEqual(t, st.Failures, uint64(1), "the refused copy counts as a failure")
 	assert.True(t, st.HasContent)
 	assert.False(t, st.FromCache)
+}
+
+// TestZoneCacheDirNotAFolder: a cache folder that is a file (a path typed
+// wrong) fails the disk copy's write at its first step, with an error
+// naming it (CacheError: dnsfence_source_cache_ok), and the zone
+// transferred is delivered all the same.
+func TestZoneCacheDirNotAFolder(t *testing.T) {
+	p := startFakePrimary(t, testZone, 5, cnames(testZone, "a"), nil)
+	opt := zoneTestOptions(t, nil)
+	opt.CacheDir = filepath.Join(opt.CacheDir, "cache")
+	require.NoError(t, os.WriteFile(opt.CacheDir, []byte("not a folder\n"), 0o644))
+	z, rec := startZone(t, p, opt)
+	c := rec.waitCount(t, 1)
+	assert.Equal(t, []string{"a"}, owners(c))
+	st := waitStatus(t, z, func(st Status) bool { return st.CacheError != nil })
+	assert.ErrorIs(t, st.CacheError, syscall.ENOTDIR)
+	assert.ErrorContains(t, st.CacheError, "writing cache: mkdir "+opt.CacheDir+": not a directory")
+	assert.NoError(t, st.LastError)
 }
