@@ -78,6 +78,9 @@ type fakePrimary struct {
 	// datagram with another ID that ends before the SOA its header counts:
 	// a late or stray answer to another query, cut short.
 	strayUDP bool
+	// strays, when > 0, is how many such datagrams it sends (strayUDP:
+	// one).
+	strays int
 	// soaNotAuth answers SOA queries with AA clear, as a resolver that is
 	// not the zone's primary does; soaNoAnswer answers them without the
 	// SOA (NODATA).
@@ -269,11 +272,13 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 			}
 			return
 		}
-		if udp && p.strayUDP {
+		if udp && (p.strayUDP || p.strays > 0) {
 			if b, err := m.Pack(); err == nil {
 				binary.BigEndian.PutUint16(b, m.Id+1)
 				binary.BigEndian.PutUint16(b[6:], 1) // the SOA, not held
-				_, _ = w.Write(b)
+				for range max(p.strays, 1) {
+					_, _ = w.Write(b)
+				}
 			}
 		}
 		m.Answer = []dns.RR{p.soa}

@@ -914,6 +914,21 @@ func TestZoneSOAQueryIgnoresStrayDatagrams(t *testing.T) {
 	assert.Equal(t, qtypes(dns.TypeSOA, dns.TypeAXFR), qtypes(p.asked()...), "answered over UDP: not asked again over TCP")
 }
 
+// TestZoneSOAQueryFloodedWithStrayDatagrams: over UDP, sixteen datagrams
+// with another ID than the SOA query's before its answer (a flood of
+// spoofed answers guessing the ID) end the wait as no answer, and the
+// query is asked again over TCP, as for a lost one: the flood does not
+// keep the zone from being checked.
+func TestZoneSOAQueryFloodedWithStrayDatagrams(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a"), nil)
+	p.update(func(p *fakePrimary) { p.strays = 16 })
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	c := rec.waitCount(t, 1)
+	assert.Equal(t, uint32(1), c.Serial)
+	assert.NoError(t, z.Status().LastError)
+	assert.Equal(t, qtypes(dns.TypeSOA, dns.TypeSOA, dns.TypeAXFR), qtypes(p.asked()...), "asked again over TCP")
+}
+
 // TestZoneSOATruncatedAndCutShort: an answer to the SOA query over UDP
 // with TC set that ends before the records its header counts (the SOA
 // counted, not held: a truncating server or middlebox may cut a datagram
