@@ -91,3 +91,49 @@ func TestZoneCacheDirNotAFolder(t *testing.T) {
 	assert.ErrorContains(t, st.CacheError, "writing cache: mkdir "+opt.CacheDir+": not a directory")
 	assert.NoError(t, st.LastError)
 }
+
+// TestZoneReleasedZoneNotWrittenAsTheDiskCopy: the disk copy cannot be
+// written; a whole transfer of serial 6 is cut off under way, after the
+// records of serial 5, the zone held, were let go for it; the disk copy
+// can be written again and the primary is back at serial 5. The look
+// finds the zone current and writes the zone held again only if it
+// still has its records: the disk copy, if any, holds the zone, never
+// its SOA alone (which a restart with the primary down would serve as a
+// zone that blocks nothing).
+func TestZoneReleasedZoneNotWrittenAsTheDiskCopy(t *testing.T) {
+	p := startFakePrimary(t, testZone, 5, cnames(testZone, "a", "b"), nil)
+	opt := zoneTestOptions(t, nil)
+	z, err := NewZone("axfr://"+p.addr+"/rpz.test", opt)
+	require.NoError(t, err)
+	path := cachePath(opt.CacheDir, z.Name())
+	require.NoError(t, os.MkdirAll(path, 0o755)) // a folder where the file goes: the rename fails
+	require.NoError(t, os.WriteFile(filepath.Join(path, "x"), nil, 0o644))
+	rec := &receiver{}
+	runWith(t, z, rec)
+	rec.waitCount(t, 1)
+	waitStatus(t, z, func(st Status) bool { return st.CacheError != nil })
+
+	p.update(func(p *fakePrimary) {
+		p.soa, p.records, p.perMessage, p.cutAfter = testSOA(testZone, 6), cnames(testZone, "a", "b", "c"), 2, 1
+	})
+	poke(t, z)
+	st := waitStatus(t, z, func(st Status) bool { return st.LastError != nil })
+	require.ErrorContains(t, st.LastError, "cut off")
+
+	require.NoError(t, os.RemoveAll(path))
+	p.update(func(p *fakePrimary) {
+		p.soa, p.records, p.cutAfter = testSOA(testZone, 5), cnames(testZone, "a", "b"), 0
+	})
+	poke(t, z)
+	st = waitStatus(t, z, func(st Status) bool { return st.LastError == nil })
+	assert.Equal(t, uint32(5), st.Serial)
+	assert.Equal(t, 1, rec.count(), "the zone is current: nothing delivered again")
+	// Run looks once at a time: once the next look began, that one is
+	// over, its disk copy written if it wrote one.
+	poke(t, z)
+	waitStatus(t, z, func(now Status) bool { return now.LastAttempt.After(st.LastAttempt) })
+	if c, err := Cached(z); !errors.Is(err, ErrNoCopy) {
+		require.NoError(t, err)
+		assert.Equal(t, []string{"a", "b"}, owners(c), "the disk copy holds the zone")
+	}
+}
