@@ -1070,3 +1070,55 @@ func TestWatcherRunReturnsWhenClosed(t *testing.T) {
 		t.Fatal("Run did not return after Close")
 	}
 }
+
+// TestWatcherMinutesLookWatchesAFolderAgain: a folder that could not be
+// watched (OnUnwatched) and is watched again at the minute's look, which
+// no Rearm asked for, has its files looked at a debounce away: a change
+// made while it was not watched, which no event told of, is reported
+// then, as after Rearm, not after the writer wait as a change the look
+// found by hashing (here a minute: the 10 s the test waits).
+func TestWatcherMinutesLookWatchesAFolderAgain(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad", "list.txt")
+	require.NoError(t, os.MkdirAll(filepath.Dir(bad), 0o755))
+	require.NoError(t, os.WriteFile(bad, []byte("a.example\n"), 0o644))
+	w, err := NewWatcher(20 * time.Millisecond)
+	require.NoError(t, err)
+	defer w.Close()
+	w.SetWriterWait(time.Minute)
+	w.lookEvery = 100 * time.Millisecond
+	var failing, wrote atomic.Bool
+	failing.Store(true)
+	w.add = func(d string) error {
+		if d == filepath.Dir(bad) {
+			if failing.Load() {
+				return syscall.ENOSPC
+			}
+			// Written just before the watch begins, the folder not
+			// watched: no event tells of it, and no look before this
+			// one can have hashed it.
+			if !wrote.Swap(true) {
+				if err := os.WriteFile(bad, []byte("b.example\n"), 0o644); err != nil {
+					return err
+				}
+			}
+		}
+		return w.fsw.Add(d)
+	}
+	require.ErrorIs(t, w.Watch([]string{bad}, nil), syscall.ENOSPC)
+	settled := make(chan bool, 16)
+	w.onSettle = func(changed bool) { settled <- changed }
+	changes := make(chan Change, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go w.Run(ctx, func(c Change) { changes <- c })
+	waitQuiet(t, settled) // Watch's look is over
+
+	failing.Store(false)
+	select {
+	case c := <-changes:
+		assert.Equal(t, []string{bad}, c.Files)
+		assert.Empty(t, w.Unwatched())
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "the change was not reported a debounce after the folder was watched again")
+	}
+}
