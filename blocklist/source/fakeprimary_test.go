@@ -91,6 +91,10 @@ type fakePrimary struct {
 	udpSOAUnreadable bool
 	// noOpeningSOA leaves the opening SOA out of its transfers.
 	noOpeningSOA bool
+	// stallAfter, when > 0, stops a transfer after that many messages,
+	// its connection held open, until stalled is closed.
+	stallAfter int
+	stalled    chan struct{}
 	// signName and signAlg, when set, are the key name and algorithm its
 	// signed answers carry instead of the query's (signed with the
 	// query's key's secret all the same).
@@ -330,6 +334,13 @@ func (p *fakePrimary) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 		}
 	}
 	for i, msgs := 0, 0; i < len(answer); msgs++ {
+		if p.stallAfter > 0 && msgs == p.stallAfter {
+			stalled := p.stalled
+			p.mu.Unlock()
+			<-stalled
+			p.mu.Lock()
+			return
+		}
 		if p.cutAfter > 0 && msgs == p.cutAfter || qt == dns.TypeIXFR && p.ixfrCutAfter > 0 && msgs == p.ixfrCutAfter {
 			w.Close() // cut off before the closing SOA
 			return

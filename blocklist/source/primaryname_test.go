@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -105,4 +106,23 @@ func TestZonePrimaryByName(t *testing.T) {
 	assert.Equal(t, uint32(1), st.Serial)
 	assert.True(t, st.HasContent)
 	assert.Equal(t, 1, rec.count())
+}
+
+// TestZoneFetchEndsWithItsContext: a transfer whose primary stops
+// sending under way, its connection open, ends when the context of
+// Fetch (`dnsfence check`'s) does, with the context's error: a
+// deadline, not a connection cut off (the IXFR a deadline ended is not
+// followed by an AXFR that would meet it again).
+func TestZoneFetchEndsWithItsContext(t *testing.T) {
+	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a", "b", "c"), nil)
+	stalled := make(chan struct{})
+	t.Cleanup(func() { close(stalled) })
+	p.update(func(p *fakePrimary) { p.perMessage, p.stallAfter, p.stalled = 2, 1, stalled })
+	z, err := NewZone("axfr://"+p.addr+"/rpz.test", zoneTestOptions(t, nil))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
+	defer cancel()
+	_, err = z.Fetch(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorContains(t, err, "AXFR: context deadline exceeded")
 }
