@@ -418,3 +418,68 @@ func TestStartWarnsOfAWriterHoldingAListOpen(t *testing.T) {
 	assert.Equal(t, zap.WarnLevel, warn[0].Level)
 	assert.NotEmpty(t, warn[0].ContextMap()["writers"])
 }
+
+// TestStartRefusesAListOfOnlyBadLines: a list that does not load when
+// Start reads it (only bad lines: a web page saved in its place) stops the
+// start with ErrOnlyBadLines, and nothing is published: dnsfence does not
+// serve the policy with the list missing, every name it named unblocked.
+func TestStartRefusesAListOfOnlyBadLines(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dnsfence.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(startWriteConfig), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tiktok.txt"), []byte("<html>\n<body>not found</body>\n"), 0o644))
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+
+	log, _ := observed(t)
+	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
+	r := NewReloader(log, h, func() (*config.Config, error) { return config.Load(path) })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	snap, err := r.Start(ctx, cfg)
+	require.ErrorIs(t, err, ErrOnlyBadLines)
+	assert.Contains(t, err.Error(), "tiktok.txt")
+	assert.Nil(t, snap)
+	assert.Nil(t, h.Snapshot(), "nothing published")
+}
+
+// TestStartServesAListStillChangingAfterWriterWait: a list whose writer
+// goes on changing it past reload.writer_wait is given up on at start:
+// Start serves the last read, says so at warn, and does not fail (the
+// watcher applies the list once complete). Refusing it would leave a
+// device unprotected until the writer stopped, which it may never do.
+func TestStartServesAListStillChangingAfterWriterWait(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dnsfence.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(startWriteConfig, "debounce: 20ms, writer_wait: 30s", "debounce: 400ms, writer_wait: 1s", 1)), 0o644))
+	list := filepath.Join(dir, "tiktok.txt")
+	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\n"), 0o644))
+	// The writer rewrites the list every 10 ms, each time other content,
+	// opened and closed each time: every read, whose quiet period is
+	// 400 ms, sees the list change.
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			assert.NoError(t, os.WriteFile(list, []byte(fmt.Sprintf("tiktok.com\nbyte%d.com\n", i)), 0o644))
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		<-stopped
+	})
+
+	log, logs := observed(t)
+	_, started := startInBackground(t, log, path)
+	snap := awaitStart(t, started, "Start did not return after reload.writer_wait")
+	assert.Positive(t, snap.Lists[list].Len())
+	warn := logs.FilterMessage("loading files still being written after reload.writer_wait; the watcher applies them once complete").All()
+	require.Len(t, warn, 1)
+	assert.Equal(t, zap.WarnLevel, warn[0].Level)
+	assert.Contains(t, warn[0].ContextMap()["error"], "tiktok.txt")
+}
