@@ -2,9 +2,12 @@ package resolver
 
 import (
 	"context"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -48,4 +51,55 @@ func TestReloaderWaitForTheReloadUnderWay(t *testing.T) {
 		t.Fatal("Wait did not return once the reload ended")
 	}
 	assert.NoError(t, r.Wait(ended))
+}
+
+// TestReloadAfterStopLeavesTheOneUnderWayCounted: a reload asked for
+// after Stop (a SIGHUP during the shutdown) applies nothing and returns
+// ErrStopping, and does not end the count of the reloads under way: Wait
+// still waits for the one that began before Stop. Before the check at
+// ReloadFor's top, its deferred end ended a reload it never began, and
+// Wait reported none under way while one still was.
+func TestReloadAfterStopLeavesTheOneUnderWayCounted(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(zap.NewNop(), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	require.True(t, r.begin(), "a reload under way")
+	r.Stop()
+	before := f.handler.Snapshot()
+	require.ErrorIs(t, r.ReloadFor(Trigger{Kind: TriggerSIGHUP}), ErrStopping)
+	assert.Same(t, before, f.handler.Snapshot())
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	assert.ErrorIs(t, r.Wait(ended), context.Canceled, "the reload begun before Stop is still under way")
+	r.end()
+	assert.NoError(t, r.Wait(ended))
+}
+
+// TestReloadStoppedWhileBuildingNotApplied: Stop comes while a reload
+// reads the configuration (the reload holds r.mu, Stop does not wait for
+// it): the snapshot built is not published, ErrStopping is returned, and
+// the forwarder the reload connected for a new upstream is closed, its
+// upstream's metric series gone with it.
+func TestReloadStoppedWhileBuildingNotApplied(t *testing.T) {
+	up := startUpstream(t, nil)
+	moved := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	path := f.handler.Snapshot().Config.File
+	text, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(string(text), up.addr, moved.addr, 1)), 0o644))
+	log, logs := observed(t)
+	var r *Reloader
+	r = NewReloader(log, f.handler, func() (*config.Config, error) {
+		r.Stop() // during the reload, after its first check
+		return config.Load(path)
+	})
+	before := f.handler.Snapshot()
+	require.ErrorIs(t, r.Reload(false), ErrStopping)
+	assert.Same(t, before, f.handler.Snapshot(), "nothing published")
+	assert.Len(t, logs.FilterMessage("reload not applied: dnsfence is stopping").All(), 1)
+	metrics := scrape(t, f.registry)
+	assert.True(t, strings.Contains(metrics, `upstream="`+up.addr+`"`), "the upstream served")
+	assert.False(t, strings.Contains(metrics, `upstream="`+moved.addr+`"`), "the forwarder built for the reload is closed")
 }
