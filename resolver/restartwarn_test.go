@@ -172,3 +172,67 @@ func TestRestartWarningForEncryptedListenerLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestRestartWarningsForLimitsAndCertificateFiles: limits.tcp_connections
+// and the UDP socket buffers are set when the listeners start, and the
+// certificate files named at start are the ones watched and served: a
+// reload that changes them says each needs a restart, naming what still
+// runs.
+func TestRestartWarningsForLimitsAndCertificateFiles(t *testing.T) {
+	up := startUpstream(t, nil)
+	started, other := newTestPKI(t), newTestPKI(t)
+	base := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}", 1) +
+		"limits: {tcp_connections: 100, udp_receive_buffer: 1048576, udp_send_buffer: 1048576}\n" +
+		fmt.Sprintf("listen_tls: [\"127.0.0.1:0\"]\ntls: {cert: %q, key: %q}\n", started.certFile, started.keyFile)
+	f := startFence(t, base, testFiles, up.addr)
+	path := f.handler.Snapshot().Config.File
+	original, err := os.ReadFile(path)
+	require.NoError(t, err)
+
+	for _, tc := range []struct {
+		name, from, to, warning string
+		fields                  map[string]any
+	}{
+		{
+			name: "tcp_connections", from: "tcp_connections: 100", to: "tcp_connections: 200",
+			warning: "limits.tcp_connections changed: restart to apply",
+			fields:  map[string]any{"tcp_connections": int64(100)},
+		},
+		{
+			name: "udp_receive_buffer", from: "udp_receive_buffer: 1048576", to: "udp_receive_buffer: 4194304",
+			warning: "limits.udp_receive_buffer or udp_send_buffer changed: restart to apply",
+			fields:  map[string]any{"udp_receive_buffer": int64(1048576), "udp_send_buffer": int64(1048576)},
+		},
+		{
+			name: "udp_send_buffer", from: "udp_send_buffer: 1048576", to: "udp_send_buffer: 4194304",
+			warning: "limits.udp_receive_buffer or udp_send_buffer changed: restart to apply",
+			fields:  map[string]any{"udp_receive_buffer": int64(1048576), "udp_send_buffer": int64(1048576)},
+		},
+		{
+			name: "tls files", from: fmt.Sprintf("cert: %q, key: %q", started.certFile, started.keyFile),
+			to:      fmt.Sprintf("cert: %q, key: %q", other.certFile, other.keyFile),
+			warning: "tls.cert or tls.key names other files: restart to apply; the files named at start are still watched and served",
+			fields:  map[string]any{"cert": started.certFile, "key": started.keyFile},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			core, logs := observer.New(zap.InfoLevel)
+			r := NewReloader(zap.New(core), f.handler, func() (*config.Config, error) { return config.Load(path) })
+			edited := strings.Replace(string(original), tc.from, tc.to, 1)
+			require.NotEqual(t, string(original), edited)
+			require.NoError(t, os.WriteFile(path, []byte(edited), 0o644))
+			require.NoError(t, r.Reload(false))
+			warned := logs.FilterMessageSnippet("restart to apply").AllUntimed()
+			require.Len(t, warned, 1)
+			assert.Equal(t, tc.warning, warned[0].Message)
+			assert.Equal(t, zap.WarnLevel, warned[0].Level)
+			fields := warned[0].ContextMap()
+			for k, v := range tc.fields {
+				assert.Equal(t, v, fields[k], k)
+			}
+			// Back to the settings started with, for the next case.
+			require.NoError(t, os.WriteFile(path, original, 0o644))
+			require.NoError(t, r.Reload(false))
+		})
+	}
+}
