@@ -418,3 +418,28 @@ func TestWireQueryPanicServfail(t *testing.T) {
 		})
 	}
 }
+
+// TestMessagePathWaitingLimit: a query the message path leaves waiting on
+// an upstream (ServeInline) while waitingLimit queries already wait is
+// answered SERVFAIL at once, "too many upstream queries in flight", and
+// goes nowhere, as on the wire path; below the limit it is forwarded.
+func TestMessagePathWaitingLimit(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFenceServing(t, zaptest.NewLogger(t), testConfig, testFiles,
+		func(h *Handler) listen.Handler { return messageOnly{h} }, up.addr)
+	limit := waitingLimit(f.handler.Snapshot())
+	f.handler.waiting.Store(limit)
+	r := ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeServerFailure, r.Rcode)
+	if e := ede(r); assert.NotNil(t, e) {
+		assert.Equal(t, "too many upstream queries in flight", e.ExtraText)
+	}
+	assert.Empty(t, up.queries(), "nothing forwarded")
+	assert.Equal(t, limit, f.handler.waiting.Load(), "the query refused is not counted")
+
+	f.handler.waiting.Store(0)
+	r = ask(t, f.addr, "", "udp", question("example.org.", dns.TypeA, true))
+	assert.Equal(t, dns.RcodeSuccess, r.Rcode)
+	assert.Len(t, up.queries(), 1)
+	require.Eventually(t, func() bool { return f.handler.waiting.Load() == 0 }, 5*time.Second, 5*time.Millisecond)
+}
