@@ -433,3 +433,33 @@ func TestReadyzNamesASingleUnwatchedFile(t *testing.T) {
 	_, body = get(t, srv.URL+"/metrics")
 	assert.Contains(t, body, "\ndnsfence_unwatched_files 1\n")
 }
+
+// TestKeepWatchingStopsWhileWaitingToRetry: a watcher that cannot start
+// is tried again after a wait; a stop (its context ended) during that
+// wait ends KeepWatching at once, not after the wait (up to a minute,
+// past a shutdown's budget).
+func TestKeepWatchingStopsWhileWaitingToRetry(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, listsConfig, map[string]string{"lists/tiktok.txt": "tiktok.com\n"}, up.addr)
+	core, logs := observer.New(zap.InfoLevel)
+	path := f.handler.Snapshot().Config.File
+	r := NewReloader(zap.New(core), f.handler, func() (*config.Config, error) { return config.Load(path) })
+	r.retryFirst = time.Hour
+	r.newWatcher = func(time.Duration) (*blocklist.Watcher, error) { return nil, errors.New("too many open files") }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.KeepWatching(ctx)
+	}()
+	require.Eventually(t, func() bool {
+		return logs.FilterMessageSnippet("file watching stopped; starting it again").Len() == 1
+	}, 10*time.Second, 5*time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("KeepWatching did not return once its context ended")
+	}
+}
