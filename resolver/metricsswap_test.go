@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 )
 
 // TestSnapshotGaugesNeverSeenHalfMade: a scrape during a reload sees the
@@ -112,5 +113,19 @@ func TestSeriesByTransportAtStart(t *testing.T) {
 		v, ok := metricValue(t, reg, "dnsfence_connections_open", "transport", tr)
 		assert.Equal(t, tr != listen.UDP, ok, "connections_open series of %s", tr)
 		assert.Zero(t, v)
+	}
+}
+
+// TestScrapeBeforeTheFirstSnapshot: serve answers /metrics from before
+// Start has built the first snapshot (the lists may take a while to
+// load): a scrape then reads the upstream gauges of no forwarder, zero
+// upstreams and none down, rather than failing.
+func TestScrapeBeforeTheFirstSnapshot(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	NewHandler(zap.NewNop(), nil, NewMetrics(reg))
+	for _, name := range []string{"dnsfence_upstreams", "dnsfence_upstreams_down"} {
+		v, ok := metricValue(t, reg, name)
+		assert.True(t, ok, name)
+		assert.Zero(t, v, name)
 	}
 }
