@@ -483,3 +483,28 @@ func TestStartServesAListStillChangingAfterWriterWait(t *testing.T) {
 	assert.Equal(t, zap.WarnLevel, warn[0].Level)
 	assert.Contains(t, warn[0].ContextMap()["error"], "tiktok.txt")
 }
+
+// TestStartRefusesABrokenUpstreamCA: an upstream_ca bundle that no longer
+// loads when Start connects the upstreams (replaced after the
+// configuration validated it) stops the start, naming the key, and
+// nothing is published: no snapshot serves without its forwarder.
+func TestStartRefusesABrokenUpstreamCA(t *testing.T) {
+	p := newTestPKI(t)
+	pCA, err := os.ReadFile(p.caFile)
+	require.NoError(t, err)
+	path := writeConfig(t, "listen: [\"127.0.194.4:0\"]\nupstreams: {{upstreams}}\nupstream_ca: upstream-ca.pem\nallowed_clients: [\"10.0.0.0/8\"]\n",
+		map[string]string{"upstream-ca.pem": string(pCA)}, "tls://127.0.194.4:853#"+testServerName)
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(path), "upstream-ca.pem"), []byte("not a PEM file\n"), 0o644))
+
+	log, _ := observed(t)
+	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
+	r := NewReloader(log, h, func() (*config.Config, error) { return config.Load(path) })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	snap, err := r.Start(ctx, cfg)
+	assert.ErrorContains(t, err, "upstream_ca")
+	assert.Nil(t, snap)
+	assert.Nil(t, h.Snapshot(), "nothing published")
+}
