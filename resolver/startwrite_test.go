@@ -508,3 +508,27 @@ func TestStartRefusesABrokenUpstreamCA(t *testing.T) {
 	assert.Nil(t, snap)
 	assert.Nil(t, h.Snapshot(), "nothing published")
 }
+
+// TestStartRefusesAConfigBrokenWhileStarting: the configuration changed
+// since serve read it, and Start reads it again; written broken meanwhile
+// (a policy key misspelt), it stops the start with its error rather than
+// serving the first read or a configuration of nothing.
+func TestStartRefusesAConfigBrokenWhileStarting(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dnsfence.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(startWriteConfig), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tiktok.txt"), []byte("tiktok.com\n"), 0o644))
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(startWriteConfig, "block:", "blokc:", 1)), 0o644))
+
+	log, _ := observed(t)
+	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
+	r := NewReloader(log, h, func() (*config.Config, error) { return config.Load(path) })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	snap, err := r.Start(ctx, cfg)
+	require.ErrorContains(t, err, "blokc")
+	assert.True(t, snap == nil, "no snapshot returned")
+	assert.Nil(t, h.Snapshot(), "nothing published")
+}
