@@ -2,11 +2,15 @@ package resolver
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist/source"
 	"github.com/dnsfence/dnsfence/internal/testnet"
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -118,4 +122,37 @@ func TestSourceCopyOfADroppedSourceNotKept(t *testing.T) {
 	require.ErrorContains(t, err, "the source is no longer configured")
 	assert.Nil(t, dropped.list)
 	assert.Nil(t, rs.list, "the configured source's list untouched")
+}
+
+// TestFetchSourcesRefusesWhatServeRefuses: `dnsfence check -fetch`
+// builds each remote list's copy as serve does: a body of nothing but bad
+// lines (JSON where the list was) is reported with the error serve
+// refuses the copy with, and no list is given for it, while a good list
+// beside it is built.
+func TestFetchSourcesRefusesWhatServeRefuses(t *testing.T) {
+	srv := startListServer(t, map[string]string{"/a.txt": "tiktok.com\n"})
+	junk := startListServer(t, nil)
+	junk.set("/b.txt", "", "junk")
+	good, bad := srv.URL+"/a.txt", junk.URL+"/b.txt"
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dnsfence.yaml")
+	writeOneListConfig(t, path, "127.0.194.9:53", good)
+	text, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(string(text), `block: ["`+good+`"]`, `block: ["`+good+`", "`+bad+`"]`, 1)), 0o644))
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+
+	reports, lists := FetchSources(t.Context(), cfg, false)
+	require.Len(t, reports, 2)
+	byName := map[string]SourceReport{}
+	for _, r := range reports {
+		byName[r.Name] = r
+	}
+	assert.NoError(t, byName[good].Err)
+	assert.Equal(t, 1, byName[good].List.Len())
+	assert.ErrorIs(t, byName[bad].Err, ErrOnlyBadLines)
+	assert.Nil(t, byName[bad].List)
+	assert.Contains(t, lists, good)
+	assert.NotContains(t, lists, bad)
 }
