@@ -579,3 +579,34 @@ func TestMetricSeriesBoundedByQueries(t *testing.T) {
 		assert.NotContains(t, v, "tiktok.com.", "a name asked is no label value")
 	}
 }
+
+// TestAuditLineSaysHowManyWereSuppressed: the first audit line a client
+// gets once its minute is over says how many of its blocked queries were
+// not logged in the minute before (suppressed), so that lines written plus
+// lines suppressed are every block; a line with none suppressed says
+// nothing of it.
+func TestAuditLineSaysHowManyWereSuppressed(t *testing.T) {
+	up := startUpstream(t, nil)
+	core, logs := observer.New(zap.InfoLevel)
+	cfg := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: blocked, audit_limit: 2}", 1)
+	f := startFenceLog(t, zap.New(core), cfg, testFiles, up.addr)
+	for range 5 {
+		ask(t, f.addr, "", "udp", question("tiktok.com.", dns.TypeA, false))
+	}
+	lines := logs.FilterMessage("query").All()
+	require.Len(t, lines, 2, "the limit's 2, then 3 suppressed")
+	for _, l := range lines {
+		assert.NotContains(t, l.ContextMap(), logSuppressed)
+	}
+	// The client's minute over, as if a minute had passed.
+	a := &f.handler.audit
+	a.mu.Lock()
+	w := a.clients[netipMustParse("127.0.0.1")]
+	require.NotNil(t, w)
+	w.start = w.start.Add(-time.Minute - time.Second)
+	a.mu.Unlock()
+	ask(t, f.addr, "", "udp", question("tiktok.com.", dns.TypeA, false))
+	lines = logs.FilterMessage("query").All()
+	require.Len(t, lines, 3)
+	assert.EqualValues(t, 3, lines[2].ContextMap()[logSuppressed])
+}
