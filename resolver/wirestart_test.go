@@ -510,3 +510,50 @@ func TestFetchWirePrefetchesWhatItClaims(t *testing.T) {
 		return fresh != nil && fresh != e
 	}, 2*time.Second, 5*time.Millisecond, "and replaced the entry")
 }
+
+// TestNoWireAfterTheClientTimerAnsweredOnce: a wire query whose expired
+// answer its client response timer (stale_answer_client_timeout) has
+// already served stale, and whose Forwarder was then replaced by one that
+// takes no wire query (upstream.ErrNoWire), is asked again as a message
+// to refresh the cache, and its client gets no second answer: one answer
+// a query.
+func TestNoWireAfterTheClientTimerAnsweredOnce(t *testing.T) {
+	up := startUpstream(t, nil)
+	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms",
+		"upstream_timeout: 300ms\ncache: {max_ttl: 1, serve_stale: 1h, stale_refresh_time: 0s, stale_answer_client_timeout: 50ms}", 1)
+	f := startFence(t, cfg, testFiles, up.addr)
+	h := f.handler
+	const name = "nowire.example.org."
+	require.Equal(t, dns.RcodeSuccess, ask(t, f.addr, "", "udp", question(name, dns.TypeA, true)).Rcode)
+	time.Sleep(1100 * time.Millisecond) // past max_ttl: the answer expired, servable stale
+
+	w := newDetachedRecorder()
+	var buf [maxNameText]byte
+	wq, ok := readWireQuery(packed(question(name, dns.TypeA, true)), &buf)
+	require.True(t, ok)
+	snap := h.Snapshot()
+	id, _ := peerIdentity(snap, w)
+	q := query{w: w, transport: listen.UDP, wire: wq, snap: snap, id: id}
+	require.True(t, h.serveInline(&q), "expired: the upstreams are asked")
+	p := leave(q)
+	require.True(t, h.slots.acquire())
+	_, lead := h.joinWire(p)
+	require.True(t, lead)
+	p.left.h = h
+	h.startClientTimer(p.left)
+	require.NotNil(t, p.timer(), "the client response timer runs")
+	require.Eventually(t, func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.written) == 1
+	}, 5*time.Second, 5*time.Millisecond, "the timer answers stale")
+
+	p.left.WireDone(upstream.WireAnswer{}, "", upstream.ErrNoWire, nil)
+	got := w.answers(t, 1)
+	require.Len(t, got, 1, "the stale answer, and nothing after it")
+	if e := ede(got[0]); assert.NotNil(t, e) {
+		assert.Equal(t, dns.ExtendedErrorCodeStaleAnswer, e.InfoCode)
+	}
+	require.Eventually(t, func() bool { return up.count.Load() == 2 }, 5*time.Second, 5*time.Millisecond,
+		"the message path asked the upstream again, for the cache")
+}
