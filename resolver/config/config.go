@@ -499,7 +499,7 @@ func parse(file string, data []byte, readFile func(string) ([]byte, error), embe
 	if err := strict.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
-			if badMerge {
+			if badMerge || len(errs.errs) > 0 {
 				return nil, errs.err() // the shape check has said it at its line
 			}
 			return nil, yamlError(file, data, err)

@@ -264,7 +264,9 @@ func (s *shapeChecker) value(n *yaml.Node, t reflect.Type, path []any) {
 		if _, curly := curlyInner(n); curly {
 			s.bad(line, path, "the secret is in %s; write it in straight quotes, %s", curlyWhy("value"), example(path))
 		} else if n.Decode(new(string)) != nil {
-			s.bad(line, path, "the secret cannot be read as text; put it in quotes, %s", example(path))
+			// Only an explicit tag (!!int, !!binary) makes a scalar
+			// that is not text.
+			s.bad(line, path, "the secret cannot be read as text under its YAML tag %q; write it without the tag, %s", n.ShortTag(), example(path))
 		}
 	default:
 		if msg := typographicQuotes(n, t); msg != "" {
@@ -743,7 +745,9 @@ func scalarProblem(n *yaml.Node, t reflect.Type, ttl bool) (msg string, exact bo
 		}
 	case t.Kind() == reflect.String:
 		if err := n.Decode(new(string)); err != nil {
-			return v + " cannot be read as text; put it in quotes", false
+			// Only an explicit tag (!!int, !!binary) makes a scalar
+			// that is not text.
+			return fmt.Sprintf("%s cannot be read as text under its YAML tag %q; write it without the tag", v, n.ShortTag()), false
 		}
 	case t.Kind() == reflect.Float64 || t.Kind() == reflect.Float32:
 		if tag == "!!str" {
