@@ -431,16 +431,9 @@ func TestStartRefusesAListOfOnlyBadLines(t *testing.T) {
 	cfg, err := config.Load(path)
 	require.NoError(t, err)
 
-	log, _ := observed(t)
-	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
-	r := NewReloader(log, h, func() (*config.Config, error) { return config.Load(path) })
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	snap, err := r.Start(ctx, cfg)
+	err = startRefused(t, path, cfg)
 	require.ErrorIs(t, err, ErrOnlyBadLines)
 	assert.Contains(t, err.Error(), "tiktok.txt")
-	assert.Nil(t, snap)
-	assert.Nil(t, h.Snapshot(), "nothing published")
 }
 
 // TestStartServesAListStillChangingAfterWriterWait: a list whose writer
@@ -498,15 +491,7 @@ func TestStartRefusesABrokenUpstreamCA(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(path), "upstream-ca.pem"), []byte("not a PEM file\n"), 0o644))
 
-	log, _ := observed(t)
-	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
-	r := NewReloader(log, h, func() (*config.Config, error) { return config.Load(path) })
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	snap, err := r.Start(ctx, cfg)
-	assert.ErrorContains(t, err, "upstream_ca")
-	assert.Nil(t, snap)
-	assert.Nil(t, h.Snapshot(), "nothing published")
+	assert.ErrorContains(t, startRefused(t, path, cfg), "upstream_ca")
 }
 
 // TestStartRefusesAConfigBrokenWhileStarting: the configuration changed
@@ -522,13 +507,19 @@ func TestStartRefusesAConfigBrokenWhileStarting(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(startWriteConfig, "block:", "blokc:", 1)), 0o644))
 
+	require.ErrorContains(t, startRefused(t, path, cfg), "blokc")
+}
+
+// startRefused runs a Reloader's Start with cfg, read from path (which
+// Start reads again), for a start that fails: it checks that Start
+// returned no snapshot and published none, and returns Start's error.
+func startRefused(t *testing.T, path string, cfg *config.Config) error {
+	t.Helper()
 	log, _ := observed(t)
 	h := NewHandler(log, nil, NewMetrics(prometheus.NewRegistry()))
 	r := NewReloader(log, h, func() (*config.Config, error) { return config.Load(path) })
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	snap, err := r.Start(ctx, cfg)
-	require.ErrorContains(t, err, "blokc")
-	assert.True(t, snap == nil, "no snapshot returned")
+	snap, err := r.Start(t.Context(), cfg)
+	assert.Nil(t, snap, "no snapshot returned")
 	assert.Nil(t, h.Snapshot(), "nothing published")
+	return err
 }
