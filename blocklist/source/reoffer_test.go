@@ -80,16 +80,7 @@ func TestZoneRefusedCopyOfferedAgain(t *testing.T) {
 // view out of step with the SOA query's). Serial 4 is older than the
 // zone held: it is not delivered, and the look is a failure.
 func TestZoneReofferOlderTransferRefused(t *testing.T) {
-	p := startFakePrimary(t, testZone, 5, cnames(testZone, "a", "b"), nil)
-	z, rec := startZone(t, p, zoneTestOptions(t, nil))
-	rec.waitCount(t, 1)
-
-	rec.setRefuse(errors.New("held: the zone shrank"))
-	p.update(func(p *fakePrimary) { p.soa, p.records = testSOA(testZone, 6), cnames(testZone, "a") })
-	poke(t, z)
-	require.Eventually(t, func() bool { return z.Status().Failures >= 1 }, waitFor, tick)
-
-	rec.setRefuse(nil)
+	p, z, rec := refusedOnce(t, 5)
 	p.update(func(p *fakePrimary) {
 		p.soa, p.xfrSOA, p.records = testSOA(testZone, 5), testSOA(testZone, 4), cnames(testZone, "a")
 	})
@@ -168,16 +159,7 @@ func TestZoneNewSerialNeverBesideTheErrorItEnded(t *testing.T) {
 // zone held is offered again only while the copy delivered last is a
 // refused one).
 func TestZoneDeliveredAfterARefusalNotOfferedAgain(t *testing.T) {
-	p := startFakePrimary(t, testZone, 1, cnames(testZone, "a", "b"), nil)
-	z, rec := startZone(t, p, zoneTestOptions(t, nil))
-	rec.waitCount(t, 1)
-
-	rec.setRefuse(errors.New("held: the zone shrank"))
-	p.update(func(p *fakePrimary) { p.soa, p.records = testSOA(testZone, 2), cnames(testZone, "a") })
-	poke(t, z)
-	require.Eventually(t, func() bool { return z.Status().Failures >= 1 }, waitFor, tick)
-
-	rec.setRefuse(nil)
+	p, z, rec := refusedOnce(t, 1)
 	p.update(func(p *fakePrimary) { p.soa, p.records = testSOA(testZone, 3), cnames(testZone, "a", "c") })
 	poke(t, z)
 	c := rec.waitCount(t, 2)
@@ -196,16 +178,7 @@ func TestZoneDeliveredAfterARefusalNotOfferedAgain(t *testing.T) {
 // delivered, and the zone held stays serial 5; once the primary
 // transfers again, serial 5 is offered.
 func TestZoneReofferTransferFailed(t *testing.T) {
-	p := startFakePrimary(t, testZone, 5, cnames(testZone, "a", "b"), nil)
-	z, rec := startZone(t, p, zoneTestOptions(t, nil))
-	rec.waitCount(t, 1)
-
-	rec.setRefuse(errors.New("held: the zone shrank"))
-	p.update(func(p *fakePrimary) { p.soa, p.records = testSOA(testZone, 6), cnames(testZone, "a") })
-	poke(t, z)
-	require.Eventually(t, func() bool { return z.Status().Failures >= 1 }, waitFor, tick)
-
-	rec.setRefuse(nil)
+	p, z, rec := refusedOnce(t, 5)
 	p.update(func(p *fakePrimary) {
 		p.soa, p.records, p.axfrRcode = testSOA(testZone, 5), cnames(testZone, "a", "b"), dns.RcodeRefused
 	})
@@ -222,4 +195,23 @@ func TestZoneReofferTransferFailed(t *testing.T) {
 	assert.Equal(t, uint32(5), c.Serial)
 	assert.Equal(t, TransferAXFR, c.Transfer)
 	assert.Equal(t, []string{"a", "b"}, owners(c))
+}
+
+// refusedOnce starts a zone source whose primary has serial held (owners
+// a and b), taken by the receiver; the receiver then refuses the whole
+// copy of serial held+1 (owner a alone), so that the records of the zone
+// held are let go, and takes copies again from then on.
+func refusedOnce(t *testing.T, held uint32) (*fakePrimary, *Zone, *receiver) {
+	t.Helper()
+	p := startFakePrimary(t, testZone, held, cnames(testZone, "a", "b"), nil)
+	z, rec := startZone(t, p, zoneTestOptions(t, nil))
+	rec.waitCount(t, 1)
+
+	rec.setRefuse(errors.New("held: the zone shrank"))
+	p.update(func(p *fakePrimary) { p.soa, p.records = testSOA(testZone, held+1), cnames(testZone, "a") })
+	poke(t, z)
+	require.Eventually(t, func() bool { return z.Status().Failures >= 1 }, waitFor, tick)
+
+	rec.setRefuse(nil)
+	return p, z, rec
 }
