@@ -12,8 +12,6 @@ import (
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/blocklist/rpz"
-	"github.com/dnsfence/dnsfence/blocklist/source"
-	"github.com/dnsfence/dnsfence/internal/testnet"
 	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
@@ -649,28 +647,8 @@ func TestShrinkAddsUpUntilSIGHUP(t *testing.T) {
 // copies a source applies, and SIGHUP (which applies the one held)
 // starts it again.
 func TestSourceShrinkAddsUpUntilSIGHUP(t *testing.T) {
-	up := startUpstream(t, nil)
-	srv := startListServer(t, map[string]string{"/tiktok.txt": names(99, "tiktok.com")})
-	list := srv.URL + "/tiktok.txt"
-	dir := testnet.WriteTree(t, map[string]string{"dnsfence.yaml": fmt.Sprintf(`
-listen: ["127.0.0.1:0"]
-upstreams: ["%s"]
-allowed_clients: ["127.0.0.0/28"]
-log: {queries: none}
-policies:
-  - name: gov
-    clients: ["127.0.0.1/32"]
-    block: ["%s"]
-sources: {refresh: 1h, cache_dir: cache}
-`, up.addr, list)})
-	f := startSourceFence(t, dir, "127.0.0.1:0")
-	f.reloader.mu.Lock()
-	rs := f.reloader.sources[list]
-	f.reloader.mu.Unlock()
-	require.NotNil(t, rs)
-	body := func(n int) source.Content {
-		return source.Content{Source: list, Kind: source.KindBody, Body: []byte(names(n-1, "tiktok.com"))}
-	}
+	f, rs, body := appliedSourceFence(t)
+	list := rs.src.Name()
 	entries := func() int { return f.handler.Snapshot().Lists[list].Len() }
 	require.Equal(t, 100, entries())
 
