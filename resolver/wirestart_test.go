@@ -348,20 +348,7 @@ func TestWireDoneNoWireTakesMessagePath(t *testing.T) {
 	up := startUpstream(t, nil)
 	f := startFence(t, testConfig, testFiles, up.addr)
 	h := f.handler
-	w := newDetachedRecorder()
-	m := question("nowire.example.org.", dns.TypeA, true)
-	var buf [maxNameText]byte
-	wq, ok := readWireQuery(packed(m), &buf)
-	require.True(t, ok)
-	snap := h.Snapshot()
-	id, _ := peerIdentity(snap, w)
-	q := query{w: w, transport: listen.UDP, wire: wq, snap: snap, id: id}
-	require.True(t, h.serveInline(&q), "a miss")
-	p := leave(q)
-	require.True(t, h.slots.acquire())
-	c, lead := h.joinWire(p)
-	require.True(t, lead)
-	p.left.h = h
+	w, p, c := leftWire(t, h, "nowire.example.org.", "a miss")
 
 	p.left.WireDone(upstream.WireAnswer{}, "", upstream.ErrNoWire, nil)
 	got := w.answers(t, 1)
@@ -527,19 +514,7 @@ func TestNoWireAfterTheClientTimerAnsweredOnce(t *testing.T) {
 	require.Equal(t, dns.RcodeSuccess, ask(t, f.addr, "", "udp", question(name, dns.TypeA, true)).Rcode)
 	time.Sleep(1100 * time.Millisecond) // past max_ttl: the answer expired, servable stale
 
-	w := newDetachedRecorder()
-	var buf [maxNameText]byte
-	wq, ok := readWireQuery(packed(question(name, dns.TypeA, true)), &buf)
-	require.True(t, ok)
-	snap := h.Snapshot()
-	id, _ := peerIdentity(snap, w)
-	q := query{w: w, transport: listen.UDP, wire: wq, snap: snap, id: id}
-	require.True(t, h.serveInline(&q), "expired: the upstreams are asked")
-	p := leave(q)
-	require.True(t, h.slots.acquire())
-	_, lead := h.joinWire(p)
-	require.True(t, lead)
-	p.left.h = h
+	w, p, _ := leftWire(t, h, name, "expired: the upstreams are asked")
 	h.startClientTimer(p.left)
 	require.NotNil(t, p.timer(), "the client response timer runs")
 	require.Eventually(t, func() bool {
@@ -556,4 +531,27 @@ func TestNoWireAfterTheClientTimerAnsweredOnce(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return up.count.Load() == 2 }, 5*time.Second, 5*time.Millisecond,
 		"the message path asked the upstream again, for the cache")
+}
+
+// leftWire takes a UDP query for name A, with DO, through the wire path
+// as far as its listener leaving it to the upstreams: h must find no
+// answer to give at once (why says why: a miss, an answer expired), and
+// the query leads the call it joins. w is the query's client, p the query
+// left, c its call.
+func leftWire(t *testing.T, h *Handler, name, why string) (w *detachedRecorder, p *query, c *wireCall) {
+	t.Helper()
+	w = newDetachedRecorder()
+	var buf [maxNameText]byte
+	wq, ok := readWireQuery(packed(question(name, dns.TypeA, true)), &buf)
+	require.True(t, ok)
+	snap := h.Snapshot()
+	id, _ := peerIdentity(snap, w)
+	q := query{w: w, transport: listen.UDP, wire: wq, snap: snap, id: id}
+	require.True(t, h.serveInline(&q), why)
+	p = leave(q)
+	require.True(t, h.slots.acquire())
+	c, lead := h.joinWire(p)
+	require.True(t, lead)
+	p.left.h = h
+	return w, p, c
 }
