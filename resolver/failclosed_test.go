@@ -1132,3 +1132,18 @@ d.example CNAME .
 	assert.Equal(t, []any{"c.example (action NODATA)", "*.d.example", "192.0.2.0/24 (action drop)"}, l[logAddedEntries], "in file order")
 	assert.Equal(t, []any{"b.example", "c.example", "192.0.2.0/24"}, l[logRemovedEntry])
 }
+
+// TestRangeFileRepeatingAnotherPolicysRangeIsRefused: a client file that
+// lists a range another policy already has (inline here, which config
+// validation cannot see into the file for) is refused at build, as an
+// inline range in two policies is: the device would be in whichever
+// policy was read last, silently out of the other.
+func TestRangeFileRepeatingAnotherPolicysRangeIsRefused(t *testing.T) {
+	path := writeConfig(t, rangesConfig, rangesFiles("127.0.0.8/30\n127.0.0.3/32\n"), closedPort(t))
+	cfg, err := config.Load(path)
+	require.NoError(t, err, "config validation does not read client files")
+	_, err = BuildSnapshot(cfg, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `range 127.0.0.3/32 of policy "press-office" is already a range of policy "government-devices" (`)
+	assert.Contains(t, err.Error(), "networks.txt:2); the same range in two policies is ambiguous")
+}
