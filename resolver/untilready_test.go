@@ -322,6 +322,24 @@ func TestBuildSnapshotKeepsNoCopy(t *testing.T) {
 		"office is ready")
 }
 
+// TestBuildSnapshotKeepsRemoteCopies: BuildSnapshot of a Reloader with no
+// sources running takes the copies of the remote lists the snapshot before
+// holds: a reload of the files keeps blocking what the remote list blocks,
+// and the policy stays ready.
+func TestBuildSnapshotKeepsRemoteCopies(t *testing.T) {
+	cfg := notReadyConfig(t, true)
+	l, err := blocklist.Parse(notReadyList, []byte("tiktok.com\n"))
+	require.NoError(t, err)
+	first, err := BuildSnapshotWith(cfg, nil, map[string]*blocklist.List{notReadyList: l})
+	require.NoError(t, err)
+	require.True(t, first.Policies[0].Ready())
+	next, err := BuildSnapshot(cfg, first)
+	require.NoError(t, err)
+	assert.True(t, next.Policies[0].Ready(), "the copy kept")
+	assert.Same(t, l, next.Lists[notReadyList])
+	assert.Equal(t, ResultBlocked, next.decide(netip.MustParseAddr("10.1.1.1"), netip.MustParsePrefix("10.1.1.1/32"), "www.tiktok.com.").result)
+}
+
 // notReadyList is the remote block list of notReadyConfig: never fetched.
 const notReadyList = "https://lists.example.gov/tiktok.txt"
 
