@@ -712,6 +712,7 @@ func TestParseRangesSaysWhatIsWrong(t *testing.T) {
 		{"::ffff:10.0.0.0-::ffff:10.0.0.255", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes), did you mean 10.0.0.0/24"},
 		{"10.0.0.1-10.0.0.9", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes)"},
 		{"10.0.0.255-10.0.0.0", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes)"},
+		{"10.0.0.0-::1", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes)"},
 		{"gov-net", ErrRangeName, "a name is not a client range (write its IP address or CIDR prefix)"},
 		{"10.0.0.0/8,10.1.0.0/16", ErrRangeList, "several ranges in one entry (write one range a line)"},
 		{"10.0.0.0/8;10.1.0.0/16", ErrRangeList, "several ranges in one entry (write one range a line)"},
@@ -728,6 +729,7 @@ func TestParseRangesSaysWhatIsWrong(t *testing.T) {
 		{"10.0.0.0/00", ErrLengthZero, "a prefix length is written without leading zeros"},
 		{"::ffff:10.0.0.0/95", ErrMappedShort, "an IPv4-mapped prefix (::ffff:a.b.c.d/n) is /96 or longer: a shorter one holds addresses that are not IPv4"},
 		{"256.0.0.0/8", ErrBadRange, "not an IP address or CIDR prefix"},
+		{"10.0.0.0/+8", ErrBadRange, "not an IP address or CIDR prefix"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.line, func(t *testing.T) {
@@ -743,6 +745,15 @@ func TestParseRangesSaysWhatIsWrong(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestParsePrefixSpacedList: ranges a configuration's clients entry holds
+// apart by white space (a range file reads its first field only) are
+// several ranges in one entry, as those apart by commas are, not a bad
+// prefix length.
+func TestParsePrefixSpacedList(t *testing.T) {
+	_, err := ParsePrefix("10.0.0.0/8 10.1.0.0/16")
+	assert.ErrorIs(t, err, ErrRangeList)
 }
 
 // TestParseReportsTextAtTheBound: a bad line's text of maxReportedText
