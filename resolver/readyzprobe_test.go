@@ -7,8 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/resolver/config"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 )
 
 // TestReadyzProbesOnceForConcurrentRequests: /readyz requests that find no
@@ -48,4 +52,21 @@ func TestReadyzProbesOnceForConcurrentRequests(t *testing.T) {
 		assert.Equal(t, http.StatusServiceUnavailable, code)
 	}
 	assert.LessOrEqual(t, up.count.Load(), int64(4), "%d /readyz requests at once", requests)
+}
+
+// TestReadyzWithoutUpstreamsConnected: a handler serving a snapshot no
+// ConnectUpstreams connected (a library caller that skipped it) is not
+// ready, and says why, rather than failing the request.
+func TestReadyzWithoutUpstreamsConnected(t *testing.T) {
+	cfg, err := config.Load(writeConfig(t, testConfig, testFiles, closedPort(t)))
+	require.NoError(t, err)
+	snap, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	reg := prometheus.NewRegistry()
+	h := NewHandler(zap.NewNop(), snap, NewMetrics(reg))
+	srv := httptest.NewServer(HTTPHandler(h, reg, time.Minute))
+	t.Cleanup(srv.Close)
+	code, body := get(t, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Contains(t, body, "not ready: no upstreams connected")
 }
