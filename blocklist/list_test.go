@@ -1303,3 +1303,30 @@ func TestParseNameOfMostLabelsTwice(t *testing.T) {
 	}
 	assert.Equal(t, want, all)
 }
+
+// TestAllStopsWhenAsked: a caller that stops ranging over All or
+// AllTriggers (a library caller taking the first entries) stops it, of a
+// plain list and of an RPZ list: an iterator that went on would panic the
+// range loop.
+func TestAllStopsWhenAsked(t *testing.T) {
+	plain, err := Parse("t.txt", []byte("0.0.0.0 tiktok.com capcut.com\nbytedance.com\n"))
+	require.NoError(t, err)
+	zone, err := ParseRPZ("z.rpz", []byte("$ORIGIN rpz.example.\n@ SOA ns. h. 1 1 1 1 1\n@ NS ns.\ntiktok.com CNAME .\ncapcut.com CNAME .\nbytedance.com CNAME .\n"))
+	require.NoError(t, err)
+	for _, l := range []*List{plain, zone} {
+		var names []string
+		for e := range l.All() {
+			names = append(names, e.Name)
+			if len(names) == 2 {
+				break
+			}
+		}
+		assert.Equal(t, []string{"tiktok.com", "capcut.com"}, names, l.File())
+		names = nil
+		for e := range l.AllTriggers() {
+			names = append(names, e.Name)
+			break
+		}
+		assert.Equal(t, []string{"tiktok.com"}, names, l.File())
+	}
+}
