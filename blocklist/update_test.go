@@ -773,3 +773,32 @@ func TestUpdateAtAnOwnerPastTheReportedOnes(t *testing.T) {
 	want, _ := transferListWarned(whole)
 	assert.Equal(t, []string{"tiktok.com NODATA tiktok.com.rpz.example.gov."}, verdicts(want, []string{"tiktok.com"}, nil))
 }
+
+// TestUpdateOfAnOwnerNoListHolds: a trigger added or removed whose name
+// has an octet no list entry holds (FromZone reports it, ErrBadChar) makes
+// the update inexact, so that the list is built whole and reports it; it
+// is not stored (nor looked for) under a name of no labels.
+func TestUpdateOfAnOwnerNoListHolds(t *testing.T) {
+	base := rrs(t,
+		"rpz.example.gov. 60 SOA a. b. 1 2 3 4 5",
+		"rpz.example.gov. 60 NS a.",
+		"tiktok.com.rpz.example.gov. 60 CNAME .",
+	)
+	bad := rrs(t, `bad\!name.example.rpz.example.gov. 60 CNAME .`)
+	_, warn := transferListWarned(append(slices.Clone(base), bad...))
+	require.ErrorIs(t, warn, ErrBadChar, "FromZone reports it")
+	for _, tc := range []struct {
+		name           string
+		removed, added []dns.RR
+	}{
+		{name: "added", added: bad},
+		{name: "removed", removed: bad},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := transferList(t, base).Update([32]byte{2}, 2, feed(tc.removed), feed(tc.added))
+			require.ErrorIs(t, err, ErrNotExact)
+			assert.ErrorIs(t, err, ErrBadChar)
+			assert.Nil(t, l)
+		})
+	}
+}
