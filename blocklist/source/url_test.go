@@ -679,6 +679,26 @@ func TestURLWakeDuringAPollKept(t *testing.T) {
 	assert.Equal(t, 1, rec.count(), "an unchanged list is not delivered again")
 }
 
+// TestURLWakeAlreadyAskedReturns: a Wake while one is still pending (two
+// SIGHUPs applying the source's copy while a poll is under way) returns at
+// once, the poll already asked for: it never blocks the reload that calls
+// it.
+func TestURLWakeAlreadyAskedReturns(t *testing.T) {
+	src, err := NewURL("https://127.0.0.1:1/l.txt", testOptions(t))
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		src.Wake()
+		src.Wake()
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a second Wake, with no Run taking the first, blocked")
+	}
+}
+
 // TestStaleTempFilesRemoved: a process stopped mid-write (a crash, a kill
 // -9) leaves the temporary files of a disk copy behind (a zone's records,
 // .payload-*, and the copy, .tmp-*), tens of megabytes for a zone, and
