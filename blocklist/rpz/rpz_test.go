@@ -684,3 +684,18 @@ sub CDS 12345 13 2 0B5A0A7A4F1C3A0D3B6E1B9D5B8A0B6E1C1D1E1F2A2B2C2D2E2F3A3B3C3D3
 	assert.Equal(t, netip.MustParsePrefix("192.0.2.1/32"), r.triggers[2].Prefix)
 	assert.True(t, r.zone.SOA)
 }
+
+// TestParseUnnamedZoneAddressTrigger: a response-IP trigger written in
+// full in a zone of no name is kept as written, and the report names the
+// prefix it triggers for, as the operator wrote it in the owner's reversed
+// labels.
+func TestParseUnnamedZoneAddressTrigger(t *testing.T) {
+	r := parse(t, head+"24.0.2.0.192.rpz-ip. CNAME .\n")
+	require.Len(t, r.triggers, 1)
+	assert.Equal(t, netip.MustParsePrefix("192.0.2.0/24"), r.triggers[0].Prefix)
+	require.Len(t, r.problems, 1)
+	p := r.problems[0]
+	assert.True(t, p.Kept)
+	assert.ErrorIs(t, p.Err, ErrUnnamedZone)
+	assert.Contains(t, p.Err.Error(), "not skipped: read as written, a trigger for 192.0.2.0/24, so that it blocks")
+}
