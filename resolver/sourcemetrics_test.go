@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsfence/dnsfence/blocklist/source"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -41,4 +42,33 @@ func TestSourceCountersSurviveRestart(t *testing.T) {
 	require.NoError(t, f.reloader.Reload(false))
 	require.NotSame(t, rem, f.handler.remote.Load(), "the source restarted with its new refresh")
 	assert.GreaterOrEqual(t, failures(), before, "dnsfence_source_failures_total across the restart")
+}
+
+// TestZoneTransferCountSurvivesRestart: dnsfence_source_transfers_total of
+// a zone source goes on across a reload that restarts the source (a
+// changed sources setting), from the transfers the stopped source made,
+// as the failures do: the new source counts from nothing.
+func TestZoneTransferCountSurvivesRestart(t *testing.T) {
+	_, entry, f, _ := startHeldZone(t, false)
+	axfrs := func() float64 {
+		t.Helper()
+		v, ok := metricValue(t, f.registry, "dnsfence_source_transfers_total", "source", entry, "type", "AXFR")
+		require.True(t, ok, "dnsfence_source_transfers_total of %s", entry)
+		return v
+	}
+	require.Equal(t, source.TransferAXFR, f.status(t, entry).LastTransfer)
+	before := axfrs()
+	require.GreaterOrEqual(t, before, 1.0)
+
+	path := f.handler.Snapshot().Config.File
+	cfg, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(string(cfg), "cache_dir: cache,", "cache_dir: cache, refresh: 2h,", 1)), 0o644))
+	rem := f.handler.remote.Load()
+	require.NoError(t, f.reloader.Reload(false))
+	require.NotSame(t, rem, f.handler.remote.Load(), "the source restarted with its new refresh")
+	// The new source's own count first: it may transfer meanwhile, which
+	// only adds to the series read after it.
+	own := float64(f.status(t, entry).Transfers[source.TransferAXFR])
+	assert.GreaterOrEqual(t, axfrs(), before+own, "dnsfence_source_transfers_total across the restart")
 }
