@@ -1675,3 +1675,13 @@ func TestURLRefetchAfterOther304StillRefusesCutShort(t *testing.T) {
 	assert.Equal(t, sha256.Sum256([]byte(whole)), st.SHA256, "the copy held stays")
 	assert.Equal(t, 1, rec.count(), "a body cut short is never delivered")
 }
+
+// TestCutShortNamesTheLastLineEnd: the error of a body cut short names
+// its last line, its last 40 octets of a longer one (a minified file of
+// one line would put the whole body in the log).
+func TestCutShortNamesTheLastLineEnd(t *testing.T) {
+	long := strings.Repeat("x", 30) + strings.Repeat("y", 40)
+	assert.Equal(t, strings.Repeat("y", 40), lastLine([]byte("tiktok.com\n"+long)))
+	assert.Equal(t, "capc", lastLine([]byte("tiktok.com\ncapc")))
+	assert.Equal(t, "capc", lastLine([]byte("capc")))
+}
