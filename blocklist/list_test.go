@@ -710,6 +710,8 @@ func TestParseRangesSaysWhatIsWrong(t *testing.T) {
 		{"10.0.0.0-10.0.0.255", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes), did you mean 10.0.0.0/24"},
 		{"2001:db8::-2001:db8::ffff", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes), did you mean 2001:db8::/112"},
 		{"::ffff:10.0.0.0-::ffff:10.0.0.255", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes), did you mean 10.0.0.0/24"},
+		{"::10.0.0.0-::10.0.0.255", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes), did you mean 10.0.0.0/24"},
+		{"::10.0.0.0-::a00:ff", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes), did you mean 10.0.0.0/24"},
 		{"10.0.0.1-10.0.0.9", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes)"},
 		{"10.0.0.255-10.0.0.0", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes)"},
 		{"10.0.0.0-::1", ErrRangeDash, "a range written first-last is not read (write it as CIDR prefixes)"},

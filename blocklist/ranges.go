@@ -319,7 +319,15 @@ func dashRange(s string) error {
 			break
 		}
 		if next := b.Next(); p.Contains(b) && (!next.IsValid() || !p.Contains(next)) {
-			if q, err := ParsePrefix(p.String()); err == nil {
+			// The prefix as the first address is written, so that it is
+			// read as a line holding it would be: `::10.0.0.0` is
+			// IPv4-compatible (::a00:0 would be taken, and match no
+			// client), and means 10.0.0.0/24.
+			q, err := ParsePrefix(strings.TrimSpace(first) + "/" + strconv.Itoa(bits))
+			if m, ok := errors.AsType[*RangeMeantError](err); ok {
+				q, err = m.Meant, nil
+			}
+			if err == nil {
 				return &RangeMeantError{Err: ErrRangeDash, Meant: q}
 			}
 			break
