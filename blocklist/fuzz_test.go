@@ -337,6 +337,7 @@ func FuzzParseRanges(f *testing.F) {
 	seedWindows(f, "[2001:db8::]/32", "!10.0.0.0/8", "[section]", "\t[10.0.0.0/8] # x")
 	seedWindows(f, "::10.1.2.3/120", "10.1.2.3/24", "[::10.0.0.1]")
 	seedWindows(f, "10.0.0.0-10.0.0.255", "10/8", "10.1.2.3/255.255.255.0", "fe80::%eth0/64", "10.0.0.1/032", "2001:db8::-2001:db8::ff")
+	seedWindows(f, "::10.0.0.0-::10.0.0.255", "::ffff:10.0.0.0-::ffff:10.0.0.255", "[::1]", "::1-::1")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rf, err := ParseRanges("fuzz.txt", data)
 		if n, _ := BadLines(err); n <= maxReported {
@@ -375,6 +376,16 @@ func FuzzParseRanges(f *testing.F) {
 			if typed {
 				if _, err := ParsePrefix(e.Meant.String()); err != nil {
 					t.Fatalf("%v: the range meant is refused: %v", pe, err)
+				}
+				// Nor is it, for a line that writes its address with
+				// dots, IPv4-compatible (::a.b.c.d, RFC 4291 §2.5.5.1,
+				// which matches no client): ParsePrefix refuses those,
+				// written so, and offers the IPv4 range; offered in hex
+				// (::a00:0), it would be taken. ::1 and :: are not.
+				addr, _, _ := strings.Cut(pe.Text, "%") // a zone's dots are no address's
+				if a := e.Meant.Addr().As16(); strings.Contains(addr, ".") && e.Meant.Addr().Is6() && e.Meant.Bits() >= 96 && [12]byte(a[:12]) == [12]byte{} &&
+					!e.Meant.Contains(netip.IPv6Loopback()) && !e.Meant.Contains(netip.IPv6Unspecified()) {
+					t.Fatalf("%v: the range meant is IPv4-compatible", pe)
 				}
 			}
 		}
