@@ -32,7 +32,9 @@ func TestReloaderWaitWithNoReloadUnderWay(t *testing.T) {
 
 // TestReloaderWaitForTheReloadUnderWay: Wait waits for a reload that
 // began before Stop, until its context ends, and reports none once it
-// has ended.
+// has ended. A Wait already waiting when the reload ends (given 400 ms to
+// be waiting) returns then, not at its context's end: the stop of a
+// dnsfence waits for the reload, not for the shutdown budget.
 func TestReloaderWaitForTheReloadUnderWay(t *testing.T) {
 	r := NewReloader(zap.NewNop(), NewHandler(zap.NewNop(), nil, nil), nil)
 	require.True(t, r.begin())
@@ -43,6 +45,12 @@ func TestReloaderWaitForTheReloadUnderWay(t *testing.T) {
 	assert.ErrorIs(t, r.Wait(ended), context.Canceled)
 	waited := make(chan error, 1)
 	go func() { waited <- r.Wait(context.Background()) }()
+	time.Sleep(400 * time.Millisecond)
+	select {
+	case err := <-waited:
+		t.Fatalf("Wait returned with the reload still under way: %v", err)
+	default:
+	}
 	r.end()
 	select {
 	case err := <-waited:
@@ -102,30 +110,4 @@ func TestReloadStoppedWhileBuildingNotApplied(t *testing.T) {
 	metrics := scrape(t, f.registry)
 	assert.True(t, strings.Contains(metrics, `upstream="`+up.addr+`"`), "the upstream served")
 	assert.False(t, strings.Contains(metrics, `upstream="`+moved.addr+`"`), "the forwarder built for the reload is closed")
-}
-
-// TestReloaderWaitWokenByTheReloadsEnd: a Wait already waiting when the
-// last reload under way ends returns then, not at its context's end: the
-// stop of a dnsfence waits for the reload, not for the shutdown budget.
-// TestReloaderWaitForTheReloadUnderWay's Wait may begin after the end;
-// this one is given 400 ms to be waiting first.
-func TestReloaderWaitWokenByTheReloadsEnd(t *testing.T) {
-	r := NewReloader(zap.NewNop(), NewHandler(zap.NewNop(), nil, nil), nil)
-	require.True(t, r.begin())
-	r.Stop()
-	waited := make(chan error, 1)
-	go func() { waited <- r.Wait(context.Background()) }()
-	time.Sleep(400 * time.Millisecond)
-	select {
-	case err := <-waited:
-		t.Fatalf("Wait returned with the reload still under way: %v", err)
-	default:
-	}
-	r.end()
-	select {
-	case err := <-waited:
-		assert.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Wait did not return once the reload ended")
-	}
 }
