@@ -424,10 +424,7 @@ func TestStartWarnsOfAWriterHoldingAListOpen(t *testing.T) {
 // start with ErrOnlyBadLines, and nothing is published: dnsfence does not
 // serve the policy with the list missing, every name it named unblocked.
 func TestStartRefusesAListOfOnlyBadLines(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "dnsfence.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(startWriteConfig), 0o644))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "tiktok.txt"), []byte("<html>\n<body>not found</body>\n"), 0o644))
+	path := filepath.Join(testnet.WriteTree(t, map[string]string{"dnsfence.yaml": startWriteConfig, "tiktok.txt": "<html>\n<body>not found</body>\n"}), "dnsfence.yaml")
 	cfg, err := config.Load(path)
 	require.NoError(t, err)
 
@@ -442,11 +439,11 @@ func TestStartRefusesAListOfOnlyBadLines(t *testing.T) {
 // watcher applies the list once complete). Refusing it would leave a
 // device unprotected until the writer stopped, which it may never do.
 func TestStartServesAListStillChangingAfterWriterWait(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "dnsfence.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(startWriteConfig, "debounce: 20ms, writer_wait: 30s", "debounce: 400ms, writer_wait: 1s", 1)), 0o644))
-	list := filepath.Join(dir, "tiktok.txt")
-	require.NoError(t, os.WriteFile(list, []byte("tiktok.com\n"), 0o644))
+	dir := testnet.WriteTree(t, map[string]string{
+		"dnsfence.yaml": strings.Replace(startWriteConfig, "debounce: 20ms, writer_wait: 30s", "debounce: 400ms, writer_wait: 1s", 1),
+		"tiktok.txt":    "tiktok.com\n",
+	})
+	path, list := filepath.Join(dir, "dnsfence.yaml"), filepath.Join(dir, "tiktok.txt")
 	// The writer rewrites the list every 10 ms, each time other content,
 	// opened and closed each time: every read, whose quiet period is
 	// 400 ms, sees the list change.
@@ -499,10 +496,7 @@ func TestStartRefusesABrokenUpstreamCA(t *testing.T) {
 // (a policy key misspelt), it stops the start with its error rather than
 // serving the first read or a configuration of nothing.
 func TestStartRefusesAConfigBrokenWhileStarting(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "dnsfence.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(startWriteConfig), 0o644))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "tiktok.txt"), []byte("tiktok.com\n"), 0o644))
+	path := filepath.Join(testnet.WriteTree(t, map[string]string{"dnsfence.yaml": startWriteConfig, "tiktok.txt": "tiktok.com\n"}), "dnsfence.yaml")
 	cfg, err := config.Load(path)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(startWriteConfig, "block:", "blokc:", 1)), 0o644))
