@@ -338,6 +338,7 @@ func FuzzParseRanges(f *testing.F) {
 	seedWindows(f, "::10.1.2.3/120", "10.1.2.3/24", "[::10.0.0.1]")
 	seedWindows(f, "10.0.0.0-10.0.0.255", "10/8", "10.1.2.3/255.255.255.0", "fe80::%eth0/64", "10.0.0.1/032", "2001:db8::-2001:db8::ff")
 	seedWindows(f, "::10.0.0.0-::10.0.0.255", "::ffff:10.0.0.0-::ffff:10.0.0.255", "[::1]", "::1-::1")
+	seedWindows(f, "::a00:0/120", "::a00:0-::a00:ff", "::/96", "::2", "::", "::0.0.0.1")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rf, err := ParseRanges("fuzz.txt", data)
 		if n, _ := BadLines(err); n <= maxReported {
@@ -366,6 +367,13 @@ func FuzzParseRanges(f *testing.F) {
 			if r.Prefix.Masked() != r.Prefix || r.Prefix.Addr().Is4In6() {
 				t.Fatalf("range %s is not canonical", r.Prefix)
 			}
+			// Nor is it IPv4-compatible (RFC 4291 §2.5.5.1), which matches
+			// no client, written with dots or in hex: ::1 and :: alone are
+			// the loopback and unspecified addresses.
+			if a := r.Prefix.Addr().As16(); r.Prefix.Addr().Is6() && r.Prefix.Bits() >= 96 && [12]byte(a[:12]) == [12]byte{} &&
+				r.Prefix != netip.PrefixFrom(netip.IPv6Loopback(), 128) && r.Prefix != netip.PrefixFrom(netip.IPv6Unspecified(), 128) {
+				t.Fatalf("range %s (line %d) is IPv4-compatible", r.Prefix, r.Line)
+			}
 		}
 		for _, pe := range parseErrors(err) {
 			// A range named as meant is one taken.
@@ -374,18 +382,10 @@ func FuzzParseRanges(f *testing.F) {
 				t.Fatalf("%v: a range offered is not a RangeMeantError's, or one is not offered", pe)
 			}
 			if typed {
+				// (So it is not IPv4-compatible either: ParsePrefix
+				// refuses those, written with dots or in hex.)
 				if _, err := ParsePrefix(e.Meant.String()); err != nil {
 					t.Fatalf("%v: the range meant is refused: %v", pe, err)
-				}
-				// Nor is it, for a line that writes its address with
-				// dots, IPv4-compatible (::a.b.c.d, RFC 4291 §2.5.5.1,
-				// which matches no client): ParsePrefix refuses those,
-				// written so, and offers the IPv4 range; offered in hex
-				// (::a00:0), it would be taken. ::1 and :: are not.
-				addr, _, _ := strings.Cut(pe.Text, "%") // a zone's dots are no address's
-				if a := e.Meant.Addr().As16(); strings.Contains(addr, ".") && e.Meant.Addr().Is6() && e.Meant.Bits() >= 96 && [12]byte(a[:12]) == [12]byte{} &&
-					!e.Meant.Contains(netip.IPv6Loopback()) && !e.Meant.Contains(netip.IPv6Unspecified()) {
-					t.Fatalf("%v: the range meant is IPv4-compatible", pe)
 				}
 			}
 		}

@@ -856,6 +856,9 @@ func TestParseRangesReportsEveryLine(t *testing.T) {
 			want: `ranges.txt:2: an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client, did you mean 10.0.0.1/32: "::10.0.0.1"`},
 		{name: "IPv4-compatible prefix", line: "::10.2.0.0/112",
 			want: `ranges.txt:2: an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client, did you mean 10.2.0.0/16: "::10.2.0.0/112"`},
+		// In hex, as netip and Python's ipaddress print ::10.2.0.0/112.
+		{name: "IPv4-compatible prefix in hex", line: "::a02:0/112",
+			want: `ranges.txt:2: an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client, did you mean 10.2.0.0/16: "::a02:0/112"`},
 		{name: "lines that end in CR alone", line: "10.2.0.0/16\r10.3.0.0/16",
 			want: `ranges.txt:2: a carriage return inside the line: lines that end in CR alone (as classic Mac OS saved them) are one line here; save the file with LF or CRLF line ends: "10.2.0.0/16"`},
 		{name: "comment", line: "# [2001:db8::]/32"},
@@ -900,13 +903,24 @@ func TestParsePrefix(t *testing.T) {
 	_, meant := Meant("::ffff:0.0.0.0/95", err)
 	assert.False(t, meant, "no range meant to name")
 	// IPv4-compatible (::a.b.c.d) as an address and as a prefix of /96 and
-	// longer, down to ::0.0.0.0/96, is no client's range.
-	for _, s := range []string{"::10.0.0.1", "::10.0.0.0/104", "::0.0.0.0/96"} {
+	// longer, down to ::0.0.0.0/96, is no client's range, written with
+	// dots or in hex; so are ::1 and :: written with dots, and every other
+	// address of ::/96.
+	for _, s := range []string{"::10.0.0.1", "::10.0.0.0/104", "::0.0.0.0/96",
+		"::a00:1", "::a00:0/104", "::/96", "::/127", "::2", "::0.0.0.1", "::0.0.0.0"} {
 		_, err = ParsePrefix(s)
 		assert.ErrorIs(t, err, ErrIPv4Compatible, s)
 	}
-	_, err = ParsePrefix("::0.0.0.0/96")
-	assert.EqualError(t, err, "an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client, did you mean 0.0.0.0/0")
+	for _, s := range []string{"::0.0.0.0/96", "::/96"} {
+		_, err = ParsePrefix(s)
+		assert.EqualError(t, err, "an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client, did you mean 0.0.0.0/0", s)
+	}
+	// ::1 and :: in hex are the loopback and unspecified addresses.
+	for s, want := range map[string]string{"::1": "::1/128", "::1/128": "::1/128", "::": "::/128", "::/128": "::/128"} {
+		p, err = ParsePrefix(s)
+		require.NoError(t, err, s)
+		assert.Equal(t, netip.MustParsePrefix(want), p, s)
+	}
 	// Shorter than /96, the prefix holds more than the IPv4-compatible
 	// addresses: it is the IPv6 range it says.
 	p, err = ParsePrefix("::0.0.0.0/95")
@@ -923,6 +937,7 @@ func TestParsePrefixMeantIsTaken(t *testing.T) {
 		"::10.1.2.3/120":      "10.1.2.0/24",
 		"::10.1.2.3":          "10.1.2.3/32",
 		"::10.0.0.0/104":      "10.0.0.0/8",
+		"::a01:203/120":       "10.1.2.0/24",
 		"10.1.2.3/24":         "10.1.2.0/24",
 		"[10.0.0.0/8]":        "10.0.0.0/8",
 		"[2001:db8::]/32":     "2001:db8::/32",

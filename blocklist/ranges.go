@@ -127,7 +127,7 @@ func Meant(s string, err error) (msg string, ok bool) {
 // matched by their unmapped address. A prefix with host bits set is an error:
 // `10.1.2.3/8` is more likely a typo than a wish for 10.0.0.0/8. So are an
 // address in brackets (ErrRangeBrackets) and an IPv4-compatible one
-// (ErrIPv4Compatible); those three are a RangeMeantError naming the range
+// (ErrIPv4Compatible: ::10.0.0.1 or ::a00:1, but for ::1 and ::); those three are a RangeMeantError naming the range
 // meant. Text that is no range gets an error saying why
 // (rangeShape: a first-last range, a netmask, a zone, a name, …), with the
 // range meant where only one can be.
@@ -155,11 +155,15 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		}
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
-	if a := p.Addr().As16(); p.Addr().Is6() && strings.Contains(s, ".") && [12]byte(a[:12]) == [12]byte{} && p.Bits() >= 96 {
+	if a := p.Addr().As16(); p.Addr().Is6() && [12]byte(a[:12]) == [12]byte{} && p.Bits() >= 96 &&
+		(strings.Contains(s, ".") || (p != netip.PrefixFrom(netip.IPv6Loopback(), 128) && p != netip.PrefixFrom(netip.IPv6Unspecified(), 128))) {
 		// `::10.0.0.1`: an IPv4-compatible address (RFC 4291 §2.5.5.1,
 		// deprecated), which no client has: an IPv4 client is matched by
-		// its IPv4 address. The range meant is named without host bits
-		// (::10.1.2.3/120 is 10.1.2.0/24), so that it is one taken.
+		// its IPv4 address. So is it in hex (`::a00:1`, as netip and
+		// Python's ipaddress print ::10.0.0.1), but for `::1` and `::`,
+		// the loopback and unspecified addresses. The range meant is named
+		// without host bits (::10.1.2.3/120 is 10.1.2.0/24), so that it is
+		// one taken.
 		return netip.Prefix{}, &RangeMeantError{Err: ErrIPv4Compatible,
 			Meant: netip.PrefixFrom(netip.AddrFrom4([4]byte(a[12:])), p.Bits()-96).Masked()}
 	}
@@ -321,8 +325,7 @@ func dashRange(s string) error {
 		if next := b.Next(); p.Contains(b) && (!next.IsValid() || !p.Contains(next)) {
 			// The prefix as the first address is written, so that it is
 			// read as a line holding it would be: `::10.0.0.0` is
-			// IPv4-compatible (::a00:0 would be taken, and match no
-			// client), and means 10.0.0.0/24.
+			// IPv4-compatible, and means 10.0.0.0/24.
 			q, err := ParsePrefix(strings.TrimSpace(first) + "/" + strconv.Itoa(bits))
 			if m, ok := errors.AsType[*RangeMeantError](err); ok {
 				q, err = m.Meant, nil
