@@ -213,7 +213,7 @@ func TestExplainUsage(t *testing.T) {
 // TestExplainClientForms: CLIENT is read as client ranges are, and as the
 // listeners read a peer: an IPv4-mapped address or network is its IPv4
 // form, an address's zone is dropped, and a range written in brackets, an
-// IPv4-compatible address or a network with host bits set is refused
+// IPv4-compatible address (with dots or in hex) or a network with host bits set is refused
 // with the range meant.
 func TestExplainClientForms(t *testing.T) {
 	explain := func(client string) (int, string) {
@@ -235,6 +235,8 @@ func TestExplainClientForms(t *testing.T) {
 		"[2001:db8::]/32":        `client: "[2001:db8::]/32": a client range is written without brackets; did you mean 2001:db8::/32?`,
 		"[10.1.2.3]":             `client: "[10.1.2.3]": a client range is written without brackets; did you mean 10.1.2.3/32?`,
 		"::10.1.2.3":             `client: "::10.1.2.3": an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client; did you mean 10.1.2.3/32?`,
+		"::a01:200/120":          `client: "::a01:200/120": an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client; did you mean 10.1.2.0/24?`,
+		"::a01:203%eth0":         `client: "::a01:203%eth0": an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client; did you mean 10.1.2.3/32?`,
 		"10.1.2.0/33":            `client: "10.1.2.0/33": prefix length /33 is longer than an IPv4 address (at most /32); a network is its first address and a length, e.g. 10.1.2.0/24`,
 		"2001:db8::/-8":          `client: "2001:db8::/-8": prefix length /-8 is negative (an IPv6 prefix is /0 to /128); a network is its first address and a length, e.g. 10.1.2.0/24`,
 		"10.1.2.0/x":             `client: "10.1.2.0/x": the prefix length after the slash is missing or not a number; a network is its first address and a length, e.g. 10.1.2.0/24`,
