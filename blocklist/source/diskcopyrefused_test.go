@@ -5,13 +5,18 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestZoneDiskCopyRefusedAtStart: a restart whose disk copy the receiver
@@ -96,19 +101,87 @@ func TestZoneCacheDirNotAFolder(t *testing.T) {
 // written; a whole transfer of serial 6 is cut off under way, after the
 // records of serial 5, the zone held, were let go for it; the disk copy
 // can be written again and the primary is back at serial 5. The look
-// finds the zone current and writes the zone held again only if it
-// still has its records: the disk copy, if any, holds the zone, never
-// its SOA alone (which a restart with the primary down would serve as a
-// zone that blocks nothing).
+// finds the zone current, and, its records let go, transfers it whole
+// again to write it: the disk copy holds the zone, never its SOA alone
+// (which a restart with the primary down would serve as a zone that
+// blocks nothing), and is written (before writeHeld transferred it again,
+// it stayed unwritten until the primary's next serial, and such a restart
+// started without the list).
 func TestZoneReleasedZoneNotWrittenAsTheDiskCopy(t *testing.T) {
-	p := startFakePrimary(t, testZone, 5, cnames(testZone, "a", "b"), nil)
+	p, z, rec, path := releasedWhileDiskFails(t, zoneTestOptions(t, nil))
+	require.NoError(t, os.RemoveAll(path))
+	p.update(func(p *fakePrimary) {
+		p.soa, p.records, p.cutAfter = testSOA(testZone, 5), cnames(testZone, "a", "b"), 0
+	})
+	axfrs := len(slices.DeleteFunc(p.asked(), func(q uint16) bool { return q != dns.TypeAXFR }))
+	st := lookedAgain(t, z)
+	assert.Equal(t, uint32(5), st.Serial)
+	assert.NoError(t, st.LastError)
+	c, err := Cached(z)
+	require.NoError(t, err, "the disk copy written again")
+	assert.Equal(t, []string{"a", "b"}, owners(c), "the disk copy holds the zone")
+	assert.Equal(t, uint32(5), c.Serial)
+	assert.NoError(t, st.CacheError)
+	assert.Equal(t, 1, rec.count(), "the zone is current: nothing delivered again")
+	assert.Equal(t, axfrs+1, len(slices.DeleteFunc(p.asked(), func(q uint16) bool { return q != dns.TypeAXFR })),
+		"transferred again once, for the disk copy")
+}
+
+// TestZoneReleasedZoneTransferredAgainAsHeld: as above, but the transfer
+// again for the disk copy is refused (logged, nothing written, the next
+// look tries again), then brings serial 6, newer than the zone held: not
+// written as the zone held nor held, but left to the next look, which
+// transfers and delivers it as any new serial.
+func TestZoneReleasedZoneTransferredAgainAsHeld(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
 	opt := zoneTestOptions(t, nil)
+	opt.Log = zap.New(core)
+	p, z, rec, path := releasedWhileDiskFails(t, opt)
+	require.NoError(t, os.RemoveAll(path))
+
+	p.update(func(p *fakePrimary) {
+		p.soa, p.records, p.cutAfter, p.axfrRcode = testSOA(testZone, 5), cnames(testZone, "a", "b"), 0, dns.RcodeRefused
+	})
+	st := lookedAgain(t, z)
+	assert.NoError(t, st.LastError, "the zone held is current")
+	// Each look tries again: the second of lookedAgain's may be under way.
+	assert.NotZero(t, logs.FilterMessage("zone source: transferring the zone held again for its disk copy failed").Len(), "%v", logs.All())
+	_, err := Cached(z)
+	assert.ErrorIs(t, err, ErrNoCopy)
+	assert.Error(t, st.CacheError, "still failing")
+
+	p.update(func(p *fakePrimary) {
+		p.axfrRcode, p.xfrSOA, p.records = 0, testSOA(testZone, 6), cnames(testZone, "a", "b", "c")
+	})
+	st = lookedAgain(t, z)
+	_, err = Cached(z)
+	assert.ErrorIs(t, err, ErrNoCopy, "serial 6 is not the zone held")
+	assert.Equal(t, uint32(5), st.Serial)
+	assert.Equal(t, 1, rec.count())
+
+	p.update(func(p *fakePrimary) { p.soa, p.xfrSOA = testSOA(testZone, 6), nil })
+	poke(t, z)
+	c := rec.waitCount(t, 2)
+	assert.Equal(t, uint32(6), c.Serial)
+	assert.Equal(t, []string{"a", "b", "c"}, owners(c))
+	waitStatus(t, z, func(now Status) bool { return now.CacheError == nil })
+	c, err = Cached(z)
+	require.NoError(t, err)
+	assert.Equal(t, uint32(6), c.Serial)
+}
+
+// releasedWhileDiskFails starts a zone at serial 5 whose disk copy cannot
+// be written (its path, returned, is a folder), and has a whole transfer
+// of serial 6 cut off under way, after the records of the zone held were
+// let go for it.
+func releasedWhileDiskFails(t *testing.T, opt Options) (p *fakePrimary, z *Zone, rec *receiver, path string) {
+	p = startFakePrimary(t, testZone, 5, cnames(testZone, "a", "b"), nil)
 	z, err := NewZone("axfr://"+p.addr+"/rpz.test", opt)
 	require.NoError(t, err)
-	path := cachePath(opt.CacheDir, z.Name())
+	path = cachePath(opt.CacheDir, z.Name())
 	require.NoError(t, os.MkdirAll(path, 0o755)) // a folder where the file goes: the rename fails
 	require.NoError(t, os.WriteFile(filepath.Join(path, "x"), nil, 0o644))
-	rec := &receiver{}
+	rec = &receiver{}
 	runWith(t, z, rec)
 	rec.waitCount(t, 1)
 	waitStatus(t, z, func(st Status) bool { return st.CacheError != nil })
@@ -119,21 +192,19 @@ func TestZoneReleasedZoneNotWrittenAsTheDiskCopy(t *testing.T) {
 	poke(t, z)
 	st := waitStatus(t, z, func(st Status) bool { return st.LastError != nil })
 	require.ErrorContains(t, st.LastError, "cut off")
+	return p, z, rec, path
+}
 
-	require.NoError(t, os.RemoveAll(path))
-	p.update(func(p *fakePrimary) {
-		p.soa, p.records, p.cutAfter = testSOA(testZone, 5), cnames(testZone, "a", "b"), 0
-	})
+// lookedAgain has z look once and returns its status once that look is
+// over. Run looks once at a time: once a second look began, the first is
+// over, its disk copy written if it wrote one.
+func lookedAgain(t *testing.T, z *Zone) Status {
+	t.Helper()
+	before := z.Status().LastAttempt
 	poke(t, z)
-	st = waitStatus(t, z, func(st Status) bool { return st.LastError == nil })
-	assert.Equal(t, uint32(5), st.Serial)
-	assert.Equal(t, 1, rec.count(), "the zone is current: nothing delivered again")
-	// Run looks once at a time: once the next look began, that one is
-	// over, its disk copy written if it wrote one.
+	waitStatus(t, z, func(now Status) bool { return now.LastAttempt.After(before) })
+	first := z.Status().LastAttempt
 	poke(t, z)
-	waitStatus(t, z, func(now Status) bool { return now.LastAttempt.After(st.LastAttempt) })
-	if c, err := Cached(z); !errors.Is(err, ErrNoCopy) {
-		require.NoError(t, err)
-		assert.Equal(t, []string{"a", "b"}, owners(c), "the disk copy holds the zone")
-	}
+	waitStatus(t, z, func(now Status) bool { return now.LastAttempt.After(first) })
+	return z.Status()
 }

@@ -414,7 +414,7 @@ func (z *Zone) refresh(ctx context.Context, deliver func(Content) error) error {
 		}
 		z.track.succeeded(now, nil)
 		if z.track.cacheFailing() {
-			z.writeHeld() // the disk copy is not the zone held: again
+			z.writeHeld(ctx, addr) // the disk copy is not the zone held: again
 		}
 		return nil
 	}
@@ -706,13 +706,32 @@ func (z *Zone) writeCache(c *Content) {
 	}
 }
 
-// writeHeld writes the zone held to the disk copy, unless its records
-// were let go for a whole transfer (zoneCopy.release).
-func (z *Zone) writeHeld() {
-	if z.held == nil || z.held.released {
+// writeHeld writes the zone held to the disk copy. When its records were
+// let go for a whole transfer that did not come (zoneCopy.release: cut
+// off, refused), the zone is transferred whole again from addr, as reoffer
+// does, and held and written only if it is the version held: a newer one
+// is the next look's to deliver. Without it a disk copy that failed to be
+// written stayed unwritten until the primary's next serial, though the
+// disk came back, and a restart with the primary down started without the
+// list. The transfer's failure is logged and left to the next look.
+func (z *Zone) writeHeld(ctx context.Context, addr string) {
+	if z.held == nil {
 		return
 	}
-	z.writeCache(z.heldContent())
+	if !z.held.released {
+		z.writeCache(z.heldContent())
+		return
+	}
+	c, commit, err := z.reoffer(ctx, addr)
+	if err != nil {
+		z.opt.Log.Warn("zone source: transferring the zone held again for its disk copy failed",
+			zap.String("source", z.name), zap.String("primary", addr), zap.Error(err))
+		return
+	}
+	if c.Serial == z.held.soa.Serial {
+		commit()
+		z.writeCache(c)
+	}
 }
 
 func (z *Zone) writeCacheFile(c *Content) error {
