@@ -710,10 +710,10 @@ func (z *Zone) writeCache(c *Content) {
 // let go for a whole transfer that did not come (zoneCopy.release: cut
 // off, refused), the zone is transferred whole again from addr, as reoffer
 // does, and held and written only if it is the version held: a newer one
-// is the next look's to deliver. Without it a disk copy that failed to be
-// written stayed unwritten until the primary's next serial, though the
-// disk came back, and a restart with the primary down started without the
-// list. The transfer's failure is logged and left to the next look.
+// is the next look's to deliver. So a disk copy that could not be written
+// is written once the disk is back, not at the primary's next serial (a
+// restart with the primary down meanwhile starts without the list). The
+// transfer's failure is logged and left to the next look.
 func (z *Zone) writeHeld(ctx context.Context, addr string) {
 	if z.held == nil {
 		return
