@@ -1495,12 +1495,29 @@ func (c *Config) validateReload(errs *configErrors) {
 	case !(s >= 0 && s <= 1): // NaN too
 		errs.add(at, "%s is not a fraction from 0 to 1; %s (0 turns the check off)", errs.written(at, s), example(at))
 	}
-	// A quiet period of 0 would read a file between two writes.
+	// A quiet period of 0 would read a file between two writes, and so
+	// would one under a millisecond.
 	errs.positive([]any{"reload", "debounce"}, c.Reload.Debounce)
+	errs.reloadWait([]any{"reload", "debounce"}, c.Reload.Debounce,
+		"a quiet period that short reads a file between two writes of one save, as 0 would")
 	if at := []any{"reload", "unready_after"}; c.Reload.UnreadyAfter < 0 {
 		errs.add(at, "%s is negative; give 0s (never) or a positive duration, %s", errs.written(at, c.Reload.UnreadyAfter), example(at))
 	}
 	errs.positive([]any{"reload", "writer_wait"}, c.Reload.WriterWait)
+	errs.reloadWait([]any{"reload", "writer_wait"}, c.Reload.WriterWait,
+		"a file its writer still holds open would be applied at the writer's first pause, half-written, as with 0")
+}
+
+// reloadWait reports a wait of a reload guard (reload.debounce,
+// reload.writer_wait) above zero and under a millisecond: the guard is as
+// good as off, as 0 would turn it (which positive refuses), and the likely
+// slip is the unit (200us for 200ms). At start, under `writer_wait: 30us`,
+// a list a writer was still writing was served half, its other names
+// forwarded, with no word from check. why says what the guard then does.
+func (e *configErrors) reloadWait(path []any, d time.Duration, why string) {
+	if d > 0 && d < time.Millisecond {
+		e.add(path, "%s is under a millisecond: %s (a slip of the unit?); %s", e.written(path, d), why, example(path))
+	}
 }
 
 // parsePrefixes parses the address ranges of the list at path.
