@@ -131,6 +131,7 @@ func (s *Snapshot) Lint() []Warning {
 			r.Prefix, rp[0].Policy.Name, where(prior))})
 	}
 	ws = append(ws, s.lintRepeats()...)
+	ws = append(ws, s.lintCanary()...)
 	ws = append(ws, s.lintEmpty()...)
 	ws = append(ws, s.lintOneFamily(ranges)...)
 	ws = append(ws, s.lintOpen()...)
@@ -349,6 +350,78 @@ func (s *Snapshot) lintRepeats() []Warning {
 					}
 				}
 			}
+		}
+	}
+	return ws
+}
+
+// canaryEffect is what a device does when a name of the built-in DoH
+// canary list (dohCanary) is not NXDOMAIN.
+var canaryEffect = map[string]string{
+	"use-application-dns.net": "Firefox then turns its own DNS over HTTPS on and sends its queries past dnsfence",
+	"mask.icloud.com":         "Apple devices then keep iCloud Private Relay on and send their DNS past dnsfence",
+	"mask-h2.icloud.com":      "Apple devices then keep iCloud Private Relay on and send their DNS past dnsfence",
+}
+
+// lintCanary warns of an entry that lets a name of the built-in DoH
+// canary through in a policy that has it (doh_canary): an allow entry
+// above it (icloud.com, allowed for iCloud mail or photos, holds
+// mask.icloud.com), or an RPZ passthru trigger over it. Allow beats
+// block, the canary's too, so the devices of that policy turn on their own
+// encrypted DNS (Firefox's DoH, iCloud Private Relay) and send their
+// queries past dnsfence and every block list, where check said nothing.
+// One warning an entry and policy, at the entry's line, naming the canary
+// names it lets through. An allow list's entry of the canary name itself
+// is the "both allowed and blocked" warning already.
+func (s *Snapshot) lintCanary() []Warning {
+	var ws []Warning
+	for _, p := range s.Policies {
+		i := slices.IndexFunc(p.Block, func(l List) bool { return l.File() == DoHCanaryList })
+		if i < 0 {
+			continue
+		}
+		canary, ok := p.Block[i].(*blocklist.List)
+		if !ok {
+			continue
+		}
+		type at struct {
+			file string
+			line int
+		}
+		var order []at
+		names := map[at][]string{}
+		entry := map[at]string{}
+		for e := range canary.All() {
+			d := p.Decide(e.Name)
+			if !d.Allowed || d.Entry.List == nil {
+				continue
+			}
+			file := d.Entry.List.File()
+			if d.Entry.Name == e.Name && slices.ContainsFunc(p.Allow, func(l List) bool { return l.File() == file }) {
+				continue // lintShared's "both allowed and blocked"
+			}
+			k := at{file, d.Entry.Line}
+			if _, seen := names[k]; !seen {
+				order = append(order, k)
+			}
+			names[k] = append(names[k], e.Name)
+			entry[k] = d.Entry.Name
+		}
+		for _, k := range order {
+			var effects []string
+			for _, n := range names[k] {
+				if ef := canaryEffect[n]; !slices.Contains(effects, ef) {
+					effects = append(effects, ef)
+				}
+			}
+			what, fix := entry[k]+" is let through", "take it out"
+			if e := entry[k]; !slices.Contains(names[k], e) {
+				what = fmt.Sprintf("%s lets %s through", e, strings.Join(names[k], " and "))
+				fix = fmt.Sprintf("allow only the names meant below %s (e.g. www.%s)", e, e)
+			}
+			ws = append(ws, Warning{k.file, k.line, fmt.Sprintf(
+				"%s in policy %q, past doh_canary: %s; %s, or set doh_canary: false to say so",
+				what, p.Name, strings.Join(effects, "; "), fix)})
 		}
 	}
 	return ws

@@ -1,0 +1,73 @@
+package resolver
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestLintAllowOverDoHCanary: an allow entry above a name of the built-in
+// DoH canary (icloud.com, allowed for iCloud mail or photos, holds
+// mask.icloud.com and mask-h2.icloud.com), or an RPZ passthru trigger over
+// one, lets that name through past doh_canary, which a blocking policy has
+// unless it says doh_canary: false: Apple devices then keep iCloud Private
+// Relay on and send their DNS through Apple's relay, past every block list.
+// check said nothing of it. It is a warning at the entry's line, naming
+// the canary names it lets through; an allow entry of the canary name
+// itself is the "both allowed and blocked" warning already, and one that
+// holds no canary name, or a policy without the canary, warns of nothing.
+func TestLintAllowOverDoHCanary(t *testing.T) {
+	const relay = "iCloud Private Relay"
+	for _, tc := range []struct {
+		name, allow, block, canary string
+		want                       []string // warnings that mention doh_canary
+		shared                     bool     // "both allowed and blocked" of mask.icloud.com
+	}{
+		{name: "a parent in an allow list", allow: "# iCloud mail\nicloud.com\n",
+			want: []string{`allow.txt:2: icloud.com lets mask.icloud.com and mask-h2.icloud.com through in policy "gov", past doh_canary: Apple devices then keep ` + relay + ` on and send their DNS past dnsfence; allow only the names meant below icloud.com (e.g. www.icloud.com), or set doh_canary: false to say so`}},
+		{name: "a wildcard in an allow list", allow: "*.icloud.com\n",
+			want: []string{`allow.txt:1: icloud.com lets mask.icloud.com and mask-h2.icloud.com through in policy "gov", past doh_canary:`}},
+		{name: "an RPZ passthru wildcard in a block list", block: "$ORIGIN rpz.example.\n*.icloud.com CNAME rpz-passthru.\n",
+			want: []string{`feed.rpz:2: icloud.com lets mask.icloud.com and mask-h2.icloud.com through in policy "gov", past doh_canary:`}},
+		{name: "Firefox's canary as an RPZ passthru in a block list", block: "$ORIGIN rpz.example.\nuse-application-dns.net CNAME rpz-passthru.\n",
+			want: []string{`feed.rpz:2: use-application-dns.net is let through in policy "gov", past doh_canary: Firefox then turns its own DNS over HTTPS on and sends its queries past dnsfence; take it out, or set doh_canary: false to say so`}},
+		{name: "the canary name itself in an allow list", allow: "mask.icloud.com\n", shared: true},
+		{name: "a name below icloud.com", allow: "www.icloud.com\n"},
+		{name: "doh_canary off", allow: "icloud.com\n", canary: "false"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := map[string]string{"tiktok.txt": "tiktok.com\n", "allow.txt": tc.allow}
+			cfg := "upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    allow: [allow.txt]\n"
+			if tc.block != "" {
+				files["feed.rpz"] = tc.block
+				cfg += "    block: [tiktok.txt, feed.rpz]\n"
+			} else {
+				cfg += "    block: [tiktok.txt]\n"
+			}
+			if tc.allow == "" {
+				files["allow.txt"] = "ads.tiktok.com\n"
+			}
+			if tc.canary != "" {
+				cfg += "    doh_canary: " + tc.canary + "\n"
+			}
+			cfg += "  - name: press\n    clients: [\"10.1.0.0/16\"]\n    allow: [allow.txt]\n" // no block lists: no canary
+			snap, err := buildConfig(t, cfg, files)
+			require.NoError(t, err)
+			var got []string
+			shared := false
+			for _, w := range snap.Lint() {
+				if strings.Contains(w.Msg, "doh_canary") {
+					got = append(got, w.String())
+				}
+				shared = shared || strings.Contains(w.Msg, "mask.icloud.com is both allowed and blocked")
+			}
+			require.Len(t, got, len(tc.want), "%q", got)
+			for i, want := range tc.want {
+				assert.Contains(t, got[i], want)
+			}
+			assert.Equal(t, tc.shared, shared)
+		})
+	}
+}
