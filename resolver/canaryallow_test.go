@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -68,6 +69,54 @@ func TestLintAllowOverDoHCanary(t *testing.T) {
 				assert.Contains(t, got[i], want)
 			}
 			assert.Equal(t, tc.shared, shared)
+		})
+	}
+}
+
+// TestLintAllowOverBlockEntries: an allow entry above block entries of
+// its policy (google.com, allowed for mail, above a DoH-bypass list's
+// dns.google.com) lets them through, as allow beats block: the block
+// entries block nothing there, and a DoH resolver let through is the
+// devices' way past dnsfence. check warned only of an allow entry of the
+// same name. It is a warning at the allow entry's line, naming the first
+// three block entries with their lines and counting the rest; an allow
+// entry below a block entry (a carve-out, ads.tiktok.com under
+// tiktok.com) warns of nothing, nor does one in a policy that blocks
+// nothing. An RPZ passthru of a name a plain block list holds is named as
+// such.
+func TestLintAllowOverBlockEntries(t *testing.T) {
+	for _, tc := range []struct {
+		name, allow, block, feed string
+		want                     []string
+	}{
+		{name: "a parent of DoH resolvers", allow: "# mail\ngoogle.com\n", block: "dns.google.com\ncloudflare-dns.com\ndns64.dns.google.com\n",
+			want: []string{`allow.txt:2: google.com lets dns.google.com (doh.txt:1) and dns64.dns.google.com (doh.txt:3) through in policy "gov", past its block lists (allow beats block); allow only the names meant below google.com (e.g. www.google.com), or take the block entries out if letting them through is meant`}},
+		{name: "many entries counted", allow: "bytedance.com\n", block: "a.bytedance.com\nb.bytedance.com\nc.bytedance.com\nd.bytedance.com\ne.bytedance.com\n",
+			want: []string{`allow.txt:1: bytedance.com lets a.bytedance.com (doh.txt:1), b.bytedance.com (doh.txt:2), c.bytedance.com (doh.txt:3) and 2 more block entries through in policy "gov"`}},
+		{name: "a carve-out below a block entry", allow: "ads.tiktok.com\n", block: "dns.google.com\n"},
+		{name: "an RPZ passthru of a name a block list holds", allow: "ads.tiktok.com\n", block: "dns.google.com\n", feed: "$ORIGIN rpz.example.\ndns.google.com CNAME rpz-passthru.\n",
+			want: []string{`feed.rpz:2: dns.google.com is let through in policy "gov" by an RPZ passthru, past dns.google.com (doh.txt:1); take it out, or take the block entries out if letting them through is meant`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := map[string]string{"tiktok.txt": "tiktok.com\n", "doh.txt": tc.block, "allow.txt": tc.allow}
+			block := "[tiktok.txt, doh.txt]"
+			if tc.feed != "" {
+				files["feed.rpz"] = tc.feed
+				block = "[tiktok.txt, doh.txt, feed.rpz]"
+			}
+			snap, err := buildConfig(t, "upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    allow: [allow.txt]\n    block: "+block+
+				"\n  - name: press\n    clients: [\"10.1.0.0/16\"]\n    allow: [allow.txt]\n", files)
+			require.NoError(t, err)
+			var got []string
+			for _, w := range snap.Lint() {
+				if strings.Contains(w.Msg, " through in policy ") {
+					got = append(got, strings.ReplaceAll(w.String(), filepath.Dir(snap.Config.File)+string(filepath.Separator), ""))
+				}
+			}
+			require.Len(t, got, len(tc.want), "%q", got)
+			for i, want := range tc.want {
+				assert.Contains(t, got[i], want)
+			}
 		})
 	}
 }

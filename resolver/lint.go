@@ -38,7 +38,7 @@ func (w Warning) String() string {
 // that exempt nothing, blocking policies nested in each other, ranges only
 // partly inside allowed_clients, blocking policies of one address family
 // where allowed_clients admits the other, names both blocked and allowed by
-// one policy, the same list twice in one policy, the same entry in two lists of
+// one policy, allow entries above block entries (lintAllowOver), the same list twice in one policy, the same entry in two lists of
 // one policy, list entries that are public suffixes, and duplicate entries.
 // Warnings come sorted by file and line.
 func (s *Snapshot) Lint() []Warning {
@@ -131,7 +131,7 @@ func (s *Snapshot) Lint() []Warning {
 			r.Prefix, rp[0].Policy.Name, where(prior))})
 	}
 	ws = append(ws, s.lintRepeats()...)
-	ws = append(ws, s.lintCanary()...)
+	ws = append(ws, s.lintAllowOver()...)
 	ws = append(ws, s.lintEmpty()...)
 	ws = append(ws, s.lintOneFamily(ranges)...)
 	ws = append(ws, s.lintOpen()...)
@@ -363,25 +363,23 @@ var canaryEffect = map[string]string{
 	"mask-h2.icloud.com":      "Apple devices then keep iCloud Private Relay on and send their DNS past dnsfence",
 }
 
-// lintCanary warns of an entry that lets a name of the built-in DoH
-// canary through in a policy that has it (doh_canary): an allow entry
-// above it (icloud.com, allowed for iCloud mail or photos, holds
-// mask.icloud.com), or an RPZ passthru trigger over it. Allow beats
-// block, the canary's too, so the devices of that policy turn on their own
-// encrypted DNS (Firefox's DoH, iCloud Private Relay) and send their
-// queries past dnsfence and every block list, where check said nothing.
-// One warning an entry and policy, at the entry's line, naming the canary
-// names it lets through. An allow list's entry of the canary name itself
-// is the "both allowed and blocked" warning already.
-func (s *Snapshot) lintCanary() []Warning {
+// lintAllowOver warns of an entry that lets names a policy's block
+// entries hold through, where check said nothing of it (only an allow
+// list's entry of the same name was warned of, "both allowed and
+// blocked"): an allow entry above a block entry (`google.com`, allowed
+// for mail, above doh-bypass.txt's `dns.google.com`; `icloud.com`, above
+// the built-in DoH canary's `mask.icloud.com`), or an RPZ passthru trigger
+// above or at one. Allow beats block, so those block entries block
+// nothing in that policy: a DoH-bypass entry let through lets the devices'
+// own encrypted DNS on, past dnsfence and every block list, and a canary
+// name let through turns Firefox's DoH or iCloud Private Relay on. One
+// warning an allowing entry and policy, at the entry's line, naming the
+// first block entries it lets through and, for canary names, what the
+// devices then do.
+func (s *Snapshot) lintAllowOver() []Warning {
 	var ws []Warning
 	for _, p := range s.Policies {
-		i := slices.IndexFunc(p.Block, func(l List) bool { return l.File() == DoHCanaryList })
-		if i < 0 {
-			continue
-		}
-		canary, ok := p.Block[i].(*blocklist.List)
-		if !ok {
+		if !p.Blocks() || len(p.Allow) == 0 && len(p.passthru) == 0 {
 			continue
 		}
 		type at struct {
@@ -389,42 +387,124 @@ func (s *Snapshot) lintCanary() []Warning {
 			line int
 		}
 		var order []at
-		names := map[at][]string{}
-		entry := map[at]string{}
-		for e := range canary.All() {
-			d := p.Decide(e.Name)
-			if !d.Allowed || d.Entry.List == nil {
+		groups := map[at]*allowOver{}
+		for _, l := range p.Block {
+			bl, ok := l.(*blocklist.List)
+			if !ok {
 				continue
 			}
-			file := d.Entry.List.File()
-			if d.Entry.Name == e.Name && slices.ContainsFunc(p.Allow, func(l List) bool { return l.File() == file }) {
-				continue // lintShared's "both allowed and blocked"
+			for e, t := range bl.AllTriggers() {
+				if _, ip := e.Prefix(); ip || t.Action == blocklist.ActionPassthru {
+					continue
+				}
+				if len(p.passthru) == 0 && !slices.ContainsFunc(p.Allow, func(l List) bool { _, ok := l.Match(e.Name); return ok }) {
+					continue // what Decide finds first, without its look at every block list
+				}
+				d := p.Decide(e.Name)
+				if !d.Allowed || d.Entry.List == nil {
+					continue
+				}
+				file := d.Entry.List.File()
+				if d.Entry.Name == e.Name && (t.Wildcard || slices.ContainsFunc(p.Allow, func(l List) bool { return l.File() == file })) {
+					// An allow list's entry of the same name is
+					// the "both allowed and blocked" warning; a
+					// passthru for a name leaves the names below a
+					// `*.` trigger of it blocked.
+					continue
+				}
+				k := at{file, d.Entry.Line}
+				g := groups[k]
+				if g == nil {
+					g = &allowOver{entry: d.Entry.Name, policy: p.Name}
+					groups[k] = g
+					order = append(order, k)
+				}
+				g.add(e.Name, bl.File(), e.Line)
 			}
-			k := at{file, d.Entry.Line}
-			if _, seen := names[k]; !seen {
-				order = append(order, k)
-			}
-			names[k] = append(names[k], e.Name)
-			entry[k] = d.Entry.Name
 		}
 		for _, k := range order {
-			var effects []string
-			for _, n := range names[k] {
-				if ef := canaryEffect[n]; !slices.Contains(effects, ef) {
-					effects = append(effects, ef)
-				}
-			}
-			what, fix := entry[k]+" is let through", "take it out"
-			if e := entry[k]; !slices.Contains(names[k], e) {
-				what = fmt.Sprintf("%s lets %s through", e, strings.Join(names[k], " and "))
-				fix = fmt.Sprintf("allow only the names meant below %s (e.g. www.%s)", e, e)
-			}
-			ws = append(ws, Warning{k.file, k.line, fmt.Sprintf(
-				"%s in policy %q, past doh_canary: %s; %s, or set doh_canary: false to say so",
-				what, p.Name, strings.Join(effects, "; "), fix)})
+			ws = append(ws, Warning{k.file, k.line, groups[k].String()})
 		}
 	}
 	return ws
+}
+
+// allowOver is what one allowing entry of a policy lets through
+// (lintAllowOver).
+type allowOver struct {
+	entry, policy string
+	canary        []string // the canary names it lets through
+	blocked       []string // the first other block entries, "name (file:line)"
+	n             int      // every block entry it lets through
+	below         bool     // one of them is below entry, not entry itself
+}
+
+func (g *allowOver) add(name, file string, line int) {
+	g.n++
+	g.below = g.below || name != g.entry
+	switch {
+	case file == DoHCanaryList:
+		g.canary = append(g.canary, name)
+	case len(g.blocked) < 3:
+		g.blocked = append(g.blocked, fmt.Sprintf("%s (%s:%d)", name, file, line))
+	}
+}
+
+// String is the warning: what g's entry lets through, what devices then
+// do, and what to write instead.
+func (g *allowOver) String() string {
+	var b strings.Builder
+	if !g.below {
+		// An RPZ passthru trigger of a name a block entry holds too.
+		fmt.Fprintf(&b, "%s is let through in policy %q", g.entry, g.policy)
+		if len(g.blocked) > 0 {
+			fmt.Fprintf(&b, " by an RPZ passthru, past %s", joinAnd(g.blocked))
+		}
+	} else {
+		let := append(slices.Clone(g.canary), g.blocked...)
+		if more := g.n - len(let); more > 0 {
+			let = append(let, fmt.Sprintf("%d more block %s", more, plural(more, "entry", "entries")))
+		}
+		fmt.Fprintf(&b, "%s lets %s through in policy %q", g.entry, joinAnd(let), g.policy)
+	}
+	if len(g.canary) > 0 {
+		var effects []string
+		for _, c := range g.canary {
+			if ef := canaryEffect[c]; !slices.Contains(effects, ef) {
+				effects = append(effects, ef)
+			}
+		}
+		fmt.Fprintf(&b, ", past doh_canary: %s", strings.Join(effects, "; "))
+	} else if g.below {
+		b.WriteString(", past its block lists (allow beats block)")
+	}
+	if g.below {
+		fmt.Fprintf(&b, "; allow only the names meant below %s (e.g. www.%s)", g.entry, g.entry)
+	} else {
+		b.WriteString("; take it out")
+	}
+	if len(g.canary) > 0 {
+		b.WriteString(", or set doh_canary: false to say so")
+	} else {
+		b.WriteString(", or take the block entries out if letting them through is meant")
+	}
+	return b.String()
+}
+
+// joinAnd joins items as a sentence does: "a", "a and b", "a, b and c".
+func joinAnd(items []string) string {
+	if len(items) <= 1 {
+		return strings.Join(items, "")
+	}
+	return strings.Join(items[:len(items)-1], ", ") + " and " + items[len(items)-1]
+}
+
+// plural is one when n is 1, else many.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // lintEmpty warns of each block list that holds no entry and each client
