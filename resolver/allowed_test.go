@@ -461,7 +461,8 @@ policies:
 // put before it reaches a server that does not speak HTTPS, a DoH server
 // written as a plain upstream one that does not answer plain DNS. An
 // http:// DoH listener (a proxy's backend, on any port) and the usual
-// ports are not warned of.
+// ports are not warned of for their port (the http:// one is for its
+// proxy, which no trusted_proxies range holds: lintPlainDoH).
 func TestLintPortsOfOtherProtocols(t *testing.T) {
 	pki := newTestPKI(t)
 	snap, err := buildConfig(t, fmt.Sprintf(`listen: ["127.0.0.1:5300", "127.0.0.2:443"]
@@ -491,6 +492,7 @@ policies:
 		file + `:1: listen[1]: 127.0.0.2:443: plain DNS on port 443, the port of HTTPS, where devices look for DNS over HTTPS (listen_https), not plain DNS; e.g. 127.0.0.2:53`,
 		file + `:3: listen_https[0]: 127.0.0.3:53: DNS over HTTPS on port 53, the port of plain DNS: devices look for it on 443, and their plain DNS over TCP sent there meets TLS; e.g. 127.0.0.3:443`,
 		file + `:3: listen_https[1]: https://[::2]:53: DNS over HTTPS on port 53, the port of plain DNS: devices look for it on 443, and their plain DNS over TCP sent there meets TLS; e.g. [::2]:443`,
+		file + `:3: listen_https[2]: http://127.0.0.4:53 takes DNS over HTTPS from a TLS-terminating proxy, and no trusted_proxies range holds a loopback address, which a proxy on this host asks from: its Forwarded and X-Forwarded-For headers are not read, and every device asking through it is decided as the proxy's own address, not its own; e.g. trusted_proxies: ["127.0.0.1"]`,
 		file + `:5: upstreams[0]: "https://192.0.2.1:53/dns-query#dns.example.net": DNS over HTTPS on port 53, the port of plain DNS, which DoH servers do not listen on; they listen on 443: https://192.0.2.1:443/dns-query#dns.example.net`,
 		file + `:6: upstreams[1]: "192.0.2.2:443": plain DNS to port 443, the port of HTTPS, which a DNS over HTTPS server there does not answer; for DNS over HTTPS write https://192.0.2.2:443/dns-query#NAME (NAME: the name its certificate carries), for plain DNS 192.0.2.2:53`,
 		file + `:7: upstreams[2]: "https://[2001:db8::1]:53#dns.example.net": DNS over HTTPS on port 53, the port of plain DNS, which DoH servers do not listen on; they listen on 443: https://[2001:db8::1]:443/dns-query#dns.example.net`,

@@ -38,7 +38,8 @@ func (w Warning) String() string {
 // that exempt nothing, blocking policies nested in each other, ranges only
 // partly inside allowed_clients, blocking policies of one address family
 // where allowed_clients admits the other, names both blocked and allowed by
-// one policy, allow entries above block entries (lintAllowOver), the same list twice in one policy, the same entry in two lists of
+// one policy, allow entries above block entries (lintAllowOver), http:// DoH
+// listeners whose proxy no trusted_proxies range holds, the same list twice in one policy, the same entry in two lists of
 // one policy, list entries that are public suffixes, and duplicate entries.
 // Warnings come sorted by file and line.
 func (s *Snapshot) Lint() []Warning {
@@ -136,6 +137,7 @@ func (s *Snapshot) Lint() []Warning {
 	ws = append(ws, s.lintOneFamily(ranges)...)
 	ws = append(ws, s.lintOpen()...)
 	ws = append(ws, s.lintPorts()...)
+	ws = append(ws, s.lintPlainDoH()...)
 	for _, path := range sortedKeys(s.Lists) {
 		l := s.Lists[path]
 		for e, t := range l.AllTriggers() {
@@ -534,6 +536,59 @@ func (s *Snapshot) lintEmpty() []Warning {
 	}
 	return ws
 }
+
+// lintPlainDoH warns of an http:// DNS over HTTPS listener, a
+// TLS-terminating proxy's backend, that no trusted_proxies range can hold
+// the proxy of: none at all, or, for a listener on a loopback address,
+// whose proxy is on this host and asks from loopback, none holding a
+// loopback address of its family. The proxy's Forwarded and
+// X-Forwarded-For headers are then not read, and every device asking
+// through it is decided as the proxy's own address: with the proxy's
+// address in no blocking range, a government device got every name over
+// DoH that it was refused over plain DNS, and check said nothing. Only
+// while some policy blocks: with none, no device is taken out of a block.
+func (s *Snapshot) lintPlainDoH() []Warning {
+	if !slices.ContainsFunc(s.Policies, (*Policy).Blocks) {
+		return nil
+	}
+	var ws []Warning
+	for i, l := range s.Config.ListenHTTPS {
+		hostport, plain, err := listen.ParseDoHListen(l)
+		if err != nil || !plain {
+			continue
+		}
+		var msg string
+		if ap, err := netip.ParseAddrPort(hostport); err == nil && ap.Addr().Unmap().IsLoopback() {
+			lo := netip.IPv6Loopback()
+			if ap.Addr().Unmap().Is4() {
+				lo = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+			}
+			loopback := netip.PrefixFrom(lo, 8)
+			if lo.Is6() {
+				loopback = netip.PrefixFrom(lo, 128)
+			}
+			trusted := false
+			for t := range s.trusted.All() {
+				trusted = trusted || t.Overlaps(loopback)
+			}
+			if trusted {
+				continue
+			}
+			msg = fmt.Sprintf("no trusted_proxies range holds a loopback address, which a proxy on this host asks from: %s; e.g. trusted_proxies: [%q]", plainDoHEffect, lo)
+		} else if s.trusted.Size() == 0 {
+			msg = "trusted_proxies is empty: " + plainDoHEffect + "; list the proxy's address in trusted_proxies"
+		} else {
+			continue
+		}
+		ws = append(ws, Warning{s.Config.File, s.Config.Line("listen_https", i), fmt.Sprintf(
+			"listen_https[%d]: %s takes DNS over HTTPS from a TLS-terminating proxy, and %s", i, l, msg)})
+	}
+	return ws
+}
+
+// plainDoHEffect is what an http:// DoH listener whose proxy is not
+// trusted does (lintPlainDoH).
+const plainDoHEffect = "its Forwarded and X-Forwarded-For headers are not read, and every device asking through it is decided as the proxy's own address, not its own"
 
 // globalUnicast is the IPv6 global unicast space (RFC 4291 §2.4).
 var globalUnicast = netip.MustParsePrefix("2000::/3")
