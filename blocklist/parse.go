@@ -343,9 +343,15 @@ func withHostMeant(prefix, s string, err error) error {
 // does that here is a policy zone's Response IP Address trigger
 // (draft-vixie-dnsop-dns-rpz), which the error names for a as a /32 or
 // /128 (`32.1.0.0.10.rpz-ip`), a's zone dropped and an IPv4-mapped a read
-// as IPv4, as a policy zone matches an answer's addresses.
+// as IPv4, as a policy zone matches an answer's addresses. So is an
+// IPv4-compatible a (`::10.0.0.1`, `::a00:1`; not ::1 or ::), as a client
+// range written so is (ParsePrefix): its own trigger, for the deprecated
+// IPv6 address, meets no A record, only an AAAA that holds it.
 func addrOnly(a netip.Addr) error {
 	a = a.WithZone("").Unmap()
+	if b := a.As16(); a.Is6() && [12]byte(b[:12]) == [12]byte{} && a != netip.IPv6Loopback() && a != netip.IPv6Unspecified() {
+		a = netip.AddrFrom4([4]byte(b[12:]))
+	}
 	return fmt.Errorf(`%w (to block the answers that hold %s, as Blocky reads an address in a denylist, write "%s CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through)`,
 		ErrAddrOnly, a, rpz.IPTrigger(netip.PrefixFrom(a, a.BitLen())))
 }
