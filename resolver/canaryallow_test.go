@@ -120,3 +120,46 @@ func TestLintAllowOverBlockEntries(t *testing.T) {
 		})
 	}
 }
+
+// TestLintAllowOverResponseIPTriggers: the same for response-IP triggers:
+// an allow list's trigger, or a passthru trigger, whose prefix holds the
+// whole of a block trigger's (10.0.0.0/8 over 10.0.0.5/32; ::/80, which
+// holds every IPv4 address to RPZ, over an IPv4 one) lets every answer it
+// would block through. A narrower allow trigger (a carve-out), a wider
+// passthru in the block trigger's own zone (where the longer prefix
+// decides) and the same prefix in an allow list (the "both allowed and
+// blocked" warning) warn of nothing new.
+func TestLintAllowOverResponseIPTriggers(t *testing.T) {
+	const zone = "$ORIGIN rpz.example.\n"
+	for _, tc := range []struct {
+		name, allow, block string
+		want               []string
+	}{
+		{name: "a wider allow trigger", allow: zone + "8.0.0.0.10.rpz-ip CNAME rpz-passthru.\n",
+			block: zone + "32.5.0.0.10.rpz-ip CNAME .\n24.0.0.0.10.rpz-ip CNAME .\n32.1.2.0.192.rpz-ip CNAME .\n",
+			want:  []string{`allow.rpz:2: 10.0.0.0/8 lets 10.0.0.5/32 (feed.rpz:2) and 10.0.0.0/24 (feed.rpz:3) through in policy "gov", past its block lists (allow beats block); allow only the addresses meant inside 10.0.0.0/8, or take the block entries out if letting them through is meant`}},
+		{name: "an allow trigger holding every IPv4 address", allow: zone + "80.zz.rpz-ip CNAME .\n",
+			block: zone + "32.5.0.0.10.rpz-ip CNAME .\n",
+			want:  []string{`allow.rpz:2: ::/80 lets 10.0.0.5/32 (feed.rpz:2) through in policy "gov"`}},
+		{name: "a wider passthru in the block trigger's own list, where the longer prefix wins", allow: zone + "ads.tiktok.com CNAME .\n",
+			block: zone + "32.5.0.0.10.rpz-ip CNAME .\n80.zz.rpz-ip CNAME rpz-passthru.\n"},
+		{name: "a narrower allow trigger", allow: zone + "32.5.0.0.10.rpz-ip CNAME rpz-passthru.\n", block: zone + "8.0.0.0.10.rpz-ip CNAME .\n"},
+		{name: "the same prefix", allow: zone + "8.0.0.0.10.rpz-ip CNAME rpz-passthru.\n", block: zone + "8.0.0.0.10.rpz-ip CNAME .\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			snap, err := buildConfig(t, "upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    allow: [allow.rpz]\n    block: [tiktok.txt, feed.rpz]\n",
+				map[string]string{"tiktok.txt": "tiktok.com\n", "allow.rpz": tc.allow, "feed.rpz": tc.block})
+			require.NoError(t, err)
+			var got []string
+			for _, w := range snap.Lint() {
+				if strings.Contains(w.Msg, " through in policy ") {
+					got = append(got, strings.ReplaceAll(w.String(), filepath.Dir(snap.Config.File)+string(filepath.Separator), ""))
+				}
+			}
+			require.Len(t, got, len(tc.want), "%q", got)
+			for i, want := range tc.want {
+				assert.Contains(t, got[i], want)
+			}
+		})
+	}
+}

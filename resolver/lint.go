@@ -396,28 +396,25 @@ func (s *Snapshot) lintAllowOver() []Warning {
 				continue
 			}
 			for e, t := range bl.AllTriggers() {
-				if _, ip := e.Prefix(); ip || t.Action == blocklist.ActionPassthru {
+				if t.Action == blocklist.ActionPassthru {
 					continue
 				}
-				if len(p.passthru) == 0 && !slices.ContainsFunc(p.Allow, func(l List) bool { _, ok := l.Match(e.Name); return ok }) {
-					continue // what Decide finds first, without its look at every block list
-				}
-				d := p.Decide(e.Name)
-				if !d.Allowed || d.Entry.List == nil {
+				over, ok := p.allowedOver(e, t)
+				if !ok {
 					continue
 				}
-				file := d.Entry.List.File()
-				if d.Entry.Name == e.Name && (t.Wildcard || slices.ContainsFunc(p.Allow, func(l List) bool { return l.File() == file })) {
-					// An allow list's entry of the same name is
-					// the "both allowed and blocked" warning; a
-					// passthru for a name leaves the names below a
-					// `*.` trigger of it blocked.
+				file := over.List.File()
+				if over.Name == e.Name && (t.Wildcard || slices.ContainsFunc(p.Allow, func(l List) bool { return l.File() == file })) {
+					// An allow list's entry of the same name (or
+					// prefix) is the "both allowed and blocked"
+					// warning; a passthru for a name leaves the
+					// names below a `*.` trigger of it blocked.
 					continue
 				}
-				k := at{file, d.Entry.Line}
+				k := at{file, over.Line}
 				g := groups[k]
 				if g == nil {
-					g = &allowOver{entry: d.Entry.Name, policy: p.Name}
+					g = &allowOver{entry: over.Name, policy: p.Name}
 					groups[k] = g
 					order = append(order, k)
 				}
@@ -429,6 +426,32 @@ func (s *Snapshot) lintAllowOver() []Warning {
 		}
 	}
 	return ws
+}
+
+// allowedOver is the entry that lets all that block entry e (with
+// trigger t) blocks through in p, at or above it: for a name, the allow
+// entry or passthru trigger Decide finds for it, when its name is e's or
+// holds it; for a response-IP prefix, the allow or passthru trigger
+// DecideAddress finds for its first address, when that trigger's prefix
+// holds the whole of e's (a longer one lets part of it through, and a
+// shorter one beside that longer one is not looked for). ok is false when
+// nothing lets e through.
+func (p *Policy) allowedOver(e blocklist.Entry, t blocklist.Trigger) (over blocklist.Entry, ok bool) {
+	if pfx, ip := e.Prefix(); ip {
+		d, ok := p.DecideAddress(pfx.Addr())
+		if !ok || !d.Allowed || d.Entry.List == nil || mappedBits(d.Entry) > mappedBits(e) {
+			return blocklist.Entry{}, false
+		}
+		return d.Entry, true
+	}
+	if len(p.passthru) == 0 && !slices.ContainsFunc(p.Allow, func(l List) bool { _, ok := l.Match(e.Name); return ok }) {
+		return blocklist.Entry{}, false // what Decide finds first, without its look at every block list
+	}
+	d := p.Decide(e.Name)
+	if !d.Allowed || d.Entry.List == nil {
+		return blocklist.Entry{}, false
+	}
+	return d.Entry, true
 }
 
 // allowOver is what one allowing entry of a policy lets through
@@ -480,9 +503,12 @@ func (g *allowOver) String() string {
 	} else if g.below {
 		b.WriteString(", past its block lists (allow beats block)")
 	}
-	if g.below {
+	switch {
+	case g.below && strings.Contains(g.entry, "/"):
+		fmt.Fprintf(&b, "; allow only the addresses meant inside %s", g.entry)
+	case g.below:
 		fmt.Fprintf(&b, "; allow only the names meant below %s (e.g. www.%s)", g.entry, g.entry)
-	} else {
+	default:
 		b.WriteString("; take it out")
 	}
 	if len(g.canary) > 0 {
