@@ -1261,7 +1261,7 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 		errs.add([]any{"upstream_strategy"}, "%s", enumProblem(c.UpstreamStrategy, "a strategy", StrategyFastest, StrategyOrdered))
 	}
 	errs.positive([]any{"upstream_timeout"}, c.UpstreamTimeout)
-	errs.networkTimeout([]any{"upstream_timeout"}, c.UpstreamTimeout)
+	errs.underMillisecond([]any{"upstream_timeout"}, c.UpstreamTimeout, noNetworkCrossing)
 	c.validateHealthCheck(errs)
 }
 
@@ -1474,7 +1474,7 @@ func (c *Config) validateLimits(errs *configErrors) {
 		d   time.Duration
 	}{{"tcp_read_timeout", c.Limits.TCPReadTimeout}, {"tcp_idle_timeout", c.Limits.TCPIdleTimeout}} {
 		errs.positive([]any{"limits", l.key}, l.d)
-		errs.networkTimeout([]any{"limits", l.key}, l.d)
+		errs.underMillisecond([]any{"limits", l.key}, l.d, noNetworkCrossing)
 	}
 	for _, b := range []struct {
 		key  string
@@ -1498,26 +1498,14 @@ func (c *Config) validateReload(errs *configErrors) {
 	// A quiet period of 0 would read a file between two writes, and so
 	// would one under a millisecond.
 	errs.positive([]any{"reload", "debounce"}, c.Reload.Debounce)
-	errs.reloadWait([]any{"reload", "debounce"}, c.Reload.Debounce,
+	errs.underMillisecond([]any{"reload", "debounce"}, c.Reload.Debounce,
 		"a quiet period that short reads a file between two writes of one save, as 0 would")
 	if at := []any{"reload", "unready_after"}; c.Reload.UnreadyAfter < 0 {
 		errs.add(at, "%s is negative; give 0s (never) or a positive duration, %s", errs.written(at, c.Reload.UnreadyAfter), example(at))
 	}
 	errs.positive([]any{"reload", "writer_wait"}, c.Reload.WriterWait)
-	errs.reloadWait([]any{"reload", "writer_wait"}, c.Reload.WriterWait,
+	errs.underMillisecond([]any{"reload", "writer_wait"}, c.Reload.WriterWait,
 		"a file its writer still holds open would be applied at the writer's first pause, half-written, as with 0")
-}
-
-// reloadWait reports a wait of a reload guard (reload.debounce,
-// reload.writer_wait) above zero and under a millisecond: the guard is as
-// good as off, as 0 would turn it (which positive refuses), and the likely
-// slip is the unit (200us for 200ms). At start, under `writer_wait: 30us`,
-// a list a writer was still writing was served half, its other names
-// forwarded, with no word from check. why says what the guard then does.
-func (e *configErrors) reloadWait(path []any, d time.Duration, why string) {
-	if d > 0 && d < time.Millisecond {
-		e.add(path, "%s is under a millisecond: %s (a slip of the unit?); %s", e.written(path, d), why, example(path))
-	}
 }
 
 // parsePrefixes parses the address ranges of the list at path.
@@ -1726,14 +1714,20 @@ func (e *configErrors) positive(path []any, d time.Duration) {
 	}
 }
 
-// networkTimeout reports a timeout of a network exchange (an upstream
-// try, reading a TCP query) above zero and under a millisecond: no query
-// or answer crosses a network in it, so every upstream try, or every TCP,
-// DoT and DoH query, would fail, and the likely slip is the unit (2ns or
-// 2us for 2s). 0 and negatives are positive's.
-func (e *configErrors) networkTimeout(path []any, d time.Duration) {
+// noNetworkCrossing is why a timeout of a network exchange (an upstream
+// try, reading a TCP query) is not under a millisecond: every upstream
+// try, or every TCP, DoT and DoH query, would fail.
+const noNetworkCrossing = "no query or answer crosses a network in it"
+
+// underMillisecond reports a duration above zero and under a millisecond
+// where one does nothing it is there for, why saying what: a network
+// timeout (noNetworkCrossing) or a reload guard's wait (reload.debounce,
+// reload.writer_wait: the guard as good as off, as 0 would turn it). The
+// likely slip is the unit (2us for 2s, 200us for 200ms). 0 and negatives
+// are positive's.
+func (e *configErrors) underMillisecond(path []any, d time.Duration, why string) {
 	if d > 0 && d < time.Millisecond {
-		e.add(path, "%s is under a millisecond: no query or answer crosses a network in it (a slip of the unit?); %s", e.written(path, d), example(path))
+		e.add(path, "%s is under a millisecond: %s (a slip of the unit?); %s", e.written(path, d), why, example(path))
 	}
 }
 
