@@ -1,6 +1,7 @@
 package blocklist
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,7 +21,7 @@ import (
 func TestAddressAloneIPv4CompatibleOffersIPv4Trigger(t *testing.T) {
 	_, warn := Parse("lists/ips.txt", []byte("::10.0.0.9\n||::a00:a^\n::1\n0.0.0.0 ::\na.example\n"))
 	hold := func(line int, a, trigger, text string) string {
-		return `lists/ips.txt:` + string(rune('0'+line)) + `: an address alone is not a domain name (to block the answers that hold ` + a +
+		return `lists/ips.txt:` + strconv.Itoa(line) + `: an address alone is not a domain name (to block the answers that hold ` + a +
 			`, as Blocky reads an address in a denylist, write "` + trigger + ` CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through): "` + text + `"`
 	}
 	assert.EqualError(t, warn, strings.Join([]string{

@@ -370,7 +370,7 @@ func FuzzParseRanges(f *testing.F) {
 			// Nor is it IPv4-compatible (RFC 4291 §2.5.5.1), which matches
 			// no client, written with dots or in hex: ::1 and :: alone are
 			// the loopback and unspecified addresses.
-			if a := r.Prefix.Addr().As16(); r.Prefix.Addr().Is6() && r.Prefix.Bits() >= 96 && [12]byte(a[:12]) == [12]byte{} &&
+			if inCompatible(r.Prefix.Addr()) && r.Prefix.Bits() >= 96 &&
 				r.Prefix != netip.PrefixFrom(netip.IPv6Loopback(), 128) && r.Prefix != netip.PrefixFrom(netip.IPv6Unspecified(), 128) {
 				t.Fatalf("range %s (line %d) is IPv4-compatible", r.Prefix, r.Line)
 			}

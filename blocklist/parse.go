@@ -349,8 +349,8 @@ func withHostMeant(prefix, s string, err error) error {
 // IPv6 address, meets no A record, only an AAAA that holds it.
 func addrOnly(a netip.Addr) error {
 	a = a.WithZone("").Unmap()
-	if b := a.As16(); a.Is6() && [12]byte(b[:12]) == [12]byte{} && a != netip.IPv6Loopback() && a != netip.IPv6Unspecified() {
-		a = netip.AddrFrom4([4]byte(b[12:]))
+	if inCompatible(a) && a != netip.IPv6Loopback() && a != netip.IPv6Unspecified() {
+		a = netip.AddrFrom4([4]byte(a.AsSlice()[12:]))
 	}
 	return fmt.Errorf(`%w (to block the answers that hold %s, as Blocky reads an address in a denylist, write "%s CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through)`,
 		ErrAddrOnly, a, rpz.IPTrigger(netip.PrefixFrom(a, a.BitLen())))

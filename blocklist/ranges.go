@@ -155,7 +155,7 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		}
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
-	if a := p.Addr().As16(); p.Addr().Is6() && [12]byte(a[:12]) == [12]byte{} && p.Bits() >= 96 &&
+	if a := p.Addr().As16(); inCompatible(p.Addr()) && p.Bits() >= 96 &&
 		(strings.Contains(s, ".") || (p != netip.PrefixFrom(netip.IPv6Loopback(), 128) && p != netip.PrefixFrom(netip.IPv6Unspecified(), 128))) {
 		// `::10.0.0.1`: an IPv4-compatible address (RFC 4291 §2.5.5.1,
 		// deprecated), which no client has: an IPv4 client is matched by
@@ -171,6 +171,14 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, &RangeMeantError{Err: ErrHostBits, Meant: p.Masked()}
 	}
 	return p, nil
+}
+
+// inCompatible reports whether a is in ::/96, the block of the
+// IPv4-compatible IPv6 addresses (RFC 4291 §2.5.5.1, deprecated), ::1 and
+// :: among them.
+func inCompatible(a netip.Addr) bool {
+	b := a.As16()
+	return a.Is6() && [12]byte(b[:12]) == [12]byte{}
 }
 
 // PrefixLengthError is a CIDR prefix whose length its address cannot

@@ -585,13 +585,9 @@ func (s *Snapshot) lintPlainDoH() []Warning {
 		}
 		var msg string
 		if ap, err := netip.ParseAddrPort(hostport); err == nil && ap.Addr().Unmap().IsLoopback() {
-			lo := netip.IPv6Loopback()
+			lo, loopback := netip.IPv6Loopback(), netip.PrefixFrom(netip.IPv6Loopback(), 128)
 			if ap.Addr().Unmap().Is4() {
-				lo = netip.AddrFrom4([4]byte{127, 0, 0, 1})
-			}
-			loopback := netip.PrefixFrom(lo, 8)
-			if lo.Is6() {
-				loopback = netip.PrefixFrom(lo, 128)
+				lo, loopback = netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.MustParsePrefix("127.0.0.0/8")
 			}
 			trusted := false
 			for t := range s.trusted.All() {
