@@ -107,12 +107,7 @@ func TestLintAllowOverBlockEntries(t *testing.T) {
 			snap, err := buildConfig(t, "upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    allow: [allow.txt]\n    block: "+block+
 				"\n  - name: press\n    clients: [\"10.1.0.0/16\"]\n    allow: [allow.txt]\n", files)
 			require.NoError(t, err)
-			var got []string
-			for _, w := range snap.Lint() {
-				if strings.Contains(w.Msg, " through in policy ") {
-					got = append(got, strings.ReplaceAll(w.String(), filepath.Dir(snap.Config.File)+string(filepath.Separator), ""))
-				}
-			}
+			got := allowOverWarnings(snap)
 			require.Len(t, got, len(tc.want), "%q", got)
 			for i, want := range tc.want {
 				assert.Contains(t, got[i], want)
@@ -150,16 +145,24 @@ func TestLintAllowOverResponseIPTriggers(t *testing.T) {
 			snap, err := buildConfig(t, "upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    allow: [allow.rpz]\n    block: [tiktok.txt, feed.rpz]\n",
 				map[string]string{"tiktok.txt": "tiktok.com\n", "allow.rpz": tc.allow, "feed.rpz": tc.block})
 			require.NoError(t, err)
-			var got []string
-			for _, w := range snap.Lint() {
-				if strings.Contains(w.Msg, " through in policy ") {
-					got = append(got, strings.ReplaceAll(w.String(), filepath.Dir(snap.Config.File)+string(filepath.Separator), ""))
-				}
-			}
+			got := allowOverWarnings(snap)
 			require.Len(t, got, len(tc.want), "%q", got)
 			for i, want := range tc.want {
 				assert.Contains(t, got[i], want)
 			}
 		})
 	}
+}
+
+// allowOverWarnings is snap's warnings of entries that let block entries
+// through (lintAllowOver), their files named relative to the
+// configuration's folder.
+func allowOverWarnings(snap *Snapshot) []string {
+	var got []string
+	for _, w := range snap.Lint() {
+		if strings.Contains(w.Msg, " through in policy ") {
+			got = append(got, strings.ReplaceAll(w.String(), filepath.Dir(snap.Config.File)+string(filepath.Separator), ""))
+		}
+	}
+	return got
 }
