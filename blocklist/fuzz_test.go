@@ -338,7 +338,7 @@ func FuzzParseRanges(f *testing.F) {
 	seedWindows(f, "::10.1.2.3/120", "10.1.2.3/24", "[::10.0.0.1]")
 	seedWindows(f, "10.0.0.0-10.0.0.255", "10/8", "10.1.2.3/255.255.255.0", "fe80::%eth0/64", "10.0.0.1/032", "2001:db8::-2001:db8::ff")
 	seedWindows(f, "::10.0.0.0-::10.0.0.255", "::ffff:10.0.0.0-::ffff:10.0.0.255", "[::1]", "::1-::1")
-	seedWindows(f, "::a00:0/120", "::a00:0-::a00:ff", "::/96", "::2", "::", "::0.0.0.1")
+	seedWindows(f, "::a00:0/120", "::a00:0-::a00:ff", "::/96", "::2", "::", "::0.0.0.1", "0.0.0.0", "::ffff:0.0.0.0/128", "0.0.0.0-0.0.0.0")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rf, err := ParseRanges("fuzz.txt", data)
 		if n, _ := BadLines(err); n <= maxReported {
@@ -367,12 +367,12 @@ func FuzzParseRanges(f *testing.F) {
 			if r.Prefix.Masked() != r.Prefix || r.Prefix.Addr().Is4In6() {
 				t.Fatalf("range %s is not canonical", r.Prefix)
 			}
-			// Nor is it IPv4-compatible (RFC 4291 §2.5.5.1), which matches
-			// no client, written with dots or in hex: ::1 and :: alone are
-			// the loopback and unspecified addresses.
-			if inCompatible(r.Prefix.Addr()) && r.Prefix.Bits() >= 96 &&
-				r.Prefix != netip.PrefixFrom(netip.IPv6Loopback(), 128) && r.Prefix != netip.PrefixFrom(netip.IPv6Unspecified(), 128) {
-				t.Fatalf("range %s (line %d) is IPv4-compatible", r.Prefix, r.Line)
+			// Nor is it one that matches no client: IPv4-compatible (RFC
+			// 4291 §2.5.5.1), written with dots or in hex (::1 alone is
+			// the loopback address), or the unspecified address alone.
+			if inCompatible(r.Prefix.Addr()) && r.Prefix.Bits() >= 96 && r.Prefix != netip.PrefixFrom(netip.IPv6Loopback(), 128) ||
+				r.Prefix.Addr().IsUnspecified() && r.Prefix.Bits() == r.Prefix.Addr().BitLen() {
+				t.Fatalf("range %s (line %d) matches no client", r.Prefix, r.Line)
 			}
 		}
 		for _, pe := range parseErrors(err) {

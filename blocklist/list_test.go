@@ -856,6 +856,8 @@ func TestParseRangesReportsEveryLine(t *testing.T) {
 			want: `ranges.txt:2: an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client, did you mean 10.0.0.1/32: "::10.0.0.1"`},
 		{name: "IPv4-compatible prefix", line: "::10.2.0.0/112",
 			want: `ranges.txt:2: an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client, did you mean 10.2.0.0/16: "::10.2.0.0/112"`},
+		{name: "unspecified address", line: "0.0.0.0",
+			want: `ranges.txt:2: the unspecified address (0.0.0.0, ::) is every address only where a server listens; as a client range it matches no client, did you mean 0.0.0.0/0: "0.0.0.0"`},
 		// In hex, as netip and Python's ipaddress print ::10.2.0.0/112.
 		{name: "IPv4-compatible prefix in hex", line: "::a02:0/112",
 			want: `ranges.txt:2: an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client, did you mean 10.2.0.0/16: "::a02:0/112"`},
@@ -915,11 +917,26 @@ func TestParsePrefix(t *testing.T) {
 		_, err = ParsePrefix(s)
 		assert.EqualError(t, err, "an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client, did you mean 0.0.0.0/0", s)
 	}
-	// ::1 and :: in hex are the loopback and unspecified addresses.
-	for s, want := range map[string]string{"::1": "::1/128", "::1/128": "::1/128", "::": "::/128", "::/128": "::/128"} {
+	// ::1 in hex is the loopback address.
+	for _, s := range []string{"::1", "::1/128"} {
 		p, err = ParsePrefix(s)
 		require.NoError(t, err, s)
-		assert.Equal(t, netip.MustParsePrefix(want), p, s)
+		assert.Equal(t, netip.MustParsePrefix("::1/128"), p, s)
+	}
+	// The unspecified address alone is every address only as a listen
+	// address: no packet comes from it. Its network, /0, is meant.
+	for s, meant := range map[string]string{"0.0.0.0": "0.0.0.0/0", "0.0.0.0/32": "0.0.0.0/0", "::ffff:0.0.0.0": "0.0.0.0/0",
+		"::": "::/0", "::/128": "::/0"} {
+		_, err = ParsePrefix(s)
+		assert.ErrorIs(t, err, ErrUnspecified, s)
+		e, ok := errors.AsType[*RangeMeantError](err)
+		require.True(t, ok, s)
+		assert.Equal(t, netip.MustParsePrefix(meant), e.Meant, s)
+	}
+	for _, s := range []string{"0.0.0.0/0", "::/0", "0.0.0.0/8"} {
+		p, err = ParsePrefix(s)
+		require.NoError(t, err, s)
+		assert.Equal(t, netip.MustParsePrefix(s), p, s)
 	}
 	// Shorter than /96, the prefix holds more than the IPv4-compatible
 	// addresses: it is the IPv6 range it says.

@@ -91,7 +91,7 @@ func bracketed(s string) error {
 
 // RangeMeantError is a range ParsePrefix refuses though only one range
 // can be meant by it: Err says what is wrong (ErrHostBits,
-// ErrRangeBrackets, ErrIPv4Compatible, ErrRangeZone, ErrLengthZero,
+// ErrRangeBrackets, ErrIPv4Compatible, ErrUnspecified, ErrRangeZone, ErrLengthZero,
 // ErrShortIPv4, ErrRangeDash, ErrNetmask: errors.Is finds it) and Meant is
 // the range meant, one ParsePrefix takes. Its message is Err's with
 // ", did you mean" and Meant.
@@ -126,8 +126,10 @@ func Meant(s string, err error) (msg string, ok bool) {
 // IPv4-mapped IPv6 forms are turned into plain IPv4, because clients are
 // matched by their unmapped address. A prefix with host bits set is an error:
 // `10.1.2.3/8` is more likely a typo than a wish for 10.0.0.0/8. So are an
-// address in brackets (ErrRangeBrackets) and an IPv4-compatible one
-// (ErrIPv4Compatible: ::10.0.0.1 or ::a00:1, but for ::1 and ::); those three are a RangeMeantError naming the range
+// address in brackets (ErrRangeBrackets), an IPv4-compatible one
+// (ErrIPv4Compatible: ::10.0.0.1 or ::a00:1, but for ::1 and ::) and the
+// unspecified address alone (ErrUnspecified: 0.0.0.0, ::, meant as
+// every address of its family); those four are a RangeMeantError naming the range
 // meant. Text that is no range gets an error saying why
 // (rangeShape: a first-last range, a netmask, a zone, a name, …), with the
 // range meant where only one can be.
@@ -166,6 +168,12 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		// one taken.
 		return netip.Prefix{}, &RangeMeantError{Err: ErrIPv4Compatible,
 			Meant: netip.PrefixFrom(netip.AddrFrom4([4]byte(a[12:])), p.Bits()-96).Masked()}
+	}
+	if p.Bits() == p.Addr().BitLen() && p.Addr().IsUnspecified() {
+		// `0.0.0.0`, as a listen address is written for every address:
+		// no packet comes from it, so as a range it held no client, and
+		// a policy of it blocked no device.
+		return netip.Prefix{}, &RangeMeantError{Err: ErrUnspecified, Meant: netip.PrefixFrom(p.Addr(), 0)}
 	}
 	if p.Masked() != p {
 		return netip.Prefix{}, &RangeMeantError{Err: ErrHostBits, Meant: p.Masked()}
@@ -215,6 +223,7 @@ var (
 	ErrRangeURL       = errors.New("a URL is not a client range (write an IP address or CIDR prefix, e.g. 10.0.0.0/8; ranges at URLs are not supported yet)")
 	ErrRangeBrackets  = errors.New("a client range is written without brackets")
 	ErrIPv4Compatible = errors.New("an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client")
+	ErrUnspecified    = errors.New("the unspecified address (0.0.0.0, ::) is every address only where a server listens; as a client range it matches no client")
 	ErrRangeExclude   = errors.New(`"!" is neither a comment nor an exclusion in a client range file (comments start with "#"; to leave devices out, put their range in a policy of its own)`)
 	ErrRangeName      = errors.New("a name is not a client range (write its IP address or CIDR prefix)")
 	ErrRangeDash      = errors.New("a range written first-last is not read (write it as CIDR prefixes)")

@@ -237,6 +237,7 @@ func TestExplainClientForms(t *testing.T) {
 		"::10.1.2.3":             `client: "::10.1.2.3": an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client; did you mean 10.1.2.3/32?`,
 		"::a01:200/120":          `client: "::a01:200/120": an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client; did you mean 10.1.2.0/24?`,
 		"::a01:203%eth0":         `client: "::a01:203%eth0": an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291) matches no client; did you mean 10.1.2.3/32?`,
+		"0.0.0.0":                `client: "0.0.0.0": the unspecified address (0.0.0.0, ::) is every address only where a server listens; as a client range it matches no client; did you mean 0.0.0.0/0?`,
 		"10.1.2.0/33":            `client: "10.1.2.0/33": prefix length /33 is longer than an IPv4 address (at most /32); a network is its first address and a length, e.g. 10.1.2.0/24`,
 		"2001:db8::/-8":          `client: "2001:db8::/-8": prefix length /-8 is negative (an IPv6 prefix is /0 to /128); a network is its first address and a length, e.g. 10.1.2.0/24`,
 		"10.1.2.0/x":             `client: "10.1.2.0/x": the prefix length after the slash is missing or not a number; a network is its first address and a length, e.g. 10.1.2.0/24`,
