@@ -124,13 +124,13 @@ func Meant(s string, err error) (msg string, ok bool) {
 
 // ParsePrefix parses an IP address (a /32 or /128) or a CIDR prefix.
 // IPv4-mapped IPv6 forms are turned into plain IPv4, because clients are
-// matched by their unmapped address. A prefix with host bits set is an error:
-// `10.1.2.3/8` is more likely a typo than a wish for 10.0.0.0/8. So are an
-// address in brackets (ErrRangeBrackets), an IPv4-compatible one
-// (ErrIPv4Compatible: ::10.0.0.1 or ::a00:1, but for ::1 and ::) and the
-// unspecified address alone (ErrUnspecified: 0.0.0.0, ::, meant as
-// every address of its family); those four are a RangeMeantError naming the range
-// meant. Text that is no range gets an error saying why
+// matched by their unmapped address. A prefix with host bits set is an
+// error: `10.1.2.3/8` is more likely a typo than a wish for 10.0.0.0/8. So
+// are an address in brackets (ErrRangeBrackets), an IPv4-compatible one
+// (ErrIPv4Compatible: ::10.0.0.1 or ::a00:1, but for ::1) and the
+// unspecified address alone (ErrUnspecified: 0.0.0.0 or ::, meant as
+// every address of its family); those four are a RangeMeantError naming
+// the range meant. Text that is no range gets an error saying why
 // (rangeShape: a first-last range, a netmask, a zone, a name, …), with the
 // range meant where only one can be.
 func ParsePrefix(s string) (netip.Prefix, error) {
