@@ -444,9 +444,10 @@ func TestStartServesAListStillChangingAfterWriterWait(t *testing.T) {
 		"tiktok.txt":    "tiktok.com\n",
 	})
 	path, list := filepath.Join(dir, "dnsfence.yaml"), filepath.Join(dir, "tiktok.txt")
-	// The writer rewrites the list every 10 ms, each time other content,
-	// opened and closed each time: every read, whose quiet period is
-	// 400 ms, sees the list change.
+	// The writer replaces the list every 10 ms, each time with other
+	// content, written whole beside it and renamed over it (WriteFile in
+	// place truncates first: a read between the two saw an empty list):
+	// every read, whose quiet period is 400 ms, sees the list change.
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -456,7 +457,9 @@ func TestStartServesAListStillChangingAfterWriterWait(t *testing.T) {
 				return
 			case <-time.After(10 * time.Millisecond):
 			}
-			assert.NoError(t, os.WriteFile(list, []byte(fmt.Sprintf("tiktok.com\nbyte%d.com\n", i)), 0o644))
+			next := filepath.Join(dir, "tiktok.txt.new")
+			assert.NoError(t, os.WriteFile(next, []byte(fmt.Sprintf("tiktok.com\nbyte%d.com\n", i)), 0o644))
+			assert.NoError(t, os.Rename(next, list))
 		}
 	}()
 	t.Cleanup(func() {
