@@ -339,6 +339,7 @@ func FuzzParseRanges(f *testing.F) {
 	seedWindows(f, "10.0.0.0-10.0.0.255", "10/8", "10.1.2.3/255.255.255.0", "fe80::%eth0/64", "10.0.0.1/032", "2001:db8::-2001:db8::ff")
 	seedWindows(f, "::10.0.0.0-::10.0.0.255", "::ffff:10.0.0.0-::ffff:10.0.0.255", "[::1]", "::1-::1")
 	seedWindows(f, "::a00:0/120", "::a00:0-::a00:ff", "::/96", "::2", "::", "::0.0.0.1", "0.0.0.0", "::ffff:0.0.0.0/128", "0.0.0.0-0.0.0.0")
+	seedWindows(f, "::0.0.0.0", "0.0.0.0/255.255.255.255", "[0.0.0.0]")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rf, err := ParseRanges("fuzz.txt", data)
 		if n, _ := BadLines(err); n <= maxReported {

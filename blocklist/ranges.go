@@ -167,7 +167,7 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		// without host bits (::10.1.2.3/120 is 10.1.2.0/24), so that it is
 		// one taken.
 		return netip.Prefix{}, &RangeMeantError{Err: ErrIPv4Compatible,
-			Meant: netip.PrefixFrom(netip.AddrFrom4([4]byte(a[12:])), p.Bits()-96).Masked()}
+			Meant: meantTaken(netip.PrefixFrom(netip.AddrFrom4([4]byte(a[12:])), p.Bits()-96).Masked())}
 	}
 	if p.Bits() == p.Addr().BitLen() && p.Addr().IsUnspecified() {
 		// `0.0.0.0`, as a listen address is written for every address:
@@ -187,6 +187,20 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 func inCompatible(a netip.Addr) bool {
 	b := a.As16()
 	return a.Is6() && [12]byte(b[:12]) == [12]byte{}
+}
+
+// meantTaken is p, a range another form was read as, if ParsePrefix
+// takes it written plainly, else the range ParsePrefix names as meant for
+// it, so that the range a RangeMeantError offers is always one taken:
+// `::0.0.0.0` and `0.0.0.0/255.255.255.255` are 0.0.0.0/32, which is
+// ErrUnspecified's, and mean 0.0.0.0/0.
+func meantTaken(p netip.Prefix) netip.Prefix {
+	if _, err := ParsePrefix(p.String()); err != nil {
+		if m, ok := errors.AsType[*RangeMeantError](err); ok {
+			return m.Meant
+		}
+	}
+	return p
 }
 
 // PrefixLengthError is a CIDR prefix whose length its address cannot
@@ -363,7 +377,7 @@ func netmask(a, mask netip.Addr) error {
 	if a.Is4() && mask.Is4() {
 		m := binary.BigEndian.Uint32(mask.AsSlice())
 		if zeros := ^m; zeros&(zeros+1) == 0 {
-			return &RangeMeantError{Err: ErrNetmask, Meant: netip.PrefixFrom(a, 32-bits.OnesCount32(zeros)).Masked()}
+			return &RangeMeantError{Err: ErrNetmask, Meant: meantTaken(netip.PrefixFrom(a, 32-bits.OnesCount32(zeros)).Masked())}
 		}
 	}
 	return ErrNetmask
