@@ -83,7 +83,11 @@ func TestLintAllowOverDoHCanary(t *testing.T) {
 // entry below a block entry (a carve-out, ads.tiktok.com under
 // tiktok.com) warns of nothing, nor does one in a policy that blocks
 // nothing. An RPZ passthru of a name a plain block list holds is named as
-// such.
+// such, and a passthru `*.name` over a plain entry of name lets the names
+// below it through (`*.name`). A `*.` block trigger is judged by the names
+// below it: under a wider passthru `*.` of its own zone (a carve-back, the
+// longer trigger wins there) it lets nothing through, though Decide of
+// its name alone is allowed.
 func TestLintAllowOverBlockEntries(t *testing.T) {
 	for _, tc := range []struct {
 		name, allow, block, feed string
@@ -96,6 +100,12 @@ func TestLintAllowOverBlockEntries(t *testing.T) {
 		{name: "a carve-out below a block entry", allow: "ads.tiktok.com\n", block: "dns.google.com\n"},
 		{name: "an RPZ passthru of a name a block list holds", allow: "ads.tiktok.com\n", block: "dns.google.com\n", feed: "$ORIGIN rpz.example.\ndns.google.com CNAME rpz-passthru.\n",
 			want: []string{`feed.rpz:2: dns.google.com is let through in policy "gov" by an RPZ passthru, past dns.google.com (doh.txt:1); take it out, or take the block entries out if letting them through is meant`}},
+		{name: "an RPZ passthru of the names below a plain block entry", allow: "ads.tiktok.com\n", block: "tracker.example\n", feed: "$ORIGIN rpz.example.\n*.tracker.example CNAME rpz-passthru.\n",
+			want: []string{`feed.rpz:2: tracker.example lets *.tracker.example (doh.txt:1) through in policy "gov", past its block lists (allow beats block); allow only the names meant below tracker.example (e.g. www.tracker.example)`}},
+		{name: "a wildcard block trigger under a wider passthru of its own zone (a carve-back)", allow: "ads.tiktok.com\n", block: "dns.google.com\n",
+			feed: "$ORIGIN rpz.example.\n*.example.com CNAME rpz-passthru.\n*.ads.example.com CNAME .\n"},
+		{name: "a wildcard block trigger under a parent allow entry", allow: "example.com\n", block: "dns.google.com\n", feed: "$ORIGIN rpz.example.\n*.ads.example.com CNAME .\n",
+			want: []string{`allow.txt:1: example.com lets *.ads.example.com (feed.rpz:2) through in policy "gov"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			files := map[string]string{"tiktok.txt": "tiktok.com\n", "doh.txt": tc.block, "allow.txt": tc.allow}

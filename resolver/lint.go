@@ -399,16 +399,15 @@ func (s *Snapshot) lintAllowOver() []Warning {
 				if t.Action == blocklist.ActionPassthru {
 					continue
 				}
-				over, ok := p.allowedOver(e, t)
+				over, let, ok := p.allowedOver(e, t)
 				if !ok {
 					continue
 				}
 				file := over.List.File()
-				if over.Name == e.Name && (t.Wildcard || slices.ContainsFunc(p.Allow, func(l List) bool { return l.File() == file })) {
+				if over.Name == e.Name && slices.ContainsFunc(p.Allow, func(l List) bool { return l.File() == file }) {
 					// An allow list's entry of the same name (or
 					// prefix) is the "both allowed and blocked"
-					// warning; a passthru for a name leaves the
-					// names below a `*.` trigger of it blocked.
+					// warning.
 					continue
 				}
 				k := at{file, over.Line}
@@ -418,7 +417,7 @@ func (s *Snapshot) lintAllowOver() []Warning {
 					groups[k] = g
 					order = append(order, k)
 				}
-				g.add(e.Name, bl.File(), e.Line)
+				g.add(let, bl.File(), e.Line)
 			}
 		}
 		for _, k := range order {
@@ -429,29 +428,48 @@ func (s *Snapshot) lintAllowOver() []Warning {
 }
 
 // allowedOver is the entry that lets all that block entry e (with
-// trigger t) blocks through in p, at or above it: for a name, the allow
-// entry or passthru trigger Decide finds for it, when its name is e's or
-// holds it; for a response-IP prefix, the allow or passthru trigger
+// trigger t) blocks through in p, at or above it, and what it lets
+// through, as the warning names it: for a name, the allow entry or
+// passthru trigger Decide finds for the name e blocks (e.Name), or else
+// for the names below it that no deeper entry holds ("*." and e.Name, a
+// probe as unblocked.go's), when e blocks those (a plain list's entry, an
+// RPZ `*.` trigger); Decide of e.Name alone found a passthru `*.name` for
+// a `*.` trigger below it, though a deeper `*.` trigger of that zone
+// blocks the names below (`*.example.com CNAME rpz-passthru.` over
+// `*.ads.example.com CNAME .`), and missed one that lets the names below
+// a plain entry through (`*.tracker.com CNAME rpz-passthru.` over
+// tracker.com). For a response-IP prefix, the allow or passthru trigger
 // DecideAddress finds for its first address, when that trigger's prefix
 // holds the whole of e's (a longer one lets part of it through, and a
 // shorter one beside that longer one is not looked for). ok is false when
 // nothing lets e through.
-func (p *Policy) allowedOver(e blocklist.Entry, t blocklist.Trigger) (over blocklist.Entry, ok bool) {
+func (p *Policy) allowedOver(e blocklist.Entry, t blocklist.Trigger) (over blocklist.Entry, let string, ok bool) {
 	if pfx, ip := e.Prefix(); ip {
 		d, ok := p.DecideAddress(pfx.Addr())
 		if !ok || !d.Allowed || d.Entry.List == nil || mappedBits(d.Entry) > mappedBits(e) {
-			return blocklist.Entry{}, false
+			return blocklist.Entry{}, "", false
 		}
-		return d.Entry, true
+		return d.Entry, e.Name, true
 	}
-	if len(p.passthru) == 0 && !slices.ContainsFunc(p.Allow, func(l List) bool { _, ok := l.Match(e.Name); return ok }) {
-		return blocklist.Entry{}, false // what Decide finds first, without its look at every block list
+	probes := [2]string{e.Name, "*." + e.Name}
+	switch {
+	case t.Wildcard:
+		probes[0] = "" // the names below e.Name only
+	case e.List != nil && e.List.IsRPZ():
+		probes[1] = "" // e.Name only
 	}
-	d := p.Decide(e.Name)
-	if !d.Allowed || d.Entry.List == nil {
-		return blocklist.Entry{}, false
+	for _, name := range probes {
+		if name == "" {
+			continue
+		}
+		if len(p.passthru) == 0 && !slices.ContainsFunc(p.Allow, func(l List) bool { _, ok := l.Match(name); return ok }) {
+			continue // what Decide finds first, without its look at every block list
+		}
+		if d := p.Decide(name); d.Allowed && d.Entry.List != nil {
+			return d.Entry, name, true
+		}
 	}
-	return d.Entry, true
+	return blocklist.Entry{}, "", false
 }
 
 // allowOver is what one allowing entry of a policy lets through
