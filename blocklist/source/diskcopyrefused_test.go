@@ -170,6 +170,43 @@ func TestZoneReleasedZoneTransferredAgainAsHeld(t *testing.T) {
 	assert.Equal(t, uint32(6), c.Serial)
 }
 
+// TestZoneReleasedZoneOfOtherRecordsNotWritten: as
+// TestZoneReleasedZoneNotWrittenAsTheDiskCopy, but the primary's zone of
+// serial 5 is no longer the one served (edited without a new serial: c
+// added). The transfer again for the disk copy is not written nor held,
+// and a warning says why: the disk copy (a restart's list) and the zone
+// held (what the next IXFR's differences are applied to, as the resolver
+// applies them to the list it serves) would hold a zone the resolver
+// never served. Serial 6 is delivered and written as any new serial.
+func TestZoneReleasedZoneOfOtherRecordsNotWritten(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	opt := zoneTestOptions(t, nil)
+	opt.Log = zap.New(core)
+	p, z, rec, path := releasedWhileDiskFails(t, opt)
+	require.NoError(t, os.RemoveAll(path))
+	p.update(func(p *fakePrimary) {
+		p.soa, p.records, p.cutAfter = testSOA(testZone, 5), cnames(testZone, "a", "b", "c"), 0
+	})
+	st := lookedAgain(t, z)
+	assert.Equal(t, uint32(5), st.Serial)
+	assert.NoError(t, st.LastError, "the zone held is current")
+	_, err := Cached(z)
+	assert.ErrorIs(t, err, ErrNoCopy, "serial 5 of other records is not the zone served")
+	assert.NotZero(t, logs.FilterMessage("zone source: the primary's zone of the serial held is not the one served; its disk copy waits for the next serial").Len(), "%v", logs.All())
+	assert.Equal(t, 1, rec.count())
+
+	p.update(func(p *fakePrimary) { p.soa = testSOA(testZone, 6) })
+	poke(t, z)
+	c := rec.waitCount(t, 2)
+	assert.Equal(t, uint32(6), c.Serial)
+	assert.Equal(t, []string{"a", "b", "c"}, owners(c))
+	waitStatus(t, z, func(now Status) bool { return now.CacheError == nil })
+	c, err = Cached(z)
+	require.NoError(t, err)
+	assert.Equal(t, uint32(6), c.Serial)
+	assert.Equal(t, []string{"a", "b", "c"}, owners(c))
+}
+
 // releasedWhileDiskFails starts a zone at serial 5 whose disk copy cannot
 // be written (its path, returned, is a folder), and has a whole transfer
 // of serial 6 cut off under way, after the records of the zone held were

@@ -709,8 +709,10 @@ func (z *Zone) writeCache(c *Content) {
 // writeHeld writes the zone held to the disk copy. When its records were
 // let go for a whole transfer that did not come (zoneCopy.release: cut
 // off, refused), the zone is transferred whole again from addr, as reoffer
-// does, and held and written only if it is the version held: a newer one
-// is the next look's to deliver. So a disk copy that could not be written
+// does, and held and written only if it is the version held, record for
+// record (the fingerprints release kept): a newer one is the next look's
+// to deliver, and one of the serial held with other records (a zone
+// edited without a new serial) is not the zone served. So a disk copy that could not be written
 // is written once the disk is back, not at the primary's next serial (a
 // restart with the primary down meanwhile starts without the list). The
 // transfer's failure is logged and left to the next look.
@@ -728,10 +730,22 @@ func (z *Zone) writeHeld(ctx context.Context, addr string) {
 			zap.String("source", z.name), zap.String("primary", addr), zap.Error(err))
 		return
 	}
-	if c.Serial == z.held.soa.Serial {
-		commit()
-		z.writeCache(c)
+	if c.Serial != z.held.soa.Serial {
+		return // a newer zone: the next look's to deliver
 	}
+	if same := z.held.overlap(c.Records[1:]); same != z.held.live || same != len(c.Records)-1 {
+		// The primary's zone of this serial is not the one served (edited
+		// without a new serial): held or written, it would be what the
+		// next IXFR's differences are applied to here, and the list a
+		// restart serves, while the resolver applies them to the zone it
+		// serves.
+		z.opt.Log.Warn("zone source: the primary's zone of the serial held is not the one served; its disk copy waits for the next serial",
+			zap.String("source", z.name), zap.String("primary", addr), zap.Uint32("serial", c.Serial),
+			zap.Int("served", z.held.live), zap.Int("transferred", len(c.Records)-1), zap.Int("same", same))
+		return
+	}
+	commit()
+	z.writeCache(c)
 }
 
 func (z *Zone) writeCacheFile(c *Content) error {
