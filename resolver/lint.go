@@ -477,9 +477,13 @@ func (p *Policy) allowedOver(e blocklist.Entry, t blocklist.Trigger) (over block
 type allowOver struct {
 	entry, policy string
 	canary        []string // the canary names it lets through
-	blocked       []string // the first other block entries, "name (file:line)"
-	n             int      // every block entry it lets through
-	below         bool     // one of them is below entry, not entry itself
+	// canaryToo are the block entries of other lists that are canary
+	// names (a DoH-bypass list's mask.icloud.com), "file:line" by name:
+	// where the policy has the canary, named as the canary's, not twice.
+	canaryToo [][2]string
+	blocked   []string // the first other block entries, "name (file:line)"
+	n         int      // every block entry it lets through
+	below     bool     // one of them is below entry, not entry itself
 }
 
 func (g *allowOver) add(name, file string, line int) {
@@ -488,6 +492,8 @@ func (g *allowOver) add(name, file string, line int) {
 	switch {
 	case file == DoHCanaryList:
 		g.canary = append(g.canary, name)
+	case canaryEffect[name] != "":
+		g.canaryToo = append(g.canaryToo, [2]string{name, fmt.Sprintf("%s:%d", file, line)})
 	case len(g.blocked) < 3:
 		g.blocked = append(g.blocked, fmt.Sprintf("%s (%s:%d)", name, file, line))
 	}
@@ -496,16 +502,25 @@ func (g *allowOver) add(name, file string, line int) {
 // String is the warning: what g's entry lets through, what devices then
 // do, and what to write instead.
 func (g *allowOver) String() string {
+	var too, blocked []string // where the canary's names are listed too; the other block entries named
+	for _, c := range g.canaryToo {
+		if slices.Contains(g.canary, c[0]) {
+			too = append(too, c[1])
+		} else {
+			blocked = append(blocked, fmt.Sprintf("%s (%s)", c[0], c[1]))
+		}
+	}
+	blocked = append(blocked, g.blocked...)
 	var b strings.Builder
 	if !g.below {
 		// An RPZ passthru trigger of a name a block entry holds too.
 		fmt.Fprintf(&b, "%s is let through in policy %q", g.entry, g.policy)
-		if len(g.blocked) > 0 {
-			fmt.Fprintf(&b, " by an RPZ passthru, past %s", joinAnd(g.blocked))
+		if len(blocked) > 0 {
+			fmt.Fprintf(&b, " by an RPZ passthru, past %s", joinAnd(blocked))
 		}
 	} else {
-		let := append(slices.Clone(g.canary), g.blocked...)
-		if more := g.n - len(let); more > 0 {
+		let := append(slices.Clone(g.canary), blocked...)
+		if more := g.n - len(let) - len(too); more > 0 {
 			let = append(let, fmt.Sprintf("%d more block %s", more, plural(more, "entry", "entries")))
 		}
 		fmt.Fprintf(&b, "%s lets %s through in policy %q", g.entry, joinAnd(let), g.policy)
@@ -517,7 +532,11 @@ func (g *allowOver) String() string {
 				effects = append(effects, ef)
 			}
 		}
-		fmt.Fprintf(&b, ", past doh_canary: %s", strings.Join(effects, "; "))
+		b.WriteString(", past doh_canary")
+		if len(too) > 0 {
+			fmt.Fprintf(&b, " (listed in %s too)", joinAnd(too))
+		}
+		fmt.Fprintf(&b, ": %s", strings.Join(effects, "; "))
 	} else if g.below {
 		b.WriteString(", past its block lists (allow beats block)")
 	}
@@ -529,9 +548,13 @@ func (g *allowOver) String() string {
 	default:
 		b.WriteString("; take it out")
 	}
-	if len(g.canary) > 0 {
+	switch {
+	case len(g.canary) > 0 && len(too) > 0:
+		// doh_canary: false alone leaves those entries let through.
+		b.WriteString(", or set doh_canary: false and take those entries out to say so")
+	case len(g.canary) > 0:
 		b.WriteString(", or set doh_canary: false to say so")
-	} else {
+	default:
 		b.WriteString(", or take the block entries out if letting them through is meant")
 	}
 	return b.String()
