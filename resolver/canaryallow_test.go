@@ -84,7 +84,8 @@ func TestLintAllowOverDoHCanary(t *testing.T) {
 // three block entries with their lines and counting the rest; an allow
 // entry below a block entry (a carve-out, ads.tiktok.com under
 // tiktok.com) warns of nothing, nor does one in a policy that blocks
-// nothing. An RPZ passthru of a name a plain block list holds is named as
+// nothing, nor does a passthru `*.name` beside an RPZ trigger for name
+// alone. An RPZ passthru of a name a plain block list holds is named as
 // such, and a passthru `*.name` over a plain entry of name lets the names
 // below it through (`*.name`). A `*.` block trigger is judged by the names
 // below it: under a wider passthru `*.` of its own zone (a carve-back, the
@@ -106,6 +107,8 @@ func TestLintAllowOverBlockEntries(t *testing.T) {
 			want: []string{`feed.rpz:2: tracker.example lets *.tracker.example (doh.txt:1) through in policy "gov", past its block lists (allow beats block); allow only the names meant below tracker.example (e.g. www.tracker.example)`}},
 		{name: "a wildcard block trigger under a wider passthru of its own zone (a carve-back)", allow: "ads.tiktok.com\n", block: "dns.google.com\n",
 			feed: "$ORIGIN rpz.example.\n*.example.com CNAME rpz-passthru.\n*.ads.example.com CNAME .\n"},
+		{name: "an exact block trigger beside a passthru `*.` of its name", allow: "ads.tiktok.com\n", block: "dns.google.com\n",
+			feed: "$ORIGIN rpz.example.\ntracker.example CNAME .\n*.tracker.example CNAME rpz-passthru.\n"},
 		{name: "a wildcard block trigger under a parent allow entry", allow: "example.com\n", block: "dns.google.com\n", feed: "$ORIGIN rpz.example.\n*.ads.example.com CNAME .\n",
 			want: []string{`allow.txt:1: example.com lets *.ads.example.com (feed.rpz:2) through in policy "gov"`}},
 	} {
@@ -135,12 +138,15 @@ func TestLintAllowOverBlockEntries(t *testing.T) {
 // would block through. A narrower allow trigger (a carve-out), a wider
 // passthru in the block trigger's own zone (where the longer prefix
 // decides) and the same prefix in an allow list (the "both allowed and
-// blocked" warning) warn of nothing new.
+// blocked" warning) warn of nothing new. A passthru of another block
+// list lets a block trigger of its own prefix through too, named as an
+// RPZ passthru's, and one over a block of its prefix and one inside it
+// names both.
 func TestLintAllowOverResponseIPTriggers(t *testing.T) {
 	const zone = "$ORIGIN rpz.example.\n"
 	for _, tc := range []struct {
-		name, allow, block string
-		want               []string
+		name, allow, block, block2 string
+		want                       []string
 	}{
 		{name: "a wider allow trigger", allow: zone + "8.0.0.0.10.rpz-ip CNAME rpz-passthru.\n",
 			block: zone + "32.5.0.0.10.rpz-ip CNAME .\n24.0.0.0.10.rpz-ip CNAME .\n32.1.2.0.192.rpz-ip CNAME .\n",
@@ -152,10 +158,21 @@ func TestLintAllowOverResponseIPTriggers(t *testing.T) {
 			block: zone + "32.5.0.0.10.rpz-ip CNAME .\n80.zz.rpz-ip CNAME rpz-passthru.\n"},
 		{name: "a narrower allow trigger", allow: zone + "32.5.0.0.10.rpz-ip CNAME rpz-passthru.\n", block: zone + "8.0.0.0.10.rpz-ip CNAME .\n"},
 		{name: "the same prefix", allow: zone + "8.0.0.0.10.rpz-ip CNAME rpz-passthru.\n", block: zone + "8.0.0.0.10.rpz-ip CNAME .\n"},
+		{name: "the same prefix as a passthru of another block list", allow: zone + "ads.tiktok.com CNAME .\n",
+			block: zone + "24.0.0.0.10.rpz-ip CNAME .\n", block2: zone + "24.0.0.0.10.rpz-ip CNAME rpz-passthru.\n",
+			want: []string{`feed2.rpz:2: 10.0.0.0/24 is let through in policy "gov" by an RPZ passthru, past 10.0.0.0/24 (feed.rpz:2); take it out, or take the block entries out if letting them through is meant`}},
+		{name: "a passthru of another block list over a block of its prefix and one inside it", allow: zone + "ads.tiktok.com CNAME .\n",
+			block: zone + "32.5.0.0.10.rpz-ip CNAME .\n8.0.0.0.10.rpz-ip CNAME .\n", block2: zone + "8.0.0.0.10.rpz-ip CNAME rpz-passthru.\n",
+			want: []string{`feed2.rpz:2: 10.0.0.0/8 lets 10.0.0.5/32 (feed.rpz:2) and 10.0.0.0/8 (feed.rpz:3) through in policy "gov", past its block lists (allow beats block); allow only the addresses meant inside 10.0.0.0/8`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			snap, err := buildConfig(t, "upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    allow: [allow.rpz]\n    block: [tiktok.txt, feed.rpz]\n",
-				map[string]string{"tiktok.txt": "tiktok.com\n", "allow.rpz": tc.allow, "feed.rpz": tc.block})
+			files := map[string]string{"tiktok.txt": "tiktok.com\n", "allow.rpz": tc.allow, "feed.rpz": tc.block}
+			block := "[tiktok.txt, feed.rpz]"
+			if tc.block2 != "" {
+				files["feed2.rpz"] = tc.block2
+				block = "[tiktok.txt, feed.rpz, feed2.rpz]"
+			}
+			snap, err := buildConfig(t, "upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    allow: [allow.rpz]\n    block: "+block+"\n", files)
 			require.NoError(t, err)
 			got := allowOverWarnings(snap)
 			require.Len(t, got, len(tc.want), "%q", got)
