@@ -207,6 +207,36 @@ func TestZoneReleasedZoneOfOtherRecordsNotWritten(t *testing.T) {
 	assert.Equal(t, []string{"a", "b", "c"}, owners(c))
 }
 
+// TestZoneReleasedZoneNewerOfSameRecordsNotHeld: the transfer again for
+// the disk copy brings serial 6 with the records of the zone held (a, b:
+// only the SOA changed) while the primary's SOA still says 5. It is not
+// written nor held, for all its records being those served: held, serial
+// 6 would be current at the next look and never delivered, the resolver
+// serving serial 5 until the primary's next serial. Once the primary's
+// SOA says 6 too, the look delivers it and writes it.
+func TestZoneReleasedZoneNewerOfSameRecordsNotHeld(t *testing.T) {
+	p, z, rec, path := releasedWhileDiskFails(t, zoneTestOptions(t, nil))
+	require.NoError(t, os.RemoveAll(path))
+	p.update(func(p *fakePrimary) {
+		p.soa, p.xfrSOA, p.records, p.cutAfter = testSOA(testZone, 5), testSOA(testZone, 6), cnames(testZone, "a", "b"), 0
+	})
+	st := lookedAgain(t, z)
+	assert.Equal(t, uint32(5), st.Serial)
+	_, err := Cached(z)
+	assert.ErrorIs(t, err, ErrNoCopy, "serial 6 is not the zone held")
+	assert.Equal(t, 1, rec.count())
+
+	p.update(func(p *fakePrimary) { p.soa, p.xfrSOA = testSOA(testZone, 6), nil })
+	poke(t, z)
+	c := rec.waitCount(t, 2)
+	assert.Equal(t, uint32(6), c.Serial, "serial 6 delivered")
+	assert.Equal(t, []string{"a", "b"}, owners(c))
+	waitStatus(t, z, func(now Status) bool { return now.CacheError == nil })
+	c, err = Cached(z)
+	require.NoError(t, err)
+	assert.Equal(t, uint32(6), c.Serial)
+}
+
 // releasedWhileDiskFails starts a zone at serial 5 whose disk copy cannot
 // be written (its path, returned, is a folder), and has a whole transfer
 // of serial 6 cut off under way, after the records of the zone held were
