@@ -433,12 +433,11 @@ func (s *Snapshot) lintAllowOver() []Warning {
 // passthru trigger Decide finds for the name e blocks (e.Name), or else
 // for the names below it that no deeper entry holds ("*." and e.Name, a
 // probe as unblocked.go's), when e blocks those (a plain list's entry, an
-// RPZ `*.` trigger); Decide of e.Name alone found a passthru `*.name` for
-// a `*.` trigger below it, though a deeper `*.` trigger of that zone
-// blocks the names below (`*.example.com CNAME rpz-passthru.` over
-// `*.ads.example.com CNAME .`), and missed one that lets the names below
-// a plain entry through (`*.tracker.com CNAME rpz-passthru.` over
-// tracker.com). For a response-IP prefix, the allow or passthru trigger
+// RPZ `*.` trigger). So `*.tracker.com CNAME rpz-passthru.` over a plain
+// list's tracker.com lets *.tracker.com through, while `*.example.com
+// CNAME rpz-passthru.` over `*.ads.example.com CNAME .` of the same zone
+// lets nothing through (the longer trigger decides the names below
+// ads.example.com). For a response-IP prefix, the allow or passthru trigger
 // DecideAddress finds for its first address, when that trigger's prefix
 // holds the whole of e's (a longer one lets part of it through, and a
 // shorter one beside that longer one is not looked for). ok is false when
