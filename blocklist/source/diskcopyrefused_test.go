@@ -108,8 +108,7 @@ func TestZoneCacheDirNotAFolder(t *testing.T) {
 // it stayed unwritten until the primary's next serial, and such a restart
 // started without the list).
 func TestZoneReleasedZoneNotWrittenAsTheDiskCopy(t *testing.T) {
-	p, z, rec, path := releasedWhileDiskFails(t, zoneTestOptions(t, nil))
-	require.NoError(t, os.RemoveAll(path))
+	p, z, rec := releasedWhileDiskFails(t, zoneTestOptions(t, nil))
 	p.update(func(p *fakePrimary) {
 		p.soa, p.records, p.cutAfter = testSOA(testZone, 5), cnames(testZone, "a", "b"), 0
 	})
@@ -136,8 +135,7 @@ func TestZoneReleasedZoneTransferredAgainAsHeld(t *testing.T) {
 	core, logs := observer.New(zapcore.WarnLevel)
 	opt := zoneTestOptions(t, nil)
 	opt.Log = zap.New(core)
-	p, z, rec, path := releasedWhileDiskFails(t, opt)
-	require.NoError(t, os.RemoveAll(path))
+	p, z, rec := releasedWhileDiskFails(t, opt)
 
 	p.update(func(p *fakePrimary) {
 		p.soa, p.records, p.cutAfter, p.axfrRcode = testSOA(testZone, 5), cnames(testZone, "a", "b"), 0, dns.RcodeRefused
@@ -159,15 +157,7 @@ func TestZoneReleasedZoneTransferredAgainAsHeld(t *testing.T) {
 	assert.Equal(t, uint32(5), st.Serial)
 	assert.Equal(t, 1, rec.count())
 
-	p.update(func(p *fakePrimary) { p.soa, p.xfrSOA = testSOA(testZone, 6), nil })
-	poke(t, z)
-	c := rec.waitCount(t, 2)
-	assert.Equal(t, uint32(6), c.Serial)
-	assert.Equal(t, []string{"a", "b", "c"}, owners(c))
-	waitStatus(t, z, func(now Status) bool { return now.CacheError == nil })
-	c, err = Cached(z)
-	require.NoError(t, err)
-	assert.Equal(t, uint32(6), c.Serial)
+	deliveredAtSerial6(t, p, z, rec, "a", "b", "c")
 }
 
 // TestZoneReleasedZoneOfOtherRecordsNotWritten: as
@@ -182,8 +172,7 @@ func TestZoneReleasedZoneOfOtherRecordsNotWritten(t *testing.T) {
 	core, logs := observer.New(zapcore.WarnLevel)
 	opt := zoneTestOptions(t, nil)
 	opt.Log = zap.New(core)
-	p, z, rec, path := releasedWhileDiskFails(t, opt)
-	require.NoError(t, os.RemoveAll(path))
+	p, z, rec := releasedWhileDiskFails(t, opt)
 	p.update(func(p *fakePrimary) {
 		p.soa, p.records, p.cutAfter = testSOA(testZone, 5), cnames(testZone, "a", "b", "c"), 0
 	})
@@ -195,16 +184,7 @@ func TestZoneReleasedZoneOfOtherRecordsNotWritten(t *testing.T) {
 	assert.NotZero(t, logs.FilterMessage("zone source: the primary's zone of the serial held is not the one served; its disk copy waits for the next serial").Len(), "%v", logs.All())
 	assert.Equal(t, 1, rec.count())
 
-	p.update(func(p *fakePrimary) { p.soa = testSOA(testZone, 6) })
-	poke(t, z)
-	c := rec.waitCount(t, 2)
-	assert.Equal(t, uint32(6), c.Serial)
-	assert.Equal(t, []string{"a", "b", "c"}, owners(c))
-	waitStatus(t, z, func(now Status) bool { return now.CacheError == nil })
-	c, err = Cached(z)
-	require.NoError(t, err)
-	assert.Equal(t, uint32(6), c.Serial)
-	assert.Equal(t, []string{"a", "b", "c"}, owners(c))
+	deliveredAtSerial6(t, p, z, rec, "a", "b", "c")
 }
 
 // TestZoneReleasedZoneNewerOfSameRecordsNotHeld: the transfer again for
@@ -215,8 +195,7 @@ func TestZoneReleasedZoneOfOtherRecordsNotWritten(t *testing.T) {
 // serving serial 5 until the primary's next serial. Once the primary's
 // SOA says 6 too, the look delivers it and writes it.
 func TestZoneReleasedZoneNewerOfSameRecordsNotHeld(t *testing.T) {
-	p, z, rec, path := releasedWhileDiskFails(t, zoneTestOptions(t, nil))
-	require.NoError(t, os.RemoveAll(path))
+	p, z, rec := releasedWhileDiskFails(t, zoneTestOptions(t, nil))
 	p.update(func(p *fakePrimary) {
 		p.soa, p.xfrSOA, p.records, p.cutAfter = testSOA(testZone, 5), testSOA(testZone, 6), cnames(testZone, "a", "b"), 0
 	})
@@ -226,26 +205,18 @@ func TestZoneReleasedZoneNewerOfSameRecordsNotHeld(t *testing.T) {
 	assert.ErrorIs(t, err, ErrNoCopy, "serial 6 is not the zone held")
 	assert.Equal(t, 1, rec.count())
 
-	p.update(func(p *fakePrimary) { p.soa, p.xfrSOA = testSOA(testZone, 6), nil })
-	poke(t, z)
-	c := rec.waitCount(t, 2)
-	assert.Equal(t, uint32(6), c.Serial, "serial 6 delivered")
-	assert.Equal(t, []string{"a", "b"}, owners(c))
-	waitStatus(t, z, func(now Status) bool { return now.CacheError == nil })
-	c, err = Cached(z)
-	require.NoError(t, err)
-	assert.Equal(t, uint32(6), c.Serial)
+	deliveredAtSerial6(t, p, z, rec, "a", "b")
 }
 
 // releasedWhileDiskFails starts a zone at serial 5 whose disk copy cannot
-// be written (its path, returned, is a folder), and has a whole transfer
-// of serial 6 cut off under way, after the records of the zone held were
-// let go for it.
-func releasedWhileDiskFails(t *testing.T, opt Options) (p *fakePrimary, z *Zone, rec *receiver, path string) {
+// be written (a folder is where its file goes), has a whole transfer of
+// serial 6 cut off under way, after the records of the zone held were let
+// go for it, and then makes the disk copy writable again.
+func releasedWhileDiskFails(t *testing.T, opt Options) (p *fakePrimary, z *Zone, rec *receiver) {
 	p = startFakePrimary(t, testZone, 5, cnames(testZone, "a", "b"), nil)
 	z, err := NewZone("axfr://"+p.addr+"/rpz.test", opt)
 	require.NoError(t, err)
-	path = cachePath(opt.CacheDir, z.Name())
+	path := cachePath(opt.CacheDir, z.Name())
 	require.NoError(t, os.MkdirAll(path, 0o755)) // a folder where the file goes: the rename fails
 	require.NoError(t, os.WriteFile(filepath.Join(path, "x"), nil, 0o644))
 	rec = &receiver{}
@@ -259,7 +230,25 @@ func releasedWhileDiskFails(t *testing.T, opt Options) (p *fakePrimary, z *Zone,
 	poke(t, z)
 	st := waitStatus(t, z, func(st Status) bool { return st.LastError != nil })
 	require.ErrorContains(t, st.LastError, "cut off")
-	return p, z, rec, path
+	require.NoError(t, os.RemoveAll(path))
+	return p, z, rec
+}
+
+// deliveredAtSerial6 has the primary's SOA and transfers say serial 6,
+// and checks that the next look delivers it, with the owners want, as the second
+// copy, and writes it as the disk copy.
+func deliveredAtSerial6(t *testing.T, p *fakePrimary, z *Zone, rec *receiver, want ...string) {
+	t.Helper()
+	p.update(func(p *fakePrimary) { p.soa, p.xfrSOA = testSOA(testZone, 6), nil })
+	poke(t, z)
+	c := rec.waitCount(t, 2)
+	assert.Equal(t, uint32(6), c.Serial, "serial 6 delivered")
+	assert.Equal(t, want, owners(c))
+	waitStatus(t, z, func(now Status) bool { return now.CacheError == nil })
+	c, err := Cached(z)
+	require.NoError(t, err)
+	assert.Equal(t, uint32(6), c.Serial)
+	assert.Equal(t, want, owners(c))
 }
 
 // lookedAgain has z look once and returns its status once that look is
