@@ -91,9 +91,9 @@ func bracketed(s string) error {
 
 // RangeMeantError is a range ParsePrefix refuses though only one range
 // can be meant by it: Err says what is wrong (ErrHostBits,
-// ErrRangeBrackets, ErrIPv4Compatible, ErrUnspecified, ErrRangeZone, ErrLengthZero,
-// ErrShortIPv4, ErrRangeDash, ErrNetmask: errors.Is finds it) and Meant is
-// the range meant, one ParsePrefix takes. Its message is Err's with
+// ErrRangeBrackets, ErrIPv4Compatible, ErrUnspecified, ErrRangeZone,
+// ErrLengthZero, ErrShortIPv4, ErrRangeDash, ErrNetmask: errors.Is finds
+// it) and Meant is the range meant, one ParsePrefix takes. Its message is Err's with
 // ", did you mean" and Meant.
 type RangeMeantError struct {
 	Err   error
@@ -189,16 +189,23 @@ func inCompatible(a netip.Addr) bool {
 	return a.Is6() && [12]byte(b[:12]) == [12]byte{}
 }
 
-// meantTaken is p, a range another form was read as, if ParsePrefix
-// takes it written plainly, else the range ParsePrefix names as meant for
-// it, so that the range a RangeMeantError offers is always one taken:
-// `::0.0.0.0` and `0.0.0.0/255.255.255.255` are 0.0.0.0/32, which is
-// ErrUnspecified's, and mean 0.0.0.0/0.
+// taken is the range ParsePrefix takes for s, or the one it names as
+// meant for s (a RangeMeantError), so that a range offered as meant is
+// always one taken.
+func taken(s string) (netip.Prefix, error) {
+	p, err := ParsePrefix(s)
+	if m, ok := errors.AsType[*RangeMeantError](err); ok {
+		return m.Meant, nil
+	}
+	return p, err
+}
+
+// meantTaken is p, a range another form was read as, as taken reads it
+// written plainly: `::0.0.0.0` and `0.0.0.0/255.255.255.255` are
+// 0.0.0.0/32, which is ErrUnspecified's, and mean 0.0.0.0/0.
 func meantTaken(p netip.Prefix) netip.Prefix {
-	if _, err := ParsePrefix(p.String()); err != nil {
-		if m, ok := errors.AsType[*RangeMeantError](err); ok {
-			return m.Meant
-		}
+	if q, err := taken(p.String()); err == nil {
+		return q
 	}
 	return p
 }
@@ -357,11 +364,7 @@ func dashRange(s string) error {
 			// The prefix as the first address is written, so that it is
 			// read as a line holding it would be: `::10.0.0.0` is
 			// IPv4-compatible, and means 10.0.0.0/24.
-			q, err := ParsePrefix(strings.TrimSpace(first) + "/" + strconv.Itoa(bits))
-			if m, ok := errors.AsType[*RangeMeantError](err); ok {
-				q, err = m.Meant, nil
-			}
-			if err == nil {
+			if q, err := taken(strings.TrimSpace(first) + "/" + strconv.Itoa(bits)); err == nil {
 				return &RangeMeantError{Err: ErrRangeDash, Meant: q}
 			}
 			break

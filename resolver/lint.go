@@ -38,9 +38,10 @@ func (w Warning) String() string {
 // that exempt nothing, blocking policies nested in each other, ranges only
 // partly inside allowed_clients, blocking policies of one address family
 // where allowed_clients admits the other, names both blocked and allowed by
-// one policy, allow entries above block entries (lintAllowOver), http:// DoH
-// listeners whose proxy no trusted_proxies range holds, the same list twice in one policy, the same entry in two lists of
-// one policy, list entries that are public suffixes, and duplicate entries.
+// one policy, allow entries above block entries (lintAllowOver), http://
+// DoH listeners whose proxy no trusted_proxies range holds, the same list
+// twice in one policy, the same entry in two lists of one policy, list
+// entries that are public suffixes, and duplicate entries.
 // Warnings come sorted by file and line.
 func (s *Snapshot) Lint() []Warning {
 	var ws []Warning
@@ -520,7 +521,7 @@ func (g *allowOver) String() string {
 	} else {
 		let := append(slices.Clone(g.canary), blocked...)
 		if more := g.n - len(let) - len(too); more > 0 {
-			let = append(let, fmt.Sprintf("%d more block %s", more, plural(more, "entry", "entries")))
+			let = append(let, count(more, "more block entry", "more block entries"))
 		}
 		fmt.Fprintf(&b, "%s lets %s through in policy %q", g.entry, joinAnd(let), g.policy)
 	}
@@ -565,14 +566,6 @@ func joinAnd(items []string) string {
 		return strings.Join(items, "")
 	}
 	return strings.Join(items[:len(items)-1], ", ") + " and " + items[len(items)-1]
-}
-
-// plural is one when n is 1, else many.
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
 }
 
 // lintEmpty warns of each block list that holds no entry and each client
@@ -629,11 +622,7 @@ func (s *Snapshot) lintPlainDoH() []Warning {
 			if ap.Addr().Unmap().Is4() {
 				lo, loopback = netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.MustParsePrefix("127.0.0.0/8")
 			}
-			trusted := false
-			for t := range s.trusted.All() {
-				trusted = trusted || t.Overlaps(loopback)
-			}
-			if trusted {
+			if s.trusted.OverlapsPrefix(loopback) {
 				continue
 			}
 			msg = fmt.Sprintf("no trusted_proxies range holds a loopback address, which a proxy on this host asks from: %s; e.g. trusted_proxies: [%q]", plainDoHEffect, lo)

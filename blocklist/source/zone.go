@@ -708,14 +708,15 @@ func (z *Zone) writeCache(c *Content) {
 
 // writeHeld writes the zone held to the disk copy. When its records were
 // let go for a whole transfer that did not come (zoneCopy.release: cut
-// off, refused), the zone is transferred whole again from addr, as reoffer
-// does, and held and written only if it is the version held, record for
-// record (the fingerprints release kept): a newer one is the next look's
-// to deliver, and one of the serial held with other records (a zone
-// edited without a new serial) is not the zone served. So a disk copy that could not be written
-// is written once the disk is back, not at the primary's next serial (a
-// restart with the primary down meanwhile starts without the list). The
-// transfer's failure is logged and left to the next look.
+// off, refused), the zone is transferred whole again from addr, as
+// reoffer does, and held and written only if it is the version held,
+// record for record (the fingerprints release kept): a newer one is the
+// next look's to deliver, and one of the serial held with other records
+// (a zone edited without a new serial) is not the zone served. So a disk
+// copy that could not be written is written once the disk is back, not at
+// the primary's next serial (a restart with the primary down meanwhile
+// starts without the list). The transfer's failure is logged and left to
+// the next look.
 func (z *Zone) writeHeld(ctx context.Context, addr string) {
 	if z.held == nil {
 		return
