@@ -467,17 +467,9 @@ func TestFetchWirePrefetchesWhatItClaims(t *testing.T) {
 	cfg := strings.Replace(testConfig, "upstream_timeout: 300ms", "upstream_timeout: 300ms\ncache: {prefetch: true}", 1)
 	f := startFence(t, cfg, testFiles, up.addr)
 	h := f.handler
-	w := newDetachedRecorder()
 	const name = "due.example.org."
-	var buf [maxNameText]byte
-	wq, ok := readWireQuery(packed(question(name, dns.TypeA, true)), &buf)
-	require.True(t, ok)
-	snap := h.Snapshot()
-	id, _ := peerIdentity(snap, w)
-	q := query{w: w, transport: listen.UDP, wire: wq, snap: snap, id: id}
-	require.True(t, h.serveInline(&q), "a miss")
+	p := leftQuery(t, h, newDetachedRecorder(), name, "a miss")
 	defer h.done() // the query's end, which no answer written here makes
-	p := leave(q)
 
 	// Cached meanwhile, 95 s into a TTL of 100 s, and read once before.
 	now := time.Now()
@@ -533,6 +525,22 @@ func TestNoWireAfterTheClientTimerAnsweredOnce(t *testing.T) {
 		"the message path asked the upstream again, for the cache")
 }
 
+// leftQuery takes a UDP query for name A, with DO, from client w through
+// the wire path as far as its listener leaving it to a worker: h must
+// find no answer to give at once (why says why). The caller ends the
+// query (h.done) unless an answer written ends it.
+func leftQuery(t *testing.T, h *Handler, w *detachedRecorder, name, why string) *query {
+	t.Helper()
+	var buf [maxNameText]byte
+	wq, ok := readWireQuery(packed(question(name, dns.TypeA, true)), &buf)
+	require.True(t, ok)
+	snap := h.Snapshot()
+	id, _ := peerIdentity(snap, w)
+	q := query{w: w, transport: listen.UDP, wire: wq, snap: snap, id: id}
+	require.True(t, h.serveInline(&q), why)
+	return leave(q)
+}
+
 // leftWire takes a UDP query for name A, with DO, through the wire path
 // as far as its listener leaving it to the upstreams: h must find no
 // answer to give at once (why says why: a miss, an answer expired), and
@@ -541,14 +549,7 @@ func TestNoWireAfterTheClientTimerAnsweredOnce(t *testing.T) {
 func leftWire(t *testing.T, h *Handler, name, why string) (w *detachedRecorder, p *query, c *wireCall) {
 	t.Helper()
 	w = newDetachedRecorder()
-	var buf [maxNameText]byte
-	wq, ok := readWireQuery(packed(question(name, dns.TypeA, true)), &buf)
-	require.True(t, ok)
-	snap := h.Snapshot()
-	id, _ := peerIdentity(snap, w)
-	q := query{w: w, transport: listen.UDP, wire: wq, snap: snap, id: id}
-	require.True(t, h.serveInline(&q), why)
-	p = leave(q)
+	p = leftQuery(t, h, w, name, why)
 	require.True(t, h.slots.acquire())
 	c, lead := h.joinWire(p)
 	require.True(t, lead)
