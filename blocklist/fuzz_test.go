@@ -340,6 +340,7 @@ func FuzzParseRanges(f *testing.F) {
 	seedWindows(f, "::10.0.0.0-::10.0.0.255", "::ffff:10.0.0.0-::ffff:10.0.0.255", "[::1]", "::1-::1")
 	seedWindows(f, "::a00:0/120", "::a00:0-::a00:ff", "::/96", "::2", "::", "::0.0.0.1", "0.0.0.0", "::ffff:0.0.0.0/128", "0.0.0.0-0.0.0.0")
 	seedWindows(f, "::0.0.0.0", "0.0.0.0/255.255.255.255", "[0.0.0.0]")
+	seedWindows(f, "::10.0.0.2%eth0", "[10.1.2.3/24]", "10.1.2.3/024", "[fe80::1%eth0]", "[::a00:1]/128")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rf, err := ParseRanges("fuzz.txt", data)
 		if n, _ := BadLines(err); n <= maxReported {
@@ -389,8 +390,33 @@ func FuzzParseRanges(f *testing.F) {
 					t.Fatalf("%v: the range meant is refused: %v", pe, err)
 				}
 			}
+			// A range in brackets or with a zone is meant as it reads
+			// without them, whatever else is wrong with it: `[::10.0.0.1]`
+			// is 10.0.0.1/32.
+			if meant, err := taken(unbracketedUnzoned(pe.Text)); err == nil && (!typed || e.Meant != meant) {
+				t.Fatalf("%v: %q is meant as %s, not offered", pe, pe.Text, meant)
+			}
 		}
 	})
+}
+
+// unbracketedUnzoned is s, a range, without its brackets
+// (`[2001:db8::]/32`) or its zone (`fe80::1%eth0/64`), or "" when it has
+// neither.
+func unbracketedUnzoned(s string) string {
+	addr, length, slash := strings.Cut(s, "/")
+	if inner, ok := strings.CutPrefix(addr, "["); ok {
+		addr, ok = strings.CutSuffix(inner, "]")
+		if !ok || strings.ContainsAny(addr, "[]/") {
+			return ""
+		}
+	} else if addr, _, ok = strings.Cut(addr, "%"); !ok {
+		return ""
+	}
+	if slash {
+		return addr + "/" + length
+	}
+	return addr
 }
 
 // FuzzMatch compares Match with a plain reference on any query name: the

@@ -78,7 +78,7 @@ func bracketed(s string) error {
 		return ErrBadRange // not parsed again: one level a bracket would be O(n^2)
 	}
 	if bits == "" || bits[0] == '/' && !strings.Contains(inner, "/") {
-		p, err := ParsePrefix(inner + bits)
+		p, err := taken(inner + bits)
 		if err == nil {
 			return &RangeMeantError{Err: ErrRangeBrackets, Meant: p}
 		}
@@ -191,10 +191,14 @@ func inCompatible(a netip.Addr) bool {
 
 // taken is the range ParsePrefix takes for s, or the one it names as
 // meant for s (a RangeMeantError), so that a range offered as meant is
-// always one taken.
+// always one taken, and a range with two faults is meant as it is with
+// one: `[::10.0.0.1]` and `::10.0.0.1%eth0` are 10.0.0.1/32. But for host
+// bits: which of the address and the length is wrong is a guess, and with
+// a second fault beside it (`[10.1.2.3/8]`, `10.0.0.0/00`) two, so s is
+// not taken.
 func taken(s string) (netip.Prefix, error) {
 	p, err := ParsePrefix(s)
-	if m, ok := errors.AsType[*RangeMeantError](err); ok {
+	if m, ok := errors.AsType[*RangeMeantError](err); ok && !errors.Is(m.Err, ErrHostBits) {
 		return m.Meant, nil
 	}
 	return p, err
@@ -285,7 +289,7 @@ func rangeShape(s string) error {
 		if slash {
 			unzoned += "/" + length
 		}
-		if p, err := ParsePrefix(unzoned); err == nil {
+		if p, err := taken(unzoned); err == nil {
 			return &RangeMeantError{Err: ErrRangeZone, Meant: p}
 		}
 		return ErrRangeZone
@@ -304,7 +308,7 @@ func rangeShape(s string) error {
 	case n < 0 || n > a.BitLen():
 		return &PrefixLengthError{Bits: n, Max: a.BitLen()}
 	case length[0] == '0':
-		if p, err := ParsePrefix(addr + "/" + strconv.Itoa(n)); err == nil {
+		if p, err := taken(addr + "/" + strconv.Itoa(n)); err == nil {
 			return &RangeMeantError{Err: ErrLengthZero, Meant: p}
 		}
 		return ErrLengthZero
@@ -319,7 +323,7 @@ func addressShape(addr, length string, slash bool) error {
 	if parts := strings.Split(addr, "."); len(parts) < 4 && !slices.ContainsFunc(parts, notOctet) {
 		if slash {
 			padded := addr + strings.Repeat(".0", 4-len(parts)) + "/" + length
-			if p, err := ParsePrefix(padded); err == nil {
+			if p, err := taken(padded); err == nil {
 				return &RangeMeantError{Err: ErrShortIPv4, Meant: p}
 			}
 		}
