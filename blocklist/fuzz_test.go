@@ -406,17 +406,22 @@ func FuzzParseRanges(f *testing.F) {
 }
 
 // unbracketedUnzoned is s, a range, without its brackets
-// (`[2001:db8::]/32`) or its zone (`fe80::1%eth0/64`), or "" when it has
-// neither.
+// (`[2001:db8::]/32`) or its zone (`fe80::1%eth0.10/64`: a zone of
+// letters, digits, dots and underscores, as interfaces are named), or ""
+// when it has neither.
 func unbracketedUnzoned(s string) string {
 	addr, length, slash := strings.Cut(s, "/")
 	if inner, ok := strings.CutPrefix(addr, "["); ok {
-		addr, ok = strings.CutSuffix(inner, "]")
-		if !ok || strings.ContainsAny(addr, "[]/") {
+		if addr, ok = strings.CutSuffix(inner, "]"); !ok || strings.ContainsAny(addr, "[]/") {
 			return ""
 		}
-	} else if addr, _, ok = strings.Cut(addr, "%"); !ok {
-		return ""
+	} else {
+		var zone string
+		if addr, zone, ok = strings.Cut(addr, "%"); !ok || zone == "" || strings.ContainsFunc(zone, func(r rune) bool {
+			return r >= utf8.RuneSelf || !unicode.IsLetter(r) && !unicode.IsDigit(r) && r != '.' && r != '_'
+		}) {
+			return ""
+		}
 	}
 	if slash {
 		return addr + "/" + length

@@ -974,6 +974,8 @@ func TestParsePrefixMeantIsTaken(t *testing.T) {
 		"::10.0.0.2%eth0":  "10.0.0.2/32",
 		"::%eth0":          "::/0",
 		"fe80::1%eth0/128": "fe80::1/128",
+		"fe80::1%vlan-10":  "fe80::1/128", // a dash in the zone
+		"fe80::1%br-lan":   "fe80::1/128",
 		"::10.0.0.0/0120":  "10.0.0.0/24",
 	} {
 		_, err := ParsePrefix(s)

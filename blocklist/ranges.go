@@ -280,7 +280,7 @@ func rangeShape(s string) error {
 		return ErrRangeURL
 	case len(strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' })) > 1:
 		return ErrRangeList
-	case !slash && strings.Count(s, "-") == 1 && !slices.ContainsFunc(strings.Split(s, "-"), NameLike):
+	case !slash && firstLast(s):
 		return dashRange(s)
 	case len(strings.Fields(s)) > 1:
 		return ErrRangeList
@@ -314,6 +314,16 @@ func rangeShape(s string) error {
 		return ErrLengthZero
 	}
 	return ErrBadRange // a length with a sign: `/+8`
+}
+
+// firstLast reports whether s, a range without a slash, is written
+// first-last: two parts around one dash, neither a name, and the last an
+// address's shape (a dot or a colon in it) where the first has a zone,
+// whose interface name may hold the dash (`fe80::1%vlan-10`).
+func firstLast(s string) bool {
+	first, last, ok := strings.Cut(s, "-")
+	return ok && !strings.Contains(last, "-") && !NameLike(first) && !NameLike(last) &&
+		(!strings.Contains(first, "%") || strings.ContainsAny(last, ".:"))
 }
 
 // addressShape is why addr, the part of a range before its slash (length
