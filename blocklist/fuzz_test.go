@@ -406,9 +406,9 @@ func FuzzParseRanges(f *testing.F) {
 }
 
 // unbracketedUnzoned is s, a range, without its brackets
-// (`[2001:db8::]/32`) or its zone (`fe80::1%eth0.10/64`: a zone of
-// letters, digits, dots and underscores, as interfaces are named), or ""
-// when it has neither.
+// (`[2001:db8::]/32`) or its zone (`fe80::1%eth0.10/64`: an address's
+// characters, then a zone of letters, digits, dots and underscores, as
+// interfaces are named), or "" when it has neither.
 func unbracketedUnzoned(s string) string {
 	addr, length, slash := strings.Cut(s, "/")
 	if inner, ok := strings.CutPrefix(addr, "["); ok {
@@ -419,6 +419,8 @@ func unbracketedUnzoned(s string) string {
 		var zone string
 		if addr, zone, ok = strings.Cut(addr, "%"); !ok || zone == "" || strings.ContainsFunc(zone, func(r rune) bool {
 			return r >= utf8.RuneSelf || !unicode.IsLetter(r) && !unicode.IsDigit(r) && r != '.' && r != '_'
+		}) || strings.ContainsFunc(addr, func(r rune) bool {
+			return !strings.ContainsRune("0123456789abcdefABCDEF:.", r) // one address (not a-b%0)
 		}) {
 			return ""
 		}
