@@ -616,3 +616,52 @@ upstreams: ["127.0.0.1:53"]
 	require.Len(t, found, 1)
 	assert.Regexp(t, `dnsfence\.yaml:1: policy "gov" names block list tiktok\.txt twice \(first at line 1\); keep one$`, found[0])
 }
+
+// TestLintSharedEntriesNameTheirLine: the line a shared entry is named at
+// in the other list is that entry's own. It was Match's, which finds no
+// entry for the name of an RPZ `*.` trigger (the trigger matches the
+// names below it, not the name) nor for a response-IP trigger's prefix
+// in text, and so named line 0 of the list: `x.example is also in
+// a.rpz:0` of two zones' `*.x.example`, and `10.0.0.0/8 is both allowed
+// and blocked (block.rpz:0)` of one prefix in an allow and a block zone.
+func TestLintSharedEntriesNameTheirLine(t *testing.T) {
+	const zone = "$ORIGIN rpz.example.\n; a comment line\n"
+	for _, tc := range []struct {
+		name, allow, block, block2 string
+		want                       string
+	}{
+		{name: "a `*.` trigger in two block zones", allow: "ads.tiktok.com\n",
+			block: zone + "*.x.example CNAME .\n", block2: zone + "other.example CNAME .\n*.x.example CNAME .\n",
+			want: `b2.rpz:4: x.example is also in b.rpz:3`},
+		{name: "a `*.` trigger in an allow and a block zone", allow: zone + "*.x.example CNAME rpz-passthru.\n",
+			block: zone + "other.example CNAME .\n*.x.example CNAME .\n",
+			want:  `a.rpz:3: x.example is both allowed and blocked (b.rpz:4) in policy "gov"; allow wins`},
+		{name: "a prefix in two block zones", allow: "ads.tiktok.com\n",
+			block: zone + "8.0.0.0.10.rpz-ip CNAME .\n", block2: zone + "other.example CNAME .\n8.0.0.0.10.rpz-ip CNAME .\n",
+			want: `b2.rpz:4: 10.0.0.0/8 is also in b.rpz:3`},
+		{name: "a prefix in an allow and a block zone", allow: zone + "8.0.0.0.10.rpz-ip CNAME rpz-passthru.\n",
+			block: zone + "other.example CNAME .\n8.0.0.0.10.rpz-ip CNAME .\n",
+			want:  `a.rpz:3: 10.0.0.0/8 is both allowed and blocked (b.rpz:4) in policy "gov"; allow wins`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := map[string]string{"a.rpz": tc.allow, "b.rpz": tc.block, "tiktok.txt": "tiktok.com\n"}
+			allow, block := "a.rpz", "[tiktok.txt, b.rpz]"
+			if !strings.HasPrefix(tc.allow, "$") {
+				files["a.txt"], allow = tc.allow, "a.txt"
+				delete(files, "a.rpz")
+			}
+			if tc.block2 != "" {
+				files["b2.rpz"], block = tc.block2, "[tiktok.txt, b.rpz, b2.rpz]"
+			}
+			snap, err := buildConfig(t, "upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    allow: ["+allow+"]\n    block: "+block+"\n", files)
+			require.NoError(t, err)
+			var got []string
+			for _, w := range snap.Lint() {
+				if strings.Contains(w.Msg, " is also in ") || strings.Contains(w.Msg, " is both allowed and blocked ") {
+					got = append(got, strings.ReplaceAll(w.String(), filepath.Dir(snap.Config.File)+string(filepath.Separator), ""))
+				}
+			}
+			assert.Equal(t, []string{tc.want}, got)
+		})
+	}
+}

@@ -715,17 +715,56 @@ func (s *Snapshot) lintPorts() []Warning {
 }
 
 // shared yields each entry of b that a holds as an entry too, with the
-// line a has it on.
+// line a has it on (entryOf).
 func shared(a, b *blocklist.List) iter.Seq2[blocklist.Entry, int] {
 	return func(yield func(blocklist.Entry, int) bool) {
-		for e := range b.All() {
+		var ips map[netip.Prefix]int
+		for e, t := range b.AllTriggers() {
 			if !a.Contains(e.Name) {
 				continue
 			}
-			m, _ := a.Match(e.Name)
-			if !yield(e, m.Line) {
+			if ips == nil && a.HasIPTriggers() {
+				ips = ipTriggerLines(a)
+			}
+			if !yield(e, entryOf(a, ips, e, t).Line) {
 				return
 			}
 		}
 	}
+}
+
+// entryOf is a's entry for what e, with trigger t, an entry of another
+// list that a Contains, names: for a response-IP trigger, a's trigger of
+// that prefix (its line from ips, ipTriggerLines of a); for a name, a's
+// trigger of the same kind, the name's own (or a plain list's entry) or
+// its `*.`, else a's other one. Match alone finds no entry for the name
+// of a `*.` trigger, which matches the names below it, nor for a prefix
+// in text, and a line of 0 names no line.
+func entryOf(a *blocklist.List, ips map[netip.Prefix]int, e blocklist.Entry, t blocklist.Trigger) blocklist.Entry {
+	if pfx, ip := e.Prefix(); ip {
+		return blocklist.Entry{List: a, Name: e.Name, Line: ips[pfx.Masked()]}
+	}
+	own, ownOK := a.Match(e.Name)
+	if !a.IsRPZ() {
+		return own // a plain list's entry of the name
+	}
+	ownOK = ownOK && own.Name == e.Name // not a `*.` trigger of a parent
+	below, bt, belowOK := a.MatchTrigger("*." + e.Name)
+	belowOK = belowOK && bt.Wildcard && below.Name == e.Name
+	if ownOK && (!t.Wildcard || !belowOK) {
+		return own
+	}
+	return below
+}
+
+// ipTriggerLines is the line of each response-IP trigger of l, by its
+// prefix.
+func ipTriggerLines(l *blocklist.List) map[netip.Prefix]int {
+	lines := map[netip.Prefix]int{}
+	for e := range l.IPTriggers() {
+		if pfx, ok := e.Prefix(); ok {
+			lines[pfx.Masked()] = e.Line
+		}
+	}
+	return lines
 }
