@@ -632,10 +632,10 @@ func TestLintSharedEntriesNameTheirLine(t *testing.T) {
 	}{
 		{name: "a `*.` trigger in two block zones", allow: "ads.tiktok.com\n",
 			block: zone + "*.x.example CNAME .\n", block2: zone + "other.example CNAME .\n*.x.example CNAME .\n",
-			want: `b2.rpz:4: x.example is also in b.rpz:3`},
+			want: `b2.rpz:4: *.x.example is also in b.rpz:3`},
 		{name: "a `*.` trigger in an allow and a block zone", allow: zone + "*.x.example CNAME rpz-passthru.\n",
 			block: zone + "other.example CNAME .\n*.x.example CNAME .\n",
-			want:  `a.rpz:3: x.example is both allowed and blocked (b.rpz:4) in policy "gov"; allow wins`},
+			want:  `a.rpz:3: *.x.example is both allowed and blocked (b.rpz:4) in policy "gov"; allow wins`},
 		{name: "a prefix in two block zones", allow: "ads.tiktok.com\n",
 			block: zone + "8.0.0.0.10.rpz-ip CNAME .\n", block2: zone + "other.example CNAME .\n8.0.0.0.10.rpz-ip CNAME .\n",
 			want: `b2.rpz:4: 10.0.0.0/8 is also in b.rpz:3`},

@@ -195,3 +195,104 @@ func allowOverWarnings(snap *Snapshot) []string {
 	}
 	return got
 }
+
+// TestLintSharedEntryKinds: "both allowed and blocked", and "is also in"
+// of two block (or two allow) lists, say that two entries are the same:
+// they mean the same names. A plain list's entry means its name and the
+// names below it, an RPZ trigger its name alone, a `*.` trigger the names
+// below its name alone, a response-IP trigger its prefix. An allow zone's
+// `x.example` was "both allowed and blocked" against a block zone's
+// `*.x.example`, though Decide allows x.example and blocks the names below
+// it, and so was every other pairing of one name. Now two entries of one
+// name and other kinds are no shared entry: where the allow entry holds
+// (some of) what the block entry blocks, lintAllowOver names what it lets
+// through (its skip of the "both allowed and blocked" pairs is of the same
+// entry only, so each pair of lines has one warning); where the two mean
+// other names (`x.example` and `*.x.example`) neither warns. A block list's
+// passthru is no block: against an allow entry it is no "both allowed and
+// blocked", and against another block list's block of the same names no
+// "also in", where lintAllowOver says it lets that block through.
+func TestLintSharedEntryKinds(t *testing.T) {
+	const zone = "$ORIGIN rpz.example.\n"
+	plain := "x.example\n"
+	exact, wild := zone+"x.example CNAME .\n", zone+"*.x.example CNAME .\n"
+	exactPass, wildPass := zone+"x.example CNAME rpz-passthru.\n", zone+"*.x.example CNAME rpz-passthru.\n"
+	const take = "; take it out, or take the block entries out if letting them through is meant"
+	const below = `, past its block lists (allow beats block); allow only the names meant below x.example (e.g. www.x.example), or take the block entries out if letting them through is meant`
+	for _, tc := range []struct {
+		name         string
+		allow, block string // the first list, the second (mode)
+		mode         string // "allow-block" (default), "block-block", "allow-allow"
+		want         []string
+	}{
+		{name: "plain allow, plain block", allow: plain, block: plain,
+			want: []string{`a.txt:1: x.example is both allowed and blocked (b.txt:1) in policy "gov"; allow wins`}},
+		{name: "plain allow, exact block trigger", allow: plain, block: exact,
+			want: []string{`a.txt:1: x.example is let through in policy "gov", past x.example (b.rpz:2)` + take}},
+		{name: "plain allow, `*.` block trigger", allow: plain, block: wild,
+			want: []string{`a.txt:1: x.example lets *.x.example (b.rpz:2) through in policy "gov"` + below}},
+		{name: "exact allow trigger, plain block", allow: exact, block: plain,
+			want: []string{`a.rpz:2: x.example is let through in policy "gov", past x.example (b.txt:1)` + take}},
+		{name: "exact allow trigger, exact block trigger", allow: exactPass, block: exact,
+			want: []string{`a.rpz:2: x.example is both allowed and blocked (b.rpz:2) in policy "gov"; allow wins`}},
+		{name: "exact allow trigger, `*.` block trigger", allow: exact, block: wild},
+		{name: "`*.` allow trigger, plain block", allow: wild, block: plain,
+			want: []string{`a.rpz:2: x.example lets *.x.example (b.txt:1) through in policy "gov"` + below}},
+		{name: "`*.` allow trigger, exact block trigger", allow: wildPass, block: exact},
+		{name: "`*.` allow trigger, `*.` block trigger", allow: wild, block: wild,
+			want: []string{`a.rpz:2: *.x.example is both allowed and blocked (b.rpz:2) in policy "gov"; allow wins`}},
+		{name: "plain allow, exact passthru in a block list", allow: plain, block: exactPass},
+		{name: "`*.` allow trigger, `*.` passthru in a block list", allow: wild, block: wildPass},
+		{name: "one prefix", allow: zone + "8.0.0.0.10.rpz-ip CNAME .\n", block: zone + "8.0.0.0.10.rpz-ip CNAME .\n",
+			want: []string{`a.rpz:2: 10.0.0.0/8 is both allowed and blocked (b.rpz:2) in policy "gov"; allow wins`}},
+		{name: "block lists: plain, plain", mode: "block-block", allow: plain, block: plain,
+			want: []string{`b.txt:1: x.example is also in a.txt:1`}},
+		{name: "block lists: plain, exact trigger", mode: "block-block", allow: plain, block: exact},
+		{name: "block lists: exact trigger, plain", mode: "block-block", allow: exact, block: plain},
+		{name: "block lists: `*.` trigger, exact trigger", mode: "block-block", allow: wild, block: exact},
+		{name: "block lists: a parent's `*.` trigger and an exact trigger, `*.` trigger", mode: "block-block",
+			allow: wild + "a.x.example CNAME .\n", block: zone + "*.a.x.example CNAME .\n"},
+		{name: "block lists: `*.` trigger, `*.` trigger", mode: "block-block", allow: wild, block: wild,
+			want: []string{`b.rpz:2: *.x.example is also in a.rpz:2`}},
+		{name: "block lists: exact passthru, exact trigger", mode: "block-block", allow: exactPass, block: exact,
+			want: []string{`a.rpz:2: x.example is let through in policy "gov" by an RPZ passthru, past x.example (b.rpz:2)` + take}},
+		{name: "block lists: exact passthru, exact passthru", mode: "block-block", allow: exactPass, block: exactPass,
+			want: []string{`b.rpz:2: x.example is also in a.rpz:2`}},
+		{name: "allow lists: exact trigger, exact passthru", mode: "allow-allow", allow: exact, block: exactPass,
+			want: []string{`b.rpz:2: x.example is also in a.rpz:2`}},
+		{name: "allow lists: exact trigger, plain", mode: "allow-allow", allow: exact, block: plain},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := map[string]string{"tiktok.txt": "tiktok.com\n"}
+			name := func(base, text string) string {
+				if strings.HasPrefix(text, "$") {
+					base += ".rpz"
+				} else {
+					base += ".txt"
+				}
+				files[base] = text
+				return base
+			}
+			a, b := name("a", tc.allow), name("b", tc.block)
+			lists := "    allow: [" + a + "]\n    block: [tiktok.txt, " + b + "]\n"
+			switch tc.mode {
+			case "block-block":
+				lists = "    block: [" + a + ", " + b + "]\n"
+			case "allow-allow":
+				lists = "    allow: [" + a + ", " + b + "]\n    block: [tiktok.txt]\n"
+			}
+			snap, err := buildConfig(t, "upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n"+lists, files)
+			require.NoError(t, err)
+			var got []string
+			for _, w := range snap.Lint() {
+				for _, says := range []string{" is also in ", " is both allowed and blocked ", " through in policy "} {
+					if strings.Contains(w.Msg, says) {
+						got = append(got, strings.ReplaceAll(w.String(), filepath.Dir(snap.Config.File)+string(filepath.Separator), ""))
+						break
+					}
+				}
+			}
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}

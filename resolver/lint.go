@@ -38,10 +38,11 @@ func (w Warning) String() string {
 // that exempt nothing, blocking policies nested in each other, ranges only
 // partly inside allowed_clients, blocking policies of one address family
 // where allowed_clients admits the other, names both blocked and allowed by
-// one policy, allow entries above block entries (lintAllowOver), http://
-// DoH listeners whose proxy no trusted_proxies range holds, the same list
-// twice in one policy, the same entry in two lists of one policy, list
-// entries that are public suffixes, and duplicate entries.
+// one policy, allow entries above (or at) block entries (lintAllowOver),
+// http:// DoH listeners whose proxy no trusted_proxies range holds, the
+// same list twice in one policy, the same entry (the same names) in two
+// lists of one policy, list entries that are public suffixes, and
+// duplicate entries.
 // Warnings come sorted by file and line.
 func (s *Snapshot) Lint() []Warning {
 	var ws []Warning
@@ -112,9 +113,10 @@ func (s *Snapshot) Lint() []Warning {
 				if !ok {
 					continue
 				}
-				for e, line := range shared(block, allow) {
-					ws = append(ws, Warning{allow.File(), e.Line, fmt.Sprintf(
-						"%s is both allowed and blocked (%s:%d) in policy %q; allow wins", e.Name, block.File(), line, p.Name)})
+				// A block list's passthru allows: no block.
+				for sh := range shared(block, allow, func(bt, _ blocklist.Trigger) bool { return bt.Action != blocklist.ActionPassthru }) {
+					ws = append(ws, Warning{allow.File(), sh.entry.Line, fmt.Sprintf(
+						"%s is both allowed and blocked (%s:%d) in policy %q; allow wins", sh.name(), block.File(), sh.line, p.Name)})
 				}
 			}
 		}
@@ -323,7 +325,17 @@ func (s *Snapshot) lintRepeats() []Warning {
 		for _, kind := range []struct {
 			key   string
 			files []string
-		}{{"block", pc.Block}, {"allow", pc.Allow}} {
+			// same says whether two triggers of the same names do
+			// the same: in block lists, a passthru lets through what
+			// a block of another list blocks (lintAllowOver warns of
+			// it); in allow lists, every entry allows.
+			same func(a, b blocklist.Trigger) bool
+		}{
+			{"block", pc.Block, func(a, b blocklist.Trigger) bool {
+				return (a.Action == blocklist.ActionPassthru) == (b.Action == blocklist.ActionPassthru)
+			}},
+			{"allow", pc.Allow, func(a, b blocklist.Trigger) bool { return true }},
+		} {
 			first := map[string]int{} // path to its first index
 			var lists []*blocklist.List
 			for j, f := range kind.files {
@@ -348,8 +360,8 @@ func (s *Snapshot) lintRepeats() []Warning {
 						continue
 					}
 					seen[pair] = true
-					for e, line := range shared(a, b) {
-						ws = append(ws, Warning{b.File(), e.Line, fmt.Sprintf("%s is also in %s:%d", e.Name, a.File(), line)})
+					for sh := range shared(a, b, kind.same) {
+						ws = append(ws, Warning{b.File(), sh.entry.Line, fmt.Sprintf("%s is also in %s:%d", sh.name(), a.File(), sh.line)})
 					}
 				}
 			}
@@ -368,14 +380,17 @@ var canaryEffect = map[string]string{
 
 // lintAllowOver warns of an entry that lets names a policy's block
 // entries hold through, where check said nothing of it (only an allow
-// list's entry of the same name was warned of, "both allowed and
+// list's entry of the same names was warned of, "both allowed and
 // blocked"): an allow entry above a block entry (`google.com`, allowed
 // for mail, above doh-bypass.txt's `dns.google.com`; `icloud.com`, above
-// the built-in DoH canary's `mask.icloud.com`), or an RPZ passthru trigger
-// above or at one. Allow beats block, so those block entries block
-// nothing in that policy: a DoH-bypass entry let through lets the devices'
-// own encrypted DNS on, past dnsfence and every block list, and a canary
-// name let through turns Firefox's DoH or iCloud Private Relay on. One
+// the built-in DoH canary's `mask.icloud.com`), or at one of another
+// kind (a plain list's `x.example` over an RPZ `*.x.example CNAME .`, an
+// RPZ allow trigger `x.example` over a plain list's x.example), or an RPZ
+// passthru trigger above or at one. Allow beats block, so those block
+// entries block nothing in that policy: a DoH-bypass entry let through
+// lets the devices' own encrypted DNS on, past dnsfence and every block
+// list, and a canary name let through turns Firefox's DoH or iCloud
+// Private Relay on. One
 // warning an allowing entry and policy, at the entry's line, naming the
 // first block entries it lets through and, for canary names, what the
 // devices then do.
@@ -405,16 +420,17 @@ func (s *Snapshot) lintAllowOver() []Warning {
 					continue
 				}
 				file := over.List.File()
-				if over.Name == e.Name && slices.ContainsFunc(p.Allow, func(l List) bool { return l.File() == file }) {
-					// An allow list's entry of the same name (or
-					// prefix) is the "both allowed and blocked"
-					// warning.
+				allowList := slices.ContainsFunc(p.Allow, func(l List) bool { return l.File() == file })
+				if allowList && sameEntry(over, e) {
+					// An allow list's entry of the same names is
+					// the "both allowed and blocked" warning (shared):
+					// one warning a pair of lines.
 					continue
 				}
 				k := at{file, over.Line}
 				g := groups[k]
 				if g == nil {
-					g = &allowOver{entry: over.Name, policy: p.Name}
+					g = &allowOver{entry: over.Name, policy: p.Name, passthru: !allowList}
 					groups[k] = g
 					order = append(order, k)
 				}
@@ -476,6 +492,7 @@ func (p *Policy) allowedOver(e blocklist.Entry, t blocklist.Trigger) (over block
 // (lintAllowOver).
 type allowOver struct {
 	entry, policy string
+	passthru      bool     // the entry is an RPZ passthru of a block list, not an allow list's
 	canary        []string // the canary names it lets through
 	// canaryToo are the block entries of other lists that are canary
 	// names (a DoH-bypass list's mask.icloud.com), "file:line" by name:
@@ -513,10 +530,16 @@ func (g *allowOver) String() string {
 	blocked = append(blocked, g.blocked...)
 	var b strings.Builder
 	if !g.below {
-		// An RPZ passthru trigger of a name a block entry holds too.
+		// An entry for a name a block entry of another kind holds
+		// too: an RPZ passthru trigger for it, or an allow list's
+		// entry of the name and the names below it over an RPZ
+		// trigger for the name alone, or the reverse.
 		fmt.Fprintf(&b, "%s is let through in policy %q", g.entry, g.policy)
 		if len(blocked) > 0 {
-			fmt.Fprintf(&b, " by an RPZ passthru, past %s", joinAnd(blocked))
+			if g.passthru {
+				b.WriteString(" by an RPZ passthru")
+			}
+			fmt.Fprintf(&b, ", past %s", joinAnd(blocked))
 		}
 	} else {
 		let := append(slices.Clone(g.canary), blocked...)
@@ -714,57 +737,99 @@ func (s *Snapshot) lintPorts() []Warning {
 	return ws
 }
 
-// shared yields each entry of b that a holds as an entry too, with the
-// line a has it on (entryOf).
-func shared(a, b *blocklist.List) iter.Seq2[blocklist.Entry, int] {
-	return func(yield func(blocklist.Entry, int) bool) {
-		var ips map[netip.Prefix]int
+// sharedEntry is an entry of one list that another holds too (shared).
+type sharedEntry struct {
+	entry   blocklist.Entry
+	trigger blocklist.Trigger
+	line    int // the other list's line of it
+}
+
+// name is the entry as its list has it: a `*.` trigger with its `*.`,
+// which says that it is the names below entry.Name.
+func (sh sharedEntry) name() string {
+	if sh.trigger.Wildcard {
+		return "*." + sh.entry.Name
+	}
+	return sh.entry.Name
+}
+
+// shared yields each entry of b that a holds as an entry of the same
+// names (heldAs), with a's line of it, when same says the two triggers
+// (a's, b's) do the same. Two entries of one name and other kinds are
+// not the same: a plain list's x means x and the names below it, an RPZ
+// trigger x means x alone, `*.x` the names below x alone (Decide).
+func shared(a, b *blocklist.List, same func(at, bt blocklist.Trigger) bool) iter.Seq[sharedEntry] {
+	return func(yield func(sharedEntry) bool) {
+		var ips map[netip.Prefix]ipTrigger
 		for e, t := range b.AllTriggers() {
 			if !a.Contains(e.Name) {
 				continue
 			}
 			if ips == nil && a.HasIPTriggers() {
-				ips = ipTriggerLines(a)
+				ips = ipTriggers(a)
 			}
-			if !yield(e, entryOf(a, ips, e, t).Line) {
+			m, mt, ok := heldAs(a, ips, e, t)
+			if !ok || !same(mt, t) {
+				continue
+			}
+			if !yield(sharedEntry{e, t, m.Line}) {
 				return
 			}
 		}
 	}
 }
 
-// entryOf is a's entry for what e, with trigger t, an entry of another
-// list that a Contains, names: for a response-IP trigger, a's trigger of
-// that prefix (its line from ips, ipTriggerLines of a); for a name, a's
-// trigger of the same kind, the name's own (or a plain list's entry) or
-// its `*.`, else a's other one. Match alone finds no entry for the name
-// of a `*.` trigger, which matches the names below it, nor for a prefix
-// in text, and a line of 0 names no line.
-func entryOf(a *blocklist.List, ips map[netip.Prefix]int, e blocklist.Entry, t blocklist.Trigger) blocklist.Entry {
+// heldAs is a's entry of the same names as e, with trigger t, an entry
+// of another list that a Contains, and its trigger: for a response-IP
+// trigger, a's trigger of that prefix (from ips, ipTriggers of a); for a
+// name, a plain list's entry of a plain list's, or an RPZ list's trigger
+// of the same kind (the name's own or its `*.`) of an RPZ list's. Match
+// alone finds no entry for the name of a `*.` trigger, which matches
+// the names below it, nor for a prefix in text.
+func heldAs(a *blocklist.List, ips map[netip.Prefix]ipTrigger, e blocklist.Entry, t blocklist.Trigger) (blocklist.Entry, blocklist.Trigger, bool) {
 	if pfx, ip := e.Prefix(); ip {
-		return blocklist.Entry{List: a, Name: e.Name, Line: ips[pfx.Masked()]}
+		it, ok := ips[pfx.Masked()]
+		return blocklist.Entry{List: a, Name: e.Name, Line: it.line}, it.trigger, ok
 	}
-	own, ownOK := a.Match(e.Name)
-	if !a.IsRPZ() {
-		return own // a plain list's entry of the name
+	if a.IsRPZ() != e.List.IsRPZ() {
+		return blocklist.Entry{}, blocklist.Trigger{}, false
 	}
-	ownOK = ownOK && own.Name == e.Name // not a `*.` trigger of a parent
-	below, bt, belowOK := a.MatchTrigger("*." + e.Name)
-	belowOK = belowOK && bt.Wildcard && below.Name == e.Name
-	if ownOK && (!t.Wildcard || !belowOK) {
-		return own
+	name := e.Name
+	if t.Wildcard {
+		name = "*." + e.Name
 	}
-	return below
+	m, mt, ok := a.MatchTrigger(name)
+	// Of one name, MatchTrigger of the name finds its own trigger, of
+	// the `*.` name its `*.` trigger (not a parent's `*.`: another name).
+	return m, mt, ok && m.Name == e.Name
 }
 
-// ipTriggerLines is the line of each response-IP trigger of l, by its
-// prefix.
-func ipTriggerLines(l *blocklist.List) map[netip.Prefix]int {
-	lines := map[netip.Prefix]int{}
-	for e := range l.IPTriggers() {
+// sameEntry reports whether over, the allow entry Decide found for a
+// name probe of block entry e (allowedOver), is an entry of e's names:
+// the pair shared finds. Of one name, an RPZ allow list's entry is of
+// e's kind when e is an RPZ trigger too: the probe of a trigger for the
+// name alone, the name, matches no `*.` trigger of it, and that of a `*.`
+// trigger, `*.name`, no trigger for the name alone.
+func sameEntry(over, e blocklist.Entry) bool {
+	if over.Name != e.Name {
+		return false
+	}
+	return over.List.IsRPZ() == e.List.IsRPZ() // a prefix: two RPZ lists' triggers
+}
+
+// ipTrigger is a response-IP trigger's line and what it does.
+type ipTrigger struct {
+	line    int
+	trigger blocklist.Trigger
+}
+
+// ipTriggers is every response-IP trigger of l, by its prefix.
+func ipTriggers(l *blocklist.List) map[netip.Prefix]ipTrigger {
+	m := map[netip.Prefix]ipTrigger{}
+	for e, t := range l.IPTriggers() {
 		if pfx, ok := e.Prefix(); ok {
-			lines[pfx.Masked()] = e.Line
+			m[pfx.Masked()] = ipTrigger{e.Line, t}
 		}
 	}
-	return lines
+	return m
 }
