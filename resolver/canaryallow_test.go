@@ -296,3 +296,57 @@ func TestLintSharedEntryKinds(t *testing.T) {
 		})
 	}
 }
+
+// TestLintAllowOverPassthruOfAnotherZone: lintAllowOver looks names up
+// only where an allow entry or a passthru trigger of another list may
+// match (mayAllow), not by Decide of every block trigger, and must still
+// find each passthru of another zone that decides a block trigger's
+// names: a `*.` passthru of the same name; a parent's `*.` passthru; a
+// parent's one where the other zone has a trigger of the name itself,
+// which MatchTrigger finds instead; and an RPZ allow list's `*.` trigger
+// of a plain entry's name. The passthrus of the block trigger's own zone
+// decide nothing for it (its own trigger is the most specific).
+func TestLintAllowOverPassthruOfAnotherZone(t *testing.T) {
+	const zone = "$ORIGIN rpz.example.\n"
+	for _, tc := range []struct {
+		name, block, feed, feed2, allow string
+		want                            []string
+	}{
+		{name: "a `*.` passthru of the name", feed: zone + "*.x.example CNAME .\n", feed2: zone + "*.x.example CNAME rpz-passthru.\n",
+			want: []string{`feed2.rpz:2: x.example lets *.x.example (feed.rpz:2) through in policy "gov"`}},
+		{name: "a parent's `*.` passthru", feed: zone + "*.x.b.example CNAME .\n", feed2: zone + "*.b.example CNAME rpz-passthru.\n",
+			want: []string{`feed2.rpz:2: b.example lets *.x.b.example (feed.rpz:2) through in policy "gov"`}},
+		{name: "a parent's `*.` passthru where the zone blocks the name itself", feed: zone + "*.x.b.example CNAME .\n",
+			feed2: zone + "*.b.example CNAME rpz-passthru.\nx.b.example CNAME .\n",
+			want:  []string{`feed2.rpz:2: b.example lets *.x.b.example (feed.rpz:2) through in policy "gov"`}},
+		{name: "a parent's `*.` passthru in the block trigger's own zone", feed: zone + "*.x.b.example CNAME .\n*.b.example CNAME rpz-passthru.\n"},
+		{name: "an allow zone's `*.` trigger of a plain entry's name", block: "x.example\n", allow: zone + "*.x.example CNAME .\n",
+			want: []string{`allow.rpz:2: x.example lets *.x.example (doh.txt:1) through in policy "gov"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := map[string]string{"feed.rpz": tc.feed, "allow.rpz": zone + "ads.tiktok.com CNAME .\n", "doh.txt": "dns.google.com\n"}
+			block := "[feed.rpz"
+			if tc.feed == "" {
+				files["feed.rpz"] = zone + "tiktok.com CNAME .\n"
+			}
+			if tc.block != "" {
+				files["doh.txt"] = tc.block
+			}
+			block += ", doh.txt"
+			if tc.feed2 != "" {
+				files["feed2.rpz"] = tc.feed2
+				block += ", feed2.rpz"
+			}
+			if tc.allow != "" {
+				files["allow.rpz"] = tc.allow
+			}
+			snap, err := buildConfig(t, "upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    allow: [allow.rpz]\n    block: "+block+"]\n", files)
+			require.NoError(t, err)
+			got := allowOverWarnings(snap)
+			require.Len(t, got, len(tc.want), "%q", got)
+			for i, want := range tc.want {
+				assert.Contains(t, got[i], want)
+			}
+		})
+	}
+}

@@ -415,7 +415,7 @@ func (s *Snapshot) lintAllowOver() []Warning {
 				if t.Action == blocklist.ActionPassthru {
 					continue
 				}
-				over, let, ok := p.allowedOver(e, t)
+				over, let, ok := p.allowedOver(bl, e, t)
 				if !ok {
 					continue
 				}
@@ -445,8 +445,8 @@ func (s *Snapshot) lintAllowOver() []Warning {
 }
 
 // allowedOver is the entry that lets all that block entry e (with
-// trigger t) blocks through in p, at or above it, and what it lets
-// through, as the warning names it: for a name, the allow entry or
+// trigger t) of list from blocks through in p, at or above it, and what
+// it lets through, as the warning names it: for a name, the allow entry or
 // passthru trigger Decide finds for the name e blocks (e.Name), or else
 // for the names below it that no deeper entry holds ("*." and e.Name, a
 // probe as unblocked.go's), when e blocks those (a plain list's entry, an
@@ -458,8 +458,9 @@ func (s *Snapshot) lintAllowOver() []Warning {
 // DecideAddress finds for its first address, when that trigger's prefix
 // holds the whole of e's (a longer one lets part of it through, and a
 // shorter one beside that longer one is not looked for). ok is false when
-// nothing lets e through.
-func (p *Policy) allowedOver(e blocklist.Entry, t blocklist.Trigger) (over blocklist.Entry, let string, ok bool) {
+// nothing lets e through. A name that nothing may let through (mayAllow)
+// is not looked up.
+func (p *Policy) allowedOver(from List, e blocklist.Entry, t blocklist.Trigger) (over blocklist.Entry, let string, ok bool) {
 	if pfx, ip := e.Prefix(); ip {
 		d, ok := p.DecideAddress(pfx.Addr())
 		if !ok || !d.Allowed || d.Entry.List == nil || mappedBits(d.Entry) > mappedBits(e) {
@@ -467,25 +468,87 @@ func (p *Policy) allowedOver(e blocklist.Entry, t blocklist.Trigger) (over block
 		}
 		return d.Entry, e.Name, true
 	}
-	probes := [2]string{e.Name, "*." + e.Name}
-	switch {
-	case t.Wildcard:
-		probes[0] = "" // the names below e.Name only
-	case e.List != nil && e.List.IsRPZ():
-		probes[1] = "" // e.Name only
+	// e blocks e.Name unless it is a `*.` trigger, and the names below
+	// it unless it is an RPZ trigger for the name alone.
+	below := t.Wildcard || e.List == nil || !e.List.IsRPZ()
+	if !p.mayAllow(from, e.Name, below) {
+		return blocklist.Entry{}, "", false
+	}
+	var probes [2]string
+	if !t.Wildcard {
+		probes[0] = e.Name
+	}
+	if below {
+		probes[1] = "*." + e.Name
 	}
 	for _, name := range probes {
 		if name == "" {
 			continue
-		}
-		if len(p.passthru) == 0 && !slices.ContainsFunc(p.Allow, func(l List) bool { _, ok := l.Match(name); return ok }) {
-			continue // what Decide finds first, without its look at every block list
 		}
 		if d := p.Decide(name); d.Allowed && d.Entry.List != nil {
 			return d.Entry, name, true
 		}
 	}
 	return blocklist.Entry{}, "", false
+}
+
+// holdsTriggerList is a list that says whether it holds a trigger of a
+// name: blocklist.List.HoldsTrigger.
+type holdsTriggerList interface {
+	HoldsTrigger(name string, t blocklist.Trigger) bool
+}
+
+// containsList is a list that says whether a name is itself an entry:
+// blocklist.List.Contains.
+type containsList interface {
+	Contains(name string) bool
+}
+
+// passthruBelow is an RPZ `*.` rpz-passthru. trigger, as HoldsTrigger
+// takes it.
+var passthruBelow = blocklist.Trigger{Action: blocklist.ActionPassthru, Wildcard: true}
+
+// mayAllow reports whether Decide may find an allow list's entry or a
+// passthru trigger for name or, below, for the names below it: one at
+// name or above it, of an allow list, or of a passthru list other than
+// from, the block list whose entry name is (there the entry is the most
+// specific trigger for what it blocks). It may say true where Decide
+// allows nothing, never false where Decide allows. It looks name up as it
+// is: allowedOver's probe of the names below a name is "*."+name, which
+// Decide asks every list about, so that each trigger of a zone of a
+// million block triggers and some passthru ones was a string and a walk
+// of every list, for the few that an allowing entry is above.
+func (p *Policy) mayAllow(from List, name string, below bool) bool {
+	for _, l := range p.Allow {
+		if _, ok := l.Match(name); ok {
+			return true // an entry at name or above it
+		}
+		if cl, ok := l.(containsList); !ok || below && cl.Contains(name) {
+			return true // an RPZ `*.` trigger of name
+		}
+	}
+	for _, j := range p.passthru {
+		l := p.Block[j]
+		if l == from {
+			continue
+		}
+		_, mt, ok := matchTrigger(l, name)
+		if ok && mt.Action == blocklist.ActionPassthru {
+			return true
+		}
+		if !below {
+			continue
+		}
+		// The names below name: name's own `*.` trigger, else the
+		// `*.` trigger of the nearest parent that has one, which
+		// MatchTrigger finds for name unless name has a trigger of
+		// its own.
+		hl, hok := l.(holdsTriggerList)
+		if !hok || hl.HoldsTrigger(name, passthruBelow) || ok && !mt.Wildcard {
+			return true
+		}
+	}
+	return false
 }
 
 // allowOver is what one allowing entry of a policy lets through
