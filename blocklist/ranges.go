@@ -181,6 +181,22 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
+// IPv4Compatible is the IPv4 address that a embeds when a is an
+// IPv4-compatible IPv6 address (::a.b.c.d, RFC 4291 §2.5.5.1, deprecated:
+// `::10.0.0.1`, or `::a00:1` as Go and Python print it), and false for
+// any other a. Such an address embeds an IPv4 unicast address, never one
+// of 0.0.0.0/8: ::1, :: and ::2 are IPv6 addresses as written. No host
+// has one and no route leads to one: a listener on it cannot bind, and
+// an upstream at it never answers. The address meant is the IPv4 one, as
+// for a client range (ParsePrefix, which refuses ::2 too).
+func IPv4Compatible(a netip.Addr) (netip.Addr, bool) {
+	v4 := a.As16()
+	if !inCompatible(a) || v4[12] == 0 {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4([4]byte(v4[12:])), true
+}
+
 // inCompatible reports whether a is in ::/96, the block of the
 // IPv4-compatible IPv6 addresses (RFC 4291 §2.5.5.1, deprecated), ::1 and
 // :: among them.

@@ -370,6 +370,13 @@ func TestUpstreamAddresses(t *testing.T) {
 			err: "resolv.conf names no nameserver dnsfence forwards to: fe80::1%eth0, with an IPv6 zone, which upstreams do not support; give the upstream resolvers as IP:port"},
 		{name: "a file, a nameserver with a zone and dnsfence", resolv: "nameserver 127.0.0.1\nnameserver fe80::1%eth0\n",
 			err: "names no nameserver dnsfence forwards to: fe80::1%eth0, with an IPv6 zone, which upstreams do not support, and dnsfence itself; give"},
+		// An IPv4-compatible nameserver is refused by the forwarder
+		// (upstream.ErrIPv4Compatible): left out as a zoned one is, so
+		// that check says what serve would fail on.
+		{name: "a file, an IPv4-compatible nameserver", resolv: "nameserver ::10.0.0.1\n",
+			err: "resolv.conf names no nameserver dnsfence forwards to: ::a00:1, IPv4-compatible (::a.b.c.d, deprecated by RFC 4291), which upstreams do not support; give the upstream resolvers as IP:port"},
+		{name: "a file, a nameserver with a zone and an IPv4-compatible one", resolv: "nameserver fe80::1%eth0\nnameserver ::a00:1\n",
+			err: "names no nameserver dnsfence forwards to: fe80::1%eth0, with an IPv6 zone; ::a00:1, IPv4-compatible (::a.b.c.d, deprecated by RFC 4291), which upstreams do not support; give"},
 		{name: "a file, two loopback nameservers", resolv: "nameserver 127.0.0.11\nnameserver 127.0.0.12\n",
 			err: `is taken as another server when written so: upstreams: ["127.0.0.11:53"])`},
 	} {

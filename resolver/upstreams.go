@@ -55,11 +55,22 @@ func UpstreamAddresses(cfg *config.Config) ([]string, error) {
 	}
 	what := "no nameserver but dnsfence itself (its listen addresses, or any loopback address when it listens on a wildcard address on port 53)"
 	if len(zoned) > 0 {
-		shown := make([]string, len(zoned))
-		for i, ap := range zoned {
-			shown[i] = ap.Addr().String()
+		var withZone, compatible []string
+		for _, ap := range zoned {
+			if ap.Addr().Zone() != "" {
+				withZone = append(withZone, ap.Addr().String())
+			} else {
+				compatible = append(compatible, ap.Addr().String())
+			}
 		}
-		what = fmt.Sprintf("no nameserver dnsfence forwards to: %s, with an IPv6 zone, which upstreams do not support", strings.Join(shown, ", "))
+		var refused []string
+		if len(withZone) > 0 {
+			refused = append(refused, strings.Join(withZone, ", ")+", with an IPv6 zone")
+		}
+		if len(compatible) > 0 {
+			refused = append(refused, strings.Join(compatible, ", ")+", IPv4-compatible (::a.b.c.d, deprecated by RFC 4291)")
+		}
+		what = fmt.Sprintf("no nameserver dnsfence forwards to: %s, which upstreams do not support", strings.Join(refused, "; "))
 		if len(self) > 0 {
 			what += ", and dnsfence itself"
 		}

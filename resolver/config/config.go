@@ -1182,6 +1182,14 @@ func (c *Config) validateListen(errs *configErrors) {
 		errs.add([]any{"http"}, "%q is not host:port; %s, or \"\" to turn the endpoint off", h, example([]any{"http"}))
 	case !validPort(port, true):
 		errs.add([]any{"http"}, "%q: the port is not a number from 0 to 65535; %s", h, example([]any{"http"}))
+	default:
+		if ap, err := netip.ParseAddrPort(h); err == nil {
+			if problem, fix := addrProblem(h, ap); fix != "" {
+				errs.add([]any{"http"}, "%s; write %s", problem, fix)
+			} else if problem != "" {
+				errs.add([]any{"http"}, "%s; %s, or \"\" to turn the endpoint off", problem, example([]any{"http"}))
+			}
+		}
 	}
 }
 
@@ -1588,6 +1596,9 @@ func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 	if err != nil {
 		return fmt.Sprintf("%q is not IP:port", s), ""
 	}
+	if problem, fix := addrProblem(s, ap); problem != "" {
+		return problem, fix
+	}
 	if a := ap.Addr(); a.Zone() != "" && !a.IsLinkLocalUnicast() && !a.IsLinkLocalMulticast() && !a.IsInterfaceLocalMulticast() && !a.IsLoopback() {
 		// Linux reads a zone only of an address whose scope is the link
 		// or the host (fe80::/10, ::1): [::%eth0] is [::], every address,
@@ -1595,6 +1606,19 @@ func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 		// listeners on one port) must see as such.
 		return fmt.Sprintf("%q: a zone (%%%s) names the interface of a link-local or loopback address only (fe80::/10, ::1), and %s is neither", s, a.Zone(), a.WithZone("")),
 			netip.AddrPortFrom(a.WithZone(""), ap.Port()).String()
+	}
+	return "", ""
+}
+
+// addrProblem says why ap, the IP:port s (a listener's or an upstream's),
+// is an address no socket can use, with the one likely meant ("" if
+// none), or "" when it is not such an address: an IPv4-compatible one
+// (blocklist.IPv4Compatible), which no host has, so that a listener on
+// it cannot bind and an upstream at it never answers.
+func addrProblem(s string, ap netip.AddrPort) (problem, fix string) {
+	if v4, ok := blocklist.IPv4Compatible(ap.Addr()); ok {
+		return fmt.Sprintf("%q: %s is %v", s, ap.Addr().WithZone(""), upstream.ErrIPv4Compatible),
+			netip.AddrPortFrom(v4, ap.Port()).String()
 	}
 	return "", ""
 }
@@ -1818,10 +1842,11 @@ func (c *Config) ResolveUpstreams() ([]string, error) {
 
 // ResolvConfLeftOut is the nameservers, on port 53, of the
 // configuration's resolv.conf upstreams that ResolveUpstreams leaves out:
-// those that are dnsfence itself (isSelf), and those with an IPv6 zone
-// (fe80::1%eth0), which the forwarder does not support
-// (upstream.ParseAddress); those of a file that cannot be read are not
-// known.
+// those that are dnsfence itself (isSelf), and those the forwarder
+// refuses (upstream.ParseAddress), zoned: an IPv6 zone (fe80::1%eth0),
+// which it does not support, or an IPv4-compatible address
+// (blocklist.IPv4Compatible), which no host has; those of a file that
+// cannot be read are not known.
 func (c *Config) ResolvConfLeftOut() (self, zoned []netip.AddrPort) {
 	for _, u := range c.Upstreams {
 		if IsResolvConf(u) {
@@ -1833,17 +1858,18 @@ func (c *Config) ResolvConfLeftOut() (self, zoned []netip.AddrPort) {
 }
 
 // resolvConfServers is the nameservers of the resolv.conf at path, on
-// port 53, but dnsfence itself (isSelf) and those with a zone, which the
-// forwarder refuses: the first, those that are dnsfence (self), and those
-// with a zone (zoned).
+// port 53, but dnsfence itself (isSelf) and those the forwarder refuses
+// (a zone, an IPv4-compatible address): the first, those that are
+// dnsfence (self), and those it refuses (zoned).
 func (c *Config) resolvConfServers(path string) (others, self, zoned []netip.AddrPort, err error) {
 	servers, err := resolvConfNameservers(path)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	for _, ap := range servers {
+		_, compatible := blocklist.IPv4Compatible(ap.Addr())
 		switch {
-		case ap.Addr().Zone() != "":
+		case ap.Addr().Zone() != "" || compatible:
 			zoned = append(zoned, ap)
 		case c.isSelf(ap):
 			self = append(self, ap)

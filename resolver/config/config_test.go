@@ -304,6 +304,7 @@ nameserver 127.0.0.53
 nameserver 127.0.0.1
 nameserver ::1
 nameserver fe80::1%eth0
+nameserver ::10.0.0.1
 nameserver
 options edns0
 search example.org
@@ -337,7 +338,7 @@ search example.org
 				zoned = append(zoned, ap.String())
 			}
 			assert.Equal(t, tc.self, self)
-			assert.Equal(t, []string{"[fe80::1%eth0]:53"}, zoned, "left out: the forwarder takes no zone")
+			assert.Equal(t, []string{"[fe80::1%eth0]:53", "[::a00:1]:53"}, zoned, "left out: the forwarder takes no zone, and no IPv4-compatible address")
 		})
 	}
 }

@@ -37,6 +37,11 @@ func (c *Config) validateEncrypted(errs *configErrors) {
 				hostport, plain = hp, p
 			}
 			if msg, fix := addrPortProblem(hostport, l.port, true); fix != "" {
+				if hostport != a && strings.Contains(a, hostport) {
+					// http://[::a00:1]:8080 is meant as http://10.0.0.1:8080,
+					// not as 10.0.0.1:8080, which is https.
+					fix = strings.Replace(a, hostport, fix, 1)
+				}
 				errs.add(at, "%s; write %s", msg, fix)
 				continue
 			} else if msg != "" {

@@ -59,6 +59,11 @@ const dohDefaultPath = "/dns-query"
 // transport cleartext DNS messages" (RFC 7858 §3.1).
 var ErrPlainOnEncryptedPort = errors.New("port 853 carries DNS over TLS and QUIC, never plain DNS (RFC 7858 §3.1)")
 
+// ErrIPv4Compatible is an upstream at an IPv4-compatible IPv6 address
+// (blocklist.IPv4Compatible): sent towards the IPv6 default route, its
+// queries reach no server, and every try fails.
+var ErrIPv4Compatible = errors.New("an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291), which no host has")
+
 // Address is a parsed upstream address.
 type Address struct {
 	Kind Kind
@@ -212,6 +217,9 @@ func ParseAddress(s string) (Address, error) {
 	case ipErr == nil && ip.Is6() && !strings.HasPrefix(u.Host, "["):
 		return Address{}, fmt.Errorf("%q: an IPv6 address goes in brackets: %s://[%s]", s, a.Kind, host)
 	case ipErr == nil:
+		if v4, ok := blocklist.IPv4Compatible(ip); ok {
+			return Address{}, fmt.Errorf("%q: %s is %w; write %s", s, host, ErrIPv4Compatible, strings.Replace(s, "["+host+"]", v4.String(), 1))
+		}
 		a.Host = ip.Unmap().String()
 	case strings.Contains(host, ":"):
 		return Address{}, fmt.Errorf("%q: %q is not an IP address", s, host)
@@ -294,6 +302,9 @@ func parsePlain(s string) (Address, error) {
 		case ip.Is6() && bare == s:
 			return Address{}, unbracketed(s, "", s)
 		}
+		if v4, ok := blocklist.IPv4Compatible(ip); ok {
+			return Address{}, fmt.Errorf("%q: %s is %w; write %s", s, bare, ErrIPv4Compatible, v4)
+		}
 		return Address{Kind: KindPlain, Host: ip.Unmap().String(), Port: PlainPort, text: s}, nil
 	}
 	host, port, err := net.SplitHostPort(s)
@@ -312,6 +323,9 @@ func parsePlain(s string) (Address, error) {
 	n, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || n == 0 { // base 10: digits only, no sign
 		return Address{}, fmt.Errorf("%q: the port %q is not a number from 1 to 65535", s, port)
+	}
+	if v4, ok := blocklist.IPv4Compatible(ip); ok {
+		return Address{}, fmt.Errorf("%q: %s is %w; write %s", s, host, ErrIPv4Compatible, net.JoinHostPort(v4.String(), port))
 	}
 	if n == DoTPort {
 		// Most likely DNS over TLS meant, its scheme left out: the

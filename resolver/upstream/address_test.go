@@ -36,6 +36,11 @@ func TestParseAddress(t *testing.T) {
 		{"https://dns.quad9.net/dns-query{?dns}", Address{Kind: KindHTTPS, Host: "dns.quad9.net", Port: 443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
 		{"https://9.9.9.9:8443/dns-query{?dns}#dns.quad9.net", Address{Kind: KindHTTPS, Host: "9.9.9.9", Port: 8443, Path: "/dns-query", ServerName: "dns.quad9.net"}},
 		{"https://dns.example.net/resolve{?dns,ct}", Address{Kind: KindHTTPS, Host: "dns.example.net", Port: 443, Path: "/resolve", ServerName: "dns.example.net"}},
+		// ::1, :: and ::2 are no IPv4-compatible addresses (none embeds
+		// an IPv4 unicast address).
+		{"[::1]:53", Address{Kind: KindPlain, Host: "::1", Port: 53}},
+		{"[::2]:53", Address{Kind: KindPlain, Host: "::2", Port: 53}},
+		{"tls://[::1]:853#dns.example", Address{Kind: KindTLS, Host: "::1", Port: 853, ServerName: "dns.example"}},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := ParseAddress(tc.in)
@@ -109,6 +114,14 @@ func TestParseAddressErrors(t *testing.T) {
 		{"https:///dns-query#dns.quad9.net", "has no host"},
 		{"https://dns..quad9.net/dns-query", "is not a host name"},
 		{"", "is not IP:port"},
+		// IPv4-compatible addresses (RFC 4291 §2.5.5.1, deprecated): no
+		// host has one, and queries sent there go towards the IPv6
+		// default route, to no server; the IPv4 address offered.
+		{"[::10.0.0.1]:53", "::10.0.0.1 is an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291), which no host has; write 10.0.0.1:53"},
+		{"[::a00:1]", "; write 10.0.0.1"},
+		{"tls://[::a00:1]:853#dns.example", "; write tls://10.0.0.1:853#dns.example"},
+		{"https://[::10.0.0.1]/dns-query#dns.example", "; write https://10.0.0.1/dns-query#dns.example"},
+		{"quic://[::a00:1]#dns.example", "; write quic://10.0.0.1#dns.example"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			_, err := ParseAddress(tc.in)
