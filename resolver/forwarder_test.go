@@ -377,6 +377,8 @@ func TestUpstreamAddresses(t *testing.T) {
 			err: "resolv.conf names no nameserver dnsfence forwards to: ::a00:1, IPv4-compatible (::a.b.c.d, deprecated by RFC 4291), which upstreams do not support; give the upstream resolvers as IP:port"},
 		{name: "a file, a nameserver with a zone and an IPv4-compatible one", resolv: "nameserver fe80::1%eth0\nnameserver ::a00:1\n",
 			err: "names no nameserver dnsfence forwards to: fe80::1%eth0, with an IPv6 zone; ::a00:1, IPv4-compatible (::a.b.c.d, deprecated by RFC 4291), which upstreams do not support; give"},
+		{name: "a file, nameservers no query can be exchanged with", resolv: "nameserver fe80::1\nnameserver ff02::fb\nnameserver fe80::2\n",
+			err: "names no nameserver dnsfence forwards to: fe80::1, fe80::2, link-local without a zone; ff02::fb, multicast, which upstreams do not support; give"},
 		{name: "a file, two loopback nameservers", resolv: "nameserver 127.0.0.11\nnameserver 127.0.0.12\n",
 			err: `is taken as another server when written so: upstreams: ["127.0.0.11:53"])`},
 	} {

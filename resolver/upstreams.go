@@ -55,20 +55,26 @@ func UpstreamAddresses(cfg *config.Config) ([]string, error) {
 	}
 	what := "no nameserver but dnsfence itself (its listen addresses, or any loopback address when it listens on a wildcard address on port 53)"
 	if len(zoned) > 0 {
-		var withZone, compatible []string
+		// The nameservers the forwarder refuses, by why, in the order
+		// each why first comes.
+		var whys []string
+		byWhy := map[string][]string{}
 		for _, ap := range zoned {
-			if ap.Addr().Zone() != "" {
-				withZone = append(withZone, ap.Addr().String())
-			} else {
-				compatible = append(compatible, ap.Addr().String())
+			_, err := upstream.ParseAddress(ap.String())
+			why := "with an IPv6 zone"
+			if ue, ok := errors.AsType[*upstream.UnreachableError](err); ok {
+				why = ue.Kind
+			} else if errors.Is(err, upstream.ErrIPv4Compatible) {
+				why = "IPv4-compatible (::a.b.c.d, deprecated by RFC 4291)"
 			}
+			if byWhy[why] == nil {
+				whys = append(whys, why)
+			}
+			byWhy[why] = append(byWhy[why], ap.Addr().String())
 		}
-		var refused []string
-		if len(withZone) > 0 {
-			refused = append(refused, strings.Join(withZone, ", ")+", with an IPv6 zone")
-		}
-		if len(compatible) > 0 {
-			refused = append(refused, strings.Join(compatible, ", ")+", IPv4-compatible (::a.b.c.d, deprecated by RFC 4291)")
+		refused := make([]string, len(whys))
+		for i, why := range whys {
+			refused[i] = strings.Join(byWhy[why], ", ") + ", " + why
 		}
 		what = fmt.Sprintf("no nameserver dnsfence forwards to: %s, which upstreams do not support", strings.Join(refused, "; "))
 		if len(self) > 0 {

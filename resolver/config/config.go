@@ -1184,7 +1184,7 @@ func (c *Config) validateListen(errs *configErrors) {
 		errs.add([]any{"http"}, "%q: the port is not a number from 0 to 65535; %s", h, example([]any{"http"}))
 	default:
 		if ap, err := netip.ParseAddrPort(h); err == nil {
-			if problem, fix := addrProblem(h, ap); fix != "" {
+			if problem, fix := addrProblem(h, ap, true); fix != "" {
 				errs.add([]any{"http"}, "%s; write %s", problem, fix)
 			} else if problem != "" {
 				errs.add([]any{"http"}, "%s; %s, or \"\" to turn the endpoint off", problem, example([]any{"http"}))
@@ -1256,7 +1256,7 @@ func (c *Config) validateUpstreams(errs *configErrors) {
 			// What the forwarder refuses at start (an IPv6 zone, port
 			// 853) is refused here, with its line, so that check says it
 			// too.
-			if a, err := upstream.ParseAddress(u); errors.Is(err, upstream.ErrPlainOnEncryptedPort) {
+			if a, err := upstream.ParseAddress(u); errors.Is(err, upstream.ErrPlainOnEncryptedPort) || errors.Is(err, upstream.ErrUnreachable) {
 				errs.add(at, "%v", err) // it says what to write
 			} else if err != nil {
 				errs.add(at, "%v; give IP:port, %s", err, example(at))
@@ -1596,7 +1596,7 @@ func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 	if err != nil {
 		return fmt.Sprintf("%q is not IP:port", s), ""
 	}
-	if problem, fix := addrProblem(s, ap); problem != "" {
+	if problem, fix := addrProblem(s, ap, anyPort); problem != "" {
 		return problem, fix
 	}
 	if a := ap.Addr(); a.Zone() != "" && !a.IsLinkLocalUnicast() && !a.IsLinkLocalMulticast() && !a.IsInterfaceLocalMulticast() && !a.IsLoopback() {
@@ -1610,15 +1610,28 @@ func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 	return "", ""
 }
 
-// addrProblem says why ap, the IP:port s (a listener's or an upstream's),
-// is an address no socket can use, with the one likely meant ("" if
-// none), or "" when it is not such an address: an IPv4-compatible one
-// (blocklist.IPv4Compatible), which no host has, so that a listener on
-// it cannot bind and an upstream at it never answers.
-func addrProblem(s string, ap netip.AddrPort) (problem, fix string) {
-	if v4, ok := blocklist.IPv4Compatible(ap.Addr()); ok {
-		return fmt.Sprintf("%q: %s is %v", s, ap.Addr().WithZone(""), upstream.ErrIPv4Compatible),
+// addrProblem says why ap, the IP:port s (a listener's when listener,
+// else an upstream's), is an address no socket can use, with the one
+// likely meant ("" if none), or "" when it is not such an address: an
+// IPv4-compatible one (blocklist.IPv4Compatible), which no host has, so
+// that a listener on it cannot bind and an upstream at it never answers;
+// and for a listener, a link-local IPv6 address without its zone, which
+// bind refuses (EINVAL: the address is one on every link), and a
+// multicast address, which no query is sent to (bind refuses an IPv6
+// one, and Go binds the wildcard address 0.0.0.0 for an IPv4 one, every
+// address of the host). upstream.ParseAddress refuses an upstream of
+// those.
+func addrProblem(s string, ap netip.AddrPort, listener bool) (problem, fix string) {
+	a := ap.Addr().Unmap() // [::ffff:169.254.1.1] is IPv4 link-local, which needs no zone
+	switch v4, compatible := blocklist.IPv4Compatible(a); {
+	case compatible:
+		return fmt.Sprintf("%q: %s is %v", s, a.WithZone(""), upstream.ErrIPv4Compatible),
 			netip.AddrPortFrom(v4, ap.Port()).String()
+	case !listener:
+	case a.Is6() && a.IsLinkLocalUnicast() && a.Zone() == "":
+		return fmt.Sprintf("%q: %s is a link-local address, which a socket binds only with its interface, written after %%: [%s%%eth0]:%d", s, a, a, ap.Port()), ""
+	case a.IsMulticast():
+		return fmt.Sprintf("%q: %s is a multicast address, which a listener cannot take (bind refuses an IPv6 one, and Go listens on every address of the host for an IPv4 one)", s, a.WithZone("")), ""
 	}
 	return "", ""
 }
@@ -1844,9 +1857,10 @@ func (c *Config) ResolveUpstreams() ([]string, error) {
 // configuration's resolv.conf upstreams that ResolveUpstreams leaves out:
 // those that are dnsfence itself (isSelf), and those the forwarder
 // refuses (upstream.ParseAddress), zoned: an IPv6 zone (fe80::1%eth0),
-// which it does not support, or an IPv4-compatible address
-// (blocklist.IPv4Compatible), which no host has; those of a file that
-// cannot be read are not known.
+// which it does not support, an IPv4-compatible address
+// (upstream.ErrIPv4Compatible), or one no query can be exchanged with
+// (upstream.ErrUnreachable: link-local without a zone, multicast,
+// broadcast); those of a file that cannot be read are not known.
 func (c *Config) ResolvConfLeftOut() (self, zoned []netip.AddrPort) {
 	for _, u := range c.Upstreams {
 		if IsResolvConf(u) {
@@ -1859,17 +1873,18 @@ func (c *Config) ResolvConfLeftOut() (self, zoned []netip.AddrPort) {
 
 // resolvConfServers is the nameservers of the resolv.conf at path, on
 // port 53, but dnsfence itself (isSelf) and those the forwarder refuses
-// (a zone, an IPv4-compatible address): the first, those that are
-// dnsfence (self), and those it refuses (zoned).
+// (upstream.ParseAddress: a zone, an IPv4-compatible address, one no
+// query can be exchanged with): the first, those that are dnsfence
+// (self), and those it refuses (zoned).
 func (c *Config) resolvConfServers(path string) (others, self, zoned []netip.AddrPort, err error) {
 	servers, err := resolvConfNameservers(path)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	for _, ap := range servers {
-		_, compatible := blocklist.IPv4Compatible(ap.Addr())
+		_, refused := upstream.ParseAddress(ap.String())
 		switch {
-		case ap.Addr().Zone() != "" || compatible:
+		case refused != nil:
 			zoned = append(zoned, ap)
 		case c.isSelf(ap):
 			self = append(self, ap)

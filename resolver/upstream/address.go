@@ -220,6 +220,9 @@ func ParseAddress(s string) (Address, error) {
 		if v4, ok := blocklist.IPv4Compatible(ip); ok {
 			return Address{}, fmt.Errorf("%q: %s is %w; write %s", s, host, ErrIPv4Compatible, strings.Replace(s, "["+host+"]", v4.String(), 1))
 		}
+		if err := unreachable(ip); err != nil {
+			return Address{}, fmt.Errorf("%q: %s %w", s, host, err)
+		}
 		a.Host = ip.Unmap().String()
 	case strings.Contains(host, ":"):
 		return Address{}, fmt.Errorf("%q: %q is not an IP address", s, host)
@@ -305,6 +308,9 @@ func parsePlain(s string) (Address, error) {
 		if v4, ok := blocklist.IPv4Compatible(ip); ok {
 			return Address{}, fmt.Errorf("%q: %s is %w; write %s", s, bare, ErrIPv4Compatible, v4)
 		}
+		if err := unreachable(ip); err != nil {
+			return Address{}, fmt.Errorf("%q: %s %w", s, bare, err)
+		}
 		return Address{Kind: KindPlain, Host: ip.Unmap().String(), Port: PlainPort, text: s}, nil
 	}
 	host, port, err := net.SplitHostPort(s)
@@ -327,6 +333,9 @@ func parsePlain(s string) (Address, error) {
 	if v4, ok := blocklist.IPv4Compatible(ip); ok {
 		return Address{}, fmt.Errorf("%q: %s is %w; write %s", s, host, ErrIPv4Compatible, net.JoinHostPort(v4.String(), port))
 	}
+	if err := unreachable(ip); err != nil {
+		return Address{}, fmt.Errorf("%q: %s %w", s, host, err)
+	}
 	if n == DoTPort {
 		// Most likely DNS over TLS meant, its scheme left out: the
 		// queries would leave in cleartext, to a port where none is
@@ -336,6 +345,43 @@ func parsePlain(s string) (Address, error) {
 	}
 	return Address{Kind: KindPlain, Host: ip.Unmap().String(), Port: uint16(n), text: s}, nil
 }
+
+// unreachable says why ip, an upstream's address without a zone, is
+// none a query can be exchanged with, or nil: an IPv6 link-local address,
+// which a socket reaches only through the interface a zone names (connect
+// fails with EINVAL without one, and zones are not supported); a
+// multicast address, which no answer comes from (a resolver answers from
+// its own unicast address, which no try takes as the answer, and TCP
+// cannot connect to a group); the limited broadcast address, which the
+// kernel sends no datagram to from a socket without SO_BROADCAST.
+func unreachable(ip netip.Addr) error {
+	ip = ip.Unmap()
+	switch {
+	case ip.Is6() && ip.IsLinkLocalUnicast():
+		return &UnreachableError{"link-local without a zone", "is a link-local address, which a query reaches only through the interface a zone (%eth0) names, and an IPv6 zone is not supported; give a global or unique local (fd00::/8) address of the resolver"}
+	case ip.IsMulticast():
+		return &UnreachableError{"multicast", "is a multicast address, which no answer comes from (a resolver answers from an address of its own); give the resolver's unicast address"}
+	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return &UnreachableError{"broadcast", "is the broadcast address, which no query is sent to; give the resolver's address"}
+	}
+	return nil
+}
+
+// ErrUnreachable is an upstream address no query can be exchanged with
+// (unreachable says which and why): every try would fail. Its error says
+// what to give instead.
+var ErrUnreachable = errors.New("no query can be exchanged with the address")
+
+// UnreachableError is unreachable's reason; errors.Is(err,
+// ErrUnreachable).
+type UnreachableError struct {
+	// Kind names the kind of address in a few words: "multicast".
+	Kind   string
+	reason string
+}
+
+func (e *UnreachableError) Error() string        { return e.reason }
+func (e *UnreachableError) Is(target error) bool { return target == ErrUnreachable }
 
 // isAddr reports whether s is an IP address.
 func isAddr(s string) bool {

@@ -41,6 +41,8 @@ func TestParseAddress(t *testing.T) {
 		{"[::1]:53", Address{Kind: KindPlain, Host: "::1", Port: 53}},
 		{"[::2]:53", Address{Kind: KindPlain, Host: "::2", Port: 53}},
 		{"tls://[::1]:853#dns.example", Address{Kind: KindTLS, Host: "::1", Port: 853, ServerName: "dns.example"}},
+		// An IPv4 link-local resolver needs no zone: AWS's.
+		{"169.254.169.253:53", Address{Kind: KindPlain, Host: "169.254.169.253", Port: 53}},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := ParseAddress(tc.in)
@@ -122,6 +124,16 @@ func TestParseAddressErrors(t *testing.T) {
 		{"tls://[::a00:1]:853#dns.example", "; write tls://10.0.0.1:853#dns.example"},
 		{"https://[::10.0.0.1]/dns-query#dns.example", "; write https://10.0.0.1/dns-query#dns.example"},
 		{"quic://[::a00:1]#dns.example", "; write quic://10.0.0.1#dns.example"},
+		// Addresses no query can be exchanged with.
+		{"[fe80::1]:53", "fe80::1 is a link-local address, which a query reaches only through the interface a zone (%eth0) names, and an IPv6 zone is not supported"},
+		{"[fe80::1]", "is a link-local address"},
+		{"tls://[fe80::1]:853#dns.example", "is a link-local address"},
+		{"224.0.0.251:53", "224.0.0.251 is a multicast address, which no answer comes from"},
+		{"[ff02::fb]", "is a multicast address"},
+		{"https://[ff05::1]/dns-query#dns.example", "is a multicast address"},
+		{"quic://239.1.1.1#dns.example", "is a multicast address"},
+		{"255.255.255.255", "255.255.255.255 is the broadcast address, which no query is sent to"},
+		{"[::ffff:255.255.255.255]:53", "is the broadcast address"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			_, err := ParseAddress(tc.in)
