@@ -2,6 +2,7 @@ package source
 
 import (
 	"encoding/hex"
+	"math"
 	"testing"
 	"time"
 
@@ -121,6 +122,22 @@ func TestSmallestMaxBytesApplied(t *testing.T) {
 	require.NoError(t, err)
 	_, err = src.Fetch(t.Context())
 	require.ErrorIs(t, err, ErrTooBig)
+}
+
+// TestLargestMaxBytesApplied: sources.max_bytes of 2^63-1, the most the
+// configuration takes, bounds nothing: a body is taken. The read of one
+// octet past the limit wrapped to a negative limit, which read nothing,
+// and every body was refused as empty: check passed the value, and serve
+// fetched no list.
+func TestLargestMaxBytesApplied(t *testing.T) {
+	srv := newListServer(t, "a.example\n")
+	opt := testOptions(t)
+	opt.MaxBytes = math.MaxInt64
+	src, err := NewURL(srv.URL+"/l.txt", opt)
+	require.NoError(t, err)
+	c, err := src.Fetch(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, "a.example\n", string(c.Body))
 }
 
 // TestZoneDiskCopyIsNoTransfer: a zone restarted from its disk copy, its

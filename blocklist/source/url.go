@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"net/netip"
@@ -373,8 +374,14 @@ func (s *URL) fetch(ctx context.Context, held *Content) (c *Content, notModified
 		return refuse(fmt.Errorf("%w (Content-Type %s)", ErrHTML, mt))
 	}
 	// Read one byte past the limit, and no more, to tell "at the limit"
-	// from "over it".
-	body, err := io.ReadAll(io.LimitReader(newStallReader(resp.Body, s.opt.Timeout, cancel), s.opt.MaxBytes+1))
+	// from "over it"; at the largest limit, none past it: MaxBytes+1
+	// would wrap to a negative limit, which reads nothing, and every body
+	// was refused as empty.
+	limit := s.opt.MaxBytes
+	if limit < math.MaxInt64 {
+		limit++
+	}
+	body, err := io.ReadAll(io.LimitReader(newStallReader(resp.Body, s.opt.Timeout, cancel), limit))
 	if err != nil {
 		switch cause := context.Cause(ctx); {
 		case errors.Is(cause, ErrStalled) || errors.Is(cause, ErrTooSlow):
