@@ -3,6 +3,7 @@ package source
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -92,4 +93,49 @@ func TestZoneEmptyTransferAnswerNamed(t *testing.T) {
 	_, err = c.transfer(context.Background(), l.Addr().String(), nil, nil)
 	assert.EqualError(t, err, "AXFR: message 1 has no records")
 	assert.False(t, errors.Is(err, errNoIXFR))
+}
+
+// TestZoneSmallestTransferFloorsMaxBytes: sources.max_bytes below the
+// smallest transfer of a zone (smallestTransfer: the question and the
+// SOA record twice, in one message, signed when sources.tsig is set)
+// refuses every transfer of it, so NewZone, which the configuration's
+// validation calls as serve does, refuses it: check passed
+// `max_bytes: 64`, and serve's every transfer was refused. An empty zone
+// whose SOA names the root, compressed, is exactly that small: taken at
+// the floor. A signed one is larger; both are floors for their kind.
+func TestZoneSmallestTransferFloorsMaxBytes(t *testing.T) {
+	key := newKey(t, "xfr-key.")
+	for _, tc := range []struct {
+		name string
+		key  *TSIG
+	}{{"unsigned", nil}, {"signed", key}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var secret map[string]string
+			if tc.key != nil {
+				secret = map[string]string{tc.key.Name: tc.key.Secret}
+			}
+			p := startFakePrimary(t, testZone, 1, nil, secret)
+			p.update(func(p *fakePrimary) { p.soa.Ns, p.soa.Mbox = ".", "." })
+			norm, err := tc.key.normalize()
+			require.NoError(t, err)
+			least := smallestTransfer(testZone, norm)
+
+			c := xfrClient{zone: testZone, tsig: norm, timeout: 2 * time.Second, maxBytes: least}
+			res, err := c.transfer(context.Background(), p.addr, nil, nil)
+			require.NoError(t, err, "the smallest transfer, at max_bytes")
+			if tc.key == nil {
+				assert.Equal(t, least, res.bytes, "no transfer is smaller")
+			} else {
+				assert.GreaterOrEqual(t, res.bytes, least, "no transfer is smaller")
+			}
+
+			opt := zoneTestOptions(t, tc.key)
+			opt.MaxBytes = least - 1
+			_, err = NewZone("axfr://"+p.addr+"/"+testZone, opt)
+			assert.ErrorContains(t, err, fmt.Sprintf("sources.max_bytes %d is below %d bytes, the smallest transfer of zone %s", least-1, least, testZone))
+			opt.MaxBytes = least
+			_, err = NewZone("axfr://"+p.addr+"/"+testZone, opt)
+			assert.NoError(t, err)
+		})
+	}
 }

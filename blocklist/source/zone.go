@@ -124,6 +124,14 @@ func NewZone(entry string, opt Options) (*Zone, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", shown, err)
 	}
+	if least := smallestTransfer(zone, key); opt.MaxBytes < least {
+		signed := ""
+		if key != nil {
+			signed = ", signed with sources.tsig"
+		}
+		return nil, fmt.Errorf("%s: sources.max_bytes %d is below %d bytes, the smallest transfer of zone %s (the question and the SOA record twice%s): every transfer would be refused; give %d or more",
+			shown, opt.MaxBytes, least, zone, signed, least)
+	}
 	z := &Zone{name: entry, zone: zone, host: host, port: port, opt: opt,
 		client: xfrClient{zone: zone, tsig: key, timeout: opt.Timeout, maxBytes: opt.MaxBytes},
 		notify: make(chan struct{}, 1),
@@ -135,6 +143,27 @@ func NewZone(entry string, opt Options) (*Zone, error) {
 	}
 	z.track.st = Status{Name: entry, Kind: KindZone}
 	return z, nil
+}
+
+// smallestTransfer is the fewest octets of messages a transfer of zone
+// can take (Options.MaxBytes counts them): one message of the question,
+// and the zone's SOA record opening and closing the zone, its names the
+// root and compressed, with no record between (an empty policy zone),
+// signed with key when it is not nil. A zone's transfer is never
+// smaller, so MaxBytes below it refuses every one.
+func smallestTransfer(zone string, key *TSIG) int64 {
+	m := new(dns.Msg)
+	m.SetQuestion(zone, dns.TypeAXFR)
+	m.Response = true
+	soa := &dns.SOA{Hdr: dns.RR_Header{Name: zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET}, Ns: ".", Mbox: "."}
+	m.Answer = []dns.RR{soa, soa}
+	if key != nil {
+		n := macSize(key.Algorithm)
+		m.Extra = []dns.RR{&dns.TSIG{Hdr: dns.RR_Header{Name: key.Name, Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
+			Algorithm: key.Algorithm, MACSize: uint16(n), MAC: strings.Repeat("00", n)}}
+	}
+	m.Compress = true
+	return int64(m.Len())
 }
 
 // Name returns the entry as configured.

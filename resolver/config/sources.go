@@ -146,10 +146,16 @@ func (c *Config) validateSources(errs *configErrors) {
 
 // validateRemote checks a remote `block` or `allow` entry at path with the
 // `sources` settings, as the source itself will (source.New): it starts
-// nothing.
+// nothing. A key with a problem is said at its own keys (validateSources)
+// and left out here; a right one is kept, as a zone's smallest transfer,
+// which sources.max_bytes must hold, holds its signature.
 func (c *Config) validateRemote(errs *configErrors, path []any, entry string) {
 	opt := c.SourceOptions()
-	opt.TSIG = nil // the key is checked at its own keys
+	if k := opt.TSIG; k != nil {
+		if name, alg, secret := k.Problems(); name != nil || alg != nil || secret != nil {
+			opt.TSIG = nil
+		}
+	}
 	if _, err := source.New(entry, opt); err != nil {
 		shown := blocklist.RedactURL(entry)
 		msg := strings.TrimPrefix(err.Error(), shown+": ")
