@@ -197,6 +197,33 @@ func IPv4Compatible(a netip.Addr) (netip.Addr, bool) {
 	return netip.AddrFrom4([4]byte(v4[12:])), true
 }
 
+// Unusable names the kind of address a is when no exchange with a server
+// there can succeed, "" when a is none of them: "IPv4-compatible"
+// (IPv4Compatible: no host has one), "link-local without a zone" (an
+// IPv6 fe80::/10 address is on every link, and a socket reaches it only
+// through the interface its zone names: connect fails with EINVAL
+// without one), "multicast" (a group sends no answer: a server answers
+// from its own unicast address, and TCP cannot connect to a group) and
+// "broadcast" (255.255.255.255: the kernel sends nothing there from a
+// socket without SO_BROADCAST, and TCP cannot connect to it). An
+// upstream's, a list URL's or a zone primary's address of these fails
+// every exchange.
+func Unusable(a netip.Addr) string {
+	a = a.Unmap()
+	if _, ok := IPv4Compatible(a); ok {
+		return "IPv4-compatible"
+	}
+	switch {
+	case a.Is6() && a.IsLinkLocalUnicast() && a.Zone() == "":
+		return "link-local without a zone"
+	case a.IsMulticast():
+		return "multicast"
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "broadcast"
+	}
+	return ""
+}
+
 // inCompatible reports whether a is in ::/96, the block of the
 // IPv4-compatible IPv6 addresses (RFC 4291 §2.5.5.1, deprecated), ::1 and
 // :: among them.

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -342,6 +343,28 @@ func New(entry string, opt Options) (Source, error) {
 		return NewURL(entry, opt)
 	}
 	return nil, fmt.Errorf("%s: not a remote source (https://, http:// or axfr://)", blocklist.RedactURL(entry))
+}
+
+// hostProblem says why host, the host of a remote entry, is no address a
+// fetch or transfer can reach (blocklist.Unusable), with the entry meant
+// when there is one, or nil: a name, or an address that may answer.
+func hostProblem(entry, host string) error {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil
+	}
+	switch kind := blocklist.Unusable(a); kind {
+	case "":
+		return nil
+	case "IPv4-compatible":
+		v4, _ := blocklist.IPv4Compatible(a)
+		return fmt.Errorf("the host %s is an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291), which no host has; write %s",
+			host, strings.Replace(entry, "["+host+"]", v4.String(), 1))
+	case "link-local without a zone":
+		return fmt.Errorf("the host %s is a link-local address, which a connection reaches only through the interface named after it, as in [%s%%25eth0]", host, host)
+	default:
+		return fmt.Errorf("the host %s is a %s address, which no server answers from", host, kind)
+	}
 }
 
 // ClientName is entry as an answer to a client names it (the EDE text of a

@@ -114,6 +114,9 @@ func NewURL(entry string, opt Options) (*URL, error) {
 	if u.User != nil {
 		return nil, fmt.Errorf("%s: credentials in a list URL would be logged; not supported", shown)
 	}
+	if err := hostProblem(entry, u.Hostname()); err != nil {
+		return nil, fmt.Errorf("%s: %w", shown, err)
+	}
 	if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
 		return nil, fmt.Errorf("%s: http:// is only for loopback hosts; use https://", shown)
 	}

@@ -1208,6 +1208,14 @@ func TestNewURLErrors(t *testing.T) {
 		{"https://lists.example.gov:0/l.txt", "bad port"},
 		{"https://lists.example.gov:70000/l.txt", "bad port"},
 		{"http://127.0.0.1:65536/l.txt", "bad port"},
+		// Nor to hosts no fetch can reach (blocklist.Unusable): every
+		// fetch would fail, and the list never load.
+		{"https://[::a00:1]/l.txt", "the host ::a00:1 is an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291), which no host has; write https://10.0.0.1/l.txt"},
+		{"https://[::10.0.0.1]:8443/l.txt", "; write https://10.0.0.1:8443/l.txt"},
+		{"https://[fe80::1]/l.txt", "the host fe80::1 is a link-local address, which a connection reaches only through the interface named after it, as in [fe80::1%25eth0]"},
+		{"https://224.0.0.1/l.txt", "the host 224.0.0.1 is a multicast address, which no server answers from"},
+		{"https://[ff05::1]/l.txt", "is a multicast address"},
+		{"https://255.255.255.255/l.txt", "the host 255.255.255.255 is a broadcast address"},
 	} {
 		t.Run(tc.entry, func(t *testing.T) {
 			_, err := New(tc.entry, Options{})
@@ -1215,7 +1223,7 @@ func TestNewURLErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
-	for _, ok := range []string{"http://127.0.0.1:8080/l.txt", "http://[::1]/l.txt", "http://localhost/l.txt",
+	for _, ok := range []string{"http://127.0.0.1:8080/l.txt", "http://[::1]/l.txt", "http://localhost/l.txt", "https://[fe80::1%25eth0]/l.txt", "https://169.254.1.1/l.txt",
 		"https://lists.example.gov:1/l.txt", "https://lists.example.gov:65535/l.txt", "https://lists.example.gov:/l.txt",
 		"HTTPS://lists.example.gov/l.txt#sha256=" + strings.Repeat("ab", 32)} {
 		_, err := New(ok, Options{})

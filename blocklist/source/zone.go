@@ -111,6 +111,9 @@ func NewZone(entry string, opt Options) (*Zone, error) {
 	} else if !validPort(port) {
 		return nil, fmt.Errorf("%s: bad port %q (1 to 65535)", shown, port)
 	}
+	if err := hostProblem(entry, host); err != nil {
+		return nil, fmt.Errorf("%s: %w", shown, err)
+	}
 	zone := strings.TrimPrefix(u.Path, "/")
 	if zone == "" || strings.Contains(zone, "/") {
 		return nil, fmt.Errorf("%s: want one zone name after the host, axfr://HOST[:PORT]/ZONE", shown)

@@ -587,6 +587,11 @@ func TestNewZoneErrors(t *testing.T) {
 		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Name: "k.", Algorithm: "hmac-md5", Secret: "YWJj"}, want: "algorithm"},
 		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Name: "k.", Algorithm: "hmac-sha256", Secret: "not base64!"}, want: "secret"},
 		{entry: "axfr://127.0.0.1/rpz.test", tsig: &TSIG{Algorithm: "hmac-sha256", Secret: "YWJj"}, want: "tsig: name: empty"},
+		// Primaries no transfer can reach (blocklist.Unusable).
+		{entry: "axfr://[::a00:1]/rpz.test", want: "the host ::a00:1 is an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291), which no host has; write axfr://10.0.0.1/rpz.test"},
+		{entry: "axfr://[fe80::1]:5300/rpz.test", want: "is a link-local address"},
+		{entry: "axfr://239.1.1.1/rpz.test", want: "is a multicast address"},
+		{entry: "axfr://255.255.255.255/rpz.test", want: "is a broadcast address"},
 	} {
 		t.Run(tc.entry, func(t *testing.T) {
 			_, err := New(tc.entry, Options{TSIG: tc.tsig})
@@ -595,8 +600,11 @@ func TestNewZoneErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.entry)
 		})
 	}
+	// A link-local primary with its interface is reached.
+	_, err := NewZone("axfr://[fe80::1%25eth0]/rpz.test", Options{})
+	require.NoError(t, err)
 	// 255 octets, the most there is, are a name.
-	_, err := NewZone("axfr://127.0.0.1/"+long[1:], Options{TSIG: &TSIG{Name: long[1:], Algorithm: "hmac-sha256", Secret: "YWJj"}})
+	_, err = NewZone("axfr://127.0.0.1/"+long[1:], Options{TSIG: &TSIG{Name: long[1:], Algorithm: "hmac-sha256", Secret: "YWJj"}})
 	require.NoError(t, err)
 	z, err := NewZone("AXFR://[::1]/RPZ.Test.", Options{TSIG: &TSIG{Name: "Xfr-Key", Algorithm: "HMAC-SHA256.", Secret: "YWJj"}})
 	require.NoError(t, err)

@@ -347,22 +347,21 @@ func parsePlain(s string) (Address, error) {
 }
 
 // unreachable says why ip, an upstream's address without a zone, is
-// none a query can be exchanged with, or nil: an IPv6 link-local address,
-// which a socket reaches only through the interface a zone names (connect
-// fails with EINVAL without one, and zones are not supported); a
+// none a query can be exchanged with (blocklist.Unusable, whose
+// IPv4-compatible addresses ParseAddress refuses before, with the one
+// meant), or nil: an IPv6 link-local address, which a socket reaches only
+// through the interface a zone names (and zones are not supported); a
 // multicast address, which no answer comes from (a resolver answers from
-// its own unicast address, which no try takes as the answer, and TCP
-// cannot connect to a group); the limited broadcast address, which the
-// kernel sends no datagram to from a socket without SO_BROADCAST.
+// its own unicast address, which no try takes as the answer); the
+// limited broadcast address, which the kernel sends no datagram to.
 func unreachable(ip netip.Addr) error {
-	ip = ip.Unmap()
-	switch {
-	case ip.Is6() && ip.IsLinkLocalUnicast():
-		return &UnreachableError{"link-local without a zone", "is a link-local address, which a query reaches only through the interface a zone (%eth0) names, and an IPv6 zone is not supported; give a global or unique local (fd00::/8) address of the resolver"}
-	case ip.IsMulticast():
-		return &UnreachableError{"multicast", "is a multicast address, which no answer comes from (a resolver answers from an address of its own); give the resolver's unicast address"}
-	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		return &UnreachableError{"broadcast", "is the broadcast address, which no query is sent to; give the resolver's address"}
+	switch kind := blocklist.Unusable(ip); kind {
+	case "link-local without a zone": // a zone is refused before
+		return &UnreachableError{kind, "is a link-local address, which a query reaches only through the interface a zone (%eth0) names, and an IPv6 zone is not supported; give a global or unique local (fd00::/8) address of the resolver"}
+	case "multicast":
+		return &UnreachableError{kind, "is a multicast address, which no answer comes from (a resolver answers from an address of its own); give the resolver's unicast address"}
+	case "broadcast":
+		return &UnreachableError{kind, "is the broadcast address, which no query is sent to; give the resolver's address"}
 	}
 	return nil
 }
