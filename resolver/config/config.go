@@ -1975,6 +1975,71 @@ func (c *Config) checkLoop(errs *configErrors, at []any, shown string, a upstrea
 			addrs = written
 		}
 		errs.add(at, "%s is dnsfence itself (%s[%d] %s): every query forwarded there would come back, a forwarding loop; give the resolvers dnsfence forwards to", shown, key, j, addrs[j])
+		return
+	}
+	c.checkOwnListener(errs, at, shown, a.Kind, ap)
+}
+
+// transportName names what an upstream of kind k speaks.
+var transportName = map[upstream.Kind]string{
+	upstream.KindPlain: "plain DNS", upstream.KindTLS: "DNS over TLS",
+	upstream.KindHTTPS: "DNS over HTTPS", upstream.KindQUIC: "DNS over QUIC",
+}
+
+// checkOwnListener reports an upstream of kind k at ap that is one of
+// dnsfence's own listeners of another protocol on the socket the upstream
+// is asked on (UDP first for plain DNS, UDP for DNS over QUIC, TCP for
+// DNS over TLS and HTTPS): a plain upstream at listen_quic, a tls:// one
+// at listen, listen_https or the http endpoint, and so on. dnsfence holds
+// that socket, so every try meets a listener that speaks another
+// protocol, and fails (a timeout, or "no application protocol": DoT's
+// ALPN is dot, DoH's h2 and http/1.1). Addresses are matched as
+// checkLoop matches them (loopIndex).
+func (c *Config) checkOwnListener(errs *configErrors, at []any, shown string, k upstream.Kind, ap netip.AddrPort) {
+	type listeners struct {
+		key, speaks string
+		addrs       []string // "" where the key's entry is of another kind
+	}
+	dohTLS := make([]string, len(c.ListenHTTPS))
+	dohPlain := make([]string, len(c.ListenHTTPS))
+	for i, l := range c.ListenHTTPS {
+		if hp, plain, err := listen.ParseDoHListen(l); err == nil && plain {
+			dohPlain[i] = hp
+		} else if err == nil {
+			dohTLS[i] = hp
+		}
+	}
+	var endpoint []string
+	if h := c.HTTPAddr(); h != "" {
+		if host, port, ok := strings.Cut(h, ":"); ok && host == "" && isDigits(port) {
+			h = "[::]:" + port // every address
+		}
+		endpoint = []string{h}
+	}
+	plain := listeners{"listen", "plain DNS", c.Listen}
+	http := listeners{"http", "HTTP (the metrics and health endpoint)", endpoint}
+	var others []listeners
+	switch k {
+	case upstream.KindPlain:
+		others = []listeners{{"listen_quic", "DNS over QUIC", c.ListenQUIC}}
+	case upstream.KindQUIC:
+		others = []listeners{plain}
+	case upstream.KindTLS:
+		others = []listeners{plain, {"listen_https", "DNS over HTTPS", dohTLS}, {"listen_https", "plain HTTP (behind a TLS-terminating proxy)", dohPlain}, http}
+	case upstream.KindHTTPS:
+		others = []listeners{plain, {"listen_tls", "DNS over TLS", c.ListenTLS}, {"listen_https", "plain HTTP (behind a TLS-terminating proxy)", dohPlain}, http}
+	}
+	for _, o := range others {
+		if j := loopIndex(o.addrs, ap); j >= 0 {
+			name := fmt.Sprintf("%s[%d] %s", o.key, j, o.addrs[j])
+			if o.key == "http" {
+				name = "http " + c.HTTPAddr()
+			} else if o.key == "listen_https" {
+				name = fmt.Sprintf("%s[%d] %s", o.key, j, c.ListenHTTPS[j])
+			}
+			errs.add(at, "%s is dnsfence's own listener (%s), which speaks %s, not %s: every query forwarded there would fail; give the resolvers dnsfence forwards to", shown, name, o.speaks, transportName[k])
+			return
+		}
 	}
 }
 
