@@ -128,10 +128,16 @@ func (c *Config) checkSharedPorts(errs *configErrors) {
 		if err != nil || ap.Port() == 0 {
 			return // reported above, or a free port each
 		}
-		// The zone stays: one link-local address on two interfaces
+		// The zone stays on a link-local address: one on two interfaces
 		// ([fe80::1%eth0]:53, [fe80::1%eth1]:53) is two sockets, each
-		// bound to its interface, that bind lets share a port.
-		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		// bound to its interface, that bind lets share a port. Of any
+		// other address (::1) the kernel reads no zone: [::1%lo]:53 is
+		// the socket of [::1]:53, which bind refuses a second time.
+		a := ap.Addr().Unmap()
+		if !a.IsLinkLocalUnicast() && !a.IsLinkLocalMulticast() {
+			a = a.WithZone("")
+		}
+		ap = netip.AddrPortFrom(a, ap.Port())
 		at := []any{key, i}
 		if i < 0 {
 			at = []any{key}
