@@ -29,7 +29,7 @@ func TestExplainJSONNamesTheRemoteCopy(t *testing.T) {
 	const axfr = "axfr://127.0.0.1:53/rpz.test"
 	dir := testnet.WriteTree(t, map[string]string{"local.txt": "example.com\n"})
 	cfg, err := config.Parse(filepath.Join(dir, "dnsfence.yaml"), []byte(fmt.Sprintf(`
-listen: ["127.0.0.1:53"]
+listen: ["127.0.0.1:5353"]
 upstreams: ["127.0.0.1:5300"]
 allowed_clients: ["10.0.0.0/8"]
 explain_clients: ["10.0.0.0/8"]

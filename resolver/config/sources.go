@@ -1,15 +1,21 @@
 package config
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"io/fs"
+	"net/netip"
+	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/blocklist/source"
+	"github.com/dnsfence/dnsfence/resolver/listen"
 )
 
 // Defaults of the `sources` section (DESIGN.md §9).
@@ -160,6 +166,63 @@ func (c *Config) validateRemote(errs *configErrors, path []any, entry string) {
 		shown := blocklist.RedactURL(entry)
 		msg := strings.TrimPrefix(err.Error(), shown+": ")
 		errs.add(path, "%q: %s", shown, msg)
+		return
+	}
+	c.checkSelfSource(errs, path, entry)
+}
+
+// checkSelfSource reports a remote entry, valid, whose host and port are
+// one of dnsfence's own TCP listeners (loopIndex, as checkLoop matches
+// an upstream): listen, listen_tls, listen_https or the http endpoint. A
+// zone transfer runs over TCP, and dnsfence serves none (it answers
+// AXFR and IXFR REFUSED, and is authoritative for no zone), nor does
+// any of its listeners serve a list: every transfer or fetch would fail,
+// and the list never load.
+func (c *Config) checkSelfSource(errs *configErrors, path []any, entry string) {
+	u, err := url.Parse(entry)
+	if err != nil {
+		return
+	}
+	ip, err := netip.ParseAddr(u.Hostname())
+	if err != nil {
+		return // a name
+	}
+	scheme := strings.ToLower(u.Scheme)
+	port, err := strconv.ParseUint(cmp.Or(u.Port(), map[string]string{"axfr": "53", "http": "80", "https": "443"}[scheme]), 10, 16)
+	if err != nil {
+		return
+	}
+	ap := netip.AddrPortFrom(ip.Unmap(), uint16(port))
+	serves, want := "no list", "the list's server"
+	if scheme == "axfr" {
+		serves, want = "no zone transfer", "the zone's primary"
+	}
+	doh := make([]string, len(c.ListenHTTPS))
+	for i, l := range c.ListenHTTPS {
+		if hp, _, err := listen.ParseDoHListen(l); err == nil {
+			doh[i] = hp
+		}
+	}
+	var endpoint []string
+	if h := c.HTTPAddr(); h != "" {
+		if host, p, ok := strings.Cut(h, ":"); ok && host == "" && isDigits(p) {
+			h = "[::]:" + p // every address
+		}
+		endpoint = []string{h}
+	}
+	for _, o := range []struct {
+		key            string
+		addrs, written []string
+	}{{"listen", c.Listen, c.Listen}, {"listen_tls", c.ListenTLS, c.ListenTLS}, {"listen_https", doh, c.ListenHTTPS}, {"http", endpoint, []string{c.HTTPAddr()}}} {
+		if j := loopIndex(o.addrs, ap); j >= 0 {
+			name := fmt.Sprintf("%s[%d] %s", o.key, j, o.written[j])
+			if o.key == "http" {
+				name = "http " + o.written[j]
+			}
+			errs.add(path, "%q: %s is dnsfence's own listener (%s), which serves %s: every %s would fail; give %s", blocklist.RedactURL(entry), ap, name, serves,
+				map[bool]string{true: "transfer", false: "fetch"}[scheme == "axfr"], want)
+			return
+		}
 	}
 }
 
