@@ -197,29 +197,44 @@ func IPv4Compatible(a netip.Addr) (netip.Addr, bool) {
 	return netip.AddrFrom4([4]byte(v4[12:])), true
 }
 
-// Unusable names the kind of address a is when no exchange with a server
-// there can succeed, "" when a is none of them: "IPv4-compatible"
-// (IPv4Compatible: no host has one), "link-local without a zone" (an
-// IPv6 fe80::/10 address is on every link, and a socket reaches it only
-// through the interface its zone names: connect fails with EINVAL
-// without one), "multicast" (a group sends no answer: a server answers
-// from its own unicast address, and TCP cannot connect to a group) and
-// "broadcast" (255.255.255.255: the kernel sends nothing there from a
-// socket without SO_BROADCAST, and TCP cannot connect to it). An
-// upstream's, a list URL's or a zone primary's address of these fails
-// every exchange.
+// Kinds of address that no exchange with a server can succeed at
+// (Unusable), in a few words each.
+const (
+	// UnusableCompatible is an IPv4-compatible address
+	// (IPv4Compatible): no host has one.
+	UnusableCompatible = "IPv4-compatible"
+	// UnusableLinkLocal is an IPv6 link-local address (fe80::/10)
+	// without a zone: it is on every link, and a socket reaches it only
+	// through the interface its zone names (connect fails with EINVAL
+	// without one).
+	UnusableLinkLocal = "link-local without a zone"
+	// UnusableMulticast is a multicast address: a group sends no answer
+	// (a server answers from its own unicast address), and TCP cannot
+	// connect to a group.
+	UnusableMulticast = "multicast"
+	// UnusableBroadcast is 255.255.255.255: the kernel sends nothing
+	// there from a socket without SO_BROADCAST, and TCP cannot connect
+	// to it.
+	UnusableBroadcast = "broadcast"
+)
+
+// Unusable is the kind of address a is (UnusableCompatible,
+// UnusableLinkLocal, UnusableMulticast, UnusableBroadcast) when no
+// exchange with a server there can succeed, or "" when a is none of
+// them. An upstream's, a list URL's or a zone primary's address of these
+// fails every exchange.
 func Unusable(a netip.Addr) string {
 	a = a.Unmap()
 	if _, ok := IPv4Compatible(a); ok {
-		return "IPv4-compatible"
+		return UnusableCompatible
 	}
 	switch {
 	case a.Is6() && a.IsLinkLocalUnicast() && a.Zone() == "":
-		return "link-local without a zone"
+		return UnusableLinkLocal
 	case a.IsMulticast():
-		return "multicast"
+		return UnusableMulticast
 	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		return "broadcast"
+		return UnusableBroadcast
 	}
 	return ""
 }

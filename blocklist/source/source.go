@@ -356,11 +356,11 @@ func hostProblem(entry, host string) error {
 	switch kind := blocklist.Unusable(a); kind {
 	case "":
 		return nil
-	case "IPv4-compatible":
+	case blocklist.UnusableCompatible:
 		v4, _ := blocklist.IPv4Compatible(a)
 		return fmt.Errorf("the host %s is an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291), which no host has; write %s",
 			host, strings.Replace(entry, "["+host+"]", v4.String(), 1))
-	case "link-local without a zone":
+	case blocklist.UnusableLinkLocal:
 		return fmt.Errorf("the host %s is a link-local address, which a connection reaches only through the interface named after it, as in [%s%%25eth0]", host, host)
 	default:
 		return fmt.Errorf("the host %s is a %s address, which no server answers from", host, kind)

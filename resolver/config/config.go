@@ -1980,6 +1980,37 @@ func (c *Config) checkLoop(errs *configErrors, at []any, shown string, a upstrea
 	c.checkOwnListener(errs, at, shown, a.Kind, ap)
 }
 
+// dohListeners is the host:port of each listen_https entry, in
+// tlsAddrs for a DNS over HTTPS listener and in plainAddrs for an
+// http:// one (a TLS-terminating proxy's backend), "" in the other and
+// for an entry that is not read (reported at its key).
+func (c *Config) dohListeners() (tlsAddrs, plainAddrs []string) {
+	tlsAddrs = make([]string, len(c.ListenHTTPS))
+	plainAddrs = make([]string, len(c.ListenHTTPS))
+	for i, l := range c.ListenHTTPS {
+		if hp, plain, err := listen.ParseDoHListen(l); err == nil && plain {
+			plainAddrs[i] = hp
+		} else if err == nil {
+			tlsAddrs[i] = hp
+		}
+	}
+	return tlsAddrs, plainAddrs
+}
+
+// httpListener is the http endpoint's address as loopIndex matches a
+// listener's, "[::]:PORT" for ":PORT" (every address), or nil when the
+// endpoint is off.
+func (c *Config) httpListener() []string {
+	h := c.HTTPAddr()
+	if h == "" {
+		return nil
+	}
+	if host, port, ok := strings.Cut(h, ":"); ok && host == "" && isDigits(port) {
+		h = "[::]:" + port
+	}
+	return []string{h}
+}
+
 // transportName names what an upstream of kind k speaks.
 var transportName = map[upstream.Kind]string{
 	upstream.KindPlain: "plain DNS", upstream.KindTLS: "DNS over TLS",
@@ -2000,24 +2031,9 @@ func (c *Config) checkOwnListener(errs *configErrors, at []any, shown string, k 
 		key, speaks string
 		addrs       []string // "" where the key's entry is of another kind
 	}
-	dohTLS := make([]string, len(c.ListenHTTPS))
-	dohPlain := make([]string, len(c.ListenHTTPS))
-	for i, l := range c.ListenHTTPS {
-		if hp, plain, err := listen.ParseDoHListen(l); err == nil && plain {
-			dohPlain[i] = hp
-		} else if err == nil {
-			dohTLS[i] = hp
-		}
-	}
-	var endpoint []string
-	if h := c.HTTPAddr(); h != "" {
-		if host, port, ok := strings.Cut(h, ":"); ok && host == "" && isDigits(port) {
-			h = "[::]:" + port // every address
-		}
-		endpoint = []string{h}
-	}
+	dohTLS, dohPlain := c.dohListeners()
 	plain := listeners{"listen", "plain DNS", c.Listen}
-	http := listeners{"http", "HTTP (the metrics and health endpoint)", endpoint}
+	http := listeners{"http", "HTTP (the metrics and health endpoint)", c.httpListener()}
 	var others []listeners
 	switch k {
 	case upstream.KindPlain:

@@ -15,7 +15,6 @@ import (
 
 	"github.com/dnsfence/dnsfence/blocklist"
 	"github.com/dnsfence/dnsfence/blocklist/source"
-	"github.com/dnsfence/dnsfence/resolver/listen"
 )
 
 // Defaults of the `sources` section (DESIGN.md §9).
@@ -193,34 +192,25 @@ func (c *Config) checkSelfSource(errs *configErrors, path []any, entry string) {
 		return
 	}
 	ap := netip.AddrPortFrom(ip.Unmap(), uint16(port))
-	serves, want := "no list", "the list's server"
+	serves, try, want := "no list", "fetch", "the list's server"
 	if scheme == "axfr" {
-		serves, want = "no zone transfer", "the zone's primary"
+		serves, try, want = "no zone transfer", "transfer", "the zone's primary"
 	}
-	doh := make([]string, len(c.ListenHTTPS))
-	for i, l := range c.ListenHTTPS {
-		if hp, _, err := listen.ParseDoHListen(l); err == nil {
-			doh[i] = hp
-		}
-	}
-	var endpoint []string
-	if h := c.HTTPAddr(); h != "" {
-		if host, p, ok := strings.Cut(h, ":"); ok && host == "" && isDigits(p) {
-			h = "[::]:" + p // every address
-		}
-		endpoint = []string{h}
+	dohTLS, dohPlain := c.dohListeners()
+	doh := make([]string, len(dohTLS))
+	for i := range doh {
+		doh[i] = cmp.Or(dohTLS[i], dohPlain[i])
 	}
 	for _, o := range []struct {
 		key            string
 		addrs, written []string
-	}{{"listen", c.Listen, c.Listen}, {"listen_tls", c.ListenTLS, c.ListenTLS}, {"listen_https", doh, c.ListenHTTPS}, {"http", endpoint, []string{c.HTTPAddr()}}} {
+	}{{"listen", c.Listen, c.Listen}, {"listen_tls", c.ListenTLS, c.ListenTLS}, {"listen_https", doh, c.ListenHTTPS}, {"http", c.httpListener(), []string{c.HTTPAddr()}}} {
 		if j := loopIndex(o.addrs, ap); j >= 0 {
 			name := fmt.Sprintf("%s[%d] %s", o.key, j, o.written[j])
 			if o.key == "http" {
 				name = "http " + o.written[j]
 			}
-			errs.add(path, "%q: %s is dnsfence's own listener (%s), which serves %s: every %s would fail; give %s", blocklist.RedactURL(entry), ap, name, serves,
-				map[bool]string{true: "transfer", false: "fetch"}[scheme == "axfr"], want)
+			errs.add(path, "%q: %s is dnsfence's own listener (%s), which serves %s: every %s would fail; give %s", blocklist.RedactURL(entry), ap, name, serves, try, want)
 			return
 		}
 	}

@@ -356,11 +356,11 @@ func parsePlain(s string) (Address, error) {
 // limited broadcast address, which the kernel sends no datagram to.
 func unreachable(ip netip.Addr) error {
 	switch kind := blocklist.Unusable(ip); kind {
-	case "link-local without a zone": // a zone is refused before
+	case blocklist.UnusableLinkLocal: // a zone is refused before
 		return &UnreachableError{kind, "is a link-local address, which a query reaches only through the interface a zone (%eth0) names, and an IPv6 zone is not supported; give a global or unique local (fd00::/8) address of the resolver"}
-	case "multicast":
+	case blocklist.UnusableMulticast:
 		return &UnreachableError{kind, "is a multicast address, which no answer comes from (a resolver answers from an address of its own); give the resolver's unicast address"}
-	case "broadcast":
+	case blocklist.UnusableBroadcast:
 		return &UnreachableError{kind, "is the broadcast address, which no query is sent to; give the resolver's address"}
 	}
 	return nil
