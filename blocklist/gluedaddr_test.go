@@ -42,6 +42,11 @@ func TestAddressGluedToANameIsReported(t *testing.T) {
 	}{
 		{"0.0.0.0tik..tok.com", `l.txt:1: an address glued to a name (a hosts line without white space after its address), and "tik..tok.com": empty label: "0.0.0.0tik..tok.com"`, ErrEmptyLabel},
 		{"0.0.0.0localhost", `l.txt:1: an address glued to a name (a hosts line without white space after its address), and "localhost": a single label would block a whole top-level domain: "0.0.0.0localhost"`, ErrSingleLabel},
+		// The line meant is a hosts file's standard entry, which a list
+		// skips: "write "127.0.0.1 localhost.localdomain"" offered a line
+		// that blocks nothing.
+		{"127.0.0.1localhost.localdomain", `l.txt:1: an address glued to a name (a hosts line without white space after its address, its name localhost.localdomain a standard entry of a hosts file, which a list skips): "127.0.0.1localhost.localdomain"`, ErrGluedAddress},
+		{"0.0.0.0Localhost4.Localdomain4", `l.txt:1: an address glued to a name (a hosts line without white space after its address, its name Localhost4.Localdomain4 a standard entry of a hosts file, which a list skips): "0.0.0.0Localhost4.Localdomain4"`, ErrGluedAddress},
 	} {
 		_, err := Parse("l.txt", []byte(tc.line+"\n"))
 		require.Error(t, err, tc.line)

@@ -305,6 +305,12 @@ func entryName(s string, dst []byte) ([]byte, error) {
 		if _, err := entryName(name, nil); err != nil {
 			return nil, fmt.Errorf("%w (a hosts line without white space after its address), and %q: %w", ErrGluedAddress, name, err)
 		}
+		if hostsNames[strings.ToLower(name)] {
+			// `127.0.0.1localhost.localdomain`: the line meant is a
+			// hosts file's standard entry, which a list skips; offered,
+			// it would block nothing.
+			return nil, fmt.Errorf("%w (a hosts line without white space after its address, its name %s a standard entry of a hosts file, which a list skips)", ErrGluedAddress, name)
+		}
 		return nil, fmt.Errorf(`%w (a hosts line without white space after its address; write "%s %s")`, ErrGluedAddress, addr, name)
 	}
 	n, err := normalizeEntry(s, dst)
