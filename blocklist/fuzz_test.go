@@ -75,6 +75,9 @@ func FuzzParse(f *testing.F) {
 	seedWindows(f, "0.0.0.0 tiktok.com", "*.tiktokv.com", ".tiktokcdn.com", "||capcut.com^", "# c", "bad..x")
 	seedWindows(f, "0.0.0.0tik..tok.com", "0.0.0.0a", "https://localhost/", "https://tik..tok.com/", "0.0.0.0tiktok.com")
 	seedWindows(f, "tiktok.com:443", "user@tiktok.com", "*.tiktok.com/@x?y#z", "0.0.0.0 tik.tok:", "||b\u00fccher.example:8080^")
+	for _, tc := range lineMeantCases {
+		f.Add([]byte(tc.line + "\n"))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l, err := Parse("fuzz.txt", data)
 		if l.Warnings() != err {
@@ -150,16 +153,55 @@ func TestOfferedFindsEachOffer(t *testing.T) {
 }
 
 // checkOffersTaken: the line a bad line's message offers (`write
-// "0.0.0.0 tiktok.com"`) is one a list takes, not a bad line again.
+// "0.0.0.0 tiktok.com"`) is one a list takes, not a bad line again; it is
+// a LineMeantError's, and blocks what that error says (checkMeant).
 func checkOffersTaken(t *testing.T, err error) {
 	t.Helper()
 	for _, pe := range parseErrors(err) {
+		e, typed := errors.AsType[*LineMeantError](pe.Err)
+		if typed {
+			checkMeant(t, pe, e)
+		}
 		for _, re := range offered {
 			if m := re.FindStringSubmatch(pe.Err.Error()); m != nil {
 				if _, err := Parse("offer.txt", []byte(m[1]+"\n")); err != nil {
 					t.Fatalf("%v offers %q, which is refused: %v", pe, m[1], err)
 				}
+				if !typed {
+					t.Fatalf("%v offers %q, and is no LineMeantError", pe, m[1])
+				}
 			}
+		}
+	}
+}
+
+// checkMeant: e, the error of the bad line pe, offers its Meant in its
+// message, and Meant, read as a line of a list (or, for an address, as a
+// record of a policy zone), is taken and blocks what e says: Name and the
+// names below it, or the answers that hold Prefix's address.
+func checkMeant(t *testing.T, pe *ParseError, e *LineMeantError) {
+	t.Helper()
+	if !strings.Contains(e.Error(), e.Meant) {
+		t.Fatalf("%v: the line meant, %q, is not in the message", pe, e.Meant)
+	}
+	if e.Prefix.IsValid() {
+		l, err := Parse("meant.rpz", []byte(e.Meant+"\n"))
+		if err != nil {
+			t.Fatalf("%v: the record meant, %q, is refused: %v", pe, e.Meant, err)
+		}
+		m, tr, ok := l.MatchIP(e.Prefix.Addr())
+		if mp, _ := m.Prefix(); !ok || mp != e.Prefix || tr.Action != ActionNXDOMAIN {
+			t.Fatalf("%v: the record meant, %q, blocks %v with %v (%v), not %v", pe, e.Meant, mp, tr, ok, e.Prefix)
+		}
+		return
+	}
+	l, err := Parse("meant.txt", []byte(e.Meant+"\n"))
+	if err != nil || l.Len() != 1 {
+		t.Fatalf("%v: the line meant, %q, is refused or no single entry (%d): %v", pe, e.Meant, l.Len(), err)
+	}
+	for _, q := range []string{e.Name, "x." + e.Name} {
+		if m, ok := l.Match(q); !ok || m.Folded() != e.Name {
+			t.Fatalf("%v: the line meant, %q, blocks %q as %q (%v), not as %q", pe, e.Meant, q, m.Name, ok, e.Name)
 		}
 	}
 }
@@ -252,7 +294,8 @@ func FuzzParseRPZ(f *testing.F) {
 		"32.1.2.0.192.rpz-ip CNAME rpz-drop.", "128.1.zz.db8.2001.rpz-ip CNAME rpz-passthru.", "x A 192.0.2.1", "bad CNAME . junk")
 	for _, s := range []string{"a CNAME (\n.)\n", "\"q\n;(\nb CNAME .\n", "$GENERATE 1-3 h$ CNAME .\n", "$INCLUDE x\nb CNAME .\n",
 		"a CNAME\nb CNAME .\n", "  CNAME .\n", "@ CNAME .\n", "$ORIGIN .\n* CNAME .\n",
-		"corp\\2.example CNAME .\nx\\256 CNAME .\ny CNAME rpz-\\10\n", "a\\\\2 ( CNAME\n \\2. )\n"} {
+		"corp\\2.example CNAME .\nx\\256 CNAME .\ny CNAME rpz-\\10\n", "a\\\\2 ( CNAME\n \\2. )\n",
+		"*.tiktok.com:443 CNAME .\ntiktok.com/x CNAME rpz-passthru.\nuser@TikTok.com. CNAME .\n"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -322,7 +365,44 @@ func FuzzParseRPZ(f *testing.F) {
 			t.Fatalf("All yields %d entries, Len is %d", n, l.Len())
 		}
 		checkSecondSOA(t, data, err)
+		checkOwnersMeant(t, err)
 	})
+}
+
+// checkOwnersMeant: the owner name a skipped record's report offers
+// (`write the name alone: *.tiktok.com`, a LineMeantError), written as a
+// record's owner, is taken as the trigger it says: Name itself, or for
+// `*.`, the names below it.
+func checkOwnersMeant(t *testing.T, err error) {
+	t.Helper()
+	for _, pe := range parseErrors(err) {
+		e, ok := errors.AsType[*LineMeantError](pe.Err)
+		if !ok {
+			if strings.Contains(pe.Err.Error(), "write the name alone") {
+				t.Fatalf("%v offers an owner, and is no LineMeantError", pe)
+			}
+			continue
+		}
+		if !strings.Contains(e.Error(), e.Meant) {
+			t.Fatalf("%v: the owner meant, %q, is not in the message", pe, e.Meant)
+		}
+		l, err := Parse("meant.rpz", []byte(e.Meant+" CNAME .\n"))
+		if err != nil || l.Len() != 1 {
+			t.Fatalf("%v: the owner meant, %q, is refused or no single trigger (%d): %v", pe, e.Meant, l.Len(), err)
+		}
+		// The owner meant is a wildcard when the owner written is one.
+		wild := strings.HasPrefix(e.Meant, "*.")
+		if wild != strings.HasPrefix(pe.Owner, "*.") {
+			t.Fatalf("%v: the owner meant, %q, is a wildcard or not as the owner written is not", pe, e.Meant)
+		}
+		q := e.Name
+		if wild {
+			q = "x." + q
+		}
+		if m, tr, ok := l.MatchTrigger(q); !ok || m.Folded() != e.Name || tr.Wildcard != wild {
+			t.Fatalf("%v: the owner meant, %q, triggers for %q as %q %+v (%v)", pe, e.Meant, q, m.Name, tr, ok)
+		}
+	}
 }
 
 // FuzzParseRanges checks that no input crashes the range parser, that

@@ -96,6 +96,33 @@ var (
 	ErrBracketLine = errors.New("a line in brackets is neither an entry nor a list header ([Adblock …], [AdGuard …], [uBlock …])")
 )
 
+// LineMeantError is a bad line for which one line can be meant, and its
+// message offers it, as RangeMeantError does for a client range: Err says
+// what is wrong (errors.Is finds ErrGluedAddress, ErrHostPart, ErrURL,
+// ErrGluedComment, ErrDirective, ErrException, ErrBracketLine or
+// ErrAddrOnly), Meant is the line to write, one a list of its kind takes
+// (a policy zone's record for ErrAddrOnly, an owner name for a policy
+// zone's ErrHostPart), and Name or Prefix what that line blocks. Its
+// message is the one the line always had.
+type LineMeantError struct {
+	Err   error
+	Meant string
+	// Name is the name, in stored form, that Meant blocks with the names
+	// below it (below it alone for an owner `*.name`); "" for ErrAddrOnly.
+	Name string
+	// Prefix is, for ErrAddrOnly, the address whose answers Meant, a
+	// response-IP trigger, blocks.
+	Prefix netip.Prefix
+	// Allow marks Meant as a line of a list under a policy's allow (an
+	// exception rule's), where it lets Name through.
+	Allow bool
+	msg   string
+}
+
+func (e *LineMeantError) Error() string { return e.msg }
+
+func (e *LineMeantError) Unwrap() error { return e.Err }
+
 // hostsNames are the standard entries of a hosts file; a hosts-format list
 // copied from /etc/hosts carries them and they are skipped silently: those
 // of StevenBlack's hosts and Debian's, and Red Hat's (Fedora, RHEL, Amazon
@@ -302,7 +329,8 @@ func (p *textParser) bad(line int, text, first, rest, token string, err error) {
 func entryName(s string, dst []byte) ([]byte, error) {
 	if addr, name, ok := gluedAddress(s); ok {
 		// The line meant is offered only when it is one a list takes.
-		if _, err := entryName(name, nil); err != nil {
+		n, err := entryName(name, nil)
+		if err != nil {
 			return nil, fmt.Errorf("%w (a hosts line without white space after its address), and %q: %w", ErrGluedAddress, name, err)
 		}
 		if hostsNames[strings.ToLower(name)] {
@@ -311,7 +339,8 @@ func entryName(s string, dst []byte) ([]byte, error) {
 			// it would block nothing.
 			return nil, fmt.Errorf("%w (a hosts line without white space after its address, its name %s a standard entry of a hosts file, which a list skips)", ErrGluedAddress, name)
 		}
-		return nil, fmt.Errorf(`%w (a hosts line without white space after its address; write "%s %s")`, ErrGluedAddress, addr, name)
+		return nil, &LineMeantError{Err: ErrGluedAddress, Meant: addr + " " + name, Name: string(n),
+			msg: fmt.Sprintf(`%v (a hosts line without white space after its address; write "%s %s")`, ErrGluedAddress, addr, name)}
 	}
 	n, err := normalizeEntry(s, dst)
 	if err != nil {
@@ -337,7 +366,8 @@ func entryName(s string, dst []byte) ([]byte, error) {
 func withHostMeant(prefix, s string, err error) error {
 	if host, _ := HostMeant(s); host != "" {
 		if n, herr := entryName(host, nil); herr == nil {
-			return fmt.Errorf("%w (write the name alone: %s%s)", ErrHostPart, prefix, n)
+			return &LineMeantError{Err: ErrHostPart, Meant: prefix + string(n), Name: string(n),
+				msg: fmt.Sprintf("%v (write the name alone: %s%s)", ErrHostPart, prefix, n)}
 		}
 	}
 	return err
@@ -358,8 +388,10 @@ func addrOnly(a netip.Addr) error {
 	if inCompatible(a) && a != netip.IPv6Loopback() && a != netip.IPv6Unspecified() {
 		a = netip.AddrFrom4([4]byte(a.AsSlice()[12:]))
 	}
-	return fmt.Errorf(`%w (to block the answers that hold %s, as Blocky reads an address in a denylist, write "%s CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through)`,
-		ErrAddrOnly, a, rpz.IPTrigger(netip.PrefixFrom(a, a.BitLen())))
+	p := netip.PrefixFrom(a, a.BitLen())
+	return &LineMeantError{Err: ErrAddrOnly, Meant: rpz.IPTrigger(p) + " CNAME .", Prefix: p,
+		msg: fmt.Sprintf(`%v (to block the answers that hold %s, as Blocky reads an address in a denylist, write "%s CNAME ." in a policy zone, a file ending .rpz; "CNAME rpz-passthru." there lets them through)`,
+			ErrAddrOnly, a, rpz.IPTrigger(p))}
 }
 
 // plainEntry is the stored form of the name of a line that is a name
@@ -539,8 +571,9 @@ func urlEntry(s string) error {
 	if _, err := netip.ParseAddr(u.Hostname()); err == nil {
 		return fmt.Errorf("%w (and lists hold names, not addresses)", ErrURL)
 	}
-	if _, err := entryName(u.Hostname(), nil); err == nil {
-		return fmt.Errorf("%w (write the name alone: %s)", ErrURL, u.Hostname())
+	if n, err := entryName(u.Hostname(), nil); err == nil {
+		return &LineMeantError{Err: ErrURL, Meant: u.Hostname(), Name: string(n),
+			msg: fmt.Sprintf("%v (write the name alone: %s)", ErrURL, u.Hostname())}
 	}
 	return fmt.Errorf("%w (write the name alone, e.g. tiktok.com)", ErrURL)
 }
@@ -573,7 +606,8 @@ func otherSyntax(text, first, rest string) error {
 		// must not read as name); say so, and what to write.
 		if entry, err := stripForm(first[:i]); err == nil {
 			if n, err := entryName(entry, nil); err == nil {
-				return fmt.Errorf("%w (to block %s and the names below it, write %s, then white space before the #)", ErrGluedComment, n, n)
+				return &LineMeantError{Err: ErrGluedComment, Meant: string(n), Name: string(n),
+					msg: fmt.Sprintf("%v (to block %s and the names below it, write %s, then white space before the #)", ErrGluedComment, n, n)}
 			}
 		}
 	}
@@ -631,7 +665,8 @@ func directiveError(domain string) error {
 	if err != nil {
 		return ErrDirective
 	}
-	return fmt.Errorf("%w (to block %s and the names below it, write %s)", ErrDirective, n, n)
+	return &LineMeantError{Err: ErrDirective, Meant: string(n), Name: string(n),
+		msg: fmt.Sprintf("%v (to block %s and the names below it, write %s)", ErrDirective, n, n)}
 }
 
 // onlyImportant reports options, a rule's text after its `$`, that are
@@ -669,7 +704,8 @@ func stripForm(s string) (string, error) {
 			// A name of digits and dots is an address (entryName), which
 			// an allow list refuses as a block list does: no hint then.
 			if n, err := entryName(name, nil); err == nil {
-				return "", fmt.Errorf("%w (to allow %s and the names below it, write %s in a list under a policy's allow, unless an $important rule of this list covers it, which ranks above the exception)", ErrException, n, n)
+				return "", &LineMeantError{Err: ErrException, Meant: string(n), Name: string(n), Allow: true,
+					msg: fmt.Sprintf("%v (to allow %s and the names below it, write %s in a list under a policy's allow, unless an $important rule of this list covers it, which ranks above the exception)", ErrException, n, n)}
 			}
 		}
 		return "", ErrException
@@ -958,7 +994,8 @@ func bracketLine(text string) error {
 		return nil
 	}
 	if n, ok := bracketName(inner); ok {
-		return fmt.Errorf("%w (write each name on a line of its own: %s)", ErrBracketLine, n)
+		return &LineMeantError{Err: ErrBracketLine, Meant: string(n), Name: string(n),
+			msg: fmt.Sprintf("%v (write each name on a line of its own: %s)", ErrBracketLine, n)}
 	}
 	return ErrBracketLine
 }
