@@ -23,6 +23,14 @@ func TestAddressGluedToANameIsReported(t *testing.T) {
 		{"*.0.0.0.0tiktok.com", "*.0.0.0.0tiktok.com", "0.0.0.0 tiktok.com"},
 		{"0.0.0.0 0.0.0.0tiktok.com", "0.0.0.0tiktok.com", "0.0.0.0 tiktok.com"},
 		{"0.0.0.0bücher.example", "0.0.0.0bücher.example", "0.0.0.0 bücher.example"},
+		// Glued as read: a zero-width space or a soft hyphen between
+		// them, or full-width digits (which IDNA maps away, as a hosts
+		// line's address is read so spelled), made the entry
+		// 0.0.0.0tiktok.com, silently.
+		{"0.0.0.0\u200btiktok.com", `0.0.0.0\u200btiktok.com`, "0.0.0.0 tiktok.com"},
+		{"127.0.0.1\u00adTikTok.com", `127.0.0.1\u00adTikTok.com`, "127.0.0.1 tiktok.com"},
+		{"０.０.０.０tiktok.com", "０.０.０.０tiktok.com", "0.0.0.0 tiktok.com"},
+		{"0.0.0.0 ０.０.０.０ｔｉｋｔｏｋ．ｃｏｍ", "０.０.０.０ｔｉｋｔｏｋ．ｃｏｍ", "0.0.0.0 tiktok.com"},
 	} {
 		t.Run(tc.line, func(t *testing.T) {
 			l, err := Parse("lists/threats.txt", []byte("capcut.com\n"+tc.line+"\n"))

@@ -349,7 +349,14 @@ func entryName(s string, dst []byte) ([]byte, error) {
 		}
 		return nil, withHostMeant("", s, err)
 	}
-	if hasNonDigit(unsafe.String(unsafe.SliceData(n), len(n))) {
+	if name := unsafe.String(unsafe.SliceData(n), len(n)); hasNonDigit(name) {
+		if '0' <= n[0] && n[0] <= '9' && glued(name) {
+			// Glued only as read: `0.0.0.0\u200btiktok.com`,
+			// `０.０.０.０tiktok.com` (a zero-width space, full-width
+			// digits: IDNA maps them away, as addressText does for an
+			// address). Reported as the glued name it reads as.
+			return entryName(string(n), nil)
+		}
 		return n, nil
 	}
 	if a, err := netip.ParseAddr(string(n)); err == nil {
@@ -448,6 +455,12 @@ func gluedAddress(s string) (addr, name string, ok bool) {
 		return "", "", false
 	}
 	return s[:i], s[i:], true
+}
+
+// glued reports whether s is an address glued to a name (gluedAddress).
+func glued(s string) bool {
+	_, _, ok := gluedAddress(s)
+	return ok
 }
 
 // cutHostsAddr removes the address of a hosts line that starts with one
