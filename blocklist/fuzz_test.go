@@ -295,7 +295,8 @@ func FuzzParseRPZ(f *testing.F) {
 	for _, s := range []string{"a CNAME (\n.)\n", "\"q\n;(\nb CNAME .\n", "$GENERATE 1-3 h$ CNAME .\n", "$INCLUDE x\nb CNAME .\n",
 		"a CNAME\nb CNAME .\n", "  CNAME .\n", "@ CNAME .\n", "$ORIGIN .\n* CNAME .\n",
 		"corp\\2.example CNAME .\nx\\256 CNAME .\ny CNAME rpz-\\10\n", "a\\\\2 ( CNAME\n \\2. )\n",
-		"*.tiktok.com:443 CNAME .\ntiktok.com/x CNAME rpz-passthru.\nuser@TikTok.com. CNAME .\n"} {
+		"*.tiktok.com:443 CNAME .\ntiktok.com/x CNAME rpz-passthru.\nuser@TikTok.com. CNAME .\n",
+		"24.1.2.0.192.rpz-ip CNAME .\n120.1.200.c000.ffff.zz.rpz-ip CNAME .\n96.1.0.ffff.zz.rpz-ip CNAME .\n"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -376,9 +377,19 @@ func FuzzParseRPZ(f *testing.F) {
 func checkOwnersMeant(t *testing.T, err error) {
 	t.Helper()
 	for _, pe := range parseErrors(err) {
+		if e, ok := errors.AsType[*rpz.PrefixMeantError](pe.Err); ok {
+			// An rpz-ip trigger with host bits: the prefix meant, as a
+			// trigger, is taken and holds the addresses of Meant.
+			owner := rpz.IPTrigger(e.Meant)
+			l, err := Parse("meant.rpz", []byte(owner+" CNAME .\n"))
+			if _, _, ok := l.MatchIP(e.Meant.Addr()); err != nil || !ok {
+				t.Fatalf("%v: the prefix meant, %s, as %s, is refused or matches not its address (%v): %v", pe, e.Meant, owner, ok, err)
+			}
+			continue
+		}
 		e, ok := errors.AsType[*LineMeantError](pe.Err)
 		if !ok {
-			if strings.Contains(pe.Err.Error(), "write the name alone") {
+			if strings.Contains(pe.Err.Error(), "write the name alone") || strings.Contains(pe.Err.Error(), "did you mean") {
 				t.Fatalf("%v offers an owner, and is no LineMeantError", pe)
 			}
 			continue

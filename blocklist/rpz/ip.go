@@ -58,19 +58,34 @@ func parseIPTrigger(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%w: /%d is longer than the %d bits of %s", ErrPrefixLength, bits, addr.BitLen(), addr)
 	}
 	p := netip.PrefixFrom(addr, bits)
-	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("%w: %s, did you mean %s", ErrHostBits, p, p.Masked())
+	if addr.Is4In6() && bits == 96 {
+		// An IPv4 prefix of length 0, which prefixLength refuses
+		// written so; BIND has no name for it and applies none. Told
+		// before host bits: with them cleared it is still this prefix,
+		// and a prefix offered as meant is one a trigger takes.
+		return netip.Prefix{}, fmt.Errorf("%w: %s holds every IPv4 address, as an IPv4 prefix of length 0 would", ErrPrefixLength, p)
 	}
-	if addr.Is4In6() && bits >= 96 {
-		if bits == 96 {
-			// An IPv4 prefix of length 0, which prefixLength refuses
-			// written so; BIND has no name for it and applies none.
-			return netip.Prefix{}, fmt.Errorf("%w: %s holds every IPv4 address, as an IPv4 prefix of length 0 would", ErrPrefixLength, p)
-		}
+	if p.Masked() != p {
+		return netip.Prefix{}, &PrefixMeantError{Prefix: p, Meant: p.Masked()}
+	}
+	if addr.Is4In6() && bits > 96 {
 		p = netip.PrefixFrom(addr.Unmap(), bits-96)
 	}
 	return p, nil
 }
+
+// PrefixMeantError is an rpz-ip trigger's prefix with host bits set
+// (ErrHostBits, which errors.Is finds): Meant is the prefix meant, Prefix
+// with them cleared, one a trigger takes (IPTrigger names it).
+type PrefixMeantError struct {
+	Prefix, Meant netip.Prefix
+}
+
+func (e *PrefixMeantError) Error() string {
+	return fmt.Sprintf("%v: %s, did you mean %s", ErrHostBits, e.Prefix, e.Meant)
+}
+
+func (e *PrefixMeantError) Unwrap() error { return ErrHostBits }
 
 // counted is n and noun, plural but for one: "1 octet", "3 octets".
 func counted(n int, noun string) string {

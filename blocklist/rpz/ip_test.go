@@ -1,6 +1,7 @@
 package rpz
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 
@@ -90,11 +91,14 @@ func TestParseIPTrigger(t *testing.T) {
 // it in the list's problems.
 func TestParseIPTriggerSaysWhatIsWrong(t *testing.T) {
 	for in, want := range map[string]string{
-		"0.0.0.0.10":          `bad prefix length in rpz-ip trigger: "0" is not 1 to 32 (IPv4) or 1 to 128 (IPv6)`,
-		"129.1.zz.db8.2001":   `bad prefix length in rpz-ip trigger: "129" is not 1 to 32 (IPv4) or 1 to 128 (IPv6)`,
-		"33.1.2.0.192":        `bad prefix length in rpz-ip trigger: /33 is longer than the 32 bits of 192.0.2.1`,
-		"96.0.0.ffff.zz":      `bad prefix length in rpz-ip trigger: ::ffff:0.0.0.0/96 holds every IPv4 address, as an IPv4 prefix of length 0 would`,
-		"24.1.2.0.192":        `rpz-ip prefix has host bits set: 192.0.2.1/24, did you mean 192.0.2.0/24`,
+		"0.0.0.0.10":        `bad prefix length in rpz-ip trigger: "0" is not 1 to 32 (IPv4) or 1 to 128 (IPv6)`,
+		"129.1.zz.db8.2001": `bad prefix length in rpz-ip trigger: "129" is not 1 to 32 (IPv4) or 1 to 128 (IPv6)`,
+		"33.1.2.0.192":      `bad prefix length in rpz-ip trigger: /33 is longer than the 32 bits of 192.0.2.1`,
+		"96.0.0.ffff.zz":    `bad prefix length in rpz-ip trigger: ::ffff:0.0.0.0/96 holds every IPv4 address, as an IPv4 prefix of length 0 would`,
+		"24.1.2.0.192":      `rpz-ip prefix has host bits set: 192.0.2.1/24, did you mean 192.0.2.0/24`,
+		// With host bits, ::ffff:0:0/96 is still IPv4's /0: "did you mean
+		// ::ffff:0.0.0.0/96" offered a prefix refused in turn.
+		"96.1.0.ffff.zz":      `bad prefix length in rpz-ip trigger: ::ffff:0.0.0.1/96 holds every IPv4 address, as an IPv4 prefix of length 0 would`,
 		"32.256.2.0.192":      `bad address in rpz-ip trigger: "256" is not an IPv4 octet`,
 		"128.1.zz.12345.2001": `bad address in rpz-ip trigger: "12345" is not an IPv6 group (1 to 4 hexadecimal digits)`,
 		"128.1.2.3.4.5.6.7":   `bad address in rpz-ip trigger: 7 groups, an IPv6 address has 8 (or zz for a run of zeros)`,
@@ -142,6 +146,13 @@ func FuzzIPTrigger(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		p, err := parseIPTrigger(s)
+		if e, ok := errors.AsType[*PrefixMeantError](err); ok {
+			// The prefix meant is one a trigger takes.
+			owner := IPTrigger(e.Meant)
+			if _, err := parseIPTrigger(owner[:len(owner)-len(".rpz-ip")]); err != nil {
+				t.Fatalf("%q: %v offers %s, whose trigger %s is refused: %v", s, e, e.Meant, owner, err)
+			}
+		}
 		if err != nil {
 			return
 		}
