@@ -26,6 +26,10 @@ var lineMeantCases = []struct {
 	{"dnsmasq", "address=/tiktok.com/0.0.0.0", ErrDirective, "tiktok.com"},
 	{"unbound", `local-zone: "tiktok.com" always_nxdomain`, ErrDirective, "tiktok.com"},
 	{"exception", "@@||tiktok.com^", ErrException, "tiktok.com"},
+	// Two faults, each fix certain: the hint of the one, read as the
+	// other is fixed.
+	{"exception with a port", "@@||TikTok.com:443^", ErrException, "tiktok.com"},
+	{"exception with a path", "@@tiktok.com/@user", ErrException, "tiktok.com"},
 	{"brackets", `["tiktok.com", "x.com"]`, ErrBracketLine, "tiktok.com"},
 }
 

@@ -716,7 +716,13 @@ func stripForm(s string) (string, error) {
 		if name, err := stripForm(s[2:]); err == nil {
 			// A name of digits and dots is an address (entryName), which
 			// an allow list refuses as a block list does: no hint then.
-			if n, err := entryName(name, nil); err == nil {
+			n, err := entryName(name, nil)
+			if e, ok := err.(*LineMeantError); ok && e.Err == ErrHostPart {
+				// `@@||tiktok.com:443^`: the name alone is meant, as it
+				// is for the rule without the `@@`.
+				n, err = []byte(e.Name), nil
+			}
+			if err == nil {
 				return "", &LineMeantError{Err: ErrException, Meant: string(n), Name: string(n), Allow: true,
 					msg: fmt.Sprintf("%v (to allow %s and the names below it, write %s in a list under a policy's allow, unless an $important rule of this list covers it, which ranks above the exception)", ErrException, n, n)}
 			}
