@@ -30,6 +30,7 @@ var lineMeantCases = []struct {
 	// other is fixed.
 	{"exception with a port", "@@||TikTok.com:443^", ErrException, "tiktok.com"},
 	{"exception with a path", "@@tiktok.com/@user", ErrException, "tiktok.com"},
+	{"exception with a glued comment", "@@||TikTok.com^#ads", ErrException, "tiktok.com"},
 	{"brackets", `["tiktok.com", "x.com"]`, ErrBracketLine, "tiktok.com"},
 }
 

@@ -617,7 +617,13 @@ func otherSyntax(text, first, rest string) error {
 		// `tiktok.com#ads`: hosts(5) and Blocky read a comment there,
 		// which a list line here is not (a cosmetic rule, `name##…`,
 		// must not read as name); say so, and what to write.
-		if entry, err := stripForm(first[:i]); err == nil {
+		entry, err := stripForm(first[:i])
+		if e, ok := err.(*LineMeantError); ok && e.Err == ErrException {
+			// `@@||tiktok.com^#ads`: the exception's own hint, the `#`
+			// read as the comment it was meant as.
+			return e
+		}
+		if err == nil {
 			if n, err := entryName(entry, nil); err == nil {
 				return &LineMeantError{Err: ErrGluedComment, Meant: string(n), Name: string(n),
 					msg: fmt.Sprintf("%v (to block %s and the names below it, write %s, then white space before the #)", ErrGluedComment, n, n)}
