@@ -31,6 +31,7 @@ var lineMeantCases = []struct {
 	{"exception with a port", "@@||TikTok.com:443^", ErrException, "tiktok.com"},
 	{"exception with a path", "@@tiktok.com/@user", ErrException, "tiktok.com"},
 	{"exception with a glued comment", "@@||TikTok.com^#ads", ErrException, "tiktok.com"},
+	{"glued address and comment", "0.0.0.0TikTok.com#ads", ErrGluedAddress, "0.0.0.0 TikTok.com"},
 	{"brackets", `["tiktok.com", "x.com"]`, ErrBracketLine, "tiktok.com"},
 }
 

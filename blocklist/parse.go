@@ -624,7 +624,13 @@ func otherSyntax(text, first, rest string) error {
 			return e
 		}
 		if err == nil {
-			if n, err := entryName(entry, nil); err == nil {
+			n, err := entryName(entry, nil)
+			if e, ok := err.(*LineMeantError); ok && e.Err == ErrGluedAddress {
+				// `0.0.0.0tiktok.com#ads`: the line meant is the hosts
+				// line, where the `#` starts a comment, glued or not.
+				return e
+			}
+			if err == nil {
 				return &LineMeantError{Err: ErrGluedComment, Meant: string(n), Name: string(n),
 					msg: fmt.Sprintf("%v (to block %s and the names below it, write %s, then white space before the #)", ErrGluedComment, n, n)}
 			}
