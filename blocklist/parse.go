@@ -618,14 +618,14 @@ func otherSyntax(text, first, rest string) error {
 		// which a list line here is not (a cosmetic rule, `name##…`,
 		// must not read as name); say so, and what to write.
 		entry, err := stripForm(first[:i])
-		if e, ok := err.(*LineMeantError); ok && e.Err == ErrException {
+		if e, ok := errors.AsType[*LineMeantError](err); ok && e.Err == ErrException {
 			// `@@||tiktok.com^#ads`: the exception's own hint, the `#`
 			// read as the comment it was meant as.
 			return e
 		}
 		if err == nil {
 			n, err := entryName(entry, nil)
-			if e, ok := err.(*LineMeantError); ok && e.Err == ErrGluedAddress {
+			if e, ok := errors.AsType[*LineMeantError](err); ok && e.Err == ErrGluedAddress {
 				// `0.0.0.0tiktok.com#ads`: the line meant is the hosts
 				// line, where the `#` starts a comment, glued or not.
 				return e
@@ -729,7 +729,7 @@ func stripForm(s string) (string, error) {
 			// A name of digits and dots is an address (entryName), which
 			// an allow list refuses as a block list does: no hint then.
 			n, err := entryName(name, nil)
-			if e, ok := err.(*LineMeantError); ok && e.Err == ErrHostPart {
+			if e, ok := errors.AsType[*LineMeantError](err); ok && e.Err == ErrHostPart {
 				// `@@||tiktok.com:443^`: the name alone is meant, as it
 				// is for the rule without the `@@`.
 				n, err = []byte(e.Name), nil
