@@ -17,7 +17,7 @@ import (
 
 // buildConfig writes the configuration text and files to a temporary
 // folder and builds the snapshot serve would start with.
-func buildConfig(t *testing.T, text string, files map[string]string) (*Snapshot, error) {
+func buildConfig(t testing.TB, text string, files map[string]string) (*Snapshot, error) {
 	t.Helper()
 	dir := testnet.WriteTree(t, files)
 	path := filepath.Join(dir, "dnsfence.yaml")

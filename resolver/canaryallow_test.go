@@ -122,11 +122,7 @@ func TestLintAllowOverBlockEntries(t *testing.T) {
 			snap, err := buildConfig(t, "upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    allow: [allow.txt]\n    block: "+block+
 				"\n  - name: press\n    clients: [\"10.1.0.0/16\"]\n    allow: [allow.txt]\n", files)
 			require.NoError(t, err)
-			got := allowOverWarnings(snap)
-			require.Len(t, got, len(tc.want), "%q", got)
-			for i, want := range tc.want {
-				assert.Contains(t, got[i], want)
-			}
+			assertAllowOver(t, snap, tc.want)
 		})
 	}
 }
@@ -174,12 +170,19 @@ func TestLintAllowOverResponseIPTriggers(t *testing.T) {
 			}
 			snap, err := buildConfig(t, "upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    allow: [allow.rpz]\n    block: "+block+"\n", files)
 			require.NoError(t, err)
-			got := allowOverWarnings(snap)
-			require.Len(t, got, len(tc.want), "%q", got)
-			for i, want := range tc.want {
-				assert.Contains(t, got[i], want)
-			}
+			assertAllowOver(t, snap, tc.want)
 		})
+	}
+}
+
+// assertAllowOver checks snap's allow-over warnings (allowOverWarnings):
+// as many as want, each holding its want, in order.
+func assertAllowOver(t *testing.T, snap *Snapshot, want []string) {
+	t.Helper()
+	got := allowOverWarnings(snap)
+	require.Len(t, got, len(want), "%q", got)
+	for i, w := range want {
+		assert.Contains(t, got[i], w)
 	}
 }
 
@@ -342,11 +345,7 @@ func TestLintAllowOverPassthruOfAnotherZone(t *testing.T) {
 			}
 			snap, err := buildConfig(t, "upstreams: [\"127.0.0.1:53\"]\npolicies:\n  - name: gov\n    clients: [\"10.0.0.0/8\"]\n    allow: [allow.rpz]\n    block: "+block+"]\n", files)
 			require.NoError(t, err)
-			got := allowOverWarnings(snap)
-			require.Len(t, got, len(tc.want), "%q", got)
-			for i, want := range tc.want {
-				assert.Contains(t, got[i], want)
-			}
+			assertAllowOver(t, snap, tc.want)
 		})
 	}
 }

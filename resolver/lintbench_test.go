@@ -2,16 +2,12 @@ package resolver
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/metrics"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/dnsfence/dnsfence/resolver/config"
 )
 
 // BenchmarkLintAllowOver is lintAllowOver of a policy with an RPZ feed of
@@ -62,7 +58,6 @@ func BenchmarkLintAllowOver(b *testing.B) {
 // lintBenchSnapshot builds the snapshot of BenchmarkLintAllowOver.
 func lintBenchSnapshot(b testing.TB) *Snapshot {
 	b.Helper()
-	dir := b.TempDir()
 	var feed strings.Builder
 	feed.WriteString("$TTL 300\n@ SOA ns.rpz.example. admin.rpz.example. 1 3600 600 86400 300\n@ NS ns.rpz.example.\n")
 	for i := range 1000 {
@@ -80,27 +75,13 @@ func lintBenchSnapshot(b testing.TB) *Snapshot {
 		fmt.Fprintf(&doh, "dns%d.cdn%d.example\n", i, i*7)
 		fmt.Fprintf(&doh, "doh%d.resolver.example\n", i)
 	}
-	files := map[string]string{"feed.rpz": feed.String(), "doh.txt": doh.String(), "allow.txt": "mail.tracker1.example\n"}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			b.Fatal(err)
-		}
-	}
-	path := filepath.Join(dir, "c.yaml")
-	if err := os.WriteFile(path, []byte(`upstreams: ["127.0.0.1:53"]
+	snap, err := buildConfig(b, `upstreams: ["127.0.0.1:53"]
 policies:
   - name: gov
     clients: ["10.0.0.0/8"]
     block: [feed.rpz, doh.txt]
     allow: [allow.txt]
-`), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	c, err := config.Load(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	snap, err := BuildSnapshot(c, nil)
+`, map[string]string{"feed.rpz": feed.String(), "doh.txt": doh.String(), "allow.txt": "mail.tracker1.example\n"})
 	if err != nil {
 		b.Fatal(err)
 	}
