@@ -141,6 +141,7 @@ func (s *Snapshot) Lint() []Warning {
 	ws = append(ws, s.lintOpen()...)
 	ws = append(ws, s.lintPorts()...)
 	ws = append(ws, s.lintPlainDoH()...)
+	ws = append(ws, s.lintRate()...)
 	for _, path := range sortedKeys(s.Lists) {
 		l := s.Lists[path]
 		for e, t := range l.AllTriggers() {
@@ -895,4 +896,21 @@ func ipTriggers(l *blocklist.List) map[netip.Prefix]ipTrigger {
 		}
 	}
 	return m
+}
+
+// lintRate warns of a rate_limit.rate under one query a second, 0 (off)
+// left out: a device asks several names for each page or app it opens,
+// an A and an AAAA query for each, and every query past a client's rate
+// is dropped unanswered, so past its first burst almost none of a
+// device's queries gets through (`rate: 0.5`, or 0.001, meant as
+// something else). The rate is queries a second per client; the default
+// is 200.
+func (s *Snapshot) lintRate() []Warning {
+	r := s.Config.RateLimit.Rate
+	if r <= 0 || r >= 1 {
+		return nil
+	}
+	return []Warning{{s.Config.File, s.Config.Line("rate_limit.rate", 0), fmt.Sprintf(
+		"rate_limit.rate: %s is under one query a second a client: a device asks several names for each page or app it opens (an A and an AAAA query each), and every query past its rate is dropped unanswered, so almost none gets through; give queries a second, e.g. rate: %d (the default), or rate: 0 to turn rate limiting off",
+		strconv.FormatFloat(r, 'g', -1, 64), config.DefaultRate)}}
 }

@@ -181,7 +181,9 @@ type Config struct {
 	// tlsLine is the line of tls.cert, for CheckCertificate's error.
 	tlsLine int
 	// lines are the lines of the entries of allowed_clients, listen,
-	// listen_https and upstreams, by key (Line; 0: a default).
+	// listen_https, listen_tls, listen_quic and upstreams, and of the
+	// values rate_limit.rate, rate_limit.burst and sources.max_bytes
+	// written, by key (Line; 0: a default).
 	lines map[string][]int
 	// healthCheck is UpstreamHealthCheck, parsed by validate.
 	healthCheck upstream.HealthCheck
@@ -327,10 +329,12 @@ func (c *Config) AllowedPrefixes() []netip.Prefix { return slices.Clone(c.allowe
 func (c *Config) AllowedLine(i int) int { return c.Line("allowed_clients", i) }
 
 // Line is the configuration file's line of entry i of the top-level list
-// key, "allowed_clients", "listen", "listen_https" or "upstreams" (as
-// written, the defaults of allowed_clients having none, before
-// resolv.conf paths are expanded): 0 when unknown (a configuration not
-// from a file, or another key).
+// key, "allowed_clients", "listen", "listen_https", "listen_tls",
+// "listen_quic" or "upstreams" (as written, the defaults of
+// allowed_clients having none, before resolv.conf paths are expanded), or,
+// with i 0, of the value "rate_limit.rate", "rate_limit.burst" or
+// "sources.max_bytes" when the file writes it: 0 when unknown (a
+// configuration not from a file, a default, or another key).
 func (c *Config) Line(key string, i int) int {
 	if i < 0 || i >= len(c.lines[key]) {
 		return 0
@@ -1119,9 +1123,14 @@ func (c *Config) validate(errs *configErrors) {
 	c.validateEncrypted(errs)
 	c.validateUpstreams(errs)
 	c.lines = map[string][]int{}
-	for key, entries := range map[string][]string{"allowed_clients": c.AllowedClients, "listen": c.Listen, "listen_https": c.ListenHTTPS, "upstreams": c.Upstreams} {
+	for key, entries := range map[string][]string{"allowed_clients": c.AllowedClients, "listen": c.Listen, "listen_https": c.ListenHTTPS, "listen_tls": c.ListenTLS, "listen_quic": c.ListenQUIC, "upstreams": c.Upstreams} {
 		for i := range entries {
 			c.lines[key] = append(c.lines[key], lineOf(errs.root, []any{key, i}))
+		}
+	}
+	for _, path := range [][]any{{"rate_limit", "rate"}, {"rate_limit", "burst"}, {"sources", "max_bytes"}} {
+		if nodeAt(errs.root, path) != nil {
+			c.lines[fmt.Sprintf("%s.%s", path...)] = []int{lineOf(errs.root, path)}
 		}
 	}
 	c.allowed = parsePrefixes(errs, []any{"allowed_clients"}, c.AllowedClients)

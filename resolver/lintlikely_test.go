@@ -1,0 +1,56 @@
+package resolver
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// lintWith is every warning of the configuration text (with the files)
+// whose message holds about, as "line: message".
+func lintWith(t *testing.T, text string, files map[string]string, about string) []string {
+	t.Helper()
+	snap, err := buildConfig(t, text, files)
+	require.NoError(t, err)
+	var got []string
+	for _, w := range snap.Lint() {
+		if strings.Contains(w.Msg, about) {
+			require.Equal(t, snap.Config.File, w.File)
+			got = append(got, strings.TrimPrefix(w.String(), w.File+":"))
+		}
+	}
+	return got
+}
+
+// TestLintRateUnderOneQueryASecond: a rate_limit.rate under one query a
+// second lets almost none of a device's queries through (every query past
+// it is dropped unanswered; serve with `rate: 0.5, burst: 1` answered the
+// first of four queries and dropped three), and check said "0 warnings"
+// of it. rate 0 (off, as documented), 1 and more, and the default are not
+// warned of.
+func TestLintRateUnderOneQueryASecond(t *testing.T) {
+	for _, tc := range []struct {
+		name, limit string
+		want        []string
+	}{
+		{"half", "rate_limit: {rate: 0.5, burst: 1}\n", []string{
+			"2: rate_limit.rate: 0.5 is under one query a second a client: a device asks several names for each page or app it opens (an A and an AAAA query each), and every query past its rate is dropped unanswered, so almost none gets through; give queries a second, e.g. rate: 200 (the default), or rate: 0 to turn rate limiting off"}},
+		{"tiny, on its own line", "rate_limit:\n  burst: 3\n  rate: 0.001\n", []string{
+			"4: rate_limit.rate: 0.001 is under one query a second a client: a device asks several names for each page or app it opens (an A and an AAAA query each), and every query past its rate is dropped unanswered, so almost none gets through; give queries a second, e.g. rate: 200 (the default), or rate: 0 to turn rate limiting off"}},
+		{"off", "rate_limit: {rate: 0}\n", nil},
+		{"one", "rate_limit: {rate: 1}\n", nil},
+		{"default", "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := lintWith(t, `upstreams: ["127.0.0.1:53"]
+`+tc.limit+`policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    block: [tiktok.txt]
+`, map[string]string{"tiktok.txt": "tiktok.com\n"}, "rate_limit.rate")
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
