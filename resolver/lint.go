@@ -142,6 +142,7 @@ func (s *Snapshot) Lint() []Warning {
 	ws = append(ws, s.lintPorts()...)
 	ws = append(ws, s.lintPlainDoH()...)
 	ws = append(ws, s.lintRate()...)
+	ws = append(ws, s.lintMaxBytes()...)
 	for _, path := range sortedKeys(s.Lists) {
 		l := s.Lists[path]
 		for e, t := range l.AllTriggers() {
@@ -913,4 +914,35 @@ func (s *Snapshot) lintRate() []Warning {
 	return []Warning{{s.Config.File, s.Config.Line("rate_limit.rate", 0), fmt.Sprintf(
 		"rate_limit.rate: %s is under one query a second a client: a device asks several names for each page or app it opens (an A and an AAAA query each), and every query past its rate is dropped unanswered, so almost none gets through; give queries a second, e.g. rate: %d (the default), or rate: 0 to turn rate limiting off",
 		strconv.FormatFloat(r, 'g', -1, 64), config.DefaultRate)}}
+}
+
+// smallURLList is the sources.max_bytes under which a list at a URL is
+// taken for a unit slip (lintMaxBytes): 4 KiB, about 250 names of a
+// plain list, one page. A list published at a URL is a feed kept by
+// others that grows (the small public ones hold thousands of names), and
+// a cap is meant to guard memory (the default is 64 MiB), not to refuse
+// a list of a few hundred names; `max_bytes: 64` or `1024` is MiB or KiB
+// written as bytes.
+const smallURLList = 4096
+
+// lintMaxBytes warns of a sources.max_bytes under smallURLList while a
+// policy lists a list at a URL: a body over it is refused, and the list
+// blocks none of its names until it has a copy, then keeps its last. A
+// one-name body is a list, so it is no error. Zone transfers are left
+// out: an RPZ zone of a few triggers transfers in a few hundred bytes,
+// and a max_bytes below any zone's smallest transfer is refused already.
+func (s *Snapshot) lintMaxBytes() []Warning {
+	n := s.Config.Sources.MaxBytes
+	if n >= smallURLList {
+		return nil
+	}
+	i := slices.IndexFunc(s.Config.RemoteLists(), func(e string) bool {
+		return !strings.HasPrefix(strings.ToLower(e), "axfr://")
+	})
+	if i < 0 {
+		return nil
+	}
+	return []Warning{{s.Config.File, s.Config.Line("sources.max_bytes", 0), fmt.Sprintf(
+		"sources.max_bytes: %d bytes is under 4 KiB, and %s is a list at a URL: a body over it is refused, so the list blocks none of its names until it has a copy that fits, then keeps its last; give the size in bytes, not KiB or MiB, e.g. max_bytes: %d (64 MiB, the default)",
+		n, s.Config.RemoteLists()[i], config.DefaultSourceMaxBytes)}}
 }

@@ -54,3 +54,37 @@ func TestLintRateUnderOneQueryASecond(t *testing.T) {
 		})
 	}
 }
+
+// TestLintMaxBytesUnderAURLList: a sources.max_bytes under 4 KiB with a
+// list at a URL is a unit slip (64 meant as MiB, 1024 as KiB): serve with
+// `max_bytes: 1024` refused a 2,492-byte list ("body is over
+// sources.max_bytes") and blocked none of its names, and check said
+// "0 warnings". 4096 and more, and a zone transfer alone (a few triggers
+// transfer in a few hundred bytes), are not warned of.
+func TestLintMaxBytesUnderAURLList(t *testing.T) {
+	const url, zone = "https://lists.example.invalid/bytedance.txt", "axfr://192.0.2.1/rpz.example"
+	for _, tc := range []struct {
+		name, sources string
+		lists         []string
+		want          []string
+	}{
+		{"KiB as bytes", "sources:\n  cache_dir: cache\n  max_bytes: 1024\n", []string{url}, []string{
+			"4: sources.max_bytes: 1024 bytes is under 4 KiB, and https://lists.example.invalid/bytedance.txt is a list at a URL: a body over it is refused, so the list blocks none of its names until it has a copy that fits, then keeps its last; give the size in bytes, not KiB or MiB, e.g. max_bytes: 67108864 (64 MiB, the default)"}},
+		{"MiB as bytes, beside a zone", "sources: {cache_dir: cache, max_bytes: 4095}\n", []string{zone, url}, []string{
+			"2: sources.max_bytes: 4095 bytes is under 4 KiB, and https://lists.example.invalid/bytedance.txt is a list at a URL: a body over it is refused, so the list blocks none of its names until it has a copy that fits, then keeps its last; give the size in bytes, not KiB or MiB, e.g. max_bytes: 67108864 (64 MiB, the default)"}},
+		{"a page", "sources: {cache_dir: cache, max_bytes: 4096}\n", []string{url}, nil},
+		{"a zone alone", "sources: {cache_dir: cache, max_bytes: 1024}\n", []string{zone}, nil},
+		{"no remote list", "sources: {max_bytes: 64}\n", nil, nil},
+		{"default", "sources: {cache_dir: cache}\n", []string{url}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := lintWith(t, `upstreams: ["127.0.0.1:53"]
+`+tc.sources+`policies:
+  - name: gov
+    clients: ["10.0.0.0/8"]
+    block: [`+strings.Join(append([]string{"tiktok.txt"}, tc.lists...), ", ")+`]
+`, map[string]string{"tiktok.txt": "tiktok.com\n", "cache/.keep": ""}, "max_bytes")
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
