@@ -143,6 +143,7 @@ func (s *Snapshot) Lint() []Warning {
 	ws = append(ws, s.lintPlainDoH()...)
 	ws = append(ws, s.lintRate()...)
 	ws = append(ws, s.lintMaxBytes()...)
+	ws = append(ws, s.lintBroadcast()...)
 	for _, path := range sortedKeys(s.Lists) {
 		l := s.Lists[path]
 		for e, t := range l.AllTriggers() {
@@ -945,4 +946,38 @@ func (s *Snapshot) lintMaxBytes() []Warning {
 	return []Warning{{s.Config.File, s.Config.Line("sources.max_bytes", 0), fmt.Sprintf(
 		"sources.max_bytes: %d bytes is under 4 KiB, and %s is a list at a URL: a body over it is refused, so the list blocks none of its names until it has a copy that fits, then keeps its last; give the size in bytes, not KiB or MiB, e.g. max_bytes: %d (64 MiB, the default)",
 		n, s.Config.RemoteLists()[i], config.DefaultSourceMaxBytes)}}
+}
+
+// lintBroadcast warns of a listener on 255.255.255.255, the IPv4 limited
+// broadcast address (also written IPv4-mapped), in listen, listen_tls,
+// listen_https or listen_quic. serve binds it and logs "listening", but
+// it is no address of the host's: devices are given a host's own address
+// as their DNS server, and no TCP connection is made to a broadcast
+// address. A subnet's broadcast address (10.0.0.255 of a /24) is left
+// out: the text alone does not say which subnet an address is of.
+func (s *Snapshot) lintBroadcast() []Warning {
+	var ws []Warning
+	for _, k := range []struct {
+		key   string
+		addrs []string
+	}{{"listen", s.Config.Listen}, {"listen_tls", s.Config.ListenTLS}, {"listen_https", s.Config.ListenHTTPS}, {"listen_quic", s.Config.ListenQUIC}} {
+		for i, l := range k.addrs {
+			hostport := l
+			if k.key == "listen_https" {
+				hp, _, err := listen.ParseDoHListen(l)
+				if err != nil {
+					continue
+				}
+				hostport = hp
+			}
+			ap, err := netip.ParseAddrPort(hostport)
+			if err != nil || ap.Addr().Unmap() != netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+				continue
+			}
+			ws = append(ws, Warning{s.Config.File, s.Config.Line(k.key, i), fmt.Sprintf(
+				"%s[%d]: %s: 255.255.255.255 is the broadcast address, no address of this host: serve binds it, but devices send their queries to a host's own address, and no TCP connection is made to a broadcast address; e.g. %s for every address of the host, or the host's own address",
+				k.key, i, l, netip.AddrPortFrom(netip.IPv4Unspecified(), ap.Port()))})
+		}
+	}
+	return ws
 }

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -87,4 +88,37 @@ func TestLintMaxBytesUnderAURLList(t *testing.T) {
 			assert.Equal(t, tc.want, got)
 		})
 	}
+}
+
+// TestLintBroadcastListener: a listener on 255.255.255.255 (also written
+// IPv4-mapped) in listen, listen_tls, listen_https (TLS or http://) or
+// listen_quic is a warning at its line: serve bound every one of them and
+// logged "listening", and check said nothing, but devices ask a host's own
+// address and no TCP connection is made to a broadcast address. A
+// subnet's last address (10.0.0.255) is not warned of: the text does not
+// say its subnet.
+func TestLintBroadcastListener(t *testing.T) {
+	pki := newTestPKI(t)
+	const tail = ": 255.255.255.255 is the broadcast address, no address of this host: serve binds it, but devices send their queries to a host's own address, and no TCP connection is made to a broadcast address; e.g. "
+	got := lintWith(t, fmt.Sprintf(`listen: ["127.0.0.1:5300", "[::ffff:255.255.255.255]:5301", "10.0.0.255:5302"]
+listen_tls:
+  - "127.0.0.1:8853"
+  - "255.255.255.255:8853"
+listen_https: ["255.255.255.255:8443", "http://255.255.255.255:8080"]
+listen_quic: ["255.255.255.255:8853"]
+tls: {cert: %q, key: %q}
+trusted_proxies: ["127.0.0.1"]
+upstreams: ["127.0.0.1:53"]
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8", "fc00::/7"]
+    block: [tiktok.txt]
+`, pki.certFile, pki.keyFile), map[string]string{"tiktok.txt": "tiktok.com\n"}, "broadcast")
+	assert.Equal(t, []string{
+		"1: listen[1]: [::ffff:255.255.255.255]:5301" + tail + "0.0.0.0:5301 for every address of the host, or the host's own address",
+		"4: listen_tls[1]: 255.255.255.255:8853" + tail + "0.0.0.0:8853 for every address of the host, or the host's own address",
+		"5: listen_https[0]: 255.255.255.255:8443" + tail + "0.0.0.0:8443 for every address of the host, or the host's own address",
+		"5: listen_https[1]: http://255.255.255.255:8080" + tail + "0.0.0.0:8080 for every address of the host, or the host's own address",
+		"6: listen_quic[0]: 255.255.255.255:8853" + tail + "0.0.0.0:8853 for every address of the host, or the host's own address",
+	}, got)
 }
