@@ -144,6 +144,7 @@ func (s *Snapshot) Lint() []Warning {
 	ws = append(ws, s.lintRate()...)
 	ws = append(ws, s.lintMaxBytes()...)
 	ws = append(ws, s.lintBroadcast()...)
+	ws = append(ws, s.lintPlainAtTLS()...)
 	for _, path := range sortedKeys(s.Lists) {
 		l := s.Lists[path]
 		for e, t := range l.AllTriggers() {
@@ -978,6 +979,36 @@ func (s *Snapshot) lintBroadcast() []Warning {
 				"%s[%d]: %s: 255.255.255.255 is the broadcast address, no address of this host: serve binds it, but devices send their queries to a host's own address, and no TCP connection is made to a broadcast address; e.g. %s for every address of the host, or the host's own address",
 				k.key, i, l, netip.AddrPortFrom(netip.IPv4Unspecified(), ap.Port()))})
 		}
+	}
+	return ws
+}
+
+// lintPlainAtTLS warns of a plain upstream at one of dnsfence's own
+// listen_tls addresses (as a forwarding loop is matched: the address, or
+// 127.0.0.1 or ::1 on the port of a wildcard one). It is not refused:
+// dnsfence holds only the TCP port there, so whatever answers on UDP is
+// another server, or nothing (serve, with nothing there: "connection
+// refused", every query SERVFAIL), and a truncated answer retried over
+// TCP meets dnsfence's own TLS. An upstream DNS over TLS was most likely
+// meant, written without tls://.
+func (s *Snapshot) lintPlainAtTLS() []Warning {
+	var ws []Warning
+	for i, u := range s.Config.Upstreams {
+		a, err := upstream.ParseAddress(u)
+		if err != nil || config.IsResolvConf(u) || a.Kind != upstream.KindPlain {
+			continue
+		}
+		ip, err := netip.ParseAddr(a.Host)
+		if err != nil {
+			continue
+		}
+		j := s.Config.PlainUpstreamAtTLS(netip.AddrPortFrom(ip, a.Port))
+		if j < 0 {
+			continue
+		}
+		ws = append(ws, Warning{s.Config.File, s.Config.Line("upstreams", i), fmt.Sprintf(
+			"upstreams[%d]: %q: plain DNS to dnsfence's own DNS over TLS listener (listen_tls[%d] %s): dnsfence holds only its TCP port, so whatever answers on UDP there is another server, or nothing, and an answer retried over TCP meets TLS; give the resolvers dnsfence forwards to",
+			i, u, j, s.Config.ListenTLS[j])})
 	}
 	return ws
 }

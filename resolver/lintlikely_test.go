@@ -122,3 +122,35 @@ policies:
 		"6: listen_quic[0]: 255.255.255.255:8853" + tail + "0.0.0.0:8853 for every address of the host, or the host's own address",
 	}, got)
 }
+
+// TestLintPlainUpstreamAtOwnTLSListener: a plain upstream at one of
+// dnsfence's own listen_tls addresses (or 127.0.0.1 on the port of a
+// wildcard one) is a warning at its line: serve with upstreams
+// ["127.0.203.1:8853"] beside listen_tls ["127.0.203.1:8853"] got
+// "connection refused" on UDP and answered SERVFAIL, and check said
+// nothing. Another loopback address under a wildcard (Docker's
+// 127.0.0.11), another port, and a tls:// upstream (a loop, refused) are
+// not warned of.
+func TestLintPlainUpstreamAtOwnTLSListener(t *testing.T) {
+	pki := newTestPKI(t)
+	got := lintWith(t, fmt.Sprintf(`listen_tls: ["127.0.0.2:8853", "0.0.0.0:9853"]
+tls: {cert: %q, key: %q}
+upstreams:
+  - "127.0.0.2:8853"
+  - "127.0.0.2:8854"
+  - "127.0.0.1:9853"
+  - "127.0.0.11:9853"
+  - "[::ffff:127.0.0.2]:8853"
+  - "quic://127.0.0.2:8853#dns.example.net"
+policies:
+  - name: gov
+    clients: ["10.0.0.0/8", "fc00::/7"]
+    block: [tiktok.txt]
+`, pki.certFile, pki.keyFile), map[string]string{"tiktok.txt": "tiktok.com\n"}, "own DNS over TLS")
+	const tail = "dnsfence holds only its TCP port, so whatever answers on UDP there is another server, or nothing, and an answer retried over TCP meets TLS; give the resolvers dnsfence forwards to"
+	assert.Equal(t, []string{
+		`4: upstreams[0]: "127.0.0.2:8853": plain DNS to dnsfence's own DNS over TLS listener (listen_tls[0] 127.0.0.2:8853): ` + tail,
+		`6: upstreams[2]: "127.0.0.1:9853": plain DNS to dnsfence's own DNS over TLS listener (listen_tls[1] 0.0.0.0:9853): ` + tail,
+		`8: upstreams[4]: "[::ffff:127.0.0.2]:8853": plain DNS to dnsfence's own DNS over TLS listener (listen_tls[0] 127.0.0.2:8853): ` + tail,
+	}, got)
+}

@@ -2089,6 +2089,14 @@ func (c *Config) PlainUpstreamLoops(ap netip.AddrPort) bool {
 	return loopIndex(c.Listen, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())) >= 0
 }
 
+// PlainUpstreamAtTLS is the index of the listen_tls address that ap,
+// written in upstreams as a plain upstream, would reach as checkLoop
+// matches addresses (loopIndex), or -1. It is not refused: dnsfence holds
+// only the TCP port there, so what answers on UDP may be another server.
+func (c *Config) PlainUpstreamAtTLS(ap netip.AddrPort) int {
+	return loopIndex(c.ListenTLS, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+}
+
 // selfIndex is the index of the listen address of addrs that ap reaches
 // (the same address and port, or a loopback address of either family on
 // the port of a wildcard address), or -1. Go listens on 0.0.0.0 as on
