@@ -908,14 +908,27 @@ func ipTriggers(l *blocklist.List) map[netip.Prefix]ipTrigger {
 // device's queries gets through (`rate: 0.5`, or 0.001, meant as
 // something else). The rate is queries a second per client; the default
 // is 200.
+//
+// It warns too of a burst of 1 at a rate of one query a second or more
+// (a lower rate is warned of already): a device sends the A and the AAAA
+// query for a name together, and the second is dropped unanswered (serve
+// with `rate: 200, burst: 1` answered the A and never the AAAA), so
+// the device waits out its timeout for every name.
 func (s *Snapshot) lintRate() []Warning {
 	r := s.Config.RateLimit.Rate
-	if r <= 0 || r >= 1 {
+	switch b := s.Config.RateLimit.Burst; {
+	case r <= 0:
 		return nil
+	case r < 1:
+		return []Warning{{s.Config.File, s.Config.Line("rate_limit.rate", 0), fmt.Sprintf(
+			"rate_limit.rate: %s is under one query a second a client: a device asks several names for each page or app it opens (an A and an AAAA query each), and every query past its rate is dropped unanswered, so almost none gets through; give queries a second, e.g. rate: %d (the default), or rate: 0 to turn rate limiting off",
+			strconv.FormatFloat(r, 'g', -1, 64), config.DefaultRate)}}
+	case b < 2:
+		return []Warning{{s.Config.File, s.Config.Line("rate_limit.burst", 0), fmt.Sprintf(
+			"rate_limit.burst: %d lets a client ask one query at a time: a device sends the A and the AAAA query for a name together, and the second is dropped unanswered, so the device waits out its timeout; give 2 or more, e.g. burst: %d (twice the rate, as when left out)",
+			b, int(2*r))}}
 	}
-	return []Warning{{s.Config.File, s.Config.Line("rate_limit.rate", 0), fmt.Sprintf(
-		"rate_limit.rate: %s is under one query a second a client: a device asks several names for each page or app it opens (an A and an AAAA query each), and every query past its rate is dropped unanswered, so almost none gets through; give queries a second, e.g. rate: %d (the default), or rate: 0 to turn rate limiting off",
-		strconv.FormatFloat(r, 'g', -1, 64), config.DefaultRate)}}
+	return nil
 }
 
 // smallURLList is the sources.max_bytes under which a list at a URL is

@@ -29,8 +29,10 @@ func lintWith(t *testing.T, text string, files map[string]string, about string) 
 // second lets almost none of a device's queries through (every query past
 // it is dropped unanswered; serve with `rate: 0.5, burst: 1` answered the
 // first of four queries and dropped three), and check said "0 warnings"
-// of it. rate 0 (off, as documented), 1 and more, and the default are not
-// warned of.
+// of it; a burst of 1 drops the AAAA query a device sends with the A
+// (serve with `rate: 200, burst: 1` answered the A alone, three times of
+// three), warned of at the burst's line. rate 0 (off, as documented, with
+// any burst), a burst of 2, and the defaults are not warned of.
 func TestLintRateUnderOneQueryASecond(t *testing.T) {
 	for _, tc := range []struct {
 		name, limit string
@@ -40,8 +42,13 @@ func TestLintRateUnderOneQueryASecond(t *testing.T) {
 			"2: rate_limit.rate: 0.5 is under one query a second a client: a device asks several names for each page or app it opens (an A and an AAAA query each), and every query past its rate is dropped unanswered, so almost none gets through; give queries a second, e.g. rate: 200 (the default), or rate: 0 to turn rate limiting off"}},
 		{"tiny, on its own line", "rate_limit:\n  burst: 3\n  rate: 0.001\n", []string{
 			"4: rate_limit.rate: 0.001 is under one query a second a client: a device asks several names for each page or app it opens (an A and an AAAA query each), and every query past its rate is dropped unanswered, so almost none gets through; give queries a second, e.g. rate: 200 (the default), or rate: 0 to turn rate limiting off"}},
+		{"burst of one", "rate_limit: {rate: 200,\n  burst: 1}\n", []string{
+			"3: rate_limit.burst: 1 lets a client ask one query at a time: a device sends the A and the AAAA query for a name together, and the second is dropped unanswered, so the device waits out its timeout; give 2 or more, e.g. burst: 400 (twice the rate, as when left out)"}},
+		{"burst of one at one a second", "rate_limit: {rate: 1, burst: 1}\n", []string{
+			"2: rate_limit.burst: 1 lets a client ask one query at a time: a device sends the A and the AAAA query for a name together, and the second is dropped unanswered, so the device waits out its timeout; give 2 or more, e.g. burst: 2 (twice the rate, as when left out)"}},
+		{"burst of two", "rate_limit: {rate: 1, burst: 2}\n", nil},
 		{"off", "rate_limit: {rate: 0}\n", nil},
-		{"one", "rate_limit: {rate: 1}\n", nil},
+		{"off, burst 0", "rate_limit: {rate: 0, burst: 0}\n", nil},
 		{"default", "", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -50,7 +57,7 @@ func TestLintRateUnderOneQueryASecond(t *testing.T) {
   - name: gov
     clients: ["10.0.0.0/8"]
     block: [tiktok.txt]
-`, map[string]string{"tiktok.txt": "tiktok.com\n"}, "rate_limit.rate")
+`, map[string]string{"tiktok.txt": "tiktok.com\n"}, "rate_limit.")
 			assert.Equal(t, tc.want, got)
 		})
 	}
