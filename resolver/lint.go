@@ -951,7 +951,8 @@ func (s *Snapshot) lintMaxBytes() []Warning {
 	if n >= smallURLList {
 		return nil
 	}
-	i := slices.IndexFunc(s.Config.RemoteLists(), func(e string) bool {
+	remote := s.Config.RemoteLists()
+	i := slices.IndexFunc(remote, func(e string) bool {
 		return !strings.HasPrefix(strings.ToLower(e), "axfr://")
 	})
 	if i < 0 {
@@ -959,7 +960,7 @@ func (s *Snapshot) lintMaxBytes() []Warning {
 	}
 	return []Warning{{s.Config.File, s.Config.Line("sources.max_bytes", 0), fmt.Sprintf(
 		"sources.max_bytes: %d bytes is under 4 KiB, and %s is a list at a URL: a body over it is refused, so the list blocks none of its names until it has a copy that fits, then keeps its last; give the size in bytes, not KiB or MiB, e.g. max_bytes: %d (64 MiB, the default)",
-		n, s.Config.RemoteLists()[i], config.DefaultSourceMaxBytes)}}
+		n, remote[i], config.DefaultSourceMaxBytes)}}
 }
 
 // lintBroadcast warns of a listener on 255.255.255.255, the IPv4 limited

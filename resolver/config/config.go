@@ -1628,18 +1628,20 @@ func addrPortProblem(s string, def uint16, anyPort bool) (problem, fix string) {
 // bind refuses (EINVAL: the address is one on every link), and a
 // multicast address, which no query is sent to (bind refuses an IPv6
 // one, and Go binds the wildcard address 0.0.0.0 for an IPv4 one, every
-// address of the host). upstream.ParseAddress refuses an upstream of
-// those.
+// address of the host): blocklist.Unusable's kinds but the broadcast
+// address, which a listener binds (lint warns of it).
+// upstream.ParseAddress refuses an upstream of those.
 func addrProblem(s string, ap netip.AddrPort, listener bool) (problem, fix string) {
 	a := ap.Addr().Unmap() // [::ffff:169.254.1.1] is IPv4 link-local, which needs no zone
-	switch v4, compatible := blocklist.IPv4Compatible(a); {
-	case compatible:
+	switch kind := blocklist.Unusable(a); {
+	case kind == blocklist.UnusableCompatible:
+		v4, _ := blocklist.IPv4Compatible(a)
 		return fmt.Sprintf("%q: %s is %v", s, a.WithZone(""), upstream.ErrIPv4Compatible),
 			netip.AddrPortFrom(v4, ap.Port()).String()
 	case !listener:
-	case a.Is6() && a.IsLinkLocalUnicast() && a.Zone() == "":
+	case kind == blocklist.UnusableLinkLocal:
 		return fmt.Sprintf("%q: %s is a link-local address, which a socket binds only with its interface, written after %%: [%s%%eth0]:%d", s, a, a, ap.Port()), ""
-	case a.IsMulticast():
+	case kind == blocklist.UnusableMulticast:
 		return fmt.Sprintf("%q: %s is a multicast address, which a listener cannot take (bind refuses an IPv6 one, and Go listens on every address of the host for an IPv4 one)", s, a.WithZone("")), ""
 	}
 	return "", ""
