@@ -153,6 +153,10 @@ type cacheEntry struct {
 	life        uint32        // the cap on every TTL, in seconds: ttl, or no cap (^0) for an answer with no cache lifetime
 	hits        atomic.Int32
 	prefetching atomic.Bool
+	// gone says the table holds the entry no more (replaced, evicted,
+	// forgotten or reclaimed): an answer memo that kept it serves it no
+	// more either (Cache.recall).
+	gone atomic.Bool
 	// refreshFailed is when every upstream last failed to refresh the
 	// expired entry (failedAt; 0: never), for stale_refresh_time: by the
 	// monotonic clock, as the entry's lifetime is, so that the wall clock
@@ -284,6 +288,28 @@ func (c *Cache) fresh(key cacheKey, now time.Time) *cacheEntry {
 		return nil
 	}
 	return e
+}
+
+// recall reports whether e, an entry an answer memo kept from an earlier
+// hit (answerMemo), is served at now as get would serve it, and counts
+// the hit as get does: it is still the table's, and fresh. In the last
+// tenth of its TTL with prefetch on, it is not: the query takes get, which
+// decides whether to refresh it.
+func (c *Cache) recall(e *cacheEntry, now time.Time) bool {
+	if e.gone.Load() {
+		return false
+	}
+	age := now.Sub(e.stored)
+	if age >= e.ttl {
+		return false
+	}
+	if c.cfg.Prefetch {
+		if e.ttl-age < e.ttl/prefetchAt {
+			return false
+		}
+		e.hits.Add(1)
+	}
+	return true
 }
 
 // prefetchFailed lets the next hit near expiry refresh the entry again.

@@ -125,6 +125,7 @@ func (t *cacheTable) set(key cacheKey, e *cacheEntry, now time.Time) {
 		// in the old entry's memory (putWire): nothing keeps the old
 		// entry. The slot's key may be another of the same hash: it is
 		// evicted.
+		s.ring[i].e.gone.Store(true)
 		s.ring[i].key, s.ring[i].e, s.ring[i].until = key, e, until
 		return
 	}
@@ -139,6 +140,7 @@ func (t *cacheTable) set(key cacheKey, e *cacheEntry, now time.Time) {
 	// it is not looked at again before every other slot has been.
 	i := s.victim(at)
 	delete(s.index, s.ring[i].key.sum)
+	s.ring[i].e.gone.Store(true)
 	s.ring[i] = cacheSlot{key: key, e: e, until: until}
 	s.index[h] = int32(i)
 	s.hand = i + 1
@@ -201,6 +203,7 @@ func (s *cacheShard) victim(now int64) int {
 
 // remove deletes slot i, moving the ring's last slot into its place.
 func (s *cacheShard) remove(i int) {
+	s.ring[i].e.gone.Store(true)
 	delete(s.index, s.ring[i].key.sum)
 	last := len(s.ring) - 1
 	if i != last {

@@ -126,6 +126,9 @@ type Handler struct {
 	// held are the remote lists whose newest copy a fail-closed guard
 	// holds (the Reloader's setHeld), by entry.
 	held sync.Map
+	// memos are the UDP read loops' answer memos (answerMemo), emptied
+	// when a snapshot replaces the one they were filled with.
+	memos memoSet
 	// stopping is set by Stopping: /readyz says not ready from then on.
 	stopping atomic.Bool
 	// serving is set by Serving, once every listener answers: /startupz
@@ -198,6 +201,7 @@ func (h *Handler) Store(s *Snapshot) {
 	h.slots.resize(cfg.Limits.UpstreamInflight)
 	h.limiter.Store(h.limiter.Load().reconfigured(cfg.RateLimit))
 	h.logReadiness(h.state.Swap(s), s)
+	h.forgetMemos()
 	h.metrics.snapshotLoaded(s)
 }
 
@@ -206,6 +210,7 @@ func (h *Handler) Store(s *Snapshot) {
 // unchanged, and the reload metrics are left as they are.
 func (h *Handler) storeLists(s *Snapshot) {
 	h.logReadiness(h.state.Swap(s), s)
+	h.forgetMemos()
 	h.metrics.listsLoaded(s)
 }
 
@@ -259,6 +264,11 @@ type query struct {
 	key      cacheKey // the cache and upstream key, once the query got that far
 	upstream string
 	via      string // the name in the answer that was blocked, for chains
+	// memo is the answer memo of the loop serving the wire query inline,
+	// which keeps its answer (answerMemo.keep); recall is the memo's
+	// entry for it, when the same query was answered before.
+	memo   *answerMemo
+	recall *memoEntry
 }
 
 // stream reports a transport other than UDP: its answers may take 65,535
@@ -1328,6 +1338,7 @@ func (h *Handler) write(q *query, r reply) {
 		defer answerBufs.Put(r.buf)
 	}
 	limit := q.maxSize()
+	fits := len(r.wire) <= limit // as packed, before any fitting or ECS echo
 	if r.msg == nil && r.cached != nil {
 		r.wire = appendECSEcho(r.wire, q.id.ECS) // as echoECS echoes it into a message
 	}
@@ -1371,6 +1382,10 @@ func (h *Handler) write(q *query, r reply) {
 	}
 	if err != nil {
 		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
+		return
+	}
+	if q.memo != nil && q.recall == nil && fits {
+		q.memo.keep(q, r)
 	}
 }
 

@@ -481,6 +481,20 @@ func (h *Handler) answerWire(q *query) (r reply, ok bool) {
 	if r, limited := h.admit(q); limited {
 		return r, true
 	}
+	if e := q.recall; e != nil {
+		// Answered before (answerMemo): the answer again, or the cache
+		// for a hit whose entry is no longer served as it was; the
+		// decision is the one made then. Only once admitted: a query over
+		// the rate limit was decided nothing (write audits no drop but an
+		// RPZ rpz-drop's).
+		q.out = e.out
+		if r, ok := h.recalled(q, e); ok {
+			return r, true
+		}
+		q.recall = nil // what the cache gives now is kept in its place
+		q.key = q.wire.key()
+		return h.fromCache(q)
+	}
 	// 3. May they ask at all; 4. which policy; 5. is the name blocked.
 	q.out = q.snap.decide(q.id.Source, q.id.Client, q.wire.name)
 	switch q.out.result {

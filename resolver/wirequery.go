@@ -239,6 +239,18 @@ func (h *Handler) ServeWire(w listen.ResponseWriter, b []byte) (resume func(), h
 	if snap == nil {
 		return nil, false
 	}
+	memo := memoOf(w)
+	if memo != nil && len(b) >= dnswire.HeaderLen && len(b) <= maxWireQuery {
+		if source, ok := memoSource(w); ok {
+			if e := memo.find(snap, source, b); e != nil {
+				// The same bytes as a query answered before, from the same
+				// client: read and decided as that one was.
+				q := query{w: w, transport: listen.UDP, wire: e.wire, snap: snap, id: e.id, memo: memo, recall: e}
+				q.wire.b = b
+				return h.serveWire(q)
+			}
+		}
+	}
 	buf := nameBufs.Get().(*[maxNameText]byte)
 	defer nameBufs.Put(buf)
 	wq, ok := readWireQuery(b, buf)
@@ -249,7 +261,12 @@ func (h *Handler) ServeWire(w listen.ResponseWriter, b []byte) (resume func(), h
 	if believeECS && wq.ecs {
 		return nil, false // the client is the one ECS names: the message path reads it
 	}
-	q := query{w: w, transport: listen.UDP, wire: wq, snap: snap, id: id}
+	return h.serveWire(query{w: w, transport: listen.UDP, wire: wq, snap: snap, id: id, memo: memo})
+}
+
+// serveWire is ServeWire's for the wire query q: answered inline, or
+// left to wait on an upstream.
+func (h *Handler) serveWire(q query) (resume func(), handled bool) {
 	if !h.serveInline(&q) {
 		return nil, true
 	}
@@ -278,6 +295,7 @@ func leave(q query) *query {
 	l.refs.Store(1)
 	p := &l.query
 	p.left = l
+	p.memo, p.recall = nil, nil // the loop's, which it leaves
 	l.upq = p.wire.own(l.mem[:])
 	p.out = p.snap.decide(p.id.Source, p.id.Client, p.wire.name)
 	p.key.name = p.wire.name

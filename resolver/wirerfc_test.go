@@ -178,7 +178,7 @@ func TestWirePathMatchesMessagePathByRFC(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			m, q := tc.pack(t)
-			for _, round := range []string{"miss", "hit"} {
+			for _, round := range memoRounds {
 				wire := askRaw(t, p.wire, tc.from, q)
 				msg := askRaw(t, p.msg, tc.from, q)
 				checkRFC(t, "wire "+round, m, wire)
@@ -246,7 +246,7 @@ func TestDNSSECRecordsOnlyWithDO(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			m, q := tc.pack(t)
-			for _, round := range []string{"miss", "hit"} {
+			for _, round := range memoRounds {
 				for path, server := range map[string]string{"wire": p.wire, "msg": p.msg} {
 					r := checkRFC(t, path+" "+round, m, askRaw(t, server, "127.0.0.4", q))
 					var got []uint16

@@ -67,6 +67,9 @@ type udpServer struct {
 	// answer is sent from the address its query was sent to
 	// (answerFromDst): reads take control messages, and answers carry one.
 	fromDst bool
+	// memo is the loop's answer memo (MemoHandler), while serve runs; nil
+	// for a handler without one.
+	memo Memo
 }
 
 // lateAnswers are the answers of detached queries written within another
@@ -246,6 +249,7 @@ var (
 	_ Received       = (*udpWriter)(nil)
 	_ Detacher       = (*udpWriter)(nil)
 	_ Batcher        = (*udpWriter)(nil)
+	_ MemoWriter     = (*udpWriter)(nil)
 )
 
 // Detach takes the query out of the batch (Detacher): its answer is sent
@@ -353,6 +357,15 @@ func (w *udpWriter) TsigStatus() error   { return nil }
 func (w *udpWriter) TsigTimersOnly(bool) {}
 func (w *udpWriter) Hijack()             {}
 
+// Memo is the loop's answer memo (MemoWriter): nil once the query left
+// the batch, whose writer may then run on another goroutine.
+func (w *udpWriter) Memo() Memo {
+	if w.alone {
+		return nil
+	}
+	return w.s.memo
+}
+
 // writeOut sends the answers of queries answered outside the loop, batching
 // whatever has queued up; it ends when out is closed.
 func (s *udpServer) writeOut() {
@@ -438,6 +451,10 @@ func (s *udpServer) send(batch []ipv4.Message) {
 // serve reads and answers until the socket is closed or shut down.
 func (s *udpServer) serve() {
 	defer close(s.done)
+	if mh, ok := s.handler.(MemoHandler); ok {
+		s.memo = mh.NewMemo()
+		defer s.memo.Close()
+	}
 	go s.writeOut()
 	in, out, bufs, writers := s.loop.in, s.loop.out, s.loop.bufs, s.loop.writers
 	var retry failWait

@@ -19,6 +19,30 @@ type WireHandler interface {
 	ServeWire(w ResponseWriter, b []byte) (resume func(), handled bool)
 }
 
+// MemoHandler is a WireHandler that keeps, for each UDP read loop, the
+// answers it gave that it may give again word for word (the resolver's
+// answer memo, as dnsdist's packet cache keeps answers by the query's
+// bytes): the loop asks NewMemo for its own when it starts, and Closes it
+// when it ends. ServeWire finds the loop's through the writer
+// (MemoWriter). Only the loop's goroutine serves queries with it.
+type MemoHandler interface {
+	WireHandler
+	NewMemo() Memo
+}
+
+// Memo is one loop's answer memo (MemoHandler.NewMemo).
+type Memo interface {
+	// Close lets the memo go: the handler forgets it and what it holds.
+	Close()
+}
+
+// MemoWriter is the ResponseWriter of a datagram a loop with a memo
+// serves: Memo is the loop's while the query is served inline, nil once
+// the query has left the loop (Detach) or for a loop without one.
+type MemoWriter interface {
+	Memo() Memo
+}
+
 // Detacher is a ResponseWriter whose query can be answered later, from
 // any goroutine, with nothing waiting for it: the UDP listener's. A
 // Handler that answers a query so (an upstream's reader writes it when
