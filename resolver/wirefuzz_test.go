@@ -146,31 +146,55 @@ func FuzzReadWireQuery(f *testing.F) {
 // FuzzWirePath runs every packet through the wire path and through the
 // message path of two handlers alike (a blocking policy; an upstream that
 // refuses the connection) and requires the same answer, octet for octet.
+// The wire path serves with a loop's answer memo, kept over the whole run,
+// and every packet is served twice, the second time with another ID: a
+// blocked answer the memo gives again is the message path's for that ID.
 func FuzzWirePath(f *testing.F) {
 	wireSeeds(f)
 	path, loaded := fuzzConfig(f), time.Now()
-	wire, msg := fuzzHandler(f, path, loaded), messageOnly{fuzzHandler(f, path, loaded)}
+	wireHandler := fuzzHandler(f, path, loaded)
+	wire, msg := wireHandler, messageOnly{fuzzHandler(f, path, loaded)}
+	memo := wireHandler.NewMemo()
+	f.Cleanup(memo.Close)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		serve := func(h listen.Handler) [][]byte {
-			w := &rawRecorder{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}
+		serve := func(h listen.Handler, pkt []byte) [][]byte {
+			w := &memoRecorder{rawRecorder: rawRecorder{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5300}}}
+			if h == wire {
+				w.memo = memo
+			}
 			if resume := listen.ServeDatagram(h, w, pkt, listen.AcceptQuery, func([]byte, error) {}, nil); resume != nil {
 				resume()
 			}
 			return w.written
 		}
-		got, want := serve(wire), serve(msg)
-		if len(got) != len(want) {
-			t.Fatalf("%d answers on the wire path, %d on the message path", len(got), len(want))
+		again := bytes.Clone(pkt)
+		if len(again) >= 2 {
+			again[0], again[1] = ^again[0], again[1]+1
 		}
-		for i := range got {
-			if !bytes.Equal(got[i], want[i]) {
-				a, b := new(dns.Msg), new(dns.Msg)
-				_, _ = a.Unpack(got[i]), b.Unpack(want[i])
-				t.Fatalf("wire path:\n%s\nmessage path:\n%s", a, b)
+		for _, p := range [][]byte{pkt, again} {
+			got, want := serve(wire, p), serve(msg, p)
+			if len(got) != len(want) {
+				t.Fatalf("%d answers on the wire path, %d on the message path", len(got), len(want))
+			}
+			for i := range got {
+				if !bytes.Equal(got[i], want[i]) {
+					a, b := new(dns.Msg), new(dns.Msg)
+					_, _ = a.Unpack(got[i]), b.Unpack(want[i])
+					t.Fatalf("wire path:\n%s\nmessage path:\n%s", a, b)
+				}
 			}
 		}
 	})
 }
+
+// memoRecorder is a rawRecorder with a loop's answer memo
+// (listen.MemoWriter), or none.
+type memoRecorder struct {
+	rawRecorder
+	memo listen.Memo
+}
+
+func (r *memoRecorder) Memo() listen.Memo { return r.memo }
 
 // rawRecorder is a UDP ResponseWriter that keeps the answers' octets.
 type rawRecorder struct {
