@@ -155,8 +155,11 @@ type cacheEntry struct {
 	prefetching atomic.Bool
 	// gone says the table holds the entry no more (replaced, evicted,
 	// forgotten or reclaimed): an answer memo that kept it serves it no
-	// more either (Cache.recall).
+	// more either (Cache.recallable).
 	gone atomic.Bool
+	// recalled says an answer memo served the entry since the CLOCK hand
+	// last passed it: a hit the table did not see (cacheShard.victim).
+	recalled atomic.Bool
 	// refreshFailed is when every upstream last failed to refresh the
 	// expired entry (failedAt; 0: never), for stale_refresh_time: by the
 	// monotonic clock, as the entry's lifetime is, so that the wall clock
@@ -290,26 +293,30 @@ func (c *Cache) fresh(key cacheKey, now time.Time) *cacheEntry {
 	return e
 }
 
-// recall reports whether e, an entry an answer memo kept from an earlier
-// hit (answerMemo), is served at now as get would serve it, and counts
-// the hit as get does: it is still the table's, and fresh. In the last
-// tenth of its TTL with prefetch on, it is not: the query takes get, which
-// decides whether to refresh it.
-func (c *Cache) recall(e *cacheEntry, now time.Time) bool {
-	if e.gone.Load() {
+// recallable reports whether e, an entry an answer memo kept from an
+// earlier hit (answerMemo), is served at now as get would serve it: it is
+// still the table's, and fresh. In the last tenth of its TTL with
+// prefetch on, it is not: the query takes get, which decides whether to
+// refresh it. The hit is hit's to count.
+func (c *Cache) recallable(e *cacheEntry, now time.Time) bool {
+	if c.cfg.Size == 0 || e.gone.Load() {
 		return false
 	}
 	age := now.Sub(e.stored)
-	if age >= e.ttl {
-		return false
+	return age < e.ttl && (!c.cfg.Prefetch || e.ttl-age >= e.ttl/prefetchAt)
+}
+
+// hit counts a hit on e served from an answer memo (recallable), as get
+// counts one: for prefetch, and for the CLOCK hand, which keeps an entry
+// read since it last passed (recalled; written once a pass, not on every
+// hit).
+func (c *Cache) hit(e *cacheEntry) {
+	if !e.recalled.Load() {
+		e.recalled.Store(true)
 	}
 	if c.cfg.Prefetch {
-		if e.ttl-age < e.ttl/prefetchAt {
-			return false
-		}
 		e.hits.Add(1)
 	}
-	return true
 }
 
 // prefetchFailed lets the next hit near expiry refresh the entry again.

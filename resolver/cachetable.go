@@ -187,12 +187,17 @@ func (s *cacheShard) reclaim(now int64) {
 }
 
 // victim is the slot the hand evicts next: the first expired or unread
-// one at now (sinceEpoch), clearing the read bit of those it passes. The
-// shard is not empty.
+// one at now (sinceEpoch), clearing the read bit of those it passes. An
+// entry an answer memo served since the hand last passed (recalled) was
+// read. The shard is not empty.
 func (s *cacheShard) victim(now int64) int {
 	for {
 		s.hand %= len(s.ring)
 		slot := &s.ring[s.hand]
+		if slot.e.recalled.Load() {
+			slot.e.recalled.Store(false)
+			slot.read = true
+		}
 		if !slot.read || slot.until <= now {
 			return s.hand
 		}

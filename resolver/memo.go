@@ -5,6 +5,10 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/dnsfence/dnsfence/resolver/listen"
 )
@@ -24,7 +28,7 @@ import (
 // memo before its first query, and a loop that finds its memo made with
 // another snapshot empties it. A cache hit is kept as its entry, aged to
 // each query as a hit is (appendCached), and served only while the cache
-// holds it fresh (Cache.recall). The rate limit, the metrics and the
+// holds it fresh (Cache.recallable). The rate limit, the metrics and the
 // audit line are every query's, remembered or not.
 //
 // Nothing on the memo's path reads the query beyond its bytes, decides,
@@ -37,9 +41,21 @@ import (
 // that is not: RFC 1035 §4.1.1.
 const idLen = 2
 
-// memoEntries is the most answers one loop's memo holds: 16,384, a few
-// MB. A full memo is emptied and filled again with what is asked next.
-const memoEntries = 16384
+// memoEntries is the most answers all loops' memos hold together, and
+// memoBytes the most heap they keep, with the cache entries of their hits
+// (memoEntry.size): each loop holds its share of both (memoSet.share),
+// and empties its memo when full to fill it again with what is asked
+// next.
+const (
+	memoEntries = 16384
+	memoBytes   = 32 << 20
+)
+
+// maxMemoQuery is the longest query kept, in octets: a question of the
+// longest name (255 octets), a header and an OPT with 16 octets of
+// options (a client cookie takes 12). Longer ones (padded) are answered
+// as every query is.
+const maxMemoQuery = 12 + 255 + 4 + 11 + 16
 
 // answerMemo is one UDP read loop's memo (listen.MemoHandler).
 type answerMemo struct {
@@ -51,6 +67,7 @@ type answerMemo struct {
 	// snap is the snapshot the entries were decided with.
 	snap    *Snapshot
 	entries map[string]*memoEntry
+	bytes   int // what the entries keep (memoEntry.size)
 	// key is the key of the query looked up last, in memory reused.
 	key []byte
 }
@@ -69,13 +86,46 @@ type memoEntry struct {
 	answer []byte
 	rcode  int
 	// cached is the cache entry of a cache hit, nil for a blocked answer.
+	// The memo keeps it alive after the cache let it go, until the memo
+	// drops the entry (the next query finds it gone) or is emptied: its
+	// bytes count against the memo's (memoBytes).
 	cached *cacheEntry
 }
+
+// hit reports whether the entry is a cache hit's, and its cache entry.
+func (e *memoEntry) hit() (*cacheEntry, bool) { return e.cached, e.cached != nil }
+
+// size is what the entry keeps of the heap, in bytes, roughly: the entry,
+// its key, name and blocked answer, and the cache entry of a hit: its
+// wire form's octets, and twice as many for the message it may be
+// unpacked into (maxCachedFootprint's bound, twice maxCachedAnswer).
+func (e *memoEntry) size(key int) int {
+	n := memoEntrySize + key + len(e.wire.name) + len(e.answer)
+	if e.cached != nil {
+		if w := e.cached.wireForm(); w != nil {
+			n += 3 * len(w.wire)
+		}
+	}
+	return n
+}
+
+// memoEntrySize is a memoEntry's own size, in bytes, with its map slot.
+const memoEntrySize = 480
 
 // memoSet is the memos of the loops that run, for Store to empty.
 type memoSet struct {
 	mu  sync.Mutex
 	set map[*answerMemo]struct{}
+	// loops is len(set), read without the lock by share.
+	loops atomic.Int32
+}
+
+// share is the most entries one loop's memo holds, and the most bytes:
+// memoEntries and memoBytes split between the loops that run (a listen
+// address has a socket a core), at least 256 entries and 512 KB.
+func (s *memoSet) share() (entries, bytes int) {
+	n := max(int(s.loops.Load()), 1)
+	return max(memoEntries/n, 256), max(memoBytes/n, 512<<10)
 }
 
 // NewMemo is a memo for a UDP read loop (listen.MemoHandler).
@@ -86,6 +136,7 @@ func (h *Handler) NewMemo() listen.Memo {
 		h.memos.set = map[*answerMemo]struct{}{}
 	}
 	h.memos.set[m] = struct{}{}
+	h.memos.loops.Store(int32(len(h.memos.set)))
 	h.memos.mu.Unlock()
 	return m
 }
@@ -96,6 +147,7 @@ var _ listen.MemoHandler = (*Handler)(nil)
 func (m *answerMemo) Close() {
 	m.h.memos.mu.Lock()
 	delete(m.h.memos.set, m)
+	m.h.memos.loops.Store(int32(len(m.h.memos.set)))
 	m.h.memos.mu.Unlock()
 	m.empty(nil)
 }
@@ -115,6 +167,7 @@ func (h *Handler) forgetMemos() {
 func (m *answerMemo) empty(snap *Snapshot) {
 	m.mu.Lock()
 	clear(m.entries)
+	m.bytes = 0
 	m.snap = snap
 	m.mu.Unlock()
 }
@@ -151,11 +204,29 @@ func (m *answerMemo) find(snap *Snapshot, source netip.Addr, b []byte) *memoEntr
 	defer m.mu.Unlock()
 	if m.snap != snap {
 		clear(m.entries)
-		m.snap = snap
+		m.bytes = 0
+		m.snap = nil
+		if m.h.state.Load() == snap {
+			// Not a query that loaded the snapshot just replaced: the
+			// memo would keep that one alive until its next query.
+			m.snap = snap
+		}
 		return nil
 	}
 	m.setKey(source, b)
 	return m.entries[string(m.key)]
+}
+
+// drop forgets the entry for the query b from source: its cache entry is
+// no longer served as it was kept.
+func (m *answerMemo) drop(source netip.Addr, b []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.setKey(source, b)
+	if e, ok := m.entries[string(m.key)]; ok {
+		m.bytes -= e.size(len(m.key))
+		delete(m.entries, string(m.key))
+	}
 }
 
 // keep remembers r, the answer just written to the wire query q served
@@ -164,7 +235,8 @@ func (m *answerMemo) find(snap *Snapshot, source netip.Addr, b []byte) *memoEntr
 // named, with nothing in q's outcome that the answer's inspection
 // changed.
 func (m *answerMemo) keep(q *query, r reply) {
-	if !q.wire.ok || q.req != nil || q.id.ECS != nil || q.id.Via != IdentityTransport || r.msg != nil || r.wire == nil {
+	if !q.wire.ok || q.req != nil || q.id.ECS != nil || q.id.Via != IdentityTransport || r.msg != nil || r.wire == nil ||
+		len(q.wire.b) > maxMemoQuery {
 		return
 	}
 	e := &memoEntry{rcode: r.rcode}
@@ -193,29 +265,93 @@ func (m *answerMemo) keep(q *query, r reply) {
 	if m.snap != q.snap || m.h.state.Load() != q.snap {
 		return // replaced meanwhile: Store has emptied the memo, or will
 	}
-	if len(m.entries) >= memoEntries {
-		clear(m.entries)
-	}
 	m.setKey(q.id.Source, q.wire.b)
+	size := e.size(len(m.key))
+	if old, ok := m.entries[string(m.key)]; ok {
+		m.bytes -= old.size(len(m.key))
+	}
+	if entries, bytes := m.h.memos.share(); len(m.entries) >= entries || m.bytes+size > bytes {
+		clear(m.entries)
+		m.bytes = 0
+	}
 	m.entries[string(m.key)] = e
+	m.bytes += size
+}
+
+// serveRecalled answers the datagram b, a query from w's client with the
+// bytes of the one the memo entry e was kept for, and reports whether it
+// did: the memo's own way through, which takes the rate limit, records the
+// query (metrics, audit line) and writes the answer as serveInline does,
+// and nothing else: no reading, deciding, packing or fitting (the answer
+// was fitted to these bytes), and no in-flight count (answered within
+// the loop, which the listener's shutdown waits for before Wait). A cache
+// hit whose entry is no longer served as it was is left to the handler's
+// path (false), which asks the cache.
+func (h *Handler) serveRecalled(w listen.ResponseWriter, b []byte, snap *Snapshot, e *memoEntry) (answered bool) {
+	q := query{w: w, transport: listen.UDP, wire: e.wire, snap: snap, id: e.id, start: time.Now()}
+	q.wire.b = b
+	q.client = q.id.Client.Addr()
+	defer func() {
+		if r := recover(); r != nil {
+			h.failed(&q, r)
+			answered = true
+		}
+	}()
+	c := h.cache.Load()
+	ce, hit := e.hit()
+	if hit && (ce == nil || !c.recallable(ce, q.start)) {
+		return false
+	}
+	if r, limited := h.admit(&q); limited {
+		h.write(&q, r)
+		return true
+	}
+	q.out = e.out // admitted: a drop above was of nothing decided (write)
+	var r reply
+	if !hit {
+		// The answer as sent, with this query's ID: the entry is the
+		// loop's, whose goroutine alone uses it.
+		copy(e.answer, b[:idLen])
+		r = reply{wire: e.answer, rcode: e.rcode, result: ResultBlocked}
+	} else {
+		c.hit(ce)
+		var ok bool
+		if r, ok = packedCached(&q, ce, ce.result()); !ok {
+			// Packed once for these bytes, so never; but were it so,
+			// the hit as cached gives it.
+			h.write(&q, h.cached(&q, ce, false))
+			return true
+		}
+		defer answerBufs.Put(r.buf)
+		h.metrics.cacheLookup(cacheHit)
+		q.upstream = upstreamCache
+	}
+	h.record(&q, r.result, r.rcode)
+	if _, err := w.Write(r.wire); err != nil {
+		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
+	}
+	return true
 }
 
 // recalled is the answer the memo entry e gives q, a query with the same
 // bytes from the same client, ok false when it gives none: its cache
-// entry is no longer served as it was (Cache.recall), and q takes the
+// entry is no longer served as it was (Cache.recallable), and q takes the
 // cache as any query does.
 func (h *Handler) recalled(q *query, e *memoEntry) (r reply, ok bool) {
-	if e.cached == nil {
+	ce, hit := e.hit()
+	if !hit {
 		bufp := answerBufs.Get().(*[]byte)
 		b := append((*bufp)[:0], e.answer...)
 		copy(b, q.wire.b[:idLen])
 		*bufp = b
 		return reply{wire: b, buf: bufp, rcode: e.rcode, result: ResultBlocked}, true
 	}
-	if !h.cache.Load().recall(e.cached, q.start) {
+	c := h.cache.Load()
+	if ce == nil || !c.recallable(ce, q.start) {
 		return reply{}, false
 	}
+	c.hit(ce)
 	h.metrics.cacheLookup(cacheHit)
 	q.upstream = upstreamCache
-	return packedCached(q, e.cached, e.cached.result())
+	return packedCached(q, ce, ce.result())
 }

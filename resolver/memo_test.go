@@ -3,6 +3,7 @@ package resolver
 import (
 	"context"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -110,9 +111,21 @@ func TestMemoAnswersAsTheFirstTime(t *testing.T) {
 				sameAnswer(t, first, r, tc.name)
 			}
 			audited := logs.FilterMessage("query").All()
-			assert.Len(t, audited, before+4, "an audit line a query")
+			require.Len(t, audited, before+4, "an audit line a query")
+			var lines []map[string]any
 			for _, l := range audited[before:] {
-				assert.Equal(t, tc.from, l.ContextMap()[logClient])
+				c := l.ContextMap()
+				assert.Equal(t, tc.from, c[logClient])
+				assert.Equal(t, tc.result, c[logResult])
+				delete(c, logDuration)
+				lines = append(lines, c)
+			}
+			// The memo's lines are the first cache hit's (the second
+			// query; the first asked upstream), or the first block's.
+			assert.Equal(t, lines[1], lines[2])
+			assert.Equal(t, lines[1], lines[3])
+			if tc.result == ResultBlocked {
+				assert.Equal(t, lines[0], lines[1])
 			}
 		})
 	}
@@ -231,6 +244,101 @@ func TestMemoFollowsTheCache(t *testing.T) {
 	assert.Equal(t, 4, up.distinct())
 }
 
+// TestMemoDrop: drop forgets the entry of one query from one client.
+func TestMemoDrop(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	m := f.handler.NewMemo().(*answerMemo)
+	defer m.Close()
+	a, b := netipMustParse("127.0.0.1"), netipMustParse("127.0.0.2")
+	q, err := question("kept.example.", dns.TypeA, false).Pack()
+	require.NoError(t, err)
+	snap := f.handler.Snapshot()
+	require.Nil(t, m.find(snap, a, q))
+	for _, src := range []netip.Addr{a, b} {
+		m.setKey(src, q)
+		m.entries[string(m.key)] = &memoEntry{answer: []byte{0}}
+	}
+	q[0]++ // another ID: the same query
+	require.NotNil(t, m.find(snap, a, q))
+	m.drop(a, q)
+	assert.Nil(t, m.find(snap, a, q), "dropped")
+	assert.NotNil(t, m.find(snap, b, q), "the other client's kept")
+}
+
+// TestMemoTakesNoReplacedSnapshot: a loop that looks up its memo with the
+// snapshot a reload has just replaced neither keeps it nor fills the memo
+// with it.
+func TestMemoTakesNoReplacedSnapshot(t *testing.T) {
+	up := startUpstream(t, nil)
+	f := startFence(t, testConfig, testFiles, up.addr)
+	m := f.handler.NewMemo().(*answerMemo)
+	defer m.Close()
+	old := f.handler.Snapshot()
+	cfg, err := config.Load(old.Config.File)
+	require.NoError(t, err)
+	next, err := BuildSnapshot(cfg, nil)
+	require.NoError(t, err)
+	require.NoError(t, ConnectUpstreams(nil, next, old, f.handler.metrics))
+	f.handler.Store(next)
+	old.Forwarder().Close()
+	q, err := question("www.tiktok.com.", dns.TypeA, false).Pack()
+	require.NoError(t, err)
+	assert.Nil(t, m.find(old, netipMustParse("127.0.0.1"), q))
+	assert.Nil(t, m.snap, "the replaced snapshot is not the memo's")
+	assert.Nil(t, m.find(next, netipMustParse("127.0.0.1"), q))
+	assert.Same(t, next, m.snap)
+}
+
+// TestMemoShare: the memos hold memoEntries and memoBytes between them,
+// at least 256 entries and 512 KB each.
+func TestMemoShare(t *testing.T) {
+	var s memoSet
+	for _, c := range []struct{ loops, entries, bytes int }{
+		{0, memoEntries, memoBytes}, {1, memoEntries, memoBytes}, {2, memoEntries / 2, memoBytes / 2},
+		{64, 256, 512 << 10}, {1000, 256, 512 << 10},
+	} {
+		s.loops.Store(int32(c.loops))
+		entries, bytes := s.share()
+		assert.Equal(t, c.entries, entries, "%d loops", c.loops)
+		assert.Equal(t, c.bytes, bytes, "%d loops", c.loops)
+	}
+}
+
+// TestMemoBytesBounded: a memo whose entries, with the cache entries
+// they keep alive, would pass its share of memoBytes is emptied first;
+// what it counts is what it holds.
+func TestMemoBytesBounded(t *testing.T) {
+	up := startUpstream(t, nil)
+	text := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}", 1)
+	f := startFence(t, text, testFiles, up.addr)
+	for range 3 {
+		assert.Equal(t, dns.RcodeSuccess, rcodeOf(t, f.addr, "", "bytes.example."))
+		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "www.tiktok.com."))
+	}
+	_, share := f.handler.memos.share()
+	f.handler.memos.mu.Lock()
+	for m := range f.handler.memos.set {
+		m.mu.Lock()
+		n := 0
+		for k, e := range m.entries {
+			n += e.size(len(k))
+			if ce, hit := e.hit(); hit {
+				assert.Greater(t, e.size(len(k)), memoEntrySize+len(k)+len(ce.wireForm().wire), "the cache entry counted")
+			}
+		}
+		assert.Equal(t, n, m.bytes, "the memo's count is what it holds")
+		m.bytes = share // full: the next answer kept empties it
+		m.mu.Unlock()
+	}
+	f.handler.memos.mu.Unlock()
+	for range 2 {
+		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "tiktok.com."))
+	}
+	counts := memoCounts(f.handler)
+	assert.Contains(t, counts, 1, "the loop that answered emptied its memo and kept the answer")
+}
+
 // TestMemoBounded: a loop's memo holds at most memoEntries answers; a full
 // one is emptied and filled again.
 func TestMemoBounded(t *testing.T) {
@@ -242,7 +350,8 @@ func TestMemoBounded(t *testing.T) {
 	for m := range f.handler.memos.set {
 		m.mu.Lock()
 		m.snap = snap
-		for i := range memoEntries {
+		entries, _ := f.handler.memos.share()
+		for i := range entries {
 			m.entries[string(rune(i))+"filler"] = &memoEntry{}
 		}
 		m.mu.Unlock()
@@ -253,27 +362,32 @@ func TestMemoBounded(t *testing.T) {
 	}
 	counts := memoCounts(f.handler)
 	assert.Contains(t, counts, 1, "the loop that answered emptied its full memo and kept the answer")
+	entries, _ := f.handler.memos.share()
 	for _, c := range counts {
-		assert.LessOrEqual(t, c, memoEntries)
+		assert.LessOrEqual(t, c, entries)
 	}
 }
 
 // TestCacheRecall: an entry a memo kept is served while the table holds
 // it and it is fresh, outside the last tenth of its TTL when prefetch is
-// on (get decides on a refresh there), each time counted as a hit.
+// on (get decides on a refresh there), each time counted as a hit (hit).
 func TestCacheRecall(t *testing.T) {
 	t0 := time.Now()
 	for _, prefetch := range []bool{false, true} {
 		c := NewCache(config.Cache{Size: 16, Prefetch: prefetch})
 		e := &cacheEntry{stored: t0, ttl: 100 * time.Second}
-		assert.True(t, c.recall(e, t0.Add(50*time.Second)))
-		assert.Equal(t, !prefetch, c.recall(e, t0.Add(95*time.Second)), "prefetch %v: the last tenth", prefetch)
-		assert.False(t, c.recall(e, t0.Add(100*time.Second)), "expired")
+		assert.True(t, c.recallable(e, t0.Add(50*time.Second)))
+		assert.Equal(t, !prefetch, c.recallable(e, t0.Add(95*time.Second)), "prefetch %v: the last tenth", prefetch)
+		assert.False(t, c.recallable(e, t0.Add(100*time.Second)), "expired")
+		assert.Zero(t, e.hits.Load(), "recallable counts nothing")
+		c.hit(e)
 		if prefetch {
 			assert.Equal(t, int32(1), e.hits.Load(), "the hit counted, as get counts it")
+		} else {
+			assert.Zero(t, e.hits.Load(), "no count to keep without prefetch, as get")
 		}
 		e.gone.Store(true)
-		assert.False(t, c.recall(e, t0.Add(time.Second)), "no longer the table's")
+		assert.False(t, c.recallable(e, t0.Add(time.Second)), "no longer the table's")
 	}
 }
 
@@ -292,6 +406,24 @@ func TestCacheEntryGone(t *testing.T) {
 	assert.True(t, b.gone.Load(), "evicted")
 	c.t.forget(k2, now)
 	assert.True(t, d.gone.Load(), "forgotten")
+}
+
+// TestCacheKeepsWhatAMemoServes: an entry served from an answer memo
+// since the CLOCK hand last passed is read, as one get returned: the hand
+// passes it once, and evicts another.
+func TestCacheKeepsWhatAMemoServes(t *testing.T) {
+	now := time.Now()
+	c := NewCache(config.Cache{Size: 2})
+	entry := func() *cacheEntry { return &cacheEntry{stored: now, ttl: time.Hour, keep: time.Hour} }
+	key := func(n string) cacheKey { return newCacheKey(n, dns.TypeA, dns.ClassINET, false, false, true) }
+	hot, cold := entry(), entry()
+	c.t.set(key("hot.example."), hot, now)
+	c.t.set(key("cold.example."), cold, now)
+	c.hit(hot) // served from a memo, never through get
+	c.t.set(key("new.example."), entry(), now)
+	assert.False(t, hot.gone.Load(), "the entry a memo serves stays")
+	assert.True(t, cold.gone.Load(), "the unread one goes")
+	assert.False(t, hot.recalled.Load(), "the hand took the mark as it passed")
 }
 
 // TestMemoClosedWithItsLoop: a loop's memo is let go when the listener

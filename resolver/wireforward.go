@@ -491,7 +491,13 @@ func (h *Handler) answerWire(q *query) (r reply, ok bool) {
 		if r, ok := h.recalled(q, e); ok {
 			return r, true
 		}
-		q.recall = nil // what the cache gives now is kept in its place
+		// What the cache gives now is kept in its place, and the entry
+		// forgotten meanwhile, so that the memo does not hold what the
+		// cache let go.
+		q.recall = nil
+		if q.memo != nil {
+			q.memo.drop(q.id.Source, q.wire.b)
+		}
 		q.key = q.wire.key()
 		return h.fromCache(q)
 	}

@@ -243,6 +243,9 @@ func (h *Handler) ServeWire(w listen.ResponseWriter, b []byte) (resume func(), h
 	if memo != nil && len(b) >= dnswire.HeaderLen && len(b) <= maxWireQuery {
 		if source, ok := memoSource(w); ok {
 			if e := memo.find(snap, source, b); e != nil {
+				if h.serveRecalled(w, b, snap, e) {
+					return nil, true
+				}
 				// The same bytes as a query answered before, from the same
 				// client: read and decided as that one was.
 				q := query{w: w, transport: listen.UDP, wire: e.wire, snap: snap, id: e.id, memo: memo, recall: e}
