@@ -19,16 +19,21 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// memoCounts is the entries of each of h's loops' memos.
-func memoCounts(h *Handler) []int {
+// eachMemo calls f with each of h's memos, under its lock.
+func eachMemo(h *Handler, f func(m *answerMemo)) {
 	h.memos.mu.Lock()
 	defer h.memos.mu.Unlock()
-	var n []int
 	for m := range h.memos.set {
 		m.mu.Lock()
-		n = append(n, len(m.entries))
+		f(m)
 		m.mu.Unlock()
 	}
+}
+
+// memoCounts is the entries of each of h's loops' memos.
+func memoCounts(h *Handler) []int {
+	var n []int
+	eachMemo(h, func(m *answerMemo) { n = append(n, len(m.entries)) })
 	return n
 }
 
@@ -36,16 +41,12 @@ func memoCounts(h *Handler) []int {
 // keeps its own (each UDP socket's loop answers the queries the kernel
 // gives it, by their source port).
 func memoHeld(h *Handler) int {
-	h.memos.mu.Lock()
-	defer h.memos.mu.Unlock()
 	keys := map[string]bool{}
-	for m := range h.memos.set {
-		m.mu.Lock()
+	eachMemo(h, func(m *answerMemo) {
 		for k := range m.entries {
 			keys[k] = true
 		}
-		m.mu.Unlock()
-	}
+	})
 	return len(keys)
 }
 
@@ -192,14 +193,8 @@ func TestMemoForgottenOnReload(t *testing.T) {
 
 // memoSnapshots is the snapshot each of h's memos was filled with.
 func memoSnapshots(h *Handler) []*Snapshot {
-	h.memos.mu.Lock()
-	defer h.memos.mu.Unlock()
 	var s []*Snapshot
-	for m := range h.memos.set {
-		m.mu.Lock()
-		s = append(s, m.snap)
-		m.mu.Unlock()
-	}
+	eachMemo(h, func(m *answerMemo) { s = append(s, m.snap) })
 	return s
 }
 
@@ -317,9 +312,7 @@ func TestMemoBytesBounded(t *testing.T) {
 		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "www.tiktok.com."))
 	}
 	_, share := f.handler.memos.share()
-	f.handler.memos.mu.Lock()
-	for m := range f.handler.memos.set {
-		m.mu.Lock()
+	eachMemo(f.handler, func(m *answerMemo) {
 		n := 0
 		for k, e := range m.entries {
 			n += e.size(len(k))
@@ -329,9 +322,7 @@ func TestMemoBytesBounded(t *testing.T) {
 		}
 		assert.Equal(t, n, m.bytes, "the memo's count is what it holds")
 		m.bytes = share // full: the next answer kept empties it
-		m.mu.Unlock()
-	}
-	f.handler.memos.mu.Unlock()
+	})
 	for range 2 {
 		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "tiktok.com."))
 	}
@@ -339,30 +330,25 @@ func TestMemoBytesBounded(t *testing.T) {
 	assert.Contains(t, counts, 1, "the loop that answered emptied its memo and kept the answer")
 }
 
-// TestMemoBounded: a loop's memo holds at most memoEntries answers; a full
-// one is emptied and filled again.
+// TestMemoBounded: a loop's memo holds at most its share of memoEntries
+// answers; a full one is emptied and filled again.
 func TestMemoBounded(t *testing.T) {
 	up := startUpstream(t, nil)
 	text := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}", 1)
 	f := startFence(t, text, testFiles, up.addr)
 	snap := f.handler.Snapshot()
-	f.handler.memos.mu.Lock()
-	for m := range f.handler.memos.set {
-		m.mu.Lock()
+	entries, _ := f.handler.memos.share()
+	eachMemo(f.handler, func(m *answerMemo) {
 		m.snap = snap
-		entries, _ := f.handler.memos.share()
 		for i := range entries {
 			m.entries[string(rune(i))+"filler"] = &memoEntry{}
 		}
-		m.mu.Unlock()
-	}
-	f.handler.memos.mu.Unlock()
+	})
 	for range 2 {
 		assert.Equal(t, dns.RcodeNameError, rcodeOf(t, f.addr, "", "www.tiktok.com."))
 	}
 	counts := memoCounts(f.handler)
 	assert.Contains(t, counts, 1, "the loop that answered emptied its full memo and kept the answer")
-	entries, _ := f.handler.memos.share()
 	for _, c := range counts {
 		assert.LessOrEqual(t, c, entries)
 	}
