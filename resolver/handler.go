@@ -266,7 +266,8 @@ type query struct {
 	via      string // the name in the answer that was blocked, for chains
 	// memo is the answer memo of the loop serving the wire query inline,
 	// which keeps its answer (answerMemo.keep); recall is the memo's
-	// entry for it, when the same query was answered before.
+	// entry for it when the same query was answered before and its cache
+	// entry is no longer served as kept (serveRecalled gave every other).
 	memo   *answerMemo
 	recall *memoEntry
 }

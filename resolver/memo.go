@@ -332,26 +332,3 @@ func (h *Handler) serveRecalled(w listen.ResponseWriter, b []byte, snap *Snapsho
 	}
 	return true
 }
-
-// recalled is the answer the memo entry e gives q, a query with the same
-// bytes from the same client, ok false when it gives none: its cache
-// entry is no longer served as it was (Cache.recallable), and q takes the
-// cache as any query does.
-func (h *Handler) recalled(q *query, e *memoEntry) (r reply, ok bool) {
-	ce, hit := e.hit()
-	if !hit {
-		bufp := answerBufs.Get().(*[]byte)
-		b := append((*bufp)[:0], e.answer...)
-		copy(b, q.wire.b[:idLen])
-		*bufp = b
-		return reply{wire: b, buf: bufp, rcode: e.rcode, result: ResultBlocked}, true
-	}
-	c := h.cache.Load()
-	if ce == nil || !c.recallable(ce, q.start) {
-		return reply{}, false
-	}
-	c.hit(ce)
-	h.metrics.cacheLookup(cacheHit)
-	q.upstream = upstreamCache
-	return packedCached(q, ce, ce.result())
-}

@@ -482,22 +482,15 @@ func (h *Handler) answerWire(q *query) (r reply, ok bool) {
 		return r, true
 	}
 	if e := q.recall; e != nil {
-		// Answered before (answerMemo): the answer again, or the cache
-		// for a hit whose entry is no longer served as it was; the
-		// decision is the one made then. Only once admitted: a query over
-		// the rate limit was decided nothing (write audits no drop but an
-		// RPZ rpz-drop's).
-		q.out = e.out
-		if r, ok := h.recalled(q, e); ok {
-			return r, true
-		}
-		// What the cache gives now is kept in its place, and the entry
-		// forgotten meanwhile, so that the memo does not hold what the
-		// cache let go.
-		q.recall = nil
-		if q.memo != nil {
-			q.memo.drop(q.id.Source, q.wire.b)
-		}
+		// A memo entry whose cache entry is no longer served as it was
+		// (serveRecalled gave every other answer): the decision is the one
+		// made then, the cache is asked as for any query, what it gives is
+		// kept in the entry's place, and the entry is forgotten meanwhile,
+		// so that the memo does not hold what the cache let go. Only once
+		// admitted: a query over the rate limit was decided nothing (write
+		// audits no drop but an RPZ rpz-drop's).
+		q.out, q.recall = e.out, nil
+		q.memo.drop(q.id.Source, q.wire.b)
 		q.key = q.wire.key()
 		return h.fromCache(q)
 	}
