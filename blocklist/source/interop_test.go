@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -132,12 +133,29 @@ func startNSD(t testing.TB, cfg primaryConfig, zoneText string) *nsdPrimary {
 }
 
 // setZone replaces the zone, has nsd reload it (SIGHUP: the zone files
-// changed, which sends NOTIFY) and waits until it serves serial.
+// changed, which sends NOTIFY) and waits until it serves serial, and
+// serves nothing else: NSD answers from the server processes it forks
+// for the zone it reloaded while those of the zone before still run, until
+// they take the word to quit. A check in that moment could read the old
+// serial and transfer nothing (TestNotifyFromAnotherAddressOfNSD failed
+// so in CI, its change never delivered), so the wait lasts until one of
+// nsd's processes from before the reload has ended: its server, as its
+// main process lives on.
 func (p *nsdPrimary) setZone(text string, serial uint32) {
 	p.t.Helper()
+	before := p.proc.Descendants(p.t)
 	p.writeZone(text)
 	p.signal(syscall.SIGHUP)
 	p.waitSerial(serial, true)
+	require.Eventually(p.t, func() bool {
+		now := p.proc.Descendants(p.t)
+		for _, pid := range before {
+			if !slices.Contains(now, pid) {
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 10*time.Millisecond, "nsd's server of the zone before the reload still runs; its log:\n%s", p.logText())
 }
 
 // knotPrimary is Knot DNS serving one zone.

@@ -2,8 +2,12 @@ package testnet
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -71,6 +75,42 @@ func (d *Daemon) Signal(t testing.TB, sig os.Signal) {
 	if err := d.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal %v: %v", sig, err)
 	}
+}
+
+// Descendants are the process IDs of the running process's children,
+// theirs, and so on (Linux's /proc/PID/task/PID/children: the processes
+// a main thread started; nsd's server processes are its grandchildren), in
+// no order; t fails when none is running or a list cannot be read but for
+// a process that ended meanwhile.
+func (d *Daemon) Descendants(t testing.TB) []int {
+	t.Helper()
+	d.mu.Lock()
+	cmd := d.cmd
+	d.mu.Unlock()
+	if cmd == nil {
+		t.Fatal("descendants of a daemon that is not running")
+	}
+	var pids []int
+	for todo := []int{cmd.Process.Pid}; len(todo) > 0; {
+		pid := todo[0]
+		todo = todo[1:]
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if errors.Is(err, fs.ErrNotExist) && pid != cmd.Process.Pid {
+			continue // ended since its parent's list was read
+		}
+		if err != nil {
+			t.Fatalf("children of %d: %v", pid, err)
+		}
+		for _, f := range strings.Fields(string(b)) {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				t.Fatalf("children of %d: %q: %v", pid, b, err)
+			}
+			pids = append(pids, n)
+			todo = append(todo, n)
+		}
+	}
+	return pids
 }
 
 // Log is what the process wrote to its stdout and stderr since Start.
