@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -143,19 +144,27 @@ func startNSD(t testing.TB, cfg primaryConfig, zoneText string) *nsdPrimary {
 // main process lives on.
 func (p *nsdPrimary) setZone(text string, serial uint32) {
 	p.t.Helper()
-	before := p.proc.Descendants(p.t)
+	before, err := p.proc.Descendants()
+	require.NoError(p.t, err)
 	p.writeZone(text)
 	p.signal(syscall.SIGHUP)
 	p.waitSerial(serial, true)
-	require.Eventually(p.t, func() bool {
-		now := p.proc.Descendants(p.t)
+	var last atomic.Value // the error of the last look, a string
+	if !assert.Eventually(p.t, func() bool {
+		now, err := p.proc.Descendants()
+		if err != nil {
+			last.Store(err.Error())
+			return false
+		}
 		for _, pid := range before {
 			if !slices.Contains(now, pid) {
 				return true
 			}
 		}
 		return false
-	}, 20*time.Second, 10*time.Millisecond, "nsd's server of the zone before the reload still runs; its log:\n%s", p.logText())
+	}, 20*time.Second, 10*time.Millisecond) {
+		p.t.Fatalf("nsd's server of the zone before the reload still runs (last error: %v); its log:\n%s", last.Load(), p.logText())
+	}
 }
 
 // knotPrimary is Knot DNS serving one zone.

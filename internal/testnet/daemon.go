@@ -80,15 +80,16 @@ func (d *Daemon) Signal(t testing.TB, sig os.Signal) {
 // Descendants are the process IDs of the running process's children,
 // theirs, and so on (Linux's /proc/PID/task/PID/children: the processes
 // a main thread started; nsd's server processes are its grandchildren), in
-// no order; t fails when none is running or a list cannot be read but for
-// a process that ended meanwhile.
-func (d *Daemon) Descendants(t testing.TB) []int {
-	t.Helper()
+// no order. It fails when none is running or a list cannot be read but
+// for a process that ended meanwhile. It does not fail a test, so that a
+// condition polled on a goroutine of its own (assert.Eventually) may call
+// it.
+func (d *Daemon) Descendants() ([]int, error) {
 	d.mu.Lock()
 	cmd := d.cmd
 	d.mu.Unlock()
 	if cmd == nil {
-		t.Fatal("descendants of a daemon that is not running")
+		return nil, errors.New("descendants of a daemon that is not running")
 	}
 	var pids []int
 	for todo := []int{cmd.Process.Pid}; len(todo) > 0; {
@@ -99,18 +100,18 @@ func (d *Daemon) Descendants(t testing.TB) []int {
 			continue // ended since its parent's list was read
 		}
 		if err != nil {
-			t.Fatalf("children of %d: %v", pid, err)
+			return nil, fmt.Errorf("children of %d: %w", pid, err)
 		}
 		for _, f := range strings.Fields(string(b)) {
 			n, err := strconv.Atoi(f)
 			if err != nil {
-				t.Fatalf("children of %d: %q: %v", pid, b, err)
+				return nil, fmt.Errorf("children of %d: %q: %w", pid, b, err)
 			}
 			pids = append(pids, n)
 			todo = append(todo, n)
 		}
 	}
-	return pids
+	return pids, nil
 }
 
 // Log is what the process wrote to its stdout and stderr since Start.
