@@ -265,11 +265,8 @@ type query struct {
 	upstream string
 	via      string // the name in the answer that was blocked, for chains
 	// memo is the answer memo of the loop serving the wire query inline,
-	// which keeps its answer (answerMemo.keep); recall is the memo's
-	// entry for it when the same query was answered before and its cache
-	// entry is no longer served as kept (serveRecalled gave every other).
-	memo   *answerMemo
-	recall *memoEntry
+	// which keeps its answer (answerMemo.keep).
+	memo *answerMemo
 }
 
 // stream reports a transport other than UDP: its answers may take 65,535
@@ -1385,7 +1382,7 @@ func (h *Handler) write(q *query, r reply) {
 		h.log.Debug("writing answer", zap.Error(err), zap.String(logClient, q.client.String()))
 		return
 	}
-	if q.memo != nil && q.recall == nil && fits {
+	if q.memo != nil && fits {
 		q.memo.keep(q, r)
 	}
 }

@@ -299,7 +299,7 @@ func (h *Handler) serveRecalled(w listen.ResponseWriter, b []byte, snap *Snapsho
 	}()
 	c := h.cache.Load()
 	ce, hit := e.hit()
-	if hit && (ce == nil || !c.recallable(ce, q.start)) {
+	if hit && !c.recallable(ce, q.start) {
 		return false
 	}
 	if r, limited := h.admit(&q); limited {

@@ -239,6 +239,43 @@ func TestMemoFollowsTheCache(t *testing.T) {
 	assert.Equal(t, 4, up.distinct())
 }
 
+// TestMemoForgetsAHitTheCacheLetGo: a memo entry whose cache entry the
+// cache no longer serves is dropped by the query that finds it so, on the
+// loop that holds it, and that query goes upstream as any miss does: the
+// memo does not keep alive what the cache let go. (Over the network a
+// query may land on another socket's loop, whose memo never held it:
+// this drives one loop's memo through ServeWire.)
+func TestMemoForgetsAHitTheCacheLetGo(t *testing.T) {
+	up := startUpstream(t, nil)
+	text := strings.Replace(testConfig, "log: {queries: all}", "log: {queries: none}", 1)
+	f := startFence(t, text, testFiles, up.addr)
+	h := f.handler
+	memo := h.NewMemo()
+	defer memo.Close()
+	m := memo.(*answerMemo)
+	remote := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 4), Port: 5300}
+	w := &memoWriter{discardWriter: discardWriter{remote: remote}, memo: memo}
+	q, err := question("let-go.example.", dns.TypeA, false).Pack()
+	require.NoError(t, err)
+	serve := func() {
+		resume, handled := h.ServeWire(w, q)
+		require.True(t, handled)
+		if resume != nil {
+			resume() // the upstream's answer, off the loop
+		}
+	}
+	source := netipMustParse("127.0.0.4")
+	serve() // a miss: asked upstream, and cached
+	serve() // a hit, kept
+	require.NotNil(t, m.find(h.Snapshot(), source, q), "the hit kept")
+	asked := up.distinct()
+	key := newCacheKey("let-go.example.", dns.TypeA, dns.ClassINET, false, false, true)
+	h.cache.Load().t.forget(key, time.Now())
+	serve()
+	assert.Equal(t, asked+1, up.distinct(), "out of the cache: asked upstream")
+	assert.Nil(t, m.find(h.Snapshot(), source, q), "the entry the cache let go dropped")
+}
+
 // TestMemoDrop: drop forgets the entry of one query from one client.
 func TestMemoDrop(t *testing.T) {
 	up := startUpstream(t, nil)

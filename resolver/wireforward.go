@@ -481,19 +481,6 @@ func (h *Handler) answerWire(q *query) (r reply, ok bool) {
 	if r, limited := h.admit(q); limited {
 		return r, true
 	}
-	if e := q.recall; e != nil {
-		// A memo entry whose cache entry is no longer served as it was
-		// (serveRecalled gave every other answer): the decision is the one
-		// made then, the cache is asked as for any query, what it gives is
-		// kept in the entry's place, and the entry is forgotten meanwhile,
-		// so that the memo does not hold what the cache let go. Only once
-		// admitted: a query over the rate limit was decided nothing (write
-		// audits no drop but an RPZ rpz-drop's).
-		q.out, q.recall = e.out, nil
-		q.memo.drop(q.id.Source, q.wire.b)
-		q.key = q.wire.key()
-		return h.fromCache(q)
-	}
 	// 3. May they ask at all; 4. which policy; 5. is the name blocked.
 	q.out = q.snap.decide(q.id.Source, q.id.Client, q.wire.name)
 	switch q.out.result {

@@ -246,11 +246,11 @@ func (h *Handler) ServeWire(w listen.ResponseWriter, b []byte) (resume func(), h
 				if h.serveRecalled(w, b, snap, e) {
 					return nil, true
 				}
-				// The same bytes as a query answered before, from the same
-				// client: read and decided as that one was.
-				q := query{w: w, transport: listen.UDP, wire: e.wire, snap: snap, id: e.id, memo: memo, recall: e}
-				q.wire.b = b
-				return h.serveWire(q)
+				// A cache hit whose cache entry is no longer served as it
+				// was kept: forgotten, so that the memo does not hold what
+				// the cache let go, and the query read and answered as any
+				// is, whose answer is kept in the entry's place.
+				memo.drop(source, b)
 			}
 		}
 	}
@@ -298,7 +298,7 @@ func leave(q query) *query {
 	l.refs.Store(1)
 	p := &l.query
 	p.left = l
-	p.memo, p.recall = nil, nil // the loop's, which it leaves
+	p.memo = nil // the loop's, which it leaves
 	l.upq = p.wire.own(l.mem[:])
 	p.out = p.snap.decide(p.id.Source, p.id.Client, p.wire.name)
 	p.key.name = p.wire.name
